@@ -1,0 +1,24 @@
+"""tokdyn: token dynamics in latent visual reasoning, as pure jitted and vmapped JAX functions.
+
+Submodules (loaded on first access, so ``import tokdyn`` does not import JAX and the CLI can set
+XLA flags first):
+
+- :mod:`tokdyn.data`      synthetic datasets (Gaussian clusters)
+- :mod:`tokdyn.dynamics`  token update rules and the loop that runs them
+- :mod:`tokdyn.metrics`   ARI, NMI, SSE, collapse (pure, jittable)
+- :mod:`tokdyn.stats`     paired tests, effect sizes, multiple-comparison corrections, bootstrap
+- :mod:`tokdyn.sweep`     execution engine: chunked, sharded runs
+- :mod:`tokdyn.report`    CSV/JSON writers and figures
+- :mod:`tokdyn.studies`   end-to-end studies
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+__all__ = ["data", "dynamics", "metrics", "stats", "sweep", "report", "studies"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        return importlib.import_module(f"tokdyn.{name}")
+    raise AttributeError(f"module 'tokdyn' has no attribute {name!r}")

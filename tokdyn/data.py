@@ -51,9 +51,10 @@ def gaussian_clusters(
     Centres are drawn uniformly from ``[-center_box, center_box]^D`` (``centers="uniform"``,
     as scikit-learn's ``make_blobs``) or as ``center_box * N(0, I_D)`` (``centers="normal"``).
 
-    Cluster ``k`` is generated from ``fold_in(key, k)`` alone, so the first ``K`` clusters are
-    the same whatever ``n_clusters`` or ``max_clusters`` is: a dataset with K=3 is the K=5
-    dataset with two clusters removed (common random numbers across conditions).
+    Cluster ``k`` depends only on the key and k (for given P and D), so the first ``K`` clusters
+    are the same whatever ``n_clusters`` or ``max_clusters`` is: a dataset with K=3 is the K=5
+    dataset with two clusters removed (common random numbers across conditions). This relies on
+    JAX's default ``jax_threefry_partitionable=True``.
 
     Args:
       key: PRNG key.
@@ -88,8 +89,9 @@ def gaussian_clusters(
             k = _checks.positive_int("n_clusters", int(n_clusters) if _is_intlike(n_clusters) else n_clusters)
             if k > M:
                 raise ValueError(f"n_clusters must be <= max_clusters={M}, got {k}")
-    return _generate(key, jnp.asarray(n_clusters, jnp.int32), jnp.asarray(noise, jnp.float32),
-                     jnp.asarray(center_box, jnp.float32), M, P, D, centers)
+    clusters, _ = _generate_jit(key, jnp.asarray(n_clusters, jnp.int32), jnp.asarray(noise, jnp.float32),
+                                jnp.asarray(center_box, jnp.float32), M, P, D, centers)
+    return clusters
 
 
 def _is_intlike(value) -> bool:
@@ -99,20 +101,34 @@ def _is_intlike(value) -> bool:
         return False
 
 
-@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
-def _generate(key, n_clusters, noise, center_box, M, P, D, centers):
-    def one_cluster(k):
-        kc, kx = jax.random.split(jax.random.fold_in(key, k))
-        if centers == "uniform":
-            c = jax.random.uniform(kc, (D,), minval=-1.0, maxval=1.0)
-        else:
-            c = jax.random.normal(kc, (D,))
-        z = jax.random.normal(kx, (P, D))
-        return center_box * c + noise * z  # (P, D)
+def _uniform(bits, low, high):
+    """Floats uniform in [low, high) from uint32 bits (23 mantissa bits, as jax.random does)."""
+    one_two = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32)  # [1, 2)
+    return jnp.maximum(low, low + (high - low) * (one_two - 1.0))
 
-    x = jax.vmap(one_cluster)(jnp.arange(M)).reshape(M * P, D)  # (M*P, D)
+
+def _generate(key, n_clusters, noise, center_box, M, P, D, centers):
+    """Clusters plus (N,) uniform per-point noise for token initialisation.
+
+    All randomness comes from one ``random.bits`` call of shape (M, P + 1, D + 1): rows ``:P`` are
+    the points' noise, row ``P`` the centre, column ``D`` of rows ``:P`` the per-point init noise.
+    With JAX's default partitionable threefry, element (k, i, j) depends on the key and its index
+    only, so cluster k is the same whatever M is. One bits call also keeps compile time low.
+    """
+    bits = jax.random.bits(key, (M, P + 1, D + 1))  # (M, P+1, D+1) uint32
+    lo = jnp.nextafter(jnp.float32(-1.0), jnp.float32(0.0))
+    if centers == "uniform":
+        c = _uniform(bits[:, P, :D], -1.0, 1.0)  # (M, D)
+    else:
+        c = jnp.sqrt(2.0) * jax.scipy.special.erfinv(_uniform(bits[:, P, :D], lo, 1.0))
+    z = jnp.sqrt(2.0) * jax.scipy.special.erfinv(_uniform(bits[:, :P, :D], lo, 1.0))  # (M, P, D) ~ N(0, 1)
+    x = (center_box * c[:, None, :] + noise * z).reshape(M * P, D)  # (M*P, D)
     cluster = jnp.repeat(jnp.arange(M, dtype=jnp.int32), P)  # (M*P,)
     mask = cluster < n_clusters
     x = jnp.where(mask[:, None], x, 0.0)
     labels = jnp.where(mask, cluster, -1)
-    return Clusters(x=x, labels=labels, mask=mask)
+    init_noise = _uniform(bits[:, :P, D], 0.0, 1.0).reshape(M * P)  # (M*P,)
+    return Clusters(x=x, labels=labels, mask=mask), init_noise
+
+
+_generate_jit = jax.jit(_generate, static_argnums=(4, 5, 6, 7))

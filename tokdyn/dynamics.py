@@ -331,7 +331,12 @@ def _init_tokens(key, x, mask, scale, *, n_tokens, dim, method):
     if method == "data_mean":
         mean = (w @ x) / jnp.maximum(w.sum(), 1.0)
         return mean + scale * jax.random.normal(key, (n_tokens, dim), x.dtype)
-    # Forgy: top-k of Gumbel noise over valid rows = uniform sample without replacement
-    g = jax.random.gumbel(key, w.shape) + jnp.where(w > 0, 0.0, -jnp.inf)
-    _, idx = jax.lax.top_k(g, n_tokens)
+    return forgy(x, jax.random.uniform(key, w.shape), mask, n_tokens)
+
+
+def forgy(x, noise, mask, n_tokens: int):
+    """Forgy init from given noise: the ``n_tokens`` valid rows of ``x`` with the largest
+    ``noise`` (N,) values. With i.i.d. uniform noise this is a uniform sample without replacement."""
+    score = noise if mask is None else jnp.where(mask, noise, -1.0)
+    _, idx = jax.lax.top_k(score, n_tokens)
     return x[idx]

@@ -96,32 +96,59 @@ def environment() -> dict:
     }
 
 
+def preload_plotting() -> "threading.Thread":
+    """Import matplotlib in a background thread (call early: the import overlaps with compilation
+    and simulation, which release the GIL). :func:`line_plot` joins it."""
+    import threading
+
+    global _PRELOAD
+    _PRELOAD = threading.Thread(target=_import_matplotlib, daemon=True)
+    _PRELOAD.start()
+    return _PRELOAD
+
+
+_PRELOAD = None
+
+
+def _import_matplotlib():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+
 def line_plot(path: str, x, series: Mapping[str, Sequence], *, panels: Mapping[str, Mapping[str, Sequence]] | None = None,
               xlabel: str = "", ylabel: str = "", title: str = "", errors: Mapping | None = None) -> str:
-    """One figure of lines. ``series`` name -> y values over ``x``; or ``panels`` title -> series
-    for side-by-side subplots sharing the y axis. ``errors`` mirrors the structure with error bars."""
-    import matplotlib
+    """One PNG of lines. ``series``: name -> y values over ``x``; or ``panels``: title -> series,
+    drawn as side-by-side subplots sharing the y axis. ``errors`` mirrors the structure of what is
+    drawn (name -> half-widths, or panel -> name -> half-widths) and is drawn as vertical bars.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Uses matplotlib's object API (no pyplot, no global state), so it is thread-safe and cheap.
+    """
+    if _PRELOAD is not None:
+        _PRELOAD.join()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     panels = panels if panels is not None else {title: series}
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 1.2, 3.4), sharey=True, squeeze=False)
-    for ax, (ptitle, ser) in zip(axes[0], panels.items()):
-        for name, y in ser.items():
-            err = None
-            if errors is not None:
-                err = errors.get(ptitle, {}).get(name) if len(panels) > 1 else errors.get(name)
-            ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=2, label=name)
+    multi = len(panels) > 1 or panels is not None and series == {}
+    fig = Figure(figsize=(3.4 * len(panels) + 1.0, 3.3))
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    for ax, (ptitle, ser) in zip(axes, panels.items()):
+        for i, (name, y) in enumerate(ser.items()):
+            color = f"C{i}"
+            ax.plot(x, y, marker="o", ms=4, color=color, label=name)
+            err = None if errors is None else (errors.get(ptitle, {}).get(name) if multi else errors.get(name))
+            if err is not None:
+                y, err = np.asarray(y, float), np.asarray(err, float)
+                ax.vlines(x, y - err, y + err, color=color, lw=1, alpha=0.7)
         ax.set_title(ptitle, fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(ylabel)
-    axes[0][-1].legend(fontsize=8, frameon=False)
-    if len(panels) > 1 and title:
+    axes[0].set_ylabel(ylabel)
+    axes[-1].legend(fontsize=8, frameon=False)
+    if multi and title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.08, right=0.99, bottom=0.15, top=0.82 if multi and title else 0.9, wspace=0.08)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.savefig(path, dpi=100)
     return path

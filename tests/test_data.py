@@ -1,0 +1,67 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tokdyn import data
+
+
+def test_shapes_mask_and_labels():
+    c = data.gaussian_clusters(jax.random.key(0), 3, points_per_cluster=7, dim=5, noise=0.5, max_clusters=5)
+    assert c.x.shape == (35, 5) and c.labels.shape == (35,) and c.mask.shape == (35,)
+    assert np.asarray(c.mask).sum() == 21
+    assert np.all(np.asarray(c.labels)[~np.asarray(c.mask)] == -1)
+    assert np.all(np.asarray(c.x)[~np.asarray(c.mask)] == 0)
+    assert sorted(set(np.asarray(c.labels)[np.asarray(c.mask)].tolist())) == [0, 1, 2]
+
+
+def test_clusters_do_not_depend_on_k_or_padding():
+    key = jax.random.key(3)
+    small = data.gaussian_clusters(key, 3, points_per_cluster=10, dim=4, noise=0.3)
+    padded = data.gaussian_clusters(key, 3, points_per_cluster=10, dim=4, noise=0.3, max_clusters=6)
+    big = data.gaussian_clusters(key, 5, points_per_cluster=10, dim=4, noise=0.3)
+    np.testing.assert_array_equal(np.asarray(small.x), np.asarray(padded.x)[:30])
+    np.testing.assert_array_equal(np.asarray(small.x), np.asarray(big.x)[:30])
+
+
+def test_noise_and_centre_statistics():
+    """Within-cluster deviations are N(0, noise^2); uniform centres have variance box^2 / 3."""
+    c = data.gaussian_clusters(jax.random.key(1), 200, points_per_cluster=100, dim=8, noise=0.7, center_box=4.0)
+    x = np.asarray(c.x, np.float64).reshape(200, 100, 8)
+    dev = x - x.mean(1, keepdims=True)
+    var = (dev**2).sum(1) / 99
+    assert abs(var.mean() - 0.49) < 0.01  # 1600 variance estimates, each with sd ~0.07
+    centres = x.mean(1)
+    assert np.abs(centres).max() <= 4.0 + 0.5
+    assert abs(centres.var() - 16 / 3) < 0.3
+    normal = data.gaussian_clusters(jax.random.key(2), 2000, points_per_cluster=1, dim=4, noise=0.0,
+                                    center_box=2.0, centers="normal")
+    assert abs(np.asarray(normal.x).std() - 2.0) < 0.05
+
+
+def test_traced_k_and_noise_share_one_compilation():
+    f = jax.jit(jax.vmap(lambda key, k, s: data.gaussian_clusters(key, k, points_per_cluster=4, dim=2,
+                                                                   noise=s, max_clusters=5)))
+    keys = jax.random.split(jax.random.key(0), 3)
+    out = f(keys, jnp.array([3, 4, 5]), jnp.array([0.3, 0.6, 0.9]))
+    assert np.asarray(out.mask).sum(1).tolist() == [12, 16, 20]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(noise=-0.1), "noise"),
+        (dict(noise=float("nan")), "noise"),
+        (dict(points_per_cluster=0), "points_per_cluster"),
+        (dict(dim=0), "dim"),
+        (dict(centers="grid"), "centers"),
+        (dict(max_clusters=2), "n_clusters must be <= max_clusters"),
+        (dict(n_clusters=0), "n_clusters"),
+    ],
+)
+def test_bad_input(kwargs, match):
+    args = dict(n_clusters=3, points_per_cluster=5, dim=2, noise=0.3)
+    args.update(kwargs)
+    n = args.pop("n_clusters")
+    with pytest.raises(ValueError, match=match):
+        data.gaussian_clusters(jax.random.key(0), n, **args)

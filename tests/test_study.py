@@ -1,0 +1,87 @@
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from tokdyn import cli, data, dynamics, report
+from tokdyn.studies import token_dynamics as td
+
+TINY = td.Config(seeds=4, noise=(0.3, 0.9), n_clusters=(3, 4), dim=4, points_per_cluster=12)
+
+
+def test_runs_match_public_api_and_sklearn():
+    runs = td.simulate(TINY)
+    assert runs["seed"].size == 4 * 2 * 2 * 4
+    task = TINY.task()
+    for i in range(0, runs["seed"].size, 5):
+        seed, k, nz, name = int(runs["seed"][i]), int(runs["n_clusters"][i]), float(runs["noise"][i]), runs["method"][i]
+        key = jax.random.fold_in(jax.random.key(TINY.root_seed), seed)
+        c, init_noise = data._generate(key, k, np.float32(nz), np.float32(TINY.center_box), task.max_clusters,
+                                       TINY.points_per_cluster, TINY.dim, TINY.centers)
+        t0 = dynamics.forgy(c.x, init_noise, c.mask, TINY.n_tokens)
+        r = dynamics.run(c.x, t0, dynamics.METHODS[name], mask=c.mask)
+        valid = np.asarray(c.mask)
+        yt, yp = np.asarray(c.labels)[valid], np.asarray(r.labels)[valid]
+        assert runs["steps"][i] == int(r.steps)
+        assert abs(runs["ari"][i] - adjusted_rand_score(yt, yp)) < 1e-5
+        assert abs(runs["nmi"][i] - normalized_mutual_info_score(yt, yp)) < 1e-5
+        sse = sum(((np.asarray(c.x)[valid][j] - np.asarray(r.tokens)[yp[j]]) ** 2).sum() for j in range(valid.sum()))
+        assert abs(runs["sse"][i] - sse) < 1e-3 * max(1.0, sse)
+        assert bool(runs["collapsed"][i]) == (len(set(yp.tolist())) < min(k, TINY.n_tokens))
+
+
+def test_methods_share_data_and_initial_tokens():
+    """Within a seed and condition all methods start identically: with momentum and repulsion 0
+    every 'method' is the baseline, so all four must give the same results."""
+    cfg = td.Config(seeds=3, noise=(0.6,), n_clusters=(4,), dim=4, points_per_cluster=12)
+    runs = td.simulate(cfg)
+    base = runs["method"] == "baseline"
+    inertia = runs["method"] == "inertia"
+    assert not np.array_equal(runs["steps"][base], runs["steps"][inertia])
+    same = td.Config(**{**cfg.__dict__, "methods": ("baseline", "baseline")})
+    r2 = td.simulate(same)
+    np.testing.assert_array_equal(r2["ari"][:3], r2["ari"][3:])
+    np.testing.assert_array_equal(r2["ari"][:3], runs["ari"][base])
+
+
+def test_cli_writes_every_output(tmp_path, capsys):
+    out = tmp_path / "td"
+    rc = cli.main(["study", "token-dynamics", "--out", str(out), "--seeds", "3", "--noise", "0.3,0.9",
+                   "--n-clusters", "3,4", "--dim", "4", "--points-per-cluster", "10", "--no-cache"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "published" in printed and "baseline" in printed
+    runs = report.read_csv(out / "runs.csv")
+    assert list(runs) == ["method", "n_clusters", "noise", "seed", "ari", "nmi", "sse", "steps", "converged", "collapsed"]
+    assert runs["seed"].size == 4 * 2 * 2 * 3
+    summary = report.read_csv(out / "summary.csv")
+    assert summary["method"].size == 4 * 2 * 2 and "ari_mean" in summary and "steps_std" in summary
+    overall = report.read_csv(out / "overall.csv")
+    for name in td.PUBLISHED_OVERALL:
+        sel = runs["method"] == name
+        assert abs(overall["ari_mean"][list(overall["method"]).index(name)] - runs["ari"][sel].mean()) < 1e-5
+    tests = json.loads((out / "stat_tests.json").read_text())
+    assert len(tests) == 3 * 4 and {"t", "p", "p_holm", "p_bonferroni", "d"} <= set(tests[0])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["seeds"] == 3 and "jax" in cfg["environment"]
+    for name in ("ari_mean", "steps_mean", "collapsed_rate"):
+        assert (out / "plots" / f"{name}.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--seeds", "0"], "seeds"),
+        (["--noise", "-0.3"], "noise"),
+        (["--methods", "baseline,teleport"], "methods"),
+        (["--temperature", "0"], "temperature"),
+        (["--init", "random"], "init"),
+    ],
+)
+def test_cli_rejects_bad_arguments(argv, match, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["study", "token-dynamics", *argv])
+    assert match in capsys.readouterr().err

@@ -1,0 +1,578 @@
+"""Clustering metrics as pure JAX functions: ARI, NMI, contingency tables, SSE, cluster usage.
+
+Every function is jittable and vmappable and works on fixed-shape inputs with an optional boolean
+``mask`` that marks the valid entries; invalid entries are ignored entirely (they may hold any
+label, ``-1`` included), so labelings of different lengths can share one padded shape in a vmap.
+
+Public functions
+
+- :func:`ari` -- adjusted Rand index, equal to ``sklearn.metrics.adjusted_rand_score``.
+- :func:`nmi` -- normalised mutual information (arithmetic mean normaliser), equal to
+  ``sklearn.metrics.normalized_mutual_info_score``.
+- :func:`contingency` -- the ``(n_true, n_pred)`` table of co-occurrence counts.
+- :func:`sse` -- sum of squared distances of points to their assigned centre.
+- :func:`cluster_sizes`, :func:`n_used`, :func:`collapsed` -- how many points each cluster (token)
+  receives, how many clusters are used, and whether fewer tokens are used than there are clusters.
+
+Two code paths for ARI/NMI, with identical results
+---------------------------------------------------
+
+* **Bounded labels** (``n_true`` and ``n_pred`` given as static ints, labels in ``[0, n_true)`` and
+  ``[0, n_pred)``): the contingency table is built with one ``segment_sum`` over the cell index
+  ``true * n_pred + pred`` and everything is computed from it. This is the fast path (see the
+  benchmark in ``benchmarks/bench_metrics.py``).
+* **Arbitrary labels** (no bounds; any integer values, negative too, even under ``jit``): the
+  elements are sorted by ``(true, pred)`` and by ``pred``; group ids come from a cumulative sum of
+  "key changed" flags, group sizes from a ``segment_sum``. Each element then knows the size of its
+  true class ``a``, its predicted cluster ``b`` and its cell ``n_ij``, and every statistic is a sum
+  over elements (a cell of size ``n_ij`` is visited ``n_ij`` times).
+
+Both paths reduce to the same sufficient statistics (:class:`_Stats`), and one private function
+(:func:`_finish`) turns them into ARI and NMI, with sklearn's special cases written with
+``jnp.where`` so that nothing divides zero by zero (no valid points, one point, all singletons,
+a single cluster on either side).
+
+Numerical notes
+---------------
+
+* ARI uses the pair-confusion form ``2 (tp tn - fn fp) / ((tp + fn)(fn + tn) + (tp + fp)(fp + tn))``
+  in which each of the four pair counts is a sum of non-negative integers (no cancellation), and
+  each product in the numerator is at most half the denominator, so the result is accurate to a few
+  units of the float's epsilon.
+* MI is summed cell-wise, ``sum n_ij / N log(N n_ij / (a_i b_j))``, and entropies as
+  ``-sum a_i / N log(a_i / N)``; a log whose argument is close to 1 is evaluated as ``log1p`` of the
+  exactly computed integer difference, which keeps nearly-degenerate labelings accurate.
+* Counts are held in the default float dtype and are exact up to 2**24 valid points in float32.
+* Results use JAX's default float: float32 normally, float64 under ``jax.enable_x64(True)``. In
+  float32 the results agree with sklearn to ~1e-6 on typical inputs; NMI of near-degenerate
+  labelings (both almost a single cluster, so both entropies are tiny) can lose float32 accuracy.
+  Under ``jax.enable_x64(True)`` the agreement is ~1e-12.
+
+Validation
+----------
+
+When inputs are concrete arrays (not tracers), the public functions check them in plain Python
+before anything is traced: label lengths, mask length and dtype, integer label dtypes and, when
+bounds are given, that every valid label lies in range; errors are ``ValueError``/``TypeError`` that
+name the argument, the value and what is allowed. Shapes and dtypes are checked under ``jit`` and
+``vmap`` too; values cannot be, and out-of-range labels there give unspecified results (on the
+bounded path they are dropped from the table).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from numbers import Integral
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from tokdyn import _checks
+
+__all__ = [
+    "ari",
+    "nmi",
+    "contingency",
+    "sse",
+    "cluster_sizes",
+    "n_used",
+    "collapsed",
+]
+
+
+def _float_dtype():
+    """JAX's default float: float32, or float64 under ``jax.enable_x64(True)``."""
+    return jnp.zeros(()).dtype
+
+
+def _int_dtype():
+    """JAX's default int: int32, or int64 under ``jax.enable_x64(True)``."""
+    return jnp.zeros((), dtype=int).dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared final formulas
+# ---------------------------------------------------------------------------------------------
+
+
+class _Stats(NamedTuple):
+    """Sufficient statistics of a pair of labelings; every field is a float scalar.
+
+    The pair counts are over ordered pairs of distinct valid points (sklearn's pair confusion
+    matrix): ``tp`` same class and same cluster, ``fp`` different class but same cluster, ``fn``
+    same class but different cluster, ``tn`` different class and different cluster.
+    """
+
+    n: jax.Array  # number of valid points N
+    tp: jax.Array
+    fp: jax.Array
+    fn: jax.Array
+    tn: jax.Array
+    mi: jax.Array  # mutual information (nats)
+    h_true: jax.Array  # entropy of the true labeling (nats)
+    h_pred: jax.Array  # entropy of the predicted labeling (nats)
+    k_true: jax.Array  # number of non-empty true classes
+    k_pred: jax.Array  # number of non-empty predicted clusters
+
+
+def _log_ratio(diff, den):
+    """``log((den + diff) / den)`` for ``den > 0``, ``den + diff > 0``, accurate near 1.
+
+    Callers pass an integer-valued ``diff`` computed from small exact factors, so that when the
+    ratio is close to 1 (where ``log`` of a rounded ratio is only accurate to ``eps`` absolutely),
+    ``log1p(diff / den)`` keeps full relative accuracy.
+    """
+    near_one = jnp.abs(diff) < 0.5 * den
+    return jnp.where(near_one, jnp.log1p(diff / den), jnp.log((den + diff) / den))
+
+
+def _finish(s: _Stats):
+    """``(ari, nmi)`` from the sufficient statistics, with sklearn's special cases."""
+    # ARI. fn == fp == 0 covers N <= 1, identical partitions, all singletons on both sides and a
+    # single cluster on both sides: sklearn returns 1. Otherwise the denominator is > 0, because
+    # fn > 0 gives (tp + fn)(fn + tn) >= fn**2, and likewise for fp.
+    perfect = (s.fn == 0) & (s.fp == 0)
+    num = 2.0 * (s.tp * s.tn - s.fn * s.fp)
+    den = (s.tp + s.fn) * (s.fn + s.tn) + (s.tp + s.fp) * (s.fp + s.tn)
+    ari = jnp.where(perfect, 1.0, num / jnp.where(perfect, 1.0, den))
+
+    # NMI. Both labelings a single cluster (or no points at all) is a perfect match: 1. A single
+    # cluster on one side only gives MI = 0 and so NMI = 0, as does MI <= 0 (after rounding).
+    # When both sides have >= 2 clusters, both entropies are > 0 and so is the normaliser.
+    trivial = (s.k_true <= 1) & (s.k_pred <= 1)
+    mi = jnp.maximum(s.mi, 0.0)
+    informative = (s.k_true > 1) & (s.k_pred > 1) & (mi > 0)
+    normaliser = 0.5 * (s.h_true + s.h_pred)
+    ratio = mi / jnp.where(informative, normaliser, 1.0)
+    # MI <= min(H_true, H_pred) <= their mean, so clipping at 1 only removes rounding excess.
+    nmi = jnp.where(trivial, 1.0, jnp.where(informative, jnp.minimum(ratio, 1.0), 0.0))
+    return ari, nmi
+
+
+# ---------------------------------------------------------------------------------------------
+# Path (a): bounded labels, via the contingency table
+# ---------------------------------------------------------------------------------------------
+
+
+def _table(labels_true, labels_pred, weights, n_true: int, n_pred: int):
+    """Weighted co-occurrence counts ``(n_true, n_pred)`` via one ``segment_sum``."""
+    t = labels_true.astype(jnp.int32)
+    p = labels_pred.astype(jnp.int32)
+    cell = t * n_pred + p  # (N,) flat cell index; out-of-range ids are dropped by segment_sum
+    flat = jax.ops.segment_sum(weights, cell, num_segments=n_true * n_pred)  # (n_true * n_pred,)
+    return flat.reshape(n_true, n_pred)
+
+
+def _entropy_terms(weight, size, n):
+    """``-sum weight * log(size / n) / n`` over entries with ``weight > 0``."""
+    valid = weight > 0
+    logs = _log_ratio(jnp.where(valid, size - n, 0.0), n)  # log(size / n)
+    return -jnp.sum(jnp.where(valid, weight * logs, 0.0)) / n
+
+
+def _table_stats(table) -> _Stats:
+    """Sufficient statistics from a contingency table ``(n_true, n_pred)`` of float counts."""
+    a = table.sum(axis=1, keepdims=True)  # (n_true, 1) class sizes
+    b = table.sum(axis=0, keepdims=True)  # (1, n_pred) cluster sizes
+    n = a.sum()
+    n_safe = jnp.maximum(n, 1.0)
+
+    # For a point in cell (i, j): the other points of its class outside the cell, of its cluster
+    # outside the cell, and in neither its class nor its cluster. All (n_true, n_pred), >= 0.
+    row_only = a - table
+    col_only = b - table
+    neither = n - a - b + table
+
+    # Pair counts, cell by cell: each term is a product of non-negative integers.
+    tp = jnp.sum(table * (table - 1.0))
+    fn = jnp.sum(table * row_only)
+    fp = jnp.sum(table * col_only)
+    tn = jnp.sum(table * neither)
+
+    # MI terms log(N n_ij / (a_i b_j)), using N n_ij - a_i b_j = n_ij neither - row_only col_only.
+    occupied = table > 0
+    diff = jnp.where(occupied, table * neither - row_only * col_only, 0.0)
+    log_cell = _log_ratio(diff, jnp.where(occupied, a * b, 1.0))
+    mi = jnp.sum(jnp.where(occupied, table * log_cell, 0.0)) / n_safe
+
+    return _Stats(
+        n=n,
+        tp=tp,
+        fp=fp,
+        fn=fn,
+        tn=tn,
+        mi=mi,
+        h_true=_entropy_terms(a, a, n_safe),
+        h_pred=_entropy_terms(b, b, n_safe),
+        k_true=jnp.sum(a > 0).astype(table.dtype),
+        k_pred=jnp.sum(b > 0).astype(table.dtype),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Path (b): arbitrary labels, via sorting
+# ---------------------------------------------------------------------------------------------
+
+
+def _starts(*sorted_keys):
+    """``(N,)`` bool: True where any key differs from the previous element (and at 0)."""
+    changed = jnp.zeros(sorted_keys[0].shape[0] - 1, dtype=bool)
+    for key in sorted_keys:
+        changed = changed | (key[1:] != key[:-1])
+    return jnp.concatenate([jnp.ones(1, dtype=bool), changed])
+
+
+def _group_sizes(starts, weights):
+    """Per-element weighted group size and number of non-empty groups, in sorted order.
+
+    ``starts`` (N,) marks the first element of each run of equal keys; ``weights`` (N,) are the
+    element weights in the same order.
+    """
+    n = starts.shape[0]
+    group = jnp.cumsum(starts) - 1  # (N,) group id, non-decreasing
+    totals = jax.ops.segment_sum(weights, group, num_segments=n, indices_are_sorted=True)  # (N,)
+    size = totals[group]  # (N,)
+    n_groups = jnp.sum(starts & (size > 0)).astype(weights.dtype)
+    return size, n_groups
+
+
+def _sorted_stats(labels_true, labels_pred, weights) -> _Stats:
+    """Sufficient statistics for arbitrary integer labels, by sorting. Inputs are ``(N,)``."""
+    n_elems = labels_true.shape[0]
+    if n_elems == 0:  # static: nothing to sort
+        zero = jnp.zeros((), weights.dtype)
+        return _Stats(*([zero] * len(_Stats._fields)))
+    index = jnp.arange(n_elems)
+
+    # Sorted by (true, pred): cells are runs, and so are true classes (runs of the first key).
+    t_s, p_s, w, order_tp = lax.sort((labels_true, labels_pred, weights, index), num_keys=2)
+    true_starts = _starts(t_s)
+    a, k_true = _group_sizes(true_starts, w)  # (N,) class size of each element
+    c, _ = _group_sizes(true_starts | _starts(p_s), w)  # (N,) cell size n_ij of each element
+
+    # Sorted by pred alone for the cluster sizes, then moved into the (true, pred) order.
+    p_only, w_p, order_p = lax.sort((labels_pred, weights, index), num_keys=1)
+    b_p, k_pred = _group_sizes(_starts(p_only), w_p)
+    b_orig = jnp.zeros_like(b_p).at[order_p].set(b_p, unique_indices=True)  # (N,) original order
+    b = b_orig[order_tp]  # (N,) cluster size of each element, in (true, pred) order
+
+    n = jnp.sum(w)
+    n_safe = jnp.maximum(n, 1.0)
+    valid = w > 0
+    a, b, c = (jnp.where(valid, x, 1.0) for x in (a, b, c))  # invalid elements: harmless sizes
+
+    # Each cell (and class, cluster) is visited once per member, so per-cell sums become sums of
+    # per-element terms divided by the group size, e.g. sum_cells n_ij (n_ij - 1) = sum_el (c - 1).
+    row_only, col_only, neither = a - c, b - c, n - a - b + c  # (N,) as in _table_stats
+    tp = jnp.sum(w * (c - 1.0))
+    fn = jnp.sum(w * row_only)
+    fp = jnp.sum(w * col_only)
+    tn = jnp.sum(w * neither)
+    diff = jnp.where(valid, c * neither - row_only * col_only, 0.0)  # N n_ij - a_i b_j
+    mi = jnp.sum(w * _log_ratio(diff, a * b)) / n_safe
+
+    return _Stats(
+        n=n,
+        tp=tp,
+        fp=fp,
+        fn=fn,
+        tn=tn,
+        mi=mi,
+        h_true=_entropy_terms(w, a, n_safe),
+        h_pred=_entropy_terms(w, b, n_safe),
+        k_true=k_true,
+        k_pred=k_pred,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Jitted kernels (no validation; the public wrappers validate first)
+# ---------------------------------------------------------------------------------------------
+
+
+def _weights(mask, n: int):
+    if mask is None:
+        return jnp.ones(n, _float_dtype())
+    return jnp.asarray(mask).astype(_float_dtype())
+
+
+def _stats(labels_true, labels_pred, mask, n_true, n_pred) -> _Stats:
+    weights = _weights(mask, labels_true.shape[0])  # (N,)
+    if n_true is None:
+        return _sorted_stats(labels_true, labels_pred, weights)
+    return _table_stats(_table(labels_true, labels_pred, weights, n_true, n_pred))
+
+
+@partial(jax.jit, static_argnames=("n_true", "n_pred"))
+def _ari_kernel(labels_true, labels_pred, mask, *, n_true, n_pred):
+    return _finish(_stats(labels_true, labels_pred, mask, n_true, n_pred))[0]
+
+
+@partial(jax.jit, static_argnames=("n_true", "n_pred"))
+def _nmi_kernel(labels_true, labels_pred, mask, *, n_true, n_pred):
+    return _finish(_stats(labels_true, labels_pred, mask, n_true, n_pred))[1]
+
+
+@partial(jax.jit, static_argnames=("n_true", "n_pred"))
+def _contingency_kernel(labels_true, labels_pred, mask, *, n_true, n_pred):
+    n = labels_true.shape[0]
+    weights = jnp.ones(n, _int_dtype()) if mask is None else mask.astype(_int_dtype())
+    return _table(labels_true, labels_pred, weights, n_true, n_pred)
+
+
+@partial(jax.jit, static_argnames=("n_clusters",))
+def _sizes_kernel(labels, mask, *, n_clusters):
+    weights = jnp.ones(labels.shape[0], _int_dtype()) if mask is None else mask.astype(_int_dtype())
+    return jax.ops.segment_sum(weights, labels.astype(jnp.int32), num_segments=n_clusters)  # (K,)
+
+
+@jax.jit
+def _sse_kernel(x, labels, centers, mask):
+    dtype = jnp.result_type(x, centers, _float_dtype())
+    x = x.astype(dtype)
+    centers = centers.astype(dtype)
+    valid = jnp.ones(x.shape[0], bool) if mask is None else mask
+    assigned = centers[jnp.where(valid, labels, 0)]  # (N, D) centre of each point
+    sq = (x - assigned) ** 2  # (N, D)
+    # One reduction over both axes (no per-row reduction over a tiny trailing D).
+    return jnp.sum(jnp.where(valid[:, None], sq, 0.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation (plain Python, before tracing)
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_labels(name: str, value, *, bound_name=None, bound=None, mask=None):
+    """Check one label array; returns it (as a NumPy array when concrete)."""
+    concrete = _checks.is_concrete(value)
+    arr = np.asarray(value) if concrete else value
+    if np.ndim(arr) != 1:
+        raise ValueError(f"{name} must be a 1-D array of integer labels, got shape {np.shape(arr)}")
+    dtype = np.dtype(arr.dtype)
+    if dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer labels, got dtype {dtype}")
+    if not concrete or arr.size == 0:
+        return arr
+    valid = arr if mask is None else arr[np.asarray(mask)]
+    if valid.size == 0:
+        return arr
+    if bound is not None:
+        outside = (valid < 0) | (valid >= bound)
+        if outside.any():
+            index = int(np.flatnonzero(outside)[0])
+            where = "" if mask is None else " (among entries where mask is True)"
+            raise ValueError(
+                f"{name} must hold labels in [0, {bound_name}) = [0, {bound}), got {valid[index].item()!r} "
+                f"at valid position {index}{where}"
+            )
+    else:
+        target = np.iinfo(jax.dtypes.canonicalize_dtype(dtype))
+        low, high = valid.min().item(), valid.max().item()
+        if low < target.min or high > target.max:
+            raise ValueError(
+                f"{name} holds {low if low < target.min else high!r}, outside the range of JAX's "
+                f"{target.dtype} labels [{target.min}, {target.max}]; relabel (e.g. np.unique(..., "
+                "return_inverse=True)) or enable 64-bit mode with jax.enable_x64(True)"
+            )
+    return arr
+
+
+def _check_mask(mask, length: int, what: str):
+    if mask is None:
+        return None
+    concrete = _checks.is_concrete(mask)
+    arr = np.asarray(mask) if concrete else mask
+    if np.ndim(arr) != 1 or np.shape(arr)[0] != length:
+        raise ValueError(f"mask must be a 1-D bool array of the same length as {what} ({length}), got shape {np.shape(arr)}")
+    if np.dtype(arr.dtype) != np.bool_:
+        raise TypeError(f"mask must have dtype bool, got {np.dtype(arr.dtype)}")
+    return arr
+
+
+def _check_bound(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(
+            f"{name} must be a static Python int >= 1 (it sets the table's shape), got {value!r} of type "
+            f"{type(value).__name__}"
+        )
+    return _checks.positive_int(name, value)
+
+
+def _check_pair(labels_true, labels_pred, mask, n_true, n_pred, *, bounds_required: bool):
+    """Validate the arguments shared by ari/nmi/contingency; returns the (checked) arrays."""
+    if (n_true is None) != (n_pred is None):
+        raise ValueError(
+            f"n_true and n_pred must be given together (both static ints) or not at all, got "
+            f"n_true={n_true!r} and n_pred={n_pred!r}"
+        )
+    if n_true is None and bounds_required:
+        raise TypeError("n_true and n_pred are required (static ints >= 1), got None")
+    if n_true is not None:
+        n_true = _check_bound("n_true", n_true)
+        n_pred = _check_bound("n_pred", n_pred)
+        if n_true * n_pred > np.iinfo(np.int32).max:
+            raise ValueError(f"n_true * n_pred must be < 2**31 (the table's size), got {n_true} * {n_pred}")
+    len_true, len_pred = np.shape(labels_true)[:1], np.shape(labels_pred)[:1]
+    if np.ndim(labels_true) == 1 and np.ndim(labels_pred) == 1 and len_true != len_pred:
+        raise ValueError(
+            f"labels_true and labels_pred must have the same length, got labels_true of length "
+            f"{len_true[0]} and labels_pred of length {len_pred[0]}"
+        )
+    if mask is not None and np.ndim(labels_true) == 1:
+        mask = _check_mask(mask, len_true[0], "labels_true and labels_pred")
+    t = _check_labels("labels_true", labels_true, bound_name="n_true", bound=n_true, mask=mask)
+    p = _check_labels("labels_pred", labels_pred, bound_name="n_pred", bound=n_pred, mask=mask)
+    return t, p, mask, n_true, n_pred
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+_PRECISION_NOTE = """
+    Results use JAX's default float (float32, or float64 under ``jax.enable_x64(True)``). In float32
+    they agree with sklearn to ~1e-6 on typical inputs; near-degenerate NMI (both labelings almost a
+    single cluster) can lose float32 accuracy. Under ``jax.enable_x64(True)`` agreement is ~1e-12.
+"""
+
+
+def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
+    """Adjusted Rand index, equal to ``sklearn.metrics.adjusted_rand_score`` on the valid entries.
+
+    Args:
+      labels_true: ``(N,)`` integer reference labels.
+      labels_pred: ``(N,)`` integer predicted labels.
+      mask: optional ``(N,)`` bool; only entries where it is True are used (others may hold any
+        label, e.g. ``-1`` padding).
+      n_true, n_pred: optional static ints, given together. When given, labels must lie in
+        ``[0, n_true)`` / ``[0, n_pred)`` and the fast contingency-table path is used; otherwise any
+        integer values are allowed (sort-based path). Both paths give the same result.
+
+    Returns:
+      Scalar float in ``[-0.5, 1]``: 1 for identical partitions (up to relabelling), ~0 for
+      independent ones. As in sklearn it is 1 when no pair of points is split differently by the
+      two labelings (``fn == fp == 0``): fewer than two valid points, identical partitions, all
+      singletons on both sides, a single cluster on both sides.
+    """
+    t, p, mask, n_true, n_pred = _check_pair(labels_true, labels_pred, mask, n_true, n_pred, bounds_required=False)
+    return _ari_kernel(t, p, mask, n_true=n_true, n_pred=n_pred)
+
+
+def nmi(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
+    """Normalised mutual information, ``MI / mean(H_true, H_pred)``, on the valid entries.
+
+    Equal to ``sklearn.metrics.normalized_mutual_info_score`` (``average_method="arithmetic"``),
+    including its special cases: 1 when both labelings are a single cluster (or there are no valid
+    points); 0 when only one of them is, or when the mutual information is 0. Arguments as in
+    :func:`ari`; MI is summed cell-wise, ``sum n_ij / N log(N n_ij / (a_i b_j))``.
+
+    Returns:
+      Scalar float in ``[0, 1]``.
+    """
+    t, p, mask, n_true, n_pred = _check_pair(labels_true, labels_pred, mask, n_true, n_pred, bounds_required=False)
+    return _nmi_kernel(t, p, mask, n_true=n_true, n_pred=n_pred)
+
+
+ari.__doc__ += _PRECISION_NOTE
+nmi.__doc__ += _PRECISION_NOTE
+
+
+def contingency(labels_true, labels_pred, mask=None, *, n_true, n_pred):
+    """Contingency table: ``C[i, j]`` = number of valid points with true label i and predicted j.
+
+    Args:
+      labels_true: ``(N,)`` integer labels in ``[0, n_true)`` (where ``mask`` is True).
+      labels_pred: ``(N,)`` integer labels in ``[0, n_pred)`` (where ``mask`` is True).
+      mask: optional ``(N,)`` bool selecting the valid entries.
+      n_true, n_pred: static ints, the table's shape.
+
+    Returns:
+      ``(n_true, n_pred)`` array of JAX's default int dtype.
+    """
+    t, p, mask, n_true, n_pred = _check_pair(labels_true, labels_pred, mask, n_true, n_pred, bounds_required=True)
+    return _contingency_kernel(t, p, mask, n_true=n_true, n_pred=n_pred)
+
+
+def sse(x, labels, centers, mask=None):
+    """Sum of squared distances of the valid points to the centre of their assigned cluster.
+
+    Args:
+      x: ``(N, D)`` points.
+      labels: ``(N,)`` integer assignments in ``[0, K)`` (where ``mask`` is True).
+      centers: ``(K, D)`` cluster centres.
+      mask: optional ``(N,)`` bool selecting the valid points.
+
+    Returns:
+      Scalar in the promoted float dtype of ``x`` and ``centers`` (at least JAX's default float).
+      Computed as ``sum ||x_n - c_{l_n}||^2`` with a gather, which avoids the cancellation of the
+      expanded form ``||x||^2 - 2 x.c + ||c||^2`` when points sit close to their centres.
+    """
+    x, centers = (np.asarray(v) if _checks.is_concrete(v) else v for v in (x, centers))
+    for name, value in (("x", x), ("centers", centers)):
+        if np.ndim(value) != 2:
+            raise ValueError(f"{name} must be a 2-D array, got shape {np.shape(value)}")
+        if np.dtype(value.dtype).kind not in "biuf":
+            raise TypeError(f"{name} must be a real-valued array, got dtype {value.dtype}")
+    n, d = np.shape(x)
+    k, d_c = np.shape(centers)
+    if d_c != d:
+        raise ValueError(f"centers must have shape (K, {d}) to match x of shape {(n, d)}, got shape {(k, d_c)}")
+    if np.ndim(labels) != 1 or np.shape(labels)[0] != n:
+        raise ValueError(f"labels must be a 1-D array of length N = {n} (rows of x), got shape {np.shape(labels)}")
+    mask = _check_mask(mask, n, "x")
+    labels = _check_labels("labels", labels, bound_name="K", bound=k, mask=mask)
+    # Finiteness matters only where it is used: valid rows of x (padding may hold NaN), all centres.
+    if _checks.is_concrete(x):
+        rows = x if mask is None else x[np.asarray(mask)]
+        if not np.all(np.isfinite(rows)):
+            raise ValueError(f"x must be finite on valid rows: it holds {int(np.sum(~np.isfinite(rows)))} NaN or infinite value(s)")
+    _checks.finite_array("centers", centers)
+    return _sse_kernel(x, labels, centers, mask)
+
+
+def cluster_sizes(labels, n_clusters, mask=None):
+    """Number of valid points assigned to each cluster: ``(n_clusters,)`` of JAX's default int.
+
+    ``labels`` is ``(N,)`` with values in ``[0, n_clusters)`` where ``mask`` is True;
+    ``n_clusters`` is a static int.
+    """
+    n_clusters = _check_bound("n_clusters", n_clusters)
+    if np.ndim(labels) != 1:
+        raise ValueError(f"labels must be a 1-D array of integer labels, got shape {np.shape(labels)}")
+    mask = _check_mask(mask, np.shape(labels)[0], "labels")
+    labels = _check_labels("labels", labels, bound_name="n_clusters", bound=n_clusters, mask=mask)
+    return _sizes_kernel(labels, mask, n_clusters=n_clusters)
+
+
+def n_used(labels, n_clusters, mask=None):
+    """Number of clusters with at least one valid point (int scalar). Arguments as in
+    :func:`cluster_sizes`."""
+    return jnp.sum(cluster_sizes(labels, n_clusters, mask) > 0)
+
+
+def collapsed(labels, n_tokens, n_true_clusters, mask=None):
+    """True when fewer than ``min(n_true_clusters, n_tokens)`` tokens receive a valid point.
+
+    Args:
+      labels: ``(N,)`` hard assignments of points to tokens, in ``[0, n_tokens)`` where valid.
+      n_tokens: static int, the number of tokens.
+      n_true_clusters: number of ground-truth clusters; may be a traced int (e.g. vmapped over
+        conditions with different cluster counts).
+      mask: optional ``(N,)`` bool selecting the valid points.
+
+    Returns:
+      Bool scalar.
+    """
+    if _checks.is_concrete(n_true_clusters):
+        value = np.asarray(n_true_clusters)
+        if value.ndim != 0 or value.dtype.kind not in "iu":
+            raise TypeError(f"n_true_clusters must be an integer scalar, got {n_true_clusters!r}")
+        if value < 1:
+            raise ValueError(f"n_true_clusters must be >= 1, got {value.item()!r}")
+    n_tokens = _check_bound("n_tokens", n_tokens)
+    needed = jnp.minimum(n_true_clusters, n_tokens)
+    return n_used(labels, n_tokens, mask) < needed

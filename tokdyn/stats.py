@@ -72,7 +72,9 @@ def _normalise_axis(name: str, axis, ndim: int) -> int:
         raise TypeError(f"axis must be an int, got {axis!r} of type {type(axis).__name__}")
     if not -ndim <= axis < ndim:
         allowed = f"in [{-ndim}, {ndim - 1}]" if ndim else "unusable: it is 0-dimensional"
-        raise ValueError(f"axis={axis} is out of range for {name} with {ndim} dimension(s); axis must be {allowed}")
+        raise ValueError(
+            f"axis={axis} is out of range for {name} with {ndim} dimension(s); axis must be {allowed}"
+        )
     return int(axis) % ndim
 
 
@@ -343,7 +345,7 @@ def paired_ttest(a, b, axis: int = -1) -> TTestResult:
     """
     d = _paired_differences(a, b, axis)  # (..., n)
     n = d.shape[-1]
-    mean, sd, constant, all_zero = _mean_and_sd(d)
+    mean, sd, _, all_zero = _mean_and_sd(d)
     with np.errstate(divide="ignore", invalid="ignore"):
         statistic = mean / (sd / np.sqrt(n))
     statistic = np.where(all_zero, 0.0, statistic)
@@ -473,9 +475,9 @@ def bootstrap_ci(
 
         low, high = quantile(theta, alpha / 2), quantile(theta, 1 - alpha / 2)
 
-    (linear interpolation, as ``scipy.stats.bootstrap(..., method="percentile")``). The resampled
-    means are formed as ``counts @ x / n`` from per-resample index counts, in fixed-size chunks, so
-    memory stays at O(chunk * (n + slices)).
+    (linear interpolation, as ``scipy.stats.bootstrap(..., method="percentile")``). Resampled means
+    are formed as ``x @ counts.T / n`` from per-resample index counts drawn in fixed-size chunks,
+    so the only large buffer is the (slices, n_resamples) array of resampled means.
 
     Args:
         samples: real, finite array with at least 2 entries along ``axis``.
@@ -499,7 +501,9 @@ def bootstrap_ci(
     ax = _normalise_axis("samples", axis, x.ndim)
     n = x.shape[ax]
     if n < 2:
-        raise ValueError(f"samples must hold at least 2 observations along axis={axis}, got {n} (shape {x.shape})")
+        raise ValueError(
+            f"samples must hold at least 2 observations along axis={axis}, got {n} (shape {x.shape})"
+        )
 
     x = np.moveaxis(x, ax, -1)
     batch_shape = x.shape[:-1]

@@ -153,7 +153,8 @@ def coulomb(tokens):
     """(T, D) ``sum_{k != j} (t_j - t_k) / max(|t_j - t_k|, MIN_DISTANCE)^3``."""
     diff = tokens[:, None, :] - tokens[None, :, :]  # (T, T, D)
     r2 = jnp.sum(diff * diff, axis=-1)  # (T, T)
-    inv_r3 = jnp.maximum(r2, MIN_DISTANCE**2) ** -1.5  # diagonal: diff is 0, contributes 0
+    r2 = jnp.maximum(r2, MIN_DISTANCE**2)
+    inv_r3 = jax.lax.rsqrt(r2) / r2  # r^-3; the diagonal's diff is 0 and contributes 0
     return jnp.sum(diff * inv_r3[..., None], axis=1)
 
 

@@ -55,8 +55,7 @@ When inputs are concrete arrays (not tracers), the public functions check them i
 before anything is traced: label lengths, mask length and dtype, integer label dtypes and, when
 bounds are given, that every valid label lies in range; errors are ``ValueError``/``TypeError`` that
 name the argument, the value and what is allowed. Shapes and dtypes are checked under ``jit`` and
-``vmap`` too; values cannot be, and out-of-range labels there give unspecified results (on the
-bounded path they are dropped from the table).
+``vmap`` too; values cannot be, and out-of-range labels there give unspecified results.
 """
 
 from __future__ import annotations
@@ -248,13 +247,16 @@ def _sorted_stats(labels_true, labels_pred, weights) -> _Stats:
     index = jnp.arange(n_elems)
 
     # Sorted by (true, pred): cells are runs, and so are true classes (runs of the first key).
-    t_s, p_s, w, order_tp = lax.sort((labels_true, labels_pred, weights, index), num_keys=2)
+    # (XLA:CPU sorts get much slower with every extra operand, so weights are gathered instead.)
+    t_s, p_s, order_tp = lax.sort((labels_true, labels_pred, index), num_keys=2)
+    w = weights[order_tp]
     true_starts = _starts(t_s)
     a, k_true = _group_sizes(true_starts, w)  # (N,) class size of each element
     c, _ = _group_sizes(true_starts | _starts(p_s), w)  # (N,) cell size n_ij of each element
 
     # Sorted by pred alone for the cluster sizes, then moved into the (true, pred) order.
-    p_only, w_p, order_p = lax.sort((labels_pred, weights, index), num_keys=1)
+    p_only, order_p = lax.sort((labels_pred, index), num_keys=1)
+    w_p = weights[order_p]
     b_p, k_pred = _group_sizes(_starts(p_only), w_p)
     b_orig = jnp.zeros_like(b_p).at[order_p].set(b_p, unique_indices=True)  # (N,) original order
     b = b_orig[order_tp]  # (N,) cluster size of each element, in (true, pred) order
@@ -264,8 +266,8 @@ def _sorted_stats(labels_true, labels_pred, weights) -> _Stats:
     valid = w > 0
     a, b, c = (jnp.where(valid, x, 1.0) for x in (a, b, c))  # invalid elements: harmless sizes
 
-    # Each cell (and class, cluster) is visited once per member, so per-cell sums become sums of
-    # per-element terms divided by the group size, e.g. sum_cells n_ij (n_ij - 1) = sum_el (c - 1).
+    # A cell (class, cluster) of size s is visited s times, so a sum over cells of s * f(cell)
+    # is a sum over elements of f(own cell), e.g. sum_cells n_ij (n_ij - 1) = sum_el (c - 1).
     row_only, col_only, neither = a - c, b - c, n - a - b + c  # (N,) as in _table_stats
     tp = jnp.sum(w * (c - 1.0))
     fn = jnp.sum(w * row_only)
@@ -355,19 +357,20 @@ def _check_labels(name: str, value, *, bound_name=None, bound=None, mask=None):
     dtype = np.dtype(arr.dtype)
     if dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer labels, got dtype {dtype}")
-    if not concrete or arr.size == 0:
+    if not concrete or arr.size == 0 or not _checks.is_concrete(mask):
         return arr
-    valid = arr if mask is None else arr[np.asarray(mask)]
+    positions = np.arange(arr.size) if mask is None else np.flatnonzero(np.asarray(mask))
+    valid = arr[positions]
     if valid.size == 0:
         return arr
     if bound is not None:
         outside = (valid < 0) | (valid >= bound)
         if outside.any():
-            index = int(np.flatnonzero(outside)[0])
-            where = "" if mask is None else " (among entries where mask is True)"
+            first = int(np.flatnonzero(outside)[0])
+            where = "" if mask is None else " where mask is True"
             raise ValueError(
-                f"{name} must hold labels in [0, {bound_name}) = [0, {bound}), got {valid[index].item()!r} "
-                f"at valid position {index}{where}"
+                f"{name} must hold labels in [0, {bound_name}) = [0, {bound}){where}, got "
+                f"{valid[first].item()!r} at index {positions[first]}"
             )
     else:
         target = np.iinfo(jax.dtypes.canonicalize_dtype(dtype))
@@ -387,7 +390,9 @@ def _check_mask(mask, length: int, what: str):
     concrete = _checks.is_concrete(mask)
     arr = np.asarray(mask) if concrete else mask
     if np.ndim(arr) != 1 or np.shape(arr)[0] != length:
-        raise ValueError(f"mask must be a 1-D bool array of the same length as {what} ({length}), got shape {np.shape(arr)}")
+        raise ValueError(
+            f"mask must be a 1-D bool array of the same length as {what} ({length}), got shape {np.shape(arr)}"
+        )
     if np.dtype(arr.dtype) != np.bool_:
         raise TypeError(f"mask must have dtype bool, got {np.dtype(arr.dtype)}")
     return arr
@@ -433,11 +438,6 @@ def _check_pair(labels_true, labels_pred, mask, n_true, n_pred, *, bounds_requir
 # Public API
 # ---------------------------------------------------------------------------------------------
 
-_PRECISION_NOTE = """
-    Results use JAX's default float (float32, or float64 under ``jax.enable_x64(True)``). In float32
-    they agree with sklearn to ~1e-6 on typical inputs; near-degenerate NMI (both labelings almost a
-    single cluster) can lose float32 accuracy. Under ``jax.enable_x64(True)`` agreement is ~1e-12.
-"""
 
 
 def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
@@ -457,6 +457,10 @@ def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
       independent ones. As in sklearn it is 1 when no pair of points is split differently by the
       two labelings (``fn == fp == 0``): fewer than two valid points, identical partitions, all
       singletons on both sides, a single cluster on both sides.
+    Precision: results use JAX's default float (float32, or float64 under
+    ``jax.enable_x64(True)``). In float32 they agree with sklearn to ~1e-6 on typical inputs;
+    near-degenerate NMI (both labelings almost a single cluster) can lose float32 accuracy. Under
+    ``jax.enable_x64(True)`` agreement is ~1e-12.
     """
     t, p, mask, n_true, n_pred = _check_pair(labels_true, labels_pred, mask, n_true, n_pred, bounds_required=False)
     return _ari_kernel(t, p, mask, n_true=n_true, n_pred=n_pred)
@@ -472,13 +476,13 @@ def nmi(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
 
     Returns:
       Scalar float in ``[0, 1]``.
+    Precision: results use JAX's default float (float32, or float64 under
+    ``jax.enable_x64(True)``). In float32 they agree with sklearn to ~1e-6 on typical inputs;
+    near-degenerate NMI (both labelings almost a single cluster) can lose float32 accuracy. Under
+    ``jax.enable_x64(True)`` agreement is ~1e-12.
     """
     t, p, mask, n_true, n_pred = _check_pair(labels_true, labels_pred, mask, n_true, n_pred, bounds_required=False)
     return _nmi_kernel(t, p, mask, n_true=n_true, n_pred=n_pred)
-
-
-ari.__doc__ += _PRECISION_NOTE
-nmi.__doc__ += _PRECISION_NOTE
 
 
 def contingency(labels_true, labels_pred, mask=None, *, n_true, n_pred):
@@ -526,10 +530,11 @@ def sse(x, labels, centers, mask=None):
     mask = _check_mask(mask, n, "x")
     labels = _check_labels("labels", labels, bound_name="K", bound=k, mask=mask)
     # Finiteness matters only where it is used: valid rows of x (padding may hold NaN), all centres.
-    if _checks.is_concrete(x):
+    if _checks.is_concrete(x) and _checks.is_concrete(mask):
         rows = x if mask is None else x[np.asarray(mask)]
         if not np.all(np.isfinite(rows)):
-            raise ValueError(f"x must be finite on valid rows: it holds {int(np.sum(~np.isfinite(rows)))} NaN or infinite value(s)")
+            n_bad = int(np.sum(~np.isfinite(rows)))
+            raise ValueError(f"x must be finite on valid rows: it holds {n_bad} NaN or infinite value(s)")
     _checks.finite_array("centers", centers)
     return _sse_kernel(x, labels, centers, mask)
 

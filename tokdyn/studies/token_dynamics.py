@@ -52,8 +52,8 @@ class ClusterTask:
     """
 
     n_tokens: int = 4
-    dim: int = 16
-    points_per_cluster: int = 50
+    dim: int = 4
+    points_per_cluster: int = 100
     max_clusters: int = 5
     centers: str = "uniform"
     center_box: float = 10.0
@@ -92,8 +92,8 @@ class Config:
     n_clusters: tuple = (3, 4, 5)
     methods: tuple = ("baseline", "inertia", "repulsion", "inertia+repulsion")
     n_tokens: int = 4
-    dim: int = 16
-    points_per_cluster: int = 50
+    dim: int = 4
+    points_per_cluster: int = 100
     centers: str = "uniform"
     center_box: float = 10.0
     init: str = "data"

@@ -67,3 +67,22 @@ def test_results_independent_of_device_count():
         results.append(np.load(path))
         os.remove(path)
     np.testing.assert_array_equal(results[0], results[1])
+
+
+def test_executable_cache_roundtrip_and_corruption(tmp_path):
+    from tokdyn.studies import token_dynamics as td
+
+    cfg = td.Config(seeds=2, noise=(0.5,), n_clusters=(3,), dim=3, points_per_cluster=10)
+    fresh = td.simulate(cfg)
+    first = td.simulate(cfg, cache_dir=str(tmp_path))  # compiles and stores
+    files = list((tmp_path / "tokdyn-executables").glob("*.pkl"))
+    assert len(files) == 1
+    second = td.simulate(cfg, cache_dir=str(tmp_path))  # loads
+    files[0].write_bytes(b"not a pickle")
+    third = td.simulate(cfg, cache_dir=str(tmp_path))  # corrupt entry: recompiles
+    for out in (first, second, third):
+        for k in ("ari", "steps", "sse"):
+            np.testing.assert_array_equal(out[k], fresh[k])
+    # functions whose repr holds a memory address are never cached
+    sweep.map_runs(lambda r: r["i"] * 2, dict(i=np.arange(3)), cache_dir=str(tmp_path))
+    assert len(list((tmp_path / "tokdyn-executables").glob("*.pkl"))) == 1

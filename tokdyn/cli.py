@@ -4,8 +4,8 @@
 
 Before JAX is imported, the CLI (1) exposes every CPU core as a host device, unless ``XLA_FLAGS``
 already says otherwise, so runs are split over cores with ``shard_map``; and (2) enables JAX's
-persistent compilation cache (``$TOKDYN_CACHE_DIR``, default ``~/.cache/tokdyn/jax``), so a
-second invocation skips compilation.
+persistent compilation cache (``$TOKDYN_CACHE_DIR``, default ``~/.cache/tokdyn/jax``), where the
+study also keeps its serialized executable, so a second invocation skips tracing and compiling.
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ def _host_devices() -> None:
         os.environ["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count={n}").strip()
 
 
+def _cache_dir() -> str:
+    return os.environ.get("TOKDYN_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "tokdyn", "jax"))
+
+
 def _setup_jax(cache: bool = True) -> None:
     import jax
 
     if cache:
-        cache_dir = os.environ.get("TOKDYN_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "tokdyn", "jax"))
-        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_compilation_cache_dir", _cache_dir())
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
@@ -81,6 +84,20 @@ def _study_parser(sub) -> None:
 
 def main(argv=None) -> int:
     _host_devices()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    worker = None
+    if argv[:2] == ["study", "token-dynamics"] and "--no-plots" not in argv and not ({"-h", "--help"} & set(argv)):
+        from tokdyn.report import PlotWorker  # no JAX: starts matplotlib's import on another core now
+
+        worker = PlotWorker()
+    try:
+        return _main(argv, worker)
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+def _main(argv, worker) -> int:
     parser = argparse.ArgumentParser(prog="tokdyn", description="Token dynamics in latent visual reasoning.")
     cmds = parser.add_subparsers(dest="command", required=True)
     study = cmds.add_parser("study", help="run an end-to-end study")
@@ -101,7 +118,8 @@ def main(argv=None) -> int:
         _setup_jax(cache=not args.no_cache)
         from tokdyn.studies import token_dynamics
 
-        token_dynamics.main(cfg, args.out, quiet=args.quiet, plots=not args.no_plots, chunk_size=args.chunk_size)
+        token_dynamics.main(cfg, args.out, quiet=args.quiet, plots=not args.no_plots, chunk_size=args.chunk_size,
+                            plot_worker=worker, cache_dir=None if args.no_cache else _cache_dir())
         return 0
     parser.error("unknown command")
     return 2

@@ -96,23 +96,34 @@ def environment() -> dict:
     }
 
 
-def preload_plotting() -> "threading.Thread":
-    """Import matplotlib in a background thread (call early: the import overlaps with compilation
-    and simulation, which release the GIL). :func:`line_plot` joins it."""
-    import threading
+class PlotWorker:
+    """Draw figures in a helper process that starts importing matplotlib at once.
 
-    global _PRELOAD
-    _PRELOAD = threading.Thread(target=_import_matplotlib, daemon=True)
-    _PRELOAD.start()
-    return _PRELOAD
+    Start it early (``PlotWorker()``): its matplotlib import then runs on another core while the
+    caller imports JAX and simulates. ``draw(jobs)`` sends the figures (a list of keyword dicts
+    for :func:`line_plot`, JSON-serialisable) and ``wait()`` blocks until they are written,
+    raising ``RuntimeError`` with the worker's message if it failed.
+    """
 
+    def __init__(self):
+        import subprocess
 
-_PRELOAD = None
+        self._proc = subprocess.Popen([sys.executable, "-m", "tokdyn.report"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
+    def draw(self, jobs: list[dict]) -> None:
+        self._proc.stdin.write(json.dumps(_jsonable(jobs)))
+        self._proc.stdin.close()
 
-def _import_matplotlib():
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-    from matplotlib.figure import Figure  # noqa: F401
+    def wait(self) -> None:
+        err = self._proc.stderr.read()
+        if self._proc.wait() != 0:
+            raise RuntimeError(f"plot worker failed:\n{err}")
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
 
 
 def line_plot(path: str, x, series: Mapping[str, Sequence], *, panels: Mapping[str, Mapping[str, Sequence]] | None = None,
@@ -123,8 +134,6 @@ def line_plot(path: str, x, series: Mapping[str, Sequence], *, panels: Mapping[s
 
     Uses matplotlib's object API (no pyplot, no global state), so it is thread-safe and cheap.
     """
-    if _PRELOAD is not None:
-        _PRELOAD.join()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -152,3 +161,11 @@ def line_plot(path: str, x, series: Mapping[str, Sequence], *, panels: Mapping[s
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
+
+
+if __name__ == "__main__":  # the PlotWorker process: import matplotlib, then draw what arrives
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+    for job in json.loads(sys.stdin.read() or "[]"):
+        line_plot(**job)

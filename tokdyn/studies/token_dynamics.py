@@ -143,8 +143,10 @@ def conditions(cfg: Config) -> dict[str, np.ndarray]:
     return dict(method=m.ravel(), n_clusters=k.ravel(), noise=n.ravel(), seed=s.ravel())
 
 
-def simulate(cfg: Config, *, chunk_size=None, batch_size="auto", devices=None, on_chunk=None) -> dict[str, np.ndarray]:
-    """Run every run of the study; returns the run table with one column per metric."""
+def simulate(cfg: Config, *, chunk_size=None, batch_size="auto", devices=None, on_chunk=None,
+             cache_dir=None) -> dict[str, np.ndarray]:
+    """Run every run of the study; returns the run table with one column per metric.
+    ``cache_dir``: where to keep the compiled executable (see :func:`tokdyn.sweep.map_runs`)."""
     cfg.validate()
     table = conditions(cfg)
     p = [dataclasses.replace(dynamics.METHODS[name], temperature=cfg.temperature) for name in cfg.methods]
@@ -153,7 +155,7 @@ def simulate(cfg: Config, *, chunk_size=None, batch_size="auto", devices=None, o
     run_args = dict(seed=table["seed"], n_clusters=table["n_clusters"], noise=table["noise"], params=params)
     shared = dict(key=jax.random.key(cfg.root_seed), n_steps=jnp.int32(cfg.n_steps), tol=jnp.float32(cfg.tol))
     out = sweep.map_runs(cfg.task(), run_args, shared=shared, chunk_size=chunk_size, batch_size=batch_size,
-                         devices=devices, on_chunk=on_chunk)
+                         devices=devices, on_chunk=on_chunk, cache_dir=cache_dir)
     table["method"] = np.asarray(cfg.methods)[table["method"]]
     table.update(out)
     return table
@@ -215,7 +217,9 @@ def _columns(rows: list[dict]) -> dict[str, list]:
     return {k: [r[k] for r in rows] for k in rows[0]}
 
 
-def write_outputs(out: str, cfg: Config, runs, summary, overall, tests, *, timings=None, plots=True) -> None:
+def write_outputs(out: str, cfg: Config, runs, summary, overall, tests, *, timings=None, plots=True,
+                  plot_worker: report.PlotWorker | None = None) -> None:
+    """Write every output file; figures go through ``plot_worker`` when given (see main)."""
     os.makedirs(out, exist_ok=True)
     report.write_csv(os.path.join(out, "runs.csv"),
                      {k: runs[k] for k in ("method", "n_clusters", "noise", "seed", *METRICS)})
@@ -226,13 +230,19 @@ def write_outputs(out: str, cfg: Config, runs, summary, overall, tests, *, timin
         study="token-dynamics", config=dataclasses.asdict(cfg), environment=report.environment(),
         timings=timings or {}))
     if plots:
-        plot(out, cfg, summary)
+        jobs = plot_jobs(out, cfg, summary)
+        if plot_worker is not None:
+            plot_worker.draw(jobs)
+        else:
+            for job in jobs:
+                report.line_plot(**job)
 
 
-def plot(out: str, cfg: Config, summary: list[dict]) -> list[str]:
-    """``plots/{ari_mean,steps_mean,collapsed_rate}.png``: metric vs noise, one panel per K."""
+def plot_jobs(out: str, cfg: Config, summary: list[dict]) -> list[dict]:
+    """The figures ``plots/{ari_mean,steps_mean,collapsed_rate}.png`` (metric vs noise, one panel
+    per K), as keyword arguments of :func:`tokdyn.report.line_plot`."""
     noise = list(cfg.noise)
-    paths = []
+    jobs = []
     for metric, fname, label in (("ari", "ari_mean", "ARI"), ("steps", "steps_mean", "steps"),
                                  ("collapsed", "collapsed_rate", "collapse rate")):
         panels, errors = {}, {}
@@ -244,10 +254,10 @@ def plot(out: str, cfg: Config, summary: list[dict]) -> list[str]:
                 panels[title][name] = [rows[nz][metric + "_mean"] for nz in noise]
                 # standard error of the mean over seeds
                 errors[title][name] = [rows[nz][metric + "_std"] / np.sqrt(max(rows[nz]["n_runs"], 1)) for nz in noise]
-        paths.append(report.line_plot(os.path.join(out, "plots", fname + ".png"), noise, {}, panels=panels,
-                                      errors=errors, xlabel="noise std", ylabel=label,
-                                      title=f"{label} vs noise (mean ± s.e. over {cfg.seeds} seeds)"))
-    return paths
+        jobs.append(dict(path=os.path.join(out, "plots", fname + ".png"), x=noise, series={}, panels=panels,
+                         errors=errors, xlabel="noise std", ylabel=label,
+                         title=f"{label} vs noise (mean ± s.e. over {cfg.seeds} seeds)"))
+    return jobs
 
 
 def format_tables(overall: list[dict], summary: list[dict], tests: list[dict]) -> str:
@@ -281,20 +291,29 @@ def format_tables(overall: list[dict], summary: list[dict], tests: list[dict]) -
     return "\n".join(lines)
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, chunk_size=None, batch_size="auto") -> dict:
-    """Run the study end to end and write every output into ``out``; returns the timings."""
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, chunk_size=None, batch_size="auto",
+         plot_worker: report.PlotWorker | None = None, cache_dir: str | None = None) -> dict:
+    """Run the study end to end and write every output into ``out``; returns the timings.
+
+    The figures are drawn by a :class:`~tokdyn.report.PlotWorker` process (pass one started
+    earlier to overlap its matplotlib import with everything else)."""
     cfg.validate()
-    if plots:
-        report.preload_plotting()
-    t0 = time.perf_counter()
-    runs = simulate(cfg, chunk_size=chunk_size, batch_size=batch_size)
-    t1 = time.perf_counter()
-    summary, overall = summarise(runs, cfg)
-    tests = stat_tests(runs, cfg)
-    t2 = time.perf_counter()
-    timings = dict(simulate_s=t1 - t0, statistics_s=t2 - t1, n_runs=int(runs["seed"].size))
-    write_outputs(out, cfg, runs, summary, overall, tests, timings=timings, plots=plots)
-    timings["write_s"] = time.perf_counter() - t2
+    worker = (plot_worker or report.PlotWorker()) if plots else None
+    try:
+        t0 = time.perf_counter()
+        runs = simulate(cfg, chunk_size=chunk_size, batch_size=batch_size, cache_dir=cache_dir)
+        t1 = time.perf_counter()
+        summary, overall = summarise(runs, cfg)
+        tests = stat_tests(runs, cfg)
+        t2 = time.perf_counter()
+        timings = dict(simulate_s=t1 - t0, statistics_s=t2 - t1, n_runs=int(runs["seed"].size))
+        write_outputs(out, cfg, runs, summary, overall, tests, timings=timings, plots=plots, plot_worker=worker)
+        if worker is not None:
+            worker.wait()
+        timings["write_s"] = time.perf_counter() - t2
+    finally:
+        if worker is not None:
+            worker.close()
     if not quiet:
         print(format_tables(overall, summary, tests))
         print(f"\n{timings['n_runs']} runs in {timings['simulate_s']:.2f} s (compile included); "

@@ -137,16 +137,25 @@ def _weights(x, mask):
     return mask.astype(x.dtype)
 
 
-def _scores(x, tokens):
-    """(N, T) ``2 x.t - |t|^2``: minus the squared distance up to a per-point constant."""
+def _scores_t(x_t, tokens):
+    """(T, N) ``2 t.x - |t|^2``: minus the squared distance up to a per-point constant.
+
+    Token-major layout: with the long points axis minor, the softmax over the few tokens is a
+    reduction over the leading axis, which XLA:CPU vectorises along the points (about 2x faster
+    per step than the (N, T) layout in our measurements)."""
     tt = jnp.sum(tokens * tokens, axis=-1)  # (T,)
-    return 2.0 * (x @ tokens.T) - tt[None, :]
+    return 2.0 * (tokens @ x_t) - tt[:, None]
+
+
+def _soft_assignment_t(x_t, w, tokens, temperature):
+    s = _scores_t(x_t, tokens) / temperature  # (T, N)
+    e = jnp.exp(s - jnp.max(s, axis=0, keepdims=True))
+    return e * (w / jnp.sum(e, axis=0))  # (T, N); zero columns on padded points
 
 
 def soft_assignment(x, tokens, temperature, mask=None):
     """(N, T) softmax over tokens of ``-|x_i - t_j|^2 / temperature``; zero rows on padded points."""
-    a = jax.nn.softmax(_scores(x, tokens) / temperature, axis=-1)
-    return a * _weights(x, mask)[:, None]
+    return _soft_assignment_t(x.T, _weights(x, mask), tokens, temperature).T
 
 
 def coulomb(tokens):
@@ -158,19 +167,22 @@ def coulomb(tokens):
     return jnp.sum(diff * inv_r3[..., None], axis=1)
 
 
-def update(x, tokens, velocity, params: Params, mask=None):
-    """One application of the rule. Returns ``(tokens, velocity)`` after the step."""
-    a = soft_assignment(x, tokens, params.temperature, mask)  # (N, T)
-    mass = jnp.sum(a, axis=0)  # (T,)
-    means = (a.T @ x) / (mass + EPS_MASS)[:, None]  # (T, D)
+def _update(x, x_t, w, tokens, velocity, params):
+    a = _soft_assignment_t(x_t, w, tokens, params.temperature)  # (T, N)
+    means = (a @ x) / (jnp.sum(a, axis=1) + EPS_MASS)[:, None]  # (T, D)
     force = means - tokens + params.repulsion * coulomb(tokens)
     velocity = params.momentum * velocity + force
     return tokens + velocity, velocity
 
 
+def update(x, tokens, velocity, params: Params, mask=None):
+    """One application of the rule. Returns ``(tokens, velocity)`` after the step."""
+    return _update(x, x.T, _weights(x, mask), tokens, velocity, params)
+
+
 def hard_labels(x, tokens, mask=None):
     """(N,) int32 index of the nearest token (first on ties); -1 on padded points."""
-    labels = jnp.argmax(_scores(x, tokens), axis=-1).astype(jnp.int32)
+    labels = jnp.argmax(_scores_t(x.T, tokens), axis=0).astype(jnp.int32)
     return labels if mask is None else jnp.where(mask, labels, -1)
 
 
@@ -194,11 +206,13 @@ def step(x, state: State, params: Params, mask=None, tol=1e-3) -> State:
 
 
 def _run(x, tokens, params, mask, n_steps, tol):
+    x_t, w = x.T, _weights(x, mask)  # loop invariants: (D, N), (N,)
+
     def cond(s):
         return jnp.logical_and(~s.converged, s.step < n_steps)
 
     def body(s):
-        tokens, velocity = update(x, s.tokens, s.velocity, params, mask)
+        tokens, velocity = _update(x, x_t, w, s.tokens, s.velocity, params)
         delta = jnp.max(jnp.abs(velocity))
         return State(tokens, velocity, s.step + 1, delta, delta < tol)
 

@@ -121,7 +121,10 @@ def _generate(key, n_clusters, noise, center_box, M, P, D, centers):
         c = _uniform(bits[:, P, :D], -1.0, 1.0)  # (M, D)
     else:
         c = jnp.sqrt(2.0) * jax.scipy.special.erfinv(_uniform(bits[:, P, :D], lo, 1.0))
-    z = jnp.sqrt(2.0) * jax.scipy.special.erfinv(_uniform(bits[:, :P, :D], lo, 1.0))  # (M, P, D) ~ N(0, 1)
+    # The barriers keep XLA:CPU from fusing erfinv into the bit twiddling, where it does not
+    # vectorise (measured: 165 -> 115 us per (5, 100, 4) dataset).
+    u = jax.lax.optimization_barrier(_uniform(bits[:, :P, :D], lo, 1.0))
+    z = jax.lax.optimization_barrier(jnp.sqrt(2.0) * jax.scipy.special.erfinv(u))  # (M, P, D) ~ N(0, 1)
     x = (center_box * c[:, None, :] + noise * z).reshape(M * P, D)  # (M*P, D)
     cluster = jnp.repeat(jnp.arange(M, dtype=jnp.int32), P)  # (M*P,)
     mask = cluster < n_clusters

@@ -7,7 +7,6 @@ allowed. Traced values (inside a user's ``jit``/``vmap``) cannot be inspected an
 
 from __future__ import annotations
 
-import math
 from numbers import Integral
 
 import jax
@@ -84,7 +83,3 @@ def choice(name: str, value, allowed) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
     return value
-
-
-def close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)

@@ -137,8 +137,8 @@ def line_plot(path: str, x, series: Mapping[str, Sequence], *, panels: Mapping[s
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    panels = panels if panels is not None else {title: series}
-    multi = len(panels) > 1 or panels is not None and series == {}
+    multi = panels is not None  # panel titles shown, figure title as a suptitle
+    panels = panels if multi else {title: series}
     fig = Figure(figsize=(3.4 * len(panels) + 1.0, 3.3))
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))

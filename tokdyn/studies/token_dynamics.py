@@ -44,21 +44,22 @@ METRICS = ("ari", "nmi", "sse", "steps", "converged", "collapsed")
 
 @dataclasses.dataclass(frozen=True)
 class ClusterTask:
-    """Static structure of one run (hashable: equal tasks share one compilation).
+    """Static structure of one run (hashable: equal tasks share one compilation); build it with
+    :meth:`Config.task`.
 
     Calling it, ``task(shared, run)``, performs one run: ``shared`` holds the root key,
     ``n_steps`` and ``tol``; ``run`` holds ``seed``, ``n_clusters``, ``noise`` and ``params``.
     Returns a dict of scalars: ari, nmi, sse, steps, converged, collapsed.
     """
 
-    n_tokens: int = 4
-    dim: int = 4
-    points_per_cluster: int = 100
-    max_clusters: int = 5
-    centers: str = "uniform"
-    center_box: float = 10.0
-    init: str = "data"
-    init_scale: float = 1.0
+    n_tokens: int
+    dim: int
+    points_per_cluster: int
+    max_clusters: int
+    centers: str
+    center_box: float
+    init: str
+    init_scale: float
 
     def __call__(self, shared, run):
         key = jax.random.fold_in(shared["key"], run["seed"])

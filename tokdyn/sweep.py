@@ -212,3 +212,137 @@ def map_runs(
             on_chunk(stop, total, now - t0)
             t0 = now
     return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts, axis=0), *outputs)
+
+
+# ----------------------------------------------------------------------------------------------
+# Grids of conditions x seeds
+
+
+def parse_axis(name: str, text: str) -> np.ndarray:
+    """Axis values from their text form: ``"0.3,0.6,0.9"`` (a comma list), ``"linspace:a:b:n"``
+    (n evenly spaced values from a to b) or ``"logspace:a:b:n"`` (n values from a to b, evenly
+    spaced in log, so a and b must be > 0). ``name`` is used in error messages only."""
+    text = text.strip()
+    if text.startswith(("linspace:", "logspace:")):
+        kind, *parts = text.split(":")
+        if len(parts) != 3:
+            raise ValueError(f"axis {name!r}: {kind} takes exactly a:b:n, got {text!r}")
+        try:
+            a, b, n = float(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError:
+            raise ValueError(f"axis {name!r}: {kind} needs numbers a:b and an integer n, got {text!r}") from None
+        if n < 1:
+            raise ValueError(f"axis {name!r}: {kind} needs n >= 1 values, got n={n} in {text!r}")
+        if not (math.isfinite(a) and math.isfinite(b)):
+            raise ValueError(f"axis {name!r}: {kind} endpoints must be finite, got {text!r}")
+        if kind == "linspace":
+            return np.linspace(a, b, n)
+        if a <= 0 or b <= 0:
+            raise ValueError(f"axis {name!r}: logspace endpoints must be > 0, got {text!r}")
+        return np.geomspace(a, b, n)
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(
+            f"axis {name!r}: expected a comma list, linspace:a:b:n or logspace:a:b:n, got {text!r}") from None
+    if not values:
+        raise ValueError(f"axis {name!r} has no values: got {text!r}")
+    return np.asarray(values)
+
+
+class Grid:
+    """The product of named axes x ``seeds`` seeds, with stable run indices.
+
+    Run ``i`` is the condition at mixed-radix position ``i`` over ``(*axes, seed)``: axes in the
+    order given, the seed fastest, exactly like ``itertools.product(*axes.values(), range(seeds))``.
+    Nothing is materialised: :meth:`rows` builds the columns of any index range on demand, so a
+    10^8-run grid costs only its axis values.
+
+    >>> g = Grid(temperature=[0.5, 1.0], momentum=[0.0, 0.5], seeds=3)
+    >>> len(g), g.shape
+    (12, (2, 2, 3))
+    >>> g[4]
+    {'temperature': 0.5, 'momentum': 0.5, 'seed': 1, 'index': 4}
+    """
+
+    RESERVED = ("seed", "index")
+
+    def __init__(self, seeds: int = 1, **axes):
+        if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
+            raise ValueError(f"seeds must be an int >= 1, got {seeds!r}")
+        self.seeds = int(seeds)
+        self.axes: dict[str, np.ndarray] = {}
+        for name, values in axes.items():
+            if name in self.RESERVED:
+                raise ValueError(f"axis name {name!r} is reserved (reserved: {list(self.RESERVED)})")
+            arr = np.asarray(values)
+            if arr.ndim == 0:
+                arr = arr[None]
+            if arr.ndim != 1:
+                raise ValueError(f"axis {name!r} must be a 1-D list of values, got shape {arr.shape}")
+            if arr.size == 0:
+                raise ValueError(f"axis {name!r} has no values")
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"axis {name!r} must hold numbers, got dtype {arr.dtype}")
+            self.axes[name] = arr
+        self.shape = tuple(a.size for a in self.axes.values()) + (self.seeds,)
+        # stride of each axis (and of the seed) in the flat run index
+        self._strides = tuple(int(np.prod(self.shape[i + 1:], dtype=np.int64)) for i in range(len(self.shape)))
+
+    def __len__(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def names(self) -> tuple:
+        return tuple(self.axes)
+
+    def __repr__(self) -> str:
+        axes = ", ".join(f"{k}={v.tolist() if v.size <= 6 else f'<{v.size} values>'}" for k, v in self.axes.items())
+        return f"Grid({axes}{', ' if axes else ''}seeds={self.seeds})"
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Grid) and self.seeds == other.seeds and self.names == other.names
+                and all(np.array_equal(a, b) for a, b in zip(self.axes.values(), other.axes.values())))
+
+    def rows(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+        """Columns for runs ``start..stop-1``: every axis's value, ``seed`` and ``index`` (int64)."""
+        n = len(self)
+        stop = n if stop is None else stop
+        if not (0 <= start <= stop <= n):
+            raise IndexError(f"run range [{start}, {stop}) is outside the grid's {n} runs")
+        index = np.arange(start, stop, dtype=np.int64)
+        out = {}
+        for (name, values), stride, size in zip(self.axes.items(), self._strides, self.shape):
+            out[name] = values[(index // stride) % size]
+        out["seed"] = index % self.seeds
+        out["index"] = index
+        return out
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            start, stop, step = item.indices(len(self))
+            if step != 1:
+                raise ValueError(f"Grid slices must have step 1, got {step}")
+            return self.rows(start, max(start, stop))
+        i = int(item)
+        if i < 0:
+            i += len(self)
+        row = self.rows(i, i + 1)
+        return {k: v[0].item() for k, v in row.items()}
+
+    def chunks(self, size: int, start: int = 0):
+        """Yield ``(start, stop, rows)`` for consecutive chunks of at most ``size`` runs."""
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise ValueError(f"chunk size must be an int >= 1, got {size!r}")
+        n = len(self)
+        for lo in range(start, n, int(size)):
+            hi = min(lo + int(size), n)
+            yield lo, hi, self.rows(lo, hi)
+
+    def to_dict(self) -> dict:
+        """JSON-ready description (axis values as lists); ``Grid.from_dict`` inverts it."""
+        return {"axes": {k: v.tolist() for k, v in self.axes.items()}, "seeds": self.seeds}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Grid":
+        return cls(seeds=d["seeds"], **{k: np.asarray(v) for k, v in d["axes"].items()})

@@ -14,11 +14,14 @@ picks per backend; pass ``batch_size`` to override, and measure (``benchmarks/``
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
+import json
 import math
 import os
 import pickle
+import sys
 import time
 from typing import Any, Callable
 
@@ -129,6 +132,65 @@ def _executable(compiled, fn, devices, batch_size, shared, example, cache_dir):
     return exe
 
 
+def _plan(devices, batch_size, chunk_size, total):
+    """Resolve devices, strategy and the compiled chunk shape (a multiple of the device count)."""
+    devices = tuple(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices must hold at least one device")
+    n_dev = len(devices)
+    if batch_size == "auto":
+        batch_size = default_batch_size(devices[0].platform)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int, None or 'auto', got {batch_size!r}")
+    if chunk_size is None:
+        chunk_size = default_chunk_size(n_dev, devices[0].platform)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    step = int(min(chunk_size, total))  # runs per chunk
+    padded = math.ceil(step / n_dev) * n_dev  # compiled shape
+    if batch_size not in (None, 1):
+        per_dev = padded // n_dev
+        batch_size = min(batch_size, per_dev)
+        if per_dev % batch_size:
+            padded = math.ceil(per_dev / batch_size) * batch_size * n_dev
+    return devices, batch_size, step, padded
+
+
+def _stream(fn, shared, starts, total, step, padded, get_args, devices, batch_size, cache_dir):
+    """Yield ``(start, stop, outputs)`` for each chunk start, in order, with NumPy outputs.
+
+    ``get_args(start, stop)`` returns the chunk's per-run arguments (NumPy pytree). Chunk i + 1 is
+    dispatched before chunk i's results are copied back, so the devices stay busy while the
+    caller handles a result (writes it to disk, say)."""
+    compiled, sharding = _compiled(fn, devices, batch_size, shared is not None)
+
+    def launch(start):
+        stop = min(start + step, total)
+
+        def put(leaf):
+            leaf = np.asarray(leaf)
+            if stop - start < padded:  # pad by repeating the last run; its outputs are dropped
+                leaf = np.concatenate([leaf, np.repeat(leaf[-1:], padded - (stop - start), axis=0)], axis=0)
+            return jax.device_put(leaf, sharding)
+
+        return start, stop, executable(shared, jax.tree_util.tree_map(put, get_args(start, stop)))
+
+    starts = list(starts)
+    if not starts:
+        return
+    executable = compiled
+    if cache_dir is not None:
+        first = get_args(starts[0], min(starts[0] + 1, total))
+        example = jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct((padded, *np.shape(a)[1:]), np.asarray(a).dtype, sharding=sharding), first)
+        executable = _executable(compiled, fn, devices, batch_size, shared, example, cache_dir)
+    pending = launch(starts[0])
+    for nxt in starts[1:] + [None]:
+        start, stop, out = pending
+        pending = launch(nxt) if nxt is not None else None  # keep the devices busy
+        yield start, stop, jax.tree_util.tree_map(lambda a: np.asarray(a)[: stop - start], out)
+
+
 def map_runs(
     fn: Callable,
     args: Any,
@@ -159,54 +221,17 @@ def map_runs(
     Returns:
       The pytree ``fn`` returns, each leaf a NumPy array of shape (R, ...).
     """
-    devices = tuple(jax.local_devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("devices must hold at least one device")
-    n_dev = len(devices)
-    if batch_size == "auto":
-        batch_size = default_batch_size(devices[0].platform)
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int, None or 'auto', got {batch_size!r}")
     total = _leading(args)
-    if chunk_size is None:
-        chunk_size = default_chunk_size(n_dev, devices[0].platform)
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    chunk = min(chunk_size, total) if total else 1
-    chunk = math.ceil(chunk / n_dev) * n_dev
-    if batch_size not in (None, 1):
-        per_dev = chunk // n_dev
-        batch_size = min(batch_size, per_dev)
-        if per_dev % batch_size:
-            chunk = math.ceil(per_dev / batch_size) * batch_size * n_dev
-    compiled, sharding = _compiled(fn, devices, batch_size, shared is not None)
-    args = jax.tree_util.tree_map(np.asarray, args)
     if total == 0:
         raise ValueError("args holds zero runs: nothing to do")
-
-    def launch(start):
-        stop = min(start + chunk, total)
-
-        def take(leaf):
-            piece = leaf[start:stop]
-            if stop - start < chunk:  # pad by repeating the last run; its outputs are dropped
-                pad = np.repeat(piece[-1:], chunk - (stop - start), axis=0)
-                piece = np.concatenate([piece, pad], axis=0)
-            return jax.device_put(piece, sharding)
-
-        return start, stop, executable(shared, jax.tree_util.tree_map(take, args))
-
+    devices, batch_size, step, padded = _plan(devices, batch_size, chunk_size, total)
+    args = jax.tree_util.tree_map(np.asarray, args)
+    get = lambda start, stop: jax.tree_util.tree_map(lambda a: a[start:stop], args)  # noqa: E731
     outputs = []
-    executable = compiled
-    if cache_dir is not None:
-        example = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((chunk, *a.shape[1:]), a.dtype, sharding=sharding), args)
-        executable = _executable(compiled, fn, devices, batch_size, shared, example, cache_dir)
-    pending = launch(0)
     t0 = time.perf_counter()
-    while pending is not None:
-        start, stop, out = pending
-        pending = launch(stop) if stop < total else None  # keep the devices busy
-        outputs.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[: stop - start], out))
+    for _, stop, out in _stream(fn, shared, range(0, total, step), total, step, padded, get, devices,
+                                batch_size, cache_dir):
+        outputs.append(out)
         if on_chunk is not None:
             now = time.perf_counter()
             on_chunk(stop, total, now - t0)
@@ -346,3 +371,283 @@ class Grid:
     @classmethod
     def from_dict(cls, d: dict) -> "Grid":
         return cls(seeds=d["seeds"], **{k: np.asarray(v) for k, v in d["axes"].items()})
+
+
+# ----------------------------------------------------------------------------------------------
+# Sweeps: a per-run function over a Grid, chunked to disk, resumable
+
+
+@dataclasses.dataclass(frozen=True)
+class _GridTask:
+    """Adapts ``fn(key, **condition)`` to the executor: derives the run's key from the root key
+    and the run's global index (or its seed, for common random numbers across conditions)."""
+
+    fn: Callable
+    names: tuple
+    by_seed: bool
+
+    def __call__(self, key, run):
+        k = jax.random.fold_in(key, run["seed"] if self.by_seed else run["index"])
+        out = self.fn(k, **{name: run[name] for name in self.names})
+        if not isinstance(out, dict):
+            raise TypeError(f"the sweep function must return a dict of arrays, got {type(out).__name__}")
+        return out
+
+
+class SweepResult:
+    """Columnar results of a sweep: the grid's columns (axes, ``seed``, ``index``) and every
+    field ``fn`` returned, as NumPy arrays of one row per run, in run-index order."""
+
+    def __init__(self, columns: dict[str, np.ndarray], fields: tuple):
+        self.columns = columns
+        self.fields = fields
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def __len__(self) -> int:
+        return len(self.columns["index"])
+
+    def __repr__(self) -> str:
+        return f"SweepResult({len(self)} runs, fields={list(self.fields)})"
+
+    def nan_counts(self) -> dict[str, int]:
+        """Runs whose field holds a NaN (recorded as NaN, never dropped)."""
+        out = {}
+        for f in self.fields:
+            v = self.columns[f]
+            out[f] = int(np.isnan(v.reshape(len(v), -1)).any(axis=1).sum()) if v.dtype.kind == "f" else 0
+        return out
+
+    def to_csv(self, path: str) -> str:
+        """One row per run; fields with per-run arrays are flattened into ``name_0, name_1, ...``."""
+        from tokdyn import report
+
+        return report.write_csv(path, _flat_columns(self.columns))
+
+    def to_parquet(self, path: str) -> str:
+        """Parquet (needs ``pyarrow``)."""
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("to_parquet needs pyarrow: pip install pyarrow") from e
+        pq.write_table(pa.table(_flat_columns(self.columns)), path)
+        return path
+
+
+def _flat_columns(columns):
+    flat = {}
+    for name, v in columns.items():
+        if v.ndim == 1:
+            flat[name] = v
+        else:
+            for j, col in enumerate(v.reshape(len(v), -1).T):
+                flat[f"{name}_{j}"] = col
+    return flat
+
+
+def _to_device_dtypes(rows: dict) -> dict:
+    """Grid columns as the dtypes JAX computes in (x64 off: float32, int32; the index uint32)."""
+    out = {}
+    for k, v in rows.items():
+        if k == "index":
+            out[k] = v.astype(np.uint32)
+        elif v.dtype.kind == "f":
+            out[k] = v.astype(jnp.zeros((), float).dtype)
+        else:
+            out[k] = v.astype(jnp.zeros((), int).dtype)
+    return out
+
+
+def _fn_id(fn) -> str:
+    text = repr(fn)
+    if " at 0x" in text:
+        text = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+    return text
+
+
+class _Progress:
+    """A progress bar with runs/s and ETA on a terminal, one line per chunk otherwise."""
+
+    def __init__(self, total: int, done: int, enabled: bool):
+        self.total, self.done, self.enabled = total, done, enabled
+        self.start_done, self.t0 = done, time.perf_counter()
+        self.tty = enabled and sys.stderr.isatty()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        dt = time.perf_counter() - self.t0
+        rate = (self.done - self.start_done) / dt if dt > 0 else float("nan")
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        frac = self.done / self.total
+        if self.tty:
+            bar = "#" * int(30 * frac)
+            sys.stderr.write(f"\r[{bar:<30}] {self.done}/{self.total} runs  {rate:,.0f} runs/s  ETA {eta:,.0f} s ")
+            if self.done >= self.total:
+                sys.stderr.write("\n")
+        else:
+            sys.stderr.write(f"sweep: {self.done}/{self.total} runs ({100 * frac:.1f}%), {rate:,.0f} runs/s, "
+                             f"ETA {eta:,.0f} s\n")
+        sys.stderr.flush()
+
+
+def _chunk_path(out: str, start: int, stop: int) -> str:
+    return os.path.join(out, "chunks", f"{start:012d}-{stop:012d}.npz")
+
+
+def _read_chunk(path: str, start: int, stop: int, fields) -> dict | None:
+    """A finished chunk's outputs, or None if the file is missing, truncated or inconsistent."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}  # reading every member checks the zip CRCs
+    except Exception:
+        return None
+    index = data.pop("index", None)
+    if index is None or not np.array_equal(index, np.arange(start, stop)):
+        return None
+    if fields is not None and set(data) != set(fields):
+        return None
+    if any(len(v) != stop - start for v in data.values()):
+        return None
+    return data
+
+
+def _write_chunk(path: str, start: int, stop: int, outputs: dict) -> None:
+    """Atomically: a temporary file, flushed to disk, then renamed over the final name."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, index=np.arange(start, stop, dtype=np.int64), **outputs)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _manifest(fn, grid: Grid, key, chunk_size: int, common_random_numbers: bool) -> dict:
+    from tokdyn import __version__
+
+    return {
+        "format": 1,
+        "fn": _fn_id(fn),
+        "grid": grid.to_dict(),
+        "runs": len(grid),
+        "chunk_size": int(chunk_size),
+        "key": np.asarray(jax.random.key_data(key)).tolist(),
+        "key_impl": str(jax.random.key_impl(key)),
+        "common_random_numbers": bool(common_random_numbers),
+        "tokdyn": __version__,
+    }
+
+
+def _check_resume(out: str, manifest: dict, resume: bool) -> None:
+    path = os.path.join(out, "manifest.json")
+    if not os.path.exists(path):
+        os.makedirs(out, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(manifest, f, indent=1)
+        os.replace(tmp, path)
+        return
+    if not resume:
+        raise ValueError(f"out={out!r} already holds a sweep; pass resume=True to continue it, or choose a new directory")
+    with open(path) as f:
+        old = json.load(f)
+    differ = [k for k in manifest if k != "tokdyn" and old.get(k) != manifest[k]]
+    if differ:
+        raise ValueError(
+            f"out={out!r} holds a sweep started with different arguments ({', '.join(differ)} differ); "
+            "resume it with the same arguments or choose a new directory")
+
+
+def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: str | None = None,
+        resume: bool = True, progress: bool = True, common_random_numbers: bool = False,
+        batch_size: int | None | str = "auto", devices=None, collect: bool = True) -> SweepResult | None:
+    """Run ``fn(key, **condition)`` for every run of ``grid``; compiled once, chunked, sharded.
+
+    Args:
+      fn: jittable, returns a dict of scalars (or small arrays). Its condition arguments are the
+        grid's axes (traced: a float32 or int32 scalar per run).
+      grid: the runs (:class:`Grid`).
+      key: root PRNG key. Run i gets ``fold_in(key, i)`` — or ``fold_in(key, seed)`` with
+        ``common_random_numbers=True``, so every condition of a seed shares its randomness (paired
+        comparisons across conditions). Results are bit-identical whatever the chunk size, device
+        count or number of interruptions.
+      chunk_size: runs per chunk (memory, and the unit of work saved to disk).
+      out: directory; each finished chunk is written (atomically) before the next one is read
+        back, next to a ``manifest.json`` of the arguments. A killed sweep restarted with the same
+        arguments redoes only unfinished or damaged chunks; different arguments are refused.
+      resume: continue a sweep found in ``out`` (False: refuse to touch an existing one).
+      progress: a progress bar (terminal) or a line per chunk on stderr.
+      batch_size, devices: execution strategy and devices (see :func:`map_runs`).
+      collect: return the results (False with ``out``: keep nothing in memory; read them later
+        with :func:`load`).
+
+    Multi-host: start every process with ``jax.distributed.initialize()`` and give each its own
+    ``out`` and a disjoint slice of runs (e.g. ``Grid`` axes split by host); ``fold_in`` by global
+    index keeps the union bit-identical to a single-host sweep.
+    """
+    if not isinstance(grid, Grid):
+        raise TypeError(f"grid must be a tokdyn.sweep.Grid, got {type(grid).__name__}")
+    if len(grid) > 2**32:
+        raise ValueError(f"grid has {len(grid)} runs; run indices are folded into keys as uint32 (at most 2^32 runs)")
+    if out is None and not collect:
+        raise ValueError("collect=False needs out=DIR: the results would be lost")
+    total = len(grid)
+    devices, batch_size, step, padded = _plan(devices, batch_size, chunk_size, total)
+    task = _GridTask(fn, grid.names, bool(common_random_numbers))
+    starts = list(range(0, total, step))
+    done: dict[int, dict] = {}
+    fields = None
+    if out is not None:
+        _check_resume(out, _manifest(fn, grid, key, step, common_random_numbers), resume)
+        chunk_dir = os.path.join(out, "chunks")
+        for name in os.listdir(chunk_dir) if os.path.isdir(chunk_dir) else []:
+            if name.endswith(".tmp"):  # a write cut short by a kill: never valid
+                os.remove(os.path.join(chunk_dir, name))
+        for s0 in starts:
+            got = _read_chunk(_chunk_path(out, s0, min(s0 + step, total)), s0, min(s0 + step, total), None)
+            if got is not None:
+                done[s0] = got if collect else {}
+                fields = fields or tuple(got)
+    todo = [s0 for s0 in starts if s0 not in done]
+    bar = _Progress(total, sum(min(s0 + step, total) - s0 for s0 in done), progress)
+    get = lambda a, b: _to_device_dtypes(grid.rows(a, b))  # noqa: E731
+    for s0, s1, outputs in _stream(task, key, todo, total, step, padded, get, devices, batch_size, None):
+        outputs = {k: np.asarray(v) for k, v in outputs.items()}
+        fields = fields or tuple(outputs)
+        if out is not None:
+            _write_chunk(_chunk_path(out, s0, s1), s0, s1, outputs)
+        done[s0] = outputs if collect else {}
+        bar.update(s1 - s0)
+    if not collect:
+        return None
+    parts = [done[s0] for s0 in starts]
+    columns = grid.rows()
+    for f in fields:
+        columns[f] = np.concatenate([p[f] for p in parts], axis=0)
+    return SweepResult(columns, fields)
+
+
+def load(out: str) -> SweepResult:
+    """Read a finished sweep back from its directory (every chunk must be present and intact)."""
+    with open(os.path.join(out, "manifest.json")) as f:
+        m = json.load(f)
+    grid = Grid.from_dict(m["grid"])
+    step, total = m["chunk_size"], m["runs"]
+    parts, fields = [], None
+    for s0 in range(0, total, step):
+        s1 = min(s0 + step, total)
+        got = _read_chunk(_chunk_path(out, s0, s1), s0, s1, fields)
+        if got is None:
+            raise ValueError(f"sweep in {out!r} is incomplete or damaged at runs [{s0}, {s1}): resume it first")
+        fields = fields or tuple(got)
+        parts.append(got)
+    columns = grid.rows()
+    for f in fields:
+        columns[f] = np.concatenate([p[f] for p in parts], axis=0)
+    return SweepResult(columns, fields)

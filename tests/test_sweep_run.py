@@ -153,3 +153,31 @@ def test_sigkill_then_resume_is_identical(tmp_path):
     np.testing.assert_array_equal(resumed, fresh["value"])
     loaded = sweep.load(d)
     np.testing.assert_array_equal(loaded["index"], np.arange(len(GRID)))
+
+
+def test_parts_split_chunks_between_processes(tmp_path):
+    """Two 'processes' (parts) fill one directory; the union equals a single-process sweep."""
+    key = jax.random.key(5)
+    ref = sweep.run(noisy_quadratic, GRID, key=key, chunk_size=4, progress=False)
+    out = str(tmp_path / "shared")
+    first = sweep.run(noisy_quadratic, GRID, key=key, chunk_size=4, out=out, progress=False, part=(0, 2))
+    assert first is None  # part 1 has not run yet
+    assert len(os.listdir(os.path.join(out, "chunks"))) == len(range(0, len(GRID), 4)[0::2])
+    second = sweep.run(noisy_quadratic, GRID, key=key, chunk_size=4, out=out, progress=False, part=(1, 2),
+                       resume=False)  # an identical manifest from another part is not a resume
+    for f in ("value", "vec", "log", "seed"):
+        np.testing.assert_array_equal(second[f], ref[f])
+        np.testing.assert_array_equal(sweep.load(out)[f], ref[f])
+
+
+@pytest.mark.parametrize("part, match", [((2, 2), "0 <= i < n"), ((0,), "pair"), ((0, 2), "needs out=DIR")])
+def test_bad_part_is_refused(part, match):
+    with pytest.raises(ValueError, match=match):
+        sweep.run(noisy_quadratic, GRID, key=jax.random.key(0), part=part, progress=False)
+
+
+def test_axes_must_match_the_function_signature():
+    with pytest.raises(ValueError, match="grid axis 'c' is not an argument"):
+        sweep.run(noisy_quadratic, Grid(a=[1.0], b=[1.0], c=[2.0]), key=jax.random.key(0), progress=False)
+    with pytest.raises(ValueError, match="needs argument 'b'"):
+        sweep.run(noisy_quadratic, Grid(a=[1.0]), key=jax.random.key(0), progress=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -398,9 +399,10 @@ class SweepResult:
     """Columnar results of a sweep: the grid's columns (axes, ``seed``, ``index``) and every
     field ``fn`` returned, as NumPy arrays of one row per run, in run-index order."""
 
-    def __init__(self, columns: dict[str, np.ndarray], fields: tuple):
+    def __init__(self, columns: dict[str, np.ndarray], fields: tuple, grid: "Grid | None" = None):
         self.columns = columns
         self.fields = fields
+        self.grid = grid
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
@@ -465,6 +467,25 @@ def _fn_id(fn) -> str:
     if " at 0x" in text:
         text = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
     return text
+
+
+def _check_signature(fn, names) -> None:
+    """Every grid axis must be an argument of ``fn`` and every required argument an axis."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # some callables have no introspectable signature
+        return
+    params = list(sig.parameters.values())[1:]  # the first one takes the key
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        accepted = None
+    else:
+        accepted = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for name in names:
+        if accepted is not None and name not in accepted:
+            raise ValueError(f"grid axis {name!r} is not an argument of {_fn_id(fn)}; it takes {accepted}")
+    for p in params:
+        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in names:
+            raise ValueError(f"{_fn_id(fn)} needs argument {p.name!r}, which is not a grid axis {list(names)}")
 
 
 class _Progress:
@@ -566,7 +587,8 @@ def _check_resume(out: str, manifest: dict, resume: bool) -> None:
 
 def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: str | None = None,
         resume: bool = True, progress: bool = True, common_random_numbers: bool = False,
-        batch_size: int | None | str = "auto", devices=None, collect: bool = True) -> SweepResult | None:
+        batch_size: int | None | str = "auto", devices=None, collect: bool = True,
+        part: tuple[int, int] | None = None, cache_dir: str | None = None) -> SweepResult | None:
     """Run ``fn(key, **condition)`` for every run of ``grid``; compiled once, chunked, sharded.
 
     Args:
@@ -586,10 +608,20 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
       batch_size, devices: execution strategy and devices (see :func:`map_runs`).
       collect: return the results (False with ``out``: keep nothing in memory; read them later
         with :func:`load`).
+      part: ``(i, n)``: do only chunks ``i, i + n, i + 2n, ...`` (chunks are dealt round-robin).
+        Default: ``(jax.process_index(), jax.process_count())``, so every process of a
+        multi-host job runs its own share on its local devices. Several parts need ``out`` (a
+        directory all of them can write; chunk files are independent and written atomically);
+        a part returns the full results once every chunk is on disk, else ``None``.
+      cache_dir: directory for the serialized executable (see :func:`map_runs`), so a later
+        process skips tracing and compiling.
 
-    Multi-host: start every process with ``jax.distributed.initialize()`` and give each its own
-    ``out`` and a disjoint slice of runs (e.g. ``Grid`` axes split by host); ``fold_in`` by global
-    index keeps the union bit-identical to a single-host sweep.
+    Multi-host: start every process with ``jax.distributed.initialize()``, then make the same
+    ``run(..., out=SHARED_DIR)`` call in each; ``fold_in`` by global run index keeps the union
+    bit-identical to a single-process sweep. Read it with :func:`load` when all have finished.
+
+    Raises ``ValueError`` (before anything is compiled) when a grid axis is not an argument of
+    ``fn`` or ``fn`` has a required argument that is not a grid axis.
     """
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a tokdyn.sweep.Grid, got {type(grid).__name__}")
@@ -597,27 +629,37 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
         raise ValueError(f"grid has {len(grid)} runs; run indices are folded into keys as uint32 (at most 2^32 runs)")
     if out is None and not collect:
         raise ValueError("collect=False needs out=DIR: the results would be lost")
+    _check_signature(fn, grid.names)
+    if part is None:
+        part = (jax.process_index(), jax.process_count())
+    if (not isinstance(part, (tuple, list)) or len(part) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in part)
+            or not 0 <= part[0] < part[1]):
+        raise ValueError(f"part must be a pair (i, n) of ints with 0 <= i < n, got {part!r}")
+    if part[1] > 1 and out is None:
+        raise ValueError(f"part={tuple(part)} splits the sweep between processes: it needs out=DIR to gather it")
     total = len(grid)
     devices, batch_size, step, padded = _plan(devices, batch_size, chunk_size, total)
     task = _GridTask(fn, grid.names, bool(common_random_numbers))
     starts = list(range(0, total, step))
+    mine = set(starts[part[0]::part[1]])
     done: dict[int, dict] = {}
     fields = None
     if out is not None:
-        _check_resume(out, _manifest(fn, grid, key, step, common_random_numbers), resume)
+        _check_resume(out, _manifest(fn, grid, key, step, common_random_numbers), resume or part[1] > 1)
         chunk_dir = os.path.join(out, "chunks")
         for name in os.listdir(chunk_dir) if os.path.isdir(chunk_dir) else []:
-            if name.endswith(".tmp"):  # a write cut short by a kill: never valid
+            if name.endswith(".tmp") and part[1] == 1:  # a write cut short by a kill: never valid
                 os.remove(os.path.join(chunk_dir, name))
         for s0 in starts:
             got = _read_chunk(_chunk_path(out, s0, min(s0 + step, total)), s0, min(s0 + step, total), None)
             if got is not None:
                 done[s0] = got if collect else {}
                 fields = fields or tuple(got)
-    todo = [s0 for s0 in starts if s0 not in done]
+    todo = [s0 for s0 in starts if s0 not in done and s0 in mine]
     bar = _Progress(total, sum(min(s0 + step, total) - s0 for s0 in done), progress)
     get = lambda a, b: _to_device_dtypes(grid.rows(a, b))  # noqa: E731
-    for s0, s1, outputs in _stream(task, key, todo, total, step, padded, get, devices, batch_size, None):
+    for s0, s1, outputs in _stream(task, key, todo, total, step, padded, get, devices, batch_size, cache_dir):
         outputs = {k: np.asarray(v) for k, v in outputs.items()}
         fields = fields or tuple(outputs)
         if out is not None:
@@ -626,28 +668,53 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
         bar.update(s1 - s0)
     if not collect:
         return None
+    if part[1] > 1:  # the other parts' chunks, if they have all finished
+        for s0 in starts:
+            if s0 not in done:
+                got = _read_chunk(_chunk_path(out, s0, min(s0 + step, total)), s0, min(s0 + step, total), fields)
+                if got is None:
+                    return None
+                done[s0] = got
     parts = [done[s0] for s0 in starts]
     columns = grid.rows()
     for f in fields:
         columns[f] = np.concatenate([p[f] for p in parts], axis=0)
-    return SweepResult(columns, fields)
+    return SweepResult(columns, fields, grid)
 
 
-def load(out: str) -> SweepResult:
-    """Read a finished sweep back from its directory (every chunk must be present and intact)."""
-    with open(os.path.join(out, "manifest.json")) as f:
-        m = json.load(f)
+def read_manifest(out: str) -> dict:
+    """The ``manifest.json`` of the sweep in ``out`` (``ValueError`` if there is none)."""
+    path = os.path.join(out, "manifest.json")
+    if not os.path.exists(path):
+        raise ValueError(f"no sweep found in {out!r} (it has no manifest.json)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def iter_chunks(out: str):
+    """Yield ``(start, stop, columns)`` for every chunk of the finished sweep in ``out``, in order,
+    where ``columns`` holds the grid's columns and every output field for runs ``start..stop-1``.
+    Reads one chunk at a time, so summaries of 10^8-run sweeps stay in constant memory.
+    ``ValueError`` on the first missing or damaged chunk."""
+    m = read_manifest(out)
     grid = Grid.from_dict(m["grid"])
     step, total = m["chunk_size"], m["runs"]
-    parts, fields = [], None
+    fields = None
     for s0 in range(0, total, step):
         s1 = min(s0 + step, total)
         got = _read_chunk(_chunk_path(out, s0, s1), s0, s1, fields)
         if got is None:
             raise ValueError(f"sweep in {out!r} is incomplete or damaged at runs [{s0}, {s1}): resume it first")
         fields = fields or tuple(got)
-        parts.append(got)
-    columns = grid.rows()
-    for f in fields:
-        columns[f] = np.concatenate([p[f] for p in parts], axis=0)
-    return SweepResult(columns, fields)
+        cols = grid.rows(s0, s1)
+        cols.update(got)
+        yield s0, s1, cols
+
+
+def load(out: str) -> SweepResult:
+    """Read a finished sweep back from its directory (every chunk must be present and intact)."""
+    grid = Grid.from_dict(read_manifest(out)["grid"])
+    parts = [cols for _, _, cols in iter_chunks(out)]
+    fields = tuple(k for k in parts[0] if k not in grid.names and k not in Grid.RESERVED)
+    columns = {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+    return SweepResult(columns, fields, grid)

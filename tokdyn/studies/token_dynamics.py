@@ -6,11 +6,13 @@ methods baseline / inertia (beta 0.5) / repulsion (gamma 0.05) / inertia+repulsi
 steps and collapse; paired t-tests of every method's ARI against the baseline per condition, with
 Cohen's d_z and Holm (and Bonferroni) correction.
 
-Design of one run (:class:`ClusterTask`): the data key is ``fold_in(root_key, seed)``, shared by
-every method, noise level and K of that seed, so within a seed and condition all methods see the
-same data and the same initial tokens; cluster k depends only on (seed, k) (see
-:func:`tokdyn.data.gaussian_clusters`), so conditions are paired too. Data are padded to
-``max(n_clusters)`` clusters, so the whole study is one compiled function.
+The study is a preset of the sweep engine: :class:`ClusterRun` (one run, ``fn(key, **condition)``)
+over the grid method x K x noise x seeds, run by :func:`tokdyn.sweep.run` with common random
+numbers: the data key is ``fold_in(root_key, seed)``, shared by every method, noise level and K of
+that seed, so within a seed and condition all methods see the same data and the same initial
+tokens; cluster k depends only on (seed, k) (see :func:`tokdyn.data.gaussian_clusters`), so
+conditions are paired too. Data are padded to ``max(n_clusters)`` clusters, so the whole study is
+one compiled function. ``tokdyn sweep token-dynamics`` runs the same function over any grid.
 """
 
 from __future__ import annotations
@@ -43,34 +45,57 @@ METRICS = ("ari", "nmi", "sse", "steps", "converged", "collapsed")
 
 
 @dataclasses.dataclass(frozen=True)
-class ClusterTask:
-    """Static structure of one run (hashable: equal tasks share one compilation); build it with
-    :meth:`Config.task`.
+class ClusterRun:
+    """One run of token dynamics on Gaussian clusters, as a sweepable ``fn(key, **condition)``.
 
-    Calling it, ``task(shared, run)``, performs one run: ``shared`` holds the root key,
-    ``n_steps`` and ``tol``; ``run`` holds ``seed``, ``n_clusters``, ``noise`` and ``params``.
-    Returns a dict of scalars: ari, nmi, sse, steps, converged, collapsed.
+    The fields are static structure (hashable: equal instances share one compilation) and the
+    defaults of every condition that is not a sweep axis. Calling it,
+    ``run(key, temperature=..., momentum=..., repulsion=..., noise=..., n_clusters=..., method=...)``,
+    draws the data from ``key`` (cluster k depends only on (key, k), see
+    :func:`tokdyn.data.gaussian_clusters`), starts the tokens by ``init``, runs the dynamics and
+    returns a dict of scalars: ari, nmi, sse, steps, converged, collapsed. Every condition is traced,
+    so a :func:`tokdyn.sweep.run` over any of them compiles once. ``method`` indexes ``methods``
+    (rows of temperature, momentum, repulsion); an explicit temperature/momentum/repulsion
+    overrides the method's value.
     """
 
-    n_tokens: int
-    dim: int
-    points_per_cluster: int
-    max_clusters: int
-    centers: str
-    center_box: float
-    init: str
-    init_scale: float
+    n_tokens: int = 4
+    dim: int = 4
+    points_per_cluster: int = 100
+    max_clusters: int = 5
+    centers: str = "uniform"
+    center_box: float = 10.0
+    init: str = "data"
+    init_scale: float = 1.0
+    n_steps: int = 30
+    tol: float = 1e-3
+    temperature: float = 1.0
+    momentum: float = 0.0
+    repulsion: float = 0.0
+    noise: float = 0.6
+    n_clusters: int = 4
+    methods: tuple = ()
 
-    def __call__(self, shared, run):
-        key = jax.random.fold_in(shared["key"], run["seed"])
-        c, init_noise = data._generate(key, run["n_clusters"], run["noise"], jnp.float32(self.center_box),
-                                       self.max_clusters, self.points_per_cluster, self.dim, self.centers)
+    AXES = ("temperature", "momentum", "repulsion", "noise", "n_clusters", "method")
+
+    def __call__(self, key, *, temperature=None, momentum=None, repulsion=None, noise=None, n_clusters=None,
+                 method=None):
+        f32 = jnp.float32
+        base = (self.temperature, self.momentum, self.repulsion)
+        if method is not None:
+            base = tuple(jnp.asarray(self.methods, f32)[method])  # (3,) row of the method table
+        params = dynamics.Params(*(f32(b) if v is None else f32(v) for b, v in zip(base, (temperature, momentum,
+                                                                                           repulsion))))
+        noise = f32(self.noise if noise is None else noise)
+        n_clusters = jnp.int32(self.n_clusters if n_clusters is None else n_clusters)
+        c, init_noise = data._generate(key, n_clusters, noise, f32(self.center_box), self.max_clusters,
+                                       self.points_per_cluster, self.dim, self.centers)
         if self.init == "data":  # reuse the data's random bits: one threefry call per run
             t0 = dynamics.forgy(c.x, init_noise, c.mask, self.n_tokens)
         else:
             t0 = dynamics._init_tokens(jax.random.fold_in(key, 0x7FFFFFFF), c.x, c.mask, self.init_scale,
                                        n_tokens=self.n_tokens, dim=self.dim, method=self.init)
-        r = dynamics._run(c.x, t0, run["params"], c.mask, shared["n_steps"], shared["tol"])
+        r = dynamics._run(c.x, t0, params, c.mask, jnp.int32(self.n_steps), f32(self.tol))
         labels_true = jnp.where(c.mask, c.labels, 0)
         labels_pred = jnp.where(c.mask, r.labels, 0)
         kw = dict(n_true=self.max_clusters, n_pred=self.n_tokens)
@@ -80,7 +105,7 @@ class ClusterTask:
             sse=metrics.sse(c.x, labels_pred, r.tokens, c.mask),
             steps=r.steps,
             converged=r.converged,
-            collapsed=metrics.collapsed(labels_pred, self.n_tokens, run["n_clusters"], c.mask),
+            collapsed=metrics.collapsed(labels_pred, self.n_tokens, n_clusters, c.mask),
         )
 
 
@@ -131,34 +156,34 @@ class Config:
             )
         return self
 
-    def task(self) -> ClusterTask:
-        return ClusterTask(n_tokens=self.n_tokens, dim=self.dim, points_per_cluster=self.points_per_cluster,
-                           max_clusters=max(self.n_clusters), centers=self.centers,
-                           center_box=float(self.center_box), init=self.init, init_scale=float(self.init_scale))
+    def task(self) -> ClusterRun:
+        """The per-run function: :class:`ClusterRun` with this study's structure and method table."""
+        table = tuple((float(self.temperature), float(dynamics.METHODS[m].momentum), float(dynamics.METHODS[m].repulsion))
+                      for m in self.methods)
+        return ClusterRun(n_tokens=self.n_tokens, dim=self.dim, points_per_cluster=self.points_per_cluster,
+                          max_clusters=max(self.n_clusters), centers=self.centers, center_box=float(self.center_box),
+                          init=self.init, init_scale=float(self.init_scale), n_steps=self.n_steps,
+                          tol=float(self.tol), temperature=float(self.temperature), methods=table)
+
+    def grid(self) -> sweep.Grid:
+        """method (index into ``methods``) x K x noise x seeds, seeds fastest."""
+        return sweep.Grid(method=np.arange(len(self.methods)), n_clusters=np.asarray(self.n_clusters),
+                          noise=np.asarray(self.noise, np.float32), seeds=self.seeds)
 
 
-def conditions(cfg: Config) -> dict[str, np.ndarray]:
-    """The run table: one row per (method, K, noise, seed), method-major, seeds fastest."""
-    m, k, n, s = np.meshgrid(np.arange(len(cfg.methods)), np.asarray(cfg.n_clusters, np.int32),
-                             np.asarray(cfg.noise, np.float32), np.arange(cfg.seeds, dtype=np.int32), indexing="ij")
-    return dict(method=m.ravel(), n_clusters=k.ravel(), noise=n.ravel(), seed=s.ravel())
-
-
-def simulate(cfg: Config, *, chunk_size=None, batch_size="auto", devices=None, on_chunk=None,
+def simulate(cfg: Config, *, chunk_size=None, batch_size="auto", devices=None, progress=False,
              cache_dir=None) -> dict[str, np.ndarray]:
-    """Run every run of the study; returns the run table with one column per metric.
-    ``cache_dir``: where to keep the compiled executable (see :func:`tokdyn.sweep.map_runs`)."""
+    """Run every run of the study: a :func:`tokdyn.sweep.run` of :meth:`Config.task` over
+    :meth:`Config.grid` with common random numbers (the data and initial tokens of a seed are
+    shared by every method and condition). Returns the run table (method, n_clusters, noise,
+    seed, then one column per metric). ``cache_dir``: where to keep the compiled executable."""
     cfg.validate()
-    table = conditions(cfg)
-    p = [dataclasses.replace(dynamics.METHODS[name], temperature=cfg.temperature) for name in cfg.methods]
-    params = dynamics.Params(*(np.asarray([getattr(q, f) for q in p], np.float32)[table["method"]]
-                               for f in ("temperature", "momentum", "repulsion")))
-    run_args = dict(seed=table["seed"], n_clusters=table["n_clusters"], noise=table["noise"], params=params)
-    shared = dict(key=jax.random.key(cfg.root_seed), n_steps=jnp.int32(cfg.n_steps), tol=jnp.float32(cfg.tol))
-    out = sweep.map_runs(cfg.task(), run_args, shared=shared, chunk_size=chunk_size, batch_size=batch_size,
-                         devices=devices, on_chunk=on_chunk, cache_dir=cache_dir)
-    table["method"] = np.asarray(cfg.methods)[table["method"]]
-    table.update(out)
+    res = sweep.run(cfg.task(), cfg.grid(), key=jax.random.key(cfg.root_seed), common_random_numbers=True,
+                    chunk_size=chunk_size, batch_size=batch_size, devices=devices, progress=progress,
+                    cache_dir=cache_dir, part=(0, 1))
+    table = dict(method=np.asarray(cfg.methods)[res["method"]], n_clusters=res["n_clusters"].astype(np.int32),
+                 noise=res["noise"].astype(np.float32), seed=res["seed"].astype(np.int32))
+    table.update({f: res[f] for f in res.fields})
     return table
 
 
@@ -302,7 +327,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, chun
     worker = (plot_worker or report.PlotWorker()) if plots else None
     try:
         t0 = time.perf_counter()
-        runs = simulate(cfg, chunk_size=chunk_size, batch_size=batch_size, cache_dir=cache_dir)
+        runs = simulate(cfg, chunk_size=chunk_size, batch_size=batch_size, cache_dir=cache_dir, progress=not quiet)
         t1 = time.perf_counter()
         summary, overall = summarise(runs, cfg)
         tests = stat_tests(runs, cfg)

@@ -1,6 +1,8 @@
 """The ``tokdyn`` command.
 
     tokdyn study token-dynamics [--out DIR] [--seeds N] [--dim D] ...
+    tokdyn sweep token-dynamics --temperature logspace:0.05:20:25 --repulsion linspace:0:0.2:11 ... --out DIR
+    tokdyn plot heatmap DIR --x temperature --y repulsion --metric ari [--where momentum=0.5]
 
 Before JAX is imported, the CLI (1) exposes every CPU core as a host device, unless ``XLA_FLAGS``
 already says otherwise, so runs are split over cores with ``shard_map``; and (2) enables JAX's
@@ -82,6 +84,106 @@ def _study_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def _sweep_parser(sub) -> None:
+    from tokdyn.studies import token_dynamics_sweep as tds
+
+    d = tds.SweepConfig()
+    p = sub.add_parser("token-dynamics", help="token dynamics over any grid of rule and data conditions x seeds",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Axis values: a comma list (0.3,0.6), linspace:a:b:n or logspace:a:b:n. "
+                                   "A single value fixes that condition.")
+    for name, default in tds.DEFAULT_AXES:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, default=default, help=f"{name} axis")
+    p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per condition")
+    p.add_argument("--out", default="results/token-dynamics-sweep", help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue the sweep already in --out")
+    p.add_argument("--chunk-size", type=int, default=None, help="runs per chunk (the unit saved to disk)")
+    for name in ("n_tokens", "dim", "points_per_cluster", "n_steps", "root_seed"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    for name in ("center_box", "init_scale", "tol"):
+        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
+    p.add_argument("--centers", default=d.centers, help="centre layout: uniform | normal")
+    p.add_argument("--init", default=d.init, help="token init: data | normal | data_mean")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the intervals")
+    p.add_argument("--no-plots", action="store_true", help="skip the figures")
+    p.add_argument("--no-cache", action="store_true", help="disable the persistent compilation cache")
+    p.add_argument("--quiet", action="store_true", help="no progress and no summary")
+
+
+def _plot_parser(sub) -> None:
+    p = sub.add_parser("heatmap", help="a metric over two axes of a finished sweep",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("dir", help="sweep directory")
+    p.add_argument("--x", required=True, help="axis on the horizontal")
+    p.add_argument("--y", required=True, help="axis on the vertical")
+    p.add_argument("--metric", default="ari", help="output field")
+    p.add_argument("--stat", default="mean", choices=("mean", "std"))
+    p.add_argument("--where", default="", help="fix other axes: name=value,name=value (else pooled)")
+
+
+def _where(text: str) -> dict:
+    out = {}
+    for part in (t.strip() for t in text.split(",") if t.strip()):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--where expects name=value pairs separated by commas, got {part!r}")
+    return out
+
+
+def _run_sweep(args, parser) -> int:
+    from tokdyn import sweep
+    from tokdyn.studies import token_dynamics_sweep as tds
+
+    try:
+        axes = tuple((name, tuple(sweep.parse_axis(name, getattr(args, name)).tolist())) for name, _ in tds.DEFAULT_AXES)
+        fields = ("seeds", "n_tokens", "dim", "points_per_cluster", "centers", "center_box", "init", "init_scale",
+                  "n_steps", "tol", "root_seed")
+        cfg = tds.SweepConfig(axes=axes, **{f: getattr(args, f) for f in fields}).validate()
+        if args.bootstrap < 1:
+            raise ValueError(f"--bootstrap must be >= 1, got {args.bootstrap}")
+        if args.chunk_size is not None and args.chunk_size < 1:
+            raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+        if not args.resume and os.path.exists(os.path.join(args.out, "manifest.json")):
+            raise ValueError(f"--out {args.out} already holds a sweep: pass --resume to continue it, "
+                             "or choose another directory")
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+    _setup_jax(cache=not args.no_cache)
+    try:
+        tds.main(cfg, args.out, resume=args.resume, chunk_size=args.chunk_size, quiet=args.quiet,
+                 plots=not args.no_plots, cache_dir=None if args.no_cache else _cache_dir(),
+                 n_resamples=args.bootstrap)
+    except ValueError as e:  # e.g. resuming with different arguments
+        parser.error(str(e))
+    return 0
+
+
+def _run_plot(args, parser) -> int:
+    from tokdyn import report, summary
+    from tokdyn.studies import token_dynamics_sweep as tds
+
+    try:
+        where = _where(args.where)
+        path = os.path.join(args.dir, "summary.csv")
+        if os.path.exists(path):
+            cond = report.read_csv(path)
+        else:
+            cond = summary.condition_stats(args.dir)
+            report.write_csv(path, cond)
+        if args.metric not in summary._table_fields(cond):
+            raise ValueError(f"--metric {args.metric!r} is not an output of this sweep; "
+                             f"metrics: {summary._table_fields(cond)}")
+        job = tds.heatmap_job(args.dir, cond, args.x, args.y, args.metric, where=where, stat=args.stat)
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+    print(report.draw(job))
+    return 0
+
+
 def main(argv=None) -> int:
     _host_devices()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -103,7 +205,16 @@ def _main(argv, worker) -> int:
     study = cmds.add_parser("study", help="run an end-to-end study")
     studies = study.add_subparsers(dest="study", required=True)
     _study_parser(studies)
+    sweeps = cmds.add_parser("sweep", help="run a sweep over a grid of conditions x seeds (resumable)")
+    _sweep_parser(sweeps.add_subparsers(dest="sweep", required=True))
+    plot = cmds.add_parser("plot", help="plot a finished sweep")
+    _plot_parser(plot.add_subparsers(dest="plot", required=True))
     args = parser.parse_args(argv)
+
+    if args.command == "sweep":
+        return _run_sweep(args, parser)
+    if args.command == "plot":
+        return _run_plot(args, parser)
 
     if args.command == "study" and args.study == "token-dynamics":
         from tokdyn.studies.token_dynamics import Config

@@ -18,8 +18,10 @@ import numpy as np
 def _cell(v):
     if isinstance(v, (bool, np.bool_)):
         return int(v)
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):.6g}"
+    if isinstance(v, np.floating):  # the shortest text that reads back to the same value
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
     return v
 
 
@@ -100,8 +102,8 @@ class PlotWorker:
     """Draw figures in a helper process that starts importing matplotlib at once.
 
     Start it early (``PlotWorker()``): its matplotlib import then runs on another core while the
-    caller imports JAX and simulates. ``draw(jobs)`` sends the figures (a list of keyword dicts
-    for :func:`line_plot`, JSON-serialisable) and ``wait()`` blocks until they are written,
+    caller imports JAX and simulates. ``draw(jobs)`` sends the figures (a list of job dicts
+    for :func:`draw`, JSON-serialisable) and ``wait()`` blocks until they are written,
     raising ``RuntimeError`` with the worker's message if it failed.
     """
 
@@ -163,9 +165,78 @@ def line_plot(path: str, x, series: Mapping[str, Sequence], *, panels: Mapping[s
     return path
 
 
+def heatmap(path: str, x, y, z, *, xlabel: str = "", ylabel: str = "", title: str = "", cbar: str = "",
+            fmt: str = "{:.3g}") -> str:
+    """One PNG of a (len(y), len(x)) table ``z`` as coloured cells, one cell per axis value (so
+    linearly and logarithmically spaced axes both read naturally); NaN cells are left blank.
+    Tick labels are the axis values (thinned to at most 12 per axis)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    z = np.asarray(z, float)
+    fig = Figure(figsize=(6.4, 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    im = ax.imshow(np.ma.masked_invalid(z), origin="lower", aspect="auto", cmap="viridis", interpolation="nearest")
+    for setter, values in ((ax.set_xticks, x), (ax.set_yticks, y)):
+        every = max(1, int(np.ceil(len(values) / 12)))
+        ticks = np.arange(0, len(values), every)
+        setter(ticks, [fmt.format(values[i]) for i in ticks])
+    ax.tick_params(axis="x", labelrotation=45, labelsize=8)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, label=cbar)
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.2, top=0.9)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def front_plot(path: str, cost, benefit, front, *, low=None, high=None, xlabel: str = "", ylabel: str = "",
+               title: str = "") -> str:
+    """One PNG: every point (``cost``, ``benefit``) in grey, the Pareto ``front`` (a boolean mask)
+    highlighted and joined as a staircase, with vertical bars from ``low`` to ``high`` (the
+    benefit's confidence interval) on the front points when given."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cost, benefit, front = np.asarray(cost, float), np.asarray(benefit, float), np.asarray(front, bool)
+    fig = Figure(figsize=(6.0, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.scatter(cost[~front], benefit[~front], s=8, color="0.6", alpha=0.6, label="settings")
+    order = np.flatnonzero(front)[np.argsort(cost[front], kind="stable")]
+    ax.step(cost[order], benefit[order], where="post", color="C3", lw=1.2)
+    ax.scatter(cost[order], benefit[order], s=22, color="C3", zorder=3, label="Pareto front")
+    if low is not None and high is not None:
+        ax.vlines(cost[order], np.asarray(low, float)[order], np.asarray(high, float)[order], color="C3", lw=1,
+                  alpha=0.7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.12, top=0.9)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+PLOTS = {"line": line_plot, "heatmap": heatmap, "front": front_plot}
+
+
+def draw(job: dict) -> str:
+    """Draw one figure from a job dict: ``kind`` (a key of :data:`PLOTS`, default ``"line"``) plus
+    that function's keyword arguments."""
+    job = dict(job)
+    return PLOTS[job.pop("kind", "line")](**job)
+
+
 if __name__ == "__main__":  # the PlotWorker process: import matplotlib, then draw what arrives
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
     from matplotlib.figure import Figure  # noqa: F401
 
     for job in json.loads(sys.stdin.read() or "[]"):
-        line_plot(**job)
+        draw(job)

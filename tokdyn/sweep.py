@@ -599,7 +599,8 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
         ``common_random_numbers=True``, so every condition of a seed shares its randomness (paired
         comparisons across conditions). Results are bit-identical whatever the chunk size, device
         count or number of interruptions.
-      chunk_size: runs per chunk (memory, and the unit of work saved to disk).
+      chunk_size: runs per chunk (memory, and the unit of work saved to disk). Default: per
+        backend and device count, or, when resuming a sweep in ``out``, the chunk size it used.
       out: directory; each finished chunk is written (atomically) before the next one is read
         back, next to a ``manifest.json`` of the arguments. A killed sweep restarted with the same
         arguments redoes only unfinished or damaged chunks; different arguments are refused.
@@ -639,6 +640,8 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
     if part[1] > 1 and out is None:
         raise ValueError(f"part={tuple(part)} splits the sweep between processes: it needs out=DIR to gather it")
     total = len(grid)
+    if out is not None and chunk_size is None and os.path.exists(os.path.join(out, "manifest.json")):
+        chunk_size = read_manifest(out)["chunk_size"]  # resume with the chunks already on disk
     devices, batch_size, step, padded = _plan(devices, batch_size, chunk_size, total)
     task = _GridTask(fn, grid.names, bool(common_random_numbers))
     starts = list(range(0, total, step))

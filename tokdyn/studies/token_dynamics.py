@@ -261,7 +261,7 @@ def write_outputs(out: str, cfg: Config, runs, summary, overall, tests, *, timin
             plot_worker.draw(jobs)
         else:
             for job in jobs:
-                report.line_plot(**job)
+                report.draw(job)
 
 
 def plot_jobs(out: str, cfg: Config, summary: list[dict]) -> list[dict]:

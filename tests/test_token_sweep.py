@@ -111,3 +111,31 @@ def test_plot_heatmap(swept, capsys):
         with pytest.raises(SystemExit):
             cli.main(["plot", "heatmap", swept, *argv])
         assert match in capsys.readouterr().err
+
+
+def test_identical_on_one_and_four_devices(tmp_path):
+    """The token-dynamics sweep in a fresh process with 4 forced host devices gives the same bits
+    as this process (chunk 7: chunks padded unevenly over the devices)."""
+    import subprocess
+    import sys
+
+    cfg = tds.SweepConfig(axes=(("temperature", (0.5, 2.0)), ("repulsion", (0.0, 0.1)), ("n_clusters", (3, 5))),
+                          seeds=3, dim=2, points_per_cluster=10)
+    code = (
+        "import sys, numpy as np, jax\n"
+        "from tokdyn import sweep\n"
+        "from tokdyn.studies import token_dynamics_sweep as tds\n"
+        "assert len(jax.devices()) == 4\n"
+        f"cfg = tds.SweepConfig(axes={cfg.axes!r}, seeds=3, dim=2, points_per_cluster=10)\n"
+        "r = sweep.run(cfg.task(), cfg.grid(), key=jax.random.key(0), common_random_numbers=True, chunk_size=7,"
+        " progress=False)\n"
+        "np.savez(sys.argv[1], ari=r['ari'], steps=r['steps'], sse=r['sse'])\n"
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    path = str(tmp_path / "four.npz")
+    subprocess.run([sys.executable, "-c", code, path], check=True, env=env)
+    four = np.load(path)
+    one = sweep.run(cfg.task(), cfg.grid(), key=jax.random.key(0), common_random_numbers=True, chunk_size=1024,
+                    progress=False, devices=jax.devices()[:1])
+    for f in ("ari", "steps", "sse"):
+        np.testing.assert_array_equal(four[f], one[f])

@@ -380,19 +380,37 @@ class Grid:
 
 @dataclasses.dataclass(frozen=True)
 class _GridTask:
-    """Adapts ``fn(key, **condition)`` to the executor: derives the run's key from the root key
-    and the run's global index (or its seed, for common random numbers across conditions)."""
+    """Adapts ``fn(key, **condition)`` to the executor: decodes each run's conditions from its
+    global index on the device (so a chunk's only input is its index range) and derives the run's
+    key from the root key and that index (or the run's seed, for common random numbers).
+
+    ``shared`` holds the root key, every axis's values (``tables``), each axis's stride in the run
+    index and the seed count, all traced: grids with the same axis names and sizes share one
+    compilation. Conditions reach ``fn`` as float32 / int32 scalars, like :meth:`Grid.rows` cast
+    by :func:`_to_device_dtypes`."""
 
     fn: Callable
     names: tuple
     by_seed: bool
 
-    def __call__(self, key, run):
-        k = jax.random.fold_in(key, run["seed"] if self.by_seed else run["index"])
-        out = self.fn(k, **{name: run[name] for name in self.names})
+    def __call__(self, shared, run):
+        index = run["index"]  # uint32
+        condition = {}
+        for name in self.names:
+            table = shared["tables"][name]
+            condition[name] = table[(index // shared["strides"][name]) % table.shape[0]]
+        seed = index % shared["seeds"]
+        k = jax.random.fold_in(shared["key"], seed if self.by_seed else index)
+        out = self.fn(k, **condition)
         if not isinstance(out, dict):
             raise TypeError(f"the sweep function must return a dict of arrays, got {type(out).__name__}")
         return out
+
+
+def _grid_shared(grid: "Grid", key) -> dict:
+    tables = _to_device_dtypes(dict(grid.axes))
+    strides = {name: np.uint32(st) for name, st in zip(grid.names, grid._strides)}
+    return dict(key=key, tables=tables, strides=strides, seeds=np.uint32(grid.seeds))
 
 
 class SweepResult:
@@ -661,8 +679,9 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
                 fields = fields or tuple(got)
     todo = [s0 for s0 in starts if s0 not in done and s0 in mine]
     bar = _Progress(total, sum(min(s0 + step, total) - s0 for s0 in done), progress)
-    get = lambda a, b: _to_device_dtypes(grid.rows(a, b))  # noqa: E731
-    for s0, s1, outputs in _stream(task, key, todo, total, step, padded, get, devices, batch_size, cache_dir):
+    get = lambda a, b: {"index": np.arange(a, b, dtype=np.uint32)}  # noqa: E731
+    shared = _grid_shared(grid, key)
+    for s0, s1, outputs in _stream(task, shared, todo, total, step, padded, get, devices, batch_size, cache_dir):
         outputs = {k: np.asarray(v) for k, v in outputs.items()}
         fields = fields or tuple(outputs)
         if out is not None:

@@ -1,0 +1,187 @@
+"""The sweep engine at scale: what chunk files, the manifest and progress cost, device scaling,
+and peak memory against the number of runs.
+
+Workload: the issue's example sweep of token dynamics, temperature logspace:0.05:20:25 x repulsion
+linspace:0:0.2:11 x momentum {0, 0.5} x noise {0.3, 0.6, 0.9} x K {3, 4, 5} (4,950 conditions) x
+seeds, 4 tokens, D=16, 100 points per cluster (padded to 500), at most 30 steps; per run ARI,
+NMI, SSE, steps, convergence, collapse (``ClusterRun``, data generated inside).
+
+Rows (one process, same compiled function, compile excluded by a warm-up sweep of one chunk of
+the same shape; the rows' results are checked to be bit-identical):
+
+  in-memory batched   ``sweep.map_runs`` over pre-built condition arrays (no disk, no progress)
+  sweep.run, memory   ``sweep.run(...)`` returning the results
+  sweep.run, disk     ``sweep.run(..., out=DIR, collect=False)`` with progress lines: every chunk
+                      written (fsync + rename) before the next is read back
+
+then 1 device vs all devices (``sweep.run`` in memory, on a tenth of the seeds), and peak resident
+memory of a fresh process per size (``--memory``, seeds per condition; ``sweep.run`` to disk with
+``collect=False``). Usage:
+
+    python benchmarks/bench_sweep.py [--seeds 200] [--memory 20,200,2020] [--devices N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--seeds", type=int, default=200, help="seeds per condition for the throughput rows")
+parser.add_argument("--memory", default="20,200", help="seeds per condition of the memory rows (comma list)")
+parser.add_argument("--devices", type=int, default=os.cpu_count(), help="forced host devices (CPU)")
+parser.add_argument("--dim", type=int, default=16)
+parser.add_argument("--chunk-size", type=int, default=None)
+parser.add_argument("--skip-throughput", action="store_true")
+args = parser.parse_args()
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={args.devices}")
+
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tokdyn import sweep  # noqa: E402
+from tokdyn.studies import token_dynamics_sweep as tds  # noqa: E402
+
+AXES = (("temperature", "logspace:0.05:20:25"), ("repulsion", "linspace:0:0.2:11"), ("momentum", "0,0.5"),
+        ("noise", "0.3,0.6,0.9"), ("n_clusters", "3,4,5"))
+
+
+def config(seeds: int, dim: int) -> tds.SweepConfig:
+    axes = tuple((k, tuple(sweep.parse_axis(k, v).tolist())) for k, v in AXES)
+    return tds.SweepConfig(axes=axes, seeds=seeds, dim=dim)
+
+
+CHILD = r"""
+import os, resource, sys, tempfile, time
+import jax
+from tokdyn import sweep
+from tokdyn.studies import token_dynamics_sweep as tds
+AXES, seeds, dim, chunk = eval(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), eval(sys.argv[4])
+cfg = tds.SweepConfig(axes=tuple((k, tuple(sweep.parse_axis(k, v).tolist())) for k, v in AXES), seeds=seeds, dim=dim)
+with tempfile.TemporaryDirectory() as out:
+    t = time.perf_counter()
+    sweep.run(cfg.task(), cfg.grid(), key=jax.random.key(0), common_random_numbers=True, out=out, collect=False,
+              progress=False, chunk_size=chunk)
+    dt = time.perf_counter() - t
+    size = sum(os.path.getsize(os.path.join(out, "chunks", f)) for f in os.listdir(os.path.join(out, "chunks")))
+print(len(cfg.grid()), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, dt, size / 2**20)
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Batched:
+    """The in-memory path: ``fn(key, **condition)`` on pre-built per-run condition arrays."""
+
+    fn: object
+    names: tuple
+
+    def __call__(self, key, run):
+        return self.fn(jax.random.fold_in(key, run["seed"]), **{n: run[n] for n in self.names})
+
+
+def timed(label, fn, n):
+    t = time.perf_counter()
+    out = fn()
+    dt = time.perf_counter() - t
+    print(f"  {label}: {n} runs in {dt:.1f} s ({n / dt:,.0f} runs/s)", file=sys.stderr, flush=True)
+    return n / dt, out
+
+
+def throughput(rows):
+    cfg = config(args.seeds, args.dim)
+    task, grid, key = cfg.task(), cfg.grid(), jax.random.key(0)
+    devs = jax.local_devices()
+    n = len(grid)
+    _, _, step, _ = sweep._plan(None, "auto", args.chunk_size, n)
+    n_cond = n // args.seeds
+    warm = config(-(-step // n_cond), args.dim).grid()  # >= one chunk: the same compiled shape
+    t = time.perf_counter()
+    sweep.run(task, warm, key=key, common_random_numbers=True, chunk_size=step, progress=False)
+    first = time.perf_counter() - t
+    names = grid.names
+    flat = sweep._to_device_dtypes(grid.rows())  # pre-built condition columns, one row per run
+    batched = Batched(task, names)
+    t = time.perf_counter()
+    sweep.map_runs(batched, {k: v[:step] for k, v in flat.items()}, shared=key, chunk_size=step)  # compile
+    first_batched = time.perf_counter() - t
+    rate, ref = timed("in-memory batched", lambda: sweep.map_runs(batched, flat, shared=key, chunk_size=step), n)
+    compile_s = max(first - len(warm) / rate, 0.0)  # the warm-up's time beyond its runs
+    compile_batched = max(first_batched - step / rate, 0.0)
+    rows.append(("in-memory batched (map_runs)", n, rate, compile_batched, float(ref["ari"].mean())))
+    rate, res = timed("sweep.run, memory", lambda: sweep.run(task, grid, key=key, common_random_numbers=True,
+                                                             chunk_size=step, progress=False), n)
+    assert all(np.array_equal(res[f], ref[f]) for f in ref)
+    rows.append(("sweep.run, results in memory", n, rate, compile_s, float(res["ari"].mean())))
+    with tempfile.TemporaryDirectory() as out:
+        stderr, sys.stderr = sys.stderr, open(os.devnull, "w")  # progress lines: produced, not shown
+        try:
+            rate, _ = timed("sweep.run, disk", lambda: sweep.run(task, grid, key=key, common_random_numbers=True,
+                                                                 chunk_size=step, out=out, collect=False,
+                                                                 progress=True), n)
+        finally:
+            sys.stderr.close()
+            sys.stderr = stderr
+        back = sweep.load(out)
+        assert all(np.array_equal(back[f], ref[f]) for f in ref)
+        rows.append(("sweep.run, chunks to disk + progress", n, rate, 0.0, float(back["ari"].mean())))
+    small = config(max(1, args.seeds // 10), args.dim)
+    g = small.grid()
+    for nd in sorted({1, len(devs)}):
+        sweep.run(task, warm, key=key, common_random_numbers=True, chunk_size=step, progress=False,
+                  devices=devs[:nd])  # compile for this device count
+        rate, res = timed(f"{nd} device(s)", lambda: sweep.run(task, g, key=key, common_random_numbers=True,
+                                                              chunk_size=step, progress=False,
+                                                              devices=devs[:nd]), len(g))
+        rows.append((f"sweep.run, {nd} device(s)", len(g), rate, 0.0, float(res["ari"].mean())))
+    return step
+
+
+def memory(chunk):
+    out = []
+    for seeds in [int(v) for v in args.memory.split(",") if v.strip()]:
+        # the parent holds the accelerator's memory pool: children allocate on demand
+        env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+        res = subprocess.run([sys.executable, "-c", CHILD, repr(AXES), str(seeds), str(args.dim), repr(chunk)],
+                             capture_output=True, text=True, env=env)
+        if res.returncode:
+            raise RuntimeError(f"memory run with {seeds} seeds failed:\n{res.stderr[-3000:]}")
+        runs, rss, dt, mib = res.stdout.split()[-4:]
+        out.append((int(runs), float(rss), float(dt), float(mib)))
+        print(f"  memory: {out[-1]}", file=sys.stderr, flush=True)
+    return out
+
+
+def main():
+    rows = []
+    chunk = args.chunk_size
+    if not args.skip_throughput:
+        chunk = throughput(rows)
+    mem = memory(chunk)
+    devs = jax.local_devices()
+    print()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}; "
+          f"backend {jax.default_backend()} ({devs[0].device_kind}); devices {len(devs)}; dtype float32; "
+          f"chunk {chunk or 'default'} runs; D={args.dim}")
+    if rows:
+        base = rows[0][2]
+        print(f"| {'path':<40} | {'runs':>9} | {'runs/s':>9} | {'vs in-memory':>12} | {'compile s':>9} | {'mean ARI':>8} |")
+        print(f"|{'-' * 42}|{'-' * 11}|{'-' * 11}|{'-' * 14}|{'-' * 11}|{'-' * 10}|")
+        for name, n, rate, comp, ari in rows:
+            print(f"| {name:<40} | {n:>9} | {rate:>9.0f} | {rate / base:>11.2f}x | {comp:>9.2f} | {ari:>8.4f} |")
+    if mem:
+        print()
+        print(f"| {'runs':>10} | {'peak RSS MiB':>12} | {'wall s':>8} | {'runs/s':>8} | {'chunk files MiB':>15} |")
+        print(f"|{'-' * 12}|{'-' * 14}|{'-' * 10}|{'-' * 10}|{'-' * 17}|")
+        for runs, rss, dt, mib in mem:
+            print(f"| {runs:>10} | {rss:>12.0f} | {dt:>8.1f} | {runs / dt:>8.0f} | {mib:>15.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -24,7 +24,6 @@ memory of a fresh process per size (``--memory``, seeds per condition; ``sweep.r
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 
@@ -45,6 +44,7 @@ import time  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from common import Batched  # noqa: E402
 
 from tokdyn import sweep  # noqa: E402
 from tokdyn.studies import token_dynamics_sweep as tds  # noqa: E402
@@ -73,17 +73,6 @@ with tempfile.TemporaryDirectory() as out:
     size = sum(os.path.getsize(os.path.join(out, "chunks", f)) for f in os.listdir(os.path.join(out, "chunks")))
 print(len(cfg.grid()), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, dt, size / 2**20)
 """
-
-
-@dataclasses.dataclass(frozen=True)
-class Batched:
-    """The in-memory path: ``fn(key, **condition)`` on pre-built per-run condition arrays."""
-
-    fn: object
-    names: tuple
-
-    def __call__(self, key, run):
-        return self.fn(jax.random.fold_in(key, run["seed"]), **{n: run[n] for n in self.names})
 
 
 def timed(label, fn, n):

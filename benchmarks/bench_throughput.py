@@ -22,7 +22,6 @@ np.asarray). Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 
@@ -44,6 +43,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 import peers  # noqa: E402
+from common import Batched  # noqa: E402
 
 from tokdyn import data, dynamics, metrics, sweep  # noqa: E402
 from tokdyn.studies import token_dynamics as td  # noqa: E402
@@ -80,17 +80,6 @@ def given_data_task(pool, run):
     return dict(ari=metrics.ari(yt, yp, mask, **kw), nmi=metrics.nmi(yt, yp, mask, **kw),
                 sse=metrics.sse(x, yp, r.tokens, mask), steps=r.steps, converged=r.converged,
                 collapsed=metrics.collapsed(yp, CFG.n_tokens, pool["n_true"][i], mask))
-
-
-@dataclasses.dataclass(frozen=True)
-class Batched:
-    """``fn(key, **condition)`` on pre-built per-run condition arrays (key from the run's seed)."""
-
-    fn: object
-    names: tuple
-
-    def __call__(self, key, run):
-        return self.fn(jax.random.fold_in(key, run["seed"]), **{n: run[n] for n in self.names})
 
 
 def params_for(n):

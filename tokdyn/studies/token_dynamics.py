@@ -45,7 +45,41 @@ METRICS = ("ari", "nmi", "sse", "steps", "converged", "collapsed")
 
 
 @dataclasses.dataclass(frozen=True)
-class ClusterRun:
+class RunStructure:
+    """The static structure of one run (shapes, initialisation, stopping rule), shared by
+    :class:`ClusterRun`, the study's :class:`Config` and the sweep's ``SweepConfig``."""
+
+    n_tokens: int = 4
+    dim: int = 4
+    points_per_cluster: int = 100
+    centers: str = "uniform"
+    center_box: float = 10.0
+    init: str = "data"
+    init_scale: float = 1.0
+    n_steps: int = 30
+    tol: float = 1e-3
+
+    def _validate_structure(self, min_clusters: int) -> None:
+        _checks.positive_int("n_tokens", self.n_tokens)
+        _checks.positive_int("dim", self.dim)
+        _checks.positive_int("points_per_cluster", self.points_per_cluster)
+        _checks.positive_int("n_steps", self.n_steps)
+        _checks.real("tol", self.tol, low=0.0)
+        _checks.real("center_box", self.center_box, low=0.0)
+        _checks.choice("centers", self.centers, data.CENTER_LAYOUTS)
+        _checks.choice("init", self.init, dynamics.INIT_METHODS)
+        if self.init == "data" and self.n_tokens > min_clusters * self.points_per_cluster:
+            raise ValueError(f"n_tokens={self.n_tokens} exceeds the smallest dataset "
+                             f"({min_clusters} x {self.points_per_cluster} points) for init 'data'")
+
+    def _structure(self) -> dict:
+        """The structure fields, floats as Python floats (a stable repr: the compilation key)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(RunStructure)}
+        return {k: float(v) if k in ("center_box", "init_scale", "tol") else v for k, v in out.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterRun(RunStructure):
     """One run of token dynamics on Gaussian clusters, as a sweepable ``fn(key, **condition)``.
 
     The fields are static structure (hashable: equal instances share one compilation) and the
@@ -59,16 +93,7 @@ class ClusterRun:
     overrides the method's value.
     """
 
-    n_tokens: int = 4
-    dim: int = 4
-    points_per_cluster: int = 100
     max_clusters: int = 5
-    centers: str = "uniform"
-    center_box: float = 10.0
-    init: str = "data"
-    init_scale: float = 1.0
-    n_steps: int = 30
-    tol: float = 1e-3
     temperature: float = 1.0
     momentum: float = 0.0
     repulsion: float = 0.0
@@ -110,37 +135,20 @@ class ClusterRun:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(RunStructure):
     """Everything that defines the study; saved as ``config.json`` and enough to reproduce it."""
 
     seeds: int = 30
     noise: tuple = (0.3, 0.6, 0.9)
     n_clusters: tuple = (3, 4, 5)
     methods: tuple = ("baseline", "inertia", "repulsion", "inertia+repulsion")
-    n_tokens: int = 4
-    dim: int = 4
-    points_per_cluster: int = 100
-    centers: str = "uniform"
-    center_box: float = 10.0
-    init: str = "data"
-    init_scale: float = 1.0
     temperature: float = 1.0
-    n_steps: int = 30
-    tol: float = 1e-3
     root_seed: int = 0
 
     def validate(self) -> "Config":
         _checks.positive_int("seeds", self.seeds)
-        _checks.positive_int("n_tokens", self.n_tokens)
-        _checks.positive_int("dim", self.dim)
-        _checks.positive_int("points_per_cluster", self.points_per_cluster)
-        _checks.positive_int("n_steps", self.n_steps)
-        _checks.real("tol", self.tol, low=0.0)
         _checks.real("temperature", self.temperature, low=0.0, low_open=True)
         _checks.real("noise", np.asarray(self.noise, float), low=0.0)
-        _checks.real("center_box", self.center_box, low=0.0)
-        _checks.choice("centers", self.centers, data.CENTER_LAYOUTS)
-        _checks.choice("init", self.init, dynamics.INIT_METHODS)
         if not self.methods:
             raise ValueError("methods must name at least one method")
         for m in self.methods:
@@ -149,21 +157,15 @@ class Config:
             raise ValueError("noise and n_clusters must each hold at least one value")
         for k in self.n_clusters:
             _checks.positive_int("n_clusters", k)
-        if self.init == "data" and self.n_tokens > min(self.n_clusters) * self.points_per_cluster:
-            raise ValueError(
-                f"n_tokens={self.n_tokens} exceeds the smallest dataset "
-                f"({min(self.n_clusters)} x {self.points_per_cluster} points) for init 'data'"
-            )
+        self._validate_structure(min(self.n_clusters))
         return self
 
     def task(self) -> ClusterRun:
         """The per-run function: :class:`ClusterRun` with this study's structure and method table."""
         table = tuple((float(self.temperature), float(dynamics.METHODS[m].momentum), float(dynamics.METHODS[m].repulsion))
                       for m in self.methods)
-        return ClusterRun(n_tokens=self.n_tokens, dim=self.dim, points_per_cluster=self.points_per_cluster,
-                          max_clusters=max(self.n_clusters), centers=self.centers, center_box=float(self.center_box),
-                          init=self.init, init_scale=float(self.init_scale), n_steps=self.n_steps,
-                          tol=float(self.tol), temperature=float(self.temperature), methods=table)
+        return ClusterRun(**self._structure(), max_clusters=max(self.n_clusters), temperature=float(self.temperature),
+                          methods=table)
 
     def grid(self) -> sweep.Grid:
         """method (index into ``methods``) x K x noise x seeds, seeds fastest."""

@@ -29,8 +29,8 @@ import time
 
 import numpy as np
 
-from tokdyn import _checks, data, dynamics, report, summary, sweep
-from tokdyn.studies.token_dynamics import ClusterRun
+from tokdyn import _checks, report, summary, sweep
+from tokdyn.studies.token_dynamics import ClusterRun, RunStructure
 
 RULE_AXES = ("temperature", "momentum", "repulsion")
 DATA_AXES = ("noise", "n_clusters")
@@ -46,34 +46,17 @@ SETTING_METRICS = ("ari", "steps", "collapsed", "converged")
 
 
 @dataclasses.dataclass(frozen=True)
-class SweepConfig:
+class SweepConfig(RunStructure):
     """A token-dynamics sweep: ``axes`` (pairs ``(name, values)`` in grid order; names from
     :data:`RULE_AXES` + :data:`DATA_AXES`) x ``seeds``, and the static structure of a run.
     Saved in ``config.json``; enough to reproduce the sweep."""
 
     axes: tuple = tuple((k, tuple(sweep.parse_axis(k, v).tolist())) for k, v in DEFAULT_AXES)
     seeds: int = 20
-    n_tokens: int = 4
-    dim: int = 4
-    points_per_cluster: int = 100
-    centers: str = "uniform"
-    center_box: float = 10.0
-    init: str = "data"
-    init_scale: float = 1.0
-    n_steps: int = 30
-    tol: float = 1e-3
     root_seed: int = 0
 
     def validate(self) -> "SweepConfig":
         _checks.positive_int("seeds", self.seeds)
-        _checks.positive_int("n_tokens", self.n_tokens)
-        _checks.positive_int("dim", self.dim)
-        _checks.positive_int("points_per_cluster", self.points_per_cluster)
-        _checks.positive_int("n_steps", self.n_steps)
-        _checks.real("tol", self.tol, low=0.0)
-        _checks.real("center_box", self.center_box, low=0.0)
-        _checks.choice("centers", self.centers, data.CENTER_LAYOUTS)
-        _checks.choice("init", self.init, dynamics.INIT_METHODS)
         names = [k for k, _ in self.axes]
         if len(set(names)) != len(names):
             raise ValueError(f"axes must have distinct names, got {names}")
@@ -91,10 +74,7 @@ class SweepConfig:
             elif name == "n_clusters":
                 if not np.all(v == np.round(v)) or v.min() < 1:
                     raise ValueError(f"n_clusters values must be integers >= 1, got {list(values)}")
-        k_min = min(self._n_clusters())
-        if self.init == "data" and self.n_tokens > k_min * self.points_per_cluster:
-            raise ValueError(f"n_tokens={self.n_tokens} exceeds the smallest dataset "
-                             f"({k_min} x {self.points_per_cluster} points) for init 'data'")
+        self._validate_structure(min(self._n_clusters()))
         return self
 
     def _n_clusters(self) -> tuple:
@@ -102,10 +82,7 @@ class SweepConfig:
         return tuple(int(k) for k in d.get("n_clusters", (ClusterRun.n_clusters,)))
 
     def task(self) -> ClusterRun:
-        return ClusterRun(n_tokens=self.n_tokens, dim=self.dim, points_per_cluster=self.points_per_cluster,
-                          max_clusters=max(self._n_clusters()), centers=self.centers,
-                          center_box=float(self.center_box), init=self.init, init_scale=float(self.init_scale),
-                          n_steps=self.n_steps, tol=float(self.tol))
+        return ClusterRun(**self._structure(), max_clusters=max(self._n_clusters()))
 
     def grid(self) -> sweep.Grid:
         axes = {k: (np.asarray(v, np.int64) if k == "n_clusters" else np.asarray(v, np.float64)) for k, v in self.axes}

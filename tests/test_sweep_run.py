@@ -181,3 +181,12 @@ def test_axes_must_match_the_function_signature():
         sweep.run(noisy_quadratic, Grid(a=[1.0], b=[1.0], c=[2.0]), key=jax.random.key(0), progress=False)
     with pytest.raises(ValueError, match="needs argument 'b'"):
         sweep.run(noisy_quadratic, Grid(a=[1.0]), key=jax.random.key(0), progress=False)
+
+
+def test_parquet_roundtrip(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = sweep.run(noisy_quadratic, GRID, key=jax.random.key(1), progress=False)
+    table = pq.read_table(out.to_parquet(str(tmp_path / "runs.parquet"))).to_pydict()
+    np.testing.assert_array_equal(table["value"], out["value"])
+    np.testing.assert_array_equal(table["vec_1"], out["vec"][:, 1])
+    assert np.isnan(table["log"]).sum() == out.nan_counts()["log"]

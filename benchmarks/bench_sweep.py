@@ -46,7 +46,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from common import Batched  # noqa: E402
 
-from tokdyn import sweep  # noqa: E402
+from tokdyn import execute, sweep  # noqa: E402
 from tokdyn.studies import token_dynamics_sweep as tds  # noqa: E402
 
 AXES = (("temperature", "logspace:0.05:20:25"), ("repulsion", "linspace:0:0.2:11"), ("momentum", "0,0.5"),
@@ -88,7 +88,7 @@ def throughput(rows):
     task, grid, key = cfg.task(), cfg.grid(), jax.random.key(0)
     devs = jax.local_devices()
     n = len(grid)
-    _, _, step, _ = sweep._plan(None, "auto", args.chunk_size, n)
+    _, _, step, _ = execute._plan(None, "auto", args.chunk_size, n)
     n_cond = n // args.seeds
     warm = config(-(-step // n_cond), args.dim).grid()  # >= one chunk: the same compiled shape
     t = time.perf_counter()

@@ -7,7 +7,9 @@ XLA flags first):
 - :mod:`tokdyn.dynamics`  token update rules and the loop that runs them
 - :mod:`tokdyn.metrics`   ARI, NMI, SSE, collapse (pure, jittable)
 - :mod:`tokdyn.stats`     paired tests, effect sizes, multiple-comparison corrections, bootstrap
-- :mod:`tokdyn.sweep`     execution engine: chunked, sharded runs
+- :mod:`tokdyn.execute`   execution engine: chunked, sharded runs (``map_runs``)
+- :mod:`tokdyn.sweep`     grids of conditions x seeds, run to disk, resumable (``Grid``, ``run``)
+- :mod:`tokdyn.summary`   per-condition statistics, Pareto fronts, bootstrap intervals
 - :mod:`tokdyn.report`    CSV/JSON writers and figures
 - :mod:`tokdyn.studies`   end-to-end studies
 """
@@ -15,7 +17,7 @@ XLA flags first):
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["data", "dynamics", "metrics", "stats", "sweep", "report", "studies"]
+__all__ = ["data", "dynamics", "metrics", "stats", "execute", "sweep", "summary", "report", "studies"]
 
 
 def __getattr__(name):

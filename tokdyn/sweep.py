@@ -1,243 +1,29 @@
-"""Running a per-run function over many runs: chunking, execution strategy, devices.
+"""Sweeps: grids of conditions x seeds, run chunk by chunk, to disk, resumable, with progress.
 
-:func:`map_runs` is the execution engine under every study and sweep. It takes a pure per-run
-function and a pytree of per-run arguments (leading axis = runs) and returns NumPy results. It
-compiles once per (function, chunk shape, strategy), runs fixed-size chunks so memory stays flat in
-the number of runs, splits each chunk over the local devices on a ``jax.sharding.Mesh`` with
-``jax.shard_map``, and overlaps the next chunk's compute with the host copy of the last.
-
-The execution strategy is a parameter, not part of the math (see DESIGN.md): on XLA:CPU a
-*sequential* ``lax.map`` over runs (``batch_size=1``), each run using GEMM-shaped kernels, beats
-a wide ``vmap`` of tiny per-run matmuls; on GPUs and TPUs the opposite holds. :func:`default_batch_size`
-picks per backend; pass ``batch_size`` to override, and measure (``benchmarks/``).
+:class:`Grid` is the product of named axes x seeds with stable run indices (nothing
+materialised); :func:`run` applies a per-run ``fn(key, **condition)`` to every run of a grid on
+the execution engine (:func:`tokdyn.execute.map_runs`: compiled once, chunked, sharded over the
+local devices), writes each finished chunk to disk next to a manifest, resumes after any
+interruption, and returns columnar results (:class:`SweepResult`); :func:`load` and
+:func:`iter_chunks` read a finished sweep back. Summaries live in :mod:`tokdyn.summary`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import inspect
 import json
 import math
 import os
-import pickle
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-RUN_AXIS = "runs"
-
-
-def default_batch_size(backend: str | None = None) -> int | None:
-    """Runs vmapped together inside the sequential map: 1 on CPU, ``None`` (the whole per-device
-    chunk at once) on accelerators."""
-    backend = backend or jax.default_backend()
-    return 1 if backend == "cpu" else None
-
-
-def default_chunk_size(n_devices: int, backend: str | None = None) -> int:
-    backend = backend or jax.default_backend()
-    per_device = 2048 if backend == "cpu" else 65536
-    return per_device * n_devices
-
-
-def _leading(tree) -> int:
-    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree_util.tree_leaves(tree)}
-    if not sizes or None in sizes or len(sizes) != 1:
-        raise ValueError(f"args must be a pytree of arrays sharing one leading (runs) axis, got leading sizes {sizes}")
-    return sizes.pop()
-
-
-@functools.lru_cache(maxsize=64)
-def _compiled(fn: Callable, devices: tuple, batch_size: int | None, with_shared: bool):
-    mesh = Mesh(np.array(devices), (RUN_AXIS,))
-
-    def per_device(shared, args):
-        f = (lambda a: fn(shared, a)) if with_shared else fn
-        if batch_size is None:
-            return jax.vmap(f)(args)
-        if batch_size == 1:
-            return jax.lax.map(f, args)
-        return jax.lax.map(f, args, batch_size=batch_size)
-
-    sharded = jax.shard_map(
-        per_device,
-        mesh=mesh,
-        in_specs=(PartitionSpec(), PartitionSpec(RUN_AXIS)),
-        out_specs=PartitionSpec(RUN_AXIS),
-        check_vma=False,
-    )
-    return jax.jit(sharded), NamedSharding(mesh, PartitionSpec(RUN_AXIS))
-
-
-@functools.lru_cache(maxsize=1)
-def _source_hash() -> str:
-    """Hash of tokdyn's own source, so cached executables never outlive a code change."""
-    root = os.path.dirname(os.path.abspath(__file__))
-    h = hashlib.sha256()
-    for dirpath, _, files in sorted(os.walk(root)):
-        for name in sorted(files):
-            if name.endswith(".py"):
-                with open(os.path.join(dirpath, name), "rb") as f:
-                    h.update(name.encode() + f.read())
-    return h.hexdigest()
-
-
-def _signature(tree) -> str:
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return str(treedef) + str([(tuple(np.shape(a)), str(getattr(a, "dtype", type(a).__name__))) for a in leaves])
-
-
-def _executable(compiled, fn, devices, batch_size, shared, example, cache_dir):
-    """The compiled executable for this chunk signature, loaded from ``cache_dir`` when present.
-
-    JAX's persistent compilation cache still traces and lowers the function to find its entry
-    (~0.5 s for a study's task); here the serialized executable is keyed by everything that
-    determines it (the function's repr, which must not contain a memory address; the chunk's
-    shapes and dtypes; devices; strategy; JAX and tokdyn versions and tokdyn's source), so a warm
-    start skips tracing too. Any failure falls back to a normal compilation.
-    """
-    key_text = repr(fn)
-    if cache_dir is None or " at 0x" in key_text:
-        return compiled
-    import jaxlib
-
-    from tokdyn import __version__
-
-    parts = (__version__, _source_hash(), jax.__version__, jaxlib.__version__, key_text, batch_size,
-             [(d.platform, d.device_kind) for d in devices], _signature(shared), _signature(example))
-    path = os.path.join(cache_dir, "tokdyn-executables", hashlib.sha256(repr(parts).encode()).hexdigest() + ".pkl")
-    from jax.experimental.serialize_executable import deserialize_and_load, serialize
-
-    if os.path.exists(path):
-        try:
-            with open(path, "rb") as f:
-                return deserialize_and_load(*pickle.load(f))
-        except Exception:  # stale or corrupt entry: recompile and overwrite
-            pass
-    exe = compiled.lower(shared, example).compile()
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump(serialize(exe), f)
-        os.replace(tmp, path)
-    except Exception:
-        pass
-    return exe
-
-
-def _plan(devices, batch_size, chunk_size, total):
-    """Resolve devices, strategy and the compiled chunk shape (a multiple of the device count)."""
-    devices = tuple(jax.local_devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("devices must hold at least one device")
-    n_dev = len(devices)
-    if batch_size == "auto":
-        batch_size = default_batch_size(devices[0].platform)
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive int, None or 'auto', got {batch_size!r}")
-    if chunk_size is None:
-        chunk_size = default_chunk_size(n_dev, devices[0].platform)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    step = int(min(chunk_size, total))  # runs per chunk
-    padded = math.ceil(step / n_dev) * n_dev  # compiled shape
-    if batch_size not in (None, 1):
-        per_dev = padded // n_dev
-        batch_size = min(batch_size, per_dev)
-        if per_dev % batch_size:
-            padded = math.ceil(per_dev / batch_size) * batch_size * n_dev
-    return devices, batch_size, step, padded
-
-
-def _stream(fn, shared, starts, total, step, padded, get_args, devices, batch_size, cache_dir):
-    """Yield ``(start, stop, outputs)`` for each chunk start, in order, with NumPy outputs.
-
-    ``get_args(start, stop)`` returns the chunk's per-run arguments (NumPy pytree). Chunk i + 1 is
-    dispatched before chunk i's results are copied back, so the devices stay busy while the
-    caller handles a result (writes it to disk, say)."""
-    compiled, sharding = _compiled(fn, devices, batch_size, shared is not None)
-
-    def launch(start):
-        stop = min(start + step, total)
-
-        def put(leaf):
-            leaf = np.asarray(leaf)
-            if stop - start < padded:  # pad by repeating the last run; its outputs are dropped
-                leaf = np.concatenate([leaf, np.repeat(leaf[-1:], padded - (stop - start), axis=0)], axis=0)
-            return jax.device_put(leaf, sharding)
-
-        return start, stop, executable(shared, jax.tree_util.tree_map(put, get_args(start, stop)))
-
-    starts = list(starts)
-    if not starts:
-        return
-    executable = compiled
-    if cache_dir is not None:
-        first = get_args(starts[0], min(starts[0] + 1, total))
-        example = jax.tree_util.tree_map(
-            lambda a: jax.ShapeDtypeStruct((padded, *np.shape(a)[1:]), np.asarray(a).dtype, sharding=sharding), first)
-        executable = _executable(compiled, fn, devices, batch_size, shared, example, cache_dir)
-    pending = launch(starts[0])
-    for nxt in starts[1:] + [None]:
-        start, stop, out = pending
-        pending = launch(nxt) if nxt is not None else None  # keep the devices busy
-        yield start, stop, jax.tree_util.tree_map(lambda a: np.asarray(a)[: stop - start], out)
-
-
-def map_runs(
-    fn: Callable,
-    args: Any,
-    *,
-    shared: Any = None,
-    chunk_size: int | None = None,
-    batch_size: int | None | str = "auto",
-    devices=None,
-    on_chunk: Callable[[int, int, float], None] | None = None,
-    cache_dir: str | None = None,
-) -> Any:
-    """Apply ``fn`` to every run and return its outputs as NumPy arrays with a leading runs axis.
-
-    Args:
-      fn: pure per-run function, ``fn(run_args)`` or ``fn(shared, run_args)`` when ``shared`` is
-        given; must be jittable. Pass the same function object each time to reuse its compilation.
-      args: pytree of arrays with a leading axis of R runs.
-      shared: optional pytree passed unbatched to every run (a root key, static-shaped tables).
-      chunk_size: runs per compiled call (rounded up to a multiple of the number of devices);
-        memory is O(chunk_size), not O(R). The last chunk is padded, so one compilation serves all.
-      batch_size: runs vmapped together inside each device's sequential map; ``1`` is a pure
-        sequential map, ``None`` a full vmap of the chunk; ``"auto"``: per backend.
-      devices: devices to shard the run axis over (default: all local devices).
-      on_chunk: optional callback ``(runs_done, runs_total, seconds_for_chunk)`` after each chunk.
-      cache_dir: optional directory for serialized executables, so that a later process skips
-        tracing and compiling (``fn`` must have a stable repr, e.g. a frozen dataclass).
-
-    Returns:
-      The pytree ``fn`` returns, each leaf a NumPy array of shape (R, ...).
-    """
-    total = _leading(args)
-    if total == 0:
-        raise ValueError("args holds zero runs: nothing to do")
-    devices, batch_size, step, padded = _plan(devices, batch_size, chunk_size, total)
-    args = jax.tree_util.tree_map(np.asarray, args)
-    get = lambda start, stop: jax.tree_util.tree_map(lambda a: a[start:stop], args)  # noqa: E731
-    outputs = []
-    t0 = time.perf_counter()
-    for _, stop, out in _stream(fn, shared, range(0, total, step), total, step, padded, get, devices,
-                                batch_size, cache_dir):
-        outputs.append(out)
-        if on_chunk is not None:
-            now = time.perf_counter()
-            on_chunk(stop, total, now - t0)
-            t0 = now
-    return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts, axis=0), *outputs)
+from tokdyn.execute import _plan, _stream, default_batch_size, default_chunk_size, map_runs  # noqa: F401
 
 
 # ----------------------------------------------------------------------------------------------

@@ -221,7 +221,7 @@ def _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top) -> None
                      f"ARI {_ci(r, 'ari')}.")
     collapse = np.flatnonzero(tab["collapsed_mean"] > 0.5)
     if collapse.size:
-        lines += ["", f"## Collapse", "", f"{collapse.size} setting(s) collapse in more than half of their runs; "
+        lines += ["", "## Collapse", "", f"{collapse.size} setting(s) collapse in more than half of their runs; "
                   "e.g. " + "; ".join(_label(r, by) for r in summary.rows(tab, collapse[:5])) + "."]
     data_axes = [k for k, _ in cfg.axes if k in DATA_AXES]
     if data_axes and by:

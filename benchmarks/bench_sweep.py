@@ -14,11 +14,12 @@ the same shape; the rows' results are checked to be bit-identical):
   sweep.run, disk     ``sweep.run(..., out=DIR, collect=False)`` with progress lines: every chunk
                       written (fsync + rename) before the next is read back
 
-then 1 device vs all devices (``sweep.run`` in memory, on a tenth of the seeds), and peak resident
-memory of a fresh process per size (``--memory``, seeds per condition; ``sweep.run`` to disk with
+With ``--repeat R`` the three paths run in R interleaved rounds and each keeps its best rate (the
+machine's drifts then hit every path alike). Then 1 device vs all devices (``sweep.run`` in
+memory, on a tenth of the seeds), and peak resident memory of a fresh process per size (``--memory``, seeds per condition; ``sweep.run`` to disk with
 ``collect=False``). Usage:
 
-    python benchmarks/bench_sweep.py [--seeds 200] [--memory 20,200,2020] [--devices N]
+    python benchmarks/bench_sweep.py [--seeds 200] [--repeat 3] [--memory 20,200,2020] [--devices N]
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ parser.add_argument("--memory", default="20,200", help="seeds per condition of t
 parser.add_argument("--devices", type=int, default=os.cpu_count(), help="forced host devices (CPU)")
 parser.add_argument("--dim", type=int, default=16)
 parser.add_argument("--chunk-size", type=int, default=None)
+parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds of the throughput rows (best kept)")
 parser.add_argument("--skip-throughput", action="store_true")
 args = parser.parse_args()
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={args.devices}")
@@ -94,34 +96,39 @@ def throughput(rows):
     t = time.perf_counter()
     sweep.run(task, warm, key=key, common_random_numbers=True, chunk_size=step, progress=False)
     first = time.perf_counter() - t
-    names = grid.names
     flat = sweep._to_device_dtypes(grid.rows())  # pre-built condition columns, one row per run
-    batched = Batched(task, names)
+    batched = Batched(task, grid.names)
     t = time.perf_counter()
     sweep.map_runs(batched, {k: v[:step] for k, v in flat.items()}, shared=key, chunk_size=step)  # compile
     first_batched = time.perf_counter() - t
-    rate, ref = timed("in-memory batched", lambda: sweep.map_runs(batched, flat, shared=key, chunk_size=step), n)
-    compile_s = max(first - len(warm) / rate, 0.0)  # the warm-up's time beyond its runs
-    compile_batched = max(first_batched - step / rate, 0.0)
-    rows.append(("in-memory batched (map_runs)", n, rate, compile_batched, float(ref["ari"].mean())))
-    rate, res = timed("sweep.run, memory", lambda: sweep.run(task, grid, key=key, common_random_numbers=True,
-                                                             chunk_size=step, progress=False), n)
-    assert all(np.array_equal(res[f], ref[f]) for f in ref)
-    rows.append(("sweep.run, results in memory", n, rate, compile_s, float(res["ari"].mean())))
-    with tempfile.TemporaryDirectory() as out:
-        stderr, sys.stderr = sys.stderr, open(os.devnull, "w")  # progress lines: produced, not shown
-        try:
-            rate, _ = timed("sweep.run, disk", lambda: sweep.run(task, grid, key=key, common_random_numbers=True,
-                                                                 chunk_size=step, out=out, collect=False,
-                                                                 progress=True), n)
-        finally:
-            sys.stderr.close()
-            sys.stderr = stderr
-        back = sweep.load(out)
-        assert all(np.array_equal(back[f], ref[f]) for f in ref)
-        rows.append(("sweep.run, chunks to disk + progress", n, rate, 0.0, float(back["ari"].mean())))
-    small = config(max(1, args.seeds // 10), args.dim)
-    g = small.grid()
+    run = lambda **kw: sweep.run(task, grid, key=key, common_random_numbers=True, chunk_size=step, **kw)  # noqa: E731
+
+    def to_disk():
+        with tempfile.TemporaryDirectory() as out:
+            stderr, sys.stderr = sys.stderr, open(os.devnull, "w")  # progress lines: produced, not shown
+            try:
+                run(out=out, collect=False, progress=True)
+            finally:
+                sys.stderr.close()
+                sys.stderr = stderr
+            return sweep.load(out)
+
+    paths = {"in-memory batched (map_runs)": lambda: sweep.map_runs(batched, flat, shared=key, chunk_size=step),
+             "sweep.run, results in memory": lambda: run(progress=False),
+             "sweep.run, chunks to disk + progress": to_disk}
+    best, ref = {}, None
+    for r in range(args.repeat):  # interleaved rounds: slow drifts of the machine hit every path alike
+        for name, fn in paths.items():
+            rate, res = timed(f"round {r + 1}: {name}", fn, n)
+            ref = res if ref is None else ref
+            assert all(np.array_equal(res[f], ref[f]) for f in ("ari", "steps", "sse"))  # bit-identical
+            best[name] = max(best.get(name, 0.0), rate)
+    base = best["in-memory batched (map_runs)"]
+    compiles = {"in-memory batched (map_runs)": max(first_batched - step / base, 0.0),
+                "sweep.run, results in memory": max(first - len(warm) / base, 0.0)}
+    for name in paths:
+        rows.append((name, n, best[name], compiles.get(name, 0.0), float(ref["ari"].mean())))
+    g = config(max(1, args.seeds // 10), args.dim).grid()
     for nd in sorted({1, len(devs)}):
         sweep.run(task, warm, key=key, common_random_numbers=True, chunk_size=step, progress=False,
                   devices=devs[:nd])  # compile for this device count

@@ -1,0 +1,416 @@
+"""The collapse study: where token collapse and instability really happen, against the theory.
+
+Theory (:mod:`tokdyn.analysis`): the collapsed state (every token at the data mean) is locally
+stable iff tau > tau_c = 2 lambda_max(Cov X), for any number of tokens and any momentum in [0, 1);
+with repulsion, exact collapse is impossible and a pair of tokens settles at
+r_* = (2 gamma / (1 - mu))^(1/3) (mu = tau_c / tau), stable only for tau < 3 tau_c.
+
+Parts (each a resumable :func:`tokdyn.sweep.run` in ``DIR/sweeps/<part>``; the temperature is
+always given as the ratio tau / tau_c of the run's own dataset):
+
+* ``threshold``: data shape x T x tau/tau_c (0.25..4) x seeds -> ``threshold_check.csv``: per
+  shape x T the predicted tau_c and the empirical tau where half the runs collapse.
+* ``jacobian``: numerical (``jax.jacfwd``) vs predicted eigenvalues at the collapsed state, with
+  and without momentum -> ``jacobian_check.csv``.
+* ``phase``: noise x T/K x tau/tau_c on three clusters -> ``phase_collapse.png``,
+  ``phase_groups.png``.
+* ``momentum`` and ``repulsion``: beta or gamma x tau/tau_c -> ``phase_momentum.png``,
+  ``phase_repulsion.png`` (repulsion in units of the data's RMS radius cubed, so that it is
+  scale-free: gamma = repulsion_rel * (tr Cov X)^(3/2)).
+* ``convergence``: spectral radius at the fixed point vs the steps it predicts vs observed ->
+  ``convergence.csv``.
+
+A run *collapses* when its final tokens form one group under single linkage at the merge
+tolerance ``merge_rel * sqrt(tr Cov X)`` (:func:`tokdyn.analysis.merge_tolerance`); runs stop
+when no coordinate moves by more than ``tol_rel * sqrt(tr Cov X)`` or after ``n_steps``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks, analysis, data, dynamics, report, sweep
+
+SHAPES = {  # name: (dim, description)
+    "blobs2": (2, "3 isotropic Gaussian clusters in 2-D, centres uniform in [-3, 3]^2, std = noise"),
+    "aniso2": (2, "one anisotropic Gaussian in 2-D, std (3, 1) * noise, rotated by 30 degrees"),
+    "overlap4": (4, "4 overlapping clusters in 4-D, centres uniform in [-1.5, 1.5]^4, std = noise"),
+    "blobs8": (8, "4 isotropic clusters in 8-D, centres uniform in [-3, 3]^8, std = noise"),
+}
+
+
+def make_data(key, shape: str, n_points: int, noise):
+    """(n_points, D) points of a named data shape (noise may be traced)."""
+    dim = SHAPES[shape][0]
+    if shape == "aniso2":
+        c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+        z = jax.random.normal(key, (n_points, 2)) * jnp.array([3.0, 1.0]) * noise
+        return z @ jnp.array([[c, s], [-s, c]], jnp.float32)
+    k, box = (3, 3.0) if shape == "blobs2" else (4, 1.5 if shape == "overlap4" else 3.0)
+    if n_points % k:
+        raise ValueError(f"n_points must be a multiple of {k} for shape {shape!r}, got {n_points}")
+    c, _ = data._generate(key, jnp.int32(k), jnp.float32(noise), jnp.float32(box), k, n_points // k, dim, "uniform")
+    return c.x
+
+
+@dataclasses.dataclass(frozen=True)
+class CollapseRun:
+    """One run, ``fn(key, ratio, noise, momentum, repulsion_rel) -> dict``: draw the data, start
+    T tokens at distinct data points (Forgy), run the rule at tau = ratio * tau_c(data) and report
+    the number of token groups, whether all tokens merged, convergence, steps, tau_c and the
+    smallest token separation relative to the data's RMS radius."""
+
+    shape: str = "blobs2"
+    n_tokens: int = 4
+    n_points: int = 120
+    n_steps: int = 2000
+    merge_rel: float = 1e-2
+    tol_rel: float = 1e-5
+
+    def __call__(self, key, ratio, noise=1.0, momentum=0.0, repulsion_rel=0.0):
+        x = make_data(key, self.shape, self.n_points, noise)  # (N, D)
+        tau_c = analysis._threshold(x, None)
+        scale = jnp.sqrt(jnp.trace(analysis.covariance(x)[0]))
+        t0 = dynamics.forgy(x, jax.random.uniform(jax.random.fold_in(key, 1), x.shape[:1]), None, self.n_tokens)
+        params = dynamics.Params(ratio * tau_c, jnp.float32(momentum), repulsion_rel * scale**3)
+        r = dynamics._run(x, t0, params, None, jnp.int32(self.n_steps), self.tol_rel * scale)
+        groups = analysis._groups(r.tokens, self.merge_rel * scale)
+        sep = analysis.min_separation(r.tokens) / scale if self.n_tokens > 1 else jnp.float32(jnp.inf)
+        return dict(groups=groups, collapsed=groups == 1, merged=groups < self.n_tokens, converged=r.converged,
+                    steps=r.steps, tau_c=tau_c, min_sep_rel=sep)
+
+
+def _ratios(lo, hi, n, extra=()):
+    return np.unique(np.round(np.concatenate([np.geomspace(lo, hi, n), extra]), 6)).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines the study; saved as ``config.json``."""
+
+    shapes: tuple = ("blobs2", "aniso2", "overlap4", "blobs8")
+    n_tokens: tuple = (2, 4, 8)
+    ratio_min: float = 0.25
+    ratio_max: float = 4.0
+    n_ratios: int = 17
+    seeds: int = 16
+    n_points: int = 120
+    n_steps: int = 2000
+    merge_rel: float = analysis.MERGE_REL
+    tol_rel: float = 1e-5
+    phase_noise: tuple = (0.25, 0.5, 1.0, 1.5, 2.5)
+    phase_tokens: tuple = (2, 3, 6, 12)  # T/K = 2/3, 1, 2, 4 on three clusters
+    momentum: tuple = (0.0, 0.5, 0.8, 0.9, 0.95, 0.99)
+    repulsion_rel: tuple = (0.0, 1e-7, 1e-5, 1e-3, 1e-1)
+    phase_seeds: int = 8
+    phase_ratios: int = 13
+    root_seed: int = 0
+
+    def validate(self) -> "Config":
+        for s in self.shapes:
+            _checks.choice("shapes", s, SHAPES)
+        for t in self.n_tokens + self.phase_tokens:
+            _checks.positive_int("n_tokens", t, minimum=2)
+        for name in ("n_ratios", "seeds", "n_points", "n_steps", "phase_seeds", "phase_ratios"):
+            _checks.positive_int(name, getattr(self, name), minimum=2 if "ratio" in name else 1)
+        _checks.real("ratio_min", self.ratio_min, low=0.0, low_open=True)
+        _checks.real("ratio_max", self.ratio_max, low=self.ratio_min, low_open=True)
+        _checks.real("merge_rel", self.merge_rel, low=0.0, low_open=True)
+        _checks.real("tol_rel", self.tol_rel, low=0.0, low_open=True)
+        _checks.real("phase_noise", np.asarray(self.phase_noise, float), low=0.0, low_open=True)
+        _checks.real("momentum", np.asarray(self.momentum, float), low=0.0, high=1.0, high_open=True)
+        _checks.real("repulsion_rel", np.asarray(self.repulsion_rel, float), low=0.0)
+        if self.n_points % 12:
+            raise ValueError(f"n_points must be a multiple of 12 (3 or 4 equal clusters), got {self.n_points}")
+        if max(self.n_tokens + self.phase_tokens) > self.n_points:
+            raise ValueError(f"n_tokens must not exceed n_points={self.n_points}")
+        return self
+
+    def ratios(self) -> np.ndarray:
+        return _ratios(self.ratio_min, self.ratio_max, self.n_ratios, (0.9, 0.95, 1.05, 1.1))
+
+    def run_fn(self, shape: str, n_tokens: int) -> CollapseRun:
+        return CollapseRun(shape, n_tokens, self.n_points, self.n_steps, float(self.merge_rel), float(self.tol_rel))
+
+
+# ---------------------------------------------------------------------------------------------- parts
+
+
+def _sweep(cfg, out, name, fn, grid, progress):
+    key = jax.random.fold_in(jax.random.key(cfg.root_seed), sum(map(ord, name)))
+    res = sweep.run(fn, grid, key=key, out=os.path.join(out, "sweeps", name), progress=progress,
+                    common_random_numbers=True, part=(0, 1))
+    return {f: np.asarray(res[f]) for f in (*grid.names, "seed", *res.fields)}
+
+
+def crossing(ratios, rate, level=0.5):
+    """The ratio where ``rate`` first crosses ``level`` (linear interpolation in log ratio); NaN if never."""
+    ratios, rate = np.asarray(ratios, float), np.asarray(rate, float)
+    above = np.flatnonzero(rate >= level)
+    if above.size == 0:
+        return float("nan")
+    i = above[0]
+    if i == 0:
+        return float(ratios[0])
+    lo, hi = np.log(ratios[i - 1]), np.log(ratios[i])
+    w = (level - rate[i - 1]) / (rate[i] - rate[i - 1])
+    return float(np.exp(lo + w * (hi - lo)))
+
+
+def threshold_part(cfg: Config, out: str, progress=False):
+    """Collapse rate over tau/tau_c per data shape x T; one row per shape x T."""
+    ratios, rows = cfg.ratios(), []
+    for shape in cfg.shapes:
+        for t in cfg.n_tokens:
+            r = _sweep(cfg, out, f"threshold_{shape}_T{t}", cfg.run_fn(shape, t),
+                       sweep.Grid(ratio=ratios, seeds=cfg.seeds), progress)
+            rate = np.array([r["collapsed"][r["ratio"] == q].mean() for q in ratios])
+            conv = np.array([r["converged"][r["ratio"] == q].mean() for q in ratios])
+            tc = r["tau_c"][r["ratio"] == ratios[0]]
+            r50 = crossing(ratios, rate)
+            rows.append(dict(shape=shape, dim=SHAPES[shape][0], n_points=cfg.n_points, n_tokens=t,
+                             tau_c_pred=float(tc.mean()), tau_c_std=float(tc.std()), ratio_50=r50,
+                             tau_50=r50 * float(tc.mean()), rel_error=r50 - 1.0,
+                             rate_below=float(rate[ratios <= 0.9 + 1e-6].max()),
+                             rate_above=float(rate[ratios >= 1.1 - 1e-6].min()),
+                             converged_rate=float(conv.mean()), n_runs=len(r["ratio"]),
+                             rates=" ".join(f"{v:.3g}" for v in rate)))
+    return rows
+
+
+def jacobian_part(cfg: Config):
+    """Predicted vs numerical eigenvalues at the collapsed state: one row per eigenvalue."""
+    rows = []
+    for shape in cfg.shapes:
+        x = make_data(jax.random.key(cfg.root_seed), shape, cfg.n_points, 1.0)
+        tc = float(analysis.collapse_threshold(x))
+        for t in sorted(set(cfg.n_tokens))[:2]:
+            t0 = analysis.collapsed_state(x, t)
+            for ratio in (0.5, 2.0):
+                for beta in (0.0, 0.5, 0.9):
+                    p = dynamics.Params(ratio * tc, beta)
+                    jac = analysis.jacobian(x, t0, p, velocity=None if beta == 0 else jnp.zeros_like(t0))
+                    num = analysis.eigenvalues(jac)
+                    pred = analysis.collapse_eigenvalues(x, t, ratio * tc, momentum=beta)
+                    num, pred = _match(num, pred)
+                    for i, (a, b) in enumerate(zip(pred, num)):
+                        rows.append(dict(shape=shape, n_tokens=t, ratio=ratio, momentum=beta, index=i,
+                                         pred_re=a.real, pred_im=a.imag, num_re=b.real, num_im=b.imag,
+                                         abs_error=abs(a - b), rho_pred=np.abs(pred).max(),
+                                         rho_num=np.abs(num).max()))
+    return rows
+
+
+def _match(num, pred):
+    """Pair numerical with predicted eigenvalues greedily by distance (multisets, same length)."""
+    num, left, out = np.asarray(num), list(range(len(num))), []
+    for p in pred:
+        j = min(left, key=lambda k: abs(num[k] - p))
+        left.remove(j)
+        out.append(num[j])
+    return np.asarray(out), np.asarray(pred)
+
+
+def convergence_part(cfg: Config, n_runs: int = 64):
+    """Spectral radius at the fixed point -> predicted steps, vs observed (tol = 1e-3, 3 tokens)."""
+    rows, tol = [], 1e-3
+    rng = np.random.default_rng(cfg.root_seed)
+    jac = jax.jit(jax.vmap(analysis._jacobian, (None, 0, None, None, None)))
+    for i in range(n_runs):
+        key = jax.random.fold_in(jax.random.key(cfg.root_seed), 1000 + i)
+        x = make_data(key, "blobs2", cfg.n_points, 0.8)
+        ratio = float(np.exp(rng.uniform(np.log(0.05), np.log(0.9))))
+        p = dynamics.Params(ratio * float(analysis.collapse_threshold(x)))
+        t0 = dynamics.init_tokens(jax.random.fold_in(key, 1), 3, 2, x=x)
+        r = dynamics.run(x, t0, p, n_steps=1000, tol=tol)
+        fp = analysis.fixed_point(x, t0, p)
+        rho = analysis.spectral_radius(np.asarray(jac(x, fp.tokens[None], None, p, None)[0]))
+        d0 = float(dynamics.trajectory(x, t0, p, n_steps=1, tol=tol).delta[0])
+        rows.append(dict(run=i, ratio=ratio, rho=rho, delta0=d0, predicted=float(analysis.predicted_steps(rho, d0, tol)),
+                         observed=int(r.steps), converged=bool(r.converged)))
+    return rows
+
+
+def phase_parts(cfg: Config, out: str, progress=False):
+    """noise x T/K x ratio (three clusters), and momentum / repulsion x ratio (T = 4, noise 1)."""
+    ratios = _ratios(cfg.ratio_min, cfg.ratio_max, cfg.phase_ratios)
+    phase = {t: _sweep(cfg, out, f"phase_T{t}", cfg.run_fn("blobs2", t),
+                       sweep.Grid(noise=np.asarray(cfg.phase_noise, np.float32), ratio=ratios, seeds=cfg.phase_seeds),
+                       progress) for t in cfg.phase_tokens}
+    mom = _sweep(cfg, out, "momentum", cfg.run_fn("blobs2", 4),
+                 sweep.Grid(momentum=np.asarray(cfg.momentum, np.float32), ratio=ratios, seeds=cfg.phase_seeds), progress)
+    rep = _sweep(cfg, out, "repulsion", cfg.run_fn("blobs2", 4),
+                 sweep.Grid(repulsion_rel=np.asarray(cfg.repulsion_rel, np.float32), ratio=ratios,
+                            seeds=cfg.phase_seeds), progress)
+    return ratios, phase, mom, rep
+
+
+def _table(r, row_axis, rows, ratios, field):
+    return np.array([[r[field][(r[row_axis] == np.float32(a)) & (r["ratio"] == q)].astype(float).mean()
+                      for q in ratios] for a in rows])  # (rows, ratios)
+
+
+def phase_rows(ratios, phase, mom, rep, cfg):
+    """Flat per-cell table of every phase diagram (diagram, axis value, T, ratio, rates)."""
+    out = []
+    for name, r, axis, values, tk in ([(f"noise_T{t}", phase[t], "noise", cfg.phase_noise, t / 3) for t in phase]
+                                      + [("momentum", mom, "momentum", cfg.momentum, 4 / 3),
+                                         ("repulsion", rep, "repulsion_rel", cfg.repulsion_rel, 4 / 3)]):
+        for a in values:
+            for q in ratios:
+                sel = (r[axis] == np.float32(a)) & (r["ratio"] == q)
+                out.append(dict(diagram=name, axis=axis, value=float(a), t_over_k=tk, ratio=float(q),
+                                collapsed=r["collapsed"][sel].mean(), merged=r["merged"][sel].mean(),
+                                groups=r["groups"][sel].mean(), converged=r["converged"][sel].mean(),
+                                steps=r["steps"][sel].mean(), min_sep_rel=np.median(r["min_sep_rel"][sel])))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+def _panels(path, ratios, panels, ylabel, title, boundaries=(1.0,), cbar="rate"):
+    """Side-by-side heatmaps over log ratio (x) and a row axis (y), theory boundaries as lines."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3.4 * len(panels) + 0.8, 3.4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    lx = np.log2(ratios)
+    edges = np.concatenate([[lx[0] - (lx[1] - lx[0]) / 2], (lx[1:] + lx[:-1]) / 2, [lx[-1] + (lx[-1] - lx[-2]) / 2]])
+    for ax, (name, (yvals, z, vmax)) in zip(axes, panels.items()):
+        ye = np.arange(len(yvals) + 1) - 0.5
+        im = ax.pcolormesh(edges, ye, z, vmin=0, vmax=vmax, cmap="viridis", shading="flat")
+        for b in boundaries:
+            ax.axvline(np.log2(b), color="red", lw=1.5, ls="-" if b == 1 else "--")
+        ax.set_yticks(np.arange(len(yvals)), [f"{v:g}" for v in yvals], fontsize=8)
+        ticks = [-2, -1, 0, 1, 2]
+        ax.set_xticks(ticks, [f"{2.0**t:g}" for t in ticks], fontsize=8)
+        ax.set_xlabel("tau / tau_c")
+        ax.set_title(name, fontsize=9)
+    axes[0].set_ylabel(ylabel)
+    fig.colorbar(im, ax=list(axes), label=cbar, fraction=0.03)
+    fig.suptitle(title, fontsize=10)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def write_figures(out, cfg, ratios, phase, mom, rep):
+    k = 3
+    noise = np.asarray(cfg.phase_noise)
+    paths = [
+        _panels(os.path.join(out, "phase_collapse.png"), ratios,
+                {f"T/K = {t}/{k}": (noise, _table(phase[t], "noise", noise, ratios, "collapsed"), 1) for t in phase},
+                "cluster std (centres in [-3, 3]^2)", "all tokens merged (rate); red: theory tau = tau_c"),
+        _panels(os.path.join(out, "phase_groups.png"), ratios,
+                {f"T/K = {t}/{k}": (noise, _table(phase[t], "noise", noise, ratios, "groups") / t, 1) for t in phase},
+                "cluster std", "distinct token groups / T (mean); red: tau = tau_c", cbar="groups / T"),
+        _panels(os.path.join(out, "phase_momentum.png"), ratios,
+                {"collapsed": (cfg.momentum, _table(mom, "momentum", cfg.momentum, ratios, "collapsed"), 1),
+                 "not converged": (cfg.momentum, 1 - _table(mom, "momentum", cfg.momentum, ratios, "converged"), 1),
+                 "steps / n_steps": (cfg.momentum, _table(mom, "momentum", cfg.momentum, ratios, "steps") / cfg.n_steps, 1)},
+                "momentum beta", "heavy-ball momentum (T = 4, K = 3); theory: boundary at tau_c for every beta < 1"),
+        _panels(os.path.join(out, "phase_repulsion.png"), ratios,
+                {"tokens merged (any pair)": (cfg.repulsion_rel, _table(rep, "repulsion_rel", cfg.repulsion_rel, ratios, "merged"), 1),
+                 "not converged": (cfg.repulsion_rel, 1 - _table(rep, "repulsion_rel", cfg.repulsion_rel, ratios, "converged"), 1)},
+                "gamma / (tr Cov X)^(3/2)", "repulsion (T = 4, K = 3); red dashed: pair instability tau = 3 tau_c",
+                boundaries=(1.0, 3.0)),
+    ]
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def _rows_to_columns(rows):
+    return {k: [r[k] for r in rows] for k in rows[0]}
+
+
+def main(cfg: Config, out: str, *, quiet=False, plots=True) -> dict:
+    """Run every part (resuming finished sweeps in ``out``) and write the outputs; returns the summary."""
+    cfg.validate()
+    os.makedirs(out, exist_ok=True)
+    t0 = time.perf_counter()
+    timings = {}
+    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+
+    thr = threshold_part(cfg, out, progress=not quiet)
+    report.write_csv(os.path.join(out, "threshold_check.csv"), _rows_to_columns(thr))
+    timings["threshold_s"] = time.perf_counter() - t0
+    say(f"threshold: {len(thr)} rows, max |rel error| {np.nanmax(np.abs([r['rel_error'] for r in thr])):.3f}")
+
+    t1 = time.perf_counter()
+    jac = jacobian_part(cfg)
+    report.write_csv(os.path.join(out, "jacobian_check.csv"), _rows_to_columns(jac))
+    conv = convergence_part(cfg)
+    report.write_csv(os.path.join(out, "convergence.csv"), _rows_to_columns(conv))
+    timings["jacobian_convergence_s"] = time.perf_counter() - t1
+
+    t1 = time.perf_counter()
+    ratios, phase, mom, rep = phase_parts(cfg, out, progress=not quiet)
+    report.write_csv(os.path.join(out, "phase.csv"), _rows_to_columns(phase_rows(ratios, phase, mom, rep, cfg)))
+    timings["phase_s"] = time.perf_counter() - t1
+    if plots:
+        t1 = time.perf_counter()
+        write_figures(out, cfg, ratios, phase, mom, rep)
+        timings["plots_s"] = time.perf_counter() - t1
+    timings["total_s"] = time.perf_counter() - t0
+
+    summary = summarise(thr, jac, conv, mom, rep, ratios)
+    report.write_json(os.path.join(out, "summary.json"), summary)
+    report.write_json(os.path.join(out, "config.json"), dict(
+        study="collapse", config=dataclasses.asdict(cfg), shapes={s: SHAPES[s][1] for s in cfg.shapes},
+        environment=report.environment(), timings=timings))
+    say(format_summary(summary))
+    return summary
+
+
+def summarise(thr, jac, conv, mom, rep, ratios) -> dict:
+    from scipy.stats import spearmanr
+
+    obs = np.array([r["observed"] for r in conv], float)
+    pred = np.array([r["predicted"] for r in conv], float)
+    ok = np.array([r["converged"] for r in conv]) & np.isfinite(pred) & (obs >= 3)
+    rel = np.array([r["rel_error"] for r in thr], float)
+    rep_hi = (rep["repulsion_rel"] > 0) & (rep["ratio"] > 1.0)
+    return dict(
+        threshold_max_abs_rel_error=float(np.nanmax(np.abs(rel))),
+        threshold_all_within_10pct=bool(np.all(np.abs(rel) <= 0.1)),
+        jacobian_max_abs_error=float(max(r["abs_error"] for r in jac)),
+        convergence_runs=int(ok.sum()),
+        convergence_spearman=float(spearmanr(pred[ok], obs[ok]).statistic) if ok.sum() > 2 else float("nan"),
+        convergence_median_observed_over_predicted=float(np.median(obs[ok] / pred[ok])) if ok.any() else float("nan"),
+        momentum_collapse_rate_above_tc={f"{b:g}": float(mom["collapsed"][(mom["momentum"] == np.float32(b))
+                                                                          & (mom["ratio"] > 1.15)].mean())
+                                         for b in np.unique(mom["momentum"])},
+        repulsion_merged_rate_above_tc={f"{g:g}": float(rep["merged"][(rep["repulsion_rel"] == np.float32(g))
+                                                                       & (rep["ratio"] > 1.15)].mean())
+                                        for g in np.unique(rep["repulsion_rel"])},
+        repulsion_nonconverged_rate_above_3tc={f"{g:g}": float(1 - rep["converged"][(rep["repulsion_rel"] == np.float32(g))
+                                                                                    & (rep["ratio"] > 3.1)].mean())
+                                               for g in np.unique(rep["repulsion_rel"])},
+        repulsion_runs_above_tc=int(rep_hi.sum()),
+    )
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"threshold: max |tau_50 / tau_c - 1| = {s['threshold_max_abs_rel_error']:.3f} "
+             f"(all within 10%: {s['threshold_all_within_10pct']})",
+             f"jacobian: max |predicted - numerical eigenvalue| = {s['jacobian_max_abs_error']:.2e}",
+             f"convergence time: {s['convergence_runs']} runs, Spearman {s['convergence_spearman']:.2f}, "
+             f"median observed/predicted {s['convergence_median_observed_over_predicted']:.2f}",
+             "momentum: collapse rate above 1.15 tau_c " + ", ".join(f"beta={k}: {v:.2f}" for k, v in
+                                                                    s["momentum_collapse_rate_above_tc"].items()),
+             "repulsion: merged rate above 1.15 tau_c " + ", ".join(f"{k}: {v:.2f}" for k, v in
+                                                                   s["repulsion_merged_rate_above_tc"].items()),
+             "repulsion: non-converged above 3.1 tau_c " + ", ".join(f"{k}: {v:.2f}" for k, v in
+                                                                    s["repulsion_nonconverged_rate_above_3tc"].items())]
+    return "\n".join(lines)

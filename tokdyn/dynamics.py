@@ -275,8 +275,14 @@ def sinkhorn(logits, n_iters: int, mask=None):
     :math:`n/T` of the :math:`n` valid points), then :math:`P_{ij} \leftarrow P_{ij} / \sum_j P_{ij}`
     (every point sums to 1). The result is the plan :math:`P = \mathrm{diag}(u) e^{\ell}
     \mathrm{diag}(v)` closest to the softmax in KL with those marginals: rows sum to 1 exactly,
-    columns converge to :math:`n/T` as ``n_iters`` grows. Padded points (``mask`` False) get zero
-    rows and are not counted in :math:`n`. Returns (N, T).
+    columns converge to :math:`n/T` as ``n_iters`` grows (slowly when the logits span a wide range,
+    i.e. at low temperature). Padded points (``mask`` False) get zero rows and are not counted in
+    :math:`n`. Returns (N, T).
+
+    As an update rule (``Params.sinkhorn_iters``) it stops tokens from sharing the points unequally
+    (starving or dead tokens); it does not prevent the symmetric collapse far above the threshold
+    :math:`2\lambda_{\max}(\mathrm{Cov}\,X)`, where the plan tends to the uniform coupling and
+    every token moves to the data mean.
     """
     _checks.finite_array("logits", logits, ndim=2)
     _checks.positive_int("n_iters", n_iters)
@@ -514,10 +520,11 @@ def split_temperatures(traj: Trajectory, merge_tol=DEFAULT_MERGE_TOL):
     """The temperatures at which annealed tokens split, from a :func:`trajectory`.
 
     Tokens closer than ``merge_tol`` (in data units; default ``DEFAULT_MERGE_TOL`` = 1e-2) form one
-    group (:func:`token_groups`). Entry ``k - 2`` (k = 2 .. T) is the temperature of the first step
-    after which the tokens form at least ``k`` groups, having formed fewer than ``k`` before it (so
-    tokens that start apart and never merge do not count as splits); NaN if that never happens.
-    Returns (T - 1,) with the trajectory's dtype, non-increasing where finite.
+    group (:func:`token_groups`). Entry ``k - 2`` (k = 2 .. T) is the temperature of the last step
+    after which the number of groups rose to at least ``k`` from fewer than ``k`` (the split that
+    stayed: while a group splits, tokens moving apart at different speeds can form extra groups for
+    a few steps that merge again; a later split supersedes those); tokens that start apart and
+    never merge do not count. NaN if it never happens. Returns (T - 1,) in the trajectory's dtype.
 
     A split is recorded when the separating tokens are ``merge_tol`` apart, a few steps after the
     merged group became unstable (the linear growth rate is ``2 lambda / tau``, barely above 1 just
@@ -535,10 +542,9 @@ def _split_temperatures(tokens, temperature, merge_tol):
     _, count = token_groups(tokens, merge_tol)  # (S + 1,)
     n = tokens.shape[-2]
     levels = jnp.arange(2, n + 1)[:, None]  # (T - 1, 1)
-    before = jax.lax.cummin(count)[:-1]  # (S,) fewest groups up to step s
-    event = (count[None, 1:] >= levels) & (before[None, :] < levels)  # (T - 1, S)
-    first = jnp.argmax(event, axis=1)
-    return jnp.where(jnp.any(event, axis=1), temperature[first], jnp.nan).astype(tokens.dtype)
+    event = (count[None, 1:] >= levels) & (count[None, :-1] < levels)  # (T - 1, S) upward crossings
+    last = event.shape[1] - 1 - jnp.argmax(event[:, ::-1], axis=1)
+    return jnp.where(jnp.any(event, axis=1), temperature[last], jnp.nan).astype(tokens.dtype)
 
 
 def init_tokens(key, n_tokens: int, dim: int, *, method: str = "data", x=None, mask=None, scale=1.0):

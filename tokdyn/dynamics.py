@@ -1,25 +1,41 @@
 r"""Token update rules and the loop that runs them.
 
-The rule (one step, for points :math:`x_i`, tokens :math:`t_j`, velocity :math:`v_j` starting at 0):
+The rule (one step :math:`s = 0, 1, \dots`, for points :math:`x_i`, tokens :math:`t_j`, velocity
+:math:`v_j` starting at 0):
 
-1. :math:`a_{ij} = \mathrm{softmax}_j(-\|x_i - t_j\|^2 / \tau)` (padded points get :math:`a_{ij}=0`)
-2. :math:`m_j = \sum_i a_{ij} x_i / (\sum_i a_{ij} + 10^{-8})`
+1. :math:`a_{ij} = \mathrm{softmax}_j(-\|x_i - t_j\|^2 / \tau_s)` (padded points get :math:`a_{ij}=0`);
+   with ``sinkhorn_iters`` :math:`K_S > 0`, :math:`a` is instead the entropic optimal-transport plan
+   with uniform token marginals (:func:`sinkhorn`).
+2. :math:`m_j = \sum_i a_{ij} x_i / (\sum_i a_{ij} + 10^{-8})`; with ``slot_norm`` :math:`\sigma = 1`,
+   Slot Attention's placement of the epsilon instead: :math:`a'_{ij} = a_{ij} + 10^{-8}` (valid points),
+   :math:`m_j = \sum_i a'_{ij} x_i / \sum_i a'_{ij}`.
 3. :math:`f_j = m_j - t_j + \gamma \sum_{k \ne j} (t_j - t_k) / r_{jk}^3`,
    :math:`r_{jk} = \max(\|t_j - t_k\|, r_{\min})`
-4. :math:`v_j \leftarrow \beta v_j + f_j`, :math:`t_j \leftarrow t_j + v_j`
+4. :math:`v_j \leftarrow \beta v_j + \alpha f_j + \sqrt{2 \alpha T}\,\xi_{sj}`,
+   :math:`t_j \leftarrow t_j + v_j`, with damping (step size) :math:`\alpha` and Langevin temperature
+   :math:`T`; :math:`\xi_{sj} \sim \mathcal N(0, I)` drawn from ``fold_in(key, s)``.
 5. :math:`\Delta = \max_{j,d} |v_{jd}|`; the run stops after the first step :math:`s` with
-   :math:`\Delta < \mathrm{tol}` (``steps = s``, ``converged = True``), else after ``n_steps``.
+   :math:`\Delta < \mathrm{tol}` once the temperature schedule has reached :math:`\tau`
+   (``steps = s + 1``, ``converged = True``), else after ``n_steps``.
 6. Hard labels: :math:`\arg\min_j \|x_i - t_j\|^2` at the final tokens (-1 on padded points).
 
-Temperature :math:`\tau`, momentum :math:`\beta` and repulsion :math:`\gamma` are traced leaves of
-:class:`Params`, so every method in :data:`METHODS` and every point of a sweep over them share one
-compiled function. :math:`r_{\min} = 10^{-3}` (``MIN_DISTANCE``) softens the Coulomb term so
-that coincident tokens exert no force on each other and near-coincident ones a bounded one:
-repulsion can never produce ``inf`` or ``NaN``.
+The temperature follows a geometric annealing schedule
+:math:`\tau_s = \tau\, r^{\max(0,\, 1 - s/S)}` from :math:`r\tau` down to :math:`\tau` over the first
+:math:`S` = ``anneal_steps`` steps (``anneal_ratio`` :math:`r \ge 1`; constant :math:`\tau` when
+:math:`r = 1` or :math:`S = 0`).
+
+Every knob is a traced leaf of :class:`Params`, so every method in :data:`METHODS` and every point of a
+sweep over them share one compiled function. The defaults (:math:`\alpha = 1, T = 0, K_S = 0,
+\sigma = 0, r = 1`) reduce the rule to the baseline bit for bit: the Sinkhorn iterations and the
+Langevin kick sit behind ``lax.cond`` (skipped, not multiplied by zero), and the other knobs enter as
+exact identities (:math:`1 \cdot f`, :math:`+\,0`). :math:`r_{\min} = 10^{-3}` (``MIN_DISTANCE``)
+softens the Coulomb term so that coincident tokens exert no force on each other and near-coincident
+ones a bounded one: repulsion can never produce ``inf`` or ``NaN``.
 
 Everything here is a single run: ``x`` is (N, D) and ``tokens`` (T, D). Batch with ``jax.vmap``,
 or hand a per-run function to :func:`tokdyn.sweep.map_runs`, which picks the execution strategy
-(sequential map on CPU, wide vmap on accelerators) per backend.
+(sequential map on CPU, wide vmap on accelerators) per backend. The Langevin rule needs a ``key``;
+the noise of step :math:`s` comes from ``fold_in(key, s)``, so it does not depend on batching.
 """
 
 from __future__ import annotations
@@ -29,35 +45,82 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tokdyn import _checks
 
 EPS_MASS = 1e-8
 MIN_DISTANCE = 1e-3
 INIT_METHODS = ("data", "normal", "data_mean")
+DEFAULT_MERGE_TOL = 1e-2
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Params:
-    """Sweepable parameters of the update rule; every leaf is traced.
+    """Sweepable parameters of the update rule; every leaf is traced (see the module docstring
+    for the equations). The defaults of the fields after ``repulsion`` switch their rule off.
 
     Attributes:
-      temperature: softmax temperature tau > 0.
+      temperature: softmax temperature tau > 0 (the final temperature when annealing).
       momentum: heavy-ball momentum beta in [0, 1).
       repulsion: Coulomb repulsion strength gamma >= 0.
+      damping: step size alpha in (0, 1]: ``t <- (1 - alpha) t + alpha m`` without momentum and
+        repulsion; it scales the whole force. 1 = the undamped rule.
+      langevin: Langevin temperature T >= 0: a Gaussian kick of standard deviation
+        ``sqrt(2 alpha T)`` per coordinate and step (Euler-Maruyama with step size alpha: the
+        baseline step is a preconditioned gradient step of size 1, see :mod:`tokdyn.analysis`).
+        T > 0 needs a ``key``.
+      sinkhorn_iters: Sinkhorn iterations K_S (a non-negative integer, stored as a float so that
+        it stacks with the other leaves): 0 = softmax assignment; K_S >= 1 = balanced assignment
+        (:func:`sinkhorn`).
+      slot_norm: sigma in [0, 1], where the 1e-8 of the weighted mean goes: 0 = on the token's
+        mass (``sum_i a_ij + 1e-8``), 1 = on every attention weight before normalising over points,
+        as in Slot Attention; values in between blend the two linearly (numerator and denominator).
+      anneal_ratio: r >= 1: the schedule starts at ``r * temperature`` (a schedule never increases).
+      anneal_steps: S >= 0 (integer-valued): steps over which the temperature falls geometrically
+        to ``temperature``; the run cannot stop before the schedule reaches it. 0 = no annealing.
     """
 
     temperature: jax.Array | float = 1.0
     momentum: jax.Array | float = 0.0
     repulsion: jax.Array | float = 0.0
+    damping: jax.Array | float = 1.0
+    langevin: jax.Array | float = 0.0
+    sinkhorn_iters: jax.Array | float = 0.0
+    slot_norm: jax.Array | float = 0.0
+    anneal_ratio: jax.Array | float = 1.0
+    anneal_steps: jax.Array | float = 0.0
 
     def validate(self) -> "Params":
         """Check concrete values; raises ``ValueError`` naming the field. Returns ``self``."""
         _checks.real("temperature", self.temperature, low=0.0, low_open=True)
         _checks.real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         _checks.real("repulsion", self.repulsion, low=0.0)
+        _checks.real("damping", self.damping, low=0.0, high=1.0, low_open=True)
+        _checks.real("langevin", self.langevin, low=0.0)
+        _checks.real("sinkhorn_iters", self.sinkhorn_iters, low=0.0)
+        _integral("sinkhorn_iters", self.sinkhorn_iters, "0 = softmax, >= 1 = Sinkhorn iterations")
+        _checks.real("slot_norm", self.slot_norm, low=0.0, high=1.0)
+        if _checks.is_concrete(self.anneal_ratio) and np.any(np.asarray(self.anneal_ratio) < 1.0):
+            raise ValueError(f"anneal_ratio must be >= 1 (the schedule runs from anneal_ratio * temperature down "
+                             f"to temperature and may never increase), got {self.anneal_ratio!r}")
+        _checks.real("anneal_ratio", self.anneal_ratio, low=1.0)
+        _checks.real("anneal_steps", self.anneal_steps, low=0.0)
+        _integral("anneal_steps", self.anneal_steps, "0 = constant temperature")
         return self
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the (concrete) Langevin temperature is positive, so a key is needed."""
+        return _checks.is_concrete(self.langevin) and bool(np.any(np.asarray(self.langevin) > 0))
+
+
+def _integral(name, value, meaning):
+    if _checks.is_concrete(value):
+        arr = np.asarray(value)
+        if not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name} must be a whole number ({meaning}), got {value!r}")
 
 
 METHODS: dict[str, Params] = {
@@ -65,7 +128,15 @@ METHODS: dict[str, Params] = {
     "inertia": Params(temperature=1.0, momentum=0.5, repulsion=0.0),
     "repulsion": Params(temperature=1.0, momentum=0.0, repulsion=0.05),
     "inertia+repulsion": Params(temperature=1.0, momentum=0.5, repulsion=0.05),
+    # deterministic annealing: tau from 100 down to 1 over 15 steps (above the collapse threshold
+    # 2 lambda_max(Cov X) of the study's data, so tokens start merged and split on the way down)
+    "annealing": Params(temperature=1.0, anneal_ratio=100.0, anneal_steps=15.0),
+    "sinkhorn": Params(temperature=1.0, sinkhorn_iters=10.0),
+    "slot-attention": Params(temperature=1.0, slot_norm=1.0),
+    "damped": Params(temperature=1.0, damping=0.5),
+    "langevin": Params(temperature=1.0, langevin=1e-3),
 }
+FIELDS = tuple(f.name for f in dataclasses.fields(Params))
 
 
 def method(name: str) -> Params:
@@ -77,6 +148,19 @@ def method(name: str) -> Params:
 def stack_params(params: list[Params]) -> Params:
     """Stack a list of Params into one Params with a leading axis (for ``vmap``)."""
     return jax.tree_util.tree_map(lambda *v: jnp.stack([jnp.asarray(a, jnp.float32) for a in v]), *params)
+
+
+def as_row(params: Params) -> tuple:
+    """The fields of ``params`` as a tuple of Python floats, in :data:`FIELDS` order (a row of a
+    method table, see :class:`tokdyn.studies.token_dynamics.ClusterRun`)."""
+    return tuple(float(getattr(params, f)) for f in FIELDS)
+
+
+def temperature_schedule(params: Params, n_steps: int) -> jax.Array:
+    """(n_steps,) the temperature used at each step: ``tau * r ** max(0, 1 - s / S)``."""
+    params.validate()
+    _checks.positive_int("n_steps", n_steps)
+    return jax.vmap(lambda s: _temperature_at(params, s))(jnp.arange(n_steps, dtype=jnp.int32))
 
 
 @jax.tree_util.register_dataclass
@@ -118,13 +202,15 @@ class Result:
 class Trajectory:
     """Outcome of :func:`trajectory`: ``tokens`` (n_steps + 1, T, D), the initial tokens first and
     the final tokens repeated after convergence; ``delta`` (n_steps,) per-step change (0 after
-    convergence); ``steps``, ``converged`` and ``labels`` as in :class:`Result`."""
+    convergence); ``steps``, ``converged`` and ``labels`` as in :class:`Result`; ``temperature``
+    (n_steps,) the temperature of each step (``temperature[s]`` produced ``tokens[s + 1]``)."""
 
     tokens: jax.Array
     delta: jax.Array
     steps: jax.Array
     converged: jax.Array
     labels: jax.Array
+    temperature: jax.Array
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,6 +244,52 @@ def soft_assignment(x, tokens, temperature, mask=None):
     return _soft_assignment_t(x.T, _weights(x, mask), tokens, temperature).T
 
 
+def _sinkhorn_log_t(logits_t, w, n_iters):
+    """Log-domain Sinkhorn on (T, N) logits: returns (T, N) log-plan whose columns (points) sum to 1
+    and whose rows (tokens) approach ``sum(w) / T``; padded points (w = 0) do not count."""
+    n_tokens = logits_t.shape[0]
+    log_row = jnp.log(jnp.maximum(jnp.sum(w), jnp.finfo(logits_t.dtype).tiny) / n_tokens)
+
+    def cols(l):  # every point's mass over tokens sums to 1
+        return l - jax.nn.logsumexp(l, axis=0, keepdims=True)
+
+    def body(_, l):
+        r = jax.nn.logsumexp(l, axis=1, b=w[None, :], keepdims=True)  # (T, 1) log token mass
+        r = jnp.where(jnp.isfinite(r), r, log_row)  # no valid point: leave the row alone
+        return cols(l + (log_row - r))
+
+    return jax.lax.fori_loop(0, n_iters, body, cols(logits_t))
+
+
+def _balanced_assignment_t(x_t, w, tokens, temperature, n_iters):
+    s = _scores_t(x_t, tokens) / temperature  # (T, N)
+    return jnp.exp(_sinkhorn_log_t(s, w, n_iters)) * w
+
+
+def sinkhorn(logits, n_iters: int, mask=None):
+    r"""Entropic optimal transport with uniform token marginals, by Sinkhorn iterations.
+
+    For (N, T) ``logits`` :math:`\ell_{ij}` (e.g. :math:`-\|x_i - t_j\|^2/\tau`), start from the
+    softmax over tokens :math:`P = \mathrm{softmax}_j(\ell)` and repeat ``n_iters`` times (in the
+    log domain): :math:`P_{ij} \leftarrow P_{ij}\, (n/T) / \sum_i P_{ij}` (every token holds
+    :math:`n/T` of the :math:`n` valid points), then :math:`P_{ij} \leftarrow P_{ij} / \sum_j P_{ij}`
+    (every point sums to 1). The result is the plan :math:`P = \mathrm{diag}(u) e^{\ell}
+    \mathrm{diag}(v)` closest to the softmax in KL with those marginals: rows sum to 1 exactly,
+    columns converge to :math:`n/T` as ``n_iters`` grows (slowly when the logits span a wide range,
+    i.e. at low temperature). Padded points (``mask`` False) get zero rows and are not counted in
+    :math:`n`. Returns (N, T).
+
+    As an update rule (``Params.sinkhorn_iters``) it stops tokens from sharing the points unequally
+    (starving or dead tokens); it does not prevent the symmetric collapse far above the threshold
+    :math:`2\lambda_{\max}(\mathrm{Cov}\,X)`, where the plan tends to the uniform coupling and
+    every token moves to the data mean.
+    """
+    _checks.finite_array("logits", logits, ndim=2)
+    _checks.positive_int("n_iters", n_iters)
+    w = _weights(jnp.asarray(logits), None if mask is None else jnp.asarray(mask))
+    return (jnp.exp(_sinkhorn_log_t(jnp.asarray(logits).T, w, n_iters)) * w).T
+
+
 def coulomb(tokens):
     """(T, D) ``sum_{k != j} (t_j - t_k) / max(|t_j - t_k|, MIN_DISTANCE)^3``."""
     diff = tokens[:, None, :] - tokens[None, :, :]  # (T, T, D)
@@ -167,17 +299,45 @@ def coulomb(tokens):
     return jnp.sum(diff * inv_r3[..., None], axis=1)
 
 
-def _update(x, x_t, w, tokens, velocity, params):
-    a = _soft_assignment_t(x_t, w, tokens, params.temperature)  # (T, N)
-    means = (a @ x) / (jnp.sum(a, axis=1) + EPS_MASS)[:, None]  # (T, D)
+def _temperature_at(params, step):
+    """tau_s = tau * r ** max(0, 1 - s / S) (exactly tau when r = 1 or S = 0 or s >= S)."""
+    r, n_anneal = params.anneal_ratio, params.anneal_steps
+    frac = jnp.clip(1.0 - step / jnp.maximum(n_anneal, 1.0), 0.0, 1.0)
+    on = (n_anneal > 0) & (r != 1.0) & (frac > 0)
+    return jnp.where(on, params.temperature * r ** jnp.where(on, frac, 0.0), params.temperature)
+
+
+def _invariants(x, mask):
+    """Per-run loop invariants: x (N, D), x.T (D, N), weights (N,), sum_i w_i x_i (D,), n = sum w."""
+    w = _weights(x, mask)
+    return x, x.T, w, w @ x, jnp.sum(w)
+
+
+def _update(inv, tokens, velocity, params, step, key):
+    x, x_t, w, x_sum, n_valid = inv
+    temperature = _temperature_at(params, step)
+    n_iters = jnp.asarray(params.sinkhorn_iters).astype(jnp.int32)
+    a = jax.lax.cond(n_iters > 0, lambda: _balanced_assignment_t(x_t, w, tokens, temperature, n_iters),
+                     lambda: _soft_assignment_t(x_t, w, tokens, temperature))  # (T, N)
+    sigma = params.slot_norm
+    # sigma = 0: (a x) / (sum a + eps); sigma = 1: ((a + eps) w x) / sum (a + eps) w
+    means = (a @ x + (sigma * EPS_MASS) * x_sum) / (
+        jnp.sum(a, axis=1) + (EPS_MASS * (1.0 - sigma) + (sigma * EPS_MASS) * n_valid))[:, None]  # (T, D)
     force = means - tokens + params.repulsion * coulomb(tokens)
-    velocity = params.momentum * velocity + force
+    velocity = params.momentum * velocity + params.damping * force
+    if key is not None:
+        def kick(v):
+            xi = jax.random.normal(jax.random.fold_in(key, step), v.shape, v.dtype)
+            return v + jnp.sqrt(2.0 * params.damping * params.langevin).astype(v.dtype) * xi
+
+        velocity = jax.lax.cond(params.langevin > 0, kick, lambda v: v, velocity)
     return tokens + velocity, velocity
 
 
-def update(x, tokens, velocity, params: Params, mask=None):
-    """One application of the rule. Returns ``(tokens, velocity)`` after the step."""
-    return _update(x, x.T, _weights(x, mask), tokens, velocity, params)
+def update(x, tokens, velocity, params: Params, mask=None, *, step=0, key=None):
+    """One application of the rule at step index ``step`` (which sets the annealed temperature
+    and the Langevin noise ``fold_in(key, step)``). Returns ``(tokens, velocity)`` after the step."""
+    return _update(_invariants(x, mask), tokens, velocity, params, jnp.asarray(step, jnp.int32), key)
 
 
 def hard_labels(x, tokens, mask=None):
@@ -197,26 +357,26 @@ def init_state(tokens) -> State:
     )
 
 
-def step(x, state: State, params: Params, mask=None, tol=1e-3) -> State:
-    """Advance ``state`` by one step; a converged state is left unchanged."""
-    tokens, velocity = update(x, state.tokens, state.velocity, params, mask)
+def _advance(inv, s: State, params, tol, key) -> State:
+    tokens, velocity = _update(inv, s.tokens, s.velocity, params, s.step, key)
     delta = jnp.max(jnp.abs(velocity))
-    new = State(tokens, velocity, state.step + 1, delta, delta < tol)
+    # no stop while the temperature is still annealing
+    return State(tokens, velocity, s.step + 1, delta, (delta < tol) & (s.step >= params.anneal_steps))
+
+
+def step(x, state: State, params: Params, mask=None, tol=1e-3, key=None) -> State:
+    """Advance ``state`` by one step; a converged state is left unchanged."""
+    new = _advance(_invariants(x, mask), state, params, tol, key)
     return jax.tree_util.tree_map(lambda old, nw: jnp.where(state.converged, old, nw), state, new)
 
 
-def _run(x, tokens, params, mask, n_steps, tol):
-    x_t, w = x.T, _weights(x, mask)  # loop invariants: (D, N), (N,)
+def _run(x, tokens, params, mask, n_steps, tol, key=None):
+    inv = _invariants(x, mask)  # loop invariants
 
     def cond(s):
         return jnp.logical_and(~s.converged, s.step < n_steps)
 
-    def body(s):
-        tokens, velocity = _update(x, x_t, w, s.tokens, s.velocity, params)
-        delta = jnp.max(jnp.abs(velocity))
-        return State(tokens, velocity, s.step + 1, delta, delta < tol)
-
-    s = jax.lax.while_loop(cond, body, init_state(tokens))
+    s = jax.lax.while_loop(cond, lambda s: _advance(inv, s, params, tol, key), init_state(tokens))
     return Result(
         tokens=s.tokens,
         velocity=s.velocity,
@@ -227,9 +387,12 @@ def _run(x, tokens, params, mask, n_steps, tol):
     )
 
 
-def _trajectory(x, tokens, params, mask, n_steps, tol):
+def _trajectory(x, tokens, params, mask, n_steps, tol, key=None):
+    inv = _invariants(x, mask)
+
     def body(s, _):
-        s = step(x, s, params, mask, tol)
+        new = _advance(inv, s, params, tol, key)
+        s = jax.tree_util.tree_map(lambda old, nw: jnp.where(s.converged, old, nw), s, new)
         return s, (s.tokens, jnp.where(s.step > 0, s.delta, 0.0))
 
     s0 = init_state(tokens)
@@ -242,6 +405,7 @@ def _trajectory(x, tokens, params, mask, n_steps, tol):
         steps=final.step,
         converged=final.converged,
         labels=hard_labels(x, final.tokens, mask),
+        temperature=jax.vmap(lambda i: _temperature_at(params, i))(jnp.arange(n_steps, dtype=jnp.int32)),
     )
 
 
@@ -282,7 +446,20 @@ def _as_arrays(x, tokens, mask):
     return x, tokens, (None if mask is None else jnp.asarray(mask))
 
 
-def run(x, tokens, params: Params = Params(), *, mask=None, n_steps=30, tol=1e-3) -> Result:
+def _check_key(key, params):
+    if key is None:
+        if params.stochastic:
+            raise ValueError(f"params.langevin={params.langevin!r} > 0 makes the dynamics stochastic: pass "
+                             "key=jax.random.key(seed)")
+        return None
+    if not (jnp.issubdtype(jnp.result_type(key), jax.dtypes.prng_key)
+            or (jnp.result_type(key) == jnp.uint32 and jnp.shape(key)[-1:] == (2,))):
+        raise TypeError(f"key must be a PRNG key (jax.random.key(seed)), got {type(key).__name__} of dtype "
+                        f"{jnp.result_type(key)}")
+    return key
+
+
+def run(x, tokens, params: Params = Params(), *, mask=None, n_steps=30, tol=1e-3, key=None) -> Result:
     """Run the rule from ``tokens`` until convergence or ``n_steps`` steps.
 
     Args:
@@ -292,23 +469,82 @@ def run(x, tokens, params: Params = Params(), *, mask=None, n_steps=30, tol=1e-3
       mask: optional (N,) bool; False rows are ignored.
       n_steps: the most steps to take (traced).
       tol: convergence threshold on the largest coordinate change (traced).
+      key: PRNG key of the Langevin noise (step ``s`` uses ``fold_in(key, s)``); required when
+        ``params.langevin > 0``. Without a key the Langevin term is absent (also for a traced
+        ``langevin``, which cannot be checked).
 
     Returns:
       :class:`Result`. Jittable and vmappable; bad concrete input raises ``ValueError`` before
       anything is compiled.
     """
     _validate_inputs(x, tokens, params, mask, n_steps, tol)
+    key = _check_key(key, params)
     x, tokens, mask = _as_arrays(x, tokens, mask)
-    return _run_jit(x, tokens, params, mask, n_steps, tol)
+    return _run_jit(x, tokens, params, mask, n_steps, tol, key)
 
 
-def trajectory(x, tokens, params: Params = Params(), *, mask=None, n_steps: int = 30, tol=1e-3) -> Trajectory:
+def trajectory(x, tokens, params: Params = Params(), *, mask=None, n_steps: int = 30, tol=1e-3,
+               key=None) -> Trajectory:
     """Like :func:`run`, but record the tokens after every step (fixed length ``n_steps + 1``,
-    static), for plots and analysis. Its final tokens and steps equal :func:`run`'s."""
+    static), for plots and analysis. Its final tokens and steps equal :func:`run`'s (with the same
+    ``key``)."""
     _validate_inputs(x, tokens, params, mask, n_steps, tol)
     _checks.positive_int("n_steps", n_steps)
+    key = _check_key(key, params)
     x, tokens, mask = _as_arrays(x, tokens, mask)
-    return _trajectory_jit(x, tokens, params, mask, n_steps=n_steps, tol=tol)
+    return _trajectory_jit(x, tokens, params, mask, n_steps=n_steps, tol=tol, key=key)
+
+
+# ----------------------------------------------------------------------------------------------
+# Annealing: when do merged tokens split?
+
+
+def token_groups(tokens, merge_tol=DEFAULT_MERGE_TOL):
+    """Group tokens that sit within ``merge_tol`` of each other (Euclidean distance, single
+    linkage: chains of close tokens form one group). Returns ``(group, n_groups)``: (T,) int32 the
+    smallest token index of each token's group, and the number of groups. Jittable and vmappable
+    (over leading axes of ``tokens``, e.g. the steps of a trajectory)."""
+    tokens = jnp.asarray(tokens)
+    if tokens.ndim > 2:
+        return jax.vmap(lambda t: token_groups(t, merge_tol))(tokens)
+    n = tokens.shape[0]
+    d2 = jnp.sum((tokens[:, None, :] - tokens[None, :, :]) ** 2, axis=-1)  # (T, T)
+    adj = (d2 <= jnp.asarray(merge_tol, tokens.dtype) ** 2).astype(jnp.float32)
+    for _ in range(max(int(np.ceil(np.log2(max(n, 2)))), 1)):  # transitive closure by squaring
+        adj = (adj @ adj > 0).astype(jnp.float32)
+    group = jnp.argmax(adj > 0, axis=1).astype(jnp.int32)  # first member of the component
+    return group, jnp.sum(group == jnp.arange(n)).astype(jnp.int32)
+
+
+def split_temperatures(traj: Trajectory, merge_tol=DEFAULT_MERGE_TOL):
+    """The temperatures at which annealed tokens split, from a :func:`trajectory`.
+
+    Tokens closer than ``merge_tol`` (in data units; default ``DEFAULT_MERGE_TOL`` = 1e-2) form one
+    group (:func:`token_groups`). Entry ``k - 2`` (k = 2 .. T) is the temperature of the last step
+    after which the number of groups rose to at least ``k`` from fewer than ``k`` (the split that
+    stayed: while a group splits, tokens moving apart at different speeds can form extra groups for
+    a few steps that merge again; a later split supersedes those); tokens that start apart and
+    never merge do not count. NaN if it never happens. Returns (T - 1,) in the trajectory's dtype.
+
+    A split is recorded when the separating tokens are ``merge_tol`` apart, a few steps after the
+    merged group became unstable (the linear growth rate is ``2 lambda / tau``, barely above 1 just
+    below the critical temperature): the recorded temperature is at or below the critical one, by
+    a lag that shrinks with slower schedules and larger perturbations of the merged state.
+    """
+    if not isinstance(traj, Trajectory):
+        raise TypeError(f"traj must be a tokdyn.dynamics.Trajectory, got {type(traj).__name__}")
+    _checks.real("merge_tol", merge_tol, low=0.0, low_open=True)
+    return _split_temperatures(traj.tokens, traj.temperature, merge_tol)
+
+
+@jax.jit
+def _split_temperatures(tokens, temperature, merge_tol):
+    _, count = token_groups(tokens, merge_tol)  # (S + 1,)
+    n = tokens.shape[-2]
+    levels = jnp.arange(2, n + 1)[:, None]  # (T - 1, 1)
+    event = (count[None, 1:] >= levels) & (count[None, :-1] < levels)  # (T - 1, S) upward crossings
+    last = event.shape[1] - 1 - jnp.argmax(event[:, ::-1], axis=1)
+    return jnp.where(jnp.any(event, axis=1), temperature[last], jnp.nan).astype(tokens.dtype)
 
 
 def init_tokens(key, n_tokens: int, dim: int, *, method: str = "data", x=None, mask=None, scale=1.0):

@@ -1,0 +1,309 @@
+"""The extended update rules (annealing, Sinkhorn, Slot-Attention normalisation, damping,
+Langevin) against the float64 NumPy reference in tests/reference_rules.py; closed forms; Sinkhorn
+marginals; Langevin reproducibility across batch sizes; annealing split temperatures against the
+within-group collapse threshold 2 lambda_max(Cov); bad input."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from reference_rules import groups, reference_run_rules, schedule, sinkhorn_plan
+from tokdyn import data, dynamics
+
+ALL = sorted(dynamics.METHODS)
+
+
+def _problem(seed, k=4, noise=0.8, dim=4, ppc=50, box=1.5, max_clusters=5):
+    key = jax.random.key(seed)
+    c = data.gaussian_clusters(key, k, points_per_cluster=ppc, dim=dim, noise=noise, center_box=box,
+                               max_clusters=max_clusters)
+    t0 = dynamics.init_tokens(jax.random.fold_in(key, 1), 4, dim, method="data", x=c.x, mask=c.mask)
+    return c, t0
+
+
+def _kw(p: dynamics.Params) -> dict:
+    return {f: float(getattr(p, f)) for f in dynamics.FIELDS}
+
+
+def _noise(key, n_steps, shape):
+    """The Langevin draws the documented key scheme gives: step s uses fold_in(key, s)."""
+    return np.stack([np.asarray(jax.random.normal(jax.random.fold_in(key, s), shape, jnp.float32))
+                     for s in range(n_steps)])
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_method_trajectory_matches_reference(name):
+    """Fixed-length trajectories (tol=0) agree with the float64 reference step by step, for every
+    registered method, including the Langevin draws of the documented key scheme."""
+    p = dynamics.METHODS[name]
+    key = jax.random.key(42)
+    for seed in range(2):
+        c, t0 = _problem(seed)
+        ref = reference_run_rules(np.asarray(c.x), np.asarray(t0), **_kw(p), mask=np.asarray(c.mask), n_steps=12,
+                                  tol=0.0, noise=_noise(key, 12, t0.shape))
+        tr = dynamics.trajectory(c.x, t0, p, mask=c.mask, n_steps=12, tol=0.0, key=key)
+        np.testing.assert_allclose(np.asarray(tr.tokens), ref["trajectory"], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(tr.temperature), ref["temperatures"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("params", [
+    dynamics.Params(temperature=0.7, momentum=0.3, damping=0.6, sinkhorn_iters=3, slot_norm=1.0),
+    dynamics.Params(temperature=0.5, repulsion=0.02, slot_norm=0.4, anneal_ratio=20.0, anneal_steps=5),
+    dynamics.Params(temperature=2.0, momentum=0.5, langevin=0.01, damping=0.3, sinkhorn_iters=1),
+])
+def test_combined_knobs_match_reference(params):
+    key = jax.random.key(3)
+    c, t0 = _problem(5, k=3)
+    ref = reference_run_rules(np.asarray(c.x), np.asarray(t0), **_kw(params), mask=np.asarray(c.mask), n_steps=10,
+                              tol=0.0, noise=_noise(key, 10, t0.shape))
+    tr = dynamics.trajectory(c.x, t0, params, mask=c.mask, n_steps=10, tol=0.0, key=key)
+    np.testing.assert_allclose(np.asarray(tr.tokens), ref["trajectory"], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["annealing", "sinkhorn", "slot-attention", "damped"])
+def test_run_with_stopping_matches_reference(name):
+    """Steps (stopping only once annealing is over) and final tokens on the study's workload."""
+    p = dynamics.METHODS[name]
+    agree = 0
+    for seed in range(4):
+        c, t0 = _problem(seed, k=3 + seed % 3, noise=(0.3, 0.6, 0.9)[seed % 3], box=10.0)
+        ref = reference_run_rules(np.asarray(c.x), np.asarray(t0), **_kw(p), mask=np.asarray(c.mask))
+        r = dynamics.run(c.x, t0, p, mask=c.mask)
+        assert abs(int(r.steps) - ref["steps"]) <= 1
+        agree += int(r.steps) == ref["steps"]
+        assert int(r.steps) >= min(p.anneal_steps + 1, 30)
+        np.testing.assert_allclose(np.asarray(r.tokens), ref["tokens"], rtol=1e-4, atol=2e-3)
+    assert agree >= 3
+
+
+def test_all_methods_share_one_compilation():
+    c, t0 = _problem(0)
+    dynamics.run(c.x, t0, dynamics.METHODS["baseline"], mask=c.mask, key=jax.random.key(0))
+    before = dynamics._run_jit._cache_size()
+    for name in ALL:
+        dynamics.run(c.x, t0, dynamics.METHODS[name], mask=c.mask, key=jax.random.key(1))
+    assert dynamics._run_jit._cache_size() == before
+
+
+def test_schedule_is_geometric_and_never_increases():
+    p = dynamics.Params(temperature=0.5, anneal_ratio=64.0, anneal_steps=6)
+    tau = np.asarray(dynamics.temperature_schedule(p, 10))
+    np.testing.assert_allclose(tau, schedule(0.5, 64.0, 6, 10), rtol=1e-6)
+    np.testing.assert_allclose(tau[:7], 0.5 * 2.0 ** (6 - np.arange(7)), rtol=1e-6)  # 64^(1/6) = 2 per step
+    assert np.all(np.diff(tau) <= 0) and tau[-1] == np.float32(0.5)
+    # r = 1 or S = 0: the constant temperature, exactly
+    assert np.all(np.asarray(dynamics.temperature_schedule(dynamics.Params(0.3, anneal_ratio=5.0), 4))
+                  == np.float32(0.3))
+
+
+def test_damped_single_token_closed_form():
+    """One token: m is the data mean, so the error follows e <- (1 - alpha) e exactly."""
+    x = np.random.default_rng(1).normal(size=(30, 3)).astype(np.float32)
+    alpha = 0.3
+    tr = dynamics.trajectory(x, np.full((1, 3), 4.0, np.float32), dynamics.Params(damping=alpha), n_steps=8, tol=0.0)
+    e0 = 4.0 - x.astype(np.float64).mean(0)
+    for n in range(9):
+        np.testing.assert_allclose(np.asarray(tr.tokens[n, 0]) - x.mean(0), (1 - alpha) ** n * e0, atol=2e-5)
+
+
+def test_slot_norm_epsilon_placement():
+    """A token that no point attends to (a = 0 after underflow): the mass-epsilon mean is 0, so the
+    token jumps to the origin; the attention-epsilon mean is the plain mean of the valid points."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(20, 2)).astype(np.float32) + 3.0
+    mask = np.arange(20) < 15
+    t0 = np.array([[3.0, 3.0], [500.0, 500.0]], np.float32)
+    for sigma, expect in ((0.0, np.zeros(2)), (1.0, x[mask].astype(np.float64).mean(0))):
+        t1, _ = dynamics.update(jnp.asarray(x), jnp.asarray(t0), jnp.zeros((2, 2)), dynamics.Params(slot_norm=sigma),
+                                mask=jnp.asarray(mask))
+        np.testing.assert_allclose(np.asarray(t1[1]), expect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_sinkhorn_marginals_converge_to_uniform(use_mask):
+    rng = np.random.default_rng(3)
+    n, t = 60, 4
+    # a skewed problem: most points prefer token 0
+    logits = (rng.normal(size=(n, t)) + np.array([3.0, 0.0, -1.0, -2.0])).astype(np.float32)
+    mask = (np.arange(n) < 45) if use_mask else None
+    valid = np.ones(n, bool) if mask is None else mask
+    errs = []
+    for k in (1, 5, 50, 300):
+        plan = np.asarray(dynamics.sinkhorn(logits, k, mask=mask))
+        np.testing.assert_allclose(plan, sinkhorn_plan(logits, k, valid), rtol=2e-4, atol=1e-6)
+        np.testing.assert_allclose(plan[valid].sum(1), 1.0, rtol=1e-5)  # every point's mass is 1
+        assert np.all(plan[~valid] == 0)
+        errs.append(np.abs(plan.sum(0) - valid.sum() / t).max())
+    assert errs[0] > 1.0  # far from balanced after one round on this skewed problem ...
+    assert all(b <= a + 1e-4 for a, b in zip(errs, errs[1:]))
+    assert errs[-1] < 1e-3 * valid.sum()  # ... and converged to n/T per token
+
+
+def test_sinkhorn_balances_token_masses_but_not_the_symmetric_collapse():
+    """Three tokens on two equal clusters: the softmax rule shares the clusters unequally (masses
+    n/2, n/4, n/4 or with a starving token); the balanced rule ends with every token holding n/3.
+    Far above the collapse threshold the plan tends to the uniform coupling, so balanced tokens
+    merge too: balance prevents unequal sharing, not the symmetric collapse."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(size=(100, 2)) * 0.5 + [-2, 0], rng.normal(size=(100, 2)) * 0.5 + [2, 0]])
+    x = x.astype(np.float32)
+    t0 = x[[0, 1, 150]]
+    masses = {}
+    for k in (0, 50):
+        r = dynamics.run(x, t0, dynamics.Params(temperature=2.0, sinkhorn_iters=k), n_steps=300)
+        logits = -((x[:, None] - np.asarray(r.tokens)[None]) ** 2).sum(-1) / 2.0
+        plan = np.asarray(dynamics.sinkhorn(logits, k)) if k else np.asarray(
+            dynamics.soft_assignment(x, r.tokens, 2.0))
+        masses[k] = np.sort(plan.sum(0))
+    assert np.abs(masses[0] - 200 / 3).max() > 15
+    np.testing.assert_allclose(masses[50], 200 / 3, rtol=0.02)
+    tau = 4 * 2 * np.linalg.eigvalsh(np.cov(x.T.astype(np.float64), bias=True)).max()
+    for k in (0, 20):
+        r = dynamics.run(x, t0, dynamics.Params(temperature=tau, sinkhorn_iters=k), n_steps=300)
+        assert int(dynamics.token_groups(r.tokens, 1e-2)[1]) == 1
+
+
+def test_langevin_reproducible_across_batch_sizes():
+    cs, ts = zip(*[_problem(s, k=3) for s in range(6)])
+    xs, ms, t0 = jnp.stack([c.x for c in cs]), jnp.stack([c.mask for c in cs]), jnp.stack(ts)
+    root = jax.random.key(7)
+    keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(6))
+    p = dynamics.METHODS["langevin"]
+
+    def batch(sl):
+        f = jax.jit(jax.vmap(lambda x, t, m, k: dynamics.run(x, t, p, mask=m, n_steps=15, key=k).tokens))
+        return np.asarray(f(xs[sl], t0[sl], ms[sl], keys[sl]))
+
+    whole = batch(slice(0, 6))
+    halves = np.concatenate([batch(slice(0, 2)), batch(slice(2, 6))])
+    single = np.stack([np.asarray(dynamics.run(xs[i], t0[i], p, mask=ms[i], n_steps=15, key=keys[i]).tokens)
+                       for i in range(6)])
+    np.testing.assert_allclose(halves, whole, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(single, whole, rtol=1e-5, atol=1e-5)
+    other = np.asarray(dynamics.run(xs[0], t0[0], p, mask=ms[0], n_steps=15, key=keys[1]).tokens)
+    assert np.abs(other - single[0]).max() > 1e-4  # the key matters
+    tr = dynamics.trajectory(xs[0], t0[0], p, mask=ms[0], n_steps=15, key=keys[0])
+    np.testing.assert_array_equal(np.asarray(tr.tokens[-1]), single[0])
+
+
+def test_langevin_stationary_spread():
+    """One token at temperature T: e <- (1 - alpha) e + sqrt(2 alpha T) xi is an AR(1) process with
+    stationary variance 2 alpha T / (1 - (1 - alpha)^2) = 2T / (2 - alpha) per coordinate."""
+    x = np.zeros((5, 2), np.float32)
+    alpha, T = 0.5, 0.02
+    p = dynamics.Params(damping=alpha, langevin=T)
+    finals = jax.jit(jax.vmap(lambda k: dynamics._run(jnp.asarray(x), jnp.zeros((1, 2)), p, None, 40, 0.0, k).tokens))(
+        jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(4000)))
+    var = np.asarray(finals).reshape(-1).var()
+    expect = 2 * T / (2 - alpha)
+    assert abs(var - expect) < 4 * expect * np.sqrt(2 / 8000)  # 4 standard errors
+
+
+def test_token_groups_match_reference():
+    rng = np.random.default_rng(4)
+    for _ in range(30):
+        t = rng.integers(0, 4, size=(6, 2)).astype(np.float32) * 0.6
+        g, n = dynamics.token_groups(t, 0.7)
+        assert int(n) == groups(t, 0.7)
+        g = np.asarray(g)
+        for i in range(6):
+            for j in range(6):
+                if np.linalg.norm(t[i] - t[j]) <= 0.7:
+                    assert g[i] == g[j]
+
+
+@pytest.mark.slow
+def test_annealing_splits_below_the_within_group_threshold():
+    """Four tokens anneal over two well-separated pairs of clusters. Each split must happen below
+    2 lambda_max of the covariance of the points the splitting group covers (where the merged group
+    loses stability) and not far below it (the detection lag of a slow schedule), in the order of
+    those thresholds."""
+    rng = np.random.default_rng(0)
+    centers = np.array([[-10, -2], [-10, 2], [10, -4], [10, 4]], float)
+    x = np.concatenate([c + 0.5 * rng.normal(size=(100, 2)) for c in centers]).astype(np.float32)
+    t0 = x[rng.choice(400, 4, replace=False)]
+    p = dynamics.Params(temperature=2.0, anneal_ratio=200.0, anneal_steps=200, langevin=1e-6)
+    tr = dynamics.trajectory(x, t0, p, n_steps=220, tol=0.0, key=jax.random.key(1))
+    merge_tol = 0.05
+    splits = np.asarray(dynamics.split_temperatures(tr, merge_tol=merge_tol))
+    assert np.all(np.isfinite(splits)) and np.all(np.diff(splits) < 0)
+    toks, taus = np.asarray(tr.tokens, np.float64), np.asarray(tr.temperature)
+    counts = np.array([groups(t, merge_tol) for t in toks])
+    thresholds = []
+    for k, tau in zip(range(2, 5), splits):
+        s = max(i for i in range(len(taus)) if counts[i + 1] >= k > counts[i])  # the split that stayed
+        assert taus[s] == tau
+        before = toks[s]
+        # the group (within merge_tol, single linkage) whose tokens end up in different groups
+        comp = _components(before, merge_tol)
+        after = _components(toks[s + 1], merge_tol)
+        split = [c for c in comp if len({after_id(after, j) for j in c}) > 1]
+        assert len(split) == 1
+        nearest = np.argmin(((x[:, None] - before[None]) ** 2).sum(-1), axis=1)
+        pts = x[np.isin(nearest, list(split[0]))].astype(np.float64)
+        tau_c = 2 * np.linalg.eigvalsh(np.cov(pts.T, bias=True)).max()
+        thresholds.append(tau_c)
+        assert 0.5 * tau_c < tau <= tau_c, (k, tau, tau_c)
+    # the thresholds are those of the whole data, then of the wider pair, then of the narrow pair
+    np.testing.assert_allclose(thresholds, [2 * np.linalg.eigvalsh(np.cov(x[a:b].T.astype(np.float64), bias=True)).max()
+                                            for a, b in ((0, 400), (200, 400), (0, 200))], rtol=0.05)
+
+
+def _components(tokens, tol):
+    comps, seen = [], set()
+    for i in range(len(tokens)):
+        if i in seen:
+            continue
+        comp, stack = set(), [i]
+        while stack:
+            j = stack.pop()
+            if j in comp:
+                continue
+            comp.add(j)
+            stack += [k for k in range(len(tokens)) if np.linalg.norm(tokens[j] - tokens[k]) <= tol]
+        comps.append(comp)
+        seen |= comp
+    return comps
+
+
+def after_id(comps, j):
+    return next(i for i, c in enumerate(comps) if j in c)
+
+
+@pytest.mark.parametrize("params, match", [
+    (dynamics.Params(temperature=0.0), "temperature"),
+    (dynamics.Params(anneal_ratio=0.5, anneal_steps=5), "may never increase"),
+    (dynamics.Params(anneal_steps=-1), "anneal_steps"),
+    (dynamics.Params(anneal_steps=2.5), "anneal_steps must be a whole number"),
+    (dynamics.Params(sinkhorn_iters=-1), "sinkhorn_iters"),
+    (dynamics.Params(sinkhorn_iters=1.5), "sinkhorn_iters must be a whole number"),
+    (dynamics.Params(damping=0.0), "damping"),
+    (dynamics.Params(damping=1.5), "damping"),
+    (dynamics.Params(langevin=-0.1), "langevin"),
+    (dynamics.Params(slot_norm=1.2), "slot_norm"),
+    (dynamics.Params(langevin=0.1), "needs? a key|pass key"),
+    (dynamics.Params(langevin=float("nan")), "langevin"),
+])
+def test_bad_params_raise_before_compiling(params, match):
+    x = np.zeros((3, 2), np.float32)
+    before = dynamics._run_jit._cache_size()
+    with pytest.raises(ValueError, match=match):
+        dynamics.run(x, x[:2], params)
+    with pytest.raises(ValueError, match=match):
+        dynamics.trajectory(x, x[:2], params, n_steps=3)
+    assert dynamics._run_jit._cache_size() == before
+
+
+def test_other_bad_input():
+    with pytest.raises(ValueError, match="n_iters"):
+        dynamics.sinkhorn(np.zeros((3, 2), np.float32), 0)
+    with pytest.raises(TypeError, match="key must be a PRNG key"):
+        dynamics.run(np.zeros((3, 2), np.float32), np.zeros((1, 2), np.float32), key=3)
+    tr = dynamics.trajectory(np.zeros((3, 2), np.float32), np.zeros((2, 2), np.float32), n_steps=2)
+    with pytest.raises(ValueError, match="merge_tol"):
+        dynamics.split_temperatures(tr, merge_tol=0.0)
+    with pytest.raises(TypeError, match="Trajectory"):
+        dynamics.split_temperatures(np.zeros((3, 2, 2)))
+    with pytest.raises(ValueError, match="anneal_ratio"):
+        dynamics.temperature_schedule(dynamics.Params(anneal_ratio=0.9), 5)

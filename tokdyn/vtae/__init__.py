@@ -10,6 +10,6 @@
   codebook usage, gradient norms, neighbourhood preservation and trustworthiness
 """
 
-from tokdyn.vtae import decoders, encoders, losses, model, train as training  # noqa: F401
+from tokdyn.vtae import decoders, diagnostics, encoders, losses, model, train as training  # noqa: F401
 from tokdyn.vtae.model import Config, Hparams, decode, encode, init  # noqa: F401
 from tokdyn.vtae.train import TrainResult, nan_report, train, train_many  # noqa: F401

@@ -93,7 +93,7 @@ def gumbel_softmax(key, z, tau, *, hard: bool):
         return y, jnp.argmax(y, -1)
     idx = jnp.argmax(y, -1)
     y_hard = jax.nn.one_hot(idx, z.shape[-1], dtype=z.dtype)
-    return y_hard + y - jax.lax.stop_gradient(y), idx
+    return y_hard + (y - jax.lax.stop_gradient(y)), idx  # exactly y_hard forward
 
 
 def fsq_quantize(z, levels: int):

@@ -135,3 +135,10 @@ def _generate(key, n_clusters, noise, center_box, M, P, D, centers):
 
 
 _generate_jit = jax.jit(_generate, static_argnums=(4, 5, 6, 7))
+
+
+# Token corpora and semantic embeddings (defined in tokdyn/corpus.py, re-exported here).
+from tokdyn.corpus import (  # noqa: E402,F401
+    Corpus, cooccurrence, grammar_corpus, grammar_vocab, load_embeddings, ppmi, ppmi_embeddings, text_corpus,
+    zipf_corpus, zipf_probs,
+)

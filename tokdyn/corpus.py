@@ -1,0 +1,266 @@
+"""Token corpora and semantic embeddings for the visual-token autoencoders (re-exported by
+:mod:`tokdyn.data`).
+
+- :func:`zipf_corpus`: i.i.d. tokens with Zipfian frequencies (type ``k`` has probability
+  proportional to ``(k + 1) ** -exponent``), drawn in JAX from an explicit key.
+- :func:`grammar_corpus`: sentences from a small probabilistic grammar with word categories
+  (animals, colours, sizes, actions), so co-occurrence statistics carry semantic structure.
+- :func:`text_corpus`: a user's text file, whitespace tokens, with ``<pad>``, ``<unk>``, ``<eos>``.
+- :func:`ppmi_embeddings`: positive pointwise mutual information of windowed co-occurrence,
+  then a truncated SVD (all in JAX); :func:`load_embeddings` reads a user's ``.npy``.
+
+A :class:`Corpus` holds the token ids, the vocabulary and the per-type counts, so per-type
+(every type weighted equally) and per-occurrence (weighted by frequency) quantities are both
+at hand (:meth:`Corpus.weights`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks
+
+SPECIALS = ("<pad>", "<unk>", "<eos>")
+PAD, UNK, EOS = 0, 1, 2
+
+# The grammar: sentence = DET [SIZE] [COLOUR] ANIMAL ACTION DET [SIZE] [COLOUR] ANIMAL <eos>
+GRAMMAR_CATEGORIES = {
+    "determiner": ("the", "a"),
+    "size": ("big", "small", "tiny", "huge"),
+    "colour": ("red", "blue", "green", "yellow", "black", "white"),
+    "animal": ("cat", "dog", "bird", "fish", "horse", "mouse", "cow", "fox"),
+    "action": ("chases", "sees", "likes", "follows", "eats", "finds"),
+}
+GRAMMAR_OPTIONAL_P = 0.5  # probability of each optional SIZE / COLOUR slot
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """A tokenised corpus.
+
+    Attributes:
+      tokens: (n,) int32 token ids, in corpus order.
+      vocab: tuple of V strings; ``vocab[i]`` is the word of id i.
+      counts: (V,) int64 occurrences of each type in ``tokens``.
+      categories: optional dict word -> category name (grammar corpora), else ``None``.
+    """
+
+    tokens: np.ndarray
+    vocab: tuple
+    counts: np.ndarray
+    categories: dict | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def weights(self, kind: str = "occurrence") -> np.ndarray:
+        """(V,) weights summing to 1: ``"occurrence"`` (relative frequency) or ``"type"`` (uniform
+        over the types that occur at least once)."""
+        _checks.choice("kind", kind, ("occurrence", "type"))
+        c = self.counts.astype(np.float64)
+        w = c if kind == "occurrence" else (c > 0).astype(np.float64)
+        return (w / w.sum()).astype(np.float32)
+
+    def id(self, word: str) -> int:
+        return self.vocab.index(word) if word in self.vocab else (UNK if "<unk>" in self.vocab else -1)
+
+
+def _counts(tokens: np.ndarray, V: int) -> np.ndarray:
+    return np.bincount(tokens, minlength=V).astype(np.int64)
+
+
+def zipf_probs(vocab_size: int, exponent=1.0) -> np.ndarray:
+    """(V,) Zipf probabilities ``(k + 1) ** -exponent / H``."""
+    V = _checks.positive_int("vocab_size", vocab_size, minimum=2)
+    _checks.real("exponent", exponent, low=0.0)
+    w = np.arange(1, V + 1, dtype=np.float64) ** -float(exponent)
+    return w / w.sum()
+
+
+def zipf_corpus(key: jax.Array, vocab_size: int, n_tokens: int, exponent=1.0) -> Corpus:
+    """``n_tokens`` i.i.d. tokens over ``vocab_size`` types with Zipfian probabilities
+    (type 0 is the most frequent, like "the"). Words are named ``w0 ... w{V-1}``."""
+    V = _checks.positive_int("vocab_size", vocab_size, minimum=2)
+    n = _checks.positive_int("n_tokens", n_tokens)
+    p = zipf_probs(V, exponent)
+    tokens = np.asarray(_categorical(key, jnp.log(jnp.asarray(p, jnp.float32)), n)).astype(np.int32)
+    return Corpus(tokens=tokens, vocab=tuple(f"w{i}" for i in range(V)), counts=_counts(tokens, V))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _categorical(key, logits, n):
+    return jax.random.categorical(key, logits, shape=(n,))
+
+
+def grammar_vocab() -> tuple[tuple, dict]:
+    """The grammar's vocabulary (specials first, then every category's words) and word -> category."""
+    words, cats = list(SPECIALS), {}
+    for cat, ws in GRAMMAR_CATEGORIES.items():
+        for w in ws:
+            words.append(w)
+            cats[w] = cat
+    return tuple(words), cats
+
+
+def grammar_corpus(key: jax.Array, n_sentences: int) -> Corpus:
+    """Sentences ``DET [SIZE] [COLOUR] ANIMAL ACTION DET [SIZE] [COLOUR] ANIMAL <eos>`` with every
+    word uniform within its category and each optional slot present with probability 1/2.
+
+    Words of one category share contexts (sizes precede colours or animals, actions sit between
+    two noun phrases), so co-occurrence embeddings group them: the corpus has semantic structure.
+    Drawn in JAX from ``key`` (one ``(n_sentences, 16)`` uniform draw), assembled on the host.
+    """
+    n = _checks.positive_int("n_sentences", n_sentences)
+    vocab, cats = grammar_vocab()
+    index = {w: i for i, w in enumerate(vocab)}
+    phrase = [("determiner", False), ("size", True), ("colour", True), ("animal", False)]
+    slots = phrase + [("action", False)] + phrase  # (category, optional)
+    u = np.asarray(jax.random.uniform(key, (n, 2 * len(slots))))  # (n, 2S): word choice, presence
+    ids = np.empty((n, len(slots) + 1), np.int32)
+    keep = np.ones((n, len(slots) + 1), bool)
+    for j, (cat, optional) in enumerate(slots):
+        words = GRAMMAR_CATEGORIES[cat]
+        first = index[words[0]]
+        ids[:, j] = first + np.minimum((u[:, j] * len(words)).astype(np.int32), len(words) - 1)
+        if optional:
+            keep[:, j] = u[:, len(slots) + j] < GRAMMAR_OPTIONAL_P
+    ids[:, -1] = EOS
+    tokens = ids[keep]  # row-major: sentences in order
+    return Corpus(tokens=tokens.astype(np.int32), vocab=vocab, counts=_counts(tokens, len(vocab)), categories=cats)
+
+
+def text_corpus(path: str, *, max_vocab: int | None = None, min_count: int = 1, lowercase: bool = False,
+                encoding: str = "utf-8") -> Corpus:
+    """Whitespace tokens of a text file; ``<eos>`` after every non-empty line.
+
+    The vocabulary is ``<pad>, <unk>, <eos>`` then words by decreasing count (ties by first
+    occurrence), keeping at most ``max_vocab`` entries in all and words seen ``>= min_count``
+    times; other words map to ``<unk>``.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path, got {path!r}")
+    if max_vocab is not None:
+        _checks.positive_int("max_vocab", max_vocab, minimum=len(SPECIALS) + 1)
+    _checks.positive_int("min_count", min_count)
+    try:
+        with open(path, encoding=encoding) as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"path {str(path)!r} could not be read as {encoding} text: {e}") from None
+    sentences = [(ln.lower() if lowercase else ln).split() for ln in lines]
+    sentences = [s for s in sentences if s]
+    if not sentences:
+        raise ValueError(f"path {str(path)!r} holds no tokens (empty corpus)")
+    first, counts = {}, {}
+    for s in sentences:
+        for w in s:
+            counts[w] = counts.get(w, 0) + 1
+            first.setdefault(w, len(first))
+    words = sorted((w for w in counts if counts[w] >= min_count and w not in SPECIALS),
+                   key=lambda w: (-counts[w], first[w]))
+    if max_vocab is not None:
+        words = words[: max_vocab - len(SPECIALS)]
+    vocab = SPECIALS + tuple(words)
+    index = {w: i for i, w in enumerate(vocab)}
+    tokens = []
+    for s in sentences:
+        tokens.extend(index.get(w, UNK) for w in s)
+        tokens.append(EOS)
+    tokens = np.asarray(tokens, np.int32)
+    return Corpus(tokens=tokens, vocab=vocab, counts=_counts(tokens, len(vocab)))
+
+
+# --------------------------------------------------------------------------------------------
+# Embeddings
+
+
+def cooccurrence(tokens, vocab_size: int, window: int = 2) -> jax.Array:
+    """(V, V) symmetric counts of ordered pairs ``(tokens[i], tokens[i + d])`` and their reverse,
+    ``1 <= d <= window`` (a token is not its own context unless it recurs)."""
+    V = _checks.positive_int("vocab_size", vocab_size, minimum=2)
+    w = _checks.positive_int("window", window)
+    t = jnp.asarray(tokens, jnp.int32)
+    if t.ndim != 1 or t.shape[0] < 2:
+        raise ValueError(f"tokens must be a 1-D array of at least 2 token ids, got shape {tuple(t.shape)}")
+    if _checks.is_concrete(t) and (int(t.min()) < 0 or int(t.max()) >= V):
+        raise ValueError(f"tokens must lie in [0, vocab_size={V}), got range [{int(t.min())}, {int(t.max())}]")
+    return _cooc(t, V, w)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _cooc(t, V, window):
+    n = t.shape[0]
+    c = jnp.zeros((V * V,), jnp.float32)
+    for d in range(1, window + 1):
+        if d >= n:
+            break
+        a, b = t[:-d], t[d:]
+        c = c.at[a * V + b].add(1.0).at[b * V + a].add(1.0)
+    return c.reshape(V, V)
+
+
+def ppmi(counts: jax.Array, *, alpha: float = 0.75) -> jax.Array:
+    """Positive PMI of a (V, V) co-occurrence matrix: ``max(0, log p(i, j) / (p(i) p_a(j)))`` with
+    context distribution smoothing ``p_a(j) ∝ count(j) ** alpha``. Zero rows/columns give 0."""
+    _checks.real("alpha", alpha, low=0.0, low_open=True)
+    return _ppmi(jnp.asarray(counts, jnp.float32), jnp.float32(alpha))
+
+
+@jax.jit
+def _ppmi(c, alpha):
+    total = c.sum()
+    row = c.sum(1)  # (V,)
+    col = c.sum(0) ** alpha
+    col = col / jnp.maximum(col.sum(), 1e-30)
+    pij = c / jnp.maximum(total, 1e-30)
+    pi = row / jnp.maximum(total, 1e-30)
+    denom = pi[:, None] * col[None, :]
+    ok = (c > 0) & (denom > 0)
+    pmi = jnp.log(jnp.where(ok, pij, 1.0)) - jnp.log(jnp.where(ok, denom, 1.0))
+    return jnp.where(ok, jnp.maximum(pmi, 0.0), 0.0)
+
+
+def ppmi_embeddings(tokens, vocab_size: int, dim: int, *, window: int = 2, alpha: float = 0.75,
+                    power: float = 0.5, normalize: bool = True) -> jax.Array:
+    """(V, dim) semantic embeddings: PPMI of windowed co-occurrence, truncated SVD ``U_k S_k**power``
+    (``power=0.5`` is the symmetric split), rows L2-normalised when ``normalize``. Signs are fixed
+    so the largest-magnitude entry of each singular vector is positive (deterministic output).
+    Types that never occur get zero rows."""
+    V = _checks.positive_int("vocab_size", vocab_size, minimum=2)
+    k = _checks.positive_int("dim", dim)
+    if k > V:
+        raise ValueError(f"dim must be <= vocab_size={V}, got {k}")
+    _checks.real("power", power)
+    m = ppmi(cooccurrence(tokens, V, window), alpha=alpha)
+    return _svd_embed(m, k, jnp.float32(power), bool(normalize))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 3))
+def _svd_embed(m, k, power, normalize):
+    u, s, _ = jnp.linalg.svd(m, full_matrices=False)
+    u, s = u[:, :k], s[:k]
+    sign = jnp.sign(u[jnp.argmax(jnp.abs(u), axis=0), jnp.arange(k)])
+    e = u * jnp.where(sign == 0, 1.0, sign) * s ** power
+    if normalize:
+        e = e / jnp.maximum(jnp.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    return e
+
+
+def load_embeddings(path: str, vocab_size: int | None = None) -> jax.Array:
+    """(V, E) float32 embeddings from a ``.npy`` file, checked for rank 2, finiteness and (when
+    given) ``vocab_size`` rows."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"path {str(path)!r} could not be read as a .npy array: {e}") from None
+    _checks.finite_array("embeddings", arr, ndim=2)
+    if vocab_size is not None and arr.shape[0] != vocab_size:
+        raise ValueError(f"embeddings in {str(path)!r} have {arr.shape[0]} rows, expected vocab_size={vocab_size}")
+    return jnp.asarray(arr, jnp.float32)

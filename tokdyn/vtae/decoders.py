@@ -1,0 +1,71 @@
+"""Decoders grid -> token logits, as ``init(key, ...) -> params`` and ``apply(params, x) -> logits``
+pairs of plain functions (vmappable over models). ``x`` is the (B, P, F) decoder input of an
+encoder (P = N*N cells, F per-cell features); logits are (B, V).
+
+- ``mlp``: flatten, ``depth`` hidden ReLU layers of width ``hidden``, linear read-out.
+- ``cnn``: the grid as an N x N image with F channels; two 3x3 'SAME' convolutions with
+  ``channels`` filters and ReLU, flatten, linear read-out. Needs a square grid.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+DECODERS = ("mlp", "cnn")
+
+
+def _dense(key, n_in, n_out):
+    return {"w": jax.random.normal(key, (n_in, n_out)) * jnp.sqrt(2.0 / n_in), "b": jnp.zeros((n_out,))}
+
+
+def init_mlp(key, *, cells, features, vocab_size, hidden=128, depth=1) -> dict:
+    keys = jax.random.split(key, depth + 1)
+    sizes = [cells * features] + [hidden] * depth
+    layers = [_dense(keys[i], sizes[i], sizes[i + 1]) for i in range(depth)]
+    out = _dense(keys[-1], sizes[-1], vocab_size)
+    out["w"] = out["w"] * jnp.sqrt(0.5)  # unit-gain read-out (no ReLU after it)
+    return {"layers": layers, "out": out}
+
+
+def apply_mlp(params, x):
+    h = x.reshape(x.shape[0], -1)  # (B, P*F)
+    for layer in params["layers"]:
+        h = jax.nn.relu(h @ layer["w"] + layer["b"])
+    return h @ params["out"]["w"] + params["out"]["b"]  # (B, V)
+
+
+def init_cnn(key, *, cells, features, vocab_size, channels=16) -> dict:
+    side = int(round(cells ** 0.5))
+    k1, k2, k3 = jax.random.split(key, 3)
+    conv = lambda k, cin, cout: {"w": jax.random.normal(k, (3, 3, cin, cout)) * jnp.sqrt(2.0 / (9 * cin)),
+                                 "b": jnp.zeros((cout,))}
+    out = _dense(k3, side * side * channels, vocab_size)
+    out["w"] = out["w"] * jnp.sqrt(0.5)
+    return {"conv1": conv(k1, features, channels), "conv2": conv(k2, channels, channels), "out": out}
+
+
+def _conv(x, p):
+    y = jax.lax.conv_general_dilated(x, p["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.nn.relu(y + p["b"])
+
+
+def apply_cnn(params, x):
+    B, P, F = x.shape
+    side = int(round(P ** 0.5))
+    h = x.reshape(B, side, side, F)  # (B, N, N, F)
+    h = _conv(_conv(h, params["conv1"]), params["conv2"])  # (B, N, N, channels)
+    return h.reshape(B, -1) @ params["out"]["w"] + params["out"]["b"]  # (B, V)
+
+
+def init_decoder(key, kind: str, *, cells, features, vocab_size, hidden=128, depth=1, channels=16) -> dict:
+    if kind == "mlp":
+        return init_mlp(key, cells=cells, features=features, vocab_size=vocab_size, hidden=hidden, depth=depth)
+    if kind == "cnn":
+        return init_cnn(key, cells=cells, features=features, vocab_size=vocab_size, channels=channels)
+    raise ValueError(f"decoder must be one of {list(DECODERS)}, got {kind!r}")
+
+
+def apply_decoder(kind: str, params, x):
+    """(B, V) logits of the decoder input ``x`` (B, P, F)."""
+    return apply_mlp(params, x) if kind == "mlp" else apply_cnn(params, x)

@@ -1,0 +1,177 @@
+"""Encoders token -> grid: a table (or a linear map of a semantic embedding) gives per-cell
+pre-activations ``z`` of shape (B, P, K), P = N*N cells (or a 1-D pattern of length P), and a
+quantiser turns them into the decoder's input ``x`` (B, P, F) and the discrete colour of each cell
+``codes`` (B, P).
+
+Modes (registry :data:`MODES`):
+
+- ``categorical``: sample each cell's colour from softmax(z); ``x`` is the one-hot sample, with no
+  path for the gradient: the encoder learns by the score-function (REINFORCE) estimator, through
+  ``logp`` (B,), the log-probability of the sampled grid.
+- ``gumbel_soft``: ``x = softmax((z + g) / tau)``, g ~ Gumbel (relaxed, differentiable).
+- ``gumbel_st``: forward the hard one-hot ``argmax(z + g)``, backward the soft gradient (straight-through).
+- ``sigmoid``: continuous ``x = sigmoid(z)`` per cell and colour channel.
+- ``vq``: ``z`` (B, P, D) snapped to the nearest of C codebook vectors, straight-through; the
+  commitment loss ``|z - sg(e)|^2`` and codebook loss ``|sg(z) - e|^2`` are returned (with EMA
+  codebook updates, see :func:`vq_ema_update`, the codebook loss is not used).
+- ``fsq``: finite scalar quantisation: ``u = (C - 1) (1 + tanh z) / 2`` rounded to one of C levels,
+  straight-through; ``x`` is the level rescaled to [-1, 1] (F = 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+MODES = ("categorical", "gumbel_soft", "gumbel_st", "sigmoid", "vq", "fsq")
+DISCRETE_ONEHOT = ("categorical", "gumbel_soft", "gumbel_st")
+
+
+def preact_dim(mode: str, colours: int, code_dim: int) -> int:
+    """K, the per-cell width of the encoder's pre-activations."""
+    return {"vq": code_dim, "fsq": 1}.get(mode, colours)
+
+
+def input_dim(mode: str, colours: int, code_dim: int) -> int:
+    """F, the per-cell width of the decoder's input."""
+    return {"vq": code_dim, "fsq": 1}.get(mode, colours)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """What an encoder hands on.
+
+    Attributes:
+      x: (B, P, F) decoder input.
+      codes: (B, P) int32 colour of each cell.
+      logp: (B,) log-probability of the sampled grid (``categorical``; zeros otherwise).
+      commit: () commitment loss (``vq``; 0 otherwise).
+      codebook: () codebook loss (``vq``; 0 otherwise).
+      z: (B, P, K) pre-activations.
+    """
+
+    x: jax.Array
+    codes: jax.Array
+    logp: jax.Array
+    commit: jax.Array
+    codebook: jax.Array
+    z: jax.Array
+
+
+def init_encoder(key, *, vocab_size, cells, mode, colours, code_dim=4, embed_dim=None, scale=1.0) -> dict:
+    """Parameters: ``table`` (V, P, K) when ``embed_dim`` is None, else a linear map ``w``
+    (E, P*K) and bias ``b`` (P*K,) of a token's embedding; ``codebook`` (C, D) for ``vq``."""
+    K = preact_dim(mode, colours, code_dim)
+    k1, k2 = jax.random.split(key)
+    if embed_dim is None:
+        params = {"table": scale * jax.random.normal(k1, (vocab_size, cells, K))}
+    else:
+        params = {"w": scale * jax.random.normal(k1, (embed_dim, cells * K)) / jnp.sqrt(embed_dim),
+                  "b": jnp.zeros((cells * K,))}
+    if mode == "vq":
+        params["codebook"] = jax.random.normal(k2, (colours, code_dim))
+    return params
+
+
+def preactivations(params, tokens, embeddings=None, *, width: int) -> jax.Array:
+    """(B, P, K) pre-activations of ``tokens`` (B,); ``width`` is K (static)."""
+    if "table" in params:
+        return params["table"][tokens]
+    e = embeddings[tokens]  # (B, E)
+    return (e @ params["w"] + params["b"]).reshape(tokens.shape[0], -1, width)
+
+
+def gumbel_softmax(key, z, tau, *, hard: bool):
+    """(soft, hard-or-soft) Gumbel-softmax of logits ``z`` (..., C) at temperature ``tau``.
+    With ``hard``, the forward value is the one-hot argmax and the gradient that of the soft sample."""
+    g = jax.random.gumbel(key, z.shape, z.dtype)
+    y = jax.nn.softmax((z + g) / tau, axis=-1)
+    if not hard:
+        return y, jnp.argmax(y, -1)
+    idx = jnp.argmax(y, -1)
+    y_hard = jax.nn.one_hot(idx, z.shape[-1], dtype=z.dtype)
+    return y_hard + (y - jax.lax.stop_gradient(y)), idx  # exactly y_hard forward
+
+
+def fsq_quantize(z, levels: int):
+    """Finite scalar quantisation of ``z`` to ``levels`` levels: returns (x in [-1, 1] with
+    straight-through rounding, integer level in [0, levels))."""
+    u = 0.5 * (levels - 1) * (1.0 + jnp.tanh(z))  # (..) in (0, levels - 1)
+    r = jnp.round(u)
+    q = u + jax.lax.stop_gradient(r - u)
+    return 2.0 * q / (levels - 1) - 1.0, r.astype(jnp.int32)
+
+
+def vq_quantize(z, codebook):
+    """Nearest codebook vector per cell: z (..., D), codebook (C, D) -> (straight-through x,
+    codes, commitment loss, codebook loss)."""
+    d = (jnp.sum(z * z, -1, keepdims=True) - 2.0 * z @ codebook.T + jnp.sum(codebook * codebook, -1))  # (.., C)
+    codes = jnp.argmin(d, -1)
+    q = codebook[codes]  # (.., D)
+    commit = jnp.mean(jnp.sum((z - jax.lax.stop_gradient(q)) ** 2, -1))
+    cb = jnp.mean(jnp.sum((jax.lax.stop_gradient(z) - q) ** 2, -1))
+    return z + jax.lax.stop_gradient(q - z), codes.astype(jnp.int32), commit, cb
+
+
+def quantize(key, z, mode: str, tau, *, codebook=None, deterministic: bool = False) -> Encoded:
+    """Turn pre-activations ``z`` (B, P, K) into an :class:`Encoded` by ``mode``. With
+    ``deterministic`` (evaluation), sampling modes take the argmax (one-hot) instead of a sample."""
+    B = z.shape[0]
+    zero = jnp.zeros((), z.dtype)
+    logp = jnp.zeros((B,), z.dtype)
+    commit = cb = zero
+    if mode in DISCRETE_ONEHOT and deterministic:
+        codes = jnp.argmax(z, -1)
+        x = jax.nn.one_hot(codes, z.shape[-1], dtype=z.dtype)
+    elif mode == "categorical":
+        codes = jax.random.categorical(key, z, axis=-1)  # (B, P)
+        x = jax.nn.one_hot(codes, z.shape[-1], dtype=z.dtype)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(z, -1), codes[..., None], -1)[..., 0].sum(-1)  # (B,)
+    elif mode in ("gumbel_soft", "gumbel_st"):
+        x, codes = gumbel_softmax(key, z, tau, hard=mode == "gumbel_st")
+    elif mode == "sigmoid":
+        x, codes = jax.nn.sigmoid(z), jnp.argmax(z, -1)
+    elif mode == "vq":
+        x, codes, commit, cb = vq_quantize(z, codebook)
+    elif mode == "fsq":
+        levels = codebook  # for fsq the "codebook" argument is the static number of levels
+        x, codes = fsq_quantize(z[..., 0], levels)
+        x = x[..., None]
+    else:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
+    return Encoded(x=x, codes=codes.astype(jnp.int32), logp=logp, commit=commit, codebook=cb, z=z)
+
+
+def temperature(step, n_steps, tau_start, tau_end):
+    """Exponential temperature schedule: ``tau_start`` at step 0 to ``tau_end`` at the last step."""
+    frac = step / jnp.maximum(n_steps - 1, 1)
+    return tau_start * (tau_end / tau_start) ** frac
+
+
+def vq_ema_update(codebook, ema_count, ema_sum, z, codes, decay, *, key=None, dead_threshold=0.0):
+    """EMA codebook update (van den Oord et al. 2017, appendix): per code, decayed counts and sums
+    of the encoder outputs assigned to it; codebook = sum / count (Laplace-smoothed counts).
+    When ``key`` is given, codes whose EMA count falls below ``dead_threshold`` are reset to random
+    encoder outputs of this batch (their count to the threshold's level).
+
+    z (M, D), codes (M,), codebook / ema_sum (C, D), ema_count (C,). Returns the new triple.
+    """
+    C = codebook.shape[0]
+    onehot = jax.nn.one_hot(codes, C, dtype=z.dtype)  # (M, C)
+    n = onehot.sum(0)  # (C,)
+    s = onehot.T @ z  # (C, D)
+    ema_count = decay * ema_count + (1.0 - decay) * n
+    ema_sum = decay * ema_sum + (1.0 - decay) * s
+    total = ema_count.sum()
+    smoothed = (ema_count + 1e-5) / (total + C * 1e-5) * total
+    new = ema_sum / smoothed[:, None]
+    if key is not None:
+        dead = ema_count < dead_threshold  # (C,)
+        pick = jax.random.randint(key, (C,), 0, z.shape[0])
+        new = jnp.where(dead[:, None], z[pick], new)
+        ema_sum = jnp.where(dead[:, None], z[pick] * jnp.maximum(dead_threshold, 1e-3), ema_sum)
+        ema_count = jnp.where(dead, jnp.maximum(dead_threshold, 1e-3), ema_count)
+    return new, ema_count, ema_sum

@@ -1,0 +1,72 @@
+"""Losses of the visual-token autoencoders (pure, per-example where it makes sense).
+
+- :func:`cross_entropy`: reconstruction, (B,) per example.
+- :func:`sensitivity_kl` / :func:`sensitivity_penalty`: the published sensitivity term, the KL
+  between the decoder's predictions on clean and noised grids, ``KL(p_clean || p_noisy)``, and a
+  hinge ``max(0, min_kl - mean KL)`` that penalises a decoder insensitive to its input.
+- :func:`batch_entropy`: mean per-sample prediction entropy minus the entropy of the batch-mean
+  prediction. Minimising it makes predictions confident *and* diverse across the batch (it is
+  -I(token; prediction) for the batch's empirical distribution), the opposite of collapse.
+- :func:`semantic_alignment`: mean squared difference between the cosine-similarity matrices of
+  the grids and of the tokens' semantic embeddings, over distinct pairs in the batch.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def cross_entropy(logits, targets):
+    """(B,) ``-log softmax(logits)[target]``; logits (B, V), targets (B,) int."""
+    logp = jax.nn.log_softmax(logits, -1)
+    return -jnp.take_along_axis(logp, targets[:, None], -1)[:, 0]
+
+
+def entropy(logits):
+    """(B,) entropy (nats) of softmax(logits)."""
+    logp = jax.nn.log_softmax(logits, -1)
+    return -jnp.sum(jnp.exp(logp) * logp, -1)
+
+
+def kl_logits(logits_p, logits_q):
+    """(B,) KL(softmax(p) || softmax(q)) in nats."""
+    lp, lq = jax.nn.log_softmax(logits_p, -1), jax.nn.log_softmax(logits_q, -1)
+    return jnp.sum(jnp.exp(lp) * (lp - lq), -1)
+
+
+def sensitivity_kl(decode, x, key, noise_std):
+    """(B,) ``KL(p(x) || p(x + noise))`` with Gaussian noise of std ``noise_std`` on the decoder
+    input ``x`` (B, P, F); ``decode`` maps x to (B, V) logits."""
+    noisy = x + noise_std * jax.random.normal(key, x.shape, x.dtype)
+    return kl_logits(decode(x), decode(noisy))
+
+
+def sensitivity_penalty(kl, min_kl):
+    """Hinge ``max(0, min_kl - mean(kl))``: zero once the decoder is sensitive enough."""
+    return jax.nn.relu(min_kl - jnp.mean(kl))
+
+
+def batch_entropy(logits, weights=None):
+    """Mean per-sample entropy minus entropy of the (weighted) mean prediction; logits (B, V)."""
+    p = jax.nn.softmax(logits, -1)
+    w = jnp.full(logits.shape[:1], 1.0 / logits.shape[0]) if weights is None else weights / jnp.sum(weights)
+    mean_p = w @ p  # (V,)
+    h_mean = -jnp.sum(jnp.where(mean_p > 0, mean_p * jnp.log(jnp.where(mean_p > 0, mean_p, 1.0)), 0.0))
+    return w @ entropy(logits) - h_mean
+
+
+def cosine_similarity_matrix(v, eps=1e-8):
+    """(B, B) cosine similarities of rows of ``v`` (B, D)."""
+    n = v / jnp.maximum(jnp.linalg.norm(v, axis=-1, keepdims=True), eps)
+    return n @ n.T
+
+
+def semantic_alignment(grids, embeddings):
+    """Mean squared difference of the off-diagonal cosine similarities of ``grids`` (B, ...)
+    (flattened) and of ``embeddings`` (B, E)."""
+    B = grids.shape[0]
+    sg = cosine_similarity_matrix(grids.reshape(B, -1))
+    se = cosine_similarity_matrix(embeddings)
+    off = 1.0 - jnp.eye(B)
+    return jnp.sum(off * (sg - se) ** 2) / jnp.maximum(jnp.sum(off), 1.0)

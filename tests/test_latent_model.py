@@ -1,0 +1,155 @@
+"""The latent reasoner's protocol: causality, latent feedback, interventions, shape errors."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tokdyn.latent import model as M
+from tokdyn.latent import tasks
+
+TASK = tasks.TaskConfig(grid_size=4, n_colours=3)
+CFG = M.ModelConfig(task=TASK, width=32, depth=2, heads=2, latent_mode="feedback", n_latents=3,
+                    caption_len=TASK.caption_len, projection="linear")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = M.Model(CFG)
+    params = model.init(jax.random.key(0))
+    batch = tasks.generate(jax.random.key(1), 5, TASK)
+    return model, params, batch
+
+
+def test_layout_and_shapes(setup):
+    model, params, batch = setup
+    lay = model.layout
+    assert lay.length == 16 + 5 + 1 + 3 + 1 + 4 + 1
+    out = model.apply(params, batch)
+    assert out.logits.shape == (5, lay.length, TASK.vocab.size)
+    assert out.hidden.shape == (5, 3, lay.length, 32)
+    assert out.attention.shape == (5, 2, 2, lay.length, lay.length)
+    assert out.latents.shape == (5, 3, 32)
+    a = np.asarray(out.attention)
+    np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-5)
+    assert np.all(np.triu(a, 1) == 0)  # causal weights
+    assert np.all(np.isfinite(np.asarray(out.logits)))
+
+
+def test_causal_masking(setup):
+    """Changing a caption token changes nothing before it, including the latents."""
+    model, params, batch = setup
+    lay = model.layout
+    other = batch.replace(caption=batch.caption.at[:, 2].set(TASK.vocab.number0 + 3))
+    a, b = model.apply(params, batch), model.apply(params, other)
+    cut = lay.caption.start + 2
+    np.testing.assert_allclose(np.asarray(a.logits[:, :cut]), np.asarray(b.logits[:, :cut]), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(a.latents), np.asarray(b.latents), atol=1e-5)
+    assert not np.allclose(np.asarray(a.logits[:, cut:]), np.asarray(b.logits[:, cut:]), atol=1e-4)
+    # a changed image changes the latents (they read the image)
+    c = model.apply(params, batch.replace(image=(batch.image + 1) % (TASK.n_colours + 1)))
+    assert not np.allclose(np.asarray(a.latents), np.asarray(c.latents), atol=1e-4)
+
+
+def test_latent_feedback_matches_manual_unroll(setup):
+    """Full-length passes, writing project(last hidden at s+i-1) into slot i, one at a time."""
+    model, params, batch = setup
+    net, lay = model.net, model.layout
+    x = model.embed(params, batch)
+    s = lay.latents.start
+    manual = []
+    for i in range(CFG.n_latents):
+        out = net.apply(params, x, method=M.Network.backbone)[0]
+        manual.append(out[:, s + i - 1])
+        x = x.at[:, s + i].set(net.apply(params, out[:, s + i - 1], method=M.Network.project))
+    final = net.apply(params, net.apply(params, x, method=M.Network.backbone)[0], method=M.Network.unembed)
+    got = model.apply(params, batch)
+    np.testing.assert_allclose(np.asarray(got.latents), np.asarray(jnp.stack(manual, 1)), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got.logits), np.asarray(final), atol=1e-4)
+    # feeding the latents back in explicitly gives the same outputs in one pass
+    again = model.apply(params, batch, latents=got.latents)
+    np.testing.assert_allclose(np.asarray(again.logits), np.asarray(got.logits), atol=1e-4)
+
+
+def test_projection_matches_norms():
+    """Raw feedback has norm ~sqrt(width); the LayerNorm projection is learnable, 'none' is the raw state."""
+    batch = tasks.generate(jax.random.key(1), 4, TASK)
+    for proj in M.PROJECTIONS:
+        m = M.Model(dataclasses.replace(CFG, projection=proj))
+        p = m.init(jax.random.key(0))
+        out = m.apply(p, batch)
+        emb = np.asarray(out.hidden[:, 0])  # input embeddings, latent slots hold the fed-back vectors
+        lat = emb[:, m.layout.latents]
+        if proj == "none":
+            np.testing.assert_allclose(lat, np.asarray(out.latents), atol=1e-6)
+            np.testing.assert_allclose(np.linalg.norm(lat, axis=-1), np.sqrt(32), rtol=1e-3)
+        if proj == "layernorm":  # LayerNorm of a LayerNorm output with unit scale: the same vector
+            np.testing.assert_allclose(lat, np.asarray(out.latents), atol=1e-3)
+
+
+def test_intervene_identity_replace_and_propagation(setup):
+    model, params, batch = setup
+    base = model.apply(params, batch)
+    same = model.apply(params, batch, intervene=lambda x: x)
+    for f in base._fields:
+        np.testing.assert_array_equal(np.asarray(getattr(base, f)), np.asarray(getattr(same, f)))
+    lay = model.layout
+    # replacing the <latent_start> embedding changes the first latent and everything after it
+    new = jax.random.normal(jax.random.key(5), (1, CFG.width))
+    ed = model.apply(params, batch, intervene=M.replace([lay.latent_start], new))
+    np.testing.assert_allclose(np.asarray(ed.hidden[:, 0, lay.latent_start]),
+                               np.broadcast_to(np.asarray(new), (5, CFG.width)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ed.logits[:, : lay.latent_start]),
+                               np.asarray(base.logits[:, : lay.latent_start]), atol=1e-5)
+    assert not np.allclose(np.asarray(ed.latents[:, 0]), np.asarray(base.latents[:, 0]), atol=1e-4)
+    # add zero and scale by one are no-ops; jit works with a traced factor
+    f = jax.jit(lambda p, k: model.apply(p, batch, intervene=M.scale(list(range(*lay.latents.indices(lay.length))), k)).logits)
+    np.testing.assert_allclose(np.asarray(f(params, 1.0)), np.asarray(base.logits), atol=1e-5)
+    z = model.apply(params, batch, intervene=M.add([0, 3], jnp.zeros(CFG.width)))
+    np.testing.assert_allclose(np.asarray(z.logits), np.asarray(base.logits), atol=1e-6)
+
+
+def test_pause_and_direct_modes():
+    batch = tasks.generate(jax.random.key(1), 3, TASK)
+    m = M.Model(dataclasses.replace(CFG, latent_mode="pause", caption_len=0))
+    p = m.init(jax.random.key(0))
+    out = m.apply(p, batch)
+    lay = m.layout
+    tok = np.asarray(p["params"]["tok"]["embedding"])[TASK.vocab.pause]
+    pos = np.asarray(p["params"]["pos"]["embedding"])[lay.latents.start - 16]
+    np.testing.assert_allclose(np.asarray(out.hidden[0, 0, lay.latents.start]), tok + pos, atol=1e-6)
+    assert out.latents.shape == (3, 0, 32)
+    d = M.Model(M.ModelConfig(task=TASK, width=32, heads=2))
+    assert d.layout.length == 16 + 5 + 1
+    assert d.apply(d.init(jax.random.key(0)), batch).logits.shape == (3, 22, TASK.vocab.size)
+
+
+def test_no_image_ignores_the_image():
+    m = M.Model(M.ModelConfig(task=TASK, width=32, heads=2, use_image=False))
+    p = m.init(jax.random.key(0))
+    b = tasks.generate(jax.random.key(1), 3, TASK)
+    a = m.apply(p, b).logits
+    c = m.apply(p, b.replace(image=(b.image + 1) % 4)).logits
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+
+
+def test_shape_and_config_errors(setup):
+    model, params, batch = setup
+    with pytest.raises(ValueError, match="batch.image"):
+        model.apply(params, batch.replace(image=batch.image[:, :3]))
+    with pytest.raises(ValueError, match="batch.question"):
+        model.apply(params, batch.replace(question=batch.question[:, :4]))
+    with pytest.raises(ValueError, match="batch.caption"):
+        model.apply(params, batch.replace(caption=batch.caption[:, :2]))
+    with pytest.raises(ValueError, match="latents"):
+        model.apply(params, batch, latents=jnp.zeros((5, 2, 32)))
+    with pytest.raises(ValueError, match="n_latents"):
+        M.Model(dataclasses.replace(CFG, n_latents=0))
+    with pytest.raises(ValueError, match="latent_mode"):
+        M.Model(dataclasses.replace(CFG, latent_mode="dream"))
+    with pytest.raises(ValueError, match="width must be a multiple"):
+        M.Model(dataclasses.replace(CFG, width=33))
+    with pytest.raises(ValueError, match="grid_size"):
+        M.Model(dataclasses.replace(CFG, task=tasks.TaskConfig(grid_size=0)))

@@ -1,0 +1,144 @@
+"""The task generators against plain NumPy/Python implementations of each transformation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tokdyn.latent import tasks
+
+CFG = tasks.TaskConfig(grid_size=5, n_colours=4, density=0.6)
+V = CFG.vocab
+N = 400
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return jax.tree.map(np.asarray, tasks.generate(jax.random.key(7), N, CFG))
+
+
+def _np_gravity(img):
+    out = np.zeros_like(img)
+    for c in range(img.shape[1]):
+        col = [x for x in img[:, c] if x != 0]
+        for k, x in enumerate(reversed(col)):
+            out[img.shape[0] - 1 - k, c] = x
+    return out
+
+
+def _reference(image, question):
+    """Answer, helper and caption from the question tokens, in plain NumPy/Python."""
+    g = image.shape[0]
+    fam = tasks.FAMILIES[question[0] - V.family0]
+    num = lambda t: int(t) - V.number0  # noqa: E731
+    col = lambda t: int(t) - V.colour0  # noqa: E731
+    if fam == "rotate":
+        op = tasks.OPS[question[1] - V.op0]
+        r, c = num(question[2]), num(question[3])
+        helper = {"rot90": np.rot90(image, 1), "rot180": np.rot90(image, 2), "rot270": np.rot90(image, 3),
+                  "flip_lr": np.fliplr(image), "flip_ud": np.flipud(image)}[op]
+        src = [(i, j) for i in range(g) for j in range(g) if _lands(image, i, j, op, r, c)]
+        sr, sc = src[0]
+        return V.colour0 + helper[r, c], helper, [V.number0 + sr, V.number0 + sc]
+    if fam == "gravity":
+        k, r = col(question[1]), num(question[2])
+        helper = _np_gravity(image)
+        return V.number0 + int((helper[r] == k).sum()), helper, list(V.colour0 + helper[r])
+    if fam == "recolour":
+        a, b, r = col(question[1]), col(question[2]), num(question[3])
+        helper = image.copy()
+        helper[image == a] = b
+        return V.number0 + int((helper[r] == b).sum()), helper, list(V.colour0 + helper[r])
+    # path: walk step by step on the torus
+    (sr,), (sc,) = np.nonzero(image == 1)
+    r, c = int(sr), int(sc)
+    for d, n in ((question[1], question[2]), (question[3], question[4])):
+        step = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}[tasks.DIRECTIONS[d - V.direction0]]
+        for _ in range(num(n)):
+            r, c = (r + step[0]) % g, (c + step[1]) % g
+    helper = np.empty_like(image)
+    for i in range(g):
+        for j in range(g):  # the destination sits under the marker
+            helper[(i + sr - r) % g, (j + sc - c) % g] = image[i, j]
+    return V.colour0 + image[r, c], helper, [V.number0 + r, V.number0 + c]
+
+
+def _lands(image, i, j, op, r, c):
+    """Does cell (i, j) land on (r, c) under op? (a one-hot probe through NumPy's own rot/flip)"""
+    probe = np.zeros_like(image)
+    probe[i, j] = 1
+    moved = {"rot90": np.rot90(probe, 1), "rot180": np.rot90(probe, 2), "rot270": np.rot90(probe, 3),
+             "flip_lr": np.fliplr(probe), "flip_ud": np.flipud(probe)}[op]
+    return moved[r, c] == 1
+
+
+def test_every_family_matches_the_numpy_reference(batch):
+    assert sorted(set(batch.family.tolist())) == [0, 1, 2, 3]
+    for i in range(N):
+        answer, helper, caption = _reference(batch.image[i], batch.question[i])
+        assert batch.answer[i] == answer, (i, tasks.FAMILIES[batch.family[i]])
+        np.testing.assert_array_equal(batch.helper[i], helper)
+        cap = np.asarray(caption + [V.pad] * (CFG.caption_len - len(caption)))
+        np.testing.assert_array_equal(batch.caption[i], cap)
+        assert batch.question[i][0] == V.family0 + batch.family[i]
+
+
+def test_marker_unique_and_value_ranges(batch):
+    path = batch.family == 3
+    assert np.all((batch.image[path] == 1).sum((1, 2)) == 1)
+    assert batch.image.min() >= 0 and batch.image.max() <= CFG.n_colours
+    assert np.all((batch.answer >= 0) & (batch.answer < V.size))
+    assert len(V.names()) == V.size
+    # every operation, direction and several row indices occur
+    rot = batch.question[batch.family == 0]
+    assert set(rot[:, 1] - V.op0) == set(range(len(tasks.OPS)))
+
+
+def test_density_and_seeding():
+    b = tasks.generate(jax.random.key(0), 200, tasks.TaskConfig(density=0.3), families=("rotate",))
+    frac = float((np.asarray(b.image) > 0).mean())
+    assert abs(frac - 0.3) < 0.03  # 7200 cells
+    again = tasks.generate(jax.random.key(0), 50, tasks.TaskConfig(density=0.3), families=("rotate",), offset=150)
+    np.testing.assert_array_equal(np.asarray(b.image)[150:], np.asarray(again.image))
+    other = tasks.generate(jax.random.key(1), 50, tasks.TaskConfig(density=0.3), families=("rotate",))
+    assert not np.array_equal(np.asarray(b.image)[:50], np.asarray(other.image))
+
+
+def test_sample_is_vmappable_over_traced_families():
+    keys = jax.random.split(jax.random.key(3), 8)
+    fams = jnp.arange(8) % 4
+    out = jax.jit(jax.vmap(lambda k, f: tasks.sample(k, f, CFG)))(keys, fams)
+    np.testing.assert_array_equal(np.asarray(out.family), np.asarray(fams))
+    one = tasks.sample(keys[5], "gravity", CFG)
+    np.testing.assert_array_equal(np.asarray(out.image[5]), np.asarray(one.image))
+
+
+def test_splits_never_share_instances():
+    # a tiny space (2x2 grid, 2 colours) forces collisions, which must be removed
+    cfg = tasks.TaskConfig(grid_size=2, n_colours=2, density=0.5)
+    train, test = tasks.splits(jax.random.key(0), 400, 40, cfg)
+    tr, te = set(tasks.fingerprints(train)), tasks.fingerprints(test)
+    assert len(te) == 40 and len(set(te)) == 40 and not (tr & set(te))
+    assert np.bincount(test.family, minlength=4).tolist() == [10, 10, 10, 10]
+    with pytest.raises(ValueError, match="n_test"):
+        tasks.splits(jax.random.key(0), 400, 4000, tasks.TaskConfig(grid_size=1, n_colours=2))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(grid_size=0), "grid_size"), (dict(grid_size=2.5), "grid_size"), (dict(n_colours=1), "n_colours"),
+    (dict(density=1.5), "density"),
+])
+def test_bad_config(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        tasks.generate(jax.random.key(0), 4, tasks.TaskConfig(**kwargs))
+
+
+def test_bad_family_and_sizes():
+    with pytest.raises(ValueError, match="family must be one of"):
+        tasks.generate(jax.random.key(0), 4, CFG, families=("rotate", "zoom"))
+    with pytest.raises(ValueError, match="family"):
+        tasks.sample(jax.random.key(0), 7, CFG)
+    with pytest.raises(ValueError, match="families"):
+        tasks.generate(jax.random.key(0), 4, CFG, families=())
+    with pytest.raises(ValueError, match="n must be"):
+        tasks.generate(jax.random.key(0), 0, CFG)

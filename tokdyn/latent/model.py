@@ -1,0 +1,316 @@
+"""A tiny decoder-only transformer (Flax linen) with a latent mode, behind one functional protocol.
+
+Sequence layout (``Layout``), for a batch of :class:`tokdyn.latent.tasks.Instance`-like records
+(anything with ``image`` (B, G, G), ``question`` (B, Q) and, when ``caption_len > 0``,
+``caption`` (B, K)):
+
+    [G*G image patches | Q question tokens | <latent_start> L latents <latent_end> | K caption | <answer>]
+
+The latent block is present when ``latent_mode != "none"``, the caption when ``caption_len > 0``.
+A patch's embedding is its colour one-hot times a matrix plus a row and a column embedding; text
+positions get token plus learned position embeddings. The logits at ``<answer>`` predict the
+answer token; those at the position before each caption token predict it (teacher forcing).
+
+Latent mode ``"feedback"``: the input embedding of latent i is ``project(h)`` where ``h`` is the
+previous position's last-layer hidden state (after the final LayerNorm), computed by L sequential
+passes over the growing prefix (causal, so a prefix pass equals the full pass on those positions),
+then one full pass. ``project`` is ``"none"`` (raw feedback: its norm, ~sqrt(width), differs from
+the token embeddings'), ``"layernorm"`` (a learned LayerNorm: norm matching) or ``"linear"``
+(LayerNorm then a learned Dense). Latent mode ``"pause"``: the latent positions hold the learned
+``<pause>`` token embedding (no feedback, one pass).
+
+The protocol every diagnostic uses (any JAX model can implement it)::
+
+    apply(params, batch, *, latents=None, intervene=None) -> Outputs(logits, hidden, attention, latents)
+
+``latents`` (B, L, D) replaces the fed-back hidden states (skipping the sequential passes);
+``intervene`` is a function ``(B, T, D) -> (B, T, D)`` applied to the input embeddings of every
+pass, after the latent feedback is written (see :func:`replace`, :func:`add`, :func:`scale`), so an
+edit of a latent or marker position propagates to every later latent step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks
+from tokdyn.latent import tasks
+
+LATENT_MODES = ("none", "feedback", "pause")
+PROJECTIONS = ("none", "layernorm", "linear")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Static structure of the model (shapes and control flow)."""
+
+    task: tasks.TaskConfig = tasks.TaskConfig()
+    width: int = 64
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: int = 4
+    latent_mode: str = "none"
+    n_latents: int = 0
+    caption_len: int = 0
+    projection: str = "layernorm"
+    use_image: bool = True
+
+    def validate(self) -> "ModelConfig":
+        self.task.validate()
+        _checks.positive_int("width", self.width)
+        _checks.positive_int("depth", self.depth)
+        _checks.positive_int("heads", self.heads)
+        _checks.positive_int("mlp_ratio", self.mlp_ratio)
+        if self.width % self.heads:
+            raise ValueError(f"width must be a multiple of heads, got width={self.width}, heads={self.heads}")
+        _checks.choice("latent_mode", self.latent_mode, LATENT_MODES)
+        _checks.choice("projection", self.projection, PROJECTIONS)
+        if self.latent_mode == "none":
+            _checks.positive_int("n_latents", self.n_latents, minimum=0)
+            if self.n_latents:
+                raise ValueError(f"n_latents must be 0 when latent_mode='none', got {self.n_latents}")
+        else:
+            _checks.positive_int("n_latents", self.n_latents)
+        _checks.positive_int("caption_len", self.caption_len, minimum=0)
+        return self
+
+    @property
+    def layout(self) -> "Layout":
+        return Layout.of(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Positions of each segment in the sequence (Python ints: static)."""
+
+    patches: slice
+    question: slice
+    latent_start: Optional[int]
+    latents: slice
+    latent_end: Optional[int]
+    caption: slice
+    answer: int
+    length: int
+
+    @staticmethod
+    def of(cfg: ModelConfig) -> "Layout":
+        p = cfg.task.n_patches
+        q = p + tasks.QUESTION_LEN
+        has = cfg.latent_mode != "none"
+        ls = q if has else None
+        lat = slice(q + 1, q + 1 + cfg.n_latents) if has else slice(q, q)
+        le = lat.stop if has else None
+        c0 = le + 1 if has else q
+        cap = slice(c0, c0 + cfg.caption_len)
+        return Layout(slice(0, p), slice(p, q), ls, lat, le, cap, cap.stop, cap.stop + 1)
+
+
+class Outputs(NamedTuple):
+    logits: jax.Array     # (B, T, V)
+    hidden: jax.Array     # (B, depth + 1, T, D) residual stream: embeddings, then after each block
+    attention: jax.Array  # (B, depth, H, T, T) attention weights
+    latents: jax.Array    # (B, L, D) fed-back last-layer hidden states (after the final LayerNorm)
+
+
+# --- Flax modules ---------------------------------------------------------------------------------
+
+class Block(nn.Module):
+    width: int
+    heads: int
+    mlp_ratio: int
+
+    @nn.compact
+    def __call__(self, x, mask):  # x (B, T, D), mask (T, T) bool
+        b, t, d = x.shape
+        h, dh = self.heads, self.width // self.heads
+        y = nn.LayerNorm(name="ln1")(x)
+        qkv = nn.Dense(3 * d, name="qkv")(y).reshape(b, t, 3, h, dh)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, H, dh)
+        s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(dh)
+        s = jnp.where(mask, s, jnp.finfo(s.dtype).min)
+        a = jax.nn.softmax(s, axis=-1)  # (B, H, T, T)
+        o = jnp.einsum("bhqk,bkhd->bqhd", a, v).reshape(b, t, d)
+        x = x + nn.Dense(d, name="out")(o)
+        y = nn.LayerNorm(name="ln2")(x)
+        y = nn.Dense(d, name="fc2")(nn.gelu(nn.Dense(self.mlp_ratio * d, name="fc1")(y)))
+        return x + y, a
+
+
+class Network(nn.Module):
+    cfg: ModelConfig
+
+    def setup(self):
+        c, init = self.cfg, nn.initializers.normal(0.02)
+        g, d = c.task.grid_size, c.width
+        self.tok = nn.Embed(c.task.vocab.size, d, embedding_init=init)
+        self.colour = nn.Embed(c.task.n_colours + 1, d, embedding_init=init)  # one-hot @ W
+        self.row = nn.Embed(g, d, embedding_init=init)
+        self.col = nn.Embed(g, d, embedding_init=init)
+        self.pos = nn.Embed(c.layout.length - c.task.n_patches, d, embedding_init=init)
+        self.blocks = [Block(d, c.heads, c.mlp_ratio, name=f"block{i}") for i in range(c.depth)]
+        self.ln_f = nn.LayerNorm()
+        self.head = nn.Dense(c.task.vocab.size)
+        if c.projection == "layernorm":
+            self.proj = nn.LayerNorm()
+        elif c.projection == "linear":
+            self.proj = nn.Sequential([nn.LayerNorm(), nn.Dense(d)])
+
+    def embed_patches(self, image):  # image (B, G, G) -> (B, G*G, D)
+        g = self.cfg.task.grid_size
+        rows = self.row(jnp.arange(g))[:, None, :]
+        cols = self.col(jnp.arange(g))[None, :, :]
+        e = self.colour(image) + rows + cols  # (B, G, G, D)
+        return e.reshape(image.shape[0], g * g, -1)
+
+    def embed_text(self, tokens):  # tokens (B, T_text) -> (B, T_text, D)
+        return self.tok(tokens) + self.pos(jnp.arange(tokens.shape[1]))[None]
+
+    def backbone(self, x):  # x (B, T, D) -> final (B, T, D), hidden (B, depth+1, T, D), attn
+        t = x.shape[1]
+        mask = jnp.tril(jnp.ones((t, t), bool))
+        hidden, attn = [x], []
+        for blk in self.blocks:
+            x, a = blk(x, mask)
+            hidden.append(x)
+            attn.append(a)
+        return self.ln_f(x), jnp.stack(hidden, 1), jnp.stack(attn, 1)
+
+    def project(self, h):
+        return h if self.cfg.projection == "none" else self.proj(h)
+
+    def unembed(self, h):
+        return self.head(h)
+
+    def __call__(self, image, tokens):  # used only by init: touches every parameter
+        x = jnp.concatenate([self.embed_patches(image), self.embed_text(tokens)], 1)
+        out, _, _ = self.backbone(x)
+        return self.unembed(self.project(out))
+
+
+# --- interventions ----------------------------------------------------------------------------------
+
+def replace(positions, values) -> Callable:
+    """Set the embeddings at ``positions`` (ints) to ``values`` ((len(positions), D) or (B, len, D))."""
+    idx = np.asarray(positions, int)
+    return lambda x: x.at[:, idx].set(jnp.broadcast_to(values, (x.shape[0], len(idx), x.shape[2])))
+
+
+def add(positions, delta) -> Callable:
+    """Add ``delta`` ((D,), (len, D) or (B, len, D)) to the embeddings at ``positions``."""
+    idx = np.asarray(positions, int)
+    return lambda x: x.at[:, idx].add(delta)
+
+
+def scale(positions, factor) -> Callable:
+    """Multiply the embeddings at ``positions`` by ``factor`` (traceable)."""
+    idx = np.asarray(positions, int)
+    return lambda x: x.at[:, idx].multiply(factor)
+
+
+# --- the functional boundary -----------------------------------------------------------------------
+
+def _shape_error(name, got, want):
+    raise ValueError(f"{name} must have shape {want} for this model config, got {tuple(got)}")
+
+
+def check_batch(cfg: ModelConfig, batch, latents=None) -> int:
+    """Check the batch (and latents) shapes against ``cfg``; returns the batch size."""
+    g = cfg.task.grid_size
+    img = jnp.shape(batch.image)
+    if len(img) != 3 or img[1:] != (g, g):
+        _shape_error("batch.image", img, f"(B, {g}, {g})")
+    b = img[0]
+    if jnp.shape(batch.question) != (b, tasks.QUESTION_LEN):
+        _shape_error("batch.question", jnp.shape(batch.question), f"({b}, {tasks.QUESTION_LEN})")
+    if cfg.caption_len and jnp.shape(batch.caption) != (b, cfg.caption_len):
+        _shape_error("batch.caption", jnp.shape(batch.caption), f"({b}, {cfg.caption_len})")
+    if latents is not None:
+        if cfg.latent_mode != "feedback":
+            raise ValueError(f"latents can only be given when latent_mode='feedback', got {cfg.latent_mode!r}")
+        if jnp.shape(latents) != (b, cfg.n_latents, cfg.width):
+            _shape_error("latents", jnp.shape(latents), f"({b}, {cfg.n_latents}, {cfg.width})")
+    return b
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """``init(key) -> params`` and the protocol ``apply(params, batch, *, latents, intervene)``."""
+
+    cfg: ModelConfig = ModelConfig()
+
+    def __post_init__(self):
+        self.cfg.validate()
+
+    @property
+    def net(self) -> Network:
+        return Network(self.cfg)
+
+    @property
+    def layout(self) -> Layout:
+        return self.cfg.layout
+
+    def init(self, key):
+        lay, g = self.layout, self.cfg.task.grid_size
+        return self.net.init(key, jnp.zeros((1, g, g), jnp.int32),
+                             jnp.zeros((1, lay.length - self.cfg.task.n_patches), jnp.int32))
+
+    def text_tokens(self, batch):
+        """The token ids of the text part (B, T - G*G); latent slots hold <pause> (or <pad>)."""
+        c, v, b = self.cfg, self.cfg.task.vocab, batch.question.shape[0]
+        parts = [jnp.asarray(batch.question, jnp.int32)]
+        if c.latent_mode != "none":
+            slot = v.pause if c.latent_mode == "pause" else v.pad
+            parts += [jnp.full((b, 1), v.latent_start), jnp.full((b, c.n_latents), slot),
+                      jnp.full((b, 1), v.latent_end)]
+        if c.caption_len:
+            parts.append(jnp.asarray(batch.caption, jnp.int32))
+        parts.append(jnp.full((b, 1), v.answer))
+        return jnp.concatenate(parts, 1).astype(jnp.int32)
+
+    def embed(self, params, batch):
+        """Input embeddings (B, T, D) before latent feedback (latent slots hold <pad>/<pause>)."""
+        image = jnp.asarray(batch.image, jnp.int32)
+        if not self.cfg.use_image:
+            image = jnp.zeros_like(image)
+        net = self.net
+        patches = net.apply(params, image, method=Network.embed_patches)
+        text = net.apply(params, self.text_tokens(batch), method=Network.embed_text)
+        x = jnp.concatenate([patches, text], 1)
+        if self.cfg.latent_mode == "feedback":
+            lat = self.layout.latents
+            x = x.at[:, lat].set(0.0)
+        return x
+
+    def apply(self, params, batch, *, latents=None, intervene=None) -> Outputs:
+        c, lay, net = self.cfg, self.layout, self.net
+        b = check_batch(c, batch, latents)
+        edit = intervene if intervene is not None else (lambda x: x)
+        x = self.embed(params, batch)
+        if c.latent_mode == "feedback":
+            s = lay.latents.start
+            proj = lambda h: net.apply(params, h, method=Network.project)  # noqa: E731
+            if latents is None:
+                fed = []
+                for i in range(c.n_latents):  # pass i sees the prefix up to latent i's predecessor
+                    out, _, _ = net.apply(params, edit(x)[:, : s + i], method=Network.backbone)
+                    h = out[:, s + i - 1]  # (B, D)
+                    fed.append(h)
+                    x = x.at[:, s + i].set(proj(h))
+                latents = jnp.stack(fed, 1)
+            else:
+                x = x.at[:, lay.latents].set(proj(jnp.asarray(latents, x.dtype)))
+        else:
+            latents = jnp.zeros((b, 0, c.width), x.dtype)
+        out, hidden, attn = net.apply(params, edit(x), method=Network.backbone)
+        logits = net.apply(params, out, method=Network.unembed)
+        return Outputs(logits, hidden, attn, latents)
+
+    def final_hidden(self, params, x):
+        """The last-layer hidden states (after the final LayerNorm) for input embeddings x (B, T, D)."""
+        return self.net.apply(params, x, method=Network.backbone)[0]

@@ -10,8 +10,8 @@ import pytest
 from tokdyn import analysis, cli, report
 from tokdyn.studies import collapse
 
-TINY = dict(shapes=("blobs2", "aniso2"), n_tokens=(2, 4), seeds=6, n_ratios=5, n_steps=1500, phase_noise=(0.5, 1.5),
-            phase_tokens=(2, 6), momentum=(0.0, 0.9), repulsion_rel=(0.0, 1e-3), phase_seeds=2, phase_ratios=5,
+TINY = dict(shapes=("aniso2",), n_tokens=(2, 4), seeds=6, n_ratios=5, n_steps=1000, phase_noise=(0.5, 1.5),
+            phase_tokens=(4,), momentum=(0.0, 0.9), repulsion_rel=(0.0, 1e-3), phase_seeds=2, phase_ratios=5,
             convergence_runs=16)
 
 
@@ -37,12 +37,12 @@ def test_outputs_and_threshold(study):
 
     from tokdyn import sweep
 
-    key = jax.random.fold_in(jax.random.key(cfg.root_seed), sum(map(ord, "threshold_blobs2_T2")))
-    tcs = [2 * np.linalg.eigvalsh(np.cov(np.asarray(collapse.make_data(jax.random.fold_in(key, s), "blobs2",
+    key = jax.random.fold_in(jax.random.key(cfg.root_seed), sum(map(ord, "threshold_aniso2_T2")))
+    tcs = [2 * np.linalg.eigvalsh(np.cov(np.asarray(collapse.make_data(jax.random.fold_in(key, s), "aniso2",
                                                                           cfg.n_points, 1.0)).T, bias=True)).max()
            for s in range(cfg.seeds)]
     np.testing.assert_allclose(thr["tau_c_pred"][0], np.mean(tcs), rtol=1e-4)
-    assert len(sweep.load(os.path.join(out, "sweeps", "threshold_blobs2_T2"))) == cfg.seeds * len(cfg.ratios())
+    assert len(sweep.load(os.path.join(out, "sweeps", "threshold_aniso2_T2"))) == cfg.seeds * len(cfg.ratios())
 
 
 def test_jacobian_check_and_config(study):

@@ -1,6 +1,7 @@
 """The ``tokdyn`` command.
 
     tokdyn study token-dynamics [--out DIR] [--seeds N] [--dim D] ...
+    tokdyn study collapse [--out DIR] [--shapes blobs2,aniso2] [--n-tokens 2,4,8] [--seeds N] ...
     tokdyn sweep token-dynamics --temperature logspace:0.05:20:25 --repulsion linspace:0:0.2:11 ... --out DIR
     tokdyn plot heatmap DIR --x temperature --y repulsion --metric ari [--where momentum=0.5]
 
@@ -82,6 +83,52 @@ def _study_parser(sub) -> None:
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
     p.add_argument("--no-cache", action="store_true", help="disable the persistent compilation cache")
     p.add_argument("--quiet", action="store_true")
+
+
+def _collapse_parser(sub) -> None:
+    from tokdyn.studies.collapse import Config as CollapseConfig
+
+    d = CollapseConfig()
+    p = sub.add_parser("collapse", help="collapse threshold, Jacobian spectra and phase diagrams vs the theory",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="results/collapse", help="output directory (finished sweeps are resumed)")
+    p.add_argument("--shapes", type=_names, default=d.shapes, help="comma list of data shapes")
+    p.add_argument("--n-tokens", type=_ints, default=d.n_tokens, help="comma list of token counts T")
+    p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per threshold condition")
+    p.add_argument("--n-ratios", type=int, default=d.n_ratios, help="tau/tau_c values (log-spaced, + 0.9..1.1)")
+    p.add_argument("--ratio-min", type=float, default=d.ratio_min)
+    p.add_argument("--ratio-max", type=float, default=d.ratio_max)
+    p.add_argument("--n-points", type=int, default=d.n_points)
+    p.add_argument("--n-steps", type=int, default=d.n_steps)
+    p.add_argument("--merge-rel", type=float, default=d.merge_rel, help="merge tolerance / RMS data radius")
+    p.add_argument("--tol-rel", type=float, default=d.tol_rel, help="convergence tolerance / RMS data radius")
+    p.add_argument("--phase-noise", type=_floats, default=d.phase_noise)
+    p.add_argument("--phase-tokens", type=_ints, default=d.phase_tokens)
+    p.add_argument("--momentum", type=_floats, default=d.momentum)
+    p.add_argument("--repulsion-rel", type=_floats, default=d.repulsion_rel)
+    p.add_argument("--phase-seeds", type=int, default=d.phase_seeds)
+    p.add_argument("--phase-ratios", type=int, default=d.phase_ratios)
+    p.add_argument("--convergence-runs", type=int, default=d.convergence_runs, help="runs of the convergence-time check")
+    p.add_argument("--root-seed", type=int, default=d.root_seed)
+    p.add_argument("--no-plots", action="store_true", help="skip the figures")
+    p.add_argument("--no-cache", action="store_true", help="disable the persistent compilation cache")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _run_collapse(args, parser) -> int:
+    import dataclasses
+
+    from tokdyn.studies.collapse import Config as CollapseConfig
+
+    try:
+        cfg = CollapseConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CollapseConfig)}).validate()
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+    _setup_jax(cache=not args.no_cache)
+    from tokdyn.studies import collapse
+
+    collapse.main(cfg, args.out, quiet=args.quiet, plots=not args.no_plots)
+    return 0
 
 
 def _sweep_parser(sub) -> None:
@@ -205,6 +252,7 @@ def _main(argv, worker) -> int:
     study = cmds.add_parser("study", help="run an end-to-end study")
     studies = study.add_subparsers(dest="study", required=True)
     _study_parser(studies)
+    _collapse_parser(studies)
     sweeps = cmds.add_parser("sweep", help="run a sweep over a grid of conditions x seeds (resumable)")
     _sweep_parser(sweeps.add_subparsers(dest="sweep", required=True))
     plot = cmds.add_parser("plot", help="plot a finished sweep")
@@ -215,6 +263,8 @@ def _main(argv, worker) -> int:
         return _run_sweep(args, parser)
     if args.command == "plot":
         return _run_plot(args, parser)
+    if args.command == "study" and args.study == "collapse":
+        return _run_collapse(args, parser)
 
     if args.command == "study" and args.study == "token-dynamics":
         from tokdyn.studies.token_dynamics import Config

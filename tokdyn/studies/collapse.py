@@ -110,6 +110,7 @@ class Config:
     repulsion_rel: tuple = (0.0, 1e-7, 1e-5, 1e-3, 1e-1)
     phase_seeds: int = 8
     phase_ratios: int = 13
+    convergence_runs: int = 64
     root_seed: int = 0
 
     def validate(self) -> "Config":
@@ -117,7 +118,7 @@ class Config:
             _checks.choice("shapes", s, SHAPES)
         for t in self.n_tokens + self.phase_tokens:
             _checks.positive_int("n_tokens", t, minimum=2)
-        for name in ("n_ratios", "seeds", "n_points", "n_steps", "phase_seeds", "phase_ratios"):
+        for name in ("n_ratios", "seeds", "n_points", "n_steps", "phase_seeds", "phase_ratios", "convergence_runs"):
             _checks.positive_int(name, getattr(self, name), minimum=2 if "ratio" in name else 1)
         _checks.real("ratio_min", self.ratio_min, low=0.0, low_open=True)
         _checks.real("ratio_max", self.ratio_max, low=self.ratio_min, low_open=True)
@@ -217,12 +218,12 @@ def _match(num, pred):
     return np.asarray(out), np.asarray(pred)
 
 
-def convergence_part(cfg: Config, n_runs: int = 64):
+def convergence_part(cfg: Config):
     """Spectral radius at the fixed point -> predicted steps, vs observed (tol = 1e-3, 3 tokens)."""
     rows, tol = [], 1e-3
     rng = np.random.default_rng(cfg.root_seed)
     jac = jax.jit(jax.vmap(analysis._jacobian, (None, 0, None, None, None)))
-    for i in range(n_runs):
+    for i in range(cfg.convergence_runs):
         key = jax.random.fold_in(jax.random.key(cfg.root_seed), 1000 + i)
         x = make_data(key, "blobs2", cfg.n_points, 0.8)
         ratio = float(np.exp(rng.uniform(np.log(0.05), np.log(0.9))))

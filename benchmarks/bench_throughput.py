@@ -48,7 +48,7 @@ from common import Batched  # noqa: E402
 from tokdyn import data, dynamics, metrics, sweep  # noqa: E402
 from tokdyn.studies import token_dynamics as td  # noqa: E402
 
-METHOD_NAMES = list(dynamics.METHODS)
+METHOD_NAMES = ["baseline", "inertia", "repulsion", "inertia+repulsion"]  # the published study's
 CFG = td.Config()
 TASK = CFG.task()
 
@@ -85,8 +85,7 @@ def given_data_task(pool, run):
 def params_for(n):
     m = np.arange(n) % 4
     p = [dynamics.METHODS[name] for name in METHOD_NAMES]
-    return dynamics.Params(*(np.asarray([getattr(q, f) for q in p], np.float32)[m]
-                             for f in ("temperature", "momentum", "repulsion")))
+    return dynamics.Params(**{f: np.asarray([getattr(q, f) for q in p], np.float32)[m] for f in dynamics.FIELDS})
 
 
 def time_map(fn, run_args, shared, devices, chunk):

@@ -3,6 +3,8 @@ Langevin) against the float64 NumPy reference in tests/reference_rules.py; close
 marginals; Langevin reproducibility across batch sizes; annealing split temperatures against the
 within-group collapse threshold 2 lambda_max(Cov); bad input."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -307,3 +309,64 @@ def test_other_bad_input():
         dynamics.split_temperatures(np.zeros((3, 2, 2)))
     with pytest.raises(ValueError, match="anneal_ratio"):
         dynamics.temperature_schedule(dynamics.Params(anneal_ratio=0.9), 5)
+
+
+# ----------------------------------------------------------------------------------------------
+# The new rules in the study's run function and in sweeps
+
+
+def test_cluster_run_method_rows_equal_direct_runs():
+    """ClusterRun with a method table of the new rules gives the same metrics as passing each
+    method's knobs explicitly, and the Langevin rule draws from fold_in(key, LANGEVIN_STREAM)."""
+    from tokdyn.studies import token_dynamics as td
+
+    names = ["annealing", "sinkhorn", "slot-attention", "damped", "langevin"]
+    run = td.ClusterRun(dim=2, points_per_cluster=20, max_clusters=4, n_clusters=3,
+                        methods=tuple(dynamics.as_row(dynamics.METHODS[m]) for m in names))
+    key = jax.random.key(3)
+    for i, m in enumerate(names):
+        by_index = jax.jit(lambda k: run(k, method=i))(key)
+        explicit = jax.jit(lambda k: run(k, **{f: getattr(dynamics.METHODS[m], f) for f in dynamics.FIELDS}))(key)
+        for f in ("ari", "steps", "sse"):
+            np.testing.assert_array_equal(np.asarray(by_index[f]), np.asarray(explicit[f]))
+    a = run(key, langevin=0.05)
+    b = run(key, langevin=0.0)
+    assert float(a["sse"]) != float(b["sse"])
+
+
+def test_sweep_cli_method_and_knob_axes(tmp_path, capsys):
+    from tokdyn import cli, sweep
+    from tokdyn.studies import token_dynamics_sweep as tds
+
+    common = ["--temperature", "1", "--repulsion", "0", "--momentum", "0", "--noise", "0.5", "--n-clusters", "3",
+              "--seeds", "3", "--dim", "2", "--points-per-cluster", "10", "--no-cache", "--bootstrap", "50",
+              "--no-plots", "--quiet"]
+    outs = []
+    for chunk in ("4", "7"):
+        out = str(tmp_path / f"c{chunk}")
+        assert cli.main(["sweep", "token-dynamics", "--out", out, "--chunk-size", chunk, *common,
+                         "--method", "baseline,langevin,sinkhorn", "--damping", "0.5,1"]) == 0
+        outs.append(sweep.load(out))
+    assert len(outs[0]) == 3 * 2 * 3
+    for f in ("ari", "sse", "steps"):  # Langevin runs do not depend on the chunking
+        np.testing.assert_array_equal(outs[0][f], outs[1][f])
+    # each run equals the run function called with that method's knobs and the sweep's damping
+    cfg = tds.SweepConfig(axes=(("temperature", (1.0,)), ("method", ("baseline", "langevin", "sinkhorn")),
+                                ("damping", (0.5, 1.0))), seeds=3, dim=2, points_per_cluster=10)
+    task = cfg.task()
+    res = outs[0]
+    for i in (0, 5, 11, 17):
+        key = jax.random.fold_in(jax.random.key(0), int(res["seed"][i]))
+        m = ("baseline", "langevin", "sinkhorn")[int(res["method"][i])]
+        knobs = {f: getattr(dynamics.METHODS[m], f) for f in dynamics.FIELDS}
+        knobs.update(temperature=1.0, damping=float(res["damping"][i]))
+        one = jax.jit(lambda k: task(k, n_clusters=3, noise=0.5, **knobs))(key)
+        np.testing.assert_allclose(float(one["sse"]), float(res["sse"][i]), rtol=1e-5)
+    assert "1 = langevin" in open(os.path.join(str(tmp_path / "c4"), "report.md")).read()
+    for bad, match in ((["--method", "nope"], "method must be one of"),
+                       (["--sinkhorn-iters", "-1"], "sinkhorn_iters"),
+                       (["--anneal-ratio", "0.5"], "never increase"),
+                       (["--damping", "0"], "damping")):
+        with pytest.raises(SystemExit):
+            cli.main(["sweep", "token-dynamics", "--out", str(tmp_path / "bad"), *common, *bad])
+        assert match in capsys.readouterr().err

@@ -141,6 +141,10 @@ def _sweep_parser(sub) -> None:
                                    "A single value fixes that condition.")
     for name, default in tds.DEFAULT_AXES:
         p.add_argument("--" + name.replace("_", "-"), dest=name, default=default, help=f"{name} axis")
+    for name in tds.EXTRA_AXES:
+        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                       help="comma list of registered method names (an axis; temperature etc. override)"
+                       if name == "method" else f"{name} axis of the extended rules (default: not an axis)")
     p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per condition")
     p.add_argument("--out", default="results/token-dynamics-sweep", help="output directory")
     p.add_argument("--resume", action="store_true", help="continue the sweep already in --out")
@@ -187,6 +191,9 @@ def _run_sweep(args, parser) -> int:
 
     try:
         axes = tuple((name, tuple(sweep.parse_axis(name, getattr(args, name)).tolist())) for name, _ in tds.DEFAULT_AXES)
+        axes += tuple((name, _names(getattr(args, name)) if name == "method" else
+                       tuple(sweep.parse_axis(name, getattr(args, name)).tolist()))
+                      for name in tds.EXTRA_AXES if getattr(args, name) is not None)
         fields = ("seeds", "n_tokens", "dim", "points_per_cluster", "centers", "center_box", "init", "init_scale",
                   "n_steps", "tol", "root_seed")
         cfg = tds.SweepConfig(axes=axes, **{f: getattr(args, f) for f in fields}).validate()

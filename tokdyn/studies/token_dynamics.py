@@ -84,33 +84,48 @@ class ClusterRun(RunStructure):
 
     The fields are static structure (hashable: equal instances share one compilation) and the
     defaults of every condition that is not a sweep axis. Calling it,
-    ``run(key, temperature=..., momentum=..., repulsion=..., noise=..., n_clusters=..., method=...)``,
+    ``run(key, temperature=..., momentum=..., ..., noise=..., n_clusters=..., method=...)``,
     draws the data from ``key`` (cluster k depends only on (key, k), see
     :func:`tokdyn.data.gaussian_clusters`), starts the tokens by ``init``, runs the dynamics and
     returns a dict of scalars: ari, nmi, sse, steps, converged, collapsed. Every condition is traced,
-    so a :func:`tokdyn.sweep.run` over any of them compiles once. ``method`` indexes ``methods``
-    (rows of temperature, momentum, repulsion); an explicit temperature/momentum/repulsion
-    overrides the method's value.
+    so a :func:`tokdyn.sweep.run` over any of them compiles once. The rule's conditions are the
+    fields of :class:`tokdyn.dynamics.Params` (temperature, momentum, repulsion, damping, langevin,
+    sinkhorn_iters, slot_norm, anneal_ratio, anneal_steps). ``method`` indexes ``methods`` (rows of
+    those fields in that order, see :func:`tokdyn.dynamics.as_row`; shorter rows take the defaults
+    for the rest); an explicit condition overrides the method's value. The Langevin noise comes
+    from ``fold_in(key, LANGEVIN_STREAM)``.
     """
 
     max_clusters: int = 5
     temperature: float = 1.0
     momentum: float = 0.0
     repulsion: float = 0.0
+    damping: float = 1.0
+    langevin: float = 0.0
+    sinkhorn_iters: float = 0.0
+    slot_norm: float = 0.0
+    anneal_ratio: float = 1.0
+    anneal_steps: float = 0.0
     noise: float = 0.6
     n_clusters: int = 4
     methods: tuple = ()
 
-    AXES = ("temperature", "momentum", "repulsion", "noise", "n_clusters", "method")
+    RULE = dynamics.FIELDS  # the rule's knobs, in the column order of a ``methods`` row
+    AXES = dynamics.FIELDS + ("noise", "n_clusters", "method")
+    LANGEVIN_STREAM = 0x7FFFFFFE  # the Langevin key is fold_in(key, LANGEVIN_STREAM)
 
-    def __call__(self, key, *, temperature=None, momentum=None, repulsion=None, noise=None, n_clusters=None,
-                 method=None):
+    def __call__(self, key, *, temperature=None, momentum=None, repulsion=None, damping=None, langevin=None,
+                 sinkhorn_iters=None, slot_norm=None, anneal_ratio=None, anneal_steps=None, noise=None,
+                 n_clusters=None, method=None):
+        rule = dict(temperature=temperature, momentum=momentum, repulsion=repulsion, damping=damping,
+                    langevin=langevin, sinkhorn_iters=sinkhorn_iters, slot_norm=slot_norm, anneal_ratio=anneal_ratio,
+                    anneal_steps=anneal_steps)
         f32 = jnp.float32
-        base = (self.temperature, self.momentum, self.repulsion)
+        base = tuple(getattr(self, f) for f in self.RULE)
         if method is not None:
-            base = tuple(jnp.asarray(self.methods, f32)[method])  # (3,) row of the method table
-        params = dynamics.Params(*(f32(b) if v is None else f32(v) for b, v in zip(base, (temperature, momentum,
-                                                                                           repulsion))))
+            table = [tuple(row) + base[len(row):] for row in self.methods]  # short rows: defaults after
+            base = tuple(jnp.asarray(table, f32)[method])  # a row of the method table
+        params = dynamics.Params(**{f: f32(b) if rule.get(f) is None else f32(rule[f]) for f, b in zip(self.RULE, base)})
         noise = f32(self.noise if noise is None else noise)
         n_clusters = jnp.int32(self.n_clusters if n_clusters is None else n_clusters)
         c, init_noise = data._generate(key, n_clusters, noise, f32(self.center_box), self.max_clusters,
@@ -120,7 +135,8 @@ class ClusterRun(RunStructure):
         else:
             t0 = dynamics._init_tokens(jax.random.fold_in(key, 0x7FFFFFFF), c.x, c.mask, self.init_scale,
                                        n_tokens=self.n_tokens, dim=self.dim, method=self.init)
-        r = dynamics._run(c.x, t0, params, c.mask, jnp.int32(self.n_steps), f32(self.tol))
+        r = dynamics._run(c.x, t0, params, c.mask, jnp.int32(self.n_steps), f32(self.tol),
+                          jax.random.fold_in(key, self.LANGEVIN_STREAM))
         labels_true = jnp.where(c.mask, c.labels, 0)
         labels_pred = jnp.where(c.mask, r.labels, 0)
         kw = dict(n_true=self.max_clusters, n_pred=self.n_tokens)
@@ -162,8 +178,7 @@ class Config(RunStructure):
 
     def task(self) -> ClusterRun:
         """The per-run function: :class:`ClusterRun` with this study's structure and method table."""
-        table = tuple((float(self.temperature), float(dynamics.METHODS[m].momentum), float(dynamics.METHODS[m].repulsion))
-                      for m in self.methods)
+        table = tuple((float(self.temperature),) + dynamics.as_row(dynamics.METHODS[m])[1:] for m in self.methods)
         return ClusterRun(**self._structure(), max_clusters=max(self.n_clusters), temperature=float(self.temperature),
                           methods=table)
 

@@ -12,7 +12,8 @@ A killed sweep continues with ``--resume``.
 Afterwards (:func:`analyse`) the directory gets:
 
 - ``summary.csv``: per condition (every axis), mean / std / NaN count of each metric over seeds;
-- ``settings.csv``: per hyperparameter setting (the rule axes: temperature, momentum, repulsion),
+- ``settings.csv``: per hyperparameter setting (the rule axes: temperature, momentum, repulsion,
+  and any of the extended rules' knobs or ``method``, an index into ``config.json``'s method names),
   pooled over the data axes (noise, n_clusters), mean ARI, steps, collapse and convergence rates
   with 95% percentile-bootstrap intervals over seeds, and whether it is on the Pareto front;
 - ``pareto.csv`` + ``plots/pareto.png``: the settings no other setting beats on both mean steps
@@ -29,10 +30,13 @@ import time
 
 import numpy as np
 
-from tokdyn import _checks, report, summary, sweep
+from tokdyn import _checks, dynamics, report, summary, sweep
 from tokdyn.studies.token_dynamics import ClusterRun, RunStructure
 
-RULE_AXES = ("temperature", "momentum", "repulsion")
+RULE_AXES = dynamics.FIELDS + ("method",)
+# optional axes of the CLI (absent unless given): the registered methods by name and the knobs of
+# the extended rules (see tokdyn.dynamics.Params)
+EXTRA_AXES = ("method", "damping", "langevin", "sinkhorn_iters", "slot_norm", "anneal_ratio", "anneal_steps")
 DATA_AXES = ("noise", "n_clusters")
 DEFAULT_AXES = (
     ("temperature", "logspace:0.05:20:25"),
@@ -64,12 +68,14 @@ class SweepConfig(RunStructure):
             _checks.choice("axis", name, RULE_AXES + DATA_AXES)
             if len(values) == 0:
                 raise ValueError(f"axis {name!r} has no values")
+            if name == "method":
+                for m in values:
+                    _checks.choice("method", m, dynamics.METHODS)
+                continue
             v = np.asarray(values, float)
-            if name == "temperature":
-                _checks.real("temperature", v, low=0.0, low_open=True)
-            elif name == "momentum":
-                _checks.real("momentum", v, low=0.0, high=1.0, high_open=True)
-            elif name in ("repulsion", "noise"):
+            if name in dynamics.FIELDS:
+                dynamics.Params(**{name: v}).validate()  # names the field, the value and what is allowed
+            elif name == "noise":
                 _checks.real(name, v, low=0.0)
             elif name == "n_clusters":
                 if not np.all(v == np.round(v)) or v.min() < 1:
@@ -81,12 +87,21 @@ class SweepConfig(RunStructure):
         d = dict(self.axes)
         return tuple(int(k) for k in d.get("n_clusters", (ClusterRun.n_clusters,)))
 
+    def method_names(self) -> tuple:
+        """The names of the ``method`` axis (its grid values are indices into them), or ()."""
+        return tuple(dict(self.axes).get("method", ()))
+
     def task(self) -> ClusterRun:
-        return ClusterRun(**self._structure(), max_clusters=max(self._n_clusters()))
+        table = tuple(dynamics.as_row(dynamics.METHODS[m]) for m in self.method_names())
+        return ClusterRun(**self._structure(), max_clusters=max(self._n_clusters()), methods=table)
 
     def grid(self) -> sweep.Grid:
-        axes = {k: (np.asarray(v, np.int64) if k == "n_clusters" else np.asarray(v, np.float64)) for k, v in self.axes}
-        return sweep.Grid(seeds=self.seeds, **axes)
+        def values(k, v):
+            if k == "method":
+                return np.arange(len(v), dtype=np.int64)
+            return np.asarray(v, np.int64) if k == "n_clusters" else np.asarray(v, np.float64)
+
+        return sweep.Grid(seeds=self.seeds, **{k: values(k, v) for k, v in self.axes})
 
     def rule_axes(self) -> list:
         return [k for k, _ in self.axes if k in RULE_AXES]
@@ -193,7 +208,8 @@ def _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top) -> None
         + (f", in {seconds:.1f} s" if seconds else "") + ".",
         f"Runs: {cfg.n_tokens} tokens, D={cfg.dim}, {cfg.points_per_cluster} points per cluster, "
         f"centres {cfg.centers} (box {cfg.center_box:g}), init {cfg.init}, at most {cfg.n_steps} steps, "
-        f"tol {cfg.tol:g}.",
+        f"tol {cfg.tol:g}." + (" Method indices: " + ", ".join(f"{i} = {m}" for i, m in enumerate(cfg.method_names()))
+                               + "." if cfg.method_names() else ""),
         "A *setting* is one point of the rule axes (" + (", ".join(by) or "none") + "), pooled over the data axes ("
         + (", ".join(k for k, _ in cfg.axes if k in DATA_AXES) or "none") + "). Intervals are 95% percentile "
         "bootstraps over seeds (common random numbers: every setting saw the same data per seed).",

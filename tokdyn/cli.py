@@ -14,6 +14,7 @@ study also keeps its serialized executable, so a second invocation skips tracing
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -128,6 +129,44 @@ def _run_collapse(args, parser) -> int:
     from tokdyn.studies import collapse
 
     collapse.main(cfg, args.out, quiet=args.quiet, plots=not args.no_plots)
+
+
+def _visual_tokens_parser(sub) -> None:
+    from tokdyn.studies.visual_tokens import PARTS, StudyConfig
+
+    d = StudyConfig()
+    p = sub.add_parser("visual-tokens", help="text tokens <-> colour grids: reconstruction and collapse",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="results/visual-tokens", help="output directory (finished parts are kept)")
+    p.add_argument("--vocab-sizes", type=_ints, default=d.vocab_sizes)
+    p.add_argument("--grids", default=",".join(f"{n}x{c}" for n, c in d.grids), help="comma list of NxC")
+    p.add_argument("--modes", type=_names, default=d.modes)
+    p.add_argument("--budgets", type=_ints, default=d.budgets, help="training steps")
+    p.add_argument("--parts", type=_names, default=PARTS)
+    p.add_argument("--seeds", type=int, default=d.seeds)
+    p.add_argument("--root-seed", type=int, default=d.root_seed)
+    p.add_argument("--quick", action="store_true", help="a few-minute version (smaller everything)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _run_visual_tokens(args, parser) -> int:
+    from tokdyn.studies import visual_tokens as vt
+
+    try:
+        grids = tuple(tuple(int(v) for v in g.lower().split("x")) for g in args.grids.split(",") if g.strip())
+        if any(len(g) != 2 for g in grids):
+            raise ValueError(f"--grids expects NxC entries such as 5x3, got {args.grids!r}")
+        base = vt.StudyConfig.quick() if args.quick else vt.StudyConfig()
+        over = dict(parts=args.parts, root_seed=args.root_seed)
+        if not args.quick:
+            over.update(vocab_sizes=args.vocab_sizes, grids=grids, modes=args.modes, budgets=args.budgets,
+                        seeds=args.seeds)
+        sc = dataclasses.replace(base, **over).validate()
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+    _setup_jax()
+    vt.main(sc, args.out, quiet=args.quiet, plots_on=not args.no_plots)
     return 0
 
 
@@ -260,6 +299,7 @@ def _main(argv, worker) -> int:
     studies = study.add_subparsers(dest="study", required=True)
     _study_parser(studies)
     _collapse_parser(studies)
+    _visual_tokens_parser(studies)
     sweeps = cmds.add_parser("sweep", help="run a sweep over a grid of conditions x seeds (resumable)")
     _sweep_parser(sweeps.add_subparsers(dest="sweep", required=True))
     plot = cmds.add_parser("plot", help="plot a finished sweep")
@@ -272,6 +312,8 @@ def _main(argv, worker) -> int:
         return _run_plot(args, parser)
     if args.command == "study" and args.study == "collapse":
         return _run_collapse(args, parser)
+    if args.command == "study" and args.study == "visual-tokens":
+        return _run_visual_tokens(args, parser)
 
     if args.command == "study" and args.study == "token-dynamics":
         from tokdyn.studies.token_dynamics import Config

@@ -106,7 +106,7 @@ def euclidean_distances(x):
 
 def gradient_norms(params, cfg: model.Config, hp: model.Hparams, key, tokens, embeddings=None, tau=None):
     """(encoder, decoder) global norms of the gradient of the training loss on ``tokens`` (B,)."""
-    from tokdyn.vtae.train import _global_norm, loss_fn
+    from tokdyn.vtae.training import _global_norm, loss_fn
 
     tau = hp.tau_end if tau is None else tau
     g = jax.grad(lambda p: loss_fn(p, cfg, hp, key, tokens, tau, embeddings)[0])(params)

@@ -163,7 +163,7 @@ class Hparams:
     @staticmethod
     def broadcast(n: int, **values) -> "Hparams":
         """``n`` models: every field a length-``n`` array (scalars repeated, arrays as given)."""
-        base = Hparams(**{k: v for k, v in values.items()})
+        base = Hparams(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
         return jax.tree_util.tree_map(lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (n,)), base)
 
 

@@ -61,9 +61,9 @@ def active_vocab(step, cfg: Config):
     if not cfg.curriculum:
         return jnp.int32(V)
     start = min(cfg.curriculum_start, V)
-    ramp = cfg.curriculum_fraction * cfg.steps
-    k = start + (V - start) * jnp.minimum(step / ramp, 1.0)
-    return jnp.clip(jnp.floor(k).astype(jnp.int32), start, V)
+    ramp = max(1, int(round(cfg.curriculum_fraction * cfg.steps)))  # steps to reach V
+    k = start + ((V - start) * jnp.minimum(jnp.asarray(step, jnp.int32), ramp)) // ramp  # exact integer ramp
+    return jnp.clip(k, start, V).astype(jnp.int32)
 
 
 def _global_norm(tree):

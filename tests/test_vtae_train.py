@@ -1,0 +1,107 @@
+"""Training of tokdyn.vtae: the 5-token proof of concept, vmap == per-model, NaN reports, bad input."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tokdyn import vtae
+from tokdyn.vtae import diagnostics
+
+POC = dict(vocab_size=5, grid=3, colours=2, steps=300, log_every=50, batch_size=32)
+
+
+@pytest.mark.parametrize("mode", ["gumbel_st", "vq", "categorical"])
+def test_five_token_binary_grid_reaches_full_accuracy(mode):
+    cfg = vtae.Config(mode=mode, **POC)
+    r = vtae.train(jax.random.key(0), cfg)
+    d = diagnostics.evaluate(r.params, cfg, jax.random.key(1))
+    assert float(d["accuracy"]) == 1.0
+    assert float(d["uniqueness"]) == 1.0 and int(d["min_hamming"]) >= 1
+    assert not bool(d["collapsed"])
+    assert float(d["loss_norm"]) < 0.2  # well below chance (loss / ln V = 1)
+    assert vtae.nan_report(r) == []
+    assert np.asarray(r.curves["loss"]).shape == (cfg.n_logs,)
+
+
+def test_vmapped_training_equals_per_model_training():
+    cfg = vtae.Config(mode="gumbel_st", hidden=16, vocab_size=6, grid=3, colours=2, steps=40,
+                      log_every=20, batch_size=8, losses=("batch_entropy",))
+    keys = jax.random.split(jax.random.key(3), 3)
+    hp = vtae.Hparams.broadcast(3, lr=[1e-3, 3e-3, 1e-2], tau_start=[1.0, 2.0, 0.5], w_batch_entropy=0.2)
+    many = vtae.train_many(keys, cfg, hp)
+    mapped = vtae.train_many(keys, cfg, hp, batch_size=2)
+    for i in range(3):
+        hp_i = jax.tree_util.tree_map(lambda v: v[i], hp)
+        one = vtae.train(keys[i], cfg, hp_i)
+        for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+                lambda v: v[i], many))):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(many), jax.tree_util.tree_leaves(mapped)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
+    # different hyper-parameters give different models
+    assert not np.allclose(np.asarray(many.curves["loss"][0]), np.asarray(many.curves["loss"][2]))
+
+
+def test_nan_losses_are_reported_per_model():
+    cfg = vtae.Config(mode="sigmoid", vocab_size=4, grid=2, colours=2, steps=20, log_every=10, batch_size=8)
+    hp = vtae.Hparams.broadcast(3, lr=[1e-3, 1e38, 1e-3])
+    r = vtae.train_many(jax.random.split(jax.random.key(0), 3), cfg, hp)
+    rep = vtae.nan_report(r)
+    assert [i for i, _ in rep] == [1]
+    assert 0 < rep[0][1] < cfg.steps
+    # the failing model keeps its last finite parameters; the others are untouched
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree_util.tree_leaves(r.params))
+    assert np.all(np.isfinite(np.asarray(r.curves["loss"][0])))
+
+
+def test_curriculum_and_occurrence_sampling():
+    cfg = vtae.Config(vocab_size=12, grid=3, colours=2, steps=100, log_every=10, curriculum=True,
+                      curriculum_start=2, curriculum_fraction=0.5)
+    k = np.asarray(jax.vmap(lambda t: vtae.training.active_vocab(t, cfg))(jnp.arange(100)))
+    ref = 2 + (10 * np.minimum(np.arange(100), 50)) // 50
+    np.testing.assert_array_equal(k, ref)
+    r = vtae.train(jax.random.key(0), cfg)
+    active = np.asarray(r.curves["active_vocab"])
+    assert active[0] < 4 and active[-1] == 12 and np.all(np.diff(active) >= 0)
+
+
+def test_semantic_grounding_with_embeddings():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(5, 3)).astype(np.float32)
+    cfg = vtae.Config(vocab_size=5, grid=3, colours=2, mode="sigmoid", encoder_input="embedding", embed_dim=3,
+                      losses=("semantic",), steps=200, log_every=50)
+    r = vtae.train(jax.random.key(0), cfg, vtae.Hparams(lr=1e-2), embeddings=emb)
+    d = diagnostics.evaluate(r.params, cfg, jax.random.key(1), embeddings=jnp.asarray(emb))
+    assert float(d["accuracy"]) == 1.0
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="vocab_size must be an int >= 2, got 1"):
+        vtae.Config(vocab_size=1).validate()
+    with pytest.raises(ValueError, match="colours must be an int >= 2, got 1"):
+        vtae.Config(colours=1).validate()
+    with pytest.raises(ValueError, match=r"mode must be one of .* got 'dither'"):
+        vtae.Config(mode="dither").validate()
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        vtae.Config(decoder="rnn").validate()
+    with pytest.raises(ValueError, match="losses must be one of"):
+        vtae.Config(losses=("entropy",)).validate()
+    with pytest.raises(ValueError, match="embed_dim must be given"):
+        vtae.Config(encoder_input="embedding").validate()
+    with pytest.raises(ValueError, match="steps must be a multiple of log_every"):
+        vtae.Config(steps=55, log_every=10).validate()
+    with pytest.raises(ValueError, match="lr must be in"):
+        vtae.train(jax.random.key(0), vtae.Config(steps=10, log_every=10), vtae.Hparams(lr=-1.0))
+    with pytest.raises(ValueError, match=r"weights must have shape \(5,\)"):
+        vtae.train(jax.random.key(0), vtae.Config(steps=10, log_every=10), weights=np.ones(4))
+    with pytest.raises(ValueError, match="every hparams leaf must have shape"):
+        vtae.train_many(jax.random.split(jax.random.key(0), 3), vtae.Config(steps=10, log_every=10),
+                        vtae.Hparams.broadcast(2))
+    with pytest.warns(UserWarning, match=r"colours=2 and grid=2 .* 16 distinct patterns < vocab_size=20"):
+        vtae.Config(vocab_size=20, grid=2, colours=2).validate()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vtae.Config(vocab_size=16, grid=2, colours=2).validate()  # exactly enough patterns: no warning

@@ -1,0 +1,344 @@
+"""The visual-token study: can text tokens be mapped to N x N colour grids and read back, when
+the autoencoders are trained adequately? (``tokdyn study visual-tokens --out DIR``)
+
+Parts (each written to ``DIR/parts/<part>.csv`` when it finishes; a rerun skips finished parts):
+
+- ``main``: reconstruction over vocabulary size x grid (N, C) x encoder mode x training budget,
+  ``seeds`` models per cell trained in one vmapped call (Zipfian token frequencies; training
+  samples types uniformly; accuracy reported per type and per occurrence).
+- ``published``: the published setting (192 and 51 tokens, Gumbel straight-through encoder,
+  MLP decoder, the sensitivity-KL hinge penalty) at a short and an adequate budget.
+- ``poc``: the 5-token 3 x 3 binary proof of concept, every encoder mode.
+- ``curriculum``: 2 types first, growing linearly to V over half the steps, vs all types at once.
+- ``semantic``: grammar corpus, a linear encoder of PPMI/SVD embeddings with the semantic-alignment
+  loss (grounded) vs a free per-token table (arbitrary mapping); topology (k-NN neighbourhood
+  preservation and trustworthiness between embedding space and grid space) and the composition
+  test ("big cat": decode the composed grid (mean of the two grids) or the grid of the summed
+  embeddings, and ask whether the top two predictions are exactly the two words).
+
+Outputs: ``results.csv`` (one row per model), ``heatmap_accuracy_<mode>.png``,
+``heatmap_collapse_<mode>.png``, ``grids.png``, ``summary.md``, ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks, corpus, report, vtae
+from tokdyn.vtae import diagnostics, encoders
+
+PARTS = ("poc", "published", "main", "curriculum", "semantic")
+COLUMNS = ("part", "variant", "vocab_size", "grid", "colours", "mode", "steps", "seed", "accuracy",
+           "accuracy_occurrence", "dominant_freq", "collapsed", "entropy", "uniqueness", "min_hamming",
+           "sensitivity_kl", "loss_norm", "train_loss_norm_first", "train_loss_norm_last", "nan_step",
+           "knn_preservation", "trustworthiness", "composition_grid", "composition_embedding")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    vocab_sizes: tuple = (5, 51, 192, 1000, 5000)
+    grids: tuple = ((3, 2), (5, 3), (7, 3), (8, 5))  # (N, C)
+    modes: tuple = ("gumbel_st", "vq")
+    budgets: tuple = (300, 3000)
+    seeds: int = 5
+    hidden: int = 128
+    batch_size: int = 128
+    lr: float = 3e-3
+    zipf_exponent: float = 1.0
+    grammar_sentences: int = 5000
+    embed_dim: int = 8
+    parts: tuple = PARTS
+    root_seed: int = 0
+
+    def validate(self) -> "StudyConfig":
+        for v in self.vocab_sizes:
+            _checks.positive_int("vocab_sizes", v, minimum=2)
+        for n, c in self.grids:
+            _checks.positive_int("grid", n)
+            _checks.positive_int("colours", c, minimum=2)
+        for m in self.modes:
+            _checks.choice("modes", m, encoders.MODES)
+        for b in self.budgets:
+            _checks.positive_int("budgets", b, minimum=10)
+        for p in self.parts:
+            _checks.choice("parts", p, PARTS)
+        _checks.positive_int("seeds", self.seeds)
+        _checks.real("lr", self.lr, low=0.0, low_open=True)
+        return self
+
+    @staticmethod
+    def quick() -> "StudyConfig":
+        """A few-minute version (tests, smoke runs)."""
+        return StudyConfig(vocab_sizes=(5, 51), grids=((3, 2), (5, 3)), modes=("gumbel_st",), budgets=(50, 200),
+                           seeds=2, hidden=32, batch_size=32, grammar_sentences=500)
+
+
+def _log_every(steps: int) -> int:
+    for k in (50, 25, 20, 10, 5, 2, 1):
+        if steps % k == 0 and steps // k <= 40:
+            return k
+    return steps
+
+
+def _train_eval(cfg: vtae.Config, hp: vtae.Hparams, seeds: int, key, weights, embeddings=None):
+    keys = jax.random.split(key, seeds)
+    hps = jax.tree_util.tree_map(lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (seeds,)), hp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the capacity warning is part of the design here
+        res = vtae.train_many(keys, cfg, hps, weights, embeddings)
+    w = jnp.asarray(weights, jnp.float32)
+
+    def ev(args):
+        params, k = args
+        return diagnostics.evaluate(params, cfg, k, weights=w, embeddings=embeddings)
+
+    d = jax.lax.map(jax.jit(ev), (res.params, jax.random.split(jax.random.fold_in(key, 1), seeds)))
+    return res, {k: np.asarray(v) for k, v in d.items()}
+
+
+def _rows(part, variant, cfg, res, d, extra=None):
+    lnv = np.log(cfg.vocab_size)
+    loss = np.asarray(res.curves["ce"])  # (S, n_logs) training cross-entropy
+    rows = []
+    for s in range(loss.shape[0]):
+        r = dict(part=part, variant=variant, vocab_size=cfg.vocab_size, grid=cfg.grid, colours=cfg.colours,
+                 mode=cfg.mode, steps=cfg.steps, seed=s, accuracy=d["accuracy"][s],
+                 accuracy_occurrence=d["accuracy_occurrence"][s], dominant_freq=d["dominant_freq"][s],
+                 collapsed=bool(d["collapsed"][s]), entropy=d["entropy"][s], uniqueness=d["uniqueness"][s],
+                 min_hamming=int(d["min_hamming"][s]), sensitivity_kl=d["sensitivity_kl"][s],
+                 loss_norm=d["loss_norm"][s], train_loss_norm_first=loss[s, 0] / lnv,
+                 train_loss_norm_last=loss[s, -1] / lnv, nan_step=int(np.asarray(res.nan_step)[s]),
+                 knn_preservation=np.nan, trustworthiness=np.nan, composition_grid=np.nan,
+                 composition_embedding=np.nan)
+        for k, v in (extra or {}).items():
+            r[k] = v[s]
+        rows.append(r)
+    return rows
+
+
+def _model_cfg(sc: StudyConfig, V, n, c, mode, steps, **kw):
+    return vtae.Config(vocab_size=V, grid=n, colours=c, mode=mode, steps=steps, log_every=_log_every(steps),
+                       hidden=sc.hidden, batch_size=sc.batch_size, **kw)
+
+
+def run_part(name: str, sc: StudyConfig, key, progress=print) -> list[dict]:
+    hp = vtae.Hparams(lr=sc.lr)
+    rows = []
+    if name == "poc":
+        for mode in encoders.MODES:
+            cfg = _model_cfg(sc, 5, 3, 2, mode, max(sc.budgets))
+            res, d = _train_eval(cfg, hp, sc.seeds, jax.random.fold_in(key, len(rows)), np.full(5, 0.2))
+            rows += _rows("poc", "5 tokens 3x3 binary", cfg, res, d)
+    elif name in ("main", "published"):
+        if name == "main":
+            combos = [(V, n, c, m, b, ()) for V in sc.vocab_sizes for (n, c) in sc.grids for m in sc.modes
+                      for b in sc.budgets]
+        else:
+            combos = [(V, 5, 3, "gumbel_st", b, ("sensitivity",)) for V in (51, 192) for b in sc.budgets]
+        for i, (V, n, c, m, b, extra) in enumerate(combos):
+            t0 = time.perf_counter()
+            cfg = _model_cfg(sc, V, n, c, m, b, losses=extra)
+            w = corpus.zipf_probs(V, sc.zipf_exponent)
+            res, d = _train_eval(cfg, hp, sc.seeds, jax.random.fold_in(key, i), w)
+            rows += _rows(name, "sensitivity hinge" if extra else "plain", cfg, res, d)
+            progress(f"  {name} {i + 1}/{len(combos)}: V={V} {n}x{n}x{c} {m} {b} steps: accuracy "
+                     f"{d['accuracy'].mean():.3f}, collapsed {d['collapsed'].mean():.2f} "
+                     f"({time.perf_counter() - t0:.1f} s)")
+    elif name == "curriculum":
+        V, b = (192 if 192 in sc.vocab_sizes else max(sc.vocab_sizes)), max(sc.budgets)
+        for i, cur in enumerate((False, True)):
+            cfg = _model_cfg(sc, V, 5, 3, "gumbel_st", b, curriculum=cur)
+            res, d = _train_eval(cfg, hp, sc.seeds, jax.random.fold_in(key, i), corpus.zipf_probs(V))
+            rows += _rows("curriculum", "curriculum" if cur else "all types", cfg, res, d)
+    elif name == "semantic":
+        rows += _semantic(sc, key, hp)
+    return rows
+
+
+def _semantic(sc: StudyConfig, key, hp):
+    corp = corpus.grammar_corpus(jax.random.fold_in(key, 7), sc.grammar_sentences)
+    V, E = corp.vocab_size, sc.embed_dim
+    emb = corpus.ppmi_embeddings(corp.tokens, V, E)
+    w = corp.weights("occurrence")
+    occurring = np.flatnonzero(corp.counts > 0)
+    sizes = [corp.vocab.index(x) for x in corpus.GRAMMAR_CATEGORIES["size"]]
+    animals = [corp.vocab.index(x) for x in corpus.GRAMMAR_CATEGORIES["animal"]]
+    pairs = np.array([(a, b) for a in sizes for b in animals])  # (n_pairs, 2)
+    rows = []
+    for i, grounded in enumerate((True, False)):
+        kw = dict(encoder_input="embedding", embed_dim=E, losses=("semantic",)) if grounded else {}
+        cfg = _model_cfg(sc, V, 5, 3, "sigmoid", max(sc.budgets), **kw)
+        res, d = _train_eval(cfg, vtae.Hparams(lr=sc.lr, w_semantic=1.0), sc.seeds, jax.random.fold_in(key, i),
+                             np.where(corp.counts > 0, 1.0, 0.0), emb if grounded else None)
+        knn, tw, cg, ce = [], [], [], []
+        for s in range(sc.seeds):
+            params = jax.tree_util.tree_map(lambda v: v[s], res.params)
+            ids = jnp.asarray(occurring)
+            x = vtae.encode(params, cfg, ids, embeddings=emb if grounded else None, deterministic=True).x
+            dh = diagnostics.euclidean_distances(emb[ids])
+            dl = diagnostics.euclidean_distances(x)
+            knn.append(float(diagnostics.knn_preservation(dh, dl, 5)))
+            tw.append(float(diagnostics.trustworthiness(dh, dl, 5)))
+            xa = vtae.encode(params, cfg, jnp.asarray(pairs[:, 0]), embeddings=emb if grounded else None,
+                             deterministic=True).x
+            xb = vtae.encode(params, cfg, jnp.asarray(pairs[:, 1]), embeddings=emb if grounded else None,
+                             deterministic=True).x
+            top = lambda logits: np.sort(np.argsort(-np.asarray(logits), -1)[:, :2], -1)
+            ok = lambda t: float(np.mean(np.all(t == np.sort(pairs, -1), -1)))
+            cg.append(ok(top(vtae.decode(params, cfg, 0.5 * (xa + xb)))))
+            if grounded:
+                z = (emb[pairs[:, 0]] + emb[pairs[:, 1]]) @ params["encoder"]["w"] + params["encoder"]["b"]
+                xs = jax.nn.sigmoid(z.reshape(len(pairs), cfg.cells, cfg.width))
+                ce.append(ok(top(vtae.decode(params, cfg, xs))))
+            else:
+                ce.append(np.nan)
+        extra = dict(knn_preservation=knn, trustworthiness=tw, composition_grid=cg, composition_embedding=ce)
+        rows += _rows("semantic", "grounded (embedding encoder + alignment)" if grounded else "arbitrary (table)",
+                      cfg, res, d, extra)
+    return rows
+
+
+def _part_path(out, name):
+    return os.path.join(out, "parts", name + ".csv")
+
+
+def _cols(rows):
+    return {c: [r[c] for r in rows] for c in COLUMNS}
+
+
+def summarise(table: dict) -> str:
+    """The README-ready summary (markdown)."""
+    part = np.asarray(table["part"])
+    lines = ["# Visual-token autoencoders: where collapse does and does not occur", ""]
+
+    def block(sel, keys):
+        groups = {}
+        for i in np.flatnonzero(sel):
+            groups.setdefault(tuple(table[k][i] for k in keys), []).append(i)
+        out = ["| " + " | ".join(keys) + " | seeds | accuracy | acc. (occurrence) | dominant freq | collapsed "
+               "| loss/lnV (eval) | train CE/lnV first→last | uniqueness |",
+               "|" + "---|" * (len(keys) + 8)]
+        for g, idx in groups.items():
+            m = lambda f: np.mean(np.asarray(table[f], float)[idx])
+            fmt = lambda v: str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v)
+            out.append("| " + " | ".join(fmt(v) for v in g) + f" | {len(idx)} | {m('accuracy'):.3f} | "
+                       f"{m('accuracy_occurrence'):.3f} | {m('dominant_freq'):.3f} | {m('collapsed'):.2f} | "
+                       f"{m('loss_norm'):.3f} | {m('train_loss_norm_first'):.2f}→{m('train_loss_norm_last'):.3f} | "
+                       f"{m('uniqueness'):.3f} |")
+        return out
+
+    for name, keys, title in (("poc", ("mode",), "5-token 3×3 binary proof of concept"),
+                              ("published", ("vocab_size", "steps", "variant"), "Published setting (5×5×3, Gumbel ST, sensitivity hinge)"),
+                              ("main", ("vocab_size", "grid", "colours", "mode", "steps"), "Vocabulary × grid × mode × budget"),
+                              ("curriculum", ("variant", "vocab_size", "steps"), "Curriculum"),
+                              ("semantic", ("variant",), "Semantic grounding vs arbitrary mapping")):
+        sel = part == name
+        if sel.any():
+            lines += [f"## {title}", ""] + block(sel, keys) + [""]
+    sel = part == "semantic"
+    if sel.any():
+        lines += ["Topology and composition (grammar corpus, mean over seeds):", ""]
+        for v in sorted(set(np.asarray(table["variant"])[sel])):
+            idx = sel & (np.asarray(table["variant"]) == v)
+            f = lambda k: np.nanmean(np.asarray(table[k], float)[idx]) if np.any(np.isfinite(np.asarray(table[k], float)[idx])) else float("nan")
+            lines.append(f"- {v}: k-NN preservation (k=5) {f('knn_preservation'):.3f}, trustworthiness "
+                         f"{f('trustworthiness'):.3f}, 'big cat' top-2 from the composed grid {f('composition_grid'):.3f}, "
+                         f"from the summed embeddings {f('composition_embedding'):.3f}")
+        lines.append("")
+    coll = np.asarray(table["collapsed"], bool)
+    acc = np.asarray(table["accuracy"], float)
+    lines += ["## Verdict", "",
+              f"{int(coll.sum())} of {coll.size} models collapsed (one prediction for > 90% of types). "]
+    if coll.any():
+        bad = sorted({(table['part'][i], int(table['vocab_size'][i]), int(table['grid'][i]), int(table['colours'][i]),
+                       table['mode'][i], int(table['steps'][i])) for i in np.flatnonzero(coll)})
+        lines.append("Collapse occurred in: " + "; ".join(f"{p} V={v} {n}x{n}x{c} {m} {s} steps" for p, v, n, c, m, s in bad))
+    full = [(int(table['vocab_size'][i]), int(table['grid'][i]), int(table['colours'][i]), table['mode'][i],
+             int(table['steps'][i])) for i in np.flatnonzero(acc >= 0.99)]
+    lines.append(f"{len(full)} of {acc.size} models reconstruct >= 99% of their vocabulary.")
+    return "\n".join(lines) + "\n"
+
+
+def plots(out: str, table: dict, sc: StudyConfig) -> None:
+    part = np.asarray(table["part"])
+    sel_main = part == "main"
+    if sel_main.any():
+        b = max(sc.budgets)
+        labels = [f"{n}x{n}x{c}" for n, c in sc.grids]
+        for mode in sc.modes:
+            for metric, fname in (("accuracy", "accuracy"), ("collapsed", "collapse")):
+                z = np.full((len(sc.vocab_sizes), len(sc.grids)), np.nan)
+                for i, V in enumerate(sc.vocab_sizes):
+                    for j, (n, c) in enumerate(sc.grids):
+                        s = (sel_main & (np.asarray(table["mode"]) == mode) & (np.asarray(table["steps"], float) == b)
+                             & (np.asarray(table["vocab_size"], float) == V) & (np.asarray(table["grid"], float) == n)
+                             & (np.asarray(table["colours"], float) == c))
+                        if s.any():
+                            z[i, j] = np.mean(np.asarray(table[metric], float)[s])
+                report.heatmap(os.path.join(out, f"heatmap_{fname}_{mode}.png"), labels, list(sc.vocab_sizes), z,
+                               xlabel="grid (N x N x C)", ylabel="vocabulary size", cbar=metric,
+                               title=f"{metric} ({mode}, {b} steps, mean over seeds)", fmt="{}")
+
+
+def grids_png(path: str, sc: StudyConfig, key) -> None:
+    """The grids of the first tokens of a 51-token 5x5x3 model (Gumbel ST), rendered in colour."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cfg = _model_cfg(sc, 51, 5, 3, "gumbel_st", max(sc.budgets))
+    res = vtae.train(key, cfg, vtae.Hparams(lr=sc.lr))
+    codes = np.asarray(vtae.encode(res.params, cfg, jnp.arange(16), deterministic=True).codes).reshape(16, 5, 5)
+    palette = np.array([[0.9, 0.2, 0.2], [0.2, 0.6, 0.9], [0.95, 0.85, 0.2], [0.3, 0.8, 0.3], [0.5, 0.3, 0.7]])
+    fig = Figure(figsize=(8, 2.4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 8)
+    for t, ax in enumerate(axes.ravel()):
+        ax.imshow(palette[codes[t]], interpolation="nearest")
+        ax.set_title(f"w{t}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("grids of tokens w0..w15 (51 tokens, 5x5x3, Gumbel straight-through)", fontsize=9)
+    fig.savefig(path, dpi=100)
+
+
+def main(sc: StudyConfig, out: str, *, quiet: bool = False, plots_on: bool = True) -> dict:
+    sc.validate()
+    say = (lambda *a: None) if quiet else print
+    os.makedirs(os.path.join(out, "parts"), exist_ok=True)
+    key = jax.random.key(sc.root_seed)
+    timings = {}
+    for i, name in enumerate(PARTS):
+        if name not in sc.parts:
+            continue
+        path = _part_path(out, name)
+        if os.path.exists(path):
+            say(f"part {name}: done already ({path})")
+            continue
+        t0 = time.perf_counter()
+        say(f"part {name} ...")
+        rows = run_part(name, sc, jax.random.fold_in(key, i), progress=say)
+        tmp = path + ".tmp"
+        report.write_csv(tmp, _cols(rows))
+        os.replace(tmp, path)
+        timings[name + "_s"] = time.perf_counter() - t0
+        say(f"part {name}: {len(rows)} models in {timings[name + '_s']:.1f} s")
+    tables = [report.read_csv(_part_path(out, n)) for n in PARTS if n in sc.parts]
+    table = {c: np.concatenate([np.asarray(t[c], object) for t in tables]) for c in COLUMNS}
+    report.write_csv(os.path.join(out, "results.csv"), table)
+    text = summarise(table)
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(text)
+    if plots_on:
+        plots(out, table, sc)
+        grids_png(os.path.join(out, "grids.png"), sc, jax.random.fold_in(key, 99))
+    report.write_json(os.path.join(out, "config.json"), dict(study="visual-tokens", config=dataclasses.asdict(sc),
+                                                              environment=report.environment(), timings=timings))
+    say(text)
+    return timings

@@ -286,23 +286,25 @@ def load_checkpoint(path: str, like: RunState) -> RunState:
 
 
 def train(cfg: TrainConfig, name: str, pool, *, checkpoint: Optional[str] = None, deadline: Optional[float] = None,
-          on_log=None) -> tuple[RunState, bool]:
+          on_log=None, max_calls: Optional[int] = None) -> tuple[RunState, bool]:
     """Train variant ``name`` for every seed; resumes from ``checkpoint`` when it exists and saves
-    it after every call. Stops early (returning ``done=False``) once ``time.time() > deadline``.
+    it after every call. Stops early (returning ``done=False``) once ``time.time() > deadline`` or
+    after ``max_calls`` calls of ``steps_per_call`` steps in this session.
     ``on_log(step, logs)`` receives the mean of each logged quantity, one value per seed."""
     cfg.validate()
     state = init_state(cfg, name)
     if checkpoint and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint, state)
     keys = seed_keys(cfg)
-    start = 0
+    start, calls = 0, 0
     for stage, (_, _, n) in enumerate(stages(cfg, name)):
         stop = start + n
         if state.step < stop:
             fn = make_step(cfg, name, stage, pool)
             while state.step < stop:
-                if deadline is not None and time.time() > deadline:
+                if (deadline is not None and time.time() > deadline) or (max_calls is not None and calls >= max_calls):
                     return state, False
+                calls += 1
                 p, o, logs = fn(state.params, state.opt_state, keys, jnp.int32(state.step))
                 state = RunState(p, o, state.step + cfg.steps_per_call)
                 if on_log is not None:

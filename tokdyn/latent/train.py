@@ -79,7 +79,7 @@ class TrainConfig:
     heads: int = 4
     n_latents: int = 4
     projection: str = "layernorm"
-    steps: int = 2000
+    steps: int = 1000
     batch_size: int = 32
     learning_rate: float = 1e-3
     weight_decay: float = 0.01

@@ -11,13 +11,14 @@ XLA flags first):
 - :mod:`tokdyn.sweep`     grids of conditions x seeds, run to disk, resumable (``Grid``, ``run``)
 - :mod:`tokdyn.summary`   per-condition statistics, Pareto fronts, bootstrap intervals
 - :mod:`tokdyn.report`    CSV/JSON writers and figures
+- :mod:`tokdyn.latent`    tiny multimodal latent reasoner: tasks, model (``apply`` protocol), training
 - :mod:`tokdyn.studies`   end-to-end studies
 """
 
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["data", "dynamics", "metrics", "stats", "execute", "sweep", "summary", "report", "studies"]
+__all__ = ["data", "dynamics", "metrics", "stats", "execute", "sweep", "summary", "report", "latent", "studies"]
 
 
 def __getattr__(name):

@@ -13,13 +13,14 @@ XLA flags first):
 - :mod:`tokdyn.report`    CSV/JSON writers and figures
 - :mod:`tokdyn.analysis`  energy, Jacobians, fixed points, the collapse threshold
 - :mod:`tokdyn.vtae`      visual-token autoencoders: token <-> colour grid, collapse diagnostics
+- :mod:`tokdyn.latent`    tiny multimodal latent reasoner: tasks, model (``apply`` protocol), training
 - :mod:`tokdyn.studies`   end-to-end studies
 """
 
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["data", "dynamics", "metrics", "stats", "execute", "sweep", "summary", "report", "studies", "analysis", "vtae"]
+__all__ = ["data", "dynamics", "metrics", "stats", "execute", "sweep", "summary", "report", "studies", "analysis", "vtae", "latent"]
 
 
 def __getattr__(name):

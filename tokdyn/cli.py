@@ -146,6 +146,35 @@ def _visual_tokens_parser(sub) -> None:
     p.add_argument("--seeds", type=int, default=d.seeds)
     p.add_argument("--root-seed", type=int, default=d.root_seed)
     p.add_argument("--quick", action="store_true", help="a few-minute version (smaller everything)")
+
+
+def _latent_parser(sub) -> None:
+    from tokdyn.latent.train import VARIANTS, TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("latent-reasoning", help="train the tiny latent reasoner every way, evaluate per task family",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--train", action="store_true", help="train (or resume) the variants")
+    p.add_argument("--out", default="results/latent-reasoning", help="output directory")
+    p.add_argument("--variants", type=_names, default=tuple(VARIANTS), help="comma list of variants")
+    p.add_argument("--seeds", type=int, default=d.seeds)
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--width", type=int, default=d.width)
+    p.add_argument("--depth", type=int, default=d.depth)
+    p.add_argument("--heads", type=int, default=d.heads)
+    p.add_argument("--n-latents", type=int, default=d.n_latents)
+    p.add_argument("--projection", default=d.projection, help="latent feedback projection: none | layernorm | linear")
+    p.add_argument("--align-weight", type=float, default=d.align_weight)
+    p.add_argument("--curriculum-stages", type=int, default=d.curriculum_stages)
+    p.add_argument("--steps-per-call", type=int, default=d.steps_per_call, help="steps per checkpoint")
+    p.add_argument("--grid-size", type=int, default=d.task.grid_size)
+    p.add_argument("--n-colours", type=int, default=d.task.n_colours)
+    p.add_argument("--n-train", type=int, default=d.n_train)
+    p.add_argument("--n-test", type=int, default=d.n_test)
+    p.add_argument("--root-seed", type=int, default=d.root_seed)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long (resume later)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true")
 
@@ -167,6 +196,27 @@ def _run_visual_tokens(args, parser) -> int:
         parser.error(str(e))
     _setup_jax()
     vt.main(sc, args.out, quiet=args.quiet, plots_on=not args.no_plots)
+
+
+def _run_latent(args, parser) -> int:
+    from tokdyn.latent.tasks import TaskConfig
+    from tokdyn.latent.train import TrainConfig
+
+    if not args.train:
+        parser.error("latent-reasoning needs --train (it trains, or resumes, every variant)")
+    try:
+        cfg = TrainConfig(task=TaskConfig(grid_size=args.grid_size, n_colours=args.n_colours), seeds=args.seeds,
+                          steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                          width=args.width, depth=args.depth, heads=args.heads, n_latents=args.n_latents,
+                          projection=args.projection, align_weight=args.align_weight,
+                          curriculum_stages=args.curriculum_stages, steps_per_call=args.steps_per_call,
+                          n_train=args.n_train, n_test=args.n_test, root_seed=args.root_seed).validate()
+        from tokdyn.studies import latent_reasoning
+
+        latent_reasoning.main(cfg, args.out, variants=args.variants, max_minutes=args.max_minutes, quiet=args.quiet,
+                              plots=not args.no_plots)
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
     return 0
 
 
@@ -300,6 +350,7 @@ def _main(argv, worker) -> int:
     _study_parser(studies)
     _collapse_parser(studies)
     _visual_tokens_parser(studies)
+    _latent_parser(studies)
     sweeps = cmds.add_parser("sweep", help="run a sweep over a grid of conditions x seeds (resumable)")
     _sweep_parser(sweeps.add_subparsers(dest="sweep", required=True))
     plot = cmds.add_parser("plot", help="plot a finished sweep")
@@ -315,6 +366,9 @@ def _main(argv, worker) -> int:
     if args.command == "study" and args.study == "visual-tokens":
         return _run_visual_tokens(args, parser)
 
+    if args.command == "study" and args.study == "latent-reasoning":
+        _setup_jax()
+        return _run_latent(args, parser)
     if args.command == "study" and args.study == "token-dynamics":
         from tokdyn.studies.token_dynamics import Config
 

@@ -60,6 +60,7 @@ class ModelConfig:
     caption_len: int = 0
     projection: str = "layernorm"
     use_image: bool = True
+    text_positions: int = 0  # size of the text position table; 0: exactly this layout's text length
 
     def validate(self) -> "ModelConfig":
         self.task.validate()
@@ -78,6 +79,10 @@ class ModelConfig:
         else:
             _checks.positive_int("n_latents", self.n_latents)
         _checks.positive_int("caption_len", self.caption_len, minimum=0)
+        _checks.positive_int("text_positions", self.text_positions, minimum=0)
+        need = self.layout.length - self.task.n_patches
+        if self.text_positions and self.text_positions < need:
+            raise ValueError(f"text_positions must be 0 or >= the text length {need}, got {self.text_positions}")
         return self
 
     @property
@@ -152,7 +157,7 @@ class Network(nn.Module):
         self.colour = nn.Embed(c.task.n_colours + 1, d, embedding_init=init)  # one-hot @ W
         self.row = nn.Embed(g, d, embedding_init=init)
         self.col = nn.Embed(g, d, embedding_init=init)
-        self.pos = nn.Embed(c.layout.length - c.task.n_patches, d, embedding_init=init)
+        self.pos = nn.Embed(c.text_positions or c.layout.length - c.task.n_patches, d, embedding_init=init)
         self.blocks = [Block(d, c.heads, c.mlp_ratio, name=f"block{i}") for i in range(c.depth)]
         self.ln_f = nn.LayerNorm()
         self.head = nn.Dense(c.task.vocab.size)

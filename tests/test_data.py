@@ -65,3 +65,13 @@ def test_bad_input(kwargs, match):
     n = args.pop("n_clusters")
     with pytest.raises(ValueError, match=match):
         data.gaussian_clusters(jax.random.key(0), n, **args)
+
+
+def test_same_clusters_with_x64_enabled():
+    """With 64-bit types enabled the generator still draws uint32 bits: the same float32 points."""
+    x32 = data.gaussian_clusters(jax.random.key(3), 3, points_per_cluster=20, dim=4)
+    with jax.enable_x64(True):
+        x64 = data.gaussian_clusters(jax.random.key(3), 3, points_per_cluster=20, dim=4)
+    assert x64.x.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(x64.x), np.asarray(x32.x))
+    np.testing.assert_array_equal(np.asarray(x64.labels), np.asarray(x32.labels))

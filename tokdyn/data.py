@@ -115,7 +115,7 @@ def _generate(key, n_clusters, noise, center_box, M, P, D, centers):
     With JAX's default partitionable threefry, element (k, i, j) depends on the key and its index
     only, so cluster k is the same whatever M is. One bits call also keeps compile time low.
     """
-    bits = jax.random.bits(key, (M, P + 1, D + 1))  # (M, P+1, D+1) uint32
+    bits = jax.random.bits(key, (M, P + 1, D + 1), jnp.uint32)  # (M, P+1, D+1); uint32 under x64 too
     lo = jnp.nextafter(jnp.float32(-1.0), jnp.float32(0.0))
     if centers == "uniform":
         c = _uniform(bits[:, P, :D], -1.0, 1.0)  # (M, D)

@@ -12,9 +12,10 @@ positions get token plus learned position embeddings. The logits at ``<answer>``
 answer token; those at the position before each caption token predict it (teacher forcing).
 
 Latent mode ``"feedback"``: the input embedding of latent i is ``project(h)`` where ``h`` is the
-previous position's last-layer hidden state (after the final LayerNorm), computed by L sequential
-passes over the growing prefix (causal, so a prefix pass equals the full pass on those positions),
-then one full pass. ``project`` is ``"none"`` (raw feedback: its norm, ~sqrt(width), differs from
+previous position's last-layer hidden state (after the final LayerNorm). The positions are run
+with a key/value cache: the prefix up to ``<latent_start>`` in one pass, each latent in a
+one-position pass, then the rest; by causality this equals L + 1 full passes over the growing
+sequence, at about the cost of one (and it is what gradients flow through). ``project`` is ``"none"`` (raw feedback: its norm, ~sqrt(width), differs from
 the token embeddings'), ``"layernorm"`` (a learned LayerNorm: norm matching) or ``"linear"``
 (LayerNorm then a learned Dense). Latent mode ``"pause"``: the latent positions hold the learned
 ``<pause>`` token embedding (no feedback, one pass).
@@ -23,7 +24,7 @@ The protocol every diagnostic uses (any JAX model can implement it)::
 
     apply(params, batch, *, latents=None, intervene=None) -> Outputs(logits, hidden, attention, latents)
 
-``latents`` (B, L, D) replaces the fed-back hidden states (skipping the sequential passes);
+``latents`` (B, L, D) replaces the fed-back hidden states (one full pass, no feedback loop);
 ``intervene`` is a function ``(B, T, D) -> (B, T, D)`` applied to the input embeddings of every
 pass, after the latent feedback is written (see :func:`replace`, :func:`add`, :func:`scale`), so an
 edit of a latent or marker position propagates to every later latent step.
@@ -32,6 +33,7 @@ edit of a latent or marker position propagates to every later latent step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, NamedTuple, Optional
 
 import flax.linen as nn
@@ -131,20 +133,32 @@ class Block(nn.Module):
     mlp_ratio: int
 
     @nn.compact
-    def __call__(self, x, mask):  # x (B, T, D), mask (T, T) bool
+    def __call__(self, x, cache=None):
+        """Pre-LN block over ``x`` (B, t, D), the positions after the ``cache``d ones.
+
+        ``cache`` is ``(k, v)``, each (B, t_past, H, dh), of the earlier positions (None: none).
+        Position i of ``x`` attends causally to every cached position and to x[:, :i+1].
+        Returns the block output (B, t, D), the attention weights (B, H, t, t_past + t) and the
+        keys/values of all t_past + t positions (the next call's cache).
+        """
         b, t, d = x.shape
         h, dh = self.heads, self.width // self.heads
         y = nn.LayerNorm(name="ln1")(x)
         qkv = nn.Dense(3 * d, name="qkv")(y).reshape(b, t, 3, h, dh)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, H, dh)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, t, H, dh)
+        if cache is not None:
+            k = jnp.concatenate([cache[0], k], 1)  # (B, t_past + t, H, dh)
+            v = jnp.concatenate([cache[1], v], 1)
+        past = k.shape[1] - t
+        mask = jnp.arange(past + t)[None, :] <= past + jnp.arange(t)[:, None]  # (t, t_past + t)
         s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(dh)
         s = jnp.where(mask, s, jnp.finfo(s.dtype).min)
-        a = jax.nn.softmax(s, axis=-1)  # (B, H, T, T)
+        a = jax.nn.softmax(s, axis=-1)  # (B, H, t, t_past + t)
         o = jnp.einsum("bhqk,bkhd->bqhd", a, v).reshape(b, t, d)
         x = x + nn.Dense(d, name="out")(o)
         y = nn.LayerNorm(name="ln2")(x)
         y = nn.Dense(d, name="fc2")(nn.gelu(nn.Dense(self.mlp_ratio * d, name="fc1")(y)))
-        return x + y, a
+        return x + y, a, (k, v)
 
 
 class Network(nn.Module):
@@ -176,15 +190,17 @@ class Network(nn.Module):
     def embed_text(self, tokens):  # tokens (B, T_text) -> (B, T_text, D)
         return self.tok(tokens) + self.pos(jnp.arange(tokens.shape[1]))[None]
 
-    def backbone(self, x):  # x (B, T, D) -> final (B, T, D), hidden (B, depth+1, T, D), attn
-        t = x.shape[1]
-        mask = jnp.tril(jnp.ones((t, t), bool))
-        hidden, attn = [x], []
-        for blk in self.blocks:
-            x, a = blk(x, mask)
+    def backbone(self, x, cache=None):
+        """Blocks over x (B, t, D) after the positions held in ``cache`` (one (k, v) per block, or
+        None). Returns final (B, t, D) after the last LayerNorm, hidden (B, depth+1, t, D),
+        attention (B, depth, H, t, t_past + t) and the extended cache."""
+        hidden, attn, new_cache = [x], [], []
+        for i, blk in enumerate(self.blocks):
+            x, a, kv = blk(x, None if cache is None else cache[i])
             hidden.append(x)
             attn.append(a)
-        return self.ln_f(x), jnp.stack(hidden, 1), jnp.stack(attn, 1)
+            new_cache.append(kv)
+        return self.ln_f(x), jnp.stack(hidden, 1), jnp.stack(attn, 1), tuple(new_cache)
 
     def project(self, h):
         return h if self.cfg.projection == "none" else self.proj(h)
@@ -194,8 +210,15 @@ class Network(nn.Module):
 
     def __call__(self, image, tokens):  # used only by init: touches every parameter
         x = jnp.concatenate([self.embed_patches(image), self.embed_text(tokens)], 1)
-        out, _, _ = self.backbone(x)
+        out = self.backbone(x)[0]
         return self.unembed(self.project(out))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init(cfg: ModelConfig, key):
+    g = cfg.task.grid_size
+    return Network(cfg).init(key, jnp.zeros((1, g, g), jnp.int32),
+                             jnp.zeros((1, cfg.layout.length - cfg.task.n_patches), jnp.int32))
 
 
 # --- interventions ----------------------------------------------------------------------------------
@@ -261,9 +284,8 @@ class Model:
         return self.cfg.layout
 
     def init(self, key):
-        lay, g = self.layout, self.cfg.task.grid_size
-        return self.net.init(key, jnp.zeros((1, g, g), jnp.int32),
-                             jnp.zeros((1, lay.length - self.cfg.task.n_patches), jnp.int32))
+        """Initial parameters (compiled once per config; traceable under vmap/jit)."""
+        return _init(self.cfg, key)
 
     def text_tokens(self, batch):
         """The token ids of the text part (B, T - G*G); latent slots hold <pause> (or <pad>)."""
@@ -297,24 +319,40 @@ class Model:
         b = check_batch(c, batch, latents)
         edit = intervene if intervene is not None else (lambda x: x)
         x = self.embed(params, batch)
+        if c.latent_mode == "feedback" and latents is None:
+            return self._feedback(params, x, edit)
         if c.latent_mode == "feedback":
-            s = lay.latents.start
-            proj = lambda h: net.apply(params, h, method=Network.project)  # noqa: E731
-            if latents is None:
-                fed = []
-                for i in range(c.n_latents):  # pass i sees the prefix up to latent i's predecessor
-                    out, _, _ = net.apply(params, edit(x)[:, : s + i], method=Network.backbone)
-                    h = out[:, s + i - 1]  # (B, D)
-                    fed.append(h)
-                    x = x.at[:, s + i].set(proj(h))
-                latents = jnp.stack(fed, 1)
-            else:
-                x = x.at[:, lay.latents].set(proj(jnp.asarray(latents, x.dtype)))
+            proj = net.apply(params, jnp.asarray(latents, x.dtype), method=Network.project)
+            x = x.at[:, lay.latents].set(proj)
         else:
             latents = jnp.zeros((b, 0, c.width), x.dtype)
-        out, hidden, attn = net.apply(params, edit(x), method=Network.backbone)
+        out, hidden, attn, _ = net.apply(params, edit(x), method=Network.backbone)
         logits = net.apply(params, out, method=Network.unembed)
         return Outputs(logits, hidden, attn, latents)
+
+    def _feedback(self, params, x, edit) -> Outputs:
+        """Latent feedback with a key/value cache: one pass over the prefix up to
+        ``<latent_start>``, one single-position pass per latent (its input is ``project`` of the
+        previous position's final hidden state), one pass over the rest. Equal to L + 1 full causal
+        passes (causality: a later position never changes an earlier one) at about the cost of one.
+        ``edit`` is applied to the whole (B, T, D) embedding array before each pass and the pass
+        reads its own positions, so position-wise edits act exactly as in a full pass."""
+        c, lay, net = self.cfg, self.layout, self.net
+        s, t = lay.latents.start, lay.length
+        segments = [(0, s)] + [(s + i, s + i + 1) for i in range(c.n_latents)] + [(s + c.n_latents, t)]
+        outs, hiddens, attns, fed, cache = [], [], [], [], None
+        for i, (a, e) in enumerate(segments):
+            if 0 < i <= c.n_latents:  # latent i-1 gets the previous position's final state
+                h = outs[-1][:, -1]  # (B, D)
+                fed.append(h)
+                x = x.at[:, a].set(net.apply(params, h, method=Network.project))
+            out, hid, att, cache = net.apply(params, edit(x)[:, a:e], cache, method=Network.backbone)
+            outs.append(out)
+            hiddens.append(hid)
+            attns.append(jnp.pad(att, [(0, 0)] * 4 + [(0, t - e)]))  # (B, depth, H, e - a, T)
+        out = jnp.concatenate(outs, 1)
+        logits = net.apply(params, out, method=Network.unembed)
+        return Outputs(logits, jnp.concatenate(hiddens, 2), jnp.concatenate(attns, 3), jnp.stack(fed, 1))
 
     def final_hidden(self, params, x):
         """The last-layer hidden states (after the final LayerNorm) for input embeddings x (B, T, D)."""

@@ -79,16 +79,16 @@ class TrainConfig:
     heads: int = 4
     n_latents: int = 4
     projection: str = "layernorm"
-    steps: int = 1000
-    batch_size: int = 32
-    learning_rate: float = 1e-3
+    steps: int = 3000
+    batch_size: int = 64
+    learning_rate: float = 2e-3
     weight_decay: float = 0.01
-    warmup: int = 100
+    warmup: int = 200
     align_weight: float = 1.0
     caption_weight: float = 1.0
     curriculum_stages: int = 2
-    steps_per_call: int = 50
-    n_train: int = 20000
+    steps_per_call: int = 100
+    n_train: int = 100000
     n_test: int = 1000
     seeds: int = 3
     root_seed: int = 0
@@ -216,9 +216,11 @@ def _stage_batch(batch, dropped: int, pad: int):
     return batch
 
 
-def make_step(cfg: TrainConfig, name: str, stage: int, pool):
-    """A jitted ``(params, opt_state, keys, step0) -> (params, opt_state, logs)`` that runs
-    ``steps_per_call`` optimiser steps for every seed (vmapped) with lax.scan."""
+def make_step(cfg: TrainConfig, name: str, stage: int):
+    """A jitted ``(params, opt_state, keys, step0, pool) -> (params, opt_state, logs)`` that runs
+    ``steps_per_call`` optimiser steps for every seed (vmapped) with lax.scan, each on a batch
+    drawn with replacement from ``pool`` (an argument, not a compile-time constant, so a large
+    training pool costs neither compile time nor a copy inside the executable)."""
     v = _variant(name)
     mcfg = model_config(cfg, name, stage)
     model = M.Model(mcfg)
@@ -226,21 +228,20 @@ def make_step(cfg: TrainConfig, name: str, stage: int, pool):
     k = mcfg.caption_len
     cap_mask = (jnp.arange(k) >= dropped).astype(jnp.float32)
     opt = optimizer(cfg)
-    n_pool = pool.answer.shape[0]
     pad = cfg.task.vocab.pad
 
-    def one(params, opt_state, key, step):
-        idx = jax.random.randint(jax.random.fold_in(key, step), (cfg.batch_size,), 0, n_pool)
+    def one(params, opt_state, key, step, pool):
+        idx = jax.random.randint(jax.random.fold_in(key, step), (cfg.batch_size,), 0, pool.answer.shape[0])
         batch = _stage_batch(jax.tree.map(lambda a: a[idx], pool), dropped, pad)
         (_, parts), grads = jax.value_and_grad(lambda p: losses(model, p, batch, v, cfg, cap_mask),
                                                has_aux=True)(params)
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, parts
 
-    def chunk(params, opt_state, keys, step0):
+    def chunk(params, opt_state, keys, step0, pool):
         def body(carry, i):
             p, o = carry
-            p, o, parts = jax.vmap(one, in_axes=(0, 0, 0, None))(p, o, keys, step0 + i)
+            p, o, parts = jax.vmap(one, in_axes=(0, 0, 0, None, None))(p, o, keys, step0 + i, pool)
             return (p, o), parts
         (params, opt_state), logs = jax.lax.scan(body, (params, opt_state), jnp.arange(cfg.steps_per_call))
         return params, opt_state, jax.tree.map(lambda a: a.mean(0), logs)  # (S,) per log entry
@@ -300,12 +301,12 @@ def train(cfg: TrainConfig, name: str, pool, *, checkpoint: Optional[str] = None
     for stage, (_, _, n) in enumerate(stages(cfg, name)):
         stop = start + n
         if state.step < stop:
-            fn = make_step(cfg, name, stage, pool)
+            fn = make_step(cfg, name, stage)
             while state.step < stop:
                 if (deadline is not None and time.time() > deadline) or (max_calls is not None and calls >= max_calls):
                     return state, False
                 calls += 1
-                p, o, logs = fn(state.params, state.opt_state, keys, jnp.int32(state.step))
+                p, o, logs = fn(state.params, state.opt_state, keys, jnp.int32(state.step), pool)
                 state = RunState(p, o, state.step + cfg.steps_per_call)
                 if on_log is not None:
                     on_log(state.step, jax.tree.map(np.asarray, logs))

@@ -27,7 +27,7 @@ def test_layout_and_shapes(setup):
     model, params, batch = setup
     lay = model.layout
     assert lay.length == 16 + 5 + 1 + 3 + 1 + 4 + 1
-    out = model.apply(params, batch)
+    out = jax.jit(model.apply)(params, batch)
     assert out.logits.shape == (5, lay.length, TASK.vocab.size)
     assert out.hidden.shape == (5, 3, lay.length, 32)
     assert out.attention.shape == (5, 2, 2, lay.length, lay.length)
@@ -43,13 +43,13 @@ def test_causal_masking(setup):
     model, params, batch = setup
     lay = model.layout
     other = batch.replace(caption=batch.caption.at[:, 2].set(TASK.vocab.number0 + 3))
-    a, b = model.apply(params, batch), model.apply(params, other)
+    a, b = jax.jit(model.apply)(params, batch), jax.jit(model.apply)(params, other)
     cut = lay.caption.start + 2
     np.testing.assert_allclose(np.asarray(a.logits[:, :cut]), np.asarray(b.logits[:, :cut]), atol=1e-5)
     np.testing.assert_allclose(np.asarray(a.latents), np.asarray(b.latents), atol=1e-5)
     assert not np.allclose(np.asarray(a.logits[:, cut:]), np.asarray(b.logits[:, cut:]), atol=1e-4)
     # a changed image changes the latents (they read the image)
-    c = model.apply(params, batch.replace(image=(batch.image + 1) % (TASK.n_colours + 1)))
+    c = jax.jit(model.apply)(params, batch.replace(image=(batch.image + 1) % (TASK.n_colours + 1)))
     assert not np.allclose(np.asarray(a.latents), np.asarray(c.latents), atol=1e-4)
 
 
@@ -65,11 +65,11 @@ def test_latent_feedback_matches_manual_unroll(setup):
         manual.append(out[:, s + i - 1])
         x = x.at[:, s + i].set(net.apply(params, out[:, s + i - 1], method=M.Network.project))
     final = net.apply(params, net.apply(params, x, method=M.Network.backbone)[0], method=M.Network.unembed)
-    got = model.apply(params, batch)
+    got = jax.jit(model.apply)(params, batch)
     np.testing.assert_allclose(np.asarray(got.latents), np.asarray(jnp.stack(manual, 1)), atol=1e-5)
     np.testing.assert_allclose(np.asarray(got.logits), np.asarray(final), atol=1e-4)
     # feeding the latents back in explicitly gives the same outputs in one pass
-    again = model.apply(params, batch, latents=got.latents)
+    again = jax.jit(model.apply)(params, batch, latents=got.latents)
     np.testing.assert_allclose(np.asarray(again.logits), np.asarray(got.logits), atol=1e-4)
 
 
@@ -79,7 +79,7 @@ def test_projection_matches_norms():
     for proj in M.PROJECTIONS:
         m = M.Model(dataclasses.replace(CFG, projection=proj))
         p = m.init(jax.random.key(0))
-        out = m.apply(p, batch)
+        out = jax.jit(m.apply)(p, batch)
         emb = np.asarray(out.hidden[:, 0])  # input embeddings, latent slots hold the fed-back vectors
         lat = emb[:, m.layout.latents]
         if proj == "none":
@@ -115,7 +115,7 @@ def test_pause_and_direct_modes():
     batch = tasks.generate(jax.random.key(1), 3, TASK)
     m = M.Model(dataclasses.replace(CFG, latent_mode="pause", caption_len=0))
     p = m.init(jax.random.key(0))
-    out = m.apply(p, batch)
+    out = jax.jit(m.apply)(p, batch)
     lay = m.layout
     tok = np.asarray(p["params"]["tok"]["embedding"])[TASK.vocab.pause]
     pos = np.asarray(p["params"]["pos"]["embedding"])[lay.latents.start - 16]
@@ -123,15 +123,16 @@ def test_pause_and_direct_modes():
     assert out.latents.shape == (3, 0, 32)
     d = M.Model(M.ModelConfig(task=TASK, width=32, heads=2))
     assert d.layout.length == 16 + 5 + 1
-    assert d.apply(d.init(jax.random.key(0)), batch).logits.shape == (3, 22, TASK.vocab.size)
+    assert jax.jit(d.apply)(d.init(jax.random.key(0)), batch).logits.shape == (3, 22, TASK.vocab.size)
 
 
 def test_no_image_ignores_the_image():
     m = M.Model(M.ModelConfig(task=TASK, width=32, heads=2, use_image=False))
     p = m.init(jax.random.key(0))
     b = tasks.generate(jax.random.key(1), 3, TASK)
-    a = m.apply(p, b).logits
-    c = m.apply(p, b.replace(image=(b.image + 1) % 4)).logits
+    f = jax.jit(m.apply)
+    a = f(p, b).logits
+    c = f(p, b.replace(image=(b.image + 1) % 4)).logits
     np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
 
 

@@ -82,7 +82,7 @@ class StudyConfig:
 
 
 def _log_every(steps: int) -> int:
-    for k in (500, 250, 200, 100, 50, 25, 20, 10, 5, 2, 1):  # 5 to 40 logging intervals where possible
+    for k in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500):  # as many as 40 logging intervals, at least 5
         if steps % k == 0 and 5 <= steps // k <= 40:
             return k
     return steps

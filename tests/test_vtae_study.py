@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from tokdyn import report
 from tokdyn.studies import visual_tokens as vt
@@ -23,3 +24,28 @@ def test_study_writes_outputs_and_resumes(tmp_path):
     mtime = os.path.getmtime(part)
     timings = vt.main(sc, out, quiet=True, plots_on=False)  # finished part is skipped
     assert os.path.getmtime(part) == mtime and "main_s" not in timings
+
+
+def test_cli_runs_the_study_with_no_plots_and_quiet(tmp_path, capsys):
+    from tokdyn import cli
+
+    out = str(tmp_path / "cli")
+    rc = cli.main(["study", "visual-tokens", "--out", out, "--vocab-sizes", "5", "--grids", "3x2", "--modes",
+                   "gumbel_st", "--budgets", "20", "--seeds", "1", "--parts", "main", "--no-plots", "--quiet"])
+    assert rc in (0, None)
+    t = report.read_csv(os.path.join(out, "results.csv"))
+    assert len(t["seed"]) == 1 and capsys.readouterr().out == ""
+    assert not os.path.exists(os.path.join(out, "grids.png"))
+    assert "Where collapse does and does not occur" in open(os.path.join(out, "summary.md")).read()
+
+
+@pytest.mark.parametrize("acc, dom, drop, V, n, c, want", [
+    (0.995, 0.01, 0.0, 5000, 8, 5, "reconstructs"),
+    (0.30, 0.01, 0.0, 1000, 3, 2, "capacity"),  # 2^9 = 512 < 1000
+    (0.50, 0.01, 0.0, 512, 3, 2, "plateau"),  # 2^9 = 512 patterns suffice
+    (0.01, 0.95, 0.10, 51, 5, 3, "collapse"),
+    (0.20, 0.50, 0.05, 51, 5, 3, "too few steps"),
+    (0.20, 0.50, 0.01, 51, 5, 3, "plateau"),
+])
+def test_cell_verdict(acc, dom, drop, V, n, c, want):
+    assert vt.cell_verdict(acc, dom, drop, V, n, c) == want

@@ -49,3 +49,24 @@ def test_cli_runs_the_study_with_no_plots_and_quiet(tmp_path, capsys):
 ])
 def test_cell_verdict(acc, dom, drop, V, n, c, want):
     assert vt.cell_verdict(acc, dom, drop, V, n, c) == want
+
+
+def test_main_part_resumes_cell_by_cell(tmp_path):
+    sc = vt.StudyConfig(vocab_sizes=(5,), grids=((3, 2),), modes=("gumbel_st", "vq"), budgets=(20,), seeds=1,
+                        hidden=8, batch_size=8, parts=("main",))
+    out = str(tmp_path / "vt")
+    vt.main(sc, out, quiet=True, plots_on=False)
+    first = report.read_csv(os.path.join(out, "results.csv"))
+    cells = sorted(os.listdir(os.path.join(out, "parts", "main_cells")))
+    assert len(cells) == 2
+    # a run cut off after the first cell: the part file and the second cell are missing
+    os.remove(os.path.join(out, "parts", "main.csv"))
+    os.remove(os.path.join(out, "parts", "main_cells", cells[1]))
+    kept = os.path.join(out, "parts", "main_cells", cells[0])
+    mtime = os.path.getmtime(kept)
+    vt.main(sc, out, quiet=True, plots_on=False)
+    again = report.read_csv(os.path.join(out, "results.csv"))
+    assert os.path.getmtime(kept) == mtime
+    np.testing.assert_array_equal(first["mode"], again["mode"])
+    np.testing.assert_allclose(first["accuracy"], again["accuracy"])
+    np.testing.assert_allclose(first["loss_norm"], again["loss_norm"], rtol=1e-6)

@@ -1,7 +1,8 @@
 """The visual-token study: can text tokens be mapped to N x N colour grids and read back, when
 the autoencoders are trained adequately? (``tokdyn study visual-tokens --out DIR``)
 
-Parts (each written to ``DIR/parts/<part>.csv`` when it finishes; a rerun skips finished parts):
+Parts (each written to ``DIR/parts/<part>.csv`` when it finishes; a rerun skips finished parts;
+``main`` and ``published`` also keep each finished cell in ``DIR/parts/<part>_cells/``):
 
 - ``main``: reconstruction over vocabulary size x grid (N, C) x encoder mode x training budget,
   ``seeds`` models per cell trained in one vmapped call (Zipfian token frequencies; training
@@ -131,7 +132,10 @@ def _model_cfg(sc: StudyConfig, V, n, c, mode, steps, **kw):
                        hidden=sc.hidden, batch_size=sc.batch_size, **kw)
 
 
-def run_part(name: str, sc: StudyConfig, key, progress=print) -> list[dict]:
+def run_part(name: str, sc: StudyConfig, key, progress=print, cell_dir: str | None = None) -> list[dict]:
+    """Rows of one part. ``cell_dir``: the ``main`` and ``published`` parts write each cell's rows
+    there as it finishes (``<index>_V<V>_<N>x<N>x<C>_<mode>_<steps>.csv``) and reuse those found
+    (a cut-off run loses at most one cell)."""
     hp = vtae.Hparams(lr=sc.lr)
     rows = []
     if name == "poc":
@@ -146,11 +150,22 @@ def run_part(name: str, sc: StudyConfig, key, progress=print) -> list[dict]:
         else:
             combos = [(V, 5, 3, "gumbel_st", b, ("sensitivity",)) for V in (51, 192) for b in sc.budgets]
         for i, (V, n, c, m, b, extra) in enumerate(combos):
+            cell = None if cell_dir is None else os.path.join(cell_dir, f"{i:03d}_V{V}_{n}x{n}x{c}_{m}_{b}.csv")
+            if cell is not None and os.path.exists(cell):
+                t = report.read_csv(cell)
+                rows += [{k: t[k][j] for k in COLUMNS} for j in range(len(t["seed"]))]
+                progress(f"  {name} {i + 1}/{len(combos)}: done already ({cell})")
+                continue
             t0 = time.perf_counter()
             cfg = _model_cfg(sc, V, n, c, m, b, losses=extra)
             w = corpus.zipf_probs(V, sc.zipf_exponent)
             res, d = _train_eval(cfg, hp, sc.seeds, jax.random.fold_in(key, i), w)
-            rows += _rows(name, "sensitivity hinge" if extra else "plain", cfg, res, d)
+            new_rows = _rows(name, "sensitivity hinge" if extra else "plain", cfg, res, d)
+            rows += new_rows
+            if cell is not None:
+                os.makedirs(cell_dir, exist_ok=True)
+                report.write_csv(cell + ".tmp", _cols(new_rows))
+                os.replace(cell + ".tmp", cell)
             progress(f"  {name} {i + 1}/{len(combos)}: V={V} {n}x{n}x{c} {m} {b} steps: accuracy "
                      f"{d['accuracy'].mean():.3f}, collapsed {d['collapsed'].mean():.2f} "
                      f"({time.perf_counter() - t0:.1f} s)")
@@ -396,7 +411,8 @@ def main(sc: StudyConfig, out: str, *, quiet: bool = False, plots_on: bool = Tru
             continue
         t0 = time.perf_counter()
         say(f"part {name} ...")
-        rows = run_part(name, sc, jax.random.fold_in(key, i), progress=say)
+        rows = run_part(name, sc, jax.random.fold_in(key, i), progress=say,
+                        cell_dir=os.path.join(out, "parts", name + "_cells"))
         tmp = path + ".tmp"
         report.write_csv(tmp, _cols(rows))
         os.replace(tmp, path)

@@ -49,6 +49,10 @@ def test_cli_runs_the_study_with_no_plots_and_quiet(tmp_path, capsys):
 ])
 def test_cell_verdict(acc, dom, drop, V, n, c, want):
     assert vt.cell_verdict(acc, dom, drop, V, n, c) == want
+    # a flat loss still at chance (> 0.9 ln V) is not a plateau of a trained model
+    if want == "plateau":
+        assert vt.cell_verdict(acc, dom, drop, V, n, c, ce_last=0.95) == "at chance"
+        assert vt.cell_verdict(acc, dom, drop, V, n, c, ce_last=0.5) == "plateau"
 
 
 def test_main_part_resumes_cell_by_cell(tmp_path):

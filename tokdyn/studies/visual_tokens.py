@@ -287,17 +287,23 @@ def summarise(table: dict) -> str:
 STILL_FALLING = 0.02  # training CE fell by more than this fraction of ln V over the last 20% of steps
 
 
-def cell_verdict(accuracy, dominant_freq, drop_tail, vocab_size, grid, colours) -> str:
+AT_CHANCE = 0.9  # final training CE / ln V above this: the model has not started to learn
+
+
+def cell_verdict(accuracy, dominant_freq, drop_tail, vocab_size, grid, colours, ce_last=float("nan")) -> str:
     """Why a (mean-over-seeds) cell does or does not reconstruct: ``reconstructs`` (accuracy >=
     0.99), ``capacity`` (C^(N*N) < V), ``collapse`` (dominant prediction > 0.9 of types),
-    ``too few steps`` (training CE still falling by > 2% of ln V over the last 20% of steps) or
-    ``plateau`` (loss flat, no collapse, yet imperfect)."""
+    ``at chance`` (final training CE still > 0.9 ln V: not yet learning), ``too few steps``
+    (training CE still falling by > 2% of ln V over the last 20% of steps) or ``plateau`` (loss
+    flat below chance, no collapse, yet imperfect)."""
     if accuracy >= 0.99:
         return "reconstructs"
     if grid * grid * np.log10(colours) < np.log10(vocab_size) - 1e-12:
         return "capacity"
     if dominant_freq > diagnostics.COLLAPSE_THRESHOLD:
         return "collapse"
+    if np.isfinite(ce_last) and ce_last > AT_CHANCE:
+        return "at chance"
     if np.isfinite(drop_tail) and drop_tail > STILL_FALLING:
         return "too few steps"
     return "plateau"
@@ -317,7 +323,8 @@ def _where_collapse(table: dict) -> list[str]:
     cells = sorted({g[:4] for g in groups}, key=lambda g: (int(g[0]), int(g[1]), int(g[2]), str(g[3])))
     lines = ["## Where collapse does and does not occur", "",
              "Main grid, mean over seeds; verdict: `reconstructs` (accuracy >= 0.99), `capacity` (C^(N·N) < V), "
-             "`collapse` (dominant prediction > 0.9), `too few steps` (training CE still falling by > "
+             "`collapse` (dominant prediction > 0.9), `at chance` (final training CE > "
+             f"{AT_CHANCE:g} ln V: not yet learning), `too few steps` (training CE still falling by > "
              f"{STILL_FALLING:g} ln V over the last 20% of steps), `plateau` (flat loss, no collapse, imperfect).", "",
              "| V | grid | mode | " + " | ".join(f"{b} steps: accuracy / dominant / CE/lnV / verdict" for b in budgets) + " |",
              "|" + "---|" * (3 + len(budgets))]
@@ -331,7 +338,8 @@ def _where_collapse(table: dict) -> list[str]:
                 row.append("-")
                 continue
             m = lambda k: float(np.nanmean(f(k)[idx])) if np.any(np.isfinite(f(k)[idx])) else float("nan")
-            v = cell_verdict(m("accuracy"), m("dominant_freq"), m("train_loss_drop_tail"), V, n, col)
+            v = cell_verdict(m("accuracy"), m("dominant_freq"), m("train_loss_drop_tail"), V, n, col,
+                             m("train_loss_norm_last"))
             verdicts[(V, n, col, mode, b)] = v
             row.append(f"{m('accuracy'):.3f} / {m('dominant_freq'):.3f} / {m('train_loss_norm_last'):.3f} / {v}")
         lines.append("| " + " | ".join(row) + " |")
@@ -343,12 +351,14 @@ def _where_collapse(table: dict) -> list[str]:
         lines.append(f"At {b} steps: {len(by('reconstructs'))} of {len(at)} cells reconstruct >= 99%; "
                      f"collapse in {len(by('collapse'))} ({'; '.join(by('collapse')) or 'none'}); "
                      f"capacity-limited {len(by('capacity'))} ({'; '.join(by('capacity')) or 'none'}); "
+                     f"at chance {len(by('at chance'))} ({'; '.join(by('at chance')) or 'none'}); "
                      f"too few steps {len(by('too few steps'))} ({'; '.join(by('too few steps')) or 'none'}); "
                      f"plateau {len(by('plateau'))} ({'; '.join(by('plateau')) or 'none'}).")
     b = budgets[-1]
-    adequate = {k: v for k, v in verdicts.items() if k[4] == b and v not in ("capacity", "too few steps")}
+    adequate = {k: v for k, v in verdicts.items() if k[4] == b and v not in ("capacity", "at chance", "too few steps")}
     ok = sum(v == "reconstructs" for v in adequate.values())
-    lines += ["", f"**Where training is adequate** ({b} steps, loss flat, grid with enough distinct patterns): "
+    lines += ["", f"**Where training is adequate** ({b} steps, loss below chance and flat, grid with enough distinct "
+              f"patterns): "
               f"{ok} of {len(adequate)} cells reconstruct >= 99% of their vocabulary; "
               f"{sum(v == 'collapse' for v in adequate.values())} collapse.", ""]
     return lines

@@ -105,3 +105,23 @@ def test_bad_input():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         vtae.Config(vocab_size=16, grid=2, colours=2).validate()  # exactly enough patterns: no warning
+
+
+def test_python_loop_over_train_step_equals_train():
+    """train() scans train_step; stepping it from Python (the benchmark's loop peer) gives the same model."""
+    from tokdyn.vtae import training
+
+    cfg = vtae.Config(mode="vq", vq_ema=True, hidden=8, vocab_size=5, grid=2, colours=3, steps=12, log_every=4,
+                      batch_size=4)
+    hp = vtae.Hparams(lr=1e-2).astype()
+    key, w = jax.random.key(5), jnp.full((5,), 0.2)
+    ref = vtae.train(key, cfg, hp)
+    carry, k_run = training.init_state(key, cfg)
+    step = jax.jit(lambda c, t: training.train_step(cfg, hp, k_run, w, None, c, t))
+    ce = []
+    for t in range(cfg.steps):
+        carry, logs = step(carry, jnp.int32(t))
+        ce.append(float(logs["ce"]))
+    for a, b in zip(jax.tree_util.tree_leaves(ref.params), jax.tree_util.tree_leaves(carry[0])):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(ref.curves["ce"]), np.asarray(ce).reshape(3, 4).mean(1), rtol=1e-5)

@@ -146,6 +146,8 @@ def _visual_tokens_parser(sub) -> None:
     p.add_argument("--seeds", type=int, default=d.seeds)
     p.add_argument("--root-seed", type=int, default=d.root_seed)
     p.add_argument("--quick", action="store_true", help="a few-minute version (smaller everything)")
+    p.add_argument("--no-plots", action="store_true", help="skip the figures")
+    p.add_argument("--quiet", action="store_true")
 
 
 def _latent_parser(sub) -> None:

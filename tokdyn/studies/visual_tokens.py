@@ -1,7 +1,8 @@
 """The visual-token study: can text tokens be mapped to N x N colour grids and read back, when
 the autoencoders are trained adequately? (``tokdyn study visual-tokens --out DIR``)
 
-Parts (each written to ``DIR/parts/<part>.csv`` when it finishes; a rerun skips finished parts):
+Parts (each written to ``DIR/parts/<part>.csv`` when it finishes; a rerun skips finished parts;
+``main`` and ``published`` also keep each finished cell in ``DIR/parts/<part>_cells/``):
 
 - ``main``: reconstruction over vocabulary size x grid (N, C) x encoder mode x training budget,
   ``seeds`` models per cell trained in one vmapped call (Zipfian token frequencies; training
@@ -37,7 +38,8 @@ from tokdyn.vtae import diagnostics, encoders
 PARTS = ("poc", "published", "main", "curriculum", "semantic")
 COLUMNS = ("part", "variant", "vocab_size", "grid", "colours", "mode", "steps", "seed", "accuracy",
            "accuracy_occurrence", "dominant_freq", "collapsed", "entropy", "uniqueness", "min_hamming",
-           "sensitivity_kl", "loss_norm", "train_loss_norm_first", "train_loss_norm_last", "nan_step",
+           "sensitivity_kl", "loss_norm", "train_loss_norm_first", "train_loss_norm_last", "train_loss_drop_tail",
+           "nan_step",
            "knn_preservation", "trustworthiness", "composition_grid", "composition_embedding")
 
 
@@ -46,11 +48,11 @@ class StudyConfig:
     vocab_sizes: tuple = (5, 51, 192, 1000, 5000)
     grids: tuple = ((3, 2), (5, 3), (7, 3), (8, 5))  # (N, C)
     modes: tuple = ("gumbel_st", "vq")
-    budgets: tuple = (300, 3000)
+    budgets: tuple = (300, 2000)
     seeds: int = 5
-    hidden: int = 128
-    batch_size: int = 128
-    lr: float = 3e-3
+    hidden: int = 64
+    batch_size: int = 64
+    lr: float = 1e-2
     zipf_exponent: float = 1.0
     grammar_sentences: int = 5000
     embed_dim: int = 8
@@ -81,8 +83,8 @@ class StudyConfig:
 
 
 def _log_every(steps: int) -> int:
-    for k in (50, 25, 20, 10, 5, 2, 1):
-        if steps % k == 0 and steps // k <= 40:
+    for k in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500):  # as many as 40 logging intervals, at least 5
+        if steps % k == 0 and 5 <= steps // k <= 40:
             return k
     return steps
 
@@ -106,6 +108,7 @@ def _train_eval(cfg: vtae.Config, hp: vtae.Hparams, seeds: int, key, weights, em
 def _rows(part, variant, cfg, res, d, extra=None):
     lnv = np.log(cfg.vocab_size)
     loss = np.asarray(res.curves["ce"])  # (S, n_logs) training cross-entropy
+    tail = min(max(1, loss.shape[1] // 5), loss.shape[1] - 1)  # logging intervals in the last 20% of training
     rows = []
     for s in range(loss.shape[0]):
         r = dict(part=part, variant=variant, vocab_size=cfg.vocab_size, grid=cfg.grid, colours=cfg.colours,
@@ -114,7 +117,8 @@ def _rows(part, variant, cfg, res, d, extra=None):
                  collapsed=bool(d["collapsed"][s]), entropy=d["entropy"][s], uniqueness=d["uniqueness"][s],
                  min_hamming=int(d["min_hamming"][s]), sensitivity_kl=d["sensitivity_kl"][s],
                  loss_norm=d["loss_norm"][s], train_loss_norm_first=loss[s, 0] / lnv,
-                 train_loss_norm_last=loss[s, -1] / lnv, nan_step=int(np.asarray(res.nan_step)[s]),
+                 train_loss_norm_last=loss[s, -1] / lnv,
+                 train_loss_drop_tail=(loss[s, -1 - tail] - loss[s, -1]) / lnv if tail > 0 else np.nan, nan_step=int(np.asarray(res.nan_step)[s]),
                  knn_preservation=np.nan, trustworthiness=np.nan, composition_grid=np.nan,
                  composition_embedding=np.nan)
         for k, v in (extra or {}).items():
@@ -128,7 +132,10 @@ def _model_cfg(sc: StudyConfig, V, n, c, mode, steps, **kw):
                        hidden=sc.hidden, batch_size=sc.batch_size, **kw)
 
 
-def run_part(name: str, sc: StudyConfig, key, progress=print) -> list[dict]:
+def run_part(name: str, sc: StudyConfig, key, progress=print, cell_dir: str | None = None) -> list[dict]:
+    """Rows of one part. ``cell_dir``: the ``main`` and ``published`` parts write each cell's rows
+    there as it finishes (``<index>_V<V>_<N>x<N>x<C>_<mode>_<steps>.csv``) and reuse those found
+    (a cut-off run loses at most one cell)."""
     hp = vtae.Hparams(lr=sc.lr)
     rows = []
     if name == "poc":
@@ -143,11 +150,22 @@ def run_part(name: str, sc: StudyConfig, key, progress=print) -> list[dict]:
         else:
             combos = [(V, 5, 3, "gumbel_st", b, ("sensitivity",)) for V in (51, 192) for b in sc.budgets]
         for i, (V, n, c, m, b, extra) in enumerate(combos):
+            cell = None if cell_dir is None else os.path.join(cell_dir, f"{i:03d}_V{V}_{n}x{n}x{c}_{m}_{b}.csv")
+            if cell is not None and os.path.exists(cell):
+                t = report.read_csv(cell)
+                rows += [{k: t[k][j] for k in COLUMNS} for j in range(len(t["seed"]))]
+                progress(f"  {name} {i + 1}/{len(combos)}: done already ({cell})")
+                continue
             t0 = time.perf_counter()
             cfg = _model_cfg(sc, V, n, c, m, b, losses=extra)
             w = corpus.zipf_probs(V, sc.zipf_exponent)
             res, d = _train_eval(cfg, hp, sc.seeds, jax.random.fold_in(key, i), w)
-            rows += _rows(name, "sensitivity hinge" if extra else "plain", cfg, res, d)
+            new_rows = _rows(name, "sensitivity hinge" if extra else "plain", cfg, res, d)
+            rows += new_rows
+            if cell is not None:
+                os.makedirs(cell_dir, exist_ok=True)
+                report.write_csv(cell + ".tmp", _cols(new_rows))
+                os.replace(cell + ".tmp", cell)
             progress(f"  {name} {i + 1}/{len(combos)}: V={V} {n}x{n}x{c} {m} {b} steps: accuracy "
                      f"{d['accuracy'].mean():.3f}, collapsed {d['collapsed'].mean():.2f} "
                      f"({time.perf_counter() - t0:.1f} s)")
@@ -166,7 +184,6 @@ def _semantic(sc: StudyConfig, key, hp):
     corp = corpus.grammar_corpus(jax.random.fold_in(key, 7), sc.grammar_sentences)
     V, E = corp.vocab_size, sc.embed_dim
     emb = corpus.ppmi_embeddings(corp.tokens, V, E)
-    w = corp.weights("occurrence")
     occurring = np.flatnonzero(corp.counts > 0)
     sizes = [corp.vocab.index(x) for x in corpus.GRAMMAR_CATEGORIES["size"]]
     animals = [corp.vocab.index(x) for x in corpus.GRAMMAR_CATEGORIES["animal"]]
@@ -252,6 +269,7 @@ def summarise(table: dict) -> str:
                          f"{f('trustworthiness'):.3f}, 'big cat' top-2 from the composed grid {f('composition_grid'):.3f}, "
                          f"from the summed embeddings {f('composition_embedding'):.3f}")
         lines.append("")
+    lines += _where_collapse(table)
     coll = np.asarray(table["collapsed"], bool)
     acc = np.asarray(table["accuracy"], float)
     lines += ["## Verdict", "",
@@ -264,6 +282,86 @@ def summarise(table: dict) -> str:
              int(table['steps'][i])) for i in np.flatnonzero(acc >= 0.99)]
     lines.append(f"{len(full)} of {acc.size} models reconstruct >= 99% of their vocabulary.")
     return "\n".join(lines) + "\n"
+
+
+STILL_FALLING = 0.02  # training CE fell by more than this fraction of ln V over the last 20% of steps
+
+
+AT_CHANCE = 0.9  # final training CE / ln V above this: the model has not started to learn
+
+
+def cell_verdict(accuracy, dominant_freq, drop_tail, vocab_size, grid, colours, ce_last=float("nan")) -> str:
+    """Why a (mean-over-seeds) cell does or does not reconstruct: ``reconstructs`` (accuracy >=
+    0.99), ``capacity`` (C^(N*N) < V), ``collapse`` (dominant prediction > 0.9 of types),
+    ``at chance`` (final training CE still > 0.9 ln V: not yet learning), ``too few steps``
+    (training CE still falling by > 2% of ln V over the last 20% of steps) or ``plateau`` (loss
+    flat below chance, no collapse, yet imperfect)."""
+    if accuracy >= 0.99:
+        return "reconstructs"
+    if grid * grid * np.log10(colours) < np.log10(vocab_size) - 1e-12:
+        return "capacity"
+    if dominant_freq > diagnostics.COLLAPSE_THRESHOLD:
+        return "collapse"
+    if np.isfinite(ce_last) and ce_last > AT_CHANCE:
+        return "at chance"
+    if np.isfinite(drop_tail) and drop_tail > STILL_FALLING:
+        return "too few steps"
+    return "plateau"
+
+
+def _where_collapse(table: dict) -> list[str]:
+    """Per (V, grid, mode) cell of the main part: the verdict at each budget, and the plain statement."""
+    sel = np.asarray(table["part"]) == "main"
+    if not sel.any():
+        return []
+    f = lambda k: np.asarray(table[k], float)
+    keys = ("vocab_size", "grid", "colours", "mode", "steps")
+    groups = {}
+    for i in np.flatnonzero(sel):
+        groups.setdefault(tuple(table[k][i] for k in keys), []).append(i)
+    budgets = sorted({int(g[4]) for g in groups})
+    cells = sorted({g[:4] for g in groups}, key=lambda g: (int(g[0]), int(g[1]), int(g[2]), str(g[3])))
+    lines = ["## Where collapse does and does not occur", "",
+             "Main grid, mean over seeds; verdict: `reconstructs` (accuracy >= 0.99), `capacity` (C^(N·N) < V), "
+             "`collapse` (dominant prediction > 0.9), `at chance` (final training CE > "
+             f"{AT_CHANCE:g} ln V: not yet learning), `too few steps` (training CE still falling by > "
+             f"{STILL_FALLING:g} ln V over the last 20% of steps), `plateau` (flat loss, no collapse, imperfect).", "",
+             "| V | grid | mode | " + " | ".join(f"{b} steps: accuracy / dominant / CE/lnV / verdict" for b in budgets) + " |",
+             "|" + "---|" * (3 + len(budgets))]
+    verdicts = {}
+    for c in cells:
+        V, n, col, mode = int(c[0]), int(c[1]), int(c[2]), str(c[3])
+        row = [str(V), f"{n}x{n}x{col}", mode]
+        for b in budgets:
+            idx = next((v for g, v in groups.items() if g[:4] == c and int(g[4]) == b), None)
+            if idx is None:
+                row.append("-")
+                continue
+            m = lambda k: float(np.nanmean(f(k)[idx])) if np.any(np.isfinite(f(k)[idx])) else float("nan")
+            v = cell_verdict(m("accuracy"), m("dominant_freq"), m("train_loss_drop_tail"), V, n, col,
+                             m("train_loss_norm_last"))
+            verdicts[(V, n, col, mode, b)] = v
+            row.append(f"{m('accuracy'):.3f} / {m('dominant_freq'):.3f} / {m('train_loss_norm_last'):.3f} / {v}")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    name = lambda k: f"V={k[0]} {k[1]}x{k[1]}x{k[2]} {k[3]}"
+    for b in budgets:
+        at = {k: v for k, v in verdicts.items() if k[4] == b}
+        by = lambda what: [name(k) for k, v in at.items() if v == what]
+        lines.append(f"At {b} steps: {len(by('reconstructs'))} of {len(at)} cells reconstruct >= 99%; "
+                     f"collapse in {len(by('collapse'))} ({'; '.join(by('collapse')) or 'none'}); "
+                     f"capacity-limited {len(by('capacity'))} ({'; '.join(by('capacity')) or 'none'}); "
+                     f"at chance {len(by('at chance'))} ({'; '.join(by('at chance')) or 'none'}); "
+                     f"too few steps {len(by('too few steps'))} ({'; '.join(by('too few steps')) or 'none'}); "
+                     f"plateau {len(by('plateau'))} ({'; '.join(by('plateau')) or 'none'}).")
+    b = budgets[-1]
+    adequate = {k: v for k, v in verdicts.items() if k[4] == b and v not in ("capacity", "at chance", "too few steps")}
+    ok = sum(v == "reconstructs" for v in adequate.values())
+    lines += ["", f"**Where training is adequate** ({b} steps, loss below chance and flat, grid with enough distinct "
+              f"patterns): "
+              f"{ok} of {len(adequate)} cells reconstruct >= 99% of their vocabulary; "
+              f"{sum(v == 'collapse' for v in adequate.values())} collapse.", ""]
+    return lines
 
 
 def plots(out: str, table: dict, sc: StudyConfig) -> None:
@@ -323,7 +421,8 @@ def main(sc: StudyConfig, out: str, *, quiet: bool = False, plots_on: bool = Tru
             continue
         t0 = time.perf_counter()
         say(f"part {name} ...")
-        rows = run_part(name, sc, jax.random.fold_in(key, i), progress=say)
+        rows = run_part(name, sc, jax.random.fold_in(key, i), progress=say,
+                        cell_dir=os.path.join(out, "parts", name + "_cells"))
         tmp = path + ".tmp"
         report.write_csv(tmp, _cols(rows))
         os.replace(tmp, path)

@@ -96,57 +96,65 @@ def loss_fn(params, cfg: Config, hp: Hparams, key, tokens, tau, embeddings):
     return total, dict(ce=jnp.mean(ce), accuracy=acc, z=enc.z, codes=enc.codes)
 
 
-def _train(key, cfg: Config, hp: Hparams, weights, embeddings):
+def init_state(key, cfg: Config):
+    """``(carry, k_run)``: the training state ``(params, opt_state, vq_state, nan_step)`` before the
+    first step and the key every step folds its index into."""
     k_init, k_run = jax.random.split(key)
     params = model.init(k_init, cfg)
-    opt = optax.scale_by_adam()
-    opt_state = opt.init(params)
-    if cfg.vq_ema:
-        C, D = cfg.colours, cfg.code_dim
-        vq_state = (jnp.ones((C,)), params["encoder"]["codebook"])
-    else:
-        vq_state = ()
+    opt_state = _OPT.init(params)
+    vq_state = (jnp.ones((cfg.colours,)), params["encoder"]["codebook"]) if cfg.vq_ema else ()
+    return (params, opt_state, vq_state, jnp.int32(-1)), k_run
+
+
+_OPT = optax.scale_by_adam()
+
+
+def train_step(cfg: Config, hp: Hparams, k_run, weights, embeddings, carry, t):
+    """One optimiser step ``t`` of :func:`train`: ``(carry, t) -> (carry, logs)`` (logs: the
+    per-step values of :data:`CURVES`). ``train`` scans exactly this function; calling it step by
+    step from Python gives the same model."""
+    params, opt_state, vq_state, nan_step = carry
     logw = jnp.log(jnp.maximum(weights, 0.0))  # (V,) -inf where weight 0
     ids = jnp.arange(cfg.vocab_size)
+    k = jax.random.fold_in(k_run, t)
+    k_batch, k_loss, k_dead = jax.random.split(k, 3)
+    n_active = active_vocab(t, cfg)
+    lw = logw if cfg.sampling == "occurrence" else jnp.zeros_like(logw)
+    lw = jnp.where(ids < n_active, lw, -jnp.inf)
+    tokens = jax.random.categorical(k_batch, lw, shape=(cfg.batch_size,))  # (B,)
+    tau = encoders.temperature(t, cfg.steps, hp.tau_start, hp.tau_end)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, cfg, hp, k_loss, tokens, tau, embeddings)
+    updates, new_opt = _OPT.update(grads, opt_state, params)
+    new_params = jax.tree_util.tree_map(lambda p, u: p - hp.lr * u, params, updates)
+    new_vq = vq_state
+    if cfg.vq_ema:
+        z = aux["z"].reshape(-1, cfg.code_dim)
+        codes = aux["codes"].reshape(-1)
+        cnt, s = vq_state
+        thr = hp.dead_threshold * jnp.mean(cnt) if cfg.dead_code_reset else 0.0
+        cb, cnt, s = encoders.vq_ema_update(params["encoder"]["codebook"], cnt, s, z, codes, hp.ema_decay,
+                                            key=k_dead if cfg.dead_code_reset else None, dead_threshold=thr)
+        new_params["encoder"]["codebook"] = cb
+        new_vq = (cnt, s)
+    gn_enc, gn_dec = _global_norm(grads["encoder"]), _global_norm(grads["decoder"])
+    ok = jnp.isfinite(loss) & jnp.isfinite(gn_enc) & jnp.isfinite(gn_dec)
+    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+    carry = (keep(new_params, params), keep(new_opt, opt_state), keep(new_vq, vq_state),
+             jnp.where((nan_step < 0) & ~ok, t, nan_step))
+    logs = dict(loss=loss, ce=aux["ce"], accuracy=aux["accuracy"], grad_norm_encoder=gn_enc,
+                grad_norm_decoder=gn_dec, tau=tau, active_vocab=n_active.astype(jnp.float32))
+    return carry, logs
 
-    def step(carry, t):
-        params, opt_state, vq_state, nan_step = carry
-        k = jax.random.fold_in(k_run, t)
-        k_batch, k_loss, k_dead = jax.random.split(k, 3)
-        n_active = active_vocab(t, cfg)
-        lw = logw if cfg.sampling == "occurrence" else jnp.zeros_like(logw)
-        lw = jnp.where(ids < n_active, lw, -jnp.inf)
-        tokens = jax.random.categorical(k_batch, lw, shape=(cfg.batch_size,))  # (B,)
-        tau = encoders.temperature(t, cfg.steps, hp.tau_start, hp.tau_end)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, cfg, hp, k_loss, tokens, tau,
-                                                                       embeddings)
-        updates, new_opt = opt.update(grads, opt_state, params)
-        new_params = jax.tree_util.tree_map(lambda p, u: p - hp.lr * u, params, updates)
-        new_vq = vq_state
-        if cfg.vq_ema:
-            z = aux["z"].reshape(-1, cfg.code_dim)
-            codes = aux["codes"].reshape(-1)
-            cnt, s = vq_state
-            thr = hp.dead_threshold * jnp.mean(cnt) if cfg.dead_code_reset else 0.0
-            cb, cnt, s = encoders.vq_ema_update(params["encoder"]["codebook"], cnt, s, z, codes, hp.ema_decay,
-                                                key=k_dead if cfg.dead_code_reset else None, dead_threshold=thr)
-            new_params["encoder"]["codebook"] = cb
-            new_vq = (cnt, s)
-        gn_enc, gn_dec = _global_norm(grads["encoder"]), _global_norm(grads["decoder"])
-        ok = jnp.isfinite(loss) & jnp.isfinite(gn_enc) & jnp.isfinite(gn_dec)
-        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
-        carry = (keep(new_params, params), keep(new_opt, opt_state), keep(new_vq, vq_state),
-                 jnp.where((nan_step < 0) & ~ok, t, nan_step))
-        logs = dict(loss=loss, ce=aux["ce"], accuracy=aux["accuracy"], grad_norm_encoder=gn_enc,
-                    grad_norm_decoder=gn_dec, tau=tau, active_vocab=n_active.astype(jnp.float32))
-        return carry, logs
+
+def _train(key, cfg: Config, hp: Hparams, weights, embeddings):
+    carry, k_run = init_state(key, cfg)
+    step = functools.partial(train_step, cfg, hp, k_run, weights, embeddings)
 
     def interval(carry, i):
         ts = i * cfg.log_every + jnp.arange(cfg.log_every)
         carry, logs = jax.lax.scan(step, carry, ts)
         return carry, jax.tree_util.tree_map(lambda v: jnp.nanmean(v), logs)
 
-    carry = (params, opt_state, vq_state, jnp.int32(-1))
     carry, curves = jax.lax.scan(interval, carry, jnp.arange(cfg.n_logs))
     params, _, vq_state, nan_step = carry
     log_steps = (jnp.arange(cfg.n_logs, dtype=jnp.int32) + 1) * cfg.log_every - 1

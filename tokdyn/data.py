@@ -8,7 +8,6 @@ may be a traced value, so conditions that differ only in those run in one compil
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp

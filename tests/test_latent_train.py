@@ -49,7 +49,7 @@ def test_alignment_losses_match_numpy():
     np.testing.assert_allclose(float(loss("mirage")), mirage, rtol=1e-4)
     groups = np.stack([tgt[:, 0:4].mean(1), tgt[:, 4:9].mean(1)], 1)  # 9 patches into 2 groups: edges 0, 4 (round 4.5), 9
     fed = np.asarray(out.hidden[:, 0, model.layout.latents], np.float64)
-    lvr = np.mean(((fed - groups) ** 2).sum(-1))
+    lvr = np.mean((fed - groups) ** 2)
     np.testing.assert_allclose(float(loss("lvr")), lvr, rtol=1e-4)
     teacher = np.asarray(model.net.apply(params, jnp.asarray(tgt, jnp.float32), method=M.Network.backbone)[0],
                          np.float64)

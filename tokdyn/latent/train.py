@@ -11,8 +11,9 @@ Variants (:data:`VARIANTS`, a registry of :class:`Variant`):
 ``latent_monet``   ... + Monet-style alignment: mean over latents of 1 - cos between latent i and
                    the teacher's last-layer hidden states over the i-th group of helper patches (the
                    teacher is the model itself reading the helper image, gradient stopped)
-``latent_lvr``     ... + LVR-style alignment: MSE between the fed-back latent embeddings and the mean
-                   patch embedding of the i-th group of helper patches
+``latent_lvr``     ... + LVR-style alignment: MSE (mean over latents and features) between the
+                   fed-back latent embeddings and the mean patch embedding of the i-th group of
+                   helper patches
 ``latent``         latent feedback with the answer CE only (unsupervised latents)
 ``pause``          L learned <pause> positions (no feedback), answer CE only
 ``coconut``        curriculum: stage 0 trains ``text``; stage s replaces the first s/S of the caption
@@ -169,7 +170,7 @@ def alignment_loss(model: M.Model, params, batch, out: M.Outputs, kind: str):
         return jnp.mean(1.0 - _cos(out.latents, _groups(teacher, n)))
     if kind == "lvr":
         fed = out.hidden[:, 0, lay.latents]  # (B, L, D) the embeddings actually fed back
-        return jnp.mean(jnp.sum((fed - _groups(target, n)) ** 2, -1))
+        return jnp.mean((fed - _groups(target, n)) ** 2)  # mean over elements, as torch's MSELoss
     raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {kind!r}")
 
 

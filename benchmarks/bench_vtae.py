@@ -5,7 +5,11 @@ one calling the same jitted whole training (its own ``lax.scan``) model by model
 for the CNN decoder.
 
     python benchmarks/bench_vtae.py [--models 1024] [--loop-models 32] [--step-loop-models 16]
-                                    [--steps 100] [--chunks 64,256] [--no-cnn]
+                                    [--steps 100] [--chunks 64,256] [--devices 2] [--no-cnn]
+
+``--devices`` forces that many host devices (default: the number of cores) before JAX loads;
+``train_many`` is timed on one device and split over all of them with ``shard_map``. The loops
+run on one device (each model's steps are serial).
 
 Steady-state figures exclude compilation (reported separately); every timing ends with
 block_until_ready (the step loop blocks at the end of each model). The loops are timed on a
@@ -15,13 +19,19 @@ subset of models and reported per model.
 import argparse
 import os
 import platform
+import sys
 import time
 
-import jax
-import jax.numpy as jnp
+_dev = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--devices=")), None)
+if _dev is None and "--devices" in sys.argv:
+    _dev = sys.argv[sys.argv.index("--devices") + 1]
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={_dev or os.cpu_count()}")
 
-from tokdyn import vtae
-from tokdyn.vtae import training
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from tokdyn import vtae  # noqa: E402
+from tokdyn.vtae import training  # noqa: E402
 
 
 def timed(fn, *args):
@@ -39,6 +49,7 @@ def main():
     ap.add_argument("--step-loop-models", type=int, default=16)
     ap.add_argument("--chunks", default="64,256", help="comma list of train_many batch_size values")
     ap.add_argument("--no-cnn", action="store_true", help="skip the CNN-decoder comparison")
+    ap.add_argument("--devices", type=int, default=os.cpu_count(), help="forced host devices (read before JAX loads)")
     args = ap.parse_args()
     M, L = args.models, args.loop_models
     cfg = vtae.Config(vocab_size=5, grid=3, colours=2, mode="gumbel_st", hidden=32, batch_size=16,
@@ -46,19 +57,23 @@ def main():
     hp1 = vtae.Hparams().astype()
     w = jnp.full((5,), 0.2)
     keys = jax.random.split(jax.random.key(0), M)
-    hpM = vtae.Hparams.broadcast(M, lr=jnp.linspace(1e-3, 1e-2, M))
+    hpM = vtae.Hparams.broadcast(M, lr=jnp.linspace(1e-3, 1e-2, M)).astype()
+    devs = tuple(jax.local_devices())
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"JAX {jax.__version__}, backend {jax.default_backend()}, float32")
+          f"JAX {jax.__version__}, backend {jax.default_backend()}, {len(devs)} device(s), float32")
     print(f"model: 5 tokens, 3x3x2 grid, Gumbel straight-through, MLP 18-32-5, batch 16, {args.steps} steps")
     rows = []
     # vmapped: one call trains M models (and lax.map over chunks of k vmapped models)
-    for k in [None] + [int(v) for v in args.chunks.split(",") if v.strip()]:
-        fv = jax.jit(lambda k_, h, k=k: training._train_many.__wrapped__(k_, cfg, h, w, None, k))
-        c = timed(lambda: fv.lower(keys, hpM).compile())
-        run = fv.lower(keys, hpM).compile()
-        t = min(timed(run, keys, hpM) for _ in range(3))
-        rows.append(("train_many, one vmapped call" if k is None else f"train_many, lax.map chunks of {k}", M, c, t,
-                     M / t))
+    settings = [(None, devs[:1])] + ([(None, devs)] if len(devs) > 1 else [])
+    settings += [(int(v), devs) for v in args.chunks.split(",") if v.strip()]
+    for k, d in settings:
+        fv, sharding = training.many_fn(cfg, k, d)
+        ka, ha = (keys, hpM) if sharding is None else jax.device_put((keys, hpM), sharding)
+        c = timed(lambda: fv.lower(ka, ha, w, None).compile())
+        run = fv.lower(ka, ha, w, None).compile()
+        t = min(timed(run, ka, ha, w, None) for _ in range(3))
+        name = "train_many, one vmapped call" if k is None else f"train_many, lax.map chunks of {k}"
+        rows.append((f"{name}, {len(d)} dev", M, c, t, M / t))
     # Python loop over models, each dispatching the same jitted optimiser step once per step
     S = args.step_loop_models
     hps = [jax.tree_util.tree_map(lambda v: v[i], hpM) for i in range(max(L, S))]
@@ -86,9 +101,9 @@ def main():
     jax.block_until_ready(one_c(keys[0], hp1))
     t1 = min(timed(lambda: [one_c(keys[i], hps[i]) for i in range(L)]) for _ in range(2))
     rows.append(("Python loop, jitted training", L, c1, t1, L / t1))
-    print(f"\n{'method':<36}{'models':>8}{'compile s':>11}{'run s':>9}{'models/s':>11}")
+    print(f"\n{'method':<44}{'models':>8}{'compile s':>11}{'run s':>9}{'models/s':>11}")
     for name, m, c_, t_, r in rows:
-        print(f"{name:<36}{m:>8}{c_:>11.2f}{t_:>9.3f}{r:>11.1f}")
+        print(f"{name:<44}{m:>8}{c_:>11.2f}{t_:>9.3f}{r:>11.1f}")
     best = max(rows[:-2], key=lambda r: r[4])
     print(f"best vmapped setting: {best[0]}: {best[4] / rows[-2][4]:.1f}x the jitted-step loop, "
           f"{best[4] / rows[-1][4]:.1f}x the jitted-training loop")
@@ -102,13 +117,14 @@ def main():
     keys = jax.random.split(jax.random.key(1), N)
     hpN = vtae.Hparams.broadcast(N)
     wN = jnp.full((51,), 1 / 51)
-    print(f"\nCNN decoder (51 tokens, 5x5x3, two 3x3 convs x 8 channels), {N} models, {args.steps} steps")
+    print(f"\nCNN decoder (51 tokens, 5x5x3, two 3x3 convs x 8 channels), {N} models, {args.steps} steps, 1 device")
     print(f"{'method':<28}{'compile s':>11}{'run s':>9}{'models/s':>11}")
     for name, bs in (("vmap", None), ("lax.map batch 16", 16), ("lax.map batch 64", 64)):
-        f = jax.jit(lambda k, h, bs=bs: training._train_many.__wrapped__(k, ccfg, h, wN, None, bs))
-        c_ = timed(lambda: f.lower(keys, hpN).compile())
-        r = f.lower(keys, hpN).compile()
-        t_ = min(timed(r, keys, hpN) for _ in range(2))
+        f, _ = training.many_fn(ccfg, bs, devs[:1])
+        hpN_ = hpN.astype()
+        c_ = timed(lambda: f.lower(keys, hpN_, wN, None).compile())
+        r = f.lower(keys, hpN_, wN, None).compile()
+        t_ = min(timed(r, keys, hpN_, wN, None) for _ in range(2))
         print(f"{name:<28}{c_:>11.2f}{t_:>9.3f}{N / t_:>11.1f}")
 
 

@@ -45,6 +45,37 @@ def test_vmapped_training_equals_per_model_training():
     assert not np.allclose(np.asarray(many.curves["loss"][0]), np.asarray(many.curves["loss"][2]))
 
 
+SHARDED_CHILD = """
+import jax, numpy as np
+from tokdyn import vtae
+assert jax.local_device_count() == 2
+cfg = vtae.Config(mode="vq", vq_ema=True, hidden=16, vocab_size=6, grid=3, colours=3, steps=30, log_every=10,
+                  batch_size=8)
+keys = jax.random.split(jax.random.key(5), 5)  # 5 models on 2 devices: the last share is padded
+hp = vtae.Hparams.broadcast(5, lr=[1e-3, 3e-3, 1e-2, 2e-2, 5e-3])
+sharded = vtae.train_many(keys, cfg, hp)
+single = vtae.train_many(keys, cfg, hp, devices=jax.local_devices()[:1])
+assert np.asarray(sharded.nan_step).shape == (5,)
+for a, b in zip(jax.tree_util.tree_leaves(sharded), jax.tree_util.tree_leaves(single)):
+    assert a.shape == b.shape, (a.shape, b.shape)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
+for i in (0, 4):
+    one = vtae.train(keys[i], cfg, jax.tree_util.tree_map(lambda v: v[i], hp))
+    for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(sharded)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b)[i], rtol=2e-4, atol=2e-5)
+"""
+
+
+def test_train_many_shards_models_over_devices():
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-c", SHARDED_CHILD], env=env, check=True)
+    with pytest.raises(ValueError, match="devices"):
+        vtae.train_many(jax.random.split(jax.random.key(0), 2), vtae.Config(), vtae.Hparams.broadcast(2), devices=())
+
+
 def test_nan_losses_are_reported_per_model():
     cfg = vtae.Config(mode="sigmoid", vocab_size=4, grid=2, colours=2, steps=20, log_every=10, batch_size=8)
     hp = vtae.Hparams.broadcast(3, lr=[1e-3, 1e38, 1e-3])

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from tokdyn import _checks
 from tokdyn.vtae import encoders, losses, model
@@ -202,19 +203,18 @@ def train(key, cfg: Config, hparams: Hparams | None = None, weights=None, embedd
     return _train_jit(key, cfg, hp, w, e)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 5))
-def _train_many(keys, cfg, hp, weights, embeddings, batch_size):
-    f = lambda args: _train(args[0], cfg, args[1], weights, embeddings)
-    if batch_size is None:
-        return jax.vmap(f)((keys, hp))
-    return jax.lax.map(f, (keys, hp), batch_size=batch_size)
-
-
-def train_many(keys, cfg: Config, hparams: Hparams, weights=None, embeddings=None, *, batch_size=None) -> TrainResult:
+def train_many(keys, cfg: Config, hparams: Hparams, weights=None, embeddings=None, *, batch_size=None,
+               devices=None) -> TrainResult:
     """Train M models in one compiled call: ``keys`` (M,) and every leaf of ``hparams`` of shape
     (M,) (see :meth:`Hparams.broadcast`); the result's leaves gain a leading (M,) axis. Model i
-    equals ``train(keys[i], cfg, hparams[i], ...)``. ``batch_size``: None vmaps all M at once;
-    an int runs ``lax.map`` over chunks of that many vmapped models (bounds memory)."""
+    equals ``train(keys[i], cfg, hparams[i], ...)``.
+
+    ``batch_size``: None vmaps all of a device's models at once; an int runs ``lax.map`` over
+    chunks of that many vmapped models (bounds memory). ``devices``: the devices the model axis
+    is split over with ``shard_map`` (default: every local device of the default backend; on a
+    CPU that is one device unless ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` is set,
+    as the ``tokdyn`` command does). M need not divide evenly: the last device's share is padded
+    with copies of the last model and the copies are dropped."""
     keys = jnp.asarray(keys)
     M = keys.shape[0]
     leaves = jax.tree_util.tree_leaves(hparams)
@@ -223,8 +223,38 @@ def train_many(keys, cfg: Config, hparams: Hparams, weights=None, embeddings=Non
                          f"{[tuple(jnp.shape(v)) for v in leaves]}; use Hparams.broadcast")
     if batch_size is not None:
         _checks.positive_int("batch_size", batch_size)
+    devices = tuple(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices must name at least one device, got an empty sequence")
     hp, w, e = _prepare(cfg, hparams, weights, embeddings)
-    return _train_many(keys, cfg, hp, w, e, batch_size)
+    pad = (-M) % len(devices)
+    if pad:
+        keys, hp = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]), (keys, hp))
+    fn, sharding = many_fn(cfg, batch_size, devices)
+    if sharding is not None:
+        keys, hp = jax.device_put((keys, hp), sharding)
+    out = fn(keys, hp, w, e)
+    return jax.tree_util.tree_map(lambda a: a[:M], out) if pad else out
+
+
+@functools.lru_cache(maxsize=32)
+def many_fn(cfg: Config, batch_size=None, devices: tuple | None = None):
+    """``(fn, sharding)``: the jitted ``fn(keys, hparams, weights, embeddings) -> TrainResult``
+    that :func:`train_many` calls (M divisible by ``len(devices)``; inputs placed with
+    ``sharding``, None on one device). Exposed so benchmarks can lower and compile it apart."""
+    def per_device(keys, hp, weights, embeddings):
+        f = lambda args: _train(args[0], cfg, args[1], weights, embeddings)  # noqa: E731
+        if batch_size is None:
+            return jax.vmap(f)((keys, hp))
+        return jax.lax.map(f, (keys, hp), batch_size=batch_size)
+
+    if devices is None or len(devices) == 1:
+        return jax.jit(per_device), None
+    mesh = Mesh(np.array(devices), ("models",))
+    spec = PartitionSpec("models")
+    sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(spec, spec, PartitionSpec(), PartitionSpec()),
+                            out_specs=spec, check_vma=False)
+    return jax.jit(sharded), NamedSharding(mesh, spec)
 
 
 def nan_report(result: TrainResult) -> list[tuple[int, int]]:

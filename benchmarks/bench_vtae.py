@@ -68,10 +68,10 @@ def main():
     settings += [(int(v), devs) for v in args.chunks.split(",") if v.strip()]
     for k, d in settings:
         fv, sharding = training.many_fn(cfg, k, d)
-        ka, ha = (keys, hpM) if sharding is None else jax.device_put((keys, hpM), sharding)
-        c = timed(lambda: fv.lower(ka, ha, w, None).compile())
-        run = fv.lower(ka, ha, w, None).compile()
-        t = min(timed(run, ka, ha, w, None) for _ in range(3))
+        placed = jax.device_put((keys, hpM), sharding)
+        c = timed(lambda: fv.lower((w, None), placed).compile())
+        run = fv.lower((w, None), placed).compile()
+        t = min(timed(run, (w, None), placed) for _ in range(3))
         name = "train_many, one vmapped call" if k is None else f"train_many, lax.map chunks of {k}"
         rows.append((f"{name}, {len(d)} dev", M, c, t, M / t))
     # Python loop over models, each dispatching the same jitted optimiser step once per step
@@ -120,11 +120,11 @@ def main():
     print(f"\nCNN decoder (51 tokens, 5x5x3, two 3x3 convs x 8 channels), {N} models, {args.steps} steps, 1 device")
     print(f"{'method':<28}{'compile s':>11}{'run s':>9}{'models/s':>11}")
     for name, bs in (("vmap", None), ("lax.map batch 16", 16), ("lax.map batch 64", 64)):
-        f, _ = training.many_fn(ccfg, bs, devs[:1])
-        hpN_ = hpN.astype()
-        c_ = timed(lambda: f.lower(keys, hpN_, wN, None).compile())
-        r = f.lower(keys, hpN_, wN, None).compile()
-        t_ = min(timed(r, keys, hpN_, wN, None) for _ in range(2))
+        f, sharding = training.many_fn(ccfg, bs, devs[:1])
+        placed = jax.device_put((keys, hpN.astype()), sharding)
+        c_ = timed(lambda: f.lower((wN, None), placed).compile())
+        r = f.lower((wN, None), placed).compile()
+        t_ = min(timed(r, (wN, None), placed) for _ in range(2))
         print(f"{name:<28}{c_:>11.2f}{t_:>9.3f}{N / t_:>11.1f}")
 
 

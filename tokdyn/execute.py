@@ -50,7 +50,12 @@ def _leading(tree) -> int:
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(fn: Callable, devices: tuple, batch_size: int | None, with_shared: bool):
+def sharded_map(fn: Callable, devices: tuple, batch_size: int | None, with_shared: bool):
+    """``(jitted, sharding)``: ``jitted([shared,] args)`` applies ``fn`` to every run of ``args``
+    (leading axis divisible by ``len(devices)``, placed with ``sharding``), the runs split over
+    ``devices`` with ``shard_map`` and, on each device, vmapped (``batch_size=None``), mapped one by
+    one (``1``) or mapped in vmapped chunks of ``batch_size``. Cached on its arguments, so pass the
+    same ``fn`` object to reuse a compilation. :func:`map_runs` streams chunks through it."""
     mesh = Mesh(np.array(devices), (RUN_AXIS,))
 
     def per_device(shared, args):
@@ -158,7 +163,7 @@ def _stream(fn, shared, starts, total, step, padded, get_args, devices, batch_si
     ``get_args(start, stop)`` returns the chunk's per-run arguments (NumPy pytree). Chunk i + 1 is
     dispatched before chunk i's results are copied back, so the devices stay busy while the
     caller handles a result (writes it to disk, say)."""
-    compiled, sharding = _compiled(fn, devices, batch_size, shared is not None)
+    compiled, sharding = sharded_map(fn, devices, batch_size, shared is not None)
 
     def launch(start):
         stop = min(start + step, total)

@@ -15,9 +15,10 @@ Latent mode ``"feedback"``: the input embedding of latent i is ``project(h)`` wh
 previous position's last-layer hidden state (after the final LayerNorm). The positions are run
 with a key/value cache: the prefix up to ``<latent_start>`` in one pass, each latent in a
 one-position pass, then the rest; by causality this equals L + 1 full passes over the growing
-sequence, at about the cost of one (and it is what gradients flow through). ``project`` is ``"none"`` (raw feedback: its norm, ~sqrt(width), differs from
-the token embeddings'), ``"layernorm"`` (a learned LayerNorm: norm matching) or ``"linear"``
-(LayerNorm then a learned Dense). Latent mode ``"pause"``: the latent positions hold the learned
+sequence, at about the cost of one (and it is what gradients flow through). ``project`` is
+``"none"`` (raw feedback: its norm, ~sqrt(width), differs from the token embeddings'),
+``"layernorm"`` (a learned LayerNorm: norm matching) or ``"linear"`` (LayerNorm then a learned
+Dense). Latent mode ``"pause"``: the latent positions hold the learned
 ``<pause>`` token embedding (no feedback, one pass).
 
 The protocol every diagnostic uses (any JAX model can implement it)::

@@ -118,7 +118,8 @@ def _rows(part, variant, cfg, res, d, extra=None):
                  min_hamming=int(d["min_hamming"][s]), sensitivity_kl=d["sensitivity_kl"][s],
                  loss_norm=d["loss_norm"][s], train_loss_norm_first=loss[s, 0] / lnv,
                  train_loss_norm_last=loss[s, -1] / lnv,
-                 train_loss_drop_tail=(loss[s, -1 - tail] - loss[s, -1]) / lnv if tail > 0 else np.nan, nan_step=int(np.asarray(res.nan_step)[s]),
+                 train_loss_drop_tail=(loss[s, -1 - tail] - loss[s, -1]) / lnv if tail > 0 else np.nan,
+                 nan_step=int(np.asarray(res.nan_step)[s]),
                  knn_preservation=np.nan, trustworthiness=np.nan, composition_grid=np.nan,
                  composition_embedding=np.nan)
         for k, v in (extra or {}).items():
@@ -285,8 +286,6 @@ def summarise(table: dict) -> str:
 
 
 STILL_FALLING = 0.02  # training CE fell by more than this fraction of ln V over the last 20% of steps
-
-
 AT_CHANCE = 0.9  # final training CE / ln V above this: the model has not started to learn
 
 

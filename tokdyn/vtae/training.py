@@ -29,9 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from tokdyn import _checks
+from tokdyn import _checks, execute
 from tokdyn.vtae import encoders, losses, model
 from tokdyn.vtae.model import Config, Hparams
 
@@ -231,30 +230,26 @@ def train_many(keys, cfg: Config, hparams: Hparams, weights=None, embeddings=Non
     if pad:
         keys, hp = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]), (keys, hp))
     fn, sharding = many_fn(cfg, batch_size, devices)
-    if sharding is not None:
-        keys, hp = jax.device_put((keys, hp), sharding)
-    out = fn(keys, hp, w, e)
+    out = fn((w, e), jax.device_put((keys, hp), sharding))
     return jax.tree_util.tree_map(lambda a: a[:M], out) if pad else out
 
 
 @functools.lru_cache(maxsize=32)
-def many_fn(cfg: Config, batch_size=None, devices: tuple | None = None):
-    """``(fn, sharding)``: the jitted ``fn(keys, hparams, weights, embeddings) -> TrainResult``
-    that :func:`train_many` calls (M divisible by ``len(devices)``; inputs placed with
-    ``sharding``, None on one device). Exposed so benchmarks can lower and compile it apart."""
-    def per_device(keys, hp, weights, embeddings):
-        f = lambda args: _train(args[0], cfg, args[1], weights, embeddings)  # noqa: E731
-        if batch_size is None:
-            return jax.vmap(f)((keys, hp))
-        return jax.lax.map(f, (keys, hp), batch_size=batch_size)
+def _per_model(cfg: Config):
+    """The per-model function for :func:`tokdyn.execute.sharded_map` (one object per config)."""
+    def fn(shared, args):
+        (weights, embeddings), (key, hp) = shared, args
+        return _train(key, cfg, hp, weights, embeddings)
+    return fn
 
-    if devices is None or len(devices) == 1:
-        return jax.jit(per_device), None
-    mesh = Mesh(np.array(devices), ("models",))
-    spec = PartitionSpec("models")
-    sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(spec, spec, PartitionSpec(), PartitionSpec()),
-                            out_specs=spec, check_vma=False)
-    return jax.jit(sharded), NamedSharding(mesh, spec)
+
+def many_fn(cfg: Config, batch_size=None, devices: tuple | None = None):
+    """``(fn, sharding)``: the jitted ``fn((weights, embeddings), (keys, hparams)) -> TrainResult``
+    that :func:`train_many` calls (M divisible by ``len(devices)``, inputs placed with
+    ``sharding``), built by :func:`tokdyn.execute.sharded_map`. Exposed so benchmarks can lower
+    and compile it apart."""
+    devices = tuple(jax.local_devices() if devices is None else devices)
+    return execute.sharded_map(_per_model(cfg), devices, batch_size, True)
 
 
 def nan_report(result: TrainResult) -> list[tuple[int, int]]:

@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from scipy import special
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from tokdyn import stats
 from tokdyn.stats import (
     P_ADJUSTMENTS,
     TTestResult,
@@ -68,24 +66,51 @@ def test_ttest_large_df_from_long_arrays():
         assert res.df == 1e5
 
 
+def pairs_with_statistic(target, df):
+    """(a, b, t) with df + 1 pair differences [m + h, m - h, m, ..., m] and statistic t ~ ``target``.
+
+    t = m / h * sqrt(n (n - 1) / 2); m and h are integers (h a power of 2) with n * m < 2**53, so the
+    sum, mean and deviations are exact and paired_ttest's statistic is t to a few ulps.
+    """
+    n = int(df) + 1
+    scale = np.sqrt(n * (n - 1) / 2)
+    h = 2 ** int(np.clip(np.floor(np.log2(2.0**53 / (n * target / scale))) - 1, 0, 40))
+    m = round(target / scale * h)
+    a = np.full(n, float(m))
+    a[0] += h
+    a[1] -= h
+    return a, np.zeros(n), m / h * scale
+
+
+def mpmath_pvalue(mpmath, t, df):
+    """P(|T_df| >= |t|) = I_{df / (df + t^2)}(df / 2, 1 / 2) in mpmath, at 60 digits (30 fall short at huge df)."""
+    with mpmath.workdps(60):
+        t, df = mpmath.mpf(float(t)), mpmath.mpf(float(df))
+        return float(mpmath.betainc(df / 2, mpmath.mpf(1) / 2, 0, df / (df + t**2), regularized=True))
+
+
 @pytest.mark.parametrize("df", [1e4, 1e5, 1e6, 1e7])
-def test_t_pvalue_large_df_matches_scipy(df):
-    # SciPy's stdtr is accurate here; the textbook continued fraction is not (~1e-10 at 1e7).
-    t = np.array([0.01, 0.3, 1.0, 1.5, 1.8, 2.0, 3.0, 5.0, 8.0, 20.0])
-    ours = stats._t_two_sided_pvalue(t, df)
-    np.testing.assert_allclose(ours, 2 * special.stdtr(df, -t), rtol=1e-12, atol=0)
-
-
-def test_t_pvalue_tiny_values_keep_relative_accuracy():
+def test_ttest_large_df_matches_mpmath(df):
     mpmath = pytest.importorskip("mpmath")
-    mpmath.mp.dps = 40
-    cases = [(1e100, 3.0), (1e30, 10.0), (1e10, 30.0), (1e4, 99.0), (40.0, 1000.0), (8.0, 1e6)]
-    for t, df in cases:
-        x = mpmath.mpf(df) / (df + mpmath.mpf(t) ** 2)
-        ref = float(mpmath.betainc(mpmath.mpf(df) / 2, mpmath.mpf(1) / 2, 0, x, regularized=True))
-        ours = float(stats._t_two_sided_pvalue(t, df))
-        assert ref > 0 and ours > 0
-        assert abs(ours - ref) <= 1e-12 * ref, (t, df, ours, ref)
+    for target in (0.01, 0.3, 1.0, 1.5, 1.8, 2.0, 3.0, 5.0, 8.0, 20.0):
+        a, b, t = pairs_with_statistic(target, df)
+        res = paired_ttest(a, b)
+        assert res.df == df
+        assert res.statistic == pytest.approx(t, rel=1e-14)
+        assert res.pvalue == pytest.approx(mpmath_pvalue(mpmath, res.statistic, df), rel=1e-12, abs=0)
+
+
+def test_ttest_tiny_pvalues_keep_relative_accuracy():
+    mpmath = pytest.importorskip("mpmath")
+    cases = [(5e15, 3), (5e15, 10), (6e15, 19), (1e10, 30), (3e10, 30), (1e4, 99), (1.2e4, 99),
+             (40.0, 1000), (47.0, 1000), (8.0, 1e6), (37.5, 1e6), (37.4, 1e7)]  # p from 1e-15 to ~1e-307
+    for target, df in cases:
+        a, b, t = pairs_with_statistic(target, df)
+        res = paired_ttest(a, b)
+        ref = mpmath_pvalue(mpmath, res.statistic, df)
+        assert res.statistic == pytest.approx(t, rel=1e-14)
+        assert ref > np.finfo(np.float64).tiny and res.pvalue > 0
+        assert abs(res.pvalue - ref) <= 1e-12 * ref, (target, df, res.pvalue, ref)
 
 
 def test_tiny_pvalue_from_data_is_not_zero():
@@ -97,10 +122,17 @@ def test_tiny_pvalue_from_data_is_not_zero():
     assert 0.0 < res.pvalue < 1e-200
 
 
-def test_t_pvalue_limits():
-    p = stats._t_two_sided_pvalue(np.array([0.0, -0.0, np.inf, -np.inf, 1e-200, 1e300]), 5.0)
-    np.testing.assert_array_equal(p[:5], [1.0, 1.0, 0.0, 0.0, 1.0])
-    assert p[5] == 0.0  # underflows, as it must
+def test_ttest_pvalue_limits():
+    zero = paired_ttest([1.0, -1.0, 0.0, 2.0, -2.0], np.zeros(5))  # mean exactly 0
+    tiny = paired_ttest([1.0, -1.0, 3e-200], np.zeros(3))  # t ~ 1e-200
+    assert (zero.statistic, zero.pvalue) == (0.0, 1.0)
+    assert 0.0 < tiny.statistic < 1e-199 and tiny.pvalue == 1.0
+    a, b, t = pairs_with_statistic(1e12, 30)  # p ~ 1e-339 underflows, as it must
+    res = paired_ttest(a, b)
+    assert res.statistic == pytest.approx(t, rel=1e-14) and res.pvalue == 0.0
+    with np.errstate(over="ignore", invalid="ignore"):  # differences overflow: inf - inf in the mean
+        res = paired_ttest([1e308, -1e308, 0.0], [-1e308, 1e308, 0.0])
+    assert np.isnan(res.statistic) and np.isnan(res.pvalue)
 
 
 @pytest.mark.parametrize("axis", [0, 1, -1, -2])

@@ -62,7 +62,7 @@ def main():
     batch = jax.tree.map(jnp.asarray, tasks.generate(jax.random.key(1), args.batch))
     rows = []
     for L in [int(v) for v in args.latents.split(",")]:
-        model = M.Model(M.ModelConfig(width=args.width, depth=args.depth, latent_mode="feedback", n_latents=L))
+        model = M.Model(M.Config(width=args.width, depth=args.depth, latent_mode="feedback", n_latents=L))
         params = model.init(jax.random.key(0))
         lay = model.layout
         for fname, f in (("cached", cached), ("L+1 passes", passes)):

@@ -4,12 +4,12 @@ and peak memory against the number of runs.
 Workload: the issue's example sweep of token dynamics, temperature logspace:0.05:20:25 x repulsion
 linspace:0:0.2:11 x momentum {0, 0.5} x noise {0.3, 0.6, 0.9} x K {3, 4, 5} (4,950 conditions) x
 seeds, 4 tokens, D=16, 100 points per cluster (padded to 500), at most 30 steps; per run ARI,
-NMI, SSE, steps, convergence, collapse (``ClusterRun``, data generated inside).
+NMI, SSE, steps, convergence, collapse (``tokdyn.runs.ClusterRun``, data generated inside).
 
 Rows (one process, same compiled function, compile excluded by a warm-up sweep of one chunk of
 the same shape; the rows' results are checked to be bit-identical):
 
-  in-memory batched   ``sweep.map_runs`` over pre-built condition arrays (no disk, no progress)
+  in-memory batched   ``execute.map_runs`` over pre-built condition arrays (no disk, no progress)
   sweep.run, memory   ``sweep.run(...)`` returning the results
   sweep.run, disk     ``sweep.run(..., out=DIR, collect=False)`` with progress lines: every chunk
                       written (fsync + rename) before the next is read back
@@ -51,13 +51,9 @@ from common import Batched  # noqa: E402
 from tokdyn import execute, sweep  # noqa: E402
 from tokdyn.studies import token_dynamics_sweep as tds  # noqa: E402
 
-AXES = (("temperature", "logspace:0.05:20:25"), ("repulsion", "linspace:0:0.2:11"), ("momentum", "0,0.5"),
-        ("noise", "0.3,0.6,0.9"), ("n_clusters", "3,4,5"))
-
-
-def config(seeds: int, dim: int) -> tds.SweepConfig:
-    axes = tuple((k, tuple(sweep.parse_axis(k, v).tolist())) for k, v in AXES)
-    return tds.SweepConfig(axes=axes, seeds=seeds, dim=dim)
+def config(seeds: int, dim: int) -> tds.Config:
+    """The example sweep (the sweep command's default axes) at ``seeds`` seeds and dimension ``dim``."""
+    return tds.Config(seeds=seeds, dim=dim)
 
 
 CHILD = r"""
@@ -65,8 +61,8 @@ import os, resource, sys, tempfile, time
 import jax
 from tokdyn import sweep
 from tokdyn.studies import token_dynamics_sweep as tds
-AXES, seeds, dim, chunk = eval(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), eval(sys.argv[4])
-cfg = tds.SweepConfig(axes=tuple((k, tuple(sweep.parse_axis(k, v).tolist())) for k, v in AXES), seeds=seeds, dim=dim)
+seeds, dim, chunk = int(sys.argv[2]), int(sys.argv[3]), eval(sys.argv[4])
+cfg = tds.Config(seeds=seeds, dim=dim)
 with tempfile.TemporaryDirectory() as out:
     t = time.perf_counter()
     sweep.run(cfg.task(), cfg.grid(), key=jax.random.key(0), common_random_numbers=True, out=out, collect=False,
@@ -90,16 +86,16 @@ def throughput(rows):
     task, grid, key = cfg.task(), cfg.grid(), jax.random.key(0)
     devs = jax.local_devices()
     n = len(grid)
-    _, _, step, _ = execute._plan(None, "auto", args.chunk_size, n)
+    _, _, step, _ = execute.plan(None, "auto", args.chunk_size, n)
     n_cond = n // args.seeds
     warm = config(-(-step // n_cond), args.dim).grid()  # >= one chunk: the same compiled shape
     t = time.perf_counter()
     sweep.run(task, warm, key=key, common_random_numbers=True, chunk_size=step, progress=False)
     first = time.perf_counter() - t
-    flat = sweep._to_device_dtypes(grid.rows())  # pre-built condition columns, one row per run
+    flat = sweep.device_columns(grid.rows())  # pre-built condition columns, one row per run
     batched = Batched(task, grid.names)
     t = time.perf_counter()
-    sweep.map_runs(batched, {k: v[:step] for k, v in flat.items()}, shared=key, chunk_size=step)  # compile
+    execute.map_runs(batched, {k: v[:step] for k, v in flat.items()}, shared=key, chunk_size=step)  # compile
     first_batched = time.perf_counter() - t
     run = lambda **kw: sweep.run(task, grid, key=key, common_random_numbers=True, chunk_size=step, **kw)  # noqa: E731
 
@@ -113,7 +109,7 @@ def throughput(rows):
                 sys.stderr = stderr
             return sweep.load(out)
 
-    paths = {"in-memory batched (map_runs)": lambda: sweep.map_runs(batched, flat, shared=key, chunk_size=step),
+    paths = {"in-memory batched (map_runs)": lambda: execute.map_runs(batched, flat, shared=key, chunk_size=step),
              "sweep.run, results in memory": lambda: run(progress=False),
              "sweep.run, chunks to disk + progress": to_disk}
     best, ref = {}, None
@@ -144,7 +140,7 @@ def memory(chunk):
     for seeds in [int(v) for v in args.memory.split(",") if v.strip()]:
         # the parent holds the accelerator's memory pool: children allocate on demand
         env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-        res = subprocess.run([sys.executable, "-c", CHILD, repr(AXES), str(seeds), str(args.dim), repr(chunk)],
+        res = subprocess.run([sys.executable, "-c", CHILD, "default-axes", str(seeds), str(args.dim), repr(chunk)],
                              capture_output=True, text=True, env=env)
         if res.returncode:
             raise RuntimeError(f"memory run with {seeds} seeds failed:\n{res.stderr[-3000:]}")

@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import peers  # noqa: E402
 from common import Batched  # noqa: E402
 
-from tokdyn import data, dynamics, metrics, sweep  # noqa: E402
+from tokdyn import data, dynamics, execute, metrics  # noqa: E402
 from tokdyn.studies import token_dynamics as td  # noqa: E402
 
 METHOD_NAMES = ["baseline", "inertia", "repulsion", "inertia+repulsion"]  # the published study's
@@ -60,9 +60,9 @@ def make_pool(n: int):
     noise = np.asarray(CFG.noise, np.float32)[(seeds // 3) % 3]
 
     def one(key, k, nz):
-        c, u = data._generate(key, k, nz, jnp.float32(CFG.center_box), TASK.max_clusters,
-                              CFG.points_per_cluster, CFG.dim, CFG.centers)
-        return c, dynamics.forgy(c.x, u, c.mask, CFG.n_tokens)
+        c = data.gaussian_clusters(key, k, points_per_cluster=CFG.points_per_cluster, dim=CFG.dim, noise=nz,
+                                   center_box=CFG.center_box, centers=CFG.centers, max_clusters=TASK.max_clusters)
+        return c, dynamics.forgy(c.x, c.init_noise, c.mask, CFG.n_tokens)
 
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(7), s))(seeds)
     c, t0 = jax.jit(jax.vmap(one))(keys, ks, noise)
@@ -74,7 +74,7 @@ def given_data_task(pool, run):
     """Run + metrics on a pooled problem (the peers' workload)."""
     i = run["idx"]
     x, mask, labels = pool["x"][i], pool["mask"][i], pool["labels"][i]
-    r = dynamics._run(x, pool["tokens0"][i], run["params"], mask, CFG.n_steps, CFG.tol)
+    r = dynamics.run(x, pool["tokens0"][i], run["params"], mask=mask, n_steps=CFG.n_steps, tol=CFG.tol)
     yt, yp = jnp.where(mask, labels, 0), jnp.where(mask, r.labels, 0)
     kw = dict(n_true=TASK.max_clusters, n_pred=CFG.n_tokens)
     return dict(ari=metrics.ari(yt, yp, mask, **kw), nmi=metrics.nmi(yt, yp, mask, **kw),
@@ -85,16 +85,16 @@ def given_data_task(pool, run):
 def params_for(n):
     m = np.arange(n) % 4
     p = [dynamics.METHODS[name] for name in METHOD_NAMES]
-    return dynamics.Params(**{f: np.asarray([getattr(q, f) for q in p], np.float32)[m] for f in dynamics.FIELDS})
+    return dynamics.Hparams(**{f: np.asarray([getattr(q, f) for q in p], np.float32)[m] for f in dynamics.FIELDS})
 
 
 def time_map(fn, run_args, shared, devices, chunk):
     warm = jax.tree_util.tree_map(lambda a: a[:chunk], run_args)
     t = time.perf_counter()
-    sweep.map_runs(fn, warm, shared=shared, devices=devices, chunk_size=chunk)
+    execute.map_runs(fn, warm, shared=shared, devices=devices, chunk_size=chunk)
     first = time.perf_counter() - t
     t = time.perf_counter()
-    out = sweep.map_runs(fn, run_args, shared=shared, devices=devices, chunk_size=chunk)
+    out = execute.map_runs(fn, run_args, shared=shared, devices=devices, chunk_size=chunk)
     steady = time.perf_counter() - t
     n = len(run_args["idx"] if "idx" in run_args else run_args["seed"])
     return n / steady, max(first - chunk / (n / steady), 0.0), out
@@ -116,7 +116,7 @@ def main():
     for nd in sorted({1, len(devs)}):
         chunk = 4096 * nd
         rate, compile_s, out = time_map(fused, fused_args, jax.random.key(0), devs[:nd], chunk)
-        strategy = "sequential map" if sweep.default_batch_size() == 1 else "vmap"
+        strategy = "sequential map" if execute.default_batch_size() == 1 else "vmap"
         rows.append((f"tokdyn fused, {nd} device(s), {strategy}", n, rate, compile_s, out["ari"].mean(),
                      out["steps"].mean()))
         rate, compile_s, out = time_map(given_data_task, dict(idx=idx.astype(np.int32), params=params_for(n)),

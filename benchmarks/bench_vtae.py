@@ -77,25 +77,25 @@ def main():
     # Python loop over models, each dispatching the same jitted optimiser step once per step
     S = args.step_loop_models
     hps = [jax.tree_util.tree_map(lambda v: v[i], hpM) for i in range(max(L, S))]
-    init = jax.jit(lambda k: training.init_state(k, cfg))
-    step = jax.jit(lambda h, k_run, carry, t: training.train_step(cfg, h, k_run, w, None, carry, t)[0])
+    init = jax.jit(lambda k, h: training.init_state(k, cfg, h))
+    step = jax.jit(lambda h, run_key, carry, t: training.train_step(run_key, cfg, h, w, None, carry, t)[0])
     ts = [jnp.int32(t) for t in range(cfg.steps)]
 
     def step_loop():
         for i in range(S):
-            carry, k_run = init(keys[i])
+            carry, run_key = init(keys[i], hps[i])
             for t in ts:
-                carry = step(hps[i], k_run, carry, t)
+                carry = step(hps[i], run_key, carry, t)
             jax.block_until_ready(carry)
 
     t0 = time.perf_counter()
-    c0, kr0 = init(keys[0])
+    c0, kr0 = init(keys[0], hps[0])
     jax.block_until_ready(step(hps[0], kr0, c0, ts[0]))
     cs = time.perf_counter() - t0  # compile (trace + compile + one call) of init and step
     ts_ = min(timed(step_loop) for _ in range(2))
     rows.append(("Python loop, jitted step", S, cs, ts_, S / ts_))
     # Python loop over models with the same jitted single-model training (a stronger peer)
-    one = jax.jit(lambda k, h: training._train(k, cfg, h, w, None))
+    one = jax.jit(lambda k, h: training.train(k, cfg, h, w, None))
     c1 = timed(lambda: one.lower(keys[0], hp1).compile())
     one_c = one.lower(keys[0], hp1).compile()
     jax.block_until_ready(one_c(keys[0], hp1))

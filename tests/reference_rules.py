@@ -102,7 +102,7 @@ def reference_run_rules(x, tokens, temperature=1.0, momentum=0.0, repulsion=0.0,
 
 
 def groups(tokens, merge_tol):
-    """Single-linkage groups of tokens within merge_tol: number of connected components (BFS)."""
+    """Single-linkage groups of tokens closer than merge_tol: number of connected components (BFS)."""
     t = np.asarray(tokens, np.float64)
     seen, count = set(), 0
     for i in range(len(t)):
@@ -115,5 +115,5 @@ def groups(tokens, merge_tol):
             if j in seen:
                 continue
             seen.add(j)
-            stack += [k for k in range(len(t)) if k not in seen and np.linalg.norm(t[j] - t[k]) <= merge_tol]
+            stack += [k for k in range(len(t)) if k not in seen and np.linalg.norm(t[j] - t[k]) < merge_tol]
     return count

@@ -51,7 +51,7 @@ def test_step_is_preconditioned_gradient_step():
     for tau in (0.3, 2.0, 10.0):
         g = jax.grad(lambda t: analysis.free_energy(x, t, tau))(t)
         a = dynamics.soft_assignment(x, t, tau)  # (N, T)
-        new, _ = dynamics.update(x, t, jnp.zeros_like(t), dynamics.Params(temperature=tau))
+        new, _ = dynamics.update(x, t, jnp.zeros_like(t), dynamics.Hparams(temperature=tau))
         np.testing.assert_allclose(new - t, -g / (2 * a.sum(0)[:, None]), atol=2e-4 * np.abs(x).max())
 
 
@@ -74,9 +74,9 @@ def _descent_cases(key, runs=4096, n=30, t=3, d=2):
 
 
 def _energy_change(x, tokens, velocity, tau, momentum, repulsion, pre_steps):
-    p = dynamics.Params(tau, momentum, repulsion)
+    p = dynamics.Hparams(tau, momentum, repulsion)
     for _ in range(pre_steps):  # some cases start near a fixed point, where the decrease is tiny
-        tokens, _ = dynamics.update(x, tokens, jnp.zeros_like(tokens), dynamics.Params(tau))
+        tokens, _ = dynamics.update(x, tokens, jnp.zeros_like(tokens), dynamics.Hparams(tau))
     f0 = analysis.energy_of(p)(x, tokens)
     new, _ = dynamics.update(x, tokens, velocity, p)
     return f0, analysis.energy_of(p)(x, new)
@@ -116,7 +116,7 @@ def test_jacobian_matches_finite_differences():
         x = jnp.asarray(x, jnp.float64)
         t = jax.random.normal(jax.random.key(5), (3, 2), jnp.float64) * 2
         v = jax.random.normal(jax.random.key(6), (3, 2), jnp.float64) * 0.1
-        p = dynamics.Params(1.5, 0.6, 0.2)
+        p = dynamics.Hparams(1.5, 0.6, 0.2)
         jac = np.asarray(analysis.jacobian(x, t, p, velocity=v))
         z0 = np.concatenate([np.ravel(t), np.ravel(v)])
         f = analysis.update_map(x, p, with_velocity=True)
@@ -140,14 +140,14 @@ def test_collapse_eigenvalues_baseline(n_tokens, dim, ratio):
     x = blobs(10 + dim, k=3, dim=dim)
     tau = ratio * float(analysis.collapse_threshold(x))
     t = analysis.collapsed_state(x, n_tokens)
-    num = analysis.eigenvalues(analysis.jacobian(x, t, dynamics.Params(temperature=tau)))
+    num = analysis.eigenvalues(analysis.jacobian(x, t, dynamics.Hparams(temperature=tau)))
     pred = analysis.collapse_eigenvalues(x, n_tokens, tau)
     # the closed form from NumPy's covariance, independent of the package's covariance
     lam = np.linalg.eigvalsh(np.cov(x.T, bias=True))
     closed = np.concatenate([np.zeros(dim), np.repeat(2 * lam / tau, n_tokens - 1)])
     np.testing.assert_allclose(_sorted(pred).real, np.sort(closed), atol=1e-6)
     np.testing.assert_allclose(_sorted(num), _sorted(pred), atol=2e-4 * max(1, np.abs(closed).max()))
-    assert (analysis.spectral_radius(np.asarray(analysis.jacobian(x, t, dynamics.Params(tau)))) < 1) == (ratio > 1)
+    assert (analysis.spectral_radius(np.asarray(analysis.jacobian(x, t, dynamics.Hparams(tau)))) < 1) == (ratio > 1)
 
 
 @pytest.mark.parametrize("momentum", [0.3, 0.9])
@@ -156,7 +156,7 @@ def test_collapse_eigenvalues_heavy_ball(momentum, ratio):
     x = blobs(20, k=2, dim=2, noise=0.7)
     tau = ratio * float(analysis.collapse_threshold(x))
     t = analysis.collapsed_state(x, 3)
-    jac = analysis.jacobian(x, t, dynamics.Params(tau, momentum), velocity=jnp.zeros_like(t))
+    jac = analysis.jacobian(x, t, dynamics.Hparams(tau, momentum), velocity=jnp.zeros_like(t))
     num = analysis.eigenvalues(jac)
     pred = analysis.collapse_eigenvalues(x, 3, tau, momentum=momentum)
     assert len(num) == len(pred) == 12
@@ -177,14 +177,14 @@ def test_collapse_threshold_matches_numpy_with_mask():
     want = 2 * np.linalg.eigvalsh(np.cov(xv.T, bias=True)).max()
     np.testing.assert_allclose(float(analysis.collapse_threshold(c.x, c.mask)), want, rtol=1e-5)
     np.testing.assert_allclose(float(analysis.collapse_threshold(xv)), want, rtol=1e-5)
-    batched = jax.vmap(analysis._threshold)(jnp.stack([c.x, 2 * c.x]), jnp.stack([c.mask, c.mask]))
+    batched = jax.vmap(analysis.collapse_threshold)(jnp.stack([c.x, 2 * c.x]), jnp.stack([c.mask, c.mask]))
     np.testing.assert_allclose(np.asarray(batched), [want, 4 * want], rtol=1e-5)
 
 
 def test_jacobian_is_finite_at_coincident_tokens_with_repulsion():
     x = blobs(5)
     t = jnp.zeros((3, 2)).at[2].set(1.0)  # tokens 0 and 1 coincide
-    for p in (dynamics.Params(1.0, 0.0, 0.05), dynamics.Params(1.0, 0.5, 0.5)):
+    for p in (dynamics.Hparams(1.0, 0.0, 0.05), dynamics.Hparams(1.0, 0.5, 0.5)):
         jac = analysis.jacobian(x, t, p, velocity=jnp.zeros_like(t))
         assert np.all(np.isfinite(np.asarray(jac)))
         assert np.isfinite(float(analysis.free_energy(x, t, 1.0, repulsion=p.repulsion)))
@@ -196,11 +196,11 @@ def test_jacobian_is_finite_at_coincident_tokens_with_repulsion():
 def _threshold_sweep(ratios, n_tokens, seeds, make):
     def one(key, ratio):
         x = make(key)
-        tau = ratio * analysis._threshold(x, None)
+        tau = ratio * analysis.collapse_threshold(x)
         t0 = dynamics.forgy(x, jax.random.uniform(jax.random.fold_in(key, 1), x.shape[:1]), None, n_tokens)
         tol = analysis.MERGE_REL * jnp.sqrt(jnp.trace(analysis.covariance(x)[0]))
-        r = dynamics.run(x, t0, dynamics.Params(tau), n_steps=3000, tol=1e-5 * tol / analysis.MERGE_REL)
-        return analysis._groups(r.tokens, tol) == 1
+        r = dynamics.run(x, t0, dynamics.Hparams(tau), n_steps=3000, tol=1e-5 * tol / analysis.MERGE_REL)
+        return dynamics.token_groups(r.tokens, tol)[1] == 1
     keys = jax.random.split(jax.random.key(0), seeds)
     f = jax.jit(jax.vmap(jax.vmap(one, (0, None)), (None, 0)))
     return np.asarray(f(keys, jnp.asarray(ratios))).mean(axis=1)  # (ratios,)
@@ -211,8 +211,7 @@ def _threshold_sweep(ratios, n_tokens, seeds, make):
 def test_collapse_rate_switches_within_10_percent(shape):
     def make(key):
         if shape == "blobs":
-            c = data._generate(key, 3, 1.0, 3.0, 3, 40, 2, "uniform")[0]
-            return c.x
+            return data.gaussian_clusters(key, 3, points_per_cluster=40, dim=2, noise=1.0, center_box=3.0).x
         z = jax.random.normal(key, (120, 3))
         return z * jnp.array([3.0, 1.0, 0.5])
     ratios = [0.25, 0.8, 0.9, 1.1, 1.25, 4.0]
@@ -227,7 +226,7 @@ def test_repulsion_keeps_tokens_apart_at_the_predicted_distance():
     t0 = analysis.collapsed_state(x, 2) + jnp.array([[0.05, 0.0], [-0.05, 0.0]])
     for ratio, gamma in ((2.0, 1e-3), (2.5, 1e-2), (4.0, 1e-2)):
         tau = ratio * tc
-        r = analysis.fixed_point(x, t0, dynamics.Params(tau, 0.0, gamma), tol=1e-6, n_steps=3000)
+        r = analysis.fixed_point(x, t0, dynamics.Hparams(tau, 0.0, gamma), tol=1e-6, n_steps=3000)
         mu = tc / tau
         want = (2 * gamma / (1 - mu)) ** (1 / 3)  # r' = mu r + 2 gamma / r^2 at equilibrium
         r_star, mult = analysis.pair_equilibrium(x, tau, gamma)
@@ -238,7 +237,7 @@ def test_repulsion_keeps_tokens_apart_at_the_predicted_distance():
         else:  # multiplier < -1: a period-2 oscillation that never converges
             assert not bool(r.converged) and float(r.delta) > 0.1 * want
         # without repulsion the same run collapses exactly (within float rounding)
-        r0 = analysis.fixed_point(x, t0, dynamics.Params(tau), tol=1e-7)
+        r0 = analysis.fixed_point(x, t0, dynamics.Hparams(tau), tol=1e-7)
         assert float(analysis.min_separation(r0.tokens)) < 1e-4 * want
 
 
@@ -252,7 +251,7 @@ def test_predicted_convergence_time_tracks_observed_steps():
         x = blobs(100 + seed, k=3, dim=2, noise=0.8, box=4.0)
         tau = float(np.exp(np.random.default_rng(seed).uniform(np.log(0.3), np.log(3.0))))
         t0 = dynamics.init_tokens(jax.random.key(seed), 3, 2, x=x)
-        p = dynamics.Params(tau)
+        p = dynamics.Hparams(tau)
         tol = 1e-3
         r = dynamics.run(x, t0, p, n_steps=500, tol=tol)
         fp = analysis.fixed_point(x, t0, p)
@@ -277,7 +276,11 @@ def test_token_groups_match_scipy_single_linkage():
         t = rng.normal(size=(rng.integers(1, 9), 2)) * rng.choice([0.01, 0.1, 1.0])
         tol = 0.05
         want = 1 if len(t) == 1 else len(set(sch.fcluster(sch.linkage(t, "single"), tol, "distance")))
-        assert int(analysis.token_groups(t, tol)) == want
+        group, n_groups = dynamics.token_groups(t, tol)
+        assert int(n_groups) == want
+        if len(t) > 1:  # the same partition as SciPy's, labelled by each group's first token
+            ref = sch.fcluster(sch.linkage(t, "single"), tol, "distance")
+            assert all((ref == ref[i]).tolist() == (np.asarray(group) == int(group[i])).tolist() for i in range(len(t)))
 
 
 # ---------------------------------------------------------------------------------------------- bad input
@@ -291,11 +294,11 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="temperature"):
         analysis.collapse_eigenvalues(x, 3, -1.0)
     with pytest.raises(ValueError, match="temperature"):
-        analysis.jacobian(x, t, dynamics.Params(temperature=-2.0))
+        analysis.jacobian(x, t, dynamics.Hparams(temperature=-2.0))
     with pytest.raises(ValueError, match="tol"):
         analysis.fixed_point(x, t, tol=0.0)
-    with pytest.raises(ValueError, match="tol"):
-        analysis.token_groups(t, -1.0)
+    with pytest.raises(ValueError, match="merge_tol"):
+        dynamics.token_groups(t, -1.0)
     with pytest.raises(ValueError, match="tol"):
         analysis.predicted_steps(0.5, 1.0, 0.0)
     with pytest.raises(ValueError, match="rel"):
@@ -305,10 +308,10 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="mask"):
         analysis.collapse_threshold(x, np.zeros(len(x), bool))
     with pytest.raises(ValueError, match="dimension"):
-        analysis.jacobian(x, np.zeros((3, 5)), dynamics.Params())
+        analysis.jacobian(x, np.zeros((3, 5)), dynamics.Hparams())
     with pytest.raises(ValueError, match="velocity"):
-        analysis.jacobian(x, t, dynamics.Params(), velocity=np.zeros((2, 2)))
-    with pytest.raises(TypeError, match="params"):
+        analysis.jacobian(x, t, dynamics.Hparams(), velocity=np.zeros((2, 2)))
+    with pytest.raises(TypeError, match="hparams"):
         analysis.jacobian(x, t, {"temperature": 1.0})
     with pytest.raises(ValueError, match="x must be finite"):
         analysis.collapse_threshold(np.full((3, 2), np.nan))

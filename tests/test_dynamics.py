@@ -1,11 +1,13 @@
 """The JAX dynamics against the float64 NumPy reference, for every registered method; vmap vs
 loop; determinism; extreme but valid input; bad input errors before compilation."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import jax_compilations
 from reference import reference_collapsed, reference_run
 from tokdyn import data, dynamics, metrics
 
@@ -85,18 +87,23 @@ def test_vmap_equals_loop_and_params_do_not_recompile():
     xs = jnp.stack([c.x for c in cs])
     ms = jnp.stack([c.mask for c in cs])
     t0 = jnp.stack(ts)
-    params = dynamics.stack_params([dynamics.METHODS[METHODS[i % 4]] for i in range(6)])
+    params = dynamics.Hparams.stack([dynamics.METHODS[METHODS[i % 4]] for i in range(6)])
     batched = jax.jit(jax.vmap(lambda x, t, p, m: dynamics.run(x, t, p, mask=m)))(xs, t0, params, ms)
     for i in range(6):
         one = dynamics.run(xs[i], t0[i], dynamics.METHODS[METHODS[i % 4]], mask=ms[i])
         np.testing.assert_allclose(np.asarray(batched.tokens[i]), np.asarray(one.tokens), rtol=1e-5, atol=1e-5)
         assert int(batched.steps[i]) == int(one.steps)
         np.testing.assert_array_equal(np.asarray(batched.labels[i]), np.asarray(one.labels))
-    # Params are traced leaves: a new parameter value reuses the compiled kernel
-    before = dynamics._run_jit._cache_size()
-    dynamics.run(xs[0], t0[0], dynamics.Params(0.37, 0.21, 0.013), mask=ms[0])
-    dynamics.run(xs[0], t0[0], dynamics.Params(2.5, 0.0, 0.1), mask=ms[0])
-    assert dynamics._run_jit._cache_size() == before
+    # Hparams are traced leaves: a new value reuses the compiled kernel (nothing traced or compiled),
+    # whether run is called directly or inside a user's jit
+    dynamics.run(xs[0], t0[0], dynamics.Hparams(1.0, 0.5, 0.05), mask=ms[0])
+    with jax_compilations() as compiled:
+        dynamics.run(xs[0], t0[0], dynamics.Hparams(0.37, 0.21, 0.013), mask=ms[0])
+        dynamics.run(xs[0], t0[0], dynamics.Hparams(2.5, 0.0, 0.1), mask=ms[0])
+    assert compiled == []
+    user = jax.jit(chex.assert_max_traces(lambda p: dynamics.run(xs[0], t0[0], p, mask=ms[0]).tokens, n=1))
+    for p in (dynamics.Hparams(0.37, 0.21, 0.013), dynamics.Hparams(2.5, 0.0, 0.1), dynamics.METHODS["damped"]):
+        user(p)
 
 
 def test_determinism_same_key_same_bits():
@@ -126,7 +133,7 @@ def test_masked_points_are_ignored():
 def test_one_token_goes_to_the_mean_in_one_step():
     c, _ = _problem(2, k=3)
     t0 = jnp.zeros((1, 16))
-    r = dynamics.run(c.x, t0, dynamics.Params(), mask=c.mask)
+    r = dynamics.run(c.x, t0, dynamics.Hparams(), mask=c.mask)
     mean = np.asarray(c.x)[np.asarray(c.mask)].mean(0)
     np.testing.assert_allclose(np.asarray(r.tokens[0]), mean, rtol=1e-5, atol=1e-5)
     assert int(r.steps) == 2 and bool(r.converged)
@@ -137,7 +144,7 @@ def test_heavy_ball_recurrence():
     heavy-ball recurrence e' = beta v, v' = beta v - e, whose spectral radius is sqrt(beta)."""
     x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
     beta = 0.5
-    tr = dynamics.trajectory(x, np.full((1, 3), 5.0, np.float32), dynamics.Params(1.0, beta, 0.0), n_steps=20, tol=0.0)
+    tr = dynamics.trajectory(x, np.full((1, 3), 5.0, np.float32), dynamics.Hparams(1.0, beta, 0.0), n_steps=20, tol=0.0)
     e, v = 5.0 - x.astype(np.float64).mean(0), np.zeros(3)
     for n in range(1, 21):
         v = beta * v - e
@@ -151,7 +158,7 @@ def test_heavy_ball_recurrence():
 def test_extreme_temperature_no_nan(tau):
     c, t0 = _problem(4)
     for name in METHODS:
-        p = dynamics.Params(tau, dynamics.METHODS[name].momentum, dynamics.METHODS[name].repulsion)
+        p = dynamics.Hparams(tau, dynamics.METHODS[name].momentum, dynamics.METHODS[name].repulsion)
         r = dynamics.run(c.x, t0, p, mask=c.mask)
         assert np.all(np.isfinite(np.asarray(r.tokens)))
         assert np.all(np.asarray(r.labels)[np.asarray(c.mask)] >= 0)
@@ -182,11 +189,11 @@ def test_single_point_cluster_no_nan():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(params=dynamics.Params(temperature=0.0)), "temperature"),
-        (dict(params=dynamics.Params(temperature=-1.0)), "temperature"),
-        (dict(params=dynamics.Params(momentum=1.0)), "momentum"),
-        (dict(params=dynamics.Params(momentum=-0.1)), "momentum"),
-        (dict(params=dynamics.Params(repulsion=-0.1)), "repulsion"),
+        (dict(hparams=dynamics.Hparams(temperature=0.0)), "temperature"),
+        (dict(hparams=dynamics.Hparams(temperature=-1.0)), "temperature"),
+        (dict(hparams=dynamics.Hparams(momentum=1.0)), "momentum"),
+        (dict(hparams=dynamics.Hparams(momentum=-0.1)), "momentum"),
+        (dict(hparams=dynamics.Hparams(repulsion=-0.1)), "repulsion"),
         (dict(tokens=np.zeros((0, 2), np.float32)), "at least one token"),
         (dict(tokens=np.zeros((2, 3), np.float32)), "same dimension"),
         (dict(x=np.array([[np.nan, 0.0], [1.0, 1.0]], np.float32)), "x must be finite"),
@@ -197,14 +204,13 @@ def test_single_point_cluster_no_nan():
     ],
 )
 def test_bad_input_raises_before_compiling(kwargs, match):
-    args = dict(x=np.zeros((2, 2), np.float32), tokens=np.zeros((2, 2), np.float32), params=dynamics.Params(),
+    args = dict(x=np.zeros((2, 2), np.float32), tokens=np.zeros((2, 2), np.float32), hparams=dynamics.Hparams(),
                 mask=None, n_steps=5, tol=1e-3)
     args.update(kwargs)
-    before = dynamics._run_jit._cache_size()
-    with pytest.raises(ValueError, match=match):
-        dynamics.run(args["x"], args["tokens"], args["params"], mask=args["mask"], n_steps=args["n_steps"],
+    with jax_compilations() as compiled, pytest.raises(ValueError, match=match):
+        dynamics.run(args["x"], args["tokens"], args["hparams"], mask=args["mask"], n_steps=args["n_steps"],
                      tol=args["tol"])
-    assert dynamics._run_jit._cache_size() == before
+    assert compiled == []
 
 
 def test_unknown_method_and_init_errors():

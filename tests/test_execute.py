@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokdyn import sweep
+from tokdyn import execute
 
 
 def _fn(shared, run):
@@ -23,9 +23,9 @@ def _args(n):
 
 def test_results_independent_of_chunk_and_batch_size():
     key = jax.random.key(0)
-    ref = sweep.map_runs(_fn, _args(37), shared=key, chunk_size=1000, batch_size=None)
+    ref = execute.map_runs(_fn, _args(37), shared=key, chunk_size=1000, batch_size=None)
     for chunk, batch in [(5, 1), (8, 4), (37, 1), (16, None), (7, 3)]:
-        out = sweep.map_runs(_fn, _args(37), shared=key, chunk_size=chunk, batch_size=batch)
+        out = execute.map_runs(_fn, _args(37), shared=key, chunk_size=chunk, batch_size=batch)
         for k in ref:
             np.testing.assert_array_equal(out[k], ref[k])
     # and equal to the plain per-run call
@@ -35,14 +35,14 @@ def test_results_independent_of_chunk_and_batch_size():
 
 def test_progress_callback_and_errors():
     seen = []
-    sweep.map_runs(_fn, _args(10), shared=jax.random.key(0), chunk_size=4, on_chunk=lambda d, t, s: seen.append((d, t)))
+    execute.map_runs(_fn, _args(10), shared=jax.random.key(0), chunk_size=4, on_chunk=lambda d, t, s: seen.append((d, t)))
     assert seen == [(4, 10), (8, 10), (10, 10)]
     with pytest.raises(ValueError, match="chunk_size"):
-        sweep.map_runs(_fn, _args(10), shared=jax.random.key(0), chunk_size=0)
+        execute.map_runs(_fn, _args(10), shared=jax.random.key(0), chunk_size=0)
     with pytest.raises(ValueError, match="batch_size"):
-        sweep.map_runs(_fn, _args(10), shared=jax.random.key(0), batch_size=0)
+        execute.map_runs(_fn, _args(10), shared=jax.random.key(0), batch_size=0)
     with pytest.raises(ValueError, match="leading"):
-        sweep.map_runs(_fn, dict(i=np.arange(3), w=np.zeros(4)), shared=jax.random.key(0))
+        execute.map_runs(_fn, dict(i=np.arange(3), w=np.zeros(4)), shared=jax.random.key(0))
 
 
 def test_results_independent_of_device_count():
@@ -51,10 +51,10 @@ def test_results_independent_of_device_count():
         """
         import sys, numpy as np, jax
         sys.path.insert(0, %r)
-        from test_sweep import _fn, _args
-        from tokdyn import sweep
+        from test_execute import _fn, _args
+        from tokdyn import execute
         assert len(jax.devices()) == int(sys.argv[1])
-        out = sweep.map_runs(_fn, _args(50), shared=jax.random.key(0), chunk_size=12)
+        out = execute.map_runs(_fn, _args(50), shared=jax.random.key(0), chunk_size=12)
         np.save(sys.argv[2], out["s"])
         """
         % os.path.dirname(__file__)
@@ -69,20 +69,3 @@ def test_results_independent_of_device_count():
     np.testing.assert_array_equal(results[0], results[1])
 
 
-def test_executable_cache_roundtrip_and_corruption(tmp_path):
-    from tokdyn.studies import token_dynamics as td
-
-    cfg = td.Config(seeds=2, noise=(0.5,), n_clusters=(3,), dim=3, points_per_cluster=10)
-    fresh = td.simulate(cfg)
-    first = td.simulate(cfg, cache_dir=str(tmp_path))  # compiles and stores
-    files = list((tmp_path / "tokdyn-executables").glob("*.pkl"))
-    assert len(files) == 1
-    second = td.simulate(cfg, cache_dir=str(tmp_path))  # loads
-    files[0].write_bytes(b"not a pickle")
-    third = td.simulate(cfg, cache_dir=str(tmp_path))  # corrupt entry: recompiles
-    for out in (first, second, third):
-        for k in ("ari", "steps", "sse"):
-            np.testing.assert_array_equal(out[k], fresh[k])
-    # functions whose repr holds a memory address are never cached
-    sweep.map_runs(lambda r: r["i"] * 2, dict(i=np.arange(3)), cache_dir=str(tmp_path))
-    assert len(list((tmp_path / "tokdyn-executables").glob("*.pkl"))) == 1

@@ -10,8 +10,8 @@ import pytest
 from tokdyn.latent import model as M
 from tokdyn.latent import tasks
 
-TASK = tasks.TaskConfig(grid_size=4, n_colours=3)
-CFG = M.ModelConfig(task=TASK, width=32, depth=2, heads=2, latent_mode="feedback", n_latents=3,
+TASK = tasks.Config(grid_size=4, n_colours=3)
+CFG = M.Config(task=TASK, width=32, depth=2, heads=2, latent_mode="feedback", n_latents=3,
                     caption_len=TASK.caption_len, projection="linear")
 
 
@@ -42,14 +42,14 @@ def test_causal_masking(setup):
     """Changing a caption token changes nothing before it, including the latents."""
     model, params, batch = setup
     lay = model.layout
-    other = batch.replace(caption=batch.caption.at[:, 2].set(TASK.vocab.number0 + 3))
+    other = dataclasses.replace(batch, caption=batch.caption.at[:, 2].set(TASK.vocab.number0 + 3))
     a, b = jax.jit(model.apply)(params, batch), jax.jit(model.apply)(params, other)
     cut = lay.caption.start + 2
     np.testing.assert_allclose(np.asarray(a.logits[:, :cut]), np.asarray(b.logits[:, :cut]), atol=1e-5)
     np.testing.assert_allclose(np.asarray(a.latents), np.asarray(b.latents), atol=1e-5)
     assert not np.allclose(np.asarray(a.logits[:, cut:]), np.asarray(b.logits[:, cut:]), atol=1e-4)
     # a changed image changes the latents (they read the image)
-    c = jax.jit(model.apply)(params, batch.replace(image=(batch.image + 1) % (TASK.n_colours + 1)))
+    c = jax.jit(model.apply)(params, dataclasses.replace(batch, image=(batch.image + 1) % (TASK.n_colours + 1)))
     assert not np.allclose(np.asarray(a.latents), np.asarray(c.latents), atol=1e-4)
 
 
@@ -121,29 +121,29 @@ def test_pause_and_direct_modes():
     pos = np.asarray(p["params"]["pos"]["embedding"])[lay.latents.start - 16]
     np.testing.assert_allclose(np.asarray(out.hidden[0, 0, lay.latents.start]), tok + pos, atol=1e-6)
     assert out.latents.shape == (3, 0, 32)
-    d = M.Model(M.ModelConfig(task=TASK, width=32, heads=2))
+    d = M.Model(M.Config(task=TASK, width=32, heads=2))
     assert d.layout.length == 16 + 5 + 1
     assert jax.jit(d.apply)(d.init(jax.random.key(0)), batch).logits.shape == (3, 22, TASK.vocab.size)
 
 
 def test_no_image_ignores_the_image():
-    m = M.Model(M.ModelConfig(task=TASK, width=32, heads=2, use_image=False))
+    m = M.Model(M.Config(task=TASK, width=32, heads=2, use_image=False))
     p = m.init(jax.random.key(0))
     b = tasks.generate(jax.random.key(1), 3, TASK)
     f = jax.jit(m.apply)
     a = f(p, b).logits
-    c = f(p, b.replace(image=(b.image + 1) % 4)).logits
+    c = f(p, dataclasses.replace(b, image=(b.image + 1) % 4)).logits
     np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
 
 
 def test_shape_and_config_errors(setup):
     model, params, batch = setup
     with pytest.raises(ValueError, match="batch.image"):
-        model.apply(params, batch.replace(image=batch.image[:, :3]))
+        model.apply(params, dataclasses.replace(batch, image=batch.image[:, :3]))
     with pytest.raises(ValueError, match="batch.question"):
-        model.apply(params, batch.replace(question=batch.question[:, :4]))
+        model.apply(params, dataclasses.replace(batch, question=batch.question[:, :4]))
     with pytest.raises(ValueError, match="batch.caption"):
-        model.apply(params, batch.replace(caption=batch.caption[:, :2]))
+        model.apply(params, dataclasses.replace(batch, caption=batch.caption[:, :2]))
     with pytest.raises(ValueError, match="latents"):
         model.apply(params, batch, latents=jnp.zeros((5, 2, 32)))
     with pytest.raises(ValueError, match="n_latents"):
@@ -153,4 +153,4 @@ def test_shape_and_config_errors(setup):
     with pytest.raises(ValueError, match="width must be a multiple"):
         M.Model(dataclasses.replace(CFG, width=33))
     with pytest.raises(ValueError, match="grid_size"):
-        M.Model(dataclasses.replace(CFG, task=tasks.TaskConfig(grid_size=0)))
+        M.Model(dataclasses.replace(CFG, task=tasks.Config(grid_size=0)))

@@ -1,5 +1,7 @@
 """The task generators against plain NumPy/Python implementations of each transformation."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 
 from tokdyn.latent import tasks
 
-CFG = tasks.TaskConfig(grid_size=5, n_colours=4, density=0.6)
+CFG = tasks.Config(grid_size=5, n_colours=4, density=0.6)
 V = CFG.vocab
 N = 400
 
@@ -95,12 +97,14 @@ def test_marker_unique_and_value_ranges(batch):
 
 
 def test_density_and_seeding():
-    b = tasks.generate(jax.random.key(0), 200, tasks.TaskConfig(density=0.3), families=("rotate",))
+    b = tasks.generate(jax.random.key(0), 200, tasks.Config(density=0.3), families=("rotate",))
     frac = float((np.asarray(b.image) > 0).mean())
     assert abs(frac - 0.3) < 0.03  # 7200 cells
-    again = tasks.generate(jax.random.key(0), 50, tasks.TaskConfig(density=0.3), families=("rotate",), offset=150)
+    # the kernel inside a user's jit, with a traced offset
+    again = jax.jit(lambda k, o: tasks.generate(k, 50, tasks.Config(density=0.3), families="rotate", offset=o))(
+        jax.random.key(0), 150)
     np.testing.assert_array_equal(np.asarray(b.image)[150:], np.asarray(again.image))
-    other = tasks.generate(jax.random.key(1), 50, tasks.TaskConfig(density=0.3), families=("rotate",))
+    other = tasks.generate(jax.random.key(1), 50, tasks.Config(density=0.3), families=("rotate",))
     assert not np.array_equal(np.asarray(b.image)[:50], np.asarray(other.image))
 
 
@@ -111,17 +115,24 @@ def test_sample_is_vmappable_over_traced_families():
     np.testing.assert_array_equal(np.asarray(out.family), np.asarray(fams))
     one = tasks.sample(keys[5], "gravity", CFG)
     np.testing.assert_array_equal(np.asarray(out.image[5]), np.asarray(one.image))
+    # Instance: a frozen dataclass pytree (fields in declaration order)
+    assert [f.name for f in dataclasses.fields(tasks.Instance)] == ["image", "question", "answer", "helper", "caption",
+                                                                    "family"]
+    assert jax.tree.leaves(one)[2] is one.answer
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        one.answer = 0
+    assert dataclasses.replace(one, answer=jnp.int32(7)).answer == 7
 
 
 def test_splits_never_share_instances():
     # a tiny space (2x2 grid, 2 colours) forces collisions, which must be removed
-    cfg = tasks.TaskConfig(grid_size=2, n_colours=2, density=0.5)
+    cfg = tasks.Config(grid_size=2, n_colours=2, density=0.5)
     train, test = tasks.splits(jax.random.key(0), 400, 40, cfg)
     tr, te = set(tasks.fingerprints(train)), tasks.fingerprints(test)
     assert len(te) == 40 and len(set(te)) == 40 and not (tr & set(te))
     assert np.bincount(test.family, minlength=4).tolist() == [10, 10, 10, 10]
     with pytest.raises(ValueError, match="n_test"):
-        tasks.splits(jax.random.key(0), 400, 4000, tasks.TaskConfig(grid_size=1, n_colours=2))
+        tasks.splits(jax.random.key(0), 400, 4000, tasks.Config(grid_size=1, n_colours=2))
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -130,7 +141,7 @@ def test_splits_never_share_instances():
 ])
 def test_bad_config(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
-        tasks.generate(jax.random.key(0), 4, tasks.TaskConfig(**kwargs))
+        tasks.generate(jax.random.key(0), 4, tasks.Config(**kwargs))
 
 
 def test_bad_family_and_sizes():
@@ -142,3 +153,9 @@ def test_bad_family_and_sizes():
         tasks.generate(jax.random.key(0), 4, CFG, families=())
     with pytest.raises(ValueError, match="n must be"):
         tasks.generate(jax.random.key(0), 0, CFG)
+    with pytest.raises(ValueError, match="offset"):
+        tasks.generate(jax.random.key(0), 4, CFG, offset=-1)
+    with pytest.raises(TypeError, match="key"):
+        tasks.generate(7, 4, CFG)
+    with pytest.raises(TypeError, match="cfg"):
+        tasks.generate(jax.random.key(0), 4, {"grid_size": 3})

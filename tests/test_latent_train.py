@@ -1,125 +1,239 @@
-"""Training variants, alignment losses, checkpoints/resume and the study, at a tiny size."""
+"""Training variants, losses, the optimiser schedule, sweeps, checkpoints/resume, at a tiny size."""
 
 import dataclasses
-import json
-import os
+import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from tokdyn import report
+from tokdyn import io
+from tokdyn.latent import evaluation, losses, tasks, training, variants
 from tokdyn.latent import model as M
-from tokdyn.latent import tasks
-from tokdyn.latent import train as T
 
-TINY = T.TrainConfig(task=tasks.TaskConfig(grid_size=3, n_colours=2), width=16, depth=1, heads=2, n_latents=2,
-                     steps=4, steps_per_call=2, batch_size=8, n_train=200, n_test=20, seeds=2, warmup=1)
+TINY = training.Config(task=tasks.Config(grid_size=3, n_colours=2), width=16, depth=1, heads=2, n_latents=2,
+                       steps=40, steps_per_call=20, batch_size=16, n_train=400, n_test=40, seeds=2, warmup=5)
+FAST = training.Hparams(learning_rate=1e-2)
 
 
 @pytest.fixture(scope="module")
 def pools():
-    return T.data(TINY)
+    return training.data(TINY)
+
+
+@functools.lru_cache(maxsize=None)
+def _trained(name):
+    """The uninterrupted run of ``name`` on TINY (shared by the tests that need it)."""
+    pool, _ = training.data(TINY)
+    logs = []
+    state, done = training.train_many(TINY, name, pool, FAST, on_log=lambda step, lg: logs.append((step, lg)))
+    return state, done, logs
 
 
 def test_coconut_schedule():
     cfg = dataclasses.replace(TINY, steps=60, steps_per_call=10, n_latents=4, curriculum_stages=2)
-    st = T.stages(cfg, "coconut")
+    st = variants.stages(cfg, "coconut")
     assert [s[0] for s in st] == [0, 2, 4] and [s[1] for s in st] == [0, 2, 3]
     assert sum(s[2] for s in st) == 60 and all(s[2] % 10 == 0 for s in st)
-    assert T.stages(cfg, "direct") == [(0, 0, 60)] and T.stages(cfg, "pause") == [(4, 0, 60)]
+    assert variants.stages(cfg, "direct") == [(0, 0, 60)] and variants.stages(cfg, "pause") == [(4, 0, 60)]
     # every stage's model has the same parameter shapes (the curriculum continues one model)
-    shapes = [jax.tree.map(jnp.shape, M.Model(T.model_config(cfg, "coconut", s)).init(jax.random.key(0)))
+    shapes = [jax.eval_shape(M.Model(variants.model_config(cfg, "coconut", s)).init, jax.random.key(0))
               for s in range(3)]
     assert shapes[0] == shapes[1] == shapes[2]
 
 
-def test_alignment_losses_match_numpy():
-    cfg = T.model_config(TINY, "latent_mirage")
+def test_alignment_losses_match_numpy(pools):
+    cfg = variants.model_config(TINY, "latent_mirage")
     model = M.Model(cfg)
     params = model.init(jax.random.key(0))
-    batch = tasks.generate(jax.random.key(1), 4, TINY.task)
-    out = jax.jit(model.apply)(params, batch)
-    loss = jax.jit(lambda kind: T.alignment_loss(model, params, batch, out, kind), static_argnums=0)
-    tgt = np.asarray(model.net.apply(params, batch.helper, method=M.Network.embed_patches), np.float64)  # (B, 9, D)
-    lat = np.asarray(out.latents, np.float64)
+    batch = jax.tree.map(lambda a: a[:4], pools[1])
+    kinds = ("mirage", "monet", "lvr")
+
+    @jax.jit
+    def run(params):  # one compilation for every quantity below
+        out = model.apply(params, batch)
+        tgt = model.net.apply(params, batch.helper, method=M.Network.embed_patches)  # (B, 9, D)
+        teacher = model.net.apply(params, tgt, method=M.Network.backbone)[0]
+        grad = jax.grad(lambda p: losses.alignment_loss(model, p, batch, model.apply(p, batch), "lvr"))(params)
+        return out, {k: losses.alignment_loss(model, params, batch, out, k) for k in kinds}, tgt, teacher, grad
+
+    out, loss, tgt, teacher, g = jax.tree.map(np.asarray, run(params))
+    tgt, teacher, lat = (np.asarray(x, np.float64) for x in (tgt, teacher, out.latents))
     cos = lambda a, b: (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)  # noqa: E731
     mirage = np.mean(1 - cos(lat.mean(1), tgt.mean(1)))
-    np.testing.assert_allclose(float(loss("mirage")), mirage, rtol=1e-4)
-    groups = np.stack([tgt[:, 0:4].mean(1), tgt[:, 4:9].mean(1)], 1)  # 9 patches into 2 groups: edges 0, 4 (round 4.5), 9
+    np.testing.assert_allclose(float(loss["mirage"]), mirage, rtol=1e-4)
+    groups = np.stack([tgt[:, 0:4].mean(1), tgt[:, 4:9].mean(1)], 1)  # 9 patches, 2 groups: edges 0, 4 (round 4.5), 9
     fed = np.asarray(out.hidden[:, 0, model.layout.latents], np.float64)
     lvr = np.mean((fed - groups) ** 2)
-    np.testing.assert_allclose(float(loss("lvr")), lvr, rtol=1e-4)
-    teacher = np.asarray(model.net.apply(params, jnp.asarray(tgt, jnp.float32), method=M.Network.backbone)[0],
-                         np.float64)
+    np.testing.assert_allclose(float(loss["lvr"]), lvr, rtol=1e-4)
     tg = np.stack([teacher[:, 0:4].mean(1), teacher[:, 4:9].mean(1)], 1)
-    np.testing.assert_allclose(float(loss("monet")),
-                               np.mean(1 - cos(lat, tg)), rtol=1e-4)
+    np.testing.assert_allclose(float(loss["monet"]), np.mean(1 - cos(lat, tg)), rtol=1e-4)
     # gradients flow to the latents, not into the targets
-    g = jax.jit(jax.grad(lambda p: T.alignment_loss(model, p, batch, model.apply(p, batch), "lvr")))(params)
-    assert float(jnp.abs(g["params"]["colour"]["embedding"]).sum()) > 0  # via the latents' input, not the target
-    assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(g))
+    assert float(np.abs(g["params"]["colour"]["embedding"]).sum()) > 0  # via the latents' input, not the target
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(g))
+    with pytest.raises(ValueError, match="alignment must be one of"):
+        losses.alignment_loss(model, params, batch, out, "telepathy")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(T.VARIANTS))
-def test_every_variant_trains_and_evaluates(name, pools):
-    pool, test = pools
-    state, done = T.train(TINY, name, pool)
-    assert done and state.step == TINY.steps
+def test_caption_ce_masks_dropped_tokens(pools):
+    model = M.Model(variants.model_config(TINY, "text"))
+    params = model.init(jax.random.key(0))
+    batch = jax.tree.map(lambda a: a[:6], pools[1])
+    mask = jnp.asarray([0.0, 1.0, 1.0])
+    logits, ce = jax.jit(lambda p, b: (lambda out: (out.logits, losses.caption_ce(model, b, out, mask)))(
+        model.apply(p, b)))(params, batch)
+    k = model.layout.caption
+    logp = np.asarray(jax.nn.log_softmax(logits[:, k.start - 1: k.stop - 1]), np.float64)  # (B, K, V)
+    nll = -np.take_along_axis(logp, np.asarray(batch.caption)[..., None], -1)[..., 0]  # (B, K)
+    np.testing.assert_allclose(float(ce), nll[:, 1:].mean(), rtol=1e-5)
+
+
+def test_schedule_is_optax_warmup_cosine_with_a_traced_peak():
+    cfg = dataclasses.replace(TINY, steps=100, steps_per_call=10, warmup=10)
+    counts = jnp.arange(0, 120, 7)
+    for peak in (2e-3, 0.5):
+        ref = jax.jit(optax.warmup_cosine_decay_schedule(0.0, peak, 10, 100, peak * 0.05))(counts)  # concrete peak
+        got = jax.jit(lambda p, c: training.schedule(cfg, p)(c))(jnp.float32(peak), counts)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(ref))  # the same bits, as in training
+    many = jax.vmap(lambda p: training.schedule(cfg, p)(jnp.int32(10)))(jnp.asarray([1e-3, 1e-2]))
+    np.testing.assert_allclose(np.asarray(many), [1e-3, 1e-2], rtol=1e-6)  # the peak, at the end of warm-up
+
+
+def test_train_step_is_adamw_with_the_traced_hparams(pools):
+    """Two steps of two settings at once (vmapped, traced hyper-parameters) equal optax's AdamW with
+    its own warm-up cosine schedule (concrete numbers) on the objective with those weights."""
+    pool, _ = pools
+    name = "text"
+    settings = [(1e-2, 0.0, 1.0), (3e-3, 5.0, 0.25)]  # learning rate, weight decay, caption weight
+    lr, wd, cw = (jnp.asarray(v) for v in zip(*settings))
+    hp = training.Hparams(learning_rate=lr, weight_decay=wd, caption_weight=cw)
+    keys = jnp.repeat(training.seed_keys(TINY)[:1], 2)
+    states = jax.vmap(lambda k, h: training.init_state(k, TINY, name, h))(keys, hp.broadcast(2))
+    batch = training.draw_batch(jax.random.key(3), pool, 8)
+    step = jax.jit(jax.vmap(training.make_train_step(TINY, name, 0), in_axes=(0, None, None)))
+    new, logs = step(states, batch, jax.random.key(3))
+    new, logs = step(new, batch, jax.random.key(3))  # the first warm-up step has learning rate 0
+    assert np.all(np.asarray(new.step) == 2) and np.all(np.asarray(new.nan_step) == -1)
+    assert set(logs) == {"answer_ce", "answer_acc", "caption_ce", "loss"}
+    model = M.Model(variants.model_config(TINY, name, 0))
+    lr, wd, cw = settings[1]  # model 1 (model 0, the defaults but the learning rate, is the contrast)
+    opt = optax.chain(optax.clip_by_global_norm(1.0),
+                      optax.adamw(optax.warmup_cosine_decay_schedule(0.0, lr, 5, TINY.steps, lr * 0.05),
+                                  weight_decay=wd))
+
+    @jax.jit
+    def ref(params, o):
+        g = jax.grad(lambda p: losses.objective(model, p, batch, align=None, caption_mask=jnp.ones(3),
+                                                align_weight=1.0, caption_weight=cw)[0])(params)
+        u, o = opt.update(g, o, params)
+        return optax.apply_updates(params, u), o
+
+    params = jax.tree.map(lambda a: a[1], states.params)
+    o = opt.init(params)
+    for _ in range(2):
+        params, o = ref(params, o)
+    # a wrong learning rate, weight decay or loss weight (e.g. model 0's) moves parameters by 1e-4 and more
+    got = [_no_key_bias(jax.tree.map(lambda a, i=i: a[i], new.params)) for i in (0, 1)]
+    chex.assert_trees_all_close(got[1], _no_key_bias(params), atol=1e-5, rtol=0)
+    assert max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(got[0]), jax.tree.leaves(params))) > 1e-4
+
+
+def _no_key_bias(params):
+    """``params`` with the key bias zeroed: attention is invariant to it, so its gradient is rounding
+    noise, which Adam's normalised update turns into steps of any size up to the learning rate."""
+    params = jax.tree.map(lambda a: a, params)  # new containers
+    qkv = params["params"]["block0"]["qkv"]
+    qkv["bias"] = qkv["bias"].at[..., TINY.width: 2 * TINY.width].set(0.0)
+    return params
+
+
+@pytest.mark.parametrize("name", sorted(variants.VARIANTS))
+def test_every_variant_learns_and_evaluates(name, pools):
+    _, test = pools
+    state, done, logs = _trained(name)
+    assert done and np.all(np.asarray(state.step) == TINY.steps) and training.nan_report(state) == []
     leaves = jax.tree.leaves(state.params)
     assert all(x.shape[0] == TINY.seeds and np.all(np.isfinite(np.asarray(x))) for x in leaves)
-    acc = T.evaluate(TINY, name, state.params, test, chunk=8)
+    # learning: the answer cross-entropy of the last call's steps is well below the first call's
+    # (an untrained model's stays put: batch noise on 320 answers is ~0.05 nats)
+    assert [s for s, _ in logs] == [20, 40]
+    first, last = logs[0][1]["answer_ce"], logs[-1][1]["answer_ce"]
+    assert np.all(last < first - 0.3), (first, last)
+    acc = evaluation.evaluate(TINY, name, state.params, test, chunk=24)  # 24 + 16 (padded)
     assert acc["all"].shape == (TINY.seeds,) and np.all((acc["all"] >= 0) & (acc["all"] <= 1))
-    # seeds differ (own init and batches)
+    assert ("caption_exact" in acc) == (name == "text")
     first = np.asarray(leaves[0])
-    assert not np.allclose(first[0], first[1])
+    assert not np.allclose(first[0], first[1])  # seeds differ (own init and batches)
 
 
-@pytest.mark.slow
-def test_resume_equals_uninterrupted(tmp_path, pools):
+def test_sweep_is_one_compilation_and_a_nan_stops_no_other_model(pools, monkeypatch):
+    """4 learning rates x 3 seeds in one call: one trace of train_step for both chunks; the
+    diverging setting is reported per model and leaves the others exactly as without it."""
     pool, _ = pools
-    full, _ = T.train(TINY, "latent_lvr", pool)
+    cfg = dataclasses.replace(TINY, seeds=3)  # a configuration no other test uses: chunk_fn builds it anew
+    make = training.make_train_step
+    monkeypatch.setattr(training, "make_train_step", lambda *a: chex.assert_max_traces(make(*a), n=1))
+    lrs = np.asarray([1e-2, 3e-3, 1e30, 1e-2])  # settings 0 and 3 are the same
+    state, done = training.train_many(cfg, "direct", pool, training.Hparams(learning_rate=lrs))
+    monkeypatch.undo()
+    assert done and state.step.shape == (12,)
+    bad = training.nan_report(state)
+    assert [i for i, _ in bad] == [6, 7, 8] and all(1 <= t < cfg.steps for _, t in bad)
+    np.testing.assert_allclose(np.asarray(state.hparams.learning_rate), np.repeat(lrs, 3).astype(np.float32))
+    for leaf in jax.tree.leaves(state.params):
+        x = np.asarray(leaf)
+        assert np.all(np.isfinite(x[[0, 1, 2, 3, 4, 5, 9, 10, 11]]))
+        np.testing.assert_array_equal(x[0:3], x[9:12])  # model (setting, seed) depends on nothing else
+    first = np.asarray(jax.tree.leaves(state.params)[0])
+    assert not np.allclose(first[0], first[3]) and not np.allclose(first[0], first[1])  # settings, seeds differ
+
+
+def test_resume_equals_uninterrupted(tmp_path, pools):
+    """coconut, interrupted after its first curriculum stage, resumes to the same models."""
+    pool, _ = pools
+    name = "coconut"
+    full, _, full_logs = _trained(name)
     ck = str(tmp_path / "c.npz")
-    part, done = T.train(TINY, "latent_lvr", pool, checkpoint=ck, max_calls=1)
-    assert not done and part.step == 2 and os.path.exists(ck)
-    loaded = T.load_checkpoint(ck, T.init_state(TINY, "latent_lvr"))
-    for a, b in zip(jax.tree.leaves(part.params), jax.tree.leaves(loaded.params)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    resumed, done = T.train(TINY, "latent_lvr", pool, checkpoint=ck)
-    assert done and resumed.step == 4
-    for a, b in zip(jax.tree.leaves(full.params), jax.tree.leaves(resumed.params)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
-
-
-def test_study_writes_outputs_and_resumes(tmp_path):
-    from tokdyn.studies import latent_reasoning as L
-
-    out = str(tmp_path / "s")
-    names = ("direct", "no_image")
-    assert L.main(TINY, out, variants=names, quiet=True, plots=False)
-    acc = report.read_csv(os.path.join(out, "accuracy.csv"))
-    assert len(acc["variant"]) == 2 * 5 * TINY.seeds
-    assert set(acc["family"]) == set(tasks.FAMILIES) | {"all"}
-    curves = report.read_csv(os.path.join(out, "curves", "direct.csv"))
-    assert curves["step"].tolist() == [2, 2, 4, 4]
-    with open(os.path.join(out, "config.json")) as f:
-        assert json.load(f)["train"]["steps"] == TINY.steps
-    mtime = os.path.getmtime(os.path.join(out, "results", "direct.json"))
-    assert L.main(TINY, out, variants=names, quiet=True, plots=False)  # finished variants are skipped
-    assert os.path.getmtime(os.path.join(out, "results", "direct.json")) == mtime
-    with pytest.raises(ValueError, match="different configuration"):
-        L.main(dataclasses.replace(TINY, steps=6), out, variants=names, quiet=True, plots=False)
+    logs = []
+    part, done = training.train_many(TINY, name, pool, FAST, checkpoint=ck, max_calls=1,
+                                     on_log=lambda step, lg: logs.append((step, lg)))
+    assert not done and np.all(np.asarray(part.step) == 20)
+    like = training.init_states(TINY, name, FAST)
+    loaded = training.load_checkpoint(ck, like)
+    chex.assert_trees_all_equal(jax.tree.map(np.asarray, part), jax.tree.map(np.asarray, loaded))
+    with pytest.raises(ValueError, match="other hyper-parameters"):
+        training.load_checkpoint(ck, training.init_states(TINY, name, training.Hparams()))
+    other = str(tmp_path / "latent.npz")  # latent and latent_lvr have the same shapes
+    io.save_pytree(other, training.init_states(TINY, "latent", FAST), step=0, variant="latent")
+    with pytest.raises(ValueError, match="holds variant 'latent', not 'latent_lvr'"):
+        training.load_checkpoint(other, training.init_states(TINY, "latent_lvr", FAST), "latent_lvr")
+    resumed, done = training.train_many(TINY, name, pool, FAST, checkpoint=ck,
+                                        on_log=lambda step, lg: logs.append((step, lg)))
+    assert done and np.all(np.asarray(resumed.step) == TINY.steps)
+    chex.assert_trees_all_equal(jax.tree.map(np.asarray, full.params), jax.tree.map(np.asarray, resumed.params))
+    assert [s for s, _ in logs] == [20, 40]
+    for (_, a), (_, b) in zip(full_logs, logs):
+        chex.assert_trees_all_equal(a, b)
 
 
 def test_bad_arguments(pools):
     pool, _ = pools
     with pytest.raises(ValueError, match="variant"):
-        T.train(TINY, "telepathy", pool)
+        training.train_many(TINY, "telepathy", pool)
     with pytest.raises(ValueError, match="n_latents"):
-        T.train(dataclasses.replace(TINY, n_latents=0), "latent", pool)
+        training.train_many(dataclasses.replace(TINY, n_latents=0), "latent", pool)
     with pytest.raises(ValueError, match="steps must be a multiple"):
-        T.train(dataclasses.replace(TINY, steps=5), "direct", pool)
+        training.train_many(dataclasses.replace(TINY, steps=50), "direct", pool)
     with pytest.raises(ValueError, match="learning_rate"):
-        dataclasses.replace(TINY, learning_rate=0.0).validate()
+        training.Hparams(learning_rate=0.0).validate()
+    with pytest.raises(ValueError, match="learning_rate"):
+        training.train_many(TINY, "direct", pool, training.Hparams(learning_rate=np.asarray([1e-3, -1.0])))
+    with pytest.raises(ValueError, match="one common length"):
+        training.train_many(TINY, "direct", pool, training.Hparams(learning_rate=np.ones(2), weight_decay=np.ones(3)))
+    with pytest.raises(TypeError, match="hparams must be"):
+        training.train_many(TINY, "direct", pool, {"learning_rate": 1e-3})
+    with pytest.raises(TypeError, match="cfg must be"):
+        training.train_many(dataclasses.asdict(TINY), "direct", pool)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import jax_compilations
 from reference_rules import groups, reference_run_rules, schedule, sinkhorn_plan
 from tokdyn import data, dynamics
 
@@ -24,7 +25,7 @@ def _problem(seed, k=4, noise=0.8, dim=4, ppc=50, box=1.5, max_clusters=5):
     return c, t0
 
 
-def _kw(p: dynamics.Params) -> dict:
+def _kw(p: dynamics.Hparams) -> dict:
     return {f: float(getattr(p, f)) for f in dynamics.FIELDS}
 
 
@@ -50,9 +51,9 @@ def test_every_method_trajectory_matches_reference(name):
 
 
 @pytest.mark.parametrize("params", [
-    dynamics.Params(temperature=0.7, momentum=0.3, damping=0.6, sinkhorn_iters=3, slot_norm=1.0),
-    dynamics.Params(temperature=0.5, repulsion=0.02, slot_norm=0.4, anneal_ratio=20.0, anneal_steps=5),
-    dynamics.Params(temperature=2.0, momentum=0.5, langevin=0.01, damping=0.3, sinkhorn_iters=1),
+    dynamics.Hparams(temperature=0.7, momentum=0.3, damping=0.6, sinkhorn_iters=3, slot_norm=1.0),
+    dynamics.Hparams(temperature=0.5, repulsion=0.02, slot_norm=0.4, anneal_ratio=20.0, anneal_steps=5),
+    dynamics.Hparams(temperature=2.0, momentum=0.5, langevin=0.01, damping=0.3, sinkhorn_iters=1),
 ])
 def test_combined_knobs_match_reference(params):
     key = jax.random.key(3)
@@ -82,20 +83,20 @@ def test_run_with_stopping_matches_reference(name):
 def test_all_methods_share_one_compilation():
     c, t0 = _problem(0)
     dynamics.run(c.x, t0, dynamics.METHODS["baseline"], mask=c.mask, key=jax.random.key(0))
-    before = dynamics._run_jit._cache_size()
-    for name in ALL:
-        dynamics.run(c.x, t0, dynamics.METHODS[name], mask=c.mask, key=jax.random.key(1))
-    assert dynamics._run_jit._cache_size() == before
+    with jax_compilations() as compiled:
+        for name in ALL:
+            dynamics.run(c.x, t0, dynamics.METHODS[name], mask=c.mask, key=jax.random.key(1))
+    assert compiled == []
 
 
 def test_schedule_is_geometric_and_never_increases():
-    p = dynamics.Params(temperature=0.5, anneal_ratio=64.0, anneal_steps=6)
+    p = dynamics.Hparams(temperature=0.5, anneal_ratio=64.0, anneal_steps=6)
     tau = np.asarray(dynamics.temperature_schedule(p, 10))
     np.testing.assert_allclose(tau, schedule(0.5, 64.0, 6, 10), rtol=1e-6)
     np.testing.assert_allclose(tau[:7], 0.5 * 2.0 ** (6 - np.arange(7)), rtol=1e-6)  # 64^(1/6) = 2 per step
     assert np.all(np.diff(tau) <= 0) and tau[-1] == np.float32(0.5)
     # r = 1 or S = 0: the constant temperature, exactly
-    assert np.all(np.asarray(dynamics.temperature_schedule(dynamics.Params(0.3, anneal_ratio=5.0), 4))
+    assert np.all(np.asarray(dynamics.temperature_schedule(dynamics.Hparams(0.3, anneal_ratio=5.0), 4))
                   == np.float32(0.3))
 
 
@@ -103,7 +104,7 @@ def test_damped_single_token_closed_form():
     """One token: m is the data mean, so the error follows e <- (1 - alpha) e exactly."""
     x = np.random.default_rng(1).normal(size=(30, 3)).astype(np.float32)
     alpha = 0.3
-    tr = dynamics.trajectory(x, np.full((1, 3), 4.0, np.float32), dynamics.Params(damping=alpha), n_steps=8, tol=0.0)
+    tr = dynamics.trajectory(x, np.full((1, 3), 4.0, np.float32), dynamics.Hparams(damping=alpha), n_steps=8, tol=0.0)
     e0 = 4.0 - x.astype(np.float64).mean(0)
     for n in range(9):
         np.testing.assert_allclose(np.asarray(tr.tokens[n, 0]) - x.mean(0), (1 - alpha) ** n * e0, atol=2e-5)
@@ -117,7 +118,7 @@ def test_slot_norm_epsilon_placement():
     mask = np.arange(20) < 15
     t0 = np.array([[3.0, 3.0], [500.0, 500.0]], np.float32)
     for sigma, expect in ((0.0, np.zeros(2)), (1.0, x[mask].astype(np.float64).mean(0))):
-        t1, _ = dynamics.update(jnp.asarray(x), jnp.asarray(t0), jnp.zeros((2, 2)), dynamics.Params(slot_norm=sigma),
+        t1, _ = dynamics.update(jnp.asarray(x), jnp.asarray(t0), jnp.zeros((2, 2)), dynamics.Hparams(slot_norm=sigma),
                                 mask=jnp.asarray(mask))
         np.testing.assert_allclose(np.asarray(t1[1]), expect, rtol=1e-5, atol=1e-5)
 
@@ -153,7 +154,7 @@ def test_sinkhorn_balances_token_masses_but_not_the_symmetric_collapse():
     t0 = x[[0, 1, 150]]
     masses = {}
     for k in (0, 50):
-        r = dynamics.run(x, t0, dynamics.Params(temperature=2.0, sinkhorn_iters=k), n_steps=300)
+        r = dynamics.run(x, t0, dynamics.Hparams(temperature=2.0, sinkhorn_iters=k), n_steps=300)
         logits = -((x[:, None] - np.asarray(r.tokens)[None]) ** 2).sum(-1) / 2.0
         plan = np.asarray(dynamics.sinkhorn(logits, k)) if k else np.asarray(
             dynamics.soft_assignment(x, r.tokens, 2.0))
@@ -162,7 +163,7 @@ def test_sinkhorn_balances_token_masses_but_not_the_symmetric_collapse():
     np.testing.assert_allclose(masses[50], 200 / 3, rtol=0.02)
     tau = 4 * 2 * np.linalg.eigvalsh(np.cov(x.T.astype(np.float64), bias=True)).max()
     for k in (0, 20):
-        r = dynamics.run(x, t0, dynamics.Params(temperature=tau, sinkhorn_iters=k), n_steps=300)
+        r = dynamics.run(x, t0, dynamics.Hparams(temperature=tau, sinkhorn_iters=k), n_steps=300)
         assert int(dynamics.token_groups(r.tokens, 1e-2)[1]) == 1
 
 
@@ -194,8 +195,8 @@ def test_langevin_stationary_spread():
     stationary variance 2 alpha T / (1 - (1 - alpha)^2) = 2T / (2 - alpha) per coordinate."""
     x = np.zeros((5, 2), np.float32)
     alpha, T = 0.5, 0.02
-    p = dynamics.Params(damping=alpha, langevin=T)
-    finals = jax.jit(jax.vmap(lambda k: dynamics._run(jnp.asarray(x), jnp.zeros((1, 2)), p, None, 40, 0.0, k).tokens))(
+    p = dynamics.Hparams(damping=alpha, langevin=T)
+    finals = jax.jit(jax.vmap(lambda k: dynamics.run(x, jnp.zeros((1, 2)), p, n_steps=40, tol=0.0, key=k).tokens))(
         jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(4000)))
     var = np.asarray(finals).reshape(-1).var()
     expect = 2 * T / (2 - alpha)
@@ -211,7 +212,7 @@ def test_token_groups_match_reference():
         g = np.asarray(g)
         for i in range(6):
             for j in range(6):
-                if np.linalg.norm(t[i] - t[j]) <= 0.7:
+                if np.linalg.norm(t[i] - t[j]) < 0.7:
                     assert g[i] == g[j]
 
 
@@ -225,7 +226,7 @@ def test_annealing_splits_below_the_within_group_threshold():
     centers = np.array([[-10, -2], [-10, 2], [10, -4], [10, 4]], float)
     x = np.concatenate([c + 0.5 * rng.normal(size=(100, 2)) for c in centers]).astype(np.float32)
     t0 = x[rng.choice(400, 4, replace=False)]
-    p = dynamics.Params(temperature=2.0, anneal_ratio=200.0, anneal_steps=200, langevin=1e-6)
+    p = dynamics.Hparams(temperature=2.0, anneal_ratio=200.0, anneal_steps=200, langevin=1e-6)
     tr = dynamics.trajectory(x, t0, p, n_steps=220, tol=0.0, key=jax.random.key(1))
     merge_tol = 0.05
     splits = np.asarray(dynamics.split_temperatures(tr, merge_tol=merge_tol))
@@ -274,27 +275,27 @@ def after_id(comps, j):
 
 
 @pytest.mark.parametrize("params, match", [
-    (dynamics.Params(temperature=0.0), "temperature"),
-    (dynamics.Params(anneal_ratio=0.5, anneal_steps=5), "may never increase"),
-    (dynamics.Params(anneal_steps=-1), "anneal_steps"),
-    (dynamics.Params(anneal_steps=2.5), "anneal_steps must be a whole number"),
-    (dynamics.Params(sinkhorn_iters=-1), "sinkhorn_iters"),
-    (dynamics.Params(sinkhorn_iters=1.5), "sinkhorn_iters must be a whole number"),
-    (dynamics.Params(damping=0.0), "damping"),
-    (dynamics.Params(damping=1.5), "damping"),
-    (dynamics.Params(langevin=-0.1), "langevin"),
-    (dynamics.Params(slot_norm=1.2), "slot_norm"),
-    (dynamics.Params(langevin=0.1), "needs? a key|pass key"),
-    (dynamics.Params(langevin=float("nan")), "langevin"),
+    (dynamics.Hparams(temperature=0.0), "temperature"),
+    (dynamics.Hparams(anneal_ratio=0.5, anneal_steps=5), "may never increase"),
+    (dynamics.Hparams(anneal_steps=-1), "anneal_steps"),
+    (dynamics.Hparams(anneal_steps=2.5), "anneal_steps must be a whole number"),
+    (dynamics.Hparams(sinkhorn_iters=-1), "sinkhorn_iters"),
+    (dynamics.Hparams(sinkhorn_iters=1.5), "sinkhorn_iters must be a whole number"),
+    (dynamics.Hparams(damping=0.0), "damping"),
+    (dynamics.Hparams(damping=1.5), "damping"),
+    (dynamics.Hparams(langevin=-0.1), "langevin"),
+    (dynamics.Hparams(slot_norm=1.2), "slot_norm"),
+    (dynamics.Hparams(langevin=0.1), "needs? a key|pass key"),
+    (dynamics.Hparams(langevin=float("nan")), "langevin"),
 ])
 def test_bad_params_raise_before_compiling(params, match):
     x = np.zeros((3, 2), np.float32)
-    before = dynamics._run_jit._cache_size()
-    with pytest.raises(ValueError, match=match):
-        dynamics.run(x, x[:2], params)
-    with pytest.raises(ValueError, match=match):
-        dynamics.trajectory(x, x[:2], params, n_steps=3)
-    assert dynamics._run_jit._cache_size() == before
+    with jax_compilations() as compiled:
+        with pytest.raises(ValueError, match=match):
+            dynamics.run(x, x[:2], params)
+        with pytest.raises(ValueError, match=match):
+            dynamics.trajectory(x, x[:2], params, n_steps=3)
+    assert compiled == []
 
 
 def test_other_bad_input():
@@ -308,7 +309,7 @@ def test_other_bad_input():
     with pytest.raises(TypeError, match="Trajectory"):
         dynamics.split_temperatures(np.zeros((3, 2, 2)))
     with pytest.raises(ValueError, match="anneal_ratio"):
-        dynamics.temperature_schedule(dynamics.Params(anneal_ratio=0.9), 5)
+        dynamics.temperature_schedule(dynamics.Hparams(anneal_ratio=0.9), 5)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,15 +319,17 @@ def test_other_bad_input():
 def test_cluster_run_method_rows_equal_direct_runs():
     """ClusterRun with a method table of the new rules gives the same metrics as passing each
     method's knobs explicitly, and the Langevin rule draws from fold_in(key, LANGEVIN_STREAM)."""
-    from tokdyn.studies import token_dynamics as td
+    from tokdyn.runs import ClusterRun
 
     names = ["annealing", "sinkhorn", "slot-attention", "damped", "langevin"]
-    run = td.ClusterRun(dim=2, points_per_cluster=20, max_clusters=4, n_clusters=3,
-                        methods=tuple(dynamics.as_row(dynamics.METHODS[m]) for m in names))
+    run = ClusterRun(dim=2, points_per_cluster=20, max_clusters=4, n_clusters=3,
+                     methods=tuple(dynamics.METHODS[m].row() for m in names))
     key = jax.random.key(3)
+    by_index_fn = jax.jit(lambda k, i: run(k, method=i))  # one compilation each: method and knobs are traced
+    explicit_fn = jax.jit(lambda k, knobs: run(k, **knobs))
     for i, m in enumerate(names):
-        by_index = jax.jit(lambda k: run(k, method=i))(key)
-        explicit = jax.jit(lambda k: run(k, **{f: getattr(dynamics.METHODS[m], f) for f in dynamics.FIELDS}))(key)
+        by_index = by_index_fn(key, i)
+        explicit = explicit_fn(key, {f: np.float32(getattr(dynamics.METHODS[m], f)) for f in dynamics.FIELDS})
         for f in ("ari", "steps", "sse"):
             np.testing.assert_array_equal(np.asarray(by_index[f]), np.asarray(explicit[f]))
     a = run(key, langevin=0.05)
@@ -339,7 +342,7 @@ def test_sweep_cli_method_and_knob_axes(tmp_path, capsys):
     from tokdyn.studies import token_dynamics_sweep as tds
 
     common = ["--temperature", "1", "--repulsion", "0", "--momentum", "0", "--noise", "0.5", "--n-clusters", "3",
-              "--seeds", "3", "--dim", "2", "--points-per-cluster", "10", "--no-cache", "--bootstrap", "50",
+              "--seeds", "3", "--dim", "2", "--points-per-cluster", "10", "--no-cache", "--n-resamples", "50",
               "--no-plots", "--quiet"]
     outs = []
     for chunk in ("4", "7"):
@@ -351,8 +354,8 @@ def test_sweep_cli_method_and_knob_axes(tmp_path, capsys):
     for f in ("ari", "sse", "steps"):  # Langevin runs do not depend on the chunking
         np.testing.assert_array_equal(outs[0][f], outs[1][f])
     # each run equals the run function called with that method's knobs and the sweep's damping
-    cfg = tds.SweepConfig(axes=(("temperature", (1.0,)), ("method", ("baseline", "langevin", "sinkhorn")),
-                                ("damping", (0.5, 1.0))), seeds=3, dim=2, points_per_cluster=10)
+    cfg = tds.Config(temperature="1", repulsion="0", momentum="0", noise="0.5", n_clusters="3",
+                     method="baseline,langevin,sinkhorn", damping="0.5,1", seeds=3, dim=2, points_per_cluster=10)
     task = cfg.task()
     res = outs[0]
     for i in (0, 5, 11, 17):
@@ -367,6 +370,5 @@ def test_sweep_cli_method_and_knob_axes(tmp_path, capsys):
                        (["--sinkhorn-iters", "-1"], "sinkhorn_iters"),
                        (["--anneal-ratio", "0.5"], "never increase"),
                        (["--damping", "0"], "damping")):
-        with pytest.raises(SystemExit):
-            cli.main(["sweep", "token-dynamics", "--out", str(tmp_path / "bad"), *common, *bad])
+        assert cli.main(["sweep", "token-dynamics", "--out", str(tmp_path / "bad"), *common, *bad]) == 2
         assert match in capsys.readouterr().err

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from tokdyn import cli, data, dynamics, report
+from tokdyn import cli, data, dynamics, io
 from tokdyn.studies import token_dynamics as td
 
 TINY = td.Config(seeds=4, noise=(0.3, 0.9), n_clusters=(3, 4), dim=4, points_per_cluster=12)
@@ -19,9 +19,9 @@ def test_runs_match_public_api_and_sklearn():
     for i in range(0, runs["seed"].size, 5):
         seed, k, nz, name = int(runs["seed"][i]), int(runs["n_clusters"][i]), float(runs["noise"][i]), runs["method"][i]
         key = jax.random.fold_in(jax.random.key(TINY.root_seed), seed)
-        c, init_noise = data._generate(key, k, np.float32(nz), np.float32(TINY.center_box), task.max_clusters,
-                                       TINY.points_per_cluster, TINY.dim, TINY.centers)
-        t0 = dynamics.forgy(c.x, init_noise, c.mask, TINY.n_tokens)
+        c = data.gaussian_clusters(key, k, points_per_cluster=TINY.points_per_cluster, dim=TINY.dim,
+                                   noise=np.float32(nz), center_box=TINY.center_box, max_clusters=task.max_clusters)
+        t0 = dynamics.forgy(c.x, c.init_noise, c.mask, TINY.n_tokens)
         r = dynamics.run(c.x, t0, dynamics.METHODS[name], mask=c.mask)
         valid = np.asarray(c.mask)
         yt, yp = np.asarray(c.labels)[valid], np.asarray(r.labels)[valid]
@@ -54,12 +54,12 @@ def test_cli_writes_every_output(tmp_path, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "published" in printed and "baseline" in printed
-    runs = report.read_csv(out / "runs.csv")
+    runs = io.read_csv(out / "runs.csv")
     assert list(runs) == ["method", "n_clusters", "noise", "seed", "ari", "nmi", "sse", "steps", "converged", "collapsed"]
     assert runs["seed"].size == 4 * 2 * 2 * 3
-    summary = report.read_csv(out / "summary.csv")
+    summary = io.read_csv(out / "summary.csv")
     assert summary["method"].size == 4 * 2 * 2 and "ari_mean" in summary and "steps_std" in summary
-    overall = report.read_csv(out / "overall.csv")
+    overall = io.read_csv(out / "overall.csv")
     for name in td.PUBLISHED_OVERALL:
         sel = runs["method"] == name
         assert abs(overall["ari_mean"][list(overall["method"]).index(name)] - runs["ari"][sel].mean()) < 1e-5
@@ -82,6 +82,5 @@ def test_cli_writes_every_output(tmp_path, capsys):
     ],
 )
 def test_cli_rejects_bad_arguments(argv, match, capsys):
-    with pytest.raises(SystemExit):
-        cli.main(["study", "token-dynamics", *argv])
+    assert cli.main(["study", "token-dynamics", *argv]) == 2
     assert match in capsys.readouterr().err

@@ -3,6 +3,7 @@ SIGKILL, damaged chunks redone, mismatched arguments refused, NaN recorded."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokdyn import sweep
+from tokdyn import io, sweep
 from tokdyn.sweep import Grid
 
 
@@ -103,28 +104,21 @@ def test_bad_arguments():
 
 CHILD = textwrap.dedent(
     """
-    import sys, time, numpy as np, jax, jax.numpy as jnp
+    import os, signal, sys, numpy as np, jax
     sys.path.insert(0, %r)
     from tokdyn import sweep
     from test_sweep_run import GRID, noisy_quadratic
-    slow = len(sys.argv) > 3
-    def fn(key, a, b):
-        return noisy_quadratic(key, a, b)
-    class Slow:
-        def __repr__(self): return "test_sweep_run.noisy_quadratic"
-        def __hash__(self): return 1
-        def __eq__(self, o): return isinstance(o, Slow)
-        def __call__(self, key, a, b): return noisy_quadratic(key, a, b)
-    def cb():
-        pass
-    # a sweep whose host side is slowed between chunks so the parent can kill it mid-way
+    kill_after = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    written = []
     orig = sweep._write_chunk
-    def write(*args):
-        orig(*args)
-        if slow:
-            time.sleep(0.3)
+    def write(path, *args):
+        orig(path, *args)
+        written.append(path)
+        if len(written) == kill_after:  # killed between chunks, with a write cut short beside them
+            open(path.replace(".npz", "-next.npz.1f2e3d.tmp"), "wb").write(b"half a chunk")
+            os.kill(os.getpid(), signal.SIGKILL)
     sweep._write_chunk = write
-    out = sweep.run(Slow(), GRID, key=jax.random.key(9), chunk_size=3, out=sys.argv[1], progress=False)
+    out = sweep.run(noisy_quadratic, GRID, key=jax.random.key(9), chunk_size=3, out=sys.argv[1], progress=False)
     np.save(sys.argv[2], out["value"])
     """
     % os.path.dirname(__file__)
@@ -132,42 +126,117 @@ CHILD = textwrap.dedent(
 
 
 def test_sigkill_then_resume_is_identical(tmp_path):
+    """A sweep SIGKILLed after its 5th chunk (no timing window: it kills itself) resumes, on another
+    device count, to the bits of an uninterrupted sweep, computing only the missing chunks."""
     d, res = str(tmp_path / "killed"), str(tmp_path / "value.npy")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, d, res, "slow"], env=env)
+    killed = subprocess.run([sys.executable, "-c", CHILD, d, res, "5"], env=env)
+    assert killed.returncode == -signal.SIGKILL
     chunk_dir = os.path.join(d, "chunks")
-    deadline = time.time() + 120
-    while time.time() < deadline and (not os.path.isdir(chunk_dir) or len(os.listdir(chunk_dir)) < 4):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    n_before = len([c for c in os.listdir(chunk_dir) if c.endswith(".npz")])
-    assert 4 <= n_before < 15, n_before  # killed mid-way
-    # resume (with 1 device this time): only the missing chunks are computed
+    before = {c: os.stat(os.path.join(chunk_dir, c)).st_mtime_ns for c in os.listdir(chunk_dir) if c.endswith(".npz")}
+    assert len(before) == 5 and any(c.endswith(".tmp") for c in os.listdir(chunk_dir))
     env1 = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1")
     subprocess.run([sys.executable, "-c", CHILD, d, res], env=env1, check=True)
     resumed = np.load(res)
     files = sorted(c for c in os.listdir(chunk_dir) if c.endswith(".npz"))
     assert len(files) == 15 and not [c for c in os.listdir(chunk_dir) if c.endswith(".tmp")]
+    assert all(os.stat(os.path.join(chunk_dir, c)).st_mtime_ns == t for c, t in before.items())  # not redone
     fresh = sweep.run(noisy_quadratic, GRID, key=jax.random.key(9), chunk_size=3, progress=False)
     np.testing.assert_array_equal(resumed, fresh["value"])
     loaded = sweep.load(d)
     np.testing.assert_array_equal(loaded["index"], np.arange(len(GRID)))
 
 
-def test_parts_split_chunks_between_processes(tmp_path):
-    """Two 'processes' (parts) fill one directory; the union equals a single-process sweep."""
-    key = jax.random.key(5)
-    ref = sweep.run(noisy_quadratic, GRID, key=key, chunk_size=4, progress=False)
+DISTRIBUTED = textwrap.dedent(
+    """
+    import sys, time, jax, numpy as np
+    sys.path.insert(0, %r)
+    from tokdyn import sweep
+    from test_sweep_run import GRID, noisy_quadratic
+    jax.distributed.initialize(f"127.0.0.1:{sys.argv[1]}", num_processes=2, process_id=int(sys.argv[2]),
+                               initialization_timeout=120)
+    assert jax.process_count() == 2
+    from jax.experimental import multihost_utils
+    # warm up (a private single-process sweep), then start both sweeps at one agreed instant
+    sweep.run(noisy_quadratic, GRID, key=jax.random.key(7), chunk_size=2, out=sys.argv[3] + sys.argv[2], part=(0, 1),
+              progress=False)
+    for attempt in range(int(sys.argv[4])):
+        start = float(multihost_utils.broadcast_one_to_all(np.array(time.time() + 0.2)))
+        while time.time() < start:
+            pass
+        sweep.run(noisy_quadratic, GRID, key=jax.random.key(7), chunk_size=2, out=f"{sys.argv[3]}/{attempt}",
+                  progress=False)
+    jax.distributed.shutdown()
+    """
+    % os.path.dirname(__file__)
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_distributed_processes_started_together(tmp_path):
+    """Two real jax.distributed processes on localhost make the same sweep.run(out=DIR) call at the
+    same instant (the documented multi-host recipe), several times: no crash, and every gathered
+    result is bit-identical to a single-process sweep."""
+    ref = sweep.run(noisy_quadratic, GRID, key=jax.random.key(7), chunk_size=2, progress=False)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    out, port, attempts = str(tmp_path / "shared"), str(_free_port()), 5
+    procs = [subprocess.Popen([sys.executable, "-c", DISTRIBUTED, port, str(i), out, str(attempts)], env=env,
+                              stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    for attempt in range(attempts):
+        loaded = sweep.load(os.path.join(out, str(attempt)))
+        for f in ("value", "vec", "log", "seed"):
+            np.testing.assert_array_equal(loaded[f], ref[f])
+
+
+def test_a_part_started_first_waits_for_the_manifest(tmp_path):
+    """Part 1 starting before part 0 has written the manifest waits for it (and checks it)."""
     out = str(tmp_path / "shared")
-    first = sweep.run(noisy_quadratic, GRID, key=key, chunk_size=4, out=out, progress=False, part=(0, 2))
-    assert first is None  # part 1 has not run yet
-    assert len(os.listdir(os.path.join(out, "chunks"))) == len(range(0, len(GRID), 4)[0::2])
-    second = sweep.run(noisy_quadratic, GRID, key=key, chunk_size=4, out=out, progress=False, part=(1, 2),
-                       resume=False)  # an identical manifest from another part is not a resume
-    for f in ("value", "vec", "log", "seed"):
-        np.testing.assert_array_equal(second[f], ref[f])
-        np.testing.assert_array_equal(sweep.load(out)[f], ref[f])
+    code = textwrap.dedent(
+        """
+        import sys, jax
+        sys.path.insert(0, %r)
+        from tokdyn import sweep
+        from test_sweep_run import GRID, noisy_quadratic
+        sweep.run(noisy_quadratic, GRID, key=jax.random.key(7), chunk_size=2, out=sys.argv[1], part=(1, 2),
+                  progress=False)
+        """ % os.path.dirname(__file__))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    second = subprocess.Popen([sys.executable, "-c", code, out], env=env, stderr=subprocess.PIPE, text=True)
+    while not os.path.isdir(out) and second.poll() is None:  # the part is up and waiting: nothing written
+        time.sleep(0.05)
+    assert not os.path.exists(os.path.join(out, "manifest.json"))
+    sweep.run(noisy_quadratic, GRID, key=jax.random.key(7), chunk_size=2, out=out, part=(0, 2), progress=False)
+    assert second.wait(timeout=300) == 0, second.stderr.read()
+    ref = sweep.run(noisy_quadratic, GRID, key=jax.random.key(7), chunk_size=2, progress=False)
+    np.testing.assert_array_equal(sweep.load(out)["value"], ref["value"])
+
+
+def test_atomic_write_with_concurrent_writers(tmp_path):
+    """Four processes rewriting one JSON file 200 times each never fail, never leave a temporary
+    file, and a reader always finds a whole file."""
+    path = str(tmp_path / "manifest.json")
+    code = textwrap.dedent(
+        """
+        import sys
+        from tokdyn import io
+        for i in range(200):
+            io.write_json(sys.argv[1], {"writer": sys.argv[2], "i": i, "pad": "x" * 5000})
+        """)
+    procs = [subprocess.Popen([sys.executable, "-c", code, path, str(w)]) for w in range(4)]
+    reads = 0
+    while any(p.poll() is None for p in procs):
+        if os.path.exists(path):
+            assert len(io.read_json(path)["pad"]) == 5000
+            reads += 1
+    assert [p.wait() for p in procs] == [0, 0, 0, 0] and reads > 0
+    assert os.listdir(tmp_path) == ["manifest.json"]
 
 
 @pytest.mark.parametrize("part, match", [((2, 2), "0 <= i < n"), ((0,), "pair"), ((0, 2), "needs out=DIR")])

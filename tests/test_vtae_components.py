@@ -1,5 +1,6 @@
 """Encoders, decoders and losses of tokdyn.vtae against NumPy/SciPy/PyTorch references and closed forms."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -77,26 +78,6 @@ def test_fsq_levels_and_straight_through(levels):
     g = jax.grad(lambda z: jnp.sum(encoders.fsq_quantize(z, levels)[0]))(z)
     np.testing.assert_allclose(np.asarray(g), (levels - 1) * (1 - np.tanh(np.asarray(z)) ** 2) / (levels - 1),
                                rtol=1e-5, atol=1e-6)
-
-
-def test_vq_nearest_code_straight_through_and_losses():
-    rng = np.random.default_rng(0)
-    z = rng.normal(size=(6, 4, 3)).astype(np.float32)
-    cb = rng.normal(size=(5, 3)).astype(np.float32)
-    x, codes, commit, cbl = encoders.vq_quantize(jnp.asarray(z), jnp.asarray(cb))
-    ref = np.argmin(((z[..., None, :] - cb) ** 2).sum(-1), -1)
-    np.testing.assert_array_equal(np.asarray(codes), ref)
-    np.testing.assert_allclose(np.asarray(x), cb[ref], atol=1e-6)
-    np.testing.assert_allclose(float(commit), ((z - cb[ref]) ** 2).sum(-1).mean(), rtol=1e-5)
-    np.testing.assert_allclose(float(cbl), float(commit), rtol=1e-5)
-    w = rng.normal(size=z.shape).astype(np.float32)
-    gz = jax.grad(lambda z: jnp.sum(w * encoders.vq_quantize(z, jnp.asarray(cb))[0]))(jnp.asarray(z))
-    np.testing.assert_allclose(np.asarray(gz), w, rtol=1e-6)
-    gcb = jax.grad(lambda c: encoders.vq_quantize(jnp.asarray(z), c)[3])(jnp.asarray(cb))
-    gref = np.zeros_like(cb)
-    for i, k in np.ndenumerate(ref):
-        gref[k] += 2 * (cb[k] - z[i]) / ref.size
-    np.testing.assert_allclose(np.asarray(gcb), gref, rtol=1e-4, atol=1e-6)
 
 
 def test_vq_ema_update_and_dead_code_reset():
@@ -183,4 +164,44 @@ def test_losses_match_references():
     assert float(losses.sensitivity_penalty(jnp.asarray([0.1, 0.3]), 0.05)) == 0.0
     # sensitivity KL with zero noise is zero
     dec = lambda x: x.reshape(x.shape[0], -1) @ jnp.ones((6, 4))
-    assert float(jnp.max(jnp.abs(losses.sensitivity_kl(dec, jnp.asarray(g), jax.random.key(0), 0.0)))) < 1e-6
+    assert float(jnp.max(jnp.abs(losses.sensitivity_kl(jax.random.key(0), dec, jnp.asarray(g), 0.0)))) < 1e-6
+
+
+class KernelsWithAndWithoutJit(chex.TestCase):
+    """Core kernels, eager and jitted, against NumPy/SciPy references."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_vq_nearest_code_straight_through_and_losses(self):
+        rng = np.random.default_rng(0)
+        z = rng.normal(size=(6, 4, 3)).astype(np.float32)
+        cb = rng.normal(size=(5, 3)).astype(np.float32)
+        vq = self.variant(encoders.vq_quantize)
+        x, codes, commit, cbl = vq(jnp.asarray(z), jnp.asarray(cb))
+        ref = np.argmin(((z[..., None, :] - cb) ** 2).sum(-1), -1)
+        chex.assert_shape((x, codes), (z.shape, ref.shape))
+        np.testing.assert_array_equal(np.asarray(codes), ref)
+        np.testing.assert_allclose(np.asarray(x), cb[ref], atol=1e-6)
+        np.testing.assert_allclose(float(commit), ((z - cb[ref]) ** 2).sum(-1).mean(), rtol=1e-5)
+        np.testing.assert_allclose(float(cbl), float(commit), rtol=1e-5)
+        w = rng.normal(size=z.shape).astype(np.float32)
+        gz = jax.grad(lambda z: jnp.sum(w * vq(z, jnp.asarray(cb))[0]))(jnp.asarray(z))
+        np.testing.assert_allclose(np.asarray(gz), w, rtol=1e-6)
+        gcb = jax.grad(lambda c: vq(jnp.asarray(z), c)[3])(jnp.asarray(cb))
+        gref = np.zeros_like(cb)
+        for i, k in np.ndenumerate(ref):
+            gref[k] += 2 * (cb[k] - z[i]) / ref.size
+        np.testing.assert_allclose(np.asarray(gcb), gref, rtol=1e-4, atol=1e-6)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_losses_match_scipy(self):
+        rng = np.random.default_rng(6)
+        a, b = rng.normal(size=(7, 4)).astype(np.float32), rng.normal(size=(7, 4)).astype(np.float32)
+        t = rng.integers(0, 4, 7)
+        pa, pb = scipy.special.softmax(a, -1), scipy.special.softmax(b, -1)
+        ce, ent, kl, be = self.variant(lambda a, b, t: (losses.cross_entropy(a, t), losses.entropy(a),
+                                                        losses.kl_logits(a, b), losses.batch_entropy(a)))(a, b, t)
+        chex.assert_trees_all_close(ce, -np.log(pa[np.arange(7), t]), rtol=1e-5)
+        chex.assert_trees_all_close(ent, scipy.stats.entropy(pa, axis=-1), rtol=1e-5)
+        chex.assert_trees_all_close(kl, scipy.stats.entropy(pa, pb, axis=-1), rtol=1e-5, atol=1e-7)
+        chex.assert_trees_all_close(be, scipy.stats.entropy(pa, axis=-1).mean() - scipy.stats.entropy(pa.mean(0)),
+                                    rtol=1e-5)

@@ -5,16 +5,16 @@ import os
 import numpy as np
 import pytest
 
-from tokdyn import report
+from tokdyn import io
 from tokdyn.studies import visual_tokens as vt
 
 
 def test_study_writes_outputs_and_resumes(tmp_path):
-    sc = vt.StudyConfig(vocab_sizes=(5,), grids=((3, 2),), modes=("gumbel_st",), budgets=(100,), seeds=2, hidden=16,
-                        batch_size=16, parts=("main",))
+    sc = vt.Config(vocab_sizes=(5,), grids=((3, 2),), modes=("gumbel_st",), budgets=(100,), seeds=2, hidden=16,
+                   batch_size=16, parts=("main",))
     out = str(tmp_path / "vt")
-    vt.main(sc, out, quiet=True, plots_on=False)
-    t = report.read_csv(os.path.join(out, "results.csv"))
+    vt.main(sc, out, quiet=True, plots=False)
+    t = io.read_csv(os.path.join(out, "results.csv"))
     for col in ("vocab_size", "grid", "colours", "mode", "steps", "seed", "accuracy", "dominant_freq", "collapsed",
                 "entropy", "uniqueness", "min_hamming", "sensitivity_kl"):
         assert col in t
@@ -22,7 +22,7 @@ def test_study_writes_outputs_and_resumes(tmp_path):
     assert os.path.exists(os.path.join(out, "summary.md")) and os.path.exists(os.path.join(out, "config.json"))
     part = os.path.join(out, "parts", "main.csv")
     mtime = os.path.getmtime(part)
-    timings = vt.main(sc, out, quiet=True, plots_on=False)  # finished part is skipped
+    timings = vt.main(sc, out, quiet=True, plots=False)  # finished part is skipped
     assert os.path.getmtime(part) == mtime and "main_s" not in timings
 
 
@@ -31,9 +31,10 @@ def test_cli_runs_the_study_with_no_plots_and_quiet(tmp_path, capsys):
 
     out = str(tmp_path / "cli")
     rc = cli.main(["study", "visual-tokens", "--out", out, "--vocab-sizes", "5", "--grids", "3x2", "--modes",
-                   "gumbel_st", "--budgets", "20", "--seeds", "1", "--parts", "main", "--no-plots", "--quiet"])
+                   "gumbel_st", "--budgets", "20", "--seeds", "1", "--hidden", "8", "--batch-size", "8", "--parts", "main",
+                   "--no-plots", "--quiet"])
     assert rc in (0, None)
-    t = report.read_csv(os.path.join(out, "results.csv"))
+    t = io.read_csv(os.path.join(out, "results.csv"))
     assert len(t["seed"]) == 1 and capsys.readouterr().out == ""
     assert not os.path.exists(os.path.join(out, "grids.png"))
     assert "Where collapse does and does not occur" in open(os.path.join(out, "summary.md")).read()
@@ -56,11 +57,11 @@ def test_cell_verdict(acc, dom, drop, V, n, c, want):
 
 
 def test_main_part_resumes_cell_by_cell(tmp_path):
-    sc = vt.StudyConfig(vocab_sizes=(5,), grids=((3, 2),), modes=("gumbel_st", "vq"), budgets=(20,), seeds=1,
-                        hidden=8, batch_size=8, parts=("main",))
+    sc = vt.Config(vocab_sizes=(5,), grids=((3, 2),), modes=("gumbel_st", "vq"), budgets=(20,), seeds=1,
+                   hidden=8, batch_size=8, parts=("main",))
     out = str(tmp_path / "vt")
-    vt.main(sc, out, quiet=True, plots_on=False)
-    first = report.read_csv(os.path.join(out, "results.csv"))
+    vt.main(sc, out, quiet=True, plots=False)
+    first = io.read_csv(os.path.join(out, "results.csv"))
     cells = sorted(os.listdir(os.path.join(out, "parts", "main_cells")))
     assert len(cells) == 2
     # a run cut off after the first cell: the part file and the second cell are missing
@@ -68,8 +69,8 @@ def test_main_part_resumes_cell_by_cell(tmp_path):
     os.remove(os.path.join(out, "parts", "main_cells", cells[1]))
     kept = os.path.join(out, "parts", "main_cells", cells[0])
     mtime = os.path.getmtime(kept)
-    vt.main(sc, out, quiet=True, plots_on=False)
-    again = report.read_csv(os.path.join(out, "results.csv"))
+    vt.main(sc, out, quiet=True, plots=False)
+    again = io.read_csv(os.path.join(out, "results.csv"))
     assert os.path.getmtime(kept) == mtime
     np.testing.assert_array_equal(first["mode"], again["mode"])
     np.testing.assert_allclose(first["accuracy"], again["accuracy"])

@@ -2,13 +2,14 @@
 
 import warnings
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from tokdyn import vtae
-from tokdyn.vtae import diagnostics
+from tokdyn.vtae import diagnostics, training
 
 POC = dict(vocab_size=5, grid=3, colours=2, steps=300, log_every=50, batch_size=32)
 
@@ -17,7 +18,7 @@ POC = dict(vocab_size=5, grid=3, colours=2, steps=300, log_every=50, batch_size=
 def test_five_token_binary_grid_reaches_full_accuracy(mode):
     cfg = vtae.Config(mode=mode, **POC)
     r = vtae.train(jax.random.key(0), cfg)
-    d = diagnostics.evaluate(r.params, cfg, jax.random.key(1))
+    d = diagnostics.evaluate(jax.random.key(1), r.params, cfg)
     assert float(d["accuracy"]) == 1.0
     assert float(d["uniqueness"]) == 1.0 and int(d["min_hamming"]) >= 1
     assert not bool(d["collapsed"])
@@ -26,12 +27,27 @@ def test_five_token_binary_grid_reaches_full_accuracy(mode):
     assert np.asarray(r.curves["loss"]).shape == (cfg.n_logs,)
 
 
-def test_vmapped_training_equals_per_model_training():
+def test_vmapped_training_equals_per_model_training(monkeypatch):
     cfg = vtae.Config(mode="gumbel_st", hidden=16, vocab_size=6, grid=3, colours=2, steps=40,
                       log_every=20, batch_size=8, losses=("batch_entropy",))
     keys = jax.random.split(jax.random.key(3), 3)
     hp = vtae.Hparams.broadcast(3, lr=[1e-3, 3e-3, 1e-2], tau_start=[1.0, 2.0, 0.5], w_batch_entropy=0.2)
+    hp2 = vtae.Hparams.broadcast(3, lr=[2e-3, 5e-3, 2e-2], tau_start=[0.7, 1.5, 1.0], w_batch_entropy=0.1)
+    # train_many's per-model function calls training.train once per trace: over several hparams
+    # (same shapes) it is traced, hence compiled, once
+    train, traced = training.train, []
+
+    def per_model_train(*args):
+        traced.append(1)
+        return train(*args)
+
+    chex.clear_trace_counter()
+    monkeypatch.setattr(training, "train", chex.assert_max_traces(per_model_train, n=1))
     many = vtae.train_many(keys, cfg, hp)
+    many2 = vtae.train_many(keys, cfg, hp2)
+    monkeypatch.undo()
+    assert len(traced) == 1
+    assert not np.allclose(np.asarray(many.curves["loss"]), np.asarray(many2.curves["loss"]))
     mapped = vtae.train_many(keys, cfg, hp, batch_size=2)
     for i in range(3):
         hp_i = jax.tree_util.tree_map(lambda v: v[i], hp)
@@ -91,7 +107,7 @@ def test_nan_losses_are_reported_per_model():
 def test_curriculum_and_occurrence_sampling():
     cfg = vtae.Config(vocab_size=12, grid=3, colours=2, steps=100, log_every=10, curriculum=True,
                       curriculum_start=2, curriculum_fraction=0.5)
-    k = np.asarray(jax.vmap(lambda t: vtae.training.active_vocab(t, cfg))(jnp.arange(100)))
+    k = np.asarray(jax.vmap(lambda t: training.active_vocab(t, cfg))(jnp.arange(100)))
     ref = 2 + (10 * np.minimum(np.arange(100), 50)) // 50
     np.testing.assert_array_equal(k, ref)
     r = vtae.train(jax.random.key(0), cfg)
@@ -105,7 +121,7 @@ def test_semantic_grounding_with_embeddings():
     cfg = vtae.Config(vocab_size=5, grid=3, colours=2, mode="sigmoid", encoder_input="embedding", embed_dim=3,
                       losses=("semantic",), steps=200, log_every=50)
     r = vtae.train(jax.random.key(0), cfg, vtae.Hparams(lr=1e-2), embeddings=emb)
-    d = diagnostics.evaluate(r.params, cfg, jax.random.key(1), embeddings=jnp.asarray(emb))
+    d = diagnostics.evaluate(jax.random.key(1), r.params, cfg, embeddings=jnp.asarray(emb))
     assert float(d["accuracy"]) == 1.0
 
 
@@ -131,6 +147,11 @@ def test_bad_input():
     with pytest.raises(ValueError, match="every hparams leaf must have shape"):
         vtae.train_many(jax.random.split(jax.random.key(0), 3), vtae.Config(steps=10, log_every=10),
                         vtae.Hparams.broadcast(2))
+    params = vtae.init(jax.random.key(0), vtae.Config())
+    with pytest.raises(ValueError, match="key must be a PRNG key .* unless deterministic=True"):
+        vtae.encode(None, params, vtae.Config(), jnp.arange(3))
+    enc = vtae.encode(None, params, vtae.Config(), jnp.arange(3), deterministic=True)  # no key needed: no draw
+    np.testing.assert_array_equal(np.asarray(enc.codes), np.argmax(np.asarray(params["encoder"]["table"][:3]), -1))
     with pytest.warns(UserWarning, match=r"colours=2 and grid=2 .* 16 distinct patterns < vocab_size=20"):
         vtae.Config(vocab_size=20, grid=2, colours=2).validate()
     with warnings.catch_warnings():
@@ -140,15 +161,13 @@ def test_bad_input():
 
 def test_python_loop_over_train_step_equals_train():
     """train() scans train_step; stepping it from Python (the benchmark's loop peer) gives the same model."""
-    from tokdyn.vtae import training
-
     cfg = vtae.Config(mode="vq", vq_ema=True, hidden=8, vocab_size=5, grid=2, colours=3, steps=12, log_every=4,
                       batch_size=4)
     hp = vtae.Hparams(lr=1e-2).astype()
     key, w = jax.random.key(5), jnp.full((5,), 0.2)
     ref = vtae.train(key, cfg, hp)
-    carry, k_run = training.init_state(key, cfg)
-    step = jax.jit(lambda c, t: training.train_step(cfg, hp, k_run, w, None, c, t))
+    carry, run_key = training.init_state(key, cfg, hp)
+    step = jax.jit(lambda c, t: training.train_step(run_key, cfg, hp, w, None, c, t))
     ce = []
     for t in range(cfg.steps):
         carry, logs = step(carry, jnp.int32(t))
@@ -156,3 +175,16 @@ def test_python_loop_over_train_step_equals_train():
     for a, b in zip(jax.tree_util.tree_leaves(ref.params), jax.tree_util.tree_leaves(carry[0])):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(ref.curves["ce"]), np.asarray(ce).reshape(3, 4).mean(1), rtol=1e-5)
+    # a step whose loss is not finite is skipped: parameters, optimiser state and VQ EMA state are
+    # kept (apply_if_finite), the step is recorded, and the optimiser never gives up skipping
+    params, opt_state, vq_state, _ = carry
+    bad = jax.tree_util.tree_map(lambda v: v, params)
+    bad["decoder"]["out"]["b"] = jnp.full_like(bad["decoder"]["out"]["b"], jnp.nan)  # NaN logits and loss
+    before = (bad, opt_state.inner_state, vq_state)
+    skipped = (bad, opt_state, vq_state, jnp.int32(-1))
+    for t in (cfg.steps, cfg.steps + 1):
+        skipped, logs = step(skipped, jnp.int32(t))
+        assert not np.isfinite(float(logs["loss"]))
+    chex.assert_trees_all_equal((skipped[0], skipped[1].inner_state, skipped[2]), before)
+    assert int(skipped[3]) == cfg.steps and not bool(skipped[1].last_finite)
+    assert int(skipped[1].notfinite_count) == 2

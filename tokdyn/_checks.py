@@ -1,29 +1,86 @@
-"""Argument validation shared by the public entry points.
+"""Argument validation shared by every module, and the decorator that puts it in front of a kernel.
 
-Every check runs in plain Python on concrete values, before anything is traced or compiled, and
-raises a ``ValueError``/``TypeError`` that names the argument, the offending value and what is
-allowed. Traced values (inside a user's ``jit``/``vmap``) cannot be inspected and are skipped.
+The public functions of tokdyn are the traced kernels themselves: pure, jitted, callable inside a
+user's own ``jit``/``vmap``/``scan``/``shard_map``. In front of each sits a thin check
+(:func:`checked_jit`) that runs in plain Python before JAX traces or compiles anything:
+
+* shapes, dtypes and static arguments are always checked (they are known even for tracers);
+* *values* are checked only when they are host data -- Python numbers and NumPy arrays, where
+  looking costs nothing. Values held in JAX arrays (device buffers, or tracers inside a user's
+  ``jit``) are never inspected: that would copy them to the host on every call.
+
+Every error is a ``ValueError``/``TypeError`` that names the argument, the value and what is
+allowed.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from numbers import Integral
 
 import jax
 import numpy as np
 
 
-def is_concrete(value) -> bool:
-    """True when ``value`` holds data we can look at now (not a tracer)."""
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value))
+def is_traced(value) -> bool:
+    """True when some leaf of ``value`` is a tracer (we are inside a user's ``jit``/``vmap``)."""
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value))
+
+
+def on_host(value) -> bool:
+    """True when every leaf of ``value`` is host data (Python numbers, NumPy arrays): its values
+    can be checked for free. False for JAX arrays and tracers."""
+    return not any(isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(value))
+
+
+def checked_jit(check=None, *, static_argnames=()):
+    """Decorator: ``fn`` becomes ``jax.jit(fn, static_argnames=...)`` with ``check`` run first.
+
+    ``check`` receives every argument by name (defaults filled in) and raises on bad input; it
+    may return a dict of arguments to replace (normalised forms, e.g. a resolved default). It runs
+    on every call from Python and once per trace inside a user's transformation, so it must only
+    look at shapes, dtypes, static arguments and host values (see the module docstring).
+    The undecorated function stays reachable as ``fn.__wrapped__`` for reading, not for calling.
+    """
+    def wrap(fn):
+        jitted = jax.jit(fn, static_argnames=static_argnames)
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            if check is not None:
+                bound = signature.bind(*args, **kwargs)
+                bound.apply_defaults()
+                changed = check(**bound.arguments)
+                if changed:
+                    bound.arguments.update(changed)
+                args, kwargs = bound.args, bound.kwargs
+            return jitted(*args, **kwargs)
+
+        call.jitted = jitted
+        return call
+
+    return wrap
+
+
+def dtype_of(value) -> np.dtype:
+    """The dtype of an array, tracer, NumPy value or Python number (without copying data)."""
+    dtype = getattr(value, "dtype", None)
+    return np.dtype(dtype) if dtype is not None else np.asarray(value).dtype
+
+
+def host_arrays(**values) -> dict:
+    """The values given as Python lists or tuples, as NumPy arrays (so a kernel receives one array,
+    not a pytree of scalars); others are left out. Return it from a check to pass the arrays on."""
+    return {k: np.asarray(v) for k, v in values.items() if isinstance(v, (list, tuple))}
 
 
 def _describe(value) -> str:
     arr = np.asarray(value)
     if arr.ndim == 0:
         return repr(arr.item())
-    bad = arr.ravel()
-    return f"array of shape {arr.shape} (first values {bad[:3].tolist()})"
+    return f"array of shape {arr.shape} (first values {arr.ravel()[:3].tolist()})"
 
 
 def positive_int(name: str, value, *, minimum: int = 1) -> int:
@@ -34,20 +91,19 @@ def positive_int(name: str, value, *, minimum: int = 1) -> int:
     return int(value)
 
 
+def _interval(low, high, low_open, high_open) -> str:
+    return (("(" if low_open else "[") + ("-inf" if low is None else f"{low:g}") + ", "
+            + ("inf" if high is None else f"{high:g}") + (")" if high_open else "]"))
+
+
 def real(name: str, value, *, low=None, high=None, low_open=False, high_open=False):
-    """Check a scalar or array of reals against an interval, if it is concrete."""
-    if not is_concrete(value):
+    """Check a scalar or array of reals against an interval, if it is host data."""
+    if not on_host(value):
         return value
     arr = np.asarray(value)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    interval = (
-        ("(" if low_open else "[")
-        + ("-inf" if low is None else f"{low:g}")
-        + ", "
-        + ("inf" if high is None else f"{high:g}")
-        + (")" if high_open else "]")
-    )
+    interval = _interval(low, high, low_open, high_open)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} must be finite and in {interval}, got {_describe(value)}")
     bad = np.zeros(arr.shape, bool)
@@ -62,20 +118,27 @@ def real(name: str, value, *, low=None, high=None, low_open=False, high_open=Fal
     return value
 
 
+def whole(name: str, value, meaning: str):
+    """Check that a real (host) value is a whole number; ``meaning`` says what it counts."""
+    if on_host(value):
+        arr = np.asarray(value)
+        if not np.all(arr == np.round(arr)):
+            raise ValueError(f"{name} must be a whole number ({meaning}), got {value!r}")
+    return value
+
+
 def finite_array(name: str, value, *, ndim=None):
-    """Check an array is real, finite and (optionally) of a given rank, if concrete."""
-    if not is_concrete(value):
-        if ndim is not None and jax.numpy.ndim(value) not in np.atleast_1d(ndim):
-            raise ValueError(f"{name} must have {ndim} dimensions, got shape {jax.numpy.shape(value)}")
-        return value
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a real-valued array, got dtype {arr.dtype}")
-    if ndim is not None and arr.ndim not in np.atleast_1d(ndim):
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {arr.shape}")
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        n_bad = int(np.size(arr) - np.isfinite(arr).sum())
-        raise ValueError(f"{name} must be finite: it holds {n_bad} NaN or infinite value(s)")
+    """Check an array's rank (always) and that it is real and finite (host data only)."""
+    if ndim is not None and np.ndim(value) not in np.atleast_1d(ndim):
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {np.shape(value)}")
+    dtype = dtype_of(value)
+    if dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real-valued array, got dtype {dtype}")
+    if on_host(value) and dtype.kind == "f":
+        arr = np.asarray(value)
+        if not np.all(np.isfinite(arr)):
+            n_bad = int(np.size(arr) - np.isfinite(arr).sum())
+            raise ValueError(f"{name} must be finite: it holds {n_bad} NaN or infinite value(s)")
     return value
 
 
@@ -83,3 +146,25 @@ def choice(name: str, value, allowed) -> str:
     if value not in allowed:
         raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
     return value
+
+
+def mask_for(name: str, mask, n: int):
+    """Check an optional (n,) boolean mask (shape and dtype; always)."""
+    if mask is None:
+        return None
+    if np.shape(mask) != (n,):
+        raise ValueError(f"{name} must have shape ({n},) (one entry per point), got {np.shape(mask)}")
+    dtype = dtype_of(mask)
+    if dtype != np.bool_:
+        raise TypeError(f"{name} must be boolean, got dtype {dtype}")
+    return mask
+
+
+def prng_key(name: str, key):
+    """Check that ``key`` is a PRNG key (new-style ``jax.random.key`` or a raw uint32 (2,) key)."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is None or not (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+                             or (dtype == np.uint32 and np.shape(key)[-1:] == (2,))):
+        raise TypeError(f"{name} must be a PRNG key (jax.random.key(seed)), got {type(key).__name__}"
+                        + (f" of dtype {dtype}" if dtype is not None else ""))
+    return key

@@ -55,11 +55,13 @@ with equilibrium :math:`r_*^3 = 2\gamma/(1 - \mu)` and multiplier :math:`3\mu - 
 period-2 oscillation) whatever :math:`\gamma > 0` — repulsion makes hot runs never converge.
 We therefore speak of tokens *merging within a tolerance*: :func:`merge_tolerance` is
 ``rel`` (default :data:`MERGE_REL`) times the data's RMS radius
-:math:`\sqrt{\mathrm{tr}\,C}`; :func:`token_groups` counts the groups of tokens linked by
-distances below it (single linkage) and a run has collapsed when there is one group.
+:math:`\sqrt{\mathrm{tr}\,C}`; :func:`tokdyn.dynamics.token_groups` counts the groups of tokens
+linked by distances below it (single linkage) and a run has collapsed when there is one group.
 
-Everything is for one run and jittable/vmappable; the public functions validate concrete
-arguments first (non-positive temperature or tolerance raise ``ValueError`` naming the argument).
+Everything is for one run; the public functions are jitted kernels (vmappable, callable inside a
+user's ``jit``) with their arguments checked first (non-positive temperature or tolerance raise
+``ValueError`` naming the argument). The closed forms (:func:`collapse_eigenvalues`,
+:func:`heavy_ball_eigenvalues`, :func:`predicted_steps`) are float64 NumPy on the host.
 """
 
 from __future__ import annotations
@@ -73,32 +75,32 @@ from tokdyn import _checks, dynamics
 MERGE_REL = 1e-2  # merge tolerance relative to the data's RMS radius sqrt(tr Cov X)
 
 
-# ----------------------------------------------------------------------------------------------
-# Validation
+# ---------------------------------------------------------------------------------------------- checks
 
 
-def _check_xt(x, tokens=None, mask=None):
+def _check_x(x, mask=None):
     _checks.finite_array("x", x, ndim=2)
-    if tokens is not None:
-        _checks.finite_array("tokens", tokens, ndim=2)
-        if jnp.shape(tokens)[0] < 1:
-            raise ValueError(f"tokens must hold at least one token, got shape {jnp.shape(tokens)}")
-        if jnp.shape(tokens)[1] != jnp.shape(x)[1]:
-            raise ValueError(f"tokens and x must have the same dimension: tokens has D={jnp.shape(tokens)[1]}, "
-                             f"x has D={jnp.shape(x)[1]}")
-    if mask is not None:
-        if jnp.shape(mask) != jnp.shape(x)[:1]:
-            raise ValueError(f"mask must have shape (N,) = {jnp.shape(x)[:1]} like x, got {jnp.shape(mask)}")
-        if jnp.result_type(mask) != jnp.bool_:
-            raise TypeError(f"mask must be boolean, got dtype {jnp.result_type(mask)}")
-        if _checks.is_concrete(mask) and not np.any(np.asarray(mask)):
-            raise ValueError("mask must keep at least one point, got an all-False mask")
+    _checks.mask_for("mask", mask, np.shape(x)[0])
+    if mask is not None and _checks.on_host(mask) and not np.any(np.asarray(mask)):
+        raise ValueError("mask must keep at least one point, got an all-False mask")
+    return _checks.host_arrays(x=x, mask=mask)
 
 
-def _check_params(params):
-    if not isinstance(params, dynamics.Params):
-        raise TypeError(f"params must be a tokdyn.dynamics.Params, got {type(params).__name__}")
-    params.validate()
+def _check_xt(x, tokens, mask=None):
+    arrays = _check_x(x, mask)
+    _checks.finite_array("tokens", tokens, ndim=2)
+    if np.shape(tokens)[0] < 1:
+        raise ValueError(f"tokens must hold at least one token, got shape {np.shape(tokens)}")
+    if np.shape(tokens)[1] != np.shape(x)[1]:
+        raise ValueError(f"tokens and x must have the same dimension: tokens has D={np.shape(tokens)[1]}, "
+                         f"x has D={np.shape(x)[1]}")
+    return {**arrays, **_checks.host_arrays(tokens=tokens)}
+
+
+def _check_hparams(hparams):
+    if not isinstance(hparams, dynamics.Hparams):
+        raise TypeError(f"hparams must be a tokdyn.dynamics.Hparams, got {type(hparams).__name__}")
+    hparams.validate()
 
 
 def _float(x):
@@ -110,8 +112,7 @@ def _weights(x, mask):
     return jnp.ones(x.shape[:1], x.dtype) if mask is None else mask.astype(x.dtype)
 
 
-# ----------------------------------------------------------------------------------------------
-# Energy
+# ---------------------------------------------------------------------------------------------- energy
 
 
 def coulomb_energy(tokens):
@@ -128,16 +129,13 @@ def coulomb_energy(tokens):
     return jnp.sum(jnp.where(upper, phi, 0.0))
 
 
-def _free_energy(x, tokens, temperature, repulsion, mask):
-    w = _weights(x, mask)
-    d2 = jnp.sum((x[:, None, :] - tokens[None, :, :]) ** 2, axis=-1)  # (N, T)
-    lse = jax.nn.logsumexp(-d2 / temperature, axis=1)  # (N,)
-    return -temperature * jnp.sum(w * lse) + repulsion * coulomb_energy(tokens)
+def _check_free_energy(x, tokens, temperature, mask, repulsion):
+    _checks.real("temperature", temperature, low=0.0, low_open=True)
+    _checks.real("repulsion", repulsion, low=0.0)
+    return _check_xt(x, tokens, mask)
 
 
-_free_energy_jit = jax.jit(_free_energy)
-
-
+@_checks.checked_jit(_check_free_energy)
 def free_energy(x, tokens, temperature, mask=None, *, repulsion=0.0):
     r"""Free energy :math:`-\tau\sum_i \log\sum_j e^{-\|x_i-t_j\|^2/\tau} + \gamma U(t)`.
 
@@ -145,25 +143,25 @@ def free_energy(x, tokens, temperature, mask=None, *, repulsion=0.0):
       x: (N, D) points; tokens: (T, D); temperature: :math:`\tau > 0`;
       mask: optional (N,) bool (False rows are ignored); repulsion: :math:`\gamma \ge 0`.
     Returns:
-      A scalar. Jittable and vmappable (arguments may be traced).
+      A scalar.
     """
-    _check_xt(x, tokens, mask)
-    _checks.real("temperature", temperature, low=0.0, low_open=True)
-    _checks.real("repulsion", repulsion, low=0.0)
     x = _float(x)
-    return _free_energy_jit(x, jnp.asarray(tokens, x.dtype), temperature, repulsion, mask)
+    tokens = tokens.astype(x.dtype)
+    w = _weights(x, mask)
+    d2 = jnp.sum((x[:, None, :] - tokens[None, :, :]) ** 2, axis=-1)  # (N, T)
+    lse = jax.nn.logsumexp(-d2 / temperature, axis=1)  # (N,)
+    return -temperature * jnp.sum(w * lse) + repulsion * coulomb_energy(tokens)
 
 
-def energy_of(params: dynamics.Params):
-    """``F(x, tokens, mask)`` at the temperature and repulsion of ``params`` (no validation)."""
-    return lambda x, tokens, mask=None: _free_energy(x, tokens, params.temperature, params.repulsion, mask)
+def energy_of(hparams: dynamics.Hparams):
+    """``F(x, tokens, mask)`` at the temperature and repulsion of ``hparams``."""
+    return lambda x, tokens, mask=None: free_energy(x, tokens, hparams.temperature, mask, repulsion=hparams.repulsion)
 
 
-# ----------------------------------------------------------------------------------------------
-# The update map, its Jacobian, fixed points
+# ---------------------------------------------------------------------------------------------- the update map
 
 
-def update_map(x, params: dynamics.Params, mask=None, *, with_velocity: bool = False):
+def update_map(x, hparams: dynamics.Hparams, mask=None, *, with_velocity: bool = False):
     """The update rule as a function of the state.
 
     ``with_velocity=False``: ``tokens (T, D) -> tokens (T, D)``, one step from rest (velocity 0);
@@ -171,7 +169,7 @@ def update_map(x, params: dynamics.Params, mask=None, *, with_velocity: bool = F
     z'``, the flat state ``concat(tokens.ravel(), velocity.ravel())`` of heavy-ball dynamics.
     """
     def tokens_only(tokens):
-        new, _ = dynamics.update(x, tokens, jnp.zeros_like(tokens), params, mask)
+        new, _ = dynamics.update(x, tokens, jnp.zeros_like(tokens), hparams, mask)
         return new
 
     if not with_velocity:
@@ -180,26 +178,23 @@ def update_map(x, params: dynamics.Params, mask=None, *, with_velocity: bool = F
     def full(z, shape):
         n = z.shape[0] // 2
         tokens, velocity = z[:n].reshape(shape), z[n:].reshape(shape)
-        new_t, new_v = dynamics.update(x, tokens, velocity, params, mask)
+        new_t, new_v = dynamics.update(x, tokens, velocity, hparams, mask)
         return jnp.concatenate([new_t.ravel(), new_v.ravel()])
 
     return full
 
 
-def _jacobian(x, tokens, velocity, params, mask):
-    if velocity is None:
-        f = update_map(x, params, mask)
-        t, d = tokens.shape
-        return jax.jacfwd(lambda flat: f(flat.reshape(t, d)).ravel())(tokens.ravel())  # (T*D, T*D)
-    f = update_map(x, params, mask, with_velocity=True)
-    z = jnp.concatenate([tokens.ravel(), velocity.ravel()])
-    return jax.jacfwd(lambda z: f(z, tokens.shape))(z)  # (2*T*D, 2*T*D)
+def _check_jacobian(x, tokens, hparams, velocity, mask):
+    _check_hparams(hparams)
+    if velocity is not None:
+        _checks.finite_array("velocity", velocity, ndim=2)
+        if np.shape(velocity) != np.shape(tokens):
+            raise ValueError(f"velocity must have the shape of tokens {np.shape(tokens)}, got {np.shape(velocity)}")
+    return {**_check_xt(x, tokens, mask), **_checks.host_arrays(velocity=velocity)}
 
 
-_jacobian_jit = jax.jit(_jacobian)
-
-
-def jacobian(x, tokens, params: dynamics.Params = dynamics.Params(), *, velocity=None, mask=None):
+@_checks.checked_jit(_check_jacobian)
+def jacobian(x, tokens, hparams: dynamics.Hparams = dynamics.Hparams(), *, velocity=None, mask=None):
     """Jacobian of one update step by ``jax.jacfwd``.
 
     Without ``velocity``: the (T*D, T*D) Jacobian of ``tokens -> tokens'`` (velocity 0; the whole
@@ -208,22 +203,21 @@ def jacobian(x, tokens, params: dynamics.Params = dynamics.Params(), *, velocity
     Finite everywhere, coincident tokens with repulsion included (the Coulomb force is softened,
     see :mod:`tokdyn.dynamics`).
     """
-    _check_xt(x, tokens, mask)
-    _check_params(params)
     x = _float(x)
-    tokens = jnp.asarray(tokens, x.dtype)
-    if velocity is not None:
-        _checks.finite_array("velocity", velocity, ndim=2)
-        if jnp.shape(velocity) != tokens.shape:
-            raise ValueError(f"velocity must have the shape of tokens {tokens.shape}, got {jnp.shape(velocity)}")
-        velocity = jnp.asarray(velocity, x.dtype)
-    return _jacobian_jit(x, tokens, velocity, params, mask)
+    tokens = tokens.astype(x.dtype)
+    if velocity is None:
+        f = update_map(x, hparams, mask)
+        t, d = tokens.shape
+        return jax.jacfwd(lambda flat: f(flat.reshape(t, d)).ravel())(tokens.ravel())  # (T*D, T*D)
+    f = update_map(x, hparams, mask, with_velocity=True)
+    z = jnp.concatenate([tokens.ravel(), velocity.astype(x.dtype).ravel()])
+    return jax.jacfwd(lambda z: f(z, tokens.shape))(z)  # (2*T*D, 2*T*D)
 
 
 def eigenvalues(jac):
-    """Eigenvalues of a square matrix (complex), sorted by decreasing modulus. Host-side NumPy for
-    concrete input (float64), ``jnp.linalg.eigvals`` when traced."""
-    if _checks.is_concrete(jac):
+    """Eigenvalues of a square matrix (complex), sorted by decreasing modulus: float64 NumPy on the
+    host for a concrete matrix, ``jnp.linalg.eigvals`` inside a transformation."""
+    if not _checks.is_traced(jac):
         ev = np.linalg.eigvals(np.asarray(jac, np.float64))
         return ev[np.argsort(-np.abs(ev), kind="stable")]
     ev = jnp.linalg.eigvals(jac)
@@ -231,15 +225,15 @@ def eigenvalues(jac):
 
 
 def spectral_radius(jac):
-    """Largest eigenvalue modulus of a square matrix."""
-    return np.abs(eigenvalues(jac))[0] if _checks.is_concrete(jac) else jnp.max(jnp.abs(jnp.linalg.eigvals(jac)))
+    """Largest eigenvalue modulus of a square matrix (host NumPy unless traced, as :func:`eigenvalues`)."""
+    return jnp.max(jnp.abs(jnp.linalg.eigvals(jac))) if _checks.is_traced(jac) else np.abs(eigenvalues(jac))[0]
 
 
-def fixed_point(x, tokens, params: dynamics.Params = dynamics.Params(), *, mask=None, n_steps=5000, tol=1e-6):
+def fixed_point(x, tokens, hparams: dynamics.Hparams = dynamics.Hparams(), *, mask=None, n_steps=5000, tol=1e-6):
     """Run the rule to convergence (a :class:`tokdyn.dynamics.Result`; check ``converged``):
     :func:`tokdyn.dynamics.run` with a tight tolerance and a large step budget."""
     _checks.real("tol", tol, low=0.0, low_open=True)
-    return dynamics.run(x, tokens, params, mask=mask, n_steps=n_steps, tol=tol)
+    return dynamics.run(x, tokens, hparams, mask=mask, n_steps=n_steps, tol=tol)
 
 
 def predicted_steps(rho, delta0, tol):
@@ -254,10 +248,10 @@ def predicted_steps(rho, delta0, tol):
     return np.where(rho >= 1.0, np.inf, np.maximum(n, 1.0))
 
 
-# ----------------------------------------------------------------------------------------------
-# Collapse theory
+# ---------------------------------------------------------------------------------------------- collapse theory
 
 
+@_checks.checked_jit(_check_x)
 def covariance(x, mask=None):
     """(D, D) population covariance (divide by N) of the valid points; and their (D,) mean."""
     x = _float(x)
@@ -268,23 +262,23 @@ def covariance(x, mask=None):
     return (y.T @ y) / n, mean
 
 
-def _threshold(x, mask):
+@_checks.checked_jit(_check_x)
+def collapse_threshold(x, mask=None):
+    r""":math:`\tau_c = 2\lambda_{\max}(\mathrm{Cov}\,X)` (population covariance of the valid
+    points): the collapsed state is locally stable iff :math:`\tau > \tau_c`, for any number of
+    tokens and any momentum in [0, 1)."""
     cov, _ = covariance(x, mask)
     return 2.0 * jnp.linalg.eigvalsh(cov)[-1]
 
 
-def collapse_threshold(x, mask=None):
-    r""":math:`\tau_c = 2\lambda_{\max}(\mathrm{Cov}\,X)` (population covariance of the valid
-    points): the collapsed state is locally stable iff :math:`\tau > \tau_c`, for any number of
-    tokens and any momentum in [0, 1). Jittable and vmappable."""
-    _check_xt(x, None, mask)
-    return _threshold(_float(x), mask)
+def _check_collapsed_state(x, n_tokens, mask):
+    _checks.positive_int("n_tokens", n_tokens)
+    return _check_x(x, mask)
 
 
+@_checks.checked_jit(_check_collapsed_state, static_argnames=("n_tokens",))
 def collapsed_state(x, n_tokens: int, mask=None):
     """(n_tokens, D) tokens all at the mean of the valid points: a fixed point of every variant."""
-    _checks.positive_int("n_tokens", n_tokens)
-    _check_xt(x, None, mask)
     _, mean = covariance(x, mask)
     return jnp.broadcast_to(mean, (n_tokens, mean.shape[0]))
 
@@ -304,10 +298,9 @@ def collapse_eigenvalues(x, n_tokens: int, temperature, mask=None, *, momentum=0
     Momentum 0: D zeros (the shared mode) and :math:`(2/\tau)\lambda_k(C)`, T - 1 copies each
     (T*D in all). Momentum :math:`\beta > 0`: each of those through
     :func:`heavy_ball_eigenvalues` (2*T*D in all), the spectrum of :func:`jacobian` with
-    ``velocity=0`` at :func:`collapsed_state`.
+    ``velocity=0`` at :func:`collapsed_state`. Float64 NumPy on the host.
     """
     _checks.positive_int("n_tokens", n_tokens)
-    _check_xt(x, None, mask)
     _checks.real("temperature", temperature, low=0.0, low_open=True)
     _checks.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
     cov, _ = covariance(x, mask)
@@ -317,51 +310,34 @@ def collapse_eigenvalues(x, n_tokens: int, temperature, mask=None, *, momentum=0
     return ev[np.argsort(-np.abs(ev), kind="stable")]
 
 
+def _check_merge_tolerance(x, mask, rel):
+    _checks.real("rel", rel, low=0.0, low_open=True)
+    return _check_x(x, mask)
+
+
+@_checks.checked_jit(_check_merge_tolerance)
 def merge_tolerance(x, mask=None, rel=MERGE_REL):
     r"""``rel`` times the RMS radius :math:`\sqrt{\mathrm{tr}\,C}` of the valid points: tokens
-    closer than this count as merged. Scale-free: rescaling the data rescales the tolerance."""
-    _check_xt(x, None, mask)
-    _checks.real("rel", rel, low=0.0, low_open=True)
+    closer than this count as merged (:func:`tokdyn.dynamics.token_groups`). Scale-free: rescaling
+    the data rescales the tolerance."""
     cov, _ = covariance(x, mask)
     return rel * jnp.sqrt(jnp.trace(cov))
 
 
-def _groups(tokens, tol):
-    t = tokens.shape[0]
-    diff = tokens[:, None, :] - tokens[None, :, :]
-    close = jnp.sum(diff * diff, axis=-1) < tol * tol  # (T, T) adjacency (diagonal True)
-    reach = close
-    for _ in range(max(1, int(np.ceil(np.log2(max(t, 2)))))):  # transitive closure by squaring
-        reach = (reach.astype(jnp.float32) @ reach.astype(jnp.float32)) > 0
-    first = jnp.argmax(reach, axis=1)  # smallest index in each token's group
-    return jnp.sum(first == jnp.arange(t)).astype(jnp.int32)
+def _check_pair(x, temperature, repulsion, mask):
+    _checks.real("temperature", temperature, low=0.0, low_open=True)
+    _checks.real("repulsion", repulsion, low=0.0)
+    return _check_x(x, mask)
 
 
-_groups_jit = jax.jit(_groups)
-
-
+@_checks.checked_jit(_check_pair)
 def pair_equilibrium(x, temperature, repulsion, mask=None):
     r"""Two tokens with repulsion near the collapsed state (:math:`\tau > \tau_c`): the equilibrium
     separation :math:`r_* = (2\gamma/(1-\mu))^{1/3}` along the top principal axis and the
     multiplier :math:`3\mu - 2` of the separation map (stable iff > -1, i.e. :math:`\tau < 3\tau_c`),
     with :math:`\mu = 2\lambda_{\max}/\tau`. Valid while :math:`r_*` is small against the data."""
-    _check_xt(x, None, mask)
-    _checks.real("temperature", temperature, low=0.0, low_open=True)
-    _checks.real("repulsion", repulsion, low=0.0)
-    mu = _threshold(_float(x), mask) / temperature
+    mu = collapse_threshold(x, mask) / temperature
     return (2.0 * repulsion / (1.0 - mu)) ** (1.0 / 3.0), 3.0 * mu - 2.0
-
-
-def token_groups(tokens, tol):
-    """Number of groups of (T, D) tokens linked by distances < ``tol`` (single linkage), int32."""
-    _checks.finite_array("tokens", tokens, ndim=2)
-    _checks.real("tol", tol, low=0.0, low_open=True)
-    return _groups_jit(_float(tokens), tol)
-
-
-def is_collapsed(tokens, tol):
-    """True when all tokens form one group under :func:`token_groups` with tolerance ``tol``."""
-    return token_groups(tokens, tol) == 1
 
 
 def min_separation(tokens):

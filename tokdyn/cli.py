@@ -1,22 +1,209 @@
-"""The ``tokdyn`` command.
+"""The ``tokdyn`` command, generated from the configuration dataclasses.
 
-    tokdyn study token-dynamics [--out DIR] [--seeds N] [--dim D] ...
-    tokdyn study collapse [--out DIR] [--shapes blobs2,aniso2] [--n-tokens 2,4,8] [--seeds N] ...
-    tokdyn sweep token-dynamics --temperature logspace:0.05:20:25 --repulsion linspace:0:0.2:11 ... --out DIR
+    tokdyn study token-dynamics [--seeds N] [--dim D] ... [--out DIR] [--quiet] [--no-plots]
+    tokdyn study collapse | visual-tokens | latent-reasoning [...]
+    tokdyn sweep token-dynamics --temperature logspace:0.05:20:25 ... --out DIR
     tokdyn plot heatmap DIR --x temperature --y repulsion --metric ari [--where momentum=0.5]
 
-Before JAX is imported, the CLI (1) exposes every CPU core as a host device, unless ``XLA_FLAGS``
-already says otherwise, so runs are split over cores with ``shard_map``; and (2) enables JAX's
-persistent compilation cache (``$TOKDYN_CACHE_DIR``, default ``~/.cache/tokdyn/jax``), where the
-study also keeps its serialized executable, so a second invocation skips tracing and compiling.
+Every subcommand is one entry of :data:`COMMANDS`: a module with a ``Config`` dataclass and a
+``main(cfg, out, *, quiet, plots)`` (or, for ``plot``, a function of the config alone). Its
+options are the config's fields (:func:`add_config_args`: one option per field, help text from
+the ``Attributes:`` section of the config's docstring, defaults from the dataclass) and
+:func:`config_from_args` builds the config back and runs its own ``validate``. A config with a
+``quick()`` classmethod gets ``--quick`` (that preset, with any option given on top of it).
+
+Exit codes: 0 done, 2 usage error (a bad option, an invalid configuration, or an output directory
+holding another configuration's results: reported before anything runs), 1 the run itself failed
+(its traceback is printed, not re-labelled).
+
+Before JAX is imported, the command (1) exposes every CPU core as a host device, unless
+``XLA_FLAGS`` already says otherwise, so runs are split over cores with ``shard_map``; and (2)
+enables JAX's persistent compilation cache (``$TOKDYN_CACHE_DIR``, default
+``~/.cache/tokdyn/jax``; ``--no-cache`` turns it off), so a second invocation skips XLA's compile.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
+import re
 import sys
+import traceback
+import typing
+
+COMMANDS = {  # (group, name): (module, entry point, help, default output directory or None)
+    ("study", "token-dynamics"): ("tokdyn.studies.token_dynamics", "main",
+                                  "four update rules on Gaussian clusters (the published study)", "results/token-dynamics"),
+    ("study", "collapse"): ("tokdyn.studies.collapse", "main",
+                            "collapse threshold, Jacobian spectra and phase diagrams vs the theory", "results/collapse"),
+    ("study", "visual-tokens"): ("tokdyn.studies.visual_tokens", "main",
+                                 "text tokens <-> colour grids: reconstruction and collapse", "results/visual-tokens"),
+    ("study", "latent-reasoning"): ("tokdyn.studies.latent_reasoning", "main",
+                                    "train the tiny latent reasoner every way, evaluate per task family",
+                                    "results/latent-reasoning"),
+    ("sweep", "token-dynamics"): ("tokdyn.studies.token_dynamics_sweep", "main",
+                                  "token dynamics over any grid of rule and data conditions x seeds (resumable)",
+                                  "results/token-dynamics-sweep"),
+    ("plot", "heatmap"): ("tokdyn.studies.token_dynamics_sweep", "heatmap", "a metric of a finished sweep over two axes",
+                          None),
+}
+GROUPS = {"study": "run an end-to-end study", "sweep": "run a sweep over a grid of conditions x seeds (resumable)",
+          "plot": "plot a finished sweep"}
+CONFIG_CLASSES = {("plot", "heatmap"): "HeatmapConfig"}  # default: the module's Config
+
+
+# ---------------------------------------------------------------------------------------------- configs -> options
+
+
+def config_help(cls) -> dict[str, str]:
+    """Field name -> help text, from the ``Attributes:`` sections of the docstrings of ``cls`` and
+    its bases (Google style: ``name: text``, continuation lines indented deeper)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        doc = klass.__dict__.get("__doc__") or ""
+        lines = doc.expandtabs().splitlines()
+        try:
+            start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+        except StopIteration:
+            continue
+        indent, name = None, None
+        for line in lines[start + 1:]:
+            if not line.strip():
+                if name is not None and indent is not None:
+                    continue
+                break
+            width = len(line) - len(line.lstrip())
+            if indent is None:
+                indent = width
+            if width < indent:
+                break
+            m = re.match(r"(\w+)(?:\s*\([^)]*\))?:\s*(.*)", line.strip())
+            if width == indent and m:
+                name = m.group(1)
+                out[name] = m.group(2).strip()
+            elif name is not None:
+                out[name] += " " + line.strip()
+    return out
+
+
+def _fields(cls, prefix=()):
+    """Flattened ``(path, field, owner class)`` of a config dataclass; nested dataclass fields are
+    expanded (their options keep their own names)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        kind = hints.get(f.name)
+        default = f.default if f.default is not dataclasses.MISSING else None
+        nested = kind if dataclasses.is_dataclass(kind) else type(default) if dataclasses.is_dataclass(default) else None
+        if nested is not None:
+            yield from _fields(nested, prefix + (f.name,))
+        else:
+            yield prefix + (f.name,), f, cls
+
+
+def _element_type(f, hint, default):
+    args = typing.get_args(hint)
+    if args and args[0] is not Ellipsis and not isinstance(args[0], typing.TypeVar):
+        return args[0]
+    if default:
+        first = default[0]
+        return tuple if isinstance(first, tuple) else type(first)
+    return str
+
+
+def _parser_for(f, hint, default):
+    """``(argparse type, metavar, text of the default)`` for a field."""
+    origin = typing.get_origin(hint)
+    base = hint
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        base = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(base)
+    if base is tuple or origin is tuple:
+        elem = _element_type(f, base, default)
+        if elem is tuple:  # e.g. grids ((5, 3), (7, 3)) written 5x3,7x3
+            parse_one = lambda t: tuple(int(v) for v in t.lower().split("x"))  # noqa: E731
+            shown = ",".join("x".join(str(v) for v in d) for d in (default or ()))
+        else:
+            parse_one = elem
+            shown = ",".join(str(v) for v in (default or ()))
+
+        def parse(text, _one=parse_one, _elem=elem):
+            try:
+                return tuple(_one(v.strip()) for v in text.split(",") if v.strip())
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected a comma list of {getattr(_elem, '__name__', 'values')}"
+                                                 f"{' (NxC)' if _elem is tuple else ''}, got {text!r}") from None
+        return parse, "LIST", shown
+    if base is bool:
+        return None, None, str(default)
+    if base in (int, float, str):
+        return base, base.__name__.upper(), "" if default is None else str(default)
+    raise TypeError(f"config field {f.name!r} has a type the command line cannot express: {hint!r}")
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
+    """One option per field of the config dataclass ``cls`` (nested configs flattened): ``--name``
+    (underscores as dashes), typed by the field's annotation or default (tuples as comma lists,
+    bools as ``--name/--no-name``), help text from the docstring. Fields without a default are
+    positional. Options not given keep the config's (or the preset's) value."""
+    docs = {}
+    for klass in [cls] + [c for *_, c in _fields(cls)]:
+        docs.update({k: v for k, v in config_help(klass).items() if k not in docs or klass is cls})
+    seen = set()
+    for path, f, owner in _fields(cls):
+        name = path[-1]
+        if name in seen:
+            raise TypeError(f"config {cls.__name__} has two fields named {name!r}: the command line needs unique names")
+        seen.add(name)
+        hint = typing.get_type_hints(owner).get(f.name, type(f.default))
+        default = None if f.default is dataclasses.MISSING else f.default
+        kind, metavar, shown = _parser_for(f, hint, default)
+        text = config_help(owner).get(f.name) or docs.get(f.name)
+        if not text:
+            raise TypeError(f"config field {owner.__name__}.{f.name} has no help text: document it in the class "
+                            "docstring's Attributes: section")
+        dest = "cfg__" + "__".join(path)
+        if f.default is dataclasses.MISSING:
+            parser.add_argument(dest, metavar=name.upper(), type=kind, help=text.rstrip(".").replace("%", "%%"))
+            continue
+        text = text.rstrip(".").replace("%", "%%")  # argparse %-formats help strings
+        help_text = f"{text} (default: {shown or 'empty'})"
+        flag = "--" + name.replace("_", "-")
+        if kind is None:
+            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+        else:
+            parser.add_argument(flag, dest=dest, type=kind, metavar=metavar, default=argparse.SUPPRESS, help=help_text)
+
+
+def config_from_args(cls, args: argparse.Namespace, base=None):
+    """The config the parsed ``args`` describe: ``base`` (default: ``cls()`` where every field has
+    a default) with every option given replaced, nested configs included, then ``validate()``d."""
+    values = {tuple(k[5:].split("__")): v for k, v in vars(args).items() if k.startswith("cfg__")}
+
+    def build(klass, obj, prefix):
+        kwargs = {}
+        for f in dataclasses.fields(klass):
+            path = prefix + (f.name,)
+            current = getattr(obj, f.name) if obj is not None else None
+            if any(k[:len(path)] == path and len(k) > len(path) for k in values):
+                sub = current if current is not None else f.default
+                kwargs[f.name] = build(type(sub), sub, path)
+            elif path in values:
+                kwargs[f.name] = values[path]
+        if obj is None:
+            return klass(**kwargs)
+        return dataclasses.replace(obj, **kwargs) if kwargs else obj
+
+    cfg = build(cls, base, ())
+    validate = getattr(cfg, "validate", None)
+    return validate() if validate is not None else cfg
+
+
+# ---------------------------------------------------------------------------------------------- the command
 
 
 def _host_devices() -> None:
@@ -27,368 +214,105 @@ def _host_devices() -> None:
         os.environ["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count={n}").strip()
 
 
-def _cache_dir() -> str:
+def cache_dir() -> str:
+    """The persistent compilation cache directory: ``$TOKDYN_CACHE_DIR`` or ``~/.cache/tokdyn/jax``."""
     return os.environ.get("TOKDYN_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "tokdyn", "jax"))
 
 
-def _setup_jax(cache: bool = True) -> None:
+def _setup_jax(cache: bool) -> None:
     import jax
 
     if cache:
-        jax.config.update("jax_compilation_cache_dir", _cache_dir())
+        jax.config.update("jax_compilation_cache_dir", cache_dir())
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
-def _floats(text: str) -> tuple:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of numbers, got {text!r}")
+def config_class(key):
+    """``(module, config class)`` of a command ``(group, name)``."""
+    module = importlib.import_module(COMMANDS[key][0])
+    return module, getattr(module, CONFIG_CLASSES.get(key, "Config"))
 
 
-def _ints(text: str) -> tuple:
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of integers, got {text!r}")
+def _command_parser(sub, key, full: bool):
+    module_name, entry, help_text, out = COMMANDS[key]
+    p = sub.add_parser(key[1], help=help_text, description=help_text)
+    if not full:  # only the command asked for is built in full (it imports its module)
+        return p
+    module, cls = config_class(key)
+    doc = (module.__doc__ or "").strip().split("\n\n")[0]
+    p.description = f"{help_text}.\n\n{doc}" if doc else help_text
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    add_config_args(p, cls)
+    if hasattr(cls, "quick"):
+        p.add_argument("--quick", action="store_true", help="start from the quick preset (a few minutes); options "
+                       "given on top of it still apply")
+    if out is not None:
+        p.add_argument("--out", default=out, help=f"output directory (default: {out})")
+        p.add_argument("--quiet", action="store_true", help="no progress and no summary on the terminal")
+        p.add_argument("--no-plots", action="store_true", help="skip the figures")
+    p.add_argument("--no-cache", action="store_true", help="do not use JAX's persistent compilation cache")
+    return p
 
 
-def _names(text: str) -> tuple:
-    return tuple(v.strip() for v in text.split(",") if v.strip())
-
-
-def _study_parser(sub) -> None:
-    from tokdyn.studies.token_dynamics import Config
-
-    d = Config()
-    p = sub.add_parser("token-dynamics", help="four update rules on Gaussian clusters (the published study)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="results/token-dynamics", help="output directory")
-    p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per condition (0..N-1)")
-    p.add_argument("--noise", type=_floats, default=d.noise, help="comma list of cluster std values")
-    p.add_argument("--n-clusters", type=_ints, default=d.n_clusters, help="comma list of K values")
-    p.add_argument("--methods", type=_names, default=d.methods, help="comma list of methods")
-    p.add_argument("--n-tokens", type=int, default=d.n_tokens)
-    p.add_argument("--dim", type=int, default=d.dim, help="data dimension D")
-    p.add_argument("--points-per-cluster", type=int, default=d.points_per_cluster)
-    p.add_argument("--centers", default=d.centers, help="centre layout: uniform | normal")
-    p.add_argument("--center-box", type=float, default=d.center_box, help="centre box half-width (or scale)")
-    p.add_argument("--init", default=d.init, help="token init: data | normal | data_mean")
-    p.add_argument("--init-scale", type=float, default=d.init_scale)
-    p.add_argument("--temperature", type=float, default=d.temperature)
-    p.add_argument("--n-steps", type=int, default=d.n_steps)
-    p.add_argument("--tol", type=float, default=d.tol)
-    p.add_argument("--root-seed", type=int, default=d.root_seed, help="root PRNG seed")
-    p.add_argument("--chunk-size", type=int, default=None, help="runs per compiled call")
-    p.add_argument("--no-plots", action="store_true", help="skip the figures")
-    p.add_argument("--no-cache", action="store_true", help="disable the persistent compilation cache")
-    p.add_argument("--quiet", action="store_true")
-
-
-def _collapse_parser(sub) -> None:
-    from tokdyn.studies.collapse import Config as CollapseConfig
-
-    d = CollapseConfig()
-    p = sub.add_parser("collapse", help="collapse threshold, Jacobian spectra and phase diagrams vs the theory",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="results/collapse", help="output directory (finished sweeps are resumed)")
-    p.add_argument("--shapes", type=_names, default=d.shapes, help="comma list of data shapes")
-    p.add_argument("--n-tokens", type=_ints, default=d.n_tokens, help="comma list of token counts T")
-    p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per threshold condition")
-    p.add_argument("--n-ratios", type=int, default=d.n_ratios, help="tau/tau_c values (log-spaced, + 0.9..1.1)")
-    p.add_argument("--ratio-min", type=float, default=d.ratio_min)
-    p.add_argument("--ratio-max", type=float, default=d.ratio_max)
-    p.add_argument("--n-points", type=int, default=d.n_points)
-    p.add_argument("--n-steps", type=int, default=d.n_steps)
-    p.add_argument("--merge-rel", type=float, default=d.merge_rel, help="merge tolerance / RMS data radius")
-    p.add_argument("--tol-rel", type=float, default=d.tol_rel, help="convergence tolerance / RMS data radius")
-    p.add_argument("--phase-noise", type=_floats, default=d.phase_noise)
-    p.add_argument("--phase-tokens", type=_ints, default=d.phase_tokens)
-    p.add_argument("--momentum", type=_floats, default=d.momentum)
-    p.add_argument("--repulsion-rel", type=_floats, default=d.repulsion_rel)
-    p.add_argument("--phase-seeds", type=int, default=d.phase_seeds)
-    p.add_argument("--phase-ratios", type=int, default=d.phase_ratios)
-    p.add_argument("--convergence-runs", type=int, default=d.convergence_runs, help="runs of the convergence-time check")
-    p.add_argument("--root-seed", type=int, default=d.root_seed)
-    p.add_argument("--no-plots", action="store_true", help="skip the figures")
-    p.add_argument("--no-cache", action="store_true", help="disable the persistent compilation cache")
-    p.add_argument("--quiet", action="store_true")
-
-
-def _run_collapse(args, parser) -> int:
-    import dataclasses
-
-    from tokdyn.studies.collapse import Config as CollapseConfig
-
-    try:
-        cfg = CollapseConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(CollapseConfig)}).validate()
-    except (ValueError, TypeError) as e:
-        parser.error(str(e))
-    _setup_jax(cache=not args.no_cache)
-    from tokdyn.studies import collapse
-
-    collapse.main(cfg, args.out, quiet=args.quiet, plots=not args.no_plots)
-
-
-def _visual_tokens_parser(sub) -> None:
-    from tokdyn.studies.visual_tokens import PARTS, StudyConfig
-
-    d = StudyConfig()
-    p = sub.add_parser("visual-tokens", help="text tokens <-> colour grids: reconstruction and collapse",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="results/visual-tokens", help="output directory (finished parts are kept)")
-    p.add_argument("--vocab-sizes", type=_ints, default=d.vocab_sizes)
-    p.add_argument("--grids", default=",".join(f"{n}x{c}" for n, c in d.grids), help="comma list of NxC")
-    p.add_argument("--modes", type=_names, default=d.modes)
-    p.add_argument("--budgets", type=_ints, default=d.budgets, help="training steps")
-    p.add_argument("--parts", type=_names, default=PARTS)
-    p.add_argument("--seeds", type=int, default=d.seeds)
-    p.add_argument("--root-seed", type=int, default=d.root_seed)
-    p.add_argument("--quick", action="store_true", help="a few-minute version (smaller everything)")
-    p.add_argument("--no-plots", action="store_true", help="skip the figures")
-    p.add_argument("--quiet", action="store_true")
-
-
-def _latent_parser(sub) -> None:
-    from tokdyn.latent.train import VARIANTS, TrainConfig
-
-    d = TrainConfig()
-    p = sub.add_parser("latent-reasoning", help="train the tiny latent reasoner every way, evaluate per task family",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--train", action="store_true", help="train (or resume) the variants")
-    p.add_argument("--out", default="results/latent-reasoning", help="output directory")
-    p.add_argument("--variants", type=_names, default=tuple(VARIANTS), help="comma list of variants")
-    p.add_argument("--seeds", type=int, default=d.seeds)
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--width", type=int, default=d.width)
-    p.add_argument("--depth", type=int, default=d.depth)
-    p.add_argument("--heads", type=int, default=d.heads)
-    p.add_argument("--n-latents", type=int, default=d.n_latents)
-    p.add_argument("--projection", default=d.projection, help="latent feedback projection: none | layernorm | linear")
-    p.add_argument("--align-weight", type=float, default=d.align_weight)
-    p.add_argument("--curriculum-stages", type=int, default=d.curriculum_stages)
-    p.add_argument("--steps-per-call", type=int, default=d.steps_per_call, help="steps per checkpoint")
-    p.add_argument("--grid-size", type=int, default=d.task.grid_size)
-    p.add_argument("--n-colours", type=int, default=d.task.n_colours)
-    p.add_argument("--n-train", type=int, default=d.n_train)
-    p.add_argument("--n-test", type=int, default=d.n_test)
-    p.add_argument("--root-seed", type=int, default=d.root_seed)
-    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly after this long (resume later)")
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--quiet", action="store_true")
-
-
-def _run_visual_tokens(args, parser) -> int:
-    from tokdyn.studies import visual_tokens as vt
-
-    try:
-        grids = tuple(tuple(int(v) for v in g.lower().split("x")) for g in args.grids.split(",") if g.strip())
-        if any(len(g) != 2 for g in grids):
-            raise ValueError(f"--grids expects NxC entries such as 5x3, got {args.grids!r}")
-        base = vt.StudyConfig.quick() if args.quick else vt.StudyConfig()
-        over = dict(parts=args.parts, root_seed=args.root_seed)
-        if not args.quick:
-            over.update(vocab_sizes=args.vocab_sizes, grids=grids, modes=args.modes, budgets=args.budgets,
-                        seeds=args.seeds)
-        sc = dataclasses.replace(base, **over).validate()
-    except (ValueError, TypeError) as e:
-        parser.error(str(e))
-    _setup_jax()
-    vt.main(sc, args.out, quiet=args.quiet, plots_on=not args.no_plots)
-
-
-def _run_latent(args, parser) -> int:
-    from tokdyn.latent.tasks import TaskConfig
-    from tokdyn.latent.train import TrainConfig
-
-    if not args.train:
-        parser.error("latent-reasoning needs --train (it trains, or resumes, every variant)")
-    try:
-        cfg = TrainConfig(task=TaskConfig(grid_size=args.grid_size, n_colours=args.n_colours), seeds=args.seeds,
-                          steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                          width=args.width, depth=args.depth, heads=args.heads, n_latents=args.n_latents,
-                          projection=args.projection, align_weight=args.align_weight,
-                          curriculum_stages=args.curriculum_stages, steps_per_call=args.steps_per_call,
-                          n_train=args.n_train, n_test=args.n_test, root_seed=args.root_seed).validate()
-        from tokdyn.studies import latent_reasoning
-
-        latent_reasoning.main(cfg, args.out, variants=args.variants, max_minutes=args.max_minutes, quiet=args.quiet,
-                              plots=not args.no_plots)
-    except (ValueError, TypeError) as e:
-        parser.error(str(e))
-    return 0
-
-
-def _sweep_parser(sub) -> None:
-    from tokdyn.studies import token_dynamics_sweep as tds
-
-    d = tds.SweepConfig()
-    p = sub.add_parser("token-dynamics", help="token dynamics over any grid of rule and data conditions x seeds",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                       description="Axis values: a comma list (0.3,0.6), linspace:a:b:n or logspace:a:b:n. "
-                                   "A single value fixes that condition.")
-    for name, default in tds.DEFAULT_AXES:
-        p.add_argument("--" + name.replace("_", "-"), dest=name, default=default, help=f"{name} axis")
-    for name in tds.EXTRA_AXES:
-        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
-                       help="comma list of registered method names (an axis; temperature etc. override)"
-                       if name == "method" else f"{name} axis of the extended rules (default: not an axis)")
-    p.add_argument("--seeds", type=int, default=d.seeds, help="seeds per condition")
-    p.add_argument("--out", default="results/token-dynamics-sweep", help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue the sweep already in --out")
-    p.add_argument("--chunk-size", type=int, default=None, help="runs per chunk (the unit saved to disk)")
-    for name in ("n_tokens", "dim", "points_per_cluster", "n_steps", "root_seed"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
-    for name in ("center_box", "init_scale", "tol"):
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name))
-    p.add_argument("--centers", default=d.centers, help="centre layout: uniform | normal")
-    p.add_argument("--init", default=d.init, help="token init: data | normal | data_mean")
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the intervals")
-    p.add_argument("--no-plots", action="store_true", help="skip the figures")
-    p.add_argument("--no-cache", action="store_true", help="disable the persistent compilation cache")
-    p.add_argument("--quiet", action="store_true", help="no progress and no summary")
-
-
-def _plot_parser(sub) -> None:
-    p = sub.add_parser("heatmap", help="a metric over two axes of a finished sweep",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("dir", help="sweep directory")
-    p.add_argument("--x", required=True, help="axis on the horizontal")
-    p.add_argument("--y", required=True, help="axis on the vertical")
-    p.add_argument("--metric", default="ari", help="output field")
-    p.add_argument("--stat", default="mean", choices=("mean", "std"))
-    p.add_argument("--where", default="", help="fix other axes: name=value,name=value (else pooled)")
-
-
-def _where(text: str) -> dict:
-    out = {}
-    for part in (t.strip() for t in text.split(",") if t.strip()):
-        name, sep, value = part.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise ValueError(f"--where expects name=value pairs separated by commas, got {part!r}")
-    return out
-
-
-def _run_sweep(args, parser) -> int:
-    from tokdyn import sweep
-    from tokdyn.studies import token_dynamics_sweep as tds
-
-    try:
-        axes = tuple((name, tuple(sweep.parse_axis(name, getattr(args, name)).tolist())) for name, _ in tds.DEFAULT_AXES)
-        axes += tuple((name, _names(getattr(args, name)) if name == "method" else
-                       tuple(sweep.parse_axis(name, getattr(args, name)).tolist()))
-                      for name in tds.EXTRA_AXES if getattr(args, name) is not None)
-        fields = ("seeds", "n_tokens", "dim", "points_per_cluster", "centers", "center_box", "init", "init_scale",
-                  "n_steps", "tol", "root_seed")
-        cfg = tds.SweepConfig(axes=axes, **{f: getattr(args, f) for f in fields}).validate()
-        if args.bootstrap < 1:
-            raise ValueError(f"--bootstrap must be >= 1, got {args.bootstrap}")
-        if args.chunk_size is not None and args.chunk_size < 1:
-            raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
-        if not args.resume and os.path.exists(os.path.join(args.out, "manifest.json")):
-            raise ValueError(f"--out {args.out} already holds a sweep: pass --resume to continue it, "
-                             "or choose another directory")
-    except (ValueError, TypeError) as e:
-        parser.error(str(e))
-    _setup_jax(cache=not args.no_cache)
-    try:
-        tds.main(cfg, args.out, resume=args.resume, chunk_size=args.chunk_size, quiet=args.quiet,
-                 plots=not args.no_plots, cache_dir=None if args.no_cache else _cache_dir(),
-                 n_resamples=args.bootstrap)
-    except ValueError as e:  # e.g. resuming with different arguments
-        parser.error(str(e))
-    return 0
-
-
-def _run_plot(args, parser) -> int:
-    from tokdyn import report, summary
-    from tokdyn.studies import token_dynamics_sweep as tds
-
-    try:
-        where = _where(args.where)
-        path = os.path.join(args.dir, "summary.csv")
-        if os.path.exists(path):
-            cond = report.read_csv(path)
-        else:
-            cond = summary.condition_stats(args.dir)
-            report.write_csv(path, cond)
-        if args.metric not in summary._table_fields(cond):
-            raise ValueError(f"--metric {args.metric!r} is not an output of this sweep; "
-                             f"metrics: {summary._table_fields(cond)}")
-        job = tds.heatmap_job(args.dir, cond, args.x, args.y, args.metric, where=where, stat=args.stat)
-    except (ValueError, TypeError) as e:
-        parser.error(str(e))
-    print(report.draw(job))
-    return 0
+def build_parser(argv=()) -> argparse.ArgumentParser:
+    """The ``tokdyn`` parser; the subcommand named in ``argv`` (if any) is built in full."""
+    words = [a for a in argv if not a.startswith("-")][:2]
+    epilog = "commands:\n" + "\n".join(f"  tokdyn {g} {c:<18} {COMMANDS[(g, c)][2]}" for g, c in COMMANDS)
+    parser = argparse.ArgumentParser(prog="tokdyn", description="Token dynamics in latent visual reasoning.",
+                                     epilog=epilog + "\n\n'tokdyn GROUP COMMAND --help' lists a command's options.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{" + ",".join(GROUPS) + "}")
+    subs = {}
+    for group, text in GROUPS.items():
+        g = groups.add_parser(group, help=text, description=text)
+        subs[group] = g.add_subparsers(dest="command", required=True)
+    for key in COMMANDS:
+        _command_parser(subs[key[0]], key, full=tuple(words) == key)
+    return parser
 
 
 def main(argv=None) -> int:
+    """Run the command; returns the exit code (0 done, 2 usage error, 1 the run failed)."""
     _host_devices()
     argv = sys.argv[1:] if argv is None else list(argv)
-    worker = None
-    if argv[:2] == ["study", "token-dynamics"] and "--no-plots" not in argv and not ({"-h", "--help"} & set(argv)):
-        from tokdyn.report import PlotWorker  # no JAX: starts matplotlib's import on another core now
-
-        worker = PlotWorker()
+    parser = build_parser(argv)
     try:
-        return _main(argv, worker)
-    finally:
-        if worker is not None:
-            worker.close()
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2)
+        return int(e.code or 0)
+    key = (args.group, args.command)
+    module, cls = config_class(key)
+    try:
+        base = cls.quick() if getattr(args, "quick", False) else None
+        cfg = config_from_args(cls, args, base)
+    except (ValueError, TypeError) as e:
+        parser.print_usage(sys.stderr)
+        print(f"tokdyn {' '.join(key)}: error: {e}", file=sys.stderr)
+        return 2
+    _setup_jax(cache=not args.no_cache)
+    entry = getattr(module, COMMANDS[key][1])
+    from tokdyn import io
 
-
-def _main(argv, worker) -> int:
-    parser = argparse.ArgumentParser(prog="tokdyn", description="Token dynamics in latent visual reasoning.")
-    cmds = parser.add_subparsers(dest="command", required=True)
-    study = cmds.add_parser("study", help="run an end-to-end study")
-    studies = study.add_subparsers(dest="study", required=True)
-    _study_parser(studies)
-    _collapse_parser(studies)
-    _visual_tokens_parser(studies)
-    _latent_parser(studies)
-    sweeps = cmds.add_parser("sweep", help="run a sweep over a grid of conditions x seeds (resumable)")
-    _sweep_parser(sweeps.add_subparsers(dest="sweep", required=True))
-    plot = cmds.add_parser("plot", help="plot a finished sweep")
-    _plot_parser(plot.add_subparsers(dest="plot", required=True))
-    args = parser.parse_args(argv)
-
-    if args.command == "sweep":
-        return _run_sweep(args, parser)
-    if args.command == "plot":
-        return _run_plot(args, parser)
-    if args.command == "study" and args.study == "collapse":
-        return _run_collapse(args, parser)
-    if args.command == "study" and args.study == "visual-tokens":
-        return _run_visual_tokens(args, parser)
-
-    if args.command == "study" and args.study == "latent-reasoning":
-        _setup_jax()
-        return _run_latent(args, parser)
-    if args.command == "study" and args.study == "token-dynamics":
-        from tokdyn.studies.token_dynamics import Config
-
-        fields = ("seeds", "noise", "n_clusters", "methods", "n_tokens", "dim", "points_per_cluster", "centers",
-                  "center_box", "init", "init_scale", "temperature", "n_steps", "tol", "root_seed")
-        cfg = Config(**{f: getattr(args, f) for f in fields})
-        try:
-            cfg.validate()
-        except (ValueError, TypeError) as e:
-            parser.error(str(e))
-        _setup_jax(cache=not args.no_cache)
-        from tokdyn.studies import token_dynamics
-
-        token_dynamics.main(cfg, args.out, quiet=args.quiet, plots=not args.no_plots, chunk_size=args.chunk_size,
-                            plot_worker=worker, cache_dir=None if args.no_cache else _cache_dir())
-        return 0
-    parser.error("unknown command")
-    return 2
+    try:
+        if COMMANDS[key][3] is None:
+            result = entry(cfg)
+            if isinstance(result, str):
+                print(result)
+        else:
+            entry(cfg, args.out, quiet=args.quiet, plots=not args.no_plots)
+    except io.OutputConflict as e:  # the output directory belongs to another configuration: a usage error
+        parser.print_usage(sys.stderr)
+        print(f"tokdyn {' '.join(key)}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tokdyn: interrupted (finished work is on disk; run the same command to resume)", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print(f"tokdyn {' '.join(key)}: the run failed (see the traceback above)", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

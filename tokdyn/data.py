@@ -1,8 +1,13 @@
 """Synthetic datasets with known structure.
 
-All generators are pure functions of an explicit PRNG key, jittable and vmappable. Shapes are
-static; anything a sweep may vary (noise, the number of clusters when ``max_clusters`` is given)
-may be a traced value, so conditions that differ only in those run in one compiled vmap.
+Every generator is a pure function of an explicit PRNG key, jitted and vmappable, callable inside
+a user's own ``jit``/``vmap``. Shapes are static; anything a sweep may vary (noise, the number of
+clusters when ``max_clusters`` is given) may be traced, so conditions that differ only in those
+run in one compiled vmap.
+
+- :func:`gaussian_clusters`: isotropic Gaussian clusters (the ``make_blobs`` family), padded to a
+  fixed shape with a mask.
+- :func:`point_cloud`: the named point clouds of the collapse study (:data:`SHAPES`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tokdyn import _checks
 
@@ -26,13 +32,48 @@ class Clusters:
       x: (N, D) points. Padded rows (``mask == False``) are zeros.
       labels: (N,) int32 true cluster of each point, ``-1`` on padded rows.
       mask: (N,) bool, True on valid points.
+      init_noise: (N,) uniform [0, 1) noise per point, drawn from the same random bits as the
+        points: ``dynamics.forgy(x, init_noise, mask, T)`` starts T tokens at distinct random
+        points without another random draw.
     """
 
     x: jax.Array
     labels: jax.Array
     mask: jax.Array
+    init_noise: jax.Array
 
 
+def _check_clusters(key, n_clusters, points_per_cluster, dim, noise, center_box, centers, max_clusters):
+    _checks.prng_key("key", key)
+    _checks.positive_int("points_per_cluster", points_per_cluster)
+    _checks.positive_int("dim", dim)
+    _checks.choice("centers", centers, CENTER_LAYOUTS)
+    _checks.real("noise", noise, low=0.0)
+    _checks.real("center_box", center_box, low=0.0)
+    if max_clusters is None:
+        if not _checks.on_host(n_clusters):
+            raise ValueError("n_clusters is a JAX array but max_clusters is None: pass max_clusters (a static int) "
+                             "so the output shape does not depend on n_clusters")
+        return dict(max_clusters=_checks.positive_int("n_clusters", _as_int(n_clusters)))
+    m = _checks.positive_int("max_clusters", max_clusters)
+    if _checks.on_host(n_clusters):
+        k = _checks.positive_int("n_clusters", _as_int(n_clusters))
+        if k > m:
+            raise ValueError(f"n_clusters must be <= max_clusters={m}, got {k}")
+    return None
+
+
+def _as_int(value):
+    """A whole-number host scalar as an int (so np.int64(3) and 3.0 pass); anything else unchanged."""
+    try:
+        if np.ndim(value) == 0 and not isinstance(value, bool) and float(value) == int(value):
+            return int(value)
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+@_checks.checked_jit(_check_clusters, static_argnames=("points_per_cluster", "dim", "centers", "max_clusters"))
 def gaussian_clusters(
     key: jax.Array,
     n_clusters,
@@ -55,6 +96,10 @@ def gaussian_clusters(
     dataset with two clusters removed (common random numbers across conditions). This relies on
     JAX's default ``jax_threefry_partitionable=True``.
 
+    All randomness comes from one ``random.bits`` call of shape (M, P + 1, D + 1): rows ``:P`` are
+    the points' noise, row ``P`` the centre, column ``D`` of rows ``:P`` the per-point
+    ``init_noise``. One call keeps compile time low.
+
     Args:
       key: PRNG key.
       n_clusters: number of clusters K. A static int, or, when ``max_clusters`` is given, an int
@@ -63,57 +108,14 @@ def gaussian_clusters(
       dim: dimension D (static).
       noise: standard deviation of every cluster (may be traced).
       center_box: half-width (uniform) or scale (normal) of the centre distribution (may be traced).
-      centers: ``"uniform"`` or ``"normal"``.
+      centers: ``"uniform"`` or ``"normal"`` (static).
       max_clusters: if given, the output always has ``max_clusters * P`` rows and clusters
-        ``k >= n_clusters`` are masked out, so different K share one shape.
+        ``k >= n_clusters`` are masked out, so different K share one shape (static).
 
     Returns:
       ``Clusters`` with N = P * (max_clusters or n_clusters) rows, ordered by cluster.
     """
-    P = _checks.positive_int("points_per_cluster", points_per_cluster)
-    D = _checks.positive_int("dim", dim)
-    _checks.choice("centers", centers, CENTER_LAYOUTS)
-    _checks.real("noise", noise, low=0.0)
-    _checks.real("center_box", center_box, low=0.0)
-    if max_clusters is None:
-        if not _checks.is_concrete(n_clusters):
-            raise ValueError(
-                "n_clusters is traced but max_clusters is None: pass max_clusters (a static int) "
-                "so the output shape does not depend on n_clusters"
-            )
-        M = _checks.positive_int("n_clusters", int(n_clusters) if _is_intlike(n_clusters) else n_clusters)
-    else:
-        M = _checks.positive_int("max_clusters", max_clusters)
-        if _checks.is_concrete(n_clusters):
-            k = _checks.positive_int("n_clusters", int(n_clusters) if _is_intlike(n_clusters) else n_clusters)
-            if k > M:
-                raise ValueError(f"n_clusters must be <= max_clusters={M}, got {k}")
-    clusters, _ = _generate_jit(key, jnp.asarray(n_clusters, jnp.int32), jnp.asarray(noise, jnp.float32),
-                                jnp.asarray(center_box, jnp.float32), M, P, D, centers)
-    return clusters
-
-
-def _is_intlike(value) -> bool:
-    try:
-        return float(value) == int(value) and not isinstance(value, bool) and jnp.ndim(value) == 0
-    except (TypeError, ValueError):
-        return False
-
-
-def _uniform(bits, low, high):
-    """Floats uniform in [low, high) from uint32 bits (23 mantissa bits, as jax.random does)."""
-    one_two = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32)  # [1, 2)
-    return jnp.maximum(low, low + (high - low) * (one_two - 1.0))
-
-
-def _generate(key, n_clusters, noise, center_box, M, P, D, centers):
-    """Clusters plus (N,) uniform per-point noise for token initialisation.
-
-    All randomness comes from one ``random.bits`` call of shape (M, P + 1, D + 1): rows ``:P`` are
-    the points' noise, row ``P`` the centre, column ``D`` of rows ``:P`` the per-point init noise.
-    With JAX's default partitionable threefry, element (k, i, j) depends on the key and its index
-    only, so cluster k is the same whatever M is. One bits call also keeps compile time low.
-    """
+    M, P, D = max_clusters, points_per_cluster, dim
     bits = jax.random.bits(key, (M, P + 1, D + 1), jnp.uint32)  # (M, P+1, D+1); uint32 under x64 too
     lo = jnp.nextafter(jnp.float32(-1.0), jnp.float32(0.0))
     if centers == "uniform":
@@ -124,20 +126,52 @@ def _generate(key, n_clusters, noise, center_box, M, P, D, centers):
     # vectorise (measured: 165 -> 115 us per (5, 100, 4) dataset).
     u = jax.lax.optimization_barrier(_uniform(bits[:, :P, :D], lo, 1.0))
     z = jax.lax.optimization_barrier(jnp.sqrt(2.0) * jax.scipy.special.erfinv(u))  # (M, P, D) ~ N(0, 1)
+    noise, center_box = jnp.asarray(noise, jnp.float32), jnp.asarray(center_box, jnp.float32)
     x = (center_box * c[:, None, :] + noise * z).reshape(M * P, D)  # (M*P, D)
     cluster = jnp.repeat(jnp.arange(M, dtype=jnp.int32), P)  # (M*P,)
-    mask = cluster < n_clusters
+    mask = cluster < jnp.asarray(n_clusters, jnp.int32)
     x = jnp.where(mask[:, None], x, 0.0)
     labels = jnp.where(mask, cluster, -1)
     init_noise = _uniform(bits[:, :P, D], 0.0, 1.0).reshape(M * P)  # (M*P,)
-    return Clusters(x=x, labels=labels, mask=mask), init_noise
+    return Clusters(x=x, labels=labels, mask=mask, init_noise=init_noise)
 
 
-_generate_jit = jax.jit(_generate, static_argnums=(4, 5, 6, 7))
+def _uniform(bits, low, high):
+    """Floats uniform in [low, high) from uint32 bits (23 mantissa bits, as jax.random does)."""
+    one_two = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32)  # [1, 2)
+    return jnp.maximum(low, low + (high - low) * (one_two - 1.0))
 
 
-# Token corpora and semantic embeddings (defined in tokdyn/corpus.py, re-exported here).
-from tokdyn.corpus import (  # noqa: E402,F401
-    Corpus, cooccurrence, grammar_corpus, grammar_vocab, load_embeddings, ppmi, ppmi_embeddings, text_corpus,
-    zipf_corpus, zipf_probs,
-)
+# ---------------------------------------------------------------------------------------------- named shapes
+
+SHAPES = {  # name: (dim, description)
+    "blobs2": (2, "3 isotropic Gaussian clusters in 2-D, centres uniform in [-3, 3]^2, std = noise"),
+    "aniso2": (2, "one anisotropic Gaussian in 2-D, std (3, 1) * noise, rotated by 30 degrees"),
+    "overlap4": (4, "4 overlapping clusters in 4-D, centres uniform in [-1.5, 1.5]^4, std = noise"),
+    "blobs8": (8, "4 isotropic clusters in 8-D, centres uniform in [-3, 3]^8, std = noise"),
+}
+_SHAPE_CLUSTERS = {"blobs2": (3, 3.0), "overlap4": (4, 1.5), "blobs8": (4, 3.0)}  # (clusters, centre box)
+
+
+def _check_point_cloud(key, shape, n_points, noise):
+    _checks.prng_key("key", key)
+    _checks.choice("shape", shape, SHAPES)
+    _checks.positive_int("n_points", n_points)
+    _checks.real("noise", noise, low=0.0)
+    k = _SHAPE_CLUSTERS.get(shape, (1, 0.0))[0]
+    if n_points % k:
+        raise ValueError(f"n_points must be a multiple of {k} for shape {shape!r}, got {n_points}")
+
+
+@_checks.checked_jit(_check_point_cloud, static_argnames=("shape", "n_points"))
+def point_cloud(key, shape: str, n_points: int, noise=1.0):
+    """(n_points, D) points of a named data shape (:data:`SHAPES`; ``noise`` may be traced):
+    clusters of equal size drawn by :func:`gaussian_clusters`, or one rotated anisotropic
+    Gaussian (``aniso2``)."""
+    if shape == "aniso2":
+        c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+        z = jax.random.normal(key, (n_points, 2)) * jnp.array([3.0, 1.0]) * noise
+        return z @ jnp.array([[c, s], [-s, c]], jnp.float32)
+    k, box = _SHAPE_CLUSTERS[shape]
+    return gaussian_clusters(key, k, points_per_cluster=n_points // k, dim=SHAPES[shape][0], noise=noise,
+                             center_box=box, max_clusters=k).x

@@ -24,7 +24,7 @@ The temperature follows a geometric annealing schedule
 :math:`S` = ``anneal_steps`` steps (``anneal_ratio`` :math:`r \ge 1`; constant :math:`\tau` when
 :math:`r = 1` or :math:`S = 0`).
 
-Every knob is a traced leaf of :class:`Params`, so every method in :data:`METHODS` and every point of a
+Every knob is a traced leaf of :class:`Hparams`, so every method in :data:`METHODS` and every point of a
 sweep over them share one compiled function. The defaults (:math:`\alpha = 1, T = 0, K_S = 0,
 \sigma = 0, r = 1`) reduce the rule to the baseline bit for bit: the Sinkhorn iterations and the
 Langevin kick sit behind ``lax.cond`` (skipped, not multiplied by zero), and the other knobs enter as
@@ -32,16 +32,18 @@ exact identities (:math:`1 \cdot f`, :math:`+\,0`). :math:`r_{\min} = 10^{-3}` (
 softens the Coulomb term so that coincident tokens exert no force on each other and near-coincident
 ones a bounded one: repulsion can never produce ``inf`` or ``NaN``.
 
-Everything here is a single run: ``x`` is (N, D) and ``tokens`` (T, D). Batch with ``jax.vmap``,
-or hand a per-run function to :func:`tokdyn.sweep.map_runs`, which picks the execution strategy
-(sequential map on CPU, wide vmap on accelerators) per backend. The Langevin rule needs a ``key``;
-the noise of step :math:`s` comes from ``fold_in(key, s)``, so it does not depend on batching.
+Everything here is a single run: ``x`` is (N, D) and ``tokens`` (T, D). The public functions
+are the jitted kernels themselves: call them inside your own ``jit``/``vmap``/``scan``, or hand a
+per-run function to :func:`tokdyn.execute.map_runs`, which picks the execution strategy
+(sequential map on CPU, wide vmap on accelerators) per backend. Arguments are checked before
+anything is traced (shapes always; values when they are host data, see :mod:`tokdyn._checks`).
+The Langevin rule needs a ``key``; the noise of step :math:`s` comes from ``fold_in(key, s)``, so
+it does not depend on batching.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -57,8 +59,8 @@ DEFAULT_MERGE_TOL = 1e-2
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class Params:
-    """Sweepable parameters of the update rule; every leaf is traced (see the module docstring
+class Hparams:
+    """Sweepable hyperparameters of the update rule; every leaf is traced (see the module docstring
     for the equations). The defaults of the fields after ``repulsion`` switch their rule off.
 
     Attributes:
@@ -92,87 +94,80 @@ class Params:
     anneal_ratio: jax.Array | float = 1.0
     anneal_steps: jax.Array | float = 0.0
 
-    def validate(self) -> "Params":
-        """Check concrete values; raises ``ValueError`` naming the field. Returns ``self``."""
+    def validate(self) -> "Hparams":
+        """Check the fields that are host data; raises ``ValueError`` naming the field. Returns ``self``."""
         _checks.real("temperature", self.temperature, low=0.0, low_open=True)
         _checks.real("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         _checks.real("repulsion", self.repulsion, low=0.0)
         _checks.real("damping", self.damping, low=0.0, high=1.0, low_open=True)
         _checks.real("langevin", self.langevin, low=0.0)
         _checks.real("sinkhorn_iters", self.sinkhorn_iters, low=0.0)
-        _integral("sinkhorn_iters", self.sinkhorn_iters, "0 = softmax, >= 1 = Sinkhorn iterations")
+        _checks.whole("sinkhorn_iters", self.sinkhorn_iters, "0 = softmax, >= 1 = Sinkhorn iterations")
         _checks.real("slot_norm", self.slot_norm, low=0.0, high=1.0)
-        if _checks.is_concrete(self.anneal_ratio) and np.any(np.asarray(self.anneal_ratio) < 1.0):
+        if _checks.on_host(self.anneal_ratio) and np.any(np.asarray(self.anneal_ratio) < 1.0):
             raise ValueError(f"anneal_ratio must be >= 1 (the schedule runs from anneal_ratio * temperature down "
                              f"to temperature and may never increase), got {self.anneal_ratio!r}")
         _checks.real("anneal_ratio", self.anneal_ratio, low=1.0)
         _checks.real("anneal_steps", self.anneal_steps, low=0.0)
-        _integral("anneal_steps", self.anneal_steps, "0 = constant temperature")
+        _checks.whole("anneal_steps", self.anneal_steps, "0 = constant temperature")
         return self
 
     @property
     def stochastic(self) -> bool:
-        """Whether the (concrete) Langevin temperature is positive, so a key is needed."""
-        return _checks.is_concrete(self.langevin) and bool(np.any(np.asarray(self.langevin) > 0))
+        """Whether the Langevin temperature is host data and positive, so a key is needed."""
+        return _checks.on_host(self.langevin) and bool(np.any(np.asarray(self.langevin) > 0))
+
+    def row(self) -> tuple:
+        """The fields as a tuple of Python floats, in :data:`FIELDS` order (a row of a method
+        table, see :class:`tokdyn.runs.ClusterRun`)."""
+        return tuple(float(getattr(self, f)) for f in FIELDS)
+
+    @staticmethod
+    def stack(items) -> "Hparams":
+        """Stack a sequence of Hparams into one with a leading axis (float32 leaves), for ``vmap``."""
+        return jax.tree_util.tree_map(lambda *v: jnp.stack([jnp.asarray(a, jnp.float32) for a in v]), *items)
 
 
-def _integral(name, value, meaning):
-    if _checks.is_concrete(value):
-        arr = np.asarray(value)
-        if not np.all(arr == np.round(arr)):
-            raise ValueError(f"{name} must be a whole number ({meaning}), got {value!r}")
-
-
-METHODS: dict[str, Params] = {
-    "baseline": Params(temperature=1.0, momentum=0.0, repulsion=0.0),
-    "inertia": Params(temperature=1.0, momentum=0.5, repulsion=0.0),
-    "repulsion": Params(temperature=1.0, momentum=0.0, repulsion=0.05),
-    "inertia+repulsion": Params(temperature=1.0, momentum=0.5, repulsion=0.05),
+METHODS: dict[str, Hparams] = {
+    "baseline": Hparams(temperature=1.0, momentum=0.0, repulsion=0.0),
+    "inertia": Hparams(temperature=1.0, momentum=0.5, repulsion=0.0),
+    "repulsion": Hparams(temperature=1.0, momentum=0.0, repulsion=0.05),
+    "inertia+repulsion": Hparams(temperature=1.0, momentum=0.5, repulsion=0.05),
     # deterministic annealing: tau from 100 down to 1 over 15 steps (above the collapse threshold
     # 2 lambda_max(Cov X) of the study's data, so tokens start merged and split on the way down)
-    "annealing": Params(temperature=1.0, anneal_ratio=100.0, anneal_steps=15.0),
-    "sinkhorn": Params(temperature=1.0, sinkhorn_iters=10.0),
-    "slot-attention": Params(temperature=1.0, slot_norm=1.0),
-    "damped": Params(temperature=1.0, damping=0.5),
-    "langevin": Params(temperature=1.0, langevin=1e-3),
+    "annealing": Hparams(temperature=1.0, anneal_ratio=100.0, anneal_steps=15.0),
+    "sinkhorn": Hparams(temperature=1.0, sinkhorn_iters=10.0),
+    "slot-attention": Hparams(temperature=1.0, slot_norm=1.0),
+    "damped": Hparams(temperature=1.0, damping=0.5),
+    "langevin": Hparams(temperature=1.0, langevin=1e-3),
 }
-FIELDS = tuple(f.name for f in dataclasses.fields(Params))
+FIELDS = tuple(f.name for f in dataclasses.fields(Hparams))
 
 
-def method(name: str) -> Params:
-    """The :class:`Params` of a registered method; ``ValueError`` for an unknown name."""
+def method(name: str) -> Hparams:
+    """The :class:`Hparams` of a registered method; ``ValueError`` for an unknown name."""
     _checks.choice("method", name, METHODS)
     return METHODS[name]
-
-
-def stack_params(params: list[Params]) -> Params:
-    """Stack a list of Params into one Params with a leading axis (for ``vmap``)."""
-    return jax.tree_util.tree_map(lambda *v: jnp.stack([jnp.asarray(a, jnp.float32) for a in v]), *params)
-
-
-def as_row(params: Params) -> tuple:
-    """The fields of ``params`` as a tuple of Python floats, in :data:`FIELDS` order (a row of a
-    method table, see :class:`tokdyn.studies.token_dynamics.ClusterRun`)."""
-    return tuple(float(getattr(params, f)) for f in FIELDS)
-
-
-def temperature_schedule(params: Params, n_steps: int) -> jax.Array:
-    """(n_steps,) the temperature used at each step: ``tau * r ** max(0, 1 - s / S)``."""
-    params.validate()
-    _checks.positive_int("n_steps", n_steps)
-    return jax.vmap(lambda s: _temperature_at(params, s))(jnp.arange(n_steps, dtype=jnp.int32))
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class State:
-    """Dynamical state of one run: tokens (T, D), velocity (T, D), steps taken, last change."""
+    """Dynamical state of one run inside the loop: tokens (T, D), velocity (T, D), steps taken,
+    last change, whether it has converged."""
 
     tokens: jax.Array
     velocity: jax.Array
     step: jax.Array
     delta: jax.Array
     converged: jax.Array
+
+    @staticmethod
+    def start(tokens) -> "State":
+        """The state before the first step: at ``tokens``, at rest."""
+        tokens = jnp.asarray(tokens)
+        return State(tokens=tokens, velocity=jnp.zeros_like(tokens), step=jnp.zeros((), jnp.int32),
+                     delta=jnp.full((), jnp.inf, tokens.dtype), converged=jnp.zeros((), bool))
 
 
 @jax.tree_util.register_dataclass
@@ -213,8 +208,63 @@ class Trajectory:
     temperature: jax.Array
 
 
-# ----------------------------------------------------------------------------------------------
-# The rule, for one run. No validation here: these are the traced kernels.
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def _check_points(x, tokens, mask):
+    _checks.finite_array("x", x, ndim=2)
+    _checks.finite_array("tokens", tokens, ndim=2)
+    n, d = np.shape(x)
+    t, dt = np.shape(tokens)
+    if t < 1:
+        raise ValueError(f"tokens must hold at least one token, got shape {np.shape(tokens)}")
+    if dt != d:
+        raise ValueError(f"tokens and x must have the same dimension: tokens has D={dt}, x has D={d}")
+    _checks.mask_for("mask", mask, n)
+    return _checks.host_arrays(x=x, tokens=tokens, mask=mask)
+
+
+def _check_hparams(hparams, key):
+    if not isinstance(hparams, Hparams):
+        raise TypeError(f"hparams must be a tokdyn.dynamics.Hparams, got {type(hparams).__name__}")
+    hparams.validate()
+    if key is None:
+        if hparams.stochastic:
+            raise ValueError(f"hparams.langevin={hparams.langevin!r} > 0 makes the dynamics stochastic: pass "
+                             "key=jax.random.key(seed)")
+    else:
+        _checks.prng_key("key", key)
+
+
+def _check_run(x, tokens, hparams, mask, n_steps, tol, key, static_steps=False):
+    arrays = _check_points(x, tokens, mask)
+    _check_hparams(hparams, key)
+    if static_steps or isinstance(n_steps, (int, float)):
+        _checks.positive_int("n_steps", n_steps)
+    _checks.real("n_steps", n_steps, low=1)
+    _checks.real("tol", tol, low=0.0)
+    return arrays
+
+
+def _check_trajectory(x, tokens, hparams, mask, n_steps, tol, key):
+    return _check_run(x, tokens, hparams, mask, n_steps, tol, key, static_steps=True)
+
+
+def _check_update(x, tokens, velocity, hparams, mask, step, key):
+    arrays = _check_points(x, tokens, mask)
+    _checks.finite_array("velocity", velocity, ndim=2)
+    if np.shape(velocity) != np.shape(tokens):
+        raise ValueError(f"velocity must have the shape of tokens {np.shape(tokens)}, got {np.shape(velocity)}")
+    _check_hparams(hparams, key)
+    return {**arrays, **_checks.host_arrays(velocity=velocity)}
+
+
+# ---------------------------------------------------------------------------------------------- the rule
+
+
+def _float(x):
+    x = jnp.asarray(x)
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
 
 
 def _weights(x, mask):
@@ -239,9 +289,16 @@ def _soft_assignment_t(x_t, w, tokens, temperature):
     return e * (w / jnp.sum(e, axis=0))  # (T, N); zero columns on padded points
 
 
+def _check_soft_assignment(x, tokens, temperature, mask):
+    _checks.real("temperature", temperature, low=0.0, low_open=True)
+    return _check_points(x, tokens, mask)
+
+
+@_checks.checked_jit(_check_soft_assignment)
 def soft_assignment(x, tokens, temperature, mask=None):
     """(N, T) softmax over tokens of ``-|x_i - t_j|^2 / temperature``; zero rows on padded points."""
-    return _soft_assignment_t(x.T, _weights(x, mask), tokens, temperature).T
+    x = _float(x)
+    return _soft_assignment_t(x.T, _weights(x, mask), tokens.astype(x.dtype), temperature).T
 
 
 def _sinkhorn_log_t(logits_t, w, n_iters):
@@ -266,6 +323,13 @@ def _balanced_assignment_t(x_t, w, tokens, temperature, n_iters):
     return jnp.exp(_sinkhorn_log_t(s, w, n_iters)) * w
 
 
+def _check_sinkhorn(logits, n_iters, mask):
+    _checks.finite_array("logits", logits, ndim=2)
+    _checks.positive_int("n_iters", n_iters)
+    _checks.mask_for("mask", mask, np.shape(logits)[0])
+
+
+@_checks.checked_jit(_check_sinkhorn, static_argnames=("n_iters",))
 def sinkhorn(logits, n_iters: int, mask=None):
     r"""Entropic optimal transport with uniform token marginals, by Sinkhorn iterations.
 
@@ -279,15 +343,14 @@ def sinkhorn(logits, n_iters: int, mask=None):
     i.e. at low temperature). Padded points (``mask`` False) get zero rows and are not counted in
     :math:`n`. Returns (N, T).
 
-    As an update rule (``Params.sinkhorn_iters``) it stops tokens from sharing the points unequally
+    As an update rule (``Hparams.sinkhorn_iters``) it stops tokens from sharing the points unequally
     (starving or dead tokens); it does not prevent the symmetric collapse far above the threshold
     :math:`2\lambda_{\max}(\mathrm{Cov}\,X)`, where the plan tends to the uniform coupling and
     every token moves to the data mean.
     """
-    _checks.finite_array("logits", logits, ndim=2)
-    _checks.positive_int("n_iters", n_iters)
-    w = _weights(jnp.asarray(logits), None if mask is None else jnp.asarray(mask))
-    return (jnp.exp(_sinkhorn_log_t(jnp.asarray(logits).T, w, n_iters)) * w).T
+    logits = _float(logits)
+    w = _weights(logits, mask)
+    return (jnp.exp(_sinkhorn_log_t(logits.T, w, n_iters)) * w).T
 
 
 def coulomb(tokens):
@@ -299,12 +362,25 @@ def coulomb(tokens):
     return jnp.sum(diff * inv_r3[..., None], axis=1)
 
 
-def _temperature_at(params, step):
+def _temperature_at(hparams, step):
     """tau_s = tau * r ** max(0, 1 - s / S) (exactly tau when r = 1 or S = 0 or s >= S)."""
-    r, n_anneal = params.anneal_ratio, params.anneal_steps
+    r, n_anneal = hparams.anneal_ratio, hparams.anneal_steps
     frac = jnp.clip(1.0 - step / jnp.maximum(n_anneal, 1.0), 0.0, 1.0)
     on = (n_anneal > 0) & (r != 1.0) & (frac > 0)
-    return jnp.where(on, params.temperature * r ** jnp.where(on, frac, 0.0), params.temperature)
+    return jnp.where(on, hparams.temperature * r ** jnp.where(on, frac, 0.0), hparams.temperature)
+
+
+def _check_schedule(hparams, n_steps):
+    if not isinstance(hparams, Hparams):
+        raise TypeError(f"hparams must be a tokdyn.dynamics.Hparams, got {type(hparams).__name__}")
+    hparams.validate()
+    _checks.positive_int("n_steps", n_steps)
+
+
+@_checks.checked_jit(_check_schedule, static_argnames=("n_steps",))
+def temperature_schedule(hparams: Hparams, n_steps: int) -> jax.Array:
+    """(n_steps,) the temperature used at each step: ``tau * r ** max(0, 1 - s / S)``."""
+    return jax.vmap(lambda s: _temperature_at(hparams, s))(jnp.arange(n_steps, dtype=jnp.int32))
 
 
 def _invariants(x, mask):
@@ -313,209 +389,146 @@ def _invariants(x, mask):
     return x, x.T, w, w @ x, jnp.sum(w)
 
 
-def _update(inv, tokens, velocity, params, step, key):
+def _update(inv, tokens, velocity, hparams, step, key):
     x, x_t, w, x_sum, n_valid = inv
-    temperature = _temperature_at(params, step)
-    n_iters = jnp.asarray(params.sinkhorn_iters).astype(jnp.int32)
+    temperature = _temperature_at(hparams, step)
+    n_iters = jnp.asarray(hparams.sinkhorn_iters).astype(jnp.int32)
     a = jax.lax.cond(n_iters > 0, lambda: _balanced_assignment_t(x_t, w, tokens, temperature, n_iters),
                      lambda: _soft_assignment_t(x_t, w, tokens, temperature))  # (T, N)
-    sigma = params.slot_norm
+    sigma = hparams.slot_norm
     # sigma = 0: (a x) / (sum a + eps); sigma = 1: ((a + eps) w x) / sum (a + eps) w
     means = (a @ x + (sigma * EPS_MASS) * x_sum) / (
         jnp.sum(a, axis=1) + (EPS_MASS * (1.0 - sigma) + (sigma * EPS_MASS) * n_valid))[:, None]  # (T, D)
-    force = means - tokens + params.repulsion * coulomb(tokens)
-    velocity = params.momentum * velocity + params.damping * force
+    force = means - tokens + hparams.repulsion * coulomb(tokens)
+    velocity = hparams.momentum * velocity + hparams.damping * force
     if key is not None:
         def kick(v):
             xi = jax.random.normal(jax.random.fold_in(key, step), v.shape, v.dtype)
-            return v + jnp.sqrt(2.0 * params.damping * params.langevin).astype(v.dtype) * xi
+            return v + jnp.sqrt(2.0 * hparams.damping * hparams.langevin).astype(v.dtype) * xi
 
-        velocity = jax.lax.cond(params.langevin > 0, kick, lambda v: v, velocity)
+        velocity = jax.lax.cond(hparams.langevin > 0, kick, lambda v: v, velocity)
     return tokens + velocity, velocity
 
 
-def update(x, tokens, velocity, params: Params, mask=None, *, step=0, key=None):
+@_checks.checked_jit(_check_update)
+def update(x, tokens, velocity, hparams: Hparams, mask=None, *, step=0, key=None):
     """One application of the rule at step index ``step`` (which sets the annealed temperature
     and the Langevin noise ``fold_in(key, step)``). Returns ``(tokens, velocity)`` after the step."""
-    return _update(_invariants(x, mask), tokens, velocity, params, jnp.asarray(step, jnp.int32), key)
+    x = _float(x)
+    return _update(_invariants(x, mask), tokens.astype(x.dtype), velocity.astype(x.dtype), hparams,
+                   jnp.asarray(step, jnp.int32), key)
 
 
+def _check_hard_labels(x, tokens, mask):
+    return _check_points(x, tokens, mask)
+
+
+@_checks.checked_jit(_check_hard_labels)
 def hard_labels(x, tokens, mask=None):
     """(N,) int32 index of the nearest token (first on ties); -1 on padded points."""
-    labels = jnp.argmax(_scores_t(x.T, tokens), axis=0).astype(jnp.int32)
+    x = _float(x)
+    labels = jnp.argmax(_scores_t(x.T, tokens.astype(x.dtype)), axis=0).astype(jnp.int32)
     return labels if mask is None else jnp.where(mask, labels, -1)
 
 
-def init_state(tokens) -> State:
-    tokens = jnp.asarray(tokens)
-    return State(
-        tokens=tokens,
-        velocity=jnp.zeros_like(tokens),
-        step=jnp.zeros((), jnp.int32),
-        delta=jnp.full((), jnp.inf, tokens.dtype),
-        converged=jnp.zeros((), bool),
-    )
-
-
-def _advance(inv, s: State, params, tol, key) -> State:
-    tokens, velocity = _update(inv, s.tokens, s.velocity, params, s.step, key)
+def _advance(inv, s: State, hparams, tol, key) -> State:
+    tokens, velocity = _update(inv, s.tokens, s.velocity, hparams, s.step, key)
     delta = jnp.max(jnp.abs(velocity))
     # no stop while the temperature is still annealing
-    return State(tokens, velocity, s.step + 1, delta, (delta < tol) & (s.step >= params.anneal_steps))
+    return State(tokens, velocity, s.step + 1, delta, (delta < tol) & (s.step >= hparams.anneal_steps))
 
 
-def step(x, state: State, params: Params, mask=None, tol=1e-3, key=None) -> State:
-    """Advance ``state`` by one step; a converged state is left unchanged."""
-    new = _advance(_invariants(x, mask), state, params, tol, key)
-    return jax.tree_util.tree_map(lambda old, nw: jnp.where(state.converged, old, nw), state, new)
+@_checks.checked_jit(_check_run)
+def run(x, tokens, hparams: Hparams = Hparams(), *, mask=None, n_steps=30, tol=1e-3, key=None) -> Result:
+    """Run the rule from ``tokens`` until convergence or ``n_steps`` steps.
 
+    Args:
+      x: (N, D) points (NumPy or JAX).
+      tokens: (T, D) initial tokens.
+      hparams: :class:`Hparams` (traced: sweeping them does not recompile).
+      mask: optional (N,) bool; False rows are ignored.
+      n_steps: the most steps to take (traced).
+      tol: convergence threshold on the largest coordinate change (traced).
+      key: PRNG key of the Langevin noise (step ``s`` uses ``fold_in(key, s)``); required when
+        ``hparams.langevin > 0``. Without a key the Langevin term is absent (also for a traced
+        ``langevin``, which cannot be checked).
 
-def _run(x, tokens, params, mask, n_steps, tol, key=None):
+    Returns:
+      :class:`Result`. Jitted, vmappable, callable inside a user's transformations.
+    """
+    x = _float(x)
     inv = _invariants(x, mask)  # loop invariants
 
     def cond(s):
         return jnp.logical_and(~s.converged, s.step < n_steps)
 
-    s = jax.lax.while_loop(cond, lambda s: _advance(inv, s, params, tol, key), init_state(tokens))
-    return Result(
-        tokens=s.tokens,
-        velocity=s.velocity,
-        labels=hard_labels(x, s.tokens, mask),
-        steps=s.step,
-        converged=s.converged,
-        delta=s.delta,
-    )
+    s = jax.lax.while_loop(cond, lambda s: _advance(inv, s, hparams, tol, key), State.start(tokens.astype(x.dtype)))
+    return Result(tokens=s.tokens, velocity=s.velocity, labels=hard_labels(x, s.tokens, mask), steps=s.step,
+                  converged=s.converged, delta=s.delta)
 
 
-def _trajectory(x, tokens, params, mask, n_steps, tol, key=None):
+@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps",))
+def trajectory(x, tokens, hparams: Hparams = Hparams(), *, mask=None, n_steps: int = 30, tol=1e-3,
+               key=None) -> Trajectory:
+    """Like :func:`run`, but record the tokens after every step (fixed length ``n_steps + 1``,
+    static), for plots and analysis. Its final tokens and steps equal :func:`run`'s (with the same
+    ``key``)."""
+    x = _float(x)
     inv = _invariants(x, mask)
 
     def body(s, _):
-        new = _advance(inv, s, params, tol, key)
+        new = _advance(inv, s, hparams, tol, key)
         s = jax.tree_util.tree_map(lambda old, nw: jnp.where(s.converged, old, nw), s, new)
         return s, (s.tokens, jnp.where(s.step > 0, s.delta, 0.0))
 
-    s0 = init_state(tokens)
+    s0 = State.start(tokens.astype(x.dtype))
     final, (toks, deltas) = jax.lax.scan(body, s0, None, length=n_steps)
-    # deltas of steps not taken (after convergence) are zero
-    taken = jnp.arange(1, n_steps + 1) <= final.step
+    taken = jnp.arange(1, n_steps + 1) <= final.step  # deltas of steps not taken (after convergence) are zero
     return Trajectory(
         tokens=jnp.concatenate([s0.tokens[None], toks], axis=0),
         delta=jnp.where(taken, deltas, 0.0),
         steps=final.step,
         converged=final.converged,
         labels=hard_labels(x, final.tokens, mask),
-        temperature=jax.vmap(lambda i: _temperature_at(params, i))(jnp.arange(n_steps, dtype=jnp.int32)),
+        temperature=jax.vmap(lambda i: _temperature_at(hparams, i))(jnp.arange(n_steps, dtype=jnp.int32)),
     )
 
 
-_run_jit = jax.jit(_run)
-_trajectory_jit = jax.jit(_trajectory, static_argnames=("n_steps",))
+# ---------------------------------------------------------------------------------------------- merged tokens
 
 
-# ----------------------------------------------------------------------------------------------
-# Public entry points: validate in Python, then call the compiled kernels.
+def _check_groups(tokens, merge_tol):
+    _checks.finite_array("tokens", tokens)
+    if np.ndim(tokens) < 2:
+        raise ValueError(f"tokens must have shape (..., T, D), got {np.shape(tokens)}")
+    _checks.real("merge_tol", merge_tol, low=0.0, low_open=True)
 
 
-def _validate_inputs(x, tokens, params, mask, n_steps, tol):
-    _checks.finite_array("x", x, ndim=2)
-    _checks.finite_array("tokens", tokens, ndim=2)
-    n, d = jnp.shape(x)
-    t, dt = jnp.shape(tokens)
-    if t < 1:
-        raise ValueError(f"tokens must hold at least one token, got shape {jnp.shape(tokens)}")
-    if dt != d:
-        raise ValueError(f"tokens and x must have the same dimension: tokens has D={dt}, x has D={d}")
-    if not isinstance(params, Params):
-        raise TypeError(f"params must be a tokdyn.dynamics.Params, got {type(params).__name__}")
-    params.validate()
-    if mask is not None:
-        if jnp.shape(mask) != (n,):
-            raise ValueError(f"mask must have shape (N,) = ({n},) like x, got {jnp.shape(mask)}")
-        if jnp.result_type(mask) != jnp.bool_:
-            raise TypeError(f"mask must be boolean, got dtype {jnp.result_type(mask)}")
-    if isinstance(n_steps, (int, float)):
-        _checks.positive_int("n_steps", n_steps)
-    _checks.real("n_steps", n_steps, low=1)
-    _checks.real("tol", tol, low=0.0)
-
-
-def _as_arrays(x, tokens, mask):
-    x = jnp.asarray(x, jnp.float32) if not jnp.issubdtype(jnp.result_type(x), jnp.floating) else jnp.asarray(x)
-    tokens = jnp.asarray(tokens, x.dtype)
-    return x, tokens, (None if mask is None else jnp.asarray(mask))
-
-
-def _check_key(key, params):
-    if key is None:
-        if params.stochastic:
-            raise ValueError(f"params.langevin={params.langevin!r} > 0 makes the dynamics stochastic: pass "
-                             "key=jax.random.key(seed)")
-        return None
-    if not (jnp.issubdtype(jnp.result_type(key), jax.dtypes.prng_key)
-            or (jnp.result_type(key) == jnp.uint32 and jnp.shape(key)[-1:] == (2,))):
-        raise TypeError(f"key must be a PRNG key (jax.random.key(seed)), got {type(key).__name__} of dtype "
-                        f"{jnp.result_type(key)}")
-    return key
-
-
-def run(x, tokens, params: Params = Params(), *, mask=None, n_steps=30, tol=1e-3, key=None) -> Result:
-    """Run the rule from ``tokens`` until convergence or ``n_steps`` steps.
-
-    Args:
-      x: (N, D) points (NumPy or JAX).
-      tokens: (T, D) initial tokens.
-      params: :class:`Params` (traced: sweeping them does not recompile).
-      mask: optional (N,) bool; False rows are ignored.
-      n_steps: the most steps to take (traced).
-      tol: convergence threshold on the largest coordinate change (traced).
-      key: PRNG key of the Langevin noise (step ``s`` uses ``fold_in(key, s)``); required when
-        ``params.langevin > 0``. Without a key the Langevin term is absent (also for a traced
-        ``langevin``, which cannot be checked).
-
-    Returns:
-      :class:`Result`. Jittable and vmappable; bad concrete input raises ``ValueError`` before
-      anything is compiled.
-    """
-    _validate_inputs(x, tokens, params, mask, n_steps, tol)
-    key = _check_key(key, params)
-    x, tokens, mask = _as_arrays(x, tokens, mask)
-    return _run_jit(x, tokens, params, mask, n_steps, tol, key)
-
-
-def trajectory(x, tokens, params: Params = Params(), *, mask=None, n_steps: int = 30, tol=1e-3,
-               key=None) -> Trajectory:
-    """Like :func:`run`, but record the tokens after every step (fixed length ``n_steps + 1``,
-    static), for plots and analysis. Its final tokens and steps equal :func:`run`'s (with the same
-    ``key``)."""
-    _validate_inputs(x, tokens, params, mask, n_steps, tol)
-    _checks.positive_int("n_steps", n_steps)
-    key = _check_key(key, params)
-    x, tokens, mask = _as_arrays(x, tokens, mask)
-    return _trajectory_jit(x, tokens, params, mask, n_steps=n_steps, tol=tol, key=key)
-
-
-# ----------------------------------------------------------------------------------------------
-# Annealing: when do merged tokens split?
-
-
+@_checks.checked_jit(_check_groups)
 def token_groups(tokens, merge_tol=DEFAULT_MERGE_TOL):
-    """Group tokens that sit within ``merge_tol`` of each other (Euclidean distance, single
+    """Group tokens that sit closer than ``merge_tol`` to each other (Euclidean distance, single
     linkage: chains of close tokens form one group). Returns ``(group, n_groups)``: (T,) int32 the
-    smallest token index of each token's group, and the number of groups. Jittable and vmappable
-    (over leading axes of ``tokens``, e.g. the steps of a trajectory)."""
-    tokens = jnp.asarray(tokens)
+    smallest token index of each token's group, and the number of groups (int32). Leading axes of
+    ``tokens`` (..., T, D) are batch axes (e.g. the steps of a trajectory)."""
+    tokens = _float(tokens)
     if tokens.ndim > 2:
         return jax.vmap(lambda t: token_groups(t, merge_tol))(tokens)
     n = tokens.shape[0]
     d2 = jnp.sum((tokens[:, None, :] - tokens[None, :, :]) ** 2, axis=-1)  # (T, T)
-    adj = (d2 <= jnp.asarray(merge_tol, tokens.dtype) ** 2).astype(jnp.float32)
+    adj = (d2 < jnp.asarray(merge_tol, tokens.dtype) ** 2).astype(jnp.float32)  # diagonal 1
     for _ in range(max(int(np.ceil(np.log2(max(n, 2)))), 1)):  # transitive closure by squaring
         adj = (adj @ adj > 0).astype(jnp.float32)
     group = jnp.argmax(adj > 0, axis=1).astype(jnp.int32)  # first member of the component
     return group, jnp.sum(group == jnp.arange(n)).astype(jnp.int32)
 
 
+def _check_split(traj, merge_tol):
+    if not isinstance(traj, Trajectory):
+        raise TypeError(f"traj must be a tokdyn.dynamics.Trajectory, got {type(traj).__name__}")
+    _checks.real("merge_tol", merge_tol, low=0.0, low_open=True)
+
+
+@_checks.checked_jit(_check_split)
 def split_temperatures(traj: Trajectory, merge_tol=DEFAULT_MERGE_TOL):
     """The temperatures at which annealed tokens split, from a :func:`trajectory`.
 
@@ -531,22 +544,35 @@ def split_temperatures(traj: Trajectory, merge_tol=DEFAULT_MERGE_TOL):
     below the critical temperature): the recorded temperature is at or below the critical one, by
     a lag that shrinks with slower schedules and larger perturbations of the merged state.
     """
-    if not isinstance(traj, Trajectory):
-        raise TypeError(f"traj must be a tokdyn.dynamics.Trajectory, got {type(traj).__name__}")
-    _checks.real("merge_tol", merge_tol, low=0.0, low_open=True)
-    return _split_temperatures(traj.tokens, traj.temperature, merge_tol)
-
-
-@jax.jit
-def _split_temperatures(tokens, temperature, merge_tol):
-    _, count = token_groups(tokens, merge_tol)  # (S + 1,)
-    n = tokens.shape[-2]
+    _, count = token_groups(traj.tokens, merge_tol)  # (S + 1,)
+    n = traj.tokens.shape[-2]
     levels = jnp.arange(2, n + 1)[:, None]  # (T - 1, 1)
     event = (count[None, 1:] >= levels) & (count[None, :-1] < levels)  # (T - 1, S) upward crossings
     last = event.shape[1] - 1 - jnp.argmax(event[:, ::-1], axis=1)
-    return jnp.where(jnp.any(event, axis=1), temperature[last], jnp.nan).astype(tokens.dtype)
+    return jnp.where(jnp.any(event, axis=1), traj.temperature[last], jnp.nan).astype(traj.tokens.dtype)
 
 
+# ---------------------------------------------------------------------------------------------- initial tokens
+
+
+def _check_init(key, n_tokens, dim, method, x, mask, scale):
+    _checks.prng_key("key", key)
+    _checks.positive_int("n_tokens", n_tokens)
+    _checks.positive_int("dim", dim)
+    _checks.choice("method", method, INIT_METHODS)
+    _checks.real("scale", scale, low=0.0)
+    if method != "normal":
+        if x is None:
+            raise ValueError(f"init method {method!r} needs the data: pass x=(N, D) points")
+        _checks.finite_array("x", x, ndim=2)
+        if np.shape(x)[-1] != dim:
+            raise ValueError(f"x must have dimension dim={dim}, got shape {np.shape(x)}")
+        _checks.mask_for("mask", mask, np.shape(x)[0])
+        if method == "data" and n_tokens > np.shape(x)[0]:
+            raise ValueError(f"n_tokens={n_tokens} exceeds the number of points N={np.shape(x)[0]} for method 'data'")
+
+
+@_checks.checked_jit(_check_init, static_argnames=("n_tokens", "dim", "method"))
 def init_tokens(key, n_tokens: int, dim: int, *, method: str = "data", x=None, mask=None, scale=1.0):
     """Initial tokens, (n_tokens, dim).
 
@@ -557,27 +583,9 @@ def init_tokens(key, n_tokens: int, dim: int, *, method: str = "data", x=None, m
       ``"data_mean"``: the mean of the valid points of ``x`` plus ``scale * N(0, I)`` (the
         shared-Gaussian init of Slot Attention; needs ``x``).
     """
-    _checks.positive_int("n_tokens", n_tokens)
-    _checks.positive_int("dim", dim)
-    _checks.choice("method", method, INIT_METHODS)
-    _checks.real("scale", scale, low=0.0)
-    if method != "normal":
-        if x is None:
-            raise ValueError(f"init method {method!r} needs the data: pass x=(N, D) points")
-        _checks.finite_array("x", x, ndim=2)
-        if jnp.shape(x)[-1] != dim:
-            raise ValueError(f"x must have dimension dim={dim}, got shape {jnp.shape(x)}")
-        if mask is not None and jnp.shape(mask) != jnp.shape(x)[:1]:
-            raise ValueError(f"mask must have shape {jnp.shape(x)[:1]}, got {jnp.shape(mask)}")
-        if method == "data" and n_tokens > jnp.shape(x)[0]:
-            raise ValueError(f"n_tokens={n_tokens} exceeds the number of points N={jnp.shape(x)[0]} for method 'data'")
-    return _init_tokens(key, x, mask, scale, n_tokens=n_tokens, dim=dim, method=method)
-
-
-@functools.partial(jax.jit, static_argnames=("n_tokens", "dim", "method"))
-def _init_tokens(key, x, mask, scale, *, n_tokens, dim, method):
     if method == "normal":
         return scale * jax.random.normal(key, (n_tokens, dim))
+    x = _float(x)
     w = _weights(x, mask)
     if method == "data_mean":
         mean = (w @ x) / jnp.maximum(w.sum(), 1.0)
@@ -587,7 +595,8 @@ def _init_tokens(key, x, mask, scale, *, n_tokens, dim, method):
 
 def forgy(x, noise, mask, n_tokens: int):
     """Forgy init from given noise: the ``n_tokens`` valid rows of ``x`` with the largest
-    ``noise`` (N,) values. With i.i.d. uniform noise this is a uniform sample without replacement."""
+    ``noise`` (N,) values. With i.i.d. uniform noise this is a uniform sample without replacement.
+    (A plain traceable function: ``n_tokens`` must be a Python int.)"""
     score = noise if mask is None else jnp.where(mask, noise, -1.0)
     _, idx = jax.lax.top_k(score, n_tokens)
     return x[idx]

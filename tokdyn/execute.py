@@ -6,7 +6,7 @@ compiles once per (function, chunk shape, strategy), runs fixed-size chunks so m
 the number of runs, splits each chunk over the local devices on a ``jax.sharding.Mesh`` with
 ``jax.shard_map``, and overlaps the next chunk's compute with the host copy of the last.
 
-The execution strategy is a parameter, not part of the math (see DESIGN.md): on XLA:CPU a
+The execution strategy is a parameter, not part of the math: on XLA:CPU a
 *sequential* ``lax.map`` over runs (``batch_size=1``), each run using GEMM-shaped kernels, beats
 a wide ``vmap`` of tiny per-run matmuls; on GPUs and TPUs the opposite holds. :func:`default_batch_size`
 picks per backend; pass ``batch_size`` to override, and measure (``benchmarks/``).
@@ -15,10 +15,7 @@ picks per backend; pass ``batch_size`` to override, and measure (``benchmarks/``
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
-import os
-import pickle
 import time
 from typing import Any, Callable
 
@@ -76,65 +73,10 @@ def sharded_map(fn: Callable, devices: tuple, batch_size: int | None, with_share
     return jax.jit(sharded), NamedSharding(mesh, PartitionSpec(RUN_AXIS))
 
 
-@functools.lru_cache(maxsize=1)
-def _source_hash() -> str:
-    """Hash of tokdyn's own source, so cached executables never outlive a code change."""
-    root = os.path.dirname(os.path.abspath(__file__))
-    h = hashlib.sha256()
-    for dirpath, _, files in sorted(os.walk(root)):
-        for name in sorted(files):
-            if name.endswith(".py"):
-                with open(os.path.join(dirpath, name), "rb") as f:
-                    h.update(name.encode() + f.read())
-    return h.hexdigest()
-
-
-def _signature(tree) -> str:
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return str(treedef) + str([(tuple(np.shape(a)), str(getattr(a, "dtype", type(a).__name__))) for a in leaves])
-
-
-def _executable(compiled, fn, devices, batch_size, shared, example, cache_dir):
-    """The compiled executable for this chunk signature, loaded from ``cache_dir`` when present.
-
-    JAX's persistent compilation cache still traces and lowers the function to find its entry
-    (~0.5 s for a study's task); here the serialized executable is keyed by everything that
-    determines it (the function's repr, which must not contain a memory address; the chunk's
-    shapes and dtypes; devices; strategy; JAX and tokdyn versions and tokdyn's source), so a warm
-    start skips tracing too. Any failure falls back to a normal compilation.
-    """
-    key_text = repr(fn)
-    if cache_dir is None or " at 0x" in key_text:
-        return compiled
-    import jaxlib
-
-    from tokdyn import __version__
-
-    parts = (__version__, _source_hash(), jax.__version__, jaxlib.__version__, key_text, batch_size,
-             [(d.platform, d.device_kind) for d in devices], _signature(shared), _signature(example))
-    path = os.path.join(cache_dir, "tokdyn-executables", hashlib.sha256(repr(parts).encode()).hexdigest() + ".pkl")
-    from jax.experimental.serialize_executable import deserialize_and_load, serialize
-
-    if os.path.exists(path):
-        try:
-            with open(path, "rb") as f:
-                return deserialize_and_load(*pickle.load(f))
-        except Exception:  # stale or corrupt entry: recompile and overwrite
-            pass
-    exe = compiled.lower(shared, example).compile()
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump(serialize(exe), f)
-        os.replace(tmp, path)
-    except Exception:
-        pass
-    return exe
-
-
-def _plan(devices, batch_size, chunk_size, total):
-    """Resolve devices, strategy and the compiled chunk shape (a multiple of the device count)."""
+def plan(devices, batch_size, chunk_size, total):
+    """``(devices, batch_size, runs per chunk, compiled chunk shape)``: resolve the devices (default:
+    every local device), the strategy (``"auto"``: per backend) and the padded chunk shape (a
+    multiple of the device count, and of the batch size)."""
     devices = tuple(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices must hold at least one device")
@@ -157,12 +99,12 @@ def _plan(devices, batch_size, chunk_size, total):
     return devices, batch_size, step, padded
 
 
-def _stream(fn, shared, starts, total, step, padded, get_args, devices, batch_size, cache_dir):
+def stream(fn, shared, starts, total, step, padded, get_args, devices, batch_size):
     """Yield ``(start, stop, outputs)`` for each chunk start, in order, with NumPy outputs.
 
-    ``get_args(start, stop)`` returns the chunk's per-run arguments (NumPy pytree). Chunk i + 1 is
-    dispatched before chunk i's results are copied back, so the devices stay busy while the
-    caller handles a result (writes it to disk, say)."""
+    ``step`` and ``padded`` come from :func:`plan`; ``get_args(start, stop)`` returns the chunk's
+    per-run arguments (NumPy pytree). Chunk i + 1 is dispatched before chunk i's results are copied
+    back, so the devices stay busy while the caller handles a result (writes it to disk, say)."""
     compiled, sharding = sharded_map(fn, devices, batch_size, shared is not None)
 
     def launch(start):
@@ -174,17 +116,11 @@ def _stream(fn, shared, starts, total, step, padded, get_args, devices, batch_si
                 leaf = np.concatenate([leaf, np.repeat(leaf[-1:], padded - (stop - start), axis=0)], axis=0)
             return jax.device_put(leaf, sharding)
 
-        return start, stop, executable(shared, jax.tree_util.tree_map(put, get_args(start, stop)))
+        return start, stop, compiled(shared, jax.tree_util.tree_map(put, get_args(start, stop)))
 
     starts = list(starts)
     if not starts:
         return
-    executable = compiled
-    if cache_dir is not None:
-        first = get_args(starts[0], min(starts[0] + 1, total))
-        example = jax.tree_util.tree_map(
-            lambda a: jax.ShapeDtypeStruct((padded, *np.shape(a)[1:]), np.asarray(a).dtype, sharding=sharding), first)
-        executable = _executable(compiled, fn, devices, batch_size, shared, example, cache_dir)
     pending = launch(starts[0])
     for nxt in starts[1:] + [None]:
         start, stop, out = pending
@@ -201,7 +137,6 @@ def map_runs(
     batch_size: int | None | str = "auto",
     devices=None,
     on_chunk: Callable[[int, int, float], None] | None = None,
-    cache_dir: str | None = None,
 ) -> Any:
     """Apply ``fn`` to every run and return its outputs as NumPy arrays with a leading runs axis.
 
@@ -216,8 +151,6 @@ def map_runs(
         sequential map, ``None`` a full vmap of the chunk; ``"auto"``: per backend.
       devices: devices to shard the run axis over (default: all local devices).
       on_chunk: optional callback ``(runs_done, runs_total, seconds_for_chunk)`` after each chunk.
-      cache_dir: optional directory for serialized executables, so that a later process skips
-        tracing and compiling (``fn`` must have a stable repr, e.g. a frozen dataclass).
 
     Returns:
       The pytree ``fn`` returns, each leaf a NumPy array of shape (R, ...).
@@ -225,13 +158,12 @@ def map_runs(
     total = _leading(args)
     if total == 0:
         raise ValueError("args holds zero runs: nothing to do")
-    devices, batch_size, step, padded = _plan(devices, batch_size, chunk_size, total)
+    devices, batch_size, step, padded = plan(devices, batch_size, chunk_size, total)
     args = jax.tree_util.tree_map(np.asarray, args)
     get = lambda start, stop: jax.tree_util.tree_map(lambda a: a[start:stop], args)  # noqa: E731
     outputs = []
     t0 = time.perf_counter()
-    for _, stop, out in _stream(fn, shared, range(0, total, step), total, step, padded, get, devices,
-                                batch_size, cache_dir):
+    for _, stop, out in stream(fn, shared, range(0, total, step), total, step, padded, get, devices, batch_size):
         outputs.append(out)
         if on_chunk is not None:
             now = time.perf_counter()

@@ -51,11 +51,12 @@ Numerical notes
 Validation
 ----------
 
-When inputs are concrete arrays (not tracers), the public functions check them in plain Python
-before anything is traced: label lengths, mask length and dtype, integer label dtypes and, when
-bounds are given, that every valid label lies in range; errors are ``ValueError``/``TypeError`` that
-name the argument, the value and what is allowed. Shapes and dtypes are checked under ``jit`` and
-``vmap`` too; values cannot be, and out-of-range labels there give unspecified results.
+The public functions are jitted kernels; their arguments are checked in plain Python before anything
+is traced: label lengths, mask length and dtype and integer label dtypes always (under a user's
+``jit`` and ``vmap`` too), and, when the labels are host data (NumPy), that every valid label lies
+in range; errors are ``ValueError``/``TypeError`` that name the argument, the value and what is
+allowed. Values held in JAX arrays are not inspected (that would copy them to the host):
+out-of-range labels there give unspecified results.
 """
 
 from __future__ import annotations
@@ -308,61 +309,25 @@ def _stats(labels_true, labels_pred, mask, n_true, n_pred) -> _Stats:
     return _table_stats(_table(labels_true, labels_pred, weights, n_true, n_pred))
 
 
-@partial(jax.jit, static_argnames=("n_true", "n_pred"))
-def _ari_kernel(labels_true, labels_pred, mask, *, n_true, n_pred):
-    return _finish(_stats(labels_true, labels_pred, mask, n_true, n_pred))[0]
-
-
-@partial(jax.jit, static_argnames=("n_true", "n_pred"))
-def _nmi_kernel(labels_true, labels_pred, mask, *, n_true, n_pred):
-    return _finish(_stats(labels_true, labels_pred, mask, n_true, n_pred))[1]
-
-
-@partial(jax.jit, static_argnames=("n_true", "n_pred"))
-def _contingency_kernel(labels_true, labels_pred, mask, *, n_true, n_pred):
-    n = labels_true.shape[0]
-    weights = jnp.ones(n, _int_dtype()) if mask is None else mask.astype(_int_dtype())
-    return _table(labels_true, labels_pred, weights, n_true, n_pred)
-
-
-@partial(jax.jit, static_argnames=("n_clusters",))
-def _sizes_kernel(labels, mask, *, n_clusters):
-    weights = jnp.ones(labels.shape[0], _int_dtype()) if mask is None else mask.astype(_int_dtype())
-    return jax.ops.segment_sum(weights, labels.astype(jnp.int32), num_segments=n_clusters)  # (K,)
-
-
-@jax.jit
-def _sse_kernel(x, labels, centers, mask):
-    dtype = jnp.result_type(x, centers, _float_dtype())
-    x = x.astype(dtype)
-    centers = centers.astype(dtype)
-    valid = jnp.ones(x.shape[0], bool) if mask is None else mask
-    assigned = centers[jnp.where(valid, labels, 0)]  # (N, D) centre of each point
-    sq = (x - assigned) ** 2  # (N, D)
-    # One reduction over both axes (no per-row reduction over a tiny trailing D).
-    return jnp.sum(jnp.where(valid[:, None], sq, 0.0))
-
-
 # ---------------------------------------------------------------------------------------------
-# Validation (plain Python, before tracing)
+# Validation (plain Python, before tracing; values only when they are host data)
 # ---------------------------------------------------------------------------------------------
 
 
 def _check_labels(name: str, value, *, bound_name=None, bound=None, mask=None):
-    """Check one label array; returns it (as a NumPy array when concrete)."""
-    concrete = _checks.is_concrete(value)
-    arr = np.asarray(value) if concrete else value
-    if np.ndim(arr) != 1:
-        raise ValueError(f"{name} must be a 1-D array of integer labels, got shape {np.shape(arr)}")
-    dtype = np.dtype(arr.dtype)
+    """Check one label array: rank and integer dtype always, values when it is host data."""
+    if np.ndim(value) != 1:
+        raise ValueError(f"{name} must be a 1-D array of integer labels, got shape {np.shape(value)}")
+    dtype = _checks.dtype_of(value)
     if dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer labels, got dtype {dtype}")
-    if not concrete or arr.size == 0 or not _checks.is_concrete(mask):
-        return arr
+    if not (_checks.on_host(value) and _checks.on_host(mask)) or np.size(value) == 0:
+        return
+    arr = np.asarray(value)
     positions = np.arange(arr.size) if mask is None else np.flatnonzero(np.asarray(mask))
     valid = arr[positions]
     if valid.size == 0:
-        return arr
+        return
     if bound is not None:
         outside = (valid < 0) | (valid >= bound)
         if outside.any():
@@ -381,21 +346,17 @@ def _check_labels(name: str, value, *, bound_name=None, bound=None, mask=None):
                 f"{target.dtype} labels [{target.min}, {target.max}]; relabel (e.g. np.unique(..., "
                 "return_inverse=True)) or enable 64-bit mode with jax.enable_x64(True)"
             )
-    return arr
 
 
 def _check_mask(mask, length: int, what: str):
     if mask is None:
-        return None
-    concrete = _checks.is_concrete(mask)
-    arr = np.asarray(mask) if concrete else mask
-    if np.ndim(arr) != 1 or np.shape(arr)[0] != length:
+        return
+    if np.ndim(mask) != 1 or np.shape(mask)[0] != length:
         raise ValueError(
-            f"mask must be a 1-D bool array of the same length as {what} ({length}), got shape {np.shape(arr)}"
+            f"mask must be a 1-D bool array of the same length as {what} ({length}), got shape {np.shape(mask)}"
         )
-    if np.dtype(arr.dtype) != np.bool_:
-        raise TypeError(f"mask must have dtype bool, got {np.dtype(arr.dtype)}")
-    return arr
+    if _checks.dtype_of(mask) != np.bool_:
+        raise TypeError(f"mask must have dtype bool, got {_checks.dtype_of(mask)}")
 
 
 def _check_bound(name: str, value) -> int:
@@ -407,8 +368,8 @@ def _check_bound(name: str, value) -> int:
     return _checks.positive_int(name, value)
 
 
-def _check_pair(labels_true, labels_pred, mask, n_true, n_pred, *, bounds_required: bool):
-    """Validate the arguments shared by ari/nmi/contingency; returns the (checked) arrays."""
+def _check_pair(labels_true, labels_pred, mask, n_true, n_pred, *, bounds_required: bool = False):
+    """Validate the arguments shared by ari/nmi/contingency."""
     if (n_true is None) != (n_pred is None):
         raise ValueError(
             f"n_true and n_pred must be given together (both static ints) or not at all, got "
@@ -428,18 +389,65 @@ def _check_pair(labels_true, labels_pred, mask, n_true, n_pred, *, bounds_requir
             f"{len_true[0]} and labels_pred of length {len_pred[0]}"
         )
     if mask is not None and np.ndim(labels_true) == 1:
-        mask = _check_mask(mask, len_true[0], "labels_true and labels_pred")
-    t = _check_labels("labels_true", labels_true, bound_name="n_true", bound=n_true, mask=mask)
-    p = _check_labels("labels_pred", labels_pred, bound_name="n_pred", bound=n_pred, mask=mask)
-    return t, p, mask, n_true, n_pred
+        _check_mask(mask, len_true[0], "labels_true and labels_pred")
+    _check_labels("labels_true", labels_true, bound_name="n_true", bound=n_true, mask=mask)
+    _check_labels("labels_pred", labels_pred, bound_name="n_pred", bound=n_pred, mask=mask)
+    return _checks.host_arrays(labels_true=labels_true, labels_pred=labels_pred, mask=mask)
+
+
+def _check_contingency(labels_true, labels_pred, mask, n_true, n_pred):
+    return _check_pair(labels_true, labels_pred, mask, n_true, n_pred, bounds_required=True)
+
+
+def _check_sse(x, labels, centers, mask):
+    for name, value in (("x", x), ("centers", centers)):
+        if np.ndim(value) != 2:
+            raise ValueError(f"{name} must be a 2-D array, got shape {np.shape(value)}")
+        if _checks.dtype_of(value).kind not in "biuf":
+            raise TypeError(f"{name} must be a real-valued array, got dtype {_checks.dtype_of(value)}")
+    n, d = np.shape(x)
+    k, d_c = np.shape(centers)
+    if d_c != d:
+        raise ValueError(f"centers must have shape (K, {d}) to match x of shape {(n, d)}, got shape {(k, d_c)}")
+    if np.ndim(labels) != 1 or np.shape(labels)[0] != n:
+        raise ValueError(f"labels must be a 1-D array of length N = {n} (rows of x), got shape {np.shape(labels)}")
+    _check_mask(mask, n, "x")
+    _check_labels("labels", labels, bound_name="K", bound=k, mask=mask)
+    # Finiteness matters only where it is used: valid rows of x (padding may hold NaN), all centres.
+    if _checks.on_host(x) and _checks.on_host(mask):
+        rows = np.asarray(x) if mask is None else np.asarray(x)[np.asarray(mask)]
+        if not np.all(np.isfinite(rows)):
+            n_bad = int(np.sum(~np.isfinite(rows)))
+            raise ValueError(f"x must be finite on valid rows: it holds {n_bad} NaN or infinite value(s)")
+    _checks.finite_array("centers", centers)
+    return _checks.host_arrays(x=x, labels=labels, centers=centers, mask=mask)
+
+
+def _check_sizes(labels, n_clusters, mask):
+    _check_bound("n_clusters", n_clusters)
+    if np.ndim(labels) != 1:
+        raise ValueError(f"labels must be a 1-D array of integer labels, got shape {np.shape(labels)}")
+    _check_mask(mask, np.shape(labels)[0], "labels")
+    _check_labels("labels", labels, bound_name="n_clusters", bound=n_clusters, mask=mask)
+    return _checks.host_arrays(labels=labels, mask=mask)
+
+
+def _check_collapsed(labels, n_tokens, n_true_clusters, mask):
+    if _checks.on_host(n_true_clusters):
+        value = np.asarray(n_true_clusters)
+        if value.ndim != 0 or value.dtype.kind not in "iu":
+            raise TypeError(f"n_true_clusters must be an integer scalar, got {n_true_clusters!r}")
+        if value < 1:
+            raise ValueError(f"n_true_clusters must be >= 1, got {value.item()!r}")
+    return _check_sizes(labels, n_tokens, mask)
 
 
 # ---------------------------------------------------------------------------------------------
-# Public API
+# Public API: jitted kernels, arguments checked first
 # ---------------------------------------------------------------------------------------------
 
 
-
+@_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"))
 def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     """Adjusted Rand index, equal to ``sklearn.metrics.adjusted_rand_score`` on the valid entries.
 
@@ -462,10 +470,10 @@ def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     near-degenerate NMI (both labelings almost a single cluster) can lose float32 accuracy. Under
     ``jax.enable_x64(True)`` agreement is ~1e-12.
     """
-    t, p, mask, n_true, n_pred = _check_pair(labels_true, labels_pred, mask, n_true, n_pred, bounds_required=False)
-    return _ari_kernel(t, p, mask, n_true=n_true, n_pred=n_pred)
+    return _finish(_stats(jnp.asarray(labels_true), jnp.asarray(labels_pred), mask, n_true, n_pred))[0]
 
 
+@_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"))
 def nmi(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     """Normalised mutual information, ``MI / mean(H_true, H_pred)``, on the valid entries.
 
@@ -476,15 +484,12 @@ def nmi(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
 
     Returns:
       Scalar float in ``[0, 1]``.
-    Precision: results use JAX's default float (float32, or float64 under
-    ``jax.enable_x64(True)``). In float32 they agree with sklearn to ~1e-6 on typical inputs;
-    near-degenerate NMI (both labelings almost a single cluster) can lose float32 accuracy. Under
-    ``jax.enable_x64(True)`` agreement is ~1e-12.
+    Precision: as :func:`ari`.
     """
-    t, p, mask, n_true, n_pred = _check_pair(labels_true, labels_pred, mask, n_true, n_pred, bounds_required=False)
-    return _nmi_kernel(t, p, mask, n_true=n_true, n_pred=n_pred)
+    return _finish(_stats(jnp.asarray(labels_true), jnp.asarray(labels_pred), mask, n_true, n_pred))[1]
 
 
+@_checks.checked_jit(_check_contingency, static_argnames=("n_true", "n_pred"))
 def contingency(labels_true, labels_pred, mask=None, *, n_true, n_pred):
     """Contingency table: ``C[i, j]`` = number of valid points with true label i and predicted j.
 
@@ -497,10 +502,12 @@ def contingency(labels_true, labels_pred, mask=None, *, n_true, n_pred):
     Returns:
       ``(n_true, n_pred)`` array of JAX's default int dtype.
     """
-    t, p, mask, n_true, n_pred = _check_pair(labels_true, labels_pred, mask, n_true, n_pred, bounds_required=True)
-    return _contingency_kernel(t, p, mask, n_true=n_true, n_pred=n_pred)
+    n = jnp.shape(labels_true)[0]
+    weights = jnp.ones(n, _int_dtype()) if mask is None else jnp.asarray(mask).astype(_int_dtype())
+    return _table(jnp.asarray(labels_true), jnp.asarray(labels_pred), weights, n_true, n_pred)
 
 
+@_checks.checked_jit(_check_sse)
 def sse(x, labels, centers, mask=None):
     """Sum of squared distances of the valid points to the centre of their assigned cluster.
 
@@ -515,42 +522,26 @@ def sse(x, labels, centers, mask=None):
       Computed as ``sum ||x_n - c_{l_n}||^2`` with a gather, which avoids the cancellation of the
       expanded form ``||x||^2 - 2 x.c + ||c||^2`` when points sit close to their centres.
     """
-    x, centers = (np.asarray(v) if _checks.is_concrete(v) else v for v in (x, centers))
-    for name, value in (("x", x), ("centers", centers)):
-        if np.ndim(value) != 2:
-            raise ValueError(f"{name} must be a 2-D array, got shape {np.shape(value)}")
-        if np.dtype(value.dtype).kind not in "biuf":
-            raise TypeError(f"{name} must be a real-valued array, got dtype {value.dtype}")
-    n, d = np.shape(x)
-    k, d_c = np.shape(centers)
-    if d_c != d:
-        raise ValueError(f"centers must have shape (K, {d}) to match x of shape {(n, d)}, got shape {(k, d_c)}")
-    if np.ndim(labels) != 1 or np.shape(labels)[0] != n:
-        raise ValueError(f"labels must be a 1-D array of length N = {n} (rows of x), got shape {np.shape(labels)}")
-    mask = _check_mask(mask, n, "x")
-    labels = _check_labels("labels", labels, bound_name="K", bound=k, mask=mask)
-    # Finiteness matters only where it is used: valid rows of x (padding may hold NaN), all centres.
-    if _checks.is_concrete(x) and _checks.is_concrete(mask):
-        rows = x if mask is None else x[np.asarray(mask)]
-        if not np.all(np.isfinite(rows)):
-            n_bad = int(np.sum(~np.isfinite(rows)))
-            raise ValueError(f"x must be finite on valid rows: it holds {n_bad} NaN or infinite value(s)")
-    _checks.finite_array("centers", centers)
-    return _sse_kernel(x, labels, centers, mask)
+    dtype = jnp.result_type(x, centers, _float_dtype())
+    x = jnp.asarray(x).astype(dtype)
+    centers = jnp.asarray(centers).astype(dtype)
+    valid = jnp.ones(x.shape[0], bool) if mask is None else mask
+    assigned = centers[jnp.where(valid, labels, 0)]  # (N, D) centre of each point
+    sq = (x - assigned) ** 2  # (N, D)
+    # One reduction over both axes (no per-row reduction over a tiny trailing D).
+    return jnp.sum(jnp.where(valid[:, None], sq, 0.0))
 
 
+@_checks.checked_jit(_check_sizes, static_argnames=("n_clusters",))
 def cluster_sizes(labels, n_clusters, mask=None):
     """Number of valid points assigned to each cluster: ``(n_clusters,)`` of JAX's default int.
 
     ``labels`` is ``(N,)`` with values in ``[0, n_clusters)`` where ``mask`` is True;
     ``n_clusters`` is a static int.
     """
-    n_clusters = _check_bound("n_clusters", n_clusters)
-    if np.ndim(labels) != 1:
-        raise ValueError(f"labels must be a 1-D array of integer labels, got shape {np.shape(labels)}")
-    mask = _check_mask(mask, np.shape(labels)[0], "labels")
-    labels = _check_labels("labels", labels, bound_name="n_clusters", bound=n_clusters, mask=mask)
-    return _sizes_kernel(labels, mask, n_clusters=n_clusters)
+    labels = jnp.asarray(labels)
+    weights = jnp.ones(labels.shape[0], _int_dtype()) if mask is None else jnp.asarray(mask).astype(_int_dtype())
+    return jax.ops.segment_sum(weights, labels.astype(jnp.int32), num_segments=n_clusters)  # (K,)
 
 
 def n_used(labels, n_clusters, mask=None):
@@ -559,6 +550,7 @@ def n_used(labels, n_clusters, mask=None):
     return jnp.sum(cluster_sizes(labels, n_clusters, mask) > 0)
 
 
+@_checks.checked_jit(_check_collapsed, static_argnames=("n_tokens",))
 def collapsed(labels, n_tokens, n_true_clusters, mask=None):
     """True when fewer than ``min(n_true_clusters, n_tokens)`` tokens receive a valid point.
 
@@ -572,12 +564,5 @@ def collapsed(labels, n_tokens, n_true_clusters, mask=None):
     Returns:
       Bool scalar.
     """
-    if _checks.is_concrete(n_true_clusters):
-        value = np.asarray(n_true_clusters)
-        if value.ndim != 0 or value.dtype.kind not in "iu":
-            raise TypeError(f"n_true_clusters must be an integer scalar, got {n_true_clusters!r}")
-        if value < 1:
-            raise ValueError(f"n_true_clusters must be >= 1, got {value.item()!r}")
-    n_tokens = _check_bound("n_tokens", n_tokens)
     needed = jnp.minimum(n_true_clusters, n_tokens)
     return n_used(labels, n_tokens, mask) < needed

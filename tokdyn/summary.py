@@ -113,7 +113,7 @@ def marginal(stats_table: dict, by: Sequence[str], fields: Sequence[str], where:
     (non-NaN runs). Pooling is exact: sums and sums of squares are rebuilt from mean, std, n."""
     for name in list(by) + list(where or {}):
         if name not in stats_table or name == "n" or name.endswith(("_mean", "_std", "_nan")):
-            raise ValueError(f"unknown axis {name!r}; axes: {_table_axes(stats_table)}")
+            raise ValueError(f"unknown axis {name!r}; axes: {table_axes(stats_table)}")
     keep = np.ones(len(stats_table["n"]), bool)
     for name, value in (where or {}).items():
         keep &= np.isclose(stats_table[name], float(value))
@@ -130,7 +130,7 @@ def marginal(stats_table: dict, by: Sequence[str], fields: Sequence[str], where:
     g = len(uniq)
     for f in fields:
         if f + "_mean" not in cols:
-            raise ValueError(f"unknown field {f!r}; fields: {_table_fields(stats_table)}")
+            raise ValueError(f"unknown field {f!r}; fields: {table_fields(stats_table)}")
         n = (cols["n"] - cols[f + "_nan"]).astype(np.float64)
         mean = np.nan_to_num(cols[f + "_mean"])
         std = np.nan_to_num(cols[f + "_std"])
@@ -144,11 +144,13 @@ def marginal(stats_table: dict, by: Sequence[str], fields: Sequence[str], where:
     return out
 
 
-def _table_axes(t: dict) -> list:
+def table_axes(t: dict) -> list:
+    """The axis columns of a :func:`condition_stats` table."""
     return [k for k in t if k != "n" and not k.endswith(("_mean", "_std", "_nan"))]
 
 
-def _table_fields(t: dict) -> list:
+def table_fields(t: dict) -> list:
+    """The output fields summarised in a :func:`condition_stats` table."""
     return [k[:-5] for k in t if k.endswith("_mean")]
 
 
@@ -176,7 +178,7 @@ def per_seed(src, by: Sequence[str], fields: Sequence[str]):
         setting = np.zeros(len(index), np.int64)
         for b, size in zip(by, sizes):
             i = pos[b]
-            setting = setting * size + (index // grid._strides[i]) % grid.shape[i]
+            setting = setting * size + (index // grid.strides[i]) % grid.shape[i]
         cell = setting * grid.seeds + cols["seed"]
         for f in fields:
             v = np.asarray(cols[f], np.float64)
@@ -250,10 +252,3 @@ def setting_table(src, by: Sequence[str], fields: Sequence[str], *, n_resamples:
         out[f + "_low"], out[f + "_high"] = lo, hi
         out[f + "_nan"] = bad.sum(1).astype(np.int64)
     return out
-
-
-def rows(table: dict, order: Iterable[int] | None = None) -> list[dict]:
-    """A column table as a list of row dicts (optionally in the given row order)."""
-    n = len(next(iter(table.values())))
-    order = range(n) if order is None else order
-    return [{k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in table.items()} for i in order]

@@ -2,8 +2,8 @@
 
 :class:`Grid` is the product of named axes x seeds with stable run indices (nothing
 materialised); :func:`run` applies a per-run ``fn(key, **condition)`` to every run of a grid on
-the execution engine (:func:`tokdyn.execute.map_runs`: compiled once, chunked, sharded over the
-local devices), writes each finished chunk to disk next to a manifest, resumes after any
+the execution engine (:mod:`tokdyn.execute`: compiled once, chunked, sharded over the local
+devices), writes each finished chunk to disk next to a manifest, resumes after any
 interruption, and returns columnar results (:class:`SweepResult`); :func:`load` and
 :func:`iter_chunks` read a finished sweep back. Summaries live in :mod:`tokdyn.summary`.
 """
@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import math
 import os
-import sys
 import time
 from typing import Callable
 
@@ -23,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn.execute import _plan, _stream, default_batch_size, default_chunk_size, map_runs  # noqa: F401
+from tokdyn import execute, io
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,7 +97,7 @@ class Grid:
             self.axes[name] = arr
         self.shape = tuple(a.size for a in self.axes.values()) + (self.seeds,)
         # stride of each axis (and of the seed) in the flat run index
-        self._strides = tuple(int(np.prod(self.shape[i + 1:], dtype=np.int64)) for i in range(len(self.shape)))
+        self.strides = tuple(int(np.prod(self.shape[i + 1:], dtype=np.int64)) for i in range(len(self.shape)))
 
     def __len__(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
@@ -124,7 +122,7 @@ class Grid:
             raise IndexError(f"run range [{start}, {stop}) is outside the grid's {n} runs")
         index = np.arange(start, stop, dtype=np.int64)
         out = {}
-        for (name, values), stride, size in zip(self.axes.items(), self._strides, self.shape):
+        for (name, values), stride, size in zip(self.axes.items(), self.strides, self.shape):
             out[name] = values[(index // stride) % size]
         out["seed"] = index % self.seeds
         out["index"] = index
@@ -173,7 +171,7 @@ class _GridTask:
     ``shared`` holds the root key, every axis's values (``tables``), each axis's stride in the run
     index and the seed count, all traced: grids with the same axis names and sizes share one
     compilation. Conditions reach ``fn`` as float32 / int32 scalars, like :meth:`Grid.rows` cast
-    by :func:`_to_device_dtypes`."""
+    by :func:`device_columns`."""
 
     fn: Callable
     names: tuple
@@ -194,8 +192,8 @@ class _GridTask:
 
 
 def _grid_shared(grid: "Grid", key) -> dict:
-    tables = _to_device_dtypes(dict(grid.axes))
-    strides = {name: np.uint32(st) for name, st in zip(grid.names, grid._strides)}
+    tables = device_columns(dict(grid.axes))
+    strides = {name: np.uint32(st) for name, st in zip(grid.names, grid.strides)}
     return dict(key=key, tables=tables, strides=strides, seeds=np.uint32(grid.seeds))
 
 
@@ -227,9 +225,7 @@ class SweepResult:
 
     def to_csv(self, path: str) -> str:
         """One row per run; fields with per-run arrays are flattened into ``name_0, name_1, ...``."""
-        from tokdyn import report
-
-        return report.write_csv(path, _flat_columns(self.columns))
+        return io.write_csv(path, _flat_columns(self.columns))
 
     def to_parquet(self, path: str) -> str:
         """Parquet (needs ``pyarrow``)."""
@@ -253,7 +249,7 @@ def _flat_columns(columns):
     return flat
 
 
-def _to_device_dtypes(rows: dict) -> dict:
+def device_columns(rows: dict) -> dict:
     """Grid columns as the dtypes JAX computes in (x64 off: float32, int32; the index uint32)."""
     out = {}
     for k, v in rows.items():
@@ -292,33 +288,6 @@ def _check_signature(fn, names) -> None:
             raise ValueError(f"{_fn_id(fn)} needs argument {p.name!r}, which is not a grid axis {list(names)}")
 
 
-class _Progress:
-    """A progress bar with runs/s and ETA on a terminal, one line per chunk otherwise."""
-
-    def __init__(self, total: int, done: int, enabled: bool):
-        self.total, self.done, self.enabled = total, done, enabled
-        self.start_done, self.t0 = done, time.perf_counter()
-        self.tty = enabled and sys.stderr.isatty()
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        dt = time.perf_counter() - self.t0
-        rate = (self.done - self.start_done) / dt if dt > 0 else float("nan")
-        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-        frac = self.done / self.total
-        if self.tty:
-            bar = "#" * int(30 * frac)
-            sys.stderr.write(f"\r[{bar:<30}] {self.done}/{self.total} runs  {rate:,.0f} runs/s  ETA {eta:,.0f} s ")
-            if self.done >= self.total:
-                sys.stderr.write("\n")
-        else:
-            sys.stderr.write(f"sweep: {self.done}/{self.total} runs ({100 * frac:.1f}%), {rate:,.0f} runs/s, "
-                             f"ETA {eta:,.0f} s\n")
-        sys.stderr.flush()
-
-
 def _chunk_path(out: str, start: int, stop: int) -> str:
     return os.path.join(out, "chunks", f"{start:012d}-{stop:012d}.npz")
 
@@ -343,14 +312,8 @@ def _read_chunk(path: str, start: int, stop: int, fields) -> dict | None:
 
 
 def _write_chunk(path: str, start: int, stop: int, outputs: dict) -> None:
-    """Atomically: a temporary file, flushed to disk, then renamed over the final name."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
+    with io.atomic_write(path, "wb") as f:
         np.savez(f, index=np.arange(start, stop, dtype=np.int64), **outputs)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _manifest(fn, grid: Grid, key, chunk_size: int, common_random_numbers: bool) -> dict:
@@ -369,22 +332,35 @@ def _manifest(fn, grid: Grid, key, chunk_size: int, common_random_numbers: bool)
     }
 
 
-def _check_resume(out: str, manifest: dict, resume: bool) -> None:
+MANIFEST_WAIT_S = 600.0  # how long a part waits for the part that owns the manifest to write it
+
+
+def _check_resume(out: str, manifest: dict, resume: bool, part: tuple) -> None:
+    """Write the manifest (part 0 owns it) or check the one already there against ``manifest``.
+
+    Several processes may start the same sweep at once: part 0 writes the manifest when it is
+    absent; every other part waits for it (it may not see part 0's directory yet) and then checks
+    that it describes the same sweep."""
     path = os.path.join(out, "manifest.json")
     if not os.path.exists(path):
+        if part[0] == 0:
+            io.write_json(path, manifest)
+            return
         os.makedirs(out, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(manifest, f, indent=1)
-        os.replace(tmp, path)
-        return
-    if not resume:
-        raise ValueError(f"out={out!r} already holds a sweep; pass resume=True to continue it, or choose a new directory")
-    with open(path) as f:
-        old = json.load(f)
+        deadline = time.monotonic() + MANIFEST_WAIT_S
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"part {part[0]} of {part[1]} waited {MANIFEST_WAIT_S:.0f} s for part 0 to write "
+                                   f"{path}: start every part with the same out, on a filesystem all of them see")
+            time.sleep(0.05)
+        resume = True
+    elif not resume:
+        raise io.OutputConflict(f"out={out!r} already holds a sweep; pass resume=True to continue it, or choose a new "
+                                "directory")
+    old = io.read_json(path)
     differ = [k for k in manifest if k != "tokdyn" and old.get(k) != manifest[k]]
     if differ:
-        raise ValueError(
+        raise io.OutputConflict(
             f"out={out!r} holds a sweep started with different arguments ({', '.join(differ)} differ); "
             "resume it with the same arguments or choose a new directory")
 
@@ -392,7 +368,7 @@ def _check_resume(out: str, manifest: dict, resume: bool) -> None:
 def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: str | None = None,
         resume: bool = True, progress: bool = True, common_random_numbers: bool = False,
         batch_size: int | None | str = "auto", devices=None, collect: bool = True,
-        part: tuple[int, int] | None = None, cache_dir: str | None = None) -> SweepResult | None:
+        part: tuple[int, int] | None = None) -> SweepResult | None:
     """Run ``fn(key, **condition)`` for every run of ``grid``; compiled once, chunked, sharded.
 
     Args:
@@ -409,17 +385,16 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
         back, next to a ``manifest.json`` of the arguments. A killed sweep restarted with the same
         arguments redoes only unfinished or damaged chunks; different arguments are refused.
       resume: continue a sweep found in ``out`` (False: refuse to touch an existing one).
-      progress: a progress bar (terminal) or a line per chunk on stderr.
-      batch_size, devices: execution strategy and devices (see :func:`map_runs`).
+      progress: a progress bar (terminal) or a line per chunk on stderr (:class:`tokdyn.io.Progress`).
+      batch_size, devices: execution strategy and devices (see :func:`tokdyn.execute.map_runs`).
       collect: return the results (False with ``out``: keep nothing in memory; read them later
         with :func:`load`).
       part: ``(i, n)``: do only chunks ``i, i + n, i + 2n, ...`` (chunks are dealt round-robin).
         Default: ``(jax.process_index(), jax.process_count())``, so every process of a
         multi-host job runs its own share on its local devices. Several parts need ``out`` (a
         directory all of them can write; chunk files are independent and written atomically);
-        a part returns the full results once every chunk is on disk, else ``None``.
-      cache_dir: directory for the serialized executable (see :func:`map_runs`), so a later
-        process skips tracing and compiling.
+        a part returns the full results once every chunk is on disk, else ``None``. Part 0 writes
+        the manifest; the others wait for it and check it.
 
     Multi-host: start every process with ``jax.distributed.initialize()``, then make the same
     ``run(..., out=SHARED_DIR)`` call in each; ``fold_in`` by global run index keeps the union
@@ -446,17 +421,17 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
     total = len(grid)
     if out is not None and chunk_size is None and os.path.exists(os.path.join(out, "manifest.json")):
         chunk_size = read_manifest(out)["chunk_size"]  # resume with the chunks already on disk
-    devices, batch_size, step, padded = _plan(devices, batch_size, chunk_size, total)
+    devices, batch_size, step, padded = execute.plan(devices, batch_size, chunk_size, total)
     task = _GridTask(fn, grid.names, bool(common_random_numbers))
     starts = list(range(0, total, step))
     mine = set(starts[part[0]::part[1]])
     done: dict[int, dict] = {}
     fields = None
     if out is not None:
-        _check_resume(out, _manifest(fn, grid, key, step, common_random_numbers), resume or part[1] > 1)
+        _check_resume(out, _manifest(fn, grid, key, step, common_random_numbers), resume or part[1] > 1, tuple(part))
         chunk_dir = os.path.join(out, "chunks")
         for name in os.listdir(chunk_dir) if os.path.isdir(chunk_dir) else []:
-            if name.endswith(".tmp") and part[1] == 1:  # a write cut short by a kill: never valid
+            if io.is_temporary(name) and part[1] == 1:  # a write cut short by a kill: never valid
                 os.remove(os.path.join(chunk_dir, name))
         for s0 in starts:
             got = _read_chunk(_chunk_path(out, s0, min(s0 + step, total)), s0, min(s0 + step, total), None)
@@ -464,16 +439,17 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
                 done[s0] = got if collect else {}
                 fields = fields or tuple(got)
     todo = [s0 for s0 in starts if s0 not in done and s0 in mine]
-    bar = _Progress(total, sum(min(s0 + step, total) - s0 for s0 in done), progress)
     get = lambda a, b: {"index": np.arange(a, b, dtype=np.uint32)}  # noqa: E731
     shared = _grid_shared(grid, key)
-    for s0, s1, outputs in _stream(task, shared, todo, total, step, padded, get, devices, batch_size, cache_dir):
-        outputs = {k: np.asarray(v) for k, v in outputs.items()}
-        fields = fields or tuple(outputs)
-        if out is not None:
-            _write_chunk(_chunk_path(out, s0, s1), s0, s1, outputs)
-        done[s0] = outputs if collect else {}
-        bar.update(s1 - s0)
+    with io.Progress(total, desc="sweep", unit="runs", done=sum(min(s0 + step, total) - s0 for s0 in done),
+                     quiet=not progress) as bar:
+        for s0, s1, outputs in execute.stream(task, shared, todo, total, step, padded, get, devices, batch_size):
+            outputs = {k: np.asarray(v) for k, v in outputs.items()}
+            fields = fields or tuple(outputs)
+            if out is not None:
+                _write_chunk(_chunk_path(out, s0, s1), s0, s1, outputs)
+            done[s0] = outputs if collect else {}
+            bar.update(s1 - s0)
     if not collect:
         return None
     if part[1] > 1:  # the other parts' chunks, if they have all finished
@@ -495,8 +471,16 @@ def read_manifest(out: str) -> dict:
     path = os.path.join(out, "manifest.json")
     if not os.path.exists(path):
         raise ValueError(f"no sweep found in {out!r} (it has no manifest.json)")
-    with open(path) as f:
-        return json.load(f)
+    return io.read_json(path)
+
+
+def output_fields(out: str) -> tuple:
+    """The output fields of the sweep in ``out`` (from its first chunk on disk)."""
+    m = read_manifest(out)
+    first = _read_chunk(_chunk_path(out, 0, min(m["chunk_size"], m["runs"])), 0, min(m["chunk_size"], m["runs"]), None)
+    if first is None:
+        raise ValueError(f"sweep in {out!r} has no finished first chunk: run it first")
+    return tuple(first)
 
 
 def iter_chunks(out: str):

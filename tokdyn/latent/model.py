@@ -50,10 +50,25 @@ PROJECTIONS = ("none", "layernorm", "linear")
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Static structure of the model (shapes and control flow)."""
+class Config:
+    """Static structure of the model (shapes and control flow).
 
-    task: tasks.TaskConfig = tasks.TaskConfig()
+    Attributes:
+      task: the tasks (grid size, colours: the image and vocabulary shapes).
+      width: D, the residual stream width.
+      depth: transformer blocks.
+      heads: attention heads (dividing width).
+      mlp_ratio: hidden width of each block's MLP, in multiples of width.
+      latent_mode: "none", "feedback" (latent i reads project(previous final hidden state)) or
+        "pause" (latent slots hold the learned <pause> token).
+      n_latents: L latent positions (0 with latent_mode="none").
+      caption_len: K caption tokens between the latents and <answer> (0: none).
+      projection: the feedback projection, "none", "layernorm" or "linear".
+      use_image: False replaces every image by the empty grid (the no-image control).
+      text_positions: size of the text position table; 0: exactly this layout's text length.
+    """
+
+    task: tasks.Config = tasks.Config()
     width: int = 64
     depth: int = 2
     heads: int = 4
@@ -63,9 +78,9 @@ class ModelConfig:
     caption_len: int = 0
     projection: str = "layernorm"
     use_image: bool = True
-    text_positions: int = 0  # size of the text position table; 0: exactly this layout's text length
+    text_positions: int = 0
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> "Config":
         self.task.validate()
         _checks.positive_int("width", self.width)
         _checks.positive_int("depth", self.depth)
@@ -107,7 +122,7 @@ class Layout:
     length: int
 
     @staticmethod
-    def of(cfg: ModelConfig) -> "Layout":
+    def of(cfg: Config) -> "Layout":
         p = cfg.task.n_patches
         q = p + tasks.QUESTION_LEN
         has = cfg.latent_mode != "none"
@@ -163,7 +178,7 @@ class Block(nn.Module):
 
 
 class Network(nn.Module):
-    cfg: ModelConfig
+    cfg: Config
 
     def setup(self):
         c, init = self.cfg, nn.initializers.normal(0.02)
@@ -216,7 +231,7 @@ class Network(nn.Module):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _init(cfg: ModelConfig, key):
+def _init(cfg: Config, key):
     g = cfg.task.grid_size
     return Network(cfg).init(key, jnp.zeros((1, g, g), jnp.int32),
                              jnp.zeros((1, cfg.layout.length - cfg.task.n_patches), jnp.int32))
@@ -248,7 +263,7 @@ def _shape_error(name, got, want):
     raise ValueError(f"{name} must have shape {want} for this model config, got {tuple(got)}")
 
 
-def check_batch(cfg: ModelConfig, batch, latents=None) -> int:
+def check_batch(cfg: Config, batch, latents=None) -> int:
     """Check the batch (and latents) shapes against ``cfg``; returns the batch size."""
     g = cfg.task.grid_size
     img = jnp.shape(batch.image)
@@ -271,7 +286,7 @@ def check_batch(cfg: ModelConfig, batch, latents=None) -> int:
 class Model:
     """``init(key) -> params`` and the protocol ``apply(params, batch, *, latents, intervene)``."""
 
-    cfg: ModelConfig = ModelConfig()
+    cfg: Config = Config()
 
     def __post_init__(self):
         self.cfg.validate()

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -45,19 +44,20 @@ QUESTION_LEN = 5  # the longest question (path: family, dir, n, dir, n)
 
 
 @dataclasses.dataclass(frozen=True)
-class TaskConfig:
+class Config:
     """Static structure of the tasks (it fixes every array shape and the vocabulary).
 
-    grid_size   G, the image is G x G cells
-    n_colours   C colours (cell values 1..C; 0 is empty)
-    density     probability that a cell is non-empty
+    Attributes:
+      grid_size: G, the image is G x G cells.
+      n_colours: C colours (cell values 1..C; 0 is empty).
+      density: probability that a cell is non-empty.
     """
 
     grid_size: int = 6
     n_colours: int = 6
     density: float = 0.75
 
-    def validate(self) -> "TaskConfig":
+    def validate(self) -> "Config":
         _checks.positive_int("grid_size", self.grid_size)
         _checks.positive_int("n_colours", self.n_colours, minimum=2)
         _checks.real("density", self.density, low=0.0, high=1.0)
@@ -123,7 +123,8 @@ class Vocab:
         return [names[int(t)] for t in np.asarray(tokens).ravel()]
 
 
-@flax.struct.dataclass
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class Instance:
     """One task instance (a batch when every field has a leading axis)."""
 
@@ -164,7 +165,7 @@ def recolour(image, a, b):
 
 # --- generators ----------------------------------------------------------------------------------
 
-def _grid(key, cfg: TaskConfig):
+def _grid(key, cfg: Config):
     kf, kc = jax.random.split(key)
     full = jax.random.bernoulli(kf, cfg.density, (cfg.grid_size, cfg.grid_size))
     colours = jax.random.randint(kc, (cfg.grid_size, cfg.grid_size), 1, cfg.n_colours + 1)
@@ -248,11 +249,11 @@ def family_index(name: str) -> int:
     return FAMILIES.index(name)
 
 
-def sample(key, family, cfg: TaskConfig = TaskConfig()) -> Instance:
+def sample(key, family, cfg: Config = Config()) -> Instance:
     """Draw one instance of ``family`` (a name, or an index into FAMILIES that may be traced)."""
     if isinstance(family, str):
         family = family_index(family)
-    elif _checks.is_concrete(family) and np.ndim(family) == 0 and not 0 <= int(family) < len(FAMILIES):
+    elif _checks.on_host(family) and np.ndim(family) == 0 and not 0 <= int(family) < len(FAMILIES):
         raise ValueError(f"family must be a name in {list(FAMILIES)} or an index 0..{len(FAMILIES) - 1}, "
                          f"got {family!r}")
     v = cfg.vocab
@@ -277,22 +278,25 @@ def _families(families) -> tuple[int, ...]:
     return tuple(family_index(f) for f in families)
 
 
-def generate(key, n: int, cfg: TaskConfig = TaskConfig(), families=FAMILIES, *, offset: int = 0) -> Instance:
-    """``n`` instances; instance i has key ``fold_in(key, offset + i)`` and family
-    ``families[(offset + i) % len(families)]`` (so the families are balanced)."""
+def _check_generate(key, n, cfg, families, offset):
+    _checks.prng_key("key", key)
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a tokdyn.latent.tasks.Config, got {type(cfg).__name__}")
     cfg.validate()
     _checks.positive_int("n", n)
-    _checks.positive_int("offset", offset, minimum=0)
-    fam = jnp.asarray(_families(families), jnp.int32)
+    if _checks.on_host(offset):
+        _checks.positive_int("offset", offset, minimum=0)
+    return {"families": tuple(FAMILIES[i] for i in _families(families))}
+
+
+@_checks.checked_jit(_check_generate, static_argnames=("n", "cfg", "families"))
+def generate(key, n: int, cfg: Config = Config(), families=FAMILIES, *, offset=0) -> Instance:
+    """``n`` instances; instance i has key ``fold_in(key, offset + i)`` and family
+    ``families[(offset + i) % len(families)]`` (so the families are balanced). ``offset`` may be
+    traced; ``n``, ``cfg`` and ``families`` are static."""
+    fam = jnp.asarray([FAMILIES.index(f) for f in families], jnp.int32)
     idx = offset + jnp.arange(n)
-    return _generate(key, idx, fam, cfg)
-
-
-def _generate_impl(key, idx, fam, cfg):
     return jax.vmap(lambda i: sample(jax.random.fold_in(key, i), fam[i % fam.shape[0]], cfg))(idx)
-
-
-_generate = jax.jit(_generate_impl, static_argnums=3)
 
 
 def fingerprints(inst: Instance) -> np.ndarray:
@@ -303,7 +307,7 @@ def fingerprints(inst: Instance) -> np.ndarray:
                      for a, b in zip(img, q)])
 
 
-def splits(key, n_train: int, n_test: int, cfg: TaskConfig = TaskConfig(), families=FAMILIES):
+def splits(key, n_train: int, n_test: int, cfg: Config = Config(), families=FAMILIES):
     """Train and test sets (host NumPy :class:`Instance` batches) that never share an instance.
 
     Train instances come from ``fold_in(key, 0)``, test ones from ``fold_in(key, 1)``; test

@@ -20,6 +20,7 @@ always given as the ratio tau / tau_c of the run's own dataset):
 * ``convergence``: spectral radius at the fixed point vs the steps it predicts vs observed ->
   ``convergence.csv``.
 
+One run is :class:`tokdyn.runs.CollapseRun` on a named point cloud (:data:`tokdyn.data.SHAPES`).
 A run *collapses* when its final tokens form one group under single linkage at the merge
 tolerance ``merge_rel * sqrt(tr Cov X)`` (:func:`tokdyn.analysis.merge_tolerance`); runs stop
 when no coordinate moves by more than ``tol_rel * sqrt(tr Cov X)`` or after ``n_steps``.
@@ -35,56 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import _checks, analysis, data, dynamics, report, sweep
-
-SHAPES = {  # name: (dim, description)
-    "blobs2": (2, "3 isotropic Gaussian clusters in 2-D, centres uniform in [-3, 3]^2, std = noise"),
-    "aniso2": (2, "one anisotropic Gaussian in 2-D, std (3, 1) * noise, rotated by 30 degrees"),
-    "overlap4": (4, "4 overlapping clusters in 4-D, centres uniform in [-1.5, 1.5]^4, std = noise"),
-    "blobs8": (8, "4 isotropic clusters in 8-D, centres uniform in [-3, 3]^8, std = noise"),
-}
-
-
-def make_data(key, shape: str, n_points: int, noise):
-    """(n_points, D) points of a named data shape (noise may be traced)."""
-    dim = SHAPES[shape][0]
-    if shape == "aniso2":
-        c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
-        z = jax.random.normal(key, (n_points, 2)) * jnp.array([3.0, 1.0]) * noise
-        return z @ jnp.array([[c, s], [-s, c]], jnp.float32)
-    k, box = (3, 3.0) if shape == "blobs2" else (4, 1.5 if shape == "overlap4" else 3.0)
-    if n_points % k:
-        raise ValueError(f"n_points must be a multiple of {k} for shape {shape!r}, got {n_points}")
-    c, _ = data._generate(key, jnp.int32(k), jnp.float32(noise), jnp.float32(box), k, n_points // k, dim, "uniform")
-    return c.x
-
-
-@dataclasses.dataclass(frozen=True)
-class CollapseRun:
-    """One run, ``fn(key, ratio, noise, momentum, repulsion_rel) -> dict``: draw the data, start
-    T tokens at distinct data points (Forgy), run the rule at tau = ratio * tau_c(data) and report
-    the number of token groups, whether all tokens merged, convergence, steps, tau_c and the
-    smallest token separation relative to the data's RMS radius."""
-
-    shape: str = "blobs2"
-    n_tokens: int = 4
-    n_points: int = 120
-    n_steps: int = 2000
-    merge_rel: float = 1e-2
-    tol_rel: float = 1e-5
-
-    def __call__(self, key, ratio, noise=1.0, momentum=0.0, repulsion_rel=0.0):
-        x = make_data(key, self.shape, self.n_points, noise)  # (N, D)
-        tau_c = analysis._threshold(x, None)
-        scale = jnp.sqrt(jnp.trace(analysis.covariance(x)[0]))
-        t0 = dynamics.forgy(x, jax.random.uniform(jax.random.fold_in(key, 1), x.shape[:1]), None, self.n_tokens)
-        params = dynamics.Params(ratio * tau_c, jnp.float32(momentum), repulsion_rel * scale**3)
-        r = dynamics._run(x, t0, params, None, jnp.int32(self.n_steps), self.tol_rel * scale)
-        groups = analysis._groups(r.tokens, self.merge_rel * scale)
-        sep = analysis.min_separation(r.tokens) / scale if self.n_tokens > 1 else jnp.float32(jnp.inf)
-        return dict(groups=groups, collapsed=groups == 1, merged=groups < self.n_tokens, converged=r.converged,
-                    steps=r.steps, tau_c=tau_c, min_sep_rel=sep)
-
+from tokdyn import _checks, analysis, data, dynamics, io, report, sweep
+from tokdyn.runs import CollapseRun
 
 def _ratios(lo, hi, n, extra=()):
     return np.unique(np.round(np.concatenate([np.geomspace(lo, hi, n), extra]), 6)).astype(np.float32)
@@ -92,7 +45,28 @@ def _ratios(lo, hi, n, extra=()):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything that defines the study; saved as ``config.json``."""
+    """Everything that defines the study; saved as ``config.json``.
+
+    Attributes:
+      shapes: data shapes, names from tokdyn.data.SHAPES.
+      n_tokens: token counts T of the threshold check.
+      ratio_min: smallest tau / tau_c.
+      ratio_max: largest tau / tau_c.
+      n_ratios: tau / tau_c values, log-spaced (plus 0.9, 0.95, 1.05, 1.1).
+      seeds: seeds per threshold condition.
+      n_points: points per data set (a multiple of 12).
+      n_steps: the most steps a run takes.
+      merge_rel: merge tolerance / RMS data radius.
+      tol_rel: convergence tolerance / RMS data radius.
+      phase_noise: cluster standard deviations of the phase diagrams.
+      phase_tokens: token counts of the phase diagrams (on three clusters).
+      momentum: momentum values of the momentum diagram.
+      repulsion_rel: repulsion / (tr Cov X)^(3/2) values of the repulsion diagram.
+      phase_seeds: seeds per phase-diagram cell.
+      phase_ratios: tau / tau_c values of the phase diagrams.
+      convergence_runs: runs of the convergence-time check.
+      root_seed: root PRNG seed.
+    """
 
     shapes: tuple = ("blobs2", "aniso2", "overlap4", "blobs8")
     n_tokens: tuple = (2, 4, 8)
@@ -115,7 +89,7 @@ class Config:
 
     def validate(self) -> "Config":
         for s in self.shapes:
-            _checks.choice("shapes", s, SHAPES)
+            _checks.choice("shapes", s, data.SHAPES)
         for t in self.n_tokens + self.phase_tokens:
             _checks.positive_int("n_tokens", t, minimum=2)
         for name in ("n_ratios", "seeds", "n_points", "n_steps", "phase_seeds", "phase_ratios", "convergence_runs"):
@@ -146,7 +120,7 @@ class Config:
 def _sweep(cfg, out, name, fn, grid, progress):
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), sum(map(ord, name)))
     res = sweep.run(fn, grid, key=key, out=os.path.join(out, "sweeps", name), progress=progress,
-                    common_random_numbers=True, part=(0, 1))
+                    common_random_numbers=True, part=(0, 1))  # resumes a finished or cut-off part
     return {f: np.asarray(res[f]) for f in (*grid.names, "seed", *res.fields)}
 
 
@@ -175,7 +149,7 @@ def threshold_part(cfg: Config, out: str, progress=False):
             conv = np.array([r["converged"][r["ratio"] == q].mean() for q in ratios])
             tc = r["tau_c"][r["ratio"] == ratios[0]]
             r50 = crossing(ratios, rate)
-            rows.append(dict(shape=shape, dim=SHAPES[shape][0], n_points=cfg.n_points, n_tokens=t,
+            rows.append(dict(shape=shape, dim=data.SHAPES[shape][0], n_points=cfg.n_points, n_tokens=t,
                              tau_c_pred=float(tc.mean()), tau_c_std=float(tc.std()), ratio_50=r50,
                              tau_50=r50 * float(tc.mean()), rel_error=r50 - 1.0,
                              rate_below=float(rate[ratios <= 0.9 + 1e-6].max()),
@@ -189,13 +163,13 @@ def jacobian_part(cfg: Config):
     """Predicted vs numerical eigenvalues at the collapsed state: one row per eigenvalue."""
     rows = []
     for shape in cfg.shapes:
-        x = make_data(jax.random.key(cfg.root_seed), shape, cfg.n_points, 1.0)
+        x = data.point_cloud(jax.random.key(cfg.root_seed), shape, cfg.n_points, 1.0)
         tc = float(analysis.collapse_threshold(x))
         for t in sorted(set(cfg.n_tokens))[:2]:
             t0 = analysis.collapsed_state(x, t)
             for ratio in (0.5, 2.0):
                 for beta in (0.0, 0.5, 0.9):
-                    p = dynamics.Params(ratio * tc, beta)
+                    p = dynamics.Hparams(ratio * tc, beta)
                     jac = analysis.jacobian(x, t0, p, velocity=None if beta == 0 else jnp.zeros_like(t0))
                     num = analysis.eigenvalues(jac)
                     pred = analysis.collapse_eigenvalues(x, t, ratio * tc, momentum=beta)
@@ -222,16 +196,15 @@ def convergence_part(cfg: Config):
     """Spectral radius at the fixed point -> predicted steps, vs observed (tol = 1e-3, 3 tokens)."""
     rows, tol = [], 1e-3
     rng = np.random.default_rng(cfg.root_seed)
-    jac = jax.jit(jax.vmap(analysis._jacobian, (None, 0, None, None, None)))
     for i in range(cfg.convergence_runs):
         key = jax.random.fold_in(jax.random.key(cfg.root_seed), 1000 + i)
-        x = make_data(key, "blobs2", cfg.n_points, 0.8)
+        x = data.point_cloud(key, "blobs2", cfg.n_points, 0.8)
         ratio = float(np.exp(rng.uniform(np.log(0.05), np.log(0.9))))
-        p = dynamics.Params(ratio * float(analysis.collapse_threshold(x)))
+        p = dynamics.Hparams(ratio * float(analysis.collapse_threshold(x)))
         t0 = dynamics.init_tokens(jax.random.fold_in(key, 1), 3, 2, x=x)
         r = dynamics.run(x, t0, p, n_steps=1000, tol=tol)
         fp = analysis.fixed_point(x, t0, p)
-        rho = analysis.spectral_radius(np.asarray(jac(x, fp.tokens[None], None, p, None)[0]))
+        rho = analysis.spectral_radius(analysis.jacobian(x, fp.tokens, p))
         d0 = float(dynamics.trajectory(x, t0, p, n_steps=1, tol=tol).delta[0])
         rows.append(dict(run=i, ratio=ratio, rho=rho, delta0=d0, predicted=float(analysis.predicted_steps(rho, d0, tol)),
                          observed=int(r.steps), converged=bool(r.converged)))
@@ -278,11 +251,7 @@ def phase_rows(ratios, phase, mom, rep, cfg):
 
 def _panels(path, ratios, panels, ylabel, title, boundaries=(1.0,), cbar="rate"):
     """Side-by-side heatmaps over log ratio (x) and a row axis (y), theory boundaries as lines."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(3.4 * len(panels) + 0.8, 3.4))
-    FigureCanvasAgg(fig)
+    fig = report.figure((3.4 * len(panels) + 0.8, 3.4))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     lx = np.log2(ratios)
     edges = np.concatenate([[lx[0] - (lx[1] - lx[0]) / 2], (lx[1:] + lx[:-1]) / 2, [lx[-1] + (lx[-1] - lx[-2]) / 2]])
@@ -299,9 +268,7 @@ def _panels(path, ratios, panels, ylabel, title, boundaries=(1.0,), cbar="rate")
     axes[0].set_ylabel(ylabel)
     fig.colorbar(im, ax=list(axes), label=cbar, fraction=0.03)
     fig.suptitle(title, fontsize=10)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=90)
-    return path
+    return report.save(fig, path, dpi=90)
 
 
 def write_figures(out, cfg, ratios, phase, mom, rep):
@@ -331,10 +298,6 @@ def write_figures(out, cfg, ratios, phase, mom, rep):
 # ---------------------------------------------------------------------------------------------- main
 
 
-def _rows_to_columns(rows):
-    return {k: [r[k] for r in rows] for k in rows[0]}
-
-
 def main(cfg: Config, out: str, *, quiet=False, plots=True) -> dict:
     """Run every part (resuming finished sweeps in ``out``) and write the outputs; returns the summary."""
     cfg.validate()
@@ -344,20 +307,20 @@ def main(cfg: Config, out: str, *, quiet=False, plots=True) -> dict:
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
     thr = threshold_part(cfg, out, progress=not quiet)
-    report.write_csv(os.path.join(out, "threshold_check.csv"), _rows_to_columns(thr))
+    io.write_csv(os.path.join(out, "threshold_check.csv"), io.to_columns(thr))
     timings["threshold_s"] = time.perf_counter() - t0
     say(f"threshold: {len(thr)} rows, max |rel error| {np.nanmax(np.abs([r['rel_error'] for r in thr])):.3f}")
 
     t1 = time.perf_counter()
     jac = jacobian_part(cfg)
-    report.write_csv(os.path.join(out, "jacobian_check.csv"), _rows_to_columns(jac))
+    io.write_csv(os.path.join(out, "jacobian_check.csv"), io.to_columns(jac))
     conv = convergence_part(cfg)
-    report.write_csv(os.path.join(out, "convergence.csv"), _rows_to_columns(conv))
+    io.write_csv(os.path.join(out, "convergence.csv"), io.to_columns(conv))
     timings["jacobian_convergence_s"] = time.perf_counter() - t1
 
     t1 = time.perf_counter()
     ratios, phase, mom, rep = phase_parts(cfg, out, progress=not quiet)
-    report.write_csv(os.path.join(out, "phase.csv"), _rows_to_columns(phase_rows(ratios, phase, mom, rep, cfg)))
+    io.write_csv(os.path.join(out, "phase.csv"), io.to_columns(phase_rows(ratios, phase, mom, rep, cfg)))
     timings["phase_s"] = time.perf_counter() - t1
     if plots:
         t1 = time.perf_counter()
@@ -366,10 +329,10 @@ def main(cfg: Config, out: str, *, quiet=False, plots=True) -> dict:
     timings["total_s"] = time.perf_counter() - t0
 
     summary = summarise(thr, jac, conv, mom, rep, ratios)
-    report.write_json(os.path.join(out, "summary.json"), summary)
-    report.write_json(os.path.join(out, "config.json"), dict(
-        study="collapse", config=dataclasses.asdict(cfg), shapes={s: SHAPES[s][1] for s in cfg.shapes},
-        environment=report.environment(), timings=timings))
+    io.write_json(os.path.join(out, "summary.json"), summary)
+    io.write_json(os.path.join(out, "config.json"), dict(
+        study="collapse", config=dataclasses.asdict(cfg), shapes={s: data.SHAPES[s][1] for s in cfg.shapes},
+        environment=io.environment(), timings=timings))
     say(format_summary(summary))
     return summary
 

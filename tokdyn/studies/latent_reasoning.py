@@ -1,80 +1,153 @@
 """The latent-reasoning study: every training variant x seeds on the four task families.
 
-``tokdyn study latent-reasoning --train --out DIR`` writes
+``tokdyn study latent-reasoning --out DIR`` trains (or resumes) every variant and writes
 
-- ``DIR/config.json``          the :class:`tokdyn.latent.train.TrainConfig`, variants, environment
-- ``DIR/checkpoints/V.npz``    params + optimiser state of variant V (all seeds), saved after every
-                               ``steps_per_call`` steps; a rerun resumes from them
+- ``DIR/config.json``          the training :class:`tokdyn.latent.training.Config`, the
+                               :class:`~tokdyn.latent.training.Hparams`, the variants, the environment
+- ``DIR/checkpoints/V.npz``    the training state of variant V (all seeds), saved after every
+                               ``steps_per_call`` steps; a rerun resumes from it
 - ``DIR/curves/V.csv``         learning curve of V: one row per (step, seed), every logged loss
-- ``DIR/results/V.json``       V's test accuracy per family and seed, written when V finishes
+- ``DIR/results/V.json``       V's test accuracy per family and seed (and any non-finite step),
+                               written when V finishes
 - ``DIR/accuracy.csv``         one row per (variant, family, seed): accuracy, plus the majority-answer
                                baseline ("chance") of that family
+- ``DIR/summary.md``           mean (min-max over seeds) accuracy per variant and family
 - ``DIR/learning_curves.png``  training answer accuracy per variant (mean over seeds)
 
 ``max_minutes`` stops the run cleanly (finished work is on disk); run the same command again to
-continue. A finished variant is skipped on resume.
+continue: finished variants are skipped, unfinished ones continue from their checkpoint. An
+``--out`` holding a study of another configuration is refused. ``--no-train`` only collects and
+reports what is on disk.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Optional, Sequence
 
+import jax
 import numpy as np
 
-from tokdyn import _checks, report
-from tokdyn.latent import tasks
-from tokdyn.latent import train as T
+from tokdyn import _checks, io, report
+from tokdyn.latent import evaluation, tasks
+from tokdyn.latent import training as T
+from tokdyn.latent.variants import VARIANTS, variant
 
 
-def _curve_rows(path: str) -> dict:
-    return report.read_csv(path) if os.path.exists(path) else {}
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines the study (``training`` and ``hparams`` are saved as ``config.json``).
+
+    Attributes:
+      variants: training variants to run, in order, names from tokdyn.latent.variants.VARIANTS.
+      train: train (or resume) the variants; with --no-train only collect and report what is on disk.
+      max_minutes: stop cleanly after this many minutes (finished work is kept; rerun to resume);
+        empty: no limit.
+      devices: local devices the seeds are split over (0: all of them, at most one per seed). How
+        the seeds are split changes the last bits of every result; 1 (all seeds vmapped on one
+        device) gives the published figures bit for bit.
+      training: the static training configuration (model size, steps, pools, seeds).
+      hparams: the hyper-parameters every variant is trained with.
+    """
+
+    variants: tuple = tuple(VARIANTS)
+    train: bool = True
+    max_minutes: Optional[float] = None
+    devices: int = 1
+    training: T.Config = T.Config()
+    hparams: T.Hparams = T.Hparams()
+
+    def validate(self) -> "Config":
+        if isinstance(self.variants, str) or not self.variants:
+            raise ValueError(f"variants must name at least one of {sorted(VARIANTS)}, got {self.variants!r}")
+        for name in self.variants:
+            variant(name)
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants must not repeat a name, got {self.variants!r}")
+        if not isinstance(self.train, bool):
+            raise TypeError(f"train must be a bool, got {self.train!r}")
+        if self.max_minutes is not None:
+            _checks.real("max_minutes", self.max_minutes, low=0.0, low_open=True)
+        _checks.positive_int("devices", self.devices, minimum=0)
+        self.training.validate()
+        self.hparams.validate()
+        if self.hparams.settings() != 1:
+            raise ValueError("hparams must hold one setting (scalars) in the study")
+        return self
+
+    @classmethod
+    def quick(cls) -> "Config":
+        """A few-minute version: a 4 x 4 grid, a small model, 300 steps, 2 seeds."""
+        return cls(training=T.Config(task=tasks.Config(grid_size=4, n_colours=4), width=32, depth=2, heads=2,
+                                     n_latents=2, steps=300, batch_size=32, warmup=30, steps_per_call=50,
+                                     n_train=5000, n_test=200, seeds=2))
 
 
-def run_variant(cfg: T.TrainConfig, name: str, out: str, pool, test, *, deadline=None, quiet=False) -> bool:
+def _paths(out: str, name: str) -> dict:
+    return {"result": os.path.join(out, "results", f"{name}.json"),
+            "checkpoint": os.path.join(out, "checkpoints", f"{name}.npz"),
+            "curve": os.path.join(out, "curves", f"{name}.csv")}
+
+
+def _curve(path: str) -> dict:
+    return io.read_csv(path) if os.path.exists(path) else {}
+
+
+def _steps_recorded(out: str, name: str, steps: int) -> int:
+    """Steps of ``name`` already done, as far as the files on disk tell (for the progress bar)."""
+    p = _paths(out, name)
+    if os.path.exists(p["result"]):
+        return steps
+    c = _curve(p["curve"])
+    return int(np.max(c["step"])) if len(c.get("step", [])) else 0
+
+
+def _devices(cfg: Config):
+    devices = jax.local_devices()
+    if cfg.devices > len(devices):
+        raise ValueError(f"devices must be at most the {len(devices)} local devices, got {cfg.devices}")
+    return devices[:cfg.devices] if cfg.devices else None
+
+
+def run_variant(cfg: Config, name: str, out: str, pool, test, *, deadline=None, progress=None) -> bool:
     """Train (or resume) and evaluate one variant; True when its results are on disk."""
-    res_path = os.path.join(out, "results", f"{name}.json")
-    if os.path.exists(res_path):
+    p = _paths(out, name)
+    if os.path.exists(p["result"]):
         return True
-    ckpt = os.path.join(out, "checkpoints", f"{name}.npz")
-    curve_path = os.path.join(out, "curves", f"{name}.csv")
-    old = _curve_rows(curve_path)
-    rows = {k: list(v) for k, v in old.items()}
+    tc = cfg.training
+    rows = {k: list(v) for k, v in _curve(p["curve"]).items()}
     t0 = time.time()
 
     def on_log(step, logs):
         keep = [i for i, s in enumerate(rows.get("step", [])) if s < step]  # drop rows a resume redoes
         for k in rows:
             rows[k] = [rows[k][i] for i in keep]
-        for s in range(cfg.seeds):
+        for s in range(tc.seeds):
             for k, v in [("step", step), ("seed", s)] + [(k, float(v[s])) for k, v in sorted(logs.items())]:
                 rows.setdefault(k, []).append(v)
-        report.write_csv(curve_path, rows)
-        if not quiet:
-            acc = np.mean(logs["answer_acc"])
-            print(f"  {name} step {step}: loss {np.mean(logs['loss']):.3f} train acc {acc:.3f} "
-                  f"({time.time() - t0:.0f}s)", flush=True)
+        io.write_csv(p["curve"], rows)
 
-    state, done = T.train(cfg, name, pool, checkpoint=ckpt, deadline=deadline, on_log=on_log)
+    state, done = T.train_many(tc, name, pool, cfg.hparams, checkpoint=p["checkpoint"], deadline=deadline,
+                               on_log=on_log, progress=progress, devices=_devices(cfg))
     if not done:
         return False
-    acc = T.evaluate(cfg, name, state.params, test)
-    report.write_json(res_path, {"variant": name, "step": state.step, "accuracy": acc,
-                                 "train_seconds_this_session": time.time() - t0})
+    acc = evaluation.evaluate(tc, name, state.params, test)
+    io.write_json(p["result"], {"variant": name, "step": tc.steps, "accuracy": acc,
+                                "nan_step": np.asarray(state.nan_step),
+                                "train_seconds_this_session": time.time() - t0})
     return True
 
 
-def collect(out: str, variants: Sequence[str], chance: dict) -> dict:
+def collect(out: str, names: Sequence[str], chance: dict) -> dict:
+    """``accuracy.csv``: one row per (variant, family, seed) of every finished variant."""
     cols = {k: [] for k in ("variant", "family", "seed", "accuracy", "chance")}
-    for name in variants:
-        path = os.path.join(out, "results", f"{name}.json")
+    for name in names:
+        path = _paths(out, name)["result"]
         if not os.path.exists(path):
             continue
-        with open(path) as f:
-            acc = json.load(f)["accuracy"]
+        acc = io.read_json(path)["accuracy"]
         for fam in list(tasks.FAMILIES) + ["all"]:
             for s, a in enumerate(acc.get(fam, [])):
                 cols["variant"].append(name)
@@ -82,7 +155,7 @@ def collect(out: str, variants: Sequence[str], chance: dict) -> dict:
                 cols["seed"].append(s)
                 cols["accuracy"].append(float(a))
                 cols["chance"].append(chance.get(fam, float(np.mean(list(chance.values())))))
-    report.write_csv(os.path.join(out, "accuracy.csv"), cols)
+    io.write_csv(os.path.join(out, "accuracy.csv"), cols)
     return cols
 
 
@@ -105,73 +178,73 @@ def summary_table(cols: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(out: str, variants: Sequence[str]) -> Optional[str]:
-    series, x = {}, None
-    for name in variants:
-        c = _curve_rows(os.path.join(out, "curves", f"{name}.csv"))
+def plot_curves(out: str, names: Sequence[str]) -> Optional[str]:
+    """``learning_curves.png``: training answer accuracy (mean over seeds) per variant."""
+    series = {}
+    for name in names:
+        c = _curve(_paths(out, name)["curve"])
         if not c:
             continue
         steps = np.unique(c["step"])
-        series[name] = [float(np.mean(c["answer_acc"][c["step"] == s])) for s in steps]
-        x = steps if x is None or len(steps) > len(x) else x
+        series[name] = (steps, [float(np.mean(c["answer_acc"][c["step"] == s])) for s in steps])
     if not series:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, ys in series.items():
-        ax.plot(x[: len(ys)], ys, label=name)
+    fig = report.figure((7, 4.5))
+    ax = fig.subplots()
+    for name, (x, ys) in series.items():
+        ax.plot(x, ys, label=name)
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("training answer accuracy (mean over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = os.path.join(out, "learning_curves.png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return report.save(fig, os.path.join(out, "learning_curves.png"), dpi=120)
 
 
-def main(cfg: T.TrainConfig, out: str, *, variants: Sequence[str] = tuple(T.VARIANTS), max_minutes=None,
-         quiet: bool = False, plots: bool = True) -> bool:
-    """Run the study (resumable). Returns True when every variant is finished."""
+def _check_out(cfg: Config, out: str) -> dict:
+    """The configuration to record; ``io.OutputConflict`` if ``out`` holds a study of another one."""
+    conf = {"training": dataclasses.asdict(cfg.training), "hparams": dataclasses.asdict(cfg.hparams)}
+    path = os.path.join(out, "config.json")
+    if os.path.exists(path):
+        old = io.read_json(path)
+        if {k: old.get(k) for k in conf} != io.jsonable(conf):
+            raise io.OutputConflict(f"{out} holds a study with a different configuration; use another --out")
+    elif not cfg.train:
+        raise ValueError(f"{out} holds no study (no config.json): nothing to report without training")
+    return conf
+
+
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> bool:
+    """Run the study (resumable); returns True when every variant is finished."""
     cfg.validate()
-    variants = tuple(variants)
-    if not variants:
-        raise ValueError("variants must name at least one of " + str(sorted(T.VARIANTS)))
-    for v in variants:
-        _checks.choice("variant", v, T.VARIANTS)
-    if max_minutes is not None:
-        _checks.real("max_minutes", max_minutes, low=0.0, low_open=True)
-    deadline = None if max_minutes is None else time.time() + 60 * max_minutes
-    conf_path = os.path.join(out, "config.json")
-    conf = {"train": dataclasses.asdict(cfg), "variants": list(variants)}
-    if os.path.exists(conf_path):
-        with open(conf_path) as f:
-            old = json.load(f)
-        if old.get("train") != json.loads(json.dumps(report._jsonable(conf["train"]))):
-            raise ValueError(f"{out} holds a study with a different configuration; use another --out")
-    report.write_json(conf_path, {**conf, "environment": report.environment()})
-    pool, test = T.data(cfg)
-    chance = T.majority_baseline(pool, test)
+    conf = _check_out(cfg, out)
+    tc = cfg.training
+    if cfg.train:
+        io.write_json(os.path.join(out, "config.json"),
+                      {**conf, "variants": list(cfg.variants), "environment": io.environment()})
+    deadline = None if cfg.max_minutes is None else time.time() + 60 * cfg.max_minutes
+    pool, test = T.data(tc)
+    chance = evaluation.majority_baseline(pool, test)
     chance["all"] = float(np.mean([chance[f] for f in tasks.FAMILIES]))
     done = True
-    for name in variants:
-        if not quiet:
-            print(f"variant {name}", flush=True)
-        done = run_variant(cfg, name, out, pool, test, deadline=deadline, quiet=quiet) and done
-        if not done:
-            break
-    cols = collect(out, variants, chance)
+    recorded = sum(_steps_recorded(out, name, tc.steps) for name in cfg.variants)
+    with io.Progress(len(cfg.variants) * tc.steps, desc="latent-reasoning", unit="steps", done=recorded,
+                     quiet=quiet or not cfg.train) as progress:
+        for name in cfg.variants:
+            if not cfg.train:
+                done = done and os.path.exists(_paths(out, name)["result"])
+                continue
+            progress.note(f"variant {name}")
+            done = run_variant(cfg, name, out, pool, test, deadline=deadline, progress=progress) and done
+            if not done:
+                break
+    cols = collect(out, cfg.variants, chance)
     if plots:
-        plot_curves(out, variants)
+        plot_curves(out, cfg.variants)
     table = summary_table(cols)
-    with open(os.path.join(out, "summary.md"), "w") as f:
+    with io.atomic_write(os.path.join(out, "summary.md")) as f:
         f.write(table + "\n")
     if not quiet:
         print(table)
         if not done:
-            print(f"stopped at the time limit; run the same command again to resume ({out})")
+            print(f"not finished: run the same command again to resume ({out})")
     return done

@@ -6,7 +6,7 @@ methods baseline / inertia (beta 0.5) / repulsion (gamma 0.05) / inertia+repulsi
 steps and collapse; paired t-tests of every method's ARI against the baseline per condition, with
 Cohen's d_z and Holm (and Bonferroni) correction.
 
-The study is a preset of the sweep engine: :class:`ClusterRun` (one run, ``fn(key, **condition)``)
+The study is a preset of the sweep engine: :class:`tokdyn.runs.ClusterRun` (one run, ``fn(key, **condition)``)
 over the grid method x K x noise x seeds, run by :func:`tokdyn.sweep.run` with common random
 numbers: the data key is ``fold_in(root_key, seed)``, shared by every method, noise level and K of
 that seed, so within a seed and condition all methods see the same data and the same initial
@@ -22,10 +22,10 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import _checks, data, dynamics, metrics, report, stats, sweep
+from tokdyn import _checks, dynamics, io, report, stats, sweep
+from tokdyn.runs import ClusterRun, RunStructure
 
 # The published figures (averaged over all 9 conditions; and at noise 0.3, K = 4).
 PUBLISHED_OVERALL = {
@@ -44,114 +44,17 @@ METRICS = ("ari", "nmi", "sse", "steps", "converged", "collapsed")
 
 
 @dataclasses.dataclass(frozen=True)
-class RunStructure:
-    """The static structure of one run (shapes, initialisation, stopping rule), shared by
-    :class:`ClusterRun`, the study's :class:`Config` and the sweep's ``SweepConfig``."""
-
-    n_tokens: int = 4
-    dim: int = 4
-    points_per_cluster: int = 100
-    centers: str = "uniform"
-    center_box: float = 10.0
-    init: str = "data"
-    init_scale: float = 1.0
-    n_steps: int = 30
-    tol: float = 1e-3
-
-    def _validate_structure(self, min_clusters: int) -> None:
-        _checks.positive_int("n_tokens", self.n_tokens)
-        _checks.positive_int("dim", self.dim)
-        _checks.positive_int("points_per_cluster", self.points_per_cluster)
-        _checks.positive_int("n_steps", self.n_steps)
-        _checks.real("tol", self.tol, low=0.0)
-        _checks.real("center_box", self.center_box, low=0.0)
-        _checks.choice("centers", self.centers, data.CENTER_LAYOUTS)
-        _checks.choice("init", self.init, dynamics.INIT_METHODS)
-        if self.init == "data" and self.n_tokens > min_clusters * self.points_per_cluster:
-            raise ValueError(f"n_tokens={self.n_tokens} exceeds the smallest dataset "
-                             f"({min_clusters} x {self.points_per_cluster} points) for init 'data'")
-
-    def _structure(self) -> dict:
-        """The structure fields, floats as Python floats (a stable repr: the compilation key)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(RunStructure)}
-        return {k: float(v) if k in ("center_box", "init_scale", "tol") else v for k, v in out.items()}
-
-
-@dataclasses.dataclass(frozen=True)
-class ClusterRun(RunStructure):
-    """One run of token dynamics on Gaussian clusters, as a sweepable ``fn(key, **condition)``.
-
-    The fields are static structure (hashable: equal instances share one compilation) and the
-    defaults of every condition that is not a sweep axis. Calling it,
-    ``run(key, temperature=..., momentum=..., ..., noise=..., n_clusters=..., method=...)``,
-    draws the data from ``key`` (cluster k depends only on (key, k), see
-    :func:`tokdyn.data.gaussian_clusters`), starts the tokens by ``init``, runs the dynamics and
-    returns a dict of scalars: ari, nmi, sse, steps, converged, collapsed. Every condition is traced,
-    so a :func:`tokdyn.sweep.run` over any of them compiles once. The rule's conditions are the
-    fields of :class:`tokdyn.dynamics.Params` (temperature, momentum, repulsion, damping, langevin,
-    sinkhorn_iters, slot_norm, anneal_ratio, anneal_steps). ``method`` indexes ``methods`` (rows of
-    those fields in that order, see :func:`tokdyn.dynamics.as_row`; shorter rows take the defaults
-    for the rest); an explicit condition overrides the method's value. The Langevin noise comes
-    from ``fold_in(key, LANGEVIN_STREAM)``.
-    """
-
-    max_clusters: int = 5
-    temperature: float = 1.0
-    momentum: float = 0.0
-    repulsion: float = 0.0
-    damping: float = 1.0
-    langevin: float = 0.0
-    sinkhorn_iters: float = 0.0
-    slot_norm: float = 0.0
-    anneal_ratio: float = 1.0
-    anneal_steps: float = 0.0
-    noise: float = 0.6
-    n_clusters: int = 4
-    methods: tuple = ()
-
-    RULE = dynamics.FIELDS  # the rule's knobs, in the column order of a ``methods`` row
-    AXES = dynamics.FIELDS + ("noise", "n_clusters", "method")
-    LANGEVIN_STREAM = 0x7FFFFFFE  # the Langevin key is fold_in(key, LANGEVIN_STREAM)
-
-    def __call__(self, key, *, temperature=None, momentum=None, repulsion=None, damping=None, langevin=None,
-                 sinkhorn_iters=None, slot_norm=None, anneal_ratio=None, anneal_steps=None, noise=None,
-                 n_clusters=None, method=None):
-        rule = dict(temperature=temperature, momentum=momentum, repulsion=repulsion, damping=damping,
-                    langevin=langevin, sinkhorn_iters=sinkhorn_iters, slot_norm=slot_norm, anneal_ratio=anneal_ratio,
-                    anneal_steps=anneal_steps)
-        f32 = jnp.float32
-        base = tuple(getattr(self, f) for f in self.RULE)
-        if method is not None:
-            table = [tuple(row) + base[len(row):] for row in self.methods]  # short rows: defaults after
-            base = tuple(jnp.asarray(table, f32)[method])  # a row of the method table
-        params = dynamics.Params(**{f: f32(b) if rule.get(f) is None else f32(rule[f]) for f, b in zip(self.RULE, base)})
-        noise = f32(self.noise if noise is None else noise)
-        n_clusters = jnp.int32(self.n_clusters if n_clusters is None else n_clusters)
-        c, init_noise = data._generate(key, n_clusters, noise, f32(self.center_box), self.max_clusters,
-                                       self.points_per_cluster, self.dim, self.centers)
-        if self.init == "data":  # reuse the data's random bits: one threefry call per run
-            t0 = dynamics.forgy(c.x, init_noise, c.mask, self.n_tokens)
-        else:
-            t0 = dynamics._init_tokens(jax.random.fold_in(key, 0x7FFFFFFF), c.x, c.mask, self.init_scale,
-                                       n_tokens=self.n_tokens, dim=self.dim, method=self.init)
-        r = dynamics._run(c.x, t0, params, c.mask, jnp.int32(self.n_steps), f32(self.tol),
-                          jax.random.fold_in(key, self.LANGEVIN_STREAM))
-        labels_true = jnp.where(c.mask, c.labels, 0)
-        labels_pred = jnp.where(c.mask, r.labels, 0)
-        kw = dict(n_true=self.max_clusters, n_pred=self.n_tokens)
-        return dict(
-            ari=metrics.ari(labels_true, labels_pred, c.mask, **kw),
-            nmi=metrics.nmi(labels_true, labels_pred, c.mask, **kw),
-            sse=metrics.sse(c.x, labels_pred, r.tokens, c.mask),
-            steps=r.steps,
-            converged=r.converged,
-            collapsed=metrics.collapsed(labels_pred, self.n_tokens, n_clusters, c.mask),
-        )
-
-
-@dataclasses.dataclass(frozen=True)
 class Config(RunStructure):
-    """Everything that defines the study; saved as ``config.json`` and enough to reproduce it."""
+    """Everything that defines the study; saved as ``config.json`` and enough to reproduce it.
+
+    Attributes:
+      seeds: seeds per condition (0..N-1).
+      noise: cluster standard deviations (a condition axis).
+      n_clusters: cluster counts K (a condition axis).
+      methods: update rules, names from tokdyn.dynamics.METHODS.
+      temperature: softmax temperature of every method.
+      root_seed: root PRNG seed.
+    """
 
     seeds: int = 30
     noise: tuple = (0.3, 0.6, 0.9)
@@ -172,13 +75,13 @@ class Config(RunStructure):
             raise ValueError("noise and n_clusters must each hold at least one value")
         for k in self.n_clusters:
             _checks.positive_int("n_clusters", k)
-        self._validate_structure(min(self.n_clusters))
+        self.validate_structure(min(self.n_clusters))
         return self
 
     def task(self) -> ClusterRun:
         """The per-run function: :class:`ClusterRun` with this study's structure and method table."""
-        table = tuple((float(self.temperature),) + dynamics.as_row(dynamics.METHODS[m])[1:] for m in self.methods)
-        return ClusterRun(**self._structure(), max_clusters=max(self.n_clusters), temperature=float(self.temperature),
+        table = tuple((float(self.temperature),) + dynamics.METHODS[m].row()[1:] for m in self.methods)
+        return ClusterRun(**self.structure(), max_clusters=max(self.n_clusters), temperature=float(self.temperature),
                           methods=table)
 
     def grid(self) -> sweep.Grid:
@@ -187,16 +90,14 @@ class Config(RunStructure):
                           noise=np.asarray(self.noise, np.float32), seeds=self.seeds)
 
 
-def simulate(cfg: Config, *, chunk_size=None, batch_size="auto", devices=None, progress=False,
-             cache_dir=None) -> dict[str, np.ndarray]:
+def simulate(cfg: Config, *, chunk_size=None, batch_size="auto", devices=None, progress=False) -> dict[str, np.ndarray]:
     """Run every run of the study: a :func:`tokdyn.sweep.run` of :meth:`Config.task` over
     :meth:`Config.grid` with common random numbers (the data and initial tokens of a seed are
     shared by every method and condition). Returns the run table (method, n_clusters, noise,
-    seed, then one column per metric). ``cache_dir``: where to keep the compiled executable."""
+    seed, then one column per metric). The execution options do not change any result."""
     cfg.validate()
     res = sweep.run(cfg.task(), cfg.grid(), key=jax.random.key(cfg.root_seed), common_random_numbers=True,
-                    chunk_size=chunk_size, batch_size=batch_size, devices=devices, progress=progress,
-                    cache_dir=cache_dir, part=(0, 1))
+                    chunk_size=chunk_size, batch_size=batch_size, devices=devices, progress=progress, part=(0, 1))
     table = dict(method=np.asarray(cfg.methods)[res["method"]], n_clusters=res["n_clusters"].astype(np.int32),
                  noise=res["noise"].astype(np.float32), seed=res["seed"].astype(np.int32))
     table.update({f: res[f] for f in res.fields})
@@ -255,29 +156,17 @@ def stat_tests(runs: dict[str, np.ndarray], cfg: Config, metric: str = "ari") ->
     return tests
 
 
-def _columns(rows: list[dict]) -> dict[str, list]:
-    return {k: [r[k] for r in rows] for k in rows[0]}
-
-
-def write_outputs(out: str, cfg: Config, runs, summary, overall, tests, *, timings=None, plots=True,
-                  plot_worker: report.PlotWorker | None = None) -> None:
-    """Write every output file; figures go through ``plot_worker`` when given (see main)."""
-    os.makedirs(out, exist_ok=True)
-    report.write_csv(os.path.join(out, "runs.csv"),
-                     {k: runs[k] for k in ("method", "n_clusters", "noise", "seed", *METRICS)})
-    report.write_csv(os.path.join(out, "summary.csv"), _columns(summary))
-    report.write_csv(os.path.join(out, "overall.csv"), _columns(overall))
-    report.write_json(os.path.join(out, "stat_tests.json"), tests)
-    report.write_json(os.path.join(out, "config.json"), dict(
-        study="token-dynamics", config=dataclasses.asdict(cfg), environment=report.environment(),
-        timings=timings or {}))
+def write_outputs(out: str, cfg: Config, runs, summary, overall, tests, *, timings=None, plots=True) -> None:
+    """Write every output file (figures when ``plots``)."""
+    io.write_csv(os.path.join(out, "runs.csv"), {k: runs[k] for k in ("method", "n_clusters", "noise", "seed", *METRICS)})
+    io.write_csv(os.path.join(out, "summary.csv"), io.to_columns(summary))
+    io.write_csv(os.path.join(out, "overall.csv"), io.to_columns(overall))
+    io.write_json(os.path.join(out, "stat_tests.json"), tests)
+    io.write_json(os.path.join(out, "config.json"), dict(
+        study="token-dynamics", config=dataclasses.asdict(cfg), environment=io.environment(), timings=timings or {}))
     if plots:
-        jobs = plot_jobs(out, cfg, summary)
-        if plot_worker is not None:
-            plot_worker.draw(jobs)
-        else:
-            for job in jobs:
-                report.draw(job)
+        for job in plot_jobs(out, cfg, summary):
+            report.draw(job)
 
 
 def plot_jobs(out: str, cfg: Config, summary: list[dict]) -> list[dict]:
@@ -333,31 +222,19 @@ def format_tables(overall: list[dict], summary: list[dict], tests: list[dict]) -
     return "\n".join(lines)
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, chunk_size=None, batch_size="auto",
-         plot_worker: report.PlotWorker | None = None, cache_dir: str | None = None) -> dict:
-    """Run the study end to end and write every output into ``out``; returns the timings.
-
-    The figures are drawn by a :class:`~tokdyn.report.PlotWorker` process (pass one started
-    earlier to overlap its matplotlib import with everything else)."""
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> dict:
+    """Run the study end to end and write every output into ``out``; returns the timings."""
     cfg.validate()
-    worker = (plot_worker or report.PlotWorker()) if plots else None
-    try:
-        t0 = time.perf_counter()
-        runs = simulate(cfg, chunk_size=chunk_size, batch_size=batch_size, cache_dir=cache_dir, progress=not quiet)
-        t1 = time.perf_counter()
-        summary, overall = summarise(runs, cfg)
-        tests = stat_tests(runs, cfg)
-        t2 = time.perf_counter()
-        timings = dict(simulate_s=t1 - t0, statistics_s=t2 - t1, n_runs=int(runs["seed"].size))
-        write_outputs(out, cfg, runs, summary, overall, tests, timings=timings, plots=plots, plot_worker=worker)
-        if worker is not None:
-            worker.wait()
-        timings["write_s"] = time.perf_counter() - t2
-    finally:
-        if worker is not None:
-            worker.close()
+    t0 = time.perf_counter()
+    runs = simulate(cfg, progress=not quiet)
+    t1 = time.perf_counter()
+    summary, overall = summarise(runs, cfg)
+    tests = stat_tests(runs, cfg)
+    t2 = time.perf_counter()
+    timings = dict(simulate_s=t1 - t0, statistics_s=t2 - t1, n_runs=int(runs["seed"].size))
+    write_outputs(out, cfg, runs, summary, overall, tests, timings=timings, plots=plots)
+    timings["write_s"] = time.perf_counter() - t2
     if not quiet:
         print(format_tables(overall, summary, tests))
-        print(f"\n{timings['n_runs']} runs in {timings['simulate_s']:.2f} s (compile included); "
-              f"outputs in {out}")
+        print(f"\n{timings['n_runs']} runs in {timings['simulate_s']:.2f} s (compile included); outputs in {out}")
     return timings

@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import _checks, corpus, report, vtae
-from tokdyn.vtae import diagnostics, encoders
+from tokdyn import _checks, io, report, vtae
+from tokdyn.vtae import corpus, diagnostics, encoders
 
 PARTS = ("poc", "published", "main", "curriculum", "semantic")
 COLUMNS = ("part", "variant", "vocab_size", "grid", "colours", "mode", "steps", "seed", "accuracy",
@@ -44,11 +44,30 @@ COLUMNS = ("part", "variant", "vocab_size", "grid", "colours", "mode", "steps", 
 
 
 @dataclasses.dataclass(frozen=True)
-class StudyConfig:
-    vocab_sizes: tuple = (5, 51, 192, 1000, 5000)
-    grids: tuple = ((3, 2), (5, 3), (7, 3), (8, 5))  # (N, C)
-    modes: tuple = ("gumbel_st", "vq")
-    budgets: tuple = (300, 2000)
+class Config:
+    """Everything that defines the study; saved as ``config.json``.
+
+    Attributes:
+      vocab_sizes: vocabulary sizes V of the main grid.
+      grids: grids of the main grid as (N, C) pairs: N x N cells of C colours (written NxC).
+      modes: encoder modes of the main grid, names from tokdyn.vtae.encoders.MODES.
+      budgets: training budgets (optimiser steps) of the main and published parts; the largest is
+        used by the other parts.
+      seeds: models per cell, trained in one vmapped call.
+      hidden: width of the MLP decoder's hidden layer.
+      batch_size: tokens per optimiser step.
+      lr: Adam learning rate.
+      zipf_exponent: exponent of the Zipfian token frequencies of the main part.
+      grammar_sentences: sentences of the grammar corpus of the semantic part.
+      embed_dim: width of the PPMI/SVD embeddings of the semantic part.
+      parts: parts to run, names from poc, published, main, curriculum, semantic.
+      root_seed: root PRNG seed.
+    """
+
+    vocab_sizes: tuple[int, ...] = (5, 51, 192, 1000, 5000)
+    grids: tuple[tuple, ...] = ((3, 2), (5, 3), (7, 3), (8, 5))  # (N, C)
+    modes: tuple[str, ...] = ("gumbel_st", "vq")
+    budgets: tuple[int, ...] = (300, 2000)
     seeds: int = 5
     hidden: int = 64
     batch_size: int = 64
@@ -56,15 +75,17 @@ class StudyConfig:
     zipf_exponent: float = 1.0
     grammar_sentences: int = 5000
     embed_dim: int = 8
-    parts: tuple = PARTS
+    parts: tuple[str, ...] = PARTS
     root_seed: int = 0
 
-    def validate(self) -> "StudyConfig":
+    def validate(self) -> "Config":
         for v in self.vocab_sizes:
             _checks.positive_int("vocab_sizes", v, minimum=2)
-        for n, c in self.grids:
-            _checks.positive_int("grid", n)
-            _checks.positive_int("colours", c, minimum=2)
+        for g in self.grids:
+            if not isinstance(g, tuple) or len(g) != 2:
+                raise ValueError(f"grids must hold (N, C) pairs (written NxC), got {g!r}")
+            _checks.positive_int("grid", g[0])
+            _checks.positive_int("colours", g[1], minimum=2)
         for m in self.modes:
             _checks.choice("modes", m, encoders.MODES)
         for b in self.budgets:
@@ -75,11 +96,11 @@ class StudyConfig:
         _checks.real("lr", self.lr, low=0.0, low_open=True)
         return self
 
-    @staticmethod
-    def quick() -> "StudyConfig":
+    @classmethod
+    def quick(cls) -> "Config":
         """A few-minute version (tests, smoke runs)."""
-        return StudyConfig(vocab_sizes=(5, 51), grids=((3, 2), (5, 3)), modes=("gumbel_st",), budgets=(50, 200),
-                           seeds=2, hidden=32, batch_size=32, grammar_sentences=500)
+        return cls(vocab_sizes=(5, 51), grids=((3, 2), (5, 3)), modes=("gumbel_st",), budgets=(50, 200), seeds=2,
+                   hidden=32, batch_size=32, grammar_sentences=500)
 
 
 def _log_every(steps: int) -> int:
@@ -99,7 +120,7 @@ def _train_eval(cfg: vtae.Config, hp: vtae.Hparams, seeds: int, key, weights, em
 
     def ev(args):
         params, k = args
-        return diagnostics.evaluate(params, cfg, k, weights=w, embeddings=embeddings)
+        return diagnostics.evaluate(k, params, cfg, weights=w, embeddings=embeddings)
 
     d = jax.lax.map(jax.jit(ev), (res.params, jax.random.split(jax.random.fold_in(key, 1), seeds)))
     return res, {k: np.asarray(v) for k, v in d.items()}
@@ -128,15 +149,18 @@ def _rows(part, variant, cfg, res, d, extra=None):
     return rows
 
 
-def _model_cfg(sc: StudyConfig, V, n, c, mode, steps, **kw):
+def _model_cfg(sc: Config, V, n, c, mode, steps, **kw):
     return vtae.Config(vocab_size=V, grid=n, colours=c, mode=mode, steps=steps, log_every=_log_every(steps),
                        hidden=sc.hidden, batch_size=sc.batch_size, **kw)
 
 
-def run_part(name: str, sc: StudyConfig, key, progress=print, cell_dir: str | None = None) -> list[dict]:
-    """Rows of one part. ``cell_dir``: the ``main`` and ``published`` parts write each cell's rows
-    there as it finishes (``<index>_V<V>_<N>x<N>x<C>_<mode>_<steps>.csv``) and reuse those found
-    (a cut-off run loses at most one cell)."""
+def run_part(name: str, sc: Config, key, *, progress: io.Progress | None = None,
+             cell_dir: str | None = None) -> list[dict]:
+    """Rows of one part; a line per finished cell goes to ``progress.note`` (nothing if None).
+    ``cell_dir``: the ``main`` and ``published`` parts write each cell's rows there as it finishes
+    (``<index>_V<V>_<N>x<N>x<C>_<mode>_<steps>.csv``) and reuse those found (a cut-off run loses
+    at most one cell)."""
+    note = progress.note if progress is not None else (lambda message: None)
     hp = vtae.Hparams(lr=sc.lr)
     rows = []
     if name == "poc":
@@ -153,9 +177,9 @@ def run_part(name: str, sc: StudyConfig, key, progress=print, cell_dir: str | No
         for i, (V, n, c, m, b, extra) in enumerate(combos):
             cell = None if cell_dir is None else os.path.join(cell_dir, f"{i:03d}_V{V}_{n}x{n}x{c}_{m}_{b}.csv")
             if cell is not None and os.path.exists(cell):
-                t = report.read_csv(cell)
+                t = io.read_csv(cell)
                 rows += [{k: t[k][j] for k in COLUMNS} for j in range(len(t["seed"]))]
-                progress(f"  {name} {i + 1}/{len(combos)}: done already ({cell})")
+                note(f"  {name} {i + 1}/{len(combos)}: done already ({cell})")
                 continue
             t0 = time.perf_counter()
             cfg = _model_cfg(sc, V, n, c, m, b, losses=extra)
@@ -164,12 +188,10 @@ def run_part(name: str, sc: StudyConfig, key, progress=print, cell_dir: str | No
             new_rows = _rows(name, "sensitivity hinge" if extra else "plain", cfg, res, d)
             rows += new_rows
             if cell is not None:
-                os.makedirs(cell_dir, exist_ok=True)
-                report.write_csv(cell + ".tmp", _cols(new_rows))
-                os.replace(cell + ".tmp", cell)
-            progress(f"  {name} {i + 1}/{len(combos)}: V={V} {n}x{n}x{c} {m} {b} steps: accuracy "
-                     f"{d['accuracy'].mean():.3f}, collapsed {d['collapsed'].mean():.2f} "
-                     f"({time.perf_counter() - t0:.1f} s)")
+                io.write_csv(cell, _cols(new_rows))
+            note(f"  {name} {i + 1}/{len(combos)}: V={V} {n}x{n}x{c} {m} {b} steps: accuracy "
+                 f"{d['accuracy'].mean():.3f}, collapsed {d['collapsed'].mean():.2f} "
+                 f"({time.perf_counter() - t0:.1f} s)")
     elif name == "curriculum":
         V, b = (192 if 192 in sc.vocab_sizes else max(sc.vocab_sizes)), max(sc.budgets)
         for i, cur in enumerate((False, True)):
@@ -181,7 +203,7 @@ def run_part(name: str, sc: StudyConfig, key, progress=print, cell_dir: str | No
     return rows
 
 
-def _semantic(sc: StudyConfig, key, hp):
+def _semantic(sc: Config, key, hp):
     corp = corpus.grammar_corpus(jax.random.fold_in(key, 7), sc.grammar_sentences)
     V, E = corp.vocab_size, sc.embed_dim
     emb = corpus.ppmi_embeddings(corp.tokens, V, E)
@@ -199,14 +221,14 @@ def _semantic(sc: StudyConfig, key, hp):
         for s in range(sc.seeds):
             params = jax.tree_util.tree_map(lambda v: v[s], res.params)
             ids = jnp.asarray(occurring)
-            x = vtae.encode(params, cfg, ids, embeddings=emb if grounded else None, deterministic=True).x
+            x = vtae.encode(None, params, cfg, ids, embeddings=emb if grounded else None, deterministic=True).x
             dh = diagnostics.euclidean_distances(emb[ids])
             dl = diagnostics.euclidean_distances(x)
             knn.append(float(diagnostics.knn_preservation(dh, dl, 5)))
             tw.append(float(diagnostics.trustworthiness(dh, dl, 5)))
-            xa = vtae.encode(params, cfg, jnp.asarray(pairs[:, 0]), embeddings=emb if grounded else None,
+            xa = vtae.encode(None, params, cfg, jnp.asarray(pairs[:, 0]), embeddings=emb if grounded else None,
                              deterministic=True).x
-            xb = vtae.encode(params, cfg, jnp.asarray(pairs[:, 1]), embeddings=emb if grounded else None,
+            xb = vtae.encode(None, params, cfg, jnp.asarray(pairs[:, 1]), embeddings=emb if grounded else None,
                              deterministic=True).x
             top = lambda logits: np.sort(np.argsort(-np.asarray(logits), -1)[:, :2], -1)
             ok = lambda t: float(np.mean(np.all(t == np.sort(pairs, -1), -1)))
@@ -363,38 +385,37 @@ def _where_collapse(table: dict) -> list[str]:
     return lines
 
 
-def plots(out: str, table: dict, sc: StudyConfig) -> None:
+def heatmaps(out: str, table: dict, cfg: Config) -> None:
+    """``heatmap_{accuracy,collapse}_<mode>.png``: the main part at the largest budget, vocabulary
+    size x grid, mean over seeds."""
     part = np.asarray(table["part"])
     sel_main = part == "main"
     if sel_main.any():
-        b = max(sc.budgets)
-        labels = [f"{n}x{n}x{c}" for n, c in sc.grids]
-        for mode in sc.modes:
+        b = max(cfg.budgets)
+        labels = [f"{n}x{n}x{c}" for n, c in cfg.grids]
+        for mode in cfg.modes:
             for metric, fname in (("accuracy", "accuracy"), ("collapsed", "collapse")):
-                z = np.full((len(sc.vocab_sizes), len(sc.grids)), np.nan)
-                for i, V in enumerate(sc.vocab_sizes):
-                    for j, (n, c) in enumerate(sc.grids):
+                z = np.full((len(cfg.vocab_sizes), len(cfg.grids)), np.nan)
+                for i, V in enumerate(cfg.vocab_sizes):
+                    for j, (n, c) in enumerate(cfg.grids):
                         s = (sel_main & (np.asarray(table["mode"]) == mode) & (np.asarray(table["steps"], float) == b)
                              & (np.asarray(table["vocab_size"], float) == V) & (np.asarray(table["grid"], float) == n)
                              & (np.asarray(table["colours"], float) == c))
                         if s.any():
                             z[i, j] = np.mean(np.asarray(table[metric], float)[s])
-                report.heatmap(os.path.join(out, f"heatmap_{fname}_{mode}.png"), labels, list(sc.vocab_sizes), z,
+                report.heatmap(os.path.join(out, f"heatmap_{fname}_{mode}.png"), labels, list(cfg.vocab_sizes), z,
                                xlabel="grid (N x N x C)", ylabel="vocabulary size", cbar=metric,
                                title=f"{metric} ({mode}, {b} steps, mean over seeds)", fmt="{}")
 
 
-def grids_png(path: str, sc: StudyConfig, key) -> None:
+def grids_png(path: str, cfg: Config, key) -> str:
     """The grids of the first tokens of a 51-token 5x5x3 model (Gumbel ST), rendered in colour."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    cfg = _model_cfg(sc, 51, 5, 3, "gumbel_st", max(sc.budgets))
-    res = vtae.train(key, cfg, vtae.Hparams(lr=sc.lr))
-    codes = np.asarray(vtae.encode(res.params, cfg, jnp.arange(16), deterministic=True).codes).reshape(16, 5, 5)
+    model_cfg = _model_cfg(cfg, 51, 5, 3, "gumbel_st", max(cfg.budgets))
+    res = vtae.train(key, model_cfg, vtae.Hparams(lr=cfg.lr))
+    enc = vtae.encode(None, res.params, model_cfg, jnp.arange(16), deterministic=True)
+    codes = np.asarray(enc.codes).reshape(16, 5, 5)
     palette = np.array([[0.9, 0.2, 0.2], [0.2, 0.6, 0.9], [0.95, 0.85, 0.2], [0.3, 0.8, 0.3], [0.5, 0.3, 0.7]])
-    fig = Figure(figsize=(8, 2.4))
-    FigureCanvasAgg(fig)
+    fig = report.figure((8, 2.4))
     axes = fig.subplots(2, 8)
     for t, ax in enumerate(axes.ravel()):
         ax.imshow(palette[codes[t]], interpolation="nearest")
@@ -402,41 +423,42 @@ def grids_png(path: str, sc: StudyConfig, key) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("grids of tokens w0..w15 (51 tokens, 5x5x3, Gumbel straight-through)", fontsize=9)
-    fig.savefig(path, dpi=100)
+    return report.save(fig, path)
 
 
-def main(sc: StudyConfig, out: str, *, quiet: bool = False, plots_on: bool = True) -> dict:
-    sc.validate()
-    say = (lambda *a: None) if quiet else print
-    os.makedirs(os.path.join(out, "parts"), exist_ok=True)
-    key = jax.random.key(sc.root_seed)
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> dict:
+    """Run the selected parts (resuming finished parts and cells in ``out``) and write every
+    output; returns the timings."""
+    cfg.validate()
+    key = jax.random.key(cfg.root_seed)
+    selected = [(i, name) for i, name in enumerate(PARTS) if name in cfg.parts]
+    done = [name for _, name in selected if os.path.exists(_part_path(out, name))]
     timings = {}
-    for i, name in enumerate(PARTS):
-        if name not in sc.parts:
-            continue
-        path = _part_path(out, name)
-        if os.path.exists(path):
-            say(f"part {name}: done already ({path})")
-            continue
-        t0 = time.perf_counter()
-        say(f"part {name} ...")
-        rows = run_part(name, sc, jax.random.fold_in(key, i), progress=say,
-                        cell_dir=os.path.join(out, "parts", name + "_cells"))
-        tmp = path + ".tmp"
-        report.write_csv(tmp, _cols(rows))
-        os.replace(tmp, path)
-        timings[name + "_s"] = time.perf_counter() - t0
-        say(f"part {name}: {len(rows)} models in {timings[name + '_s']:.1f} s")
-    tables = [report.read_csv(_part_path(out, n)) for n in PARTS if n in sc.parts]
-    table = {c: np.concatenate([np.asarray(t[c], object) for t in tables]) for c in COLUMNS}
-    report.write_csv(os.path.join(out, "results.csv"), table)
-    text = summarise(table)
-    with open(os.path.join(out, "summary.md"), "w") as f:
-        f.write(text)
-    if plots_on:
-        plots(out, table, sc)
-        grids_png(os.path.join(out, "grids.png"), sc, jax.random.fold_in(key, 99))
-    report.write_json(os.path.join(out, "config.json"), dict(study="visual-tokens", config=dataclasses.asdict(sc),
-                                                              environment=report.environment(), timings=timings))
-    say(text)
+    with io.Progress(len(selected), desc="visual-tokens", unit="parts", done=len(done), quiet=quiet) as progress:
+        for i, name in selected:
+            path = _part_path(out, name)
+            if name in done:
+                progress.note(f"part {name}: done already ({path})")
+                continue
+            t0 = time.perf_counter()
+            progress.note(f"part {name} ...")
+            rows = run_part(name, cfg, jax.random.fold_in(key, i), progress=progress,
+                            cell_dir=os.path.join(out, "parts", name + "_cells"))
+            io.write_csv(path, _cols(rows))
+            timings[name + "_s"] = time.perf_counter() - t0
+            progress.note(f"part {name}: {len(rows)} models in {timings[name + '_s']:.1f} s")
+            progress.update()
+        tables = [io.read_csv(_part_path(out, name)) for _, name in selected]
+        table = {c: np.concatenate([np.asarray(t[c], object) for t in tables]) for c in COLUMNS}
+        io.write_csv(os.path.join(out, "results.csv"), table)
+        text = summarise(table)
+        with io.atomic_write(os.path.join(out, "summary.md")) as f:
+            f.write(text)
+        if plots:
+            heatmaps(out, table, cfg)
+            grids_png(os.path.join(out, "grids.png"), cfg, jax.random.fold_in(key, 99))
+        io.write_json(os.path.join(out, "config.json"), dict(study="visual-tokens", config=dataclasses.asdict(cfg),
+                                                             environment=io.environment(), timings=timings))
+    if not quiet:
+        print(text)  # the summary on stdout, like every study's; progress went to stderr
     return timings

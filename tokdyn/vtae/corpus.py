@@ -1,5 +1,4 @@
-"""Token corpora and semantic embeddings for the visual-token autoencoders (re-exported by
-:mod:`tokdyn.data`).
+"""Token corpora and semantic embeddings for the visual-token autoencoders.
 
 - :func:`zipf_corpus`: i.i.d. tokens with Zipfian frequencies (type ``k`` has probability
   proportional to ``(k + 1) ** -exponent``), drawn in JAX from an explicit key.
@@ -17,7 +16,6 @@ at hand (:meth:`Corpus.weights`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 
 import jax
@@ -90,13 +88,8 @@ def zipf_corpus(key: jax.Array, vocab_size: int, n_tokens: int, exponent=1.0) ->
     V = _checks.positive_int("vocab_size", vocab_size, minimum=2)
     n = _checks.positive_int("n_tokens", n_tokens)
     p = zipf_probs(V, exponent)
-    tokens = np.asarray(_categorical(key, jnp.log(jnp.asarray(p, jnp.float32)), n)).astype(np.int32)
-    return Corpus(tokens=tokens, vocab=tuple(f"w{i}" for i in range(V)), counts=_counts(tokens, V))
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _categorical(key, logits, n):
-    return jax.random.categorical(key, logits, shape=(n,))
+    tokens = np.asarray(jax.random.categorical(key, jnp.log(jnp.asarray(p, jnp.float32)), shape=(n,)))
+    return Corpus(tokens=tokens.astype(np.int32), vocab=tuple(f"w{i}" for i in range(V)), counts=_counts(tokens, V))
 
 
 def grammar_vocab() -> tuple[tuple, dict]:
@@ -181,21 +174,24 @@ def text_corpus(path: str, *, max_vocab: int | None = None, min_count: int = 1, 
 # Embeddings
 
 
-def cooccurrence(tokens, vocab_size: int, window: int = 2) -> jax.Array:
-    """(V, V) symmetric counts of ordered pairs ``(tokens[i], tokens[i + d])`` and their reverse,
-    ``1 <= d <= window`` (a token is not its own context unless it recurs)."""
+def _check_cooccurrence(tokens, vocab_size, window):
     V = _checks.positive_int("vocab_size", vocab_size, minimum=2)
     w = _checks.positive_int("window", window)
+    if np.ndim(tokens) != 1 or np.shape(tokens)[0] < 2:
+        raise ValueError(f"tokens must be a 1-D array of at least 2 token ids, got shape {np.shape(tokens)}")
+    if _checks.on_host(tokens):
+        lo, hi = int(np.min(tokens)), int(np.max(tokens))
+        if lo < 0 or hi >= V:
+            raise ValueError(f"tokens must lie in [0, vocab_size={V}), got range [{lo}, {hi}]")
+    return dict(vocab_size=V, window=w, **_checks.host_arrays(tokens=tokens))
+
+
+@_checks.checked_jit(_check_cooccurrence, static_argnames=("vocab_size", "window"))
+def cooccurrence(tokens, vocab_size: int, window: int = 2) -> jax.Array:
+    """(V, V) symmetric counts of ordered pairs ``(tokens[i], tokens[i + d])`` and their reverse,
+    ``1 <= d <= window`` (a token is not its own context unless it recurs); ``tokens`` (n,)."""
+    V = vocab_size
     t = jnp.asarray(tokens, jnp.int32)
-    if t.ndim != 1 or t.shape[0] < 2:
-        raise ValueError(f"tokens must be a 1-D array of at least 2 token ids, got shape {tuple(t.shape)}")
-    if _checks.is_concrete(t) and (int(t.min()) < 0 or int(t.max()) >= V):
-        raise ValueError(f"tokens must lie in [0, vocab_size={V}), got range [{int(t.min())}, {int(t.max())}]")
-    return _cooc(t, V, w)
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _cooc(t, V, window):
     n = t.shape[0]
     c = jnp.zeros((V * V,), jnp.float32)
     for d in range(1, window + 1):
@@ -206,15 +202,20 @@ def _cooc(t, V, window):
     return c.reshape(V, V)
 
 
-def ppmi(counts: jax.Array, *, alpha: float = 0.75) -> jax.Array:
+def _check_ppmi(counts, alpha):
+    _checks.finite_array("counts", counts, ndim=2)
+    if np.shape(counts)[0] != np.shape(counts)[1]:
+        raise ValueError(f"counts must be a square (V, V) matrix, got shape {np.shape(counts)}")
+    _checks.real("alpha", alpha, low=0.0, low_open=True)
+    return _checks.host_arrays(counts=counts)
+
+
+@_checks.checked_jit(_check_ppmi)
+def ppmi(counts, *, alpha=0.75) -> jax.Array:
     """Positive PMI of a (V, V) co-occurrence matrix: ``max(0, log p(i, j) / (p(i) p_a(j)))`` with
     context distribution smoothing ``p_a(j) ∝ count(j) ** alpha``. Zero rows/columns give 0."""
-    _checks.real("alpha", alpha, low=0.0, low_open=True)
-    return _ppmi(jnp.asarray(counts, jnp.float32), jnp.float32(alpha))
-
-
-@jax.jit
-def _ppmi(c, alpha):
+    c = jnp.asarray(counts, jnp.float32)
+    alpha = jnp.asarray(alpha, jnp.float32)
     total = c.sum()
     row = c.sum(1)  # (V,)
     col = c.sum(0) ** alpha
@@ -227,27 +228,28 @@ def _ppmi(c, alpha):
     return jnp.where(ok, jnp.maximum(pmi, 0.0), 0.0)
 
 
-def ppmi_embeddings(tokens, vocab_size: int, dim: int, *, window: int = 2, alpha: float = 0.75,
-                    power: float = 0.5, normalize: bool = True) -> jax.Array:
+def _check_embeddings(tokens, vocab_size, dim, window, alpha, power, normalize):
+    args = _check_cooccurrence(tokens, vocab_size, window)
+    k = _checks.positive_int("dim", dim)
+    if k > args["vocab_size"]:
+        raise ValueError(f"dim must be <= vocab_size={args['vocab_size']}, got {k}")
+    _checks.real("alpha", alpha, low=0.0, low_open=True)
+    _checks.real("power", power)
+    return dict(args, dim=k, normalize=bool(normalize))
+
+
+@_checks.checked_jit(_check_embeddings, static_argnames=("vocab_size", "dim", "window", "normalize"))
+def ppmi_embeddings(tokens, vocab_size: int, dim: int, *, window: int = 2, alpha=0.75, power=0.5,
+                    normalize: bool = True) -> jax.Array:
     """(V, dim) semantic embeddings: PPMI of windowed co-occurrence, truncated SVD ``U_k S_k**power``
     (``power=0.5`` is the symmetric split), rows L2-normalised when ``normalize``. Signs are fixed
     so the largest-magnitude entry of each singular vector is positive (deterministic output).
     Types that never occur get zero rows."""
-    V = _checks.positive_int("vocab_size", vocab_size, minimum=2)
-    k = _checks.positive_int("dim", dim)
-    if k > V:
-        raise ValueError(f"dim must be <= vocab_size={V}, got {k}")
-    _checks.real("power", power)
-    m = ppmi(cooccurrence(tokens, V, window), alpha=alpha)
-    return _svd_embed(m, k, jnp.float32(power), bool(normalize))
-
-
-@functools.partial(jax.jit, static_argnums=(1, 3))
-def _svd_embed(m, k, power, normalize):
+    m = ppmi(cooccurrence(tokens, vocab_size, window), alpha=alpha)  # (V, V)
     u, s, _ = jnp.linalg.svd(m, full_matrices=False)
-    u, s = u[:, :k], s[:k]
-    sign = jnp.sign(u[jnp.argmax(jnp.abs(u), axis=0), jnp.arange(k)])
-    e = u * jnp.where(sign == 0, 1.0, sign) * s ** power
+    u, s = u[:, :dim], s[:dim]
+    sign = jnp.sign(u[jnp.argmax(jnp.abs(u), axis=0), jnp.arange(dim)])
+    e = u * jnp.where(sign == 0, 1.0, sign) * s ** jnp.asarray(power, jnp.float32)
     if normalize:
         e = e / jnp.maximum(jnp.linalg.norm(e, axis=1, keepdims=True), 1e-12)
     return e

@@ -15,8 +15,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from tokdyn.vtae import losses, model
+from tokdyn.vtae import losses, model, training
 
 COLLAPSE_THRESHOLD = 0.9
 
@@ -104,16 +105,14 @@ def euclidean_distances(x):
     return jnp.sqrt(_sq_dists(x.reshape(x.shape[0], -1)))
 
 
-def gradient_norms(params, cfg: model.Config, hp: model.Hparams, key, tokens, embeddings=None, tau=None):
+def gradient_norms(key, params, cfg: model.Config, hp: model.Hparams, tokens, embeddings=None, tau=None):
     """(encoder, decoder) global norms of the gradient of the training loss on ``tokens`` (B,)."""
-    from tokdyn.vtae.training import _global_norm, loss_fn
-
     tau = hp.tau_end if tau is None else tau
-    g = jax.grad(lambda p: loss_fn(p, cfg, hp, key, tokens, tau, embeddings)[0])(params)
-    return _global_norm(g["encoder"]), _global_norm(g["decoder"])
+    g = jax.grad(lambda p: training.loss_fn(key, p, cfg, hp, tokens, tau, embeddings)[0])(params)
+    return optax.tree.norm(g["encoder"]), optax.tree.norm(g["decoder"])
 
 
-def evaluate(params, cfg: model.Config, key, *, weights=None, embeddings=None, hparams=None, noise_std=0.1):
+def evaluate(key, params, cfg: model.Config, *, weights=None, embeddings=None, hparams=None, noise_std=0.1):
     """Every diagnostic of a model on its whole vocabulary, deterministic encoding (argmax for
     sampling modes), as a dict of scalars:
 
@@ -126,7 +125,7 @@ def evaluate(params, cfg: model.Config, key, *, weights=None, embeddings=None, h
     ids = jnp.arange(V)
     w = jnp.full((V,), 1.0 / V) if weights is None else jnp.asarray(weights, jnp.float32)
     hp = model.Hparams().astype() if hparams is None else hparams
-    enc = model.encode(params, cfg, ids, embeddings=embeddings, deterministic=True)
+    enc = model.encode(None, params, cfg, ids, embeddings=embeddings, deterministic=True)
     decode = functools.partial(model.decode, params, cfg)
     logits = decode(enc.x)  # (V, V)
     pred = jnp.argmax(logits, -1)
@@ -135,7 +134,7 @@ def evaluate(params, cfg: model.Config, key, *, weights=None, embeddings=None, h
     k_sens, k_grad = jax.random.split(key)
     uniq, min_h = grid_uniqueness(enc.codes, cfg.colours)
     perp, usage = codebook_usage(enc.codes, cfg.colours, w)
-    g_enc, g_dec = gradient_norms(params, cfg, hp, k_grad, ids, embeddings)
+    g_enc, g_dec = gradient_norms(k_grad, params, cfg, hp, ids, embeddings)
     dom = dominant_frequency(pred, V)
     lnv = jnp.log(float(V))
     return dict(
@@ -144,6 +143,6 @@ def evaluate(params, cfg: model.Config, key, *, weights=None, embeddings=None, h
         collapsed=dom > COLLAPSE_THRESHOLD, entropy=jnp.mean(ent), entropy_norm=jnp.mean(ent) / lnv,
         loss=jnp.mean(ce), loss_norm=jnp.mean(ce) / lnv, uniqueness=uniq, min_hamming=min_h,
         pattern_std=pattern_std(enc.x),
-        sensitivity_kl=jnp.mean(losses.sensitivity_kl(decode, enc.x, k_sens, noise_std)),
+        sensitivity_kl=jnp.mean(losses.sensitivity_kl(k_sens, decode, enc.x, noise_std)),
         code_perplexity=perp, code_usage=usage, grad_norm_encoder=g_enc, grad_norm_decoder=g_dec,
     )

@@ -118,7 +118,10 @@ def vq_quantize(z, codebook):
 
 def quantize(key, z, mode: str, tau, *, codebook=None, deterministic: bool = False) -> Encoded:
     """Turn pre-activations ``z`` (B, P, K) into an :class:`Encoded` by ``mode``. With
-    ``deterministic`` (evaluation), sampling modes take the argmax (one-hot) instead of a sample."""
+    ``deterministic`` (evaluation), sampling modes take the argmax (one-hot) instead of a sample
+    and ``key`` may be None."""
+    if key is None and mode in DISCRETE_ONEHOT and not deterministic:
+        raise ValueError(f"key must be a PRNG key for mode {mode!r} unless deterministic=True, got None")
     B = z.shape[0]
     zero = jnp.zeros((), z.dtype)
     logp = jnp.zeros((B,), z.dtype)

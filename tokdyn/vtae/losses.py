@@ -35,7 +35,7 @@ def kl_logits(logits_p, logits_q):
     return jnp.sum(jnp.exp(lp) * (lp - lq), -1)
 
 
-def sensitivity_kl(decode, x, key, noise_std):
+def sensitivity_kl(key, decode, x, noise_std):
     """(B,) ``KL(p(x) || p(x + noise))`` with Gaussian noise of std ``noise_std`` on the decoder
     input ``x`` (B, P, F); ``decode`` maps x to (B, V) logits."""
     noisy = x + noise_std * jax.random.normal(key, x.shape, x.dtype)

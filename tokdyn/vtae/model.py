@@ -1,5 +1,5 @@
 """A visual-token autoencoder: static :class:`Config`, traced :class:`Hparams`, and the pure
-functions ``init(key, cfg) -> params``, ``encode(...)`` and ``decode(...)`` built from
+functions ``init(key, cfg) -> params``, ``encode(key, params, ...)`` and ``decode(params, ...)`` built from
 :mod:`~tokdyn.vtae.encoders` and :mod:`~tokdyn.vtae.decoders`.
 
 Cells: ``layout="grid"`` gives an N x N grid (P = N*N cells); ``layout="pattern"`` a 1-D
@@ -28,14 +28,32 @@ EXTRA_LOSSES = ("sensitivity", "batch_entropy", "semantic")
 class Config:
     """Static structure of a model and its training (changes shapes or control flow).
 
-    vocab_size V; grid N (cells N*N, or N for ``layout="pattern"``); colours C; mode (one of
-    :data:`~tokdyn.vtae.encoders.MODES`); decoder ``mlp`` | ``cnn`` (hidden, depth / channels);
-    code_dim D of ``vq``; encoder_input ``table`` (free per-token parameters) or ``embedding``
-    (a linear map of a semantic embedding of width embed_dim: semantic grounding); steps, batch_size
-    and log_every of training; sampling ``type`` (uniform over types) or ``occurrence`` (by the
-    token weights); curriculum (start with ``curriculum_start`` types, the ones of lowest id, and
-    grow linearly to V over the first ``curriculum_fraction`` of the steps); losses, extra terms
-    from :data:`EXTRA_LOSSES`; vq_ema / dead_code_reset for ``vq``.
+    Attributes:
+      vocab_size: V, the number of token types.
+      grid: N: the grid has N*N cells (N cells with ``layout="pattern"``).
+      colours: C, the colours a cell can take.
+      mode: the quantiser, one of :data:`~tokdyn.vtae.encoders.MODES`.
+      decoder: ``mlp`` or ``cnn`` (:data:`~tokdyn.vtae.decoders.DECODERS`).
+      layout: ``grid`` (N x N) or ``pattern`` (1-D, length N).
+      hidden: width of the MLP decoder's hidden layers.
+      depth: number of hidden layers of the MLP decoder.
+      channels: filters of each convolution of the CNN decoder.
+      code_dim: D, the width of a ``vq`` code vector.
+      encoder_input: ``table`` (free per-token parameters) or ``embedding`` (a linear map of a
+        semantic embedding of width ``embed_dim``: semantic grounding).
+      embed_dim: width of the embeddings (with ``encoder_input="embedding"`` or the ``semantic`` loss).
+      steps: optimiser steps.
+      batch_size: tokens per step.
+      log_every: steps per logging interval (``steps`` must be a multiple).
+      sampling: ``type`` (uniform over types) or ``occurrence`` (by the token weights).
+      curriculum: start with ``curriculum_start`` types (the ones of lowest id) and grow linearly
+        to V over the first ``curriculum_fraction`` of the steps.
+      curriculum_start: types in play at step 0 with ``curriculum``.
+      curriculum_fraction: share of the steps over which the curriculum reaches V.
+      losses: extra loss terms, names from :data:`EXTRA_LOSSES`.
+      vq_ema: ``vq`` codebook updated by exponential moving averages instead of its loss.
+      dead_code_reset: with ``vq_ema``, move codes whose EMA count is low onto encoder outputs.
+      init_scale: scale of the encoder's initial parameters.
     """
 
     vocab_size: int = 5
@@ -122,12 +140,22 @@ class Config:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Hparams:
-    """Traced, sweepable hyper-parameters (vmap over any of them): Adam learning rate ``lr``;
-    Gumbel temperature schedule ``tau_start -> tau_end`` (exponential); penalty weights
-    ``w_sensitivity`` (with hinge ``sens_min`` and input-noise std ``sens_noise``),
-    ``w_batch_entropy``, ``w_semantic``; VQ ``w_commit`` (commitment), ``w_codebook`` and
-    ``ema_decay``; ``dead_threshold`` (a code is dead when its EMA count is below this fraction
-    of the mean count)."""
+    """Traced, sweepable hyper-parameters (vmap over any of them).
+
+    Attributes:
+      lr: Adam learning rate.
+      tau_start: Gumbel temperature at the first step (exponential schedule).
+      tau_end: Gumbel temperature at the last step.
+      w_sensitivity: weight of the sensitivity hinge.
+      sens_min: hinge level of the sensitivity KL.
+      sens_noise: std of the input noise of the sensitivity KL.
+      w_batch_entropy: weight of the batch-entropy term.
+      w_semantic: weight of the semantic-alignment term.
+      w_commit: weight of the VQ commitment loss.
+      w_codebook: weight of the VQ codebook loss (without EMA).
+      ema_decay: decay of the VQ EMA codebook updates.
+      dead_threshold: a code is dead when its EMA count is below this fraction of the mean count.
+    """
 
     lr: jax.Array = 3e-3
     tau_start: jax.Array = 1.0
@@ -179,20 +207,16 @@ def init(key, cfg: Config) -> dict:
     return {"encoder": enc, "decoder": dec}
 
 
-def encode(params, cfg: Config, tokens, *, key=None, tau=1.0, embeddings=None, deterministic=False):
-    """:class:`~tokdyn.vtae.encoders.Encoded` of ``tokens`` (B,)."""
+def encode(key, params, cfg: Config, tokens, *, tau=1.0, embeddings=None, deterministic=False):
+    """:class:`~tokdyn.vtae.encoders.Encoded` of ``tokens`` (B,). ``key`` draws the sampling
+    modes' noise; it may be None only with ``deterministic`` (evaluation: the argmax, no draw)."""
+    if key is None and not deterministic:
+        raise ValueError("key must be a PRNG key (jax.random.key(seed)) unless deterministic=True, got None")
     z = encoders.preactivations(params["encoder"], tokens, embeddings, width=cfg.width)  # (B, P, K)
     extra = params["encoder"].get("codebook") if cfg.mode == "vq" else cfg.colours
-    if key is None:
-        key = jax.random.key(0)
     return encoders.quantize(key, z, cfg.mode, tau, codebook=extra, deterministic=deterministic)
 
 
 def decode(params, cfg: Config, x):
     """(B, V) logits of decoder input ``x`` (B, P, F)."""
     return decoders.apply_decoder(cfg.decoder, params["decoder"], x)
-
-
-def grid_of(codes, cfg: Config):
-    """Codes (..., P) as (..., N, N) grids (or (..., P) patterns)."""
-    return codes.reshape(codes.shape[:-1] + ((cfg.grid, cfg.grid) if cfg.layout == "grid" else (cfg.grid,)))

@@ -4,9 +4,11 @@
 ``cfg`` (:class:`~tokdyn.vtae.model.Config`) is static; ``hparams``
 (:class:`~tokdyn.vtae.model.Hparams`), the key, the token weights and the embeddings are traced,
 so :func:`train_many` vmaps one compiled function over seeds and hyper-parameters (thousands of
-small models per call). Losses that turn non-finite are detected per model: the update of that
-step is skipped (the parameters keep their last finite values) and the first such step is
-recorded in ``TrainResult.nan_step`` (-1 when none); :func:`nan_report` lists them.
+small models per call). The optimiser (:func:`optimizer`) is ``optax.adam`` with the traced
+learning rate ``hparams.lr`` injected into its state, wrapped in ``optax.apply_if_finite``: a step
+whose loss or gradients are not finite is skipped per model (parameters, optimiser state and VQ
+EMA state keep their last finite values) and the first such step is recorded in
+``TrainResult.nan_step`` (-1 when none); :func:`nan_report` lists them.
 
 The loss minimised at each step (batch of ``batch_size`` tokens, all terms batch means)::
 
@@ -35,6 +37,7 @@ from tokdyn.vtae import encoders, losses, model
 from tokdyn.vtae.model import Config, Hparams
 
 CURVES = ("loss", "ce", "accuracy", "grad_norm_encoder", "grad_norm_decoder", "tau", "active_vocab")
+NEVER_GIVE_UP = int(np.iinfo(np.int32).max)  # apply_if_finite skips every non-finite step, however many
 
 
 @jax.tree_util.register_dataclass
@@ -66,14 +69,10 @@ def active_vocab(step, cfg: Config):
     return jnp.clip(k, start, V).astype(jnp.int32)
 
 
-def _global_norm(tree):
-    return jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree_util.tree_leaves(tree)))
-
-
-def loss_fn(params, cfg: Config, hp: Hparams, key, tokens, tau, embeddings):
+def loss_fn(key, params, cfg: Config, hp: Hparams, tokens, tau, embeddings):
     """Scalar training loss and a dict of its parts for a batch ``tokens`` (B,)."""
     k_enc, k_sens = jax.random.split(key)
-    enc = model.encode(params, cfg, tokens, key=k_enc, tau=tau, embeddings=embeddings)
+    enc = model.encode(k_enc, params, cfg, tokens, tau=tau, embeddings=embeddings)
     decode = functools.partial(model.decode, params, cfg)
     logits = decode(enc.x)  # (B, V)
     ce = losses.cross_entropy(logits, tokens)  # (B,)
@@ -85,7 +84,7 @@ def loss_fn(params, cfg: Config, hp: Hparams, key, tokens, tau, embeddings):
     if cfg.mode == "vq":
         total = total + hp.w_commit * enc.commit + (0.0 if cfg.vq_ema else hp.w_codebook * enc.codebook)
     if "sensitivity" in cfg.losses:
-        kl = losses.sensitivity_kl(decode, enc.x, k_sens, hp.sens_noise)
+        kl = losses.sensitivity_kl(k_sens, decode, enc.x, hp.sens_noise)
         total = total + hp.w_sensitivity * losses.sensitivity_penalty(kl, hp.sens_min)
     if "batch_entropy" in cfg.losses:
         total = total + hp.w_batch_entropy * losses.batch_entropy(logits)
@@ -96,37 +95,46 @@ def loss_fn(params, cfg: Config, hp: Hparams, key, tokens, tau, embeddings):
     return total, dict(ce=jnp.mean(ce), accuracy=acc, z=enc.z, codes=enc.codes)
 
 
-def init_state(key, cfg: Config):
-    """``(carry, k_run)``: the training state ``(params, opt_state, vq_state, nan_step)`` before the
-    first step and the key every step folds its index into."""
+def optimizer(hp: Hparams) -> optax.GradientTransformation:
+    """Adam (optax defaults) at the traced learning rate ``hp.lr`` (held in the optimiser state),
+    skipping every step whose gradients are not finite."""
+    adam = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root"))(learning_rate=hp.lr)
+    return optax.apply_if_finite(adam, max_consecutive_errors=NEVER_GIVE_UP)
+
+
+def init_state(key, cfg: Config, hp: Hparams):
+    """``(carry, run_key)``: the training state ``(params, opt_state, vq_state, nan_step)`` before
+    the first step and the key every step folds its index into."""
     k_init, k_run = jax.random.split(key)
     params = model.init(k_init, cfg)
-    opt_state = _OPT.init(params)
+    opt_state = optimizer(hp).init(params)
     vq_state = (jnp.ones((cfg.colours,)), params["encoder"]["codebook"]) if cfg.vq_ema else ()
     return (params, opt_state, vq_state, jnp.int32(-1)), k_run
 
 
-_OPT = optax.scale_by_adam()
-
-
-def train_step(cfg: Config, hp: Hparams, k_run, weights, embeddings, carry, t):
+def train_step(run_key, cfg: Config, hp: Hparams, weights, embeddings, carry, t):
     """One optimiser step ``t`` of :func:`train`: ``(carry, t) -> (carry, logs)`` (logs: the
-    per-step values of :data:`CURVES`). ``train`` scans exactly this function; calling it step by
-    step from Python gives the same model."""
+    per-step values of :data:`CURVES`); ``run_key`` and ``carry`` come from :func:`init_state`.
+    ``train`` scans exactly this function; calling it step by step from Python gives the same model."""
     params, opt_state, vq_state, nan_step = carry
     logw = jnp.log(jnp.maximum(weights, 0.0))  # (V,) -inf where weight 0
     ids = jnp.arange(cfg.vocab_size)
-    k = jax.random.fold_in(k_run, t)
+    k = jax.random.fold_in(run_key, t)
     k_batch, k_loss, k_dead = jax.random.split(k, 3)
     n_active = active_vocab(t, cfg)
     lw = logw if cfg.sampling == "occurrence" else jnp.zeros_like(logw)
     lw = jnp.where(ids < n_active, lw, -jnp.inf)
     tokens = jax.random.categorical(k_batch, lw, shape=(cfg.batch_size,))  # (B,)
     tau = encoders.temperature(t, cfg.steps, hp.tau_start, hp.tau_end)
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, cfg, hp, k_loss, tokens, tau, embeddings)
-    updates, new_opt = _OPT.update(grads, opt_state, params)
-    new_params = jax.tree_util.tree_map(lambda p, u: p - hp.lr * u, params, updates)
-    new_vq = vq_state
+    (loss, aux), grads = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(k_loss, params, cfg, hp, tokens, tau,
+                                                                               embeddings)
+    gn_enc, gn_dec = optax.tree.norm(grads["encoder"]), optax.tree.norm(grads["decoder"])
+    # apply_if_finite looks at the gradients; a non-finite loss (or a norm that overflows) skips the step too
+    finite = jnp.isfinite(loss) & jnp.isfinite(gn_enc) & jnp.isfinite(gn_dec)
+    checked = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, jnp.nan), grads)
+    updates, opt_state = optimizer(hp).update(checked, opt_state, params)
+    ok = opt_state.last_finite
+    new_params = optax.apply_updates(params, updates)  # zero updates on a skipped step
     if cfg.vq_ema:
         z = aux["z"].reshape(-1, cfg.code_dim)
         codes = aux["codes"].reshape(-1)
@@ -134,40 +142,21 @@ def train_step(cfg: Config, hp: Hparams, k_run, weights, embeddings, carry, t):
         thr = hp.dead_threshold * jnp.mean(cnt) if cfg.dead_code_reset else 0.0
         cb, cnt, s = encoders.vq_ema_update(params["encoder"]["codebook"], cnt, s, z, codes, hp.ema_decay,
                                             key=k_dead if cfg.dead_code_reset else None, dead_threshold=thr)
-        new_params["encoder"]["codebook"] = cb
-        new_vq = (cnt, s)
-    gn_enc, gn_dec = _global_norm(grads["encoder"]), _global_norm(grads["decoder"])
-    ok = jnp.isfinite(loss) & jnp.isfinite(gn_enc) & jnp.isfinite(gn_dec)
-    keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
-    carry = (keep(new_params, params), keep(new_opt, opt_state), keep(new_vq, vq_state),
-             jnp.where((nan_step < 0) & ~ok, t, nan_step))
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
+        new_params["encoder"]["codebook"] = keep(cb, params["encoder"]["codebook"])
+        vq_state = keep((cnt, s), vq_state)
+    carry = (new_params, opt_state, vq_state, jnp.where((nan_step < 0) & ~ok, t, nan_step))
     logs = dict(loss=loss, ce=aux["ce"], accuracy=aux["accuracy"], grad_norm_encoder=gn_enc,
                 grad_norm_decoder=gn_dec, tau=tau, active_vocab=n_active.astype(jnp.float32))
     return carry, logs
 
 
-def _train(key, cfg: Config, hp: Hparams, weights, embeddings):
-    carry, k_run = init_state(key, cfg)
-    step = functools.partial(train_step, cfg, hp, k_run, weights, embeddings)
-
-    def interval(carry, i):
-        ts = i * cfg.log_every + jnp.arange(cfg.log_every)
-        carry, logs = jax.lax.scan(step, carry, ts)
-        return carry, jax.tree_util.tree_map(lambda v: jnp.nanmean(v), logs)
-
-    carry, curves = jax.lax.scan(interval, carry, jnp.arange(cfg.n_logs))
-    params, _, vq_state, nan_step = carry
-    log_steps = (jnp.arange(cfg.n_logs, dtype=jnp.int32) + 1) * cfg.log_every - 1
-    return TrainResult(params=params, vq_state=vq_state, curves=curves, nan_step=nan_step, log_steps=log_steps)
-
-
-_train_jit = jax.jit(_train, static_argnums=1)
-
-
-def _prepare(cfg: Config, hparams, weights, embeddings):
+def _check_inputs(cfg, hparams, weights, embeddings):
+    """Check the model inputs; ``(hparams as float32, weights (V,) (uniform if None), embeddings or None)``."""
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be a tokdyn.vtae.Config, got {type(cfg).__name__}")
     cfg.validate()
+    hparams = Hparams() if hparams is None else hparams
     if not isinstance(hparams, Hparams):
         raise TypeError(f"hparams must be a tokdyn.vtae.Hparams, got {type(hparams).__name__}")
     hparams.validate()
@@ -178,11 +167,10 @@ def _prepare(cfg: Config, hparams, weights, embeddings):
         _checks.finite_array("weights", weights, ndim=1)
         if np.shape(weights)[0] != V:
             raise ValueError(f"weights must have shape ({V},) (vocab_size), got {np.shape(weights)}")
-        if _checks.is_concrete(weights) and (np.any(np.asarray(weights) < 0) or np.sum(weights) <= 0):
+        if _checks.on_host(weights) and (np.any(np.asarray(weights) < 0) or np.sum(weights) <= 0):
             raise ValueError("weights must be non-negative with a positive sum")
         weights = jnp.asarray(weights, jnp.float32)
-    need_emb = cfg.encoder_input == "embedding" or "semantic" in cfg.losses
-    if need_emb:
+    if cfg.encoder_input == "embedding" or "semantic" in cfg.losses:
         if embeddings is None:
             raise ValueError("embeddings (V, embed_dim) are required with encoder_input='embedding' or 'semantic'")
         _checks.finite_array("embeddings", embeddings, ndim=2)
@@ -194,12 +182,30 @@ def _prepare(cfg: Config, hparams, weights, embeddings):
     return hparams.astype(), weights, embeddings
 
 
+def _check_train(key, cfg, hparams, weights, embeddings):
+    _checks.prng_key("key", key)
+    hparams, weights, embeddings = _check_inputs(cfg, hparams, weights, embeddings)
+    return dict(hparams=hparams, weights=weights, embeddings=embeddings)
+
+
+@_checks.checked_jit(_check_train, static_argnames=("cfg",))
 def train(key, cfg: Config, hparams: Hparams | None = None, weights=None, embeddings=None) -> TrainResult:
-    """Train one model. ``weights`` (V,): the token distribution used with
+    """Train one model (jitted on ``cfg``; callable inside a user's jit/vmap). ``hparams``:
+    :class:`Hparams` (defaults if None); ``weights`` (V,): the token distribution used with
     ``cfg.sampling="occurrence"`` (uniform if None); ``embeddings`` (V, E): semantic embeddings for
-    ``encoder_input="embedding"`` and the ``semantic`` loss. Jitted on ``cfg``."""
-    hp, w, e = _prepare(cfg, Hparams() if hparams is None else hparams, weights, embeddings)
-    return _train_jit(key, cfg, hp, w, e)
+    ``encoder_input="embedding"`` and the ``semantic`` loss."""
+    carry, run_key = init_state(key, cfg, hparams)
+    step = functools.partial(train_step, run_key, cfg, hparams, weights, embeddings)
+
+    def interval(carry, i):
+        ts = i * cfg.log_every + jnp.arange(cfg.log_every)
+        carry, logs = jax.lax.scan(step, carry, ts)
+        return carry, jax.tree_util.tree_map(lambda v: jnp.nanmean(v), logs)
+
+    carry, curves = jax.lax.scan(interval, carry, jnp.arange(cfg.n_logs))
+    params, _, vq_state, nan_step = carry
+    log_steps = (jnp.arange(cfg.n_logs, dtype=jnp.int32) + 1) * cfg.log_every - 1
+    return TrainResult(params=params, vq_state=vq_state, curves=curves, nan_step=nan_step, log_steps=log_steps)
 
 
 def train_many(keys, cfg: Config, hparams: Hparams, weights=None, embeddings=None, *, batch_size=None,
@@ -225,7 +231,7 @@ def train_many(keys, cfg: Config, hparams: Hparams, weights=None, embeddings=Non
     devices = tuple(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices must name at least one device, got an empty sequence")
-    hp, w, e = _prepare(cfg, hparams, weights, embeddings)
+    hp, w, e = _check_inputs(cfg, hparams, weights, embeddings)
     pad = (-M) % len(devices)
     if pad:
         keys, hp = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]), (keys, hp))
@@ -239,7 +245,7 @@ def _per_model(cfg: Config):
     """The per-model function for :func:`tokdyn.execute.sharded_map` (one object per config)."""
     def fn(shared, args):
         (weights, embeddings), (key, hp) = shared, args
-        return _train(key, cfg, hp, weights, embeddings)
+        return train(key, cfg, hp, weights, embeddings)
     return fn
 
 

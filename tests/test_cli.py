@@ -1,0 +1,131 @@
+"""The command line is generated from the configuration dataclasses: every field an option with its
+docstring's help, values back into the config, real exit codes."""
+
+import argparse
+import dataclasses
+
+import pytest
+
+from tokdyn import cli
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    """A nested config.
+
+    Attributes:
+      grid_size: cells per side.
+      colours: colours per cell, a comma list.
+    """
+
+    grid_size: int = 6
+    colours: tuple = (2, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Toy:
+    """A toy config.
+
+    Attributes:
+      name: a name.
+      rate: a rate; its help text goes on
+        over two lines.
+      flag: a switch.
+      grids: N x C pairs.
+      inner: nested settings.
+    """
+
+    name: str = "a"
+    rate: float = 0.5
+    flag: bool = False
+    grids: tuple = ((5, 3), (7, 3))
+    inner: Inner = Inner()
+
+    @classmethod
+    def quick(cls):
+        return cls(name="quick", rate=0.1)
+
+    def validate(self):
+        if self.rate <= 0:
+            raise ValueError(f"rate must be > 0, got {self.rate}")
+        return self
+
+
+def _parse(argv, cls=Toy, base=None):
+    p = argparse.ArgumentParser()
+    cli.add_config_args(p, cls)
+    return cli.config_from_args(cls, p.parse_args(argv), base)
+
+
+def test_help_text_comes_from_the_docstring():
+    assert cli.config_help(Toy)["rate"] == "a rate; its help text goes on over two lines."
+    p = argparse.ArgumentParser()
+    cli.add_config_args(p, Toy)
+    text = p.format_help()
+    for option in ("--name", "--rate", "--flag", "--no-flag", "--grids", "--grid-size", "--colours"):
+        assert option in text
+    assert "(default: 5x3,7x3)" in text and "(default: 2,3)" in text
+
+
+def test_options_build_the_config():
+    assert _parse([]) == Toy()
+    got = _parse(["--rate", "2", "--flag", "--grids", "4x2,6x5", "--grid-size", "9", "--colours", "4"])
+    assert got == Toy(rate=2.0, flag=True, grids=((4, 2), (6, 5)), inner=Inner(grid_size=9, colours=(4,)))
+    assert _parse(["--name", "b"], base=Toy.quick()) == Toy(name="b", rate=0.1)  # a preset, options on top
+    with pytest.raises(ValueError, match="rate must be > 0"):
+        _parse(["--rate", "-1"])
+
+
+def test_undocumented_fields_are_refused():
+    @dataclasses.dataclass(frozen=True)
+    class Bad:
+        """No attributes section."""
+
+        x: int = 1
+
+    with pytest.raises(TypeError, match="no help text"):
+        cli.add_config_args(argparse.ArgumentParser(), Bad)
+
+
+@pytest.mark.parametrize("key", list(cli.COMMANDS), ids=" ".join)
+def test_every_command_is_generated_from_its_config(key, capsys):
+    assert cli.main([*key, "--help"]) == 0
+    text = capsys.readouterr().out
+    _, cls = cli._config_class(key) if False else (None, getattr(__import__(cli.COMMANDS[key][0], fromlist=["x"]),
+                                                                cli.CONFIG_CLASSES.get(key, "Config")))
+    for path, field, _ in cli._fields(cls) if False else _flat(cls):
+        if field.default is not dataclasses.MISSING:
+            assert "--" + field.name.replace("_", "-") in text, field.name
+    cfg = cls() if all(f.default is not dataclasses.MISSING for f in dataclasses.fields(cls)) else None
+    if cfg is not None:
+        cfg.validate()  # the defaults are valid
+
+
+def _flat(cls):
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.default):
+            yield from _flat(type(f.default))
+        else:
+            yield (f.name,), f, cls
+
+
+def test_top_level_help_lists_every_command(capsys):
+    assert cli.main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for group, name in cli.COMMANDS:
+        assert f"tokdyn {group} {name}" in text
+
+
+def test_exit_codes(tmp_path, capsys, monkeypatch):
+    assert cli.main(["study", "token-dynamics", "--no-such-option"]) == 2
+    assert cli.main(["study", "token-dynamics", "--seeds", "0"]) == 2
+    assert "seeds" in capsys.readouterr().err
+    from tokdyn.studies import token_dynamics
+
+    def boom(cfg, out, *, quiet, plots):
+        raise RuntimeError("the run broke")
+
+    monkeypatch.setattr(token_dynamics, "main", boom)
+    assert cli.main(["study", "token-dynamics", "--out", str(tmp_path), "--no-cache"]) == 1
+    err = capsys.readouterr().err
+    assert "RuntimeError: the run broke" in err and "usage" not in err  # a failure, not a usage error

@@ -1,0 +1,73 @@
+"""tokdyn.io: atomic writes, CSV/JSON round trips, checkpoints, progress."""
+
+import io as stdio
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tokdyn import io
+
+
+def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
+    path = str(tmp_path / "a" / "f.txt")
+    with io.atomic_write(path) as f:
+        f.write("old")
+    with pytest.raises(RuntimeError):
+        with io.atomic_write(path) as f:
+            f.write("half of the new")
+            raise RuntimeError("killed mid-write")
+    assert open(path).read() == "old" and os.listdir(tmp_path / "a") == ["f.txt"]
+    assert io.is_temporary("f.txt.0123abcd.tmp") and not io.is_temporary("f.txt")
+
+
+def test_csv_and_json_round_trips(tmp_path):
+    cols = {"name": ["a", "b"], "x": np.array([0.1, np.float32(1 / 3)], dtype=object), "ok": [True, False],
+            "n": np.array([1, 2])}
+    back = io.read_csv(io.write_csv(str(tmp_path / "t.csv"), cols))
+    assert back["name"].tolist() == ["a", "b"] and back["ok"].tolist() == [1.0, 0.0]
+    assert np.float32(back["x"][1]) == np.float32(1 / 3)  # the shortest text that reads back to the same float32
+    with pytest.raises(ValueError, match="equal lengths"):
+        io.write_csv(str(tmp_path / "bad.csv"), {"a": [1], "b": [1, 2]})
+    obj = {"a": np.float64(np.inf), "b": (1, np.int64(2)), "c": np.array([[1.5]]), 3: np.bool_(True)}
+    assert io.read_json(io.write_json(str(tmp_path / "m.json"), obj)) == {"a": "inf", "b": [1, 2], "c": [[1.5]],
+                                                                           "3": True}
+    rows = [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+    assert io.to_rows(io.to_columns(rows)) == rows
+    assert io.to_rows({"a": np.array([3, 1])}, order=[1, 0]) == [{"a": 1}, {"a": 3}]
+
+
+def test_pytree_checkpoints(tmp_path):
+    tree = {"w": jnp.arange(6.0).reshape(2, 3), "layers": [jnp.ones(2), (jnp.zeros((), jnp.int32),)]}
+    path = io.save_pytree(str(tmp_path / "ck.npz"), tree, step=7)
+    back, meta = io.load_pytree(path, tree)
+    assert int(meta["step"]) == 7
+    for a, b in zip(np.asarray(back["w"]).ravel(), np.arange(6.0)):
+        assert a == b
+    assert back["layers"][1][0].dtype == np.int32
+    with pytest.raises(ValueError, match="checkpoint of something else"):
+        io.load_pytree(path, {"w": tree["w"]})
+    with pytest.raises(ValueError, match="expects"):
+        io.load_pytree(path, {"w": jnp.zeros((3, 2)), "layers": tree["layers"]})
+
+
+class _Stream(stdio.StringIO):
+    def isatty(self):
+        return False
+
+
+def test_progress_lines_and_quiet():
+    s = _Stream()
+    with io.Progress(10, desc="sweep", unit="runs", done=2, stream=s) as bar:
+        bar.update(3, loss=0.25)
+        bar.note("a message")
+        bar.update(5)
+    lines = s.getvalue().splitlines()
+    assert lines[0].startswith("sweep: 5/10 runs (50.0%)") and "loss 0.25" in lines[0]
+    assert lines[1] == "a message" and lines[2].startswith("sweep: 10/10 runs (100.0%)") and "ETA 0 s" in lines[2]
+    quiet = _Stream()
+    with io.Progress(10, quiet=True, stream=quiet) as bar:
+        bar.update(10)
+        bar.note("hidden")
+    assert quiet.getvalue() == "" and bar.done == 10

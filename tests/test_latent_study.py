@@ -1,0 +1,88 @@
+"""The latent-reasoning study: outputs, resume, refusal of another configuration, the command line."""
+
+import dataclasses
+import os
+
+import pytest
+
+import jax
+import numpy as np
+
+from test_latent_train import TINY  # the same configuration: compilations are shared within a session
+from tokdyn import cli, io
+from tokdyn.latent import tasks, training
+from tokdyn.studies import latent_reasoning as L
+
+
+def test_study_writes_outputs_and_resumes(tmp_path):
+    out = str(tmp_path / "s")
+    cfg = L.Config(variants=("direct", "no_image"), training=TINY)
+    assert not L.main(dataclasses.replace(cfg, max_minutes=1e-9), out, quiet=True, plots=False)  # out of time at once
+    assert not os.path.exists(os.path.join(out, "results", "direct.json"))
+    assert L.main(cfg, out, quiet=True, plots=False)
+    acc = io.read_csv(os.path.join(out, "accuracy.csv"))
+    assert len(acc["variant"]) == 2 * 5 * TINY.seeds
+    assert set(acc["family"]) == set(tasks.FAMILIES) | {"all"}
+    curves = io.read_csv(os.path.join(out, "curves", "direct.csv"))
+    assert curves["step"].tolist() == [20, 20, 40, 40] and curves["seed"].tolist() == [0, 1, 0, 1]
+    conf = io.read_json(os.path.join(out, "config.json"))
+    assert conf["training"]["steps"] == TINY.steps and conf["hparams"]["learning_rate"] == cfg.hparams.learning_rate
+    res = io.read_json(os.path.join(out, "results", "direct.json"))
+    assert res["nan_step"] == [-1, -1] and len(res["accuracy"]["all"]) == TINY.seeds
+    with open(os.path.join(out, "summary.md")) as f:
+        table = f.read()
+    assert "| direct |" in table and "| no_image |" in table and "chance (majority)" in table
+    mtime = os.path.getmtime(os.path.join(out, "results", "direct.json"))
+    assert L.main(cfg, out, quiet=True, plots=True)  # finished variants are skipped
+    assert os.path.getmtime(os.path.join(out, "results", "direct.json")) == mtime
+    assert os.path.getsize(os.path.join(out, "learning_curves.png")) > 1000
+    with pytest.raises(ValueError, match="different configuration"):
+        L.main(dataclasses.replace(cfg, training=dataclasses.replace(TINY, steps=60)), out, quiet=True, plots=False)
+    with pytest.raises(ValueError, match="different configuration"):
+        L.main(dataclasses.replace(cfg, hparams=training.Hparams(align_weight=0.5)), out, quiet=True, plots=False)
+    # --no-train reports what is on disk, here one variant of three
+    assert not L.main(dataclasses.replace(cfg, variants=("direct", "text"), train=False), out, quiet=True,
+                      plots=False)
+    assert set(io.read_csv(os.path.join(out, "accuracy.csv"))["variant"]) == {"direct"}
+    with pytest.raises(ValueError, match="no config.json"):
+        L.main(dataclasses.replace(cfg, train=False), str(tmp_path / "empty"), quiet=True, plots=False)
+
+
+def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path):
+    """A variant cut off after its first call resumes from the checkpoint to the uninterrupted result."""
+    cfg = L.Config(variants=("direct",), training=TINY)
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    assert L.main(cfg, full, quiet=True, plots=False)
+    pool, _ = training.data(TINY)
+    training.train_many(TINY, "direct", pool, cfg.hparams, checkpoint=os.path.join(cut, "checkpoints", "direct.npz"),
+                        max_calls=1)  # what a run stopped after one call leaves on disk
+    assert L.main(cfg, cut, quiet=True, plots=False)
+    assert io.read_csv(os.path.join(cut, "curves", "direct.csv"))["step"].tolist() == [40, 40]  # only the rest ran
+    a, b = (io.read_json(os.path.join(d, "results", "direct.json"))["accuracy"] for d in (full, cut))
+    assert a == b
+    like = training.init_states(TINY, "direct", cfg.hparams)
+    ckpts = [training.load_checkpoint(os.path.join(d, "checkpoints", "direct.npz"), like) for d in (full, cut)]
+    for x, y in zip(jax.tree.leaves(ckpts[0]), jax.tree.leaves(ckpts[1])):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_command_line_options():
+    argv = ("study latent-reasoning --variants direct,text --seeds 2 --steps 40 --batch-size 8 --learning-rate 0.01 "
+            "--width 16 --depth 1 --heads 2 --n-latents 2 --projection linear --align-weight 0.5 "
+            "--curriculum-stages 1 --steps-per-call 20 --grid-size 3 --n-colours 2 --n-train 100 --n-test 20 "
+            "--root-seed 3 --max-minutes 1.5 --train").split()
+    args = cli.build_parser(argv).parse_args(argv)
+    cfg = cli.config_from_args(L.Config, args)
+    want = L.Config(variants=("direct", "text"), train=True, max_minutes=1.5, hparams=training.Hparams(
+        learning_rate=0.01, align_weight=0.5), training=training.Config(
+        task=tasks.Config(grid_size=3, n_colours=2), seeds=2, steps=40, batch_size=8, width=16, depth=1, heads=2,
+        n_latents=2, projection="linear", curriculum_stages=1, steps_per_call=20, n_train=100, n_test=20,
+        root_seed=3))
+    assert cfg == want
+    no = ["study", "latent-reasoning", "--no-train"]
+    assert cli.config_from_args(L.Config, cli.build_parser(no).parse_args(no)).train is False
+    assert L.Config.quick().validate().training.steps < L.Config().training.steps
+    with pytest.raises(ValueError, match="variant"):
+        L.Config(variants=("direct", "dream")).validate()
+    with pytest.raises(ValueError, match="max_minutes"):
+        L.Config(max_minutes=0.0).validate()

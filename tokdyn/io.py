@@ -1,0 +1,283 @@
+"""Files and progress: the one place where tokdyn writes to disk or to the terminal.
+
+- :func:`atomic_write`: every file is written to a temporary name unique to its writer, flushed
+  to disk and renamed over the final name, so a reader (or a resumed run) sees the old file or
+  the new one, never half of one -- also when several processes write the same file at once.
+- :func:`write_csv` / :func:`read_csv` (one row per record), :func:`write_json` /
+  :func:`read_json` (metadata, test results), :func:`to_columns` / :func:`to_rows`.
+- :func:`save_pytree` / :func:`load_pytree`: checkpoints of any pytree of arrays (``.npz``).
+- :func:`environment`: versions and machine facts recorded next to every output.
+- :class:`Progress`: a bar with rate and ETA on a terminal, one line per update otherwise,
+  nothing when quiet; used by sweeps, studies and training loops.
+
+Figures live in :mod:`tokdyn.report`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import platform
+import sys
+import time
+import uuid
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+
+class OutputConflict(ValueError):
+    """An output directory holds the results of a different configuration (a usage error: choose
+    another directory, or rerun with the configuration that wrote it)."""
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "w"):
+    """Open a temporary file next to ``path`` for writing; on a clean exit flush it to disk and
+    rename it over ``path`` (atomic on POSIX), on an exception remove it. The temporary name holds
+    a random part, so concurrent writers never share one. Creates missing directories."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of :func:`atomic_write`'s temporaries (a write cut short)."""
+    return name.endswith(".tmp")
+
+
+def _cell(v):
+    if isinstance(v, (bool, np.bool_)):
+        return int(v)
+    if isinstance(v, np.floating):  # the shortest text that reads back to the same value
+        return str(v)
+    if isinstance(v, float):
+        return repr(v)
+    return v
+
+
+def write_csv(path: str, columns: Mapping[str, Sequence]) -> str:
+    """Write columns (name -> equal-length sequence) as a CSV with a header row, atomically."""
+    names = list(columns)
+    cols = [np.asarray(columns[n]) for n in names]
+    lengths = {len(c) for c in cols}
+    if len(lengths) > 1:
+        raise ValueError(f"columns must have equal lengths, got { {n: len(c) for n, c in zip(names, cols)} }")
+    with atomic_write(path) as f:
+        w = csv.writer(f)
+        w.writerow(names)
+        for row in zip(*cols):
+            w.writerow([_cell(v) for v in row])
+    return path
+
+
+def read_csv(path: str) -> dict[str, np.ndarray]:
+    """Read a CSV written by :func:`write_csv` back into columns (float64 where every value parses)."""
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header, body = rows[0], rows[1:]
+    out = {}
+    for j, name in enumerate(header):
+        col = [r[j] for r in body]
+        try:
+            out[name] = np.asarray(col, dtype=np.float64)
+        except ValueError:
+            out[name] = np.asarray(col)
+    return out
+
+
+def jsonable(obj):
+    """``obj`` with NumPy values turned into Python ones (non-finite floats as strings: JSON has
+    no inf/nan), tuples into lists and keys into strings."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if np.isfinite(v) else str(v)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def write_json(path: str, obj) -> str:
+    """Write ``jsonable(obj)`` as indented JSON, atomically."""
+    with atomic_write(path) as f:
+        json.dump(jsonable(obj), f, indent=2)
+        f.write("\n")
+    return path
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def to_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+    """A list of row dicts (same keys) as a dict of columns."""
+    if not rows:
+        return {}
+    return {k: [r[k] for r in rows] for k in rows[0]}
+
+
+def to_rows(columns: Mapping[str, Sequence], order: Iterable[int] | None = None) -> list[dict]:
+    """A dict of columns as a list of row dicts (optionally in the given row order), NumPy
+    scalars as Python ones."""
+    n = len(next(iter(columns.values())))
+    order = range(n) if order is None else order
+    return [{k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in columns.items()} for i in order]
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def save_pytree(path: str, tree, **meta) -> str:
+    """Save every leaf of ``tree`` (arrays) and the scalars ``meta`` to an ``.npz``, atomically.
+    Read it back with :func:`load_pytree` and a tree of the same structure."""
+    import jax
+
+    leaves = jax.tree_util.tree_leaves(tree)
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **{f"meta_{k}": np.asarray(v) for k, v in meta.items()},
+                 **{f"leaf{i:05d}": np.asarray(x) for i, x in enumerate(leaves)})
+    return path
+
+
+def load_pytree(path: str, like):
+    """``(tree, meta)`` from :func:`save_pytree`'s file, with ``like``'s structure. ``ValueError``
+    if the file holds a different number of leaves or shapes (a checkpoint of another model)."""
+    import jax
+
+    leaves_like, treedef = jax.tree_util.tree_flatten(like)
+    with np.load(path) as z:
+        names = sorted(k for k in z.files if k.startswith("leaf"))
+        if len(names) != len(leaves_like):
+            raise ValueError(f"{path} holds {len(names)} arrays, but the state has {len(leaves_like)}: it is a "
+                             "checkpoint of something else")
+        leaves = [z[n] for n in names]
+        meta = {k[5:]: z[k][()] for k in z.files if k.startswith("meta_")}
+    for n, a, b in zip(names, leaves, leaves_like):
+        if np.shape(a) != np.shape(b):
+            raise ValueError(f"{path}: array {n} has shape {np.shape(a)}, the state expects {np.shape(b)}")
+    return jax.tree_util.tree_unflatten(treedef, leaves), meta
+
+
+# ---------------------------------------------------------------------------------------------- metadata
+
+
+def environment() -> dict:
+    """Versions and machine facts recorded next to every output."""
+    import jax
+
+    return {
+        "tokdyn": __import__("tokdyn").__version__,
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.local_devices()],
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """Progress of ``total`` units of work (runs, steps, models).
+
+    On a terminal: a live bar with the count, the rate and the time left (:mod:`rich`). Otherwise
+    (logs, CI, files): one line per :meth:`update` on stderr. With ``quiet``: nothing. ``done``
+    counts work finished before this session (a resumed run); the rate counts this session only.
+    Use as a context manager, or call :meth:`close`. :meth:`note` prints a message the same way.
+    """
+
+    def __init__(self, total: int, *, desc: str = "", unit: str = "runs", done: int = 0, quiet: bool = False,
+                 stream=None):
+        self.total, self.done, self.desc, self.unit, self.quiet = int(total), int(done), desc, unit, quiet
+        self.stream = sys.stderr if stream is None else stream
+        self._start_done, self._t0 = self.done, time.perf_counter()
+        self._bar = None
+        if not quiet and self.stream.isatty():
+            self._bar = _rich_bar(self.stream, desc, unit, total, done)
+
+    def rate(self) -> float:
+        dt = time.perf_counter() - self._t0
+        return (self.done - self._start_done) / dt if dt > 0 else float("nan")
+
+    def update(self, n: int = 1, **info) -> None:
+        """``n`` more units are done; ``info`` (name -> number) is shown beside the count."""
+        self.done += int(n)
+        if self.quiet:
+            return
+        extra = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
+        if self._bar is not None:
+            bar, task = self._bar
+            bar.update(task, completed=self.done, info=extra)
+            return
+        rate = self.rate()
+        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        pct = 100.0 * self.done / max(self.total, 1)
+        self.stream.write(f"{self.desc + ': ' if self.desc else ''}{self.done}/{self.total} {self.unit} ({pct:.1f}%), "
+                          f"{rate:,.3g} {self.unit}/s, ETA {eta:,.0f} s{'  ' + extra if extra else ''}\n")
+        self.stream.flush()
+
+    def note(self, message: str) -> None:
+        """Print a line (above the bar on a terminal), unless quiet."""
+        if self.quiet:
+            return
+        if self._bar is not None:
+            self._bar[0].console.print(message, highlight=False, markup=False)
+        else:
+            self.stream.write(message + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar[0].stop()
+            self._bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _rich_bar(stream, desc, unit, total, done):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, ProgressColumn, TextColumn, \
+        TimeRemainingColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task):
+            return Text("" if task.speed is None else f"{task.speed:,.3g} {unit}/s")
+
+    bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn(),
+              TextColumn("{task.fields[info]}"), console=Console(file=stream), transient=False)
+    task = bar.add_task(desc, total=total, completed=done, info="")
+    bar.start()
+    return bar, task

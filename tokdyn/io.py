@@ -133,11 +133,12 @@ def read_json(path: str):
         return json.load(f)
 
 
-def to_columns(rows: Sequence[Mapping[str, Any]]) -> dict[str, list]:
-    """A list of row dicts (same keys) as a dict of columns."""
-    if not rows:
-        return {}
-    return {k: [r[k] for r in rows] for k in rows[0]}
+def to_columns(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] | None = None) -> dict[str, list]:
+    """A list of row dicts as a dict of columns: ``keys`` in that order (default: the first
+    row's keys)."""
+    if keys is None:
+        keys = list(rows[0]) if rows else []
+    return {k: [r[k] for r in rows] for k in keys}
 
 
 def to_rows(columns: Mapping[str, Sequence], order: Iterable[int] | None = None) -> list[dict]:

@@ -188,7 +188,7 @@ def run_part(name: str, sc: Config, key, *, progress: io.Progress | None = None,
             new_rows = _rows(name, "sensitivity hinge" if extra else "plain", cfg, res, d)
             rows += new_rows
             if cell is not None:
-                io.write_csv(cell, _cols(new_rows))
+                io.write_csv(cell, io.to_columns(new_rows, COLUMNS))
             note(f"  {name} {i + 1}/{len(combos)}: V={V} {n}x{n}x{c} {m} {b} steps: accuracy "
                  f"{d['accuracy'].mean():.3f}, collapsed {d['collapsed'].mean():.2f} "
                  f"({time.perf_counter() - t0:.1f} s)")
@@ -247,10 +247,6 @@ def _semantic(sc: Config, key, hp):
 
 def _part_path(out, name):
     return os.path.join(out, "parts", name + ".csv")
-
-
-def _cols(rows):
-    return {c: [r[c] for r in rows] for c in COLUMNS}
 
 
 def summarise(table: dict) -> str:
@@ -444,7 +440,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> d
             progress.note(f"part {name} ...")
             rows = run_part(name, cfg, jax.random.fold_in(key, i), progress=progress,
                             cell_dir=os.path.join(out, "parts", name + "_cells"))
-            io.write_csv(path, _cols(rows))
+            io.write_csv(path, io.to_columns(rows, COLUMNS))
             timings[name + "_s"] = time.perf_counter() - t0
             progress.note(f"part {name}: {len(rows)} models in {timings[name + '_s']:.1f} s")
             progress.update()

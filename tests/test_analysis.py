@@ -206,7 +206,6 @@ def _threshold_sweep(ratios, n_tokens, seeds, make):
     return np.asarray(f(keys, jnp.asarray(ratios))).mean(axis=1)  # (ratios,)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("shape", ["blobs", "anisotropic"])
 def test_collapse_rate_switches_within_10_percent(shape):
     def make(key):

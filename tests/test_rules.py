@@ -216,7 +216,6 @@ def test_token_groups_match_reference():
                     assert g[i] == g[j]
 
 
-@pytest.mark.slow
 def test_annealing_splits_below_the_within_group_threshold():
     """Four tokens anneal over two well-separated pairs of clusters. Each split must happen below
     2 lambda_max of the covariance of the points the splitting group covers (where the merged group

@@ -21,17 +21,27 @@ def test_study_writes_outputs_and_resumes(tmp_path):
     assert not os.path.exists(os.path.join(out, "results", "direct.json"))
     assert L.main(cfg, out, quiet=True, plots=False)
     acc = io.read_csv(os.path.join(out, "accuracy.csv"))
-    assert len(acc["variant"]) == 2 * 5 * TINY.seeds
+    assert len(acc["variant"]) == 2 * (len(tasks.FAMILIES) + 1) * TINY.seeds
     assert set(acc["family"]) == set(tasks.FAMILIES) | {"all"}
+    optimum = tasks.question_only_optimum(TINY.task)
+    for f in tasks.FAMILIES:
+        np.testing.assert_allclose(acc["question_only"][acc["family"] == f], optimum[f])
     curves = io.read_csv(os.path.join(out, "curves", "direct.csv"))
     assert curves["step"].tolist() == [20, 20, 40, 40] and curves["seed"].tolist() == [0, 1, 0, 1]
+    assert {"val_all", "val_read", "answer_ce"} <= set(curves)
+    conv = io.read_csv(os.path.join(out, "convergence.csv"))
+    assert conv["variant"].tolist() == ["direct", "direct", "no_image", "no_image"] and conv["steps"].tolist() == [40] * 4
+    assert not conv["converged"].any()  # 40 steps cannot show a flat window: reported as not converged
+    tests = io.read_csv(os.path.join(out, "tests.csv"))
+    assert set(tests["variant"]) == {"no_image"} and set(tests["against"]) == {"direct"}
+    assert not tests["tested"].any() and np.isnan(tests["p"]).all()  # unconverged pairs are not compared
     conf = io.read_json(os.path.join(out, "config.json"))
     assert conf["training"]["steps"] == TINY.steps and conf["hparams"]["learning_rate"] == cfg.hparams.learning_rate
     res = io.read_json(os.path.join(out, "results", "direct.json"))
     assert res["nan_step"] == [-1, -1] and len(res["accuracy"]["all"]) == TINY.seeds
     with open(os.path.join(out, "summary.md")) as f:
         table = f.read()
-    assert "| direct |" in table and "| no_image |" in table and "chance (majority)" in table
+    assert "| direct |" in table and "| no_image |" in table and "question-only optimum" in table
     mtime = os.path.getmtime(os.path.join(out, "results", "direct.json"))
     assert L.main(cfg, out, quiet=True, plots=True)  # finished variants are skipped
     assert os.path.getmtime(os.path.join(out, "results", "direct.json")) == mtime
@@ -53,7 +63,7 @@ def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path):
     cfg = L.Config(variants=("direct",), training=TINY)
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
     assert L.main(cfg, full, quiet=True, plots=False)
-    pool, _ = training.data(TINY)
+    pool = training.data(TINY).train
     training.train_many(TINY, "direct", pool, cfg.hparams, checkpoint=os.path.join(cut, "checkpoints", "direct.npz"),
                         max_calls=1)  # what a run stopped after one call leaves on disk
     assert L.main(cfg, cut, quiet=True, plots=False)
@@ -86,3 +96,50 @@ def test_command_line_options():
         L.Config(variants=("direct", "dream")).validate()
     with pytest.raises(ValueError, match="max_minutes"):
         L.Config(max_minutes=0.0).validate()
+
+
+KILLED = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from tokdyn import io
+from tokdyn.studies import latent_reasoning as L
+from test_latent_study import CONVERGING
+kill_after, saved = int(sys.argv[2]), []
+original = io.save_pytree
+def save(path, tree, **meta):  # a checkpoint write: the run dies right after the n-th one
+    original(path, tree, **meta)
+    saved.append(path)
+    if len(saved) == kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+io.save_pytree = save
+L.main(CONVERGING, sys.argv[1], quiet=True, plots=False)
+"""
+CONVERGING = L.Config(variants=("direct", "no_image"), tolerance=0.5, window=0.5,
+                      training=dataclasses.replace(TINY, steps=100, steps_per_call=10))
+
+
+def test_convergence_stops_early_and_a_killed_study_resumes_to_the_same_results(tmp_path):
+    """With a loose tolerance both variants stop before their budget (the window of 3 evaluations
+    fills at step 40: steps 20, 30, 40). A study SIGKILLed right after the first checkpoint of its second variant
+    and run again ends with the bits of an uninterrupted run: curves, results, test answers."""
+    import signal
+    import subprocess
+    import sys
+
+    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
+    assert L.main(CONVERGING, whole, quiet=True, plots=False)
+    conv = io.read_csv(os.path.join(whole, "convergence.csv"))
+    assert conv["converged"].all() and (conv["steps"] < 100).all() and (conv["steps"] >= 40).all()
+    code = KILLED.format(tests=os.path.dirname(__file__))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    first_of_second = int(conv["steps"][conv["variant"] == "direct"][0]) // 10 + 1
+    run = subprocess.run([sys.executable, "-c", code, killed, str(first_of_second)], env=env)
+    assert run.returncode == -signal.SIGKILL
+    assert os.path.exists(os.path.join(killed, "results", "direct.json"))
+    assert not os.path.exists(os.path.join(killed, "results", "no_image.json"))
+    assert subprocess.run([sys.executable, "-c", code, killed, "0"], env=env).returncode == 0
+    for rel in ("curves/direct.csv", "curves/no_image.csv", "accuracy.csv", "convergence.csv", "tests.csv"):
+        assert open(os.path.join(whole, rel)).read() == open(os.path.join(killed, rel)).read(), rel
+    for name in ("direct", "no_image"):
+        a, b = (np.load(os.path.join(d, "results", f"{name}.npz"))["answers"] for d in (whole, killed))
+        np.testing.assert_array_equal(a, b)

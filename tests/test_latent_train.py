@@ -15,7 +15,8 @@ from tokdyn.latent import evaluation, losses, tasks, training, variants
 from tokdyn.latent import model as M
 
 TINY = training.Config(task=tasks.Config(grid_size=3, n_colours=2), width=16, depth=1, heads=2, n_latents=2,
-                       steps=40, steps_per_call=20, batch_size=16, n_train=400, n_test=40, seeds=2, warmup=5)
+                       steps=40, steps_per_call=20, batch_size=16, n_train=400, n_test=40, n_val=20, seeds=2,
+                       warmup=5)
 FAST = training.Hparams(learning_rate=1e-2)
 
 
@@ -27,7 +28,7 @@ def pools():
 @functools.lru_cache(maxsize=None)
 def _trained(name):
     """The uninterrupted run of ``name`` on TINY (shared by the tests that need it)."""
-    pool, _ = training.data(TINY)
+    pool = training.data(TINY).train
     logs = []
     state, done = training.train_many(TINY, name, pool, FAST, on_log=lambda step, lg: logs.append((step, lg)))
     return state, done, logs
@@ -36,7 +37,7 @@ def _trained(name):
 def test_coconut_schedule():
     cfg = dataclasses.replace(TINY, steps=60, steps_per_call=10, n_latents=4, curriculum_stages=2)
     st = variants.stages(cfg, "coconut")
-    assert [s[0] for s in st] == [0, 2, 4] and [s[1] for s in st] == [0, 2, 3]
+    assert [s[0] for s in st] == [0, 2, 4] and [s[1] for s in st] == [0, 2, 4]  # caption_len max(3, 4)
     assert sum(s[2] for s in st) == 60 and all(s[2] % 10 == 0 for s in st)
     assert variants.stages(cfg, "direct") == [(0, 0, 60)] and variants.stages(cfg, "pause") == [(4, 0, 60)]
     # every stage's model has the same parameter shapes (the curriculum continues one model)
@@ -82,7 +83,7 @@ def test_caption_ce_masks_dropped_tokens(pools):
     model = M.Model(variants.model_config(TINY, "text"))
     params = model.init(jax.random.key(0))
     batch = jax.tree.map(lambda a: a[:6], pools[1])
-    mask = jnp.asarray([0.0, 1.0, 1.0])
+    mask = jnp.asarray([0.0, 1.0, 1.0, 1.0])  # K = max(G, 4)
     logits, ce = jax.jit(lambda p, b: (lambda out: (out.logits, losses.caption_ce(model, b, out, mask)))(
         model.apply(p, b)))(params, batch)
     k = model.layout.caption
@@ -105,7 +106,7 @@ def test_schedule_is_optax_warmup_cosine_with_a_traced_peak():
 def test_train_step_is_adamw_with_the_traced_hparams(pools):
     """Two steps of two settings at once (vmapped, traced hyper-parameters) equal optax's AdamW with
     its own warm-up cosine schedule (concrete numbers) on the objective with those weights."""
-    pool, _ = pools
+    pool = pools.train
     name = "text"
     settings = [(1e-2, 0.0, 1.0), (3e-3, 5.0, 0.25)]  # learning rate, weight decay, caption weight
     lr, wd, cw = (jnp.asarray(v) for v in zip(*settings))
@@ -126,7 +127,7 @@ def test_train_step_is_adamw_with_the_traced_hparams(pools):
 
     @jax.jit
     def ref(params, o):
-        g = jax.grad(lambda p: losses.objective(model, p, batch, align=None, caption_mask=jnp.ones(3),
+        g = jax.grad(lambda p: losses.objective(model, p, batch, align=None, caption_mask=jnp.ones(TINY.task.caption_len),
                                                 align_weight=1.0, caption_weight=cw)[0])(params)
         u, o = opt.update(g, o, params)
         return optax.apply_updates(params, u), o
@@ -152,7 +153,7 @@ def _no_key_bias(params):
 
 @pytest.mark.parametrize("name", sorted(variants.VARIANTS))
 def test_every_variant_learns_and_evaluates(name, pools):
-    _, test = pools
+    test = pools.test
     state, done, logs = _trained(name)
     assert done and np.all(np.asarray(state.step) == TINY.steps) and training.nan_report(state) == []
     leaves = jax.tree.leaves(state.params)
@@ -161,7 +162,7 @@ def test_every_variant_learns_and_evaluates(name, pools):
     # (an untrained model's stays put: batch noise on 320 answers is ~0.05 nats)
     assert [s for s, _ in logs] == [20, 40]
     first, last = logs[0][1]["answer_ce"], logs[-1][1]["answer_ce"]
-    assert np.all(last < first - 0.3), (first, last)
+    assert np.all(last < first - 0.2), (first, last)
     acc = evaluation.evaluate(TINY, name, state.params, test, chunk=24)  # 24 + 16 (padded)
     assert acc["all"].shape == (TINY.seeds,) and np.all((acc["all"] >= 0) & (acc["all"] <= 1))
     assert ("caption_exact" in acc) == (name == "text")
@@ -172,7 +173,7 @@ def test_every_variant_learns_and_evaluates(name, pools):
 def test_sweep_is_one_compilation_and_a_nan_stops_no_other_model(pools, monkeypatch):
     """4 learning rates x 3 seeds in one call: one trace of train_step for both chunks; the
     diverging setting is reported per model and leaves the others exactly as without it."""
-    pool, _ = pools
+    pool = pools.train
     cfg = dataclasses.replace(TINY, seeds=3)  # a configuration no other test uses: chunk_fn builds it anew
     make = training.make_train_step
     monkeypatch.setattr(training, "make_train_step", lambda *a: chex.assert_max_traces(make(*a), n=1))
@@ -193,7 +194,7 @@ def test_sweep_is_one_compilation_and_a_nan_stops_no_other_model(pools, monkeypa
 
 def test_resume_equals_uninterrupted(tmp_path, pools):
     """coconut, interrupted after its first curriculum stage, resumes to the same models."""
-    pool, _ = pools
+    pool = pools.train
     name = "coconut"
     full, _, full_logs = _trained(name)
     ck = str(tmp_path / "c.npz")
@@ -220,7 +221,7 @@ def test_resume_equals_uninterrupted(tmp_path, pools):
 
 
 def test_bad_arguments(pools):
-    pool, _ = pools
+    pool = pools.train
     with pytest.raises(ValueError, match="variant"):
         training.train_many(TINY, "telepathy", pool)
     with pytest.raises(ValueError, match="n_latents"):

@@ -6,6 +6,8 @@
   :func:`tokdyn.latent.training.train_many` run.
 - :func:`majority_baseline`: the accuracy of always answering a family's most frequent training
   answer.
+- :func:`plateau_change`: how much a learning curve still moves over its last stretch (the
+  convergence criterion of the study).
 """
 
 from __future__ import annotations
@@ -44,36 +46,62 @@ def _predict_many(cfg: Config, name: str):
     return jax.jit(jax.vmap(lambda p, b: predict(model, p, b), in_axes=(0, None)))
 
 
-def evaluate(cfg: Config, name: str, params, test, *, chunk: int = 250) -> dict:
-    """Accuracy (M,) per family name and ``"all"`` of the M models in ``params`` (stacked, as
-    :func:`~tokdyn.latent.training.train_many` returns them) of variant ``name`` on ``test``, in
-    chunks of ``chunk`` instances (the last one padded: one compilation); plus ``"caption_exact"``
-    (the whole caption right) for variants that generate the full caption."""
+def answers(cfg: Config, name: str, params, batch, *, chunk: int = 250):
+    """``(answers, captions)``: the greedy answers (M, N) and generated captions (M, N, K) of the M
+    models in ``params`` (stacked, as :func:`~tokdyn.latent.training.train_many` returns them) of
+    variant ``name`` on the N instances of ``batch``, in chunks of ``chunk`` instances (the last
+    one padded: one compilation)."""
     cfg.validate()
     variants.variant(name)
     _checks.positive_int("chunk", chunk)
-    model = M.Model(variants.model_config(cfg, name, -1))
     dropped = variants.dropped_captions(cfg, name, -1)
     pad = cfg.task.vocab.pad
     f = _predict_many(cfg, name)
     preds, caps = [], []
-    n = test.answer.shape[0]
+    n = batch.answer.shape[0]
     size = min(chunk, n)
     for a in range(0, n, size):
         idx = np.minimum(np.arange(a, a + size), n - 1)  # the last chunk padded with its last instance: one shape
-        b = variants.stage_batch(jax.tree.map(lambda x: x[idx], test), dropped, pad)
+        b = variants.stage_batch(jax.tree.map(lambda x: x[idx], batch), dropped, pad)
         pr, cp = f(params, b)
         preds.append(np.asarray(pr)[:, : n - a])
         caps.append(np.asarray(cp)[:, : n - a])
-    pred = np.concatenate(preds, 1)  # (M, N)
-    correct = pred == np.asarray(test.answer)[None]
-    fam = np.asarray(test.family)
+    return np.concatenate(preds, 1), np.concatenate(caps, 1)
+
+
+def accuracy(cfg: Config, name: str, answers_, captions, batch) -> dict:
+    """Accuracy (M,) per family of ``batch`` and ``"all"`` from :func:`answers`' output; plus
+    ``"caption_exact"`` (the whole caption right) for variants that generate the full caption."""
+    correct = answers_ == np.asarray(batch.answer)[None]
+    fam = np.asarray(batch.family)
     out = {fname: correct[:, fam == i].mean(1) for i, fname in enumerate(tasks.FAMILIES) if np.any(fam == i)}
     out["all"] = correct.mean(1)
-    if model.cfg.caption_len and dropped == 0:
-        cap = np.concatenate(caps, 1)
-        out["caption_exact"] = (cap == np.asarray(test.caption)[None]).all(-1).mean(1)
+    if variants.model_config(cfg, name, -1).caption_len and variants.dropped_captions(cfg, name, -1) == 0:
+        out["caption_exact"] = (captions == np.asarray(batch.caption)[None]).all(-1).mean(1)
     return out
+
+
+def evaluate(cfg: Config, name: str, params, test, *, chunk: int = 250) -> dict:
+    """Accuracy (M,) per family name and ``"all"`` of the M models in ``params`` of variant
+    ``name`` on ``test`` (see :func:`answers` and :func:`accuracy`)."""
+    pred, cap = answers(cfg, name, params, test, chunk=chunk)
+    return accuracy(cfg, name, pred, cap, test)
+
+
+def plateau_change(steps, values, window: float = 0.2) -> float:
+    """How much ``values`` (a held-out accuracy at ``steps``) still moves over the last ``window``
+    of the steps: the least-squares slope over the points with step >= (1 - window) * last step,
+    times the window's length. NaN with fewer than 3 points in the window. A curve has flattened
+    when its absolute value is below a tolerance (0.01 in the study)."""
+    steps, values = np.asarray(steps, np.float64), np.asarray(values, np.float64)
+    if steps.size == 0:
+        return float("nan")
+    start = (1.0 - window) * steps[-1]
+    sel = steps >= start
+    if sel.sum() < 3:
+        return float("nan")
+    slope = np.polyfit(steps[sel], values[sel], 1)[0]
+    return float(slope * (steps[-1] - start))
 
 
 def majority_baseline(train, test) -> dict:

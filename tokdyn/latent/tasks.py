@@ -1,8 +1,11 @@
 """Synthetic visual reasoning tasks that need an imagined transformation of the image.
 
 An image is a ``G x G`` grid of cells, each empty (0) or one of ``n_colours`` colours (1..C). A
-question asks about the image *after* a transformation the model has to imagine. Four families:
+question asks about the image, in every family but the first *after* a transformation the model
+has to imagine. Five families:
 
+``read``      the colour of cell (r, c): no transformation (the control: can the model read its
+              image at all?).
 ``rotate``    rotate (90/180/270, counter-clockwise as :func:`numpy.rot90`) or flip (left-right,
               up-down) the grid, then ask the colour of cell (r, c) of the result.
 ``gravity``   every non-empty cell falls to the bottom of its column (order kept), then count colour
@@ -14,21 +17,26 @@ question asks about the image *after* a transformation the model has to imagine.
 
 Every instance carries the answer (one token), the *helper image* (the transformed grid, for
 latent supervision: for ``path`` the grid rolled so the destination sits under the marker) and a
-*caption* of the relevant change (for text-space imagination: the source cell for ``rotate``, the
-transformed row for ``gravity``/``recolour``, the destination cell for ``path``), padded to
-``caption_len`` with ``<pad>``.
+*caption* of the relevant change (for text-space imagination: the cell to read for ``read`` and
+``rotate`` (its source cell), the transformed row for ``gravity``/``recolour``, the marker's cell
+and then the destination cell for ``path``), padded to ``caption_len`` with ``<pad>``.
 
 Generators are pure JAX: :func:`sample` draws one instance from a key and a (traceable) family
 index, so it is jittable and vmappable; :func:`generate` draws a batch with key ``fold_in(key, i)``
 for instance i. :func:`splits` draws train and test sets from disjoint key streams and removes
 every test instance whose (image, question) also occurs in the training set, so the splits never
 share an instance.
+
+:func:`question_only_optimum` is the best accuracy any answer rule that sees only the question can
+reach, per family, computed exactly from the task distribution; :func:`question_only_answers`
+is that rule (what a model without the image can at best learn).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,11 +44,13 @@ import numpy as np
 
 from tokdyn import _checks
 
-FAMILIES = ("rotate", "gravity", "recolour", "path")
+FAMILIES = ("read", "rotate", "gravity", "recolour", "path")
 OPS = ("rot90", "rot180", "rot270", "flip_lr", "flip_ud")
 DIRECTIONS = ("up", "down", "left", "right")
 SPECIALS = ("<pad>", "<latent_start>", "<latent_end>", "<answer>", "<pause>")
 QUESTION_LEN = 5  # the longest question (path: family, dir, n, dir, n)
+MAX_GRID = 32  # cells are stored as int8 and coordinates as tokens 0..G: the encoding's bounds
+MAX_COLOURS = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,19 +58,28 @@ class Config:
     """Static structure of the tasks (it fixes every array shape and the vocabulary).
 
     Attributes:
-      grid_size: G, the image is G x G cells.
-      n_colours: C colours (cell values 1..C; 0 is empty).
+      grid_size: G, the image is G x G cells (2..32).
+      n_colours: C colours (cell values 1..C; 0 is empty; 2..100).
       density: probability that a cell is non-empty.
+      families: the task families drawn, in balanced shares (names from tokdyn.latent.tasks.FAMILIES).
     """
 
     grid_size: int = 6
     n_colours: int = 6
     density: float = 0.75
+    families: tuple = FAMILIES
 
     def validate(self) -> "Config":
-        _checks.positive_int("grid_size", self.grid_size)
-        _checks.positive_int("n_colours", self.n_colours, minimum=2)
+        g = _checks.positive_int("grid_size", self.grid_size, minimum=2)
+        if g > MAX_GRID:
+            raise ValueError(f"grid_size must be in [2, {MAX_GRID}] (coordinates are tokens 0..G), got {g}")
+        c = _checks.positive_int("n_colours", self.n_colours, minimum=2)
+        if c > MAX_COLOURS:
+            raise ValueError(f"n_colours must be in [2, {MAX_COLOURS}] (colours are tokens), got {c}")
         _checks.real("density", self.density, low=0.0, high=1.0)
+        _families(self.families)
+        if len(set(self.families)) != len(self.families):
+            raise ValueError(f"families must not repeat a name, got {self.families!r}")
         return self
 
     @property
@@ -69,7 +88,8 @@ class Config:
 
     @property
     def caption_len(self) -> int:
-        return max(self.grid_size, 2)
+        """K: a row (G tokens) or two cells (4 tokens), whichever is longer."""
+        return max(self.grid_size, 4)
 
     @property
     def n_patches(self) -> int:
@@ -177,6 +197,17 @@ def _pad(tokens, n):
     return jnp.concatenate([tokens, jnp.zeros((n - tokens.shape[0],), jnp.int32)])
 
 
+def _read(key, cfg, v):
+    g = cfg.grid_size
+    k0, k1 = jax.random.split(key)
+    image = _grid(k0, cfg)
+    r, c = jax.random.randint(k1, (2,), 0, g)
+    q = jnp.stack([v.family0 + FAMILIES.index("read"), v.number0 + r, v.number0 + c])
+    answer = v.colour0 + image[r, c]
+    caption = jnp.stack([v.number0 + r, v.number0 + c])
+    return image, q, answer, image, caption
+
+
 def _rotate(key, cfg, v):
     g = cfg.grid_size
     k0, k1, k2 = jax.random.split(key, 3)
@@ -185,7 +216,7 @@ def _rotate(key, cfg, v):
     r, c = jax.random.randint(k2, (2,), 0, g)
     helper = transform(image, op)
     sr, sc = source_cell(op, r, c, g)
-    q = jnp.stack([v.family0 + 0, v.op0 + op, v.number0 + r, v.number0 + c])
+    q = jnp.stack([v.family0 + FAMILIES.index("rotate"), v.op0 + op, v.number0 + r, v.number0 + c])
     answer = v.colour0 + helper[r, c]
     caption = jnp.stack([v.number0 + sr, v.number0 + sc])
     return image, q, answer, helper, caption
@@ -199,7 +230,7 @@ def _gravity(key, cfg, v):
     r = jax.random.randint(k1, (), 0, g)
     seen = helper[r, jax.random.randint(k2, (), 0, g)]  # ask about a colour present in the row when one is hit
     k = jnp.where(seen > 0, seen, jax.random.randint(k3, (), 1, cfg.n_colours + 1))
-    q = jnp.stack([v.family0 + 1, v.colour0 + k, v.number0 + r])
+    q = jnp.stack([v.family0 + FAMILIES.index("gravity"), v.colour0 + k, v.number0 + r])
     answer = v.number0 + jnp.sum(helper[r] == k)
     caption = v.colour0 + helper[r]
     return image, q, answer, helper, caption
@@ -213,7 +244,7 @@ def _recolour(key, cfg, v):
     b = 1 + (a - 1 + jax.random.randint(k2, (), 1, cfg.n_colours)) % cfg.n_colours  # b != a
     r = jax.random.randint(k3, (), 0, g)
     helper = recolour(image, a, b)
-    q = jnp.stack([v.family0 + 2, v.colour0 + a, v.colour0 + b, v.number0 + r])
+    q = jnp.stack([v.family0 + FAMILIES.index("recolour"), v.colour0 + a, v.colour0 + b, v.number0 + r])
     answer = v.number0 + jnp.sum(helper[r] == b)
     caption = v.colour0 + helper[r]
     return image, q, answer, helper, caption
@@ -234,14 +265,14 @@ def _path(key, cfg, v):
     dc = jnp.where(d[1] == 0, -n[1], n[1])
     er, ec = (start[0] + dr) % g, (start[1] + dc) % g
     helper = jnp.roll(image, (start[0] - er, start[1] - ec), axis=(0, 1))  # destination under the marker
-    q = jnp.stack([v.family0 + 3, v.direction0 + d[0], v.number0 + n[0], v.direction0 + 2 + d[1],
-                   v.number0 + n[1]])
+    q = jnp.stack([v.family0 + FAMILIES.index("path"), v.direction0 + d[0], v.number0 + n[0],
+                   v.direction0 + 2 + d[1], v.number0 + n[1]])
     answer = v.colour0 + image[er, ec]
-    caption = jnp.stack([v.number0 + er, v.number0 + ec])
+    caption = jnp.stack([v.number0 + start[0], v.number0 + start[1], v.number0 + er, v.number0 + ec])
     return image, q, answer, helper, caption
 
 
-_GENERATORS = (_rotate, _gravity, _recolour, _path)
+_GENERATORS = (_read, _rotate, _gravity, _recolour, _path)  # in FAMILIES order
 
 
 def family_index(name: str) -> int:
@@ -278,7 +309,7 @@ def _families(families) -> tuple[int, ...]:
     return tuple(family_index(f) for f in families)
 
 
-def _check_generate(key, n, cfg, families, offset):
+def _check_generate(key, n, cfg, offset):
     _checks.prng_key("key", key)
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be a tokdyn.latent.tasks.Config, got {type(cfg).__name__}")
@@ -286,15 +317,14 @@ def _check_generate(key, n, cfg, families, offset):
     _checks.positive_int("n", n)
     if _checks.on_host(offset):
         _checks.positive_int("offset", offset, minimum=0)
-    return {"families": tuple(FAMILIES[i] for i in _families(families))}
 
 
-@_checks.checked_jit(_check_generate, static_argnames=("n", "cfg", "families"))
-def generate(key, n: int, cfg: Config = Config(), families=FAMILIES, *, offset=0) -> Instance:
+@_checks.checked_jit(_check_generate, static_argnames=("n", "cfg"))
+def generate(key, n: int, cfg: Config = Config(), *, offset=0) -> Instance:
     """``n`` instances; instance i has key ``fold_in(key, offset + i)`` and family
-    ``families[(offset + i) % len(families)]`` (so the families are balanced). ``offset`` may be
-    traced; ``n``, ``cfg`` and ``families`` are static."""
-    fam = jnp.asarray([FAMILIES.index(f) for f in families], jnp.int32)
+    ``cfg.families[(offset + i) % len(cfg.families)]`` (so the families are balanced). ``offset``
+    may be traced; ``n`` and ``cfg`` are static."""
+    fam = jnp.asarray(_families(cfg.families), jnp.int32)
     idx = offset + jnp.arange(n)
     return jax.vmap(lambda i: sample(jax.random.fold_in(key, i), fam[i % fam.shape[0]], cfg))(idx)
 
@@ -307,27 +337,45 @@ def fingerprints(inst: Instance) -> np.ndarray:
                      for a, b in zip(img, q)])
 
 
-def splits(key, n_train: int, n_test: int, cfg: Config = Config(), families=FAMILIES):
-    """Train and test sets (host NumPy :class:`Instance` batches) that never share an instance.
+class Splits(NamedTuple):
+    """Training pool, validation set and test set (host NumPy :class:`Instance` batches)."""
 
-    Train instances come from ``fold_in(key, 0)``, test ones from ``fold_in(key, 1)``; test
-    instances whose (image, question) occurs in the training set, or earlier in the test set, are
-    dropped and replaced by further draws. Families are balanced in both sets.
+    train: Instance
+    val: Instance
+    test: Instance
+
+
+def splits(key, n_train: int, n_test: int, cfg: Config = Config(), *, n_val: int = 0) -> Splits:
+    """Train, validation and test sets that never share an instance.
+
+    Train instances come from ``fold_in(key, 0)``, held-out ones from ``fold_in(key, 1)``: held-out
+    instances whose (image, question) occurs in the training set, or earlier in the held-out
+    stream, are dropped and replaced by further draws; the first ``n_test`` kept form the test set,
+    the next ``n_val`` the validation set (empty for 0). The families of ``cfg`` are balanced in
+    every set.
     """
     cfg.validate()
     _checks.positive_int("n_train", n_train)
     _checks.positive_int("n_test", n_test)
-    fams = _families(families)
-    train = jax.tree.map(np.asarray, generate(jax.random.fold_in(key, 0), n_train, cfg, families))
+    _checks.positive_int("n_val", n_val, minimum=0)
+    fams = _families(cfg.families)
+    train = jax.tree.map(np.asarray, generate(jax.random.fold_in(key, 0), n_train, cfg))
     seen = set(fingerprints(train).tolist())
-    tkey = jax.random.fold_in(key, 1)
-    kept, fam_count, offset = [], np.zeros(len(fams), int), 0
-    per_family = -(-n_test // len(fams))
-    while sum(len(k[1]) for k in kept) < n_test and offset < 50 * n_test:
-        chunk = jax.tree.map(np.asarray, generate(tkey, n_test, cfg, families, offset=offset))
-        fp = fingerprints(chunk)
+    held = [_held_out(jax.random.fold_in(key, 1), n, cfg, fams, seen, offset) for n, offset in
+            ((n_test, 0), (n_val, 50 * n_test))]
+    return Splits(train, held[1], held[0])
+
+
+def _held_out(key, n: int, cfg: Config, fams, seen: set, offset: int) -> Instance:
+    """``n`` instances from ``key``'s stream (starting at ``offset``), balanced over ``fams``,
+    none of them in ``seen`` (which they join)."""
+    size = max(n, 1)
+    kept, fam_count, start = [], np.zeros(len(fams), int), offset
+    per_family = -(-n // len(fams))
+    while sum(len(k[1]) for k in kept) < n and start < offset + 50 * size:
+        chunk = jax.tree.map(np.asarray, generate(key, size, cfg, offset=start))
         take = []
-        for i, h in enumerate(fp):
+        for i, h in enumerate(fingerprints(chunk)):
             f = fams.index(int(chunk.family[i]))
             if h in seen or fam_count[f] >= per_family:
                 continue
@@ -335,12 +383,96 @@ def splits(key, n_train: int, n_test: int, cfg: Config = Config(), families=FAMI
             fam_count[f] += 1
             take.append(i)
         kept.append((chunk, np.asarray(take, int)))
-        offset += n_test
+        start += size
         if not take:  # a whole chunk of repeats: the space is (nearly) exhausted
             break
+    if not kept:
+        kept = [(jax.tree.map(np.asarray, generate(key, 1, cfg, offset=start)), np.zeros(0, int))]
     parts = [jax.tree.map(lambda a: a[t], c) for c, t in kept]
-    test = jax.tree.map(lambda *a: np.concatenate(a)[:n_test], *parts)
-    if len(test.answer) < n_test:
-        raise ValueError(f"only {len(test.answer)} distinct test instances exist outside the training set "
-                         f"for grid_size={cfg.grid_size}, n_colours={cfg.n_colours}; lower n_test={n_test}")
-    return train, test
+    out = jax.tree.map(lambda *a: np.concatenate(a)[:n], *parts)
+    if len(out.answer) < n:
+        raise ValueError(f"only {len(out.answer)} distinct held-out instances exist outside the training set "
+                         f"for grid_size={cfg.grid_size}, n_colours={cfg.n_colours}; lower n_test or n_val")
+    return out
+
+
+# --- what the question alone gives away -----------------------------------------------------------
+
+def _binomial(n: int, p: float) -> np.ndarray:
+    """(n + 1,) Binomial(n, p) probabilities."""
+    from scipy.stats import binom
+
+    return binom.pmf(np.arange(n + 1), n, p)
+
+
+def _gravity_counts(cfg: Config, r: int) -> np.ndarray:
+    """(G + 1,) distribution of a gravity answer (the count) given the question's row ``r``. After
+    gravity a column's cell in row r is non-empty iff the column holds at least G - r cells
+    (probability p, columns independent), with i.i.d. uniform colours; the asked colour k is the
+    colour of a random cell of the row when that cell is non-empty (which then counts), else a
+    uniform colour, so k itself says nothing more (all colours are alike)."""
+    g, c, d = cfg.grid_size, cfg.n_colours, cfg.density
+    p = float(_binomial(g, d)[g - r:].sum())
+    others = _binomial(g - 1, p / c)  # the other G - 1 cells of the row that match k
+    out = np.zeros(g + 1)
+    out[1:] += p * others
+    out[:-1] += (1 - p) * others
+    return out
+
+
+def _cell_best(cfg: Config, n_choices: int):
+    """(best colour index, its probability) of a random cell whose non-empty colours are uniform
+    over ``n_choices`` colours: empty (0) if 1 - density >= density / n_choices."""
+    d = cfg.density
+    return (0, 1.0 - d) if 1.0 - d >= d / n_choices else (1, d / n_choices)
+
+
+def question_only_optimum(cfg: Config = Config()) -> dict:
+    """Per family of ``cfg.families``: the highest accuracy any answer rule that sees the question
+    but not the image can reach (E_q max_a P(a | q)), exactly, from the task distribution:
+
+    - ``read``, ``rotate``: the asked cell is a uniformly random cell: max(1 - d, d / C).
+    - ``gravity``: the count of the asked colour in row r after gravity depends on r (rows near the
+      top are mostly empty); the mean over r of the most likely count (see :func:`question_only_answers`).
+    - ``recolour``: count of a or b in a row before recolouring: Binomial(G, 2d / C), its mode.
+    - ``path``: a zero move (1/G^2 of the questions) lands on the marker; any other cell is empty
+      with probability 1 - d, else one of the C - 1 other colours.
+    """
+    cfg.validate()
+    g, c, d = cfg.grid_size, cfg.n_colours, cfg.density
+    out = {}
+    for fam in cfg.families:
+        if fam in ("read", "rotate"):
+            out[fam] = _cell_best(cfg, c)[1]
+        elif fam == "gravity":
+            out[fam] = float(np.mean([_gravity_counts(cfg, r).max() for r in range(g)]))
+        elif fam == "recolour":
+            out[fam] = float(_binomial(g, 2 * d / c).max())
+        else:  # path
+            out[fam] = 1.0 / g**2 + (1.0 - 1.0 / g**2) * _cell_best(cfg, c - 1)[1]
+    return out
+
+
+def question_only_answers(cfg: Config, batch: Instance) -> np.ndarray:
+    """(B,) the answer tokens of the optimal question-only rule of :func:`question_only_optimum`
+    for a batch of instances (host NumPy); ties go to the smallest token."""
+    v = cfg.vocab
+    fam = np.asarray(batch.family)
+    q = np.asarray(batch.question)
+    out = np.zeros(fam.shape, np.int32)
+    cell = _cell_best(cfg, cfg.n_colours)[0]
+    gravity_best = [int(np.argmax(_gravity_counts(cfg, r))) for r in range(cfg.grid_size)]
+    recolour_best = int(np.argmax(_binomial(cfg.grid_size, 2 * cfg.density / cfg.n_colours)))
+    path_best = _cell_best(cfg, cfg.n_colours - 1)[0]
+    for i, (f, row) in enumerate(zip(fam, q)):
+        name = FAMILIES[int(f)]
+        if name in ("read", "rotate"):
+            out[i] = v.colour0 + cell
+        elif name == "gravity":
+            out[i] = v.number0 + gravity_best[int(row[2]) - v.number0]
+        elif name == "recolour":
+            out[i] = v.number0 + recolour_best
+        else:  # path: no move lands on the marker (colour 1); else the likeliest other cell (colours 2..C)
+            still = int(row[2]) == v.number0 and int(row[4]) == v.number0
+            out[i] = v.colour0 + (1 if still else (path_best + 1 if path_best else 0))
+    return out

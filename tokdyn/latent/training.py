@@ -57,18 +57,20 @@ class Config:
       heads: attention heads (dividing width).
       n_latents: latent positions L of the latent variants (the last curriculum stage's count).
       projection: latent feedback projection, none | layernorm | linear.
-      steps: optimiser steps per model (a multiple of steps_per_call).
+      steps: the step budget: the most optimiser steps per model (a multiple of steps_per_call; the
+        learning-rate schedule decays over it).
       batch_size: training instances per step, drawn with replacement from the pool.
       warmup: steps of linear learning-rate warm-up before the cosine decay.
       curriculum_stages: stages S of the coconut curriculum after the first (text) stage.
       steps_per_call: optimiser steps per compiled call (the checkpoint interval).
       n_train: instances in the training pool.
-      n_test: test instances (none of them in the training pool).
+      n_test: test instances (none of them in the training pool or the validation set).
+      n_val: validation instances for held-out accuracy during training (none in the other sets).
       seeds: seeds per hyper-parameter setting (0..N-1).
       root_seed: root PRNG seed of the data and of every seed's run.
     """
 
-    task: tasks.Config = tasks.Config()
+    task: tasks.Config = tasks.Config(grid_size=4, n_colours=4)
     width: int = 64
     depth: int = 2
     heads: int = 4
@@ -80,7 +82,8 @@ class Config:
     curriculum_stages: int = 2
     steps_per_call: int = 100
     n_train: int = 100000
-    n_test: int = 1000
+    n_test: int = 2000
+    n_val: int = 500
     seeds: int = 3
     root_seed: int = 0
 
@@ -92,6 +95,7 @@ class Config:
                      "steps_per_call", "n_train", "n_test", "seeds"):
             _checks.positive_int(name, getattr(self, name))
         _checks.positive_int("warmup", self.warmup, minimum=0)
+        _checks.positive_int("n_val", self.n_val, minimum=0)
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
         _checks.choice("projection", self.projection, M.PROJECTIONS)
         if self.width % self.heads:
@@ -119,7 +123,7 @@ class Hparams:
       caption_weight: weight of the caption cross-entropy (text, coconut).
     """
 
-    learning_rate: float = 2e-3
+    learning_rate: float = 1e-3
     weight_decay: float = 0.01
     align_weight: float = 1.0
     caption_weight: float = 1.0
@@ -272,11 +276,12 @@ def seed_keys(cfg: Config):
     return jnp.stack([jax.random.fold_in(jax.random.fold_in(root, 1), s) for s in range(cfg.seeds)])
 
 
-def data(cfg: Config):
-    """(train pool, test set) as device arrays, drawn from ``fold_in(key(root_seed), 0)``."""
-    train, test = tasks.splits(jax.random.fold_in(jax.random.key(cfg.root_seed), 0), cfg.n_train, cfg.n_test,
-                               cfg.task)
-    return jax.tree.map(jnp.asarray, train), jax.tree.map(jnp.asarray, test)
+def data(cfg: Config) -> tasks.Splits:
+    """The training pool, validation and test sets (:class:`tokdyn.latent.tasks.Splits` of device
+    arrays), drawn from ``fold_in(key(root_seed), 0)``."""
+    sp = tasks.splits(jax.random.fold_in(jax.random.key(cfg.root_seed), 0), cfg.n_train, cfg.n_test, cfg.task,
+                      n_val=cfg.n_val)
+    return tasks.Splits(*(jax.tree.map(jnp.asarray, part) for part in sp))
 
 
 @functools.lru_cache(maxsize=32)
@@ -293,22 +298,25 @@ def init_states(cfg: Config, name: str, hparams: Hparams) -> TrainState:
     return _init_fn(cfg, name)(keys, hp)
 
 
-def load_checkpoint(path: str, like: TrainState, name: Optional[str] = None) -> TrainState:
+def load_checkpoint(path: str, like: TrainState, name: Optional[str] = None, *, with_stopped: bool = False):
     """The state saved at ``path`` by :func:`train_many` (``like``: a state of the same models,
-    e.g. :func:`init_states`). ValueError for a checkpoint of other models, settings or (when
-    ``name`` is given) of another variant."""
+    e.g. :func:`init_states`), and with ``with_stopped`` whether training had stopped early there.
+    ValueError for a checkpoint of other models, settings or (when ``name`` is given) of another
+    variant."""
     state, meta = io.load_pytree(path, like)
     if name is not None and str(meta.get("variant")) != name:
         raise ValueError(f"{path} holds variant {str(meta.get('variant'))!r}, not {name!r}: use another checkpoint")
     if not all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
                zip(jax.tree_util.tree_leaves(state.hparams), jax.tree_util.tree_leaves(like.hparams))):
         raise ValueError(f"{path} holds models with other hyper-parameters than asked for: use another checkpoint")
-    return jax.tree_util.tree_map(jnp.asarray, state)
+    state = jax.tree_util.tree_map(jnp.asarray, state)
+    return (state, bool(meta.get("stopped", False))) if with_stopped else state
 
 
 def train_many(cfg: Config, name: str, pool, hparams: Optional[Hparams] = None, *, checkpoint: Optional[str] = None,
                deadline: Optional[float] = None, max_calls: Optional[int] = None,
-               on_log: Optional[Callable] = None, progress: Optional[io.Progress] = None, quiet: bool = True,
+               on_log: Optional[Callable] = None, stop: Optional[Callable] = None,
+               progress: Optional[io.Progress] = None, quiet: bool = True,
                devices=None, batch_size: Optional[int] = None) -> tuple[TrainState, bool]:
     """Train variant ``name`` for every seed x setting of ``hparams`` (each field a scalar or an (H,)
     array; default :class:`Hparams`): M = H x seeds models, model ``h * seeds + s``. Returns the
@@ -324,7 +332,10 @@ def train_many(cfg: Config, name: str, pool, hparams: Optional[Hparams] = None, 
     ``checkpoint`` (atomically; training resumes from it when it exists), calls
     ``on_log(step, logs)`` (each log (M,), the mean over the call) and updates ``progress`` (an
     :class:`tokdyn.io.Progress` counting steps; without one, a bar of its own unless ``quiet``),
-    noting models that turned non-finite. It returns early (``False``) once ``time.time() >
+    noting models that turned non-finite. ``stop(step, state) -> bool``, called after ``on_log``
+    and before the checkpoint, ends training early (finished: ``True`` is returned, and a resumed
+    run whose checkpoint says so does not train on); it must decide from what it has recorded (so
+    that a resumed run decides the same). It returns early (``False``) once ``time.time() >
     deadline`` or after ``max_calls`` calls."""
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be a tokdyn.latent.training.Config, got {type(cfg).__name__}")
@@ -345,34 +356,37 @@ def train_many(cfg: Config, name: str, pool, hparams: Optional[Hparams] = None, 
     m = state.step.shape[0]
     devices = devices[:m]  # no device holds only padding
     keys = jnp.tile(seed_keys(cfg), m // cfg.seeds)
+    stopped = False
     if checkpoint is not None and os.path.exists(checkpoint):
-        state = load_checkpoint(checkpoint, state, name)
+        state, stopped = load_checkpoint(checkpoint, state, name, with_stopped=True)
+    if stopped:
+        return state, True
     done = int(np.asarray(state.step)[0])
     own = progress is None and not quiet
     if own:
         progress = io.Progress(cfg.steps, desc=name, unit="steps", done=done)
     try:
         return _loop(cfg, name, pool, state, keys, done, m, devices, batch_size, checkpoint, deadline, max_calls,
-                     on_log, progress)
+                     on_log, stop, progress)
     finally:
         if own:
             progress.close()
 
 
 def _loop(cfg, name, pool, state, keys, done, m, devices, batch_size, checkpoint, deadline, max_calls, on_log,
-          progress):
+          stop, progress):
     pad = (-m) % len(devices)
     state, keys = _pad(state, pad), _pad(keys, pad)
     reported = {i for i, _ in nan_report(state)}
-    calls, stop = 0, 0
+    calls, stage_end = 0, 0
     for stage, (_, _, n) in enumerate(variants.stages(cfg, name)):
-        stop += n
-        if done >= stop:
+        stage_end += n
+        if done >= stage_end:
             continue
         fn, sharding = execute.sharded_map(chunk_fn(cfg, name, stage), devices, batch_size, True)
         shared = jax.device_put(pool, NamedSharding(sharding.mesh, PartitionSpec()))
         state, keys = jax.device_put((state, keys), sharding)
-        while done < stop:
+        while done < stage_end:
             if (deadline is not None and time.time() > deadline) or (max_calls is not None and calls >= max_calls):
                 return _first(state, m), False
             state, logs = fn(shared, (state, keys))
@@ -381,8 +395,9 @@ def _loop(cfg, name, pool, state, keys, done, m, devices, batch_size, checkpoint
             logs = _host(logs, m)
             if on_log is not None:
                 on_log(done, logs)
+            stopping = bool(stop(done, _first(state, m))) if stop is not None else False
             if checkpoint is not None:
-                io.save_pytree(checkpoint, _host(state, m), step=done, variant=name)
+                io.save_pytree(checkpoint, _host(state, m), step=done, variant=name, stopped=stopping)
             if progress is not None:
                 for i, t in nan_report(_first(state, m)):
                     if i not in reported:
@@ -392,6 +407,10 @@ def _loop(cfg, name, pool, state, keys, done, m, devices, batch_size, checkpoint
                 progress.update(cfg.steps_per_call, variant=name,
                                 loss=float(np.mean(logs["loss"][finite])) if finite.any() else float("nan"),
                                 acc=float(np.mean(logs["answer_acc"])))
+            if stopping:
+                if progress is not None:
+                    progress.update(cfg.steps - done)  # the budget not needed
+                return _first(state, m), True
     return _first(state, m), True
 
 

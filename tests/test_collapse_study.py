@@ -10,6 +10,8 @@ import pytest
 from tokdyn import analysis, cli, data, io
 from tokdyn.studies import collapse
 
+pytestmark = pytest.mark.fast_compile
+
 TINY = dict(shapes=("aniso2",), n_tokens=(2, 4), seeds=6, n_ratios=5, n_steps=1000, phase_noise=(0.5, 1.5),
             phase_tokens=(4,), momentum=(0.0, 0.9), repulsion_rel=(0.0, 1e-3), phase_seeds=2, phase_ratios=5,
             convergence_runs=16)

@@ -10,6 +10,8 @@ import pytest
 from tokdyn.latent import model as M
 from tokdyn.latent import tasks
 
+pytestmark = pytest.mark.fast_compile
+
 TASK = tasks.Config(grid_size=4, n_colours=3)
 CFG = M.Config(task=TASK, width=32, depth=2, heads=2, latent_mode="feedback", n_latents=3,
                     caption_len=TASK.caption_len, projection="linear")

@@ -8,10 +8,13 @@ import pytest
 import jax
 import numpy as np
 
+from conftest import child_env
 from test_latent_train import TINY  # the same configuration: compilations are shared within a session
 from tokdyn import cli, io
 from tokdyn.latent import tasks, training
 from tokdyn.studies import latent_reasoning as L
+
+pytestmark = pytest.mark.fast_compile
 
 
 def test_study_writes_outputs_and_resumes(tmp_path):
@@ -115,12 +118,12 @@ io.save_pytree = save
 L.main(CONVERGING, sys.argv[1], quiet=True, plots=False)
 """
 CONVERGING = L.Config(variants=("direct", "no_image"), tolerance=0.5, window=0.5,
-                      training=dataclasses.replace(TINY, steps=100, steps_per_call=10))
+                      training=dataclasses.replace(TINY, steps=200))
 
 
 def test_convergence_stops_early_and_a_killed_study_resumes_to_the_same_results(tmp_path):
     """With a loose tolerance both variants stop before their budget (the window of 3 evaluations
-    fills at step 40: steps 20, 30, 40). A study SIGKILLed right after the first checkpoint of its second variant
+    fills at step 80: steps 40, 60, 80). A study SIGKILLed right after the first checkpoint of its second variant
     and run again ends with the bits of an uninterrupted run: curves, results, test answers."""
     import signal
     import subprocess
@@ -129,10 +132,12 @@ def test_convergence_stops_early_and_a_killed_study_resumes_to_the_same_results(
     whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
     assert L.main(CONVERGING, whole, quiet=True, plots=False)
     conv = io.read_csv(os.path.join(whole, "convergence.csv"))
-    assert conv["converged"].all() and (conv["steps"] < 100).all() and (conv["steps"] >= 40).all()
+    assert conv["converged"].all() and (conv["steps"] < 200).all() and (conv["steps"] >= 80).all()
     code = KILLED.format(tests=os.path.dirname(__file__))
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    first_of_second = int(conv["steps"][conv["variant"] == "direct"][0]) // 10 + 1
+    # the same compiler settings as the uninterrupted run; the second child loads the first's executables
+    env = child_env(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"),
+                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    first_of_second = int(conv["steps"][conv["variant"] == "direct"][0]) // TINY.steps_per_call + 1
     run = subprocess.run([sys.executable, "-c", code, killed, str(first_of_second)], env=env)
     assert run.returncode == -signal.SIGKILL
     assert os.path.exists(os.path.join(killed, "results", "direct.json"))

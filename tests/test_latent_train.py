@@ -14,6 +14,8 @@ from tokdyn import io
 from tokdyn.latent import evaluation, losses, tasks, training, variants
 from tokdyn.latent import model as M
 
+pytestmark = pytest.mark.fast_compile
+
 TINY = training.Config(task=tasks.Config(grid_size=3, n_colours=2), width=16, depth=1, heads=2, n_latents=2,
                        steps=40, steps_per_call=20, batch_size=16, n_train=400, n_test=40, n_val=20, seeds=2,
                        warmup=5)

@@ -1,10 +1,13 @@
 """The token-dynamics study done the published way, as an end-to-end timing peer.
 
-One process: NumPy data per run (make_blobs-style uniform centres, Gaussian points), the float64
-NumPy per-run rule (benchmarks/peers.py ``numpy_per_run``), scikit-learn ARI/NMI, SciPy paired
-t-tests, statsmodels Holm correction, pandas-free CSV writing, and three matplotlib (pyplot)
-figures. Same grid as ``tokdyn study token-dynamics``: 30 seeds x noise {0.3,0.6,0.9} x K {3,4,5}
-x 4 methods. Usage: ``python benchmarks/published_way.py OUT_DIR [--seeds 30]``.
+One process, no JAX: per (K, noise, seed) a NumPy dataset in the study's configuration (K
+centres uniform in [-box, box]^D, P Gaussian points per cluster, Forgy initial tokens), shared by
+the four methods as in the study; per run the float64 NumPy rule on the points
+(benchmarks/peers.py ``_numpy_single_run``), scikit-learn ARI/NMI, SSE and collapse; SciPy paired
+t-tests, statsmodels Holm correction, CSV writing and three matplotlib (pyplot) figures. The
+defaults are `tokdyn study token-dynamics`'s (30 seeds x noise {0.3,0.6,0.9} x K {3,4,5} x 4
+methods, D = 4, P = 100, 4 tokens, at most 30 steps, tol 1e-3); `bench_study.py` passes the
+study's configuration explicitly. Usage: ``python benchmarks/published_way.py OUT_DIR [--seeds 30]``.
 """
 
 import argparse
@@ -21,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score  # noqa: E402
 from statsmodels.stats.multitest import multipletests  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -29,57 +33,81 @@ import peers  # noqa: E402
 METHODS = peers.METHODS
 
 
-def blobs(seed, k, noise, ppc=50, dim=16, box=10.0):
-    rng = np.random.default_rng(seed)
+def blobs(rng, k, noise, ppc, dim, box, n_tokens):
+    """K clusters of ``ppc`` points around centres uniform in [-box, box]^dim; Forgy tokens."""
     centres = rng.uniform(-box, box, size=(k, dim))
     x = np.concatenate([c + noise * rng.standard_normal((ppc, dim)) for c in centres])
     labels = np.repeat(np.arange(k), ppc)
-    tokens0 = x[rng.choice(len(x), 4, replace=False)]
-    return x, labels, tokens0
+    return x, labels, x[rng.choice(len(x), n_tokens, replace=False)]
+
+
+def one_run(x, labels, tokens0, k, method, n_steps, tol, temperature):
+    """The rule, then the study's per-run metrics, on the run's points (float64)."""
+    tokens, steps, converged = peers._numpy_single_run(x, tokens0, temperature, method["momentum"],
+                                                       method["repulsion"], n_steps, tol)
+    d2 = ((x[:, None, :] - tokens[None, :, :]) ** 2).sum(axis=-1)
+    pred = d2.argmin(axis=1)
+    return dict(ari=adjusted_rand_score(labels, pred), nmi=normalized_mutual_info_score(labels, pred),
+                sse=float(d2[np.arange(len(x)), pred].sum()), steps=steps, converged=converged,
+                collapsed=len(np.unique(pred)) < min(k, len(tokens0)))
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--seeds", type=int, default=30)
+    ap.add_argument("--noise", type=float, nargs="+", default=[0.3, 0.6, 0.9])
+    ap.add_argument("--n-clusters", type=int, nargs="+", default=[3, 4, 5])
+    ap.add_argument("--dim", type=int, default=4)
+    ap.add_argument("--points-per-cluster", type=int, default=100)
+    ap.add_argument("--center-box", type=float, default=10.0)
+    ap.add_argument("--n-tokens", type=int, default=4)
+    ap.add_argument("--n-steps", type=int, default=30)
+    ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--temperature", type=float, default=1.0)
     a = ap.parse_args()
     os.makedirs(os.path.join(a.out, "plots"), exist_ok=True)
     rows = []
-    for name, mp in METHODS.items():
-        for k in (3, 4, 5):
-            for noise in (0.3, 0.6, 0.9):
-                for seed in range(a.seeds):
-                    x, labels, t0 = blobs(seed, k, noise)
-                    r = peers.numpy_per_run(x[None].astype(np.float32), np.ones((1, len(x)), bool), t0[None],
-                                            labels[None], np.array([k]), temperature=1.0, n_steps=30, tol=1e-3, **mp)
+    for k in a.n_clusters:
+        for noise in a.noise:
+            for seed in range(a.seeds):
+                rng = np.random.default_rng([seed, k, int(round(noise * 1000))])
+                x, labels, t0 = blobs(rng, k, noise, a.points_per_cluster, a.dim, a.center_box, a.n_tokens)
+                for name, mp in METHODS.items():  # the seed's data shared by the four methods
                     rows.append(dict(method=name, n_clusters=k, noise=noise, seed=seed,
-                                     **{f: float(r[f][0]) for f in ("ari", "nmi", "sse", "steps", "converged", "collapsed")}))
+                                     **one_run(x, labels, t0, k, mp, a.n_steps, a.tol, a.temperature)))
     with open(os.path.join(a.out, "runs.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     tests = []
     for name in list(METHODS)[1:]:
-        for k in (3, 4, 5):
-            for noise in (0.3, 0.6, 0.9):
-                pick = lambda m: np.array([r["ari"] for r in rows if r["method"] == m and r["n_clusters"] == k and r["noise"] == noise])
+        for k in a.n_clusters:
+            for noise in a.noise:
+                pick = lambda m: np.array([r["ari"] for r in rows if r["method"] == m and r["n_clusters"] == k
+                                           and r["noise"] == noise])
                 res = stats.ttest_rel(pick(name), pick("baseline"))
                 tests.append((name, k, noise, res.statistic, res.pvalue))
     p = np.nan_to_num(np.array([t[4] for t in tests]), nan=1.0)
-    multipletests(p, method="holm")
+    holm = multipletests(p, method="holm")[1]
+    with open(os.path.join(a.out, "stat_tests.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "n_clusters", "noise", "t", "p", "p_holm"])
+        w.writerows([(*t, ph) for t, ph in zip(tests, holm)])
     for metric in ("ari", "steps", "collapsed"):
-        fig, axes = plt.subplots(1, 3, figsize=(11, 3.3), sharey=True)
-        for ax, k in zip(axes, (3, 4, 5)):
+        fig, axes = plt.subplots(1, len(a.n_clusters), figsize=(11, 3.3), sharey=True)
+        for ax, k in zip(np.atleast_1d(axes), a.n_clusters):
             for name in METHODS:
-                ys = [np.mean([r[metric] for r in rows if r["method"] == name and r["n_clusters"] == k and r["noise"] == nz])
-                      for nz in (0.3, 0.6, 0.9)]
-                ax.plot((0.3, 0.6, 0.9), ys, marker="o", label=name)
+                ys = [np.mean([r[metric] for r in rows if r["method"] == name and r["n_clusters"] == k
+                               and r["noise"] == nz]) for nz in a.noise]
+                ax.plot(a.noise, ys, marker="o", label=name)
             ax.set_title(f"K = {k}")
-        axes[-1].legend()
+        np.atleast_1d(axes)[-1].legend()
         fig.tight_layout()
         fig.savefig(os.path.join(a.out, "plots", f"{metric}.png"))
         plt.close(fig)
-    print(f"published way: {len(rows)} runs, {time.perf_counter() - T_START:.2f} s after interpreter start")
+    print(f"published way: {len(rows)} runs, mean ARI {np.mean([r['ari'] for r in rows]):.3f}, mean steps "
+          f"{np.mean([r['steps'] for r in rows]):.2f}, {time.perf_counter() - T_START:.2f} s after interpreter start")
 
 
 if __name__ == "__main__":

@@ -180,7 +180,7 @@ def _contingency_numpy(labels_true, labels, mask, n_classes, n_tokens):
 # --------------------------------------------------------------------------- (1) NumPy, per run
 
 
-def _numpy_single_run(points, tokens, temperature, momentum, repulsion, n_steps, tol):
+def numpy_single_run(points, tokens, temperature, momentum, repulsion, n_steps, tol):
     """One run on its valid ``points`` (n, D), float64. Returns tokens, steps, converged."""
     velocity = np.zeros_like(tokens)
     for step in range(1, n_steps + 1):
@@ -210,7 +210,7 @@ def numpy_per_run(x, mask, tokens0, labels_true, n_true, *, temperature, momentu
     out = _empty_results(n_runs)
     for r in range(n_runs):
         points = x[r][mask[r]].astype(np.float64)
-        tokens, steps, converged = _numpy_single_run(
+        tokens, steps, converged = numpy_single_run(
             points, tokens0[r].astype(np.float64), temperature, momentum, repulsion, n_steps, tol
         )
         d2 = ((points[:, None, :] - tokens[None, :, :]) ** 2).sum(axis=-1)

@@ -55,7 +55,8 @@ sys.argv = _argv
 
 from tokdyn import dynamics, execute  # noqa: E402
 
-T, D, N_PADDED, PPC = bt.CFG.n_tokens, bt.CFG.dim, bt.TASK.max_clusters * bt.CFG.points_per_cluster, bt.CFG.points_per_cluster
+T, D = bt.CFG.n_tokens, bt.CFG.dim
+N_PADDED = bt.TASK.max_clusters * bt.CFG.points_per_cluster
 
 
 def work_per_step(n):

@@ -201,26 +201,29 @@ def numpy_single_run(points, tokens, temperature, momentum, repulsion, n_steps, 
     return tokens, n_steps, False
 
 
-def numpy_per_run(x, mask, tokens0, labels_true, n_true, *, temperature, momentum, repulsion, n_steps=30, tol=1e-3):
-    """A Python loop over runs; float64 NumPy within a run; sklearn metrics on the valid points."""
+def numpy_one_run(points, labels_true, tokens0, n_true, *, temperature, momentum, repulsion, n_steps=30, tol=1e-3):
+    """One run on its valid ``points`` (float64): the rule, then sklearn ARI/NMI, SSE, steps,
+    converged and collapsed, as a dict of scalars."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+    tokens, steps, converged = numpy_single_run(points, tokens0, temperature, momentum, repulsion, n_steps, tol)
+    d2 = ((points[:, None, :] - tokens[None, :, :]) ** 2).sum(axis=-1)
+    labels = d2.argmin(axis=1)
+    return dict(ari=adjusted_rand_score(labels_true, labels), nmi=normalized_mutual_info_score(labels_true, labels),
+                sse=d2[np.arange(len(points)), labels].sum(), steps=steps, converged=converged,
+                collapsed=len(np.unique(labels)) < min(int(n_true), len(tokens0)))
+
+
+def numpy_per_run(x, mask, tokens0, labels_true, n_true, *, temperature, momentum, repulsion, n_steps=30, tol=1e-3):
+    """A Python loop over runs; float64 NumPy within a run; sklearn metrics on the valid points."""
     x, mask, tokens0, labels_true, n_true = _check_inputs(x, mask, tokens0, labels_true, n_true)
-    n_runs, n_tokens = x.shape[0], tokens0.shape[1]
-    out = _empty_results(n_runs)
-    for r in range(n_runs):
-        points = x[r][mask[r]].astype(np.float64)
-        tokens, steps, converged = numpy_single_run(
-            points, tokens0[r].astype(np.float64), temperature, momentum, repulsion, n_steps, tol
-        )
-        d2 = ((points[:, None, :] - tokens[None, :, :]) ** 2).sum(axis=-1)
-        labels = d2.argmin(axis=1)
-        true = labels_true[r][mask[r]]
-        out["ari"][r] = adjusted_rand_score(true, labels)
-        out["nmi"][r] = normalized_mutual_info_score(true, labels)
-        out["sse"][r] = d2[np.arange(len(points)), labels].sum()
-        out["steps"][r], out["converged"][r] = steps, converged
-        out["collapsed"][r] = len(np.unique(labels)) < min(int(n_true[r]), n_tokens)
+    out = _empty_results(x.shape[0])
+    for r in range(x.shape[0]):
+        res = numpy_one_run(x[r][mask[r]].astype(np.float64), labels_true[r][mask[r]], tokens0[r].astype(np.float64),
+                            n_true[r], temperature=temperature, momentum=momentum, repulsion=repulsion,
+                            n_steps=n_steps, tol=tol)
+        for k, v in res.items():
+            out[k][r] = v
     return out
 
 

@@ -3,7 +3,7 @@
 One process, no JAX: per (K, noise, seed) a NumPy dataset in the study's configuration (K
 centres uniform in [-box, box]^D, P Gaussian points per cluster, Forgy initial tokens), shared by
 the four methods as in the study; per run the float64 NumPy rule on the points
-(benchmarks/peers.py ``numpy_single_run``), scikit-learn ARI/NMI, SSE and collapse; SciPy paired
+(benchmarks/peers.py ``numpy_one_run``: scikit-learn ARI/NMI, SSE and collapse); SciPy paired
 t-tests, statsmodels Holm correction, CSV writing and three matplotlib (pyplot) figures. The
 defaults are `tokdyn study token-dynamics`'s (30 seeds x noise {0.3,0.6,0.9} x K {3,4,5} x 4
 methods, D = 4, P = 100, 4 tokens, at most 30 steps, tol 1e-3); `bench_study.py` passes the
@@ -24,7 +24,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score  # noqa: E402
 from statsmodels.stats.multitest import multipletests  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -43,13 +42,7 @@ def blobs(rng, k, noise, ppc, dim, box, n_tokens):
 
 def one_run(x, labels, tokens0, k, method, n_steps, tol, temperature):
     """The rule, then the study's per-run metrics, on the run's points (float64)."""
-    tokens, steps, converged = peers.numpy_single_run(x, tokens0, temperature, method["momentum"],
-                                                       method["repulsion"], n_steps, tol)
-    d2 = ((x[:, None, :] - tokens[None, :, :]) ** 2).sum(axis=-1)
-    pred = d2.argmin(axis=1)
-    return dict(ari=adjusted_rand_score(labels, pred), nmi=normalized_mutual_info_score(labels, pred),
-                sse=float(d2[np.arange(len(x)), pred].sum()), steps=steps, converged=converged,
-                collapsed=len(np.unique(pred)) < min(k, len(tokens0)))
+    return peers.numpy_one_run(x, labels, tokens0, k, temperature=temperature, n_steps=n_steps, tol=tol, **method)
 
 
 def main():

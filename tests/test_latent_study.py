@@ -19,7 +19,7 @@ pytestmark = pytest.mark.fast_compile
 
 def test_study_writes_outputs_and_resumes(tmp_path):
     out = str(tmp_path / "s")
-    cfg = L.Config(variants=("direct", "no_image"), training=TINY)
+    cfg = L.Config(variants=("direct", "no_image"), reference_steps=60, training=TINY)  # direct: 60 steps
     assert not L.main(dataclasses.replace(cfg, max_minutes=1e-9), out, quiet=True, plots=False)  # out of time at once
     assert not os.path.exists(os.path.join(out, "results", "direct.json"))
     assert L.main(cfg, out, quiet=True, plots=False)
@@ -30,10 +30,11 @@ def test_study_writes_outputs_and_resumes(tmp_path):
     for f in tasks.FAMILIES:
         np.testing.assert_allclose(acc["question_only"][acc["family"] == f], optimum[f])
     curves = io.read_csv(os.path.join(out, "curves", "direct.csv"))
-    assert curves["step"].tolist() == [20, 20, 40, 40] and curves["seed"].tolist() == [0, 1, 0, 1]
+    assert curves["step"].tolist() == [20, 20, 40, 40, 60, 60] and curves["seed"].tolist() == [0, 1] * 3
     assert {"val_all", "val_read", "answer_ce"} <= set(curves)
     conv = io.read_csv(os.path.join(out, "convergence.csv"))
-    assert conv["variant"].tolist() == ["direct", "direct", "no_image", "no_image"] and conv["steps"].tolist() == [40] * 4
+    assert conv["variant"].tolist() == ["direct", "direct", "no_image", "no_image"]
+    assert conv["steps"].tolist() == conv["budget"].tolist() == [60, 60, 40, 40]  # the reference's own budget
     assert not conv["converged"].any()  # 40 steps cannot show a flat window: reported as not converged
     tests = io.read_csv(os.path.join(out, "tests.csv"))
     assert set(tests["variant"]) == {"no_image"} and set(tests["against"]) == {"direct"}
@@ -52,6 +53,8 @@ def test_study_writes_outputs_and_resumes(tmp_path):
     with pytest.raises(ValueError, match="different configuration"):
         L.main(dataclasses.replace(cfg, training=dataclasses.replace(TINY, steps=60)), out, quiet=True, plots=False)
     with pytest.raises(ValueError, match="different configuration"):
+        L.main(dataclasses.replace(cfg, reference_steps=80), out, quiet=True, plots=False)
+    with pytest.raises(ValueError, match="different configuration"):
         L.main(dataclasses.replace(cfg, hparams=training.Hparams(align_weight=0.5)), out, quiet=True, plots=False)
     # --no-train reports what is on disk, here one variant of three
     assert not L.main(dataclasses.replace(cfg, variants=("direct", "text"), train=False), out, quiet=True,
@@ -63,7 +66,7 @@ def test_study_writes_outputs_and_resumes(tmp_path):
 
 def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path):
     """A variant cut off after its first call resumes from the checkpoint to the uninterrupted result."""
-    cfg = L.Config(variants=("direct",), training=TINY)
+    cfg = L.Config(variants=("direct",), reference_steps=0, training=TINY)
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
     assert L.main(cfg, full, quiet=True, plots=False)
     pool = training.data(TINY).train
@@ -88,9 +91,9 @@ def test_command_line_options():
     cfg = cli.config_from_args(L.Config, args)
     want = L.Config(variants=("direct", "text"), train=True, max_minutes=1.5, hparams=training.Hparams(
         learning_rate=0.01, align_weight=0.5), training=training.Config(
-        task=tasks.Config(grid_size=3, n_colours=2), seeds=2, steps=40, batch_size=8, width=16, depth=1, heads=2,
-        n_latents=2, projection="linear", curriculum_stages=1, steps_per_call=20, n_train=100, n_test=20,
-        root_seed=3))
+        task=tasks.Config(grid_size=3, n_colours=2, families=L.FAMILIES), seeds=2, steps=40, batch_size=8, width=16,
+        depth=1, heads=2, n_latents=2, projection="linear", curriculum_stages=1, steps_per_call=20, n_train=100,
+        n_test=20, root_seed=3))
     assert cfg == want
     no = ["study", "latent-reasoning", "--no-train"]
     assert cli.config_from_args(L.Config, cli.build_parser(no).parse_args(no)).train is False
@@ -99,6 +102,11 @@ def test_command_line_options():
         L.Config(variants=("direct", "dream")).validate()
     with pytest.raises(ValueError, match="max_minutes"):
         L.Config(max_minutes=0.0).validate()
+    with pytest.raises(ValueError, match="reference_steps must be a multiple of steps_per_call=100, got 150"):
+        L.Config(reference_steps=150).validate()
+    assert L.training(L.Config(reference_steps=0), "text").steps == L.Config().training.steps
+    assert L.training(L.Config(), "text").steps == L.Config().reference_steps
+    assert L.training(L.Config(), "latent").steps == L.Config().training.steps
 
 
 KILLED = """
@@ -117,7 +125,7 @@ def save(path, tree, **meta):  # a checkpoint write: the run dies right after th
 io.save_pytree = save
 L.main(CONVERGING, sys.argv[1], quiet=True, plots=False)
 """
-CONVERGING = L.Config(variants=("direct", "no_image"), tolerance=0.5, window=0.5,
+CONVERGING = L.Config(variants=("direct", "no_image"), tolerance=0.5, window=0.5, reference_steps=0,
                       training=dataclasses.replace(TINY, steps=200))
 
 

@@ -48,6 +48,7 @@ from tokdyn.latent import training as T
 from tokdyn.latent.variants import VARIANTS, stages, variant
 
 REFERENCES = ("direct", "text")  # every variant is tested against these
+FAMILIES = ("read", "gravity", "path")  # the default families: the control and two that imagination helps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +65,8 @@ class Config:
       tolerance: a variant has converged when its held-out accuracy moved by less than this over
         the last window of its steps (for every seed).
       window: the last fraction of the steps the convergence criterion looks at.
+      reference_steps: the step budget of the reference variants (direct, text), against which
+        every variant is tested; 0: the same budget as every other variant (steps).
       training: the static training configuration (tasks, model size, step budget, pools, seeds).
       hparams: the hyper-parameters every variant is trained with.
     """
@@ -74,7 +77,8 @@ class Config:
     devices: int = 1
     tolerance: float = 0.01
     window: float = 0.2
-    training: T.Config = T.Config()
+    reference_steps: int = 5000
+    training: T.Config = T.Config(task=tasks.Config(grid_size=4, n_colours=4, families=FAMILIES), n_latents=2)
     hparams: T.Hparams = T.Hparams()
 
     def validate(self) -> "Config":
@@ -92,6 +96,10 @@ class Config:
         _checks.real("tolerance", self.tolerance, low=0.0, low_open=True)
         _checks.real("window", self.window, low=0.0, high=1.0, low_open=True)
         self.training.validate()
+        _checks.positive_int("reference_steps", self.reference_steps, minimum=0)
+        if self.reference_steps % self.training.steps_per_call:
+            raise ValueError(f"reference_steps must be a multiple of steps_per_call={self.training.steps_per_call}, "
+                             f"got {self.reference_steps}")
         self.hparams.validate()
         if self.hparams.settings() != 1:
             raise ValueError("hparams must hold one setting (scalars) in the study")
@@ -102,8 +110,9 @@ class Config:
     @classmethod
     def quick(cls) -> "Config":
         """A few-minute version: a small model, a 600-step budget, 2 seeds."""
-        return cls(training=T.Config(task=tasks.Config(grid_size=4, n_colours=4), width=32, depth=2, heads=2,
-                                     n_latents=2, steps=600, batch_size=32, warmup=50, steps_per_call=50,
+        return cls(reference_steps=0,
+                   training=T.Config(task=tasks.Config(grid_size=4, n_colours=4, families=FAMILIES), width=32,
+                                     depth=2, heads=2, n_latents=2, steps=600, batch_size=32, warmup=50, steps_per_call=50,
                                      n_train=5000, n_val=250, n_test=500, seeds=2),
                    hparams=T.Hparams(learning_rate=3e-3))
 
@@ -138,11 +147,19 @@ def _devices(cfg: Config):
     return devices[:cfg.devices] if cfg.devices else None
 
 
+def training(cfg: Config, name: str) -> T.Config:
+    """The training configuration of variant ``name``: ``cfg.training``, with the budget
+    ``reference_steps`` for the :data:`REFERENCES` (when it is not 0)."""
+    if name in REFERENCES and cfg.reference_steps:
+        return dataclasses.replace(cfg.training, steps=cfg.reference_steps)
+    return cfg.training
+
+
 def convergence(cfg: Config, name: str, curve: dict) -> dict:
     """Per seed: the change of the held-out overall accuracy over the last ``window`` of the steps
     (:func:`tokdyn.latent.evaluation.plateau_change`) and whether it is below ``tolerance``. For a
     curriculum variant the window must lie in its last stage."""
-    tc = cfg.training
+    tc = training(cfg, name)
     last_stage = sum(n for *_, n in stages(tc, name)[:-1])
     seeds = np.asarray(curve.get("seed", []), int)
     out = {"change": np.full(tc.seeds, np.nan), "converged": np.zeros(tc.seeds, bool), "steps": 0}
@@ -165,7 +182,7 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
     p = _paths(out, name)
     if os.path.exists(p["result"]):
         return True
-    tc = cfg.training
+    tc = training(cfg, name)
     rows = {k: [int(x) if k in ("step", "seed") else float(x) for x in v] for k, v in _curve(p["curve"]).items()}
     pending = {}
     t0 = time.time()
@@ -344,7 +361,7 @@ def plot_curves(out: str, names: Sequence[str], families: Sequence[str]) -> Opti
 
 def _check_out(cfg: Config, out: str) -> dict:
     """The configuration to record; ``io.OutputConflict`` if ``out`` holds a study of another one."""
-    conf = {k: dataclasses.asdict(cfg)[k] for k in ("tolerance", "window", "training", "hparams")}
+    conf = {k: dataclasses.asdict(cfg)[k] for k in ("tolerance", "window", "reference_steps", "training", "hparams")}
     path = os.path.join(out, "config.json")
     if os.path.exists(path):
         old = io.read_json(path)
@@ -368,8 +385,9 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
     families = tc.task.families
     base = baselines(cfg, data)
     done = True
-    recorded = sum(_steps_recorded(out, name, tc.steps) for name in cfg.variants)
-    with io.Progress(len(cfg.variants) * tc.steps, desc="latent-reasoning", unit="steps", done=recorded,
+    budgets = {name: training(cfg, name).steps for name in cfg.variants}
+    recorded = sum(_steps_recorded(out, name, budgets[name]) for name in cfg.variants)
+    with io.Progress(sum(budgets.values()), desc="latent-reasoning", unit="steps", done=recorded,
                      quiet=quiet or not cfg.train) as progress:
         for name in cfg.variants:
             if not cfg.train:

@@ -3,8 +3,9 @@ families; per-family accuracy against chance and the question-only optimum, pair
 
 ``tokdyn study latent-reasoning --out DIR`` trains (or resumes) every variant. Each trains until
 its held-out accuracy has flattened (the validation set's overall accuracy moved by less than
-``tolerance`` over the last ``window`` of the steps, for every seed) or its step budget
-(``training.steps``) is spent, and writes
+``tolerance`` over the last ``window`` of the steps, for every seed) or its step budget is spent
+(``training.steps``; ``reference_steps`` for ``direct`` and ``text``, the references every variant is
+tested against, so that they can converge), and writes
 
 - ``config.json``         the study's configuration, the environment
 - ``checkpoints/V.npz``   the training state of variant V (all seeds), after every

@@ -1,0 +1,208 @@
+"""Evolution-strategies (REINFORCE) estimates of a reward's gradient, and a maximiser on optax.
+
+For a reward ``R: x -> scalar`` (any pytree ``x``, any jittable ``R``) and Gaussian perturbations
+``x' = x + eps``, ``eps ~ N(0, sigma^2 I)``, the gradient of the smoothed reward
+``E[R(x + eps)]`` is ``E[R(x + eps) eps] / sigma^2``. :func:`es_grad` estimates it from a
+population of ``2 * n_pairs`` perturbations:
+
+- independent draws: ``sum_i w_i eps_i / (2 n sigma^2)``;
+- antithetic pairs ``(eps_j, -eps_j)``: ``sum_j (w_j^+ - w_j^-) eps_j / (2 n sigma^2)``, which
+  cancels every even-order term of R around x (for a quadratic, the whole curvature);
+
+where ``w`` are the rewards after ``shaping``:
+
+- ``"none"``: the rewards themselves (unbiased for the smoothed gradient);
+- ``"baseline"``: independent draws: each reward minus the mean of the *other* rewards of the
+  population (leave-one-out: still unbiased, since a sample's baseline does not depend on its
+  noise; it equals ``P / (P - 1)`` times the reward minus the population mean); antithetic
+  pairs: the reward minus the population mean, which the pairing cancels anyway (the estimate
+  equals "none": a pair's difference already removes any baseline);
+- ``"centered_rank"``: ranks mapped to [-0.5, 0.5] (ties share their mean rank, NaN ranks
+  lowest): invariant to any increasing transform of R, biased, robust (OpenAI-ES; evosax's
+  ``centered_rank_fitness_shaping_fn``).
+
+The noise is drawn as evosax's OpenAI-ES draws it (``normal(key, (n, dims))`` of the flattened
+``x``, the antithetic half negated and appended), so both give the same estimate on the same key.
+
+**Direction.** Everything here *maximises* R: :func:`es_grad` returns an ascent direction
+(an estimate of +grad R). optax minimises, so :func:`maximiser` hands ``-es_grad`` to the optax
+optimiser; that is the only place the sign is flipped.
+
+Every function is pure, key-first and traceable: call it inside your own ``jit``/``vmap``/``scan``
+(vmapping over instances is the intended use). Arguments are checked in plain Python when the
+function is traced, before anything compiles; a reward that is NaN for some perturbation is
+counted in :class:`Info` (``n_nan``), never dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from tokdyn import _checks
+
+SHAPINGS = ("none", "baseline", "centered_rank")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Info:
+    """What one estimate saw. rewards: (P,) the raw rewards of the population, in the order of the
+    noise (antithetic: the ``+eps`` half, then the ``-eps`` half); n_nan: how many are NaN;
+    sigma: the perturbation scale used."""
+
+    rewards: jax.Array
+    n_nan: jax.Array
+    sigma: jax.Array
+
+
+def _check(reward_fn, x, sigma, n_pairs, antithetic, shaping) -> None:
+    if not callable(reward_fn):
+        raise TypeError(f"reward_fn must be a callable x -> scalar reward, got {type(reward_fn).__name__}")
+    _checks.real("sigma", sigma, low=0.0, low_open=True)
+    _checks.positive_int("n_pairs", n_pairs)
+    if not isinstance(antithetic, bool):
+        raise TypeError(f"antithetic must be a bool, got {antithetic!r}")
+    _checks.choice("shaping", shaping, SHAPINGS)
+    leaves = jax.tree_util.tree_leaves(x)
+    if not leaves:
+        raise ValueError("x must hold at least one array (the point whose reward is maximised), got an empty pytree")
+    for leaf in leaves:
+        if not jnp.issubdtype(_checks.dtype_of(leaf), jnp.floating):
+            raise TypeError(f"x must hold floating-point arrays, got dtype {_checks.dtype_of(leaf)}")
+    out = jax.eval_shape(reward_fn, x)
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+        shape = getattr(out, "shape", type(out).__name__)
+        raise TypeError(f"reward_fn must return a scalar reward, got {shape}")
+
+
+def noise(key: jax.Array, dims: int, n_pairs: int, antithetic: bool = True) -> jax.Array:
+    """The standard-normal directions ``z`` of a population, ``eps = sigma * z``: (2 n_pairs, dims).
+    Antithetic: ``n_pairs`` draws followed by their negatives; otherwise ``2 n_pairs`` draws."""
+    if antithetic:
+        z = jax.random.normal(key, (n_pairs, dims))
+        return jnp.concatenate([z, -z])
+    return jax.random.normal(key, (2 * n_pairs, dims))
+
+
+def shape_rewards(rewards: jax.Array, shaping: str = "none", *, antithetic: bool = False) -> jax.Array:
+    """The weights of a population's rewards (P,) under ``shaping`` (see the module docstring;
+    ``antithetic`` says whether the population is antithetic pairs, which changes "baseline")."""
+    _checks.choice("shaping", shaping, SHAPINGS)
+    p = rewards.shape[-1]
+    if shaping == "none":
+        return rewards
+    if shaping == "baseline":
+        scale = 1.0 if antithetic else p / max(p - 1, 1)  # leave-one-out for independent draws
+        return (rewards - jnp.mean(rewards, -1, keepdims=True)) * scale
+    ranks = jax.scipy.stats.rankdata(jnp.where(jnp.isnan(rewards), -jnp.inf, rewards), axis=-1) - 1.0
+    return ranks / max(p - 1, 1) - 0.5
+
+
+def es_grad(key: jax.Array, reward_fn: Callable, x, *, sigma, n_pairs: int, antithetic: bool = True,
+            shaping: str = "none"):
+    """An estimate of the gradient of ``E[reward_fn(x + eps)]``, ``eps ~ N(0, sigma^2 I)``: an
+    ascent direction of the reward (see the module docstring).
+
+    Args:
+      key: PRNG key of the perturbations.
+      reward_fn: jittable ``x -> scalar`` (the reward, to be maximised).
+      x: the point, any pytree of float arrays.
+      sigma: perturbation scale (> 0; may be traced, e.g. a schedule's value).
+      n_pairs: the population is ``2 * n_pairs`` reward evaluations, with or without antithetic
+        pairing.
+      antithetic: draw pairs ``(eps, -eps)``.
+      shaping: "none" | "baseline" | "centered_rank".
+
+    Returns:
+      ``(grad, info)``: ``grad`` has the structure of ``x``; :class:`Info`.
+    """
+    _checks.prng_key("key", key)
+    _check(reward_fn, x, sigma, n_pairs, antithetic, shaping)
+    flat, unravel = ravel_pytree(x)
+    z = noise(key, flat.size, n_pairs, antithetic)  # (P, dims)
+    sigma = jnp.asarray(sigma, flat.dtype)
+    rewards = jax.vmap(lambda d: reward_fn(unravel(flat + sigma * d)))(z.astype(flat.dtype))  # (P,)
+    weights = shape_rewards(rewards, shaping, antithetic=antithetic)
+    grad = weights @ z.astype(flat.dtype) / (z.shape[0] * sigma)  # sum_i w_i eps_i / (P sigma^2)
+    return unravel(grad), Info(rewards=rewards, n_nan=jnp.sum(jnp.isnan(rewards)), sigma=sigma)
+
+
+def exact_grad(key: jax.Array, reward_fn: Callable, x):
+    """The exact gradient of ``reward_fn`` at ``x`` (``jax.grad``), in :func:`es_grad`'s form:
+    ``(grad, info)`` with the reward of ``x`` as the population. ``key`` is unused (kept so both
+    estimators share one signature)."""
+    del key
+    reward, grad = jax.value_and_grad(reward_fn)(x)
+    return grad, Info(rewards=reward[None], n_nan=jnp.isnan(reward).astype(jnp.int32), sigma=jnp.zeros(()))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class State:
+    """The maximiser's state: the point ``x``, the optax state, the iteration count."""
+
+    x: object
+    opt_state: object
+    count: jax.Array
+
+
+class Maximiser(NamedTuple):
+    """``init(x) -> State``; ``step(key, state, *args) -> (State, Info)``: one ascent step of
+    ``reward_fn(x, *args)`` (the extra arguments, e.g. one instance's data, make it vmappable over
+    instances)."""
+
+    init: Callable
+    step: Callable
+
+
+Schedule = Union[float, Callable[[jax.Array], jax.Array]]
+
+
+def maximiser(reward_fn: Callable, optimizer: optax.GradientTransformation, *, sigma: Schedule = 0.1,
+              n_pairs: int = 8, antithetic: bool = True, shaping: str = "none",
+              estimator: str = "es") -> Maximiser:
+    """Maximise ``reward_fn(x, *args)`` with ``optimizer`` fed the negated gradient estimate.
+
+    Args:
+      reward_fn: jittable ``(x, *args) -> scalar``.
+      optimizer: any optax transformation (e.g. ``optax.sgd(1e-3)``); it minimises, so it receives
+        ``-grad`` (this is the one place the sign is flipped). A step whose estimate is not finite
+        (a NaN reward) leaves ``x`` and the optimiser state unchanged (``optax.apply_if_finite``)
+        and is reported in :class:`Info`.
+      sigma: the perturbation scale, a number or an optax schedule of the iteration count (e.g.
+        ``optax.exponential_decay(0.1, 1, 0.95)``).
+      n_pairs, antithetic, shaping: as in :func:`es_grad`.
+      estimator: "es" (:func:`es_grad`) or "exact" (:func:`exact_grad`, the same ascent with the
+        true gradient).
+    """
+    _checks.choice("estimator", estimator, ("es", "exact"))
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    if not callable(sigma):
+        _checks.real("sigma", sigma, low=0.0, low_open=True)
+    _checks.positive_int("n_pairs", n_pairs)
+    _checks.choice("shaping", shaping, SHAPINGS)
+    safe = optax.apply_if_finite(optimizer, max_consecutive_errors=2**30)
+
+    def init(x) -> State:
+        return State(x=x, opt_state=safe.init(x), count=jnp.zeros((), jnp.int32))
+
+    def step(key, state: State, *args):
+        reward = lambda x: reward_fn(x, *args)
+        if estimator == "exact":
+            grad, info = exact_grad(key, reward, state.x)
+        else:
+            s = sigma(state.count) if callable(sigma) else sigma
+            grad, info = es_grad(key, reward, state.x, sigma=s, n_pairs=n_pairs, antithetic=antithetic,
+                                 shaping=shaping)
+        descent = jax.tree_util.tree_map(jnp.negative, grad)  # optax minimises: -grad ascends the reward
+        updates, opt_state = safe.update(descent, state.opt_state, state.x)
+        return State(x=optax.apply_updates(state.x, updates), opt_state=opt_state, count=state.count + 1), info
+
+    return Maximiser(init=init, step=step)

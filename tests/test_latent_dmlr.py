@@ -1,0 +1,121 @@
+"""The confidence-driven latent optimiser: rewards against NumPy, the ES estimate of the model's
+reward against its exact gradient, bookkeeping of the best latents, batching independence."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tokdyn import es
+from tokdyn.latent import dmlr, tasks
+from tokdyn.latent import model as M
+
+pytestmark = pytest.mark.fast_compile
+
+TASK = tasks.Config(grid_size=3, n_colours=3, families=("read", "gravity"))
+CFG = M.Config(task=TASK, width=16, depth=1, heads=2, latent_mode="feedback", n_latents=2)
+MODEL = M.Model(CFG)
+LAY = MODEL.layout
+APPLY = jax.jit(MODEL.apply)  # (eager Flax applies are slow)
+POS = dict(latent_positions=tuple(range(LAY.latents.start, LAY.latents.stop)), answer_position=LAY.answer)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    params = MODEL.init(jax.random.key(0))
+    batch = tasks.generate(jax.random.key(1), 8, TASK)
+    return params, batch
+
+
+def _reference(logits, reward, k, latent_positions, answer_position):
+    z = np.asarray(logits, np.float64)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    if reward == "answer":
+        return p[answer_position].max()
+    top = -np.sort(-p[list(latent_positions)], -1)[:, :k]  # (L, k)
+    if reward == "logprob":
+        return np.log(top).mean()
+    q = top / top.sum(-1, keepdims=True)
+    return 1.0 - (-(q * np.log(q)).sum(-1)).mean()
+
+
+@pytest.mark.parametrize("reward", dmlr.REWARDS)
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_confidence_rewards_equal_numpy(reward, k):
+    logits = jax.random.normal(jax.random.key(k), (9, 7)) * 3
+    got = dmlr.confidence(logits, reward=reward, top_k=k, latent_positions=(2, 5, 6), answer_position=8)
+    np.testing.assert_allclose(got, _reference(logits, reward, k, (2, 5, 6), 8), rtol=1e-5, atol=1e-6)
+
+
+def test_es_estimate_of_the_models_reward_points_along_its_gradient(setup):
+    """On the model itself: with many pairs and a small sigma the ES estimate of the paper's reward
+    is close in direction to jax.grad of the same reward."""
+    params, batch = setup
+    inst = jax.tree.map(lambda a: a[:1], batch)
+    lat = APPLY(params, inst).latents
+
+    def reward(u):
+        out = MODEL.apply(params, inst, latents=u)
+        return dmlr.confidence(out.logits[0], reward="entropy", top_k=5, **POS)
+
+    exact = jax.jit(jax.grad(reward))(lat)
+    est, _ = jax.jit(lambda k: es.es_grad(k, reward, lat, sigma=1e-2, n_pairs=512))(jax.random.key(0))
+    cos = jnp.vdot(est, exact) / (jnp.linalg.norm(est) * jnp.linalg.norm(exact))
+    assert cos > 0.9, float(cos)
+
+
+OPTIMISERS = {e: dmlr.make(MODEL.apply, dmlr.Config(reward="entropy", top_k=5, n_iters=6, n_pairs=4, estimator=e),
+                           **POS) for e in dmlr.ESTIMATORS}
+
+
+@pytest.mark.parametrize("estimator", dmlr.ESTIMATORS)
+def test_optimise_keeps_the_most_confident_latents(setup, estimator):
+    """reward_best is the largest of the start and every iteration; answer_best is the model's
+    answer with latents_best; the start is the model's own latents."""
+    params, batch = setup
+    hp = dmlr.Hparams(learning_rate=0.5, sigma=0.1)
+    res = OPTIMISERS[estimator](jax.random.key(2), params, batch, hp, jnp.arange(8))
+    assert res.latents_best.shape == (8, 2, 16) and res.rewards.shape == (8, 6)
+    np.testing.assert_allclose(res.latents_before, APPLY(params, batch).latents, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.reward_best, np.maximum(res.reward_before, np.max(res.rewards, 1)), rtol=1e-6)
+    out = APPLY(params, batch, latents=res.latents_best)
+    np.testing.assert_array_equal(res.answer_best, np.argmax(out.logits[:, LAY.answer], -1))
+    r = jax.vmap(lambda lg: dmlr.confidence(lg, reward="entropy", top_k=5, **POS))(out.logits)
+    np.testing.assert_allclose(r, res.reward_best, rtol=1e-4, atol=1e-5)
+    assert np.all(np.asarray(res.n_nan) == 0)
+    assert np.mean(np.asarray(res.reward_best) > np.asarray(res.reward_before)) >= 0.5  # the search climbs
+
+
+def test_results_do_not_depend_on_batching(setup):
+    """Instance i's result depends on its id, not on its place in the batch."""
+    params, batch = setup
+    f, perm = OPTIMISERS["es"], np.array([5, 2, 7, 0, 1, 6, 3, 4])
+    whole = f(jax.random.key(3), params, batch, dmlr.Hparams(), jnp.arange(8))
+    shuffled = f(jax.random.key(3), params, jax.tree.map(lambda a: a[perm], batch), dmlr.Hparams(), jnp.asarray(perm))
+    np.testing.assert_allclose(shuffled.reward_best, whole.reward_best[perm], rtol=1e-5)
+    np.testing.assert_allclose(shuffled.latents_best, whole.latents_best[perm], rtol=1e-4, atol=1e-6)
+
+
+def test_random_latents_keep_each_latents_norm():
+    lat = jax.random.normal(jax.random.key(0), (5, 3, 8)) * jnp.arange(1.0, 4.0)[:, None]
+    r = dmlr.random_latents(jax.random.key(1), lat)
+    np.testing.assert_allclose(jnp.linalg.norm(r, axis=-1), jnp.linalg.norm(lat, axis=-1), rtol=1e-5)
+    assert not np.allclose(r, lat)
+
+
+def test_bad_input_is_named(setup):
+    params, batch = setup
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="top_k must be at most the vocabulary size"):
+        dmlr.Config(top_k=TASK.vocab.size + 1).validate(TASK.vocab.size)
+    with pytest.raises(ValueError, match="reward must be one of"):
+        dmlr.Config(reward="certainty").validate()
+    with pytest.raises(ValueError, match="n_iters must be an int >= 1, got 0"):
+        dmlr.Config(n_iters=0).validate()
+    with pytest.raises(ValueError, match="sigma must be in \\(0, inf\\], got -0.1"):
+        dmlr.optimise(key, MODEL.apply, params, batch, dmlr.Config(), dmlr.Hparams(sigma=-0.1), **POS)
+    with pytest.raises(ValueError, match="latent_positions must name at least one position"):
+        dmlr.optimise(key, MODEL.apply, params, batch, latent_positions=(), answer_position=LAY.answer)
+    with pytest.raises(TypeError, match="apply_fn must be"):
+        dmlr.optimise(key, None, params, batch, **POS)

@@ -21,6 +21,7 @@ from tokdyn.stats import (
     cohens_d,
     holm,
     paired_ttest,
+    point_biserial,
 )
 
 RTOL = 1e-10
@@ -439,3 +440,40 @@ def test_bootstrap_argument_errors():
         bootstrap_ci(np.ones((3, 1)))
     with pytest.raises(ValueError, match=r"axis=1 is out of range for samples"):
         bootstrap_ci(x, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# point_biserial
+# ---------------------------------------------------------------------------------------------
+
+
+def test_point_biserial_equals_scipy_and_its_interval_covers_the_truth():
+    rng = np.random.default_rng(0)
+    y = rng.random(400) < 0.4
+    x = rng.normal(size=400) + 0.5 * y
+    res = point_biserial(x, y, seed=1, n_resamples=4000)
+    ref = sps.pointbiserialr(y, x)
+    np.testing.assert_allclose(res.r, ref.statistic, rtol=1e-12)
+    np.testing.assert_allclose(res.pvalue, ref.pvalue, rtol=1e-9)
+    # SciPy's percentile bootstrap of the same statistic, another random stream: within a few 0.01
+    boot = sps.bootstrap((x, y.astype(float)), lambda a, b: np.corrcoef(a, b)[0, 1], paired=True,
+                                 vectorized=False, method="percentile", n_resamples=4000, random_state=2)
+    np.testing.assert_allclose([res.low, res.high], [boot.confidence_interval.low, boot.confidence_interval.high],
+                               atol=0.02)
+    assert res.low < res.r < res.high and res.n == 400
+    # population value of the point-biserial r of this model: d sqrt(pq) / sqrt(1 + d^2 pq), d = 0.5, p = 0.4
+    pq = 0.4 * 0.6
+    assert res.low < 0.5 * np.sqrt(pq) / np.sqrt(1 + 0.25 * pq) < res.high
+
+
+def test_point_biserial_edge_cases_and_bad_input():
+    nan = point_biserial([1.0, 2.0, 3.0], [1, 1, 1])  # constant outcome: no correlation defined
+    assert np.isnan(nan.r) and np.isnan(nan.pvalue)
+    perfect = point_biserial([0.0, 0.0, 1.0, 1.0], [0, 0, 1, 1])
+    assert perfect.r == 1.0 and perfect.pvalue == 0.0
+    with pytest.raises(ValueError, match="y must be binary"):
+        point_biserial([1.0, 2.0, 3.0], [0, 1, 2])
+    with pytest.raises(ValueError, match="same length"):
+        point_biserial([1.0, 2.0, 3.0], [0, 1])
+    with pytest.raises(ValueError, match="x must hold finite values only"):
+        point_biserial([1.0, np.nan, 3.0], [0, 1, 1])

@@ -13,6 +13,8 @@ Public functions
 - :func:`bonferroni`, :func:`holm`, :func:`benjamini_hochberg` -- adjusted p-values over a family
   of tests of any shape (NaN entries are not part of the family); :data:`P_ADJUSTMENTS` names them.
 - :func:`bootstrap_ci` -- percentile bootstrap confidence interval of the mean.
+- :func:`point_biserial` -- correlation of a score with a binary outcome, its p-value and a
+  bootstrap interval.
 
 Every user-facing argument is validated before any computation: errors are ``ValueError`` or
 ``TypeError`` and name the argument, the offending value and what is allowed.
@@ -35,6 +37,8 @@ __all__ = [
     "benjamini_hochberg",
     "P_ADJUSTMENTS",
     "bootstrap_ci",
+    "CorrelationResult",
+    "point_biserial",
 ]
 
 
@@ -350,3 +354,62 @@ def bootstrap_ci(
     alpha = 1.0 - confidence
     low, high = np.quantile(means, [alpha / 2, 1.0 - alpha / 2], axis=-1)  # (2, S)
     return _scalar_or_array(low.reshape(batch_shape)), _scalar_or_array(high.reshape(batch_shape))
+
+
+# ---------------------------------------------------------------------------------------------
+# Correlation with a binary outcome
+# ---------------------------------------------------------------------------------------------
+
+
+class CorrelationResult(NamedTuple):
+    r: float
+    pvalue: float
+    low: float
+    high: float
+    n: int
+
+
+def point_biserial(x, y, *, seed: int = 0, n_resamples: int = 2000, confidence: float = 0.95) -> CorrelationResult:
+    """Point-biserial correlation of a score ``x`` (n,) with a binary outcome ``y`` (n,) (e.g. a
+    sequence's grounding or confidence against its correctness): Pearson's r, its two-sided
+    p-value (t with n - 2 degrees of freedom, as ``scipy.stats.pointbiserialr``) and a percentile
+    bootstrap interval over pairs resampled together (``numpy.random.default_rng(seed)``).
+
+    r is NaN when either variable is constant (no correlation is defined); so are its p-value and
+    interval then.
+    """
+    xa = _real_array("x", x).ravel()
+    ya = _real_array("y", y).ravel()
+    _require_finite("x", xa)
+    _require_finite("y", ya)
+    if xa.shape != ya.shape:
+        raise ValueError(f"x and y must have the same length, got {xa.size} and {ya.size}")
+    if not np.all((ya == 0) | (ya == 1)):
+        raise ValueError(f"y must be binary (0/1 or bool), got values {np.unique(ya)[:5].tolist()}")
+    n = xa.size
+    if n < 3:
+        raise ValueError(f"x and y must hold at least 3 pairs, got {n}")
+    seed = _int_at_least("seed", seed, 0)
+    n_resamples = _int_at_least("n_resamples", n_resamples, 1)
+    if isinstance(confidence, bool) or not isinstance(confidence, Real) or not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be a real number in (0, 1), got {confidence!r}")
+
+    def corr(a, b):  # Pearson's r along the last axis
+        a = a - a.mean(-1, keepdims=True)
+        b = b - b.mean(-1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (a * b).sum(-1) / np.sqrt((a * a).sum(-1) * (b * b).sum(-1))
+
+    r = float(corr(xa, ya))
+    if not np.isfinite(r):
+        return CorrelationResult(float("nan"), float("nan"), float("nan"), float("nan"), n)
+    r = min(max(r, -1.0), 1.0)
+    with np.errstate(divide="ignore"):
+        t = r * np.sqrt((n - 2) / (1.0 - r * r)) if abs(r) < 1 else np.copysign(np.inf, r)
+    pvalue = float(2.0 * special.stdtr(n - 2, -abs(t)))
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    boot = corr(xa[idx], ya[idx])
+    boot = boot[np.isfinite(boot)]  # a resample with a constant variable has no r
+    alpha = 1.0 - confidence
+    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2]) if boot.size else (np.nan, np.nan)
+    return CorrelationResult(r, pvalue, float(low), float(high), n)

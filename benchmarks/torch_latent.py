@@ -116,22 +116,31 @@ class TorchReasoner(nn.Module):
             new.append(kv)
         return self.ln_f(x), new
 
-    def forward(self, image, question, caption=None):
+    def forward(self, image, question, caption=None, latents=None):
         """(B, T, V) logits; with latent feedback the prefix, each latent and the rest are separate
-        passes over a key/value cache, as in tokdyn."""
+        passes over a key/value cache, as in tokdyn. ``latents`` (B, L, D) replace the fed-back
+        states (one full pass, as tokdyn's ``apply(..., latents=)``)."""
+        return self.run(image, question, caption, latents)[0]
+
+    def run(self, image, question, caption=None, latents=None):
+        """(logits (B, T, V), the fed-back latents (B, L, D) or None)."""
         x = self.embed(image, question, caption)
         if self.cfg.latent_mode == "none":
-            return self.head(self.backbone(x)[0])
+            return self.head(self.backbone(x)[0]), None
+        if latents is not None:
+            x[:, self.lay.latents] = self.proj(latents)
+            return self.head(self.backbone(x)[0]), latents
         s, n = self.lay.latents.start, self.cfg.n_latents
-        outs, cache = [], None
+        outs, fed, cache = [], [], None
         segments = [(0, s)] + [(s + i, s + i + 1) for i in range(n)] + [(s + n, x.shape[1])]
         for i, (a, e) in enumerate(segments):
             piece = x[:, a:e]
             if 0 < i <= n:
+                fed.append(outs[-1][:, -1])
                 piece = self.proj(outs[-1][:, -1:])  # latent i-1 reads the previous position's final state
             out, cache = self.backbone(piece, cache)
             outs.append(out)
-        return self.head(torch.cat(outs, 1))
+        return self.head(torch.cat(outs, 1)), torch.stack(fed, 1)
 
 
 def optimizer(model: TorchReasoner, *, learning_rate: float, weight_decay: float, warmup: int, steps: int,

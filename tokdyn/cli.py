@@ -43,6 +43,9 @@ COMMANDS = {  # (group, name): (module, entry point, help, default output direct
     ("study", "latent-reasoning"): ("tokdyn.studies.latent_reasoning", "main",
                                     "train the tiny latent reasoner every way, evaluate per task family",
                                     "results/latent-reasoning"),
+    ("study", "latent-optimisation"): ("tokdyn.studies.latent_optimisation", "main",
+                                       "confidence-driven latent optimisation (DMLR) and visual grounding of the "
+                                       "trained reasoners", "results/latent-optimisation"),
     ("sweep", "token-dynamics"): ("tokdyn.studies.token_dynamics_sweep", "main",
                                   "token dynamics over any grid of rule and data conditions x seeds (resumable)",
                                   "results/token-dynamics-sweep"),

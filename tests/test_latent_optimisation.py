@@ -1,0 +1,77 @@
+"""The latent-optimisation study on tiny trained reasoners: it trains what the source lacks, its
+"before" answers are the source study's own test answers, and it writes every table."""
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from test_latent_train import TINY
+from tokdyn import cli, io
+from tokdyn.latent import training
+from tokdyn.studies import latent_optimisation as LO
+from tokdyn.studies import latent_reasoning as LR
+
+pytestmark = pytest.mark.fast_compile
+
+SOURCE = LR.Config(reference_steps=0, training=TINY)
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setattr(LO.Config, "reasoning", lambda self: SOURCE)
+    return LO.Config(variants=("latent",), methods=("es_entropy",), grounding_variants=("text",),
+                     perturbations=("blank", "shuffle"), n_instances=20, top_k=3, n_iters=2, n_pairs=2,
+                     learning_rate=0.5)
+
+
+def test_study_trains_the_source_and_writes_its_tables(tmp_path, tiny):
+    cfg = dataclasses.replace(tiny, source=str(tmp_path / "source"))
+    out = str(tmp_path / "out")
+    with pytest.raises(ValueError, match="lacks the trained variants"):
+        LO.main(dataclasses.replace(cfg, train=False), out, quiet=True, plots=False)
+    assert LO.main(cfg, out, quiet=True, plots=True)
+    assert sorted(io.read_json(os.path.join(cfg.source, "config.json"))["variants"]) == ["latent", "text"]
+    table = io.read_csv(os.path.join(out, "optimiser.csv"))
+    assert set(table["method"]) == {"before", "random", "es_entropy"}
+    assert set(table["family"]) == set(TINY.task.families) | {"all"}
+    # "before" is the trained model's own answer: the source study's test accuracy on these instances
+    with np.load(os.path.join(cfg.source, "results", "latent.npz")) as z:
+        saved = z["answers"][:, :20]
+    test = jax.tree.map(lambda a: np.asarray(a)[:20], training.data(TINY).test)
+    want = (saved == test.answer[None]).mean(1)
+    sel = (table["method"] == "before") & (table["family"] == "all")
+    np.testing.assert_allclose(table["accuracy"][sel], want)
+    every = table["family"] == "all"
+    np.testing.assert_allclose(table["accuracy_before"][every], want[table["seed"][every].astype(int)])  # every method's row
+    es = (table["method"] == "es_entropy") & (table["family"] == "all")
+    assert np.all(table["reward_after"][es] >= table["reward_before"][es])  # the best latents include the start
+    tests = io.read_csv(os.path.join(out, "optimiser_tests.csv"))
+    assert set(tests["method"]) == {"random", "es_entropy"} and "p_holm" in tests
+    curves = io.read_csv(os.path.join(out, "rewards.csv"))
+    assert sorted(set(curves["iteration"].tolist())) == [1, 2]
+    ground = io.read_csv(os.path.join(out, "grounding.csv"))
+    assert len(ground["variant"]) == TINY.seeds * 2  # variants x seeds x perturbations
+    assert np.all(np.isfinite(ground["caption_grounding"])) and np.all(ground["n"] == 20)
+    for f in ("optimiser.png", "grounding.png", "summary.md", "config.json"):
+        assert os.path.exists(os.path.join(out, f)), f
+
+
+def test_command_line_and_bad_input():
+    args = ["study", "latent-optimisation", "--variants", "latent,latent_lvr", "--methods", "es_logprob",
+            "--n-iters", "5", "--sigma", "0.2", "--quick"]
+    cfg = cli.config_from_args(LO.Config, cli.build_parser(args).parse_args(args), base=LO.Config.quick())
+    assert cfg.variants == ("latent", "latent_lvr") and cfg.methods == ("es_logprob",) and cfg.n_iters == 5
+    assert cfg.sigma == 0.2 and cfg.preset == "quick"
+    with pytest.raises(ValueError, match="latent-feedback variants"):
+        LO.Config(variants=("direct",)).validate()
+    with pytest.raises(ValueError, match="methods must be one of"):
+        LO.Config(methods=("es_entropy", "adam")).validate()
+    with pytest.raises(ValueError, match="top_k must be at most the vocabulary size"):
+        LO.Config(top_k=1000).validate()
+    with pytest.raises(ValueError, match="sigma must be in"):
+        LO.Config(sigma=0.0).validate()
+    with pytest.raises(ValueError, match="n_instances must be at most"):
+        LO.Config(n_instances=10**6).validate()

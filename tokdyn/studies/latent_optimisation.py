@@ -1,0 +1,418 @@
+"""The latent-optimisation study: confidence-driven latent optimisation at inference (DMLR) and the
+visual grounding of generated tokens, on the trained reasoners of a latent-reasoning study.
+
+``tokdyn study latent-optimisation --out DIR`` takes the trained variants from ``--source`` (a
+``tokdyn study latent-reasoning`` directory of the same ``--preset``; variants it lacks are
+trained there first, resuming like that study), then on the first ``n_instances`` test instances:
+
+* **optimiser** -- for every latent-feedback variant in ``variants``, seed and method of
+  :data:`METHODS` (the paper's top-k entropy reward and the public code's log-probability reward by
+  REINFORCE, the answer confidence by REINFORCE, the paper's reward by exact gradient ascent) plus
+  the controls ``before`` (the model's own latents) and ``random`` (random latents of each
+  latent's norm): accuracy, the method's reward before and after, and how many answers changed;
+  every instance of a (variant, seed, method) is optimised in one compiled call;
+* **grounding** -- for every variant in ``grounding_variants``, seed and image perturbation:
+  the grounding score of each generated token (caption tokens, then the answer), the share of
+  image-dependent tokens (score > ``threshold``), and the point-biserial correlation of a
+  sequence's mean grounding and of its answer confidence with its correctness (bootstrap
+  intervals).
+
+Outputs: ``optimiser.csv`` (variant x seed x method x family), ``optimiser_tests.csv`` (paired
+t-tests of each method's per-instance correctness against ``before``, the mean over seeds, per
+family and overall, Holm-corrected over the table), ``rewards.csv`` (the mean reward after each
+iteration), ``grounding.csv``, ``optimiser.png`` (reward over iterations; accuracy before and after),
+``grounding.png`` (histograms of the answer token's grounding), ``summary.md`` and ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks, io, report, stats
+from tokdyn.latent import dmlr, evaluation, grounding, perturb, tasks, variants
+from tokdyn.latent import model as M
+from tokdyn.latent import training as T
+from tokdyn.studies import latent_reasoning as LR
+
+METHODS = {  # name: (reward, estimator)
+    "es_entropy": ("entropy", "es"),      # the paper's reward, REINFORCE
+    "es_logprob": ("logprob", "es"),      # the public code's reward, REINFORCE
+    "es_answer": ("answer", "es"),        # the answer's confidence, REINFORCE
+    "exact_entropy": ("entropy", "exact"),  # the paper's reward, exact gradient ascent
+}
+CONTROLS = ("before", "random")
+PRESETS = ("default", "quick")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines the study (saved as ``config.json``).
+
+    Attributes:
+      source: the latent-reasoning study directory holding (or to hold) the trained variants.
+      preset: that study's configuration, "default" or "quick" (its --quick).
+      train: train the variants the source lacks (otherwise a missing variant is an error).
+      variants: latent-feedback variants whose latents are optimised.
+      methods: optimisation methods, names from METHODS.
+      grounding_variants: variants whose generated tokens get grounding scores.
+      perturbations: image perturbations of the grounding scores (names from
+        tokdyn.latent.perturb.PERTURBATIONS).
+      threshold: a token is image-dependent when its grounding score exceeds this (nats).
+      n_instances: the first N test instances of the source study.
+      top_k: k of the top-k probabilities the latent rewards look at.
+      n_iters: optimisation iterations T.
+      n_pairs: antithetic pairs per REINFORCE estimate.
+      learning_rate: SGD ascent rate, in units of the initial latents' RMS entry.
+      sigma: perturbation scale, in units of the initial latents' RMS entry.
+      sigma_decay: sigma's decay per iteration.
+      root_seed: root PRNG seed of the optimiser's and the perturbations' draws.
+    """
+
+    source: str = "results/latent-reasoning"
+    preset: str = "default"
+    train: bool = True
+    variants: tuple = ("latent", "latent_mirage", "latent_lvr")
+    methods: tuple = tuple(METHODS)
+    grounding_variants: tuple = ("direct", "text", "latent")
+    perturbations: tuple = ("blank", "swap", "shuffle")
+    threshold: float = 0.1
+    n_instances: int = 1000
+    top_k: int = 10
+    n_iters: int = 15
+    n_pairs: int = 8
+    learning_rate: float = 1e-3
+    sigma: float = 0.1
+    sigma_decay: float = 0.95
+    root_seed: int = 0
+
+    def validate(self) -> "Config":
+        _checks.choice("preset", self.preset, PRESETS)
+        if not isinstance(self.train, bool):
+            raise TypeError(f"train must be a bool, got {self.train!r}")
+        for name in self.variants:
+            if variants.variant(name).latent_mode != "feedback":
+                raise ValueError(f"variants must be latent-feedback variants (they have latents to optimise), "
+                                 f"got {name!r}")
+        for field, allowed in (("methods", METHODS), ("perturbations", perturb.PERTURBATIONS)):
+            value = getattr(self, field)
+            if isinstance(value, str) or not value:
+                raise ValueError(f"{field} must name at least one of {sorted(allowed)}, got {value!r}")
+            for v in value:
+                _checks.choice(field, v, allowed)
+        for name in self.grounding_variants:
+            variants.variant(name)
+        _checks.real("threshold", self.threshold)
+        _checks.positive_int("n_instances", self.n_instances, minimum=3)
+        if self.n_instances > self.reasoning().training.n_test:
+            raise ValueError(f"n_instances must be at most the source's {self.reasoning().training.n_test} test "
+                             f"instances, got {self.n_instances}")
+        _checks.positive_int("root_seed", self.root_seed, minimum=0)
+        self.optimiser("es_entropy")
+        self.hparams()
+        return self
+
+    @classmethod
+    def quick(cls) -> "Config":
+        """A few-minute version on the latent-reasoning study's --quick models."""
+        return cls(source="results/latent-reasoning-quick", preset="quick", variants=("latent",),
+                   grounding_variants=("direct", "text"), n_instances=300, n_iters=8, n_pairs=4)
+
+    def reasoning(self) -> LR.Config:
+        """The latent-reasoning study whose trained models this study reads."""
+        return LR.Config.quick() if self.preset == "quick" else LR.Config()
+
+    def optimiser(self, method: str) -> dmlr.Config:
+        reward, estimator = METHODS[method]
+        vocab = self.reasoning().training.task.vocab.size
+        return dmlr.Config(reward=reward, top_k=self.top_k, n_iters=self.n_iters, n_pairs=self.n_pairs,
+                           estimator=estimator).validate(vocab)
+
+    def hparams(self) -> dmlr.Hparams:
+        return dmlr.Hparams(learning_rate=self.learning_rate, sigma=self.sigma,
+                            sigma_decay=self.sigma_decay).validate()
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def trained(cfg: Config, quiet: bool) -> LR.Config:
+    """Make sure the source holds every variant this study needs (training the missing ones when
+    ``cfg.train``); returns the source study's configuration."""
+    lr = cfg.reasoning()
+    need = list(dict.fromkeys(list(cfg.variants) + list(cfg.grounding_variants)))
+    missing = [v for v in need if not os.path.exists(os.path.join(cfg.source, "results", f"{v}.json"))]
+    if not missing:
+        return lr
+    if not cfg.train:
+        raise ValueError(f"source {cfg.source} lacks the trained variants {missing}: train them with "
+                         f"`tokdyn study latent-reasoning --variants {','.join(missing)} --out {cfg.source}`")
+    path = os.path.join(cfg.source, "config.json")
+    recorded = io.read_json(path).get("variants", []) if os.path.exists(path) else []
+    run = dataclasses.replace(lr, variants=tuple(dict.fromkeys(list(recorded) + need)))  # keep what is there
+    if not LR.main(run, cfg.source, quiet=quiet, plots=False):
+        raise RuntimeError(f"training the source variants in {cfg.source} did not finish")
+    return lr
+
+
+def load(lr: LR.Config, source: str, name: str):
+    """(model, params stacked over seeds, training config) of variant ``name`` in ``source``."""
+    tc = LR.training(lr, name)
+    like = T.init_states(tc, name, lr.hparams)
+    state = T.load_checkpoint(os.path.join(source, "checkpoints", f"{name}.npz"), like, name)
+    return M.Model(variants.model_config(tc, name)), state.params, tc
+
+
+# ---------------------------------------------------------------------------------------------- optimiser
+
+
+def _optimise_fn(model: M.Model, opt: dmlr.Config):
+    lay = model.layout
+    positions = tuple(range(lay.latents.start, lay.latents.stop))
+    one = lambda key, params, batch, hp, index: dmlr.optimise(
+        key, model.apply, params, batch, opt, hp, latent_positions=positions, answer_position=lay.answer, index=index)
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, None, None, None)))  # over seeds
+
+
+def _controls_fn(model: M.Model, opt: dmlr.Config):
+    """Per seed: the model's own answers and reward, and the answers with random latents."""
+    lay = model.layout
+    positions = tuple(range(lay.latents.start, lay.latents.stop))
+    score = lambda logits: jax.vmap(lambda lg: dmlr.confidence(
+        lg, reward=opt.reward, top_k=opt.top_k, latent_positions=positions, answer_position=lay.answer))(logits)
+
+    def one(key, params, batch):
+        out = model.apply(params, batch)
+        rand = model.apply(params, batch, latents=dmlr.random_latents(key, out.latents))
+        return (out.logits[:, lay.answer].argmax(-1), score(out.logits), rand.logits[:, lay.answer].argmax(-1),
+                score(rand.logits))
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
+
+
+def run_optimiser(cfg: Config, name: str, model, params, test) -> dict:
+    """Per method (and control): answers (S, N), reward before/after (S, N), rewards over
+    iterations (S, N, T) and the seconds spent."""
+    key = jax.random.fold_in(jax.random.key(cfg.root_seed), 1)
+    index = jnp.arange(test.answer.shape[0])
+    out = {}
+    t0 = time.time()
+    a0, r0, ar, rr = _controls_fn(model, cfg.optimiser("es_entropy"))(key, params, test)
+    out["before"] = {"answer": np.asarray(a0), "reward_before": np.asarray(r0), "reward_after": np.asarray(r0)}
+    out["random"] = {"answer": np.asarray(ar), "reward_before": np.asarray(r0), "reward_after": np.asarray(rr)}
+    out["before"]["seconds"] = out["random"]["seconds"] = time.time() - t0
+    for method in cfg.methods:
+        t0 = time.time()
+        res = _optimise_fn(model, cfg.optimiser(method))(key, params, test, cfg.hparams(), index)
+        res = jax.tree_util.tree_map(np.asarray, res)
+        out[method] = {"answer": res.answer_best, "answer_before": res.answer_before,
+                       "reward_before": res.reward_before, "reward_after": res.reward_best, "rewards": res.rewards,
+                       "n_nan": res.n_nan, "seconds": time.time() - t0}
+    return out
+
+
+def optimiser_tables(cfg: Config, results: dict, test, families) -> tuple[dict, dict, dict]:
+    """``optimiser.csv``, ``optimiser_tests.csv`` and ``rewards.csv`` columns."""
+    answer, fam = np.asarray(test.answer), np.asarray(test.family)
+    sel = {f: fam == tasks.FAMILIES.index(f) for f in families}
+    sel["all"] = np.ones(fam.shape, bool)
+    rows, tests, curves = [], [], []
+    for name, per in results.items():
+        before = per["before"]["answer"] == answer[None]  # (S, N)
+        for method, r in per.items():
+            correct = r["answer"] == answer[None]
+            flipped = r["answer"] != per["before"]["answer"]
+            for s in range(correct.shape[0]):
+                for f, m in sel.items():
+                    rows.append({"variant": name, "seed": s, "method": method, "family": f, "n": int(m.sum()),
+                                 "accuracy_before": before[s, m].mean(), "accuracy": correct[s, m].mean(),
+                                 "reward_before": np.nanmean(r["reward_before"][s, m]),
+                                 "reward_after": np.nanmean(r["reward_after"][s, m]),
+                                 "answers_changed": flipped[s, m].mean(),
+                                 "nan_rewards": int(np.sum(r.get("n_nan", np.zeros_like(correct))[s, m])),
+                                 "seconds": r["seconds"]})
+                if "rewards" in r:
+                    for t, v in enumerate(np.nanmean(r["rewards"][s], 0)):
+                        curves.append({"variant": name, "seed": s, "method": method, "iteration": t + 1,
+                                       "reward": v})
+            if method == "before":
+                continue
+            a, b = correct.mean(0), before.mean(0)  # (N,) per-instance accuracy over seeds
+            for f, m in sel.items():
+                t = stats.paired_ttest(a[m], b[m])
+                tests.append({"variant": name, "method": method, "family": f, "n": int(m.sum()),
+                              "mean_diff": float(np.mean(a[m] - b[m])), "t": float(t.statistic),
+                              "p": float(t.pvalue), "d": float(stats.cohens_d(a[m], b[m]))
+                              if np.any(a[m] != b[m]) else 0.0})
+    cols = io.to_columns(tests)
+    if tests:
+        cols["p_holm"] = list(stats.holm(np.asarray(cols["p"], float)))
+    return io.to_columns(rows), cols, io.to_columns(curves)
+
+
+# ---------------------------------------------------------------------------------------------- grounding
+
+
+def run_grounding(cfg: Config, name: str, model, params, tc, test, families) -> list[dict]:
+    """Grounding rows (seed x perturbation) of variant ``name``, and the answer-token scores."""
+    answers, captions = evaluation.answers(tc, name, params, test)  # (S, N), (S, N, K)
+    positions = grounding.generated_positions(model.layout)
+    caption_len = model.cfg.caption_len
+    answer = np.asarray(test.answer)
+    lay = model.layout
+
+    @jax.jit
+    def scored(params, batch, perturbed, tokens):
+        s = grounding.scores(model.apply, params, batch, perturbed, positions=positions, tokens=tokens)
+        conf = jax.nn.softmax(model.apply(params, batch).logits[:, lay.answer]).max(-1)
+        return s, conf
+
+    rows, hist = [], {}
+    for p_i, pert in enumerate(cfg.perturbations):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.root_seed), 2), p_i)
+        for s in range(answers.shape[0]):
+            tokens = np.concatenate([captions[s][:, :caption_len], answers[s][:, None]], 1).astype(np.int32)
+            batch = dataclasses.replace(test, caption=jnp.asarray(captions[s][:, :caption_len], jnp.int32)) \
+                if caption_len else test
+            p = jax.tree_util.tree_map(lambda a: a[s], params)
+            sc, conf = scored(p, batch, perturb.perturb(key, batch, tc.task, pert), jnp.asarray(tokens))
+            sc, conf = np.asarray(sc, np.float64), np.asarray(conf, np.float64)
+            correct = answers[s] == answer
+            mean_s = sc.mean(1)
+            g = stats.point_biserial(mean_s, correct, seed=cfg.root_seed)
+            c = stats.point_biserial(conf, correct, seed=cfg.root_seed)
+            hist.setdefault(pert, []).append(sc[:, -1])
+            rows.append({"variant": name, "seed": s, "perturbation": pert, "n": len(correct),
+                         "accuracy": correct.mean(), "answer_grounding": sc[:, -1].mean(),
+                         "caption_grounding": sc[:, :-1].mean() if caption_len else np.nan,
+                         "image_dependent_share": (sc > cfg.threshold).mean(),
+                         "answer_image_dependent_share": (sc[:, -1] > cfg.threshold).mean(),
+                         "r_grounding_correct": g.r, "r_grounding_low": g.low, "r_grounding_high": g.high,
+                         "r_grounding_p": g.pvalue, "r_confidence_correct": c.r, "r_confidence_low": c.low,
+                         "r_confidence_high": c.high, "r_confidence_p": c.pvalue})
+    return rows, {k: np.concatenate(v) for k, v in hist.items()}
+
+
+# ---------------------------------------------------------------------------------------------- figures, summary
+
+
+def plot_optimiser(out: str, curves: dict, table: dict) -> Optional[str]:
+    if not curves.get("variant"):
+        return None
+    v, m, it = (np.asarray(curves[k]) for k in ("variant", "method", "iteration"))
+    rew = np.asarray(curves["reward"], float)
+    names = list(dict.fromkeys(v.tolist()))
+    fig = report.figure((4.2 * len(names), 3.4))
+    axes = np.atleast_1d(fig.subplots(1, len(names)))
+    for ax, name in zip(axes, names):
+        for i, method in enumerate(dict.fromkeys(m.tolist())):
+            sel = (v == name) & (m == method)
+            grid = np.unique(it[sel])
+            ax.plot(grid, [rew[sel & (it == t)].mean() for t in grid], color=f"C{i}", label=method)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("reward (the method's own), mean over instances and seeds")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return report.save(fig, os.path.join(out, "optimiser.png"), dpi=110)
+
+
+def plot_grounding(out: str, hists: dict) -> Optional[str]:
+    if not hists:
+        return None
+    names = list(hists)
+    fig = report.figure((4.0 * len(names), 3.2))
+    axes = np.atleast_1d(fig.subplots(1, len(names)))
+    for ax, name in zip(axes, names):
+        for i, (pert, s) in enumerate(hists[name].items()):
+            ax.hist(s, bins=40, histtype="step", color=f"C{i}", label=pert)
+        ax.set_title(f"{name}: answer token", fontsize=10)
+        ax.set_xlabel("grounding score (nats)")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return report.save(fig, os.path.join(out, "grounding.png"), dpi=110)
+
+
+def summary(table: dict, tests: dict, ground: dict) -> str:
+    lines = ["## Latent optimisation: accuracy (all families), mean (min-max) over seeds", "",
+             "| variant | method | accuracy before | accuracy after | reward before | reward after | answers changed | paired p (Holm) |",
+             "|---|---|---|---|---|---|---|---|"]
+    v, m, f = (np.asarray(table[k]) for k in ("variant", "method", "family"))
+    tv, tm, tf = (np.asarray(tests.get(k, [])) for k in ("variant", "method", "family"))
+    for name in dict.fromkeys(v.tolist()):
+        for method in dict.fromkeys(m[v == name].tolist()):
+            sel = (v == name) & (m == method) & (f == "all")
+            acc = np.asarray(table["accuracy"], float)[sel]
+            acc0 = np.asarray(table["accuracy_before"], float)[sel]
+            r0 = np.asarray(table["reward_before"], float)[sel].mean()
+            r1 = np.asarray(table["reward_after"], float)[sel].mean()
+            ch = np.asarray(table["answers_changed"], float)[sel].mean()
+            t = (tv == name) & (tm == method) & (tf == "all")
+            p = f"{np.asarray(tests['p_holm'])[t][0]:.2g}" if t.any() else ""
+            lines.append(f"| {name} | {method} | {acc0.mean():.3f} | {acc.mean():.3f} ({acc.min():.3f}-{acc.max():.3f}) "
+                         f"| {r0:.3f} | {r1:.3f} | {ch:.3f} | {p} |")
+    lines += ["", "## Grounding (mean over seeds)", "",
+              "| variant | perturbation | accuracy | answer grounding | caption grounding | image-dependent share | r(grounding, correct) | r(confidence, correct) |",
+              "|---|---|---|---|---|---|---|---|"]
+    gv, gp = np.asarray(ground.get("variant", [])), np.asarray(ground.get("perturbation", []))
+    for name in dict.fromkeys(gv.tolist()):
+        for pert in dict.fromkeys(gp[gv == name].tolist()):
+            sel = (gv == name) & (gp == pert)
+            g = {k: np.nanmean(np.asarray(ground[k], float)[sel]) if np.any(np.isfinite(np.asarray(ground[k], float)[sel]))
+                 else np.nan for k in ("accuracy", "answer_grounding", "caption_grounding", "image_dependent_share",
+                                       "r_grounding_correct", "r_confidence_correct")}
+            lines.append(f"| {name} | {pert} | {g['accuracy']:.3f} | {g['answer_grounding']:.2f} | "
+                         f"{g['caption_grounding']:.2f} | {g['image_dependent_share']:.2f} | "
+                         f"{g['r_grounding_correct']:.2f} | {g['r_confidence_correct']:.2f} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> bool:
+    """Run the study; returns True when it finished."""
+    cfg.validate()
+    os.makedirs(out, exist_ok=True)
+    t_start = time.time()
+    lr = trained(cfg, quiet)
+    data = T.data(lr.training)
+    test = jax.tree_util.tree_map(lambda a: a[:cfg.n_instances], data.test)
+    families = lr.training.task.families
+    results = {}
+    for name in cfg.variants:
+        model, params, _ = load(lr, cfg.source, name)
+        if not quiet:
+            print(f"optimising the latents of {name} ({cfg.n_instances} instances x seeds x {len(cfg.methods)} methods)")
+        results[name] = run_optimiser(cfg, name, model, params, test)
+    table, tests, curves = optimiser_tables(cfg, results, test, families)
+    io.write_csv(os.path.join(out, "optimiser.csv"), table)
+    io.write_csv(os.path.join(out, "optimiser_tests.csv"), tests)
+    io.write_csv(os.path.join(out, "rewards.csv"), curves)
+    rows, hists = [], {}
+    for name in cfg.grounding_variants:
+        model, params, tc = load(lr, cfg.source, name)
+        r, h = run_grounding(cfg, name, model, params, tc, test, families)
+        rows += r
+        hists[name] = h
+    ground = io.to_columns(rows)
+    io.write_csv(os.path.join(out, "grounding.csv"), ground)
+    if plots:
+        plot_optimiser(out, curves, table)
+        plot_grounding(out, hists)
+    text = summary(table, tests, ground)
+    with io.atomic_write(os.path.join(out, "summary.md")) as f:
+        f.write(text + "\n")
+    io.write_json(os.path.join(out, "config.json"), {**dataclasses.asdict(cfg), "reasoning": dataclasses.asdict(lr),
+                                                      "seconds": time.time() - t_start,
+                                                      "environment": io.environment()})
+    if not quiet:
+        print(text)
+    return True

@@ -13,6 +13,8 @@ import pytest
 
 from tokdyn import es
 
+pytestmark = pytest.mark.fast_compile
+
 D = 5
 SIGMA = 0.3
 B = np.array([0.5, -1.0, 0.25, 2.0, -0.75])

@@ -22,7 +22,7 @@ SOURCE = LR.Config(reference_steps=0, training=TINY)
 @pytest.fixture
 def tiny(monkeypatch):
     monkeypatch.setattr(LO.Config, "reasoning", lambda self: SOURCE)
-    return LO.Config(variants=("latent",), methods=("es_entropy",), grounding_variants=("text",),
+    return LO.Config(variants=("latent",), methods=("es_entropy",), grounding_variants=("latent",),
                      perturbations=("blank", "shuffle"), n_instances=20, top_k=3, n_iters=2, n_pairs=2,
                      learning_rate=0.5)
 
@@ -33,7 +33,7 @@ def test_study_trains_the_source_and_writes_its_tables(tmp_path, tiny):
     with pytest.raises(ValueError, match="lacks the trained variants"):
         LO.main(dataclasses.replace(cfg, train=False), out, quiet=True, plots=False)
     assert LO.main(cfg, out, quiet=True, plots=True)
-    assert sorted(io.read_json(os.path.join(cfg.source, "config.json"))["variants"]) == ["latent", "text"]
+    assert sorted(io.read_json(os.path.join(cfg.source, "config.json"))["variants"]) == ["latent"]
     table = io.read_csv(os.path.join(out, "optimiser.csv"))
     assert set(table["method"]) == {"before", "random", "es_entropy"}
     assert set(table["family"]) == set(TINY.task.families) | {"all"}
@@ -54,7 +54,8 @@ def test_study_trains_the_source_and_writes_its_tables(tmp_path, tiny):
     assert sorted(set(curves["iteration"].tolist())) == [1, 2]
     ground = io.read_csv(os.path.join(out, "grounding.csv"))
     assert len(ground["variant"]) == TINY.seeds * 2  # variants x seeds x perturbations
-    assert np.all(np.isfinite(ground["caption_grounding"])) and np.all(ground["n"] == 20)
+    assert np.all(np.isnan(ground["caption_grounding"])) and np.all(ground["n"] == 20)  # no caption: the answer only
+    assert np.all(np.isfinite(ground["answer_grounding"]))
     for f in ("optimiser.png", "grounding.png", "summary.md", "config.json"):
         assert os.path.exists(os.path.join(out, f)), f
 

@@ -156,7 +156,7 @@ def _one(key, apply_fn, params, inst, cfg: Config, hparams: Hparams, latent_posi
 
 
 def optimise(key: jax.Array, apply_fn: Callable, params, batch, cfg: Config = Config(), hparams: Hparams = Hparams(),
-             *, latent_positions, answer_position: int, index=None) -> Result:
+             *, latent_positions, answer_position: int, index=None, chunk: Optional[int] = 4) -> Result:
     """Optimise the latents of every instance of ``batch`` (leading axis B), vmapped.
 
     Args:
@@ -169,6 +169,8 @@ def optimise(key: jax.Array, apply_fn: Callable, params, batch, cfg: Config = Co
       latent_positions: the sequence positions of the L latents (what "entropy"/"logprob" score).
       answer_position: the sequence position whose logits give the answer.
       index: (B,) instance ids for the keys (default ``arange(B)``).
+      chunk: instances vmapped at once; the chunks run one after another (``lax.map``), which keeps
+        each chunk's working set in cache on a CPU (None: all B at once, the choice for a GPU).
 
     Jit it with ``apply_fn``, ``cfg``, ``latent_positions`` and ``answer_position`` static (see
     :func:`make`).
@@ -186,17 +188,21 @@ def optimise(key: jax.Array, apply_fn: Callable, params, batch, cfg: Config = Co
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
     one = lambda k, inst: _one(k, apply_fn, params, jax.tree_util.tree_map(lambda a: a[None], inst), cfg,
                                hparams, positions, answer_position)
+    if chunk is not None:
+        _checks.positive_int("chunk", chunk)
+        return jax.lax.map(lambda kb: one(*kb), (keys, batch), batch_size=min(chunk, n))
     return jax.vmap(one)(keys, batch)
 
 
-def make(apply_fn: Callable, cfg: Config, *, latent_positions, answer_position: int) -> Callable:
+def make(apply_fn: Callable, cfg: Config, *, latent_positions, answer_position: int,
+         chunk: Optional[int] = 4) -> Callable:
     """``jit(optimise)`` for one model and config: ``f(key, params, batch, hparams, index) -> Result``
     (compiled once per batch shape; ``hparams`` traced)."""
     cfg.validate()
     positions = tuple(int(p) for p in latent_positions)
     return jax.jit(lambda key, params, batch, hparams, index: optimise(
         key, apply_fn, params, batch, cfg, hparams, latent_positions=positions, answer_position=answer_position,
-        index=index))
+        index=index, chunk=chunk))
 
 
 def random_latents(key: jax.Array, latents: jax.Array) -> jax.Array:

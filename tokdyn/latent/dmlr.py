@@ -23,8 +23,9 @@ relative to the embedding scale. Iteration t (0-based) perturbs with ``sigma * s
 SGD ascent through :func:`tokdyn.es.maximiser`. :func:`random_latents` is the control: random
 directions with each latent's norm, no search.
 
-Everything is vmapped over instances; instance i's key is ``fold_in(key, index[i])``, so results
-do not depend on how instances are batched. Not here: the paper's best-patch injection (it
+All instances run in one compiled call: chunks of ``chunk`` instances vmapped, one chunk after
+another (``lax.map``; ``chunk=None``: one wide vmap). Instance i's key is ``fold_in(key, index[i])``,
+so results do not depend on how instances are batched. Not here: the paper's best-patch injection (it
 inserts image-patch embeddings before the latents, which needs a model that takes extra input
 positions).
 """

@@ -87,6 +87,39 @@ def test_optimise_keeps_the_most_confident_latents(setup, estimator):
     assert np.mean(np.asarray(res.reward_best) > np.asarray(res.reward_before)) >= 0.5  # the search climbs
 
 
+def test_attended_patches_equal_numpy():
+    att = np.asarray(jax.random.uniform(jax.random.key(4), (2, 3, 12, 12)))
+    lat, patches = (9, 10), (0, 1, 2, 3, 4, 5)
+    got = np.asarray(dmlr.attended_patches(jnp.asarray(att), lat, patches, 2))
+    mean = att.mean((0, 1))[np.ix_(lat, patches)]
+    want = np.zeros(6, bool)
+    want[np.argsort(-mean, -1)[:, :2].ravel()] = True
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("inject", ["best", "all"])
+def test_injection_answers_with_the_most_confident_pair(setup, inject):
+    """With injection the best (latents, injected patches) pair reproduces the reported reward and
+    answer; "best" starts from no patch and only grows when the reward improves."""
+    params, batch = setup
+    cfg = dmlr.Config(reward="entropy", top_k=5, n_iters=4, n_pairs=2, estimator="exact", inject=inject, top_m=2)
+    patches = tuple(range(TASK.n_patches))
+    res = dmlr.make(MODEL.apply, cfg, patch_positions=patches, **POS)(
+        jax.random.key(2), params, batch, dmlr.Hparams(learning_rate=0.5), jnp.arange(8))
+    inj = np.asarray(res.injected)
+    assert inj.shape == (8, TASK.n_patches)
+    out = APPLY(params, batch, latents=res.latents_best, inject=jnp.asarray(inj))
+    np.testing.assert_array_equal(res.answer_best, np.argmax(out.logits[:, LAY.answer], -1))
+    r = jax.vmap(lambda lg: dmlr.confidence(lg, reward="entropy", top_k=5, **POS))(out.logits)
+    np.testing.assert_allclose(r, res.reward_best, rtol=1e-4, atol=1e-5)
+    if inject == "all":
+        assert inj.all()
+    else:
+        improved = np.asarray(res.reward_best) > np.asarray(res.reward_before)
+        assert not inj[~improved].any()  # never improved: nothing injected
+        assert inj.sum(1).max() <= 2 * 2 * (cfg.n_iters - 1) and inj[improved].any()
+
+
 def test_results_do_not_depend_on_batching(setup):
     """Instance i's result depends on its id, not on its place in the batch."""
     params, batch = setup
@@ -119,3 +152,10 @@ def test_bad_input_is_named(setup):
         dmlr.optimise(key, MODEL.apply, params, batch, latent_positions=(), answer_position=LAY.answer)
     with pytest.raises(TypeError, match="apply_fn must be"):
         dmlr.optimise(key, None, params, batch, **POS)
+    with pytest.raises(ValueError, match="patch_positions must name the image patches"):
+        dmlr.optimise(key, MODEL.apply, params, batch, dmlr.Config(inject="best"), **POS)
+    with pytest.raises(TypeError, match="apply_fn must take inject="):
+        dmlr.optimise(key, lambda p, b, *, latents=None: None, params, batch, dmlr.Config(inject="all"),
+                      patch_positions=(0, 1), **POS)
+    with pytest.raises(ValueError, match="inject must be one of"):
+        dmlr.Config(inject="some").validate()

@@ -113,6 +113,80 @@ def test_intervene_identity_replace_and_propagation(setup):
     np.testing.assert_allclose(np.asarray(z.logits), np.asarray(base.logits), atol=1e-6)
 
 
+def _inserted_reference(model, params, batch, mask):
+    """Instance by instance: the selected patches' embeddings really inserted after the question
+    (a longer sequence, no masking), latent feedback by full passes as in the manual unroll."""
+    net, lay = model.net, model.layout
+    at, s = lay.question.stop, lay.latents.start
+    logits, latents = [], []
+    for b in range(mask.shape[0]):
+        x = model.embed(params, jax.tree_util.tree_map(lambda a: a[b:b + 1], batch))
+        idx = np.flatnonzero(mask[b])
+        x = jnp.concatenate([x[:, :at], x[:, idx], x[:, at:]], 1)
+        k, fed = len(idx), []
+        for i in range(CFG.n_latents):
+            out = net.apply(params, x, method=M.Network.backbone)[0]
+            fed.append(out[:, s + k + i - 1])
+            x = x.at[:, s + k + i].set(net.apply(params, fed[-1], method=M.Network.project))
+        lg = net.apply(params, net.apply(params, x, method=M.Network.backbone)[0], method=M.Network.unembed)
+        logits.append(np.concatenate([lg[0, :at], lg[0, at + k:]]))
+        latents.append(np.asarray(jnp.concatenate(fed)))
+    return np.stack(logits), np.stack(latents)
+
+
+def test_inject_matches_really_inserted_patches(setup):
+    model, params, batch = setup
+    f = jax.jit(model.apply)
+    mask = np.array(jax.random.bernoulli(jax.random.key(3), 0.3, (5, 16)))
+    mask[0] = False
+    mask[1] = True
+    got = f(params, batch, inject=jnp.asarray(mask))
+    want_logits, want_latents = _inserted_reference(
+        model, params, jax.tree_util.tree_map(lambda a: a[1:3], batch), mask[1:3])  # all, some
+    np.testing.assert_allclose(np.asarray(got.logits[1:3]), want_logits, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(got.latents[1:3]), want_latents, atol=1e-4)
+    # no copy seen: exactly the plain forward pass; the layout's shapes are kept
+    base = f(params, batch)
+    np.testing.assert_allclose(np.asarray(got.logits[0]), np.asarray(base.logits[0]), atol=1e-5)
+    assert not np.allclose(np.asarray(got.logits[1]), np.asarray(base.logits[1]), atol=1e-3)
+    assert got.attention.shape == base.attention.shape and got.hidden.shape == base.hidden.shape
+    a = np.asarray(got.attention)
+    np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-5)  # a copy's attention is folded into its patch
+    # given latents (one pass) agrees with the feedback loop under injection too
+    again = f(params, batch, latents=got.latents, inject=jnp.asarray(mask))
+    np.testing.assert_allclose(np.asarray(again.logits), np.asarray(got.logits), atol=1e-4)
+    with pytest.raises(ValueError, match="inject"):
+        model.apply(params, batch, inject=jnp.zeros((5, 15), bool))
+    with pytest.raises(TypeError, match="inject"):
+        model.apply(params, batch, inject=jnp.zeros((5, 16)))
+
+
+def test_drop_equals_deleting_the_positions(setup):
+    """Dropped positions are deleted: the kept positions' outputs equal a shorter sequence's
+    (latent feedback unrolled by full passes over it); the shapes keep the layout."""
+    model, params, batch = setup
+    net, lay = model.net, model.layout
+    gone = [lay.question.start + 1, lay.latent_end]
+    drop = np.zeros((5, lay.length), bool)
+    drop[:, gone] = True
+    got = jax.jit(model.apply)(params, batch, drop=jnp.asarray(drop))
+    kept = np.setdiff1d(np.arange(lay.length), gone)
+    one = jax.tree_util.tree_map(lambda a: a[:2], batch)
+    x = model.embed(params, one)[:, kept]
+    slot = [int(np.flatnonzero(kept == p)[0]) for p in range(lay.latents.start, lay.latents.stop)]
+    fed = []
+    for i in slot:
+        out = net.apply(params, x, method=M.Network.backbone)[0]
+        fed.append(out[:, i - 1])
+        x = x.at[:, i].set(net.apply(params, fed[-1], method=M.Network.project))
+    want = net.apply(params, net.apply(params, x, method=M.Network.backbone)[0], method=M.Network.unembed)
+    np.testing.assert_allclose(np.asarray(got.logits[:2, kept]), np.asarray(want), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(got.latents[:2]), np.asarray(jnp.stack(fed, 1)), atol=1e-4)
+    assert np.all(np.asarray(got.attention)[..., gone] == 0)  # nothing attends to a dropped position
+    with pytest.raises(ValueError, match="drop"):
+        model.apply(params, batch, drop=jnp.zeros((5, 3), bool))
+
+
 def test_pause_and_direct_modes():
     batch = tasks.generate(jax.random.key(1), 3, TASK)
     m = M.Model(dataclasses.replace(CFG, latent_mode="pause", caption_len=0))

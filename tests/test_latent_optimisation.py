@@ -22,9 +22,9 @@ SOURCE = LR.Config(reference_steps=0, training=TINY)
 @pytest.fixture
 def tiny(monkeypatch):
     monkeypatch.setattr(LO.Config, "reasoning", lambda self: SOURCE)
-    return LO.Config(variants=("latent",), methods=("es_entropy",), grounding_variants=("latent",),
+    return LO.Config(variants=("latent",), methods=("es_entropy_best",), grounding_variants=("latent",),
                      perturbations=("blank", "shuffle"), n_instances=20, top_k=3, n_iters=2, n_pairs=2,
-                     learning_rate=0.5)
+                     learning_rate=0.5, sweep_method="es_entropy_best", sweep_learning_rates=(0.25,))
 
 
 def test_study_trains_the_source_and_writes_its_tables(tmp_path, tiny):
@@ -35,7 +35,7 @@ def test_study_trains_the_source_and_writes_its_tables(tmp_path, tiny):
     assert LO.main(cfg, out, quiet=True, plots=True)
     assert sorted(io.read_json(os.path.join(cfg.source, "config.json"))["variants"]) == ["latent"]
     table = io.read_csv(os.path.join(out, "optimiser.csv"))
-    assert set(table["method"]) == {"before", "random", "es_entropy"}
+    assert set(table["method"]) == {"before", "random", "es_entropy_best", "es_entropy_best@lr=0.25"}
     assert set(table["family"]) == set(TINY.task.families) | {"all"}
     # "before" is the trained model's own answer: the source study's test accuracy on these instances
     with np.load(os.path.join(cfg.source, "results", "latent.npz")) as z:
@@ -46,10 +46,12 @@ def test_study_trains_the_source_and_writes_its_tables(tmp_path, tiny):
     np.testing.assert_allclose(table["accuracy"][sel], want)
     every = table["family"] == "all"
     np.testing.assert_allclose(table["accuracy_before"][every], want[table["seed"][every].astype(int)])  # every method's row
-    es = (table["method"] == "es_entropy") & (table["family"] == "all")
+    es = (table["method"] == "es_entropy_best") & (table["family"] == "all")
     assert np.all(table["reward_after"][es] >= table["reward_before"][es])  # the best latents include the start
+    assert np.all(table["patches_injected"][np.isin(table["method"], ["before", "random"])] == 0)
+    assert np.all(table["patches_injected"][es] <= 2 * 2 * (cfg.n_iters - 1))  # top_m x L per improving step
     tests = io.read_csv(os.path.join(out, "optimiser_tests.csv"))
-    assert set(tests["method"]) == {"random", "es_entropy"} and "p_holm" in tests
+    assert set(tests["method"]) == {"random", "es_entropy_best", "es_entropy_best@lr=0.25"} and "p_holm" in tests
     curves = io.read_csv(os.path.join(out, "rewards.csv"))
     assert sorted(set(curves["iteration"].tolist())) == [1, 2]
     ground = io.read_csv(os.path.join(out, "grounding.csv"))
@@ -58,6 +60,15 @@ def test_study_trains_the_source_and_writes_its_tables(tmp_path, tiny):
     assert np.all(np.isfinite(ground["answer_grounding"]))
     for f in ("optimiser.png", "grounding.png", "summary.md", "config.json"):
         assert os.path.exists(os.path.join(out, f)), f
+    # each finished run is kept; a rerun reuses it (a run whose part is missing is computed again)
+    parts = sorted(os.listdir(os.path.join(out, "parts")))
+    assert parts == ["latent__controls.npz", "latent__es_entropy_best.npz", "latent__es_entropy_best@lr=0.25.npz"]
+    os.remove(os.path.join(out, "parts", parts[0]))
+    stamp = {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts[1:]}
+    assert LO.main(dataclasses.replace(cfg, grounding_variants=()), out, quiet=True, plots=False)
+    assert all(os.path.getmtime(os.path.join(out, "parts", p)) == t for p, t in stamp.items())
+    again = io.read_csv(os.path.join(out, "optimiser.csv"))
+    np.testing.assert_allclose(again["accuracy"], table["accuracy"])
 
 
 def test_command_line_and_bad_input():
@@ -74,5 +85,9 @@ def test_command_line_and_bad_input():
         LO.Config(top_k=1000).validate()
     with pytest.raises(ValueError, match="sigma must be in"):
         LO.Config(sigma=0.0).validate()
+    with pytest.raises(ValueError, match="sweep_method must be one of"):
+        LO.Config(sweep_method="adam").validate()
+    with pytest.raises(ValueError, match="sweep_learning_rates must be in"):
+        LO.Config(sweep_learning_rates=(0.1, -1.0)).validate()
     with pytest.raises(ValueError, match="n_instances must be at most"):
         LO.Config(n_instances=10**6).validate()

@@ -25,14 +25,22 @@ directions with each latent's norm, no search.
 
 All instances run in one compiled call: chunks of ``chunk`` instances vmapped, one chunk after
 another (``lax.map``; ``chunk=None``: one wide vmap). Instance i's key is ``fold_in(key, index[i])``,
-so results do not depend on how instances are batched. Not here: the paper's best-patch injection (it
-inserts image-patch embeddings before the latents, which needs a model that takes extra input
-positions).
+so results do not depend on how instances are batched.
+
+Visual injection (``inject``, for a model whose ``apply`` takes ``inject``, a (B, P) boolean mask
+over its image patches; see :mod:`tokdyn.latent.model`): ``"best"`` is the paper's best-patch
+injection. The injected set V starts empty; after each step, each latent's top-``top_m`` image
+patches by attention (the mean over layers and heads of the attention from the latent positions to
+``patch_positions``) are candidates, and when the step's reward beats the best so far the
+candidates join V (otherwise V is kept). Every evaluation runs with the current V, and the answer is
+that of the most confident (latents, V) pair. ``"all"`` injects every patch from the start (the
+all-patch control); ``"none"`` none.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Callable, Optional
 
 import jax
@@ -43,6 +51,7 @@ from tokdyn import _checks, es
 
 REWARDS = ("entropy", "logprob", "answer")
 ESTIMATORS = ("es", "exact")
+INJECTIONS = ("none", "best", "all")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +64,8 @@ class Config:
       n_iters: T, optimisation iterations.
       n_pairs: antithetic pairs per ES estimate (2 * n_pairs reward evaluations).
       estimator: "es" (REINFORCE / ES estimate) or "exact" (the true gradient).
+      inject: visual injection, "none", "best" (the paper's best patches) or "all" (every patch).
+      top_m: image patches per latent that are candidates for injection (inject="best").
     """
 
     reward: str = "entropy"
@@ -62,6 +73,8 @@ class Config:
     n_iters: int = 15
     n_pairs: int = 8
     estimator: str = "es"
+    inject: str = "none"
+    top_m: int = 2
 
     def validate(self, vocab_size: Optional[int] = None) -> "Config":
         _checks.choice("reward", self.reward, REWARDS)
@@ -71,6 +84,8 @@ class Config:
         _checks.positive_int("n_iters", self.n_iters)
         _checks.positive_int("n_pairs", self.n_pairs)
         _checks.choice("estimator", self.estimator, ESTIMATORS)
+        _checks.choice("inject", self.inject, INJECTIONS)
+        _checks.positive_int("top_m", self.top_m)
         return self
 
 
@@ -107,11 +122,23 @@ def confidence(logits: jax.Array, *, reward: str, top_k: int, latent_positions, 
     return 1.0 - jnp.mean(entropy)
 
 
+def attended_patches(attention: jax.Array, latent_positions, patch_positions, top_m: int) -> jax.Array:
+    """(P,) bool: the union over latents of each latent's ``top_m`` patches by attention.
+
+    ``attention`` (depth, H, T, T) of one sequence; a latent's attention to a patch is the mean over
+    layers and heads of the weight from its position to the patch's position."""
+    att = attention[:, :, jnp.asarray(latent_positions)][..., jnp.asarray(patch_positions)]  # (depth, H, L, P)
+    n = len(patch_positions)
+    _, idx = jax.lax.top_k(jnp.mean(att, (0, 1)), min(top_m, n))  # (L, m)
+    return jnp.zeros(n, bool).at[idx.ravel()].set(True)
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Result:
     """Per instance (leading axis B): the starting and the most confident latents (B, L, D), their
-    rewards and answers, the reward after every iteration (B, T) and NaN rewards met (B,)."""
+    rewards and answers, the reward after every iteration (B, T), NaN rewards met (B,) and the
+    patches injected with the most confident latents (B, P) (None when ``inject`` is "none")."""
 
     latents_before: jax.Array
     latents_best: jax.Array
@@ -121,43 +148,55 @@ class Result:
     answer_best: jax.Array
     rewards: jax.Array
     n_nan: jax.Array
+    injected: Optional[jax.Array]
 
 
-def _one(key, apply_fn, params, inst, cfg: Config, hparams: Hparams, latent_positions, answer_position):
+def _one(key, apply_fn, params, inst, cfg: Config, hparams: Hparams, latent_positions, answer_position,
+         patch_positions):
     """Optimise the latents of one instance (a batch of one)."""
     score = lambda out: confidence(out.logits[0], reward=cfg.reward, top_k=cfg.top_k,
                                    latent_positions=latent_positions, answer_position=answer_position)
     start = apply_fn(params, inst)
     lat0 = start.latents  # (1, L, D)
     s = jnp.sqrt(jnp.mean(lat0 ** 2)) + 1e-12  # the embedding scale
+    n_patch = len(patch_positions)
 
-    def run(u):  # u: latents in units of s -> (reward, answer)
-        out = apply_fn(params, inst, latents=u * s)
-        return score(out), jnp.argmax(out.logits[0, answer_position])
+    def run(u, v):  # u: latents in units of s, v: (P,) injected patches -> (reward, answer, outputs)
+        extra = {} if cfg.inject == "none" else {"inject": v[None]}
+        out = apply_fn(params, inst, latents=u * s, **extra)
+        return score(out), jnp.argmax(out.logits[0, answer_position]), out
 
-    reward0 = score(start)
-    answer0 = jnp.argmax(start.logits[0, answer_position])
-    opt = es.maximiser(lambda u: run(u)[0], optax.sgd(hparams.learning_rate),
+    candidates = lambda out: attended_patches(out.attention[0], latent_positions, patch_positions, cfg.top_m)
+
+    opt = es.maximiser(lambda u, v: run(u, v)[0], optax.sgd(hparams.learning_rate),
                        sigma=lambda t: hparams.sigma * hparams.sigma_decay ** t, n_pairs=cfg.n_pairs,
                        estimator=cfg.estimator)
 
     def body(carry, k):
-        state, best = carry
-        state, info = opt.step(k, state)
-        r, a = run(state.x)
+        state, v, best = carry
+        state, info = opt.step(k, state, v)
+        r, a, out = run(state.x, v)
         better = r > best[1]  # a NaN reward is never better
-        best = jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old), (state.x, r, a), best)
-        return (state, best), (r, jnp.sum(info.n_nan) + jnp.isnan(r))
+        best = jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old), (state.x, r, a, v), best)
+        if cfg.inject == "best":
+            v = jnp.where(better, v | candidates(out), v)
+        return (state, v, best), (r, jnp.sum(info.n_nan) + jnp.isnan(r))
 
     u0 = lat0 / s
-    (_, (u_best, r_best, a_best)), (rewards, nans) = jax.lax.scan(
-        body, (opt.init(u0), (u0, reward0, answer0)), jax.random.split(key, cfg.n_iters))
-    return Result(latents_before=lat0[0], latents_best=u_best[0] * s, reward_before=reward0, reward_best=r_best,
-                  answer_before=answer0, answer_best=a_best, rewards=rewards, n_nan=jnp.sum(nans))
+    v0 = jnp.full(n_patch, cfg.inject == "all")
+    r0, a0, _ = (score(start), jnp.argmax(start.logits[0, answer_position]), None) if cfg.inject != "all" \
+        else run(u0, v0)
+    (_, _, (u_best, r_best, a_best, v_best)), (rewards, nans) = jax.lax.scan(
+        body, (opt.init(u0), v0, (u0, r0, a0, v0)), jax.random.split(key, cfg.n_iters))
+    return Result(latents_before=lat0[0], latents_best=u_best[0] * s, reward_before=score(start),
+                  reward_best=r_best, answer_before=jnp.argmax(start.logits[0, answer_position]),
+                  answer_best=a_best, rewards=rewards, n_nan=jnp.sum(nans),
+                  injected=None if cfg.inject == "none" else v_best)
 
 
 def optimise(key: jax.Array, apply_fn: Callable, params, batch, cfg: Config = Config(), hparams: Hparams = Hparams(),
-             *, latent_positions, answer_position: int, index=None, chunk: Optional[int] = 4) -> Result:
+             *, latent_positions, answer_position: int, patch_positions=(), index=None,
+             chunk: Optional[int] = 4) -> Result:
     """Optimise the latents of every instance of ``batch`` (leading axis B), vmapped.
 
     Args:
@@ -169,6 +208,8 @@ def optimise(key: jax.Array, apply_fn: Callable, params, batch, cfg: Config = Co
       cfg, hparams: :class:`Config` (static) and :class:`Hparams` (traced).
       latent_positions: the sequence positions of the L latents (what "entropy"/"logprob" score).
       answer_position: the sequence position whose logits give the answer.
+      patch_positions: the sequence positions of the P image patches, in the order of the model's
+        ``inject`` mask (needed by ``cfg.inject`` "best" and "all").
       index: (B,) instance ids for the keys (default ``arange(B)``).
       chunk: instances vmapped at once; the chunks run one after another (``lax.map``), which keeps
         each chunk's working set in cache on a CPU (None: all B at once, the choice for a GPU).
@@ -184,26 +225,40 @@ def optimise(key: jax.Array, apply_fn: Callable, params, batch, cfg: Config = Co
     positions = tuple(int(p) for p in latent_positions)
     if not positions and cfg.reward != "answer":
         raise ValueError(f"latent_positions must name at least one position for reward={cfg.reward!r}, got ()")
+    patches = tuple(int(p) for p in patch_positions)
+    if cfg.inject != "none":
+        if not patches:
+            raise ValueError(f"patch_positions must name the image patches for inject={cfg.inject!r}, got ()")
+        if cfg.inject == "best" and not positions:
+            raise ValueError("latent_positions must name at least one position for inject='best' (their "
+                             "attention picks the patches), got ()")
+        try:
+            takes = "inject" in inspect.signature(apply_fn).parameters
+        except (TypeError, ValueError):
+            takes = True
+        if not takes:
+            raise TypeError(f"apply_fn must take inject= (a mask over the image patches) for inject={cfg.inject!r}")
     n = jax.tree_util.tree_leaves(batch)[0].shape[0]
     index = jnp.arange(n) if index is None else jnp.asarray(index)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
     one = lambda k, inst: _one(k, apply_fn, params, jax.tree_util.tree_map(lambda a: a[None], inst), cfg,
-                               hparams, positions, answer_position)
+                               hparams, positions, answer_position, patches)
     if chunk is not None:
         _checks.positive_int("chunk", chunk)
         return jax.lax.map(lambda kb: one(*kb), (keys, batch), batch_size=min(chunk, n))
     return jax.vmap(one)(keys, batch)
 
 
-def make(apply_fn: Callable, cfg: Config, *, latent_positions, answer_position: int,
+def make(apply_fn: Callable, cfg: Config, *, latent_positions, answer_position: int, patch_positions=(),
          chunk: Optional[int] = 4) -> Callable:
     """``jit(optimise)`` for one model and config: ``f(key, params, batch, hparams, index) -> Result``
     (compiled once per batch shape; ``hparams`` traced)."""
     cfg.validate()
     positions = tuple(int(p) for p in latent_positions)
+    patches = tuple(int(p) for p in patch_positions)
     return jax.jit(lambda key, params, batch, hparams, index: optimise(
         key, apply_fn, params, batch, cfg, hparams, latent_positions=positions, answer_position=answer_position,
-        index=index, chunk=chunk))
+        patch_positions=patches, index=index, chunk=chunk))
 
 
 def random_latents(key: jax.Array, latents: jax.Array) -> jax.Array:

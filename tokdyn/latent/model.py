@@ -29,6 +29,19 @@ The protocol every diagnostic uses (any JAX model can implement it)::
 ``intervene`` is a function ``(B, T, D) -> (B, T, D)`` applied to the input embeddings of every
 pass, after the latent feedback is written (see :func:`replace`, :func:`add`, :func:`scale`), so an
 edit of a latent or marker position propagates to every later latent step.
+
+Two optional extensions of the protocol (a model that has them takes them as keywords):
+``drop`` (B, T) boolean removes positions: no other position attends to them (their own rows are
+still computed; read nothing from them). With learned absolute positions and no positional bias in
+attention this is deleting them while every other position keeps its embedding.
+``inject`` (B, P) boolean over the image patches inserts
+copies of the selected patches' (edited) embeddings after the question, before the latent block
+(DMLR's visual injection, :mod:`tokdyn.latent.dmlr`). A copy is embedded exactly as its patch
+(colour, row and column) and every other position keeps its own embedding, so to this model an
+injected patch is a second view of one it has seen; all P copies are inserted and the unselected
+ones are masked out of attention, so the shapes do not depend on the selection and an all-False
+``inject`` computes the same outputs as none. The outputs keep the layout: the copies' rows are
+dropped and the attention paid to a copy is added to the patch it copies.
 """
 
 from __future__ import annotations
@@ -149,11 +162,12 @@ class Block(nn.Module):
     mlp_ratio: int
 
     @nn.compact
-    def __call__(self, x, cache=None):
+    def __call__(self, x, cache=None, key_mask=None):
         """Pre-LN block over ``x`` (B, t, D), the positions after the ``cache``d ones.
 
         ``cache`` is ``(k, v)``, each (B, t_past, H, dh), of the earlier positions (None: none).
-        Position i of ``x`` attends causally to every cached position and to x[:, :i+1].
+        Position i of ``x`` attends causally to every cached position and to x[:, :i+1], except
+        the keys where ``key_mask`` (B, t_past + t) is False (None: all keys).
         Returns the block output (B, t, D), the attention weights (B, H, t, t_past + t) and the
         keys/values of all t_past + t positions (the next call's cache).
         """
@@ -168,6 +182,8 @@ class Block(nn.Module):
         past = k.shape[1] - t
         mask = jnp.arange(past + t)[None, :] <= past + jnp.arange(t)[:, None]  # (t, t_past + t)
         s = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(dh)
+        if key_mask is not None:
+            mask = mask[None, None] & key_mask[:, None, None, :]
         s = jnp.where(mask, s, jnp.finfo(s.dtype).min)
         a = jax.nn.softmax(s, axis=-1)  # (B, H, t, t_past + t)
         o = jnp.einsum("bhqk,bkhd->bqhd", a, v).reshape(b, t, d)
@@ -206,13 +222,14 @@ class Network(nn.Module):
     def embed_text(self, tokens):  # tokens (B, T_text) -> (B, T_text, D)
         return self.tok(tokens) + self.pos(jnp.arange(tokens.shape[1]))[None]
 
-    def backbone(self, x, cache=None):
+    def backbone(self, x, cache=None, key_mask=None):
         """Blocks over x (B, t, D) after the positions held in ``cache`` (one (k, v) per block, or
-        None). Returns final (B, t, D) after the last LayerNorm, hidden (B, depth+1, t, D),
-        attention (B, depth, H, t, t_past + t) and the extended cache."""
+        None); ``key_mask`` (B, t_past + t) masks keys out (see :class:`Block`). Returns final
+        (B, t, D) after the last LayerNorm, hidden (B, depth+1, t, D), attention
+        (B, depth, H, t, t_past + t) and the extended cache."""
         hidden, attn, new_cache = [x], [], []
         for i, blk in enumerate(self.blocks):
-            x, a, kv = blk(x, None if cache is None else cache[i])
+            x, a, kv = blk(x, None if cache is None else cache[i], key_mask)
             hidden.append(x)
             attn.append(a)
             new_cache.append(kv)
@@ -263,8 +280,8 @@ def _shape_error(name, got, want):
     raise ValueError(f"{name} must have shape {want} for this model config, got {tuple(got)}")
 
 
-def check_batch(cfg: Config, batch, latents=None) -> int:
-    """Check the batch (and latents) shapes against ``cfg``; returns the batch size."""
+def check_batch(cfg: Config, batch, latents=None, inject=None, drop=None) -> int:
+    """Check the batch (and latents, inject, drop) shapes against ``cfg``; returns the batch size."""
     g = cfg.task.grid_size
     img = jnp.shape(batch.image)
     if len(img) != 3 or img[1:] != (g, g):
@@ -279,7 +296,42 @@ def check_batch(cfg: Config, batch, latents=None) -> int:
             raise ValueError(f"latents can only be given when latent_mode='feedback', got {cfg.latent_mode!r}")
         if jnp.shape(latents) != (b, cfg.n_latents, cfg.width):
             _shape_error("latents", jnp.shape(latents), f"({b}, {cfg.n_latents}, {cfg.width})")
+    if inject is not None:
+        if jnp.shape(inject) != (b, cfg.task.n_patches):
+            _shape_error("inject", jnp.shape(inject), f"({b}, {cfg.task.n_patches})")
+        if jnp.result_type(inject) != jnp.bool_:
+            raise TypeError(f"inject must be a boolean mask over the image patches, got dtype {jnp.result_type(inject)}")
+    if drop is not None:
+        if jnp.shape(drop) != (b, cfg.layout.length):
+            _shape_error("drop", jnp.shape(drop), f"({b}, {cfg.layout.length})")
+        if jnp.result_type(drop) != jnp.bool_:
+            raise TypeError(f"drop must be a boolean mask over the positions, got dtype {jnp.result_type(drop)}")
     return b
+
+
+class _Injection(NamedTuple):
+    """Copies of the P image patches inserted at position ``at`` (see the module docstring)."""
+
+    mask: jax.Array  # (B, P) bool: which copies are seen
+    at: int
+    n: int
+
+    def extend(self, x):  # (B, T, D) -> (B, T + P, D)
+        return jnp.concatenate([x[:, :self.at], x[:, :self.n], x[:, self.at:]], 1)
+
+    def key_mask(self, keep):  # (B, T) -> (B, T + P)
+        return jnp.concatenate([keep[:, :self.at], self.mask, keep[:, self.at:]], 1)
+
+    def shift(self, i):  # a position of the layout -> its position in the extended sequence
+        return i + self.n if i >= self.at else i
+
+    def shrink(self, logits, hidden, attn):
+        """Drop the copies' rows; the attention paid to a copy goes to its patch."""
+        a, n = self.at, self.n
+        cut = lambda z, axis: jnp.concatenate([jax.lax.slice_in_dim(z, 0, a, axis=axis),
+                                               jax.lax.slice_in_dim(z, a + n, z.shape[axis], axis=axis)], axis)
+        attn = attn.at[..., :n].add(attn[..., a:a + n])
+        return cut(logits, 1), cut(hidden, 2), cut(cut(attn, 3), 4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,45 +382,62 @@ class Model:
             x = x.at[:, lat].set(0.0)
         return x
 
-    def apply(self, params, batch, *, latents=None, intervene=None) -> Outputs:
+    def apply(self, params, batch, *, latents=None, intervene=None, inject=None, drop=None) -> Outputs:
         c, lay, net = self.cfg, self.layout, self.net
-        b = check_batch(c, batch, latents)
+        b = check_batch(c, batch, latents, inject, drop)
         edit = intervene if intervene is not None else (lambda x: x)
+        ins = None if inject is None else _Injection(jnp.asarray(inject), lay.question.stop, c.task.n_patches)
+        keep = None if drop is None else ~jnp.asarray(drop)
+        if ins is not None:
+            keep = ins.key_mask(jnp.ones((b, lay.length), bool) if keep is None else keep)
         x = self.embed(params, batch)
         if c.latent_mode == "feedback" and latents is None:
-            return self._feedback(params, x, edit)
+            return self._feedback(params, x, edit, ins, keep)
         if c.latent_mode == "feedback":
             proj = net.apply(params, jnp.asarray(latents, x.dtype), method=Network.project)
             x = x.at[:, lay.latents].set(proj)
         else:
             latents = jnp.zeros((b, 0, c.width), x.dtype)
-        out, hidden, attn, _ = net.apply(params, edit(x), method=Network.backbone)
-        logits = net.apply(params, out, method=Network.unembed)
+        x = edit(x)
+        if ins is None:
+            out, hidden, attn, _ = net.apply(params, x, None, keep, method=Network.backbone)
+            return Outputs(net.apply(params, out, method=Network.unembed), hidden, attn, latents)
+        out, hidden, attn, _ = net.apply(params, ins.extend(x), None, keep, method=Network.backbone)
+        logits, hidden, attn = ins.shrink(net.apply(params, out, method=Network.unembed), hidden, attn)
         return Outputs(logits, hidden, attn, latents)
 
-    def _feedback(self, params, x, edit) -> Outputs:
+    def _feedback(self, params, x, edit, ins: Optional[_Injection] = None, keep=None) -> Outputs:
         """Latent feedback with a key/value cache: one pass over the prefix up to
         ``<latent_start>``, one single-position pass per latent (its input is ``project`` of the
         previous position's final hidden state), one pass over the rest. Equal to L + 1 full causal
         passes (causality: a later position never changes an earlier one) at about the cost of one.
         ``edit`` is applied to the whole (B, T, D) embedding array before each pass and the pass
-        reads its own positions, so position-wise edits act exactly as in a full pass."""
+        reads its own positions, so position-wise edits act exactly as in a full pass. With ``ins``
+        the passes run over the extended sequence (the copies join the first pass)."""
         c, lay, net = self.cfg, self.layout, self.net
         s, t = lay.latents.start, lay.length
         segments = [(0, s)] + [(s + i, s + i + 1) for i in range(c.n_latents)] + [(s + c.n_latents, t)]
+        grow = (lambda z: z) if ins is None else ins.extend
+        at = (lambda i: i) if ins is None else ins.shift
+        full = at(t)
+        keys = keep  # (B, full) or None
         outs, hiddens, attns, fed, cache = [], [], [], [], None
         for i, (a, e) in enumerate(segments):
             if 0 < i <= c.n_latents:  # latent i-1 gets the previous position's final state
                 h = outs[-1][:, -1]  # (B, D)
                 fed.append(h)
                 x = x.at[:, a].set(net.apply(params, h, method=Network.project))
-            out, hid, att, cache = net.apply(params, edit(x)[:, a:e], cache, method=Network.backbone)
+            a, e = at(a), at(e)
+            out, hid, att, cache = net.apply(params, grow(edit(x))[:, a:e], cache,
+                                             None if keys is None else keys[:, :e], method=Network.backbone)
             outs.append(out)
             hiddens.append(hid)
-            attns.append(jnp.pad(att, [(0, 0)] * 4 + [(0, t - e)]))  # (B, depth, H, e - a, T)
-        out = jnp.concatenate(outs, 1)
-        logits = net.apply(params, out, method=Network.unembed)
-        return Outputs(logits, jnp.concatenate(hiddens, 2), jnp.concatenate(attns, 3), jnp.stack(fed, 1))
+            attns.append(jnp.pad(att, [(0, 0)] * 4 + [(0, full - e)]))  # (B, depth, H, e - a, T)
+        logits = net.apply(params, jnp.concatenate(outs, 1), method=Network.unembed)
+        hidden, attn = jnp.concatenate(hiddens, 2), jnp.concatenate(attns, 3)
+        if ins is not None:
+            logits, hidden, attn = ins.shrink(logits, hidden, attn)
+        return Outputs(logits, hidden, attn, jnp.stack(fed, 1))
 
     def final_hidden(self, params, x):
         """The last-layer hidden states (after the final LayerNorm) for input embeddings x (B, T, D)."""

@@ -27,6 +27,7 @@ iteration), ``grounding.csv``, ``optimiser.png`` (reward over iterations; accura
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from typing import Optional
@@ -41,11 +42,13 @@ from tokdyn.latent import model as M
 from tokdyn.latent import training as T
 from tokdyn.studies import latent_reasoning as LR
 
-METHODS = {  # name: (reward, estimator)
-    "es_entropy": ("entropy", "es"),      # the paper's reward, REINFORCE
-    "es_logprob": ("logprob", "es"),      # the public code's reward, REINFORCE
-    "es_answer": ("answer", "es"),        # the answer's confidence, REINFORCE
-    "exact_entropy": ("entropy", "exact"),  # the paper's reward, exact gradient ascent
+METHODS = {  # name: (reward, estimator, visual injection)
+    "es_entropy": ("entropy", "es", "none"),         # the paper's reward, REINFORCE
+    "es_entropy_best": ("entropy", "es", "best"),    # ... with the paper's best-patch injection (full DMLR)
+    "es_entropy_all": ("entropy", "es", "all"),      # ... with every patch injected
+    "es_logprob": ("logprob", "es", "none"),         # the public code's reward, REINFORCE
+    "es_answer": ("answer", "es", "none"),           # the answer's confidence, REINFORCE
+    "exact_entropy": ("entropy", "exact", "none"),   # the paper's reward, exact gradient ascent
 }
 CONTROLS = ("before", "random")
 PRESETS = ("default", "quick")
@@ -61,6 +64,9 @@ class Config:
       train: train the variants the source lacks (otherwise a missing variant is an error).
       variants: latent-feedback variants whose latents are optimised.
       methods: optimisation methods, names from METHODS.
+      sweep_method: the method also run at each of sweep_learning_rates (a name from METHODS).
+      sweep_learning_rates: further ascent rates for sweep_method, rows "<method>@lr=<rate>" (empty:
+        no sweep).
       grounding_variants: variants whose generated tokens get grounding scores.
       perturbations: image perturbations of the grounding scores (names from
         tokdyn.latent.perturb.PERTURBATIONS).
@@ -72,6 +78,7 @@ class Config:
       learning_rate: SGD ascent rate, in units of the initial latents' RMS entry.
       sigma: perturbation scale, in units of the initial latents' RMS entry.
       sigma_decay: sigma's decay per iteration.
+      top_m: image patches per latent that are candidates for the best-patch injection.
       root_seed: root PRNG seed of the optimiser's and the perturbations' draws.
     """
 
@@ -80,6 +87,8 @@ class Config:
     train: bool = True
     variants: tuple = ("latent", "latent_mirage", "latent_lvr")
     methods: tuple = tuple(METHODS)
+    sweep_method: str = "exact_entropy"
+    sweep_learning_rates: tuple = (1e-2, 1e-1, 1.0)
     grounding_variants: tuple = ("direct", "text", "latent")
     perturbations: tuple = ("blank", "swap", "shuffle")
     threshold: float = 0.1
@@ -90,6 +99,7 @@ class Config:
     learning_rate: float = 1e-3
     sigma: float = 0.1
     sigma_decay: float = 0.95
+    top_m: int = 2
     root_seed: int = 0
 
     def validate(self) -> "Config":
@@ -106,6 +116,11 @@ class Config:
                 raise ValueError(f"{field} must name at least one of {sorted(allowed)}, got {value!r}")
             for v in value:
                 _checks.choice(field, v, allowed)
+        _checks.choice("sweep_method", self.sweep_method, METHODS)
+        if isinstance(self.sweep_learning_rates, (str, float, int)):
+            raise TypeError(f"sweep_learning_rates must be a tuple of rates, got {self.sweep_learning_rates!r}")
+        for rate in self.sweep_learning_rates:
+            _checks.real("sweep_learning_rates", rate, low=0.0, low_open=True)
         for name in self.grounding_variants:
             variants.variant(name)
         _checks.real("threshold", self.threshold)
@@ -114,7 +129,7 @@ class Config:
             raise ValueError(f"n_instances must be at most the source's {self.reasoning().training.n_test} test "
                              f"instances, got {self.n_instances}")
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
-        self.optimiser("es_entropy")
+        self.optimiser("es_entropy_best")
         self.hparams()
         return self
 
@@ -122,21 +137,27 @@ class Config:
     def quick(cls) -> "Config":
         """A few-minute version on the latent-reasoning study's --quick models."""
         return cls(source="results/latent-reasoning-quick", preset="quick", variants=("latent",),
-                   grounding_variants=("direct", "text"), n_instances=300, n_iters=8, n_pairs=4)
+                   grounding_variants=("direct", "text"), n_instances=300, n_iters=8, n_pairs=4,
+                   sweep_learning_rates=(1e-1,))
 
     def reasoning(self) -> LR.Config:
         """The latent-reasoning study whose trained models this study reads."""
         return LR.Config.quick() if self.preset == "quick" else LR.Config()
 
     def optimiser(self, method: str) -> dmlr.Config:
-        reward, estimator = METHODS[method]
+        reward, estimator, inject = METHODS[method.split("@")[0]]
         vocab = self.reasoning().training.task.vocab.size
         return dmlr.Config(reward=reward, top_k=self.top_k, n_iters=self.n_iters, n_pairs=self.n_pairs,
-                           estimator=estimator).validate(vocab)
+                           estimator=estimator, inject=inject, top_m=self.top_m).validate(vocab)
 
-    def hparams(self) -> dmlr.Hparams:
-        return dmlr.Hparams(learning_rate=self.learning_rate, sigma=self.sigma,
-                            sigma_decay=self.sigma_decay).validate()
+    def hparams(self, learning_rate: Optional[float] = None) -> dmlr.Hparams:
+        return dmlr.Hparams(learning_rate=self.learning_rate if learning_rate is None else learning_rate,
+                            sigma=self.sigma, sigma_decay=self.sigma_decay).validate()
+
+    def runs(self) -> list[tuple[str, dmlr.Hparams]]:
+        """(row name, hparams) of every optimiser run: the methods, then the learning-rate sweep."""
+        out = [(m, self.hparams()) for m in self.methods]
+        return out + [(f"{self.sweep_method}@lr={r:g}", self.hparams(r)) for r in self.sweep_learning_rates]
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -172,11 +193,14 @@ def load(lr: LR.Config, source: str, name: str):
 # ---------------------------------------------------------------------------------------------- optimiser
 
 
+@functools.lru_cache(maxsize=8)  # one compile per (model, method): a learning-rate sweep reuses it
 def _optimise_fn(model: M.Model, opt: dmlr.Config):
     lay = model.layout
     positions = tuple(range(lay.latents.start, lay.latents.stop))
+    patches = tuple(range(lay.patches.start, lay.patches.stop))
     one = lambda key, params, batch, hp, index: dmlr.optimise(
-        key, model.apply, params, batch, opt, hp, latent_positions=positions, answer_position=lay.answer, index=index)
+        key, model.apply, params, batch, opt, hp, latent_positions=positions, answer_position=lay.answer,
+        patch_positions=patches, index=index)
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None, None, None)))  # over seeds
 
 
@@ -196,24 +220,55 @@ def _controls_fn(model: M.Model, opt: dmlr.Config):
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
 
 
-def run_optimiser(cfg: Config, name: str, model, params, test) -> dict:
-    """Per method (and control): answers (S, N), reward before/after (S, N), rewards over
-    iterations (S, N, T) and the seconds spent."""
+def _part(path: str, stamp: str, compute) -> dict:
+    """``compute()`` (a dict of arrays and numbers), saved to ``path`` with ``stamp``; read back
+    instead when ``path`` holds a result of the same ``stamp`` (an interrupted run loses nothing)."""
+    if os.path.exists(path):
+        with np.load(path) as z:
+            if str(z["stamp"]) == stamp:
+                return {k: z[k] if z[k].ndim else z[k][()] for k in z.files if k != "stamp"}
+    value = compute()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with io.atomic_write(path, "wb") as f:
+        np.savez(f, stamp=np.asarray(stamp), **{k: np.asarray(v) for k, v in value.items()})
+    return value
+
+
+def run_optimiser(cfg: Config, name: str, model, params, test, parts: Optional[str] = None,
+                  source_stamp: str = "") -> dict:
+    """Per run of :meth:`Config.runs` (and control): answers (S, N), reward before/after (S, N),
+    rewards over iterations (S, N, T), injected patches (S, N) and the seconds spent. With ``parts``
+    (a folder) each run's result is kept there as it finishes and reused by a rerun of the same
+    settings and ``source_stamp`` (what identifies the trained weights)."""
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), 1)
     index = jnp.arange(test.answer.shape[0])
-    out = {}
-    t0 = time.time()
-    a0, r0, ar, rr = _controls_fn(model, cfg.optimiser("es_entropy"))(key, params, test)
-    out["before"] = {"answer": np.asarray(a0), "reward_before": np.asarray(r0), "reward_after": np.asarray(r0)}
-    out["random"] = {"answer": np.asarray(ar), "reward_before": np.asarray(r0), "reward_after": np.asarray(rr)}
-    out["before"]["seconds"] = out["random"]["seconds"] = time.time() - t0
-    for method in cfg.methods:
+    skip = ("methods", "sweep_learning_rates", "grounding_variants", "perturbations", "threshold", "train", "variants")
+    base = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
+
+    def stored(run: str, compute) -> dict:
+        if parts is None:
+            return compute()
+        stamp = repr(sorted({**base, "variant": name, "run": run, "weights": source_stamp}.items()))
+        return _part(os.path.join(parts, f"{name}__{run}.npz"), stamp, compute)
+
+    def controls():
         t0 = time.time()
-        res = _optimise_fn(model, cfg.optimiser(method))(key, params, test, cfg.hparams(), index)
-        res = jax.tree_util.tree_map(np.asarray, res)
-        out[method] = {"answer": res.answer_best, "answer_before": res.answer_before,
-                       "reward_before": res.reward_before, "reward_after": res.reward_best, "rewards": res.rewards,
-                       "n_nan": res.n_nan, "seconds": time.time() - t0}
+        a0, r0, ar, rr = jax.tree_util.tree_map(np.asarray, _controls_fn(model, cfg.optimiser("es_entropy"))(
+            key, params, test))
+        return {"a0": a0, "r0": r0, "ar": ar, "rr": rr, "seconds": time.time() - t0}
+
+    c = stored("controls", controls)
+    out = {"before": {"answer": c["a0"], "reward_before": c["r0"], "reward_after": c["r0"], "seconds": c["seconds"]},
+           "random": {"answer": c["ar"], "reward_before": c["r0"], "reward_after": c["rr"], "seconds": c["seconds"]}}
+    for run, hp in cfg.runs():
+        def compute(run=run, hp=hp):
+            t0 = time.time()
+            res = jax.tree_util.tree_map(np.asarray, _optimise_fn(model, cfg.optimiser(run))(key, params, test, hp, index))
+            injected = np.zeros(res.answer_best.shape) if res.injected is None else res.injected.sum(-1)
+            return {"answer": res.answer_best, "answer_before": res.answer_before,
+                    "reward_before": res.reward_before, "reward_after": res.reward_best, "rewards": res.rewards,
+                    "n_nan": res.n_nan, "injected": injected, "seconds": time.time() - t0}
+        out[run] = stored(run, compute)
     return out
 
 
@@ -236,6 +291,7 @@ def optimiser_tables(cfg: Config, results: dict, test, families) -> tuple[dict, 
                                  "reward_after": np.nanmean(r["reward_after"][s, m]),
                                  "answers_changed": flipped[s, m].mean(),
                                  "nan_rewards": int(np.sum(r.get("n_nan", np.zeros_like(correct))[s, m])),
+                                 "patches_injected": float(np.mean(r.get("injected", np.zeros(correct.shape))[s, m])),
                                  "seconds": r["seconds"]})
                 if "rewards" in r:
                     for t, v in enumerate(np.nanmean(r["rewards"][s], 0)):
@@ -391,7 +447,9 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
         model, params, _ = load(lr, cfg.source, name)
         if not quiet:
             print(f"optimising the latents of {name} ({cfg.n_instances} instances x seeds x {len(cfg.methods)} methods)")
-        results[name] = run_optimiser(cfg, name, model, params, test)
+        weights = os.path.join(cfg.source, "checkpoints", f"{name}.npz")
+        results[name] = run_optimiser(cfg, name, model, params, test, parts=os.path.join(out, "parts"),
+                                      source_stamp=f"{os.path.abspath(weights)}:{os.path.getmtime(weights)}")
     table, tests, curves = optimiser_tables(cfg, results, test, families)
     io.write_csv(os.path.join(out, "optimiser.csv"), table)
     io.write_csv(os.path.join(out, "optimiser_tests.csv"), tests)

@@ -15,6 +15,8 @@ Public functions
 - :func:`bootstrap_ci` -- percentile bootstrap confidence interval of the mean.
 - :func:`point_biserial` -- correlation of a score with a binary outcome, its p-value and a
   bootstrap interval.
+- :func:`gain_retained` -- the share of a gain (full vs. baseline) a setting retains, with a
+  paired bootstrap interval.
 
 Every user-facing argument is validated before any computation: errors are ``ValueError`` or
 ``TypeError`` and name the argument, the offending value and what is allowed.
@@ -413,3 +415,57 @@ def point_biserial(x, y, *, seed: int = 0, n_resamples: int = 2000, confidence: 
     alpha = 1.0 - confidence
     low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2]) if boot.size else (np.nan, np.nan)
     return CorrelationResult(r, pvalue, float(low), float(high), n)
+
+
+# ---------------------------------------------------------------------------------------------
+# Share of a gain retained
+# ---------------------------------------------------------------------------------------------
+
+
+class GainResult(NamedTuple):
+    share: float
+    low: float
+    high: float
+    n: int
+
+
+def gain_retained(setting, full, baseline, *, seed: int = 0, n_resamples: int = 2000,
+                  confidence: float = 0.95) -> GainResult:
+    """Share of a gain a setting retains, ``(mean(setting) - mean(baseline)) / (mean(full) -
+    mean(baseline))``, from per-instance scores (n,) of the same instances (e.g. correctness with a
+    part of the latent block, with all of it, with none of it), and a percentile bootstrap
+    interval over instances resampled together (``numpy.random.default_rng(seed)``).
+
+    The share is NaN when ``full`` and ``baseline`` have the same mean (there is no gain to
+    retain); resamples without a gain are left out of the interval.
+    """
+    arrays = []
+    for name, value in (("setting", setting), ("full", full), ("baseline", baseline)):
+        a = _real_array(name, value).ravel()
+        _require_finite(name, a)
+        arrays.append(a)
+    if len({a.size for a in arrays}) != 1:
+        raise ValueError(f"setting, full and baseline must score the same instances, got lengths "
+                         f"{[a.size for a in arrays]}")
+    n = arrays[0].size
+    if n < 2:
+        raise ValueError(f"setting, full and baseline must hold at least 2 instances, got {n}")
+    seed = _int_at_least("seed", seed, 0)
+    n_resamples = _int_at_least("n_resamples", n_resamples, 1)
+    if isinstance(confidence, bool) or not isinstance(confidence, Real) or not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be a real number in (0, 1), got {confidence!r}")
+    s = np.stack(arrays)[:, None, :]  # (3, 1, n)
+
+    def share(x):  # x (3, R, n) -> (R,)
+        m = x.mean(-1)
+        gain = m[1] - m[2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(gain != 0, (m[0] - m[2]) / np.where(gain != 0, gain, 1.0), np.nan)
+
+    point = float(share(s)[0])
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    boot = share(np.stack(arrays)[:, idx])
+    boot = boot[np.isfinite(boot)]
+    alpha = 1.0 - confidence
+    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2]) if boot.size else (np.nan, np.nan)
+    return GainResult(point, float(low), float(high), n)

@@ -1,0 +1,216 @@
+"""Mediation and decomposition diagnostics over the apply protocol: on hand-built models whose
+answers provably ignore the latents or read one latent linearly, on a minimal protocol model
+written here, and against NumPy / SciPy references."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from tokdyn import stats
+from tokdyn.latent import diagnose as D
+from tokdyn.latent import model as M
+from tokdyn.latent import tasks
+
+pytestmark = pytest.mark.fast_compile
+
+
+class Out(NamedTuple):
+    logits: jax.Array
+    hidden: jax.Array
+    attention: jax.Array
+    latents: jax.Array
+
+
+class Tiny:
+    """A researcher's own model: [4 inputs | <s> | 2 slots | <e> | answer], one attention layer.
+    Slot i's latent is tanh(mean of the inputs @ W_i); ``blind`` masks the slots out of every
+    later position's attention (the answer provably ignores the latents); ``readout`` makes the
+    answer a fixed linear read-out of latent 0."""
+
+    T, D, V = 9, 6, 5
+    slots, markers, answer = (5, 6), (4, 7), 8
+
+    def __init__(self, blind=False, readout=False):
+        self.blind, self.readout = blind, readout
+
+    def init(self, key):
+        k = jax.random.split(key, 4)
+        return {"lat": jax.random.normal(k[0], (2, self.D, self.D)), "qk": jax.random.normal(k[1], (self.D, self.D)),
+                "out": jax.random.normal(k[2], (self.D, self.V)), "read": jax.random.normal(k[3], (self.D, self.V))}
+
+    def apply(self, params, batch, *, latents=None, intervene=None, drop=None):
+        x = batch["x"]
+        b = x.shape[0]
+        if latents is None:
+            latents = jnp.tanh(jnp.einsum("bd,lde->ble", x[:, :4].mean(1), params["lat"]))
+        x = x.at[:, jnp.asarray(self.slots)].set(latents)
+        x = intervene(x) if intervene is not None else x
+        keep = jnp.ones((b, self.T), bool) if drop is None else ~drop
+        if self.blind:
+            keep = keep.at[:, jnp.asarray(self.slots)].set(False)
+        s = jnp.einsum("bqd,de,bke->bqk", x, params["qk"], x)
+        mask = jnp.tril(jnp.ones((self.T, self.T), bool))[None] & keep[:, None, :]
+        mask = mask | jnp.eye(self.T, dtype=bool)[None]  # a position always sees itself
+        a = jax.nn.softmax(jnp.where(mask, s, -1e30), -1)
+        h = x + jnp.einsum("bqk,bkd->bqd", a, x)
+        logits = h @ params["out"]
+        if self.readout:
+            logits = logits.at[:, self.answer].set(latents[:, 0] @ params["read"])
+        return Out(logits, jnp.stack([x, h], 1), a[:, None, None], latents)
+
+
+def _batch(n, key=0):
+    return {"x": jax.random.normal(jax.random.key(key), (n, Tiny.T, Tiny.D))}
+
+
+def test_answer_that_ignores_the_latents_has_exactly_zero_effects():
+    m = Tiny(blind=True)
+    params, batch = m.init(jax.random.key(0)), _batch(40)
+    answers = jnp.arange(40) % Tiny.V
+    eff = D.latent_to_answer(jax.random.key(1), m.apply, params, batch, answer_position=m.answer, answers=answers,
+                             kinds=("zeros", "noise", "mean", "constant", "swap"))
+    assert np.all(np.asarray(eff.flipped) == 0) and np.all(np.asarray(eff.kl) == 0)
+    np.testing.assert_array_equal(eff.correct, np.broadcast_to(eff.correct_before, eff.correct.shape))
+    assert np.all(np.asarray(eff.changed))  # yet every intervention did replace the latents
+
+
+def test_swap_flip_rate_of_a_linear_readout_equals_its_value():
+    """answer = argmax(W z_0): under a swap instance i answers as its source perm[i] did, so the
+    flip rate is exactly the share of i whose answer differs from perm[i]'s."""
+    m = Tiny(readout=True)
+    params, batch = m.init(jax.random.key(0)), _batch(64)
+    key = jax.random.key(3)
+    eff = D.latent_to_answer(key, m.apply, params, batch, answer_position=m.answer, kinds=("swap", "zeros"))
+    a0 = np.asarray(jnp.argmax(m.apply(params, batch).logits[:, m.answer], -1))
+    perm = np.asarray(D.swap_permutation(jax.random.split(key)[1], 64))
+    assert np.all(perm != np.arange(64)) and sorted(perm) == list(range(64))
+    np.testing.assert_allclose(np.asarray(eff.flipped[0]).mean(), np.mean(a0 != a0[perm]))
+    assert 0 < np.mean(a0 != a0[perm]) < 1
+    assert np.all(np.isnan(np.asarray(eff.correct)))  # no answers given
+
+
+def test_interventions_have_their_stated_properties():
+    lat = jax.random.normal(jax.random.key(0), (30, 3, 64)) * jnp.arange(1.0, 31.0)[:, None, None]
+    other = jnp.ones_like(lat)
+    z = np.asarray(D.interventions(jax.random.key(1), lat, D.INTERVENTIONS, other=other))
+    lat = np.asarray(lat)
+    assert z.shape == (6, 30, 3, 64) and np.all(z[0] == 0)
+    rms = np.sqrt((lat ** 2).mean((1, 2)))
+    noise_rms = np.sqrt((z[1] ** 2).mean((1, 2)))
+    np.testing.assert_allclose(noise_rms / rms, 1.0, atol=0.25)  # each instance's own scale (192 draws)
+    np.testing.assert_allclose(z[2], np.broadcast_to(lat.mean(0), lat.shape), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(z[3], np.sqrt((lat ** 2).mean()), rtol=1e-5)
+    src = [int(np.flatnonzero((lat == z[4][i]).all((1, 2)))[0]) for i in range(30)]
+    assert all(s != i for i, s in enumerate(src)) and sorted(src) == list(range(30))
+    np.testing.assert_array_equal(z[5], np.asarray(other))
+
+
+def test_idle_interventions_and_bad_input_are_named():
+    m = Tiny()
+    params = m.init(jax.random.key(0))
+    batch = {"x": jnp.zeros((6, Tiny.T, Tiny.D))}  # tanh(0 @ W) = 0: the latents are all zero
+    with pytest.raises(ValueError, match=r"interventions \['zeros', 'mean', 'noise'\] left every instance's latents"):
+        D.latent_to_answer(jax.random.key(0), m.apply, params, batch, answer_position=m.answer,
+                           kinds=("zeros", "mean", "noise"))
+    with pytest.raises(ValueError, match="kinds must be one of"):
+        D.latent_to_answer(jax.random.key(0), m.apply, params, _batch(4), answer_position=8, kinds=("blur",))
+    with pytest.raises(ValueError, match="other must be given"):
+        D.latent_to_answer(jax.random.key(0), m.apply, params, _batch(4), answer_position=8, kinds=("other",))
+    with pytest.raises(TypeError, match="apply_fn must be"):
+        D.latent_to_answer(jax.random.key(0), None, params, _batch(4), answer_position=8)
+    with pytest.raises(ValueError, match=r"slots must name positions in \[0, 9\)"):
+        D.check_decompose(D.SETTINGS, (5, 12), (4, 7), 9, jnp.zeros((4, 6)))
+    with pytest.raises(ValueError, match="format_embedding must have 4 rows"):
+        D.check_decompose(D.SETTINGS, (5, 6), (4, 7), 9)
+    with pytest.raises(ValueError, match="slots must name the latent block"):
+        D.check_decompose(("full",), (), (), 9)
+    with pytest.raises(ValueError, match="top_k must be at most the number of patches 4"):
+        D.narrowness(jnp.zeros((1, 1, 1, 9, 9)), queries=(5,), patches=(0, 1, 2, 3), top_k=5)
+
+
+def test_decomposition_on_a_model_of_our_own_equals_its_manual_settings():
+    m = Tiny()
+    params, batch = m.init(jax.random.key(0)), _batch(50)
+    out = m.apply(params, batch)
+    answers = jnp.argmax(out.logits[:, m.answer], -1).at[:10].set(0)  # full is right on 40+ of 50
+    fmt = jax.random.normal(jax.random.key(7), (4, Tiny.D))
+    settings = D.check_decompose(D.SETTINGS, m.slots, m.markers, Tiny.T, fmt)
+    f = jax.jit(lambda k, p, b, a: D.decompose(k, m.apply, p, b, slots=m.slots, markers=m.markers,
+                                               answer_position=m.answer, answers=a, length=Tiny.T,
+                                               settings=settings, format_embedding=fmt))
+    got = np.asarray(f(jax.random.key(2), params, batch, answers))
+    right = lambda o: np.asarray(jnp.argmax(o.logits[:, m.answer], -1) == answers)
+    drop = np.zeros((50, Tiny.T), bool)
+    x = np.asarray(batch["x"])
+    ins = np.asarray(out.hidden[:, 0, 5:7])
+    want = {"full": right(out),
+            "markers_only": right(m.apply(params, batch, drop=jnp.asarray(drop | np.isin(np.arange(9), m.slots)))),
+            "no_block": right(m.apply(params, batch, drop=jnp.asarray(drop | np.isin(np.arange(9), (4, 5, 6, 7))))),
+            "slots_zeros": right(m.apply(params, batch, latents=jnp.zeros((50, 2, Tiny.D)))),
+            "slots_mean": right(m.apply(params, batch, latents=jnp.asarray(np.broadcast_to(ins.mean(0), ins.shape)))),
+            "format_only": right(m.apply(params, {"x": jnp.asarray(x)}, intervene=lambda z: z.at[:, jnp.asarray((4, 7, 5, 6))].set(fmt)))}
+    for i, s in enumerate(settings):
+        if s in want:
+            np.testing.assert_array_equal(got[i], want[s], err_msg=s)
+    assert got.shape == (7, 50)
+
+
+def test_decomposition_runs_on_the_latent_reasoner():
+    task = tasks.Config(grid_size=3, n_colours=3, families=("read",))
+    model = M.Model(M.Config(task=task, width=16, depth=1, heads=2, latent_mode="feedback", n_latents=2))
+    lay = model.layout
+    params, batch = model.init(jax.random.key(0)), tasks.generate(jax.random.key(1), 12, task)
+    slots, markers = tuple(range(lay.latents.start, lay.latents.stop)), (lay.latent_start, lay.latent_end)
+    fmt = jnp.zeros((4, 16))
+    f = jax.jit(lambda p, b: D.decompose(jax.random.key(0), model.apply, p, b, slots=slots, markers=markers,
+                                         answer_position=lay.answer, answers=b.answer, length=lay.length,
+                                         settings=("full", "markers_only", "format_only"), format_embedding=fmt))
+    got = np.asarray(f(params, batch))
+    out = jax.jit(model.apply)(params, batch)
+    np.testing.assert_array_equal(got[0], np.asarray(out.logits[:, lay.answer].argmax(-1) == batch.answer))
+    nar = D.narrowness(out.attention, queries=slots + (lay.answer,), patches=range(task.n_patches), top_k=2)
+    assert nar.entropy.shape == (12, 3) and np.all(np.asarray(nar.entropy) <= np.log(9) + 1e-5)
+
+
+def test_narrowness_and_shift_equal_numpy():
+    att = np.asarray(jax.random.dirichlet(jax.random.key(0), jnp.ones(7), (3, 2, 2, 7)))  # (B, depth, H, T, T)
+    got = D.narrowness(jnp.asarray(att), queries=(5, 6), patches=(0, 1, 2, 3), top_k=2)
+    a = att.mean((1, 2))[:, [5, 6]][..., :4]
+    p = a / a.sum(-1, keepdims=True)
+    np.testing.assert_allclose(got.entropy, -(p * np.log(p)).sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(got.top_k_mass, -np.sort(-p, -1)[..., :2].sum(-1), rtol=1e-5)
+    np.testing.assert_allclose(got.patch_share, a.sum(-1), rtol=1e-5)
+    u = np.asarray(jax.random.normal(jax.random.key(1), (4, 3, 5)))
+    v = u + np.asarray(jax.random.normal(jax.random.key(2), (4, 3, 5)))
+    s = D.shift(jnp.asarray(u), jnp.asarray(v))
+    cos = (u * v).sum(-1) / np.linalg.norm(u, axis=-1) / np.linalg.norm(v, axis=-1)
+    np.testing.assert_allclose(s.cosine_distance, 1 - cos, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(s.relative_l2, np.linalg.norm(u - v, axis=-1) / np.linalg.norm(u, axis=-1), rtol=1e-5)
+    z = D.shift(jnp.zeros((2, 3)), jnp.zeros((2, 3)))
+    assert np.all(np.asarray(z.cosine_distance) == 0) and np.all(np.asarray(z.relative_l2) == 0)
+    m = Tiny()
+    params, batch = m.init(jax.random.key(0)), _batch(5)
+    same = D.input_to_latent(m.apply, params, batch, batch, positions=(0, 1))
+    assert np.allclose(same["latents"].cosine_distance, 0, atol=1e-6) and same["states"].relative_l2.shape == (5, 2)
+
+
+def test_gain_retained_matches_scipy_paired_bootstrap():
+    rng = np.random.default_rng(0)
+    n = 400
+    full = (rng.random(n) < 0.8).astype(float)
+    none = (rng.random(n) < 0.4).astype(float)
+    part = np.where(rng.random(n) < 0.7, full, none)
+    got = stats.gain_retained(part, full, none, n_resamples=4000)
+    share = (part.mean() - none.mean()) / (full.mean() - none.mean())
+    assert got.share == pytest.approx(share)
+    ref = sps.bootstrap((part, full, none), lambda a, b, c, axis=-1: (a.mean(axis) - c.mean(axis)) / (
+        b.mean(axis) - c.mean(axis)), paired=True, method="percentile", n_resamples=4000, random_state=1)
+    assert got.low == pytest.approx(ref.confidence_interval.low, abs=0.03)
+    assert got.high == pytest.approx(ref.confidence_interval.high, abs=0.03)
+    assert np.isnan(stats.gain_retained(part, full, full).share)  # no gain to retain
+    with pytest.raises(ValueError, match="must score the same instances"):
+        stats.gain_retained(part[:5], full, none)

@@ -57,3 +57,23 @@ def jax_compilations():
         yield events
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.fixture(scope="session")
+def tiny_reasoner(tmp_path_factory):
+    """(latent-reasoning Config, directory) of a tiny study with the trained ``latent`` variant,
+    shared by the studies that analyse trained reasoners (copy it before writing to it)."""
+    from test_latent_train import TINY
+    from tokdyn.studies import latent_reasoning as LR
+
+    cfg = LR.Config(reference_steps=0, training=TINY, variants=("latent",))
+    path = str(tmp_path_factory.mktemp("reasoner"))
+    before = jax.config.values["jax_disable_most_optimizations"]
+    if os.environ.get("TOKDYN_TEST_OPTIMIZED") != "1":  # compiled as the fast_compile modules do
+        jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        assert LR.main(cfg, path, quiet=True, plots=False)
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
+        jax.clear_caches()
+    return cfg, path

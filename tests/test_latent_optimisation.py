@@ -1,8 +1,10 @@
 """The latent-optimisation study on tiny trained reasoners: it trains what the source lacks, its
-"before" answers are the source study's own test answers, and it writes every table."""
+"before" answers are the source study's own test answers, and it writes every table and keeps
+every finished run."""
 
 import dataclasses
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -27,13 +29,29 @@ def tiny(monkeypatch):
                      learning_rate=0.5, sweep_method="es_entropy_best", sweep_learning_rates=(0.25,))
 
 
-def test_study_trains_the_source_and_writes_its_tables(tmp_path, tiny):
+def test_missing_variants_are_trained_in_the_source_or_named(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(LR, "main", lambda cfg, out, **kw: calls.append((cfg.variants, out)) or True)
+    src = tmp_path / "source"
+    (src / "results").mkdir(parents=True)
+    (src / "results" / "latent.json").write_text("{}")
+    io.write_json(str(src / "config.json"), {"variants": ["latent", "pause"]})
+    with pytest.raises(ValueError, match=r"lacks the trained variants \['text'\]"):
+        LR.ensure_trained(SOURCE, str(src), ["latent", "text"], train=False)
+    LR.ensure_trained(SOURCE, str(src), ["latent", "text"])
+    assert calls == [(("latent", "pause", "text"), str(src))]  # what is there is kept
+    monkeypatch.setattr(LR, "main", lambda cfg, out, **kw: False)
+    with pytest.raises(RuntimeError, match="did not finish"):
+        LR.ensure_trained(SOURCE, str(src), ["text"])
+
+
+def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
+    shutil.copytree(tiny_reasoner[1], tmp_path / "source")
     cfg = dataclasses.replace(tiny, source=str(tmp_path / "source"))
     out = str(tmp_path / "out")
     with pytest.raises(ValueError, match="lacks the trained variants"):
-        LO.main(dataclasses.replace(cfg, train=False), out, quiet=True, plots=False)
+        LO.main(dataclasses.replace(cfg, train=False, grounding_variants=("text",)), out, quiet=True, plots=False)
     assert LO.main(cfg, out, quiet=True, plots=True)
-    assert sorted(io.read_json(os.path.join(cfg.source, "config.json"))["variants"]) == ["latent"]
     table = io.read_csv(os.path.join(out, "optimiser.csv"))
     assert set(table["method"]) == {"before", "random", "es_entropy_best", "es_entropy_best@lr=0.25"}
     assert set(table["family"]) == set(TINY.task.families) | {"all"}

@@ -11,6 +11,8 @@ line can set XLA flags first):
 - :mod:`tokdyn.execute`   the execution engine: chunked, sharded runs (``map_runs``)
 - :mod:`tokdyn.sweep`     grids of conditions x seeds, run to disk, resumable (``Grid``, ``run``)
 - :mod:`tokdyn.summary`   per-condition statistics, Pareto fronts, bootstrap intervals
+- :mod:`tokdyn.geometry`  collapse geometry of vector sets: pairwise cosine, participation ratio, top PC
+- :mod:`tokdyn.probes`    linear probes (multinomial logistic regression on optax), vmappable
 - :mod:`tokdyn.es`        evolution-strategies / REINFORCE gradient estimates, a maximiser on optax
 - :mod:`tokdyn.stats`     paired tests, effect sizes, multiple-comparison corrections, bootstrap
 - :mod:`tokdyn.io`        atomic files, CSV/JSON, checkpoints, run metadata, progress
@@ -24,7 +26,7 @@ line can set XLA flags first):
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["data", "dynamics", "metrics", "analysis", "runs", "execute", "sweep", "summary", "es", "stats", "io", "report",
+__all__ = ["data", "dynamics", "metrics", "analysis", "runs", "execute", "sweep", "summary", "geometry", "probes", "es", "stats", "io", "report",
            "vtae", "latent", "studies", "cli"]
 
 

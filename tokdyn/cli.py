@@ -46,6 +46,9 @@ COMMANDS = {  # (group, name): (module, entry point, help, default output direct
     ("study", "latent-optimisation"): ("tokdyn.studies.latent_optimisation", "main",
                                        "confidence-driven latent optimisation (DMLR) and visual grounding of the "
                                        "trained reasoners", "results/latent-optimisation"),
+    ("study", "latent-diagnostics"): ("tokdyn.studies.latent_diagnostics", "main",
+                                      "causal mediation, latent-block decomposition, collapse and probes of the "
+                                      "trained reasoners", "results/latent-diagnostics"),
     ("sweep", "token-dynamics"): ("tokdyn.studies.token_dynamics_sweep", "main",
                                   "token dynamics over any grid of rule and data conditions x seeds (resumable)",
                                   "results/token-dynamics-sweep"),

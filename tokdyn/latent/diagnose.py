@@ -7,7 +7,7 @@ arXiv 2602.22766) treats input X -> latents Z -> answer Y as a chain:
 - **input -> latent**: :func:`shift` compares states (B, S, D) of a batch and of its perturbed
   copy (:mod:`tokdyn.latent.perturb`): cosine distance and relative L2 per step;
   :func:`input_to_latent` applies it to the fed-back latents and to the last-layer states at given
-  positions (image patches, a caption).
+  positions (image patches, a caption); :func:`noise_at` perturbs embeddings with Gaussian noise.
 - **latent -> answer**: :func:`interventions` builds replacement latents (K, B, L, D) from the
   model's own: ``zeros``; ``noise`` (Gaussian, each instance's RMS entry); ``mean`` (the mean over
   instances, per step); ``constant`` (every entry the batch's RMS entry); ``swap`` (another
@@ -90,16 +90,33 @@ def shift(a: jax.Array, b: jax.Array) -> Shift:
     return Shift(1.0 - cos, rel)
 
 
-def input_to_latent(apply_fn: Callable, params, batch, perturbed, *, positions=(), layer: int = -1) -> dict:
+def input_to_latent(apply_fn: Callable, params, batch, perturbed, *, positions=(), layer: int = -1,
+                    intervene: Optional[Callable] = None) -> dict:
     """Shifts of the fed-back latents (``"latents"``, (B, L)) and of the layer-``layer`` states at
-    ``positions`` (``"states"``, (B, len(positions))) when ``batch`` becomes ``perturbed``."""
+    ``positions`` (``"states"``, (B, len(positions))) when ``batch`` becomes ``perturbed`` (run with
+    ``intervene``, e.g. :func:`noise_at`, when given)."""
     positions = _positions("positions", positions)
-    a, b = apply_fn(params, batch), apply_fn(params, perturbed)
+    a = apply_fn(params, batch)
+    b = apply_fn(params, perturbed) if intervene is None else apply_fn(params, perturbed, intervene=intervene)
     out = {"latents": shift(a.latents, b.latents)}
     if positions:
         idx = jnp.asarray(positions)
         out["states"] = shift(a.hidden[:, layer, idx], b.hidden[:, layer, idx])
     return out
+
+
+def noise_at(key: jax.Array, positions, sigma) -> Callable:
+    """An ``intervene`` adding Gaussian noise to the input embeddings at ``positions``, ``sigma``
+    (traceable) times the RMS entry of those embeddings in each instance (the input-side
+    perturbation of a continuous image: "Gaussian noise at several sigma")."""
+    idx = jnp.asarray(_positions("positions", positions))
+
+    def edit(x):
+        e = x[:, idx]
+        rms = jnp.sqrt(jnp.mean(e ** 2, (1, 2), keepdims=True))
+        return x.at[:, idx].add(sigma * rms * jax.random.normal(key, e.shape, e.dtype))
+
+    return edit
 
 
 # ---------------------------------------------------------------------------------------------- latent -> answer
@@ -147,15 +164,27 @@ class Effects(NamedTuple):
 
 
 def latent_effects(key: jax.Array, apply_fn: Callable, params, batch, *, answer_position: int, answers=None,
-                   kinds=INTERVENTIONS, other=None) -> Effects:
+                   kinds=INTERVENTIONS, other=None, chunk: Optional[int] = 16) -> Effects:
     """The effects on the answer of replacing the model's latents by each intervention (pure:
-    jit/vmap it with ``apply_fn``, ``answer_position`` and ``kinds`` static)."""
+    jit/vmap it with ``apply_fn``, ``answer_position``, ``kinds`` and ``chunk`` static). The
+    replacements are built from the whole batch; the latent-fed passes then run ``chunk`` instances
+    at a time (``lax.map``: each chunk's working set stays in cache on a CPU; None: all at once)."""
     base = apply_fn(params, batch)
     repl = interventions(key, base.latents, kinds, other=other)
-    # the reference is the model's own latents given back through the same (vmapped) program, so
-    # an answer that ignores the latents shows exactly zero effect, not compiler round-off
-    lp = jax.vmap(lambda z: jax.nn.log_softmax(apply_fn(params, batch, latents=z).logits[:, answer_position]))(
-        jnp.concatenate([base.latents[None], repl]))
+    # the reference is the model's own latents given back through the same program, so an answer
+    # that ignores the latents shows exactly zero effect, not compiler round-off
+    zs = jnp.concatenate([base.latents[None], repl])  # (K + 1, B, L, D)
+
+    def fed(inst, z):  # a batch of instances, z (K + 1, b, L, D) -> (K + 1, b, V)
+        return jax.vmap(lambda zk: jax.nn.log_softmax(apply_fn(params, inst, latents=zk).logits[:, answer_position]))(z)
+
+    if chunk is None:
+        lp = fed(batch, zs)
+    else:
+        _checks.positive_int("chunk", chunk)
+        one = lambda a: fed(jax.tree_util.tree_map(lambda x: x[None], a[0]), a[1][:, None])[:, 0]  # (K + 1, V)
+        n = base.latents.shape[0]
+        lp = jnp.swapaxes(jax.lax.map(one, (batch, jnp.swapaxes(zs, 0, 1)), batch_size=min(chunk, n)), 0, 1)
     lp0, lp = lp[0], lp[1:]
     a0, a = jnp.argmax(lp0, -1), jnp.argmax(lp, -1)  # (B,), (K, B)
     kl = jnp.sum(jnp.exp(lp0) * (lp0 - lp), -1)

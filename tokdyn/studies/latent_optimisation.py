@@ -166,28 +166,8 @@ class Config:
 def trained(cfg: Config, quiet: bool) -> LR.Config:
     """Make sure the source holds every variant this study needs (training the missing ones when
     ``cfg.train``); returns the source study's configuration."""
-    lr = cfg.reasoning()
-    need = list(dict.fromkeys(list(cfg.variants) + list(cfg.grounding_variants)))
-    missing = [v for v in need if not os.path.exists(os.path.join(cfg.source, "results", f"{v}.json"))]
-    if not missing:
-        return lr
-    if not cfg.train:
-        raise ValueError(f"source {cfg.source} lacks the trained variants {missing}: train them with "
-                         f"`tokdyn study latent-reasoning --variants {','.join(missing)} --out {cfg.source}`")
-    path = os.path.join(cfg.source, "config.json")
-    recorded = io.read_json(path).get("variants", []) if os.path.exists(path) else []
-    run = dataclasses.replace(lr, variants=tuple(dict.fromkeys(list(recorded) + need)))  # keep what is there
-    if not LR.main(run, cfg.source, quiet=quiet, plots=False):
-        raise RuntimeError(f"training the source variants in {cfg.source} did not finish")
-    return lr
-
-
-def load(lr: LR.Config, source: str, name: str):
-    """(model, params stacked over seeds, training config) of variant ``name`` in ``source``."""
-    tc = LR.training(lr, name)
-    like = T.init_states(tc, name, lr.hparams)
-    state = T.load_checkpoint(os.path.join(source, "checkpoints", f"{name}.npz"), like, name)
-    return M.Model(variants.model_config(tc, name)), state.params, tc
+    need = list(cfg.variants) + list(cfg.grounding_variants)
+    return LR.ensure_trained(cfg.reasoning(), cfg.source, need, train=cfg.train, quiet=quiet)
 
 
 # ---------------------------------------------------------------------------------------------- optimiser
@@ -444,7 +424,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
     families = lr.training.task.families
     results = {}
     for name in cfg.variants:
-        model, params, _ = load(lr, cfg.source, name)
+        model, params, _ = LR.load_variant(lr, cfg.source, name)
         if not quiet:
             print(f"optimising the latents of {name} ({cfg.n_instances} instances x seeds x {len(cfg.methods)} methods)")
         weights = os.path.join(cfg.source, "checkpoints", f"{name}.npz")
@@ -456,7 +436,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
     io.write_csv(os.path.join(out, "rewards.csv"), curves)
     rows, hists = [], {}
     for name in cfg.grounding_variants:
-        model, params, tc = load(lr, cfg.source, name)
+        model, params, tc = LR.load_variant(lr, cfg.source, name)
         r, h = run_grounding(cfg, name, model, params, tc, test, families)
         rows += r
         hists[name] = h

@@ -45,7 +45,9 @@ import numpy as np
 
 from tokdyn import _checks, io, report, stats
 from tokdyn.latent import evaluation, tasks
+from tokdyn.latent import model as M
 from tokdyn.latent import training as T
+from tokdyn.latent import variants as V
 from tokdyn.latent.variants import VARIANTS, stages, variant
 
 REFERENCES = ("direct", "text")  # every variant is tested against these
@@ -218,6 +220,62 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
                                 "nan_step": np.asarray(state.nan_step),
                                 "train_seconds_this_session": time.time() - t0})
     return True
+
+
+# ---------------------------------------------------------------------------------------------- for other studies
+
+
+def ensure_trained(cfg: Config, source: str, need: Sequence[str], *, train: bool = True, quiet: bool = False) -> Config:
+    """Make sure the study directory ``source`` (of configuration ``cfg``) holds the trained
+    variants ``need``, training the missing ones there when ``train`` (keeping the variants it
+    already has); returns ``cfg``. Used by the studies that analyse trained reasoners."""
+    need = list(dict.fromkeys(need))
+    missing = [v for v in need if not os.path.exists(_paths(source, v)["result"])]
+    if not missing:
+        return cfg
+    if not train:
+        raise ValueError(f"source {source} lacks the trained variants {missing}: train them with "
+                         f"`tokdyn study latent-reasoning --variants {','.join(missing)} --out {source}`")
+    path = os.path.join(source, "config.json")
+    recorded = io.read_json(path).get("variants", []) if os.path.exists(path) else []
+    run = dataclasses.replace(cfg, variants=tuple(dict.fromkeys(list(recorded) + need)))  # keep what is there
+    if not main(run, source, quiet=quiet, plots=False):
+        raise RuntimeError(f"training the source variants in {source} did not finish")
+    return cfg
+
+
+def load_variant(cfg: Config, source: str, name: str):
+    """(model, params stacked over seeds, training config) of the trained variant ``name`` in the
+    study directory ``source``."""
+    tc = training(cfg, name)
+    state = T.load_checkpoint(_paths(source, name)["checkpoint"], T.init_states(tc, name, cfg.hparams), name)
+    return M.Model(V.model_config(tc, name)), state.params, tc
+
+
+def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool=None):
+    """(model, params, step, curriculum stage) of variant ``name`` half-way through the training its final
+    checkpoint records (rounded down to ``steps_per_call``): read from
+    ``checkpoints/V@STEP.npz`` when there, otherwise trained there from scratch to that step. The
+    training is deterministic on the same devices, so this is the state the full run passed
+    through; a curriculum variant gets the model of the stage it was then in. ``pool``: the
+    training set (``T.data(...).train``; drawn again when not given)."""
+    tc = training(cfg, name)
+    final = int(io.read_json(_paths(source, name)["result"])["steps"])
+    step = max(final // 2 // tc.steps_per_call, 1) * tc.steps_per_call
+    path = os.path.join(source, "checkpoints", f"{name}@{step}.npz")
+    partial = os.path.join(source, "checkpoints", f"{name}@{step}.partial.npz")
+    like = T.init_states(tc, name, cfg.hparams)
+    if os.path.exists(path):
+        state = T.load_checkpoint(path, like, name)
+    else:
+        done = int(np.asarray(T.load_checkpoint(partial, like, name).step)[0]) if os.path.exists(partial) else 0
+        pool = T.data(tc).train if pool is None else pool
+        state, _ = T.train_many(tc, name, pool, cfg.hparams, checkpoint=partial,
+                                max_calls=(step - done) // tc.steps_per_call, quiet=quiet, devices=_devices(cfg))
+        os.replace(partial, path)
+    ends = np.cumsum([n for *_, n in stages(tc, name)])
+    stage = int(np.searchsorted(ends, step, side="left"))
+    return M.Model(V.model_config(tc, name, stage)), state.params, step, stage
 
 
 # ---------------------------------------------------------------------------------------------- tables

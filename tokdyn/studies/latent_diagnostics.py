@@ -1,0 +1,555 @@
+"""The latent-diagnostics study: causal mediation, decomposition of the latent block, collapse and
+linear probes of the trained reasoners of a latent-reasoning study.
+
+``tokdyn study latent-diagnostics --out DIR`` takes the trained variants from ``--source`` (a
+``tokdyn study latent-reasoning`` directory of the same ``--preset``; variants it lacks are trained
+there first) and, on the first ``n_instances`` test instances, with every seed:
+
+* **mediation** (``mediation.csv``) -- input -> latent: for each image perturbation (``blank``,
+  ``swap``, ``shuffle`` of :mod:`tokdyn.latent.perturb`; ``noise<sigma>``: Gaussian noise on the
+  patch embeddings, ``sigma`` times their RMS entry) the cosine distance and relative L2 by which
+  each latent step moves (``what="latent"``), the image-patch states move (``"patches"``, the
+  last layer) and, for the ``reference`` text variant, its caption states move (``"caption"``,
+  teacher-forced on the true caption); latent -> answer: for each intervention of
+  :data:`tokdyn.latent.diagnose.INTERVENTIONS` (``other``: the latents of the next feedback
+  variant of ``variants`` with the same seed) the accuracy, answer-flip rate and KL of the answer
+  distribution (``what="intervention"``);
+* **decomposition** (``decomposition.csv``) -- for every variant with a latent block, at the
+  mid-training checkpoint and the final one, the accuracy under each setting of
+  :data:`tokdyn.latent.diagnose.SETTINGS` and the share of the full block's gain over no block
+  that it retains (per-instance correctness averaged over seeds, paired bootstrap interval); and
+  the attention narrowness over image patches at the latent slots and at the answer (a
+  curriculum variant whose mid-training stage still generates caption tokens is decomposed at
+  the final checkpoint only);
+* **collapse** (``collapse.csv``) -- per feedback variant, seed and latent step: inter-instance
+  cosine similarity, step-to-step similarity, participation ratio and the top principal
+  component's variance share (:mod:`tokdyn.geometry`);
+* **probes** (``probes.csv``) -- linear probes (:mod:`tokdyn.probes`, vmapped over targets x
+  seeds) from the latents, from the image-patch states and from the reference's caption states to
+  the visual facts of :func:`facts`, trained on the first half of the instances and scored on the
+  second, against the majority-class rate.
+
+Plus ``similarity.png`` (cosine similarity of latents across instances and steps),
+``decomposition.png`` (gain retained with intervals), ``probes.png``, ``summary.md`` and
+``config.json``. Each (variant, part) result is kept in ``parts/`` as it finishes; a rerun of the
+same configuration reuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks, geometry, io, probes, report, stats
+from tokdyn.latent import diagnose as D
+from tokdyn.latent import perturb, tasks, variants
+from tokdyn.latent import model as M
+from tokdyn.latent import training as T
+from tokdyn.studies import latent_reasoning as LR
+
+PRESETS = ("default", "quick")
+FACTS = ("answer", "top_row_count", "centre_colour", "helper_centre")
+STAGES = ("mid", "final")
+
+
+def facts(batch, cfg: tasks.Config) -> dict:
+    """Visual facts of each instance (B,) ints, the probes' targets: ``answer`` (the answer token:
+    the result of the imagined transformation, the queried cell on ``read``), ``top_row_count``
+    (non-empty cells in the image's top row: a fact no question asks), ``centre_colour`` (the image's
+    centre cell) and ``helper_centre`` (the transformed grid's centre cell)."""
+    g = cfg.grid_size // 2
+    image, helper = np.asarray(batch.image), np.asarray(batch.helper)
+    return {"answer": np.asarray(batch.answer), "top_row_count": (image[:, 0] > 0).sum(-1),
+            "centre_colour": image[:, g, g], "helper_centre": helper[:, g, g]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines the study (saved as ``config.json``).
+
+    Attributes:
+      source: the latent-reasoning study directory holding (or to hold) the trained variants.
+      preset: that study's configuration, "default" or "quick" (its --quick).
+      train: train the variants the source lacks (otherwise a missing variant is an error).
+      variants: variants with a latent block (decomposition; the feedback ones also get mediation,
+        collapse and probes).
+      reference: the text-space variant whose caption states are compared ("" for none).
+      perturbations: image perturbations (names from tokdyn.latent.perturb.PERTURBATIONS).
+      noise_sigmas: Gaussian noise levels on the patch embeddings (relative to their RMS entry).
+      interventions: latent interventions (names from tokdyn.latent.diagnose.INTERVENTIONS).
+      settings: decomposition settings (names from tokdyn.latent.diagnose.SETTINGS).
+      midway: also decompose the mid-training checkpoint (trained to it when the source lacks it).
+      n_instances: the first N test instances of the source study.
+      attention_top_k: k of the top-k attention mass over image patches.
+      probe_steps: full-batch optimisation steps of each linear probe.
+      probe_learning_rate: the probes' Adam learning rate.
+      probe_weight_decay: L2 penalty on the probes' weights.
+      n_resamples: bootstrap resamples of the gain-retained intervals.
+      root_seed: root PRNG seed of the noise, interventions and probes.
+    """
+
+    source: str = "results/latent-reasoning"
+    preset: str = "default"
+    train: bool = True
+    variants: tuple = ("latent", "latent_mirage", "latent_lvr", "latent_monet", "pause", "coconut")
+    reference: str = "text"
+    perturbations: tuple = ("blank", "swap", "shuffle")
+    noise_sigmas: tuple = (0.25, 1.0)
+    interventions: tuple = D.INTERVENTIONS
+    settings: tuple = D.SETTINGS
+    midway: bool = True
+    n_instances: int = 2000
+    attention_top_k: int = 3
+    probe_steps: int = 300
+    probe_learning_rate: float = 0.05
+    probe_weight_decay: float = 1e-3
+    n_resamples: int = 2000
+    root_seed: int = 0
+
+    def validate(self) -> "Config":
+        _checks.choice("preset", self.preset, PRESETS)
+        for field in ("train", "midway"):
+            if not isinstance(getattr(self, field), bool):
+                raise TypeError(f"{field} must be a bool, got {getattr(self, field)!r}")
+        if isinstance(self.variants, str) or not self.variants:
+            raise ValueError(f"variants must name at least one variant with a latent block, got {self.variants!r}")
+        for name in self.variants:
+            if variants.variant(name).latent_mode == "none":
+                raise ValueError(f"variants must have a latent block (latent_mode 'feedback' or 'pause'), got {name!r}")
+        if self.reference:
+            variants.variant(self.reference)
+        for field, allowed in (("perturbations", perturb.PERTURBATIONS), ("interventions", D.INTERVENTIONS),
+                               ("settings", D.SETTINGS)):
+            value = getattr(self, field)
+            if isinstance(value, str):
+                raise TypeError(f"{field} must be a tuple of names, got {value!r}")
+            for v in value:
+                _checks.choice(field, v, allowed)
+        if "no_block" not in self.settings or "full" not in self.settings:
+            raise ValueError(f"settings must include 'full' and 'no_block' (the gain is measured between them), "
+                             f"got {self.settings!r}")
+        for s in self.noise_sigmas:
+            _checks.real("noise_sigmas", s, low=0.0, low_open=True)
+        _checks.positive_int("n_instances", self.n_instances, minimum=4)
+        if self.n_instances > self.reasoning().training.n_test:
+            raise ValueError(f"n_instances must be at most the source's {self.reasoning().training.n_test} test "
+                             f"instances, got {self.n_instances}")
+        _checks.positive_int("attention_top_k", self.attention_top_k)
+        if self.attention_top_k > self.reasoning().training.task.n_patches:
+            raise ValueError(f"attention_top_k must be at most the {self.reasoning().training.task.n_patches} image "
+                             f"patches, got {self.attention_top_k}")
+        self.probe_config()
+        self.probe_hparams()
+        _checks.positive_int("n_resamples", self.n_resamples)
+        _checks.positive_int("root_seed", self.root_seed, minimum=0)
+        return self
+
+    @classmethod
+    def quick(cls) -> "Config":
+        """A few-minute version on the latent-reasoning study's --quick models."""
+        return cls(source="results/latent-reasoning-quick", preset="quick", variants=("latent", "pause"),
+                   n_instances=400, noise_sigmas=(1.0,), probe_steps=200, n_resamples=500)
+
+    def reasoning(self) -> LR.Config:
+        return LR.Config.quick() if self.preset == "quick" else LR.Config()
+
+    def probe_config(self) -> probes.Config:
+        return probes.Config(n_classes=self.reasoning().training.task.vocab.size, steps=self.probe_steps).validate()
+
+    def probe_hparams(self) -> probes.Hparams:
+        return probes.Hparams(learning_rate=self.probe_learning_rate, weight_decay=self.probe_weight_decay).validate()
+
+    def feedback(self) -> tuple:
+        return tuple(v for v in self.variants if variants.variant(v).latent_mode == "feedback")
+
+
+# ---------------------------------------------------------------------------------------------- computations
+
+
+def _block(model: M.Model):
+    lay = model.layout
+    return (tuple(range(lay.latents.start, lay.latents.stop)), (lay.latent_start, lay.latent_end),
+            tuple(range(lay.patches.start, lay.patches.stop)))
+
+
+def mediation_rows(cfg: Config, name: str, model: M.Model, params, test, tc, other=None) -> list[dict]:
+    """Input -> latent shifts (per perturbation and step) and latent -> answer effects (per
+    intervention) of a feedback variant, per seed."""
+    slots, _, patches = _block(model)
+    answers = test.answer
+    key = jax.random.fold_in(jax.random.key(cfg.root_seed), 11)
+    rows = []
+    pert = {p: perturb.perturb(jax.random.fold_in(key, i), test, tc.task, p) for i, p in enumerate(cfg.perturbations)}
+
+    @jax.jit
+    def shifts(params, perturbed, sigma, k):
+        f = lambda p: D.input_to_latent(model.apply, p, test, perturbed, positions=patches,
+                                        intervene=None if sigma is None else D.noise_at(k, patches, sigma))
+        return jax.vmap(f)(params)
+
+    runs = [(p, pert[p], None) for p in cfg.perturbations] + [(f"noise{s:g}", test, s) for s in cfg.noise_sigmas]
+    for label, batch, sigma in runs:
+        out = shifts(params, batch, None if sigma is None else jnp.float32(sigma), jax.random.fold_in(key, 99))
+        for what, sh in (("latent", out["latents"]), ("patches", out["states"])):
+            cos, rel = np.asarray(sh.cosine_distance), np.asarray(sh.relative_l2)  # (S, B, n)
+            steps = range(cos.shape[-1]) if what == "latent" else [None]
+            for s in range(cos.shape[0]):
+                for i in steps:
+                    c = cos[s, :, i] if i is not None else cos[s].mean(-1)
+                    r = rel[s, :, i] if i is not None else rel[s].mean(-1)
+                    rows.append({"variant": name, "seed": s, "what": what, "perturbation": label,
+                                 "step": -1 if i is None else i + 1, "cosine_distance": c.mean(),
+                                 "relative_l2": r.mean()})
+    kinds = tuple(k for k in cfg.interventions if k != "other" or other is not None)
+    if kinds:
+        f = jax.jit(jax.vmap(lambda p, o: D.latent_effects(key, model.apply, p, test, answer_position=model.layout.answer,
+                                                            answers=answers, kinds=kinds, other=o),
+                             in_axes=(0, None if other is None else 0)))
+        eff = jax.tree_util.tree_map(np.asarray, f(params, other))
+        idle = [k for k, c in zip(kinds, eff.changed.any((0, 2))) if not c]
+        if idle:
+            raise ValueError(f"interventions {idle} left the latents of {name} unchanged")
+        for s in range(eff.flipped.shape[0]):
+            for i, k in enumerate(kinds):
+                rows.append({"variant": name, "seed": s, "what": "intervention", "perturbation": k, "step": -1,
+                             "accuracy_before": eff.correct_before[s].mean(), "accuracy": eff.correct[s, i].mean(),
+                             "flip_rate": eff.flipped[s, i].mean(), "kl": eff.kl[s, i].mean(),
+                             "changed": eff.changed[s, i].mean()})
+    return rows
+
+
+def caption_rows(cfg: Config, name: str, model: M.Model, params, test, tc) -> list[dict]:
+    """Input -> caption-state shifts of the text-space reference (teacher-forced true captions)."""
+    lay = model.layout
+    caption = tuple(range(lay.caption.start, lay.caption.stop))
+    _, _, patches = _block(model) if model.cfg.latent_mode != "none" else (None, None, tuple(range(lay.patches.stop)))
+    key = jax.random.fold_in(jax.random.key(cfg.root_seed), 11)
+    rows = []
+    runs = [(p, perturb.perturb(jax.random.fold_in(key, i), test, tc.task, p), None)
+            for i, p in enumerate(cfg.perturbations)] + [(f"noise{s:g}", test, s) for s in cfg.noise_sigmas]
+
+    @jax.jit
+    def shifts(params, perturbed, sigma, k):
+        def one(p):
+            a = model.apply(p, test)
+            b = model.apply(p, perturbed) if sigma is None else model.apply(
+                p, perturbed, intervene=D.noise_at(k, patches, sigma))
+            return D.shift(a.hidden[:, -1, jnp.asarray(caption)], b.hidden[:, -1, jnp.asarray(caption)])
+        return jax.vmap(one)(params)
+
+    for label, batch, sigma in runs:
+        sh = shifts(params, batch, None if sigma is None else jnp.float32(sigma), jax.random.fold_in(key, 99))
+        cos, rel = np.asarray(sh.cosine_distance), np.asarray(sh.relative_l2)
+        for s in range(cos.shape[0]):
+            rows.append({"variant": name, "seed": s, "what": "caption", "perturbation": label, "step": -1,
+                         "cosine_distance": cos[s].mean(), "relative_l2": rel[s].mean()})
+    return rows
+
+
+@functools.lru_cache(maxsize=8)  # one compile per model structure (the mid and final models share it)
+def _decompose_fn(model: M.Model, settings: tuple, top_k: int, seed: int):
+    slots, markers, patches = _block(model)
+    lay = model.layout
+    block = np.asarray(markers + slots) - len(patches)  # rows of the text position table
+
+    def one(p, test):
+        fmt = p["params"]["pos"]["embedding"][jnp.asarray(block)]  # the block's positions, no content
+        correct = D.decompose(jax.random.key(seed), model.apply, p, test, slots=slots, markers=markers,
+                              answer_position=lay.answer, answers=test.answer, length=lay.length,
+                              settings=settings, format_embedding=fmt)
+        att = model.apply(p, test).attention
+        return correct, D.narrowness(att, queries=slots + (lay.answer,), patches=patches, top_k=top_k)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+
+
+def decomposition(cfg: Config, name: str, stage: str, step: int, model: M.Model, params, test) -> list[dict]:
+    """Accuracy and gain retained per setting, and attention narrowness, of one variant and stage."""
+    slots, markers, patches = _block(model)
+    settings = D.check_decompose(cfg.settings, slots, markers, model.layout.length,
+                                 np.zeros((len(markers) + len(slots), 1)))
+    fn = _decompose_fn(model, settings, cfg.attention_top_k, cfg.root_seed)
+    correct, nar = jax.tree_util.tree_map(np.asarray, fn(params, test))  # (S, K, B), (S, B, Q)
+    per = correct.mean(0)  # (K, B): per-instance accuracy over seeds
+    full, none = per[settings.index("full")], per[settings.index("no_block")]
+    rows = []
+    for i, s in enumerate(settings):
+        g = stats.gain_retained(per[i], full, none, seed=cfg.root_seed, n_resamples=cfg.n_resamples)
+        rows.append({"variant": name, "stage": stage, "step": step, "setting": s, "accuracy": per[i].mean(),
+                     "accuracy_min_seed": correct[:, i].mean(-1).min(), "accuracy_max_seed": correct[:, i].mean(-1).max(),
+                     "gain_retained": g.share, "gain_low": g.low, "gain_high": g.high,
+                     "latent_entropy": nar.entropy[..., :-1].mean(), "answer_entropy": nar.entropy[..., -1].mean(),
+                     "latent_top_k_mass": nar.top_k_mass[..., :-1].mean(),
+                     "answer_top_k_mass": nar.top_k_mass[..., -1].mean(),
+                     "latent_patch_share": nar.patch_share[..., :-1].mean(),
+                     "answer_patch_share": nar.patch_share[..., -1].mean()})
+    return rows
+
+
+def collapse_rows(name: str, latents: np.ndarray) -> list[dict]:
+    """Geometry of the latents (S, B, L, D) per seed and step."""
+    summ = jax.tree_util.tree_map(np.asarray, jax.jit(jax.vmap(geometry.summary))(jnp.asarray(latents)))
+    rows = []
+    for s in range(latents.shape[0]):
+        for i in range(latents.shape[2]):
+            rows.append({"variant": name, "seed": s, "step": i + 1,
+                         "inter_instance_cosine": summ.inter_cosine[s, i],
+                         "step_similarity": summ.step_similarity[s, i - 1] if i else np.nan,
+                         "participation_ratio": summ.participation_ratio[s, i],
+                         "top_pc_share": summ.top_pc_share[s, i]})
+    return rows
+
+
+def probe_rows(cfg: Config, name: str, features: str, x: np.ndarray, targets: dict) -> list[dict]:
+    """Held-out accuracy of linear probes from features x (S, B, F) to every target (B,), vmapped
+    over targets x seeds; the first half of the instances trains, the second scores."""
+    n = x.shape[1]
+    train = np.arange(n) < n // 2
+    y = np.stack([targets[t] for t in FACTS]).astype(np.int32)  # (F, B)
+    pc, ph = cfg.probe_config(), cfg.probe_hparams()
+    key = jax.random.fold_in(jax.random.key(cfg.root_seed), 13)
+
+    def one(k, xs, ys):
+        return probes.evaluate(k, xs, ys, jnp.asarray(train), pc, ph)
+
+    f = jax.jit(jax.vmap(jax.vmap(one, in_axes=(None, None, 0)), in_axes=(0, 0, None)))  # seeds x targets
+    keys = jax.random.split(key, x.shape[0])
+    tr, te = (np.asarray(a) for a in f(keys, jnp.asarray(x, jnp.float32), jnp.asarray(y)))
+    rows = []
+    for j, t in enumerate(FACTS):
+        chance = float(probes.chance(jnp.asarray(y[j]), jnp.asarray(~train), n_classes=pc.n_classes))
+        for s in range(x.shape[0]):
+            rows.append({"variant": name, "features": features, "target": t, "seed": s, "n_train": int(train.sum()),
+                         "train_accuracy": tr[s, j], "accuracy": te[s, j], "chance": chance})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- parts
+
+
+def _part(path: str, stamp: str, compute) -> list[dict]:
+    """``compute()`` (rows), kept at ``path`` (JSON) with ``stamp``; reused when the stamp matches."""
+    if os.path.exists(path):
+        saved = io.read_json(path)
+        if saved.get("stamp") == stamp:  # JSON holds non-finite numbers as strings
+            return [{k: float(v) if v in ("nan", "inf", "-inf") else v for k, v in r.items()} for r in saved["rows"]]
+    rows = compute()
+    io.write_json(path, {"stamp": stamp, "rows": rows})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> bool:
+    """Run the study; returns True when it finished."""
+    cfg.validate()
+    os.makedirs(os.path.join(out, "parts"), exist_ok=True)
+    t0 = time.time()
+    lr = cfg.reasoning()
+    need = list(cfg.variants) + ([cfg.reference] if cfg.reference else [])
+    LR.ensure_trained(lr, cfg.source, need, train=cfg.train, quiet=quiet)
+    tc0 = LR.training(lr, cfg.variants[0])
+    data = T.data(tc0)
+    test0 = jax.tree_util.tree_map(lambda a: a[:cfg.n_instances], data.test)
+    targets = facts(test0, tc0.task)
+    pad = tc0.task.vocab.pad
+
+    def batch_of(tc, name, stage=-1):  # the caption tokens a curriculum stage has replaced are <pad>
+        return variants.stage_batch(test0, variants.dropped_captions(tc, name, stage), pad)
+
+    base = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("train", "variants", "reference")}
+
+    def stamp(name: str, part: str, extra: str = "") -> str:
+        weights = os.path.join(cfg.source, "checkpoints", f"{name}.npz")
+        return repr(sorted({**base, "variant": name, "part": part, "extra": extra,
+                            "weights": f"{os.path.abspath(weights)}:{os.path.getmtime(weights)}"}.items()))
+
+    def part(name: str, what: str, compute, extra: str = ""):
+        return _part(os.path.join(out, "parts", f"{name}__{what}.json"), stamp(name, what, extra), compute)
+
+    med, dec, col, prb, latents_of = [], [], [], [], {}
+    loaded = {name: LR.load_variant(lr, cfg.source, name) for name in cfg.variants}
+    for name in cfg.feedback():
+        model, params, tc = loaded[name]
+        test = batch_of(tc, name)
+        latents_of[name] = np.asarray(jax.jit(jax.vmap(lambda p: model.apply(p, test).latents))(params))
+    fb = cfg.feedback()
+    for name in cfg.variants:
+        model, params, tc = loaded[name]
+        test = batch_of(tc, name)
+        if not quiet:
+            print(f"diagnosing {name}")
+        if name in fb:
+            same = [o for o in fb[fb.index(name) + 1:] + fb[:fb.index(name)]
+                    if latents_of[o].shape == latents_of[name].shape]
+            other = same[0] if same else None
+            med += part(name, "mediation", lambda: mediation_rows(
+                cfg, name, model, params, test, tc, None if other is None else latents_of[other]), extra=str(other))
+            col += part(name, "collapse", lambda: collapse_rows(name, latents_of[name]))
+            s, b, l, d = latents_of[name].shape
+            prb += part(name, "probes_latents", lambda: probe_rows(
+                cfg, name, "latents", latents_of[name].reshape(s, b, l * d), targets))
+            _, _, patches = _block(model)
+            states = np.asarray(jax.jit(jax.vmap(lambda p: model.apply(p, test).hidden[:, -1, :len(patches)]))(params))
+            prb += part(name, "probes_patches", lambda: probe_rows(
+                cfg, name, "patches", states.reshape(s, b, -1), targets))
+        dec += part(name, "decomposition_final", lambda: decomposition(
+            cfg, name, "final", int(io.read_json(os.path.join(cfg.source, "results", f"{name}.json"))["steps"]),
+            model, params, test))
+        if cfg.midway:
+            def mid():
+                m_model, m_params, step, stage = LR.load_midway(lr, cfg.source, name, quiet=quiet, pool=data.train)
+                dropped = variants.dropped_captions(tc, name, stage)
+                if m_model.cfg.latent_mode == "none" or m_model.cfg.caption_len > dropped:
+                    return []  # a curriculum stage that still generates caption tokens: another task
+                return decomposition(cfg, name, "mid", step, m_model, m_params, batch_of(tc, name, stage))
+            dec += part(name, "decomposition_mid", mid)
+    if cfg.reference:
+        model, params, tc = LR.load_variant(lr, cfg.source, cfg.reference)
+        test = test0
+        if model.cfg.caption_len:
+            med += part(cfg.reference, "caption", lambda: caption_rows(cfg, cfg.reference, model, params, test, tc))
+            lay = model.layout
+            cap = np.asarray(jax.jit(jax.vmap(lambda p: model.apply(p, test).hidden[:, -1, lay.caption]))(params))
+            prb += part(cfg.reference, "probes_caption", lambda: probe_rows(
+                cfg, cfg.reference, "caption", cap.reshape(cap.shape[0], cap.shape[1], -1), targets))
+    tables = {"mediation": med, "decomposition": dec, "collapse": col, "probes": prb}
+    for k, rows in tables.items():
+        keys = list(dict.fromkeys(c for r in rows for c in r))  # rows of different kinds: missing cells NaN
+        io.write_csv(os.path.join(out, f"{k}.csv"), io.to_columns([{c: r.get(c, np.nan) for c in keys} for r in rows]))
+    if plots:
+        plot_similarity(out, latents_of)
+        plot_decomposition(out, dec)
+        plot_probes(out, prb)
+    text = summary(med, dec, col, prb)
+    with io.atomic_write(os.path.join(out, "summary.md")) as f:
+        f.write(text + "\n")
+    io.write_json(os.path.join(out, "config.json"), {**dataclasses.asdict(cfg), "reasoning": dataclasses.asdict(lr),
+                                                      "seconds": time.time() - t0, "environment": io.environment()})
+    if not quiet:
+        print(text)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- figures, summary
+
+
+def plot_similarity(out: str, latents_of: dict, n: int = 40) -> Optional[str]:
+    """Cosine similarity of the first seed's latents, first ``n`` instances x steps (ordered by step)."""
+    if not latents_of:
+        return None
+    names = list(latents_of)
+    fig = report.figure((3.6 * len(names), 3.3))
+    axes = np.atleast_1d(fig.subplots(1, len(names)))
+    for ax, name in zip(axes, names):
+        z = latents_of[name][0, :n]  # (n, L, D)
+        flat = np.transpose(z, (1, 0, 2)).reshape(-1, z.shape[-1])  # step-major
+        im = ax.imshow(np.asarray(geometry.cosine_matrix(jnp.asarray(flat))), vmin=-1, vmax=1, cmap="RdBu_r")
+        ax.set_title(f"{name}: {z.shape[1]} steps x {z.shape[0]} instances", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=list(axes), shrink=0.8)
+    return report.save(fig, os.path.join(out, "similarity.png"), dpi=110)
+
+
+def plot_decomposition(out: str, rows: list) -> Optional[str]:
+    rows = [r for r in rows if r["setting"] not in ("full", "no_block")]
+    if not rows:
+        return None
+    names = list(dict.fromkeys(r["variant"] for r in rows))
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    stages = [s for s in STAGES if any(r["stage"] == s for r in rows)]
+    fig = report.figure((1.0 + 1.6 * len(names), 3.6))
+    ax = fig.subplots()
+    width = 0.8 / (len(settings) * len(stages))
+    for j, (st, se) in enumerate((st, se) for st in stages for se in settings):
+        xs, ys, lo, hi = [], [], [], []
+        for i, name in enumerate(names):
+            r = [r for r in rows if r["variant"] == name and r["setting"] == se and r["stage"] == st]
+            if r and np.isfinite(r[0]["gain_retained"]):
+                xs.append(i + (j - len(settings) * len(stages) / 2 + 0.5) * width)
+                ys.append(r[0]["gain_retained"])
+                lo.append(r[0]["gain_retained"] - r[0]["gain_low"])
+                hi.append(r[0]["gain_high"] - r[0]["gain_retained"])
+        ax.bar(xs, ys, width, yerr=[lo, hi], color=f"C{settings.index(se)}", alpha=1.0 if st == "final" else 0.45,
+               label=f"{se} ({st})", capsize=1.5)
+    ax.axhline(1.0, color="k", lw=0.6)
+    ax.axhline(0.0, color="k", lw=0.6)
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_ylabel("share of the latent block's gain retained")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return report.save(fig, os.path.join(out, "decomposition.png"), dpi=110)
+
+
+def plot_probes(out: str, rows: list) -> Optional[str]:
+    if not rows:
+        return None
+    keys = list(dict.fromkeys((r["variant"], r["features"]) for r in rows))
+    fig = report.figure((1.5 + 1.2 * len(keys), 3.4))
+    ax = fig.subplots()
+    width = 0.8 / len(FACTS)
+    for j, t in enumerate(FACTS):
+        acc = [np.mean([r["accuracy"] for r in rows if (r["variant"], r["features"]) == k and r["target"] == t])
+               for k in keys]
+        ch = [next(r["chance"] for r in rows if (r["variant"], r["features"]) == k and r["target"] == t) for k in keys]
+        x = np.arange(len(keys)) + (j - len(FACTS) / 2 + 0.5) * width
+        ax.bar(x, acc, width, color=f"C{j}", label=t)
+        ax.scatter(x, ch, color="k", marker="_", s=60, zorder=3)
+    ax.set_xticks(range(len(keys)), [f"{v}\n{f}" for v, f in keys], fontsize=7)
+    ax.set_ylabel("held-out probe accuracy (bars); chance (dashes)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return report.save(fig, os.path.join(out, "probes.png"), dpi=110)
+
+
+def _mean(rows, key, **match):
+    vals = [r[key] for r in rows if all(r.get(k) == v for k, v in match.items())]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def summary(med: list, dec: list, col: list, prb: list) -> str:
+    lines = ["## Decomposition: accuracy and share of the latent block's gain retained (mean over seeds)", "",
+             "| variant | stage | setting | accuracy | gain retained (95% CI) | attention entropy latent / answer |",
+             "|---|---|---|---|---|---|"]
+    for r in dec:
+        lines.append(f"| {r['variant']} | {r['stage']} | {r['setting']} | {r['accuracy']:.3f} | "
+                     f"{r['gain_retained']:.2f} ({r['gain_low']:.2f} to {r['gain_high']:.2f}) | "
+                     f"{r['latent_entropy']:.2f} / {r['answer_entropy']:.2f} |")
+    lines += ["", "## Latent -> answer interventions (mean over seeds)", "",
+              "| variant | intervention | accuracy before | accuracy | flip rate | KL |", "|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["variant"] for r in med if r["what"] == "intervention"):
+        for k in dict.fromkeys(r["perturbation"] for r in med if r["what"] == "intervention" and r["variant"] == name):
+            m = dict(variant=name, what="intervention", perturbation=k)
+            lines.append(f"| {name} | {k} | {_mean(med, 'accuracy_before', **m):.3f} | {_mean(med, 'accuracy', **m):.3f} | "
+                         f"{_mean(med, 'flip_rate', **m):.3f} | {_mean(med, 'kl', **m):.3f} |")
+    lines += ["", "## Input -> state shifts: cosine distance (mean over steps, instances, seeds)", "",
+              "| variant | states | " + " | ".join(dict.fromkeys(r["perturbation"] for r in med if r["what"] != "intervention")) + " |"]
+    perts = list(dict.fromkeys(r["perturbation"] for r in med if r["what"] != "intervention"))
+    lines.append("|---|---|" + "---|" * len(perts))
+    for name, what in dict.fromkeys((r["variant"], r["what"]) for r in med if r["what"] != "intervention"):
+        vals = [_mean(med, "cosine_distance", variant=name, what=what, perturbation=p) for p in perts]
+        lines.append(f"| {name} | {what} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+    lines += ["", "## Collapse (mean over seeds)", "",
+              "| variant | step | inter-instance cosine | step similarity | participation ratio | top PC share |",
+              "|---|---|---|---|---|---|"]
+    for name, step in dict.fromkeys((r["variant"], r["step"]) for r in col):
+        m = dict(variant=name, step=step)
+        lines.append(f"| {name} | {step} | {_mean(col, 'inter_instance_cosine', **m):.3f} | "
+                     f"{_mean(col, 'step_similarity', **m):.3f} | {_mean(col, 'participation_ratio', **m):.2f} | "
+                     f"{_mean(col, 'top_pc_share', **m):.3f} |")
+    lines += ["", "## Linear probes: held-out accuracy (mean over seeds) / chance", "",
+              "| variant | features | " + " | ".join(FACTS) + " |", "|---|---|" + "---|" * len(FACTS)]
+    for name, feat in dict.fromkeys((r["variant"], r["features"]) for r in prb):
+        cells = [f"{_mean(prb, 'accuracy', variant=name, features=feat, target=t):.3f} / "
+                 f"{_mean(prb, 'chance', variant=name, features=feat, target=t):.3f}" for t in FACTS]
+        lines.append(f"| {name} | {feat} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -128,6 +128,8 @@ def test_idle_interventions_and_bad_input_are_named():
         D.check_decompose(D.SETTINGS, (5, 6), (4, 7), 9)
     with pytest.raises(ValueError, match="slots must name the latent block"):
         D.check_decompose(("full",), (), (), 9)
+    with pytest.raises(ValueError, match="sigma must be in"):
+        D.noise_at(jax.random.key(0), (0, 1), 0.0)
     with pytest.raises(ValueError, match="top_k must be at most the number of patches 4"):
         D.narrowness(jnp.zeros((1, 1, 1, 9, 9)), queries=(5,), patches=(0, 1, 2, 3), top_k=5)
 

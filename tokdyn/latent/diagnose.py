@@ -110,6 +110,8 @@ def noise_at(key: jax.Array, positions, sigma) -> Callable:
     (traceable) times the RMS entry of those embeddings in each instance (the input-side
     perturbation of a continuous image: "Gaussian noise at several sigma")."""
     idx = jnp.asarray(_positions("positions", positions))
+    if not _checks.is_traced(sigma):
+        _checks.real("sigma", sigma, low=0.0, low_open=True)
 
     def edit(x):
         e = x[:, idx]

@@ -276,6 +276,7 @@ def seed_keys(cfg: Config):
     return jnp.stack([jax.random.fold_in(jax.random.fold_in(root, 1), s) for s in range(cfg.seeds)])
 
 
+@functools.lru_cache(maxsize=4)  # drawn once per configuration in a process (the arrays are immutable)
 def data(cfg: Config) -> tasks.Splits:
     """The training pool, validation and test sets (:class:`tokdyn.latent.tasks.Splits` of device
     arrays), drawn from ``fold_in(key(root_seed), 0)``."""

@@ -275,7 +275,7 @@ def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool
         os.replace(partial, path)
     ends = np.cumsum([n for *_, n in stages(tc, name)])
     stage = int(np.searchsorted(ends, step, side="left"))
-    return M.Model(V.model_config(tc, name, stage)), state.params, step, stage
+    return M.Model(V.model_config(tc, name, stage)), jax.tree_util.tree_map(np.asarray, state.params), step, stage
 
 
 # ---------------------------------------------------------------------------------------------- tables

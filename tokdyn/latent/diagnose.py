@@ -10,7 +10,8 @@ arXiv 2602.22766) treats input X -> latents Z -> answer Y as a chain:
   positions (image patches, a caption); :func:`noise_at` perturbs embeddings with Gaussian noise.
 - **latent -> answer**: :func:`interventions` builds replacement latents (K, B, L, D) from the
   model's own: ``zeros``; ``noise`` (Gaussian, each instance's RMS entry); ``mean`` (the mean over
-  instances, per step); ``constant`` (every entry the batch's RMS entry); ``swap`` (another
+  instances, per step); ``constant`` (one fixed random vector of the batch's RMS entry, the same
+  for every instance and step: not all-equal entries, which a LayerNorm maps to zero); ``swap`` (another
   instance's latents, along a random cycle, so no instance keeps its own); ``other`` (latents
   given by the caller, e.g. another variant's). :func:`latent_effects` runs all K in one pass
   (vmapped) and reports per instance whether the answer flipped, its correctness and the KL
@@ -133,20 +134,23 @@ def swap_permutation(key: jax.Array, n: int) -> jax.Array:
 
 def interventions(key: jax.Array, latents: jax.Array, kinds=INTERVENTIONS, *, other=None) -> jax.Array:
     """Replacement latents (K, B, L, D) for ``kinds`` (see the module docstring), from the model's
-    own ``latents`` (B, L, D); ``other`` (B, L, D) is needed by ``"other"``."""
+    own ``latents`` (B, L, D); ``other`` (B, L, D) is needed by ``"other"``. ``noise``, ``swap``
+    and ``constant`` draw from ``jax.random.split(key, 3)`` in that order (``swap``:
+    :func:`swap_permutation` of the second key)."""
     kinds = _kinds("kinds", kinds, INTERVENTIONS)
     if jnp.ndim(latents) != 3:
         raise ValueError(f"latents must be (B, L, D), got shape {jnp.shape(latents)}")
     if "other" in kinds and (other is None or jnp.shape(other) != jnp.shape(latents)):
         raise ValueError(f"other must be latents of the latents' shape {jnp.shape(latents)} for the 'other' "
                          f"intervention, got {None if other is None else jnp.shape(other)}")
-    k_noise, k_swap = jax.random.split(key)
+    k_noise, k_swap, k_const = jax.random.split(key, 3)
     rms = jnp.sqrt(jnp.mean(latents ** 2, (1, 2), keepdims=True))  # (B, 1, 1)
     make = {
         "zeros": lambda: jnp.zeros_like(latents),
         "noise": lambda: jax.random.normal(k_noise, latents.shape, latents.dtype) * rms,
         "mean": lambda: jnp.broadcast_to(jnp.mean(latents, 0, keepdims=True), latents.shape),
-        "constant": lambda: jnp.full_like(latents, jnp.sqrt(jnp.mean(latents ** 2))),
+        "constant": lambda: jnp.broadcast_to(jax.random.normal(k_const, latents.shape[-1:], latents.dtype)
+                                             * jnp.sqrt(jnp.mean(latents ** 2)), latents.shape),
         "swap": lambda: latents[swap_permutation(k_swap, latents.shape[0])],
         "other": lambda: jnp.asarray(other, latents.dtype),
     }

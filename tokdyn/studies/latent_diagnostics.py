@@ -17,7 +17,10 @@ there first) and, on the first ``n_instances`` test instances, with every seed:
 * **decomposition** (``decomposition.csv``) -- for every variant with a latent block, at the
   mid-training checkpoint and the final one, the accuracy under each setting of
   :data:`tokdyn.latent.diagnose.SETTINGS` and the share of the full block's gain over no block
-  that it retains (per-instance correctness averaged over seeds, paired bootstrap interval); and
+  that it retains (per-instance correctness averaged over seeds, paired bootstrap interval; the
+  share is meaningful, and shown in the summary and figure, only where the block's gain itself has
+  a 95% interval above 0; ``slots_mean`` is marked a no-op where the slots' inputs are the same
+  in every instance, as ``pause``'s are); and
   the attention narrowness over image patches at the latent slots and at the answer (a
   curriculum variant whose mid-training stage still generates caption tokens is decomposed at
   the final checkpoint only);
@@ -264,8 +267,10 @@ def _decompose_fn(model: M.Model, settings: tuple, top_k: int, seed: int):
         correct = D.decompose(jax.random.key(seed), model.apply, p, test, slots=slots, markers=markers,
                               answer_position=lay.answer, answers=test.answer, length=lay.length,
                               settings=settings, format_embedding=fmt)
-        att = model.apply(p, test).attention
-        return correct, D.narrowness(att, queries=slots + (lay.answer,), patches=patches, top_k=top_k)
+        out = model.apply(p, test)
+        inputs = out.hidden[:, 0, jnp.asarray(slots)]  # the slots' input embeddings (B, L, D)
+        spread = jnp.max(jnp.abs(inputs - inputs[:1]))  # 0: every instance alike, slots_mean changes nothing
+        return correct, D.narrowness(out.attention, queries=slots + (lay.answer,), patches=patches, top_k=top_k), spread
 
     return jax.jit(jax.vmap(one, in_axes=(0, None)))
 
@@ -276,14 +281,18 @@ def decomposition(cfg: Config, name: str, stage: str, step: int, model: M.Model,
     settings = D.check_decompose(cfg.settings, slots, markers, model.layout.length,
                                  np.zeros((len(markers) + len(slots), 1)))
     fn = _decompose_fn(model, settings, cfg.attention_top_k, cfg.root_seed)
-    correct, nar = jax.tree_util.tree_map(np.asarray, fn(params, test))  # (S, K, B), (S, B, Q)
+    correct, nar, spread = jax.tree_util.tree_map(np.asarray, fn(params, test))  # (S, K, B), (S, B, Q), (S,)
     per = correct.mean(0)  # (K, B): per-instance accuracy over seeds
     full, none = per[settings.index("full")], per[settings.index("no_block")]
+    gain_low, gain_high = stats.bootstrap_ci(full - none, seed=cfg.root_seed, n_resamples=cfg.n_resamples)
     rows = []
     for i, s in enumerate(settings):
         g = stats.gain_retained(per[i], full, none, seed=cfg.root_seed, n_resamples=cfg.n_resamples)
         rows.append({"variant": name, "stage": stage, "step": step, "setting": s, "accuracy": per[i].mean(),
                      "accuracy_min_seed": correct[:, i].mean(-1).min(), "accuracy_max_seed": correct[:, i].mean(-1).max(),
+                     "no_op": bool(s == "slots_mean" and np.all(spread == 0)),
+                     "block_gain": float((full - none).mean()), "block_gain_low": float(gain_low),
+                     "block_gain_high": float(gain_high),
                      "gain_retained": g.share, "gain_low": g.low, "gain_high": g.high,
                      "latent_entropy": nar.entropy[..., :-1].mean(), "answer_entropy": nar.entropy[..., -1].mean(),
                      "latent_top_k_mass": nar.top_k_mass[..., :-1].mean(),
@@ -406,10 +415,11 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
             model, params, test))
         if cfg.midway:
             def mid():
-                m_model, m_params, step, stage = LR.load_midway(lr, cfg.source, name, quiet=quiet, pool=data.train)
-                dropped = variants.dropped_captions(tc, name, stage)
-                if m_model.cfg.latent_mode == "none" or m_model.cfg.caption_len > dropped:
+                stage = LR.midway(lr, cfg.source, name)[1]
+                m_cfg = variants.model_config(tc, name, stage)
+                if m_cfg.latent_mode == "none" or m_cfg.caption_len > variants.dropped_captions(tc, name, stage):
                     return []  # a curriculum stage that still generates caption tokens: another task
+                m_model, m_params, step, stage = LR.load_midway(lr, cfg.source, name, quiet=quiet, pool=data.train)
                 return decomposition(cfg, name, "mid", step, m_model, m_params, batch_of(tc, name, stage))
             dec += part(name, "decomposition_mid", mid)
     if cfg.reference:
@@ -461,7 +471,8 @@ def plot_similarity(out: str, latents_of: dict, n: int = 40) -> Optional[str]:
 
 
 def plot_decomposition(out: str, rows: list) -> Optional[str]:
-    rows = [r for r in rows if r["setting"] not in ("full", "no_block")]
+    rows = [r for r in rows if r["setting"] not in ("full", "no_block") and _significant(r)
+            and r.get("no_op") not in (True, "True")]
     if not rows:
         return None
     names = list(dict.fromkeys(r["variant"] for r in rows))
@@ -516,13 +527,23 @@ def _mean(rows, key, **match):
     return float(np.mean(vals)) if vals else float("nan")
 
 
+def _significant(r) -> bool:
+    """The block's gain over no block has a 95% interval above 0 (a share of it means something)."""
+    return r["block_gain_low"] > 0
+
+
 def summary(med: list, dec: list, col: list, prb: list) -> str:
     lines = ["## Decomposition: accuracy and share of the latent block's gain retained (mean over seeds)", "",
-             "| variant | stage | setting | accuracy | gain retained (95% CI) | attention entropy latent / answer |",
-             "|---|---|---|---|---|---|"]
+             "The share is shown where the full block's gain over no block has a 95% bootstrap interval above 0.",
+             "", "| variant | stage | block gain (95% CI) | setting | accuracy | gain retained (95% CI) | "
+             "attention entropy latent / answer |", "|---|---|---|---|---|---|---|"]
     for r in dec:
-        lines.append(f"| {r['variant']} | {r['stage']} | {r['setting']} | {r['accuracy']:.3f} | "
-                     f"{r['gain_retained']:.2f} ({r['gain_low']:.2f} to {r['gain_high']:.2f}) | "
+        share = (f"{r['gain_retained']:.2f} ({r['gain_low']:.2f} to {r['gain_high']:.2f})" if _significant(r)
+                 else "no significant gain")
+        if r.get("no_op") in (True, "True"):
+            share = "no-op: the slots' inputs are the same in every instance"
+        lines.append(f"| {r['variant']} | {r['stage']} | {r['block_gain']:+.3f} ({r['block_gain_low']:+.3f} to "
+                     f"{r['block_gain_high']:+.3f}) | {r['setting']} | {r['accuracy']:.3f} | {share} | "
                      f"{r['latent_entropy']:.2f} / {r['answer_entropy']:.2f} |")
     lines += ["", "## Latent -> answer interventions (mean over seeds)", "",
               "| variant | intervention | accuracy before | accuracy | flip rate | KL |", "|---|---|---|---|---|---|"]

@@ -252,6 +252,16 @@ def load_variant(cfg: Config, source: str, name: str):
     return M.Model(V.model_config(tc, name)), state.params, tc
 
 
+def midway(cfg: Config, source: str, name: str) -> tuple[int, int]:
+    """(step, curriculum stage) half-way through the training of ``name`` that ``source`` records
+    (rounded down to ``steps_per_call``)."""
+    tc = training(cfg, name)
+    final = int(io.read_json(_paths(source, name)["result"])["steps"])
+    step = max(final // 2 // tc.steps_per_call, 1) * tc.steps_per_call
+    ends = np.cumsum([n for *_, n in stages(tc, name)])
+    return step, int(np.searchsorted(ends, step, side="left"))
+
+
 def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool=None):
     """(model, params, step, curriculum stage) of variant ``name`` half-way through the training its final
     checkpoint records (rounded down to ``steps_per_call``): read from
@@ -260,8 +270,7 @@ def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool
     through; a curriculum variant gets the model of the stage it was then in. ``pool``: the
     training set (``T.data(...).train``; drawn again when not given)."""
     tc = training(cfg, name)
-    final = int(io.read_json(_paths(source, name)["result"])["steps"])
-    step = max(final // 2 // tc.steps_per_call, 1) * tc.steps_per_call
+    step, stage = midway(cfg, source, name)
     path = os.path.join(source, "checkpoints", f"{name}@{step}.npz")
     partial = os.path.join(source, "checkpoints", f"{name}@{step}.partial.npz")
     like = T.init_states(tc, name, cfg.hparams)
@@ -273,8 +282,6 @@ def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool
         state, _ = T.train_many(tc, name, pool, cfg.hparams, checkpoint=partial,
                                 max_calls=(step - done) // tc.steps_per_call, quiet=quiet, devices=_devices(cfg))
         os.replace(partial, path)
-    ends = np.cumsum([n for *_, n in stages(tc, name)])
-    stage = int(np.searchsorted(ends, step, side="left"))
     return M.Model(V.model_config(tc, name, stage)), jax.tree_util.tree_map(np.asarray, state.params), step, stage
 
 

@@ -471,32 +471,42 @@ def plot_similarity(out: str, latents_of: dict, n: int = 40) -> Optional[str]:
 
 
 def plot_decomposition(out: str, rows: list) -> Optional[str]:
-    rows = [r for r in rows if r["setting"] not in ("full", "no_block") and _significant(r)
-            and r.get("no_op") not in (True, "True")]
+    """Left: accuracy per setting (min-max over seeds); right: the share of the block's gain each
+    setting retains, with intervals, where that gain is significant."""
     if not rows:
         return None
-    names = list(dict.fromkeys(r["variant"] for r in rows))
+    keys = list(dict.fromkeys((r["variant"], r["stage"]) for r in rows))
     settings = list(dict.fromkeys(r["setting"] for r in rows))
-    stages = [s for s in STAGES if any(r["stage"] == s for r in rows)]
-    fig = report.figure((1.0 + 1.6 * len(names), 3.6))
-    ax = fig.subplots()
-    width = 0.8 / (len(settings) * len(stages))
-    for j, (st, se) in enumerate((st, se) for st in stages for se in settings):
-        xs, ys, lo, hi = [], [], [], []
-        for i, name in enumerate(names):
-            r = [r for r in rows if r["variant"] == name and r["setting"] == se and r["stage"] == st]
-            if r and np.isfinite(r[0]["gain_retained"]):
-                xs.append(i + (j - len(settings) * len(stages) / 2 + 0.5) * width)
-                ys.append(r[0]["gain_retained"])
-                lo.append(r[0]["gain_retained"] - r[0]["gain_low"])
-                hi.append(r[0]["gain_high"] - r[0]["gain_retained"])
-        ax.bar(xs, ys, width, yerr=[lo, hi], color=f"C{settings.index(se)}", alpha=1.0 if st == "final" else 0.45,
-               label=f"{se} ({st})", capsize=1.5)
-    ax.axhline(1.0, color="k", lw=0.6)
-    ax.axhline(0.0, color="k", lw=0.6)
-    ax.set_xticks(range(len(names)), names, fontsize=8)
-    ax.set_ylabel("share of the latent block's gain retained")
-    ax.legend(fontsize=6, ncol=2)
+    fig = report.figure((2.0 + 1.8 * len(keys), 6.4))
+    ax_acc, ax_share = fig.subplots(2, 1)
+    width = 0.8 / len(settings)
+    for j, se in enumerate(settings):
+        for ax, kind in ((ax_acc, "accuracy"), (ax_share, "share")):
+            xs, ys, lo, hi = [], [], [], []
+            for i, k in enumerate(keys):
+                r = [r for r in rows if (r["variant"], r["stage"]) == k and r["setting"] == se]
+                if not r:
+                    continue
+                r = r[0]
+                if kind == "accuracy":
+                    y, a, b = r["accuracy"], r["accuracy_min_seed"], r["accuracy_max_seed"]
+                elif _significant(r) and r.get("no_op") not in (True, "True") and se not in ("full", "no_block"):
+                    y, a, b = r["gain_retained"], r["gain_low"], r["gain_high"]
+                else:
+                    continue
+                xs.append(i + (j - len(settings) / 2 + 0.5) * width)
+                ys.append(y)
+                lo.append(max(y - a, 0.0))
+                hi.append(max(b - y, 0.0))
+            if xs:
+                ax.bar(xs, ys, width, yerr=[lo, hi], color=f"C{j}", label=se, capsize=1.5)
+    for ax in (ax_acc, ax_share):
+        ax.set_xticks(range(len(keys)), [f"{v}\n{s}" for v, s in keys], fontsize=7)
+    ax_acc.set_ylabel("accuracy (min-max over seeds)")
+    ax_acc.legend(fontsize=6, ncol=4)
+    ax_share.axhline(1.0, color="k", lw=0.6)
+    ax_share.axhline(0.0, color="k", lw=0.6)
+    ax_share.set_ylabel("share of the block's gain retained")
     fig.tight_layout()
     return report.save(fig, os.path.join(out, "decomposition.png"), dpi=110)
 

@@ -12,8 +12,6 @@ from scipy import stats as sps
 
 from tokdyn import stats
 from tokdyn.latent import diagnose as D
-from tokdyn.latent import model as M
-from tokdyn.latent import tasks
 
 pytestmark = pytest.mark.fast_compile
 
@@ -160,23 +158,6 @@ def test_decomposition_on_a_model_of_our_own_equals_its_manual_settings():
         if s in want:
             np.testing.assert_array_equal(got[i], want[s], err_msg=s)
     assert got.shape == (7, 50)
-
-
-def test_decomposition_runs_on_the_latent_reasoner():
-    task = tasks.Config(grid_size=3, n_colours=3, families=("read",))
-    model = M.Model(M.Config(task=task, width=16, depth=1, heads=2, latent_mode="feedback", n_latents=2))
-    lay = model.layout
-    params, batch = model.init(jax.random.key(0)), tasks.generate(jax.random.key(1), 12, task)
-    slots, markers = tuple(range(lay.latents.start, lay.latents.stop)), (lay.latent_start, lay.latent_end)
-    fmt = jnp.zeros((4, 16))
-    f = jax.jit(lambda p, b: D.decompose(jax.random.key(0), model.apply, p, b, slots=slots, markers=markers,
-                                         answer_position=lay.answer, answers=b.answer, length=lay.length,
-                                         settings=("full", "markers_only", "format_only"), format_embedding=fmt))
-    got = np.asarray(f(params, batch))
-    out = jax.jit(model.apply)(params, batch)
-    np.testing.assert_array_equal(got[0], np.asarray(out.logits[:, lay.answer].argmax(-1) == batch.answer))
-    nar = D.narrowness(out.attention, queries=slots + (lay.answer,), patches=range(task.n_patches), top_k=2)
-    assert nar.entropy.shape == (12, 3) and np.all(np.asarray(nar.entropy) <= np.log(9) + 1e-5)
 
 
 def test_narrowness_and_shift_equal_numpy():

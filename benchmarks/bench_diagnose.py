@@ -36,20 +36,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from common import timed  # noqa: E402
 from tokdyn.latent import diagnose as D  # noqa: E402
 from tokdyn.latent import model as M  # noqa: E402
 from tokdyn.latent import tasks, variants  # noqa: E402
 from tokdyn.studies import latent_reasoning  # noqa: E402
-
-
-def timed(fn, repeats):
-    """(best, median) seconds of ``fn()`` over ``repeats`` calls."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times), float(np.median(times))
 
 
 def main():

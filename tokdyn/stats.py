@@ -330,10 +330,7 @@ def bootstrap_ci(
     """
     if statistic not in _BOOTSTRAP_STATISTICS:
         raise ValueError(f"statistic must be one of {list(_BOOTSTRAP_STATISTICS)}, got {statistic!r}")
-    seed = _int_at_least("seed", seed, 0)
-    n_resamples = _int_at_least("n_resamples", n_resamples, 1)
-    if isinstance(confidence, bool) or not isinstance(confidence, Real) or not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be a real number in (0, 1), got {confidence!r}")
+    seed, n_resamples = _resampling_args(seed, n_resamples, confidence)
     x = _real_array("samples", samples)
     _require_finite("samples", x)
     ax = _normalise_axis("samples", axis, x.ndim)
@@ -361,6 +358,23 @@ def bootstrap_ci(
 # ---------------------------------------------------------------------------------------------
 # Correlation with a binary outcome
 # ---------------------------------------------------------------------------------------------
+
+
+def _resampling_args(seed, n_resamples, confidence) -> tuple[int, int]:
+    """Check a percentile bootstrap's settings; returns ``(seed, n_resamples)``."""
+    seed = _int_at_least("seed", seed, 0)
+    n_resamples = _int_at_least("n_resamples", n_resamples, 1)
+    if isinstance(confidence, bool) or not isinstance(confidence, Real) or not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be a real number in (0, 1), got {confidence!r}")
+    return seed, n_resamples
+
+
+def _percentile_interval(boot: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The percentile interval of the finite resampled statistics (NaN when there are none)."""
+    boot = boot[np.isfinite(boot)]
+    alpha = 1.0 - confidence
+    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2]) if boot.size else (np.nan, np.nan)
+    return float(low), float(high)
 
 
 class CorrelationResult(NamedTuple):
@@ -391,10 +405,7 @@ def point_biserial(x, y, *, seed: int = 0, n_resamples: int = 2000, confidence: 
     n = xa.size
     if n < 3:
         raise ValueError(f"x and y must hold at least 3 pairs, got {n}")
-    seed = _int_at_least("seed", seed, 0)
-    n_resamples = _int_at_least("n_resamples", n_resamples, 1)
-    if isinstance(confidence, bool) or not isinstance(confidence, Real) or not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be a real number in (0, 1), got {confidence!r}")
+    seed, n_resamples = _resampling_args(seed, n_resamples, confidence)
 
     def corr(a, b):  # Pearson's r along the last axis
         a = a - a.mean(-1, keepdims=True)
@@ -410,11 +421,8 @@ def point_biserial(x, y, *, seed: int = 0, n_resamples: int = 2000, confidence: 
         t = r * np.sqrt((n - 2) / (1.0 - r * r)) if abs(r) < 1 else np.copysign(np.inf, r)
     pvalue = float(2.0 * special.stdtr(n - 2, -abs(t)))
     idx = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
-    boot = corr(xa[idx], ya[idx])
-    boot = boot[np.isfinite(boot)]  # a resample with a constant variable has no r
-    alpha = 1.0 - confidence
-    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2]) if boot.size else (np.nan, np.nan)
-    return CorrelationResult(r, pvalue, float(low), float(high), n)
+    low, high = _percentile_interval(corr(xa[idx], ya[idx]), confidence)  # a constant resample has no r
+    return CorrelationResult(r, pvalue, low, high, n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,10 +458,7 @@ def gain_retained(setting, full, baseline, *, seed: int = 0, n_resamples: int = 
     n = arrays[0].size
     if n < 2:
         raise ValueError(f"setting, full and baseline must hold at least 2 instances, got {n}")
-    seed = _int_at_least("seed", seed, 0)
-    n_resamples = _int_at_least("n_resamples", n_resamples, 1)
-    if isinstance(confidence, bool) or not isinstance(confidence, Real) or not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be a real number in (0, 1), got {confidence!r}")
+    seed, n_resamples = _resampling_args(seed, n_resamples, confidence)
     s = np.stack(arrays)[:, None, :]  # (3, 1, n)
 
     def share(x):  # x (3, R, n) -> (R,)
@@ -464,8 +469,5 @@ def gain_retained(setting, full, baseline, *, seed: int = 0, n_resamples: int = 
 
     point = float(share(s)[0])
     idx = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
-    boot = share(np.stack(arrays)[:, idx])
-    boot = boot[np.isfinite(boot)]
-    alpha = 1.0 - confidence
-    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2]) if boot.size else (np.nan, np.nan)
-    return GainResult(point, float(low), float(high), n)
+    low, high = _percentile_interval(share(np.stack(arrays)[:, idx]), confidence)  # resamples without a gain: none
+    return GainResult(point, low, high, n)

@@ -184,13 +184,12 @@ def _one(key, apply_fn, params, inst, cfg: Config, hparams: Hparams, latent_posi
 
     u0 = lat0 / s
     v0 = jnp.full(n_patch, cfg.inject == "all")
-    r0, a0, _ = (score(start), jnp.argmax(start.logits[0, answer_position]), None) if cfg.inject != "all" \
-        else run(u0, v0)
+    reward0, answer0 = score(start), jnp.argmax(start.logits[0, answer_position])
+    r0, a0 = (reward0, answer0) if cfg.inject != "all" else run(u0, v0)[:2]  # the start as first best
     (_, _, (u_best, r_best, a_best, v_best)), (rewards, nans) = jax.lax.scan(
         body, (opt.init(u0), v0, (u0, r0, a0, v0)), jax.random.split(key, cfg.n_iters))
-    return Result(latents_before=lat0[0], latents_best=u_best[0] * s, reward_before=score(start),
-                  reward_best=r_best, answer_before=jnp.argmax(start.logits[0, answer_position]),
-                  answer_best=a_best, rewards=rewards, n_nan=jnp.sum(nans),
+    return Result(latents_before=lat0[0], latents_best=u_best[0] * s, reward_before=reward0,
+                  reward_best=r_best, answer_before=answer0, answer_best=a_best, rewards=rewards, n_nan=jnp.sum(nans),
                   injected=None if cfg.inject == "none" else v_best)
 
 

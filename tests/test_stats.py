@@ -13,6 +13,7 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
 from tokdyn.stats import (
+    bootstrap_statistic,
     P_ADJUSTMENTS,
     TTestResult,
     benjamini_hochberg,
@@ -477,3 +478,16 @@ def test_point_biserial_edge_cases_and_bad_input():
         point_biserial([1.0, 2.0, 3.0], [0, 1])
     with pytest.raises(ValueError, match="x must hold finite values only"):
         point_biserial([1.0, np.nan, 3.0], [0, 1, 1])
+
+
+def test_bootstrap_statistic_uses_the_same_draws_as_bootstrap_ci():
+    x = np.random.default_rng(7).normal(size=40)
+    for n_resamples in (10, 1500):  # within one chunk and across two
+        assert bootstrap_statistic(lambda i: x[i].mean(), 40, seed=5, n_resamples=n_resamples) == pytest.approx(
+            bootstrap_ci(x, seed=5, n_resamples=n_resamples), rel=1e-12)
+    lo, hi = bootstrap_statistic(lambda i: np.median(x[i]), 40, seed=1, n_resamples=500)
+    assert lo < np.median(x) < hi
+    with pytest.raises(TypeError, match="statistic must be a callable"):
+        bootstrap_statistic(x, 40)
+    with pytest.raises(ValueError, match="n must be"):
+        bootstrap_statistic(np.mean, 1)

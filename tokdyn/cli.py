@@ -49,6 +49,9 @@ COMMANDS = {  # (group, name): (module, entry point, help, default output direct
     ("study", "latent-diagnostics"): ("tokdyn.studies.latent_diagnostics", "main",
                                       "causal mediation, latent-block decomposition, collapse and probes of the "
                                       "trained reasoners", "results/latent-diagnostics"),
+    ("study", "grid-diffusion"): ("tokdyn.studies.grid_diffusion", "main",
+                                  "diffusion over visual-token grids (DDPM, D3PM) vs token-level diffusion and an "
+                                  "autoregressive baseline", "results/grid-diffusion"),
     ("sweep", "token-dynamics"): ("tokdyn.studies.token_dynamics_sweep", "main",
                                   "token dynamics over any grid of rule and data conditions x seeds (resumable)",
                                   "results/token-dynamics-sweep"),

@@ -377,6 +377,26 @@ def _percentile_interval(boot: np.ndarray, confidence: float) -> tuple[float, fl
     return float(low), float(high)
 
 
+def bootstrap_statistic(statistic, n: int, *, seed: int = 0, n_resamples: int = 1000,
+                        confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of any statistic of ``n`` units: ``statistic(idx)`` gets an
+    (n,) int array of unit indices drawn with replacement and returns a float (e.g. a KL
+    divergence of the resampled sentences' bigram counts). The draws are those of
+    :func:`bootstrap_ci` with the same seed (``statistic = mean of x[idx]`` gives its interval);
+    non-finite resampled values are dropped."""
+    if not callable(statistic):
+        raise TypeError(f"statistic must be a callable idx -> float, got {type(statistic).__name__}")
+    n = _int_at_least("n", n, 2)
+    seed, n_resamples = _resampling_args(seed, n_resamples, confidence)
+    rng = np.random.default_rng(seed)
+    boot = np.empty(n_resamples)
+    for start in range(0, n_resamples, _RESAMPLE_CHUNK):
+        r = min(_RESAMPLE_CHUNK, n_resamples - start)
+        for j, idx in enumerate(rng.integers(0, n, size=(r, n))):
+            boot[start + j] = statistic(idx)
+    return _percentile_interval(boot, confidence)
+
+
 class CorrelationResult(NamedTuple):
     r: float
     pvalue: float

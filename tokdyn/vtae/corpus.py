@@ -266,3 +266,63 @@ def load_embeddings(path: str, vocab_size: int | None = None) -> jax.Array:
     if vocab_size is not None and arr.shape[0] != vocab_size:
         raise ValueError(f"embeddings in {str(path)!r} have {arr.shape[0]} rows, expected vocab_size={vocab_size}")
     return jnp.asarray(arr, jnp.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Sentences and the grammar's language
+
+
+def sentences(tokens, length: int, *, eos: int = EOS, pad: int = PAD) -> np.ndarray:
+    """(n, length) int32: the corpus split after every ``eos`` (a trailing unterminated sentence
+    is dropped), each sentence cut to ``length`` tokens or padded with ``pad``."""
+    length = _checks.positive_int("length", length)
+    t = np.asarray(tokens)
+    if t.ndim != 1:
+        raise ValueError(f"tokens must be a 1-D array of token ids, got shape {t.shape}")
+    ends = np.flatnonzero(t == eos)
+    if ends.size == 0:
+        raise ValueError(f"tokens hold no end-of-sentence token (eos={eos}): no sentence to cut")
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    out = np.full((ends.size, length), pad, np.int32)
+    for i, (a, b) in enumerate(zip(starts, ends + 1)):
+        s = t[a:b][:length]
+        out[i, : s.size] = s
+    return out
+
+
+def _grammar_category_sequences() -> list[tuple[str, ...]]:
+    """Every category sequence the grammar produces (each optional slot present or not), <eos> last."""
+    phrase = [("determiner", False), ("size", True), ("colour", True), ("animal", False)]
+    slots = phrase + [("action", False)] + phrase
+    optional = [j for j, (_, o) in enumerate(slots) if o]
+    out = []
+    for bits in range(2 ** len(optional)):
+        drop = {j for i, j in enumerate(optional) if not bits >> i & 1}
+        out.append(tuple(c for j, (c, _) in enumerate(slots) if j not in drop) + ("<eos>",))
+    return out
+
+
+def grammar_bigrams() -> np.ndarray:
+    """(V, V) bool over :func:`grammar_vocab`: ``[a, b]`` is True when word b may follow word a
+    inside a grammatical sentence (``<eos>`` included as the last word)."""
+    vocab, cats = grammar_vocab()
+    cat = np.array([cats.get(w, w) for w in vocab])
+    allowed = np.zeros((len(vocab), len(vocab)), bool)
+    for seq in _grammar_category_sequences():
+        for a, b in zip(seq[:-1], seq[1:]):
+            allowed |= (cat[:, None] == a) & (cat[None, :] == b)
+    return allowed
+
+
+def is_grammatical(sentence) -> bool:
+    """Whether a sequence of grammar token ids, up to and including its first ``<eos>``, is a
+    sentence of the grammar (anything after the ``<eos>`` is ignored; no ``<eos>``: False)."""
+    vocab, cats = grammar_vocab()
+    s = [int(i) for i in np.asarray(sentence).ravel()]
+    if EOS not in s:
+        return False
+    words = s[: s.index(EOS) + 1]
+    if any(i < 0 or i >= len(vocab) for i in words):
+        return False
+    seq = tuple(cats.get(vocab[i], vocab[i]) for i in words)
+    return seq in set(_grammar_category_sequences())

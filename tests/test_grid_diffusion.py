@@ -1,0 +1,136 @@
+"""Generative models over grids and tokens (tokdyn.vtae.generative), the grammar's language, the
+text metrics (against SciPy and hand counts) and the grid-diffusion study."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from tokdyn import diffusion, io
+from tokdyn.studies import grid_diffusion as GD
+from tokdyn.vtae import corpus, generative as G
+
+pytestmark = pytest.mark.fast_compile
+
+
+def test_grammar_language_is_what_the_corpus_produces():
+    c = corpus.grammar_corpus(jax.random.key(0), 4000)
+    sents = corpus.sentences(c.tokens, 12)
+    assert all(corpus.is_grammatical(s) for s in sents)
+    allowed = corpus.grammar_bigrams()
+    seen = np.zeros_like(allowed)
+    for s in G.cut(sents, corpus.EOS):
+        seen[s[:-1], s[1:]] = True
+    np.testing.assert_array_equal(seen, allowed)  # every allowed bigram occurs, no other does
+    vocab = c.vocab
+    ids = [vocab.index(w) for w in "the big cat sees a dog <eos>".split()]
+    assert corpus.is_grammatical(ids + [0, 0])
+    assert not corpus.is_grammatical([vocab.index(w) for w in "the cat big sees a dog <eos>".split()])
+    assert not corpus.is_grammatical(ids[:-1])  # no <eos>
+    cut = corpus.sentences(np.array([4, 5, 2, 6, 2, 7]), 2)
+    np.testing.assert_array_equal(cut, [[4, 5], [6, 2]])  # cut to 2; the unterminated tail dropped
+
+
+def test_text_metrics_against_hand_counts_and_scipy():
+    V, eos = 4, 3
+    ref = np.array([[0, 1, 3, 2], [0, 2, 3, 3], [1, 1, 3, 0]])  # cut: [0 1 3], [0 2 3], [1 1 3]
+    samples = np.array([[0, 1, 3, 0], [2, 2, 2, 2]])  # cut: [0 1 3], [2 2 2 2] (no eos)
+    allowed = np.zeros((V, V), bool)
+    allowed[0, 1] = allowed[1, 3] = allowed[0, 2] = allowed[2, 3] = allowed[1, 1] = True
+    conf = np.array([[0.95, 0.99, 0.5, 0.91], [0.2, 0.95, 0.95, 0.95]])
+    m = G.text_metrics(samples, ref, V, eos=eos, confidence=conf, allowed=allowed,
+                       grammatical=lambda s: s[-1] == eos, n_resamples=20)
+    p1 = np.bincount([0, 1, 3, 2, 2, 2, 2], minlength=V)
+    q1 = np.bincount([0, 1, 3, 0, 2, 3, 1, 1, 3], minlength=V) + G.SMOOTHING
+    assert m["unigram_kl"] == pytest.approx(sps.entropy(p1, q1))
+    big = lambda pairs: np.bincount([a * V + b for a, b in pairs], minlength=V * V)
+    p2 = big([(0, 1), (1, 3), (2, 2), (2, 2), (2, 2)])
+    q2 = big([(0, 1), (1, 3), (0, 2), (2, 3), (1, 1), (1, 3)]) + G.SMOOTHING
+    assert m["bigram_kl"] == pytest.approx(sps.entropy(p2, q2))
+    assert m["valid"] == pytest.approx(6 / 8)
+    assert m["grammatical_bigrams"] == pytest.approx(2 / 5)
+    assert m["grammatical_sentences"] == pytest.approx(0.5)
+    assert m["distinct_1"] == pytest.approx(4 / 7) and m["distinct_2"] == pytest.approx(3 / 5)
+    assert m["novel"] == pytest.approx(0.5)
+    assert m["valid_low"] <= m["valid"] <= m["valid_high"]
+
+
+def _grid_data(n=256, length=2, cells=4, colours=3, seed=0):
+    # a structured distribution: every grid is one of 4 fixed grids (``seed`` draws the sequences)
+    protos = np.random.default_rng(0).integers(0, colours, (4, cells))
+    return protos[np.random.default_rng(seed + 1).integers(0, 4, (n, length))].astype(np.int32)
+
+
+def test_trained_denoisers_beat_predicting_zero_and_a_nan_model_is_reported():
+    data = _grid_data()
+    cfg = G.Config(model="grid_ddpm", length=2, cells=4, colours=3, T=50, architecture="mlp", width=16, depth=1,
+                   steps=150, batch_size=32, log_every=50, warmup=10)
+    hp = G.Hparams(lr=jnp.array([3e-3, jnp.nan]), lam=jnp.array([0.01, 0.01]))
+    res = G.train_many(jax.random.split(jax.random.key(0), 2), cfg, hp, data)
+    assert G.nan_report(res) == [(1, 1)]  # the NaN learning rate poisons model 1 from step 1 on
+    one = G.train(jax.random.split(jax.random.key(0), 2)[0], cfg, G.Hparams(lr=3e-3, lam=0.01), data)
+    np.testing.assert_allclose(res.curves["loss"][0], one.curves["loss"], rtol=2e-4)  # untouched by model 1
+    params = jax.tree_util.tree_map(lambda a: a[0], res.params)
+    held = jnp.asarray(_grid_data(n=512, seed=1))
+    mse = lambda p: float(G.loss_fn(jax.random.key(5), p, cfg, G.Hparams(), held)[0])
+    assert mse(params) < 0.8 < 0.95 < mse(G.init(jax.random.key(9), cfg))  # predicting eps = 0 costs E[eps^2] = 1
+    # D3PM: the trained model's bound term is below that of zero logits (a uniform x_0 guess)
+    dcfg = G.Config(model="grid_d3pm_absorbing", length=2, cells=4, colours=3, T=20, architecture="mlp", width=16,
+                    depth=1, steps=150, batch_size=32, log_every=50, warmup=10)
+    dp = G.train(jax.random.key(2), dcfg, G.Hparams(lr=3e-3), data).params
+    proc = dcfg.process()
+    k_t, k_x = jax.random.split(jax.random.key(6))
+    t = jax.random.randint(k_t, (512,), 1, dcfg.T + 1)
+    xt = jax.vmap(lambda k, x, s: diffusion.q_sample_discrete(k, proc, x, s))(jax.random.split(k_x, 512), held, t)
+    vb = lambda logits: float(jnp.mean(jax.vmap(lambda x, y, s, lg: diffusion.hybrid_loss(proc, x, y, s, lg, 0.0)[1])(
+        held, xt, t, logits)))
+    assert vb(G.apply(dp, dcfg, xt, t)) < 0.5 * vb(jnp.zeros(held.shape + (3,)))
+
+
+def test_bad_input_is_refused_before_compiling():
+    cfg = G.Config(model="grid_d3pm_uniform", length=2, cells=4, colours=3, T=5, steps=10, log_every=5)
+    good = _grid_data(n=8)
+    with pytest.raises(ValueError, match=r"data must have shape \(N, 2, 4\)"):
+        G.train(jax.random.key(0), cfg, None, good[:, :, :3])
+    with pytest.raises(ValueError, match=r"data values must lie in \[0, colours=3\)"):
+        G.train(jax.random.key(0), cfg, None, good + 1)
+    with pytest.raises(TypeError, match="data must hold integer colours"):
+        G.train(jax.random.key(0), cfg, None, good.astype(np.float32))
+    with pytest.raises(ValueError, match="length must be an int >= 1"):
+        G.Config(length=0).validate()
+    with pytest.raises(ValueError, match="model must be one of"):
+        G.Config(model="grid_gan").validate()
+    with pytest.raises(ValueError, match="T must be an int >= 2"):
+        G.Config(T=1).validate()
+    with pytest.raises(ValueError, match="sampler 'ddim' needs model='grid_ddpm'"):
+        G.sample(jax.random.key(0), {}, cfg, 4, "ddim")
+    with pytest.raises(ValueError, match=r"colours must have shape \(n, L, P=9\)"):
+        G.decode_grids({}, GD.Config().autoencoder(), np.zeros((2, 3, 4), np.int32))
+    with pytest.raises(ValueError, match=r"colours must lie in \[0, 3\) to match the autoencoder"):
+        G.decode_grids({}, GD.Config().autoencoder(), np.full((2, 3, 9), 3, np.int32))
+    with pytest.raises(ValueError, match="fewer than the 29 tokens"):
+        GD.Config(grid=2, colours=2).validate()
+
+
+def test_study_writes_its_outputs_and_resumes(tmp_path):
+    cfg = GD.Config(sentences=200, ae_steps=200, models=("grid_d3pm_absorbing",), single_models=(), T=8, width=16,
+                    depth=1, steps=20, batch_size=16, seeds=2, n_samples=8, ddim_steps=0, n_resamples=20)
+    out = str(tmp_path / "gd")
+    assert GD.main(cfg, out, quiet=True)
+    for name in ("results.csv", "samples.txt", "denoising.png", "kernels.png", "learning_curves.png", "summary.md",
+                 "config.json"):
+        assert os.path.exists(os.path.join(out, name)), name
+    table = io.read_csv(os.path.join(out, "results.csv"))
+    assert list(table["model"]) == ["grid_d3pm_absorbing"] * 2 and list(table["seed"]) == [0, 1]
+    assert io.read_json(os.path.join(out, "config.json"))["autoencoder_accuracy"] == 1.0
+    part = os.path.join(out, "parts", "sequence__grid_d3pm_absorbing.npz")
+    stamp = os.path.getmtime(part)
+    assert GD.main(cfg, out, quiet=True, plots=False)  # resumes: the finished model is read back
+    assert os.path.getmtime(part) == stamp
+    again = io.read_csv(os.path.join(out, "results.csv"))
+    np.testing.assert_array_equal(again["bigram_kl"], table["bigram_kl"])
+    with pytest.raises(io.OutputConflict):
+        GD.main(GD.Config(**{**cfg.__dict__, "steps": 40}), out, quiet=True)

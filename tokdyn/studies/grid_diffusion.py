@@ -1,0 +1,533 @@
+"""The grid-diffusion study: does the two-stage visual-token language model (text tokens -> colour
+grids by an autoencoder, then diffusion over grids) generate text, and how does it compare with
+modelling the tokens directly? (``tokdyn study grid-diffusion --out DIR``)
+
+1. A grammar corpus (:func:`tokdyn.vtae.corpus.grammar_corpus`), cut into sentences of
+   ``length`` tokens padded with ``<pad>``.
+2. The first stage: a visual-token autoencoder (Gumbel straight-through encoder, MLP decoder)
+   maps every token to an N x N grid of C colours; each sentence becomes a sequence of grids.
+3. The second stage and the baselines (:mod:`tokdyn.vtae.generative`), ``seeds`` models each,
+   trained together by ``vmap``, all with the same transformer width, depth, steps and batch:
+   continuous DDPM and D3PM (uniform and absorbing kernels) over grid sequences; D3PM over token
+   ids (both kernels); an autoregressive transformer. ``single_models`` adds the single-grid
+   models (one grid per sample, an MLP denoiser), evaluated against the unigram distribution.
+4. ``n_samples`` samples per model and seed, grids decoded by the trained decoder, then the
+   metrics of :func:`tokdyn.vtae.generative.text_metrics` with bootstrap intervals over samples:
+   share of valid grids (decoder confidence > 0.9), unigram and bigram KL to the training
+   sentences, distinct-1/2, share of grammatical bigrams and sentences, share of novel sentences.
+   ``grid_ddpm`` is also sampled with DDIM (``ddim_steps``), reported as ``grid_ddpm_ddim``.
+
+Outputs: ``results.csv`` (model x seed), ``samples.txt`` (decoded samples per model),
+``denoising.png`` (a grid at several noise levels and along a reverse trajectory, each kernel),
+``kernels.png`` (P(x_t = x_0) over t for each kernel, and the published kernel's beside them),
+``learning_curves.png``, ``summary.md`` and ``config.json``. Each finished model (its
+parameters, curves and samples) is kept in ``DIR/parts/``, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks, diffusion, io, report, vtae
+from tokdyn.vtae import corpus, generative as G
+
+SCOPES = ("sequence", "single")
+COLUMNS = ("scope", "model", "seed", "steps", "train_loss_first", "train_loss_last", "nan_step", "seconds",
+           *[c for m in G.METRICS for c in (m, m + "_low", m + "_high")])
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines the study; saved as ``config.json``.
+
+    Attributes:
+      sentences: sentences of the grammar corpus (the training data).
+      length: L, tokens per sequence (sentences are cut or padded with <pad> to L).
+      grid: N: each token's grid has N x N cells.
+      colours: C, colours per cell.
+      ae_steps: optimiser steps of the autoencoder.
+      models: sequence-level models, names from tokdyn.vtae.generative.MODELS.
+      single_models: single-grid models (one grid per sample, MLP denoiser); names of grid models.
+      elements: what the sequence-level grid denoisers attend over: grids (one element per grid)
+        or cells (one per cell: L * N * N elements, about N * N times the compute).
+      T: diffusion steps.
+      width: width of every model.
+      depth: transformer blocks of every model.
+      steps: optimiser steps of every model.
+      batch_size: sequences per step.
+      lr: peak Adam learning rate.
+      lam: weight of the auxiliary cross-entropy of the D3PM hybrid loss.
+      seeds: models per kind, trained together.
+      n_samples: samples per model and seed.
+      ddim_steps: DDIM steps of the extra grid_ddpm sampler (0: none).
+      n_resamples: bootstrap resamples of the intervals.
+      root_seed: root PRNG seed.
+    """
+
+    sentences: int = 5000
+    length: int = 10
+    grid: int = 3
+    colours: int = 3
+    ae_steps: int = 1000
+    models: tuple[str, ...] = G.MODELS
+    single_models: tuple[str, ...] = ("grid_ddpm", "grid_d3pm_uniform", "grid_d3pm_absorbing")
+    elements: str = "grids"
+    T: int = 200
+    width: int = 64
+    depth: int = 2
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 2e-3
+    lam: float = 0.01
+    seeds: int = 3
+    n_samples: int = 512
+    ddim_steps: int = 50
+    n_resamples: int = 500
+    root_seed: int = 0
+
+    def validate(self) -> "Config":
+        for name in ("sentences", "length", "grid", "ae_steps", "T", "width", "depth", "steps", "batch_size",
+                     "seeds", "n_samples", "n_resamples"):
+            _checks.positive_int(name, getattr(self, name))
+        _checks.positive_int("colours", self.colours, minimum=2)
+        _checks.positive_int("ddim_steps", self.ddim_steps, minimum=0)
+        if self.ddim_steps > self.T:
+            raise ValueError(f"ddim_steps must be <= T={self.T}, got {self.ddim_steps}")
+        if self.n_samples < 2:
+            raise ValueError(f"n_samples must be >= 2 (the intervals resample them), got {self.n_samples}")
+        if not self.models and not self.single_models:
+            raise ValueError("models and single_models must not both be empty")
+        for m in self.models:
+            _checks.choice("models", m, G.MODELS)
+        for m in self.single_models:
+            _checks.choice("single_models", m, [x for x in G.MODELS if x.startswith("grid_")])
+        _checks.choice("elements", self.elements, G.ELEMENTS)
+        vocab = len(corpus.grammar_vocab()[0])
+        if self.colours ** (self.grid * self.grid) < vocab:
+            raise ValueError(f"grid={self.grid} and colours={self.colours} give {self.colours ** (self.grid ** 2)} "
+                             f"grids, fewer than the {vocab} tokens of the grammar: every token needs its own grid")
+        _checks.real("lr", self.lr, low=0.0, low_open=True)
+        _checks.real("lam", self.lam, low=0.0)
+        for m in self.models + self.single_models:
+            self.model(m, "sequence" if m in self.models else "single").validate()
+        return self
+
+    @classmethod
+    def quick(cls) -> "Config":
+        """A one-minute version (tests, smoke runs)."""
+        return cls(sentences=300, length=10, ae_steps=300, T=20, width=32, depth=1, steps=100, batch_size=32,
+                   seeds=2, n_samples=32, ddim_steps=5, n_resamples=50)
+
+    def autoencoder(self) -> vtae.Config:
+        return vtae.Config(vocab_size=len(corpus.grammar_vocab()[0]), grid=self.grid, colours=self.colours,
+                           mode="gumbel_st", decoder="mlp", hidden=64, steps=self.ae_steps, batch_size=64,
+                           log_every=self.ae_steps // 10 if self.ae_steps % 10 == 0 else self.ae_steps)
+
+    def model(self, name: str, scope: str) -> G.Config:
+        single = scope == "single"
+        return G.Config(model=name, length=1 if single else self.length, cells=self.grid * self.grid,
+                        colours=self.colours, vocab_size=len(corpus.grammar_vocab()[0]), T=self.T,
+                        architecture="mlp" if single else "transformer", elements=self.elements,
+                        width=self.width, depth=self.depth, heads=4 if self.width % 4 == 0 else 1,
+                        steps=self.steps, batch_size=self.batch_size, log_every=_log_every(self.steps),
+                        warmup=max(1, min(100, self.steps // 10)))
+
+    def runs(self) -> list[tuple[str, str]]:
+        return [("sequence", m) for m in self.models] + [("single", m) for m in self.single_models]
+
+
+def _log_every(steps: int) -> int:
+    for k in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500):
+        if steps % k == 0 and 5 <= steps // k <= 40:
+            return k
+    return steps
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+def load_corpus(cfg: Config):
+    """``(corpus, sentences (N, L))`` of the grammar."""
+    c = corpus.grammar_corpus(jax.random.fold_in(jax.random.key(cfg.root_seed), 0), cfg.sentences)
+    return c, corpus.sentences(c.tokens, cfg.length)
+
+
+def autoencoder(cfg: Config, parts: str):
+    """``(params, codes (V, P), accuracy)``: the first stage, trained once and kept in ``parts``."""
+    acfg = cfg.autoencoder()
+    path = os.path.join(parts, "autoencoder.npz")
+    key = jax.random.fold_in(jax.random.key(cfg.root_seed), 1)
+    like = jax.eval_shape(lambda: vtae.init(key, acfg))
+    params = None
+    if os.path.exists(path):
+        try:
+            params, _ = io.load_pytree(path, like)
+        except ValueError:
+            params = None
+    if params is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            params = vtae.train(key, acfg, vtae.Hparams(lr=1e-2)).params
+        io.save_pytree(path, params)
+    enc = vtae.encode(None, params, acfg, jnp.arange(acfg.vocab_size), deterministic=True)
+    pred = np.asarray(jnp.argmax(vtae.decode(params, acfg, enc.x), -1))
+    return params, np.asarray(enc.codes, np.int32), float(np.mean(pred == np.arange(acfg.vocab_size)))
+
+
+def _stamp(cfg: Config, scope: str, name: str) -> str:
+    keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("models", "single_models", "n_resamples")}
+    return repr(sorted({**keep, "scope": scope, "model": name}.items()))
+
+
+def train_and_sample(cfg: Config, scope: str, name: str, data, parts: str) -> dict:
+    """Train the ``seeds`` models of one kind and sample them; kept in ``parts`` and reused by a
+    rerun of the same settings. Returns params, curves, nan_step, samples (S, n, ...) and, for
+    ``grid_ddpm``, DDIM samples."""
+    mcfg = cfg.model(name, scope)
+    path = os.path.join(parts, f"{scope}__{name}.npz")
+    stamp = _stamp(cfg, scope, name)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.root_seed), 2), G.MODELS.index(name)
+                             + (100 if scope == "single" else 0))
+    keys = jax.random.split(key, cfg.seeds)
+    like = None
+    if os.path.exists(path):
+        with np.load(path) as z:
+            if str(z["meta_stamp"]) == stamp:
+                like = True
+    if like:
+        shapes = jax.eval_shape(lambda: _sampled(cfg, mcfg, keys, data, dry=True))
+        tree, meta = io.load_pytree(path, shapes)
+        return {**tree, "seconds": float(meta["seconds"])}
+    t0 = time.time()
+    out = _sampled(cfg, mcfg, keys, data)
+    out = jax.tree_util.tree_map(np.asarray, out)
+    seconds = time.time() - t0
+    os.makedirs(parts, exist_ok=True)
+    io.save_pytree(path, out, stamp=stamp, seconds=seconds)
+    return {**out, "seconds": seconds}
+
+
+def _sampled(cfg: Config, mcfg: G.Config, keys, data, dry: bool = False) -> dict:
+    hp = G.Hparams.broadcast(cfg.seeds, lr=cfg.lr, lam=cfg.lam)
+    if dry:  # shapes only (for reading a stored result back)
+        res = jax.vmap(lambda k, h: G.train.jitted(k, mcfg, h, jnp.asarray(data)))(keys, hp)
+    else:
+        res = G.train_many(keys, mcfg, hp, data)
+    sample = G.sample if not dry else G.sample.jitted
+    k_sample = jax.vmap(lambda k: jax.random.fold_in(k, 7))(keys)
+    params = [jax.tree_util.tree_map(lambda a, s=s: a[s], res.params) for s in range(cfg.seeds)]
+    out = {"params": res.params, "curves": res.curves, "nan_step": res.nan_step,
+           "samples": jnp.stack([sample(k_sample[s], params[s], mcfg, cfg.n_samples) for s in range(cfg.seeds)])}
+    if mcfg.continuous and cfg.ddim_steps:
+        out["ddim"] = jnp.stack([sample(k_sample[s], params[s], mcfg, cfg.n_samples, "ddim", cfg.ddim_steps)
+                                 for s in range(cfg.seeds)])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate(cfg: Config, results: dict, ae_params, sentences, vocab) -> tuple[dict, dict]:
+    """``(table, texts)``: results.csv's columns, and per model the decoded samples of seed 0."""
+    acfg = cfg.autoencoder()
+    allowed = corpus.grammar_bigrams()
+    rows, texts = [], {}
+    eos = corpus.EOS
+    for (scope, name), r in results.items():
+        outputs = {name: r["samples"]}
+        if "ddim" in r:
+            outputs[name + "_ddim"] = r["ddim"]
+        for label, samples in outputs.items():
+            for s in range(cfg.seeds):
+                x = np.asarray(samples[s])
+                if x.ndim == 3:  # grids (n, L, P)
+                    tokens, conf = G.decode_grids(ae_params, acfg, x)
+                else:
+                    tokens, conf = x, None
+                if scope == "single":
+                    ref = sentences[sentences != corpus.PAD][:, None]  # every word of the corpus, one per row
+                    m = G.text_metrics(tokens, ref, len(vocab), eos=-1, confidence=conf, seed=s,
+                                       n_resamples=cfg.n_resamples)
+                else:
+                    m = G.text_metrics(tokens, sentences, len(vocab), eos=eos, confidence=conf, allowed=allowed,
+                                       grammatical=corpus.is_grammatical, seed=s, n_resamples=cfg.n_resamples)
+                loss = np.asarray(r["curves"]["loss"][s])
+                rows.append(dict(scope=scope, model=label, seed=s, steps=cfg.steps, train_loss_first=loss[0],
+                                 train_loss_last=loss[-1], nan_step=int(np.asarray(r["nan_step"])[s]),
+                                 seconds=r["seconds"], **m))
+                if s == 0:
+                    texts[f"{scope}/{label}"] = [" ".join(vocab[i] for i in sent)
+                                                 for sent in G.cut(tokens, eos if scope == "sequence" else -1)]
+    return io.to_columns(rows, COLUMNS), texts
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+
+PALETTE = np.array([[0.85, 0.2, 0.15], [0.15, 0.55, 0.25], [0.2, 0.35, 0.85], [0.95, 0.8, 0.1],
+                    [0.55, 0.25, 0.65], [0.1, 0.75, 0.8], [0.95, 0.5, 0.1], [0.5, 0.3, 0.1]])
+MASK_COLOUR = np.array([0.6, 0.6, 0.6])
+
+
+def _palette(c: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    extra = rng.uniform(0.1, 0.9, size=(max(0, c - len(PALETTE)), 3))
+    return np.concatenate([PALETTE, extra])[:c]
+
+
+def plot_kernels(out: str, cfg: Config) -> str:
+    """P(x_t = x_0) over t: uniform (cosine), absorbing, and the published kernel (stay = abar_t,
+    the rest on the other colours); dots: the share over 10^5 Gumbel-max draws."""
+    C, T = cfg.colours, cfg.T
+    fig = report.figure((6.5, 3.6))
+    ax = fig.add_subplot(1, 1, 1)
+    ts = np.arange(T + 1)
+    key = jax.random.key(cfg.root_seed)
+    for kernel, colour in (("uniform", "C0"), ("absorbing", "C1")):
+        proc = diffusion.discrete(kernel, C, T=T)
+        keep = np.asarray(proc.alpha_bar) + (1 - np.asarray(proc.alpha_bar)) * (1.0 / C if kernel == "uniform" else 0)
+        ax.plot(ts, keep, color=colour, label=f"{kernel} (D3PM): P(x_t = x_0)")
+        if kernel == "absorbing":
+            ax.plot(ts, 1 - np.asarray(proc.alpha_bar), color=colour, ls=":", label="absorbing: P(x_t = mask)")
+        marks = np.linspace(1, T, 8).astype(int)
+        x0 = jnp.zeros((100_000,), jnp.int32)
+        mc = [float(jnp.mean(diffusion.q_sample_discrete(jax.random.fold_in(key, t), proc, x0, t) == 0)) for t in marks]
+        ax.plot(marks, mc, "o", color=colour, ms=4)
+    abar = np.asarray(diffusion.discrete("uniform", C, T=T).alpha_bar)
+    ax.plot(ts, abar, color="C3", ls="--", label="published kernel (stay = abar_t, rest on other colours)")
+    ax.axhline(1.0 / C, color="0.5", lw=0.8)
+    ax.text(T, 1.0 / C, " 1/C", va="center", fontsize=8)
+    ax.set_xlabel("t")
+    ax.set_ylabel("probability")
+    ax.set_title(f"Marginal of the original colour, C = {C}, T = {T}")
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return report.save(fig, os.path.join(out, "kernels.png"), dpi=110)
+
+
+def _reverse_trajectory(key, mcfg: G.Config, params, times) -> dict:
+    """One sample's states at ``times`` along the reverse process (grid models)."""
+    proc = mcfg.process()
+    fn = jax.jit(lambda x, t: G.apply(params, mcfg, x, jnp.full((1,), t, jnp.int32)))
+    keep = {}
+    if mcfg.continuous:
+        x = jax.random.normal(jax.random.fold_in(key, 0), (1, *mcfg.sample_shape, mcfg.colours))
+        step = jax.jit(lambda k, x, t: diffusion.ddpm_step(k, proc, x, t, fn(x, t), 1.0))
+    else:
+        pi = diffusion.stationary(proc)
+        x = jax.random.categorical(jax.random.fold_in(key, 0), jnp.log(jnp.maximum(pi, 1e-30)),
+                                   shape=(1, *mcfg.sample_shape)).astype(jnp.int32)
+
+        def step_d(k, x, t):
+            if t == 1:
+                return jax.random.categorical(k, fn(x, t)).astype(jnp.int32)
+            logits = diffusion.posterior_logits(proc, jax.nn.softmax(fn(x, t), -1), x, t)
+            return jax.random.categorical(k, logits).astype(jnp.int32)
+        step = step_d
+    for t in range(mcfg.T, 0, -1):
+        if t in times:
+            keep[t] = np.asarray(x[0])
+        x = step(jax.random.fold_in(key, t), x, t)
+    keep[0] = np.asarray(x[0])
+    return keep
+
+
+def plot_denoising(out: str, cfg: Config, results: dict, codes) -> str | None:
+    """Top rows: one token's grid noised to several t by each grid kernel; bottom rows: the first
+    grid of a sequence along each grid model's reverse trajectory (seed 0)."""
+    grid_models = [m for m in ("grid_ddpm", "grid_d3pm_uniform", "grid_d3pm_absorbing") if ("sequence", m) in results]
+    if not grid_models:
+        return None
+    N, C, T = cfg.grid, cfg.colours, cfg.T
+    pal = np.concatenate([_palette(C), MASK_COLOUR[None]])
+    times = sorted({0, max(1, T // 10), T // 4, T // 2, (3 * T) // 4, T})
+    x0 = jnp.asarray(codes[corpus.grammar_vocab()[0].index("cat")])
+    key = jax.random.key(cfg.root_seed + 11)
+    rows = []
+    for m in grid_models:
+        mcfg = cfg.model(m, "sequence")
+        proc = mcfg.process()
+        noised = []
+        for t in times:
+            k = jax.random.fold_in(key, t)
+            if mcfg.continuous:
+                xt = np.asarray(diffusion.q_sample(k, proc, G.grid_signal(x0, C), t)[0])
+                img = np.clip((xt + 1) / 2, 0, 1) @ _palette(C) / max(1, 1)  # channel weights -> colour
+                noised.append(np.clip(img, 0, 1).reshape(N, N, 3))
+            else:
+                noised.append(pal[np.asarray(diffusion.q_sample_discrete(k, proc, x0, t))].reshape(N, N, 3))
+        rows.append((f"{m}: q(x_t | x_0)", noised))
+        params = jax.tree_util.tree_map(lambda a: jnp.asarray(a[0]), results[("sequence", m)]["params"])
+        traj = _reverse_trajectory(key, mcfg, params, set(times))
+        imgs = []
+        for t in times:
+            g = traj[t][0]  # the first grid of the sequence
+            if mcfg.continuous:
+                imgs.append(np.clip(np.clip((g + 1) / 2, 0, 1) @ _palette(C), 0, 1).reshape(N, N, 3))
+            else:
+                imgs.append(pal[g].reshape(N, N, 3))
+        rows.append((f"{m}: reverse", imgs))
+    fig = report.figure((1.3 * len(times) + 1.5, 1.35 * len(rows)))
+    for i, (label, imgs) in enumerate(rows):
+        for j, img in enumerate(imgs):
+            ax = fig.add_subplot(len(rows), len(times), i * len(times) + j + 1)
+            ax.imshow(img, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"t = {times[j]}", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(label.replace(": ", "\n"), fontsize=6, rotation=0, ha="right", va="center")
+    fig.subplots_adjust(left=0.22, right=0.99, top=0.93, bottom=0.02, hspace=0.25, wspace=0.1)
+    return report.save(fig, os.path.join(out, "denoising.png"), dpi=110)
+
+
+def plot_curves(out: str, cfg: Config, results: dict) -> str:
+    fig = report.figure((9, 3.4))
+    for i, scope in enumerate(SCOPES):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for (sc, name), r in results.items():
+            if sc != scope:
+                continue
+            curves = np.asarray(r["curves"]["loss"])  # (S, n_logs)
+            x = (np.arange(curves.shape[1]) + 1) * cfg.model(name, scope).log_every
+            base = curves[:, :1]
+            lines = ax.plot(x, (curves / base).T, lw=0.8, alpha=0.6)
+            for ln in lines[1:]:
+                ln.set_label(None)
+            lines[0].set_label(name)
+            for ln in lines:
+                ln.set_color(lines[0].get_color())
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss / first interval's")
+        ax.set_title(f"{scope} models")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return report.save(fig, os.path.join(out, "learning_curves.png"), dpi=110)
+
+
+# ---------------------------------------------------------------------------------------------- summary
+
+
+def _mean_sd(table: dict, scope: str, model: str, metric: str) -> tuple[float, float, int]:
+    sel = [i for i in range(len(table["model"])) if table["scope"][i] == scope and table["model"][i] == model]
+    v = np.asarray([table[metric][i] for i in sel], np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, v.size
+
+
+def summary(cfg: Config, table: dict, ae_accuracy: float, reference: dict) -> str:
+    lines = [f"# Grid diffusion: {cfg.sentences} grammar sentences (L = {cfg.length}), {cfg.grid}x{cfg.grid} grids of "
+             f"{cfg.colours} colours, T = {cfg.T}, {cfg.steps} steps x batch {cfg.batch_size}, width {cfg.width}, "
+             f"depth {cfg.depth}, {cfg.seeds} seeds, {cfg.n_samples} samples each",
+             "",
+             f"First stage: the autoencoder decodes {100 * ae_accuracy:.1f}% of the {len(corpus.grammar_vocab()[0])} "
+             "token grids back to their token.",
+             f"Training sentences: bigram KL to themselves 0, grammatical bigrams "
+             f"{reference['grammatical_bigrams']:.3f}, distinct-2 {reference['distinct_2']:.3f}.",
+             ""]
+    shown = ("valid", "grammatical_sentences", "grammatical_bigrams", "bigram_kl", "unigram_kl", "distinct_2", "novel")
+    for scope in SCOPES:
+        models = list(dict.fromkeys(m for s, m in zip(table["scope"], table["model"]) if s == scope))
+        if not models:
+            continue
+        lines += [f"## {scope} models (mean ± sd over seeds)", "",
+                  "| model | " + " | ".join(shown) + " | final loss |", "|---" * (len(shown) + 2) + "|"]
+        for m in models:
+            cells = []
+            for metric in shown:
+                mu, sd, n = _mean_sd(table, scope, m, metric)
+                cells.append("—" if n == 0 else f"{mu:.3f} ± {sd:.3f}")
+            mu, _, _ = _mean_sd(table, scope, m, "train_loss_last")
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {mu:.4g} |")
+        lines.append("")
+    seq = [m for s, m in zip(table["scope"], table["model"]) if s == "sequence"]
+    grid = [m for m in dict.fromkeys(seq) if m.startswith("grid_")]
+    token = [m for m in dict.fromkeys(seq) if m.startswith("token_")]
+    if grid and token:
+        g = max(grid, key=lambda m: _mean_sd(table, "sequence", m, "grammatical_sentences")[0])
+        t = max(token, key=lambda m: _mean_sd(table, "sequence", m, "grammatical_sentences")[0])
+        gv, tv = (_mean_sd(table, "sequence", m, "grammatical_sentences")[0] for m in (g, t))
+        gk, tk = (_mean_sd(table, "sequence", m, "bigram_kl")[0] for m in (g, t))
+        lines += ["## Grid route vs token baselines", "",
+                  f"Best grid model: {g} ({100 * gv:.1f}% grammatical sentences, bigram KL {gk:.3f}); best token "
+                  f"model: {t} ({100 * tv:.1f}%, bigram KL {tk:.3f}). Same width, depth, steps and batch.", ""]
+    failed = [(s, m, int(n)) for s, m, n in zip(table["scope"], table["model"], table["nan_step"]) if int(n) >= 0]
+    if failed:
+        lines.append("Models that went non-finite (scope, model, first step): " + ", ".join(map(str, failed)))
+    return "\n".join(lines)
+
+
+def write_samples(path: str, texts: dict, per_model: int = 20) -> None:
+    with io.atomic_write(path) as f:
+        for name, sents in texts.items():
+            f.write(f"== {name} (seed 0, first {min(per_model, len(sents))} of {len(sents)})\n")
+            for s in sents[:per_model]:
+                f.write(s + "\n")
+            f.write("\n")
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def _check_out(cfg: Config, out: str) -> None:
+    path = os.path.join(out, "config.json")
+    if os.path.exists(path):
+        old = io.read_json(path).get("study")
+        if old is not None and old != io.jsonable(dataclasses.asdict(cfg)):
+            raise io.OutputConflict(f"{out} holds a study with a different configuration; use another --out")
+
+
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> bool:
+    """Run the study (resumable); returns True when it finished."""
+    cfg.validate()
+    _check_out(cfg, out)
+    os.makedirs(out, exist_ok=True)
+    parts = os.path.join(out, "parts")
+    os.makedirs(parts, exist_ok=True)
+    t_start = time.time()
+    c, sentences = load_corpus(cfg)
+    vocab = c.vocab
+    ae_params, codes, ae_acc = autoencoder(cfg, parts)
+    grids = codes[sentences]  # (N, L, P)
+    results = {}
+    with io.Progress(len(cfg.runs()), desc="grid-diffusion", unit="models", quiet=quiet) as progress:
+        for scope, name in cfg.runs():
+            progress.note(f"{scope} {name}")
+            mcfg = cfg.model(name, scope)
+            if scope == "single":
+                words = sentences[sentences != corpus.PAD]
+                data = codes[words][:, None] if mcfg.on_grids else words[:, None]
+            else:
+                data = grids if mcfg.on_grids else sentences
+            results[(scope, name)] = train_and_sample(cfg, scope, name, data, parts)
+            progress.update(1)
+    table, texts = evaluate(cfg, results, ae_params, sentences, vocab)
+    io.write_csv(os.path.join(out, "results.csv"), table)
+    write_samples(os.path.join(out, "samples.txt"), texts)
+    reference = G.text_metrics(sentences[: cfg.n_samples], sentences, len(vocab), eos=corpus.EOS,
+                               allowed=corpus.grammar_bigrams(), grammatical=corpus.is_grammatical, n_resamples=2)
+    if plots:
+        plot_kernels(out, cfg)
+        plot_denoising(out, cfg, results, codes)
+        plot_curves(out, cfg, results)
+    text = summary(cfg, table, ae_acc, reference)
+    with io.atomic_write(os.path.join(out, "summary.md")) as f:
+        f.write(text + "\n")
+    io.write_json(os.path.join(out, "config.json"), {"study": dataclasses.asdict(cfg), "autoencoder_accuracy": ae_acc,
+                                                      "seconds": time.time() - t_start,
+                                                      "environment": io.environment()})
+    if not quiet:
+        print(text)
+    return True

@@ -1,0 +1,610 @@
+"""The second stage of a visual-token language model: generative models over sequences of colour
+grids, and the token-level baselines they are compared with, trained by the seed in one call.
+
+Models (registry :data:`MODELS`), each over sequences of ``length`` positions:
+
+- ``grid_ddpm``: continuous DDPM (epsilon prediction) over the one-hot grids scaled to [-1, 1]
+  ((L, P, C) per sequence); samples are snapped to the nearest grid (argmax colour per cell).
+- ``grid_d3pm_uniform`` / ``grid_d3pm_absorbing``: D3PM over the cells' colours ((L, P) per
+  sequence) with the uniform or the absorbing kernel, hybrid loss.
+- ``token_d3pm_uniform`` / ``token_d3pm_absorbing``: the same D3PM directly over token ids ((L,)).
+- ``token_ar``: a causal transformer predicting each token from the earlier ones.
+
+The denoiser (``architecture="transformer"``) is a pre-LN transformer over the sequence's
+elements: every cell of every grid is one element (self-attention over positions and cells:
+L * P elements), or every token; each element's embedding adds a learned position (and cell)
+embedding, and an embedding of t is added to every element. ``architecture="mlp"`` flattens the
+whole sequence (meant for single grids, ``length=1``). The autoregressive baseline is the same
+transformer with a causal mask and no t. Diffusion kernels live in :mod:`tokdyn.diffusion`.
+
+``train(key, cfg, hp, data)`` trains one model on ``data`` (N, L, P) colours or (N, L) tokens,
+drawing minibatches by key; ``train_many`` vmaps it over seeds and hyper-parameters and shards
+over the local devices. A model whose loss or gradient goes non-finite skips that step (optax
+``apply_if_finite``) and records the first such step in ``nan_step``; the other models of the
+batch are untouched. ``sample(key, params, cfg, n)`` draws n sequences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from tokdyn import _checks, diffusion, execute, stats
+from tokdyn.vtae import model as ae_model
+
+MODELS = ("grid_ddpm", "grid_d3pm_uniform", "grid_d3pm_absorbing", "token_d3pm_uniform", "token_d3pm_absorbing",
+          "token_ar")
+ARCHITECTURES = ("transformer", "mlp")
+ELEMENTS = ("cells", "grids")
+SAMPLERS = ("ancestral", "ddim")
+NEVER_GIVE_UP = int(np.iinfo(np.int32).max)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Static structure of one generative model and its training.
+
+    Attributes:
+      model: one of :data:`MODELS`.
+      length: L, positions per sequence (1: single grids or tokens).
+      cells: P, cells per grid (grid models).
+      colours: C, colours per cell (grid models).
+      vocab_size: V, token types (token models).
+      T: diffusion steps.
+      schedule: beta schedule (:data:`tokdyn.diffusion.SCHEDULES`); None picks the usual one:
+        ``cosine`` for DDPM and the uniform kernel, ``absorbing`` for the absorbing kernel.
+      architecture: ``transformer`` or ``mlp`` (:data:`ARCHITECTURES`).
+      elements: what the transformer attends over in grid models: ``cells`` (every cell of every
+        grid is an element: L * P elements, attention over positions and cells) or ``grids``
+        (each grid is one element, its cells read and written by linear maps: L elements, the
+        cost of a token model).
+      width: model width D.
+      depth: transformer blocks (hidden layers of the MLP).
+      heads: attention heads.
+      steps: optimiser steps.
+      batch_size: sequences per step.
+      log_every: steps per logging interval (``steps`` must be a multiple).
+      warmup: steps of linear learning-rate warm-up (then cosine decay to 10%).
+      clip_norm: global gradient-norm clipping.
+    """
+
+    model: str = "grid_d3pm_absorbing"
+    length: int = 10
+    cells: int = 9
+    colours: int = 3
+    vocab_size: int = 29
+    T: int = 200
+    schedule: str | None = None
+    architecture: str = "transformer"
+    elements: str = "cells"
+    width: int = 64
+    depth: int = 2
+    heads: int = 4
+    steps: int = 2000
+    batch_size: int = 64
+    log_every: int = 100
+    warmup: int = 100
+    clip_norm: float = 1.0
+
+    @property
+    def on_grids(self) -> bool:
+        return self.model.startswith("grid_")
+
+    @property
+    def continuous(self) -> bool:
+        return self.model == "grid_ddpm"
+
+    @property
+    def kernel(self) -> str | None:
+        return {"uniform": "uniform", "absorbing": "absorbing"}.get(self.model.rsplit("_", 1)[-1])
+
+    @property
+    def classes(self) -> int:
+        """C for grid models, V for token models."""
+        return self.colours if self.on_grids else self.vocab_size
+
+    @property
+    def sample_shape(self) -> tuple:
+        """The shape of one sequence's integer data: (L, P) grids or (L,) tokens."""
+        return (self.length, self.cells) if self.on_grids else (self.length,)
+
+    @property
+    def n_logs(self) -> int:
+        return self.steps // self.log_every
+
+    def beta_schedule(self) -> str:
+        if self.schedule is not None:
+            return self.schedule
+        return "absorbing" if self.kernel == "absorbing" else "cosine"
+
+    def process(self):
+        """The :class:`tokdyn.diffusion.Gaussian` or :class:`~tokdyn.diffusion.Discrete` process
+        (None for ``token_ar``)."""
+        if self.model == "token_ar":
+            return None
+        if self.continuous:
+            return diffusion.gaussian(self.beta_schedule(), self.T)
+        return diffusion.discrete(self.kernel, self.classes, self.beta_schedule(), self.T)
+
+    def validate(self) -> "Config":
+        _checks.choice("model", self.model, MODELS)
+        _checks.choice("architecture", self.architecture, ARCHITECTURES)
+        _checks.choice("elements", self.elements, ELEMENTS)
+        _checks.positive_int("length", self.length)
+        _checks.positive_int("cells", self.cells)
+        _checks.positive_int("colours", self.colours, minimum=2)
+        _checks.positive_int("vocab_size", self.vocab_size, minimum=2)
+        _checks.positive_int("T", self.T, minimum=2 if not self.continuous else 1)
+        if self.schedule is not None:
+            _checks.choice("schedule", self.schedule, diffusion.SCHEDULES)
+            if self.continuous and self.schedule == "absorbing":
+                raise ValueError("schedule must be 'linear' or 'cosine' for grid_ddpm, got 'absorbing'")
+        for name in ("width", "depth", "heads", "steps", "batch_size", "log_every", "warmup"):
+            _checks.positive_int(name, getattr(self, name))
+        if self.width % self.heads:
+            raise ValueError(f"width must be a multiple of heads={self.heads}, got {self.width}")
+        if self.steps % self.log_every:
+            raise ValueError(f"steps must be a multiple of log_every={self.log_every}, got {self.steps}")
+        _checks.real("clip_norm", self.clip_norm, low=0.0, low_open=True)
+        if self.model == "token_ar" and self.architecture != "transformer":
+            raise ValueError(f"architecture must be 'transformer' for token_ar, got {self.architecture!r}")
+        return self
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+    """Traced, sweepable hyper-parameters.
+
+    Attributes:
+      lr: peak Adam learning rate.
+      lam: weight of the auxiliary x_0 cross-entropy in the D3PM hybrid loss.
+    """
+
+    lr: jax.Array = 2e-3
+    lam: jax.Array = 0.01
+
+    def validate(self) -> "Hparams":
+        _checks.real("lr", self.lr, low=0.0, low_open=True)
+        _checks.real("lam", self.lam, low=0.0)
+        return self
+
+    @staticmethod
+    def broadcast(n: int, **values) -> "Hparams":
+        """``n`` models: every field a length-``n`` float32 array (scalars repeated)."""
+        base = Hparams(**{k: jnp.asarray(v, jnp.float32) for k, v in values.items()})
+        return jax.tree_util.tree_map(lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (n,)), base)
+
+
+# --- the network ----------------------------------------------------------------------------------------
+
+def time_embedding(t, width: int):
+    """(..., width) sinusoidal embedding of (integer) diffusion times."""
+    half = width // 2
+    freq = jnp.exp(-math.log(10_000.0) * jnp.arange(half) / max(half - 1, 1))
+    a = jnp.asarray(t, jnp.float32)[..., None] * freq
+    return jnp.concatenate([jnp.sin(a), jnp.cos(a)], -1)
+
+
+class Block(nn.Module):
+    width: int
+    heads: int
+    causal: bool
+
+    @nn.compact
+    def __call__(self, x):  # (B, n, D)
+        b, n, d = x.shape
+        h, dh = self.heads, self.width // self.heads
+        y = nn.LayerNorm(name="ln1")(x)
+        qkv = nn.Dense(3 * d, name="qkv")(y).reshape(b, n, 3, h, dh)
+        s = jnp.einsum("bqhd,bkhd->bhqk", qkv[:, :, 0], qkv[:, :, 1]) / np.sqrt(dh)
+        if self.causal:
+            s = jnp.where(jnp.tril(jnp.ones((n, n), bool)), s, jnp.finfo(s.dtype).min)
+        o = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, -1), qkv[:, :, 2]).reshape(b, n, d)
+        x = x + nn.Dense(d, name="out")(o)
+        y = nn.LayerNorm(name="ln2")(x)
+        return x + nn.Dense(d, name="fc2")(nn.gelu(nn.Dense(4 * d, name="fc1")(y)))
+
+
+class Network(nn.Module):
+    """``(x, t) -> output``: x is (B, *sample_shape) integer states, or (B, L, P, C) floats for
+    ``grid_ddpm``; t (B,). Output (B, *sample_shape, C) (x_0 logits, or epsilon for DDPM)."""
+
+    cfg: Config
+
+    @nn.compact
+    def __call__(self, x, t):
+        c = self.cfg
+        d, init = c.width, nn.initializers.normal(0.02)
+        b = x.shape[0]
+        out_dim = c.classes
+        states = c.classes if c.continuous else (
+            c.classes + 1 if c.kernel == "absorbing" or c.model == "token_ar" else c.classes)  # AR: + BOS
+        if c.architecture == "mlp":
+            h = x.reshape(b, -1) if c.continuous else jax.nn.one_hot(x, states).reshape(b, -1)
+            h = nn.Dense(d * 4)(h) + nn.Dense(d * 4)(time_embedding(t, d))
+            for _ in range(c.depth):
+                h = nn.Dense(d * 4)(nn.gelu(h))
+            y = nn.Dense(math.prod(c.sample_shape) * out_dim)(nn.gelu(h))
+            return y.reshape((b, *c.sample_shape, out_dim))
+        per_grid = c.on_grids and c.elements == "grids"
+        if per_grid:  # one element per grid: its cells flattened, then a linear map
+            cells = x if c.continuous else jax.nn.one_hot(x, states)
+            e = nn.Dense(d, name="grid_in")(cells.reshape(b, c.length, -1))  # (B, L, D)
+        elif c.continuous:
+            e = nn.Dense(d, name="cell_in")(x)  # (B, L, P, D)
+        else:
+            e = nn.Embed(states, d, embedding_init=init, name="state")(x)
+        rank = 1 if per_grid else len(c.sample_shape)
+        e = e + nn.Embed(c.length, d, embedding_init=init, name="position")(jnp.arange(c.length)).reshape(
+            (c.length,) + (1,) * (rank - 1) + (d,))
+        if c.on_grids and not per_grid:
+            e = e + nn.Embed(c.cells, d, embedding_init=init, name="cell")(jnp.arange(c.cells))
+        h = e.reshape(b, -1, d)
+        if c.model != "token_ar":
+            te = nn.Dense(d, name="t2")(nn.gelu(nn.Dense(d, name="t1")(time_embedding(t, d))))
+            h = h + te[:, None, :]
+        for i in range(c.depth):
+            h = Block(d, c.heads, c.model == "token_ar", name=f"block{i}")(h)
+        y = nn.Dense(out_dim * (c.cells if per_grid else 1), name="head")(nn.LayerNorm(name="ln_f")(h))
+        return y.reshape((b, *c.sample_shape, out_dim))
+
+
+def init(key, cfg: Config) -> dict:
+    """The network's parameters."""
+    x = jnp.zeros((1, *cfg.sample_shape, cfg.colours) if cfg.continuous else (1, *cfg.sample_shape),
+                  jnp.float32 if cfg.continuous else jnp.int32)
+    return Network(cfg).init(key, x, jnp.zeros((1,), jnp.int32))
+
+
+def apply(params, cfg: Config, x, t):
+    """The network on a batch: ``x`` (B, ...) and t (B,) -> (B, *sample_shape, C)."""
+    return Network(cfg).apply(params, x, t)
+
+
+def count_params(params) -> int:
+    return int(sum(np.size(v) for v in jax.tree_util.tree_leaves(params)))
+
+
+# --- losses -------------------------------------------------------------------------------------------
+
+def grid_signal(colours, n_colours: int):
+    """(..., C) the one-hot grid scaled to [-1, 1]: the data of ``grid_ddpm``."""
+    return 2.0 * jax.nn.one_hot(colours, n_colours, dtype=jnp.float32) - 1.0
+
+
+def loss_fn(key, params, cfg: Config, hp: Hparams, x0):
+    """``(loss, logs)`` on a batch ``x0`` (B, *sample_shape) of integer data."""
+    b = x0.shape[0]
+    proc = cfg.process()
+    if cfg.model == "token_ar":
+        bos = jnp.full((b, 1), cfg.vocab_size, jnp.int32)
+        logits = apply(params, cfg, jnp.concatenate([bos, x0[:, :-1]], 1), jnp.zeros((b,), jnp.int32))
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, x0)
+        return jnp.mean(ce), dict(vb=jnp.mean(ce), ce=jnp.mean(ce))
+    k_t, k_x = jax.random.split(key)
+    t = jax.random.randint(k_t, (b,), 1, cfg.T + 1)
+    keys = jax.random.split(k_x, b)
+    if cfg.continuous:
+        x_t, eps = jax.vmap(lambda k, x, tt: diffusion.q_sample(k, proc, x, tt))(keys, grid_signal(x0, cfg.colours), t)
+        mse = jnp.mean((apply(params, cfg, x_t, t) - eps) ** 2)
+        return mse, dict(vb=mse, ce=mse)
+    x_t = jax.vmap(lambda k, x, tt: diffusion.q_sample_discrete(k, proc, x, tt))(keys, x0, t)
+    logits = apply(params, cfg, x_t, t)
+    loss, vb, ce = jax.vmap(lambda x, xt, tt, lg: diffusion.hybrid_loss(proc, x, xt, tt, lg, hp.lam))(x0, x_t, t,
+                                                                                                    logits)
+    return jnp.mean(loss), dict(vb=jnp.mean(vb), ce=jnp.mean(ce))
+
+
+# --- training -------------------------------------------------------------------------------------------
+
+CURVES = ("loss", "vb", "ce", "grad_norm")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """Attributes:
+      params: the trained parameters.
+      curves: dict name -> (n_logs,) means over each logging interval (:data:`CURVES`).
+      nan_step: () int32 first step whose loss or gradient was not finite (-1: none).
+      log_steps: (n_logs,) int32 last step of each interval.
+    """
+
+    params: dict
+    curves: dict
+    nan_step: jax.Array
+    log_steps: jax.Array
+
+
+def optimizer(cfg: Config, hp: Hparams) -> optax.GradientTransformation:
+    """Adam with linear warm-up to ``hp.lr`` then cosine decay to 10%, global-norm clipping,
+    skipping every step whose gradients are not finite."""
+    decay = optax.cosine_decay_schedule(1.0, max(cfg.steps - cfg.warmup, 1), alpha=0.1)
+    lr = lambda n: hp.lr * jnp.where(n < cfg.warmup, (n + 1.0) / cfg.warmup, decay(n - cfg.warmup))
+    return optax.apply_if_finite(optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.adam(lr)),
+                                 max_consecutive_errors=NEVER_GIVE_UP)
+
+
+def init_state(key, cfg: Config, hp: Hparams):
+    """``(carry, run_key)``: ``(params, opt_state, nan_step)`` before the first step."""
+    k_init, k_run = jax.random.split(key)
+    params = init(k_init, cfg)
+    return (params, optimizer(cfg, hp).init(params), jnp.int32(-1)), k_run
+
+
+def train_step(run_key, cfg: Config, hp: Hparams, data, carry, step):
+    """One optimiser step: ``(carry, step) -> (carry, logs)``; a minibatch of ``cfg.batch_size``
+    rows of ``data`` drawn with replacement from ``fold_in(run_key, step)``."""
+    params, opt_state, nan_step = carry
+    k_batch, k_loss = jax.random.split(jax.random.fold_in(run_key, step))
+    x0 = data[jax.random.randint(k_batch, (cfg.batch_size,), 0, data.shape[0])]
+    (loss, logs), grads = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(k_loss, params, cfg, hp, x0)
+    gn = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(gn)
+    grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, jnp.nan), grads)
+    updates, opt_state = optimizer(cfg, hp).update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    nan_step = jnp.where((nan_step < 0) & ~opt_state.last_finite, step, nan_step)
+    return (params, opt_state, nan_step), dict(loss=loss, grad_norm=gn, **logs)
+
+
+def _check_data(cfg: Config, data):
+    want = cfg.sample_shape
+    if tuple(np.shape(data)[1:]) != want or np.ndim(data) != len(want) + 1 or np.shape(data)[0] < 1:
+        raise ValueError(f"data must have shape (N, {', '.join(map(str, want))}) for model {cfg.model!r} "
+                         f"(length={cfg.length}" + (f", cells={cfg.cells}" if cfg.on_grids else "")
+                         + f"), got {np.shape(data)}")
+    if _checks.dtype_of(data).kind not in "iu":
+        raise TypeError(f"data must hold integer {'colours' if cfg.on_grids else 'token ids'}, "
+                        f"got dtype {_checks.dtype_of(data)}")
+    if _checks.on_host(data):
+        lo, hi = int(np.min(data)), int(np.max(data))
+        if lo < 0 or hi >= cfg.classes:
+            what = f"colours={cfg.colours}" if cfg.on_grids else f"vocab_size={cfg.vocab_size}"
+            raise ValueError(f"data values must lie in [0, {what}), got range [{lo}, {hi}]")
+
+
+def _check_train(key, cfg, hparams, data):
+    _checks.prng_key("key", key)
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a tokdyn.vtae.generative.Config, got {type(cfg).__name__}")
+    cfg.validate()
+    hparams = Hparams() if hparams is None else hparams
+    hparams.validate()
+    _check_data(cfg, data)
+    return dict(hparams=jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), hparams),
+                data=jnp.asarray(data, jnp.int32))
+
+
+@_checks.checked_jit(_check_train, static_argnames=("cfg",))
+def train(key, cfg: Config, hparams: Hparams | None, data) -> TrainResult:
+    """Train one model on ``data`` (N, *sample_shape) integers (jitted on ``cfg``)."""
+    carry, run_key = init_state(key, cfg, hparams)
+    step = functools.partial(train_step, run_key, cfg, hparams, data)
+
+    def interval(carry, i):
+        carry, logs = jax.lax.scan(step, carry, i * cfg.log_every + jnp.arange(cfg.log_every))
+        return carry, jax.tree_util.tree_map(jnp.nanmean, logs)
+
+    (params, _, nan_step), curves = jax.lax.scan(interval, carry, jnp.arange(cfg.n_logs))
+    log_steps = (jnp.arange(cfg.n_logs, dtype=jnp.int32) + 1) * cfg.log_every - 1
+    return TrainResult(params=params, curves=curves, nan_step=nan_step, log_steps=log_steps)
+
+
+@functools.lru_cache(maxsize=32)
+def _per_model(cfg: Config):
+    def fn(data, args):
+        key, hp = args
+        return train.jitted(key, cfg, hp, data)
+    return fn
+
+
+def many_fn(cfg: Config, devices: tuple | None = None, batch_size: int | None = None):
+    """``(fn, sharding)``: the jitted ``fn(data, (keys, hparams)) -> TrainResult`` behind
+    :func:`train_many` (exposed so benchmarks can compile it apart)."""
+    devices = tuple(jax.local_devices() if devices is None else devices)
+    return execute.sharded_map(_per_model(cfg), devices, batch_size, True)
+
+
+def train_many(keys, cfg: Config, hparams: Hparams, data, *, devices=None, batch_size=None) -> TrainResult:
+    """Train M models in one compiled call (keys (M,), every ``hparams`` leaf (M,), see
+    :meth:`Hparams.broadcast`), vmapped and sharded over ``devices`` (default: all local ones);
+    model i equals ``train(keys[i], cfg, hparams[i], data)``."""
+    keys = jnp.asarray(keys)
+    M = keys.shape[0]
+    if any(jnp.shape(v) != (M,) for v in jax.tree_util.tree_leaves(hparams)):
+        raise ValueError(f"every hparams leaf must have shape ({M},) (one value per key), got "
+                         f"{[tuple(jnp.shape(v)) for v in jax.tree_util.tree_leaves(hparams)]}; use Hparams.broadcast")
+    checked = _check_train(jax.random.key(0), cfg, hparams, data)
+    devices = tuple(jax.local_devices() if devices is None else devices)
+    pad = (-M) % len(devices)
+    hp = checked["hparams"]
+    if pad:
+        keys, hp = jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]), (keys, hp))
+    fn, sharding = many_fn(cfg, devices, batch_size)
+    out = fn(checked["data"], jax.device_put((keys, hp), sharding))
+    return jax.tree_util.tree_map(lambda a: a[:M], out) if pad else out
+
+
+def nan_report(result: TrainResult) -> list[tuple[int, int]]:
+    """``[(model index, first non-finite step), ...]`` for every model that went non-finite."""
+    steps = np.atleast_1d(np.asarray(result.nan_step))
+    return [(int(i), int(steps[i])) for i in np.flatnonzero(steps >= 0)]
+
+
+# --- sampling -------------------------------------------------------------------------------------------
+
+def _check_sample(key, params, cfg, n, sampler, ddim_steps):
+    _checks.prng_key("key", key)
+    cfg.validate()
+    _checks.positive_int("n", n)
+    _checks.choice("sampler", sampler, SAMPLERS)
+    if sampler == "ddim":
+        if not cfg.continuous:
+            raise ValueError(f"sampler 'ddim' needs model='grid_ddpm', got model={cfg.model!r}")
+        _checks.positive_int("ddim_steps", ddim_steps)
+        if ddim_steps > cfg.T:
+            raise ValueError(f"ddim_steps must be <= T={cfg.T}, got {ddim_steps}")
+
+
+@_checks.checked_jit(_check_sample, static_argnames=("cfg", "n", "sampler", "ddim_steps"))
+def sample(key, params, cfg: Config, n: int, sampler: str = "ancestral", ddim_steps: int = 50):
+    """n sequences (n, *sample_shape) of integers: colours for grid models, token ids otherwise.
+    ``grid_ddpm`` samples with T ancestral steps or ``ddim_steps`` DDIM steps, x_0 clipped to
+    [-1, 1], then each cell takes its largest channel."""
+    proc = cfg.process()
+    if cfg.model == "token_ar":
+        def step(seq, args):
+            i, k = args
+            logits = apply(params, cfg, seq[:, :-1], jnp.zeros((n,), jnp.int32))[:, i]
+            return seq.at[:, i + 1].set(jax.random.categorical(k, logits).astype(jnp.int32)), None
+
+        seq = jnp.full((n, cfg.length + 1), cfg.vocab_size, jnp.int32)
+        seq, _ = jax.lax.scan(step, seq, (jnp.arange(cfg.length), jax.random.split(key, cfg.length)))
+        return seq[:, 1:]
+    batched = lambda x, t: apply(params, cfg, x, jnp.full((n,), t, jnp.int32))
+    if cfg.continuous:
+        shape = (n, *cfg.sample_shape, cfg.colours)
+        if sampler == "ddim":
+            x = diffusion.ddim_sample(key, proc, batched, shape, ddim_steps, clip=1.0)
+        else:
+            x = diffusion.sample(key, proc, batched, shape, clip=1.0)
+        return jnp.argmax(x, -1).astype(jnp.int32)
+    return diffusion.sample_discrete(key, proc, batched, (n, *cfg.sample_shape))
+
+
+# --- evaluation (host side, NumPy) --------------------------------------------------------------------
+
+VALID_CONFIDENCE = 0.9
+SMOOTHING = 0.5  # added to every reference count before the KL divergences
+
+
+def decode_grids(ae_params, ae_cfg, colours):
+    """``(tokens, confidence)``, each (n, L): every grid of ``colours`` (n, L, P) read by a trained
+    autoencoder's decoder (``ae_cfg``: a :class:`tokdyn.vtae.Config` with a one-hot encoder mode):
+    the decoder's most likely token and its probability."""
+    colours = np.asarray(colours)
+    if colours.ndim != 3 or colours.shape[2] != ae_cfg.cells:
+        raise ValueError(f"colours must have shape (n, L, P={ae_cfg.cells}) to match the autoencoder, "
+                         f"got {colours.shape}")
+    if colours.size and (colours.min() < 0 or colours.max() >= ae_cfg.colours):
+        raise ValueError(f"colours must lie in [0, {ae_cfg.colours}) to match the autoencoder's colours, got range "
+                         f"[{colours.min()}, {colours.max()}]")
+    x = jax.nn.one_hot(jnp.asarray(colours.reshape(-1, ae_cfg.cells)), ae_cfg.colours)
+    probs = np.asarray(jax.nn.softmax(ae_model.decode(ae_params, ae_cfg, x), -1))
+    tok = probs.argmax(-1)
+    return tok.reshape(colours.shape[:2]).astype(np.int32), probs.max(-1).reshape(colours.shape[:2])
+
+
+def cut(sequences, eos: int) -> list[np.ndarray]:
+    """Each sequence up to and including its first ``eos`` (the whole sequence if it has none)."""
+    out = []
+    for s in np.asarray(sequences):
+        hit = np.flatnonzero(s == eos)
+        out.append(s[: hit[0] + 1] if hit.size else s)
+    return out
+
+
+def ngram_counts(sentences, n: int, vocab_size: int) -> np.ndarray:
+    """(V**n,) counts of the n-grams inside the sentences (flattened index)."""
+    if n not in (1, 2):
+        raise ValueError(f"n must be 1 or 2, got {n!r}")
+    if n == 1:
+        flat = np.concatenate([np.asarray(s) for s in sentences]) if sentences else np.zeros(0, int)
+    else:
+        parts = [np.asarray(s[:-1]) * vocab_size + np.asarray(s[1:]) for s in sentences if len(s) >= 2]
+        flat = np.concatenate(parts) if parts else np.zeros(0, int)
+    return np.bincount(flat, minlength=vocab_size ** n).astype(np.float64)
+
+
+def kl_to_reference(counts, reference_counts, smoothing: float = SMOOTHING) -> float:
+    """KL(p || q) in nats: p the normalised ``counts`` (samples), q the ``reference_counts`` plus
+    ``smoothing`` on every entry, normalised (so a sample n-gram the reference never shows costs a
+    large but finite amount). NaN for empty counts."""
+    c = np.asarray(counts, np.float64)
+    if c.sum() == 0:
+        return float("nan")
+    p = c / c.sum()
+    q = np.asarray(reference_counts, np.float64) + smoothing
+    q = q / q.sum()
+    nz = p > 0
+    return float(np.sum(p[nz] * (np.log(p[nz]) - np.log(q[nz]))))
+
+
+def _ngram_matrix(sentences, n: int, vocab_size: int):
+    """Sparse (len(sentences), V**n) matrix of each sentence's n-gram counts."""
+    from scipy import sparse
+
+    rows, cols = [], []
+    for r, s in enumerate(sentences):
+        s = np.asarray(s, np.int64)
+        c = s if n == 1 else s[:-1] * vocab_size + s[1:]
+        rows.append(np.full(c.size, r))
+        cols.append(c)
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    return sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(len(sentences), vocab_size ** n))
+
+
+def distinct(sentences, n: int) -> float:
+    """distinct-n: distinct n-grams / n-grams over all sentences (NaN when there are none)."""
+    grams = [tuple(s[i:i + n]) for s in sentences for i in range(len(s) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else float("nan")
+
+
+METRICS = ("valid", "unigram_kl", "bigram_kl", "distinct_1", "distinct_2", "grammatical_bigrams",
+           "grammatical_sentences", "novel")
+
+
+def text_metrics(tokens, reference, vocab_size: int, *, eos: int, confidence=None, allowed=None,
+                 grammatical=None, seed: int = 0, n_resamples: int = 500) -> dict:
+    """Metrics of sampled sequences ``tokens`` (n, L) against the training sequences ``reference``
+    (m, L), both cut after their first ``eos``: ``valid`` (share of grids decoded with confidence >
+    0.9; NaN without ``confidence`` (n, L)), ``unigram_kl`` and ``bigram_kl`` (KL of the samples'
+    n-gram distribution to the reference's, see :func:`kl_to_reference`), ``distinct_1``/``_2``,
+    ``grammatical_bigrams`` (share of the samples' bigrams that ``allowed`` (V, V) permits),
+    ``grammatical_sentences`` (share for which ``grammatical(sentence)`` holds) and ``novel``
+    (share of samples not among the reference sequences). Each metric ``m`` comes with
+    ``m_low``/``m_high``: a percentile bootstrap interval over the sampled sequences."""
+    tokens = np.asarray(tokens)
+    sents, refs = cut(tokens, eos), cut(reference, eos)
+    ref1, ref2 = ngram_counts(refs, 1, vocab_size), ngram_counts(refs, 2, vocab_size)
+    seen = {tuple(s) for s in refs}
+    m1, m2 = _ngram_matrix(sents, 1, vocab_size), _ngram_matrix(sents, 2, vocab_size)  # sparse (n, V**k)
+    weights = lambda i: np.bincount(i, minlength=len(sents)).astype(np.float64)
+    ok_bigrams = None
+    if allowed is not None:
+        a = np.asarray(allowed, bool).ravel()
+        ok_bigrams = np.stack([np.asarray(m2[:, a].sum(1)).ravel(), np.asarray(m2.sum(1)).ravel()], 1)
+    stat = {
+        "unigram_kl": lambda i: kl_to_reference(weights(i) @ m1, ref1),
+        "bigram_kl": lambda i: kl_to_reference(weights(i) @ m2, ref2),
+        "distinct_1": lambda i: distinct([sents[j] for j in i], 1),
+        "distinct_2": lambda i: distinct([sents[j] for j in i], 2),
+        "novel": lambda i: float(np.mean([tuple(sents[j]) not in seen for j in i])),
+    }
+    if confidence is not None:
+        conf = np.asarray(confidence) > VALID_CONFIDENCE
+        stat["valid"] = lambda i: float(conf[i].mean())
+    if ok_bigrams is not None:
+        stat["grammatical_bigrams"] = lambda i: float(ok_bigrams[i, 0].sum() / max(ok_bigrams[i, 1].sum(), 1))
+    if grammatical is not None:
+        g = np.array([bool(grammatical(s)) for s in sents])
+        stat["grammatical_sentences"] = lambda i: float(g[i].mean())
+    n, everyone = len(sents), np.arange(len(sents))
+    out = {}
+    for name in METRICS:
+        if name not in stat:
+            out[name], out[name + "_low"], out[name + "_high"] = (float("nan"),) * 3
+            continue
+        out[name] = stat[name](everyone)
+        out[name + "_low"], out[name + "_high"] = stats.bootstrap_statistic(stat[name], n, seed=seed,
+                                                                           n_resamples=n_resamples)
+    return out

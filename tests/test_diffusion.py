@@ -151,3 +151,22 @@ def test_ddim_times_and_bad_input():
         D.discrete("uniform", 1, T=5)
     with pytest.raises(ValueError, match="steps must be <= T"):
         D.ddim_times(5, 6)
+
+
+def test_nll_bound_of_an_oracle_is_the_prior_term_and_of_a_guess_exceeds_the_entropy():
+    x0 = jnp.array([0, 2, 1, 1], jnp.int32)
+    for kernel in D.KERNELS:
+        proc = D.discrete(kernel, 3, T=15)
+        oracle = D.nll_bound(jax.random.key(0), proc, lambda x, t: 40.0 * jax.nn.one_hot(x0, 3), x0)
+        np.testing.assert_allclose(oracle, np.sum(D.prior_kl(proc, x0)), atol=1e-4)
+        # a model that ignores x_t and guesses uniformly pays at least log 3 per cell (the data's
+        # entropy under that guess); the bound is an upper bound on it
+        guess = D.nll_bound(jax.random.key(1), proc, lambda x, t: jnp.zeros((4, 3)), x0)
+        assert float(guess) >= 4 * np.log(3) - 1e-4
+    # uniform kernel, T = 1: the bound is exactly -log p(x_0 | x_1) + KL(q(x_1 | x_0) || uniform)
+    proc = D.discrete("uniform", 3, [0.5])
+    logits = jnp.array([[1.0, 0.0, -1.0]])
+    got = D.nll_bound(jax.random.key(2), proc, lambda x, t: logits, jnp.array([0]))
+    q = np.array([0.5 + 0.5 / 3, 0.5 / 3, 0.5 / 3])
+    want = -np.log(np.exp(1) / np.exp([1.0, 0.0, -1.0]).sum()) + np.sum(q * np.log(q * 3))
+    np.testing.assert_allclose(got, want, rtol=1e-5)

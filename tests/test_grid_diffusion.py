@@ -134,3 +134,23 @@ def test_study_writes_its_outputs_and_resumes(tmp_path):
     np.testing.assert_array_equal(again["bigram_kl"], table["bigram_kl"])
     with pytest.raises(io.OutputConflict):
         GD.main(GD.Config(**{**cfg.__dict__, "steps": 40}), out, quiet=True)
+
+
+def test_grammar_entropy_equals_the_mean_log_probability_of_its_sentences():
+    vocab, cats = corpus.grammar_vocab()
+    sents = G.cut(corpus.sentences(corpus.grammar_corpus(jax.random.key(3), 20_000).tokens, 12), corpus.EOS)
+    n_words = {c: len(w) for c, w in corpus.GRAMMAR_CATEGORIES.items()}
+    # -log p(s): each word uniform in its category, each of the 4 optional slots present or not w.p. 1/2
+    nlp = np.array([sum(np.log(n_words[cats[vocab[i]]]) for i in s[:-1]) + 4 * np.log(2) for s in sents])
+    assert abs(nlp.mean() - corpus.grammar_entropy()) < 4 * nlp.std() / np.sqrt(nlp.size)
+
+
+def test_nll_of_the_autoregressive_model_is_its_summed_cross_entropy():
+    cfg = G.Config(model="token_ar", length=5, vocab_size=7, width=16, depth=1, steps=10, log_every=5)
+    params = G.init(jax.random.key(0), cfg)
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 7, (3, 5)), jnp.int32)
+    logits = G.apply(params, cfg, jnp.concatenate([jnp.full((3, 1), 7), x[:, :-1]], 1), jnp.zeros(3, jnp.int32))
+    want = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), np.asarray(x)[..., None], -1)[..., 0].sum(1)
+    np.testing.assert_allclose(G.nll_bound(jax.random.key(1), params, cfg, x), want, rtol=1e-5)
+    with pytest.raises(ValueError, match="has a density"):
+        G.nll_bound(jax.random.key(1), params, G.Config(model="grid_ddpm"), x)

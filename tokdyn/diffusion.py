@@ -346,3 +346,16 @@ def sample_discrete(key, proc: Discrete, x0_logits_fn: Callable, shape):
     x, _ = jax.lax.scan(step, x, (ts, jax.random.split(k1, proc.T - 1)))
     logits = x0_logits_fn(x, jnp.asarray(1, jnp.int32)).astype(jnp.float32)
     return jnp.argmax(logits + jax.random.gumbel(k2, logits.shape, jnp.float32), -1).astype(jnp.int32)
+
+
+def nll_bound(key, proc: Discrete, x0_logits_fn: Callable, x0):
+    """The variational bound on ``-log p(x_0)`` in nats, summed over the cells of ``x0`` (any
+    shape of integer classes): every term of the bound, ``sum_{t=2}^T KL(q(x_{t-1} | x_t, x_0) ||
+    p(x_{t-1} | x_t)) - log p(x_0 | x_1) + KL(q(x_T | x_0) || stationary)``, each at one draw of
+    x_t ~ q(x_t | x_0) (T calls of ``x0_logits_fn(x_t, t) -> (..., C)`` under ``lax.map``)."""
+    def term(t):
+        x_t = q_sample_discrete(jax.random.fold_in(key, t), proc, x0, t)
+        return jnp.sum(hybrid_loss(proc, x0, x_t, t, x0_logits_fn(x_t, t), 0.0)[1])
+
+    terms = jax.lax.map(term, jnp.arange(1, proc.T + 1))
+    return jnp.sum(terms) + jnp.sum(prior_kl(proc, x0))

@@ -35,12 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import _checks, diffusion, io, report, vtae
+from tokdyn import _checks, diffusion, io, report, stats, vtae
 from tokdyn.vtae import corpus, generative as G
 
 SCOPES = ("sequence", "single")
 COLUMNS = ("scope", "model", "seed", "steps", "train_loss_first", "train_loss_last", "nan_step", "seconds",
-           *[c for m in G.METRICS for c in (m, m + "_low", m + "_high")])
+           *[c for m in G.METRICS + ("nll",) for c in (m, m + "_low", m + "_high")])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,9 +154,12 @@ def _log_every(steps: int) -> int:
 
 
 def load_corpus(cfg: Config):
-    """``(corpus, sentences (N, L))`` of the grammar."""
-    c = corpus.grammar_corpus(jax.random.fold_in(jax.random.key(cfg.root_seed), 0), cfg.sentences)
-    return c, corpus.sentences(c.tokens, cfg.length)
+    """``(corpus, sentences (N, L), held_out (n_samples, L))`` of the grammar (the held-out
+    sentences from another stream, for the likelihood)."""
+    root = jax.random.key(cfg.root_seed)
+    c = corpus.grammar_corpus(jax.random.fold_in(root, 0), cfg.sentences)
+    held = corpus.grammar_corpus(jax.random.fold_in(root, 3), cfg.n_samples)
+    return c, corpus.sentences(c.tokens, cfg.length), corpus.sentences(held.tokens, cfg.length)
 
 
 def autoencoder(cfg: Config, parts: str):
@@ -179,6 +182,18 @@ def autoencoder(cfg: Config, parts: str):
     enc = vtae.encode(None, params, acfg, jnp.arange(acfg.vocab_size), deterministic=True)
     pred = np.asarray(jnp.argmax(vtae.decode(params, acfg, enc.x), -1))
     return params, np.asarray(enc.codes, np.int32), float(np.mean(pred == np.arange(acfg.vocab_size)))
+
+
+def _kept(path: str, stamp: str, compute) -> np.ndarray:
+    """``compute()`` (an array), kept at ``path`` with ``stamp`` and read back by a rerun."""
+    if os.path.exists(path):
+        with np.load(path) as z:
+            if str(z["stamp"]) == stamp:
+                return z["value"]
+    value = np.asarray(compute())
+    with io.atomic_write(path, "wb") as f:
+        np.savez(f, stamp=np.asarray(stamp), value=value)
+    return value
 
 
 def _stamp(cfg: Config, scope: str, name: str) -> str:
@@ -234,8 +249,20 @@ def _sampled(cfg: Config, mcfg: G.Config, keys, data, dry: bool = False) -> dict
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def evaluate(cfg: Config, results: dict, ae_params, sentences, vocab) -> tuple[dict, dict]:
-    """``(table, texts)``: results.csv's columns, and per model the decoded samples of seed 0."""
+def held_out_nll(cfg: Config, scope: str, name: str, params, held) -> np.ndarray:
+    """(S, n) nats per held-out sequence (exact for ``token_ar``, the variational bound for D3PM;
+    NaN for DDPM, whose density is not comparable)."""
+    mcfg = cfg.model(name, scope)
+    if mcfg.continuous:
+        return np.full((cfg.seeds, held.shape[0]), np.nan)
+    key = jax.random.fold_in(jax.random.key(cfg.root_seed), 4)
+    return np.stack([np.asarray(G.nll_bound(key, jax.tree_util.tree_map(lambda a, s=s: a[s], params), mcfg,
+                                            jnp.asarray(held))) for s in range(cfg.seeds)])
+
+
+def evaluate(cfg: Config, results: dict, ae_params, sentences, vocab, nll=None) -> tuple[dict, dict]:
+    """``(table, texts)``: results.csv's columns, and per model the decoded samples of seed 0.
+    ``nll``: (scope, model) -> (S, n) held-out nats per sequence."""
     acfg = cfg.autoencoder()
     allowed = corpus.grammar_bigrams()
     rows, texts = [], {}
@@ -258,6 +285,13 @@ def evaluate(cfg: Config, results: dict, ae_params, sentences, vocab) -> tuple[d
                 else:
                     m = G.text_metrics(tokens, sentences, len(vocab), eos=eos, confidence=conf, allowed=allowed,
                                        grammatical=corpus.is_grammatical, seed=s, n_resamples=cfg.n_resamples)
+                v = None if nll is None or label != name else nll.get((scope, name))
+                if v is not None and np.all(np.isfinite(v[s])):
+                    m["nll"] = float(v[s].mean())
+                    m["nll_low"], m["nll_high"] = (float(x) for x in stats.bootstrap_ci(v[s], seed=s,
+                                                                                         n_resamples=cfg.n_resamples))
+                else:
+                    m["nll"] = m["nll_low"] = m["nll_high"] = float("nan")
                 loss = np.asarray(r["curves"]["loss"][s])
                 rows.append(dict(scope=scope, model=label, seed=s, steps=cfg.steps, train_loss_first=loss[0],
                                  train_loss_last=loss[-1], nan_step=int(np.asarray(r["nan_step"])[s]),
@@ -436,8 +470,11 @@ def summary(cfg: Config, table: dict, ae_accuracy: float, reference: dict) -> st
              "token grids back to their token.",
              f"Training sentences: bigram KL to themselves 0, grammatical bigrams "
              f"{reference['grammatical_bigrams']:.3f}, distinct-2 {reference['distinct_2']:.3f}.",
+             f"nll: nats per held-out sentence (exact for token_ar, the variational bound for D3PM); the grammar's "
+             f"entropy is {corpus.grammar_entropy():.3f} nats per sentence, the floor.",
              ""]
-    shown = ("valid", "grammatical_sentences", "grammatical_bigrams", "bigram_kl", "unigram_kl", "distinct_2", "novel")
+    shown = ("valid", "grammatical_sentences", "grammatical_bigrams", "bigram_kl", "unigram_kl", "distinct_2", "novel",
+             "nll")
     for scope in SCOPES:
         models = list(dict.fromkeys(m for s, m in zip(table["scope"], table["model"]) if s == scope))
         if not models:
@@ -497,7 +534,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
     parts = os.path.join(out, "parts")
     os.makedirs(parts, exist_ok=True)
     t_start = time.time()
-    c, sentences = load_corpus(cfg)
+    c, sentences, held = load_corpus(cfg)
     vocab = c.vocab
     ae_params, codes, ae_acc = autoencoder(cfg, parts)
     grids = codes[sentences]  # (N, L, P)
@@ -513,7 +550,13 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
                 data = grids if mcfg.on_grids else sentences
             results[(scope, name)] = train_and_sample(cfg, scope, name, data, parts)
             progress.update(1)
-    table, texts = evaluate(cfg, results, ae_params, sentences, vocab)
+    nll = {}
+    for scope, name in cfg.runs():
+        if scope == "sequence":
+            stored = os.path.join(parts, f"{scope}__{name}_nll.npz")
+            nll[(scope, name)] = _kept(stored, _stamp(cfg, scope, name), lambda: held_out_nll(
+                cfg, scope, name, results[(scope, name)]["params"], codes[held] if name.startswith("grid_") else held))
+    table, texts = evaluate(cfg, results, ae_params, sentences, vocab, nll)
     io.write_csv(os.path.join(out, "results.csv"), table)
     write_samples(os.path.join(out, "samples.txt"), texts)
     reference = G.text_metrics(sentences[: cfg.n_samples], sentences, len(vocab), eos=corpus.EOS,

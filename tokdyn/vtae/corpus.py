@@ -326,3 +326,17 @@ def is_grammatical(sentence) -> bool:
         return False
     seq = tuple(cats.get(vocab[i], vocab[i]) for i in words)
     return seq in set(_grammar_category_sequences())
+
+
+def grammar_entropy() -> float:
+    """The entropy of :func:`grammar_corpus`'s sentences in nats per sentence (closed form: each
+    word uniform within its category, each optional slot present with probability 1/2 independently):
+    a floor for any model's negative log-likelihood per sentence."""
+    p = GRAMMAR_OPTIONAL_P
+    h_presence = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    phrase = [("determiner", False), ("size", True), ("colour", True), ("animal", False)]
+    total = 0.0
+    for cat, optional in phrase + [("action", False)] + phrase:
+        h = np.log(len(GRAMMAR_CATEGORIES[cat]))
+        total += h_presence + p * h if optional else h
+    return float(total)

@@ -481,6 +481,33 @@ def sample(key, params, cfg: Config, n: int, sampler: str = "ancestral", ddim_st
     return diffusion.sample_discrete(key, proc, batched, (n, *cfg.sample_shape))
 
 
+def _check_nll(key, params, cfg, x0):
+    _checks.prng_key("key", key)
+    cfg.validate()
+    if cfg.continuous:
+        raise ValueError("model 'grid_ddpm' has a density, not a probability: no likelihood comparable with the "
+                         "discrete models; use a D3PM or token model")
+    if tuple(np.shape(x0)[1:]) != cfg.sample_shape:
+        raise ValueError(f"x0 must have shape (B, {', '.join(map(str, cfg.sample_shape))}), got {np.shape(x0)}")
+
+
+@_checks.checked_jit(_check_nll, static_argnames=("cfg",))
+def nll_bound(key, params, cfg: Config, x0):
+    """(B,) nats per sequence of ``x0`` (B, *sample_shape): the exact negative log-likelihood for
+    ``token_ar``, the variational bound (:func:`tokdyn.diffusion.nll_bound`, one draw of x_t per
+    t) for D3PM models. For grid models it bounds ``-log p`` of the grid sequence, hence of the
+    token sequence the grids decode to."""
+    b = x0.shape[0]
+    if cfg.model == "token_ar":
+        bos = jnp.full((b, 1), cfg.vocab_size, jnp.int32)
+        logits = apply(params, cfg, jnp.concatenate([bos, x0[:, :-1]], 1), jnp.zeros((b,), jnp.int32))
+        return optax.softmax_cross_entropy_with_integer_labels(logits, x0).sum(-1)
+    proc = cfg.process()
+    one = lambda k, x: diffusion.nll_bound(k, proc, lambda xt, t: apply(params, cfg, xt[None], jnp.reshape(t, (1,)))[0],
+                                           x)
+    return jax.vmap(one)(jax.random.split(key, b), x0)  # vmap batches the network calls of each t
+
+
 # --- evaluation (host side, NumPy) --------------------------------------------------------------------
 
 VALID_CONFIDENCE = 0.9

@@ -211,12 +211,11 @@ def train_and_sample(cfg: Config, scope: str, name: str, data, parts: str) -> di
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.root_seed), 2), G.MODELS.index(name)
                              + (100 if scope == "single" else 0))
     keys = jax.random.split(key, cfg.seeds)
-    like = None
+    stored = False
     if os.path.exists(path):
         with np.load(path) as z:
-            if str(z["meta_stamp"]) == stamp:
-                like = True
-    if like:
+            stored = str(z["meta_stamp"]) == stamp
+    if stored:
         shapes = jax.eval_shape(lambda: _sampled(cfg, mcfg, keys, data, dry=True))
         tree, meta = io.load_pytree(path, shapes)
         return {**tree, "seconds": float(meta["seconds"])}
@@ -393,7 +392,7 @@ def plot_denoising(out: str, cfg: Config, results: dict, codes) -> str | None:
             k = jax.random.fold_in(key, t)
             if mcfg.continuous:
                 xt = np.asarray(diffusion.q_sample(k, proc, G.grid_signal(x0, C), t)[0])
-                img = np.clip((xt + 1) / 2, 0, 1) @ _palette(C) / max(1, 1)  # channel weights -> colour
+                img = np.clip((xt + 1) / 2, 0, 1) @ _palette(C)  # channel weights -> colour
                 noised.append(np.clip(img, 0, 1).reshape(N, N, 3))
             else:
                 noised.append(pal[np.asarray(diffusion.q_sample_discrete(k, proc, x0, t))].reshape(N, N, 3))

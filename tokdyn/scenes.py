@@ -1,0 +1,398 @@
+"""Synthetic multi-object scenes ("sprites") with known instance masks, and per-pixel features.
+
+- :func:`sprite_scenes`: n images of flat-coloured shapes (:data:`SHAPES`) on a plain or textured
+  background, with instance masks, visible pixel counts and every object's attributes, padded to
+  ``max_objects`` slots (:class:`Scenes`).
+- :func:`pixel_features`: (..., H*W, F) per-pixel features (position, colour, optional Fourier
+  features of the position): the tokens that token dynamics clusters.
+- :func:`flat_masks`: (..., H*W) labels that pair with those features.
+
+Every function is pure and jittable; :func:`sprite_scenes` is vmappable over keys and over its
+``start`` index. Scene ``i`` is drawn from ``fold_in(key, start + i)`` alone, so a scene never
+depends on ``n``, on chunking or on batching: ``sprite_scenes(key, n)`` row ``i`` equals
+``sprite_scenes(key, 1, start=i)`` row 0, and chunks of ``n`` scenes at ``start = 0, n, 2n, ...``
+concatenate to one large call. Each scene takes all its randomness from one ``random.uniform``
+call of ``8 * max_objects + 16`` numbers, drawn whatever the background or shapes are, so scenes
+with the same key differ only in what those options change (a textured scene has the plain
+scene's objects; a scene with other ``shapes`` has the same positions, colours, sizes and depths).
+
+Geometry. A scene is a ``size x size`` canvas with canvas coordinates (row, col) in ``[0, 1]``;
+pixel ``(i, j)`` is the point ``((i + 0.5) / size, (j + 0.5) / size)`` (its centre), and an object
+covers a pixel when that point lies in the closed shape (analytic coverage, no anti-aliasing).
+An object of scale ``s`` at ``position = (row, col)`` has the bounding box
+``[row - s/2, row + s/2] x [col - s/2, col + s/2]``; positions are drawn uniformly among those
+whose box lies inside the canvas, so every object lies wholly inside. With ``(u, v) = (col - c_col,
+row - c_row) / (s / 2)`` (``v`` grows downward) the shapes are:
+
+==========  ====================================  ===================================================
+name        covered when                           shape
+==========  ====================================  ===================================================
+square      ``max(|u|, |v|) <= 1``                 axis-aligned square of side ``s``
+circle      ``u^2 + v^2 <= 1``                     disc of diameter ``s``
+triangle    ``max(v, 2|u| - v) <= 1``              isosceles, apex up, base and height ``s``
+diamond     ``|u| + |v| <= 1``                     square rotated by 45 degrees, diagonals ``s``
+ellipse     ``u^2 + 4 v^2 <= 1``                   axis-aligned, width ``s``, height ``s / 2``
+==========  ====================================  ===================================================
+
+Occlusion: each scene's objects are drawn in a random order, ``depth`` 0 first (bottom); a pixel
+shows the covering object of greatest depth. An object may be partly or wholly hidden: nothing is
+resampled; a wholly hidden object (or one too small to cover any pixel centre) keeps its slot and
+attributes, its mask id simply labels no pixel and ``visible`` counts 0 -- filter on ``visible``.
+
+Colours: objects get HSV colours with hue uniform in [0, 1), saturation uniform in
+``colour_saturation`` and value in ``colour_value`` (default bright and saturated); the background
+base colour has hue uniform, saturation in ``background_saturation`` and value in
+``background_value`` (default dark and greyish). With the defaults every object's largest channel
+is >= 0.75 and every background pixel's <= 0.4 (+ ``texture_amplitude`` if textured).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks
+
+__all__ = ["SHAPES", "BACKGROUNDS", "Scenes", "sprite_scenes", "pixel_features", "flat_masks"]
+
+# Each shape is a gauge g(u, v) (covered when g <= 1) of the offsets from the centre in units of
+# half the scale; names in a fixed order (the registry).
+_GAUGES = {
+    "square": lambda u, v: jnp.maximum(jnp.abs(u), jnp.abs(v)),
+    "circle": lambda u, v: u * u + v * v,
+    "triangle": lambda u, v: jnp.maximum(v, 2.0 * jnp.abs(u) - v),
+    "diamond": lambda u, v: jnp.abs(u) + jnp.abs(v),
+    "ellipse": lambda u, v: u * u + 4.0 * v * v,
+}
+SHAPES = tuple(_GAUGES)  # the shapes sprite_scenes can draw
+BACKGROUNDS = ("plain", "textured")
+
+_PER_OBJECT = 8  # uniforms per object slot: shape, hue, saturation, value, row, col, scale, depth
+_PER_SCENE = 16  # uniforms per scene: n_objects, background hue/saturation/value, 3 waves x 3, 3 spare
+_WAVES = 3  # plane waves in a textured background
+_FREQUENCIES = (1.0, 4.0)  # cycles per canvas of each wave
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Scenes:
+    """A batch of n scenes of ``size x size`` pixels with up to M = ``max_objects`` objects each.
+
+    Object slots ``0 .. n_objects - 1`` hold the scene's objects; the other slots are padding
+    (``present == False``) and hold the fill values given below.
+
+    Attributes:
+      images: (n, size, size, 3) float32 RGB in [0, 1].
+      masks: (n, size, size) int32 instance masks: 0 on background, ``j + 1`` where object slot
+        ``j`` is the top-most object covering the pixel centre.
+      n_objects: (n,) int32 number of objects, uniform in [min_objects, max_objects].
+      present: (n, M) bool, True on the slots that hold an object (``slot < n_objects``).
+      shape: (n, M) int32 index into the ``shapes`` tuple the scenes were drawn with; -1 if absent.
+      colour: (n, M, 3) float32 RGB of each object in [0, 1]; 0 if absent.
+      position: (n, M, 2) float32 centre (row, col) of the object's bounding box in canvas units
+        [0, 1]; 0 if absent.
+      scale: (n, M) float32 side of the object's bounding box as a fraction of the canvas side;
+        0 if absent.
+      depth: (n, M) int32 drawing order, a permutation of ``0 .. n_objects - 1`` over the present
+        slots (0 is drawn first; a greater depth is drawn on top); -1 if absent.
+      visible: (n, M) int32 number of pixels labelled ``j + 1`` in ``masks`` (0 if absent or wholly
+        occluded).
+      background: (n, 3) float32 base RGB of the background (the whole background if plain; the
+        centre of the texture if textured).
+    """
+
+    images: jax.Array
+    masks: jax.Array
+    n_objects: jax.Array
+    present: jax.Array
+    shape: jax.Array
+    colour: jax.Array
+    position: jax.Array
+    scale: jax.Array
+    depth: jax.Array
+    visible: jax.Array
+    background: jax.Array
+
+
+def _check_range(name: str, value, *, low_open: bool, high: float = 1.0):
+    """A (low, high) pair: shape (2,) always; if host data, both in [0, high] ((0, high] with
+    ``low_open``) and low <= high."""
+    if np.shape(value) != (2,):
+        raise ValueError(f"{name} must be a pair (low, high), got {value!r}")
+    _checks.real(name, value, low=0.0, high=high, low_open=low_open)
+    if _checks.on_host(value):
+        lo, hi = (float(x) for x in np.asarray(value))
+        if lo > hi:
+            raise ValueError(f"{name} must be a pair (low, high) with low <= high, got {value!r}")
+
+
+def _check_scenes(key, n, *, size, min_objects, max_objects, shapes, scale, background, colour_saturation,
+                  colour_value, background_saturation, background_value, texture_amplitude, start):
+    _checks.prng_key("key", key)
+    _checks.positive_int("n", n)
+    _checks.positive_int("size", size, minimum=4)
+    _checks.positive_int("min_objects", min_objects)
+    _checks.positive_int("max_objects", max_objects)
+    if min_objects > max_objects:
+        raise ValueError(f"min_objects must be <= max_objects={max_objects}, got min_objects={min_objects}")
+    if isinstance(shapes, str) or not isinstance(shapes, (tuple, list)) or not shapes:
+        raise TypeError(f"shapes must be a non-empty tuple of names from {list(SHAPES)}, got {shapes!r}")
+    for name in shapes:
+        if name not in _GAUGES:
+            raise ValueError(f"shapes must hold names from {list(SHAPES)}, got unknown shape {name!r}")
+    if len(set(shapes)) != len(shapes):
+        raise ValueError(f"shapes must not repeat a name, got {tuple(shapes)!r}")
+    _checks.choice("background", background, BACKGROUNDS)
+    _check_range("scale", scale, low_open=True)
+    if _checks.on_host(scale):
+        low = float(np.asarray(scale)[0])
+        if low * size < 1.0:
+            raise ValueError(f"scale must give objects at least one pixel across: scale[0] * size >= 1, got "
+                             f"scale={scale!r} with size={size} ({low * size:g} pixels)")
+        if max_objects * low**2 > 1.0:
+            raise ValueError(
+                f"scale and max_objects ask for more objects than the canvas can hold: max_objects * scale[0]^2 "
+                f"must be <= 1 (the bounding boxes of max_objects objects of the smallest scale, "
+                f"{max_objects} x ({low:g} * {size})^2 pixels, must fit in the {size}^2-pixel canvas), got "
+                f"max_objects={max_objects}, scale={scale!r} ({max_objects * low**2:g})")
+    for name, value in (("colour_saturation", colour_saturation), ("colour_value", colour_value),
+                        ("background_saturation", background_saturation), ("background_value", background_value)):
+        _check_range(name, value, low_open=False)
+    if np.ndim(texture_amplitude) != 0:
+        raise ValueError(f"texture_amplitude must be a scalar, got shape {np.shape(texture_amplitude)}")
+    _checks.real("texture_amplitude", texture_amplitude, low=0.0, high=1.0)
+    if np.ndim(start) != 0 or _checks.dtype_of(start).kind not in "iu":
+        raise TypeError(f"start must be an integer scalar (the index of the first scene), got {start!r}")
+    if _checks.on_host(start) and int(start) < 0:
+        raise ValueError(f"start must be >= 0 (the index of the first scene), got {start!r}")
+    return dict(shapes=tuple(shapes), **_checks.host_arrays(
+        scale=scale, colour_saturation=colour_saturation, colour_value=colour_value,
+        background_saturation=background_saturation, background_value=background_value))
+
+
+def _between(u, pair):
+    """Map uniforms in [0, 1) to [pair[0], pair[1])."""
+    return pair[0] + (pair[1] - pair[0]) * u
+
+
+def _hsv_to_rgb(h, s, v):
+    """(...,) HSV in [0, 1] -> (..., 3) RGB (the standard hexcone formula)."""
+    k = jnp.mod(jnp.array([5.0, 3.0, 1.0], jnp.float32) + 6.0 * h[..., None], 6.0)
+    return v[..., None] - (v * s)[..., None] * jnp.clip(jnp.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+@_checks.checked_jit(_check_scenes,
+                     static_argnames=("n", "size", "min_objects", "max_objects", "shapes", "background"))
+def sprite_scenes(
+    key: jax.Array,
+    n: int,
+    *,
+    size: int = 32,
+    min_objects: int = 2,
+    max_objects: int = 4,
+    shapes: tuple = ("square", "circle", "triangle"),
+    scale=(0.15, 0.3),
+    background: str = "plain",
+    colour_saturation=(0.6, 1.0),
+    colour_value=(0.75, 1.0),
+    background_saturation=(0.0, 0.3),
+    background_value=(0.1, 0.4),
+    texture_amplitude=0.08,
+    start=0,
+) -> Scenes:
+    """n scenes of flat-coloured shapes with instance masks (see the module docstring for the
+    geometry, occlusion and colour model).
+
+    Per scene: ``n_objects`` uniform in [min_objects, max_objects]; per object: a shape uniform over
+    ``shapes``, a scale uniform in ``scale``, a centre uniform among those that keep the object
+    inside the canvas, a colour (hue uniform, saturation and value uniform in their ranges) and a
+    random place in the drawing order. The background is one colour per scene (``"plain"``) or
+    that colour plus a smooth luminance texture (``"textured"``): the mean of three plane waves
+    ``cos(2 pi f (cos(theta) row + sin(theta) col) + phi)`` (f uniform in [1, 4] cycles per
+    canvas, theta in [0, pi), phi in [0, 2 pi)) times ``texture_amplitude``, added to every channel
+    and clipped to [0, 1].
+
+    Capacity rule: ``max_objects * scale[0]^2 <= 1`` (the bounding boxes of ``max_objects`` objects
+    of the smallest scale must have no more total area than the canvas), and ``scale[0] * size >=
+    1`` (objects at least one pixel across); both are checked when ``scale`` is host data. Neither
+    guarantees that every object stays visible: use ``visible``.
+
+    Args:
+      key: PRNG key. Scene i is drawn from ``fold_in(key, start + i)`` alone.
+      n: number of scenes (static).
+      size: side of the square canvas in pixels, >= 4 (static).
+      min_objects, max_objects: range of the number of objects per scene, 1 <= min <= max
+        (static; M = max_objects is the padded number of object slots).
+      shapes: names from :data:`SHAPES` to draw from, uniformly (static; ``Scenes.shape`` indexes it).
+      scale: (low, high), 0 < low <= high <= 1: object size as a fraction of the canvas side.
+      background: ``"plain"`` or ``"textured"`` (static).
+      colour_saturation, colour_value: (low, high) in [0, 1], the objects' HSV saturation and value.
+      background_saturation, background_value: (low, high) in [0, 1], the background base colour's.
+      texture_amplitude: in [0, 1], the texture's amplitude (``"textured"`` only).
+      start: index of the first scene, an int >= 0 (may be traced).
+
+    ``scale``, the colour ranges, ``texture_amplitude`` and ``start`` may be traced (they change no
+    shape), so a sweep over them shares one compilation.
+
+    Returns:
+      :class:`Scenes` with n rows and M = max_objects object slots.
+    """
+    M, S = max_objects, size
+    f32 = jnp.float32
+    scale, sat, val = (jnp.asarray(a, f32) for a in (scale, colour_saturation, colour_value))
+    bg_sat, bg_val = jnp.asarray(background_saturation, f32), jnp.asarray(background_value, f32)
+    index = jnp.asarray(start, jnp.int32) + jnp.arange(n, dtype=jnp.int32)  # (n,)
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
+    u = jax.vmap(lambda k: jax.random.uniform(k, (_PER_OBJECT * M + _PER_SCENE,), f32))(keys)  # (n, R)
+    obj = u[:, : _PER_OBJECT * M].reshape(n, M, _PER_OBJECT)  # (n, M, 8)
+    scene = u[:, _PER_OBJECT * M:]  # (n, 16)
+
+    # Objects.
+    n_objects = jnp.minimum(min_objects + (scene[:, 0] * (M - min_objects + 1)).astype(jnp.int32), M)  # (n,)
+    present = jnp.arange(M, dtype=jnp.int32) < n_objects[:, None]  # (n, M)
+    shape = jnp.minimum((obj[..., 0] * len(shapes)).astype(jnp.int32), len(shapes) - 1)  # (n, M)
+    s = _between(obj[..., 6], scale)  # (n, M)
+    half = 0.5 * s
+    position = half[..., None] + obj[..., 4:6] * (1.0 - s)[..., None]  # (n, M, 2) in [s/2, 1 - s/2]
+    order = jnp.where(present, obj[..., 7], jnp.inf)  # (n, M) random keys, absent slots last
+    slot = jnp.arange(M)
+    before = (order[:, None, :] < order[:, :, None]) | (
+        (order[:, None, :] == order[:, :, None]) & (slot[None, :] < slot[:, None]))  # (n, j, k): k drawn before j
+    depth = jnp.where(present, jnp.sum(before, axis=2, dtype=jnp.int32), -1)  # (n, M)
+
+    # Coverage of every pixel centre by every object at once: (n, M, S, S).
+    centres = (jnp.arange(S, dtype=f32) + 0.5) / S  # (S,)
+    inv = 1.0 / half
+    v = (centres[None, None, :] - position[..., 0:1]) * inv[..., None]  # (n, M, S) rows
+    w = (centres[None, None, :] - position[..., 1:2]) * inv[..., None]  # (n, M, S) cols
+    uu, vv = w[:, :, None, :], v[:, :, :, None]  # (n, M, 1, S), (n, M, S, 1)
+    gauge = _GAUGES[shapes[-1]](uu, vv)
+    for k in range(len(shapes) - 2, -1, -1):  # static: one select per shape name
+        gauge = jnp.where((shape == k)[..., None, None], _GAUGES[shapes[k]](uu, vv), gauge)
+    covered = (gauge <= 1.0) & present[..., None, None]  # (n, M, S, S)
+
+    # Compositing: the covering object of greatest depth wins. Depths are distinct within a scene, so
+    # the largest code ``depth * M + slot`` over the covering objects names the winner.
+    code = jnp.where(covered, (depth * M + slot)[..., None, None], -1)  # (n, M, S, S)
+    top = jnp.max(code, axis=1)  # (n, S, S)
+    masks = jnp.where(top >= 0, jax.lax.rem(top, M) + 1, 0)  # (n, S, S)
+    visible = jnp.sum(masks[:, None] == (slot + 1)[None, :, None, None], axis=(2, 3), dtype=jnp.int32)  # (n, M)
+
+    # Colours, one table: row 0 the background's base colour, rows 1..M the objects' (n, M+1, 3).
+    hsv = jnp.concatenate([scene[:, None, 1:4], obj[..., 1:4]], axis=1)  # (n, M+1, 3) uniforms
+    sat_range = jnp.concatenate([bg_sat[:, None], jnp.broadcast_to(sat[:, None], (2, M))], axis=1)  # (2, M+1)
+    val_range = jnp.concatenate([bg_val[:, None], jnp.broadcast_to(val[:, None], (2, M))], axis=1)  # (2, M+1)
+    table = _hsv_to_rgb(hsv[..., 0], _between(hsv[..., 1], sat_range), _between(hsv[..., 2], val_range))
+    base, colour = table[:, 0], table[:, 1:]  # (n, 3), (n, M, 3)
+
+    # Background.
+    if background == "textured":
+        waves = scene[:, 4: 4 + 3 * _WAVES].reshape(n, 3, _WAVES)
+        theta, phi = jnp.pi * waves[:, 0], 2.0 * jnp.pi * waves[:, 2]  # (n, K)
+        freq = 2.0 * jnp.pi * _between(waves[:, 1], _FREQUENCIES)  # (n, K)
+        a = freq[..., None] * jnp.cos(theta)[..., None] * centres + phi[..., None]  # (n, K, S) row phase
+        b = freq[..., None] * jnp.sin(theta)[..., None] * centres  # (n, K, S) col phase
+        # cos(a + b) = cos a cos b - sin a sin b: separable, 4 n K S transcendentals instead of n K S^2.
+        rows = jnp.concatenate([jnp.cos(a), jnp.sin(a)], axis=1)  # (n, 2K, S)
+        cols = jnp.concatenate([jnp.cos(b), -jnp.sin(b)], axis=1) / _WAVES  # (n, 2K, S)
+        texture = jnp.einsum("nki,nkj->nij", rows, cols, precision=jax.lax.Precision.HIGHEST)  # (n, S, S) in [-1, 1]
+        amplitude = jnp.asarray(texture_amplitude, f32)
+        back = jnp.clip(base[:, None, None, :] + amplitude * texture[..., None], 0.0, 1.0)  # (n, S, S, 3)
+    else:
+        back = base[:, None, None, :]
+
+    images = jnp.broadcast_to(back, (n, S, S, 3))
+    for j in range(M):  # static: one select per object slot
+        images = jnp.where((masks == j + 1)[..., None], colour[:, j, None, None, :], images)  # (n, S, S, 3)
+
+    absent = ~present
+    return Scenes(
+        images=images,
+        masks=masks,
+        n_objects=n_objects,
+        present=present,
+        shape=jnp.where(absent, -1, shape),
+        colour=jnp.where(absent[..., None], 0.0, colour),
+        position=jnp.where(absent[..., None], 0.0, position),
+        scale=jnp.where(absent, 0.0, s),
+        depth=depth,
+        visible=visible,
+        background=base,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- features
+
+
+def _check_images(images):
+    if np.ndim(images) not in (3, 4) or np.shape(images)[-1] != 3:
+        raise ValueError(f"images must have shape (H, W, 3) or (n, H, W, 3), got {np.shape(images)}")
+    dtype = _checks.dtype_of(images)
+    if dtype.kind != "f":
+        raise TypeError(f"images must be floating point with values in [0, 1], got dtype {dtype} "
+                        "(convert 8-bit images with images / 255)")
+    if isinstance(images, np.ndarray):  # host data: values are free to check
+        _checks.real("images", images, low=0.0, high=1.0)
+
+
+def _check_features(images, *, position_scale, colour_scale, fourier_bands):
+    _check_images(images)
+    for name, value in (("position_scale", position_scale), ("colour_scale", colour_scale)):
+        if np.ndim(value) != 0:
+            raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
+        _checks.real(name, value, low=0.0, low_open=True)
+    _checks.positive_int("fourier_bands", fourier_bands, minimum=0)
+
+
+@_checks.checked_jit(_check_features, static_argnames=("fourier_bands",))
+def pixel_features(images: jax.Array, *, position_scale=1.0, colour_scale=1.0, fourier_bands: int = 0) -> jax.Array:
+    """Per-pixel feature vectors of images: the tokens of token dynamics, one per pixel.
+
+    For pixel (i, j) of an H x W image, with ``y = (2 i + 1) / H - 1`` and ``x = (2 j + 1) / W - 1``
+    (the pixel centre mapped to [-1, 1]; a scene's ``position`` p maps to ``2 p - 1``), the features
+    are, in order::
+
+        position_scale * (y, x),  colour_scale * (r, g, b),
+        position_scale * (sin(2^b pi y), sin(2^b pi x), cos(2^b pi y), cos(2^b pi x))  for b = 0 .. B-1
+
+    so F = 5 + 4 B. Pixels are in row-major order (pixel (i, j) is row ``i * W + j``), as
+    :func:`flat_masks` orders the labels.
+
+    Args:
+      images: (H, W, 3) or (n, H, W, 3) floating RGB in [0, 1] (values checked if a NumPy array).
+      position_scale: > 0, weight of the position features (may be traced).
+      colour_scale: > 0, weight of the colour features (may be traced).
+      fourier_bands: B >= 0 (static).
+
+    Returns:
+      (H*W, F) or (n, H*W, F) float32.
+    """
+    H, W = images.shape[-3], images.shape[-2]
+    lead = images.shape[:-3]
+    y = (2.0 * jnp.arange(H, dtype=jnp.float32) + 1.0) / H - 1.0
+    x = (2.0 * jnp.arange(W, dtype=jnp.float32) + 1.0) / W - 1.0
+    pos = jnp.stack(jnp.meshgrid(y, x, indexing="ij"), axis=-1).reshape(H * W, 2)  # (HW, 2)
+    parts = [pos]
+    if fourier_bands:
+        angle = (jnp.pi * 2.0 ** jnp.arange(fourier_bands, dtype=jnp.float32))[:, None, None] * pos  # (B, HW, 2)
+        parts.append(jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)  # (B, HW, 4)
+                     .transpose(1, 0, 2).reshape(H * W, 4 * fourier_bands))
+    geometric = jnp.asarray(position_scale, jnp.float32) * jnp.concatenate(parts, axis=-1)  # (HW, 2 + 4B)
+    colour = jnp.asarray(colour_scale, jnp.float32) * jnp.asarray(images, jnp.float32).reshape(*lead, H * W, 3)
+    geometric = jnp.broadcast_to(geometric, (*lead, *geometric.shape))
+    return jnp.concatenate([geometric[..., :2], colour, geometric[..., 2:]], axis=-1)
+
+
+def flat_masks(masks: jax.Array) -> jax.Array:
+    """(..., H, W) integer masks -> (..., H*W) labels in the row-major pixel order of
+    :func:`pixel_features` (a reshape; pure, traceable)."""
+    if np.ndim(masks) < 2:
+        raise ValueError(f"masks must have shape (..., H, W), got {np.shape(masks)}")
+    dtype = _checks.dtype_of(masks)
+    if dtype.kind not in "biu":
+        raise TypeError(f"masks must be integer labels, got dtype {dtype}")
+    shape = np.shape(masks)
+    return jnp.reshape(masks, (*shape[:-2], shape[-2] * shape[-1]))

@@ -39,6 +39,9 @@ per-run function to :func:`tokdyn.execute.map_runs`, which picks the execution s
 anything is traced (shapes always; values when they are host data, see :mod:`tokdyn._checks`).
 The Langevin rule needs a ``key``; the noise of step :math:`s` comes from ``fold_in(key, s)``, so
 it does not depend on batching.
+
+:func:`kmeans` (Lloyd's algorithm, hard assignments) is the classical baseline of the rule, from
+the same initial tokens (``init_tokens(..., method="kmeans++")`` for k-means++ seeding).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from tokdyn import _checks
 
 EPS_MASS = 1e-8
 MIN_DISTANCE = 1e-3
-INIT_METHODS = ("data", "normal", "data_mean")
+INIT_METHODS = ("data", "normal", "data_mean", "kmeans++")
 DEFAULT_MERGE_TOL = 1e-2
 
 
@@ -273,14 +276,15 @@ def _weights(x, mask):
     return mask.astype(x.dtype)
 
 
-def _scores_t(x_t, tokens):
+def _scores_t(x_t, tokens, precision=None):
     """(T, N) ``2 t.x - |t|^2``: minus the squared distance up to a per-point constant.
 
     Token-major layout: with the long points axis minor, the softmax over the few tokens is a
     reduction over the leading axis, which XLA:CPU vectorises along the points (about 2x faster
-    per step than the (N, T) layout in our measurements)."""
+    per step than the (N, T) layout in our measurements). ``precision``: of the product (``None``:
+    JAX's default, which is TF32 for float32 on recent GPUs)."""
     tt = jnp.sum(tokens * tokens, axis=-1)  # (T,)
-    return 2.0 * (tokens @ x_t) - tt[:, None]
+    return 2.0 * jnp.matmul(tokens, x_t, precision=precision) - tt[:, None]
 
 
 def _soft_assignment_t(x_t, w, tokens, temperature):
@@ -570,6 +574,11 @@ def _check_init(key, n_tokens, dim, method, x, mask, scale):
         _checks.mask_for("mask", mask, np.shape(x)[0])
         if method == "data" and n_tokens > np.shape(x)[0]:
             raise ValueError(f"n_tokens={n_tokens} exceeds the number of points N={np.shape(x)[0]} for method 'data'")
+        if method == "kmeans++":
+            n_valid = np.shape(x)[0] if mask is None or not _checks.on_host(mask) else int(np.sum(mask))
+            if n_tokens > n_valid:
+                raise ValueError(f"n_tokens={n_tokens} exceeds the number of valid points ({n_valid}) for method "
+                                 "'kmeans++', which draws distinct points")
 
 
 @_checks.checked_jit(_check_init, static_argnames=("n_tokens", "dim", "method"))
@@ -582,6 +591,16 @@ def init_tokens(key, n_tokens: int, dim: int, *, method: str = "data", x=None, m
       ``"normal"``: ``scale * N(0, I)``.
       ``"data_mean"``: the mean of the valid points of ``x`` plus ``scale * N(0, I)`` (the
         shared-Gaussian init of Slot Attention; needs ``x``).
+      ``"kmeans++"``: k-means++ seeding (Arthur & Vassilvitskii 2007; needs ``x``): the first token
+        is a valid point drawn uniformly, each next one a valid point drawn with probability
+        proportional to its squared distance to the nearest token drawn so far (token ``k`` uses
+        ``fold_in(key, k)``). The plain rule, not scikit-learn's default greedy variant (which
+        keeps the best of ``2 + log K`` candidates per token). The tokens are distinct points of
+        ``x``: if every valid point not yet drawn coincides with a drawn one, the next is drawn
+        uniformly among them; if there are fewer valid points than tokens (only possible with a
+        traced ``mask``; host data raises), the rest are padded rows, as for ``"data"``.
+
+    ``scale`` is used by ``"normal"`` and ``"data_mean"`` only. ``x``: (N, dim); ``mask``: (N,) bool.
     """
     if method == "normal":
         return scale * jax.random.normal(key, (n_tokens, dim))
@@ -590,7 +609,29 @@ def init_tokens(key, n_tokens: int, dim: int, *, method: str = "data", x=None, m
     if method == "data_mean":
         mean = (w @ x) / jnp.maximum(w.sum(), 1.0)
         return mean + scale * jax.random.normal(key, (n_tokens, dim), x.dtype)
+    if method == "kmeans++":
+        return _kmeans_plus_plus(key, x, w > 0, n_tokens)
     return forgy(x, jax.random.uniform(key, w.shape), mask, n_tokens)
+
+
+def _kmeans_plus_plus(key, x, valid, n_tokens: int):
+    """(n_tokens, D) k-means++ seeding of (N, D) ``x`` restricted to the (N,) bool ``valid`` rows
+    (see :func:`init_tokens`). Distances in the exact form ``|x - t|^2``, so a drawn point (and any
+    copy of it) has weight exactly 0 and is never drawn again."""
+    def body(k, carry):
+        idx, drawn, d2 = carry
+        spread = jnp.where(valid, d2, 0.0)  # D^2 weights (1 for every valid point at k = 0)
+        fresh = jnp.where(valid & ~drawn, 1.0, 0.0)  # every valid point is a copy of a drawn one
+        spare = jnp.where(drawn, 0.0, 1.0)  # fewer valid points than tokens
+        p = jnp.where(jnp.sum(spread) > 0, spread, jnp.where(jnp.sum(fresh) > 0, fresh, spare))
+        i = jax.random.categorical(jax.random.fold_in(key, k), jnp.log(p)).astype(jnp.int32)
+        new = jnp.sum((x - x[i]) ** 2, axis=-1)  # (N,)
+        return idx.at[k].set(i), drawn.at[i].set(True), jnp.where(k == 0, new, jnp.minimum(d2, new))
+
+    n = x.shape[0]
+    start = (jnp.zeros(n_tokens, jnp.int32), jnp.zeros(n, bool), jnp.ones(n, x.dtype))
+    idx, _, _ = jax.lax.fori_loop(0, n_tokens, body, start)
+    return x[idx]
 
 
 def forgy(x, noise, mask, n_tokens: int):
@@ -600,3 +641,96 @@ def forgy(x, noise, mask, n_tokens: int):
     score = noise if mask is None else jnp.where(mask, noise, -1.0)
     _, idx = jax.lax.top_k(score, n_tokens)
     return x[idx]
+
+
+# ---------------------------------------------------------------------------------------------- k-means baseline
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class KMeans:
+    """Outcome of :func:`kmeans`.
+
+    Attributes:
+      tokens: (K, D) final centres.
+      labels: (N,) int32 index of the nearest final centre (first on ties), -1 on padded points.
+      inertia: the sum over valid points of the squared distance to their centre (x's dtype).
+      steps: int32 number of Lloyd iterations applied (scikit-learn's ``n_iter_``).
+      converged: bool, whether the last iteration changed no label or moved the centres by at most
+        ``tol`` (False when the run stopped at ``n_steps``).
+    """
+
+    tokens: jax.Array
+    labels: jax.Array
+    inertia: jax.Array
+    steps: jax.Array
+    converged: jax.Array
+
+
+def _check_kmeans(x, tokens, mask, n_steps, tol):
+    arrays = _check_points(x, tokens, mask)
+    if isinstance(n_steps, (int, float)):
+        _checks.positive_int("n_steps", n_steps)
+    _checks.real("n_steps", n_steps, low=1)
+    _checks.real("tol", tol, low=0.0)
+    return arrays
+
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@_checks.checked_jit(_check_kmeans)
+def kmeans(x, tokens, mask=None, *, n_steps=100, tol=0.0) -> KMeans:
+    r"""Lloyd's k-means from given initial centres: the hard-assignment baseline of the dynamics.
+
+    Each iteration assigns every valid point to its nearest centre (:math:`rg\min_j
+    \|x_i - t_j\|^2`, first on ties; expanded form :math:`2 t_j \cdot x_i - \|t_j\|^2` as in the
+    rule) and moves every centre to the mean of its points. A centre that gets no point keeps its
+    position (scikit-learn instead relocates an empty cluster to a far point, so the two agree only
+    while no cluster empties). The run stops after the first iteration that changes no label or
+    whose total squared centre shift :math:`\sum_j \|t_j' - t_j\|^2` is at most ``tol``, else after
+    ``n_steps`` iterations; the labels are then recomputed at the final centres. With the same
+    initial centres this is ``sklearn.cluster.KMeans(n_clusters=K, init=tokens, n_init=1,
+    algorithm="lloyd", max_iter=n_steps, tol=tol / mean(var(x, axis=0)))`` (scikit-learn's ``tol``
+    is relative to the data's mean variance; ours is absolute) on the valid rows.
+
+    Args:
+      x: (N, D) points (NumPy or JAX).
+      tokens: (K, D) initial centres (e.g. :func:`init_tokens` with ``method="kmeans++"``).
+      mask: optional (N,) bool; False rows are ignored (their values never enter the result).
+      n_steps: the most iterations (traced; >= 1).
+      tol: threshold on the total squared centre shift of an iteration (traced; >= 0). 0 = stop
+        only when the labels stop changing.
+
+    Returns:
+      :class:`KMeans`; the inertia in the exact form :math:`\sum_i \|x_i - t_{l_i}\|^2` (as
+      :func:`tokdyn.metrics.sse`). Jitted, vmappable over ``x``, ``tokens`` and ``mask``, callable
+      inside a user's transformations. Products run at the highest precision (no TF32 on GPUs).
+    """
+    x = _float(x)
+    valid = jnp.ones(x.shape[:1], bool) if mask is None else mask
+    x = jnp.where(valid[:, None], x, 0.0)  # padded rows cannot poison the products
+    x_t = x.T
+    tokens = tokens.astype(x.dtype)
+    ids = jnp.arange(tokens.shape[0], dtype=jnp.int32)[:, None]  # (K, 1)
+
+    def assign(t):  # (N,) int32
+        nearest = jnp.argmax(_scores_t(x_t, t, precision=_HIGHEST), axis=0).astype(jnp.int32)
+        return jnp.where(valid, nearest, -1)
+
+    def body(s):
+        t, labels_old, step, _ = s
+        labels = assign(t)
+        members = (labels[None, :] == ids).astype(x.dtype)  # (K, N); no row on padded points (-1)
+        count = jnp.sum(members, axis=1)[:, None]  # (K, 1)
+        sums = jnp.matmul(members, x, precision=_HIGHEST)  # (K, D)
+        new = jnp.where(count > 0, sums / jnp.maximum(count, 1.0), t)  # an empty cluster stays put
+        done = jnp.all(labels == labels_old) | (jnp.sum((new - t) ** 2) <= tol)
+        return new, labels, step + 1, done
+
+    start = (tokens, jnp.full(x.shape[:1], -1, jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    t, _, steps, done = jax.lax.while_loop(lambda s: ~s[3] & (s[2] < n_steps), body, start)
+    labels = assign(t)
+    sq = (x - t[jnp.maximum(labels, 0)]) ** 2  # (N, D), exact form
+    inertia = jnp.sum(jnp.where(valid[:, None], sq, 0.0))
+    return KMeans(tokens=t, labels=labels, inertia=inertia, steps=steps, converged=done)

@@ -23,7 +23,7 @@ import platform
 import sys
 import time
 import uuid
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -181,6 +181,22 @@ def load_pytree(path: str, like):
         if np.shape(a) != np.shape(b):
             raise ValueError(f"{path}: array {n} has shape {np.shape(a)}, the state expects {np.shape(b)}")
     return jax.tree_util.tree_unflatten(treedef, leaves), meta
+
+
+def kept(path: str, stamp: str, compute: Callable[[], Mapping[str, Any]]) -> dict:
+    """``compute()`` (a dict of arrays and numbers), saved to ``path`` (an ``.npz``, atomically)
+    with ``stamp``, a string naming what was computed; read back instead when ``path`` already holds
+    a result of the same ``stamp``. How long studies keep each finished unit of work: a rerun
+    after an interruption loses nothing, and a changed configuration (another stamp) recomputes."""
+    if os.path.exists(path):
+        with np.load(path) as z:
+            if "stamp" in z.files and str(z["stamp"]) == stamp:
+                return {k: z[k] if z[k].ndim else z[k][()] for k in z.files if k != "stamp"}
+    value = dict(compute())
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path, "wb") as f:
+        np.savez(f, stamp=np.asarray(stamp), **{k: np.asarray(v) for k, v in value.items()})
+    return value
 
 
 # ---------------------------------------------------------------------------------------------- metadata

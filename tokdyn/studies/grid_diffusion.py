@@ -184,18 +184,6 @@ def autoencoder(cfg: Config, parts: str):
     return params, np.asarray(enc.codes, np.int32), float(np.mean(pred == np.arange(acfg.vocab_size)))
 
 
-def _kept(path: str, stamp: str, compute) -> np.ndarray:
-    """``compute()`` (an array), kept at ``path`` with ``stamp`` and read back by a rerun."""
-    if os.path.exists(path):
-        with np.load(path) as z:
-            if str(z["stamp"]) == stamp:
-                return z["value"]
-    value = np.asarray(compute())
-    with io.atomic_write(path, "wb") as f:
-        np.savez(f, stamp=np.asarray(stamp), value=value)
-    return value
-
-
 def _stamp(cfg: Config, scope: str, name: str) -> str:
     keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("models", "single_models", "n_resamples")}
     return repr(sorted({**keep, "scope": scope, "model": name}.items()))
@@ -553,8 +541,8 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
     for scope, name in cfg.runs():
         if scope == "sequence":
             stored = os.path.join(parts, f"{scope}__{name}_nll.npz")
-            nll[(scope, name)] = _kept(stored, _stamp(cfg, scope, name), lambda: held_out_nll(
-                cfg, scope, name, results[(scope, name)]["params"], codes[held] if name.startswith("grid_") else held))
+            nll[(scope, name)] = io.kept(stored, _stamp(cfg, scope, name), lambda: {"value": held_out_nll(
+                cfg, scope, name, results[(scope, name)]["params"], codes[held] if name.startswith("grid_") else held)})["value"]
     table, texts = evaluate(cfg, results, ae_params, sentences, vocab, nll)
     io.write_csv(os.path.join(out, "results.csv"), table)
     write_samples(os.path.join(out, "samples.txt"), texts)

@@ -200,20 +200,6 @@ def _controls_fn(model: M.Model, opt: dmlr.Config):
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
 
 
-def _part(path: str, stamp: str, compute) -> dict:
-    """``compute()`` (a dict of arrays and numbers), saved to ``path`` with ``stamp``; read back
-    instead when ``path`` holds a result of the same ``stamp`` (an interrupted run loses nothing)."""
-    if os.path.exists(path):
-        with np.load(path) as z:
-            if str(z["stamp"]) == stamp:
-                return {k: z[k] if z[k].ndim else z[k][()] for k in z.files if k != "stamp"}
-    value = compute()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with io.atomic_write(path, "wb") as f:
-        np.savez(f, stamp=np.asarray(stamp), **{k: np.asarray(v) for k, v in value.items()})
-    return value
-
-
 def run_optimiser(cfg: Config, name: str, model, params, test, parts: Optional[str] = None,
                   source_stamp: str = "") -> dict:
     """Per run of :meth:`Config.runs` (and control): answers (S, N), reward before/after (S, N),
@@ -229,7 +215,7 @@ def run_optimiser(cfg: Config, name: str, model, params, test, parts: Optional[s
         if parts is None:
             return compute()
         stamp = repr(sorted({**base, "variant": name, "run": run, "weights": source_stamp}.items()))
-        return _part(os.path.join(parts, f"{name}__{run}.npz"), stamp, compute)
+        return io.kept(os.path.join(parts, f"{name}__{run}.npz"), stamp, compute)
 
     def controls():
         t0 = time.time()

@@ -71,3 +71,22 @@ def test_progress_lines_and_quiet():
         bar.update(10)
         bar.note("hidden")
     assert quiet.getvalue() == "" and bar.done == 10
+
+
+def test_kept_computes_once_per_stamp(tmp_path):
+    path = str(tmp_path / "parts" / "x.npz")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"a": np.arange(3), "b": 2.5}
+
+    first = io.kept(path, "one", compute)
+    again = io.kept(path, "one", compute)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(again["a"], first["a"])
+    assert again["b"] == 2.5
+    io.kept(path, "two", compute)  # another stamp: computed again, and kept under the new stamp
+    assert len(calls) == 2
+    io.kept(path, "two", compute)
+    assert len(calls) == 2

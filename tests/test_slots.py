@@ -1,0 +1,458 @@
+"""tokdyn.slots: Slot Attention against a float64 NumPy version of the paper's equations, its
+properties (competition over slots, permutation equivariance, implicit differentiation), the
+autoencoder's mixture, collapse counts, resumable training, segmentation and bad input."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import jax_compilations
+from tokdyn import slots as S
+
+pytestmark = pytest.mark.fast_compile
+
+B, N, C, K, D, HIDDEN = 2, 10, 6, 3, 8, 12
+
+# one tiny autoencoder config shared by the apply, segment and training tests (one compilation each)
+CFG = S.Config(size=8, slots=3, iterations=2, slot_size=8, mlp_hidden=8, encoder_channels=(4,), encoder_kernel=3,
+               decoder="mlp", decoder_hidden=8, steps=60, batch_size=4, warmup=2, steps_per_call=5, seeds=2,
+               root_seed=0)
+HP = S.Hparams(learning_rate=1e-2)
+
+
+# ---------------------------------------------------------------------------------------------- references
+
+
+def _ln(x, p, eps=1e-6):
+    m = x.mean(-1, keepdims=True)
+    v = ((x - m) ** 2).mean(-1, keepdims=True)
+    return (x - m) / np.sqrt(v + eps) * p["scale"] + p["bias"]
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def reference_slot_attention(params, inputs, z, iterations):
+    """Locatello et al. (2020), Algorithm 1, in float64 NumPy (flax's GRUCell and LayerNorm)."""
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params["params"])
+    inputs, z = np.asarray(inputs, np.float64), np.asarray(z, np.float64)
+    d = p["to_q"]["kernel"].shape[1]
+    x = _ln(inputs, p["norm_inputs"])
+    k, v = x @ p["to_k"]["kernel"], x @ p["to_v"]["kernel"]
+    slots = p["mu"] + np.exp(p["log_sigma"]) * z
+    g = p["gru"]
+    attn = None
+    for _ in range(iterations):
+        prev = slots
+        q = _ln(slots, p["norm_slots"]) @ p["to_q"]["kernel"] * d ** -0.5
+        logits = np.einsum("bnd,bkd->bnk", k, q)
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        attn = e / e.sum(-1, keepdims=True)  # softmax over the slots
+        w = attn + 1e-8
+        w = w / w.sum(1, keepdims=True)  # normalised over the inputs
+        upd = np.einsum("bnk,bnd->bkd", w, v)
+        r = _sigmoid(upd @ g["ir"]["kernel"] + g["ir"]["bias"] + prev @ g["hr"]["kernel"])
+        u = _sigmoid(upd @ g["iz"]["kernel"] + g["iz"]["bias"] + prev @ g["hz"]["kernel"])
+        n = np.tanh(upd @ g["in"]["kernel"] + g["in"]["bias"] + r * (prev @ g["hn"]["kernel"] + g["hn"]["bias"]))
+        h = (1.0 - u) * n + u * prev
+        hid = np.maximum(_ln(h, p["norm_mlp"]) @ p["mlp_in"]["kernel"] + p["mlp_in"]["bias"], 0.0)
+        slots = h + hid @ p["mlp_out"]["kernel"] + p["mlp_out"]["bias"]
+    return slots, attn
+
+
+def params_np(state, i):
+    """Model i's parameters as NumPy arrays (no eager JAX indexing to compile)."""
+    return jax.tree_util.tree_map(lambda a: np.asarray(a)[i], state.params)
+
+
+def squares(n, size, seed):
+    """``n`` images: two flat-coloured 3 x 3 squares on black (floats in [0, 1])."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, size, size, 3), np.float32)
+    for i in range(n):
+        for _ in range(2):
+            y, x = rng.integers(0, size - 3, 2)
+            out[i, y:y + 3, x:x + 3] = rng.uniform(0.3, 1.0, 3)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- Slot Attention
+
+
+@pytest.fixture(scope="module")
+def sa():
+    """(params, inputs, z, run): the parameter tree of ``SlotAttention`` (its structure from
+    ``init``, traced only) filled with random values (LayerNorm scales and biases, GRU biases, mu
+    and log_sigma all away from their initial values), and ``run(implicit, iterations)``: a jitted
+    ``(params, inputs, z) -> ((loss, (slots, attention)), grads)`` of a fixed random linear loss."""
+    rng = np.random.default_rng(7)
+    inputs = (rng.normal(size=(B, N, C)) * 1.5 + 0.3).astype(np.float32)
+    z = rng.normal(size=(B, K, D)).astype(np.float32)
+    shapes = jax.eval_shape(S.SlotAttention(K, 1, D, HIDDEN).init, jax.random.key(0), inputs, z)
+    params = jax.tree_util.tree_map(lambda s: (0.4 * rng.normal(size=s.shape)).astype(np.float32), shapes)
+    c1 = rng.normal(size=(B, K, D)).astype(np.float32)
+    c2 = rng.normal(size=(B, N, K)).astype(np.float32)
+    cache = {}
+
+    def run(implicit, iterations):
+        if (implicit, iterations) not in cache:
+            model = S.SlotAttention(K, iterations, D, HIDDEN, implicit)
+
+            def loss(p, x, zz):
+                s, a = model.apply(p, x, zz)
+                return jnp.sum(s * c1) + jnp.sum(a * c2), (s, a)
+
+            cache[implicit, iterations] = jax.jit(jax.value_and_grad(loss, has_aux=True))
+        return cache[implicit, iterations]
+
+    return params, inputs, z, run
+
+
+def test_param_tree_has_the_papers_pieces(sa):
+    params = sa[0]["params"]
+    assert set(params["gru"]) == {"ir", "iz", "in", "hr", "hz", "hn"}
+    assert "bias" not in params["to_k"] and "bias" not in params["to_v"] and "bias" not in params["to_q"]
+    assert params["mu"].shape == (1, D) and params["log_sigma"].shape == (1, D)
+    assert params["to_k"]["kernel"].shape == (C, D) and params["norm_inputs"]["scale"].shape == (C,)
+
+
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_slot_attention_equals_numpy_reference(sa, iterations):
+    params, inputs, z, run = sa
+    (_, (slots, attn)), _ = run(False, iterations)(params, inputs, z)
+    ref_slots, ref_attn = reference_slot_attention(params, inputs, z, iterations)
+    assert slots.shape == (B, K, D) and attn.shape == (B, N, K)
+    np.testing.assert_allclose(np.asarray(slots), ref_slots, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(attn), ref_attn, rtol=1e-4, atol=1e-6)
+    # the comparison can fail: the reference moves when a parameter the module must use moves
+    other = jax.tree_util.tree_map(lambda a: a, params)
+    other["params"]["gru"]["hn"]["bias"] = other["params"]["gru"]["hn"]["bias"] + 0.5
+    assert not np.allclose(reference_slot_attention(other, inputs, z, iterations)[0], ref_slots, atol=1e-3)
+
+
+def test_attention_sums_to_one_over_slots(sa):
+    params, inputs, z, run = sa
+    (_, (_, attn)), _ = run(False, 3)(params, inputs, z)
+    attn = np.asarray(attn, np.float64)
+    assert np.all(attn > 0)
+    np.testing.assert_allclose(attn.sum(-1), 1.0, atol=1e-6)
+    assert not np.allclose(attn.sum(1), 1.0, atol=1e-3)  # softmax over slots, not over the inputs
+
+
+def test_permuting_slot_noise_permutes_slots(sa):
+    params, inputs, z, run = sa
+    perm = np.array([2, 0, 1])
+    (_, (slots, attn)), _ = run(False, 3)(params, inputs, z)
+    (_, (slots_p, attn_p)), _ = run(False, 3)(params, inputs, z[:, perm])
+    np.testing.assert_allclose(np.asarray(slots_p), np.asarray(slots)[:, perm], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(attn_p), np.asarray(attn)[:, :, perm], rtol=1e-5, atol=1e-7)
+    assert not np.allclose(np.asarray(slots_p), np.asarray(slots), atol=1e-3)
+
+
+def test_implicit_same_forward_gradient_stops_before_last_iteration(sa):
+    params, inputs, z, run = sa
+    (v_imp, fwd_imp), g_imp = run(True, 3)(params, inputs, z)
+    (v_full, fwd_full), g_full = run(False, 3)(params, inputs, z)
+    np.testing.assert_allclose(float(v_imp), float(v_full), rtol=1e-6)
+    for a, b in zip(fwd_imp, fwd_full):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    for name in ("mu", "log_sigma"):
+        np.testing.assert_array_equal(np.asarray(g_imp["params"][name]), 0.0)
+        assert np.abs(np.asarray(g_full["params"][name])).max() > 1e-4
+    for g in (g_imp, g_full):
+        assert np.abs(np.asarray(g["params"]["to_q"]["kernel"])).max() > 1e-4
+    assert not np.allclose(np.asarray(g_imp["params"]["to_q"]["kernel"]),
+                           np.asarray(g_full["params"]["to_q"]["kernel"]), atol=1e-4)
+
+    # Chang et al.: the implicit gradient is the gradient of one iteration from the slots of the
+    # first iterations - 1, held fixed. With mu = 0 and log_sigma = 0 the initial slots are z, so
+    # one plain iteration started from z = (slots after 2 iterations, the float64 reference) is it.
+    p0 = jax.tree_util.tree_map(lambda a: a, params)
+    p0["params"]["mu"] = np.zeros_like(p0["params"]["mu"])
+    p0["params"]["log_sigma"] = np.zeros_like(p0["params"]["log_sigma"])
+    s2 = reference_slot_attention(p0, inputs, z, 2)[0].astype(np.float32)
+    (v_imp, _), g_imp = run(True, 3)(p0, inputs, z)
+    (v_one, _), g_one = run(False, 1)(p0, inputs, s2)
+    np.testing.assert_allclose(float(v_imp), float(v_one), rtol=1e-4)
+    flat_one = dict(jax.tree_util.tree_flatten_with_path(g_one)[0])
+    for path, a in jax.tree_util.tree_flatten_with_path(g_imp)[0]:
+        if jax.tree_util.keystr(path) in ("['params']['mu']", "['params']['log_sigma']"):
+            continue
+        np.testing.assert_allclose(np.asarray(a), np.asarray(flat_one[path]), rtol=1e-3, atol=1e-4,
+                                   err_msg=jax.tree_util.keystr(path))
+
+
+# ---------------------------------------------------------------------------------------------- autoencoder
+
+
+def test_position_grid():
+    g = np.asarray(S.position_grid(3, 5))
+    y, x = np.meshgrid(np.linspace(0, 1, 3), np.linspace(0, 1, 5), indexing="ij")
+    np.testing.assert_allclose(g, np.stack([y, x, 1 - y, 1 - x], -1), atol=1e-7)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return squares(4, CFG.size, seed=1)
+
+
+@pytest.fixture(scope="module")
+def init_states():
+    """The initial states of CFG's models (the compilation that train_many reuses)."""
+    return S.init_states(CFG, HP)
+
+
+@pytest.fixture(scope="module")
+def params0(init_states):
+    return params_np(init_states, 0)
+
+
+def _check_outputs(out, cfg, n):
+    H = W = cfg.size
+    assert out.recon.shape == (n, H, W, 3)
+    assert out.rgb.shape == (n, cfg.slots, H, W, 3)
+    assert out.alpha.shape == (n, cfg.slots, H, W)
+    assert out.slots.shape == (n, cfg.slots, cfg.slot_size)
+    assert out.attention.shape == (n, H * W, cfg.slots)
+    assert out.labels.shape == (n, H, W) and out.labels.dtype == jnp.int32
+    alpha = np.asarray(out.alpha, np.float64)
+    rgb = np.asarray(out.rgb, np.float64)
+    assert np.all(alpha >= 0)
+    np.testing.assert_allclose(alpha.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(out.recon), np.einsum("bkhw,bkhwc->bhwc", alpha, rgb), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(out.labels), np.argmax(alpha, axis=1))
+    np.testing.assert_allclose(np.asarray(out.attention).sum(-1), 1.0, atol=1e-5)
+    assert np.all(np.isfinite(np.asarray(out.recon)))
+
+
+def test_apply_mlp_decoder(params0, images):
+    out = S.apply(params0, CFG, images, jax.random.key(5))
+    _check_outputs(out, CFG, images.shape[0])
+    # the noise key matters (slots are drawn), the same key reproduces
+    again = S.apply(params0, CFG, images, jax.random.key(5))
+    np.testing.assert_array_equal(np.asarray(again.recon), np.asarray(out.recon))
+    other = S.apply(params0, CFG, images, jax.random.key(6))
+    assert not np.allclose(np.asarray(other.slots), np.asarray(out.slots))
+
+
+def test_apply_cnn_decoder():
+    cfg = S.Config(size=16, slots=2, iterations=1, slot_size=8, mlp_hidden=8, encoder_channels=(4,), encoder_kernel=3,
+                   decoder="cnn", decoder_hidden=4)
+    shapes = jax.eval_shape(lambda k: S.init(k, cfg), jax.random.key(4))
+    assert "dec_up8" in shapes["params"] and "dec_up16" not in shapes["params"]  # one upsampling: 8 -> 16
+    # init and apply in one compilation (apply is jittable inside a user's jit)
+    out = jax.jit(lambda k, x: S.apply(S.init(k, cfg), cfg, x, jax.random.fold_in(k, 1)))(
+        jax.random.key(4), squares(2, 16, seed=2))
+    _check_outputs(out, cfg, 2)
+
+
+# ---------------------------------------------------------------------------------------------- collapse
+
+
+def test_collapse_counts_duplicates_and_unused_slots():
+    tol = 1e-2  # the package's merge tolerance (dynamics.DEFAULT_MERGE_TOL)
+    slots = np.zeros((5, 3), np.float32)
+    slots[1, 0] = 0.5 * tol  # duplicate of slot 0
+    slots[2, 1] = 1.5 * tol  # apart from 0 and 1 (1.5 and 1.58 tol away)
+    slots[3] = [1.0, 1.0, 1.0]
+    slots[4] = [1.0, 1.0, 1.0 + 0.3 * tol]  # duplicate of slot 3
+    labels = np.array([[0, 0, 2], [2, 3, 0]], np.int32)  # slots 1 and 4 own no pixel
+    spread = np.eye(5, 3, dtype=np.float32) * 5 + np.arange(5, dtype=np.float32)[:, None]  # all distinct
+    # one vmapped call over the cases: (slots, labels, merge_tol) -> (duplicates, unused)
+    cases = [(slots, labels, tol, 2, 2),
+             (slots, labels, 3 * tol, 3, 2),  # slot 2 joins the group of 0 and 1
+             (slots, labels, 1e-4, 0, 2),  # nothing is that close: no duplicates
+             (spread, np.array([[0, 1], [2, 3], [4, 4]]), tol, 0, 0),
+             (spread, np.full((3, 2), 4), tol, 0, 4)]
+    dup, unused = jax.jit(jax.vmap(S.collapse))(np.stack([c[0] for c in cases]), np.stack([c[1].reshape(2, 3) for c
+                                                                                          in cases]),
+                                                np.array([c[2] for c in cases], np.float32))
+    np.testing.assert_array_equal(np.asarray(dup), [c[3] for c in cases])
+    np.testing.assert_array_equal(np.asarray(unused), [c[4] for c in cases])
+    # the default tolerance is the package's
+    assert S.collapse.__defaults__ == (tol,)
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return squares(16, CFG.size, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(pool, tmp_path_factory):
+    """An uninterrupted run of CFG (2 seeds) with a checkpoint, and the logs of each call."""
+    path = str(tmp_path_factory.mktemp("slots") / "straight.npz")
+    logs = []
+    state, finished = S.train_many(CFG, pool, HP, checkpoint=path, on_log=lambda step, lg: logs.append((step, lg)))
+    return state, finished, path, logs
+
+
+def test_resumed_training_is_bit_identical(pool, trained, tmp_path):
+    straight, finished, _, logs = trained
+    assert finished
+    np.testing.assert_array_equal(np.asarray(straight.step), [CFG.steps] * CFG.seeds)
+    assert [s for s, _ in logs] == list(range(CFG.steps_per_call, CFG.steps + 1, CFG.steps_per_call))
+    assert S.nan_report(straight) == []
+    path = str(tmp_path / "ckpt.npz")
+    part, finished = S.train_many(CFG, pool, HP, checkpoint=path, max_calls=1)
+    assert not finished and os.path.exists(path)
+    np.testing.assert_array_equal(np.asarray(part.step), [CFG.steps_per_call] * CFG.seeds)
+    resumed, finished = S.train_many(CFG, pool, HP, checkpoint=path)
+    assert finished
+    np.testing.assert_array_equal(np.asarray(resumed.step), np.asarray(straight.step))
+    a, b = jax.tree_util.tree_leaves(resumed), jax.tree_util.tree_leaves(straight)
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    # the seeds are different models
+    q = [params_np(straight, s)["params"]["slot_attention"]["to_q"]["kernel"] for s in range(2)]
+    assert not np.array_equal(q[0], q[1])
+
+
+def test_vmapped_models_equal_the_loop_over_models(pool, trained):
+    """strategy="vmap" (one call for all models) computes what the CPU default (a call per model)
+    does: the same batches, noise and models, so the same losses up to float32 rounding over the
+    first call's steps (later, Adam's sign-like first steps amplify rounding in near-zero
+    gradients, so parameters are not compared)."""
+    first_loop = trained[3][0][1]["loss"]
+    got = []
+    S.train_many(CFG, pool, HP, strategy="vmap", max_calls=1, on_log=lambda step, lg: got.append(lg["loss"]))
+    np.testing.assert_allclose(got[0], first_loop, rtol=1e-3)
+    with pytest.raises(ValueError, match="strategy"):
+        S.train_many(CFG, pool, HP, strategy="pmap")
+
+
+def test_checkpoint_of_other_hyperparameters_is_refused(pool, trained):
+    _, _, path, _ = trained
+    with pytest.raises(ValueError, match="hyper-parameters"):
+        S.train_many(CFG, pool, S.Hparams(learning_rate=2e-2), checkpoint=path)
+    # same shapes, another schedule: refused too (the checkpoint records its configuration)
+    with pytest.raises(ValueError, match="configuration"):
+        S.train_many(S.Config(**{**CFG.__dict__, "warmup": CFG.warmup + 1}), pool, HP, checkpoint=path)
+
+
+def test_training_lowers_the_loss(pool, trained, init_states):
+    state, _, _, logs = trained
+    batch = pool[:4]
+    key = jax.random.key(9)
+    init = init_states
+    black = float(np.mean(batch ** 2))  # the loss of predicting the background everywhere
+    for s in range(CFG.seeds):
+        before = np.mean((np.asarray(S.apply(params_np(init, s), CFG, batch, key).recon) - batch) ** 2)
+        after = np.mean((np.asarray(S.apply(params_np(state, s), CFG, batch, key).recon) - batch) ** 2)
+        assert after < before and after < 0.9 * black, (s, before, after, black)
+    first, last = logs[0][1]["loss"], logs[-1][1]["loss"]
+    assert np.all(last < first)
+
+
+def test_a_diverging_model_is_reported_and_leaves_the_others_alone(pool, trained):
+    _, _, _, straight_logs = trained
+    logs = []
+    hp = S.Hparams(learning_rate=np.array([1e-2, 1e30], np.float32))  # seed 1 overflows once warm-up lets it move
+    state, finished = S.train_many(CFG, pool, hp, max_calls=2, on_log=lambda step, lg: logs.append(lg))
+    assert not finished
+    report = S.nan_report(state)
+    assert len(report) == 1 and report[0][0] == 1 and 1 <= report[0][1] < 2 * CFG.steps_per_call, report
+    assert np.isnan(logs[-1]["loss"][1])
+    # seed 0 (the same learning rate as the uninterrupted run) is the uninterrupted run's seed 0
+    for mine, ref in zip(logs, straight_logs[:2]):
+        np.testing.assert_allclose(mine["loss"][0], ref[1]["loss"][0], rtol=1e-6)
+    assert all(np.isfinite(np.asarray(a)[0]).all() for a in jax.tree_util.tree_leaves(state.params))
+
+
+# ---------------------------------------------------------------------------------------------- segment
+
+
+def test_segment_shapes_and_chunking(trained, pool):
+    params = params_np(trained[0], 0)
+    for a, b in zip(jax.tree_util.tree_leaves(S.params_of(trained[0], 0)), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), b)
+    imgs = pool[:5]
+    key = jax.random.key(2)
+    labels2, slots2 = S.segment(params, CFG, imgs, key, chunk=2)
+    labels5, slots5 = S.segment(params, CFG, imgs, key, chunk=5)
+    assert labels2.shape == (5, CFG.size, CFG.size) and labels2.dtype == jnp.int32
+    assert slots2.shape == (5, CFG.slots, CFG.slot_size)
+    lab = np.asarray(labels2)
+    assert lab.min() >= 0 and lab.max() < CFG.slots
+    np.testing.assert_array_equal(lab, np.asarray(labels5))
+    np.testing.assert_allclose(np.asarray(slots2), np.asarray(slots5), rtol=1e-5, atol=1e-6)
+    # image i is segmented with the slot noise of fold_in(key, i) alone
+    i = 3
+    one = S.apply(params, CFG, np.repeat(imgs[i:i + 1], 4, 0), jax.random.fold_in(key, i))
+    np.testing.assert_allclose(np.asarray(one.slots[0]), np.asarray(slots2[i]), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(slots=0), "slots"),
+    (dict(decoder="foo"), "decoder"),
+    (dict(decoder="cnn", size=12), "size"),
+    (dict(steps=12, steps_per_call=5), "steps"),
+    (dict(encoder_channels=()), "encoder_channels"),
+])
+def test_bad_config(kw, match):
+    with pytest.raises(ValueError, match=match):
+        S.Config(**kw).validate()
+
+
+@pytest.mark.parametrize("bad, err", [
+    (np.zeros((8, 8, 3), np.float32), ValueError),  # rank 3
+    (np.zeros((2, 16, 16, 3), np.float32), ValueError),  # other size
+    (np.zeros((2, 8, 8, 1), np.float32), ValueError),  # not RGB
+    (np.full((2, 8, 8, 3), 1.5, np.float32), ValueError),  # above 1
+    (np.full((2, 8, 8, 3), -0.1, np.float32), ValueError),  # below 0
+    (np.full((2, 8, 8, 3), np.nan, np.float32), ValueError),
+    (np.zeros((2, 8, 8, 3), np.int32), TypeError),
+    (np.zeros((2, 8, 8, 3), np.uint8), TypeError),
+])
+def test_bad_images_for_apply(params0, bad, err):
+    with jax_compilations() as compiled, pytest.raises(err, match="images"):
+        S.apply(params0, CFG, bad, jax.random.key(0))
+    assert compiled == []
+
+
+def test_bad_input_for_train_many(pool):
+    with jax_compilations() as compiled:
+        with pytest.raises(ValueError, match="pool"):
+            S.train_many(CFG, np.zeros((4, 16, 16, 3), np.float32))
+        with pytest.raises(ValueError, match="pool"):
+            S.train_many(CFG, np.zeros((8, 8, 3), np.float32))
+        with pytest.raises(ValueError, match="pool"):
+            S.train_many(CFG, pool * 2.0)
+        with pytest.raises(ValueError, match="steps"):
+            S.train_many(S.Config(**{**CFG.__dict__, "steps": 12}), pool)
+        with pytest.raises(ValueError, match="learning_rate"):
+            S.train_many(CFG, pool, S.Hparams(learning_rate=-1.0))
+        with pytest.raises(ValueError, match="hparams"):
+            S.train_many(CFG, pool, S.Hparams(learning_rate=np.array([1e-3, 2e-3, 3e-3])))
+    assert compiled == []
+
+
+@pytest.mark.parametrize("case", ["chunk=-1", "list", "empty"])
+def test_edge_inputs(params0, case):
+    """A bad chunk and an empty batch are refused naming the argument; nested lists are arrays."""
+    key = jax.random.key(0)
+    imgs = np.zeros((1, CFG.size, CFG.size, 3), np.float32)
+    if case.startswith("chunk"):
+        with pytest.raises(ValueError, match="chunk"):
+            S.segment(params0, CFG, imgs, key, chunk=int(case[6:]))
+    elif case == "list":
+        try:
+            out = S.apply(params0, CFG, imgs.tolist(), key)
+        except (TypeError, ValueError) as e:
+            assert "images" in str(e)
+        else:
+            assert out.recon.shape == imgs.shape
+    else:
+        with pytest.raises(ValueError, match="images"):
+            S.apply(params0, CFG, imgs[:0], key)

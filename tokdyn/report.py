@@ -58,6 +58,34 @@ def line_plot(path: str, x, series: Mapping[str, Sequence], *, panels: Mapping[s
     return save(fig, path)
 
 
+def segmentation_grid(path: str, columns: Mapping[str, np.ndarray], *, title: str = "") -> str:
+    """One PNG of scenes (rows) by panels (columns). ``columns``: name -> (n, H, W, 3) images in
+    [0, 1] or (n, H, W) integer segment ids (drawn in a qualitative colour map, 0 darkest)."""
+    from matplotlib import colormaps
+
+    names = list(columns)
+    n = min(len(np.asarray(v)) for v in columns.values())
+    fig = figure((1.3 * len(names) + 0.4, 1.3 * n + 0.6))
+    axes = np.asarray(fig.subplots(n, len(names), squeeze=False))
+    cmap = colormaps["tab10"]
+    for j, name in enumerate(names):
+        panel = np.asarray(columns[name])
+        for i in range(n):
+            ax = axes[i, j]
+            if panel.ndim == 4:
+                ax.imshow(np.clip(panel[i], 0.0, 1.0), interpolation="nearest")
+            else:
+                ax.imshow(panel[i] % 10, cmap=cmap, vmin=0, vmax=9, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(name, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9 if title else 0.95, wspace=0.05, hspace=0.05)
+    return save(fig, path)
+
+
 def heatmap(path: str, x, y, z, *, xlabel: str = "", ylabel: str = "", title: str = "", cbar: str = "",
             fmt: str = "{:.3g}") -> str:
     """One PNG of a (len(y), len(x)) table ``z`` as coloured cells, one cell per axis value (so

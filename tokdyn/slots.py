@@ -418,12 +418,17 @@ def seed_keys(cfg: Config):
 
 @functools.lru_cache(maxsize=16)
 def _init_fn(cfg: Config):
-    return jax.jit(jax.vmap(lambda k, hp: init_state(k, cfg, hp)))
+    return jax.jit(lambda k, hp: init_state(k, cfg, hp))
 
 
 def init_states(cfg: Config, hparams: Hparams) -> TrainState:
-    """The initial states of every model of :func:`train_many`, stacked (model s: seed s)."""
-    return _init_fn(cfg)(seed_keys(cfg), hparams.broadcast(cfg.seeds))
+    """The initial states of every model of :func:`train_many`, stacked (model s: seed s). Each
+    model is initialised by its own call, not vmapped: on XLA:CPU (jaxlib 0.10.2) the convolutions
+    of the default model vmapped over models never finish (see :func:`strategy_for`)."""
+    hp = hparams.broadcast(cfg.seeds)
+    keys = seed_keys(cfg)
+    states = [_init_fn(cfg)(keys[i], jax.tree_util.tree_map(lambda v: v[i], hp)) for i in range(cfg.seeds)]
+    return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states)
 
 
 def _check_train(cfg, pool, hparams, strategy):
@@ -462,10 +467,13 @@ STRATEGIES = ("auto", "loop", "vmap", "map")
 
 
 def strategy_for(backend: str) -> str:
-    """The ``"auto"`` strategy of :func:`train_many` on ``backend``: ``"loop"`` on a CPU, where a
-    convolution vmapped over models (a grouped convolution) and the weight gradient of one inside
-    a loop (``lax.map``) both run far slower than one model at a time (``benchmarks/bench_slots.py``),
-    ``"vmap"`` elsewhere."""
+    """The ``"auto"`` strategy of :func:`train_many` on ``backend``: ``"vmap"`` on accelerators,
+    ``"loop"`` on a CPU. On XLA:CPU (jaxlib 0.10.2) the default model's convolutions vmapped over
+    models (grouped convolutions with per-model kernels) never finish: the process waits with no
+    CPU use (tiny models do finish); and under ``lax.map`` (a ``while`` loop) a convolution's
+    weight gradient runs tens of times slower than outside one (see :func:`step_fn`). One
+    compiled call per model, the models spread over the devices, has neither problem
+    (``benchmarks/bench_slots.py`` measures the three)."""
     return "loop" if backend == "cpu" else "vmap"
 
 

@@ -102,7 +102,7 @@ def train_rate(strategy, seeds, steps, calls):
 
 def bench_training(seeds, steps, calls, timeout):
     """Each strategy in a child process (the same script, ``--strategy``), killed after
-    ``timeout`` seconds: on this CPU the vmapped convolutions may never finish."""
+    ``timeout`` seconds, so that a strategy that hangs (as vmapped initialisation did) still gives a table."""
     rows = []
     for name, strategy in (("loop (the CPU default)", "loop"), ("vmap", "vmap"), ("lax.map", "map")):
         cmd = [sys.executable, __file__, "--strategy", strategy, "--seeds", str(seeds), "--steps", str(steps),

@@ -423,8 +423,9 @@ def _init_fn(cfg: Config):
 
 def init_states(cfg: Config, hparams: Hparams) -> TrainState:
     """The initial states of every model of :func:`train_many`, stacked (model s: seed s). Each
-    model is initialised by its own call, not vmapped: on XLA:CPU (jaxlib 0.10.2) the convolutions
-    of the default model vmapped over models never finish (see :func:`strategy_for`)."""
+    model is initialised by its own call, not vmapped: on XLA:CPU (jaxlib 0.10.2) ``jit(vmap)`` of
+    the scenes study's model initialisation never finished (the process waited with no CPU use;
+    tiny models do finish), and one call per model costs a few seconds once."""
     hp = hparams.broadcast(cfg.seeds)
     keys = seed_keys(cfg)
     states = [_init_fn(cfg)(keys[i], jax.tree_util.tree_map(lambda v: v[i], hp)) for i in range(cfg.seeds)]
@@ -468,12 +469,10 @@ STRATEGIES = ("auto", "loop", "vmap", "map")
 
 def strategy_for(backend: str) -> str:
     """The ``"auto"`` strategy of :func:`train_many` on ``backend``: ``"vmap"`` on accelerators,
-    ``"loop"`` on a CPU. On XLA:CPU (jaxlib 0.10.2) the default model's convolutions vmapped over
-    models (grouped convolutions with per-model kernels) never finish: the process waits with no
-    CPU use (tiny models do finish); and under ``lax.map`` (a ``while`` loop) a convolution's
-    weight gradient runs tens of times slower than outside one (see :func:`step_fn`). One
-    compiled call per model, the models spread over the devices, has neither problem
-    (``benchmarks/bench_slots.py`` measures the three)."""
+    ``"loop"`` on a CPU, the fastest there (``benchmarks/bench_slots.py``, 4 models of the scenes
+    study on our 2-core CPU: loop 6.1 model-steps/s, vmap 5.0, ``lax.map`` 1.9; under ``lax.map``,
+    a ``while`` loop, a convolution's weight gradient runs far slower than outside one, see
+    :func:`step_fn`)."""
     return "loop" if backend == "cpu" else "vmap"
 
 

@@ -375,8 +375,8 @@ def _check_bound(name: str, value) -> int:
     return _checks.positive_int(name, value)
 
 
-def _check_pair(labels_true, labels_pred, mask, n_true, n_pred, *, bounds_required: bool = False):
-    """Validate the arguments shared by ari/nmi/contingency."""
+def _check_bounds(n_true, n_pred, bounds_required: bool):
+    """``(n_true, n_pred)`` as ints (or both None): given together, each >= 1, table < 2**31."""
     if (n_true is None) != (n_pred is None):
         raise ValueError(
             f"n_true and n_pred must be given together (both static ints) or not at all, got "
@@ -389,6 +389,12 @@ def _check_pair(labels_true, labels_pred, mask, n_true, n_pred, *, bounds_requir
         n_pred = _check_bound("n_pred", n_pred)
         if n_true * n_pred > np.iinfo(np.int32).max:
             raise ValueError(f"n_true * n_pred must be < 2**31 (the table's size), got {n_true} * {n_pred}")
+    return n_true, n_pred
+
+
+def _check_pair(labels_true, labels_pred, mask, n_true, n_pred, *, bounds_required: bool = False):
+    """Validate the arguments shared by ari/nmi/contingency."""
+    n_true, n_pred = _check_bounds(n_true, n_pred, bounds_required)
     len_true, len_pred = np.shape(labels_true)[:1], np.shape(labels_pred)[:1]
     if np.ndim(labels_true) == 1 and np.ndim(labels_pred) == 1 and len_true != len_pred:
         raise ValueError(
@@ -605,18 +611,7 @@ def _check_ids(name: str, value, *, bound_name=None, bound=None):
 
 def _check_scene(masks_true, labels_pred, n_true, n_pred, *, bounds_required: bool):
     """Validate a scene: equal shapes, integer ids, static bounds, ids in range (host data)."""
-    if (n_true is None) != (n_pred is None):
-        raise ValueError(
-            f"n_true and n_pred must be given together (both static ints) or not at all, got "
-            f"n_true={n_true!r} and n_pred={n_pred!r}"
-        )
-    if n_true is None and bounds_required:
-        raise TypeError("n_true and n_pred are required (static ints >= 1), got None")
-    if n_true is not None:
-        n_true = _check_bound("n_true", n_true)
-        n_pred = _check_bound("n_pred", n_pred)
-        if n_true * n_pred > np.iinfo(np.int32).max:
-            raise ValueError(f"n_true * n_pred must be < 2**31 (the table's size), got {n_true} * {n_pred}")
+    n_true, n_pred = _check_bounds(n_true, n_pred, bounds_required)
     if np.shape(masks_true) != np.shape(labels_pred):
         raise ValueError(
             f"masks_true and labels_pred must have the same shape (one id per pixel), got masks_true of "

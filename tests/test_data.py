@@ -75,3 +75,29 @@ def test_same_clusters_with_x64_enabled():
     assert x64.x.dtype == np.float32
     np.testing.assert_array_equal(np.asarray(x64.x), np.asarray(x32.x))
     np.testing.assert_array_equal(np.asarray(x64.labels), np.asarray(x32.labels))
+
+
+@pytest.mark.parametrize("centers", ["uniform", "normal"])
+def test_draw_then_clusters_equals_gaussian_clusters(centers):
+    key = jax.random.key(11)
+    draw = data.cluster_draw(key, max_clusters=5, points_per_cluster=30, dim=3, centers=centers)
+    assert draw.centers.shape == (5, 3) and draw.z.shape == (5, 30, 3) and draw.init_noise.shape == (150,)
+    for k, noise, box in ((3, 0.3, 10.0), (5, 0.9, 2.0), (1, 0.0, 1.0)):
+        a = data.clusters_from_draw(draw, k, noise=noise, center_box=box)
+        b = data.gaussian_clusters(key, k, points_per_cluster=30, dim=3, noise=noise, center_box=box, centers=centers,
+                                   max_clusters=5)
+        for f in ("labels", "mask", "init_noise"):
+            np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+        np.testing.assert_allclose(a.x, b.x, rtol=2.5e-7, atol=1e-7)  # a multiply-add fused or not
+
+
+def test_clusters_from_draw_refuses_bad_input():
+    draw = data.cluster_draw(jax.random.key(0), max_clusters=3, points_per_cluster=4, dim=2)
+    with pytest.raises(ValueError, match="n_clusters must be <= the draw's 3"):
+        data.clusters_from_draw(draw, 4)
+    with pytest.raises(ValueError, match="noise"):
+        data.clusters_from_draw(draw, 2, noise=-1.0)
+    with pytest.raises(TypeError, match="ClusterDraw"):
+        data.clusters_from_draw({"z": draw.z}, 2)
+    with pytest.raises(ValueError, match="max_clusters"):
+        data.cluster_draw(jax.random.key(0), max_clusters=0)

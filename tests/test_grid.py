@@ -75,3 +75,28 @@ def test_parse_axis():
                         ("logspace:0:1:5", "> 0"), ("linspace:0:1:0", "n >= 1"), ("0.1,abc", "comma list")]:
         with pytest.raises(ValueError, match=match):
             parse_axis("temperature", text)
+
+
+def test_seed_major_order_matches_itertools_product():
+    axes = dict(temperature=[0.1, 1.0, 10.0], momentum=[0.0, 0.5])
+    g = Grid(seeds=4, seed_major=True, **axes)
+    assert g.shape == (3, 2, 4) and g.n_conditions == 6 and "seed_major=True" in repr(g)
+    rows = g.rows()
+    got = list(zip(rows["seed"], rows["temperature"], rows["momentum"]))
+    assert got == list(itertools.product(range(4), *axes.values()))
+    for name, stride, size in zip(g.names, g.strides, g.shape):  # strides and shape describe the order
+        np.testing.assert_array_equal(rows[name], g.axes[name][(rows["index"] // stride) % size])
+    fastest = Grid(seeds=4, **axes)
+    np.testing.assert_array_equal(g.condition(rows["index"]), np.tile(np.arange(6), 4))
+    np.testing.assert_array_equal(fastest.condition(np.arange(24)), np.repeat(np.arange(6), 4))
+    parts = list(g.chunks(5))
+    np.testing.assert_array_equal(np.concatenate([p[2]["seed"] for p in parts]), rows["seed"])
+
+
+def test_seed_major_roundtrip():
+    g = Grid(seeds=3, seed_major=True, t=[0.5, 2.0])
+    d = json.loads(json.dumps(g.to_dict()))
+    assert Grid.from_dict(d) == g and g != Grid(seeds=3, t=[0.5, 2.0])
+    assert "seed_major" not in Grid(seeds=3, t=[0.5, 2.0]).to_dict()  # manifests written before the option
+    with pytest.raises(TypeError, match="seed_major"):
+        Grid(seeds=3, seed_major="yes", t=[1.0])

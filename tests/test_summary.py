@@ -130,3 +130,20 @@ def test_summary_of_unknown_source():
     with pytest.raises(ValueError, match="field 'nope'"):
         summary.condition_stats(sweep.run(toy, sweep.Grid(a=[1.0], b=[1.0], seeds=2), key=jax.random.key(0),
                                           progress=False), fields=["nope"])
+
+
+def test_seed_major_summaries_equal_the_seed_fastest_ones(result, tmp_path):
+    major = sweep.Grid(a=[1.0, 2.0, 3.0], b=[0.0, 0.5], seeds=9, seed_major=True)
+    res = sweep.run(toy, major, key=jax.random.key(3), chunk_size=4, common_random_numbers=True, progress=False)
+    out = str(tmp_path / "major")
+    sweep.run(toy, major, key=jax.random.key(3), chunk_size=4, common_random_numbers=True, out=out,
+              progress=False, collect=False)
+    ref_res = sweep.run(toy, GRID, key=jax.random.key(3), chunk_size=7, common_random_numbers=True, progress=False)
+    ref = summary.condition_stats(ref_res)
+    for src in (res, out):
+        t = summary.condition_stats(src)
+        for k, v in ref.items():
+            np.testing.assert_allclose(t[k], v, rtol=1e-12, err_msg=k)
+        settings, values = summary.per_seed(src, ("a",), ("x",))
+        _, ref_values = summary.per_seed(ref_res, ("a",), ("x",))
+        np.testing.assert_allclose(values["x"], ref_values["x"], rtol=1e-12)

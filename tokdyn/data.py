@@ -6,7 +6,8 @@ clusters when ``max_clusters`` is given) may be traced, so conditions that diffe
 run in one compiled vmap.
 
 - :func:`gaussian_clusters`: isotropic Gaussian clusters (the ``make_blobs`` family), padded to a
-  fixed shape with a mask.
+  fixed shape with a mask; its random part :func:`cluster_draw` and the rest
+  :func:`clusters_from_draw`, so that conditions sharing a key share one draw.
 - :func:`point_cloud`: the named point clouds of the collapse study (:data:`SHAPES`).
 """
 
@@ -73,6 +74,99 @@ def _as_int(value):
     return value
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ClusterDraw:
+    """The random part of :func:`gaussian_clusters`: everything that depends on the key alone.
+
+    Conditions that differ only in the cluster count, the noise or the centre scale reuse one
+    draw (:func:`clusters_from_draw`), which is how a sweep with common random numbers generates
+    a seed's data once for all its conditions.
+
+    Attributes:
+      centers: (M, D) unit centres: uniform in [-1, 1) (``"uniform"``) or standard normal
+        (``"normal"``); cluster k's centre is ``center_box * centers[k]``.
+      z: (M, P, D) standard normal noise of every point.
+      init_noise: (M * P,) uniform [0, 1) noise per point (see :class:`Clusters`).
+    """
+
+    centers: jax.Array
+    z: jax.Array
+    init_noise: jax.Array
+
+
+def _check_draw(key, max_clusters, points_per_cluster, dim, centers):
+    _checks.prng_key("key", key)
+    _checks.positive_int("max_clusters", max_clusters)
+    _checks.positive_int("points_per_cluster", points_per_cluster)
+    _checks.positive_int("dim", dim)
+    _checks.choice("centers", centers, CENTER_LAYOUTS)
+
+
+def _draw(key, M, P, D, centers):
+    bits = jax.random.bits(key, (M, P + 1, D + 1), jnp.uint32)  # (M, P+1, D+1); uint32 under x64 too
+    lo = jnp.nextafter(jnp.float32(-1.0), jnp.float32(0.0))
+    if centers == "uniform":
+        c = _uniform(bits[:, P, :D], -1.0, 1.0)  # (M, D)
+    else:
+        c = jnp.sqrt(2.0) * jax.scipy.special.erfinv(_uniform(bits[:, P, :D], lo, 1.0))
+    # The barriers keep XLA:CPU from fusing erfinv into the bit twiddling, where it does not
+    # vectorise (measured: 165 -> 115 us per (5, 100, 4) dataset).
+    u = jax.lax.optimization_barrier(_uniform(bits[:, :P, :D], lo, 1.0))
+    z = jax.lax.optimization_barrier(jnp.sqrt(2.0) * jax.scipy.special.erfinv(u))  # (M, P, D) ~ N(0, 1)
+    init_noise = _uniform(bits[:, :P, D], 0.0, 1.0).reshape(M * P)  # (M*P,)
+    return ClusterDraw(centers=c, z=z, init_noise=init_noise)
+
+
+@_checks.checked_jit(_check_draw, static_argnames=("max_clusters", "points_per_cluster", "dim", "centers"))
+def cluster_draw(key: jax.Array, *, max_clusters: int, points_per_cluster: int = 50, dim: int = 16,
+                 centers: str = "uniform") -> ClusterDraw:
+    """The random part of :func:`gaussian_clusters` for ``max_clusters`` clusters (all static but
+    the key): ``clusters_from_draw(cluster_draw(key, ...), K, noise=..., center_box=...)`` equals
+    ``gaussian_clusters(key, K, ..., max_clusters=...)`` (labels, mask and ``init_noise`` bit for
+    bit; the points up to one rounding, as XLA may or may not fuse ``center_box * c + noise * z``
+    into one multiply-add depending on what it is compiled with).
+
+    All randomness comes from one ``random.bits`` call of shape (M, P + 1, D + 1): rows ``:P`` are
+    the points' noise, row ``P`` the centre, column ``D`` of rows ``:P`` the per-point
+    ``init_noise``. One call keeps compile time low; cluster k uses only block k, so it depends
+    only on the key and k (this relies on JAX's default ``jax_threefry_partitionable=True``)."""
+    return _draw(key, max_clusters, points_per_cluster, dim, centers)
+
+
+def _from_draw(draw, n_clusters, noise, center_box):
+    M, P, D = draw.z.shape
+    noise, center_box = jnp.asarray(noise, jnp.float32), jnp.asarray(center_box, jnp.float32)
+    x = (center_box * draw.centers[:, None, :] + noise * draw.z).reshape(M * P, D)  # (M*P, D)
+    cluster = jnp.repeat(jnp.arange(M, dtype=jnp.int32), P)  # (M*P,)
+    mask = cluster < jnp.asarray(n_clusters, jnp.int32)
+    x = jnp.where(mask[:, None], x, 0.0)
+    labels = jnp.where(mask, cluster, -1)
+    return Clusters(x=x, labels=labels, mask=mask, init_noise=draw.init_noise)
+
+
+def _check_from_draw(draw, n_clusters, noise, center_box):
+    if not isinstance(draw, ClusterDraw):
+        raise TypeError(f"draw must be a tokdyn.data.ClusterDraw (from cluster_draw), got {type(draw).__name__}")
+    if jnp.ndim(draw.z) != 3 or jnp.shape(draw.centers) != (jnp.shape(draw.z)[0], jnp.shape(draw.z)[2]):
+        raise ValueError(f"draw has inconsistent shapes: centers {jnp.shape(draw.centers)}, z {jnp.shape(draw.z)}; "
+                         "expected (M, D) and (M, P, D)")
+    _checks.real("noise", noise, low=0.0)
+    _checks.real("center_box", center_box, low=0.0)
+    if _checks.on_host(n_clusters):
+        k = _checks.positive_int("n_clusters", _as_int(n_clusters))
+        if k > draw.z.shape[0]:
+            raise ValueError(f"n_clusters must be <= the draw's {draw.z.shape[0]} clusters, got {k}")
+
+
+@_checks.checked_jit(_check_from_draw)
+def clusters_from_draw(draw: ClusterDraw, n_clusters, *, noise=0.3, center_box=10.0) -> Clusters:
+    """The clusters of a :class:`ClusterDraw` at a cluster count, noise and centre scale (all may be
+    traced): ``max_clusters * P`` rows, clusters ``k >= n_clusters`` masked out. Costs one
+    multiply-add per coordinate: no random bits."""
+    return _from_draw(draw, n_clusters, noise, center_box)
+
+
 @_checks.checked_jit(_check_clusters, static_argnames=("points_per_cluster", "dim", "centers", "max_clusters"))
 def gaussian_clusters(
     key: jax.Array,
@@ -93,12 +187,9 @@ def gaussian_clusters(
 
     Cluster ``k`` depends only on the key and k (for given P and D), so the first ``K`` clusters
     are the same whatever ``n_clusters`` or ``max_clusters`` is: a dataset with K=3 is the K=5
-    dataset with two clusters removed (common random numbers across conditions). This relies on
-    JAX's default ``jax_threefry_partitionable=True``.
-
-    All randomness comes from one ``random.bits`` call of shape (M, P + 1, D + 1): rows ``:P`` are
-    the points' noise, row ``P`` the centre, column ``D`` of rows ``:P`` the per-point
-    ``init_noise``. One call keeps compile time low.
+    dataset with two clusters removed (common random numbers across conditions). The random part
+    is :func:`cluster_draw`, the rest :func:`clusters_from_draw`: conditions that share a key can
+    share one draw.
 
     Args:
       key: PRNG key.
@@ -115,25 +206,8 @@ def gaussian_clusters(
     Returns:
       ``Clusters`` with N = P * (max_clusters or n_clusters) rows, ordered by cluster.
     """
-    M, P, D = max_clusters, points_per_cluster, dim
-    bits = jax.random.bits(key, (M, P + 1, D + 1), jnp.uint32)  # (M, P+1, D+1); uint32 under x64 too
-    lo = jnp.nextafter(jnp.float32(-1.0), jnp.float32(0.0))
-    if centers == "uniform":
-        c = _uniform(bits[:, P, :D], -1.0, 1.0)  # (M, D)
-    else:
-        c = jnp.sqrt(2.0) * jax.scipy.special.erfinv(_uniform(bits[:, P, :D], lo, 1.0))
-    # The barriers keep XLA:CPU from fusing erfinv into the bit twiddling, where it does not
-    # vectorise (measured: 165 -> 115 us per (5, 100, 4) dataset).
-    u = jax.lax.optimization_barrier(_uniform(bits[:, :P, :D], lo, 1.0))
-    z = jax.lax.optimization_barrier(jnp.sqrt(2.0) * jax.scipy.special.erfinv(u))  # (M, P, D) ~ N(0, 1)
-    noise, center_box = jnp.asarray(noise, jnp.float32), jnp.asarray(center_box, jnp.float32)
-    x = (center_box * c[:, None, :] + noise * z).reshape(M * P, D)  # (M*P, D)
-    cluster = jnp.repeat(jnp.arange(M, dtype=jnp.int32), P)  # (M*P,)
-    mask = cluster < jnp.asarray(n_clusters, jnp.int32)
-    x = jnp.where(mask[:, None], x, 0.0)
-    labels = jnp.where(mask, cluster, -1)
-    init_noise = _uniform(bits[:, :P, D], 0.0, 1.0).reshape(M * P)  # (M*P,)
-    return Clusters(x=x, labels=labels, mask=mask, init_noise=init_noise)
+    draw = _draw(key, max_clusters, points_per_cluster, dim, centers)
+    return _from_draw(draw, n_clusters, noise, center_box)
 
 
 def _uniform(bits, low, high):

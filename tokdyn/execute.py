@@ -52,10 +52,17 @@ def sharded_map(fn: Callable, devices: tuple, batch_size: int | None, with_share
     (leading axis divisible by ``len(devices)``, placed with ``sharding``), the runs split over
     ``devices`` with ``shard_map`` and, on each device, vmapped (``batch_size=None``), mapped one by
     one (``1``) or mapped in vmapped chunks of ``batch_size``. Cached on its arguments, so pass the
-    same ``fn`` object to reuse a compilation. :func:`map_runs` streams chunks through it."""
+    same ``fn`` object to reuse a compilation. :func:`map_runs` streams chunks through it.
+
+    Work common to many runs: when ``fn`` has a method ``prepare(shared, args)``, each device
+    calls it once per chunk on its own runs and passes what it returns, as ``shared``, to every
+    one of them (the sweep engine draws each seed's data there once, see
+    :func:`tokdyn.sweep.run`)."""
     mesh = Mesh(np.array(devices), (RUN_AXIS,))
 
     def per_device(shared, args):
+        if with_shared and callable(getattr(fn, "prepare", None)):
+            shared = fn.prepare(shared, args)  # once per device and chunk, on this device's runs
         f = (lambda a: fn(shared, a)) if with_shared else fn
         if batch_size is None:
             return jax.vmap(f)(args)

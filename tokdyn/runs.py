@@ -83,7 +83,8 @@ class ClusterRun(RunStructure):
     ``method`` indexes ``methods`` (rows of those fields in that order, see
     :meth:`tokdyn.dynamics.Hparams.row`; shorter rows take the defaults for the rest); an explicit
     condition overrides the method's value. The Langevin noise comes from
-    ``fold_in(key, LANGEVIN_STREAM)``.
+    ``fold_in(key, LANGEVIN_STREAM)``. ``draw``: the key's :meth:`draw`, when the caller has it
+    already (the sweep engine shares one per seed); the result is the same either way.
     """
 
     max_clusters: int = 5
@@ -105,9 +106,16 @@ class ClusterRun(RunStructure):
     LANGEVIN_STREAM = 0x7FFFFFFE  # the Langevin key is fold_in(key, LANGEVIN_STREAM)
     INIT_STREAM = 0x7FFFFFFF  # the key of a normal / data_mean initialisation
 
+    def draw(self, key) -> data.ClusterDraw:
+        """The random part of a run's data (:func:`tokdyn.data.cluster_draw`): it depends on the
+        key alone, so under common random numbers every condition of a seed shares it. The sweep
+        engine calls it once per seed and passes it to each run as ``draw=``."""
+        return data.cluster_draw(key, max_clusters=self.max_clusters, points_per_cluster=self.points_per_cluster,
+                                 dim=self.dim, centers=self.centers)
+
     def __call__(self, key, *, temperature=None, momentum=None, repulsion=None, damping=None, langevin=None,
                  sinkhorn_iters=None, slot_norm=None, anneal_ratio=None, anneal_steps=None, noise=None,
-                 n_clusters=None, method=None):
+                 n_clusters=None, method=None, draw=None):
         rule = dict(temperature=temperature, momentum=momentum, repulsion=repulsion, damping=damping,
                     langevin=langevin, sinkhorn_iters=sinkhorn_iters, slot_norm=slot_norm, anneal_ratio=anneal_ratio,
                     anneal_steps=anneal_steps)
@@ -120,9 +128,8 @@ class ClusterRun(RunStructure):
                                       for f, b in zip(self.RULE, base)})
         noise = f32(self.noise if noise is None else noise)
         n_clusters = jnp.int32(self.n_clusters if n_clusters is None else n_clusters)
-        c = data.gaussian_clusters(key, n_clusters, points_per_cluster=self.points_per_cluster, dim=self.dim,
-                                   noise=noise, center_box=f32(self.center_box), centers=self.centers,
-                                   max_clusters=self.max_clusters)
+        c = data.clusters_from_draw(self.draw(key) if draw is None else draw, n_clusters, noise=noise,
+                                    center_box=f32(self.center_box))
         if self.init == "data":  # reuse the data's random bits: one threefry call per run
             t0 = dynamics.forgy(c.x, c.init_noise, c.mask, self.n_tokens)
         else:

@@ -72,11 +72,13 @@ def condition_stats(src, fields: Sequence[str] | None = None) -> dict[str, np.nd
             sums = {f: np.zeros(n_cond) for f in fields}
             sumsq = {f: np.zeros(n_cond) for f in fields}
             counts = {f: np.zeros(n_cond) for f in fields}
-        cond = cols["index"] // grid.seeds
-        c0 = int(cond[0])
+        cond = grid.condition(cols["index"])
+        if grid.seed_major:  # a chunk's conditions wrap around: count over all of them
+            c0, width = 0, n_cond
+        else:  # a chunk's conditions are one contiguous range
+            c0, width = int(cond[0]), int(cond[-1]) + 1 - int(cond[0])
         local = cond - c0
-        sl = slice(c0, int(cond[-1]) + 1)
-        width = sl.stop - c0
+        sl = slice(c0, c0 + width)
         for f in fields:
             v = np.asarray(cols[f], np.float64)
             ok = ~np.isnan(v)

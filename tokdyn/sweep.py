@@ -65,22 +65,33 @@ class Grid:
 
     Run ``i`` is the condition at mixed-radix position ``i`` over ``(*axes, seed)``: axes in the
     order given, the seed fastest, exactly like ``itertools.product(*axes.values(), range(seeds))``.
-    Nothing is materialised: :meth:`rows` builds the columns of any index range on demand, so a
-    10^8-run grid costs only its axis values.
+    With ``seed_major=True`` the seed is the slowest instead (``product(range(seeds), *axes)``):
+    all conditions of seed 0, then of seed 1, ... With common random numbers that keeps a seed's
+    runs together, so a function that draws its data once per seed (see :func:`run`) shares each
+    draw across a whole chunk however many seeds there are. Nothing is materialised: :meth:`rows`
+    builds the columns of any index range on demand, so a 10^8-run grid costs only its axis values.
+
+    ``shape`` is ``(*axis sizes, seeds)`` in either order; ``strides`` holds the step of each of
+    those in the run index.
 
     >>> g = Grid(temperature=[0.5, 1.0], momentum=[0.0, 0.5], seeds=3)
     >>> len(g), g.shape
     (12, (2, 2, 3))
     >>> g[4]
     {'temperature': 0.5, 'momentum': 0.5, 'seed': 1, 'index': 4}
+    >>> Grid(temperature=[0.5, 1.0], momentum=[0.0, 0.5], seeds=3, seed_major=True)[4]
+    {'temperature': 0.5, 'momentum': 0.0, 'seed': 1, 'index': 4}
     """
 
     RESERVED = ("seed", "index")
 
-    def __init__(self, seeds: int = 1, **axes):
+    def __init__(self, seeds: int = 1, *, seed_major: bool = False, **axes):
         if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
             raise ValueError(f"seeds must be an int >= 1, got {seeds!r}")
+        if not isinstance(seed_major, (bool, np.bool_)):
+            raise TypeError(f"seed_major must be a bool, got {seed_major!r}")
         self.seeds = int(seeds)
+        self.seed_major = bool(seed_major)
         self.axes: dict[str, np.ndarray] = {}
         for name, values in axes.items():
             if name in self.RESERVED:
@@ -96,8 +107,18 @@ class Grid:
                 raise TypeError(f"axis {name!r} must hold numbers, got dtype {arr.dtype}")
             self.axes[name] = arr
         self.shape = tuple(a.size for a in self.axes.values()) + (self.seeds,)
-        # stride of each axis (and of the seed) in the flat run index
-        self.strides = tuple(int(np.prod(self.shape[i + 1:], dtype=np.int64)) for i in range(len(self.shape)))
+        self.n_conditions = int(np.prod(self.shape[:-1], dtype=np.int64))
+        # stride of each axis (and of the seed, last) in the flat run index
+        inner = 1 if self.seed_major else self.seeds
+        axis_strides = tuple(int(np.prod(self.shape[i + 1:-1], dtype=np.int64)) * inner
+                             for i in range(len(self.shape) - 1))
+        self.strides = axis_strides + (self.n_conditions if self.seed_major else 1,)
+
+    def condition(self, index):
+        """The condition number (0 .. n_conditions - 1, the axes' mixed-radix position) of run
+        ``index`` (int or array), in either order."""
+        index = np.asarray(index, np.int64)
+        return index % self.n_conditions if self.seed_major else index // self.seeds
 
     def __len__(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
@@ -108,10 +129,12 @@ class Grid:
 
     def __repr__(self) -> str:
         axes = ", ".join(f"{k}={v.tolist() if v.size <= 6 else f'<{v.size} values>'}" for k, v in self.axes.items())
-        return f"Grid({axes}{', ' if axes else ''}seeds={self.seeds})"
+        major = ", seed_major=True" if self.seed_major else ""
+        return f"Grid({axes}{', ' if axes else ''}seeds={self.seeds}{major})"
 
     def __eq__(self, other) -> bool:
         return (isinstance(other, Grid) and self.seeds == other.seeds and self.names == other.names
+                and self.seed_major == other.seed_major
                 and all(np.array_equal(a, b) for a, b in zip(self.axes.values(), other.axes.values())))
 
     def rows(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
@@ -124,7 +147,7 @@ class Grid:
         out = {}
         for (name, values), stride, size in zip(self.axes.items(), self.strides, self.shape):
             out[name] = values[(index // stride) % size]
-        out["seed"] = index % self.seeds
+        out["seed"] = (index // self.strides[-1]) % self.seeds
         out["index"] = index
         return out
 
@@ -151,11 +174,15 @@ class Grid:
 
     def to_dict(self) -> dict:
         """JSON-ready description (axis values as lists); ``Grid.from_dict`` inverts it."""
-        return {"axes": {k: v.tolist() for k, v in self.axes.items()}, "seeds": self.seeds}
+        out = {"axes": {k: v.tolist() for k, v in self.axes.items()}, "seeds": self.seeds}
+        if self.seed_major:  # absent: the seed fastest (every manifest written before the option)
+            out["seed_major"] = True
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "Grid":
-        return cls(seeds=d["seeds"], **{k: np.asarray(v) for k, v in d["axes"].items()})
+        return cls(seeds=d["seeds"], seed_major=bool(d.get("seed_major", False)),
+                   **{k: np.asarray(v) for k, v in d["axes"].items()})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,14 +195,45 @@ class _GridTask:
     global index on the device (so a chunk's only input is its index range) and derives the run's
     key from the root key and that index (or the run's seed, for common random numbers).
 
-    ``shared`` holds the root key, every axis's values (``tables``), each axis's stride in the run
-    index and the seed count, all traced: grids with the same axis names and sizes share one
-    compilation. Conditions reach ``fn`` as float32 / int32 scalars, like :meth:`Grid.rows` cast
-    by :func:`device_columns`."""
+    ``shared`` holds the root key, every axis's values (``tables``), each axis's and the seed's
+    stride in the run index and the seed count, all traced: grids with the same axis names and
+    sizes share one compilation. Conditions reach ``fn`` as float32 / int32 scalars, like
+    :meth:`Grid.rows` cast by :func:`device_columns`.
+
+    Shared draws (``share_draws``: common random numbers and an ``fn`` with a ``draw(key)``
+    method): :meth:`prepare` calls ``fn.draw`` once for every seed among a device's runs of a
+    chunk (vmapped), and each run receives its seed's draw as ``draw=``. A device's runs are
+    consecutive indices, so their seeds are consecutive too (modulo ``seeds``): at most
+    ``min(seeds, L)`` of them among L runs with the seed fastest, ``(L - 2) // C + 2`` with the seed
+    slowest over C conditions. When that is not fewer than the runs, nothing is shared and
+    each run draws its own, as without ``draw``: the results are the same either way."""
 
     fn: Callable
     names: tuple
     by_seed: bool
+    share_draws: bool = False
+    seeds: int = 1
+    n_conditions: int = 1
+    seed_major: bool = False
+
+    def n_draws(self, n_runs: int) -> int:
+        """The most distinct seeds among ``n_runs`` consecutive runs."""
+        if self.seed_major:
+            return min(self.seeds, (n_runs - 2) // self.n_conditions + 2 if n_runs > 1 else 1)
+        return min(self.seeds, n_runs)
+
+    def prepare(self, shared, runs):
+        """Once per device and chunk (see :func:`tokdyn.execute.sharded_map`): the draws of the
+        seeds of ``runs`` (consecutive indices), when that shares any."""
+        n_runs = runs["index"].shape[0]
+        n_draws = self.n_draws(n_runs)
+        if not self.share_draws or n_draws >= n_runs:
+            return shared
+        seeds = shared["seeds"]
+        first = (runs["index"][0] // shared["seed_stride"]) % seeds
+        keys = jax.vmap(lambda j: jax.random.fold_in(shared["key"], (first + j) % seeds))(
+            jnp.arange(n_draws, dtype=jnp.uint32))
+        return dict(shared, draws=jax.vmap(self.fn.draw)(keys), first_seed=first)
 
     def __call__(self, shared, run):
         index = run["index"]  # uint32
@@ -183,18 +241,28 @@ class _GridTask:
         for name in self.names:
             table = shared["tables"][name]
             condition[name] = table[(index // shared["strides"][name]) % table.shape[0]]
-        seed = index % shared["seeds"]
+        seed = (index // shared["seed_stride"]) % shared["seeds"]
         k = jax.random.fold_in(shared["key"], seed if self.by_seed else index)
+        if "draws" in shared:  # this run's seed's draw, made once by prepare
+            slot = (seed + shared["seeds"] - shared["first_seed"]) % shared["seeds"]
+            condition["draw"] = jax.tree_util.tree_map(lambda d: d[slot], shared["draws"])
         out = self.fn(k, **condition)
         if not isinstance(out, dict):
             raise TypeError(f"the sweep function must return a dict of arrays, got {type(out).__name__}")
         return out
 
 
+def _grid_task(fn, grid: "Grid", common_random_numbers: bool) -> _GridTask:
+    share = bool(common_random_numbers) and callable(getattr(fn, "draw", None))
+    return _GridTask(fn, grid.names, bool(common_random_numbers), share_draws=share, seeds=grid.seeds,
+                     n_conditions=grid.n_conditions, seed_major=grid.seed_major)
+
+
 def _grid_shared(grid: "Grid", key) -> dict:
     tables = device_columns(dict(grid.axes))
     strides = {name: np.uint32(st) for name, st in zip(grid.names, grid.strides)}
-    return dict(key=key, tables=tables, strides=strides, seeds=np.uint32(grid.seeds))
+    return dict(key=key, tables=tables, strides=strides, seeds=np.uint32(grid.seeds),
+                seed_stride=np.uint32(grid.strides[-1]))
 
 
 class SweepResult:
@@ -378,7 +446,12 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
       key: root PRNG key. Run i gets ``fold_in(key, i)`` — or ``fold_in(key, seed)`` with
         ``common_random_numbers=True``, so every condition of a seed shares its randomness (paired
         comparisons across conditions). Results are bit-identical whatever the chunk size, device
-        count or number of interruptions.
+        count or number of interruptions. With common random numbers, an ``fn`` that has a method
+        ``draw(key)`` (the part of a run that depends on the key alone, such as
+        :meth:`tokdyn.runs.ClusterRun.draw`) and accepts ``draw=`` gets it computed once per seed
+        in each device's share of a chunk and passed to all that seed's runs: a grid with
+        ``seed_major=True`` keeps a seed's runs together, so every chunk shares its draws. The
+        results are those of ``fn(key, **condition)`` alone.
       chunk_size: runs per chunk (memory, and the unit of work saved to disk). Default: per
         backend and device count, or, when resuming a sweep in ``out``, the chunk size it used.
       out: directory; each finished chunk is written (atomically) before the next one is read
@@ -422,7 +495,7 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
     if out is not None and chunk_size is None and os.path.exists(os.path.join(out, "manifest.json")):
         chunk_size = read_manifest(out)["chunk_size"]  # resume with the chunks already on disk
     devices, batch_size, step, padded = execute.plan(devices, batch_size, chunk_size, total)
-    task = _GridTask(fn, grid.names, bool(common_random_numbers))
+    task = _grid_task(fn, grid, common_random_numbers)
     starts = list(range(0, total, step))
     mine = set(starts[part[0]::part[1]])
     done: dict[int, dict] = {}

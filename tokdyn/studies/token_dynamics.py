@@ -85,22 +85,26 @@ class Config(RunStructure):
                           methods=table)
 
     def grid(self) -> sweep.Grid:
-        """method (index into ``methods``) x K x noise x seeds, seeds fastest."""
+        """method (index into ``methods``) x K x noise x seeds, the seed slowest: each chunk holds
+        whole seeds, whose data the engine draws once for all 36 of their runs."""
         return sweep.Grid(method=np.arange(len(self.methods)), n_clusters=np.asarray(self.n_clusters),
-                          noise=np.asarray(self.noise, np.float32), seeds=self.seeds)
+                          noise=np.asarray(self.noise, np.float32), seeds=self.seeds, seed_major=True)
 
 
 def simulate(cfg: Config, *, chunk_size=None, batch_size="auto", devices=None, progress=False) -> dict[str, np.ndarray]:
     """Run every run of the study: a :func:`tokdyn.sweep.run` of :meth:`Config.task` over
     :meth:`Config.grid` with common random numbers (the data and initial tokens of a seed are
-    shared by every method and condition). Returns the run table (method, n_clusters, noise,
-    seed, then one column per metric). The execution options do not change any result."""
+    shared by every method and condition, and drawn once per seed). Returns the run table
+    (method, n_clusters, noise, seed, then one column per metric), ordered by method, K, noise,
+    then seed. The execution options do not change any result."""
     cfg.validate()
     res = sweep.run(cfg.task(), cfg.grid(), key=jax.random.key(cfg.root_seed), common_random_numbers=True,
                     chunk_size=chunk_size, batch_size=batch_size, devices=devices, progress=progress, part=(0, 1))
-    table = dict(method=np.asarray(cfg.methods)[res["method"]], n_clusters=res["n_clusters"].astype(np.int32),
-                 noise=res["noise"].astype(np.float32), seed=res["seed"].astype(np.int32))
-    table.update({f: res[f] for f in res.fields})
+    order = np.lexsort((res["seed"], res["noise"], res["n_clusters"], res["method"]))
+    table = dict(method=np.asarray(cfg.methods)[res["method"][order]],
+                 n_clusters=res["n_clusters"][order].astype(np.int32),
+                 noise=res["noise"][order].astype(np.float32), seed=res["seed"][order].astype(np.int32))
+    table.update({f: res[f][order] for f in res.fields})
     return table
 
 

@@ -139,7 +139,8 @@ class Config(RunStructure):
                 return np.arange(len(v), dtype=np.int64)
             return np.asarray(v, np.int64) if k == "n_clusters" else np.asarray(v, np.float64)
 
-        return sweep.Grid(seeds=self.seeds, **{k: values(k, v) for k, v in self.axes()})
+        # the seed slowest: a chunk holds whole seeds, whose data are drawn once for all their runs
+        return sweep.Grid(seeds=self.seeds, seed_major=True, **{k: values(k, v) for k, v in self.axes()})
 
     def rule_axes(self) -> list:
         return [k for k, _ in self.axes() if k in RULE_AXES]

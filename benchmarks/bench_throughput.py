@@ -7,7 +7,12 @@ pool of distinct problems) and returns the same per-run metrics: ARI, NMI, SSE, 
 converged, collapsed.
 
 Rows:
-  tokdyn fused        the study's per-run function: data generated inside, then run + metrics
+  tokdyn study path   what ``tokdyn study token-dynamics`` runs: ``sweep.run`` of the study's run
+                      function over its grid (method x K x noise x seeds, the seed slowest, common
+                      random numbers), data generated on the device, each seed's data drawn once
+                      for its 36 runs; as many seeds as make ``--runs`` runs
+  tokdyn data per run the same runs through ``map_runs`` with every run drawing its own data (the
+                      study path before a seed's draw was shared)
   tokdyn given-data   run + metrics on the pooled host data (the peers' exact workload)
   published_way       the published way with nothing else timed: per run, the float64 NumPy rule
                       on the run's valid points (prepared before the timing), scikit-learn
@@ -30,6 +35,7 @@ this one run. Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -55,7 +61,7 @@ import peers  # noqa: E402
 import published_way  # noqa: E402
 from common import Batched  # noqa: E402
 
-from tokdyn import data, dynamics, execute, metrics  # noqa: E402
+from tokdyn import data, dynamics, execute, metrics, sweep  # noqa: E402
 from tokdyn.studies import token_dynamics as td  # noqa: E402
 
 METHOD_NAMES = ["baseline", "inertia", "repulsion", "inertia+repulsion"]  # the published study's
@@ -112,6 +118,30 @@ def time_map(fn, run_args, shared, devices, chunk, repeats):
         out = execute.map_runs(fn, run_args, shared=shared, devices=devices, chunk_size=chunk)
         rates.append(n / (time.perf_counter() - t))
     return rates, max(first - chunk / max(rates), 0.0), out
+
+
+def time_study_path(n, devices, chunk, repeats):
+    """(rates, compile seconds, results): ``sweep.run`` of the study's function over the study's
+    grid with ceil(n / 36) seeds (the seed slowest), in memory, no progress. The first call, on a
+    one-chunk grid of the same chunk shape, compiles; its time minus one chunk's steady-state time
+    is the compile figure."""
+    per_seed = len(CFG.grid()) // CFG.seeds
+    grid = dataclasses.replace(CFG, seeds=-(-n // per_seed)).grid()
+    warm = dataclasses.replace(CFG, seeds=-(-chunk // per_seed)).grid()
+
+    def call(g):
+        return sweep.run(TASK, g, key=jax.random.key(CFG.root_seed), common_random_numbers=True, chunk_size=chunk,
+                         devices=devices, progress=False)
+
+    t = time.perf_counter()
+    call(warm)
+    first = time.perf_counter() - t
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = call(grid)
+        rates.append(len(grid) / (time.perf_counter() - t))
+    return rates, max(first - len(warm) / max(rates), 0.0), out
 
 
 def lean_per_run(problems, method):
@@ -179,17 +209,20 @@ def main():
                       index=np.arange(n, dtype=np.uint32))
     fused = Batched(TASK, ("method", "n_clusters", "noise"))  # fn(key, **condition) per run
     given = None
+    strategy = "sequential map" if execute.default_batch_size() == 1 else "vmap"
     for nd in sorted({1, len(devs)}):
         chunk = 4096 * nd
+        rates, compile_s, out = time_study_path(n, devs[:nd], chunk, args.repeats)
+        rows.append((f"tokdyn study path, {nd} device(s), {strategy}", len(out), rates, compile_s, out["ari"].mean(),
+                     out["steps"].mean(), "-"))
         rates, compile_s, out = time_map(fused, fused_args, jax.random.key(0), devs[:nd], chunk, args.repeats)
-        strategy = "sequential map" if execute.default_batch_size() == 1 else "vmap"
-        rows.append((f"tokdyn fused, {nd} device(s), {strategy}", n, rates, compile_s, out["ari"].mean(),
+        rows.append((f"tokdyn data drawn per run, {nd} device(s)", n, rates, compile_s, out["ari"].mean(),
                      out["steps"].mean(), "-"))
         rates, compile_s, given = time_map(given_data_task, dict(idx=idx.astype(np.int32), params=params_for(n)),
                                            pool_dev, devs[:nd], chunk, args.repeats)
         rows.append((f"tokdyn given-data, {nd} device(s)", n, rates, compile_s, given["ari"].mean(),
                      given["steps"].mean(), "-"))
-        print(rows[-2][:3], rows[-1][:3], flush=True)
+        print(rows[-3][:3], rows[-2][:3], rows[-1][:3], flush=True)
 
     for peer in ["published_way"] + [p for p in peers.available_peers() if p != "numpy_per_run"]:
         per_method = (args.per_run_runs if peer == "published_way" else args.peer_runs) // 4

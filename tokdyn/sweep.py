@@ -200,39 +200,30 @@ class _GridTask:
     sizes share one compilation. Conditions reach ``fn`` as float32 / int32 scalars, like
     :meth:`Grid.rows` cast by :func:`device_columns`.
 
-    Shared draws (``share_draws``: common random numbers and an ``fn`` with a ``draw(key)``
+    Shared draws (``n_draws > 0``: common random numbers and an ``fn`` with a ``draw(key)``
     method): :meth:`prepare` calls ``fn.draw`` once for every seed among a device's runs of a
     chunk (vmapped), and each run receives its seed's draw as ``draw=``. A device's runs are
-    consecutive indices, so their seeds are consecutive too (modulo ``seeds``): at most
-    ``min(seeds, L)`` of them among L runs with the seed fastest, ``(L - 2) // C + 2`` with the seed
-    slowest over C conditions. When that is not fewer than the runs, nothing is shared and
-    each run draws its own, as without ``draw``: the results are the same either way."""
+    consecutive indices, so their seeds are consecutive too (modulo ``seeds``); ``n_draws`` bounds
+    how many there are (:func:`_n_draws`). Every run takes its draw from there, even when nothing
+    is shared (as many draws as runs), so that each run is computed by the same program whatever
+    the chunking: results are bit-identical across chunk sizes, device counts and both grid orders.
+    Against ``fn(key, **condition)`` drawing for itself they agree up to floating-point rounding
+    (XLA may fuse the arithmetic on the draw differently in the two programs)."""
 
     fn: Callable
     names: tuple
     by_seed: bool
-    share_draws: bool = False
-    seeds: int = 1
-    n_conditions: int = 1
-    seed_major: bool = False
-
-    def n_draws(self, n_runs: int) -> int:
-        """The most distinct seeds among ``n_runs`` consecutive runs."""
-        if self.seed_major:
-            return min(self.seeds, (n_runs - 2) // self.n_conditions + 2 if n_runs > 1 else 1)
-        return min(self.seeds, n_runs)
+    n_draws: int = 0
 
     def prepare(self, shared, runs):
         """Once per device and chunk (see :func:`tokdyn.execute.sharded_map`): the draws of the
         seeds of ``runs`` (consecutive indices), when that shares any."""
-        n_runs = runs["index"].shape[0]
-        n_draws = self.n_draws(n_runs)
-        if not self.share_draws or n_draws >= n_runs:
+        if not self.n_draws:
             return shared
         seeds = shared["seeds"]
         first = (runs["index"][0] // shared["seed_stride"]) % seeds
         keys = jax.vmap(lambda j: jax.random.fold_in(shared["key"], (first + j) % seeds))(
-            jnp.arange(n_draws, dtype=jnp.uint32))
+            jnp.arange(self.n_draws, dtype=jnp.uint32))
         return dict(shared, draws=jax.vmap(self.fn.draw)(keys), first_seed=first)
 
     def __call__(self, shared, run):
@@ -252,10 +243,21 @@ class _GridTask:
         return out
 
 
-def _grid_task(fn, grid: "Grid", common_random_numbers: bool) -> _GridTask:
+def _n_draws(grid: "Grid", n_runs: int) -> int:
+    """The most distinct seeds among ``n_runs`` consecutive runs of ``grid``: ``min(seeds, n)``
+    with the seed fastest, ``(n - 2) // C + 2`` with the seed slowest over C conditions."""
+    if grid.seed_major and n_runs > 1:
+        return min(grid.seeds, (n_runs - 2) // grid.n_conditions + 2)
+    return min(grid.seeds, n_runs)
+
+
+def _grid_task(fn, grid: "Grid", common_random_numbers: bool, runs_per_device: int) -> _GridTask:
+    """The task for ``grid``; ``runs_per_device``: the runs each device gets per chunk. Only the
+    number of draws to share enters the compiled function, so grids that differ in their seed
+    count alone still share one compilation."""
     share = bool(common_random_numbers) and callable(getattr(fn, "draw", None))
-    return _GridTask(fn, grid.names, bool(common_random_numbers), share_draws=share, seeds=grid.seeds,
-                     n_conditions=grid.n_conditions, seed_major=grid.seed_major)
+    return _GridTask(fn, grid.names, bool(common_random_numbers),
+                     n_draws=_n_draws(grid, runs_per_device) if share else 0)
 
 
 def _grid_shared(grid: "Grid", key) -> dict:
@@ -450,8 +452,10 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
         ``draw(key)`` (the part of a run that depends on the key alone, such as
         :meth:`tokdyn.runs.ClusterRun.draw`) and accepts ``draw=`` gets it computed once per seed
         in each device's share of a chunk and passed to all that seed's runs: a grid with
-        ``seed_major=True`` keeps a seed's runs together, so every chunk shares its draws. The
-        results are those of ``fn(key, **condition)`` alone.
+        ``seed_major=True`` keeps a seed's runs together, so every chunk shares its draws. Results
+        are still bit-identical across chunk sizes, device counts and the two grid orders; against
+        calls of ``fn(key, **condition)`` that draw for themselves they agree up to floating-point
+        rounding (a few runs in a hundred of a chaotic rule may then end elsewhere).
       chunk_size: runs per chunk (memory, and the unit of work saved to disk). Default: per
         backend and device count, or, when resuming a sweep in ``out``, the chunk size it used.
       out: directory; each finished chunk is written (atomically) before the next one is read
@@ -495,7 +499,7 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
     if out is not None and chunk_size is None and os.path.exists(os.path.join(out, "manifest.json")):
         chunk_size = read_manifest(out)["chunk_size"]  # resume with the chunks already on disk
     devices, batch_size, step, padded = execute.plan(devices, batch_size, chunk_size, total)
-    task = _grid_task(fn, grid, common_random_numbers)
+    task = _grid_task(fn, grid, common_random_numbers, padded // len(devices))
     starts = list(range(0, total, step))
     mine = set(starts[part[0]::part[1]])
     done: dict[int, dict] = {}

@@ -1,25 +1,34 @@
-"""A roofline for the token-dynamics kernel on this machine: the work of one run-step counted, the
-machine's attainable peak for that kind of work measured, and tokdyn's kernel against both.
+"""A roofline for the token-dynamics workload on this machine: the work of a run counted, the
+machine's attainable peak for each kind of that work measured, and tokdyn's paths against both.
 
 Work per run-step of the default workload (T tokens, N points padded, D dims; the kernel computes
 on every padded point, masked):
   scores  2 t.x - |t|^2               2 T N D + 2 T N flops
   softmax over T (max, sub, exp, sum,
           scale by 1/tau and weight)  6 T N flops + T N exponentials
-  means   a @ x, mass, divide          2 T N D + T N + T D flops
+  means   [a x, a 1] as one product,  2 T N (D + 1) + T D flops
+          divide
   force, momentum, repulsion, |v|max  about 8 T^2 D + 6 T D flops
+Work per run besides its steps:
+  labels  the scores once more         2 T N D + 2 T N flops
+  metrics SSE (3 N D), contingency (N) (3 D + 1) N flops
+  data    M (P + 1) D normals and M P uniforms per seed (inverse-erf normals from threefry bits),
+          shared by the seed's runs on the study path; x = box c + noise z, 3 M P D flops per run
 Useful work counts the valid points only (N = K x 100, K = 4 on average).
 
 Attainable peaks, measured here with JAX on the same backend and the same device setup as the
 kernel (1 core: one forced host device in a child pinned with taskset to one CPU; 2 cores: two
 forced host devices, the work split over them with shard_map):
-  GEMM   float32 1024 x 1024 matrix products: flops/s (2 n^3 per product)
-  exp    float32 exp of 2^22 elements, summed: exponentials/s
+  GEMM     float32 1024 x 1024 matrix products: flops/s (2 n^3 per product)
+  exp      float32 exp of 2^22 elements, summed: exponentials/s
+  normals  2^22 threefry bits turned into inverse-erf normals, summed: normals/s
 
-Kernel rows (steady state, compile excluded): ``dynamics.run`` alone on the pooled data (run-steps
-from the results), and the given-data path of bench_throughput (run + ARI/NMI/SSE/collapse). The
-roofline time of a run-step is flops / GEMM peak + exponentials / exp peak (the two share the
-vector units); "of roofline" is that time over the measured time per run-step.
+Rows (steady state, compile excluded): ``dynamics.run`` alone on the pooled data, the given-data
+path of bench_throughput (run + labels + ARI/NMI/SSE/collapse) and the study path (``sweep.run``
+of the study's function over its grid, the seed slowest: data generated on the device, each
+seed's drawn once for its 36 runs, metrics included). The roofline time of a run is
+flops / GEMM peak + exponentials / exp peak + normals / normal peak (they share the vector units);
+"of roofline" is that time over the measured time per run.
 
 Usage: ``python benchmarks/bench_roofline.py [--runs 50000] [--repeats 3]``.
 """
@@ -27,6 +36,7 @@ Usage: ``python benchmarks/bench_roofline.py [--runs 50000] [--repeats 3]``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -53,16 +63,27 @@ _argv, sys.argv = sys.argv, sys.argv[:1]  # bench_throughput parses the command 
 import bench_throughput as bt  # noqa: E402
 sys.argv = _argv
 
-from tokdyn import dynamics, execute  # noqa: E402
+from tokdyn import dynamics, execute, sweep  # noqa: E402
 
 T, D = bt.CFG.n_tokens, bt.CFG.dim
 N_PADDED = bt.TASK.max_clusters * bt.CFG.points_per_cluster
 
 
+M, PTS = bt.TASK.max_clusters, bt.CFG.points_per_cluster
+
+
 def work_per_step(n):
     """(flops, exponentials) of one run-step on n points (n may be an array)."""
-    flops = 2 * T * n * D + 2 * T * n + 6 * T * n + 2 * T * n * D + T * n + T * D + 8 * T * T * D + 6 * T * D
+    flops = 2 * T * n * D + 2 * T * n + 6 * T * n + 2 * T * n * (D + 1) + T * D + 8 * T * T * D + 6 * T * D
     return flops, T * n
+
+
+def work_per_run(steps, n, metrics=True, normals=0.0, data_points=0):
+    """(flops, exponentials, normals) of a run of ``steps`` steps on n points: the steps, the final
+    labels, the metrics and the data (``normals`` drawn for it, x built on ``data_points`` points)."""
+    f, e = work_per_step(n)
+    flops = steps * f + 2 * T * n * D + 2 * T * n + ((3 * D + 1) * n if metrics else 0) + 3 * data_points * D
+    return flops, steps * e, normals
 
 
 def best_median(fn, repeats):
@@ -104,7 +125,24 @@ def exp_peak(repeats, n=1 << 22):
     return nd * n / best, nd * n / med
 
 
+def normal_peak(repeats, n=1 << 22):
+    """Inverse-erf normals from threefry bits, as tokdyn's data generator makes them."""
+    nd = len(jax.local_devices())
+    keys = jax.random.split(jax.random.key(2), nd)
+
+    def body(k):  # (1,) keys: n normals on this device
+        bits = jax.random.bits(k[0], (n,), jnp.uint32)
+        u = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32) * 2.0 - 3.0
+        return jnp.sum(jnp.sqrt(2.0) * jax.scipy.special.erfinv(jnp.maximum(u, -0.9999999)), keepdims=True)
+
+    f, keys = sharded(body, keys)
+    best, med = best_median(lambda: f(keys).block_until_ready(), repeats)
+    return nd * n / best, nd * n / med
+
+
 def kernel_rows(runs, repeats):
+    """Per path: runs, run-steps, best/median seconds, and the work of the mean run (useful and
+    padded) as (flops, exponentials, normals)."""
     pool = bt.make_pool(2048)
     pool_dev = {k: jnp.asarray(v) for k, v in pool.items()}
     idx = ((np.arange(runs) // 4) % 2048).astype(np.int32)
@@ -118,9 +156,15 @@ def kernel_rows(runs, repeats):
                          n_steps=bt.CFG.n_steps, tol=bt.CFG.tol)
         return dict(steps=r.steps, t=jnp.sum(r.tokens))
 
+    def mean_work(steps, valid, metrics, normals, data):
+        useful = work_per_run(steps, valid, metrics, normals, valid if data else 0)
+        padded = work_per_run(steps, N_PADDED, metrics, normals, N_PADDED if data else 0)
+        return [[float(np.mean(w)) for w in useful], [float(np.mean(w)) for w in padded]]
+
     rows = {}
-    valid = pool["mask"].sum(1)[idx]
-    for name, fn in (("dynamics.run", rule_only), ("run + metrics (given-data)", bt.given_data_task)):
+    valid = pool["mask"].sum(1)[idx].astype(np.float64)
+    for name, fn, metrics in (("`dynamics.run` (given data)", rule_only, False),
+                              ("run + labels + metrics (given data)", bt.given_data_task, True)):
         out = {}
 
         def call():
@@ -128,16 +172,30 @@ def kernel_rows(runs, repeats):
 
         best, med = best_median(call, repeats)
         steps = np.asarray(out["r"]["steps"], np.float64)
-        useful = work_per_step(valid.astype(np.float64))  # per run
-        rows[name] = dict(run_steps=float(steps.sum()), best_s=best, median_s=med,
-                          padded=[float(w) for w in work_per_step(N_PADDED)],
-                          useful=[float(np.sum(steps * w) / steps.sum()) for w in useful])
+        rows[name] = dict(runs=runs, run_steps=float(steps.sum()), best_s=best, median_s=med,
+                          work=mean_work(steps, valid, metrics, 0.0, False))
+    # the study path: as many seeds as make `runs` runs of the study's grid, the seed slowest
+    per_seed = len(bt.CFG.grid()) // bt.CFG.seeds
+    grid = dataclasses.replace(bt.CFG, seeds=-(-runs // per_seed)).grid()
+    out = {}
+
+    def study():
+        out["r"] = sweep.run(bt.TASK, grid, key=jax.random.key(0), common_random_numbers=True, chunk_size=chunk,
+                             devices=devs, progress=False)
+
+    best, med = best_median(study, repeats)
+    steps = np.asarray(out["r"]["steps"], np.float64)
+    valid = out["r"]["n_clusters"].astype(np.float64) * PTS
+    normals = (M * (PTS + 1) * D + M * PTS) / per_seed  # one draw per seed, shared by its runs
+    rows["study path (`sweep.run`: data on the device, drawn once per seed, metrics)"] = dict(
+        runs=len(grid), run_steps=float(steps.sum()), best_s=best, median_s=med,
+        work=mean_work(steps, valid, True, normals, True))
     return rows
 
 
 def measure(runs, repeats):
     return dict(devices=len(jax.local_devices()), gemm=gemm_peak(repeats), exp=exp_peak(repeats),
-                kernel=kernel_rows(runs, repeats))
+                normal=normal_peak(repeats), kernel=kernel_rows(runs, repeats))
 
 
 def main():
@@ -152,27 +210,29 @@ def main():
           f"backend {jax.default_backend()}; float32; {time.strftime('%Y-%m-%d')}; {args.runs} runs, "
           f"{args.repeats} repetitions (best / median)")
     print()
-    print("| cores | GEMM GFLOP/s | exp G/s |")
-    print("|---:|---:|---:|")
+    print("| cores | GEMM GFLOP/s | exp G/s | normals G/s |")
+    print("|---:|---:|---:|---:|")
     for label, m in (("1", one), ("2", two)):
         print(f"| {label} | {m['gemm'][0] / 1e9:.1f} / {m['gemm'][1] / 1e9:.1f} | "
-              f"{m['exp'][0] / 1e9:.2f} / {m['exp'][1] / 1e9:.2f} |")
+              f"{m['exp'][0] / 1e9:.2f} / {m['exp'][1] / 1e9:.2f} | "
+              f"{m['normal'][0] / 1e9:.3f} / {m['normal'][1] / 1e9:.3f} |")
     print()
-    print(f"work per run-step: {work_per_step(N_PADDED)[0]:.0f} flops + {work_per_step(N_PADDED)[1]:.0f} exp "
-          f"on {N_PADDED} padded points")
+    f, e = work_per_step(N_PADDED)
+    print(f"work per run-step: {f:.0f} flops + {e:.0f} exp on {N_PADDED} padded points")
     print()
-    print("| cores | kernel | run-steps/s | achieved GFLOP/s (useful / padded) | achieved G exp/s (useful) "
-          "| roofline ns per run-step (useful / padded) | measured ns | of roofline (useful / padded) |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("| cores | path | runs/s | mean steps | achieved GFLOP/s (useful) | achieved G exp/s (useful) "
+          "| roofline µs per run (useful / padded) | measured µs per run | of roofline (useful / padded) |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, m in (("1", one), ("2", two)):
-        peak_f, peak_e = m["gemm"][0], m["exp"][0]  # the best of the peaks: the strictest roofline
+        peak = (m["gemm"][0], m["exp"][0], m["normal"][0])  # the best of the peaks: the strictest roofline
         for name, r in m["kernel"].items():
-            rate = r["run_steps"] / r["median_s"]
-            ns = 1e9 / rate
-            roof = [1e9 * (f / peak_f + e / peak_e) for f, e in (r["useful"], r["padded"])]
-            print(f"| {label} | {name} | {rate / 1e6:.2f} M | {rate * r['useful'][0] / 1e9:.1f} / "
-                  f"{rate * r['padded'][0] / 1e9:.1f} | {rate * r['useful'][1] / 1e9:.2f} | "
-                  f"{roof[0]:.0f} / {roof[1]:.0f} | {ns:.0f} | {roof[0] / ns:.1%} / {roof[1] / ns:.1%} |")
+            rate = r["runs"] / r["median_s"]
+            us = 1e6 / rate
+            roof = [1e6 * sum(w / p for w, p in zip(work, peak)) for work in r["work"]]
+            useful = r["work"][0]
+            print(f"| {label} | {name} | {rate:.0f} | {r['run_steps'] / r['runs']:.2f} | "
+                  f"{rate * useful[0] / 1e9:.1f} | {rate * useful[1] / 1e9:.2f} | "
+                  f"{roof[0]:.1f} / {roof[1]:.1f} | {us:.1f} | {roof[0] / us:.1%} / {roof[1] / us:.1%} |")
 
 
 if __name__ == "__main__":

@@ -202,7 +202,7 @@ class _GridTask:
 
     Shared draws (``n_draws > 0``: common random numbers and an ``fn`` with a ``draw(key)``
     method): :meth:`prepare` calls ``fn.draw`` once for every seed among a device's runs of a
-    chunk (vmapped), and each run receives its seed's draw as ``draw=``. A device's runs are
+    chunk, and each run receives its seed's draw as ``draw=``. A device's runs are
     consecutive indices, so their seeds are consecutive too (modulo ``seeds``); ``n_draws`` bounds
     how many there are (:func:`_n_draws`). Every run takes its draw from there, even when nothing
     is shared (as many draws as runs), so that each run is computed by the same program whatever
@@ -222,9 +222,11 @@ class _GridTask:
             return shared
         seeds = shared["seeds"]
         first = (runs["index"][0] // shared["seed_stride"]) % seeds
-        keys = jax.vmap(lambda j: jax.random.fold_in(shared["key"], (first + j) % seeds))(
-            jnp.arange(self.n_draws, dtype=jnp.uint32))
-        return dict(shared, draws=jax.vmap(self.fn.draw)(keys), first_seed=first)
+        # one seed after another: a vmapped draw compiles several times slower on XLA:CPU (the
+        # random-bit kernel grows with the batch), for little gain once the draws are shared
+        draws = jax.lax.map(lambda j: self.fn.draw(jax.random.fold_in(shared["key"], (first + j) % seeds)),
+                            jnp.arange(self.n_draws, dtype=jnp.uint32))
+        return dict(shared, draws=draws, first_seed=first)
 
     def __call__(self, shared, run):
         index = run["index"]  # uint32

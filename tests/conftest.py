@@ -2,7 +2,21 @@ import contextlib
 import os
 import sys
 
-import jax
+# XLA:CPU's fusion emitters compile this suite's small programs in about twice the time of its
+# elemental emitters (the backend compile of the latent-reasoner tests: 163 s -> 83 s), and the
+# suite compiles far more than it runs. Set before JAX starts its backend; TOKDYN_TEST_OPTIMIZED=1,
+# or a choice of the user's in XLA_FLAGS, keeps XLA's default.
+# The choice is made once (tests that import this module, and pytest-xdist's workers, read it back).
+_SUITE_XLA_FLAGS = os.environ.get("TOKDYN_TEST_XLA_FLAGS")
+if _SUITE_XLA_FLAGS is None:
+    _SUITE_XLA_FLAGS = ""
+    if os.environ.get("TOKDYN_TEST_OPTIMIZED") != "1" and "xla_cpu_use_fusion_emitters" not in os.environ.get(
+            "XLA_FLAGS", ""):
+        _SUITE_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_SUITE_XLA_FLAGS}".strip()
+    os.environ["TOKDYN_TEST_XLA_FLAGS"] = _SUITE_XLA_FLAGS
+
+import jax  # noqa: E402
 
 # Tests import the float64 NumPy reference as a plain module.
 sys.path.insert(0, os.path.dirname(__file__))
@@ -13,6 +27,38 @@ import pytest  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line("markers", "fast_compile: the test's time is XLA compiling many small programs once "
                             "each, not running them: compile with the backend's optimisation passes off")
+    _session_compilation_cache(config)
+
+
+def _session_compilation_cache(config):
+    """A persistent compilation cache for this test session only, in a new temporary directory
+    removed at its end, shared by pytest-xdist's workers (they inherit its path from the controller's
+    environment): a program that several modules compile (the same model trained by a unit test and
+    by a study, in one worker or in another) is compiled once, although each ``fast_compile`` module
+    clears JAX's in-memory caches. Its key holds the compiler options, so an executable compiled
+    without optimisations is never loaded where optimisations are on. A cache directory set by the
+    user is left as it is."""
+    if jax.config.values["jax_compilation_cache_dir"]:
+        return
+    path = os.environ.get(_CACHE_ENV)
+    if path is None:  # the controller, or a run without workers: make it, remove it at the end
+        import shutil
+        import tempfile
+
+        path = tempfile.mkdtemp(prefix="tokdyn_test_xla_")
+        os.environ[_CACHE_ENV] = path
+        config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
+    jax.config.update("jax_compilation_cache_dir", path)
+    # programs compiled without optimisations take well under JAX's default of 1 s
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+
+
+_CACHE_ENV = "TOKDYN_TEST_COMPILATION_CACHE"
+
+
+def compilation_cache_dir() -> str:
+    """The session's persistent compilation cache (for child processes that compile what this one did)."""
+    return jax.config.values["jax_compilation_cache_dir"]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -33,10 +79,26 @@ def _fast_compile(request):
         jax.clear_caches()
 
 
+def assert_same_floats(actual, desired, err_msg=""):
+    """Bit-equal under XLA's default CPU emitters (TOKDYN_TEST_OPTIMIZED=1, as a user compiles);
+    equal up to float32 rounding under the suite's elemental emitters, which may fuse the same
+    arithmetic differently in two programs (a multiply-add fused in one and not in the other)."""
+    import numpy as np
+
+    if _SUITE_XLA_FLAGS:
+        np.testing.assert_allclose(actual, desired, rtol=1e-6, atol=1e-6, err_msg=err_msg)
+    else:
+        np.testing.assert_array_equal(actual, desired, err_msg=err_msg)
+
+
 def child_env(**extra) -> dict:
-    """The environment of a child Python process that compiles as this test does."""
-    return dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS=str(int(jax.config.values["jax_disable_most_optimizations"])),
-                **extra)
+    """The environment of a child Python process that compiles as this test does (``XLA_FLAGS``
+    given here are added to the suite's own)."""
+    env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS=str(int(jax.config.values["jax_disable_most_optimizations"])),
+               **extra)
+    if "XLA_FLAGS" in extra:
+        env["XLA_FLAGS"] = f"{_SUITE_XLA_FLAGS} {extra['XLA_FLAGS']}".strip()
+    return env
 
 
 _TRACE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/backend_compile_duration")
@@ -77,3 +139,13 @@ def tiny_reasoner(tmp_path_factory):
         jax.config.update("jax_disable_most_optimizations", before)
         jax.clear_caches()
     return cfg, path
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (the default options): one worker per core, at most 4 (each worker holds its own
+    JAX runtime and compiled programs; the suite's longest module bounds the gain beyond that)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import child_env
 from tokdyn import execute
 
 
@@ -61,7 +62,7 @@ def test_results_independent_of_device_count():
     )
     results = []
     for n in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
+        env = child_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
         path = f"{os.environ.get('TMPDIR', '/tmp')}/tokdyn_sweep_{os.getpid()}_{n}.npy"
         subprocess.run([sys.executable, "-c", code, str(n), path], check=True, env=env)
         results.append(np.load(path))

@@ -2,13 +2,14 @@
 
 import dataclasses
 import os
+import shutil
 
 import pytest
 
 import jax
 import numpy as np
 
-from conftest import child_env
+from conftest import child_env, compilation_cache_dir
 from test_latent_train import TINY  # the same configuration: compilations are shared within a session
 from tokdyn import cli, io
 from tokdyn.latent import tasks, training
@@ -17,25 +18,43 @@ from tokdyn.studies import latent_reasoning as L
 pytestmark = pytest.mark.fast_compile
 
 
-def test_study_writes_outputs_and_resumes(tmp_path):
+# direct, a reference, has a budget of 200 steps and with this loose tolerance converges early
+# (the window of 3 evaluations fills at step 80: steps 40, 60, 80); no_image keeps TINY's 40 steps
+# and stops at its budget, unconverged
+CONVERGING = L.Config(variants=("direct", "no_image"), tolerance=0.5, window=0.5, reference_steps=200, training=TINY)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The directory of an uninterrupted run of CONVERGING (copy it before writing to it)."""
+    out = str(tmp_path_factory.mktemp("latent_study") / "whole")
+    assert L.main(CONVERGING, out, quiet=True, plots=False)
+    return out
+
+
+def test_study_writes_outputs_and_resumes(tmp_path, study):
+    cfg = CONVERGING
+    assert not L.main(dataclasses.replace(cfg, max_minutes=1e-9), str(tmp_path / "s0"), quiet=True,
+                      plots=False)  # out of time at once
+    assert not os.path.exists(str(tmp_path / "s0" / "results" / "direct.json"))
     out = str(tmp_path / "s")
-    cfg = L.Config(variants=("direct", "no_image"), reference_steps=60, training=TINY)  # direct: 60 steps
-    assert not L.main(dataclasses.replace(cfg, max_minutes=1e-9), out, quiet=True, plots=False)  # out of time at once
-    assert not os.path.exists(os.path.join(out, "results", "direct.json"))
-    assert L.main(cfg, out, quiet=True, plots=False)
+    shutil.copytree(study, out)
     acc = io.read_csv(os.path.join(out, "accuracy.csv"))
     assert len(acc["variant"]) == 2 * (len(tasks.FAMILIES) + 1) * TINY.seeds
     assert set(acc["family"]) == set(tasks.FAMILIES) | {"all"}
     optimum = tasks.question_only_optimum(TINY.task)
     for f in tasks.FAMILIES:
         np.testing.assert_allclose(acc["question_only"][acc["family"] == f], optimum[f])
-    curves = io.read_csv(os.path.join(out, "curves", "direct.csv"))
-    assert curves["step"].tolist() == [20, 20, 40, 40, 60, 60] and curves["seed"].tolist() == [0, 1] * 3
-    assert {"val_all", "val_read", "answer_ce"} <= set(curves)
     conv = io.read_csv(os.path.join(out, "convergence.csv"))
     assert conv["variant"].tolist() == ["direct", "direct", "no_image", "no_image"]
-    assert conv["steps"].tolist() == conv["budget"].tolist() == [60, 60, 40, 40]  # the reference's own budget
-    assert not conv["converged"].any()  # 40 steps cannot show a flat window: reported as not converged
+    assert conv["budget"].tolist() == [200, 200, 40, 40]  # the reference's own budget
+    stopped = int(conv["steps"][0])
+    assert conv["steps"].tolist() == [stopped, stopped, 40, 40] and 80 <= stopped < 200
+    assert conv["converged"].tolist() == [1, 1, 0, 0]  # 40 steps cannot show a flat window: not converged
+    curves = io.read_csv(os.path.join(out, "curves", "direct.csv"))
+    assert curves["step"].tolist() == [s for s in range(20, stopped + 1, 20) for _ in (0, 1)]
+    assert curves["seed"].tolist() == [0, 1] * (stopped // 20)
+    assert {"val_all", "val_read", "answer_ce"} <= set(curves)
     tests = io.read_csv(os.path.join(out, "tests.csv"))
     assert set(tests["variant"]) == {"no_image"} and set(tests["against"]) == {"direct"}
     assert not tests["tested"].any() and np.isnan(tests["p"]).all()  # unconverged pairs are not compared
@@ -125,34 +144,29 @@ def save(path, tree, **meta):  # a checkpoint write: the run dies right after th
 io.save_pytree = save
 L.main(CONVERGING, sys.argv[1], quiet=True, plots=False)
 """
-CONVERGING = L.Config(variants=("direct", "no_image"), tolerance=0.5, window=0.5, reference_steps=0,
-                      training=dataclasses.replace(TINY, steps=200))
-
-
-def test_convergence_stops_early_and_a_killed_study_resumes_to_the_same_results(tmp_path):
-    """With a loose tolerance both variants stop before their budget (the window of 3 evaluations
-    fills at step 80: steps 40, 60, 80). A study SIGKILLed right after the first checkpoint of its second variant
-    and run again ends with the bits of an uninterrupted run: curves, results, test answers."""
+def test_a_killed_study_resumes_to_the_same_results(tmp_path, study):
+    """A study SIGKILLed (in a child process) right after the first checkpoint of its second
+    variant and run again ends with the bits of the uninterrupted run: curves, results, test answers."""
     import signal
     import subprocess
     import sys
 
-    whole, killed = str(tmp_path / "whole"), str(tmp_path / "killed")
-    assert L.main(CONVERGING, whole, quiet=True, plots=False)
-    conv = io.read_csv(os.path.join(whole, "convergence.csv"))
-    assert conv["converged"].all() and (conv["steps"] < 200).all() and (conv["steps"] >= 80).all()
+    killed = str(tmp_path / "killed")
     code = KILLED.format(tests=os.path.dirname(__file__))
-    # the same compiler settings as the uninterrupted run; the second child loads the first's executables
-    env = child_env(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"),
-                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    # the same compiler settings as the uninterrupted run, whose executables the child loads from
+    # the session's compilation cache
+    env = child_env(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=compilation_cache_dir())
+    conv = io.read_csv(os.path.join(study, "convergence.csv"))
     first_of_second = int(conv["steps"][conv["variant"] == "direct"][0]) // TINY.steps_per_call + 1
     run = subprocess.run([sys.executable, "-c", code, killed, str(first_of_second)], env=env)
     assert run.returncode == -signal.SIGKILL
     assert os.path.exists(os.path.join(killed, "results", "direct.json"))
     assert not os.path.exists(os.path.join(killed, "results", "no_image.json"))
-    assert subprocess.run([sys.executable, "-c", code, killed, "0"], env=env).returncode == 0
+    assert os.path.exists(os.path.join(killed, "checkpoints", "no_image.npz"))
+    assert L.main(CONVERGING, killed, quiet=True, plots=False)  # the rerun
+    assert io.read_csv(os.path.join(killed, "curves", "no_image.csv"))["step"].tolist() == [20, 20, 40, 40]
     for rel in ("curves/direct.csv", "curves/no_image.csv", "accuracy.csv", "convergence.csv", "tests.csv"):
-        assert open(os.path.join(whole, rel)).read() == open(os.path.join(killed, rel)).read(), rel
+        assert open(os.path.join(study, rel)).read() == open(os.path.join(killed, rel)).read(), rel
     for name in ("direct", "no_image"):
-        a, b = (np.load(os.path.join(d, "results", f"{name}.npz"))["answers"] for d in (whole, killed))
+        a, b = (np.load(os.path.join(d, "results", f"{name}.npz"))["answers"] for d in (study, killed))
         np.testing.assert_array_equal(a, b)

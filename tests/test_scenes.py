@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import assert_same_floats
 from tokdyn import scenes
 
 pytestmark = pytest.mark.fast_compile
@@ -140,7 +141,7 @@ def test_plain_colours(plain):
         np.testing.assert_array_equal(back, np.broadcast_to(s["background"][i], back.shape))
         for j in range(4):
             got = s["images"][i][labels == j + 1]
-            np.testing.assert_array_equal(got, np.broadcast_to(s["colour"][i, j], got.shape))
+            assert_same_floats(got, np.broadcast_to(s["colour"][i, j], got.shape))
     hsv = np.array([colorsys.rgb_to_hsv(*c) for c in s["colour"][s["present"]]])
     assert np.all(hsv[:, 1] >= 0.6 - 1e-5) and np.all(hsv[:, 2] >= 0.75 - 1e-5)
     bg = np.array([colorsys.rgb_to_hsv(*c) for c in s["background"]])
@@ -158,7 +159,7 @@ def test_textured_background(textured):
     for i in range(4):
         for j in range(5):
             got = s["images"][i][s["masks"][i] == j + 1]
-            np.testing.assert_array_equal(got, np.broadcast_to(s["colour"][i, j], got.shape))
+            assert_same_floats(got, np.broadcast_to(s["colour"][i, j], got.shape))
 
 
 def test_scene_depends_only_on_key_and_index(plain):

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import child_env
 from tokdyn import io, sweep
 from tokdyn.sweep import Grid
 
@@ -129,13 +130,13 @@ def test_sigkill_then_resume_is_identical(tmp_path):
     """A sweep SIGKILLed after its 5th chunk (no timing window: it kills itself) resumes, on another
     device count, to the bits of an uninterrupted sweep, computing only the missing chunks."""
     d, res = str(tmp_path / "killed"), str(tmp_path / "value.npy")
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     killed = subprocess.run([sys.executable, "-c", CHILD, d, res, "5"], env=env)
     assert killed.returncode == -signal.SIGKILL
     chunk_dir = os.path.join(d, "chunks")
     before = {c: os.stat(os.path.join(chunk_dir, c)).st_mtime_ns for c in os.listdir(chunk_dir) if c.endswith(".npz")}
     assert len(before) == 5 and any(c.endswith(".tmp") for c in os.listdir(chunk_dir))
-    env1 = dict(env, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    env1 = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", CHILD, d, res], env=env1, check=True)
     resumed = np.load(res)
     files = sorted(c for c in os.listdir(chunk_dir) if c.endswith(".npz"))
@@ -184,7 +185,7 @@ def test_two_distributed_processes_started_together(tmp_path):
     same instant (the documented multi-host recipe), several times: no crash, and every gathered
     result is bit-identical to a single-process sweep."""
     ref = sweep.run(noisy_quadratic, GRID, key=jax.random.key(7), chunk_size=2, progress=False)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
     out, port, attempts = str(tmp_path / "shared"), str(_free_port()), 5
     procs = [subprocess.Popen([sys.executable, "-c", DISTRIBUTED, port, str(i), out, str(attempts)], env=env,
                               stderr=subprocess.PIPE, text=True) for i in (0, 1)]
@@ -208,7 +209,7 @@ def test_a_part_started_first_waits_for_the_manifest(tmp_path):
         sweep.run(noisy_quadratic, GRID, key=jax.random.key(7), chunk_size=2, out=sys.argv[1], part=(1, 2),
                   progress=False)
         """ % os.path.dirname(__file__))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+    env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
     second = subprocess.Popen([sys.executable, "-c", code, out], env=env, stderr=subprocess.PIPE, text=True)
     while not os.path.isdir(out) and second.poll() is None:  # the part is up and waiting: nothing written
         time.sleep(0.05)

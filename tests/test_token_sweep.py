@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import child_env
 from tokdyn import cli, io, summary, sweep
 from tokdyn.studies import token_dynamics as td
 from tokdyn.studies import token_dynamics_sweep as tds
@@ -128,7 +129,7 @@ def test_identical_on_one_and_four_devices(tmp_path):
         " progress=False)\n"
         "np.savez(sys.argv[1], ari=r['ari'], steps=r['steps'], sse=r['sse'])\n"
     )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     path = str(tmp_path / "four.npz")
     subprocess.run([sys.executable, "-c", code, path], check=True, env=env)
     four = np.load(path)

@@ -8,8 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import child_env
 from tokdyn import vtae
 from tokdyn.vtae import diagnostics, training
+
+pytestmark = pytest.mark.fast_compile
 
 POC = dict(vocab_size=5, grid=3, colours=2, steps=300, log_every=50, batch_size=32)
 
@@ -83,10 +86,9 @@ for i in (0, 4):
 
 
 def test_train_many_shards_models_over_devices():
-    import os
     import subprocess
     import sys
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", SHARDED_CHILD], env=env, check=True)
     with pytest.raises(ValueError, match="devices"):
         vtae.train_many(jax.random.split(jax.random.key(0), 2), vtae.Config(), vtae.Hparams.broadcast(2), devices=())

@@ -121,7 +121,7 @@ def main():
     print(f"workload: the study's default model (grid {t.task.grid_size}x{t.task.grid_size}, {t.task.n_colours} colours, "
           f"width {t.width}, depth {t.depth}, {t.heads} heads, L={t.n_latents}), batch {b} per model, "
           f"{args.steps} steps per timed run, best of {args.repeats}")
-    print(f"| variant | implementation | steps/s (per model) | examples/s | compile s | max |logit diff| |")
+    print("| variant | implementation | steps/s (per model) | examples/s | compile s | max |logit diff| |")
     print("|---|---|---:|---:|---:|---:|")
     for name, impl, rate, ex, comp, diff in rows:
         print(f"| {name} | {impl} | {rate:,.1f} | {ex:,.0f} | {'-' if comp is None else f'{comp:.1f}'} | {diff:.1e} |")

@@ -65,7 +65,6 @@ out-of-range labels there give unspecified results.
 
 from __future__ import annotations
 
-from functools import partial
 from numbers import Integral
 from typing import NamedTuple
 

@@ -13,7 +13,7 @@ means and counted (``{field}_nan``); they never propagate into a summary silentl
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 

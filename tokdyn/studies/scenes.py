@@ -342,7 +342,7 @@ def rows_of(cfg: Config, name: str, res: dict) -> list[dict]:
 
 def summary(cfg: Config, rows: list[dict], seconds: dict, curves: dict) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    lines = [f"# Scenes study: fixed token dynamics, k-means and a learned Slot Attention on sprite scenes",
+    lines = ["# Scenes study: fixed token dynamics, k-means and a learned Slot Attention on sprite scenes",
              "",
              f"{cfg.n_test} test scenes of {cfg.size} x {cfg.size}, {cfg.min_objects}-{cfg.max_objects} objects "
              f"({', '.join(cfg.shapes)}), {cfg.background} background; K = {cfg.n_slots} tokens / slots; "

@@ -30,6 +30,9 @@ def pytest_configure(config):
     _session_compilation_cache(config)
 
 
+_CACHE_ENV = "TOKDYN_TEST_COMPILATION_CACHE"  # the session cache's path, for the workers
+
+
 def _session_compilation_cache(config):
     """A persistent compilation cache for this test session only, in a new temporary directory
     removed at its end, shared by pytest-xdist's workers (they inherit its path from the controller's
@@ -51,9 +54,6 @@ def _session_compilation_cache(config):
     jax.config.update("jax_compilation_cache_dir", path)
     # programs compiled without optimisations take well under JAX's default of 1 s
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-
-
-_CACHE_ENV = "TOKDYN_TEST_COMPILATION_CACHE"
 
 
 def compilation_cache_dir() -> str:

@@ -1,4 +1,4 @@
-"""Speed of the latent -> answer mediation analysis (``tokdyn.latent.diagnose``): every
+"""Speed of the latent -> answer mediation analysis (``tokdyn.diagnostics.mediation``): every
 intervention x every instance in one compiled call, against a per-instance Python loop over the
 same jitted model (the way such analyses are usually scripted).
 
@@ -37,10 +37,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 
 from common import timed  # noqa: E402
-from tokdyn.latent import diagnose as D  # noqa: E402
-from tokdyn.latent import model as M  # noqa: E402
-from tokdyn.latent import tasks, variants  # noqa: E402
-from tokdyn.studies import latent_reasoning  # noqa: E402
+from tokdyn.diagnostics import mediation as D  # noqa: E402
+from tokdyn.experiment import reasoners  # noqa: E402
+from tokdyn.models.latent import model as M  # noqa: E402
+from tokdyn.models.latent import tasks, variants  # noqa: E402
 
 
 def main():
@@ -49,7 +49,7 @@ def main():
     ap.add_argument("--loop-instances", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    tc = latent_reasoning.Config().training
+    tc = reasoners.Config().training
     model = M.Model(variants.model_config(tc, "latent"))
     params = model.init(jax.random.key(0))
     batch = tasks.generate(jax.random.key(1), args.instances, tc.task)

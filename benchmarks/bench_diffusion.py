@@ -1,18 +1,19 @@
-"""Speed of the grid-diffusion models (tokdyn.vtae.generative) on the grid-diffusion study's
+"""Speed of the grid-diffusion models (tokdyn.models.sequence) on the grid-diffusion study's
 default workload: the grammar corpus' sentences as sequences of 3x3 grids of 3 colours.
 
 Training (``--models``, default the D3PM absorbing and DDPM grid models), per model kind:
-  tokdyn, vmapped, D devices   ``train_many``: S models, ``--steps`` steps each, one compiled call,
-                               sharded over the D host devices (as the ``tokdyn`` command runs it;
-                               ``--devices``, default one per core)
+  tokdyn, vmapped, D devices   ``tokdyn.train.train_many``: S models, ``--steps`` steps each (one
+                               compiled call per logging interval), sharded over the D host devices
+                               (as the ``tokdyn`` command runs it; ``--devices``, default one per core)
   tokdyn, vmapped, 1 device    the same on one device
-  Python loop, S seeds         ``jax.jit(train_step)`` called step by step from Python for each seed
-                               in turn (the same step function, keys and data: the same models)
+  Python loop, S seeds         ``jax.jit(train.make_step(trainer))`` called step by step from Python
+                               for each seed in turn (the same step, keys and data: the same models)
 
 Sampling (``grid_ddpm`` and ``grid_d3pm_absorbing`` at T = ``--T``, ``--n`` sequences of L grids):
 T ancestral steps vs DDIM with ``--ddim`` steps; grids/s counts every grid of every sequence.
 
-Compile time is measured apart (``lower().compile()``) and excluded from the rates; every
+Compile time is measured apart (``lower().compile()``; for ``train_many``, its first call's time
+less the best steady call's) and excluded from the rates; every
 timing ends with ``block_until_ready``; best and median of ``--repeats``. Usage:
 
     python benchmarks/bench_diffusion.py [--steps 200] [--seeds 4] [--T 1000] [--n 256] [--repeats 3]
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import os
 import platform
 import sys
@@ -35,15 +35,15 @@ if _dev is None and "--devices" in sys.argv:
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={_dev or os.cpu_count()}")
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 from common import timed  # noqa: E402
 
+from tokdyn import train  # noqa: E402
+from tokdyn.models import sequence as G  # noqa: E402
 from tokdyn.studies import grid_diffusion as GD  # noqa: E402
-from tokdyn.vtae import generative as G  # noqa: E402
 
 
 def study_data(study: GD.Config):
@@ -55,46 +55,44 @@ def study_data(study: GD.Config):
 
 
 def training_rows(cfg: G.Config, data, seeds: int, repeats: int):
-    keys = jax.random.split(jax.random.key(0), seeds)
-    hp = G.Hparams.broadcast(seeds, lr=2e-3, lam=0.01)
-    data = jnp.asarray(data, jnp.int32)
+    keys, hp = train.grid(jax.random.split(jax.random.key(0), seeds), G.Hparams(learning_rate=2e-3, lam=0.01))
+    tr, data = G.trainer(cfg), G.inputs(cfg, data)
     rows = []
     for devices in (tuple(jax.local_devices()), tuple(jax.local_devices()[:1])):
         if len(devices) == 1 and rows and len(jax.local_devices()) == 1:
             break
-        fn, sharding = G.many_fn(cfg, devices)
-        args = jax.device_put((keys, hp), sharding)
+        run = lambda: jax.block_until_ready(train.train_many(tr, data, keys, hp, devices=devices).state)
         t = time.perf_counter()
-        compiled = fn.lower(data, args).compile()
-        comp = time.perf_counter() - t
-        res = jax.block_until_ready(compiled(data, args))
-        best, med = timed(lambda: jax.block_until_ready(compiled(data, args)), repeats)
+        res = run()
+        first = time.perf_counter() - t
+        best, med = timed(run, repeats)
         rows.append((f"tokdyn, vmapped, {len(devices)} device(s)", cfg.steps * seeds / best, cfg.steps * seeds / med,
-                     comp))
+                     first - best))
 
-    per_seed = [G.init_state(keys[s], cfg, jax.tree_util.tree_map(lambda a: a[s], hp)) for s in range(seeds)]
-    steppers = [jax.jit(functools.partial(G.train_step, run_key, cfg, jax.tree_util.tree_map(lambda a: a[s], hp), data))
-                for s, (_, run_key) in enumerate(per_seed)]
+    step = jax.jit(train.make_step(tr))
+    per_seed = [(train.init_state(tr, keys[s], jax.tree_util.tree_map(lambda a: a[s], hp)), tr.keys(keys[s])[1])
+                for s in range(seeds)]
     t = time.perf_counter()
-    compiled_steps = [st.lower(per_seed[s][0], jnp.int32(0)).compile() for s, st in enumerate(steppers)]
-    comp_loop = (time.perf_counter() - t) / seeds  # one program; the S lowerings are the same compile
+    compiled_step = step.lower(per_seed[0][0], data, per_seed[0][1]).compile()
+    comp_loop = time.perf_counter() - t
 
     def loop():
         last = []
         for s in range(seeds):
-            carry = per_seed[s][0]
-            for i in range(cfg.steps):
-                carry, logs = compiled_steps[s](carry, jnp.int32(i))
-            last.append(carry)
+            state, run_key = per_seed[s]
+            for _ in range(cfg.steps):
+                state, logs = compiled_step(state, data, run_key)
+            last.append(state)
         return jax.block_until_ready(last)
 
     final = loop()
     for s in range(seeds):  # the same models
-        np.testing.assert_allclose(jax.tree_util.tree_leaves(final[s][0])[0],
+        np.testing.assert_allclose(jax.tree_util.tree_leaves(final[s].params)[0],
                                    jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda a: a[s], res.params))[0],
                                    rtol=1e-3, atol=1e-5)
     best, med = timed(loop, repeats)
-    rows.append(("Python loop of jit(train_step)", cfg.steps * seeds / best, cfg.steps * seeds / med, comp_loop))
+    rows.append(("Python loop of the layer's jitted step", cfg.steps * seeds / best, cfg.steps * seeds / med,
+                 comp_loop))
     return rows
 
 
@@ -129,10 +127,10 @@ def main():
     args = ap.parse_args()
     study = GD.Config()
     data, _ = study_data(study)
-    train = []
+    trained = []
     for name in args.models.split(","):
         cfg = dataclasses.replace(study.model(name, "sequence"), steps=args.steps, log_every=args.steps)
-        train += [(name, *r) for r in training_rows(cfg, data, args.seeds, args.repeats)]
+        trained += [(name, *r) for r in training_rows(cfg, data, args.seeds, args.repeats)]
     samp = []
     for name in ("grid_ddpm", "grid_d3pm_absorbing"):
         cfg = dataclasses.replace(study.model(name, "sequence"), T=args.T)
@@ -145,7 +143,7 @@ def main():
           f"training: {args.seeds} seeds x {args.steps} steps; best and median of {args.repeats}")
     print("\n| model | training | model-steps/s (best) | (median) | compile s |")
     print("|---|---|---:|---:|---:|")
-    for name, impl, best, med, comp in train:
+    for name, impl, best, med, comp in trained:
         print(f"| {name} | {impl} | {best:,.1f} | {med:,.1f} | {comp:.1f} |")
     print(f"\n| model | sampler (T = {args.T}, {args.n} sequences) | grids/s (best) | (median) | compile s |")
     print("|---|---|---:|---:|---:|")

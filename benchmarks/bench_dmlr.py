@@ -1,4 +1,4 @@
-"""Speed of the confidence-driven latent optimiser (``tokdyn.latent.dmlr``): every instance in one
+"""Speed of the confidence-driven latent optimiser (``tokdyn.diagnostics.dmlr``): every instance in one
 compiled call against a per-instance Python loop, the way the public DMLR code runs, over the same
 jitted JAX model, and the same loop in PyTorch (``benchmarks/torch_latent.py``, the same weights).
 
@@ -38,9 +38,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from common import timed  # noqa: E402
 from tokdyn import es  # noqa: E402
-from tokdyn.latent import dmlr, tasks, variants  # noqa: E402
-from tokdyn.latent import model as M  # noqa: E402
-from tokdyn.studies import latent_reasoning  # noqa: E402
+from tokdyn.diagnostics import dmlr  # noqa: E402
+from tokdyn.experiment import reasoners  # noqa: E402
+from tokdyn.models.latent import tasks, variants  # noqa: E402
+from tokdyn.models.latent import model as M  # noqa: E402
 
 
 def jax_loop(model, params, batch, opt, hp, positions):
@@ -125,7 +126,7 @@ def main():
     ap.add_argument("--loop-instances", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    tc = latent_reasoning.Config().training
+    tc = reasoners.Config().training
     cfg = variants.model_config(tc, "latent")
     model = M.Model(cfg)
     params = model.init(jax.random.key(0))

@@ -1,4 +1,4 @@
-"""Latent feedback: the key/value-cached forward pass of ``tokdyn.latent.model`` vs the plain way
+"""Latent feedback: the key/value-cached forward pass of ``tokdyn.models.latent.model`` vs the plain way
 of L + 1 full causal passes over the growing sequence (the peer, written out below), for one
 forward pass and for one training step (value and gradient of the answer cross-entropy), and what
 share of a training step the feedback loop is: the same model in ``pause`` mode (L learned
@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tokdyn.latent import model as M
-from tokdyn.latent import tasks
-from tokdyn.studies import latent_reasoning
+from tokdyn.experiment import reasoners
+from tokdyn.models.latent import model as M
+from tokdyn.models.latent import tasks
 
 
 def passes(model: M.Model, params, batch):
@@ -60,7 +60,7 @@ def main():
     ap.add_argument("--latents", default="4,8,16")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    tc = latent_reasoning.Config().training
+    tc = reasoners.Config().training
     print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
           f"JAX {jax.__version__}, backend {jax.default_backend()}, float32")
     print(f"model: width {tc.width}, depth {tc.depth}, {tc.heads} heads, {tc.task.grid_size}x{tc.task.grid_size} grid, "

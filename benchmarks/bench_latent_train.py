@@ -3,8 +3,9 @@ PyTorch (``benchmarks/torch_latent.py``), side by side in one process, on the st
 workload, for ``direct`` and a latent-feedback variant (``latent``: the answer loss only).
 
 Rows per variant:
-  tokdyn, 1 model        ``training.train_chunk`` of one model: ``--steps`` steps in one
-                         compiled ``lax.scan`` (batches drawn on the device from the pool)
+  tokdyn, 1 model        the training layer's chunk (``tokdyn.train.make_chunk``) of one model:
+                         ``--steps`` steps in one compiled ``lax.scan`` (batches drawn on the
+                         device from the pool)
   tokdyn, S seeds        the study's way: S seeds vmapped in one compiled call
   PyTorch, 1 model       a Python loop of ``torch_latent.train_step`` (batch indexing, forward,
                          backward, clipping, AdamW), as a PyTorch user would write it
@@ -28,32 +29,32 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from tokdyn.latent import model as M  # noqa: E402
-from tokdyn.latent import training as T  # noqa: E402
-from tokdyn.latent import variants  # noqa: E402
-from tokdyn.studies import latent_reasoning  # noqa: E402
+from tokdyn import train  # noqa: E402
+from tokdyn.experiment import reasoners  # noqa: E402
+from tokdyn.models.latent import model as M  # noqa: E402
+from tokdyn.models.latent import training as T  # noqa: E402
+from tokdyn.models.latent import variants  # noqa: E402
 
 
 def jax_rate(tc, name, pool, hp, steps, repeats):
     """(steps/s, compile s, params of model 0 at the start) for ``tc.seeds`` vmapped models."""
+    tc = dataclasses.replace(tc, steps_per_call=steps, steps=steps * max(tc.steps // steps, 1))
     state = T.init_states(tc, name, hp)
-    keys = jnp.tile(T.seed_keys(tc), 1)
-    step = T.make_train_step(tc, name, 0)
-    fn = jax.jit(jax.vmap(lambda s, k, p: T.train_chunk(step, s, k, p, steps=steps, batch_size=tc.batch_size),
-                          in_axes=(0, 0, None)))
+    keys = T.seed_keys(tc)
+    chunk = train.make_chunk(T.trainer(tc, name).first)
+    fn = jax.jit(jax.vmap(chunk, in_axes=(0, None, 0)))
     t = time.perf_counter()
-    compiled = fn.lower(state, keys, pool).compile()
+    compiled = fn.lower(state, pool, keys).compile()
     comp = time.perf_counter() - t
-    jax.block_until_ready(compiled(state, keys, pool))  # warm
+    jax.block_until_ready(compiled(state, pool, keys))  # warm
     best = np.inf
     for _ in range(repeats):
         t = time.perf_counter()
-        jax.block_until_ready(compiled(state, keys, pool))
+        jax.block_until_ready(compiled(state, pool, keys))
         best = min(best, time.perf_counter() - t)
     return steps / best, comp, jax.tree.map(lambda a: a[0], state.params)
 
@@ -93,7 +94,7 @@ def main():
     import torch_latent as peer
 
     torch.set_num_threads(os.cpu_count())
-    study = latent_reasoning.Config()
+    study = reasoners.Config()
     tc1 = dataclasses.replace(study.training, seeds=1, n_train=20_000, n_val=10, n_test=10)
     pool = T.data(tc1).train
     hp = study.hparams

@@ -63,7 +63,8 @@ _argv, sys.argv = sys.argv, sys.argv[:1]  # bench_throughput parses the command 
 import bench_throughput as bt  # noqa: E402
 sys.argv = _argv
 
-from tokdyn import dynamics, execute, sweep  # noqa: E402
+from tokdyn import dynamics  # noqa: E402
+from tokdyn.engine import execute, sweep  # noqa: E402
 
 T, D = bt.CFG.n_tokens, bt.CFG.dim
 N_PADDED = bt.TASK.max_clusters * bt.CFG.points_per_cluster

@@ -1,4 +1,4 @@
-"""Speed of the sprite-scene generator (``tokdyn.scenes.sprite_scenes``) against a vectorised NumPy
+"""Speed of the sprite-scene generator (``tokdyn.data.scenes.sprite_scenes``) against a vectorised NumPy
 generator of the identical workload.
 
 Workload: ``--n`` scenes of ``--size`` x ``--size`` pixels, 2-4 objects each (square, circle,
@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from common import timed  # noqa: E402
 
-from tokdyn import scenes  # noqa: E402
+from tokdyn.data import scenes  # noqa: E402
 
 M, MIN_OBJECTS = 4, 2
 SHAPES = ("square", "circle", "triangle")

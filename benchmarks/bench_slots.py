@@ -11,10 +11,12 @@ features ``(y, x, r, g, b)`` of the 1024 pixels, K = 5 tokens started at random 
                                same initial tokens (the labels are checked equal)
   training        optimiser steps of ``--seeds`` Slot Attention models (the study's default
                   model: 2 conv layers, MLP decoder, batch 16), each step on its own batch:
-                  loop         ``train_many(strategy="loop")``: one compiled call per model, the
-                               models spread over the devices (the CPU default)
-                  vmap         ``train_many(strategy="vmap")``: the models vmapped in one call
-                  lax.map      ``train_many(strategy="map")``: the models mapped one by one
+                  (``tokdyn.train.train_many`` of ``slots.trainer``)
+                  loop         ``strategy="loop"``: one compiled call per model and step, the
+                               models spread over the devices (the CPU default,
+                               ``slots.default_strategy``)
+                  vmap         ``strategy="step"``: the models vmapped in one call per step
+                  lax.map      ``strategy="step", batch_size=1``: the models mapped one by one
 
 Compile time is measured apart (the first call, which compiles and runs) and excluded from the
 rates; every timing ends on host values; best and median of ``--repeats`` (for training: calls of
@@ -41,8 +43,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from common import timed  # noqa: E402
 
-from tokdyn import dynamics, scenes, slots  # noqa: E402
-from tokdyn.studies import scenes as study  # noqa: E402
+from tokdyn import dynamics, train  # noqa: E402
+from tokdyn.data import scenes  # noqa: E402
+from tokdyn.models import slots  # noqa: E402
+from tokdyn.studies import object_discovery as study  # noqa: E402
 
 TEMPERATURE, N_STEPS, TOL = 0.03, 50, 1e-4
 
@@ -85,16 +89,21 @@ def bench_fixed(n, repeats):
             ("fixed dynamics", "NumPy float64 loop", m / nb, m / nm, 0.0, "the reference")]
 
 
-def train_rate(strategy, seeds, steps, calls):
-    """``(best, median, first)``: model-steps/s of ``strategy`` over ``calls`` calls of ``steps``
+STRATEGIES = {"loop": ("loop", None), "vmap": ("step", None), "map": ("step", 1)}  # name -> (strategy, batch_size)
+
+
+def train_rate(name, seeds, steps, calls):
+    """``(best, median, first)``: model-steps/s of strategy ``name`` over ``calls`` calls of ``steps``
     steps after a first call that compiles (each interval between two ``on_log`` callbacks, i.e.
     after a call's logs reached the host, is one timed repetition), and the first call's seconds."""
     cfg = study.Config()
     pool = study.split(dataclasses_replace(cfg, n_train=512), "train").images
     many = dataclasses_replace(cfg.slot_config("slot_attention"), steps=1000 * steps, steps_per_call=steps,
                                seeds=seeds)
+    strategy, batch_size = STRATEGIES[name]
     stamps = [time.perf_counter()]
-    slots.train_many(many, pool, max_calls=calls + 1, strategy=strategy,
+    train.train_many(slots.trainer(many), pool, *slots.models(many), max_calls=calls + 1, strategy=strategy,
+                     batch_size=batch_size, vectorised_init=False,
                      on_log=lambda step, logs: stamps.append(time.perf_counter()))
     dt = np.diff(stamps[1:])
     return seeds * steps / dt.min(), seeds * steps / np.median(dt), stamps[1] - stamps[0]
@@ -104,7 +113,8 @@ def bench_training(seeds, steps, calls, timeout):
     """Each strategy in a child process (the same script, ``--strategy``), killed after
     ``timeout`` seconds, so that a strategy that hangs (as vmapped initialisation did) still gives a table."""
     rows = []
-    for name, strategy in (("loop (the CPU default)", "loop"), ("vmap", "vmap"), ("lax.map", "map")):
+    for name, strategy in (("loop (the CPU default)", "loop"), ("vmap (step)", "vmap"),
+                           ("lax.map (step, batch_size=1)", "map")):
         cmd = [sys.executable, __file__, "--strategy", strategy, "--seeds", str(seeds), "--steps", str(steps),
                "--repeats", str(calls)]
         try:

@@ -4,7 +4,7 @@ and peak memory against the number of runs.
 Workload: the issue's example sweep of token dynamics, temperature logspace:0.05:20:25 x repulsion
 linspace:0:0.2:11 x momentum {0, 0.5} x noise {0.3, 0.6, 0.9} x K {3, 4, 5} (4,950 conditions) x
 seeds, 4 tokens, D=16, 100 points per cluster (padded to 500), at most 30 steps; per run ARI,
-NMI, SSE, steps, convergence, collapse (``tokdyn.runs.ClusterRun``, data generated inside).
+NMI, SSE, steps, convergence, collapse (``tokdyn.engine.runs.ClusterRun``, data generated inside).
 
 Rows (one process, compile excluded by a warm-up of one chunk of the same shape):
 
@@ -52,7 +52,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from common import Batched  # noqa: E402
 
-from tokdyn import execute, sweep  # noqa: E402
+from tokdyn.engine import execute, sweep  # noqa: E402
 from tokdyn.studies import token_dynamics_sweep as tds  # noqa: E402
 
 def config(seeds: int, dim: int) -> tds.Config:
@@ -63,7 +63,7 @@ def config(seeds: int, dim: int) -> tds.Config:
 CHILD = r"""
 import os, resource, sys, tempfile, time
 import jax
-from tokdyn import sweep
+from tokdyn.engine import sweep
 from tokdyn.studies import token_dynamics_sweep as tds
 seeds, dim, chunk = int(sys.argv[2]), int(sys.argv[3]), eval(sys.argv[4])
 cfg = tds.Config(seeds=seeds, dim=dim)

@@ -61,7 +61,8 @@ import peers  # noqa: E402
 import published_way  # noqa: E402
 from common import Batched  # noqa: E402
 
-from tokdyn import data, dynamics, execute, metrics, sweep  # noqa: E402
+from tokdyn import data, dynamics, metrics  # noqa: E402
+from tokdyn.engine import execute, sweep  # noqa: E402
 from tokdyn.studies import token_dynamics as td  # noqa: E402
 
 METHOD_NAMES = ["baseline", "inertia", "repulsion", "inertia+repulsion"]  # the published study's

@@ -21,7 +21,7 @@ def timed(fn, repeats):
 class Batched:
     """The in-memory batched path: ``fn(key, **condition)`` on pre-built per-run condition
     arrays (a dict with ``seed`` and one column per name), the run's key ``fold_in(key, seed)``;
-    hand it to ``tokdyn.execute.map_runs(Batched(fn, names), columns, shared=key)``."""
+    hand it to ``tokdyn.engine.execute.map_runs(Batched(fn, names), columns, shared=key)``."""
 
     fn: object
     names: tuple

@@ -1,4 +1,4 @@
-"""The latent reasoner written in PyTorch, as a benchmark peer of ``tokdyn.latent`` (never a
+"""The latent reasoner written in PyTorch, as a benchmark peer of ``tokdyn.models.latent`` (never a
 dependency of the package): the same decoder-only transformer (pre-LayerNorm blocks, GELU with the
 tanh approximation, LayerNorm epsilon 1e-6, causal attention), the same sequence layout, the same
 latent feedback with a key/value cache, and the same training step (answer cross-entropy, gradients
@@ -48,7 +48,7 @@ class Block(nn.Module):
 
 
 class TorchReasoner(nn.Module):
-    """The model of a ``tokdyn.latent.model.Config`` with latent mode "none" or "feedback" (the
+    """The model of a ``tokdyn.models.latent.model.Config`` with latent mode "none" or "feedback" (the
     "layernorm" or "none" projection)."""
 
     def __init__(self, cfg):

@@ -80,15 +80,14 @@ def _fast_compile(request):
 
 
 def assert_same_floats(actual, desired, err_msg=""):
-    """Bit-equal under XLA's default CPU emitters (TOKDYN_TEST_OPTIMIZED=1, as a user compiles);
-    equal up to float32 rounding under the suite's elemental emitters, which may fuse the same
-    arithmetic differently in two programs (a multiply-add fused in one and not in the other)."""
+    """Equal up to float32 rounding (rtol = atol = 1e-6), under every compiler setting: for the same
+    quantity computed by two different programs, or by two computations inside one program, which
+    XLA may fuse differently (a multiply-add fused in one and not in the other), and whose rounding
+    also depends on the CPU's instruction set. Never bit-identity: that is asserted only between
+    runs of the same program (chunk sizes, device counts, batch orders, resumes)."""
     import numpy as np
 
-    if _SUITE_XLA_FLAGS:
-        np.testing.assert_allclose(actual, desired, rtol=1e-6, atol=1e-6, err_msg=err_msg)
-    else:
-        np.testing.assert_array_equal(actual, desired, err_msg=err_msg)
+    np.testing.assert_allclose(actual, desired, rtol=1e-6, atol=1e-6, err_msg=err_msg)
 
 
 def child_env(**extra) -> dict:

@@ -37,7 +37,7 @@ def test_outputs_and_threshold(study):
     # the predicted tau_c is the mean of 2 lambda_max over the seeds' datasets, recomputed here
     import jax
 
-    from tokdyn import sweep
+    from tokdyn.engine import sweep
 
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), sum(map(ord, "threshold_aniso2_T2")))
     tcs = [2 * np.linalg.eigvalsh(np.cov(np.asarray(data.point_cloud(jax.random.fold_in(key, s), "aniso2",

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from tokdyn.sweep import Grid, parse_axis
+from tokdyn.engine.sweep import Grid, parse_axis
 
 
 def test_order_matches_itertools_product():

@@ -1,4 +1,4 @@
-"""Generative models over grids and tokens (tokdyn.vtae.generative), the grammar's language, the
+"""Generative models over grids and tokens (tokdyn.models.sequence), the grammar's language, the
 text metrics (against SciPy and hand counts) and the grid-diffusion study."""
 
 import os
@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from tokdyn import diffusion, io
+from tokdyn import diffusion, io, train
+from tokdyn.models import sequence as G
+from tokdyn.models.vtae import corpus
+from tokdyn.stats import text as TM
 from tokdyn.studies import grid_diffusion as GD
-from tokdyn.vtae import corpus, generative as G
 
 pytestmark = pytest.mark.fast_compile
 
@@ -22,7 +24,7 @@ def test_grammar_language_is_what_the_corpus_produces():
     assert all(corpus.is_grammatical(s) for s in sents)
     allowed = corpus.grammar_bigrams()
     seen = np.zeros_like(allowed)
-    for s in G.cut(sents, corpus.EOS):
+    for s in TM.cut(sents, corpus.EOS):
         seen[s[:-1], s[1:]] = True
     np.testing.assert_array_equal(seen, allowed)  # every allowed bigram occurs, no other does
     vocab = c.vocab
@@ -41,14 +43,14 @@ def test_text_metrics_against_hand_counts_and_scipy():
     allowed = np.zeros((V, V), bool)
     allowed[0, 1] = allowed[1, 3] = allowed[0, 2] = allowed[2, 3] = allowed[1, 1] = True
     conf = np.array([[0.95, 0.99, 0.5, 0.91], [0.2, 0.95, 0.95, 0.95]])
-    m = G.text_metrics(samples, ref, V, eos=eos, confidence=conf, allowed=allowed,
+    m = TM.text_metrics(samples, ref, V, eos=eos, confidence=conf, allowed=allowed,
                        grammatical=lambda s: s[-1] == eos, n_resamples=20)
     p1 = np.bincount([0, 1, 3, 2, 2, 2, 2], minlength=V)
-    q1 = np.bincount([0, 1, 3, 0, 2, 3, 1, 1, 3], minlength=V) + G.SMOOTHING
+    q1 = np.bincount([0, 1, 3, 0, 2, 3, 1, 1, 3], minlength=V) + TM.SMOOTHING
     assert m["unigram_kl"] == pytest.approx(sps.entropy(p1, q1))
     big = lambda pairs: np.bincount([a * V + b for a, b in pairs], minlength=V * V)
     p2 = big([(0, 1), (1, 3), (2, 2), (2, 2), (2, 2)])
-    q2 = big([(0, 1), (1, 3), (0, 2), (2, 3), (1, 1), (1, 3)]) + G.SMOOTHING
+    q2 = big([(0, 1), (1, 3), (0, 2), (2, 3), (1, 1), (1, 3)]) + TM.SMOOTHING
     assert m["bigram_kl"] == pytest.approx(sps.entropy(p2, q2))
     assert m["valid"] == pytest.approx(6 / 8)
     assert m["grammatical_bigrams"] == pytest.approx(2 / 5)
@@ -68,19 +70,21 @@ def test_trained_denoisers_beat_predicting_zero_and_a_nan_model_is_reported():
     data = _grid_data()
     cfg = G.Config(model="grid_ddpm", length=2, cells=4, colours=3, T=50, architecture="mlp", width=16, depth=1,
                    steps=150, batch_size=32, log_every=50, warmup=10)
-    hp = G.Hparams(lr=jnp.array([3e-3, jnp.nan]), lam=jnp.array([0.01, 0.01]))
-    res = G.train_many(jax.random.split(jax.random.key(0), 2), cfg, hp, data)
-    assert G.nan_report(res) == [(1, 1)]  # the NaN learning rate poisons model 1 from step 1 on
-    one = G.train(jax.random.split(jax.random.key(0), 2)[0], cfg, G.Hparams(lr=3e-3, lam=0.01), data)
-    np.testing.assert_allclose(res.curves["loss"][0], one.curves["loss"], rtol=2e-4)  # untouched by model 1
-    params = jax.tree_util.tree_map(lambda a: a[0], res.params)
+    hp = G.Hparams(learning_rate=jnp.array([3e-3, 1e38]), lam=jnp.array([0.01, 0.01]))
+    keys = jax.random.split(jax.random.key(0), 2)
+    res = train.train_many(G.trainer(cfg), G.inputs(cfg, data), keys, hp)
+    assert [i for i, *_ in train.nan_report(res.state)] == [1]  # the huge learning rate blows up model 1 only
+    assert G.trainer(cfg) is G.trainer(cfg)
+    _, curves = G.train(keys[0], cfg, G.Hparams(learning_rate=3e-3, lam=0.01), data)
+    np.testing.assert_allclose(res.curves["loss"][0], curves["loss"], rtol=2e-4)  # untouched by model 1
+    params = jax.tree_util.tree_map(lambda a: a[0], res.state.params)
     held = jnp.asarray(_grid_data(n=512, seed=1))
     mse = lambda p: float(G.loss_fn(jax.random.key(5), p, cfg, G.Hparams(), held)[0])
     assert mse(params) < 0.8 < 0.95 < mse(G.init(jax.random.key(9), cfg))  # predicting eps = 0 costs E[eps^2] = 1
     # D3PM: the trained model's bound term is below that of zero logits (a uniform x_0 guess)
     dcfg = G.Config(model="grid_d3pm_absorbing", length=2, cells=4, colours=3, T=20, architecture="mlp", width=16,
                     depth=1, steps=150, batch_size=32, log_every=50, warmup=10)
-    dp = G.train(jax.random.key(2), dcfg, G.Hparams(lr=3e-3), data).params
+    dp = G.train(jax.random.key(2), dcfg, G.Hparams(learning_rate=3e-3), data)[0].params
     proc = dcfg.process()
     k_t, k_x = jax.random.split(jax.random.key(6))
     t = jax.random.randint(k_t, (512,), 1, dcfg.T + 1)
@@ -138,7 +142,7 @@ def test_study_writes_its_outputs_and_resumes(tmp_path):
 
 def test_grammar_entropy_equals_the_mean_log_probability_of_its_sentences():
     vocab, cats = corpus.grammar_vocab()
-    sents = G.cut(corpus.sentences(corpus.grammar_corpus(jax.random.key(3), 20_000).tokens, 12), corpus.EOS)
+    sents = TM.cut(corpus.sentences(corpus.grammar_corpus(jax.random.key(3), 20_000).tokens, 12), corpus.EOS)
     n_words = {c: len(w) for c, w in corpus.GRAMMAR_CATEGORIES.items()}
     # -log p(s): each word uniform in its category, each of the 4 optional slots present or not w.p. 1/2
     nlp = np.array([sum(np.log(n_words[cats[vocab[i]]]) for i in s[:-1]) + 4 * np.log(2) for s in sents])

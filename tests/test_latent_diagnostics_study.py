@@ -11,9 +11,9 @@ import pytest
 
 from test_latent_train import TINY
 from tokdyn import cli, io
-from tokdyn.latent import evaluation, training
+from tokdyn.models.latent import evaluation, training
 from tokdyn.studies import latent_diagnostics as LD
-from tokdyn.studies import latent_reasoning as LR
+from tokdyn.experiment import reasoners as LR
 
 pytestmark = pytest.mark.fast_compile
 
@@ -40,7 +40,9 @@ def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monk
         saved = z["answers"][:, :40]
     test = jax.tree.map(lambda a: np.asarray(a)[:40], training.data(TINY).test)
     full = (dec["stage"] == "final") & (dec["setting"] == "full")
-    np.testing.assert_allclose(dec["accuracy"][full], (saved == test.answer[None]).mean(), atol=1e-6)
+    # the decomposition's program and the study's evaluation are two programs: an answer on a last-bit
+    # argmax tie may differ, one of the 40 at most
+    np.testing.assert_allclose(dec["accuracy"][full], (saved == test.answer[None]).mean(), rtol=0, atol=1 / 40 + 1e-9)
     med = io.read_csv(os.path.join(out, "mediation.csv"))
     assert set(med["what"]) == {"latent", "patches", "intervention"}
     inter = med["what"] == "intervention"

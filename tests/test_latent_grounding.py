@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokdyn.latent import grounding, perturb, tasks
-from tokdyn.latent import model as M
+from tokdyn.diagnostics import grounding, perturb
+from tokdyn.models.latent import tasks
+from tokdyn.models.latent import model as M
 
 pytestmark = pytest.mark.fast_compile
 

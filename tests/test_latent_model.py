@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokdyn.latent import model as M
-from tokdyn.latent import tasks
+from tokdyn.models.latent import model as M
+from tokdyn.models.latent import tasks
 
 pytestmark = pytest.mark.fast_compile
 

@@ -11,8 +11,8 @@ import numpy as np
 
 from conftest import child_env, compilation_cache_dir
 from test_latent_train import TINY  # the same configuration: compilations are shared within a session
-from tokdyn import cli, io
-from tokdyn.latent import tasks, training
+from tokdyn import cli, io, train
+from tokdyn.models.latent import tasks, training
 from tokdyn.studies import latent_reasoning as L
 
 pytestmark = pytest.mark.fast_compile
@@ -89,14 +89,15 @@ def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path):
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
     assert L.main(cfg, full, quiet=True, plots=False)
     pool = training.data(TINY).train
-    training.train_many(TINY, "direct", pool, cfg.hparams, checkpoint=os.path.join(cut, "checkpoints", "direct.npz"),
-                        max_calls=1)  # what a run stopped after one call leaves on disk
+    train.train_many(training.trainer(TINY, "direct"), pool, *training.models(TINY, cfg.hparams),
+                     checkpoint=os.path.join(cut, "checkpoints", "direct.npz"), stamp=training.stamp(TINY, "direct"),
+                     max_calls=1)  # what a run stopped after one call leaves on disk
     assert L.main(cfg, cut, quiet=True, plots=False)
     assert io.read_csv(os.path.join(cut, "curves", "direct.csv"))["step"].tolist() == [40, 40]  # only the rest ran
     a, b = (io.read_json(os.path.join(d, "results", "direct.json"))["accuracy"] for d in (full, cut))
     assert a == b
-    like = training.init_states(TINY, "direct", cfg.hparams)
-    ckpts = [training.load_checkpoint(os.path.join(d, "checkpoints", "direct.npz"), like) for d in (full, cut)]
+    ckpts = [training.load(os.path.join(d, "checkpoints", "direct.npz"), TINY, "direct", cfg.hparams)
+             for d in (full, cut)]
     for x, y in zip(jax.tree.leaves(ckpts[0]), jax.tree.leaves(ckpts[1])):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 

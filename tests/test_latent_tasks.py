@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokdyn.latent import tasks
+from tokdyn.models.latent import tasks
 
 pytestmark = pytest.mark.fast_compile
 

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from tokdyn.latent import model as M
-from tokdyn.latent import tasks
+from tokdyn.models.latent import model as M
+from tokdyn.models.latent import tasks
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
@@ -43,7 +43,7 @@ def test_same_training_steps_on_the_same_batches(name):
     """Three optimiser steps of tokdyn's ``train_step`` and of the peer's (clipping, AdamW with
     decoupled weight decay, warm-up) from the same weights on the same batches end at the same
     weights. A large learning rate and weight decay make every part of the update visible."""
-    from tokdyn.latent import training, variants
+    from tokdyn.models.latent import training, variants
 
     tc = training.Config(task=TASK, width=32, depth=2, heads=4, n_latents=3, steps=10, warmup=2, batch_size=8)
     hp = training.Hparams(learning_rate=1e-2, weight_decay=0.5)

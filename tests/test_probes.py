@@ -47,7 +47,10 @@ def test_planted_feature_agrees_with_sklearn():
     scores = probes.evaluate(jax.random.key(0), x, y, TRAIN, CFG, HP)
     assert float(scores.held_out) >= 0.95 and float(scores.train) >= 0.95
     probe = probes.fit(jax.random.key(0), x, y, CFG, HP, TRAIN)
-    np.testing.assert_allclose(probes.accuracy(probe, x, y, ~TRAIN), scores.held_out)
+    # fitted alone or inside evaluate: two programs; a held-out row on a last-bit decision tie may
+    # flip: one row of the 100 at most
+    np.testing.assert_allclose(probes.accuracy(probe, x, y, ~TRAIN), scores.held_out, rtol=0,
+                               atol=1 / (N - N_TRAIN) + 1e-6)
     sk, standardise = sklearn_probe(x, y, HP.weight_decay)
     ours = np.asarray(probes.predict(probe, x[~TRAIN]))
     theirs = sk.predict(standardise(x[~TRAIN]))
@@ -115,8 +118,9 @@ def test_vmap_over_targets_and_seeds_equals_a_loop():
     for i in range(3):
         for j in range(2):
             one = run(keys[j], ys[i])
-            np.testing.assert_allclose(batched.train[i, j], one.train, rtol=1e-6)
-            np.testing.assert_allclose(batched.held_out[i, j], one.held_out, rtol=1e-6)
+            # vmapped and single fits are two programs: one row on a last-bit decision tie may flip
+            np.testing.assert_allclose(batched.train[i, j], one.train, rtol=0, atol=1 / N_TRAIN + 1e-6)
+            np.testing.assert_allclose(batched.held_out[i, j], one.held_out, rtol=0, atol=1 / (N - N_TRAIN) + 1e-6)
 
 
 def test_bad_input_is_refused_before_compiling():

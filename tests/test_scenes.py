@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_same_floats
-from tokdyn import scenes
+from tokdyn.data import scenes
 
 pytestmark = pytest.mark.fast_compile
 
@@ -17,6 +17,26 @@ ALL = dict(shapes=scenes.SHAPES, size=24, min_objects=1, max_objects=5, scale=(0
 
 def host(s: scenes.Scenes) -> dict:
     return {f: np.asarray(getattr(s, f)) for f in s.__dataclass_fields__}
+
+
+def assert_same_scenes(a: dict, b: dict, names, err_msg=""):
+    """The same scenes made by two different programs (another batch, a vmap, another background):
+    the integer fields (counts, shapes, depths) come from the same random bits through single
+    multiplies and comparisons, which no fusion changes, hence exact; the float fields are equal up to float32 rounding; the masks and
+    images follow the float32 geometry, where a pixel centre within rounding of an object's
+    boundary may fall either way: all but 0.1% of their pixels (or 2) must agree, and the visible
+    counts with them."""
+    for f in names:
+        x, y = a[f], b[f]
+        if f in ("masks", "images"):
+            same = x == y if f == "masks" else np.isclose(x, y, rtol=1e-6, atol=1e-6).all(-1)
+            assert np.sum(~same) <= max(2, same.size // 1000), (f, np.sum(~same), err_msg)
+        elif f == "visible":
+            assert np.abs(x - y).sum() <= 2 * np.sum(a["masks"] != b["masks"]), (f, err_msg)
+        elif x.dtype.kind == "f":
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6, err_msg=f"{f} {err_msg}")
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=f"{f} {err_msg}")
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +149,7 @@ def test_masks_equal_numpy_painter(which, request):
 
 def test_textured_scene_has_the_plain_scenes_objects(textured):
     plain = host(scenes.sprite_scenes(KEY, N, background="plain", **ALL))
-    for f in ("masks", "colour", "position", "scale", "depth", "shape", "background"):
-        np.testing.assert_array_equal(plain[f], textured[f], err_msg=f)
+    assert_same_scenes(plain, textured, ("masks", "colour", "position", "scale", "depth", "shape", "background"))
 
 
 def test_plain_colours(plain):
@@ -138,7 +157,7 @@ def test_plain_colours(plain):
     for i in range(N):
         labels = s["masks"][i]
         back = s["images"][i][labels == 0]
-        np.testing.assert_array_equal(back, np.broadcast_to(s["background"][i], back.shape))
+        assert_same_floats(back, np.broadcast_to(s["background"][i], back.shape))  # two outputs, maybe fused apart
         for j in range(4):
             got = s["images"][i][labels == j + 1]
             assert_same_floats(got, np.broadcast_to(s["colour"][i, j], got.shape))
@@ -167,9 +186,10 @@ def test_scene_depends_only_on_key_and_index(plain):
     f = jax.jit(jax.vmap(lambda i: scenes.sprite_scenes(KEY, 1, start=i)))
     rows = host(f(jnp.arange(6)))
     first, second = host(scenes.sprite_scenes(KEY, 3)), host(scenes.sprite_scenes(KEY, 3, start=3))
-    for name in plain:
-        np.testing.assert_array_equal(rows[name][:, 0], plain[name][:6], err_msg=name)
-        np.testing.assert_array_equal(np.concatenate([first[name], second[name]]), plain[name][:6], err_msg=name)
+    # each batch shape is another program: the same scenes up to float32 rounding
+    assert_same_scenes({f: v[:, 0] for f, v in rows.items()}, {f: v[:6] for f, v in plain.items()}, plain, "vmap")
+    assert_same_scenes({f: np.concatenate([first[f], second[f]]) for f in plain}, {f: v[:6] for f, v in plain.items()},
+                       plain, "chunks")
 
 
 def test_deterministic_and_key_dependent(plain):
@@ -188,8 +208,8 @@ def test_jit_vmap_over_keys_and_traced_scale():
     assert out["images"].shape == (3, 2, 16, 16, 3)
     for b in range(3):
         one = host(scenes.sprite_scenes(keys[b], 2, size=16, scale=pairs[b]))
-        for name in one:
-            np.testing.assert_array_equal(out[name][b], one[name], err_msg=name)
+        # vmapped with a traced scale, or alone: two programs, the same scenes up to float32 rounding
+        assert_same_scenes({f: v[b] for f, v in out.items()}, one, one, f"scene batch {b}")
         sc = out["scale"][b][out["present"][b]]
         assert np.all((sc >= pairs[b, 0]) & (sc <= pairs[b, 1]))
 

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
-from tokdyn import io, metrics, slots
-from tokdyn.studies import scenes as SC
+from tokdyn import io, metrics
+from tokdyn.studies import object_discovery as SC
 
 pytestmark = pytest.mark.fast_compile
 
@@ -54,21 +54,30 @@ def test_study_writes_its_outputs_resumes_and_refuses_another_configuration(tmp_
         SC.main(dataclasses.replace(CFG, train_steps=8), out, quiet=True)
 
 
-def test_training_killed_midway_resumes_to_the_same_models(tmp_path):
-    """Training stopped after its first checkpoint (as a killed run leaves it) and rerun ends with
-    the models and curve of an uninterrupted run."""
+def test_training_killed_midway_resumes_to_the_same_models_and_curve(tmp_path):
+    """Training stopped after its first checkpoint, before that point was scored (as a run killed
+    between the two leaves it), and rerun ends with the models and the whole learning curve of an
+    uninterrupted run: the losses come back with the checkpoint, the checkpointed state is scored
+    before training goes on."""
     train, val = SC.split(CFG, "train"), SC.split(CFG, "val")
     straight, rows, _ = SC.train_learned(CFG, "slot_attention", train, val, str(tmp_path / "a"))
     parts = str(tmp_path / "b")
     os.makedirs(parts)
-    scfg = CFG.slot_config("slot_attention")
-    slots.train_many(scfg, train.images, slots.Hparams(learning_rate=CFG.lr),
-                     checkpoint=os.path.join(parts, "slot_attention.npz"), max_calls=1)
+    part = SC.fit(CFG, "slot_attention", train.images, parts, max_calls=1)
+    assert part.stopped_at == 2 and not os.path.exists(os.path.join(parts, "slot_attention__val.json"))
     resumed, rows2, _ = SC.train_learned(CFG, "slot_attention", train, val, parts)
     for a, b in zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(straight.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert [r["step"] for r in rows2] == [4, 4]  # the killed run had recorded no curve point
-    assert [r["val_fg_ari"] for r in rows2] == [r["val_fg_ari"] for r in rows if r["step"] == 4]
+    assert [r["step"] for r in rows2] == [2, 2, 4, 4]
+    for k in ("method", "seed", "step", "loss", "val_fg_ari"):
+        assert [r[k] for r in rows2] == [r[k] for r in rows], k
+    assert all(np.isfinite(r["seconds"]) and r["seconds"] > 0 for r in rows2)
+    # a checkpoint of another configuration's (or an earlier version's) is replaced, not loaded
+    other = str(tmp_path / "c")
+    os.makedirs(other)
+    io.save_pytree(os.path.join(other, "slot_attention.npz"), {"params": np.zeros(3)}, step=2, config="old")
+    again, rows3, _ = SC.train_learned(CFG, "slot_attention", train, val, other)
+    assert [r["loss"] for r in rows3] == [r["loss"] for r in rows]
 
 
 def test_bad_configuration_is_refused_naming_the_field():

@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokdyn import stats, summary, sweep
+from tokdyn import stats
+from tokdyn.engine import sweep
+from tokdyn.stats import summary
 
 
 def toy(key, a, b):

@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse.linalg
 import scipy.stats
 
-from tokdyn.vtae import corpus
+from tokdyn.models.vtae import corpus
 
 
 def np_cooc(tokens, V, window):

@@ -1,4 +1,4 @@
-"""tokdyn.vtae.diagnostics against NumPy and scikit-learn references."""
+"""tokdyn.models.vtae.diagnostics against NumPy and scikit-learn references."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +7,7 @@ import scipy.spatial.distance
 import scipy.stats
 from sklearn.manifold import trustworthiness as sk_trustworthiness
 
-from tokdyn.vtae import diagnostics as dg
+from tokdyn.models.vtae import diagnostics as dg
 
 
 @pytest.mark.parametrize("k", [1, 3, 7])

@@ -1,5 +1,7 @@
-"""Training of tokdyn.vtae: the 5-token proof of concept, vmap == per-model, NaN reports, bad input."""
+"""Training of tokdyn.models.vtae on tokdyn.train: the 5-token proof of concept, vmap == per-model, NaN reports,
+bad input."""
 
+import dataclasses
 import warnings
 
 import chex
@@ -9,8 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import child_env
-from tokdyn import vtae
-from tokdyn.vtae import diagnostics, training
+from tokdyn import train
+from tokdyn.models import vtae
+from tokdyn.models.vtae import diagnostics, training
 
 pytestmark = pytest.mark.fast_compile
 
@@ -20,67 +23,78 @@ POC = dict(vocab_size=5, grid=3, colours=2, steps=300, log_every=50, batch_size=
 @pytest.mark.parametrize("mode", ["gumbel_st", "vq", "categorical"])
 def test_five_token_binary_grid_reaches_full_accuracy(mode):
     cfg = vtae.Config(mode=mode, **POC)
-    r = vtae.train(jax.random.key(0), cfg)
-    d = diagnostics.evaluate(jax.random.key(1), r.params, cfg)
+    state, curves = vtae.train(jax.random.key(0), cfg)
+    d = diagnostics.evaluate(jax.random.key(1), state.params, cfg)
     assert float(d["accuracy"]) == 1.0
     assert float(d["uniqueness"]) == 1.0 and int(d["min_hamming"]) >= 1
     assert not bool(d["collapsed"])
     assert float(d["loss_norm"]) < 0.2  # well below chance (loss / ln V = 1)
-    assert vtae.nan_report(r) == []
-    assert np.asarray(r.curves["loss"]).shape == (cfg.n_logs,)
+    assert train.nan_report(state) == [] and int(state.step) == cfg.steps
+    assert sorted(curves) == sorted(training.CURVES)
+    assert all(np.asarray(v).shape == (cfg.n_logs,) for v in curves.values())
+
+
+def many(cfg, keys, hp, **kw):
+    return train.train_many(vtae.trainer(cfg), vtae.inputs(cfg), keys, hp, **kw)
 
 
 def test_vmapped_training_equals_per_model_training(monkeypatch):
     cfg = vtae.Config(mode="gumbel_st", hidden=16, vocab_size=6, grid=3, colours=2, steps=40,
                       log_every=20, batch_size=8, losses=("batch_entropy",))
     keys = jax.random.split(jax.random.key(3), 3)
-    hp = vtae.Hparams.broadcast(3, lr=[1e-3, 3e-3, 1e-2], tau_start=[1.0, 2.0, 0.5], w_batch_entropy=0.2)
-    hp2 = vtae.Hparams.broadcast(3, lr=[2e-3, 5e-3, 2e-2], tau_start=[0.7, 1.5, 1.0], w_batch_entropy=0.1)
-    # train_many's per-model function calls training.train once per trace: over several hparams
-    # (same shapes) it is traced, hence compiled, once
-    train, traced = training.train, []
+    hp = train.broadcast(vtae.Hparams(learning_rate=jnp.array([1e-3, 3e-3, 1e-2]),
+                                      tau_start=jnp.array([1.0, 2.0, 0.5]), w_batch_entropy=0.2), 3)
+    hp2 = train.broadcast(vtae.Hparams(learning_rate=jnp.array([2e-3, 5e-3, 2e-2]),
+                                       tau_start=jnp.array([0.7, 1.5, 1.0]), w_batch_entropy=0.1), 3)
+    # one trainer per config, so one compiled step over several hparams (same shapes): the loss is
+    # traced by the first call only
+    assert vtae.trainer(cfg) is vtae.trainer(dataclasses.replace(cfg))
+    loss_fn, traced = training.loss_fn, []
 
-    def per_model_train(*args):
+    def counted(*args):
         traced.append(1)
-        return train(*args)
+        return loss_fn(*args)
 
-    chex.clear_trace_counter()
-    monkeypatch.setattr(training, "train", chex.assert_max_traces(per_model_train, n=1))
-    many = vtae.train_many(keys, cfg, hp)
-    many2 = vtae.train_many(keys, cfg, hp2)
+    monkeypatch.setattr(training, "loss_fn", counted)
+    a = many(cfg, keys, hp)
+    n = len(traced)
+    b = many(cfg, keys, hp2)
     monkeypatch.undo()
-    assert len(traced) == 1
-    assert not np.allclose(np.asarray(many.curves["loss"]), np.asarray(many2.curves["loss"]))
-    mapped = vtae.train_many(keys, cfg, hp, batch_size=2)
+    assert n >= 1 and len(traced) == n
+    assert not np.allclose(a.curves["loss"], b.curves["loss"])
+    mapped = many(cfg, keys, hp, batch_size=2)
     for i in range(3):
         hp_i = jax.tree_util.tree_map(lambda v: v[i], hp)
         one = vtae.train(keys[i], cfg, hp_i)
-        for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-                lambda v: v[i], many))):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
-    for a, b in zip(jax.tree_util.tree_leaves(many), jax.tree_util.tree_leaves(mapped)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
+        for x, y in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(jax.tree_util.tree_map(
+                lambda v: v[i], (a.state, a.curves)))):
+            np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=2e-5)
+    for x, y in zip(jax.tree_util.tree_leaves((a.state, a.curves)), jax.tree_util.tree_leaves((mapped.state,
+                                                                                                mapped.curves))):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=2e-5)
     # different hyper-parameters give different models
-    assert not np.allclose(np.asarray(many.curves["loss"][0]), np.asarray(many.curves["loss"][2]))
+    assert not np.allclose(a.curves["loss"][0], a.curves["loss"][2])
 
 
 SHARDED_CHILD = """
-import jax, numpy as np
-from tokdyn import vtae
+import jax, jax.numpy as jnp, numpy as np
+from tokdyn import train
+from tokdyn.models import vtae
 assert jax.local_device_count() == 2
 cfg = vtae.Config(mode="vq", vq_ema=True, hidden=16, vocab_size=6, grid=3, colours=3, steps=30, log_every=10,
                   batch_size=8)
 keys = jax.random.split(jax.random.key(5), 5)  # 5 models on 2 devices: the last share is padded
-hp = vtae.Hparams.broadcast(5, lr=[1e-3, 3e-3, 1e-2, 2e-2, 5e-3])
-sharded = vtae.train_many(keys, cfg, hp)
-single = vtae.train_many(keys, cfg, hp, devices=jax.local_devices()[:1])
-assert np.asarray(sharded.nan_step).shape == (5,)
-for a, b in zip(jax.tree_util.tree_leaves(sharded), jax.tree_util.tree_leaves(single)):
+hp = train.broadcast(vtae.Hparams(learning_rate=jnp.array([1e-3, 3e-3, 1e-2, 2e-2, 5e-3])), 5)
+sharded = train.train_many(vtae.trainer(cfg), vtae.inputs(cfg), keys, hp)
+single = train.train_many(vtae.trainer(cfg), vtae.inputs(cfg), keys, hp, devices=jax.local_devices()[:1])
+assert np.asarray(sharded.state.nan_step).shape == (5,) and sharded.curves["loss"].shape == (5, 3)
+both = lambda r: jax.tree_util.tree_leaves((r.state, r.curves))
+for a, b in zip(both(sharded), both(single)):
     assert a.shape == b.shape, (a.shape, b.shape)
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
 for i in (0, 4):
     one = vtae.train(keys[i], cfg, jax.tree_util.tree_map(lambda v: v[i], hp))
-    for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(sharded)):
+    for a, b in zip(jax.tree_util.tree_leaves(one), both(sharded)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b)[i], rtol=2e-4, atol=2e-5)
 """
 
@@ -91,19 +105,19 @@ def test_train_many_shards_models_over_devices():
     env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", SHARDED_CHILD], env=env, check=True)
     with pytest.raises(ValueError, match="devices"):
-        vtae.train_many(jax.random.split(jax.random.key(0), 2), vtae.Config(), vtae.Hparams.broadcast(2), devices=())
+        many(vtae.Config(), jax.random.split(jax.random.key(0), 2), train.broadcast(vtae.Hparams(), 2), devices=())
 
 
 def test_nan_losses_are_reported_per_model():
     cfg = vtae.Config(mode="sigmoid", vocab_size=4, grid=2, colours=2, steps=20, log_every=10, batch_size=8)
-    hp = vtae.Hparams.broadcast(3, lr=[1e-3, 1e38, 1e-3])
-    r = vtae.train_many(jax.random.split(jax.random.key(0), 3), cfg, hp)
-    rep = vtae.nan_report(r)
-    assert [i for i, _ in rep] == [1]
-    assert 0 < rep[0][1] < cfg.steps
+    hp = train.broadcast(vtae.Hparams(learning_rate=jnp.array([1e-3, 1e38, 1e-3])), 3)
+    r = many(cfg, jax.random.split(jax.random.key(0), 3), hp)
+    rep = train.nan_report(r.state)
+    assert [i for i, *_ in rep] == [1]
+    assert 0 < rep[0][1] < cfg.steps and rep[0][2] >= 1
     # the failing model keeps its last finite parameters; the others are untouched
-    assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree_util.tree_leaves(r.params))
-    assert np.all(np.isfinite(np.asarray(r.curves["loss"][0])))
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree_util.tree_leaves(r.state.params))
+    assert np.all(np.isfinite(r.curves["loss"][0]))
 
 
 def test_curriculum_and_occurrence_sampling():
@@ -112,8 +126,8 @@ def test_curriculum_and_occurrence_sampling():
     k = np.asarray(jax.vmap(lambda t: training.active_vocab(t, cfg))(jnp.arange(100)))
     ref = 2 + (10 * np.minimum(np.arange(100), 50)) // 50
     np.testing.assert_array_equal(k, ref)
-    r = vtae.train(jax.random.key(0), cfg)
-    active = np.asarray(r.curves["active_vocab"])
+    _, curves = vtae.train(jax.random.key(0), cfg)
+    active = np.asarray(curves["active_vocab"])
     assert active[0] < 4 and active[-1] == 12 and np.all(np.diff(active) >= 0)
 
 
@@ -122,8 +136,8 @@ def test_semantic_grounding_with_embeddings():
     emb = rng.normal(size=(5, 3)).astype(np.float32)
     cfg = vtae.Config(vocab_size=5, grid=3, colours=2, mode="sigmoid", encoder_input="embedding", embed_dim=3,
                       losses=("semantic",), steps=200, log_every=50)
-    r = vtae.train(jax.random.key(0), cfg, vtae.Hparams(lr=1e-2), embeddings=emb)
-    d = diagnostics.evaluate(jax.random.key(1), r.params, cfg, embeddings=jnp.asarray(emb))
+    state, _ = vtae.train(jax.random.key(0), cfg, vtae.Hparams(learning_rate=1e-2), embeddings=emb)
+    d = diagnostics.evaluate(jax.random.key(1), state.params, cfg, embeddings=jnp.asarray(emb))
     assert float(d["accuracy"]) == 1.0
 
 
@@ -142,13 +156,17 @@ def test_bad_input():
         vtae.Config(encoder_input="embedding").validate()
     with pytest.raises(ValueError, match="steps must be a multiple of log_every"):
         vtae.Config(steps=55, log_every=10).validate()
-    with pytest.raises(ValueError, match="lr must be in"):
-        vtae.train(jax.random.key(0), vtae.Config(steps=10, log_every=10), vtae.Hparams(lr=-1.0))
+    with pytest.raises(ValueError, match="learning_rate must be in"):
+        vtae.train(jax.random.key(0), vtae.Config(steps=10, log_every=10), vtae.Hparams(learning_rate=-1.0))
     with pytest.raises(ValueError, match=r"weights must have shape \(5,\)"):
         vtae.train(jax.random.key(0), vtae.Config(steps=10, log_every=10), weights=np.ones(4))
-    with pytest.raises(ValueError, match="every hparams leaf must have shape"):
-        vtae.train_many(jax.random.split(jax.random.key(0), 3), vtae.Config(steps=10, log_every=10),
-                        vtae.Hparams.broadcast(2))
+    with pytest.raises(ValueError, match=r"weights must have shape \(5,\)"):
+        vtae.inputs(vtae.Config(), np.ones(4))
+    with pytest.raises(ValueError, match="embeddings .* are required"):
+        vtae.inputs(vtae.Config(encoder_input="embedding", embed_dim=3))
+    with pytest.raises(ValueError, match=r"hparams leaf .*learning_rate must have shape \(3,\)"):
+        many(vtae.Config(steps=10, log_every=10), jax.random.split(jax.random.key(0), 3),
+             train.broadcast(vtae.Hparams(), 2))
     params = vtae.init(jax.random.key(0), vtae.Config())
     with pytest.raises(ValueError, match="key must be a PRNG key .* unless deterministic=True"):
         vtae.encode(None, params, vtae.Config(), jnp.arange(3))
@@ -161,32 +179,33 @@ def test_bad_input():
         vtae.Config(vocab_size=16, grid=2, colours=2).validate()  # exactly enough patterns: no warning
 
 
-def test_python_loop_over_train_step_equals_train():
-    """train() scans train_step; stepping it from Python (the benchmark's loop peer) gives the same model."""
+def test_python_loop_over_the_layers_step_equals_train():
+    """train() scans the layer's step of the trainer; stepping it from Python (the benchmark's loop
+    peer) gives the same model."""
     cfg = vtae.Config(mode="vq", vq_ema=True, hidden=8, vocab_size=5, grid=2, colours=3, steps=12, log_every=4,
                       batch_size=4)
-    hp = vtae.Hparams(lr=1e-2).astype()
-    key, w = jax.random.key(5), jnp.full((5,), 0.2)
-    ref = vtae.train(key, cfg, hp)
-    carry, run_key = training.init_state(key, cfg, hp)
-    step = jax.jit(lambda c, t: training.train_step(run_key, cfg, hp, w, None, c, t))
+    hp = vtae.Hparams(learning_rate=1e-2).astype()
+    key, tr = jax.random.key(5), vtae.trainer(cfg)
+    ref, ref_curves = vtae.train(key, cfg, hp)
+    state, run_key = train.init_state(tr, key, hp), tr.keys(key)[1]
+    data = vtae.inputs(cfg)
+    step = jax.jit(train.make_step(tr))
     ce = []
     for t in range(cfg.steps):
-        carry, logs = step(carry, jnp.int32(t))
+        state, logs = step(state, data, run_key)
         ce.append(float(logs["ce"]))
-    for a, b in zip(jax.tree_util.tree_leaves(ref.params), jax.tree_util.tree_leaves(carry[0])):
+    for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(state)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(ref.curves["ce"]), np.asarray(ce).reshape(3, 4).mean(1), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(ref_curves["ce"]), np.asarray(ce).reshape(3, 4).mean(1), rtol=1e-5)
     # a step whose loss is not finite is skipped: parameters, optimiser state and VQ EMA state are
-    # kept (apply_if_finite), the step is recorded, and the optimiser never gives up skipping
-    params, opt_state, vq_state, _ = carry
-    bad = jax.tree_util.tree_map(lambda v: v, params)
+    # kept, the step is recorded, and the optimiser never gives up skipping
+    bad = jax.tree_util.tree_map(lambda v: v, state.params)
     bad["decoder"]["out"]["b"] = jnp.full_like(bad["decoder"]["out"]["b"], jnp.nan)  # NaN logits and loss
-    before = (bad, opt_state.inner_state, vq_state)
-    skipped = (bad, opt_state, vq_state, jnp.int32(-1))
-    for t in (cfg.steps, cfg.steps + 1):
-        skipped, logs = step(skipped, jnp.int32(t))
+    skipped = dataclasses.replace(state, params=bad)
+    before = (bad, state.opt_state.inner_state, state.extra)
+    for _ in range(2):
+        skipped, logs = step(skipped, data, run_key)
         assert not np.isfinite(float(logs["loss"]))
-    chex.assert_trees_all_equal((skipped[0], skipped[1].inner_state, skipped[2]), before)
-    assert int(skipped[3]) == cfg.steps and not bool(skipped[1].last_finite)
-    assert int(skipped[1].notfinite_count) == 2
+    chex.assert_trees_all_equal((skipped.params, skipped.opt_state.inner_state, skipped.extra), before)
+    assert int(skipped.nan_step) == cfg.steps and not bool(skipped.opt_state.last_finite)
+    assert int(skipped.skipped) == 2 and int(skipped.step) == cfg.steps + 2

@@ -1,36 +1,48 @@
 """tokdyn: token dynamics in latent visual reasoning, as pure jitted and vmapped JAX functions.
 
-Submodules (loaded on first access, so ``import tokdyn`` does not import JAX and the command
-line can set XLA flags first):
+Subpackages and modules, by layer (loaded on first access, so ``import tokdyn`` does not import
+JAX and the command line can set XLA flags first):
 
-- :mod:`tokdyn.data`      synthetic datasets: Gaussian clusters, named point clouds
-- :mod:`tokdyn.dynamics`  token update rules (``Hparams``, ``METHODS``) and the loop that runs them
-- :mod:`tokdyn.metrics`   ARI, NMI, SSE, collapse (pure, jittable)
-- :mod:`tokdyn.analysis`  energy, Jacobians, fixed points, the collapse threshold
-- :mod:`tokdyn.runs`      one run as a sweepable function (``ClusterRun``, ``CollapseRun``)
-- :mod:`tokdyn.execute`   the execution engine: chunked, sharded runs (``map_runs``)
-- :mod:`tokdyn.sweep`     grids of conditions x seeds, run to disk, resumable (``Grid``, ``run``)
-- :mod:`tokdyn.summary`   per-condition statistics, Pareto fronts, bootstrap intervals
-- :mod:`tokdyn.geometry`  collapse geometry of vector sets: pairwise cosine, participation ratio, top PC
-- :mod:`tokdyn.probes`    linear probes (multinomial logistic regression on optax), vmappable
-- :mod:`tokdyn.es`        evolution-strategies / REINFORCE gradient estimates, a maximiser on optax
-- :mod:`tokdyn.stats`     paired tests, effect sizes, multiple-comparison corrections, bootstrap
-- :mod:`tokdyn.io`        atomic files, CSV/JSON, checkpoints, run metadata, progress
-- :mod:`tokdyn.report`    figures
-- :mod:`tokdyn.vtae`      visual-token autoencoders: token <-> colour grid, corpora, diagnostics
-- :mod:`tokdyn.latent`    tiny multimodal latent reasoner: tasks, model (``apply`` protocol), training
-- :mod:`tokdyn.studies`   end-to-end studies (config -> runs -> tables -> figures)
-- :mod:`tokdyn.cli`       the ``tokdyn`` command, generated from the studies' configs
+- :mod:`tokdyn.data`         synthetic data: Gaussian clusters, named point clouds (``data.clusters``),
+  multi-object sprite scenes (``data.scenes``)
+- :mod:`tokdyn.dynamics`     token update rules (``Hparams``, ``METHODS``) and the loop that runs them
+- :mod:`tokdyn.metrics`      ARI, NMI, SSE, collapse, segmentation scores (pure, jittable)
+- :mod:`tokdyn.diffusion`    diffusion kernels: Gaussian (DDPM, DDIM) and discrete (D3PM) processes
+- :mod:`tokdyn.es`           evolution-strategies / REINFORCE gradient estimates, a maximiser on optax
+- :mod:`tokdyn.assignment`   one-to-one matching under ``jit`` (an auction) and on the host (SciPy)
+- :mod:`tokdyn.geometry`     collapse geometry of vector sets: pairwise cosine, participation ratio, top PC
+- :mod:`tokdyn.probes`       linear probes (multinomial logistic regression on optax), vmappable
+- :mod:`tokdyn.analysis`     energy, Jacobians, fixed points, the collapse threshold
+- :mod:`tokdyn.io`           atomic files, CSV/JSON, checkpoints, run metadata, progress
+- :mod:`tokdyn.engine`       execution: chunked, sharded runs (``engine.execute``), grids of conditions x
+  seeds on disk, resumable (``engine.sweep``), one run as a sweepable function (``engine.runs``)
+- :mod:`tokdyn.stats`        host-side statistics: paired tests, corrections, bootstrap (``stats.inference``,
+  its names also at ``tokdyn.stats``), sweep summaries (``stats.summary``), figures
+  (``stats.figures``), text metrics (``stats.text``)
+- :mod:`tokdyn.models`       the models: Slot Attention (``models.slots``), visual-token autoencoders
+  (``models.vtae``), generative models over grid sequences (``models.sequence``), the latent
+  reasoner (``models.latent``)
+- :mod:`tokdyn.diagnostics`  diagnostics of latent reasoners over the ``apply`` protocol: mediation,
+  DMLR, perturbations, grounding
+- :mod:`tokdyn.experiment`   what the studies share: the store of trained latent reasoners
+  (``experiment.reasoners``)
+- :mod:`tokdyn.train`        the generic training loop: optimiser, trainer, seeds x settings
+- :mod:`tokdyn.studies`      end-to-end studies (config -> runs -> tables -> figures)
+- :mod:`tokdyn.cli`          the ``tokdyn`` command, generated from the studies' configs
 """
 
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["data", "dynamics", "metrics", "analysis", "runs", "execute", "sweep", "summary", "geometry", "probes", "es", "stats", "io", "report",
-           "vtae", "latent", "studies", "cli"]
+__all__ = ["data", "dynamics", "metrics", "diffusion", "es", "assignment", "geometry", "probes", "analysis", "io",
+           "engine", "stats", "models", "diagnostics", "experiment", "train", "studies", "cli"]
 
 
 def __getattr__(name):
     if name in __all__:
         return importlib.import_module(f"tokdyn.{name}")
     raise AttributeError(f"module 'tokdyn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

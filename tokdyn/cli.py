@@ -52,7 +52,7 @@ COMMANDS = {  # (group, name): (module, entry point, help, default output direct
     ("study", "grid-diffusion"): ("tokdyn.studies.grid_diffusion", "main",
                                   "diffusion over visual-token grids (DDPM, D3PM) vs token-level diffusion and an "
                                   "autoregressive baseline", "results/grid-diffusion"),
-    ("study", "scenes"): ("tokdyn.studies.scenes", "main",
+    ("study", "scenes"): ("tokdyn.studies.object_discovery", "main",
                           "sprite scenes: fixed token dynamics and k-means on pixel features vs a learned "
                           "Slot Attention (FG-ARI, mIoU, collapse)", "results/scenes"),
     ("sweep", "token-dynamics"): ("tokdyn.studies.token_dynamics_sweep", "main",

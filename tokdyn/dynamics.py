@@ -32,13 +32,99 @@ exact identities (:math:`1 \cdot f`, :math:`+\,0`). :math:`r_{\min} = 10^{-3}` (
 softens the Coulomb term so that coincident tokens exert no force on each other and near-coincident
 ones a bounded one: repulsion can never produce ``inf`` or ``NaN``.
 
+**A rule is a value.** The rule above is one value, :data:`BUILTIN`, of a protocol that any update
+rule can implement from outside the package, and that :func:`run`, :func:`run_fixed`,
+:func:`trajectory`, :class:`tokdyn.engine.runs.ClusterRun`, the sweep engine
+(:func:`tokdyn.engine.sweep.run`) and the token-dynamics study take as ``rule=``::
+
+    Rule(init, step, hparams=(), name="", *, movement=None, may_stop=None, temperature=None, check=None)
+
+    init(points, tokens, hparams) -> state             # the state before the first step
+    step(state, points, hparams, step, key) -> state   # one step: step = s (int32), key: PRNG key or None
+
+* ``points``: :class:`Points`, the run's points as a rule sees them, built once per run outside the
+  loop: ``x`` (N, D), ``mask`` (N,) bool, ``weights`` (N,) (1 valid, 0 padded: padded points must
+  not count), and the products the built-in rule uses (``x_t``, ``x1``, ``total``, ``count``).
+* ``state``: the (T, D) tokens themselves, or any pytree with a ``tokens`` attribute (a registered
+  dataclass, a NamedTuple) holding whatever else the rule carries (the built-in rule:
+  :class:`Motion`, tokens and velocity). ``step`` returns the same structure, shapes and dtypes.
+  The noise of step :math:`s` should come from ``fold_in(key, step)``, as the built-in rule's does.
+* ``hparams``: the rule's knobs, a pytree of numbers; every leaf is traced, so runs and sweeps over
+  them share one compilation. The :class:`Rule` holds their defaults (what :func:`run` uses without
+  ``hparams``), hashable: a registered frozen dataclass or a NamedTuple of Python numbers, ``()``
+  for a rule without knobs; their field names (:attr:`Rule.knobs`) are the rule's conditions in
+  :class:`~tokdyn.engine.runs.ClusterRun` and the axes of a sweep. The built-in rule's: :class:`Hparams`.
+* Optional hooks: ``movement(old, new) -> (T, D)``, the step's movement (default: the change of the
+  tokens; the built-in rule: its velocity), reported as ``Result.velocity``;
+  ``may_stop(hparams, step) -> bool``, whether the run may stop after step :math:`s` (default:
+  always; the built-in rule: once its annealing is over); ``temperature(hparams, step)``, recorded by
+  :func:`trajectory` (default NaN); ``check(hparams, key)``, run on host data before anything is
+  traced (raise ``ValueError`` naming the knob; the built-in rule: :meth:`Hparams.validate`).
+
+The loop gives every rule the same stopping test, step count, labels and :class:`Result`: starting
+from ``init``, step :math:`s` makes ``state = step(state, points, hparams, s, key)``,
+:math:`\Delta = \max_{j,d} |\mathrm{movement}_{jd}|`; the run stops after the first step with
+:math:`\Delta < \mathrm{tol}` and ``may_stop`` (``steps = s + 1``, ``converged = True``), else
+after ``n_steps``; the labels are the nearest final tokens (-1 on padded points); ``Result.state``
+is the rule's final state. A :class:`Rule` is frozen and hashable, a static argument (equal rules
+share one compilation: build it once, e.g. at module level, not inside a loop); it is checked when
+it is built and ``rule=`` / ``hparams`` when they are passed, before anything is traced
+(``TypeError`` naming the argument). A Lloyd-like rule with a traced step size, from scratch::
+
+    class Knobs(NamedTuple):
+        step_size: float = 1.0
+
+    def step(tokens, points, hp, s, key):                 # the state is the tokens alone
+        d2 = jnp.sum((points.x[:, None] - tokens[None]) ** 2, axis=-1)                # (N, T)
+        a = jax.nn.one_hot(jnp.argmin(d2, axis=1), tokens.shape[0]) * points.weights[:, None]
+        sums = a.T @ points.x1                            # (T, D + 1): sums of points, counts
+        means = jnp.where(sums[:, -1:] > 0, sums[:, :-1] / jnp.maximum(sums[:, -1:], 1.0), tokens)
+        return tokens + hp.step_size * (means - tokens)
+
+    LLOYD = dynamics.Rule(lambda points, tokens, hp: tokens, step, hparams=Knobs(), name="lloyd")
+    dynamics.run(x, t0, Knobs(0.5), rule=LLOYD, mask=mask)        # Result: tokens, labels, steps, ...
+    jax.grad(lambda k: loss(dynamics.run_fixed(x, t0, k, rule=LLOYD, n_steps=20).tokens))(Knobs(0.5))
+    ClusterRun(rule=LLOYD)(key, step_size=0.5)                    # sweep.Grid(step_size=..., ...)
+
 Everything here is a single run: ``x`` is (N, D) and ``tokens`` (T, D). The public functions
 are the jitted kernels themselves: call them inside your own ``jit``/``vmap``/``scan``, or hand a
-per-run function to :func:`tokdyn.execute.map_runs`, which picks the execution strategy
+per-run function to :func:`tokdyn.engine.execute.map_runs`, which picks the execution strategy
 (sequential map on CPU, wide vmap on accelerators) per backend. Arguments are checked before
 anything is traced (shapes always; values when they are host data, see :mod:`tokdyn._checks`).
 The Langevin rule needs a ``key``; the noise of step :math:`s` comes from ``fold_in(key, s)``, so
 it does not depend on batching.
+
+Transformations each public kernel supports (every one: ``jit`` and ``vmap``, also inside a user's
+``jit``/``vmap``/``scan``; "grad" = reverse mode, ``jax.grad``/``vjp``/``jacrev``; "jacfwd" = forward
+mode, ``jvp``/``jacfwd``; derivatives in the points, the tokens and every :class:`Hparams` knob; for a
+rule of one's own, the loop's transformations hold whenever its ``init`` and ``step`` support them):
+
+=========================================  ====  =====  ======  ==========================================
+kernel                                      jit   vmap   jacfwd  grad
+=========================================  ====  =====  ======  ==========================================
+:func:`update`, :func:`coulomb`             yes   yes    yes     yes
+:func:`run_fixed`, :func:`trajectory`       yes   yes    yes     yes (static ``n_steps``; the stopping step
+                                                                 held fixed)
+:func:`run`                                 yes   yes    yes     no: a ``while_loop`` with early stop; use
+                                                                 :func:`run_fixed` (same result)
+:func:`soft_assignment`, :func:`sinkhorn`   yes   yes    yes     yes (``sinkhorn``: static count, any length)
+:func:`temperature_schedule`                yes   yes    yes     yes
+:func:`kmeans`                              yes   yes    yes     no (``while_loop``); hard assignments: the
+                                                                 derivative holds the labels fixed
+:func:`hard_labels`, :func:`token_groups`,  yes   yes    --      -- (integer or piecewise-constant outputs)
+:func:`split_temperatures`
+:func:`init_tokens`, :func:`forgy`          yes   yes    --      -- (random draws: not meant to be
+                                                                 differentiated)
+=========================================  ====  =====  ======  ==========================================
+
+The Sinkhorn count ``sinkhorn_iters`` stays a traced knob under every transformation, bounded by
+``MAX_SINKHORN_ITERS`` (100; a larger host value is refused, a larger traced one acts as 100): the
+forward pass runs exactly that many rounds (a loop with a traced count, as fast as before), and its
+derivatives come from the same rounds written as a ``scan`` of static length 100 whose rounds past
+the count are masked (rounds in blocks of 10, each block skipped when past the count and
+rematerialised in reverse mode), which reverse mode can transpose. A softmax step (``K_S = 0``)
+runs no Sinkhorn round, differentiated or not. The derivative of a knob at the edge of its range
+is one-sided where the rule switches there (``langevin`` at 0 draws no kick: derivative 0).
 
 :func:`kmeans` (Lloyd's algorithm, hard assignments) is the classical baseline of the rule, from
 the same initial tokens (``init_tokens(..., method="kmeans++")`` for k-means++ seeding).
@@ -47,6 +133,8 @@ the same initial tokens (``init_tokens(..., method="kmeans++")`` for k-means++ s
 from __future__ import annotations
 
 import dataclasses
+import inspect
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -58,6 +146,8 @@ EPS_MASS = 1e-8
 MIN_DISTANCE = 1e-3
 INIT_METHODS = ("data", "normal", "data_mean", "kmeans++")
 DEFAULT_MERGE_TOL = 1e-2
+MAX_SINKHORN_ITERS = 100  # the most Sinkhorn rounds per step of the rule (Hparams.sinkhorn_iters)
+_SINKHORN_BLOCK = 10  # rounds per block of the differentiable Sinkhorn loop (divides MAX_SINKHORN_ITERS)
 
 
 @jax.tree_util.register_dataclass
@@ -65,6 +155,17 @@ DEFAULT_MERGE_TOL = 1e-2
 class Hparams:
     """Sweepable hyperparameters of the update rule; every leaf is traced (see the module docstring
     for the equations). The defaults of the fields after ``repulsion`` switch their rule off.
+
+    Every leaf is one value per run: a scalar (shape ``()``). A knob with one value per step (e.g.
+    ``temperature=jnp.linspace(4, .5, 30)``) is refused by :func:`run`, :func:`run_fixed`,
+    :func:`trajectory`, :func:`update` and :func:`temperature_schedule` with a ``ValueError``
+    naming the field and its shape (a check on shapes, so also for traced values). The schedule of
+    the temperature is the pair ``anneal_ratio`` / ``anneal_steps``; for any other per-step values,
+    scan :func:`update` yourself with a scalar Hparams per step (``step=s`` keeps the annealing and
+    the Langevin noise of step ``s``), e.g.
+    ``lax.scan(lambda c, st: (update(x, *c, replace(hp, temperature=st[1]), step=st[0]), None),
+    (t0, v0), (jnp.arange(S), taus))``, which is differentiable in every per-step value. Stacked
+    Hparams (:meth:`stack`, a leading axis) are for ``jax.vmap``, which hands each run scalars.
 
     Attributes:
       temperature: softmax temperature tau > 0 (the final temperature when annealing).
@@ -76,9 +177,12 @@ class Hparams:
         ``sqrt(2 alpha T)`` per coordinate and step (Euler-Maruyama with step size alpha: the
         baseline step is a preconditioned gradient step of size 1, see :mod:`tokdyn.analysis`).
         T > 0 needs a ``key``.
-      sinkhorn_iters: Sinkhorn iterations K_S (a non-negative integer, stored as a float so that
-        it stacks with the other leaves): 0 = softmax assignment; K_S >= 1 = balanced assignment
-        (:func:`sinkhorn`).
+      sinkhorn_iters: Sinkhorn iterations K_S (a whole number in [0, MAX_SINKHORN_ITERS] = [0, 100],
+        stored as a float so that it stacks with the other leaves): 0 = softmax assignment; K_S >= 1
+        = balanced assignment (:func:`sinkhorn`). A larger host value is refused (the bound is the
+        static length of the loop that differentiates the rounds, see the module docstring); a
+        larger traced value, which cannot be checked, acts as MAX_SINKHORN_ITERS. For more rounds
+        outside the rule, :func:`sinkhorn` takes any (static) count.
       slot_norm: sigma in [0, 1], where the 1e-8 of the weighted mean goes: 0 = on the token's
         mass (``sum_i a_ij + 1e-8``), 1 = on every attention weight before normalising over points,
         as in Slot Attention; values in between blend the two linearly (numerator and denominator).
@@ -104,7 +208,13 @@ class Hparams:
         _checks.real("repulsion", self.repulsion, low=0.0)
         _checks.real("damping", self.damping, low=0.0, high=1.0, low_open=True)
         _checks.real("langevin", self.langevin, low=0.0)
-        _checks.real("sinkhorn_iters", self.sinkhorn_iters, low=0.0)
+        k = self.sinkhorn_iters
+        if (k > MAX_SINKHORN_ITERS if isinstance(k, (int, float))
+                else _checks.on_host(k) and np.any(np.asarray(k) > MAX_SINKHORN_ITERS)):
+            raise ValueError(f"sinkhorn_iters must be a whole number in [0, {MAX_SINKHORN_ITERS}] "
+                             f"(dynamics.MAX_SINKHORN_ITERS: the static length of the loop that "
+                             f"differentiates the Sinkhorn rounds), got {k!r}")
+        _checks.real("sinkhorn_iters", k, low=0.0)
         _checks.whole("sinkhorn_iters", self.sinkhorn_iters, "0 = softmax, >= 1 = Sinkhorn iterations")
         _checks.real("slot_norm", self.slot_norm, low=0.0, high=1.0)
         if _checks.on_host(self.anneal_ratio) and np.any(np.asarray(self.anneal_ratio) < 1.0):
@@ -122,7 +232,7 @@ class Hparams:
 
     def row(self) -> tuple:
         """The fields as a tuple of Python floats, in :data:`FIELDS` order (a row of a method
-        table, see :class:`tokdyn.runs.ClusterRun`)."""
+        table, see :class:`tokdyn.engine.runs.ClusterRun`)."""
         return tuple(float(getattr(self, f)) for f in FIELDS)
 
     @staticmethod
@@ -155,22 +265,176 @@ def method(name: str) -> Hparams:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class State:
-    """Dynamical state of one run inside the loop: tokens (T, D), velocity (T, D), steps taken,
-    last change, whether it has converged."""
+class Points:
+    """The points of one run as an update rule sees them (:class:`Rule`), built once per run
+    outside the loop by :meth:`of`.
+
+    Attributes:
+      x: (N, D) the points (a floating dtype; padded rows hold whatever the caller put there).
+      mask: (N,) bool, False on padded points (all True without a mask).
+      weights: (N,) 1 on valid points, 0 on padded ones, in x's dtype: a rule must give padded
+        points no weight.
+      x_t: (D, N) ``x.T``.
+      x1: (N, D + 1) ``[x, 1]``: ``a @ x1`` gives the weighted sums of the points of a (T, N)
+        assignment ``a`` and its masses in one product.
+      total: (D,) ``sum_i w_i x_i``.
+      count: () ``sum_i w_i``, the number of valid points (x's dtype).
+    """
+
+    x: jax.Array
+    mask: jax.Array
+    weights: jax.Array
+    x_t: jax.Array
+    x1: jax.Array
+    total: jax.Array
+    count: jax.Array
+
+    @staticmethod
+    def of(x, mask=None) -> "Points":
+        """The :class:`Points` of (N, D) ``x`` (cast to float32 unless floating) and an optional (N,)
+        bool ``mask``. A plain traceable function (the loop calls it once per run)."""
+        x = _float(x)
+        w = _weights(x, mask)
+        # the column of ones makes one product give a token's soft sum of points and its mass (about
+        # 10% faster per step on XLA:CPU than a separate row sum, which it splits in two)
+        x1 = jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1)
+        valid = jnp.ones(x.shape[:1], bool) if mask is None else jnp.asarray(mask, bool)
+        return Points(x=x, mask=valid, weights=w, x_t=x.T, x1=x1, total=w @ x, count=jnp.sum(w))
+
+
+_SIGNATURES = {  # the arguments of each function of a Rule, for its checks and messages
+    "init": ("points", "tokens", "hparams"),
+    "step": ("state", "points", "hparams", "step", "key"),
+    "movement": ("old", "new"),
+    "may_stop": ("hparams", "step"),
+    "temperature": ("hparams", "step"),
+    "check": ("hparams", "key"),
+}
+
+
+def _callable_name(fn) -> str:
+    """A stable name of a function (no address): ``module.qualname``."""
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{getattr(fn, '__module__', None) or type(fn).__module__}.{name}"
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Rule:
+    """An update rule as a value: the protocol that :func:`run`, :func:`run_fixed`, :func:`trajectory`,
+    :class:`tokdyn.engine.runs.ClusterRun` and the sweeps take as ``rule=`` (see the module
+    docstring, "A rule is a value"). :data:`BUILTIN` is the package's own rule.
+
+    Attributes:
+      init: ``init(points, tokens, hparams) -> state``: the state before the first step, ``points`` a
+        :class:`Points`, ``tokens`` (T, D). The state is the (T, D) tokens, or a pytree with a
+        ``tokens`` attribute (and whatever else the rule carries).
+      step: ``step(state, points, hparams, step, key) -> state``: one step; ``step`` the int32 index
+        s, ``key`` the run's PRNG key or None (noise of step s: ``fold_in(key, step)``). Returns
+        a state of the same structure, shapes and dtypes.
+      hparams: the defaults of the rule's knobs, a pytree of numbers whose leaves are traced when
+        the rule runs; hashable (a registered frozen dataclass or a NamedTuple of Python numbers;
+        ``()``: no knobs). Their field names (:attr:`knobs`) are the conditions of the rule in
+        :class:`~tokdyn.engine.runs.ClusterRun` and the axes of a sweep.
+      name: a name, for messages and records.
+      movement: optional (keyword-only, as are the hooks after it) ``movement(old, new) -> (T, D)``:
+        the step's movement, whose largest absolute coordinate is compared with ``tol``; default:
+        the change of the tokens.
+      may_stop: optional ``may_stop(hparams, step) -> bool``: whether the run may stop after step
+        ``step``; default: always.
+      temperature: optional ``temperature(hparams, step) -> scalar``, recorded per step by
+        :func:`trajectory`; default: NaN.
+      check: optional ``check(hparams, key)``: checks run before anything is traced; it must
+        look only at shapes and host data (see :mod:`tokdyn._checks`) and raise ``ValueError``
+        naming the knob.
+
+    Frozen and hashable (a static argument: equal rules share one compilation, so build a rule
+    once, not inside a loop); every field is checked here (``TypeError`` naming it).
+    """
+
+    init: Callable
+    step: Callable
+    hparams: Any = ()
+    name: str = ""
+    movement: Callable | None = dataclasses.field(default=None, kw_only=True)
+    may_stop: Callable | None = dataclasses.field(default=None, kw_only=True)
+    temperature: Callable | None = dataclasses.field(default=None, kw_only=True)
+    check: Callable | None = dataclasses.field(default=None, kw_only=True)
+
+    def __post_init__(self):
+        if not isinstance(self.name, str):
+            raise TypeError(f"Rule.name must be a str, got {self.name!r}")
+        for field, args in _SIGNATURES.items():
+            fn = getattr(self, field)
+            if fn is None and field not in ("init", "step"):
+                continue
+            want = f"{field}({', '.join(args)})"
+            if not callable(fn):
+                raise TypeError(f"Rule.{field} must be a function {want}, got {fn!r} of type {type(fn).__name__}")
+            try:
+                sig = inspect.signature(fn)
+            except (TypeError, ValueError):  # no introspectable signature: trust it
+                continue
+            try:
+                sig.bind(*args)
+            except TypeError:
+                raise TypeError(f"Rule.{field} must take the arguments {want}; {_callable_name(fn)} has the "
+                                f"signature {sig}") from None
+        try:
+            hash(self.hparams)
+        except TypeError:
+            raise TypeError(
+                f"Rule.hparams (the defaults of the rule's knobs) must be hashable: a registered frozen dataclass "
+                f"or a NamedTuple of Python numbers (not JAX arrays, dicts or lists), got {self.hparams!r}") from None
+        for path, leaf in jax.tree_util.tree_flatten_with_path(self.hparams)[0]:
+            if _checks.dtype_of(leaf).kind not in "biuf":
+                raise TypeError(f"Rule.hparams{jax.tree_util.keystr(path)} must be a real number, got {leaf!r}")
+
+    @property
+    def knobs(self) -> tuple:
+        """The names of the rule's knobs, in the leaf order of :attr:`hparams` (which must be a flat
+        record: a registered dataclass or a NamedTuple of numbers); ``TypeError`` otherwise."""
+        names = []
+        for path, _ in jax.tree_util.tree_flatten_with_path(self.hparams)[0]:
+            key = path[0] if len(path) == 1 else None
+            name = getattr(key, "name", None) if isinstance(key, jax.tree_util.GetAttrKey) else None
+            if name is None:
+                raise TypeError(f"rule {self.name or _callable_name(self.step)!r}: its hparams must be a flat record "
+                                f"of named numbers (a registered dataclass or a NamedTuple) to name its knobs, got "
+                                f"{self.hparams!r}")
+            names.append(name)
+        return tuple(names)
+
+    def __repr__(self) -> str:
+        # stable across processes (no addresses): the sweep engine records it in a sweep's manifest
+        parts = [f"name={self.name!r}"] if self.name else []
+        parts += [f"{f}={_callable_name(getattr(self, f))}" for f in ("init", "step")]
+        parts.append(f"hparams={self.hparams!r}")
+        parts += [f"{f}={_callable_name(getattr(self, f))}" for f in ("movement", "may_stop", "temperature", "check")
+                  if getattr(self, f) is not None]
+        return f"Rule({', '.join(parts)})"
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Motion:
+    """The state of the built-in rule (:data:`BUILTIN`): tokens (T, D) and velocity (T, D)."""
 
     tokens: jax.Array
     velocity: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class State:
+    """State of one run inside the loop: the rule's state (``rule_state``), the last step's
+    movement (T, D), steps taken, the last step's largest coordinate movement (``delta``),
+    whether it has converged."""
+
+    rule_state: Any
+    movement: jax.Array
     step: jax.Array
     delta: jax.Array
     converged: jax.Array
-
-    @staticmethod
-    def start(tokens) -> "State":
-        """The state before the first step: at ``tokens``, at rest."""
-        tokens = jnp.asarray(tokens)
-        return State(tokens=tokens, velocity=jnp.zeros_like(tokens), step=jnp.zeros((), jnp.int32),
-                     delta=jnp.full((), jnp.inf, tokens.dtype), converged=jnp.zeros((), bool))
 
 
 @jax.tree_util.register_dataclass
@@ -180,11 +444,13 @@ class Result:
 
     Attributes:
       tokens: (T, D) final tokens.
-      velocity: (T, D) final velocity.
+      velocity: (T, D) the last step's movement (the rule's ``movement``; the built-in rule: its
+        final velocity); zeros if no step was taken.
       labels: (N,) int32 hard labels at the final tokens, -1 on padded points.
       steps: int32 number of steps applied.
       converged: bool, whether the last step moved every coordinate by less than ``tol``.
       delta: float, the largest coordinate change in the last step.
+      state: the rule's final state (the built-in rule: :class:`Motion`).
     """
 
     tokens: jax.Array
@@ -193,6 +459,7 @@ class Result:
     steps: jax.Array
     converged: jax.Array
     delta: jax.Array
+    state: Any = None
 
 
 @jax.tree_util.register_dataclass
@@ -227,9 +494,26 @@ def _check_points(x, tokens, mask):
     return _checks.host_arrays(x=x, tokens=tokens, mask=mask)
 
 
-def _check_hparams(hparams, key):
+def _check_scalar_knobs(hparams):
+    """Every leaf one value per run (shape ()): shapes are known even for tracers, so always checked."""
     if not isinstance(hparams, Hparams):
         raise TypeError(f"hparams must be a tokdyn.dynamics.Hparams, got {type(hparams).__name__}")
+    for name in FIELDS:
+        value = getattr(hparams, name)
+        if isinstance(value, (int, float)):  # the common case, without NumPy's cost per call
+            continue
+        shape = np.shape(value)
+        if shape != ():
+            raise ValueError(
+                f"hparams.{name} must be a scalar (one value per run), got shape {shape}. A knob with one "
+                f"value per step is not supported: for a temperature schedule use anneal_ratio and "
+                f"anneal_steps; for any other per-step values call dynamics.update in your own lax.scan "
+                f"with a scalar Hparams per step; to batch runs, jax.vmap over a stacked Hparams "
+                f"(Hparams.stack)")
+
+
+def _check_hparams(hparams, key):
+    _check_scalar_knobs(hparams)
     hparams.validate()
     if key is None:
         if hparams.stochastic:
@@ -239,18 +523,55 @@ def _check_hparams(hparams, key):
         _checks.prng_key("key", key)
 
 
-def _check_run(x, tokens, hparams, mask, n_steps, tol, key, static_steps=False):
+def _check_rule(rule, hparams, key) -> dict:
+    """Check ``rule=`` and ``hparams`` (resolving ``None`` to the rule's defaults) before anything is
+    traced: the rule's type, the structure and dtypes of its hparams, the key, then the rule's own
+    ``check``. Returns ``{"hparams": ...}`` when the default was taken."""
+    if not isinstance(rule, Rule):
+        hint = (" wrap your functions as rule=dynamics.Rule(init=..., step=...)" if callable(rule)
+                else " (dynamics.BUILTIN is the package's own rule)")
+        raise TypeError(f"rule must be a tokdyn.dynamics.Rule, got {rule!r} of type {type(rule).__name__}:{hint}")
+    if isinstance(hparams, Rule):
+        raise TypeError(f"hparams is a Rule ({hparams!r}): pass an update rule as rule=..., and its knobs "
+                        "(if not its defaults, Rule.hparams) as hparams")
+    if callable(hparams):
+        raise TypeError(f"hparams must be the rule's knobs (for the built-in rule a tokdyn.dynamics.Hparams), got "
+                        f"{_callable_name(hparams)} of type {type(hparams).__name__}: an update rule of your own is "
+                        f"a dynamics.Rule(init=..., step=...), passed as rule=")
+    changed = {}
+    if hparams is None:
+        hparams = changed["hparams"] = rule.hparams
+    want = jax.tree_util.tree_structure(rule.hparams)
+    if jax.tree_util.tree_structure(hparams) != want:
+        kind = type(rule.hparams)
+        what = (f"of the structure of rule.hparams ({want})" if kind in (tuple, list, dict)
+                else f"a {kind.__module__}.{kind.__qualname__}")
+        raise TypeError(f"hparams must be {what} (the knobs of rule {rule.name or _callable_name(rule.step)!r}), "
+                        f"got {type(hparams).__name__}: {hparams!r}")
+    if rule is not BUILTIN:  # the built-in rule's check (Hparams.validate) names the field
+        for path, leaf in jax.tree_util.tree_flatten_with_path(hparams)[0]:
+            if _checks.dtype_of(leaf).kind not in "biuf":
+                raise TypeError(f"hparams{jax.tree_util.keystr(path)} must be real numbers, got dtype "
+                                f"{_checks.dtype_of(leaf)}")
+    if key is not None:
+        _checks.prng_key("key", key)
+    if rule.check is not None:
+        rule.check(hparams, key)
+    return changed
+
+
+def _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=False):
+    changed = _check_rule(rule, hparams, key)
     arrays = _check_points(x, tokens, mask)
-    _check_hparams(hparams, key)
     if static_steps or isinstance(n_steps, (int, float)):
         _checks.positive_int("n_steps", n_steps)
     _checks.real("n_steps", n_steps, low=1)
     _checks.real("tol", tol, low=0.0)
-    return arrays
+    return {**arrays, **changed}
 
 
-def _check_trajectory(x, tokens, hparams, mask, n_steps, tol, key):
-    return _check_run(x, tokens, hparams, mask, n_steps, tol, key, static_steps=True)
+def _check_trajectory(x, tokens, hparams, rule, mask, n_steps, tol, key):
+    return _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=True)
 
 
 def _check_update(x, tokens, velocity, hparams, mask, step, key):
@@ -305,21 +626,70 @@ def soft_assignment(x, tokens, temperature, mask=None):
     return _soft_assignment_t(x.T, _weights(x, mask), tokens.astype(x.dtype), temperature).T
 
 
+def _sinkhorn_cols(l):
+    """Every point's mass over tokens sums to 1: normalise the (T, N) log-plan over tokens."""
+    return l - jax.nn.logsumexp(l, axis=0, keepdims=True)
+
+
+def _sinkhorn_round(l, w, log_row):
+    """One Sinkhorn round on a (T, N) log-plan: token rows to ``log_row``, then point columns to 1."""
+    r = jax.nn.logsumexp(l, axis=1, b=w[None, :], keepdims=True)  # (T, 1) log token mass
+    r = jnp.where(jnp.isfinite(r), r, log_row)  # no valid point: leave the row alone
+    return _sinkhorn_cols(l + (log_row - r))
+
+
+@jax.custom_jvp
+def _sinkhorn_rounds(l, w, log_row, n):
+    """``n`` rounds (traced int32 in [0, MAX_SINKHORN_ITERS]) of :func:`_sinkhorn_round`.
+
+    Evaluated as a loop of exactly ``n`` rounds (under ``vmap``: the batch's largest ``n``), so
+    the forward pass costs what it did with a plain ``fori_loop``; its derivatives (``jvp``, hence
+    ``jacfwd``, ``grad``, ``vjp``) are those of :func:`_sinkhorn_rounds_masked`, a ``scan`` over the
+    static MAX_SINKHORN_ITERS whose rounds at index >= n leave the plan unchanged: the same function,
+    written so that reverse mode can transpose it (it cannot transpose a loop with a traced count)."""
+    return jax.lax.fori_loop(0, n, lambda _, l: _sinkhorn_round(l, w, log_row), l)
+
+
+def _sinkhorn_rounds_masked(l, w, log_row, n):
+    """:func:`_sinkhorn_rounds` as a ``scan`` of static length: MAX_SINKHORN_ITERS rounds in blocks
+    of _SINKHORN_BLOCK, every round at index >= n masked (``where``); a block with no round below n
+    is skipped by a ``cond`` (unbatched; under ``vmap`` a select computes it), and each block is
+    rematerialised, so reverse mode stores one (T, N) plan per block, not one per round."""
+    @jax.checkpoint
+    def rounds(l, start):
+        for k in range(_SINKHORN_BLOCK):
+            l = jnp.where(start + k < n, _sinkhorn_round(l, w, log_row), l)
+        return l
+
+    def block(l, start):
+        return jax.lax.cond(start < n, rounds, lambda l, _: l, l, start), None
+
+    starts = jnp.arange(0, MAX_SINKHORN_ITERS, _SINKHORN_BLOCK, dtype=jnp.int32)
+    return jax.lax.scan(block, l, starts)[0]
+
+
+@_sinkhorn_rounds.defjvp
+def _sinkhorn_rounds_jvp(primals, tangents):
+    l, w, log_row, n = primals
+    dl, dw, dlog_row, _ = tangents  # n is an integer: its tangent is float0
+    # rematerialised: reverse mode keeps only the inputs of the rounds, not MAX_SINKHORN_ITERS plans
+    # per step (which a softmax step, K_S = 0, would also carry as zeros: the cond keeps both branches')
+    rounds = jax.checkpoint(lambda l, w, log_row: _sinkhorn_rounds_masked(l, w, log_row, n))
+    return jax.jvp(rounds, (l, w, log_row), (dl, dw, dlog_row))
+
+
 def _sinkhorn_log_t(logits_t, w, n_iters):
     """Log-domain Sinkhorn on (T, N) logits: returns (T, N) log-plan whose columns (points) sum to 1
-    and whose rows (tokens) approach ``sum(w) / T``; padded points (w = 0) do not count."""
+    and whose rows (tokens) approach ``sum(w) / T``; padded points (w = 0) do not count.
+
+    ``n_iters``: a Python int (:func:`sinkhorn`: a loop of static length, any count), or a traced
+    int32 in [0, MAX_SINKHORN_ITERS] (the update rule's knob, see :func:`_sinkhorn_rounds`)."""
     n_tokens = logits_t.shape[0]
     log_row = jnp.log(jnp.maximum(jnp.sum(w), jnp.finfo(logits_t.dtype).tiny) / n_tokens)
-
-    def cols(l):  # every point's mass over tokens sums to 1
-        return l - jax.nn.logsumexp(l, axis=0, keepdims=True)
-
-    def body(_, l):
-        r = jax.nn.logsumexp(l, axis=1, b=w[None, :], keepdims=True)  # (T, 1) log token mass
-        r = jnp.where(jnp.isfinite(r), r, log_row)  # no valid point: leave the row alone
-        return cols(l + (log_row - r))
-
-    return jax.lax.fori_loop(0, n_iters, body, cols(logits_t))
+    l0 = _sinkhorn_cols(logits_t)
+    if isinstance(n_iters, (int, np.integer)):
+        return jax.lax.fori_loop(0, n_iters, lambda _, l: _sinkhorn_round(l, w, log_row), l0)
+    return _sinkhorn_rounds(l0, w, log_row, n_iters)
 
 
 def _balanced_assignment_t(x_t, w, tokens, temperature, n_iters):
@@ -354,7 +724,7 @@ def sinkhorn(logits, n_iters: int, mask=None):
     """
     logits = _float(logits)
     w = _weights(logits, mask)
-    return (jnp.exp(_sinkhorn_log_t(logits.T, w, n_iters)) * w).T
+    return (jnp.exp(_sinkhorn_log_t(logits.T, w, int(n_iters))) * w).T
 
 
 def coulomb(tokens):
@@ -362,7 +732,10 @@ def coulomb(tokens):
     diff = tokens[:, None, :] - tokens[None, :, :]  # (T, T, D)
     r2 = jnp.sum(diff * diff, axis=-1)  # (T, T)
     r2 = jnp.maximum(r2, MIN_DISTANCE**2)
-    inv_r3 = jax.lax.rsqrt(r2) / r2  # r^-3; the diagonal's diff is 0 and contributes 0
+    inv_r3 = jax.lax.rsqrt(r2) / r2  # r^-3
+    # the diagonal (diff 0) contributes 0 either way, but its weight MIN_DISTANCE^-3 would reach the
+    # reverse-mode derivative as +1e9 g - 1e9 g on the same token: cancellation that wipes out float32
+    inv_r3 = jnp.where(jnp.eye(tokens.shape[0], dtype=bool), 0.0, inv_r3)
     return jnp.sum(diff * inv_r3[..., None], axis=1)
 
 
@@ -370,13 +743,16 @@ def _temperature_at(hparams, step):
     """tau_s = tau * r ** max(0, 1 - s / S) (exactly tau when r = 1 or S = 0 or s >= S)."""
     r, n_anneal = hparams.anneal_ratio, hparams.anneal_steps
     frac = jnp.clip(1.0 - step / jnp.maximum(n_anneal, 1.0), 0.0, 1.0)
-    on = (n_anneal > 0) & (r != 1.0) & (frac > 0)
-    return jnp.where(on, hparams.temperature * r ** jnp.where(on, frac, 0.0), hparams.temperature)
+    on = (n_anneal > 0) & (frac > 0)
+    frac = jnp.where(on, frac, 0.0)
+    # at r = 1 the factor is exactly 1 but keeps its derivative frac in r (a plain r ** frac at r = 1
+    # is 1 too, but not on every backend bit for bit; a branch on r != 1 would zero the gradient)
+    factor = jnp.where(r != 1.0, r ** frac, 1.0 + (r - 1.0) * frac)
+    return jnp.where(on, hparams.temperature * factor, hparams.temperature)
 
 
 def _check_schedule(hparams, n_steps):
-    if not isinstance(hparams, Hparams):
-        raise TypeError(f"hparams must be a tokdyn.dynamics.Hparams, got {type(hparams).__name__}")
+    _check_scalar_knobs(hparams)
     hparams.validate()
     _checks.positive_int("n_steps", n_steps)
 
@@ -387,19 +763,11 @@ def temperature_schedule(hparams: Hparams, n_steps: int) -> jax.Array:
     return jax.vmap(lambda s: _temperature_at(hparams, s))(jnp.arange(n_steps, dtype=jnp.int32))
 
 
-def _invariants(x, mask):
-    """Per-run loop invariants: [x, 1] (N, D + 1), x.T (D, N), weights (N,), sum_i w_i x_i (D,),
-    n = sum w. The column of ones makes one product give a token's soft sum of points and its
-    mass (about 10% faster per step on XLA:CPU than a separate row sum, which it splits in two)."""
-    w = _weights(x, mask)
-    x1 = jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1)
-    return x1, x.T, w, w @ x, jnp.sum(w)
-
-
-def _update(inv, tokens, velocity, hparams, step, key):
-    x1, x_t, w, x_sum, n_valid = inv
+def _update(points: Points, tokens, velocity, hparams, step, key):
+    x1, x_t, w, x_sum, n_valid = points.x1, points.x_t, points.weights, points.total, points.count
     temperature = _temperature_at(hparams, step)
-    n_iters = jnp.asarray(hparams.sinkhorn_iters).astype(jnp.int32)
+    # a traced count above the bound (which cannot be checked) is clipped to it
+    n_iters = jnp.minimum(jnp.asarray(hparams.sinkhorn_iters).astype(jnp.int32), MAX_SINKHORN_ITERS)
     a = jax.lax.cond(n_iters > 0, lambda: _balanced_assignment_t(x_t, w, tokens, temperature, n_iters),
                      lambda: _soft_assignment_t(x_t, w, tokens, temperature))  # (T, N)
     sigma = hparams.slot_norm
@@ -412,7 +780,11 @@ def _update(inv, tokens, velocity, hparams, step, key):
     if key is not None:
         def kick(v):
             xi = jax.random.normal(jax.random.fold_in(key, step), v.shape, v.dtype)
-            return v + jnp.sqrt(2.0 * hparams.damping * hparams.langevin).astype(v.dtype) * xi
+            var = 2.0 * hparams.damping * hparams.langevin
+            # sqrt away from 0 only: under vmap the cond is a select, and a zero variance's
+            # infinite derivative would turn the untaken branch's zero cotangent into NaN
+            scale = jnp.where(var > 0, jnp.sqrt(jnp.where(var > 0, var, 1.0)), 0.0)
+            return v + scale.astype(v.dtype) * xi
 
         velocity = jax.lax.cond(hparams.langevin > 0, kick, lambda v: v, velocity)
     return tokens + velocity, velocity
@@ -421,9 +793,11 @@ def _update(inv, tokens, velocity, hparams, step, key):
 @_checks.checked_jit(_check_update)
 def update(x, tokens, velocity, hparams: Hparams, mask=None, *, step=0, key=None):
     """One application of the rule at step index ``step`` (which sets the annealed temperature
-    and the Langevin noise ``fold_in(key, step)``). Returns ``(tokens, velocity)`` after the step."""
+    and the Langevin noise ``fold_in(key, step)``). Returns ``(tokens, velocity)`` after the step.
+    Differentiable in both modes (``grad`` and ``jacfwd``), the Sinkhorn branch included, also in a
+    user's ``lax.scan`` over steps (the route for knobs that change per step, see :class:`Hparams`)."""
     x = _float(x)
-    return _update(_invariants(x, mask), tokens.astype(x.dtype), velocity.astype(x.dtype), hparams,
+    return _update(Points.of(x, mask), tokens.astype(x.dtype), velocity.astype(x.dtype), hparams,
                    jnp.asarray(step, jnp.int32), key)
 
 
@@ -443,67 +817,188 @@ def hard_labels(x, tokens, mask=None):
     return _labels_t(x.T, tokens.astype(x.dtype), mask)
 
 
-def _advance(inv, s: State, hparams, tol, key) -> State:
-    tokens, velocity = _update(inv, s.tokens, s.velocity, hparams, s.step, key)
-    delta = jnp.max(jnp.abs(velocity))
-    # no stop while the temperature is still annealing
-    return State(tokens, velocity, s.step + 1, delta, (delta < tol) & (s.step >= hparams.anneal_steps))
+# ---------------------------------------------------------------------------------------------- the built-in rule
 
 
-@_checks.checked_jit(_check_run)
-def run(x, tokens, hparams: Hparams = Hparams(), *, mask=None, n_steps=30, tol=1e-3, key=None) -> Result:
-    """Run the rule from ``tokens`` until convergence or ``n_steps`` steps.
+def _builtin_init(points, tokens, hparams):
+    return Motion(tokens=tokens, velocity=jnp.zeros_like(tokens))  # at rest
+
+
+def _builtin_step(state, points, hparams, step, key):
+    tokens, velocity = _update(points, state.tokens, state.velocity, hparams, step, key)
+    return Motion(tokens=tokens, velocity=velocity)
+
+
+def _builtin_movement(old, new):
+    return new.velocity
+
+
+def _builtin_may_stop(hparams, step):
+    return step >= hparams.anneal_steps  # no stop while the temperature is still annealing
+
+
+BUILTIN = Rule(init=_builtin_init, step=_builtin_step, hparams=Hparams(), name="builtin",
+               movement=_builtin_movement, may_stop=_builtin_may_stop, temperature=_temperature_at,
+               check=_check_hparams)
+"""The package's update rule (the module docstring's steps 1-4, every knob of :class:`Hparams`) as a
+:class:`Rule`: its state is :class:`Motion`, its movement the velocity, and it may stop only once
+its annealing is over. What :func:`run`, :func:`run_fixed` and :func:`trajectory` use by default;
+:data:`METHODS` are settings of its knobs."""
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def _state_tokens(state, tokens, where: str):
+    """The tokens of a rule's state (the state itself, or its ``tokens``), checked against the
+    initial tokens' shape and dtype while tracing, so a rule that returns something else is named."""
+    t = state if isinstance(state, jax.Array) else getattr(state, "tokens", None)
+    if t is None or not hasattr(t, "shape") or t.shape != tokens.shape or t.dtype != tokens.dtype:
+        got = (f"{type(state).__name__}" if t is None or not hasattr(t, "shape")
+               else f"tokens of shape {t.shape} and dtype {t.dtype}")
+        raise TypeError(f"rule {where} must return the tokens ({tokens.shape}, {tokens.dtype}) or a state with a "
+                        f"`tokens` attribute of that shape and dtype, got {got}")
+    return t
+
+
+def _start(rule: Rule, points: Points, tokens, hparams) -> State:
+    state = rule.init(points, tokens, hparams)
+    t = _state_tokens(state, tokens, f"{rule.name or 'Rule'}.init")
+    return State(rule_state=state, movement=jnp.zeros_like(t), step=jnp.zeros((), jnp.int32),
+                 delta=jnp.full((), jnp.inf, t.dtype), converged=jnp.zeros((), bool))
+
+
+def _advance(rule: Rule, points: Points, s: State, hparams, tol, key) -> State:
+    old = s.rule_state
+    new = rule.step(old, points, hparams, s.step, key)
+    tokens = _state_tokens(new, _tokens_of(old), f"{rule.name or 'Rule'}.step")
+    want, got = jax.tree_util.tree_structure(old), jax.tree_util.tree_structure(new)
+    if want != got:
+        raise TypeError(f"rule {rule.name or 'Rule'}.step must return a state of the structure init returned "
+                        f"({want}), got {got}")
+    if rule.movement is None:
+        move = tokens - _tokens_of(old)
+    else:
+        move = jnp.asarray(rule.movement(old, new))
+        if move.shape != tokens.shape:
+            raise TypeError(f"rule {rule.name or 'Rule'}.movement must return a {tokens.shape} array, got shape "
+                            f"{move.shape}")
+        if move.dtype != tokens.dtype:
+            move = move.astype(tokens.dtype)
+    delta = jnp.max(jnp.abs(move))
+    stop = delta < tol
+    if rule.may_stop is not None:
+        stop = stop & rule.may_stop(hparams, s.step)
+    return State(new, move, s.step + 1, delta, stop)
+
+
+def _tokens_of(state):
+    return state if isinstance(state, jax.Array) else state.tokens
+
+
+def _result(points: Points, s: State, mask) -> Result:
+    tokens = _tokens_of(s.rule_state)
+    # labels from the loop's transposed points: a product on x.T built afresh costs as much as 3 steps
+    return Result(tokens=tokens, velocity=s.movement, labels=_labels_t(points.x_t, tokens, mask), steps=s.step,
+                  converged=s.converged, delta=s.delta, state=s.rule_state)
+
+
+@_checks.checked_jit(_check_run, static_argnames=("rule",))
+def run(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30, tol=1e-3, key=None) -> Result:
+    """Run an update rule from ``tokens`` until convergence or ``n_steps`` steps.
 
     Args:
       x: (N, D) points (NumPy or JAX).
       tokens: (T, D) initial tokens.
-      hparams: :class:`Hparams` (traced: sweeping them does not recompile).
+      hparams: the rule's knobs (traced: sweeping them does not recompile); for the built-in rule
+        an :class:`Hparams`. Default: the rule's defaults (``rule.hparams``).
+      rule: a :class:`Rule` (static; see the module docstring, "A rule is a value"). Default:
+        :data:`BUILTIN`, the package's rule.
       mask: optional (N,) bool; False rows are ignored.
       n_steps: the most steps to take (traced).
-      tol: convergence threshold on the largest coordinate change (traced).
-      key: PRNG key of the Langevin noise (step ``s`` uses ``fold_in(key, s)``); required when
-        ``hparams.langevin > 0``. Without a key the Langevin term is absent (also for a traced
-        ``langevin``, which cannot be checked).
+      tol: convergence threshold on the largest coordinate movement of a step (traced).
+      key: PRNG key handed to the rule's steps (the built-in rule's Langevin noise: step ``s``
+        uses ``fold_in(key, s)``); required when ``hparams.langevin > 0``. Without a key the
+        Langevin term is absent (also for a traced ``langevin``, which cannot be checked).
 
     Returns:
-      :class:`Result`. Jitted, vmappable, callable inside a user's transformations.
+      :class:`Result`. Jitted, vmappable, callable inside a user's transformations; differentiable
+      in forward mode (``jax.jvp``/``jacfwd``) but not in reverse mode (``jax.grad``): the early stop
+      is a ``while_loop``. :func:`run_fixed` is the same run as a fixed-length ``scan``, for ``grad``.
     """
     x = _float(x)
-    inv = _invariants(x, mask)  # loop invariants
+    points = Points.of(x, mask)  # loop invariants
 
     def cond(s):
         return jnp.logical_and(~s.converged, s.step < n_steps)
 
-    s = jax.lax.while_loop(cond, lambda s: _advance(inv, s, hparams, tol, key), State.start(tokens.astype(x.dtype)))
-    # labels from the loop's transposed points: a product on x.T built afresh costs as much as 3 steps
-    return Result(tokens=s.tokens, velocity=s.velocity, labels=_labels_t(inv[1], s.tokens, mask), steps=s.step,
-                  converged=s.converged, delta=s.delta)
+    s = jax.lax.while_loop(cond, lambda s: _advance(rule, points, s, hparams, tol, key),
+                           _start(rule, points, tokens.astype(x.dtype), hparams))
+    return _result(points, s, mask)
 
 
-@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps",))
-def trajectory(x, tokens, hparams: Hparams = Hparams(), *, mask=None, n_steps: int = 30, tol=1e-3,
+def _scan_steps(rule, points, tokens, hparams, n_steps: int, tol, key, record: bool):
+    """``n_steps`` (static) applications of the rule by ``lax.scan``, each step after convergence
+    masked (the state is carried unchanged), so the final state is :func:`run`'s. Returns the
+    initial state, the final state and, with ``record``, the per-step (tokens, delta)."""
+    def body(s, _):
+        new = _advance(rule, points, s, hparams, tol, key)
+        s = jax.tree_util.tree_map(lambda old, nw: jnp.where(s.converged, old, nw), s, new)
+        return s, ((_tokens_of(s.rule_state), jnp.where(s.step > 0, s.delta, 0.0)) if record else None)
+
+    s0 = _start(rule, points, tokens, hparams)
+    final, ys = jax.lax.scan(body, s0, None, length=n_steps)
+    return s0, final, ys
+
+
+@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"))
+def run_fixed(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3,
+              key=None) -> Result:
+    """:func:`run` as a fixed-length ``lax.scan``: reverse-mode differentiable.
+
+    Takes the arguments of :func:`run`, with ``n_steps`` static (a Python int): it always evaluates
+    ``n_steps`` steps, and every step after the run has converged leaves the state unchanged, so
+    ``tokens``, ``velocity``, ``steps``, ``converged``, ``delta``, ``labels`` and ``state`` are
+    :func:`run`'s (up to float32 rounding: the two are different programs). Costs ``n_steps`` steps
+    whatever the step of convergence; use :func:`run` when no reverse-mode derivative is needed.
+
+    Derivatives (``jax.grad``, ``jax.vjp``, ``jax.jacfwd``) are those of the unrolled steps, with the
+    stopping step held fixed (it is a discrete decision, piecewise constant in every input; with
+    ``tol=0`` no step is masked): the derivative of the run that stops where this one stopped,
+    not an implicit derivative at the fixed point. Any rule whose ``step`` is differentiable is
+    differentiable here, in its knobs (``hparams``), the points and the initial tokens.
+    """
+    x = _float(x)
+    points = Points.of(x, mask)
+    _, s, _ = _scan_steps(rule, points, tokens.astype(x.dtype), hparams, n_steps, tol, key, record=False)
+    return _result(points, s, mask)
+
+
+@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"))
+def trajectory(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3,
                key=None) -> Trajectory:
     """Like :func:`run`, but record the tokens after every step (fixed length ``n_steps + 1``,
     static), for plots and analysis. Its final tokens and steps equal :func:`run`'s (with the same
-    ``key``)."""
+    ``key``). Reverse-mode differentiable, like :func:`run_fixed` (the same steps). ``temperature``:
+    the rule's ``temperature`` hook at each step (NaN for a rule without one)."""
     x = _float(x)
-    inv = _invariants(x, mask)
-
-    def body(s, _):
-        new = _advance(inv, s, hparams, tol, key)
-        s = jax.tree_util.tree_map(lambda old, nw: jnp.where(s.converged, old, nw), s, new)
-        return s, (s.tokens, jnp.where(s.step > 0, s.delta, 0.0))
-
-    s0 = State.start(tokens.astype(x.dtype))
-    final, (toks, deltas) = jax.lax.scan(body, s0, None, length=n_steps)
+    points = Points.of(x, mask)
+    s0, final, (toks, deltas) = _scan_steps(rule, points, tokens.astype(x.dtype), hparams, n_steps, tol, key,
+                                            record=True)
     taken = jnp.arange(1, n_steps + 1) <= final.step  # deltas of steps not taken (after convergence) are zero
+    steps = jnp.arange(n_steps, dtype=jnp.int32)
+    if rule.temperature is None:
+        temperature = jnp.full((n_steps,), jnp.nan, x.dtype)
+    else:
+        temperature = jax.vmap(lambda i: rule.temperature(hparams, i))(steps)
+    final_tokens = _tokens_of(final.rule_state)
     return Trajectory(
-        tokens=jnp.concatenate([s0.tokens[None], toks], axis=0),
+        tokens=jnp.concatenate([_tokens_of(s0.rule_state)[None], toks], axis=0),
         delta=jnp.where(taken, deltas, 0.0),
         steps=final.step,
         converged=final.converged,
-        labels=hard_labels(x, final.tokens, mask),
-        temperature=jax.vmap(lambda i: _temperature_at(hparams, i))(jnp.arange(n_steps, dtype=jnp.int32)),
+        labels=hard_labels(x, final_tokens, mask),
+        temperature=temperature,
     )
 
 

@@ -5,7 +5,7 @@ stable iff tau > tau_c = 2 lambda_max(Cov X), for any number of tokens and any m
 with repulsion, exact collapse is impossible and a pair of tokens settles at
 r_* = (2 gamma / (1 - mu))^(1/3) (mu = tau_c / tau), stable only for tau < 3 tau_c.
 
-Parts (each a resumable :func:`tokdyn.sweep.run` in ``DIR/sweeps/<part>``; the temperature is
+Parts (each a resumable :func:`tokdyn.engine.sweep.run` in ``DIR/sweeps/<part>``; the temperature is
 always given as the ratio tau / tau_c of the run's own dataset):
 
 * ``threshold``: data shape x T x tau/tau_c (0.25..4) x seeds -> ``threshold_check.csv``: per
@@ -20,7 +20,7 @@ always given as the ratio tau / tau_c of the run's own dataset):
 * ``convergence``: spectral radius at the fixed point vs the steps it predicts vs observed ->
   ``convergence.csv``.
 
-One run is :class:`tokdyn.runs.CollapseRun` on a named point cloud (:data:`tokdyn.data.SHAPES`).
+One run is :class:`tokdyn.engine.runs.CollapseRun` on a named point cloud (:data:`tokdyn.data.SHAPES`).
 A run *collapses* when its final tokens form one group under single linkage at the merge
 tolerance ``merge_rel * sqrt(tr Cov X)`` (:func:`tokdyn.analysis.merge_tolerance`); runs stop
 when no coordinate moves by more than ``tol_rel * sqrt(tr Cov X)`` or after ``n_steps``.
@@ -36,8 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import _checks, analysis, data, dynamics, io, report, sweep
-from tokdyn.runs import CollapseRun
+from tokdyn import _checks, analysis, data, dynamics, io
+from tokdyn.engine import sweep
+from tokdyn.engine.runs import CollapseRun
+from tokdyn.stats import figures
 
 def _ratios(lo, hi, n, extra=()):
     return np.unique(np.round(np.concatenate([np.geomspace(lo, hi, n), extra]), 6)).astype(np.float32)
@@ -251,7 +253,7 @@ def phase_rows(ratios, phase, mom, rep, cfg):
 
 def _panels(path, ratios, panels, ylabel, title, boundaries=(1.0,), cbar="rate"):
     """Side-by-side heatmaps over log ratio (x) and a row axis (y), theory boundaries as lines."""
-    fig = report.figure((3.4 * len(panels) + 0.8, 3.4))
+    fig = figures.figure((3.4 * len(panels) + 0.8, 3.4))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     lx = np.log2(ratios)
     edges = np.concatenate([[lx[0] - (lx[1] - lx[0]) / 2], (lx[1:] + lx[:-1]) / 2, [lx[-1] + (lx[-1] - lx[-2]) / 2]])
@@ -268,7 +270,7 @@ def _panels(path, ratios, panels, ylabel, title, boundaries=(1.0,), cbar="rate")
     axes[0].set_ylabel(ylabel)
     fig.colorbar(im, ax=list(axes), label=cbar, fraction=0.03)
     fig.suptitle(title, fontsize=10)
-    return report.save(fig, path, dpi=90)
+    return figures.save(fig, path, dpi=90)
 
 
 def write_figures(out, cfg, ratios, phase, mom, rep):

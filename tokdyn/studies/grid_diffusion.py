@@ -2,17 +2,17 @@
 grids by an autoencoder, then diffusion over grids) generate text, and how does it compare with
 modelling the tokens directly? (``tokdyn study grid-diffusion --out DIR``)
 
-1. A grammar corpus (:func:`tokdyn.vtae.corpus.grammar_corpus`), cut into sentences of
+1. A grammar corpus (:func:`tokdyn.models.vtae.corpus.grammar_corpus`), cut into sentences of
    ``length`` tokens padded with ``<pad>``.
 2. The first stage: a visual-token autoencoder (Gumbel straight-through encoder, MLP decoder)
    maps every token to an N x N grid of C colours; each sentence becomes a sequence of grids.
-3. The second stage and the baselines (:mod:`tokdyn.vtae.generative`), ``seeds`` models each,
+3. The second stage and the baselines (:mod:`tokdyn.models.sequence`), ``seeds`` models each,
    trained together by ``vmap``, all with the same transformer width, depth, steps and batch:
    continuous DDPM and D3PM (uniform and absorbing kernels) over grid sequences; D3PM over token
    ids (both kernels); an autoregressive transformer. ``single_models`` adds the single-grid
    models (one grid per sample, an MLP denoiser), evaluated against the unigram distribution.
 4. ``n_samples`` samples per model and seed, grids decoded by the trained decoder, then the
-   metrics of :func:`tokdyn.vtae.generative.text_metrics` with bootstrap intervals over samples:
+   metrics of :func:`tokdyn.stats.text.text_metrics` with bootstrap intervals over samples:
    share of valid grids (decoder confidence > 0.9), unigram and bigram KL to the training
    sentences, distinct-1/2, share of grammatical bigrams and sentences, share of novel sentences.
    ``grid_ddpm`` is also sampled with DDIM (``ddim_steps``), reported as ``grid_ddpm_ddim``.
@@ -35,12 +35,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import _checks, diffusion, io, report, stats, vtae
-from tokdyn.vtae import corpus, generative as G
+from tokdyn import _checks, diffusion, io, stats, train
+from tokdyn.models import vtae
+from tokdyn.models import sequence as G
+from tokdyn.models.vtae import corpus
+from tokdyn.stats import figures
+from tokdyn.stats import text as TM
 
 SCOPES = ("sequence", "single")
 COLUMNS = ("scope", "model", "seed", "steps", "train_loss_first", "train_loss_last", "nan_step", "seconds",
-           *[c for m in G.METRICS + ("nll",) for c in (m, m + "_low", m + "_high")])
+           *[c for m in TM.METRICS + ("nll",) for c in (m, m + "_low", m + "_high")])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +57,7 @@ class Config:
       grid: N: each token's grid has N x N cells.
       colours: C, colours per cell.
       ae_steps: optimiser steps of the autoencoder.
-      models: sequence-level models, names from tokdyn.vtae.generative.MODELS.
+      models: sequence-level models, names from tokdyn.models.sequence.MODELS.
       single_models: single-grid models (one grid per sample, MLP denoiser); names of grid models.
       elements: what the sequence-level grid denoisers attend over: grids (one element per grid)
         or cells (one per cell: L * N * N elements, about N * N times the compute).
@@ -62,7 +66,7 @@ class Config:
       depth: transformer blocks of every model.
       steps: optimiser steps of every model.
       batch_size: sequences per step.
-      lr: peak Adam learning rate.
+      learning_rate: peak Adam learning rate.
       lam: weight of the auxiliary cross-entropy of the D3PM hybrid loss.
       seeds: models per kind, trained together.
       n_samples: samples per model and seed.
@@ -84,7 +88,7 @@ class Config:
     depth: int = 2
     steps: int = 3000
     batch_size: int = 64
-    lr: float = 2e-3
+    learning_rate: float = 2e-3
     lam: float = 0.01
     seeds: int = 3
     n_samples: int = 512
@@ -113,7 +117,7 @@ class Config:
         if self.colours ** (self.grid * self.grid) < vocab:
             raise ValueError(f"grid={self.grid} and colours={self.colours} give {self.colours ** (self.grid ** 2)} "
                              f"grids, fewer than the {vocab} tokens of the grammar: every token needs its own grid")
-        _checks.real("lr", self.lr, low=0.0, low_open=True)
+        _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         _checks.real("lam", self.lam, low=0.0)
         for m in self.models + self.single_models:
             self.model(m, "sequence" if m in self.models else "single").validate()
@@ -177,7 +181,7 @@ def autoencoder(cfg: Config, parts: str):
     if params is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            params = vtae.train(key, acfg, vtae.Hparams(lr=1e-2)).params
+            params = vtae.train(key, acfg, vtae.Hparams(learning_rate=1e-2))[0].params
         io.save_pytree(path, params)
     enc = vtae.encode(None, params, acfg, jnp.arange(acfg.vocab_size), deterministic=True)
     pred = np.asarray(jnp.argmax(vtae.decode(params, acfg, enc.x), -1))
@@ -217,15 +221,16 @@ def train_and_sample(cfg: Config, scope: str, name: str, data, parts: str) -> di
 
 
 def _sampled(cfg: Config, mcfg: G.Config, keys, data, dry: bool = False) -> dict:
-    hp = G.Hparams.broadcast(cfg.seeds, lr=cfg.lr, lam=cfg.lam)
+    keys, hp = train.grid(keys, G.Hparams(learning_rate=cfg.learning_rate, lam=cfg.lam))
     if dry:  # shapes only (for reading a stored result back)
-        res = jax.vmap(lambda k, h: G.train.jitted(k, mcfg, h, jnp.asarray(data)))(keys, hp)
+        state, curves = jax.vmap(lambda k, h: G.train.jitted(k, mcfg, h, jnp.asarray(data)))(keys, hp)
     else:
-        res = G.train_many(keys, mcfg, hp, data)
+        res = train.train_many(G.trainer(mcfg), G.inputs(mcfg, data), keys, hp)
+        state, curves = res.state, res.curves
     sample = G.sample if not dry else G.sample.jitted
     k_sample = jax.vmap(lambda k: jax.random.fold_in(k, 7))(keys)
-    params = [jax.tree_util.tree_map(lambda a, s=s: a[s], res.params) for s in range(cfg.seeds)]
-    out = {"params": res.params, "curves": res.curves, "nan_step": res.nan_step,
+    params = [jax.tree_util.tree_map(lambda a, s=s: a[s], state.params) for s in range(cfg.seeds)]
+    out = {"params": state.params, "curves": curves, "nan_step": state.nan_step,
            "samples": jnp.stack([sample(k_sample[s], params[s], mcfg, cfg.n_samples) for s in range(cfg.seeds)])}
     if mcfg.continuous and cfg.ddim_steps:
         out["ddim"] = jnp.stack([sample(k_sample[s], params[s], mcfg, cfg.n_samples, "ddim", cfg.ddim_steps)
@@ -267,10 +272,10 @@ def evaluate(cfg: Config, results: dict, ae_params, sentences, vocab, nll=None) 
                     tokens, conf = x, None
                 if scope == "single":
                     ref = sentences[sentences != corpus.PAD][:, None]  # every word of the corpus, one per row
-                    m = G.text_metrics(tokens, ref, len(vocab), eos=-1, confidence=conf, seed=s,
+                    m = TM.text_metrics(tokens, ref, len(vocab), eos=-1, confidence=conf, seed=s,
                                        n_resamples=cfg.n_resamples)
                 else:
-                    m = G.text_metrics(tokens, sentences, len(vocab), eos=eos, confidence=conf, allowed=allowed,
+                    m = TM.text_metrics(tokens, sentences, len(vocab), eos=eos, confidence=conf, allowed=allowed,
                                        grammatical=corpus.is_grammatical, seed=s, n_resamples=cfg.n_resamples)
                 v = None if nll is None or label != name else nll.get((scope, name))
                 if v is not None and np.all(np.isfinite(v[s])):
@@ -285,7 +290,7 @@ def evaluate(cfg: Config, results: dict, ae_params, sentences, vocab, nll=None) 
                                  seconds=r["seconds"], **m))
                 if s == 0:
                     texts[f"{scope}/{label}"] = [" ".join(vocab[i] for i in sent)
-                                                 for sent in G.cut(tokens, eos if scope == "sequence" else -1)]
+                                                 for sent in TM.cut(tokens, eos if scope == "sequence" else -1)]
     return io.to_columns(rows, COLUMNS), texts
 
 
@@ -307,7 +312,7 @@ def plot_kernels(out: str, cfg: Config) -> str:
     """P(x_t = x_0) over t: uniform (cosine), absorbing, and the published kernel (stay = abar_t,
     the rest on the other colours); dots: the share over 10^5 Gumbel-max draws."""
     C, T = cfg.colours, cfg.T
-    fig = report.figure((6.5, 3.6))
+    fig = figures.figure((6.5, 3.6))
     ax = fig.add_subplot(1, 1, 1)
     ts = np.arange(T + 1)
     key = jax.random.key(cfg.root_seed)
@@ -330,7 +335,7 @@ def plot_kernels(out: str, cfg: Config) -> str:
     ax.set_title(f"Marginal of the original colour, C = {C}, T = {T}")
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    return report.save(fig, os.path.join(out, "kernels.png"), dpi=110)
+    return figures.save(fig, os.path.join(out, "kernels.png"), dpi=110)
 
 
 def _reverse_trajectory(key, mcfg: G.Config, params, times) -> dict:
@@ -395,7 +400,7 @@ def plot_denoising(out: str, cfg: Config, results: dict, codes) -> str | None:
             else:
                 imgs.append(pal[g].reshape(N, N, 3))
         rows.append((f"{m}: reverse", imgs))
-    fig = report.figure((1.3 * len(times) + 1.5, 1.35 * len(rows)))
+    fig = figures.figure((1.3 * len(times) + 1.5, 1.35 * len(rows)))
     for i, (label, imgs) in enumerate(rows):
         for j, img in enumerate(imgs):
             ax = fig.add_subplot(len(rows), len(times), i * len(times) + j + 1)
@@ -407,11 +412,11 @@ def plot_denoising(out: str, cfg: Config, results: dict, codes) -> str | None:
             if j == 0:
                 ax.set_ylabel(label.replace(": ", "\n"), fontsize=6, rotation=0, ha="right", va="center")
     fig.subplots_adjust(left=0.22, right=0.99, top=0.93, bottom=0.02, hspace=0.25, wspace=0.1)
-    return report.save(fig, os.path.join(out, "denoising.png"), dpi=110)
+    return figures.save(fig, os.path.join(out, "denoising.png"), dpi=110)
 
 
 def plot_curves(out: str, cfg: Config, results: dict) -> str:
-    fig = report.figure((9, 3.4))
+    fig = figures.figure((9, 3.4))
     for i, scope in enumerate(SCOPES):
         ax = fig.add_subplot(1, 2, i + 1)
         for (sc, name), r in results.items():
@@ -433,7 +438,7 @@ def plot_curves(out: str, cfg: Config, results: dict) -> str:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
-    return report.save(fig, os.path.join(out, "learning_curves.png"), dpi=110)
+    return figures.save(fig, os.path.join(out, "learning_curves.png"), dpi=110)
 
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -546,7 +551,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
     table, texts = evaluate(cfg, results, ae_params, sentences, vocab, nll)
     io.write_csv(os.path.join(out, "results.csv"), table)
     write_samples(os.path.join(out, "samples.txt"), texts)
-    reference = G.text_metrics(sentences[: cfg.n_samples], sentences, len(vocab), eos=corpus.EOS,
+    reference = TM.text_metrics(sentences[: cfg.n_samples], sentences, len(vocab), eos=corpus.EOS,
                                allowed=corpus.grammar_bigrams(), grammatical=corpus.is_grammatical, n_resamples=2)
     if plots:
         plot_kernels(out, cfg)

@@ -6,17 +6,17 @@ linear probes of the trained reasoners of a latent-reasoning study.
 there first) and, on the first ``n_instances`` test instances, with every seed:
 
 * **mediation** (``mediation.csv``) -- input -> latent: for each image perturbation (``blank``,
-  ``swap``, ``shuffle`` of :mod:`tokdyn.latent.perturb`; ``noise<sigma>``: Gaussian noise on the
+  ``swap``, ``shuffle`` of :mod:`tokdyn.diagnostics.perturb`; ``noise<sigma>``: Gaussian noise on the
   patch embeddings, ``sigma`` times their RMS entry) the cosine distance and relative L2 by which
   each latent step moves (``what="latent"``), the image-patch states move (``"patches"``, the
   last layer) and, for the ``reference`` text variant, its caption states move (``"caption"``,
   teacher-forced on the true caption); latent -> answer: for each intervention of
-  :data:`tokdyn.latent.diagnose.INTERVENTIONS` (``other``: the latents of the next feedback
+  :data:`tokdyn.diagnostics.mediation.INTERVENTIONS` (``other``: the latents of the next feedback
   variant of ``variants`` with the same seed) the accuracy, answer-flip rate and KL of the answer
   distribution (``what="intervention"``);
 * **decomposition** (``decomposition.csv``) -- for every variant with a latent block, at the
   mid-training checkpoint and the final one, the accuracy under each setting of
-  :data:`tokdyn.latent.diagnose.SETTINGS` and the share of the full block's gain over no block
+  :data:`tokdyn.diagnostics.mediation.SETTINGS` and the share of the full block's gain over no block
   that it retains (per-instance correctness averaged over seeds, paired bootstrap interval; the
   share is meaningful, and shown in the summary and figure, only where the block's gain itself has
   a 95% interval above 0; ``slots_mean`` is marked a no-op where the slots' inputs are the same
@@ -50,12 +50,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import _checks, geometry, io, probes, report, stats
-from tokdyn.latent import diagnose as D
-from tokdyn.latent import perturb, tasks, variants
-from tokdyn.latent import model as M
-from tokdyn.latent import training as T
-from tokdyn.studies import latent_reasoning as LR
+from tokdyn import _checks, geometry, io, probes, stats
+from tokdyn.diagnostics import mediation as D
+from tokdyn.diagnostics import perturb
+from tokdyn.experiment import reasoners as LR
+from tokdyn.models.latent import tasks, variants
+from tokdyn.models.latent import model as M
+from tokdyn.models.latent import training as T
+from tokdyn.stats import figures
 
 PRESETS = ("default", "quick")
 FACTS = ("answer", "top_row_count", "centre_colour", "helper_centre")
@@ -84,10 +86,10 @@ class Config:
       variants: variants with a latent block (decomposition; the feedback ones also get mediation,
         collapse and probes).
       reference: the text-space variant whose caption states are compared ("" for none).
-      perturbations: image perturbations (names from tokdyn.latent.perturb.PERTURBATIONS).
+      perturbations: image perturbations (names from tokdyn.diagnostics.perturb.PERTURBATIONS).
       noise_sigmas: Gaussian noise levels on the patch embeddings (relative to their RMS entry).
-      interventions: latent interventions (names from tokdyn.latent.diagnose.INTERVENTIONS).
-      settings: decomposition settings (names from tokdyn.latent.diagnose.SETTINGS).
+      interventions: latent interventions (names from tokdyn.diagnostics.mediation.INTERVENTIONS).
+      settings: decomposition settings (names from tokdyn.diagnostics.mediation.SETTINGS).
       midway: also decompose the mid-training checkpoint (trained to it when the source lacks it).
       n_instances: the first N test instances of the source study.
       attention_top_k: k of the top-k attention mass over image patches.
@@ -457,7 +459,7 @@ def plot_similarity(out: str, latents_of: dict, n: int = 40) -> Optional[str]:
     if not latents_of:
         return None
     names = list(latents_of)
-    fig = report.figure((3.6 * len(names), 3.3))
+    fig = figures.figure((3.6 * len(names), 3.3))
     axes = np.atleast_1d(fig.subplots(1, len(names)))
     for ax, name in zip(axes, names):
         z = latents_of[name][0, :n]  # (n, L, D)
@@ -467,7 +469,7 @@ def plot_similarity(out: str, latents_of: dict, n: int = 40) -> Optional[str]:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(im, ax=list(axes), shrink=0.8)
-    return report.save(fig, os.path.join(out, "similarity.png"), dpi=110)
+    return figures.save(fig, os.path.join(out, "similarity.png"), dpi=110)
 
 
 def plot_decomposition(out: str, rows: list) -> Optional[str]:
@@ -477,7 +479,7 @@ def plot_decomposition(out: str, rows: list) -> Optional[str]:
         return None
     keys = list(dict.fromkeys((r["variant"], r["stage"]) for r in rows))
     settings = list(dict.fromkeys(r["setting"] for r in rows))
-    fig = report.figure((2.0 + 1.8 * len(keys), 6.4))
+    fig = figures.figure((2.0 + 1.8 * len(keys), 6.4))
     ax_acc, ax_share = fig.subplots(2, 1)
     width = 0.8 / len(settings)
     for j, se in enumerate(settings):
@@ -508,14 +510,14 @@ def plot_decomposition(out: str, rows: list) -> Optional[str]:
     ax_share.axhline(0.0, color="k", lw=0.6)
     ax_share.set_ylabel("share of the block's gain retained")
     fig.tight_layout()
-    return report.save(fig, os.path.join(out, "decomposition.png"), dpi=110)
+    return figures.save(fig, os.path.join(out, "decomposition.png"), dpi=110)
 
 
 def plot_probes(out: str, rows: list) -> Optional[str]:
     if not rows:
         return None
     keys = list(dict.fromkeys((r["variant"], r["features"]) for r in rows))
-    fig = report.figure((1.5 + 1.2 * len(keys), 3.4))
+    fig = figures.figure((1.5 + 1.2 * len(keys), 3.4))
     ax = fig.subplots()
     width = 0.8 / len(FACTS)
     for j, t in enumerate(FACTS):
@@ -529,7 +531,7 @@ def plot_probes(out: str, rows: list) -> Optional[str]:
     ax.set_ylabel("held-out probe accuracy (bars); chance (dashes)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return report.save(fig, os.path.join(out, "probes.png"), dpi=110)
+    return figures.save(fig, os.path.join(out, "probes.png"), dpi=110)
 
 
 def _mean(rows, key, **match):

@@ -36,11 +36,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import _checks, io, report, stats
-from tokdyn.latent import dmlr, evaluation, grounding, perturb, tasks, variants
-from tokdyn.latent import model as M
-from tokdyn.latent import training as T
-from tokdyn.studies import latent_reasoning as LR
+from tokdyn import _checks, io, stats
+from tokdyn.diagnostics import dmlr, grounding, perturb
+from tokdyn.experiment import reasoners as LR
+from tokdyn.models.latent import evaluation, tasks, variants
+from tokdyn.models.latent import model as M
+from tokdyn.models.latent import training as T
+from tokdyn.stats import figures
 
 METHODS = {  # name: (reward, estimator, visual injection)
     "es_entropy": ("entropy", "es", "none"),         # the paper's reward, REINFORCE
@@ -69,7 +71,7 @@ class Config:
         no sweep).
       grounding_variants: variants whose generated tokens get grounding scores.
       perturbations: image perturbations of the grounding scores (names from
-        tokdyn.latent.perturb.PERTURBATIONS).
+        tokdyn.diagnostics.perturb.PERTURBATIONS).
       threshold: a token is image-dependent when its grounding score exceeds this (nats).
       n_instances: the first N test instances of the source study.
       top_k: k of the top-k probabilities the latent rewards look at.
@@ -330,7 +332,7 @@ def plot_optimiser(out: str, curves: dict, table: dict) -> Optional[str]:
     v, m, it = (np.asarray(curves[k]) for k in ("variant", "method", "iteration"))
     rew = np.asarray(curves["reward"], float)
     names = list(dict.fromkeys(v.tolist()))
-    fig = report.figure((4.2 * len(names), 3.4))
+    fig = figures.figure((4.2 * len(names), 3.4))
     axes = np.atleast_1d(fig.subplots(1, len(names)))
     for ax, name in zip(axes, names):
         for i, method in enumerate(dict.fromkeys(m.tolist())):
@@ -343,14 +345,14 @@ def plot_optimiser(out: str, curves: dict, table: dict) -> Optional[str]:
     axes[0].set_ylabel("reward (the method's own), mean over instances and seeds")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    return report.save(fig, os.path.join(out, "optimiser.png"), dpi=110)
+    return figures.save(fig, os.path.join(out, "optimiser.png"), dpi=110)
 
 
 def plot_grounding(out: str, hists: dict) -> Optional[str]:
     if not hists:
         return None
     names = list(hists)
-    fig = report.figure((4.0 * len(names), 3.2))
+    fig = figures.figure((4.0 * len(names), 3.2))
     axes = np.atleast_1d(fig.subplots(1, len(names)))
     for ax, name in zip(axes, names):
         for i, (pert, s) in enumerate(hists[name].items()):
@@ -359,7 +361,7 @@ def plot_grounding(out: str, hists: dict) -> Optional[str]:
         ax.set_xlabel("grounding score (nats)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    return report.save(fig, os.path.join(out, "grounding.png"), dpi=110)
+    return figures.save(fig, os.path.join(out, "grounding.png"), dpi=110)
 
 
 def summary(table: dict, tests: dict, ground: dict) -> str:

@@ -6,13 +6,20 @@ methods baseline / inertia (beta 0.5) / repulsion (gamma 0.05) / inertia+repulsi
 steps and collapse; paired t-tests of every method's ARI against the baseline per condition, with
 Cohen's d_z and Holm (and Bonferroni) correction.
 
-The study is a preset of the sweep engine: :class:`tokdyn.runs.ClusterRun` (one run, ``fn(key, **condition)``)
-over the grid method x K x noise x seeds, run by :func:`tokdyn.sweep.run` with common random
+The study is a preset of the sweep engine: :class:`tokdyn.engine.runs.ClusterRun` (one run, ``fn(key, **condition)``)
+over the grid method x K x noise x seeds, run by :func:`tokdyn.engine.sweep.run` with common random
 numbers: the data key is ``fold_in(root_key, seed)``, shared by every method, noise level and K of
 that seed, so within a seed and condition all methods see the same data and the same initial
 tokens; cluster k depends only on (seed, k) (see :func:`tokdyn.data.gaussian_clusters`), so
 conditions are paired too. Data are padded to ``max(n_clusters)`` clusters, so the whole study is
 one compiled function. ``tokdyn sweep token-dynamics`` runs the same function over any grid.
+
+Update rules from outside the package (:class:`tokdyn.dynamics.Rule`) join the study by name:
+``main(cfg, out, rules={"lloyd": LLOYD})`` with ``"lloyd"`` in ``cfg.methods``. Each runs at its
+rule's ``hparams`` (settings of one rule that differ only in their hparams share one compilation),
+in a sweep of its own with the same root key and common random numbers, so it sees the same data
+and initial tokens per seed as the built-in methods: the paired tests against the baseline hold
+for it too. ``temperature`` applies to the built-in methods only.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ import time
 import jax
 import numpy as np
 
-from tokdyn import _checks, dynamics, io, report, stats, sweep
-from tokdyn.runs import ClusterRun, RunStructure
+from tokdyn import _checks, dynamics, io, stats
+from tokdyn.engine import sweep
+from tokdyn.engine.runs import ClusterRun, RunStructure
+from tokdyn.stats import figures
 
 # The published figures (averaged over all 9 conditions; and at noise 0.3, K = 4).
 PUBLISHED_OVERALL = {
@@ -51,7 +60,7 @@ class Config(RunStructure):
       seeds: seeds per condition (0..N-1).
       noise: cluster standard deviations (a condition axis).
       n_clusters: cluster counts K (a condition axis).
-      methods: update rules, names from tokdyn.dynamics.METHODS.
+      methods: update rules, names from tokdyn.dynamics.METHODS (or of the rules passed to main).
       temperature: softmax temperature of every method.
       root_seed: root PRNG seed.
     """
@@ -63,14 +72,17 @@ class Config(RunStructure):
     temperature: float = 1.0
     root_seed: int = 0
 
-    def validate(self) -> "Config":
+    def validate(self, rules=None) -> "Config":
+        """Check every field; ``rules``: the update rules of one's own that ``methods`` may name
+        (see :func:`check_rules`)."""
+        rules = check_rules(rules)
         _checks.positive_int("seeds", self.seeds)
         _checks.real("temperature", self.temperature, low=0.0, low_open=True)
         _checks.real("noise", np.asarray(self.noise, float), low=0.0)
         if not self.methods:
             raise ValueError("methods must name at least one method")
         for m in self.methods:
-            _checks.choice("methods", m, dynamics.METHODS)
+            _checks.choice("methods", m, {**dynamics.METHODS, **rules})
         if not self.noise or not self.n_clusters:
             raise ValueError("noise and n_clusters must each hold at least one value")
         for k in self.n_clusters:
@@ -79,32 +91,86 @@ class Config(RunStructure):
         return self
 
     def task(self) -> ClusterRun:
-        """The per-run function: :class:`ClusterRun` with this study's structure and method table."""
-        table = tuple((float(self.temperature),) + dynamics.METHODS[m].row()[1:] for m in self.methods)
+        """The per-run function of the built-in methods: :class:`ClusterRun` with this study's
+        structure and the method table of the names of ``methods`` in ``tokdyn.dynamics.METHODS``."""
+        table = tuple((float(self.temperature),) + dynamics.METHODS[m].row()[1:] for m in self.methods
+                      if m in dynamics.METHODS)
         return ClusterRun(**self.structure(), max_clusters=max(self.n_clusters), temperature=float(self.temperature),
                           methods=table)
 
-    def grid(self) -> sweep.Grid:
-        """method (index into ``methods``) x K x noise x seeds, the seed slowest: each chunk holds
-        whole seeds, whose data the engine draws once for all 36 of their runs."""
-        return sweep.Grid(method=np.arange(len(self.methods)), n_clusters=np.asarray(self.n_clusters),
+    def tasks(self, rules=None) -> list:
+        """``[(ClusterRun, indices into methods), ...]``: the built-in methods' :meth:`task`, then one
+        :class:`ClusterRun` per rule of ``rules`` that ``methods`` names, whose method table holds
+        the knobs (``hparams``) of each of its settings (rules equal but for their hparams share one)."""
+        rules = check_rules(rules)
+        builtin = tuple(i for i, m in enumerate(self.methods) if m not in rules)
+        out = [(self.task(), builtin)] if builtin else []
+        groups = {}
+        for i, m in enumerate(self.methods):
+            if m in rules:
+                r = rules[m]
+                key = (dataclasses.replace(r, hparams=()), jax.tree_util.tree_structure(r.hparams))
+                groups.setdefault(key, (r, []))[1].append(i)
+        for r, idx in groups.values():
+            table = tuple(tuple(float(v) for v in jax.tree_util.tree_leaves(rules[self.methods[i]].hparams))
+                          for i in idx)
+            out.append((ClusterRun(**self.structure(), max_clusters=max(self.n_clusters), methods=table, rule=r),
+                        tuple(idx)))
+        return out
+
+    def grid(self, n_methods: int | None = None) -> sweep.Grid:
+        """method (index into ``methods``, or into the first ``n_methods`` of a :meth:`tasks` table)
+        x K x noise x seeds, the seed slowest: each chunk holds whole seeds, whose data the engine
+        draws once for all 36 of their runs."""
+        n = len(self.methods) if n_methods is None else n_methods
+        return sweep.Grid(method=np.arange(n), n_clusters=np.asarray(self.n_clusters),
                           noise=np.asarray(self.noise, np.float32), seeds=self.seeds, seed_major=True)
 
 
-def simulate(cfg: Config, *, chunk_size=None, batch_size="auto", devices=None, progress=False) -> dict[str, np.ndarray]:
-    """Run every run of the study: a :func:`tokdyn.sweep.run` of :meth:`Config.task` over
-    :meth:`Config.grid` with common random numbers (the data and initial tokens of a seed are
-    shared by every method and condition, and drawn once per seed). Returns the run table
-    (method, n_clusters, noise, seed, then one column per metric), ordered by method, K, noise,
-    then seed. The execution options do not change any result."""
-    cfg.validate()
-    res = sweep.run(cfg.task(), cfg.grid(), key=jax.random.key(cfg.root_seed), common_random_numbers=True,
-                    chunk_size=chunk_size, batch_size=batch_size, devices=devices, progress=progress, part=(0, 1))
+def check_rules(rules) -> dict:
+    """The update rules of one's own that a study's ``methods`` may name: ``None`` or a mapping of
+    new names (not those of ``tokdyn.dynamics.METHODS``) to :class:`tokdyn.dynamics.Rule` values,
+    each run at its ``hparams``. ``TypeError`` / ``ValueError`` naming the entry."""
+    if rules is None:
+        return {}
+    if not isinstance(rules, dict):
+        raise TypeError(f"rules must be a dict of names to tokdyn.dynamics.Rule, got {type(rules).__name__}")
+    for name, r in rules.items():
+        if not isinstance(name, str):
+            raise TypeError(f"rules: names must be str, got {name!r}")
+        if name in dynamics.METHODS:
+            raise ValueError(f"rules: {name!r} is the name of a built-in method (tokdyn.dynamics.METHODS): choose "
+                             "another")
+        if not isinstance(r, dynamics.Rule):
+            raise TypeError(f"rules[{name!r}] must be a tokdyn.dynamics.Rule, got {type(r).__name__}"
+                            + (" (wrap your functions as dynamics.Rule(init=..., step=...))" if callable(r) else ""))
+    return dict(rules)
+
+
+def simulate(cfg: Config, *, rules=None, chunk_size=None, batch_size="auto", devices=None,
+             progress=False) -> dict[str, np.ndarray]:
+    """Run every run of the study: a :func:`tokdyn.engine.sweep.run` of each of :meth:`Config.tasks`
+    (the built-in methods' :meth:`Config.task`; one per rule of ``rules``) over :meth:`Config.grid`
+    with common random numbers (the data and initial tokens of a seed are shared by every method
+    and condition, and drawn once per seed and task). Returns the run table (method, n_clusters,
+    noise, seed, then one column per metric), ordered by method, K, noise, then seed. The execution
+    options do not change any result."""
+    cfg.validate(rules)
+    parts, fields = [], None
+    for task, idx in cfg.tasks(rules):
+        res = sweep.run(task, cfg.grid(len(idx)), key=jax.random.key(cfg.root_seed), common_random_numbers=True,
+                        chunk_size=chunk_size, batch_size=batch_size, devices=devices, progress=progress,
+                        part=(0, 1))
+        fields = fields or res.fields
+        part = {k: res[k] for k in ("n_clusters", "noise", "seed", *fields)}
+        part["method"] = np.asarray(idx)[res["method"]]
+        parts.append(part)
+    res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((res["seed"], res["noise"], res["n_clusters"], res["method"]))
     table = dict(method=np.asarray(cfg.methods)[res["method"][order]],
                  n_clusters=res["n_clusters"][order].astype(np.int32),
                  noise=res["noise"][order].astype(np.float32), seed=res["seed"][order].astype(np.int32))
-    table.update({f: res[f][order] for f in res.fields})
+    table.update({f: res[f][order] for f in fields})
     return table
 
 
@@ -160,22 +226,26 @@ def stat_tests(runs: dict[str, np.ndarray], cfg: Config, metric: str = "ari") ->
     return tests
 
 
-def write_outputs(out: str, cfg: Config, runs, summary, overall, tests, *, timings=None, plots=True) -> None:
-    """Write every output file (figures when ``plots``)."""
+def write_outputs(out: str, cfg: Config, runs, summary, overall, tests, *, timings=None, plots=True,
+                  rules=None) -> None:
+    """Write every output file (figures when ``plots``); ``rules``: the update rules of one's own
+    that ``cfg.methods`` names, recorded in ``config.json`` by their repr."""
     io.write_csv(os.path.join(out, "runs.csv"), {k: runs[k] for k in ("method", "n_clusters", "noise", "seed", *METRICS)})
     io.write_csv(os.path.join(out, "summary.csv"), io.to_columns(summary))
     io.write_csv(os.path.join(out, "overall.csv"), io.to_columns(overall))
     io.write_json(os.path.join(out, "stat_tests.json"), tests)
-    io.write_json(os.path.join(out, "config.json"), dict(
-        study="token-dynamics", config=dataclasses.asdict(cfg), environment=io.environment(), timings=timings or {}))
+    record = dict(study="token-dynamics", config=dataclasses.asdict(cfg))
+    if rules:
+        record["rules"] = {name: repr(r) for name, r in rules.items()}
+    io.write_json(os.path.join(out, "config.json"), dict(record, environment=io.environment(), timings=timings or {}))
     if plots:
         for job in plot_jobs(out, cfg, summary):
-            report.draw(job)
+            figures.draw(job)
 
 
 def plot_jobs(out: str, cfg: Config, summary: list[dict]) -> list[dict]:
     """The figures ``plots/{ari_mean,steps_mean,collapsed_rate}.png`` (metric vs noise, one panel
-    per K), as keyword arguments of :func:`tokdyn.report.line_plot`."""
+    per K), as keyword arguments of :func:`tokdyn.stats.figures.line_plot`."""
     noise = list(cfg.noise)
     jobs = []
     for metric, fname, label in (("ari", "ari_mean", "ARI"), ("steps", "steps_mean", "steps"),
@@ -226,17 +296,19 @@ def format_tables(overall: list[dict], summary: list[dict], tests: list[dict]) -
     return "\n".join(lines)
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> dict:
-    """Run the study end to end and write every output into ``out``; returns the timings."""
-    cfg.validate()
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, rules=None) -> dict:
+    """Run the study end to end and write every output into ``out``; returns the timings.
+    ``rules``: update rules of one's own (``{name: tokdyn.dynamics.Rule}``) that ``cfg.methods``
+    may name, compared with the baseline like the built-in methods (see the module docstring)."""
+    cfg.validate(rules)
     t0 = time.perf_counter()
-    runs = simulate(cfg, progress=not quiet)
+    runs = simulate(cfg, rules=rules, progress=not quiet)
     t1 = time.perf_counter()
     summary, overall = summarise(runs, cfg)
     tests = stat_tests(runs, cfg)
     t2 = time.perf_counter()
     timings = dict(simulate_s=t1 - t0, statistics_s=t2 - t1, n_runs=int(runs["seed"].size))
-    write_outputs(out, cfg, runs, summary, overall, tests, timings=timings, plots=plots)
+    write_outputs(out, cfg, runs, summary, overall, tests, timings=timings, plots=plots, rules=rules)
     timings["write_s"] = time.perf_counter() - t2
     if not quiet:
         print(format_tables(overall, summary, tests))

@@ -3,8 +3,8 @@
     tokdyn sweep token-dynamics --temperature logspace:0.05:20:25 --repulsion linspace:0:0.2:11 \\
         --momentum 0,0.5 --noise 0.3,0.6,0.9 --n-clusters 3,4,5 --seeds 200 --out DIR
 
-One run is :class:`tokdyn.runs.ClusterRun` (the published study's run, every condition traced);
-the grid is the product of the axes x seeds, executed by :func:`tokdyn.sweep.run` with common
+One run is :class:`tokdyn.engine.runs.ClusterRun` (the published study's run, every condition traced);
+the grid is the product of the axes x seeds, executed by :func:`tokdyn.engine.sweep.run` with common
 random numbers (every setting sees the same data and initial tokens for a given seed, so settings
 are compared pairwise), chunk by chunk into ``DIR/chunks``. The same command run again continues
 a killed sweep; a directory holding a sweep with other arguments is refused.
@@ -31,8 +31,10 @@ import time
 import jax
 import numpy as np
 
-from tokdyn import _checks, dynamics, io, report, summary, sweep
-from tokdyn.runs import ClusterRun, RunStructure
+from tokdyn import _checks, dynamics, io
+from tokdyn.engine import sweep
+from tokdyn.engine.runs import ClusterRun, RunStructure
+from tokdyn.stats import figures, summary
 
 RULE_AXES = dynamics.FIELDS + ("method",)
 DATA_AXES = ("noise", "n_clusters")
@@ -184,14 +186,14 @@ def analyse(out: str, cfg: Config, *, plots: bool = True, seconds: float | None 
     best = io.to_rows(tab, ranked[:top])
     if plots:
         for job in plot_jobs(out, cfg, cond, tab):
-            report.draw(job)
+            figures.draw(job)
     _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top)
     return dict(best=best[0], front=front_rows)
 
 
 def heatmap_job(out: str, cond: dict, x: str, y: str, metric: str, where: dict | None = None,
                 stat: str = "mean") -> dict:
-    """The :func:`tokdyn.report.draw` job of a heatmap of ``metric`` over axes ``x`` and ``y``,
+    """The :func:`tokdyn.stats.figures.draw` job of a heatmap of ``metric`` over axes ``x`` and ``y``,
     pooled over the other axes (or fixed by ``where``), from a :func:`summary.condition_stats`
     table of the sweep in ``out``. ``stat``: "mean" or "std" (over the pooled runs)."""
     axes = summary.table_axes(cond)
@@ -367,4 +369,4 @@ def heatmap(cfg: HeatmapConfig) -> str:
     else:
         cond = summary.condition_stats(cfg.dir)
         io.write_csv(path, cond)
-    return report.draw(heatmap_job(cfg.dir, cond, cfg.x, cfg.y, cfg.metric, where=cfg.fixed(), stat=cfg.stat))
+    return figures.draw(heatmap_job(cfg.dir, cond, cfg.x, cfg.y, cfg.metric, where=cfg.fixed(), stat=cfg.stat))

@@ -32,8 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import _checks, io, report, vtae
-from tokdyn.vtae import corpus, diagnostics, encoders
+from tokdyn import _checks, io, train
+from tokdyn.models import vtae
+from tokdyn.models.vtae import corpus, diagnostics, encoders
+from tokdyn.stats import figures
 
 PARTS = ("poc", "published", "main", "curriculum", "semantic")
 COLUMNS = ("part", "variant", "vocab_size", "grid", "colours", "mode", "steps", "seed", "accuracy",
@@ -50,13 +52,13 @@ class Config:
     Attributes:
       vocab_sizes: vocabulary sizes V of the main grid.
       grids: grids of the main grid as (N, C) pairs: N x N cells of C colours (written NxC).
-      modes: encoder modes of the main grid, names from tokdyn.vtae.encoders.MODES.
+      modes: encoder modes of the main grid, names from tokdyn.models.vtae.encoders.MODES.
       budgets: training budgets (optimiser steps) of the main and published parts; the largest is
         used by the other parts.
       seeds: models per cell, trained in one vmapped call.
       hidden: width of the MLP decoder's hidden layer.
       batch_size: tokens per optimiser step.
-      lr: Adam learning rate.
+      learning_rate: Adam learning rate.
       zipf_exponent: exponent of the Zipfian token frequencies of the main part.
       grammar_sentences: sentences of the grammar corpus of the semantic part.
       embed_dim: width of the PPMI/SVD embeddings of the semantic part.
@@ -71,7 +73,7 @@ class Config:
     seeds: int = 5
     hidden: int = 64
     batch_size: int = 64
-    lr: float = 1e-2
+    learning_rate: float = 1e-2
     zipf_exponent: float = 1.0
     grammar_sentences: int = 5000
     embed_dim: int = 8
@@ -93,7 +95,7 @@ class Config:
         for p in self.parts:
             _checks.choice("parts", p, PARTS)
         _checks.positive_int("seeds", self.seeds)
-        _checks.real("lr", self.lr, low=0.0, low_open=True)
+        _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         return self
 
     @classmethod
@@ -111,18 +113,17 @@ def _log_every(steps: int) -> int:
 
 
 def _train_eval(cfg: vtae.Config, hp: vtae.Hparams, seeds: int, key, weights, embeddings=None):
-    keys = jax.random.split(key, seeds)
-    hps = jax.tree_util.tree_map(lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (seeds,)), hp)
+    keys, hps = train.grid(jax.random.split(key, seeds), hp.validate())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the capacity warning is part of the design here
-        res = vtae.train_many(keys, cfg, hps, weights, embeddings)
+        res = train.train_many(vtae.trainer(cfg), vtae.inputs(cfg, weights, embeddings), keys, hps)
     w = jnp.asarray(weights, jnp.float32)
 
     def ev(args):
         params, k = args
         return diagnostics.evaluate(k, params, cfg, weights=w, embeddings=embeddings)
 
-    d = jax.lax.map(jax.jit(ev), (res.params, jax.random.split(jax.random.fold_in(key, 1), seeds)))
+    d = jax.lax.map(jax.jit(ev), (res.state.params, jax.random.split(jax.random.fold_in(key, 1), seeds)))
     return res, {k: np.asarray(v) for k, v in d.items()}
 
 
@@ -140,7 +141,7 @@ def _rows(part, variant, cfg, res, d, extra=None):
                  loss_norm=d["loss_norm"][s], train_loss_norm_first=loss[s, 0] / lnv,
                  train_loss_norm_last=loss[s, -1] / lnv,
                  train_loss_drop_tail=(loss[s, -1 - tail] - loss[s, -1]) / lnv if tail > 0 else np.nan,
-                 nan_step=int(np.asarray(res.nan_step)[s]),
+                 nan_step=int(np.asarray(res.state.nan_step)[s]),
                  knn_preservation=np.nan, trustworthiness=np.nan, composition_grid=np.nan,
                  composition_embedding=np.nan)
         for k, v in (extra or {}).items():
@@ -161,7 +162,7 @@ def run_part(name: str, sc: Config, key, *, progress: io.Progress | None = None,
     (``<index>_V<V>_<N>x<N>x<C>_<mode>_<steps>.csv``) and reuse those found (a cut-off run loses
     at most one cell)."""
     note = progress.note if progress is not None else (lambda message: None)
-    hp = vtae.Hparams(lr=sc.lr)
+    hp = vtae.Hparams(learning_rate=sc.learning_rate)
     rows = []
     if name == "poc":
         for mode in encoders.MODES:
@@ -215,11 +216,11 @@ def _semantic(sc: Config, key, hp):
     for i, grounded in enumerate((True, False)):
         kw = dict(encoder_input="embedding", embed_dim=E, losses=("semantic",)) if grounded else {}
         cfg = _model_cfg(sc, V, 5, 3, "sigmoid", max(sc.budgets), **kw)
-        res, d = _train_eval(cfg, vtae.Hparams(lr=sc.lr, w_semantic=1.0), sc.seeds, jax.random.fold_in(key, i),
+        res, d = _train_eval(cfg, vtae.Hparams(learning_rate=sc.learning_rate, w_semantic=1.0), sc.seeds, jax.random.fold_in(key, i),
                              np.where(corp.counts > 0, 1.0, 0.0), emb if grounded else None)
         knn, tw, cg, ce = [], [], [], []
         for s in range(sc.seeds):
-            params = jax.tree_util.tree_map(lambda v: v[s], res.params)
+            params = jax.tree_util.tree_map(lambda v: v[s], res.state.params)
             ids = jnp.asarray(occurring)
             x = vtae.encode(None, params, cfg, ids, embeddings=emb if grounded else None, deterministic=True).x
             dh = diagnostics.euclidean_distances(emb[ids])
@@ -399,7 +400,7 @@ def heatmaps(out: str, table: dict, cfg: Config) -> None:
                              & (np.asarray(table["colours"], float) == c))
                         if s.any():
                             z[i, j] = np.mean(np.asarray(table[metric], float)[s])
-                report.heatmap(os.path.join(out, f"heatmap_{fname}_{mode}.png"), labels, list(cfg.vocab_sizes), z,
+                figures.heatmap(os.path.join(out, f"heatmap_{fname}_{mode}.png"), labels, list(cfg.vocab_sizes), z,
                                xlabel="grid (N x N x C)", ylabel="vocabulary size", cbar=metric,
                                title=f"{metric} ({mode}, {b} steps, mean over seeds)", fmt="{}")
 
@@ -407,11 +408,11 @@ def heatmaps(out: str, table: dict, cfg: Config) -> None:
 def grids_png(path: str, cfg: Config, key) -> str:
     """The grids of the first tokens of a 51-token 5x5x3 model (Gumbel ST), rendered in colour."""
     model_cfg = _model_cfg(cfg, 51, 5, 3, "gumbel_st", max(cfg.budgets))
-    res = vtae.train(key, model_cfg, vtae.Hparams(lr=cfg.lr))
-    enc = vtae.encode(None, res.params, model_cfg, jnp.arange(16), deterministic=True)
+    state, _ = vtae.train(key, model_cfg, vtae.Hparams(learning_rate=cfg.learning_rate))
+    enc = vtae.encode(None, state.params, model_cfg, jnp.arange(16), deterministic=True)
     codes = np.asarray(enc.codes).reshape(16, 5, 5)
     palette = np.array([[0.9, 0.2, 0.2], [0.2, 0.6, 0.9], [0.95, 0.85, 0.2], [0.3, 0.8, 0.3], [0.5, 0.3, 0.7]])
-    fig = report.figure((8, 2.4))
+    fig = figures.figure((8, 2.4))
     axes = fig.subplots(2, 8)
     for t, ax in enumerate(axes.ravel()):
         ax.imshow(palette[codes[t]], interpolation="nearest")
@@ -419,7 +420,7 @@ def grids_png(path: str, cfg: Config, key) -> str:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("grids of tokens w0..w15 (51 tokens, 5x5x3, Gumbel straight-through)", fontsize=9)
-    return report.save(fig, path)
+    return figures.save(fig, path)
 
 
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> dict:

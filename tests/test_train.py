@@ -1,0 +1,261 @@
+"""The training layer, through a toy model written here as a user would (public names only):
+logistic regression on a fixed data set, its trainer in a few lines, trained through
+``tokdyn.train``: against a hand-written optax loop, checkpoints (kill and resume), a NaN model among
+good ones, strategies, stamps and refusals."""
+
+import dataclasses
+import functools
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from tokdyn import io, train
+
+
+# --- the toy model: its whole training code ---------------------------------------------------------------
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+    learning_rate: float = 0.1
+    l2: float = 0.0
+
+
+def toy_data(n=256, d=3):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (x @ np.arange(1.0, d + 1) > 0).astype(np.float32)
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def init(key, hp):
+    return {"w": 0.1 * jax.random.normal(key, (3,)), "b": jnp.zeros(())}
+
+
+def loss(params, batch, key, hp):
+    x, y = batch
+    z = x @ params["w"] + params["b"]
+    nll = jnp.mean(optax.sigmoid_binary_cross_entropy(z, y)) + hp.l2 * jnp.sum(params["w"] ** 2)
+    return nll, {"accuracy": jnp.mean((z > 0) == (y > 0.5))}
+
+
+def batch(key, data, step):
+    idx = jax.random.randint(key, (32,), 0, data[0].shape[0])
+    return data[0][idx], data[1][idx]
+
+
+@functools.lru_cache(maxsize=None)
+def toy_trainer(steps=40, steps_per_call=10, warmup=5, decay="cosine"):
+    return train.Trainer(train.Config(steps=steps, steps_per_call=steps_per_call, warmup=warmup, decay=decay),
+                         init=init, loss=loss, batch=batch, name="toy")
+
+# --- end of the toy model ---------------------------------------------------------------------------------
+
+
+def keys_and_hparams(seeds=3, lrs=(0.05, 0.2)):
+    return train.grid(jax.random.split(jax.random.key(7), seeds), Hparams(learning_rate=jnp.asarray(lrs), l2=1e-3))
+
+
+def reference(key, hp, data, cfg):
+    """The same training as a plain optax loop written out by hand (float32, no jit)."""
+    k_init, k_run = jax.random.split(key)
+    params = init(k_init, hp)
+    warm = cfg.warmup
+    sched = optax.join_schedules([optax.linear_schedule(0.0, hp.learning_rate, warm),
+                                  optax.cosine_decay_schedule(hp.learning_rate, cfg.steps - warm, alpha=0.05)], [warm])
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=0.0))
+    state = opt.init(params)
+    for t in range(cfg.steps):
+        k = jax.random.fold_in(k_run, t)
+        grads = jax.grad(lambda p: loss(p, batch(k, data, t), k, hp)[0])(params)
+        updates, state = opt.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    return params
+
+
+def test_train_many_matches_a_hand_written_optax_loop_and_make_train():
+    data, tr = toy_data(), toy_trainer()
+    keys, hp = keys_and_hparams()
+    res = train.train_many(tr, data, keys, hp)
+    assert res.finished and res.stopped_at == 40 and res.curves["loss"].shape == (6, 4)
+    assert res.nan_report() == [] and np.all(np.asarray(res.state.step) == 40)
+    for i in (0, 4):
+        want = reference(keys[i], jax.tree_util.tree_map(lambda v: v[i], hp), data, tr.config)
+        got = jax.tree_util.tree_map(lambda a: a[i], res.state.params)
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+    state, curves = jax.jit(train.make_train(tr))(keys[4], jax.tree_util.tree_map(lambda v: v[4], hp), data)
+    np.testing.assert_allclose(state.params["w"], res.state.params["w"][4], rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(curves["loss"], res.curves["loss"][4], rtol=1e-4)
+    # it learns: the held-out accuracy of the trained weights is high
+    acc = np.asarray(res.curves["accuracy"][:, -1])
+    assert np.all(acc > 0.85), acc
+
+
+@pytest.mark.parametrize("strategy", ["step", "loop"])
+def test_strategies_train_the_same_models(strategy):
+    data, tr = toy_data(), toy_trainer()
+    keys, hp = keys_and_hparams(seeds=2)
+    a = train.train_many(tr, data, keys, hp)
+    b = train.train_many(tr, data, keys, hp, strategy=strategy)
+    for x, y in zip(jax.tree_util.tree_leaves(a.state.params), jax.tree_util.tree_leaves(b.state.params)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.curves["loss"], b.curves["loss"], rtol=1e-5)
+
+
+def test_strategies_on_two_devices():
+    """Every strategy over 2 forced host devices (a child process) trains the models of one device."""
+    script = f"""
+import sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+import jax, numpy as np
+import test_train as t
+from tokdyn import train
+assert len(jax.local_devices()) == 2
+keys, hp = t.keys_and_hparams(seeds=3)
+one = train.train_many(t.toy_trainer(), t.toy_data(), keys, hp, devices=jax.local_devices()[:1])
+for strategy in ("scan", "step", "loop"):
+    two = train.train_many(t.toy_trainer(), t.toy_data(), keys, hp, strategy=strategy)
+    np.testing.assert_allclose(two.state.params["w"], one.state.params["w"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(two.curves["loss"], one.curves["loss"], rtol=1e-5)
+print("ok")
+"""
+    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
+    assert r.returncode == 0 and b"ok" in r.stdout, r.stderr.decode()[-3000:]
+
+
+def test_checkpoint_resume_is_bit_identical_and_keeps_the_curves(tmp_path):
+    data, tr = toy_data(), toy_trainer()
+    keys, hp = keys_and_hparams()
+    full = train.train_many(tr, data, keys, hp)
+    ck = str(tmp_path / "ck.npz")
+    part = train.train_many(tr, data, keys, hp, checkpoint=ck, max_calls=2, stamp="toy")
+    assert not part.finished and part.stopped_at == 20 and np.isnan(part.curves["loss"][:, 2:]).all()
+    resumed = train.train_many(tr, data, keys, hp, checkpoint=ck, stamp="toy")
+    assert resumed.finished
+    for x, y in zip(jax.tree_util.tree_leaves(full.state), jax.tree_util.tree_leaves(resumed.state)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # the same program, resumed
+    np.testing.assert_array_equal(full.curves["loss"], resumed.curves["loss"])
+
+
+def test_a_killed_run_resumes_bit_identically(tmp_path):
+    """SIGKILL a child process mid-training, rerun: the same final state as an uninterrupted run."""
+    ck = str(tmp_path / "ck.npz")
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+import test_train as t
+from tokdyn import train
+keys, hp = t.keys_and_hparams()
+tr = t.toy_trainer(steps=60, steps_per_call=10)
+def stop(step, state, logs):
+    if step == 30 and os.environ.get("KILL"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return False
+train.train_many(tr, t.toy_data(), keys, hp, checkpoint={ck!r}, stop=stop, stamp="toy")
+"""
+    env = dict(os.environ, KILL="1")
+    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
+    assert r.returncode == -9, r.stderr.decode()[-2000:]
+    like = train.init_states(toy_trainer(60, 10), *keys_and_hparams())[0]
+    state, curves, stopped = train.load_checkpoint(ck, like, "toy")
+    assert int(state.step[0]) == 20 and not stopped  # the checkpoint of the call before the kill
+    assert sorted(curves) == ["accuracy", "grad_norm", "loss"] and np.isnan(curves["loss"][:, 2:]).all()
+    resumed = train.train_many(toy_trainer(60, 10), toy_data(), *keys_and_hparams(), checkpoint=ck, stamp="toy")
+    full = train.train_many(toy_trainer(60, 10), toy_data(), *keys_and_hparams())
+    for x, y in zip(jax.tree_util.tree_leaves(full.state), jax.tree_util.tree_leaves(resumed.state)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_nan_model_skips_its_steps_and_stops_no_other():
+    data, tr = toy_data(), toy_trainer()
+    keys = jax.random.split(jax.random.key(1), 3)
+    hp = Hparams(learning_rate=jnp.asarray([0.1, 0.1, 0.1]), l2=jnp.asarray([1e-3, jnp.inf, 1e-3]))
+    res = train.train_many(tr, data, keys, hp)
+    report = res.nan_report()
+    assert [(i, t) for i, t, _ in report] == [(1, 0)] and report[0][2] == 40
+    # the bad model keeps its initial weights (every step skipped); the good ones match a run without it
+    init_w = train.init_states(tr, keys, hp)[0].params["w"]
+    np.testing.assert_array_equal(res.state.params["w"][1], init_w[1])
+    good = train.train_many(tr, data, keys[::2], jax.tree_util.tree_map(lambda v: v[::2], hp))
+    np.testing.assert_allclose(res.state.params["w"][::2], good.state.params["w"], rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(np.asarray(res.state.params["w"])[::2]))
+
+
+def test_stop_callback_ends_training_and_a_rerun_does_not_train_on(tmp_path):
+    data, tr = toy_data(), toy_trainer()
+    keys, hp = keys_and_hparams(seeds=1, lrs=(0.1,))
+    ck = str(tmp_path / "ck.npz")
+    res = train.train_many(tr, data, keys, hp, checkpoint=ck, stop=lambda step, state, logs: step >= 20)
+    assert res.finished and res.stopped_at == 20 and int(res.state.step[0]) == 20
+    again = train.train_many(tr, data, keys, hp, checkpoint=ck, stop=lambda *a: False)
+    assert again.finished and int(again.state.step[0]) == 20
+
+
+def test_checkpoints_refuse_another_stamp_tree_or_hparams(tmp_path):
+    data, tr = toy_data(), toy_trainer()
+    keys, hp = keys_and_hparams(seeds=1, lrs=(0.1,))
+    ck = str(tmp_path / "ck.npz")
+    train.train_many(tr, data, keys, hp, checkpoint=ck, max_calls=1, stamp="a")
+    with pytest.raises(ValueError, match="another configuration"):
+        train.train_many(tr, data, keys, hp, checkpoint=ck, stamp="b")
+    with pytest.raises(ValueError, match="other hyper-parameters"):
+        train.train_many(tr, data, keys, Hparams(learning_rate=jnp.asarray([0.3]), l2=jnp.asarray([1e-3])),
+                         checkpoint=ck, stamp="a")
+    other = dataclasses.replace(tr, init=lambda key, hp: {"w": jnp.zeros(3), "b": jnp.zeros(()), "bias": jnp.zeros(())})
+    with pytest.raises(ValueError, match=r"lacks the leaf .*\['bias'\]"):
+        train.train_many(other, data, keys, hp, checkpoint=ck, stamp="a")
+
+
+def test_same_shapes_other_tree_is_refused_by_leaf_name(tmp_path):
+    path = io.save_pytree(str(tmp_path / "t.npz"), {"a": np.zeros(2), "b": np.ones(2)})
+    back, _ = io.load_pytree(path, {"b": np.zeros(2), "a": np.zeros(2)})  # matched by name, not position
+    np.testing.assert_array_equal(back["b"], np.ones(2))
+    with pytest.raises(ValueError, match=r"lacks the leaf .*\['c'\]"):
+        io.load_pytree(path, {"a": np.zeros(2), "c": np.zeros(2)})
+
+
+def test_curriculum_runs_its_stages_in_order():
+    data = toy_data()
+    cfg = train.Config(steps=40, steps_per_call=10, warmup=5)
+    frozen_b = lambda params, b, key, hp: loss({"w": params["w"], "b": jax.lax.stop_gradient(params["b"])}, b, key, hp)
+    s1 = train.Trainer(cfg, init=init, loss=frozen_b, batch=batch)
+    s2 = train.Trainer(cfg, init=init, loss=loss, batch=batch)
+    keys, hp = keys_and_hparams(seeds=1, lrs=(0.1,))
+    cur = train.Curriculum(((20, s1), (20, s2)))
+    res = train.train_many(cur, data, keys, hp)
+    state, _ = jax.jit(train.make_train(cur))(keys[0], jax.tree_util.tree_map(lambda v: v[0], hp), data)
+    np.testing.assert_allclose(state.params["w"], res.state.params["w"][0], rtol=2e-5, atol=2e-6)
+    half = train.train_many(train.Curriculum(((20, s1), (20, s2))), data, keys, hp, max_calls=2)
+    assert float(half.state.params["b"][0]) == 0.0  # the first stage never moved b
+    with pytest.raises(ValueError, match="summing to steps"):
+        train.Curriculum(((10, s1), (20, s2)))
+
+
+def test_bad_arguments_are_refused_before_any_work():
+    data, tr = toy_data(), toy_trainer()
+    keys, hp = keys_and_hparams(seeds=2)
+    cases = [
+        (dict(strategy="fast"), "strategy must be one of"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(max_calls=-1), "max_calls"),
+    ]
+    for kw, match in cases:
+        with pytest.raises((ValueError, TypeError), match=match):
+            train.train_many(tr, data, keys, hp, **kw)
+    with pytest.raises(ValueError, match=r"hparams leaf .*learning_rate must have shape \(4,\)"):
+        train.train_many(tr, data, keys, Hparams(learning_rate=jnp.ones(3), l2=jnp.ones(4)))
+    with pytest.raises(ValueError, match="steps must be a multiple of steps_per_call"):
+        train.train_many(dataclasses.replace(tr, config=train.Config(steps=45)), data, keys, hp)
+    with pytest.raises(TypeError, match="keys must be a PRNG key"):
+        train.train_many(tr, data, np.zeros(4), hp)
+    with pytest.raises(ValueError, match=r"learning_rate must be finite"):
+        train.train_many(tr, data, keys, Hparams(learning_rate=np.array([1, np.nan, 1, 1], np.float32),
+                                                 l2=np.zeros(4, np.float32)))

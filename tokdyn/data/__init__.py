@@ -1,0 +1,21 @@
+"""Synthetic data: the traced generators of the studies' datasets.
+
+- :mod:`tokdyn.data.clusters`  Gaussian clusters padded to a fixed shape with a mask
+  (``gaussian_clusters``; its random part ``cluster_draw``, the rest ``clusters_from_draw``) and the
+  named point clouds of the collapse study (``point_cloud``, ``SHAPES``)
+- :mod:`tokdyn.data.scenes`    multi-object sprite scenes with instance masks (``sprite_scenes``),
+  ``pixel_features``, ``flat_masks``
+
+The public names of both are available here (``tokdyn.data.gaussian_clusters``,
+``tokdyn.data.sprite_scenes``); ``tokdyn.data.SHAPES`` is the point clouds' (the sprite shapes are
+``tokdyn.data.scenes.SHAPES``).
+"""
+
+from tokdyn.data import clusters, scenes  # noqa: F401
+from tokdyn.data.clusters import (CENTER_LAYOUTS, SHAPES, ClusterDraw, Clusters, cluster_draw,  # noqa: F401
+                                  clusters_from_draw, gaussian_clusters, point_cloud)
+from tokdyn.data.scenes import BACKGROUNDS, Scenes, flat_masks, pixel_features, sprite_scenes  # noqa: F401
+
+__all__ = ["clusters", "scenes", "CENTER_LAYOUTS", "SHAPES", "ClusterDraw", "Clusters", "cluster_draw",
+           "clusters_from_draw", "gaussian_clusters", "point_cloud", "BACKGROUNDS", "Scenes", "sprite_scenes",
+           "pixel_features", "flat_masks"]

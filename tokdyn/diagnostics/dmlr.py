@@ -1,0 +1,275 @@
+"""Confidence-driven latent optimisation at inference (after DMLR, "Reasoning Within the Mind:
+Dynamic Multimodal Interleaving in Latent Space", arXiv 2512.12623), for any model with the
+protocol ``apply(params, batch, *, latents=None, intervene=None) -> Outputs``
+(:class:`tokdyn.models.latent.model.ApplyFn`, checked by :func:`tokdyn.diagnostics.protocol.check_apply`
+before anything runs).
+
+An instance's starting latents are the model's own (``apply(params, batch).latents``: what its
+trained feedback loop produces). With the model frozen, the optimiser changes them to *maximise*
+a confidence reward of the model's output distributions and answers with the most confident
+latents it has seen (the starting ones included). Rewards (:data:`REWARDS`), over the next-token
+distributions ``P_i`` at the scored positions:
+
+- ``"entropy"`` (the paper's): ``R = 1 - (1/L) sum_i H_k(P_i)`` over the L latent positions,
+  ``H_k`` the entropy of the top-k probabilities of ``P_i`` renormalised to sum to 1;
+- ``"logprob"`` (the public code's): ``R = (1/L) sum_i mean_{top k} log P_i(j)``, the negative of
+  the code's "-mean log of the top-k probabilities". It is largest when the top k share the mass
+  evenly: it does not reward a peaked distribution, and the two rewards can disagree;
+- ``"answer"``: the largest probability at the answer position.
+
+The search runs in units of the initial latents' scale: ``latents = s * u``, ``s`` the
+root-mean-square entry of the instance's initial latents, so ``sigma`` and the learning rate are
+relative to the embedding scale. Iteration t (0-based) perturbs with ``sigma * sigma_decay ** t``.
+``estimator="es"`` estimates the gradient with :func:`tokdyn.es.es_grad` (antithetic pairs), and
+``"exact"`` takes the true gradient of the same reward (the model is differentiable); both step by
+SGD ascent through :func:`tokdyn.es.maximiser`. :func:`random_latents` is the control: random
+directions with each latent's norm, no search.
+
+All instances run in one compiled call: chunks of ``chunk`` instances vmapped, one chunk after
+another (``lax.map``; ``chunk=None``: one wide vmap). Instance i's key is ``fold_in(key, index[i])``,
+so results do not depend on how instances are batched.
+
+Visual injection (``inject``, for a model whose ``apply`` takes ``inject``, a (B, P) boolean mask
+over its image patches; see :mod:`tokdyn.models.latent.model`): ``"best"`` is the paper's best-patch
+injection. The injected set V starts empty; after each step, each latent's top-``top_m`` image
+patches by attention (the mean over layers and heads of the attention from the latent positions to
+``patch_positions``) are candidates, and when the step's reward beats the best so far the
+candidates join V (otherwise V is kept). Every evaluation runs with the current V, and the answer is
+that of the most confident (latents, V) pair. ``"all"`` injects every patch from the start (the
+all-patch control); ``"none"`` none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from tokdyn import _checks, es
+from tokdyn.diagnostics import protocol
+
+REWARDS = ("entropy", "logprob", "answer")
+ESTIMATORS = ("es", "exact")
+INJECTIONS = ("none", "best", "all")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Static structure of the optimiser.
+
+    Attributes:
+      reward: "entropy" (the paper's), "logprob" (the public code's) or "answer".
+      top_k: the k of the top-k probabilities the latent rewards look at.
+      n_iters: T, optimisation iterations.
+      n_pairs: antithetic pairs per ES estimate (2 * n_pairs reward evaluations).
+      estimator: "es" (REINFORCE / ES estimate) or "exact" (the true gradient).
+      inject: visual injection, "none", "best" (the paper's best patches) or "all" (every patch).
+      top_m: image patches per latent that are candidates for injection (inject="best").
+    """
+
+    reward: str = "entropy"
+    top_k: int = 10
+    n_iters: int = 15
+    n_pairs: int = 8
+    estimator: str = "es"
+    inject: str = "none"
+    top_m: int = 2
+
+    def validate(self, vocab_size: Optional[int] = None) -> "Config":
+        _checks.choice("reward", self.reward, REWARDS)
+        _checks.positive_int("top_k", self.top_k)
+        if vocab_size is not None and self.top_k > vocab_size:
+            raise ValueError(f"top_k must be at most the vocabulary size {vocab_size}, got {self.top_k}")
+        _checks.positive_int("n_iters", self.n_iters)
+        _checks.positive_int("n_pairs", self.n_pairs)
+        _checks.choice("estimator", self.estimator, ESTIMATORS)
+        _checks.choice("inject", self.inject, INJECTIONS)
+        _checks.positive_int("top_m", self.top_m)
+        return self
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+    """Traced knobs (sweepable without recompiling): the SGD ascent rate, the perturbation scale
+    (both in units of the initial latents' RMS entry) and its decay per iteration."""
+
+    learning_rate: float = 1e-3
+    sigma: float = 0.1
+    sigma_decay: float = 0.95
+
+    def validate(self) -> "Hparams":
+        _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        _checks.real("sigma", self.sigma, low=0.0, low_open=True)
+        _checks.real("sigma_decay", self.sigma_decay, low=0.0, high=1.0, low_open=True)
+        return self
+
+
+def confidence(logits: jax.Array, *, reward: str, top_k: int, latent_positions, answer_position: int) -> jax.Array:
+    """The reward of one sequence's logits (T, V) (see the module docstring); a scalar."""
+    _checks.choice("reward", reward, REWARDS)
+    if reward != "answer" and not 1 <= top_k <= logits.shape[-1]:
+        raise ValueError(f"top_k must be in [1, {logits.shape[-1]}] (the vocabulary size), got {top_k}")
+    if reward == "answer":
+        return jnp.max(jax.nn.softmax(logits[answer_position]))
+    lp = jax.nn.log_softmax(logits[jnp.asarray(latent_positions)])  # (L, V)
+    top, _ = jax.lax.top_k(lp, top_k)  # (L, k) log-probabilities, largest first
+    if reward == "logprob":
+        return jnp.mean(top)
+    q = jax.nn.log_softmax(top)  # the top-k renormalised
+    entropy = -jnp.sum(jnp.exp(q) * q, -1)  # (L,)
+    return 1.0 - jnp.mean(entropy)
+
+
+def attended_patches(attention: jax.Array, latent_positions, patch_positions, top_m: int) -> jax.Array:
+    """(P,) bool: the union over latents of each latent's ``top_m`` patches by attention.
+
+    ``attention`` (depth, H, T, T) of one sequence; a latent's attention to a patch is the mean over
+    layers and heads of the weight from its position to the patch's position."""
+    att = attention[:, :, jnp.asarray(latent_positions)][..., jnp.asarray(patch_positions)]  # (depth, H, L, P)
+    n = len(patch_positions)
+    _, idx = jax.lax.top_k(jnp.mean(att, (0, 1)), min(top_m, n))  # (L, m)
+    return jnp.zeros(n, bool).at[idx.ravel()].set(True)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """Per instance (leading axis B): the starting and the most confident latents (B, L, D), their
+    rewards and answers, the reward after every iteration (B, T), NaN rewards met (B,) and the
+    patches injected with the most confident latents (B, P) (None when ``inject`` is "none")."""
+
+    latents_before: jax.Array
+    latents_best: jax.Array
+    reward_before: jax.Array
+    reward_best: jax.Array
+    answer_before: jax.Array
+    answer_best: jax.Array
+    rewards: jax.Array
+    n_nan: jax.Array
+    injected: Optional[jax.Array]
+
+
+def _one(key, apply_fn, params, inst, cfg: Config, hparams: Hparams, latent_positions, answer_position,
+         patch_positions):
+    """Optimise the latents of one instance (a batch of one)."""
+    score = lambda out: confidence(out.logits[0], reward=cfg.reward, top_k=cfg.top_k,
+                                   latent_positions=latent_positions, answer_position=answer_position)
+    start = apply_fn(params, inst)
+    lat0 = start.latents  # (1, L, D)
+    s = jnp.sqrt(jnp.mean(lat0 ** 2)) + 1e-12  # the embedding scale
+    n_patch = len(patch_positions)
+
+    def run(u, v):  # u: latents in units of s, v: (P,) injected patches -> (reward, answer, outputs)
+        extra = {} if cfg.inject == "none" else {"inject": v[None]}
+        out = apply_fn(params, inst, latents=u * s, **extra)
+        return score(out), jnp.argmax(out.logits[0, answer_position]), out
+
+    candidates = lambda out: attended_patches(out.attention[0], latent_positions, patch_positions, cfg.top_m)
+
+    opt = es.maximiser(lambda u, v: run(u, v)[0], optax.sgd(hparams.learning_rate),
+                       sigma=lambda t: hparams.sigma * hparams.sigma_decay ** t, n_pairs=cfg.n_pairs,
+                       estimator=cfg.estimator)
+
+    def body(carry, k):
+        state, v, best = carry
+        state, info = opt.step(k, state, v)
+        r, a, out = run(state.x, v)
+        better = r > best[1]  # a NaN reward is never better
+        best = jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old), (state.x, r, a, v), best)
+        if cfg.inject == "best":
+            v = jnp.where(better, v | candidates(out), v)
+        return (state, v, best), (r, jnp.sum(info.n_nan) + jnp.isnan(r))
+
+    u0 = lat0 / s
+    v0 = jnp.full(n_patch, cfg.inject == "all")
+    reward0, answer0 = score(start), jnp.argmax(start.logits[0, answer_position])
+    r0, a0 = (reward0, answer0) if cfg.inject != "all" else run(u0, v0)[:2]  # the start as first best
+    (_, _, (u_best, r_best, a_best, v_best)), (rewards, nans) = jax.lax.scan(
+        body, (opt.init(u0), v0, (u0, r0, a0, v0)), jax.random.split(key, cfg.n_iters))
+    return Result(latents_before=lat0[0], latents_best=u_best[0] * s, reward_before=reward0,
+                  reward_best=r_best, answer_before=answer0, answer_best=a_best, rewards=rewards, n_nan=jnp.sum(nans),
+                  injected=None if cfg.inject == "none" else v_best)
+
+
+def optimise(key: jax.Array, apply_fn: Callable, params, batch, cfg: Config = Config(), hparams: Hparams = Hparams(),
+             *, latent_positions, answer_position: int, patch_positions=(), index=None,
+             chunk: Optional[int] = 4) -> Result:
+    """Optimise the latents of every instance of ``batch`` (leading axis B), vmapped.
+
+    Args:
+      key: root key; instance i uses ``fold_in(key, index[i])``.
+      apply_fn: the protocol ``apply(params, batch, *, latents=None) -> Outputs`` (batched, as a
+        model's ``apply``; each instance is passed as a batch of one).
+      params: the frozen model weights.
+      batch: a pytree of arrays with a leading instance axis.
+      cfg, hparams: :class:`Config` (static) and :class:`Hparams` (traced).
+      latent_positions: the sequence positions of the L latents (what "entropy"/"logprob" score).
+      answer_position: the sequence position whose logits give the answer.
+      patch_positions: the sequence positions of the P image patches, in the order of the model's
+        ``inject`` mask (needed by ``cfg.inject`` "best" and "all").
+      index: (B,) instance ids for the keys (default ``arange(B)``).
+      chunk: instances vmapped at once; the chunks run one after another (``lax.map``), which keeps
+        each chunk's working set in cache on a CPU (None: all B at once, the choice for a GPU).
+
+    Jit it with ``apply_fn``, ``cfg``, ``latent_positions`` and ``answer_position`` static (see
+    :func:`make`).
+    """
+    _checks.prng_key("key", key)
+    cfg.validate()
+    hparams.validate()
+    if not callable(apply_fn):
+        raise TypeError(f"apply_fn must be a model's apply(params, batch, *, latents=None), got {type(apply_fn).__name__}")
+    positions = tuple(int(p) for p in latent_positions)
+    if not positions and cfg.reward != "answer":
+        raise ValueError(f"latent_positions must name at least one position for reward={cfg.reward!r}, got ()")
+    patches = tuple(int(p) for p in patch_positions)
+    if cfg.inject != "none":
+        if not patches:
+            raise ValueError(f"patch_positions must name the image patches for inject={cfg.inject!r}, got ()")
+        if cfg.inject == "best" and not positions:
+            raise ValueError("latent_positions must name at least one position for inject='best' (their "
+                             "attention picks the patches), got ()")
+        try:
+            takes = "inject" in inspect.signature(apply_fn).parameters
+        except (TypeError, ValueError):
+            takes = True
+        if not takes:
+            raise TypeError(f"apply_fn must take inject= (a mask over the image patches) for inject={cfg.inject!r}")
+    uses = ("latents",) + ((("latents", "inject"),) if cfg.inject != "none" else ())
+    dims = protocol.check_apply(
+        apply_fn, params, batch, uses=uses, n_inject=len(patches), need_latents="the latent optimiser",
+        positions={"latent_positions": positions, "answer_position": answer_position, "patch_positions": patches},
+        arrays={} if index is None else {"index": (index, ("B",))})
+    cfg.validate(None if cfg.reward == "answer" else dims.vocab)
+    n = dims.batch
+    index = jnp.arange(n) if index is None else jnp.asarray(index)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+    one = lambda k, inst: _one(k, apply_fn, params, jax.tree_util.tree_map(lambda a: a[None], inst), cfg,
+                               hparams, positions, answer_position, patches)
+    if chunk is not None:
+        _checks.positive_int("chunk", chunk)
+        return jax.lax.map(lambda kb: one(*kb), (keys, batch), batch_size=min(chunk, n))
+    return jax.vmap(one)(keys, batch)
+
+
+def make(apply_fn: Callable, cfg: Config, *, latent_positions, answer_position: int, patch_positions=(),
+         chunk: Optional[int] = 4) -> Callable:
+    """``jit(optimise)`` for one model and config: ``f(key, params, batch, hparams, index) -> Result``
+    (compiled once per batch shape; ``hparams`` traced)."""
+    cfg.validate()
+    positions = tuple(int(p) for p in latent_positions)
+    patches = tuple(int(p) for p in patch_positions)
+    return jax.jit(lambda key, params, batch, hparams, index: optimise(
+        key, apply_fn, params, batch, cfg, hparams, latent_positions=positions, answer_position=answer_position,
+        patch_positions=patches, index=index, chunk=chunk))
+
+
+def random_latents(key: jax.Array, latents: jax.Array) -> jax.Array:
+    """The control: Gaussian directions with the norm of each latent (..., L, D)."""
+    z = jax.random.normal(key, latents.shape, latents.dtype)
+    return z / jnp.linalg.norm(z, axis=-1, keepdims=True) * jnp.linalg.norm(latents, axis=-1, keepdims=True)

@@ -1,0 +1,59 @@
+"""Visual grounding of generated tokens, for any model with the ``apply`` protocol.
+
+The grounding score of generated token t (after DMLR, arXiv 2512.12623) is
+
+    S_t = log p(x_t | x_<t, I, q) - log p(x_t | x_<t, I~, q)
+
+with I the image and I~ a perturbed one (:mod:`tokdyn.diagnostics.perturb`), both scored on the same
+generated tokens (teacher-forced). A token is image-dependent when ``S_t > threshold``.
+
+- :func:`token_logprobs`: log-probabilities (B, n) of given tokens at the positions that predict
+  them, under one forward pass.
+- :func:`scores`: S (B, n) for a batch and its perturbed copy.
+- :func:`generated_positions`: for the latent reasoner's layout, the positions predicting the
+  caption tokens and the answer.
+
+The relation of a sequence's grounding or confidence to its correctness is a point-biserial
+correlation with a bootstrap interval (:func:`tokdyn.stats.point_biserial`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks
+from tokdyn.diagnostics import protocol
+
+
+def token_logprobs(apply_fn: Callable, params, batch, *, positions, tokens) -> jax.Array:
+    """log p (B, n) of ``tokens`` (B, n) at the logits of ``positions`` (n,) (the position whose
+    output predicts each token)."""
+    positions = np.asarray(positions, int)
+    if jnp.shape(tokens)[-1:] != positions.shape:
+        raise ValueError(f"tokens must have one column per position ({positions.size}), got shape {jnp.shape(tokens)}")
+    dims = protocol.check_apply(apply_fn, params, batch, positions={"positions": positions},
+                                arrays={"tokens": (tokens, ("B", positions.size))})
+    if _checks.on_host(tokens):
+        _checks.real("tokens", np.asarray(tokens), low=0, high=dims.vocab - 1)
+    lp = jax.nn.log_softmax(apply_fn(params, batch).logits[:, positions])  # (B, n, V)
+    return jnp.take_along_axis(lp, jnp.asarray(tokens)[..., None], -1)[..., 0]
+
+
+def scores(apply_fn: Callable, params, batch, perturbed, *, positions, tokens) -> jax.Array:
+    """Grounding scores S (B, n): log p of ``tokens`` with the true image minus with the
+    perturbed one (of ``batch``'s shapes)."""
+    protocol.check_apply(apply_fn, params, batch, batches={"perturbed": perturbed})
+    return (token_logprobs(apply_fn, params, batch, positions=positions, tokens=tokens)
+            - token_logprobs(apply_fn, params, perturbed, positions=positions, tokens=tokens))
+
+
+def generated_positions(layout) -> np.ndarray:
+    """The positions predicting the generated tokens of the latent reasoner's layout
+    (:class:`tokdyn.models.latent.model.Layout`): each caption token (from the position before it),
+    then the answer."""
+    cap = np.arange(layout.caption.start, layout.caption.stop) - 1
+    return np.concatenate([cap, [layout.answer]]).astype(int)

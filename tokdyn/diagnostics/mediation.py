@@ -1,0 +1,345 @@
+"""Mechanistic diagnostics of latent reasoning, for any model with the protocol
+``apply(params, batch, *, latents=None, intervene=None[, drop=None]) -> Outputs``
+(:class:`tokdyn.models.latent.model.ApplyFn`; every field's shape in
+:class:`tokdyn.models.latent.model.Outputs`).
+
+Causal mediation (after "Imagination Helps Visual Reasoning, But Not Yet in Latent Space",
+arXiv 2602.22766) treats input X -> latents Z -> answer Y as a chain:
+
+- **input -> latent**: :func:`shift` compares states (B, S, D) of a batch and of its perturbed
+  copy (:mod:`tokdyn.diagnostics.perturb`): cosine distance and relative L2 per step;
+  :func:`input_to_latent` applies it to the fed-back latents and to the last-layer states at given
+  positions (image patches, a caption); :func:`noise_at` perturbs embeddings with Gaussian noise.
+- **latent -> answer**: :func:`interventions` builds replacement latents (K, B, L, D) from the
+  model's own: ``zeros``; ``noise`` (Gaussian, each instance's RMS entry); ``mean`` (the mean over
+  instances, per step); ``constant`` (one fixed random vector of the batch's RMS entry, the same
+  for every instance and step: not all-equal entries, which a LayerNorm maps to zero); ``swap`` (another
+  instance's latents, along a random cycle, so no instance keeps its own); ``other`` (latents
+  given by the caller, e.g. another variant's). :func:`latent_effects` runs all K in one pass
+  (vmapped) and reports per instance whether the answer flipped, its correctness and the KL
+  divergence of the answer distribution from the unintervened one, and whether the replacement
+  differs from the original latents at all; :func:`latent_to_answer` compiles it and refuses an
+  intervention that changed no instance's latents.
+
+Decomposition (after "Beyond Visual Memory: Mechanistic Diagnostics of Latent Visual Reasoning",
+arXiv 2606.01287) evaluates the latent block's parts at inference (:data:`SETTINGS`): ``full``;
+``markers_only`` (the slots removed, ``drop``); the slots' inputs replaced by ``slots_noise``,
+``slots_mean`` or ``slots_zeros``; ``format_only`` (markers and slots replaced by a caller-given
+format embedding, e.g. their position embeddings: the block's length without its content);
+``no_block`` (markers and slots removed). The share of the gain retained,
+``(acc_setting - acc_no_block) / (acc_full - acc_no_block)``, with a paired bootstrap interval
+over instances is :func:`tokdyn.stats.gain_retained`. :func:`narrowness` measures how focused
+attention over the image patches is at given positions: the entropy of the (renormalised)
+attention over the patches and the mass on the top-k patches (NaN for a query that puts no
+attention on the patches).
+
+Every function takes ``apply_fn`` and positions (Python ints: static), so a researcher's model
+runs unchanged; the slot replacements go through ``intervene`` and act on the input embeddings of
+every pass, so in a feedback model they replace the fed-back latents. Each one that takes a model
+first runs :func:`tokdyn.diagnostics.protocol.check_apply` (one ``jax.eval_shape`` of the model: no
+device work, no compile), so a model of another output layout, a position outside the sequence or
+a missing argument is a ``ValueError``/``TypeError`` naming it, before anything runs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks
+from tokdyn.diagnostics import protocol
+
+INTERVENTIONS = ("zeros", "noise", "mean", "constant", "swap", "other")
+SETTINGS = ("full", "markers_only", "slots_noise", "slots_mean", "slots_zeros", "format_only", "no_block")
+
+
+_positions = protocol.as_positions
+
+
+def _kinds(name: str, kinds, allowed) -> tuple:
+    if isinstance(kinds, str) or not len(kinds):
+        raise ValueError(f"{name} must name at least one of {list(allowed)}, got {kinds!r}")
+    for k in kinds:
+        _checks.choice(name, k, allowed)
+    return tuple(kinds)
+
+
+# ---------------------------------------------------------------------------------------------- input -> latent
+
+
+class Shift(NamedTuple):
+    """Per instance and step (B, S): cosine distance ``1 - cos`` and ``|a - b| / |a|``."""
+
+    cosine_distance: jax.Array
+    relative_l2: jax.Array
+
+
+def shift(a: jax.Array, b: jax.Array) -> Shift:
+    """How far states ``b`` (..., D) moved from ``a`` (same shape). Zero vectors count as
+    unmoved when both are zero and as fully moved (distance 1, relative L2 1) otherwise."""
+    if jnp.shape(a) != jnp.shape(b):
+        raise ValueError(f"b must have a's shape {jnp.shape(a)}, got {jnp.shape(b)}")
+    na, nb = jnp.linalg.norm(a, axis=-1), jnp.linalg.norm(b, axis=-1)
+    dot = jnp.sum(a * b, -1)
+    both = (na > 0) & (nb > 0)
+    cos = jnp.where(both, dot / jnp.where(both, na * nb, 1.0), jnp.where((na == 0) & (nb == 0), 1.0, 0.0))
+    diff = jnp.linalg.norm(a - b, axis=-1)
+    rel = jnp.where(na > 0, diff / jnp.where(na > 0, na, 1.0), jnp.where(diff > 0, 1.0, 0.0))
+    return Shift(1.0 - cos, rel)
+
+
+def input_to_latent(apply_fn: Callable, params, batch, perturbed, *, positions=(), layer: int = -1,
+                    intervene: Optional[Callable] = None) -> dict:
+    """Shifts of the fed-back latents (``"latents"``, (B, L)) and of the layer-``layer`` states at
+    ``positions`` (``"states"``, (B, len(positions))) when ``batch`` becomes ``perturbed`` (run with
+    ``intervene``, e.g. :func:`noise_at`, when given). ``layer`` indexes ``Outputs.hidden``
+    (0: the input embeddings, -1: the last block's output); ``perturbed`` has ``batch``'s shapes."""
+    positions = _positions("positions", positions)
+    protocol.check_apply(apply_fn, params, batch, uses=() if intervene is None else ("intervene",),
+                         positions={"positions": positions}, layer=layer, batches={"perturbed": perturbed})
+    a = apply_fn(params, batch)
+    b = apply_fn(params, perturbed) if intervene is None else apply_fn(params, perturbed, intervene=intervene)
+    out = {"latents": shift(a.latents, b.latents)}
+    if positions:
+        idx = jnp.asarray(positions)
+        out["states"] = shift(a.hidden[:, layer, idx], b.hidden[:, layer, idx])
+    return out
+
+
+def noise_at(key: jax.Array, positions, sigma) -> Callable:
+    """An ``intervene`` adding Gaussian noise to the input embeddings at ``positions``, ``sigma``
+    (traceable) times the RMS entry of those embeddings in each instance (the input-side
+    perturbation of a continuous image: "Gaussian noise at several sigma")."""
+    idx = jnp.asarray(_positions("positions", positions))
+    if not _checks.is_traced(sigma):
+        _checks.real("sigma", sigma, low=0.0, low_open=True)
+
+    def edit(x):
+        e = x[:, idx]
+        rms = jnp.sqrt(jnp.mean(e ** 2, (1, 2), keepdims=True))
+        return x.at[:, idx].add(sigma * rms * jax.random.normal(key, e.shape, e.dtype))
+
+    return edit
+
+
+# ---------------------------------------------------------------------------------------------- latent -> answer
+
+
+def swap_permutation(key: jax.Array, n: int) -> jax.Array:
+    """(n,) source index of each instance for ``swap``: a random cycle through all n instances, so
+    ``perm[i] != i`` for n >= 2."""
+    order = jax.random.permutation(key, n)
+    return jnp.zeros(n, int).at[order].set(jnp.roll(order, -1))
+
+
+def interventions(key: jax.Array, latents: jax.Array, kinds=INTERVENTIONS, *, other=None) -> jax.Array:
+    """Replacement latents (K, B, L, D) for ``kinds`` (see the module docstring), from the model's
+    own ``latents`` (B, L, D); ``other`` (B, L, D) is needed by ``"other"``. ``noise``, ``swap``
+    and ``constant`` draw from ``jax.random.split(key, 3)`` in that order (``swap``:
+    :func:`swap_permutation` of the second key)."""
+    kinds = _kinds("kinds", kinds, INTERVENTIONS)
+    if jnp.ndim(latents) != 3:
+        raise ValueError(f"latents must be (B, L, D), got shape {jnp.shape(latents)}")
+    if "other" in kinds and (other is None or jnp.shape(other) != jnp.shape(latents)):
+        raise ValueError(f"other must be latents of the latents' shape {jnp.shape(latents)} for the 'other' "
+                         f"intervention, got {None if other is None else jnp.shape(other)}")
+    k_noise, k_swap, k_const = jax.random.split(key, 3)
+    rms = jnp.sqrt(jnp.mean(latents ** 2, (1, 2), keepdims=True))  # (B, 1, 1)
+    make = {
+        "zeros": lambda: jnp.zeros_like(latents),
+        "noise": lambda: jax.random.normal(k_noise, latents.shape, latents.dtype) * rms,
+        "mean": lambda: jnp.broadcast_to(jnp.mean(latents, 0, keepdims=True), latents.shape),
+        "constant": lambda: jnp.broadcast_to(jax.random.normal(k_const, latents.shape[-1:], latents.dtype)
+                                             * jnp.sqrt(jnp.mean(latents ** 2)), latents.shape),
+        "swap": lambda: latents[swap_permutation(k_swap, latents.shape[0])],
+        "other": lambda: jnp.asarray(other, latents.dtype),
+    }
+    return jnp.stack([make[k]() for k in kinds])
+
+
+class Effects(NamedTuple):
+    """Per intervention and instance (K, B): the answer flipped (vs. the model's own latents), it is
+    correct (NaN without ``answers``), KL(P_original || P_intervened) of the answer distribution,
+    and the replacement differs from the original latents; ``correct_before`` (B,)."""
+
+    flipped: jax.Array
+    correct: jax.Array
+    kl: jax.Array
+    changed: jax.Array
+    correct_before: jax.Array
+
+
+def latent_effects(key: jax.Array, apply_fn: Callable, params, batch, *, answer_position: int, answers=None,
+                   kinds=INTERVENTIONS, other=None, chunk: Optional[int] = 16) -> Effects:
+    """The effects on the answer of replacing the model's latents by each intervention (pure:
+    jit/vmap it with ``apply_fn``, ``answer_position``, ``kinds`` and ``chunk`` static). The
+    replacements are built from the whole batch; the latent-fed passes then run ``chunk`` instances
+    at a time (``lax.map``: each chunk's working set stays in cache on a CPU; None: all at once).
+    ``answers`` (B,) token ids (None: correctness is NaN); ``other`` (B, L, D) for ``"other"``."""
+    kinds = _kinds("kinds", kinds, INTERVENTIONS)
+    _check_effects(apply_fn, params, batch, answer_position, answers, kinds, other)
+    base = apply_fn(params, batch)
+    repl = interventions(key, base.latents, kinds, other=other)
+    # the reference is the model's own latents given back through the same program, so an answer
+    # that ignores the latents shows exactly zero effect, not compiler round-off
+    zs = jnp.concatenate([base.latents[None], repl])  # (K + 1, B, L, D)
+
+    def fed(inst, z):  # a batch of instances, z (K + 1, b, L, D) -> (K + 1, b, V)
+        return jax.vmap(lambda zk: jax.nn.log_softmax(apply_fn(params, inst, latents=zk).logits[:, answer_position]))(z)
+
+    if chunk is None:
+        lp = fed(batch, zs)
+    else:
+        _checks.positive_int("chunk", chunk)
+        one = lambda a: fed(jax.tree_util.tree_map(lambda x: x[None], a[0]), a[1][:, None])[:, 0]  # (K + 1, V)
+        n = base.latents.shape[0]
+        lp = jnp.swapaxes(jax.lax.map(one, (batch, jnp.swapaxes(zs, 0, 1)), batch_size=min(chunk, n)), 0, 1)
+    lp0, lp = lp[0], lp[1:]
+    a0, a = jnp.argmax(lp0, -1), jnp.argmax(lp, -1)  # (B,), (K, B)
+    kl = jnp.sum(jnp.exp(lp0) * (lp0 - lp), -1)
+    if answers is None:
+        correct, before = jnp.full(a.shape, jnp.nan), jnp.full(a0.shape, jnp.nan)
+    else:
+        correct, before = (a == answers).astype(lp.dtype), (a0 == answers).astype(lp.dtype)
+    changed = jnp.any(repl != base.latents[None], (2, 3))
+    return Effects(flipped=(a != a0).astype(lp.dtype), correct=correct, kl=jnp.maximum(kl, 0.0), changed=changed,
+                   correct_before=before)
+
+
+def _check_effects(apply_fn, params, batch, answer_position, answers, kinds, other):
+    arrays = {} if answers is None else {"answers": (answers, ("B",))}
+    if "other" in kinds:
+        arrays["other"] = (other, ("B", "L", "D"), "(latents) for the 'other' intervention")
+    protocol.check_apply(apply_fn, params, batch, uses=("latents",), positions={"answer_position": answer_position},
+                         need_latents="latent interventions", arrays=arrays)
+
+
+def latent_to_answer(key: jax.Array, apply_fn: Callable, params, batch, *, answer_position: int, answers=None,
+                     kinds=INTERVENTIONS, other=None) -> Effects:
+    """:func:`latent_effects`, compiled, after checking the arguments; a ``ValueError`` names any
+    intervention that left every instance's latents as they were (it would measure nothing)."""
+    _checks.prng_key("key", key)
+    if not callable(apply_fn):
+        raise TypeError(f"apply_fn must be a model's apply(params, batch, *, latents=None), got {type(apply_fn).__name__}")
+    kinds = _kinds("kinds", kinds, INTERVENTIONS)
+    if "other" in kinds and other is None:
+        raise ValueError("other must be given (latents (B, L, D)) for the 'other' intervention, got None")
+    _check_effects(apply_fn, params, batch, answer_position, answers, kinds, other)
+    f = jax.jit(lambda k, p, b, a, o: latent_effects(k, apply_fn, p, b, answer_position=int(answer_position),
+                                                     answers=a, kinds=kinds, other=o))
+    eff = f(key, params, batch, answers, other)
+    idle = [k for k, c in zip(kinds, np.asarray(eff.changed).any(-1)) if not c]
+    if idle:
+        raise ValueError(f"interventions {idle} left every instance's latents unchanged: they would measure "
+                         "nothing (does the model have latents? are they all zero or all equal?)")
+    return eff
+
+
+# ---------------------------------------------------------------------------------------------- decomposition
+
+
+def _replace(positions, values):  # values (B, n, D) -> intervene function
+    idx = jnp.asarray(positions)
+    return lambda x: x.at[:, idx].set(values.astype(x.dtype))
+
+
+def decompose(key: jax.Array, apply_fn: Callable, params, batch, *, slots, markers, answer_position: int,
+              answers, length: int, settings=SETTINGS, format_embedding=None) -> jax.Array:
+    """Correctness (K, B) of the answer under each setting of :data:`SETTINGS` (pure; jit it with
+    the positions static). ``slots`` and ``markers`` are the latent block's positions, ``length``
+    the sequence length (for the ``drop`` masks), ``format_embedding`` (len(markers) + len(slots),
+    D) the inputs of ``format_only`` (markers first). ``apply_fn`` must take ``drop=`` for
+    ``markers_only`` and ``no_block``. The slots' inputs are read from ``Outputs.hidden[:, 0]``
+    (the input embeddings, as the protocol lays them out)."""
+    settings = check_decompose(settings, slots, markers, length, format_embedding)
+    uses = (("intervene",) if {"format_only", "slots_noise", "slots_mean", "slots_zeros"} & set(settings) else ()) \
+        + (("drop",) if {"markers_only", "no_block"} & set(settings) else ())
+    arrays = {"answers": (answers, ("B",))}
+    if "format_only" in settings:
+        arrays["format_embedding"] = (format_embedding, (len(markers) + len(slots), "D"),
+                                      "(the markers' then the slots' inputs) for 'format_only'")
+    protocol.check_apply(apply_fn, params, batch, uses=uses, length=length, arrays=arrays,
+                         positions={"slots": slots, "markers": markers, "answer_position": answer_position})
+    base = apply_fn(params, batch)
+    b = base.logits.shape[0]
+    inputs = base.hidden[:, 0, jnp.asarray(slots)]  # (B, L, D) the slots' input embeddings
+    rms = jnp.sqrt(jnp.mean(inputs ** 2, (1, 2), keepdims=True))
+    block = tuple(markers) + tuple(slots)
+
+    def dropped(pos):
+        return jnp.zeros((b, length), bool).at[:, jnp.asarray(pos)].set(True)
+
+    def run(setting):
+        if setting == "full":
+            return base
+        if setting == "markers_only":
+            return apply_fn(params, batch, drop=dropped(slots))
+        if setting == "no_block":
+            return apply_fn(params, batch, drop=dropped(block))
+        if setting == "format_only":
+            fmt = jnp.broadcast_to(jnp.asarray(format_embedding), (b, len(block), inputs.shape[-1]))
+            return apply_fn(params, batch, intervene=_replace(block, fmt))
+        values = {"slots_noise": jax.random.normal(key, inputs.shape, inputs.dtype) * rms,
+                  "slots_mean": jnp.broadcast_to(jnp.mean(inputs, 0, keepdims=True), inputs.shape),
+                  "slots_zeros": jnp.zeros_like(inputs)}[setting]
+        return apply_fn(params, batch, intervene=_replace(slots, values))
+
+    return jnp.stack([(jnp.argmax(run(s).logits[:, answer_position], -1) == answers) for s in settings]).astype(
+        jnp.float32)
+
+
+def check_decompose(settings, slots, markers, length: int, format_embedding=None) -> tuple:
+    """Validate :func:`decompose`'s arguments (before compiling); returns the settings."""
+    settings = _kinds("settings", settings, SETTINGS)
+    slots, markers = _positions("slots", slots, length), _positions("markers", markers, length)
+    if not slots:
+        raise ValueError("slots must name the latent block's slot positions (a model without a latent block has "
+                         "nothing to decompose), got ()")
+    if "format_only" in settings:
+        want = (len(markers) + len(slots),)
+        if format_embedding is None or jnp.shape(format_embedding)[:1] != want:
+            raise ValueError(f"format_embedding must have {want[0]} rows (markers then slots) for 'format_only', "
+                             f"got {None if format_embedding is None else jnp.shape(format_embedding)}")
+    return settings
+
+
+# ---------------------------------------------------------------------------------------------- attention
+
+
+class Narrowness(NamedTuple):
+    """Per instance and query position (B, Q): entropy (nats) of the attention over the image
+    patches renormalised to sum to 1, the mass of its top-k patches, and the share of the
+    position's whole attention that goes to the patches. Where that share is 0 (the query attends
+    to no patch) the renormalised attention is undefined: entropy and top-k mass are NaN there,
+    never 0 (which would read as maximally narrow)."""
+
+    entropy: jax.Array
+    top_k_mass: jax.Array
+    patch_share: jax.Array
+
+
+def narrowness(attention: jax.Array, *, queries, patches, top_k: int = 3) -> Narrowness:
+    """Attention narrowness from ``attention`` (B, n_layers, H, T, T) (``Outputs.attention``,
+    averaged over layers and heads) at the ``queries`` positions over the ``patches`` positions
+    (both in [0, T)). A query with no attention on the patches gets NaN entropy and top-k mass
+    (see :class:`Narrowness`)."""
+    shape = jnp.shape(attention)
+    if len(shape) != 5 or shape[3] != shape[4]:
+        raise ValueError(f"attention must be (B, n_layers, H, T, T), got shape {shape}")
+    queries, patches = _positions("queries", queries, shape[4]), _positions("patches", patches, shape[4])
+    _checks.positive_int("top_k", top_k)
+    if not patches:
+        raise ValueError("patches must name at least one position, got ()")
+    if top_k > len(patches):
+        raise ValueError(f"top_k must be at most the number of patches {len(patches)}, got {top_k}")
+    a = jnp.mean(attention, (1, 2))[:, jnp.asarray(queries)][..., jnp.asarray(patches)]  # (B, Q, P)
+    share = jnp.sum(a, -1)
+    none = ~(share > 0)
+    p = a / jnp.where(none, 1.0, share)[..., None]
+    ent = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), -1)
+    top = jnp.sum(jax.lax.top_k(p, top_k)[0], -1)
+    nan = jnp.asarray(jnp.nan, ent.dtype)
+    return Narrowness(jnp.where(none, nan, ent), jnp.where(none, nan, top), share)

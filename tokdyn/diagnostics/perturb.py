@@ -1,0 +1,63 @@
+"""Image perturbations of a batch of grid tasks, for grounding scores and mediation analyses.
+
+Each is a pure function ``(key, batch, cfg) -> batch`` of :class:`tokdyn.models.latent.tasks.Instance`-
+like records (anything with an ``image`` (B, G, G) of colour indices 0..C), vmapped over the batch
+inside; only the image changes:
+
+``blank``      every cell empty (0)
+``swap``       another instance's image: instance i gets instance (i + 1) mod B's
+``shuffle``    the cells of each image permuted at random (colour counts kept, layout destroyed)
+``resample``   each cell replaced, with probability ``rate``, by a uniform draw from 0..C
+
+:data:`PERTURBATIONS` registers them; :func:`perturb` applies one by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from tokdyn import _checks
+from tokdyn.models.latent import tasks
+
+
+def blank(key, batch, cfg: tasks.Config, rate: float = 0.5):
+    del key, cfg, rate
+    return dataclasses.replace(batch, image=jnp.zeros_like(batch.image))
+
+
+def swap(key, batch, cfg: tasks.Config, rate: float = 0.5):
+    del key, cfg, rate
+    return dataclasses.replace(batch, image=jnp.roll(batch.image, -1, axis=0))
+
+
+def shuffle(key, batch, cfg: tasks.Config, rate: float = 0.5):
+    del rate
+    b, g = batch.image.shape[0], cfg.grid_size
+    keys = jax.random.split(key, b)
+    flat = batch.image.reshape(b, g * g)
+    image = jax.vmap(lambda k, row: jax.random.permutation(k, row))(keys, flat).reshape(batch.image.shape)
+    return dataclasses.replace(batch, image=image)
+
+
+def resample(key, batch, cfg: tasks.Config, rate: float = 0.5):
+    k1, k2 = jax.random.split(key)
+    hit = jax.random.bernoulli(k1, rate, batch.image.shape)
+    new = jax.random.randint(k2, batch.image.shape, 0, cfg.n_colours + 1, batch.image.dtype)
+    return dataclasses.replace(batch, image=jnp.where(hit, new, batch.image))
+
+
+PERTURBATIONS = {"blank": blank, "swap": swap, "shuffle": shuffle, "resample": resample}
+
+
+def perturb(key, batch, cfg: tasks.Config, name: str, *, rate: float = 0.5):
+    """``batch`` with its images perturbed by :data:`PERTURBATIONS` ``[name]`` (``rate``: the
+    share of cells ``resample`` redraws)."""
+    _checks.choice("perturbation", name, PERTURBATIONS)
+    _checks.real("rate", rate, low=0.0, high=1.0)
+    g = cfg.grid_size
+    if tuple(jnp.shape(batch.image)[1:]) != (g, g):
+        raise ValueError(f"batch.image must have shape (B, {g}, {g}), got {tuple(jnp.shape(batch.image))}")
+    return PERTURBATIONS[name](key, batch, cfg, rate)

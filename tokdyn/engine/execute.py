@@ -1,0 +1,179 @@
+"""The execution engine: a per-run function over many runs, chunked, sharded, streamed.
+
+:func:`map_runs` is the execution engine under every study and sweep. It takes a pure per-run
+function and a pytree of per-run arguments (leading axis = runs) and returns NumPy results. It
+compiles once per (function, chunk shape, strategy), runs fixed-size chunks so memory stays flat in
+the number of runs, splits each chunk over the local devices on a ``jax.sharding.Mesh`` with
+``jax.shard_map``, and overlaps the next chunk's compute with the host copy of the last.
+
+The execution strategy is a parameter, not part of the math: on XLA:CPU a
+*sequential* ``lax.map`` over runs (``batch_size=1``), each run using GEMM-shaped kernels, beats
+a wide ``vmap`` of tiny per-run matmuls; on GPUs and TPUs the opposite holds. :func:`default_batch_size`
+picks per backend; pass ``batch_size`` to override, and measure (``benchmarks/``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+RUN_AXIS = "runs"
+
+
+def default_batch_size(backend: str | None = None) -> int | None:
+    """Runs vmapped together inside the sequential map: 1 on CPU, ``None`` (the whole per-device
+    chunk at once) on accelerators."""
+    backend = backend or jax.default_backend()
+    return 1 if backend == "cpu" else None
+
+
+def default_chunk_size(n_devices: int, backend: str | None = None) -> int:
+    backend = backend or jax.default_backend()
+    per_device = 2048 if backend == "cpu" else 65536
+    return per_device * n_devices
+
+
+def _leading(tree) -> int:
+    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in jax.tree_util.tree_leaves(tree)}
+    if not sizes or None in sizes or len(sizes) != 1:
+        raise ValueError(f"args must be a pytree of arrays sharing one leading (runs) axis, got leading sizes {sizes}")
+    return sizes.pop()
+
+
+@functools.lru_cache(maxsize=64)
+def sharded_map(fn: Callable, devices: tuple, batch_size: int | None, with_shared: bool):
+    """``(jitted, sharding)``: ``jitted([shared,] args)`` applies ``fn`` to every run of ``args``
+    (leading axis divisible by ``len(devices)``, placed with ``sharding``), the runs split over
+    ``devices`` with ``shard_map`` and, on each device, vmapped (``batch_size=None``), mapped one by
+    one (``1``) or mapped in vmapped chunks of ``batch_size``. Cached on its arguments, so pass the
+    same ``fn`` object to reuse a compilation. :func:`map_runs` streams chunks through it.
+
+    Work common to many runs: when ``fn`` has a method ``prepare(shared, args)``, each device
+    calls it once per chunk on its own runs and passes what it returns, as ``shared``, to every
+    one of them (the sweep engine draws each seed's data there once, see
+    :func:`tokdyn.engine.sweep.run`)."""
+    mesh = Mesh(np.array(devices), (RUN_AXIS,))
+
+    def per_device(shared, args):
+        if with_shared and callable(getattr(fn, "prepare", None)):
+            shared = fn.prepare(shared, args)  # once per device and chunk, on this device's runs
+        f = (lambda a: fn(shared, a)) if with_shared else fn
+        if batch_size is None:
+            return jax.vmap(f)(args)
+        if batch_size == 1:
+            return jax.lax.map(f, args)
+        return jax.lax.map(f, args, batch_size=batch_size)
+
+    sharded = jax.shard_map(
+        per_device,
+        mesh=mesh,
+        in_specs=(PartitionSpec(), PartitionSpec(RUN_AXIS)),
+        out_specs=PartitionSpec(RUN_AXIS),
+        check_vma=False,
+    )
+    return jax.jit(sharded), NamedSharding(mesh, PartitionSpec(RUN_AXIS))
+
+
+def plan(devices, batch_size, chunk_size, total):
+    """``(devices, batch_size, runs per chunk, compiled chunk shape)``: resolve the devices (default:
+    every local device), the strategy (``"auto"``: per backend) and the padded chunk shape (a
+    multiple of the device count, and of the batch size)."""
+    devices = tuple(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices must hold at least one device")
+    n_dev = len(devices)
+    if batch_size == "auto":
+        batch_size = default_batch_size(devices[0].platform)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int, None or 'auto', got {batch_size!r}")
+    if chunk_size is None:
+        chunk_size = default_chunk_size(n_dev, devices[0].platform)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    step = int(min(chunk_size, total))  # runs per chunk
+    padded = math.ceil(step / n_dev) * n_dev  # compiled shape
+    if batch_size not in (None, 1):
+        per_dev = padded // n_dev
+        batch_size = min(batch_size, per_dev)
+        if per_dev % batch_size:
+            padded = math.ceil(per_dev / batch_size) * batch_size * n_dev
+    return devices, batch_size, step, padded
+
+
+def stream(fn, shared, starts, total, step, padded, get_args, devices, batch_size):
+    """Yield ``(start, stop, outputs)`` for each chunk start, in order, with NumPy outputs.
+
+    ``step`` and ``padded`` come from :func:`plan`; ``get_args(start, stop)`` returns the chunk's
+    per-run arguments (NumPy pytree). Chunk i + 1 is dispatched before chunk i's results are copied
+    back, so the devices stay busy while the caller handles a result (writes it to disk, say)."""
+    compiled, sharding = sharded_map(fn, devices, batch_size, shared is not None)
+
+    def launch(start):
+        stop = min(start + step, total)
+
+        def put(leaf):
+            leaf = np.asarray(leaf)
+            if stop - start < padded:  # pad by repeating the last run; its outputs are dropped
+                leaf = np.concatenate([leaf, np.repeat(leaf[-1:], padded - (stop - start), axis=0)], axis=0)
+            return jax.device_put(leaf, sharding)
+
+        return start, stop, compiled(shared, jax.tree_util.tree_map(put, get_args(start, stop)))
+
+    starts = list(starts)
+    if not starts:
+        return
+    pending = launch(starts[0])
+    for nxt in starts[1:] + [None]:
+        start, stop, out = pending
+        pending = launch(nxt) if nxt is not None else None  # keep the devices busy
+        yield start, stop, jax.tree_util.tree_map(lambda a: np.asarray(a)[: stop - start], out)
+
+
+def map_runs(
+    fn: Callable,
+    args: Any,
+    *,
+    shared: Any = None,
+    chunk_size: int | None = None,
+    batch_size: int | None | str = "auto",
+    devices=None,
+    on_chunk: Callable[[int, int, float], None] | None = None,
+) -> Any:
+    """Apply ``fn`` to every run and return its outputs as NumPy arrays with a leading runs axis.
+
+    Args:
+      fn: pure per-run function, ``fn(run_args)`` or ``fn(shared, run_args)`` when ``shared`` is
+        given; must be jittable. Pass the same function object each time to reuse its compilation.
+      args: pytree of arrays with a leading axis of R runs.
+      shared: optional pytree passed unbatched to every run (a root key, static-shaped tables).
+      chunk_size: runs per compiled call (rounded up to a multiple of the number of devices);
+        memory is O(chunk_size), not O(R). The last chunk is padded, so one compilation serves all.
+      batch_size: runs vmapped together inside each device's sequential map; ``1`` is a pure
+        sequential map, ``None`` a full vmap of the chunk; ``"auto"``: per backend.
+      devices: devices to shard the run axis over (default: all local devices).
+      on_chunk: optional callback ``(runs_done, runs_total, seconds_for_chunk)`` after each chunk.
+
+    Returns:
+      The pytree ``fn`` returns, each leaf a NumPy array of shape (R, ...).
+    """
+    total = _leading(args)
+    if total == 0:
+        raise ValueError("args holds zero runs: nothing to do")
+    devices, batch_size, step, padded = plan(devices, batch_size, chunk_size, total)
+    args = jax.tree_util.tree_map(np.asarray, args)
+    get = lambda start, stop: jax.tree_util.tree_map(lambda a: a[start:stop], args)  # noqa: E731
+    outputs = []
+    t0 = time.perf_counter()
+    for _, stop, out in stream(fn, shared, range(0, total, step), total, step, padded, get, devices, batch_size):
+        outputs.append(out)
+        if on_chunk is not None:
+            now = time.perf_counter()
+            on_chunk(stop, total, now - t0)
+            t0 = now
+    return jax.tree_util.tree_map(lambda *parts: np.concatenate(parts, axis=0), *outputs)

@@ -1,0 +1,259 @@
+"""One run of an experiment as a sweepable function ``fn(key, **condition) -> dict of scalars``.
+
+These are what the sweep engine (:func:`tokdyn.engine.sweep.run`) maps over a grid of conditions x
+seeds, and what the studies, the ``tokdyn sweep`` command and the benchmarks share:
+
+- :class:`ClusterRun`: token dynamics on Gaussian clusters, scored against the true clusters
+  (ARI, NMI, SSE, steps, convergence, collapse): the published token-dynamics study's run.
+- :class:`CollapseRun`: token dynamics on a named point cloud at a temperature given relative to
+  the collapse threshold of its own data (token groups, collapse, convergence).
+
+Each is a frozen dataclass: its fields are static structure (hashable, so equal instances share
+one compilation) and the defaults of every condition that is not a sweep axis; every condition
+passed at call time is traced, so a sweep over any of them compiles once. :class:`ClusterRun`
+runs any update rule (``rule=``, a :class:`tokdyn.dynamics.Rule`, the built-in one by default),
+whose knobs are then its conditions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks, analysis, data, dynamics, metrics
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStructure:
+    """The static structure of one :class:`ClusterRun` (shapes, initialisation, stopping rule),
+    shared with the study and sweep configurations built on it.
+
+    Attributes:
+      n_tokens: tokens T.
+      dim: data dimension D.
+      points_per_cluster: points per cluster.
+      centers: centre layout, uniform | normal.
+      center_box: half-width (uniform) or scale (normal) of the centre distribution.
+      init: token initialisation, data (Forgy) | normal | data_mean.
+      init_scale: scale of the normal and data_mean initialisations.
+      n_steps: the most steps a run takes.
+      tol: convergence threshold on the largest coordinate change per step.
+    """
+
+    n_tokens: int = 4
+    dim: int = 4
+    points_per_cluster: int = 100
+    centers: str = "uniform"
+    center_box: float = 10.0
+    init: str = "data"
+    init_scale: float = 1.0
+    n_steps: int = 30
+    tol: float = 1e-3
+
+    def validate_structure(self, min_clusters: int) -> None:
+        """Check the structure fields; ``min_clusters``: the smallest cluster count it will see."""
+        _checks.positive_int("n_tokens", self.n_tokens)
+        _checks.positive_int("dim", self.dim)
+        _checks.positive_int("points_per_cluster", self.points_per_cluster)
+        _checks.positive_int("n_steps", self.n_steps)
+        _checks.real("tol", self.tol, low=0.0)
+        _checks.real("center_box", self.center_box, low=0.0)
+        _checks.real("init_scale", self.init_scale, low=0.0)
+        _checks.choice("centers", self.centers, data.CENTER_LAYOUTS)
+        _checks.choice("init", self.init, dynamics.INIT_METHODS)
+        if self.init == "data" and self.n_tokens > min_clusters * self.points_per_cluster:
+            raise ValueError(f"n_tokens={self.n_tokens} exceeds the smallest dataset "
+                             f"({min_clusters} x {self.points_per_cluster} points) for init 'data'")
+
+    def structure(self) -> dict:
+        """The structure fields, floats as Python floats (a stable repr: the compilation key)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(RunStructure)}
+        return {k: float(v) if k in ("center_box", "init_scale", "tol") else v for k, v in out.items()}
+
+
+_OWN_CONDITIONS = ("noise", "n_clusters", "method", "draw", "key")
+
+
+class _CallSignature:
+    """``inspect.signature`` of a :class:`ClusterRun` instance: the key, then its rule's knobs and
+    the data conditions as keyword arguments, so that the sweep engine checks a grid's axes
+    against the knobs of the rule it runs (the class itself keeps its ordinary signature)."""
+
+    def __get__(self, obj, cls=None):
+        if obj is None:
+            raise AttributeError("__signature__")
+        P = inspect.Parameter
+        return inspect.Signature([P("key", P.POSITIONAL_OR_KEYWORD)]
+                                 + [P(n, P.KEYWORD_ONLY, default=None) for n in (*obj.knobs, *_OWN_CONDITIONS[:-1])])
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterRun(RunStructure):
+    """One run of token dynamics on Gaussian clusters, as a sweepable ``fn(key, **condition)``.
+
+    Calling it, ``run(key, temperature=..., momentum=..., ..., noise=..., n_clusters=...,
+    method=...)``, draws the data from ``key`` (cluster k depends only on (key, k), see
+    :func:`tokdyn.data.gaussian_clusters`), starts the tokens by ``init`` (Forgy reuses the data's
+    random bits), runs the dynamics and returns a dict of scalars: ari, nmi, sse, steps, converged,
+    collapsed.
+
+    ``rule``: the update rule (a :class:`tokdyn.dynamics.Rule`; default the built-in
+    :data:`tokdyn.dynamics.BUILTIN`). Its conditions are the rule's knobs (:attr:`knobs`, each a
+    float32 scalar, traced): for the built-in rule the fields of :class:`tokdyn.dynamics.Hparams`,
+    whose defaults are this run's fields ``temperature`` ... ``anneal_steps``; for any other rule the
+    field names of its ``hparams``, whose defaults are ``rule.hparams`` (the built-in fields must
+    then keep their defaults). ``method`` indexes ``methods``: rows of the rule's knob values in
+    :attr:`knobs` order (for the built-in rule :meth:`tokdyn.dynamics.Hparams.row`; shorter rows take
+    the defaults for the rest); an explicit condition overrides the method's value. The key handed to
+    the rule (the built-in rule's Langevin noise) is ``fold_in(key, LANGEVIN_STREAM)``. ``draw``:
+    the key's :meth:`draw`, when the caller has it already (the sweep engine shares one per seed);
+    the result is the same either way. A user's rule sees the same data and initial tokens as the
+    built-in rule for the same key, so runs of the two under common random numbers are paired.
+    """
+
+    max_clusters: int = 5
+    temperature: float = 1.0
+    momentum: float = 0.0
+    repulsion: float = 0.0
+    damping: float = 1.0
+    langevin: float = 0.0
+    sinkhorn_iters: float = 0.0
+    slot_norm: float = 0.0
+    anneal_ratio: float = 1.0
+    anneal_steps: float = 0.0
+    noise: float = 0.6
+    n_clusters: int = 4
+    methods: tuple = ()
+    rule: dynamics.Rule = dynamics.BUILTIN
+
+    RULE = dynamics.FIELDS  # the built-in rule's knobs, in the column order of a ``methods`` row
+    AXES = dynamics.FIELDS + ("noise", "n_clusters", "method")  # the conditions with the built-in rule
+    LANGEVIN_STREAM = 0x7FFFFFFE  # the rule's key is fold_in(key, LANGEVIN_STREAM)
+    INIT_STREAM = 0x7FFFFFFF  # the key of a normal / data_mean initialisation
+    __signature__ = _CallSignature()
+
+    def __post_init__(self):
+        if not isinstance(self.rule, dynamics.Rule):
+            hint = " (wrap your functions as tokdyn.dynamics.Rule(init=..., step=...))" if callable(self.rule) else ""
+            raise TypeError(f"rule must be a tokdyn.dynamics.Rule, got {self.rule!r} of type "
+                            f"{type(self.rule).__name__}{hint}")
+        names = self.knobs  # TypeError if the rule's hparams do not name its knobs
+        clash = [n for n in names if n in _OWN_CONDITIONS]
+        if clash:
+            raise ValueError(f"rule {self.rule.name!r} has knobs named {clash}, which are ClusterRun's own "
+                             f"conditions {list(_OWN_CONDITIONS)}: rename them")
+        if self.rule != dynamics.BUILTIN:
+            changed = [f for f in dynamics.FIELDS if getattr(self, f) != getattr(dynamics.Hparams(), f)]
+            if changed:
+                raise ValueError(f"{changed} are knobs of the built-in rule; rule {self.rule.name!r} has the knobs "
+                                 f"{list(names)}, whose defaults are its hparams (dataclasses.replace(rule, "
+                                 f"hparams=...))")
+        if not isinstance(self.methods, (tuple, list)):
+            raise TypeError(f"methods must be a tuple of rows of the rule's knob values (numbers in the order "
+                            f"{list(names)}), got {self.methods!r}")
+        rows = []
+        for row in self.methods:
+            if (not isinstance(row, (tuple, list)) or len(row) > len(names)
+                    or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in row)):
+                raise TypeError(f"methods must be a tuple of rows of the rule's knob values: at most {len(names)} "
+                                f"numbers in the order {list(names)} (an update rule of your own is passed as "
+                                f"rule=, its settings as rows), got the row {row!r}")
+            rows.append(tuple(row))
+        object.__setattr__(self, "methods", tuple(rows))
+
+    @property
+    def knobs(self) -> tuple:
+        """The names of the rule's knobs: this run's rule conditions, the columns of a ``methods`` row."""
+        return dynamics.FIELDS if self.rule == dynamics.BUILTIN else self.rule.knobs
+
+    @property
+    def conditions(self) -> tuple:
+        """Every condition this run takes (the axes a sweep of it may have)."""
+        return self.knobs + ("noise", "n_clusters", "method")
+
+    def defaults(self) -> tuple:
+        """The default value of each knob, in :attr:`knobs` order."""
+        if self.rule == dynamics.BUILTIN:
+            return tuple(getattr(self, f) for f in dynamics.FIELDS)
+        return tuple(jax.tree_util.tree_leaves(self.rule.hparams))
+
+    def __repr__(self) -> str:  # the dataclass's repr, with ``rule`` only when it is not the built-in one
+        fields = [f.name for f in dataclasses.fields(self) if f.name != "rule" or self.rule != dynamics.BUILTIN]
+        return f"{type(self).__qualname__}({', '.join(f'{n}={getattr(self, n)!r}' for n in fields)})"
+
+    def draw(self, key) -> data.ClusterDraw:
+        """The random part of a run's data (:func:`tokdyn.data.cluster_draw`): it depends on the
+        key alone, so under common random numbers every condition of a seed shares it. The sweep
+        engine calls it once per seed and passes it to each run as ``draw=``."""
+        return data.cluster_draw(key, max_clusters=self.max_clusters, points_per_cluster=self.points_per_cluster,
+                                 dim=self.dim, centers=self.centers)
+
+    def __call__(self, key, *, noise=None, n_clusters=None, method=None, draw=None, **knobs):
+        names = self.knobs
+        unknown = [k for k in knobs if k not in names]
+        if unknown:
+            raise TypeError(f"ClusterRun got unknown conditions {unknown}: it takes its rule's knobs {list(names)} "
+                            f"and noise, n_clusters, method")
+        f32 = jnp.float32
+        base = self.defaults()
+        if method is not None:
+            table = [tuple(row) + base[len(row):] for row in self.methods]  # short rows: defaults after
+            base = tuple(jnp.asarray(table, f32)[method])  # a row of the method table
+        leaves = [f32(b) if knobs.get(f) is None else f32(knobs[f]) for f, b in zip(names, base)]
+        hparams = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(self.rule.hparams), leaves)
+        noise = f32(self.noise if noise is None else noise)
+        n_clusters = jnp.int32(self.n_clusters if n_clusters is None else n_clusters)
+        c = data.clusters_from_draw(self.draw(key) if draw is None else draw, n_clusters, noise=noise,
+                                    center_box=f32(self.center_box))
+        if self.init == "data":  # reuse the data's random bits: one threefry call per run
+            t0 = dynamics.forgy(c.x, c.init_noise, c.mask, self.n_tokens)
+        else:
+            t0 = dynamics.init_tokens(jax.random.fold_in(key, self.INIT_STREAM), self.n_tokens, self.dim,
+                                      method=self.init, x=c.x, mask=c.mask, scale=self.init_scale)
+        r = dynamics.run(c.x, t0, hparams, rule=self.rule, mask=c.mask, n_steps=jnp.int32(self.n_steps),
+                         tol=f32(self.tol), key=jax.random.fold_in(key, self.LANGEVIN_STREAM))
+        labels_true = jnp.where(c.mask, c.labels, 0)
+        labels_pred = jnp.where(c.mask, r.labels, 0)
+        kw = dict(n_true=self.max_clusters, n_pred=self.n_tokens)
+        return dict(
+            ari=metrics.ari(labels_true, labels_pred, c.mask, **kw),
+            nmi=metrics.nmi(labels_true, labels_pred, c.mask, **kw),
+            sse=metrics.sse(c.x, labels_pred, r.tokens, c.mask),
+            steps=r.steps,
+            converged=r.converged,
+            collapsed=metrics.collapsed(labels_pred, self.n_tokens, n_clusters, c.mask),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class CollapseRun:
+    """One run, ``fn(key, ratio, noise, momentum, repulsion_rel) -> dict``: draw the data
+    (:func:`tokdyn.data.point_cloud`), start T tokens at distinct data points (Forgy), run the rule
+    at tau = ratio * tau_c(data) with repulsion gamma = repulsion_rel * (tr Cov X)^(3/2), and
+    report the number of token groups at the merge tolerance ``merge_rel * sqrt(tr Cov X)``,
+    whether all tokens merged (collapsed) or any did (merged), convergence (tolerance
+    ``tol_rel * sqrt(tr Cov X)``), steps, tau_c and the smallest token separation relative to the
+    data's RMS radius."""
+
+    shape: str = "blobs2"
+    n_tokens: int = 4
+    n_points: int = 120
+    n_steps: int = 2000
+    merge_rel: float = analysis.MERGE_REL
+    tol_rel: float = 1e-5
+
+    def __call__(self, key, ratio, noise=1.0, momentum=0.0, repulsion_rel=0.0):
+        x = data.point_cloud(key, self.shape, self.n_points, noise)  # (N, D)
+        tau_c = analysis.collapse_threshold(x)
+        scale = jnp.sqrt(jnp.trace(analysis.covariance(x)[0]))
+        t0 = dynamics.forgy(x, jax.random.uniform(jax.random.fold_in(key, 1), x.shape[:1]), None, self.n_tokens)
+        hparams = dynamics.Hparams(ratio * tau_c, jnp.float32(momentum), repulsion_rel * scale**3)
+        r = dynamics.run(x, t0, hparams, n_steps=jnp.int32(self.n_steps), tol=self.tol_rel * scale)
+        _, groups = dynamics.token_groups(r.tokens, self.merge_rel * scale)
+        sep = analysis.min_separation(r.tokens) / scale if self.n_tokens > 1 else jnp.float32(jnp.inf)
+        return dict(groups=groups, collapsed=groups == 1, merged=groups < self.n_tokens, converged=r.converged,
+                    steps=r.steps, tau_c=tau_c, min_sep_rel=sep)

@@ -1,0 +1,21 @@
+"""What the studies share (a study never imports another study); submodules loaded on first access.
+
+- :mod:`tokdyn.experiment.reasoners`  the store of trained latent reasoners: the latent-reasoning
+  study's ``Config``, training a variant to convergence into a study directory
+  (``train_variants``, ``run_variant``, ``ensure_trained``) and loading it back (``load_variant``,
+  ``load_midway``)
+"""
+
+import importlib
+
+__all__ = ["reasoners"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        return importlib.import_module(f"tokdyn.experiment.{name}")
+    raise AttributeError(f"module 'tokdyn.experiment' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,23 @@
+"""The models: their own kernels, networks and training (submodules loaded on first access).
+
+- :mod:`tokdyn.models.slots`     the learned Slot Attention and its object-discovery autoencoder
+- :mod:`tokdyn.models.vtae`      visual-token autoencoders: text tokens <-> colour grids, corpora, diagnostics
+- :mod:`tokdyn.models.sequence`  the second stage: generative models over grid sequences (DDPM, D3PM)
+  and the token-level baselines
+- :mod:`tokdyn.models.latent`    the tiny multimodal latent reasoner: tasks, model (the ``apply``
+  protocol), variants, losses, training, evaluation
+"""
+
+import importlib
+
+__all__ = ["slots", "vtae", "sequence", "latent"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        return importlib.import_module(f"tokdyn.models.{name}")
+    raise AttributeError(f"module 'tokdyn.models' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

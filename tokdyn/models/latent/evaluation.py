@@ -1,0 +1,116 @@
+"""Evaluation of trained latent reasoners: greedy prediction, per-family accuracy, chance level.
+
+- :func:`predict`: greedy answers (and, for caption variants, greedily generated captions) of one
+  model.
+- :func:`evaluate`: accuracy per task family (and caption exact match) of every model of a
+  :func:`tokdyn.train.train_many` run.
+- :func:`majority_baseline`: the accuracy of always answering a family's most frequent training
+  answer.
+- :func:`plateau_change`: how much a learning curve still moves over its last stretch (the
+  convergence criterion of the study).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks
+from tokdyn.models.latent import model as M
+from tokdyn.models.latent import tasks, variants
+from tokdyn.models.latent.config import Config
+
+
+def predict(model: M.Model, params, batch):
+    """Greedy answers (B,) and generated captions (B, K) (K = 0 without captions) of one model;
+    caption token i is the argmax given the tokens before it."""
+    lay, k = model.layout, model.cfg.caption_len
+    if k:
+        cap = jnp.zeros((batch.question.shape[0], k), jnp.int32)
+        for i in range(k):
+            logits = model.apply(params, dataclasses.replace(batch, caption=cap)).logits
+            cap = cap.at[:, i].set(logits[:, lay.caption.start - 1 + i].argmax(-1))
+        batch = dataclasses.replace(batch, caption=cap)
+    else:
+        cap = jnp.zeros((batch.question.shape[0], 0), jnp.int32)
+    return model.apply(params, batch).logits[:, lay.answer].argmax(-1), cap
+
+
+@functools.lru_cache(maxsize=32)
+def _predict_many(cfg: Config, name: str):
+    model = M.Model(variants.model_config(cfg, name, -1))
+    return jax.jit(jax.vmap(lambda p, b: predict(model, p, b), in_axes=(0, None)))
+
+
+def answers(cfg: Config, name: str, params, batch, *, chunk: int = 250):
+    """``(answers, captions)``: the greedy answers (M, N) and generated captions (M, N, K) of the M
+    models in ``params`` (stacked, as :func:`tokdyn.train.train_many` returns them) of
+    variant ``name`` on the N instances of ``batch``, in chunks of ``chunk`` instances (the last
+    one padded: one compilation)."""
+    cfg.validate()
+    variants.variant(name)
+    _checks.positive_int("chunk", chunk)
+    dropped = variants.dropped_captions(cfg, name, -1)
+    pad = cfg.task.vocab.pad
+    f = _predict_many(cfg, name)
+    preds, caps = [], []
+    n = batch.answer.shape[0]
+    size = min(chunk, n)
+    for a in range(0, n, size):
+        idx = np.minimum(np.arange(a, a + size), n - 1)  # the last chunk padded with its last instance: one shape
+        b = variants.stage_batch(jax.tree.map(lambda x: x[idx], batch), dropped, pad)
+        pr, cp = f(params, b)
+        preds.append(np.asarray(pr)[:, : n - a])
+        caps.append(np.asarray(cp)[:, : n - a])
+    return np.concatenate(preds, 1), np.concatenate(caps, 1)
+
+
+def accuracy(cfg: Config, name: str, answers_, captions, batch) -> dict:
+    """Accuracy (M,) per family of ``batch`` and ``"all"`` from :func:`answers`' output; plus
+    ``"caption_exact"`` (the whole caption right) for variants that generate the full caption."""
+    correct = answers_ == np.asarray(batch.answer)[None]
+    fam = np.asarray(batch.family)
+    out = {fname: correct[:, fam == i].mean(1) for i, fname in enumerate(tasks.FAMILIES) if np.any(fam == i)}
+    out["all"] = correct.mean(1)
+    if variants.model_config(cfg, name, -1).caption_len and variants.dropped_captions(cfg, name, -1) == 0:
+        out["caption_exact"] = (captions == np.asarray(batch.caption)[None]).all(-1).mean(1)
+    return out
+
+
+def evaluate(cfg: Config, name: str, params, test, *, chunk: int = 250) -> dict:
+    """Accuracy (M,) per family name and ``"all"`` of the M models in ``params`` of variant
+    ``name`` on ``test`` (see :func:`answers` and :func:`accuracy`)."""
+    pred, cap = answers(cfg, name, params, test, chunk=chunk)
+    return accuracy(cfg, name, pred, cap, test)
+
+
+def plateau_change(steps, values, window: float = 0.2) -> float:
+    """How much ``values`` (a held-out accuracy at ``steps``) still moves over the last ``window``
+    of the steps: the least-squares slope over the points with step >= (1 - window) * last step,
+    times the window's length. NaN with fewer than 3 points in the window. A curve has flattened
+    when its absolute value is below a tolerance (0.01 in the study)."""
+    steps, values = np.asarray(steps, np.float64), np.asarray(values, np.float64)
+    if steps.size == 0:
+        return float("nan")
+    start = (1.0 - window) * steps[-1]
+    sel = steps >= start
+    if sel.sum() < 3:
+        return float("nan")
+    slope = np.polyfit(steps[sel], values[sel], 1)[0]
+    return float(slope * (steps[-1] - start))
+
+
+def majority_baseline(train, test) -> dict:
+    """Accuracy per family of answering each family's most frequent training answer (the chance
+    level)."""
+    out = {}
+    for i, fname in enumerate(tasks.FAMILIES):
+        tr = np.asarray(train.answer)[np.asarray(train.family) == i]
+        te = np.asarray(test.answer)[np.asarray(test.family) == i]
+        if len(tr) and len(te):
+            out[fname] = float((te == np.bincount(tr).argmax()).mean())
+    return out

@@ -1,0 +1,458 @@
+"""The second stage of a visual-token language model: generative models over sequences of colour
+grids, and the token-level baselines they are compared with, trained by the seed in one call.
+
+Models (registry :data:`MODELS`), each over sequences of ``length`` positions:
+
+- ``grid_ddpm``: continuous DDPM (epsilon prediction) over the one-hot grids scaled to [-1, 1]
+  ((L, P, C) per sequence); samples are snapped to the nearest grid (argmax colour per cell).
+- ``grid_d3pm_uniform`` / ``grid_d3pm_absorbing``: D3PM over the cells' colours ((L, P) per
+  sequence) with the uniform or the absorbing kernel, hybrid loss.
+- ``token_d3pm_uniform`` / ``token_d3pm_absorbing``: the same D3PM directly over token ids ((L,)).
+- ``token_ar``: a causal transformer predicting each token from the earlier ones.
+
+The denoiser (``architecture="transformer"``) is a pre-LN transformer over the sequence's
+elements: every cell of every grid is one element (self-attention over positions and cells:
+L * P elements), or every token; each element's embedding adds a learned position (and cell)
+embedding, and an embedding of t is added to every element. ``architecture="mlp"`` flattens the
+whole sequence (meant for single grids, ``length=1``). The autoregressive baseline is the same
+transformer with a causal mask and no t. Diffusion kernels live in :mod:`tokdyn.diffusion`.
+
+Training is :mod:`tokdyn.train`'s: ``trainer(cfg)`` is the model's :class:`tokdyn.train.Trainer`
+(minibatches drawn by key from ``data`` (N, L, P) colours or (N, L) tokens, checked by
+``inputs(cfg, data)``), so ``train.train_many(trainer(cfg), inputs(cfg, data), keys, hp)`` trains
+seeds x settings vmapped and sharded over the local devices, and ``train(key, cfg, hp, data)`` one
+model. A model whose loss or gradient goes non-finite skips that step and records the first such
+step in its state's ``nan_step``; the other models are untouched. ``sample(key, params, cfg, n)``
+draws n sequences.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from tokdyn import _checks, diffusion
+from tokdyn import train as train_layer
+from tokdyn.models.vtae import model as ae_model
+
+MODELS = ("grid_ddpm", "grid_d3pm_uniform", "grid_d3pm_absorbing", "token_d3pm_uniform", "token_d3pm_absorbing",
+          "token_ar")
+ARCHITECTURES = ("transformer", "mlp")
+ELEMENTS = ("cells", "grids")
+SAMPLERS = ("ancestral", "ddim")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Static structure of one generative model and its training.
+
+    Attributes:
+      model: one of :data:`MODELS`.
+      length: L, positions per sequence (1: single grids or tokens).
+      cells: P, cells per grid (grid models).
+      colours: C, colours per cell (grid models).
+      vocab_size: V, token types (token models).
+      T: diffusion steps.
+      schedule: beta schedule (:data:`tokdyn.diffusion.SCHEDULES`); None picks the usual one:
+        ``cosine`` for DDPM and the uniform kernel, ``absorbing`` for the absorbing kernel.
+      architecture: ``transformer`` or ``mlp`` (:data:`ARCHITECTURES`).
+      elements: what the transformer attends over in grid models: ``cells`` (every cell of every
+        grid is an element: L * P elements, attention over positions and cells) or ``grids``
+        (each grid is one element, its cells read and written by linear maps: L elements, the
+        cost of a token model).
+      width: model width D.
+      depth: transformer blocks (hidden layers of the MLP).
+      heads: attention heads.
+      steps: optimiser steps.
+      batch_size: sequences per step.
+      log_every: steps per logging interval, one compiled call of :func:`tokdyn.train.train_many`
+        (``steps`` must be a multiple).
+      warmup: steps of linear learning-rate warm-up from 0 (then cosine decay to 10%).
+      clip_norm: global gradient-norm clipping.
+    """
+
+    model: str = "grid_d3pm_absorbing"
+    length: int = 10
+    cells: int = 9
+    colours: int = 3
+    vocab_size: int = 29
+    T: int = 200
+    schedule: str | None = None
+    architecture: str = "transformer"
+    elements: str = "cells"
+    width: int = 64
+    depth: int = 2
+    heads: int = 4
+    steps: int = 2000
+    batch_size: int = 64
+    log_every: int = 100
+    warmup: int = 100
+    clip_norm: float = 1.0
+
+    @property
+    def on_grids(self) -> bool:
+        return self.model.startswith("grid_")
+
+    @property
+    def continuous(self) -> bool:
+        return self.model == "grid_ddpm"
+
+    @property
+    def kernel(self) -> str | None:
+        return {"uniform": "uniform", "absorbing": "absorbing"}.get(self.model.rsplit("_", 1)[-1])
+
+    @property
+    def classes(self) -> int:
+        """C for grid models, V for token models."""
+        return self.colours if self.on_grids else self.vocab_size
+
+    @property
+    def sample_shape(self) -> tuple:
+        """The shape of one sequence's integer data: (L, P) grids or (L,) tokens."""
+        return (self.length, self.cells) if self.on_grids else (self.length,)
+
+    @property
+    def n_logs(self) -> int:
+        return self.steps // self.log_every
+
+    def beta_schedule(self) -> str:
+        if self.schedule is not None:
+            return self.schedule
+        return "absorbing" if self.kernel == "absorbing" else "cosine"
+
+    def process(self):
+        """The :class:`tokdyn.diffusion.Gaussian` or :class:`~tokdyn.diffusion.Discrete` process
+        (None for ``token_ar``)."""
+        if self.model == "token_ar":
+            return None
+        if self.continuous:
+            return diffusion.gaussian(self.beta_schedule(), self.T)
+        return diffusion.discrete(self.kernel, self.classes, self.beta_schedule(), self.T)
+
+    def validate(self) -> "Config":
+        _checks.choice("model", self.model, MODELS)
+        _checks.choice("architecture", self.architecture, ARCHITECTURES)
+        _checks.choice("elements", self.elements, ELEMENTS)
+        _checks.positive_int("length", self.length)
+        _checks.positive_int("cells", self.cells)
+        _checks.positive_int("colours", self.colours, minimum=2)
+        _checks.positive_int("vocab_size", self.vocab_size, minimum=2)
+        _checks.positive_int("T", self.T, minimum=2 if not self.continuous else 1)
+        if self.schedule is not None:
+            _checks.choice("schedule", self.schedule, diffusion.SCHEDULES)
+            if self.continuous and self.schedule == "absorbing":
+                raise ValueError("schedule must be 'linear' or 'cosine' for grid_ddpm, got 'absorbing'")
+        for name in ("width", "depth", "heads", "steps", "batch_size", "log_every", "warmup"):
+            _checks.positive_int(name, getattr(self, name))
+        if self.width % self.heads:
+            raise ValueError(f"width must be a multiple of heads={self.heads}, got {self.width}")
+        if self.steps % self.log_every:
+            raise ValueError(f"steps must be a multiple of log_every={self.log_every}, got {self.steps}")
+        _checks.real("clip_norm", self.clip_norm, low=0.0, low_open=True)
+        if self.model == "token_ar" and self.architecture != "transformer":
+            raise ValueError(f"architecture must be 'transformer' for token_ar, got {self.architecture!r}")
+        return self
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+    """Traced, sweepable hyper-parameters.
+
+    Attributes:
+      learning_rate: peak Adam learning rate.
+      lam: weight of the auxiliary x_0 cross-entropy in the D3PM hybrid loss.
+    """
+
+    learning_rate: jax.Array = 2e-3
+    lam: jax.Array = 0.01
+
+    def validate(self) -> "Hparams":
+        _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        _checks.real("lam", self.lam, low=0.0)
+        return self
+
+
+# --- the network ----------------------------------------------------------------------------------------
+
+def time_embedding(t, width: int):
+    """(..., width) sinusoidal embedding of (integer) diffusion times."""
+    half = width // 2
+    freq = jnp.exp(-math.log(10_000.0) * jnp.arange(half) / max(half - 1, 1))
+    a = jnp.asarray(t, jnp.float32)[..., None] * freq
+    return jnp.concatenate([jnp.sin(a), jnp.cos(a)], -1)
+
+
+class Block(nn.Module):
+    width: int
+    heads: int
+    causal: bool
+
+    @nn.compact
+    def __call__(self, x):  # (B, n, D)
+        b, n, d = x.shape
+        h, dh = self.heads, self.width // self.heads
+        y = nn.LayerNorm(name="ln1")(x)
+        qkv = nn.Dense(3 * d, name="qkv")(y).reshape(b, n, 3, h, dh)
+        s = jnp.einsum("bqhd,bkhd->bhqk", qkv[:, :, 0], qkv[:, :, 1]) / np.sqrt(dh)
+        if self.causal:
+            s = jnp.where(jnp.tril(jnp.ones((n, n), bool)), s, jnp.finfo(s.dtype).min)
+        o = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(s, -1), qkv[:, :, 2]).reshape(b, n, d)
+        x = x + nn.Dense(d, name="out")(o)
+        y = nn.LayerNorm(name="ln2")(x)
+        return x + nn.Dense(d, name="fc2")(nn.gelu(nn.Dense(4 * d, name="fc1")(y)))
+
+
+class Network(nn.Module):
+    """``(x, t) -> output``: x is (B, *sample_shape) integer states, or (B, L, P, C) floats for
+    ``grid_ddpm``; t (B,). Output (B, *sample_shape, C) (x_0 logits, or epsilon for DDPM)."""
+
+    cfg: Config
+
+    @nn.compact
+    def __call__(self, x, t):
+        c = self.cfg
+        d, init = c.width, nn.initializers.normal(0.02)
+        b = x.shape[0]
+        out_dim = c.classes
+        states = c.classes if c.continuous else (
+            c.classes + 1 if c.kernel == "absorbing" or c.model == "token_ar" else c.classes)  # AR: + BOS
+        if c.architecture == "mlp":
+            h = x.reshape(b, -1) if c.continuous else jax.nn.one_hot(x, states).reshape(b, -1)
+            h = nn.Dense(d * 4)(h) + nn.Dense(d * 4)(time_embedding(t, d))
+            for _ in range(c.depth):
+                h = nn.Dense(d * 4)(nn.gelu(h))
+            y = nn.Dense(math.prod(c.sample_shape) * out_dim)(nn.gelu(h))
+            return y.reshape((b, *c.sample_shape, out_dim))
+        per_grid = c.on_grids and c.elements == "grids"
+        if per_grid:  # one element per grid: its cells flattened, then a linear map
+            cells = x if c.continuous else jax.nn.one_hot(x, states)
+            e = nn.Dense(d, name="grid_in")(cells.reshape(b, c.length, -1))  # (B, L, D)
+        elif c.continuous:
+            e = nn.Dense(d, name="cell_in")(x)  # (B, L, P, D)
+        else:
+            e = nn.Embed(states, d, embedding_init=init, name="state")(x)
+        rank = 1 if per_grid else len(c.sample_shape)
+        e = e + nn.Embed(c.length, d, embedding_init=init, name="position")(jnp.arange(c.length)).reshape(
+            (c.length,) + (1,) * (rank - 1) + (d,))
+        if c.on_grids and not per_grid:
+            e = e + nn.Embed(c.cells, d, embedding_init=init, name="cell")(jnp.arange(c.cells))
+        h = e.reshape(b, -1, d)
+        if c.model != "token_ar":
+            te = nn.Dense(d, name="t2")(nn.gelu(nn.Dense(d, name="t1")(time_embedding(t, d))))
+            h = h + te[:, None, :]
+        for i in range(c.depth):
+            h = Block(d, c.heads, c.model == "token_ar", name=f"block{i}")(h)
+        y = nn.Dense(out_dim * (c.cells if per_grid else 1), name="head")(nn.LayerNorm(name="ln_f")(h))
+        return y.reshape((b, *c.sample_shape, out_dim))
+
+
+def init(key, cfg: Config) -> dict:
+    """The network's parameters."""
+    x = jnp.zeros((1, *cfg.sample_shape, cfg.colours) if cfg.continuous else (1, *cfg.sample_shape),
+                  jnp.float32 if cfg.continuous else jnp.int32)
+    return Network(cfg).init(key, x, jnp.zeros((1,), jnp.int32))
+
+
+def apply(params, cfg: Config, x, t):
+    """The network on a batch: ``x`` (B, ...) and t (B,) -> (B, *sample_shape, C)."""
+    return Network(cfg).apply(params, x, t)
+
+
+def count_params(params) -> int:
+    return int(sum(np.size(v) for v in jax.tree_util.tree_leaves(params)))
+
+
+# --- losses -------------------------------------------------------------------------------------------
+
+def grid_signal(colours, n_colours: int):
+    """(..., C) the one-hot grid scaled to [-1, 1]: the data of ``grid_ddpm``."""
+    return 2.0 * jax.nn.one_hot(colours, n_colours, dtype=jnp.float32) - 1.0
+
+
+def loss_fn(key, params, cfg: Config, hp: Hparams, x0):
+    """``(loss, logs)`` on a batch ``x0`` (B, *sample_shape) of integer data."""
+    b = x0.shape[0]
+    proc = cfg.process()
+    if cfg.model == "token_ar":
+        bos = jnp.full((b, 1), cfg.vocab_size, jnp.int32)
+        logits = apply(params, cfg, jnp.concatenate([bos, x0[:, :-1]], 1), jnp.zeros((b,), jnp.int32))
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, x0)
+        return jnp.mean(ce), dict(vb=jnp.mean(ce), ce=jnp.mean(ce))
+    k_t, k_x = jax.random.split(key)
+    t = jax.random.randint(k_t, (b,), 1, cfg.T + 1)
+    keys = jax.random.split(k_x, b)
+    if cfg.continuous:
+        x_t, eps = jax.vmap(lambda k, x, tt: diffusion.q_sample(k, proc, x, tt))(keys, grid_signal(x0, cfg.colours), t)
+        mse = jnp.mean((apply(params, cfg, x_t, t) - eps) ** 2)
+        return mse, dict(vb=mse, ce=mse)
+    x_t = jax.vmap(lambda k, x, tt: diffusion.q_sample_discrete(k, proc, x, tt))(keys, x0, t)
+    logits = apply(params, cfg, x_t, t)
+    loss, vb, ce = jax.vmap(lambda x, xt, tt, lg: diffusion.hybrid_loss(proc, x, xt, tt, lg, hp.lam))(x0, x_t, t,
+                                                                                                    logits)
+    return jnp.mean(loss), dict(vb=jnp.mean(vb), ce=jnp.mean(ce))
+
+
+# --- training -------------------------------------------------------------------------------------------
+
+CURVES = ("loss", "grad_norm", "vb", "ce")
+
+
+def optim_config(cfg: Config) -> train_layer.Config:
+    """The layer's optimiser settings: linear warm-up over ``cfg.warmup`` steps, then cosine decay
+    to 10% of the peak, gradients clipped to ``cfg.clip_norm``."""
+    return train_layer.Config(steps=cfg.steps, steps_per_call=cfg.log_every, warmup=cfg.warmup, decay="cosine",
+                              final_fraction=0.1, clip_norm=cfg.clip_norm)
+
+
+@functools.lru_cache(maxsize=64)
+def trainer(cfg: Config) -> train_layer.Trainer:
+    """The model's :class:`tokdyn.train.Trainer` (data: the (N, *sample_shape) integers;
+    hyper-parameters: :class:`Hparams`): step t's key ``fold_in(run key, t)`` splits into the
+    minibatch's (``batch_size`` rows of the data drawn with replacement) and the loss's. The same
+    object for the same ``cfg``."""
+
+    def batch(key, data, step):
+        k_batch = jax.random.split(key)[0]
+        return data[jax.random.randint(k_batch, (cfg.batch_size,), 0, data.shape[0])]
+
+    def loss(params, x0, key, hp):
+        return loss_fn(jax.random.split(key)[1], params, cfg, hp, x0)
+
+    return train_layer.Trainer(optim_config(cfg), init=lambda key, hp: init(key, cfg), loss=loss, batch=batch,
+                               name=cfg.model)
+
+
+def _check_data(cfg: Config, data):
+    want = cfg.sample_shape
+    if tuple(np.shape(data)[1:]) != want or np.ndim(data) != len(want) + 1 or np.shape(data)[0] < 1:
+        raise ValueError(f"data must have shape (N, {', '.join(map(str, want))}) for model {cfg.model!r} "
+                         f"(length={cfg.length}" + (f", cells={cfg.cells}" if cfg.on_grids else "")
+                         + f"), got {np.shape(data)}")
+    if _checks.dtype_of(data).kind not in "iu":
+        raise TypeError(f"data must hold integer {'colours' if cfg.on_grids else 'token ids'}, "
+                        f"got dtype {_checks.dtype_of(data)}")
+    if _checks.on_host(data):
+        lo, hi = int(np.min(data)), int(np.max(data))
+        if lo < 0 or hi >= cfg.classes:
+            what = f"colours={cfg.colours}" if cfg.on_grids else f"vocab_size={cfg.vocab_size}"
+            raise ValueError(f"data values must lie in [0, {what}), got range [{lo}, {hi}]")
+
+
+def inputs(cfg: Config, data):
+    """The training data, checked against ``cfg`` (shape, integer dtype, range), as int32."""
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a tokdyn.models.sequence.Config, got {type(cfg).__name__}")
+    cfg.validate()
+    _check_data(cfg, data)
+    return jnp.asarray(data, jnp.int32)
+
+
+def _check_train(key, cfg, hparams, data):
+    _checks.prng_key("key", key)
+    data = inputs(cfg, data)
+    hparams = Hparams() if hparams is None else hparams
+    hparams.validate()
+    return dict(hparams=jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), hparams), data=data)
+
+
+@_checks.checked_jit(_check_train, static_argnames=("cfg",))
+def train(key, cfg: Config, hparams: Hparams | None, data):
+    """Train one model on ``data`` (N, *sample_shape) integers: ``(state, curves)`` of
+    :func:`tokdyn.train.make_train` of :func:`trainer` (jitted on ``cfg``)."""
+    return train_layer.make_train(trainer(cfg))(key, hparams, data)
+
+
+# --- sampling -------------------------------------------------------------------------------------------
+
+def _check_sample(key, params, cfg, n, sampler, ddim_steps):
+    _checks.prng_key("key", key)
+    cfg.validate()
+    _checks.positive_int("n", n)
+    _checks.choice("sampler", sampler, SAMPLERS)
+    if sampler == "ddim":
+        if not cfg.continuous:
+            raise ValueError(f"sampler 'ddim' needs model='grid_ddpm', got model={cfg.model!r}")
+        _checks.positive_int("ddim_steps", ddim_steps)
+        if ddim_steps > cfg.T:
+            raise ValueError(f"ddim_steps must be <= T={cfg.T}, got {ddim_steps}")
+
+
+@_checks.checked_jit(_check_sample, static_argnames=("cfg", "n", "sampler", "ddim_steps"))
+def sample(key, params, cfg: Config, n: int, sampler: str = "ancestral", ddim_steps: int = 50):
+    """n sequences (n, *sample_shape) of integers: colours for grid models, token ids otherwise.
+    ``grid_ddpm`` samples with T ancestral steps or ``ddim_steps`` DDIM steps, x_0 clipped to
+    [-1, 1], then each cell takes its largest channel."""
+    proc = cfg.process()
+    if cfg.model == "token_ar":
+        def step(seq, args):
+            i, k = args
+            logits = apply(params, cfg, seq[:, :-1], jnp.zeros((n,), jnp.int32))[:, i]
+            return seq.at[:, i + 1].set(jax.random.categorical(k, logits).astype(jnp.int32)), None
+
+        seq = jnp.full((n, cfg.length + 1), cfg.vocab_size, jnp.int32)
+        seq, _ = jax.lax.scan(step, seq, (jnp.arange(cfg.length), jax.random.split(key, cfg.length)))
+        return seq[:, 1:]
+    batched = lambda x, t: apply(params, cfg, x, jnp.full((n,), t, jnp.int32))
+    if cfg.continuous:
+        shape = (n, *cfg.sample_shape, cfg.colours)
+        if sampler == "ddim":
+            x = diffusion.ddim_sample(key, proc, batched, shape, ddim_steps, clip=1.0)
+        else:
+            x = diffusion.sample(key, proc, batched, shape, clip=1.0)
+        return jnp.argmax(x, -1).astype(jnp.int32)
+    return diffusion.sample_discrete(key, proc, batched, (n, *cfg.sample_shape))
+
+
+def _check_nll(key, params, cfg, x0):
+    _checks.prng_key("key", key)
+    cfg.validate()
+    if cfg.continuous:
+        raise ValueError("model 'grid_ddpm' has a density, not a probability: no likelihood comparable with the "
+                         "discrete models; use a D3PM or token model")
+    if tuple(np.shape(x0)[1:]) != cfg.sample_shape:
+        raise ValueError(f"x0 must have shape (B, {', '.join(map(str, cfg.sample_shape))}), got {np.shape(x0)}")
+
+
+@_checks.checked_jit(_check_nll, static_argnames=("cfg",))
+def nll_bound(key, params, cfg: Config, x0):
+    """(B,) nats per sequence of ``x0`` (B, *sample_shape): the exact negative log-likelihood for
+    ``token_ar``, the variational bound (:func:`tokdyn.diffusion.nll_bound`, one draw of x_t per
+    t) for D3PM models. For grid models it bounds ``-log p`` of the grid sequence, hence of the
+    token sequence the grids decode to."""
+    b = x0.shape[0]
+    if cfg.model == "token_ar":
+        bos = jnp.full((b, 1), cfg.vocab_size, jnp.int32)
+        logits = apply(params, cfg, jnp.concatenate([bos, x0[:, :-1]], 1), jnp.zeros((b,), jnp.int32))
+        return optax.softmax_cross_entropy_with_integer_labels(logits, x0).sum(-1)
+    proc = cfg.process()
+    one = lambda k, x: diffusion.nll_bound(k, proc, lambda xt, t: apply(params, cfg, xt[None], jnp.reshape(t, (1,)))[0],
+                                           x)
+    return jax.vmap(one)(jax.random.split(key, b), x0)  # vmap batches the network calls of each t
+
+
+# --- decoding (host side) ------------------------------------------------------------------------------
+
+
+def decode_grids(ae_params, ae_cfg, colours):
+    """``(tokens, confidence)``, each (n, L): every grid of ``colours`` (n, L, P) read by a trained
+    autoencoder's decoder (``ae_cfg``: a :class:`tokdyn.models.vtae.Config` with a one-hot encoder mode):
+    the decoder's most likely token and its probability."""
+    colours = np.asarray(colours)
+    if colours.ndim != 3 or colours.shape[2] != ae_cfg.cells:
+        raise ValueError(f"colours must have shape (n, L, P={ae_cfg.cells}) to match the autoencoder, "
+                         f"got {colours.shape}")
+    if colours.size and (colours.min() < 0 or colours.max() >= ae_cfg.colours):
+        raise ValueError(f"colours must lie in [0, {ae_cfg.colours}) to match the autoencoder's colours, got range "
+                         f"[{colours.min()}, {colours.max()}]")
+    x = jax.nn.one_hot(jnp.asarray(colours.reshape(-1, ae_cfg.cells)), ae_cfg.colours)
+    probs = np.asarray(jax.nn.softmax(ae_model.decode(ae_params, ae_cfg, x), -1))
+    tok = probs.argmax(-1)
+    return tok.reshape(colours.shape[:2]).astype(np.int32), probs.max(-1).reshape(colours.shape[:2])

@@ -1,0 +1,440 @@
+"""A learned Slot Attention (Locatello et al., 2020) and its object-discovery autoencoder, trained
+through :mod:`tokdyn.train` (:func:`trainer`): the learned counterpart of the fixed token dynamics
+of :mod:`tokdyn.dynamics`.
+
+The module (:class:`SlotAttention`), as in the paper:
+
+* LayerNorm on the inputs; keys and values by linear maps without bias;
+* K slots drawn from a learned Gaussian, ``mu + exp(log_sigma) * z`` with ``z ~ N(0, I)``
+  (reparameterised: gradients reach ``mu`` and ``log_sigma``);
+* each iteration: LayerNorm on the slots, queries ``q = W_q LN(slots)`` (no bias), logits
+  ``k q^T / sqrt(D)``, softmax over the *slots* (slots compete for every input), ``+ 1e-8``, then
+  normalised over the inputs: the update of each slot is the weighted mean of the values; a GRU
+  takes the previous slot and the update, and a residual MLP (on LayerNorm'd slots) follows.
+* ``implicit=True``: "Object Representations as Fixed Points" (Chang et al., 2022): the first
+  ``iterations - 1`` iterations run without gradients (``stop_gradient`` on their result), and only
+  the last one is differentiated: the gradient of a fixed point to first order, at the memory
+  and compute of one iteration. (The slots' initial distribution then receives no gradient.)
+
+The autoencoder (:class:`Autoencoder`): a small CNN encoder (``encoder_channels``, square kernels
+of side ``encoder_kernel``, ReLU) with a learned position embedding (a linear map of the 4-channel grid ``(y, x, 1 - y,
+1 - x)`` added to the features), LayerNorm and a two-layer MLP, then Slot Attention; a spatial-
+broadcast decoder gives every slot an RGB image and an alpha logit per pixel, the alphas are
+normalised over slots (softmax) and mix the RGBs into the reconstruction. The loss is the mean
+squared error; the predicted segmentation is the argmax of the alphas. Three decoders:
+``"mlp"`` (each pixel from the slot and its position embedding through an MLP: no convolution,
+cheap on a CPU), ``"conv"`` (the same broadcast at full resolution, then two 3 x 3 convolutions:
+the spatial-broadcast decoder of Watters et al., 2019) and ``"cnn"`` (broadcast on an 8 x 8 grid,
+transposed convolutions up to the image size, as the paper's decoder).
+
+Training: :func:`trainer` is what the model hands to :func:`tokdyn.train.train_many` (initial
+parameters, the loss, each step's batch drawn from a pool of images with ``fold_in(run key,
+step)``); the layer owns the optimiser (Adam with a linear warm-up and a cosine decay, gradients
+clipped to a global norm, non-finite steps skipped), the loop over seeds, checkpoints and resuming.
+:func:`models` gives the keys and hyper-parameters of every seed x setting, :func:`stamp` what a
+checkpoint is keyed on, :func:`default_strategy` how the models' steps run on a backend.
+
+Collapse, in the vocabulary of the fixed dynamics (:func:`collapse`): *duplicate* slots (closer
+than the package's merge tolerance, :func:`tokdyn.dynamics.token_groups`) and *unused* slots (no
+pixel in the predicted segmentation).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from typing import NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks, dynamics, io, metrics, train
+
+DECODERS = ("mlp", "conv", "cnn")
+EPS = 1e-8  # added to every attention weight before normalising over the inputs (as the paper)
+FINAL_FRACTION = 0.05  # the cosine decay ends at this fraction of the peak learning rate
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Static structure of the model and its training (hashable: a static argument).
+
+    Attributes:
+      size: image side (images are size x size x 3, values in [0, 1]).
+      slots: K, the number of slots.
+      iterations: Slot Attention iterations.
+      slot_size: D, the width of slots, keys, queries and values.
+      mlp_hidden: hidden width of the slots' residual MLP.
+      encoder_channels: channels of the CNN encoder's convolutions (the last is the inputs' width).
+      encoder_kernel: side of the encoder's square convolution kernels.
+      decoder: spatial-broadcast decoder, mlp (per-pixel MLP) | conv (3 x 3 convolutions at full
+        resolution) | cnn (8 x 8 broadcast, transposed convolutions).
+      decoder_hidden: hidden width (mlp) or channels (cnn) of the decoder.
+      implicit: implicit differentiation: only the last iteration is differentiated.
+      steps: optimiser steps per model (a multiple of steps_per_call; the schedule decays over it).
+      batch_size: images per step, drawn with replacement from the pool.
+      warmup: steps of linear learning-rate warm-up before the cosine decay (at least 1 and at
+        most steps - 1 are used: :attr:`warmup_steps`).
+      clip_norm: gradients are clipped to this global norm.
+      steps_per_call: optimiser steps per compiled call (the checkpoint interval).
+      seeds: models trained together (seed s has run key fold_in(key(root_seed), s)).
+      root_seed: root PRNG seed of every model's initial parameters, batches and slot noise.
+    """
+
+    size: int = 32
+    slots: int = 5
+    iterations: int = 3
+    slot_size: int = 64
+    mlp_hidden: int = 128
+    encoder_channels: tuple = (32, 32, 32)
+    encoder_kernel: int = 5
+    decoder: str = "mlp"
+    decoder_hidden: int = 64
+    implicit: bool = False
+    steps: int = 4000
+    batch_size: int = 32
+    warmup: int = 200
+    clip_norm: float = 1.0
+    steps_per_call: int = 100
+    seeds: int = 4
+    root_seed: int = 0
+
+    def validate(self) -> "Config":
+        for name in ("size", "slots", "iterations", "slot_size", "mlp_hidden", "encoder_kernel", "decoder_hidden", "steps",
+                     "batch_size", "steps_per_call", "seeds"):
+            _checks.positive_int(name, getattr(self, name))
+        _checks.positive_int("warmup", self.warmup, minimum=0)
+        _checks.positive_int("root_seed", self.root_seed, minimum=0)
+        _checks.real("clip_norm", self.clip_norm, low=0.0, low_open=True)
+        _checks.choice("decoder", self.decoder, DECODERS)
+        if not isinstance(self.implicit, bool):
+            raise TypeError(f"implicit must be a bool, got {self.implicit!r}")
+        channels = tuple(self.encoder_channels)
+        if not channels or any(not isinstance(c, (int, np.integer)) or c < 1 for c in channels):
+            raise ValueError(f"encoder_channels must be a non-empty tuple of positive ints, got {self.encoder_channels!r}")
+        if self.decoder == "cnn" and (self.size % 8 or self.size < 8):
+            raise ValueError(f"decoder='cnn' upsamples an 8 x 8 grid by powers of 2: size must be 8 * 2^j, got {self.size}")
+        if self.decoder == "cnn" and (self.size // 8) & (self.size // 8 - 1):
+            raise ValueError(f"decoder='cnn' upsamples an 8 x 8 grid by powers of 2: size must be 8 * 2^j, got {self.size}")
+        if self.steps % self.steps_per_call:
+            raise ValueError(f"steps must be a multiple of steps_per_call={self.steps_per_call}, got {self.steps}")
+        return self
+
+    @property
+    def warmup_steps(self) -> int:
+        """The warm-up of the schedule: ``warmup``, at least 1 and at most ``steps - 1``."""
+        return min(self.warmup, self.steps - 1) or 1
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+    """Traced, sweepable hyper-parameters (a float each, or an (H,) array of settings: :func:`models`).
+
+    Attributes:
+      learning_rate: peak Adam learning rate (after warm-up; decays to 5% of it).
+    """
+
+    learning_rate: jax.Array | float = 4e-4
+
+    def validate(self) -> "Hparams":
+        _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- the model
+
+
+def position_grid(height: int, width: int):
+    """(H, W, 4) the paper's position channels ``(y, x, 1 - y, 1 - x)``, y and x in [0, 1]."""
+    y, x = jnp.meshgrid(jnp.linspace(0.0, 1.0, height), jnp.linspace(0.0, 1.0, width), indexing="ij")
+    return jnp.stack([y, x, 1.0 - y, 1.0 - x], axis=-1)
+
+
+class SlotAttention(nn.Module):
+    """Slot Attention over ``inputs`` (B, N, C) with slot noise ``z`` (B, K, D) ~ N(0, I).
+    Returns ``(slots (B, K, D), attention (B, N, K))``: the last iteration's attention, softmaxed
+    over slots (each input's weights sum to 1)."""
+
+    n_slots: int
+    iterations: int
+    slot_size: int
+    mlp_hidden: int
+    implicit: bool = False
+
+    @nn.compact
+    def __call__(self, inputs, z):
+        D = self.slot_size
+        x = nn.LayerNorm(name="norm_inputs")(inputs)
+        k = nn.Dense(D, use_bias=False, name="to_k")(x)  # (B, N, D)
+        v = nn.Dense(D, use_bias=False, name="to_v")(x)
+        mu = self.param("mu", nn.initializers.xavier_uniform(), (1, D))
+        log_sigma = self.param("log_sigma", nn.initializers.xavier_uniform(), (1, D))
+        slots = mu + jnp.exp(log_sigma) * z  # (B, K, D)
+        norm_slots, to_q = nn.LayerNorm(name="norm_slots"), nn.Dense(D, use_bias=False, name="to_q")
+        gru = nn.GRUCell(D, name="gru")
+        norm_mlp = nn.LayerNorm(name="norm_mlp")
+        mlp = nn.Sequential([nn.Dense(self.mlp_hidden, name="mlp_in"), nn.relu, nn.Dense(D, name="mlp_out")])
+
+        def iterate(slots):
+            q = to_q(norm_slots(slots)) * D ** -0.5  # (B, K, D)
+            attn = jax.nn.softmax(jnp.einsum("bnd,bkd->bnk", k, q), axis=-1) + EPS  # (B, N, K)
+            weights = attn / jnp.sum(attn, axis=1, keepdims=True)  # normalised over the inputs
+            updates = jnp.einsum("bnk,bnd->bkd", weights, v)
+            slots, _ = gru(slots, updates)
+            return slots + mlp(norm_mlp(slots)), attn
+
+        attn = None
+        for i in range(self.iterations):
+            if self.implicit and i == self.iterations - 1:
+                slots = jax.lax.stop_gradient(slots)
+            slots, attn = iterate(slots)
+        return slots, attn
+
+
+class Outputs(NamedTuple):
+    """What :func:`apply` returns for a batch of B images (K slots, H x W pixels).
+
+    Attributes:
+      recon: (B, H, W, 3) the reconstruction.
+      rgb: (B, K, H, W, 3) each slot's image.
+      alpha: (B, K, H, W) each slot's mask, softmaxed over slots.
+      slots: (B, K, D) the final slots.
+      attention: (B, H * W, K) the last iteration's attention (softmax over slots).
+      labels: (B, H, W) int32 predicted segmentation: the argmax of ``alpha`` over slots.
+    """
+
+    recon: jax.Array
+    rgb: jax.Array
+    alpha: jax.Array
+    slots: jax.Array
+    attention: jax.Array
+    labels: jax.Array
+
+
+class Autoencoder(nn.Module):
+    """Encoder -> Slot Attention -> spatial-broadcast decoder (see the module docstring)."""
+
+    cfg: Config
+
+    @nn.compact
+    def __call__(self, images, z) -> Outputs:
+        cfg = self.cfg
+        B, H, W, _ = images.shape
+        pos = position_grid(H, W)
+        h = images
+        for i, c in enumerate(cfg.encoder_channels):
+            h = nn.relu(nn.Conv(c, (cfg.encoder_kernel,) * 2, padding="SAME", name=f"conv{i}")(h))
+        C = cfg.encoder_channels[-1]
+        h = h + nn.Dense(C, name="enc_pos")(pos)
+        h = nn.LayerNorm(name="enc_norm")(h.reshape(B, H * W, C))
+        h = nn.Dense(C, name="enc_mlp1")(nn.relu(nn.Dense(C, name="enc_mlp0")(h)))
+        slots, attn = SlotAttention(cfg.slots, cfg.iterations, cfg.slot_size, cfg.mlp_hidden, cfg.implicit,
+                                    name="slot_attention")(h, z)
+        K, F = cfg.slots, cfg.decoder_hidden
+        if cfg.decoder == "mlp":
+            d = nn.Dense(F, name="dec_slot")(slots)[:, :, None, None, :] + nn.Dense(F, name="dec_pos")(pos)
+            d = nn.relu(d)  # (B, K, H, W, F)
+            d = nn.relu(nn.Dense(F, name="dec_hidden0")(d))
+            d = nn.relu(nn.Dense(F, name="dec_hidden1")(d))
+            out = nn.Dense(4, name="dec_out")(d)  # (B, K, H, W, 4)
+        elif cfg.decoder == "conv":
+            d = nn.Dense(F, name="dec_slot")(slots)[:, :, None, None, :] + nn.Dense(F, name="dec_pos")(pos)
+            d = nn.relu(d).reshape(B * K, H, W, F)
+            d = nn.relu(nn.Conv(F, (3, 3), padding="SAME", name="dec_conv0")(d))
+            d = nn.relu(nn.Conv(F, (3, 3), padding="SAME", name="dec_conv1")(d))
+            out = nn.Conv(4, (3, 3), padding="SAME", name="dec_out")(d).reshape(B, K, H, W, 4)
+        else:
+            g = 8
+            d = jnp.broadcast_to(slots[:, :, None, None, :], (B, K, g, g, cfg.slot_size)).reshape(B * K, g, g, -1)
+            d = d + nn.Dense(cfg.slot_size, name="dec_pos")(position_grid(g, g))
+            while g < H:
+                d = nn.relu(nn.ConvTranspose(F, (5, 5), strides=(2, 2), padding="SAME", name=f"dec_up{g}")(d))
+                g *= 2
+            d = nn.relu(nn.Conv(F, (5, 5), padding="SAME", name="dec_conv")(d))
+            out = nn.Conv(4, (3, 3), padding="SAME", name="dec_out")(d).reshape(B, K, H, W, 4)
+        rgb, alpha = out[..., :3], jax.nn.softmax(out[..., 3], axis=1)
+        recon = jnp.sum(alpha[..., None] * rgb, axis=1)
+        labels = jnp.argmax(alpha, axis=1).astype(jnp.int32)
+        return Outputs(recon, rgb, alpha, slots, attn, labels)
+
+
+def slot_noise(key, cfg: Config, batch: int):
+    """(batch, K, D) standard-normal noise of the slots' initial draw."""
+    return jax.random.normal(key, (batch, cfg.slots, cfg.slot_size))
+
+
+def init(key, cfg: Config) -> dict:
+    """Parameters of the autoencoder (``{"params": ...}``, flax's layout)."""
+    images = jnp.zeros((1, cfg.size, cfg.size, 3))
+    return Autoencoder(cfg).init(key, images, slot_noise(key, cfg, 1))
+
+
+def _check_images(name, images, size):
+    if np.ndim(images) != 4 or np.shape(images)[0] < 1 or np.shape(images)[1:] != (size, size, 3):
+        raise ValueError(f"{name} must have shape (B, {size}, {size}, 3) with B >= 1 (RGB images of the config's size), "
+                         f"got {np.shape(images)}")
+    if _checks.dtype_of(images).kind != "f":
+        raise TypeError(f"{name} must hold floats in [0, 1], got dtype {_checks.dtype_of(images)}")
+    if _checks.on_host(images):
+        lo, hi = float(np.min(images)), float(np.max(images))
+        if not (0.0 <= lo and hi <= 1.0):
+            raise ValueError(f"{name} values must lie in [0, 1], got range [{lo}, {hi}]")
+
+
+def _check_apply(key, params, cfg, images):
+    _checks.prng_key("key", key)
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a tokdyn.models.slots.Config, got {type(cfg).__name__}")
+    cfg.validate()
+    if not hasattr(images, "shape"):  # nested lists: as an array, checked like one
+        images = np.asarray(images)
+    _check_images("images", images, cfg.size)
+    return dict(images=images)
+
+
+@_checks.checked_jit(_check_apply, static_argnames=("cfg",))
+def apply(key, params, cfg: Config, images) -> Outputs:
+    """Run the autoencoder on ``images`` (B, size, size, 3) in [0, 1]; ``key`` draws the slots'
+    initial noise (:func:`slot_noise`)."""
+    return Autoencoder(cfg).apply(params, images, slot_noise(key, cfg, images.shape[0]))
+
+
+def loss_fn(key, params, cfg: Config, images):
+    """Mean squared reconstruction error of a batch, and the outputs (``key``: the slot noise)."""
+    out = Autoencoder(cfg).apply(params, images, slot_noise(key, cfg, images.shape[0]))
+    return jnp.mean((out.recon - images) ** 2), out
+
+
+def collapse(slots, labels, merge_tol=dynamics.DEFAULT_MERGE_TOL):
+    """``(duplicates, unused)`` of one image's slots (K, D) and segmentation labels (any shape,
+    values in [0, K)): slots merged into another by :func:`tokdyn.dynamics.token_groups` at
+    ``merge_tol`` (K - number of groups), and slots that own no pixel. vmap over images."""
+    K = slots.shape[0]
+    _, groups = dynamics.token_groups(slots, merge_tol)
+    return K - groups, K - metrics.n_used(jnp.ravel(labels), K)
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def seed_keys(cfg: Config):
+    """(seeds,) keys ``fold_in(key(root_seed), s)``, one per seed."""
+    root = jax.random.key(cfg.root_seed)
+    return jnp.stack([jax.random.fold_in(root, s) for s in range(cfg.seeds)])
+
+
+def models(cfg: Config, hparams: Optional[Hparams] = None):
+    """``(keys, hparams)`` of every seed x setting for :func:`tokdyn.train.train_many`: ``hparams``
+    (default :class:`Hparams`) with scalar or (H,) fields gives M = H x ``cfg.seeds`` models, model
+    ``h * seeds + s`` setting h with seed s (:func:`tokdyn.train.grid`: the settings share their
+    seeds' initial parameters, batches and slot noise)."""
+    hparams = Hparams() if hparams is None else hparams
+    if not isinstance(hparams, Hparams):
+        raise TypeError(f"hparams must be a tokdyn.models.slots.Hparams, got {type(hparams).__name__}")
+    hparams.validate()
+    return train.grid(seed_keys(cfg), hparams)
+
+
+def stamp(cfg: Config) -> str:
+    """What a checkpoint of ``cfg``'s models is keyed on (the ``stamp`` of
+    :func:`tokdyn.train.train_many`): the configuration as JSON."""
+    return json.dumps(io.jsonable(dataclasses.asdict(cfg)), sort_keys=True)
+
+
+def run_keys(key):
+    """``(key of the initial parameters, run key)`` of a seed's key: ``(fold_in(key, 2**31 - 1), key)``."""
+    return jax.random.fold_in(key, 2 ** 31 - 1), key
+
+
+def draw_batch(key, pool, batch_size: int):
+    """A step's images: ``batch_size`` drawn with replacement from ``pool`` (N, H, W, 3) with the
+    first key of ``split(key)`` (the second draws the step's slot noise, :func:`trainer`)."""
+    k_batch, _ = jax.random.split(key)
+    return pool[jax.random.randint(k_batch, (batch_size,), 0, pool.shape[0])]
+
+
+def default_strategy(backend: str) -> str:
+    """The :func:`tokdyn.train.train_many` strategy for these models on ``backend``: ``"loop"``
+    (one compiled call per model and step) on a CPU, ``"step"`` (one compiled call per step, the
+    models vmapped) elsewhere.
+
+    Never ``"scan"`` on a CPU: XLA:CPU runs the weight gradient of a convolution inside a ``while``
+    loop (``lax.scan``, ``lax.map``, ``fori_loop``) tens of times slower than outside one
+    (jax-ml/jax#12868; measured here: a 5 x 5, 32-channel conv's weight gradient on a 32 x 32 x 32
+    batch takes 0.12 s alone and 3.2 s per iteration in a ``scan``), which costs far more than one
+    dispatch per step. And the loop over models is the fastest there (``benchmarks/bench_slots.py``,
+    4 models of the scenes study on our 2-core CPU: loop 6.1 model-steps/s, vmapped 5.0, mapped
+    one by one with ``lax.map`` 1.9; the vmapped convolutions are grouped convolutions with
+    per-model kernels)."""
+    return "loop" if backend == "cpu" else "step"
+
+
+def trainer(cfg: Config) -> train.Trainer:
+    """``cfg``'s training, a :class:`tokdyn.train.Trainer` (the same object for equal
+    configurations, so its compilation is reused). Train with :func:`tokdyn.train.train_many`::
+
+        keys, hp = slots.models(cfg, slots.Hparams(learning_rate=4e-4))
+        result = train.train_many(slots.trainer(cfg), pool, keys, hp, checkpoint="slots.npz",
+                                  stamp=slots.stamp(cfg), strategy=slots.default_strategy(jax.default_backend()),
+                                  vectorised_init=False)
+
+    ``pool``: (N, size, size, 3) images in [0, 1]. A seed's key gives the initial parameters'
+    key and the run key (:func:`run_keys`); step t's key ``fold_in(run key, t)`` is split into the
+    key of its batch (:func:`draw_batch`) and that of its slot noise; the loss is :func:`loss_fn`.
+    The optimiser (:mod:`tokdyn.train.optim`): gradients clipped to ``clip_norm``, then Adam with a
+    linear warm-up over ``warmup_steps`` and a cosine decay to 5% of the peak at ``steps``.
+    Logs: ``loss`` and ``grad_norm``. Pass ``vectorised_init=False``: on XLA:CPU (jaxlib 0.10.2)
+    ``jit(vmap)`` of the scenes study's model initialisation never finished (the process waited
+    with no CPU use; tiny models do finish), and one call per model costs a few seconds once."""
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a tokdyn.models.slots.Config, got {type(cfg).__name__}")
+    cfg.validate()
+    return _trainer(dataclasses.replace(cfg, encoder_channels=tuple(int(c) for c in cfg.encoder_channels)))
+
+
+@functools.lru_cache(maxsize=32)
+def _trainer(cfg: Config) -> train.Trainer:
+    def batch(key, pool, step):
+        _check_images("the training pool", pool, cfg.size)  # shapes and dtype, while tracing
+        return draw_batch(key, pool, cfg.batch_size)
+
+    def loss(params, images, key, hparams):
+        value, _ = loss_fn(jax.random.split(key)[1], params, cfg, images)
+        return value, {}
+
+    config = train.Config(steps=cfg.steps, steps_per_call=cfg.steps_per_call, warmup=cfg.warmup_steps,
+                          decay="cosine", final_fraction=FINAL_FRACTION, clip_norm=cfg.clip_norm)
+    return train.Trainer(config, init=lambda key, hparams: init(key, cfg), loss=loss, batch=batch, keys=run_keys,
+                         name="slot attention (implicit)" if cfg.implicit else "slot attention")
+
+
+def params_of(state: train.TrainState, i: int) -> dict:
+    """Model ``i``'s parameters from a stacked state (:attr:`tokdyn.train.Result.state`)."""
+    return jax.tree_util.tree_map(lambda a: a[i], state.params)
+
+
+def segment(key, params, cfg: Config, images, *, chunk: int = 256):
+    """Predicted segmentation (n, H, W) int32 and final slots (n, K, D) of ``images`` by one
+    model, in chunks of ``chunk`` images (``lax.map``) to bound memory; image i's slot noise
+    depends only on ``key`` and i."""
+    images = _check_apply(key, params, cfg, images)["images"]
+    chunk = _checks.positive_int("chunk", chunk)
+    n = images.shape[0]
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+    return _segment(params, cfg, jnp.asarray(images, jnp.float32), keys, min(chunk, n))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "chunk"))
+def _segment(params, cfg, images, keys, chunk):
+    model = Autoencoder(cfg)
+
+    def one(args):
+        image, k = args
+        out = model.apply(params, image[None], slot_noise(k, cfg, 1))
+        return out.labels[0], out.slots[0]
+
+    return jax.lax.map(one, (images, keys), batch_size=chunk)

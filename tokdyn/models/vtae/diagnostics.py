@@ -1,0 +1,148 @@
+"""Diagnostics of a token -> grid -> token autoencoder (pure, jittable, vmappable over models).
+
+Each function takes plain arrays, so it works for any encoder/decoder pair: predictions or
+logits (V, V) of every token's own grid, codes (V, P), decoder inputs (V, P, F).
+:func:`evaluate` runs them all on a :mod:`tokdyn.models.vtae` model.
+
+Conventions: "per type" averages over the V types equally; "per occurrence" weights each type by
+its corpus frequency ``weights`` (V,). The dominant-prediction frequency is the share of types
+(or occurrences) predicted as the single most predicted token; ``collapsed`` is it > 0.9.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from tokdyn.models.vtae import losses, model, training
+
+COLLAPSE_THRESHOLD = 0.9
+
+
+def accuracy(pred, targets, weights=None):
+    """Share of ``pred == targets`` (per type; per occurrence with ``weights``)."""
+    correct = (pred == targets).astype(jnp.float32)
+    return jnp.mean(correct) if weights is None else jnp.sum(weights * correct) / jnp.sum(weights)
+
+
+def dominant_frequency(pred, n_classes: int, weights=None):
+    """Largest share of (weighted) predictions that name one token; pred (V,) int."""
+    w = jnp.ones(pred.shape, jnp.float32) if weights is None else weights
+    share = jax.ops.segment_sum(w, pred, num_segments=n_classes) / jnp.sum(w)
+    return jnp.max(share)
+
+
+def pairwise_hamming(codes, n_colours: int):
+    """(V, V) numbers of differing cells between the grids ``codes`` (V, P) (one-hot matmul)."""
+    oh = jax.nn.one_hot(codes, n_colours, dtype=jnp.float32).reshape(codes.shape[0], -1)  # (V, P*C)
+    return codes.shape[1] - jnp.round(oh @ oh.T).astype(jnp.int32)
+
+
+def grid_uniqueness(codes, n_colours: int):
+    """(share of distinct grids, minimum Hamming distance between two different tokens' grids)."""
+    h = pairwise_hamming(codes, n_colours)
+    V = codes.shape[0]
+    earlier = jnp.tril(jnp.ones((V, V), bool), -1)
+    dup = jnp.any(earlier & (h == 0), axis=1)  # grid equals an earlier token's
+    off = jnp.where(jnp.eye(V, dtype=bool), jnp.iinfo(jnp.int32).max, h)
+    return 1.0 - jnp.mean(dup), jnp.min(off)
+
+
+def pattern_std(x):
+    """Std over tokens of each decoder-input entry, averaged over entries; x (V, P, F)."""
+    return jnp.mean(jnp.std(x.reshape(x.shape[0], -1), axis=0))
+
+
+def codebook_usage(codes, n_colours: int, weights=None):
+    """(perplexity exp(H(colour usage)), share of the C colours ever used) over all cells;
+    codes (V, P); ``weights`` (V,) weight tokens by frequency."""
+    w = jnp.ones(codes.shape[:1], jnp.float32) if weights is None else weights
+    counts = jax.ops.segment_sum(jnp.repeat(w, codes.shape[1]), codes.reshape(-1), num_segments=n_colours)
+    p = counts / jnp.sum(counts)
+    h = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
+    return jnp.exp(h), jnp.mean(counts > 0)
+
+
+def _sq_dists(x):
+    n2 = jnp.sum(x * x, -1)
+    return jnp.maximum(n2[:, None] + n2[None, :] - 2.0 * x @ x.T, 0.0)
+
+
+def _neighbour_ranks(d):
+    """Order of the others by distance (self excluded, ties broken by index)."""
+    n = d.shape[0]
+    d = jnp.where(jnp.eye(n, dtype=bool), jnp.inf, d)
+    return jnp.argsort(d, axis=1, stable=True)[:, : n - 1]  # (n, n-1)
+
+
+def knn_preservation(dist_high, dist_low, k: int):
+    """Mean share of each point's k nearest neighbours under ``dist_high`` (n, n) that are also
+    among its k nearest under ``dist_low`` (n, n) (1: neighbourhoods kept; k/(n-1): chance)."""
+    a = _neighbour_ranks(dist_high)[:, :k]
+    b = _neighbour_ranks(dist_low)[:, :k]
+    inter = jnp.sum(jnp.any(a[:, :, None] == b[:, None, :], axis=2), axis=1)
+    return jnp.mean(inter / k)
+
+
+def trustworthiness(dist_high, dist_low, k: int):
+    """Trustworthiness (Venna & Kaski) of the low-dimensional neighbourhoods: 1 minus a penalty on
+    each point's k low-space neighbours by how far they rank in the high space beyond k; as
+    :func:`sklearn.manifold.trustworthiness`. Needs k < n / 2."""
+    n = dist_high.shape[0]
+    order = _neighbour_ranks(dist_high)  # (n, n-1)
+    rank = jnp.zeros((n, n), jnp.int32).at[jnp.arange(n)[:, None], order].set(jnp.arange(1, n)[None, :])
+    nn_low = _neighbour_ranks(dist_low)[:, :k]
+    r = jnp.take_along_axis(rank, nn_low, axis=1)
+    t = jnp.sum(jnp.maximum(r - k, 0))
+    return 1.0 - t * (2.0 / (n * k * (2.0 * n - 3.0 * k - 1.0)))
+
+
+def euclidean_distances(x):
+    """(n, n) Euclidean distances between the rows of ``x`` (n, d)."""
+    return jnp.sqrt(_sq_dists(x.reshape(x.shape[0], -1)))
+
+
+def gradient_norms(key, params, cfg: model.Config, hp: model.Hparams, tokens, embeddings=None, tau=None):
+    """(encoder, decoder) global norms of the gradient of the training loss on ``tokens`` (B,)."""
+    tau = hp.tau_end if tau is None else tau
+    g = jax.grad(lambda p: training.loss_fn(key, p, cfg, hp, tokens, tau, embeddings)[0])(params)
+    return optax.tree.norm(g["encoder"]), optax.tree.norm(g["decoder"])
+
+
+def evaluate(key, params, cfg: model.Config, *, weights=None, embeddings=None, hparams=None, noise_std=0.1):
+    """Every diagnostic of a model on its whole vocabulary, deterministic encoding (argmax for
+    sampling modes), as a dict of scalars:
+
+    accuracy (per type), accuracy_occurrence, dominant_freq, dominant_freq_occurrence, collapsed,
+    entropy (mean prediction entropy, nats), entropy_norm (/ ln V), loss (mean CE per type),
+    loss_norm (/ ln V), uniqueness, min_hamming, pattern_std, sensitivity_kl (mean
+    ``KL(p(x) || p(x + N(0, noise_std^2)))``), code_perplexity, code_usage, grad_norm_encoder,
+    grad_norm_decoder (of the training loss on the whole vocabulary, at ``tau_end``)."""
+    V = cfg.vocab_size
+    ids = jnp.arange(V)
+    w = jnp.full((V,), 1.0 / V) if weights is None else jnp.asarray(weights, jnp.float32)
+    hp = model.Hparams().astype() if hparams is None else hparams
+    enc = model.encode(None, params, cfg, ids, embeddings=embeddings, deterministic=True)
+    decode = functools.partial(model.decode, params, cfg)
+    logits = decode(enc.x)  # (V, V)
+    pred = jnp.argmax(logits, -1)
+    ce = losses.cross_entropy(logits, ids)
+    ent = losses.entropy(logits)
+    k_sens, k_grad = jax.random.split(key)
+    uniq, min_h = grid_uniqueness(enc.codes, cfg.colours)
+    perp, usage = codebook_usage(enc.codes, cfg.colours, w)
+    g_enc, g_dec = gradient_norms(k_grad, params, cfg, hp, ids, embeddings)
+    dom = dominant_frequency(pred, V)
+    lnv = jnp.log(float(V))
+    return dict(
+        accuracy=accuracy(pred, ids), accuracy_occurrence=accuracy(pred, ids, w),
+        dominant_freq=dom, dominant_freq_occurrence=dominant_frequency(pred, V, w),
+        collapsed=dom > COLLAPSE_THRESHOLD, entropy=jnp.mean(ent), entropy_norm=jnp.mean(ent) / lnv,
+        loss=jnp.mean(ce), loss_norm=jnp.mean(ce) / lnv, uniqueness=uniq, min_hamming=min_h,
+        pattern_std=pattern_std(enc.x),
+        sensitivity_kl=jnp.mean(losses.sensitivity_kl(k_sens, decode, enc.x, noise_std)),
+        code_perplexity=perp, code_usage=usage, grad_norm_encoder=g_enc, grad_norm_decoder=g_dec,
+    )

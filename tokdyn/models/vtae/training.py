@@ -1,0 +1,185 @@
+"""Training of the visual-token autoencoders on :mod:`tokdyn.train`: :func:`trainer` gives the
+model's :class:`tokdyn.train.Trainer` (the same object per ``cfg``, so its compilation is reused),
+:func:`inputs` the checked shared data ``(weights, embeddings)``; train seeds x settings with::
+
+    keys, hp = train.grid(jax.random.split(key, seeds), Hparams(learning_rate=1e-2))
+    result = train.train_many(training.trainer(cfg), training.inputs(cfg, weights), keys, hp)
+
+and one model with :func:`train` (jitted on ``cfg``). The optimiser is the layer's AdamW at the
+constant learning rate ``hparams.learning_rate`` (no warm-up, no clipping, no weight decay); a
+step whose loss or gradient is not finite is skipped per model (parameters, optimiser and VQ EMA
+state keep their last finite values) and the first such step is the state's ``nan_step``.
+
+Step t's key ``fold_in(run key, t)`` is split into ``(batch, loss, dead codes)``: the batch of
+``batch_size`` tokens is drawn from the first (by type, or by the token weights with
+``sampling="occurrence"``, among the :func:`active_vocab` types in play), the loss's noise from
+the second, the dead-code reset of the EMA codebook from the third. The loss minimised (all terms
+batch means)::
+
+    CE + w_sensitivity * max(0, sens_min - KL(p(x) || p(x + noise)))
+       + w_batch_entropy * (mean entropy - entropy of mean prediction)
+       + w_semantic * |cos-sim(grids) - cos-sim(embeddings)|^2
+       + w_commit * commitment + w_codebook * codebook loss      (vq)
+       + score-function surrogate (CE_i - baseline_i) * log p(grid_i)   (categorical)
+
+where the extra terms appear only when named in ``cfg.losses``. The score-function baseline is
+the leave-one-out mean CE of the batch. Curves (:data:`CURVES`): the layer's ``loss`` and
+``grad_norm``, the loss's ``ce``, ``accuracy``, ``tau`` and ``active_vocab``, and the gradient
+norms of the encoder and the decoder.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from tokdyn import _checks
+from tokdyn import train as train_layer
+from tokdyn.models.vtae import encoders, losses, model
+from tokdyn.models.vtae.model import Config, Hparams
+
+CURVES = ("loss", "grad_norm", "ce", "accuracy", "tau", "active_vocab", "grad_norm_encoder", "grad_norm_decoder")
+
+
+def active_vocab(step, cfg: Config):
+    """Number of types in play at ``step`` (V without curriculum)."""
+    V = cfg.vocab_size
+    if not cfg.curriculum:
+        return jnp.int32(V)
+    start = min(cfg.curriculum_start, V)
+    ramp = max(1, int(round(cfg.curriculum_fraction * cfg.steps)))  # steps to reach V
+    k = start + ((V - start) * jnp.minimum(jnp.asarray(step, jnp.int32), ramp)) // ramp  # exact integer ramp
+    return jnp.clip(k, start, V).astype(jnp.int32)
+
+
+def loss_fn(key, params, cfg: Config, hp: Hparams, tokens, tau, embeddings):
+    """Scalar training loss and a dict of its parts for a batch ``tokens`` (B,)."""
+    k_enc, k_sens = jax.random.split(key)
+    enc = model.encode(k_enc, params, cfg, tokens, tau=tau, embeddings=embeddings)
+    decode = functools.partial(model.decode, params, cfg)
+    logits = decode(enc.x)  # (B, V)
+    ce = losses.cross_entropy(logits, tokens)  # (B,)
+    total = jnp.mean(ce)
+    if cfg.mode == "categorical":
+        B = tokens.shape[0]
+        base = (jnp.sum(ce) - ce) / max(B - 1, 1)  # leave-one-out baseline
+        total = total + jnp.mean(jax.lax.stop_gradient(ce - base) * enc.logp)
+    if cfg.mode == "vq":
+        total = total + hp.w_commit * enc.commit + (0.0 if cfg.vq_ema else hp.w_codebook * enc.codebook)
+    if "sensitivity" in cfg.losses:
+        kl = losses.sensitivity_kl(k_sens, decode, enc.x, hp.sens_noise)
+        total = total + hp.w_sensitivity * losses.sensitivity_penalty(kl, hp.sens_min)
+    if "batch_entropy" in cfg.losses:
+        total = total + hp.w_batch_entropy * losses.batch_entropy(logits)
+    if "semantic" in cfg.losses:
+        x = enc.x if cfg.mode != "categorical" else jax.nn.softmax(enc.z, -1)
+        total = total + hp.w_semantic * losses.semantic_alignment(x, embeddings[tokens])
+    acc = jnp.mean(jnp.argmax(logits, -1) == tokens)
+    return total, dict(ce=jnp.mean(ce), accuracy=acc, z=enc.z, codes=enc.codes)
+
+
+def draw_tokens(key, cfg: Config, weights, step):
+    """(B,) the tokens of step ``step``: by type (uniform) or, with ``sampling="occurrence"``, by
+    ``weights`` (V,), among the :func:`active_vocab` types of lowest id."""
+    logw = jnp.log(jnp.maximum(weights, 0.0))  # (V,) -inf where weight 0
+    lw = logw if cfg.sampling == "occurrence" else jnp.zeros_like(logw)
+    lw = jnp.where(jnp.arange(cfg.vocab_size) < active_vocab(step, cfg), lw, -jnp.inf)
+    return jax.random.categorical(key, lw, shape=(cfg.batch_size,))
+
+
+def optim_config(cfg: Config) -> train_layer.Config:
+    """The layer's optimiser settings: a constant learning rate, no warm-up, no clipping."""
+    return train_layer.Config(steps=cfg.steps, steps_per_call=cfg.log_every, warmup=0, decay="constant",
+                              clip_norm=0.0)
+
+
+@functools.lru_cache(maxsize=64)
+def trainer(cfg: Config) -> train_layer.Trainer:
+    """The model's :class:`tokdyn.train.Trainer` (data: :func:`inputs`; hyper-parameters:
+    :class:`Hparams`; extra state: the VQ EMA ``(ema_count (C,), ema_sum (C, D))`` with
+    ``vq_ema``, else ``()``). The same object for the same ``cfg``."""
+
+    def batch(key, data, step):
+        weights, embeddings = data
+        k_batch = jax.random.split(key, 3)[0]
+        return draw_tokens(k_batch, cfg, weights, step), step, embeddings
+
+    def loss(params, batch, key, hp):
+        tokens, step, embeddings = batch
+        k_loss = jax.random.split(key, 3)[1]
+        tau = encoders.temperature(step, cfg.steps, hp.tau_start, hp.tau_end)
+        total, aux = loss_fn(k_loss, params, cfg, hp, tokens, tau, embeddings)
+        return total, dict(aux, tau=tau, active_vocab=active_vocab(step, cfg).astype(jnp.float32))
+
+    def init_extra(params, hp):
+        return jnp.ones((cfg.colours,)), params["encoder"]["codebook"]
+
+    def update_extra(old, params, extra, aux, key, hp, ok):
+        cnt, s = extra
+        thr = hp.dead_threshold * jnp.mean(cnt) if cfg.dead_code_reset else 0.0
+        k_dead = jax.random.split(key, 3)[2] if cfg.dead_code_reset else None
+        cb, cnt, s = encoders.vq_ema_update(old["encoder"]["codebook"], cnt, s, aux["z"].reshape(-1, cfg.code_dim),
+                                            aux["codes"].reshape(-1), hp.ema_decay, key=k_dead, dead_threshold=thr)
+        keep = lambda new, prev: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, prev)
+        params = {**params, "encoder": {**params["encoder"], "codebook": keep(cb, old["encoder"]["codebook"])}}
+        return params, keep((cnt, s), extra)
+
+    def grad_logs(grads):
+        return dict(grad_norm_encoder=optax.tree.norm(grads["encoder"]),
+                    grad_norm_decoder=optax.tree.norm(grads["decoder"]))
+
+    return train_layer.Trainer(optim_config(cfg), init=lambda key, hp: model.init(key, cfg), loss=loss,
+                               batch=batch, init_extra=init_extra if cfg.vq_ema else None,
+                               update_extra=update_extra if cfg.vq_ema else None, grad_logs=grad_logs, name="vtae")
+
+
+def inputs(cfg: Config, weights=None, embeddings=None) -> tuple:
+    """The shared training data ``(weights (V,), embeddings (V, E) or None)``, checked: ``weights``
+    the token distribution of ``sampling="occurrence"`` (uniform if None, float32), ``embeddings``
+    the semantic embeddings of ``encoder_input="embedding"`` and the ``semantic`` loss (None when
+    the model does not use them)."""
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a tokdyn.models.vtae.Config, got {type(cfg).__name__}")
+    cfg.validate()
+    V = cfg.vocab_size
+    if weights is None:
+        weights = jnp.full((V,), 1.0 / V, jnp.float32)
+    else:
+        _checks.finite_array("weights", weights, ndim=1)
+        if np.shape(weights)[0] != V:
+            raise ValueError(f"weights must have shape ({V},) (vocab_size), got {np.shape(weights)}")
+        if _checks.on_host(weights) and (np.any(np.asarray(weights) < 0) or np.sum(weights) <= 0):
+            raise ValueError("weights must be non-negative with a positive sum")
+        weights = jnp.asarray(weights, jnp.float32)
+    if cfg.encoder_input == "embedding" or "semantic" in cfg.losses:
+        if embeddings is None:
+            raise ValueError("embeddings (V, embed_dim) are required with encoder_input='embedding' or 'semantic'")
+        _checks.finite_array("embeddings", embeddings, ndim=2)
+        if tuple(np.shape(embeddings)) != (V, cfg.embed_dim):
+            raise ValueError(f"embeddings must have shape ({V}, {cfg.embed_dim}), got {tuple(np.shape(embeddings))}")
+        embeddings = jnp.asarray(embeddings, jnp.float32)
+    else:
+        embeddings = None
+    return weights, embeddings
+
+
+def _check_train(key, cfg, hparams, weights, embeddings):
+    _checks.prng_key("key", key)
+    weights, embeddings = inputs(cfg, weights, embeddings)
+    hparams = Hparams() if hparams is None else hparams
+    if not isinstance(hparams, Hparams):
+        raise TypeError(f"hparams must be a tokdyn.models.vtae.Hparams, got {type(hparams).__name__}")
+    hparams.validate()
+    return dict(hparams=hparams.astype(), weights=weights, embeddings=embeddings)
+
+
+@_checks.checked_jit(_check_train, static_argnames=("cfg",))
+def train(key, cfg: Config, hparams: Hparams | None = None, weights=None, embeddings=None):
+    """Train one model: ``(state, curves)`` of :func:`tokdyn.train.make_train` of :func:`trainer`
+    (jitted on ``cfg``; callable inside a user's jit/vmap). ``hparams``: :class:`Hparams` (defaults
+    if None); ``weights``, ``embeddings``: see :func:`inputs`."""
+    return train_layer.make_train(trainer(cfg))(key, hparams, (weights, embeddings))

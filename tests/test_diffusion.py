@@ -170,3 +170,88 @@ def test_nll_bound_of_an_oracle_is_the_prior_term_and_of_a_guess_exceeds_the_ent
     q = np.array([0.5 + 0.5 / 3, 0.5 / 3, 0.5 / 3])
     want = -np.log(np.exp(1) / np.exp([1.0, 0.0, -1.0]).sum()) + np.sum(q * np.log(q * 3))
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_named_schedules_keep_their_values_and_d3pm_cosine_is_cos_not_cos_squared():
+    def abar(schedule, T=1000):
+        return np.concatenate([[1.0], np.cumprod(1.0 - D.betas(schedule, T))])
+
+    marks = [250, 500, 750]
+    # "cosine" (Nichol & Dhariwal's cos², the default of the uniform kernel): unchanged
+    np.testing.assert_allclose(abar("cosine")[marks], [0.847, 0.494, 0.144], atol=6e-4)
+    np.testing.assert_allclose(np.asarray(D.discrete("uniform", 3, T=1000).alpha_bar)[marks], [0.847, 0.494, 0.144],
+                               atol=6e-4)
+    # "cosine_d3pm": google-research's d3pm, alpha_bar(t) = f(t) / f(0) with f = cos (no square) below the cap
+    np.testing.assert_allclose(abar("cosine_d3pm")[marks], [0.920, 0.703, 0.380], atol=6e-4)
+    for T in (10, 1000):
+        f = np.cos((np.arange(T + 1) / T + 0.008) / 1.008 * np.pi / 2)
+        np.testing.assert_allclose(abar("cosine_d3pm", T)[:T], f[:T] / f[0], rtol=1e-12)
+        assert D.betas("cosine_d3pm", T)[-1] == 0.999  # 1 - f(T) / f(T - 1) = 1, capped
+    proc = D.discrete("uniform", 3, "cosine_d3pm", T=1000)
+    np.testing.assert_allclose(np.asarray(proc.alpha_bar)[marks], [0.920, 0.703, 0.380], atol=6e-4)
+    D.gaussian("cosine_d3pm", 50)  # a valid Gaussian schedule too (every beta < 1)
+    # "linear": the end, 0.02 * 1000 / T, is capped at 0.999 for T <= 20
+    assert D.betas("linear", 10)[-1] == 0.999 and D.betas("linear", 20)[-1] == 0.999
+    np.testing.assert_allclose(D.betas("linear", 21)[[0, -1]], [1e-4 * 1000 / 21, 0.02 * 1000 / 21])
+    np.testing.assert_allclose(D.betas("linear", 1000)[[0, -1]], [1e-4, 0.02])
+
+
+@pytest.mark.parametrize("schedule,T", [("linear", 1000), ("cosine", 1000), ("linear", 100), ("cosine_d3pm", 1000)])
+def test_coefficients_near_t_1_agree_with_mpmath(schedule, T):
+    """1 - alpha_bar_t is ~beta_1 near t = 1: formed in float32 it loses up to 5e-4 of its relative
+    precision. The tables are built in float64 and rounded once, so every coefficient (read through
+    the public functions) is within float32 rounding of the exact value."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    b = [mpmath.mpf(float(v)) for v in D.betas(schedule, T)]  # the float64 betas, exactly
+    abar = [mpmath.mpf(1)]
+    for v in b:
+        abar.append(abar[-1] * (1 - v))
+    proc = D.gaussian(schedule, T)
+    key = jax.random.key(3)
+    one, zero = jnp.ones(()), jnp.zeros(())
+    worst = 0.0
+    for t in (1, 2, 3, 5, 10, T // 2):
+        c_x0 = mpmath.sqrt(abar[t - 1]) * b[t - 1] / (1 - abar[t])
+        c_xt = mpmath.sqrt(1 - b[t - 1]) * (1 - abar[t - 1]) / (1 - abar[t])
+        var = b[t - 1] * (1 - abar[t - 1]) / (1 - abar[t])
+        got = {
+            "x0 coefficient": (D.posterior_mean_var(proc, one, zero, t)[0], c_x0),
+            "x_t coefficient": (D.posterior_mean_var(proc, zero, one, t)[0], c_xt),
+            "variance": (D.posterior_mean_var(proc, one, one, t)[1], var),
+            "sqrt(1 - abar)": (D.q_sample(key, proc, zero, t)[0] / D.q_sample(key, proc, zero, t)[1],
+                               mpmath.sqrt(1 - abar[t])),
+            "1 / sqrt(abar)": (D.predict_x0(proc, one, t, zero), 1 / mpmath.sqrt(abar[t])),
+            "1 - abar": (proc.one_minus_alpha_bar[t], 1 - abar[t]),
+        }
+        for name, (value, exact) in got.items():
+            exact = float(exact)
+            if exact == 0.0:  # x_t coefficient and variance at t = 1
+                assert float(value) == 0.0, (t, name)
+                continue
+            err = abs(float(value) - exact) / abs(exact)
+            worst = max(worst, err)
+            assert err < 1e-6, (t, name, err)
+    # the float32 computation the tables replace misses by far more near t = 1
+    a32 = np.float32(float(abar[1]))
+    assert abs(float(np.float32(1) - a32) - float(1 - abar[1])) / float(1 - abar[1]) > 10 * max(worst, 1e-7)
+
+
+def test_ddim_with_clip_re_derives_epsilon_from_the_clipped_x0():
+    """Two DDIM steps (T = 10: times 10 -> 1 -> 0), the network's epsilon c = 3 at t = 10 (x_0
+    far outside [-1, 1]) and 0 at t = 1: x_1 follows the epsilon re-derived from the clipped x_0,
+    not the network's."""
+    proc = D.gaussian("linear", 10)
+    c = 3.0
+    key = jax.random.key(4)
+    out = D.ddim_sample(key, proc, lambda x, t: jnp.where(t == 10, c, 0.0) * jnp.ones_like(x), (5,), 2, clip=1.0)
+    assert D.ddim_times(10, 2).tolist() == [10, 1, 0]
+    sa = np.asarray(proc.sqrt_alpha_bar, np.float64)
+    s1m = np.asarray(proc.sqrt_one_minus_alpha_bar, np.float64)
+    x = np.asarray(jax.random.normal(jax.random.split(key)[0], (5,), jnp.float32), np.float64)  # x_T
+    x0 = np.clip((x - s1m[10] * c) / sa[10], -1, 1)
+    eps = (x - sa[10] * x0) / s1m[10]  # re-derived from the clipped x_0
+    x1 = sa[1] * x0 + s1m[1] * eps
+    np.testing.assert_allclose(out, np.clip(x1 / sa[1], -1, 1), rtol=1e-5, atol=1e-5)
+    kept = sa[1] * x0 + s1m[1] * c  # x_1 had the network's epsilon been kept
+    assert np.all(np.abs(np.clip(kept / sa[1], -1, 1) - np.asarray(out)) > 0.05)

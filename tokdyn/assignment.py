@@ -68,8 +68,16 @@ problem** ``q``.
 * Ties (several optimal assignments) are broken by the bidding order, so the returned columns may
   differ from SciPy's while the total is the same.
 
-Non-finite benefits held in JAX arrays give an unspecified (but valid, and always terminating)
-assignment; host data are checked for finiteness.
+Non-finite benefits
+-------------------
+
+A NaN or infinite benefit has no optimal assignment. Host data (NumPy arrays, lists) are checked
+before anything is traced: a ``ValueError`` names ``benefit`` and counts the bad entries. Values
+held in JAX arrays (device arrays, or tracers inside a user's ``jit``/``vmap``) are not copied to
+the host to be checked; instead :func:`linear_assignment` returns the sentinel **-1 for every
+row** (never a valid-looking assignment), found from the minimum and maximum that the grid needs
+anyway (no extra pass over the matrix). ``-1`` is not a column: index with it only after checking
+``col >= 0`` (``jnp.take_along_axis`` would read the last column).
 """
 
 from __future__ import annotations
@@ -132,12 +140,23 @@ def _check_benefit(benefit):
 # ---------------------------------------------------------------------------------------------
 
 
+def _finite(lo, hi):
+    """Scalar bool: every benefit is finite, from the matrix's minimum and maximum (a NaN
+    propagates through XLA's min and max, an infinity is one of them)."""
+    return jnp.isfinite(lo) & jnp.isfinite(hi)
+
+
 def _grid(benefit, n_levels: int):
-    """``(R, C)`` int32 ``q`` in ``[0, n_levels]``: the benefits shifted to 0 and put on the grid."""
+    """``(R, C)`` int32 ``q`` in ``[0, n_levels]``: the benefits shifted to 0 and put on the grid,
+    and a scalar bool: every benefit is finite (all zeros in ``q`` otherwise)."""
     a = jnp.asarray(benefit)
     fdtype = jnp.result_type(a.dtype, jnp.zeros(()).dtype) if jnp.issubdtype(a.dtype, jnp.floating) \
         else jnp.zeros(()).dtype
     lo, hi = jnp.min(a), jnp.max(a)
+    if not jnp.issubdtype(a.dtype, jnp.floating):
+        finite = jnp.ones((), bool)
+    else:
+        finite = _finite(lo, hi)
     span = hi.astype(fdtype) - lo.astype(fdtype)
     scale = n_levels / jnp.where(span > 0, span, 1.0)
     q = jnp.round((a.astype(fdtype) - lo.astype(fdtype)) * scale)
@@ -145,7 +164,8 @@ def _grid(benefit, n_levels: int):
     if jnp.issubdtype(a.dtype, jnp.integer):  # small integer ranges are used as they are
         shifted = jnp.clip(a - lo, 0, n_levels).astype(jnp.int32)  # only used when span <= n_levels
         q = jnp.where(span <= n_levels, shifted, q)
-    return q
+    # non-finite benefits: a constant problem (every row joins the class: a round or two), discarded
+    return jnp.where(finite, q, 0), finite
 
 
 def _auction(weights):
@@ -230,6 +250,10 @@ def linear_assignment(benefit):
       assignment is the optimal one whenever the optimum is unique by more than that margin (see
       the module docstring). Ties between optimal assignments may be broken differently from SciPy.
 
+    Edge cases: a NaN or infinite benefit is a ``ValueError`` for host data; held in a JAX array
+    (not inspected on the host) it makes the result **-1 in every row**, a sentinel that is not a
+    column (see the module docstring). ``R == 0`` gives an empty array.
+
     Jittable and vmappable (a batch of ``(B, R, C)`` matrices with ``jax.vmap``); the number of
     auction rounds depends on the data (a ``lax.while_loop``; under ``vmap`` the batch runs until
     its slowest member is done).
@@ -238,10 +262,12 @@ def linear_assignment(benefit):
     if n_rows == 0:
         return jnp.zeros(0, jnp.int32)
     if n_cols == 1:
-        return jnp.zeros(1, jnp.int32)
+        a = jnp.asarray(benefit)
+        finite = jnp.isfinite(a[0, 0]) if jnp.issubdtype(a.dtype, jnp.floating) else True
+        return jnp.where(finite, jnp.zeros(1, jnp.int32), -1)
     n_levels = levels(n_cols)
-    q = _grid(benefit, n_levels)  # (R, C) in [0, L]
-    return _auction(q * (n_cols + 1))
+    q, finite = _grid(benefit, n_levels)  # (R, C) in [0, L], ()
+    return jnp.where(finite, _auction(q * (n_cols + 1)), -1)
 
 
 def linear_assignment_host(benefit) -> np.ndarray:

@@ -3,10 +3,29 @@
 Time runs over ``t = 1..T``; ``betas`` (T,) holds beta_1..beta_T and ``alpha_bar`` (T+1,)
 holds ``alpha_bar_t = prod_{s<=t} (1 - beta_s)`` with ``alpha_bar_0 = 1``.
 
-**Schedules** (:func:`betas`): ``linear`` (DDPM: beta from 1e-4 to 0.02 at T = 1000, both scaled
-by 1000/T), ``cosine`` (Nichol & Dhariwal 2021: alpha_bar(t) = cos^2(((t/T + s)/(1 + s)) pi/2)
-normalised, s = 0.008, each beta capped at 0.999) and ``absorbing`` (Austin et al. 2021:
-beta_t = 1/(T - t + 1), so alpha_bar_T = 0 exactly: every cell is masked at T).
+**Schedules** (:func:`betas`):
+
+- ``linear`` (DDPM, Ho et al. 2020): beta from 1e-4 to 0.02 at T = 1000, both scaled by 1000/T;
+  the end is capped at 0.999, which binds for T <= 20 (1000/T * 0.02 >= 1 there: the ramp then
+  ends at 0.999, and a beta of 1 -- no signal left at T -- never occurs).
+- ``cosine`` (Nichol & Dhariwal 2021): ``alpha_bar(t) = f(t) / f(0)`` with
+  ``f(t) = cos^2(((t/T + s)/(1 + s)) pi/2)``, s = 0.008, each beta capped at 0.999. This is the
+  cos² of improved DDPM (and of diffusers' ``squaredcos_cap_v2``), and the default of
+  :func:`discrete` for the uniform kernel; it is *not* D3PM's schedule.
+- ``cosine_d3pm`` (Austin et al. 2021, google-research's ``d3pm`` code, after Hoogeboom et al.
+  2021): the same with ``cos`` instead of ``cos^2`` and no normalisation, ``beta_t = min(1 -
+  f(t)/f(t-1), 0.999)``, ``f(t) = cos(((t/T + s)/(1 + s)) pi/2)``. It keeps more signal: at
+  T = 1000, alpha_bar at t = 250 / 500 / 750 is 0.920 / 0.703 / 0.380, against 0.847 / 0.494 /
+  0.144 for ``cosine``.
+- ``absorbing`` (Sohl-Dickstein et al. 2015; D3PM's ``jsd`` schedule for absorbing kernels):
+  beta_t = 1/(T - t + 1), so alpha_bar_T = 0 exactly: every cell is masked at T.
+
+Processes are built in float64 on the host (NumPy) and stored as float32: ``alpha_bar`` and, for
+the Gaussian process, the coefficient tables of :func:`q_sample` and of the posterior (after
+diffusers' DDPM scheduler), and ``1 - alpha_bar``. Near t = 1, ``1 - alpha_bar_t`` is of the
+order of beta_1 (1e-4 for ``linear`` at T = 1000): formed in float32 from a float32
+``alpha_bar`` it would lose up to 5e-4 of its relative precision; each stored coefficient is
+within float32 rounding (6e-8 relative) of its exact value.
 
 **Continuous** (:class:`Gaussian`): ``q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)``;
 :func:`q_sample`, the posterior :func:`posterior_mean_var`, one ancestral step :func:`ddpm_step`
@@ -36,12 +55,33 @@ negative log-likelihood of x_0 at t = 1) plus ``lam`` times the auxiliary x_0 cr
 Every function works on one example (any array shape of cells) with a scalar ``t``: ``vmap``
 over a batch. Processes are pytrees (their schedules traced), so a sweep over schedules does not
 recompile; the kernel name and class count are static.
+
+Validation
+----------
+
+Every public function checks its arguments in plain Python first (the package's convention, see
+:mod:`tokdyn._checks`): the process's type, shapes (``eps`` and ``x_t`` alike, logits' last axis
+equal to the process's class count, labels' shape equal to the logits' leading axes), dtypes
+(``t``, ``x0``, ``x_t`` integers where integers are meant) and static arguments always, under a
+user's ``jit``/``vmap`` too; and values when they are host data (Python numbers, NumPy arrays):
+``t`` in its range (1..T, or 0..T where ``alpha_bar_0`` makes sense: :func:`q_sample`,
+:func:`q_sample_discrete`, :func:`marginal`, :func:`cumulative_matrix`), classes ``x0`` in
+``[0, C)``, states ``x_t`` in ``[0, S)``. Errors are ``ValueError``/``TypeError`` naming the
+argument, the value and what is allowed. The functions are not jitted on their own: they are
+one-example kernels for the user's own ``vmap``/``jit``, and check their arguments at each call
+(once per trace under a transformation).
+
+Values held in JAX arrays are not copied to the host to be checked. Instead, **a ``t`` outside
+its range gives NaN** in every float output (rather than the value at a clamped index), and
+**-1** in the integer output of :func:`q_sample_discrete`; a class or state out of range gives
+NaN (or -1) in the cells where it occurs. Each function's docstring says which outputs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from numbers import Integral
 from typing import Callable
 
 import jax
@@ -50,7 +90,7 @@ import numpy as np
 
 from tokdyn import _checks
 
-SCHEDULES = ("linear", "cosine", "absorbing")
+SCHEDULES = ("linear", "cosine", "cosine_d3pm", "absorbing")
 KERNELS = ("uniform", "absorbing")
 _TINY = 1e-30  # floor inside logarithms of probabilities that may be exactly 0
 
@@ -58,7 +98,11 @@ _TINY = 1e-30  # floor inside logarithms of probabilities that may be exactly 0
 # --- schedules ---------------------------------------------------------------------------------------
 
 def betas(schedule: str, T: int) -> np.ndarray:
-    """(T,) float64 beta_1..beta_T of a named schedule (see the module docstring)."""
+    """(T,) float64 beta_1..beta_T of a named schedule (see the module docstring).
+
+    ``linear``: ``linspace(1e-4 * 1000/T, min(0.02 * 1000/T, 0.999), T)`` (the cap binds for
+    T <= 20); ``cosine``: Nichol & Dhariwal's cos²; ``cosine_d3pm``: D3PM's cos; ``absorbing``:
+    ``1 / (T - t + 1)``. Cosine betas are capped at 0.999."""
     _checks.choice("schedule", schedule, SCHEDULES)
     T = _checks.positive_int("T", T)
     if schedule == "linear":
@@ -69,6 +113,9 @@ def betas(schedule: str, T: int) -> np.ndarray:
         f = np.cos((np.arange(T + 1) / T + s) / (1 + s) * math.pi / 2) ** 2
         abar = f / f[0]
         return np.minimum(1.0 - abar[1:] / np.maximum(abar[:-1], 1e-300), 0.999)
+    if schedule == "cosine_d3pm":
+        f = np.cos((np.arange(T + 1, dtype=np.float64) / T + 0.008) / 1.008 * np.pi / 2)
+        return np.minimum(1.0 - f[1:] / f[:-1], 0.999)
     return 1.0 / (T - np.arange(1, T + 1) + 1.0)
 
 
@@ -84,59 +131,234 @@ def _alpha_bar(b: np.ndarray) -> np.ndarray:
     return np.concatenate([[1.0], np.cumprod(1.0 - b)])
 
 
+def _one_minus_alpha_bar(b: np.ndarray) -> np.ndarray:
+    """(T+1,) float64 ``1 - alpha_bar_t``, accurate when alpha_bar_t is close to 1:
+    ``-expm1(sum log1p(-beta))`` (a beta of 1 gives exactly 1)."""
+    with np.errstate(divide="ignore"):
+        log_abar = np.concatenate([[0.0], np.cumsum(np.log1p(-b))])
+    return -np.expm1(log_abar)
+
+
+def _f32(a) -> jax.Array:
+    return jnp.asarray(np.asarray(a, np.float64), jnp.float32)
+
+
+# --- argument checks (plain Python, before tracing; values only when they are host data) ---------------
+
+def _check_time(t, T: int, *, low: int = 1, name: str = "t"):
+    """An integer scalar time step; in ``low..T`` when it is host data."""
+    dtype = _checks.dtype_of(t)
+    if isinstance(t, bool) or not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{name} must be an integer time step in {low}..{T}, got {t!r} of dtype {dtype}")
+    if np.ndim(t) != 0:
+        raise ValueError(f"{name} must be a scalar time step (vmap over a batch of examples), got shape "
+                         f"{np.shape(t)}")
+    if _checks.on_host(t):
+        value = int(np.asarray(t))
+        if not low <= value <= T:
+            raise ValueError(f"{name} must be in {low}..{T} (T = {T}), got {value}")
+    return t
+
+
+def _ok_time(t, T: int, low: int = 1):
+    """Scalar bool: ``t`` lies in ``low..T``; None for host ``t`` (checked already)."""
+    if _checks.on_host(t):
+        return None
+    return (t >= low) & (t <= T)
+
+
+def _nan_unless(ok, value):
+    """``value``, or NaN (everywhere, or where the bool array ``ok`` is False) when not ``ok``: a
+    traced index out of range, which a gather would clamp to a plausible neighbour. Applied to the
+    outputs (NaN in a coefficient need not survive: XLA may turn a product with a constant 0/1
+    matrix into a select). ``ok`` None: ``value``."""
+    return value if ok is None else jnp.where(ok, value, jnp.nan)
+
+
+def _check_ints(name: str, value, bound: int, bound_name: str, meaning: str):
+    """Integer array (always); values in ``[0, bound)`` when it is host data."""
+    dtype = _checks.dtype_of(value)
+    if isinstance(value, bool) or not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{name} must hold integer {meaning} in [0, {bound_name}) = [0, {bound}), got dtype {dtype}")
+    if _checks.on_host(value) and np.size(value):
+        arr = np.asarray(value)
+        outside = (arr < 0) | (arr >= bound)
+        if outside.any():
+            where = tuple(int(i) for i in np.unravel_index(np.flatnonzero(outside)[0], arr.shape))
+            raise ValueError(f"{name} must hold {meaning} in [0, {bound_name}) = [0, {bound}), got "
+                             f"{arr[where].item()!r}" + (f" at index {where}" if arr.ndim else ""))
+    return value
+
+
+def _inside(x, bound: int):
+    """Elementwise bool: the integer ``x`` lies in ``[0, bound)`` (compared in int32 for narrow
+    types, in which a Python bound could wrap)."""
+    x = jnp.asarray(x)
+    if jnp.iinfo(x.dtype).bits <= 16:
+        x = x.astype(jnp.int32)
+    return (x >= 0) & (x < bound)
+
+
+def _check_float(name: str, value, *, what: str = "array"):
+    """A real-valued array (floating or integer dtype); finite when it is host data."""
+    dtype = _checks.dtype_of(value)
+    if isinstance(value, bool) or not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
+        raise TypeError(f"{name} must be a real-valued {what}, got dtype {dtype}")
+    if _checks.on_host(value):
+        finite = np.isfinite(np.asarray(value, np.float64))
+        if not finite.all():
+            raise ValueError(f"{name} must be finite: it holds {finite.size - int(finite.sum())} NaN or infinite "
+                             "value(s)")
+    return value
+
+
+def _check_same_shape(name: str, value, other_name: str, other):
+    if np.shape(value) != np.shape(other):
+        raise ValueError(f"{name} must have the shape of {other_name} {np.shape(other)}, got {np.shape(value)}")
+
+
+def _check_shape_arg(shape):
+    if isinstance(shape, Integral) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        dims = tuple(shape)
+    except TypeError:
+        raise TypeError(f"shape must be a tuple of ints >= 0, got {shape!r}") from None
+    if not all(isinstance(d, Integral) and not isinstance(d, bool) and d >= 0 for d in dims):
+        raise ValueError(f"shape must be a tuple of ints >= 0, got {shape!r}")
+    return tuple(int(d) for d in dims)
+
+
+def _check_fn(name: str, fn, signature: str):
+    if not callable(fn):
+        raise TypeError(f"{name} must be a callable {signature}, got {type(fn).__name__}")
+
+
+def _check_clip(clip):
+    if clip is not None:
+        if np.ndim(clip) != 0:
+            raise ValueError(f"clip must be None or a scalar > 0, got shape {np.shape(clip)}")
+        _checks.real("clip", clip, low=0.0, low_open=True)
+
+
+def _check_tables(proc, fields_t, fields_t1):
+    T = np.shape(proc.betas)[-1] if np.ndim(proc.betas) else None
+    for field in fields_t + fields_t1:
+        value = getattr(proc, field)
+        want = (T,) if field in fields_t else (None if T is None else T + 1,)
+        if np.ndim(value) != 1 or np.shape(value) != want:
+            raise ValueError(
+                f"proc.{field} must have shape {want} (one process: vmap over a batch of processes), got "
+                f"{np.shape(value)}; build processes with gaussian() / discrete()")
+
+
 # --- continuous (DDPM / DDIM) ---------------------------------------------------------------------------
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Gaussian:
-    """A Gaussian diffusion: ``betas`` (T,) and ``alpha_bar`` (T+1,), float32, traced."""
+    """A Gaussian diffusion (float32, traced), built by :func:`gaussian` in float64 and rounded once:
+
+    ``betas`` (T,), ``alpha_bar`` (T+1,), ``one_minus_alpha_bar`` (T+1,), ``sqrt_alpha_bar`` and
+    ``sqrt_one_minus_alpha_bar`` (T+1,) (the coefficients of :func:`q_sample`), and the posterior's
+    ``posterior_x0`` = ``sqrt(abar_{t-1}) beta_t / (1 - abar_t)``, ``posterior_xt`` =
+    ``sqrt(1 - beta_t) (1 - abar_{t-1}) / (1 - abar_t)`` and ``posterior_var`` =
+    ``beta_t (1 - abar_{t-1}) / (1 - abar_t)`` (T,), entry t - 1 for time t."""
 
     betas: jax.Array
     alpha_bar: jax.Array
+    one_minus_alpha_bar: jax.Array
+    sqrt_alpha_bar: jax.Array
+    sqrt_one_minus_alpha_bar: jax.Array
+    posterior_x0: jax.Array
+    posterior_xt: jax.Array
+    posterior_var: jax.Array
 
     @property
     def T(self) -> int:
         return self.betas.shape[-1]
 
 
+_GAUSSIAN_T = ("betas", "posterior_x0", "posterior_xt", "posterior_var")
+_GAUSSIAN_T1 = ("alpha_bar", "one_minus_alpha_bar", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar")
+
+
+def _check_gaussian(proc) -> int:
+    if not isinstance(proc, Gaussian):
+        raise TypeError(f"proc must be a tokdyn.diffusion.Gaussian (from gaussian()), got {type(proc).__name__}")
+    _check_tables(proc, _GAUSSIAN_T, _GAUSSIAN_T1)
+    return proc.T
+
+
 def gaussian(schedule_or_betas="cosine", T: int | None = None) -> Gaussian:
-    """A :class:`Gaussian` from a schedule name and ``T``, or from explicit betas (each in (0, 1))."""
+    """A :class:`Gaussian` from a schedule name and ``T``, or from explicit betas (each in (0, 1)).
+    Its tables are computed in float64 and stored as float32 (see the module docstring)."""
     if isinstance(schedule_or_betas, str):
         if T is None:
             raise ValueError(f"T must be given with schedule={schedule_or_betas!r}, got None")
         b = betas(schedule_or_betas, T)
         if schedule_or_betas == "absorbing":
-            raise ValueError("schedule must be 'linear' or 'cosine' for a Gaussian diffusion, got 'absorbing' "
-                             "(its last beta is 1, so x_T keeps no signal and x_0 cannot be recovered from epsilon)")
+            raise ValueError("schedule must be 'linear', 'cosine' or 'cosine_d3pm' for a Gaussian diffusion, got "
+                             "'absorbing' (its last beta is 1, so x_T keeps no signal and x_0 cannot be recovered "
+                             "from epsilon)")
     else:
         b = _check_betas("betas", schedule_or_betas, high_open=True)
-    return Gaussian(betas=jnp.asarray(b, jnp.float32), alpha_bar=jnp.asarray(_alpha_bar(b), jnp.float32))
+    abar = _alpha_bar(b)
+    one_minus = _one_minus_alpha_bar(b)
+    return Gaussian(betas=_f32(b), alpha_bar=_f32(abar), one_minus_alpha_bar=_f32(one_minus),
+                    sqrt_alpha_bar=_f32(np.sqrt(abar)), sqrt_one_minus_alpha_bar=_f32(np.sqrt(one_minus)),
+                    posterior_x0=_f32(np.sqrt(abar[:-1]) * b / one_minus[1:]),
+                    posterior_xt=_f32(np.sqrt(1.0 - b) * one_minus[:-1] / one_minus[1:]),
+                    posterior_var=_f32(b * one_minus[:-1] / one_minus[1:]))
 
 
 def q_sample(key, proc: Gaussian, x0, t):
-    """``(x_t, eps)``: ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``, eps ~ N(0, I)."""
+    """``(x_t, eps)``: ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``, eps ~ N(0, I).
+
+    ``x0`` any shape of reals; ``t`` an integer scalar in 0..T (t = 0 gives x_0 itself). A ``t``
+    outside 0..T is a ``ValueError`` for host data; held in a JAX array it makes ``x_t`` **NaN**
+    (``eps`` is still the draw)."""
+    _checks.prng_key("key", key)
+    T = _check_gaussian(proc)
+    _check_float("x0", x0)
+    _check_time(t, T, low=0)
     eps = jax.random.normal(key, jnp.shape(x0), jnp.float32)
-    a = proc.alpha_bar[t]
-    return jnp.sqrt(a) * x0 + jnp.sqrt(1.0 - a) * eps, eps
+    x_t = proc.sqrt_alpha_bar[t] * x0 + proc.sqrt_one_minus_alpha_bar[t] * eps
+    return _nan_unless(_ok_time(t, T, 0), x_t), eps
 
 
 def predict_x0(proc: Gaussian, x_t, t, eps):
-    """x_0 implied by ``x_t`` and an epsilon prediction."""
-    a = proc.alpha_bar[t]
-    return (x_t - jnp.sqrt(1.0 - a) * eps) / jnp.sqrt(a)
+    """x_0 implied by ``x_t`` and an epsilon prediction of the same shape, at ``t`` in 1..T
+    (``ValueError`` for a host ``t`` outside; NaN for one held in a JAX array)."""
+    T = _check_gaussian(proc)
+    _check_float("x_t", x_t)
+    _check_float("eps", eps)
+    _check_same_shape("eps", eps, "x_t", x_t)
+    _check_time(t, T)
+    return _nan_unless(_ok_time(t, T), (x_t - proc.sqrt_one_minus_alpha_bar[t] * eps) / proc.sqrt_alpha_bar[t])
 
 
 def posterior_mean_var(proc: Gaussian, x0, x_t, t):
-    """Mean and variance of ``q(x_{t-1} | x_t, x_0)`` (t >= 1; the variance is 0 at t = 1)."""
-    b = proc.betas[t - 1]
-    a_t, a_prev = proc.alpha_bar[t], proc.alpha_bar[t - 1]
-    mean = (jnp.sqrt(a_prev) * b / (1.0 - a_t)) * x0 + (jnp.sqrt(1.0 - b) * (1.0 - a_prev) / (1.0 - a_t)) * x_t
-    return mean, b * (1.0 - a_prev) / (1.0 - a_t)
+    """Mean and variance of ``q(x_{t-1} | x_t, x_0)``, ``x0`` and ``x_t`` of one shape, ``t`` in
+    1..T (the variance is 0 at t = 1). The coefficients are the float64 tables of :class:`Gaussian`
+    rounded once to float32. A ``t`` outside 1..T (t = 0 would divide by ``1 - abar_0 = 0``) is a
+    ``ValueError`` for host data; held in a JAX array it makes mean and variance **NaN**."""
+    T = _check_gaussian(proc)
+    _check_float("x0", x0)
+    _check_float("x_t", x_t)
+    _check_same_shape("x_t", x_t, "x0", x0)
+    _check_time(t, T)
+    ok = _ok_time(t, T)
+    mean = proc.posterior_x0[t - 1] * x0 + proc.posterior_xt[t - 1] * x_t
+    return _nan_unless(ok, mean), _nan_unless(ok, proc.posterior_var[t - 1])
 
 
 def ddpm_step(key, proc: Gaussian, x_t, t, eps, clip=None):
     """One ancestral step ``x_t -> x_{t-1}`` from an epsilon prediction (x_0 clipped to
-    [-clip, clip] first when ``clip`` is given)."""
+    [-clip, clip] first when ``clip`` > 0 is given; the posterior mean then uses the clipped x_0
+    and ``x_t``, as in DDPM). ``t`` in 1..T; outside it (held in a JAX array) the result is **NaN**."""
+    _checks.prng_key("key", key)
+    _check_clip(clip)
     x0 = predict_x0(proc, x_t, t, eps)
     if clip is not None:
         x0 = jnp.clip(x0, -clip, clip)
@@ -145,10 +367,15 @@ def ddpm_step(key, proc: Gaussian, x_t, t, eps, clip=None):
 
 
 def sample(key, proc: Gaussian, eps_fn: Callable, shape, clip=None):
-    """Ancestral sampling: x_T ~ N(0, I), then T calls of ``eps_fn(x_t, t)`` under ``lax.scan``.
-    Returns x_0 of ``shape``."""
+    """Ancestral sampling: x_T ~ N(0, I), then T calls of ``eps_fn(x_t, t)`` (an epsilon of the
+    shape of ``x_t``) under ``lax.scan``. Returns x_0 of ``shape``."""
+    _checks.prng_key("key", key)
+    _check_gaussian(proc)
+    _check_fn("eps_fn", eps_fn, "(x_t, t) -> eps")
+    shape = _check_shape_arg(shape)
+    _check_clip(clip)
     k0, k1 = jax.random.split(key)
-    x = jax.random.normal(k0, tuple(shape), jnp.float32)
+    x = jax.random.normal(k0, shape, jnp.float32)
 
     def step(x, args):
         t, k = args
@@ -161,6 +388,7 @@ def sample(key, proc: Gaussian, eps_fn: Callable, shape, clip=None):
 
 def ddim_times(T: int, steps: int) -> np.ndarray:
     """The DDIM sub-sequence: ``steps`` times from T down to 1, evenly spaced (then 0)."""
+    T = _checks.positive_int("T", T)
     steps = _checks.positive_int("steps", steps)
     if steps > T:
         raise ValueError(f"steps must be <= T={T}, got {steps}")
@@ -169,11 +397,25 @@ def ddim_times(T: int, steps: int) -> np.ndarray:
 
 
 def ddim_sample(key, proc: Gaussian, eps_fn: Callable, shape, steps: int, eta=0.0, clip=None):
-    """DDIM sampling (Song et al. 2021) over ``steps`` of the T times; ``eta = 0`` is
-    deterministic given x_T, ``eta = 1`` matches the ancestral variance."""
-    times = jnp.asarray(ddim_times(proc.T, steps))
+    """DDIM sampling (Song et al. 2021) over ``steps`` of the T times (:func:`ddim_times`);
+    ``eta = 0`` is deterministic given x_T, ``eta = 1`` matches the ancestral variance
+    (``eta`` in [0, 1]).
+
+    With ``clip`` > 0 the predicted x_0 is clipped to [-clip, clip] and **epsilon is re-derived
+    from the clipped x_0**, ``eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)``, so that the
+    step stays on the DDIM trajectory of the clipped prediction (as diffusers' DDIM scheduler does
+    with ``clip_sample``); the unclipped epsilon is then not used."""
+    _checks.prng_key("key", key)
+    T = _check_gaussian(proc)
+    _check_fn("eps_fn", eps_fn, "(x_t, t) -> eps")
+    shape = _check_shape_arg(shape)
+    if np.ndim(eta) != 0:
+        raise ValueError(f"eta must be a scalar in [0, 1], got shape {np.shape(eta)}")
+    _checks.real("eta", eta, low=0.0, high=1.0)
+    _check_clip(clip)
+    times = jnp.asarray(ddim_times(T, steps))
     k0, k1 = jax.random.split(key)
-    x = jax.random.normal(k0, tuple(shape), jnp.float32)
+    x = jax.random.normal(k0, shape, jnp.float32)
 
     def step(x, args):
         t, s, k = args
@@ -181,11 +423,12 @@ def ddim_sample(key, proc: Gaussian, eps_fn: Callable, shape, steps: int, eta=0.
         x0 = predict_x0(proc, x, t, eps)
         if clip is not None:
             x0 = jnp.clip(x0, -clip, clip)
-            eps = (x - jnp.sqrt(proc.alpha_bar[t]) * x0) / jnp.sqrt(1.0 - proc.alpha_bar[t])
+            eps = (x - proc.sqrt_alpha_bar[t] * x0) / proc.sqrt_one_minus_alpha_bar[t]
         a_t, a_s = proc.alpha_bar[t], proc.alpha_bar[s]
-        sigma = eta * jnp.sqrt((1.0 - a_s) / (1.0 - a_t) * (1.0 - a_t / a_s))
+        sigma = eta * jnp.sqrt(proc.one_minus_alpha_bar[s] / proc.one_minus_alpha_bar[t] * (1.0 - a_t / a_s))
         noise = jax.random.normal(k, jnp.shape(x), jnp.float32)
-        return jnp.sqrt(a_s) * x0 + jnp.sqrt(jnp.maximum(1.0 - a_s - sigma ** 2, 0.0)) * eps + sigma * noise, None
+        return (proc.sqrt_alpha_bar[s] * x0 + jnp.sqrt(jnp.maximum(proc.one_minus_alpha_bar[s] - sigma ** 2, 0.0)) * eps
+                + sigma * noise), None
 
     n = times.shape[0] - 1
     x, _ = jax.lax.scan(step, x, (times[:-1], times[1:], jax.random.split(k1, n)))
@@ -197,11 +440,12 @@ def ddim_sample(key, proc: Gaussian, eps_fn: Callable, shape, steps: int, eta=0.
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Discrete:
-    """A D3PM process: ``kernel`` and ``classes`` (static), ``betas`` (T,) and ``alpha_bar``
-    (T+1,) (float32, traced)."""
+    """A D3PM process: ``kernel`` and ``classes`` (static), ``betas`` (T,), ``alpha_bar`` (T+1,)
+    and ``one_minus_alpha_bar`` (T+1,) (float32, traced; built by :func:`discrete` in float64)."""
 
     betas: jax.Array
     alpha_bar: jax.Array
+    one_minus_alpha_bar: jax.Array
     kernel: str = dataclasses.field(default="uniform", metadata=dict(static=True))
     classes: int = dataclasses.field(default=2, metadata=dict(static=True))
 
@@ -219,13 +463,49 @@ class Discrete:
         return self.classes if self.kernel == "absorbing" else -1
 
 
+def _check_discrete(proc) -> int:
+    if not isinstance(proc, Discrete):
+        raise TypeError(f"proc must be a tokdyn.diffusion.Discrete (from discrete()), got {type(proc).__name__}")
+    _checks.choice("proc.kernel", proc.kernel, KERNELS)
+    _checks.positive_int("proc.classes", proc.classes, minimum=2)
+    _check_tables(proc, ("betas",), ("alpha_bar", "one_minus_alpha_bar"))
+    return proc.T
+
+
+def _check_classes(name: str, x0, proc: Discrete):
+    return _check_ints(name, x0, proc.classes, "classes", "classes")
+
+
+def _check_states(name: str, x_t, proc: Discrete):
+    return _check_ints(name, x_t, proc.states, "states", "states")
+
+
+def _check_last_axis(name: str, value, size: int, what: str, cells=None, cells_name: str = ""):
+    """A float array ``(..., size)``; its leading axes equal to ``np.shape(cells)`` when given."""
+    dtype = _checks.dtype_of(value)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{name} must be a float array (..., {size}), got dtype {dtype}")
+    if np.ndim(value) < 1 or np.shape(value)[-1] != size:
+        raise ValueError(f"{name} must have a last axis of {size} ({what}), got shape {np.shape(value)}")
+    if cells is not None and np.shape(value)[:-1] != np.shape(cells):
+        raise ValueError(f"{name} must have shape {np.shape(cells) + (size,)} ({cells_name} of shape "
+                         f"{np.shape(cells)}, then {what}), got {np.shape(value)}")
+    return value
+
+
 def n_states(kernel: str, classes: int) -> int:
+    """S: ``classes`` for the uniform kernel, ``classes + 1`` (the mask) for the absorbing one."""
+    _checks.choice("kernel", kernel, KERNELS)
     return classes + 1 if kernel == "absorbing" else classes
 
 
 def discrete(kernel: str, classes: int, schedule_or_betas=None, T: int | None = None) -> Discrete:
     """A :class:`Discrete` process. ``schedule_or_betas``: a schedule name (with ``T``) or explicit
-    betas, each in (0, 1]; the default is D3PM's: ``cosine`` for uniform, ``absorbing`` for absorbing."""
+    betas, each in (0, 1]. The default is ``cosine`` for the uniform kernel -- Nichol & Dhariwal's
+    cos² schedule, *not* D3PM's, whose code uses cos (``cosine_d3pm``; see the module docstring:
+    alpha_bar at t = 250 / 500 / 750 of 1000 is 0.847 / 0.494 / 0.144 here, 0.920 / 0.703 / 0.380
+    in D3PM's) -- and ``absorbing`` (D3PM's ``jsd``, 1/(T - t + 1)) for the absorbing kernel.
+    Tables are computed in float64 and stored as float32."""
     _checks.choice("kernel", kernel, KERNELS)
     classes = _checks.positive_int("classes", classes, minimum=2)
     if schedule_or_betas is None:
@@ -236,33 +516,43 @@ def discrete(kernel: str, classes: int, schedule_or_betas=None, T: int | None = 
         b = betas(schedule_or_betas, T)
     else:
         b = _check_betas("betas", schedule_or_betas, high_open=False)
-    return Discrete(betas=jnp.asarray(b, jnp.float32), alpha_bar=jnp.asarray(_alpha_bar(b), jnp.float32),
+    return Discrete(betas=_f32(b), alpha_bar=_f32(_alpha_bar(b)), one_minus_alpha_bar=_f32(_one_minus_alpha_bar(b)),
                     kernel=kernel, classes=classes)
 
 
 def stationary(proc: Discrete) -> jax.Array:
     """(S,) the limit distribution: uniform over the C classes, or all mass on the mask."""
+    _check_discrete(proc)
     if proc.kernel == "absorbing":
         return jax.nn.one_hot(proc.mask, proc.states, dtype=jnp.float32)
     return jnp.full((proc.states,), 1.0 / proc.classes, jnp.float32)
 
 
 def transition_matrix(proc: Discrete, t) -> jax.Array:
-    """(S, S) Q_t (rows: x_{t-1}, columns: x_t), t in 1..T."""
+    """(S, S) Q_t (rows: x_{t-1}, columns: x_t), t in 1..T (a traced ``t`` outside: NaN)."""
+    T = _check_discrete(proc)
+    _check_time(t, T)
     b = proc.betas[t - 1]
-    return (1.0 - b) * jnp.eye(proc.states) + b * stationary(proc)[None, :]
+    return _nan_unless(_ok_time(t, T), (1.0 - b) * jnp.eye(proc.states) + b * stationary(proc)[None, :])
 
 
 def cumulative_matrix(proc: Discrete, t) -> jax.Array:
-    """(S, S) Qbar_t = Q_1 ... Q_t in closed form (the identity at t = 0)."""
-    a = proc.alpha_bar[t]
-    return a * jnp.eye(proc.states) + (1.0 - a) * stationary(proc)[None, :]
+    """(S, S) Qbar_t = Q_1 ... Q_t in closed form, t in 0..T (the identity at t = 0; a traced
+    ``t`` outside: NaN)."""
+    T = _check_discrete(proc)
+    _check_time(t, T, low=0)
+    a, one_minus = proc.alpha_bar[t], proc.one_minus_alpha_bar[t]
+    return _nan_unless(_ok_time(t, T, 0), a * jnp.eye(proc.states) + one_minus * stationary(proc)[None, :])
 
 
 def published_cumulative_matrix(alpha_bar_t, classes: int) -> jax.Array:
     """(C, C) the published discrete-grid kernel, for contrast: stay with probability abar_t,
     move to each *other* colour with (1 - abar_t) / (C - 1). Not a valid D3PM kernel: at
-    abar_T = 0 a cell never keeps its colour."""
+    abar_T = 0 a cell never keeps its colour. ``alpha_bar_t`` a scalar in [0, 1]."""
+    classes = _checks.positive_int("classes", classes, minimum=2)
+    if np.ndim(alpha_bar_t) != 0:
+        raise ValueError(f"alpha_bar_t must be a scalar in [0, 1], got shape {np.shape(alpha_bar_t)}")
+    _checks.real("alpha_bar_t", alpha_bar_t, low=0.0, high=1.0)
     a = jnp.asarray(alpha_bar_t, jnp.float32)
     off = (1.0 - a) / (classes - 1)
     return (a - off) * jnp.eye(classes) + off
@@ -276,31 +566,68 @@ def _pad_states(proc: Discrete, probs):
 
 
 def marginal(proc: Discrete, probs, t):
-    """``probs @ Qbar_t`` for (..., S) distributions over states, in O(S)."""
-    a = proc.alpha_bar[t]
-    return a * probs + (1.0 - a) * probs.sum(-1, keepdims=True) * stationary(proc)
+    """``probs @ Qbar_t`` for (..., S) distributions over states, in O(S); t in 0..T (a traced
+    ``t`` outside: NaN)."""
+    T = _check_discrete(proc)
+    _check_last_axis("probs", probs, proc.states, "states")
+    _check_time(t, T, low=0)
+    a, one_minus = proc.alpha_bar[t], proc.one_minus_alpha_bar[t]
+    return _nan_unless(_ok_time(t, T, 0), a * probs + one_minus * probs.sum(-1, keepdims=True) * stationary(proc))
 
 
 def step_likelihood(proc: Discrete, x_t, t):
-    """(..., S): ``Q_t[x_{t-1}, x_t]`` as a function of x_{t-1}, for integer states ``x_t`` (...)."""
+    """(..., S): ``Q_t[x_{t-1}, x_t]`` as a function of x_{t-1}, for integer states ``x_t`` (...)
+    in ``[0, S)`` and t in 1..T. Held in JAX arrays, a ``t`` outside 1..T makes every entry NaN,
+    a state outside ``[0, S)`` its cell's row."""
+    T = _check_discrete(proc)
+    _check_states("x_t", x_t, proc)
+    _check_time(t, T)
     b = proc.betas[t - 1]
-    return (1.0 - b) * jax.nn.one_hot(x_t, proc.states, dtype=jnp.float32) + b * stationary(proc)[x_t][..., None]
+    out = (1.0 - b) * jax.nn.one_hot(x_t, proc.states, dtype=jnp.float32) + b * stationary(proc)[x_t][..., None]
+    ok = _inside(x_t, proc.states)[..., None]  # (..., 1) cells
+    time_ok = _ok_time(t, T)
+    return _nan_unless(ok if time_ok is None else ok & time_ok, out)
 
 
 def q_sample_discrete(key, proc: Discrete, x0, t):
-    """x_t ~ q(x_t | x_0) by Gumbel-max over ``log Qbar_t[x_0]``; ``x0`` integer classes (...)."""
+    """x_t ~ q(x_t | x_0) by Gumbel-max over ``log Qbar_t[x_0]``: (...) int32 states.
+
+    ``x0`` (...) integer classes in ``[0, C)``; ``t`` an integer scalar in 0..T (t = 0 gives x_0).
+    Host values outside are a ``ValueError``. Held in JAX arrays (not inspected on the host), a
+    ``t`` outside 0..T makes **every cell -1**, and a class outside ``[0, C)`` makes its cell -1
+    (never a valid state, where Gumbel-max over an all-zero row would draw a uniform one)."""
+    _checks.prng_key("key", key)
+    T = _check_discrete(proc)
+    _check_classes("x0", x0, proc)
+    _check_time(t, T, low=0)
     p = marginal(proc, jax.nn.one_hot(x0, proc.states, dtype=jnp.float32), t)
     g = jax.random.gumbel(key, p.shape, jnp.float32)
-    return jnp.argmax(jnp.log(jnp.maximum(p, _TINY)) + g, -1).astype(jnp.int32)
+    draw = jnp.argmax(jnp.log(jnp.maximum(p, _TINY)) + g, -1).astype(jnp.int32)
+    ok = _inside(x0, proc.classes)
+    time_ok = _ok_time(t, T, 0)
+    return jnp.where(ok if time_ok is None else ok & time_ok, draw, -1)
 
 
 def posterior_logits(proc: Discrete, x0_probs, x_t, t):
     """(..., S) log of ``Q_t[x_{t-1}, x_t] (x0_probs Qbar_{t-1})[x_{t-1}]``, normalised: the
     posterior q(x_{t-1} | x_t, x_0) for one-hot ``x0_probs``, the model's p(x_{t-1} | x_t) for
-    predicted ones. ``x0_probs`` (..., C) over classes, ``x_t`` (...) integer states, t >= 2."""
+    predicted ones. ``x0_probs`` (..., C) over classes, ``x_t`` (...) integer states in ``[0, S)``,
+    ``t`` in 1..T (the bound and the samplers use t >= 2; at t = 1, ``Qbar_0 = I`` and this is
+    ``Q_1[x_0, x_1] x0_probs[x_0]`` normalised, whereas :func:`hybrid_loss` and
+    :func:`sample_discrete` use the x_0 distribution itself there). Held in JAX arrays, a ``t``
+    outside 1..T gives NaN everywhere, a state outside ``[0, S)`` NaN in its cell."""
+    T = _check_discrete(proc)
+    _check_last_axis("x0_probs", x0_probs, proc.classes, "classes", x_t, "x_t")
+    _check_states("x_t", x_t, proc)
+    _check_time(t, T)
+    if _checks.on_host(x0_probs) and np.any(np.asarray(x0_probs) < 0):
+        raise ValueError("x0_probs must hold probabilities (>= 0), got a negative entry")
+    _check_float("x0_probs", x0_probs)
     p = step_likelihood(proc, x_t, t) * marginal(proc, _pad_states(proc, x0_probs), t - 1)
     p = p / jnp.maximum(p.sum(-1, keepdims=True), _TINY)
-    return jnp.log(jnp.maximum(p, _TINY))
+    ok = _inside(x_t, proc.states)[..., None]  # (..., 1) cells
+    time_ok = _ok_time(t, T)
+    return _nan_unless(ok if time_ok is None else ok & time_ok, jnp.log(jnp.maximum(p, _TINY)))
 
 
 def _kl(log_q, log_p):
@@ -311,48 +638,85 @@ def _kl(log_q, log_p):
 def hybrid_loss(proc: Discrete, x0, x_t, t, x0_logits, lam=0.01):
     """``(loss, vb, ce)`` per cell: ``vb`` = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) for
     t >= 2 and ``-log p(x_0 | x_1)`` at t = 1; ``ce`` = ``-log p~(x_0 | x_t)``; loss = vb + lam ce.
-    ``x0`` (...) integer classes, ``x_t`` (...) states, ``x0_logits`` (..., C)."""
-    logp0 = jax.nn.log_softmax(x0_logits.astype(jnp.float32), -1)
+
+    ``x0`` (...) integer classes in ``[0, C)``, ``x_t`` (...) integer states in ``[0, S)``,
+    ``x0_logits`` (..., C) floats with ``C = proc.classes``, ``t`` an integer scalar in 1..T,
+    ``lam`` >= 0. Host values outside are a ``ValueError`` (shapes and dtypes are checked under a
+    user's ``jit`` too). Held in JAX arrays, a ``t`` outside 1..T makes all three outputs **NaN**
+    in every cell, and a class or state out of range makes them NaN in its cell."""
+    T = _check_discrete(proc)
+    _check_classes("x0", x0, proc)
+    _check_states("x_t", x_t, proc)
+    _check_same_shape("x_t", x_t, "x0", x0)
+    _check_last_axis("x0_logits", x0_logits, proc.classes, "proc.classes", x0, "x0")
+    _check_time(t, T)
+    if np.ndim(lam) != 0:
+        raise ValueError(f"lam must be a scalar >= 0, got shape {np.shape(lam)}")
+    _checks.real("lam", lam, low=0.0)
+    x0, x_t = jnp.asarray(x0), jnp.asarray(x_t)
+    logp0 = jax.nn.log_softmax(jnp.asarray(x0_logits).astype(jnp.float32), -1)
     ce = -jnp.take_along_axis(logp0, x0[..., None], -1)[..., 0]
     tt = jnp.maximum(t, 2)  # the t >= 2 branch, evaluated harmlessly at t = 1 and discarded
     log_q = posterior_logits(proc, jax.nn.one_hot(x0, proc.classes, dtype=jnp.float32), x_t, tt)
     log_p = posterior_logits(proc, jnp.exp(logp0), x_t, tt)
     vb = jnp.where(t == 1, ce, _kl(log_q, log_p))
-    return vb + lam * ce, vb, ce
+    ok = _inside(x0, proc.classes) & _inside(x_t, proc.states)  # (...) cells
+    time_ok = _ok_time(t, T)
+    ok = ok if time_ok is None else ok & time_ok
+    return tuple(_nan_unless(ok, v) for v in (vb + lam * ce, vb, ce))
 
 
 def prior_kl(proc: Discrete, x0):
-    """(...) KL(q(x_T | x_0) || stationary): the constant last term of the bound, per cell."""
+    """(...) KL(q(x_T | x_0) || stationary): the constant last term of the bound, per cell.
+    ``x0`` integer classes in ``[0, C)`` (held in a JAX array, a class outside: NaN in its cell)."""
+    _check_discrete(proc)
+    _check_classes("x0", x0, proc)
     q = marginal(proc, jax.nn.one_hot(x0, proc.states, dtype=jnp.float32), proc.T)
     pi = stationary(proc)
-    return jnp.sum(jnp.where(q > 0, q * (jnp.log(jnp.maximum(q, _TINY)) - jnp.log(jnp.maximum(pi, _TINY))), 0.0), -1)
+    kl = jnp.sum(jnp.where(q > 0, q * (jnp.log(jnp.maximum(q, _TINY)) - jnp.log(jnp.maximum(pi, _TINY))), 0.0), -1)
+    return jnp.where(_inside(x0, proc.classes), kl, jnp.nan)
 
 
 def sample_discrete(key, proc: Discrete, x0_logits_fn: Callable, shape):
     """Ancestral sampling: x_T from the stationary distribution, T - 1 steps of p(x_{t-1} | x_t)
     from ``x0_logits_fn(x_t, t) -> (*shape, C)``, then x_0 ~ p~(x_0 | x_1). Returns (*shape,) classes."""
+    _checks.prng_key("key", key)
+    _check_discrete(proc)
+    _check_fn("x0_logits_fn", x0_logits_fn, "(x_t, t) -> (*shape, C) logits")
+    shape = _check_shape_arg(shape)
     k0, k1, k2 = jax.random.split(key, 3)
-    shape = tuple(shape)
     pi = stationary(proc)
     x = jax.random.categorical(k0, jnp.log(jnp.maximum(pi, _TINY)), shape=shape).astype(jnp.int32)
 
+    def x0_logits(x, t):
+        logits = x0_logits_fn(x, t)
+        _check_last_axis("x0_logits_fn(x_t, t)", logits, proc.classes, "proc.classes", x, "x_t")
+        return logits.astype(jnp.float32)
+
     def step(x, args):
         t, k = args
-        probs = jax.nn.softmax(x0_logits_fn(x, t).astype(jnp.float32), -1)
+        probs = jax.nn.softmax(x0_logits(x, t), -1)
         logits = posterior_logits(proc, probs, x, t)
         return jnp.argmax(logits + jax.random.gumbel(k, logits.shape, jnp.float32), -1).astype(jnp.int32), None
 
     ts = jnp.arange(proc.T, 1, -1)
     x, _ = jax.lax.scan(step, x, (ts, jax.random.split(k1, proc.T - 1)))
-    logits = x0_logits_fn(x, jnp.asarray(1, jnp.int32)).astype(jnp.float32)
+    logits = x0_logits(x, jnp.asarray(1, jnp.int32))
     return jnp.argmax(logits + jax.random.gumbel(k2, logits.shape, jnp.float32), -1).astype(jnp.int32)
 
 
 def nll_bound(key, proc: Discrete, x0_logits_fn: Callable, x0):
     """The variational bound on ``-log p(x_0)`` in nats, summed over the cells of ``x0`` (any
-    shape of integer classes): every term of the bound, ``sum_{t=2}^T KL(q(x_{t-1} | x_t, x_0) ||
-    p(x_{t-1} | x_t)) - log p(x_0 | x_1) + KL(q(x_T | x_0) || stationary)``, each at one draw of
-    x_t ~ q(x_t | x_0) (T calls of ``x0_logits_fn(x_t, t) -> (..., C)`` under ``lax.map``)."""
+    shape of integer classes in ``[0, C)``): every term of the bound, ``sum_{t=2}^T KL(q(x_{t-1} |
+    x_t, x_0) || p(x_{t-1} | x_t)) - log p(x_0 | x_1) + KL(q(x_T | x_0) || stationary)``, each at
+    one draw of x_t ~ q(x_t | x_0) (T calls of ``x0_logits_fn(x_t, t) -> (..., C)`` under
+    ``lax.map``). A class outside ``[0, C)`` is a ``ValueError`` for host data and makes the bound
+    NaN when held in a JAX array."""
+    _checks.prng_key("key", key)
+    _check_discrete(proc)
+    _check_fn("x0_logits_fn", x0_logits_fn, "(x_t, t) -> (..., C) logits")
+    _check_classes("x0", x0, proc)
+
     def term(t):
         x_t = q_sample_discrete(jax.random.fold_in(key, t), proc, x0, t)
         return jnp.sum(hybrid_loss(proc, x0, x_t, t, x0_logits_fn(x_t, t), 0.0)[1])

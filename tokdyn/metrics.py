@@ -59,8 +59,16 @@ The public functions are jitted kernels; their arguments are checked in plain Py
 is traced: label lengths, mask length and dtype and integer label dtypes always (under a user's
 ``jit`` and ``vmap`` too), and, when the labels are host data (NumPy), that every valid label lies
 in range; errors are ``ValueError``/``TypeError`` that name the argument, the value and what is
-allowed. Values held in JAX arrays are not inspected (that would copy them to the host):
-out-of-range labels there give unspecified results.
+allowed. Values held in JAX arrays (device arrays, or tracers inside a user's ``jit``/``vmap``) are
+not inspected (that would copy them to the host); instead the kernels detect a valid (unmasked)
+label outside its bounds and return a value that cannot be mistaken for a result: NaN for the
+float metrics (:func:`ari`, :func:`nmi` and :func:`fg_ari` with bounds, :func:`sse`,
+:func:`matched_iou`), ``-1`` in every entry for the counts (:func:`contingency`,
+:func:`cluster_sizes`) and ``-1`` for :func:`n_used`; :func:`collapsed`, a bool, is then True.
+The detection costs no extra pass over the labels: on the contingency-table path such entries are
+counted in one extra segment of its ``segment_sum`` (and of :func:`cluster_sizes`'), and in
+:func:`sse` the gather of their centre returns NaN (``mode="fill"``).
+Without ``n_true``/``n_pred`` every integer label is allowed, so nothing is out of range.
 """
 
 from __future__ import annotations
@@ -163,13 +171,35 @@ def _finish(s: _Stats):
 # ---------------------------------------------------------------------------------------------
 
 
+def _comparable(labels):
+    """Integer labels in a dtype in which ``labels < bound`` is exact for any bound < 2**31: int32
+    for the narrow types (a Python bound would wrap in uint8), the wide ones as they are (a cast to
+    int32 could wrap an out-of-range label into range)."""
+    if jnp.iinfo(labels.dtype).bits <= 16:
+        return labels.astype(jnp.int32)
+    return labels
+
+
+def _inside(labels, bound: int):
+    """``(N,)`` bool: the label lies in ``[0, bound)`` (elementwise; fused into its consumer). One
+    unsigned comparison: a negative label, reinterpreted as unsigned, is above any bound."""
+    labels = _comparable(labels)
+    if jnp.issubdtype(labels.dtype, jnp.signedinteger):
+        labels = lax.bitcast_convert_type(labels, jnp.dtype(f"uint{jnp.iinfo(labels.dtype).bits}"))
+    return labels < bound
+
+
 def _table(labels_true, labels_pred, weights, n_true: int, n_pred: int):
-    """Weighted co-occurrence counts ``(n_true, n_pred)`` via one ``segment_sum``."""
-    t = labels_true.astype(jnp.int32)
-    p = labels_pred.astype(jnp.int32)
-    cell = t * n_pred + p  # (N,) flat cell index; out-of-range ids are dropped by segment_sum
-    flat = jax.ops.segment_sum(weights, cell, num_segments=n_true * n_pred)  # (n_true * n_pred,)
-    return flat.reshape(n_true, n_pred)
+    """Weighted co-occurrence counts ``(n_true, n_pred)`` via one ``segment_sum``, and a scalar
+    bool: some entry of non-zero weight has a label outside ``[0, n_true)`` / ``[0, n_pred)``.
+
+    Such entries go to one extra segment (instead of a wrong cell: ``t * n_pred + p`` of an
+    out-of-range ``p`` lands in another row), so detecting them costs no pass over the labels."""
+    inside = _inside(labels_true, n_true) & _inside(labels_pred, n_pred)
+    cell = labels_true.astype(jnp.int32) * n_pred + labels_pred.astype(jnp.int32)  # (N,) flat cell index
+    cell = jnp.where(inside, cell, n_true * n_pred)
+    flat = jax.ops.segment_sum(weights, cell, num_segments=n_true * n_pred + 1)  # (n_true * n_pred + 1,)
+    return flat[:-1].reshape(n_true, n_pred), flat[-1] > 0
 
 
 def _entropy_terms(weight, size, n):
@@ -308,11 +338,19 @@ def _weights(mask, n: int):
     return jnp.asarray(mask).astype(_float_dtype())
 
 
-def _stats(labels_true, labels_pred, mask, n_true, n_pred) -> _Stats:
+def _stats(labels_true, labels_pred, mask, n_true, n_pred):
+    """``(stats, bad)``: the sufficient statistics, and (bounded labels) a scalar bool, some valid
+    label out of range (None on the sort path, where every label is allowed)."""
     weights = _weights(mask, labels_true.shape[0])  # (N,)
     if n_true is None:
-        return _sorted_stats(labels_true, labels_pred, weights)
-    return _table_stats(_table(labels_true, labels_pred, weights, n_true, n_pred))
+        return _sorted_stats(labels_true, labels_pred, weights), None
+    table, bad = _table(labels_true, labels_pred, weights, n_true, n_pred)
+    return _table_stats(table), bad
+
+
+def _nan_if(bad, value):
+    """``value``, or NaN where ``bad`` (a traced out-of-range label); ``bad`` None: ``value``."""
+    return value if bad is None else jnp.where(bad, jnp.nan, value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,12 +515,17 @@ def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
       independent ones. As in sklearn it is 1 when no pair of points is split differently by the
       two labelings (``fn == fp == 0``): fewer than two valid points, identical partitions, all
       singletons on both sides, a single cluster on both sides.
+
+    Edge cases: with ``n_true``/``n_pred``, a valid label outside ``[0, n_true)`` / ``[0, n_pred)``
+    is a ``ValueError`` when the labels (and mask) are host data, and makes the result **NaN** when
+    they are JAX arrays (not inspected on the host); invalid (masked) entries are never looked at.
     Precision: results use JAX's default float (float32, or float64 under
     ``jax.enable_x64(True)``). In float32 they agree with sklearn to ~1e-6 on typical inputs;
     near-degenerate NMI (both labelings almost a single cluster) can lose float32 accuracy. Under
     ``jax.enable_x64(True)`` agreement is ~1e-12.
     """
-    return _finish(_stats(jnp.asarray(labels_true), jnp.asarray(labels_pred), mask, n_true, n_pred))[0]
+    stats, bad = _stats(jnp.asarray(labels_true), jnp.asarray(labels_pred), mask, n_true, n_pred)
+    return _nan_if(bad, _finish(stats)[0])
 
 
 @_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"))
@@ -495,10 +538,13 @@ def nmi(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     :func:`ari`; MI is summed cell-wise, ``sum n_ij / N log(N n_ij / (a_i b_j))``.
 
     Returns:
-      Scalar float in ``[0, 1]``.
+      Scalar float in ``[0, 1]``; **NaN** when, with ``n_true``/``n_pred``, a valid label held in a
+      JAX array lies outside its bounds (host labels are refused with a ``ValueError``), as in
+      :func:`ari`.
     Precision: as :func:`ari`.
     """
-    return _finish(_stats(jnp.asarray(labels_true), jnp.asarray(labels_pred), mask, n_true, n_pred))[1]
+    stats, bad = _stats(jnp.asarray(labels_true), jnp.asarray(labels_pred), mask, n_true, n_pred)
+    return _nan_if(bad, _finish(stats)[1])
 
 
 @_checks.checked_jit(_check_contingency, static_argnames=("n_true", "n_pred"))
@@ -512,11 +558,14 @@ def contingency(labels_true, labels_pred, mask=None, *, n_true, n_pred):
       n_true, n_pred: static ints, the table's shape.
 
     Returns:
-      ``(n_true, n_pred)`` array of JAX's default int dtype.
+      ``(n_true, n_pred)`` array of JAX's default int dtype. A valid label outside its bounds is a
+      ``ValueError`` for host data; held in a JAX array, it makes **every entry -1** (a count is
+      never negative), instead of a table with the label dropped or counted in another cell.
     """
     n = jnp.shape(labels_true)[0]
     weights = jnp.ones(n, _int_dtype()) if mask is None else jnp.asarray(mask).astype(_int_dtype())
-    return _table(jnp.asarray(labels_true), jnp.asarray(labels_pred), weights, n_true, n_pred)
+    table, bad = _table(jnp.asarray(labels_true), jnp.asarray(labels_pred), weights, n_true, n_pred)
+    return jnp.where(bad, -1, table)
 
 
 @_checks.checked_jit(_check_sse)
@@ -533,12 +582,19 @@ def sse(x, labels, centers, mask=None):
       Scalar in the promoted float dtype of ``x`` and ``centers`` (at least JAX's default float).
       Computed as ``sum ||x_n - c_{l_n}||^2`` with a gather, which avoids the cancellation of the
       expanded form ``||x||^2 - 2 x.c + ||c||^2`` when points sit close to their centres.
+      A valid label outside ``[0, K)`` is a ``ValueError`` for host data; held in a JAX array it
+      makes the result **NaN** (a gather would clamp it to a neighbouring centre).
     """
     dtype = jnp.result_type(x, centers, _float_dtype())
     x = jnp.asarray(x).astype(dtype)
     centers = jnp.asarray(centers).astype(dtype)
     valid = jnp.ones(x.shape[0], bool) if mask is None else mask
-    assigned = centers[jnp.where(valid, labels, 0)]  # (N, D) centre of each point
+    # (N, D) centre of each point; a valid label outside [0, K) gathers NaN (a plain gather would
+    # clamp it to a neighbouring centre), which the sum carries to the result at no extra cost
+    labels = jnp.asarray(labels)
+    n_centers = centers.shape[0]
+    index = jnp.where(valid, jnp.where(_inside(labels, n_centers), labels, n_centers), 0)  # K: out of bounds
+    assigned = centers.at[index].get(mode="fill", fill_value=jnp.nan)
     sq = (x - assigned) ** 2  # (N, D)
     # One reduction over both axes (no per-row reduction over a tiny trailing D).
     return jnp.sum(jnp.where(valid[:, None], sq, 0.0))
@@ -549,17 +605,23 @@ def cluster_sizes(labels, n_clusters, mask=None):
     """Number of valid points assigned to each cluster: ``(n_clusters,)`` of JAX's default int.
 
     ``labels`` is ``(N,)`` with values in ``[0, n_clusters)`` where ``mask`` is True;
-    ``n_clusters`` is a static int.
+    ``n_clusters`` is a static int. A valid label outside that range is a ``ValueError`` for host
+    data; held in a JAX array it makes **every entry -1** (rather than dropping the point).
     """
     labels = jnp.asarray(labels)
     weights = jnp.ones(labels.shape[0], _int_dtype()) if mask is None else jnp.asarray(mask).astype(_int_dtype())
-    return jax.ops.segment_sum(weights, labels.astype(jnp.int32), num_segments=n_clusters)  # (K,)
+    # labels out of range go to an extra segment (segment_sum would drop them silently)
+    index = jnp.where(_inside(labels, n_clusters), labels.astype(jnp.int32), n_clusters)
+    sizes = jax.ops.segment_sum(weights, index, num_segments=n_clusters + 1)  # (K + 1,)
+    return jnp.where(sizes[-1] > 0, -1, sizes[:-1])  # (K,)
 
 
 def n_used(labels, n_clusters, mask=None):
     """Number of clusters with at least one valid point (int scalar). Arguments as in
-    :func:`cluster_sizes`."""
-    return jnp.sum(cluster_sizes(labels, n_clusters, mask) > 0)
+    :func:`cluster_sizes`; ``-1`` when a valid label held in a JAX array lies outside
+    ``[0, n_clusters)`` (the sentinel of :func:`cluster_sizes`; host labels are checked first)."""
+    sizes = cluster_sizes(labels, n_clusters, mask)
+    return jnp.where(sizes[0] < 0, -1, jnp.sum(sizes > 0))
 
 
 @_checks.checked_jit(_check_collapsed, static_argnames=("n_tokens",))
@@ -574,7 +636,9 @@ def collapsed(labels, n_tokens, n_true_clusters, mask=None):
       mask: optional ``(N,)`` bool selecting the valid points.
 
     Returns:
-      Bool scalar.
+      Bool scalar. A valid label held in a JAX array outside ``[0, n_tokens)`` makes it True (a bool
+      has no room for a sentinel: :func:`n_used` gives ``-1`` there, which is below any threshold);
+      host labels are checked first (``ValueError``).
     """
     needed = jnp.minimum(n_true_clusters, n_tokens)
     return n_used(labels, n_tokens, mask) < needed
@@ -647,26 +711,32 @@ def fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
         fast one); without them any integer ids are allowed (sort-based path). Same results.
 
     Returns:
-      Scalar float in ``[-0.5, 1]`` (JAX's default float; precision as :func:`ari`).
+      Scalar float in ``[-0.5, 1]`` (JAX's default float; precision as :func:`ari`). With
+      ``n_true``/``n_pred``: host ids outside ``[0, n_true)`` / ``[0, n_pred)`` (any pixel) are a
+      ``ValueError``; ids held in JAX arrays are not inspected, and a foreground pixel whose id
+      (``masks_true >= n_true``, or its ``labels_pred`` outside ``[0, n_pred)``) is out of range
+      makes the result **NaN** (background pixels do not enter the score and are not looked at).
 
     Jittable and vmappable: a batch of scenes ``(B, H, W)`` with ``jax.vmap(fg_ari)`` (bind the
     bounds with ``functools.partial``).
     """
     t = jnp.ravel(jnp.asarray(masks_true))  # (N,)
     p = jnp.ravel(jnp.asarray(labels_pred))  # (N,)
-    return _finish(_stats(t, p, t > 0, n_true, n_pred))[0]
+    stats, bad = _stats(t, p, t > 0, n_true, n_pred)
+    return _nan_if(bad, _finish(stats)[0])
 
 
 def _object_iou(t, p, n_true: int, n_pred: int):
     """``(n_true - 1, n_pred)`` IoU of every object (ids 1..n_true-1) with every predicted
-    segment, over all pixels, and ``(n_true - 1,)`` bool: the object has at least one pixel."""
-    table = _table(t, p, jnp.ones(t.shape[0], _float_dtype()), n_true, n_pred)  # (n_true, n_pred)
+    segment, over all pixels, ``(n_true - 1,)`` bool: the object has at least one pixel, and a
+    scalar bool: some id lies outside ``[0, n_true)`` / ``[0, n_pred)``."""
+    table, bad = _table(t, p, jnp.ones(t.shape[0], _float_dtype()), n_true, n_pred)  # (n_true, n_pred)
     area_true = table.sum(axis=1)  # (n_true,) background first
     area_pred = table.sum(axis=0)  # (n_pred,) background pixels included
     inter = table[1:]  # (n_true - 1, n_pred)
     union = area_true[1:, None] + area_pred[None, :] - inter
     iou = jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
-    return iou, area_true[1:] > 0
+    return iou, area_true[1:] > 0, bad
 
 
 @_checks.checked_jit(_check_matched_iou, static_argnames=("n_true", "n_pred"))
@@ -690,7 +760,9 @@ def matched_iou(masks_true, labels_pred, *, n_true, n_pred):
       n_true, n_pred: static ints >= 1 (``n_true`` counts the background id).
 
     Returns:
-      Scalar float in ``[0, 1]``, never NaN. **A scene with no object** (all background, or
+      Scalar float in ``[0, 1]``, never NaN for ids in range. An id outside ``[0, n_true)`` /
+      ``[0, n_pred)`` is a ``ValueError`` for host data; held in a JAX array it makes the result
+      **NaN** (any pixel: every pixel counts in the IoU). **A scene with no object** (all background, or
       ``n_true == 1``) **gives 1.0**: nothing to find, nothing missed -- the convention of
       :func:`fg_ari` (1 with no foreground pixels) and of scikit-learn's scores on empty input. To
       leave such scenes out of an average instead, weight each scene by its number of objects,
@@ -700,18 +772,19 @@ def matched_iou(masks_true, labels_pred, *, n_true, n_pred):
     ``jax.vmap(functools.partial(matched_iou, n_true=..., n_pred=...))``.
     """
     n_objects = n_true - 1
-    if n_objects == 0:  # static: only background ids
-        return jnp.ones((), _float_dtype())
     t = jnp.ravel(jnp.asarray(masks_true))  # (N,)
     p = jnp.ravel(jnp.asarray(labels_pred))  # (N,)
-    iou, present = _object_iou(t, p, n_true, n_pred)  # (n_objects, n_pred), (n_objects,)
+    if n_objects == 0:  # static: only background ids
+        bad = ~jnp.all(_inside(t, 1) & _inside(p, n_pred))
+        return jnp.where(bad, jnp.nan, jnp.ones((), _float_dtype()))
+    iou, present, bad = _object_iou(t, p, n_true, n_pred)  # (n_objects, n_pred), (n_objects,), ()
     width = max(n_pred, n_objects)  # too few segments: columns of IoU 0 stand for "unmatched"
     benefit = jnp.pad(iou, ((0, 0), (0, width - n_pred)))  # (n_objects, width)
     col = assignment.linear_assignment(benefit)  # (n_objects,)
     matched = jnp.take_along_axis(benefit, col[:, None], axis=1)[:, 0]  # (n_objects,)
     count = jnp.sum(present)
     total = jnp.sum(jnp.where(present, matched, 0.0))
-    return jnp.where(count > 0, total / jnp.maximum(count, 1), 1.0)
+    return jnp.where(bad, jnp.nan, jnp.where(count > 0, total / jnp.maximum(count, 1), 1.0))
 
 
 def matched_iou_host(masks_true, labels_pred, *, n_true, n_pred) -> float:

@@ -211,3 +211,78 @@ def test_bad_input_is_named_before_anything_compiles():
         es.maximiser(jnp.sum, "adam")
     with pytest.raises(ValueError, match="estimator must be one of"):
         es.maximiser(jnp.sum, optax.sgd(0.1), estimator="spsa")
+
+
+def _noisy(key, x, t=0.0):
+    """A reward observed with noise: the true reward plus a standard-normal draw of its own key."""
+    return -jnp.sum((x - t) ** 2) + jax.random.normal(key)
+
+
+def test_a_noisy_reward_gets_independent_noise_per_member():
+    """With reward_takes_key every member of the population draws its own observation noise: the
+    noise is exactly normal(key_i) of the documented keys, different for every member (the two
+    members of an antithetic pair included), uncorrelated across 4000 keys and of unit variance;
+    through the maximiser each step's population does too, with shared data in args."""
+    x, n_pairs, sigma = jnp.array([0.3, -0.2]), 4, 0.1
+    key = jax.random.key(5)
+    _, info = es.es_grad(key, _noisy, x, sigma=sigma, n_pairs=n_pairs, reward_takes_key=True)
+    k_noise, k_reward = jax.random.split(key)
+    z = es.noise(k_noise, 2, n_pairs)
+    truth = -np.sum((np.asarray(x) + sigma * np.asarray(z)) ** 2, 1)
+    draws = np.asarray(jax.vmap(jax.random.normal)(jax.random.split(k_reward, 2 * n_pairs)))
+    np.testing.assert_allclose(info.rewards, truth + draws, rtol=1e-5, atol=1e-5)
+    assert len(np.unique(np.round(draws, 6))) == 2 * n_pairs
+
+    @jax.jit
+    def noise_of(keys):  # (K,) keys -> (K, P) the observation noise of each member
+        def one(k):
+            r = es.es_grad(k, _noisy, x, sigma=sigma, n_pairs=n_pairs, reward_takes_key=True)[1].rewards
+            zk = es.noise(jax.random.split(k)[0], 2, n_pairs)
+            return r + jnp.sum((x + sigma * zk) ** 2, 1)
+        return jax.vmap(one)(keys)
+
+    e = np.asarray(noise_of(jax.random.split(jax.random.key(6), 4000)), np.float64)
+    corr = np.corrcoef(e.T)[np.triu_indices(2 * n_pairs, 1)]
+    assert np.max(np.abs(corr)) < 0.08  # 4000 draws: |r| < 0.08 at about 5 standard errors
+    np.testing.assert_allclose(e.var(0), 1.0, atol=0.1)
+
+    opt = es.maximiser(_noisy, optax.sgd(0.01), sigma=sigma, n_pairs=n_pairs, reward_takes_key=True)
+    t = jnp.array([1.0, 1.0])
+    _, info = jax.jit(opt.step)(key, opt.init(x), t)
+    truth = -np.sum((np.asarray(x) + sigma * np.asarray(z) - 1.0) ** 2, 1)
+    np.testing.assert_allclose(info.rewards, truth + draws, rtol=1e-5, atol=1e-5)
+    exact = es.maximiser(_noisy, optax.sgd(0.01), estimator="exact", reward_takes_key=True)
+    _, info = exact.step(key, exact.init(x), t)
+    np.testing.assert_allclose(info.rewards, [-np.sum((np.asarray(x) - 1.0) ** 2) + jax.random.normal(key)],
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("estimator", ["es", "exact"])
+def test_rewards_without_a_key_are_unchanged(estimator):
+    """The default (reward_takes_key=False): the step's key draws the perturbations alone, exactly
+    as es_grad / exact_grad do with that key; a key-taking reward that ignores its key sees the
+    same population but from split(key)[0]."""
+    reward = lambda x, t: -jnp.sum((x - t) ** 2)
+    x, t, key = jnp.array([0.3, -0.2, 0.1]), jnp.array([1.0, 0.0, -1.0]), jax.random.key(7)
+    opt = es.maximiser(reward, optax.sgd(0.1), sigma=0.2, n_pairs=3, estimator=estimator)
+    state, info = jax.jit(opt.step)(key, opt.init(x), t)
+    if estimator == "es":
+        grad, want = es.es_grad(key, lambda x: reward(x, t), x, sigma=0.2, n_pairs=3)
+        z = es.noise(key, 3, 3)
+        np.testing.assert_allclose(want.rewards, jax.vmap(lambda d: reward(x + 0.2 * d, t))(z), rtol=1e-6)
+    else:
+        grad, want = es.exact_grad(key, lambda x: reward(x, t), x)
+    np.testing.assert_allclose(info.rewards, want.rewards, rtol=1e-6)
+    np.testing.assert_allclose(state.x, x + 0.1 * grad, rtol=1e-6)
+    keyed = es.maximiser(lambda k, x, t: reward(x, t), optax.sgd(0.1), sigma=0.2, n_pairs=3, estimator=estimator,
+                         reward_takes_key=True)
+    _, info = jax.jit(keyed.step)(key, keyed.init(x), t)
+    if estimator == "es":
+        z = es.noise(jax.random.split(key)[0], 3, 3)
+        np.testing.assert_allclose(info.rewards, jax.vmap(lambda d: reward(x + 0.2 * d, t))(z), rtol=1e-6)
+    else:
+        np.testing.assert_allclose(info.rewards, want.rewards, rtol=1e-6)
+    with pytest.raises(TypeError, match="reward_takes_key must be a bool"):
+        es.maximiser(reward, optax.sgd(0.1), reward_takes_key="yes")
+    with pytest.raises(TypeError, match="reward_fn must return a scalar"):
+        es.es_grad(key, lambda k, x: x, x, sigma=0.1, n_pairs=2, reward_takes_key=True)

@@ -24,6 +24,16 @@ where ``w`` are the rewards after ``shaping``:
 The noise is drawn as evosax's OpenAI-ES draws it (``normal(key, (n, dims))`` of the flattened
 ``x``, the antithetic half negated and appended), so both give the same estimate on the same key.
 
+**Noisy rewards.** A reward that draws randomness of its own (observation noise, a minibatch,
+dropout) takes a key: with ``reward_takes_key=True`` it is called ``reward_fn(key, x)`` (key first,
+as in evosax and optax), and :func:`es_grad` gives every member of the population its own key:
+``key`` is split in two, the first half draws the perturbations, the second is split into one key
+per member (in the order of the noise), so members draw independent noise. A key handed to the
+reward any other way (closed over, or among :class:`Maximiser`'s ``args``) is one draw shared by
+the whole population: common random numbers, which cancel the noise out of antithetic
+differences but are not independent evaluations. With the default ``reward_takes_key=False`` the
+reward gets no key and ``key`` draws the perturbations alone, as before.
+
 **Direction.** Everything here *maximises* R: :func:`es_grad` returns an ascent direction
 (an estimate of +grad R). optax minimises, so :func:`maximiser` hands ``-es_grad`` to the optax
 optimiser; that is the only place the sign is flipped.
@@ -61,9 +71,16 @@ class Info:
     sigma: jax.Array
 
 
-def _check(reward_fn, x, sigma, n_pairs, antithetic, shaping) -> None:
+def _check_takes_key(reward_takes_key) -> None:
+    if not isinstance(reward_takes_key, bool):
+        raise TypeError(f"reward_takes_key must be a bool (True: reward_fn(key, x)), got {reward_takes_key!r}")
+
+
+def _check(key, reward_fn, x, sigma, n_pairs, antithetic, shaping, reward_takes_key=False) -> None:
+    _check_takes_key(reward_takes_key)
     if not callable(reward_fn):
-        raise TypeError(f"reward_fn must be a callable x -> scalar reward, got {type(reward_fn).__name__}")
+        want = "(key, x)" if reward_takes_key else "x"
+        raise TypeError(f"reward_fn must be a callable {want} -> scalar reward, got {type(reward_fn).__name__}")
     _checks.real("sigma", sigma, low=0.0, low_open=True)
     _checks.positive_int("n_pairs", n_pairs)
     if not isinstance(antithetic, bool):
@@ -75,7 +92,7 @@ def _check(reward_fn, x, sigma, n_pairs, antithetic, shaping) -> None:
     for leaf in leaves:
         if not jnp.issubdtype(_checks.dtype_of(leaf), jnp.floating):
             raise TypeError(f"x must hold floating-point arrays, got dtype {_checks.dtype_of(leaf)}")
-    out = jax.eval_shape(reward_fn, x)
+    out = jax.eval_shape(reward_fn, key, x) if reward_takes_key else jax.eval_shape(reward_fn, x)
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
         shape = getattr(out, "shape", type(out).__name__)
         raise TypeError(f"reward_fn must return a scalar reward, got {shape}")
@@ -105,40 +122,54 @@ def shape_rewards(rewards: jax.Array, shaping: str = "none", *, antithetic: bool
 
 
 def es_grad(key: jax.Array, reward_fn: Callable, x, *, sigma, n_pairs: int, antithetic: bool = True,
-            shaping: str = "none"):
+            shaping: str = "none", reward_takes_key: bool = False):
     """An estimate of the gradient of ``E[reward_fn(x + eps)]``, ``eps ~ N(0, sigma^2 I)``: an
     ascent direction of the reward (see the module docstring).
 
     Args:
-      key: PRNG key of the perturbations.
-      reward_fn: jittable ``x -> scalar`` (the reward, to be maximised).
+      key: PRNG key of the perturbations (and, with ``reward_takes_key``, of the rewards).
+      reward_fn: jittable ``x -> scalar`` (the reward, to be maximised), or ``(key, x) -> scalar``
+        with ``reward_takes_key``.
       x: the point, any pytree of float arrays.
       sigma: perturbation scale (> 0; may be traced, e.g. a schedule's value).
       n_pairs: the population is ``2 * n_pairs`` reward evaluations, with or without antithetic
         pairing.
       antithetic: draw pairs ``(eps, -eps)``.
       shaping: "none" | "baseline" | "centered_rank".
+      reward_takes_key: call ``reward_fn(key_i, x_i)``, member i of the population with its own
+        key (see the module docstring: the perturbations then come from ``split(key)[0]``, the
+        members' keys are ``split(split(key)[1], 2 * n_pairs)``).
 
     Returns:
       ``(grad, info)``: ``grad`` has the structure of ``x``; :class:`Info`.
     """
     _checks.prng_key("key", key)
-    _check(reward_fn, x, sigma, n_pairs, antithetic, shaping)
+    _check(key, reward_fn, x, sigma, n_pairs, antithetic, shaping, reward_takes_key)
     flat, unravel = ravel_pytree(x)
+    if reward_takes_key:
+        key, reward_key = jax.random.split(key)
     z = noise(key, flat.size, n_pairs, antithetic)  # (P, dims)
     sigma = jnp.asarray(sigma, flat.dtype)
-    rewards = jax.vmap(lambda d: reward_fn(unravel(flat + sigma * d)))(z.astype(flat.dtype))  # (P,)
+    if reward_takes_key:
+        keys = jax.random.split(reward_key, z.shape[0])  # one per member, in the order of the noise
+        rewards = jax.vmap(lambda k, d: reward_fn(k, unravel(flat + sigma * d)))(keys, z.astype(flat.dtype))
+    else:
+        rewards = jax.vmap(lambda d: reward_fn(unravel(flat + sigma * d)))(z.astype(flat.dtype))  # (P,)
     weights = shape_rewards(rewards, shaping, antithetic=antithetic)
     grad = weights @ z.astype(flat.dtype) / (z.shape[0] * sigma)  # sum_i w_i eps_i / (P sigma^2)
     return unravel(grad), Info(rewards=rewards, n_nan=jnp.sum(jnp.isnan(rewards)), sigma=sigma)
 
 
-def exact_grad(key: jax.Array, reward_fn: Callable, x):
+def exact_grad(key: jax.Array, reward_fn: Callable, x, *, reward_takes_key: bool = False):
     """The exact gradient of ``reward_fn`` at ``x`` (``jax.grad``), in :func:`es_grad`'s form:
-    ``(grad, info)`` with the reward of ``x`` as the population. ``key`` is unused (kept so both
-    estimators share one signature)."""
-    del key
-    reward, grad = jax.value_and_grad(reward_fn)(x)
+    ``(grad, info)`` with the reward of ``x`` as the population. ``key`` is handed to the reward
+    (``reward_fn(key, x)``) with ``reward_takes_key``, unused otherwise (kept so both estimators
+    share one signature)."""
+    _check_takes_key(reward_takes_key)
+    if reward_takes_key:
+        reward, grad = jax.value_and_grad(lambda x: reward_fn(key, x))(x)
+    else:
+        reward, grad = jax.value_and_grad(reward_fn)(x)
     return grad, Info(rewards=reward[None], n_nan=jnp.isnan(reward).astype(jnp.int32), sigma=jnp.zeros(()))
 
 
@@ -154,8 +185,10 @@ class State:
 
 class Maximiser(NamedTuple):
     """``init(x) -> State``; ``step(key, state, *args) -> (State, Info)``: one ascent step of
-    ``reward_fn(x, *args)`` (the extra arguments, e.g. one instance's data, make it vmappable over
-    instances)."""
+    ``reward_fn(x, *args)`` (or ``reward_fn(key_i, x, *args)``, see :func:`maximiser`). The extra
+    arguments, e.g. one instance's data, make it vmappable over instances; they are the same for
+    every member of the population, so randomness of the reward's own must come from its key
+    (``reward_takes_key=True``), not from a key among ``args`` (one draw shared by every member)."""
 
     init: Callable
     step: Callable
@@ -166,11 +199,12 @@ Schedule = Union[float, Callable[[jax.Array], jax.Array]]
 
 def maximiser(reward_fn: Callable, optimizer: optax.GradientTransformation, *, sigma: Schedule = 0.1,
               n_pairs: int = 8, antithetic: bool = True, shaping: str = "none",
-              estimator: str = "es") -> Maximiser:
+              estimator: str = "es", reward_takes_key: bool = False) -> Maximiser:
     """Maximise ``reward_fn(x, *args)`` with ``optimizer`` fed the negated gradient estimate.
 
     Args:
-      reward_fn: jittable ``(x, *args) -> scalar``.
+      reward_fn: jittable ``(x, *args) -> scalar``, or ``(key, x, *args) -> scalar`` with
+        ``reward_takes_key`` (a noisy reward: observation noise, a minibatch).
       optimizer: any optax transformation (e.g. ``optax.sgd(1e-3)``); it minimises, so it receives
         ``-grad`` (this is the one place the sign is flipped). A step whose estimate is not finite
         (a NaN reward) leaves ``x`` and the optimiser state unchanged (``optax.apply_if_finite``)
@@ -180,6 +214,10 @@ def maximiser(reward_fn: Callable, optimizer: optax.GradientTransformation, *, s
       n_pairs, antithetic, shaping: as in :func:`es_grad`.
       estimator: "es" (:func:`es_grad`) or "exact" (:func:`exact_grad`, the same ascent with the
         true gradient).
+      reward_takes_key: hand the reward a key, key first: under "es" each member of the
+        population gets its own (independent noise; see :func:`es_grad`), under "exact" the step's
+        key. False (the default): the reward gets no key and the step's key draws the
+        perturbations alone, as before.
     """
     _checks.choice("estimator", estimator, ("es", "exact"))
     if not isinstance(optimizer, optax.GradientTransformation):
@@ -188,19 +226,23 @@ def maximiser(reward_fn: Callable, optimizer: optax.GradientTransformation, *, s
         _checks.real("sigma", sigma, low=0.0, low_open=True)
     _checks.positive_int("n_pairs", n_pairs)
     _checks.choice("shaping", shaping, SHAPINGS)
+    _check_takes_key(reward_takes_key)
     safe = optax.apply_if_finite(optimizer, max_consecutive_errors=2**30)
 
     def init(x) -> State:
         return State(x=x, opt_state=safe.init(x), count=jnp.zeros((), jnp.int32))
 
     def step(key, state: State, *args):
-        reward = lambda x: reward_fn(x, *args)
+        if reward_takes_key:
+            reward = lambda k, x: reward_fn(k, x, *args)
+        else:
+            reward = lambda x: reward_fn(x, *args)
         if estimator == "exact":
-            grad, info = exact_grad(key, reward, state.x)
+            grad, info = exact_grad(key, reward, state.x, reward_takes_key=reward_takes_key)
         else:
             s = sigma(state.count) if callable(sigma) else sigma
             grad, info = es_grad(key, reward, state.x, sigma=s, n_pairs=n_pairs, antithetic=antithetic,
-                                 shaping=shaping)
+                                 shaping=shaping, reward_takes_key=reward_takes_key)
         descent = jax.tree_util.tree_map(jnp.negative, grad)  # optax minimises: -grad ascends the reward
         updates, opt_state = safe.update(descent, state.opt_state, state.x)
         return State(x=optax.apply_updates(state.x, updates), opt_state=opt_state, count=state.count + 1), info

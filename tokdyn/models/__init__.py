@@ -1,4 +1,4 @@
-"""The models: their own kernels, networks and training (submodules loaded on first access).
+"""The models: networks, losses and a trainer each for :mod:`tokdyn.train` (submodules loaded on first access).
 
 - :mod:`tokdyn.models.slots`     the learned Slot Attention and its object-discovery autoencoder
 - :mod:`tokdyn.models.vtae`      visual-token autoencoders: text tokens <-> colour grids, corpora, diagnostics

@@ -6,6 +6,7 @@ equals ``run``; a Sinkhorn count above the static bound and per-step knobs are r
 anything is compiled."""
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -404,3 +405,139 @@ def test_bad_sinkhorn_count_and_per_step_knobs_are_refused_before_compiling():
     assert np.all(np.isfinite(np.asarray(dynamics.run_fixed(
         x + np.arange(5, dtype=np.float32)[:, None], t, dynamics.Hparams(sinkhorn_iters=dynamics.MAX_SINKHORN_ITERS),
         n_steps=2).tokens)))
+
+
+# ---------------------------------------------------------------------------------------------- implicit
+
+
+IMPLICIT_CONFIGS = [  # (seed, N, T, D, knobs, masked): runs that converge to a fixed point
+    (0, 60, 3, 2, dict(temperature=0.8), False),  # baseline
+    (1, 50, 3, 2, dict(temperature=1.0, momentum=0.5), False),  # inertia
+    (2, 70, 4, 3, dict(temperature=1.2, momentum=0.3, repulsion=0.02, damping=0.7), True),
+    (3, 80, 3, 2, dict(temperature=0.9, sinkhorn_iters=5, slot_norm=0.5, damping=0.9), True),
+    (4, 60, 3, 2, dict(temperature=0.7, momentum=0.2, anneal_ratio=3.0, anneal_steps=5), False),
+]
+IMPLICIT_IDS = ["baseline", "inertia", "repulsion-damped", "sinkhorn-slot", "annealed"]
+IMPLICIT_KNOBS = ("temperature", "momentum", "repulsion", "damping", "slot_norm", "anneal_ratio")
+
+
+@pytest.mark.parametrize("config", IMPLICIT_CONFIGS, ids=IMPLICIT_IDS)
+def test_implicit_grad_of_run_matches_finite_differences_and_run_fixed(config):
+    """float64: jax.grad through run(implicit=True) of a converged run equals central differences of
+    run (stopping at tol) in every continuous knob, and jax.grad through run_fixed with enough steps
+    to converge in the knobs and the points; the initial tokens get zero."""
+    seed, n, t, d, knobs, masked = config
+    with jax.enable_x64(True):
+        x, tokens, mask, c = _problem(seed, n, t, d, masked)
+        x, tokens = jnp.asarray(x, jnp.float64), jnp.asarray(tokens, jnp.float64)
+        hp = _hparams(knobs, jnp.float64)
+        kw = dict(mask=mask, n_steps=5000, tol=1e-13)
+
+        res = dynamics.run(x, tokens, hp, implicit=True, **kw)
+        plain = dynamics.run(x, tokens, hp, **kw)
+        assert bool(res.converged) and int(res.steps) < 1000
+        np.testing.assert_array_equal(res.tokens, plain.tokens)  # the same forward run
+        np.testing.assert_array_equal(res.labels, plain.labels)
+
+        def implicit_loss(hp, x, tokens):
+            return _loss(dynamics.run(x, tokens, hp, implicit=True, **kw).tokens, c)
+
+        def fixed_loss(hp, x, tokens):
+            return _loss(dynamics.run_fixed(x, tokens, hp, mask=mask, n_steps=4 * int(res.steps), tol=0.0).tokens, c)
+
+        g_hp, g_x, g_t = jax.grad(implicit_loss, argnums=(0, 1, 2))(hp, x, tokens)
+        f_hp, f_x, f_t = jax.grad(fixed_loss, argnums=(0, 1, 2))(hp, x, tokens)
+
+        def run_loss(name, v):
+            hp_v = dataclasses.replace(hp, **{name: jnp.asarray(v, jnp.float64)})  # traced: edges (0) allowed
+            return float(_loss(dynamics.run(x, tokens, hp_v, **kw).tokens, c))
+
+        for name in IMPLICIT_KNOBS:
+            got = float(getattr(g_hp, name))
+            fd = _central(lambda v: run_loss(name, v), float(getattr(hp, name)))
+            np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-7, err_msg=f"{name}: implicit vs run's FD")
+            np.testing.assert_allclose(got, float(getattr(f_hp, name)), rtol=1e-6, atol=1e-9,
+                                       err_msg=f"{name}: implicit vs run_fixed")
+        np.testing.assert_allclose(g_x, f_x, rtol=1e-6, atol=1e-9)
+        assert np.all(np.asarray(g_t) == 0.0)  # a fixed point does not depend on where the run started
+        np.testing.assert_allclose(f_t, 0.0, atol=1e-9)  # the converged unrolled run forgets it too
+        # a point coordinate by central differences of run
+        i = 1 if mask is None else 2
+        fd_x = _central(lambda v: float(_loss(dynamics.run(x.at[i, 0].set(v), tokens, hp, **kw).tokens, c)),
+                        float(x[i, 0]))
+        np.testing.assert_allclose(float(g_x[i, 0]), fd_x, rtol=1e-5, atol=1e-7)
+        # forward mode agrees with reverse mode
+        tangent = jax.jvp(lambda tau: implicit_loss(dataclasses.replace(hp, temperature=tau), x, tokens),
+                          (hp.temperature,), (jnp.ones((), jnp.float64),))[1]
+        np.testing.assert_allclose(float(tangent), float(g_hp.temperature), rtol=1e-9)
+
+
+class _Soft(NamedTuple):
+    temperature: float = 1.0
+    step_size: float = 1.0
+
+
+def _soft_step(tokens, points, hp, s, key):
+    """Soft k-means with a step size, the state the tokens alone (a rule from outside the package)."""
+    d2 = jnp.sum((points.x[:, None] - tokens[None]) ** 2, axis=-1)  # (N, T)
+    a = jax.nn.softmax(-d2 / hp.temperature, axis=1) * points.weights[:, None]
+    sums = a.T @ points.x1
+    return tokens + hp.step_size * (sums[:, :-1] / sums[:, -1:] - tokens)
+
+
+SOFT = dynamics.Rule(lambda points, tokens, hp: tokens, _soft_step, hparams=_Soft(), name="soft")
+
+
+def test_implicit_grad_of_a_rule_of_ones_own_and_under_vmap_in_float32():
+    """float32, tol 1e-6: a tokens-only rule from outside the package and the built-in inertia rule;
+    jax.vmap of jax.grad over batched knobs equals the per-run gradients and run_fixed's."""
+    x, tokens, _, c = _problem(5, 60, 3, 2, False)
+    for rule, batch in [(SOFT, _Soft(temperature=jnp.array([0.7, 1.0]), step_size=jnp.array([0.8, 0.5]))),
+                        (dynamics.BUILTIN, dynamics.Hparams.stack([dynamics.Hparams(temperature=0.8, momentum=0.5),
+                                                                   dynamics.Hparams(temperature=1.1, momentum=0.3)]))]:
+        def implicit_loss(hp):
+            return _loss(dynamics.run(x, tokens, hp, rule=rule, n_steps=2000, tol=1e-6, implicit=True).tokens, c)
+
+        def fixed_loss(hp):
+            return _loss(dynamics.run_fixed(x, tokens, hp, rule=rule, n_steps=300, tol=0.0).tokens, c)
+
+        batched = jax.vmap(jax.grad(implicit_loss))(batch)
+        for b in range(2):
+            hp = jax.tree_util.tree_map(lambda v: v[b], batch)
+            one, fixed = jax.grad(implicit_loss)(hp), jax.grad(fixed_loss)(hp)
+            for got, want, ref in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(one),
+                                      jax.tree_util.tree_leaves(fixed)):
+                np.testing.assert_allclose(got[b], want, rtol=1e-4, atol=1e-5)
+                np.testing.assert_allclose(want, ref, rtol=2e-3, atol=2e-4)
+
+
+def test_implicit_is_refused_before_compiling_where_it_cannot_be_supported():
+    """A non-bool ``implicit`` before anything is traced; a rule state with an integer leaf while
+    tracing, before anything is compiled."""
+    x = np.arange(10, dtype=np.float32).reshape(5, 2)
+    t = x[:2]
+    with jax_compilations() as compiled:
+        with pytest.raises(TypeError, match="implicit must be a bool"):
+            dynamics.run(x, t, implicit="yes")
+        with pytest.raises(TypeError, match="implicit must be a bool"):
+            dynamics.run(x, t, implicit=1)
+    assert compiled == []
+    counted = dynamics.Rule(_counted_init, _counted_step, name="counted")
+    with jax_compilations() as compiled:
+        with pytest.raises(TypeError, match=r"implicit=True.*floating.*int32"):
+            dynamics.run(x, t, rule=counted, implicit=True)
+    assert "/jax/core/compile/backend_compile_duration" not in compiled
+    assert int(dynamics.run(x, t, rule=counted, n_steps=3).state.count) == 3  # fine without implicit
+
+
+class _Counted(NamedTuple):
+    tokens: jax.Array
+    count: jax.Array
+
+
+def _counted_init(points, tokens, hp):
+    return _Counted(tokens, jnp.zeros((), jnp.int32))
+
+
+def _counted_step(state, points, hp, s, key):
+    return _Counted(0.5 * state.tokens, state.count + 1)

@@ -106,7 +106,12 @@ kernel                                      jit   vmap   jacfwd  grad
 :func:`run_fixed`, :func:`trajectory`       yes   yes    yes     yes (static ``n_steps``; the stopping step
                                                                  held fixed)
 :func:`run`                                 yes   yes    yes     no: a ``while_loop`` with early stop; use
-                                                                 :func:`run_fixed` (same result)
+                                                                 :func:`run_fixed` (same result); or
+                                                                 ``implicit=True``: implicit derivative
+                                                                 at the fixed point (both modes; knobs and
+                                                                 points; zero in the initial tokens),
+                                                                 exact for a converged deterministic run,
+                                                                 see :func:`run`
 :func:`soft_assignment`, :func:`sinkhorn`   yes   yes    yes     yes (``sinkhorn``: static count, any length)
 :func:`temperature_schedule`                yes   yes    yes     yes
 :func:`kmeans`                              yes   yes    yes     no (``while_loop``); hard assignments: the
@@ -137,6 +142,7 @@ import inspect
 from typing import Any, Callable
 
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
@@ -560,7 +566,9 @@ def _check_rule(rule, hparams, key) -> dict:
     return changed
 
 
-def _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=False):
+def _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=False, implicit=False):
+    if not isinstance(implicit, bool):
+        raise TypeError(f"implicit must be a bool (static), got {implicit!r} of type {type(implicit).__name__}")
     changed = _check_rule(rule, hparams, key)
     arrays = _check_points(x, tokens, mask)
     if static_steps or isinstance(n_steps, (int, float)):
@@ -903,9 +911,10 @@ def _result(points: Points, s: State, mask) -> Result:
                   converged=s.converged, delta=s.delta, state=s.rule_state)
 
 
-@_checks.checked_jit(_check_run, static_argnames=("rule",))
-def run(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30, tol=1e-3, key=None) -> Result:
-    """Run an update rule from ``tokens`` until convergence or ``n_steps`` steps.
+@_checks.checked_jit(_check_run, static_argnames=("rule", "implicit"))
+def run(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30, tol=1e-3, key=None,
+        implicit: bool = False) -> Result:
+    r"""Run an update rule from ``tokens`` until convergence or ``n_steps`` steps.
 
     Args:
       x: (N, D) points (NumPy or JAX).
@@ -920,14 +929,50 @@ def run(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30,
       key: PRNG key handed to the rule's steps (the built-in rule's Langevin noise: step ``s``
         uses ``fold_in(key, s)``); required when ``hparams.langevin > 0``. Without a key the
         Langevin term is absent (also for a traced ``langevin``, which cannot be checked).
+      implicit: static bool (default False). True: the same forward run (the same ``while_loop``,
+        the same values), whose derivatives are implicit derivatives at the fixed point (below).
+        False compiles exactly the program it always did.
 
     Returns:
       :class:`Result`. Jitted, vmappable, callable inside a user's transformations; differentiable
-      in forward mode (``jax.jvp``/``jacfwd``) but not in reverse mode (``jax.grad``): the early stop
-      is a ``while_loop``. :func:`run_fixed` is the same run as a fixed-length ``scan``, for ``grad``.
+      in forward mode (``jax.jvp``/``jacfwd``) but, without ``implicit``, not in reverse mode
+      (``jax.grad``): the early stop is a ``while_loop``. :func:`run_fixed` is the same run as a
+      fixed-length ``scan``, for ``grad`` through the unrolled steps.
+
+    Implicit differentiation (``implicit=True``, reverse and forward mode): the final rule state
+    :math:`s^*` (``Result.state``, and ``Result.tokens``, its tokens) is treated as a fixed point
+    :math:`s^* = f(s^*, \theta)` of the one-step map ``f(s) = rule.step(s, points, hparams, k, key)``
+    at the last step taken, :math:`k` = ``steps - 1``, with :math:`\theta` the points and the
+    knobs, and differentiated by the implicit function theorem (``jax.lax.custom_root``):
+    :math:`\partial s^* = (I - \partial_s f)^{-1} \partial_\theta f`, the linear system solved densely
+    over the flattened state (the built-in rule: 2 T D unknowns; cost and memory grow as the cube
+    and square of the state's size, meant for small states), independent of the number of steps
+    taken (memory of one step, not of ``n_steps``, as Slot Attention's implicit form,
+    :mod:`tokdyn.models.slots`).
+
+    * Derivatives flow to ``hparams`` (every floating knob) and ``x`` (the points); the initial
+      ``tokens`` get exactly zero: a fixed point does not depend on where the run started (within
+      its basin of attraction). ``tol``, ``n_steps``, ``mask`` and ``key`` get none, and neither do
+      ``velocity``, ``delta``, ``steps``, ``converged`` and ``labels`` (computed without them).
+    * Exact when the run converged (``converged``) to a fixed point of a deterministic map, up to
+      the residual ``tol`` leaves: no Langevin kick (``langevin = 0`` or no key), annealing over
+      (the built-in rule may stop only then, so a converged run's final map is the constant-
+      temperature one). It then equals the limit of :func:`run_fixed`'s derivative as its steps go
+      to infinity (where that converges), to within the order of ``tol``.
+    * Otherwise it is still defined but is not the derivative of the run: for a run that stopped at
+      ``n_steps`` without converging, or with a Langevin kick (the map of the last step, its draw
+      included, is differentiated as if the final state were its fixed point), the derivative of the
+      fixed point of the last step's map linearised at the final state, which the final state is
+      not. Check ``Result.converged``. A state where :math:`I - \partial_s f` is singular (e.g.
+      coincident tokens at ``repulsion = 0``, or ``momentum = 1``) gives ``inf``/``NaN``.
+    * The rule's state must be floating point in every leaf (``TypeError`` while tracing, before
+      compiling, otherwise); its ``step`` must be differentiable in the state, the points and the
+      knobs (the built-in rule is, the Sinkhorn branch included).
     """
     x = _float(x)
     points = Points.of(x, mask)  # loop invariants
+    if implicit:
+        return _run_implicit(rule, x, points, tokens.astype(x.dtype), hparams, mask, n_steps, tol, key)
 
     def cond(s):
         return jnp.logical_and(~s.converged, s.step < n_steps)
@@ -935,6 +980,44 @@ def run(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30,
     s = jax.lax.while_loop(cond, lambda s: _advance(rule, points, s, hparams, tol, key),
                            _start(rule, points, tokens.astype(x.dtype), hparams))
     return _result(points, s, mask)
+
+
+def _dense_tangent_solve(g, y):
+    """Solve the linear system ``g(u) = y`` for a linear ``g`` on pytrees (a state's), densely: the
+    matrix of ``g`` over the flattened state, then ``jnp.linalg.solve`` (transposable in ``y``)."""
+    flat_y, unravel = jax.flatten_util.ravel_pytree(y)
+    basis = jnp.eye(flat_y.shape[0], dtype=flat_y.dtype)
+    columns = jax.vmap(lambda e: jax.flatten_util.ravel_pytree(g(unravel(e)))[0])(basis)  # (n, n): row i = g(e_i)
+    return unravel(jnp.linalg.solve(columns.T, flat_y))
+
+
+def _run_implicit(rule, x, points, tokens, hparams, mask, n_steps, tol, key) -> Result:
+    """:func:`run` with ``implicit=True``: the ``while_loop`` on values without derivatives, then
+    ``lax.custom_root`` at its final state for the rule's step map at the last step taken."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(_start(rule, points, tokens, hparams).rule_state)[0]:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise TypeError(f"run(implicit=True) needs a rule state of floating point leaves; rule "
+                            f"{rule.name or _callable_name(rule.step)!r} has state{jax.tree_util.keystr(path)} of "
+                            f"dtype {jnp.result_type(leaf)}")
+    const = jax.lax.stop_gradient
+    c_points, c_hparams = const(points), const(hparams)
+
+    def cond(s):
+        return jnp.logical_and(~s.converged, s.step < n_steps)
+
+    s = jax.lax.while_loop(cond, lambda s: _advance(rule, c_points, s, c_hparams, tol, key),
+                           _start(rule, c_points, const(tokens), c_hparams))
+    last = jnp.maximum(s.step - 1, 0)  # the map of the last step taken
+
+    def residual(state):
+        new = rule.step(state, points, hparams, last, key)
+        return jax.tree_util.tree_map(lambda a, b: a - b, new, state)
+
+    state = jax.lax.custom_root(residual, s.rule_state, lambda f, guess: guess, _dense_tangent_solve)
+    tokens = _tokens_of(state)
+    labels = _labels_t(c_points.x_t, _tokens_of(s.rule_state), mask)
+    return Result(tokens=tokens, velocity=s.movement, labels=labels, steps=s.step, converged=s.converged,
+                  delta=s.delta, state=state)
 
 
 def _scan_steps(rule, points, tokens, hparams, n_steps: int, tol, key, record: bool):
@@ -965,7 +1048,7 @@ def run_fixed(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_ste
     Derivatives (``jax.grad``, ``jax.vjp``, ``jax.jacfwd``) are those of the unrolled steps, with the
     stopping step held fixed (it is a discrete decision, piecewise constant in every input; with
     ``tol=0`` no step is masked): the derivative of the run that stops where this one stopped,
-    not an implicit derivative at the fixed point. Any rule whose ``step`` is differentiable is
+    not an implicit derivative at the fixed point (that is :func:`run` with ``implicit=True``). Any rule whose ``step`` is differentiable is
     differentiable here, in its knobs (``hparams``), the points and the initial tokens.
     """
     x = _float(x)

@@ -12,9 +12,10 @@ the ``Attributes:`` section of the config's docstring, defaults from the datacla
 :func:`config_from_args` builds the config back and runs its own ``validate``. A config with a
 ``quick()`` classmethod gets ``--quick`` (that preset, with any option given on top of it).
 
-Exit codes: 0 done, 2 usage error (a bad option, an invalid configuration, or an output directory
-holding another configuration's results: reported before anything runs), 1 the run itself failed
-(its traceback is printed, not re-labelled).
+Exit codes: 0 done, 2 usage error (a bad option, an invalid configuration, an output path that
+cannot be written, a configuration this machine cannot hold, or an output directory holding another
+configuration's results: reported before anything runs), 1 the run itself failed (its traceback
+is printed, not re-labelled). ``--fresh`` removes what another configuration wrote in ``--out``.
 
 Before JAX is imported, the command (1) exposes every CPU core as a host device, unless
 ``XLA_FLAGS`` already says otherwise, so runs are split over cores with ``shard_map``; and (2)
@@ -263,6 +264,8 @@ def _command_parser(sub, key, full: bool):
         p.add_argument("--out", default=out, help=f"output directory (default: {out})")
         p.add_argument("--quiet", action="store_true", help="no progress and no summary on the terminal")
         p.add_argument("--no-plots", action="store_true", help="skip the figures")
+        p.add_argument("--fresh", action="store_true", help="remove what an earlier run of another configuration "
+                       "wrote in --out and start afresh (without it such a directory is refused)")
     p.add_argument("--no-cache", action="store_true", help="do not use JAX's persistent compilation cache")
     return p
 
@@ -302,9 +305,18 @@ def main(argv=None) -> int:
         parser.print_usage(sys.stderr)
         print(f"tokdyn {' '.join(key)}: error: {e}", file=sys.stderr)
         return 2
+    from tokdyn import io
+    from tokdyn.experiment import study
+
+    if COMMANDS[key][3] is not None:
+        try:
+            study.check_output(args.out)
+        except (ValueError, TypeError) as e:
+            parser.print_usage(sys.stderr)
+            print(f"tokdyn {' '.join(key)}: error: {e}", file=sys.stderr)
+            return 2
     _setup_jax(cache=not args.no_cache)
     entry = getattr(module, COMMANDS[key][1])
-    from tokdyn import io
 
     try:
         if COMMANDS[key][3] is None:
@@ -312,8 +324,8 @@ def main(argv=None) -> int:
             if isinstance(result, str):
                 print(result)
         else:
-            entry(cfg, args.out, quiet=args.quiet, plots=not args.no_plots)
-    except io.OutputConflict as e:  # the output directory belongs to another configuration: a usage error
+            entry(cfg, args.out, quiet=args.quiet, plots=not args.no_plots, **({"fresh": True} if args.fresh else {}))
+    except (io.OutputConflict, study.Refused) as e:  # the output directory belongs to another configuration: a usage error
         parser.print_usage(sys.stderr)
         print(f"tokdyn {' '.join(key)}: error: {e}", file=sys.stderr)
         return 2

@@ -6,6 +6,10 @@
 - :func:`write_csv` / :func:`read_csv` (one row per record), :func:`write_json` /
   :func:`read_json` (metadata, test results), :func:`to_columns` / :func:`to_rows`.
 - :func:`save_pytree` / :func:`load_pytree`: checkpoints of any pytree of arrays (``.npz``).
+- :func:`write_verified` / :func:`read_verified`: a file that carries the SHA-256 of its own
+  content, checked on every read; checkpoints and the parts of studies are written this way, so a
+  truncated or altered file is recognised (:class:`CorruptFile`, naming the file) instead of being
+  read as a result. :func:`set_aside` moves such a file out of the way, to be recomputed.
 - :func:`environment`: versions and machine facts recorded next to every output.
 - :class:`Progress`: a bar with rate and ETA on a terminal, one line per update otherwise,
   nothing when quiet; used by sweeps, studies and training loops.
@@ -17,8 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
+import io as _bytes_io
 import json
 import os
+import warnings
 import platform
 import sys
 import time
@@ -31,6 +38,15 @@ import numpy as np
 class OutputConflict(ValueError):
     """An output directory holds the results of a different configuration (a usage error: choose
     another directory, or rerun with the configuration that wrote it)."""
+
+
+class CorruptFile(ValueError):
+    """A file tokdyn wrote cannot be read back whole: truncated, altered, or not what its name
+    says. ``path`` names it, ``reason`` says what is wrong."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = os.fspath(path), reason
+        super().__init__(f"{self.path} is corrupt ({reason})")
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -149,6 +165,84 @@ def to_rows(columns: Mapping[str, Sequence], order: Iterable[int] | None = None)
     return [{k: (v[i].item() if hasattr(v[i], "item") else v[i]) for k, v in columns.items()} for i in order]
 
 
+# ---------------------------------------------------------------------------------------------- verified files
+
+
+MAGIC = b"TOKDYN-VERIFIED-1"  # first line: MAGIC, the SHA-256 of the content and its length in bytes
+
+
+def write_verified(path: str, data: bytes) -> str:
+    """Write ``data`` to ``path`` atomically, behind a first line that records its SHA-256 and
+    length; :func:`read_verified` checks both."""
+    digest = hashlib.sha256(data).hexdigest().encode()
+    with atomic_write(path, "wb") as f:
+        f.write(MAGIC + b" " + digest + b" " + str(len(data)).encode() + b"\n")
+        f.write(data)
+    return path
+
+
+def read_verified(path: str) -> bytes:
+    """The content :func:`write_verified` wrote to ``path``; :class:`CorruptFile` naming the file
+    when it is truncated, altered or not such a file."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    head, sep, body = raw.partition(b"\n")
+    fields = head.split(b" ")
+    if not sep or len(fields) != 3 or fields[0] != MAGIC or not fields[2].isdigit():
+        raise CorruptFile(path, "no verification header: not a file tokdyn wrote, or cut before its first line")
+    if len(body) != int(fields[2]):
+        raise CorruptFile(path, f"{len(body)} bytes where {int(fields[2])} were written: truncated")
+    if hashlib.sha256(body).hexdigest().encode() != fields[1]:
+        raise CorruptFile(path, "its SHA-256 differs from the one recorded when it was written")
+    return body
+
+
+def is_verified(path: str) -> bool:
+    """Whether ``path`` begins like a :func:`write_verified` file (its content is not checked)."""
+    with open(path, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
+def set_aside(path: str, reason: str = "", *, warn: bool = True) -> str:
+    """Move the unreadable file ``path`` to a ``corrupt/`` folder beside it (a unique name, never
+    overwriting), with a warning naming both; returns the new path. Whoever needed the file then
+    recomputes it."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(path)), "corrupt")
+    os.makedirs(folder, exist_ok=True)
+    target = os.path.join(folder, f"{os.path.basename(path)}.{time.strftime('%Y%m%d-%H%M%S')}.{uuid.uuid4().hex[:6]}")
+    os.replace(path, target)
+    if warn:
+        warnings.warn(f"{path} could not be read back{' (' + reason + ')' if reason else ''}: set aside as {target}; "
+                      "it is recomputed", RuntimeWarning, stacklevel=2)
+    return target
+
+
+def load_npz(path: str) -> dict:
+    """Every array of an ``.npz`` that tokdyn wrote (verified when it carries a checksum, as
+    every file since checkpoints were checksummed does), read into memory; :class:`CorruptFile`
+    naming the file when it cannot be read whole."""
+    import zipfile
+
+    try:
+        source = _bytes_io.BytesIO(read_verified(path)) if is_verified(path) else path
+        with np.load(source, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except CorruptFile:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise CorruptFile(path, f"{type(e).__name__}: {e}") from None
+
+
+def save_npz(path: str, **arrays) -> str:
+    """``arrays`` as an ``.npz`` with a checksum (:func:`write_verified`), atomically; read it
+    back with :func:`load_npz`."""
+    buf = _bytes_io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return write_verified(path, buf.getvalue())
+
+
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
@@ -164,37 +258,37 @@ def leaf_names(tree) -> list[str]:
 
 def save_pytree(path: str, tree, **meta) -> str:
     """Save every leaf of ``tree`` (arrays), each under its tree path (:func:`leaf_names`), and the
-    scalars ``meta`` to an ``.npz``, atomically. Read it back with :func:`load_pytree`."""
+    scalars ``meta`` to an ``.npz`` with a checksum (:func:`save_npz`), atomically. Read it back
+    with :func:`load_pytree`."""
     import jax
 
     leaves = jax.tree_util.tree_leaves(tree)
-    with atomic_write(path, "wb") as f:
-        np.savez(f, **{f"meta_{k}": np.asarray(v) for k, v in meta.items()},
-                 **{LEAF_PREFIX + n: np.asarray(x) for n, x in zip(leaf_names(tree), leaves)})
-    return path
+    return save_npz(path, **{f"meta_{k}": np.asarray(v) for k, v in meta.items()},
+                    **{LEAF_PREFIX + n: np.asarray(x) for n, x in zip(leaf_names(tree), leaves)})
 
 
 def load_pytree(path: str, like):
     """``(tree, meta)`` from :func:`save_pytree`'s file, in the structure of ``like``. Every leaf is
     matched by its tree path: ``ValueError`` naming the first leaf that the file lacks, holds in
-    excess or holds with another shape (a checkpoint of another model or version)."""
+    excess or holds with another shape (a checkpoint of another model or version);
+    :class:`CorruptFile` when the file cannot be read whole."""
     import jax
 
     leaves_like, treedef = jax.tree_util.tree_flatten(like)
     want = leaf_names(like)
-    with np.load(path) as z:
-        have = [k[len(LEAF_PREFIX):] for k in z.files if k.startswith(LEAF_PREFIX)]
-        if not have and any(k.startswith("leaf") for k in z.files):
-            raise ValueError(f"{path} stores its arrays by position (an earlier version's checkpoint): it cannot be "
-                             "matched leaf by leaf; remove it to start afresh")
-        missing = [n for n in want if n not in set(have)]
-        extra = [n for n in have if n not in set(want)]
-        if missing or extra:
-            what = (f"lacks the leaf {missing[0]!r}" if missing else f"holds a leaf {extra[0]!r} the state does not have")
-            raise ValueError(f"{path} {what} ({len(missing)} missing, {len(extra)} unexpected of {len(want)}): it is a "
-                             "checkpoint of something else")
-        leaves = [z[LEAF_PREFIX + n] for n in want]
-        meta = {k[5:]: z[k][()] for k in z.files if k.startswith("meta_")}
+    z = load_npz(path)
+    have = [k[len(LEAF_PREFIX):] for k in z if k.startswith(LEAF_PREFIX)]
+    if not have and any(k.startswith("leaf") for k in z):
+        raise ValueError(f"{path} stores its arrays by position (an earlier version's checkpoint): it cannot be "
+                         "matched leaf by leaf; remove it to start afresh")
+    missing = [n for n in want if n not in set(have)]
+    extra = [n for n in have if n not in set(want)]
+    if missing or extra:
+        what = (f"lacks the leaf {missing[0]!r}" if missing else f"holds a leaf {extra[0]!r} the state does not have")
+        raise ValueError(f"{path} {what} ({len(missing)} missing, {len(extra)} unexpected of {len(want)}): it is a "
+                         "checkpoint of something else")
+    leaves = [z[LEAF_PREFIX + n] for n in want]
+    meta = {k[5:]: z[k][()] for k in z if k.startswith("meta_")}
     for n, a, b in zip(want, leaves, leaves_like):
         if np.shape(a) != np.shape(b):
             raise ValueError(f"{path}: leaf {n!r} has shape {np.shape(a)}, the state expects {np.shape(b)}")
@@ -202,19 +296,47 @@ def load_pytree(path: str, like):
 
 
 def kept(path: str, stamp: str, compute: Callable[[], Mapping[str, Any]]) -> dict:
-    """``compute()`` (a dict of arrays and numbers), saved to ``path`` (an ``.npz``, atomically)
-    with ``stamp``, a string naming what was computed; read back instead when ``path`` already holds
-    a result of the same ``stamp``. How long studies keep each finished unit of work: a rerun
-    after an interruption loses nothing, and a changed configuration (another stamp) recomputes."""
+    """``compute()`` (a dict of arrays and numbers), saved to ``path`` (an ``.npz`` with a
+    checksum, atomically) with ``stamp``, a string naming what was computed; read back instead when
+    ``path`` already holds a result of the same ``stamp``. How studies keep each finished unit of
+    work: a rerun after an interruption loses nothing, a changed configuration (another stamp)
+    recomputes, and a corrupt file is set aside with a warning (:func:`set_aside`) and recomputed."""
     if os.path.exists(path):
-        with np.load(path) as z:
-            if "stamp" in z.files and str(z["stamp"]) == stamp:
-                return {k: z[k] if z[k].ndim else z[k][()] for k in z.files if k != "stamp"}
+        try:
+            z = load_npz(path)
+        except CorruptFile as e:
+            set_aside(path, e.reason)
+        else:
+            if "stamp" in z and str(z["stamp"]) == stamp:
+                return {k: v if v.ndim else v[()] for k, v in z.items() if k != "stamp"}
     value = dict(compute())
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_write(path, "wb") as f:
-        np.savez(f, stamp=np.asarray(stamp), **{k: np.asarray(v) for k, v in value.items()})
+    save_npz(path, stamp=np.asarray(stamp), **{k: np.asarray(v) for k, v in value.items()})
     return value
+
+
+def kept_rows(path: str, stamp: str, compute: Callable[[], Sequence[Mapping[str, Any]]]) -> list[dict]:
+    """:func:`kept` for a list of JSON-able rows (a table's records): ``compute()`` saved to
+    ``path`` with ``stamp`` and a checksum, read back by a rerun of the same ``stamp``."""
+    if os.path.exists(path):
+        try:
+            saved = json.loads(read_verified(path))
+        except (CorruptFile, ValueError) as e:
+            set_aside(path, getattr(e, "reason", str(e)))
+        else:
+            if isinstance(saved, dict) and saved.get("stamp") == stamp:
+                return saved["rows"]
+    text = json.dumps({"stamp": stamp, "rows": [dict(r) for r in compute()]}, default=_plain)
+    write_verified(path, text.encode())
+    return json.loads(text)["rows"]  # what a rerun reads back: the same values, the same types
+
+
+def _plain(obj):
+    """JSON's fallback for NumPy values (non-finite floats stay floats: Python's JSON writes them)."""
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON-able: {obj!r}")
 
 
 # ---------------------------------------------------------------------------------------------- metadata

@@ -1,5 +1,9 @@
 """What the studies share (a study never imports another study); submodules loaded on first access.
 
+- :mod:`tokdyn.experiment.study`  the study runner: an output directory stamped with the whole
+  configuration before any work, parts kept with checksums, checks of the output path and of the
+  resources a configuration asks for, analysis sources checked against their own stamps
+
 - :mod:`tokdyn.experiment.reasoners`  the store of trained latent reasoners: the latent-reasoning
   study's ``Config``, training a variant to convergence into a study directory
   (``train_variants``, ``run_variant``, ``ensure_trained``) and loading it back (``load_variant``,
@@ -8,7 +12,7 @@
 
 import importlib
 
-__all__ = ["reasoners"]
+__all__ = ["reasoners", "study"]
 
 
 def __getattr__(name):

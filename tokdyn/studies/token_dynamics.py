@@ -34,6 +34,7 @@ import numpy as np
 from tokdyn import _checks, dynamics, io, stats
 from tokdyn.engine import sweep
 from tokdyn.engine.runs import ClusterRun, RunStructure
+from tokdyn.experiment.study import Estimate, Study
 from tokdyn.stats import figures
 
 # The published figures (averaged over all 9 conditions; and at noise 0.3, K = 4).
@@ -89,6 +90,16 @@ class Config(RunStructure):
             _checks.positive_int("n_clusters", k)
         self.validate_structure(min(self.n_clusters))
         return self
+
+    def runs(self) -> int:
+        """Runs of the study: methods x K x noise x seeds."""
+        return len(self.methods) * len(self.n_clusters) * len(self.noise) * self.seeds
+
+    def estimate(self) -> Estimate:
+        """The run table held in memory (metrics and condition columns, float64, twice while it is
+        sorted) and the time at a few thousand runs per second on 2 cores."""
+        return Estimate(memory=self.runs() * (len(METRICS) + 4) * 8 * 2, option="seeds", models=self.runs(),
+                        seconds=self.runs() / 4000.0)
 
     def task(self) -> ClusterRun:
         """The per-run function of the built-in methods: :class:`ClusterRun` with this study's
@@ -226,18 +237,29 @@ def stat_tests(runs: dict[str, np.ndarray], cfg: Config, metric: str = "ari") ->
     return tests
 
 
+def _rules_record(rules) -> dict:
+    """The update rules of one's own, by their repr (stamped with the configuration)."""
+    return {"rules": {name: repr(r) for name, r in rules.items()}} if rules else {}
+
+
 def write_outputs(out: str, cfg: Config, runs, summary, overall, tests, *, timings=None, plots=True,
                   rules=None) -> None:
     """Write every output file (figures when ``plots``); ``rules``: the update rules of one's own
-    that ``cfg.methods`` names, recorded in ``config.json`` by their repr."""
+    that ``cfg.methods`` names, recorded in ``config.json`` by their repr. ``out``: a directory
+    path, or the :class:`~tokdyn.experiment.study.Study` :func:`main` opened (which then records
+    ``config.json``)."""
+    study = out if isinstance(out, Study) else None
+    out = study.out if study is not None else out
     io.write_csv(os.path.join(out, "runs.csv"), {k: runs[k] for k in ("method", "n_clusters", "noise", "seed", *METRICS)})
     io.write_csv(os.path.join(out, "summary.csv"), io.to_columns(summary))
     io.write_csv(os.path.join(out, "overall.csv"), io.to_columns(overall))
     io.write_json(os.path.join(out, "stat_tests.json"), tests)
-    record = dict(study="token-dynamics", config=dataclasses.asdict(cfg))
-    if rules:
-        record["rules"] = {name: repr(r) for name, r in rules.items()}
-    io.write_json(os.path.join(out, "config.json"), dict(record, environment=io.environment(), timings=timings or {}))
+    if study is not None:
+        study.finish(timings=timings or {})
+    else:
+        record = dict(study="token-dynamics", config=dataclasses.asdict(cfg), **_rules_record(rules))
+        io.write_json(os.path.join(out, "config.json"), dict(record, environment=io.environment(),
+                                                             timings=timings or {}))
     if plots:
         for job in plot_jobs(out, cfg, summary):
             figures.draw(job)
@@ -296,11 +318,15 @@ def format_tables(overall: list[dict], summary: list[dict], tests: list[dict]) -
     return "\n".join(lines)
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, rules=None) -> dict:
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, rules=None, fresh: bool = False) -> dict:
     """Run the study end to end and write every output into ``out``; returns the timings.
     ``rules``: update rules of one's own (``{name: tokdyn.dynamics.Rule}``) that ``cfg.methods``
-    may name, compared with the baseline like the built-in methods (see the module docstring)."""
+    may name, compared with the baseline like the built-in methods (see the module docstring).
+    ``out`` is stamped with the configuration before the runs (:mod:`tokdyn.experiment.study`):
+    a directory of another configuration is refused unless ``fresh``."""
     cfg.validate(rules)
+    study = Study.open(out, "token-dynamics", cfg, fresh=fresh, estimate=cfg.estimate(), quiet=quiet,
+                       extra=_rules_record(rules))
     t0 = time.perf_counter()
     runs = simulate(cfg, rules=rules, progress=not quiet)
     t1 = time.perf_counter()
@@ -308,7 +334,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, rule
     tests = stat_tests(runs, cfg)
     t2 = time.perf_counter()
     timings = dict(simulate_s=t1 - t0, statistics_s=t2 - t1, n_runs=int(runs["seed"].size))
-    write_outputs(out, cfg, runs, summary, overall, tests, timings=timings, plots=plots, rules=rules)
+    write_outputs(study, cfg, runs, summary, overall, tests, timings=timings, plots=plots, rules=rules)
     timings["write_s"] = time.perf_counter() - t2
     if not quiet:
         print(format_tables(overall, summary, tests))

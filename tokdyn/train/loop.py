@@ -366,8 +366,8 @@ def save_checkpoint(path: str, state: TrainState, curves: dict, stamp: str, *, s
 
 def checkpoint_stamp(path: str) -> Optional[str]:
     """The stamp :func:`save_checkpoint` wrote into ``path`` (None for a file without one)."""
-    with np.load(path) as z:
-        return str(z["meta_stamp"]) if "meta_stamp" in z.files else None
+    z = io.load_npz(path)
+    return str(z["meta_stamp"]) if "meta_stamp" in z else None
 
 
 def load_checkpoint(path: str, like: TrainState, stamp: Optional[str] = None):
@@ -375,10 +375,10 @@ def load_checkpoint(path: str, like: TrainState, stamp: Optional[str] = None):
     of the same models (e.g. :func:`init_states`; its tree, shapes and hyper-parameters must
     match). ValueError naming what differs for a checkpoint of another tree, hyper-parameters or
     (when ``stamp`` is given) another stamp."""
-    with np.load(path) as z:
-        prefix = io.LEAF_PREFIX + "['curves']"
-        names = [k[len(prefix):] for k in z.files if k.startswith(prefix)]
-        curves = {n[2:-2]: z[prefix + n] for n in names}  # "['loss']" -> "loss"
+    z = io.load_npz(path)
+    prefix = io.LEAF_PREFIX + "['curves']"
+    names = [k[len(prefix):] for k in z if k.startswith(prefix)]
+    curves = {n[2:-2]: z[prefix + n] for n in names}  # "['loss']" -> "loss"
     tree, meta = io.load_pytree(path, {"state": like, "curves": curves})
     if stamp is not None and str(meta.get("stamp", "")) != stamp:
         raise ValueError(f"{path} was written for another configuration (stamp {str(meta.get('stamp', ''))!r}, asked "

@@ -1,0 +1,63 @@
+"""Kill a command at random moments, as a hostile user (or an out-of-memory killer) would.
+
+:func:`run_cli` runs ``python -m tokdyn.cli ARGS`` in a child process; :func:`kill_at_random_moments`
+starts it again and again, each time sending SIGKILL after a random share of the time an
+uninterrupted run took, until a run ends by itself. The caller then compares the directory with
+one an uninterrupted run wrote (the same program on the same machine: byte for byte).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def env(cache_dir) -> dict:
+    """The child's environment: 2 host devices (as the suite's), a compilation cache of its own."""
+    e = dict(os.environ)
+    e["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    e["TOKDYN_CACHE_DIR"] = str(cache_dir)
+    e.setdefault("JAX_PLATFORMS", "cpu")
+    return e
+
+
+def run_cli(args, cache_dir, *, timeout: float = 600) -> tuple[int, float, str]:
+    """``(exit code, seconds, stderr)`` of ``tokdyn ARGS`` run to its end in a child process."""
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "tokdyn.cli", *map(str, args)], env=env(cache_dir),
+                       capture_output=True, text=True, timeout=timeout)
+    return p.returncode, time.perf_counter() - t0, p.stderr
+
+
+def kill_at_random_moments(args, cache_dir, seconds: float, *, kills: int = 3, seed: int = 0,
+                           low: float = 0.15, high: float = 0.95, timeout: float = 600) -> list[float]:
+    """Run ``tokdyn ARGS`` and SIGKILL it after ``uniform(low, high) * seconds`` (``seconds``: an
+    uninterrupted run's time), ``kills`` times, then run it to its end; returns the moments of
+    the kills that hit a running process. ``AssertionError`` when the last run fails."""
+    rng = np.random.default_rng(seed)
+    hit = []
+    for _ in range(kills):
+        wait = float(rng.uniform(low, high) * seconds)
+        p = subprocess.Popen([sys.executable, "-m", "tokdyn.cli", *map(str, args)], env=env(cache_dir),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            p.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            hit.append(round(wait, 2))
+    code, _, err = run_cli(args, cache_dir, timeout=timeout)
+    assert code == 0, err[-3000:]
+    return hit
+
+
+def same_files(a, b, names) -> None:
+    """``AssertionError`` naming the first of ``names`` whose bytes differ between directories ``a`` and ``b``."""
+    for name in names:
+        with open(os.path.join(a, name), "rb") as fa, open(os.path.join(b, name), "rb") as fb:
+            assert fa.read() == fb.read(), f"{name} differs after the kills"

@@ -1,0 +1,253 @@
+"""The study runner (tokdyn.experiment.study) and the verified files under it (tokdyn.io)."""
+
+import dataclasses
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+from tokdyn import io
+from tokdyn.experiment import study as S
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    steps: int = 100
+    width: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Cfg:
+    seeds: int = 2
+    budgets: tuple = (10,)
+    parts: tuple = ("a", "b")
+    inner: Inner = Inner()
+
+
+# ---------------------------------------------------------------------------------------------- verified files
+
+
+def test_verified_file_round_trip_and_every_kind_of_damage(tmp_path):
+    p = str(tmp_path / "x.bin")
+    io.write_verified(p, b"hello world" * 100)
+    assert io.read_verified(p) == b"hello world" * 100
+    raw = open(p, "rb").read()
+    for damaged, words in ((raw[:-5], "truncated"), (raw[:10], "no verification header"),
+                           (raw[:-1] + b"X", "SHA-256"), (b"", "no verification header")):
+        with open(p, "wb") as f:
+            f.write(damaged)
+        with pytest.raises(io.CorruptFile, match=words) as e:
+            io.read_verified(p)
+        assert e.value.path == p and p in str(e.value)
+
+
+def test_npz_and_pytree_files_are_verified_and_legacy_files_still_read(tmp_path):
+    p = str(tmp_path / "c.npz")
+    tree = {"w": np.arange(6.0).reshape(2, 3), "b": np.ones(3, np.float32)}
+    io.save_pytree(p, tree, step=3)
+    back, meta = io.load_pytree(p, tree)
+    np.testing.assert_array_equal(back["w"], tree["w"])
+    assert int(meta["step"]) == 3
+    data = open(p, "rb").read()
+    for cut in (len(data) // 2, len(data) - 1, 30):
+        with open(p, "wb") as f:
+            f.write(data[:cut])
+        with pytest.raises(io.CorruptFile, match="c.npz"):
+            io.load_pytree(p, tree)
+    legacy = str(tmp_path / "legacy.npz")  # a plain .npz (files written before checksums)
+    np.savez(legacy, a=np.arange(3))
+    np.testing.assert_array_equal(io.load_npz(legacy)["a"], np.arange(3))
+    with open(legacy, "r+b") as f:
+        f.truncate(40)
+    with pytest.raises(io.CorruptFile, match="legacy.npz"):
+        io.load_npz(legacy)
+
+
+def test_kept_parts_set_a_corrupt_file_aside_and_recompute(tmp_path):
+    p = str(tmp_path / "parts" / "x.npz")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"v": np.arange(4.0), "n": 3}
+
+    first = io.kept(p, "s1", compute)
+    again = io.kept(p, "s1", compute)
+    assert len(calls) == 1 and np.array_equal(first["v"], again["v"]) and again["n"] == 3
+    io.kept(p, "s2", compute)  # another stamp: recomputed
+    assert len(calls) == 2
+    with open(p, "r+b") as f:
+        f.truncate(os.path.getsize(p) - 7)
+    with pytest.warns(RuntimeWarning, match="x.npz.*set aside"):
+        v = io.kept(p, "s2", compute)
+    assert len(calls) == 3 and np.array_equal(v["v"], np.arange(4.0))
+    aside = os.listdir(tmp_path / "parts" / "corrupt")
+    assert len(aside) == 1 and aside[0].startswith("x.npz.")
+    assert io.kept(p, "s2", compute)["n"] == 3 and len(calls) == 3  # the recomputed file reads back
+
+
+def test_kept_rows_read_back_equal_to_the_first_run_nan_included(tmp_path):
+    p = str(tmp_path / "r.json")
+    rows = [{"a": np.float32(0.5), "b": float("nan"), "c": np.int64(3), "d": "x"}]
+    first = io.kept_rows(p, "k", lambda: rows)
+    second = io.kept_rows(p, "k", lambda: pytest.fail("recomputed"))
+    assert first[0]["a"] == 0.5 and np.isnan(first[0]["b"]) and first[0]["c"] == 3 and first[0]["d"] == "x"
+    assert json.dumps(first) == json.dumps(second)
+    with open(p, "a") as f:
+        f.write("garbage")
+    with pytest.warns(RuntimeWarning, match="r.json"):
+        io.kept_rows(p, "k", lambda: rows)
+
+
+# ---------------------------------------------------------------------------------------------- the output path
+
+
+def test_output_path_checks_name_out(tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(S.Refused, match="is a file"):
+        S.check_output(str(f))
+    with pytest.raises(S.Refused, match="cannot be created"):
+        S.check_output(str(f / "sub"))
+    with pytest.raises(S.Refused, match="virtual file system|cannot be created|cannot be written"):
+        S.check_output("/proc/tokdyn-study")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        with pytest.raises(S.Refused, match="cannot be written"):
+            S.check_output(str(ro))
+        with pytest.raises(S.Refused, match="not writable"):
+            S.check_output(str(ro / "new" / "deeper"))
+    finally:
+        ro.chmod(0o700)
+    with pytest.raises(TypeError, match="out"):
+        S.check_output(None)
+    assert S.check_output(str(tmp_path / "new" / "deeper")) == str(tmp_path / "new" / "deeper")
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+
+
+# ---------------------------------------------------------------------------------------------- stamps
+
+
+def test_a_directory_of_another_configuration_is_refused_naming_every_field(tmp_path):
+    out = str(tmp_path / "d")
+    S.Study.open(out, "demo", Cfg(), selection=("parts",))
+    stamp = json.loads(io.read_verified(os.path.join(out, S.STAMP)))
+    assert stamp["study"] == "demo" and stamp["config"]["seeds"] == 2 and "parts" not in stamp["config"]
+    assert stamp["tokdyn"] == __import__("tokdyn").__version__
+    S.Study.open(out, "demo", Cfg(parts=("a",)), selection=("parts",))  # a selection field: same study
+    with pytest.raises(io.OutputConflict) as e:
+        S.Study.open(out, "demo", Cfg(seeds=3, budgets=(20,), inner=Inner(steps=5)), selection=("parts",))
+    msg = str(e.value)
+    for word in ("seeds: 2 there, 3 now", "budgets: [10] there, [20] now", "inner.steps: 100 there, 5 now", "--fresh"):
+        assert word in msg, (word, msg)
+    with pytest.raises(io.OutputConflict, match="holds the 'demo' study, not 'other'"):
+        S.Study.open(out, "other", Cfg())
+
+
+def test_fresh_removes_what_the_old_configuration_wrote(tmp_path):
+    out = str(tmp_path / "d")
+    st = S.Study.open(out, "demo", Cfg())
+    st.rows("a", lambda: [{"x": 1}])
+    with open(st.path("plots", "stale.png"), "w") as f:
+        f.write("old figure")
+    st = S.Study.open(out, "demo", Cfg(seeds=5), fresh=True)
+    assert sorted(os.listdir(out)) == [S.STAMP]
+    assert st.stamp["config"]["seeds"] == 5
+    assert st.rows("a", lambda: [{"x": 2}]) == [{"x": 2}]
+
+
+def test_unstamped_directories_are_never_written_into(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    for fresh in (False, True):
+        with pytest.raises(io.OutputConflict, match="no tokdyn study stamped"):
+            S.Study.open(str(mine), "demo", Cfg(), fresh=fresh)
+    assert os.listdir(mine) == ["thesis.tex"]
+    old = tmp_path / "old"  # written by tokdyn before stamps: cleared by --fresh only
+    old.mkdir()
+    (old / "config.json").write_text('{"study": {}}')
+    with pytest.raises(io.OutputConflict):
+        S.Study.open(str(old), "demo", Cfg())
+    S.Study.open(str(old), "demo", Cfg(), fresh=True)
+    assert os.listdir(old) == [S.STAMP]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    S.Study.open(str(empty), "demo", Cfg())
+
+
+def test_a_corrupt_stamp_is_refused_and_fresh_recovers(tmp_path):
+    out = str(tmp_path / "d")
+    S.Study.open(out, "demo", Cfg())
+    with open(os.path.join(out, S.STAMP), "r+b") as f:
+        f.truncate(30)
+    with pytest.raises(io.OutputConflict, match="cannot be read"):
+        S.Study.open(out, "demo", Cfg())
+    S.Study.open(out, "demo", Cfg(), fresh=True)
+    S.Study.open(out, "demo", Cfg())
+
+
+def test_parts_are_keyed_by_the_stamp_and_their_own_key(tmp_path):
+    st = S.Study.open(str(tmp_path / "d"), "demo", Cfg())
+    n = []
+    compute = lambda: n.append(1) or {"v": np.ones(2)}  # noqa: E731
+    st.part("p", compute, key={"model": "a"})
+    st.part("p", compute, key={"model": "a"})
+    assert len(n) == 1
+    st.part("p", compute, key={"model": "b"})
+    assert len(n) == 2
+    assert not st.has("r")
+    st.rows("r", lambda: [{"x": 1.5}])
+    assert st.has("r") and not st.has("r", key="other")
+
+
+def test_sources_enter_the_stamp_and_are_checked_against_the_expected_configuration(tmp_path):
+    src = str(tmp_path / "src")
+    S.Study.open(src, "trainer", Cfg(inner=Inner(steps=100)))
+    stamp = S.source_stamp(src, "trainer", Cfg(inner=Inner(steps=100)))
+    with pytest.raises(io.OutputConflict, match=r"inner.steps: 100 there, 5000 now"):
+        S.source_stamp(src, "trainer", Cfg(inner=Inner(steps=5000)))
+    with pytest.raises(io.OutputConflict, match="holds the study 'trainer', not 'other'"):
+        S.source_stamp(src, "other")
+    with pytest.raises(io.OutputConflict, match="holds no trainer study"):
+        S.source_stamp(str(tmp_path / "nothing"), "trainer")
+    out = str(tmp_path / "analysis")
+    S.Study.open(out, "analysis", Cfg(), sources={"source": stamp})
+    other = dict(stamp, config={**stamp["config"], "seeds": 9})
+    with pytest.raises(io.OutputConflict, match="source source"):
+        S.Study.open(out, "analysis", Cfg(), sources={"source": other})
+
+
+# ---------------------------------------------------------------------------------------------- resources
+
+
+def test_resources_refuse_what_cannot_fit_and_announce_what_is_long(tmp_path):
+    with pytest.raises(S.Refused, match=r"make n_train smaller"):
+        S.check_resources("demo", S.Estimate(memory=10 ** 15, option="n_train"))
+    S.check_resources("demo", S.Estimate(memory=10 ** 6, option="n_train"))
+    with pytest.raises(S.Refused, match="GiB"):
+        S.check_resources("demo", S.Estimate(memory=3 * 2 ** 30, option="seeds"), memory=2 ** 30)
+    lines = []
+    S.check_resources("demo", S.Estimate(memory=1, models=10 ** 9, seconds=5 * 3600.0), note=lines.append)
+    assert lines and "5.0 hours" in lines[0]
+    with pytest.raises(S.Refused, match="n_train"):
+        S.elements_fit("n_train", 10 ** 12, 16)
+    S.elements_fit("n_train", 1000, 16)
+    assert S.available_memory() > 2 ** 20
+    with pytest.raises(S.Refused):  # refused before the directory is touched
+        S.Study.open(str(tmp_path / "big"), "demo", Cfg(), estimate=S.Estimate(memory=10 ** 18, option="seeds"))
+    assert not (tmp_path / "big").exists()
+
+
+def test_differences_are_dotted_and_complete():
+    d = S.differences({"a": 1, "b": {"c": 2, "d": 3}, "e": 0}, {"a": 1, "b": {"c": 4, "d": 3}, "f": 1})
+    assert d == [("b.c", 2, 4), ("e", 0, "<absent>"), ("f", "<absent>", 1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert S.digest({"x": [1, 2]}) == S.digest({"x": (1, 2)})

@@ -110,7 +110,8 @@ def test_strategies_train_the_same_models(strategy):
 
 
 def test_strategies_on_two_devices():
-    """Every strategy over 2 forced host devices (a child process) trains the models of one device."""
+    """Every strategy over 2 forced host devices (a child process) trains, evaluates and keeps the best of
+    the models of one device."""
     script = f"""
 import sys
 sys.path.insert(0, {os.path.dirname(__file__)!r})
@@ -119,11 +120,15 @@ import test_train as t
 from tokdyn import train
 assert len(jax.local_devices()) == 2
 keys, hp = t.keys_and_hparams(seeds=3)
-one = train.train_many(t.toy_trainer(), t.toy_data(), keys, hp, devices=jax.local_devices()[:1])
+kw = dict(evaluate=t.evaluate, keep_best="val_peak")
+one = train.train_many(t.toy_trainer(), t.toy_data(), keys, hp, devices=jax.local_devices()[:1], **kw)
 for strategy in ("scan", "step", "loop"):
-    two = train.train_many(t.toy_trainer(), t.toy_data(), keys, hp, strategy=strategy)
+    two = train.train_many(t.toy_trainer(), t.toy_data(), keys, hp, strategy=strategy, **kw)
     np.testing.assert_allclose(two.state.params["w"], one.state.params["w"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(two.curves["loss"], one.curves["loss"], rtol=1e-5)
+    np.testing.assert_allclose(two.curves["val_loss"], one.curves["val_loss"], rtol=1e-5)
+    np.testing.assert_array_equal(two.best_step, one.best_step)
+    np.testing.assert_allclose(two.best_state.params["w"], one.best_state.params["w"], rtol=1e-5, atol=1e-6)
 print("ok")
 """
     env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
@@ -155,7 +160,7 @@ import test_train as t
 from tokdyn import train
 keys, hp = t.keys_and_hparams()
 tr = t.toy_trainer(steps=60, steps_per_call=10)
-def stop(step, state, logs):
+def stop(step, state, curves):
     if step == 30 and os.environ.get("KILL"):
         os.kill(os.getpid(), signal.SIGKILL)
     return False
@@ -193,7 +198,7 @@ def test_stop_callback_ends_training_and_a_rerun_does_not_train_on(tmp_path):
     data, tr = toy_data(), toy_trainer()
     keys, hp = keys_and_hparams(seeds=1, lrs=(0.1,))
     ck = str(tmp_path / "ck.npz")
-    res = train.train_many(tr, data, keys, hp, checkpoint=ck, stop=lambda step, state, logs: step >= 20)
+    res = train.train_many(tr, data, keys, hp, checkpoint=ck, stop=lambda step, state, curves: step >= 20)
     assert res.finished and res.stopped_at == 20 and int(res.state.step[0]) == 20
     again = train.train_many(tr, data, keys, hp, checkpoint=ck, stop=lambda *a: False)
     assert again.finished and int(again.state.step[0]) == 20
@@ -246,6 +251,11 @@ def test_bad_arguments_are_refused_before_any_work():
         (dict(strategy="fast"), "strategy must be one of"),
         (dict(batch_size=0), "batch_size"),
         (dict(max_calls=-1), "max_calls"),
+        (dict(evaluate=5), "evaluate must be a callable"),
+        (dict(evaluate_every=0), "evaluate_every"),
+        (dict(keep_best=3), "keep_best must be the name of a curve column"),
+        (dict(best_mode="avg"), "best_mode must be one of"),
+        (dict(stop="patience"), "stop must be a callable"),
     ]
     for kw, match in cases:
         with pytest.raises((ValueError, TypeError), match=match):
@@ -259,3 +269,140 @@ def test_bad_arguments_are_refused_before_any_work():
     with pytest.raises(ValueError, match=r"learning_rate must be finite"):
         train.train_many(tr, data, keys, Hparams(learning_rate=np.array([1, np.nan, 1, 1], np.float32),
                                                  l2=np.zeros(4, np.float32)))
+
+
+# --- evaluations in the curves, the best state kept, stop rules over the curves ------------------------------
+
+VAL = toy_data(n=128)  # a held-out set of the same task (another draw would do; the toy uses a fixed one)
+PEAKS = jnp.asarray([10, 20, 40, 60, 20, 40], jnp.float32)  # per model: the step where "val_peak" is largest
+
+
+def evaluate(step, state):
+    """Held-out scores of the stacked models: their loss on VAL and a made-up score peaking at PEAKS."""
+    x, y = VAL
+    z = jnp.einsum("nd,md->mn", x, state.params["w"]) + state.params["b"][:, None]  # (M, N)
+    val_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(z, y[None]), axis=1)
+    peaks = PEAKS[:val_loss.shape[0]]
+    return {"val_loss": val_loss, "val_peak": -((state.step.astype(jnp.float32) - peaks) ** 2)}
+
+
+@pytest.mark.parametrize("strategy,kill", [("scan", 1), ("scan", 3), ("loop", 3)])
+def test_evaluate_and_keep_best_resume_bit_identically(tmp_path, strategy, kill):
+    """Evaluations (every 2nd call, the first and the last) are columns of the curves; the best state of
+    each model is kept; a run stopped after ``kill`` calls and resumed equals an uninterrupted one."""
+    data, tr = toy_data(), toy_trainer(steps=60, steps_per_call=10)
+    keys, hp = keys_and_hparams()
+    kw = dict(strategy=strategy, evaluate=evaluate, evaluate_every=2, keep_best="val_peak")
+    full = train.train_many(tr, data, keys, hp, **kw)
+    assert sorted(full.curves) == ["accuracy", "grad_norm", "loss", "val_loss", "val_peak"]
+    evaluated = np.isfinite(full.curves["val_loss"]).all(axis=0)
+    np.testing.assert_array_equal(evaluated, [True, True, False, True, False, True])  # calls 1, 2, 4, 6
+    np.testing.assert_array_equal(full.best_step, [10, 20, 40, 60, 20, 40])
+    assert np.all(np.diff(full.curves["val_loss"][:, evaluated], axis=1) < 0)  # it learns
+    # the kept state of model i is its state after best_step[i] steps: the runs cut there hold it
+    for calls in (1, 2, 4):
+        cut = train.train_many(tr, data, keys, hp, max_calls=calls, **kw)
+        for i in np.flatnonzero(full.best_step == 10 * calls):
+            for a, b in zip(jax.tree_util.tree_leaves(full.best_state), jax.tree_util.tree_leaves(cut.state)):
+                np.testing.assert_array_equal(np.asarray(a)[i], np.asarray(b)[i])
+    ck = str(tmp_path / "ck.npz")
+    part = train.train_many(tr, data, keys, hp, checkpoint=ck, stamp="toy", max_calls=kill, **kw)
+    assert not part.finished and np.isnan(part.curves["val_loss"][:, kill:]).all()
+    assert np.all(part.best_step <= 10 * kill)
+    resumed = train.train_many(tr, data, keys, hp, checkpoint=ck, stamp="toy", **kw)
+    assert resumed.finished
+    same = lambda a, b: [np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+                         for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))]
+    same(full.state, resumed.state)
+    same(full.best_state, resumed.best_state)
+    np.testing.assert_array_equal(full.best_step, resumed.best_step)
+    assert sorted(full.curves) == sorted(resumed.curves)
+    for k in full.curves:
+        np.testing.assert_array_equal(full.curves[k], resumed.curves[k])  # NaN where not evaluated, in both
+    # all of it is in the one checkpoint file: state, curves with the evaluations, the best state
+    like = train.init_states(tr, keys, hp)[0]
+    state, curves, stopped = train.load_checkpoint(ck, like, "toy")
+    same(state, full.state)
+    np.testing.assert_array_equal(curves["val_peak"], full.curves["val_peak"])
+    best = train.load_best(ck, like, "toy")
+    assert (best.column, best.mode) == ("val_peak", "max")
+    same(best.state, full.best_state)
+    np.testing.assert_array_equal(best.step, full.best_step)
+    np.testing.assert_array_equal(best.value, full.curves["val_peak"][np.arange(6), full.best_step // 10 - 1])
+
+
+def test_keep_best_min_mode_and_a_model_without_a_finite_value():
+    """``best_mode="min"`` keeps the smallest value; a model whose values are all NaN keeps its initial
+    state with best_step -1; without keep_best the result has no best state."""
+    data, tr = toy_data(), toy_trainer()
+    keys, hp = keys_and_hparams(seeds=1)
+    ev = lambda step, state: {"val_loss": evaluate(step, state)["val_loss"].at[1].set(jnp.nan)}
+    res = train.train_many(tr, data, keys, hp, evaluate=ev, evaluate_every=3, keep_best="val_loss", best_mode="min")
+    vals = res.curves["val_loss"]
+    np.testing.assert_array_equal(np.isfinite(vals[0]), [True, False, True, True])  # calls 1, 3 and the last
+    assert res.best_step[1] == -1 and res.best_step[0] == 10 * (np.nanargmin(vals[0]) + 1)
+    init_w = train.init_states(tr, keys, hp)[0].params["w"]
+    np.testing.assert_array_equal(res.best_state.params["w"][1], init_w[1])
+    plain = train.train_many(tr, data, keys, hp)
+    assert plain.best_state is None and plain.best_step is None
+
+
+def test_stop_sees_the_recorded_curves_and_a_patience_rule_decides_as_its_replay():
+    """``stop`` gets the curves so far (read-only, NaN ahead); train.Patience as ``stop`` ends the run
+    where replaying the rule over the recorded curves says, no earlier than its minimum budget."""
+    data, tr = toy_data(), toy_trainer(steps=200, steps_per_call=10, warmup=5, decay="constant")
+    keys, hp = keys_and_hparams(seeds=2, lrs=(0.2,))
+    seen = []
+
+    def spy(step, state, curves):
+        seen.append((step, {k: v.copy() for k, v in curves.items()}))
+        with pytest.raises(ValueError, match="read-only"):
+            curves["loss"][0, 0] = 0.0
+        return False
+
+    train.train_many(tr, data, keys, hp, evaluate=lambda s, st: {"val_acc": _accuracy(st)}, stop=spy, max_calls=3)
+    assert [s for s, _ in seen] == [10, 20, 30]
+    step, curves = seen[1]
+    assert sorted(curves) == ["accuracy", "grad_norm", "loss", "val_acc"] and curves["val_acc"].shape == (2, 20)
+    assert np.isfinite(curves["val_acc"][:, :2]).all() and np.isnan(curves["val_acc"][:, 2:]).all()
+
+    rule = train.Patience(patience=0.2, min_fraction=0.5, min_delta=0.01, loss_delta=None)
+    res = train.train_many(tr, data, keys, hp, evaluate=lambda s, st: {"val_acc": _accuracy(st)},
+                           keep_best="val_acc", stop=rule.stopper(tr.config, "val_acc"))
+    assert res.finished and 100 <= res.stopped_at < 200, res.stopped_at  # the toy learns in a few calls
+    n = res.stopped_at // 10
+    replay = rule.first_stop(res.steps[:n], res.curves["val_acc"][:, :n], 200)
+    assert res.stopped_at == replay.max()
+    np.testing.assert_array_equal(res.best_step, rule.decide(res.steps[:n], res.curves["val_acc"][:, :n], 200).best_step)
+
+
+def _accuracy(state):
+    x, y = VAL
+    z = jnp.einsum("nd,md->mn", x, state.params["w"]) + state.params["b"][:, None]
+    return jnp.mean((z > 0) == (y[None] > 0.5), axis=1)
+
+
+def test_evaluations_and_kept_best_are_checked(tmp_path):
+    data, tr = toy_data(), toy_trainer()
+    keys, hp = keys_and_hparams(seeds=1, lrs=(0.1,))
+    with pytest.raises(ValueError, match="evaluate returned 'val' of shape \\(2,\\)"):
+        train.train_many(tr, data, keys, hp, evaluate=lambda s, st: {"val": jnp.zeros(2)})
+    with pytest.raises(ValueError, match="'loss', which is already a training log"):
+        train.train_many(tr, data, keys, hp, evaluate=lambda s, st: {"loss": jnp.zeros(1)})
+    with pytest.raises(TypeError, match="evaluate must return a mapping"):
+        train.train_many(tr, data, keys, hp, evaluate=lambda s, st: jnp.zeros(1))
+    with pytest.raises(ValueError, match="keep_best='val' is not a curve column"):
+        train.train_many(tr, data, keys, hp, keep_best="val")
+    ck = str(tmp_path / "ck.npz")
+    train.train_many(tr, data, keys, hp, checkpoint=ck, max_calls=1, evaluate=evaluate, keep_best="val_loss",
+                     best_mode="min")
+    with pytest.raises(ValueError, match="keeps the best state of 'val_loss'"):
+        train.train_many(tr, data, keys, hp, checkpoint=ck, evaluate=evaluate)
+    with pytest.raises(ValueError, match="keeps the best state of 'val_loss'"):
+        train.train_many(tr, data, keys, hp, checkpoint=ck, evaluate=evaluate, keep_best="val_loss")
+    plain = str(tmp_path / "plain.npz")
+    train.train_many(tr, data, keys, hp, checkpoint=plain, max_calls=1)
+    with pytest.raises(ValueError, match="written without keep_best"):
+        train.train_many(tr, data, keys, hp, checkpoint=plain, evaluate=evaluate, keep_best="val_loss")
+    with pytest.raises(ValueError, match="holds no best state"):
+        train.load_best(plain, train.init_states(tr, keys, hp)[0])

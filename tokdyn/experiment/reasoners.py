@@ -176,7 +176,8 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
     rows = {k: [int(x) if k in ("step", "seed") else float(x) for x in v] for k, v in read_curve(p["curve"]).items()}
     t0 = time.time()
 
-    def stop(step, state, logs) -> bool:
+    def stop(step, state, curves) -> bool:
+        logs = {k: v[:, step // tc.steps_per_call - 1] for k, v in curves.items()}  # this call's logs
         keep = [i for i, s in enumerate(rows.get("step", [])) if s < step]  # drop rows a resume redoes
         for k in rows:
             rows[k] = [rows[k][i] for i in keep]

@@ -5,8 +5,8 @@ steps, checkpointed and resumable.
   model (nested ``lax.scan``: calls of ``steps_per_call`` steps): jit it, vmap it over keys and
   settings, put it in your own program.
 - :func:`train_many` trains M models (``keys`` (M,), every ``hparams`` leaf (M,); :func:`grid`
-  builds seeds x settings) from a Python loop over calls that only checkpoints, logs, stops and
-  shows progress. How a call runs is a ``strategy``:
+  builds seeds x settings) from a Python loop over calls that only evaluates, checkpoints, logs,
+  stops and shows progress. How a call runs is a ``strategy``:
 
   ``"scan"``  one compiled call per chunk of ``steps_per_call`` steps (``lax.scan``), the models
               vmapped (``batch_size``: vmapped groups mapped one after another) and split over
@@ -16,13 +16,21 @@ steps, checkpointed and resumable.
   ``"loop"``  one compiled call per model and step, model i on ``devices[i % len(devices)]`` (the
               devices work in parallel through asynchronous dispatch).
 
-  After every call the state and the curves so far are saved together to ``checkpoint``
-  (atomically; leaves named by tree path, with the caller's ``stamp``): a rerun resumes from it
-  and ends bit-identical to an uninterrupted run with the same devices, strategy and batch size
-  (those change XLA's kernels and so the last bits). ``stop(step, state, logs)`` ends training
-  early (recorded, so a resumed run does not train on); ``deadline`` and ``max_calls`` return
-  early, unfinished. A model whose step is not finite skips that step (counted per model, the
-  first such step recorded); the other models are untouched.
+  The curves are a dict of (M, calls) columns, one entry per call (NaN for calls not made): the
+  training logs (each the mean over the call) and the values of ``evaluate(step, state)`` (e.g.
+  validation scores; NaN for calls where it did not run: it runs after the first call, every
+  ``evaluate_every``-th and the last). ``keep_best="val_all"`` keeps, per model, the state at the
+  best recorded value of that column (``best_mode`` ``"max"`` or ``"min"``) and its step.
+  ``stop(step, state, curves)`` decides from the curves recorded so far whether training ends
+  (:class:`tokdyn.train.Patience` gives a rule that survives plateaus; the decision is recorded,
+  so a resumed run does not train on); ``deadline`` and ``max_calls`` return early, unfinished.
+
+  After every call the state, the curves (with the evaluations) and the kept best state are saved
+  together to ``checkpoint``, one file written atomically (leaves named by tree path, with the
+  caller's ``stamp``): what belongs together is committed together. A rerun resumes from it and
+  ends bit-identical to an uninterrupted run with the same devices, strategy and batch size (those
+  change XLA's kernels and so the last bits). A model whose step is not finite skips that step
+  (counted per model, the first such step recorded); the other models are untouched.
 
 Model ``i`` of :func:`train_many` equals ``make_train(trainer)(keys[i], hparams[i], data)`` up to
 the rounding of differently vectorised programs.
@@ -34,7 +42,7 @@ import dataclasses
 import functools
 import os
 import time
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +55,7 @@ from tokdyn.train import optim
 from tokdyn.train.trainer import TrainState, init_state, make_step, stages_of
 
 STRATEGIES = ("scan", "step", "loop")
+BEST_MODES = ("max", "min")
 
 
 # ---------------------------------------------------------------------------------------------- one model
@@ -127,6 +136,10 @@ class Result:
       finished: the budget was spent or ``stop`` ended training (False: a deadline or
         ``max_calls`` returned early; call again to resume).
       stopped_at: steps done when training ended (the budget, or where ``stop`` ended it).
+      best_state: with ``keep_best``: the stacked state of each model at its best recorded value
+        of the ``keep_best`` column (its initial state while it has none); else None.
+      best_step: with ``keep_best``: (M,) int, the step of each model's best value (-1: none yet);
+        else None.
     """
 
     state: TrainState
@@ -134,6 +147,8 @@ class Result:
     steps: np.ndarray
     finished: bool
     stopped_at: int
+    best_state: Optional[TrainState] = None
+    best_step: Optional[np.ndarray] = None
 
     def nan_report(self) -> list[tuple[int, int, int]]:
         """:func:`nan_report` of the state."""
@@ -277,10 +292,90 @@ class _Runner:
         return jax.tree_util.tree_map(lambda a: a[:self.m], self.models[0])
 
 
+@dataclasses.dataclass(frozen=True)
+class Best:
+    """The best state that :func:`train_many` keeps with ``keep_best`` (host arrays).
+
+    Attributes:
+      column: the curve column judged (e.g. ``"val_all"``).
+      mode: ``"max"`` (the largest value is best) or ``"min"``.
+      state: the stacked state of each model at its best value (its initial state while it has none).
+      step: (M,) int64 the step of each model's best value, -1 while it has none.
+      value: (M,) float32 that value as recorded in the curves (NaN while none).
+    """
+
+    column: str
+    mode: str
+    state: TrainState
+    step: np.ndarray
+    value: np.ndarray
+
+    def update(self, state: TrainState, values, step: int) -> "Best":
+        """This record after a call that recorded ``values`` (M,) at ``step``: a model whose value is
+        finite and strictly better than its best so far (ties keep the earlier step) takes its
+        row of ``state`` (copied to the host only when some model improved)."""
+        v = np.asarray(values, np.float32)
+        better = v > self.value if self.mode == "max" else v < self.value
+        better = np.isfinite(v) & (np.isnan(self.value) | better)
+        if not better.any():
+            return self
+        new = jax.tree_util.tree_map(lambda b, s: np.where(better.reshape((-1,) + (1,) * (b.ndim - 1)),
+                                                            np.asarray(s), b), self.state, state)
+        return Best(self.column, self.mode, new, np.where(better, step, self.step),
+                    np.where(better, v, self.value).astype(np.float32))
+
+
+def _check_outputs(evaluate, evaluate_every, keep_best, best_mode, stop, on_log):
+    if evaluate is not None and not callable(evaluate):
+        raise TypeError(f"evaluate must be a callable evaluate(step, state) -> {{name: (M,) array}} or None, got "
+                        f"{evaluate!r}")
+    _checks.positive_int("evaluate_every", evaluate_every)
+    if keep_best is not None and not isinstance(keep_best, str):
+        raise TypeError(f"keep_best must be the name of a curve column (a str, e.g. 'val_all') or None, got "
+                        f"{keep_best!r}")
+    if not isinstance(best_mode, str):
+        raise TypeError(f"best_mode must be a str, one of {list(BEST_MODES)}, got {best_mode!r}")
+    _checks.choice("best_mode", best_mode, BEST_MODES)
+    for name, fn in (("stop", stop), ("on_log", on_log)):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"{name} must be a callable or None, got {fn!r}")
+
+
+def _evaluated(evaluate, step, state, m, logs) -> dict:
+    """``evaluate(step, state)`` as host float arrays (M,), checked."""
+    out = evaluate(step, state)
+    if not isinstance(out, Mapping):
+        raise TypeError(f"evaluate must return a mapping name -> (M,) array, got {type(out).__name__}")
+    vals = {}
+    for k, v in out.items():
+        if not isinstance(k, str):
+            raise TypeError(f"evaluate returned a key {k!r}: the names of curve columns must be str")
+        if k in logs:
+            raise ValueError(f"evaluate returned {k!r}, which is already a training log (the logs are "
+                             f"{sorted(logs)}): name it otherwise, e.g. 'val_{k}'")
+        a = np.asarray(v)
+        if a.shape != (m,) or a.dtype.kind not in "biuf":
+            raise ValueError(f"evaluate returned {k!r} of shape {a.shape} and dtype {a.dtype}: each value must "
+                             f"be a real (M,) = ({m},) array, one per model")
+        vals[k] = a
+    return vals
+
+
+def _read_only(curves: dict) -> dict:
+    views = {}
+    for k, v in curves.items():
+        views[k] = v.view()
+        views[k].flags.writeable = False
+    return views
+
+
 def train_many(trainer, data, keys, hparams, *, checkpoint: Optional[str] = None, stamp: str = "",
                strategy: str = "scan", devices=None, batch_size: Optional[int] = None,
                deadline: Optional[float] = None, max_calls: Optional[int] = None,
-               stop: Optional[Callable] = None, on_log: Optional[Callable] = None,
+               stop: Optional[Callable] = None,
+               evaluate: Optional[Callable[[int, TrainState], Mapping[str, np.ndarray]]] = None,
+               evaluate_every: int = 1, keep_best: Optional[str] = None, best_mode: str = "max",
+               on_log: Optional[Callable] = None,
                progress: Optional[io.Progress] = None, quiet: bool = True, vectorised_init: bool = True) -> Result:
     """Train M models of ``trainer`` (a :class:`~tokdyn.train.Trainer` or
     :class:`~tokdyn.train.Curriculum`) on the shared ``data``: model i from ``keys[i]`` with the
@@ -288,29 +383,57 @@ def train_many(trainer, data, keys, hparams, *, checkpoint: Optional[str] = None
     ``devices`` (default: the local devices, at most M) and ``batch_size`` (models vmapped at once
     per device; None: all).
 
-    After every call: ``on_log(step, logs)`` (each log (M,), the mean over the call), then
-    ``stop(step, state, logs) -> bool`` (the stacked state on the device; True ends training; it
-    must decide from what is recorded, so that a resumed run decides the same), then the
-    checkpoint (state and curves together, atomically, with ``stamp``: a checkpoint of another
-    stamp, tree or hyper-parameters is refused with a ValueError naming what differs), then
-    ``progress`` (a :class:`tokdyn.io.Progress` counting steps; without one a bar of its own
-    unless ``quiet``), which also notes every model that skipped a non-finite step. Returns early,
-    unfinished, once ``time.time() > deadline`` or after ``max_calls`` calls."""
+    After every call, in this order:
+
+    1. the call's training logs (each (M,), the mean over the call) go into ``curves``;
+    2. ``evaluate(step, state) -> {name: (M,) array}`` (the stacked state on the device), after
+       the first call, after every call whose number is a multiple of ``evaluate_every`` and after
+       the last call of the budget: each name becomes a curve column (NaN where it did not run;
+       a name may not repeat a training log's);
+    3. ``on_log(step, logs)`` with the call's logs and evaluations;
+    4. with ``keep_best`` (a curve column, e.g. ``"val_all"``): each model whose recorded value of
+       it is finite and strictly better (``best_mode`` ``"max"``: larger; ``"min"``: smaller) than
+       its best so far keeps this state and step as its best (:class:`Best`);
+    5. ``stop(step, state, curves) -> bool``: ``curves`` the dict name -> (M, calls) recorded so
+       far (read-only; NaN for calls not yet made). True ends training. It must decide from what
+       is recorded (e.g. :meth:`tokdyn.train.Patience.stopper`), so that a resumed run decides
+       the same;
+    6. the checkpoint: the state, the curves (evaluations included), the best state and the stop
+       decision in one file, atomically, with ``stamp`` (a checkpoint of another stamp, tree,
+       hyper-parameters or ``keep_best`` is refused with a ValueError naming what differs);
+    7. ``progress`` (a :class:`tokdyn.io.Progress` counting steps; without one a bar of its own
+       unless ``quiet``), which also notes every model that skipped a non-finite step.
+
+    Returns early, unfinished, once ``time.time() > deadline`` or after ``max_calls`` calls."""
+    _check_outputs(evaluate, evaluate_every, keep_best, best_mode, stop, on_log)
     stages, cfg, m, devices = _check(trainer, keys, hparams, strategy, devices, batch_size, max_calls, deadline)
     first = stages[0][1]
     hp = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), hparams)
     state, run_keys = init_states(trainer, keys, hp, vectorised=vectorised_init and strategy != "loop")
     steps = (np.arange(cfg.calls) + 1) * cfg.steps_per_call
     curves, stopped, done = {}, False, 0  # curves: allocated at the first call (or read from the checkpoint)
+    best = None
+    if keep_best is not None:
+        best = Best(keep_best, best_mode, jax.tree_util.tree_map(np.asarray, state), np.full(m, -1, np.int64),
+                    np.full(m, np.nan, np.float32))
     if checkpoint is not None and os.path.exists(checkpoint):
-        state, curves, stopped = load_checkpoint(checkpoint, state, stamp)
+        state, curves, stopped, saved = _read_checkpoint(checkpoint, state, stamp)
+        _same_best(checkpoint, saved, keep_best, best_mode)
+        best = saved if saved is not None else best
         done = int(np.asarray(state.step)[0])
         if done and any(v.shape != (m, cfg.calls) for v in curves.values()):
             raise ValueError(f"{checkpoint} holds curves of another training (shapes "
                              f"{sorted({v.shape for v in curves.values()})}, expected ({m}, {cfg.calls})): use another "
                              "checkpoint")
+
+    def result(st, finished):
+        if best is None:
+            return Result(st, curves, steps, finished, done)
+        return Result(st, curves, steps, finished, done, jax.tree_util.tree_map(jnp.asarray, best.state),
+                      best.step.copy())
+
     if stopped or done >= cfg.steps:
-        return Result(state, curves, steps, True, done)
+        return result(state, True)
     own = progress is None and not quiet
     if own:
         progress = io.Progress(cfg.steps, desc=first.name, unit="steps", done=done)
@@ -324,19 +447,27 @@ def train_many(trainer, data, keys, hparams, *, checkpoint: Optional[str] = None
             runner = _Runner(tr, strategy, state, run_keys, data, m, devices, batch_size)
             while done < stage_end:
                 if (deadline is not None and time.time() > deadline) or (max_calls is not None and calls >= max_calls):
-                    return Result(runner.state(), curves, steps, False, done)
+                    return result(runner.state(), False)
                 logs = runner.advance()
                 calls += 1
                 done += cfg.steps_per_call
+                col = done // cfg.steps_per_call - 1
+                state = runner.state()
+                if evaluate is not None and (col == 0 or (col + 1) % evaluate_every == 0 or done == cfg.steps):
+                    logs = {**logs, **_evaluated(evaluate, done, state, m, logs)}
                 for k, v in logs.items():
                     column = curves.setdefault(k, np.full((m, cfg.calls), np.nan, np.float32))
-                    column[:, done // cfg.steps_per_call - 1] = v
+                    column[:, col] = v
                 if on_log is not None:
                     on_log(done, logs)
-                state = runner.state()
-                stopping = bool(stop(done, state, logs)) if stop is not None else False
+                if best is not None:
+                    if best.column not in curves:
+                        raise ValueError(f"keep_best={best.column!r} is not a curve column; the columns are "
+                                         f"{sorted(curves)} (the training logs and what evaluate returns)")
+                    best = best.update(state, curves[best.column][:, col], done)
+                stopping = bool(stop(done, state, _read_only(curves))) if stop is not None else False
                 if checkpoint is not None:
-                    save_checkpoint(checkpoint, state, curves, stamp, stopped=stopping)
+                    save_checkpoint(checkpoint, state, curves, stamp, stopped=stopping, best=best)
                 if progress is not None:
                     for i, t, _ in nan_report(state):
                         if i not in reported:
@@ -348,20 +479,27 @@ def train_many(trainer, data, keys, hparams, *, checkpoint: Optional[str] = None
                 if stopping:
                     if progress is not None:
                         progress.update(cfg.steps - done)  # the budget not needed
-                    return Result(state, curves, steps, True, done)
+                    return result(state, True)
     finally:
         if own:
             progress.close()
-    return Result(state, curves, steps, True, done)
+    return result(state, True)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: str, state: TrainState, curves: dict, stamp: str, *, stopped: bool = False) -> str:
-    """The state and the curves of :func:`train_many` in one file, atomically, with ``stamp``."""
-    host = jax.tree_util.tree_map(np.asarray, {"state": state, "curves": curves})
-    return io.save_pytree(path, host, step=int(np.asarray(state.step)[0]), stamp=stamp, stopped=stopped)
+def save_checkpoint(path: str, state: TrainState, curves: dict, stamp: str, *, stopped: bool = False,
+                    best: Optional[Best] = None) -> str:
+    """The state, the curves and (optionally) the kept :class:`Best` of :func:`train_many` in one
+    file, atomically, with ``stamp``."""
+    tree = {"state": state, "curves": curves}
+    meta = {}
+    if best is not None:
+        tree["best"] = {"state": best.state, "step": best.step, "value": best.value}
+        meta = {"best_column": best.column, "best_mode": best.mode}
+    host = jax.tree_util.tree_map(np.asarray, tree)
+    return io.save_pytree(path, host, step=int(np.asarray(state.step)[0]), stamp=stamp, stopped=stopped, **meta)
 
 
 def checkpoint_stamp(path: str) -> Optional[str]:
@@ -370,23 +508,59 @@ def checkpoint_stamp(path: str) -> Optional[str]:
     return str(z["meta_stamp"]) if "meta_stamp" in z else None
 
 
-def load_checkpoint(path: str, like: TrainState, stamp: Optional[str] = None):
-    """``(state, curves, stopped)`` from :func:`save_checkpoint`'s file; ``like``: the initial state
-    of the same models (e.g. :func:`init_states`; its tree, shapes and hyper-parameters must
-    match). ValueError naming what differs for a checkpoint of another tree, hyper-parameters or
-    (when ``stamp`` is given) another stamp."""
+def _read_checkpoint(path: str, like: TrainState, stamp: Optional[str]):
+    """``(state, curves, stopped, best or None)`` from :func:`save_checkpoint`'s file."""
     z = io.load_npz(path)
     prefix = io.LEAF_PREFIX + "['curves']"
     names = [k[len(prefix):] for k in z if k.startswith(prefix)]
     curves = {n[2:-2]: z[prefix + n] for n in names}  # "['loss']" -> "loss"
-    tree, meta = io.load_pytree(path, {"state": like, "curves": curves})
+    has_best = any(k.startswith(io.LEAF_PREFIX + "['best']") for k in z)
+    want = {"state": like, "curves": curves}
+    if has_best:
+        m = np.shape(like.step)[0]
+        want["best"] = {"state": like, "step": np.zeros(m, np.int64), "value": np.zeros(m, np.float32)}
+    tree, meta = io.load_pytree(path, want)
     if stamp is not None and str(meta.get("stamp", "")) != stamp:
         raise ValueError(f"{path} was written for another configuration (stamp {str(meta.get('stamp', ''))!r}, asked "
                          f"for {stamp!r}): use another checkpoint path, or remove it to start afresh")
     paths = jax.tree_util.tree_flatten_with_path(like.hparams)[0]
-    for (p, want), got in zip(paths, jax.tree_util.tree_leaves(tree["state"].hparams)):
-        if not np.array_equal(np.asarray(want), np.asarray(got)):
+    for (p, want_hp), got in zip(paths, jax.tree_util.tree_leaves(tree["state"].hparams)):
+        if not np.array_equal(np.asarray(want_hp), np.asarray(got)):
             raise ValueError(f"{path} holds models with other hyper-parameters ({jax.tree_util.keystr(p)} "
-                             f"{np.asarray(got)} instead of {np.asarray(want)}): use another checkpoint")
+                             f"{np.asarray(got)} instead of {np.asarray(want_hp)}): use another checkpoint")
     state = jax.tree_util.tree_map(jnp.asarray, tree["state"])
-    return state, {k: np.asarray(v) for k, v in tree["curves"].items()}, bool(meta.get("stopped", False))
+    best = None
+    if has_best:
+        b = tree["best"]
+        best = Best(str(meta.get("best_column", "")), str(meta.get("best_mode", "max")),
+                    jax.tree_util.tree_map(np.asarray, b["state"]), np.asarray(b["step"], np.int64),
+                    np.asarray(b["value"], np.float32))
+    return state, {k: np.asarray(v) for k, v in tree["curves"].items()}, bool(meta.get("stopped", False)), best
+
+
+def _same_best(path, saved: Optional[Best], keep_best, best_mode):
+    if saved is None and keep_best is None:
+        return
+    if saved is None:
+        raise ValueError(f"{path} was written without keep_best, asked keep_best={keep_best!r}: its best state is "
+                         "lost; use another checkpoint path, or keep_best=None")
+    if (saved.column, saved.mode) != (keep_best, best_mode):
+        raise ValueError(f"{path} keeps the best state of {saved.column!r} (best_mode={saved.mode!r}), asked "
+                         f"keep_best={keep_best!r}, best_mode={best_mode!r}: pass the same, or use another checkpoint")
+
+
+def load_checkpoint(path: str, like: TrainState, stamp: Optional[str] = None):
+    """``(state, curves, stopped)`` from :func:`save_checkpoint`'s file; ``like``: the initial state
+    of the same models (e.g. :func:`init_states`; its tree, shapes and hyper-parameters must
+    match). ValueError naming what differs for a checkpoint of another tree, hyper-parameters or
+    (when ``stamp`` is given) another stamp. :func:`load_best` reads the kept best state."""
+    return _read_checkpoint(path, like, stamp)[:3]
+
+
+def load_best(path: str, like: TrainState, stamp: Optional[str] = None) -> Best:
+    """The :class:`Best` that :func:`train_many` kept (``keep_best``) in ``path`` (``like`` and
+    ``stamp`` as for :func:`load_checkpoint`); ValueError for a checkpoint without one."""
+    best = _read_checkpoint(path, like, stamp)[3]
+    if best is None:
+        raise ValueError(f"{path} holds no best state: it was trained without keep_best")
+    return best

@@ -62,6 +62,7 @@ class Config:
     standardise: bool = True
 
     def validate(self) -> "Config":
+        """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         _checks.positive_int("n_classes", self.n_classes, minimum=2)
         _checks.positive_int("steps", self.steps)
         if not isinstance(self.standardise, bool):
@@ -79,6 +80,8 @@ class Hparams:
     weight_decay: float = 1e-3
 
     def validate(self) -> "Hparams":
+        """Check the knobs when they are host numbers (a positive learning rate, ``weight_decay`` >= 0); raise
+        ``ValueError`` naming the knob. Returns ``self``."""
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         _checks.real("weight_decay", self.weight_decay, low=0.0)
         return self
@@ -117,7 +120,7 @@ def _check_mask(name: str, mask, n: int, *, need: str = ""):
 
 def _check_features(x, d=None, mask=None):
     """(N, D) real features (D = ``d`` when given), finite on the rows of ``mask`` (host data only;
-    the mask itself is checked by :func:`_check_mask`)."""
+    the mask itself is checked by ``_check_mask``)."""
     if np.ndim(x) != 2:
         raise ValueError(f"x must be a 2-D array (N, D), got shape {np.shape(x)}")
     dtype = _checks.dtype_of(x)

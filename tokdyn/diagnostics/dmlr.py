@@ -80,6 +80,8 @@ class Config:
     top_m: int = 2
 
     def validate(self, vocab_size: Optional[int] = None) -> "Config":
+        """Check every field (``top_k`` against ``vocab_size`` when it is given); raise
+        ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         _checks.choice("reward", self.reward, REWARDS)
         _checks.positive_int("top_k", self.top_k)
         if vocab_size is not None and self.top_k > vocab_size:
@@ -103,6 +105,8 @@ class Hparams:
     sigma_decay: float = 0.95
 
     def validate(self) -> "Hparams":
+        """Check the knobs when they are host numbers (positive ``learning_rate`` and ``sigma``,
+        ``sigma_decay`` in (0, 1]); raise ``ValueError`` naming the knob. Returns ``self``."""
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         _checks.real("sigma", self.sigma, low=0.0, low_open=True)
         _checks.real("sigma_decay", self.sigma_decay, low=0.0, high=1.0, low_open=True)

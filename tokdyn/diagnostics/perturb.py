@@ -4,10 +4,14 @@ Each is a pure function ``(key, batch, cfg) -> batch`` of :class:`tokdyn.models.
 like records (anything with an ``image`` (B, G, G) of colour indices 0..C), vmapped over the batch
 inside; only the image changes:
 
-``blank``      every cell empty (0)
-``swap``       another instance's image: instance i gets instance (i + 1) mod B's
-``shuffle``    the cells of each image permuted at random (colour counts kept, layout destroyed)
-``resample``   each cell replaced, with probability ``rate``, by a uniform draw from 0..C
+``blank``
+    every cell empty (0)
+``swap``
+    another instance's image: instance i gets instance (i + 1) mod B's
+``shuffle``
+    the cells of each image permuted at random (colour counts kept, layout destroyed)
+``resample``
+    each cell replaced, with probability ``rate``, by a uniform draw from 0..C
 
 :data:`PERTURBATIONS` registers them; :func:`perturb` applies one by name.
 """
@@ -24,16 +28,21 @@ from tokdyn.models.latent import tasks
 
 
 def blank(key, batch, cfg: tasks.Config, rate: float = 0.5):
+    """``batch`` with every cell of every image empty (0); ``key``, ``cfg`` and ``rate`` are unused."""
     del key, cfg, rate
     return dataclasses.replace(batch, image=jnp.zeros_like(batch.image))
 
 
 def swap(key, batch, cfg: tasks.Config, rate: float = 0.5):
+    """``batch`` with instance i given instance (i + 1) mod B's image; ``key``, ``cfg`` and ``rate`` are
+    unused."""
     del key, cfg, rate
     return dataclasses.replace(batch, image=jnp.roll(batch.image, -1, axis=0))
 
 
 def shuffle(key, batch, cfg: tasks.Config, rate: float = 0.5):
+    """``batch`` with the G * G cells of each image permuted at random (one key per instance): colour counts
+    kept, layout destroyed."""
     del rate
     b, g = batch.image.shape[0], cfg.grid_size
     keys = jax.random.split(key, b)
@@ -43,6 +52,8 @@ def shuffle(key, batch, cfg: tasks.Config, rate: float = 0.5):
 
 
 def resample(key, batch, cfg: tasks.Config, rate: float = 0.5):
+    """``batch`` with each cell replaced, with probability ``rate``, by a uniform draw from 0..C (C =
+    ``cfg.n_colours``; 0 is empty)."""
     k1, k2 = jax.random.split(key)
     hit = jax.random.bernoulli(k1, rate, batch.image.shape)
     new = jax.random.randint(k2, batch.image.shape, 0, cfg.n_colours + 1, batch.image.dtype)

@@ -34,6 +34,8 @@ def default_batch_size(backend: str | None = None) -> int | None:
 
 
 def default_chunk_size(n_devices: int, backend: str | None = None) -> int:
+    """Runs per chunk when none is given: 2,048 per device on CPU, 65,536 per device on an accelerator
+    (``backend`` defaults to JAX's default backend)."""
     backend = backend or jax.default_backend()
     per_device = 2048 if backend == "cpu" else 65536
     return per_device * n_devices

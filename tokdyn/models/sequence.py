@@ -98,14 +98,18 @@ class Config:
 
     @property
     def on_grids(self) -> bool:
+        """True for the models over colour grids (``grid_*``), False for the token-level ones."""
         return self.model.startswith("grid_")
 
     @property
     def continuous(self) -> bool:
+        """True for the continuous (Gaussian) model, ``grid_ddpm``."""
         return self.model == "grid_ddpm"
 
     @property
     def kernel(self) -> str | None:
+        """The D3PM kernel, ``'uniform'`` or ``'absorbing'``, or None for the continuous and autoregressive
+        models."""
         return {"uniform": "uniform", "absorbing": "absorbing"}.get(self.model.rsplit("_", 1)[-1])
 
     @property
@@ -120,9 +124,12 @@ class Config:
 
     @property
     def n_logs(self) -> int:
+        """The number of logged points of a training curve (``steps // log_every``)."""
         return self.steps // self.log_every
 
     def beta_schedule(self) -> str:
+        """The noise schedule: ``schedule`` if given, else ``'absorbing'`` for the absorbing kernel and
+        ``'cosine'`` otherwise."""
         if self.schedule is not None:
             return self.schedule
         return "absorbing" if self.kernel == "absorbing" else "cosine"
@@ -137,6 +144,7 @@ class Config:
         return diffusion.discrete(self.kernel, self.classes, self.beta_schedule(), self.T)
 
     def validate(self) -> "Config":
+        """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         _checks.choice("model", self.model, MODELS)
         _checks.choice("architecture", self.architecture, ARCHITECTURES)
         _checks.choice("elements", self.elements, ELEMENTS)
@@ -175,6 +183,8 @@ class Hparams:
     lam: jax.Array = 0.01
 
     def validate(self) -> "Hparams":
+        """Check the knobs when they are host numbers (a positive learning rate, ``lam`` >= 0); raise
+        ``ValueError`` naming the knob. Returns ``self``."""
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         _checks.real("lam", self.lam, low=0.0)
         return self
@@ -191,6 +201,9 @@ def time_embedding(t, width: int):
 
 
 class Block(nn.Module):
+    """One pre-LN transformer block over ``x`` (B, n, D): self-attention (causal when ``causal``) and
+    an MLP, each with a residual connection."""
+
     width: int
     heads: int
     causal: bool
@@ -211,8 +224,8 @@ class Block(nn.Module):
 
 
 class Network(nn.Module):
-    """``(x, t) -> output``: x is (B, *sample_shape) integer states, or (B, L, P, C) floats for
-    ``grid_ddpm``; t (B,). Output (B, *sample_shape, C) (x_0 logits, or epsilon for DDPM)."""
+    """``(x, t) -> output``: x is ``(B, *sample_shape)`` integer states, or (B, L, P, C) floats for
+    ``grid_ddpm``; t (B,). Output ``(B, *sample_shape, C)`` (x_0 logits, or epsilon for DDPM)."""
 
     cfg: Config
 
@@ -262,11 +275,12 @@ def init(key, cfg: Config) -> dict:
 
 
 def apply(params, cfg: Config, x, t):
-    """The network on a batch: ``x`` (B, ...) and t (B,) -> (B, *sample_shape, C)."""
+    """The network on a batch: ``x`` (B, ...) and t (B,) -> ``(B, *sample_shape, C)``."""
     return Network(cfg).apply(params, x, t)
 
 
 def count_params(params) -> int:
+    """The number of scalar parameters in the pytree ``params``."""
     return int(sum(np.size(v) for v in jax.tree_util.tree_leaves(params)))
 
 
@@ -278,7 +292,7 @@ def grid_signal(colours, n_colours: int):
 
 
 def loss_fn(key, params, cfg: Config, hp: Hparams, x0):
-    """``(loss, logs)`` on a batch ``x0`` (B, *sample_shape) of integer data."""
+    """``(loss, logs)`` on a batch ``x0`` ``(B, *sample_shape)`` of integer data."""
     b = x0.shape[0]
     proc = cfg.process()
     if cfg.model == "token_ar":
@@ -314,7 +328,7 @@ def optim_config(cfg: Config) -> train_layer.Config:
 
 @functools.lru_cache(maxsize=64)
 def trainer(cfg: Config) -> train_layer.Trainer:
-    """The model's :class:`tokdyn.train.Trainer` (data: the (N, *sample_shape) integers;
+    """The model's :class:`tokdyn.train.Trainer` (data: the ``(N, *sample_shape)`` integers;
     hyper-parameters: :class:`Hparams`): step t's key ``fold_in(run key, t)`` splits into the
     minibatch's (``batch_size`` rows of the data drawn with replacement) and the loss's. The same
     object for the same ``cfg``."""
@@ -365,7 +379,7 @@ def _check_train(key, cfg, hparams, data):
 
 @_checks.checked_jit(_check_train, static_argnames=("cfg",))
 def train(key, cfg: Config, hparams: Hparams | None, data):
-    """Train one model on ``data`` (N, *sample_shape) integers: ``(state, curves)`` of
+    """Train one model on ``data`` ``(N, *sample_shape)`` integers: ``(state, curves)`` of
     :func:`tokdyn.train.make_train` of :func:`trainer` (jitted on ``cfg``)."""
     return train_layer.make_train(trainer(cfg))(key, hparams, data)
 
@@ -387,7 +401,7 @@ def _check_sample(key, params, cfg, n, sampler, ddim_steps):
 
 @_checks.checked_jit(_check_sample, static_argnames=("cfg", "n", "sampler", "ddim_steps"))
 def sample(key, params, cfg: Config, n: int, sampler: str = "ancestral", ddim_steps: int = 50):
-    """n sequences (n, *sample_shape) of integers: colours for grid models, token ids otherwise.
+    """n sequences ``(n, *sample_shape)`` of integers: colours for grid models, token ids otherwise.
     ``grid_ddpm`` samples with T ancestral steps or ``ddim_steps`` DDIM steps, x_0 clipped to
     [-1, 1], then each cell takes its largest channel."""
     proc = cfg.process()
@@ -423,7 +437,7 @@ def _check_nll(key, params, cfg, x0):
 
 @_checks.checked_jit(_check_nll, static_argnames=("cfg",))
 def nll_bound(key, params, cfg: Config, x0):
-    """(B,) nats per sequence of ``x0`` (B, *sample_shape): the exact negative log-likelihood for
+    """(B,) nats per sequence of ``x0`` ``(B, *sample_shape)``: the exact negative log-likelihood for
     ``token_ar``, the variational bound (:func:`tokdyn.diffusion.nll_bound`, one draw of x_t per
     t) for D3PM models. For grid models it bounds ``-log p`` of the grid sequence, hence of the
     token sequence the grids decode to."""

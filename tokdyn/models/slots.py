@@ -103,6 +103,7 @@ class Config:
     root_seed: int = 0
 
     def validate(self) -> "Config":
+        """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         for name in ("size", "slots", "iterations", "slot_size", "mlp_hidden", "encoder_kernel", "decoder_hidden", "steps",
                      "batch_size", "steps_per_call", "seeds"):
             _checks.positive_int(name, getattr(self, name))
@@ -141,6 +142,8 @@ class Hparams:
     learning_rate: jax.Array | float = 4e-4
 
     def validate(self) -> "Hparams":
+        """Check the learning rate when it is a host number (positive); raise ``ValueError``. Returns
+        ``self``."""
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         return self
 
@@ -413,7 +416,7 @@ def _trainer(cfg: Config) -> train.Trainer:
 
 
 def params_of(state: train.TrainState, i: int) -> dict:
-    """Model ``i``'s parameters from a stacked state (:attr:`tokdyn.train.Result.state`)."""
+    """Model ``i``'s parameters from a stacked state (the ``state`` of a :class:`tokdyn.train.Result`)."""
     return jax.tree_util.tree_map(lambda a: a[i], state.params)
 
 

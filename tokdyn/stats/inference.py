@@ -398,6 +398,9 @@ def bootstrap_statistic(statistic, n: int, *, seed: int = 0, n_resamples: int = 
 
 
 class CorrelationResult(NamedTuple):
+    """Result of :func:`point_biserial`: ``r``, its two-sided ``pvalue``, the bootstrap interval
+    ``low``, ``high`` and the number of pairs ``n``."""
+
     r: float
     pvalue: float
     low: float
@@ -451,6 +454,9 @@ def point_biserial(x, y, *, seed: int = 0, n_resamples: int = 2000, confidence: 
 
 
 class GainResult(NamedTuple):
+    """Result of :func:`gain_retained`: the ``share`` of the gain retained, its paired bootstrap
+    interval ``low``, ``high`` and the number of instances ``n``."""
+
     share: float
     low: float
     high: float

@@ -56,6 +56,8 @@ class Config:
     root_seed: int = 0
 
     def validate(self) -> "Config":
+        """Check every field (and the task's); raise ``ValueError``/``TypeError`` naming the field. Returns
+        ``self``."""
         if not isinstance(self.task, tasks.Config):
             raise TypeError(f"task must be a tokdyn.models.latent.tasks.Config, got {type(self.task).__name__}")
         self.task.validate()
@@ -97,6 +99,8 @@ class Hparams:
     caption_weight: float = 1.0
 
     def validate(self) -> "Hparams":
+        """Check the knobs when they are host numbers (a positive learning rate, non-negative weights); raise
+        ``ValueError`` naming the knob. Returns ``self``."""
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         for name in ("weight_decay", "align_weight", "caption_weight"):
             _checks.real(name, getattr(self, name), low=0.0)

@@ -95,6 +95,8 @@ class Config:
     text_positions: int = 0
 
     def validate(self) -> "Config":
+        """Check every field (and the task's); raise ``ValueError``/``TypeError`` naming the field. Returns
+        ``self``."""
         self.task.validate()
         _checks.positive_int("width", self.width)
         _checks.positive_int("depth", self.depth)
@@ -119,6 +121,7 @@ class Config:
 
     @property
     def layout(self) -> "Layout":
+        """The sequence layout of this configuration (:meth:`Layout.of`)."""
         return Layout.of(self)
 
 
@@ -137,6 +140,7 @@ class Layout:
 
     @staticmethod
     def of(cfg: Config) -> "Layout":
+        """The positions of every part of the sequence for the configuration ``cfg``."""
         p = cfg.task.n_patches
         q = p + tasks.QUESTION_LEN
         has = cfg.latent_mode != "none"
@@ -205,6 +209,9 @@ class ApplyFn(Protocol):
 # --- Flax modules ---------------------------------------------------------------------------------
 
 class Block(nn.Module):
+    """One pre-LN transformer block with causal self-attention over a key/value cache (``__call__``
+    documents its inputs and outputs)."""
+
     width: int
     heads: int
     mlp_ratio: int
@@ -242,9 +249,14 @@ class Block(nn.Module):
 
 
 class Network(nn.Module):
+    """The Flax network of :class:`Model`: embeddings, ``depth`` blocks, the final LayerNorm, the
+    read-out and the latent projection, called through its methods (``Model`` composes them)."""
+
     cfg: Config
 
     def setup(self):
+        """Create the embeddings, the transformer blocks, the final LayerNorm, the read-out and the latent
+        projection (Flax's ``setup``)."""
         c, init = self.cfg, nn.initializers.normal(0.02)
         g, d = c.task.grid_size, c.width
         self.tok = nn.Embed(c.task.vocab.size, d, embedding_init=init)
@@ -261,6 +273,8 @@ class Network(nn.Module):
             self.proj = nn.Sequential([nn.LayerNorm(), nn.Dense(d)])
 
     def embed_patches(self, image):  # image (B, G, G) -> (B, G*G, D)
+        """Patch embeddings (B, G*G, D) of ``image`` (B, G, G): colour embedding plus row and column
+        embeddings."""
         g = self.cfg.task.grid_size
         rows = self.row(jnp.arange(g))[:, None, :]
         cols = self.col(jnp.arange(g))[None, :, :]
@@ -268,6 +282,7 @@ class Network(nn.Module):
         return e.reshape(image.shape[0], g * g, -1)
 
     def embed_text(self, tokens):  # tokens (B, T_text) -> (B, T_text, D)
+        """Text embeddings (B, T_text, D) of ``tokens`` (B, T_text): token plus learned position embeddings."""
         return self.tok(tokens) + self.pos(jnp.arange(tokens.shape[1]))[None]
 
     def backbone(self, x, cache=None, key_mask=None):
@@ -284,9 +299,12 @@ class Network(nn.Module):
         return self.ln_f(x), jnp.stack(hidden, 1), jnp.stack(attn, 1), tuple(new_cache)
 
     def project(self, h):
+        """The latent projection of hidden states ``h`` (..., D): the identity (``projection='none'``), a
+        LayerNorm or LayerNorm then Dense."""
         return h if self.cfg.projection == "none" else self.proj(h)
 
     def unembed(self, h):
+        """Next-token logits (..., V) of hidden states ``h`` (..., D)."""
         return self.head(h)
 
     def __call__(self, image, tokens):  # used only by init: touches every parameter
@@ -393,10 +411,12 @@ class Model:
 
     @property
     def net(self) -> Network:
+        """The Flax network (:class:`Network`) of this configuration."""
         return Network(self.cfg)
 
     @property
     def layout(self) -> Layout:
+        """The sequence layout (:class:`Layout`) of this configuration."""
         return self.cfg.layout
 
     def init(self, key):
@@ -431,6 +451,12 @@ class Model:
         return x
 
     def apply(self, params, batch, *, latents=None, intervene=None, inject=None, drop=None) -> Outputs:
+        """The ``apply`` protocol (:class:`ApplyFn`): outputs (:class:`Outputs`) of ``params`` on ``batch``.
+
+        With ``latents`` (B, L, D) the fed-back latents are replaced (one full pass); ``intervene`` maps the
+        input embeddings (B, T, D) of every pass; ``inject`` (B, P) boolean inserts copies of the selected
+        image patches before the latent block; ``drop`` (B, T) boolean removes positions from attention (see
+        the module docstring)."""
         c, lay, net = self.cfg, self.layout, self.net
         b = check_batch(c, batch, latents, inject, drop)
         edit = intervene if intervene is not None else (lambda x: x)

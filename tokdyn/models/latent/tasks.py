@@ -4,16 +4,21 @@ An image is a ``G x G`` grid of cells, each empty (0) or one of ``n_colours`` co
 question asks about the image, in every family but the first *after* a transformation the model
 has to imagine. Five families:
 
-``read``      the colour of cell (r, c): no transformation (the control: can the model read its
-              image at all?).
-``rotate``    rotate (90/180/270, counter-clockwise as :func:`numpy.rot90`) or flip (left-right,
-              up-down) the grid, then ask the colour of cell (r, c) of the result.
-``gravity``   every non-empty cell falls to the bottom of its column (order kept), then count colour
-              k in row r. (Gravity keeps each column's multiset, so a per-column count would not
-              need the transformation; a row count does.)
-``recolour``  every cell of colour a becomes colour b, then count colour b in row r.
-``path``      colour 1 ("the marker") appears exactly once; start there, move vertically n1 cells
-              then horizontally n2 cells (wrapping around the edges): which colour is there?
+``read``
+    the colour of cell (r, c): no transformation (the control: can the model read its
+    image at all?).
+``rotate``
+    rotate (90/180/270, counter-clockwise as :func:`numpy.rot90`) or flip (left-right,
+    up-down) the grid, then ask the colour of cell (r, c) of the result.
+``gravity``
+    every non-empty cell falls to the bottom of its column (order kept), then count colour
+    k in row r. (Gravity keeps each column's multiset, so a per-column count would not
+    need the transformation; a row count does.)
+``recolour``
+    every cell of colour a becomes colour b, then count colour b in row r.
+``path``
+    colour 1 ("the marker") appears exactly once; start there, move vertically n1 cells
+    then horizontally n2 cells (wrapping around the edges): which colour is there?
 
 Every instance carries the answer (one token), the *helper image* (the transformed grid, for
 latent supervision: for ``path`` the grid rolled so the destination sits under the marker) and a
@@ -70,6 +75,7 @@ class Config:
     families: tuple = FAMILIES
 
     def validate(self) -> "Config":
+        """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         g = _checks.positive_int("grid_size", self.grid_size, minimum=2)
         if g > MAX_GRID:
             raise ValueError(f"grid_size must be in [2, {MAX_GRID}] (coordinates are tokens 0..G), got {g}")
@@ -84,6 +90,7 @@ class Config:
 
     @property
     def vocab(self) -> "Vocab":
+        """The token vocabulary (:class:`Vocab`) of this grid size and colour count."""
         return Vocab(self.grid_size, self.n_colours)
 
     @property
@@ -93,6 +100,7 @@ class Config:
 
     @property
     def n_patches(self) -> int:
+        """G * G, the number of cells (image patches) of an image."""
         return self.grid_size * self.grid_size
 
 
@@ -111,26 +119,32 @@ class Vocab:
 
     @property
     def family0(self) -> int:
+        """The id of the first family token (after the special tokens)."""
         return len(SPECIALS)
 
     @property
     def colour0(self) -> int:
+        """The id of colour 0 (empty); colour k is ``colour0 + k``."""
         return self.family0 + len(FAMILIES)
 
     @property
     def number0(self) -> int:
+        """The id of the number 0; the number n is ``number0 + n``."""
         return self.colour0 + self.n_colours + 1
 
     @property
     def op0(self) -> int:
+        """The id of the first rotate/flip operation token."""
         return self.number0 + self.grid_size + 1
 
     @property
     def direction0(self) -> int:
+        """The id of the first direction token."""
         return self.op0 + len(OPS)
 
     @property
     def size(self) -> int:
+        """V, the number of token ids."""
         return self.direction0 + len(DIRECTIONS)
 
     def names(self) -> list[str]:
@@ -139,6 +153,7 @@ class Vocab:
                 + [str(n) for n in range(self.grid_size + 1)] + list(OPS) + list(DIRECTIONS))
 
     def decode(self, tokens) -> list[str]:
+        """The text of every id in ``tokens`` (any shape, flattened), for printing."""
         names = self.names()
         return [names[int(t)] for t in np.asarray(tokens).ravel()]
 
@@ -180,6 +195,7 @@ def gravity(image):
 
 
 def recolour(image, a, b):
+    """``image`` with every cell of colour ``a`` changed to colour ``b``."""
     return jnp.where(image == a, b, image)
 
 
@@ -276,6 +292,7 @@ _GENERATORS = (_read, _rotate, _gravity, _recolour, _path)  # in FAMILIES order
 
 
 def family_index(name: str) -> int:
+    """The index of the family ``name`` in :data:`FAMILIES` (``ValueError`` for an unknown name)."""
     _checks.choice("family", name, FAMILIES)
     return FAMILIES.index(name)
 

@@ -56,6 +56,7 @@ class Corpus:
 
     @property
     def vocab_size(self) -> int:
+        """V, the number of types in the vocabulary."""
         return len(self.vocab)
 
     def weights(self, kind: str = "occurrence") -> np.ndarray:
@@ -67,6 +68,8 @@ class Corpus:
         return (w / w.sum()).astype(np.float32)
 
     def id(self, word: str) -> int:
+        """The id of ``word``: its index in ``vocab``, else the id of ``<unk>`` if the vocabulary has one,
+        else -1."""
         return self.vocab.index(word) if word in self.vocab else (UNK if "<unk>" in self.vocab else -1)
 
 

@@ -20,6 +20,8 @@ def _dense(key, n_in, n_out):
 
 
 def init_mlp(key, *, cells, features, vocab_size, hidden=128, depth=1) -> dict:
+    """Parameters of the MLP decoder: ``depth`` ReLU layers of ``hidden`` units over the flattened (cells *
+    features) input, then a linear read-out to ``vocab_size`` logits."""
     keys = jax.random.split(key, depth + 1)
     sizes = [cells * features] + [hidden] * depth
     layers = [_dense(keys[i], sizes[i], sizes[i + 1]) for i in range(depth)]
@@ -29,6 +31,7 @@ def init_mlp(key, *, cells, features, vocab_size, hidden=128, depth=1) -> dict:
 
 
 def apply_mlp(params, x):
+    """Logits (B, V) of the MLP decoder on grids ``x`` (B, P, F)."""
     h = x.reshape(x.shape[0], -1)  # (B, P*F)
     for layer in params["layers"]:
         h = jax.nn.relu(h @ layer["w"] + layer["b"])
@@ -36,6 +39,8 @@ def apply_mlp(params, x):
 
 
 def init_cnn(key, *, cells, features, vocab_size, channels=16) -> dict:
+    """Parameters of the CNN decoder: two 3 x 3 convolutions with ``channels`` channels over the square grid,
+    then a linear read-out to ``vocab_size`` logits."""
     side = int(round(cells ** 0.5))
     k1, k2, k3 = jax.random.split(key, 3)
     conv = lambda k, cin, cout: {"w": jax.random.normal(k, (3, 3, cin, cout)) * jnp.sqrt(2.0 / (9 * cin)),
@@ -51,6 +56,7 @@ def _conv(x, p):
 
 
 def apply_cnn(params, x):
+    """Logits (B, V) of the CNN decoder on grids ``x`` (B, P, F), P a square number."""
     B, P, F = x.shape
     side = int(round(P ** 0.5))
     h = x.reshape(B, side, side, F)  # (B, N, N, F)
@@ -59,6 +65,8 @@ def apply_cnn(params, x):
 
 
 def init_decoder(key, kind: str, *, cells, features, vocab_size, hidden=128, depth=1, channels=16) -> dict:
+    """Parameters of the decoder ``kind`` (``'mlp'`` or ``'cnn'``, :data:`DECODERS`); ``ValueError`` for
+    another kind."""
     if kind == "mlp":
         return init_mlp(key, cells=cells, features=features, vocab_size=vocab_size, hidden=hidden, depth=depth)
     if kind == "cnn":

@@ -83,18 +83,22 @@ class Config:
 
     @property
     def cells(self) -> int:
+        """P, the number of cells: N * N for ``layout='grid'``, N for ``layout='pattern'``."""
         return self.grid * self.grid if self.layout == "grid" else self.grid
 
     @property
     def width(self) -> int:
+        """K, the per-cell width of the encoder's pre-activations."""
         return encoders.preact_dim(self.mode, self.colours, self.code_dim)
 
     @property
     def features(self) -> int:
+        """F, the per-cell width of the decoder's input."""
         return encoders.input_dim(self.mode, self.colours, self.code_dim)
 
     @property
     def n_logs(self) -> int:
+        """The number of logged points of a training curve (``steps // log_every``)."""
         return self.steps // self.log_every
 
     def capacity_log10(self) -> float:
@@ -102,6 +106,7 @@ class Config:
         return self.cells * math.log10(self.colours)
 
     def validate(self) -> "Config":
+        """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         _checks.positive_int("vocab_size", self.vocab_size, minimum=2)
         _checks.positive_int("grid", self.grid)
         _checks.positive_int("colours", self.colours, minimum=2)
@@ -172,6 +177,8 @@ class Hparams:
     dead_threshold: jax.Array = 0.05
 
     def validate(self) -> "Hparams":
+        """Check the knobs when they are host numbers (positive learning rate and temperatures, non-negative
+        weights, ``ema_decay`` in [0, 1)); raise ``ValueError`` naming the knob. Returns ``self``."""
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         _checks.real("tau_start", self.tau_start, low=0.0, low_open=True)
         _checks.real("tau_end", self.tau_end, low=0.0, low_open=True)
@@ -182,6 +189,7 @@ class Hparams:
         return self
 
     def astype(self, dtype=jnp.float32) -> "Hparams":
+        """These hyper-parameters with every leaf a JAX array of ``dtype``."""
         return jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), self)
 
     @staticmethod

@@ -251,3 +251,25 @@ def test_differences_are_dotted_and_complete():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert S.digest({"x": [1, 2]}) == S.digest({"x": (1, 2)})
+
+
+def test_processes_opening_one_new_directory_at_once_agree(tmp_path):
+    """Several processes (the parts of one sweep) open a new directory together: none is refused,
+    one stamp stands; a temporary stamp left by a killed writer blocks nothing."""
+    import concurrent.futures
+    import multiprocessing
+
+    out = str(tmp_path / "d")
+    ctx = multiprocessing.get_context("fork")
+    with concurrent.futures.ProcessPoolExecutor(4, mp_context=ctx) as pool:
+        stamps = list(pool.map(_open_stamp, [out] * 8))
+    assert len(set(stamps)) == 1
+    other = str(tmp_path / "e")
+    os.makedirs(other)
+    with open(os.path.join(other, S.STAMP + ".dead.tmp"), "w") as f:
+        f.write("cut short")
+    S.Study.open(other, "demo", Cfg())
+
+
+def _open_stamp(out):
+    return S.Study.open(out, "demo", Cfg()).key

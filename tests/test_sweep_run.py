@@ -1,6 +1,7 @@
 """sweep.run: per-run keys by global index, chunk/device invariance, disk chunks, resume after
 SIGKILL, damaged chunks redone, mismatched arguments refused, NaN recorded."""
 
+import json
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ import pytest
 
 from conftest import child_env
 from tokdyn import io
-from tokdyn.engine import sweep
+from tokdyn.engine import execute, sweep
 from tokdyn.engine.sweep import Grid
 
 
@@ -76,15 +77,20 @@ def test_disk_roundtrip_resume_refusals_and_damage(tmp_path, capsys):
     again = sweep.run(noisy_quadratic, GRID, key=key, chunk_size=6, out=d, progress=False)
     assert {c: os.stat(os.path.join(d, "chunks", c)).st_mtime_ns for c in chunks} == before
     np.testing.assert_array_equal(again["value"], ref["value"])
-    # a truncated chunk and a garbage chunk are detected and redone, never merged
+    # a truncated chunk and a garbage chunk are detected, named, set aside and redone, never merged
     p1, p2 = os.path.join(d, "chunks", chunks[2]), os.path.join(d, "chunks", chunks[5])
     data = open(p1, "rb").read()
     open(p1, "wb").write(data[: len(data) // 2])
     open(p2, "wb").write(b"garbage")
-    with pytest.raises(ValueError, match="incomplete or damaged"):
+    with pytest.raises(ValueError, match=f"incomplete or damaged.*{chunks[2]} is damaged.*truncated"):
         sweep.load(d)
-    fixed = sweep.run(noisy_quadratic, GRID, key=key, chunk_size=6, out=d, progress=False)
+    with pytest.warns(RuntimeWarning) as caught:
+        fixed = sweep.run(noisy_quadratic, GRID, key=key, chunk_size=6, out=d, progress=False)
+    said = " ".join(str(w.message) for w in caught)
+    assert p1 in said and p2 in said and "set aside" in said
+    assert len(os.listdir(os.path.join(d, "chunks", "corrupt"))) == 2
     np.testing.assert_array_equal(fixed["value"], ref["value"])
+    np.testing.assert_array_equal(sweep.load(d)["value"], ref["value"])
     # different arguments into the same directory are refused
     with pytest.raises(ValueError, match="chunk_size"):
         sweep.run(noisy_quadratic, GRID, key=key, chunk_size=5, out=d, progress=False)
@@ -94,6 +100,77 @@ def test_disk_roundtrip_resume_refusals_and_damage(tmp_path, capsys):
         sweep.run(noisy_quadratic, Grid(seeds=6, a=[0.5], b=[1.0]), key=key, chunk_size=6, out=d, progress=False)
     with pytest.raises(ValueError, match="resume=True"):
         sweep.run(noisy_quadratic, GRID, key=key, chunk_size=6, out=d, resume=False, progress=False)
+
+
+def test_damaged_manifest_is_set_aside_and_written_anew(tmp_path):
+    """A manifest cut short or altered is named (read_manifest: CorruptFile), then set aside and
+    written anew by the next run, which keeps every finished chunk (the chunk size, when not
+    given, read from the chunk files) and sets aside a chunk of another sweep by its stamp."""
+    d, other = str(tmp_path / "sweep"), str(tmp_path / "other")
+    key = jax.random.key(3)
+    ref = sweep.run(noisy_quadratic, GRID, key=key, chunk_size=6, out=d, progress=False)
+    sweep.run(noisy_quadratic, GRID, key=jax.random.key(4), chunk_size=6, out=other, progress=False)
+    chunks = sorted(c for c in os.listdir(os.path.join(d, "chunks")) if c.endswith(".npz"))
+    foreign = os.path.join(d, "chunks", chunks[3])
+    os.replace(os.path.join(other, "chunks", chunks[3]), foreign)  # same runs, another key
+    manifest = os.path.join(d, "manifest.json")
+    text = open(manifest).read()
+    altered = json.loads(text)
+    altered["runs"] = 44
+    for damage, words in ((text[: len(text) // 2], "not readable JSON"), (json.dumps(altered), "checksum"),
+                          ("[]", "not a sweep's manifest")):
+        open(manifest, "w").write(damage)
+        with pytest.raises(io.CorruptFile, match="manifest.json is corrupt.*" + words):
+            sweep.read_manifest(d)
+    open(manifest, "w").write(text[:100])
+    before = {c: os.stat(os.path.join(d, "chunks", c)).st_mtime_ns for c in chunks if c != chunks[3]}
+    with pytest.warns(RuntimeWarning) as caught:
+        again = sweep.run(noisy_quadratic, GRID, key=key, out=d, progress=False)  # chunk size: from the files
+    said = [str(w.message) for w in caught]
+    assert any(manifest in m and "written anew" in m for m in said), said
+    assert any(foreign in m and "other arguments" in m for m in said), said
+    np.testing.assert_array_equal(again["value"], ref["value"])
+    assert {c: os.stat(os.path.join(d, "chunks", c)).st_mtime_ns for c in before} == before  # kept, not redone
+    assert sweep.read_manifest(d)["chunk_size"] == 6 and len(os.listdir(os.path.join(d, "corrupt"))) == 1
+    with pytest.raises(ValueError, match="resume=True"):  # a damaged manifest is still a sweep there
+        open(manifest, "w").write(text[:100])
+        sweep.run(noisy_quadratic, GRID, key=key, chunk_size=6, out=d, resume=False, progress=False)
+
+
+class KeyBits:
+    """A run that returns the bits of its key and of its seed's shared draw (common random numbers)."""
+
+    def draw(self, key):
+        return jax.random.key_data(key)
+
+    def __call__(self, key, a, draw=None):
+        return dict(key=jax.random.key_data(key), draw=draw, a=a)
+
+
+@pytest.mark.parametrize("seeds, conditions", [(2**32 - 1, 1), (2**31 - 1, 2)])
+def test_seeds_beyond_2_31_get_their_own_keys(seeds, conditions):
+    """Run indices and seeds are uint32 on the device: near 2**32 (the most runs a grid may hold)
+    every run of the last chunks still gets fold_in(root, its seed), shared draws included, in
+    both grid orders (the shared draw's slot was once formed as seed + seeds - first, which passed
+    2**32 there and gave a chunk's runs the first seed's data); one more run is refused."""
+    root = jax.random.key(5)
+    for seed_major in (False, True):
+        grid = Grid(seeds=seeds, seed_major=seed_major, a=np.arange(conditions, dtype=np.float64))
+        assert len(grid) <= sweep.MAX_RUNS
+        total, step = len(grid), 8
+        devices, batch, step, padded = execute.plan(jax.devices()[:1], 1, step, total)
+        task = sweep._grid_task(KeyBits(), grid, True, padded)
+        shared = sweep._grid_shared(grid, root)
+        starts = [total - 2 * step - 3, total - step]  # the last chunks (and one across a seed boundary)
+        get = lambda a, b: {"index": np.arange(a, b, dtype=np.uint32)}  # noqa: E731
+        for s0, s1, out in execute.stream(task, shared, starts, total, step, padded, get, devices, batch):
+            rows = grid.rows(s0, s1)
+            want = np.stack([np.asarray(jax.random.key_data(jax.random.fold_in(root, int(s)))) for s in rows["seed"]])
+            np.testing.assert_array_equal(out["key"], want)
+            np.testing.assert_array_equal(out["draw"], want)
+            np.testing.assert_array_equal(out["a"], rows["a"])
+    with pytest.raises(ValueError, match="at most 4,294,967,295"):
+        sweep.run(noisy_quadratic, Grid(seeds=2**31, a=[1.0, 2.0], b=[1.0]), key=root, progress=False)
 
 
 def test_bad_arguments():

@@ -194,7 +194,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
 
 def config_from_args(cls, args: argparse.Namespace, base=None):
     """The config the parsed ``args`` describe: ``base`` (default: ``cls()`` where every field has
-    a default) with every option given replaced, nested configs included, then ``validate()``d."""
+    a default) with every option given replaced, nested configs included, then checked by its
+    ``validate()``."""
     values = {tuple(k[5:].split("__")): v for k, v in vars(args).items() if k.startswith("cfg__")}
 
     def build(klass, obj, prefix):

@@ -6,15 +6,30 @@ the execution engine (:mod:`tokdyn.engine.execute`: compiled once, chunked, shar
 devices), writes each finished chunk to disk next to a manifest, resumes after any
 interruption, and returns columnar results (:class:`SweepResult`); :func:`load` and
 :func:`iter_chunks` read a finished sweep back. Summaries live in :mod:`tokdyn.stats.summary`.
+
+Files of a sweep directory: ``manifest.json`` (the arguments, plain JSON with a ``checksum`` of
+its own fields) and ``chunks/START-STOP.npz`` (each written atomically with a SHA-256
+(:func:`tokdyn.io.save_npz`) and stamped with the digest of the manifest's arguments). Nothing damaged
+is ever read as a result: a chunk that is truncated, altered or of another sweep is named in a
+warning, set aside to ``chunks/corrupt/`` and recomputed; a damaged manifest (fully determined by
+the arguments) is set aside and rewritten, and the chunks' stamps keep the chunks of any other
+sweep out.
+
+Run indices and seeds travel as ``uint32`` on the device (``fold_in`` takes 32 bits): a grid holds
+at most :data:`MAX_RUNS` runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
+import json
 import math
 import os
+import re
 import time
+import warnings
 from typing import Callable
 
 import jax
@@ -223,9 +238,12 @@ class _GridTask:
             return shared
         seeds = shared["seeds"]
         first = (runs["index"][0] // shared["seed_stride"]) % seeds
+        # the seed first + j modulo seeds, without forming first + j (uint32: it may pass 2^32
+        # when seeds is close to it; j < n_draws <= seeds, so one subtraction wraps it)
+        seed_of = lambda j: jnp.where(j < seeds - first, first + j, j - (seeds - first))  # noqa: E731
         # one seed after another: a vmapped draw compiles several times slower on XLA:CPU (the
         # random-bit kernel grows with the batch), for little gain once the draws are shared
-        draws = jax.lax.map(lambda j: self.fn.draw(jax.random.fold_in(shared["key"], (first + j) % seeds)),
+        draws = jax.lax.map(lambda j: self.fn.draw(jax.random.fold_in(shared["key"], seed_of(j))),
                             jnp.arange(self.n_draws, dtype=jnp.uint32))
         return dict(shared, draws=draws, first_seed=first)
 
@@ -238,7 +256,8 @@ class _GridTask:
         seed = (index // shared["seed_stride"]) % shared["seeds"]
         k = jax.random.fold_in(shared["key"], seed if self.by_seed else index)
         if "draws" in shared:  # this run's seed's draw, made once by prepare
-            slot = (seed + shared["seeds"] - shared["first_seed"]) % shared["seeds"]
+            first = shared["first_seed"]  # (seed - first) modulo seeds, never past 2^32 in uint32
+            slot = jnp.where(seed >= first, seed - first, seed + (shared["seeds"] - first))
             condition["draw"] = jax.tree_util.tree_map(lambda d: d[slot], shared["draws"])
         out = self.fn(k, **condition)
         if not isinstance(out, dict):
@@ -361,38 +380,63 @@ def _check_signature(fn, names) -> None:
             raise ValueError(f"{_fn_id(fn)} needs argument {p.name!r}, which is not a grid axis {list(names)}")
 
 
+MAX_RUNS = 2**32 - 1  # run indices, seeds and strides are uint32 on the device (fold_in takes 32 bits)
+CHUNK_STAMP = "__sweep__"  # the member of a chunk file holding the digest of its sweep's arguments
+_CHUNK_NAME = re.compile(r"^(\d{12})-(\d{12})\.npz$")
+
+
 def _chunk_path(out: str, start: int, stop: int) -> str:
     return os.path.join(out, "chunks", f"{start:012d}-{stop:012d}.npz")
 
 
-def _read_chunk(path: str, start: int, stop: int, fields) -> dict | None:
-    """A finished chunk's outputs, or None if the file is missing, truncated or inconsistent."""
-    if not os.path.exists(path):
-        return None
+def _read_chunk(path: str, start: int, stop: int, fields, expected: str | None = None, *,
+                unstamped: bool = True) -> tuple[dict | None, str | None]:
+    """``(outputs, None)`` of a finished chunk; ``(None, None)`` when its file is absent; ``(None,
+    reason)`` when it cannot be used: truncated or altered (its checksum, :func:`tokdyn.io.load_npz`),
+    of other runs or fields, or stamped by a sweep of other arguments than ``expected`` (a
+    :func:`sweep_id`).
+    ``unstamped``: accept a chunk without a stamp (written before chunks were stamped; only while
+    the manifest it was checked against is intact)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}  # reading every member checks the zip CRCs
-    except Exception:
-        return None
+        data = io.load_npz(path)
+    except FileNotFoundError:
+        return None, None
+    except io.CorruptFile as e:
+        return None, e.reason
     index = data.pop("index", None)
+    stamp = data.pop(CHUNK_STAMP, None)
     if index is None or not np.array_equal(index, np.arange(start, stop)):
-        return None
+        return None, f"it does not hold the runs [{start}, {stop}) its name says"
+    if expected is not None and (str(stamp) != expected if stamp is not None else not unstamped):
+        return None, ("it is stamped by a sweep of other arguments" if stamp is not None else
+                      "it carries no stamp, and the manifest that vouched for it was lost")
     if fields is not None and set(data) != set(fields):
-        return None
+        return None, f"it holds the fields {sorted(data)}, not {sorted(fields)}"
     if any(len(v) != stop - start for v in data.values()):
-        return None
-    return data
+        return None, f"its fields do not hold {stop - start} runs each"
+    return data, None
 
 
-def _write_chunk(path: str, start: int, stop: int, outputs: dict) -> None:
-    with io.atomic_write(path, "wb") as f:
-        np.savez(f, index=np.arange(start, stop, dtype=np.int64), **outputs)
+def _write_chunk(path: str, start: int, stop: int, outputs: dict, stamp: str = "") -> None:
+    """A finished chunk, atomically, with a checksum (:func:`tokdyn.io.save_npz`) and ``stamp``."""
+    io.save_npz(path, index=np.arange(start, stop, dtype=np.int64), **{CHUNK_STAMP: np.asarray(stamp)}, **outputs)
+
+
+def _digest(obj) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def sweep_id(manifest: dict) -> str:
+    """The digest of a manifest's arguments (its tokdyn version and its own checksum aside): the
+    stamp of every chunk of that sweep."""
+    return _digest({k: v for k, v in manifest.items() if k not in ("tokdyn", "checksum")})
 
 
 def _manifest(fn, grid: Grid, key, chunk_size: int, common_random_numbers: bool) -> dict:
     from tokdyn import __version__
 
-    return {
+    m = {
         "format": 1,
         "fn": _fn_id(fn),
         "grid": grid.to_dict(),
@@ -403,39 +447,85 @@ def _manifest(fn, grid: Grid, key, chunk_size: int, common_random_numbers: bool)
         "common_random_numbers": bool(common_random_numbers),
         "tokdyn": __version__,
     }
+    m = json.loads(json.dumps(m))  # exactly what a reader of the file gets back
+    m["checksum"] = _digest(m)
+    return m
 
 
 MANIFEST_WAIT_S = 600.0  # how long a part waits for the part that owns the manifest to write it
 
 
-def _check_resume(out: str, manifest: dict, resume: bool, part: tuple) -> None:
-    """Write the manifest (part 0 owns it) or check the one already there against ``manifest``.
+def _write_manifest(path: str, manifest: dict) -> None:
+    with io.atomic_write(path) as f:  # plain json (not io.jsonable): read back to the dict its checksum covers
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+
+
+def _check_resume(out: str, manifest: dict, resume: bool, part: tuple) -> bool:
+    """Write the manifest (part 0 owns it) or check the one already there against ``manifest``;
+    returns whether an intact manifest was there already (the chunks it vouched for may then be
+    unstamped ones of an earlier version).
 
     Several processes may start the same sweep at once: part 0 writes the manifest when it is
-    absent; every other part waits for it (it may not see part 0's directory yet) and then checks
-    that it describes the same sweep."""
+    absent, or sets a damaged one aside (with a warning) and writes it anew from the arguments;
+    every other part waits for a readable one (it may not see part 0's directory yet) and then
+    checks that it describes the same sweep."""
     path = os.path.join(out, "manifest.json")
-    if not os.path.exists(path):
+    old, damage = None, None
+    if os.path.exists(path):
+        try:
+            old = read_manifest(out)
+        except io.CorruptFile as e:
+            damage = e
+    if old is None:
+        if damage is not None and not resume:
+            raise io.OutputConflict(f"out={out!r} already holds a sweep (its {path} is damaged: {damage.reason}); pass "
+                                    "resume=True to continue it, or choose a new directory")
         if part[0] == 0:
-            io.write_json(path, manifest)
-            return
+            if damage is not None:
+                target = io.set_aside(path, damage.reason, warn=False)
+                warnings.warn(f"{path} could not be read ({damage.reason}): set aside as {target} and written anew "
+                              "from the arguments (it is fully determined by them; every chunk is checked against "
+                              "it by its stamp)", RuntimeWarning, stacklevel=3)
+            _write_manifest(path, manifest)
+            return False
         os.makedirs(out, exist_ok=True)
         deadline = time.monotonic() + MANIFEST_WAIT_S
-        while not os.path.exists(path):
+        while old is None:
             if time.monotonic() > deadline:
+                why = f"it is damaged ({damage.reason})" if damage is not None else "it is absent"
                 raise TimeoutError(f"part {part[0]} of {part[1]} waited {MANIFEST_WAIT_S:.0f} s for part 0 to write "
-                                   f"{path}: start every part with the same out, on a filesystem all of them see")
+                                   f"{path} ({why}): start every part with the same out, on a filesystem all of "
+                                   "them see")
             time.sleep(0.05)
+            try:
+                old = read_manifest(out) if os.path.exists(path) else None
+            except io.CorruptFile as e:
+                damage = e
         resume = True
     elif not resume:
         raise io.OutputConflict(f"out={out!r} already holds a sweep; pass resume=True to continue it, or choose a new "
                                 "directory")
-    old = io.read_json(path)
-    differ = [k for k in manifest if k != "tokdyn" and old.get(k) != manifest[k]]
+    differ = [k for k in manifest if k not in ("tokdyn", "checksum") and old.get(k) != manifest[k]]
     if differ:
         raise io.OutputConflict(
             f"out={out!r} holds a sweep started with different arguments ({', '.join(differ)} differ); "
             "resume it with the same arguments or choose a new directory")
+    return damage is None
+
+
+def _resumed_chunk_size(out: str) -> int | None:
+    """The chunk size of the sweep already in ``out`` (None: none there): its manifest's or, when
+    the manifest cannot be read, the size its chunk files were written with."""
+    if not os.path.exists(os.path.join(out, "manifest.json")):
+        return None
+    try:
+        return read_manifest(out)["chunk_size"]
+    except io.CorruptFile:
+        chunk_dir = os.path.join(out, "chunks")
+        sizes = [int(m[2]) - int(m[1]) for m in map(_CHUNK_NAME.match, os.listdir(chunk_dir)
+                                                     if os.path.isdir(chunk_dir) else []) if m]
+        return max(sizes) if sizes else None
 
 
 def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: str | None = None,
@@ -461,9 +551,11 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
         rounding (a few runs in a hundred of a chaotic rule may then end elsewhere).
       chunk_size: runs per chunk (memory, and the unit of work saved to disk). Default: per
         backend and device count, or, when resuming a sweep in ``out``, the chunk size it used.
-      out: directory; each finished chunk is written (atomically) before the next one is read
-        back, next to a ``manifest.json`` of the arguments. A killed sweep restarted with the same
-        arguments redoes only unfinished or damaged chunks; different arguments are refused.
+      out: directory; each finished chunk is written (atomically, with a checksum and the stamp
+        of the arguments) before the next one is read back, next to a ``manifest.json`` of the
+        arguments. A killed sweep restarted with the same arguments redoes only unfinished or
+        damaged chunks (a damaged one is named in a warning and set aside to ``chunks/corrupt/``;
+        a damaged manifest is set aside and written anew); different arguments are refused.
       resume: continue a sweep found in ``out`` (False: refuse to touch an existing one).
       progress: a progress bar (terminal) or a line per chunk on stderr (:class:`tokdyn.io.Progress`).
       batch_size, devices: execution strategy and devices (see :func:`tokdyn.engine.execute.map_runs`).
@@ -474,19 +566,22 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
         multi-host job runs its own share on its local devices. Several parts need ``out`` (a
         directory all of them can write; chunk files are independent and written atomically);
         a part returns the full results once every chunk is on disk, else ``None``. Part 0 writes
-        the manifest; the others wait for it and check it.
+        the manifest; the others wait for it and check it. A part sets aside only its own damaged
+        chunks (another part's are that part's to redo).
 
     Multi-host: start every process with ``jax.distributed.initialize()``, then make the same
     ``run(..., out=SHARED_DIR)`` call in each; ``fold_in`` by global run index keeps the union
     bit-identical to a single-process sweep. Read it with :func:`load` when all have finished.
 
     Raises ``ValueError`` (before anything is compiled) when a grid axis is not an argument of
-    ``fn`` or ``fn`` has a required argument that is not a grid axis.
+    ``fn`` or ``fn`` has a required argument that is not a grid axis, or when the grid has more
+    than :data:`MAX_RUNS` runs.
     """
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a tokdyn.engine.sweep.Grid, got {type(grid).__name__}")
-    if len(grid) > 2**32:
-        raise ValueError(f"grid has {len(grid)} runs; run indices are folded into keys as uint32 (at most 2^32 runs)")
+    if len(grid) > MAX_RUNS:
+        raise ValueError(f"grid has {len(grid):,} runs ({' x '.join(map(str, grid.shape))}: axes x seeds); run indices "
+                         f"and seeds are folded into keys as uint32, so at most {MAX_RUNS:,}: fewer seeds or values")
     if out is None and not collect:
         raise ValueError("collect=False needs out=DIR: the results would be lost")
     _check_signature(fn, grid.names)
@@ -499,25 +594,33 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
     if part[1] > 1 and out is None:
         raise ValueError(f"part={tuple(part)} splits the sweep between processes: it needs out=DIR to gather it")
     total = len(grid)
-    if out is not None and chunk_size is None and os.path.exists(os.path.join(out, "manifest.json")):
-        chunk_size = read_manifest(out)["chunk_size"]  # resume with the chunks already on disk
+    if out is not None and chunk_size is None:
+        chunk_size = _resumed_chunk_size(out)  # resume with the chunks already on disk
     devices, batch_size, step, padded = execute.plan(devices, batch_size, chunk_size, total)
     task = _grid_task(fn, grid, common_random_numbers, padded // len(devices))
     starts = list(range(0, total, step))
     mine = set(starts[part[0]::part[1]])
     done: dict[int, dict] = {}
     fields = None
+    manifest = _manifest(fn, grid, key, step, common_random_numbers)
+    sid = sweep_id(manifest)
     if out is not None:
-        _check_resume(out, _manifest(fn, grid, key, step, common_random_numbers), resume or part[1] > 1, tuple(part))
+        intact = _check_resume(out, manifest, resume or part[1] > 1, tuple(part))
         chunk_dir = os.path.join(out, "chunks")
-        for name in os.listdir(chunk_dir) if os.path.isdir(chunk_dir) else []:
-            if io.is_temporary(name) and part[1] == 1:  # a write cut short by a kill: never valid
-                os.remove(os.path.join(chunk_dir, name))
+        if part[1] == 1:  # writes cut short by a kill (a part never removes another's write in flight)
+            for folder, prefix in ((chunk_dir, ""), (out, "manifest.json.")):
+                for name in os.listdir(folder) if os.path.isdir(folder) else []:
+                    if io.is_temporary(name) and name.startswith(prefix):
+                        os.remove(os.path.join(folder, name))
         for s0 in starts:
-            got = _read_chunk(_chunk_path(out, s0, min(s0 + step, total)), s0, min(s0 + step, total), None)
+            s1 = min(s0 + step, total)
+            path = _chunk_path(out, s0, s1)
+            got, problem = _read_chunk(path, s0, s1, fields, sid, unstamped=intact)
             if got is not None:
                 done[s0] = got if collect else {}
                 fields = fields or tuple(got)
+            elif problem is not None and s0 in mine:  # damaged: named, set aside, redone
+                _set_aside_chunk(path, problem)
     todo = [s0 for s0 in starts if s0 not in done and s0 in mine]
     get = lambda a, b: {"index": np.arange(a, b, dtype=np.uint32)}  # noqa: E731
     shared = _grid_shared(grid, key)
@@ -527,7 +630,7 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
             outputs = {k: np.asarray(v) for k, v in outputs.items()}
             fields = fields or tuple(outputs)
             if out is not None:
-                _write_chunk(_chunk_path(out, s0, s1), s0, s1, outputs)
+                _write_chunk(_chunk_path(out, s0, s1), s0, s1, outputs, sid)
             done[s0] = outputs if collect else {}
             bar.update(s1 - s0)
     if not collect:
@@ -535,7 +638,8 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
     if part[1] > 1:  # the other parts' chunks, if they have all finished
         for s0 in starts:
             if s0 not in done:
-                got = _read_chunk(_chunk_path(out, s0, min(s0 + step, total)), s0, min(s0 + step, total), fields)
+                got, _ = _read_chunk(_chunk_path(out, s0, min(s0 + step, total)), s0, min(s0 + step, total), fields,
+                                     sid, unstamped=intact)
                 if got is None:
                     return None
                 done[s0] = got
@@ -546,20 +650,62 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
     return SweepResult(columns, fields, grid)
 
 
+def _set_aside_chunk(path: str, problem: str) -> None:
+    try:
+        io.set_aside(path, problem)
+    except FileNotFoundError:  # gone meanwhile (removed by hand, or set aside by a rerun of its part)
+        pass
+
+
+MANIFEST_KEYS = ("grid", "runs", "chunk_size", "key")
+
+
 def read_manifest(out: str) -> dict:
-    """The ``manifest.json`` of the sweep in ``out`` (``ValueError`` if there is none)."""
+    """The ``manifest.json`` of the sweep in ``out``: ``ValueError`` if there is none, and
+    :class:`tokdyn.io.CorruptFile` (a ``ValueError`` naming the file) when it is truncated, altered
+    (its ``checksum``) or not a sweep's manifest."""
     path = os.path.join(out, "manifest.json")
     if not os.path.exists(path):
         raise ValueError(f"no sweep found in {out!r} (it has no manifest.json)")
-    return io.read_json(path)
+    try:
+        m = io.read_json(path)
+    except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, unreadable
+        raise io.CorruptFile(path, f"not readable JSON: {e}") from None
+    if not isinstance(m, dict) or any(k not in m for k in MANIFEST_KEYS):
+        raise io.CorruptFile(path, f"not a sweep's manifest: it lacks {[k for k in MANIFEST_KEYS if k not in m]}"
+                             if isinstance(m, dict) else "not a sweep's manifest")
+    if "checksum" in m and m["checksum"] != _digest({k: v for k, v in m.items() if k != "checksum"}):
+        raise io.CorruptFile(path, "its fields differ from the checksum recorded when it was written")
+    try:
+        grid = Grid.from_dict(m["grid"])
+        ok = len(grid) == m["runs"] and isinstance(m["chunk_size"], int) and m["chunk_size"] >= 1
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise io.CorruptFile(path, f"its grid cannot be read: {type(e).__name__}: {e}") from None
+    if not ok:
+        raise io.CorruptFile(path, f"its runs ({m['runs']!r}) or chunk_size ({m['chunk_size']!r}) do not fit its grid")
+    return m
+
+
+def missing_chunks(out: str) -> list[tuple[int, int]]:
+    """``(start, stop)`` of every chunk of the sweep in ``out`` that has no file yet (nothing is
+    read: a file that is there may still be damaged; :func:`iter_chunks` checks each)."""
+    m = read_manifest(out)
+    step, total = m["chunk_size"], m["runs"]
+    chunk_dir = os.path.join(out, "chunks")
+    have = set(os.listdir(chunk_dir)) if os.path.isdir(chunk_dir) else set()
+    return [(s0, min(s0 + step, total)) for s0 in range(0, total, step)
+            if os.path.basename(_chunk_path(out, s0, min(s0 + step, total))) not in have]
 
 
 def output_fields(out: str) -> tuple:
     """The output fields of the sweep in ``out`` (from its first chunk on disk)."""
     m = read_manifest(out)
-    first = _read_chunk(_chunk_path(out, 0, min(m["chunk_size"], m["runs"])), 0, min(m["chunk_size"], m["runs"]), None)
+    stop = min(m["chunk_size"], m["runs"])
+    path = _chunk_path(out, 0, stop)
+    first, problem = _read_chunk(path, 0, stop, None, sweep_id(m))
     if first is None:
-        raise ValueError(f"sweep in {out!r} has no finished first chunk: run it first")
+        raise ValueError(f"sweep in {out!r} has no finished first chunk ({path}: "
+                         f"{problem or 'absent'}): run it first")
     return tuple(first)
 
 
@@ -567,16 +713,20 @@ def iter_chunks(out: str):
     """Yield ``(start, stop, columns)`` for every chunk of the finished sweep in ``out``, in order,
     where ``columns`` holds the grid's columns and every output field for runs ``start..stop-1``.
     Reads one chunk at a time, so summaries of 10^8-run sweeps stay in constant memory.
-    ``ValueError`` on the first missing or damaged chunk."""
+    ``ValueError`` naming the first missing or damaged chunk's file."""
     m = read_manifest(out)
     grid = Grid.from_dict(m["grid"])
     step, total = m["chunk_size"], m["runs"]
+    sid = sweep_id(m)
     fields = None
     for s0 in range(0, total, step):
         s1 = min(s0 + step, total)
-        got = _read_chunk(_chunk_path(out, s0, s1), s0, s1, fields)
+        path = _chunk_path(out, s0, s1)
+        got, problem = _read_chunk(path, s0, s1, fields, sid)
         if got is None:
-            raise ValueError(f"sweep in {out!r} is incomplete or damaged at runs [{s0}, {s1}): resume it first")
+            raise ValueError(f"sweep in {out!r} is incomplete or damaged at runs [{s0}, {s1}): {path} "
+                             f"{'is damaged (' + problem + ')' if problem else 'is missing'}; resume it first (the "
+                             "same sweep.run call redoes it)")
         fields = fields or tuple(got)
         cols = grid.rows(s0, s1)
         cols.update(got)

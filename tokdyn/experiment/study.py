@@ -160,6 +160,7 @@ def _bytes(n: float) -> str:
 
 
 def version() -> str:
+    """The installed tokdyn's version (part of every stamp)."""
     return __import__("tokdyn").__version__
 
 
@@ -189,6 +190,7 @@ def differences(old: Mapping, new: Mapping, prefix: str = "") -> list[tuple[str,
 
 
 def describe(diffs: Sequence[tuple[str, Any, Any]], limit: int = 8) -> str:
+    """:func:`differences` as one line of text (the first ``limit`` of them)."""
     shown = [f"{k}: {_short(a)} there, {_short(b)} now" for k, a, b in diffs[:limit]]
     more = f"; and {len(diffs) - limit} more" if len(diffs) > limit else ""
     return "; ".join(shown) + more
@@ -248,6 +250,7 @@ class Study:
 
     @property
     def name(self) -> str:
+        """The study's name (``study`` of the stamp)."""
         return self.stamp["study"]
 
     @classmethod
@@ -290,8 +293,10 @@ class Study:
             clear(out)
             old = None
         os.makedirs(out, exist_ok=True)
-        if old is None:
-            io.write_verified(os.path.join(out, STAMP), json.dumps(stamp, indent=2, sort_keys=True).encode())
+        if old is None and not _stamp_once(out, stamp):  # another process stamped it first: compare
+            old = read_stamp(out)
+            if _conflicts(old, stamp):
+                raise io.OutputConflict(_conflict_message(out, old, stamp))
         return cls(out, stamp, quiet=quiet)
 
     # -------------------------------------------------------------------------- paths and parts
@@ -303,6 +308,7 @@ class Study:
         return p
 
     def part_path(self, name: str, suffix: str = ".npz") -> str:
+        """The file of the part ``name`` (``parts/<name><suffix>``)."""
         return self.path("parts", name + suffix)
 
     def _part_key(self, key) -> str:
@@ -333,8 +339,25 @@ class Study:
         return io.write_json(os.path.join(self.out, RECORD), {**self.stamp, **record, "environment": io.environment()})
 
 
+def _stamp_once(out: str, stamp: dict) -> bool:
+    """Write ``out``'s stamp unless it has one: a complete file under a temporary name, then a
+    hard link to the final name, which fails if another process linked its stamp first (several
+    processes of one sweep may open a new directory at once). True when this process wrote it."""
+    path = os.path.join(out, STAMP)
+    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    io.write_verified(tmp, json.dumps(stamp, indent=2, sort_keys=True).encode())
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.remove(tmp)
+
+
 def _has_files(out: str) -> bool:
-    return any(True for _ in os.scandir(out))
+    """Whether ``out`` holds anything but the temporaries of writes cut short (or under way)."""
+    return any(not io.is_temporary(e.name) for e in os.scandir(out))
 
 
 def _written_by_tokdyn(out: str) -> bool:
@@ -375,7 +398,8 @@ def _conflict_message(out: str, old: dict, new: dict) -> str:
 
 def clear(out: str) -> None:
     """Remove everything in the study directory ``out`` (the stamp last, so a cut-off clear
-    leaves a directory that is still recognised as the old study's)."""
+    leaves a directory that is still recognised as the old study's). One process only: a clear
+    under a concurrent writer is unsafe."""
     for entry in sorted(os.scandir(out), key=lambda e: e.name == STAMP):
         if entry.is_dir(follow_symlinks=False):
             shutil.rmtree(entry.path)

@@ -6,8 +6,24 @@
 One run is :class:`tokdyn.engine.runs.ClusterRun` (the published study's run, every condition traced);
 the grid is the product of the axes x seeds, executed by :func:`tokdyn.engine.sweep.run` with common
 random numbers (every setting sees the same data and initial tokens for a given seed, so settings
-are compared pairwise), chunk by chunk into ``DIR/chunks``. The same command run again continues
-a killed sweep; a directory holding a sweep with other arguments is refused.
+are compared pairwise), chunk by chunk into ``DIR/chunks``.
+
+Before any run, ``DIR`` is checked and stamped (``study.json``, :mod:`tokdyn.experiment.study`):
+an output path that cannot be written, a sweep whose analysis cannot fit in memory, whose chunks
+cannot fit on the disk, or whose runs overflow the engine's ``uint32`` run index
+(:meth:`Config.estimate`: ``--seeds 4000000000`` is refused naming ``seeds``) exits 2 naming the
+option; one that will take more than an hour says so up front. A directory of another study (a
+token-dynamics study's, say) or of this sweep with other arguments is refused naming the fields
+that differ; ``--fresh`` removes what it holds and starts afresh.
+
+Resuming: the same command run again continues a killed sweep, computing only the chunks that
+are not on disk. Every chunk is written atomically with a checksum and the stamp of the sweep's
+arguments (:func:`tokdyn.engine.sweep.run`): a truncated or altered chunk is named in a warning,
+set aside to ``DIR/chunks/corrupt/`` and recomputed; a damaged ``manifest.json`` (fully determined
+by the arguments) is set aside and written anew, the chunks' stamps keeping any other sweep's
+chunks out. Several processes may run one sweep into one ``DIR`` (:func:`main`'s ``part``, or
+one process per host under ``jax.distributed``): part 0 stamps the directory and writes the
+analysis once every part's chunks are there.
 
 Afterwards (:func:`analyse`) the directory gets:
 
@@ -19,13 +35,20 @@ Afterwards (:func:`analyse`) the directory gets:
 - ``pareto.csv`` + ``plots/pareto.png``: the settings no other setting beats on both mean steps
   (fewer) and mean ARI (higher): the speed/quality trade-off the published study asked about;
 - ``plots/heatmap_*.png``: ARI and collapse rate over the first two rule axes;
-- ``report.md``: the best regimes found, with their intervals; ``config.json``.
+- ``report.md``: the best regimes found, with their intervals; ``config.json`` (the stamp: the
+  whole configuration and the tokdyn version, with the environment and the timings).
+
+``tokdyn plot heatmap DIR --x A --y B [--metric M] [--where axis=value]`` draws one metric of a
+finished sweep over two of its axes into ``DIR/plots``; every bad argument (an axis or a value the
+sweep does not have, an unfinished sweep, a damaged manifest) exits 2 naming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import sys
 import time
 
 import jax
@@ -34,6 +57,8 @@ import numpy as np
 from tokdyn import _checks, dynamics, io
 from tokdyn.engine import sweep
 from tokdyn.engine.runs import ClusterRun, RunStructure
+from tokdyn.experiment import study
+from tokdyn.experiment.study import Estimate, Refused, Study
 from tokdyn.stats import figures, summary
 
 RULE_AXES = dynamics.FIELDS + ("method",)
@@ -104,6 +129,9 @@ class Config(RunStructure):
     def validate(self) -> "Config":
         _checks.positive_int("seeds", self.seeds)
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
+        if self.root_seed > 2**32 - 1:  # jax.random.key keeps 32 bits of it (x64 off): 2**32 would be seed 0
+            raise ValueError(f"root_seed must be an int in [0, 2**32 - 1], got {self.root_seed}: a larger one would "
+                             "silently give the key of a smaller one")
         _checks.positive_int("chunk_size", self.chunk_size, minimum=0)
         _checks.positive_int("n_resamples", self.n_resamples)
         for name, values in self.axes():
@@ -150,14 +178,65 @@ class Config(RunStructure):
     def data_axes(self) -> list:
         return [k for k, _ in self.axes() if k in DATA_AXES]
 
+    def runs(self) -> int:
+        """Runs of the sweep: the product of the axes' sizes x seeds."""
+        return int(np.prod([len(v) for _, v in self.axes()], dtype=object)) * self.seeds
 
-def run_sweep(cfg: Config, out: str, *, progress: bool = True, batch_size="auto", devices=None) -> float:
-    """Run (or continue) the sweep into ``out``; returns the seconds it took."""
+    def settings(self) -> int:
+        """Settings of the analysis: the product of the rule axes' sizes."""
+        return int(np.prod([len(v) for k, v in self.axes() if k in RULE_AXES], dtype=object))
+
+    def estimate(self) -> Estimate:
+        """What the sweep and its analysis ask of the machine; :class:`Refused` naming the option
+        when the run count overflows the engine's ``uint32`` run index or an array on the device
+        XLA's 32-bit element index.
+
+        Memory: the largest of (1) the analysis' per-setting, per-seed table
+        (:func:`tokdyn.stats.summary.per_seed`: sums, counts and means of 4 metrics plus a
+        temporary, float64, settings x seeds), (2) its bootstrap buffers (1024 resamples' index
+        counts over the seeds, int64 and float64, and 256 settings x ``n_resamples`` means) and (3)
+        a chunk (the data of its seeds, drawn once per seed, the working set of the runs vmapped
+        at once: one on CPU, the chunk on an accelerator, float32; its outputs on the host).
+        Time: about 1.7e-4 s per run at the default structure on 2 cores, growing with the square
+        root of points x tokens x dim x n_steps (measured; rough)."""
+        runs = self.runs()
+        if runs > sweep.MAX_RUNS:
+            sizes = " x ".join(f"{k} ({len(v)})" for k, v in self.axes())
+            raise Refused(f"seeds={self.seeds} makes {runs:,} runs ({sizes} x {self.seeds} seeds), more than the "
+                          f"{sweep.MAX_RUNS:,} the sweep engine can index (run indices and seeds are folded into "
+                          "PRNG keys as uint32): make seeds smaller, or split the axes over several sweeps")
+        points = max(self.cluster_counts()) * self.points_per_cluster
+        accelerator = jax.default_backend() != "cpu"
+        chunk = min(self.chunk_size or (65536 if accelerator else 2048) * jax.local_device_count(), runs)
+        draws = min(self.seeds, chunk // (runs // self.seeds) + 2 * jax.local_device_count())  # seeds in a chunk
+        lanes = chunk if accelerator else 1  # runs vmapped at once (execute.default_batch_size)
+        study.elements_fit("chunk_size", draws, points, self.dim)
+        study.elements_fit("chunk_size", lanes, points, self.dim + self.n_tokens)
+        table = self.settings() * self.seeds * (3 * len(SETTING_METRICS) + 1) * 8
+        boot = 1024 * self.seeds * 24 + 2 * 256 * self.n_resamples * 8
+        device = (draws * points * (self.dim + 2) + 3 * lanes * points * (self.dim + self.n_tokens)) * 4 + chunk * 64
+        memory, option = max((table, "seeds"), (boot, "n_resamples" if 256 * self.n_resamples > 1024 * self.seeds
+                                                 else "seeds"), (device, "chunk_size"))
+        work = points * self.n_tokens * self.dim * self.n_steps / (300 * 4 * 4 * 30)
+        seconds = runs * 1.7e-4 * max(0.5, float(np.sqrt(work)))
+        seconds += self.settings() * self.seeds * self.n_resamples * len(SETTING_METRICS) * 2e-9
+        return Estimate(memory=float(memory), option=option, models=runs, seconds=seconds)
+
+    def disk(self) -> float:
+        """Bytes the chunk files will take (measured: about 26 bytes per run and 2 KiB per file)."""
+        chunk = min(self.chunk_size or 2048, self.runs())
+        return self.runs() * 26.0 + -(-self.runs() // chunk) * 2048.0
+
+
+def run_sweep(cfg: Config, out: str, *, progress: bool = True, batch_size="auto", devices=None,
+              part=None) -> float:
+    """Run (or continue) the sweep into ``out``; returns the seconds it took. ``part``: ``(i, n)``,
+    this process's share (see :func:`tokdyn.engine.sweep.run`)."""
     cfg.validate()
     t0 = time.perf_counter()
     sweep.run(cfg.task(), cfg.grid(), key=jax.random.key(cfg.root_seed), common_random_numbers=True,
               chunk_size=cfg.chunk_size or None, out=out, resume=True, progress=progress, collect=False,
-              batch_size=batch_size, devices=devices)
+              batch_size=batch_size, devices=devices, part=part)
     return time.perf_counter() - t0
 
 
@@ -293,19 +372,96 @@ def _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top) -> None
         f.write("\n".join(lines) + "\n")
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> dict:
-    """Run (or resume) the sweep into ``out`` and write its analysis; returns the analysis."""
+STUDY = "token-dynamics-sweep"
+PART_WAIT_S = 600.0  # how long a part waits without progress for another (part 0's stamp, the others' chunks)
+
+
+def _part(part) -> tuple:
+    """``part`` as ``(i, n)``; default: this process's share of a multi-process job (one: ``(0, 1)``)."""
+    if part is None:
+        return jax.process_index(), jax.process_count()
+    if (not isinstance(part, (tuple, list)) or len(part) != 2
+            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in part)
+            or not 0 <= part[0] < part[1]):
+        raise ValueError(f"part must be a pair (i, n) of ints with 0 <= i < n, got {part!r}")
+    return int(part[0]), int(part[1])
+
+
+def check_disk(cfg: Config, out: str, *, fresh: bool = False) -> None:
+    """:class:`Refused` naming ``seeds`` when the sweep's chunk files (:meth:`Config.disk`, less the
+    chunks already in ``out`` unless ``fresh``) would not fit on the disk that holds ``out``."""
+    probe = os.path.abspath(out)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    free = shutil.disk_usage(probe).free
+    chunk_dir = os.path.join(out, "chunks")
+    have = 0 if fresh or not os.path.isdir(chunk_dir) else sum(e.stat().st_size for e in os.scandir(chunk_dir)
+                                                                if e.is_file())
+    need = cfg.disk() - have
+    if need > 0.95 * free:
+        raise Refused(f"{STUDY}: its {cfg.runs():,} runs will take about {need / 2**30:,.1f} GiB of chunk files, more "
+                      f"than the {free / 2**30:,.1f} GiB free on the disk of {probe!r}: make seeds (or the axes) "
+                      "smaller, or choose an --out on a larger disk")
+
+
+def _wait(what: str, missing, quiet: bool) -> None:
+    """Wait until ``missing()`` (a count) is 0, giving up (``TimeoutError`` naming ``what``) after
+    :data:`PART_WAIT_S` without progress."""
+    last, deadline, told = missing(), time.monotonic() + PART_WAIT_S, False
+    while last:
+        if not quiet and not told:
+            print(f"{STUDY}: waiting for {what}", file=sys.stderr)
+            told = True
+        time.sleep(0.2)
+        now = missing()
+        if now < last:
+            last, deadline = now, time.monotonic() + PART_WAIT_S
+        if now and time.monotonic() > deadline:
+            raise TimeoutError(f"{STUDY}: waited {PART_WAIT_S:.0f} s without progress for {what} ({now} missing); run "
+                               "the same command again in one process to finish the sweep and write its analysis")
+
+
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False,
+         part=None) -> dict | None:
+    """Run (or resume) the sweep into ``out`` and write its analysis; returns the analysis.
+
+    Before any run, ``out`` is checked and stamped (:class:`~tokdyn.experiment.study.Study`):
+    a path that cannot be written, a sweep that cannot fit in memory or on the disk, or that
+    overflows the engine's run index, is refused naming the option; a directory of another study
+    or of another sweep configuration is refused naming the fields that differ, unless ``fresh``
+    (which removes what it holds). ``part``: ``(i, n)``, this process's share of a sweep that
+    several processes run into the same ``out`` at once (default: ``jax.process_index()`` of
+    ``jax.process_count()``); part 0 stamps the directory (the others wait for its stamp) and
+    writes the analysis once every part's chunks are there; the others return ``None``."""
     cfg.validate()
-    meta = dict(study="token-dynamics-sweep", config=dataclasses.asdict(cfg), environment=io.environment())
-    seconds = run_sweep(cfg, out, progress=not quiet)
+    i, n = _part(part)
+    study.check_output(out)
+    estimate = cfg.estimate()
+    study.check_resources(STUDY, estimate)  # memory first: the disk check below names the same option
+    check_disk(cfg, out, fresh=fresh)
+    if n > 1:
+        if fresh:
+            raise Refused(f"fresh=True with part={(i, n)}: several processes cannot clear one directory safely; start "
+                          "afresh with one process (or remove the directory), then start the parts")
+        if i != 0:
+            stamp = os.path.join(out, study.STAMP)
+            _wait(f"part 0 to stamp {stamp}", lambda: int(not os.path.exists(stamp)), quiet)
+    st = Study.open(out, STUDY, cfg, fresh=fresh, estimate=estimate, quiet=quiet)
+    seconds = run_sweep(cfg, st.out, progress=not quiet, part=(i, n))
+    if n > 1:
+        if i != 0:
+            if not quiet:
+                print(f"part {i} of {n}: done; part 0 writes the analysis once every part's chunks are in {out}")
+            return None
+        _wait("the other parts' chunks", lambda: len(sweep.missing_chunks(st.out)), quiet)
     t0 = time.perf_counter()
-    result = analyse(out, cfg, plots=plots, seconds=seconds)
-    meta["timings"] = dict(sweep_s=seconds, analyse_s=time.perf_counter() - t0, n_runs=len(cfg.grid()))
-    io.write_json(os.path.join(out, "config.json"), meta)
+    result = analyse(st.out, cfg, plots=plots, seconds=seconds)
+    timings = dict(sweep_s=seconds, analyse_s=time.perf_counter() - t0, n_runs=cfg.runs())
+    st.finish(timings=timings)
     if not quiet:
         by = cfg.rule_axes()
         b = result["best"]
-        print(f"{len(cfg.grid()):,} runs in {seconds:.1f} s; analysis in {meta['timings']['analyse_s']:.1f} s")
+        print(f"{cfg.runs():,} runs in {seconds:.1f} s; analysis in {timings['analyse_s']:.1f} s")
         print(f"best mean ARI: {_label(b, by)}: ARI {_ci(b, 'ari')}, steps {_ci(b, 'steps', 2)}")
         print(f"Pareto front: {len(result['front'])} settings; see {os.path.join(out, 'report.md')}")
     return result
@@ -337,36 +493,86 @@ class HeatmapConfig:
         for part in (t.strip() for t in self.where.split(",") if t.strip()):
             name, sep, value = part.partition("=")
             try:
-                out[name.strip()] = float(value)
+                out_value = float(value)
             except ValueError:
                 sep = ""
             if not sep:
                 raise ValueError(f"where expects name=value pairs separated by commas, got {part!r}")
+            if name.strip() in out:
+                raise ValueError(f"where fixes {name.strip()!r} twice, in {self.where!r}")
+            out[name.strip()] = out_value
         return out
 
     def validate(self) -> "HeatmapConfig":
-        """Check the arguments against the sweep in ``dir`` (its axes and output fields)."""
+        """Check the arguments against the sweep in ``dir`` (its axes, their values and its output
+        fields, whether it is finished and ``dir`` can be written): every problem is a
+        ``ValueError`` naming the option (the command exits 2)."""
         _checks.choice("stat", self.stat, ("mean", "std"))
-        grid = sweep.Grid.from_dict(sweep.read_manifest(self.dir)["grid"])
+        if not isinstance(self.dir, str) or not self.dir:
+            raise TypeError(f"dir must name a sweep's output directory, got {self.dir!r}")
+        if not os.path.isdir(self.dir):
+            raise ValueError(f"dir={self.dir!r} is not a directory: name the --out of a `tokdyn sweep token-dynamics`")
+        try:
+            grid = sweep.Grid.from_dict(sweep.read_manifest(self.dir)["grid"])
+        except io.CorruptFile as e:
+            raise ValueError(f"dir={self.dir!r}: {e}; run the sweep command again with its arguments to write it anew "
+                             "(its finished chunks are kept)") from None
         axes = list(grid.names)
-        for arg, name in [("x", self.x), ("y", self.y)] + [("where", k) for k in self.fixed()]:
+        where = self.fixed()
+        for arg, name in [("x", self.x), ("y", self.y)] + [("where", k) for k in where]:
             if name not in axes:
                 raise ValueError(f"{arg}={name!r} is not an axis of this sweep; axes: {axes}")
         if self.x == self.y:
             raise ValueError(f"x and y must be different axes, got {self.x!r} twice")
+        for name, value in where.items():
+            if name in (self.x, self.y):
+                raise ValueError(f"where fixes {name!r}, which the heatmap spans (x={self.x!r}, y={self.y!r})")
+            values = grid.axes[name]
+            if not np.isclose(values, value).any():
+                raise ValueError(f"where={name}={value:g}: the sweep's {name} takes the values "
+                                 f"{[float(v) if values.dtype.kind == 'f' else int(v) for v in values]}")
+        missing = sweep.missing_chunks(self.dir)
+        if missing:
+            raise ValueError(f"dir={self.dir!r} holds an unfinished sweep ({len(missing)} chunk(s) missing, the first "
+                             f"for runs [{missing[0][0]}, {missing[0][1]})): run the sweep command again to finish it")
         fields = sweep.output_fields(self.dir)
         if self.metric not in fields:
             raise ValueError(f"metric={self.metric!r} is not an output of this sweep; metrics: {list(fields)}")
+        if not os.access(self.dir, os.W_OK | os.X_OK):
+            raise ValueError(f"dir={self.dir!r} cannot be written: the heatmap is drawn into its plots/ folder")
         return self
+
+
+def _summary_table(cfg: HeatmapConfig) -> dict:
+    """The sweep's ``summary.csv`` when it is whole (every axis and statistic of ``cfg.metric``,
+    one row per condition), else computed from the chunks and written anew; :class:`Refused`
+    naming the file when a chunk is damaged."""
+    path = os.path.join(cfg.dir, "summary.csv")
+    grid = sweep.Grid.from_dict(sweep.read_manifest(cfg.dir)["grid"])
+    want = [*grid.names, "n", f"{cfg.metric}_{cfg.stat}", f"{cfg.metric}_mean"]
+    if os.path.exists(path):
+        try:  # a file cut short loses its last newline (and a row's last number may be cut inside)
+            with open(path, "rb") as f:
+                whole = f.read().endswith(b"\n")
+            cond = io.read_csv(path)
+            if whole and all(k in cond and len(cond[k]) == grid.n_conditions and cond[k].dtype.kind == "f"
+                             for k in want):
+                return cond
+        except (ValueError, IndexError, OSError):  # cut short or altered: written anew below
+            pass
+    fields = sweep.output_fields(cfg.dir)
+    try:  # the fields in the order analyse writes them
+        cond = summary.condition_stats(cfg.dir, [f for f in METRICS if f in fields] + [f for f in fields
+                                                                                        if f not in METRICS])
+    except ValueError as e:  # a chunk damaged since the sweep finished (iter_chunks names it)
+        raise Refused(f"{e}: run the sweep command again with its arguments (it recomputes the chunk), then "
+                      "plot") from None
+    io.write_csv(path, cond)
+    return cond
 
 
 def heatmap(cfg: HeatmapConfig) -> str:
     """Draw the heatmap of ``cfg`` (reading or writing the sweep's ``summary.csv``); returns its path."""
     cfg.validate()
-    path = os.path.join(cfg.dir, "summary.csv")
-    if os.path.exists(path):
-        cond = io.read_csv(path)
-    else:
-        cond = summary.condition_stats(cfg.dir)
-        io.write_csv(path, cond)
+    cond = _summary_table(cfg)
     return figures.draw(heatmap_job(cfg.dir, cond, cfg.x, cfg.y, cfg.metric, where=cfg.fixed(), stat=cfg.stat))

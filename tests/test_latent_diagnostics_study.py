@@ -1,7 +1,9 @@
 """The latent-diagnostics study on a tiny trained reasoner: its mid-training checkpoint is the state
-the full run passed through, its "full" setting reproduces the source's test answers, and it
-writes every table."""
+the full run passed through, its "full" setting reproduces the source's test answers, it writes
+every table; damaged parts and checkpoints are named and recomputed, a source of another
+configuration is refused naming the fields."""
 
+import dataclasses
 import os
 import shutil
 
@@ -36,8 +38,7 @@ def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monk
     np.testing.assert_allclose(val, curve["val_all"][curve["step"] == step], atol=1e-6)
     dec = io.read_csv(os.path.join(out, "decomposition.csv"))
     assert set(dec["stage"]) == {"mid", "final"} and set(dec["setting"]) == set(LD.D.SETTINGS)
-    with np.load(os.path.join(cfg.source, "results", "latent.npz")) as z:
-        saved = z["answers"][:, :40]
+    saved = LR.read_answers(cfg.source, "latent")[:, :40]
     test = jax.tree.map(lambda a: np.asarray(a)[:40], training.data(TINY).test)
     full = (dec["stage"] == "final") & (dec["setting"] == "full")
     # the decomposition's program and the study's evaluation are two programs: an answer on a last-bit
@@ -55,9 +56,27 @@ def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monk
     assert np.all((prb["accuracy"] >= 0) & (prb["accuracy"] <= 1))
     for f in ("similarity.png", "decomposition.png", "probes.png", "summary.md", "config.json"):
         assert os.path.exists(os.path.join(out, f)), f
-    # finished parts are kept with what produced them, for a rerun to reuse
-    part = io.read_json(os.path.join(out, "parts", "latent__collapse.json"))
-    assert "'variant', 'latent'" in part["stamp"] and len(part["rows"]) == len(col["step"])
+    # finished parts are kept, for a rerun to reuse; a damaged part, and a damaged mid-training
+    # checkpoint of the source, are named in a warning, set aside and recomputed to the same table
+    parts = sorted(os.listdir(os.path.join(out, "parts")))
+    assert parts == ["latent__collapse.json", "latent__decomposition_final.json", "latent__decomposition_mid.json",
+                     "latent__mediation.json", "latent__probes_latents.json", "latent__probes_patches.json"]
+    before = {f: open(os.path.join(out, f), "rb").read() for f in ("decomposition.csv", "collapse.csv")}
+    damaged = [os.path.join(out, "parts", "latent__decomposition_mid.json"),
+               os.path.join(out, "parts", "latent__collapse.json"),
+               os.path.join(cfg.source, "checkpoints", "latent@20.npz")]
+    for path in damaged:
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+    with pytest.warns(RuntimeWarning) as caught:
+        assert LD.main(cfg, out, quiet=True, plots=False)
+    said = " ".join(str(w.message) for w in caught)
+    assert all(f"{path} could not be read back" in said for path in damaged), said
+    for f, b in before.items():
+        assert open(os.path.join(out, f), "rb").read() == b, f
+    # another configuration is refused before any work, naming the fields
+    with pytest.raises(io.OutputConflict, match="probe_steps: 50 there, 60 now"):
+        LD.main(dataclasses.replace(cfg, probe_steps=60), out, quiet=True, plots=False)
 
 
 def test_command_line_and_bad_input():
@@ -75,3 +94,29 @@ def test_command_line_and_bad_input():
         LD.Config(noise_sigmas=(0.0,)).validate()
     with pytest.raises(ValueError, match="n_instances must be at most"):
         LD.Config(n_instances=10**6).validate()
+
+
+def quick_source(path, **training):
+    lr = LR.Config.quick()
+    cfg = dataclasses.replace(lr, training=dataclasses.replace(lr.training, **training)) if training else lr
+    LR.open_study(cfg, str(path), quiet=True)
+    return str(path)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--no-train", "--source", "{other}"], "training.steps: 100 there, 600 now"),  # the issue's case
+    (["--source", "{other}"], "training.steps: 100 there, 600 now"),
+    (["--no-train", "--source", "{quick}"], "lacks the trained variants ['latent', 'pause', 'text']"),
+    (["--source", "{out}"], "must be separate directories"),
+    (["--variants", ""], "variants must name at least one"),
+    (["--n-resamples", str(10 ** 9)], "n_resamples"),
+])
+def test_the_command_line_refuses_before_any_work(tmp_path, capsys, argv, words):
+    paths = {"other": quick_source(tmp_path / "other", steps=100), "quick": quick_source(tmp_path / "quick"),
+             "out": tmp_path / "out"}
+    argv = [a.format(**paths) for a in argv]
+    before = sorted(os.listdir(tmp_path))
+    assert cli.main(["study", "latent-diagnostics", "--quick", *argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == before

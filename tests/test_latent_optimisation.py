@@ -1,10 +1,11 @@
 """The latent-optimisation study on tiny trained reasoners: it trains what the source lacks, its
-"before" answers are the source study's own test answers, and it writes every table and keeps
-every finished run."""
+"before" answers are the source study's own test answers, it writes every table and keeps every
+finished run; a source of another configuration, an impossible option or a damaged part is named."""
 
 import dataclasses
 import os
 import shutil
+import warnings
 
 import jax
 import numpy as np
@@ -29,20 +30,21 @@ def tiny(monkeypatch):
                      learning_rate=0.5, sweep_method="es_entropy_best", sweep_learning_rates=(0.25,))
 
 
-def test_missing_variants_are_trained_in_the_source_or_named(tmp_path, monkeypatch):
+def test_missing_variants_are_trained_in_the_source_or_named(tmp_path, monkeypatch, tiny_reasoner):
+    src = str(tmp_path / "source")
+    shutil.copytree(tiny_reasoner[1], src)  # holds the finished variant latent
     calls = []
     monkeypatch.setattr(LR, "train_variants", lambda cfg, out, names, **kw: calls.append((tuple(names), out)) or True)
-    src = tmp_path / "source"
-    (src / "results").mkdir(parents=True)
-    (src / "results" / "latent.json").write_text("{}")
-    io.write_json(str(src / "config.json"), {"variants": ["latent", "pause"]})
     with pytest.raises(ValueError, match=r"lacks the trained variants \['text'\]"):
-        LR.ensure_trained(SOURCE, str(src), ["latent", "text"], train=False)
-    LR.ensure_trained(SOURCE, str(src), ["latent", "text"])
-    assert calls == [(("latent", "pause", "text"), str(src))]  # what is there is kept
+        LR.ensure_trained(SOURCE, src, ["latent", "text"], train=False)
+    assert LR.ensure_trained(SOURCE, src, ["latent", "text"]) == SOURCE
+    assert calls == [(("text",), src)]  # only what is missing; what is there is kept
+    assert io.read_json(os.path.join(src, "config.json"))["variants"] == ["latent"]
     monkeypatch.setattr(LR, "train_variants", lambda cfg, out, names, **kw: False)
     with pytest.raises(RuntimeError, match="did not finish"):
-        LR.ensure_trained(SOURCE, str(src), ["text"])
+        LR.ensure_trained(SOURCE, src, ["text"])
+    with pytest.raises(io.OutputConflict, match="training.steps: 40 there, 60 now"):
+        LR.ensure_trained(dataclasses.replace(SOURCE, training=dataclasses.replace(TINY, steps=60)), src, ["latent"])
 
 
 def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
@@ -56,8 +58,7 @@ def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
     assert set(table["method"]) == {"before", "random", "es_entropy_best", "es_entropy_best@lr=0.25"}
     assert set(table["family"]) == set(TINY.task.families) | {"all"}
     # "before" is the trained model's own answer: the source study's test accuracy on these instances
-    with np.load(os.path.join(cfg.source, "results", "latent.npz")) as z:
-        saved = z["answers"][:, :20]
+    saved = LR.read_answers(cfg.source, "latent")[:, :20]
     test = jax.tree.map(lambda a: np.asarray(a)[:20], training.data(TINY).test)
     want = (saved == test.answer[None]).mean(1)
     sel = (table["method"] == "before") & (table["family"] == "all")
@@ -81,15 +82,36 @@ def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
     assert np.all(np.isfinite(ground["answer_grounding"]))
     for f in ("optimiser.png", "grounding.png", "summary.md", "config.json"):
         assert os.path.exists(os.path.join(out, f)), f
-    # each finished run is kept; a rerun reuses it (a run whose part is missing is computed again)
+    conf = io.read_json(os.path.join(out, "config.json"))
+    assert conf["study"] == "latent-optimisation" and conf["reasoning"]["training"]["steps"] == TINY.steps
+    assert set(conf["sources"]) == {"reasoning"} and conf["selection"]["methods"] == ["es_entropy_best"]
+    # each finished run is kept; a rerun reuses it (a run whose part is missing, or damaged, is
+    # computed again; a damaged one named in a warning and set aside)
     parts = sorted(os.listdir(os.path.join(out, "parts")))
-    assert parts == ["latent__controls.npz", "latent__es_entropy_best.npz", "latent__es_entropy_best@lr=0.25.npz"]
+    assert parts == ["latent__controls.npz", "latent__es_entropy_best.npz", "latent__es_entropy_best@lr=0.25.npz",
+                     "latent__grounding.json", "latent__grounding_scores.npz"]
     os.remove(os.path.join(out, "parts", parts[0]))
-    stamp = {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts[1:]}
-    assert LO.main(dataclasses.replace(cfg, grounding_variants=()), out, quiet=True, plots=False)
+    damaged = os.path.join(out, "parts", parts[1])
+    with open(damaged, "r+b") as f:
+        f.truncate(os.path.getsize(damaged) // 2)
+    stamp = {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts[2:]}
+    with pytest.warns(RuntimeWarning, match=f"{damaged} could not be read back"):
+        assert LO.main(dataclasses.replace(cfg, grounding_variants=()), out, quiet=True, plots=False)
     assert all(os.path.getmtime(os.path.join(out, "parts", p)) == t for p, t in stamp.items())
+    assert os.listdir(os.path.join(out, "parts", "corrupt"))
     again = io.read_csv(os.path.join(out, "optimiser.csv"))
-    np.testing.assert_allclose(again["accuracy"], table["accuracy"])
+    for k in ("accuracy", "reward_after", "answers_changed"):
+        np.testing.assert_array_equal(again[k], table[k])
+    # another configuration is refused naming the fields; --fresh starts afresh and leaves no stale figure
+    with pytest.raises(io.OutputConflict, match="threshold: 0.1 there, 0.2 now"):
+        LO.main(dataclasses.replace(cfg, threshold=0.2), out, quiet=True, plots=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert LO.main(dataclasses.replace(cfg, threshold=0.2, grounding_variants=()), out, quiet=True, plots=False,
+                       fresh=True)
+    assert not os.path.exists(os.path.join(out, "optimiser.png")) and not os.path.exists(
+        os.path.join(out, "parts", "latent__grounding.json"))
+    np.testing.assert_array_equal(io.read_csv(os.path.join(out, "optimiser.csv"))["accuracy"], table["accuracy"])
 
 
 def test_command_line_and_bad_input():
@@ -112,3 +134,39 @@ def test_command_line_and_bad_input():
         LO.Config(sweep_learning_rates=(0.1, -1.0)).validate()
     with pytest.raises(ValueError, match="n_instances must be at most"):
         LO.Config(n_instances=10**6).validate()
+
+
+def quick_source(path, **training):
+    """A latent-reasoning directory stamped with the quick preset (with ``training`` fields
+    replaced), before any variant is trained in it."""
+    lr = LR.Config.quick()
+    cfg = dataclasses.replace(lr, training=dataclasses.replace(lr.training, **training)) if training else lr
+    LR.open_study(cfg, str(path), quiet=True)
+    return str(path)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--no-train", "--source", "{other}"], "training.steps: 100 there, 600 now"),  # the issue's case
+    (["--source", "{other}"], "training.steps: 100 there, 600 now"),  # nor is a variant trained into it
+    (["--source", "{lr}"], "hparams.learning_rate: 0.01 there, 0.003 now"),
+    (["--no-train", "--source", "{quick}"], "lacks the trained variants ['latent', 'direct', 'text']"),
+    (["--no-train", "--source", "{empty}"], "holds no latent-reasoning study"),
+    (["--source", "{out}"], "must be separate directories"),
+    (["--variants", ""], "variants must name at least one latent-feedback variant"),
+    (["--n-instances", "3"], "n_instances must be at least 6"),
+    (["--n-pairs", str(10 ** 9)], "n_pairs"),
+    (["--top-m", "99"], "top_m must be at most the 16 image patches"),
+    (["--root-seed", str(2 ** 32)], "root_seed must be at most"),
+])
+def test_the_command_line_refuses_before_any_work(tmp_path, capsys, argv, words):
+    paths = {"other": quick_source(tmp_path / "other", steps=100), "lr": tmp_path / "lr",
+             "quick": quick_source(tmp_path / "quick"), "empty": tmp_path / "empty", "out": tmp_path / "out"}
+    lr = LR.Config.quick()
+    LR.open_study(dataclasses.replace(lr, hparams=dataclasses.replace(lr.hparams, learning_rate=0.01)),
+                  str(paths["lr"]), quiet=True)
+    argv = [a.format(**paths) for a in argv]
+    before = sorted(os.listdir(tmp_path))
+    assert cli.main(["study", "latent-optimisation", "--quick", *argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == before  # nothing created

@@ -1,17 +1,20 @@
-"""The latent-reasoning study: outputs, resume, refusal of another configuration, the command line."""
+"""The latent-reasoning study: outputs, resume (also after SIGKILLs at random moments), damaged
+files named and recomputed, refusal of another configuration and of absurd sizes, the command line."""
 
 import dataclasses
 import os
 import shutil
+import warnings
 
 import pytest
 
 import jax
 import numpy as np
 
-from conftest import child_env, compilation_cache_dir
+import killing
 from test_latent_train import TINY  # the same configuration: compilations are shared within a session
 from tokdyn import cli, io, train
+from tokdyn.experiment import reasoners as LR
 from tokdyn.models.latent import tasks, training
 from tokdyn.studies import latent_reasoning as L
 
@@ -22,14 +25,35 @@ pytestmark = pytest.mark.fast_compile
 # (the window of 3 evaluations fills at step 80: steps 40, 60, 80); no_image keeps TINY's 40 steps
 # and stops at its budget, unconverged
 CONVERGING = L.Config(variants=("direct", "no_image"), tolerance=0.5, window=0.5, reference_steps=200, training=TINY)
+ARGS = ["study", "latent-reasoning", "--variants", "direct,no_image", "--tolerance", "0.5", "--window", "0.5",
+        "--reference-steps", "200", "--grid-size", "3", "--n-colours", "2", "--families", ",".join(tasks.FAMILIES),
+        "--width", "16", "--depth", "1", "--heads", "2", "--n-latents", "2", "--steps", "40", "--steps-per-call", "20",
+        "--batch-size", "16", "--n-train", "400", "--n-test", "40", "--n-val", "20", "--seeds", "2", "--warmup", "5",
+        "--quiet", "--no-plots"]  # CONVERGING on the command line
+RESULTS = ["curves/direct.csv", "curves/no_image.csv", "results/direct.json", "results/no_image.json",
+           "accuracy.csv", "convergence.csv", "tests.csv"]
+
+
+def same_answers(a, b):
+    for name in ("direct", "no_image"):
+        np.testing.assert_array_equal(LR.read_answers(a, name), LR.read_answers(b, name))
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """The directory of an uninterrupted run of CONVERGING (copy it before writing to it)."""
-    out = str(tmp_path_factory.mktemp("latent_study") / "whole")
-    assert L.main(CONVERGING, out, quiet=True, plots=False)
-    return out
+    """(directory, seconds, compilation cache) of an uninterrupted command-line run of CONVERGING,
+    compiled as the suite compiles (copy the directory before writing to it)."""
+    root = tmp_path_factory.mktemp("latent_study")
+    out, cache = str(root / "whole"), root / "cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+        code, seconds, err = killing.run_cli([*ARGS, "--out", out], cache)
+    assert code == 0, err[-3000:]
+    return out, seconds, cache
+
+
+def test_the_command_line_config_is_the_tests():
+    assert cli.config_from_args(L.Config, cli.build_parser(ARGS).parse_args(ARGS)) == CONVERGING
 
 
 def test_study_writes_outputs_and_resumes(tmp_path, study):
@@ -38,7 +62,7 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
                       plots=False)  # out of time at once
     assert not os.path.exists(str(tmp_path / "s0" / "results" / "direct.json"))
     out = str(tmp_path / "s")
-    shutil.copytree(study, out)
+    shutil.copytree(study[0], out)
     acc = io.read_csv(os.path.join(out, "accuracy.csv"))
     assert len(acc["variant"]) == 2 * (len(tasks.FAMILIES) + 1) * TINY.seeds
     assert set(acc["family"]) == set(tasks.FAMILIES) | {"all"}
@@ -59,8 +83,11 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
     assert set(tests["variant"]) == {"no_image"} and set(tests["against"]) == {"direct"}
     assert not tests["tested"].any() and np.isnan(tests["p"]).all()  # unconverged pairs are not compared
     conf = io.read_json(os.path.join(out, "config.json"))
-    assert conf["training"]["steps"] == TINY.steps and conf["hparams"]["learning_rate"] == cfg.hparams.learning_rate
-    res = io.read_json(os.path.join(out, "results", "direct.json"))
+    assert conf["study"] == "latent-reasoning" and conf["variants"] == ["direct", "no_image"]
+    assert conf["config"]["training"]["steps"] == TINY.steps
+    assert conf["config"]["hparams"]["learning_rate"] == cfg.hparams.learning_rate
+    assert "variants" not in conf["config"] and conf["selection"]["variants"] == ["direct", "no_image"]
+    res = LR.read_result(os.path.join(out, "results", "direct.json"))
     assert res["nan_step"] == [-1, -1] and len(res["accuracy"]["all"]) == TINY.seeds
     with open(os.path.join(out, "summary.md")) as f:
         table = f.read()
@@ -69,33 +96,60 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
     assert L.main(cfg, out, quiet=True, plots=True)  # finished variants are skipped
     assert os.path.getmtime(os.path.join(out, "results", "direct.json")) == mtime
     assert os.path.getsize(os.path.join(out, "learning_curves.png")) > 1000
-    with pytest.raises(ValueError, match="different configuration"):
-        L.main(dataclasses.replace(cfg, training=dataclasses.replace(TINY, steps=60)), out, quiet=True, plots=False)
-    with pytest.raises(ValueError, match="different configuration"):
-        L.main(dataclasses.replace(cfg, reference_steps=80), out, quiet=True, plots=False)
-    with pytest.raises(ValueError, match="different configuration"):
-        L.main(dataclasses.replace(cfg, hparams=training.Hparams(align_weight=0.5)), out, quiet=True, plots=False)
+    # another configuration is refused before any work, naming what differs; variants may change
+    for other, words in ((dataclasses.replace(cfg, training=dataclasses.replace(TINY, steps=60)), "training.steps: 40"),
+                         (dataclasses.replace(cfg, reference_steps=80), "reference_steps: 200 there, 80 now"),
+                         (dataclasses.replace(cfg, hparams=training.Hparams(align_weight=0.5)), "hparams.align_weight"),
+                         (dataclasses.replace(cfg, devices=0), "devices: 1 there, 0 now")):
+        with pytest.raises(io.OutputConflict, match=words):
+            L.main(other, out, quiet=True, plots=False)
     # --no-train reports what is on disk, here one variant of three
     assert not L.main(dataclasses.replace(cfg, variants=("direct", "text"), train=False), out, quiet=True,
                       plots=False)
     assert set(io.read_csv(os.path.join(out, "accuracy.csv"))["variant"]) == {"direct"}
-    with pytest.raises(ValueError, match="no config.json"):
+    with pytest.raises(ValueError, match="holds no latent-reasoning study"):
         L.main(dataclasses.replace(cfg, train=False), str(tmp_path / "empty"), quiet=True, plots=False)
+    assert not os.path.exists(tmp_path / "empty")
+    # --fresh removes the old configuration's files (its variants and figures) and starts afresh
+    fresh = L.Config(variants=("direct",), reference_steps=0, training=TINY)
+    assert L.main(fresh, out, quiet=True, plots=False, fresh=True)
+    assert sorted(os.listdir(os.path.join(out, "results"))) == ["direct.json", "direct.npz"]
+    assert not os.path.exists(os.path.join(out, "learning_curves.png"))
+    assert io.read_json(os.path.join(out, "config.json"))["config"]["reference_steps"] == 0
 
 
-def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path):
-    """A variant cut off after its first call resumes from the checkpoint to the uninterrupted result."""
+def truncate(path, keep=2 / 3):
+    with open(path, "r+b") as f:
+        f.truncate(int(os.path.getsize(path) * keep))
+
+
+def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path, monkeypatch):
+    """A variant cut off after its first call resumes from the checkpoint to the uninterrupted
+    result; with its curve damaged, it is trained again from the start, to the same result."""
     cfg = L.Config(variants=("direct",), reference_steps=0, training=TINY)
-    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    full, cut, bad = (str(tmp_path / d) for d in ("full", "cut", "bad"))
     assert L.main(cfg, full, quiet=True, plots=False)
-    pool = training.data(TINY).train
-    train.train_many(training.trainer(TINY, "direct"), pool, *training.models(TINY, cfg.hparams),
-                     checkpoint=os.path.join(cut, "checkpoints", "direct.npz"), stamp=training.stamp(TINY, "direct"),
-                     max_calls=1)  # what a run stopped after one call leaves on disk
-    assert L.main(cfg, cut, quiet=True, plots=False)
-    assert io.read_csv(os.path.join(cut, "curves", "direct.csv"))["step"].tolist() == [40, 40]  # only the rest ran
-    a, b = (io.read_json(os.path.join(d, "results", "direct.json"))["accuracy"] for d in (full, cut))
-    assert a == b
+    whole = train.train_many
+    monkeypatch.setattr(train, "train_many", lambda *a, **kw: whole(*a, **{**kw, "max_calls": 1}))
+    assert not L.main(cfg, cut, quiet=True, plots=False)  # what a run stopped after one call leaves
+    monkeypatch.setattr(train, "train_many", whole)
+    assert io.read_csv(os.path.join(cut, "curves", "direct.csv"))["step"].tolist() == [20, 20]
+    shutil.copytree(cut, bad)
+    calls = []
+    monkeypatch.setattr(train, "train_many", lambda *a, **kw: whole(*a, **{**kw, "stop": lambda *s: calls.append(
+        s[0]) or kw["stop"](*s)}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert L.main(cfg, cut, quiet=True, plots=False)
+    assert not [w for w in caught if "set aside" in str(w.message)]  # a clean resume sets nothing aside
+    assert calls == [40]  # only the rest ran
+    truncate(os.path.join(bad, "curves", "direct.csv"), 0.9)
+    with pytest.warns(RuntimeWarning, match=r"curves/direct.csv does not hold the learning curve of .*direct.npz"):
+        assert L.main(cfg, bad, quiet=True, plots=False)
+    assert calls == [40, 20, 40]  # trained again from the start
+    assert os.listdir(os.path.join(bad, "curves", "corrupt")) and os.listdir(os.path.join(bad, "checkpoints", "corrupt"))
+    killing.same_files(full, cut, ["curves/direct.csv", "results/direct.json", "accuracy.csv"])
+    killing.same_files(full, bad, ["curves/direct.csv", "results/direct.json", "accuracy.csv"])
     ckpts = [training.load(os.path.join(d, "checkpoints", "direct.npz"), TINY, "direct", cfg.hparams)
              for d in (full, cut)]
     for x, y in zip(jax.tree.leaves(ckpts[0]), jax.tree.leaves(ckpts[1])):
@@ -129,45 +183,78 @@ def test_command_line_options():
     assert L.training(L.Config(), "latent").steps == L.Config().training.steps
 
 
-KILLED = """
-import os, signal, sys
-sys.path.insert(0, {tests!r})
-from tokdyn import io
-from tokdyn.studies import latent_reasoning as L
-from test_latent_study import CONVERGING
-kill_after, saved = int(sys.argv[2]), []
-original = io.save_pytree
-def save(path, tree, **meta):  # a checkpoint write: the run dies right after the n-th one
-    original(path, tree, **meta)
-    saved.append(path)
-    if len(saved) == kill_after:
-        os.kill(os.getpid(), signal.SIGKILL)
-io.save_pytree = save
-L.main(CONVERGING, sys.argv[1], quiet=True, plots=False)
-"""
-def test_a_killed_study_resumes_to_the_same_results(tmp_path, study):
-    """A study SIGKILLed (in a child process) right after the first checkpoint of its second
-    variant and run again ends with the bits of the uninterrupted run: curves, results, test answers."""
-    import signal
-    import subprocess
-    import sys
+@pytest.mark.parametrize("argv, words", [
+    (["--quick", "--variants", "direct", "--n-train", "1000000000000"], "n_train"),
+    (["--seeds", "1000000000"], "seeds"),
+    (["--quick", "--seeds", str(10 ** 12)], "seeds"),
+    (["--quick", "--steps", str(10 ** 13), "--steps-per-call", "1"], "steps"),
+    (["--quick", "--batch-size", str(10 ** 9)], "batch_size"),
+    (["--quick", "--devices", "64"], "devices must be at most"),
+    (["--quick", "--root-seed", str(2 ** 32)], "root_seed must be at most"),
+    (["--quick", "--variants", ""], "variants must name at least one"),
+    (["--quick", "--max-minutes", "nan"], "max_minutes"),
+    (["--quick", "--no-train"], "holds no latent-reasoning study"),
+])
+def test_absurd_or_impossible_options_exit_2_before_any_work(tmp_path, capsys, argv, words):
+    out = tmp_path / "out"
+    assert cli.main(["study", "latent-reasoning", *argv, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not out.exists()
 
-    killed = str(tmp_path / "killed")
-    code = KILLED.format(tests=os.path.dirname(__file__))
-    # the same compiler settings as the uninterrupted run, whose executables the child loads from
-    # the session's compilation cache
-    env = child_env(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=compilation_cache_dir())
-    conv = io.read_csv(os.path.join(study, "convergence.csv"))
-    first_of_second = int(conv["steps"][conv["variant"] == "direct"][0]) // TINY.steps_per_call + 1
-    run = subprocess.run([sys.executable, "-c", code, killed, str(first_of_second)], env=env)
-    assert run.returncode == -signal.SIGKILL
-    assert os.path.exists(os.path.join(killed, "results", "direct.json"))
-    assert not os.path.exists(os.path.join(killed, "results", "no_image.json"))
-    assert os.path.exists(os.path.join(killed, "checkpoints", "no_image.npz"))
-    assert L.main(CONVERGING, killed, quiet=True, plots=False)  # the rerun
-    assert io.read_csv(os.path.join(killed, "curves", "no_image.csv"))["step"].tolist() == [20, 20, 40, 40]
-    for rel in ("curves/direct.csv", "curves/no_image.csv", "accuracy.csv", "convergence.csv", "tests.csv"):
-        assert open(os.path.join(study, rel)).read() == open(os.path.join(killed, rel)).read(), rel
-    for name in ("direct", "no_image"):
-        a, b = (np.load(os.path.join(d, "results", f"{name}.npz"))["answers"] for d in (study, killed))
-        np.testing.assert_array_equal(a, b)
+
+def test_another_configuration_on_the_command_line_exits_2_naming_the_fields(tmp_path, capsys, study):
+    out = str(tmp_path / "s")
+    shutil.copytree(study[0], out)
+    assert cli.main([*ARGS, "--out", out, "--steps", "60", "--learning-rate", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "training.steps: 40 there, 60 now" in err and "hparams.learning_rate: 0.001 there, 0.01 now" in err
+    assert "--fresh" in err
+    killing.same_files(study[0], out, RESULTS)  # nothing touched
+
+
+def test_a_study_killed_at_random_moments_resumes_to_the_same_results(tmp_path, monkeypatch, study):
+    """SIGKILLed at random moments of a run (timed by an uninterrupted run with the compilations
+    cached, as every later run has them) and run again: the bits of the uninterrupted runs."""
+    whole, _, cache = study
+    monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+    again, out = str(tmp_path / "again"), str(tmp_path / "killed")
+    code, seconds, err = killing.run_cli([*ARGS, "--out", again], cache)
+    assert code == 0, err[-3000:]
+    killing.same_files(whole, again, RESULTS)
+    # moments 0.66, 0.37, 0.18 of a run: in the training, then into the resumed runs' start-up or training
+    hit = killing.kill_at_random_moments([*ARGS, "--out", out], cache, seconds, kills=3, seed=0)
+    assert len(hit) >= 2, hit
+    killing.same_files(whole, out, RESULTS)
+    same_answers(whole, out)
+
+
+def test_damaged_files_of_a_finished_variant_are_named_set_aside_and_recomputed(tmp_path, monkeypatch):
+    """Truncated, each kind in turn: the curve (restored from its copy in the answers), the result
+    and the answers (recomputed from the final checkpoint), the checkpoint (trained again): each is
+    named in a warning, set aside to corrupt/, and the study ends with the same bits."""
+    cfg = L.Config(variants=("direct",), reference_steps=0, training=TINY)
+    full, out = str(tmp_path / "full"), str(tmp_path / "out")
+    assert L.main(cfg, full, quiet=True, plots=False)
+    shutil.copytree(full, out)
+    files = ["curves/direct.csv", "results/direct.json", "results/direct.npz", "accuracy.csv"]
+    whole = train.train_many
+    steps = []
+    monkeypatch.setattr(train, "train_many", lambda *a, **kw: whole(*a, **{**kw, "stop": lambda *s: steps.append(
+        s[0]) or kw["stop"](*s)}))
+    for damaged, retrained in ((["curves/direct.csv"], False), (["results/direct.json", "results/direct.npz"], False),
+                               (["checkpoints/direct.npz"], True)):
+        for rel in damaged:
+            truncate(os.path.join(out, rel))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert L.main(cfg, out, quiet=True, plots=False)
+        said = " ".join(str(w.message) for w in caught)
+        for rel in damaged:
+            assert os.path.join(out, rel) in said and "set aside" in said, (rel, said)
+            assert any(n.startswith(os.path.basename(rel))
+                       for n in os.listdir(os.path.join(out, os.path.dirname(rel), "corrupt"))), rel
+        assert bool(steps) == retrained, (damaged, steps)
+        steps.clear()
+        killing.same_files(full, out, [f for f in files if not f.endswith(".npz")])
+        np.testing.assert_array_equal(LR.read_answers(full, "direct"), LR.read_answers(out, "direct"))

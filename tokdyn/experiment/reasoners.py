@@ -2,45 +2,68 @@
 directory as the place where its variants are trained to convergence and read back.
 
 A directory (``tokdyn study latent-reasoning --out DIR``, or one :func:`ensure_trained` fills for
-the studies that analyse trained reasoners) holds, per variant V:
+the studies that analyse trained reasoners) is a study directory of :mod:`tokdyn.experiment.study`:
+stamped (``study.json``) with the whole configuration before anything is trained, except the
+fields of :data:`SELECTION` (which variants, whether to train, the time limit: a rerun may add
+variants). It holds, per variant V:
 
-- ``checkpoints/V.npz``  the training state of V (all seeds), after every ``steps_per_call`` steps;
-                         a rerun resumes from it
+- ``checkpoints/V.npz``  the training state of V (all seeds), after every ``steps_per_call`` steps,
+                         checksummed; a rerun resumes from it
 - ``curves/V.csv``       one row per (step, seed): the training losses and the held-out accuracy
                          per family (``val_<family>``, ``val_all``)
-- ``results/V.json``     V's test accuracy per family and seed, steps run, convergence, NaNs
-- ``results/V.npz``      V's test answers, per seed and instance
+- ``results/V.json``     V's test accuracy per family and seed, steps run, convergence, NaNs; it
+                         carries the SHA-256 of its own content (``sha256``) and of the answers
+- ``results/V.npz``      V's test answers, per seed and instance, and the bytes of the finished
+                         curve (checksummed)
 
-and ``config.json`` (the configuration that trained them; a directory of another configuration is
-refused). :func:`train_variants` trains (or resumes) variants there, :func:`load_variant` and
-:func:`load_midway` read a trained one back. The tables and figures of the study are in
-:mod:`tokdyn.studies.latent_reasoning`.
+and ``config.json`` (the stamp, the variants finished there, the environment). A variant is
+finished when all four files are whole and agree (:func:`finished`): a file that cannot be read
+back (truncated, altered) is named in a warning, set aside to a ``corrupt/`` folder beside it and
+recomputed -- the result and answers from the final checkpoint, the curve from its copy in the
+answers, the checkpoint by training the variant again (the same bits: training is deterministic on
+the same devices). A checkpoint whose curve rows are damaged or missing is set aside with them and
+the variant trained from the start.
+
+:func:`open_study` opens (and stamps) a directory, :func:`train_variants` trains (or resumes)
+variants there and :func:`record` writes its ``config.json``; :func:`open_source` /
+:func:`ensure_trained` check a directory that an analysis reads against the configuration it
+expects (another configuration is refused naming the fields that differ; :func:`check_apart` keeps
+the analysis's own directory out of it) and train what it lacks; :func:`load_variant` and
+:func:`load_midway` read a trained variant back. The tables and figures of the study are in :mod:`tokdyn.studies.latent_reasoning`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import time
+import warnings
 from typing import Optional, Sequence
 
 import jax
 import numpy as np
 
 from tokdyn import _checks, io, train
+from tokdyn.experiment import study as S
 from tokdyn.models.latent import evaluation, tasks
 from tokdyn.models.latent import model as M
 from tokdyn.models.latent import training as T
-from tokdyn.models.latent import variants as V
 from tokdyn.models.latent.variants import VARIANTS, stages, variant
+from tokdyn.models.latent import variants as V
 
+STUDY = "latent-reasoning"  # the name a latent-reasoning directory is stamped with
+SELECTION = ("variants", "train", "max_minutes")  # fields that choose what runs, not what it gives
 REFERENCES = ("direct", "text")  # every variant is tested against these
 FAMILIES = ("read", "gravity", "path")  # the default families: the control and two that imagination helps
+MAX_ROOT_SEED = 2 ** 32 - 1  # jax.random.key keeps the low 32 bits of a larger seed: two seeds would alias
+FLOPS = 4e9  # a rough training throughput on 2 CPU cores (the time estimate said up front)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything that defines the study (saved as ``config.json``).
+    """Everything that defines the study (stamped into its directory, recorded in ``config.json``).
 
     Attributes:
       variants: training variants to run, in order, names from tokdyn.models.latent.variants.VARIANTS.
@@ -83,6 +106,9 @@ class Config:
         _checks.real("tolerance", self.tolerance, low=0.0, low_open=True)
         _checks.real("window", self.window, low=0.0, high=1.0, low_open=True)
         self.training.validate()
+        if self.training.root_seed > MAX_ROOT_SEED:
+            raise ValueError(f"root_seed must be at most {MAX_ROOT_SEED} (a PRNG key keeps 32 bits of it: a larger "
+                             f"seed would repeat a smaller one's draws), got {self.training.root_seed}")
         _checks.positive_int("reference_steps", self.reference_steps, minimum=0)
         if self.reference_steps % self.training.steps_per_call:
             raise ValueError(f"reference_steps must be a multiple of steps_per_call={self.training.steps_per_call}, "
@@ -103,6 +129,43 @@ class Config:
                                      n_train=5000, n_val=250, n_test=500, seeds=2),
                    hparams=T.Hparams(learning_rate=3e-3))
 
+    def estimate(self) -> S.Estimate:
+        """What training asks of the machine, from the sizes alone (nothing is built): the largest
+        of the training pool (``n_train``), the held-out sets (``n_test``, ``n_val``), the models'
+        training states (``seeds``, ``width``), one step's activations (``batch_size``) and the
+        recorded curves (``steps``), with the option that sets it; every variant x seed a model; the
+        time at :data:`FLOPS`. :class:`~tokdyn.experiment.study.Refused`, naming the option, for an
+        array too large for XLA's 32-bit indexing (the process would abort)."""
+        tc, task = self.training, self.training.task
+        length = max(V.model_config(tc, n).layout.length for n in self.variants)  # T, the longest sequence
+        vocab, d, g2 = task.vocab.size, tc.width, task.n_patches
+        per_instance = 2 * g2 + tasks.QUESTION_LEN + task.caption_len + 2  # int32 entries of one instance
+        budget = max(tc.steps, self.reference_steps)
+        S.elements_fit("width", 4 * d, d)  # one model's largest leaf, then every seed's
+        S.elements_fit("depth", tc.depth, 4 * d, d)
+        S.elements_fit("seeds", tc.seeds, max(vocab, length, 4 * d) * d)
+        S.elements_fit("seeds", tc.seeds, tc.depth, 4 * d, d)
+        S.elements_fit("n_latents", tc.heads, length, length)
+        S.elements_fit("n_train", tc.n_train, per_instance)
+        S.elements_fit("n_test", tc.n_test, per_instance)
+        S.elements_fit("n_val", tc.n_val, per_instance)
+        S.elements_fit("batch_size", tc.seeds, tc.batch_size, tc.heads, length, length)
+        S.elements_fit("batch_size", tc.seeds, tc.batch_size, length, 4 * d)
+        S.elements_fit("steps", tc.seeds, budget // tc.steps_per_call)
+        params = tc.depth * 12 * d * d + (vocab + length + g2) * d + d * vocab  # blocks, embeddings, head
+        sizes = {
+            "n_train": tc.n_train * (per_instance * 4 + 120),  # the pool and its fingerprints on the host
+            "n_test": (tc.n_test + tc.n_val) * (per_instance * 4 + 120) * 2,
+            "seeds, width or depth": tc.seeds * params * 4 * 8,  # params, Adam's moments, gradients, host copies
+            "batch_size": tc.seeds * tc.batch_size * tc.depth * 4 * (length * d * 14 + 2 * tc.heads * length ** 2),
+            "steps": tc.seeds * (budget // tc.steps_per_call) * 4 * 32,  # the curves, ~32 columns
+        }
+        option = max(sizes, key=sizes.get)
+        steps = sum(training(self, n).steps for n in self.variants)
+        flops = 6.0 * params * tc.batch_size * length * tc.seeds * steps
+        return S.Estimate(memory=sizes[option], option=option, models=len(self.variants) * tc.seeds,
+                          seconds=flops / FLOPS)
+
 
 # ---------------------------------------------------------------------------------------------- one variant
 
@@ -121,20 +184,185 @@ def read_curve(path: str) -> dict:
     return io.read_csv(path) if os.path.exists(path) else {}
 
 
-def _steps_recorded(out: str, name: str, steps: int) -> int:
-    """Steps of ``name`` already done, as far as the files on disk tell (for the progress bar)."""
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(io.jsonable(obj), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def answers_digest(answers) -> str:
+    """The SHA-256 of an answers array (its shape, dtype and bytes), as ``results/V.json`` records it."""
+    a = np.ascontiguousarray(answers)
+    return hashlib.sha256(f"{a.shape}{a.dtype.str}".encode() + a.tobytes()).hexdigest()
+
+
+def write_result(path: str, record: dict) -> str:
+    """``record`` as plain JSON at ``path`` (atomically), with ``sha256``: the SHA-256 of the rest,
+    which :func:`read_result` checks."""
+    record = io.jsonable({k: v for k, v in record.items() if k != "sha256"})
+    return io.write_json(path, {**record, "sha256": _digest(record)})
+
+
+def read_result(path: str) -> dict:
+    """The record :func:`write_result` wrote at ``path``; :class:`tokdyn.io.CorruptFile` naming the
+    file when it is not whole JSON or its content differs from its checksum."""
+    try:
+        record = io.read_json(path)
+    except ValueError as e:
+        raise io.CorruptFile(path, f"not whole JSON: {e}") from None
+    if not isinstance(record, dict) or "sha256" not in record:
+        raise io.CorruptFile(path, "no sha256: not a result this version wrote")
+    sha = record.pop("sha256")
+    if _digest(record) != sha:
+        raise io.CorruptFile(path, "its content differs from the SHA-256 recorded when it was written")
+    return record
+
+
+def read_answers(out: str, name: str) -> np.ndarray:
+    """(seeds, n_test) the test answers of the finished variant ``name`` in ``out``, verified
+    (:class:`tokdyn.io.CorruptFile` naming the file when damaged)."""
+    return io.load_npz(paths(out, name)["answers"])["answers"]
+
+
+def _checkpoint(path: str) -> Optional[dict]:
+    """The arrays of the checkpoint at ``path`` (verified), None when there is none; a damaged one
+    is set aside (a warning naming it) and None returned: its training starts again."""
+    if not os.path.exists(path):
+        return None
+    try:
+        return io.load_npz(path)
+    except io.CorruptFile as e:
+        io.set_aside(path, e.reason)
+        return None
+
+
+def finished(cfg: Config, out: str, name: str) -> bool:
+    """Whether variant ``name`` is finished in ``out``: its result, answers, final checkpoint and
+    curve all whole and in agreement. What cannot be read back is set aside (a warning naming it)
+    and the run recomputes it (:func:`run_variant`): the result and answers from the final
+    checkpoint, the checkpoint by training again; a damaged curve is restored at once from its
+    copy in the answers file."""
     p = paths(out, name)
-    if os.path.exists(p["result"]):
-        return steps
-    c = read_curve(p["curve"])
-    return int(np.max(c["step"])) if len(c.get("step", [])) else 0
+    if not os.path.exists(p["result"]) and not os.path.exists(p["answers"]):
+        return False
+    kept = None
+    if os.path.exists(p["answers"]):
+        try:
+            kept = io.load_npz(p["answers"])
+            missing = [k for k in ("answers", "curve_csv", "steps") if k not in kept]
+            if missing:
+                raise io.CorruptFile(p["answers"], f"it lacks {missing}")
+        except io.CorruptFile as e:
+            io.set_aside(p["answers"], e.reason)
+            kept = None
+    ck = _checkpoint(p["checkpoint"])
+    final = ck is not None and kept is not None and int(ck.get("meta_step", -1)) == int(kept["steps"])
+    if final:
+        _restore_curve(p, kept["curve_csv"].tobytes(), name)
+    if not os.path.exists(p["result"]):
+        return False
+    try:
+        res = read_result(p["result"])
+    except io.CorruptFile as e:
+        io.set_aside(p["result"], e.reason)
+        return False
+    if kept is None:
+        return False
+    if answers_digest(kept["answers"]) != res.get("answers_sha256") or int(res["steps"]) != int(kept["steps"]):
+        io.set_aside(p["answers"], f"its answers are not those {p['result']} records")
+        return False
+    return final
+
+
+def _restore_curve(p: dict, curve: bytes, name: str) -> None:
+    """Write the finished curve ``curve`` of variant ``name`` back when its file differs (a warning
+    naming it; the damaged file set aside)."""
+    try:
+        with open(p["curve"], "rb") as f:
+            if f.read() == curve:
+                return
+    except FileNotFoundError:
+        pass
+    else:
+        warnings.warn(f"{p['curve']} is not the curve the finished variant {name} recorded (truncated or altered): "
+                      f"set aside and restored from {p['answers']}", RuntimeWarning, stacklevel=3)
+        io.set_aside(p["curve"], warn=False)
+    os.makedirs(os.path.dirname(p["curve"]), exist_ok=True)
+    with io.atomic_write(p["curve"], "wb") as f:
+        f.write(curve)
+
+
+def _curve_problem(rows: dict, ck: dict, tc: T.Config, steps: int) -> Optional[str]:
+    """What is wrong with the curve rows of a checkpoint at ``steps`` (None: they are complete and
+    their training logs are the checkpoint's)."""
+    if not rows or "step" not in rows or "seed" not in rows:
+        return "no rows"
+    upto = np.asarray(rows["step"], float) <= steps
+    want = [(k, s) for k in range(tc.steps_per_call, steps + 1, tc.steps_per_call) for s in range(tc.seeds)]
+    have = [(int(a), int(b)) for a, b in zip(np.asarray(rows["step"])[upto], np.asarray(rows["seed"])[upto])]
+    if have != want:
+        return f"{len(have)} rows up to step {steps} where {len(want)} were written"
+    prefix = io.LEAF_PREFIX + "['curves']"
+    for key in ck:
+        col = key[len(prefix) + 2:-2] if key.startswith(prefix) else None
+        if col is None or col not in rows:
+            continue
+        ours = np.asarray(rows[col], float)[upto].astype(np.float32)
+        theirs = np.asarray(ck[key])[[s for _, s in want], [k // tc.steps_per_call - 1 for k, _ in want]]
+        recorded = np.isfinite(theirs)  # a column the checkpoint records only at some calls is NaN at the others
+        if not np.array_equal(ours[recorded], theirs[recorded]):
+            return f"its column {col!r} differs from the checkpoint's"
+    return None
+
+
+def _resume_rows(p: dict, tc: T.Config) -> dict:
+    """The curve rows a resumed training continues from: those of the steps its checkpoint has
+    done (none without a checkpoint). A checkpoint that cannot be read, or whose rows are damaged
+    or missing, is set aside with them (a warning naming both): the variant trains from the start."""
+    ck = _checkpoint(p["checkpoint"])
+    steps = 0 if ck is None else int(ck.get("meta_step", 0))
+    if steps <= 0:
+        return {}
+    try:
+        with open(p["curve"], "rb") as f:
+            whole = f.read().endswith(b"\n")
+        rows = read_curve(p["curve"]) if whole else {}
+        problem = None if whole else "its last line is cut"
+    except FileNotFoundError:
+        rows, problem = {}, "it is missing"
+    except (ValueError, IndexError) as e:
+        rows, problem = {}, f"it cannot be read ({e})"
+    problem = problem or _curve_problem(rows, ck, tc, steps)
+    if problem is not None:
+        moved = [io.set_aside(f, problem, warn=False) for f in (p["curve"], p["checkpoint"]) if os.path.exists(f)]
+        warnings.warn(f"{p['curve']} does not hold the learning curve of {p['checkpoint']} ({problem}): both are set "
+                      f"aside ({', '.join(moved)}) and the variant is trained from the start", RuntimeWarning,
+                      stacklevel=3)
+        return {}
+    upto = np.asarray(rows["step"], float) <= steps
+    return {k: [int(x) if k in ("step", "seed") else float(x) for x in np.asarray(v)[upto]] for k, v in rows.items()}
+
+
+def _steps_recorded(cfg: Config, out: str, name: str) -> int:
+    """Steps of ``name`` already done, as far as the files on disk tell (for the progress bar)."""
+    if os.path.exists(paths(out, name)["result"]):
+        return training(cfg, name).steps
+    try:
+        c = read_curve(paths(out, name)["curve"])
+        return int(np.max(c["step"])) if len(c.get("step", [])) else 0
+    except (ValueError, IndexError, KeyError):
+        return 0
 
 
 def _devices(cfg: Config):
     devices = jax.local_devices()
     if cfg.devices > len(devices):
-        raise ValueError(f"devices must be at most the {len(devices)} local devices, got {cfg.devices}")
+        raise S.Refused(f"devices must be at most the {len(devices)} local devices, got {cfg.devices}")
     return devices[:cfg.devices] if cfg.devices else None
+
+
+def check_devices(cfg: Config) -> None:
+    """:class:`~tokdyn.experiment.study.Refused` when ``cfg.devices`` asks for more devices than
+    this machine has."""
+    _devices(cfg)
 
 
 def training(cfg: Config, name: str) -> T.Config:
@@ -168,13 +396,13 @@ def convergence(cfg: Config, name: str, curve: dict) -> dict:
 
 def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadline=None, progress=None) -> bool:
     """Train (or resume) variant ``name`` until it has converged or spent its budget, then test it;
-    True when its results are on disk."""
+    True when its results are on disk (see :func:`finished`: damaged files are set aside and
+    recomputed)."""
     p = paths(out, name)
-    if os.path.exists(p["result"]):
+    if finished(cfg, out, name):
         return True
     tc = training(cfg, name)
-    rows = {k: [int(x) if k in ("step", "seed") else float(x) for x in v] for k, v in read_curve(p["curve"]).items()}
-    t0 = time.time()
+    rows = _resume_rows(p, tc)
 
     def stop(step, state, curves) -> bool:
         logs = {k: v[:, step // tc.steps_per_call - 1] for k, v in curves.items()}  # this call's logs
@@ -199,79 +427,133 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
     answers, captions = evaluation.answers(tc, name, state.params, data.test)
     acc = evaluation.accuracy(tc, name, answers, captions, data.test)
     conv = convergence(cfg, name, rows)
-    with io.atomic_write(p["answers"], "wb") as f:
-        np.savez(f, answers=answers)
-    io.write_json(p["result"], {"variant": name, "steps": conv["steps"], "budget": tc.steps, "accuracy": acc,
-                                "change": conv["change"], "converged": conv["converged"],
-                                "nan_step": np.asarray(state.nan_step), "skipped_steps": np.asarray(state.skipped),
-                                "train_seconds_this_session": time.time() - t0})
+    io.write_csv(p["curve"], rows)  # the rows of exactly the steps trained (a resume may have dropped some)
+    with open(p["curve"], "rb") as f:
+        curve = np.frombuffer(f.read(), np.uint8)
+    io.save_npz(p["answers"], answers=answers, curve_csv=curve, steps=conv["steps"])  # the result, written
+    # last, commits both
+    write_result(p["result"], {"variant": name, "steps": conv["steps"], "budget": tc.steps, "accuracy": acc,
+                               "change": conv["change"], "converged": conv["converged"],
+                               "nan_step": np.asarray(state.nan_step), "skipped_steps": np.asarray(state.skipped),
+                               "answers_sha256": answers_digest(answers)})
     return True
 
 
 # ---------------------------------------------------------------------------------------------- a study directory
 
 
-def check_out(cfg: Config, out: str) -> dict:
-    """The configuration to record in ``out``'s ``config.json``; ``io.OutputConflict`` if ``out``
-    holds a study of another one."""
-    conf = {k: dataclasses.asdict(cfg)[k] for k in ("tolerance", "window", "reference_steps", "training", "hparams")}
-    path = os.path.join(out, "config.json")
-    if os.path.exists(path):
-        old = io.read_json(path)
-        if {k: old.get(k) for k in conf} != io.jsonable(conf):
-            raise io.OutputConflict(f"{out} holds a study with a different configuration; use another --out")
-    return conf
+def open_study(cfg: Config, out: str, *, fresh: bool = False, quiet: bool = False) -> S.Study:
+    """The latent-reasoning study directory ``out`` for ``cfg``, checked and stamped
+    (:meth:`tokdyn.experiment.study.Study.open`: a directory of another configuration is refused
+    naming the fields that differ, unless ``fresh``)."""
+    return S.Study.open(out, STUDY, cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(), quiet=quiet)
 
 
-def train_variants(cfg: Config, source: str, names: Sequence[str], *, quiet: bool, deadline=None,
+def splits(cfg: Config) -> tasks.Splits:
+    """The training pool, validation and test sets of the study (:func:`tokdyn.models.latent.training.data`);
+    :class:`~tokdyn.experiment.study.Refused` when the task has fewer distinct instances than the sets ask for."""
+    try:
+        return T.data(cfg.training)
+    except ValueError as e:
+        raise S.Refused(str(e)) from None
+
+
+def train_variants(cfg: Config, out: str, names: Sequence[str], *, quiet: bool, deadline=None,
                    data: Optional[tasks.Splits] = None) -> bool:
-    """Train (or resume) the variants ``names``, in order, in the study directory ``source`` (of
-    configuration ``cfg``; ``config.json`` records it with ``names``) until each has converged or
-    spent its budget, with one progress bar over their steps unless ``quiet``; stops at
-    ``deadline`` (a ``time.time()``; finished work is kept). ``data``: the training, validation and
-    test sets (``T.data(cfg.training)``; drawn when not given). True when every variant is finished."""
+    """Train (or resume) the variants ``names``, in order, in the study directory ``out`` (opened
+    for ``cfg`` with :func:`open_study`) until each has converged or spent its budget, with one
+    progress bar over their steps unless ``quiet``; stops at ``deadline`` (a ``time.time()``;
+    finished work is kept). ``data``: the training, validation and test sets (:func:`splits`; drawn
+    when not given). True when every variant is finished."""
     names = list(names)
-    conf = check_out(dataclasses.replace(cfg, variants=tuple(names)).validate(), source)
-    io.write_json(os.path.join(source, "config.json"), {**conf, "variants": names, "environment": io.environment()})
-    data = T.data(cfg.training) if data is None else data
+    data = splits(cfg) if data is None else data
     done = True
     budgets = {name: training(cfg, name).steps for name in names}
-    recorded = sum(_steps_recorded(source, name, budgets[name]) for name in names)
+    recorded = sum(_steps_recorded(cfg, out, name) for name in names)
     with io.Progress(sum(budgets.values()), desc="latent-reasoning", unit="steps", done=recorded,
                      quiet=quiet) as progress:
         for name in names:
             progress.note(f"variant {name}")
-            done = run_variant(cfg, name, source, data, deadline=deadline, progress=progress) and done
+            done = run_variant(cfg, name, out, data, deadline=deadline, progress=progress) and done
             if not done:
                 break
     return done
 
 
+def record(study: S.Study, cfg: Config, **extra) -> str:
+    """``config.json`` of the study directory: the stamp, the variants finished there (whoever
+    trained them), this run's selection and ``extra`` (timings)."""
+    names = [v for v in VARIANTS if os.path.exists(paths(study.out, v)["result"])]
+    return study.finish(variants=names, selection={k: getattr(cfg, k) for k in SELECTION}, **extra)
+
+
+def check_apart(out: str, source: str) -> None:
+    """:class:`~tokdyn.experiment.study.Refused` when an analysis's ``out`` and its ``source`` are
+    the same directory or one lies inside the other (``--fresh`` would remove the source)."""
+    o, src = (os.path.realpath(p) for p in (out, source))
+    if o == src or o.startswith(src + os.sep) or src.startswith(o + os.sep):
+        raise S.Refused(f"out={out!r} and source={source!r} must be separate directories (neither inside the other): "
+                        "the source holds the trained reasoners the study reads")
+
+
+def open_source(cfg: Config, source: str, need: Sequence[str] = (), *, train: bool = True, quiet: bool = False,
+                option: str = "source") -> tuple[Config, dict]:
+    """``(cfg, stamp)`` of the latent-reasoning directory ``source`` that an analysis reads,
+    checked before any work: a directory stamped with another configuration than ``cfg`` is
+    refused (:class:`tokdyn.io.OutputConflict` naming the fields that differ; only ``devices``,
+    how the source split its seeds, is taken from the source); a directory that holds no such
+    study is stamped for ``cfg`` when ``train`` (its variants are trained by
+    :func:`ensure_trained`), refused otherwise, as is a source lacking a variant of ``need``
+    when not ``train``."""
+    old = S.read_stamp(source) if os.path.isdir(source) else None
+    if old is None:
+        if not train:
+            raise S.Refused(f"{option}={source!r} holds no latent-reasoning study (no {S.STAMP}): train its variants "
+                            f"with `tokdyn study latent-reasoning --out {source}`, or drop --no-train")
+        return cfg, open_study(cfg, source, quiet=quiet).stamp
+    if old.get("study") == STUDY and isinstance(old.get("config"), dict):
+        devices = old["config"].get("devices")
+        if isinstance(devices, int) and not isinstance(devices, bool) and devices >= 0:
+            cfg = dataclasses.replace(cfg, devices=devices)
+    stamp = S.source_stamp(source, STUDY, expected=cfg, selection=SELECTION, option=option)
+    if not train:
+        missing = [v for v in dict.fromkeys(need) if not finished(cfg, source, v)]
+        if missing:
+            raise S.Refused(f"{option}={source!r} lacks the trained variants {missing}: train them with `tokdyn "
+                            f"study latent-reasoning --variants {','.join(missing)} --out {source}` (with the "
+                            "source's settings), or drop --no-train")
+    return cfg, stamp
+
+
 def ensure_trained(cfg: Config, source: str, need: Sequence[str], *, train: bool = True, quiet: bool = False) -> Config:
-    """Make sure the study directory ``source`` (of configuration ``cfg``) holds the trained
-    variants ``need``, training the missing ones there when ``train`` (keeping the variants it
-    already has); returns ``cfg``. Used by the studies that analyse trained reasoners."""
-    need = list(dict.fromkeys(need))
-    missing = [v for v in need if not os.path.exists(paths(source, v)["result"])]
+    """Make sure the latent-reasoning directory ``source`` (checked against ``cfg`` by
+    :func:`open_source`) holds the finished variants ``need``, training the missing ones there
+    when ``train`` (the variants it already has are kept); returns the source's configuration.
+    Used by the studies that analyse trained reasoners."""
+    cfg, _ = open_source(cfg, source, need, train=train, quiet=quiet)
+    missing = [v for v in dict.fromkeys(need) if not finished(cfg, source, v)]
     if not missing:
         return cfg
-    if not train:
-        raise ValueError(f"source {source} lacks the trained variants {missing}: train them with "
-                         f"`tokdyn study latent-reasoning --variants {','.join(missing)} --out {source}`")
-    path = os.path.join(source, "config.json")
-    recorded = io.read_json(path).get("variants", []) if os.path.exists(path) else []
-    names = list(dict.fromkeys(list(recorded) + need))  # keep what is there
+    check_devices(cfg)
+    study = open_study(cfg, source, quiet=quiet)
     deadline = None if cfg.max_minutes is None else time.time() + 60 * cfg.max_minutes
-    if not train_variants(cfg, source, names, quiet=quiet, deadline=deadline):
+    if not train_variants(cfg, source, missing, quiet=quiet, deadline=deadline):
         raise RuntimeError(f"training the source variants in {source} did not finish")
+    record(study, cfg)
     return cfg
 
 
 def load_variant(cfg: Config, source: str, name: str):
     """(model, params stacked over seeds, training config) of the trained variant ``name`` in the
-    study directory ``source``."""
+    study directory ``source``; a damaged checkpoint is set aside (a warning naming it) and
+    :class:`tokdyn.io.CorruptFile` raised: the next run trains it again."""
     tc = training(cfg, name)
-    state = T.load(paths(source, name)["checkpoint"], tc, name, cfg.hparams)
+    path = paths(source, name)["checkpoint"]
+    try:
+        state = T.load(path, tc, name, cfg.hparams)
+    except io.CorruptFile as e:
+        io.set_aside(path, e.reason)
+        raise
     return M.Model(V.model_config(tc, name)), state.params, tc
 
 
@@ -279,7 +561,7 @@ def midway(cfg: Config, source: str, name: str) -> tuple[int, int]:
     """(step, curriculum stage) half-way through the training of ``name`` that ``source`` records
     (rounded down to ``steps_per_call``)."""
     tc = training(cfg, name)
-    final = int(io.read_json(paths(source, name)["result"])["steps"])
+    final = int(read_result(paths(source, name)["result"])["steps"])
     step = max(final // 2 // tc.steps_per_call, 1) * tc.steps_per_call
     ends = np.cumsum([n for *_, n in stages(tc, name)])
     return step, int(np.searchsorted(ends, step, side="left"))
@@ -290,16 +572,24 @@ def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool
     checkpoint records (rounded down to ``steps_per_call``): read from
     ``checkpoints/V@STEP.npz`` when there, otherwise trained there from scratch to that step. The
     training is deterministic on the same devices, so this is the state the full run passed
-    through; a curriculum variant gets the model of the stage it was then in. ``pool``: the
-    training set (``T.data(...).train``; drawn again when not given)."""
+    through; a curriculum variant gets the model of the stage it was then in. A damaged file is
+    set aside (a warning naming it) and trained again. ``pool``: the training set
+    (``T.data(...).train``; drawn again when not given)."""
     tc = training(cfg, name)
     step, stage = midway(cfg, source, name)
     path = os.path.join(source, "checkpoints", f"{name}@{step}.npz")
     partial = os.path.join(source, "checkpoints", f"{name}@{step}.partial.npz")
+    state = None
     if os.path.exists(path):
-        state = T.load(path, tc, name, cfg.hparams)
-    else:
-        done = int(np.asarray(T.load(partial, tc, name, cfg.hparams).step)[0]) if os.path.exists(partial) else 0
+        try:
+            state = T.load(path, tc, name, cfg.hparams)
+        except io.CorruptFile as e:
+            io.set_aside(path, e.reason)
+    if state is None:
+        if _checkpoint(partial) is not None:
+            done = int(np.asarray(T.load(partial, tc, name, cfg.hparams).step)[0])
+        else:
+            done = 0
         pool = T.data(tc).train if pool is None else pool
         state = train.train_many(T.trainer(tc, name), pool, *T.models(tc, cfg.hparams), checkpoint=partial,
                                  stamp=T.stamp(tc, name), max_calls=(step - done) // tc.steps_per_call, quiet=quiet,

@@ -33,9 +33,23 @@ there first) and, on the first ``n_instances`` test instances, with every seed:
   second, against the majority-class rate.
 
 Plus ``similarity.png`` (cosine similarity of latents across instances and steps),
-``decomposition.png`` (gain retained with intervals), ``probes.png``, ``summary.md`` and
-``config.json``. Each (variant, part) result is kept in ``parts/`` as it finishes; a rerun of the
-same configuration reuses it.
+``decomposition.png`` (gain retained with intervals), ``probes.png``, ``summary.md``, ``study.json``
+(the stamp) and ``config.json`` (the stamp, the source's configuration, this run's selection,
+timings).
+
+**The source.** Its own stamp is checked before any work against the latent-reasoning
+configuration of ``--preset`` (``devices``, how it split its seeds, is taken from it): a source
+trained with other settings (``--steps``, ``--learning-rate``, ...) is refused naming the fields
+that differ, and so is one lacking a variant under ``--no-train``. The source's stamp enters this
+study's, so results are never reused across sources of other configurations.
+
+**Resuming and --fresh.** ``DIR`` is stamped with this configuration before any work (but the
+fields that only choose what runs: ``source``, ``train``, ``variants``, ``reference``,
+``midway``). Each (variant, part) result is kept in ``parts/`` as it finishes (checksummed; a
+damaged part is named, set aside and recomputed, as is a damaged mid-training checkpoint of the
+source): a rerun, also after a SIGKILL, computes only what is missing. A rerun with another
+configuration is refused naming the fields that differ; ``--fresh`` empties ``DIR`` and starts
+afresh.
 """
 
 from __future__ import annotations
@@ -54,12 +68,15 @@ from tokdyn import _checks, geometry, io, probes, stats
 from tokdyn.diagnostics import mediation as D
 from tokdyn.diagnostics import perturb
 from tokdyn.experiment import reasoners as LR
+from tokdyn.experiment import study as S
 from tokdyn.models.latent import tasks, variants
 from tokdyn.models.latent import model as M
 from tokdyn.models.latent import training as T
 from tokdyn.stats import figures
 
 PRESETS = ("default", "quick")
+STUDY = "latent-diagnostics"
+SELECTION = ("source", "train", "variants", "reference", "midway")  # fields that only choose which parts run
 FACTS = ("answer", "top_row_count", "centre_colour", "helper_centre")
 STAGES = ("mid", "final")
 
@@ -119,6 +136,8 @@ class Config:
     root_seed: int = 0
 
     def validate(self) -> "Config":
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError(f"source must be the path of a latent-reasoning study directory, got {self.source!r}")
         _checks.choice("preset", self.preset, PRESETS)
         for field in ("train", "midway"):
             if not isinstance(getattr(self, field), bool):
@@ -128,6 +147,12 @@ class Config:
         for name in self.variants:
             if variants.variant(name).latent_mode == "none":
                 raise ValueError(f"variants must have a latent block (latent_mode 'feedback' or 'pause'), got {name!r}")
+        for field in ("variants", "perturbations", "noise_sigmas", "interventions", "settings"):
+            value = getattr(self, field)
+            if isinstance(value, (str, float, int)):
+                raise TypeError(f"{field} must be a tuple, got {value!r}")
+            if len(set(value)) != len(value):
+                raise ValueError(f"{field} must not repeat an entry, got {value!r}")
         if self.reference:
             variants.variant(self.reference)
         for field, allowed in (("perturbations", perturb.PERTURBATIONS), ("interventions", D.INTERVENTIONS),
@@ -154,7 +179,27 @@ class Config:
         self.probe_hparams()
         _checks.positive_int("n_resamples", self.n_resamples)
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
+        if self.root_seed > LR.MAX_ROOT_SEED:
+            raise ValueError(f"root_seed must be at most {LR.MAX_ROOT_SEED} (a PRNG key keeps 32 bits of it), got "
+                             f"{self.root_seed}")
         return self
+
+    def estimate(self) -> S.Estimate:
+        """The largest working set: every setting's forward pass of every instance and seed at once
+        (logits, hidden states, attention), the probes' features, or the bootstrap's resamples;
+        :class:`~tokdyn.experiment.study.Refused` naming the option for an array too large for
+        XLA's 32-bit indexing."""
+        lr = self.reasoning()
+        tc = lr.training
+        names = tuple(self.variants) + ((self.reference,) if self.reference else ())
+        length = max(variants.model_config(LR.training(lr, n), n).layout.length for n in names)
+        per_pass = length * (tc.task.vocab.size + (tc.depth + 1) * tc.width + tc.depth * tc.heads * length)
+        S.elements_fit("n_resamples", self.n_resamples, self.n_instances)
+        S.elements_fit("n_instances", tc.seeds, self.n_instances, per_pass)
+        sizes = {"n_instances": tc.seeds * self.n_instances * per_pass * 4 * 3,
+                 "n_resamples": self.n_resamples * self.n_instances * 8 * 3}
+        option = max(sizes, key=sizes.get)
+        return S.Estimate(memory=sizes[option], option=option, models=len(names) * tc.seeds)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -342,31 +387,24 @@ def probe_rows(cfg: Config, name: str, features: str, x: np.ndarray, targets: di
     return rows
 
 
-# ---------------------------------------------------------------------------------------------- parts
-
-
-def _part(path: str, stamp: str, compute) -> list[dict]:
-    """``compute()`` (rows), kept at ``path`` (JSON) with ``stamp``; reused when the stamp matches."""
-    if os.path.exists(path):
-        saved = io.read_json(path)
-        if saved.get("stamp") == stamp:  # JSON holds non-finite numbers as strings
-            return [{k: float(v) if v in ("nan", "inf", "-inf") else v for k, v in r.items()} for r in saved["rows"]]
-    rows = compute()
-    io.write_json(path, {"stamp": stamp, "rows": rows})
-    return rows
-
-
 # ---------------------------------------------------------------------------------------------- main
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> bool:
-    """Run the study; returns True when it finished."""
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
+    """Run the study; returns True when it finished. The source is checked, and ``out`` stamped,
+    before any work (see the module docstring); ``fresh`` removes what another configuration
+    wrote in ``out``."""
     cfg.validate()
-    os.makedirs(os.path.join(out, "parts"), exist_ok=True)
-    t0 = time.time()
-    lr = cfg.reasoning()
+    estimate = cfg.estimate()
+    S.check_output(out)
+    S.check_resources(STUDY, estimate)
+    LR.check_apart(out, cfg.source)  # all checked before the source is opened (and, if new, stamped)
     need = list(cfg.variants) + ([cfg.reference] if cfg.reference else [])
-    LR.ensure_trained(lr, cfg.source, need, train=cfg.train, quiet=quiet)
+    lr, source = LR.open_source(cfg.reasoning(), cfg.source, need, train=cfg.train, quiet=quiet)
+    study = S.Study.open(out, STUDY, cfg, fresh=fresh, selection=SELECTION, sources={"reasoning": source},
+                         estimate=estimate, quiet=quiet)
+    t0 = time.time()
+    lr = LR.ensure_trained(lr, cfg.source, need, train=cfg.train, quiet=quiet)
     tc0 = LR.training(lr, cfg.variants[0])
     data = T.data(tc0)
     test0 = jax.tree_util.tree_map(lambda a: a[:cfg.n_instances], data.test)
@@ -376,15 +414,8 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
     def batch_of(tc, name, stage=-1):  # the caption tokens a curriculum stage has replaced are <pad>
         return variants.stage_batch(test0, variants.dropped_captions(tc, name, stage), pad)
 
-    base = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("train", "variants", "reference")}
-
-    def stamp(name: str, part: str, extra: str = "") -> str:
-        weights = os.path.join(cfg.source, "checkpoints", f"{name}.npz")
-        return repr(sorted({**base, "variant": name, "part": part, "extra": extra,
-                            "weights": f"{os.path.abspath(weights)}:{os.path.getmtime(weights)}"}.items()))
-
-    def part(name: str, what: str, compute, extra: str = ""):
-        return _part(os.path.join(out, "parts", f"{name}__{what}.json"), stamp(name, what, extra), compute)
+    def part(name: str, what: str, compute, extra: str = ""):  # kept in parts/<name>__<what>.json
+        return study.rows(f"{name}__{what}", compute, key={"variant": name, "part": what, "extra": extra})
 
     med, dec, col, prb, latents_of = [], [], [], [], {}
     loaded = {name: LR.load_variant(lr, cfg.source, name) for name in cfg.variants}
@@ -413,7 +444,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
             prb += part(name, "probes_patches", lambda: probe_rows(
                 cfg, name, "patches", states.reshape(s, b, -1), targets))
         dec += part(name, "decomposition_final", lambda: decomposition(
-            cfg, name, "final", int(io.read_json(os.path.join(cfg.source, "results", f"{name}.json"))["steps"]),
+            cfg, name, "final", int(LR.read_result(LR.paths(cfg.source, name)["result"])["steps"]),
             model, params, test))
         if cfg.midway:
             def mid():
@@ -444,8 +475,8 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
     text = summary(med, dec, col, prb)
     with io.atomic_write(os.path.join(out, "summary.md")) as f:
         f.write(text + "\n")
-    io.write_json(os.path.join(out, "config.json"), {**dataclasses.asdict(cfg), "reasoning": dataclasses.asdict(lr),
-                                                      "seconds": time.time() - t0, "environment": io.environment()})
+    study.finish(reasoning=S.config_dict(lr), selection={k: getattr(cfg, k) for k in SELECTION},
+                 timings={"seconds": time.time() - t0})
     if not quiet:
         print(text)
     return True

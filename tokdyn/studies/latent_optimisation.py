@@ -19,9 +19,25 @@ trained there first, resuming like that study), then on the first ``n_instances`
 
 Outputs: ``optimiser.csv`` (variant x seed x method x family), ``optimiser_tests.csv`` (paired
 t-tests of each method's per-instance correctness against ``before``, the mean over seeds, per
-family and overall, Holm-corrected over the table), ``rewards.csv`` (the mean reward after each
-iteration), ``grounding.csv``, ``optimiser.png`` (reward over iterations; accuracy before and after),
-``grounding.png`` (histograms of the answer token's grounding), ``summary.md`` and ``config.json``.
+family and overall, Holm-corrected over the table; a family with fewer than 2 of the instances is
+listed with NaN statistics), ``rewards.csv`` (the mean reward after each iteration),
+``grounding.csv``, ``optimiser.png`` (reward over iterations; accuracy before and after),
+``grounding.png`` (histograms of the answer token's grounding), ``summary.md``, ``study.json`` (the
+stamp) and ``config.json`` (the stamp, the source's configuration, this run's selection, timings).
+
+**The source.** Its own stamp is checked before any work against the latent-reasoning
+configuration of ``--preset`` (``devices``, how it split its seeds, is taken from it): a source
+trained with other settings (``--steps``, ``--learning-rate``, ...) is refused naming the fields
+that differ, and so is one lacking a variant under ``--no-train``. The source's stamp enters this
+study's, so results are never reused across sources of other configurations.
+
+**Resuming and --fresh.** ``DIR`` is stamped with this configuration before any work (but the
+fields that only choose what runs: ``source``, ``train``, ``variants``, ``methods``,
+``sweep_method``, ``sweep_learning_rates``, ``grounding_variants``, ``perturbations``). Every run of
+the optimiser (variant x method, and the controls) and every variant's grounding is kept in
+``parts/`` as it finishes (checksummed; a damaged part is named, set aside and recomputed): a rerun,
+also after a SIGKILL, computes only what is missing. A rerun with another configuration is refused
+naming the fields that differ; ``--fresh`` empties ``DIR`` and starts afresh.
 """
 
 from __future__ import annotations
@@ -39,9 +55,9 @@ import numpy as np
 from tokdyn import _checks, io, stats
 from tokdyn.diagnostics import dmlr, grounding, perturb
 from tokdyn.experiment import reasoners as LR
+from tokdyn.experiment import study as S
 from tokdyn.models.latent import evaluation, tasks, variants
 from tokdyn.models.latent import model as M
-from tokdyn.models.latent import training as T
 from tokdyn.stats import figures
 
 METHODS = {  # name: (reward, estimator, visual injection)
@@ -54,6 +70,9 @@ METHODS = {  # name: (reward, estimator, visual injection)
 }
 CONTROLS = ("before", "random")
 PRESETS = ("default", "quick")
+STUDY = "latent-optimisation"
+SELECTION = ("source", "train", "variants", "methods", "sweep_method", "sweep_learning_rates", "grounding_variants",
+             "perturbations")  # fields that only choose which parts run (not stamped)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,33 +124,55 @@ class Config:
     root_seed: int = 0
 
     def validate(self) -> "Config":
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError(f"source must be the path of a latent-reasoning study directory, got {self.source!r}")
         _checks.choice("preset", self.preset, PRESETS)
         if not isinstance(self.train, bool):
             raise TypeError(f"train must be a bool, got {self.train!r}")
+        feedback = sorted(v for v, spec in variants.VARIANTS.items() if spec.latent_mode == "feedback")
+        if isinstance(self.variants, str) or not self.variants:
+            raise ValueError(f"variants must name at least one latent-feedback variant (one of {feedback}), got "
+                             f"{self.variants!r}")
         for name in self.variants:
             if variants.variant(name).latent_mode != "feedback":
                 raise ValueError(f"variants must be latent-feedback variants (they have latents to optimise), "
                                  f"got {name!r}")
+        for field in ("variants", "methods", "grounding_variants", "perturbations", "sweep_learning_rates"):
+            value = getattr(self, field)
+            if isinstance(value, (str, float, int)):
+                raise TypeError(f"{field} must be a tuple, got {value!r}")
+            if len(set(value)) != len(value):
+                raise ValueError(f"{field} must not repeat an entry, got {value!r}")
         for field, allowed in (("methods", METHODS), ("perturbations", perturb.PERTURBATIONS)):
             value = getattr(self, field)
-            if isinstance(value, str) or not value:
+            if not value:
                 raise ValueError(f"{field} must name at least one of {sorted(allowed)}, got {value!r}")
             for v in value:
                 _checks.choice(field, v, allowed)
         _checks.choice("sweep_method", self.sweep_method, METHODS)
-        if isinstance(self.sweep_learning_rates, (str, float, int)):
-            raise TypeError(f"sweep_learning_rates must be a tuple of rates, got {self.sweep_learning_rates!r}")
         for rate in self.sweep_learning_rates:
             _checks.real("sweep_learning_rates", rate, low=0.0, low_open=True)
         for name in self.grounding_variants:
             variants.variant(name)
         _checks.real("threshold", self.threshold)
-        _checks.positive_int("n_instances", self.n_instances, minimum=3)
-        if self.n_instances > self.reasoning().training.n_test:
-            raise ValueError(f"n_instances must be at most the source's {self.reasoning().training.n_test} test "
-                             f"instances, got {self.n_instances}")
+        tc = self.reasoning().training
+        families = tc.task.families
+        _checks.positive_int("n_instances", self.n_instances, minimum=1)
+        least = max(3, 2 * len(families))
+        if self.n_instances < least:
+            raise ValueError(f"n_instances must be at least {least}: the paired t-tests are per task family and need "
+                             f"2 instances of each of the source's {len(families)} families {list(families)} (and "
+                             f"the grounding correlations 3 in all), got {self.n_instances}")
+        if self.n_instances > tc.n_test:
+            raise ValueError(f"n_instances must be at most the source's {tc.n_test} test instances, got "
+                             f"{self.n_instances}")
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
+        if self.root_seed > LR.MAX_ROOT_SEED:
+            raise ValueError(f"root_seed must be at most {LR.MAX_ROOT_SEED} (a PRNG key keeps 32 bits of it), got "
+                             f"{self.root_seed}")
         self.optimiser("es_entropy_best")
+        if self.top_m > tc.task.n_patches:
+            raise ValueError(f"top_m must be at most the {tc.task.n_patches} image patches, got {self.top_m}")
         self.hparams()
         return self
 
@@ -160,6 +201,24 @@ class Config:
         """(row name, hparams) of every optimiser run: the methods, then the learning-rate sweep."""
         out = [(m, self.hparams()) for m in self.methods]
         return out + [(f"{self.sweep_method}@lr={r:g}", self.hparams(r)) for r in self.sweep_learning_rates]
+
+    def estimate(self) -> S.Estimate:
+        """The largest working set: one chunk of 4 instances x 2 ``n_pairs`` perturbed evaluations
+        per seed (logits, hidden states, attention), or the rewards over ``n_iters`` iterations of
+        every instance; :class:`~tokdyn.experiment.study.Refused` naming the option for an array
+        too large for XLA's 32-bit indexing."""
+        lr = self.reasoning()
+        tc = lr.training
+        names = tuple(self.variants) + tuple(self.grounding_variants)
+        length = max(variants.model_config(LR.training(lr, n), n).layout.length for n in names)
+        per_eval = length * (tc.task.vocab.size + (tc.depth + 1) * tc.width + tc.depth * tc.heads * length)
+        S.elements_fit("n_pairs", tc.seeds, 4, 2 * self.n_pairs, per_eval)
+        S.elements_fit("n_iters", tc.seeds, self.n_instances, self.n_iters, tc.n_latents, tc.width)
+        sizes = {"n_pairs": tc.seeds * 4 * 2 * self.n_pairs * per_eval * 4 * 3,
+                 "n_iters": tc.seeds * self.n_instances * self.n_iters * (tc.n_latents * tc.width + 4) * 4 * 2}
+        option = max(sizes, key=sizes.get)
+        runs = len(self.variants) * (len(self.runs()) + 1) * tc.seeds
+        return S.Estimate(memory=sizes[option], option=option, models=runs)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -202,22 +261,19 @@ def _controls_fn(model: M.Model, opt: dmlr.Config):
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
 
 
-def run_optimiser(cfg: Config, name: str, model, params, test, parts: Optional[str] = None,
-                  source_stamp: str = "") -> dict:
+def run_optimiser(cfg: Config, name: str, model, params, test, study: Optional[S.Study] = None) -> dict:
     """Per run of :meth:`Config.runs` (and control): answers (S, N), reward before/after (S, N),
-    rewards over iterations (S, N, T), injected patches (S, N) and the seconds spent. With ``parts``
-    (a folder) each run's result is kept there as it finishes and reused by a rerun of the same
-    settings and ``source_stamp`` (what identifies the trained weights)."""
+    rewards over iterations (S, N, T), injected patches (S, N) and the seconds spent. With
+    ``study`` each run's result is kept as a part of it (``parts/<variant>__<run>.npz``) as it
+    finishes and reused by a rerun (the part is keyed by the study's stamp, which holds the
+    source's)."""
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), 1)
     index = jnp.arange(test.answer.shape[0])
-    skip = ("methods", "sweep_learning_rates", "grounding_variants", "perturbations", "threshold", "train", "variants")
-    base = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
 
     def stored(run: str, compute) -> dict:
-        if parts is None:
+        if study is None:
             return compute()
-        stamp = repr(sorted({**base, "variant": name, "run": run, "weights": source_stamp}.items()))
-        return io.kept(os.path.join(parts, f"{name}__{run}.npz"), stamp, compute)
+        return study.part(f"{name}__{run}", compute, key={"variant": name, "run": run})
 
     def controls():
         t0 = time.time()
@@ -253,6 +309,8 @@ def optimiser_tables(cfg: Config, results: dict, test, families) -> tuple[dict, 
             flipped = r["answer"] != per["before"]["answer"]
             for s in range(correct.shape[0]):
                 for f, m in sel.items():
+                    if not m.any():
+                        continue
                     rows.append({"variant": name, "seed": s, "method": method, "family": f, "n": int(m.sum()),
                                  "accuracy_before": before[s, m].mean(), "accuracy": correct[s, m].mean(),
                                  "reward_before": np.nanmean(r["reward_before"][s, m]),
@@ -269,6 +327,11 @@ def optimiser_tables(cfg: Config, results: dict, test, families) -> tuple[dict, 
                 continue
             a, b = correct.mean(0), before.mean(0)  # (N,) per-instance accuracy over seeds
             for f, m in sel.items():
+                if m.sum() < 2:  # no test of fewer than 2 pairs: listed, NaN
+                    tests.append({"variant": name, "method": method, "family": f, "n": int(m.sum()),
+                                  "mean_diff": float(np.mean(a[m] - b[m])) if m.any() else np.nan, "t": np.nan,
+                                  "p": np.nan, "d": np.nan})
+                    continue
                 t = stats.paired_ttest(a[m], b[m])
                 tests.append({"variant": name, "method": method, "family": f, "n": int(m.sum()),
                               "mean_diff": float(np.mean(a[m] - b[m])), "t": float(t.statistic),
@@ -276,7 +339,10 @@ def optimiser_tables(cfg: Config, results: dict, test, families) -> tuple[dict, 
                               if np.any(a[m] != b[m]) else 0.0})
     cols = io.to_columns(tests)
     if tests:
-        cols["p_holm"] = list(stats.holm(np.asarray(cols["p"], float)))
+        p = np.asarray(cols["p"], float)
+        holm = np.full(p.shape, np.nan)
+        holm[np.isfinite(p)] = stats.holm(p[np.isfinite(p)]) if np.isfinite(p).any() else []
+        cols["p_holm"] = list(holm)
     return io.to_columns(rows), cols, io.to_columns(curves)
 
 
@@ -321,6 +387,24 @@ def run_grounding(cfg: Config, name: str, model, params, tc, test, families) -> 
                          "r_grounding_p": g.pvalue, "r_confidence_correct": c.r, "r_confidence_low": c.low,
                          "r_confidence_high": c.high, "r_confidence_p": c.pvalue})
     return rows, {k: np.concatenate(v) for k, v in hist.items()}
+
+
+def grounding_part(study: S.Study, cfg: Config, lr: LR.Config, name: str, test, families) -> tuple[list, dict]:
+    """:func:`run_grounding` of variant ``name``, kept as two parts of ``study`` (its rows, and the
+    answer-token scores per perturbation), keyed by the perturbations (their keys follow their
+    order)."""
+    done = {}
+
+    def compute():
+        if not done:
+            model, params, tc = LR.load_variant(lr, cfg.source, name)
+            done["rows"], done["scores"] = run_grounding(cfg, name, model, params, tc, test, families)
+        return done
+
+    key = {"variant": name, "perturbations": list(cfg.perturbations)}
+    rows = study.rows(f"{name}__grounding", lambda: compute()["rows"], key=key)
+    scores = study.part(f"{name}__grounding_scores", lambda: compute()["scores"], key=key)
+    return rows, {p: np.asarray(scores[p]) for p in cfg.perturbations}
 
 
 # ---------------------------------------------------------------------------------------------- figures, summary
@@ -401,13 +485,22 @@ def summary(table: dict, tests: dict, ground: dict) -> str:
 # ---------------------------------------------------------------------------------------------- main
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> bool:
-    """Run the study; returns True when it finished."""
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
+    """Run the study; returns True when it finished. The source is checked, and ``out`` stamped,
+    before any work (see the module docstring); ``fresh`` removes what another configuration
+    wrote in ``out``."""
     cfg.validate()
-    os.makedirs(out, exist_ok=True)
+    estimate = cfg.estimate()
+    S.check_output(out)
+    S.check_resources(STUDY, estimate)
+    LR.check_apart(out, cfg.source)  # all checked before the source is opened (and, if new, stamped)
+    need = list(cfg.variants) + list(cfg.grounding_variants)
+    lr, source = LR.open_source(cfg.reasoning(), cfg.source, need, train=cfg.train, quiet=quiet)
+    study = S.Study.open(out, STUDY, cfg, fresh=fresh, selection=SELECTION, sources={"reasoning": source},
+                         estimate=estimate, quiet=quiet)
     t_start = time.time()
-    lr = trained(cfg, quiet)
-    data = T.data(lr.training)
+    lr = LR.ensure_trained(lr, cfg.source, need, train=cfg.train, quiet=quiet)
+    data = LR.splits(lr)
     test = jax.tree_util.tree_map(lambda a: a[:cfg.n_instances], data.test)
     families = lr.training.task.families
     results = {}
@@ -415,17 +508,14 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
         model, params, _ = LR.load_variant(lr, cfg.source, name)
         if not quiet:
             print(f"optimising the latents of {name} ({cfg.n_instances} instances x seeds x {len(cfg.methods)} methods)")
-        weights = os.path.join(cfg.source, "checkpoints", f"{name}.npz")
-        results[name] = run_optimiser(cfg, name, model, params, test, parts=os.path.join(out, "parts"),
-                                      source_stamp=f"{os.path.abspath(weights)}:{os.path.getmtime(weights)}")
+        results[name] = run_optimiser(cfg, name, model, params, test, study=study)
     table, tests, curves = optimiser_tables(cfg, results, test, families)
     io.write_csv(os.path.join(out, "optimiser.csv"), table)
     io.write_csv(os.path.join(out, "optimiser_tests.csv"), tests)
     io.write_csv(os.path.join(out, "rewards.csv"), curves)
     rows, hists = [], {}
     for name in cfg.grounding_variants:
-        model, params, tc = LR.load_variant(lr, cfg.source, name)
-        r, h = run_grounding(cfg, name, model, params, tc, test, families)
+        r, h = grounding_part(study, cfg, lr, name, test, families)
         rows += r
         hists[name] = h
     ground = io.to_columns(rows)
@@ -436,9 +526,8 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
     text = summary(table, tests, ground)
     with io.atomic_write(os.path.join(out, "summary.md")) as f:
         f.write(text + "\n")
-    io.write_json(os.path.join(out, "config.json"), {**dataclasses.asdict(cfg), "reasoning": dataclasses.asdict(lr),
-                                                      "seconds": time.time() - t_start,
-                                                      "environment": io.environment()})
+    study.finish(reasoning=S.config_dict(lr), selection={k: getattr(cfg, k) for k in SELECTION},
+                 timings={"seconds": time.time() - t_start})
     if not quiet:
         print(text)
     return True

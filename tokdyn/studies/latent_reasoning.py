@@ -7,13 +7,19 @@ its held-out accuracy has flattened (the validation set's overall accuracy moved
 (``training.steps``; ``reference_steps`` for ``direct`` and ``text``, the references every variant is
 tested against, so that they can converge), and writes
 
-- ``config.json``         the study's configuration, the environment
+- ``study.json``          the stamp: the whole configuration (but ``variants``, ``train`` and
+                          ``max_minutes``, which only choose what runs) and the tokdyn version,
+                          written before anything is trained
+- ``config.json``         the stamp, the variants finished in the directory, this run's selection,
+                          the environment and the time taken
 - ``checkpoints/V.npz``   the training state of variant V (all seeds), after every
-                          ``steps_per_call`` steps; a rerun resumes from it
+                          ``steps_per_call`` steps, checksummed; a rerun resumes from it
 - ``curves/V.csv``        one row per (step, seed): the training losses and the held-out accuracy
                           per family (``val_<family>``, ``val_all``)
-- ``results/V.json``      V's test accuracy per family and seed, steps run, convergence, NaNs
-- ``results/V.npz``       V's test answers, per seed and instance (for the paired tests)
+- ``results/V.json``      V's test accuracy per family and seed, steps run, convergence, NaNs (with
+                          the SHA-256 of its content and of the answers)
+- ``results/V.npz``       V's test answers, per seed and instance (for the paired tests), and a
+                          copy of its finished curve (checksummed)
 - ``accuracy.csv``        one row per (variant, family, seed): accuracy, the family's majority
                           answer rate (``chance``), the exact question-only optimum
                           (``question_only``), the accuracy of the optimal question-only rule
@@ -27,14 +33,25 @@ tested against, so that they can converge), and writes
 - ``summary.md``          mean (min-max over seeds) accuracy per variant and family, convergence
 - ``learning_curves.png`` held-out accuracy per family over steps, every variant, seeds thin
 
-``max_minutes`` stops the run cleanly (finished work is on disk); the same command continues it
-(finished variants are skipped, unfinished ones resume from their checkpoint) and ends with the
-results of an uninterrupted run. An ``--out`` holding a study of another configuration is refused.
-``--no-train`` only collects and reports what is on disk.
+**Resuming.** ``max_minutes`` stops the run cleanly (finished work is on disk); the same command
+continues it (finished variants are skipped, unfinished ones resume from their checkpoint) and ends
+with the bits of an uninterrupted run, also after a SIGKILL at any moment (every file is written
+atomically). A file that cannot be read back whole (a truncated checkpoint, result, answers or
+curve) is named in a warning, set aside to ``corrupt/`` beside it and recomputed
+(:func:`tokdyn.experiment.reasoners.finished`). The tables are rebuilt from the finished variants
+on every run. ``--no-train`` only collects and reports what is on disk.
 
-The configuration, the training of a variant and the files of one live in
-:mod:`tokdyn.experiment.reasoners` (shared with the studies that analyse trained reasoners); this
-module holds the study's tables, figures and :func:`main`.
+**Another configuration.** A directory stamped with another configuration (``--steps``,
+``--learning-rate``, ``--devices``, ...) is refused before anything runs, naming the fields that
+differ; ``--fresh`` removes everything in it (variants, tables, figures) and starts afresh. A
+configuration too large for this machine (``--n-train``, ``--seeds``, ``--batch-size``) is refused
+naming the option; one that will take hours says so first.
+
+The analysis studies (``latent-optimisation``, ``latent-diagnostics``) read such a directory as
+their ``--source`` and may train the variants they need into it; they check its stamp against the
+configuration they expect. The configuration, the training of a variant and the files of one live
+in :mod:`tokdyn.experiment.reasoners` (shared with those studies); this module holds the study's
+tables, figures and :func:`main`.
 """
 
 from __future__ import annotations
@@ -46,10 +63,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tokdyn import io, stats
-from tokdyn.experiment.reasoners import (FAMILIES, REFERENCES, Config, check_out, paths, read_curve,  # noqa: F401
-                                         train_variants, training)
+from tokdyn.experiment import study as S
+from tokdyn.experiment.reasoners import (FAMILIES, REFERENCES, Config, check_devices, finished,  # noqa: F401
+                                         open_study, paths, read_answers, read_curve, read_result, record,
+                                         splits, train_variants, training)
 from tokdyn.models.latent import evaluation, tasks
-from tokdyn.models.latent import training as T
 from tokdyn.stats import figures
 
 
@@ -77,14 +95,14 @@ def baselines(cfg: Config, data: tasks.Splits) -> dict:
 
 def collect(out: str, names: Sequence[str], base: dict) -> tuple[dict, dict]:
     """``accuracy.csv`` (variant x family x seed, with the :func:`baselines`) and
-    ``convergence.csv`` (variant x seed) of every finished variant; returns both tables."""
+    ``convergence.csv`` (variant x seed) of the finished variants ``names``; returns both tables."""
     acc_cols = {k: [] for k in ("variant", "family", "seed", "accuracy") + BASELINES + ("converged",)}
     conv_cols = {k: [] for k in ("variant", "seed", "steps", "budget", "change", "converged")}
     for name in names:
         path = paths(out, name)["result"]
         if not os.path.exists(path):
             continue
-        res = io.read_json(path)
+        res = read_result(path)
         converged = [bool(c) for c in res["converged"]]
         for s, c in enumerate(converged):
             for k, v in (("variant", name), ("seed", s), ("steps", res["steps"]), ("budget", res["budget"]),
@@ -111,9 +129,8 @@ def paired_tests(out: str, names: Sequence[str], test: tasks.Instance, families:
     for name in names:
         p = paths(out, name)
         if os.path.exists(p["result"]) and os.path.exists(p["answers"]):
-            with np.load(p["answers"]) as z:
-                correct[name] = (z["answers"] == answer[None]).mean(0)  # (N,) mean over seeds
-            converged[name] = bool(np.all(io.read_json(p["result"])["converged"]))
+            correct[name] = (read_answers(out, name) == answer[None]).mean(0)  # (N,) mean over seeds
+            converged[name] = bool(np.all(read_result(p["result"])["converged"]))
     fam = np.asarray(test.family)
     cols = {k: [] for k in ("variant", "against", "family", "n", "mean_diff", "t", "p", "p_holm", "d", "tested")}
     for ref in REFERENCES:
@@ -164,8 +181,13 @@ def summary_table(acc: dict, conv: dict, families: Sequence[str]) -> str:
 def plot_curves(out: str, names: Sequence[str], families: Sequence[str]) -> Optional[str]:
     """``learning_curves.png``: held-out accuracy per family over steps, one colour per variant,
     every seed a thin line and their mean a thick one."""
-    curves = {name: read_curve(paths(out, name)["curve"]) for name in names}
-    curves = {k: c for k, c in curves.items() if c and "val_all" in c}
+    curves = {}
+    for name in names:
+        try:
+            curves[name] = read_curve(paths(out, name)["curve"])
+        except (ValueError, IndexError):  # an unfinished variant's damaged curve: its rerun sets it aside
+            continue
+    curves = {k: c for k, c in curves.items() if c and "val_all" in c and "seed" in c and "step" in c}
     if not curves:
         return None
     panels = list(families) + ["all"]
@@ -193,33 +215,34 @@ def plot_curves(out: str, names: Sequence[str], families: Sequence[str]) -> Opti
 # ---------------------------------------------------------------------------------------------- main
 
 
-def _check_out(cfg: Config, out: str) -> dict:
-    """The configuration to record; ``io.OutputConflict`` if ``out`` holds a study of another one."""
-    if not cfg.train and not os.path.exists(os.path.join(out, "config.json")):
-        raise ValueError(f"{out} holds no study (no config.json): nothing to report without training")
-    return check_out(cfg, out)
-
-
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> bool:
-    """Run the study (resumable); returns True when every variant is finished."""
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
+    """Run the study (resumable); returns True when every variant is finished. ``out`` is checked
+    and stamped before anything is drawn or trained (see the module docstring); ``fresh`` removes
+    what another configuration wrote there."""
     cfg.validate()
-    _check_out(cfg, out)
+    check_devices(cfg)
+    if not cfg.train and (fresh or not os.path.isdir(out) or S.read_stamp(out) is None):
+        raise S.Refused(f"out={out!r} holds no latent-reasoning study{' (and --fresh would empty it)' if fresh else ''}"
+                        ": nothing to report without training (drop --no-train)")
+    study = open_study(cfg, out, fresh=fresh, quiet=quiet)
+    t0 = time.perf_counter()
     tc = cfg.training
     deadline = None if cfg.max_minutes is None else time.time() + 60 * cfg.max_minutes
-    data = T.data(tc)
+    data = splits(cfg)
     families = tc.task.families
     base = baselines(cfg, data)
     if cfg.train:
-        done = train_variants(cfg, out, cfg.variants, quiet=quiet, deadline=deadline, data=data)
-    else:
-        done = all(os.path.exists(paths(out, name)["result"]) for name in cfg.variants)
-    acc, conv = collect(out, cfg.variants, base)
-    paired_tests(out, cfg.variants, data.test, families)
+        train_variants(cfg, out, cfg.variants, quiet=quiet, deadline=deadline, data=data)
+    names = [name for name in cfg.variants if finished(cfg, out, name)]
+    done = len(names) == len(cfg.variants)
+    acc, conv = collect(out, names, base)
+    paired_tests(out, names, data.test, families)
     if plots:
         plot_curves(out, cfg.variants, families)
     table = summary_table(acc, conv, families) if acc["variant"] else "(no variant has finished yet)"
     with io.atomic_write(os.path.join(out, "summary.md")) as f:
         f.write(table + "\n")
+    record(study, cfg, finished=done, timings={"seconds": time.perf_counter() - t0})
     if not quiet:
         print(table)
         if not done:

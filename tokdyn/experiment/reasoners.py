@@ -72,9 +72,14 @@ class Config:
         empty: no limit.
       devices: local devices the seeds are split over (0: all of them, at most one per seed). How
         the seeds are split changes the last bits of every result.
-      tolerance: a variant has converged when its held-out accuracy moved by less than this over
-        the last window of its steps (for every seed).
-      window: the last fraction of the steps the convergence criterion looks at.
+      patience: a variant has converged (and stops) when its held-out accuracy has not improved by
+        more than min_delta over its best level for this share of its step budget, for every seed
+        (tokdyn.train.Patience: a plateau shorter than this never stops a run).
+      min_fraction: no variant stops before this share of its step budget.
+      min_delta: the smallest rise of the held-out accuracy that counts as an improvement.
+      loss_delta: a variant whose training loss still falls by more than this share between the
+        two halves of the patience window (while its accuracy holds) goes on; 0: the loss is not
+        consulted.
       reference_steps: the step budget of the reference variants (direct, text), against which
         every variant is tested; 0: the same budget as every other variant (steps).
       training: the static training configuration (tasks, model size, step budget, pools, seeds).
@@ -85,8 +90,10 @@ class Config:
     train: bool = True
     max_minutes: Optional[float] = None
     devices: int = 1
-    tolerance: float = 0.01
-    window: float = 0.2
+    patience: float = 0.25
+    min_fraction: float = 0.5
+    min_delta: float = 0.01
+    loss_delta: float = 0.05
     reference_steps: int = 5000
     training: T.Config = T.Config(task=tasks.Config(grid_size=4, n_colours=4, families=FAMILIES), n_latents=2)
     hparams: T.Hparams = T.Hparams()
@@ -103,8 +110,8 @@ class Config:
         if self.max_minutes is not None:
             _checks.real("max_minutes", self.max_minutes, low=0.0, low_open=True)
         _checks.positive_int("devices", self.devices, minimum=0)
-        _checks.real("tolerance", self.tolerance, low=0.0, low_open=True)
-        _checks.real("window", self.window, low=0.0, high=1.0, low_open=True)
+        _checks.real("loss_delta", self.loss_delta, low=0.0)
+        self.stop_rule()  # checks patience, min_fraction and min_delta
         self.training.validate()
         if self.training.root_seed > MAX_ROOT_SEED:
             raise ValueError(f"root_seed must be at most {MAX_ROOT_SEED} (a PRNG key keeps 32 bits of it: a larger "
@@ -128,6 +135,11 @@ class Config:
                                      depth=2, heads=2, n_latents=2, steps=600, batch_size=32, warmup=50, steps_per_call=50,
                                      n_train=5000, n_val=250, n_test=500, seeds=2),
                    hparams=T.Hparams(learning_rate=3e-3))
+
+    def stop_rule(self) -> train.Patience:
+        """The rule that decides when a variant has converged (see the attributes)."""
+        return train.Patience(patience=self.patience, min_fraction=self.min_fraction, min_delta=self.min_delta,
+                              loss_delta=self.loss_delta or None)
 
     def estimate(self) -> S.Estimate:
         """What training asks of the machine, from the sizes alone (nothing is built): the largest
@@ -374,23 +386,31 @@ def training(cfg: Config, name: str) -> T.Config:
 
 
 def convergence(cfg: Config, name: str, curve: dict) -> dict:
-    """Per seed: the change of the held-out overall accuracy over the last ``window`` of the steps
-    (:func:`tokdyn.models.latent.evaluation.plateau_change`) and whether it is below ``tolerance``. For a
-    curriculum variant the window must lie in its last stage."""
+    """Per seed, from the recorded curve: the step and value of the best held-out overall accuracy
+    (``best_step``, ``best``) and whether the stop rule (:meth:`Config.stop_rule`, a
+    :class:`tokdyn.train.Patience`) says it has converged: no improvement by more than
+    ``min_delta`` for ``patience`` of the budget (seen at two evaluations at least), at least
+    ``min_fraction`` of the budget done, the training loss no longer falling while the accuracy
+    holds. For a curriculum variant the patience window must lie in its last stage."""
     tc = training(cfg, name)
+    rule = cfg.stop_rule()
+    wait, _ = rule.windows(tc.steps)
     last_stage = sum(n for *_, n in stages(tc, name)[:-1])
     seeds = np.asarray(curve.get("seed", []), int)
-    out = {"change": np.full(tc.seeds, np.nan), "converged": np.zeros(tc.seeds, bool), "steps": 0}
+    out = {"best_step": np.full(tc.seeds, -1), "best": np.full(tc.seeds, np.nan),
+           "converged": np.zeros(tc.seeds, bool), "steps": 0}
     for s in range(tc.seeds):
         sel = seeds == s
-        steps, val = np.asarray(curve["step"])[sel], np.asarray(curve["val_all"])[sel]
+        steps, val = np.asarray(curve["step"], np.int64)[sel], np.asarray(curve["val_all"], np.float64)[sel]
         if steps.size == 0:
             continue
-        out["steps"] = int(steps[-1])
-        change = evaluation.plateau_change(steps, val, cfg.window)
-        in_stage = (1.0 - cfg.window) * steps[-1] >= last_stage
-        out["change"][s] = change
-        out["converged"][s] = bool(in_stage and np.isfinite(change) and abs(change) < cfg.tolerance)
+        loss = np.asarray(curve["loss"], np.float64)[sel] if "loss" in curve else None
+        d = rule.decide(steps, val, tc.steps, loss)
+        now = int(steps[-1])
+        out["steps"] = now
+        out["best_step"][s], out["best"][s] = int(d.best_step), float(d.best)
+        after = int(np.sum(steps > int(d.improved_step)))  # evaluations since the last improvement
+        out["converged"][s] = bool(d.stop and after >= 2 and now - wait >= last_stage)
     return out
 
 
@@ -433,7 +453,8 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
     io.save_npz(p["answers"], answers=answers, curve_csv=curve, steps=conv["steps"])  # the result, written
     # last, commits both
     write_result(p["result"], {"variant": name, "steps": conv["steps"], "budget": tc.steps, "accuracy": acc,
-                               "change": conv["change"], "converged": conv["converged"],
+                               "best_step": conv["best_step"], "best_val": conv["best"],
+                               "converged": conv["converged"],
                                "nan_step": np.asarray(state.nan_step), "skipped_steps": np.asarray(state.skipped),
                                "answers_sha256": answers_digest(answers)})
     return True

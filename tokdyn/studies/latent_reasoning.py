@@ -2,8 +2,10 @@
 families; per-family accuracy against chance and the question-only optimum, paired tests.
 
 ``tokdyn study latent-reasoning --out DIR`` trains (or resumes) every variant. Each trains until
-its held-out accuracy has flattened (the validation set's overall accuracy moved by less than
-``tolerance`` over the last ``window`` of the steps, for every seed) or its step budget is spent
+its held-out accuracy has stopped improving (:class:`tokdyn.train.Patience`: no rise of the
+validation set's overall accuracy by more than ``min_delta`` over its best level for ``patience``
+of the budget, at least ``min_fraction`` of the budget done, the training loss no longer falling
+while the accuracy holds; a plateau before the model learns does not stop it) or its budget is spent
 (``training.steps``; ``reference_steps`` for ``direct`` and ``text``, the references every variant is
 tested against, so that they can converge), and writes
 
@@ -24,8 +26,8 @@ tested against, so that they can converge), and writes
                           answer rate (``chance``), the exact question-only optimum
                           (``question_only``), the accuracy of the optimal question-only rule
                           on this test set (``question_only_test``), converged
-- ``convergence.csv``     one row per (variant, seed): steps run, the last window's change,
-                          converged, the budget
+- ``convergence.csv``     one row per (variant, seed): steps run, the budget, the step and
+                          value of the best held-out accuracy, converged
 - ``tests.csv``           paired t-tests (per-instance answers on the same test set, mean over
                           seeds) of every variant against ``direct`` and against ``text``, per
                           family, Holm-corrected across the table; pairs with a variant that did
@@ -97,7 +99,7 @@ def collect(out: str, names: Sequence[str], base: dict) -> tuple[dict, dict]:
     """``accuracy.csv`` (variant x family x seed, with the :func:`baselines`) and
     ``convergence.csv`` (variant x seed) of the finished variants ``names``; returns both tables."""
     acc_cols = {k: [] for k in ("variant", "family", "seed", "accuracy") + BASELINES + ("converged",)}
-    conv_cols = {k: [] for k in ("variant", "seed", "steps", "budget", "change", "converged")}
+    conv_cols = {k: [] for k in ("variant", "seed", "steps", "budget", "best_step", "best_val", "converged")}
     for name in names:
         path = paths(out, name)["result"]
         if not os.path.exists(path):
@@ -106,7 +108,8 @@ def collect(out: str, names: Sequence[str], base: dict) -> tuple[dict, dict]:
         converged = [bool(c) for c in res["converged"]]
         for s, c in enumerate(converged):
             for k, v in (("variant", name), ("seed", s), ("steps", res["steps"]), ("budget", res["budget"]),
-                         ("change", float(res["change"][s])), ("converged", c)):
+                         ("best_step", int(res["best_step"][s])), ("best_val", float(res["best_val"][s])),
+                         ("converged", c)):
                 conv_cols[k].append(v)
         for fam in [f for f in res["accuracy"] if f != "caption_exact"]:
             for s, a in enumerate(res["accuracy"][fam]):

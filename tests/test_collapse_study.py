@@ -1,13 +1,18 @@
-"""The collapse study end to end on a tiny configuration, and its CLI."""
+"""The collapse study end to end on a tiny configuration, and its CLI as a hostile user runs it:
+killed at random moments, its files truncated, rerun with other settings, pointed at paths it
+cannot write, given empty lists and absurd sizes."""
 
 import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
+import killing
 from tokdyn import analysis, cli, data, io
+from tokdyn.experiment import study as S
 from tokdyn.studies import collapse
 
 pytestmark = pytest.mark.fast_compile
@@ -88,3 +93,168 @@ def test_config_and_cli_errors(capsys):
     assert "tol_rel" in capsys.readouterr().err
     assert dataclasses.fields(collapse.Config)  # every field is a CLI option
     assert analysis.MERGE_REL == collapse.Config().merge_rel
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+SMALL = ["study", "collapse", "--shapes", "aniso2", "--n-tokens", "2", "--seeds", "4", "--n-ratios", "3", "--n-steps",
+         "300", "--phase-noise", "0.5", "--phase-tokens", "4", "--momentum", "0,0.9", "--repulsion-rel", "0,0.001",
+         "--phase-seeds", "2", "--phase-ratios", "3", "--convergence-runs", "4", "--n-points", "48"]
+RESULTS = ("threshold_check.csv", "jacobian_check.csv", "convergence.csv", "phase.csv", "summary.json")
+FIGURES = ("phase_collapse.png", "phase_groups.png", "phase_momentum.png", "phase_repulsion.png")
+
+
+def _env(cache_dir, _env=killing.env):
+    """The children's environment, compiling as the suite's ``fast_compile`` modules do (see
+    conftest.py): the suite's XLA flags, and most optimisations off (a third of the compile time
+    of these tiny programs; every child compiles alike, so their files still compare byte for byte)."""
+    e = _env(cache_dir)
+    e["XLA_FLAGS"] = f"{e['XLA_FLAGS']} {os.environ.get('TOKDYN_TEST_XLA_FLAGS', '')}".strip()
+    if os.environ.get("TOKDYN_TEST_OPTIMIZED") != "1":
+        e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    return e
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two uninterrupted runs of the command in child processes: ``A`` with figures, then ``B``
+    without, on a warm compilation cache (timed: the kills are drawn from its time)."""
+    root = tmp_path_factory.mktemp("collapse-cli")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(killing, "env", _env)
+        cache = root / "cache"
+        code, _, err = killing.run_cli([*SMALL, "--out", root / "A", "--quiet"], cache)
+        assert code == 0, err[-3000:]
+        code, seconds, err = killing.run_cli([*SMALL, "--out", root / "B", "--no-plots", "--quiet"], cache)
+        assert code == 0, err[-3000:]
+        yield dict(root=root, cache=cache, A=root / "A", B=root / "B", seconds=seconds)
+
+
+def _cli(args, capsys):
+    """``tokdyn ARGS`` in this process (no compilation cache of the CLI's): (exit code, stderr)."""
+    code = cli.main([*map(str, args), "--no-cache"])
+    return code, capsys.readouterr().err
+
+
+def test_command_outputs_and_record(runs):
+    a = runs["A"]
+    for name in (*RESULTS, *FIGURES, "config.json", S.STAMP):
+        assert (a / name).stat().st_size > 0, name
+    record = json.loads((a / "config.json").read_text())
+    assert {"study", "config", "tokdyn", "sources", "environment", "timings", "shapes"} <= set(record)
+    assert record["config"]["seeds"] == 4 and record["shapes"]["aniso2"]
+    parts = sorted(os.listdir(a / "parts"))
+    assert parts == ["convergence.json", "jacobian.json", "sweep_momentum.npz", "sweep_phase_T4.npz",
+                     "sweep_repulsion.npz", "sweep_threshold_aniso2_T2.npz"]
+    assert sorted(os.listdir(a / "sweeps")) == ["momentum", "phase_T4", "repulsion", "threshold_aniso2_T2"]
+    killing.same_files(a, runs["B"], RESULTS)  # figures or not, the same results
+
+
+def test_killed_at_random_moments_resumes_to_the_same_files(runs):
+    c = runs["root"] / "C"
+    args = [*SMALL, "--out", c, "--no-plots", "--quiet"]
+    hit = killing.kill_at_random_moments(args, runs["cache"], runs["seconds"], kills=2, seed=5, low=0.3)
+    if not hit:  # the machine got faster than when B was timed: kill sooner
+        hit = killing.kill_at_random_moments(args, runs["cache"], runs["seconds"] / 3, kills=2, seed=5)
+    assert hit, "no kill hit a running process"
+    killing.same_files(runs["B"], c, RESULTS)
+
+
+def test_truncated_parts_chunks_and_manifests_are_named_and_recomputed(runs, tmp_path):
+    d = tmp_path / "D"
+    shutil.copytree(runs["B"], d)
+    sweep = d / "sweeps" / "momentum"
+    hurt = [d / "parts" / "jacobian.json", d / "parts" / "convergence.json", d / "parts" / "sweep_momentum.npz",
+            sweep / "manifest.json", *[sweep / "chunks" / f for f in os.listdir(sweep / "chunks")]]
+    for path in hurt:
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+    code, _, err = killing.run_cli([*SMALL, "--out", d, "--no-plots"], runs["cache"])
+    assert code == 0, err[-3000:]
+    for path in hurt:
+        assert f"{path} could not be read" in err, path  # parts by the study runner, the sweep by its engine
+        assert any(n.startswith(path.name) for n in os.listdir(path.parent / "corrupt"))
+    killing.same_files(runs["B"], d, RESULTS)
+    assert sorted(os.listdir(sweep)) == ["chunks", "corrupt", "manifest.json"]
+
+
+def test_another_configuration_is_refused_naming_the_fields(runs, capsys):
+    b = runs["B"]
+    before = {f: (b / f).read_bytes() for f in (*RESULTS, "config.json", S.STAMP)}
+    code, err = _cli([*SMALL, "--seeds", "5", "--momentum", "0,0.5", "--out", b], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "momentum: [0.0, 0.9] there, [0.0, 0.5] now" in err and "seeds: 4 there, 5 now" in err and "--fresh" in err
+    assert {f: (b / f).read_bytes() for f in before} == before
+
+
+def test_a_directory_of_an_earlier_version_is_not_mixed_with_new_results(tmp_path, capsys):
+    old = tmp_path / "old"  # what collapse wrote before stamps: sweeps and a record of unknown settings
+    (old / "sweeps" / "momentum").mkdir(parents=True)
+    (old / "config.json").write_text('{"study": "collapse", "config": {}}')
+    code, err = _cli([*SMALL, "--out", old], capsys)
+    assert code == 2 and "no tokdyn study stamped" in err and "Traceback" not in err
+    assert sorted(os.listdir(old)) == ["config.json", "sweeps"]
+
+
+def test_fresh_removes_the_old_results_sweeps_and_figures(runs, tmp_path):
+    d = tmp_path / "D"
+    shutil.copytree(runs["A"], d)
+    (d / "sweeps" / "old-sweep").mkdir()
+    code, _, err = killing.run_cli([*SMALL, "--convergence-runs", "3", "--out", d, "--no-plots", "--quiet",
+                                    "--fresh"], runs["cache"])
+    assert code == 0, err[-3000:]
+    assert not [f for f in os.listdir(d) if f.endswith(".png")]
+    assert sorted(os.listdir(d / "sweeps")) == ["momentum", "phase_T4", "repulsion", "threshold_aniso2_T2"]
+    assert len(io.read_csv(d / "convergence.csv")["run"]) == 3
+    killing.same_files(runs["A"], d, ("threshold_check.csv", "jacobian_check.csv", "phase.csv"))
+
+
+REFUSED = [  # the issue's cases, and more of the same kind: (options, words the message holds)
+    (["--shapes", ""], "shapes must list at least one value"),
+    (["--momentum", ""], "momentum must list at least one value"),
+    (["--n-tokens", ""], "n_tokens must list at least one value"),
+    (["--phase-tokens", ""], "phase_tokens must list at least one value"),
+    (["--phase-noise", ""], "phase_noise must list at least one value"),
+    (["--repulsion-rel", ""], "repulsion_rel must list at least one value"),
+    (["--phase-tokens", "100"], "phase_tokens must not exceed n_points=48"),
+    (["--ratio-max", "nan"], "ratio_max must be finite"),
+    (["--root-seed", "-1"], "root_seed must be an int >= 0"),
+    (["--n-steps", str(10 ** 10)], "n_steps must be at most 2,147,483,647"),
+    (["--seeds", "1000000000"], "make seeds smaller"),
+    (["--seeds", str(10 ** 12)], "make seeds smaller"),
+    (["--phase-seeds", str(10 ** 8)], "make phase_seeds smaller"),
+    (["--n-ratios", str(10 ** 9)], "make n_ratios smaller"),
+    (["--n-points", str(12 * 10 ** 8)], "make n_points smaller"),
+    (["--convergence-runs", str(10 ** 9)], "make convergence_runs smaller"),
+]
+
+
+@pytest.mark.parametrize("options, words", REFUSED, ids=[" ".join(o) for o, _ in REFUSED])
+def test_bad_options_exit_2_before_any_work(options, words, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = _cli([*SMALL, "--out", out, *options], capsys)
+    assert code == 2 and words in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_output_paths_that_cannot_be_written_exit_2_before_any_work(tmp_path, capsys, monkeypatch):
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    for out, words in ((f, "is a file"), (f / "sub", "cannot be created"), ("/proc/tokdyn-collapse", "out='/proc")):
+        code, err = _cli([*SMALL, "--out", out], capsys)
+        assert code == 2 and words in err and "Traceback" not in err, err
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    real = os.access  # as root every directory is writable: make this one read-only for the check
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if os.fspath(p) == str(ro) else real(p, mode, **k))
+    for out in (ro, ro / "new"):
+        code, err = _cli([*SMALL, "--out", out], capsys)
+        assert code == 2 and str(ro) in err and "writ" in err and "Traceback" not in err, err
+    assert os.listdir(ro) == [] and f.read_text() == "x"
+
+
+def test_estimate_of_the_default_run():
+    est = collapse.Config().estimate()
+    assert est.models > 7000 and 30 < est.seconds < 3600  # about 75 s on our 2-core CPU
+    with pytest.raises(S.Refused, match="make seeds smaller"):
+        collapse.Config(seeds=10 ** 9).estimate()

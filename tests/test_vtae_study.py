@@ -1,43 +1,217 @@
-"""The visual-tokens study end to end on a tiny configuration, with resume."""
+"""The visual-tokens study end to end on tiny configurations, as a hostile user runs it: killed at
+random moments, its files truncated, rerun with other settings, pointed at paths it cannot write,
+given empty lists and absurd sizes."""
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 
-import numpy as np
 import pytest
 
-from tokdyn import io
+import killing
+from tokdyn import cli, io
+from tokdyn.experiment import study as S
 from tokdyn.studies import visual_tokens as vt
 
+# the cell of the main part and the two of the curriculum part, one seed each: 3 small programs
+TINY = ["study", "visual-tokens", "--quick", "--vocab-sizes", "5", "--grids", "3x2", "--modes", "gumbel_st",
+        "--budgets", "20", "--seeds", "1", "--hidden", "8", "--batch-size", "8", "--parts", "main,curriculum"]
+RESULTS = ("results.csv", "summary.md")
 
-def test_study_writes_outputs_and_resumes(tmp_path):
-    sc = vt.Config(vocab_sizes=(5,), grids=((3, 2),), modes=("gumbel_st",), budgets=(100,), seeds=2, hidden=16,
-                   batch_size=16, parts=("main",))
-    out = str(tmp_path / "vt")
-    vt.main(sc, out, quiet=True, plots=False)
-    t = io.read_csv(os.path.join(out, "results.csv"))
-    for col in ("vocab_size", "grid", "colours", "mode", "steps", "seed", "accuracy", "dominant_freq", "collapsed",
-                "entropy", "uniqueness", "min_hamming", "sensitivity_kl"):
+
+def _env(cache_dir, _env=killing.env):
+    """The children's environment, compiling as the suite's ``fast_compile`` modules do (see
+    conftest.py): the suite's XLA flags, and most optimisations off (a third of the compile time
+    of these tiny programs; every child compiles alike, so their files still compare byte for byte)."""
+    e = _env(cache_dir)
+    e["XLA_FLAGS"] = f"{e['XLA_FLAGS']} {os.environ.get('TOKDYN_TEST_XLA_FLAGS', '')}".strip()
+    if os.environ.get("TOKDYN_TEST_OPTIMIZED") != "1":
+        e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    return e
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two uninterrupted runs in child processes: ``A`` with figures (its stdout kept: --quiet),
+    then ``B`` without, on a warm compilation cache (timed: the kills are drawn from its time)."""
+    root = tmp_path_factory.mktemp("vt")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(killing, "env", _env)
+        cache = root / "cache"
+        a, b = root / "A", root / "B"
+        p = subprocess.run([sys.executable, "-m", "tokdyn.cli", *TINY, "--out", str(a), "--quiet"],
+                           env=killing.env(cache), capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        code, seconds, err = killing.run_cli([*TINY, "--out", b, "--no-plots", "--quiet"], cache)
+        assert code == 0, err[-3000:]
+        yield dict(root=root, cache=cache, A=a, B=b, seconds=seconds, stdout=p.stdout)
+
+
+def _cli(args, capsys):
+    """``tokdyn ARGS`` in this process (no compilation cache of the CLI's): (exit code, stderr)."""
+    code = cli.main([*map(str, args), "--no-cache"])
+    return code, capsys.readouterr().err
+
+
+def test_outputs_and_record(runs):
+    a = runs["A"]
+    t = io.read_csv(a / "results.csv")
+    for col in ("part", "vocab_size", "grid", "colours", "mode", "steps", "seed", "accuracy", "dominant_freq",
+                "collapsed", "entropy", "uniqueness", "min_hamming", "sensitivity_kl"):
         assert col in t
-    assert len(t["seed"]) == 2 and np.all(t["accuracy"] == 1.0)
-    assert os.path.exists(os.path.join(out, "summary.md")) and os.path.exists(os.path.join(out, "config.json"))
-    part = os.path.join(out, "parts", "main.csv")
-    mtime = os.path.getmtime(part)
-    timings = vt.main(sc, out, quiet=True, plots=False)  # finished part is skipped
-    assert os.path.getmtime(part) == mtime and "main_s" not in timings
+    assert list(t["part"]) == ["main", "curriculum", "curriculum"] and list(t["steps"]) == [20, 20, 20]
+    assert runs["stdout"] == ""  # --quiet: nothing on stdout
+    assert "Where collapse does and does not occur" in (a / "summary.md").read_text()
+    for name in ("grids.png", "heatmap_accuracy_gumbel_st.png", "heatmap_collapse_gumbel_st.png"):
+        assert (a / name).stat().st_size > 0, name
+    assert not (runs["B"] / "grids.png").exists()  # --no-plots
+    record = json.loads((a / "config.json").read_text())
+    assert {"study", "config", "tokdyn", "sources", "environment", "timings", "parts"} <= set(record)
+    assert record["study"] == "visual-tokens" and record["config"]["budgets"] == [20]
+    assert record["parts"] == ["main", "curriculum"]
+    stamp = json.loads(io.read_verified(str(a / S.STAMP)))
+    assert "parts" not in stamp["config"]  # a selection: a rerun may choose other parts
+    cells = sorted(os.listdir(a / "parts" / "main_cells"))
+    assert cells == ["000_V5_3x3x2_gumbel_st_20.json"]
+    killing.same_files(a, runs["B"], RESULTS)  # figures or not, the same results
 
 
-def test_cli_runs_the_study_with_no_plots_and_quiet(tmp_path, capsys):
-    from tokdyn import cli
+def test_killed_at_random_moments_resumes_to_the_same_files(runs):
+    c = runs["root"] / "C"
+    args = [*TINY, "--out", c, "--no-plots", "--quiet"]
+    hit = killing.kill_at_random_moments(args, runs["cache"], runs["seconds"], kills=2, seed=3, low=0.4)
+    if not hit:  # the machine got faster than when B was timed: kill sooner
+        hit = killing.kill_at_random_moments(args, runs["cache"], runs["seconds"] / 3, kills=2, seed=3)
+    assert hit, "no kill hit a running process"
+    killing.same_files(runs["B"], c, RESULTS)
 
-    out = str(tmp_path / "cli")
-    rc = cli.main(["study", "visual-tokens", "--out", out, "--vocab-sizes", "5", "--grids", "3x2", "--modes",
-                   "gumbel_st", "--budgets", "20", "--seeds", "1", "--hidden", "8", "--batch-size", "8", "--parts", "main",
-                   "--no-plots", "--quiet"])
-    assert rc in (0, None)
-    t = io.read_csv(os.path.join(out, "results.csv"))
-    assert len(t["seed"]) == 1 and capsys.readouterr().out == ""
-    assert not os.path.exists(os.path.join(out, "grids.png"))
-    assert "Where collapse does and does not occur" in open(os.path.join(out, "summary.md")).read()
+
+def test_truncated_cells_parts_and_the_figure_model_are_named_and_recomputed(runs, tmp_path):
+    d = tmp_path / "D"
+    shutil.copytree(runs["A"], d)
+    hurt = [d / "parts" / "main.json", d / "parts" / "main_cells" / "000_V5_3x3x2_gumbel_st_20.json",
+            d / "parts" / "curriculum.json", d / "parts" / "curriculum_cells" / "000_all_types.json",
+            d / "parts" / "grids.npz"]
+    for path in hurt:
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+    code, _, err = killing.run_cli([*TINY, "--out", d], runs["cache"])
+    assert code == 0, err[-3000:]
+    for path in hurt:
+        assert f"{path} could not be read back" in err and "truncated" in err
+        assert any(n.startswith(path.name) for n in os.listdir(path.parent / "corrupt"))
+    killing.same_files(runs["A"], d, RESULTS)
+    assert (d / "grids.png").stat().st_size > 0
+
+
+def test_parts_select_what_runs_and_reuse_what_is_done(runs, tmp_path):
+    d = tmp_path / "D"
+    shutil.copytree(runs["A"], d)
+    only = [*TINY[:-1], "curriculum", "--out", d, "--no-plots"]
+    code, _, err = killing.run_cli(only, runs["cache"])
+    assert code == 0, err[-3000:]
+    assert "part curriculum: done already" in err
+    assert list(io.read_csv(d / "results.csv")["part"]) == ["curriculum", "curriculum"]
+    assert not [f for f in os.listdir(d) if f.startswith("heatmap_")]  # of the main part, not selected now
+    code, _, err = killing.run_cli([*TINY, "--out", d, "--no-plots"], runs["cache"])
+    assert code == 0 and "part main: done already" in err
+    killing.same_files(runs["A"], d, RESULTS)
+
+
+def test_another_configuration_is_refused_naming_the_fields(runs, capsys):
+    b = runs["B"]
+    before = {f: (b / f).read_bytes() for f in (*RESULTS, "config.json", S.STAMP)}
+    # the issue's case: other budgets, seeds and learning rate into a directory of finished parts
+    code, err = _cli([*TINY[:-1], "curriculum", "--budgets", "10", "--seeds", "2", "--learning-rate", "0.5",
+                      "--out", b], capsys)
+    assert code == 2 and "Traceback" not in err
+    for words in ("budgets: [20] there, [10] now", "seeds: 1 there, 2 now", "learning_rate: 0.01 there, 0.5 now",
+                  "--fresh"):
+        assert words in err
+    assert "parts" not in err.split("configuration (")[1]  # the selection is not a difference
+    assert {f: (b / f).read_bytes() for f in before} == before
+
+
+def test_a_directory_of_an_earlier_version_is_not_mixed_with_new_results(tmp_path, capsys):
+    old = tmp_path / "old"  # what visual-tokens wrote before stamps: parts as CSV, of unknown settings
+    (old / "parts").mkdir(parents=True)
+    (old / "parts" / "poc.csv").write_text("part,seed\npoc,0\n")
+    (old / "config.json").write_text('{"study": "visual-tokens", "config": {}}')
+    code, err = _cli([*TINY, "--out", old], capsys)
+    assert code == 2 and "no tokdyn study stamped" in err and "Traceback" not in err
+    assert sorted(os.listdir(old)) == ["config.json", "parts"]
+
+
+def test_fresh_removes_the_old_results_and_figures(runs, tmp_path):
+    d = tmp_path / "D"
+    shutil.copytree(runs["A"], d)
+    code, _, err = killing.run_cli([*TINY[:-1], "main", "--learning-rate", "0.02", "--out", d, "--no-plots",
+                                    "--quiet", "--fresh"], runs["cache"])  # the same programs: lr is traced
+    assert code == 0, err[-3000:]
+    assert sorted(os.listdir(d)) == ["config.json", "parts", "results.csv", S.STAMP, "summary.md"]
+    assert sorted(os.listdir(d / "parts")) == ["main.json", "main_cells"]
+    assert os.listdir(d / "parts" / "main_cells") == ["000_V5_3x3x2_gumbel_st_20.json"]
+    assert list(io.read_csv(d / "results.csv")["part"]) == ["main"]
+    assert json.loads((d / "config.json").read_text())["config"]["learning_rate"] == 0.02
+
+
+REFUSED = [  # the issue's cases, and more of the same kind: (options, words the message holds)
+    (["--parts", ""], "parts must list at least one value"),
+    (["--budgets", ""], "budgets must list at least one value"),
+    (["--vocab-sizes", ""], "vocab_sizes must list at least one value"),
+    (["--modes", ""], "modes must list at least one value"),
+    (["--grids", ""], "grids must list at least one value"),
+    (["--hidden", "0"], "hidden must be an int >= 1, got 0"),
+    (["--batch-size", "0"], "batch_size must be an int >= 1, got 0"),
+    (["--embed-dim", "0"], "embed_dim must be an int >= 1, got 0"),
+    (["--embed-dim", "1000"], "embed_dim must be at most 29"),
+    (["--grammar-sentences", "0"], "grammar_sentences must be an int >= 1"),
+    (["--zipf-exponent", "nan"], "zipf_exponent must be finite"),
+    (["--learning-rate", "inf"], "learning_rate must be finite"),
+    (["--root-seed", "-1"], "root_seed must be an int >= 0"),
+    (["--seeds", "1000000000"], "make seeds smaller"),
+    (["--seeds", str(10 ** 12)], "make seeds smaller"),
+    (["--vocab-sizes", "100000"], "make vocab_sizes smaller"),
+    (["--hidden", str(10 ** 9)], "make hidden smaller"),
+    (["--batch-size", str(10 ** 8)], "make batch_size smaller"),
+    (["--grammar-sentences", str(10 ** 12)], "make grammar_sentences smaller"),
+    (["--budgets", str(10 ** 10)], "budgets must be at most 2,147,483,647"),
+    (["--budgets", str(10 ** 9 + 7)], "make budgets smaller"),  # a prime: one call of 10^9 steps' logs
+]
+
+
+@pytest.mark.parametrize("options, words", REFUSED, ids=[" ".join(o) for o, _ in REFUSED])
+def test_bad_options_exit_2_before_any_work(options, words, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, err = _cli([*TINY, "--out", out, *options], capsys)
+    assert code == 2 and words in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_output_paths_that_cannot_be_written_exit_2_before_any_work(tmp_path, capsys, monkeypatch):
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    for out, words in ((f, "is a file"), (f / "sub", "cannot be created"), ("/proc/tokdyn-vt", "out='/proc")):
+        code, err = _cli([*TINY, "--out", out], capsys)
+        assert code == 2 and words in err and "Traceback" not in err, err
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    real = os.access  # as root every directory is writable: make this one read-only for the check
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if os.fspath(p) == str(ro) else real(p, mode, **k))
+    for out in (ro, ro / "new"):
+        code, err = _cli([*TINY, "--out", out], capsys)
+        assert code == 2 and str(ro) in err and "writ" in err and "Traceback" not in err, err
+    assert os.listdir(ro) == [] and f.read_text() == "x"
+
+
+def test_estimate_names_the_option_and_the_time():
+    est = vt.Config().estimate()
+    assert est.option and est.models == 5 * len(vt.Config().models())
+    assert 1800 < est.seconds < 3 * 3600  # the default run took about 53 min on our 2-core CPU
+    with pytest.raises(S.Refused, match="make seeds smaller"):
+        vt.Config(seeds=10 ** 9).estimate()
 
 
 @pytest.mark.parametrize("acc, dom, drop, V, n, c, want", [
@@ -56,22 +230,7 @@ def test_cell_verdict(acc, dom, drop, V, n, c, want):
         assert vt.cell_verdict(acc, dom, drop, V, n, c, ce_last=0.5) == "plateau"
 
 
-def test_main_part_resumes_cell_by_cell(tmp_path):
-    sc = vt.Config(vocab_sizes=(5,), grids=((3, 2),), modes=("gumbel_st", "vq"), budgets=(20,), seeds=1,
-                   hidden=8, batch_size=8, parts=("main",))
-    out = str(tmp_path / "vt")
-    vt.main(sc, out, quiet=True, plots=False)
-    first = io.read_csv(os.path.join(out, "results.csv"))
-    cells = sorted(os.listdir(os.path.join(out, "parts", "main_cells")))
-    assert len(cells) == 2
-    # a run cut off after the first cell: the part file and the second cell are missing
-    os.remove(os.path.join(out, "parts", "main.csv"))
-    os.remove(os.path.join(out, "parts", "main_cells", cells[1]))
-    kept = os.path.join(out, "parts", "main_cells", cells[0])
-    mtime = os.path.getmtime(kept)
-    vt.main(sc, out, quiet=True, plots=False)
-    again = io.read_csv(os.path.join(out, "results.csv"))
-    assert os.path.getmtime(kept) == mtime
-    np.testing.assert_array_equal(first["mode"], again["mode"])
-    np.testing.assert_allclose(first["accuracy"], again["accuracy"])
-    np.testing.assert_allclose(first["loss_norm"], again["loss_norm"], rtol=1e-6)
+def test_log_every_keeps_a_call_small():
+    assert [vt._log_every(b) for b in (10, 20, 50, 100, 300, 2000)] == [1, 1, 2, 5, 10, 50]
+    assert vt._log_every(10 ** 9) == 25_000_000  # 40 calls
+    assert vt._log_every(10 ** 9 + 7) == 10 ** 9 + 7  # a prime: one call (refused by the estimate)

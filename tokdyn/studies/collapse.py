@@ -24,6 +24,18 @@ One run is :class:`tokdyn.engine.runs.CollapseRun` on a named point cloud (:data
 A run *collapses* when its final tokens form one group under single linkage at the merge
 tolerance ``merge_rel * sqrt(tr Cov X)`` (:func:`tokdyn.analysis.merge_tolerance`); runs stop
 when no coordinate moves by more than ``tol_rel * sqrt(tr Cov X)`` or after ``n_steps``.
+
+Outputs: the CSVs and figures above, ``summary.json`` (the headline numbers) and ``config.json``
+(the configuration, the tokdyn version, the environment and the timings).
+
+Resuming: the directory is stamped with the configuration before any work
+(:mod:`tokdyn.experiment.study`): a rerun with another value of any field exits 2 naming the fields,
+and ``--fresh`` removes everything the earlier configuration wrote (sweeps, parts, plots) and starts
+afresh. Each sweep keeps its finished chunks in ``DIR/sweeps/<part>`` (a killed sweep redoes only
+its unfinished chunks; a chunk or manifest that cannot be read is named in a warning, set aside and
+recomputed); the runs of each finished sweep, and the jacobian and convergence rows, are kept as
+checksummed parts keyed by the stamp in ``DIR/parts`` (``sweep_<part>.npz``, ``jacobian.json``,
+``convergence.json``), read back by a rerun and recomputed when corrupt.
 """
 
 from __future__ import annotations
@@ -39,7 +51,15 @@ import numpy as np
 from tokdyn import _checks, analysis, data, dynamics, io
 from tokdyn.engine import sweep
 from tokdyn.engine.runs import CollapseRun
+from tokdyn.experiment import study as study_runner
+from tokdyn.experiment.study import Estimate, Study
 from tokdyn.stats import figures
+
+MAX_STEPS = 2 ** 31 - 1  # a run's step counter is a 32-bit integer
+MAX_SEED = 2 ** 32 - 1
+EXTRA_RATIOS = (0.9, 0.95, 1.05, 1.1)  # added to the threshold check's ratios
+RUN_FIELDS = 7  # outputs of one run (CollapseRun)
+
 
 def _ratios(lo, hi, n, extra=()):
     return np.unique(np.round(np.concatenate([np.geomspace(lo, hi, n), extra]), 6)).astype(np.float32)
@@ -90,12 +110,22 @@ class Config:
     root_seed: int = 0
 
     def validate(self) -> "Config":
+        for name in ("shapes", "n_tokens", "phase_noise", "phase_tokens", "momentum", "repulsion_rel"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not value:
+                raise ValueError(f"{name} must list at least one value (a comma list), got {value!r}")
         for s in self.shapes:
             _checks.choice("shapes", s, data.SHAPES)
-        for t in self.n_tokens + self.phase_tokens:
-            _checks.positive_int("n_tokens", t, minimum=2)
+        for name in ("n_tokens", "phase_tokens"):
+            for t in getattr(self, name):
+                _checks.positive_int(name, t, minimum=2)
         for name in ("n_ratios", "seeds", "n_points", "n_steps", "phase_seeds", "phase_ratios", "convergence_runs"):
             _checks.positive_int(name, getattr(self, name), minimum=2 if "ratio" in name else 1)
+        if self.n_steps > MAX_STEPS:
+            raise ValueError(f"n_steps must be at most {MAX_STEPS:,} (a 32-bit step counter), got {self.n_steps!r}")
+        _checks.positive_int("root_seed", self.root_seed, minimum=0)
+        if self.root_seed > MAX_SEED:
+            raise ValueError(f"root_seed must be an int in [0, {MAX_SEED}], got {self.root_seed!r}")
         _checks.real("ratio_min", self.ratio_min, low=0.0, low_open=True)
         _checks.real("ratio_max", self.ratio_max, low=self.ratio_min, low_open=True)
         _checks.real("merge_rel", self.merge_rel, low=0.0, low_open=True)
@@ -105,25 +135,84 @@ class Config:
         _checks.real("repulsion_rel", np.asarray(self.repulsion_rel, float), low=0.0)
         if self.n_points % 12:
             raise ValueError(f"n_points must be a multiple of 12 (3 or 4 equal clusters), got {self.n_points}")
-        if max(self.n_tokens + self.phase_tokens) > self.n_points:
-            raise ValueError(f"n_tokens must not exceed n_points={self.n_points}")
+        for name in ("n_tokens", "phase_tokens"):
+            if max(getattr(self, name)) > self.n_points:
+                raise ValueError(f"{name} must not exceed n_points={self.n_points}, got {getattr(self, name)}")
         return self
 
+    def sweeps(self) -> list[tuple[str, dict]]:
+        """``(part, {option: size})`` of every sweep: its runs are the product of the sizes (the
+        threshold check's ratios counted at most: ``n_ratios`` plus the 4 near 1)."""
+        out = [(f"threshold_{s}_T{t}", dict(n_ratios=self.n_ratios + len(EXTRA_RATIOS), seeds=self.seeds))
+               for s in self.shapes for t in self.n_tokens]
+        out += [(f"phase_T{t}", dict(phase_noise=len(self.phase_noise), phase_ratios=self.phase_ratios,
+                                     phase_seeds=self.phase_seeds)) for t in self.phase_tokens]
+        out += [("momentum", dict(momentum=len(self.momentum), phase_ratios=self.phase_ratios,
+                                  phase_seeds=self.phase_seeds)),
+                ("repulsion", dict(repulsion_rel=len(self.repulsion_rel), phase_ratios=self.phase_ratios,
+                                   phase_seeds=self.phase_seeds))]
+        return out
+
+    def estimate(self) -> Estimate:
+        """The largest sweep's run table held in memory (its conditions and outputs, float64, a few
+        copies) or one run's data and token distances (on each device at once), and the time at
+        a rough cost per step; refuses (:class:`~tokdyn.experiment.study.Refused`, naming the
+        option) a table or run larger than XLA can index, before :meth:`ratios` is computed."""
+        defaults = Config()
+        dim = max(data.SHAPES[s][0] for s in self.shapes)
+        tokens = max(self.n_tokens + self.phase_tokens)
+        study_runner.elements_fit("n_points", self.n_points, max(dim, tokens))  # the data, the distances
+        need = {"n_points": len(jax.local_devices()) * 8.0 * self.n_points * (dim + tokens) * 4}
+        jac = 2 * dim * max(sorted(set(self.n_tokens))[:2])  # the Jacobian check's state (with a velocity)
+        study_runner.elements_fit("n_tokens", jac, jac)
+        need["n_tokens"] = jac * jac * 8.0 * 4
+        need["convergence_runs"] = self.convergence_runs * 2000.0  # a row (a dict) per run, held until written
+        runs, seconds = 0, 0.0
+        step = self.n_points * tokens * dim * 2e-9 + 1e-6
+        for name, sizes in self.sweeps():
+            n = int(np.prod([float(v) for v in sizes.values()]))
+            option = max(sizes, key=lambda k: sizes[k] / max(1, _default_size(defaults, k)))
+            if n > study_runner.MAX_ELEMENTS:
+                study_runner.elements_fit(option, *sizes.values())
+            need[option] = max(need.get(option, 0.0), n * (RUN_FIELDS + 4) * 8.0 * 3)
+            runs += n
+            # most runs converge within a few hundred steps; some of momentum and repulsion never do
+            slow = 0.25 if name in ("momentum", "repulsion") else 0.0
+            seconds += n * step * ((1 - slow) * min(self.n_steps, 300) + slow * self.n_steps)
+        seconds += 12 * len(self.shapes) * jac ** 3 * 1e-9  # the Jacobians' eigenvalues
+        seconds += self.convergence_runs * (0.05 + 2000 * 3 * 2 * self.n_points * 2e-9) + 10.0 * len(self.sweeps())
+        option = max(need, key=need.get)
+        return Estimate(memory=need[option], option=option, models=runs + self.convergence_runs, seconds=seconds)
+
     def ratios(self) -> np.ndarray:
-        return _ratios(self.ratio_min, self.ratio_max, self.n_ratios, (0.9, 0.95, 1.05, 1.1))
+        return _ratios(self.ratio_min, self.ratio_max, self.n_ratios, EXTRA_RATIOS)
 
     def run_fn(self, shape: str, n_tokens: int) -> CollapseRun:
         return CollapseRun(shape, n_tokens, self.n_points, self.n_steps, float(self.merge_rel), float(self.tol_rel))
+
+
+def _default_size(cfg: Config, name: str) -> int:
+    value = getattr(cfg, name)
+    return len(value) if isinstance(value, tuple) else value
 
 
 # ---------------------------------------------------------------------------------------------- parts
 
 
 def _sweep(cfg, out, name, fn, grid, progress):
-    key = jax.random.fold_in(jax.random.key(cfg.root_seed), sum(map(ord, name)))
-    res = sweep.run(fn, grid, key=key, out=os.path.join(out, "sweeps", name), progress=progress,
-                    common_random_numbers=True, part=(0, 1))  # resumes a finished or cut-off part
-    return {f: np.asarray(res[f]) for f in (*grid.names, "seed", *res.fields)}
+    """The runs of one sweep (columns), resumed from ``out/sweeps/<name>``; ``out`` a directory
+    or the :class:`~tokdyn.experiment.study.Study`, which then keeps them as the part
+    ``sweep_<name>`` (keyed by its stamp)."""
+    study = out if isinstance(out, Study) else None
+    folder = os.path.join(study.out if study is not None else out, "sweeps", name)
+
+    def compute():  # the sweep engine sets aside (naming it) a damaged chunk or manifest and redoes it
+        key = jax.random.fold_in(jax.random.key(cfg.root_seed), sum(map(ord, name)))
+        res = sweep.run(fn, grid, key=key, out=folder, progress=progress,
+                        common_random_numbers=True, part=(0, 1))  # resumes a finished or cut-off part
+        return {f: np.asarray(res[f]) for f in (*grid.names, "seed", *res.fields)}
+
+    return compute() if study is None else study.part(f"sweep_{name}", compute)
 
 
 def crossing(ratios, rate, level=0.5):
@@ -140,8 +229,9 @@ def crossing(ratios, rate, level=0.5):
     return float(np.exp(lo + w * (hi - lo)))
 
 
-def threshold_part(cfg: Config, out: str, progress=False):
-    """Collapse rate over tau/tau_c per data shape x T; one row per shape x T."""
+def threshold_part(cfg: Config, out, progress=False):
+    """Collapse rate over tau/tau_c per data shape x T; one row per shape x T. ``out``: a
+    directory, or the :class:`~tokdyn.experiment.study.Study` that keeps each sweep's runs."""
     ratios, rows = cfg.ratios(), []
     for shape in cfg.shapes:
         for t in cfg.n_tokens:
@@ -208,13 +298,15 @@ def convergence_part(cfg: Config):
         fp = analysis.fixed_point(x, t0, p)
         rho = analysis.spectral_radius(analysis.jacobian(x, fp.tokens, p))
         d0 = float(dynamics.trajectory(x, t0, p, n_steps=1, tol=tol).delta[0])
-        rows.append(dict(run=i, ratio=ratio, rho=rho, delta0=d0, predicted=float(analysis.predicted_steps(rho, d0, tol)),
+        rows.append(dict(run=i, ratio=ratio, rho=float(rho), delta0=d0,
+                         predicted=float(analysis.predicted_steps(rho, d0, tol)),
                          observed=int(r.steps), converged=bool(r.converged)))
     return rows
 
 
-def phase_parts(cfg: Config, out: str, progress=False):
-    """noise x T/K x ratio (three clusters), and momentum / repulsion x ratio (T = 4, noise 1)."""
+def phase_parts(cfg: Config, out, progress=False):
+    """noise x T/K x ratio (three clusters), and momentum / repulsion x ratio (T = 4, noise 1);
+    ``out`` as in :func:`threshold_part`."""
     ratios = _ratios(cfg.ratio_min, cfg.ratio_max, cfg.phase_ratios)
     phase = {t: _sweep(cfg, out, f"phase_T{t}", cfg.run_fn("blobs2", t),
                        sweep.Grid(noise=np.asarray(cfg.phase_noise, np.float32), ratio=ratios, seeds=cfg.phase_seeds),
@@ -300,29 +392,32 @@ def write_figures(out, cfg, ratios, phase, mom, rep):
 # ---------------------------------------------------------------------------------------------- main
 
 
-def main(cfg: Config, out: str, *, quiet=False, plots=True) -> dict:
-    """Run every part (resuming finished sweeps in ``out``) and write the outputs; returns the summary."""
+def main(cfg: Config, out: str, *, quiet=False, plots=True, fresh=False) -> dict:
+    """Run every part and write the outputs into ``out``; returns the summary. ``out`` is stamped
+    with the configuration first: a directory of another configuration is refused unless
+    ``fresh``, which removes what it holds; finished sweeps and parts found there are reused (see
+    the module docstring)."""
     cfg.validate()
-    os.makedirs(out, exist_ok=True)
+    study = Study.open(out, "collapse", cfg, fresh=fresh, estimate=cfg.estimate(), quiet=quiet)
     t0 = time.perf_counter()
     timings = {}
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
 
-    thr = threshold_part(cfg, out, progress=not quiet)
-    io.write_csv(os.path.join(out, "threshold_check.csv"), io.to_columns(thr))
+    thr = threshold_part(cfg, study, progress=not quiet)
+    io.write_csv(study.path("threshold_check.csv"), io.to_columns(thr))
     timings["threshold_s"] = time.perf_counter() - t0
     say(f"threshold: {len(thr)} rows, max |rel error| {np.nanmax(np.abs([r['rel_error'] for r in thr])):.3f}")
 
     t1 = time.perf_counter()
-    jac = jacobian_part(cfg)
-    io.write_csv(os.path.join(out, "jacobian_check.csv"), io.to_columns(jac))
-    conv = convergence_part(cfg)
-    io.write_csv(os.path.join(out, "convergence.csv"), io.to_columns(conv))
+    jac = study.rows("jacobian", lambda: jacobian_part(cfg))
+    io.write_csv(study.path("jacobian_check.csv"), io.to_columns(jac))
+    conv = study.rows("convergence", lambda: convergence_part(cfg))
+    io.write_csv(study.path("convergence.csv"), io.to_columns(conv))
     timings["jacobian_convergence_s"] = time.perf_counter() - t1
 
     t1 = time.perf_counter()
-    ratios, phase, mom, rep = phase_parts(cfg, out, progress=not quiet)
-    io.write_csv(os.path.join(out, "phase.csv"), io.to_columns(phase_rows(ratios, phase, mom, rep, cfg)))
+    ratios, phase, mom, rep = phase_parts(cfg, study, progress=not quiet)
+    io.write_csv(study.path("phase.csv"), io.to_columns(phase_rows(ratios, phase, mom, rep, cfg)))
     timings["phase_s"] = time.perf_counter() - t1
     if plots:
         t1 = time.perf_counter()
@@ -331,10 +426,8 @@ def main(cfg: Config, out: str, *, quiet=False, plots=True) -> dict:
     timings["total_s"] = time.perf_counter() - t0
 
     summary = summarise(thr, jac, conv, mom, rep, ratios)
-    io.write_json(os.path.join(out, "summary.json"), summary)
-    io.write_json(os.path.join(out, "config.json"), dict(
-        study="collapse", config=dataclasses.asdict(cfg), shapes={s: data.SHAPES[s][1] for s in cfg.shapes},
-        environment=io.environment(), timings=timings))
+    io.write_json(study.path("summary.json"), summary)
+    study.finish(shapes={s: data.SHAPES[s][1] for s in cfg.shapes}, timings=timings)
     say(format_summary(summary))
     return summary
 

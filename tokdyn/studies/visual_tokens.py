@@ -1,8 +1,7 @@
 """The visual-token study: can text tokens be mapped to N x N colour grids and read back, when
 the autoencoders are trained adequately? (``tokdyn study visual-tokens --out DIR``)
 
-Parts (each written to ``DIR/parts/<part>.csv`` when it finishes; a rerun skips finished parts;
-``main`` and ``published`` also keep each finished cell in ``DIR/parts/<part>_cells/``):
+Parts (``--parts`` chooses which run):
 
 - ``main``: reconstruction over vocabulary size x grid (N, C) x encoder mode x training budget,
   ``seeds`` models per cell trained in one vmapped call (Zipfian token frequencies; training
@@ -17,8 +16,19 @@ Parts (each written to ``DIR/parts/<part>.csv`` when it finishes; a rerun skips 
   test ("big cat": decode the composed grid (mean of the two grids) or the grid of the summed
   embeddings, and ask whether the top two predictions are exactly the two words).
 
-Outputs: ``results.csv`` (one row per model), ``heatmap_accuracy_<mode>.png``,
-``heatmap_collapse_<mode>.png``, ``grids.png``, ``summary.md``, ``config.json``.
+Outputs: ``results.csv`` (one row per model, the selected parts), ``heatmap_accuracy_<mode>.png``,
+``heatmap_collapse_<mode>.png`` (with the ``main`` part), ``grids.png``, ``summary.md``,
+``config.json`` (the configuration, the tokdyn version, the environment and the timings).
+
+Resuming: the directory is stamped with the configuration before any work
+(:mod:`tokdyn.experiment.study`); ``--parts`` only selects what runs, so a rerun with other parts
+adds them, and every other field must match the stamp (another value exits 2 naming the fields;
+``--fresh`` removes everything the earlier configuration wrote, plots included, and starts
+afresh). Each cell (the ``seeds`` models of one setting) is kept as it finishes, in
+``parts/<part>_cells/<index>_<setting>.json``, and each finished part in ``parts/<part>.json``;
+both carry a checksum and the stamp, so a killed run loses at most the cell in training, and a
+truncated file is named in a warning, set aside in ``corrupt/`` beside it and recomputed. The
+model drawn in ``grids.png`` is kept as ``parts/grids.npz``.
 """
 
 from __future__ import annotations
@@ -33,11 +43,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks, io, train
+from tokdyn.experiment import study as study_runner
+from tokdyn.experiment.study import Estimate, Study
 from tokdyn.models import vtae
 from tokdyn.models.vtae import corpus, diagnostics, encoders
 from tokdyn.stats import figures
 
 PARTS = ("poc", "published", "main", "curriculum", "semantic")
+PUBLISHED_VOCAB = (51, 192)  # the published setting's vocabularies
+MAX_STEPS = 2 ** 31 - 1  # training steps are counted in 32-bit integers
+MAX_SEED = 2 ** 32 - 1
+LOG_FIELDS = 8  # training logs of one step, kept for a call (tokdyn.train.train_many)
 COLUMNS = ("part", "variant", "vocab_size", "grid", "colours", "mode", "steps", "seed", "accuracy",
            "accuracy_occurrence", "dominant_freq", "collapsed", "entropy", "uniqueness", "min_hamming",
            "sensitivity_kl", "loss_norm", "train_loss_norm_first", "train_loss_norm_last", "train_loss_drop_tail",
@@ -81,6 +97,10 @@ class Config:
     root_seed: int = 0
 
     def validate(self) -> "Config":
+        for name in ("vocab_sizes", "grids", "modes", "budgets", "parts"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not value:
+                raise ValueError(f"{name} must list at least one value (a comma list), got {value!r}")
         for v in self.vocab_sizes:
             _checks.positive_int("vocab_sizes", v, minimum=2)
         for g in self.grids:
@@ -92,11 +112,84 @@ class Config:
             _checks.choice("modes", m, encoders.MODES)
         for b in self.budgets:
             _checks.positive_int("budgets", b, minimum=10)
+            if b > MAX_STEPS:
+                raise ValueError(f"budgets must be at most {MAX_STEPS:,} steps (a 32-bit step counter), got {b!r}")
         for p in self.parts:
             _checks.choice("parts", p, PARTS)
-        _checks.positive_int("seeds", self.seeds)
+        for name in ("seeds", "hidden", "batch_size", "grammar_sentences", "embed_dim"):
+            _checks.positive_int(name, getattr(self, name))
+        grammar_v = len(corpus.grammar_vocab()[0])
+        if self.embed_dim > grammar_v:
+            raise ValueError(f"embed_dim must be at most {grammar_v} (the grammar corpus's vocabulary: the PPMI/SVD "
+                             f"embeddings have at most that many dimensions), got {self.embed_dim}")
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        _checks.real("zipf_exponent", self.zipf_exponent, low=0.0)
+        _checks.positive_int("root_seed", self.root_seed, minimum=0)
+        if self.root_seed > MAX_SEED:
+            raise ValueError(f"root_seed must be an int in [0, {MAX_SEED}], got {self.root_seed!r}")
         return self
+
+    def models(self) -> list[tuple[str, vtae.Config]]:
+        """``(part, model config)`` of every cell of the selected parts (``seeds`` models each), in
+        the order they train; the model configs carry the sizes only (no extra losses)."""
+        big = max(self.budgets)
+        cells = []
+        for name in PARTS:
+            if name not in self.parts:
+                continue
+            if name == "poc":
+                combos = [(5, 3, 2, m, big) for m in encoders.MODES]
+            elif name == "main":
+                combos = [(V, n, c, m, b) for V in self.vocab_sizes for (n, c) in self.grids for m in self.modes
+                          for b in self.budgets]
+            elif name == "published":
+                combos = [(V, 5, 3, "gumbel_st", b) for V in PUBLISHED_VOCAB for b in self.budgets]
+            elif name == "curriculum":
+                combos = [(_curriculum_vocab(self), 5, 3, "gumbel_st", big)] * 2
+            else:
+                combos = [(len(corpus.grammar_vocab()[0]), 5, 3, "sigmoid", big)] * 2
+            cells += [(name, vtae.Config(vocab_size=V, grid=n, colours=c, mode=m, steps=b, hidden=self.hidden,
+                                         batch_size=self.batch_size, log_every=_log_every(b)))
+                      for V, n, c, m, b in combos]
+        return cells
+
+    def estimate(self) -> Estimate:
+        """The largest cell's training state (parameters, Adam moments and gradients, vmapped over
+        ``seeds``; one step's logits) or evaluation (the (V, V) logits and Hamming distances of one
+        model), the grammar corpus; and the time at a rough cost per step on 2 cores. Refuses
+        (:class:`~tokdyn.experiment.study.Refused`, naming the option) an array XLA cannot index."""
+        defaults = Config()
+        need, rate = {}, 0.0
+
+        def fit(**sizes):  # one array's sizes; too many elements: name the option most beyond its default
+            n = int(np.prod([float(v) for v in sizes.values()]))
+            if n > study_runner.MAX_ELEMENTS:
+                name = max(sizes, key=lambda k: sizes[k] / max(1, _default_size(defaults, k)))
+                study_runner.elements_fit(name, *sizes.values())
+
+        def add(option, nbytes):
+            need[option] = max(need.get(option, 0.0), float(nbytes))
+
+        study_runner.elements_fit("grammar_sentences", self.grammar_sentences, 16)  # a uniform draw per slot
+        add("grammar_sentences", self.grammar_sentences * 16 * 4 * 4)
+        for _, m in self.models():
+            V, P, F = m.vocab_size, m.cells, m.features
+            fit(seeds=self.seeds, vocab_sizes=V, grids=P * m.width)  # the encoder's table
+            fit(seeds=self.seeds, grids=P * F, hidden=self.hidden)  # the decoder's first layer
+            fit(seeds=self.seeds, batch_size=self.batch_size, vocab_sizes=V)  # one step's logits
+            fit(seeds=self.seeds, batch_size=self.batch_size, grids=P * F)  # one step's grids
+            study_runner.elements_fit("vocab_sizes", V, V)  # the evaluation's (V, V) logits and distances
+            fit(seeds=self.seeds, budgets=m.log_every, logs=LOG_FIELDS)  # a call's per-step training logs
+            add("budgets", self.seeds * m.log_every * LOG_FIELDS * 4 * 2)
+            params = V * P * m.width + P * F * self.hidden + self.hidden * V + V
+            step = self.batch_size * (V + P * F + self.hidden)
+            add("seeds", self.seeds * (4 * params + 3 * step) * 4)
+            add("vocab_sizes", 6 * V * V * 4 + V * P * F * 4)
+            rate += self.seeds * m.steps * (2e-5 + 6.0 * self.batch_size * (P * F + V) * self.hidden / 6e9) + 3.0
+        models = self.seeds * len(self.models())
+        add("seeds", models * 2000.0)  # a row (a dict) per model, held until the results are written
+        option = max(need, key=need.get)
+        return Estimate(memory=need[option], option=option, models=models, seconds=rate)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -105,10 +198,25 @@ class Config:
                    hidden=32, batch_size=32, grammar_sentences=500)
 
 
+def _default_size(cfg: Config, name: str) -> int:
+    sizes = {"vocab_sizes": max(cfg.vocab_sizes), "grids": max(n * n * c for n, c in cfg.grids),
+             "budgets": 50, "logs": LOG_FIELDS}
+    return sizes.get(name) or getattr(cfg, name)
+
+
+def _curriculum_vocab(sc: Config) -> int:
+    return 192 if 192 in sc.vocab_sizes else max(sc.vocab_sizes)
+
+
 def _log_every(steps: int) -> int:
+    """Steps per logging interval (one compiled call): 5 to 40 intervals where a round divisor
+    allows, else as many intervals (up to 1000) as divide ``steps``, else one."""
     for k in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500):  # as many as 40 logging intervals, at least 5
         if steps % k == 0 and 5 <= steps // k <= 40:
             return k
+    for n in (*range(40, 4, -1), *range(41, 1001), 4, 3, 2):  # large budgets: a call's logs stay small
+        if steps % n == 0:
+            return steps // n
     return steps
 
 
@@ -146,8 +254,16 @@ def _rows(part, variant, cfg, res, d, extra=None):
                  composition_embedding=np.nan)
         for k, v in (extra or {}).items():
             r[k] = v[s]
-        rows.append(r)
+        rows.append({k: _plain(v) for k, v in r.items()})
     return rows
+
+
+def _plain(v):
+    """A row's value as a plain Python value; a float32 as its shortest decimal (as the CSV showed it)."""
+    if isinstance(v, (np.generic, np.ndarray)) and np.ndim(v) == 0:
+        v = np.asarray(v)[()]
+        return float(str(v)) if v.dtype.itemsize < 8 and v.dtype.kind == "f" else v.item()
+    return v
 
 
 def _model_cfg(sc: Config, V, n, c, mode, steps, **kw):
@@ -156,98 +272,110 @@ def _model_cfg(sc: Config, V, n, c, mode, steps, **kw):
 
 
 def run_part(name: str, sc: Config, key, *, progress: io.Progress | None = None,
-             cell_dir: str | None = None) -> list[dict]:
+             study: Study | None = None) -> list[dict]:
     """Rows of one part; a line per finished cell goes to ``progress.note`` (nothing if None).
-    ``cell_dir``: the ``main`` and ``published`` parts write each cell's rows there as it finishes
-    (``<index>_V<V>_<N>x<N>x<C>_<mode>_<steps>.csv``) and reuse those found (a cut-off run loses
-    at most one cell)."""
+    ``study``: each cell (the ``seeds`` models of one setting) is kept there as it finishes
+    (:meth:`~tokdyn.experiment.study.Study.rows` ``<part>_cells/<index>_<setting>``, keyed by the
+    study's stamp) and read back by a rerun, so a cut-off run loses at most one cell."""
     note = progress.note if progress is not None else (lambda message: None)
     hp = vtae.Hparams(learning_rate=sc.learning_rate)
-    rows = []
+    cells = []  # (label, compute, description)
     if name == "poc":
-        for mode in encoders.MODES:
-            cfg = _model_cfg(sc, 5, 3, 2, mode, max(sc.budgets))
-            res, d = _train_eval(cfg, hp, sc.seeds, jax.random.fold_in(key, len(rows)), np.full(5, 0.2))
-            rows += _rows("poc", "5 tokens 3x3 binary", cfg, res, d)
+        for i, mode in enumerate(encoders.MODES):
+            def poc(i=i, mode=mode):
+                cfg = _model_cfg(sc, 5, 3, 2, mode, max(sc.budgets))
+                res, d = _train_eval(cfg, hp, sc.seeds, jax.random.fold_in(key, sc.seeds * i), np.full(5, 0.2))
+                return _rows("poc", "5 tokens 3x3 binary", cfg, res, d)
+            cells.append((f"{i:03d}_{mode}", poc, f"5 tokens 3x3x2 {mode}"))
     elif name in ("main", "published"):
         if name == "main":
             combos = [(V, n, c, m, b, ()) for V in sc.vocab_sizes for (n, c) in sc.grids for m in sc.modes
                       for b in sc.budgets]
         else:
-            combos = [(V, 5, 3, "gumbel_st", b, ("sensitivity",)) for V in (51, 192) for b in sc.budgets]
+            combos = [(V, 5, 3, "gumbel_st", b, ("sensitivity",)) for V in PUBLISHED_VOCAB for b in sc.budgets]
         for i, (V, n, c, m, b, extra) in enumerate(combos):
-            cell = None if cell_dir is None else os.path.join(cell_dir, f"{i:03d}_V{V}_{n}x{n}x{c}_{m}_{b}.csv")
-            if cell is not None and os.path.exists(cell):
-                t = io.read_csv(cell)
-                rows += [{k: t[k][j] for k in COLUMNS} for j in range(len(t["seed"]))]
-                note(f"  {name} {i + 1}/{len(combos)}: done already ({cell})")
-                continue
-            t0 = time.perf_counter()
-            cfg = _model_cfg(sc, V, n, c, m, b, losses=extra)
-            w = corpus.zipf_probs(V, sc.zipf_exponent)
-            res, d = _train_eval(cfg, hp, sc.seeds, jax.random.fold_in(key, i), w)
-            new_rows = _rows(name, "sensitivity hinge" if extra else "plain", cfg, res, d)
-            rows += new_rows
-            if cell is not None:
-                io.write_csv(cell, io.to_columns(new_rows, COLUMNS))
-            note(f"  {name} {i + 1}/{len(combos)}: V={V} {n}x{n}x{c} {m} {b} steps: accuracy "
-                 f"{d['accuracy'].mean():.3f}, collapsed {d['collapsed'].mean():.2f} "
-                 f"({time.perf_counter() - t0:.1f} s)")
+            def grid_cell(i=i, V=V, n=n, c=c, m=m, b=b, extra=extra):
+                cfg = _model_cfg(sc, V, n, c, m, b, losses=extra)
+                w = corpus.zipf_probs(V, sc.zipf_exponent)
+                res, d = _train_eval(cfg, hp, sc.seeds, jax.random.fold_in(key, i), w)
+                return _rows(name, "sensitivity hinge" if extra else "plain", cfg, res, d)
+            cells.append((f"{i:03d}_V{V}_{n}x{n}x{c}_{m}_{b}", grid_cell, f"V={V} {n}x{n}x{c} {m} {b} steps"))
     elif name == "curriculum":
-        V, b = (192 if 192 in sc.vocab_sizes else max(sc.vocab_sizes)), max(sc.budgets)
+        V, b = _curriculum_vocab(sc), max(sc.budgets)
         for i, cur in enumerate((False, True)):
-            cfg = _model_cfg(sc, V, 5, 3, "gumbel_st", b, curriculum=cur)
-            res, d = _train_eval(cfg, hp, sc.seeds, jax.random.fold_in(key, i), corpus.zipf_probs(V))
-            rows += _rows("curriculum", "curriculum" if cur else "all types", cfg, res, d)
+            def curriculum(i=i, cur=cur):
+                cfg = _model_cfg(sc, V, 5, 3, "gumbel_st", b, curriculum=cur)
+                res, d = _train_eval(cfg, hp, sc.seeds, jax.random.fold_in(key, i), corpus.zipf_probs(V))
+                return _rows("curriculum", "curriculum" if cur else "all types", cfg, res, d)
+            cells.append((f"{i:03d}_{'curriculum' if cur else 'all_types'}", curriculum,
+                          f"V={V} {'curriculum' if cur else 'all types'}"))
     elif name == "semantic":
-        rows += _semantic(sc, key, hp)
+        setting = {}  # the corpus and its embeddings: drawn once, for the cells that run
+        for i, grounded in enumerate((True, False)):
+            def semantic(i=i, grounded=grounded):
+                if not setting:
+                    setting.update(_semantic_setting(sc, key))
+                return _semantic_cell(sc, key, i, grounded, setting)
+            cells.append((f"{i:03d}_{'grounded' if grounded else 'arbitrary'}", semantic,
+                          "grounded" if grounded else "arbitrary"))
+    rows = []
+    for j, (label, compute, what) in enumerate(cells):
+        cell = f"{name}_cells/{label}"
+        if study is not None and study.has(cell):
+            rows += study.rows(cell, compute)
+            note(f"  {name} {j + 1}/{len(cells)}: done already ({study.part_path(cell, '.json')})")
+            continue
+        t0 = time.perf_counter()
+        new_rows = study.rows(cell, compute) if study is not None else compute()
+        rows += new_rows
+        acc = np.mean([r["accuracy"] for r in new_rows])
+        coll = np.mean([r["collapsed"] for r in new_rows])
+        note(f"  {name} {j + 1}/{len(cells)}: {what}: accuracy {acc:.3f}, collapsed {coll:.2f} "
+             f"({time.perf_counter() - t0:.1f} s)")
     return rows
 
 
-def _semantic(sc: Config, key, hp):
+def _semantic_setting(sc: Config, key) -> dict:
     corp = corpus.grammar_corpus(jax.random.fold_in(key, 7), sc.grammar_sentences)
-    V, E = corp.vocab_size, sc.embed_dim
-    emb = corpus.ppmi_embeddings(corp.tokens, V, E)
-    occurring = np.flatnonzero(corp.counts > 0)
+    emb = corpus.ppmi_embeddings(corp.tokens, corp.vocab_size, sc.embed_dim)
     sizes = [corp.vocab.index(x) for x in corpus.GRAMMAR_CATEGORIES["size"]]
     animals = [corp.vocab.index(x) for x in corpus.GRAMMAR_CATEGORIES["animal"]]
-    pairs = np.array([(a, b) for a in sizes for b in animals])  # (n_pairs, 2)
-    rows = []
-    for i, grounded in enumerate((True, False)):
-        kw = dict(encoder_input="embedding", embed_dim=E, losses=("semantic",)) if grounded else {}
-        cfg = _model_cfg(sc, V, 5, 3, "sigmoid", max(sc.budgets), **kw)
-        res, d = _train_eval(cfg, vtae.Hparams(learning_rate=sc.learning_rate, w_semantic=1.0), sc.seeds, jax.random.fold_in(key, i),
-                             np.where(corp.counts > 0, 1.0, 0.0), emb if grounded else None)
-        knn, tw, cg, ce = [], [], [], []
-        for s in range(sc.seeds):
-            params = jax.tree_util.tree_map(lambda v: v[s], res.state.params)
-            ids = jnp.asarray(occurring)
-            x = vtae.encode(None, params, cfg, ids, embeddings=emb if grounded else None, deterministic=True).x
-            dh = diagnostics.euclidean_distances(emb[ids])
-            dl = diagnostics.euclidean_distances(x)
-            knn.append(float(diagnostics.knn_preservation(dh, dl, 5)))
-            tw.append(float(diagnostics.trustworthiness(dh, dl, 5)))
-            xa = vtae.encode(None, params, cfg, jnp.asarray(pairs[:, 0]), embeddings=emb if grounded else None,
-                             deterministic=True).x
-            xb = vtae.encode(None, params, cfg, jnp.asarray(pairs[:, 1]), embeddings=emb if grounded else None,
-                             deterministic=True).x
-            top = lambda logits: np.sort(np.argsort(-np.asarray(logits), -1)[:, :2], -1)
-            ok = lambda t: float(np.mean(np.all(t == np.sort(pairs, -1), -1)))
-            cg.append(ok(top(vtae.decode(params, cfg, 0.5 * (xa + xb)))))
-            if grounded:
-                z = (emb[pairs[:, 0]] + emb[pairs[:, 1]]) @ params["encoder"]["w"] + params["encoder"]["b"]
-                xs = jax.nn.sigmoid(z.reshape(len(pairs), cfg.cells, cfg.width))
-                ce.append(ok(top(vtae.decode(params, cfg, xs))))
-            else:
-                ce.append(np.nan)
-        extra = dict(knn_preservation=knn, trustworthiness=tw, composition_grid=cg, composition_embedding=ce)
-        rows += _rows("semantic", "grounded (embedding encoder + alignment)" if grounded else "arbitrary (table)",
-                      cfg, res, d, extra)
-    return rows
+    return dict(corp=corp, emb=emb, occurring=np.flatnonzero(corp.counts > 0),
+                pairs=np.array([(a, b) for a in sizes for b in animals]))  # pairs (n_pairs, 2)
 
 
-def _part_path(out, name):
-    return os.path.join(out, "parts", name + ".csv")
+def _semantic_cell(sc: Config, key, i: int, grounded: bool, setting: dict) -> list[dict]:
+    corp, emb, occurring, pairs = setting["corp"], setting["emb"], setting["occurring"], setting["pairs"]
+    V, E = corp.vocab_size, sc.embed_dim
+    kw = dict(encoder_input="embedding", embed_dim=E, losses=("semantic",)) if grounded else {}
+    cfg = _model_cfg(sc, V, 5, 3, "sigmoid", max(sc.budgets), **kw)
+    res, d = _train_eval(cfg, vtae.Hparams(learning_rate=sc.learning_rate, w_semantic=1.0), sc.seeds,
+                         jax.random.fold_in(key, i), np.where(corp.counts > 0, 1.0, 0.0), emb if grounded else None)
+    knn, tw, cg, ce = [], [], [], []
+    for s in range(sc.seeds):
+        params = jax.tree_util.tree_map(lambda v: v[s], res.state.params)
+        ids = jnp.asarray(occurring)
+        x = vtae.encode(None, params, cfg, ids, embeddings=emb if grounded else None, deterministic=True).x
+        dh = diagnostics.euclidean_distances(emb[ids])
+        dl = diagnostics.euclidean_distances(x)
+        knn.append(np.asarray(diagnostics.knn_preservation(dh, dl, 5)))
+        tw.append(np.asarray(diagnostics.trustworthiness(dh, dl, 5)))
+        xa = vtae.encode(None, params, cfg, jnp.asarray(pairs[:, 0]), embeddings=emb if grounded else None,
+                         deterministic=True).x
+        xb = vtae.encode(None, params, cfg, jnp.asarray(pairs[:, 1]), embeddings=emb if grounded else None,
+                         deterministic=True).x
+        top = lambda logits: np.sort(np.argsort(-np.asarray(logits), -1)[:, :2], -1)
+        ok = lambda t: float(np.mean(np.all(t == np.sort(pairs, -1), -1)))
+        cg.append(ok(top(vtae.decode(params, cfg, 0.5 * (xa + xb)))))
+        if grounded:
+            z = (emb[pairs[:, 0]] + emb[pairs[:, 1]]) @ params["encoder"]["w"] + params["encoder"]["b"]
+            xs = jax.nn.sigmoid(z.reshape(len(pairs), cfg.cells, cfg.width))
+            ce.append(ok(top(vtae.decode(params, cfg, xs))))
+        else:
+            ce.append(np.nan)
+    extra = dict(knn_preservation=knn, trustworthiness=tw, composition_grid=cg, composition_embedding=ce)
+    return _rows("semantic", "grounded (embedding encoder + alignment)" if grounded else "arbitrary (table)",
+                 cfg, res, d, extra)
 
 
 def summarise(table: dict) -> str:
@@ -405,12 +533,19 @@ def heatmaps(out: str, table: dict, cfg: Config) -> None:
                                title=f"{metric} ({mode}, {b} steps, mean over seeds)", fmt="{}")
 
 
-def grids_png(path: str, cfg: Config, key) -> str:
-    """The grids of the first tokens of a 51-token 5x5x3 model (Gumbel ST), rendered in colour."""
+def grid_codes(cfg: Config, key) -> np.ndarray:
+    """The grids (16, 5, 5) of the first 16 tokens of a 51-token 5x5x3 model (Gumbel ST) trained
+    for the largest budget."""
     model_cfg = _model_cfg(cfg, 51, 5, 3, "gumbel_st", max(cfg.budgets))
     state, _ = vtae.train(key, model_cfg, vtae.Hparams(learning_rate=cfg.learning_rate))
     enc = vtae.encode(None, state.params, model_cfg, jnp.arange(16), deterministic=True)
-    codes = np.asarray(enc.codes).reshape(16, 5, 5)
+    return np.asarray(enc.codes).reshape(16, 5, 5)
+
+
+def grids_png(path: str, cfg: Config, key, codes=None) -> str:
+    """The grids of the first tokens of a 51-token 5x5x3 model (Gumbel ST), rendered in colour;
+    ``codes``: those grids (:func:`grid_codes`), trained here when None."""
+    codes = grid_codes(cfg, key) if codes is None else np.asarray(codes)
     palette = np.array([[0.9, 0.2, 0.2], [0.2, 0.6, 0.9], [0.95, 0.85, 0.2], [0.3, 0.8, 0.3], [0.5, 0.3, 0.7]])
     fig = figures.figure((8, 2.4))
     axes = fig.subplots(2, 8)
@@ -423,39 +558,48 @@ def grids_png(path: str, cfg: Config, key) -> str:
     return figures.save(fig, path)
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> dict:
-    """Run the selected parts (resuming finished parts and cells in ``out``) and write every
-    output; returns the timings."""
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> dict:
+    """Run the selected parts and write every output into ``out``; returns the timings. ``out`` is
+    stamped with the configuration first (``parts`` aside): a directory of another configuration
+    is refused unless ``fresh``, which removes what it holds; finished cells and parts found there
+    are reused (see the module docstring)."""
     cfg.validate()
+    study = Study.open(out, "visual-tokens", cfg, fresh=fresh, selection=("parts",), estimate=cfg.estimate(),
+                       quiet=quiet)
     key = jax.random.key(cfg.root_seed)
     selected = [(i, name) for i, name in enumerate(PARTS) if name in cfg.parts]
-    done = [name for _, name in selected if os.path.exists(_part_path(out, name))]
-    timings = {}
-    with io.Progress(len(selected), desc="visual-tokens", unit="parts", done=len(done), quiet=quiet) as progress:
+    timings, rows = {}, []
+    with io.Progress(len(selected), desc="visual-tokens", unit="parts",
+                     done=sum(study.has(name) for _, name in selected), quiet=quiet) as progress:
         for i, name in selected:
-            path = _part_path(out, name)
-            if name in done:
-                progress.note(f"part {name}: done already ({path})")
+            if study.has(name):
+                rows += study.rows(name, lambda: [])
+                progress.note(f"part {name}: done already ({study.part_path(name, '.json')})")
                 continue
             t0 = time.perf_counter()
             progress.note(f"part {name} ...")
-            rows = run_part(name, cfg, jax.random.fold_in(key, i), progress=progress,
-                            cell_dir=os.path.join(out, "parts", name + "_cells"))
-            io.write_csv(path, io.to_columns(rows, COLUMNS))
+            part = study.rows(name, lambda: run_part(name, cfg, jax.random.fold_in(key, i), progress=progress,
+                                                     study=study))
+            rows += part
             timings[name + "_s"] = time.perf_counter() - t0
-            progress.note(f"part {name}: {len(rows)} models in {timings[name + '_s']:.1f} s")
+            progress.note(f"part {name}: {len(part)} models in {timings[name + '_s']:.1f} s")
             progress.update()
-        tables = [io.read_csv(_part_path(out, name)) for _, name in selected]
-        table = {c: np.concatenate([np.asarray(t[c], object) for t in tables]) for c in COLUMNS}
-        io.write_csv(os.path.join(out, "results.csv"), table)
-        text = summarise(table)
-        with io.atomic_write(os.path.join(out, "summary.md")) as f:
-            f.write(text)
-        if plots:
-            heatmaps(out, table, cfg)
-            grids_png(os.path.join(out, "grids.png"), cfg, jax.random.fold_in(key, 99))
-        io.write_json(os.path.join(out, "config.json"), dict(study="visual-tokens", config=dataclasses.asdict(cfg),
-                                                             environment=io.environment(), timings=timings))
+    table = {c: np.asarray([r[c] for r in rows], object) for c in COLUMNS}
+    io.write_csv(study.path("results.csv"), table)
+    text = summarise(table)
+    with io.atomic_write(study.path("summary.md")) as f:
+        f.write(text)
+    if "main" not in cfg.parts:  # heatmaps of the main part from an earlier selection: not of these results
+        for f in os.listdir(out):
+            if f.startswith("heatmap_") and f.endswith(".png"):
+                os.remove(os.path.join(out, f))
+    if plots:
+        t0 = time.perf_counter()
+        heatmaps(out, table, cfg)
+        codes = study.part("grids", lambda: {"codes": grid_codes(cfg, jax.random.fold_in(key, 99))})["codes"]
+        grids_png(study.path("grids.png"), cfg, None, codes)
+        timings["plots_s"] = time.perf_counter() - t0
+    study.finish(timings=timings, parts=[name for _, name in selected], models=len(rows))
     if not quiet:
         print(text)  # the summary on stdout, like every study's; progress went to stderr
     return timings

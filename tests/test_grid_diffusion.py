@@ -1,7 +1,6 @@
 """Generative models over grids and tokens (tokdyn.models.sequence), the grammar's language, the
-text metrics (against SciPy and hand counts) and the grid-diffusion study."""
-
-import os
+text metrics (against SciPy and hand counts); the grid-diffusion study itself is tested in
+tests/test_grid_diffusion_runner.py."""
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from tokdyn import diffusion, io, train
+from tokdyn import diffusion, train
 from tokdyn.models import sequence as G
 from tokdyn.models.vtae import corpus
 from tokdyn.stats import text as TM
@@ -117,27 +116,6 @@ def test_bad_input_is_refused_before_compiling():
         G.decode_grids({}, GD.Config().autoencoder(), np.full((2, 3, 9), 3, np.int32))
     with pytest.raises(ValueError, match="fewer than the 29 tokens"):
         GD.Config(grid=2, colours=2).validate()
-
-
-def test_study_writes_its_outputs_and_resumes(tmp_path):
-    cfg = GD.Config(sentences=200, ae_steps=200, models=("grid_d3pm_absorbing",), single_models=(), T=8, width=16,
-                    depth=1, steps=20, batch_size=16, seeds=2, n_samples=8, ddim_steps=0, n_resamples=20)
-    out = str(tmp_path / "gd")
-    assert GD.main(cfg, out, quiet=True)
-    for name in ("results.csv", "samples.txt", "denoising.png", "kernels.png", "learning_curves.png", "summary.md",
-                 "config.json"):
-        assert os.path.exists(os.path.join(out, name)), name
-    table = io.read_csv(os.path.join(out, "results.csv"))
-    assert list(table["model"]) == ["grid_d3pm_absorbing"] * 2 and list(table["seed"]) == [0, 1]
-    assert io.read_json(os.path.join(out, "config.json"))["autoencoder_accuracy"] == 1.0
-    part = os.path.join(out, "parts", "sequence__grid_d3pm_absorbing.npz")
-    stamp = os.path.getmtime(part)
-    assert GD.main(cfg, out, quiet=True, plots=False)  # resumes: the finished model is read back
-    assert os.path.getmtime(part) == stamp
-    again = io.read_csv(os.path.join(out, "results.csv"))
-    np.testing.assert_array_equal(again["bigram_kl"], table["bigram_kl"])
-    with pytest.raises(io.OutputConflict):
-        GD.main(GD.Config(**{**cfg.__dict__, "steps": 40}), out, quiet=True)
 
 
 def test_grammar_entropy_equals_the_mean_log_probability_of_its_sentences():

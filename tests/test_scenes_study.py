@@ -1,14 +1,19 @@
 """The scenes study: its outputs, its choice of settings on the validation split, a training run
-killed midway that resumes to the same models, and its refusal of another configuration."""
+stopped midway that resumes to the same models and the whole learning curve, corrupt parts and
+checkpoints named and recomputed, another choice of methods that leaves no stale outputs, and its
+refusal of another configuration and of bad fields."""
 
 import dataclasses
 import os
+import shutil
+import warnings
 
 import jax
 import numpy as np
 import pytest
 
-from tokdyn import io, metrics
+from tokdyn import cli, io, metrics
+from tokdyn.experiment import study as S
 from tokdyn.studies import object_discovery as SC
 
 pytestmark = pytest.mark.fast_compile
@@ -17,20 +22,55 @@ CFG = SC.Config(size=12, max_objects=2, scale=(0.3, 0.5), n_train=64, n_val=8, n
                 methods=("baseline", "annealing"), temperatures=(0.01, 0.1), position_scales=(0.5, 1.0), dyn_steps=16,
                 learned=("slot_attention",), seeds=2, train_steps=4, batch_size=2, slot_size=8,
                 encoder_channels=(4,), decoder_hidden=4, eval_every=2, n_curve=4, n_examples=2)
+TABLES = ("results.csv", "learning_curve.csv")  # the outputs a rerun must reproduce byte for byte
 
 
-def test_study_writes_its_outputs_resumes_and_refuses_another_configuration(tmp_path):
-    out = str(tmp_path / "sc")
+def argv(cfg: SC.Config, out, *extra) -> list[str]:
+    """The command line of ``cfg`` (every field spelled out), in this process (no cache)."""
+    args = ["study", "scenes", "--out", str(out), "--quiet", "--no-cache"]
+    for f in dataclasses.fields(cfg):
+        v, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+        if isinstance(v, bool):
+            args.append(flag if v else "--no-" + flag[2:])
+        else:
+            args += [flag, ",".join(map(str, v)) if isinstance(v, tuple) else str(v)]
+    return args + list(extra)
+
+
+def read(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished study of CFG (with its figures)."""
+    out = str(tmp_path_factory.mktemp("sc") / "done")
     assert SC.main(CFG, out, quiet=True)
-    for name in ("results.csv", "learning_curve.csv", "examples.png", "learning_curve.png", "summary.md",
-                 "config.json"):
+    return out
+
+
+def copy(finished, tmp_path) -> str:
+    out = str(tmp_path / "copy")
+    shutil.copytree(finished, out)
+    return out
+
+
+def test_study_writes_its_outputs_and_a_rerun_reads_everything_back(finished, tmp_path):
+    out = finished
+    for name in TABLES + ("examples.png", "learning_curve.png", "summary.md", "config.json", "study.json"):
         assert os.path.exists(os.path.join(out, name)), name
     table = io.read_csv(os.path.join(out, "results.csv"))
     assert list(table["method"]) == [m for m in ("baseline", "annealing", "kmeans", "slot_attention") for _ in (0, 1)]
     assert np.all((table["fg_ari"] >= -0.5) & (table["fg_ari"] <= 1)) and np.all((table["miou"] >= 0) & (table["miou"] <= 1))
     assert np.array_equal(table["failed"], (table["fg_ari"] < CFG.fail_below).astype(int))
     curve = io.read_csv(os.path.join(out, "learning_curve.csv"))
+    assert list(curve) == list(SC.CURVE_COLUMNS)  # no wall-clock column: the table is reproducible
     assert list(curve["step"]) == [2, 2, 4, 4] and list(curve["seed"]) == [0, 1, 0, 1]
+    assert np.all(np.isfinite(curve["val_fg_ari"])) and np.all(np.isfinite(curve["loss"]))
+    record = io.read_json(os.path.join(out, "config.json"))
+    assert record["study"] == "scenes" and record["config"]["methods"] == ["baseline", "annealing"]
+    assert record["timings"]["training_s"]["slot_attention"] > 0 and "jax" in record["environment"]
 
     # the chosen temperature and position weight are the best of the validation sweep
     val = SC.split(CFG, "val")
@@ -40,49 +80,111 @@ def test_study_writes_its_outputs_resumes_and_refuses_another_configuration(tmp_
 
     # k-means' test FG-ARI is the mean of metrics.fg_ari over its own labels (recomputed here)
     test = SC.split(CFG, "test")
-    kept = np.load(os.path.join(out, "parts", "fixed__kmeans.npz"))
+    kept = io.load_npz(os.path.join(out, "parts", "fixed__kmeans.npz"))
     fg0 = [float(metrics.fg_ari(np.asarray(test.masks[i]), kept["labels"][i])) for i in range(CFG.n_examples)]
     np.testing.assert_allclose(fg0, kept["fg_ari"][0][: CFG.n_examples], atol=1e-6)
 
     # a rerun reads everything back: no retraining, identical tables
-    ckpt = os.path.join(out, "parts", "slot_attention.npz")
-    stamp = os.path.getmtime(ckpt)
+    out = copy(finished, tmp_path)
+    parts = sorted(f for f in os.listdir(os.path.join(out, "parts")))
+    assert parts == ["fixed__annealing.npz", "fixed__baseline.npz", "fixed__kmeans.npz", "slot_attention.npz",
+                     "slot_attention__test.npz"]  # the validation scores live in the checkpoint
+    times = {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts}
     assert SC.main(CFG, out, quiet=True, plots=False)
-    assert os.path.getmtime(ckpt) == stamp
-    np.testing.assert_array_equal(io.read_csv(os.path.join(out, "results.csv"))["fg_ari"], table["fg_ari"])
-    with pytest.raises(io.OutputConflict):
+    assert times == {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts}
+    for name in TABLES:
+        assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
+    assert os.path.exists(os.path.join(out, "examples.png"))  # the same configuration's figures stay
+
+
+def test_another_configuration_is_refused_and_fresh_replaces_it(finished, tmp_path, capsys):
+    out = copy(finished, tmp_path)
+    before = {name: read(os.path.join(out, name)) for name in TABLES}
+    with pytest.raises(io.OutputConflict, match="train_steps: 4 there, 8 now"):
         SC.main(dataclasses.replace(CFG, train_steps=8), out, quiet=True)
+    other = dataclasses.replace(CFG, fail_below=0.9, n_examples=1)
+    assert cli.main(argv(other, out, "--no-plots")) == 2
+    err = capsys.readouterr().err
+    assert "fail_below: 0.5 there, 0.9 now" in err and "n_examples: 2 there, 1 now" in err and "--fresh" in err
+    assert before == {name: read(os.path.join(out, name)) for name in TABLES}  # nothing touched
+    assert cli.main(argv(other, out, "--no-plots", "--fresh")) == 0
+    assert not [f for f in os.listdir(out) if f.endswith(".png")]  # the old configuration's figures are gone
+    assert io.read_json(os.path.join(out, "config.json"))["config"]["fail_below"] == 0.9
+    table = io.read_csv(os.path.join(out, "results.csv"))
+    assert np.array_equal(table["failed"], (table["fg_ari"] < 0.9).astype(int))
 
 
-def test_training_killed_midway_resumes_to_the_same_models_and_curve(tmp_path):
-    """Training stopped after its first checkpoint, before that point was scored (as a run killed
-    between the two leaves it), and rerun ends with the models and the whole learning curve of an
-    uninterrupted run: the losses come back with the checkpoint, the checkpointed state is scored
-    before training goes on."""
+def test_training_stopped_midway_resumes_to_the_same_models_and_the_whole_curve(tmp_path):
+    """Issue 31, case 5: a run killed between a checkpoint and its learning-curve write lost those
+    rows. The validation scores are now recorded by train_many's ``evaluate`` in the checkpoint's
+    curves, written with the state in one file: stopped after its first checkpoint and rerun, the
+    study ends with the models and every curve row of an uninterrupted run."""
     train, val = SC.split(CFG, "train"), SC.split(CFG, "val")
-    straight, rows, _ = SC.train_learned(CFG, "slot_attention", train, val, str(tmp_path / "a"))
-    parts = str(tmp_path / "b")
-    os.makedirs(parts)
-    part = SC.fit(CFG, "slot_attention", train.images, parts, max_calls=1)
-    assert part.stopped_at == 2 and not os.path.exists(os.path.join(parts, "slot_attention__val.json"))
-    resumed, rows2, _ = SC.train_learned(CFG, "slot_attention", train, val, parts)
+    straight, rows, _ = SC.train_learned(CFG, "slot_attention", train, val, S.Study.open(
+        str(tmp_path / "a"), "scenes", CFG, selection=SC.SELECTION))
+    study = S.Study.open(str(tmp_path / "b"), "scenes", CFG, selection=SC.SELECTION)
+    part = SC.fit(CFG, "slot_attention", train.images, study, val=val, max_calls=1)
+    assert part.stopped_at == 2 and not part.finished
+    assert np.all(np.isfinite(part.curves["val_fg_ari"][:, 0])) and np.all(np.isnan(part.curves["val_fg_ari"][:, 1]))
+    progress = io.Progress(CFG.train_steps, quiet=True)
+    resumed, rows2, seconds = SC.train_learned(CFG, "slot_attention", train, val, study, progress)
+    assert progress.done == CFG.train_steps  # the steps before the resume counted (it ended at 2/4 before)
     for a, b in zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(straight.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert [r["step"] for r in rows2] == [2, 2, 4, 4]
-    for k in ("method", "seed", "step", "loss", "val_fg_ari"):
-        assert [r[k] for r in rows2] == [r[k] for r in rows], k
-    assert all(np.isfinite(r["seconds"]) and r["seconds"] > 0 for r in rows2)
-    # a checkpoint of another configuration's (or an earlier version's) is replaced, not loaded
-    other = str(tmp_path / "c")
-    os.makedirs(other)
-    io.save_pytree(os.path.join(other, "slot_attention.npz"), {"params": np.zeros(3)}, step=2, config="old")
-    again, rows3, _ = SC.train_learned(CFG, "slot_attention", train, val, other)
-    assert [r["loss"] for r in rows3] == [r["loss"] for r in rows]
+    assert rows2 == rows and [r["step"] for r in rows2] == [2, 2, 4, 4] and seconds > 0
+    assert sorted(os.listdir(tmp_path / "b" / "parts")) == ["slot_attention.npz"]
+
+
+def test_truncated_parts_and_checkpoints_are_named_set_aside_and_recomputed(finished, tmp_path):
+    """Issue 31, case 4: a truncated checkpoint or part used to stop every rerun with a raw
+    BadZipFile that did not name the file."""
+    out = copy(finished, tmp_path)
+    damaged = ["fixed__baseline.npz", "slot_attention.npz", "slot_attention__test.npz"]
+    for name in damaged:
+        path = os.path.join(out, "parts", name)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 3)
+    with open(os.path.join(out, "config.json"), "r+b") as f:  # the record of the finished run, too
+        f.truncate(20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main(argv(CFG, out, "--no-plots")) == 0
+    said = " ".join(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning))
+    for name in damaged:
+        assert f"{name} could not be read back" in said and "set aside" in said, (name, said)
+    assert len(os.listdir(os.path.join(out, "parts", "corrupt"))) == 3
+    assert io.read_json(os.path.join(out, "config.json"))["config"] == S.config_dict(CFG)
+    for name in TABLES:  # recomputed (the models retrained) to the same results
+        assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
+
+
+def test_another_choice_of_methods_reuses_the_parts_and_leaves_no_stale_outputs(finished, tmp_path):
+    out = copy(finished, tmp_path)
+    ckpt = os.path.join(out, "parts", "slot_attention.npz")
+    t = os.path.getmtime(ckpt)
+    assert SC.main(dataclasses.replace(CFG, methods=("baseline",), kmeans=False, learned=()), out, quiet=True,
+                   plots=False)
+    assert list(io.read_csv(os.path.join(out, "results.csv"))["method"]) == ["baseline"] * 2
+    assert not [f for f in os.listdir(out) if f.endswith(".png")]  # the other run's figures are gone
+    assert SC.main(CFG, out, quiet=True, plots=False)  # back: every kept part read, nothing retrained
+    assert os.path.getmtime(ckpt) == t
+    for name in TABLES:
+        assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
 
 
 def test_bad_configuration_is_refused_naming_the_field():
-    for field, value in (("max_objects", 40), ("shapes", ("square", "hexagon")), ("methods", ("nope",)),
-                         ("learned", ("slot_attention_v2",)), ("train_steps", 5), ("temperatures", (0.0,)),
-                         ("scale", (0.0, 0.2))):
-        with pytest.raises((ValueError, TypeError), match=field if field != "train_steps" else "train_steps"):
+    for field, value, words in (
+            ("max_objects", 40, "max_objects"), ("shapes", ("square", "hexagon"), "shapes"),
+            ("methods", ("nope",), "methods"), ("learned", ("slot_attention_v2",), "learned"),
+            ("train_steps", 5, "train_steps"), ("temperatures", (0.0,), "temperatures"),
+            ("scale", (0.0, 0.2), "scale"), ("methods", ("baseline", "baseline"), "methods must name each"),
+            ("learned", ("slot_attention",) * 2, "learned must name each"), ("n_curve", 9, "n_curve"),
+            ("n_examples", 13, "n_examples"), ("fourier_bands", 64, "fourier_bands"),
+            ("root_seed", 2 ** 40, "root_seed"), ("train_steps", 2 ** 40, "train_steps"),
+            ("lr", float("nan"), "lr"), ("tol", float("inf"), "tol"), ("position_scales", (), "position_scales"),
+            ("slot_size", 0, "slot_size")):
+        with pytest.raises((ValueError, TypeError), match=words):
             dataclasses.replace(CFG, **{field: value}).validate()
+    dataclasses.replace(CFG, learned=(), slot_size=8).validate()
+    with pytest.raises(ValueError, match="slot_size"):  # checked even when no model is learned
+        dataclasses.replace(CFG, learned=(), slot_size=0).validate()

@@ -20,8 +20,22 @@ modelling the tokens directly? (``tokdyn study grid-diffusion --out DIR``)
 Outputs: ``results.csv`` (model x seed), ``samples.txt`` (decoded samples per model),
 ``denoising.png`` (a grid at several noise levels and along a reverse trajectory, each kernel),
 ``kernels.png`` (P(x_t = x_0) over t for each kernel, and the published kernel's beside them),
-``learning_curves.png``, ``summary.md`` and ``config.json``. Each finished model (its
-parameters, curves and samples) is kept in ``DIR/parts/``, so a rerun resumes.
+``learning_curves.png``, ``summary.md`` and ``config.json`` (the whole configuration, the
+autoencoder's accuracy, the environment and the timings: each model's training and sampling
+seconds live there, not in the tables, so that a rerun's tables are byte-identical).
+
+Resuming: ``DIR`` is stamped with the configuration before any work
+(:class:`tokdyn.experiment.study.Study`; ``models`` and ``single_models`` only choose which models
+run, so a rerun may add models). The autoencoder, each model kind (its parameters, curves, samples
+and training seconds) and each held-out likelihood are parts in ``DIR/parts/``, written atomically
+with a checksum, each keyed by the stamp and the settings it depends on (the autoencoder by its own
+configuration, learning rate and root seed): a rerun, or a run killed at any moment, resumes and
+ends with the tables, samples and summary of an uninterrupted run, byte for byte; a corrupt part is
+named in a warning, set aside to ``parts/corrupt/`` and recomputed. A rerun with another
+configuration exits 2 naming the fields that differ; ``--fresh`` removes what the old configuration
+wrote and starts afresh. Outputs of a run with another choice of models are removed before the work
+(and figures this run does not draw: with ``--no-plots`` those of the same configuration stay), so
+the directory never shows another run's results beside this one's.
 """
 
 from __future__ import annotations
@@ -36,6 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks, diffusion, io, stats, train
+from tokdyn.experiment import study as runner
+from tokdyn.experiment.study import Estimate, Study
 from tokdyn.models import vtae
 from tokdyn.models import sequence as G
 from tokdyn.models.vtae import corpus
@@ -43,7 +59,7 @@ from tokdyn.stats import figures
 from tokdyn.stats import text as TM
 
 SCOPES = ("sequence", "single")
-COLUMNS = ("scope", "model", "seed", "steps", "train_loss_first", "train_loss_last", "nan_step", "seconds",
+COLUMNS = ("scope", "model", "seed", "steps", "train_loss_first", "train_loss_last", "nan_step",
            *[c for m in TM.METRICS + ("nll",) for c in (m, m + "_low", m + "_high")])
 
 
@@ -102,12 +118,24 @@ class Config:
             _checks.positive_int(name, getattr(self, name))
         _checks.positive_int("colours", self.colours, minimum=2)
         _checks.positive_int("ddim_steps", self.ddim_steps, minimum=0)
+        _checks.positive_int("root_seed", self.root_seed, minimum=0)
+        for name in ("steps", "ae_steps", "root_seed"):  # step counters and seeds are int32 inside the programs
+            if getattr(self, name) > INT32_MAX:
+                raise ValueError(f"{name} must be at most {INT32_MAX:,} (an int32 inside the compiled programs), "
+                                 f"got {getattr(self, name):,}")
         if self.ddim_steps > self.T:
             raise ValueError(f"ddim_steps must be <= T={self.T}, got {self.ddim_steps}")
         if self.n_samples < 2:
             raise ValueError(f"n_samples must be >= 2 (the intervals resample them), got {self.n_samples}")
+        for name in ("models", "single_models"):
+            value = getattr(self, name)
+            if not isinstance(value, (tuple, list)):
+                raise TypeError(f"{name} must be a tuple of model names, got {value!r}")
+            if len(set(value)) != len(value):
+                raise ValueError(f"{name} must name each model once, got {list(value)}")
         if not self.models and not self.single_models:
-            raise ValueError("models and single_models must not both be empty")
+            raise ValueError("models and single_models must not both be empty: nothing to train (e.g. --models "
+                             f"{','.join(G.MODELS)})")
         for m in self.models:
             _checks.choice("models", m, G.MODELS)
         for m in self.single_models:
@@ -122,6 +150,42 @@ class Config:
         for m in self.models + self.single_models:
             self.model(m, "sequence" if m in self.models else "single").validate()
         return self
+
+    def estimate(self) -> Estimate:
+        """The largest allocation (the activations of the ``seeds`` models trained together, or of
+        ``n_samples`` samples drawn at once, the models' parameters and optimiser state, the corpus,
+        the bootstrap's resamples, the noise schedule), naming the option that makes it large, and a
+        rough time on 2 cores (calibrated on the default run, 19 min).
+        :class:`tokdyn.experiment.study.Refused` naming the option when one array would hold more
+        elements than XLA can index."""
+        L, P, C, W, D = self.length, self.grid * self.grid, self.colours, self.width, self.depth
+        E = L * P if self.elements == "cells" else L  # elements the grid models attend over
+        heads = 4 if W % 4 == 0 else 1
+        per_sequence = E * W * (8 * D + 4) + heads * E * E * D * 2 + L * P * max(C, 29) * 4  # floats held per sequence
+        groups = {  # (options that scale it, elements of its largest array, bytes)
+            "training": (("seeds", "batch_size", "length", "grid", "width", "colours"),
+                         self.seeds * self.batch_size * max(heads * E * E, E * W, L * P * C),
+                         4 * self.seeds * self.batch_size * per_sequence),
+            "sampling": (("n_samples", "length", "grid", "width", "colours"),
+                         self.n_samples * max(heads * E * E, E * W, L * P * C), 4 * self.n_samples * per_sequence),
+            "corpus": (("sentences", "length", "grid"), self.sentences * L * P,
+                       4 * self.sentences * (L * P + 2 * L + 32)),
+            "bootstrap": (("n_resamples", "n_samples"), self.n_resamples * self.n_samples,
+                          8 * self.n_resamples * self.n_samples * 4),
+            "schedule": (("T",), self.T + 1, 8 * 16 * (self.T + 1)),
+            "keys": (("seeds",), 2 * self.seeds, 8 * self.seeds * 64),
+            "parameters": (("width", "depth", "seeds"), max(4 * W * W, W * max(P * C, 29) * max(1, L)),
+                           4 * 4 * self.seeds * (12 * D * W * W + 2 * W * (P * C + 29 + L))),  # with Adam's moments
+        }
+        for names, elements, _ in groups.values():
+            runner.elements_fit(_blame(self, names), elements)
+        names, _, memory = max(groups.values(), key=lambda g: g[2])
+        n = len(self.models) + len(self.single_models)
+        step_flops = 24 * self.seeds * self.batch_size * (E * W * W * D + heads * E * E * W * D)
+        sample_flops = 8 * self.seeds * self.n_samples * self.T * (E * W * W * D + heads * E * E * W * D)
+        seconds = (n * (self.steps * (step_flops / 2e10 + 5e-4) + sample_flops / 2e10 + self.T * self.seeds * 5e-3)
+                   + self.ae_steps * 5e-3 + 30.0)
+        return Estimate(memory=float(memory), option=_blame(self, names), models=n * self.seeds, seconds=seconds)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -147,6 +211,16 @@ class Config:
         return [("sequence", m) for m in self.models] + [("single", m) for m in self.single_models]
 
 
+INT32_MAX = 2 ** 31 - 1
+
+
+def _blame(cfg: Config, names) -> str:
+    """Of the options ``names`` that scale a size, the one furthest above its default (the one to
+    change)."""
+    base = Config()
+    return max(names, key=lambda n: getattr(cfg, n) / max(1, getattr(base, n)))
+
+
 def _log_every(steps: int) -> int:
     for k in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500):
         if steps % k == 0 and 5 <= steps // k <= 40:
@@ -166,58 +240,92 @@ def load_corpus(cfg: Config):
     return c, corpus.sentences(c.tokens, cfg.length), corpus.sentences(held.tokens, cfg.length)
 
 
-def autoencoder(cfg: Config, parts: str):
-    """``(params, codes (V, P), accuracy)``: the first stage, trained once and kept in ``parts``."""
+AE_LEARNING_RATE = 1e-2  # the autoencoder's peak learning rate
+
+
+def kept_tree(where, name: str, compute, like, key):
+    """The pytree of arrays ``compute()``, kept as the part ``name`` and read back by a rerun.
+    ``where``: the :class:`~tokdyn.experiment.study.Study` (a part keyed by its stamp and ``key``),
+    a directory (a file ``name.npz`` there keyed by ``key`` alone) or None (nothing kept);
+    ``like()``: the tree's structure (e.g. ``jax.eval_shape``), needed only to read it back. A
+    corrupt part, or one of another structure, is set aside with a warning and recomputed."""
+    made = []
+
+    def flat():
+        tree = jax.tree_util.tree_map(np.asarray, compute())
+        made.append(tree)
+        return dict(zip(io.leaf_names(tree), jax.tree_util.tree_leaves(tree)))
+
+    if where is None:
+        return jax.tree_util.tree_map(np.asarray, compute())
+    for _ in range(2):
+        if isinstance(where, Study):
+            stored, path = where.part(name, flat, key=key), where.part_path(name)
+        else:
+            path = os.path.join(where, name + ".npz")
+            stored = io.kept(path, runner.digest(key), flat)
+        if made:
+            return made[0]
+        shape = like()
+        names = io.leaf_names(shape)
+        if set(names) == set(stored):
+            return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), [stored[n] for n in names])
+        io.set_aside(path, "it holds other arrays than this version of the study writes")
+    raise AssertionError("unreachable: the second pass computes")
+
+
+def autoencoder_key(cfg: Config) -> dict:
+    """Exactly what the autoencoder depends on: its configuration (``grid``, ``colours``,
+    ``ae_steps``), its learning rate and the root seed."""
+    return {"autoencoder": dataclasses.asdict(cfg.autoencoder()), "learning_rate": AE_LEARNING_RATE,
+            "root_seed": cfg.root_seed}
+
+
+def autoencoder(cfg: Config, study=None):
+    """``(params, codes (V, P), accuracy)``: the first stage, trained once and kept
+    (:func:`kept_tree`: ``study`` a Study, a directory or None) as the part ``autoencoder``."""
     acfg = cfg.autoencoder()
-    path = os.path.join(parts, "autoencoder.npz")
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), 1)
-    like = jax.eval_shape(lambda: vtae.init(key, acfg))
-    params = None
-    if os.path.exists(path):
-        try:
-            params, _ = io.load_pytree(path, like)
-        except ValueError:
-            params = None
-    if params is None:
+
+    def compute():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            params = vtae.train(key, acfg, vtae.Hparams(learning_rate=1e-2))[0].params
-        io.save_pytree(path, params)
+            return vtae.train(key, acfg, vtae.Hparams(learning_rate=AE_LEARNING_RATE))[0].params
+
+    params = kept_tree(study, "autoencoder", compute, lambda: jax.eval_shape(lambda: vtae.init(key, acfg)),
+                       autoencoder_key(cfg))
+    params = jax.tree_util.tree_map(jnp.asarray, params)
     enc = vtae.encode(None, params, acfg, jnp.arange(acfg.vocab_size), deterministic=True)
     pred = np.asarray(jnp.argmax(vtae.decode(params, acfg, enc.x), -1))
     return params, np.asarray(enc.codes, np.int32), float(np.mean(pred == np.arange(acfg.vocab_size)))
 
 
-def _stamp(cfg: Config, scope: str, name: str) -> str:
-    keep = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("models", "single_models", "n_resamples")}
-    return repr(sorted({**keep, "scope": scope, "model": name}.items()))
+def model_key(cfg: Config, scope: str, name: str) -> dict:
+    """What a model kind's part depends on beyond the study's stamp: its scope, name and
+    configuration."""
+    return {"scope": scope, "model": name, "config": dataclasses.asdict(cfg.model(name, scope))}
 
 
-def train_and_sample(cfg: Config, scope: str, name: str, data, parts: str) -> dict:
-    """Train the ``seeds`` models of one kind and sample them; kept in ``parts`` and reused by a
-    rerun of the same settings. Returns params, curves, nan_step, samples (S, n, ...) and, for
-    ``grid_ddpm``, DDIM samples."""
+def train_and_sample(cfg: Config, scope: str, name: str, data, study=None) -> dict:
+    """Train the ``seeds`` models of one kind and sample them; kept as the part ``SCOPE__NAME``
+    (:func:`kept_tree`) and reused by a rerun of the same settings. Returns params, curves,
+    nan_step, samples (S, n, ...), for ``grid_ddpm`` DDIM samples, and the seconds it took."""
     mcfg = cfg.model(name, scope)
-    path = os.path.join(parts, f"{scope}__{name}.npz")
-    stamp = _stamp(cfg, scope, name)
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.root_seed), 2), G.MODELS.index(name)
                              + (100 if scope == "single" else 0))
     keys = jax.random.split(key, cfg.seeds)
-    stored = False
-    if os.path.exists(path):
-        with np.load(path) as z:
-            stored = str(z["meta_stamp"]) == stamp
-    if stored:
+
+    def compute():
+        t0 = time.time()
+        out = jax.tree_util.tree_map(np.asarray, _sampled(cfg, mcfg, keys, data))
+        return {**out, "seconds": np.float64(time.time() - t0)}
+
+    def like():
         shapes = jax.eval_shape(lambda: _sampled(cfg, mcfg, keys, data, dry=True))
-        tree, meta = io.load_pytree(path, shapes)
-        return {**tree, "seconds": float(meta["seconds"])}
-    t0 = time.time()
-    out = _sampled(cfg, mcfg, keys, data)
-    out = jax.tree_util.tree_map(np.asarray, out)
-    seconds = time.time() - t0
-    os.makedirs(parts, exist_ok=True)
-    io.save_pytree(path, out, stamp=stamp, seconds=seconds)
-    return {**out, "seconds": seconds}
+        return {**shapes, "seconds": jax.ShapeDtypeStruct((), np.float64)}
+
+    out = kept_tree(study, f"{scope}__{name}", compute, like, model_key(cfg, scope, name))
+    return {**out, "seconds": float(out["seconds"])}
 
 
 def _sampled(cfg: Config, mcfg: G.Config, keys, data, dry: bool = False) -> dict:
@@ -286,8 +394,7 @@ def evaluate(cfg: Config, results: dict, ae_params, sentences, vocab, nll=None) 
                     m["nll"] = m["nll_low"] = m["nll_high"] = float("nan")
                 loss = np.asarray(r["curves"]["loss"][s])
                 rows.append(dict(scope=scope, model=label, seed=s, steps=cfg.steps, train_loss_first=loss[0],
-                                 train_loss_last=loss[-1], nan_step=int(np.asarray(r["nan_step"])[s]),
-                                 seconds=r["seconds"], **m))
+                                 train_loss_last=loss[-1], nan_step=int(np.asarray(r["nan_step"])[s]), **m))
                 if s == 0:
                     texts[f"{scope}/{label}"] = [" ".join(vocab[i] for i in sent)
                                                  for sent in TM.cut(tokens, eos if scope == "sequence" else -1)]
@@ -510,25 +617,41 @@ def write_samples(path: str, texts: dict, per_model: int = 20) -> None:
 # ---------------------------------------------------------------------------------------------- main
 
 
-def _check_out(cfg: Config, out: str) -> None:
-    path = os.path.join(out, "config.json")
-    if os.path.exists(path):
-        old = io.read_json(path).get("study")
-        if old is not None and old != io.jsonable(dataclasses.asdict(cfg)):
-            raise io.OutputConflict(f"{out} holds a study with a different configuration; use another --out")
+SELECTION = ("models", "single_models")  # fields that only choose which models run
+OUTPUTS = ("results.csv", "samples.txt", "summary.md", runner.RECORD)
+FIGURES = ("denoising.png", "kernels.png", "learning_curves.png")
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> bool:
-    """Run the study (resumable); returns True when it finished."""
+def clear_other_outputs(study: Study, cfg: Config, *, keep_figures: bool) -> None:
+    """Remove the outputs (tables, summary, record and figures) of an earlier run in the study's
+    directory unless its ``config.json`` records this very configuration (selection included),
+    so that the directory never shows another choice of models beside this run's; with
+    ``keep_figures`` False the figures go in any case (they are redrawn, or not drawn)."""
+    same = False
+    record = os.path.join(study.out, runner.RECORD)
+    if os.path.exists(record):
+        try:
+            same = io.read_json(record).get("config") == runner.config_dict(cfg)
+        except (ValueError, OSError, AttributeError):
+            same = False
+    for name in (() if same else OUTPUTS) + (FIGURES if not same or not keep_figures else ()):
+        path = os.path.join(study.out, name)
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
+    """Run the study (resumable; see the module docstring); returns True when it finished. ``out``
+    is stamped with the configuration before any work: a directory of another configuration is
+    refused (:class:`tokdyn.io.OutputConflict`, naming the fields) unless ``fresh``."""
     cfg.validate()
-    _check_out(cfg, out)
-    os.makedirs(out, exist_ok=True)
-    parts = os.path.join(out, "parts")
-    os.makedirs(parts, exist_ok=True)
+    study = Study.open(out, "grid-diffusion", cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(),
+                       quiet=quiet)
+    clear_other_outputs(study, cfg, keep_figures=not plots)
     t_start = time.time()
     c, sentences, held = load_corpus(cfg)
     vocab = c.vocab
-    ae_params, codes, ae_acc = autoencoder(cfg, parts)
+    ae_params, codes, ae_acc = autoencoder(cfg, study)
     grids = codes[sentences]  # (N, L, P)
     results = {}
     with io.Progress(len(cfg.runs()), desc="grid-diffusion", unit="models", quiet=quiet) as progress:
@@ -540,29 +663,32 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
                 data = codes[words][:, None] if mcfg.on_grids else words[:, None]
             else:
                 data = grids if mcfg.on_grids else sentences
-            results[(scope, name)] = train_and_sample(cfg, scope, name, data, parts)
+            results[(scope, name)] = train_and_sample(cfg, scope, name, data, study)
             progress.update(1)
     nll = {}
     for scope, name in cfg.runs():
         if scope == "sequence":
-            stored = os.path.join(parts, f"{scope}__{name}_nll.npz")
-            nll[(scope, name)] = io.kept(stored, _stamp(cfg, scope, name), lambda: {"value": held_out_nll(
-                cfg, scope, name, results[(scope, name)]["params"], codes[held] if name.startswith("grid_") else held)})["value"]
+            x = codes[held] if name.startswith("grid_") else held
+            nll[(scope, name)] = study.part(f"{scope}__{name}_nll", lambda: {"value": held_out_nll(
+                cfg, scope, name, results[(scope, name)]["params"], x)}, key=model_key(cfg, scope, name))["value"]
     table, texts = evaluate(cfg, results, ae_params, sentences, vocab, nll)
-    io.write_csv(os.path.join(out, "results.csv"), table)
-    write_samples(os.path.join(out, "samples.txt"), texts)
+    io.write_csv(study.path("results.csv"), table)
+    write_samples(study.path("samples.txt"), texts)
     reference = TM.text_metrics(sentences[: cfg.n_samples], sentences, len(vocab), eos=corpus.EOS,
                                allowed=corpus.grammar_bigrams(), grammatical=corpus.is_grammatical, n_resamples=2)
     if plots:
-        plot_kernels(out, cfg)
-        plot_denoising(out, cfg, results, codes)
-        plot_curves(out, cfg, results)
+        drawn = {os.path.abspath(p) for p in (plot_kernels(study.out, cfg), plot_denoising(
+            study.out, cfg, results, codes), plot_curves(study.out, cfg, results)) if p}
+        for name in FIGURES:  # e.g. denoising.png of an earlier run with grid models, none now
+            path = study.path(name)
+            if os.path.abspath(path) not in drawn and os.path.exists(path):
+                os.remove(path)
     text = summary(cfg, table, ae_acc, reference)
-    with io.atomic_write(os.path.join(out, "summary.md")) as f:
+    with io.atomic_write(study.path("summary.md")) as f:
         f.write(text + "\n")
-    io.write_json(os.path.join(out, "config.json"), {"study": dataclasses.asdict(cfg), "autoencoder_accuracy": ae_acc,
-                                                      "seconds": time.time() - t_start,
-                                                      "environment": io.environment()})
+    timings = {"total_s": time.time() - t_start,
+               "models_s": {f"{scope}/{name}": r["seconds"] for (scope, name), r in results.items()}}
+    study.finish(config=runner.config_dict(cfg), autoencoder_accuracy=ae_acc, timings=timings)
     if not quiet:
         print(text)
     return True

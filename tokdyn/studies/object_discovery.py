@@ -20,18 +20,31 @@ a learned Slot Attention add? (``tokdyn study scenes --out DIR``)
    and for the learned models duplicate slots (merged at the package's merge tolerance) and unused
    slots. A seed *fails* when its mean FG-ARI is below ``fail_below``.
 
-Outputs: ``results.csv`` (method x seed), ``learning_curve.csv``, ``examples.png`` (test scenes,
-their true masks and every method's prediction), ``summary.md`` and ``config.json``. Every
-finished piece (each method's test results, each learned model's checkpoint, which holds its state
-and training curves, and its validation scores) is kept in ``DIR/parts/``: a rerun resumes, and a
-training run killed midway resumes from its last checkpoint with identical results.
+Outputs: ``results.csv`` (method x seed), ``learning_curve.csv`` (per learned model, step and
+seed: the mean training loss over the interval and the validation FG-ARI), ``examples.png`` (test
+scenes, their true masks and every method's prediction), ``learning_curve.png``, ``summary.md``
+and ``config.json`` (the whole configuration, the environment and the timings: training seconds
+live there and in the summary, not in the tables, so that a rerun's tables are byte-identical).
+
+Resuming: ``DIR`` is stamped with the configuration before any work
+(:class:`tokdyn.experiment.study.Study`; ``methods``, ``kmeans`` and ``learned`` only choose what
+runs, so a rerun may add methods). Each fixed method's test results and each learned model's test
+scores are parts in ``DIR/parts/`` (atomic, checksummed, keyed by the stamp and the method); each
+learned kind's checkpoint (``parts/NAME.npz``, every ``eval_every`` steps) holds its state and its
+whole learning curve, the validation FG-ARI of every checkpointed state included
+(:func:`tokdyn.train.train_many`'s ``evaluate``), in one file written atomically: a run killed at
+any moment resumes and ends with the same tables as an uninterrupted run, and no curve point is
+lost. A corrupt part or checkpoint is named in a warning, set aside to ``parts/corrupt/`` and
+recomputed. A rerun with another configuration exits 2 naming the fields that differ; ``--fresh``
+removes what the old configuration wrote and starts afresh. Outputs of a run with another choice
+of methods are removed before the work (and figures this run does not draw: with ``--no-plots``
+those of the same configuration stay).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import time
 
@@ -41,6 +54,8 @@ import numpy as np
 
 from tokdyn import _checks, dynamics, io, metrics, train
 from tokdyn.data import scenes
+from tokdyn.experiment import study as runner
+from tokdyn.experiment.study import Estimate, Study
 from tokdyn.models import slots
 from tokdyn.stats import figures
 
@@ -49,7 +64,9 @@ LEARNED = ("slot_attention", "slot_attention_implicit")
 KMEANS = "kmeans"
 COLUMNS = ("method", "seed", "fg_ari", "miou", "collapsed", "duplicates", "unused", "temperature", "position_scale",
            "failed")
-CURVE_COLUMNS = ("method", "seed", "step", "loss", "val_fg_ari", "seconds")
+CURVE_COLUMNS = ("method", "seed", "step", "loss", "val_fg_ari")
+INT32_MAX = 2 ** 31 - 1
+MAX_FOURIER_BANDS = 20  # beyond, pi * 2^B * position is below float32's resolution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,10 +149,23 @@ class Config:
         _checks.positive_int("fourier_bands", self.fourier_bands, minimum=0)
         _checks.positive_int("n_examples", self.n_examples, minimum=0)
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
-        for m in self.methods:
-            _checks.choice("methods", m, dynamics.METHODS)
-        for m in self.learned:
-            _checks.choice("learned", m, LEARNED)
+        for name in ("train_steps", "dyn_steps", "root_seed"):  # step counters and seeds are int32 in the programs
+            if getattr(self, name) > INT32_MAX:
+                raise ValueError(f"{name} must be at most {INT32_MAX:,} (an int32 inside the compiled programs), "
+                                 f"got {getattr(self, name):,}")
+        if self.fourier_bands > MAX_FOURIER_BANDS:
+            raise ValueError(f"fourier_bands must be at most {MAX_FOURIER_BANDS} (higher frequencies are below "
+                             f"float32's resolution), got {self.fourier_bands}")
+        for name, allowed in (("methods", dynamics.METHODS), ("learned", LEARNED)):
+            value = getattr(self, name)
+            if not isinstance(value, (tuple, list)):
+                raise TypeError(f"{name} must be a tuple of names, got {value!r}")
+            for m in value:
+                _checks.choice(name, m, allowed)
+            if len(set(value)) != len(value):
+                raise ValueError(f"{name} must name each method once, got {list(value)}")
+        if not isinstance(self.kmeans, bool):
+            raise TypeError(f"kmeans must be a bool, got {self.kmeans!r}")
         if not self.methods and not self.learned and not self.kmeans:
             raise ValueError("methods and learned are both empty and kmeans is off: nothing to run")
         if self.methods and not self.temperatures:
@@ -149,11 +179,60 @@ class Config:
         _checks.real("fail_below", self.fail_below, low=-0.5, high=1.0)
         if self.train_steps % self.eval_every:
             raise ValueError(f"train_steps must be a multiple of eval_every={self.eval_every}, got {self.train_steps}")
+        if self.n_curve > self.n_val:
+            raise ValueError(f"n_curve must be at most n_val={self.n_val} (the learning curve scores validation "
+                             f"scenes), got {self.n_curve}")
+        if self.n_examples > self.n_test:
+            raise ValueError(f"n_examples must be at most n_test={self.n_test} (examples are test scenes), got "
+                             f"{self.n_examples}")
         # the scene generator's own checks (they run before tracing), without generating anything
         jax.eval_shape(functools.partial(scenes.sprite_scenes, jax.random.key(0), 1, **self.generate_args()))
-        for m in self.learned:
+        for m in self.learned or LEARNED[:1]:  # the model's fields are checked even when no model is learned
             self.slot_config(m).validate()
         return self
+
+    def estimate(self) -> Estimate:
+        """The largest allocation (a split's images, the fixed methods' per-pixel state over a
+        split, a learned model's activations over a batch, the learned models' parameters and
+        optimiser state, the per-seed score tables), naming the
+        option that makes it large, and a rough time on 2 cores (calibrated on the default run:
+        2.4 min for the fixed methods, 6 model-steps a second for the learned ones).
+        :class:`tokdyn.experiment.study.Refused` naming the option when one array would hold more
+        elements than XLA can index."""
+        N, K = self.size * self.size, self.n_slots
+        F = 5 + 4 * self.fourier_bands  # features per pixel
+        n_fixed = max(self.n_val, self.n_test)
+        hidden = max(max(self.encoder_channels), self.slot_size, K * self.decoder_hidden)
+        Ds, H, k2 = self.slot_size, self.decoder_hidden, self.encoder_kernel ** 2
+        chans = (3,) + tuple(self.encoder_channels)
+        conv = sum(a * b for a, b in zip(chans, chans[1:]))  # the encoder's kernels hold k2 * conv weights
+        groups = {  # (options that scale it, elements of its largest array, bytes)
+            "train split": (("n_train", "size"), self.n_train * N * 3, 4 * self.n_train * N * 5),
+            "fixed methods": (("n_test", "n_val", "size", "max_objects", "fourier_bands"),
+                              n_fixed * N * max(F, K), 4 * n_fixed * N * (F + 8 * K)),
+            "learned": (("batch_size", "size", "max_objects", "decoder_hidden", "slot_size", "encoder_channels"),
+                        self.batch_size * N * hidden, 4 * self.batch_size * N * hidden * (8 + 2 * self.iterations)),
+            "segmentation": (("size", "max_objects", "decoder_hidden"), min(256, n_fixed) * N * hidden,
+                             4 * min(256, n_fixed) * N * hidden * 4),
+            "scores": (("seeds", "n_test"), self.seeds * self.n_test, 8 * self.seeds * self.n_test * 8),
+            "keys": (("seeds",), 2 * self.seeds, 64 * self.seeds),
+            "parameters": (("slot_size", "decoder_hidden", "encoder_channels", "encoder_kernel", "seeds"),
+                           max(2 * Ds * Ds, H * H, k2 * max(chans) ** 2),
+                           4 * 4 * self.seeds * (14 * Ds * Ds + 4 * H * H + k2 * conv + chans[-1] * Ds + Ds * H)),
+        }
+        for names, elements, _ in groups.values():
+            runner.elements_fit(_blame(self, names), elements)
+        names, _, memory = max(groups.values(), key=lambda g: g[2])
+        default = Config()
+        fixed_runs = len(self.methods) * (len(self.temperatures) * len(self.position_scales) + self.seeds) + (
+            int(self.kmeans) * (len(self.position_scales) + self.seeds))
+        per_run = 144.0 / (5 * (15 + 4)) * (n_fixed * N * K * F * self.dyn_steps) / (
+            1000 * 1024 * 5 * 5 * 50)  # seconds of one method x setting over a split, the default's 2.4 min
+        step = (self.batch_size * N * hidden * (2 + self.iterations)) / (
+            default.batch_size * 1024 * 5 * default.decoder_hidden * (2 + default.iterations)) / 6.1
+        seconds = fixed_runs * per_run + len(self.learned) * self.seeds * self.train_steps * step + 20.0
+        return Estimate(memory=float(memory), option=_blame(self, names),
+                        models=len(self.learned) * self.seeds + fixed_runs, seconds=seconds)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -180,6 +259,19 @@ class Config:
                             steps=self.train_steps, batch_size=self.batch_size,
                             warmup=min(200, self.train_steps // 10) or 1, steps_per_call=self.eval_every,
                             seeds=self.seeds, root_seed=self.root_seed)
+
+
+def _blame(cfg: Config, names) -> str:
+    """Of the options ``names`` that scale a size, the one furthest above its default (the one to
+    change)."""
+    base = Config()
+
+    def ratio(n):
+        v, b = getattr(cfg, n), getattr(base, n)
+        if isinstance(v, tuple):
+            v, b = max(v), max(b)
+        return v / max(1, b)
+    return max(names, key=ratio)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -252,10 +344,9 @@ def choose_settings(cfg: Config, name: str, val: scenes.Scenes) -> tuple[float, 
     return float(temps[i]), float(cfg.position_scales[j]), scores
 
 
-def run_fixed(cfg: Config, name: str, val, test, parts: str) -> dict:
+def run_fixed(cfg: Config, name: str, val, test, study: Study) -> dict:
     """One fixed method (or ``kmeans``) on the test split, every seed, at the settings chosen on
-    the validation split (kept in ``parts``)."""
-    stamp = json.dumps({"study": io.jsonable(dataclasses.asdict(cfg)), "method": name}, sort_keys=True)
+    the validation split; kept as the part ``fixed__NAME`` of ``study``."""
 
     def compute():
         km = name == KMEANS
@@ -267,7 +358,7 @@ def run_fixed(cfg: Config, name: str, val, test, parts: str) -> dict:
         out["labels"] = np.asarray(per_seed[0]["labels"][: cfg.n_examples])
         return dict(out, temperature=temperature, position_scale=position_scale, sweep=sweep)
 
-    return io.kept(os.path.join(parts, f"fixed__{name}.npz"), stamp, compute)
+    return study.part(f"fixed__{name}", compute, key={"method": name})
 
 
 # ---------------------------------------------------------------------------------------------- learned
@@ -288,66 +379,70 @@ def _learned_scores(scfg: slots.Config, state, images, masks, n_true: int, key) 
     return dict({k: np.stack(v) for k, v in out.items()}, labels=labels0)
 
 
-def fit(cfg: Config, name: str, images, parts: str, **kw) -> train.Result:
-    """Train (or resume) the ``seeds`` models of ``name`` on ``images`` with their checkpoint in
-    ``parts``: :func:`tokdyn.train.train_many` of :func:`tokdyn.models.slots.trainer` (``kw``: more
-    of its arguments, e.g. ``max_calls``)."""
-    scfg = cfg.slot_config(name)
-    return train.train_many(slots.trainer(scfg), images, *slots.models(scfg, slots.Hparams(learning_rate=cfg.lr)),
-                            checkpoint=os.path.join(parts, f"{name}.npz"), stamp=slots.stamp(scfg),
-                            strategy=slots.default_strategy(jax.default_backend()), vectorised_init=False, **kw)
+def checkpoint_stamp(study: Study, cfg: Config, name: str) -> str:
+    """The stamp of ``name``'s checkpoint: the study's stamp (the learning curve's validation
+    scores depend on the whole configuration) and the models' configuration."""
+    return f"{study.key}:{runner.digest({'model': name, 'slots': slots.stamp(cfg.slot_config(name))})}"
 
 
-def train_learned(cfg: Config, name: str, train_split, val, parts: str, progress=None) -> tuple:
-    """Train the ``seeds`` models of ``name`` (resuming from ``parts``); returns ``(state, curve
-    rows, training seconds)``. The checkpoint (every ``eval_every`` steps) holds the state and the
-    training curves together; each checkpointed state is scored on ``n_curve`` validation scenes
-    before training goes on (``parts/NAME__val.json``: FG-ARI per seed and the training seconds so
-    far, by step), so a run killed between a checkpoint and its score scores it when resumed. Curve
-    rows: per step and seed, the mean training loss over the interval (from the checkpoint), the
-    validation FG-ARI and the seconds."""
+def fit(cfg: Config, name: str, images, study: Study, *, val=None, progress=None, **kw) -> train.Result:
+    """Train (or resume) the ``seeds`` models of ``name`` on ``images`` with their checkpoint
+    ``parts/NAME.npz`` of ``study``: :func:`tokdyn.train.train_many` of
+    :func:`tokdyn.models.slots.trainer` (``kw``: more of its arguments, e.g. ``max_calls``).
+
+    After every call of ``eval_every`` steps, ``evaluate`` records in the curves, committed with
+    the state in the checkpoint: ``val_fg_ari`` (with ``val``: each model's mean FG-ARI on the first
+    ``n_curve`` validation scenes) and ``train_seconds`` (the wall-clock seconds since the last
+    record). A corrupt checkpoint is set aside with a warning and training starts again."""
     scfg = cfg.slot_config(name)
-    stamp = json.dumps({"study": io.jsonable(dataclasses.asdict(cfg)), "model": name}, sort_keys=True)
-    ckpt, val_path = os.path.join(parts, f"{name}.npz"), os.path.join(parts, f"{name}__val.json")
-    scores = io.read_json(val_path) if os.path.exists(val_path) else None
-    stale = scores is not None and scores.get("stamp") != stamp
-    if os.path.exists(ckpt) and (stale or train.checkpoint_stamp(ckpt) != slots.stamp(scfg)):
-        os.remove(ckpt)  # another configuration's (or an earlier version's) leftovers
-        stale = True
-    if scores is None or stale:
-        scores = {"stamp": stamp, "points": {}}
-    points = scores["points"]  # str(step) -> {"val_fg_ari": [per seed], "seconds": training seconds so far}
-    val_images, val_masks = val.images[: cfg.n_curve], val.masks[: cfg.n_curve]
+    ckpt = study.part_path(name)
+    n_true = cfg.max_objects + 1
     k_eval = jax.random.fold_in(jax.random.key(cfg.root_seed), 20)
-    max_calls, noted = 0, set()  # first the checkpoint as it is: a kill may have left its last state unscored
-    while True:
-        t0 = time.time()
-        res = fit(cfg, name, train_split.images, parts, max_calls=max_calls)
-        jax.block_until_ready(res.state.params)
-        step = res.stopped_at
-        if step > 0 and str(step) not in points:
-            before = [int(t) for t in points if int(t) < step]
-            seconds = (points[str(max(before))]["seconds"] if before else 0.0) + time.time() - t0
-            s = _learned_scores(scfg, res.state, val_images, val_masks, cfg.max_objects + 1, k_eval)
-            fg = [float(np.mean(s["fg_ari"][i])) for i in range(cfg.seeds)]
-            points[str(step)] = {"val_fg_ari": fg, "seconds": seconds}
-            io.write_json(val_path, scores)
-            if progress is not None:
-                progress.update(cfg.eval_every, model=name, val_fg_ari=float(np.mean(fg)))
-                for i, t, _ in res.nan_report():
-                    if i not in noted:
-                        noted.add(i)
-                        progress.note(f"{name}: seed {i} skipped a non-finite step, the first at step {t}")
-        if res.finished:
-            break
-        max_calls = 1
+    clock = [time.time()]
+
+    def evaluate(step, state):
+        out = {"train_seconds": np.full(cfg.seeds, time.time() - clock[0])}
+        if val is not None:
+            s = _learned_scores(scfg, state, val.images[: cfg.n_curve], val.masks[: cfg.n_curve], n_true, k_eval)
+            out["val_fg_ari"] = np.mean(s["fg_ari"], axis=1)
+        clock[0] = time.time()
+        return out
+
+    def run():
+        return train.train_many(slots.trainer(scfg), images, *slots.models(scfg, slots.Hparams(learning_rate=cfg.lr)),
+                                checkpoint=ckpt, stamp=checkpoint_stamp(study, cfg, name),
+                                strategy=slots.default_strategy(jax.default_backend()), vectorised_init=False,
+                                evaluate=evaluate, progress=progress, **kw)
+
+    try:
+        return run()
+    except io.CorruptFile as e:
+        if os.path.abspath(e.path) != os.path.abspath(ckpt):
+            raise
+        io.set_aside(ckpt, e.reason)
+        clock[0] = time.time()
+        return run()
+
+
+def train_learned(cfg: Config, name: str, train_split, val, study: Study, progress=None) -> tuple:
+    """Train the ``seeds`` models of ``name`` (resuming from their checkpoint in ``study``);
+    returns ``(state, curve rows, training seconds)``. The checkpoint holds the state and the
+    whole learning curve (training loss, validation FG-ARI, seconds) together (:func:`fit`), so a
+    run killed at any moment loses no curve point. Curve rows: per step and seed, the mean training
+    loss over the interval and the validation FG-ARI. ``progress`` (counting steps) ends at the
+    whole budget, steps done before a resume included."""
+    seen = []
+    res = fit(cfg, name, train_split.images, study, val=val, progress=progress,
+              on_log=lambda step, logs: seen.append(step))
+    if progress is not None and res.stopped_at > len(seen) * cfg.eval_every:  # the steps done before a resume
+        progress.update(res.stopped_at - len(seen) * cfg.eval_every)
     rows = []
     for c, step in enumerate(res.steps):
-        p = points.get(str(int(step)), {"val_fg_ari": [float("nan")] * cfg.seeds, "seconds": float("nan")})
         for i in range(cfg.seeds):
             rows.append(dict(method=name, seed=i, step=int(step), loss=float(res.curves["loss"][i, c]),
-                             val_fg_ari=p["val_fg_ari"][i], seconds=round(p["seconds"], 2)))
-    return res.state, rows, points[str(res.stopped_at)]["seconds"]
+                             val_fg_ari=float(res.curves["val_fg_ari"][i, c])))
+    seconds = float(np.nansum(res.curves["train_seconds"][0]))
+    return res.state, rows, seconds
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -424,28 +519,43 @@ def plot_curves(path: str, curves: dict) -> str:
 # ---------------------------------------------------------------------------------------------- main
 
 
-def _check_out(cfg: Config, out: str) -> None:
-    path = os.path.join(out, "config.json")
-    if os.path.exists(path):
-        old = io.read_json(path).get("study")
-        if old is not None and old != io.jsonable(dataclasses.asdict(cfg)):
-            raise io.OutputConflict(f"{out} holds a study with a different configuration; use another --out")
+SELECTION = ("methods", "kmeans", "learned")  # fields that only choose which methods run
+OUTPUTS = ("results.csv", "learning_curve.csv", "summary.md", runner.RECORD)
+FIGURES = ("examples.png", "learning_curve.png")
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> bool:
-    """Run the study (resumable); returns True when it finished."""
+def clear_other_outputs(study: Study, cfg: Config, *, keep_figures: bool) -> None:
+    """Remove the outputs (tables, summary, record and figures) of an earlier run in the study's
+    directory unless its ``config.json`` records this very configuration (selection included),
+    so that the directory never shows another choice of methods beside this run's; with
+    ``keep_figures`` False the figures go in any case (they are redrawn, or not drawn)."""
+    same = False
+    record = os.path.join(study.out, runner.RECORD)
+    if os.path.exists(record):
+        try:
+            same = io.read_json(record).get("config") == runner.config_dict(cfg)
+        except (ValueError, OSError, AttributeError):
+            same = False
+    for name in (() if same else OUTPUTS) + (FIGURES if not same or not keep_figures else ()):
+        path = os.path.join(study.out, name)
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
+    """Run the study (resumable; see the module docstring); returns True when it finished. ``out``
+    is stamped with the configuration before any work: a directory of another configuration is
+    refused (:class:`tokdyn.io.OutputConflict`, naming the fields) unless ``fresh``."""
     cfg.validate()
-    _check_out(cfg, out)
-    parts = os.path.join(out, "parts")
-    os.makedirs(parts, exist_ok=True)
-    io.write_json(os.path.join(out, "config.json"), {"study": dataclasses.asdict(cfg), "environment": io.environment()})
+    study = Study.open(out, "scenes", cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(), quiet=quiet)
+    clear_other_outputs(study, cfg, keep_figures=not plots)
     t_start = time.time()
     val, test = split(cfg, "val"), split(cfg, "test")
     results, labels = {}, {}
     fixed = list(cfg.methods) + ([KMEANS] if cfg.kmeans else [])
     with io.Progress(len(fixed), desc="fixed methods", unit="methods", quiet=quiet) as progress:
         for name in fixed:
-            results[name] = run_fixed(cfg, name, val, test, parts)
+            results[name] = run_fixed(cfg, name, val, test, study)
             labels[name] = results[name]["labels"]
             progress.update(1)
     seconds, curves = {}, {}
@@ -455,27 +565,27 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True) -> b
         with io.Progress(cfg.train_steps * len(cfg.learned), desc="slot attention", unit="steps",
                          quiet=quiet) as progress:
             for name in cfg.learned:
-                state, curves[name], seconds[name] = train_learned(cfg, name, pool, val, parts, progress)
+                state, curves[name], seconds[name] = train_learned(cfg, name, pool, val, study, progress)
                 scfg = cfg.slot_config(name)
-                stamp = json.dumps({"study": io.jsonable(dataclasses.asdict(cfg)), "model": name,
-                                    "step": int(np.asarray(state.step)[0])}, sort_keys=True)
-                results[name] = io.kept(os.path.join(parts, f"{name}__test.npz"), stamp, lambda: _learned_scores(
-                    scfg, state, test.images, test.masks, cfg.max_objects + 1, k_test))
+                results[name] = study.part(f"{name}__test", lambda: _learned_scores(
+                    scfg, state, test.images, test.masks, cfg.max_objects + 1, k_test),
+                    key={"model": name, "step": int(np.asarray(state.step)[0])})
                 results[name]["labels"] = results[name]["labels"][: cfg.n_examples]
                 labels[name] = results[name]["labels"]
     rows = [r for name in results for r in rows_of(cfg, name, results[name])]
-    io.write_csv(os.path.join(out, "results.csv"), io.to_columns(rows, COLUMNS))
+    io.write_csv(study.path("results.csv"), io.to_columns(rows, COLUMNS))
     curve_rows = [r for name in curves for r in curves[name]]
-    io.write_csv(os.path.join(out, "learning_curve.csv"), io.to_columns(curve_rows, CURVE_COLUMNS))
+    io.write_csv(study.path("learning_curve.csv"), io.to_columns(curve_rows, CURVE_COLUMNS))
     if plots:
-        plot_examples(os.path.join(out, "examples.png"), cfg, test, labels)
+        plot_examples(study.path("examples.png"), cfg, test, labels)
         if curves:
-            plot_curves(os.path.join(out, "learning_curve.png"), curves)
+            plot_curves(study.path("learning_curve.png"), curves)
+        elif os.path.exists(study.path("learning_curve.png")):  # an earlier run's, with learned models
+            os.remove(study.path("learning_curve.png"))
     text = summary(cfg, rows, seconds, curves)
-    with io.atomic_write(os.path.join(out, "summary.md")) as f:
+    with io.atomic_write(study.path("summary.md")) as f:
         f.write(text + "\n")
-    io.write_json(os.path.join(out, "config.json"), {"study": dataclasses.asdict(cfg), "seconds": time.time() - t_start,
-                                                      "training_seconds": seconds, "environment": io.environment()})
+    study.finish(config=runner.config_dict(cfg), timings={"total_s": time.time() - t_start, "training_s": seconds})
     if not quiet:
         print(text)
     return True

@@ -1,0 +1,243 @@
+"""The grid-diffusion study end to end, as a hostile user would run it: its outputs; killed at
+random moments it resumes to the same files; corrupt parts are named, set aside and recomputed;
+an autoencoder of other settings is never reused; another choice of models leaves no stale
+outputs; bad options and absurd sizes exit 2 naming the option before any work."""
+
+import dataclasses
+import os
+import shutil
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import killing
+from tokdyn import cli, io
+from tokdyn.experiment import study as S
+from tokdyn.studies import grid_diffusion as GD
+
+pytestmark = pytest.mark.fast_compile
+
+CFG = GD.Config(sentences=200, ae_steps=100, models=("token_ar", "grid_d3pm_absorbing"), single_models=(), T=8,
+                width=16, depth=1, steps=20, batch_size=16, seeds=2, n_samples=8, ddim_steps=0, n_resamples=20)
+TABLES = ("results.csv", "samples.txt", "summary.md")  # the outputs a rerun must reproduce byte for byte
+
+
+def argv(cfg: GD.Config, out, *extra, cache: bool = False) -> list[str]:
+    """The command line of ``cfg`` (every field spelled out); ``cache``: with JAX's persistent
+    compilation cache (child processes), else ``--no-cache`` (in this process)."""
+    args = ["study", "grid-diffusion", "--out", str(out), "--quiet"] + ([] if cache else ["--no-cache"])
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        args += ["--" + f.name.replace("_", "-"), ",".join(map(str, v)) if isinstance(v, tuple) else str(v)]
+    return args + list(extra)
+
+
+@pytest.fixture
+def fast_children(monkeypatch):
+    """Child processes that compile as this suite's ``fast_compile`` modules do (XLA's elemental
+    emitters, most optimisations off: a third of the compile time; the same program in every
+    child, so their files still compare byte for byte)."""
+    plain = killing.env
+
+    def env(cache_dir):
+        e = plain(cache_dir)
+        e["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
+        e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+        return e
+    monkeypatch.setattr(killing, "env", env)
+
+
+def read(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished study of CFG (with its figures)."""
+    out = str(tmp_path_factory.mktemp("gd") / "done")
+    assert GD.main(CFG, out, quiet=True)
+    return out
+
+
+def copy(finished, tmp_path) -> str:
+    out = str(tmp_path / "copy")
+    shutil.copytree(finished, out)
+    return out
+
+
+def test_outputs_record_and_a_rerun_that_reads_everything_back(finished, tmp_path):
+    for name in TABLES + ("kernels.png", "denoising.png", "learning_curves.png", "config.json", "study.json"):
+        assert os.path.exists(os.path.join(finished, name)), name
+    table = io.read_csv(os.path.join(finished, "results.csv"))
+    assert list(table["model"]) == ["token_ar"] * 2 + ["grid_d3pm_absorbing"] * 2
+    assert "seconds" not in table  # timings live in config.json: the tables are reproducible
+    record = io.read_json(os.path.join(finished, "config.json"))
+    assert record["study"] == "grid-diffusion" and record["autoencoder_accuracy"] == 1.0
+    assert record["config"]["models"] == list(CFG.models) and record["config"]["ae_steps"] == 100
+    assert set(record["timings"]["models_s"]) == {"sequence/token_ar", "sequence/grid_d3pm_absorbing"}
+    assert "jax" in record["environment"]
+    out = copy(finished, tmp_path)
+    parts = sorted(os.listdir(os.path.join(out, "parts")))
+    assert parts == ["autoencoder.npz", "sequence__grid_d3pm_absorbing.npz", "sequence__grid_d3pm_absorbing_nll.npz",
+                     "sequence__token_ar.npz", "sequence__token_ar_nll.npz"]
+    times = {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts}
+    assert GD.main(CFG, out, quiet=True, plots=False)  # everything read back, nothing recomputed
+    assert times == {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts}
+    for name in TABLES:
+        assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
+    assert os.path.exists(os.path.join(out, "kernels.png"))  # the same configuration's figures stay
+
+
+def test_another_configuration_is_refused_naming_the_fields(finished, tmp_path, capsys):
+    out = copy(finished, tmp_path)
+    before = {name: read(os.path.join(out, name)) for name in TABLES}
+    with pytest.raises(io.OutputConflict, match="steps: 20 there, 40 now"):
+        GD.main(dataclasses.replace(CFG, steps=40), out, quiet=True)
+    assert cli.main(argv(dataclasses.replace(CFG, lam=0.5, n_resamples=30), out)) == 2
+    err = capsys.readouterr().err
+    assert "lam: 0.01 there, 0.5 now" in err and "n_resamples: 20 there, 30 now" in err and "--fresh" in err
+    assert before == {name: read(os.path.join(out, name)) for name in TABLES}  # nothing touched
+
+
+def test_another_choice_of_models_reuses_the_parts_and_leaves_no_stale_outputs(finished, tmp_path):
+    out = copy(finished, tmp_path)
+    part = os.path.join(out, "parts", "sequence__grid_d3pm_absorbing.npz")
+    t = os.path.getmtime(part)
+    assert GD.main(dataclasses.replace(CFG, models=("token_ar",)), out, quiet=True, plots=False)
+    assert list(io.read_csv(os.path.join(out, "results.csv"))["model"]) == ["token_ar"] * 2
+    assert not [f for f in os.listdir(out) if f.endswith(".png")]  # the other run's figures are gone
+    assert io.read_json(os.path.join(out, "config.json"))["config"]["models"] == ["token_ar"]
+    assert GD.main(CFG, out, quiet=True, plots=False)  # back to both: the kept part is read, not retrained
+    assert os.path.getmtime(part) == t
+    for name in TABLES:
+        assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
+
+
+def test_truncated_parts_are_named_set_aside_and_recomputed(finished, tmp_path):
+    """Issue 31, case 4: a truncated part used to stop every rerun with a raw BadZipFile."""
+    out = copy(finished, tmp_path)
+    damaged = ["autoencoder.npz", "sequence__token_ar.npz", "sequence__grid_d3pm_absorbing_nll.npz"]
+    for name in damaged:
+        path = os.path.join(out, "parts", name)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+    with open(os.path.join(out, "config.json"), "r+b") as f:  # the record of the finished run, too
+        f.truncate(20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main(argv(CFG, out, "--no-plots")) == 0
+    said = " ".join(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning))
+    for name in damaged:
+        assert f"{name} could not be read back" in said and "set aside" in said, (name, said)
+    assert len(os.listdir(os.path.join(out, "parts", "corrupt"))) == 3
+    assert io.read_json(os.path.join(out, "config.json"))["config"] == S.config_dict(CFG)
+    for name in TABLES:  # recomputed to the same results
+        assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
+
+
+def test_an_autoencoder_of_other_settings_is_never_reused(tmp_path, capsys):
+    """Issue 31, case 2: killed right after parts/autoencoder.npz was written, then rerun with
+    --ae-steps 10: the 100-step autoencoder was reused (accuracy 1.0 where 10 steps give less)."""
+    out = str(tmp_path / "gd")
+    study = S.Study.open(out, "grid-diffusion", CFG, selection=GD.SELECTION)  # what main does first ...
+    GD.autoencoder(CFG, study)  # ... then the autoencoder part; killed here
+    part = os.path.join(out, "parts", "autoencoder.npz")
+    kept = read(part)
+    short = dataclasses.replace(CFG, ae_steps=10, models=("token_ar",))
+    assert cli.main(argv(short, out)) == 2
+    err = capsys.readouterr().err
+    assert "ae_steps: 100 there, 10 now" in err and "--fresh" in err
+    assert read(part) == kept and sorted(os.listdir(out)) == ["parts", "study.json"]
+    assert cli.main(argv(short, out, "--fresh", "--no-plots")) == 0
+    accuracy = io.read_json(os.path.join(out, "config.json"))["autoencoder_accuracy"]
+    assert accuracy == GD.autoencoder(short)[2] < 1.0  # what a fresh 10-step autoencoder decodes
+    assert str(io.load_npz(part)["stamp"]).endswith(S.digest(GD.autoencoder_key(short)))
+    assert GD.autoencoder_key(short) != GD.autoencoder_key(CFG)
+    assert GD.autoencoder_key(dataclasses.replace(CFG, steps=7, lam=0.5)) == GD.autoencoder_key(CFG)
+
+
+def test_killed_at_random_moments_it_resumes_to_the_files_of_an_uninterrupted_run(tmp_path, fast_children):
+    """SIGKILL at random moments (corpus, autoencoder, model, likelihood, tables), then the same
+    command: byte-identical tables, nothing set aside as corrupt."""
+    cache = tmp_path / "cache"
+    cfg = dataclasses.replace(CFG, models=("token_ar",))
+    code, _, err = killing.run_cli(argv(cfg, tmp_path / "a", "--no-plots", cache=True), cache)  # compiles
+    assert code == 0, err[-2000:]
+    code, seconds, err = killing.run_cli(argv(cfg, tmp_path / "b", "--no-plots", cache=True), cache)
+    assert code == 0, err[-2000:]
+    out = tmp_path / "c"
+    hit = killing.kill_at_random_moments(argv(cfg, out, "--no-plots", cache=True), cache, seconds, kills=3, seed=5,
+                                         low=0.1, high=0.7)
+    if not hit:  # the machine ran faster than when it was timed: kill earlier, in a new directory
+        out = tmp_path / "c2"
+        hit = killing.kill_at_random_moments(argv(cfg, out, "--no-plots", cache=True), cache, seconds, kills=3,
+                                             seed=5, low=0.05, high=0.35)
+    assert hit, "no kill hit a running process"
+    killing.same_files(tmp_path / "a", tmp_path / "b", TABLES)
+    killing.same_files(tmp_path / "b", out, TABLES)
+    assert not os.path.exists(out / "parts" / "corrupt")
+
+
+QUICK = ["--quick", "--models", "token_ar", "--single-models", "", "--quiet", "--no-plots", "--no-cache"]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--seeds", "1000000000"], "seeds"),  # issue 31, case 8: took 6 GB in 20 s
+    (["--seeds", str(10 ** 12)], "seeds"),  # a traceback
+    (["--sentences", str(10 ** 10)], "sentences"),
+    (["--T", str(10 ** 10)], "T"),
+    (["--n-resamples", str(10 ** 9)], "n_resamples"),
+    (["--steps", str(10 ** 10)], "steps must be at most"),
+    (["--root-seed", str(10 ** 20)], "root_seed"),
+    (["--models", "token_ar,token_ar"], "models must name each model once"),
+    (["--models", "", "--single-models", ""], "models and single_models must not both be empty"),
+    (["--learning-rate", "nan"], "learning_rate"),
+    (["--lam", "inf"], "lam"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--width", "0"], "width"),
+    (["--colours", "1"], "colours"),
+])
+def test_bad_options_and_absurd_sizes_exit_2_naming_the_option_before_any_work(extra, words, tmp_path, capsys):
+    out = tmp_path / "x"
+    t0 = time.perf_counter()
+    assert cli.main(["study", "grid-diffusion", "--out", str(out), *QUICK, *extra]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err, err
+    assert not out.exists() and time.perf_counter() - t0 < 30
+
+
+def test_output_paths_that_cannot_be_written_are_refused_before_work(tmp_path, capsys):
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        cases = [(f, "is a file"), (f / "sub", "cannot be created"), ("/proc/tokdyn-gd", "")]
+        if not os.access(ro, os.W_OK):  # (root writes anywhere)
+            cases.append((ro, "cannot be written"))
+        for out, words in cases:
+            assert cli.main(["study", "grid-diffusion", "--out", str(out), *QUICK]) == 2
+            err = capsys.readouterr().err
+            assert "out=" in err and words in err and "Traceback" not in err, err
+    finally:
+        ro.chmod(0o700)
+    assert os.listdir(ro) == []
+    other = tmp_path / "scenes"  # another study's directory
+    S.Study.open(str(other), "scenes", {"seeds": 2})
+    assert cli.main(["study", "grid-diffusion", "--out", str(other), *QUICK]) == 2
+    assert "holds the 'scenes' study, not 'grid-diffusion'" in capsys.readouterr().err
+    assert os.listdir(other) == ["study.json"]
+
+
+def test_the_estimate_names_the_option_and_says_when_it_is_long():
+    assert GD.Config.quick().estimate().memory < 2 ** 30
+    big = dataclasses.replace(GD.Config.quick(), batch_size=4_000_000)
+    with pytest.raises(S.Refused, match="batch_size"):
+        big.estimate()
+    lines = []
+    S.check_resources("grid-diffusion", dataclasses.replace(GD.Config(), steps=300_000).estimate(), note=lines.append)
+    assert lines and "hours" in lines[0]

@@ -1,0 +1,118 @@
+"""The scenes command as a hostile user runs it: killed at random moments it resumes to the tables
+of an uninterrupted run (no learning-curve row lost); bad options, absurd sizes and output paths
+that cannot be written exit 2 naming the option before any work."""
+
+import dataclasses
+import os
+import time
+
+import pytest
+
+import killing
+from tokdyn import cli
+from tokdyn.experiment import study as S
+from tokdyn.studies import object_discovery as SC
+
+# a small study whose learned model trains over 8 checkpoints (a third of a run's time, so that kills hit it)
+KILLED = ["study", "scenes", "--size", "12", "--max-objects", "2", "--n-train", "64", "--n-val", "8", "--n-test", "12",
+          "--methods", "baseline", "--temperatures", "0.1", "--position-scales", "1.0", "--dyn-steps", "16",
+          "--no-kmeans", "--learned", "slot_attention", "--seeds", "2", "--train-steps", "320", "--batch-size", "2",
+          "--slot-size", "8", "--encoder-channels", "4", "--decoder-hidden", "4", "--eval-every", "40",
+          "--n-curve", "4", "--n-examples", "2", "--no-plots", "--quiet"]
+
+
+@pytest.fixture
+def fast_children(monkeypatch):
+    """Child processes that compile as this suite's ``fast_compile`` modules do (XLA's elemental
+    emitters, most optimisations off: a third of the compile time; the same program in every
+    child, so their files still compare byte for byte)."""
+    plain = killing.env
+
+    def env(cache_dir):
+        e = plain(cache_dir)
+        e["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
+        e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+        return e
+    monkeypatch.setattr(killing, "env", env)
+
+
+def test_killed_at_random_moments_it_resumes_to_the_tables_of_an_uninterrupted_run(tmp_path, fast_children):
+    """SIGKILL at random moments (fixed methods, training between and during checkpoints, test
+    scores, tables), then the same command: byte-identical tables and every curve row."""
+    cache = tmp_path / "cache"
+    code, _, err = killing.run_cli(KILLED + ["--out", tmp_path / "a"], cache)  # compiles
+    assert code == 0, err[-2000:]
+    code, seconds, err = killing.run_cli(KILLED + ["--out", tmp_path / "b"], cache)
+    assert code == 0, err[-2000:]
+    out = tmp_path / "c"
+    hit = killing.kill_at_random_moments(KILLED + ["--out", out], cache, seconds, kills=2, seed=7, low=0.1, high=0.7)
+    if not hit:  # the machine ran faster than when it was timed: kill earlier, in a new directory
+        out = tmp_path / "c2"
+        hit = killing.kill_at_random_moments(KILLED + ["--out", out], cache, seconds, kills=2, seed=7, low=0.05,
+                                             high=0.35)
+    assert hit, "no kill hit a running process"
+    names = ("results.csv", "learning_curve.csv")  # summary.md holds the training minutes
+    killing.same_files(tmp_path / "a", tmp_path / "b", names)
+    killing.same_files(tmp_path / "b", out, names)
+    with open(out / "learning_curve.csv") as f:
+        assert len(f.read().splitlines()) == 1 + 8 * 2  # 8 checkpoints x 2 seeds, none lost
+    assert not os.path.exists(out / "parts" / "corrupt")
+
+
+QUICK = ["--quick", "--quiet", "--no-plots", "--no-cache"]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--seeds", "1000000000"], "seeds"),  # issue 31, case 8: hung with no output
+    (["--seeds", str(10 ** 12)], "seeds"),  # a traceback
+    (["--n-train", str(10 ** 12)], "n_train"),
+    (["--n-test", str(10 ** 9)], "n_test"),
+    (["--size", str(10 ** 5)], "size"),
+    (["--train-steps", str(10 ** 12), "--eval-every", "10"], "train_steps must be at most"),
+    (["--root-seed", str(10 ** 20)], "root_seed"),
+    (["--methods", "baseline,baseline"], "methods must name each"),
+    (["--methods", "", "--learned", "", "--no-kmeans"], "nothing to run"),
+    (["--temperatures", ""], "temperatures"),
+    (["--position-scales", ""], "position_scales"),
+    (["--encoder-channels", ""], "encoder_channels"),
+    (["--n-curve", "1000"], "n_curve"),
+    (["--n-examples", "1000"], "n_examples"),
+    (["--fourier-bands", "100"], "fourier_bands"),
+    (["--lr", "nan"], "lr"),
+    (["--batch-size", "0"], "batch_size"),
+])
+def test_bad_options_and_absurd_sizes_exit_2_naming_the_option_before_any_work(extra, words, tmp_path, capsys):
+    out = tmp_path / "x"
+    t0 = time.perf_counter()
+    assert cli.main(["study", "scenes", "--out", str(out), *QUICK, *extra]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err, err
+    assert not out.exists() and time.perf_counter() - t0 < 30
+
+
+def test_output_paths_that_cannot_be_written_are_refused_before_work(tmp_path, capsys):
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        cases = [(f, "is a file"), (f / "sub", "cannot be created"), ("/proc/tokdyn-scenes", "")]
+        if not os.access(ro, os.W_OK):  # (root writes anywhere)
+            cases.append((ro, "cannot be written"))
+        for out, words in cases:
+            assert cli.main(["study", "scenes", "--out", str(out), *QUICK]) == 2
+            err = capsys.readouterr().err
+            assert "out=" in err and words in err and "Traceback" not in err, err
+    finally:
+        ro.chmod(0o700)
+    assert os.listdir(ro) == []
+
+
+def test_the_estimate_names_the_option_and_says_when_it_is_long():
+    assert SC.Config.quick().estimate().memory < 2 ** 30
+    with pytest.raises(S.Refused, match="n_train"):
+        dataclasses.replace(SC.Config.quick(), n_train=10 ** 8).estimate()
+    lines = []
+    S.check_resources("scenes", dataclasses.replace(SC.Config(), train_steps=100_000).estimate(), note=lines.append)
+    assert lines and "hours" in lines[0]

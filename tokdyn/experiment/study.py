@@ -265,7 +265,7 @@ class Study:
         configuration wrote in ``out`` and start afresh."""
         out = check_output(out)
         if estimate is not None:
-            check_resources(study, estimate, note=None if quiet else (lambda s: print(s, file=sys.stderr)))
+            check_resources(study, estimate, note=lambda s: print(s, file=sys.stderr))  # said even when quiet
         config = {k: v for k, v in config_dict(cfg).items() if k not in selection}
         stamp = {"study": study, "tokdyn": version(), "config": config,
                  "sources": {k: digest(v) for k, v in (sources or {}).items()}}

@@ -255,7 +255,7 @@ def write_outputs(out: str, cfg: Config, runs, summary, overall, tests, *, timin
     io.write_csv(os.path.join(out, "overall.csv"), io.to_columns(overall))
     io.write_json(os.path.join(out, "stat_tests.json"), tests)
     if study is not None:
-        study.finish(timings=timings or {})
+        study.finish(timings=timings or {}, **_rules_record(rules))
     else:
         record = dict(study="token-dynamics", config=dataclasses.asdict(cfg), **_rules_record(rules))
         io.write_json(os.path.join(out, "config.json"), dict(record, environment=io.environment(),

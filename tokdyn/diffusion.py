@@ -60,7 +60,7 @@ Validation
 ----------
 
 Every public function checks its arguments in plain Python first (the package's convention, see
-:mod:`tokdyn._checks`): the process's type, shapes (``eps`` and ``x_t`` alike, logits' last axis
+``tokdyn._checks``): the process's type, shapes (``eps`` and ``x_t`` alike, logits' last axis
 equal to the process's class count, labels' shape equal to the logits' leading axes), dtypes
 (``t``, ``x0``, ``x_t`` integers where integers are meant) and static arguments always, under a
 user's ``jit``/``vmap`` too; and values when they are host data (Python numbers, NumPy arrays):
@@ -276,6 +276,7 @@ class Gaussian:
 
     @property
     def T(self) -> int:
+        """The number of diffusion steps T (the length of ``betas``)."""
         return self.betas.shape[-1]
 
 
@@ -451,10 +452,12 @@ class Discrete:
 
     @property
     def T(self) -> int:
+        """The number of diffusion steps T (the length of ``betas``)."""
         return self.betas.shape[-1]
 
     @property
     def states(self) -> int:
+        """S, the number of states of a cell: C for ``uniform``, C + 1 for ``absorbing`` (the mask)."""
         return n_states(self.kernel, self.classes)
 
     @property
@@ -643,7 +646,9 @@ def hybrid_loss(proc: Discrete, x0, x_t, t, x0_logits, lam=0.01):
     ``x0_logits`` (..., C) floats with ``C = proc.classes``, ``t`` an integer scalar in 1..T,
     ``lam`` >= 0. Host values outside are a ``ValueError`` (shapes and dtypes are checked under a
     user's ``jit`` too). Held in JAX arrays, a ``t`` outside 1..T makes all three outputs **NaN**
-    in every cell, and a class or state out of range makes them NaN in its cell."""
+    in every cell, and a class or state out of range makes them NaN in its cell. Computed in the
+    logits' float dtype, at least float32 (float64 logits under ``jax.enable_x64`` give a float64
+    loss and gradient)."""
     T = _check_discrete(proc)
     _check_classes("x0", x0, proc)
     _check_states("x_t", x_t, proc)
@@ -654,7 +659,8 @@ def hybrid_loss(proc: Discrete, x0, x_t, t, x0_logits, lam=0.01):
         raise ValueError(f"lam must be a scalar >= 0, got shape {np.shape(lam)}")
     _checks.real("lam", lam, low=0.0)
     x0, x_t = jnp.asarray(x0), jnp.asarray(x_t)
-    logp0 = jax.nn.log_softmax(jnp.asarray(x0_logits).astype(jnp.float32), -1)
+    x0_logits = jnp.asarray(x0_logits)
+    logp0 = jax.nn.log_softmax(x0_logits.astype(jnp.promote_types(x0_logits.dtype, jnp.float32)), -1)  # float64 stays
     ce = -jnp.take_along_axis(logp0, x0[..., None], -1)[..., 0]
     tt = jnp.maximum(t, 2)  # the t >= 2 branch, evaluated harmlessly at t = 1 and discarded
     log_q = posterior_logits(proc, jax.nn.one_hot(x0, proc.classes, dtype=jnp.float32), x_t, tt)
@@ -679,7 +685,7 @@ def prior_kl(proc: Discrete, x0):
 
 def sample_discrete(key, proc: Discrete, x0_logits_fn: Callable, shape):
     """Ancestral sampling: x_T from the stationary distribution, T - 1 steps of p(x_{t-1} | x_t)
-    from ``x0_logits_fn(x_t, t) -> (*shape, C)``, then x_0 ~ p~(x_0 | x_1). Returns (*shape,) classes."""
+    from ``x0_logits_fn(x_t, t) -> (*shape, C)``, then x_0 ~ p~(x_0 | x_1). Returns ``(*shape,)`` classes."""
     _checks.prng_key("key", key)
     _check_discrete(proc)
     _check_fn("x0_logits_fn", x0_logits_fn, "(x_t, t) -> (*shape, C) logits")

@@ -90,7 +90,7 @@ Everything here is a single run: ``x`` is (N, D) and ``tokens`` (T, D). The publ
 are the jitted kernels themselves: call them inside your own ``jit``/``vmap``/``scan``, or hand a
 per-run function to :func:`tokdyn.engine.execute.map_runs`, which picks the execution strategy
 (sequential map on CPU, wide vmap on accelerators) per backend. Arguments are checked before
-anything is traced (shapes always; values when they are host data, see :mod:`tokdyn._checks`).
+anything is traced (shapes always; values when they are host data, see ``tokdyn._checks``).
 The Langevin rule needs a ``key``; the noise of step :math:`s` comes from ``fold_in(key, s)``, so
 it does not depend on batching.
 
@@ -99,9 +99,9 @@ Transformations each public kernel supports (every one: ``jit`` and ``vmap``, al
 mode, ``jvp``/``jacfwd``; derivatives in the points, the tokens and every :class:`Hparams` knob; for a
 rule of one's own, the loop's transformations hold whenever its ``init`` and ``step`` support them):
 
-=========================================  ====  =====  ======  ==========================================
+========================================== ====  =====  ======= ==========================================
 kernel                                      jit   vmap   jacfwd  grad
-=========================================  ====  =====  ======  ==========================================
+========================================== ====  =====  ======= ==========================================
 :func:`update`, :func:`coulomb`             yes   yes    yes     yes
 :func:`run_fixed`, :func:`trajectory`       yes   yes    yes     yes (static ``n_steps``; the stopping step
                                                                  held fixed)
@@ -120,7 +120,7 @@ kernel                                      jit   vmap   jacfwd  grad
 :func:`split_temperatures`
 :func:`init_tokens`, :func:`forgy`          yes   yes    --      -- (random draws: not meant to be
                                                                  differentiated)
-=========================================  ====  =====  ======  ==========================================
+========================================== ====  =====  ======= ==========================================
 
 The Sinkhorn count ``sinkhorn_iters`` stays a traced knob under every transformation, bounded by
 ``MAX_SINKHORN_ITERS`` (100; a larger host value is refused, a larger traced one acts as 100): the
@@ -273,7 +273,7 @@ def method(name: str) -> Hparams:
 @dataclasses.dataclass(frozen=True)
 class Points:
     """The points of one run as an update rule sees them (:class:`Rule`), built once per run
-    outside the loop by :meth:`of`.
+    outside the loop by :meth:`Points.of`.
 
     Attributes:
       x: (N, D) the points (a floating dtype; padded rows hold whatever the caller put there).
@@ -350,7 +350,7 @@ class Rule:
       temperature: optional ``temperature(hparams, step) -> scalar``, recorded per step by
         :func:`trajectory`; default: NaN.
       check: optional ``check(hparams, key)``: checks run before anything is traced; it must
-        look only at shapes and host data (see :mod:`tokdyn._checks`) and raise ``ValueError``
+        look only at shapes and host data (see ``tokdyn._checks``) and raise ``ValueError``
         naming the knob.
 
     Frozen and hashable (a static argument: equal rules share one compilation, so build a rule
@@ -869,11 +869,54 @@ def _state_tokens(state, tokens, where: str):
     return t
 
 
-def _start(rule: Rule, points: Points, tokens, hparams) -> State:
+def _varying(tree, *like):
+    """``tree`` typed as varying over every ``shard_map`` axis that some leaf of ``like`` varies over
+    (a no-op outside ``shard_map``, and on JAX versions without varying types). Under
+    ``jax.shard_map``'s default ``check_vma=True`` a loop's initial carry must vary over the devices
+    as its body's output does: a carry built from constants (a step count, a flag) or from
+    arguments shared by every device, with a body that reads a sharded one, is refused otherwise."""
+    typeof, pcast = getattr(jax, "typeof", None), getattr(jax.lax, "pcast", None)
+    if typeof is None or pcast is None:
+        return tree
+
+    def vma(v):  # the axes v varies over (JAX 0.10: manual_axis_type.varying; before: vma)
+        aval = typeof(v)
+        manual = getattr(aval, "manual_axis_type", None)
+        return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+    axes = frozenset().union(*(vma(leaf) for leaf in jax.tree_util.tree_leaves(like)))
+    if not axes:
+        return tree
+
+    def cast(v):
+        missing = tuple(sorted(axes - vma(v)))
+        return pcast(v, missing, to="varying") if missing else v
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
+def _start(rule: Rule, points: Points, tokens, hparams, key=None) -> State:
     state = rule.init(points, tokens, hparams)
     t = _state_tokens(state, tokens, f"{rule.name or 'Rule'}.init")
-    return State(rule_state=state, movement=jnp.zeros_like(t), step=jnp.zeros((), jnp.int32),
-                 delta=jnp.full((), jnp.inf, t.dtype), converged=jnp.zeros((), bool))
+    s = State(rule_state=state, movement=jnp.zeros_like(t), step=jnp.zeros((), jnp.int32),
+              delta=jnp.full((), jnp.inf, t.dtype), converged=jnp.zeros((), bool))
+    return _varying(s, points.x, points.mask, tokens, hparams, key)
+
+
+@jax.custom_jvp
+def _max_abs(a):
+    """``max |a|`` (a step's ``delta``), whose derivative is that of the first entry of largest
+    magnitude. (JAX's rule for ``jnp.max`` divides by the number of entries equal to the maximum,
+    which XLA:CPU compiling without optimisations can count as 0 -- it recomputes the operand in two
+    fusions that round differently -- and the derivative of ``delta`` came out NaN.)"""
+    return jnp.max(jnp.abs(a))
+
+
+@_max_abs.defjvp
+def _max_abs_jvp(primals, tangents):
+    (a,), (da,) = primals, tangents
+    i = jnp.argmax(jnp.abs(a).ravel())
+    return jnp.abs(a).ravel()[i], (jnp.sign(a) * da).ravel()[i]
 
 
 def _advance(rule: Rule, points: Points, s: State, hparams, tol, key) -> State:
@@ -893,7 +936,7 @@ def _advance(rule: Rule, points: Points, s: State, hparams, tol, key) -> State:
                             f"{move.shape}")
         if move.dtype != tokens.dtype:
             move = move.astype(tokens.dtype)
-    delta = jnp.max(jnp.abs(move))
+    delta = _max_abs(move)
     stop = delta < tol
     if rule.may_stop is not None:
         stop = stop & rule.may_stop(hparams, s.step)
@@ -978,7 +1021,7 @@ def run(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30,
         return jnp.logical_and(~s.converged, s.step < n_steps)
 
     s = jax.lax.while_loop(cond, lambda s: _advance(rule, points, s, hparams, tol, key),
-                           _start(rule, points, tokens.astype(x.dtype), hparams))
+                           _start(rule, points, tokens.astype(x.dtype), hparams, key))
     return _result(points, s, mask)
 
 
@@ -986,7 +1029,7 @@ def _dense_tangent_solve(g, y):
     """Solve the linear system ``g(u) = y`` for a linear ``g`` on pytrees (a state's), densely: the
     matrix of ``g`` over the flattened state, then ``jnp.linalg.solve`` (transposable in ``y``)."""
     flat_y, unravel = jax.flatten_util.ravel_pytree(y)
-    basis = jnp.eye(flat_y.shape[0], dtype=flat_y.dtype)
+    basis = _varying(jnp.eye(flat_y.shape[0], dtype=flat_y.dtype), flat_y)  # tangents vary as the state does
     columns = jax.vmap(lambda e: jax.flatten_util.ravel_pytree(g(unravel(e)))[0])(basis)  # (n, n): row i = g(e_i)
     return unravel(jnp.linalg.solve(columns.T, flat_y))
 
@@ -1006,7 +1049,7 @@ def _run_implicit(rule, x, points, tokens, hparams, mask, n_steps, tol, key) -> 
         return jnp.logical_and(~s.converged, s.step < n_steps)
 
     s = jax.lax.while_loop(cond, lambda s: _advance(rule, c_points, s, c_hparams, tol, key),
-                           _start(rule, c_points, const(tokens), c_hparams))
+                           _start(rule, c_points, const(tokens), c_hparams, key))
     last = jnp.maximum(s.step - 1, 0)  # the map of the last step taken
 
     def residual(state):
@@ -1029,7 +1072,7 @@ def _scan_steps(rule, points, tokens, hparams, n_steps: int, tol, key, record: b
         s = jax.tree_util.tree_map(lambda old, nw: jnp.where(s.converged, old, nw), s, new)
         return s, ((_tokens_of(s.rule_state), jnp.where(s.step > 0, s.delta, 0.0)) if record else None)
 
-    s0 = _start(rule, points, tokens, hparams)
+    s0 = _start(rule, points, tokens, hparams, key)
     final, ys = jax.lax.scan(body, s0, None, length=n_steps)
     return s0, final, ys
 
@@ -1216,7 +1259,7 @@ def _kmeans_plus_plus(key, x, valid, n_tokens: int):
         return idx.at[k].set(i), drawn.at[i].set(True), jnp.where(k == 0, new, jnp.minimum(d2, new))
 
     n = x.shape[0]
-    start = (jnp.zeros(n_tokens, jnp.int32), jnp.zeros(n, bool), jnp.ones(n, x.dtype))
+    start = _varying((jnp.zeros(n_tokens, jnp.int32), jnp.zeros(n, bool), jnp.ones(n, x.dtype)), x, valid, key)
     idx, _, _ = jax.lax.fori_loop(0, n_tokens, body, start)
     return x[idx]
 
@@ -1315,7 +1358,8 @@ def kmeans(x, tokens, mask=None, *, n_steps=100, tol=0.0) -> KMeans:
         done = jnp.all(labels == labels_old) | (jnp.sum((new - t) ** 2) <= tol)
         return new, labels, step + 1, done
 
-    start = (tokens, jnp.full(x.shape[:1], -1, jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), bool))
+    start = _varying((tokens, jnp.full(x.shape[:1], -1, jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), bool)),
+                     x, valid, tokens)
     t, _, steps, done = jax.lax.while_loop(lambda s: ~s[3] & (s[2] < n_steps), body, start)
     labels = assign(t)
     sq = (x - t[jnp.maximum(labels, 0)]) ** 2  # (N, D), exact form

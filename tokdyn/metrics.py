@@ -31,8 +31,8 @@ Two code paths for ARI/NMI, with identical results
   true class ``a``, its predicted cluster ``b`` and its cell ``n_ij``, and every statistic is a sum
   over elements (a cell of size ``n_ij`` is visited ``n_ij`` times).
 
-Both paths reduce to the same sufficient statistics (:class:`_Stats`), and one private function
-(:func:`_finish`) turns them into ARI and NMI, with sklearn's special cases written with
+Both paths reduce to the same sufficient statistics (``_Stats``), and one private function
+(``_finish``) turns them into ARI and NMI, with sklearn's special cases written with
 ``jnp.where`` so that nothing divides zero by zero (no valid points, one point, all singletons,
 a single cluster on either side).
 

@@ -46,6 +46,9 @@ sweep does not have, an unfinished sweep, a damaged manifest) exits 2 naming it.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -83,7 +86,7 @@ class Config(RunStructure):
       noise: cluster standard deviation axis.
       n_clusters: cluster count axis.
       method: registered method names, comma-separated (an axis of indices into them; explicit
-        rule axes override a method's values); empty: not an axis.
+        rule axes override a method's values), or names of rule_module's rules; empty: not an axis.
       damping: damping axis of the extended rules; empty: not an axis.
       langevin: Langevin temperature axis; empty: not an axis.
       sinkhorn_iters: Sinkhorn iterations axis; empty: not an axis.
@@ -94,6 +97,10 @@ class Config(RunStructure):
       root_seed: root PRNG seed.
       chunk_size: runs per chunk file, the unit of work kept on disk (0: chosen per backend).
       n_resamples: bootstrap resamples of the intervals.
+      rule_module: update rules of one's own, module:NAME or path/to/file.py:NAME, NAME a
+        tokdyn.dynamics.Rule (named by its name) or a dict of them (named by their keys); method
+        may then name them instead of the built-in methods (settings of one rule that differ only
+        in their hparams; the rule's knobs replace the built-in rule axes, so give those as '').
     """
 
     temperature: str = "logspace:0.05:20:25"
@@ -112,6 +119,7 @@ class Config(RunStructure):
     root_seed: int = 0
     chunk_size: int = 0
     n_resamples: int = 2000
+    rule_module: str = ""
 
     def axes(self) -> tuple:
         """``((name, values), ...)`` of the non-empty axes in grid order (method: its names)."""
@@ -134,15 +142,23 @@ class Config(RunStructure):
                              "silently give the key of a smaller one")
         _checks.positive_int("chunk_size", self.chunk_size, minimum=0)
         _checks.positive_int("n_resamples", self.n_resamples)
+        rules = self.rules()  # ValueError naming rule_module, before anything is traced
+        rule = self.rule()  # None: the built-in rule
         for name, values in self.axes():
             if len(values) == 0:
                 raise ValueError(f"axis {name!r} has no values")
             if name == "method":
                 for m in values:
-                    _checks.choice("method", m, dynamics.METHODS)
+                    _checks.choice("method", m, {**dynamics.METHODS, **rules})
                 continue
             v = np.asarray(values, float)
-            if name in dynamics.FIELDS:
+            if rule is not None and name in RULE_AXES:
+                if name not in rule.knobs:
+                    raise ValueError(f"{name}: method names rule {rule.name!r} of rule_module, whose knobs are "
+                                     f"{list(rule.knobs)}; {name} is a knob of the built-in rule: give it as '' "
+                                     f"(--{name.replace('_', '-')} '')")
+                _checks.real(name, v)
+            elif name in dynamics.FIELDS:
                 dynamics.Hparams(**{name: v}).validate()  # names the field, the value and what is allowed
             elif name == "noise":
                 _checks.real(name, v, low=0.0)
@@ -159,7 +175,37 @@ class Config(RunStructure):
         """The names of the ``method`` axis (its grid values are indices into them), or ()."""
         return tuple(dict(self.axes()).get("method", ()))
 
+    def rules(self) -> dict:
+        """``{name: tokdyn.dynamics.Rule}`` of ``rule_module`` ({} when it is empty), see :func:`load_rules`."""
+        return load_rules(self.rule_module.strip()) if self.rule_module.strip() else {}
+
+    def rule(self):
+        """The rule of ``rule_module`` that ``method`` names (the settings it names: one rule, differing
+        only in their hparams), or None: the built-in rule. ``ValueError`` naming ``method`` otherwise."""
+        rules, names = self.rules(), self.method_names()
+        own = [m for m in names if m in rules]
+        if not own:
+            return None
+        builtin = [m for m in names if m not in rules]
+        if builtin:
+            raise ValueError(f"method: a sweep runs one update rule, got the built-in methods {builtin} with the rules "
+                             f"{own} of rule_module: sweep them separately (the same root_seed and seeds give runs "
+                             "paired by seed)")
+        first = rules[own[0]]
+        for m in own[1:]:
+            r = rules[m]
+            if (dataclasses.replace(r, hparams=()) != dataclasses.replace(first, hparams=())
+                    or jax.tree_util.tree_structure(r.hparams) != jax.tree_util.tree_structure(first.hparams)):
+                raise ValueError(f"method: {own[0]!r} and {m!r} are different rules (not one rule's settings, which "
+                                 "differ only in their hparams): sweep them separately")
+        return first
+
     def task(self) -> ClusterRun:
+        rule, rules = self.rule(), self.rules()
+        if rule is not None:  # the settings of a rule of one's own: rows of its knobs
+            table = tuple(tuple(float(v) for v in jax.tree_util.tree_leaves(rules[m].hparams))
+                          for m in self.method_names())
+            return ClusterRun(**self.structure(), max_clusters=max(self.cluster_counts()), methods=table, rule=rule)
         table = tuple(dynamics.METHODS[m].row() for m in self.method_names())
         return ClusterRun(**self.structure(), max_clusters=max(self.cluster_counts()), methods=table)
 
@@ -226,6 +272,64 @@ class Config(RunStructure):
         """Bytes the chunk files will take (measured: about 26 bytes per run and 2 KiB per file)."""
         chunk = min(self.chunk_size or 2048, self.runs())
         return self.runs() * 26.0 + -(-self.runs() // chunk) * 2048.0
+
+
+@functools.lru_cache(maxsize=None)
+def load_rules(spec: str) -> dict:
+    """``{name: tokdyn.dynamics.Rule}`` named by ``spec``, ``module:NAME`` (an importable module) or
+    ``path/to/file.py:NAME`` (a file, imported as the module named by its stem): ``NAME`` a
+    :class:`tokdyn.dynamics.Rule` (named by its ``name``) or a dict of them (named by their keys;
+    not the names of built-in methods). A file is imported once per process (its rules stay equal,
+    so they share their compilation). ``ValueError`` naming ``rule_module`` for anything that does
+    not resolve."""
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr.isidentifier():
+        raise ValueError(f"rule_module must be module:NAME or path/to/file.py:NAME, got {spec!r}")
+    try:
+        if target.endswith(".py") or "/" in target or os.sep in target:
+            path = os.path.abspath(target)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"no file {path}")
+            name = os.path.splitext(os.path.basename(path))[0]
+            module = sys.modules.get(name)
+            if module is None:
+                loader = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(loader)
+                sys.modules[name] = module  # (dataclasses look a class's module up there)
+                try:
+                    loader.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[name]
+                    raise
+            elif os.path.abspath(getattr(module, "__file__", None) or "") != path:
+                raise ImportError(f"a module named {name!r} is imported already, from "
+                                  f"{getattr(module, '__file__', None)}: rename the file")
+        else:
+            module = importlib.import_module(target)
+    except Exception as e:  # noqa: BLE001 (the user's module: any failure to import it is a bad rule_module)
+        raise ValueError(f"rule_module {spec!r}: cannot import {target!r}: {type(e).__name__}: {e}") from e
+    if not hasattr(module, attr):
+        raise ValueError(f"rule_module {spec!r}: {target!r} has no attribute {attr!r}")
+    value = getattr(module, attr)
+    if isinstance(value, dynamics.Rule):
+        if not value.name:
+            raise ValueError(f"rule_module {spec!r}: the rule has no name (Rule(..., name=...)), by which method "
+                             "names it; or give a dict {name: rule}")
+        value = {value.name: value}
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"rule_module {spec!r}: {attr} must be a tokdyn.dynamics.Rule or a non-empty dict of them, "
+                         f"got {type(value).__name__}")
+    for name, rule in value.items():
+        if not isinstance(name, str) or not name.strip() or "," in name or name != name.strip():
+            raise ValueError(f"rule_module {spec!r}: rule names must be non-empty str without commas or outer "
+                             f"spaces, got {name!r}")
+        if name in dynamics.METHODS:
+            raise ValueError(f"rule_module {spec!r}: {name!r} is the name of a built-in method (tokdyn.dynamics."
+                             "METHODS): choose another")
+        if not isinstance(rule, dynamics.Rule):
+            raise ValueError(f"rule_module {spec!r}: {attr}[{name!r}] must be a tokdyn.dynamics.Rule, got "
+                             f"{type(rule).__name__}")
+    return dict(value)
 
 
 def run_sweep(cfg: Config, out: str, *, progress: bool = True, batch_size="auto", devices=None,

@@ -1,0 +1,31 @@
+"""The examples run as a user runs them (a fresh Python process, their built-in defaults but fewer
+seeds) and print what they promise."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+from conftest import child_env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_own_rule_prints_paired_statistics_against_the_baseline(tmp_path):
+    out = tmp_path / "own_rule"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "own_rule.py"), "--seeds", "5", "--out",
+                           str(out)], capture_output=True, text=True, timeout=300, env=child_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert "paired t-tests of ARI against the baseline (5 seeds per condition" in lines[0]
+    assert lines[1].split() == ["method", "K", "noise", "mean", "dARI", "t", "p", "p_holm", "d_z"]
+    rows = [line.split() for line in lines[2:] if re.match(r"lloyd(_damped)? ", line)]
+    tests = json.loads((out / "stat_tests.json").read_text())
+    assert len(rows) == len(tests) == 2 * 2 * 2  # the rule's two settings x K x noise
+    for row, t in zip(rows, tests):
+        assert row[0] == t["method"] and int(row[1]) == t["n_clusters"] and float(row[2]) == t["noise"]
+        assert abs(float(row[3]) - t["mean_diff"]) <= 1e-4 and abs(float(row[5]) - t["p"]) <= 5e-3 * t["p"]  # 3 digits
+        assert 0 <= t["p"] <= t["p_holm"] <= 1 and t["n"] == 5
+    runs = (out / "runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 3 * 2 * 2 * 5  # baseline and the two settings x K x noise x seeds

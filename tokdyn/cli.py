@@ -4,13 +4,16 @@
     tokdyn study collapse | visual-tokens | latent-reasoning [...]
     tokdyn sweep token-dynamics --temperature logspace:0.05:20:25 ... --out DIR
     tokdyn plot heatmap DIR --x temperature --y repulsion --metric ari [--where momentum=0.5]
+    tokdyn reproduce [--quick] [--studies a,b,...] [--out DIR]
 
 Every subcommand is one entry of :data:`COMMANDS`: a module with a ``Config`` dataclass and a
-``main(cfg, out, *, quiet, plots)`` (or, for ``plot``, a function of the config alone). Its
-options are the config's fields (:func:`add_config_args`: one option per field, help text from
-the ``Attributes:`` section of the config's docstring, defaults from the dataclass) and
-:func:`config_from_args` builds the config back and runs its own ``validate``. A config with a
-``quick()`` classmethod gets ``--quick`` (that preset, with any option given on top of it).
+``main(cfg, out, *, quiet, plots)`` (or, for ``plot``, a function of the config alone); a group
+named alone runs its default command (:data:`DEFAULT_COMMANDS`: ``tokdyn reproduce`` is
+``tokdyn reproduce all``). Its options are the config's fields (:func:`add_config_args`: one
+option per field, help text from the ``Attributes:`` section of the config's docstring, defaults
+from the dataclass) and :func:`config_from_args` builds the config back and runs its own
+``validate``. A config with a ``quick()`` classmethod gets ``--quick`` (that preset, with any
+option given on top of it).
 
 Exit codes: 0 done, 2 usage error (a bad option, an invalid configuration, an output path that
 cannot be written, a configuration this machine cannot hold, or an output directory holding another
@@ -61,9 +64,13 @@ COMMANDS = {  # (group, name): (module, entry point, help, default output direct
                                   "results/token-dynamics-sweep"),
     ("plot", "heatmap"): ("tokdyn.studies.token_dynamics_sweep", "heatmap", "a metric of a finished sweep over two axes",
                           None),
+    ("reproduce", "all"): ("tokdyn.reproduce", "main", "run every study (reusing what is done), then write one report "
+                           "with a verdict per finding", "results/reproduce"),
 }
 GROUPS = {"study": "run an end-to-end study", "sweep": "run a sweep over a grid of conditions x seeds (resumable)",
-          "plot": "plot a finished sweep"}
+          "plot": "plot a finished sweep",
+          "reproduce": "run every study, then write one report with a verdict per finding"}
+DEFAULT_COMMANDS = {"reproduce": "all"}  # group -> its command when none is named ('tokdyn reproduce')
 CONFIG_CLASSES = {("plot", "heatmap"): "HeatmapConfig"}  # default: the module's Config
 
 
@@ -248,9 +255,28 @@ def config_class(key):
     return module, getattr(module, CONFIG_CLASSES.get(key, "Config"))
 
 
+def _prog(key) -> str:
+    """How the command ``key`` is called (a group's default command by the group alone)."""
+    return "tokdyn " + (key[0] if DEFAULT_COMMANDS.get(key[0]) == key[1] else " ".join(key))
+
+
+def with_default_command(argv) -> list:
+    """``argv`` with a group's default command (:data:`DEFAULT_COMMANDS`) put in after the group
+    when the word after it names none of the group's commands (``reproduce --quick`` ->
+    ``reproduce all --quick``)."""
+    argv = list(argv)
+    words = [i for i, a in enumerate(argv) if not a.startswith("-")]
+    if words and argv[words[0]] in DEFAULT_COMMANDS:
+        i = words[0]
+        group = argv[i]
+        if i + 1 >= len(argv) or (group, argv[i + 1]) not in COMMANDS:
+            argv.insert(i + 1, DEFAULT_COMMANDS[group])
+    return argv
+
+
 def _command_parser(sub, key, full: bool):
     module_name, entry, help_text, out = COMMANDS[key]
-    p = sub.add_parser(key[1], help=help_text, description=help_text)
+    p = sub.add_parser(key[1], help=help_text, description=help_text, prog=_prog(key))
     if not full:  # only the command asked for is built in full (it imports its module)
         return p
     module, cls = config_class(key)
@@ -258,7 +284,7 @@ def _command_parser(sub, key, full: bool):
     p.description = f"{help_text}.\n\n{doc}" if doc else help_text
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     add_config_args(p, cls)
-    if hasattr(cls, "quick"):
+    if callable(getattr(cls, "quick", None)):  # a preset (a field named quick is an option of its own)
         p.add_argument("--quick", action="store_true", help="start from the quick preset (a few minutes); options "
                        "given on top of it still apply")
     if out is not None:
@@ -273,8 +299,13 @@ def _command_parser(sub, key, full: bool):
 
 def build_parser(argv=()) -> argparse.ArgumentParser:
     """The ``tokdyn`` parser; the subcommand named in ``argv`` (if any) is built in full."""
+    argv = with_default_command(argv)
     words = [a for a in argv if not a.startswith("-")][:2]
-    epilog = "commands:\n" + "\n".join(f"  tokdyn {g} {c:<18} {COMMANDS[(g, c)][2]}" for g, c in COMMANDS)
+    names = {key: f"tokdyn {key[0]} {key[1]}" for key in COMMANDS}
+    width = max(len(n) for n in names.values())
+    epilog = "commands:\n" + "\n".join(
+        f"  {names[key]:<{width}} {COMMANDS[key][2]}" + (f" (or '{_prog(key)}')" if _prog(key) != names[key] else "")
+        for key in COMMANDS)
     parser = argparse.ArgumentParser(prog="tokdyn", description="Token dynamics in latent visual reasoning.",
                                      epilog=epilog + "\n\n'tokdyn GROUP COMMAND --help' lists a command's options.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -291,7 +322,7 @@ def build_parser(argv=()) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run the command; returns the exit code (0 done, 2 usage error, 1 the run failed)."""
     _host_devices()
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = with_default_command(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
@@ -304,7 +335,7 @@ def main(argv=None) -> int:
         cfg = config_from_args(cls, args, base)
     except (ValueError, TypeError) as e:
         parser.print_usage(sys.stderr)
-        print(f"tokdyn {' '.join(key)}: error: {e}", file=sys.stderr)
+        print(f"{_prog(key)}: error: {e}", file=sys.stderr)
         return 2
     from tokdyn import io
     from tokdyn.experiment import study
@@ -314,7 +345,7 @@ def main(argv=None) -> int:
             study.check_output(args.out)
         except (ValueError, TypeError) as e:
             parser.print_usage(sys.stderr)
-            print(f"tokdyn {' '.join(key)}: error: {e}", file=sys.stderr)
+            print(f"{_prog(key)}: error: {e}", file=sys.stderr)
             return 2
     _setup_jax(cache=not args.no_cache)
     entry = getattr(module, COMMANDS[key][1])
@@ -328,14 +359,14 @@ def main(argv=None) -> int:
             entry(cfg, args.out, quiet=args.quiet, plots=not args.no_plots, **({"fresh": True} if args.fresh else {}))
     except (io.OutputConflict, study.Refused) as e:  # the output directory belongs to another configuration: a usage error
         parser.print_usage(sys.stderr)
-        print(f"tokdyn {' '.join(key)}: error: {e}", file=sys.stderr)
+        print(f"{_prog(key)}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tokdyn: interrupted (finished work is on disk; run the same command to resume)", file=sys.stderr)
         return 130
     except Exception:
         traceback.print_exc()
-        print(f"tokdyn {' '.join(key)}: the run failed (see the traceback above)", file=sys.stderr)
+        print(f"{_prog(key)}: the run failed (see the traceback above)", file=sys.stderr)
         return 1
     return 0
 

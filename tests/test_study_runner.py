@@ -260,7 +260,7 @@ def test_processes_opening_one_new_directory_at_once_agree(tmp_path):
     import multiprocessing
 
     out = str(tmp_path / "d")
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs JAX's threads
     with concurrent.futures.ProcessPoolExecutor(4, mp_context=ctx) as pool:
         stamps = list(pool.map(_open_stamp, [out] * 8))
     assert len(set(stamps)) == 1

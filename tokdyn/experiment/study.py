@@ -333,6 +333,25 @@ class Study:
         except (io.CorruptFile, ValueError, AttributeError):
             return False
 
+    def clear_other_outputs(self, cfg, outputs: Sequence[str], figures: Sequence[str] = (), *,
+                            keep_figures: bool = True) -> None:
+        """Remove ``outputs`` (tables, summary, record) and ``figures`` of an earlier run in the
+        directory unless its ``config.json`` records this very configuration ``cfg`` (selection
+        fields included), so that the directory never shows another selection's results beside
+        this run's; with ``keep_figures`` False the figures go in any case (they are redrawn, or
+        not drawn)."""
+        same = False
+        record = os.path.join(self.out, RECORD)
+        if os.path.exists(record):
+            try:
+                same = io.read_json(record).get("config") == config_dict(cfg)
+            except (ValueError, OSError, AttributeError):
+                same = False
+        for name in (() if same else tuple(outputs)) + (tuple(figures) if not same or not keep_figures else ()):
+            path = os.path.join(self.out, name)
+            if os.path.exists(path):
+                os.remove(path)
+
     def finish(self, **record) -> str:
         """Write ``config.json``: the stamp (study, configuration, version, sources), the
         environment and ``record`` (timings, headline numbers)."""

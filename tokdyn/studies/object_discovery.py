@@ -525,21 +525,9 @@ FIGURES = ("examples.png", "learning_curve.png")
 
 
 def clear_other_outputs(study: Study, cfg: Config, *, keep_figures: bool) -> None:
-    """Remove the outputs (tables, summary, record and figures) of an earlier run in the study's
-    directory unless its ``config.json`` records this very configuration (selection included),
-    so that the directory never shows another choice of methods beside this run's; with
-    ``keep_figures`` False the figures go in any case (they are redrawn, or not drawn)."""
-    same = False
-    record = os.path.join(study.out, runner.RECORD)
-    if os.path.exists(record):
-        try:
-            same = io.read_json(record).get("config") == runner.config_dict(cfg)
-        except (ValueError, OSError, AttributeError):
-            same = False
-    for name in (() if same else OUTPUTS) + (FIGURES if not same or not keep_figures else ()):
-        path = os.path.join(study.out, name)
-        if os.path.exists(path):
-            os.remove(path)
+    """This study's :meth:`~tokdyn.experiment.study.Study.clear_other_outputs`: the outputs of
+    another choice of methods never stand beside this run's."""
+    study.clear_other_outputs(cfg, OUTPUTS, FIGURES, keep_figures=keep_figures)
 
 
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:

@@ -94,33 +94,17 @@ anything is traced (shapes always; values when they are host data, see ``tokdyn.
 The Langevin rule needs a ``key``; the noise of step :math:`s` comes from ``fold_in(key, s)``, so
 it does not depend on batching.
 
-Transformations each public kernel supports (every one: ``jit`` and ``vmap``, also inside a user's
-``jit``/``vmap``/``scan``; "grad" = reverse mode, ``jax.grad``/``vjp``/``jacrev``; "jacfwd" = forward
-mode, ``jvp``/``jacfwd``; derivatives in the points, the tokens and every :class:`Hparams` knob; for a
-rule of one's own, the loop's transformations hold whenever its ``init`` and ``step`` support them):
-
-========================================== ====  =====  ======= ==========================================
-kernel                                      jit   vmap   jacfwd  grad
-========================================== ====  =====  ======= ==========================================
-:func:`update`, :func:`coulomb`             yes   yes    yes     yes
-:func:`run_fixed`, :func:`trajectory`       yes   yes    yes     yes (static ``n_steps``; the stopping step
-                                                                 held fixed)
-:func:`run`                                 yes   yes    yes     no: a ``while_loop`` with early stop; use
-                                                                 :func:`run_fixed` (same result); or
-                                                                 ``implicit=True``: implicit derivative
-                                                                 at the fixed point (both modes; knobs and
-                                                                 points; zero in the initial tokens),
-                                                                 exact for a converged deterministic run,
-                                                                 see :func:`run`
-:func:`soft_assignment`, :func:`sinkhorn`   yes   yes    yes     yes (``sinkhorn``: static count, any length)
-:func:`temperature_schedule`                yes   yes    yes     yes
-:func:`kmeans`                              yes   yes    yes     no (``while_loop``); hard assignments: the
-                                                                 derivative holds the labels fixed
-:func:`hard_labels`, :func:`token_groups`,  yes   yes    --      -- (integer or piecewise-constant outputs)
-:func:`split_temperatures`
-:func:`init_tokens`, :func:`forgy`          yes   yes    --      -- (random draws: not meant to be
-                                                                 differentiated)
-========================================== ====  =====  ======= ==========================================
+Transformations: every public kernel is jitted and vmappable, also inside a user's
+``jit``/``vmap``/``scan``/``shard_map``; :mod:`tokdyn.transformations` holds the table of which
+supports ``grad`` (reverse mode) and ``jacfwd`` (forward mode), checked cell by cell by the tests
+and rendered in the documentation (``docs/transformations.md``). In short: :func:`update`,
+:func:`coulomb`, :func:`soft_assignment`, :func:`sinkhorn` (a static count), :func:`run_fixed`
+and :func:`trajectory` (the stopping step held fixed) are differentiable in both modes in the
+points, the tokens and every :class:`Hparams` knob; :func:`run` and :func:`kmeans` (a
+``while_loop`` with early stop) in forward mode only, and :func:`run` in both with
+``implicit=True`` (the implicit derivative at the fixed point); :func:`hard_labels` and
+:func:`token_groups` have integer outputs. For a rule of one's own, the loop's transformations
+hold whenever its ``init`` and ``step`` support them.
 
 The Sinkhorn count ``sinkhorn_iters`` stays a traced knob under every transformation, bounded by
 ``MAX_SINKHORN_ITERS`` (100; a larger host value is refused, a larger traced one acts as 100): the

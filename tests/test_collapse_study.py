@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
+import hostile
 import killing
 from tokdyn import analysis, cli, data, io
 from tokdyn.experiment import study as S
@@ -130,10 +131,7 @@ def runs(tmp_path_factory):
         yield dict(root=root, cache=cache, A=root / "A", B=root / "B", seconds=seconds)
 
 
-def _cli(args, capsys):
-    """``tokdyn ARGS`` in this process (no compilation cache of the CLI's): (exit code, stderr)."""
-    code = cli.main([*map(str, args), "--no-cache"])
-    return code, capsys.readouterr().err
+_cli = hostile.run
 
 
 def test_command_outputs_and_record(runs):
@@ -238,19 +236,7 @@ def test_bad_options_exit_2_before_any_work(options, words, tmp_path, capsys):
 
 
 def test_output_paths_that_cannot_be_written_exit_2_before_any_work(tmp_path, capsys, monkeypatch):
-    f = tmp_path / "a-file"
-    f.write_text("x")
-    for out, words in ((f, "is a file"), (f / "sub", "cannot be created"), ("/proc/tokdyn-collapse", "out='/proc")):
-        code, err = _cli([*SMALL, "--out", out], capsys)
-        assert code == 2 and words in err and "Traceback" not in err, err
-    ro = tmp_path / "read-only"
-    ro.mkdir()
-    real = os.access  # as root every directory is writable: make this one read-only for the check
-    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if os.fspath(p) == str(ro) else real(p, mode, **k))
-    for out in (ro, ro / "new"):
-        code, err = _cli([*SMALL, "--out", out], capsys)
-        assert code == 2 and str(ro) in err and "writ" in err and "Traceback" not in err, err
-    assert os.listdir(ro) == [] and f.read_text() == "x"
+    hostile.unwritable_outputs_exit_2(SMALL, tmp_path, capsys, monkeypatch, "collapse")
 
 
 def test_estimate_of_the_default_run():

@@ -297,7 +297,7 @@ def test_flat_masks_pair_with_features(plain):
         (np.full((4, 4, 3), 1.5), {}, "images"),
         (np.full((4, 4, 3), -0.1), {}, "images"),
         (np.zeros((4, 4, 3)), dict(fourier_bands=-1), "fourier_bands"),
-        (np.zeros((4, 4, 3)), dict(position_scale=0.0), "position_scale"),
+        (np.zeros((4, 4, 3)), dict(position_scale=-0.1), "position_scale"),
         (np.zeros((4, 4, 3)), dict(colour_scale=-1.0), "colour_scale"),
     ],
 )

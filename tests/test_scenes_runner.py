@@ -78,7 +78,7 @@ QUICK = ["--quick", "--quiet", "--no-plots", "--no-cache"]
     (["--n-curve", "1000"], "n_curve"),
     (["--n-examples", "1000"], "n_examples"),
     (["--fourier-bands", "100"], "fourier_bands"),
-    (["--lr", "nan"], "lr"),
+    (["--learning-rate", "nan"], "learning_rate"),
     (["--batch-size", "0"], "batch_size"),
 ])
 def test_bad_options_and_absurd_sizes_exit_2_naming_the_option_before_any_work(extra, words, tmp_path, capsys):

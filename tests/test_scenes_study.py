@@ -181,7 +181,7 @@ def test_bad_configuration_is_refused_naming_the_field():
             ("learned", ("slot_attention",) * 2, "learned must name each"), ("n_curve", 9, "n_curve"),
             ("n_examples", 13, "n_examples"), ("fourier_bands", 64, "fourier_bands"),
             ("root_seed", 2 ** 40, "root_seed"), ("train_steps", 2 ** 40, "train_steps"),
-            ("lr", float("nan"), "lr"), ("tol", float("inf"), "tol"), ("position_scales", (), "position_scales"),
+            ("learning_rate", float("nan"), "learning_rate"), ("tol", float("inf"), "tol"), ("position_scales", (), "position_scales"),
             ("slot_size", 0, "slot_size")):
         with pytest.raises((ValueError, TypeError), match=words):
             dataclasses.replace(CFG, **{field: value}).validate()

@@ -3,6 +3,7 @@ properties (competition over slots, permutation equivariance, implicit different
 autoencoder's mixture, collapse counts, its trainer (against a hand-written optax loop) trained
 and resumed through tokdyn.train, segmentation and bad input."""
 
+import dataclasses
 import os
 
 import jax
@@ -227,7 +228,7 @@ def _check_outputs(out, cfg, n):
     assert out.rgb.shape == (n, cfg.slots, H, W, 3)
     assert out.alpha.shape == (n, cfg.slots, H, W)
     assert out.slots.shape == (n, cfg.slots, cfg.slot_size)
-    assert out.attention.shape == (n, H * W, cfg.slots)
+    assert out.attention.shape == (n, (H // cfg.encoder_stride) * (W // cfg.encoder_stride), cfg.slots)
     assert out.labels.shape == (n, H, W) and out.labels.dtype == jnp.int32
     alpha = np.asarray(out.alpha, np.float64)
     rgb = np.asarray(out.rgb, np.float64)
@@ -261,6 +262,41 @@ def test_apply_cnn_decoder():
     out = jax.jit(lambda k, x: S.apply(jax.random.fold_in(k, 1), S.init(k, cfg), cfg, x))(
         jax.random.key(4), squares(2, 16, seed=2))
     _check_outputs(out, cfg, 2)
+
+
+def _bilinear_numpy(a, size):
+    """Upsample axes 2 and 3 of ``a`` (B, K, g, g, C) to ``size`` bilinearly, pixel centres at half
+    integers, edges clamped (a plain NumPy reference)."""
+    g = a.shape[2]
+    src = np.clip((np.arange(size) + 0.5) * g / size - 0.5, 0, g - 1)
+    i0 = np.floor(src).astype(int)
+    i1, w = np.minimum(i0 + 1, g - 1), src - np.floor(src)
+    rows = a[:, :, i0] * (1 - w)[None, None, :, None, None] + a[:, :, i1] * w[None, None, :, None, None]
+    return rows[:, :, :, i0] * (1 - w)[None, None, None, :, None] + rows[:, :, :, i1] * w[None, None, None, :, None]
+
+
+@pytest.mark.parametrize("decoder", ["mlp", "conv"])
+def test_strided_encoder_and_coarse_decoder_equal_a_numpy_upsampling(images, decoder):
+    """encoder_stride=2 and decoder_stride=2 on 8 x 8 images: the parameters are those of the full
+    model, Slot Attention sees 16 inputs, and the output is the decoder's 4 x 4 logits upsampled
+    bilinearly (a NumPy reference), then mixed by the alphas softmaxed over slots."""
+    cfg = dataclasses.replace(CFG, encoder_stride=2, decoder_stride=2, decoder=decoder)
+    full = dataclasses.replace(CFG, decoder=decoder)
+    params = S.init(jax.random.key(3), cfg)
+    shapes = jax.tree_util.tree_map(np.shape, params)
+    assert shapes == jax.tree_util.tree_map(np.shape, S.init(jax.random.key(3), full))
+    out, inter = S.Autoencoder(cfg).apply(params, images, S.slot_noise(jax.random.key(5), cfg, images.shape[0]),
+                                          capture_intermediates=lambda m, _: m.name == "dec_out")
+    _check_outputs(out, cfg, images.shape[0])
+    coarse = np.asarray(inter["intermediates"]["dec_out"]["__call__"][0], np.float64)
+    B, K = images.shape[0], cfg.slots
+    assert coarse.shape in ((B, K, 4, 4, 4), (B * K, 4, 4, 4))
+    up = _bilinear_numpy(coarse.reshape(B, K, 4, 4, 4), cfg.size)
+    alpha = np.exp(up[..., 3] - up[..., 3].max(1, keepdims=True))
+    alpha /= alpha.sum(1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(out.alpha), alpha, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(out.recon), np.einsum("bkhw,bkhwc->bhwc", alpha, up[..., :3]),
+                               rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- collapse
@@ -481,6 +517,11 @@ def test_segment_shapes_and_chunking(trained, pool):
     (dict(decoder="cnn", size=12), "size"),
     (dict(steps=12, steps_per_call=5), "steps"),
     (dict(encoder_channels=()), "encoder_channels"),
+    (dict(size=8, encoder_stride=3), "encoder_stride"),
+    (dict(size=8, encoder_stride=0), "encoder_stride"),
+    (dict(size=8, decoder_stride=3), "decoder_stride"),
+    (dict(size=8, decoder_stride=0), "decoder_stride"),
+    (dict(size=16, decoder="cnn", decoder_stride=2), "decoder_stride"),
 ])
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):

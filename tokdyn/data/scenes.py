@@ -343,7 +343,7 @@ def _check_features(images, *, position_scale, colour_scale, fourier_bands):
     for name, value in (("position_scale", position_scale), ("colour_scale", colour_scale)):
         if np.ndim(value) != 0:
             raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
-        _checks.real(name, value, low=0.0, low_open=True)
+        _checks.real(name, value, low=0.0, low_open=name == "colour_scale")  # position 0: colour alone
     _checks.positive_int("fourier_bands", fourier_bands, minimum=0)
 
 
@@ -363,7 +363,7 @@ def pixel_features(images: jax.Array, *, position_scale=1.0, colour_scale=1.0, f
 
     Args:
       images: (H, W, 3) or (n, H, W, 3) floating RGB in [0, 1] (values checked if a NumPy array).
-      position_scale: > 0, weight of the position features (may be traced).
+      position_scale: >= 0, weight of the position features (0: colour alone; may be traced).
       colour_scale: > 0, weight of the colour features (may be traced).
       fourier_bands: B >= 0 (static).
 

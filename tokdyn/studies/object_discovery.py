@@ -66,6 +66,7 @@ COLUMNS = ("method", "seed", "fg_ari", "miou", "collapsed", "duplicates", "unuse
            "failed")
 CURVE_COLUMNS = ("method", "seed", "step", "loss", "val_fg_ari")
 INT32_MAX = 2 ** 31 - 1
+LEARNED_RATE = 25.0  # model-steps a second of the default learned models on our 2-core CPU (the default run)
 MAX_FOURIER_BANDS = 20  # beyond, pi * 2^B * position is below float32's resolution
 
 
@@ -88,20 +89,25 @@ class Config:
       kmeans: also run k-means (k-means++ seeding, Lloyd) on the same features.
       dyn_steps: most steps of the fixed rules and of k-means.
       tol: the fixed rules stop when no coordinate moves more than this.
-      position_scales: weights of the pixel position in the features (colour has weight 1), swept
-        on the validation split with the temperature (k-means takes the best of its own).
+      position_scales: weights of the pixel position in the features (colour has weight 1; 0: colour
+        alone), swept on the validation split with the temperature (k-means takes the best of its
+        own).
       fourier_bands: Fourier bands of the position added to the features (0: none).
       learned: learned models, names from slot_attention | slot_attention_implicit.
       seeds: seeds per method (the learned models of a kind are trained together).
       train_steps: optimiser steps of every learned model.
       batch_size: images per optimiser step.
-      lr: peak Adam learning rate.
+      learning_rate: peak Adam learning rate.
       iterations: Slot Attention iterations.
       slot_size: slot width D.
       encoder_channels: channels of the learned encoder's convolutions.
       encoder_kernel: side of the encoder's convolution kernels.
-      decoder: spatial-broadcast decoder, mlp | cnn.
+      encoder_stride: stride of the encoder's last convolution (Slot Attention attends over
+        (size / encoder_stride)^2 inputs).
+      decoder: spatial-broadcast decoder, mlp | conv | cnn.
       decoder_hidden: hidden width of the decoder.
+      decoder_stride: the decoder paints a (size / decoder_stride)^2 grid, resized bilinearly to the
+        image.
       eval_every: steps between learning-curve points (the checkpoint interval).
       n_curve: validation scenes scored at every learning-curve point.
       fail_below: a seed fails when its mean test FG-ARI is below this.
@@ -123,26 +129,30 @@ class Config:
     kmeans: bool = True
     dyn_steps: int = 50
     tol: float = 1e-4
-    position_scales: tuple = (0.25, 0.5, 1.0)
+    position_scales: tuple = (0.0, 0.25, 0.5, 1.0)
     fourier_bands: int = 0
     learned: tuple = LEARNED
     seeds: int = 4
-    train_steps: int = 1500
+    train_steps: int = 4000
     batch_size: int = 16
-    lr: float = 1e-3
+    learning_rate: float = 2e-3
     iterations: int = 3
     slot_size: int = 64
     encoder_channels: tuple = (32, 32)
     encoder_kernel: int = 3
+    encoder_stride: int = 2
     decoder: str = "mlp"
     decoder_hidden: int = 32
-    eval_every: int = 250
+    decoder_stride: int = 2
+    eval_every: int = 500
     n_curve: int = 128
     fail_below: float = 0.5
     n_examples: int = 6
     root_seed: int = 0
 
     def validate(self) -> "Config":
+        """Check every field (the learned models' through :meth:`tokdyn.models.slots.Config.validate`);
+        raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         for name in ("size", "min_objects", "max_objects", "n_train", "n_val", "n_test", "dyn_steps", "seeds",
                      "train_steps", "batch_size", "eval_every", "n_curve"):
             _checks.positive_int(name, getattr(self, name))
@@ -174,8 +184,8 @@ class Config:
         _checks.real("tol", self.tol, low=0.0)
         if not self.position_scales:
             raise ValueError("position_scales must hold at least one value")
-        _checks.real("position_scales", np.asarray(self.position_scales, float), low=0.0, low_open=True)
-        _checks.real("lr", self.lr, low=0.0, low_open=True)
+        _checks.real("position_scales", np.asarray(self.position_scales, float), low=0.0)
+        _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         _checks.real("fail_below", self.fail_below, low=-0.5, high=1.0)
         if self.train_steps % self.eval_every:
             raise ValueError(f"train_steps must be a multiple of eval_every={self.eval_every}, got {self.train_steps}")
@@ -196,7 +206,8 @@ class Config:
         split, a learned model's activations over a batch, the learned models' parameters and
         optimiser state, the per-seed score tables), naming the
         option that makes it large, and a rough time on 2 cores (calibrated on the default run:
-        2.4 min for the fixed methods, 6 model-steps a second for the learned ones).
+        2.4 min for the fixed methods, :data:`LEARNED_RATE` model-steps a second for the learned ones,
+        scaled by :meth:`step_work`).
         :class:`tokdyn.experiment.study.Refused` naming the option when one array would hold more
         elements than XLA can index."""
         N, K = self.size * self.size, self.n_slots
@@ -228,8 +239,7 @@ class Config:
             int(self.kmeans) * (len(self.position_scales) + self.seeds))
         per_run = 144.0 / (5 * (15 + 4)) * (n_fixed * N * K * F * self.dyn_steps) / (
             1000 * 1024 * 5 * 5 * 50)  # seconds of one method x setting over a split, the default's 2.4 min
-        step = (self.batch_size * N * hidden * (2 + self.iterations)) / (
-            default.batch_size * 1024 * 5 * default.decoder_hidden * (2 + default.iterations)) / 6.1
+        step = self.step_work() / default.step_work() / LEARNED_RATE
         seconds = fixed_runs * per_run + len(self.learned) * self.seeds * self.train_steps * step + 20.0
         return Estimate(memory=float(memory), option=_blame(self, names),
                         models=len(self.learned) * self.seeds + fixed_runs, seconds=seconds)
@@ -241,6 +251,16 @@ class Config:
                    position_scales=(0.5, 1.0), dyn_steps=20,
                    seeds=2, train_steps=20, batch_size=4, slot_size=16, encoder_channels=(8,), decoder_hidden=8,
                    eval_every=10, n_curve=16, n_examples=3)
+
+    def step_work(self) -> float:
+        """A learned model's work per step, up to a constant: the full-resolution encoder, the
+        strided encoder positions through the encoder MLP and every Slot Attention iteration, and
+        the decoder's K painted grids (for the time estimate)."""
+        N, Ni = self.size ** 2, (self.size // self.encoder_stride) ** 2
+        Nd = (self.size // self.decoder_stride) ** 2
+        width = max(max(self.encoder_channels), self.slot_size)
+        return self.batch_size * (N * max(self.encoder_channels) * self.encoder_kernel ** 2
+                                  + Ni * width * (4 + self.iterations) + self.n_slots * Nd * self.decoder_hidden * 3)
 
     @property
     def n_slots(self) -> int:
@@ -254,8 +274,8 @@ class Config:
     def slot_config(self, name: str) -> slots.Config:
         return slots.Config(size=self.size, slots=self.n_slots, iterations=self.iterations, slot_size=self.slot_size,
                             mlp_hidden=2 * self.slot_size, encoder_channels=tuple(self.encoder_channels),
-                            encoder_kernel=self.encoder_kernel, decoder=self.decoder,
-                            decoder_hidden=self.decoder_hidden, implicit=name == "slot_attention_implicit",
+                            encoder_kernel=self.encoder_kernel, encoder_stride=self.encoder_stride,
+                            decoder=self.decoder, decoder_hidden=self.decoder_hidden, decoder_stride=self.decoder_stride, implicit=name == "slot_attention_implicit",
                             steps=self.train_steps, batch_size=self.batch_size,
                             warmup=min(200, self.train_steps // 10) or 1, steps_per_call=self.eval_every,
                             seeds=self.seeds, root_seed=self.root_seed)
@@ -409,7 +429,7 @@ def fit(cfg: Config, name: str, images, study: Study, *, val=None, progress=None
         return out
 
     def run():
-        return train.train_many(slots.trainer(scfg), images, *slots.models(scfg, slots.Hparams(learning_rate=cfg.lr)),
+        return train.train_many(slots.trainer(scfg), images, *slots.models(scfg, slots.Hparams(learning_rate=cfg.learning_rate)),
                                 checkpoint=ckpt, stamp=checkpoint_stamp(study, cfg, name),
                                 strategy=slots.default_strategy(jax.default_backend()), vectorised_init=False,
                                 evaluate=evaluate, progress=progress, **kw)

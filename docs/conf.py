@@ -37,75 +37,12 @@ root_doc = "index"
 exclude_patterns = ["_build", "**/.ipynb_checkpoints", "README.md"]
 nitpicky = True
 
-# Cross-references that cannot resolve yet: names in docstrings of files being rewritten by their
-# owners (each is to be fixed there, and removed from this list).
-nitpick_ignore = [
-    ("py:meth", "close"),    # tokdyn.io.Progress names Progress.close, which has no docstring yet
-    ("py:meth", "ratios"),   # tokdyn.studies.collapse.Config.estimate names Config.ratios, which has none yet
-]
+# Cross-references allowed not to resolve (none: every one resolves).
+nitpick_ignore = []
 
-# Public functions, classes, methods and properties without a docstring, in files being rewritten
-# by their owners (each is to be documented there, and removed from this list; a listed name that
-# has a docstring now is reported).
-tokdyn_undocumented_allowed = [
-    "tokdyn.engine.sweep.Grid.names",
-    "tokdyn.engine.sweep.Grid.from_dict",
-    "tokdyn.experiment.reasoners.Config.validate",
-    "tokdyn.experiment.study.version",
-    "tokdyn.experiment.study.describe",
-    "tokdyn.experiment.study.Study.name",
-    "tokdyn.experiment.study.Study.part_path",
-    "tokdyn.io.read_json",
-    "tokdyn.io.Progress.rate",
-    "tokdyn.io.Progress.close",
-    "tokdyn.studies.collapse.Config.validate",
-    "tokdyn.studies.collapse.Config.ratios",
-    "tokdyn.studies.collapse.Config.run_fn",
-    "tokdyn.studies.collapse.write_figures",
-    "tokdyn.studies.collapse.summarise",
-    "tokdyn.studies.collapse.format_summary",
-    "tokdyn.studies.grid_diffusion.Config.validate",
-    "tokdyn.studies.grid_diffusion.Config.autoencoder",
-    "tokdyn.studies.grid_diffusion.Config.model",
-    "tokdyn.studies.grid_diffusion.Config.runs",
-    "tokdyn.studies.grid_diffusion.plot_curves",
-    "tokdyn.studies.grid_diffusion.summary",
-    "tokdyn.studies.grid_diffusion.write_samples",
-    "tokdyn.studies.latent_diagnostics.Config.validate",
-    "tokdyn.studies.latent_diagnostics.Config.reasoning",
-    "tokdyn.studies.latent_diagnostics.Config.probe_config",
-    "tokdyn.studies.latent_diagnostics.Config.probe_hparams",
-    "tokdyn.studies.latent_diagnostics.Config.feedback",
-    "tokdyn.studies.latent_diagnostics.plot_probes",
-    "tokdyn.studies.latent_diagnostics.summary",
-    "tokdyn.studies.latent_optimisation.Config.validate",
-    "tokdyn.studies.latent_optimisation.Config.optimiser",
-    "tokdyn.studies.latent_optimisation.Config.hparams",
-    "tokdyn.studies.latent_optimisation.plot_optimiser",
-    "tokdyn.studies.latent_optimisation.plot_grounding",
-    "tokdyn.studies.latent_optimisation.summary",
-    "tokdyn.studies.object_discovery.Config.validate",
-    "tokdyn.studies.object_discovery.Config.n_slots",
-    "tokdyn.studies.object_discovery.Config.generate_args",
-    "tokdyn.studies.object_discovery.Config.slot_config",
-    "tokdyn.studies.object_discovery.rows_of",
-    "tokdyn.studies.object_discovery.summary",
-    "tokdyn.studies.object_discovery.plot_examples",
-    "tokdyn.studies.object_discovery.plot_curves",
-    "tokdyn.studies.token_dynamics.format_tables",
-    "tokdyn.studies.token_dynamics_sweep.Config.validate",
-    "tokdyn.studies.token_dynamics_sweep.Config.cluster_counts",
-    "tokdyn.studies.token_dynamics_sweep.Config.task",
-    "tokdyn.studies.token_dynamics_sweep.Config.grid",
-    "tokdyn.studies.token_dynamics_sweep.Config.rule_axes",
-    "tokdyn.studies.token_dynamics_sweep.Config.data_axes",
-    "tokdyn.studies.token_dynamics_sweep.plot_jobs",
-    "tokdyn.studies.visual_tokens.Config.validate",
-    "tokdyn.train.optim.Config.validate",
-    "tokdyn.train.trainer.Curriculum.first",
-    "tokdyn.transformations.Row.cell",
-    "tokdyn.transformations.Row.module",
-]
+# Public functions, classes, methods and properties allowed to lack a docstring (none: a public
+# name without one fails the build; a listed name that has a docstring is reported as stale).
+tokdyn_undocumented_allowed = []
 
 # -- MyST and notebooks ----------------------------------------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]

@@ -145,6 +145,7 @@ def write_json(path: str, obj) -> str:
 
 
 def read_json(path: str):
+    """The JSON value in the file ``path`` (as :func:`write_json` writes it; no checksum)."""
     with open(path) as f:
         return json.load(f)
 
@@ -381,6 +382,8 @@ class Progress:
             self._bar = _rich_bar(self.stream, desc, unit, total, done)
 
     def rate(self) -> float:
+        """Units done per second in this session (those done before it not counted); NaN before any
+        time has passed."""
         dt = time.perf_counter() - self._t0
         return (self.done - self._start_done) / dt if dt > 0 else float("nan")
 
@@ -412,6 +415,7 @@ class Progress:
             self.stream.flush()
 
     def close(self) -> None:
+        """Stop the live bar (nothing to do off a terminal); called on leaving the ``with`` block."""
         if self._bar is not None:
             self._bar[0].stop()
             self._bar = None

@@ -141,6 +141,7 @@ class Grid:
 
     @property
     def names(self) -> tuple:
+        """The axis names, in grid order (``seed`` and ``index`` are not axes)."""
         return tuple(self.axes)
 
     def __repr__(self) -> str:
@@ -197,6 +198,8 @@ class Grid:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Grid":
+        """The grid a :meth:`to_dict` description holds (a description without ``seed_major``: the
+        seed fastest)."""
         return cls(seeds=d["seeds"], seed_major=bool(d.get("seed_major", False)),
                    **{k: np.asarray(v) for k, v in d["axes"].items()})
 

@@ -99,6 +99,9 @@ class Config:
     hparams: T.Hparams = T.Hparams()
 
     def validate(self) -> "Config":
+        """Check every field (the variants, the stop rule, the training configuration, whose root seed
+        must fit in 32 bits, and the hyper-parameters, one setting); raise ``ValueError``/``TypeError``
+        naming the field. Returns ``self``."""
         if isinstance(self.variants, str) or not self.variants:
             raise ValueError(f"variants must name at least one of {sorted(VARIANTS)}, got {self.variants!r}")
         for name in self.variants:

@@ -110,6 +110,8 @@ class Config:
     root_seed: int = 0
 
     def validate(self) -> "Config":
+        """Check every field (``n_points`` a multiple of 12, token counts at most ``n_points``); raise
+        ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         for name in ("shapes", "n_tokens", "phase_noise", "phase_tokens", "momentum", "repulsion_rel"):
             value = getattr(self, name)
             if not isinstance(value, tuple) or not value:
@@ -185,9 +187,15 @@ class Config:
         return Estimate(memory=need[option], option=option, models=runs + self.convergence_runs, seconds=seconds)
 
     def ratios(self) -> np.ndarray:
+        """The tau / tau_c values of the threshold check, (n,) float32 ascending: ``n_ratios``
+        log-spaced from ``ratio_min`` to ``ratio_max`` plus 0.9, 0.95, 1.05 and 1.1, rounded to 6
+        decimals, without repeats."""
         return _ratios(self.ratio_min, self.ratio_max, self.n_ratios, EXTRA_RATIOS)
 
     def run_fn(self, shape: str, n_tokens: int) -> CollapseRun:
+        """The per-run function of a sweep on the point cloud ``shape`` with ``n_tokens`` tokens:
+        :class:`~tokdyn.engine.runs.CollapseRun` with this configuration's ``n_points``, ``n_steps``,
+        ``merge_rel`` and ``tol_rel``."""
         return CollapseRun(shape, n_tokens, self.n_points, self.n_steps, float(self.merge_rel), float(self.tol_rel))
 
 
@@ -366,6 +374,9 @@ def _panels(path, ratios, panels, ylabel, title, boundaries=(1.0,), cbar="rate")
 
 
 def write_figures(out, cfg, ratios, phase, mom, rep):
+    """Draw the phase diagrams of :func:`phase_parts`'s sweeps into ``out``: ``phase_collapse.png``,
+    ``phase_groups.png`` (noise x tau/tau_c per T/K), ``phase_momentum.png`` and
+    ``phase_repulsion.png``; returns their paths."""
     k = 3
     noise = np.asarray(cfg.phase_noise)
     paths = [
@@ -433,6 +444,11 @@ def main(cfg: Config, out: str, *, quiet=False, plots=True, fresh=False) -> dict
 
 
 def summarise(thr, jac, conv, mom, rep, ratios) -> dict:
+    """The headline numbers (``summary.json``) of the parts' rows and runs: the threshold check's
+    largest relative error, the Jacobian check's largest eigenvalue error, the Spearman correlation
+    and median ratio of observed to predicted convergence steps (converged runs of 3 steps or more),
+    and per momentum or repulsion value the collapse, merge and non-convergence rates above tau_c
+    (1.15 tau_c; 3.1 tau_c for non-convergence)."""
     from scipy.stats import spearmanr
 
     obs = np.array([r["observed"] for r in conv], float)
@@ -461,6 +477,7 @@ def summarise(thr, jac, conv, mom, rep, ratios) -> dict:
 
 
 def format_summary(s: dict) -> str:
+    """The numbers of :func:`summarise` as the lines a run prints at its end."""
     lines = [f"threshold: max |tau_50 / tau_c - 1| = {s['threshold_max_abs_rel_error']:.3f} "
              f"(all within 10%: {s['threshold_all_within_10pct']})",
              f"jacobian: max |predicted - numerical eigenvalue| = {s['jacobian_max_abs_error']:.2e}",

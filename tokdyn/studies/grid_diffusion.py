@@ -113,6 +113,8 @@ class Config:
     root_seed: int = 0
 
     def validate(self) -> "Config":
+        """Check every field (enough grids for the grammar's tokens, and every model's configuration);
+        raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         for name in ("sentences", "length", "grid", "ae_steps", "T", "width", "depth", "steps", "batch_size",
                      "seeds", "n_samples", "n_resamples"):
             _checks.positive_int(name, getattr(self, name))
@@ -194,11 +196,17 @@ class Config:
                    seeds=2, n_samples=32, ddim_steps=5, n_resamples=50)
 
     def autoencoder(self) -> vtae.Config:
+        """The first stage's configuration: a visual-token autoencoder from the grammar's vocabulary to
+        ``grid`` x ``grid`` grids of ``colours`` colours (Gumbel straight-through encoder, MLP
+        decoder), trained for ``ae_steps`` steps."""
         return vtae.Config(vocab_size=len(corpus.grammar_vocab()[0]), grid=self.grid, colours=self.colours,
                            mode="gumbel_st", decoder="mlp", hidden=64, steps=self.ae_steps, batch_size=64,
                            log_every=self.ae_steps // 10 if self.ae_steps % 10 == 0 else self.ae_steps)
 
     def model(self, name: str, scope: str) -> G.Config:
+        """The configuration of the model ``name`` in ``scope``: ``"sequence"`` (``length`` elements,
+        a transformer) or ``"single"`` (one grid per sample, an MLP), with this study's width, depth,
+        steps and batch."""
         single = scope == "single"
         return G.Config(model=name, length=1 if single else self.length, cells=self.grid * self.grid,
                         colours=self.colours, vocab_size=len(corpus.grammar_vocab()[0]), T=self.T,
@@ -208,6 +216,8 @@ class Config:
                         warmup=max(1, min(100, self.steps // 10)))
 
     def runs(self) -> list[tuple[str, str]]:
+        """``(scope, model)`` of every model kind, in the order they train: ``models``, then
+        ``single_models``."""
         return [("sequence", m) for m in self.models] + [("single", m) for m in self.single_models]
 
 
@@ -523,6 +533,8 @@ def plot_denoising(out: str, cfg: Config, results: dict, codes) -> str | None:
 
 
 def plot_curves(out: str, cfg: Config, results: dict) -> str:
+    """Training loss over steps of every model and seed, relative to its first logged interval, one
+    panel per scope, into ``learning_curves.png``; returns its path."""
     fig = figures.figure((9, 3.4))
     for i, scope in enumerate(SCOPES):
         ax = fig.add_subplot(1, 2, i + 1)
@@ -561,6 +573,10 @@ def _mean_sd(table: dict, scope: str, model: str, metric: str) -> tuple[float, f
 
 
 def summary(cfg: Config, table: dict, ae_accuracy: float, reference: dict) -> str:
+    """``summary.md``: the setup, the autoencoder's accuracy, the training sentences' own metrics
+    (``reference``), per scope each model's metrics (mean ± sd over seeds of ``table``,
+    :func:`evaluate`'s columns), the best grid model against the best token model, and the models
+    that went non-finite."""
     lines = [f"# Grid diffusion: {cfg.sentences} grammar sentences (L = {cfg.length}), {cfg.grid}x{cfg.grid} grids of "
              f"{cfg.colours} colours, T = {cfg.T}, {cfg.steps} steps x batch {cfg.batch_size}, width {cfg.width}, "
              f"depth {cfg.depth}, {cfg.seeds} seeds, {cfg.n_samples} samples each",
@@ -606,6 +622,8 @@ def summary(cfg: Config, table: dict, ae_accuracy: float, reference: dict) -> st
 
 
 def write_samples(path: str, texts: dict, per_model: int = 20) -> None:
+    """Write ``samples.txt`` atomically: the first ``per_model`` decoded samples of each model
+    (``texts``: :func:`evaluate`'s samples of seed 0)."""
     with io.atomic_write(path) as f:
         for name, sents in texts.items():
             f.write(f"== {name} (seed 0, first {min(per_model, len(sents))} of {len(sents)})\n")

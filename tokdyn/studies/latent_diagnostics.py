@@ -136,6 +136,9 @@ class Config:
     root_seed: int = 0
 
     def validate(self) -> "Config":
+        """Check every field (``n_instances`` and ``attention_top_k`` against the source's test
+        instances and image patches); raise ``ValueError``/``TypeError`` naming the field. Returns
+        ``self``."""
         if not isinstance(self.source, str) or not self.source:
             raise ValueError(f"source must be the path of a latent-reasoning study directory, got {self.source!r}")
         _checks.choice("preset", self.preset, PRESETS)
@@ -208,15 +211,22 @@ class Config:
                    n_instances=400, noise_sigmas=(1.0,), probe_steps=200, n_resamples=500)
 
     def reasoning(self) -> LR.Config:
+        """The latent-reasoning study whose trained models this study reads (of ``preset``)."""
         return LR.Config.quick() if self.preset == "quick" else LR.Config()
 
     def probe_config(self) -> probes.Config:
+        """The linear probes' configuration: a class per token of the source's vocabulary,
+        ``probe_steps`` steps (checked)."""
         return probes.Config(n_classes=self.reasoning().training.task.vocab.size, steps=self.probe_steps).validate()
 
     def probe_hparams(self) -> probes.Hparams:
+        """The linear probes' hyper-parameters, ``probe_learning_rate`` and ``probe_weight_decay``
+        (checked)."""
         return probes.Hparams(learning_rate=self.probe_learning_rate, weight_decay=self.probe_weight_decay).validate()
 
     def feedback(self) -> tuple:
+        """The latent-feedback variants of ``variants``, in order: those that also get mediation,
+        collapse and probes."""
         return tuple(v for v in self.variants if variants.variant(v).latent_mode == "feedback")
 
 
@@ -545,6 +555,8 @@ def plot_decomposition(out: str, rows: list) -> Optional[str]:
 
 
 def plot_probes(out: str, rows: list) -> Optional[str]:
+    """Held-out accuracy of the probe of every target per variant and features (mean over seeds),
+    with the majority-class rate, into ``probes.png``; returns its path (None without rows)."""
     if not rows:
         return None
     keys = list(dict.fromkeys((r["variant"], r["features"]) for r in rows))
@@ -576,6 +588,8 @@ def _significant(r) -> bool:
 
 
 def summary(med: list, dec: list, col: list, prb: list) -> str:
+    """``summary.md``: tables of the decomposition, the latent -> answer interventions, the input ->
+    state shifts, the collapse and the probes (means over seeds), from the rows of each part."""
     lines = ["## Decomposition: accuracy and share of the latent block's gain retained (mean over seeds)", "",
              "The share is shown where the full block's gain over no block has a 95% bootstrap interval above 0.",
              "", "| variant | stage | block gain (95% CI) | setting | accuracy | gain retained (95% CI) | "

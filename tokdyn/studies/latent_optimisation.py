@@ -21,8 +21,8 @@ Outputs: ``optimiser.csv`` (variant x seed x method x family), ``optimiser_tests
 t-tests of each method's per-instance correctness against ``before``, the mean over seeds, per
 family and overall, Holm-corrected over the table; a family with fewer than 2 of the instances is
 listed with NaN statistics), ``rewards.csv`` (the mean reward after each iteration),
-``grounding.csv``, ``optimiser.png`` (reward over iterations; accuracy before and after),
-``grounding.png`` (histograms of the answer token's grounding), ``summary.md``, ``study.json`` (the
+``grounding.csv``, ``optimiser.png`` (the mean reward over the optimiser's iterations, a panel per
+variant), ``grounding.png`` (histograms of the answer token's grounding), ``summary.md``, ``study.json`` (the
 stamp) and ``config.json`` (the stamp, the source's configuration, this run's selection, timings).
 
 **The source.** Its own stamp is checked before any work against the latent-reasoning
@@ -124,6 +124,9 @@ class Config:
     root_seed: int = 0
 
     def validate(self) -> "Config":
+        """Check every field (``n_instances`` within the source's test instances and enough for 2 of
+        each task family, ``top_m`` at most its image patches); raise ``ValueError``/``TypeError``
+        naming the field. Returns ``self``."""
         if not isinstance(self.source, str) or not self.source:
             raise ValueError(f"source must be the path of a latent-reasoning study directory, got {self.source!r}")
         _checks.choice("preset", self.preset, PRESETS)
@@ -188,12 +191,17 @@ class Config:
         return LR.Config.quick() if self.preset == "quick" else LR.Config()
 
     def optimiser(self, method: str) -> dmlr.Config:
+        """The optimiser of ``method`` (a name of :data:`METHODS`, or a sweep row
+        ``<method>@lr=<rate>``) with this study's ``top_k``, ``n_iters``, ``n_pairs`` and ``top_m``,
+        checked against the source's vocabulary."""
         reward, estimator, inject = METHODS[method.split("@")[0]]
         vocab = self.reasoning().training.task.vocab.size
         return dmlr.Config(reward=reward, top_k=self.top_k, n_iters=self.n_iters, n_pairs=self.n_pairs,
                            estimator=estimator, inject=inject, top_m=self.top_m).validate(vocab)
 
     def hparams(self, learning_rate: Optional[float] = None) -> dmlr.Hparams:
+        """The optimiser's hyper-parameters: ``learning_rate`` (this study's unless given),
+        ``sigma`` and ``sigma_decay`` (checked)."""
         return dmlr.Hparams(learning_rate=self.learning_rate if learning_rate is None else learning_rate,
                             sigma=self.sigma, sigma_decay=self.sigma_decay).validate()
 
@@ -411,6 +419,9 @@ def grounding_part(study: S.Study, cfg: Config, lr: LR.Config, name: str, test, 
 
 
 def plot_optimiser(out: str, curves: dict, table: dict) -> Optional[str]:
+    """The mean reward over iterations of each method (its own reward, over instances and seeds),
+    one panel per variant, from ``curves`` (``rewards.csv``'s columns) into ``optimiser.png``;
+    returns its path (None without curves)."""
     if not curves.get("variant"):
         return None
     v, m, it = (np.asarray(curves[k]) for k in ("variant", "method", "iteration"))
@@ -433,6 +444,9 @@ def plot_optimiser(out: str, curves: dict, table: dict) -> Optional[str]:
 
 
 def plot_grounding(out: str, hists: dict) -> Optional[str]:
+    """Histograms of the answer token's grounding score per perturbation, one panel per variant
+    (``hists``: variant -> perturbation -> scores), into ``grounding.png``; returns its path (None
+    without variants)."""
     if not hists:
         return None
     names = list(hists)
@@ -449,6 +463,10 @@ def plot_grounding(out: str, hists: dict) -> Optional[str]:
 
 
 def summary(table: dict, tests: dict, ground: dict) -> str:
+    """``summary.md``: per variant and method the accuracy before and after (all families, mean and
+    min-max over seeds), the rewards, the answers changed and the Holm-corrected paired p; then the
+    grounding per variant and perturbation (means over seeds). The arguments are the columns of
+    ``optimiser.csv``, ``optimiser_tests.csv`` and ``grounding.csv``."""
     lines = ["## Latent optimisation: accuracy (all families), mean (min-max) over seeds", "",
              "| variant | method | accuracy before | accuracy after | reward before | reward after | answers changed | paired p (Holm) |",
              "|---|---|---|---|---|---|---|---|"]

@@ -288,6 +288,9 @@ def plot_jobs(out: str, cfg: Config, summary: list[dict]) -> list[dict]:
 
 
 def format_tables(overall: list[dict], summary: list[dict], tests: list[dict]) -> str:
+    """The tables a run prints (from :func:`summarise` and :func:`stat_tests`): every method's
+    means over all conditions and those at noise 0.3, K = 4, each beside the published figures, and
+    the paired t-tests significant before correction (the 6 smallest p)."""
     lines = ["Overall (mean over all conditions)  —  ours | published",
              f"{'method':<19}{'ARI':>15}{'NMI':>15}{'steps':>15}{'collapse':>13}"]
     for r in overall:

@@ -135,6 +135,9 @@ class Config(RunStructure):
         return tuple(out)
 
     def validate(self) -> "Config":
+        """Check every field and axis (``method`` against the built-in methods and ``rule_module``'s
+        rules, the rule axes against the rule they set); raise ``ValueError``/``TypeError`` naming the
+        field. Returns ``self``."""
         _checks.positive_int("seeds", self.seeds)
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
         if self.root_seed > 2**32 - 1:  # jax.random.key keeps 32 bits of it (x64 off): 2**32 would be seed 0
@@ -169,6 +172,8 @@ class Config(RunStructure):
         return self
 
     def cluster_counts(self) -> tuple:
+        """The cluster counts K of the ``n_clusters`` axis, as ints (the run's default when it is not
+        an axis)."""
         return tuple(int(k) for k in dict(self.axes()).get("n_clusters", (ClusterRun.n_clusters,)))
 
     def method_names(self) -> tuple:
@@ -201,6 +206,9 @@ class Config(RunStructure):
         return first
 
     def task(self) -> ClusterRun:
+        """The per-run function: :class:`~tokdyn.engine.runs.ClusterRun` with this sweep's structure,
+        the largest cluster count, and the method table of the ``method`` axis (the knobs of each
+        setting when it names ``rule_module``'s rule, :meth:`rule`)."""
         rule, rules = self.rule(), self.rules()
         if rule is not None:  # the settings of a rule of one's own: rows of its knobs
             table = tuple(tuple(float(v) for v in jax.tree_util.tree_leaves(rules[m].hparams))
@@ -210,6 +218,8 @@ class Config(RunStructure):
         return ClusterRun(**self.structure(), max_clusters=max(self.cluster_counts()), methods=table)
 
     def grid(self) -> sweep.Grid:
+        """The non-empty axes (``method`` as indices into :meth:`method_names`) x ``seeds``, the seed
+        slowest: a chunk holds whole seeds, whose data are drawn once for all their runs."""
         def values(k, v):
             if k == "method":
                 return np.arange(len(v), dtype=np.int64)
@@ -219,9 +229,13 @@ class Config(RunStructure):
         return sweep.Grid(seeds=self.seeds, seed_major=True, **{k: values(k, v) for k, v in self.axes()})
 
     def rule_axes(self) -> list:
+        """The non-empty axes that set the update rule (:data:`RULE_AXES`), in grid order: the
+        settings of the analysis."""
         return [k for k, _ in self.axes() if k in RULE_AXES]
 
     def data_axes(self) -> list:
+        """The non-empty data axes (``noise``, ``n_clusters``), in grid order: pooled over in the
+        analysis."""
         return [k for k, _ in self.axes() if k in DATA_AXES]
 
     def runs(self) -> int:
@@ -401,6 +415,9 @@ def heatmap_job(out: str, cond: dict, x: str, y: str, metric: str, where: dict |
 
 
 def plot_jobs(out: str, cfg: Config, cond: dict, tab: dict) -> list[dict]:
+    """The figures of :func:`analyse`, as jobs of :func:`tokdyn.stats.figures.draw`: the Pareto
+    front of the settings ``tab`` (``plots/pareto.png``) and, with two axes or more, heatmaps of
+    ARI, collapse and steps over the first two (:func:`heatmap_job` of the conditions ``cond``)."""
     jobs = []
     front = np.asarray(tab["on_front"], bool)
     jobs.append(dict(kind="front", path=os.path.join(out, "plots", "pareto.png"), cost=tab["steps_mean"].tolist(),

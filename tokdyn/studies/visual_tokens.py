@@ -97,6 +97,7 @@ class Config:
     root_seed: int = 0
 
     def validate(self) -> "Config":
+        """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         for name in ("vocab_sizes", "grids", "modes", "budgets", "parts"):
             value = getattr(self, name)
             if not isinstance(value, tuple) or not value:

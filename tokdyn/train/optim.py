@@ -52,6 +52,8 @@ class Config:
     clip_norm: float = 1.0
 
     def validate(self) -> "Config":
+        """Check every field (``steps`` a multiple of ``steps_per_call``); raise
+        ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         _checks.positive_int("steps", self.steps)
         _checks.positive_int("steps_per_call", self.steps_per_call)
         _checks.positive_int("warmup", self.warmup, minimum=0)

@@ -83,6 +83,8 @@ class Curriculum:
 
     @property
     def first(self) -> Trainer:
+        """The first stage's :class:`Trainer`, whose ``init``, ``keys`` and ``init_extra`` start the
+        model."""
         return self.stages[0][1]
 
 

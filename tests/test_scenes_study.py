@@ -188,3 +188,14 @@ def test_bad_configuration_is_refused_naming_the_field():
     dataclasses.replace(CFG, learned=(), slot_size=8).validate()
     with pytest.raises(ValueError, match="slot_size"):  # checked even when no model is learned
         dataclasses.replace(CFG, learned=(), slot_size=0).validate()
+
+
+@pytest.mark.parametrize("fg, seconds, met", [
+    ([0.95, 0.92, 0.90], 1700.0, True),
+    ([0.99, 0.99, 0.79], 1700.0, False),  # one seed below 0.80 although the mean is 0.92
+    ([0.89, 0.90, 0.90], 1700.0, False),  # mean 0.897
+    ([0.95, 0.95, 0.95], 1801.0, False),  # over 30 minutes
+    ([], 10.0, False),
+])
+def test_the_goal_needs_the_mean_every_seed_and_the_time(fg, seconds, met):
+    assert SC.goal_met(fg, seconds) is met

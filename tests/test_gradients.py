@@ -32,6 +32,9 @@ CONFIGS = [  # (seed, N, T, D, knobs, n_steps, masked, stochastic)
      False),
 ]
 IDS = [f"seed{c[0]}-N{c[1]}-T{c[2]}-D{c[3]}" for c in CONFIGS]
+# the first two move temperature, momentum, repulsion, damping and Sinkhorn in the default suite;
+# the annealed, stochastic and long-Sinkhorn ones run with -m slow
+PARAMS = [pytest.param(c, id=i, marks=[pytest.mark.slow] if k >= 2 else []) for k, (c, i) in enumerate(zip(CONFIGS, IDS))]
 
 
 def _problem(seed, n, t, d, masked):
@@ -119,7 +122,7 @@ def _grad_run_fixed(x, tokens, knobs, n_steps, mask, c, key, dtype):
     return jax.grad(loss)(_hparams(knobs, dtype))
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=IDS)
+@pytest.mark.parametrize("config", PARAMS)
 def test_grad_of_run_fixed_in_every_knob_matches_finite_differences(config):
     """d loss / d knob through n_steps of the rule (float32, as users run it) against central
     differences of the float64 reference, and in float64 to 1e-6."""
@@ -418,10 +421,13 @@ IMPLICIT_CONFIGS = [  # (seed, N, T, D, knobs, masked): runs that converge to a 
     (4, 60, 3, 2, dict(temperature=0.7, momentum=0.2, anneal_ratio=3.0, anneal_steps=5), False),
 ]
 IMPLICIT_IDS = ["baseline", "inertia", "repulsion-damped", "sinkhorn-slot", "annealed"]
+# the default suite keeps the configurations that between them move every knob (the others: -m slow)
+IMPLICIT_PARAMS = [pytest.param(c, id=i, marks=[pytest.mark.slow] if i in ("baseline", "inertia") else [])
+                   for c, i in zip(IMPLICIT_CONFIGS, IMPLICIT_IDS)]
 IMPLICIT_KNOBS = ("temperature", "momentum", "repulsion", "damping", "slot_norm", "anneal_ratio")
 
 
-@pytest.mark.parametrize("config", IMPLICIT_CONFIGS, ids=IMPLICIT_IDS)
+@pytest.mark.parametrize("config", IMPLICIT_PARAMS)
 def test_implicit_grad_of_run_matches_finite_differences_and_run_fixed(config):
     """float64: jax.grad through run(implicit=True) of a converged run equals central differences of
     run (stopping at tol) in every continuous knob, and jax.grad through run_fixed with enough steps

@@ -162,7 +162,8 @@ def _no_key_bias(params):
     return params
 
 
-@pytest.mark.parametrize("name", sorted(variants.VARIANTS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "coconut" else n  # coconut: 2-3x
+                                  for n in sorted(variants.VARIANTS)])                      # the others' time
 def test_every_variant_learns_and_evaluates(name, pools):
     test = pools.test
     state, done, logs = _trained(name)

@@ -190,7 +190,7 @@ LATENT = latent_model.Config(task=tasks.Config(grid_size=2, n_colours=3), width=
                              latent_mode="feedback", n_latents=2, caption_len=4)
 
 
-@pytest.mark.parametrize("align", ["monet", "lvr"])
+@pytest.mark.parametrize("align", [pytest.param("monet", marks=pytest.mark.slow), "lvr"])  # monet: 4x lvr's time
 def test_latent_reasoner_objective(align):
     """The latent reasoner's objective (answer and caption cross-entropy through the latent feedback
     loop, plus an alignment term: Monet's to the self-teacher's states, LVR's to the patch

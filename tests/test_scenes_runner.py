@@ -16,8 +16,8 @@ from tokdyn.studies import object_discovery as SC
 # a small study whose learned model trains over 8 checkpoints (a third of a run's time, so that kills hit it)
 KILLED = ["study", "scenes", "--size", "12", "--max-objects", "2", "--n-train", "64", "--n-val", "8", "--n-test", "12",
           "--methods", "baseline", "--temperatures", "0.1", "--position-scales", "1.0", "--dyn-steps", "16",
-          "--no-kmeans", "--learned", "slot_attention", "--seeds", "2", "--train-steps", "320", "--batch-size", "2",
-          "--slot-size", "8", "--encoder-channels", "4", "--decoder-hidden", "4", "--eval-every", "40",
+          "--no-kmeans", "--learned", "slot_attention", "--seeds", "2", "--train-steps", "160", "--batch-size", "2",
+          "--slot-size", "8", "--encoder-channels", "4", "--decoder-hidden", "4", "--eval-every", "20",
           "--n-curve", "4", "--n-examples", "2", "--no-plots", "--quiet"]
 
 

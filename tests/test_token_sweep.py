@@ -214,11 +214,10 @@ ONE = ["--temperature", "1", "--repulsion", "0", "--momentum", "0", "--noise", "
     (["--seeds", "0"], "seeds must be an int >= 1"),
 ])
 def test_absurd_sizes_exit_2_naming_the_option_before_any_work(args, match, tmp_path, capsys):
-    t0 = time.perf_counter()
     assert cli.main(["sweep", "token-dynamics", "--out", str(tmp_path / "x"), *ONE, *args]) == 2
     err = capsys.readouterr().err
     assert match in err, err
-    assert not (tmp_path / "x").exists() and time.perf_counter() - t0 < 20  # nothing written, nothing run
+    assert not (tmp_path / "x").exists()  # refused before any work: nothing written
 
 
 def test_out_paths_that_cannot_be_written_exit_2(tmp_path, capsys):

@@ -15,7 +15,7 @@ import killing
 from test_latent_train import TINY  # the same configuration: compilations are shared within a session
 from tokdyn import cli, io, train
 from tokdyn.experiment import reasoners as LR
-from tokdyn.models.latent import tasks, training
+from tokdyn.models.latent import evaluation, tasks, training
 from tokdyn.studies import latent_reasoning as L
 
 pytestmark = pytest.mark.fast_compile
@@ -92,6 +92,19 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
     assert "variants" not in conf["config"] and conf["selection"]["variants"] == ["direct", "no_image"]
     res = LR.read_result(os.path.join(out, "results", "direct.json"))
     assert res["nan_step"] == [-1, -1] and len(res["accuracy"]["all"]) == TINY.seeds
+    # each seed is tested with its state at its best held-out accuracy (the first step reaching it)
+    assert res["tested"] == "best"
+    for s in range(TINY.seeds):
+        val = curves["val_all"][curves["seed"] == s]
+        assert res["tested_step"][s] == curves["step"][curves["seed"] == s][int(np.argmax(val))]
+    ckpt = os.path.join(out, "checkpoints", "direct.npz")
+    best = training.load_best(ckpt, LR.training(cfg, "direct"), "direct", cfg.hparams)
+    assert best.step.tolist() == res["tested_step"]
+    _, params, tc = LR.load_variant(cfg, out, "direct")  # what the diagnostics read: the tested state
+    for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(best.state.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    answers, _ = evaluation.answers(tc, "direct", params, LR.splits(cfg).test)
+    np.testing.assert_array_equal(np.asarray(answers), LR.read_answers(out, "direct"))
     with open(os.path.join(out, "summary.md")) as f:
         table = f.read()
     assert "| direct |" in table and "| no_image |" in table and "question-only optimum" in table
@@ -103,7 +116,8 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
     for other, words in ((dataclasses.replace(cfg, training=dataclasses.replace(TINY, steps=60)), "training.steps: 40"),
                          (dataclasses.replace(cfg, reference_steps=80), "reference_steps: 200 there, 80 now"),
                          (dataclasses.replace(cfg, hparams=training.Hparams(align_weight=0.5)), "hparams.align_weight"),
-                         (dataclasses.replace(cfg, devices=0), "devices: 1 there, 0 now")):
+                         (dataclasses.replace(cfg, devices=0), "devices: 1 there, 0 now"),
+                         (dataclasses.replace(cfg, tested="final"), "tested")):
         with pytest.raises(io.OutputConflict, match=words):
             L.main(other, out, quiet=True, plots=False)
     # --no-train reports what is on disk, here one variant of three
@@ -119,6 +133,21 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
     assert sorted(os.listdir(os.path.join(out, "results"))) == ["direct.json", "direct.npz"]
     assert not os.path.exists(os.path.join(out, "learning_curves.png"))
     assert io.read_json(os.path.join(out, "config.json"))["config"]["reference_steps"] == 0
+
+
+def test_tested_final_answers_with_the_last_state(tmp_path):
+    """With tested='final' the test answers and the state the analyses read are the last step's."""
+    cfg = L.Config(variants=("direct",), reference_steps=0, training=TINY, tested="final")
+    out = str(tmp_path / "final")
+    assert L.main(cfg, out, quiet=True, plots=False)
+    res = LR.read_result(os.path.join(out, "results", "direct.json"))
+    assert res["tested"] == "final" and res["tested_step"] == [TINY.steps] * TINY.seeds
+    last = training.load(os.path.join(out, "checkpoints", "direct.npz"), TINY, "direct", cfg.hparams)
+    _, params, tc = LR.load_variant(cfg, out, "direct")
+    for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(last.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    answers, _ = evaluation.answers(tc, "direct", last.params, LR.splits(cfg).test)
+    np.testing.assert_array_equal(np.asarray(answers), LR.read_answers(out, "direct"))
 
 
 def truncate(path, keep=2 / 3):
@@ -196,6 +225,7 @@ def test_command_line_options():
     (["--quick", "--root-seed", str(2 ** 32)], "root_seed must be at most"),
     (["--quick", "--variants", ""], "variants must name at least one"),
     (["--quick", "--max-minutes", "nan"], "max_minutes"),
+    (["--quick", "--tested", "last"], "tested"),
     (["--quick", "--no-train"], "holds no latent-reasoning study"),
 ])
 def test_absurd_or_impossible_options_exit_2_before_any_work(tmp_path, capsys, argv, words):

@@ -7,11 +7,13 @@ stamped (``study.json``) with the whole configuration before anything is trained
 fields of :data:`SELECTION` (which variants, whether to train, the time limit: a rerun may add
 variants). It holds, per variant V:
 
-- ``checkpoints/V.npz``  the training state of V (all seeds), after every ``steps_per_call`` steps,
-                         checksummed; a rerun resumes from it
+- ``checkpoints/V.npz``  the training state of V (all seeds) and each seed's best state (at its
+                         best ``val_all``), after every ``steps_per_call`` steps, checksummed; a
+                         rerun resumes from it
 - ``curves/V.csv``       one row per (step, seed): the training losses and the held-out accuracy
                          per family (``val_<family>``, ``val_all``)
-- ``results/V.json``     V's test accuracy per family and seed, steps run, convergence, NaNs; it
+- ``results/V.json``     V's test accuracy per family and seed (of the state :attr:`Config.tested`
+                         names, by default the best: ``tested_step``), steps run, convergence, NaNs; it
                          carries the SHA-256 of its own content (``sha256``) and of the answers
 - ``results/V.npz``      V's test answers, per seed and instance, and the bytes of the finished
                          curve (checksummed)
@@ -19,7 +21,7 @@ variants). It holds, per variant V:
 and ``config.json`` (the stamp, the variants finished there, the environment). A variant is
 finished when all four files are whole and agree (:func:`finished`): a file that cannot be read
 back (truncated, altered) is named in a warning, set aside to a ``corrupt/`` folder beside it and
-recomputed -- the result and answers from the final checkpoint, the curve from its copy in the
+recomputed -- the result and answers from the checkpoint (its best or final state), the curve from its copy in the
 answers, the checkpoint by training the variant again (the same bits: training is deterministic on
 the same devices). A checkpoint whose curve rows are damaged or missing is set aside with them and
 the variant trained from the start.
@@ -58,6 +60,7 @@ SELECTION = ("variants", "train", "max_minutes")  # fields that choose what runs
 REFERENCES = ("direct", "text")  # every variant is tested against these
 FAMILIES = ("read", "gravity", "path")  # the default families: the control and two that imagination helps
 MAX_ROOT_SEED = 2 ** 32 - 1  # jax.random.key keeps the low 32 bits of a larger seed: two seeds would alias
+TESTED = ("best", "final")  # which state of a trained variant answers its test (Config.tested)
 FLOPS = 4e9  # a rough training throughput on 2 CPU cores (the time estimate said up front)
 
 
@@ -82,6 +85,9 @@ class Config:
         consulted.
       reference_steps: the step budget of the reference variants (direct, text), against which
         every variant is tested; 0: the same budget as every other variant (steps).
+      tested: which state of each seed answers the test questions and is read back by the studies
+        that analyse the variants: 'best' (its best held-out accuracy, judged after every
+        steps_per_call steps) or 'final' (the last step trained).
       training: the static training configuration (tasks, model size, step budget, pools, seeds).
       hparams: the hyper-parameters every variant is trained with.
     """
@@ -95,6 +101,7 @@ class Config:
     min_delta: float = 0.01
     loss_delta: float = 0.05
     reference_steps: int = 5000
+    tested: str = "best"
     training: T.Config = T.Config(task=tasks.Config(grid_size=4, n_colours=4, families=FAMILIES), n_latents=2)
     hparams: T.Hparams = T.Hparams()
 
@@ -120,6 +127,9 @@ class Config:
             raise ValueError(f"root_seed must be at most {MAX_ROOT_SEED} (a PRNG key keeps 32 bits of it: a larger "
                              f"seed would repeat a smaller one's draws), got {self.training.root_seed}")
         _checks.positive_int("reference_steps", self.reference_steps, minimum=0)
+        if not isinstance(self.tested, str):
+            raise TypeError(f"tested must be a str, one of {list(TESTED)}, got {self.tested!r}")
+        _checks.choice("tested", self.tested, TESTED)
         if self.reference_steps % self.training.steps_per_call:
             raise ValueError(f"reference_steps must be a multiple of steps_per_call={self.training.steps_per_call}, "
                              f"got {self.reference_steps}")
@@ -336,6 +346,9 @@ def _resume_rows(p: dict, tc: T.Config) -> dict:
     steps = 0 if ck is None else int(ck.get("meta_step", 0))
     if steps <= 0:
         return {}
+    if not any(k.startswith(io.LEAF_PREFIX + "['best']") for k in ck):
+        io.set_aside(p["checkpoint"], "it keeps no best state (written by an earlier tokdyn)")
+        return {}
     try:
         with open(p["curve"], "rb") as f:
             whole = f.read().endswith(b"\n")
@@ -427,27 +440,32 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
     tc = training(cfg, name)
     rows = _resume_rows(p, tc)
 
+    def evaluate(step, state):
+        return {f"val_{k}": v for k, v in evaluation.evaluate(tc, name, state.params, data.val).items()}
+
     def stop(step, state, curves) -> bool:
-        logs = {k: v[:, step // tc.steps_per_call - 1] for k, v in curves.items()}  # this call's logs
+        logs = {k: v[:, step // tc.steps_per_call - 1] for k, v in curves.items()}  # this call's logs and scores
         keep = [i for i, s in enumerate(rows.get("step", [])) if s < step]  # drop rows a resume redoes
         for k in rows:
             rows[k] = [rows[k][i] for i in keep]
-        val = evaluation.evaluate(tc, name, state.params, data.val)
         for s in range(tc.seeds):
-            cols = [("step", step), ("seed", s)] + [(k, float(v[s])) for k, v in sorted(logs.items())]
-            cols += [(f"val_{k}", float(v[s])) for k, v in val.items()]
+            cols = [("step", step), ("seed", s)]
+            cols += [(k, float(v[s])) for k, v in sorted(logs.items()) if not k.startswith("val_")]
+            cols += [(k, float(v[s])) for k, v in logs.items() if k.startswith("val_")]
             for k, v in cols:
                 rows.setdefault(k, []).append(v)
         io.write_csv(p["curve"], rows)
         return bool(np.all(convergence(cfg, name, rows)["converged"]))
 
     res = train.train_many(T.trainer(tc, name), data.train, *T.models(tc, cfg.hparams), checkpoint=p["checkpoint"],
-                           stamp=T.stamp(tc, name), deadline=deadline, stop=stop, progress=progress,
-                           devices=_devices(cfg))
+                           stamp=T.stamp(tc, name), deadline=deadline, evaluate=evaluate, keep_best="val_all",
+                           stop=stop, progress=progress, devices=_devices(cfg))
     if not res.finished:
         return False
     state = res.state
-    answers, captions = evaluation.answers(tc, name, state.params, data.test)
+    tested = res.best_state if cfg.tested == "best" else state
+    tested_step = res.best_step if cfg.tested == "best" else np.full(tc.seeds, int(np.asarray(state.step)[0]))
+    answers, captions = evaluation.answers(tc, name, tested.params, data.test)
     acc = evaluation.accuracy(tc, name, answers, captions, data.test)
     conv = convergence(cfg, name, rows)
     io.write_csv(p["curve"], rows)  # the rows of exactly the steps trained (a resume may have dropped some)
@@ -457,6 +475,7 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
     # last, commits both
     write_result(p["result"], {"variant": name, "steps": conv["steps"], "budget": tc.steps, "accuracy": acc,
                                "best_step": conv["best_step"], "best_val": conv["best"],
+                               "tested": cfg.tested, "tested_step": tested_step,
                                "converged": conv["converged"],
                                "nan_step": np.asarray(state.nan_step), "skipped_steps": np.asarray(state.skipped),
                                "answers_sha256": answers_digest(answers)})
@@ -569,12 +588,16 @@ def ensure_trained(cfg: Config, source: str, need: Sequence[str], *, train: bool
 
 def load_variant(cfg: Config, source: str, name: str):
     """(model, params stacked over seeds, training config) of the trained variant ``name`` in the
-    study directory ``source``; a damaged checkpoint is set aside (a warning naming it) and
+    study directory ``source``: the state that answered its test (:attr:`Config.tested`, by
+    default each seed's best held-out accuracy); a damaged checkpoint is set aside (a warning naming it) and
     :class:`tokdyn.io.CorruptFile` raised: the next run trains it again."""
     tc = training(cfg, name)
     path = paths(source, name)["checkpoint"]
     try:
-        state = T.load(path, tc, name, cfg.hparams)
+        if cfg.tested == "best":
+            state = T.load_best(path, tc, name, cfg.hparams).state
+        else:
+            state = T.load(path, tc, name, cfg.hparams)
     except io.CorruptFile as e:
         io.set_aside(path, e.reason)
         raise

@@ -27,7 +27,8 @@ tested against, so that they can converge), and writes
                           (``question_only``), the accuracy of the optimal question-only rule
                           on this test set (``question_only_test``), converged
 - ``convergence.csv``     one row per (variant, seed): steps run, the budget, the step and
-                          value of the best held-out accuracy, converged
+                          value of the best held-out accuracy, the step of the state tested
+                          (``--tested``: by default the best), converged
 - ``tests.csv``           paired t-tests (per-instance answers on the same test set, mean over
                           seeds) of every variant against ``direct`` and against ``text``, per
                           family, Holm-corrected across the table; pairs with a variant that did
@@ -99,7 +100,8 @@ def collect(out: str, names: Sequence[str], base: dict) -> tuple[dict, dict]:
     """``accuracy.csv`` (variant x family x seed, with the :func:`baselines`) and
     ``convergence.csv`` (variant x seed) of the finished variants ``names``; returns both tables."""
     acc_cols = {k: [] for k in ("variant", "family", "seed", "accuracy") + BASELINES + ("converged",)}
-    conv_cols = {k: [] for k in ("variant", "seed", "steps", "budget", "best_step", "best_val", "converged")}
+    conv_cols = {k: [] for k in ("variant", "seed", "steps", "budget", "best_step", "best_val", "tested_step",
+                                          "converged")}
     for name in names:
         path = paths(out, name)["result"]
         if not os.path.exists(path):
@@ -109,7 +111,7 @@ def collect(out: str, names: Sequence[str], base: dict) -> tuple[dict, dict]:
         for s, c in enumerate(converged):
             for k, v in (("variant", name), ("seed", s), ("steps", res["steps"]), ("budget", res["budget"]),
                          ("best_step", int(res["best_step"][s])), ("best_val", float(res["best_val"][s])),
-                         ("converged", c)):
+                         ("tested_step", int(res["tested_step"][s])), ("converged", c)):
                 conv_cols[k].append(v)
         for fam in [f for f in res["accuracy"] if f != "caption_exact"]:
             for s, a in enumerate(res["accuracy"][fam]):

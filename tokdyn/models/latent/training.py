@@ -122,6 +122,13 @@ def load(path: str, cfg: Config, name: str, hparams: Hparams | None = None) -> t
     return train.load_checkpoint(path, init_states(cfg, name, hparams), stamp(cfg, name))[0]
 
 
+def load_best(path: str, cfg: Config, name: str, hparams: Hparams | None = None) -> train.Best:
+    """The best state of variant ``name`` that :func:`tokdyn.train.train_many` kept (``keep_best``)
+    in the checkpoint at ``path``, with its step and value per model (ValueError for a checkpoint
+    of other models, settings or another variant, or one written without ``keep_best``)."""
+    return train.load_best(path, init_states(cfg, name, hparams), stamp(cfg, name))
+
+
 @functools.lru_cache(maxsize=4)  # drawn once per configuration in a process (the arrays are immutable)
 def data(cfg: Config) -> tasks.Splits:
     """The training pool, validation and test sets (:class:`tokdyn.models.latent.tasks.Splits` of

@@ -15,7 +15,9 @@ there first) and, on the first ``n_instances`` test instances, with every seed:
   variant of ``variants`` with the same seed) the accuracy, answer-flip rate and KL of the answer
   distribution (``what="intervention"``);
 * **decomposition** (``decomposition.csv``) -- for every variant with a latent block, at the
-  mid-training checkpoint and the final one, the accuracy under each setting of
+  mid-training checkpoint (``mid``: half the steps trained) and at the end of training
+  (``final``: the state the source tested, by default each seed's best held-out one; ``step``
+  is then the steps trained), the accuracy under each setting of
   :data:`tokdyn.diagnostics.mediation.SETTINGS` and the share of the full block's gain over no block
   that it retains (per-instance correctness averaged over seeds, paired bootstrap interval; the
   share is meaningful, and shown in the summary and figure, only where the block's gain itself has

@@ -247,3 +247,35 @@ def test_bad_arguments():
         training.models(TINY, {"learning_rate": 1e-3})
     with pytest.raises(TypeError, match="cfg must be"):
         training.trainer(dataclasses.asdict(TINY), "direct")
+
+
+def test_a_curriculum_stage_answers_from_the_pads_it_was_trained_with(pools):
+    """A caption token a curriculum stage has replaced by latents is <pad> at test time, as in its
+    training, not generated; only the caption tokens after it are, and the true caption is never
+    seen. At the last coconut stage (every caption token dropped) the greedy answer is an argmax
+    of the forward pass on the padded batch."""
+    cfg = dataclasses.replace(TINY, n_latents=4, curriculum_stages=2)
+    pad = cfg.task.vocab.pad
+    params = training.init_states(cfg, "coconut").params  # (seeds, ...) untrained: arbitrary but fixed
+    batch = jax.tree.map(lambda a: a[:24], pools.test)
+    k = variants.model_config(cfg, "coconut", -1).caption_len
+    assert variants.dropped_captions(cfg, "coconut", -1) == k == 4
+    answers, caps = evaluation.answers(cfg, "coconut", params, batch)
+    assert np.all(caps == pad)
+    model = M.Model(variants.model_config(cfg, "coconut", -1))
+    padded = variants.stage_batch(batch, k, pad)
+    logits = np.asarray(jax.vmap(lambda p: model.apply(p, padded).logits[:, model.layout.answer])(params))
+    chosen = np.take_along_axis(logits, np.asarray(answers)[..., None], -1)[..., 0]
+    assert np.all(chosen >= logits.max(-1) - 1e-5 * np.abs(logits).max())  # an argmax, up to rounding
+    # a middle stage (2 of 4 dropped): positions 0-1 keep the batch's pads, 2-3 are generated, and
+    # what the batch holds at 2-3 (the true caption, or anything) changes nothing
+    mid = M.Model(variants.model_config(cfg, "coconut", 1))
+    assert variants.dropped_captions(cfg, "coconut", 1) == 2
+    one = jax.tree.map(lambda a: a[0], params)
+    b1 = variants.stage_batch(batch, 2, pad)
+    b2 = dataclasses.replace(b1, caption=b1.caption.at[:, 2:].set((b1.caption[:, 2:] + 1) % cfg.task.vocab.size))
+    f = jax.jit(lambda b: evaluation.predict(mid, one, b, dropped=2))
+    (a1, c1), (a2, c2) = f(b1), f(b2)
+    np.testing.assert_array_equal(np.asarray(c1[:, :2]), pad)
+    np.testing.assert_array_equal(np.asarray(a1), np.asarray(a2))
+    np.testing.assert_array_equal(np.asarray(c1), np.asarray(c2))

@@ -25,13 +25,16 @@ from tokdyn.models.latent import tasks, variants
 from tokdyn.models.latent.config import Config
 
 
-def predict(model: M.Model, params, batch):
+def predict(model: M.Model, params, batch, *, dropped: int = 0):
     """Greedy answers (B,) and generated captions (B, K) (K = 0 without captions) of one model;
-    caption token i is the argmax given the tokens before it."""
+    caption token i is the argmax given the tokens before it. ``dropped``: the leading caption
+    tokens a curriculum stage has replaced by latents (:func:`tokdyn.models.latent.variants.dropped_captions`):
+    they are taken from ``batch`` as the model was trained with them (``<pad>``), not generated."""
     lay, k = model.layout, model.cfg.caption_len
     if k:
-        cap = jnp.zeros((batch.question.shape[0], k), jnp.int32)
-        for i in range(k):
+        keep = jnp.arange(k) < dropped
+        cap = jnp.where(keep[None], batch.caption, 0).astype(jnp.int32)  # no later caption token is seen
+        for i in range(dropped, k):
             logits = model.apply(params, dataclasses.replace(batch, caption=cap)).logits
             cap = cap.at[:, i].set(logits[:, lay.caption.start - 1 + i].argmax(-1))
         batch = dataclasses.replace(batch, caption=cap)
@@ -43,7 +46,8 @@ def predict(model: M.Model, params, batch):
 @functools.lru_cache(maxsize=32)
 def _predict_many(cfg: Config, name: str):
     model = M.Model(variants.model_config(cfg, name, -1))
-    return jax.jit(jax.vmap(lambda p, b: predict(model, p, b), in_axes=(0, None)))
+    dropped = variants.dropped_captions(cfg, name, -1)
+    return jax.jit(jax.vmap(lambda p, b: predict(model, p, b, dropped=dropped), in_axes=(0, None)))
 
 
 def answers(cfg: Config, name: str, params, batch, *, chunk: int = 250):

@@ -182,6 +182,19 @@ def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path, mon
     assert os.listdir(os.path.join(bad, "curves", "corrupt")) and os.listdir(os.path.join(bad, "checkpoints", "corrupt"))
     killing.same_files(full, cut, ["curves/direct.csv", "results/direct.json", "accuracy.csv"])
     killing.same_files(full, bad, ["curves/direct.csv", "results/direct.json", "accuracy.csv"])
+    # a checkpoint that keeps no best state (as an earlier tokdyn wrote it) is set aside and the
+    # variant trained again from the start, to the same result
+    old = str(tmp_path / "old")
+    shutil.copytree(cut, old)
+    for f in ("results/direct.json", "results/direct.npz"):
+        os.remove(os.path.join(old, f))
+    ck = os.path.join(old, "checkpoints", "direct.npz")
+    state, curves, _ = train.load_checkpoint(ck, training.init_states(TINY, "direct", cfg.hparams))
+    train.save_checkpoint(ck, state, curves, training.stamp(TINY, "direct"))  # no best state
+    with pytest.warns(RuntimeWarning, match="keeps no best state"):
+        assert L.main(cfg, old, quiet=True, plots=False)
+    assert calls == [40, 20, 40, 20, 40]
+    killing.same_files(full, old, ["curves/direct.csv", "results/direct.json", "accuracy.csv"])
     ckpts = [training.load(os.path.join(d, "checkpoints", "direct.npz"), TINY, "direct", cfg.hparams)
              for d in (full, cut)]
     for x, y in zip(jax.tree.leaves(ckpts[0]), jax.tree.leaves(ckpts[1])):

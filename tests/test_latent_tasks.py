@@ -130,6 +130,15 @@ def test_sample_is_vmappable_over_traced_families():
     assert dataclasses.replace(one, answer=jnp.int32(7)).answer == 7
 
 
+def test_the_same_instances_with_x64_enabled(batch):
+    # every draw is an int32 (or a float32 uniform against the density): jax_enable_x64 changes nothing
+    with jax.enable_x64(True):
+        x64 = jax.tree.map(np.asarray, tasks.generate(jax.random.key(7), 40, CFG))
+    for f in dataclasses.fields(tasks.Instance):
+        assert getattr(x64, f.name).dtype == np.int32, f.name
+        np.testing.assert_array_equal(getattr(x64, f.name), getattr(batch, f.name)[:40], err_msg=f.name)
+
+
 def test_splits_never_share_instances():
     # a tiny space (2x2 grid, 2 colours) forces collisions, which must be removed
     cfg = tasks.Config(grid_size=2, n_colours=2, density=0.5)

@@ -201,10 +201,16 @@ def recolour(image, a, b):
 
 # --- generators ----------------------------------------------------------------------------------
 
+def _randint(key, shape, low, high):
+    """``jax.random.randint`` in int32 whatever ``jax_enable_x64`` says: the same draws, so the same
+    instances, with and without it."""
+    return jax.random.randint(key, shape, low, high, dtype=jnp.int32)
+
+
 def _grid(key, cfg: Config):
     kf, kc = jax.random.split(key)
-    full = jax.random.bernoulli(kf, cfg.density, (cfg.grid_size, cfg.grid_size))
-    colours = jax.random.randint(kc, (cfg.grid_size, cfg.grid_size), 1, cfg.n_colours + 1)
+    full = jax.random.bernoulli(kf, jnp.float32(cfg.density), (cfg.grid_size, cfg.grid_size))
+    colours = _randint(kc, (cfg.grid_size, cfg.grid_size), 1, cfg.n_colours + 1)
     return jnp.where(full, colours, 0).astype(jnp.int32)
 
 
@@ -217,7 +223,7 @@ def _read(key, cfg, v):
     g = cfg.grid_size
     k0, k1 = jax.random.split(key)
     image = _grid(k0, cfg)
-    r, c = jax.random.randint(k1, (2,), 0, g)
+    r, c = _randint(k1, (2,), 0, g)
     q = jnp.stack([v.family0 + FAMILIES.index("read"), v.number0 + r, v.number0 + c])
     answer = v.colour0 + image[r, c]
     caption = jnp.stack([v.number0 + r, v.number0 + c])
@@ -228,8 +234,8 @@ def _rotate(key, cfg, v):
     g = cfg.grid_size
     k0, k1, k2 = jax.random.split(key, 3)
     image = _grid(k0, cfg)
-    op = jax.random.randint(k1, (), 0, len(OPS))
-    r, c = jax.random.randint(k2, (2,), 0, g)
+    op = _randint(k1, (), 0, len(OPS))
+    r, c = _randint(k2, (2,), 0, g)
     helper = transform(image, op)
     sr, sc = source_cell(op, r, c, g)
     q = jnp.stack([v.family0 + FAMILIES.index("rotate"), v.op0 + op, v.number0 + r, v.number0 + c])
@@ -243,9 +249,9 @@ def _gravity(key, cfg, v):
     k0, k1, k2, k3 = jax.random.split(key, 4)
     image = _grid(k0, cfg)
     helper = gravity(image)
-    r = jax.random.randint(k1, (), 0, g)
-    seen = helper[r, jax.random.randint(k2, (), 0, g)]  # ask about a colour present in the row when one is hit
-    k = jnp.where(seen > 0, seen, jax.random.randint(k3, (), 1, cfg.n_colours + 1))
+    r = _randint(k1, (), 0, g)
+    seen = helper[r, _randint(k2, (), 0, g)]  # ask about a colour present in the row when one is hit
+    k = jnp.where(seen > 0, seen, _randint(k3, (), 1, cfg.n_colours + 1))
     q = jnp.stack([v.family0 + FAMILIES.index("gravity"), v.colour0 + k, v.number0 + r])
     answer = v.number0 + jnp.sum(helper[r] == k)
     caption = v.colour0 + helper[r]
@@ -256,9 +262,9 @@ def _recolour(key, cfg, v):
     g = cfg.grid_size
     k0, k1, k2, k3 = jax.random.split(key, 4)
     image = _grid(k0, cfg)
-    a = jax.random.randint(k1, (), 1, cfg.n_colours + 1)
-    b = 1 + (a - 1 + jax.random.randint(k2, (), 1, cfg.n_colours)) % cfg.n_colours  # b != a
-    r = jax.random.randint(k3, (), 0, g)
+    a = _randint(k1, (), 1, cfg.n_colours + 1)
+    b = 1 + (a - 1 + _randint(k2, (), 1, cfg.n_colours)) % cfg.n_colours  # b != a
+    r = _randint(k3, (), 0, g)
     helper = recolour(image, a, b)
     q = jnp.stack([v.family0 + FAMILIES.index("recolour"), v.colour0 + a, v.colour0 + b, v.number0 + r])
     answer = v.number0 + jnp.sum(helper[r] == b)
@@ -271,12 +277,12 @@ def _path(key, cfg, v):
     k0, k1, k2, k3, k4 = jax.random.split(key, 5)
     image = _grid(k0, cfg)
     if cfg.n_colours >= 2:  # the marker (colour 1) appears exactly once
-        other = jax.random.randint(k1, image.shape, 2, cfg.n_colours + 1)
+        other = _randint(k1, image.shape, 2, cfg.n_colours + 1)
         image = jnp.where(image == 1, other, image)
-    start = jax.random.randint(k2, (2,), 0, g)
+    start = _randint(k2, (2,), 0, g)
     image = image.at[start[0], start[1]].set(1)
-    d = jax.random.randint(k3, (2,), 0, 2)  # vertical: up/down, horizontal: left/right
-    n = jax.random.randint(k4, (2,), 0, g)
+    d = _randint(k3, (2,), 0, 2)  # vertical: up/down, horizontal: left/right
+    n = _randint(k4, (2,), 0, g)
     dr = jnp.where(d[0] == 0, -n[0], n[0])
     dc = jnp.where(d[1] == 0, -n[1], n[1])
     er, ec = (start[0] + dr) % g, (start[1] + dc) % g
@@ -309,8 +315,8 @@ def sample(key, family, cfg: Config = Config()) -> Instance:
     def branch(gen):
         def f(k):
             image, q, answer, helper, caption = gen(k, cfg, v)
-            return (image, _pad(q, QUESTION_LEN), jnp.asarray(answer, jnp.int32), helper,
-                    _pad(caption, cfg.caption_len))
+            out = (image, _pad(q, QUESTION_LEN), answer, helper, _pad(caption, cfg.caption_len))
+            return tuple(jnp.asarray(a, jnp.int32) for a in out)  # one dtype in every branch, with x64 too
         return f
 
     image, q, answer, helper, caption = jax.lax.switch(jnp.asarray(family, jnp.int32),

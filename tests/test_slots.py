@@ -47,14 +47,37 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def reference_farthest_points(points, k):
+    """Greedy farthest-point sampling in float64 NumPy, one row of (N, D) points at a time, and
+    each choice's margin over the runner-up (relative): the distances to the mean and to every
+    point chosen so far, their minimum, its argmax."""
+    picks, margins = [], []
+    for x in np.asarray(points, np.float64):
+        dist = ((x - x.mean(0)) ** 2).sum(-1)
+        row = []
+        for _ in range(k):
+            order = np.argsort(-dist)
+            margins.append((dist[order[0]] - dist[order[1]]) / dist[order[0]])
+            row.append(int(order[0]))
+            dist = np.minimum(dist, ((x - x[order[0]]) ** 2).sum(-1))
+        picks.append(row)
+    return np.array(picks), min(margins)
+
+
 def reference_slot_attention(params, inputs, z, iterations):
-    """Locatello et al. (2020), Algorithm 1, in float64 NumPy (flax's GRUCell and LayerNorm)."""
+    """Locatello et al. (2020), Algorithm 1, in float64 NumPy (flax's GRUCell and LayerNorm); with
+    an ``init`` layer in ``params``, the slots start from the inputs chosen by farthest-point
+    sampling of the keys (``slot_init="farthest"``) instead of the Gaussian draw."""
     p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params["params"])
     inputs, z = np.asarray(inputs, np.float64), np.asarray(z, np.float64)
     d = p["to_q"]["kernel"].shape[1]
     x = _ln(inputs, p["norm_inputs"])
     k, v = x @ p["to_k"]["kernel"], x @ p["to_v"]["kernel"]
-    slots = p["mu"] + np.exp(p["log_sigma"]) * z
+    if "init" in p:
+        chosen = np.take_along_axis(x, reference_farthest_points(k, z.shape[1])[0][:, :, None], axis=1)
+        slots = chosen @ p["init"]["kernel"] + p["init"]["bias"]
+    else:
+        slots = p["mu"] + np.exp(p["log_sigma"]) * z
     g = p["gru"]
     attn = None
     for _ in range(iterations):
@@ -197,6 +220,34 @@ def test_implicit_same_forward_gradient_stops_before_last_iteration(sa):
                                    err_msg=jax.tree_util.keystr(path))
 
 
+def test_farthest_points_equal_the_numpy_greedy_choice():
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(4, 30, 5)).astype(np.float32)
+    ref, margin = reference_farthest_points(points, 6)
+    assert margin > 1e-3  # no near-tie: float32 and float64 must agree on every choice
+    np.testing.assert_array_equal(np.asarray(S.farthest_points(points, 6)), ref)
+    # a bulk of points near the origin and three far clusters: one choice in each cluster first
+    bulk = rng.normal(scale=0.1, size=(40, 2))
+    far = np.repeat([[5.0, 0.0], [0.0, 5.0], [-5.0, -5.0]], 4, axis=0) + rng.normal(scale=0.1, size=(12, 2))
+    picks = np.asarray(S.farthest_points(np.concatenate([bulk, far])[None].astype(np.float32), 3))[0]
+    assert sorted((picks - 40) // 4) == [0, 1, 2]
+
+
+def test_farthest_init_equals_numpy_reference_and_ignores_the_noise(sa):
+    _, inputs, z, _ = sa
+    model = S.SlotAttention(K, 2, D, HIDDEN, slot_init="farthest")
+    params = model.init(jax.random.key(1), inputs, z)
+    assert "init" in params["params"] and "mu" not in params["params"]
+    rng = np.random.default_rng(8)
+    params = jax.tree_util.tree_map(lambda a: (0.4 * rng.normal(size=a.shape)).astype(np.float32), params)
+    slots, attn = jax.jit(model.apply)(params, inputs, z)
+    ref_slots, ref_attn = reference_slot_attention(params, inputs, z, 2)
+    np.testing.assert_allclose(np.asarray(slots), ref_slots, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(attn), ref_attn, rtol=1e-4, atol=1e-6)
+    again, _ = jax.jit(model.apply)(params, inputs, 3.0 * z + 1.0)
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(slots))
+
+
 # ---------------------------------------------------------------------------------------------- autoencoder
 
 
@@ -297,6 +348,22 @@ def test_strided_encoder_and_coarse_decoder_equal_a_numpy_upsampling(images, dec
     np.testing.assert_allclose(np.asarray(out.alpha), alpha, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(out.recon), np.einsum("bkhw,bkhwc->bhwc", alpha, up[..., :3]),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_attention_masks_are_the_attention_at_the_image_size(images, stride):
+    """masks="attention": the alphas are the last iteration's attention over the (size / stride)^2
+    inputs, upsampled bilinearly (the NumPy reference) and renormalised over slots; the decoder
+    paints RGB only."""
+    cfg = dataclasses.replace(CFG, masks="attention", encoder_stride=stride)
+    params = S.init(jax.random.key(3), cfg)
+    assert params["params"]["dec_out"]["kernel"].shape[-1] == 3
+    out = S.apply(jax.random.key(5), params, cfg, images)
+    _check_outputs(out, cfg, images.shape[0])
+    B, g = images.shape[0], cfg.size // stride
+    att = np.moveaxis(np.asarray(out.attention, np.float64).reshape(B, g, g, cfg.slots), -1, 1)
+    up = att if stride == 1 else _bilinear_numpy(att[..., None], cfg.size)[..., 0]
+    np.testing.assert_allclose(np.asarray(out.alpha), up / up.sum(1, keepdims=True), rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- collapse
@@ -514,6 +581,8 @@ def test_segment_shapes_and_chunking(trained, pool):
 @pytest.mark.parametrize("kw, match", [
     (dict(slots=0), "slots"),
     (dict(decoder="foo"), "decoder"),
+    (dict(slot_init="kmeans"), "slot_init"),
+    (dict(masks="slots"), "masks"),
     (dict(decoder="cnn", size=12), "size"),
     (dict(steps=12, steps_per_call=5), "steps"),
     (dict(encoder_channels=()), "encoder_channels"),

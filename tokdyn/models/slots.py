@@ -11,6 +11,9 @@ The module (:class:`SlotAttention`), as in the paper:
   ``k q^T / sqrt(D)``, softmax over the *slots* (slots compete for every input), ``+ 1e-8``, then
   normalised over the inputs: the update of each slot is the weighted mean of the values; a GRU
   takes the previous slot and the update, and a residual MLP (on LayerNorm'd slots) follows.
+* ``slot_init="farthest"``: the slots start deterministically from the inputs instead: K inputs
+  chosen by farthest-point sampling of their keys (:func:`farthest_points`, the idea of k-means++
+  seeding without its randomness), through a learned linear map.
 * ``implicit=True``: "Object Representations as Fixed Points" (Chang et al., 2022): the first
   ``iterations - 1`` iterations run without gradients (``stop_gradient`` on their result), and only
   the last one is differentiated: the gradient of a fixed point to first order, at the memory
@@ -21,7 +24,10 @@ of side ``encoder_kernel``, ReLU) with a learned position embedding (a linear ma
 1 - x)`` added to the features), LayerNorm and a two-layer MLP, then Slot Attention; a spatial-
 broadcast decoder gives every slot an RGB image and an alpha logit per pixel, the alphas are
 normalised over slots (softmax) and mix the RGBs into the reconstruction. The loss is the mean
-squared error; the predicted segmentation is the argmax of the alphas. Three decoders:
+squared error; the predicted segmentation is the argmax of the alphas. With ``masks="attention"``
+the alphas are Slot Attention's last attention over the inputs instead (bilinearly resized when the
+encoder is strided) and the decoder paints only the slots' colours: the reconstruction then trains
+the attention itself to segment. Three decoders:
 ``"mlp"`` (each pixel from the slot and its position embedding through an MLP: no convolution,
 cheap on a CPU), ``"conv"`` (the same broadcast at full resolution, then two 3 x 3 convolutions:
 the spatial-broadcast decoder of Watters et al., 2019) and ``"cnn"`` (broadcast on an 8 x 8 grid,
@@ -58,6 +64,8 @@ import numpy as np
 from tokdyn import _checks, dynamics, io, metrics, train
 
 DECODERS = ("mlp", "conv", "cnn")
+SLOT_INITS = ("random", "farthest")
+MASKS = ("decoder", "attention")
 EPS = 1e-8  # added to every attention weight before normalising over the inputs (as the paper)
 FINAL_FRACTION = 0.05  # the cosine decay ends at this fraction of the peak learning rate
 
@@ -83,6 +91,11 @@ class Config:
         pixel); the slots' RGB and alpha logits are resized bilinearly to the image size before the
         alphas are normalised, so the loss and the segmentation stay at full resolution.
       implicit: implicit differentiation: only the last iteration is differentiated.
+      slot_init: how the slots start: random (drawn from a learned Gaussian) | farthest (a learned
+        linear map of K inputs chosen by farthest-point sampling of the keys: :func:`farthest_points`).
+      masks: the slots' masks that mix their images: decoder (the decoder's alpha channel, softmaxed
+        over slots) | attention (the last iteration's attention over the inputs, resized to the
+        image when ``encoder_stride`` > 1: the decoder paints colour only).
       steps: optimiser steps per model (a multiple of steps_per_call; the schedule decays over it).
       batch_size: images per step, drawn with replacement from the pool.
       warmup: steps of linear learning-rate warm-up before the cosine decay (at least 1 and at
@@ -105,6 +118,8 @@ class Config:
     decoder_hidden: int = 64
     decoder_stride: int = 1
     implicit: bool = False
+    slot_init: str = "random"
+    masks: str = "decoder"
     steps: int = 4000
     batch_size: int = 32
     warmup: int = 200
@@ -128,6 +143,8 @@ class Config:
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
         _checks.real("clip_norm", self.clip_norm, low=0.0, low_open=True)
         _checks.choice("decoder", self.decoder, DECODERS)
+        _checks.choice("slot_init", self.slot_init, SLOT_INITS)
+        _checks.choice("masks", self.masks, MASKS)
         if not isinstance(self.implicit, bool):
             raise TypeError(f"implicit must be a bool, got {self.implicit!r}")
         channels = tuple(self.encoder_channels)
@@ -168,6 +185,22 @@ class Hparams:
 # ---------------------------------------------------------------------------------------------- the model
 
 
+def farthest_points(points, k: int):
+    """(B, k) int32 indices of ``k`` of the B x N ``points`` (B, N, D), chosen greedily: each the
+    point farthest (squared Euclidean) from the mean of the points and every point chosen before
+    (the mean stands for the bulk of the inputs, and is not itself chosen). Ties go to the lowest
+    index. No gradient flows through the choice."""
+    points = jax.lax.stop_gradient(points)
+    dist = jnp.sum((points - jnp.mean(points, axis=1, keepdims=True)) ** 2, axis=-1)  # (B, N)
+    chosen = []
+    for _ in range(k):
+        i = jnp.argmax(dist, axis=1)
+        chosen.append(i)
+        point = jnp.take_along_axis(points, i[:, None, None], axis=1)  # (B, 1, D)
+        dist = jnp.minimum(dist, jnp.sum((points - point) ** 2, axis=-1))
+    return jnp.stack(chosen, axis=1).astype(jnp.int32)
+
+
 def position_grid(height: int, width: int):
     """(H, W, 4) the paper's position channels ``(y, x, 1 - y, 1 - x)``, y and x in [0, 1]."""
     y, x = jnp.meshgrid(jnp.linspace(0.0, 1.0, height), jnp.linspace(0.0, 1.0, width), indexing="ij")
@@ -184,6 +217,7 @@ class SlotAttention(nn.Module):
     slot_size: int
     mlp_hidden: int
     implicit: bool = False
+    slot_init: str = "random"
 
     @nn.compact
     def __call__(self, inputs, z):
@@ -191,9 +225,13 @@ class SlotAttention(nn.Module):
         x = nn.LayerNorm(name="norm_inputs")(inputs)
         k = nn.Dense(D, use_bias=False, name="to_k")(x)  # (B, N, D)
         v = nn.Dense(D, use_bias=False, name="to_v")(x)
-        mu = self.param("mu", nn.initializers.xavier_uniform(), (1, D))
-        log_sigma = self.param("log_sigma", nn.initializers.xavier_uniform(), (1, D))
-        slots = mu + jnp.exp(log_sigma) * z  # (B, K, D)
+        if self.slot_init == "farthest":  # z is not used
+            chosen = jnp.take_along_axis(x, farthest_points(k, self.n_slots)[:, :, None], axis=1)  # (B, K, C)
+            slots = nn.Dense(D, name="init")(chosen)
+        else:
+            mu = self.param("mu", nn.initializers.xavier_uniform(), (1, D))
+            log_sigma = self.param("log_sigma", nn.initializers.xavier_uniform(), (1, D))
+            slots = mu + jnp.exp(log_sigma) * z  # (B, K, D)
         norm_slots, to_q = nn.LayerNorm(name="norm_slots"), nn.Dense(D, use_bias=False, name="to_q")
         gru = nn.GRUCell(D, name="gru")
         norm_mlp = nn.LayerNorm(name="norm_mlp")
@@ -221,7 +259,8 @@ class Outputs(NamedTuple):
     Attributes:
       recon: (B, H, W, 3) the reconstruction.
       rgb: (B, K, H, W, 3) each slot's image.
-      alpha: (B, K, H, W) each slot's mask, softmaxed over slots.
+      alpha: (B, K, H, W) each slot's mask (summing to 1 over slots: the decoder's alpha logits
+        softmaxed, or the attention with ``masks="attention"``).
       slots: (B, K, D) the final slots.
       attention: (B, N, K) the last iteration's attention (softmax over slots) over the N =
         (size / encoder_stride)^2 encoder positions.
@@ -255,8 +294,9 @@ class Autoencoder(nn.Module):
         h = nn.LayerNorm(name="enc_norm")(h.reshape(B, h_in * w_in, C))
         h = nn.Dense(C, name="enc_mlp1")(nn.relu(nn.Dense(C, name="enc_mlp0")(h)))
         slots, attn = SlotAttention(cfg.slots, cfg.iterations, cfg.slot_size, cfg.mlp_hidden, cfg.implicit,
-                                    name="slot_attention")(h, z)
+                                    cfg.slot_init, name="slot_attention")(h, z)
         K, F = cfg.slots, cfg.decoder_hidden
+        c = 4 if cfg.masks == "decoder" else 3  # RGB, and the alpha logit when the decoder draws the masks
         g = H // cfg.decoder_stride
         pos = position_grid(g, g)
         if cfg.decoder == "mlp":
@@ -264,13 +304,13 @@ class Autoencoder(nn.Module):
             d = nn.relu(d)  # (B, K, g, g, F)
             d = nn.relu(nn.Dense(F, name="dec_hidden0")(d))
             d = nn.relu(nn.Dense(F, name="dec_hidden1")(d))
-            out = nn.Dense(4, name="dec_out")(d)  # (B, K, g, g, 4)
+            out = nn.Dense(c, name="dec_out")(d)  # (B, K, g, g, c)
         elif cfg.decoder == "conv":
             d = nn.Dense(F, name="dec_slot")(slots)[:, :, None, None, :] + nn.Dense(F, name="dec_pos")(pos)
             d = nn.relu(d).reshape(B * K, g, g, F)
             d = nn.relu(nn.Conv(F, (3, 3), padding="SAME", name="dec_conv0")(d))
             d = nn.relu(nn.Conv(F, (3, 3), padding="SAME", name="dec_conv1")(d))
-            out = nn.Conv(4, (3, 3), padding="SAME", name="dec_out")(d).reshape(B, K, g, g, 4)
+            out = nn.Conv(c, (3, 3), padding="SAME", name="dec_out")(d).reshape(B, K, g, g, c)
         else:
             g = 8
             d = jnp.broadcast_to(slots[:, :, None, None, :], (B, K, g, g, cfg.slot_size)).reshape(B * K, g, g, -1)
@@ -279,10 +319,17 @@ class Autoencoder(nn.Module):
                 d = nn.relu(nn.ConvTranspose(F, (5, 5), strides=(2, 2), padding="SAME", name=f"dec_up{g}")(d))
                 g *= 2
             d = nn.relu(nn.Conv(F, (5, 5), padding="SAME", name="dec_conv")(d))
-            out = nn.Conv(4, (3, 3), padding="SAME", name="dec_out")(d).reshape(B, K, H, W, 4)
+            out = nn.Conv(c, (3, 3), padding="SAME", name="dec_out")(d).reshape(B, K, H, W, c)
         if out.shape[2:4] != (H, W):  # painted at size / decoder_stride: bilinear to the image size
-            out = jax.image.resize(out, (B, K, H, W, 4), method="bilinear")
-        rgb, alpha = out[..., :3], jax.nn.softmax(out[..., 3], axis=1)
+            out = jax.image.resize(out, (B, K, H, W, c), method="bilinear")
+        rgb = out[..., :3]
+        if cfg.masks == "decoder":
+            alpha = jax.nn.softmax(out[..., 3], axis=1)
+        else:  # the attention (each input's weights sum to 1 over the slots), at the image's size
+            alpha = jnp.moveaxis(attn.reshape(B, h_in, w_in, K), -1, 1)
+            if (h_in, w_in) != (H, W):
+                alpha = jax.image.resize(alpha, (B, K, H, W), method="bilinear")
+            alpha = alpha / jnp.sum(alpha, axis=1, keepdims=True)
         recon = jnp.sum(alpha[..., None] * rgb, axis=1)
         labels = jnp.argmax(alpha, axis=1).astype(jnp.int32)
         return Outputs(recon, rgb, alpha, slots, attn, labels)

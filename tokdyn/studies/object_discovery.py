@@ -101,9 +101,11 @@ class Config:
       iterations: Slot Attention iterations.
       slot_size: slot width D.
       encoder_channels: channels of the learned encoder's convolutions.
-      encoder_kernel: side of the encoder's convolution kernels.
+      encoder_kernel: side of the encoder's convolution kernels (1: per-pixel layers).
       encoder_stride: stride of the encoder's last convolution (Slot Attention attends over
         (size / encoder_stride)^2 inputs).
+      slot_init: how the slots start, random | farthest (tokdyn.models.slots.Config).
+      masks: the slots' masks, decoder | attention (tokdyn.models.slots.Config).
       decoder: spatial-broadcast decoder, mlp | conv | cnn.
       decoder_hidden: hidden width of the decoder.
       decoder_stride: the decoder paints a (size / decoder_stride)^2 grid, resized bilinearly to the
@@ -139,8 +141,10 @@ class Config:
     iterations: int = 3
     slot_size: int = 64
     encoder_channels: tuple = (32, 32)
-    encoder_kernel: int = 3
-    encoder_stride: int = 2
+    encoder_kernel: int = 1
+    encoder_stride: int = 1
+    slot_init: str = "farthest"
+    masks: str = "attention"
     decoder: str = "mlp"
     decoder_hidden: int = 32
     decoder_stride: int = 2
@@ -281,6 +285,7 @@ class Config:
         return slots.Config(size=self.size, slots=self.n_slots, iterations=self.iterations, slot_size=self.slot_size,
                             mlp_hidden=2 * self.slot_size, encoder_channels=tuple(self.encoder_channels),
                             encoder_kernel=self.encoder_kernel, encoder_stride=self.encoder_stride,
+                            slot_init=self.slot_init, masks=self.masks,
                             decoder=self.decoder, decoder_hidden=self.decoder_hidden, decoder_stride=self.decoder_stride, implicit=name == "slot_attention_implicit",
                             steps=self.train_steps, batch_size=self.batch_size,
                             warmup=min(200, self.train_steps // 10) or 1, steps_per_call=self.eval_every,

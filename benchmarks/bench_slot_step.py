@@ -1,11 +1,14 @@
 """One Slot Attention training step: tokdyn (JAX) against the same model and the same step written in
 PyTorch (``benchmarks/torch_slots.py``), side by side in one process, on the same CPU.
 
-Workload: the object-discovery study's learned model (``tokdyn.studies.object_discovery.Config()
-.slot_config("slot_attention")``: its image size, slots, iterations, encoder, "mlp" decoder, batch
-size, warm-up and learning rate), with ``--stride`` (the stride of the encoder's last
-convolution), ``--decoder-stride`` (the decoder paints a (size / stride)^2 grid before the bilinear
-resize) and ``--batch`` overriding the study's values (default: the study's). Each step draws
+Workload: the paper's Slot Attention autoencoder at the object-discovery study's sizes
+(``tokdyn.studies.object_discovery.Config().slot_config("slot_attention")``: its image size, slots,
+iterations, encoder channels, "mlp" decoder, batch size, warm-up and learning rate) with the
+paper's pieces that ``torch_slots.py`` implements (:data:`PAPER`: slots drawn from the learned
+Gaussian, decoded alpha masks, 3 x 3 convolutions, the encoder's last one strided by 2: the study's
+model before its default took farthest-point slots, attention masks and a per-pixel encoder), with
+``--stride`` (the stride of the encoder's last convolution), ``--decoder-stride`` (the decoder
+paints a (size / stride)^2 grid before the bilinear resize) and ``--batch`` overriding those values. Each step draws
 its batch from a pool of the study's training scenes and fresh slot noise.
 
 Rows:
@@ -74,11 +77,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+PAPER = dict(slot_init="random", masks="decoder", encoder_kernel=3, encoder_stride=2)
+
+
 def model_config(args):
-    """The study's model config with the command line's overrides (one seed)."""
+    """The study's model config with the paper's pieces (:data:`PAPER`) and the command line's
+    overrides (one seed)."""
     base = study.Config()
     cfg = base.slot_config("slot_attention")
-    over = {"seeds": 1}
+    over = {"seeds": 1, **PAPER}
     if args.stride is not None:
         over["encoder_stride"] = args.stride
     if args.decoder_stride is not None:
@@ -198,7 +205,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="timed runs (best and median reported)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before the timed runs")
     ap.add_argument("--stride", type=int, default=None,
-                    help="stride of the encoder's last convolution (default: the study's)")
+                    help="stride of the encoder's last convolution (default: 2, as the paper model's rows)")
     ap.add_argument("--decoder-stride", type=int, default=None,
                     help="the decoder paints a (size / S)^2 grid (default: the study's)")
     ap.add_argument("--batch", type=int, default=None, help="images per step (default: the study's)")

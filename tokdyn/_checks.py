@@ -168,3 +168,18 @@ def prng_key(name: str, key):
         raise TypeError(f"{name} must be a PRNG key (jax.random.key(seed)), got {type(key).__name__}"
                         + (f" of dtype {dtype}" if dtype is not None else ""))
     return key
+
+
+def distinct(name: str, values) -> tuple:
+    """Check that a list of conditions holds each value once (a repeated value would count its
+    runs twice: more runs per condition than seeds, and statistics that look stronger than they
+    are); returns ``values`` as a tuple. ``ValueError`` naming ``name`` and the first repeated
+    value. Values are compared as they are given (``0.3`` and ``0.30`` are one value)."""
+    seen, out = set(), tuple(np.asarray(values).tolist()) if isinstance(values, np.ndarray) else tuple(values)
+    for v in out:
+        k = tuple(v) if isinstance(v, list) else v
+        if k in seen:
+            raise ValueError(f"{name} lists {v!r} more than once ({list(out)[:8]}{' ...' if len(out) > 8 else ''}): "
+                             "each value is one condition, so list every value once (seeds set the repeats)")
+        seen.add(k)
+    return out

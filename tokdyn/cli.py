@@ -16,9 +16,12 @@ from the dataclass) and :func:`config_from_args` builds the config back and runs
 option given on top of it).
 
 Exit codes: 0 done, 2 usage error (a bad option, an invalid configuration, an output path that
-cannot be written, a configuration this machine cannot hold, or an output directory holding another
-configuration's results: reported before anything runs), 1 the run itself failed (its traceback
-is printed, not re-labelled). ``--fresh`` removes what another configuration wrote in ``--out``.
+cannot be written, a configuration this machine cannot hold, an output directory holding another
+configuration's results or files tokdyn did not write, or a source directory whose files fail
+their verification: reported before anything runs), 1 the run itself failed (its traceback is
+printed, not re-labelled; a full disk is one line naming the file). ``--fresh`` removes what
+another configuration wrote in ``--out`` (only files tokdyn wrote; refused while a study runs
+there).
 
 Before JAX is imported, the command (1) exposes every CPU core as a host device, unless
 ``XLA_FLAGS`` already says otherwise, so runs are split over cores with ``shard_map``; and (2)
@@ -292,7 +295,8 @@ def _command_parser(sub, key, full: bool):
         p.add_argument("--quiet", action="store_true", help="no progress and no summary on the terminal")
         p.add_argument("--no-plots", action="store_true", help="skip the figures")
         p.add_argument("--fresh", action="store_true", help="remove what an earlier run of another configuration "
-                       "wrote in --out and start afresh (without it such a directory is refused)")
+                       "wrote in --out (only files tokdyn wrote there) and start afresh (without it such a directory "
+                       "is refused)")
     p.add_argument("--no-cache", action="store_true", help="do not use JAX's persistent compilation cache")
     return p
 
@@ -357,10 +361,14 @@ def main(argv=None) -> int:
                 print(result)
         else:
             entry(cfg, args.out, quiet=args.quiet, plots=not args.no_plots, **({"fresh": True} if args.fresh else {}))
-    except (io.OutputConflict, study.Refused) as e:  # the output directory belongs to another configuration: a usage error
+    except (io.OutputConflict, study.Refused, io.CorruptFile) as e:
+        # the output directory belongs to another configuration, or a source fails its verification: a usage error
         parser.print_usage(sys.stderr)
         print(f"{_prog(key)}: error: {e}", file=sys.stderr)
         return 2
+    except io.DiskFull as e:  # one line naming the file: no traceback of a full disk
+        print(f"{_prog(key)}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("tokdyn: interrupted (finished work is on disk; run the same command to resume)", file=sys.stderr)
         return 130

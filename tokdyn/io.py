@@ -10,6 +10,10 @@
   content, checked on every read; checkpoints and the parts of studies are written this way, so a
   truncated or altered file is recognised (:class:`CorruptFile`, naming the file) instead of being
   read as a result. :func:`set_aside` moves such a file out of the way, to be recomputed.
+- :func:`write_checked_json` / :func:`read_checked_json`: plain JSON that carries ``"checksum"``,
+  the SHA-256 of its other fields (a study's ``config.json``).
+- :class:`DiskFull`: a write that found no space left names the file, the bytes it needed and the
+  bytes free (the temporary is removed: nothing half-written is kept).
 - :func:`environment`: versions and machine facts recorded next to every output.
 - :class:`Progress`: a bar with rate and ETA on a terminal, one line per update otherwise,
   nothing when quiet; used by sweeps, studies and training loops.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno as _errno
 import hashlib
 import io as _bytes_io
 import json
@@ -49,26 +54,79 @@ class CorruptFile(ValueError):
         super().__init__(f"{self.path} is corrupt ({reason})")
 
 
+class DiskFull(OSError):
+    """A write found no space left on the device (or the user's quota spent): ``path`` names the
+    file that could not be written, ``needed`` the bytes it needed (None when unknown), ``free``
+    the bytes free on its file system (None when unknown). Nothing half-written is kept."""
+
+    def __init__(self, path: str, needed: int | None = None, free: int | None = None, code: int = _errno.ENOSPC):
+        self.path, self.needed, self.free = os.fspath(path), needed, free
+        what = "no space left on the device" if code == _errno.ENOSPC else "the disk quota is spent"
+        need = f" (it needs {needed:,} bytes" if needed is not None else " ("
+        free_text = f"{free:,} bytes free" if free is not None else "free space unknown"
+        text = f"cannot write {self.path}: {what}{need}{'; ' if needed is not None else ''}{free_text}): " \
+               "free some space, or choose another --out"
+        super().__init__(text)
+        self.errno, self.filename = code, self.path
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+DISK_FULL = (_errno.ENOSPC, _errno.EDQUOT)  # the errors :class:`DiskFull` stands for
+
+
+def free_bytes(path: str) -> int | None:
+    """Bytes free to an unprivileged writer on the file system of ``path`` (or of its nearest
+    existing ancestor); None when that cannot be read."""
+    probe = os.path.abspath(os.fspath(path))
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    try:
+        st = os.statvfs(probe)
+    except OSError:
+        return None
+    return int(st.f_bavail * st.f_frsize)
+
+
+def disk_full(error: OSError, path: str, needed: int | None = None) -> OSError:
+    """``error`` as a :class:`DiskFull` naming ``path`` when it says the disk is full (ENOSPC,
+    EDQUOT); otherwise ``error`` itself."""
+    if isinstance(error, DiskFull) or getattr(error, "errno", None) not in DISK_FULL:
+        return error
+    return DiskFull(path, needed, free_bytes(path), error.errno)
+
+
 # ---------------------------------------------------------------------------------------------- writing
 
 
 @contextlib.contextmanager
-def atomic_write(path: str, mode: str = "w"):
+def atomic_write(path: str, mode: str = "w", *, size: int | None = None):
     """Open a temporary file next to ``path`` for writing; on a clean exit flush it to disk and
-    rename it over ``path`` (atomic on POSIX), on an exception remove it. The temporary name holds
-    a random part, so concurrent writers never share one. Creates missing directories."""
+    rename it over ``path`` (atomic on POSIX; a symbolic link at ``path`` is replaced, never
+    followed), on an exception remove it. The temporary name holds a random part, so concurrent
+    writers never share one. Creates missing directories. A full disk (ENOSPC, EDQUOT) raises
+    :class:`DiskFull` naming ``path``, the bytes needed (``size`` when given, else what was written
+    so far) and the bytes free."""
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.{uuid.uuid4().hex[:12]}.tmp"
+    written = None
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         with open(tmp, mode, **({} if "b" in mode else {"newline": ""})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+            try:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                with contextlib.suppress(OSError, ValueError):
+                    written = f.tell()
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(e, OSError) and getattr(e, "errno", None) in DISK_FULL and not isinstance(e, DiskFull):
+            raise disk_full(e, path, size if size is not None else written) from None
         raise
 
 
@@ -105,7 +163,14 @@ def write_csv(path: str, columns: Mapping[str, Sequence]) -> str:
 def read_csv(path: str) -> dict[str, np.ndarray]:
     """Read a CSV written by :func:`write_csv` back into columns (float64 where every value parses)."""
     with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+        return parse_csv(f.read())
+
+
+def parse_csv(text: str) -> dict[str, np.ndarray]:
+    """:func:`read_csv` of a CSV's text."""
+    rows = list(csv.reader(_bytes_io.StringIO(text, newline="")))
+    if not rows:
+        return {}
     header, body = rows[0], rows[1:]
     out = {}
     for j, name in enumerate(header):
@@ -150,6 +215,55 @@ def read_json(path: str):
         return json.load(f)
 
 
+def _canonical(obj) -> bytes:
+    """The canonical JSON text of a JSON value (sorted keys, no spaces): what a checksum covers."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def json_checksum(obj) -> str:
+    """The SHA-256 (hex) of the canonical JSON (sorted keys) of ``jsonable(obj)``, a mapping's
+    ``"checksum"`` field left out."""
+    value = json.loads(json.dumps(jsonable(obj)))
+    if isinstance(value, dict):
+        value.pop("checksum", None)
+    return hashlib.sha256(_canonical(value)).hexdigest()
+
+
+def write_checked_json(path: str, obj: Mapping) -> str:
+    """Write the mapping ``obj`` as indented JSON (:func:`write_json`, atomically) with a field
+    ``"checksum"``: the SHA-256 of its other fields' canonical JSON (:func:`json_checksum`), so it
+    stays plain readable JSON and :func:`read_checked_json` recognises any change."""
+    value = {k: v for k, v in jsonable(dict(obj)).items() if k != "checksum"}
+    return write_json(path, {**value, "checksum": json_checksum(value)})
+
+
+def read_checked_json(path: str) -> dict:
+    """The mapping :func:`write_checked_json` wrote to ``path`` (without its checksum);
+    :class:`CorruptFile` naming the file when it is not JSON, lacks its checksum or the checksum
+    differs; ``FileNotFoundError`` when absent."""
+    try:
+        value = read_json(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CorruptFile(path, f"not JSON: {e}") from None
+    except IsADirectoryError:
+        raise CorruptFile(path, "a directory, not a file tokdyn wrote") from None
+    if not isinstance(value, dict) or "checksum" not in value:
+        raise CorruptFile(path, "it carries no checksum: not written whole by this version of tokdyn")
+    recorded = value.pop("checksum")
+    if recorded != json_checksum(value):
+        raise CorruptFile(path, "its checksum differs from that of its content: it was changed after tokdyn wrote it")
+    return value
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 (hex) of the file ``path``'s bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def to_columns(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] | None = None) -> dict[str, list]:
     """A list of row dicts as a dict of columns: ``keys`` in that order (default: the first
     row's keys)."""
@@ -176,7 +290,7 @@ def write_verified(path: str, data: bytes) -> str:
     """Write ``data`` to ``path`` atomically, behind a first line that records its SHA-256 and
     length; :func:`read_verified` checks both."""
     digest = hashlib.sha256(data).hexdigest().encode()
-    with atomic_write(path, "wb") as f:
+    with atomic_write(path, "wb", size=len(data) + len(MAGIC) + 100) as f:
         f.write(MAGIC + b" " + digest + b" " + str(len(data)).encode() + b"\n")
         f.write(data)
     return path
@@ -207,7 +321,8 @@ def is_verified(path: str) -> bool:
 def set_aside(path: str, reason: str = "", *, warn: bool = True) -> str:
     """Move the unreadable file ``path`` to a ``corrupt/`` folder beside it (a unique name, never
     overwriting), with a warning naming both; returns the new path. Whoever needed the file then
-    recomputes it."""
+    recomputes it. A directory or a symbolic link at ``path`` is moved as it is (the entry itself:
+    a link is never followed, a directory never emptied)."""
     folder = os.path.join(os.path.dirname(os.path.abspath(path)), "corrupt")
     os.makedirs(folder, exist_ok=True)
     target = os.path.join(folder, f"{os.path.basename(path)}.{time.strftime('%Y%m%d-%H%M%S')}.{uuid.uuid4().hex[:6]}")
@@ -218,14 +333,28 @@ def set_aside(path: str, reason: str = "", *, warn: bool = True) -> str:
     return target
 
 
+def not_a_file(path: str) -> str | None:
+    """Why the entry at ``path`` cannot be a file tokdyn wrote: ``"a directory"`` or ``"a symbolic
+    link"``; None for a regular file or nothing."""
+    if os.path.islink(path):
+        return "a symbolic link, not a file tokdyn wrote (never followed)"
+    if os.path.isdir(path):
+        return "a directory, not a file tokdyn wrote"
+    return None
+
+
 def load_npz(path: str) -> dict:
-    """Every array of an ``.npz`` that tokdyn wrote (verified when it carries a checksum, as
-    every file since checkpoints were checksummed does), read into memory; :class:`CorruptFile`
-    naming the file when it cannot be read whole."""
+    """Every array of an ``.npz`` that tokdyn wrote, verified against its checksum and read into
+    memory; :class:`CorruptFile` naming the file when it cannot be read whole or carries no
+    verification header (every part, chunk and checkpoint carries one: a plain ``.npz`` is not
+    read as a result); ``FileNotFoundError`` when absent."""
     import zipfile
 
     try:
-        source = _bytes_io.BytesIO(read_verified(path)) if is_verified(path) else path
+        problem = not_a_file(path)
+        if problem is not None:
+            raise CorruptFile(path, problem)
+        source = _bytes_io.BytesIO(read_verified(path))
         with np.load(source, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except CorruptFile:
@@ -301,7 +430,10 @@ def kept(path: str, stamp: str, compute: Callable[[], Mapping[str, Any]]) -> dic
     checksum, atomically) with ``stamp``, a string naming what was computed; read back instead when
     ``path`` already holds a result of the same ``stamp``. How studies keep each finished unit of
     work: a rerun after an interruption loses nothing, a changed configuration (another stamp)
-    recomputes, and a corrupt file is set aside with a warning (:func:`set_aside`) and recomputed."""
+    recomputes, and a corrupt file is set aside with a warning (:func:`set_aside`) and recomputed,
+    as is a directory or a symbolic link at ``path`` (moved, never followed)."""
+    if os.path.lexists(path) and not_a_file(path):
+        set_aside(path, not_a_file(path))
     if os.path.exists(path):
         try:
             z = load_npz(path)
@@ -318,6 +450,8 @@ def kept(path: str, stamp: str, compute: Callable[[], Mapping[str, Any]]) -> dic
 def kept_rows(path: str, stamp: str, compute: Callable[[], Sequence[Mapping[str, Any]]]) -> list[dict]:
     """:func:`kept` for a list of JSON-able rows (a table's records): ``compute()`` saved to
     ``path`` with ``stamp`` and a checksum, read back by a rerun of the same ``stamp``."""
+    if os.path.lexists(path) and not_a_file(path):
+        set_aside(path, not_a_file(path))
     if os.path.exists(path):
         try:
             saved = json.loads(read_verified(path))

@@ -4,25 +4,41 @@ parts cannot be mixed up with another configuration's, lost or read back corrupt
 Every study's ``main`` does the same four things through this module::
 
     study = Study.open(out, "visual-tokens", cfg, fresh=fresh, selection=("parts",),
-                       estimate=cfg.estimate())      # checks, then stamps the directory
+                       estimate=cfg.estimate(),      # checks, locks, then stamps the directory
+                       outputs=("results.csv", "summary.md"))     # the files it will write
     rows = study.rows("poc", lambda: run_part("poc", ...))   # a part: computed once, kept
     ...                                              # tables, figures into study.path(...)
-    study.finish(timings=timings)                    # config.json: config, environment, timings
+    study.finish(timings=timings)                    # config.json: config, environment, timings,
+                                                     # the SHA-256 of every table written, a checksum
 
 :meth:`Study.open`, before anything is computed:
 
 1. checks the output path (:func:`check_output`: a file, a directory that cannot be written or
-   created are refused with a ``ValueError`` naming ``out``);
+   created, a name longer than the file system allows are refused with a ``ValueError`` naming
+   ``out``);
 2. checks the resources the configuration asks for (:class:`Estimate`, :func:`check_resources`):
    what cannot fit in this machine's memory is refused, naming the option to change; what will
    take long is said up front;
 3. compares the configuration with the stamp of the directory (``study.json``): a directory of
    another study, or of the same study with another configuration or another tokdyn version, is
    refused with :class:`tokdyn.io.OutputConflict` naming every field that differs (the command
-   exits 2), unless ``fresh``, which removes what the old configuration wrote and starts afresh.
-   A non-empty directory that no study stamped is never written into;
-4. writes the stamp: the study, the whole configuration (``selection`` fields, which only choose
-   which parts to run, aside), the tokdyn version and the stamps of the sources it analyses.
+   exits 2), unless ``fresh``, which removes what the old configuration wrote (:func:`clear`:
+   only files tokdyn wrote; anything else in the directory is never touched) and starts afresh.
+   A non-empty directory that no study stamped (no ``study.json`` whose checksum verifies) is
+   never written into nor cleared, with ``fresh`` or without; a file that is not tokdyn's where
+   the study will write one of its declared ``outputs`` is refused, naming it;
+4. takes the directory's lock (:func:`lock`): shared while a study runs there (from ``open``
+   until :meth:`Study.finish` or the end of the process; concurrent writers of one configuration
+   share it), exclusive for ``fresh``, which is refused while any study runs there;
+5. writes the stamp: the study, the whole configuration (``selection`` fields, which only choose
+   which parts to run, aside), the tokdyn version, the stamps of the sources it analyses and the
+   outputs it declares.
+
+:meth:`Study.finish` writes ``config.json``, plain JSON with a ``"checksum"`` of its content and
+the SHA-256 of every table the study wrote (``"outputs"``). A later step reads a study's files
+through :func:`read_record`, :func:`verify_output`, :func:`read_table` and
+:func:`read_output_json`, which refuse (:class:`tokdyn.io.CorruptFile`, naming the file) a record
+or a table that was changed after the study wrote it.
 
 Parts (:meth:`Study.part` for arrays, :meth:`Study.rows` for table rows) live in ``parts/``,
 each keyed by the directory's stamp (or a key of its own), written atomically with a checksum and
@@ -37,17 +53,24 @@ analysis's, so a source retrained with other settings is not silently reused.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
 import hashlib
 import json
 import os
-import shutil
+import re
 import sys
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from tokdyn import io
 
 STAMP = "study.json"  # the stamp of a study directory
-RECORD = "config.json"  # what the finished study records: configuration, environment, timings
+RECORD = "config.json"  # what the finished study records: configuration, environment, timings, outputs
+LOCK_FILE = ".tokdyn-lock"  # the lock, where the directory itself cannot be locked (never removed)
+TABLE_SUFFIXES = (".csv", ".json", ".md", ".txt")  # the files :meth:`Study.finish` records the SHA-256 of
+VERIFIED_FOLDERS = ("parts", "corrupt", "checkpoints", "chunks")  # files verified one by one (not recorded)
+FIGURE_FOLDER = "plots"
+DEEPEST = 100  # room left in a path for the deepest file a study writes under ``out``
 
 
 class Refused(ValueError):
@@ -74,12 +97,30 @@ def check_output(out) -> str:
         probe = parent
     if not os.path.isdir(probe):
         raise Refused(f"out={out!r} cannot be created: {probe!r} is a file")
+    name_max, path_max = _pathconf(probe, "PC_NAME_MAX", 255), _pathconf(probe, "PC_PATH_MAX", 4096)
+    full = os.path.abspath(out)
+    for part in full.split(os.sep):
+        if len(os.fsencode(part)) > name_max:
+            raise Refused(f"out={_short(out, 80)!r} holds a name of {len(os.fsencode(part))} bytes ({_short(part, 24)!r}), "
+                          f"more than the {name_max} this file system allows: choose a shorter --out")
+    if len(os.fsencode(full)) + DEEPEST > path_max:
+        raise Refused(f"out={_short(out, 80)!r} is {len(os.fsencode(full))} bytes long: with the {DEEPEST} a study's "
+                      f"files need under it, more than the {path_max} this file system allows in a path: choose a "
+                      "shorter --out")
     if not os.access(probe, os.W_OK | os.X_OK):
         what = "cannot be written" if probe == out else f"cannot be created ({probe!r} is not writable)"
         raise Refused(f"out={out!r} {what}: choose a directory you can write to")
     if os.path.abspath(probe).startswith(("/proc", "/sys")):
         raise Refused(f"out={out!r} lies in a virtual file system ({probe!r}): choose a directory on a disk")
     return out
+
+
+def _pathconf(path: str, name: str, fallback: int) -> int:
+    try:
+        value = os.pathconf(path, name)
+    except (OSError, ValueError):
+        return fallback
+    return value if value and value > 0 else fallback
 
 
 # ---------------------------------------------------------------------------------------------- resources
@@ -203,17 +244,22 @@ def _short(v, width: int = 60) -> str:
 
 def read_stamp(out: str) -> Optional[dict]:
     """The stamp of the study directory ``out`` (None when it has none); ``OutputConflict`` when the
-    stamp cannot be read (then the directory's results cannot be trusted either)."""
+    stamp cannot be read, fails its checksum or lacks the study's keys: then the directory is not
+    known to be tokdyn's, and nothing in it is trusted, written or removed."""
     path = os.path.join(out, STAMP)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         return None
     try:
+        if io.not_a_file(path):
+            raise io.CorruptFile(path, io.not_a_file(path))
         stamp = json.loads(io.read_verified(path))
-    except (io.CorruptFile, ValueError) as e:
-        raise io.OutputConflict(f"{path} cannot be read ({e}): nothing in {out!r} can be trusted; rerun with --fresh "
-                                "to start afresh there, or choose another --out") from None
-    if not isinstance(stamp, dict) or "study" not in stamp or "config" not in stamp:
-        raise io.OutputConflict(f"{path} is not a study's stamp; rerun with --fresh, or choose another --out")
+    except (io.CorruptFile, ValueError, OSError) as e:
+        raise io.OutputConflict(f"{path} cannot be read ({e}): {out!r} is not known to be a tokdyn study's directory "
+                                "and nothing in it can be trusted; choose an empty or new directory") from None
+    if not isinstance(stamp, dict) or not {"study", "tokdyn", "config"} <= set(stamp) \
+            or not isinstance(stamp["config"], dict):
+        raise io.OutputConflict(f"{path} is not a study's stamp: {out!r} is not known to be a tokdyn study's "
+                                "directory; choose an empty or new directory")
     return stamp
 
 
@@ -238,6 +284,110 @@ def source_stamp(source: str, study: str, expected=None, *, selection: Sequence[
     return stamp
 
 
+# ---------------------------------------------------------------------------------------------- the lock
+
+
+_HELD: dict = {}  # (st_dev, st_ino) of a study directory -> this process's lock of it: fd, count, token
+
+
+def lock(out: str, *, exclusive: bool = False, blocking: bool = True) -> int:
+    """Take the lock of the study directory ``out`` (``fcntl.flock`` on the directory itself, or on
+    its ``.tokdyn-lock`` where a file system cannot lock a directory): shared, as a running study
+    holds it, or ``exclusive``, as ``fresh`` does; ``BlockingIOError`` when not ``blocking`` and
+    another open description holds it in a conflicting mode. Returns the descriptor that holds it
+    (:func:`unlock` releases it; so does the end of the process)."""
+    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if blocking else fcntl.LOCK_NB)
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, mode)
+            return fd
+        except BlockingIOError:
+            raise
+        except OSError as e:  # a file system that locks no directory: a lock file inside it
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL, errno.EBADF):
+                raise
+        os.close(fd)
+        path = os.path.join(out, LOCK_FILE)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise Refused(f"{path} cannot be opened as the study's lock ({e.strerror}): it is not tokdyn's; move it "
+                          "away, or choose another --out") from None
+        fcntl.flock(fd, mode)
+        return fd
+    except BaseException:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        raise
+
+
+def unlock(fd: int) -> None:
+    """Release a lock :func:`lock` took."""
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _dir_id(out: str):
+    st = os.stat(out)
+    return st.st_dev, st.st_ino
+
+
+def _register(out: str, fd: int) -> tuple:
+    """Keep ``fd`` (a shared lock of ``out``) as this process's; one descriptor per directory,
+    counted per study. Returns the token :func:`_release` takes."""
+    ident = _dir_id(out)
+    held = _HELD.get(ident)
+    if held is None:
+        held = _HELD[ident] = {"fd": fd, "count": 0, "token": object()}
+    elif held["fd"] != fd:
+        unlock(fd)  # this process holds the directory's lock already: one descriptor is enough
+    held["count"] += 1
+    return ident, held["token"]
+
+
+def _release(ident, token) -> None:
+    held = _HELD.get(ident)
+    if held is None or held["token"] is not token:
+        return
+    held["count"] -= 1
+    if held["count"] <= 0:
+        del _HELD[ident]
+        unlock(held["fd"])
+
+
+def _lock_nested(out: str) -> list:
+    """The exclusive locks of the study directories inside ``out`` (whose files ``fresh`` removes
+    too); :class:`Refused` naming the first where a study is running."""
+    fds = []
+    try:
+        for rel_root, root, _, files in _walk(out):
+            if rel_root and STAMP in files:
+                fds.append(_take_exclusive(root))
+    except BaseException:
+        for fd in fds:
+            unlock(fd)
+        raise
+    return fds
+
+
+def _take_exclusive(out: str) -> int:
+    """``out``'s lock, exclusive, for ``fresh``: this process's own studies there let theirs go;
+    :class:`Refused` when another study runs there."""
+    held = _HELD.pop(_dir_id(out), None)
+    if held is not None:
+        unlock(held["fd"])
+    try:
+        return lock(out, exclusive=True, blocking=False)
+    except BlockingIOError:
+        raise Refused(f"a study is running in out={out!r} (it holds the directory's lock): --fresh would remove "
+                      "its files under it; wait until it ends, or choose another --out") from None
+
+
 # ---------------------------------------------------------------------------------------------- the study directory
 
 
@@ -246,7 +396,11 @@ class Study:
 
     def __init__(self, out: str, stamp: dict, *, quiet: bool = False):
         self.out, self.stamp, self.quiet = out, stamp, quiet
-        self.key = digest(stamp)  # what every part is keyed by unless it names a key of its own
+        # what every part is keyed by unless it names a key of its own (the declared outputs aside:
+        # they name files, not results)
+        self.key = digest({k: v for k, v in stamp.items() if k != "outputs"})
+        self._lock = None
+        self._foreign: dict = {}
 
     @property
     def name(self) -> str:
@@ -256,14 +410,18 @@ class Study:
     @classmethod
     def open(cls, out, study: str, cfg, *, fresh: bool = False, selection: Sequence[str] = (),
              sources: Optional[Mapping[str, dict]] = None, estimate: Optional[Estimate] = None,
-             quiet: bool = False, extra: Optional[Mapping] = None) -> "Study":
-        """Check, then stamp, the output directory ``out`` of ``study`` for the configuration
+             quiet: bool = False, extra: Optional[Mapping] = None, outputs: Sequence[str] = ()) -> "Study":
+        """Check, lock, then stamp the output directory ``out`` of ``study`` for the configuration
         ``cfg`` (see the module docstring). ``selection``: fields of ``cfg`` that only choose which
         parts run (left out of the stamp: a rerun may add parts). ``sources``: name -> the stamp of
         a directory the study reads (:func:`source_stamp`). ``extra``: anything else the results
-        depend on (JSON-able), stamped with the configuration. ``fresh``: remove what another
-        configuration wrote in ``out`` and start afresh."""
+        depend on (JSON-able), stamped with the configuration. ``outputs``: the files (paths
+        relative to ``out``) the study will write, stamped, so that ``fresh`` removes them even
+        when a run died before :meth:`finish`; a file there that tokdyn did not write is refused.
+        ``fresh``: remove what another configuration wrote in ``out`` (only files tokdyn wrote)
+        and start afresh; refused while a study runs there."""
         out = check_output(out)
+        declared = sorted({relative(p, "outputs") for p in outputs})
         if estimate is not None:
             check_resources(study, estimate, note=lambda s: print(s, file=sys.stderr))  # said even when quiet
         config = {k: v for k, v in config_dict(cfg).items() if k not in selection}
@@ -271,33 +429,44 @@ class Study:
                  "sources": {k: digest(v) for k, v in (sources or {}).items()}}
         if extra:
             stamp["extra"] = json.loads(json.dumps(io.jsonable(dict(extra))))
-        old = None
+        if declared:
+            stamp["outputs"] = declared
         if os.path.isdir(out):
-            try:
-                old = read_stamp(out)
-            except io.OutputConflict:
-                if not fresh:
-                    raise
-                old = {"study": study}
-            if old is None and _has_files(out):
-                loose = sorted(os.listdir(out))
-                if not (fresh and _written_by_tokdyn(out)):
-                    raise io.OutputConflict(
-                        f"out={out!r} holds files that no tokdyn study stamped ({', '.join(loose[:5])}"
-                        f"{', ...' if len(loose) > 5 else ''}): choose an empty or new directory"
-                        + (" (--fresh clears only directories tokdyn wrote)" if fresh else ""))
-                old = {"study": study}
-        if old is not None and (fresh or _conflicts(old, stamp)):
-            if not fresh:
-                raise io.OutputConflict(_conflict_message(out, old, stamp))
-            clear(out)
-            old = None
+            _stamped_or_empty(out)  # refused before anything is created in a directory not known to be ours
         os.makedirs(out, exist_ok=True)
-        if old is None and not _stamp_once(out, stamp):  # another process stamped it first: compare
-            old = read_stamp(out)
-            if _conflicts(old, stamp):
-                raise io.OutputConflict(_conflict_message(out, old, stamp))
-        return cls(out, stamp, quiet=quiet)
+        fd = _take_exclusive(out) if fresh else lock(out)
+        try:
+            old = _stamped_or_empty(out)  # again, under the lock: a --fresh elsewhere may have changed it
+            if old is not None and (fresh or _conflicts(old, stamp)):
+                if not fresh:
+                    raise io.OutputConflict(_conflict_message(out, old, stamp))
+                _check_in_the_way(out, declared, owned_outputs(out))
+                nested = _lock_nested(out)
+                try:
+                    clear(out)
+                finally:
+                    for other in nested:
+                        unlock(other)
+                old = None
+            if old is None and not _stamp_once(out, stamp):  # another process stamped it first: compare
+                old = read_stamp(out)
+                if _conflicts(old, stamp):
+                    raise io.OutputConflict(_conflict_message(out, old, stamp))
+            if old is not None:
+                _check_in_the_way(out, declared, owned_outputs(out))
+                if not set(declared) <= set(old.get("outputs", ())):  # the stamp lists every output declared
+                    union = sorted(set(declared) | set(old.get("outputs", ())))
+                    io.write_verified(os.path.join(out, STAMP),
+                                      json.dumps({**old, "outputs": union}, indent=2, sort_keys=True).encode())
+            if fresh:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # the study runs on, like any other, under the shared lock
+        except BaseException:
+            unlock(fd)
+            raise
+        self = cls(out, stamp, quiet=quiet)
+        self._lock = _register(out, fd)
+        self._foreign = _foreign_tables(out, owned_outputs(out))
+        return self
 
     # -------------------------------------------------------------------------- paths and parts
 
@@ -309,6 +478,9 @@ class Study:
 
     def part_path(self, name: str, suffix: str = ".npz") -> str:
         """The file of the part ``name`` (``parts/<name><suffix>``)."""
+        folder = os.path.join(self.out, "parts")
+        if os.path.islink(folder) or (os.path.lexists(folder) and not os.path.isdir(folder)):
+            io.set_aside(folder, io.not_a_file(folder) or "a file where the parts' folder belongs")
         return self.path("parts", name + suffix)
 
     def _part_key(self, key) -> str:
@@ -324,8 +496,12 @@ class Study:
         return io.kept_rows(self.part_path(name, ".json"), self._part_key(key), compute)
 
     def has(self, name: str, *, key=None) -> bool:
-        """Whether the rows part ``name`` is already kept (and readable) for this stamp."""
+        """Whether the rows part ``name`` is already kept (and readable) for this stamp. A directory
+        or a symbolic link where the part belongs is set aside (:func:`tokdyn.io.set_aside`)."""
         path = self.part_path(name, ".json")
+        if os.path.lexists(path) and io.not_a_file(path):
+            io.set_aside(path, io.not_a_file(path))
+            return False
         if not os.path.exists(path):
             return False
         try:
@@ -339,7 +515,8 @@ class Study:
         directory unless its ``config.json`` records this very configuration ``cfg`` (selection
         fields included), so that the directory never shows another selection's results beside
         this run's; with ``keep_figures`` False the figures go in any case (they are redrawn, or
-        not drawn)."""
+        not drawn). Only files tokdyn wrote go (listed by the record or the stamp, or figures it
+        drew); anything else is left."""
         same = False
         record = os.path.join(self.out, RECORD)
         if os.path.exists(record):
@@ -347,15 +524,200 @@ class Study:
                 same = io.read_json(record).get("config") == config_dict(cfg)
             except (ValueError, OSError, AttributeError):
                 same = False
+        owned = owned_outputs(self.out)
         for name in (() if same else tuple(outputs)) + (tuple(figures) if not same or not keep_figures else ()):
             path = os.path.join(self.out, name)
-            if os.path.exists(path):
+            if _is_file(path) and (relative(name) in owned or relative(name) == RECORD or _drawn_by_tokdyn(path)):
                 os.remove(path)
 
     def finish(self, **record) -> str:
         """Write ``config.json``: the stamp (study, configuration, version, sources), the
-        environment and ``record`` (timings, headline numbers)."""
-        return io.write_json(os.path.join(self.out, RECORD), {**self.stamp, **record, "environment": io.environment()})
+        environment, ``record`` (timings, headline numbers), ``"outputs"``: the SHA-256 of every
+        table the study wrote (each regular ``.csv``, ``.json``, ``.md`` or ``.txt`` under ``out``
+        but the stamp, the record, and what lies in ``parts/``, ``corrupt/``, ``checkpoints/``,
+        ``chunks/`` (verified file by file) or ``plots/``; never a file that was there, not
+        tokdyn's, when the study opened) and ``"checksum"``, the SHA-256 of the other fields'
+        canonical JSON. Releases the directory's lock. Read it back with :func:`read_record`."""
+        outputs = {}
+        for rel in _tables(self.out):
+            path = os.path.join(self.out, rel)
+            if rel in self._foreign and self._foreign[rel] == _file_id(path):
+                continue  # a file of someone else's, there before the study, untouched by it
+            outputs[rel] = io.file_sha256(path)
+        stamp = {k: v for k, v in self.stamp.items() if k != "outputs"}
+        try:
+            return io.write_checked_json(os.path.join(self.out, RECORD),
+                                         {**stamp, **record, "environment": io.environment(), "outputs": outputs})
+        finally:
+            if self._lock is not None:
+                _release(*self._lock)
+                self._lock = None
+
+
+# ---------------------------------------------------------------------------------------------- reading a study's files
+
+
+def read_record(out: str) -> dict:
+    """The verified ``config.json`` of the study directory ``out`` (without its checksum):
+    :class:`tokdyn.io.CorruptFile` naming the file when it lacks its checksum or the checksum
+    differs; ``FileNotFoundError`` when absent."""
+    return io.read_checked_json(os.path.join(os.fspath(out), RECORD))
+
+
+def _verified_bytes(out: str, name: str) -> tuple[str, bytes]:
+    rel = relative(name, "name")
+    path = os.path.join(os.fspath(out), rel)
+    if not os.path.lexists(path):
+        raise FileNotFoundError(errno.ENOENT, f"{path}: no such output of the study in {out!r}", path)
+    record = read_record(out)
+    listed = record.get("outputs")
+    if not isinstance(listed, dict) or rel not in listed:
+        raise io.CorruptFile(path, f"{os.path.join(os.fspath(out), RECORD)} does not list it among the study's "
+                                   "outputs: not a file the study wrote")
+    problem = io.not_a_file(path)
+    if problem:
+        raise io.CorruptFile(path, problem)
+    with open(path, "rb") as f:
+        data = f.read()
+    if hashlib.sha256(data).hexdigest() != listed[rel]:
+        raise io.CorruptFile(path, f"its SHA-256 differs from the one {RECORD} records: it was changed after the "
+                                   "study wrote it")
+    return path, data
+
+
+def verify_output(out: str, name: str) -> str:
+    """The path of the output ``name`` (relative to the study directory ``out``) after checking
+    its SHA-256 against the record (:func:`read_record`): :class:`tokdyn.io.CorruptFile` naming
+    the file when it differs or the record does not list it; ``FileNotFoundError`` when absent."""
+    return _verified_bytes(out, name)[0]
+
+
+def read_table(out: str, name: str) -> dict:
+    """The columns of the CSV output ``name`` of the study directory ``out``
+    (:func:`tokdyn.io.read_csv`), verified first (:func:`verify_output`)."""
+    return io.parse_csv(_verified_bytes(out, name)[1].decode())
+
+
+def read_output_json(out: str, name: str):
+    """The JSON value of the output ``name`` of the study directory ``out``, verified first
+    (:func:`verify_output`)."""
+    path, data = _verified_bytes(out, name)
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise io.CorruptFile(path, f"not JSON: {e}") from None
+
+
+def relative(name, what: str = "name") -> str:
+    """``name`` as a normalised path inside a study directory (``/`` separated); ``ValueError``
+    naming ``what`` for an absolute path or one that leaves the directory."""
+    text = os.fspath(name)
+    norm = os.path.normpath(text).replace(os.sep, "/")
+    if not text or os.path.isabs(text) or norm == "." or norm == ".." or norm.startswith("../"):
+        raise ValueError(f"{what}: {text!r} is not a path inside the study directory")
+    return norm
+
+
+# ---------------------------------------------------------------------------------------------- what is tokdyn's
+
+
+_TEMPORARY = re.compile(r"\.([0-9a-f]{12}|\d+\.[0-9a-f]{8})\.tmp$")  # atomic_write's and _stamp_once's
+
+
+def _is_file(path: str) -> bool:
+    """A regular file (a symbolic link is not: tokdyn never writes one)."""
+    return not os.path.islink(path) and os.path.isfile(path)
+
+
+def _file_id(path: str):
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _drawn_by_tokdyn(path: str) -> bool:
+    from tokdyn.stats import figures
+
+    return _is_file(path) and figures.drawn_by_tokdyn(path)
+
+
+def _is_verified(path: str) -> bool:
+    try:
+        return _is_file(path) and io.is_verified(path)
+    except OSError:
+        return False
+
+
+def owned_outputs(out: str) -> set:
+    """The outputs of the study directory ``out`` that tokdyn wrote by name: those its stamp
+    declares and those its record lists (when the record verifies)."""
+    owned = set()
+    try:
+        stamp = read_stamp(out) or {}
+    except io.OutputConflict:
+        stamp = {}
+    for rel in stamp.get("outputs", ()) if isinstance(stamp.get("outputs"), list) else ():
+        try:
+            owned.add(relative(rel))
+        except (TypeError, ValueError):
+            pass
+    try:
+        listed = read_record(out).get("outputs", {})
+    except (OSError, ValueError):
+        listed = {}
+    for rel in listed if isinstance(listed, dict) else ():
+        try:
+            owned.add(relative(rel))
+        except (TypeError, ValueError):
+            pass
+    return owned
+
+
+def _check_in_the_way(out: str, declared: Sequence[str], owned: set) -> None:
+    """:class:`Refused` naming the first entry where the study will write one of its ``declared``
+    outputs (or its record) that tokdyn did not write."""
+    for rel in (*declared, RECORD):
+        path = os.path.join(out, rel)
+        if not os.path.lexists(path):
+            continue
+        if rel == RECORD and _is_file(path):
+            continue
+        if io.not_a_file(path) or rel not in owned:
+            raise Refused(f"{path} is in the way of the study's output {rel!r}: "
+                          f"{io.not_a_file(path) or 'a file tokdyn did not write'}, left as it is; move it away, or "
+                          "choose another --out")
+
+
+def _walk(out: str):
+    """``(folder relative to out, folder path, subfolder names, file names)`` under ``out``, never
+    following a symbolic link; the caller may prune the subfolder names."""
+    for root, dirs, files in os.walk(out, followlinks=False):
+        rel = os.path.relpath(root, out).replace(os.sep, "/")
+        links = [d for d in dirs if os.path.islink(os.path.join(root, d))]
+        dirs[:] = [d for d in dirs if d not in links]
+        yield ("" if rel == "." else rel), root, dirs, files + links
+
+
+def _tables(out: str) -> list[str]:
+    """The tables under ``out`` that :meth:`Study.finish` records (relative paths)."""
+    found = []
+    for rel_root, root, dirs, files in _walk(out):
+        dirs[:] = [d for d in dirs if d not in VERIFIED_FOLDERS and d != FIGURE_FOLDER]
+        for name in files:
+            rel = f"{rel_root}/{name}" if rel_root else name
+            if rel in (STAMP, RECORD) or not name.endswith(TABLE_SUFFIXES):
+                continue
+            if _is_file(os.path.join(root, name)):
+                found.append(rel)
+    return sorted(found)
+
+
+def _foreign_tables(out: str, owned: set) -> dict:
+    """Tables in ``out`` that tokdyn did not write (not listed by stamp or record), with their
+    file identity: :meth:`Study.finish` leaves them out of the record unless the study replaced them."""
+    return {rel: _file_id(os.path.join(out, rel)) for rel in _tables(out) if rel not in owned}
 
 
 def _stamp_once(out: str, stamp: dict) -> bool:
@@ -364,7 +726,11 @@ def _stamp_once(out: str, stamp: dict) -> bool:
     processes of one sweep may open a new directory at once). True when this process wrote it."""
     path = os.path.join(out, STAMP)
     tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    io.write_verified(tmp, json.dumps(stamp, indent=2, sort_keys=True).encode())
+    data = json.dumps(stamp, indent=2, sort_keys=True).encode()
+    try:
+        io.write_verified(tmp, data)
+    except io.DiskFull as e:  # named by the file it was for
+        raise io.DiskFull(path, e.needed, e.free, e.errno) from None
     try:
         os.link(tmp, path)
         return True
@@ -375,21 +741,22 @@ def _stamp_once(out: str, stamp: dict) -> bool:
 
 
 def _has_files(out: str) -> bool:
-    """Whether ``out`` holds anything but the temporaries of writes cut short (or under way)."""
-    return any(not io.is_temporary(e.name) for e in os.scandir(out))
+    """Whether ``out`` holds anything but the temporaries of writes cut short (or under way) and
+    the lock."""
+    return any(not io.is_temporary(e.name) and e.name != LOCK_FILE for e in os.scandir(out))
 
 
-def _written_by_tokdyn(out: str) -> bool:
-    """A directory an earlier tokdyn (before stamps) wrote: it holds a config.json or a sweep's manifest."""
-    for name in (RECORD, "manifest.json"):
-        path = os.path.join(out, name)
-        if os.path.isfile(path):
-            try:
-                with open(path) as f:
-                    return isinstance(json.load(f), (dict, list))
-            except (OSError, ValueError):
-                return False
-    return False
+def _stamped_or_empty(out: str) -> Optional[dict]:
+    """The stamp of ``out`` (None for an empty directory); ``OutputConflict`` for a directory not
+    known to be a study's: a stamp that cannot be verified, or files and no stamp. Such a directory
+    is never written into nor cleared, with ``fresh`` or without."""
+    old = read_stamp(out)
+    if old is None and _has_files(out):
+        loose = sorted(e for e in os.listdir(out) if e != LOCK_FILE and not io.is_temporary(e))
+        raise io.OutputConflict(
+            f"out={out!r} holds files that no tokdyn study stamped ({', '.join(loose[:5])}"
+            f"{', ...' if len(loose) > 5 else ''}): they are left as they are; choose an empty or new directory")
+    return old
 
 
 def _conflicts(old: dict, new: dict) -> bool:
@@ -415,12 +782,55 @@ def _conflict_message(out: str, old: dict, new: dict) -> str:
             "afresh")
 
 
-def clear(out: str) -> None:
-    """Remove everything in the study directory ``out`` (the stamp last, so a cut-off clear
-    leaves a directory that is still recognised as the old study's). One process only: a clear
-    under a concurrent writer is unsafe."""
-    for entry in sorted(os.scandir(out), key=lambda e: e.name == STAMP):
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.remove(entry.path)
+KNOWN_FOLDERS = (*VERIFIED_FOLDERS, FIGURE_FOLDER)  # folders tokdyn makes: removed by clear() once empty
+
+
+def clear(out: str) -> list[str]:
+    """Remove what tokdyn wrote in the study directory ``out``, and nothing else: the record,
+    the outputs the stamp declares and the record lists, files that carry tokdyn's verification
+    header (parts, chunks, checkpoints), the temporaries of its writes, what it set aside in
+    ``corrupt/`` folders (files and links; a directory set aside is left), the figures it drew;
+    then the folders this emptied, and the stamp last (a cut-off clear leaves a directory still
+    recognised as the old study's). A directory without a verified stamp is refused
+    (``OutputConflict``). Never follows a symbolic link; never removes a folder that holds
+    anything. Returns the paths removed. Call it under the directory's exclusive lock
+    (:meth:`Study.open` with ``fresh`` does)."""
+    if read_stamp(out) is None:
+        _stamped_or_empty(out)
+        return []
+    owned = owned_outputs(out)
+    for rel_root, root, _, files in _walk(out):  # a study directory inside this one (reproduce's): its outputs too
+        if rel_root and STAMP in files:
+            owned |= {f"{rel_root}/{rel}" for rel in owned_outputs(root) | {RECORD}}
+    removed, touched = [], set()
+
+    def remove(path):
+        os.remove(path)
+        removed.append(path)
+        touched.add(os.path.dirname(path))
+
+    for rel in sorted(owned | {RECORD}):
+        path = os.path.join(out, rel)
+        if _is_file(path):
+            remove(path)
+    for rel_root, root, dirs, files in _walk(out):
+        in_corrupt = os.path.basename(root) == "corrupt" and rel_root != ""
+        if in_corrupt:
+            dirs[:] = []  # a directory set aside is someone else's: never entered
+        for name in files:
+            path = os.path.join(root, name)
+            if rel_root == "" and name == STAMP:
+                continue
+            if (in_corrupt and (os.path.islink(path) or _is_file(path))) or \
+                    (_TEMPORARY.search(name) and _is_file(path)) or _is_verified(path) or _drawn_by_tokdyn(path):
+                remove(path)
+    for root, dirs, files in os.walk(out, topdown=False, followlinks=False):
+        if os.path.samefile(root, out) or os.path.islink(root):
+            continue
+        if (root in touched or os.path.basename(root) in KNOWN_FOLDERS) and not os.listdir(root):
+            os.rmdir(root)
+            touched.add(os.path.dirname(root))
+    stamp = os.path.join(out, STAMP)
+    if _is_file(stamp):
+        remove(stamp)
+    return removed

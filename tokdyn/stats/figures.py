@@ -1,12 +1,12 @@
 """Figures (PNG), drawn with matplotlib's object API: no pyplot, no global state, thread-safe.
 
 matplotlib is imported only when a figure is drawn, so runs that skip plots do not pay for it.
-Writing tables and metadata is :mod:`tokdyn.io`'s job.
+Every figure is written through :func:`tokdyn.io.atomic_write` (:func:`save`). Writing tables and
+metadata is :mod:`tokdyn.io`'s job.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -22,11 +22,30 @@ def figure(figsize):
     return fig
 
 
+MARK = b"tEXtSoftware\x00tokdyn"  # in every PNG :func:`save` writes: how a study's clear knows its figures
+
+
 def save(fig, path: str, dpi: int = 100) -> str:
-    """Save a figure as PNG, creating the directory."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    """Save a figure as PNG at ``path``, atomically (:func:`tokdyn.io.atomic_write`: a symbolic
+    link at ``path`` is replaced, never followed), creating the directory. The PNG carries
+    ``Software: tokdyn`` (:data:`MARK`), so that a ``--fresh`` rerun removes only figures tokdyn
+    drew."""
+    from tokdyn import io
+
+    with io.atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi, metadata={"Software": "tokdyn"})
     return path
+
+
+def drawn_by_tokdyn(path: str) -> bool:
+    """Whether ``path`` is a PNG that :func:`save` drew (it carries :data:`MARK`); a study removes
+    no other figure."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG") and MARK in head
 
 
 def line_plot(path: str, x, series: Mapping[str, Sequence], *, panels: Mapping[str, Mapping[str, Sequence]] | None = None,

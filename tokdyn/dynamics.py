@@ -17,7 +17,16 @@ The rule (one step :math:`s = 0, 1, \dots`, for points :math:`x_i`, tokens :math
 5. :math:`\Delta = \max_{j,d} |v_{jd}|`; the run stops after the first step :math:`s` with
    :math:`\Delta < \mathrm{tol}` once the temperature schedule has reached :math:`\tau`
    (``steps = s + 1``, ``converged = True``), else after ``n_steps``.
-6. Hard labels: :math:`\arg\min_j \|x_i - t_j\|^2` at the final tokens (-1 on padded points).
+6. Hard labels: :math:`\arg\min_j \|x_i - t_j\|^2` at the final tokens (-1 on padded points, and
+   on points whose distances are not finite: a run whose tokens blew up labels no point).
+
+The softmax of step 1 (and the Sinkhorn plan) is computed from the shifted logits
+:math:`-(\|x_i - t_j\|^2 - \min_k \|x_i - t_k\|^2) / \tau_s`, exactly 0 for each point's nearest
+token, so any positive temperature, however small (``1e-38``), gives finite tokens: as
+:math:`\tau \to 0` the assignment tends to the hard one and the rule to Lloyd's step (with the
+mass epsilon of step 2). Knob values out of range arrive only traced (host values are refused):
+see :class:`Hparams` for what each does (NaN tokens, or a documented clamp). Half-precision inputs
+(float16, bfloat16) are accepted and computed in float32.
 
 The temperature follows a geometric annealing schedule
 :math:`\tau_s = \tau\, r^{\max(0,\, 1 - s/S)}` from :math:`r\tau` down to :math:`\tau` over the first
@@ -137,6 +146,7 @@ MIN_DISTANCE = 1e-3
 INIT_METHODS = ("data", "normal", "data_mean", "kmeans++")
 DEFAULT_MERGE_TOL = 1e-2
 MAX_SINKHORN_ITERS = 100  # the most Sinkhorn rounds per step of the rule (Hparams.sinkhorn_iters)
+KNOB_EDGE_TOL = 1e-3  # how far past a closed edge of its range a traced knob still runs (Hparams.in_range)
 _SINKHORN_BLOCK = 10  # rounds per block of the differentiable Sinkhorn loop (divides MAX_SINKHORN_ITERS)
 
 
@@ -179,6 +189,44 @@ class Hparams:
       anneal_ratio: r >= 1: the schedule starts at ``r * temperature`` (a schedule never increases).
       anneal_steps: S >= 0 (integer-valued): steps over which the temperature falls geometrically
         to ``temperature``; the run cannot stop before the schedule reaches it. 0 = no annealing.
+
+    Valid ranges, and values out of them. Host values (Python numbers, NumPy) out of range are
+    refused before anything is traced (:meth:`validate`, a ``ValueError`` naming the field). Traced
+    values (inside a user's ``jit``/``vmap``, or the axes of a sweep) cannot be refused; the rule
+    then answers as follows, so that a run never reports plausible numbers for an impossible knob:
+
+    ============== ======================= ===================================================
+    knob           valid range             traced value outside it
+    ============== ======================= ===================================================
+    temperature    (0, inf)                < 0 or NaN: NaN. 0, or below the smallest normal
+                                           float (which the CPU may flush to 0): clamped to
+                                           the smallest normal float, the hard-assignment
+                                           limit (nearest token weight 1, others 0). Any tiny
+                                           positive value is valid and stays finite.
+    momentum       [0, 1)                  NaN
+    repulsion      [0, inf)                NaN
+    damping        (0, 1]                  NaN
+    langevin       [0, inf)                NaN
+    sinkhorn_iters whole, [0, 100]         < 0: NaN. > 100: acts as 100. A fraction:
+                                           truncated toward 0.
+    slot_norm      [0, 1]                  NaN
+    anneal_ratio   [1, inf)                NaN
+    anneal_steps   whole, [0, inf)         < 0: NaN. A fraction: used as it is (the schedule
+                                           and the stopping test compare the step with it).
+    ============== ======================= ===================================================
+
+    Closed edges (momentum 0, repulsion 0, damping 1, langevin 0, sinkhorn_iters 0, slot_norm 0 and 1,
+    anneal_ratio 1, anneal_steps 0) admit traced values up to ``KNOB_EDGE_TOL`` = 1e-3 beyond them,
+    where the formulas simply continue (a repulsion of -1e-4 attracts a little; a ``langevin`` or
+    ``sinkhorn_iters`` below 0 acts as 0): derivatives and finite differences at the edge, where the
+    rule does not switch, stay two-sided. Further out, the table applies. Open edges (temperature
+    0, momentum 1, damping 0) admit nothing beyond them.
+
+    "NaN" means: :func:`run`, :func:`run_fixed`, :func:`trajectory` (and :func:`update`,
+    :func:`temperature_schedule`) return NaN tokens (the built-in rule starts such a run at NaN
+    tokens: one scalar test per run, :meth:`in_range`), hence labels ``-1`` on every valid point
+    and NaN metrics (:mod:`tokdyn.metrics`, :class:`tokdyn.engine.runs.ClusterRun`); such a run
+    never converges and takes ``n_steps`` steps. An infinite value is out of range for every knob.
     """
 
     temperature: jax.Array | float = 1.0
@@ -214,6 +262,22 @@ class Hparams:
         _checks.real("anneal_steps", self.anneal_steps, low=0.0)
         _checks.whole("anneal_steps", self.anneal_steps, "0 = constant temperature")
         return self
+
+    def in_range(self) -> jax.Array:
+        """Scalar bool (traceable, also for traced leaves): every knob is finite and in its valid
+        range (the attributes above; a traced ``temperature`` of 0 counts as in range, the
+        hard-assignment limit; a closed edge admits ``KNOB_EDGE_TOL`` past it). The built-in rule starts a run whose knobs are out of range at NaN
+        tokens, so that such a run reports NaN, not plausible numbers."""
+        t, m, g = self.temperature, self.momentum, self.repulsion
+        a, lt, k = self.damping, self.langevin, self.sinkhorn_iters
+        sig, r, n = self.slot_norm, self.anneal_ratio, self.anneal_steps
+        e = KNOB_EDGE_TOL  # closed edges only: the formulas continue a little past them (see the class docstring)
+        ok = ((t >= 0) & (m >= -e) & (m < 1) & (g >= -e) & (a > 0) & (a <= 1 + e) & (lt >= -e) & (k >= -e)
+              & (sig >= -e) & (sig <= 1 + e) & (r >= 1 - e) & (n >= -e))
+        finite = [jnp.isfinite(v) for v in (t, g, lt, k, r, n)]  # the bounded ones are finite when in range
+        for f in finite:
+            ok = ok & f
+        return jnp.asarray(ok)
 
     @property
     def stochastic(self) -> bool:
@@ -472,8 +536,8 @@ class Trajectory:
 
 
 def _check_points(x, tokens, mask):
-    _checks.finite_array("x", x, ndim=2)
-    _checks.finite_array("tokens", tokens, ndim=2)
+    _real_array("x", x, ndim=2)
+    _real_array("tokens", tokens, ndim=2)
     n, d = np.shape(x)
     t, dt = np.shape(tokens)
     if t < 1:
@@ -568,7 +632,7 @@ def _check_trajectory(x, tokens, hparams, rule, mask, n_steps, tol, key):
 
 def _check_update(x, tokens, velocity, hparams, mask, step, key):
     arrays = _check_points(x, tokens, mask)
-    _checks.finite_array("velocity", velocity, ndim=2)
+    _real_array("velocity", velocity, ndim=2)
     if np.shape(velocity) != np.shape(tokens):
         raise ValueError(f"velocity must have the shape of tokens {np.shape(tokens)}, got {np.shape(velocity)}")
     _check_hparams(hparams, key)
@@ -579,8 +643,25 @@ def _check_update(x, tokens, velocity, hparams, mask, step, key):
 
 
 def _float(x):
+    """``x`` as a JAX array in the dtype the kernels compute in: float32, or float64 as given (under
+    ``jax.enable_x64``). Half precision (float16, bfloat16) is computed in float32: the rule's
+    ``1e-8`` mass epsilon underflows there and squared distances overflow early."""
     x = jnp.asarray(x)
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+    if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits >= 32:
+        return x
+    return x.astype(jnp.float32)
+
+
+def _real_array(name, value, *, ndim=None):
+    """:func:`tokdyn._checks.finite_array`, bfloat16 included (NumPy reports its dtype kind as 'V',
+    not a float): rank always, finiteness of host data."""
+    if _checks.dtype_of(value) != jnp.dtype(jnp.bfloat16):
+        return _checks.finite_array(name, value, ndim=ndim)
+    if ndim is not None and np.ndim(value) not in np.atleast_1d(ndim):
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {np.shape(value)}")
+    if _checks.on_host(value):
+        _checks.finite_array(name, np.asarray(value, np.float32))
+    return value
 
 
 def _weights(x, mask):
@@ -600,9 +681,25 @@ def _scores_t(x_t, tokens, precision=None):
     return 2.0 * jnp.matmul(tokens, x_t, precision=precision) - tt[:, None]
 
 
+def _effective_temperature(temperature, dtype):
+    """The temperature a step divides by: ``temperature`` clamped up to the smallest normal float
+    (a traced 0 or subnormal value, which the CPU may flush to 0, acts as the hard-assignment
+    limit), NaN when negative or NaN (a traced value out of range cannot be refused)."""
+    dtype = jnp.result_type(dtype, temperature)
+    return jnp.where(temperature >= 0, jnp.maximum(temperature, jnp.finfo(dtype).tiny), jnp.nan)
+
+
+def _logits_t(x_t, tokens, temperature):
+    """(T, N) ``-(|x_i - t_j|^2 - min_k |x_i - t_k|^2) / tau``: each point's nearest token gets
+    exactly 0 and the others a value <= 0, so a tiny temperature gives ``-inf`` (weight 0), never
+    ``inf - inf``: the soft assignment tends to the hard one as tau -> 0. At tau = 1 these are the
+    logits ``s - max_j s`` bit for bit."""
+    s = _scores_t(x_t, tokens)  # (T, N)
+    return (s - jnp.max(s, axis=0, keepdims=True)) / _effective_temperature(temperature, s.dtype)
+
+
 def _soft_assignment_t(x_t, w, tokens, temperature):
-    s = _scores_t(x_t, tokens) / temperature  # (T, N)
-    e = jnp.exp(s - jnp.max(s, axis=0, keepdims=True))
+    e = jnp.exp(_logits_t(x_t, tokens, temperature))  # (T, N); the nearest token's entry is 1
     return e * (w / jnp.sum(e, axis=0))  # (T, N); zero columns on padded points
 
 
@@ -685,12 +782,12 @@ def _sinkhorn_log_t(logits_t, w, n_iters):
 
 
 def _balanced_assignment_t(x_t, w, tokens, temperature, n_iters):
-    s = _scores_t(x_t, tokens) / temperature  # (T, N)
-    return jnp.exp(_sinkhorn_log_t(s, w, n_iters)) * w
+    # shifted logits (the plan does not change under a per-point shift): finite or -inf, never inf - inf
+    return jnp.exp(_sinkhorn_log_t(_logits_t(x_t, tokens, temperature), w, n_iters)) * w
 
 
 def _check_sinkhorn(logits, n_iters, mask):
-    _checks.finite_array("logits", logits, ndim=2)
+    _real_array("logits", logits, ndim=2)
     _checks.positive_int("n_iters", n_iters)
     _checks.mask_for("mask", mask, np.shape(logits)[0])
 
@@ -751,8 +848,10 @@ def _check_schedule(hparams, n_steps):
 
 @_checks.checked_jit(_check_schedule, static_argnames=("n_steps",))
 def temperature_schedule(hparams: Hparams, n_steps: int) -> jax.Array:
-    """(n_steps,) the temperature used at each step: ``tau * r ** max(0, 1 - s / S)``."""
-    return jax.vmap(lambda s: _temperature_at(hparams, s))(jnp.arange(n_steps, dtype=jnp.int32))
+    """(n_steps,) the temperature used at each step: ``tau * r ** max(0, 1 - s / S)``; NaN when a
+    traced knob is out of its range (:meth:`Hparams.in_range`)."""
+    taus = jax.vmap(lambda s: _temperature_at(hparams, s))(jnp.arange(n_steps, dtype=jnp.int32))
+    return jnp.where(hparams.in_range(), taus, jnp.nan)
 
 
 def _update(points: Points, tokens, velocity, hparams, step, key):
@@ -787,24 +886,33 @@ def update(x, tokens, velocity, hparams: Hparams, mask=None, *, step=0, key=None
     """One application of the rule at step index ``step`` (which sets the annealed temperature
     and the Langevin noise ``fold_in(key, step)``). Returns ``(tokens, velocity)`` after the step.
     Differentiable in both modes (``grad`` and ``jacfwd``), the Sinkhorn branch included, also in a
-    user's ``lax.scan`` over steps (the route for knobs that change per step, see :class:`Hparams`)."""
+    user's ``lax.scan`` over steps (the route for knobs that change per step, see :class:`Hparams`).
+    A traced knob out of its range gives NaN tokens and velocity (:meth:`Hparams.in_range`)."""
     x = _float(x)
-    return _update(Points.of(x, mask), tokens.astype(x.dtype), velocity.astype(x.dtype), hparams,
-                   jnp.asarray(step, jnp.int32), key)
+    tokens, velocity = _update(Points.of(x, mask), tokens.astype(x.dtype), velocity.astype(x.dtype), hparams,
+                               jnp.asarray(step, jnp.int32), key)
+    ok = hparams.in_range()  # a traced knob out of range: NaN (see Hparams)
+    return jnp.where(ok, tokens, jnp.nan), jnp.where(ok, velocity, jnp.nan)
 
 
 def _check_hard_labels(x, tokens, mask):
     return _check_points(x, tokens, mask)
 
 
-def _labels_t(x_t, tokens, mask):
-    labels = jnp.argmax(_scores_t(x_t, tokens), axis=0).astype(jnp.int32)  # (N,)
+def _labels_t(x_t, tokens, mask, precision=None):
+    """(N,) int32 nearest token (first on ties); -1 on padded points and on points with a distance
+    that is not finite (a NaN or infinite token, or point: no nearest token to report)."""
+    s = _scores_t(x_t, tokens, precision=precision)  # (T, N)
+    finite = jnp.all(jnp.isfinite(s), axis=0)  # (N,); one reduction per run, after the loop
+    labels = jnp.where(finite, jnp.argmax(s, axis=0).astype(jnp.int32), -1)
     return labels if mask is None else jnp.where(mask, labels, -1)
 
 
 @_checks.checked_jit(_check_hard_labels)
 def hard_labels(x, tokens, mask=None):
-    """(N,) int32 index of the nearest token (first on ties); -1 on padded points."""
+    """(N,) int32 index of the nearest token (first on ties); -1 on padded points, and -1 on points
+    whose squared distances are not finite (a NaN or infinite token, e.g. the final tokens of a run
+    that blew up, or a traced NaN point): ``argmax`` over NaN would report token 0."""
     x = _float(x)
     return _labels_t(x.T, tokens.astype(x.dtype), mask)
 
@@ -813,6 +921,9 @@ def hard_labels(x, tokens, mask=None):
 
 
 def _builtin_init(points, tokens, hparams):
+    # a traced knob out of range (host values are refused before tracing) starts the run at NaN
+    # tokens: one scalar test per run, and every output of the run (tokens, labels -1) says so
+    tokens = jnp.where(hparams.in_range(), tokens, jnp.nan)
     return Motion(tokens=tokens, velocity=jnp.zeros_like(tokens))  # at rest
 
 
@@ -1116,7 +1227,7 @@ def trajectory(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_st
 
 
 def _check_groups(tokens, merge_tol):
-    _checks.finite_array("tokens", tokens)
+    _real_array("tokens", tokens)
     if np.ndim(tokens) < 2:
         raise ValueError(f"tokens must have shape (..., T, D), got {np.shape(tokens)}")
     _checks.real("merge_tol", merge_tol, low=0.0, low_open=True)
@@ -1182,10 +1293,13 @@ def _check_init(key, n_tokens, dim, method, x, mask, scale):
     if method != "normal":
         if x is None:
             raise ValueError(f"init method {method!r} needs the data: pass x=(N, D) points")
-        _checks.finite_array("x", x, ndim=2)
+        _real_array("x", x, ndim=2)
         if np.shape(x)[-1] != dim:
             raise ValueError(f"x must have dimension dim={dim}, got shape {np.shape(x)}")
         _checks.mask_for("mask", mask, np.shape(x)[0])
+        if mask is not None and _checks.on_host(mask) and not np.any(mask):
+            raise ValueError(f"mask must select at least one point for init method {method!r} (which draws tokens "
+                             f"from the valid points), got an all-False mask of {np.shape(mask)[0]} entries")
         if method == "data" and n_tokens > np.shape(x)[0]:
             raise ValueError(f"n_tokens={n_tokens} exceeds the number of points N={np.shape(x)[0]} for method 'data'")
         if method == "kmeans++":
@@ -1215,6 +1329,10 @@ def init_tokens(key, n_tokens: int, dim: int, *, method: str = "data", x=None, m
         traced ``mask``; host data raises), the rest are padded rows, as for ``"data"``.
 
     ``scale`` is used by ``"normal"`` and ``"data_mean"`` only. ``x``: (N, dim); ``mask``: (N,) bool.
+
+    A mask with no valid point leaves the data methods nothing to draw from: an all-False host
+    ``mask`` is a ``ValueError`` naming ``mask``; a traced one (not inspected) gives NaN tokens,
+    which a run carries to NaN tokens, labels -1 and NaN metrics.
     """
     if method == "normal":
         return scale * jax.random.normal(key, (n_tokens, dim))
@@ -1222,10 +1340,14 @@ def init_tokens(key, n_tokens: int, dim: int, *, method: str = "data", x=None, m
     w = _weights(x, mask)
     if method == "data_mean":
         mean = (w @ x) / jnp.maximum(w.sum(), 1.0)
-        return mean + scale * jax.random.normal(key, (n_tokens, dim), x.dtype)
-    if method == "kmeans++":
-        return _kmeans_plus_plus(key, x, w > 0, n_tokens)
-    return forgy(x, jax.random.uniform(key, w.shape), mask, n_tokens)
+        tokens = mean + scale * jax.random.normal(key, (n_tokens, dim), x.dtype)
+    elif method == "kmeans++":
+        tokens = _kmeans_plus_plus(key, x, w > 0, n_tokens)
+    else:
+        tokens = forgy(x, jax.random.uniform(key, w.shape), mask, n_tokens)
+    if method == "data":
+        return tokens  # forgy: NaN already without a valid point
+    return tokens if mask is None else jnp.where(jnp.any(mask), tokens, jnp.nan)  # no valid point: NaN
 
 
 def _kmeans_plus_plus(key, x, valid, n_tokens: int):
@@ -1251,10 +1373,12 @@ def _kmeans_plus_plus(key, x, valid, n_tokens: int):
 def forgy(x, noise, mask, n_tokens: int):
     """Forgy init from given noise: the ``n_tokens`` valid rows of ``x`` with the largest
     ``noise`` (N,) values. With i.i.d. uniform noise this is a uniform sample without replacement.
-    (A plain traceable function: ``n_tokens`` must be a Python int.)"""
+    With fewer valid rows than tokens the rest are padded rows; with no valid row at all (an
+    all-False ``mask``) every token is NaN. (A plain traceable function: ``n_tokens`` must be a
+    Python int.)"""
     score = noise if mask is None else jnp.where(mask, noise, -1.0)
     _, idx = jax.lax.top_k(score, n_tokens)
-    return x[idx]
+    return x[idx] if mask is None else jnp.where(jnp.any(mask), x[idx], jnp.nan)
 
 
 # ---------------------------------------------------------------------------------------------- k-means baseline
@@ -1267,8 +1391,10 @@ class KMeans:
 
     Attributes:
       tokens: (K, D) final centres.
-      labels: (N,) int32 index of the nearest final centre (first on ties), -1 on padded points.
-      inertia: the sum over valid points of the squared distance to their centre (x's dtype).
+      labels: (N,) int32 index of the nearest final centre (first on ties), -1 on padded points and
+        on points whose distances are not finite (NaN or infinite centres or points).
+      inertia: the sum over valid points of the squared distance to their centre (x's dtype); NaN
+        when some valid point has label -1.
       steps: int32 number of Lloyd iterations applied (scikit-learn's ``n_iter_``).
       converged: bool, whether the last iteration changed no label or moved the centres by at most
         ``tol`` (False when the run stopped at ``n_steps``).
@@ -1318,7 +1444,9 @@ def kmeans(x, tokens, mask=None, *, n_steps=100, tol=0.0) -> KMeans:
 
     Returns:
       :class:`KMeans`; the inertia in the exact form :math:`\sum_i \|x_i - t_{l_i}\|^2` (as
-      :func:`tokdyn.metrics.sse`). Jitted, vmappable over ``x``, ``tokens`` and ``mask``, callable
+      :func:`tokdyn.metrics.sse`). Initial centres that are not all finite (only possible traced:
+      host values are refused) give NaN centres, labels -1 and a NaN inertia. Jitted, vmappable
+      over ``x``, ``tokens`` and ``mask``, callable
       inside a user's transformations. Products run at the highest precision (no TF32 on GPUs).
     """
     x = _float(x)
@@ -1345,7 +1473,10 @@ def kmeans(x, tokens, mask=None, *, n_steps=100, tol=0.0) -> KMeans:
     start = _varying((tokens, jnp.full(x.shape[:1], -1, jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), bool)),
                      x, valid, tokens)
     t, _, steps, done = jax.lax.while_loop(lambda s: ~s[3] & (s[2] < n_steps), body, start)
-    labels = assign(t)
+    # a non-finite initial centre (traced: not inspected) would lose every point to it and come back
+    # as a finite mean: report NaN centres, labels -1 and a NaN inertia instead
+    t = jnp.where(jnp.all(jnp.isfinite(tokens)), t, jnp.nan)
+    labels = _labels_t(x_t, t, valid, precision=_HIGHEST)  # -1 also where a distance is not finite
     sq = (x - t[jnp.maximum(labels, 0)]) ** 2  # (N, D), exact form
-    inertia = jnp.sum(jnp.where(valid[:, None], sq, 0.0))
+    inertia = jnp.where(jnp.any(valid & (labels < 0)), jnp.nan, jnp.sum(jnp.where(valid[:, None], sq, 0.0)))
     return KMeans(tokens=t, labels=labels, inertia=inertia, steps=steps, converged=done)

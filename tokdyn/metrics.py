@@ -69,6 +69,26 @@ The detection costs no extra pass over the labels: on the contingency-table path
 counted in one extra segment of its ``segment_sum`` (and of :func:`cluster_sizes`'), and in
 :func:`sse` the gather of their centre returns NaN (``mode="fill"``).
 Without ``n_true``/``n_pred`` every integer label is allowed, so nothing is out of range.
+
+Label ``-1``
+------------
+
+``-1`` means "no label" wherever the package produces it: a padded point, and, from
+:func:`tokdyn.dynamics.hard_labels` and the runs, a valid point whose distances are not finite
+(the tokens blew up or a traced knob was out of range). Per function:
+
+* :func:`ari`, :func:`nmi`, :func:`contingency`, :func:`fg_ari` and :func:`matched_iou` with
+  bounds (``n_true``/``n_pred``), :func:`sse`, :func:`cluster_sizes`, :func:`n_used`: a masked-in
+  ``-1`` is a label out of range, so the result is the sentinel above (NaN for the float metrics,
+  ``-1`` for the counts); masked-out entries may hold ``-1`` (padding) and are ignored.
+* :func:`collapsed` is a bool and has no room for NaN: a masked-in ``-1`` makes it True (as
+  :func:`n_used` gives ``-1``); :class:`tokdyn.engine.runs.ClusterRun` reports collapse as a float
+  and NaN for a run whose tokens are not finite.
+* :func:`ari` and :func:`nmi` *without* bounds (the sort path) take every integer as a label,
+  ``-1`` included (scikit-learn's semantics for arbitrary labels): pass ``n_true``/``n_pred`` for the
+  NaN rule.
+* :func:`fg_ari`: a negative id in ``masks_true`` is background (left out); a masked-in
+  (foreground) ``labels_pred`` of ``-1`` gives NaN with bounds, and is a label without them.
 """
 
 from __future__ import annotations
@@ -449,12 +469,20 @@ def _check_contingency(labels_true, labels_pred, mask, n_true, n_pred):
     return _check_pair(labels_true, labels_pred, mask, n_true, n_pred, bounds_required=True)
 
 
+def _is_bfloat16(value) -> bool:
+    return _checks.dtype_of(value) == jnp.dtype(jnp.bfloat16)  # NumPy's dtype kind for it is 'V'
+
+
 def _check_sse(x, labels, centers, mask):
     for name, value in (("x", x), ("centers", centers)):
         if np.ndim(value) != 2:
             raise ValueError(f"{name} must be a 2-D array, got shape {np.shape(value)}")
-        if _checks.dtype_of(value).kind not in "biuf":
+        if _checks.dtype_of(value).kind not in "biuf" and not _is_bfloat16(value):
             raise TypeError(f"{name} must be a real-valued array, got dtype {_checks.dtype_of(value)}")
+    if _is_bfloat16(x) and _checks.on_host(x):
+        x = np.asarray(x, np.float32)  # host bfloat16: checked (and summed) in float32
+    if _is_bfloat16(centers) and _checks.on_host(centers):
+        centers = np.asarray(centers, np.float32)
     n, d = np.shape(x)
     k, d_c = np.shape(centers)
     if d_c != d:
@@ -469,6 +497,8 @@ def _check_sse(x, labels, centers, mask):
         if not np.all(np.isfinite(rows)):
             n_bad = int(np.sum(~np.isfinite(rows)))
             raise ValueError(f"x must be finite on valid rows: it holds {n_bad} NaN or infinite value(s)")
+    if _is_bfloat16(centers):  # traced bfloat16: nothing to look at but the rank, checked above
+        return _checks.host_arrays(x=x, labels=labels, centers=centers, mask=mask)
     _checks.finite_array("centers", centers)
     return _checks.host_arrays(x=x, labels=labels, centers=centers, mask=mask)
 
@@ -517,8 +547,10 @@ def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
       singletons on both sides, a single cluster on both sides.
 
     Edge cases: with ``n_true``/``n_pred``, a valid label outside ``[0, n_true)`` / ``[0, n_pred)``
-    is a ``ValueError`` when the labels (and mask) are host data, and makes the result **NaN** when
-    they are JAX arrays (not inspected on the host); invalid (masked) entries are never looked at.
+    (``-1``, "no label", included) is a ``ValueError`` when the labels (and mask) are host data, and
+    makes the result **NaN** when they are JAX arrays (not inspected on the host); invalid (masked)
+    entries are never looked at. Without bounds ``-1`` is an ordinary label (see "Label -1" in the
+    module docstring).
     Precision: results use JAX's default float (float32, or float64 under
     ``jax.enable_x64(True)``). In float32 they agree with sklearn to ~1e-6 on typical inputs;
     near-degenerate NMI (both labelings almost a single cluster) can lose float32 accuracy. Under
@@ -579,11 +611,13 @@ def sse(x, labels, centers, mask=None):
       mask: optional ``(N,)`` bool selecting the valid points.
 
     Returns:
-      Scalar in the promoted float dtype of ``x`` and ``centers`` (at least JAX's default float).
+      Scalar in the promoted float dtype of ``x`` and ``centers`` (at least JAX's default float;
+      float16 and bfloat16 inputs alike are summed in it).
       Computed as ``sum ||x_n - c_{l_n}||^2`` with a gather, which avoids the cancellation of the
       expanded form ``||x||^2 - 2 x.c + ||c||^2`` when points sit close to their centres.
-      A valid label outside ``[0, K)`` is a ``ValueError`` for host data; held in a JAX array it
-      makes the result **NaN** (a gather would clamp it to a neighbouring centre).
+      A valid label outside ``[0, K)`` (``-1``, "no label", included) is a ``ValueError`` for host
+      data; held in a JAX array it makes the result **NaN** (a gather would clamp it to a
+      neighbouring centre). Non-finite centres make it NaN too (their squared distances are).
     """
     dtype = jnp.result_type(x, centers, _float_dtype())
     x = jnp.asarray(x).astype(dtype)

@@ -30,7 +30,8 @@ class Clusters:
     """A labelled point cloud.
 
     Attributes:
-      x: (N, D) points. Padded rows (``mask == False``) are zeros.
+      x: (N, D) points. Padded rows (``mask == False``) are zeros; every row is NaN when a traced
+        cluster count was out of range (:func:`clusters_from_draw`).
       labels: (N,) int32 true cluster of each point, ``-1`` on padded rows.
       mask: (N,) bool, True on valid points.
       init_noise: (N,) uniform [0, 1) noise per point, drawn from the same random bits as the
@@ -139,8 +140,12 @@ def _from_draw(draw, n_clusters, noise, center_box):
     noise, center_box = jnp.asarray(noise, jnp.float32), jnp.asarray(center_box, jnp.float32)
     x = (center_box * draw.centers[:, None, :] + noise * draw.z).reshape(M * P, D)  # (M*P, D)
     cluster = jnp.repeat(jnp.arange(M, dtype=jnp.int32), P)  # (M*P,)
-    mask = cluster < jnp.asarray(n_clusters, jnp.int32)
-    x = jnp.where(mask[:, None], x, 0.0)
+    k = jnp.asarray(n_clusters)
+    mask = cluster < k.astype(jnp.int32)
+    # a traced count outside [1, M] (host values are refused) gives NaN points, padding included,
+    # rather than M clusters (or none) that look like a result; fused into the select below
+    in_range = (k >= 1) & (k <= M) & (k == jnp.floor(k) if jnp.issubdtype(k.dtype, jnp.floating) else True)
+    x = jnp.where(mask[:, None] & in_range, x, jnp.where(in_range, 0.0, jnp.nan))
     labels = jnp.where(mask, cluster, -1)
     return Clusters(x=x, labels=labels, mask=mask, init_noise=draw.init_noise)
 
@@ -163,7 +168,12 @@ def _check_from_draw(draw, n_clusters, noise, center_box):
 def clusters_from_draw(draw: ClusterDraw, n_clusters, *, noise=0.3, center_box=10.0) -> Clusters:
     """The clusters of a :class:`ClusterDraw` at a cluster count, noise and centre scale (all may be
     traced): ``max_clusters * P`` rows, clusters ``k >= n_clusters`` masked out. Costs one
-    multiply-add per coordinate: no random bits."""
+    multiply-add per coordinate: no random bits.
+
+    ``n_clusters`` must be a whole number in ``[1, M]`` (M: the draw's clusters). A host value
+    outside is a ``ValueError`` naming ``n_clusters``; a traced one cannot be refused and gives
+    **NaN in every row of x** (padded rows included; labels and mask as computed from the count),
+    so a run on it reports NaN, never a result for a different cluster count."""
     return _from_draw(draw, n_clusters, noise, center_box)
 
 
@@ -194,7 +204,9 @@ def gaussian_clusters(
     Args:
       key: PRNG key.
       n_clusters: number of clusters K. A static int, or, when ``max_clusters`` is given, an int
-        that may be traced (1 <= K <= max_clusters).
+        that may be traced (1 <= K <= max_clusters). A host value out of that range is a
+        ``ValueError`` naming ``n_clusters``; a traced one gives NaN in every row of ``x`` (see
+        :func:`clusters_from_draw`).
       points_per_cluster: points per cluster P (static).
       dim: dimension D (static).
       noise: standard deviation of every cluster (may be traced).

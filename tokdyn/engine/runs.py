@@ -54,8 +54,10 @@ class RunStructure:
     n_steps: int = 30
     tol: float = 1e-3
 
-    def validate_structure(self, min_clusters: int) -> None:
-        """Check the structure fields; ``min_clusters``: the smallest cluster count it will see."""
+    def validate_structure(self, min_clusters: int, max_clusters: int | None = None) -> None:
+        """Check the structure fields; ``min_clusters``: the smallest cluster count it will see,
+        ``max_clusters``: the largest (the padded size of the data; default ``min_clusters``).
+        Sizes that no run could hold (:meth:`check_size`) are refused here, before any compile."""
         _checks.positive_int("n_tokens", self.n_tokens)
         _checks.positive_int("dim", self.dim)
         _checks.positive_int("points_per_cluster", self.points_per_cluster)
@@ -68,11 +70,62 @@ class RunStructure:
         if self.init == "data" and self.n_tokens > min_clusters * self.points_per_cluster:
             raise ValueError(f"n_tokens={self.n_tokens} exceeds the smallest dataset "
                              f"({min_clusters} x {self.points_per_cluster} points) for init 'data'")
+        self.check_size(max(min_clusters, max_clusters or min_clusters))
+
+    def check_size(self, max_clusters: int) -> None:
+        """Refuse sizes that one run cannot hold, with a ``ValueError`` naming the option to reduce
+        (``points_per_cluster``, ``dim`` or ``n_tokens``: the one furthest above its default), its
+        value and the largest value that fits with the others as given. With ``N = max_clusters *
+        points_per_cluster`` points, ``D = dim``, ``T = n_tokens``:
+
+        * every per-run array must fit XLA's 32-bit element indexing: ``N (D + 1)`` (the points
+          with their column of ones, and the random bits they come from), ``T N`` (distances and
+          assignments), ``T^2 D`` (the pairwise token differences of the repulsion) at most
+          ``2**31 - 1`` elements (:data:`MAX_ELEMENTS`);
+        * the working set of one run, estimated as ``4 bytes x (6 N (D + 1) + 6 T N + 2 T^2 (D + 1))``,
+          at most :data:`MAX_RUN_BYTES` (1 GiB): a sweep holds many runs at once.
+
+        Pure arithmetic on the structure fields: nothing is traced or compiled."""
+        sizes = dict(n_tokens=self.n_tokens, dim=self.dim, points_per_cluster=self.points_per_cluster)
+        problem = _size_problem(max_clusters, **sizes)
+        if problem is None:
+            return
+        defaults = {f.name: f.default for f in dataclasses.fields(RunStructure) if f.name in sizes}
+        name = max(sizes, key=lambda k: sizes[k] / defaults[k])  # the option furthest above its default
+        lo, hi = 0, sizes[name]  # the largest value of that option that fits: lo (0 if none does)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if _size_problem(max_clusters, **{**sizes, name: mid}) is None:
+                lo = mid
+            else:
+                hi = mid - 1
+        fit = (f"with the other sizes as given, {name} <= {lo} fits" if lo >= 1
+               else f"no value of {name} fits with the other sizes as given; reduce them too")
+        raise ValueError(f"{name}={sizes[name]} is too large: one run of {max_clusters} x {self.points_per_cluster} "
+                         f"points in dim={self.dim} with n_tokens={self.n_tokens} {problem}; {fit}")
 
     def structure(self) -> dict:
         """The structure fields, floats as Python floats (a stable repr: the compilation key)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(RunStructure)}
         return {k: float(v) if k in ("center_box", "init_scale", "tol") else v for k, v in out.items()}
+
+
+MAX_ELEMENTS = 2**31 - 1  # XLA's 32-bit element indexing: the most elements of one array
+MAX_RUN_BYTES = 2**30  # the most working memory of one run (RunStructure.check_size)
+
+
+def _size_problem(max_clusters: int, *, n_tokens: int, dim: int, points_per_cluster: int) -> str | None:
+    """What is wrong with one run of these sizes (a phrase for a message), or None when it fits."""
+    n, d, t = max_clusters * points_per_cluster, dim, n_tokens
+    for what, elements in (("points x (dim + 1)", n * (d + 1)), ("n_tokens x points", t * n),
+                           ("n_tokens^2 x dim (repulsion)", t * t * d)):
+        if elements > MAX_ELEMENTS:
+            return (f"needs an array of {what} = {elements:,} elements, above XLA's 32-bit indexing limit "
+                    f"of 2**31 - 1 = {MAX_ELEMENTS:,}")
+    nbytes = 4 * (6 * n * (d + 1) + 6 * t * n + 2 * t * t * (d + 1))
+    if nbytes > MAX_RUN_BYTES:
+        return f"needs about {nbytes / 2**30:.3g} GiB of working memory, above the limit of 1 GiB per run"
+    return None
 
 
 _OWN_CONDITIONS = ("noise", "n_clusters", "method", "draw", "key")
@@ -98,8 +151,15 @@ class ClusterRun(RunStructure):
     Calling it, ``run(key, temperature=..., momentum=..., ..., noise=..., n_clusters=...,
     method=...)``, draws the data from ``key`` (cluster k depends only on (key, k), see
     :func:`tokdyn.data.gaussian_clusters`), starts the tokens by ``init`` (Forgy reuses the data's
-    random bits), runs the dynamics and returns a dict of scalars: ari, nmi, sse, steps, converged,
-    collapsed.
+    random bits), runs the dynamics and returns a dict of scalars: ari, nmi, sse (float32), steps
+    (int32), converged (bool), collapsed (float32: 1.0 or 0.0).
+
+    A run whose final tokens are not all finite reports NaN for ari, nmi, sse and collapsed (its
+    steps and converged are kept: such a run never converges). That happens when a condition
+    arrives traced out of its range (a knob, see :class:`tokdyn.dynamics.Hparams`; a cluster
+    count outside ``[1, max_clusters]``, see :func:`tokdyn.data.clusters_from_draw`), which a host
+    value never does (refused before tracing), or when the dynamics overflow. Summaries must treat
+    NaN as "no result" (the sweep engine counts them, :meth:`~tokdyn.engine.sweep.SweepResult.nan_counts`).
 
     ``rule``: the update rule (a :class:`tokdyn.dynamics.Rule`; default the built-in
     :data:`tokdyn.dynamics.BUILTIN`). Its conditions are the rule's knobs (:attr:`knobs`, each a
@@ -141,6 +201,9 @@ class ClusterRun(RunStructure):
             hint = " (wrap your functions as tokdyn.dynamics.Rule(init=..., step=...))" if callable(self.rule) else ""
             raise TypeError(f"rule must be a tokdyn.dynamics.Rule, got {self.rule!r} of type "
                             f"{type(self.rule).__name__}{hint}")
+        if all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+               for v in (self.max_clusters, self.n_tokens, self.dim, self.points_per_cluster)):
+            self.check_size(self.max_clusters)  # before any compile (other fields: validate_structure)
         names = self.knobs  # TypeError if the rule's hparams do not name its knobs
         clash = [n for n in names if n in _OWN_CONDITIONS]
         if clash:
@@ -217,15 +280,20 @@ class ClusterRun(RunStructure):
         r = dynamics.run(c.x, t0, hparams, rule=self.rule, mask=c.mask, n_steps=jnp.int32(self.n_steps),
                          tol=f32(self.tol), key=jax.random.fold_in(key, self.LANGEVIN_STREAM))
         labels_true = jnp.where(c.mask, c.labels, 0)
-        labels_pred = jnp.where(c.mask, r.labels, 0)
+        labels_pred = jnp.where(c.mask, r.labels, 0)  # -1 stays on valid points without a finite distance
         kw = dict(n_true=self.max_clusters, n_pred=self.n_tokens)
+        # a run whose tokens are not finite (a traced knob or cluster count out of range, a blow-up)
+        # has no score: NaN for every metric, never 0.0 or a 'collapsed' verdict (one (T, D) test per run)
+        finite = jnp.all(jnp.isfinite(r.tokens))
+        nan = jnp.float32(jnp.nan)
+        collapsed = metrics.collapsed(labels_pred, self.n_tokens, n_clusters, c.mask)
         return dict(
-            ari=metrics.ari(labels_true, labels_pred, c.mask, **kw),
-            nmi=metrics.nmi(labels_true, labels_pred, c.mask, **kw),
-            sse=metrics.sse(c.x, labels_pred, r.tokens, c.mask),
+            ari=jnp.where(finite, metrics.ari(labels_true, labels_pred, c.mask, **kw), nan),
+            nmi=jnp.where(finite, metrics.nmi(labels_true, labels_pred, c.mask, **kw), nan),
+            sse=jnp.where(finite, metrics.sse(c.x, labels_pred, r.tokens, c.mask), nan),
             steps=r.steps,
             converged=r.converged,
-            collapsed=metrics.collapsed(labels_pred, self.n_tokens, n_clusters, c.mask),
+            collapsed=jnp.where(finite, collapsed.astype(jnp.float32), nan),
         )
 
 

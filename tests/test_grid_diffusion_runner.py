@@ -192,7 +192,7 @@ QUICK = ["--quick", "--models", "token_ar", "--single-models", "", "--quiet", "-
     (["--n-resamples", str(10 ** 9)], "n_resamples"),
     (["--steps", str(10 ** 10)], "steps must be at most"),
     (["--root-seed", str(10 ** 20)], "root_seed"),
-    (["--models", "token_ar,token_ar"], "models must name each model once"),
+    (["--models", "token_ar,token_ar"], "models lists 'token_ar' more than once"),
     (["--models", "", "--single-models", ""], "models and single_models must not both be empty"),
     (["--learning-rate", "nan"], "learning_rate"),
     (["--lam", "inf"], "lam"),

@@ -231,11 +231,22 @@ def test_optimisation_finding(dmlr, spread, expect):
 # ---------------------------------------------------------------------------------------------- the report
 
 
+def _fake_study(out: str, name: str, tables: dict) -> None:
+    """A study directory ``out/name`` holding ``tables`` (file -> columns), recorded as its study does."""
+    from tokdyn.experiment import study as S
+
+    study = S.Study.open(os.path.join(out, name), name, {"fake": True}, quiet=True)
+    for file, columns in tables.items():
+        io.write_csv(os.path.join(out, name, file), columns)
+    study.finish()
+
+
 def test_report_on_a_fake_directory(tmp_path):
     out = str(tmp_path)
-    io.write_csv(os.path.join(out, "token-dynamics", "runs.csv"),
-                 runs_table(30, {m: token_dynamics.PUBLISHED_OVERALL[m]["ari"] for m in PUBLISHED}))
-    io.write_csv(os.path.join(out, "grid-diffusion", "results.csv"), gd_table([0.64, 0.65, 0.66], [0.96, 0.97, 0.98]))
+    _fake_study(out, "token-dynamics", {"runs.csv": runs_table(
+        30, {m: token_dynamics.PUBLISHED_OVERALL[m]["ari"] for m in PUBLISHED})})
+    _fake_study(out, "grid-diffusion", {"results.csv": gd_table([0.64, 0.65, 0.66], [0.96, 0.97, 0.98])})
+    io.write_csv(os.path.join(out, "visual-tokens", "results.csv"), vt_table(16, 5, False))  # no record: not judged
     os.makedirs(os.path.join(out, "token-dynamics", "plots"))
     os.makedirs(os.path.join(out, "token-dynamics", "parts"))
     for name in ("plots/ari_mean.png", "parts/not_a_figure.png"):
@@ -250,7 +261,8 @@ def test_report_on_a_fake_directory(tmp_path):
     assert verdicts["1a"] == "reproduced" and verdicts["2b"] == "refuted" and verdicts["5"] == "open"
     text = open(os.path.join(out, "report.md")).read()
     assert "![ari_mean.png](token-dynamics/plots/ari_mean.png)" in text and "not_a_figure" not in text
-    assert "visual-tokens/results.csv is missing" in text and "RuntimeError: x|y" in text
+    assert verdicts["2a"] == "open" and "visual-tokens/results.csv cannot be verified" in text  # not "refuted"
+    assert "latent-optimisation/optimiser.csv is missing" in text and "RuntimeError: x|y" in text
     assert "failed (an earlier run)" in text
     page = open(os.path.join(out, "report.html")).read()
     assert '<img src="token-dynamics/plots/ari_mean.png"' in page and "<table>" in page

@@ -70,7 +70,7 @@ QUICK = ["--quick", "--quiet", "--no-plots", "--no-cache"]
     (["--size", str(10 ** 5)], "size"),
     (["--train-steps", str(10 ** 12), "--eval-every", "10"], "train_steps must be at most"),
     (["--root-seed", str(10 ** 20)], "root_seed"),
-    (["--methods", "baseline,baseline"], "methods must name each"),
+    (["--methods", "baseline,baseline"], "methods lists 'baseline' more than once"),
     (["--methods", "", "--learned", "", "--no-kmeans"], "nothing to run"),
     (["--temperatures", ""], "temperatures"),
     (["--position-scales", ""], "position_scales"),

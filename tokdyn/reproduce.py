@@ -4,7 +4,10 @@
 :func:`main` runs the studies of ``cfg.studies`` one after the other, each into ``OUT/<study>``
 on its default configuration (``cfg.quick``: its ``Config.quick()`` preset, where it has one),
 reusing what an earlier run finished there (every study resumes), timing each, and recording a
-study that fails (its error) while the others still run. ``latent-diagnostics`` and
+study that fails (its error) while the others still run. A study whose tables fail their
+verification (:func:`verify_study`: changed since the study recorded their SHA-256 in its
+``config.json``) is not reused: those tables are set aside to ``corrupt/`` and the study's run
+recomputes them from its kept (and verified) parts. ``latent-diagnostics`` and
 ``latent-optimisation`` read the reasoners that ``latent-reasoning`` trains into
 ``OUT/latent-reasoning`` (their ``source``, with the matching ``preset``). ``OUT`` itself is
 stamped with ``quick`` (:mod:`tokdyn.experiment.study`): a directory made with the other preset
@@ -17,6 +20,10 @@ it, the numbers and intervals it rests on, and a verdict -- ``reproduced``, ``re
 threshold, a study that did not run) -- and the time each study took. Nothing in the report is
 typed in by hand: every number is computed from ``OUT/<study>/*.csv`` by the verdict functions
 below, which are public so that they can be checked on synthetic tables (``tests/test_reproduce.py``).
+Every table is read verified against its study's record
+(:func:`tokdyn.experiment.study.read_table`): a table that is missing, or fails its verification
+(a study not run this time whose table was changed since), leaves its findings ``open``, naming
+the file -- never ``reproduced`` or ``refuted`` from data the study did not write.
 
 The rules (the constants below; the report states each with its numbers):
 
@@ -45,7 +52,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from tokdyn import io
+from tokdyn import _checks, io
 
 STUDIES = ("token-dynamics", "token-dynamics-sweep", "collapse", "scenes", "visual-tokens", "grid-diffusion",
            "latent-reasoning", "latent-diagnostics", "latent-optimisation")
@@ -58,6 +65,7 @@ MODULES = {"token-dynamics": "tokdyn.studies.token_dynamics",
            "latent-optimisation": "tokdyn.studies.latent_optimisation"}
 SOURCE = "latent-reasoning"  # the study whose directory the two analyses read
 ANALYSES = ("latent-diagnostics", "latent-optimisation")
+RECORD_NAME = "config.json"  # a study's record (tokdyn.experiment.study.RECORD): its tables' SHA-256
 SUMMARIES = {"token-dynamics": "overall.csv", "token-dynamics-sweep": "report.md", "collapse": "summary.json"}
 STUDY = "reproduce"
 REPORT = "report.md"
@@ -103,8 +111,7 @@ class Config:
         for name in self.studies:
             if name not in MODULES:
                 raise ValueError(f"studies: unknown study {name!r}; choose from {', '.join(STUDIES)}")
-        if len(set(self.studies)) != len(self.studies):
-            raise ValueError(f"studies must not repeat a name, got {self.studies!r}")
+        _checks.distinct("studies", self.studies)  # each study runs once
         return self
 
 
@@ -583,23 +590,41 @@ def optimisation_finding(table: Mapping, tests: Optional[Mapping] = None) -> Fin
 # ---------------------------------------------------------------------------------------------- reading a directory
 
 
-def _read(out: str, study: str, name: str) -> Optional[dict]:
-    path = os.path.join(out, study, name)
-    return io.read_csv(path) if os.path.exists(path) else None
+def _read(out: str, study: str, name: str) -> tuple[Optional[dict], str]:
+    """``(columns, "")`` of the table ``name`` of the study directory ``out/study``, verified against
+    the study's record (:func:`tokdyn.experiment.study.read_table`); ``(None, why)`` when it is
+    missing or fails its verification (changed after the study wrote it, not listed in the study's
+    record, or a record that is missing or fails its own checksum): such a table is never judged."""
+    from tokdyn.experiment import study as S
+
+    directory, rel = os.path.join(out, study), f"{study}/{name}"
+    if not os.path.exists(os.path.join(directory, name)):
+        return None, f"{rel} is missing"
+    try:
+        return S.read_table(directory, name), ""
+    except FileNotFoundError:
+        return None, (f"{rel} cannot be verified: {study}/{RECORD_NAME} (the study's record of its outputs) is "
+                      "missing; not judged")
+    except (io.CorruptFile, ValueError, OSError) as e:
+        return None, f"{rel} fails its verification ({e}); not judged"
 
 
 def _source_seeds(out: str, study: str) -> int:
-    """Seeds of the latent-reasoning models an analysis read (its ``config.json``); 0 if unknown."""
+    """Seeds of the latent-reasoning models an analysis read (its ``config.json``, verified); 0 if
+    unknown (then the findings that need them stay open)."""
+    from tokdyn.experiment import study as S
+
     try:
-        return int(io.read_json(os.path.join(out, study, "config.json"))["reasoning"]["training"]["seeds"])
+        return int(S.read_record(os.path.join(out, study))["reasoning"]["training"]["seeds"])
     except (OSError, KeyError, TypeError, ValueError):
         return 0
 
 
 def findings(out: str) -> list[Finding]:
-    """Every seed finding with its verdict, from the study directories under ``out`` (a finding
-    whose file is missing is ``open``, saying so)."""
-    tests = _read(out, "latent-optimisation", "optimiser_tests.csv")
+    """Every seed finding with its verdict, from the study directories under ``out``, every table
+    verified against its study's record first: a finding whose table is missing or fails its
+    verification is ``open``, naming the file (never judged from it)."""
+    tests, tests_why = _read(out, "latent-optimisation", "optimiser_tests.csv")
     seeds = _source_seeds(out, "latent-diagnostics")
     judges = [("token-dynamics", "runs.csv", token_dynamics_findings),
               ("visual-tokens", "results.csv", lambda t: [visual_tokens_finding(t)]),
@@ -609,10 +634,65 @@ def findings(out: str) -> list[Finding]:
               ("latent-optimisation", "optimiser.csv", lambda t: [optimisation_finding(t, tests)])]
     result = []
     for study, name, judge in judges:
-        table = _read(out, study, name)
+        table, why = _read(out, study, name)
+        if (table is not None and study == "latent-optimisation" and tests is None
+                and os.path.exists(os.path.join(out, study, "optimiser_tests.csv"))):
+            table, why = None, tests_why  # the p-values beside the verdict would come from an unverified table
         found = judge(table if table is not None else {})
-        result += found if table is not None else [missing(f, f"{study}/{name} is missing") for f in found]
+        result += found if table is not None else [missing(f, why) for f in found]
     return result
+
+
+def verify_study(directory: str) -> Optional[str]:
+    """What is wrong with the tables of the study directory ``directory``, as one line naming the
+    first file that fails (None when its record verifies and every table it lists matches its
+    SHA-256; also None when the study has no record yet: nothing finished to verify)."""
+    from tokdyn.experiment import study as S
+
+    if not os.path.exists(os.path.join(directory, RECORD_NAME)):
+        return None
+    try:
+        record = S.read_record(directory)
+    except (io.CorruptFile, ValueError, OSError) as e:
+        return str(e)
+    outputs = record.get("outputs")
+    if not isinstance(outputs, dict):
+        return f"{os.path.join(directory, RECORD_NAME)} lists no outputs: its tables cannot be verified"
+    for rel in sorted(outputs):
+        try:
+            S.verify_output(directory, rel)
+        except FileNotFoundError:
+            return f"{os.path.join(directory, rel)} is missing, though the study's record lists it"
+        except (io.CorruptFile, ValueError, OSError) as e:
+            return str(e)
+    return None
+
+
+def _set_aside_unverified(directory: str) -> list[str]:
+    """Set aside (:func:`tokdyn.io.set_aside`, to ``corrupt/`` beside each) the tables of the study
+    directory ``directory`` that fail their verification, so that its rerun recomputes them from its
+    kept parts instead of recording them as its own; returns their paths. A record that fails its
+    own checksum is set aside too (its list of tables cannot be trusted)."""
+    from tokdyn.experiment import study as S
+
+    moved = []
+    path = os.path.join(directory, RECORD_NAME)
+    if not os.path.exists(path):
+        return moved
+    try:
+        outputs = S.read_record(directory).get("outputs")
+    except (io.CorruptFile, ValueError, OSError):
+        io.set_aside(path, "it fails its checksum", warn=False)
+        return [path]
+    for rel in sorted(outputs) if isinstance(outputs, dict) else ():
+        try:
+            S.verify_output(directory, rel)
+        except FileNotFoundError:
+            continue
+        except (io.CorruptFile, ValueError, OSError) as e:
+            io.set_aside(os.path.join(directory, rel), getattr(e, "reason", str(e)), warn=False)
+            moved.append(os.path.join(directory, rel))
+    return moved
 
 
 def figures_of(out: str, study: str, limit: int = 12) -> list[str]:
@@ -815,8 +895,8 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
     top = S.Study.open(out, STUDY, cfg, fresh=fresh, selection=("studies",), quiet=quiet)
     old = {}
     try:
-        old = io.read_json(os.path.join(out, S.RECORD)).get("studies", {})
-    except (OSError, ValueError, AttributeError):
+        old = S.read_record(out).get("studies", {})
+    except (OSError, ValueError, AttributeError):  # none yet, or one that fails its checksum: nothing reused
         pass
     record = {"quick": cfg.quick, "tokdyn": S.version(), "machine": _machine(), "studies": dict(old),
               "load_start": _load()}
@@ -825,6 +905,11 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
         say(f"\n=== reproduce: {name} ({i + 1}/{len(plan)}) -> {os.path.join(out, name)}")
         t0 = time.perf_counter()
         status, error = "done", None
+        problem = verify_study(os.path.join(out, name))  # a study is reused only when its tables verify
+        if problem is not None:
+            moved = _set_aside_unverified(os.path.join(out, name))
+            print(f"tokdyn reproduce: {name}: {problem}; its tables are recomputed from its kept parts"
+                  + (f" (set aside: {', '.join(moved)})" if moved else ""), file=sys.stderr)
         try:
             result = importlib.import_module(MODULES[name]).main(c, os.path.join(out, name), quiet=quiet, plots=plots)
             if result is False:
@@ -837,7 +922,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
         prev, config = old.get(name, {}), S.config_dict(c)
         computed = None
         if status == "done":  # the time of the run that computed it: an earlier one's, if it finished it
-            same = prev.get("status") == "done" and prev.get("config") == config
+            same = prev.get("status") == "done" and prev.get("config") == config and problem is None
             computed = prev.get("computed_seconds") if same and prev.get("computed_seconds") else seconds
         record["studies"][name] = {"status": status, "seconds": seconds, "error": error, "computed_seconds": computed,
                                    "config": config}

@@ -31,7 +31,10 @@ variants there and :func:`record` writes its ``config.json``; :func:`open_source
 :func:`ensure_trained` check a directory that an analysis reads against the configuration it
 expects (another configuration is refused naming the fields that differ; :func:`check_apart` keeps
 the analysis's own directory out of it) and train what it lacks; :func:`load_variant` and
-:func:`load_midway` read a trained variant back. The tables and figures of the study are in :mod:`tokdyn.studies.latent_reasoning`.
+:func:`load_midway` read a trained variant back. A directory an analysis reads is its *source*,
+read strictly (:func:`verify_source`, :func:`load_variant`): a file of it that fails its
+verification is refused naming it (:class:`tokdyn.io.OutputConflict`, exit 2), never set aside and
+retrained as the study's own run does with its own files. The tables and figures of the study are in :mod:`tokdyn.studies.latent_reasoning`.
 """
 
 from __future__ import annotations
@@ -118,8 +121,7 @@ class Config:
             raise ValueError(f"variants must name at least one of {sorted(VARIANTS)}, got {self.variants!r}")
         for name in self.variants:
             variant(name)
-        if len(set(self.variants)) != len(self.variants):
-            raise ValueError(f"variants must not repeat a name, got {self.variants!r}")
+        _checks.distinct("variants", self.variants)  # each variant once: a repeat would train it twice
         if not isinstance(self.train, bool):
             raise TypeError(f"train must be a bool, got {self.train!r}")
         if self.max_minutes is not None:
@@ -128,6 +130,12 @@ class Config:
         _checks.real("loss_delta", self.loss_delta, low=0.0)
         self.stop_rule()  # checks patience, min_fraction and min_delta
         self.training.validate()
+        calls = self.training.steps // self.training.steps_per_call
+        if any(variant(n).curriculum for n in self.variants) and self.training.curriculum_stages >= calls:
+            raise ValueError(f"curriculum_stages must be less than the {calls} calls of steps_per_call="
+                             f"{self.training.steps_per_call} steps in the budget of steps={self.training.steps} (each "
+                             f"of its stages, and the first, trains for one call at least), got "
+                             f"{self.training.curriculum_stages}")
         if self.training.root_seed > MAX_ROOT_SEED:
             raise ValueError(f"root_seed must be at most {MAX_ROOT_SEED} (a PRNG key keeps 32 bits of it: a larger "
                              f"seed would repeat a smaller one's draws), got {self.training.root_seed}")
@@ -173,22 +181,25 @@ class Config:
         budget = max(tc.steps, self.reference_steps)
         S.elements_fit("width", 4 * d, d)  # one model's largest leaf, then every seed's
         S.elements_fit("depth", tc.depth, 4 * d, d)
+        S.elements_fit("n_latents", length, d)  # the sequence (its length grows with n_latents) and its attention
+        S.elements_fit("n_latents", tc.heads, length, length)
         S.elements_fit("seeds", tc.seeds, max(vocab, length, 4 * d) * d)
         S.elements_fit("seeds", tc.seeds, tc.depth, 4 * d, d)
-        S.elements_fit("n_latents", tc.heads, length, length)
         S.elements_fit("n_train", tc.n_train, per_instance)
         S.elements_fit("n_test", tc.n_test, per_instance)
         S.elements_fit("n_val", tc.n_val, per_instance)
         S.elements_fit("batch_size", tc.seeds, tc.batch_size, tc.heads, length, length)
         S.elements_fit("batch_size", tc.seeds, tc.batch_size, length, 4 * d)
-        S.elements_fit("steps", tc.seeds, budget // tc.steps_per_call)
+        S.elements_fit("reference_steps" if self.reference_steps > tc.steps else "steps", tc.seeds,
+                       budget // tc.steps_per_call)
         params = tc.depth * 12 * d * d + (vocab + length + g2) * d + d * vocab  # blocks, embeddings, head
         sizes = {
             "n_train": tc.n_train * (per_instance * 4 + 120),  # the pool and its fingerprints on the host
             "n_test": (tc.n_test + tc.n_val) * (per_instance * 4 + 120) * 2,
             "seeds, width or depth": tc.seeds * params * 4 * 8,  # params, Adam's moments, gradients, host copies
             "batch_size": tc.seeds * tc.batch_size * tc.depth * 4 * (length * d * 14 + 2 * tc.heads * length ** 2),
-            "steps": tc.seeds * (budget // tc.steps_per_call) * 4 * 32,  # the curves, ~32 columns
+            "reference_steps" if self.reference_steps > tc.steps else "steps":
+                tc.seeds * (budget // tc.steps_per_call) * 4 * 32,  # the curves, ~32 columns
         }
         option = max(sizes, key=sizes.get)
         steps = sum(training(self, n).steps for n in self.variants)
@@ -544,6 +555,72 @@ def check_apart(out: str, source: str) -> None:
                         "the source holds the trained reasoners the study reads")
 
 
+def _source_error(source: str, problem, option: str = "source") -> io.OutputConflict:
+    """The refusal of a source whose file fails its verification (``problem``: a
+    :class:`tokdyn.io.CorruptFile` naming it): a usage error, the command exits 2."""
+    return io.OutputConflict(f"{option}={source!r}: {problem}. An analysis reads its source as it is: it never sets "
+                             f"aside, retrains or reads past a damaged source file. Run `tokdyn study latent-reasoning "
+                             f"--out {source}` with the source's settings (it sets the file aside and recomputes it), "
+                             f"or choose another {option}")
+
+
+def _verified_npz(path: str) -> dict:
+    """The arrays of the ``.npz`` at ``path``, which must carry tokdyn's verification header and
+    match it (:class:`tokdyn.io.CorruptFile` naming it otherwise: a file rewritten by plain
+    ``np.savez`` has no header)."""
+    if not io.is_verified(path):
+        raise io.CorruptFile(path, "no verification header: not a file tokdyn wrote, or rewritten since")
+    return io.load_npz(path)
+
+
+def verify_source(cfg: Config, source: str, names: Sequence[str], *, option: str = "source") -> None:
+    """Check, strictly and without changing anything, the files of the variants ``names`` in the
+    latent-reasoning directory ``source`` that an analysis reads: each variant's result (its own
+    SHA-256), answers and checkpoint (verification header and checksum) where present, their
+    agreement (the answers the result records, the final checkpoint, the curve the answers keep),
+    and, where the source's record (``config.json``) lists a result or curve, its SHA-256 there.
+    A variant with no file at all is not checked (it is still to be trained). Raises
+    :class:`tokdyn.io.OutputConflict` naming the first file that fails (the command exits 2): unlike
+    the source's own study (:func:`finished`), an analysis never sets a damaged file aside to
+    retrain it, nor reads past it."""
+    try:
+        listed = S.read_record(source).get("outputs") if os.path.exists(os.path.join(source, S.RECORD)) else None
+    except io.CorruptFile as e:
+        raise _source_error(source, e, option) from None
+    for name in dict.fromkeys(names):
+        p = paths(source, name)
+        try:
+            for key in ("result", "curve"):
+                rel = os.path.relpath(p[key], source).replace(os.sep, "/")
+                if isinstance(listed, dict) and rel in listed and os.path.exists(p[key]):
+                    S.verify_output(source, rel)
+            res = read_result(p["result"]) if os.path.exists(p["result"]) else None
+            kept = _verified_npz(p["answers"]) if os.path.exists(p["answers"]) else None
+            ck = _verified_npz(p["checkpoint"]) if os.path.exists(p["checkpoint"]) else None
+            if kept is not None:
+                lacking = [k for k in ("answers", "curve_csv", "steps") if k not in kept]
+                if lacking:
+                    raise io.CorruptFile(p["answers"], f"it lacks {lacking}")
+            if res is None:
+                continue  # not finished: its checkpoint (verified above) is resumed
+            if kept is None:
+                raise io.CorruptFile(p["answers"], f"missing, though {p['result']} records the finished variant")
+            if answers_digest(kept["answers"]) != res.get("answers_sha256") or int(res["steps"]) != int(kept["steps"]):
+                raise io.CorruptFile(p["answers"], f"its answers are not those {p['result']} records")
+            if ck is None:
+                raise io.CorruptFile(p["checkpoint"], f"missing, though {p['result']} records the finished variant")
+            if int(ck.get("meta_step", -1)) != int(kept["steps"]):
+                raise io.CorruptFile(p["checkpoint"], f"it holds step {int(ck.get('meta_step', -1))}, not the "
+                                                      f"{int(kept['steps'])} steps {p['result']} records")
+            if os.path.exists(p["curve"]):
+                with open(p["curve"], "rb") as f:
+                    if f.read() != kept["curve_csv"].tobytes():
+                        raise io.CorruptFile(p["curve"], f"not the curve the finished variant recorded in "
+                                                         f"{p['answers']}")
+        except io.CorruptFile as e:
+            raise _source_error(source, e, option) from None
+
+
 def open_source(cfg: Config, source: str, need: Sequence[str] = (), *, train: bool = True, quiet: bool = False,
                 option: str = "source") -> tuple[Config, dict]:
     """``(cfg, stamp)`` of the latent-reasoning directory ``source`` that an analysis reads,
@@ -552,7 +629,8 @@ def open_source(cfg: Config, source: str, need: Sequence[str] = (), *, train: bo
     how the source split its seeds, is taken from the source); a directory that holds no such
     study is stamped for ``cfg`` when ``train`` (its variants are trained by
     :func:`ensure_trained`), refused otherwise, as is a source lacking a variant of ``need``
-    when not ``train``."""
+    when not ``train``, and one whose files of the variants ``need`` fail their verification
+    (:func:`verify_source`: ``OutputConflict`` naming the file)."""
     old = S.read_stamp(source) if os.path.isdir(source) else None
     if old is None:
         if not train:
@@ -564,6 +642,7 @@ def open_source(cfg: Config, source: str, need: Sequence[str] = (), *, train: bo
         if isinstance(devices, int) and not isinstance(devices, bool) and devices >= 0:
             cfg = dataclasses.replace(cfg, devices=devices)
     stamp = S.source_stamp(source, STUDY, expected=cfg, selection=SELECTION, option=option)
+    verify_source(cfg, source, need, option=option)  # before anything reads, sets aside or trains there
     if not train:
         missing = [v for v in dict.fromkeys(need) if not finished(cfg, source, v)]
         if missing:
@@ -594,18 +673,20 @@ def ensure_trained(cfg: Config, source: str, need: Sequence[str], *, train: bool
 def load_variant(cfg: Config, source: str, name: str):
     """(model, params stacked over seeds, training config) of the trained variant ``name`` in the
     study directory ``source``: the state that answered its test (:attr:`Config.tested`, by
-    default each seed's best held-out accuracy); a damaged checkpoint is set aside (a warning naming it) and
-    :class:`tokdyn.io.CorruptFile` raised: the next run trains it again."""
+    default each seed's best held-out accuracy). A checkpoint without its verification header, or
+    that fails it, is refused (:class:`tokdyn.io.OutputConflict` naming it; left where it is: an
+    analysis never retrains its source's variants from a damaged file)."""
     tc = training(cfg, name)
     path = paths(source, name)["checkpoint"]
     try:
+        if not io.is_verified(path):
+            raise io.CorruptFile(path, "no verification header: not a file tokdyn wrote, or rewritten since")
         if cfg.tested == "best":
             state = T.load_best(path, tc, name, cfg.hparams).state
         else:
             state = T.load(path, tc, name, cfg.hparams)
     except io.CorruptFile as e:
-        io.set_aside(path, e.reason)
-        raise
+        raise _source_error(source, e) from None
     return M.Model(V.model_config(tc, name)), state.params, tc
 
 

@@ -116,6 +116,7 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, tuple) or not value:
                 raise ValueError(f"{name} must list at least one value (a comma list), got {value!r}")
+            _checks.distinct(name, value)  # each value is one condition: a repeat would count its runs twice
         for s in self.shapes:
             _checks.choice("shapes", s, data.SHAPES)
         for name in ("n_tokens", "phase_tokens"):

@@ -133,8 +133,7 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, (tuple, list)):
                 raise TypeError(f"{name} must be a tuple of model names, got {value!r}")
-            if len(set(value)) != len(value):
-                raise ValueError(f"{name} must name each model once, got {list(value)}")
+            _checks.distinct(name, value)  # each model is one condition: a repeat would count its seeds twice
         if not self.models and not self.single_models:
             raise ValueError("models and single_models must not both be empty: nothing to train (e.g. --models "
                              f"{','.join(G.MODELS)})")
@@ -144,7 +143,8 @@ class Config:
             _checks.choice("single_models", m, [x for x in G.MODELS if x.startswith("grid_")])
         _checks.choice("elements", self.elements, G.ELEMENTS)
         vocab = len(corpus.grammar_vocab()[0])
-        if self.colours ** (self.grid * self.grid) < vocab:
+        cells = self.grid * self.grid  # a huge grid gives enough grids: no huge power computed (2 ** 64 > vocab)
+        if cells < 64 and self.colours ** cells < vocab:
             raise ValueError(f"grid={self.grid} and colours={self.colours} give {self.colours ** (self.grid ** 2)} "
                              f"grids, fewer than the {vocab} tokens of the grammar: every token needs its own grid")
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
@@ -165,10 +165,10 @@ class Config:
         heads = 4 if W % 4 == 0 else 1
         per_sequence = E * W * (8 * D + 4) + heads * E * E * D * 2 + L * P * max(C, 29) * 4  # floats held per sequence
         groups = {  # (options that scale it, elements of its largest array, bytes)
-            "training": (("seeds", "batch_size", "length", "grid", "width", "colours"),
+            "training": (("seeds", "batch_size", "length", "grid", "width", "depth", "colours"),
                          self.seeds * self.batch_size * max(heads * E * E, E * W, L * P * C),
                          4 * self.seeds * self.batch_size * per_sequence),
-            "sampling": (("n_samples", "length", "grid", "width", "colours"),
+            "sampling": (("n_samples", "length", "grid", "width", "depth", "colours"),
                          self.n_samples * max(heads * E * E, E * W, L * P * C), 4 * self.n_samples * per_sequence),
             "corpus": (("sentences", "length", "grid"), self.sentences * L * P,
                        4 * self.sentences * (L * P + 2 * L + 32)),

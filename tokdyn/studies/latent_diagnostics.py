@@ -42,8 +42,12 @@ timings).
 **The source.** Its own stamp is checked before any work against the latent-reasoning
 configuration of ``--preset`` (``devices``, how it split its seeds, is taken from it): a source
 trained with other settings (``--steps``, ``--learning-rate``, ...) is refused naming the fields
-that differ, and so is one lacking a variant under ``--no-train``. The source's stamp enters this
-study's, so results are never reused across sources of other configurations.
+that differ, and so is one lacking a variant under ``--no-train``. The source's files are read
+strictly (:func:`tokdyn.experiment.reasoners.verify_source`): a result, answers file, curve or
+checkpoint that fails its verification (a checkpoint without its header, rewritten by plain
+``np.savez``, included) is refused before any work, naming it (exit 2); it is never set aside and
+retrained, nor read past. The source's stamp enters this study's, so results are never reused
+across sources of other configurations.
 
 **Resuming and --fresh.** ``DIR`` is stamped with this configuration before any work (but the
 fields that only choose what runs: ``source``, ``train``, ``variants``, ``reference``,
@@ -92,6 +96,9 @@ def facts(batch, cfg: tasks.Config) -> dict:
     image, helper = np.asarray(batch.image), np.asarray(batch.helper)
     return {"answer": np.asarray(batch.answer), "top_row_count": (image[:, 0] > 0).sum(-1),
             "centre_colour": image[:, g, g], "helper_centre": helper[:, g, g]}
+
+
+MAX_PROBE_STEPS = 2 ** 31 - 1  # the probes' scan counts its steps in 32 bits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,8 +163,7 @@ class Config:
             value = getattr(self, field)
             if isinstance(value, (str, float, int)):
                 raise TypeError(f"{field} must be a tuple, got {value!r}")
-            if len(set(value)) != len(value):
-                raise ValueError(f"{field} must not repeat an entry, got {value!r}")
+            _checks.distinct(field, value)  # each entry is one condition: a repeat would count it twice
         if self.reference:
             variants.variant(self.reference)
         for field, allowed in (("perturbations", perturb.PERTURBATIONS), ("interventions", D.INTERVENTIONS),
@@ -180,6 +186,10 @@ class Config:
         if self.attention_top_k > self.reasoning().training.task.n_patches:
             raise ValueError(f"attention_top_k must be at most the {self.reasoning().training.task.n_patches} image "
                              f"patches, got {self.attention_top_k}")
+        _checks.positive_int("probe_steps", self.probe_steps)  # named as this study's option (the probe says steps)
+        if self.probe_steps > MAX_PROBE_STEPS:
+            raise ValueError(f"probe_steps must be at most {MAX_PROBE_STEPS:,} (the probes' steps are a 32-bit loop "
+                             f"counter), got {self.probe_steps:,}")
         self.probe_config()
         self.probe_hparams()
         _checks.positive_int("n_resamples", self.n_resamples)

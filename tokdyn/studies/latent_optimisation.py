@@ -28,8 +28,12 @@ stamp) and ``config.json`` (the stamp, the source's configuration, this run's se
 **The source.** Its own stamp is checked before any work against the latent-reasoning
 configuration of ``--preset`` (``devices``, how it split its seeds, is taken from it): a source
 trained with other settings (``--steps``, ``--learning-rate``, ...) is refused naming the fields
-that differ, and so is one lacking a variant under ``--no-train``. The source's stamp enters this
-study's, so results are never reused across sources of other configurations.
+that differ, and so is one lacking a variant under ``--no-train``. The source's files are read
+strictly (:func:`tokdyn.experiment.reasoners.verify_source`): a result, answers file, curve or
+checkpoint that fails its verification (a checkpoint without its header, rewritten by plain
+``np.savez``, included) is refused before any work, naming it (exit 2); it is never set aside and
+retrained, nor read past. The source's stamp enters this study's, so results are never reused
+across sources of other configurations.
 
 **Resuming and --fresh.** ``DIR`` is stamped with this configuration before any work (but the
 fields that only choose what runs: ``source``, ``train``, ``variants``, ``methods``,
@@ -144,8 +148,7 @@ class Config:
             value = getattr(self, field)
             if isinstance(value, (str, float, int)):
                 raise TypeError(f"{field} must be a tuple, got {value!r}")
-            if len(set(value)) != len(value):
-                raise ValueError(f"{field} must not repeat an entry, got {value!r}")
+            _checks.distinct(field, value)  # each entry is one condition: a repeat would count it twice
         for field, allowed in (("methods", METHODS), ("perturbations", perturb.PERTURBATIONS)):
             value = getattr(self, field)
             if not value:

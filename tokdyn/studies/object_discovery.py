@@ -176,8 +176,12 @@ class Config:
                 raise TypeError(f"{name} must be a tuple of names, got {value!r}")
             for m in value:
                 _checks.choice(name, m, allowed)
-            if len(set(value)) != len(value):
-                raise ValueError(f"{name} must name each method once, got {list(value)}")
+            _checks.distinct(name, value)  # each method is one condition: a repeat would count its seeds twice
+        for name in ("shapes", "temperatures", "position_scales"):  # sets of conditions, each value once
+            value = getattr(self, name)
+            if not isinstance(value, (tuple, list)):
+                raise TypeError(f"{name} must be a tuple (a comma list), got {value!r}")
+            _checks.distinct(name, value)
         if not isinstance(self.kmeans, bool):
             raise TypeError(f"kmeans must be a bool, got {self.kmeans!r}")
         if not self.methods and not self.learned and not self.kmeans:
@@ -199,6 +203,7 @@ class Config:
         if self.n_examples > self.n_test:
             raise ValueError(f"n_examples must be at most n_test={self.n_test} (examples are test scenes), got "
                              f"{self.n_examples}")
+        runner.elements_fit("size", self.size, self.size, 3)  # one image, before the generator is traced with it
         # the scene generator's own checks (they run before tracing), without generating anything
         jax.eval_shape(functools.partial(scenes.sprite_scenes, jax.random.key(0), 1, **self.generate_args()))
         for m in self.learned or LEARNED[:1]:  # the model's fields are checked even when no model is learned
@@ -225,7 +230,8 @@ class Config:
             "train split": (("n_train", "size"), self.n_train * N * 3, 4 * self.n_train * N * 5),
             "fixed methods": (("n_test", "n_val", "size", "max_objects", "fourier_bands"),
                               n_fixed * N * max(F, K), 4 * n_fixed * N * (F + 8 * K)),
-            "learned": (("batch_size", "size", "max_objects", "decoder_hidden", "slot_size", "encoder_channels"),
+            "learned": (("batch_size", "size", "max_objects", "decoder_hidden", "slot_size", "encoder_channels",
+                         "iterations"),
                         self.batch_size * N * hidden, 4 * self.batch_size * N * hidden * (8 + 2 * self.iterations)),
             "segmentation": (("size", "max_objects", "decoder_hidden"), min(256, n_fixed) * N * hidden,
                              4 * min(256, n_fixed) * N * hidden * 4),

@@ -102,6 +102,7 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, tuple) or not value:
                 raise ValueError(f"{name} must list at least one value (a comma list), got {value!r}")
+            _checks.distinct(name, value)  # each value is one condition: a repeat would count its models twice
         for v in self.vocab_sizes:
             _checks.positive_int("vocab_sizes", v, minimum=2)
         for g in self.grids:

@@ -197,7 +197,8 @@ def test_a_directory_of_an_earlier_version_is_not_mixed_with_new_results(tmp_pat
 def test_fresh_removes_the_old_results_sweeps_and_figures(runs, tmp_path):
     d = tmp_path / "D"
     shutil.copytree(runs["A"], d)
-    (d / "sweeps" / "old-sweep").mkdir()
+    (d / "sweeps" / "old-sweep" / "chunks").mkdir(parents=True)  # a sweep of another configuration
+    io.save_npz(d / "sweeps" / "old-sweep" / "chunks" / "000000000000-000000000004.npz", ari=np.zeros(4))
     code, _, err = killing.run_cli([*SMALL, "--convergence-runs", "3", "--out", d, "--no-plots", "--quiet",
                                     "--fresh"], runs["cache"])
     assert code == 0, err[-3000:]

@@ -526,9 +526,18 @@ class Study:
                 same = False
         owned = owned_outputs(self.out)
         for name in (() if same else tuple(outputs)) + (tuple(figures) if not same or not keep_figures else ()):
-            path = os.path.join(self.out, name)
-            if _is_file(path) and (relative(name) in owned or relative(name) == RECORD or _drawn_by_tokdyn(path)):
-                os.remove(path)
+            self.remove_output(name, owned=owned)
+
+    def remove_output(self, name: str, *, owned: Optional[set] = None) -> bool:
+        """Remove the file ``name`` (relative to the study directory) of an earlier run if tokdyn
+        wrote it (listed by the record or the stamp, the record itself, or a figure tokdyn drew);
+        a symbolic link or anything else is left as it is. Returns whether it was removed."""
+        path = os.path.join(self.out, name)
+        owned = owned_outputs(self.out) if owned is None else owned
+        if _is_file(path) and (relative(name) in owned or relative(name) == RECORD or _drawn_by_tokdyn(path)):
+            os.remove(path)
+            return True
+        return False
 
     def finish(self, **record) -> str:
         """Write ``config.json``: the stamp (study, configuration, version, sources), the

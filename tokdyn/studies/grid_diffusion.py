@@ -686,9 +686,8 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
         drawn = {os.path.abspath(p) for p in (plot_kernels(study.out, cfg), plot_denoising(
             study.out, cfg, results, codes), plot_curves(study.out, cfg, results)) if p}
         for name in FIGURES:  # e.g. denoising.png of an earlier run with grid models, none now
-            path = study.path(name)
-            if os.path.abspath(path) not in drawn and os.path.exists(path):
-                os.remove(path)
+            if os.path.abspath(study.path(name)) not in drawn:
+                study.remove_output(name)
     text = summary(cfg, table, ae_acc, reference)
     with io.atomic_write(study.path("summary.md")) as f:
         f.write(text + "\n")

@@ -624,8 +624,8 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
         plot_examples(study.path("examples.png"), cfg, test, labels)
         if curves:
             plot_curves(study.path("learning_curve.png"), curves)
-        elif os.path.exists(study.path("learning_curve.png")):  # an earlier run's, with learned models
-            os.remove(study.path("learning_curve.png"))
+        else:  # an earlier run's, with learned models
+            study.remove_output("learning_curve.png")
     text = summary(cfg, rows, seconds, curves)
     with io.atomic_write(study.path("summary.md")) as f:
         f.write(text + "\n")

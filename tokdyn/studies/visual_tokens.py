@@ -594,7 +594,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
     if "main" not in cfg.parts:  # heatmaps of the main part from an earlier selection: not of these results
         for f in os.listdir(out):
             if f.startswith("heatmap_") and f.endswith(".png"):
-                os.remove(os.path.join(out, f))
+                study.remove_output(f)
     if plots:
         t0 = time.perf_counter()
         heatmaps(out, table, cfg)

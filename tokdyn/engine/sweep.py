@@ -7,13 +7,15 @@ devices), writes each finished chunk to disk next to a manifest, resumes after a
 interruption, and returns columnar results (:class:`SweepResult`); :func:`load` and
 :func:`iter_chunks` read a finished sweep back. Summaries live in :mod:`tokdyn.stats.summary`.
 
-Files of a sweep directory: ``manifest.json`` (the arguments, plain JSON with a ``checksum`` of
-its own fields) and ``chunks/START-STOP.npz`` (each written atomically with a SHA-256
-(:func:`tokdyn.io.save_npz`) and stamped with the digest of the manifest's arguments). Nothing damaged
-is ever read as a result: a chunk that is truncated, altered or of another sweep is named in a
-warning, set aside to ``chunks/corrupt/`` and recomputed; a damaged manifest (fully determined by
-the arguments) is set aside and rewritten, and the chunks' stamps keep the chunks of any other
-sweep out.
+Files of a sweep directory: ``manifest.json`` (the arguments, the :func:`code_digest` of the run
+function and its output fields, plain JSON with a ``checksum`` of its own fields) and
+``chunks/START-STOP.npz`` (each written atomically with a SHA-256 (:func:`tokdyn.io.save_npz`) and
+stamped with the digest of the manifest's arguments). Nothing damaged is ever read as a result: a
+chunk that is truncated, altered, unverified or unstamped, of another sweep, or not a plain file
+(a directory, a symbolic link) is named in a warning, set aside to ``chunks/corrupt/`` and
+recomputed; a damaged manifest (one without its checksum included; it is fully determined by the
+arguments) is set aside and rewritten, and the chunks' stamps keep the chunks of any other sweep
+out. A sweep resumed with other code (another function body, other output fields) is refused.
 
 Run indices and seeds travel as ``uint32`` on the device (``fold_in`` takes 32 bits): a grid holds
 at most :data:`MAX_RUNS` runs.
@@ -22,13 +24,16 @@ at most :data:`MAX_RUNS` runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
 import math
 import os
 import re
+import stat
 import time
+import types
 import warnings
 from typing import Callable
 
@@ -36,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import io
+from tokdyn import _checks, io
 from tokdyn.engine import execute
 
 
@@ -47,7 +52,9 @@ from tokdyn.engine import execute
 def parse_axis(name: str, text: str) -> np.ndarray:
     """Axis values from their text form: ``"0.3,0.6,0.9"`` (a comma list), ``"linspace:a:b:n"``
     (n evenly spaced values from a to b) or ``"logspace:a:b:n"`` (n values from a to b, evenly
-    spaced in log, so a and b must be > 0). ``name`` is used in error messages only."""
+    spaced in log, so a and b must be > 0). ``name`` is used in error messages only. An axis is a
+    set of conditions: a value given twice (``"0.3,0.3"``, ``"linspace:1:1:3"``) is refused
+    (``ValueError`` naming ``name`` and the value), since its runs would count as extra seeds."""
     text = text.strip()
     if text.startswith(("linspace:", "logspace:")):
         kind, *parts = text.split(":")
@@ -61,11 +68,15 @@ def parse_axis(name: str, text: str) -> np.ndarray:
             raise ValueError(f"axis {name!r}: {kind} needs n >= 1 values, got n={n} in {text!r}")
         if not (math.isfinite(a) and math.isfinite(b)):
             raise ValueError(f"axis {name!r}: {kind} endpoints must be finite, got {text!r}")
-        if kind == "linspace":
-            return np.linspace(a, b, n)
-        if a <= 0 or b <= 0:
+        if kind == "logspace" and (a <= 0 or b <= 0):
             raise ValueError(f"axis {name!r}: logspace endpoints must be > 0, got {text!r}")
-        return np.geomspace(a, b, n)
+        values = np.linspace(a, b, n) if kind == "linspace" else np.geomspace(a, b, n)
+        try:
+            _checks.distinct(name, values)
+        except ValueError as e:
+            raise ValueError(f"axis {name!r}: {text!r} gives one value several times ({e}); give endpoints that "
+                             "differ, or n=1") from None
+        return values
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -73,7 +84,22 @@ def parse_axis(name: str, text: str) -> np.ndarray:
             f"axis {name!r}: expected a comma list, linspace:a:b:n or logspace:a:b:n, got {text!r}") from None
     if not values:
         raise ValueError(f"axis {name!r} has no values: got {text!r}")
+    _checks.distinct(name, values)  # a repeated value would count its runs twice
     return np.asarray(values)
+
+
+def _distinct_on_device(name: str, arr: np.ndarray) -> None:
+    """``ValueError`` naming the axis when two of its values become one in the dtype the runs
+    compute in (:func:`device_columns`: float32 or int32 with x64 off)."""
+    # the dtypes of device_columns, without initialising a backend (a Grid may be built before
+    # jax.distributed.initialize)
+    dev = arr.astype(jax.dtypes.canonicalize_dtype(np.float64 if arr.dtype.kind == "f" else np.int64))
+    if np.unique(dev).size < arr.size:
+        _, first, counts = np.unique(dev, return_index=True, return_counts=True)
+        i = first[np.argmax(counts > 1)]
+        same = arr[dev == dev[i]].tolist()
+        raise ValueError(f"axis {name!r} lists {same}, which are one value ({dev[i].item()!r}) in {dev.dtype}, the "
+                         "dtype the runs compute in: list every condition once")
 
 
 class Grid:
@@ -88,7 +114,9 @@ class Grid:
     builds the columns of any index range on demand, so a 10^8-run grid costs only its axis values.
 
     ``shape`` is ``(*axis sizes, seeds)`` in either order; ``strides`` holds the step of each of
-    those in the run index.
+    those in the run index. Each axis is a set of conditions: a value given twice (or two values
+    that are one in the dtype the runs compute in, float32 or int32) is refused with a
+    ``ValueError`` naming the axis and the value (its runs would count as extra seeds).
 
     >>> g = Grid(temperature=[0.5, 1.0], momentum=[0.0, 0.5], seeds=3)
     >>> len(g), g.shape
@@ -121,6 +149,8 @@ class Grid:
                 raise ValueError(f"axis {name!r} has no values")
             if arr.dtype.kind not in "biuf":
                 raise TypeError(f"axis {name!r} must hold numbers, got dtype {arr.dtype}")
+            _checks.distinct(f"axis {name!r}", arr)  # a repeated value would count its runs as extra seeds
+            _distinct_on_device(name, arr)
             self.axes[name] = arr
         self.shape = tuple(a.size for a in self.axes.values()) + (self.seeds,)
         self.n_conditions = int(np.prod(self.shape[:-1], dtype=np.int64))
@@ -364,6 +394,159 @@ def _fn_id(fn) -> str:
     return text
 
 
+_ADDRESS = re.compile(r"\s+at\s+0x[0-9a-fA-F]+|0x[0-9a-fA-F]{6,}")  # memory addresses in a repr
+
+
+def code_digest(obj) -> str:
+    """A SHA-256 (hex) of the code ``obj`` runs, so that results can be keyed by the code that made
+    them (:func:`run` records it in a sweep's manifest and refuses to resume with other code).
+
+    A function is hashed by its source text when :func:`inspect.getsource` finds it (stable across
+    Python versions; a lambda also by its constants and names, since its source line may hold
+    several), else by its bytecode (``co_code``, ``co_consts`` with nested code objects, and
+    ``co_names``); then its defaults, keyword defaults and closure cells, and the globals its code
+    names (functions of its own module by their code, other modules' by their name, data by value).
+    Values are hashed recursively: functions by their code digest; NumPy and JAX arrays by dtype,
+    shape and bytes; dataclasses and NamedTuples by their fields; ``functools.partial`` by its
+    function and arguments; a bound method by its function and instance; a callable instance by its
+    class's code (its source, or ``__call__``) and its fields; anything else by its ``repr``
+    without memory addresses. Cycles are cut (a value met again inside itself is hashed by its
+    type). Not for use inside ``jit``."""
+    return hashlib.sha256(_Digester().token(obj).encode()).hexdigest()
+
+
+class _Digester:
+    """The text :func:`code_digest` hashes, built recursively with a guard against cycles."""
+
+    MAX_DEPTH = 200
+
+    def __init__(self):
+        self.active: set = set()
+        self.depth = 0
+
+    def token(self, obj) -> str:
+        if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
+            return f"{type(obj).__name__}:{obj!r}"
+        key = id(obj)
+        if key in self.active or self.depth > self.MAX_DEPTH:
+            return f"<cycle {type(obj).__module__}.{type(obj).__qualname__}>"
+        self.active.add(key)
+        self.depth += 1
+        try:
+            return self._token(obj)
+        finally:
+            self.depth -= 1
+            self.active.discard(key)
+
+    def _many(self, items) -> str:
+        return "[" + ",".join(self.token(v) for v in items) + "]"
+
+    def _token(self, obj) -> str:
+        t = type(obj)
+        name = f"{t.__module__}.{t.__qualname__}"
+        if isinstance(obj, np.generic):
+            return f"np:{obj.dtype.str}:{obj!r}"
+        if isinstance(obj, np.ndarray):
+            if obj.dtype.kind == "O":
+                return f"ndarray:O:{obj.shape}:" + self._many(obj.ravel().tolist())
+            data = np.ascontiguousarray(obj)
+            return f"ndarray:{data.dtype.str}:{data.shape}:{hashlib.sha256(data.tobytes()).hexdigest()}"
+        if isinstance(obj, jax.Array) and not isinstance(obj, jax.core.Tracer):
+            if jax.dtypes.issubdtype(obj.dtype, jax.dtypes.prng_key):
+                return f"key:{jax.random.key_impl(obj)}:" + self.token(np.asarray(jax.random.key_data(obj)))
+            return "jax." + self.token(np.asarray(obj))
+        if isinstance(obj, types.FunctionType):
+            return self._function(obj)
+        if isinstance(obj, types.MethodType):
+            return f"method:{self.token(obj.__func__)}:{self.token(obj.__self__)}"
+        if isinstance(obj, functools.partial):
+            return f"partial:{self.token(obj.func)}:{self._many(obj.args)}:{self.token(dict(obj.keywords))}"
+        if isinstance(obj, types.CodeType):
+            return self._code(obj)
+        if isinstance(obj, types.ModuleType):
+            return f"module:{obj.__name__}"
+        if isinstance(obj, type):
+            return f"class:{obj.__module__}.{obj.__qualname__}"
+        if isinstance(obj, (types.BuiltinFunctionType, types.BuiltinMethodType)):
+            return f"builtin:{getattr(obj, '__module__', None)}.{getattr(obj, '__qualname__', obj.__name__)}"
+        if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a NamedTuple
+            return f"namedtuple:{name}:" + self._many(f"{f}={self.token(v)}" for f, v in zip(obj._fields, obj))
+        if isinstance(obj, (list, tuple)):
+            return f"{t.__name__}:" + self._many(obj)
+        if isinstance(obj, dict):
+            return f"dict:{name}:[" + ",".join(f"{self.token(k)}={self.token(v)}" for k, v in obj.items()) + "]"
+        if isinstance(obj, (set, frozenset)):
+            return f"{t.__name__}:[" + ",".join(sorted(self.token(v) for v in obj)) + "]"
+        wrapped = getattr(obj, "__wrapped__", None)
+        if wrapped is not None and callable(wrapped) and not isinstance(obj, type):  # jax.jit, functools.wraps
+            return f"wrapped:{name}:{self.token(wrapped)}"
+        fields = self._fields(obj)
+        if callable(obj):  # a callable instance: its class's code and its fields
+            return f"instance:{name}:{self._class_code(t)}:{fields}"
+        if fields is not None:
+            return f"object:{name}:{fields}"
+        return f"repr:{name}:{_ADDRESS.sub('', repr(obj))}"
+
+    def _fields(self, obj) -> str | None:
+        if dataclasses.is_dataclass(obj):
+            return self._many(f"{f.name}={self.token(getattr(obj, f.name, None))}" for f in dataclasses.fields(obj))
+        if type(obj).__repr__ is object.__repr__ and hasattr(obj, "__dict__"):  # its repr says nothing
+            return self._many(f"{k}={self.token(v)}" for k, v in sorted(vars(obj).items()))
+        return None
+
+    def _class_code(self, cls) -> str:
+        try:
+            return "src:" + inspect.getsource(cls)
+        except (OSError, TypeError):
+            call = getattr(cls, "__call__", None)
+            return self.token(call) if isinstance(call, types.FunctionType) else f"class:{cls.__qualname__}"
+
+    def _code(self, code: types.CodeType) -> str:
+        consts = ",".join(self._code(c) if isinstance(c, types.CodeType) else self.token(c) for c in code.co_consts)
+        return f"code:{code.co_name}:{code.co_code.hex()}:[{consts}]:{list(code.co_names)}"
+
+    @staticmethod
+    def _names(code: types.CodeType) -> set:
+        names = set(code.co_names)
+        for c in code.co_consts:
+            if isinstance(c, types.CodeType):
+                names |= _Digester._names(c)
+        return names
+
+    def _function(self, fn: types.FunctionType) -> str:
+        code = fn.__code__
+        try:
+            body = "src:" + inspect.getsource(fn)
+            if code.co_name == "<lambda>":  # its source line may hold several lambdas
+                body += ":" + self._many(c for c in code.co_consts if not isinstance(c, types.CodeType))
+                body += f":{sorted(self._names(code))}"
+        except (OSError, TypeError):
+            body = self._code(code)
+        parts = [f"function:{fn.__module__}.{fn.__qualname__}", body, self.token(fn.__defaults__),
+                 self.token(fn.__kwdefaults__)]
+        cells = []
+        for var, cell in zip(code.co_freevars, fn.__closure__ or ()):
+            try:
+                cells.append(f"{var}={self.token(cell.cell_contents)}")
+            except ValueError:  # an empty cell
+                cells.append(f"{var}=<empty>")
+        parts.append("closure:[" + ",".join(cells) + "]")
+        refs = []
+        for ref in sorted(self._names(code)):
+            if ref not in fn.__globals__:
+                continue
+            v = fn.__globals__[ref]
+            if isinstance(v, types.FunctionType) and v.__module__ != fn.__module__:
+                refs.append(f"{ref}=function:{v.__module__}.{v.__qualname__}")  # another module's: by its name
+            elif isinstance(v, (types.ModuleType, type)) or (callable(v) and not isinstance(v, types.FunctionType)
+                                                             and getattr(v, "__module__", None) != fn.__module__):
+                refs.append(f"{ref}=name:{getattr(v, '__module__', None)}.{getattr(v, '__qualname__', ref)}")
+            else:
+                refs.append(f"{ref}={self.token(v)}")
+        parts.append("globals:[" + ",".join(refs) + "]")
+        return "|".join(parts)
+
+
 def _check_signature(fn, names) -> None:
     """Every grid axis must be an argument of ``fn`` and every required argument an axis."""
     try:
@@ -392,27 +575,39 @@ def _chunk_path(out: str, start: int, stop: int) -> str:
     return os.path.join(out, "chunks", f"{start:012d}-{stop:012d}.npz")
 
 
-def _read_chunk(path: str, start: int, stop: int, fields, expected: str | None = None, *,
-                unstamped: bool = True) -> tuple[dict | None, str | None]:
+def _read_chunk(path: str, start: int, stop: int, fields,
+                expected: str | None = None) -> tuple[dict | None, str | None]:
     """``(outputs, None)`` of a finished chunk; ``(None, None)`` when its file is absent; ``(None,
-    reason)`` when it cannot be used: truncated or altered (its checksum, :func:`tokdyn.io.load_npz`),
-    of other runs or fields, or stamped by a sweep of other arguments than ``expected`` (a
-    :func:`sweep_id`).
-    ``unstamped``: accept a chunk without a stamp (written before chunks were stamped; only while
-    the manifest it was checked against is intact)."""
+    reason)`` when it cannot be used: not a plain file (a directory or a symbolic link, never
+    followed), without the verification header of :func:`tokdyn.io.save_npz` (written by something
+    else), truncated or altered (its checksum, :func:`tokdyn.io.load_npz`), of other runs or fields,
+    without a stamp or stamped by a sweep of other arguments than ``expected`` (a :func:`sweep_id`)."""
     try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None, None
+    if stat.S_ISLNK(mode):
+        return None, "it is a symbolic link, not a chunk file (never followed)"
+    if not stat.S_ISREG(mode):
+        return None, f"it is {'a directory' if stat.S_ISDIR(mode) else 'not a regular file'}, not a chunk file"
+    try:
+        if not io.is_verified(path):
+            return None, "it has no verification header (every chunk is written with one): not a chunk this sweep wrote"
         data = io.load_npz(path)
     except FileNotFoundError:
         return None, None
     except io.CorruptFile as e:
         return None, e.reason
+    except OSError as e:
+        return None, f"it cannot be read: {type(e).__name__}: {e}"
     index = data.pop("index", None)
     stamp = data.pop(CHUNK_STAMP, None)
     if index is None or not np.array_equal(index, np.arange(start, stop)):
         return None, f"it does not hold the runs [{start}, {stop}) its name says"
-    if expected is not None and (str(stamp) != expected if stamp is not None else not unstamped):
-        return None, ("it is stamped by a sweep of other arguments" if stamp is not None else
-                      "it carries no stamp, and the manifest that vouched for it was lost")
+    if stamp is None:
+        return None, "it carries no stamp of the sweep that wrote it"
+    if expected is not None and str(stamp) != expected:
+        return None, "it is stamped by a sweep of other arguments"
     if fields is not None and set(data) != set(fields):
         return None, f"it holds the fields {sorted(data)}, not {sorted(fields)}"
     if any(len(v) != stop - start for v in data.values()):
@@ -436,12 +631,15 @@ def sweep_id(manifest: dict) -> str:
     return _digest({k: v for k, v in manifest.items() if k not in ("tokdyn", "checksum")})
 
 
-def _manifest(fn, grid: Grid, key, chunk_size: int, common_random_numbers: bool) -> dict:
+def _manifest(fn, grid: Grid, key, chunk_size: int, common_random_numbers: bool, code: dict,
+              outputs: dict) -> dict:
     from tokdyn import __version__
 
     m = {
-        "format": 1,
+        "format": 2,
         "fn": _fn_id(fn),
+        "code": dict(code),
+        "outputs": dict(outputs),
         "grid": grid.to_dict(),
         "runs": len(grid),
         "chunk_size": int(chunk_size),
@@ -466,8 +664,7 @@ def _write_manifest(path: str, manifest: dict) -> None:
 
 def _check_resume(out: str, manifest: dict, resume: bool, part: tuple) -> bool:
     """Write the manifest (part 0 owns it) or check the one already there against ``manifest``;
-    returns whether an intact manifest was there already (the chunks it vouched for may then be
-    unstamped ones of an earlier version).
+    returns whether an intact manifest was there already.
 
     Several processes may start the same sweep at once: part 0 writes the manifest when it is
     absent, or sets a damaged one aside (with a warning) and writes it anew from the arguments;
@@ -511,10 +708,30 @@ def _check_resume(out: str, manifest: dict, resume: bool, part: tuple) -> bool:
                                 "directory")
     differ = [k for k in manifest if k not in ("tokdyn", "checksum") and old.get(k) != manifest[k]]
     if differ:
-        raise io.OutputConflict(
-            f"out={out!r} holds a sweep started with different arguments ({', '.join(differ)} differ); "
-            "resume it with the same arguments or choose a new directory")
+        raise io.OutputConflict(_resume_conflict(out, old, manifest, differ))
     return damage is None
+
+
+def _resume_conflict(out: str, old: dict, new: dict, differ: list) -> str:
+    """Why the sweep in ``out`` (manifest ``old``) cannot be resumed by ``new``."""
+    if "code" not in old or "outputs" not in old:
+        return (f"out={out!r} holds a sweep written before sweeps recorded the code that made their results (its "
+                "manifest has no 'code'): they cannot be matched to the code run now; rerun with --fresh (or remove "
+                "the directory), or run into another directory")
+    if set(differ) <= {"code", "outputs", "fn", "format"}:
+        what = []
+        for k in sorted(set(old["code"]) | set(new["code"])):
+            if old["code"].get(k) != new["code"].get(k):
+                what.append("fn code" if k == "fn" else f"{k} code")
+        if "outputs" in differ:
+            what.append(f"output fields ({', '.join(old['outputs']) or 'none'} there, "
+                        f"{', '.join(new['outputs']) or 'none'} now)")
+        if "fn" in differ:
+            what.append(f"fn ({old.get('fn')} there, {new['fn']} now)")
+        return (f"out={out!r}: the rule's code changed since these results ({'; '.join(what)} differ): rerun with "
+                "--fresh (or remove the directory), or into another directory")
+    return (f"out={out!r} holds a sweep started with different arguments ({', '.join(differ)} differ); resume it with "
+            "the same arguments or choose a new directory")
 
 
 def _resumed_chunk_size(out: str) -> int | None:
@@ -534,7 +751,7 @@ def _resumed_chunk_size(out: str) -> int | None:
 def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: str | None = None,
         resume: bool = True, progress: bool = True, common_random_numbers: bool = False,
         batch_size: int | None | str = "auto", devices=None, collect: bool = True,
-        part: tuple[int, int] | None = None) -> SweepResult | None:
+        part: tuple[int, int] | None = None, code: dict | None = None) -> SweepResult | None:
     """Run ``fn(key, **condition)`` for every run of ``grid``; compiled once, chunked, sharded.
 
     Args:
@@ -571,6 +788,18 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
         a part returns the full results once every chunk is on disk, else ``None``. Part 0 writes
         the manifest; the others wait for it and check it. A part sets aside only its own damaged
         chunks (another part's are that part's to redo).
+      code: what else the results depend on besides ``fn`` itself, ``{name: digest}`` (say the
+        SHA-256 of the file ``fn``'s rule was loaded from), recorded in the manifest beside
+        ``fn``'s :func:`code_digest` (``code["fn"]``).
+
+    Results are keyed by the code that made them: the manifest records ``fn``'s
+    :func:`code_digest` (and ``code``) and the output fields with their dtype and shape
+    (traced once with ``jax.eval_shape``: nothing is compiled for it), so resuming into ``out``
+    with a changed function body, another function or other output fields is refused with
+    :class:`tokdyn.io.OutputConflict` naming what changed, as is a sweep written before manifests
+    recorded the code. Every chunk must carry its checksum and stamp: one that does not (written
+    by anything but this function), or that is a directory or a symbolic link, is set aside and
+    recomputed.
 
     Multi-host: start every process with ``jax.distributed.initialize()``, then make the same
     ``run(..., out=SHARED_DIR)`` call in each; ``fold_in`` by global run index keeps the union
@@ -604,11 +833,18 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
     starts = list(range(0, total, step))
     mine = set(starts[part[0]::part[1]])
     done: dict[int, dict] = {}
-    fields = None
-    manifest = _manifest(fn, grid, key, step, common_random_numbers)
+    shared = _grid_shared(grid, key)
+    outputs_spec = output_spec(task, shared)
+    fields = tuple(outputs_spec)
+    digests = {"fn": code_digest(fn)}
+    for name, value in (code or {}).items():
+        if not isinstance(name, str) or not isinstance(value, str) or name == "fn":
+            raise ValueError(f"code must map names (not 'fn') to digests (str), got {name!r}: {value!r}")
+        digests[name] = value
+    manifest = _manifest(fn, grid, key, step, common_random_numbers, digests, outputs_spec)
     sid = sweep_id(manifest)
     if out is not None:
-        intact = _check_resume(out, manifest, resume or part[1] > 1, tuple(part))
+        _check_resume(out, manifest, resume or part[1] > 1, tuple(part))
         chunk_dir = os.path.join(out, "chunks")
         if part[1] == 1:  # writes cut short by a kill (a part never removes another's write in flight)
             for folder, prefix in ((chunk_dir, ""), (out, "manifest.json.")):
@@ -618,20 +854,17 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
         for s0 in starts:
             s1 = min(s0 + step, total)
             path = _chunk_path(out, s0, s1)
-            got, problem = _read_chunk(path, s0, s1, fields, sid, unstamped=intact)
+            got, problem = _read_chunk(path, s0, s1, fields, sid)
             if got is not None:
                 done[s0] = got if collect else {}
-                fields = fields or tuple(got)
             elif problem is not None and s0 in mine:  # damaged: named, set aside, redone
                 _set_aside_chunk(path, problem)
     todo = [s0 for s0 in starts if s0 not in done and s0 in mine]
     get = lambda a, b: {"index": np.arange(a, b, dtype=np.uint32)}  # noqa: E731
-    shared = _grid_shared(grid, key)
     with io.Progress(total, desc="sweep", unit="runs", done=sum(min(s0 + step, total) - s0 for s0 in done),
                      quiet=not progress) as bar:
         for s0, s1, outputs in execute.stream(task, shared, todo, total, step, padded, get, devices, batch_size):
             outputs = {k: np.asarray(v) for k, v in outputs.items()}
-            fields = fields or tuple(outputs)
             if out is not None:
                 _write_chunk(_chunk_path(out, s0, s1), s0, s1, outputs, sid)
             done[s0] = outputs if collect else {}
@@ -642,7 +875,7 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
         for s0 in starts:
             if s0 not in done:
                 got, _ = _read_chunk(_chunk_path(out, s0, min(s0 + step, total)), s0, min(s0 + step, total), fields,
-                                     sid, unstamped=intact)
+                                     sid)
                 if got is None:
                     return None
                 done[s0] = got
@@ -651,6 +884,30 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
     for f in fields:
         columns[f] = np.concatenate([p[f] for p in parts], axis=0)
     return SweepResult(columns, fields, grid)
+
+
+def output_spec(task, shared) -> dict:
+    """``{field: "dtype[shape]"}`` of one run of ``task`` (a :class:`_GridTask`) on ``shared``,
+    found by tracing it once (``jax.eval_shape``: nothing is compiled or run)."""
+    leaves, treedef = jax.tree_util.tree_flatten(shared)
+    abstract = tuple(jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in leaves)
+    try:
+        hash(task)
+    except TypeError:  # a function that cannot be a cache key: traced every time
+        return dict(_output_spec(task, treedef, abstract))
+    return dict(_cached_output_spec(task, treedef, abstract))
+
+
+def _output_spec(task, treedef, abstract) -> tuple:
+    def one(shared):
+        runs = {"index": jnp.zeros((1,), jnp.uint32)}
+        return task(task.prepare(shared, runs), {"index": runs["index"][0]})
+
+    out = jax.eval_shape(one, jax.tree_util.tree_unflatten(treedef, list(abstract)))
+    return tuple((k, f"{np.dtype(v.dtype).name}{list(v.shape)}") for k, v in out.items() if v is not None)
+
+
+_cached_output_spec = functools.lru_cache(maxsize=64)(_output_spec)  # equal tasks trace alike
 
 
 def _set_aside_chunk(path: str, problem: str) -> None:
@@ -666,7 +923,7 @@ MANIFEST_KEYS = ("grid", "runs", "chunk_size", "key")
 def read_manifest(out: str) -> dict:
     """The ``manifest.json`` of the sweep in ``out``: ``ValueError`` if there is none, and
     :class:`tokdyn.io.CorruptFile` (a ``ValueError`` naming the file) when it is truncated, altered
-    (its ``checksum``) or not a sweep's manifest."""
+    or without its ``checksum``, or not a sweep's manifest."""
     path = os.path.join(out, "manifest.json")
     if not os.path.exists(path):
         raise ValueError(f"no sweep found in {out!r} (it has no manifest.json)")
@@ -677,7 +934,9 @@ def read_manifest(out: str) -> dict:
     if not isinstance(m, dict) or any(k not in m for k in MANIFEST_KEYS):
         raise io.CorruptFile(path, f"not a sweep's manifest: it lacks {[k for k in MANIFEST_KEYS if k not in m]}"
                              if isinstance(m, dict) else "not a sweep's manifest")
-    if "checksum" in m and m["checksum"] != _digest({k: v for k, v in m.items() if k != "checksum"}):
+    if "checksum" not in m:
+        raise io.CorruptFile(path, "it carries no checksum (every manifest is written with one)")
+    if m["checksum"] != _digest({k: v for k, v in m.items() if k != "checksum"}):
         raise io.CorruptFile(path, "its fields differ from the checksum recorded when it was written")
     try:
         grid = Grid.from_dict(m["grid"])
@@ -701,8 +960,11 @@ def missing_chunks(out: str) -> list[tuple[int, int]]:
 
 
 def output_fields(out: str) -> tuple:
-    """The output fields of the sweep in ``out`` (from its first chunk on disk)."""
+    """The output fields of the sweep in ``out`` (recorded in its manifest; for a sweep written
+    before manifests recorded them, from its first chunk on disk)."""
     m = read_manifest(out)
+    if isinstance(m.get("outputs"), dict):
+        return tuple(m["outputs"])
     stop = min(m["chunk_size"], m["runs"])
     path = _chunk_path(out, 0, stop)
     first, problem = _read_chunk(path, 0, stop, None, sweep_id(m))
@@ -721,7 +983,7 @@ def iter_chunks(out: str):
     grid = Grid.from_dict(m["grid"])
     step, total = m["chunk_size"], m["runs"]
     sid = sweep_id(m)
-    fields = None
+    fields = tuple(m["outputs"]) if isinstance(m.get("outputs"), dict) else None
     for s0 in range(0, total, step):
         s1 = min(s0 + step, total)
         path = _chunk_path(out, s0, s1)

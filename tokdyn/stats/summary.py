@@ -7,8 +7,11 @@ summarised in memory proportional to its number of *conditions*, not runs. NumPy
 
 Conventions: a *condition* is one point of the grid's axes (all seeds of it); a *setting* is one
 point of a chosen subset of the axes (say the update rule's temperature, momentum and repulsion),
-pooling the other axes (say the data's noise and cluster count). NaN outputs are excluded from
-means and counted (``{field}_nan``); they never propagate into a summary silently.
+pooling the other axes (say the data's noise and cluster count). Non-finite outputs (NaN and
+±inf) are excluded from means and counted (``{field}_nan``); they never propagate into a summary
+silently. With ``require_finite`` a run with a non-finite value in any of those fields (a run
+that blew up) is left out of every field's statistics, and counted (``nonfinite``): a rate such as
+a collapse rate is then stated over the runs that stayed finite only.
 """
 
 from __future__ import annotations
@@ -58,21 +61,42 @@ def _check_fields(fields: Sequence[str] | None, available: tuple) -> tuple:
     return tuple(fields)
 
 
-def condition_stats(src, fields: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def _finite_runs(cols: dict, require_finite: Sequence[str]) -> np.ndarray | None:
+    """Runs whose every field of ``require_finite`` is finite (None: no such requirement)."""
+    if not require_finite:
+        return None
+    ok = np.ones(len(cols["index"]), bool)
+    for f in require_finite:
+        if f not in cols:
+            raise ValueError(f"require_finite names {f!r}, which is not an output of this sweep")
+        v = np.asarray(cols[f])
+        if v.dtype.kind in "fc":
+            ok &= np.isfinite(v.reshape(len(v), -1)).all(axis=1)
+    return ok
+
+
+def condition_stats(src, fields: Sequence[str] | None = None, *,
+                    require_finite: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Per condition (one row per point of the grid's axes, in grid order): the axis values,
-    ``n`` (seeds), and for every scalar output field its mean and sample standard deviation over
-    the non-NaN seeds (``{f}_mean``, ``{f}_std`` with ddof=1, NaN if fewer than 2) and the number of
-    NaN seeds (``{f}_nan``). Streams the chunks of a sweep directory, accumulating float64 sums
-    and sums of squares per condition."""
+    ``n`` (seeds), ``nonfinite`` (seeds with a non-finite value, NaN or ±inf, in any of the fields
+    summarised, or of ``require_finite``), and for every scalar output field its mean and sample
+    standard deviation over the seeds where it is finite (``{f}_mean``, ``{f}_std`` with ddof=1, NaN if
+    fewer than 2), the number of seeds where it is not (``{f}_nan``: NaN or ±inf) and the number the
+    mean is over (``{f}_n``). ``require_finite``: fields that must all be finite for a run to count
+    in any field (say every metric of a run whose state can blow up): a run with a non-finite
+    value there is left out of every mean and counted in ``nonfinite``. Streams the chunks of a
+    sweep directory, accumulating float64 sums and sums of squares per condition."""
     grid, chunks, all_fields = _source(src)
     n_cond = len(grid) // grid.seeds
-    sums = counts = sumsq = None
+    sums = counts = sumsq = bad = None
     for s0, s1, cols in chunks:
         if sums is None:
             fields = _check_fields(fields, _scalar_fields(all_fields, cols))
             sums = {f: np.zeros(n_cond) for f in fields}
             sumsq = {f: np.zeros(n_cond) for f in fields}
             counts = {f: np.zeros(n_cond) for f in fields}
+            nonfinite = {f: np.zeros(n_cond) for f in fields}
+            bad = np.zeros(n_cond)
         cond = grid.condition(cols["index"])
         if grid.seed_major:  # a chunk's conditions wrap around: count over all of them
             c0, width = 0, n_cond
@@ -80,15 +104,22 @@ def condition_stats(src, fields: Sequence[str] | None = None) -> dict[str, np.nd
             c0, width = int(cond[0]), int(cond[-1]) + 1 - int(cond[0])
         local = cond - c0
         sl = slice(c0, c0 + width)
+        run_ok = _finite_runs(cols, require_finite)
+        any_bad = np.zeros(len(local), bool) if run_ok is None else ~run_ok
         for f in fields:
             v = np.asarray(cols[f], np.float64)
-            ok = ~np.isnan(v)
+            finite = np.isfinite(v)
+            any_bad |= ~finite
+            ok = finite if run_ok is None else finite & run_ok
             v0 = np.where(ok, v, 0.0)
             sums[f][sl] += np.bincount(local, weights=v0, minlength=width)
             sumsq[f][sl] += np.bincount(local, weights=v0 * v0, minlength=width)
             counts[f][sl] += np.bincount(local, weights=ok.astype(np.float64), minlength=width)
+            nonfinite[f][sl] += np.bincount(local, weights=(~finite).astype(np.float64), minlength=width)
+        bad[sl] += np.bincount(local, weights=any_bad.astype(np.float64), minlength=width)
     out = _axis_columns(grid)
     out["n"] = np.full(n_cond, grid.seeds, np.int64)
+    out["nonfinite"] = bad.astype(np.int64)
     for f in fields:
         n = counts[f]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -96,7 +127,8 @@ def condition_stats(src, fields: Sequence[str] | None = None) -> dict[str, np.nd
             var = np.where(n > 1, (sumsq[f] - n * mean**2) / np.maximum(n - 1, 1), np.nan)
         out[f + "_mean"] = mean
         out[f + "_std"] = np.sqrt(np.maximum(var, 0.0))
-        out[f + "_nan"] = (grid.seeds - n).astype(np.int64)
+        out[f + "_nan"] = nonfinite[f].astype(np.int64)
+        out[f + "_n"] = n.astype(np.int64)
     return out
 
 
@@ -114,9 +146,10 @@ def marginal(stats_table: dict, by: Sequence[str], fields: Sequence[str], where:
     Returns a dict with the ``by`` columns (one row per distinct combination, sorted) and, per
     field, the pooled ``{f}_mean``, ``{f}_std`` (ddof=1, over all pooled runs) and ``{f}_n``
     (non-NaN runs). Pooling is exact: sums and sums of squares are rebuilt from mean, std, n."""
+    axes = table_axes(stats_table)
     for name in list(by) + list(where or {}):
-        if name not in stats_table or name == "n" or name.endswith(("_mean", "_std", "_nan")):
-            raise ValueError(f"unknown axis {name!r}; axes: {table_axes(stats_table)}")
+        if name not in axes:
+            raise ValueError(f"unknown axis {name!r}; axes: {axes}")
     keep = np.ones(len(stats_table["n"]), bool)
     for name, value in (where or {}).items():
         keep &= np.isclose(stats_table[name], float(value))
@@ -134,7 +167,8 @@ def marginal(stats_table: dict, by: Sequence[str], fields: Sequence[str], where:
     for f in fields:
         if f + "_mean" not in cols:
             raise ValueError(f"unknown field {f!r}; fields: {table_fields(stats_table)}")
-        n = (cols["n"] - cols[f + "_nan"]).astype(np.float64)
+        # the runs each condition's mean is over (tables before {f}_n: all but the non-finite ones)
+        n = (cols[f + "_n"] if f + "_n" in cols else cols["n"] - cols[f + "_nan"]).astype(np.float64)
         mean = np.nan_to_num(cols[f + "_mean"])
         std = np.nan_to_num(cols[f + "_std"])
         s1 = np.bincount(inv, weights=n * mean, minlength=g)
@@ -147,9 +181,13 @@ def marginal(stats_table: dict, by: Sequence[str], fields: Sequence[str], where:
     return out
 
 
+_STAT_SUFFIXES = ("_mean", "_std", "_nan", "_n")
+
+
 def table_axes(t: dict) -> list:
     """The axis columns of a :func:`condition_stats` table."""
-    return [k for k in t if k != "n" and not k.endswith(("_mean", "_std", "_nan"))]
+    stats = {f + s for f in table_fields(t) for s in _STAT_SUFFIXES}
+    return [k for k in t if k not in ("n", "nonfinite") and k not in stats]
 
 
 def table_fields(t: dict) -> list:
@@ -157,13 +195,21 @@ def table_fields(t: dict) -> list:
     return [k[:-5] for k in t if k.endswith("_mean")]
 
 
-def per_seed(src, by: Sequence[str], fields: Sequence[str]):
+def per_seed(src, by: Sequence[str], fields: Sequence[str], *, require_finite: Sequence[str] = ()):
     """Per setting (point of the ``by`` axes) and seed: each field's mean over the other axes
-    (NaN runs excluded; NaN if all of them are NaN). With common random numbers these are paired
-    across settings, and a bootstrap over seeds gives the uncertainty of a setting's mean.
+    (non-finite runs excluded, NaN if all of them are; ``require_finite`` as in
+    :func:`condition_stats`). With common random numbers these are paired across settings, and a
+    bootstrap over seeds gives the uncertainty of a setting's mean.
 
     Returns ``(settings, values)``: ``settings`` the ``by`` columns (one row per setting, in grid
     order), ``values[f]`` of shape (n_settings, seeds)."""
+    settings, values, _ = _per_seed(src, by, fields, require_finite)
+    return settings, values
+
+
+def _per_seed(src, by, fields, require_finite):
+    """:func:`per_seed` and, per setting, the runs with a non-finite value (in ``fields`` or
+    ``require_finite``)."""
     grid, chunks, all_fields = _source(src)
     for b in by:
         if b not in grid.names:
@@ -177,24 +223,30 @@ def per_seed(src, by: Sequence[str], fields: Sequence[str]):
             fields = _check_fields(fields, _scalar_fields(all_fields, cols))
             sums = {f: np.zeros(n_set * grid.seeds) for f in fields}
             counts = {f: np.zeros(n_set * grid.seeds) for f in fields}
+            bad = np.zeros(n_set)
         index = cols["index"]
         setting = np.zeros(len(index), np.int64)
         for b, size in zip(by, sizes):
             i = pos[b]
             setting = setting * size + (index // grid.strides[i]) % grid.shape[i]
         cell = setting * grid.seeds + cols["seed"]
+        run_ok = _finite_runs(cols, require_finite)
+        any_bad = np.zeros(len(index), bool) if run_ok is None else ~run_ok
         for f in fields:
             v = np.asarray(cols[f], np.float64)
-            ok = ~np.isnan(v)
+            finite = np.isfinite(v)
+            any_bad |= ~finite
+            ok = finite if run_ok is None else finite & run_ok
             sums[f] += np.bincount(cell, weights=np.where(ok, v, 0.0), minlength=n_set * grid.seeds)
             counts[f] += np.bincount(cell, weights=ok.astype(np.float64), minlength=n_set * grid.seeds)
+        bad += np.bincount(setting, weights=any_bad.astype(np.float64), minlength=n_set)
     idx = np.indices(sizes).reshape(len(sizes), -1) if by else np.zeros((0, 1), np.int64)
     settings = {b: grid.axes[b][i] for b, i in zip(by, idx)}
     values = {}
     for f in fields:
         with np.errstate(invalid="ignore", divide="ignore"):
             values[f] = np.where(counts[f] > 0, sums[f] / np.maximum(counts[f], 1), np.nan).reshape(n_set, grid.seeds)
-    return settings, values
+    return settings, values, bad.astype(np.int64)
 
 
 def pareto_front(cost, benefit) -> np.ndarray:
@@ -229,14 +281,17 @@ def pareto_front(cost, benefit) -> np.ndarray:
 
 
 def setting_table(src, by: Sequence[str], fields: Sequence[str], *, n_resamples: int = 2000,
-                  confidence: float = 0.95, seed: int = 0) -> dict[str, np.ndarray]:
+                  confidence: float = 0.95, seed: int = 0, require_finite: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """One row per setting of the ``by`` axes: per field, the mean over seeds (of per-seed means
     over the other axes) and a percentile bootstrap interval over seeds
     (:func:`tokdyn.stats.inference.bootstrap_ci`, the same resamples for every setting and field, so
-    intervals of paired settings are comparable). Seeds whose value is NaN are dropped per
-    setting (``{f}_nan`` counts them); a setting with fewer than 2 valid seeds gets NaN bounds."""
-    settings, values = per_seed(src, by, fields)
+    intervals of paired settings are comparable). Non-finite runs are left out of the per-seed
+    means (``require_finite`` as in :func:`condition_stats`; ``nonfinite`` counts the setting's
+    runs left out); seeds with no finite run are dropped per setting (``{f}_nan`` counts them); a
+    setting with fewer than 2 valid seeds gets NaN bounds."""
+    settings, values, bad = _per_seed(src, by, fields, require_finite)
     out = dict(settings)
+    out["nonfinite"] = bad
     for f, v in values.items():  # v: (n_settings, seeds)
         bad = np.isnan(v)
         n_ok = (~bad).sum(1)

@@ -88,7 +88,12 @@ class Config(RunStructure):
             raise ValueError("noise and n_clusters must each hold at least one value")
         for k in self.n_clusters:
             _checks.positive_int("n_clusters", k)
-        self.validate_structure(min(self.n_clusters))
+        # every list of conditions is a set: a repeat would count its runs as extra seeds
+        _checks.distinct("methods", self.methods)
+        _checks.distinct("n_clusters", self.n_clusters)
+        _checks.distinct("noise", [float(v) for v in self.noise])
+        _checks.distinct("noise", np.asarray(self.noise, np.float32))  # what the grid holds
+        self.validate_structure(min(self.n_clusters), max(self.n_clusters))
         return self
 
     def runs(self) -> int:
@@ -185,39 +190,60 @@ def simulate(cfg: Config, *, rules=None, chunk_size=None, batch_size="auto", dev
     return table
 
 
+def finite_runs(runs: dict[str, np.ndarray]) -> np.ndarray:
+    """Per run: whether every metric is finite (a run with a NaN or inf in any metric blew up: its
+    other metrics, a collapse say, are artefacts of the overflow, not results)."""
+    ok = np.ones(len(runs["seed"]), bool)
+    for f in METRICS:
+        v = np.asarray(runs[f])
+        if v.dtype.kind in "fc":
+            ok &= np.isfinite(v)
+    return ok
+
+
+def _stats_row(row: dict, runs, sel, finite) -> dict:
+    """``row`` with ``n_runs``, ``n_nonfinite`` and every metric's mean and std (ddof=1) over the
+    selected runs that stayed finite (NaN when none did)."""
+    row.update(n_runs=int(sel.sum()), n_nonfinite=int((sel & ~finite).sum()))
+    for f in METRICS:
+        v = runs[f][sel & finite].astype(np.float64)
+        row[f + "_mean"] = v.mean() if v.size else float("nan")
+        row[f + "_std"] = v.std(ddof=1) if v.size > 1 else (0.0 if v.size else float("nan"))
+    return row
+
+
 def summarise(runs: dict[str, np.ndarray], cfg: Config):
-    """Per method x K x noise and per method: mean and std (ddof=1) of every metric."""
+    """Per method x K x noise and per method: mean and std (ddof=1) of every metric over the runs
+    whose metrics are all finite (:func:`finite_runs`); ``n_nonfinite`` counts the runs left out
+    (NaN or inf in any metric), so no rate or mean is ever stated over runs that blew up."""
     rows, overall = [], []
+    finite = finite_runs(runs)
     for name in cfg.methods:
         sel_m = runs["method"] == name
-        row = dict(method=name, n_runs=int(sel_m.sum()))
-        for f in METRICS:
-            v = runs[f][sel_m].astype(np.float64)
-            row[f + "_mean"], row[f + "_std"] = v.mean(), v.std(ddof=1) if v.size > 1 else 0.0
-        overall.append(row)
+        overall.append(_stats_row(dict(method=name), runs, sel_m, finite))
         for k in cfg.n_clusters:
             for nz in cfg.noise:
                 sel = sel_m & (runs["n_clusters"] == k) & np.isclose(runs["noise"], nz)
-                row = dict(method=name, n_clusters=k, noise=nz, n_runs=int(sel.sum()))
-                for f in METRICS:
-                    v = runs[f][sel].astype(np.float64)
-                    row[f + "_mean"], row[f + "_std"] = v.mean(), v.std(ddof=1) if v.size > 1 else 0.0
-                rows.append(row)
+                rows.append(_stats_row(dict(method=name, n_clusters=k, noise=nz), runs, sel, finite))
     return rows, overall
 
 
 def stat_tests(runs: dict[str, np.ndarray], cfg: Config, metric: str = "ari") -> list[dict]:
     """Paired t-test of each method's ``metric`` against the baseline, per condition, pairing by
-    seed; Cohen's d_z; Holm and Bonferroni over the whole family."""
+    seed; Cohen's d_z; Holm and Bonferroni over the whole family. A pair where either run is not
+    finite (:func:`finite_runs`: a NaN or inf in any metric) is dropped and counted (``n_dropped``);
+    a test left with fewer than 2 pairs has NaN statistics and stays out of the corrections."""
     if "baseline" not in cfg.methods or cfg.seeds < 2:
         return []
     tests = []
     order = np.lexsort((runs["seed"],))  # rows are already seed-fastest; keep pairing explicit
+    finite = finite_runs(runs)
 
     def values(name, k, nz):
         sel = (runs["method"] == name) & (runs["n_clusters"] == k) & np.isclose(runs["noise"], nz)
         idx = order[sel[order]]
-        return runs["seed"][idx], runs[metric][idx].astype(np.float64)
+        v = runs[metric][idx].astype(np.float64)
+        return runs["seed"][idx], np.where(finite[idx], v, np.nan)
 
     for name in cfg.methods:
         if name == "baseline":
@@ -227,10 +253,16 @@ def stat_tests(runs: dict[str, np.ndarray], cfg: Config, metric: str = "ari") ->
                 s_a, a = values(name, k, nz)
                 s_b, b = values("baseline", k, nz)
                 assert np.array_equal(s_a, s_b)
-                res = stats.paired_ttest(a, b)
+                keep = np.isfinite(a) & np.isfinite(b)  # a pair with a non-finite side says nothing
+                a, b = a[keep], b[keep]
+                if a.size >= 2:
+                    res = stats.paired_ttest(a, b)
+                    t, p, d = float(res.statistic), float(res.pvalue), float(stats.cohens_d(a, b))
+                else:
+                    t = p = d = float("nan")
                 tests.append(dict(method=name, baseline="baseline", metric=metric, n_clusters=int(k), noise=float(nz),
-                                  n=int(a.size), mean_diff=float(np.mean(a - b)), t=float(res.statistic),
-                                  p=float(res.pvalue), d=float(stats.cohens_d(a, b))))
+                                  n=int(a.size), n_dropped=int((~keep).sum()),
+                                  mean_diff=float(np.mean(a - b)) if a.size else float("nan"), t=t, p=p, d=d))
     p = np.asarray([t["p"] for t in tests])
     for t, ph, pb in zip(tests, stats.holm(p), stats.bonferroni(p)):
         t["p_holm"], t["p_bonferroni"] = float(ph), float(pb)
@@ -238,8 +270,13 @@ def stat_tests(runs: dict[str, np.ndarray], cfg: Config, metric: str = "ari") ->
 
 
 def _rules_record(rules) -> dict:
-    """The update rules of one's own, by their repr (stamped with the configuration)."""
-    return {"rules": {name: repr(r) for name, r in rules.items()}} if rules else {}
+    """The update rules of one's own, by their repr and the digest of their code
+    (:func:`tokdyn.engine.sweep.code_digest`: a rule whose functions changed is another rule),
+    stamped with the configuration."""
+    if not rules:
+        return {}
+    return {"rules": {name: repr(r) for name, r in rules.items()},
+            "rules_code": {name: sweep.code_digest(r) for name, r in rules.items()}}
 
 
 def write_outputs(out: str, cfg: Config, runs, summary, overall, tests, *, timings=None, plots=True,
@@ -254,15 +291,15 @@ def write_outputs(out: str, cfg: Config, runs, summary, overall, tests, *, timin
     io.write_csv(os.path.join(out, "summary.csv"), io.to_columns(summary))
     io.write_csv(os.path.join(out, "overall.csv"), io.to_columns(overall))
     io.write_json(os.path.join(out, "stat_tests.json"), tests)
+    if plots:  # before the record: finishing releases the directory's lock
+        for job in plot_jobs(out, cfg, summary):
+            figures.draw(job)
     if study is not None:
         study.finish(timings=timings or {}, **_rules_record(rules))
     else:
         record = dict(study="token-dynamics", config=dataclasses.asdict(cfg), **_rules_record(rules))
         io.write_json(os.path.join(out, "config.json"), dict(record, environment=io.environment(),
                                                              timings=timings or {}))
-    if plots:
-        for job in plot_jobs(out, cfg, summary):
-            figures.draw(job)
 
 
 def plot_jobs(out: str, cfg: Config, summary: list[dict]) -> list[dict]:
@@ -280,7 +317,9 @@ def plot_jobs(out: str, cfg: Config, summary: list[dict]) -> list[dict]:
                 rows = {r["noise"]: r for r in summary if r["method"] == name and r["n_clusters"] == k}
                 panels[title][name] = [rows[nz][metric + "_mean"] for nz in noise]
                 # standard error of the mean over seeds
-                errors[title][name] = [rows[nz][metric + "_std"] / np.sqrt(max(rows[nz]["n_runs"], 1)) for nz in noise]
+                errors[title][name] = [rows[nz][metric + "_std"]
+                                       / np.sqrt(max(rows[nz]["n_runs"] - rows[nz].get("n_nonfinite", 0), 1))
+                                       for nz in noise]
         jobs.append(dict(path=os.path.join(out, "plots", fname + ".png"), x=noise, series={}, panels=panels,
                          errors=errors, xlabel="noise std", ylabel=label,
                          title=f"{label} vs noise (mean ± s.e. over {cfg.seeds} seeds)"))
@@ -311,6 +350,10 @@ def format_tables(overall: list[dict], summary: list[dict], tests: list[dict]) -
             lines.append(f"{r['method']:<19}{ours + ' | ' + theirs:>29}{steps:>16}")
     if tests:
         sig = [t for t in tests if t["p"] < 0.05]
+        dropped = sum(t.get("n_dropped", 0) for t in tests)
+        if dropped:
+            lines += ["", f"Paired t-tests: {dropped} pair(s) with a non-finite run on either side dropped (the tests "
+                          "are over the remaining pairs)."]
         lines += ["", f"Paired t-tests of ARI vs baseline: {len(tests)} tests, {len(sig)} with p < 0.05 before "
                       f"correction, {sum(t['p_holm'] < 0.05 for t in tests)} after Holm."]
         for t in sorted(sig, key=lambda t: t["p"])[:6]:

@@ -27,7 +27,12 @@ analysis once every part's chunks are there.
 
 Afterwards (:func:`analyse`) the directory gets:
 
-- ``summary.csv``: per condition (every axis), mean / std / NaN count of each metric over seeds;
+- ``summary.csv``: per condition (every axis), mean / std of each metric over the seeds whose
+  run stayed finite, the count of non-finite values per metric (``*_nan``: NaN or inf) and of runs
+  left out (``nonfinite``: a run with a non-finite metric blew up and counts in no figure); its
+  SHA-256 is recorded in ``tables.json`` (which carries a checksum of its own), and a reader
+  (``tokdyn plot heatmap``) recomputes it from the verified chunks, with a warning, when it does
+  not match;
 - ``settings.csv``: per hyperparameter setting (the rule axes: temperature, momentum, repulsion,
   and any of the extended rules' knobs or ``method``, an index into ``config.json``'s method names),
   pooled over the data axes (noise, n_clusters), mean ARI, steps, collapse and convergence rates
@@ -35,8 +40,16 @@ Afterwards (:func:`analyse`) the directory gets:
 - ``pareto.csv`` + ``plots/pareto.png``: the settings no other setting beats on both mean steps
   (fewer) and mean ARI (higher): the speed/quality trade-off the published study asked about;
 - ``plots/heatmap_*.png``: ARI and collapse rate over the first two rule axes;
-- ``report.md``: the best regimes found, with their intervals; ``config.json`` (the stamp: the
-  whole configuration and the tokdyn version, with the environment and the timings).
+- ``report.md``: the best regimes found, with their intervals, and the conditions that had
+  non-finite runs marked (⚠) and counted; ``config.json`` (the stamp: the whole configuration and
+  the tokdyn version, with the environment and the timings).
+
+Every list of conditions is a set: an axis that lists a value twice (``--noise 0.3,0.3``,
+``--temperature linspace:1:1:3``, ``--method baseline,baseline``) exits 2 naming it. Results are
+keyed by the code that made them: the manifest records the run function's
+:func:`tokdyn.engine.sweep.code_digest`, its output fields and, with ``--rule-module``, the
+SHA-256 of the rule's file, so a rerun after the rule changed exits 2 ("the rule's code changed
+since these results: rerun with --fresh, or into another directory").
 
 ``tokdyn plot heatmap DIR --x A --y B [--metric M] [--where axis=value]`` draws one metric of a
 finished sweep over two of its axes into ``DIR/plots``; every bad argument (an axis or a value the
@@ -47,12 +60,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib
 import importlib.util
+import json
 import os
 import shutil
 import sys
 import time
+import warnings
 
 import jax
 import numpy as np
@@ -70,6 +86,7 @@ AXES = ("temperature", "repulsion", "momentum", "noise", "n_clusters", "method",
         "sinkhorn_iters", "slot_norm", "anneal_ratio", "anneal_steps")  # grid order
 METRICS = ("ari", "steps", "collapsed", "converged", "nmi", "sse")
 SETTING_METRICS = ("ari", "steps", "collapsed", "converged")
+STRUCTURE_OPTIONS = "points_per_cluster, dim or n_tokens"  # the sizes of one run: to change when one run is too big
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +167,7 @@ class Config(RunStructure):
         for name, values in self.axes():
             if len(values) == 0:
                 raise ValueError(f"axis {name!r} has no values")
+            _checks.distinct(name, values)  # a list of conditions is a set (parse_axis checks the numeric ones)
             if name == "method":
                 for m in values:
                     _checks.choice("method", m, {**dynamics.METHODS, **rules})
@@ -168,7 +186,7 @@ class Config(RunStructure):
             elif name == "n_clusters":
                 if not np.all(v == np.round(v)) or v.min() < 1:
                     raise ValueError(f"n_clusters values must be integers >= 1, got {list(values)}")
-        self.validate_structure(min(self.cluster_counts()))
+        self.validate_structure(min(self.cluster_counts()), max(self.cluster_counts()))
         return self
 
     def cluster_counts(self) -> tuple:
@@ -267,20 +285,68 @@ class Config(RunStructure):
                           "PRNG keys as uint32): make seeds smaller, or split the axes over several sweeps")
         points = max(self.cluster_counts()) * self.points_per_cluster
         accelerator = jax.default_backend() != "cpu"
-        chunk = min(self.chunk_size or (65536 if accelerator else 2048) * jax.local_device_count(), runs)
-        draws = min(self.seeds, chunk // (runs // self.seeds) + 2 * jax.local_device_count())  # seeds in a chunk
-        lanes = chunk if accelerator else 1  # runs vmapped at once (execute.default_batch_size)
-        study.elements_fit("chunk_size", draws, points, self.dim)
-        study.elements_fit("chunk_size", lanes, points, self.dim + self.n_tokens)
+        chunk = min(self.chunk() or (65536 if accelerator else 2048) * jax.local_device_count(), runs)
+
+        def device_bytes(chunk):  # the data of a chunk's seeds, its vmapped lanes' working set, its outputs
+            draws = min(self.seeds, chunk // (runs // self.seeds) + 2 * jax.local_device_count())  # seeds in a chunk
+            lanes = chunk if accelerator else 1  # runs vmapped at once (execute.default_batch_size)
+            return (draws * points * (self.dim + 2) + 3 * lanes * points * (self.dim + self.n_tokens)) * 4 + chunk * 64
+
         table = self.settings() * self.seeds * (3 * len(SETTING_METRICS) + 1) * 8
         boot = 1024 * self.seeds * 24 + 2 * 256 * self.n_resamples * 8
-        device = (draws * points * (self.dim + 2) + 3 * lanes * points * (self.dim + self.n_tokens)) * 4 + chunk * 64
+        device = device_bytes(chunk)
+        # a chunk of one run needs most of it: its sizes, not the chunk size, are what to change
+        chunk_option = "chunk_size" if device_bytes(1) < device / 2 else STRUCTURE_OPTIONS
         memory, option = max((table, "seeds"), (boot, "n_resamples" if 256 * self.n_resamples > 1024 * self.seeds
-                                                 else "seeds"), (device, "chunk_size"))
+                                                 else "seeds"), (device, chunk_option))
         work = points * self.n_tokens * self.dim * self.n_steps / (300 * 4 * 4 * 30)
         seconds = runs * 1.7e-4 * max(0.5, float(np.sqrt(work)))
         seconds += self.settings() * self.seeds * self.n_resamples * len(SETTING_METRICS) * 2e-9
         return Estimate(memory=float(memory), option=option, models=runs, seconds=seconds)
+
+    def chunk_limit(self) -> int | None:
+        """The most runs a chunk may hold so that every array of it fits XLA's 32-bit element index
+        (the data of the seeds it draws at once: ``points x dim`` each; on an accelerator also its
+        vmapped runs' working set), or None when any chunk fits. :class:`Refused` naming the sizes
+        (``points_per_cluster``, ``dim``, ``n_tokens``) when not even a chunk of one run fits:
+        the chunk size cannot help then."""
+        runs = self.runs()
+        conds = max(runs // self.seeds, 1)
+        n_dev = jax.local_device_count()
+        points = max(self.cluster_counts()) * self.points_per_cluster
+        per_seed = points * self.dim  # the data drawn once per seed
+        fewest = min(self.seeds, 1 // conds + 2 * n_dev)  # the seeds a chunk of one run draws
+        if fewest * per_seed > study.MAX_ELEMENTS:
+            raise Refused(f"points_per_cluster={self.points_per_cluster} with dim={self.dim} (and "
+                          f"{max(self.cluster_counts())} clusters) makes the data of the {fewest} seed(s) a chunk draws at once an array of "
+                          f"{fewest * per_seed:,} elements, more than the {study.MAX_ELEMENTS:,} one array may hold "
+                          f"whatever the chunk_size: make {STRUCTURE_OPTIONS} smaller")
+        limit = None
+        most = study.MAX_ELEMENTS // per_seed  # seeds whose data fit in one array
+        if self.seeds > most:  # chunk // conds + 2 n_dev seeds drawn at once: at most `most`
+            limit = (most - 2 * n_dev + 1) * conds - 1
+        if jax.default_backend() != "cpu":  # the chunk's runs are vmapped at once
+            per_run = points * (self.dim + self.n_tokens)
+            if per_run > study.MAX_ELEMENTS:
+                raise Refused(f"points_per_cluster={self.points_per_cluster}, dim={self.dim} and n_tokens="
+                              f"{self.n_tokens} make one run's working set an array of {per_run:,} elements, more "
+                              f"than the {study.MAX_ELEMENTS:,} one array may hold: make {STRUCTURE_OPTIONS} smaller")
+            limit = min(limit or study.MAX_ELEMENTS, study.MAX_ELEMENTS // per_run)
+        return limit
+
+    def chunk(self) -> int | None:
+        """The runs per chunk the sweep is run with: ``chunk_size``, or (0) None for the engine's
+        default, or the largest chunk that fits (:meth:`chunk_limit`) when the default does not.
+        :class:`Refused` naming ``chunk_size`` when the one given is too large to fit."""
+        limit = self.chunk_limit()
+        if self.chunk_size:
+            if limit is not None and self.chunk_size > limit:
+                raise Refused(f"chunk_size makes an array of more than the {study.MAX_ELEMENTS:,} elements one array "
+                              f"may hold (chunk_size={self.chunk_size}: the data of the seeds a chunk draws at once): "
+                              f"make chunk_size smaller (at most {limit:,} fits with these sizes)")
+            return self.chunk_size
+        default = (65536 if jax.default_backend() != "cpu" else 2048) * jax.local_device_count()
+        return limit if limit is not None and limit < min(default, self.runs()) else None
 
     def disk(self) -> float:
         """Bytes the chunk files will take (measured: about 26 bytes per run and 2 KiB per file)."""
@@ -288,28 +354,73 @@ class Config(RunStructure):
         return self.runs() * 26.0 + -(-self.runs() // chunk) * 2048.0
 
 
-@functools.lru_cache(maxsize=None)
+def _is_path(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or os.sep in target
+
+
+def rule_module_file(spec: str) -> str | None:
+    """The file the module of ``spec`` (``module:NAME`` or ``path/to/file.py:NAME``) is loaded
+    from, or None when it has none (or cannot be found: :func:`load_rules` names the problem)."""
+    target = spec.rpartition(":")[0]
+    if not target:
+        return None
+    if _is_path(target):
+        path = os.path.abspath(target)
+        return path if os.path.isfile(path) else None
+    try:
+        found = importlib.util.find_spec(target)
+    except (ImportError, ValueError, AttributeError):
+        return None
+    origin = getattr(found, "origin", None) if found is not None and found.has_location else None
+    return origin if origin and os.path.isfile(origin) else None
+
+
+def rule_module_digest(spec: str) -> str:
+    """The SHA-256 (hex) of the bytes of the file of ``spec``'s module (:func:`rule_module_file`;
+    "" when it has none): stamped into the sweep's manifest, so that results of another version of
+    the file are never resumed."""
+    path = rule_module_file(spec)
+    if path is None:
+        return ""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+_LOADED_SHA = "__tokdyn_rule_module_sha256__"  # a module attribute: the digest of the file it was run from
+
+
 def load_rules(spec: str) -> dict:
     """``{name: tokdyn.dynamics.Rule}`` named by ``spec``, ``module:NAME`` (an importable module) or
     ``path/to/file.py:NAME`` (a file, imported as the module named by its stem): ``NAME`` a
     :class:`tokdyn.dynamics.Rule` (named by its ``name``) or a dict of them (named by their keys;
-    not the names of built-in methods). A file is imported once per process (its rules stay equal,
-    so they share their compilation). ``ValueError`` naming ``rule_module`` for anything that does
-    not resolve."""
+    not the names of built-in methods). A file is imported once per process and content (its rules
+    stay equal, so they share their compilation); a file changed since is imported anew, so the
+    rules are always those of the file as it is (:func:`rule_module_digest`). ``ValueError`` naming
+    ``rule_module`` for anything that does not resolve."""
+    return dict(_load_rules(spec, rule_module_digest(spec)))
+
+
+@functools.lru_cache(maxsize=None)
+def _load_rules(spec: str, sha: str) -> dict:
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr.isidentifier():
         raise ValueError(f"rule_module must be module:NAME or path/to/file.py:NAME, got {spec!r}")
     try:
-        if target.endswith(".py") or "/" in target or os.sep in target:
+        if _is_path(target):
             path = os.path.abspath(target)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"no file {path}")
             name = os.path.splitext(os.path.basename(path))[0]
             module = sys.modules.get(name)
+            if (module is not None and os.path.abspath(getattr(module, "__file__", None) or "") == path
+                    and getattr(module, _LOADED_SHA, None) != sha):  # the file changed since: run it anew
+                del sys.modules[name]
+                module = None
             if module is None:
                 loader = importlib.util.spec_from_file_location(name, path)
                 module = importlib.util.module_from_spec(loader)
                 sys.modules[name] = module  # (dataclasses look a class's module up there)
+                setattr(module, _LOADED_SHA, sha)
                 try:
                     loader.loader.exec_module(module)
                 except BaseException:
@@ -320,6 +431,9 @@ def load_rules(spec: str) -> dict:
                                   f"{getattr(module, '__file__', None)}: rename the file")
         else:
             module = importlib.import_module(target)
+            if getattr(module, _LOADED_SHA, sha) != sha:  # its file changed since it was imported here
+                module = importlib.reload(module)
+            setattr(module, _LOADED_SHA, sha)
     except Exception as e:  # noqa: BLE001 (the user's module: any failure to import it is a bad rule_module)
         raise ValueError(f"rule_module {spec!r}: cannot import {target!r}: {type(e).__name__}: {e}") from e
     if not hasattr(module, attr):
@@ -353,9 +467,18 @@ def run_sweep(cfg: Config, out: str, *, progress: bool = True, batch_size="auto"
     cfg.validate()
     t0 = time.perf_counter()
     sweep.run(cfg.task(), cfg.grid(), key=jax.random.key(cfg.root_seed), common_random_numbers=True,
-              chunk_size=cfg.chunk_size or None, out=out, resume=True, progress=progress, collect=False,
-              batch_size=batch_size, devices=devices, part=part)
+              chunk_size=cfg.chunk(), out=out, resume=True, progress=progress, collect=False,
+              batch_size=batch_size, devices=devices, part=part, code=code_record(cfg))
     return time.perf_counter() - t0
+
+
+def code_record(cfg: Config) -> dict:
+    """What the sweep's results depend on beyond its task's own code (:func:`tokdyn.engine.sweep.code_digest`):
+    ``{"rule_module": SHA-256 of its file}`` when ``rule_module`` names one (a helper the rule
+    calls is in that file too), else ``{}``. Recorded in the sweep's manifest: a rerun after the
+    file changed is refused."""
+    spec = cfg.rule_module.strip()
+    return {"rule_module": rule_module_digest(spec) or "no file"} if spec else {}
 
 
 def _label(row: dict, names) -> str:
@@ -368,11 +491,17 @@ def _ci(row: dict, f: str, p: int = 3) -> str:
 
 def analyse(out: str, cfg: Config, *, plots: bool = True, seconds: float | None = None, top: int = 10) -> dict:
     """Write summary.csv, settings.csv, pareto.csv, report.md and the figures for the finished
-    sweep in ``out``; returns ``{"best": row, "front": rows}``."""
-    cond = summary.condition_stats(out, METRICS)
-    io.write_csv(os.path.join(out, "summary.csv"), cond)
+    sweep in ``out``; returns ``{"best": row, "front": rows}``. A run with a non-finite metric
+    (NaN or ±inf) is left out of every figure and counted (``nonfinite`` per condition and
+    setting, ``{metric}_nan`` per metric); report.md marks the conditions that had such runs.
+    ``summary.csv``'s SHA-256 is recorded in ``tables.json`` (:func:`write_table`), so that a
+    later reader (:func:`heatmap`) can tell it is the table written here."""
+    # a run whose state blew up (a non-finite metric: its tokens left the floats) counts in no
+    # figure: its collapse or ARI would be an artefact of the overflow, not of the dynamics
+    cond = summary.condition_stats(out, METRICS, require_finite=METRICS)
+    write_table(out, "summary.csv", cond)
     by = cfg.rule_axes()
-    tab = summary.setting_table(out, by, SETTING_METRICS, n_resamples=cfg.n_resamples)
+    tab = summary.setting_table(out, by, SETTING_METRICS, n_resamples=cfg.n_resamples, require_finite=METRICS)
     front = summary.pareto_front(tab["steps_mean"], tab["ari_mean"])
     tab["on_front"] = front
     io.write_csv(os.path.join(out, "settings.csv"), tab)
@@ -451,12 +580,12 @@ def _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top) -> None
         "",
         f"## Best regimes by mean ARI (top {min(top, len(ranked))} of {len(ranked)} settings)",
         "",
-        "| setting | ARI [95% CI] | steps [95% CI] | collapse rate | converged |",
-        "|---|---|---|---|---|",
+        "| setting | ARI [95% CI] | steps [95% CI] | collapse rate | converged | non-finite runs |",
+        "|---|---|---|---|---|---|",
     ]
     for r in io.to_rows(tab, ranked[:top]):
         lines.append(f"| {_label(r, by)} | {_ci(r, 'ari')} | {_ci(r, 'steps', 2)} | {r['collapsed_mean']:.3f} | "
-                     f"{r['converged_mean']:.3f} |")
+                     f"{r['converged_mean']:.3f} | {_flag(r['nonfinite'])} |")
     overlap = int(np.sum(tab["ari_high"] >= best["ari_low"]))
     lines += ["", f"{overlap} setting(s) have an ARI interval reaching the best setting's lower bound "
                   f"({best['ari_low']:.3f}): the top is {'not ' if overlap > 1 else ''}clearly separated."]
@@ -464,7 +593,7 @@ def _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top) -> None
               "| setting | steps [95% CI] | ARI [95% CI] | collapse rate |", "|---|---|---|---|"]
     for r in front_rows:
         lines.append(f"| {_label(r, by)} | {_ci(r, 'steps', 2)} | {_ci(r, 'ari')} | {r['collapsed_mean']:.3f} |")
-    for delta in (0.01, 0.02, 0.05):
+    for delta in (0.01, 0.02, 0.05) if np.isfinite(best["ari_mean"]) else ():
         ok = np.flatnonzero(tab["ari_mean"] >= best["ari_mean"] - delta)
         fast = ok[np.argmin(tab["steps_mean"][ok])]
         r = io.to_rows(tab, [fast])[0]
@@ -472,25 +601,114 @@ def _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top) -> None
                      f"ARI {_ci(r, 'ari')}.")
     collapse = np.flatnonzero(tab["collapsed_mean"] > 0.5)
     if collapse.size:
-        lines += ["", "## Collapse", "", f"{collapse.size} setting(s) collapse in more than half of their runs; "
+        lines += ["", "## Collapse", "", f"{collapse.size} setting(s) collapse in more than half of their runs"
+                  + (" that stayed finite" if tab["nonfinite"].sum() else "") + "; "
                   "e.g. " + "; ".join(_label(r, by) for r in io.to_rows(tab, collapse[:5])) + "."]
     data_axes = cfg.data_axes()
     if data_axes and by:
         lines += ["", "## Best setting per data condition (mean ARI ± s.e. over seeds)", "",
-                  "| " + " | ".join(data_axes) + " | best setting | ARI | steps |", "|" + "---|" * (len(data_axes) + 3)]
+                  "| " + " | ".join(data_axes) + " | best setting | ARI | steps | non-finite runs |",
+                  "|" + "---|" * (len(data_axes) + 4)]
         keys = np.stack([cond[a] for a in data_axes], 1)
         for key in np.unique(keys, axis=0):
             sel = np.flatnonzero(np.all(keys == key, 1))
+            head = "| " + " | ".join(f"{v:g}" for v in key)
+            if not np.isfinite(cond["ari_mean"][sel]).any():
+                flag = _flag(cond["nonfinite"][sel].sum())
+                lines.append(f"{head} | (no setting has a finite run) | - | - | {flag} |")
+                continue
             i = sel[np.nanargmax(cond["ari_mean"][sel])]
-            se = cond["ari_std"][i] / np.sqrt(max(cond["n"][i] - cond["ari_nan"][i], 1))
-            lines.append("| " + " | ".join(f"{v:g}" for v in key) + f" | {_label({a: cond[a][i] for a in by}, by)} | "
-                         f"{cond['ari_mean'][i]:.3f} ± {se:.3f} | {cond['steps_mean'][i]:.2f} |")
-    nan_runs = {f: int(cond[f + "_nan"].sum()) for f in METRICS}
-    lines += ["", "## NaN", "", ("No run produced a NaN." if not any(nan_runs.values()) else
-                                 "Runs with NaN (excluded from means): " + ", ".join(f"{k}: {v}" for k, v in
-                                                                                        nan_runs.items() if v))]
+            se = cond["ari_std"][i] / np.sqrt(max(cond["ari_n"][i], 1))
+            lines.append(f"{head} | {_label({a: cond[a][i] for a in by}, by)} | "
+                         f"{cond['ari_mean'][i]:.3f} ± {se:.3f} | {cond['steps_mean'][i]:.2f} | "
+                         f"{_flag(cond['nonfinite'][i])} |")
+    lines += ["", "## Non-finite runs (NaN or inf)", ""] + _nonfinite_lines(cfg, cond)
     with io.atomic_write(os.path.join(out, "report.md")) as f:
         f.write("\n".join(lines) + "\n")
+
+
+def _flag(n) -> str:
+    """A count of non-finite runs for report.md's tables: ``0``, or the count marked ``⚠``."""
+    return f"⚠ {int(n)}" if n else "0"
+
+
+def _nonfinite_lines(cfg: Config, cond: dict, shown: int = 20) -> list:
+    """report.md's account of the runs with a non-finite metric: how many conditions and runs,
+    which metrics, that every figure excludes them, and the conditions marked (the first ``shown``)."""
+    bad = np.flatnonzero(cond["nonfinite"] > 0)
+    if bad.size == 0:
+        return ["No run produced a non-finite metric (NaN or inf)."]
+    runs = int(cond["nonfinite"].sum())
+    per_metric = ", ".join(f"{f}: {int(cond[f + '_nan'].sum())}" for f in METRICS if cond[f + "_nan"].sum())
+    axes = [k for k, _ in cfg.axes()]
+    lines = [f"⚠ {bad.size} of {len(cond['n'])} condition(s) had non-finite runs: {runs} of {int(cond['n'].sum())} "
+             f"runs in all (runs with a NaN or inf per metric: {per_metric or 'none'}). Those runs blew up; every "
+             "figure "
+             "of this report and of summary.csv / settings.csv / pareto.csv (means, rates such as the collapse rate, "
+             "intervals) excludes them and is over the runs that stayed finite; the `nonfinite` column counts them.",
+             "", "| " + " | ".join(axes) + " | non-finite runs | of |", "|" + "---|" * (len(axes) + 2)]
+    for i in bad[:shown]:
+        lines.append("| " + " | ".join(f"{cond[a][i]:g}" for a in axes) + f" | ⚠ {int(cond['nonfinite'][i])} | "
+                     f"{int(cond['n'][i])} |")
+    if bad.size > shown:
+        lines.append(f"\n... and {bad.size - shown} more (summary.csv's `nonfinite` column lists them all).")
+    return lines
+
+
+TABLES = "tables.json"  # the SHA-256 of each table the sweep wrote, with a checksum of its own
+
+
+def _json_digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _tables_record(out: str) -> dict:
+    """``tables.json`` of ``out`` when it is intact and of the sweep now in ``out``; else ``{}``."""
+    path = os.path.join(out, TABLES)
+    try:
+        record = io.read_json(path)
+        sid = sweep.sweep_id(sweep.read_manifest(out))
+    except (OSError, ValueError):
+        return {}
+    if (not isinstance(record, dict) or record.get("checksum") != _json_digest({k: v for k, v in record.items()
+                                                                                 if k != "checksum"})
+            or record.get("sweep") != sid or not isinstance(record.get("tables"), dict)):
+        return {}
+    return record
+
+
+def write_table(out: str, name: str, columns: dict) -> str:
+    """Write the table ``name`` (a CSV of ``columns``) into the sweep directory ``out`` and record
+    its SHA-256 in ``tables.json`` (itself carrying a checksum of its fields and the sweep's id),
+    so that :func:`read_table` can tell it is the table written here. Returns its path."""
+    path = io.write_csv(os.path.join(out, name), columns)
+    with open(path, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    record = _tables_record(out) or {"sweep": sweep.sweep_id(sweep.read_manifest(out)), "tables": {}}
+    record = {"sweep": record["sweep"], "tables": {**record["tables"], name: sha}}
+    record["checksum"] = _json_digest(record)
+    io.write_json(os.path.join(out, TABLES), record)
+    return path
+
+
+def read_table(out: str, name: str) -> tuple:
+    """``(columns, None)`` of the table ``name`` of the sweep in ``out`` when its bytes are those
+    recorded by :func:`write_table`; ``(None, reason)`` otherwise (absent, altered since, cut
+    short, or without a record)."""
+    path = os.path.join(out, name)
+    if not os.path.isfile(path) or os.path.islink(path):
+        return None, None if not os.path.lexists(path) else "it is not a plain file"
+    with open(path, "rb") as f:
+        data = f.read()
+    recorded = _tables_record(out).get("tables", {}).get(name)
+    if recorded is None:
+        return None, f"no SHA-256 of it is recorded in an intact {TABLES}"
+    if hashlib.sha256(data).hexdigest() != recorded:
+        return None, "its SHA-256 differs from the one recorded when it was written"
+    try:
+        return io.read_csv(path), None
+    except (ValueError, IndexError, OSError) as e:
+        return None, f"it cannot be read: {e}"
 
 
 STUDY = "token-dynamics-sweep"
@@ -517,12 +735,25 @@ def check_disk(cfg: Config, out: str, *, fresh: bool = False) -> None:
     free = shutil.disk_usage(probe).free
     chunk_dir = os.path.join(out, "chunks")
     have = 0 if fresh or not os.path.isdir(chunk_dir) else sum(e.stat().st_size for e in os.scandir(chunk_dir)
-                                                                if e.is_file())
+                                                                if e.is_file(follow_symlinks=False))
     need = cfg.disk() - have
     if need > 0.95 * free:
-        raise Refused(f"{STUDY}: its {cfg.runs():,} runs will take about {need / 2**30:,.1f} GiB of chunk files, more "
-                      f"than the {free / 2**30:,.1f} GiB free on the disk of {probe!r}: make seeds (or the axes) "
-                      "smaller, or choose an --out on a larger disk")
+        raise Refused(f"{STUDY}: its {cfg.runs():,} runs will take about {_size(need)} of chunk files, and only "
+                      f"{_size(free)} is free on the disk of {probe!r} (the sweep keeps 5% of it spare): make seeds "
+                      "(or the axes) smaller, or choose an --out on a larger disk")
+
+
+def _size(n: float) -> str:
+    """Bytes for a person: ``512 bytes``, ``3.4 KiB``, ``12.5 MiB``, ``2.25 GiB`` (three
+    significant digits at least, so two different sizes never print alike as 0.0)."""
+    n = float(n)
+    if abs(n) < 1024:
+        return f"{int(round(n)):,} bytes"
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        n /= 1024
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:,.3g} {unit}" if abs(n) < 100 else f"{n:,.0f} {unit}"
+    return f"{n} PiB"
 
 
 def _wait(what: str, missing, quiet: bool) -> None:
@@ -665,30 +896,29 @@ class HeatmapConfig:
 
 
 def _summary_table(cfg: HeatmapConfig) -> dict:
-    """The sweep's ``summary.csv`` when it is whole (every axis and statistic of ``cfg.metric``,
-    one row per condition), else computed from the chunks and written anew; :class:`Refused`
-    naming the file when a chunk is damaged."""
+    """The sweep's ``summary.csv`` when it is the table the sweep wrote (its SHA-256 is the one
+    recorded in ``tables.json``, :func:`read_table`) and holds ``cfg.metric``; else computed from
+    the verified chunks and written anew (with a warning naming the file when it was there but
+    could not be trusted); :class:`Refused` naming the file when a chunk is damaged."""
     path = os.path.join(cfg.dir, "summary.csv")
     grid = sweep.Grid.from_dict(sweep.read_manifest(cfg.dir)["grid"])
     want = [*grid.names, "n", f"{cfg.metric}_{cfg.stat}", f"{cfg.metric}_mean"]
-    if os.path.exists(path):
-        try:  # a file cut short loses its last newline (and a row's last number may be cut inside)
-            with open(path, "rb") as f:
-                whole = f.read().endswith(b"\n")
-            cond = io.read_csv(path)
-            if whole and all(k in cond and len(cond[k]) == grid.n_conditions and cond[k].dtype.kind == "f"
-                             for k in want):
-                return cond
-        except (ValueError, IndexError, OSError):  # cut short or altered: written anew below
-            pass
+    cond, problem = read_table(cfg.dir, "summary.csv")
+    if cond is not None:
+        if all(k in cond and len(cond[k]) == grid.n_conditions and cond[k].dtype.kind in "fiu" for k in want):
+            return cond
+        problem = f"it lacks the columns of {cfg.metric!r}"
     fields = sweep.output_fields(cfg.dir)
     try:  # the fields in the order analyse writes them
-        cond = summary.condition_stats(cfg.dir, [f for f in METRICS if f in fields] + [f for f in fields
-                                                                                        if f not in METRICS])
+        ordered = [f for f in METRICS if f in fields] + [f for f in fields if f not in METRICS]
+        cond = summary.condition_stats(cfg.dir, ordered, require_finite=[f for f in METRICS if f in fields])
     except ValueError as e:  # a chunk damaged since the sweep finished (iter_chunks names it)
         raise Refused(f"{e}: run the sweep command again with its arguments (it recomputes the chunk), then "
                       "plot") from None
-    io.write_csv(path, cond)
+    if problem is not None:
+        warnings.warn(f"{path} is not the table the sweep wrote ({problem}): recomputed from the sweep's verified "
+                      "chunks and written anew", RuntimeWarning, stacklevel=3)
+    write_table(cfg.dir, "summary.csv", cond)
     return cond
 
 

@@ -317,3 +317,16 @@ def test_case6_absurd_sizes_refused_naming_option(field, value, init, capsys):
         assert cli.main(argv) == 2
     assert compiled == []
     assert f"{field}={value} is too large" in capsys.readouterr().err
+
+
+def test_case5_collapse_run_never_reads_nan_tokens_as_a_collapse():
+    """Tokens that blew up (here: a traced momentum of 1.5, outside [0, 1)) have no groups: the
+    collapse run reports NaN groups, collapse and merge, never one group read as a collapse."""
+    from tokdyn.engine.runs import CollapseRun
+
+    run = jax.jit(CollapseRun(n_points=60, n_steps=40))
+    bad = run(jax.random.key(0), 0.5, 1.0, 1.5, 0.0)
+    for name in ("groups", "collapsed", "merged", "min_sep_rel"):
+        assert np.isnan(float(bad[name])), (name, bad[name])
+    good = run(jax.random.key(0), 0.5, 1.0, 0.0, 0.0)  # below the threshold: tokens stay apart
+    assert float(good["groups"]) >= 2 and float(good["collapsed"]) == 0.0 and np.isfinite(float(good["min_sep_rel"]))

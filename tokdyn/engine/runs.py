@@ -305,7 +305,8 @@ class CollapseRun:
     report the number of token groups at the merge tolerance ``merge_rel * sqrt(tr Cov X)``,
     whether all tokens merged (collapsed) or any did (merged), convergence (tolerance
     ``tol_rel * sqrt(tr Cov X)``), steps, tau_c and the smallest token separation relative to the
-    data's RMS radius."""
+    data's RMS radius. ``groups``, ``collapsed`` and ``merged`` are float32 (1.0 / 0.0 for the
+    two flags): NaN, like ``min_sep_rel``, when the final tokens are not finite."""
 
     shape: str = "blobs2"
     n_tokens: int = 4
@@ -323,5 +324,8 @@ class CollapseRun:
         r = dynamics.run(x, t0, hparams, n_steps=jnp.int32(self.n_steps), tol=self.tol_rel * scale)
         _, groups = dynamics.token_groups(r.tokens, self.merge_rel * scale)
         sep = analysis.min_separation(r.tokens) / scale if self.n_tokens > 1 else jnp.float32(jnp.inf)
-        return dict(groups=groups, collapsed=groups == 1, merged=groups < self.n_tokens, converged=r.converged,
-                    steps=r.steps, tau_c=tau_c, min_sep_rel=sep)
+        # tokens that blew up form no groups: NaN, never a count of 1 read as a collapse
+        finite = jnp.all(jnp.isfinite(r.tokens))
+        known = lambda v: jnp.where(finite, jnp.asarray(v, jnp.float32), jnp.float32(jnp.nan))  # noqa: E731
+        return dict(groups=known(groups), collapsed=known(groups == 1), merged=known(groups < self.n_tokens),
+                    converged=r.converged, steps=r.steps, tau_c=tau_c, min_sep_rel=known(sep))

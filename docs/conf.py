@@ -30,6 +30,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx-mathjax-offline",  # MathJax served from the site itself: math renders offline too
     "tokdyn_api",              # docs/_ext/tokdyn_api.py: the API pages, the docstring check, references
+    "tokdyn_site",             # docs/_ext/tokdyn_site.py: tables' cells of numbers stay on one line
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
@@ -65,7 +66,8 @@ napoleon_use_rtype = False
 # -- HTML ------------------------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"tokdyn {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["tokdyn.css"]    # docs/_static/tokdyn.css: tables and code blocks scroll, never clip
 html_show_sourcelink = False
 
 

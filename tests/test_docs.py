@@ -53,7 +53,7 @@ def _read(path: str) -> str:
 
 # --------------------------------------------------------------------------- examples
 
-@pytest.mark.parametrize("path", ["README.md", "docs/getting-started.md"])
+@pytest.mark.parametrize("path", ["README.md", "docs/getting-started.md", "docs/index.md"])
 def test_first_example_runs(path, capsys):
     text = _read(os.path.join(ROOT, path))
     found = re.search(re.escape(MARK) + r"\n```python\n(.*?)```", text, re.S)

@@ -48,29 +48,55 @@ def drawn_by_tokdyn(path: str) -> bool:
     return head.startswith(b"\x89PNG") and MARK in head
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # line_plot's series, in order
+LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
+
+
+def series_style(i: int, n: int) -> dict:
+    """How :func:`line_plot` draws its ``i``-th of ``n`` series, so that series that coincide stay
+    distinguishable: a colour, a marker and a line style of its own (cycling through
+    :data:`MARKERS` and :data:`LINESTYLES`), markers a little smaller for each later series (a later
+    one, drawn on top, leaves the earlier one's outline visible), and ``dodge``: a small horizontal
+    offset in points, centred on zero, by which the series is shifted (as a dodged bar chart)."""
+    return dict(color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
+                ms=max(7.0 - 1.0 * i, 3.0), dodge=(i - (n - 1) / 2) * min(3.0, 12.0 / max(n - 1, 1)),
+                zorder=2 + 0.01 * i)
+
+
 def line_plot(path: str, x, series: Mapping[str, Sequence], *, panels: Mapping[str, Mapping[str, Sequence]] | None = None,
               xlabel: str = "", ylabel: str = "", title: str = "", errors: Mapping | None = None) -> str:
     """One PNG of lines. ``series``: name -> y values over ``x``; or ``panels``: title -> series,
     drawn as side-by-side subplots sharing the y axis. ``errors`` mirrors the structure of what is
     drawn (name -> half-widths, or panel -> name -> half-widths) and is drawn as vertical bars.
-"""
+
+    Series that coincide stay visible (:func:`series_style`): each has its own colour, marker and
+    line style, later markers are smaller and drawn on top, and each series (its line, markers and
+    error bars) is shifted sideways by a few points (at most 6 either side; an offset on the page,
+    so it is the same on linear and logarithmic axes and never changes the data).
+    """
+    from matplotlib.transforms import offset_copy
+
     multi = panels is not None  # panel titles shown, figure title as a suptitle
     panels = panels if multi else {title: series}
     fig = figure((3.4 * len(panels) + 1.0, 3.3))
     axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
     for ax, (ptitle, ser) in zip(axes, panels.items()):
         for i, (name, y) in enumerate(ser.items()):
-            color = f"C{i}"
-            ax.plot(x, y, marker="o", ms=4, color=color, label=name)
+            style = series_style(i, len(ser))
+            shift = offset_copy(ax.transData, fig=fig, x=style.pop("dodge"), y=0.0, units="points")
+            # drawn in data coordinates (so that they set the axes' limits), then shifted
+            (line,) = ax.plot(x, y, lw=1.4, mew=0.8, mec=style["color"], label=name, **style)
+            line.set_transform(shift)
             err = None if errors is None else (errors.get(ptitle, {}).get(name) if multi else errors.get(name))
             if err is not None:
                 y, err = np.asarray(y, float), np.asarray(err, float)
-                ax.vlines(x, y - err, y + err, color=color, lw=1, alpha=0.7)
+                bars = ax.vlines(x, y - err, y + err, color=style["color"], lw=1, alpha=0.7, zorder=style["zorder"])
+                bars.set_transform(shift)
         ax.set_title(ptitle, fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(ylabel)
-    axes[-1].legend(fontsize=8, frameon=False)
+    axes[-1].legend(fontsize=8, frameon=False, handlelength=3.0)
     if multi and title:
         fig.suptitle(title, fontsize=11)
     fig.subplots_adjust(left=0.08, right=0.99, bottom=0.15, top=0.82 if multi and title else 0.9, wspace=0.08)

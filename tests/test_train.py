@@ -183,15 +183,46 @@ def test_a_nan_model_skips_its_steps_and_stops_no_other():
     data, tr = toy_data(), toy_trainer()
     keys = jax.random.split(jax.random.key(1), 3)
     hp = Hparams(learning_rate=jnp.asarray([0.1, 0.1, 0.1]), l2=jnp.asarray([1e-3, jnp.inf, 1e-3]))
-    res = train.train_many(tr, data, keys, hp)
+    with pytest.warns(RuntimeWarning, match="1 of 3 models skipped"):
+        res = train.train_many(tr, data, keys, hp)
     report = res.nan_report()
     assert [(i, t) for i, t, _ in report] == [(1, 0)] and report[0][2] == 40
+    assert res.skipped.tolist() == [0, 40, 0]
     # the bad model keeps its initial weights (every step skipped); the good ones match a run without it
     init_w = train.init_states(tr, keys, hp)[0].params["w"]
     np.testing.assert_array_equal(res.state.params["w"][1], init_w[1])
     good = train.train_many(tr, data, keys[::2], jax.tree_util.tree_map(lambda v: v[::2], hp))
     np.testing.assert_allclose(res.state.params["w"][::2], good.state.params["w"], rtol=1e-5, atol=1e-6)
     assert np.all(np.isfinite(np.asarray(res.state.params["w"])[::2]))
+
+
+def nan_loss(params, batch, key, hp):
+    """A model whose loss is NaN at every step (a log of zero, as a bug would write it)."""
+    value, logs = loss(params, batch, key, hp)
+    return value + jnp.log(-jnp.abs(params["b"]) - 1.0), logs
+
+
+def test_a_model_that_never_trains_warns_even_when_quiet():
+    """train_many(quiet=True), the default, prints nothing, yet a model whose every step is skipped
+    as non-finite is reported: a RuntimeWarning naming the models, the steps and the settings, and
+    the count per model in the result."""
+    tr = train.Trainer(train.Config(steps=20, steps_per_call=10, warmup=2), init=init, loss=nan_loss, batch=batch,
+                       name="nan-toy")
+    keys, hp = train.grid(jax.random.split(jax.random.key(3), 2), Hparams(learning_rate=jnp.asarray([0.05])))
+    with pytest.warns(RuntimeWarning) as caught:
+        res = train.train_many(tr, toy_data(), keys, hp, quiet=True)
+    text = str(caught[0].message)
+    assert len(caught) == 1 and caught[0].filename == __file__  # pointed at the caller's line
+    assert "2 of 2 models skipped" in text and "40 steps" in text and "every step" in text, text
+    assert "model 0" in text and "model 1" in text and "learning_rate=0.05" in text, text
+    assert res.finished and res.skipped.tolist() == [20, 20] and res.stopped_at == 20
+
+
+def test_a_healthy_model_does_not_warn(recwarn):
+    keys, hp = keys_and_hparams(seeds=1, lrs=(0.1,))
+    res = train.train_many(toy_trainer(steps=20), toy_data(), keys, hp, quiet=True)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert res.skipped.tolist() == [0]
 
 
 def test_stop_callback_ends_training_and_a_rerun_does_not_train_on(tmp_path):

@@ -140,6 +140,9 @@ class Result:
         of the ``keep_best`` column (its initial state while it has none); else None.
       best_step: with ``keep_best``: (M,) int, the step of each model's best value (-1: none yet);
         else None.
+      skipped: (M,) int: the steps each model skipped as non-finite (its loss or gradient NaN or
+        infinite), over its whole training (a resumed run's earlier calls included); a model whose
+        count equals ``stopped_at`` never trained. :func:`train_many` warns when any is above 0.
     """
 
     state: TrainState
@@ -149,6 +152,7 @@ class Result:
     stopped_at: int
     best_state: Optional[TrainState] = None
     best_step: Optional[np.ndarray] = None
+    skipped: Optional[np.ndarray] = None
 
     def nan_report(self) -> list[tuple[int, int, int]]:
         """:func:`nan_report` of the state."""
@@ -369,6 +373,53 @@ def _read_only(curves: dict) -> dict:
     return views
 
 
+def skipped_counts(state: TrainState) -> np.ndarray:
+    """(M,) int: the steps each model of a stacked state skipped as non-finite."""
+    return np.atleast_1d(np.asarray(state.skipped)).astype(np.int64)
+
+
+def _describe_model(i: int, hparams, limit: int = 4) -> str:
+    """``model i (learning_rate=0.001, ...)``: the model's index (into ``keys``) and its
+    hyper-parameter values."""
+    leaves = jax.tree_util.tree_flatten_with_path(hparams)[0]
+    values = []
+    for path, v in leaves[:limit]:
+        name = jax.tree_util.keystr(path).lstrip(".") or "hparams"
+        try:
+            a = np.asarray(v).reshape(-1)
+            values.append(f"{name}={float(a[i] if a.size > i else a[0]):.4g}")
+        except (TypeError, ValueError, IndexError):  # a leaf that is no number: named without its value
+            values.append(name)
+    more = ", ..." if len(leaves) > limit else ""
+    return f"model {i}" + (f" ({', '.join(values)}{more})" if values else "")
+
+
+def warn_skipped(skipped: np.ndarray, steps_done: int, hparams=None, *, name: str = "training",
+                 stacklevel: int = 2) -> Optional[str]:
+    """Warn (``RuntimeWarning``, whatever the caller's ``quiet``) when any model skipped a
+    non-finite step: how many models and steps, which models (index into ``keys``, and their
+    ``hparams``), and those that skipped every step (never trained). Returns the message (None:
+    no step was skipped)."""
+    skipped = np.atleast_1d(np.asarray(skipped))
+    bad = np.flatnonzero(skipped > 0)
+    if not bad.size:
+        return None
+    every = [int(i) for i in bad if steps_done > 0 and skipped[i] >= steps_done]
+    shown = [_describe_model(int(i), hparams) if hparams is not None else f"model {int(i)}" for i in bad[:8]]
+    msg = (f"{name}: {bad.size} of {skipped.size} models skipped non-finite steps ({int(skipped[bad].sum())} steps "
+           f"in all, of {steps_done} per model): "
+           + "; ".join(f"{s}: {int(skipped[i])} skipped" for s, i in zip(shown, bad[:8]))
+           + (f"; and {bad.size - 8} more" if bad.size > 8 else ""))
+    if every:
+        msg += (f". {len(every)} skipped every step and did not train at all (models {', '.join(map(str, every[:20]))}"
+                f"{', ...' if len(every) > 20 else ''}): its loss or gradient is not finite")
+    msg += ". Result.skipped holds the count per model; Result.nan_report() the first such step"
+    import warnings
+
+    warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel + 1)
+    return msg
+
+
 def train_many(trainer, data, keys, hparams, *, checkpoint: Optional[str] = None, stamp: str = "",
                strategy: str = "scan", devices=None, batch_size: Optional[int] = None,
                deadline: Optional[float] = None, max_calls: Optional[int] = None,
@@ -404,6 +455,10 @@ def train_many(trainer, data, keys, hparams, *, checkpoint: Optional[str] = None
     7. ``progress`` (a :class:`tokdyn.io.Progress` counting steps; without one a bar of its own
        unless ``quiet``), which also notes every model that skipped a non-finite step.
 
+    On return, whatever ``quiet`` says, a ``RuntimeWarning`` (:func:`warn_skipped`) names the
+    models that skipped non-finite steps (how many steps, their index and hyper-parameters, and
+    those that skipped every step); ``Result.skipped`` holds the count per model.
+
     Returns early, unfinished, once ``time.time() > deadline`` or after ``max_calls`` calls."""
     _check_outputs(evaluate, evaluate_every, keep_best, best_mode, stop, on_log)
     stages, cfg, m, devices = _check(trainer, keys, hparams, strategy, devices, batch_size, max_calls, deadline)
@@ -427,10 +482,12 @@ def train_many(trainer, data, keys, hparams, *, checkpoint: Optional[str] = None
                              "checkpoint")
 
     def result(st, finished):
+        skipped = skipped_counts(st)
+        warn_skipped(skipped, done, hparams, name=f"train_many ({first.name})", stacklevel=3)
         if best is None:
-            return Result(st, curves, steps, finished, done)
+            return Result(st, curves, steps, finished, done, skipped=skipped)
         return Result(st, curves, steps, finished, done, jax.tree_util.tree_map(jnp.asarray, best.state),
-                      best.step.copy())
+                      best.step.copy(), skipped)
 
     if stopped or done >= cfg.steps:
         return result(state, True)

@@ -4,7 +4,8 @@ the type :class:`tokdyn.models.latent.model.ApplyFn`, every output's shape in
 :class:`tokdyn.models.latent.model.Outputs`); submodules loaded on first access.
 
 - :mod:`tokdyn.diagnostics.protocol`   the protocol's types and :func:`~tokdyn.diagnostics.protocol.check_apply`,
-  the check (one ``jax.eval_shape`` of the model) every diagnostic that takes a model runs first
+  the check (one ``jax.eval_shape`` of the model; for a diagnostic that reads ``hidden``, one probe
+  intervention that ``hidden[:, 0]`` must follow) every diagnostic that takes a model runs first
 
 - :mod:`tokdyn.diagnostics.mediation`  causal mediation of the latents, decomposition of the latent
   block, attention narrowness

@@ -38,7 +38,10 @@ runs unchanged; the slot replacements go through ``intervene`` and act on the in
 every pass, so in a feedback model they replace the fed-back latents. Each one that takes a model
 first runs :func:`tokdyn.diagnostics.protocol.check_apply` (one ``jax.eval_shape`` of the model: no
 device work, no compile), so a model of another output layout, a position outside the sequence or
-a missing argument is a ``ValueError``/``TypeError`` naming it, before anything runs.
+a missing argument is a ``ValueError``/``TypeError`` naming it, before anything runs. The two that
+read ``Outputs.hidden`` (:func:`input_to_latent` with ``positions``, :func:`decompose` with a setting
+that edits the slots) then check, once per model and shapes, that ``hidden[:, 0]`` holds the input
+embeddings: one probe intervention on one instance (see :mod:`tokdyn.diagnostics.protocol`).
 """
 
 from __future__ import annotations
@@ -99,7 +102,8 @@ def input_to_latent(apply_fn: Callable, params, batch, perturbed, *, positions=(
     (0: the input embeddings, -1: the last block's output); ``perturbed`` has ``batch``'s shapes."""
     positions = _positions("positions", positions)
     protocol.check_apply(apply_fn, params, batch, uses=() if intervene is None else ("intervene",),
-                         positions={"positions": positions}, layer=layer, batches={"perturbed": perturbed})
+                         positions={"positions": positions}, layer=layer, batches={"perturbed": perturbed},
+                         reads_hidden=bool(positions))
     a = apply_fn(params, batch)
     b = apply_fn(params, perturbed) if intervene is None else apply_fn(params, perturbed, intervene=intervene)
     out = {"latents": shift(a.latents, b.latents)}
@@ -262,7 +266,8 @@ def decompose(key: jax.Array, apply_fn: Callable, params, batch, *, slots, marke
         arrays["format_embedding"] = (format_embedding, (len(markers) + len(slots), "D"),
                                       "(the markers' then the slots' inputs) for 'format_only'")
     protocol.check_apply(apply_fn, params, batch, uses=uses, length=length, arrays=arrays,
-                         positions={"slots": slots, "markers": markers, "answer_position": answer_position})
+                         positions={"slots": slots, "markers": markers, "answer_position": answer_position},
+                         reads_hidden="intervene" in uses)
     base = apply_fn(params, batch)
     b = base.logits.shape[0]
     inputs = base.hidden[:, 0, jnp.asarray(slots)]  # (B, L, D) the slots' input embeddings

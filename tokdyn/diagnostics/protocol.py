@@ -15,9 +15,21 @@ compile), calling ``apply_fn(params, batch)`` and each keyword the diagnostic wi
 ``ValueError``/``TypeError`` that names what is wrong: an output of another layout (ranks and
 shapes against the batch and the protocol), ``intervene`` not called on (B, T, D) input
 embeddings, a keyword the model does not take, positions outside [0, T), a layer outside the
-hidden states, a missing or misshapen argument. Inside a user's ``jit``/``vmap`` it runs once per
-trace, on the traced shapes; the model's trace is cached per (``apply_fn``, shapes of ``params``
-and ``batch``, keywords), so repeated eager calls trace the model once.
+hidden states, a missing or misshapen argument. ``hidden``'s layer count is read against
+``attention``'s, so a ``hidden`` with n_layers entries (its input embeddings missing) is blamed on
+``hidden``. Inside a user's ``jit``/``vmap`` it runs once per trace, on the traced shapes; the
+model's trace is cached per (``apply_fn``, shapes of ``params`` and ``batch``, keywords), so
+repeated eager calls trace the model once.
+
+A diagnostic that reads ``hidden`` (``reads_hidden=True``) has its contents checked too, once per
+(``apply_fn``, shapes of ``params`` and ``batch``), after every other check: one probe intervention
+on one instance, ``apply_fn(params, batch[:1], intervene=lambda x: probe)`` with fixed normal draws
+for ``probe``, must return ``hidden[:, 0]`` equal to the probe (the input embeddings are what
+``intervene`` returned, as the blocks read them). It is one program compiled ahead of time and run at
+once; inside a user's ``jit`` on stand-in values of the traced shapes (normal weights, uniform float
+inputs, zero integer and boolean leaves), never staged into the user's program. A ``hidden`` of the
+right shape holding block outputs and the final LayerNorm state is a ``ValueError`` naming
+``hidden`` and the input embeddings.
 """
 
 from __future__ import annotations
@@ -97,11 +109,26 @@ def _layout(out, b_batch: Optional[int], what: str) -> Dims:
     if b_batch is not None and b != b_batch:
         raise ValueError(f"{what}.logits must be (B, T, V) with B = {b_batch} (the batch's leading axis), "
                          f"got shape {lg}")
-    if len(hd) != 4 or hd[0] != b or hd[2] != t or hd[1] < 2:
-        raise ValueError(f"{what}.hidden must be (B, n_layers + 1, T, D) = ({b}, n_layers + 1 >= 2, {t}, D) "
-                         f"with hidden[:, 0] the input embeddings (B and T those of the logits {lg}), got shape {hd}")
+    # the attention's layer count, when it is otherwise well formed, says how many entries hidden needs
+    n_att = at[1] if len(at) == 5 and at[0] == b and at[3] == t and at[4] == t else None
+    entries = "n_layers + 1 >= 2" if n_att is None else f"n_layers + 1 = {n_att + 1}"
+    layers = "" if n_att is None else f"; n_layers = {n_att} from attention {at}"
+    if len(hd) != 4 or hd[0] != b or hd[2] != t or hd[1] < 2 or (n_att is not None and hd[1] in (n_att, n_att + 2)):
+        hint = ""
+        if len(hd) == 4 and n_att is not None and hd[1] == n_att:
+            hint = ": n_layers entries, one short (is the input embeddings' entry hidden[:, 0] missing?)"
+        elif len(hd) == 4 and n_att is not None and hd[1] == n_att + 2:
+            hint = (": one entry too many (hidden[:, -1] is the last block's output; the final LayerNorm state "
+                    "is no entry of hidden)")
+        raise ValueError(f"{what}.hidden must be (B, n_layers + 1, T, D) = ({b}, {entries}, {t}, D): hidden[:, 0] "
+                         f"the input embeddings, then the output of each block (B and T those of the logits "
+                         f"{lg}{layers}), got shape {hd}{hint}")
     n, d = hd[1] - 1, hd[3]
-    if len(at) != 5 or at[0] != b or at[1] != n or at[3] != t or at[4] != t:
+    if n_att is not None and n_att != n:
+        raise ValueError(f"{what}.hidden (B, n_layers + 1, T, D) and {what}.attention (B, n_layers, H, T, T) must "
+                         f"have the same n_layers, got hidden {hd} (n_layers = {n}: the input embeddings and {n} "
+                         f"blocks) and attention {at} (n_layers = {n_att})")
+    if n_att is None:
         raise ValueError(f"{what}.attention must be (B, n_layers, H, T, T) = ({b}, {n}, H, {t}, {t}) "
                          f"(n_layers from hidden {hd}), got shape {at}")
     if len(lt) != 3 or lt[0] != b or lt[2] != d:
@@ -180,6 +207,129 @@ def _dims(apply_fn, params, batch, calls, n_inject, need_latents) -> Dims:
     return dims
 
 
+# --- the one value check: a probe intervention --------------------------------------------------------
+
+_VERIFIED: "collections.OrderedDict" = collections.OrderedDict()
+
+
+def _has_value(leaf) -> bool:
+    return not isinstance(leaf, jax.core.Tracer) and isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float,
+                                                                        bool))
+
+
+def _stand_in(leaf, rng, rows: Optional[int], scale: float, spread: str):
+    """``leaf`` itself when it has a value; else a host value of its shape (its first ``rows`` rows
+    when given) and dtype drawn from ``rng`` (for a tracer, a shape struct); None where no stand-in
+    can be drawn (a key, a string)."""
+    if _has_value(leaf):
+        return leaf
+    shape, dtype = tuple(jnp.shape(leaf)), _checks.dtype_of(leaf)
+    shape = (rows,) + shape[1:] if rows is not None else shape
+    if jnp.issubdtype(dtype, jnp.floating):
+        draw = rng.uniform(0.0, 1.0, shape) if spread == "uniform" else scale * rng.standard_normal(shape)
+        return np.asarray(draw).astype(dtype)
+    if jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.bool_):
+        return np.zeros(shape, dtype)  # id 0, False: valid for any table or mask
+    return None
+
+
+def _close(a: np.ndarray, b: np.ndarray, eps: float) -> bool:
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= 4 * eps * (1.0 + np.abs(b))))
+
+
+def _check_embeddings(apply_fn, params, batch, dims: Dims) -> bool:
+    """One probe intervention on one instance: ``intervene`` replaces the input embeddings by a probe
+    (fixed normal draws) and ``hidden[:, 0]`` must be that probe. Runs on ``params`` and ``batch``'s
+    values, or on stand-in values of their shapes where they have none (inside a user's ``jit``).
+    Returns whether the probe ran (False: no stand-in could be drawn, or the model refused one)."""
+    rows = 1 if _leading(batch) is not None else None
+    p_leaves, p_def = jax.tree_util.tree_flatten(params)
+    b_leaves, b_def = jax.tree_util.tree_flatten(batch)
+    stand_ins = not all(_has_value(x) for x in p_leaves + b_leaves)
+
+    def draw(shape, dtype):  # the same host draws at every call: every pass reads one probe sequence
+        return np.random.default_rng(1).standard_normal(shape).astype(dtype)
+
+    def run(p, b, full: bool):
+        seen = []
+
+        def probe(x):
+            seen.append(x)
+            return jnp.asarray(draw(jnp.shape(x), x.dtype))
+
+        b = b if rows is None else jax.tree_util.tree_map(lambda x: x[:rows], b)  # one instance
+        out = apply_fn(p, b, intervene=probe)
+        if not seen:
+            return None
+        # hidden[:, 0] alone: for a model that keeps it, the compiler drops the blocks from the program
+        return (out.hidden, seen[-1]) if full else (out.hidden[:, 0], jnp.zeros(0, seen[-1].dtype))
+
+    def compiled(full: bool):
+        # compiled ahead of time from the shapes, then called on values: one program, run now even inside
+        # a user's jit (an eager model would compile op by op, far slower to start)
+        spec = lambda x: jax.ShapeDtypeStruct(jnp.shape(x), _checks.dtype_of(x))  # noqa: E731
+        lowered = jax.jit(run, static_argnums=2).lower(jax.tree_util.tree_map(spec, p_in),
+                                                       jax.tree_util.tree_map(spec, b_in), full)
+        return lowered.compile()(p_in, b_in)
+
+    call = f"apply_fn(params, batch{'[:1]' if rows else ''}, intervene=lambda x: probe)"
+    rng = np.random.default_rng(0)
+    p_in = [_stand_in(x, rng, None, 0.5, "normal") for x in p_leaves]
+    b_in = [_stand_in(x, rng, rows, 1.0, "uniform") for x in b_leaves]
+    if any(x is None for x in p_in + b_in):
+        return False  # a leaf of a dtype no stand-in is drawn for: only the shapes are checked
+    p_in, b_in = jax.tree_util.tree_unflatten(p_def, p_in), jax.tree_util.tree_unflatten(b_def, b_in)
+    try:
+        first = compiled(False)
+    except Exception as e:
+        if stand_ins:  # the values were ours, not the user's: the real call reports any real error
+            return False
+        e.add_note(f"(raised by {call} while tokdyn.diagnostics checked that hidden[:, 0] holds the input "
+                   f"embeddings)")
+        raise
+    if first is None:
+        return False  # intervene never called: the shape check names it when the diagnostic uses intervene
+    got = np.asarray(first[0], np.float32)  # (1, T, D): one instance, copied to the host once per model
+    eps = max(float(jnp.finfo(first[0].dtype).eps), float(jnp.finfo(first[1].dtype).eps))
+    want = draw(got.shape, first[1].dtype).astype(np.float32)
+    if _close(got, want, eps):
+        return True
+    hidden, given = compiled(True)  # refused: look closer, to say why
+    hidden, before = np.asarray(hidden, np.float32), np.asarray(given, np.float32)
+    at = [k for k in range(1, hidden.shape[1]) if _close(hidden[:, k], want, eps)]
+    if at:
+        hint = f"the input embeddings are at hidden[:, {at[0]}], not hidden[:, 0]"
+    elif _close(hidden[:, 0], before, eps):
+        hint = "hidden[:, 0] holds the embeddings intervene was given, not those it returned"
+    else:
+        hint = ("no entry of hidden holds them (block outputs, or the final LayerNorm state, in place of the input "
+                "embeddings?)")
+    err = float(np.nanmax(np.abs(hidden[:, 0] - want))) if np.isfinite(hidden[:, 0]).any() else float("nan")
+    raise ValueError(
+        f"apply_fn(params, batch).hidden must hold the input embeddings at hidden[:, 0] (B, T, D) = "
+        f"({dims.batch}, {dims.length}, {dims.width}), the array intervene returned, as the blocks read it, then the "
+        f"output of each of the n_layers = {dims.layers} blocks; a probe, {call} with probe ~ N(0, 1) of shape "
+        f"{want.shape}, found hidden[:, 0] off the probe by up to {err:.3g}: {hint}"
+        + (" (params and batch are traced here: the probe ran on stand-in values of their shapes)" if stand_ins
+           else ""))
+
+
+def _embeddings_once(apply_fn, params, batch, dims: Dims) -> None:
+    try:
+        key = (apply_fn, _signature(params), _signature(batch))
+        hash(key)
+    except TypeError:  # an unhashable apply_fn: probe it every time
+        _check_embeddings(apply_fn, params, batch, dims)
+        return
+    if key in _VERIFIED:
+        _VERIFIED.move_to_end(key)
+        return
+    if _check_embeddings(apply_fn, params, batch, dims):
+        _VERIFIED[key] = True
+        while len(_VERIFIED) > _CACHE_SIZE:
+            _VERIFIED.popitem(last=False)
+
+
 def _calls(uses) -> tuple:
     out = []
     for combo in uses:
@@ -192,7 +342,8 @@ def _calls(uses) -> tuple:
 
 def check_apply(apply_fn, params, batch, *, uses: Sequence = (), n_inject: int = 0,
                 positions: Optional[Mapping] = None, layer: Optional[int] = None, length: Optional[int] = None,
-                need_latents: str = "", arrays: Optional[Mapping] = None, batches: Optional[Mapping] = None) -> Dims:
+                need_latents: str = "", arrays: Optional[Mapping] = None, batches: Optional[Mapping] = None,
+                reads_hidden: bool = False) -> Dims:
     """Check that ``apply_fn`` implements the protocol on ``params`` and ``batch`` and that a
     diagnostic's arguments fit it, before anything runs; returns the :class:`Dims` of its outputs.
 
@@ -210,6 +361,10 @@ def check_apply(apply_fn, params, batch, *, uses: Sequence = (), n_inject: int =
       arrays: ``{name: (value, shape)}`` (or ``(value, shape, why)``): arguments that must be given
         with that shape, whose entries are ints or the letters B, T, V, D, L, H (the model's sizes).
       batches: ``{name: batch}``: other batches that must have ``batch``'s structure and shapes.
+      reads_hidden: the diagnostic reads ``Outputs.hidden``: check its contents too, once per model and
+        shapes, after every other check: ``apply_fn`` must take ``intervene``, and with ``intervene``
+        replacing the input embeddings by a probe, ``hidden[:, 0]`` must be that probe (one call on
+        one instance; inside a user's ``jit`` on stand-in values of ``params``' and ``batch``'s shapes).
 
     Raises:
       TypeError, ValueError: naming the output field, keyword, position or argument at fault.
@@ -221,6 +376,8 @@ def check_apply(apply_fn, params, batch, *, uses: Sequence = (), n_inject: int =
             raise ValueError(f"{name} must have batch's structure and shapes {_signature(batch)[1]}, "
                              f"got {_signature(other)[1]}")
     calls = _calls(uses)
+    if reads_hidden and ("intervene",) not in calls:
+        calls += (("intervene",),)
     if any("inject" in c for c in calls):
         _checks.positive_int("n_inject", n_inject)
     dims = _dims(apply_fn, params, batch, calls, int(n_inject), str(need_latents))
@@ -245,4 +402,6 @@ def check_apply(apply_fn, params, batch, *, uses: Sequence = (), n_inject: int =
             raise ValueError(f"{name} must be given, an array of shape {text}{' ' + why if why else ''}, got None")
         if tuple(jnp.shape(value)) != want:
             raise ValueError(f"{name} must have shape {text}{' ' + why if why else ''}, got {tuple(jnp.shape(value))}")
+    if reads_hidden:
+        _embeddings_once(apply_fn, params, batch, dims)
     return dims

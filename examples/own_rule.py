@@ -8,9 +8,11 @@ baseline. Both settings of the rule below share one compilation (their knobs are
 
     python examples/own_rule.py [--seeds 10] [--out DIR]
 
-The same rules in the sweep command:
-``tokdyn sweep token-dynamics --rule-module examples/own_rule.py:RULES --method lloyd,lloyd_damped
---temperature '' --repulsion '' --momentum '' ...``
+The same rule in the sweep command, paired by seed with the built-in baseline and its own knob
+as an axis (settings.csv, pareto.csv and report.md name every method; report.md compares each
+method's best setting with the baseline's, seed by seed):
+``tokdyn sweep token-dynamics --rule-module examples/own_rule.py:RULES --method baseline,lloyd
+--knob step_size=0.25,0.5,1 --temperature 1 --repulsion '' --momentum '' ...``
 """
 
 import argparse

@@ -56,7 +56,8 @@ def test_the_users_rule_is_swept_by_name(swept):
     steps = [res["steps"][res["method"] == m].mean() for m in range(2)]
     assert steps[1] > steps[0]
     settings = open(os.path.join(swept, "settings.csv")).read().splitlines()
-    assert settings[0].startswith("method") and len(settings) == 3
+    assert settings[0].startswith("method,method_name") and len(settings) == 3
+    assert [row.split(",")[1] for row in settings[1:]] == list(names)  # every setting named
 
 
 def test_the_same_command_resumes_and_another_rule_module_is_refused(swept, tmp_path, capsys):
@@ -99,8 +100,11 @@ def _bad_cases(tmp_path):
         (["--rule-module", f"{two}:BUILTIN_NAME", "--method", "a"], r"rule_module .*'baseline' is the name of a "
                                                                      r"built-in"),
         (["--rule-module", f"{two}:RULES", "--method", "c", *axes], r"method must be one of \[.*'a'.*'b'.*\], got 'c'"),
-        (["--rule-module", f"{two}:RULES", "--method", "baseline,a", *axes], r"method: a sweep runs one update rule"),
-        (["--rule-module", f"{two}:RULES", "--method", "a,b", *axes], r"method: 'a' and 'b' are different rules"),
+        # several rules run in one sweep (tests/test_frictions_sweep.py); a knob none of them has is named
+        (["--rule-module", f"{two}:RULES", "--method", "baseline,a", "--knob", "t=1,2", *axes],
+         r"knob: 't' is not a knob of the rule 'a' of rule_module, whose knobs are \['s'\]"),
+        (["--rule-module", f"{two}:RULES", "--method", "a,b", *axes, "--damping", "0.5"],
+         r"damping: method names rules 'a' \(knobs \['s'\]\), 'b' \(knobs \['s'\]\)"),
         (["--rule-module", f"{two}:RULES", "--method", "a"], r"temperature: method names rule 'a'.*knobs are \['s'\]"),
         (["--rule-module", f"{two}:RULES", "--method", "a", "--temperature", "", "--repulsion", "",
           "--momentum", "", "--damping", "0.5"], r"damping: method names rule 'a'"),

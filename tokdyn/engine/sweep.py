@@ -887,7 +887,7 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
 
 
 def output_spec(task, shared) -> dict:
-    """``{field: "dtype[shape]"}`` of one run of ``task`` (a :class:`_GridTask`) on ``shared``,
+    """``{field: "dtype[shape]"}`` of one run of ``task`` (the grid task the sweep builds) on ``shared``,
     found by tracing it once (``jax.eval_shape``: nothing is compiled or run)."""
     leaves, treedef = jax.tree_util.tree_flatten(shared)
     abstract = tuple(jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in leaves)

@@ -34,7 +34,8 @@ Afterwards (:func:`analyse`) the directory gets:
   (``tokdyn plot heatmap``) recomputes it from the verified chunks, with a warning, when it does
   not match;
 - ``settings.csv``: per hyperparameter setting (the rule axes: temperature, momentum, repulsion,
-  and any of the extended rules' knobs or ``method``, an index into ``config.json``'s method names),
+  and any of the extended rules' knobs, ``--knob`` axes, or ``method``, an index into ``config.json``'s
+  method names, with ``method_name`` beside it in every table),
   pooled over the data axes (noise, n_clusters), mean ARI, steps, collapse and convergence rates
   with 95% percentile-bootstrap intervals over seeds, and whether it is on the Pareto front;
 - ``pareto.csv`` + ``plots/pareto.png``: the settings no other setting beats on both mean steps
@@ -51,6 +52,15 @@ keyed by the code that made them: the manifest records the run function's
 SHA-256 of the rule's file, so a rerun after the rule changed exits 2 ("the rule's code changed
 since these results: rerun with --fresh, or into another directory").
 
+Several rules, paired by seed: ``--method`` takes built-in methods and ``--rule-module``'s rules in
+any mix (``--method baseline,lloyd``), and ``--knob NAME=VALUES`` makes a field of a rule's
+``hparams`` an axis (:class:`Config`). Each rule is one engine sweep (:meth:`Config.groups`), in
+``DIR/groups/<i>-<name>`` with its own manifest and chunks (resumed and stamped like a sweep of one
+rule), all with the same root key and common random numbers; the analysis merges them into one
+summary / settings / pareto / report, and report.md compares each method's best setting with the
+first method's, paired by seed. ``--quick``: a small preset whose report.md says so in its first
+line.
+
 ``tokdyn plot heatmap DIR --x A --y B [--metric M] [--where axis=value]`` draws one metric of a
 finished sweep over two of its axes into ``DIR/plots``; every bad argument (an axis or a value the
 sweep does not have, an unfinished sweep, a damaged manifest) exits 2 naming it.
@@ -65,10 +75,12 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 import time
 import warnings
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -78,7 +90,7 @@ from tokdyn.engine import sweep
 from tokdyn.engine.runs import ClusterRun, RunStructure
 from tokdyn.experiment import study
 from tokdyn.experiment.study import Estimate, Refused, Study
-from tokdyn.stats import figures, summary
+from tokdyn.stats import figures, inference, summary
 
 RULE_AXES = dynamics.FIELDS + ("method",)
 DATA_AXES = ("noise", "n_clusters")
@@ -87,6 +99,19 @@ AXES = ("temperature", "repulsion", "momentum", "noise", "n_clusters", "method",
 METRICS = ("ari", "steps", "collapsed", "converged", "nmi", "sse")
 SETTING_METRICS = ("ari", "steps", "collapsed", "converged")
 STRUCTURE_OPTIONS = "points_per_cluster, dim or n_tokens"  # the sizes of one run: to change when one run is too big
+
+
+class Group(NamedTuple):
+    """One engine sweep of a token-dynamics sweep: the runs of one update rule (:meth:`Config.groups`)."""
+
+    task: ClusterRun  # the per-run function
+    grid: sweep.Grid  # its runs; ``method``: indices into ``methods``
+    methods: tuple  # indices into Config.method_names() of its methods (() when method is not an axis)
+    folder: str  # its directory under the sweep's (""): the sweep's own
+
+    def dir(self, out: str) -> str:
+        """Its sweep directory (manifest and chunks) in the sweep directory ``out``."""
+        return os.path.join(out, self.folder) if self.folder else out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +127,10 @@ class Config(RunStructure):
       momentum: momentum axis.
       noise: cluster standard deviation axis.
       n_clusters: cluster count axis.
-      method: registered method names, comma-separated (an axis of indices into them; explicit
-        rule axes override a method's values), or names of rule_module's rules; empty: not an axis.
+      method: method names, comma-separated: built-in methods and rule_module's rules in any mix,
+        run on common random numbers (the same data and initial tokens per seed) and compared by
+        name (an axis of indices into them; explicit rule axes override a method's values); empty:
+        not an axis.
       damping: damping axis of the extended rules; empty: not an axis.
       langevin: Langevin temperature axis; empty: not an axis.
       sinkhorn_iters: Sinkhorn iterations axis; empty: not an axis.
@@ -116,8 +143,13 @@ class Config(RunStructure):
       n_resamples: bootstrap resamples of the intervals.
       rule_module: update rules of one's own, module:NAME or path/to/file.py:NAME, NAME a
         tokdyn.dynamics.Rule (named by its name) or a dict of them (named by their keys); method
-        may then name them instead of the built-in methods (settings of one rule that differ only
-        in their hparams; the rule's knobs replace the built-in rule axes, so give those as '').
+        may then name them beside the built-in methods (each rule is one engine sweep, in
+        groups/ of the output directory, with the same root key; the built-in rule axes apply to
+        the rules that have those knobs: give them as '' when none has).
+      knob: axes of the knobs of rule_module's rules (fields of a rule's hparams), NAME=VALUES,
+        several separated by ';' (step_size=0.5,1;beta=linspace:0:1:3), VALUES in the syntax of
+        the other axes; each applies to the rules of method that have that knob.
+      preset: '' or 'quick' (set by --quick: a small grid and few seeds; report.md says so).
     """
 
     temperature: str = "logspace:0.05:20:25"
@@ -137,9 +169,20 @@ class Config(RunStructure):
     chunk_size: int = 0
     n_resamples: int = 2000
     rule_module: str = ""
+    knob: str = ""
+    preset: str = ""
+
+    @classmethod
+    def quick(cls) -> "Config":
+        """The quick preset (``--quick``): 3 temperatures x 2 repulsions x 2 momenta x 2 noise levels
+        x 2 cluster counts x 8 seeds in D = 2 (384 runs, a few seconds once compiled); its report.md
+        says so in its first line."""
+        return cls(temperature="0.5,2,8", repulsion="0,0.1", momentum="0,0.5", noise="0.3,0.9", n_clusters="3,4",
+                   seeds=8, dim=2, points_per_cluster=40, n_resamples=500, preset="quick")
 
     def axes(self) -> tuple:
-        """``((name, values), ...)`` of the non-empty axes in grid order (method: its names)."""
+        """``((name, values), ...)`` of the non-empty axes in grid order (:data:`AXES`, then the
+        ``knob`` axes in the order given; method: its names)."""
         out = []
         for name in AXES:
             text = getattr(self, name).strip()
@@ -149,12 +192,34 @@ class Config(RunStructure):
                 out.append((name, tuple(v.strip() for v in text.split(",") if v.strip())))
             else:
                 out.append((name, tuple(sweep.parse_axis(name, text).tolist())))
+        return tuple(out) + self.knob_axes()
+
+    def knob_axes(self) -> tuple:
+        """``((name, values), ...)`` of ``knob`` (``NAME=VALUES;...``): axes of the knobs of
+        ``rule_module``'s rules. ``ValueError`` naming ``knob`` (or the knob) when it does not parse."""
+        out, seen = [], set()
+        for part in (t.strip() for t in self.knob.split(";") if t.strip()):
+            name, sep, text = part.partition("=")
+            name = name.strip()
+            if not sep or not name.isidentifier() or not text.strip():
+                raise ValueError(f"knob expects NAME=VALUES, several separated by ';' (step_size=0.5,1;"
+                                 f"beta=linspace:0:1:3), got {part!r}")
+            if name in seen:
+                raise ValueError(f"knob: {name!r} is given twice in {self.knob!r}")
+            if name in AXES:
+                raise ValueError(f"knob: {name!r} has an option of its own: --{name.replace('_', '-')} VALUES")
+            if name in sweep.Grid.RESERVED or name in ("draw", "key"):
+                raise ValueError(f"knob: {name!r} is a name the sweep keeps for itself (seed, index, draw, key), "
+                                 "not a knob a rule may have")
+            seen.add(name)
+            out.append((name, tuple(sweep.parse_axis(name, text).tolist())))
         return tuple(out)
 
     def validate(self) -> "Config":
         """Check every field and axis (``method`` against the built-in methods and ``rule_module``'s
-        rules, the rule axes against the rule they set); raise ``ValueError``/``TypeError`` naming the
-        field. Returns ``self``."""
+        rules, every rule axis and ``knob`` against the knobs of the rules ``method`` names); raise
+        ``ValueError``/``TypeError`` naming the field (or the knob), before anything is traced.
+        Returns ``self``."""
         _checks.positive_int("seeds", self.seeds)
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
         if self.root_seed > 2**32 - 1:  # jax.random.key keeps 32 bits of it (x64 off): 2**32 would be seed 0
@@ -162,31 +227,47 @@ class Config(RunStructure):
                              "silently give the key of a smaller one")
         _checks.positive_int("chunk_size", self.chunk_size, minimum=0)
         _checks.positive_int("n_resamples", self.n_resamples)
+        if self.preset not in ("", "quick"):
+            raise ValueError(f"preset must be '' or 'quick' (set by --quick), got {self.preset!r}")
         rules = self.rules()  # ValueError naming rule_module, before anything is traced
-        rule = self.rule()  # None: the built-in rule
-        for name, values in self.axes():
+        axes = self.axes()
+        for name, values in axes:
             if len(values) == 0:
                 raise ValueError(f"axis {name!r} has no values")
             _checks.distinct(name, values)  # a list of conditions is a set (parse_axis checks the numeric ones)
             if name == "method":
                 for m in values:
                     _checks.choice("method", m, {**dynamics.METHODS, **rules})
+        names = self.method_names()
+        groups = [(rule, idx, dynamics.FIELDS if rule is None else rule.knobs) for rule, idx in self.method_groups()]
+        own = [(names[idx[0]], knobs) for rule, idx, knobs in groups if rule is not None]
+        builtin = any(rule is None for rule, _, _ in groups)
+        which = (f"rule {own[0][0]!r} of rule_module, whose knobs are {list(own[0][1])}" if len(own) == 1 else
+                 "rules " + ", ".join(f"{m!r} (knobs {list(k)})" for m, k in own) + " of rule_module")
+        for name, values in axes:
+            v = np.asarray(values, float) if name != "method" else None
+            if name == "method":
                 continue
-            v = np.asarray(values, float)
-            if rule is not None and name in RULE_AXES:
-                if name not in rule.knobs:
-                    raise ValueError(f"{name}: method names rule {rule.name!r} of rule_module, whose knobs are "
-                                     f"{list(rule.knobs)}; {name} is a knob of the built-in rule: give it as '' "
-                                     f"(--{name.replace('_', '-')} '')")
-                _checks.real(name, v)
-            elif name in dynamics.FIELDS:
-                dynamics.Hparams(**{name: v}).validate()  # names the field, the value and what is allowed
-            elif name == "noise":
+            if name == "noise":
                 _checks.real(name, v, low=0.0)
             elif name == "n_clusters":
                 if not np.all(v == np.round(v)) or v.min() < 1:
                     raise ValueError(f"n_clusters values must be integers >= 1, got {list(values)}")
+            elif not any(name in knobs for _, _, knobs in groups):
+                if name in dynamics.FIELDS:  # an option of the built-in rule, and no rule of the sweep has it
+                    raise ValueError(f"{name}: method names {which}; {name} is a knob of the built-in rule: give it "
+                                     f"as '' (--{name.replace('_', '-')} '')")
+                if not own:
+                    raise ValueError(f"knob: {name!r}: method names no rule of rule_module"
+                                     + (f" (its rules: {list(rules)})" if rules else " (none given)")
+                                     + ", and knob sets the knobs of those rules")
+                raise ValueError(f"knob: {name!r} is not a knob of the {which}")
+            elif name in dynamics.FIELDS and builtin:
+                dynamics.Hparams(**{name: v}).validate()  # names the field, the value and what is allowed
+            else:
+                _checks.real(name, v)
         self.validate_structure(min(self.cluster_counts()), max(self.cluster_counts()))
+        self.groups()  # a rule whose knobs a run cannot take: named before anything is traced
         return self
 
     def cluster_counts(self) -> tuple:
@@ -202,67 +283,118 @@ class Config(RunStructure):
         """``{name: tokdyn.dynamics.Rule}`` of ``rule_module`` ({} when it is empty), see :func:`load_rules`."""
         return load_rules(self.rule_module.strip()) if self.rule_module.strip() else {}
 
-    def rule(self):
-        """The rule of ``rule_module`` that ``method`` names (the settings it names: one rule, differing
-        only in their hparams), or None: the built-in rule. ``ValueError`` naming ``method`` otherwise."""
+    def method_groups(self) -> tuple:
+        """``((rule, method indices), ...)``: the rules the sweep runs, one compilation each, as in
+        the token-dynamics study's :meth:`tokdyn.studies.token_dynamics.Config.tasks`: ``None`` (the
+        built-in rule) for the built-in methods (or every run, when ``method`` is not an axis), then
+        one per rule of ``rule_module`` that ``method`` names (rules equal but for their hparams
+        are settings of one rule and share one), with the indices into :meth:`method_names` of
+        the methods it runs."""
         rules, names = self.rules(), self.method_names()
-        own = [m for m in names if m in rules]
-        if not own:
-            return None
-        builtin = [m for m in names if m not in rules]
-        if builtin:
-            raise ValueError(f"method: a sweep runs one update rule, got the built-in methods {builtin} with the rules "
-                             f"{own} of rule_module: sweep them separately (the same root_seed and seeds give runs "
-                             "paired by seed)")
-        first = rules[own[0]]
-        for m in own[1:]:
-            r = rules[m]
-            if (dataclasses.replace(r, hparams=()) != dataclasses.replace(first, hparams=())
-                    or jax.tree_util.tree_structure(r.hparams) != jax.tree_util.tree_structure(first.hparams)):
-                raise ValueError(f"method: {own[0]!r} and {m!r} are different rules (not one rule's settings, which "
-                                 "differ only in their hparams): sweep them separately")
-        return first
+        if not names:
+            return ((None, ()),)
+        builtin = tuple(i for i, m in enumerate(names) if m not in rules)
+        out = [(None, builtin)] if builtin else []
+        groups = {}
+        for i, m in enumerate(names):
+            if m in rules:
+                r = rules[m]
+                key = (dataclasses.replace(r, hparams=()), jax.tree_util.tree_structure(r.hparams))
+                groups.setdefault(key, (r, []))[1].append(i)
+        return tuple(out + [(r, tuple(idx)) for r, idx in groups.values()])
+
+    def rule(self):
+        """The rule of ``rule_module`` the sweep runs when it runs that rule alone (the methods it
+        names are settings of one rule), or None: the built-in rule, or several rules."""
+        groups = self.method_groups()
+        return groups[0][0] if len(groups) == 1 else None
+
+    def _group_axes(self) -> list:
+        """Per :meth:`method_groups` entry, the names of the axes of its grid: ``method``, the data
+        axes and the rule axes that are knobs of its rule, in grid order."""
+        out = []
+        for rule, _ in self.method_groups():
+            knobs = dynamics.FIELDS if rule is None else rule.knobs
+            out.append([k for k, _ in self.axes() if k in ("method",) + DATA_AXES or k in knobs])
+        return out
+
+    def groups(self) -> tuple:
+        """The engine sweeps this sweep is made of, one per rule (:meth:`method_groups`), each a
+        :class:`Group`: its :class:`~tokdyn.engine.runs.ClusterRun` (this sweep's structure, the
+        largest cluster count, the method table of its methods: the built-in methods' rows, or the
+        knobs (``hparams``) of each setting of the rule), its grid (the axes its rule takes, in
+        grid order; ``method`` as indices into its own methods; the seed slowest: a chunk holds
+        whole seeds, whose data are drawn once for all their runs), the indices into
+        :meth:`method_names` of its methods and its folder (``""``: the output directory itself
+        when there is one group, else ``groups/<i>-<name>``). Every group runs with the same root
+        key and common random numbers: the runs of a seed see the same data and initial tokens in
+        every group."""
+        names, axes, rules = self.method_names(), dict(self.axes()), self.rules()
+        groups = self.method_groups()
+        out = []
+        for g, ((rule, idx), grid_axes) in enumerate(zip(groups, self._group_axes())):
+            if rule is None:
+                table = tuple(dynamics.METHODS[names[i]].row() for i in idx)
+            else:
+                table = tuple(tuple(float(v) for v in jax.tree_util.tree_leaves(rules[names[i]].hparams)) for i in idx)
+            task = ClusterRun(**self.structure(), max_clusters=max(self.cluster_counts()), methods=table,
+                              **({} if rule is None else {"rule": rule}))
+
+            def values(k):
+                if k == "method":
+                    return np.arange(len(idx), dtype=np.int64)
+                return np.asarray(axes[k], np.int64) if k == "n_clusters" else np.asarray(axes[k], np.float64)
+
+            grid = sweep.Grid(seeds=self.seeds, seed_major=True, **{k: values(k) for k in grid_axes})
+            label = names[idx[0]] if rule is not None else "builtin"
+            slug = re.sub(r"[^A-Za-z0-9._+-]", "_", label)[:40]
+            folder = "" if len(groups) == 1 else os.path.join(GROUPS, f"{g}-{slug}")
+            out.append(Group(task, grid, tuple(idx), folder))
+        return tuple(out)
 
     def task(self) -> ClusterRun:
-        """The per-run function: :class:`~tokdyn.engine.runs.ClusterRun` with this sweep's structure,
-        the largest cluster count, and the method table of the ``method`` axis (the knobs of each
-        setting when it names ``rule_module``'s rule, :meth:`rule`)."""
-        rule, rules = self.rule(), self.rules()
-        if rule is not None:  # the settings of a rule of one's own: rows of its knobs
-            table = tuple(tuple(float(v) for v in jax.tree_util.tree_leaves(rules[m].hparams))
-                          for m in self.method_names())
-            return ClusterRun(**self.structure(), max_clusters=max(self.cluster_counts()), methods=table, rule=rule)
-        table = tuple(dynamics.METHODS[m].row() for m in self.method_names())
-        return ClusterRun(**self.structure(), max_clusters=max(self.cluster_counts()), methods=table)
+        """The per-run function of a sweep of one rule (:meth:`groups`' only one); ``ValueError``
+        when it runs several."""
+        return self._only().task
 
     def grid(self) -> sweep.Grid:
-        """The non-empty axes (``method`` as indices into :meth:`method_names`) x ``seeds``, the seed
-        slowest: a chunk holds whole seeds, whose data are drawn once for all their runs."""
-        def values(k, v):
-            if k == "method":
-                return np.arange(len(v), dtype=np.int64)
-            return np.asarray(v, np.int64) if k == "n_clusters" else np.asarray(v, np.float64)
+        """The grid of a sweep of one rule (:meth:`groups`' only one): the non-empty axes
+        (``method`` as indices into :meth:`method_names`) x ``seeds``, the seed slowest; ``ValueError``
+        when it runs several."""
+        return self._only().grid
 
-        # the seed slowest: a chunk holds whole seeds, whose data are drawn once for all their runs
-        return sweep.Grid(seeds=self.seeds, seed_major=True, **{k: values(k, v) for k, v in self.axes()})
+    def _only(self) -> "Group":
+        groups = self.groups()
+        if len(groups) != 1:
+            raise ValueError(f"this sweep runs {len(groups)} rules, one engine sweep each: see Config.groups()")
+        return groups[0]
 
     def rule_axes(self) -> list:
-        """The non-empty axes that set the update rule (:data:`RULE_AXES`), in grid order: the
-        settings of the analysis."""
-        return [k for k, _ in self.axes() if k in RULE_AXES]
+        """The non-empty axes that set the update rule (:data:`RULE_AXES` and the ``knob`` axes), in
+        grid order: the settings of the analysis."""
+        return [k for k, _ in self.axes() if k not in DATA_AXES]
 
     def data_axes(self) -> list:
         """The non-empty data axes (``noise``, ``n_clusters``), in grid order: pooled over in the
         analysis."""
         return [k for k, _ in self.axes() if k in DATA_AXES]
 
+    def _group_sizes(self) -> list:
+        """Per :meth:`method_groups` entry, ``{axis: size}`` of its grid's axes (``method``: its methods)."""
+        sizes = {k: len(v) for k, v in self.axes()}
+        return [{k: len(idx) if k == "method" else sizes[k] for k in names}
+                for (_, idx), names in zip(self.method_groups(), self._group_axes())]
+
     def runs(self) -> int:
-        """Runs of the sweep: the product of the axes' sizes x seeds."""
-        return int(np.prod([len(v) for _, v in self.axes()], dtype=object)) * self.seeds
+        """Runs of the sweep: over its rules (:meth:`groups`), the product of the sizes of the axes
+        each takes x seeds."""
+        return sum(int(np.prod(list(g.values()), dtype=object)) for g in self._group_sizes()) * self.seeds
 
     def settings(self) -> int:
-        """Settings of the analysis: the product of the rule axes' sizes."""
-        return int(np.prod([len(v) for k, v in self.axes() if k in RULE_AXES], dtype=object))
+        """Settings of the analysis: over its rules, the product of the sizes of the rule axes each
+        takes."""
+        return sum(int(np.prod([n for k, n in g.items() if k not in DATA_AXES], dtype=object))
+                   for g in self._group_sizes())
 
     def estimate(self) -> Estimate:
         """What the sweep and its analysis ask of the machine; :class:`Refused` naming the option
@@ -462,14 +594,34 @@ def _load_rules(spec: str, sha: str) -> dict:
 
 def run_sweep(cfg: Config, out: str, *, progress: bool = True, batch_size="auto", devices=None,
               part=None) -> float:
-    """Run (or continue) the sweep into ``out``; returns the seconds it took. ``part``: ``(i, n)``,
-    this process's share (see :func:`tokdyn.engine.sweep.run`)."""
+    """Run (or continue) the sweep into ``out``; returns the seconds it took. One engine sweep
+    (:func:`tokdyn.engine.sweep.run`) per rule (:meth:`Config.groups`), each into its own folder
+    with its own manifest (the code digest of its rule, the rule module's SHA-256, its output
+    fields), all with the same root key and common random numbers. ``part``: ``(i, n)``, this
+    process's share (see :func:`tokdyn.engine.sweep.run`)."""
     cfg.validate()
+    i, n = _part(part)
+    groups = cfg.groups()
     t0 = time.perf_counter()
-    sweep.run(cfg.task(), cfg.grid(), key=jax.random.key(cfg.root_seed), common_random_numbers=True,
-              chunk_size=cfg.chunk(), out=out, resume=True, progress=progress, collect=False,
-              batch_size=batch_size, devices=devices, part=part, code=code_record(cfg))
+    for g, group in enumerate(groups):
+        manifest = os.path.join(group.dir(out), "manifest.json")
+        if n > 1 and i != 0 and g > 0 and not os.path.exists(manifest):  # part 0 starts it once done with the last
+            _wait(f"part 0 to start the sweep of {group.folder}", lambda: int(not os.path.exists(manifest)) + sum(
+                len(sweep.missing_chunks(e.dir(out))) for e in groups[:g]), not progress)
+        sweep.run(group.task, group.grid, key=jax.random.key(cfg.root_seed), common_random_numbers=True,
+                  chunk_size=cfg.chunk(), out=group.dir(out), resume=True, progress=progress, collect=False,
+                  batch_size=batch_size, devices=devices, part=(i, n), code=code_record(cfg))
     return time.perf_counter() - t0
+
+
+def missing_chunks(cfg: Config, out: str) -> list:
+    """The chunks of every rule's engine sweep (:meth:`Config.groups`) in ``out`` that have no file
+    yet (:func:`tokdyn.engine.sweep.missing_chunks`; a group without its manifest yet: one entry)."""
+    missing = []
+    for group in cfg.groups():
+        d = group.dir(out)
+        missing += sweep.missing_chunks(d) if os.path.exists(os.path.join(d, "manifest.json")) else [(0, 0)]
+    return missing
 
 
 def code_record(cfg: Config) -> dict:
@@ -482,26 +634,72 @@ def code_record(cfg: Config) -> dict:
 
 
 def _label(row: dict, names) -> str:
-    return ", ".join(f"{n}={row[n]:.4g}" for n in names) or "(one setting)"
+    """A setting for a person: ``method=NAME, temperature=1`` (an axis its rule does not take, NaN
+    in the merged tables, is left out)."""
+    parts = []
+    for n in names:
+        v = row.get(n)
+        if n == "method" and row.get("method_name") is not None:
+            parts.append(f"method={row['method_name']}")
+        elif v is not None and np.isfinite(v):
+            parts.append(f"{n}={v:.4g}")
+    return ", ".join(parts) or "(one setting)"
 
 
 def _ci(row: dict, f: str, p: int = 3) -> str:
     return f"{row[f + '_mean']:.{p}f} [{row[f + '_low']:.{p}f}, {row[f + '_high']:.{p}f}]"
 
 
+def _to_global(table: dict, group: Group) -> dict:
+    """A group's table with its ``method`` column as indices into :meth:`Config.method_names`."""
+    if "method" in table:
+        table = dict(table, method=np.asarray(group.methods, np.int64)[np.asarray(table["method"], np.int64)])
+    return table
+
+
+def merge_tables(parts: list, axes, names) -> dict:
+    """The tables of several groups (:meth:`Config.groups`, their ``method`` as global indices) as
+    one: the ``axes`` columns first (NaN where a group's rule has no such knob), ``method_name``
+    after ``method`` (the names ``names`` of the indices), then the other columns."""
+    out = {}
+    for k in axes:
+        if all(k in p for p in parts):
+            out[k] = np.concatenate([np.asarray(p[k]) for p in parts])
+        else:
+            out[k] = np.concatenate([np.asarray(p[k], np.float64) if k in p else np.full(len(p["nonfinite"]), np.nan)
+                                     for p in parts])
+        if k == "method":
+            out["method_name"] = np.asarray(names, dtype=object)[out["method"]].astype(str)
+    for k in parts[0]:
+        if k not in out:
+            out[k] = np.concatenate([np.asarray(p[k]) for p in parts])
+    return out
+
+
 def analyse(out: str, cfg: Config, *, plots: bool = True, seconds: float | None = None, top: int = 10) -> dict:
     """Write summary.csv, settings.csv, pareto.csv, report.md and the figures for the finished
-    sweep in ``out``; returns ``{"best": row, "front": rows}``. A run with a non-finite metric
-    (NaN or ±inf) is left out of every figure and counted (``nonfinite`` per condition and
-    setting, ``{metric}_nan`` per metric); report.md marks the conditions that had such runs.
-    ``summary.csv``'s SHA-256 is recorded in ``tables.json`` (:func:`write_table`), so that a
-    later reader (:func:`heatmap`) can tell it is the table written here."""
+    sweep in ``out``; returns ``{"best": row, "front": rows}``. A sweep of several rules
+    (:meth:`Config.groups`) is summarised per rule and merged into one table each, every method by
+    its name (``method_name``; ``method`` its index); its settings share the bootstrap resamples
+    over seeds, and report.md compares each method's best setting with the first method's, paired
+    by seed. A run with a non-finite metric (NaN or ±inf) is left out of every figure and counted
+    (``nonfinite`` per condition and setting, ``{metric}_nan`` per metric); report.md marks the
+    conditions that had such runs. ``summary.csv``'s SHA-256 is recorded in ``tables.json``
+    (:func:`write_table`), so that a later reader (:func:`heatmap`) can tell it is the table
+    written here."""
     # a run whose state blew up (a non-finite metric: its tokens left the floats) counts in no
     # figure: its collapse or ARI would be an artefact of the overflow, not of the dynamics
-    cond = summary.condition_stats(out, METRICS, require_finite=METRICS)
-    write_table(out, "summary.csv", cond)
+    groups, names = cfg.groups(), cfg.method_names()
     by = cfg.rule_axes()
-    tab = summary.setting_table(out, by, SETTING_METRICS, n_resamples=cfg.n_resamples, require_finite=METRICS)
+    conds, tabs = [], []
+    for group in groups:
+        d = group.dir(out)
+        conds.append(_to_global(summary.condition_stats(d, METRICS, require_finite=METRICS), group))
+        tabs.append(_to_global(summary.setting_table(d, [k for k in by if k in group.grid.names], SETTING_METRICS,
+                                                     n_resamples=cfg.n_resamples, require_finite=METRICS), group))
+    cond = merge_tables(conds, [k for k, _ in cfg.axes()], names)
+    write_table(out, "summary.csv", cond)
+    tab = merge_tables(tabs, by, names)
     front = summary.pareto_front(tab["steps_mean"], tab["ari_mean"])
     tab["on_front"] = front
     io.write_csv(os.path.join(out, "settings.csv"), tab)
@@ -513,8 +711,58 @@ def analyse(out: str, cfg: Config, *, plots: bool = True, seconds: float | None 
     if plots:
         for job in plot_jobs(out, cfg, cond, tab):
             figures.draw(job)
-    _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top)
+    paired = _paired_lines(out, cfg, tab, [len(t["nonfinite"]) for t in tabs])
+    _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top, paired)
     return dict(best=best[0], front=front_rows)
+
+
+def _paired_lines(out: str, cfg: Config, tab: dict, sizes: list) -> list:
+    """report.md's paired comparison: each method's best setting (by mean ARI) against the first
+    method's, the difference per seed (each seed's mean over the data axes: common random numbers
+    pair them) with a 95% percentile bootstrap over seeds. ``sizes``: the settings of each group,
+    in ``tab``'s order. [] unless the sweep has two methods or more and two seeds or more."""
+    names = cfg.method_names()
+    if len(names) < 2 or cfg.seeds < 2:
+        return []
+    by = cfg.rule_axes()
+    values, starts = [], np.cumsum([0] + sizes)
+    for group in cfg.groups():  # (settings of the group, seeds) per metric, in setting_table's row order
+        values.append(summary.per_seed(group.dir(out), [k for k in by if k in group.grid.names], ("ari", "steps"),
+                                       require_finite=METRICS)[1])
+
+    def per_seed(row):
+        g = int(np.searchsorted(starts, row, side="right") - 1)
+        return {f: values[g][f][row - starts[g]] for f in ("ari", "steps")}
+
+    best = {}
+    for m in range(len(names)):
+        rows = np.flatnonzero(tab["method"] == m)
+        ari = np.nan_to_num(tab["ari_mean"][rows], nan=-np.inf)
+        best[m] = int(rows[np.argmax(ari)])
+    ref = per_seed(best[0])
+    lines = ["", f"## Paired by seed: each method's best setting against {names[0]}'s", "",
+             f"Differences per seed (method minus {names[0]}, each seed's mean over the data axes: common random "
+             "numbers pair them), mean with a 95% percentile bootstrap over seeds; a seed where either side had no "
+             "finite run is dropped.", "",
+             f"| method | best setting | ΔARI [95% CI] | Δsteps [95% CI] | seeds |", "|---|---|---|---|---|"]
+    ref_row = io.to_rows(tab, [best[0]])[0]
+    lines.insert(3, f"{names[0]}'s best setting: {_label(ref_row, by)}.")
+    lines.insert(4, "")
+    for m in range(1, len(names)):
+        mine = per_seed(best[m])
+        cells = []
+        for f, p in (("ari", 3), ("steps", 2)):
+            d = mine[f] - ref[f]
+            d = d[np.isfinite(d)]
+            if d.size >= 2:
+                lo, hi = inference.bootstrap_ci(d, seed=0, n_resamples=cfg.n_resamples)
+                cells.append(f"{d.mean():+.{p}f} [{lo:+.{p}f}, {hi:+.{p}f}]")
+            else:
+                cells.append(f"{d.mean():+.{p}f}" if d.size else "-")
+        n = int(np.sum(np.isfinite(mine["ari"] - ref["ari"])))
+        lines.append(f"| {names[m]} | {_label(io.to_rows(tab, [best[m]])[0], by)} | {cells[0]} | {cells[1]} | "
+                     f"{n} of {cfg.seeds} |")
+    return lines
 
 
 def heatmap_job(out: str, cond: dict, x: str, y: str, metric: str, where: dict | None = None,
@@ -522,7 +770,7 @@ def heatmap_job(out: str, cond: dict, x: str, y: str, metric: str, where: dict |
     """The :func:`tokdyn.stats.figures.draw` job of a heatmap of ``metric`` over axes ``x`` and ``y``,
     pooled over the other axes (or fixed by ``where``), from a :func:`summary.condition_stats`
     table of the sweep in ``out``. ``stat``: "mean" or "std" (over the pooled runs)."""
-    axes = summary.table_axes(cond)
+    axes = [a for a in summary.table_axes(cond) if a != "method_name"]
     for arg, name in (("x", x), ("y", y)):
         if name not in axes:
             raise ValueError(f"{arg}={name!r} is not an axis of this sweep; axes: {axes}")
@@ -546,30 +794,54 @@ def heatmap_job(out: str, cond: dict, x: str, y: str, metric: str, where: dict |
 def plot_jobs(out: str, cfg: Config, cond: dict, tab: dict) -> list[dict]:
     """The figures of :func:`analyse`, as jobs of :func:`tokdyn.stats.figures.draw`: the Pareto
     front of the settings ``tab`` (``plots/pareto.png``) and, with two axes or more, heatmaps of
-    ARI, collapse and steps over the first two (:func:`heatmap_job` of the conditions ``cond``)."""
+    ARI, collapse and steps over the first two (:func:`heatmap_job` of the conditions ``cond``; in a
+    sweep of several rules, per rule over the first two axes it takes, ``..._<group>.png``)."""
     jobs = []
     front = np.asarray(tab["on_front"], bool)
     jobs.append(dict(kind="front", path=os.path.join(out, "plots", "pareto.png"), cost=tab["steps_mean"].tolist(),
                      benefit=tab["ari_mean"].tolist(), front=front.tolist(), low=tab["ari_low"].tolist(),
                      high=tab["ari_high"].tolist(), xlabel="mean steps", ylabel="mean ARI",
                      title=f"{len(front)} settings; Pareto front ({front.sum()}) with 95% bootstrap CI"))
-    axes = cfg.rule_axes() + cfg.data_axes()
-    if len(axes) >= 2:
-        x, y = axes[0], axes[1]
+    groups = cfg.groups()
+    for group in groups:  # per rule: the heatmaps over the first two axes it takes
+        axes = [k for k in cfg.rule_axes() + cfg.data_axes() if k in group.grid.names
+                and (len(groups) == 1 or group.grid.axes[k].size > 1)]  # of several rules: no axis of one value
+        if len(axes) < 2:
+            continue
+        part = cond
+        if len(groups) > 1:  # its conditions, without the axes of the other rules
+            sel = np.isin(cond["method"], group.methods)
+            part = {k: np.asarray(v)[sel] for k, v in cond.items()
+                    if k in group.grid.names or k not in [a for a, _ in cfg.axes()] + ["method_name"]}
         for metric in ("ari", "collapsed", "steps"):
-            jobs.append(heatmap_job(out, cond, x, y, metric))
+            job = heatmap_job(out, part, axes[0], axes[1], metric)
+            if len(groups) > 1:
+                tag = os.path.basename(group.folder)
+                job["path"] = job["path"][:-len(".png")] + f"_{tag}.png"
+                job["title"] = f"{tag}: {job['title']}"
+            jobs.append(job)
     return jobs
 
 
-def _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top) -> None:
+def _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top, paired=()) -> None:
     by = cfg.rule_axes()
-    n_runs = len(cfg.grid())
+    n_runs = cfg.runs()
     best = io.to_rows(tab, ranked[:1])[0]
-    lines = [
+    groups, names = cfg.groups(), cfg.method_names()
+    if len(groups) == 1:
+        runs = " x ".join(f"{k} ({len(v)})" for k, v in cfg.axes()) + f" x {cfg.seeds} seeds"
+    else:  # one engine sweep per rule, each over the axes its rule takes
+        runs = "; ".join(f"{'+'.join(names[i] for i in g.methods)} ({g.folder}): "
+                         + " x ".join(f"{k} ({n})" for k, n in zip(g.grid.names, g.grid.shape))
+                         + f" x {cfg.seeds} seeds"
+                         for g in groups) + " (one engine sweep per rule, the same root key and seeds)"
+    quick = ([f"Quick preset: a small grid and {cfg.seeds} seeds (tokdyn sweep token-dynamics --quick), to try the "
+              "command and its outputs; run without --quick for a sweep whose figures mean something.", ""]
+             if cfg.preset == "quick" else [])
+    lines = quick + [
         "# Token-dynamics sweep",
         "",
-        f"{n_runs:,} runs: " + " x ".join(f"{k} ({len(v)})" for k, v in cfg.axes()) + f" x {cfg.seeds} seeds"
-        + (f", in {seconds:.1f} s" if seconds else "") + ".",
+        f"{n_runs:,} runs: " + runs + (f", in {seconds:.1f} s" if seconds else "") + ".",
         f"Runs: {cfg.n_tokens} tokens, D={cfg.dim}, {cfg.points_per_cluster} points per cluster, "
         f"centres {cfg.centers} (box {cfg.center_box:g}), init {cfg.init}, at most {cfg.n_steps} steps, "
         f"tol {cfg.tol:g}." + (" Method indices: " + ", ".join(f"{i} = {m}" for i, m in enumerate(cfg.method_names()))
@@ -619,9 +891,10 @@ def _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top) -> None
                 continue
             i = sel[np.nanargmax(cond["ari_mean"][sel])]
             se = cond["ari_std"][i] / np.sqrt(max(cond["ari_n"][i], 1))
-            lines.append(f"{head} | {_label({a: cond[a][i] for a in by}, by)} | "
+            lines.append(f"{head} | {_label({a: cond[a][i] for a in by + ['method_name'] if a in cond}, by)} | "
                          f"{cond['ari_mean'][i]:.3f} ± {se:.3f} | {cond['steps_mean'][i]:.2f} | "
                          f"{_flag(cond['nonfinite'][i])} |")
+    lines += list(paired)
     lines += ["", "## Non-finite runs (NaN or inf)", ""] + _nonfinite_lines(cfg, cond)
     with io.atomic_write(os.path.join(out, "report.md")) as f:
         f.write("\n".join(lines) + "\n")
@@ -648,7 +921,8 @@ def _nonfinite_lines(cfg: Config, cond: dict, shown: int = 20) -> list:
              "intervals) excludes them and is over the runs that stayed finite; the `nonfinite` column counts them.",
              "", "| " + " | ".join(axes) + " | non-finite runs | of |", "|" + "---|" * (len(axes) + 2)]
     for i in bad[:shown]:
-        lines.append("| " + " | ".join(f"{cond[a][i]:g}" for a in axes) + f" | ⚠ {int(cond['nonfinite'][i])} | "
+        lines.append("| " + " | ".join(str(cond["method_name"][i]) if a == "method" and "method_name" in cond
+                                       else f"{cond[a][i]:g}" for a in axes) + f" | ⚠ {int(cond['nonfinite'][i])} | "
                      f"{int(cond['n'][i])} |")
     if bad.size > shown:
         lines.append(f"\n... and {bad.size - shown} more (summary.csv's `nonfinite` column lists them all).")
@@ -662,12 +936,35 @@ def _json_digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+GROUPS = "groups"  # the folder of the engine sweeps of a sweep of several rules (Config.groups)
+
+
+def group_dirs(out: str) -> list:
+    """The engine sweeps' directories of the sweep of several rules in ``out`` (``groups/*`` with a
+    manifest), sorted; [] for a sweep of one rule (its manifest is ``out``'s own)."""
+    folder = os.path.join(out, GROUPS)
+    if os.path.exists(os.path.join(out, "manifest.json")) or not os.path.isdir(folder):
+        return []
+    return [os.path.join(folder, d) for d in sorted(os.listdir(folder))
+            if os.path.isfile(os.path.join(folder, d, "manifest.json"))]
+
+
+def sweep_key(out: str) -> str:
+    """The id of the sweep in ``out``: its manifest's :func:`tokdyn.engine.sweep.sweep_id`, or for a
+    sweep of several rules a digest of each engine sweep's (:func:`group_dirs`). ``ValueError`` when
+    there is none or a manifest is damaged."""
+    dirs = group_dirs(out)
+    if not dirs:
+        return sweep.sweep_id(sweep.read_manifest(out))
+    return _json_digest({os.path.basename(d): sweep.sweep_id(sweep.read_manifest(d)) for d in dirs})
+
+
 def _tables_record(out: str) -> dict:
     """``tables.json`` of ``out`` when it is intact and of the sweep now in ``out``; else ``{}``."""
     path = os.path.join(out, TABLES)
     try:
         record = io.read_json(path)
-        sid = sweep.sweep_id(sweep.read_manifest(out))
+        sid = sweep_key(out)
     except (OSError, ValueError):
         return {}
     if (not isinstance(record, dict) or record.get("checksum") != _json_digest({k: v for k, v in record.items()
@@ -684,7 +981,7 @@ def write_table(out: str, name: str, columns: dict) -> str:
     path = io.write_csv(os.path.join(out, name), columns)
     with open(path, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
-    record = _tables_record(out) or {"sweep": sweep.sweep_id(sweep.read_manifest(out)), "tables": {}}
+    record = _tables_record(out) or {"sweep": sweep_key(out), "tables": {}}
     record = {"sweep": record["sweep"], "tables": {**record["tables"], name: sha}}
     record["checksum"] = _json_digest(record)
     io.write_json(os.path.join(out, TABLES), record)
@@ -733,9 +1030,11 @@ def check_disk(cfg: Config, out: str, *, fresh: bool = False) -> None:
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     free = shutil.disk_usage(probe).free
-    chunk_dir = os.path.join(out, "chunks")
-    have = 0 if fresh or not os.path.isdir(chunk_dir) else sum(e.stat().st_size for e in os.scandir(chunk_dir)
-                                                                if e.is_file(follow_symlinks=False))
+    have = 0
+    for group in () if fresh else cfg.groups():
+        chunk_dir = os.path.join(group.dir(out), "chunks")
+        have += 0 if not os.path.isdir(chunk_dir) else sum(e.stat().st_size for e in os.scandir(chunk_dir)
+                                                            if e.is_file(follow_symlinks=False))
     need = cfg.disk() - have
     if need > 0.95 * free:
         raise Refused(f"{STUDY}: its {cfg.runs():,} runs will take about {_size(need)} of chunk files, and only "
@@ -805,7 +1104,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
             if not quiet:
                 print(f"part {i} of {n}: done; part 0 writes the analysis once every part's chunks are in {out}")
             return None
-        _wait("the other parts' chunks", lambda: len(sweep.missing_chunks(st.out)), quiet)
+        _wait("the other parts' chunks", lambda: len(missing_chunks(cfg, st.out)), quiet)
     t0 = time.perf_counter()
     result = analyse(st.out, cfg, plots=plots, seconds=seconds)
     timings = dict(sweep_s=seconds, analyse_s=time.perf_counter() - t0, n_runs=cfg.runs())
@@ -864,6 +1163,10 @@ class HeatmapConfig:
             raise TypeError(f"dir must name a sweep's output directory, got {self.dir!r}")
         if not os.path.isdir(self.dir):
             raise ValueError(f"dir={self.dir!r} is not a directory: name the --out of a `tokdyn sweep token-dynamics`")
+        dirs = group_dirs(self.dir)
+        if dirs:
+            raise ValueError(f"dir={self.dir!r} holds a sweep of several rules, one engine sweep each: plot one of "
+                             f"them, dir={dirs[0]!r}" + "".join(f" or {d!r}" for d in dirs[1:]))
         try:
             grid = sweep.Grid.from_dict(sweep.read_manifest(self.dir)["grid"])
         except io.CorruptFile as e:

@@ -113,16 +113,20 @@ def test_damped_single_token_closed_form():
 
 
 def test_slot_norm_epsilon_placement():
-    """A token that no point attends to (a = 0 after underflow): the mass-epsilon mean is 0, so the
-    token jumps to the origin; the attention-epsilon mean is the plain mean of the valid points."""
+    """A token that no point attends to (a = 0 after underflow): with the mass epsilon its target is
+    itself, so it stays where it is (the published form, BUILTIN_ORIGIN, sends it to the origin); the
+    attention-epsilon mean is the plain mean of the valid points."""
     rng = np.random.default_rng(2)
     x = rng.normal(size=(20, 2)).astype(np.float32) + 3.0
     mask = np.arange(20) < 15
     t0 = np.array([[3.0, 3.0], [500.0, 500.0]], np.float32)
-    for sigma, expect in ((0.0, np.zeros(2)), (1.0, x[mask].astype(np.float64).mean(0))):
+    for sigma, expect in ((0.0, t0[1]), (1.0, x[mask].astype(np.float64).mean(0))):
         t1, _ = dynamics.update(jnp.asarray(x), jnp.asarray(t0), jnp.zeros((2, 2)), dynamics.Hparams(slot_norm=sigma),
                                 mask=jnp.asarray(mask))
         np.testing.assert_allclose(np.asarray(t1[1]), expect, rtol=1e-5, atol=1e-5)
+    one = dynamics.run(jnp.asarray(x), jnp.asarray(t0), dynamics.Hparams(slot_norm=0.0), mask=jnp.asarray(mask),
+                       n_steps=1, tol=0.0, rule=dynamics.BUILTIN_ORIGIN)  # one step of the published form
+    np.testing.assert_allclose(np.asarray(one.tokens[1]), np.zeros(2), atol=1e-5)
 
 
 @pytest.mark.parametrize("use_mask", [False, True])

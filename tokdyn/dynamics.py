@@ -6,9 +6,17 @@ The rule (one step :math:`s = 0, 1, \dots`, for points :math:`x_i`, tokens :math
 1. :math:`a_{ij} = \mathrm{softmax}_j(-\|x_i - t_j\|^2 / \tau_s)` (padded points get :math:`a_{ij}=0`);
    with ``sinkhorn_iters`` :math:`K_S > 0`, :math:`a` is instead the entropic optimal-transport plan
    with uniform token marginals (:func:`sinkhorn`).
-2. :math:`m_j = \sum_i a_{ij} x_i / (\sum_i a_{ij} + 10^{-8})`; with ``slot_norm`` :math:`\sigma = 1`,
-   Slot Attention's placement of the epsilon instead: :math:`a'_{ij} = a_{ij} + 10^{-8}` (valid points),
-   :math:`m_j = \sum_i a'_{ij} x_i / \sum_i a'_{ij}`.
+2. :math:`m_j = (\sum_i a_{ij} x_i + \epsilon\, t_j) / (\sum_i a_{ij} + \epsilon)`, :math:`\epsilon =
+   10^{-8}` (``EPS_MASS``): the weighted mean of the points and, with weight :math:`\epsilon`, the
+   token itself, so a token with no mass stays where it is (:math:`m_j = t_j`); with ``slot_norm``
+   :math:`\sigma = 1`, Slot Attention's placement of the epsilon instead: :math:`a'_{ij} = a_{ij} +
+   \epsilon` (valid points), :math:`m_j = \sum_i a'_{ij} x_i / \sum_i a'_{ij}` (a token with no mass
+   goes to the points' mean); values in between blend numerators and denominators linearly. Both
+   are weighted means, so the rule commutes with translations: shifting the points and the initial
+   tokens by a vector shifts every token of the run by it (exactly in exact arithmetic; in floating
+   point to the rounding of the shifted coordinates). :data:`BUILTIN_ORIGIN` keeps the published
+   form :math:`m_j = \sum_i a_{ij} x_i / (\sum_i a_{ij} + \epsilon)`, which pulls a token of
+   vanishing mass toward the coordinate origin.
 3. :math:`f_j = m_j - t_j + \gamma \sum_{k \ne j} (t_j - t_k) / r_{jk}^3`,
    :math:`r_{jk} = \max(\|t_j - t_k\|, r_{\min})`
 4. :math:`v_j \leftarrow \beta v_j + \alpha f_j + \sqrt{2 \alpha T}\,\xi_{sj}`,
@@ -24,7 +32,7 @@ The softmax of step 1 (and the Sinkhorn plan) is computed from the shifted logit
 :math:`-(\|x_i - t_j\|^2 - \min_k \|x_i - t_k\|^2) / \tau_s`, exactly 0 for each point's nearest
 token, so any positive temperature, however small (``1e-38``), gives finite tokens: as
 :math:`\tau \to 0` the assignment tends to the hard one and the rule to Lloyd's step (with the
-mass epsilon of step 2). Knob values out of range arrive only traced (host values are refused):
+mass epsilon of step 2: a token that owns no point stays where it is, as in :func:`kmeans`). Knob values out of range arrive only traced (host values are refused):
 see :class:`Hparams` for what each does (NaN tokens, or a documented clamp). Half-precision inputs
 (float16, bfloat16) are accepted and computed in float32.
 
@@ -135,7 +143,11 @@ import inspect
 from typing import Any, Callable
 
 import jax
+import jax.extend.core
 import jax.flatten_util
+import jax.interpreters.ad
+import jax.interpreters.batching
+import jax.interpreters.mlir
 import jax.numpy as jnp
 import numpy as np
 
@@ -184,8 +196,9 @@ class Hparams:
         larger traced value, which cannot be checked, acts as MAX_SINKHORN_ITERS. For more rounds
         outside the rule, :func:`sinkhorn` takes any (static) count.
       slot_norm: sigma in [0, 1], where the 1e-8 of the weighted mean goes: 0 = on the token's
-        mass (``sum_i a_ij + 1e-8``), 1 = on every attention weight before normalising over points,
-        as in Slot Attention; values in between blend the two linearly (numerator and denominator).
+        mass, anchored at the token (``(sum_i a_ij x_i + 1e-8 t_j) / (sum_i a_ij + 1e-8)``), 1 = on
+        every attention weight before normalising over points, as in Slot Attention; values in
+        between blend the two linearly (numerator and denominator).
       anneal_ratio: r >= 1: the schedule starts at ``r * temperature`` (a schedule never increases).
       anneal_steps: S >= 0 (integer-valued): steps over which the temperature falls geometrically
         to ``temperature``; the run cannot stop before the schedule reaches it. 0 = no annealing.
@@ -459,7 +472,21 @@ class Rule:
         return tuple(names)
 
     def __repr__(self) -> str:
-        # stable across processes (no addresses): the sweep engine records it in a sweep's manifest
+        """Short: ``Rule(name='builtin')``, ``Rule(name='lloyd', hparams=Knobs(step_size=0.5))``; the
+        knobs only when they differ from their type's defaults, the step function only without a
+        name. :meth:`describe` names every function (a stamp; with a code digest for identity)."""
+        parts = [f"name={self.name!r}"] if self.name else [f"step={_callable_name(self.step)}"]
+        try:
+            default = type(self.hparams)()
+        except Exception:  # a NamedTuple without defaults, ...
+            default = None
+        if self.hparams != () and not (type(default) is type(self.hparams) and default == self.hparams):
+            parts.append(f"hparams={self.hparams!r}")
+        return f"Rule({', '.join(parts)})"
+
+    def describe(self) -> str:
+        """The full description, stable across processes (no addresses): the name, every function
+        by ``module.qualname`` and the knobs' defaults (what ``repr`` showed before it was made short)."""
         parts = [f"name={self.name!r}"] if self.name else []
         parts += [f"{f}={_callable_name(getattr(self, f))}" for f in ("init", "step")]
         parts.append(f"hparams={self.hparams!r}")
@@ -854,7 +881,7 @@ def temperature_schedule(hparams: Hparams, n_steps: int) -> jax.Array:
     return jnp.where(hparams.in_range(), taus, jnp.nan)
 
 
-def _update(points: Points, tokens, velocity, hparams, step, key):
+def _update(points: Points, tokens, velocity, hparams, step, key, mass_anchor: str = "token"):
     x1, x_t, w, x_sum, n_valid = points.x1, points.x_t, points.weights, points.total, points.count
     temperature = _temperature_at(hparams, step)
     # a traced count above the bound (which cannot be checked) is clipped to it
@@ -862,9 +889,13 @@ def _update(points: Points, tokens, velocity, hparams, step, key):
     a = jax.lax.cond(n_iters > 0, lambda: _balanced_assignment_t(x_t, w, tokens, temperature, n_iters),
                      lambda: _soft_assignment_t(x_t, w, tokens, temperature))  # (T, N)
     sigma = hparams.slot_norm
-    # sigma = 0: (a x) / (sum a + eps); sigma = 1: ((a + eps) w x) / sum (a + eps) w
+    # sigma = 0: (a x + eps t) / (sum a + eps); sigma = 1: ((a + eps) w x) / sum (a + eps) w. Both are
+    # weighted means of points and the token itself, so the rule commutes with translations: a token
+    # with no mass stays where it is (sigma = 0) or goes to the points' mean (sigma = 1), never to the
+    # coordinate origin (as the published form's (a x) / (sum a + eps) did)
     sums = a @ x1  # (T, D + 1): sum_i a_ki x_i, then the mass sum_i a_ki
-    means = (sums[:, :-1] + (sigma * EPS_MASS) * x_sum) / (
+    anchor = (EPS_MASS * (1.0 - sigma)) * tokens if mass_anchor == "token" else 0.0  # "origin": the published form
+    means = (sums[:, :-1] + anchor + (sigma * EPS_MASS) * x_sum) / (
         sums[:, -1] + (EPS_MASS * (1.0 - sigma) + (sigma * EPS_MASS) * n_valid))[:, None]  # (T, D)
     force = means - tokens + hparams.repulsion * coulomb(tokens)
     velocity = hparams.momentum * velocity + hparams.damping * force
@@ -932,6 +963,11 @@ def _builtin_step(state, points, hparams, step, key):
     return Motion(tokens=tokens, velocity=velocity)
 
 
+def _builtin_origin_step(state, points, hparams, step, key):
+    tokens, velocity = _update(points, state.tokens, state.velocity, hparams, step, key, mass_anchor="origin")
+    return Motion(tokens=tokens, velocity=velocity)
+
+
 def _builtin_movement(old, new):
     return new.velocity
 
@@ -947,6 +983,22 @@ BUILTIN = Rule(init=_builtin_init, step=_builtin_step, hparams=Hparams(), name="
 :class:`Rule`: its state is :class:`Motion`, its movement the velocity, and it may stop only once
 its annealing is over. What :func:`run`, :func:`run_fixed` and :func:`trajectory` use by default;
 :data:`METHODS` are settings of its knobs."""
+
+BUILTIN_ORIGIN = Rule(init=_builtin_init, step=_builtin_origin_step, hparams=Hparams(), name="builtin-origin",
+                      movement=_builtin_movement, may_stop=_builtin_may_stop, temperature=_temperature_at,
+                      check=_check_hparams)
+"""The built-in rule with the published form of step 2, :math:`m_j = \\sum_i a_{ij} x_i / (\\sum_i a_{ij}
++ 10^{-8})` (``mass_anchor="origin"``): the mass epsilon pulls a token toward the coordinate
+origin, with a weight that matters only when its mass is near or below :math:`10^{-8}` (a token that
+owns no point jumps to the origin), so its runs depend on where the data sit. Kept to reproduce
+the published token-dynamics figures (``tokdyn study token-dynamics --mass-anchor origin``); the same
+knobs (:class:`Hparams`, :data:`METHODS`) as :data:`BUILTIN`, which it equals wherever every token's
+mass is far above :math:`10^{-8}` (to float32 rounding)."""
+
+MASS_ANCHORS = {"token": BUILTIN, "origin": BUILTIN_ORIGIN}
+"""The built-in rule by where its mass epsilon anchors the weighted mean (step 2 of the module
+docstring): ``"token"`` (:data:`BUILTIN`, translation-invariant) or ``"origin"``
+(:data:`BUILTIN_ORIGIN`, the published form)."""
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -1117,7 +1169,52 @@ def run(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30,
 
     s = jax.lax.while_loop(cond, lambda s: _advance(rule, points, s, hparams, tol, key),
                            _start(rule, points, tokens.astype(x.dtype), hparams, key))
-    return _result(points, s, mask)
+    return _result(points, _forward_only(s), mask)
+
+
+_NO_REVERSE = ("dynamics.run has no reverse-mode derivative (jax.grad, jax.vjp) without implicit=True: it "
+               "stops early by a lax.while_loop (Reverse-mode differentiation does not work for lax.while_loop "
+               "or lax.fori_loop with dynamic start/stop values). Use "
+               "dynamics.run_fixed(x, tokens, hparams, n_steps=...) (the same run as a fixed-length scan; the "
+               "derivative of the unrolled steps) or dynamics.run(..., implicit=True) (the implicit derivative "
+               "at the fixed point). Forward mode (jax.jvp, jax.jacfwd) works as it is.")
+
+
+def _refuse_transpose(cotangent, tangent):
+    raise ValueError(_NO_REVERSE)  # the type of JAX's own message
+
+
+# The identity on a tangent, which forward mode and vmap pass through and reverse mode refuses to
+# transpose (JAX's own hooks for a custom transpose, linear_call, have no vmap rule): the tangents
+# of run's while_loop go through it, so jax.grad meets it before the loop and names the ways out.
+_no_reverse_p = jax.extend.core.Primitive("tokdyn_run_no_reverse")
+_no_reverse_p.def_impl(lambda v: v)
+_no_reverse_p.def_abstract_eval(lambda v: v)
+jax.interpreters.mlir.register_lowering(_no_reverse_p, jax.interpreters.mlir.lower_fun(lambda v: v,
+                                                                                       multiple_results=False))
+jax.interpreters.ad.deflinear2(_no_reverse_p, _refuse_transpose)
+jax.interpreters.batching.primitive_batchers[_no_reverse_p] = lambda args, dims: (_no_reverse_p.bind(*args), dims[0])
+
+
+@jax.custom_jvp
+def _forward_only(tree):
+    """``tree`` unchanged; forward mode (``jvp``, ``jacfwd``, also under ``vmap``) passes its
+    tangents through, and reverse mode (which would transpose the ``while_loop`` that made it)
+    raises ``ValueError`` naming :func:`run_fixed` and ``implicit=True`` (beside JAX's message
+    about ``while_loop``). Compiles to nothing outside differentiation."""
+    return tree
+
+
+@_forward_only.defjvp
+def _forward_only_jvp(primals, tangents):
+    (tree,), (dtree,) = primals, tangents
+
+    def guard(d):
+        if d.dtype == jax.dtypes.float0:  # an integer or bool leaf: no tangent to transpose
+            return d
+        return _no_reverse_p.bind(d)
+
+    return tree, jax.tree_util.tree_map(guard, dtree)
 
 
 def _dense_tangent_solve(g, y):
@@ -1329,22 +1426,25 @@ def init_tokens(key, n_tokens: int, dim: int, *, method: str = "data", x=None, m
         traced ``mask``; host data raises), the rest are padded rows, as for ``"data"``.
 
     ``scale`` is used by ``"normal"`` and ``"data_mean"`` only. ``x``: (N, dim); ``mask``: (N,) bool.
+    The random numbers are drawn in float32 whatever the dtype (under ``JAX_ENABLE_X64`` too), so a
+    key gives the same tokens with and without x64 (``"normal"``: float32 tokens; the data methods:
+    in ``x``'s dtype).
 
     A mask with no valid point leaves the data methods nothing to draw from: an all-False host
     ``mask`` is a ``ValueError`` naming ``mask``; a traced one (not inspected) gives NaN tokens,
     which a run carries to NaN tokens, labels -1 and NaN metrics.
     """
-    if method == "normal":
-        return scale * jax.random.normal(key, (n_tokens, dim))
+    if method == "normal":  # drawn in float32 whatever the dtype: the same tokens with and without x64
+        return scale * jax.random.normal(key, (n_tokens, dim), jnp.float32)
     x = _float(x)
     w = _weights(x, mask)
     if method == "data_mean":
         mean = (w @ x) / jnp.maximum(w.sum(), 1.0)
-        tokens = mean + scale * jax.random.normal(key, (n_tokens, dim), x.dtype)
+        tokens = mean + scale * jax.random.normal(key, (n_tokens, dim), jnp.float32).astype(x.dtype)
     elif method == "kmeans++":
         tokens = _kmeans_plus_plus(key, x, w > 0, n_tokens)
     else:
-        tokens = forgy(x, jax.random.uniform(key, w.shape), mask, n_tokens)
+        tokens = forgy(x, jax.random.uniform(key, w.shape, jnp.float32), mask, n_tokens)
     if method == "data":
         return tokens  # forgy: NaN already without a valid point
     return tokens if mask is None else jnp.where(jnp.any(mask), tokens, jnp.nan)  # no valid point: NaN
@@ -1360,7 +1460,8 @@ def _kmeans_plus_plus(key, x, valid, n_tokens: int):
         fresh = jnp.where(valid & ~drawn, 1.0, 0.0)  # every valid point is a copy of a drawn one
         spare = jnp.where(drawn, 0.0, 1.0)  # fewer valid points than tokens
         p = jnp.where(jnp.sum(spread) > 0, spread, jnp.where(jnp.sum(fresh) > 0, fresh, spare))
-        i = jax.random.categorical(jax.random.fold_in(key, k), jnp.log(p)).astype(jnp.int32)
+        # float32 logits: the same Gumbel draws (and tokens) with and without x64
+        i = jax.random.categorical(jax.random.fold_in(key, k), jnp.log(p).astype(jnp.float32)).astype(jnp.int32)
         new = jnp.sum((x - x[i]) ** 2, axis=-1)  # (N,)
         return idx.at[k].set(i), drawn.at[i].set(True), jnp.where(k == 0, new, jnp.minimum(d2, new))
 

@@ -12,10 +12,10 @@ The public names of both are available here (``tokdyn.data.gaussian_clusters``,
 """
 
 from tokdyn.data import clusters, scenes  # noqa: F401
-from tokdyn.data.clusters import (CENTER_LAYOUTS, SHAPES, ClusterDraw, Clusters, cluster_draw,  # noqa: F401
+from tokdyn.data.clusters import (CENTER_LAYOUTS, FLOAT_DTYPES, SHAPES, float_dtype, ClusterDraw, Clusters, cluster_draw,  # noqa: F401
                                   clusters_from_draw, gaussian_clusters, point_cloud)
 from tokdyn.data.scenes import BACKGROUNDS, Scenes, flat_masks, pixel_features, sprite_scenes  # noqa: F401
 
-__all__ = ["clusters", "scenes", "CENTER_LAYOUTS", "SHAPES", "ClusterDraw", "Clusters", "cluster_draw",
+__all__ = ["clusters", "scenes", "CENTER_LAYOUTS", "FLOAT_DTYPES", "float_dtype", "SHAPES", "ClusterDraw", "Clusters", "cluster_draw",
            "clusters_from_draw", "gaussian_clusters", "point_cloud", "BACKGROUNDS", "Scenes", "sprite_scenes",
            "pixel_features", "flat_masks"]

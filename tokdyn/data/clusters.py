@@ -22,6 +22,25 @@ import numpy as np
 from tokdyn import _checks
 
 CENTER_LAYOUTS = ("uniform", "normal")
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")  # the dtypes a generator's ``dtype`` may name
+
+
+def float_dtype(dtype) -> np.dtype:
+    """The ``dtype`` argument of a data generator, checked: one of :data:`FLOAT_DTYPES` (a name, a
+    NumPy dtype or a JAX type such as ``jnp.float64``); float64 needs ``jax_enable_x64`` (else JAX
+    would silently hand back float32). ``ValueError`` naming ``dtype`` otherwise. Every generator
+    draws its random numbers in float32 / uint32 whatever ``dtype`` is and casts the result, so the
+    same key gives the same data (to the rounding of the cast) with and without x64."""
+    try:
+        d = jnp.dtype(dtype)
+    except TypeError:
+        d = None
+    if d is None or d.name not in FLOAT_DTYPES:
+        raise ValueError(f"dtype must be one of {list(FLOAT_DTYPES)}, got {dtype!r}")
+    if d == np.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("dtype=float64 needs 64-bit JAX: set JAX_ENABLE_X64=1 or jax.config.update("
+                         "'jax_enable_x64', True) before creating arrays")
+    return d
 
 
 @jax.tree_util.register_dataclass
@@ -45,7 +64,9 @@ class Clusters:
     init_noise: jax.Array
 
 
-def _check_clusters(key, n_clusters, points_per_cluster, dim, noise, center_box, centers, max_clusters):
+def _check_clusters(key, n_clusters, points_per_cluster, dim, noise, center_box, centers, max_clusters,
+                    dtype=jnp.float32):
+    float_dtype(dtype)
     _checks.prng_key("key", key)
     _checks.positive_int("points_per_cluster", points_per_cluster)
     _checks.positive_int("dim", dim)
@@ -135,7 +156,7 @@ def cluster_draw(key: jax.Array, *, max_clusters: int, points_per_cluster: int =
     return _draw(key, max_clusters, points_per_cluster, dim, centers)
 
 
-def _from_draw(draw, n_clusters, noise, center_box):
+def _from_draw(draw, n_clusters, noise, center_box, dtype=jnp.float32):
     M, P, D = draw.z.shape
     noise, center_box = jnp.asarray(noise, jnp.float32), jnp.asarray(center_box, jnp.float32)
     x = (center_box * draw.centers[:, None, :] + noise * draw.z).reshape(M * P, D)  # (M*P, D)
@@ -147,10 +168,11 @@ def _from_draw(draw, n_clusters, noise, center_box):
     in_range = (k >= 1) & (k <= M) & (k == jnp.floor(k) if jnp.issubdtype(k.dtype, jnp.floating) else True)
     x = jnp.where(mask[:, None] & in_range, x, jnp.where(in_range, 0.0, jnp.nan))
     labels = jnp.where(mask, cluster, -1)
-    return Clusters(x=x, labels=labels, mask=mask, init_noise=draw.init_noise)
+    return Clusters(x=x.astype(float_dtype(dtype)), labels=labels, mask=mask, init_noise=draw.init_noise)
 
 
-def _check_from_draw(draw, n_clusters, noise, center_box):
+def _check_from_draw(draw, n_clusters, noise, center_box, dtype=jnp.float32):
+    float_dtype(dtype)
     if not isinstance(draw, ClusterDraw):
         raise TypeError(f"draw must be a tokdyn.data.ClusterDraw (from cluster_draw), got {type(draw).__name__}")
     if jnp.ndim(draw.z) != 3 or jnp.shape(draw.centers) != (jnp.shape(draw.z)[0], jnp.shape(draw.z)[2]):
@@ -164,8 +186,8 @@ def _check_from_draw(draw, n_clusters, noise, center_box):
             raise ValueError(f"n_clusters must be <= the draw's {draw.z.shape[0]} clusters, got {k}")
 
 
-@_checks.checked_jit(_check_from_draw)
-def clusters_from_draw(draw: ClusterDraw, n_clusters, *, noise=0.3, center_box=10.0) -> Clusters:
+@_checks.checked_jit(_check_from_draw, static_argnames=("dtype",))
+def clusters_from_draw(draw: ClusterDraw, n_clusters, *, noise=0.3, center_box=10.0, dtype=jnp.float32) -> Clusters:
     """The clusters of a :class:`ClusterDraw` at a cluster count, noise and centre scale (all may be
     traced): ``max_clusters * P`` rows, clusters ``k >= n_clusters`` masked out. Costs one
     multiply-add per coordinate: no random bits.
@@ -173,11 +195,12 @@ def clusters_from_draw(draw: ClusterDraw, n_clusters, *, noise=0.3, center_box=1
     ``n_clusters`` must be a whole number in ``[1, M]`` (M: the draw's clusters). A host value
     outside is a ``ValueError`` naming ``n_clusters``; a traced one cannot be refused and gives
     **NaN in every row of x** (padded rows included; labels and mask as computed from the count),
-    so a run on it reports NaN, never a result for a different cluster count."""
-    return _from_draw(draw, n_clusters, noise, center_box)
+    so a run on it reports NaN, never a result for a different cluster count. ``dtype``: of ``x``
+    (static; :data:`FLOAT_DTYPES`, computed in float32 and cast, see :func:`float_dtype`)."""
+    return _from_draw(draw, n_clusters, noise, center_box, dtype)
 
 
-@_checks.checked_jit(_check_clusters, static_argnames=("points_per_cluster", "dim", "centers", "max_clusters"))
+@_checks.checked_jit(_check_clusters, static_argnames=("points_per_cluster", "dim", "centers", "max_clusters", "dtype"))
 def gaussian_clusters(
     key: jax.Array,
     n_clusters,
@@ -188,6 +211,7 @@ def gaussian_clusters(
     center_box=10.0,
     centers: str = "uniform",
     max_clusters: int | None = None,
+    dtype=jnp.float32,
 ) -> Clusters:
     """Isotropic Gaussian clusters with known labels (the ``make_blobs`` family).
 
@@ -214,12 +238,20 @@ def gaussian_clusters(
       centers: ``"uniform"`` or ``"normal"`` (static).
       max_clusters: if given, the output always has ``max_clusters * P`` rows and clusters
         ``k >= n_clusters`` are masked out, so different K share one shape (static).
+      dtype: of ``x`` (static): float32 (default), float16, bfloat16, or float64 (needs x64). The
+        random numbers are drawn in float32 / uint32 and the points computed in float32, then cast:
+        the same key gives the same clusters with and without ``JAX_ENABLE_X64`` (a float64 ``x``
+        holds the float32 values exactly).
+
+    A validation set from the same task (same centres, new points) is not ``gaussian_clusters(new_key)``,
+    which draws new centres too: draw the centres' key's :func:`cluster_draw` and replace its noise,
+    ``dataclasses.replace(draw, z=cluster_draw(new_key, ...).z)`` (see the getting-started page).
 
     Returns:
       ``Clusters`` with N = P * (max_clusters or n_clusters) rows, ordered by cluster.
     """
     draw = _draw(key, max_clusters, points_per_cluster, dim, centers)
-    return _from_draw(draw, n_clusters, noise, center_box)
+    return _from_draw(draw, n_clusters, noise, center_box, dtype)
 
 
 def _uniform(bits, low, high):
@@ -239,7 +271,8 @@ SHAPES = {  # name: (dim, description)
 _SHAPE_CLUSTERS = {"blobs2": (3, 3.0), "overlap4": (4, 1.5), "blobs8": (4, 3.0)}  # (clusters, centre box)
 
 
-def _check_point_cloud(key, shape, n_points, noise):
+def _check_point_cloud(key, shape, n_points, noise, dtype=jnp.float32):
+    float_dtype(dtype)
     _checks.prng_key("key", key)
     _checks.choice("shape", shape, SHAPES)
     _checks.positive_int("n_points", n_points)
@@ -249,15 +282,16 @@ def _check_point_cloud(key, shape, n_points, noise):
         raise ValueError(f"n_points must be a multiple of {k} for shape {shape!r}, got {n_points}")
 
 
-@_checks.checked_jit(_check_point_cloud, static_argnames=("shape", "n_points"))
-def point_cloud(key, shape: str, n_points: int, noise=1.0):
+@_checks.checked_jit(_check_point_cloud, static_argnames=("shape", "n_points", "dtype"))
+def point_cloud(key, shape: str, n_points: int, noise=1.0, *, dtype=jnp.float32):
     """(n_points, D) points of a named data shape (:data:`SHAPES`; ``noise`` may be traced):
     clusters of equal size drawn by :func:`gaussian_clusters`, or one rotated anisotropic
-    Gaussian (``aniso2``)."""
+    Gaussian (``aniso2``). ``dtype``: of the points (static; drawn in float32 and cast, as
+    :func:`gaussian_clusters`)."""
     if shape == "aniso2":
         c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
-        z = jax.random.normal(key, (n_points, 2)) * jnp.array([3.0, 1.0]) * noise
-        return z @ jnp.array([[c, s], [-s, c]], jnp.float32)
+        z = jax.random.normal(key, (n_points, 2), jnp.float32) * jnp.array([3.0, 1.0], jnp.float32) * jnp.float32(noise)
+        return (z @ jnp.array([[c, s], [-s, c]], jnp.float32)).astype(float_dtype(dtype))
     k, box = _SHAPE_CLUSTERS[shape]
     return gaussian_clusters(key, k, points_per_cluster=n_points // k, dim=SHAPES[shape][0], noise=noise,
-                             center_box=box, max_clusters=k).x
+                             center_box=box, max_clusters=k, dtype=dtype).x

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks
+from tokdyn.data.clusters import FLOAT_DTYPES, float_dtype  # noqa: F401  (the dtype argument's check)
 
 __all__ = ["SHAPES", "BACKGROUNDS", "Scenes", "sprite_scenes", "pixel_features", "flat_masks"]
 
@@ -130,7 +131,9 @@ def _check_range(name: str, value, *, low_open: bool, high: float = 1.0):
 
 
 def _check_scenes(key, n, *, size, min_objects, max_objects, shapes, scale, background, colour_saturation,
-                  colour_value, background_saturation, background_value, texture_amplitude, start):
+                  colour_value, background_saturation, background_value, texture_amplitude, start,
+                  dtype=jnp.float32):
+    float_dtype(dtype)
     _checks.prng_key("key", key)
     _checks.positive_int("n", n)
     _checks.positive_int("size", size, minimum=4)
@@ -185,7 +188,7 @@ def _hsv_to_rgb(h, s, v):
 
 
 @_checks.checked_jit(_check_scenes,
-                     static_argnames=("n", "size", "min_objects", "max_objects", "shapes", "background"))
+                     static_argnames=("n", "size", "min_objects", "max_objects", "shapes", "background", "dtype"))
 def sprite_scenes(
     key: jax.Array,
     n: int,
@@ -202,6 +205,7 @@ def sprite_scenes(
     background_value=(0.1, 0.4),
     texture_amplitude=0.08,
     start=0,
+    dtype=jnp.float32,
 ) -> Scenes:
     """n scenes of flat-coloured shapes with instance masks (see the module docstring for the
     geometry, occlusion and colour model).
@@ -233,6 +237,8 @@ def sprite_scenes(
       background_saturation, background_value: (low, high) in [0, 1], the background base colour's.
       texture_amplitude: in [0, 1], the texture's amplitude (``"textured"`` only).
       start: index of the first scene, an int >= 0 (may be traced).
+      dtype: of ``images`` (static; float32 by default, float16, bfloat16 or float64 with x64):
+        drawn and computed in float32, then cast, so a key gives the same scenes with and without x64.
 
     ``scale``, the colour ranges, ``texture_amplitude`` and ``start`` may be traced (they change no
     shape), so a sweep over them shares one compilation.
@@ -310,7 +316,7 @@ def sprite_scenes(
 
     absent = ~present
     return Scenes(
-        images=images,
+        images=images.astype(float_dtype(dtype)),
         masks=masks,
         n_objects=n_objects,
         present=present,
@@ -338,7 +344,8 @@ def _check_images(images):
         _checks.real("images", images, low=0.0, high=1.0)
 
 
-def _check_features(images, *, position_scale, colour_scale, fourier_bands):
+def _check_features(images, *, position_scale, colour_scale, fourier_bands, dtype=jnp.float32):
+    float_dtype(dtype)
     _check_images(images)
     for name, value in (("position_scale", position_scale), ("colour_scale", colour_scale)):
         if np.ndim(value) != 0:
@@ -347,8 +354,9 @@ def _check_features(images, *, position_scale, colour_scale, fourier_bands):
     _checks.positive_int("fourier_bands", fourier_bands, minimum=0)
 
 
-@_checks.checked_jit(_check_features, static_argnames=("fourier_bands",))
-def pixel_features(images: jax.Array, *, position_scale=1.0, colour_scale=1.0, fourier_bands: int = 0) -> jax.Array:
+@_checks.checked_jit(_check_features, static_argnames=("fourier_bands", "dtype"))
+def pixel_features(images: jax.Array, *, position_scale=1.0, colour_scale=1.0, fourier_bands: int = 0,
+                   dtype=jnp.float32) -> jax.Array:
     """Per-pixel feature vectors of images: the tokens of token dynamics, one per pixel.
 
     For pixel (i, j) of an H x W image, with ``y = (2 i + 1) / H - 1`` and ``x = (2 j + 1) / W - 1``
@@ -366,9 +374,10 @@ def pixel_features(images: jax.Array, *, position_scale=1.0, colour_scale=1.0, f
       position_scale: >= 0, weight of the position features (0: colour alone; may be traced).
       colour_scale: > 0, weight of the colour features (may be traced).
       fourier_bands: B >= 0 (static).
+      dtype: of the features (static; computed in float32, then cast; float64 needs x64).
 
     Returns:
-      (H*W, F) or (n, H*W, F) float32.
+      (H*W, F) or (n, H*W, F) in ``dtype`` (float32 by default).
     """
     H, W = images.shape[-3], images.shape[-2]
     lead = images.shape[:-3]
@@ -383,7 +392,7 @@ def pixel_features(images: jax.Array, *, position_scale=1.0, colour_scale=1.0, f
     geometric = jnp.asarray(position_scale, jnp.float32) * jnp.concatenate(parts, axis=-1)  # (HW, 2 + 4B)
     colour = jnp.asarray(colour_scale, jnp.float32) * jnp.asarray(images, jnp.float32).reshape(*lead, H * W, 3)
     geometric = jnp.broadcast_to(geometric, (*lead, *geometric.shape))
-    return jnp.concatenate([geometric[..., :2], colour, geometric[..., 2:]], axis=-1)
+    return jnp.concatenate([geometric[..., :2], colour, geometric[..., 2:]], axis=-1).astype(float_dtype(dtype))
 
 
 def flat_masks(masks: jax.Array) -> jax.Array:

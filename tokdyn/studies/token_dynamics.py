@@ -36,6 +36,7 @@ from tokdyn.engine import sweep
 from tokdyn.engine.runs import ClusterRun, RunStructure
 from tokdyn.experiment.study import Estimate, Study
 from tokdyn.stats import figures
+from tokdyn.studies import PRESETS, with_preset_line
 
 # The published figures (averaged over all 9 conditions; and at noise 0.3, K = 4).
 PUBLISHED_OVERALL = {
@@ -64,6 +65,11 @@ class Config(RunStructure):
       methods: update rules, names from tokdyn.dynamics.METHODS (or of the rules passed to main).
       temperature: softmax temperature of every method.
       root_seed: root PRNG seed.
+      mass_anchor: where the built-in methods' mass epsilon anchors the weighted mean
+        (``tokdyn.dynamics.MASS_ANCHORS``): ``"token"`` (translation-invariant, the default) or
+        ``"origin"`` (the published form, whose figures the study page compares with).
+      preset: '' or 'quick' (set by --quick: a smoke-sized run; the printed summary's first line
+        says so).
     """
 
     seeds: int = 30
@@ -72,12 +78,21 @@ class Config(RunStructure):
     methods: tuple = ("baseline", "inertia", "repulsion", "inertia+repulsion")
     temperature: float = 1.0
     root_seed: int = 0
+    mass_anchor: str = "token"
+    preset: str = ""  # a label only: left out of the directory's stamp (SELECTION)
+
+    @classmethod
+    def quick(cls) -> "Config":
+        """The quick preset (``--quick``, seconds): every method on 6 seeds x noise {0.3, 0.9} x K
+        {3, 4}. A smoke run: its numbers are not the study's findings (its summary says so)."""
+        return cls(seeds=6, noise=(0.3, 0.9), n_clusters=(3, 4), preset="quick")
 
     def validate(self, rules=None) -> "Config":
         """Check every field; ``rules``: the update rules of one's own that ``methods`` may name
         (see :func:`check_rules`)."""
         rules = check_rules(rules)
         _checks.positive_int("seeds", self.seeds)
+        _checks.choice("mass_anchor", self.mass_anchor, dynamics.MASS_ANCHORS)
         _checks.real("temperature", self.temperature, low=0.0, low_open=True)
         _checks.real("noise", np.asarray(self.noise, float), low=0.0)
         if not self.methods:
@@ -94,6 +109,7 @@ class Config(RunStructure):
         _checks.distinct("noise", [float(v) for v in self.noise])
         _checks.distinct("noise", np.asarray(self.noise, np.float32))  # what the grid holds
         self.validate_structure(min(self.n_clusters), max(self.n_clusters))
+        _checks.choice("preset", self.preset, PRESETS)
         return self
 
     def runs(self) -> int:
@@ -111,8 +127,9 @@ class Config(RunStructure):
         structure and the method table of the names of ``methods`` in ``tokdyn.dynamics.METHODS``."""
         table = tuple((float(self.temperature),) + dynamics.METHODS[m].row()[1:] for m in self.methods
                       if m in dynamics.METHODS)
-        return ClusterRun(**self.structure(), max_clusters=max(self.n_clusters), temperature=float(self.temperature),
-                          methods=table)
+        rule = dynamics.MASS_ANCHORS[self.mass_anchor]  # BUILTIN, or BUILTIN_ORIGIN (the rows hold the temperature)
+        knobs = dict(temperature=float(self.temperature)) if rule == dynamics.BUILTIN else dict(rule=rule)
+        return ClusterRun(**self.structure(), max_clusters=max(self.n_clusters), methods=table, **knobs)
 
     def tasks(self, rules=None) -> list:
         """``[(ClusterRun, indices into methods), ...]``: the built-in methods' :meth:`task`, then one
@@ -275,7 +292,7 @@ def _rules_record(rules) -> dict:
     stamped with the configuration."""
     if not rules:
         return {}
-    return {"rules": {name: repr(r) for name, r in rules.items()},
+    return {"rules": {name: r.describe() for name, r in rules.items()},  # every function by name (repr is short)
             "rules_code": {name: sweep.code_digest(r) for name, r in rules.items()}}
 
 
@@ -364,6 +381,9 @@ def format_tables(overall: list[dict], summary: list[dict], tests: list[dict]) -
     return "\n".join(lines)
 
 
+SELECTION = ("preset",)  # fields left out of the stamp (a label: the same runs with it or without it)
+
+
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, rules=None, fresh: bool = False) -> dict:
     """Run the study end to end and write every output into ``out``; returns the timings.
     ``rules``: update rules of one's own (``{name: tokdyn.dynamics.Rule}``) that ``cfg.methods``
@@ -371,8 +391,8 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, rule
     ``out`` is stamped with the configuration before the runs (:mod:`tokdyn.experiment.study`):
     a directory of another configuration is refused unless ``fresh``."""
     cfg.validate(rules)
-    study = Study.open(out, "token-dynamics", cfg, fresh=fresh, estimate=cfg.estimate(), quiet=quiet,
-                       extra=_rules_record(rules))
+    study = Study.open(out, "token-dynamics", cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(),
+                       quiet=quiet, extra=_rules_record(rules))
     t0 = time.perf_counter()
     runs = simulate(cfg, rules=rules, progress=not quiet)
     t1 = time.perf_counter()
@@ -383,6 +403,6 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, rule
     write_outputs(study, cfg, runs, summary, overall, tests, timings=timings, plots=plots, rules=rules)
     timings["write_s"] = time.perf_counter() - t2
     if not quiet:
-        print(format_tables(overall, summary, tests))
+        print(with_preset_line(cfg, format_tables(overall, summary, tests)))
         print(f"\n{timings['n_runs']} runs in {timings['simulate_s']:.2f} s (compile included); outputs in {out}")
     return timings

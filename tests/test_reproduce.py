@@ -299,7 +299,7 @@ def test_study_configs_are_the_presets_and_the_analyses_read_out(quick):
         cfg = reproduce.study_config(name, quick, "OUT").validate()
         assert cfg.source == os.path.join("OUT", "latent-reasoning") and cfg.preset == ("quick" if quick else "default")
         assert cfg.reasoning() == reproduce.study_config("latent-reasoning", quick, "OUT")  # the source's own preset
-    assert reproduce.study_config("collapse", quick, "OUT") == collapse.Config()  # no quick preset: its default
+    assert reproduce.study_config("collapse", quick, "OUT") == (collapse.Config.quick() if quick else collapse.Config())
 
 
 def test_a_run_of_the_cheapest_study_through_the_command(tmp_path, monkeypatch, capsys):

@@ -59,7 +59,7 @@ from tokdyn.models.latent.variants import VARIANTS, stages, variant
 from tokdyn.models.latent import variants as V
 
 STUDY = "latent-reasoning"  # the name a latent-reasoning directory is stamped with
-SELECTION = ("variants", "train", "max_minutes")  # fields that choose what runs, not what it gives
+SELECTION = ("variants", "train", "max_minutes", "preset")  # fields that choose what runs or how it is labelled
 REFERENCES = ("direct", "text")  # every variant is tested against these
 FAMILIES = ("read", "gravity", "path")  # the default families: the control and two that imagination helps
 MAX_ROOT_SEED = 2 ** 32 - 1  # jax.random.key keeps the low 32 bits of a larger seed: two seeds would alias
@@ -96,6 +96,7 @@ class Config:
       tested: which state of each seed answers the test questions and is read back by the studies
         that analyse the variants: 'best' (its best held-out accuracy, judged after every
         steps_per_call steps) or 'final' (the last step trained).
+      preset: 'quick' for the quick preset (its summary then says so in its first line), else empty.
       training: the static training configuration (tasks, model size, step budget, pools, seeds).
       hparams: the hyper-parameters every variant is trained with.
     """
@@ -110,6 +111,7 @@ class Config:
     loss_delta: float = 0.05
     reference_steps: int = 5000
     tested: str = "best"
+    preset: str = ""
     training: T.Config = T.Config(task=tasks.Config(grid_size=4, n_colours=4, families=FAMILIES), n_latents=2)
     hparams: T.Hparams = T.Hparams()
 
@@ -122,6 +124,7 @@ class Config:
         for name in self.variants:
             variant(name)
         _checks.distinct("variants", self.variants)  # each variant once: a repeat would train it twice
+        _checks.choice("preset", self.preset, ("", "quick"))
         if not isinstance(self.train, bool):
             raise TypeError(f"train must be a bool, got {self.train!r}")
         if self.max_minutes is not None:
@@ -156,7 +159,7 @@ class Config:
     @classmethod
     def quick(cls) -> "Config":
         """A few-minute version: a small model, a 600-step budget, 2 seeds."""
-        return cls(reference_steps=0,
+        return cls(reference_steps=0, preset="quick",
                    training=T.Config(task=tasks.Config(grid_size=4, n_colours=4, families=FAMILIES), width=32,
                                      depth=2, heads=2, n_latents=2, steps=600, batch_size=32, warmup=50, steps_per_call=50,
                                      n_train=5000, n_val=250, n_test=500, seeds=2),

@@ -54,6 +54,7 @@ from tokdyn.engine.runs import CollapseRun
 from tokdyn.experiment import study as study_runner
 from tokdyn.experiment.study import Estimate, Study
 from tokdyn.stats import figures
+from tokdyn.studies import PRESETS, preset_line, with_preset_line
 
 MAX_STEPS = 2 ** 31 - 1  # a run's step counter is a 32-bit integer
 MAX_SEED = 2 ** 32 - 1
@@ -88,6 +89,8 @@ class Config:
       phase_ratios: tau / tau_c values of the phase diagrams.
       convergence_runs: runs of the convergence-time check.
       root_seed: root PRNG seed.
+      preset: '' or 'quick' (set by --quick: a smoke-sized run; the printed summary's first line
+        and summary.json say so).
     """
 
     shapes: tuple = ("blobs2", "aniso2", "overlap4", "blobs8")
@@ -108,6 +111,7 @@ class Config:
     phase_ratios: int = 13
     convergence_runs: int = 64
     root_seed: int = 0
+    preset: str = ""  # a label only: left out of the directory's stamp (SELECTION)
 
     def validate(self) -> "Config":
         """Check every field (``n_points`` a multiple of 12, token counts at most ``n_points``); raise
@@ -141,7 +145,18 @@ class Config:
         for name in ("n_tokens", "phase_tokens"):
             if max(getattr(self, name)) > self.n_points:
                 raise ValueError(f"{name} must not exceed n_points={self.n_points}, got {getattr(self, name)}")
+        _checks.choice("preset", self.preset, PRESETS)
         return self
+
+    @classmethod
+    def quick(cls) -> "Config":
+        """The quick preset (``--quick``, well under a minute on 2 cores): 2 shapes x 2 token counts,
+        7 ratios x 4 seeds in the threshold check, 2 noise levels x 2 token counts, 2 momenta and 2
+        repulsions x 5 ratios x 2 seeds in the diagrams, 500 steps. A smoke run: its numbers are
+        not the study's findings (its summary says so)."""
+        return cls(shapes=("blobs2", "overlap4"), n_tokens=(2, 4), n_ratios=7, seeds=4, n_points=48, n_steps=500,
+                   phase_noise=(0.5, 1.5), phase_tokens=(3, 6), momentum=(0.0, 0.9), repulsion_rel=(0.0, 1e-3),
+                   phase_seeds=2, phase_ratios=5, convergence_runs=8, preset="quick")
 
     def sweeps(self) -> list[tuple[str, dict]]:
         """``(part, {option: size})`` of every sweep: its runs are the product of the sizes (the
@@ -404,13 +419,16 @@ def write_figures(out, cfg, ratios, phase, mom, rep):
 # ---------------------------------------------------------------------------------------------- main
 
 
+SELECTION = ("preset",)  # fields left out of the stamp (a label: the same runs with it or without it)
+
+
 def main(cfg: Config, out: str, *, quiet=False, plots=True, fresh=False) -> dict:
     """Run every part and write the outputs into ``out``; returns the summary. ``out`` is stamped
     with the configuration first: a directory of another configuration is refused unless
     ``fresh``, which removes what it holds; finished sweeps and parts found there are reused (see
     the module docstring)."""
     cfg.validate()
-    study = Study.open(out, "collapse", cfg, fresh=fresh, estimate=cfg.estimate(), quiet=quiet)
+    study = Study.open(out, "collapse", cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(), quiet=quiet)
     t0 = time.perf_counter()
     timings = {}
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
@@ -438,9 +456,11 @@ def main(cfg: Config, out: str, *, quiet=False, plots=True, fresh=False) -> dict
     timings["total_s"] = time.perf_counter() - t0
 
     summary = summarise(thr, jac, conv, mom, rep, ratios)
+    if cfg.preset:  # first in summary.json: which preset, and that its numbers are no findings
+        summary = {"preset": cfg.preset, "note": preset_line(cfg), **summary}
     io.write_json(study.path("summary.json"), summary)
     study.finish(shapes={s: data.SHAPES[s][1] for s in cfg.shapes}, timings=timings)
-    say(format_summary(summary))
+    say(with_preset_line(cfg, format_summary(summary)))
     return summary
 
 

@@ -56,6 +56,7 @@ from tokdyn.models import vtae
 from tokdyn.models import sequence as G
 from tokdyn.models.vtae import corpus
 from tokdyn.stats import figures
+from tokdyn.studies import PRESETS, with_preset_line
 from tokdyn.stats import text as TM
 
 SCOPES = ("sequence", "single")
@@ -89,6 +90,7 @@ class Config:
       ddim_steps: DDIM steps of the extra grid_ddpm sampler (0: none).
       n_resamples: bootstrap resamples of the intervals.
       root_seed: root PRNG seed.
+      preset: '' or 'quick' (set by --quick: a smoke-sized run; summary.md's first line says so).
     """
 
     sentences: int = 5000
@@ -111,6 +113,7 @@ class Config:
     ddim_steps: int = 50
     n_resamples: int = 500
     root_seed: int = 0
+    preset: str = ""  # a label only: left out of the directory's stamp (SELECTION)
 
     def validate(self) -> "Config":
         """Check every field (enough grids for the grammar's tokens, and every model's configuration);
@@ -151,6 +154,7 @@ class Config:
         _checks.real("lam", self.lam, low=0.0)
         for m in self.models + self.single_models:
             self.model(m, "sequence" if m in self.models else "single").validate()
+        _checks.choice("preset", self.preset, PRESETS)
         return self
 
     def estimate(self) -> Estimate:
@@ -193,7 +197,7 @@ class Config:
     def quick(cls) -> "Config":
         """A one-minute version (tests, smoke runs)."""
         return cls(sentences=300, length=10, ae_steps=300, T=20, width=32, depth=1, steps=100, batch_size=32,
-                   seeds=2, n_samples=32, ddim_steps=5, n_resamples=50)
+                   seeds=2, n_samples=32, ddim_steps=5, n_resamples=50, preset="quick")
 
     def autoencoder(self) -> vtae.Config:
         """The first stage's configuration: a visual-token autoencoder from the grammar's vocabulary to
@@ -635,7 +639,7 @@ def write_samples(path: str, texts: dict, per_model: int = 20) -> None:
 # ---------------------------------------------------------------------------------------------- main
 
 
-SELECTION = ("models", "single_models")  # fields that only choose which models run
+SELECTION = ("models", "single_models", "preset")  # fields that only choose which models run (or label it)
 OUTPUTS = ("results.csv", "samples.txt", "summary.md", runner.RECORD)
 FIGURES = ("denoising.png", "kernels.png", "learning_curves.png")
 
@@ -688,7 +692,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
         for name in FIGURES:  # e.g. denoising.png of an earlier run with grid models, none now
             if os.path.abspath(study.path(name)) not in drawn:
                 study.remove_output(name)
-    text = summary(cfg, table, ae_acc, reference)
+    text = with_preset_line(cfg, summary(cfg, table, ae_acc, reference))
     with io.atomic_write(study.path("summary.md")) as f:
         f.write(text + "\n")
     timings = {"total_s": time.time() - t_start,

@@ -79,6 +79,7 @@ from tokdyn.models.latent import tasks, variants
 from tokdyn.models.latent import model as M
 from tokdyn.models.latent import training as T
 from tokdyn.stats import figures
+from tokdyn.studies import with_preset_line
 
 PRESETS = ("default", "quick")
 STUDY = "latent-diagnostics"
@@ -107,7 +108,8 @@ class Config:
 
     Attributes:
       source: the latent-reasoning study directory holding (or to hold) the trained variants.
-      preset: that study's configuration, "default" or "quick" (its --quick).
+      preset: that study's configuration, "default" or "quick" (its --quick); "quick" (set by
+        --quick) also opens summary.md with a line saying the run is smoke-sized.
       train: train the variants the source lacks (otherwise a missing variant is an error).
       variants: variants with a latent block (decomposition; the feedback ones also get mediation,
         collapse and probes).
@@ -494,7 +496,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
         plot_similarity(out, latents_of)
         plot_decomposition(out, dec)
         plot_probes(out, prb)
-    text = summary(med, dec, col, prb)
+    text = with_preset_line(cfg, summary(med, dec, col, prb), "the latent-reasoning study's quick models")
     with io.atomic_write(os.path.join(out, "summary.md")) as f:
         f.write(text + "\n")
     study.finish(reasoning=S.config_dict(lr), selection={k: getattr(cfg, k) for k in SELECTION},

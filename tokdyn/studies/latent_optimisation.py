@@ -63,6 +63,7 @@ from tokdyn.experiment import study as S
 from tokdyn.models.latent import evaluation, tasks, variants
 from tokdyn.models.latent import model as M
 from tokdyn.stats import figures
+from tokdyn.studies import with_preset_line
 
 METHODS = {  # name: (reward, estimator, visual injection)
     "es_entropy": ("entropy", "es", "none"),         # the paper's reward, REINFORCE
@@ -85,7 +86,8 @@ class Config:
 
     Attributes:
       source: the latent-reasoning study directory holding (or to hold) the trained variants.
-      preset: that study's configuration, "default" or "quick" (its --quick).
+      preset: that study's configuration, "default" or "quick" (its --quick); "quick" (set by
+        --quick) also opens summary.md with a line saying the run is smoke-sized.
       train: train the variants the source lacks (otherwise a missing variant is an error).
       variants: latent-feedback variants whose latents are optimised.
       methods: optimisation methods, names from METHODS.
@@ -544,7 +546,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
     if plots:
         plot_optimiser(out, curves, table)
         plot_grounding(out, hists)
-    text = summary(table, tests, ground)
+    text = with_preset_line(cfg, summary(table, tests, ground), "the latent-reasoning study's quick models")
     with io.atomic_write(os.path.join(out, "summary.md")) as f:
         f.write(text + "\n")
     study.finish(reasoning=S.config_dict(lr), selection={k: getattr(cfg, k) for k in SELECTION},

@@ -72,6 +72,7 @@ from tokdyn.experiment.reasoners import (FAMILIES, REFERENCES, Config, check_dev
                                          splits, train_variants, training)
 from tokdyn.models.latent import evaluation, tasks
 from tokdyn.stats import figures
+from tokdyn.studies import with_preset_line
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -245,6 +246,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
     if plots:
         plot_curves(out, cfg.variants, families)
     table = summary_table(acc, conv, families) if acc["variant"] else "(no variant has finished yet)"
+    table = with_preset_line(cfg, table)
     with io.atomic_write(os.path.join(out, "summary.md")) as f:
         f.write(table + "\n")
     record(study, cfg, finished=done, timings={"seconds": time.perf_counter() - t0})

@@ -58,6 +58,7 @@ from tokdyn.experiment import study as runner
 from tokdyn.experiment.study import Estimate, Study
 from tokdyn.models import slots
 from tokdyn.stats import figures
+from tokdyn.studies import PRESETS, with_preset_line
 
 FIXED = ("baseline", "inertia", "repulsion", "sinkhorn", "annealing")
 LEARNED = ("slot_attention", "slot_attention_implicit")
@@ -115,6 +116,7 @@ class Config:
       fail_below: a seed fails when its mean test FG-ARI is below this.
       n_examples: test scenes drawn in examples.png.
       root_seed: root PRNG seed.
+      preset: '' or 'quick' (set by --quick: a smoke-sized run; summary.md's first line says so).
     """
 
     size: int = 32
@@ -153,6 +155,7 @@ class Config:
     fail_below: float = 0.5
     n_examples: int = 6
     root_seed: int = 0
+    preset: str = ""  # a label only: left out of the directory's stamp (SELECTION)
 
     def validate(self) -> "Config":
         """Check every field (the learned models' through :meth:`tokdyn.models.slots.Config.validate`);
@@ -208,6 +211,7 @@ class Config:
         jax.eval_shape(functools.partial(scenes.sprite_scenes, jax.random.key(0), 1, **self.generate_args()))
         for m in self.learned or LEARNED[:1]:  # the model's fields are checked even when no model is learned
             self.slot_config(m).validate()
+        _checks.choice("preset", self.preset, PRESETS)
         return self
 
     def estimate(self) -> Estimate:
@@ -260,7 +264,7 @@ class Config:
         return cls(size=16, max_objects=3, n_train=256, n_val=32, n_test=48, temperatures=(0.01, 0.1),
                    position_scales=(0.5, 1.0), dyn_steps=20,
                    seeds=2, train_steps=20, batch_size=4, slot_size=16, encoder_channels=(8,), decoder_hidden=8,
-                   eval_every=10, n_curve=16, n_examples=3)
+                   eval_every=10, n_curve=16, n_examples=3, preset="quick")
 
     def step_work(self) -> float:
         """A learned model's work per step, up to a constant: the full-resolution encoder, the
@@ -575,7 +579,7 @@ def plot_curves(path: str, curves: dict) -> str:
 # ---------------------------------------------------------------------------------------------- main
 
 
-SELECTION = ("methods", "kmeans", "learned")  # fields that only choose which methods run
+SELECTION = ("methods", "kmeans", "learned", "preset")  # fields that only choose which methods run (or label it)
 OUTPUTS = ("results.csv", "learning_curve.csv", "summary.md", runner.RECORD)
 FIGURES = ("examples.png", "learning_curve.png")
 
@@ -626,7 +630,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
             plot_curves(study.path("learning_curve.png"), curves)
         else:  # an earlier run's, with learned models
             study.remove_output("learning_curve.png")
-    text = summary(cfg, rows, seconds, curves)
+    text = with_preset_line(cfg, summary(cfg, rows, seconds, curves))
     with io.atomic_write(study.path("summary.md")) as f:
         f.write(text + "\n")
     study.finish(config=runner.config_dict(cfg), timings={"total_s": time.time() - t_start, "training_s": seconds})

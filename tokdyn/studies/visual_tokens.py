@@ -48,6 +48,7 @@ from tokdyn.experiment.study import Estimate, Study
 from tokdyn.models import vtae
 from tokdyn.models.vtae import corpus, diagnostics, encoders
 from tokdyn.stats import figures
+from tokdyn.studies import PRESETS, with_preset_line
 
 PARTS = ("poc", "published", "main", "curriculum", "semantic")
 PUBLISHED_VOCAB = (51, 192)  # the published setting's vocabularies
@@ -80,6 +81,7 @@ class Config:
       embed_dim: width of the PPMI/SVD embeddings of the semantic part.
       parts: parts to run, names from poc, published, main, curriculum, semantic.
       root_seed: root PRNG seed.
+      preset: '' or 'quick' (set by --quick: a smoke-sized run; summary.md's first line says so).
     """
 
     vocab_sizes: tuple[int, ...] = (5, 51, 192, 1000, 5000)
@@ -95,6 +97,7 @@ class Config:
     embed_dim: int = 8
     parts: tuple[str, ...] = PARTS
     root_seed: int = 0
+    preset: str = ""  # a label only: left out of the directory's stamp (SELECTION)
 
     def validate(self) -> "Config":
         """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
@@ -129,6 +132,7 @@ class Config:
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
         if self.root_seed > MAX_SEED:
             raise ValueError(f"root_seed must be an int in [0, {MAX_SEED}], got {self.root_seed!r}")
+        _checks.choice("preset", self.preset, PRESETS)
         return self
 
     def models(self) -> list[tuple[str, vtae.Config]]:
@@ -197,7 +201,7 @@ class Config:
     def quick(cls) -> "Config":
         """A few-minute version (tests, smoke runs)."""
         return cls(vocab_sizes=(5, 51), grids=((3, 2), (5, 3)), modes=("gumbel_st",), budgets=(50, 200), seeds=2,
-                   hidden=32, batch_size=32, grammar_sentences=500)
+                   hidden=32, batch_size=32, grammar_sentences=500, preset="quick")
 
 
 def _default_size(cfg: Config, name: str) -> int:
@@ -566,7 +570,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
     is refused unless ``fresh``, which removes what it holds; finished cells and parts found there
     are reused (see the module docstring)."""
     cfg.validate()
-    study = Study.open(out, "visual-tokens", cfg, fresh=fresh, selection=("parts",), estimate=cfg.estimate(),
+    study = Study.open(out, "visual-tokens", cfg, fresh=fresh, selection=("parts", "preset"), estimate=cfg.estimate(),
                        quiet=quiet)
     key = jax.random.key(cfg.root_seed)
     selected = [(i, name) for i, name in enumerate(PARTS) if name in cfg.parts]
@@ -588,7 +592,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
             progress.update()
     table = {c: np.asarray([r[c] for r in rows], object) for c in COLUMNS}
     io.write_csv(study.path("results.csv"), table)
-    text = summarise(table)
+    text = with_preset_line(cfg, summarise(table))
     with io.atomic_write(study.path("summary.md")) as f:
         f.write(text)
     if "main" not in cfg.parts:  # heatmaps of the main part from an earlier selection: not of these results

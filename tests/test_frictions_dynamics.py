@@ -128,7 +128,14 @@ def test_grad_through_run_names_the_ways_out():
     assert "lax.while_loop" in str(info.value)
     with pytest.raises(ValueError, match="run_fixed"):
         jax.grad(lambda h: dynamics.run(x, t0, h).tokens.sum())(hp)
-    # forward mode and vmap as before; the named ways out work
+
+
+@pytest.mark.slow
+def test_after_the_grad_message_forward_mode_and_the_ways_out_still_work():
+    """Forward mode and vmap as before; the named ways out work (the default suite's gradient tests
+    cover each of them on its own; this puts them side by side on the translated-data case)."""
+    x, t0 = two_clusters_far_token()
+    hp = dynamics.Hparams()
     fwd = jax.jacfwd(lambda t: dynamics.run(x, t, hp).tokens.sum())(t0)
     batched = jax.vmap(jax.jacfwd(lambda t: dynamics.run(x, t, hp).tokens.sum()))(jnp.stack([t0, t0 + 0.1]))
     np.testing.assert_allclose(np.asarray(batched[0]), np.asarray(fwd), rtol=1e-5, atol=1e-6)

@@ -133,7 +133,7 @@ def test_case1_fresh_refused_while_study_running(tmp_path, capsys):
         code, err = tokdyn(["--out", d, *SMALL, "--seeds", "3", "--fresh"], capsys)
         assert code == 2 and "a study is running in" in err and d in err, err
         assert all(open(os.path.join(d, n), "rb").read() == b for n, b in before.items())
-        S.Study.open(d, "token-dynamics", _td_cfg(), quiet=True)  # writers of the same configuration share it
+        S.Study.open(d, "token-dynamics", _td_cfg(), selection=_td_selection(), quiet=True)  # writers of the same configuration share it
     finally:
         S.unlock(fd)
     # a study running in another process
@@ -166,6 +166,12 @@ def _td_cfg():
     from tokdyn.studies import token_dynamics as td
 
     return td.Config(seeds=2, noise=(0.3,), n_clusters=(3,), dim=2, points_per_cluster=6)
+
+
+def _td_selection():
+    from tokdyn.studies import token_dynamics as td
+
+    return td.SELECTION
 
 
 # ---------------------------------------------------------------------------------------------- case 4: verification

@@ -28,12 +28,9 @@ stamp) and ``config.json`` (the stamp, the source's configuration, this run's se
 **The source.** Its own stamp is checked before any work against the latent-reasoning
 configuration of ``--preset`` (``devices``, how it split its seeds, is taken from it): a source
 trained with other settings (``--steps``, ``--learning-rate``, ...) is refused naming the fields
-that differ, and so is one lacking a variant under ``--no-train``. The source's files are read
-strictly (:func:`tokdyn.experiment.reasoners.verify_source`): a result, answers file, curve or
-checkpoint that fails its verification (a checkpoint without its header, rewritten by plain
-``np.savez``, included) is refused before any work, naming it (exit 2); it is never set aside and
-retrained, nor read past. The source's stamp enters this study's, so results are never reused
-across sources of other configurations.
+that differ, and so is one lacking a variant under ``--no-train``. Every file read from the source
+must pass its verification (:func:`tokdyn.experiment.reasoners.verify_source`; exit 2 naming the
+first that fails, before any work), and the source's stamp enters this study's.
 
 **Resuming and --fresh.** ``DIR`` is stamped with this configuration before any work (but the
 fields that only choose what runs: ``source``, ``train``, ``variants``, ``methods``,

@@ -9,7 +9,7 @@ import pytest
 
 from tokdyn import cli
 from tokdyn.experiment import study as S
-from tokdyn.studies import QUICK_NOTE, preset_line, with_preset_line
+from tokdyn.experiment.presets import QUICK_NOTE, preset_line, with_preset_line
 
 STUDY_COMMANDS = [key for key in cli.COMMANDS if key[0] == "study"]
 # the two analyses' preset names the latent-reasoning preset they read ("default" or "quick"), so quick() sets it

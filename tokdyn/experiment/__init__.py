@@ -4,6 +4,9 @@
   configuration before any work, parts kept with checksums, checks of the output path and of the
   resources a configuration asks for, analysis sources checked against their own stamps
 
+- :mod:`tokdyn.experiment.presets`  the ``preset`` field of a study's config and the line a quick
+  run's summary opens with
+
 - :mod:`tokdyn.experiment.reasoners`  the store of trained latent reasoners: the latent-reasoning
   study's ``Config``, training a variant to convergence into a study directory
   (``train_variants``, ``run_variant``, ``ensure_trained``) and loading it back (``load_variant``,
@@ -12,7 +15,7 @@
 
 import importlib
 
-__all__ = ["reasoners", "study"]
+__all__ = ["presets", "reasoners", "study"]
 
 
 def __getattr__(name):

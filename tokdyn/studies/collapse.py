@@ -54,7 +54,7 @@ from tokdyn.engine.runs import CollapseRun
 from tokdyn.experiment import study as study_runner
 from tokdyn.experiment.study import Estimate, Study
 from tokdyn.stats import figures
-from tokdyn.studies import PRESETS, preset_line, with_preset_line
+from tokdyn.experiment.presets import PRESETS, preset_line, with_preset_line
 
 MAX_STEPS = 2 ** 31 - 1  # a run's step counter is a 32-bit integer
 MAX_SEED = 2 ** 32 - 1

@@ -56,7 +56,7 @@ from tokdyn.models import vtae
 from tokdyn.models import sequence as G
 from tokdyn.models.vtae import corpus
 from tokdyn.stats import figures
-from tokdyn.studies import PRESETS, with_preset_line
+from tokdyn.experiment.presets import PRESETS, with_preset_line
 from tokdyn.stats import text as TM
 
 SCOPES = ("sequence", "single")

@@ -79,7 +79,7 @@ from tokdyn.models.latent import tasks, variants
 from tokdyn.models.latent import model as M
 from tokdyn.models.latent import training as T
 from tokdyn.stats import figures
-from tokdyn.studies import with_preset_line
+from tokdyn.experiment.presets import with_preset_line
 
 PRESETS = ("default", "quick")
 STUDY = "latent-diagnostics"

@@ -60,7 +60,7 @@ from tokdyn.experiment import study as S
 from tokdyn.models.latent import evaluation, tasks, variants
 from tokdyn.models.latent import model as M
 from tokdyn.stats import figures
-from tokdyn.studies import with_preset_line
+from tokdyn.experiment.presets import with_preset_line
 
 METHODS = {  # name: (reward, estimator, visual injection)
     "es_entropy": ("entropy", "es", "none"),         # the paper's reward, REINFORCE

@@ -72,7 +72,7 @@ from tokdyn.experiment.reasoners import (FAMILIES, REFERENCES, Config, check_dev
                                          splits, train_variants, training)
 from tokdyn.models.latent import evaluation, tasks
 from tokdyn.stats import figures
-from tokdyn.studies import with_preset_line
+from tokdyn.experiment.presets import with_preset_line
 
 
 # ---------------------------------------------------------------------------------------------- tables

@@ -58,7 +58,7 @@ from tokdyn.experiment import study as runner
 from tokdyn.experiment.study import Estimate, Study
 from tokdyn.models import slots
 from tokdyn.stats import figures
-from tokdyn.studies import PRESETS, with_preset_line
+from tokdyn.experiment.presets import PRESETS, with_preset_line
 
 FIXED = ("baseline", "inertia", "repulsion", "sinkhorn", "annealing")
 LEARNED = ("slot_attention", "slot_attention_implicit")

@@ -36,7 +36,7 @@ from tokdyn.engine import sweep
 from tokdyn.engine.runs import ClusterRun, RunStructure
 from tokdyn.experiment.study import Estimate, Study
 from tokdyn.stats import figures
-from tokdyn.studies import PRESETS, with_preset_line
+from tokdyn.experiment.presets import PRESETS, with_preset_line
 
 # The published figures (averaged over all 9 conditions; and at noise 0.3, K = 4).
 PUBLISHED_OVERALL = {

@@ -48,7 +48,7 @@ from tokdyn.experiment.study import Estimate, Study
 from tokdyn.models import vtae
 from tokdyn.models.vtae import corpus, diagnostics, encoders
 from tokdyn.stats import figures
-from tokdyn.studies import PRESETS, with_preset_line
+from tokdyn.experiment.presets import PRESETS, with_preset_line
 
 PARTS = ("poc", "published", "main", "curriculum", "semantic")
 PUBLISHED_VOCAB = (51, 192)  # the published setting's vocabularies

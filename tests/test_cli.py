@@ -129,3 +129,50 @@ def test_exit_codes(tmp_path, capsys, monkeypatch):
     assert cli.main(["study", "token-dynamics", "--out", str(tmp_path), "--no-cache"]) == 1
     err = capsys.readouterr().err
     assert "RuntimeError: the run broke" in err and "usage" not in err  # a failure, not a usage error
+
+
+def test_matmul_precision_is_checked_and_reaches_every_study(tmp_path, capsys, monkeypatch):
+    import jax
+
+    from tokdyn.experiment import study
+    from tokdyn.studies import token_dynamics
+
+    assert cli.main(["study", "token-dynamics", "--matmul-precision", "fast", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--matmul-precision" in err and "'fast'" in err and "'highest', 'high', 'default'" in err.replace('"', "'")
+    assert not (tmp_path / "x").exists()  # refused before anything ran
+    with pytest.raises(ValueError, match="matmul_precision.*'fast'"):  # the Python entry point: checked first
+        from tokdyn import reproduce
+
+        reproduce.main(reproduce.Config(), str(tmp_path / "y"), matmul_precision="fast")
+    assert not (tmp_path / "y").exists()
+
+    seen = []
+    monkeypatch.setattr(token_dynamics, "main",
+                        lambda cfg, out, *, quiet, plots: seen.append(jax.config.jax_default_matmul_precision))
+    assert cli.main(["study", "token-dynamics", "--out", str(tmp_path / "a"), "--no-cache"]) == 0
+    assert cli.main(["study", "token-dynamics", "--out", str(tmp_path / "b"), "--no-cache",
+                     "--matmul-precision", "default"]) == 0
+    assert seen == ["highest", "default"]
+    assert jax.config.jax_default_matmul_precision is None  # only for the run
+    out = str(tmp_path / "r")
+    assert cli.main(["reproduce", "--studies", "token-dynamics", "--out", out, "--no-cache", "--quiet",
+                     "--no-plots", "--matmul-precision", "high"]) == 0  # passed on to every study
+    assert seen[2:] == ["high"]
+    assert study.read_stamp(out)["matmul_precision"] == "high" and study.read_record(out)["matmul_precision"] == "high"
+
+
+def test_a_default_run_stamps_no_precision_and_another_is_refused(tmp_path, capsys):
+    from tokdyn.experiment import study
+
+    out = str(tmp_path / "td")
+    tiny = ["--seeds", "2", "--dim", "2", "--points-per-cluster", "8", "--noise", "0.3", "--n-clusters", "3",
+            "--no-cache", "--quiet", "--no-plots", "--out", out]
+    assert cli.main(["study", "token-dynamics", *tiny]) == 0
+    stamp, record = study.read_stamp(out), study.read_record(out)
+    assert set(stamp) == {"study", "tokdyn", "config", "sources"}  # as before the option existed
+    assert "matmul_precision" not in record
+    assert cli.main(["study", "token-dynamics", *tiny, "--matmul-precision", "highest"]) == 0  # the same run
+    assert study.read_stamp(out) == stamp
+    assert cli.main(["study", "token-dynamics", *tiny, "--matmul-precision", "high"]) == 2
+    assert "matmul_precision: highest there, high now" in capsys.readouterr().err

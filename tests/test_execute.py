@@ -78,3 +78,73 @@ def test_results_independent_of_device_count():
     np.testing.assert_array_equal(results[0], results[1])
 
 
+
+
+# ---------------------------------------------------------------------------------------------- chunk size per backend
+
+
+class _FakeDevice:
+    """A stand-in for an accelerator: what plan and device_memory read of a device."""
+
+    def __init__(self, platform="gpu", stats=None):
+        self.platform, self.id, self.device_kind, self._stats = platform, 0, "Fake GPU", stats
+
+    def memory_stats(self):
+        return self._stats
+
+
+GIB = 2 ** 30
+
+
+def test_the_cpu_chunk_is_unchanged():
+    assert execute.default_chunk_size(1, "cpu") == 2048
+    assert execute.default_chunk_size(2, "cpu", bytes_per_run=10 ** 6, memory=10 ** 3) == 4096  # memory is moot
+    cpus = jax.devices("cpu")
+    assert execute.device_memory(cpus[0]) is None  # the CPU's memory is the host's
+    assert execute.plan(cpus, "auto", None, 10 ** 9)[2] == 2048 * len(cpus)
+    if jax.default_backend() == "cpu":
+        assert execute.default_chunk_size(3) == 3 * 2048 and execute.device_memory() is None
+
+
+def test_the_device_memory_is_read_from_memory_stats():
+    assert execute.device_memory(_FakeDevice(stats={"bytes_limit": 80 * GIB, "bytes_in_use": GIB})) == 79 * GIB
+    assert execute.device_memory(_FakeDevice(stats={"bytes_limit": 80 * GIB})) == 80 * GIB
+    assert execute.device_memory(_FakeDevice(stats=None)) is None
+    assert execute.device_memory(_FakeDevice(platform="cpu", stats={"bytes_limit": GIB})) is None
+
+
+def test_an_accelerator_chunk_is_sized_from_the_device_memory(monkeypatch):
+    monkeypatch.setattr(execute, "device_memory", lambda device=None: 80 * GIB)
+    low, high = execute.ACCELERATOR_CHUNK
+    assert execute.default_chunk_size(1, "gpu") == low  # no per-run size: the fixed default
+    sizes = []
+    for memory in (80 * GIB, 16 * GIB, 2 * GIB, 10 ** 6):
+        per_device = execute.default_chunk_size(1, "gpu", bytes_per_run=100_000, memory=memory)
+        assert low <= per_device <= high and per_device & (per_device - 1) == 0  # a power of two, in bounds
+        assert per_device == low or per_device * 100_000 <= memory / execute.MEMORY_SHARE
+        sizes.append(per_device)
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == 2 ** 17 and sizes[-1] == low  # shrinks with memory
+    assert execute.default_chunk_size(4, "gpu", bytes_per_run=100_000) == 4 * 2 ** 17  # memory read: 80 GiB
+    assert execute.default_chunk_size(1, "gpu", bytes_per_run=1) == high
+    monkeypatch.setattr(execute, "device_memory", lambda device=None: None)  # no statistics: the fixed default
+    assert execute.default_chunk_size(1, "gpu", bytes_per_run=100_000) == low
+    # plan reads the memory of the devices it is given
+    gpu = _FakeDevice(stats={"bytes_limit": 8 * GIB, "bytes_in_use": 0})
+    monkeypatch.setattr(execute, "device_memory", lambda device=None: device.memory_stats()["bytes_limit"])
+    devices, batch, step, padded = execute.plan([gpu, gpu], "auto", None, 10 ** 9, bytes_per_run=4096)
+    assert batch is None and step == padded == 2 * 2 ** 19  # 8 GiB / 4 / 4 KiB = 2^19 runs per device
+    assert execute.plan([gpu], "auto", None, 10 ** 9)[2] == low  # no per-run size given
+
+
+def test_the_per_run_size_comes_from_xla_and_costs_nothing_on_cpu(monkeypatch):
+    wide = lambda run: jnp.sum(jnp.outer(run["x"], run["x"]) ** 2)  # noqa: E731
+    args = {"x": np.ones((20, 1000), np.float32)}
+    assert execute.run_bytes(wide, args) >= 4000  # at least the run's own input
+    assert execute.run_bytes(_fn, _args(20), shared=jax.random.key(0)) > 0
+
+    def no(*a, **k):
+        raise AssertionError("run_bytes called on the CPU backend")
+
+    monkeypatch.setattr(execute, "run_bytes", no)  # the CPU path compiles nothing more
+    out = execute.map_runs(_fn, _args(10), shared=jax.random.key(0), devices=jax.devices("cpu"))
+    assert out["s"].shape == (10,)

@@ -247,6 +247,102 @@ def test_resources_refuse_what_cannot_fit_and_announce_what_is_long(tmp_path):
     assert not (tmp_path / "big").exists()
 
 
+class _FakeGPU:
+    platform, id, device_kind = "gpu", 0, "Fake H100"
+
+    def __init__(self, limit, in_use=0):
+        self.limit, self.in_use = limit, in_use
+
+    def memory_stats(self):
+        return {"bytes_limit": self.limit, "bytes_in_use": self.in_use}
+
+
+def test_resources_are_checked_against_the_device_memory_and_the_host(monkeypatch):
+    import jax
+
+    cpu = jax.devices("cpu")[0]
+    monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [cpu])  # the CPU backend, on any machine
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+    assert S.available_memory() > 2 ** 20 and S.available_memory("device") > 2 ** 20  # on CPU: the host's
+    assert S.memory_owner() is None
+    with pytest.raises(ValueError, match="kind"):
+        S.available_memory("disk")
+    on_cpu = []
+    S.check_resources("demo", S.Estimate(memory=1, models=10, seconds=5 * 3600.0), note=on_cpu.append)
+    assert "hours on a 2-core CPU (10 models" in on_cpu[0]
+    with pytest.raises(S.Refused, match="this machine can spare") as e:  # a host table on the CPU: as before
+        S.check_resources("demo", S.Estimate(memory=1, option="n_train", host_memory=10 ** 18, host_option="seeds"))
+    assert "make seeds smaller" in str(e.value)
+
+    monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [_FakeGPU(2 * 2 ** 30, 2 ** 30)])  # 1 GiB free
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert S.available_memory("device") == 2 ** 30 and S.available_memory("host") > 2 ** 20
+    assert S.memory_owner() == "the device gpu:0 (Fake H100)"
+    with pytest.raises(S.Refused) as e:  # fits the host, not the device
+        S.check_resources("demo", S.Estimate(memory=2 ** 30, option="batch_size"))
+    text = str(e.value)
+    assert "the device gpu:0 (Fake H100) can spare" in text and "1.0 GiB of its memory" in text
+    assert "make batch_size smaller" in text and "this machine" not in text
+    S.check_resources("demo", S.Estimate(memory=2 ** 29, option="batch_size"))  # 512 MiB: under 80% of 1 GiB
+    S.check_resources("demo", S.Estimate(memory=2 ** 20, host_memory=2 ** 31, host_option="seeds"),
+                      host_memory=2 ** 40)  # a host table larger than the device's memory: the host's to hold
+    with pytest.raises(S.Refused, match="this machine can spare.*make seeds smaller"):
+        S.check_resources("demo", S.Estimate(memory=2 ** 20, host_memory=2 ** 31, host_option="seeds"),
+                          host_memory=2 ** 31)
+    lines = []
+    S.check_resources("demo", S.Estimate(memory=1, models=10, seconds=5 * 3600.0), note=lines.append)
+    assert "5.0 hours at the rates fitted on a 2-core CPU (10 models or runs; this gpu backend may be faster)" in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------- matmul precision
+
+
+def test_matmul_precision_is_checked_and_set():
+    import jax
+
+    with pytest.raises(ValueError, match=r"matmul_precision \(--matmul-precision\) must be one of highest, high, "
+                                         r"default, got 'fast'"):
+        S.check_matmul_precision("fast")
+    with pytest.raises(ValueError, match="matmul_precision"):
+        with S.matmul_precision(None):
+            pass
+    assert jax.config.jax_default_matmul_precision is None
+    # nothing set: JAX's default, full float32 on the CPU, TF32 allowed on a GPU
+    assert S.precision_in_force() == ("highest" if jax.default_backend() == "cpu" else "default")
+    for value in S.MATMUL_PRECISIONS:
+        with S.matmul_precision(value):
+            assert jax.config.jax_default_matmul_precision == value and S.precision_in_force() == value
+    with jax.default_matmul_precision("tensorfloat32"):  # JAX's alias, named as the option names it
+        assert S.precision_in_force() == "high"
+    assert jax.config.jax_default_matmul_precision is None
+
+
+def test_the_precision_is_stamped_only_when_not_the_default(tmp_path, monkeypatch):
+    import jax
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")  # the CPU backend, on any machine
+    out = str(tmp_path / "s")
+    study = S.Study.open(out, "demo", Cfg())  # no precision set: on the CPU, full float32 (the default)
+    plain = S.read_stamp(out)
+    assert "matmul_precision" not in plain and set(plain) == {"study", "tokdyn", "config", "sources"}
+    study.finish()
+    assert "matmul_precision" not in S.read_record(out)
+    with S.matmul_precision("highest"):  # the default named: the same stamp, resumed as it was
+        again = S.Study.open(out, "demo", Cfg())
+        assert S.read_stamp(out) == plain and again.key == study.key
+        again.finish()
+    with S.matmul_precision("default"):  # another precision: refused, naming it
+        with pytest.raises(io.OutputConflict, match="matmul_precision: highest there, default now"):
+            S.Study.open(out, "demo", Cfg())
+        other = str(tmp_path / "t")
+        st = S.Study.open(other, "demo", Cfg())
+        assert S.read_stamp(other)["matmul_precision"] == "default" and st.key != study.key
+        st.finish()
+    assert S.read_record(other)["matmul_precision"] == "default"
+    with pytest.raises(io.OutputConflict, match="matmul_precision: default there, highest now"):
+        S.Study.open(other, "demo", Cfg())
+
+
 def test_differences_are_dotted_and_complete():
     d = S.differences({"a": 1, "b": {"c": 2, "d": 3}, "e": 0}, {"a": 1, "b": {"c": 4, "d": 3}, "f": 1})
     assert d == [("b.c", 2, 4), ("e", 0, "<absent>"), ("f", "<absent>", 1)]

@@ -27,6 +27,13 @@ Before JAX is imported, the command (1) exposes every CPU core as a host device,
 ``XLA_FLAGS`` already says otherwise, so runs are split over cores with ``shard_map``; and (2)
 enables JAX's persistent compilation cache (``$TOKDYN_CACHE_DIR``, default
 ``~/.cache/tokdyn/jax``; ``--no-cache`` turns it off), so a second invocation skips XLA's compile.
+
+Every command that runs studies (``study``, ``sweep``, ``reproduce``) runs them under
+``jax.default_matmul_precision`` of its ``--matmul-precision`` (``highest``, ``high`` or
+``default``; default ``highest``: full float32 products, no TF32 on a GPU), which each study
+records in its stamp and ``config.json`` when it is not the default
+(:func:`tokdyn.experiment.study.matmul_precision`). A value not among these exits 2 before
+anything runs.
 """
 
 from __future__ import annotations
@@ -75,6 +82,8 @@ GROUPS = {"study": "run an end-to-end study", "sweep": "run a sweep over a grid 
           "reproduce": "run every study, then write one report with a verdict per finding"}
 DEFAULT_COMMANDS = {"reproduce": "all"}  # group -> its command when none is named ('tokdyn reproduce')
 CONFIG_CLASSES = {("plot", "heatmap"): "HeatmapConfig"}  # default: the module's Config
+MATMUL_PRECISIONS = ("highest", "high", "default")  # tokdyn.experiment.study.MATMUL_PRECISIONS (building
+# the parser imports no JAX)
 
 
 # ---------------------------------------------------------------------------------------------- configs -> options
@@ -297,6 +306,11 @@ def _command_parser(sub, key, full: bool):
         p.add_argument("--fresh", action="store_true", help="remove what an earlier run of another configuration "
                        "wrote in --out (only files tokdyn wrote there) and start afresh (without it such a directory "
                        "is refused)")
+        p.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
+                       help="precision of float32 matrix products (jax.default_matmul_precision) the run uses: "
+                       "'highest' is full float32 everywhere; 'high' and 'default' let an NVIDIA GPU use TF32; the "
+                       "CPU computes float32 products in full whatever the setting. Recorded in the stamp and "
+                       "config.json when not the default (default: highest)")
     p.add_argument("--no-cache", action="store_true", help="do not use JAX's persistent compilation cache")
     return p
 
@@ -360,7 +374,9 @@ def main(argv=None) -> int:
             if isinstance(result, str):
                 print(result)
         else:
-            entry(cfg, args.out, quiet=args.quiet, plots=not args.no_plots, **({"fresh": True} if args.fresh else {}))
+            with study.matmul_precision(args.matmul_precision):  # every study of the run, reproduce's included
+                entry(cfg, args.out, quiet=args.quiet, plots=not args.no_plots,
+                      **({"fresh": True} if args.fresh else {}))
     except (io.OutputConflict, study.Refused, io.CorruptFile) as e:
         # the output directory belongs to another configuration, or a source fails its verification: a usage error
         parser.print_usage(sys.stderr)

@@ -875,15 +875,21 @@ def _load() -> str:
 
 
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False,
-         configs: Optional[Mapping] = None) -> dict:
+         configs: Optional[Mapping] = None, matmul_precision: Optional[str] = None) -> dict:
     """Run the studies of ``cfg`` into ``out/<study>`` (reusing what is finished there), then write
     ``out/report.md`` and ``out/report.html``; returns ``{finding key: verdict}``. ``configs``:
     a study's configuration to use instead of :func:`study_config`'s (name -> config). ``out`` is
     stamped with ``cfg.quick`` first (another preset's directory is refused unless ``fresh``,
     which empties it). A study that fails is recorded with its error (and its traceback printed)
-    and the others still run; after the report, ``RuntimeError`` names the failed studies."""
+    and the others still run; after the report, ``RuntimeError`` names the failed studies.
+    ``matmul_precision``: run every study under it
+    (:func:`tokdyn.experiment.study.matmul_precision`; checked before anything runs); ``None``: the
+    precision in force (the command's ``--matmul-precision``)."""
     from tokdyn.experiment import study as S
 
+    if matmul_precision is not None:
+        with S.matmul_precision(matmul_precision):  # checked first; every study below records it
+            return main(cfg, out, quiet=quiet, plots=plots, fresh=fresh, configs=configs)
     cfg.validate()
     configs = dict(configs or {})
     for name in configs:

@@ -10,6 +10,11 @@ The execution strategy is a parameter, not part of the math: on XLA:CPU a
 *sequential* ``lax.map`` over runs (``batch_size=1``), each run using GEMM-shaped kernels, beats
 a wide ``vmap`` of tiny per-run matmuls; on GPUs and TPUs the opposite holds. :func:`default_batch_size`
 picks per backend; pass ``batch_size`` to override, and measure (``benchmarks/``).
+
+The chunk size is per backend too (:func:`default_chunk_size`): 2,048 runs per device on CPU; on an
+accelerator as many as fit in a quarter of the device's free memory (:func:`device_memory`) at
+the per-run working set XLA reports for the function (:func:`run_bytes`), never fewer than
+65,536 nor more than 2**22 per device.
 """
 
 from __future__ import annotations
@@ -33,12 +38,72 @@ def default_batch_size(backend: str | None = None) -> int | None:
     return 1 if backend == "cpu" else None
 
 
-def default_chunk_size(n_devices: int, backend: str | None = None) -> int:
-    """Runs per chunk when none is given: 2,048 per device on CPU, 65,536 per device on an accelerator
-    (``backend`` defaults to JAX's default backend)."""
+CPU_CHUNK = 2048  # runs per device and chunk on CPU
+ACCELERATOR_CHUNK = (65536, 2 ** 22)  # the fewest and the most runs per device and chunk on an accelerator
+MEMORY_SHARE = 4  # an accelerator's chunk holds at most 1 / MEMORY_SHARE of the device's free memory
+
+
+def device_memory(device=None) -> int | None:
+    """Bytes of ``device``'s memory (default: the first local device) available to new allocations:
+    ``bytes_limit - bytes_in_use`` of its ``memory_stats()`` (``bytes_limit`` where it does not
+    say what is in use); ``None`` on the CPU backend (its memory is the host's) and where the
+    device reports no memory statistics."""
+    device = jax.local_devices()[0] if device is None else device
+    if getattr(device, "platform", "cpu") == "cpu":
+        return None
+    try:
+        stats = device.memory_stats()
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return None
+    if not stats or not stats.get("bytes_limit"):
+        return None
+    limit, used = int(stats["bytes_limit"]), stats.get("bytes_in_use")
+    return max(0, limit - int(used)) if used is not None else limit
+
+
+def default_chunk_size(n_devices: int, backend: str | None = None, *, bytes_per_run: float | None = None,
+                       memory: int | None = None) -> int:
+    """Runs per chunk when none is given (``backend`` defaults to JAX's default backend).
+
+    On CPU, 2,048 per device (:data:`CPU_CHUNK`). On an accelerator, the largest power of two of
+    runs per device whose working set (``bytes_per_run`` each, :func:`run_bytes`) fits in a
+    quarter of ``memory``, the bytes free on one device (default: :func:`device_memory` of the
+    first local device), clamped to [65,536, 2**22] (:data:`ACCELERATOR_CHUNK`); 65,536 per
+    device where either is unknown."""
     backend = backend or jax.default_backend()
-    per_device = 2048 if backend == "cpu" else 65536
-    return per_device * n_devices
+    if backend == "cpu":
+        return CPU_CHUNK * n_devices
+    low, high = ACCELERATOR_CHUNK
+    if bytes_per_run is not None and bytes_per_run > 0:
+        memory = device_memory() if memory is None else memory
+        if memory is not None:
+            fit = int(memory // MEMORY_SHARE // math.ceil(bytes_per_run))
+            per_device = 1 << (fit.bit_length() - 1) if fit >= 1 else 1  # the largest power of two <= fit
+            return min(max(per_device, low), high) * n_devices
+    return low * n_devices
+
+
+def run_bytes(fn: Callable, args: Any, *, shared: Any = None, device=None, lanes: int = 8) -> int | None:
+    """Bytes one run of ``fn`` holds on ``device`` (default: the first local device) when runs are
+    vmapped together: XLA's memory analysis (arguments, outputs and temporaries) of the per-device
+    function :func:`map_runs` compiles (:func:`sharded_map`, a full ``vmap``), compiled for the
+    first ``lanes`` runs of ``args``, divided by their number. Generous: what every run shares
+    (``shared``, the work of a ``prepare``) is counted once per run. ``None`` where the backend
+    gives no analysis. Costs one compilation of that small shape: :func:`map_runs` calls it only on
+    an accelerator, and only when no ``chunk_size`` is given."""
+    device = jax.local_devices()[0] if device is None else device
+    n = max(1, min(int(lanes), _leading(args)))
+    sample = jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], args)
+    jitted, _ = sharded_map(fn, (device,), None, shared is not None)
+    try:
+        stats = jitted.lower(shared, sample).compile().memory_analysis()
+    except (NotImplementedError, AttributeError):
+        return None
+    if stats is None:
+        return None
+    held = (stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
+            - stats.alias_size_in_bytes)
+    return max(1, math.ceil(held / n))
 
 
 def _leading(tree) -> int:
@@ -82,10 +147,12 @@ def sharded_map(fn: Callable, devices: tuple, batch_size: int | None, with_share
     return jax.jit(sharded), NamedSharding(mesh, PartitionSpec(RUN_AXIS))
 
 
-def plan(devices, batch_size, chunk_size, total):
+def plan(devices, batch_size, chunk_size, total, *, bytes_per_run: float | None = None):
     """``(devices, batch_size, runs per chunk, compiled chunk shape)``: resolve the devices (default:
-    every local device), the strategy (``"auto"``: per backend) and the padded chunk shape (a
-    multiple of the device count, and of the batch size)."""
+    every local device), the strategy (``"auto"``: per backend), the chunk size (``None``:
+    :func:`default_chunk_size` for the devices' backend, sized on an accelerator from
+    ``bytes_per_run`` and the first device's free memory) and the padded chunk shape (a multiple of
+    the device count, and of the batch size)."""
     devices = tuple(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices must hold at least one device")
@@ -95,7 +162,8 @@ def plan(devices, batch_size, chunk_size, total):
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int, None or 'auto', got {batch_size!r}")
     if chunk_size is None:
-        chunk_size = default_chunk_size(n_dev, devices[0].platform)
+        memory = device_memory(devices[0]) if bytes_per_run is not None and devices[0].platform != "cpu" else None
+        chunk_size = default_chunk_size(n_dev, devices[0].platform, bytes_per_run=bytes_per_run, memory=memory)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     step = int(min(chunk_size, total))  # runs per chunk
@@ -156,6 +224,9 @@ def map_runs(
       shared: optional pytree passed unbatched to every run (a root key, static-shaped tables).
       chunk_size: runs per compiled call (rounded up to a multiple of the number of devices);
         memory is O(chunk_size), not O(R). The last chunk is padded, so one compilation serves all.
+        Default: :func:`default_chunk_size` (on an accelerator sized from the device's free memory
+        and ``fn``'s per-run working set, :func:`run_bytes`; on CPU 2,048 per device, with no
+        extra compilation).
       batch_size: runs vmapped together inside each device's sequential map; ``1`` is a pure
         sequential map, ``None`` a full vmap of the chunk; ``"auto"``: per backend.
       devices: devices to shard the run axis over (default: all local devices).
@@ -167,8 +238,13 @@ def map_runs(
     total = _leading(args)
     if total == 0:
         raise ValueError("args holds zero runs: nothing to do")
-    devices, batch_size, step, padded = plan(devices, batch_size, chunk_size, total)
     args = jax.tree_util.tree_map(np.asarray, args)
+    resolved, strategy, step, padded = plan(devices, batch_size, chunk_size, total)  # every argument checked first
+    if chunk_size is None and resolved[0].platform != "cpu":  # on an accelerator (never on CPU: no extra compile)
+        per_run = run_bytes(fn, args, shared=shared, device=resolved[0])  # the chunk from the working set
+        if per_run is not None:
+            resolved, strategy, step, padded = plan(resolved, batch_size, None, total, bytes_per_run=per_run)
+    devices, batch_size = resolved, strategy
     get = lambda start, stop: jax.tree_util.tree_map(lambda a: a[start:stop], args)  # noqa: E731
     outputs = []
     t0 = time.perf_counter()

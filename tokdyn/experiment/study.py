@@ -17,7 +17,8 @@ Every study's ``main`` does the same four things through this module::
    created, a name longer than the file system allows are refused with a ``ValueError`` naming
    ``out``);
 2. checks the resources the configuration asks for (:class:`Estimate`, :func:`check_resources`):
-   what cannot fit in this machine's memory is refused, naming the option to change; what will
+   what cannot fit in the device's memory (on the CPU backend, this machine's) or, for what the
+   estimate keeps on the host, this machine's, is refused, naming the option to change; what will
    take long is said up front;
 3. compares the configuration with the stamp of the directory (``study.json``): a directory of
    another study, or of the same study with another configuration or another tokdyn version, is
@@ -31,8 +32,10 @@ Every study's ``main`` does the same four things through this module::
    until :meth:`Study.finish` or the end of the process; concurrent writers of one configuration
    share it), exclusive for ``fresh``, which is refused while any study runs there;
 5. writes the stamp: the study, the whole configuration (``selection`` fields, which only choose
-   which parts to run, aside), the tokdyn version, the stamps of the sources it analyses and the
-   outputs it declares.
+   which parts to run, aside), the tokdyn version, the stamps of the sources it analyses, the
+   outputs it declares and, when it is not ``"highest"``, the precision of float32 matrix products
+   in force (``matmul_precision``, :func:`precision_in_force`; a stamp without it is
+   ``"highest"``, so directories stamped before it was kept resume as they were).
 
 :meth:`Study.finish` writes ``config.json``, plain JSON with a ``"checksum"`` of its content and
 the SHA-256 of every table the study wrote (``"outputs"``). A later step reads a study's files
@@ -52,6 +55,7 @@ analysis's, so a source retrained with other settings is not silently reused.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -132,25 +136,45 @@ class Estimate:
 
     Attributes:
       memory: bytes of the largest allocation the run will hold at once (an estimate from the
-        configuration's sizes; XLA's buffers come on top).
+        configuration's sizes; XLA's buffers come on top), checked against the device's memory
+        (:func:`available_memory` ``("device")``: on the CPU backend, the host's).
       option: the option that sets ``memory`` (named in the refusal: the one to change).
       models: models trained, or runs simulated, in all.
       seconds: a rough time on a 2-core CPU (None: not estimated); said up front when long.
+      host_memory: bytes of the largest allocation held in host memory alone (NumPy tables,
+        rows), where the estimate tells it apart from ``memory`` (0: it does not, and ``memory``
+        counts everything); checked against the host's memory.
+      host_option: the option that sets ``host_memory``.
     """
 
     memory: float = 0.0
     option: str = ""
     models: int = 0
     seconds: Optional[float] = None
+    host_memory: float = 0.0
+    host_option: str = ""
 
 
 LONG_SECONDS = 3600.0  # a run estimated to take longer than this says so before it starts
 MAX_ELEMENTS = 2 ** 31 - 1  # XLA indexes an array's elements with 32-bit integers on many paths
+MEMORY_KINDS = ("host", "device")
 
 
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation on this machine (``MemAvailable`` of
-    ``/proc/meminfo``; the physical memory where that cannot be read)."""
+def available_memory(kind: str = "host") -> int:
+    """Bytes of memory available to a new allocation. ``kind="host"``: this machine's
+    (``MemAvailable`` of ``/proc/meminfo``; the physical memory where that cannot be read).
+    ``kind="device"``: the first local JAX device's, where the studies' large arrays live
+    (``bytes_limit - bytes_in_use`` of its ``memory_stats()``,
+    :func:`tokdyn.engine.execute.device_memory`); the host's on the CPU backend, or where the
+    device reports no memory statistics."""
+    if kind not in MEMORY_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(MEMORY_KINDS)}, got {kind!r}")
+    if kind == "device":
+        from tokdyn.engine import execute
+
+        free = execute.device_memory()
+        if free is not None:
+            return int(free)
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -164,18 +188,49 @@ def available_memory() -> int:
         return 2 ** 62
 
 
-def check_resources(study: str, estimate: Estimate, *, memory: Optional[int] = None, note=None) -> None:
-    """Refuse (:class:`Refused` naming the option and the limit) an ``estimate`` that cannot fit in
-    the memory available (``memory``: this machine's, :func:`available_memory`, by default); say
-    through ``note`` (a callable taking a line) when it will take long."""
-    limit = available_memory() if memory is None else int(memory)
-    if estimate.memory > 0.8 * limit:
-        raise Refused(f"{study}: this configuration needs about {_bytes(estimate.memory)} at once, more than the "
-                         f"{_bytes(0.8 * limit)} this machine can spare (80% of the {_bytes(limit)} available): make "
-                         f"{estimate.option or 'the sizes'} smaller")
+def memory_owner() -> Optional[str]:
+    """What :func:`available_memory` ``("device")`` reads, as words for a message: the first local
+    device (``"the device gpu:0 (NVIDIA H100 80GB HBM3)"``) where it reports its own memory;
+    ``None`` where the device's memory is the host's (the CPU backend)."""
+    import jax
+
+    from tokdyn.engine import execute
+
+    device = jax.local_devices()[0]
+    if execute.device_memory(device) is None:
+        return None
+    kind = getattr(device, "device_kind", "")
+    return f"the device {device.platform}:{device.id}" + (f" ({kind})" if kind else "")
+
+
+def check_resources(study: str, estimate: Estimate, *, memory: Optional[int] = None, note=None,
+                    host_memory: Optional[int] = None) -> None:
+    """Refuse (:class:`Refused` naming the option, the limit and whose memory it is) an
+    ``estimate`` that cannot fit: its ``memory`` in 80% of the device's memory available
+    (``memory``; default :func:`available_memory` ``("device")``, on the CPU backend this
+    machine's), its ``host_memory`` in 80% of this machine's (``host_memory``; default
+    :func:`available_memory` ``("host")``). Say through ``note`` (a callable taking a line) when it
+    will take long: the estimate's time is fitted on a 2-core CPU, and said so on an accelerator."""
+    import jax
+
+    owner = memory_owner()
+    checks = [(estimate.memory, estimate.option, available_memory("device") if memory is None else int(memory),
+               owner)]
+    if estimate.host_memory > 0:
+        checks.append((estimate.host_memory, estimate.host_option,
+                       available_memory("host") if host_memory is None else int(host_memory), None))
+    for need, option, limit, device in sorted(checks, key=lambda c: -c[0]):  # the largest named first
+        if need > 0.8 * limit:
+            whose = (f"{device} can spare (80% of the {_bytes(limit)} of its memory available)" if device else
+                     f"this machine can spare (80% of the {_bytes(limit)} available)")
+            raise Refused(f"{study}: this configuration needs about {_bytes(need)} at once, more than the "
+                          f"{_bytes(0.8 * limit)} {whose}: make {option or 'the sizes'} smaller")
     if note is not None and estimate.seconds is not None and estimate.seconds > LONG_SECONDS:
-        note(f"{study}: this configuration will take about {estimate.seconds / 3600:.1f} hours on a 2-core CPU "
-             f"({estimate.models:,} models or runs); finished work is kept, and the same command resumes it")
+        backend = jax.default_backend()
+        where, faster = ("on a 2-core CPU", "") if backend == "cpu" else \
+            ("at the rates fitted on a 2-core CPU", f"; this {backend} backend may be faster")
+        note(f"{study}: this configuration will take about {estimate.seconds / 3600:.1f} hours {where} "
+             f"({estimate.models:,} models or runs{faster}); finished work is kept, and the same command resumes it")
 
 
 def elements_fit(name: str, *sizes: int) -> None:
@@ -195,6 +250,54 @@ def _bytes(n: float) -> str:
             return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     return f"{n} B"
+
+
+# ---------------------------------------------------------------------------------------------- matmul precision
+
+
+MATMUL_PRECISIONS = ("highest", "high", "default")  # the values of --matmul-precision
+DEFAULT_MATMUL_PRECISION = "highest"  # every study's, unless asked otherwise; never written into a stamp
+_PRECISION_NAMES = {"float32": "highest", "tensorfloat32": "high", "bfloat16": "default"}  # JAX's aliases
+
+
+def check_matmul_precision(value) -> str:
+    """``value`` as a precision of float32 matrix products a study may run under (one of
+    :data:`MATMUL_PRECISIONS`); ``ValueError`` naming ``matmul_precision``, the value and what is
+    allowed."""
+    if not isinstance(value, str) or value not in MATMUL_PRECISIONS:
+        raise ValueError(f"matmul_precision (--matmul-precision) must be one of {', '.join(MATMUL_PRECISIONS)}, "
+                         f"got {value!r}")
+    return value
+
+
+@contextlib.contextmanager
+def matmul_precision(value: str = DEFAULT_MATMUL_PRECISION):
+    """Run the block under ``jax.default_matmul_precision(value)``, checked first
+    (:func:`check_matmul_precision`): how float32 matrix products without a ``precision`` of their
+    own are computed. ``"highest"`` is full float32 everywhere; ``"high"`` and ``"default"`` let an
+    NVIDIA GPU use TF32 (or a TPU bfloat16 passes). The CPU backend computes float32 products in
+    full float32 whatever the setting. The ``tokdyn`` command runs every study under the one its
+    ``--matmul-precision`` names (default ``"highest"``); a study records the precision in force
+    (:func:`precision_in_force`) in its stamp and ``config.json`` when it is not the default."""
+    value = check_matmul_precision(value)
+    import jax
+
+    with jax.default_matmul_precision(value):
+        yield value
+
+
+def precision_in_force() -> str:
+    """The precision of float32 matrix products in force, as one of :data:`MATMUL_PRECISIONS`
+    (JAX's aliases ``float32``, ``tensorfloat32``, ``bfloat16`` named so; another setting as JAX
+    spells it). Where none is set, JAX's default, which is ``"highest"`` on the CPU backend (XLA:CPU
+    computes float32 products in full float32) and ``"default"`` on an accelerator."""
+    import jax
+
+    value = jax.config.jax_default_matmul_precision
+    if value is None:
+        return DEFAULT_MATMUL_PRECISION if jax.default_backend() == "cpu" else "default"
+    value = str(getattr(value, "name", value)).lower()
+    return _PRECISION_NAMES.get(value, value)
 
 
 # ---------------------------------------------------------------------------------------------- stamps
@@ -429,6 +532,9 @@ class Study:
                  "sources": {k: digest(v) for k, v in (sources or {}).items()}}
         if extra:
             stamp["extra"] = json.loads(json.dumps(io.jsonable(dict(extra))))
+        precision = precision_in_force()
+        if precision != DEFAULT_MATMUL_PRECISION:  # absent: the default, as in every stamp made before it was kept
+            stamp["matmul_precision"] = precision
         if declared:
             stamp["outputs"] = declared
         if os.path.isdir(out):
@@ -769,7 +875,8 @@ def _stamped_or_empty(out: str) -> Optional[dict]:
 
 
 def _conflicts(old: dict, new: dict) -> bool:
-    return any(old.get(k) != new.get(k) for k in ("study", "tokdyn", "config", "sources", "extra"))
+    return any(old.get(k) != new.get(k) for k in ("study", "tokdyn", "config", "sources", "extra")) \
+        or old.get("matmul_precision", DEFAULT_MATMUL_PRECISION) != new.get("matmul_precision", DEFAULT_MATMUL_PRECISION)
 
 
 def _conflict_message(out: str, old: dict, new: dict) -> str:
@@ -786,6 +893,9 @@ def _conflict_message(out: str, old: dict, new: dict) -> str:
     for k in sorted(set(new["sources"]) - set(old.get("sources", {}))):
         diffs.append((f"source {k}", "<absent>", f"stamp {new['sources'][k]}"))
     diffs += differences(old.get("extra", {}), new.get("extra", {}), "extra.")
+    precisions = [d.get("matmul_precision", DEFAULT_MATMUL_PRECISION) for d in (old, new)]
+    if precisions[0] != precisions[1]:
+        diffs.append(("matmul_precision", *precisions))
     return (f"out={out!r} holds a {new['study']} study of another configuration ({describe(diffs)}): rerun with "
             "those settings to resume it, choose another --out, or pass --fresh to remove its results and start "
             "afresh")

@@ -117,9 +117,10 @@ class Config(RunStructure):
         return len(self.methods) * len(self.n_clusters) * len(self.noise) * self.seeds
 
     def estimate(self) -> Estimate:
-        """The run table held in memory (metrics and condition columns, float64, twice while it is
-        sorted) and the time at a few thousand runs per second on 2 cores."""
-        return Estimate(memory=self.runs() * (len(METRICS) + 4) * 8 * 2, option="seeds", models=self.runs(),
+        """The run table held in host memory (metrics and condition columns, float64, twice while it
+        is sorted; on the device only a chunk of runs at a time) and the time at a few thousand runs
+        per second on 2 cores."""
+        return Estimate(host_memory=self.runs() * (len(METRICS) + 4) * 8 * 2, host_option="seeds", models=self.runs(),
                         seconds=self.runs() / 4000.0)
 
     def task(self) -> ClusterRun:

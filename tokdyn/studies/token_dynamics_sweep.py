@@ -401,12 +401,12 @@ class Config(RunStructure):
         when the run count overflows the engine's ``uint32`` run index or an array on the device
         XLA's 32-bit element index.
 
-        Memory: the largest of (1) the analysis' per-setting, per-seed table
-        (:func:`tokdyn.stats.summary.per_seed`: sums, counts and means of 4 metrics plus a
-        temporary, float64, settings x seeds), (2) its bootstrap buffers (1024 resamples' index
-        counts over the seeds, int64 and float64, and 256 settings x ``n_resamples`` means) and (3)
-        a chunk (the data of its seeds, drawn once per seed, the working set of the runs vmapped
-        at once: one on CPU, the chunk on an accelerator, float32; its outputs on the host).
+        Memory on the device (``memory``): a chunk (the data of its seeds, drawn once per seed, the
+        working set of the runs vmapped at once: one on CPU, the chunk on an accelerator, float32;
+        its outputs). On the host (``host_memory``): the larger of the analysis' per-setting,
+        per-seed table (:func:`tokdyn.stats.summary.per_seed`: sums, counts and means of 4 metrics
+        plus a temporary, float64, settings x seeds) and its bootstrap buffers (1024 resamples'
+        index counts over the seeds, int64 and float64, and 256 settings x ``n_resamples`` means).
         Time: about 1.7e-4 s per run at the default structure on 2 cores, growing with the square
         root of points x tokens x dim x n_steps (measured; rough)."""
         runs = self.runs()
@@ -429,12 +429,13 @@ class Config(RunStructure):
         device = device_bytes(chunk)
         # a chunk of one run needs most of it: its sizes, not the chunk size, are what to change
         chunk_option = "chunk_size" if device_bytes(1) < device / 2 else STRUCTURE_OPTIONS
-        memory, option = max((table, "seeds"), (boot, "n_resamples" if 256 * self.n_resamples > 1024 * self.seeds
-                                                 else "seeds"), (device, chunk_option))
+        host, host_option = max((table, "seeds"), (boot, "n_resamples" if 256 * self.n_resamples > 1024 * self.seeds
+                                                   else "seeds"))
         work = points * self.n_tokens * self.dim * self.n_steps / (300 * 4 * 4 * 30)
         seconds = runs * 1.7e-4 * max(0.5, float(np.sqrt(work)))
         seconds += self.settings() * self.seeds * self.n_resamples * len(SETTING_METRICS) * 2e-9
-        return Estimate(memory=float(memory), option=option, models=runs, seconds=seconds)
+        return Estimate(memory=float(device), option=chunk_option, models=runs, seconds=seconds,
+                        host_memory=float(host), host_option=host_option)
 
     def chunk_limit(self) -> int | None:
         """The most runs a chunk may hold so that every array of it fits XLA's 32-bit element index

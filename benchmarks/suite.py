@@ -13,7 +13,9 @@ Sections (in this order; ``--sections`` picks some):
               padded to 5 x 100 points, D = 4, 4 tokens, at most 30 steps, tol 1e-3, the four
               methods in equal shares, ARI/NMI/SSE/collapse per run):
                 study path   ``sweep.run`` of the study's run function over its grid, in memory, at
-                             chunk sizes 10^3 ... 10^7 runs (as memory and the budget allow)
+                             chunk sizes 10^3 ... 10^7 runs (as memory and the budget allow), each
+                             on the same number of runs (10^5 on CPU, 10^6 on an accelerator, or
+                             one chunk where it is larger)
                 given data   ``dynamics.run`` (early-exit ``while_loop``) and ``dynamics.run_fixed``
                              (masked fixed-step ``scan``) + metrics on a pool of ready data
               each row's runs/s, achieved useful GFLOP/s and its share of the float32 roofline
@@ -364,6 +366,26 @@ def against_roofline(s: Suite, runs_per_s, mean_steps, valid_points):
                 of_bound=runs_per_s * roof_use, of_bound_padded=runs_per_s * roof_pad)
 
 
+def runs_row(s: Suite, call, n: int, size: str, strategy: str, *, valid=None, repeats=None, precision=None):
+    """``(outputs, row)``: ``call()`` returns the outputs of ``n`` runs; the row holds its rate
+    (median and best of the repetitions, compile excluded), mean steps and ARI, and its place
+    against the roofline (``valid``: mean valid points per run; default from the outputs' cluster
+    counts)."""
+    box = {}
+
+    def timed_call():
+        box["r"] = call()
+
+    best, med, first = steady(timed_call, s.args.repeats if repeats is None else repeats)
+    r = box["r"]
+    rate, steps = n / med, float(np.mean(r["steps"]))
+    valid = float(np.mean(r["n_clusters"])) * PTS if valid is None else valid
+    return r, dict(size=size, unit="runs/s", best=n / best, median=rate, compile_s=max(first - med, 0.0),
+                   mean_steps=steps, mean_ari=float(np.nanmean(r["ari"])), strategy=strategy,
+                   precision=precision or str(jax.config.jax_default_matmul_precision),
+                   **against_roofline(s, rate, steps, valid))
+
+
 def make_pool(n):
     seeds = np.arange(n, dtype=np.int32)
     ks = np.asarray(CFG.n_clusters, np.int32)[seeds % 3]
@@ -473,30 +495,29 @@ def section_dynamics(s: Suite):
     strategy = "sequential map" if execute.default_batch_size() == 1 else "vmap"
     last_rate = None
     cap = 15.0 if s.args.smoke else (40.0 if s.accelerator else 60.0)  # seconds one timed call may take
+    floor = 2016 if s.args.smoke else (10 ** 6 if s.accelerator else 10 ** 5)  # runs timed per row, at least
     for chunk in default_chunks(s):
         # round to whole seeds, and a multiple of the device count
         chunk = max(per_seed * len(devs), (chunk // (per_seed * len(devs))) * per_seed * len(devs))
-        if last_rate is not None and chunk / last_rate > cap:
-            s.add("dynamics", f"study path, chunk {chunk:,}", status=f"skipped (one chunk ~{chunk / last_rate:.0f} s)")
+        if last_rate is not None and max(chunk, floor) / last_rate > cap:
+            s.add("dynamics", f"study path (sweep.run), chunk {chunk:,}",
+                  status=f"skipped (one call ~{max(chunk, floor) / last_rate:.0f} s)")
             continue
 
         def one(chunk=chunk):
-            grid = dataclasses.replace(CFG, seeds=chunk // per_seed).grid()  # one chunk: timed whole
-            repeats = 1 if chunk >= 10 ** 6 else s.args.repeats
-            box = {}
-
-            def call():
-                box["r"] = study_call(grid, chunk, devs)
-
-            best, med, first = steady(call, repeats)
-            r = box["r"]
-            rate = len(grid) / med
-            steps = float(np.mean(r["steps"]))
-            valid = float(np.mean(r["n_clusters"])) * PTS
-            return dict(size=f"{len(grid):,} runs, chunk {chunk:,}", unit="runs/s", best=len(grid) / best, median=rate,
-                        compile_s=max(first - med, 0.0), mean_steps=steps, mean_ari=float(np.nanmean(r["ari"])),
-                        strategy=strategy, precision=str(jax.config.jax_default_matmul_precision),
-                        **against_roofline(s, rate, steps, valid))
+            # the same number of runs at every chunk size (or one chunk, when larger), so that the
+            # rows differ by the chunk alone, not by sweep.run's fixed cost per call
+            total = max(chunk, floor)
+            grid = dataclasses.replace(CFG, seeds=total // per_seed).grid()
+            warm = dataclasses.replace(CFG, seeds=chunk // per_seed).grid()
+            t = time.perf_counter()
+            study_call(warm, chunk, devs)  # compiles this chunk shape
+            first = time.perf_counter() - t
+            r, row = runs_row(s, lambda: study_call(grid, chunk, devs), len(grid),
+                              f"{len(grid):,} runs, chunk {chunk:,}", strategy,
+                              repeats=1 if len(grid) >= 10 ** 6 else None)
+            row["compile_s"] = max(first - chunk / row["median"], 0.0)
+            return row
 
         row = s.row("dynamics", f"study path (sweep.run), chunk {chunk:,}", one)
         if row.get("status") == "ok":
@@ -518,25 +539,14 @@ def section_dynamics(s: Suite):
         fn = {"while": GIVEN[False], "fixed": GIVEN[True], "fused": _given_fused}[variant]
 
         def one(fn=fn, variant=variant):
-            box = {}
-
-            def call():
-                box["r"] = execute.map_runs(fn, run_args, shared=pool, devices=devs, chunk_size=chunk)
-
-            best, med, first = steady(call, s.args.repeats)
-            r = box["r"]
-            rate = runs / med
-            steps = float(np.mean(r["steps"]))
-            extra = {}
+            r, row = runs_row(s, lambda: execute.map_runs(fn, run_args, shared=pool, devices=devs, chunk_size=chunk),
+                              runs, f"{runs:,} runs, chunk {chunk:,}", strategy, valid=valid)
             if variant == "while":
                 reference["ari"] = np.asarray(r["ari"])
             elif "ari" in reference:  # the same runs: the share whose ARI matches the while_loop's
                 diff = np.abs(np.asarray(r["ari"]) - reference["ari"])
-                extra["agreement"] = f"ARI within 1e-3 of run()'s on {np.mean(diff < 1e-3):.1%} of runs"
-            return dict(size=f"{runs:,} runs, chunk {chunk:,}", unit="runs/s", best=runs / best, median=rate,
-                        compile_s=max(first - med, 0.0), mean_steps=steps, mean_ari=float(np.nanmean(r["ari"])),
-                        strategy=strategy, precision=str(jax.config.jax_default_matmul_precision),
-                        **extra, **against_roofline(s, rate, steps, valid))
+                row["agreement"] = f"ARI within 1e-3 of run()'s on {np.mean(diff < 1e-3):.1%} of runs"
+            return row
 
         label = {"while": "early-exit while_loop (run)", "fixed": "masked fixed-step scan (run_fixed)",
                  "fused": "candidate rule: products as multiply-adds, softmax only (run)"}[variant]
@@ -559,19 +569,8 @@ def section_dynamics(s: Suite):
              dict(idx=idx, params=jax.tree_util.tree_map(lambda v: np.full(runs, v, np.float32), base))),
             ("baseline only, knobs shared by the chunk (the cond a branch)", per_run_hp, one_method)):
         def one(fn=fn, run_args_=run_args_):
-            box = {}
-
-            def call():
-                box["r"] = execute.map_runs(fn, run_args_, shared=shared_hp, devices=devs, chunk_size=chunk)
-
-            best, med, first = steady(call, s.args.repeats)
-            r = box["r"]
-            rate = runs / med
-            steps = float(np.mean(r["steps"]))
-            return dict(size=f"{runs:,} runs, chunk {chunk:,}", unit="runs/s", best=runs / best, median=rate,
-                        compile_s=max(first - med, 0.0), mean_steps=steps, mean_ari=float(np.nanmean(r["ari"])),
-                        strategy=strategy, precision=str(jax.config.jax_default_matmul_precision),
-                        **against_roofline(s, rate, steps, valid))
+            call = lambda: execute.map_runs(fn, run_args_, shared=shared_hp, devices=devs, chunk_size=chunk)  # noqa: E731
+            return runs_row(s, call, runs, f"{runs:,} runs, chunk {chunk:,}", strategy, valid=valid)[1]
         s.row("dynamics", f"given data, {label}", one)
 
     # the study path as the studies run it (matmul precision "highest")
@@ -579,20 +578,12 @@ def section_dynamics(s: Suite):
         c = 10 ** 5 if s.accelerator and not s.args.smoke else 1008
         c = max(per_seed * len(devs), (c // (per_seed * len(devs))) * per_seed * len(devs))
         grid = dataclasses.replace(CFG, seeds=c // per_seed).grid()
-        box = {}
 
         def call():
             with jax.default_matmul_precision("highest"):
-                box["r"] = study_call(grid, c, devs)
+                return study_call(grid, c, devs)
 
-        best, med, first = steady(call, s.args.repeats)
-        r = box["r"]
-        rate = len(grid) / med
-        steps = float(np.mean(r["steps"]))
-        return dict(size=f"{len(grid):,} runs, chunk {c:,}", unit="runs/s", best=len(grid) / best, median=rate,
-                    compile_s=max(first - med, 0.0), mean_steps=steps, mean_ari=float(np.nanmean(r["ari"])),
-                    strategy=strategy, precision="highest",
-                    **against_roofline(s, rate, steps, float(np.mean(r["n_clusters"])) * PTS))
+        return runs_row(s, call, len(grid), f"{len(grid):,} runs, chunk {c:,}", strategy, precision="highest")[1]
     s.row("dynamics", "study path at matmul precision highest", highest)
 
     # what XLA compiles for one chunk of the study path: its cost analysis and kernel count
@@ -946,6 +937,15 @@ def _latent_setup(s: Suite, n):
     return model, params, batch
 
 
+def compiled_row(s: Suite, f, args: tuple, result, n: int, size: str, unit: str) -> dict:
+    """A row for one jitted call: ``f`` compiled for ``args`` (compile time apart), then timed;
+    ``result(outputs)`` pulls what the call must finish to the host; ``n`` items per call."""
+    c, comp = compiled_of(f, *args)
+    best, med, _ = steady(lambda: np.asarray(result(c(*args))), s.args.repeats)
+    return dict(size=size, unit=unit, best=n / best, median=n / med, compile_s=comp,
+                precision=str(jax.config.jax_default_matmul_precision))
+
+
 def section_dmlr(s: Suite):
     from tokdyn.diagnostics import dmlr
 
@@ -957,13 +957,9 @@ def section_dmlr(s: Suite):
         opt = dmlr.Config() if not s.args.smoke else dataclasses.replace(dmlr.Config(), n_iters=3)
         f = dmlr.make(model.apply, opt, latent_positions=tuple(range(lay.latents.start, lay.latents.stop)),
                       answer_position=lay.answer)
-        index = jnp.arange(n)
-        c, comp = compiled_of(f, jax.random.key(0), params, batch, dmlr.Hparams(), index)
-        best, med, _ = steady(lambda: np.asarray(c(jax.random.key(0), params, batch, dmlr.Hparams(), index)
-                                                 .reward_best), s.args.repeats)
-        return dict(size=f"{n} instances, {opt.n_iters} iterations x {2 * opt.n_pairs} evaluations",
-                    unit="instances/s", best=n / best, median=n / med, compile_s=comp,
-                    precision=str(jax.config.jax_default_matmul_precision))
+        return compiled_row(s, f, (jax.random.key(0), params, batch, dmlr.Hparams(), jnp.arange(n)),
+                            lambda out: out.reward_best, n,
+                            f"{n} instances, {opt.n_iters} iterations x {2 * opt.n_pairs} evaluations", "instances/s")
     s.row("dmlr", "dmlr.make, every instance in one call", one)
 
 
@@ -978,12 +974,8 @@ def section_diagnostics(s: Suite):
         ans = model.layout.answer
         f = jax.jit(lambda k, p, b, a, o: D.latent_effects(k, model.apply, p, b, answer_position=ans, answers=a,
                                                            kinds=D.INTERVENTIONS, other=o))
-        key = jax.random.key(3)
-        c, comp = compiled_of(f, key, params, batch, batch.answer, other)
-        best, med, _ = steady(lambda: np.asarray(c(key, params, batch, batch.answer, other).kl), s.args.repeats)
-        return dict(size=f"{n} instances x {len(D.INTERVENTIONS)} interventions", unit="instances/s",
-                    best=n / best, median=n / med, compile_s=comp,
-                    precision=str(jax.config.jax_default_matmul_precision))
+        return compiled_row(s, f, (jax.random.key(3), params, batch, batch.answer, other), lambda out: out.kl, n,
+                            f"{n} instances x {len(D.INTERVENTIONS)} interventions", "instances/s")
     s.row("diagnostics", "mediation.latent_effects, one call", one)
 
 

@@ -58,3 +58,31 @@ def test_smoke_runs_every_row(tmp_path):
 def test_bad_options_exit_2_naming_them(argv, message):
     proc = run_suite(*argv, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_trace_summary_reads_a_profile(tmp_path):
+    """trace_summary.py on a hand-made trace in jax.profiler's layout: the device's busy share, idle
+    gaps and per-kernel totals equal the ones counted by hand; host events are left out."""
+    import gzip
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import trace_summary
+
+    events = [
+        {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "name": "process_name", "pid": 2, "args": {"name": "/host:CPU"}},
+        {"ph": "X", "pid": 1, "tid": 1, "name": "gemm", "ts": 0.0, "dur": 60.0},
+        {"ph": "X", "pid": 1, "tid": 1, "name": "loop_fusion", "ts": 70.0, "dur": 20.0},
+        {"ph": "X", "pid": 1, "tid": 1, "name": "gemm", "ts": 90.0, "dur": 10.0},
+        {"ph": "X", "pid": 2, "tid": 1, "name": "python", "ts": 0.0, "dur": 500.0},
+    ]
+    d = tmp_path / "trace" / "plugins" / "profile" / "run"
+    d.mkdir(parents=True)
+    with gzip.open(d / "vm.trace.json.gz", "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    text = trace_summary.summary(trace_summary.load_events(str(tmp_path / "trace")))
+    # span 100 us, busy 90 us, one 10 us gap; gemm 70 us of 90 in 2 kernels
+    assert "span 0.1 ms, kernels busy 0.1 ms (90.0%), 3 kernels, idle between them 0.01 ms" in text
+    assert "| gemm | 2 | 0.07 | 77.8% | 35.0 |" in text
+    assert "| loop_fusion | 1 | 0.02 | 22.2% | 20.0 |" in text
+    assert "/host:CPU" not in text

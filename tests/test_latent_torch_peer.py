@@ -43,22 +43,30 @@ def test_same_training_steps_on_the_same_batches(name):
     """Three optimiser steps of tokdyn's ``train_step`` and of the peer's (clipping, AdamW with
     decoupled weight decay, warm-up) from the same weights on the same batches end at the same
     weights. A large learning rate and weight decay make every part of the update visible."""
+    from tokdyn import train
     from tokdyn.models.latent import training, variants
 
-    tc = training.Config(task=TASK, width=32, depth=2, heads=4, n_latents=3, steps=10, warmup=2, batch_size=8)
+    tc = training.Config(task=TASK, width=32, depth=2, heads=4, n_latents=3, steps=10, steps_per_call=10, warmup=2,
+                         batch_size=8)
     hp = training.Hparams(learning_rate=1e-2, weight_decay=0.5)
-    state = training.init_state(jax.random.key(0), tc, name, hp)
+    trainer = training.trainer(tc, name)
+    first = trainer.first  # the variant's first stage: the answer's cross-entropy alone for these two
+    key = jax.random.key(0)
+    state = train.init_state(trainer, key, hp)
+    run_key = first.keys(key)[1]
     cfg = variants.model_config(tc, name)
     net = torch_latent.TorchReasoner.from_flax(cfg, state.params)
     opt, sched = torch_latent.optimizer(net, learning_rate=1e-2, weight_decay=0.5, warmup=tc.warmup_steps,
                                         steps=tc.steps)
-    step = jax.jit(training.make_train_step(tc, name))
+    step = jax.jit(train.make_step(first))
+    pool = tasks.generate(jax.random.key(10), 64, TASK)
     for i in range(3):
-        batch = tasks.generate(jax.random.key(10 + i), tc.batch_size, TASK)
-        state, _ = step(state, batch, jax.random.key(0))
+        # the batch the training layer's step draws at step i (fold_in(run key, step)), handed to the peer
+        batch = first.batch(jax.random.fold_in(run_key, i), pool, i)
+        state, _ = step(state, pool, run_key)
         torch_latent.train_step(net, opt, sched, *(torch.from_numpy(np.asarray(a)).long()
                                                    for a in (batch.image, batch.question, batch.answer)))
-    start = torch_latent.TorchReasoner.from_flax(cfg, training.init_state(jax.random.key(0), tc, name, hp).params)
+    start = torch_latent.TorchReasoner.from_flax(cfg, train.init_state(trainer, key, hp).params)
     ours, theirs, start = (m.state_dict() for m in (torch_latent.TorchReasoner.from_flax(cfg, state.params), net, start))
     assert max(float((ours[k] - start[k]).abs().max()) for k in ours) > 1e-2  # far above the tolerance below
     for k in ours:

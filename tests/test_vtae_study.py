@@ -12,7 +12,7 @@ import pytest
 
 import hostile
 import killing
-from tokdyn import io
+from tokdyn import io, train
 from tokdyn.experiment import study as S
 from tokdyn.studies import visual_tokens as vt
 
@@ -217,6 +217,6 @@ def test_cell_verdict(acc, dom, drop, V, n, c, want):
 
 
 def test_log_every_keeps_a_call_small():
-    assert [vt._log_every(b) for b in (10, 20, 50, 100, 300, 2000)] == [1, 1, 2, 5, 10, 50]
-    assert vt._log_every(10 ** 9) == 25_000_000  # 40 calls
-    assert vt._log_every(10 ** 9 + 7) == 10 ** 9 + 7  # a prime: one call (refused by the estimate)
+    assert [train.log_interval(b) for b in (10, 20, 50, 100, 300, 2000)] == [1, 1, 2, 5, 10, 50]
+    assert train.log_interval(10 ** 9) == 25_000_000  # 40 calls
+    assert train.log_interval(10 ** 9 + 7) == 10 ** 9 + 7  # a prime: one call (refused by the estimate)

@@ -233,6 +233,21 @@ def check_resources(study: str, estimate: Estimate, *, memory: Optional[int] = N
              f"({estimate.models:,} models or runs{faster}); finished work is kept, and the same command resumes it")
 
 
+def largest_option(cfg, names) -> str:
+    """Of the options ``names`` of ``cfg`` (a study's config dataclass) that scale a size, the one
+    furthest above its default (``type(cfg)()``'s; the largest entry of a tuple): the option a
+    refusal names as the one to change."""
+    base = type(cfg)()
+
+    def ratio(name):
+        v, b = getattr(cfg, name), getattr(base, name)
+        if isinstance(v, tuple):
+            v, b = max(v), max(b)
+        return v / max(1, b)
+
+    return max(names, key=ratio)
+
+
 def elements_fit(name: str, *sizes: int) -> None:
     """:class:`Refused` naming ``name`` when an array of ``prod(sizes)`` elements would overflow
     XLA's 32-bit element indexing (a crash of the process, not an error, once compiled)."""

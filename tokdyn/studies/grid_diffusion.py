@@ -184,14 +184,15 @@ class Config:
                            4 * 4 * self.seeds * (12 * D * W * W + 2 * W * (P * C + 29 + L))),  # with Adam's moments
         }
         for names, elements, _ in groups.values():
-            runner.elements_fit(_blame(self, names), elements)
+            runner.elements_fit(runner.largest_option(self, names), elements)
         names, _, memory = max(groups.values(), key=lambda g: g[2])
         n = len(self.models) + len(self.single_models)
         step_flops = 24 * self.seeds * self.batch_size * (E * W * W * D + heads * E * E * W * D)
         sample_flops = 8 * self.seeds * self.n_samples * self.T * (E * W * W * D + heads * E * E * W * D)
         seconds = (n * (self.steps * (step_flops / 2e10 + 5e-4) + sample_flops / 2e10 + self.T * self.seeds * 5e-3)
                    + self.ae_steps * 5e-3 + 30.0)
-        return Estimate(memory=float(memory), option=_blame(self, names), models=n * self.seeds, seconds=seconds)
+        return Estimate(memory=float(memory), option=runner.largest_option(self, names), models=n * self.seeds,
+                        seconds=seconds)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -216,7 +217,7 @@ class Config:
                         colours=self.colours, vocab_size=len(corpus.grammar_vocab()[0]), T=self.T,
                         architecture="mlp" if single else "transformer", elements=self.elements,
                         width=self.width, depth=self.depth, heads=4 if self.width % 4 == 0 else 1,
-                        steps=self.steps, batch_size=self.batch_size, log_every=_log_every(self.steps),
+                        steps=self.steps, batch_size=self.batch_size, log_every=train.log_interval(self.steps),
                         warmup=max(1, min(100, self.steps // 10)))
 
     def runs(self) -> list[tuple[str, str]]:
@@ -226,20 +227,6 @@ class Config:
 
 
 INT32_MAX = 2 ** 31 - 1
-
-
-def _blame(cfg: Config, names) -> str:
-    """Of the options ``names`` that scale a size, the one furthest above its default (the one to
-    change)."""
-    base = Config()
-    return max(names, key=lambda n: getattr(cfg, n) / max(1, getattr(base, n)))
-
-
-def _log_every(steps: int) -> int:
-    for k in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500):
-        if steps % k == 0 and 5 <= steps // k <= 40:
-            return k
-    return steps
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -644,12 +631,6 @@ OUTPUTS = ("results.csv", "samples.txt", "summary.md", runner.RECORD)
 FIGURES = ("denoising.png", "kernels.png", "learning_curves.png")
 
 
-def clear_other_outputs(study: Study, cfg: Config, *, keep_figures: bool) -> None:
-    """This study's :meth:`~tokdyn.experiment.study.Study.clear_other_outputs`: the outputs of
-    another choice of models never stand beside this run's."""
-    study.clear_other_outputs(cfg, OUTPUTS, FIGURES, keep_figures=keep_figures)
-
-
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
     """Run the study (resumable; see the module docstring); returns True when it finished. ``out``
     is stamped with the configuration before any work: a directory of another configuration is
@@ -657,7 +638,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
     cfg.validate()
     study = Study.open(out, "grid-diffusion", cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(),
                        quiet=quiet)
-    clear_other_outputs(study, cfg, keep_figures=not plots)
+    study.clear_other_outputs(cfg, OUTPUTS, FIGURES, keep_figures=not plots)  # another choice of models: gone
     t_start = time.time()
     c, sentences, held = load_corpus(cfg)
     vocab = c.vocab

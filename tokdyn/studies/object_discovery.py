@@ -246,7 +246,7 @@ class Config:
                            4 * 4 * self.seeds * (14 * Ds * Ds + 4 * H * H + k2 * conv + chans[-1] * Ds + Ds * H)),
         }
         for names, elements, _ in groups.values():
-            runner.elements_fit(_blame(self, names), elements)
+            runner.elements_fit(runner.largest_option(self, names), elements)
         names, _, memory = max(groups.values(), key=lambda g: g[2])
         default = Config()
         fixed_runs = len(self.methods) * (len(self.temperatures) * len(self.position_scales) + self.seeds) + (
@@ -255,7 +255,7 @@ class Config:
             1000 * 1024 * 5 * 5 * 50)  # seconds of one method x setting over a split, the default's 2.4 min
         step = self.step_work() / default.step_work() / LEARNED_RATE
         seconds = fixed_runs * per_run + len(self.learned) * self.seeds * self.train_steps * step + 20.0
-        return Estimate(memory=float(memory), option=_blame(self, names),
+        return Estimate(memory=float(memory), option=runner.largest_option(self, names),
                         models=len(self.learned) * self.seeds + fixed_runs, seconds=seconds)
 
     @classmethod
@@ -300,19 +300,6 @@ class Config:
                             steps=self.train_steps, batch_size=self.batch_size,
                             warmup=min(200, self.train_steps // 10) or 1, steps_per_call=self.eval_every,
                             seeds=self.seeds, root_seed=self.root_seed)
-
-
-def _blame(cfg: Config, names) -> str:
-    """Of the options ``names`` that scale a size, the one furthest above its default (the one to
-    change)."""
-    base = Config()
-
-    def ratio(n):
-        v, b = getattr(cfg, n), getattr(base, n)
-        if isinstance(v, tuple):
-            v, b = max(v), max(b)
-        return v / max(1, b)
-    return max(names, key=ratio)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -584,19 +571,13 @@ OUTPUTS = ("results.csv", "learning_curve.csv", "summary.md", runner.RECORD)
 FIGURES = ("examples.png", "learning_curve.png")
 
 
-def clear_other_outputs(study: Study, cfg: Config, *, keep_figures: bool) -> None:
-    """This study's :meth:`~tokdyn.experiment.study.Study.clear_other_outputs`: the outputs of
-    another choice of methods never stand beside this run's."""
-    study.clear_other_outputs(cfg, OUTPUTS, FIGURES, keep_figures=keep_figures)
-
-
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
     """Run the study (resumable; see the module docstring); returns True when it finished. ``out``
     is stamped with the configuration before any work: a directory of another configuration is
     refused (:class:`tokdyn.io.OutputConflict`, naming the fields) unless ``fresh``."""
     cfg.validate()
     study = Study.open(out, "scenes", cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(), quiet=quiet)
-    clear_other_outputs(study, cfg, keep_figures=not plots)
+    study.clear_other_outputs(cfg, OUTPUTS, FIGURES, keep_figures=not plots)  # another choice of methods: gone
     t_start = time.time()
     val, test = split(cfg, "val"), split(cfg, "test")
     results, labels = {}, {}

@@ -155,7 +155,7 @@ class Config:
             else:
                 combos = [(len(corpus.grammar_vocab()[0]), 5, 3, "sigmoid", big)] * 2
             cells += [(name, vtae.Config(vocab_size=V, grid=n, colours=c, mode=m, steps=b, hidden=self.hidden,
-                                         batch_size=self.batch_size, log_every=_log_every(b)))
+                                         batch_size=self.batch_size, log_every=train.log_interval(b)))
                       for V, n, c, m, b in combos]
         return cells
 
@@ -214,18 +214,6 @@ def _curriculum_vocab(sc: Config) -> int:
     return 192 if 192 in sc.vocab_sizes else max(sc.vocab_sizes)
 
 
-def _log_every(steps: int) -> int:
-    """Steps per logging interval (one compiled call): 5 to 40 intervals where a round divisor
-    allows, else as many intervals (up to 1000) as divide ``steps``, else one."""
-    for k in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500):  # as many as 40 logging intervals, at least 5
-        if steps % k == 0 and 5 <= steps // k <= 40:
-            return k
-    for n in (*range(40, 4, -1), *range(41, 1001), 4, 3, 2):  # large budgets: a call's logs stay small
-        if steps % n == 0:
-            return steps // n
-    return steps
-
-
 def _train_eval(cfg: vtae.Config, hp: vtae.Hparams, seeds: int, key, weights, embeddings=None):
     keys, hps = train.grid(jax.random.split(key, seeds), hp.validate())
     with warnings.catch_warnings():
@@ -273,7 +261,7 @@ def _plain(v):
 
 
 def _model_cfg(sc: Config, V, n, c, mode, steps, **kw):
-    return vtae.Config(vocab_size=V, grid=n, colours=c, mode=mode, steps=steps, log_every=_log_every(steps),
+    return vtae.Config(vocab_size=V, grid=n, colours=c, mode=mode, steps=steps, log_every=train.log_interval(steps),
                        hidden=sc.hidden, batch_size=sc.batch_size, **kw)
 
 

@@ -26,6 +26,6 @@ and, to stop on a validation score and keep each model's best state::
 from tokdyn.train.loop import (BEST_MODES, STRATEGIES, Best, Result, broadcast, checkpoint_stamp, grid,  # noqa: F401
                                init_states, load_best, load_checkpoint, make_chunk, make_train, nan_report,
                                save_checkpoint, settings, skipped_counts, train_many, warn_skipped)
-from tokdyn.train.optim import Config, optimizer, schedule  # noqa: F401
+from tokdyn.train.optim import Config, log_interval, optimizer, schedule  # noqa: F401
 from tokdyn.train.stopping import Decision, Patience  # noqa: F401
 from tokdyn.train.trainer import Curriculum, Trainer, TrainState, init_state, make_step, split_keys  # noqa: F401

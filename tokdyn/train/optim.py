@@ -95,3 +95,17 @@ def optimizer(cfg: Config, hparams) -> optax.GradientTransformation:
     adam = optax.adamw(schedule(cfg, hparams.learning_rate), weight_decay=getattr(hparams, "weight_decay", 0.0))
     inner = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adam) if cfg.clip_norm else adam
     return optax.apply_if_finite(inner, max_consecutive_errors=NEVER_GIVE_UP)
+
+
+def log_interval(steps: int) -> int:
+    """Steps per logging interval (one compiled call of :func:`tokdyn.train.train_many`, the
+    ``steps_per_call`` of a :class:`Config`) for a budget of ``steps``: 5 to 40 intervals where a
+    round divisor allows, else as many intervals (up to 1,000) as divide ``steps``, so that a call's
+    logs stay small, else one interval."""
+    for k in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500):  # as many as 40 logging intervals, at least 5
+        if steps % k == 0 and 5 <= steps // k <= 40:
+            return k
+    for n in (*range(40, 4, -1), *range(41, 1001), 4, 3, 2):  # large budgets
+        if steps % n == 0:
+            return steps // n
+    return steps

@@ -14,7 +14,10 @@ SUITE = os.path.join(ROOT, "benchmarks", "suite.py")
 
 
 def run_suite(*argv, timeout=600):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the smoke run checks that every row runs and reports, not its speed: XLA's backend
+    # optimisations off halve its time (its programs compile, not run, in these seconds)
+    flags = os.environ.get("XLA_FLAGS", "")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS=f"{flags} --xla_backend_optimization_level=0".strip())
     return subprocess.run([sys.executable, SUITE, *argv], capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=ROOT)
 

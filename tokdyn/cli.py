@@ -47,31 +47,10 @@ import sys
 import traceback
 import typing
 
+from tokdyn.experiment import registry
+
 COMMANDS = {  # (group, name): (module, entry point, help, default output directory or None)
-    ("study", "token-dynamics"): ("tokdyn.studies.token_dynamics", "main",
-                                  "four update rules on Gaussian clusters (the published study)", "results/token-dynamics"),
-    ("study", "collapse"): ("tokdyn.studies.collapse", "main",
-                            "collapse threshold, Jacobian spectra and phase diagrams vs the theory", "results/collapse"),
-    ("study", "visual-tokens"): ("tokdyn.studies.visual_tokens", "main",
-                                 "text tokens <-> colour grids: reconstruction and collapse", "results/visual-tokens"),
-    ("study", "latent-reasoning"): ("tokdyn.studies.latent_reasoning", "main",
-                                    "train the tiny latent reasoner every way, evaluate per task family",
-                                    "results/latent-reasoning"),
-    ("study", "latent-optimisation"): ("tokdyn.studies.latent_optimisation", "main",
-                                       "confidence-driven latent optimisation (DMLR) and visual grounding of the "
-                                       "trained reasoners", "results/latent-optimisation"),
-    ("study", "latent-diagnostics"): ("tokdyn.studies.latent_diagnostics", "main",
-                                      "causal mediation, latent-block decomposition, collapse and probes of the "
-                                      "trained reasoners", "results/latent-diagnostics"),
-    ("study", "grid-diffusion"): ("tokdyn.studies.grid_diffusion", "main",
-                                  "diffusion over visual-token grids (DDPM, D3PM) vs token-level diffusion and an "
-                                  "autoregressive baseline", "results/grid-diffusion"),
-    ("study", "scenes"): ("tokdyn.studies.object_discovery", "main",
-                          "sprite scenes: fixed token dynamics and k-means on pixel features vs a learned "
-                          "Slot Attention (FG-ARI, mIoU, collapse)", "results/scenes"),
-    ("sweep", "token-dynamics"): ("tokdyn.studies.token_dynamics_sweep", "main",
-                                  "token dynamics over any grid of rule and data conditions x seeds (resumable)",
-                                  "results/token-dynamics-sweep"),
+    **{e.command: (e.module, "main", e.help, e.out) for e in registry.STUDIES},  # the studies, listed once
     ("plot", "heatmap"): ("tokdyn.studies.token_dynamics_sweep", "heatmap", "a metric of a finished sweep over two axes",
                           None),
     ("reproduce", "all"): ("tokdyn.reproduce", "main", "run every study (reusing what is done), then write one report "

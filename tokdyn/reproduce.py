@@ -53,16 +53,10 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from tokdyn import _checks, io
+from tokdyn.experiment import registry
 
-STUDIES = ("token-dynamics", "token-dynamics-sweep", "collapse", "scenes", "visual-tokens", "grid-diffusion",
-           "latent-reasoning", "latent-diagnostics", "latent-optimisation")
-MODULES = {"token-dynamics": "tokdyn.studies.token_dynamics",
-           "token-dynamics-sweep": "tokdyn.studies.token_dynamics_sweep", "collapse": "tokdyn.studies.collapse",
-           "scenes": "tokdyn.studies.object_discovery",
-           "visual-tokens": "tokdyn.studies.visual_tokens", "grid-diffusion": "tokdyn.studies.grid_diffusion",
-           "latent-reasoning": "tokdyn.studies.latent_reasoning",
-           "latent-diagnostics": "tokdyn.studies.latent_diagnostics",
-           "latent-optimisation": "tokdyn.studies.latent_optimisation"}
+STUDIES = registry.NAMES  # in the order they run (tokdyn.experiment.registry)
+MODULES = {e.name: e.module for e in registry.STUDIES}
 SOURCE = "latent-reasoning"  # the study whose directory the two analyses read
 ANALYSES = ("latent-diagnostics", "latent-optimisation")
 RECORD_NAME = "config.json"  # a study's record (tokdyn.experiment.study.RECORD): its tables' SHA-256

@@ -7,6 +7,9 @@
 - :mod:`tokdyn.experiment.presets`  the ``preset`` field of a study's config and the line a quick
   run's summary opens with
 
+- :mod:`tokdyn.experiment.registry`  the studies, listed once (name, command, module, default output),
+  which the command line and ``tokdyn reproduce`` read
+
 - :mod:`tokdyn.experiment.reasoners`  the store of trained latent reasoners: the latent-reasoning
   study's ``Config``, training a variant to convergence into a study directory
   (``train_variants``, ``run_variant``, ``ensure_trained``) and loading it back (``load_variant``,
@@ -15,7 +18,7 @@
 
 import importlib
 
-__all__ = ["presets", "reasoners", "study"]
+__all__ = ["presets", "reasoners", "registry", "study"]
 
 
 def __getattr__(name):

@@ -410,24 +410,29 @@ def params_for(n):
     return dynamics.Hparams(**{f: np.asarray([getattr(q, f) for q in p], np.float32)[m] for f in dynamics.FIELDS})
 
 
-def given_data(fixed: bool):
+def given_data(form: str):
+    """Run + metrics on a pooled problem (the peers' workload), the run by ``form``: ``"while"``
+    (``dynamics.run``, early exit), ``"fixed"`` (``dynamics.run_fixed``, a masked scan) or
+    ``"fused"`` (``dynamics.run`` of the candidate rule :data:`FUSED`)."""
     def task(pool, run):
         i = run["idx"]
         x, mask, labels = pool["x"][i], pool["mask"][i], pool["labels"][i]
-        if fixed:
-            r = dynamics.run_fixed(x, pool["tokens0"][i], run["params"], mask=mask, n_steps=CFG.n_steps, tol=CFG.tol)
+        kw = dict(mask=mask, n_steps=CFG.n_steps, tol=CFG.tol)
+        if form == "fixed":
+            r = dynamics.run_fixed(x, pool["tokens0"][i], run["params"], **kw)
         else:
-            r = dynamics.run(x, pool["tokens0"][i], run["params"], mask=mask, n_steps=CFG.n_steps, tol=CFG.tol)
+            r = dynamics.run(x, pool["tokens0"][i], run["params"], rule=FUSED if form == "fused" else dynamics.BUILTIN,
+                             **kw)
         yt, yp = jnp.where(mask, labels, 0), jnp.where(mask, r.labels, 0)
-        kw = dict(n_true=M_CL, n_pred=T_TOK)
-        return dict(ari=metrics.ari(yt, yp, mask, **kw), nmi=metrics.nmi(yt, yp, mask, **kw),
+        sizes = dict(n_true=M_CL, n_pred=T_TOK)
+        return dict(ari=metrics.ari(yt, yp, mask, **sizes), nmi=metrics.nmi(yt, yp, mask, **sizes),
                     sse=metrics.sse(x, yp, r.tokens, mask), steps=r.steps, converged=r.converged,
                     collapsed=metrics.collapsed(yp, T_TOK, pool["n_true"][i], mask))
-    task.__name__ = "given_data_fixed" if fixed else "given_data_while"
+    task.__name__ = f"given_data_{form}"
     return task
 
 
-GIVEN = {False: given_data(False), True: given_data(True)}
+GIVEN = {form: given_data(form) for form in ("while", "fixed", "fused")}
 
 
 # A candidate for accelerators, measured here before it goes into the package: the built-in rule's
@@ -461,17 +466,6 @@ def _fused_step(state, points, hp, step, key):
 
 FUSED = dynamics.Rule(init=_fused_init, step=_fused_step, hparams=dynamics.Hparams(), name="builtin-fused",
                       movement=lambda old, new: new.velocity)
-
-
-def _given_fused(pool, run):
-    i = run["idx"]
-    x, mask, labels = pool["x"][i], pool["mask"][i], pool["labels"][i]
-    r = dynamics.run(x, pool["tokens0"][i], run["params"], rule=FUSED, mask=mask, n_steps=CFG.n_steps, tol=CFG.tol)
-    yt, yp = jnp.where(mask, labels, 0), jnp.where(mask, r.labels, 0)
-    kw = dict(n_true=M_CL, n_pred=T_TOK)
-    return dict(ari=metrics.ari(yt, yp, mask, **kw), nmi=metrics.nmi(yt, yp, mask, **kw),
-                sse=metrics.sse(x, yp, r.tokens, mask), steps=r.steps, converged=r.converged,
-                collapsed=metrics.collapsed(yp, T_TOK, pool["n_true"][i], mask))
 
 
 def default_chunks(s: Suite):
@@ -536,7 +530,7 @@ def section_dynamics(s: Suite):
     valid = float(np.mean(np.asarray(pool["mask"]).sum(1)[idx]))
     reference = {}
     for variant in ("while", "fixed", "fused"):
-        fn = {"while": GIVEN[False], "fixed": GIVEN[True], "fused": _given_fused}[variant]
+        fn = GIVEN[variant]
 
         def one(fn=fn, variant=variant):
             r, row = runs_row(s, lambda: execute.map_runs(fn, run_args, shared=pool, devices=devs, chunk_size=chunk),
@@ -559,10 +553,10 @@ def section_dynamics(s: Suite):
     shared_hp = dict(pool, params=jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), base))
 
     def per_run_hp(pool_, run):
-        return GIVEN[False](pool_, dict(idx=run["idx"], params=pool_["params"]))
+        return GIVEN["while"](pool_, dict(idx=run["idx"], params=pool_["params"]))
 
     def batched_hp(pool_, run):
-        return GIVEN[False](pool_, run)
+        return GIVEN["while"](pool_, run)
 
     for label, fn, run_args_ in (
             ("baseline only, knobs batched per run", batched_hp,
@@ -589,7 +583,7 @@ def section_dynamics(s: Suite):
     # what XLA compiles for one chunk of the study path: its cost analysis and kernel count
     def anatomy():
         chunk = 1024 if s.args.smoke else (65536 if s.accelerator else 2048)
-        fn, _ = execute.sharded_map(GIVEN[False], tuple(devs[:1]), execute.default_batch_size(), True)
+        fn, _ = execute.sharded_map(GIVEN["while"], tuple(devs[:1]), execute.default_batch_size(), True)
         sub = dict(idx=idx[:chunk], params=jax.tree_util.tree_map(lambda a: a[:chunk], run_args["params"]))
         sub = jax.tree_util.tree_map(jnp.asarray, sub)
         c, comp = compiled_of(fn, pool, sub)

@@ -60,15 +60,17 @@ import glob
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
+from typing import NamedTuple
 import tempfile
 import time
 import traceback
 
-SECTIONS = ("ceilings", "dynamics", "training", "peers", "sampling", "dmlr", "diagnostics", "sweep")
+SECTIONS = ("ceilings", "dynamics", "peers", "training", "sampling", "dmlr", "diagnostics", "sweep")
 
 
 def parse(argv=None):
@@ -81,6 +83,12 @@ def parse(argv=None):
     ap.add_argument("--sweep-seconds", type=float, default=None, help="the sweep row stops after this")
     ap.add_argument("--chunks", default=None, help="comma list of study-path chunk sizes (default per backend)")
     ap.add_argument("--seeds", default=None, help="comma list of vmapped seed counts for training (default 1,8,64)")
+    ap.add_argument("--models", default=None,
+                    help="comma list of words; the training rows only of learned models whose name holds one "
+                         "(e.g. latent,diffusion,autoencoder; default every model)")
+    ap.add_argument("--rows", default=None,
+                    help="a regular expression: only the rows whose 'section | name' it matches run (the others "
+                         "are listed as skipped)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="write a jax.profiler trace of one study chunk")
     ap.add_argument("--child-sweep", default=None, help=argparse.SUPPRESS)  # internal: the sweep row's child
@@ -111,7 +119,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(1, os.path.dirname(HERE))  # the checkout's tokdyn, also where it is not installed
 
-from tokdyn import data, dynamics, metrics  # noqa: E402
+from tokdyn import data, dynamics, fused, metrics  # noqa: E402
 from tokdyn.engine import execute, sweep  # noqa: E402
 from tokdyn.studies import token_dynamics as td  # noqa: E402
 
@@ -174,6 +182,8 @@ class Suite:
     def row(self, section, name, fn, *, always=False):
         """Run ``fn() -> dict`` as one row: skipped past the budget (unless ``always``), an error
         recorded (never lost)."""
+        if self.args.rows and not re.search(self.args.rows, f"{section} | {name}"):
+            return self.add(section, name, status="skipped (--rows)")
         if self.over_budget() and not always:
             return self.add(section, name, status="skipped (budget)")
         try:
@@ -410,15 +420,25 @@ def params_for(n):
     return dynamics.Hparams(**{f: np.asarray([getattr(q, f) for q in p], np.float32)[m] for f in dynamics.FIELDS})
 
 
-def given_data(form: str):
+def given_data(form: str, num_warps: int = 1):
     """Run + metrics on a pooled problem (the peers' workload), the run by ``form``: ``"while"``
-    (``dynamics.run``, early exit), ``"fixed"`` (``dynamics.run_fixed``, a masked scan) or
-    ``"fused"`` (``dynamics.run`` of the candidate rule :data:`FUSED`)."""
+    (``dynamics.run``, early exit), ``"fixed"`` (``dynamics.run_fixed``, a masked scan),
+    ``"fused"`` (``dynamics.run`` of the candidate rule :data:`FUSED`) or ``"pallas"`` (the same
+    rule as one hand-fused kernel per run, ``pallas_td.run``: Triton on a GPU with ``num_warps``,
+    the Pallas interpreter elsewhere)."""
     def task(pool, run):
         i = run["idx"]
         x, mask, labels = pool["x"][i], pool["mask"][i], pool["labels"][i]
         kw = dict(mask=mask, n_steps=CFG.n_steps, tol=CFG.tol)
-        if form == "fixed":
+        if form == "package":
+            r = fused.run(x, pool["tokens0"][i], run["params"], mask=mask, n_steps=CFG.n_steps, tol=CFG.tol)
+        elif form == "pallas":
+            import pallas_td
+            tok, lab, st, conv = pallas_td.run(x, pool["tokens0"][i], run["params"], mask, n_steps=CFG.n_steps,
+                                               tol=CFG.tol, interpret=jax.default_backend() != "gpu",
+                                               num_warps=num_warps)
+            r = _PallasResult(tok, lab, st, conv)
+        elif form == "fixed":
             r = dynamics.run_fixed(x, pool["tokens0"][i], run["params"], **kw)
         else:
             r = dynamics.run(x, pool["tokens0"][i], run["params"], rule=FUSED if form == "fused" else dynamics.BUILTIN,
@@ -428,11 +448,18 @@ def given_data(form: str):
         return dict(ari=metrics.ari(yt, yp, mask, **sizes), nmi=metrics.nmi(yt, yp, mask, **sizes),
                     sse=metrics.sse(x, yp, r.tokens, mask), steps=r.steps, converged=r.converged,
                     collapsed=metrics.collapsed(yp, T_TOK, pool["n_true"][i], mask))
-    task.__name__ = f"given_data_{form}"
+    task.__name__ = f"given_data_{form}" + (f"_w{num_warps}" if form == "pallas" else "")
     return task
 
 
-GIVEN = {form: given_data(form) for form in ("while", "fixed", "fused")}
+class _PallasResult(NamedTuple):
+    tokens: jax.Array
+    labels: jax.Array
+    steps: jax.Array
+    converged: jax.Array
+
+
+GIVEN = {form: given_data(form) for form in ("while", "fixed", "fused", "pallas", "package")}
 
 
 # A candidate for accelerators, measured here before it goes into the package: the built-in rule's
@@ -478,8 +505,8 @@ def default_chunks(s: Suite):
     return [10 ** 3, 10 ** 4, 10 ** 5]
 
 
-def study_call(grid, chunk, devs):
-    return sweep.run(TASK, grid, key=jax.random.key(CFG.root_seed), common_random_numbers=True, chunk_size=chunk,
+def study_call(grid, chunk, devs, task=None):
+    return sweep.run(TASK if task is None else task, grid, key=jax.random.key(CFG.root_seed), common_random_numbers=True, chunk_size=chunk,
                      devices=devs, progress=False)
 
 
@@ -487,37 +514,44 @@ def section_dynamics(s: Suite):
     devs = jax.local_devices()
     per_seed = len(CFG.grid()) // CFG.seeds  # 36 runs per seed
     strategy = "sequential map" if execute.default_batch_size() == 1 else "vmap"
-    last_rate = None
     cap = 15.0 if s.args.smoke else (40.0 if s.accelerator else 60.0)  # seconds one timed call may take
     floor = 2016 if s.args.smoke else (10 ** 6 if s.accelerator else 10 ** 5)  # runs timed per row, at least
-    for chunk in default_chunks(s):
-        # round to whole seeds, and a multiple of the device count
-        chunk = max(per_seed * len(devs), (chunk // (per_seed * len(devs))) * per_seed * len(devs))
-        if last_rate is not None and max(chunk, floor) / last_rate > cap:
-            s.add("dynamics", f"study path (sweep.run), chunk {chunk:,}",
-                  status=f"skipped (one call ~{max(chunk, floor) / last_rate:.0f} s)")
-            continue
+    # the study's run as the studies run it (ClusterRun's kernel "auto": the fused kernel where it is
+    # the faster form), and where that is the fused kernel, also the XLA form beside it
+    forms = [(TASK, "")]
+    if TASK.uses_fused:
+        forms.append((dataclasses.replace(TASK, kernel="xla"), ", kernel xla (dynamics.run under vmap)"))
+    for task, suffix in forms:
+        last_rate = None
+        for chunk in default_chunks(s):
+            # round to whole seeds, and a multiple of the device count
+            chunk = max(per_seed * len(devs), (chunk // (per_seed * len(devs))) * per_seed * len(devs))
+            name = f"study path (sweep.run){suffix}, chunk {chunk:,}"
+            if last_rate is not None and max(chunk, floor) / last_rate > cap:
+                s.add("dynamics", name, status=f"skipped (one call ~{max(chunk, floor) / last_rate:.0f} s)")
+                continue
 
-        def one(chunk=chunk):
-            # the same number of runs at every chunk size (or one chunk, when larger), so that the
-            # rows differ by the chunk alone, not by sweep.run's fixed cost per call
-            total = max(chunk, floor)
-            grid = dataclasses.replace(CFG, seeds=total // per_seed).grid()
-            warm = dataclasses.replace(CFG, seeds=chunk // per_seed).grid()
-            t = time.perf_counter()
-            study_call(warm, chunk, devs)  # compiles this chunk shape
-            first = time.perf_counter() - t
-            r, row = runs_row(s, lambda: study_call(grid, chunk, devs), len(grid),
-                              f"{len(grid):,} runs, chunk {chunk:,}", strategy,
-                              repeats=1 if len(grid) >= 10 ** 6 else None)
-            row["compile_s"] = max(first - chunk / row["median"], 0.0)
-            return row
+            def one(chunk=chunk, task=task):
+                # the same number of runs at every chunk size (or one chunk, when larger), so that the
+                # rows differ by the chunk alone, not by sweep.run's fixed cost per call
+                total = max(chunk, floor)
+                grid = dataclasses.replace(CFG, seeds=total // per_seed).grid()
+                warm = dataclasses.replace(CFG, seeds=chunk // per_seed).grid()
+                t = time.perf_counter()
+                study_call(warm, chunk, devs, task)  # compiles this chunk shape
+                first = time.perf_counter() - t
+                r, row = runs_row(s, lambda: study_call(grid, chunk, devs, task), len(grid),
+                                  f"{len(grid):,} runs, chunk {chunk:,}", strategy,
+                                  repeats=1 if len(grid) >= 10 ** 6 else None)
+                row["compile_s"] = max(first - chunk / row["median"], 0.0)
+                row["kernel"] = "fused" if task.uses_fused else "xla"
+                return row
 
-        row = s.row("dynamics", f"study path (sweep.run), chunk {chunk:,}", one)
-        if row.get("status") == "ok":
-            last_rate = row["median"]
-        elif "RESOURCE_EXHAUSTED" in row.get("error", "") or "out of memory" in row.get("error", "").lower():
-            break  # larger chunks will not fit either
+            row = s.row("dynamics", name, one)
+            if row.get("status") == "ok":
+                last_rate = row["median"]
+            elif "RESOURCE_EXHAUSTED" in row.get("error", "") or "out of memory" in row.get("error", "").lower():
+                break  # larger chunks will not fit either
 
     # the given-data paths: while_loop (early exit) against the masked fixed-step scan, one chunk size
     n_pool = 256 if s.args.smoke else 2048
@@ -529,22 +563,55 @@ def section_dynamics(s: Suite):
     run_args = dict(idx=idx, params=params_for(runs))
     valid = float(np.mean(np.asarray(pool["mask"]).sum(1)[idx]))
     reference = {}
-    for variant in ("while", "fixed", "fused"):
-        fn = GIVEN[variant]
+    gpu = jax.default_backend() == "gpu"
+    variants = [("while", 1), ("fixed", 1), ("fused", 1)] + ([("package", 1)] if gpu or s.args.smoke else [])
+    # the hand-fused kernel: Triton on a GPU (a few program widths); elsewhere only the smoke run
+    # checks it, in the Pallas interpreter (far too slow to time)
+    variants += [("pallas", w) for w in ((1, 2, 4) if gpu else ((1,) if s.args.smoke else ()))]
+    for variant, warps in variants:
+        fn = GIVEN[variant] if variant != "pallas" else given_data("pallas", warps)
 
         def one(fn=fn, variant=variant):
             r, row = runs_row(s, lambda: execute.map_runs(fn, run_args, shared=pool, devices=devs, chunk_size=chunk),
                               runs, f"{runs:,} runs, chunk {chunk:,}", strategy, valid=valid)
-            if variant == "while":
-                reference["ari"] = np.asarray(r["ari"])
-            elif "ari" in reference:  # the same runs: the share whose ARI matches the while_loop's
-                diff = np.abs(np.asarray(r["ari"]) - reference["ari"])
-                row["agreement"] = f"ARI within 1e-3 of run()'s on {np.mean(diff < 1e-3):.1%} of runs"
+            reference[variant] = np.asarray(r["ari"])
+            for ref, what in (("while", "run()'s"), ("fused", "the candidate rule's under XLA")):
+                if ref != variant and ref in reference and (ref == "while" or variant == "pallas"):
+                    diff = np.abs(reference[variant] - reference[ref])
+                    row.setdefault("agreement", "")
+                    row["agreement"] += f"ARI within 1e-3 of {what} on {np.mean(diff < 1e-3):.1%} of runs; "
             return row
 
         label = {"while": "early-exit while_loop (run)", "fixed": "masked fixed-step scan (run_fixed)",
-                 "fused": "candidate rule: products as multiply-adds, softmax only (run)"}[variant]
+                 "fused": "candidate rule: products as multiply-adds, softmax only (run)",
+                 "pallas": f"candidate rule as one Pallas kernel per run, {warps} warp(s)",
+                 "package": "tokdyn.fused.run: the built-in rule, every knob, one kernel per run"}[variant]
         s.row("dynamics", f"given data, {label}", one)
+
+    # the fused kernel checked against dynamics.run (at "highest") on every built-in method, the
+    # Langevin draws included: what the compiled kernel computes on this backend
+    def fused_check():
+        n = 512 if s.args.smoke else 8192
+        names = list(dynamics.METHODS)
+        hp = dynamics.Hparams.stack([dynamics.METHODS[names[i % len(names)]] for i in range(n)])
+        ii = jnp.asarray(np.arange(n) % n_pool, jnp.int32)
+        keys = jax.vmap(lambda q: jax.random.fold_in(jax.random.key(11), q))(jnp.arange(n))
+        args = (pool["x"][ii], pool["tokens0"][ii], hp, pool["mask"][ii], keys)
+        with jax.default_matmul_precision("highest"):
+            ref = jax.jit(jax.vmap(lambda x, t, h, m, k: dynamics.run(x, t, h, mask=m, key=k, n_steps=CFG.n_steps,
+                                                                       tol=CFG.tol)))(*args)
+        got = jax.jit(jax.vmap(lambda x, t, h, m, k: fused.run(x, t, h, mask=m, key=k, n_steps=CFG.n_steps,
+                                                                tol=CFG.tol)))(*args)
+        jax.block_until_ready(got.tokens)
+        dt = np.abs(np.asarray(got.tokens) - np.asarray(ref.tokens)).reshape(n, -1).max(1)
+        same = np.asarray(got.steps) == np.asarray(ref.steps)
+        per = {nm: f"{np.mean(same[i::len(names)]):.0%}" for i, nm in enumerate(names)}
+        return dict(size=f"{n:,} runs, {len(names)} methods", note=(
+            f"steps equal on {same.mean():.2%} of runs ({per}); |token diff| median {np.median(dt):.1e}, "
+            f"99th pct {np.percentile(dt, 99):.1e}; labels equal on "
+            f"{np.mean(np.asarray(got.labels) == np.asarray(ref.labels)):.2%} of points"))
+    if gpu or s.args.smoke:
+        s.row("dynamics", "check: tokdyn.fused.run against dynamics.run (highest), every method", fused_check)
 
     # one method per chunk: with the knobs shared by the chunk's runs (not batched), the rule's
     # Sinkhorn/softmax ``cond`` stays a branch under vmap instead of a select that computes both
@@ -731,6 +798,9 @@ def section_training(s: Suite):
              else ([2] if s.args.smoke else [1, 8, 64]))
     calls = 2 if s.args.smoke else s.args.repeats
     names = list(learned_models(s, 1))
+    if s.args.models:
+        words = [w.strip().lower() for w in s.args.models.split(",") if w.strip()]
+        names = [n for n in names if any(w in n.lower() for w in words)]
     for name in names:
         for m in seeds:
             precisions = ["highest"]

@@ -40,7 +40,8 @@ class Block(nn.Module):
         if cache is not None:
             k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
         past = k.shape[2] - t
-        mask = torch.arange(past + t)[None, :] <= past + torch.arange(t)[:, None]  # (t, t_past + t)
+        mask = (torch.arange(past + t, device=x.device)[None, :]
+                <= past + torch.arange(t, device=x.device)[:, None])  # (t, t_past + t)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, t, d)
         x = x + self.out(o)
         x = x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
@@ -89,13 +90,13 @@ class TorchReasoner(nn.Module):
 
     def text_tokens(self, question, caption=None):
         cfg, v, b = self.cfg, self.cfg.task.vocab, question.shape[0]
-        parts = [question]
+        parts, on = [question], dict(dtype=question.dtype, device=question.device)
         if cfg.latent_mode != "none":
-            parts += [torch.full((b, 1), v.latent_start), torch.full((b, cfg.n_latents), v.pad),
-                      torch.full((b, 1), v.latent_end)]
+            parts += [torch.full((b, 1), v.latent_start, **on), torch.full((b, cfg.n_latents), v.pad, **on),
+                      torch.full((b, 1), v.latent_end, **on)]
         if cfg.caption_len:
             parts.append(caption)
-        parts.append(torch.full((b, 1), v.answer))
+        parts.append(torch.full((b, 1), v.answer, **on))
         return torch.cat(parts, 1)
 
     def embed(self, image, question, caption=None):

@@ -653,6 +653,15 @@ def _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=F
     return {**arrays, **changed}
 
 
+def check_run(x, tokens, hparams=None, *, rule: "Rule" = None, mask=None, n_steps=30, tol=1e-3, key=None) -> dict:
+    """The checks :func:`run` makes before anything is traced (the points, tokens and mask, the rule
+    and its knobs, ``n_steps``, ``tol`` and ``key``), for other forms of the same run
+    (:func:`tokdyn.fused.run`): raises ``ValueError``/``TypeError`` naming the argument; returns the
+    arguments it normalised (host lists as arrays, ``hparams=None`` as the rule's defaults)."""
+    return _check_run(x, tokens, hparams, BUILTIN if rule is None else rule, mask, n_steps, tol, key,
+                      static_steps=True)
+
+
 def _check_trajectory(x, tokens, hparams, rule, mask, n_steps, tol, key):
     return _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=True)
 

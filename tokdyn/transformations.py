@@ -184,6 +184,7 @@ TABLE = (
 # arguments, NumPy, SciPy) or make kernels; no transformation applies to them.
 HOST = {
     "dynamics.method": "the registry's Hparams of a named method",
+    "dynamics.check_run": "the argument checks of run, on shapes and host values, before anything is traced",
     "diffusion.betas": "a schedule in float64 NumPy",
     "diffusion.ddim_times": "the DDIM sub-sequence, NumPy",
     "diffusion.gaussian": "builds a process on the host (float64 tables rounded to float32)",

@@ -24,7 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import _checks, analysis, data, dynamics, metrics
+from tokdyn import _checks, analysis, data, dynamics, fused, metrics
+
+
+KERNELS = ("auto", "xla", "fused")  # ClusterRun.kernel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +176,11 @@ class ClusterRun(RunStructure):
     the key's :meth:`draw`, when the caller has it already (the sweep engine shares one per seed);
     the result is the same either way. A user's rule sees the same data and initial tokens as the
     built-in rule for the same key, so runs of the two under common random numbers are paired.
+
+    ``kernel``: the form of the built-in rule's run, never its numbers beyond float32 rounding:
+    ``"xla"`` (:func:`tokdyn.dynamics.run`), ``"fused"`` (:func:`tokdyn.fused.run`, one kernel per
+    run) or ``"auto"`` (the default: the fused kernel where it is the faster form, a GPU, see
+    :attr:`uses_fused`; :func:`tokdyn.dynamics.run` elsewhere and for any other rule).
     """
 
     max_clusters: int = 5
@@ -189,6 +197,7 @@ class ClusterRun(RunStructure):
     n_clusters: int = 4
     methods: tuple = ()
     rule: dynamics.Rule = dynamics.BUILTIN
+    kernel: str = "auto"
 
     RULE = dynamics.FIELDS  # the built-in rule's knobs, in the column order of a ``methods`` row
     AXES = dynamics.FIELDS + ("noise", "n_clusters", "method")  # the conditions with the built-in rule
@@ -227,6 +236,25 @@ class ClusterRun(RunStructure):
                                 f"rule=, its settings as rows), got the row {row!r}")
             rows.append(tuple(row))
         object.__setattr__(self, "methods", tuple(rows))
+        _checks.choice("kernel", self.kernel, KERNELS)
+        if self.kernel == "fused" and self.rule not in (dynamics.BUILTIN, dynamics.BUILTIN_ORIGIN):
+            raise ValueError(f"kernel='fused' runs the built-in rule only (tokdyn.fused), got rule {self.rule.name!r}: "
+                             f"use kernel='xla' or 'auto'")
+        if self.kernel == "fused" and isinstance(self.n_tokens, int) and isinstance(self.dim, int) \
+                and self.n_tokens * self.dim > fused.MAX_TOKEN_COORDS:
+            raise ValueError(f"kernel='fused' keeps n_tokens * dim = {self.n_tokens * self.dim} token coordinates in "
+                             f"registers, at most {fused.MAX_TOKEN_COORDS}: use kernel='xla' or 'auto'")
+
+    @property
+    def uses_fused(self) -> bool:
+        """Whether a call runs the fused kernel (:func:`tokdyn.fused.run`): ``kernel="fused"``, or
+        ``"auto"`` with the built-in rule, a size the kernel holds and a backend where it is the
+        faster form (:func:`tokdyn.fused.preferred`: GPUs), decided when the run is traced."""
+        if self.kernel != "auto":
+            return self.kernel == "fused"
+        return (self.rule in (dynamics.BUILTIN, dynamics.BUILTIN_ORIGIN) and fused.preferred()
+                and self.n_tokens * self.dim <= fused.MAX_TOKEN_COORDS
+                and self.max_clusters * self.points_per_cluster <= fused.MAX_POINTS)
 
     @property
     def knobs(self) -> tuple:
@@ -277,8 +305,13 @@ class ClusterRun(RunStructure):
         else:
             t0 = dynamics.init_tokens(jax.random.fold_in(key, self.INIT_STREAM), self.n_tokens, self.dim,
                                       method=self.init, x=c.x, mask=c.mask, scale=self.init_scale)
-        r = dynamics.run(c.x, t0, hparams, rule=self.rule, mask=c.mask, n_steps=jnp.int32(self.n_steps),
-                         tol=f32(self.tol), key=jax.random.fold_in(key, self.LANGEVIN_STREAM))
+        rule_key = jax.random.fold_in(key, self.LANGEVIN_STREAM)
+        if self.uses_fused:
+            r = fused.run(c.x, t0, hparams, mask=c.mask, n_steps=self.n_steps, tol=f32(self.tol), key=rule_key,
+                          mass_anchor="origin" if self.rule == dynamics.BUILTIN_ORIGIN else "token")
+        else:
+            r = dynamics.run(c.x, t0, hparams, rule=self.rule, mask=c.mask, n_steps=jnp.int32(self.n_steps),
+                             tol=f32(self.tol), key=rule_key)
         labels_true = jnp.where(c.mask, c.labels, 0)
         labels_pred = jnp.where(c.mask, r.labels, 0)  # -1 stays on valid points without a finite distance
         kw = dict(n_true=self.max_clusters, n_pred=self.n_tokens)

@@ -1009,6 +1009,18 @@ MASS_ANCHORS = {"token": BUILTIN, "origin": BUILTIN_ORIGIN}
 docstring): ``"token"`` (:data:`BUILTIN`, translation-invariant) or ``"origin"``
 (:data:`BUILTIN_ORIGIN`, the published form)."""
 
+_ELSEWHERE = {"REFINEMENT": "tokdyn.refinement"}  # rules defined in their own modules, found here too
+
+
+def __getattr__(name):
+    """``dynamics.REFINEMENT``: the variational-refinement rule of :mod:`tokdyn.refinement`, found here
+    beside the built-in rules (imported on first use: that module builds on this one)."""
+    if name in _ELSEWHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    raise AttributeError(f"module 'tokdyn.dynamics' has no attribute {name!r}")
+
 
 # ---------------------------------------------------------------------------------------------- the loop
 

@@ -239,7 +239,7 @@ def test_objects_enter_and_leave_the_view(open_arena):
     assert out.any(), "some object is wholly out of view in some frame"
     half = v["scale"][:, None, :] / 2
     pos = v["position"]
-    outside = ((pos[..., 0] + half < 0) | (pos[..., 0] - half > 1) | (pos[..., 1] + half < 0) | (pos[..., 1] - half > 1))
+    outside = np.any((pos + half[..., None] < 0) | (pos - half[..., None] > 1), axis=-1)  # (N, F, M) box wholly out
     assert np.all(out[outside & p]) and np.all(v["visible"][out] == 0)  # wholly outside: nothing drawn
     seen = v["area"] > 0
     entered = p[:, 1:] & ~seen[:, :-1] & seen[:, 1:]
@@ -507,3 +507,25 @@ def test_simulate_bad_input(args, kwargs, match):
 def test_reexported_from_data():
     assert data.sprite_videos is videos.sprite_videos and data.Videos is videos.Videos
     assert data.simulate is videos.simulate and data.render is scenes.render
+
+
+def test_a_sweep_of_traced_knobs_compiles_once():
+    from conftest import jax_compilations
+
+    kw = dict(frames=3, size=8, max_objects=3, collisions=True)
+    videos.sprite_videos(KEY, 2, speed=(0.01, 0.02), margin=0.1, mass_exponent=0.0, scale=(0.3, 0.4), **kw)
+    with jax_compilations() as events:
+        videos.sprite_videos(KEY, 2, speed=(0.02, 0.05), margin=0.4, mass_exponent=2.0, scale=(0.2, 0.5),
+                             start=7, **kw)
+    assert events == []
+
+
+def test_checks_never_copy_device_arrays_to_the_host():
+    args = dict(speed=jnp.array([0.02, 0.05]), margin=jnp.float32(0.2), mass_exponent=jnp.float32(2.0),
+                scale=jnp.array([0.2, 0.3]), start=jnp.int32(3))
+    hand = (jnp.full((2, 2), 0.5), jnp.zeros((2, 2)), jnp.full((2,), 0.2), jnp.ones(2, bool), jnp.ones(2))
+    jax.block_until_ready((args, hand))
+    with jax.transfer_guard_device_to_host("disallow"):
+        out = (videos.sprite_videos(KEY, 2, frames=2, size=8, collisions=True, **args),
+               videos.simulate(*hand, frames=3, margin=jnp.float32(0.1), collisions=True))
+        jax.block_until_ready(out)

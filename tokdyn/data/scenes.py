@@ -208,7 +208,8 @@ def background_image(base, waves, *, size: int, background: str = "plain", textu
     # cos(a + b) = cos a cos b - sin a sin b: separable, 4 K S transcendentals instead of K S^2.
     rows = jnp.concatenate([jnp.cos(a), jnp.sin(a)], axis=-2)  # (..., 2K, S)
     cols = jnp.concatenate([jnp.cos(b), -jnp.sin(b)], axis=-2) / _WAVES  # (..., 2K, S)
-    texture = jnp.einsum("...ki,...kj->...ij", rows, cols, precision=jax.lax.Precision.HIGHEST)  # (..., S, S) in [-1, 1]
+    texture = jnp.einsum("...ki,...kj->...ij", rows, cols,
+                         precision=jax.lax.Precision.HIGHEST)  # (..., S, S) in [-1, 1]
     amplitude = jnp.asarray(texture_amplitude, jnp.float32)
     return jnp.clip(base[..., None, None, :] + amplitude * texture[..., None], 0.0, 1.0)  # (..., S, S, 3)
 

@@ -529,3 +529,38 @@ def test_checks_never_copy_device_arrays_to_the_host():
         out = (videos.sprite_videos(KEY, 2, frames=2, size=8, collisions=True, **args),
                videos.simulate(*hand, frames=3, margin=jnp.float32(0.1), collisions=True))
         jax.block_until_ready(out)
+
+
+def test_gradient_through_the_walls():
+    """Without collisions the motion is a reflection: d position(t) / d position(0) is +1 after an
+    even number of bounces and -1 after an odd one, i.e. velocity(t) / velocity(0)."""
+    pos = np.array([[0.5, 0.3], [0.2, 0.8], [0.7, 0.6]], np.float32)
+    vel = np.array([[0.07, 0.11], [-0.09, 0.05], [0.02, -0.13]], np.float32)
+    scale = np.array([0.2, 0.3, 0.25], np.float32)
+    grad = jax.grad(lambda p: videos.simulate(p, vel, scale, frames=12, margin=0.1)[0].sum())(jnp.asarray(pos))
+    _, vs = reference_walls(pos, vel, scale, 0.1, 12)
+    np.testing.assert_allclose(grad, np.sum(vs / vel, axis=0), atol=1e-5)
+    assert np.any(np.sum(vs / vel, axis=0) < 10)  # some bounced
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(back=jnp.zeros((8, 8))), r"back must have shape \(\.\.\., H, W, 3\)"),
+        (dict(position=jnp.zeros((2, 3))), r"position must have shape \(\.\.\., M, 2\)"),
+        (dict(scale=jnp.zeros((2, 2))), r"scale must have shape \(2, 3\)"),
+        (dict(colour=jnp.zeros((2, 3))), r"colour must have shape \(2, 3, 3\)"),
+        (dict(depth=jnp.zeros((2, 3))), "depth must be integer"),
+        (dict(present=jnp.zeros((2, 3), jnp.int32)), "present must be boolean"),
+        (dict(back=jnp.zeros((5, 8, 8, 3))), "must broadcast"),
+        (dict(shapes=("square", "blob")), "blob"),
+    ],
+)
+def test_render_bad_input(change, match):
+    args = dict(back=jnp.zeros((2, 8, 8, 3)), position=jnp.full((2, 3, 2), 0.5), scale=jnp.full((2, 3), 0.2),
+                shape=jnp.zeros((2, 3), jnp.int32), depth=jnp.zeros((2, 3), jnp.int32), present=jnp.ones((2, 3), bool),
+                colour=jnp.ones((2, 3, 3)), shapes=("square",))
+    args.update(change)
+    shapes = args.pop("shapes")
+    with pytest.raises((ValueError, TypeError), match=match):
+        scenes.render(*args.values(), shapes=shapes)

@@ -238,9 +238,11 @@ def simulate(position, velocity, scale, present=None, mass=None, *, frames: int,
 
     Returns:
       ``(positions, velocities)``, each (F, M, 2) float32; frame 0 holds the initial state (the
-      velocity of an object as large as the arena, and of an absent one, set to 0). Pure, jittable and
-      vmappable over clips; differentiable in the initial state (piecewise: the bounces and
-      collisions are discrete events).
+      velocity of an object as large as the arena, and of an absent one, set to 0). Pure, jittable
+      and vmappable over clips. Without collisions ``jax.grad`` gives the exact derivative of the
+      closed form (away from the instants of the bounces); with collisions it holds fixed the
+      sub-steps at which collisions happen, which is not the derivative of the motion (a
+      collision's moment moves with the initial state).
     """
     f32 = jnp.float32
     x0, v0 = jnp.asarray(position, f32), jnp.asarray(velocity, f32)

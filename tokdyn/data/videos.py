@@ -381,8 +381,10 @@ def sprite_videos(
       mass_exponent: mass = ``scale ** mass_exponent`` (0: equal masses, 2: by area; collisions only).
       substeps: sub-steps per frame for collisions (static), with ``2 speed[1] / substeps <=
         scale[0]`` (checked for host values).
-      background, colour_saturation, colour_value, background_saturation, background_value,
-        texture_amplitude: as in :func:`~tokdyn.data.scenes.sprite_scenes`.
+      background: ``"plain"`` or ``"textured"`` (static), as in :func:`~tokdyn.data.scenes.sprite_scenes`.
+      colour_saturation, colour_value: (low, high) in [0, 1], the objects' HSV saturation and value.
+      background_saturation, background_value: (low, high) in [0, 1], the background base colour's.
+      texture_amplitude: in [0, 1], the texture's amplitude (``"textured"`` only).
       start: index of the first video, an int >= 0 (may be traced).
       dtype: of ``images`` (static; float32 by default): drawn and computed in float32, then cast.
 

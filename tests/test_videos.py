@@ -564,3 +564,17 @@ def test_render_bad_input(change, match):
     shapes = args.pop("shapes")
     with pytest.raises((ValueError, TypeError), match=match):
         scenes.render(*args.values(), shapes=shapes)
+
+
+def test_textured_background_is_fixed_over_the_clip():
+    kw = dict(frames=4, size=16, margin=0.2)
+    plain = host(videos.sprite_videos(KEY, 6, **kw))
+    textured = host(videos.sprite_videos(KEY, 6, background="textured", texture_amplitude=0.1, **kw))
+    assert_same_videos({f: x for f, x in plain.items() if f != "images"},
+                       {f: x for f, x in textured.items() if f != "images"})
+    back = textured["masks"] == 0  # (6, 4, 16, 16)
+    dev = textured["images"] - textured["background"][:, None, None, None, :]
+    assert 0.03 < np.abs(dev[back]).max() <= 0.1 + 1e-6
+    both = back[:, 1:] & back[:, :1]  # background in frame 0 and in frame t: the same pixel value
+    np.testing.assert_array_equal(textured["images"][:, 1:][both], np.broadcast_to(
+        textured["images"][:, :1], textured["images"][:, 1:].shape)[both])

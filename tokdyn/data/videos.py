@@ -45,8 +45,8 @@ bounding box, velocity in canvas units per frame):
   ``substeps`` sub-steps per frame: the closed-form wall motion over the sub-step, then, for each
   pair in the fixed order (0, 1), (0, 2), ..., (1, 2), ..., a collision when the two discs overlap
   (distance of centres < sum of radii) and approach each other (``(v_j - v_i) . (x_j - x_i) <
-  0``): the velocities' components along the line of centres are exchanged as in a 1-D elastic
-  collision, ``v_i += 2 m_j / (m_i + m_j) ((v_j - v_i) . n) n`` and ``v_j -= 2 m_i / (m_i + m_j)
+  0``): the velocities' components along the line of centres change as in a 1-D elastic
+  collision (equal masses swap them), ``v_i += 2 m_j / (m_i + m_j) ((v_j - v_i) . n) n`` and ``v_j -= 2 m_i / (m_i + m_j)
   ((v_j - v_i) . n) n`` with ``n`` the unit vector from i to j. Each exchange conserves momentum
   and kinetic energy exactly (up to rounding), and so does the whole step (walls conserve kinetic
   energy; momentum changes only at walls). A collision is resolved at the first sub-step at which
@@ -60,8 +60,8 @@ bounding box, velocity in canvas units per frame):
   can be missed).
 * **Extreme cases.** An object as large as the arena (``scale = 1`` at ``margin = 0``) cannot
   move: its velocity is 0 in every frame (with collisions, its walls absorb any impulse, so kinetic
-  energy is then not conserved). Objects that all overlap are
-  drawn by depth, as ever. ``max_objects = 0`` (or ``min_objects = 0``) gives videos without
+  energy is then not conserved). Objects that all overlap are drawn by depth, as ever.
+  ``max_objects = 0`` (or ``min_objects = 0``) gives videos without
   objects: the background, masks of 0 and empty (M = 0) object fields. ``frames = 1`` is a still.
 
 Every function is pure and jittable; :func:`sprite_videos` is vmappable over keys and over its

@@ -363,6 +363,13 @@ def _metrics_cases():
     scene = lambda i: (_labels(i, n=16, k=3).reshape(4, 4), _labels(i, n=16, k=4, salt=5).reshape(4, 4))  # noqa: E731
     c["metrics.fg_ari"] = Case(lambda t, p: metrics.fg_ari(t, p, n_true=3, n_pred=4), scene, (0, 0))
     c["metrics.matched_iou"] = Case(lambda t, p: metrics.matched_iou(t, p, n_true=3, n_pred=4), scene, (0, 0))
+    clip = lambda i: (_labels(i, n=24, k=3).reshape(3, 8), _labels(i, n=24, k=4, salt=5).reshape(3, 8))  # noqa: E731
+    c["metrics.video_fg_ari"] = Case(lambda t, p: metrics.video_fg_ari(t, p, n_true=3, n_pred=4), clip, (0, 0))
+    c["metrics.frame_fg_ari"] = Case(lambda t, p: metrics.frame_fg_ari(t, p), clip, (0, 0))
+    c["metrics.track_labels"] = Case(lambda t, p: metrics.track_labels(t, p, n_true=3, n_pred=4), clip, (0, 0))
+    c["metrics.track_switches"] = Case(lambda t, p: metrics.track_switches(t, p, n_true=3, n_pred=4), clip, (0, 0))
+    c["metrics.identity_persistence"] = Case(
+        lambda t, p: metrics.identity_persistence(t, p, n_true=3, n_pred=4, min_pixels=2), clip, (0, 0))
     c["assignment.linear_assignment"] = Case(
         assignment.linear_assignment, lambda i: (jnp.asarray(_rng(i, 6).uniform(size=(3, 4)), jnp.float32),), (0,))
     return c

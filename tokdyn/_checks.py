@@ -183,3 +183,26 @@ def distinct(name: str, values) -> tuple:
                              "each value is one condition, so list every value once (seeds set the repeats)")
         seen.add(k)
     return out
+
+
+def interval_pair(name: str, value, *, low=0.0, high=1.0, low_open: bool = False):
+    """Check a ``(low, high)`` pair: shape (2,) always; when host data, both ends in ``[low, high]``
+    (``(low, high]`` with ``low_open``) and in order (first <= second)."""
+    if np.shape(value) != (2,):
+        raise ValueError(f"{name} must be a pair (low, high), got {value!r}")
+    real(name, value, low=low, high=high, low_open=low_open)
+    if on_host(value):
+        lo, hi = (float(x) for x in np.asarray(value))
+        if lo > hi:
+            raise ValueError(f"{name} must be a pair (low, high) with low <= high, got {value!r}")
+    return value
+
+
+def start_index(name: str, value, what: str):
+    """Check the index of a batch's first item (an integer scalar >= 0, may be traced); ``what``
+    names the item (``"scene"``)."""
+    if np.ndim(value) != 0 or dtype_of(value).kind not in "iu":
+        raise TypeError(f"{name} must be an integer scalar (the index of the first {what}), got {value!r}")
+    if on_host(value) and int(value) < 0:
+        raise ValueError(f"{name} must be >= 0 (the index of the first {what}), got {value!r}")
+    return value

@@ -125,6 +125,11 @@ TABLE = (
     _int("metrics.collapsed", "labels, n_true_clusters, mask"),
     _int_in("metrics.fg_ari", "masks_true, labels_pred"),
     _int_in("metrics.matched_iou", "masks_true, labels_pred", shard_map=NO_VMA),
+    _int_in("metrics.video_fg_ari", "masks_true, labels_pred"),
+    _int_in("metrics.frame_fg_ari", "masks_true, labels_pred"),
+    _int("metrics.track_labels", "masks_true, labels_pred"),
+    _int("metrics.track_switches", "masks_true, labels_pred"),
+    _int("metrics.identity_persistence", "masks_true, labels_pred"),
     # --- assignment
     _int("assignment.linear_assignment", "benefit", shard_map=NO_VMA),
     # --- geometry

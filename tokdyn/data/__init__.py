@@ -4,18 +4,24 @@
   (``gaussian_clusters``; its random part ``cluster_draw``, the rest ``clusters_from_draw``) and the
   named point clouds of the collapse study (``point_cloud``, ``SHAPES``)
 - :mod:`tokdyn.data.scenes`    multi-object sprite scenes with instance masks (``sprite_scenes``),
-  ``pixel_features``, ``flat_masks``
+  ``pixel_features``, ``flat_masks``, and the drawing they share with videos (``render``)
+- :mod:`tokdyn.data.videos`    multi-object sprite videos with track identities (``sprite_videos``:
+  walls, occlusion, objects entering and leaving the view, optional elastic collisions) and their
+  physics (``simulate``)
 
-The public names of both are available here (``tokdyn.data.gaussian_clusters``,
+The public names of all three are available here (``tokdyn.data.gaussian_clusters``,
 ``tokdyn.data.sprite_scenes``); ``tokdyn.data.SHAPES`` is the point clouds' (the sprite shapes are
 ``tokdyn.data.scenes.SHAPES``).
 """
 
-from tokdyn.data import clusters, scenes  # noqa: F401
+from tokdyn.data import clusters, scenes, videos  # noqa: F401
 from tokdyn.data.clusters import (CENTER_LAYOUTS, FLOAT_DTYPES, SHAPES, float_dtype, ClusterDraw, Clusters, cluster_draw,  # noqa: F401
                                   clusters_from_draw, gaussian_clusters, point_cloud)
-from tokdyn.data.scenes import BACKGROUNDS, Scenes, flat_masks, pixel_features, sprite_scenes  # noqa: F401
+from tokdyn.data.scenes import (BACKGROUNDS, Rendered, Scenes, background_image, check_shapes, drawing_order,  # noqa: F401
+                                flat_masks, hsv_to_rgb, pixel_features, render, sprite_scenes)
+from tokdyn.data.videos import Videos, simulate, sprite_videos  # noqa: F401
 
-__all__ = ["clusters", "scenes", "CENTER_LAYOUTS", "FLOAT_DTYPES", "float_dtype", "SHAPES", "ClusterDraw", "Clusters", "cluster_draw",
+__all__ = ["clusters", "scenes", "videos", "CENTER_LAYOUTS", "FLOAT_DTYPES", "float_dtype", "SHAPES", "ClusterDraw", "Clusters", "cluster_draw",
            "clusters_from_draw", "gaussian_clusters", "point_cloud", "BACKGROUNDS", "Scenes", "sprite_scenes",
-           "pixel_features", "flat_masks"]
+           "pixel_features", "flat_masks", "Rendered", "render", "background_image", "hsv_to_rgb", "drawing_order",
+           "check_shapes", "Videos", "sprite_videos", "simulate"]

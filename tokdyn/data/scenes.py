@@ -3,6 +3,9 @@
 - :func:`sprite_scenes`: n images of flat-coloured shapes (:data:`SHAPES`) on a plain or textured
   background, with instance masks, visible pixel counts and every object's attributes, padded to
   ``max_objects`` slots (:class:`Scenes`).
+- :func:`render`: the drawing itself (coverage, occlusion by depth, colours) of any objects onto
+  any backgrounds, with :func:`background_image`, :func:`hsv_to_rgb` and :func:`drawing_order`: the
+  pieces :func:`tokdyn.data.videos.sprite_videos` draws its frames with.
 - :func:`pixel_features`: (..., H*W, F) per-pixel features (position, colour, optional Fourier
   features of the position): the tokens that token dynamics clusters.
 - :func:`flat_masks`: (..., H*W) labels that pair with those features.
@@ -57,7 +60,8 @@ import numpy as np
 from tokdyn import _checks
 from tokdyn.data.clusters import FLOAT_DTYPES, float_dtype  # noqa: F401  (the dtype argument's check)
 
-__all__ = ["SHAPES", "BACKGROUNDS", "Scenes", "sprite_scenes", "pixel_features", "flat_masks"]
+__all__ = ["SHAPES", "BACKGROUNDS", "Scenes", "sprite_scenes", "Rendered", "render", "background_image", "hsv_to_rgb",
+           "drawing_order", "check_shapes", "pixel_features", "flat_masks"]
 
 # Each shape is a gauge g(u, v) (covered when g <= 1) of the offsets from the centre in units of
 # half the scale; names in a fixed order (the registry).
@@ -118,18 +122,6 @@ class Scenes:
     background: jax.Array
 
 
-def _check_range(name: str, value, *, low_open: bool, high: float = 1.0):
-    """A (low, high) pair: shape (2,) always; if host data, both in [0, high] ((0, high] with
-    ``low_open``) and low <= high."""
-    if np.shape(value) != (2,):
-        raise ValueError(f"{name} must be a pair (low, high), got {value!r}")
-    _checks.real(name, value, low=0.0, high=high, low_open=low_open)
-    if _checks.on_host(value):
-        lo, hi = (float(x) for x in np.asarray(value))
-        if lo > hi:
-            raise ValueError(f"{name} must be a pair (low, high) with low <= high, got {value!r}")
-
-
 def _check_scenes(key, n, *, size, min_objects, max_objects, shapes, scale, background, colour_saturation,
                   colour_value, background_saturation, background_value, texture_amplitude, start,
                   dtype=jnp.float32):
@@ -141,15 +133,9 @@ def _check_scenes(key, n, *, size, min_objects, max_objects, shapes, scale, back
     _checks.positive_int("max_objects", max_objects)
     if min_objects > max_objects:
         raise ValueError(f"min_objects must be <= max_objects={max_objects}, got min_objects={min_objects}")
-    if isinstance(shapes, str) or not isinstance(shapes, (tuple, list)) or not shapes:
-        raise TypeError(f"shapes must be a non-empty tuple of names from {list(SHAPES)}, got {shapes!r}")
-    for name in shapes:
-        if name not in _GAUGES:
-            raise ValueError(f"shapes must hold names from {list(SHAPES)}, got unknown shape {name!r}")
-    if len(set(shapes)) != len(shapes):
-        raise ValueError(f"shapes must not repeat a name, got {tuple(shapes)!r}")
+    check_shapes(shapes)
     _checks.choice("background", background, BACKGROUNDS)
-    _check_range("scale", scale, low_open=True)
+    _checks.interval_pair("scale", scale, low_open=True)
     if _checks.on_host(scale):
         low = float(np.asarray(scale)[0])
         if low * size < 1.0:
@@ -163,14 +149,11 @@ def _check_scenes(key, n, *, size, min_objects, max_objects, shapes, scale, back
                 f"max_objects={max_objects}, scale={scale!r} ({max_objects * low**2:g})")
     for name, value in (("colour_saturation", colour_saturation), ("colour_value", colour_value),
                         ("background_saturation", background_saturation), ("background_value", background_value)):
-        _check_range(name, value, low_open=False)
+        _checks.interval_pair(name, value)
     if np.ndim(texture_amplitude) != 0:
         raise ValueError(f"texture_amplitude must be a scalar, got shape {np.shape(texture_amplitude)}")
     _checks.real("texture_amplitude", texture_amplitude, low=0.0, high=1.0)
-    if np.ndim(start) != 0 or _checks.dtype_of(start).kind not in "iu":
-        raise TypeError(f"start must be an integer scalar (the index of the first scene), got {start!r}")
-    if _checks.on_host(start) and int(start) < 0:
-        raise ValueError(f"start must be >= 0 (the index of the first scene), got {start!r}")
+    _checks.start_index("start", start, "scene")
     return dict(shapes=tuple(shapes), **_checks.host_arrays(
         scale=scale, colour_saturation=colour_saturation, colour_value=colour_value,
         background_saturation=background_saturation, background_value=background_value))
@@ -181,10 +164,174 @@ def _between(u, pair):
     return pair[0] + (pair[1] - pair[0]) * u
 
 
-def _hsv_to_rgb(h, s, v):
-    """(...,) HSV in [0, 1] -> (..., 3) RGB (the standard hexcone formula)."""
+def hsv_to_rgb(h, s, v):
+    """(...,) HSV in [0, 1] -> (..., 3) RGB in [0, 1] (the standard hexcone formula; pure, traceable)."""
     k = jnp.mod(jnp.array([5.0, 3.0, 1.0], jnp.float32) + 6.0 * h[..., None], 6.0)
     return v[..., None] - (v * s)[..., None] * jnp.clip(jnp.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+def drawing_order(keys, present):
+    """Depths from random sort keys: (..., M) keys and (..., M) bool ``present`` -> (..., M) int32.
+
+    A present slot's depth is the rank of its key among the present slots' keys (0 for the smallest:
+    drawn first, at the bottom; equal keys rank by slot), so the depths of a scene are a permutation
+    of ``0 .. n_present - 1``; absent slots get -1. Pure and traceable (what :func:`sprite_scenes`
+    and :func:`tokdyn.data.videos.sprite_videos` draw their orders with, from uniform keys).
+    """
+    M = keys.shape[-1]
+    order = jnp.where(present, keys, jnp.inf)  # (..., M) absent slots last
+    slot = jnp.arange(M)
+    before = (order[..., None, :] < order[..., :, None]) | (
+        (order[..., None, :] == order[..., :, None]) & (slot[None, :] < slot[:, None]))  # (..., j, k): k before j
+    return jnp.where(present, jnp.sum(before, axis=-1, dtype=jnp.int32), -1)
+
+
+def background_image(base, waves, *, size: int, background: str = "plain", texture_amplitude=0.08):
+    """The background of :func:`sprite_scenes`: (..., 3) base colours -> (..., size, size, 3) RGB.
+
+    ``"plain"``: the base colour everywhere. ``"textured"``: the base colour plus a smooth luminance
+    texture, the mean of three plane waves ``cos(2 pi f (cos(theta) row + sin(theta) col) + phi)``
+    over the pixel centres, times ``texture_amplitude``, added to every channel and clipped to
+    [0, 1]; wave ``k`` takes ``theta = pi u[k]``, ``f = 1 + 3 u[3 + k]`` cycles per canvas and
+    ``phi = 2 pi u[6 + k]`` from ``u = waves`` (..., 9) uniforms in [0, 1) (ignored when plain).
+    ``background`` and ``size`` are static; pure and traceable.
+    """
+    if background == "plain":
+        return jnp.broadcast_to(base[..., None, None, :], (*base.shape[:-1], size, size, 3))
+    lead = waves.shape[:-1]
+    centres = (jnp.arange(size, dtype=jnp.float32) + 0.5) / size  # (S,)
+    waves = waves.reshape(*lead, 3, _WAVES)
+    theta, phi = jnp.pi * waves[..., 0, :], 2.0 * jnp.pi * waves[..., 2, :]  # (..., K)
+    freq = 2.0 * jnp.pi * _between(waves[..., 1, :], _FREQUENCIES)  # (..., K)
+    a = freq[..., None] * jnp.cos(theta)[..., None] * centres + phi[..., None]  # (..., K, S) row phase
+    b = freq[..., None] * jnp.sin(theta)[..., None] * centres  # (..., K, S) col phase
+    # cos(a + b) = cos a cos b - sin a sin b: separable, 4 K S transcendentals instead of K S^2.
+    rows = jnp.concatenate([jnp.cos(a), jnp.sin(a)], axis=-2)  # (..., 2K, S)
+    cols = jnp.concatenate([jnp.cos(b), -jnp.sin(b)], axis=-2) / _WAVES  # (..., 2K, S)
+    texture = jnp.einsum("...ki,...kj->...ij", rows, cols,
+                         precision=jax.lax.Precision.HIGHEST)  # (..., S, S) in [-1, 1]
+    amplitude = jnp.asarray(texture_amplitude, jnp.float32)
+    return jnp.clip(base[..., None, None, :] + amplitude * texture[..., None], 0.0, 1.0)  # (..., S, S, 3)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Rendered:
+    """What :func:`render` draws: images, instance masks and per-object pixel counts.
+
+    Attributes:
+      images: (..., H, W, 3) RGB: each pixel the colour of its top-most covering object, else the
+        background's.
+      masks: (..., H, W) int32: 0 on background, ``j + 1`` where object slot ``j`` is top-most.
+      visible: (..., M) int32 number of pixels labelled ``j + 1`` in ``masks``.
+      area: (..., M) int32 number of pixel centres the object covers, occluded or not (0: it lies
+        wholly outside the canvas, or is too small to cover a pixel centre, or is absent).
+    """
+
+    images: jax.Array
+    masks: jax.Array
+    visible: jax.Array
+    area: jax.Array
+
+
+def _check_render(back, position, scale, shape, depth, present, colour, *, shapes):
+    if np.ndim(back) < 3 or np.shape(back)[-1] != 3:
+        raise ValueError(f"back must have shape (..., H, W, 3), got {np.shape(back)}")
+    if np.ndim(position) < 2 or np.shape(position)[-1] != 2:
+        raise ValueError(f"position must have shape (..., M, 2), got {np.shape(position)}")
+    lead = np.shape(position)[:-1]  # (..., M)
+    for name, value, tail in (("scale", scale, ()), ("shape", shape, ()), ("depth", depth, ()),
+                              ("present", present, ()), ("colour", colour, (3,))):
+        if np.shape(value) != (*lead, *tail):
+            raise ValueError(f"{name} must have shape {(*lead, *tail)} to match position of shape "
+                             f"{np.shape(position)}, got {np.shape(value)}")
+    for name, value in (("shape", shape), ("depth", depth)):
+        if _checks.dtype_of(value).kind not in "iu":
+            raise TypeError(f"{name} must be integer, got dtype {_checks.dtype_of(value)}")
+    if _checks.dtype_of(present) != np.bool_:
+        raise TypeError(f"present must be boolean, got dtype {_checks.dtype_of(present)}")
+    check_shapes(shapes)
+    try:
+        np.broadcast_shapes(np.shape(back)[:-3], lead[:-1])
+    except ValueError:
+        raise ValueError(f"back's leading shape {np.shape(back)[:-3]} must broadcast with the objects' "
+                         f"{lead[:-1]}") from None
+    return dict(shapes=tuple(shapes))
+
+
+def check_shapes(shapes) -> tuple:
+    """Check a ``shapes`` argument (a non-empty tuple of distinct names from :data:`SHAPES`) before
+    tracing; ``TypeError``/``ValueError`` naming the bad entry. Returns it as a tuple."""
+    if isinstance(shapes, str) or not isinstance(shapes, (tuple, list)) or not shapes:
+        raise TypeError(f"shapes must be a non-empty tuple of names from {list(SHAPES)}, got {shapes!r}")
+    for name in shapes:
+        if name not in _GAUGES:
+            raise ValueError(f"shapes must hold names from {list(SHAPES)}, got unknown shape {name!r}")
+    if len(set(shapes)) != len(shapes):
+        raise ValueError(f"shapes must not repeat a name, got {tuple(shapes)!r}")
+    return tuple(shapes)
+
+
+@_checks.checked_jit(_check_render, static_argnames=("shapes",))
+def render(back, position, scale, shape, depth, present, colour, *, shapes: tuple) -> Rendered:
+    """Draw objects onto backgrounds: the geometry, occlusion and colouring of :func:`sprite_scenes`
+    (see the module docstring), for any objects (a video's frames, hand-placed scenes).
+
+    An object covers a pixel when the pixel's centre lies in its closed shape; a pixel shows the
+    covering object of greatest ``depth`` (equal depths: the higher slot), else the background.
+    Objects may lie partly or wholly outside the canvas (they cover what they cover).
+
+    Args:
+      back: (..., H, W, 3) float background images (e.g. :func:`background_image`); its leading
+        shape broadcasts with the objects'.
+      position: (..., M, 2) centres (row, col) in canvas units (pixel ``(i, j)`` has its centre at
+        ``((i + 0.5) / H, (j + 0.5) / W)``).
+      scale: (..., M) sides of the bounding boxes (> 0 to cover anything).
+      shape: (..., M) int indices into ``shapes``.
+      depth: (..., M) int drawing order (greater on top).
+      present: (..., M) bool; absent slots cover nothing.
+      colour: (..., M, 3) RGB.
+      shapes: static tuple of names from :data:`SHAPES`.
+
+    Returns:
+      :class:`Rendered` (images in the promoted dtype of ``back`` and ``colour``). Pure, jittable,
+      vmappable; ``M = 0`` gives the backgrounds, all-zero masks and empty counts.
+    """
+    H, W = back.shape[-3], back.shape[-2]
+    M = position.shape[-2]
+    lead = jnp.broadcast_shapes(back.shape[:-3], position.shape[:-2])
+    f32 = jnp.float32
+    half = 0.5 * jnp.asarray(scale, f32)
+    present = present & (half > 0)
+    inv = 1.0 / jnp.where(present, half, 1.0)  # (..., M)
+    position = jnp.asarray(position, f32)
+    rows = (jnp.arange(H, dtype=f32) + 0.5) / H  # (H,)
+    cols = (jnp.arange(W, dtype=f32) + 0.5) / W  # (W,)
+    v = (rows - position[..., 0:1]) * inv[..., None]  # (..., M, H) rows
+    w = (cols - position[..., 1:2]) * inv[..., None]  # (..., M, W) cols
+    uu, vv = w[..., None, :], v[..., :, None]  # (..., M, 1, W), (..., M, H, 1)
+    gauge = _GAUGES[shapes[-1]](uu, vv)
+    for k in range(len(shapes) - 2, -1, -1):  # static: one select per shape name
+        gauge = jnp.where((shape == k)[..., None, None], _GAUGES[shapes[k]](uu, vv), gauge)
+    covered = (gauge <= 1.0) & present[..., None, None]  # (..., M, H, W)
+
+    # Compositing: the covering object of greatest depth wins; the largest code ``depth * M + slot``
+    # over the covering objects names it (distinct codes: equal depths rank by slot).
+    slot = jnp.arange(M, dtype=jnp.int32)
+    if M == 0:  # static: nothing to draw
+        masks = jnp.zeros((*lead, H, W), jnp.int32)
+    else:
+        code = jnp.where(covered, (depth * M + slot)[..., None, None], -1)  # (..., M, H, W)
+        top = jnp.max(code, axis=-3)  # (..., H, W)
+        masks = jnp.where(top >= 0, jax.lax.rem(top, M) + 1, 0)  # (..., H, W)
+    masks = jnp.broadcast_to(masks, (*lead, H, W))
+    visible = jnp.sum(masks[..., None, :, :] == (slot + 1)[:, None, None], axis=(-2, -1), dtype=jnp.int32)  # (..., M)
+    area = jnp.broadcast_to(jnp.sum(covered, axis=(-2, -1), dtype=jnp.int32), (*lead, M))  # (..., M)
+
+    images = jnp.broadcast_to(back, (*lead, H, W, 3))
+    for j in range(M):  # static: one select per object slot
+        images = jnp.where((masks == j + 1)[..., None], colour[..., j, None, None, :], images)  # (..., H, W, 3)
+    return Rendered(images=images, masks=masks, visible=visible, area=area)
 
 
 @_checks.checked_jit(_check_scenes,
@@ -263,61 +410,23 @@ def sprite_scenes(
     s = _between(obj[..., 6], scale)  # (n, M)
     half = 0.5 * s
     position = half[..., None] + obj[..., 4:6] * (1.0 - s)[..., None]  # (n, M, 2) in [s/2, 1 - s/2]
-    order = jnp.where(present, obj[..., 7], jnp.inf)  # (n, M) random keys, absent slots last
-    slot = jnp.arange(M)
-    before = (order[:, None, :] < order[:, :, None]) | (
-        (order[:, None, :] == order[:, :, None]) & (slot[None, :] < slot[:, None]))  # (n, j, k): k drawn before j
-    depth = jnp.where(present, jnp.sum(before, axis=2, dtype=jnp.int32), -1)  # (n, M)
-
-    # Coverage of every pixel centre by every object at once: (n, M, S, S).
-    centres = (jnp.arange(S, dtype=f32) + 0.5) / S  # (S,)
-    inv = 1.0 / half
-    v = (centres[None, None, :] - position[..., 0:1]) * inv[..., None]  # (n, M, S) rows
-    w = (centres[None, None, :] - position[..., 1:2]) * inv[..., None]  # (n, M, S) cols
-    uu, vv = w[:, :, None, :], v[:, :, :, None]  # (n, M, 1, S), (n, M, S, 1)
-    gauge = _GAUGES[shapes[-1]](uu, vv)
-    for k in range(len(shapes) - 2, -1, -1):  # static: one select per shape name
-        gauge = jnp.where((shape == k)[..., None, None], _GAUGES[shapes[k]](uu, vv), gauge)
-    covered = (gauge <= 1.0) & present[..., None, None]  # (n, M, S, S)
-
-    # Compositing: the covering object of greatest depth wins. Depths are distinct within a scene, so
-    # the largest code ``depth * M + slot`` over the covering objects names the winner.
-    code = jnp.where(covered, (depth * M + slot)[..., None, None], -1)  # (n, M, S, S)
-    top = jnp.max(code, axis=1)  # (n, S, S)
-    masks = jnp.where(top >= 0, jax.lax.rem(top, M) + 1, 0)  # (n, S, S)
-    visible = jnp.sum(masks[:, None] == (slot + 1)[None, :, None, None], axis=(2, 3), dtype=jnp.int32)  # (n, M)
+    depth = drawing_order(obj[..., 7], present)  # (n, M)
 
     # Colours, one table: row 0 the background's base colour, rows 1..M the objects' (n, M+1, 3).
     hsv = jnp.concatenate([scene[:, None, 1:4], obj[..., 1:4]], axis=1)  # (n, M+1, 3) uniforms
     sat_range = jnp.concatenate([bg_sat[:, None], jnp.broadcast_to(sat[:, None], (2, M))], axis=1)  # (2, M+1)
     val_range = jnp.concatenate([bg_val[:, None], jnp.broadcast_to(val[:, None], (2, M))], axis=1)  # (2, M+1)
-    table = _hsv_to_rgb(hsv[..., 0], _between(hsv[..., 1], sat_range), _between(hsv[..., 2], val_range))
+    table = hsv_to_rgb(hsv[..., 0], _between(hsv[..., 1], sat_range), _between(hsv[..., 2], val_range))
     base, colour = table[:, 0], table[:, 1:]  # (n, 3), (n, M, 3)
 
-    # Background.
-    if background == "textured":
-        waves = scene[:, 4: 4 + 3 * _WAVES].reshape(n, 3, _WAVES)
-        theta, phi = jnp.pi * waves[:, 0], 2.0 * jnp.pi * waves[:, 2]  # (n, K)
-        freq = 2.0 * jnp.pi * _between(waves[:, 1], _FREQUENCIES)  # (n, K)
-        a = freq[..., None] * jnp.cos(theta)[..., None] * centres + phi[..., None]  # (n, K, S) row phase
-        b = freq[..., None] * jnp.sin(theta)[..., None] * centres  # (n, K, S) col phase
-        # cos(a + b) = cos a cos b - sin a sin b: separable, 4 n K S transcendentals instead of n K S^2.
-        rows = jnp.concatenate([jnp.cos(a), jnp.sin(a)], axis=1)  # (n, 2K, S)
-        cols = jnp.concatenate([jnp.cos(b), -jnp.sin(b)], axis=1) / _WAVES  # (n, 2K, S)
-        texture = jnp.einsum("nki,nkj->nij", rows, cols, precision=jax.lax.Precision.HIGHEST)  # (n, S, S) in [-1, 1]
-        amplitude = jnp.asarray(texture_amplitude, f32)
-        back = jnp.clip(base[:, None, None, :] + amplitude * texture[..., None], 0.0, 1.0)  # (n, S, S, 3)
-    else:
-        back = base[:, None, None, :]
-
-    images = jnp.broadcast_to(back, (n, S, S, 3))
-    for j in range(M):  # static: one select per object slot
-        images = jnp.where((masks == j + 1)[..., None], colour[:, j, None, None, :], images)  # (n, S, S, 3)
+    back = background_image(base, scene[:, 4: 4 + 3 * _WAVES], size=S, background=background,
+                            texture_amplitude=texture_amplitude)  # (n, S, S, 3)
+    drawn = render(back, position, s, shape, depth, present, colour, shapes=shapes)
 
     absent = ~present
     return Scenes(
-        images=images.astype(float_dtype(dtype)),
-        masks=masks,
+        images=drawn.images.astype(float_dtype(dtype)),
+        masks=drawn.masks,
         n_objects=n_objects,
         present=present,
         shape=jnp.where(absent, -1, shape),
@@ -325,7 +434,7 @@ def sprite_scenes(
         position=jnp.where(absent[..., None], 0.0, position),
         scale=jnp.where(absent, 0.0, s),
         depth=depth,
-        visible=visible,
+        visible=drawn.visible,
         background=base,
     )
 

@@ -1,0 +1,450 @@
+"""Synthetic multi-object videos ("sprite videos") with track identities, and their physics.
+
+- :func:`sprite_videos`: n clips of ``frames`` frames: the flat-coloured shapes of
+  :mod:`tokdyn.data.scenes` moving at constant speed, bouncing off walls (and, optionally, off each
+  other), occluding each other by depth and entering and leaving the view, with per-frame instance
+  masks whose ids are **track identities** (slot ``j`` is id ``j + 1`` in every frame), per-frame
+  positions, velocities and pixel counts, and every object's attributes (:class:`Videos`).
+- :func:`simulate`: the physics alone, for one clip of any objects (hand-placed ones included):
+  positions and velocities per frame.
+
+Frames are drawn with :func:`tokdyn.data.scenes.render` (the same geometry, occlusion and colour
+model as :func:`tokdyn.data.scenes.sprite_scenes`: see that module's docstring) onto a background
+that stays fixed over the clip.
+
+Keys. As for scenes, video ``i`` is drawn from ``fold_in(key, start + i)`` alone, with one
+``random.uniform`` call of ``10 * max_objects + 16`` numbers (per object slot: shape, hue,
+saturation, value, row, col, scale, depth, speed, direction; per video: the number of objects, the
+background's hue, saturation and value, 9 for its texture, 3 spare), drawn whatever the options
+are. So ``sprite_videos(key, n)`` row ``i`` equals ``sprite_videos(key, 1, start=i)`` row 0, chunks
+concatenate to one large call, and videos with one key differ only in what the options change
+(the same objects with and without collisions, with more frames, on a textured background).
+A video's first frame is not :func:`~tokdyn.data.scenes.sprite_scenes`' scene of the same key
+(the draws differ).
+
+Dynamics (units: canvas sides and frames; position = the centre (row, col) of the object's
+bounding box, velocity in canvas units per frame):
+
+* **The arena.** Objects move in the square arena ``[-margin, 1 + margin]^2``, whose four walls
+  lie ``margin`` outside the view ``[0, 1]^2`` on every side. An object of scale ``s`` bounces when
+  its bounding box meets a wall, so its centre stays in ``[s/2 - margin, 1 + margin - s/2]`` on
+  each axis (a reflection: that velocity component changes sign). ``margin = 0``: the walls are the
+  view's edges and every object is wholly in view in every frame. ``margin > 0`` is how objects
+  **enter and leave the view**: they start anywhere in the arena (some partly or wholly outside
+  the view), cross the view's edges, bounce off the hidden walls and come back. An object wholly
+  outside the view keeps its slot, attributes and track id; its mask id labels no pixel, and
+  ``area`` (pixels it would cover without occlusion) and ``visible`` are 0 in those frames.
+* **Without collisions** (``collisions=False``) objects pass over each other (occlusion by depth,
+  as in scenes) and every coordinate follows the closed form of a reflection between two walls:
+  with ``lo = s/2 - margin``, ``L = 1 + 2 margin - s`` and ``m = (x0 - lo + v0 t) mod 2L``, the
+  position at frame ``t`` is ``lo + m`` if ``m <= L`` (velocity ``v0``), else ``lo + 2L - m``
+  (velocity ``-v0``). Exact at any frame, with no time step.
+* **Collisions** (``collisions=True``): every pair of objects collides elastically, each object a
+  disc of diameter ``scale`` (the circle shape's outline; a square's inscribed disc) with mass
+  ``scale ** mass_exponent`` (0: equal masses; 2: proportional to area). Time advances in
+  ``substeps`` sub-steps per frame: the closed-form wall motion over the sub-step, then, for each
+  pair in the fixed order (0, 1), (0, 2), ..., (1, 2), ..., a collision when the two discs overlap
+  (distance of centres < sum of radii) and approach each other (``(v_j - v_i) . (x_j - x_i) <
+  0``): the velocities' components along the line of centres change as in a 1-D elastic
+  collision (equal masses swap them), ``v_i += 2 m_j / (m_i + m_j) ((v_j - v_i) . n) n`` and ``v_j -= 2 m_i / (m_i + m_j)
+  ((v_j - v_i) . n) n`` with ``n`` the unit vector from i to j. Each exchange conserves momentum
+  and kinetic energy exactly (up to rounding), and so does the whole step (walls conserve kinetic
+  energy; momentum changes only at walls). A collision is resolved at the first sub-step at which
+  the discs overlap, up to one sub-step late; a pair resolved together with others (three discs in
+  contact) is resolved in the order above. Objects may start overlapping: an overlapping pair
+  that separates does not interact, one that approaches bounces (so it separates). Two discs with
+  the same centre never collide (no line of centres). Depth only orders the drawing: with
+  collisions the physics is flat. A head-on collision is never missed when the relative motion
+  in a sub-step is at most the smallest diameter, ``2 speed[1] / substeps <= scale[0]``, which
+  :func:`sprite_videos` checks when those are host data (grazing contacts shorter than a sub-step
+  can be missed).
+* **Extreme cases.** An object as large as the arena (``scale = 1`` at ``margin = 0``) cannot
+  move: its velocity is 0 in every frame (with collisions, its walls absorb any impulse, so kinetic
+  energy is then not conserved). Objects that all overlap are drawn by depth, as ever.
+  ``max_objects = 0`` (or ``min_objects = 0``) gives videos without
+  objects: the background, masks of 0 and empty (M = 0) object fields. ``frames = 1`` is a still.
+
+Every function is pure and jittable; :func:`sprite_videos` is vmappable over keys and over its
+traced arguments (``scale``, ``speed``, ``margin``, ``mass_exponent``, the colour ranges,
+``texture_amplitude``, ``start``), which change no shape, so a sweep over them shares one
+compilation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks
+from tokdyn.data import scenes
+from tokdyn.data.clusters import float_dtype
+
+__all__ = ["Videos", "sprite_videos", "simulate"]
+
+_PER_OBJECT = 10  # uniforms per object slot: shape, hue, saturation, value, row, col, scale, depth, speed, direction
+_PER_VIDEO = 16  # uniforms per video: n_objects, background hue/saturation/value, 3 waves x 3, 3 spare
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Videos:
+    """A batch of n clips of F = ``frames`` frames of ``size x size`` pixels, with up to
+    M = ``max_objects`` objects each.
+
+    Object slots ``0 .. n_objects - 1`` hold the video's objects; the other slots are padding
+    (``present == False``) and hold the fill values given below. Slot ``j`` is track ``j + 1`` in
+    ``masks``, in every frame.
+
+    Attributes:
+      images: (n, F, size, size, 3) RGB in [0, 1].
+      masks: (n, F, size, size) int32 instance masks: 0 on background, ``j + 1`` where object slot
+        ``j`` is the top-most object covering the pixel centre (the same id in every frame: a
+        track identity).
+      n_objects: (n,) int32 number of objects, uniform in [min_objects, max_objects].
+      present: (n, M) bool, True on the slots that hold an object.
+      shape: (n, M) int32 index into the ``shapes`` tuple the videos were drawn with; -1 if absent.
+      colour: (n, M, 3) float32 RGB of each object in [0, 1]; 0 if absent.
+      scale: (n, M) float32 side of the object's bounding box (canvas units); 0 if absent.
+      mass: (n, M) float32 ``scale ** mass_exponent`` (what collisions use); 0 if absent.
+      depth: (n, M) int32 drawing order, fixed over the clip: a permutation of ``0 .. n_objects -
+        1`` over the present slots (greater on top); -1 if absent.
+      position: (n, F, M, 2) float32 centre (row, col) of the bounding box in every frame, in canvas
+        units (outside [0, 1] when the object is outside the view); 0 if absent.
+      velocity: (n, F, M, 2) float32 velocity in every frame (canvas units per frame, after the
+        bounces and collisions up to that frame); 0 if absent.
+      visible: (n, F, M) int32 number of pixels labelled ``j + 1`` in each frame's mask (0: absent,
+        wholly occluded or out of view).
+      area: (n, F, M) int32 number of pixels the object covers in each frame, occluded or not (0:
+        absent, out of view, or too small to cover a pixel centre). ``area > 0`` and ``visible ==
+        0``: wholly occluded; ``area == 0``: out of view.
+      background: (n, 3) float32 base RGB of the background (fixed over the clip).
+    """
+
+    images: jax.Array
+    masks: jax.Array
+    n_objects: jax.Array
+    present: jax.Array
+    shape: jax.Array
+    colour: jax.Array
+    scale: jax.Array
+    mass: jax.Array
+    depth: jax.Array
+    position: jax.Array
+    velocity: jax.Array
+    visible: jax.Array
+    area: jax.Array
+    background: jax.Array
+
+
+# ---------------------------------------------------------------------------------------------- physics
+
+
+def _scalar(name: str, value, **interval):
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
+    _checks.real(name, value, **interval)
+
+
+def _check_flag(name: str, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False (static), got {value!r} of type {type(value).__name__}")
+
+
+def _check_simulate(position, velocity, scale, present=None, mass=None, *, frames, margin, collisions, substeps):
+    if np.ndim(position) != 2 or np.shape(position)[-1] != 2:
+        raise ValueError(f"position must have shape (M, 2) (one clip; vmap for more), got {np.shape(position)}")
+    M = np.shape(position)[0]
+    for name, value, shape in (("velocity", velocity, (M, 2)), ("scale", scale, (M,)), ("present", present, (M,)),
+                               ("mass", mass, (M,))):
+        if value is not None and np.shape(value) != shape:
+            raise ValueError(f"{name} must have shape {shape} to match position of shape {(M, 2)}, got "
+                             f"{np.shape(value)}")
+    for name, value in (("position", position), ("velocity", velocity), ("scale", scale), ("mass", mass)):
+        if value is not None:
+            _checks.finite_array(name, value)
+    if present is not None and _checks.dtype_of(present) != np.bool_:
+        raise TypeError(f"present must be boolean, got dtype {_checks.dtype_of(present)}")
+    _checks.positive_int("frames", frames)
+    _checks.positive_int("substeps", substeps)
+    _check_flag("collisions", collisions)
+    _scalar("margin", margin, low=0.0)
+    _checks.real("scale", scale, low=0.0, high=1.0, low_open=True)
+    if mass is not None:
+        _checks.real("mass", mass, low=0.0, low_open=True)
+    if _checks.on_host((position, scale, margin, present)):
+        pos, half = np.asarray(position, np.float64), 0.5 * np.asarray(scale, np.float64)[:, None]
+        keep = np.ones(M, bool) if present is None else np.asarray(present)
+        lo, hi = half - float(margin) - 1e-6, 1.0 + float(margin) - half + 1e-6
+        outside = keep[:, None] & ((pos < lo) | (pos > hi))
+        if outside.any():
+            j = int(np.flatnonzero(outside.any(axis=1))[0])
+            raise ValueError(
+                f"position must keep every object's bounding box inside the arena [-margin, 1 + margin]^2 = "
+                f"[{-float(margin):g}, {1 + float(margin):g}]^2, i.e. each centre in [scale/2 - margin, 1 + margin "
+                f"- scale/2]; object {j} has position {pos[j].tolist()} and scale {2 * half[j, 0]:g}")
+
+
+def _fold(x, v, lo, length, t):
+    """Closed-form motion between two walls for a time ``t``: (position, velocity) of a point that
+    starts at ``x`` in ``[lo, lo + length]`` with velocity ``v`` and reflects at both ends (length
+    > 0 where used)."""
+    span = jnp.where(length > 0, length, 1.0)
+    m = jnp.mod(x - lo + v * t, 2.0 * span)  # in [0, 2L): the unfolded path, folded
+    back = m > span  # on the way back from the far wall
+    return lo + jnp.where(back, 2.0 * span - m, m), jnp.where(back, -v, v)
+
+
+def _collide(x, v, half, mass, present, pairs):
+    """Elastic collisions of overlapping, approaching discs, pair after pair (the order of
+    ``pairs``): (M, 2) velocities after them."""
+
+    def one(v, ij):
+        i, j = ij[0], ij[1]
+        d = x[j] - x[i]  # (2,) from i to j
+        dv = v[j] - v[i]  # (2,)
+        dist2 = d[0] * d[0] + d[1] * d[1]
+        closing = dv[0] * d[0] + dv[1] * d[1]  # < 0: approaching
+        reach = half[i] + half[j]
+        hit = present[i] & present[j] & (dist2 < reach * reach) & (closing < 0) & (dist2 > 0)
+        k = jnp.where(hit, 2.0 * closing / jnp.where(hit, dist2, 1.0), 0.0) / (mass[i] + mass[j])
+        return v.at[i].add(k * mass[j] * d).at[j].add(-k * mass[i] * d), None
+
+    v, _ = jax.lax.scan(one, v, pairs)
+    return v
+
+
+@_checks.checked_jit(_check_simulate, static_argnames=("frames", "collisions", "substeps"))
+def simulate(position, velocity, scale, present=None, mass=None, *, frames: int, margin=0.0,
+             collisions: bool = False, substeps: int = 4):
+    """The motion of one clip's objects: positions and velocities in every frame (see the module
+    docstring for the arena, the walls and the collisions).
+
+    Args:
+      position: (M, 2) centres (row, col) at frame 0, in canvas units, each inside the arena:
+        ``[scale/2 - margin, 1 + margin - scale/2]`` on both axes (checked for host data; traced
+        positions outside it are folded in, as if they had bounced).
+      velocity: (M, 2) velocities at frame 0 (canvas units per frame).
+      scale: (M,) sides of the bounding boxes, in (0, 1] (the discs' diameters for collisions).
+      present: optional (M,) bool; absent slots neither move nor collide (their rows are returned
+        as given, velocity 0).
+      mass: optional (M,) masses > 0 (collisions only); default equal masses.
+      frames: F >= 1, the number of frames (static).
+      margin: >= 0, how far the arena's walls lie outside the view (may be traced).
+      collisions: whether objects collide with each other (static).
+      substeps: sub-steps per frame for collisions (static; unused without them).
+
+    Returns:
+      ``(positions, velocities)``, each (F, M, 2) float32; frame 0 holds the initial state (the
+      velocity of an object as large as the arena, and of an absent one, set to 0). Pure, jittable
+      and vmappable over clips. Without collisions ``jax.grad`` gives the exact derivative of the
+      closed form (away from the instants of the bounces); with collisions it holds fixed the
+      sub-steps at which collisions happen, which is not the derivative of the motion (a
+      collision's moment moves with the initial state).
+    """
+    f32 = jnp.float32
+    x0, v0 = jnp.asarray(position, f32), jnp.asarray(velocity, f32)
+    M = x0.shape[0]
+    present = jnp.ones(M, bool) if present is None else jnp.asarray(present)
+    mass = jnp.ones(M, f32) if mass is None else jnp.asarray(mass, f32)
+    half = 0.5 * jnp.asarray(scale, f32)  # (M,)
+    margin = jnp.asarray(margin, f32)
+    lo = (half - margin)[:, None]  # (M, 1) lowest centre on either axis
+    length = (1.0 + 2.0 * margin - 2.0 * half)[:, None]  # (M, 1) the centre's range
+    moves = present[:, None] & (length > 0)  # (M, 1) free to move (an object as large as the arena is not)
+    v0 = jnp.where(moves, v0, 0.0)
+
+    if not collisions or M < 2:  # static: closed form at every frame
+        t = jnp.arange(frames, dtype=f32)[:, None, None]  # (F, 1, 1)
+        x, v = _fold(x0, v0, lo, length, t)  # (F, M, 2)
+        return jnp.where(moves, x, x0), jnp.where(moves, v, v0)
+
+    pairs = jnp.asarray(np.stack(np.triu_indices(M, 1), axis=1), jnp.int32)  # (P, 2), i < j
+    dt = 1.0 / substeps
+
+    def substep(state, _):
+        x, v = state
+        xf, vf = _fold(x, v, lo, length, dt)
+        x, v = jnp.where(moves, xf, x), jnp.where(moves, vf, v)
+        v = _collide(x, v, half, mass, present, pairs)
+        return (x, jnp.where(moves, v, 0.0)), None  # an object that cannot move: its walls absorb the impulse
+
+    def frame(state, _):
+        state, _ = jax.lax.scan(substep, state, None, length=substeps)
+        return state, state
+
+    _, (xs, vs) = jax.lax.scan(frame, (x0, v0), None, length=frames - 1)  # (F - 1, M, 2) each
+    return jnp.concatenate([x0[None], xs]), jnp.concatenate([v0[None], vs])
+
+
+# ---------------------------------------------------------------------------------------------- videos
+
+
+def _check_videos(key, n, *, frames, size, min_objects, max_objects, shapes, scale, speed, margin, collisions,
+                  mass_exponent, substeps, background, colour_saturation, colour_value, background_saturation,
+                  background_value, texture_amplitude, start, dtype=jnp.float32):
+    float_dtype(dtype)
+    _checks.prng_key("key", key)
+    _checks.positive_int("n", n)
+    _checks.positive_int("frames", frames)
+    _checks.positive_int("size", size, minimum=4)
+    _checks.positive_int("min_objects", min_objects, minimum=0)
+    _checks.positive_int("max_objects", max_objects, minimum=0)
+    if min_objects > max_objects:
+        raise ValueError(f"min_objects must be <= max_objects={max_objects}, got min_objects={min_objects}")
+    shapes = scenes.check_shapes(shapes)
+    _checks.choice("background", background, scenes.BACKGROUNDS)
+    _checks.interval_pair("scale", scale, low_open=True)
+    if _checks.on_host(scale) and float(np.asarray(scale)[0]) * size < 1.0:
+        raise ValueError(f"scale must give objects at least one pixel across: scale[0] * size >= 1, got "
+                         f"scale={scale!r} with size={size} ({float(np.asarray(scale)[0]) * size:g} pixels)")
+    _checks.interval_pair("speed", speed)
+    _scalar("margin", margin, low=0.0)
+    _check_flag("collisions", collisions)
+    _scalar("mass_exponent", mass_exponent)
+    _checks.positive_int("substeps", substeps)
+    if collisions and _checks.on_host((speed, scale)):
+        fastest, smallest = float(np.asarray(speed)[1]), float(np.asarray(scale)[0])
+        if 2.0 * fastest / substeps > smallest:
+            raise ValueError(
+                f"substeps={substeps} is too few for speed={speed!r} and scale={scale!r}: two objects may pass "
+                f"through each other between sub-steps. Need 2 * speed[1] / substeps <= scale[0] (the relative "
+                f"motion in a sub-step at most the smallest diameter): substeps >= "
+                f"{int(np.ceil(2.0 * fastest / smallest))}")
+    for name, value in (("colour_saturation", colour_saturation), ("colour_value", colour_value),
+                        ("background_saturation", background_saturation), ("background_value", background_value)):
+        _checks.interval_pair(name, value)
+    _scalar("texture_amplitude", texture_amplitude, low=0.0, high=1.0)
+    _checks.start_index("start", start, "video")
+    return dict(shapes=shapes, **_checks.host_arrays(
+        scale=scale, speed=speed, colour_saturation=colour_saturation, colour_value=colour_value,
+        background_saturation=background_saturation, background_value=background_value))
+
+
+def _between(u, pair):
+    """Map uniforms in [0, 1) to [pair[0], pair[1])."""
+    return pair[0] + (pair[1] - pair[0]) * u
+
+
+@_checks.checked_jit(_check_videos, static_argnames=("n", "frames", "size", "min_objects", "max_objects", "shapes",
+                                                     "collisions", "substeps", "background", "dtype"))
+def sprite_videos(
+    key: jax.Array,
+    n: int,
+    *,
+    frames: int = 8,
+    size: int = 32,
+    min_objects: int = 2,
+    max_objects: int = 4,
+    shapes: tuple = ("square", "circle", "triangle"),
+    scale=(0.15, 0.3),
+    speed=(0.03, 0.08),
+    margin=0.0,
+    collisions: bool = False,
+    mass_exponent=0.0,
+    substeps: int = 4,
+    background: str = "plain",
+    colour_saturation=(0.6, 1.0),
+    colour_value=(0.75, 1.0),
+    background_saturation=(0.0, 0.3),
+    background_value=(0.1, 0.4),
+    texture_amplitude=0.08,
+    start=0,
+    dtype=jnp.float32,
+) -> Videos:
+    """n clips of moving flat-coloured shapes with per-frame instance masks whose ids are track
+    identities (see the module docstring for the keys, the arena, the walls and the collisions).
+
+    Per video: ``n_objects`` uniform in [min_objects, max_objects] and a background as in
+    :func:`~tokdyn.data.scenes.sprite_scenes`; per object: a shape uniform over ``shapes``, a scale
+    uniform in ``scale``, a colour (hue uniform, saturation and value uniform in their ranges), a
+    random place in the drawing order, a start uniform over the centres that keep the object in
+    the arena (``[scale/2 - margin, 1 + margin - scale/2]`` on both axes), a speed uniform in
+    ``speed`` (canvas units per frame) and a direction uniform on the circle. Nothing is
+    resampled: objects may start overlapping, be hidden for a while or stay out of view.
+
+    Args:
+      key: PRNG key. Video i is drawn from ``fold_in(key, start + i)`` alone.
+      n: number of videos (static).
+      frames: F >= 1, frames per video (static; 1: a still).
+      size: side of the square frames in pixels, >= 4 (static).
+      min_objects, max_objects: range of the number of objects, 0 <= min <= max (static; M =
+        max_objects object slots; 0 gives videos of the background alone).
+      shapes: names from :data:`tokdyn.data.scenes.SHAPES` (static).
+      scale: (low, high), 0 < low <= high <= 1, with ``low * size >= 1``.
+      speed: (low, high) in [0, 1], canvas units per frame.
+      margin: >= 0, how far the arena's walls lie outside the view: 0 keeps every object in view;
+        more lets objects enter and leave it.
+      collisions: elastic collisions between objects (static).
+      mass_exponent: mass = ``scale ** mass_exponent`` (0: equal masses, 2: by area; collisions only).
+      substeps: sub-steps per frame for collisions (static), with ``2 speed[1] / substeps <=
+        scale[0]`` (checked for host values).
+      background: ``"plain"`` or ``"textured"`` (static), as in :func:`~tokdyn.data.scenes.sprite_scenes`.
+      colour_saturation, colour_value: (low, high) in [0, 1], the objects' HSV saturation and value.
+      background_saturation, background_value: (low, high) in [0, 1], the background base colour's.
+      texture_amplitude: in [0, 1], the texture's amplitude (``"textured"`` only).
+      start: index of the first video, an int >= 0 (may be traced).
+      dtype: of ``images`` (static; float32 by default): drawn and computed in float32, then cast.
+
+    Returns:
+      :class:`Videos` with n rows, F frames and M = max_objects object slots.
+    """
+    M, S, F = max_objects, size, frames
+    f32 = jnp.float32
+    scale, speed, sat, val = (jnp.asarray(a, f32) for a in (scale, speed, colour_saturation, colour_value))
+    bg_sat, bg_val = jnp.asarray(background_saturation, f32), jnp.asarray(background_value, f32)
+    margin = jnp.asarray(margin, f32)
+    index = jnp.asarray(start, jnp.int32) + jnp.arange(n, dtype=jnp.int32)  # (n,)
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
+    u = jax.vmap(lambda k: jax.random.uniform(k, (_PER_OBJECT * M + _PER_VIDEO,), f32))(keys)  # (n, R)
+    obj = u[:, : _PER_OBJECT * M].reshape(n, M, _PER_OBJECT)  # (n, M, 10)
+    video = u[:, _PER_OBJECT * M:]  # (n, 16)
+
+    # Objects.
+    n_objects = jnp.minimum(min_objects + (video[:, 0] * (M - min_objects + 1)).astype(jnp.int32), M)  # (n,)
+    present = jnp.arange(M, dtype=jnp.int32) < n_objects[:, None]  # (n, M)
+    shape = jnp.minimum((obj[..., 0] * len(shapes)).astype(jnp.int32), len(shapes) - 1)  # (n, M)
+    s = _between(obj[..., 6], scale)  # (n, M)
+    position = (0.5 * s - margin)[..., None] + obj[..., 4:6] * (1.0 + 2.0 * margin - s)[..., None]  # (n, M, 2)
+    angle = 2.0 * jnp.pi * obj[..., 9]  # (n, M)
+    velocity = _between(obj[..., 8], speed)[..., None] * jnp.stack([jnp.sin(angle), jnp.cos(angle)], axis=-1)
+    depth = scenes.drawing_order(obj[..., 7], present)  # (n, M)
+    mass = s ** jnp.asarray(mass_exponent, f32)  # (n, M)
+    positions, velocities = jax.vmap(lambda x, v, sc, p, m: simulate(
+        x, v, sc, p, m, frames=F, margin=margin, collisions=collisions, substeps=substeps))(
+        position, velocity, s, present, mass)  # (n, F, M, 2) each
+
+    # Colours, one table: row 0 the background's base colour, rows 1..M the objects' (n, M+1, 3).
+    hsv = jnp.concatenate([video[:, None, 1:4], obj[..., 1:4]], axis=1)  # (n, M+1, 3) uniforms
+    sat_range = jnp.concatenate([bg_sat[:, None], jnp.broadcast_to(sat[:, None], (2, M))], axis=1)  # (2, M+1)
+    val_range = jnp.concatenate([bg_val[:, None], jnp.broadcast_to(val[:, None], (2, M))], axis=1)  # (2, M+1)
+    table = scenes.hsv_to_rgb(hsv[..., 0], _between(hsv[..., 1], sat_range), _between(hsv[..., 2], val_range))
+    base, colour = table[:, 0], table[:, 1:]  # (n, 3), (n, M, 3)
+    back = scenes.background_image(base, video[:, 4:13], size=S, background=background,
+                                   texture_amplitude=texture_amplitude)  # (n, S, S, 3)
+
+    # Frames: every frame's objects drawn at once, (n, F, ...).
+    per_frame = lambda a: jnp.broadcast_to(a[:, None], (n, F, *a.shape[1:]))  # noqa: E731
+    drawn = scenes.render(back[:, None], positions, per_frame(s), per_frame(shape), per_frame(depth),
+                          per_frame(present), per_frame(colour), shapes=shapes)
+
+    absent = ~present
+    gone = absent[:, None, :, None]  # (n, 1, M, 1)
+    return Videos(
+        images=drawn.images.astype(float_dtype(dtype)),
+        masks=drawn.masks,
+        n_objects=n_objects,
+        present=present,
+        shape=jnp.where(absent, -1, shape),
+        colour=jnp.where(absent[..., None], 0.0, colour),
+        scale=jnp.where(absent, 0.0, s),
+        mass=jnp.where(absent, 0.0, mass),
+        depth=depth,
+        position=jnp.where(gone, 0.0, positions),
+        velocity=jnp.where(gone, 0.0, velocities),
+        visible=drawn.visible,
+        area=drawn.area,
+        background=base,
+    )

@@ -1,8 +1,9 @@
 """Synthetic data: the traced generators of the studies' datasets.
 
 - :mod:`tokdyn.data.clusters`  Gaussian clusters padded to a fixed shape with a mask
-  (``gaussian_clusters``; its random part ``cluster_draw``, the rest ``clusters_from_draw``) and the
-  named point clouds of the collapse study (``point_cloud``, ``SHAPES``)
+  (``gaussian_clusters``; its random part ``cluster_draw``, the rest ``clusters_from_draw``), the
+  named point clouds of the collapse study (``point_cloud``, ``SHAPES``) and sequences of moving
+  clusters (``moving_clusters``; ``moving_draw``, ``moving_from_draw``)
 - :mod:`tokdyn.data.scenes`    multi-object sprite scenes with instance masks (``sprite_scenes``),
   ``pixel_features``, ``flat_masks``
 
@@ -13,9 +14,11 @@ The public names of both are available here (``tokdyn.data.gaussian_clusters``,
 
 from tokdyn.data import clusters, scenes  # noqa: F401
 from tokdyn.data.clusters import (CENTER_LAYOUTS, FLOAT_DTYPES, SHAPES, float_dtype, ClusterDraw, Clusters, cluster_draw,  # noqa: F401
-                                  clusters_from_draw, gaussian_clusters, point_cloud)
+                                  clusters_from_draw, gaussian_clusters, point_cloud, MovingDraw, MovingClusters,
+                                  moving_draw, moving_from_draw, moving_clusters)
 from tokdyn.data.scenes import BACKGROUNDS, Scenes, flat_masks, pixel_features, sprite_scenes  # noqa: F401
 
 __all__ = ["clusters", "scenes", "CENTER_LAYOUTS", "FLOAT_DTYPES", "float_dtype", "SHAPES", "ClusterDraw", "Clusters", "cluster_draw",
-           "clusters_from_draw", "gaussian_clusters", "point_cloud", "BACKGROUNDS", "Scenes", "sprite_scenes",
+           "clusters_from_draw", "gaussian_clusters", "point_cloud", "MovingDraw", "MovingClusters", "moving_draw",
+           "moving_from_draw", "moving_clusters", "BACKGROUNDS", "Scenes", "sprite_scenes",
            "pixel_features", "flat_masks"]

@@ -6,6 +6,8 @@ JAX and the command line can set XLA flags first):
 - :mod:`tokdyn.data`         synthetic data: Gaussian clusters, named point clouds (``data.clusters``),
   multi-object sprite scenes (``data.scenes``)
 - :mod:`tokdyn.dynamics`     token update rules (``Hparams``, ``METHODS``) and the loop that runs them
+- :mod:`tokdyn.tracking`     token dynamics through time: a rule run on every frame of a sequence, each frame
+  started from a prediction (re-initialised, carried, constant velocity, inertia)
 - :mod:`tokdyn.metrics`      ARI, NMI, SSE, collapse, segmentation scores (pure, jittable)
 - :mod:`tokdyn.diffusion`    diffusion kernels: Gaussian (DDPM, DDIM) and discrete (D3PM) processes
 - :mod:`tokdyn.es`           evolution-strategies / REINFORCE gradient estimates, a maximiser on optax
@@ -34,7 +36,7 @@ JAX and the command line can set XLA flags first):
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["data", "dynamics", "metrics", "diffusion", "es", "assignment", "geometry", "probes", "analysis", "io",
+__all__ = ["data", "dynamics", "tracking", "metrics", "diffusion", "es", "assignment", "geometry", "probes", "analysis", "io",
            "engine", "stats", "models", "diagnostics", "experiment", "train", "studies", "cli"]
 
 

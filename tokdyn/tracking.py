@@ -439,8 +439,8 @@ def track_labels(tokens, labels, match=True):
     """Stable ids of the points of a sequence: per-frame token indices mapped to tracks.
 
     Args:
-      tokens: (F, T, D) each frame's tokens (:attr:`Track.tokens`).
-      labels: (F, N) int the token index of every point (:attr:`Track.labels`; -1 = none).
+      tokens: (F, T, D) each frame's tokens (``tokens`` of a :class:`Track`).
+      labels: (F, N) int the token index of every point (``labels`` of a :class:`Track`; -1 = none).
       match: bool (traced, so ``match=hparams.predictor == PREDICTORS["reinit"]`` works in a sweep).
         False: token ``j`` is track ``j`` in every frame (carried tokens are their own identity).
         True: frame ``f``'s tokens are matched one to one to frame ``f - 1``'s, minimising the total

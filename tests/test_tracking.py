@@ -299,6 +299,26 @@ def test_switching_the_predictor_does_not_recompile():
         assert_same_floats(many[p], tracking.track(KEY, frames, tracking.Hparams(predictor=p), n_tokens=3).tokens)
 
 
+def test_vmap_and_shard_map_equal_one_by_one():
+    """A batch of sequences under vmap, and under shard_map (JAX's default check_vma=True, the key
+    shared), equals the sequences one by one; track_labels under shard_map with check_vma=False."""
+    from jax.sharding import PartitionSpec as Spec
+
+    frames = np.stack([blobs(3, CENTRES, VELOCITY, seed=s) for s in range(2)])  # (2, F, N, 2)
+    thp = tracking.Hparams(predictor=jnp.int32(2), separation=jnp.float32(1.0))
+    f = lambda x: tracking.track(KEY, x, thp, n_tokens=3, n_steps=8, fixed=True)  # noqa: E731
+    mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()[:1]), ("runs",))
+    sharded = jax.jit(jax.shard_map(jax.vmap(f), mesh=mesh, in_specs=Spec("runs"), out_specs=Spec("runs")))(frames)
+    ids = jax.jit(jax.shard_map(jax.vmap(lambda t, lab: tracking.track_labels(t, lab, True)[0]), mesh=mesh,
+                                in_specs=Spec("runs"), out_specs=Spec("runs"), check_vma=False))(sharded.tokens,
+                                                                                                 sharded.labels)
+    for i in range(2):
+        one = f(frames[i])
+        assert_same_floats(sharded.tokens[i], one.tokens)
+        np.testing.assert_array_equal(sharded.labels[i], one.labels)
+        np.testing.assert_array_equal(ids[i], tracking.track_labels(one.tokens, one.labels, True)[0])
+
+
 # ---------------------------------------------------------------------------------------------- edge cases
 
 

@@ -66,11 +66,13 @@ Keys: frame ``f`` draws its initial tokens from ``fold_in(fold_in(key, f), 0)`` 
 :func:`frame_keys`, so a frame's randomness does not depend on the sequence's length.
 
 Transformations: :func:`track` is jitted and vmappable (over keys, sequences and knobs), callable
-inside a user's ``jit``/``vmap``/``shard_map``. With ``fixed=True`` (every frame a
+inside a user's ``jit``/``vmap``/``shard_map`` (JAX's default ``check_vma=True`` included: the scan
+starts from a carry typed as varying wherever an argument does). With ``fixed=True`` (every frame a
 :func:`~tokdyn.dynamics.run_fixed`) it is reverse-mode differentiable in ``frames``,
 ``rule_hparams`` and the float knobs ``decay`` and ``separation`` (the stopping steps held fixed;
 ``predictor`` is an index); with ``fixed=False`` (a ``while_loop`` per frame) in forward mode only.
-:func:`track_labels` has integer outputs; :func:`separate` is differentiable except where two
+:func:`track_labels` has integer outputs (under ``shard_map`` with ``check_vma=False`` only, as
+:func:`tokdyn.assignment.linear_assignment`); :func:`separate` is differentiable except where two
 tokens coincide exactly.
 """
 
@@ -286,6 +288,27 @@ def carried_rule(rule: dynamics.Rule, state_tree) -> dynamics.Rule:
 # ---------------------------------------------------------------------------------------------- tracking
 
 
+def _varying_like(tree, *like):
+    """``tree`` typed as varying over every ``shard_map`` axis some leaf of ``like`` varies over (a
+    no-op outside ``shard_map``): the scan's initial carry is built from constants, while its body's
+    output varies with the sharded inputs, which ``shard_map``'s default ``check_vma=True`` refuses.
+    (The same need as the dynamics loop's, met here with JAX's public ``typeof`` and ``pcast``.)"""
+    typeof, pcast = getattr(jax, "typeof", None), getattr(jax.lax, "pcast", None)
+    if typeof is None or pcast is None:
+        return tree
+
+    def vma(v):
+        aval = typeof(v)
+        manual = getattr(aval, "manual_axis_type", None)
+        return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+    axes = frozenset().union(*(vma(leaf) for leaf in jax.tree_util.tree_leaves(like)))
+    if not axes:
+        return tree
+    return jax.tree_util.tree_map(lambda v: pcast(v, tuple(sorted(axes - vma(v))), to="varying")
+                                  if axes - vma(v) else v, tree)
+
+
 def _float(x):
     x = jnp.asarray(x)
     if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits >= 32:
@@ -412,7 +435,8 @@ def track(key, frames, hparams=None, rule_hparams=None, *, n_tokens: int, rule: 
                     displacement=jnp.where(empty | ~started, 0.0, r.tokens - last))
         return new, out
 
-    carry = (nan, nan, state0, jnp.zeros((), bool))
+    carry = _varying_like((nan, nan, state0, jnp.zeros((), bool)), key, frames, valid, hparams, rule_hparams, tol,
+                          init_scale)
     _, out = jax.lax.scan(frame, carry, (jnp.arange(n_frames, dtype=jnp.int32), frames, valid))
     return out
 
@@ -452,6 +476,9 @@ def track_labels(tokens, labels, match=True):
     Returns:
       ``(ids, token_ids)``: (F, N) int32 the track of every point (-1 where ``labels`` is -1) and
       (F, T) int32 the track of every token in each frame (a permutation of ``0 .. T-1``).
+
+    Jitted and vmappable; under ``jax.shard_map`` only with ``check_vma=False``, as
+    :func:`tokdyn.assignment.linear_assignment` (whose auction loop starts from constants).
     """
     tokens = _float(tokens)
     n_frames, n_tokens, _ = tokens.shape
@@ -466,7 +493,7 @@ def track_labels(tokens, labels, match=True):
         ids = jnp.where(match, ids, first)
         return (ids, t), ids
 
-    _, rest = jax.lax.scan(step, (first, tokens[0]), tokens[1:])
+    _, rest = jax.lax.scan(step, _varying_like((first, tokens[0]), tokens, match), tokens[1:])
     token_ids = jnp.concatenate([first[None], rest], axis=0)  # (F, T)
     labels = jnp.asarray(labels)
     ids = jnp.take_along_axis(token_ids, jnp.clip(labels, 0, n_tokens - 1).astype(jnp.int32), axis=1)

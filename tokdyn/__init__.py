@@ -4,9 +4,12 @@ Subpackages and modules, by layer (loaded on first access, so ``import tokdyn`` 
 JAX and the command line can set XLA flags first):
 
 - :mod:`tokdyn.data`         synthetic data: Gaussian clusters, named point clouds (``data.clusters``),
-  multi-object sprite scenes (``data.scenes``)
+  moving clusters, multi-object sprite scenes (``data.scenes``) and videos (``data.videos``)
 - :mod:`tokdyn.dynamics`     token update rules (``Hparams``, ``METHODS``) and the loop that runs them
 - :mod:`tokdyn.refinement`   variational refinement: a Gaussian mixture's EM as an update rule (``REFINEMENT``)
+- :mod:`tokdyn.fused`        the built-in rule's whole run as one kernel per run (the fast form on GPUs)
+- :mod:`tokdyn.tracking`     token dynamics through time: a rule run on every frame of a sequence, each frame
+  started from a prediction (re-initialised, carried, constant velocity, inertia)
 - :mod:`tokdyn.metrics`      ARI, NMI, SSE, collapse, segmentation scores (pure, jittable)
 - :mod:`tokdyn.diffusion`    diffusion kernels: Gaussian (DDPM, DDIM) and discrete (D3PM) processes
 - :mod:`tokdyn.es`           evolution-strategies / REINFORCE gradient estimates, a maximiser on optax
@@ -35,8 +38,9 @@ JAX and the command line can set XLA flags first):
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["data", "dynamics", "refinement", "metrics", "diffusion", "es", "assignment", "geometry", "probes",
-           "analysis", "io", "engine", "stats", "models", "diagnostics", "experiment", "train", "studies", "cli"]
+__all__ = ["data", "dynamics", "refinement", "fused", "tracking", "metrics", "diffusion", "es", "assignment",
+           "geometry", "probes", "analysis", "io", "engine", "stats", "models", "diagnostics", "experiment", "train",
+           "studies", "cli"]
 
 
 def __getattr__(name):

@@ -1,8 +1,9 @@
 """Synthetic data: the traced generators of the studies' datasets.
 
 - :mod:`tokdyn.data.clusters`  Gaussian clusters padded to a fixed shape with a mask
-  (``gaussian_clusters``; its random part ``cluster_draw``, the rest ``clusters_from_draw``) and the
-  named point clouds of the collapse study (``point_cloud``, ``SHAPES``)
+  (``gaussian_clusters``; its random part ``cluster_draw``, the rest ``clusters_from_draw``), the
+  named point clouds of the collapse study (``point_cloud``, ``SHAPES``) and sequences of moving
+  clusters (``moving_clusters``; ``moving_draw``, ``moving_from_draw``)
 - :mod:`tokdyn.data.scenes`    multi-object sprite scenes with instance masks (``sprite_scenes``),
   ``pixel_features``, ``flat_masks``, and the drawing they share with videos (``render``)
 - :mod:`tokdyn.data.videos`    multi-object sprite videos with track identities (``sprite_videos``:
@@ -16,12 +17,14 @@ The public names of all three are available here (``tokdyn.data.gaussian_cluster
 
 from tokdyn.data import clusters, scenes, videos  # noqa: F401
 from tokdyn.data.clusters import (CENTER_LAYOUTS, FLOAT_DTYPES, SHAPES, float_dtype, ClusterDraw, Clusters, cluster_draw,  # noqa: F401
-                                  clusters_from_draw, gaussian_clusters, point_cloud)
+                                  clusters_from_draw, gaussian_clusters, point_cloud, MovingDraw, MovingClusters,
+                                  moving_draw, moving_from_draw, moving_clusters)
 from tokdyn.data.scenes import (BACKGROUNDS, Rendered, Scenes, background_image, check_shapes, drawing_order,  # noqa: F401
                                 flat_masks, hsv_to_rgb, pixel_features, render, sprite_scenes)
 from tokdyn.data.videos import Videos, simulate, sprite_videos  # noqa: F401
 
-__all__ = ["clusters", "scenes", "videos", "CENTER_LAYOUTS", "FLOAT_DTYPES", "float_dtype", "SHAPES", "ClusterDraw", "Clusters", "cluster_draw",
-           "clusters_from_draw", "gaussian_clusters", "point_cloud", "BACKGROUNDS", "Scenes", "sprite_scenes",
-           "pixel_features", "flat_masks", "Rendered", "render", "background_image", "hsv_to_rgb", "drawing_order",
-           "check_shapes", "Videos", "sprite_videos", "simulate"]
+__all__ = ["clusters", "scenes", "videos", "CENTER_LAYOUTS", "FLOAT_DTYPES", "float_dtype", "SHAPES", "ClusterDraw",
+           "Clusters", "cluster_draw", "clusters_from_draw", "gaussian_clusters", "point_cloud", "MovingDraw",
+           "MovingClusters", "moving_draw", "moving_from_draw", "moving_clusters", "BACKGROUNDS", "Scenes",
+           "sprite_scenes", "pixel_features", "flat_masks", "Rendered", "render", "background_image", "hsv_to_rgb",
+           "drawing_order", "check_shapes", "Videos", "sprite_videos", "simulate"]

@@ -9,6 +9,9 @@ run in one compiled vmap.
   fixed shape with a mask; its random part :func:`cluster_draw` and the rest
   :func:`clusters_from_draw`, so that conditions sharing a key share one draw.
 - :func:`point_cloud`: the named point clouds of the collapse study (:data:`SHAPES`).
+- :func:`moving_clusters`: a sequence of frames of Gaussian clusters moving at constant velocity
+  (two crossing, one leaving the view), for token dynamics through time (:mod:`tokdyn.tracking`);
+  its random part :func:`moving_draw`, the rest :func:`moving_from_draw`.
 """
 
 from __future__ import annotations
@@ -295,3 +298,157 @@ def point_cloud(key, shape: str, n_points: int, noise=1.0, *, dtype=jnp.float32)
     k, box = _SHAPE_CLUSTERS[shape]
     return gaussian_clusters(key, k, points_per_cluster=n_points // k, dim=SHAPES[shape][0], noise=noise,
                              center_box=box, max_clusters=k, dtype=dtype).x
+
+
+# ---------------------------------------------------------------------------------------------- moving clusters
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class MovingDraw:
+    """The random part of :func:`moving_clusters`: everything that depends on the key alone.
+
+    Attributes:
+      place: (K, 2) uniform [0, 1): where each cluster sits at the middle frame (see
+        :func:`moving_clusters`).
+      heading: (K,) uniform [0, 1): each cluster's direction of motion.
+      z: (F, K, P, 2) standard normal noise of every point of every frame.
+    """
+
+    place: jax.Array
+    heading: jax.Array
+    z: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class MovingClusters:
+    """A sequence of frames of moving Gaussian clusters (:func:`moving_clusters`).
+
+    Attributes:
+      x: (F, N, 2) points of every frame, N = K * P, ordered by cluster (points outside the view
+        keep their coordinates and are masked out).
+      labels: (F, N) int32 the cluster of every point, ``-1`` where masked.
+      mask: (F, N) bool, True on points inside the view ``[-view, view]^2``.
+      centers: (F, K, 2) every cluster's centre in every frame.
+      velocity: (K, 2) every cluster's displacement per frame.
+    """
+
+    x: jax.Array
+    labels: jax.Array
+    mask: jax.Array
+    centers: jax.Array
+    velocity: jax.Array
+
+
+def _check_moving_draw(key, n_frames, n_clusters, points_per_cluster):
+    _checks.prng_key("key", key)
+    _checks.positive_int("n_frames", n_frames)
+    _checks.positive_int("n_clusters", n_clusters)
+    _checks.positive_int("points_per_cluster", points_per_cluster)
+
+
+@_checks.checked_jit(_check_moving_draw, static_argnames=("n_frames", "n_clusters", "points_per_cluster"))
+def moving_draw(key, *, n_frames: int, n_clusters: int, points_per_cluster: int = 50) -> MovingDraw:
+    """The random part of :func:`moving_clusters` (all static but the key):
+    ``moving_from_draw(moving_draw(key, ...), speed=..., spread=..., view=...)`` equals
+    ``moving_clusters(key, ...)``. Conditions that differ only in speed, spread or view share it."""
+    place = jax.random.uniform(jax.random.fold_in(key, 0), (n_clusters, 2), jnp.float32)
+    heading = jax.random.uniform(jax.random.fold_in(key, 1), (n_clusters,), jnp.float32)
+    z = jax.random.normal(jax.random.fold_in(key, 2), (n_frames, n_clusters, points_per_cluster, 2), jnp.float32)
+    return MovingDraw(place=place, heading=heading, z=z)
+
+
+def _moving(draw: MovingDraw, speed, spread, view) -> MovingClusters:
+    n_frames, k, p, _ = draw.z.shape
+    speed, spread, view = (jnp.asarray(v, jnp.float32) for v in (speed, spread, view))
+    place, heading = draw.place, draw.heading
+    mid = view * 1.2 * (place - 0.5)  # (K, 2): free clusters, in [-0.6, 0.6] view at the middle frame
+    theta = 2.0 * jnp.pi * heading  # (K,)
+    if k >= 2:  # clusters 0 and 1 pass one point at the middle frame, at 60 to 120 degrees
+        cross = view * (place[0] - 0.5)
+        mid = mid.at[0].set(cross).at[1].set(cross)
+        theta = theta.at[1].set(theta[0] + jnp.pi / 3 * (1.0 + heading[1]))
+    if k >= 3:  # the last one crosses an edge of the view at the middle frame, outward
+        side = jnp.minimum(jnp.floor(4.0 * place[-1, 0]), 3.0).astype(jnp.int32)
+        normal = jnp.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]], jnp.float32)[side]
+        along = view * (place[-1, 1] - 0.5)
+        mid = mid.at[-1].set(view * normal + along * jnp.stack([-normal[1], normal[0]]))
+        theta = theta.at[-1].set(jnp.arctan2(normal[1], normal[0]) + jnp.pi / 2 * (heading[-1] - 0.5))
+    velocity = speed * jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1)  # (K, 2)
+    frames = jnp.arange(n_frames, dtype=jnp.float32) - (n_frames - 1) / 2.0  # (F,) relative to the middle
+    centers = mid[None] + frames[:, None, None] * velocity[None]  # (F, K, 2)
+    x = (centers[:, :, None, :] + spread * draw.z).reshape(n_frames, k * p, 2)  # (F, N, 2)
+    mask = jnp.all(jnp.abs(x) <= view, axis=-1)  # (F, N)
+    cluster = jnp.repeat(jnp.arange(k, dtype=jnp.int32), p)  # (N,)
+    labels = jnp.where(mask, cluster[None, :], -1)
+    return MovingClusters(x=x, labels=labels, mask=mask, centers=centers, velocity=velocity)
+
+
+def _check_moving_from_draw(draw, speed, spread, view):
+    if not isinstance(draw, MovingDraw):
+        raise TypeError(f"draw must be a tokdyn.data.MovingDraw (from moving_draw), got {type(draw).__name__}")
+    if np.ndim(draw.z) != 4 or np.shape(draw.place) != (np.shape(draw.z)[1], 2):
+        raise ValueError(f"draw has inconsistent shapes: place {np.shape(draw.place)}, z {np.shape(draw.z)}; "
+                         "expected (K, 2) and (F, K, P, 2)")
+    _check_motion(speed, spread, view)
+
+
+def _check_motion(speed, spread, view):
+    _checks.real("speed", speed, low=0.0)
+    _checks.real("spread", spread, low=0.0)
+    _checks.real("view", view, low=0.0, low_open=True)
+
+
+@_checks.checked_jit(_check_moving_from_draw)
+def moving_from_draw(draw: MovingDraw, *, speed=1.0, spread=0.5, view=10.0) -> MovingClusters:
+    """The sequence of a :class:`MovingDraw` at a speed, spread and view (all may be traced): see
+    :func:`moving_clusters`. No random bits."""
+    return _moving(draw, speed, spread, view)
+
+
+def _check_moving(key, n_frames, n_clusters, points_per_cluster, speed, spread, view):
+    _check_moving_draw(key, n_frames, n_clusters, points_per_cluster)
+    _check_motion(speed, spread, view)
+
+
+@_checks.checked_jit(_check_moving, static_argnames=("n_frames", "n_clusters", "points_per_cluster"))
+def moving_clusters(key, n_frames: int, n_clusters: int, *, points_per_cluster: int = 50, speed=1.0, spread=0.5,
+                    view=10.0) -> MovingClusters:
+    """A sequence of F frames of K Gaussian clusters in 2-D, each moving at constant velocity: two of
+    them cross each other and one leaves the view, so that tokens tracking them meet an occlusion
+    and an exit.
+
+    Cluster ``k`` has centre ``c_k(f) = c_k + (f - (F - 1) / 2) v_k`` (``c_k`` its centre at the
+    middle frame, ``|v_k| = speed``) and in every frame P points ``c_k(f) + spread * z`` with
+    ``z ~ N(0, I_2)`` drawn anew per frame. A point is valid while it lies in the view
+    ``[-view, view]^2``. The layout (from :func:`moving_draw`):
+
+    * clusters 0 and 1 (K >= 2) share their centre at the middle frame, a point uniform in
+      ``[-view / 2, view / 2]^2``, with headings 60 to 120 degrees apart: they cross, one on top of
+      the other at the middle frame (whose exact middle lies between two frames when F is even);
+    * cluster K - 1 (K >= 3) sits on an edge of the view at the middle frame (a side drawn at
+      random, a position uniform along its middle half) and moves outward (within 45 degrees of
+      the edge's normal): inside in the first half of the sequence, gone in the second, leaving
+      point by point;
+    * every other cluster sits uniformly in ``[-0.6 view, 0.6 view]^2`` at the middle frame, with
+      a uniform heading. With K = 1 the one cluster moves from a point of ``[-view / 2, view / 2]^2``.
+
+    Clusters may leave the view at the ends of the sequence when ``speed (F - 1) / 2`` is large.
+
+    Args:
+      key: PRNG key.
+      n_frames: frames F (static).
+      n_clusters: clusters K (static).
+      points_per_cluster: points per cluster and frame P (static).
+      speed: distance a centre moves per frame (may be traced), >= 0.
+      spread: standard deviation of every cluster (may be traced), >= 0.
+      view: half-width of the field of view (may be traced), > 0. The defaults (speed 1, spread 0.5,
+        view 10) suit the rule's default temperature 1: clusters a few units apart are told apart.
+
+    Returns:
+      :class:`MovingClusters` (``x`` (F, K * P, 2) float32, ordered by cluster). The random part is
+      :func:`moving_draw`, the rest :func:`moving_from_draw`.
+    """
+    draw = moving_draw(key, n_frames=n_frames, n_clusters=n_clusters, points_per_cluster=points_per_cluster)
+    return _moving(draw, speed, spread, view)

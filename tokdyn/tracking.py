@@ -1,0 +1,500 @@
+r"""Token dynamics through time: tokens that follow the objects of a sequence of frames.
+
+A sequence is ``frames`` (F, N, D), the points of every frame padded to one size N with a
+``mask`` (F, N) (per-frame pixel features of a video, the points of a moving-clusters sequence,
+:func:`tokdyn.data.moving_clusters`, or anything else of that shape). :func:`track` runs an update
+rule (any :class:`tokdyn.dynamics.Rule`; default the built-in :data:`tokdyn.dynamics.BUILTIN`) on
+every frame, as one ``lax.scan`` over the frames with :func:`tokdyn.dynamics.run` (or
+:func:`~tokdyn.dynamics.run_fixed`) inside. Frame 0 starts from tokens drawn by
+:func:`tokdyn.dynamics.init_tokens` from its own points; every later frame starts from a
+*prediction* made from the frames before it, chosen by the traced knob ``predictor`` of
+:class:`Hparams` (an index into :data:`PREDICTORS`), so one compiled function runs them all and a
+sweep compares them without recompiling. Writing :math:`t_f` for frame :math:`f`'s final tokens
+and :math:`s_f` for where its run starts:
+
+``reinit`` (0), the baseline
+  :math:`s_f` is drawn afresh from frame :math:`f`'s points, as frame 0's are (``init`` method,
+  the frame's own key, :func:`frame_keys`): every frame is a separate run and token ``j`` of one
+  frame has nothing to do with token ``j`` of the next.
+``carry`` (1)
+  :math:`s_f = t_{f-1}`: the tokens start where the last frame left them.
+``velocity`` (2), constant velocity
+  :math:`s_f = t_{f-1} + (t_{f-1} - t_{f-2})`: each token's displacement over the last frame is
+  added to its carried position (0 on the first carried frame, where there is no displacement yet).
+``inertia`` (3)
+  :math:`s_f = t_{f-1}`, and the rule's own state besides the tokens (the built-in rule: its
+  velocity) is carried too, scaled by the traced ``decay``: each such leaf starts at
+  ``init + decay * (final_{f-1} - init)``, ``init`` being what the rule's ``init`` gives (the
+  built-in rule: velocity 0, so it starts at ``decay * v_{f-1}``). ``decay = 0`` is ``carry``.
+
+  For the built-in rule the carried velocity enters the first step as :math:`\beta \cdot`
+  ``decay`` :math:`\cdot v_{f-1}` (``momentum`` :math:`\beta`): at ``momentum = 0`` inertia *is*
+  carry, exactly. And a frame that ran to convergence ends with every velocity coordinate below
+  ``tol`` (that is the stopping test), so after converged frames inertia differs from carry by
+  less than ``momentum * decay * tol`` per coordinate. Inertia matters when frames get a budget
+  of steps too small to converge (a small ``n_steps``, as in online tracking), where the final
+  velocity still carries the motion.
+
+**Repulsion across time** (``separation`` :math:`r`, data units, traced; 0 = off): every carried
+prediction (``carry``, ``velocity``, ``inertia``; not ``reinit``, whose tokens are fresh draws) is
+pushed apart before the frame's run, one Jacobi pass of :func:`separate`: every pair of tokens
+closer than :math:`r` moves apart along its difference, each token by half the shortfall. It
+keeps tokens that merged while their objects overlapped (an occlusion, two blobs crossing) from
+starting the next frame on top of each other, where the symmetric rule would keep them merged.
+We chose a bounded minimum-separation push over a Coulomb kick :math:`\gamma/r^2`, whose size
+explodes as two carried tokens coincide (the rule's own ``repulsion`` knob keeps acting inside
+every frame either way); its scale, a distance, reads in the data's units.
+
+**Empty frames.** A frame with no valid point (an all-False row of ``mask``) is skipped: the carry
+(tokens, displacement, rule state) stays as it was; the frame reports the carried tokens, labels
+-1, 0 steps, ``converged`` True and a zero displacement. Before the first frame with a valid point
+there are no tokens: such leading frames report NaN tokens (labels -1), and the first frame with
+points is initialised as frame 0 is, whatever the predictor.
+
+**Identities.** A carried token is its own identity: token ``j`` of every frame is one track, so
+labels compare across frames as they are. The ``reinit`` baseline has no such link; its tracks are
+made by association, as tracking-by-detection does: :func:`track_labels` with ``match=True``
+matches each frame's tokens to the last frame's one to one (squared distance, an optimal
+assignment by :func:`tokdyn.assignment.linear_assignment`) and chains the matches into stable
+ids. Matching is the fair baseline: without it, a re-initialised token's index is an arbitrary draw
+and its identity score measures nothing but that. :class:`tokdyn.engine.runs.TrackRun` reports the
+identity score both ways for every predictor (``identity``: token indices as ids; ``identity_matched``:
+chained matching).
+
+Keys: frame ``f`` draws its initial tokens from ``fold_in(fold_in(key, f), 0)`` and hands
+``fold_in(fold_in(key, f), 1)`` to the rule (the built-in rule's Langevin noise), see
+:func:`frame_keys`, so a frame's randomness does not depend on the sequence's length.
+
+Transformations: :func:`track` is jitted and vmappable (over keys, sequences and knobs), callable
+inside a user's ``jit``/``vmap``/``shard_map`` (JAX's default ``check_vma=True`` included: the scan
+starts from a carry typed as varying wherever an argument does). With ``fixed=True`` (every frame a
+:func:`~tokdyn.dynamics.run_fixed`) it is reverse-mode differentiable in ``frames``,
+``rule_hparams`` and the float knobs ``decay`` and ``separation`` (the stopping steps held fixed;
+``predictor`` is an index); with ``fixed=False`` (a ``while_loop`` per frame) in forward mode only.
+:func:`track_labels` has integer outputs (under ``shard_map`` with ``check_vma=False`` only, as
+:func:`tokdyn.assignment.linear_assignment`); :func:`separate` is differentiable except where two
+tokens coincide exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks, assignment, dynamics
+
+__all__ = ["PREDICTORS", "Hparams", "Track", "track", "track_labels", "separate", "frame_keys", "CarriedKnobs",
+           "carried_rule"]
+
+PREDICTORS: dict[str, int] = {"reinit": 0, "carry": 1, "velocity": 2, "inertia": 3}
+"""The predictors by name: the values of :attr:`Hparams.predictor` (see the module docstring)."""
+
+REINIT, CARRY, VELOCITY, INERTIA = (PREDICTORS[k] for k in ("reinit", "carry", "velocity", "inertia"))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+    """The temporal knobs of :func:`track`; every leaf is traced (one value per run, shape ``()``),
+    so a sweep over predictors and their knobs shares one compilation.
+
+    Attributes:
+      predictor: which prediction starts each frame after the first, an index into
+        :data:`PREDICTORS`: 0 reinit, 1 carry, 2 velocity, 3 inertia (an int, or a float holding a
+        whole number, as a sweep's axis may give it).
+      decay: inertia's share of the rule's carried state, in [0, 1] (used by ``inertia`` only): 0 =
+        the rule's fresh state (= carry), 1 = the last frame's final state as it was.
+      separation: the minimum distance enforced between carried tokens before each frame
+        (:func:`separate`, in data units), >= 0; 0 = off. Not applied to ``reinit``.
+
+    Host values out of range are refused before anything is traced (:meth:`validate`, a
+    ``ValueError`` naming the field); traced ones (a sweep's axes, a user's ``vmap``) cannot be,
+    so a run with any of them out of range (a predictor that is not a whole number in [0, 3],
+    ``decay`` outside [0, 1], a negative ``separation``, any NaN or infinity) starts every frame
+    at NaN tokens: labels -1 and NaN scores, never plausible numbers.
+    """
+
+    predictor: Any = CARRY
+    decay: Any = 1.0
+    separation: Any = 0.0
+
+    def validate(self) -> "Hparams":
+        """Check the fields that are host data (``ValueError`` naming the field), and that every leaf
+        is a scalar (shapes: checked for traced values too). Returns ``self``."""
+        for name in ("predictor", "decay", "separation"):
+            value = getattr(self, name)
+            if np.shape(value) != ():
+                raise ValueError(f"hparams.{name} must be a scalar (one value per run), got shape {np.shape(value)}; "
+                                 "to batch runs, jax.vmap over Hparams with a leading axis")
+            if _checks.dtype_of(value).kind not in "iuf" and not isinstance(value, (int, float)):
+                raise TypeError(f"hparams.{name} must be a real number, got {value!r}")
+        _checks.real("predictor", self.predictor, low=0, high=len(PREDICTORS) - 1)
+        _checks.whole("predictor", self.predictor, f"an index into tracking.PREDICTORS {PREDICTORS}")
+        _checks.real("decay", self.decay, low=0.0, high=1.0)
+        _checks.real("separation", self.separation, low=0.0)
+        return self
+
+    def in_range(self) -> jax.Array:
+        """Scalar bool (traceable): every knob is finite and in its range (see the attributes)."""
+        p = jnp.asarray(self.predictor)
+        ok = (p >= 0) & (p <= len(PREDICTORS) - 1) & (p == jnp.round(p))
+        ok = ok & (self.decay >= 0) & (self.decay <= 1) & (self.separation >= 0) & jnp.isfinite(self.separation)
+        return jnp.asarray(ok)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Track:
+    """Outcome of :func:`track`, one entry per frame.
+
+    Attributes:
+      tokens: (F, T, D) each frame's final tokens (NaN before the first frame with points; on an
+        empty frame, the carried tokens).
+      start: (F, T, D) where each frame's run started: the prediction (frame 0 and ``reinit``: the
+        drawn tokens).
+      labels: (F, N) int32 the nearest final token of every point (-1 on padded points).
+      steps: (F,) int32 steps taken in each frame (0 on an empty frame).
+      converged: (F,) bool whether each frame's run converged (True on an empty frame).
+      displacement: (F, T, D) the frame's movement of every token, ``tokens[f] - tokens[f-1]``
+        (tokens of the last frame with points); 0 on the first frame with points and on empty frames.
+        Under ``reinit`` token ``j`` of two frames is not one object, so this is not a motion.
+    """
+
+    tokens: jax.Array
+    start: jax.Array
+    labels: jax.Array
+    steps: jax.Array
+    converged: jax.Array
+    displacement: jax.Array
+
+
+def frame_keys(key, frame):
+    """``(init_key, rule_key)`` of frame ``frame`` (an int or traced int32) of a :func:`track` run with
+    ``key``: ``fold_in(fold_in(key, frame), 0)`` draws the frame's initial tokens (frame 0, and every
+    frame under ``reinit``) and ``fold_in(fold_in(key, frame), 1)`` is handed to the rule."""
+    k = jax.random.fold_in(key, frame)
+    return jax.random.fold_in(k, 0), jax.random.fold_in(k, 1)
+
+
+def _check_separate(tokens, separation):
+    _checks.finite_array("tokens", tokens, ndim=2)
+    if np.shape(tokens)[0] < 1:
+        raise ValueError(f"tokens must hold at least one token, got shape {np.shape(tokens)}")
+    if np.shape(separation) != ():
+        raise ValueError(f"separation must be a scalar, got shape {np.shape(separation)}")
+    _checks.real("separation", separation, low=0.0)
+    return _checks.host_arrays(tokens=tokens)
+
+
+def _separate(tokens, separation):
+    n, d = tokens.shape
+    diff = tokens[:, None, :] - tokens[None, :, :]  # (T, T, D): t_j - t_k
+    d2 = jnp.sum(diff * diff, axis=-1)  # (T, T)
+    apart = d2 > 0
+    dist = jnp.where(apart, jnp.sqrt(jnp.where(apart, d2, 1.0)), 0.0)  # safe at 0 (also for derivatives)
+    # coincident tokens: apart along the first axis, the lower index toward -e_0
+    idx = jnp.arange(n)
+    order = jnp.where(idx[:, None] > idx[None, :], 1.0, -1.0).astype(tokens.dtype)  # (T, T)
+    e0 = jnp.zeros((d,), tokens.dtype).at[0].set(1.0)
+    unit = jnp.where(apart[..., None], diff / jnp.where(apart, dist, 1.0)[..., None], order[..., None] * e0)
+    close = (dist < separation) & ~jnp.eye(n, dtype=bool)
+    push = jnp.where(close, 0.5 * (separation - dist), 0.0)  # (T, T): each token takes half the shortfall
+    return tokens + jnp.sum(push[..., None] * unit, axis=1)
+
+
+@_checks.checked_jit(_check_separate)
+def separate(tokens, separation):
+    """One Jacobi pass of a minimum-separation push: every pair of tokens closer than ``separation``
+    moves apart along its difference, each by half the shortfall, all pairs at once.
+
+    Args:
+      tokens: (T, D) tokens.
+      separation: the minimum distance r >= 0 (data units; traced); 0 leaves the tokens as they are.
+
+    Returns:
+      (T, D): ``t_j + sum_{k: |t_j - t_k| < r} (r - |t_j - t_k|) / 2 * (t_j - t_k) / |t_j - t_k|``.
+      Exactly coincident tokens are pushed along the first coordinate axis, the lower index toward
+      -e_0 (a fixed, deterministic choice). After the pass, a pair that was the only close pair of
+      both its tokens is exactly ``r`` apart; where several pairs are close the pushes add up (one
+      pass, not a projection). Differentiable except at exactly coincident tokens.
+    """
+    return _separate(tokens, jnp.asarray(separation, tokens.dtype))
+
+
+# ---------------------------------------------------------------------------------------------- the carried rule
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CarriedKnobs:
+    """The knobs of a rule run with a carried state (:func:`carried_rule`): the rule's own
+    ``hparams``, the carried ``state`` (the rule's state structure) and its ``weight`` (a scalar)."""
+
+    hparams: Any
+    state: Any
+    weight: Any
+
+
+def _tokens_leaf(state):
+    return state if isinstance(state, jax.Array) else getattr(state, "tokens")
+
+
+def _blend(fresh, carried, weight):
+    """``fresh`` with every floating leaf but its tokens moved toward ``carried`` by ``weight``."""
+    leaves, treedef = jax.tree_util.tree_flatten(fresh)
+    tokens = _tokens_leaf(fresh)
+    others = jax.tree_util.tree_leaves(carried)
+    out = []
+    for leaf, prev in zip(leaves, others):
+        if leaf is tokens or not jnp.issubdtype(leaf.dtype, jnp.floating):
+            out.append(leaf)
+        else:
+            w = jnp.asarray(weight, leaf.dtype)
+            out.append(jnp.where(w != 0, leaf + w * (prev.astype(leaf.dtype) - leaf), leaf))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+@functools.lru_cache(maxsize=None)
+def carried_rule(rule: dynamics.Rule, state_tree) -> dynamics.Rule:
+    """``rule`` started from a carried state: a :class:`tokdyn.dynamics.Rule` whose knobs are
+    :class:`CarriedKnobs` ``(hparams, state, weight)``. Its ``init`` is ``rule.init`` with every
+    floating leaf of the state but the tokens moved from its fresh value toward ``state`` by
+    ``weight`` (``weight = 0``: exactly ``rule.init``); its step, movement, stopping and
+    temperature are ``rule``'s with ``hparams``. ``state_tree``: the treedef of ``rule``'s state.
+    Cached, so equal arguments give the same rule (one compilation)."""
+    default = CarriedKnobs(rule.hparams, jax.tree_util.tree_unflatten(state_tree, [0.0] * state_tree.num_leaves), 0.0)
+
+    def init(points, tokens, hparams):
+        return _blend(rule.init(points, tokens, hparams.hparams), hparams.state, hparams.weight)
+
+    def step(state, points, hparams, step, key):
+        return rule.step(state, points, hparams.hparams, step, key)
+
+    hooks = {}
+    if rule.movement is not None:
+        hooks["movement"] = rule.movement
+    if rule.may_stop is not None:
+        hooks["may_stop"] = lambda hparams, step: rule.may_stop(hparams.hparams, step)
+    if rule.temperature is not None:
+        hooks["temperature"] = lambda hparams, step: rule.temperature(hparams.hparams, step)
+    return dynamics.Rule(init, step, hparams=default, name=f"{rule.name or 'rule'}+carried", **hooks)
+
+
+# ---------------------------------------------------------------------------------------------- tracking
+
+
+def _varying_like(tree, *like):
+    """``tree`` typed as varying over every ``shard_map`` axis some leaf of ``like`` varies over (a
+    no-op outside ``shard_map``): the scan's initial carry is built from constants, while its body's
+    output varies with the sharded inputs, which ``shard_map``'s default ``check_vma=True`` refuses.
+    (The same need as the dynamics loop's, met here with JAX's public ``typeof`` and ``pcast``.)"""
+    typeof, pcast = getattr(jax, "typeof", None), getattr(jax.lax, "pcast", None)
+    if typeof is None or pcast is None:
+        return tree
+
+    def vma(v):
+        aval = typeof(v)
+        manual = getattr(aval, "manual_axis_type", None)
+        return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+    axes = frozenset().union(*(vma(leaf) for leaf in jax.tree_util.tree_leaves(like)))
+    if not axes:
+        return tree
+    return jax.tree_util.tree_map(lambda v: pcast(v, tuple(sorted(axes - vma(v))), to="varying")
+                                  if axes - vma(v) else v, tree)
+
+
+def _float(x):
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits >= 32:
+        return x
+    return x.astype(jnp.float32)
+
+
+def _check_track(key, frames, hparams, rule_hparams, n_tokens, rule, mask, init, init_scale, n_steps, tol, fixed):
+    _checks.prng_key("key", key)
+    if _checks.dtype_of(frames) == jnp.dtype(jnp.bfloat16):
+        if np.ndim(frames) != 3:
+            raise ValueError(f"frames must have 3 dimensions (F, N, D), got shape {np.shape(frames)}")
+    else:
+        _checks.finite_array("frames", frames, ndim=3)
+    n_frames, n_points, dim = np.shape(frames)
+    if min(n_frames, n_points, dim) < 1:
+        raise ValueError(f"frames must have shape (F, N, D) with F, N, D >= 1, got {np.shape(frames)}")
+    if mask is not None:
+        if np.shape(mask) != (n_frames, n_points):
+            raise ValueError(f"mask must have shape (F, N) = {(n_frames, n_points)} (one entry per point of each "
+                             f"frame), got {np.shape(mask)}")
+        if _checks.dtype_of(mask) != np.bool_:
+            raise TypeError(f"mask must be boolean, got dtype {_checks.dtype_of(mask)}")
+    _checks.positive_int("n_tokens", n_tokens)
+    _checks.positive_int("n_steps", n_steps)
+    _checks.choice("init", init, dynamics.INIT_METHODS)
+    _checks.real("init_scale", init_scale, low=0.0)
+    _checks.real("tol", tol, low=0.0)
+    if not isinstance(fixed, bool):
+        raise TypeError(f"fixed must be a bool (static), got {fixed!r} of type {type(fixed).__name__}")
+    if init in ("data", "kmeans++") and n_tokens > n_points:
+        raise ValueError(f"n_tokens={n_tokens} exceeds the number of points per frame N={n_points} for init {init!r}")
+    changed = {}
+    if hparams is None:
+        hparams = changed["hparams"] = Hparams()
+    if not isinstance(hparams, Hparams):
+        raise TypeError(f"hparams must be a tokdyn.tracking.Hparams (the temporal knobs; the rule's knobs are "
+                        f"rule_hparams), got {type(hparams).__name__}")
+    hparams.validate()
+    if _checks.on_host(hparams):  # one compilation for every host value (Python ints and floats alike)
+        changed["hparams"] = Hparams(predictor=np.int32(hparams.predictor), decay=np.float32(hparams.decay),
+                                     separation=np.float32(hparams.separation))
+    if not isinstance(rule, dynamics.Rule):
+        raise TypeError(f"rule must be a tokdyn.dynamics.Rule, got {rule!r} of type {type(rule).__name__}")
+    if rule_hparams is None:
+        rule_hparams = changed["rule_hparams"] = rule.hparams
+    if jax.tree_util.tree_structure(rule_hparams) != jax.tree_util.tree_structure(rule.hparams):
+        raise TypeError(f"rule_hparams must have the structure of rule.hparams ({type(rule.hparams).__name__}, the "
+                        f"knobs of rule {rule.name!r}), got {type(rule_hparams).__name__}: {rule_hparams!r}")
+    if rule.check is not None:
+        rule.check(rule_hparams, key)
+    return changed
+
+
+@_checks.checked_jit(_check_track, static_argnames=("n_tokens", "rule", "init", "n_steps", "fixed"))
+def track(key, frames, hparams=None, rule_hparams=None, *, n_tokens: int, rule: dynamics.Rule = dynamics.BUILTIN,
+          mask=None, init: str = "data", init_scale=1.0, n_steps: int = 30, tol=1e-3, fixed: bool = False) -> Track:
+    """Run an update rule on every frame of a sequence, each frame starting from a prediction
+    made from the frames before it (see the module docstring).
+
+    Args:
+      key: PRNG key (:func:`frame_keys` derives each frame's).
+      frames: (F, N, D) points of every frame (padded rows: any finite values).
+      hparams: the temporal knobs, :class:`Hparams` (traced): the predictor, ``decay``,
+        ``separation``. Default ``Hparams()``: carry.
+      rule_hparams: the rule's knobs (traced; the built-in rule: a :class:`tokdyn.dynamics.Hparams`).
+        Default ``rule.hparams``.
+      n_tokens: tokens T (static).
+      rule: the update rule (static), default :data:`tokdyn.dynamics.BUILTIN`.
+      mask: optional (F, N) bool, False on padded points; a frame without a True entry is skipped.
+      init: how frame 0 (and every frame under ``reinit``) draws its tokens from its own points, a
+        method of :func:`tokdyn.dynamics.init_tokens` (static); ``init_scale`` its scale (traced).
+      n_steps: the most steps per frame (static).
+      tol: the convergence threshold of each frame's run (traced).
+      fixed: static; False: each frame is a :func:`tokdyn.dynamics.run` (early stop); True: a
+        :func:`tokdyn.dynamics.run_fixed` (the same run as a fixed-length scan: reverse-mode
+        differentiable, costs ``n_steps`` steps per frame).
+
+    Returns:
+      :class:`Track`. Frame ``f`` is ``dynamics.run(frames[f], start[f], ..., key=frame_keys(key,
+      f)[1])`` with ``start[f]`` the prediction, so a one-frame sequence is a single run from
+      ``init_tokens(frame_keys(key, 0)[0], ...)``.
+    """
+    frames = _float(frames)
+    n_frames, n_points, dim = frames.shape
+    valid = jnp.ones((n_frames, n_points), bool) if mask is None else jnp.asarray(mask, bool)
+    dtype = frames.dtype
+    p = jnp.round(jnp.asarray(hparams.predictor)).astype(jnp.int32)
+    ok = hparams.in_range()
+    decay = jnp.asarray(hparams.decay, dtype)
+    separation = jnp.asarray(hparams.separation, dtype)
+
+    # the structure of the rule's state, and a carry of that structure to start from
+    zeros = jnp.zeros((n_tokens, dim), dtype)
+    state0 = rule.init(dynamics.Points.of(frames[0], valid[0]), zeros, rule_hparams)
+    state0 = jax.tree_util.tree_map(jnp.zeros_like, state0)
+    crule = carried_rule(rule, jax.tree_util.tree_structure(state0))
+    runner = functools.partial(dynamics.run_fixed if fixed else dynamics.run, rule=crule, n_steps=n_steps, tol=tol)
+    nan = jnp.full((n_tokens, dim), jnp.nan, dtype)
+
+    def frame(carry, xs):
+        last, before, state, started = carry  # (T, D), (T, D), the rule's state, ()
+        f, x, m = xs
+        init_key, rule_key = frame_keys(key, f)
+        fresh = dynamics.init_tokens(init_key, n_tokens, dim, method=init, x=x, mask=m, scale=init_scale)
+        fresh = fresh.astype(dtype)
+        moved = last + (last - before)  # constant velocity
+        pred = jnp.where(p == VELOCITY, moved, last)
+        pred = jnp.where(separation > 0, _separate(pred, separation), pred)
+        carried = started & (p != REINIT)
+        empty = ~jnp.any(m)
+        start = jnp.where(carried, pred, fresh)
+        start = jnp.where(empty, jnp.where(started, last, 0.0), start)  # a skipped frame: a cheap run, discarded
+        start = jnp.where(ok, start, jnp.nan)
+        weight = jnp.where(carried & (p == INERTIA), decay, jnp.zeros((), dtype))
+        r = runner(x, start, CarriedKnobs(rule_hparams, state, weight), mask=m, key=rule_key)
+        tokens = jnp.where(empty, last, r.tokens)
+        new = (tokens,
+               jnp.where(empty, before, jnp.where(started, last, r.tokens)),
+               jax.tree_util.tree_map(lambda old, nw: jnp.where(empty, old, nw), state, r.state),
+               started | ~empty)
+        out = Track(tokens=tokens, start=jnp.where(empty, last, start), labels=jnp.where(empty, -1, r.labels),
+                    steps=jnp.where(empty, 0, r.steps).astype(jnp.int32), converged=empty | r.converged,
+                    displacement=jnp.where(empty | ~started, 0.0, r.tokens - last))
+        return new, out
+
+    carry = _varying_like((nan, nan, state0, jnp.zeros((), bool)), key, frames, valid, hparams, rule_hparams, tol,
+                          init_scale)
+    _, out = jax.lax.scan(frame, carry, (jnp.arange(n_frames, dtype=jnp.int32), frames, valid))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- identities
+
+
+def _check_track_labels(tokens, labels, match):
+    if np.ndim(tokens) != 3 or min(np.shape(tokens)) < 1:
+        raise ValueError(f"tokens must have shape (F, T, D) with F, T, D >= 1, got {np.shape(tokens)}")
+    if _checks.dtype_of(tokens).kind != "f" and _checks.dtype_of(tokens) != jnp.dtype(jnp.bfloat16):
+        raise TypeError(f"tokens must be floating point, got dtype {_checks.dtype_of(tokens)}")
+    if np.ndim(labels) != 2 or np.shape(labels)[0] != np.shape(tokens)[0]:
+        raise ValueError(f"labels must have shape (F, N) with F = {np.shape(tokens)[0]} (the frames of tokens), got "
+                         f"{np.shape(labels)}")
+    if _checks.dtype_of(labels).kind not in "iu":
+        raise TypeError(f"labels must be integers (token indices, -1 for none), got dtype {_checks.dtype_of(labels)}")
+    if not isinstance(match, bool) and np.shape(match) != ():
+        raise ValueError(f"match must be a bool scalar, got shape {np.shape(match)}")
+
+
+@_checks.checked_jit(_check_track_labels)
+def track_labels(tokens, labels, match=True):
+    """Stable ids of the points of a sequence: per-frame token indices mapped to tracks.
+
+    Args:
+      tokens: (F, T, D) each frame's tokens (``tokens`` of a :class:`Track`).
+      labels: (F, N) int the token index of every point (``labels`` of a :class:`Track`; -1 = none).
+      match: bool (traced, so ``match=hparams.predictor == PREDICTORS["reinit"]`` works in a sweep).
+        False: token ``j`` is track ``j`` in every frame (carried tokens are their own identity).
+        True: frame ``f``'s tokens are matched one to one to frame ``f - 1``'s, minimising the total
+        squared distance (:func:`tokdyn.assignment.linear_assignment` on minus the squared
+        distances: optimal, ties broken by the auction), and each token takes the track of its
+        match; frame 0's token ``j`` starts track ``j``. A frame whose tokens or the last frame's
+        are not all finite (before the first frame with points) keeps the last frame's tracks by index.
+
+    Returns:
+      ``(ids, token_ids)``: (F, N) int32 the track of every point (-1 where ``labels`` is -1) and
+      (F, T) int32 the track of every token in each frame (a permutation of ``0 .. T-1``).
+
+    Jitted and vmappable; under ``jax.shard_map`` only with ``check_vma=False``, as
+    :func:`tokdyn.assignment.linear_assignment` (whose auction loop starts from constants).
+    """
+    tokens = _float(tokens)
+    n_frames, n_tokens, _ = tokens.shape
+    first = jnp.arange(n_tokens, dtype=jnp.int32)
+
+    def step(prev, xs):
+        ids_prev, t_prev = prev
+        t = xs
+        d2 = jnp.sum((t[:, None, :] - t_prev[None, :, :]) ** 2, axis=-1)  # (T, T): this frame's i, last frame's j
+        col = assignment.linear_assignment(-d2)  # (T,); -1 in every row when a distance is not finite
+        ids = jnp.where(jnp.all(col >= 0), ids_prev[jnp.maximum(col, 0)], ids_prev)
+        ids = jnp.where(match, ids, first)
+        return (ids, t), ids
+
+    _, rest = jax.lax.scan(step, _varying_like((first, tokens[0]), tokens, match), tokens[1:])
+    token_ids = jnp.concatenate([first[None], rest], axis=0)  # (F, T)
+    labels = jnp.asarray(labels)
+    ids = jnp.take_along_axis(token_ids, jnp.clip(labels, 0, n_tokens - 1).astype(jnp.int32), axis=1)
+    return jnp.where(labels >= 0, ids, -1).astype(jnp.int32), token_ids

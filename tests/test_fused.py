@@ -14,6 +14,8 @@ import pytest
 from tokdyn import data, dynamics, fused
 from tokdyn.engine import runs, sweep
 
+pytestmark = pytest.mark.fast_compile  # compile-bound (the Pallas interpreter's programs)
+
 NAMES = tuple(dynamics.METHODS)
 
 

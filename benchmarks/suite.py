@@ -65,7 +65,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from typing import NamedTuple
 import tempfile
 import time
 import traceback
@@ -420,24 +419,17 @@ def params_for(n):
     return dynamics.Hparams(**{f: np.asarray([getattr(q, f) for q in p], np.float32)[m] for f in dynamics.FIELDS})
 
 
-def given_data(form: str, num_warps: int = 1):
+def given_data(form: str):
     """Run + metrics on a pooled problem (the peers' workload), the run by ``form``: ``"while"``
     (``dynamics.run``, early exit), ``"fixed"`` (``dynamics.run_fixed``, a masked scan),
-    ``"fused"`` (``dynamics.run`` of the candidate rule :data:`FUSED`) or ``"pallas"`` (the same
-    rule as one hand-fused kernel per run, ``pallas_td.run``: Triton on a GPU with ``num_warps``,
-    the Pallas interpreter elsewhere)."""
+    ``"fused"`` (``dynamics.run`` of the candidate rule :data:`FUSED`) or ``"package"``
+    (:func:`tokdyn.fused.run`: the built-in rule as one kernel per run)."""
     def task(pool, run):
         i = run["idx"]
         x, mask, labels = pool["x"][i], pool["mask"][i], pool["labels"][i]
         kw = dict(mask=mask, n_steps=CFG.n_steps, tol=CFG.tol)
         if form == "package":
             r = fused.run(x, pool["tokens0"][i], run["params"], mask=mask, n_steps=CFG.n_steps, tol=CFG.tol)
-        elif form == "pallas":
-            import pallas_td
-            tok, lab, st, conv = pallas_td.run(x, pool["tokens0"][i], run["params"], mask, n_steps=CFG.n_steps,
-                                               tol=CFG.tol, interpret=jax.default_backend() != "gpu",
-                                               num_warps=num_warps)
-            r = _PallasResult(tok, lab, st, conv)
         elif form == "fixed":
             r = dynamics.run_fixed(x, pool["tokens0"][i], run["params"], **kw)
         else:
@@ -448,18 +440,11 @@ def given_data(form: str, num_warps: int = 1):
         return dict(ari=metrics.ari(yt, yp, mask, **sizes), nmi=metrics.nmi(yt, yp, mask, **sizes),
                     sse=metrics.sse(x, yp, r.tokens, mask), steps=r.steps, converged=r.converged,
                     collapsed=metrics.collapsed(yp, T_TOK, pool["n_true"][i], mask))
-    task.__name__ = f"given_data_{form}" + (f"_w{num_warps}" if form == "pallas" else "")
+    task.__name__ = f"given_data_{form}"
     return task
 
 
-class _PallasResult(NamedTuple):
-    tokens: jax.Array
-    labels: jax.Array
-    steps: jax.Array
-    converged: jax.Array
-
-
-GIVEN = {form: given_data(form) for form in ("while", "fixed", "fused", "pallas", "package")}
+GIVEN = {form: given_data(form) for form in ("while", "fixed", "fused", "package")}
 
 
 # A candidate for accelerators, measured here before it goes into the package: the built-in rule's
@@ -564,19 +549,18 @@ def section_dynamics(s: Suite):
     valid = float(np.mean(np.asarray(pool["mask"]).sum(1)[idx]))
     reference = {}
     gpu = jax.default_backend() == "gpu"
-    variants = [("while", 1), ("fixed", 1), ("fused", 1)] + ([("package", 1)] if gpu or s.args.smoke else [])
-    # the hand-fused kernel: Triton on a GPU (a few program widths); elsewhere only the smoke run
-    # checks it, in the Pallas interpreter (far too slow to time)
-    variants += [("pallas", w) for w in ((1, 2, 4) if gpu else ((1,) if s.args.smoke else ()))]
-    for variant, warps in variants:
-        fn = GIVEN[variant] if variant != "pallas" else given_data("pallas", warps)
+    # the fused kernel (tokdyn.fused): compiled on a GPU; elsewhere only the smoke run checks it, in
+    # the Pallas interpreter (far too slow to time)
+    variants = ["while", "fixed", "fused"] + (["package"] if gpu or s.args.smoke else [])
+    for variant in variants:
+        fn = GIVEN[variant]
 
         def one(fn=fn, variant=variant):
             r, row = runs_row(s, lambda: execute.map_runs(fn, run_args, shared=pool, devices=devs, chunk_size=chunk),
                               runs, f"{runs:,} runs, chunk {chunk:,}", strategy, valid=valid)
             reference[variant] = np.asarray(r["ari"])
-            for ref, what in (("while", "run()'s"), ("fused", "the candidate rule's under XLA")):
-                if ref != variant and ref in reference and (ref == "while" or variant == "pallas"):
+            for ref, what in (("while", "run()'s"),):
+                if ref != variant and ref in reference:
                     diff = np.abs(reference[variant] - reference[ref])
                     row.setdefault("agreement", "")
                     row["agreement"] += f"ARI within 1e-3 of {what} on {np.mean(diff < 1e-3):.1%} of runs; "
@@ -584,7 +568,6 @@ def section_dynamics(s: Suite):
 
         label = {"while": "early-exit while_loop (run)", "fixed": "masked fixed-step scan (run_fixed)",
                  "fused": "candidate rule: products as multiply-adds, softmax only (run)",
-                 "pallas": f"candidate rule as one Pallas kernel per run, {warps} warp(s)",
                  "package": "tokdyn.fused.run: the built-in rule, every knob, one kernel per run"}[variant]
         s.row("dynamics", f"given data, {label}", one)
 

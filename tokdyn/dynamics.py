@@ -1037,7 +1037,7 @@ def _state_tokens(state, tokens, where: str):
     return t
 
 
-def _varying(tree, *like):
+def varying(tree, *like):
     """``tree`` typed as varying over every ``shard_map`` axis that some leaf of ``like`` varies over
     (a no-op outside ``shard_map``, and on JAX versions without varying types). Under
     ``jax.shard_map``'s default ``check_vma=True`` a loop's initial carry must vary over the devices
@@ -1068,7 +1068,7 @@ def _start(rule: Rule, points: Points, tokens, hparams, key=None) -> State:
     t = _state_tokens(state, tokens, f"{rule.name or 'Rule'}.init")
     s = State(rule_state=state, movement=jnp.zeros_like(t), step=jnp.zeros((), jnp.int32),
               delta=jnp.full((), jnp.inf, t.dtype), converged=jnp.zeros((), bool))
-    return _varying(s, points.x, points.mask, tokens, hparams, key)
+    return varying(s, points.x, points.mask, tokens, hparams, key)
 
 
 @jax.custom_jvp
@@ -1242,7 +1242,7 @@ def _dense_tangent_solve(g, y):
     """Solve the linear system ``g(u) = y`` for a linear ``g`` on pytrees (a state's), densely: the
     matrix of ``g`` over the flattened state, then ``jnp.linalg.solve`` (transposable in ``y``)."""
     flat_y, unravel = jax.flatten_util.ravel_pytree(y)
-    basis = _varying(jnp.eye(flat_y.shape[0], dtype=flat_y.dtype), flat_y)  # tangents vary as the state does
+    basis = varying(jnp.eye(flat_y.shape[0], dtype=flat_y.dtype), flat_y)  # tangents vary as the state does
     columns = jax.vmap(lambda e: jax.flatten_util.ravel_pytree(g(unravel(e)))[0])(basis)  # (n, n): row i = g(e_i)
     return unravel(jnp.linalg.solve(columns.T, flat_y))
 
@@ -1487,7 +1487,7 @@ def _kmeans_plus_plus(key, x, valid, n_tokens: int):
         return idx.at[k].set(i), drawn.at[i].set(True), jnp.where(k == 0, new, jnp.minimum(d2, new))
 
     n = x.shape[0]
-    start = _varying((jnp.zeros(n_tokens, jnp.int32), jnp.zeros(n, bool), jnp.ones(n, x.dtype)), x, valid, key)
+    start = varying((jnp.zeros(n_tokens, jnp.int32), jnp.zeros(n, bool), jnp.ones(n, x.dtype)), x, valid, key)
     idx, _, _ = jax.lax.fori_loop(0, n_tokens, body, start)
     return x[idx]
 
@@ -1592,7 +1592,7 @@ def kmeans(x, tokens, mask=None, *, n_steps=100, tol=0.0) -> KMeans:
         done = jnp.all(labels == labels_old) | (jnp.sum((new - t) ** 2) <= tol)
         return new, labels, step + 1, done
 
-    start = _varying((tokens, jnp.full(x.shape[:1], -1, jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), bool)),
+    start = varying((tokens, jnp.full(x.shape[:1], -1, jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), bool)),
                      x, valid, tokens)
     t, _, steps, done = jax.lax.while_loop(lambda s: ~s[3] & (s[2] < n_steps), body, start)
     # a non-finite initial centre (traced: not inspected) would lose every point to it and come back

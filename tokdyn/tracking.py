@@ -288,27 +288,6 @@ def carried_rule(rule: dynamics.Rule, state_tree) -> dynamics.Rule:
 # ---------------------------------------------------------------------------------------------- tracking
 
 
-def _varying_like(tree, *like):
-    """``tree`` typed as varying over every ``shard_map`` axis some leaf of ``like`` varies over (a
-    no-op outside ``shard_map``): the scan's initial carry is built from constants, while its body's
-    output varies with the sharded inputs, which ``shard_map``'s default ``check_vma=True`` refuses.
-    (The same need as the dynamics loop's, met here with JAX's public ``typeof`` and ``pcast``.)"""
-    typeof, pcast = getattr(jax, "typeof", None), getattr(jax.lax, "pcast", None)
-    if typeof is None or pcast is None:
-        return tree
-
-    def vma(v):
-        aval = typeof(v)
-        manual = getattr(aval, "manual_axis_type", None)
-        return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
-
-    axes = frozenset().union(*(vma(leaf) for leaf in jax.tree_util.tree_leaves(like)))
-    if not axes:
-        return tree
-    return jax.tree_util.tree_map(lambda v: pcast(v, tuple(sorted(axes - vma(v))), to="varying")
-                                  if axes - vma(v) else v, tree)
-
-
 def _float(x):
     x = jnp.asarray(x)
     if jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits >= 32:
@@ -435,7 +414,7 @@ def track(key, frames, hparams=None, rule_hparams=None, *, n_tokens: int, rule: 
                     displacement=jnp.where(empty | ~started, 0.0, r.tokens - last))
         return new, out
 
-    carry = _varying_like((nan, nan, state0, jnp.zeros((), bool)), key, frames, valid, hparams, rule_hparams, tol,
+    carry = dynamics.varying((nan, nan, state0, jnp.zeros((), bool)), key, frames, valid, hparams, rule_hparams, tol,
                           init_scale)
     _, out = jax.lax.scan(frame, carry, (jnp.arange(n_frames, dtype=jnp.int32), frames, valid))
     return out
@@ -493,7 +472,7 @@ def track_labels(tokens, labels, match=True):
         ids = jnp.where(match, ids, first)
         return (ids, t), ids
 
-    _, rest = jax.lax.scan(step, _varying_like((first, tokens[0]), tokens, match), tokens[1:])
+    _, rest = jax.lax.scan(step, dynamics.varying((first, tokens[0]), tokens, match), tokens[1:])
     token_ids = jnp.concatenate([first[None], rest], axis=0)  # (F, T)
     labels = jnp.asarray(labels)
     ids = jnp.take_along_axis(token_ids, jnp.clip(labels, 0, n_tokens - 1).astype(jnp.int32), axis=1)

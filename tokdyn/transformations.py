@@ -189,6 +189,7 @@ TABLE = (
 # arguments, NumPy, SciPy) or make kernels; no transformation applies to them.
 HOST = {
     "dynamics.method": "the registry's Hparams of a named method",
+    "dynamics.varying": "types a pytree as varying over the shard_map axes of others (a no-op outside shard_map)",
     "dynamics.check_run": "the argument checks of run, on shapes and host values, before anything is traced",
     "diffusion.betas": "a schedule in float64 NumPy",
     "diffusion.ddim_times": "the DDIM sub-sequence, NumPy",

@@ -121,8 +121,8 @@ def test_training_stopped_midway_resumes_to_the_same_models_and_the_whole_curve(
     study ends with the models and every curve row of an uninterrupted run."""
     train, val = SC.split(CFG, "train"), SC.split(CFG, "val")
     straight, rows, _ = SC.train_learned(CFG, "slot_attention", train, val, S.Study.open(
-        str(tmp_path / "a"), "scenes", CFG, selection=SC.SELECTION))
-    study = S.Study.open(str(tmp_path / "b"), "scenes", CFG, selection=SC.SELECTION)
+        str(tmp_path / "a"), "scenes", CFG, selection=SC.SPEC.selection))
+    study = S.Study.open(str(tmp_path / "b"), "scenes", CFG, selection=SC.SPEC.selection)
     part = SC.fit(CFG, "slot_attention", train.images, study, val=val, max_calls=1)
     assert part.stopped_at == 2 and not part.finished
     assert np.all(np.isfinite(part.curves["val_fg_ari"][:, 0])) and np.all(np.isnan(part.curves["val_fg_ari"][:, 1]))

@@ -22,8 +22,8 @@ of ``cfg.estimate()``), the study's own checks and sources before its directory 
 <tokdyn.experiment.study.Study.open>`, ``--fresh`` included), removing what another
 configuration wrote there (``outputs`` and ``figure_files``), the timings (one set of keys:
 ``<stage>_s`` of the stages the study timed, ``plots_s``, ``total_s``), writing the tables (CSV,
-JSON, text), the figures unless ``plots`` is off (a declared figure this run did not draw is
-removed, so the directory never shows a figure of other results), the summary (the quick preset's
+JSON, text), the figures unless ``plots`` is off (a declared figure a drawing run did not draw
+is removed, so the directory never shows a figure of other results), the summary (the quick preset's
 line first), ``config.json`` (:meth:`Study.finish <tokdyn.experiment.study.Study.finish>`: the
 whole configuration, selection fields included, the timings, the study's own ``Result.record``)
 and the printed summary. A study module's ``main`` is one line::
@@ -96,9 +96,9 @@ class Spec:
         configuration (selection fields included) are removed before this run
         (:meth:`Study.clear_other_outputs <tokdyn.experiment.study.Study.clear_other_outputs>`).
       figure_files: the figures the study draws, as paths or glob patterns relative to its
-        directory: those of another configuration are removed before the run, and any this run did
-        not draw after it (only figures tokdyn drew; a study drawing into ``plots/`` that a user's
-        command also draws into declares none).
+        directory: those of another configuration (selection fields included) are removed before
+        the run, and, when it draws figures, any it did not draw after it (only figures tokdyn
+        drew; with ``--no-plots`` the same configuration's figures stay).
       selection: fields of ``Config`` that only choose what runs or label it (left out of the stamp).
       sources: config field -> the study whose directory it names (an analysis's source; ``tokdyn
         reproduce`` points it at that study's directory).
@@ -251,13 +251,14 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
         return None
     for name, value in result.tables.items():
         write_table(study.path(name), value)
-    drawn = set()
-    if plots and spec.figures is not None:
-        with session.timed("plots"):
-            drawn = {os.path.abspath(p) for p in spec.figures(session, cfg, result) or () if p}
-    for name in figure_paths(study.out, spec.figure_files):  # e.g. a figure of models this run has not
-        if os.path.abspath(os.path.join(study.out, name)) not in drawn:
-            study.remove_output(name)
+    if plots:
+        drawn = set()
+        if spec.figures is not None:
+            with session.timed("plots"):
+                drawn = {os.path.abspath(p) for p in spec.figures(session, cfg, result) or () if p}
+        for name in figure_paths(study.out, spec.figure_files):  # e.g. of models this selection has not
+            if os.path.abspath(os.path.join(study.out, name)) not in drawn:
+                study.remove_output(name)
     summary = spec.summary(cfg, result) if spec.summary is not None else None
     if isinstance(summary, str) and spec.preset is not None:
         summary = presets.with_preset_line(cfg, summary, spec.preset)

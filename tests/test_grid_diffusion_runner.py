@@ -142,7 +142,7 @@ def test_an_autoencoder_of_other_settings_is_never_reused(tmp_path, capsys):
     """Issue 31, case 2: killed right after parts/autoencoder.npz was written, then rerun with
     --ae-steps 10: the 100-step autoencoder was reused (accuracy 1.0 where 10 steps give less)."""
     out = str(tmp_path / "gd")
-    study = S.Study.open(out, "grid-diffusion", CFG, selection=GD.SELECTION)  # what main does first ...
+    study = S.Study.open(out, "grid-diffusion", CFG, selection=GD.SPEC.selection)  # what main does first ...
     GD.autoencoder(CFG, study)  # ... then the autoencoder part; killed here
     part = os.path.join(out, "parts", "autoencoder.npz")
     kept = read(part)

@@ -89,7 +89,7 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
     assert conf["study"] == "latent-reasoning" and conf["variants"] == ["direct", "no_image"]
     assert conf["config"]["training"]["steps"] == TINY.steps
     assert conf["config"]["hparams"]["learning_rate"] == cfg.hparams.learning_rate
-    assert "variants" not in conf["config"] and conf["selection"]["variants"] == ["direct", "no_image"]
+    assert conf["config"]["variants"] == conf["selection"]["variants"] == ["direct", "no_image"]  # the whole config
     res = LR.read_result(os.path.join(out, "results", "direct.json"))
     assert res["nan_step"] == [-1, -1] and len(res["accuracy"]["all"]) == TINY.seeds
     # each seed is tested with its state at its best held-out accuracy (the first step reaching it)

@@ -542,11 +542,16 @@ def train_variants(cfg: Config, out: str, names: Sequence[str], *, quiet: bool, 
     return done
 
 
+def record_fields(out: str, cfg: Config) -> dict:
+    """What ``config.json`` of the study directory ``out`` records beside the stamp: the variants
+    finished there (whoever trained them) and this run's selection."""
+    names = [v for v in VARIANTS if os.path.exists(paths(out, v)["result"])]
+    return {"variants": names, "selection": {k: getattr(cfg, k) for k in SELECTION}}
+
+
 def record(study: S.Study, cfg: Config, **extra) -> str:
-    """``config.json`` of the study directory: the stamp, the variants finished there (whoever
-    trained them), this run's selection and ``extra`` (timings)."""
-    names = [v for v in VARIANTS if os.path.exists(paths(study.out, v)["result"])]
-    return study.finish(variants=names, selection={k: getattr(cfg, k) for k in SELECTION}, **extra)
+    """``config.json`` of the study directory: the stamp, :func:`record_fields` and ``extra``."""
+    return study.finish(**record_fields(study.out, cfg), **extra)
 
 
 def check_apart(out: str, source: str) -> None:

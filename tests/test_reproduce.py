@@ -228,7 +228,8 @@ def test_optimisation_finding(dmlr, spread, expect):
     rows = {(r[0], r[1]): r for r in f.rows}
     assert ("latent", "before") not in rows and rows[("latent", "random")][-1] == "control"
     assert rows[("latent", "es_entropy_best")][4] == "0.034"
-    assert latent_optimisation.optimisation_finding(opt_table({("latent", "es_entropy_best"): dmlr}, seeds=2)).verdict == "open"
+    few = opt_table({("latent", "es_entropy_best"): dmlr}, seeds=2)
+    assert latent_optimisation.optimisation_finding(few).verdict == "open"
 
 
 # ---------------------------------------------------------------------------------------------- the report

@@ -1,13 +1,13 @@
 """The scenes command as a hostile user runs it: killed at random moments it resumes to the tables
-of an uninterrupted run (no learning-curve row lost); bad options, absurd sizes and output paths
-that cannot be written exit 2 naming the option before any work."""
+of an uninterrupted run (no learning-curve row lost); bad options and absurd sizes exit 2 naming
+the option before any work (output paths that cannot be written: test_study_runner.py, for every
+study)."""
 
 import dataclasses
 import os
 
 import pytest
 
-import hostile
 import killing
 from tokdyn import cli
 from tokdyn.experiment import study as S
@@ -87,10 +87,6 @@ def test_bad_options_and_absurd_sizes_exit_2_naming_the_option_before_any_work(e
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err, err
     assert not out.exists()  # refused before any work: nothing written
-
-
-def test_output_paths_that_cannot_be_written_are_refused_before_work(tmp_path, capsys, monkeypatch):
-    hostile.unwritable_outputs_exit_2(["study", "scenes", *QUICK], tmp_path, capsys, monkeypatch, "scenes")
 
 
 def test_the_estimate_names_the_option_and_says_when_it_is_long():

@@ -1,7 +1,7 @@
 """The scenes study: its outputs, its choice of settings on the validation split, a training run
 stopped midway that resumes to the same models and the whole learning curve, corrupt parts and
 checkpoints named and recomputed, another choice of methods that leaves no stale outputs, and its
-refusal of another configuration and of bad fields."""
+refusal of bad fields (another configuration: test_study_runner.py, for every study)."""
 
 import dataclasses
 import os
@@ -95,23 +95,6 @@ def test_study_writes_its_outputs_and_a_rerun_reads_everything_back(finished, tm
     for name in TABLES:
         assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
     assert os.path.exists(os.path.join(out, "examples.png"))  # the same configuration's figures stay
-
-
-def test_another_configuration_is_refused_and_fresh_replaces_it(finished, tmp_path, capsys):
-    out = copy(finished, tmp_path)
-    before = {name: read(os.path.join(out, name)) for name in TABLES}
-    with pytest.raises(io.OutputConflict, match="train_steps: 4 there, 8 now"):
-        SC.main(dataclasses.replace(CFG, train_steps=8), out, quiet=True)
-    other = dataclasses.replace(CFG, fail_below=0.9, n_examples=1)
-    assert cli.main(argv(other, out, "--no-plots")) == 2
-    err = capsys.readouterr().err
-    assert "fail_below: 0.5 there, 0.9 now" in err and "n_examples: 2 there, 1 now" in err and "--fresh" in err
-    assert before == {name: read(os.path.join(out, name)) for name in TABLES}  # nothing touched
-    assert cli.main(argv(other, out, "--no-plots", "--fresh")) == 0
-    assert not [f for f in os.listdir(out) if f.endswith(".png")]  # the old configuration's figures are gone
-    assert io.read_json(os.path.join(out, "config.json"))["config"]["fail_below"] == 0.9
-    table = io.read_csv(os.path.join(out, "results.csv"))
-    assert np.array_equal(table["failed"], (table["fg_ari"] < 0.9).astype(int))
 
 
 def test_training_stopped_midway_resumes_to_the_same_models_and_the_whole_curve(tmp_path):

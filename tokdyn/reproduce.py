@@ -98,7 +98,7 @@ def study_config(name: str, quick: bool, out: str):
 
 def findings(out: str) -> list[Finding]:
     """Every seed finding with its verdict, from the study directories under ``out``: each study's
-    own ``findings`` (:attr:`tokdyn.experiment.runner.Spec.findings`, judged from ``out/<study>``,
+    own ``findings`` (its ``SPEC.findings``, :class:`tokdyn.experiment.runner.Spec`, judged from ``out/<study>``,
     every table verified against the study's record first: a finding whose table is missing or
     fails its verification is ``open``, naming the file), in the registry's order."""
     found = []

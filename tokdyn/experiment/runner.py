@@ -15,9 +15,10 @@ its stamp, the ``sources`` it reads (another study's directory) -- and supplies 
   reproduce`` reads.
 
 :func:`run_study` owns everything else, in this order: the configuration's checks (``check``;
-default ``cfg.validate()``), the output path and the resources the configuration asks for
-(:func:`tokdyn.experiment.study.check_output`, :func:`~tokdyn.experiment.study.check_resources`
-of ``cfg.estimate()``), the study's own checks and sources before its directory is touched
+default ``cfg.validate()``), the output path (:func:`tokdyn.experiment.study.check_output`; a
+directory tokdyn did not stamp, :func:`~tokdyn.experiment.study.check_directory`) and the
+resources the configuration asks for (:func:`~tokdyn.experiment.study.check_resources` of
+``cfg.estimate()``), the study's own checks and sources before its directory is touched
 (``prepare``), opening, locking and stamping the directory (:meth:`Study.open
 <tokdyn.experiment.study.Study.open>`, ``--fresh`` included), removing what another
 configuration wrote there (``outputs`` and ``figure_files``), the timings (one set of keys:
@@ -158,7 +159,7 @@ class Session:
       fresh: the directory was cleared first.
       options: the study's own keyword arguments of ``main`` (an update rule of one's own, the
         part of a shared sweep).
-      timings: ``<stage>_s`` -> seconds (:meth:`timed`); ``config.json``'s ``timings``.
+      timings: ``<stage>_s`` -> seconds (:meth:`Session.timed`); ``config.json``'s ``timings``.
       context: what ``prepare`` found, for ``run`` (a source's configuration).
       study: the opened directory (set once it is opened).
     """
@@ -188,19 +189,21 @@ class Session:
             print(*parts, flush=True)
 
     def path(self, *names: str) -> str:
-        """A path inside the study directory (its folders created): :meth:`Study.path`."""
+        """A path inside the study directory (its folders created):
+        :meth:`~tokdyn.experiment.study.Study.path`."""
         return self.study.path(*names)
 
     def part(self, name: str, compute, *, key=None) -> dict:
-        """``compute()`` kept as the part ``name``: :meth:`Study.part`."""
+        """``compute()`` kept as the part ``name``: :meth:`~tokdyn.experiment.study.Study.part`."""
         return self.study.part(name, compute, key=key)
 
     def rows(self, name: str, compute, *, key=None) -> list:
-        """``compute()`` (table rows) kept as the part ``name``: :meth:`Study.rows`."""
+        """``compute()`` (table rows) kept as the part ``name``:
+        :meth:`~tokdyn.experiment.study.Study.rows`."""
         return self.study.rows(name, compute, key=key)
 
     def has(self, name: str, *, key=None) -> bool:
-        """Whether the rows part ``name`` is kept already: :meth:`Study.has`."""
+        """Whether the rows part ``name`` is kept already: :meth:`~tokdyn.experiment.study.Study.has`."""
         return self.study.has(name, key=key)
 
 
@@ -239,6 +242,7 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
     spec.check(session, cfg)
     estimate = cfg.estimate()
     S.check_output(out)
+    S.check_directory(out)  # a directory tokdyn did not stamp: refused before a source is touched
     S.check_resources(spec.name, estimate)
     sources = spec.prepare(session, cfg) if spec.prepare is not None else None
     extra = spec.stamp_extra(session, cfg) if spec.stamp_extra is not None else None

@@ -484,7 +484,8 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
     if cfg.preset:  # first in summary.json: which preset, and that its numbers are no findings
         summary = {"preset": cfg.preset, "note": preset_line(cfg), **summary}
     tables = {"threshold_check.csv": io.to_columns(thr), "jacobian_check.csv": io.to_columns(jac),
-              "convergence.csv": io.to_columns(conv), "phase.csv": io.to_columns(phase_rows(ratios, phase, mom, rep, cfg))}
+              "convergence.csv": io.to_columns(conv),
+              "phase.csv": io.to_columns(phase_rows(ratios, phase, mom, rep, cfg))}
     return runner.Result(tables, data=dict(summary=summary, sweeps=(ratios, phase, mom, rep)),
                          record={"shapes": {s: data.SHAPES[s][1] for s in cfg.shapes}}, value=summary)
 

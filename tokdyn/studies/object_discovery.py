@@ -595,7 +595,8 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
     session.timings["training_s"] = seconds
     rows = [r for name in results for r in rows_of(cfg, name, results[name])]
     curve_rows = [r for name in curves for r in curves[name]]
-    tables = {"results.csv": io.to_columns(rows, COLUMNS), "learning_curve.csv": io.to_columns(curve_rows, CURVE_COLUMNS)}
+    tables = {"results.csv": io.to_columns(rows, COLUMNS),
+              "learning_curve.csv": io.to_columns(curve_rows, CURVE_COLUMNS)}
     return runner.Result(tables, data=dict(rows=rows, seconds=seconds, curves=curves, test=test, labels=labels))
 
 

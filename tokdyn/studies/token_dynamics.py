@@ -459,7 +459,8 @@ SPEC = runner.Spec(
     figures=lambda session, cfg, r: [figures.draw(job) for job in plot_jobs(session.out, cfg, r.data["summary"])],
     summary=lambda cfg, r: format_tables(r.data["overall"], r.data["summary"], r.data["tests"]),
     printed=lambda cfg, r, text: (f"{text}\n\n{r.data['timings']['n_runs']} runs in "
-                                  f"{r.data['timings']['simulate_s']:.2f} s (compile included); outputs in {r.data['out']}"),
+                                  f"{r.data['timings']['simulate_s']:.2f} s (compile included); "
+                                  f"outputs in {r.data['out']}"),
     findings=findings, outputs=("runs.csv", "summary.csv", "overall.csv", "stat_tests.json"),
     figure_files=("plots/ari_mean.png", "plots/steps_mean.png", "plots/collapsed_rate.png"),
     selection=("preset",),  # a label: the same runs with it or without it

@@ -710,7 +710,8 @@ def analysis(out: str, cfg: Config, *, seconds: float | None = None, top: int = 
     tables = {"summary.csv": cond, TABLES: lambda: _tables_entry(out, "summary.csv"), "settings.csv": tab,
               "pareto.csv": {k: np.asarray(v)[order] for k, v in tab.items()}}
     report = report_text(cfg, tab, ranked, front_rows, cond, seconds, top, paired)
-    return runner.Result(tables, data=dict(cond=cond, tab=tab, report=report), value=dict(best=best[0], front=front_rows))
+    return runner.Result(tables, data=dict(cond=cond, tab=tab, report=report),
+                         value=dict(best=best[0], front=front_rows))
 
 
 def analyse(out: str, cfg: Config, *, plots: bool = True, seconds: float | None = None, top: int = 10) -> dict:
@@ -838,7 +839,7 @@ def plot_jobs(out: str, cfg: Config, cond: dict, tab: dict) -> list[dict]:
 def report_text(cfg: Config, tab: dict, ranked, front_rows: list, cond: dict, seconds, top: int, paired=()) -> str:
     """``report.md`` (without its final newline): the sweep, its best settings by mean ARI, the
     Pareto front of steps against ARI, collapse, the best setting per data condition, the paired
-    comparison of the methods (``paired``, :func:`_paired_lines`) and the non-finite runs."""
+    comparison of the methods (``paired``) and the non-finite runs."""
     by = cfg.rule_axes()
     n_runs = cfg.runs()
     best = io.to_rows(tab, ranked[:1])[0]

@@ -636,16 +636,16 @@ def collapse_finding(table) -> Finding:
                           for i in np.flatnonzero(at))
     for V, g, c, m in cells:
         sel = at & (cols["vocab_size"] == V) & (cols["grid"] == g) & (cols["colours"] == c) & (mode == m)
-        verdict = cell_verdict(nanmean(F.numbers(table, "accuracy")[sel]), nanmean(F.numbers(table, "dominant_freq")[sel]),
-                               nanmean(F.numbers(table, "train_loss_drop_tail")[sel]), int(V), int(g), int(c),
-                               nanmean(F.numbers(table, "train_loss_norm_last")[sel]))
+        mean = lambda name: nanmean(F.numbers(table, name)[sel])  # noqa: E731
+        verdict = cell_verdict(mean("accuracy"), mean("dominant_freq"), mean("train_loss_drop_tail"), int(V), int(g),
+                               int(c), mean("train_loss_norm_last"))
         counts[verdict] = counts.get(verdict, 0) + 1
         adequate = verdict in ("reconstructs", "plateau", "collapse")
         if adequate:
             n += int(sel.sum())
             k += int(collapsed[sel].sum())
         rows.append([f"V={int(V)} {int(g)}x{int(g)}x{int(c)} {m}", verdict, "yes" if adequate else "no",
-                     f"{int(collapsed[sel].sum())} / {int(sel.sum())}", F.number(nanmean(F.numbers(table, "accuracy")[sel]))])
+                     f"{int(collapsed[sel].sum())} / {int(sel.sum())}", F.number(mean("accuracy"))])
     f = dataclasses.replace(f, header=("cell", "study's verdict", "adequate", "collapsed models", "accuracy"), rows=rows)
     if n == 0:
         return dataclasses.replace(f, verdict="open", basis=f"no adequately trained cell at {int(budget)} steps")

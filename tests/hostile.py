@@ -30,3 +30,12 @@ def unwritable_outputs_exit_2(args, tmp_path, capsys, monkeypatch, tag: str) -> 
         code, err = run([*args, "--out", out], capsys)
         assert code == 2 and str(ro) in err and "writ" in err and "Traceback" not in err, err
     assert os.listdir(ro) == [] and f.read_text() == "x"
+
+
+def refused_before_any_work(args, words: str, tmp_path, capsys) -> None:
+    """``tokdyn ARGS --out X`` exits 2 with ``words`` in its message, without a traceback, and X is
+    never created."""
+    out = tmp_path / "out"
+    code, err = run([*args, "--out", out], capsys)
+    assert code == 2 and words in err and "Traceback" not in err, err
+    assert not out.exists()

@@ -106,33 +106,19 @@ RESULTS = ("threshold_check.csv", "jacobian_check.csv", "convergence.csv", "phas
 FIGURES = ("phase_collapse.png", "phase_groups.png", "phase_momentum.png", "phase_repulsion.png")
 
 
-def _env(cache_dir, _env=killing.env):
-    """The children's environment, compiling as the suite's ``fast_compile`` modules do (see
-    conftest.py): the suite's XLA flags, and most optimisations off (a third of the compile time
-    of these tiny programs; every child compiles alike, so their files still compare byte for byte)."""
-    e = _env(cache_dir)
-    e["XLA_FLAGS"] = f"{e['XLA_FLAGS']} {os.environ.get('TOKDYN_TEST_XLA_FLAGS', '')}".strip()
-    if os.environ.get("TOKDYN_TEST_OPTIMIZED") != "1":
-        e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-    return e
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two uninterrupted runs of the command in child processes: ``A`` with figures, then ``B``
     without, on a warm compilation cache (timed: the kills are drawn from its time)."""
     root = tmp_path_factory.mktemp("collapse-cli")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(killing, "env", _env)
+        mp.setattr(killing, "env", killing.fast_env)
         cache = root / "cache"
         code, _, err = killing.run_cli([*SMALL, "--out", root / "A", "--quiet"], cache)
         assert code == 0, err[-3000:]
         code, seconds, err = killing.run_cli([*SMALL, "--out", root / "B", "--no-plots", "--quiet"], cache)
         assert code == 0, err[-3000:]
         yield dict(root=root, cache=cache, A=root / "A", B=root / "B", seconds=seconds)
-
-
-_cli = hostile.run
 
 
 def test_command_outputs_and_record(runs):
@@ -150,13 +136,8 @@ def test_command_outputs_and_record(runs):
 
 
 def test_killed_at_random_moments_resumes_to_the_same_files(runs):
-    c = runs["root"] / "C"
-    args = [*SMALL, "--out", c, "--no-plots", "--quiet"]
-    hit = killing.kill_at_random_moments(args, runs["cache"], runs["seconds"], kills=2, seed=5, low=0.3)
-    if not hit:  # the machine got faster than when B was timed: kill sooner
-        hit = killing.kill_at_random_moments(args, runs["cache"], runs["seconds"] / 3, kills=2, seed=5)
-    assert hit, "no kill hit a running process"
-    killing.same_files(runs["B"], c, RESULTS)
+    killing.resumes_after_kills([*SMALL, "--no-plots", "--quiet", "--out", runs["root"] / "C"], runs["cache"],
+                                runs["seconds"], runs["B"], RESULTS, seed=5, low=0.3)
 
 
 def test_truncated_parts_chunks_and_manifests_are_named_and_recomputed(runs, tmp_path):
@@ -199,10 +180,7 @@ REFUSED = [  # the issue's cases, and more of the same kind: (options, words the
 
 @pytest.mark.parametrize("options, words", REFUSED, ids=[" ".join(o) for o, _ in REFUSED])
 def test_bad_options_exit_2_before_any_work(options, words, tmp_path, capsys):
-    out = tmp_path / "out"
-    code, err = _cli([*SMALL, "--out", out, *options], capsys)
-    assert code == 2 and words in err and "Traceback" not in err, err
-    assert not out.exists()
+    hostile.refused_before_any_work([*SMALL, *options], words, tmp_path, capsys)
 
 
 def test_estimate_of_the_default_run():

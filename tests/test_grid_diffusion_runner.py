@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 
+import hostile
 import killing
 from tokdyn import cli, io
 from tokdyn.experiment import study as S
@@ -30,21 +31,6 @@ def argv(cfg: GD.Config, out, *extra, cache: bool = False) -> list[str]:
         v = getattr(cfg, f.name)
         args += ["--" + f.name.replace("_", "-"), ",".join(map(str, v)) if isinstance(v, tuple) else str(v)]
     return args + list(extra)
-
-
-@pytest.fixture
-def fast_children(monkeypatch):
-    """Child processes that compile as this suite's ``fast_compile`` modules do (XLA's elemental
-    emitters, most optimisations off: a third of the compile time; the same program in every
-    child, so their files still compare byte for byte)."""
-    plain = killing.env
-
-    def env(cache_dir):
-        e = plain(cache_dir)
-        e["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
-        e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-        return e
-    monkeypatch.setattr(killing, "env", env)
 
 
 def read(path) -> bytes:
@@ -188,11 +174,7 @@ QUICK = ["--quick", "--models", "token_ar", "--single-models", "", "--quiet", "-
     (["--colours", "1"], "colours"),
 ])
 def test_bad_options_and_absurd_sizes_exit_2_naming_the_option_before_any_work(extra, words, tmp_path, capsys):
-    out = tmp_path / "x"
-    assert cli.main(["study", "grid-diffusion", "--out", str(out), *QUICK, *extra]) == 2
-    err = capsys.readouterr().err
-    assert words in err and "Traceback" not in err, err
-    assert not out.exists()  # refused before any work: nothing written
+    hostile.refused_before_any_work(["study", "grid-diffusion", *QUICK, *extra], words, tmp_path, capsys)
 
 
 def test_the_estimate_names_the_option_and_says_when_it_is_long():

@@ -23,24 +23,13 @@ TINY = ["study", "visual-tokens", "--quick", "--vocab-sizes", "5", "--grids", "3
 RESULTS = ("results.csv", "summary.md")
 
 
-def _env(cache_dir, _env=killing.env):
-    """The children's environment, compiling as the suite's ``fast_compile`` modules do (see
-    conftest.py): the suite's XLA flags, and most optimisations off (a third of the compile time
-    of these tiny programs; every child compiles alike, so their files still compare byte for byte)."""
-    e = _env(cache_dir)
-    e["XLA_FLAGS"] = f"{e['XLA_FLAGS']} {os.environ.get('TOKDYN_TEST_XLA_FLAGS', '')}".strip()
-    if os.environ.get("TOKDYN_TEST_OPTIMIZED") != "1":
-        e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-    return e
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two uninterrupted runs in child processes: ``A`` with figures (its stdout kept: --quiet),
     then ``B`` without, on a warm compilation cache (timed: the kills are drawn from its time)."""
     root = tmp_path_factory.mktemp("vt")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(killing, "env", _env)
+        mp.setattr(killing, "env", killing.fast_env)
         cache = root / "cache"
         a, b = root / "A", root / "B"
         p = subprocess.run([sys.executable, "-m", "tokdyn.cli", *TINY, "--out", str(a), "--quiet"],
@@ -49,9 +38,6 @@ def runs(tmp_path_factory):
         code, seconds, err = killing.run_cli([*TINY, "--out", b, "--no-plots", "--quiet"], cache)
         assert code == 0, err[-3000:]
         yield dict(root=root, cache=cache, A=a, B=b, seconds=seconds, stdout=p.stdout)
-
-
-_cli = hostile.run
 
 
 def test_outputs_and_record(runs):
@@ -78,13 +64,8 @@ def test_outputs_and_record(runs):
 
 
 def test_killed_at_random_moments_resumes_to_the_same_files(runs):
-    c = runs["root"] / "C"
-    args = [*TINY, "--out", c, "--no-plots", "--quiet"]
-    hit = killing.kill_at_random_moments(args, runs["cache"], runs["seconds"], kills=2, seed=3, low=0.4)
-    if not hit:  # the machine got faster than when B was timed: kill sooner
-        hit = killing.kill_at_random_moments(args, runs["cache"], runs["seconds"] / 3, kills=2, seed=3)
-    assert hit, "no kill hit a running process"
-    killing.same_files(runs["B"], c, RESULTS)
+    killing.resumes_after_kills([*TINY, "--no-plots", "--quiet", "--out", runs["root"] / "C"], runs["cache"],
+                                runs["seconds"], runs["B"], RESULTS, seed=3, low=0.4)
 
 
 def test_truncated_cells_parts_and_the_figure_model_are_named_and_recomputed(runs, tmp_path):
@@ -146,10 +127,7 @@ REFUSED = [  # the issue's cases, and more of the same kind: (options, words the
 
 @pytest.mark.parametrize("options, words", REFUSED, ids=[" ".join(o) for o, _ in REFUSED])
 def test_bad_options_exit_2_before_any_work(options, words, tmp_path, capsys):
-    out = tmp_path / "out"
-    code, err = _cli([*TINY, "--out", out, *options], capsys)
-    assert code == 2 and words in err and "Traceback" not in err, err
-    assert not out.exists()
+    hostile.refused_before_any_work([*TINY, *options], words, tmp_path, capsys)
 
 
 def test_estimate_names_the_option_and_the_time():

@@ -115,7 +115,7 @@ class Config:
     ddim_steps: int = 50
     n_resamples: int = 500
     root_seed: int = 0
-    preset: str = ""  # a label only: left out of the directory's stamp (SELECTION)
+    preset: str = ""  # a label only: left out of the directory's stamp (SPEC.selection)
 
     def validate(self) -> "Config":
         """Check every field (enough grids for the grammar's tokens, and every model's configuration);

@@ -419,15 +419,6 @@ def _needed(cfg: Config) -> list:
     return list(cfg.variants) + ([cfg.reference] if cfg.reference else [])
 
 
-def prepare(session, cfg: Config) -> dict:
-    """The source, checked before any work: apart from ``out``, of the configuration ``cfg.preset``
-    expects, its files verified (:func:`tokdyn.experiment.reasoners.open_source`); its stamp."""
-    LR.check_apart(session.out, cfg.source)  # all checked before the source is opened (and, if new, stamped)
-    session.context["reasoning"], source = LR.open_source(cfg.reasoning(), cfg.source, _needed(cfg), train=cfg.train,
-                                                          quiet=session.quiet)
-    return {"reasoning": source}
-
-
 def run(session, cfg: Config) -> runner.Result:
     """Train what the source lacks, then every part (kept as it finishes): ``mediation.csv``,
     ``decomposition.csv``, ``collapse.csv``, ``probes.csv``."""
@@ -808,7 +799,7 @@ def findings(out: str) -> list[Finding]:
 
 
 SPEC = runner.Spec(
-    name=STUDY, config=Config, run=run, prepare=prepare, figures=draw,
+    name=STUDY, config=Config, run=run, prepare=LR.source_prepare(_needed), figures=draw,
     summary=lambda cfg, r: summary(r.data["med"], r.data["dec"], r.data["col"], r.data["prb"]),
     findings=findings, outputs=("mediation.csv", "decomposition.csv", "collapse.csv", "probes.csv"),
     figure_files=("similarity.png", "decomposition.png", "probes.png"), selection=SELECTION,

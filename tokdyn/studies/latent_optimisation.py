@@ -578,15 +578,6 @@ def _needed(cfg: Config) -> list:
     return list(cfg.variants) + list(cfg.grounding_variants)
 
 
-def prepare(session, cfg: Config) -> dict:
-    """The source, checked before any work: apart from ``out``, of the configuration ``cfg.preset``
-    expects, its files verified (:func:`tokdyn.experiment.reasoners.open_source`); its stamp."""
-    LR.check_apart(session.out, cfg.source)  # all checked before the source is opened (and, if new, stamped)
-    session.context["reasoning"], source = LR.open_source(cfg.reasoning(), cfg.source, _needed(cfg), train=cfg.train,
-                                                          quiet=session.quiet)
-    return {"reasoning": source}
-
-
 def run(session, cfg: Config) -> runner.Result:
     """Train what the source lacks, then the optimiser's runs and every variant's grounding (each
     kept as it finishes): ``optimiser.csv``, ``optimiser_tests.csv``, ``rewards.csv``,
@@ -615,7 +606,7 @@ def run(session, cfg: Config) -> runner.Result:
 
 
 SPEC = runner.Spec(
-    name=STUDY, config=Config, run=run, prepare=prepare,
+    name=STUDY, config=Config, run=run, prepare=LR.source_prepare(_needed),
     figures=lambda session, cfg, r: [plot_optimiser(session.out, r.data["curves"], r.data["table"]),
                                      plot_grounding(session.out, r.data["hists"])],
     summary=lambda cfg, r: summary(r.data["table"], r.data["tests"], r.data["ground"]),

@@ -155,7 +155,7 @@ class Config:
     fail_below: float = 0.5
     n_examples: int = 6
     root_seed: int = 0
-    preset: str = ""  # a label only: left out of the directory's stamp (SELECTION)
+    preset: str = ""  # a label only: left out of the directory's stamp (SPEC.selection)
 
     def validate(self) -> "Config":
         """Check every field (the learned models' through :meth:`tokdyn.models.slots.Config.validate`);

@@ -100,7 +100,7 @@ class Config:
     embed_dim: int = 8
     parts: tuple[str, ...] = PARTS
     root_seed: int = 0
-    preset: str = ""  # a label only: left out of the directory's stamp (SELECTION)
+    preset: str = ""  # a label only: left out of the directory's stamp (SPEC.selection)
 
     def validate(self) -> "Config":
         """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""

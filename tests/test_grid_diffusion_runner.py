@@ -5,7 +5,6 @@ outputs; bad options and absurd sizes exit 2 naming the option before any work."
 
 import dataclasses
 import os
-import shutil
 import warnings
 
 import pytest
@@ -26,16 +25,11 @@ TABLES = ("results.csv", "samples.txt", "summary.md")  # the outputs a rerun mus
 def argv(cfg: GD.Config, out, *extra, cache: bool = False) -> list[str]:
     """The command line of ``cfg`` (every field spelled out); ``cache``: with JAX's persistent
     compilation cache (child processes), else ``--no-cache`` (in this process)."""
-    args = ["study", "grid-diffusion", "--out", str(out), "--quiet"] + ([] if cache else ["--no-cache"])
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        args += ["--" + f.name.replace("_", "-"), ",".join(map(str, v)) if isinstance(v, tuple) else str(v)]
-    return args + list(extra)
+    return ["study", "grid-diffusion", "--out", str(out), "--quiet", *([] if cache else ["--no-cache"]),
+            *hostile.options(cfg), *extra]
 
 
-def read(path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+read, copy = hostile.read, hostile.copy
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +37,6 @@ def finished(tmp_path_factory):
     """A finished study of CFG (with its figures)."""
     out = str(tmp_path_factory.mktemp("gd") / "done")
     assert GD.main(CFG, out, quiet=True)
-    return out
-
-
-def copy(finished, tmp_path) -> str:
-    out = str(tmp_path / "copy")
-    shutil.copytree(finished, out)
     return out
 
 

@@ -5,13 +5,13 @@ refusal of bad fields (another configuration: test_study_runner.py, for every st
 
 import dataclasses
 import os
-import shutil
 import warnings
 
 import jax
 import numpy as np
 import pytest
 
+import hostile
 from tokdyn import cli, io, metrics
 from tokdyn.experiment import study as S
 from tokdyn.studies import object_discovery as SC
@@ -27,19 +27,10 @@ TABLES = ("results.csv", "learning_curve.csv")  # the outputs a rerun must repro
 
 def argv(cfg: SC.Config, out, *extra) -> list[str]:
     """The command line of ``cfg`` (every field spelled out), in this process (no cache)."""
-    args = ["study", "scenes", "--out", str(out), "--quiet", "--no-cache"]
-    for f in dataclasses.fields(cfg):
-        v, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
-        if isinstance(v, bool):
-            args.append(flag if v else "--no-" + flag[2:])
-        else:
-            args += [flag, ",".join(map(str, v)) if isinstance(v, tuple) else str(v)]
-    return args + list(extra)
+    return ["study", "scenes", "--out", str(out), "--quiet", "--no-cache", *hostile.options(cfg), *extra]
 
 
-def read(path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+read, copy = hostile.read, hostile.copy
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +38,6 @@ def finished(tmp_path_factory):
     """A finished study of CFG (with its figures)."""
     out = str(tmp_path_factory.mktemp("sc") / "done")
     assert SC.main(CFG, out, quiet=True)
-    return out
-
-
-def copy(finished, tmp_path) -> str:
-    out = str(tmp_path / "copy")
-    shutil.copytree(finished, out)
     return out
 
 

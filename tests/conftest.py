@@ -79,6 +79,15 @@ def _fast_compile(request):
         jax.clear_caches()
 
 
+@pytest.fixture
+def fast_children(monkeypatch):
+    """Child processes (tests/killing.py) that compile as the ``fast_compile`` modules do
+    (:func:`killing.fast_env`)."""
+    import killing
+
+    monkeypatch.setattr(killing, "env", killing.fast_env)
+
+
 def assert_same_floats(actual, desired, err_msg=""):
     """Equal up to float32 rounding (rtol = atol = 1e-6), under every compiler setting: for the same
     quantity computed by two different programs, or by two computations inside one program, which

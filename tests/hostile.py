@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 
 from tokdyn import cli
 
@@ -30,3 +32,38 @@ def unwritable_outputs_exit_2(args, tmp_path, capsys, monkeypatch, tag: str) -> 
         code, err = run([*args, "--out", out], capsys)
         assert code == 2 and str(ro) in err and "writ" in err and "Traceback" not in err, err
     assert os.listdir(ro) == [] and f.read_text() == "x"
+
+
+def refused_before_any_work(args, words: str, tmp_path, capsys) -> None:
+    """``tokdyn ARGS --out X`` exits 2 with ``words`` in its message, without a traceback, and X is
+    never created."""
+    out = tmp_path / "out"
+    code, err = run([*args, "--out", out], capsys)
+    assert code == 2 and words in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def options(cfg) -> list[str]:
+    """The options that spell out every field of the study configuration ``cfg`` on the command
+    line (a tuple as a comma list, a bool as ``--name`` / ``--no-name``)."""
+    out = []
+    for f in dataclasses.fields(cfg):
+        v, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+        if isinstance(v, bool):
+            out.append(flag if v else "--no-" + flag[2:])
+        else:
+            out += [flag, ",".join(map(str, v)) if isinstance(v, tuple) else str(v)]
+    return out
+
+
+def read(path) -> bytes:
+    """The bytes of the file ``path``."""
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def copy(directory, tmp_path) -> str:
+    """A copy of the study directory ``directory`` in ``tmp_path`` (a test's to change)."""
+    out = str(tmp_path / "copy")
+    shutil.copytree(directory, out)
+    return out

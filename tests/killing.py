@@ -26,6 +26,21 @@ def env(cache_dir) -> dict:
     return e
 
 
+_plain_env = env
+
+
+def fast_env(cache_dir) -> dict:
+    """:func:`env` for children that compile as the suite's ``fast_compile`` modules do (see
+    conftest.py): the suite's XLA flags, and most optimisations off (a third of the compile time of
+    tiny programs; every child compiles alike, so their files still compare byte for byte). Set it
+    as ``killing.env`` (the ``fast_children`` fixture does)."""
+    e = _plain_env(cache_dir)
+    e["XLA_FLAGS"] = f"{e['XLA_FLAGS']} {os.environ.get('TOKDYN_TEST_XLA_FLAGS', '')}".strip()
+    if os.environ.get("TOKDYN_TEST_OPTIMIZED") != "1":
+        e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    return e
+
+
 def run_cli(args, cache_dir, *, timeout: float = 600) -> tuple[int, float, str]:
     """``(exit code, seconds, stderr)`` of ``tokdyn ARGS`` run to its end in a child process."""
     t0 = time.perf_counter()
@@ -61,3 +76,16 @@ def same_files(a, b, names) -> None:
     for name in names:
         with open(os.path.join(a, name), "rb") as fa, open(os.path.join(b, name), "rb") as fb:
             assert fa.read() == fb.read(), f"{name} differs after the kills"
+
+
+def resumes_after_kills(args, cache_dir, seconds: float, reference, names, *, seed: int, low: float) -> None:
+    """Kill ``tokdyn ARGS --out OUT`` (``args`` ending with ``OUT``'s option and value) twice at
+    random moments drawn from ``seconds`` (an uninterrupted run's time; a third of it when no kill
+    hit a running process), run it to its end, then compare the files ``names`` of ``OUT`` with
+    those of the directory ``reference`` (an uninterrupted run's) byte for byte."""
+    hit = kill_at_random_moments(args, cache_dir, seconds, kills=2, seed=seed, low=low)
+    if not hit:  # the machine got faster than when the reference was timed: kill sooner
+        hit = kill_at_random_moments(args, cache_dir, seconds / 3, kills=2, seed=seed)
+    assert hit, "no kill hit a running process"
+    out = args[list(map(str, args)).index("--out") + 1]
+    same_files(reference, out, names)

@@ -1,6 +1,7 @@
 """The collapse study end to end on a tiny configuration, and its CLI as a hostile user runs it:
-killed at random moments, its files truncated, rerun with other settings, pointed at paths it
-cannot write, given empty lists and absurd sizes."""
+killed at random moments, its files truncated, given empty lists and absurd sizes (the cases every
+study shares -- paths it cannot write, another configuration, --fresh -- are in
+test_study_runner.py)."""
 
 import dataclasses
 import json
@@ -105,33 +106,19 @@ RESULTS = ("threshold_check.csv", "jacobian_check.csv", "convergence.csv", "phas
 FIGURES = ("phase_collapse.png", "phase_groups.png", "phase_momentum.png", "phase_repulsion.png")
 
 
-def _env(cache_dir, _env=killing.env):
-    """The children's environment, compiling as the suite's ``fast_compile`` modules do (see
-    conftest.py): the suite's XLA flags, and most optimisations off (a third of the compile time
-    of these tiny programs; every child compiles alike, so their files still compare byte for byte)."""
-    e = _env(cache_dir)
-    e["XLA_FLAGS"] = f"{e['XLA_FLAGS']} {os.environ.get('TOKDYN_TEST_XLA_FLAGS', '')}".strip()
-    if os.environ.get("TOKDYN_TEST_OPTIMIZED") != "1":
-        e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-    return e
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two uninterrupted runs of the command in child processes: ``A`` with figures, then ``B``
     without, on a warm compilation cache (timed: the kills are drawn from its time)."""
     root = tmp_path_factory.mktemp("collapse-cli")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(killing, "env", _env)
+        mp.setattr(killing, "env", killing.fast_env)
         cache = root / "cache"
         code, _, err = killing.run_cli([*SMALL, "--out", root / "A", "--quiet"], cache)
         assert code == 0, err[-3000:]
         code, seconds, err = killing.run_cli([*SMALL, "--out", root / "B", "--no-plots", "--quiet"], cache)
         assert code == 0, err[-3000:]
         yield dict(root=root, cache=cache, A=root / "A", B=root / "B", seconds=seconds)
-
-
-_cli = hostile.run
 
 
 def test_command_outputs_and_record(runs):
@@ -149,13 +136,8 @@ def test_command_outputs_and_record(runs):
 
 
 def test_killed_at_random_moments_resumes_to_the_same_files(runs):
-    c = runs["root"] / "C"
-    args = [*SMALL, "--out", c, "--no-plots", "--quiet"]
-    hit = killing.kill_at_random_moments(args, runs["cache"], runs["seconds"], kills=2, seed=5, low=0.3)
-    if not hit:  # the machine got faster than when B was timed: kill sooner
-        hit = killing.kill_at_random_moments(args, runs["cache"], runs["seconds"] / 3, kills=2, seed=5)
-    assert hit, "no kill hit a running process"
-    killing.same_files(runs["B"], c, RESULTS)
+    killing.resumes_after_kills([*SMALL, "--no-plots", "--quiet", "--out", runs["root"] / "C"], runs["cache"],
+                                runs["seconds"], runs["B"], RESULTS, seed=5, low=0.3)
 
 
 def test_truncated_parts_chunks_and_manifests_are_named_and_recomputed(runs, tmp_path):
@@ -174,38 +156,6 @@ def test_truncated_parts_chunks_and_manifests_are_named_and_recomputed(runs, tmp
         assert any(n.startswith(path.name) for n in os.listdir(path.parent / "corrupt"))
     killing.same_files(runs["B"], d, RESULTS)
     assert sorted(os.listdir(sweep)) == ["chunks", "corrupt", "manifest.json"]
-
-
-def test_another_configuration_is_refused_naming_the_fields(runs, capsys):
-    b = runs["B"]
-    before = {f: (b / f).read_bytes() for f in (*RESULTS, "config.json", S.STAMP)}
-    code, err = _cli([*SMALL, "--seeds", "5", "--momentum", "0,0.5", "--out", b], capsys)
-    assert code == 2 and "Traceback" not in err
-    assert "momentum: [0.0, 0.9] there, [0.0, 0.5] now" in err and "seeds: 4 there, 5 now" in err and "--fresh" in err
-    assert {f: (b / f).read_bytes() for f in before} == before
-
-
-def test_a_directory_of_an_earlier_version_is_not_mixed_with_new_results(tmp_path, capsys):
-    old = tmp_path / "old"  # what collapse wrote before stamps: sweeps and a record of unknown settings
-    (old / "sweeps" / "momentum").mkdir(parents=True)
-    (old / "config.json").write_text('{"study": "collapse", "config": {}}')
-    code, err = _cli([*SMALL, "--out", old], capsys)
-    assert code == 2 and "no tokdyn study stamped" in err and "Traceback" not in err
-    assert sorted(os.listdir(old)) == ["config.json", "sweeps"]
-
-
-def test_fresh_removes_the_old_results_sweeps_and_figures(runs, tmp_path):
-    d = tmp_path / "D"
-    shutil.copytree(runs["A"], d)
-    (d / "sweeps" / "old-sweep" / "chunks").mkdir(parents=True)  # a sweep of another configuration
-    io.save_npz(d / "sweeps" / "old-sweep" / "chunks" / "000000000000-000000000004.npz", ari=np.zeros(4))
-    code, _, err = killing.run_cli([*SMALL, "--convergence-runs", "3", "--out", d, "--no-plots", "--quiet",
-                                    "--fresh"], runs["cache"])
-    assert code == 0, err[-3000:]
-    assert not [f for f in os.listdir(d) if f.endswith(".png")]
-    assert sorted(os.listdir(d / "sweeps")) == ["momentum", "phase_T4", "repulsion", "threshold_aniso2_T2"]
-    assert len(io.read_csv(d / "convergence.csv")["run"]) == 3
-    killing.same_files(runs["A"], d, ("threshold_check.csv", "jacobian_check.csv", "phase.csv"))
 
 
 REFUSED = [  # the issue's cases, and more of the same kind: (options, words the message holds)
@@ -230,14 +180,7 @@ REFUSED = [  # the issue's cases, and more of the same kind: (options, words the
 
 @pytest.mark.parametrize("options, words", REFUSED, ids=[" ".join(o) for o, _ in REFUSED])
 def test_bad_options_exit_2_before_any_work(options, words, tmp_path, capsys):
-    out = tmp_path / "out"
-    code, err = _cli([*SMALL, "--out", out, *options], capsys)
-    assert code == 2 and words in err and "Traceback" not in err, err
-    assert not out.exists()
-
-
-def test_output_paths_that_cannot_be_written_exit_2_before_any_work(tmp_path, capsys, monkeypatch):
-    hostile.unwritable_outputs_exit_2(SMALL, tmp_path, capsys, monkeypatch, "collapse")
+    hostile.refused_before_any_work([*SMALL, *options], words, tmp_path, capsys)
 
 
 def test_estimate_of_the_default_run():

@@ -5,10 +5,8 @@ outputs; bad options and absurd sizes exit 2 naming the option before any work."
 
 import dataclasses
 import os
-import shutil
 import warnings
 
-import numpy as np
 import pytest
 
 import hostile
@@ -27,31 +25,11 @@ TABLES = ("results.csv", "samples.txt", "summary.md")  # the outputs a rerun mus
 def argv(cfg: GD.Config, out, *extra, cache: bool = False) -> list[str]:
     """The command line of ``cfg`` (every field spelled out); ``cache``: with JAX's persistent
     compilation cache (child processes), else ``--no-cache`` (in this process)."""
-    args = ["study", "grid-diffusion", "--out", str(out), "--quiet"] + ([] if cache else ["--no-cache"])
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        args += ["--" + f.name.replace("_", "-"), ",".join(map(str, v)) if isinstance(v, tuple) else str(v)]
-    return args + list(extra)
+    return ["study", "grid-diffusion", "--out", str(out), "--quiet", *([] if cache else ["--no-cache"]),
+            *hostile.options(cfg), *extra]
 
 
-@pytest.fixture
-def fast_children(monkeypatch):
-    """Child processes that compile as this suite's ``fast_compile`` modules do (XLA's elemental
-    emitters, most optimisations off: a third of the compile time; the same program in every
-    child, so their files still compare byte for byte)."""
-    plain = killing.env
-
-    def env(cache_dir):
-        e = plain(cache_dir)
-        e["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
-        e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-        return e
-    monkeypatch.setattr(killing, "env", env)
-
-
-def read(path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+read, copy = hostile.read, hostile.copy
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +37,6 @@ def finished(tmp_path_factory):
     """A finished study of CFG (with its figures)."""
     out = str(tmp_path_factory.mktemp("gd") / "done")
     assert GD.main(CFG, out, quiet=True)
-    return out
-
-
-def copy(finished, tmp_path) -> str:
-    out = str(tmp_path / "copy")
-    shutil.copytree(finished, out)
     return out
 
 
@@ -89,17 +61,6 @@ def test_outputs_record_and_a_rerun_that_reads_everything_back(finished, tmp_pat
     for name in TABLES:
         assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
     assert os.path.exists(os.path.join(out, "kernels.png"))  # the same configuration's figures stay
-
-
-def test_another_configuration_is_refused_naming_the_fields(finished, tmp_path, capsys):
-    out = copy(finished, tmp_path)
-    before = {name: read(os.path.join(out, name)) for name in TABLES}
-    with pytest.raises(io.OutputConflict, match="steps: 20 there, 40 now"):
-        GD.main(dataclasses.replace(CFG, steps=40), out, quiet=True)
-    assert cli.main(argv(dataclasses.replace(CFG, lam=0.5, n_resamples=30), out)) == 2
-    err = capsys.readouterr().err
-    assert "lam: 0.01 there, 0.5 now" in err and "n_resamples: 20 there, 30 now" in err and "--fresh" in err
-    assert before == {name: read(os.path.join(out, name)) for name in TABLES}  # nothing touched
 
 
 def test_another_choice_of_models_reuses_the_parts_and_leaves_no_stale_outputs(finished, tmp_path):
@@ -142,7 +103,7 @@ def test_an_autoencoder_of_other_settings_is_never_reused(tmp_path, capsys):
     """Issue 31, case 2: killed right after parts/autoencoder.npz was written, then rerun with
     --ae-steps 10: the 100-step autoencoder was reused (accuracy 1.0 where 10 steps give less)."""
     out = str(tmp_path / "gd")
-    study = S.Study.open(out, "grid-diffusion", CFG, selection=GD.SELECTION)  # what main does first ...
+    study = S.Study.open(out, "grid-diffusion", CFG, selection=GD.SPEC.selection)  # what main does first ...
     GD.autoencoder(CFG, study)  # ... then the autoencoder part; killed here
     part = os.path.join(out, "parts", "autoencoder.npz")
     kept = read(part)
@@ -201,20 +162,7 @@ QUICK = ["--quick", "--models", "token_ar", "--single-models", "", "--quiet", "-
     (["--colours", "1"], "colours"),
 ])
 def test_bad_options_and_absurd_sizes_exit_2_naming_the_option_before_any_work(extra, words, tmp_path, capsys):
-    out = tmp_path / "x"
-    assert cli.main(["study", "grid-diffusion", "--out", str(out), *QUICK, *extra]) == 2
-    err = capsys.readouterr().err
-    assert words in err and "Traceback" not in err, err
-    assert not out.exists()  # refused before any work: nothing written
-
-
-def test_output_paths_that_cannot_be_written_are_refused_before_work(tmp_path, capsys, monkeypatch):
-    hostile.unwritable_outputs_exit_2(["study", "grid-diffusion", *QUICK], tmp_path, capsys, monkeypatch, "gd")
-    other = tmp_path / "scenes"  # another study's directory
-    S.Study.open(str(other), "scenes", {"seeds": 2})
-    assert cli.main(["study", "grid-diffusion", "--out", str(other), *QUICK]) == 2
-    assert "holds the 'scenes' study, not 'grid-diffusion'" in capsys.readouterr().err
-    assert os.listdir(other) == ["study.json"]
+    hostile.refused_before_any_work(["study", "grid-diffusion", *QUICK, *extra], words, tmp_path, capsys)
 
 
 def test_the_estimate_names_the_option_and_says_when_it_is_long():

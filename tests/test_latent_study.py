@@ -1,5 +1,6 @@
 """The latent-reasoning study: outputs, resume (also after SIGKILLs at random moments), damaged
-files named and recomputed, refusal of another configuration and of absurd sizes, the command line."""
+files named and recomputed, refusal of absurd sizes, the command line (another configuration:
+test_study_runner.py, for every study)."""
 
 import dataclasses
 import os
@@ -89,7 +90,7 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
     assert conf["study"] == "latent-reasoning" and conf["variants"] == ["direct", "no_image"]
     assert conf["config"]["training"]["steps"] == TINY.steps
     assert conf["config"]["hparams"]["learning_rate"] == cfg.hparams.learning_rate
-    assert "variants" not in conf["config"] and conf["selection"]["variants"] == ["direct", "no_image"]
+    assert conf["config"]["variants"] == conf["selection"]["variants"] == ["direct", "no_image"]  # the whole config
     res = LR.read_result(os.path.join(out, "results", "direct.json"))
     assert res["nan_step"] == [-1, -1] and len(res["accuracy"]["all"]) == TINY.seeds
     # each seed is tested with its state at its best held-out accuracy (the first step reaching it)
@@ -247,16 +248,6 @@ def test_absurd_or_impossible_options_exit_2_before_any_work(tmp_path, capsys, a
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err
     assert not out.exists()
-
-
-def test_another_configuration_on_the_command_line_exits_2_naming_the_fields(tmp_path, capsys, study):
-    out = str(tmp_path / "s")
-    shutil.copytree(study[0], out)
-    assert cli.main([*ARGS, "--out", out, "--steps", "60", "--learning-rate", "0.01"]) == 2
-    err = capsys.readouterr().err
-    assert "training.steps: 40 there, 60 now" in err and "hparams.learning_rate: 0.001 there, 0.01 now" in err
-    assert "--fresh" in err
-    killing.same_files(study[0], out, RESULTS)  # nothing touched
 
 
 def test_a_study_killed_at_random_moments_resumes_to_the_same_results(tmp_path, monkeypatch, study):

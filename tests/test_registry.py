@@ -1,14 +1,18 @@
 """The one list of studies (tokdyn.experiment.registry) is what the command line, tokdyn reproduce
 and the docs' study index all show: a study added there appears everywhere, and nowhere else."""
 
+import ast
+import dataclasses
 import importlib
+import inspect
 import os
 import re
+import textwrap
 
 import pytest
 
-from tokdyn import cli, reproduce
-from tokdyn.experiment import registry
+from tokdyn import cli, reproduce, studies
+from tokdyn.experiment import registry, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,3 +43,22 @@ def test_an_unknown_study_is_named_with_the_choices():
     with pytest.raises(ValueError, match="unknown study 'nope'; choose from token-dynamics, "):
         registry.entry("nope")
     assert registry.entry("scenes").module == "tokdyn.studies.object_discovery"
+
+
+@pytest.mark.parametrize("entry", registry.STUDIES, ids=lambda e: e.name)
+def test_every_study_is_a_value_whose_main_is_one_call_of_the_runner(entry):
+    module = importlib.import_module(entry.module)
+    spec = studies.spec(entry.name)
+    assert isinstance(spec, runner.Spec) and spec is module.SPEC
+    assert spec.name == entry.name and spec.config is module.Config and callable(spec.run)
+    fields = {f.name for f in dataclasses.fields(module.Config)}
+    assert set(spec.selection) <= fields and set(spec.sources) <= fields
+    assert set(spec.sources.values()) <= set(registry.NAMES) - {entry.name}
+    assert spec.link, "a reader's first file"
+    body = ast.parse(textwrap.dedent(inspect.getsource(module.main))).body[0].body
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):  # the docstring
+        body = body[1:]
+    assert len(body) == 1 and isinstance(body[0], ast.Return), "main is one statement: return the runner's call"
+    call = body[0].value
+    assert isinstance(call, ast.Call) and ast.unparse(call.func) == "runner.run_study" and \
+        ast.unparse(call.args[0]) == "SPEC"

@@ -1,6 +1,7 @@
-"""`tokdyn reproduce`: the verdict functions on synthetic output tables (reproduced, refuted and open
-cases each), the report writer on a fake directory, the command line, and one real run of the
-cheapest study through the command."""
+"""`tokdyn reproduce`: the findings' verdict functions (each study's own, and the intervals they share
+in tokdyn.experiment.findings) on synthetic output tables (reproduced, refuted and open cases each),
+the report writer on a fake directory, the command line, and one real run of the cheapest study
+through the command."""
 
 import json
 import os
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 
 from tokdyn import cli, io, reproduce
-from tokdyn.studies import collapse, token_dynamics
+from tokdyn.experiment import findings as F
+from tokdyn.studies import collapse, grid_diffusion, latent_diagnostics, latent_optimisation, token_dynamics
+from tokdyn.studies import visual_tokens
 
 PUBLISHED = {"baseline": dict(ari=0.791, nmi=0.882, steps=11.91, collapsed=0.0),
              "inertia": dict(ari=0.799, nmi=0.887, steps=24.78, collapsed=0.0)}
@@ -42,22 +45,22 @@ def test_seed_interval_uses_students_t_below_ten_seeds_and_the_bootstrap_above()
     from scipy import stats as sps
 
     v = np.array([0.1, 0.2, 0.4])
-    mean, low, high, n = reproduce.seed_interval(v)
+    mean, low, high, n = F.seed_interval(v)
     half = sps.t.ppf(0.975, 2) * v.std(ddof=1) / np.sqrt(3)
     assert n == 3 and mean == pytest.approx(v.mean())
     assert (low, high) == pytest.approx((v.mean() - half, v.mean() + half))
     w = np.random.default_rng(1).normal(size=40)
-    mean, low, high, n = reproduce.seed_interval(w)
+    mean, low, high, n = F.seed_interval(w)
     assert n == 40 and low < mean < high and high - low < 4 * 1.96 * w.std(ddof=1) / np.sqrt(40)
-    assert reproduce.seed_interval([0.5, 0.5, np.nan, 0.5])[1:] == (0.5, 0.5, 3)  # NaN dropped, no spread
-    assert reproduce.seed_interval([0.5])[3] == 1 and np.isnan(reproduce.seed_interval([0.5])[1])
+    assert F.seed_interval([0.5, 0.5, np.nan, 0.5])[1:] == (0.5, 0.5, 3)  # NaN dropped, no spread
+    assert F.seed_interval([0.5])[3] == 1 and np.isnan(F.seed_interval([0.5])[1])
 
 
 def test_aggregate_one_refutation_refutes_a_general_claim():
-    assert reproduce.aggregate(["reproduced", "reproduced", "n/a"]) == "reproduced"
-    assert reproduce.aggregate(["reproduced", "refuted", "open"]) == "refuted"
-    assert reproduce.aggregate(["reproduced", "open"]) == "open"
-    assert reproduce.aggregate(["n/a"]) == "open"
+    assert F.aggregate(["reproduced", "reproduced", "n/a"]) == "reproduced"
+    assert F.aggregate(["reproduced", "refuted", "open"]) == "refuted"
+    assert F.aggregate(["reproduced", "open"]) == "open"
+    assert F.aggregate(["n/a"]) == "open"
 
 
 # ---------------------------------------------------------------------------------------------- 1. token dynamics
@@ -66,12 +69,12 @@ def test_aggregate_one_refutation_refutes_a_general_claim():
 def test_published_cell_reproduced_refuted_and_open():
     rng = np.random.default_rng(0)
     v = 0.8 + rng.normal(0, 0.05, 30)
-    _, (mean, low, high, _) = reproduce.published_cell(v, 0.8, 0.0005)
-    assert reproduce.published_cell(v, mean, 0.0005)[0] == "reproduced"
-    assert reproduce.published_cell(v, high + 0.0004, 0.0005)[0] == "reproduced"  # within the rounding
-    assert reproduce.published_cell(v, mean + 2 * (high - mean), 0.0005)[0] == "refuted"  # past sqrt(2)
-    assert reproduce.published_cell(v, mean + 1.2 * (high - mean), 0.0005)[0] == "open"  # between
-    assert reproduce.published_cell(v[:5], mean, 0.0005)[0] == "open"  # too few seeds for a bootstrap
+    _, (mean, low, high, _) = token_dynamics.published_cell(v, 0.8, 0.0005)
+    assert token_dynamics.published_cell(v, mean, 0.0005)[0] == "reproduced"
+    assert token_dynamics.published_cell(v, high + 0.0004, 0.0005)[0] == "reproduced"  # within the rounding
+    assert token_dynamics.published_cell(v, mean + 2 * (high - mean), 0.0005)[0] == "refuted"  # past sqrt(2)
+    assert token_dynamics.published_cell(v, mean + 1.2 * (high - mean), 0.0005)[0] == "open"  # between
+    assert token_dynamics.published_cell(v[:5], mean, 0.0005)[0] == "open"  # too few seeds for a bootstrap
 
 
 @pytest.mark.parametrize("ari, expect", [
@@ -79,11 +82,11 @@ def test_published_cell_reproduced_refuted_and_open():
     ({"baseline": 0.791, "inertia": 0.70}, "refuted"),
 ])
 def test_token_dynamics_findings(ari, expect):
-    a, b = reproduce.token_dynamics_findings(runs_table(30, ari), PUBLISHED)
+    a, b = token_dynamics.published_findings(runs_table(30, ari), PUBLISHED)
     assert a.verdict == expect and b.verdict == "reproduced"
     assert len(a.rows) == 2 and len(b.rows) == 6
     assert "0.791" in a.basis
-    few = reproduce.token_dynamics_findings(runs_table(4, {"baseline": 0.791, "inertia": 0.799}), PUBLISHED)
+    few = token_dynamics.published_findings(runs_table(4, {"baseline": 0.791, "inertia": 0.799}), PUBLISHED)
     assert [f.verdict for f in few] == ["open", "open"]
 
 
@@ -109,7 +112,7 @@ def vt_table(cells: int, seeds: int, collapsed: bool) -> dict:
     (4, 2, False, "open"),  # 0 of 8: the interval reaches far above 0.05
 ])
 def test_visual_tokens_finding(cells, seeds, collapsed, expect):
-    f = reproduce.visual_tokens_finding(vt_table(cells, seeds, collapsed))
+    f = visual_tokens.collapse_finding(vt_table(cells, seeds, collapsed))
     assert f.verdict == expect, f.basis
     assert f"of {cells * seeds} adequately trained models" in f.basis
     assert any(r[1] == "capacity" and r[2] == "no" for r in f.rows)
@@ -130,7 +133,7 @@ def gd_table(grid: list, token: list) -> dict:
     ([0.64, 0.65], [0.96, 0.97], "open"),  # two seeds
 ])
 def test_grid_diffusion_finding(grid, token, expect):
-    f = reproduce.grid_diffusion_finding(gd_table(grid, token))
+    f = grid_diffusion.grid_route_finding(gd_table(grid, token))
     assert f.verdict == expect, f.basis
     assert "grid_d3pm_uniform" in f.basis and "token_ar" in f.basis
 
@@ -139,12 +142,12 @@ def test_grid_diffusion_finding(grid, token, expect):
 
 
 def test_markers_unit_rules():
-    assert reproduce.markers_unit(0.8, 1.1, 0.02, 3) == "reproduced"
-    assert reproduce.markers_unit(0.18, 0.35, 0.07, 3) == "refuted"
-    assert reproduce.markers_unit(0.55, 0.77, 0.03, 3) == "open"  # misses the band, not the margin
-    assert reproduce.markers_unit(0.65, 2.0, 0.002, 3) == "open"  # too wide to tell
-    assert reproduce.markers_unit(0.8, 1.1, -0.01, 3) == "n/a"  # no gain to share
-    assert reproduce.markers_unit(0.8, 1.1, 0.02, 2) == "open"  # too few seeds
+    assert latent_diagnostics.markers_unit(0.8, 1.1, 0.02, 3) == "reproduced"
+    assert latent_diagnostics.markers_unit(0.18, 0.35, 0.07, 3) == "refuted"
+    assert latent_diagnostics.markers_unit(0.55, 0.77, 0.03, 3) == "open"  # misses the band, not the margin
+    assert latent_diagnostics.markers_unit(0.65, 2.0, 0.002, 3) == "open"  # too wide to tell
+    assert latent_diagnostics.markers_unit(0.8, 1.1, -0.01, 3) == "n/a"  # no gain to share
+    assert latent_diagnostics.markers_unit(0.8, 1.1, 0.02, 2) == "open"  # too few seeds
 
 
 def dec_table(units) -> dict:
@@ -164,10 +167,10 @@ def dec_table(units) -> dict:
     ({"latent_lvr": (0.65, 2.0, 0.002)}, "open"),
 ])
 def test_markers_finding(units, expect):
-    f = reproduce.markers_finding(dec_table(units), seeds=3)
+    f = latent_diagnostics.markers_finding(dec_table(units), seeds=3)
     assert f.verdict == expect
     assert len(f.rows) == len(units)  # the final stage only
-    assert reproduce.markers_finding(dec_table(units), seeds=2).verdict == "open"  # too few seeds
+    assert latent_diagnostics.markers_finding(dec_table(units), seeds=2).verdict == "open"  # too few seeds
 
 
 def med_table(shift: dict, flips: dict, seeds: int = 3) -> dict:
@@ -190,17 +193,17 @@ def med_table(shift: dict, flips: dict, seeds: int = 3) -> dict:
 
 
 def test_mediation_findings():
-    a, b = reproduce.mediation_findings(med_table({"latent_lvr": 0.002, "latent_mirage": 0.01},
+    a, b = latent_diagnostics.mediation_findings(med_table({"latent_lvr": 0.002, "latent_mirage": 0.01},
                                                   {"latent_lvr": 0.02, "latent_mirage": 0.03}))
     assert (a.verdict, b.verdict) == ("reproduced", "reproduced")
     assert a.rows[0][1] == "blank" and a.rows[0][4] == "0.580"  # the strongest perturbation; text's for scale
     assert b.rows[0][1] == "zeros"
-    a, b = reproduce.mediation_findings(med_table({"latent_lvr": 0.002, "latent": 0.56}, {"latent_lvr": 0.02,
+    a, b = latent_diagnostics.mediation_findings(med_table({"latent_lvr": 0.002, "latent": 0.56}, {"latent_lvr": 0.02,
                                                                                           "latent": 0.20}))
     assert (a.verdict, b.verdict) == ("refuted", "refuted")
-    a, b = reproduce.mediation_findings(med_table({"latent": 0.1}, {"latent": 0.12}))
+    a, b = latent_diagnostics.mediation_findings(med_table({"latent": 0.1}, {"latent": 0.12}))
     assert (a.verdict, b.verdict) == ("open", "open")  # between the thresholds
-    a, b = reproduce.mediation_findings(med_table({"latent": 0.002}, {"latent": 0.02}, seeds=2))
+    a, b = latent_diagnostics.mediation_findings(med_table({"latent": 0.002}, {"latent": 0.02}, seeds=2))
     assert (a.verdict, b.verdict) == ("open", "open")  # two seeds
 
 
@@ -220,12 +223,13 @@ def test_optimisation_finding(dmlr, spread, expect):
     table = opt_table({("latent", "before"): 0.0, ("latent", "random"): -0.08, ("latent", "es_entropy_best"): dmlr,
                        ("latent_lvr", "es_entropy_best"): dmlr, ("latent", "es_entropy"): 0.0}, spread=spread)
     tests = io.to_columns([dict(variant="latent", method="es_entropy_best", family="all", p_holm=0.034)])
-    f = reproduce.optimisation_finding(table, tests)
+    f = latent_optimisation.optimisation_finding(table, tests)
     assert f.verdict == expect
     rows = {(r[0], r[1]): r for r in f.rows}
     assert ("latent", "before") not in rows and rows[("latent", "random")][-1] == "control"
     assert rows[("latent", "es_entropy_best")][4] == "0.034"
-    assert reproduce.optimisation_finding(opt_table({("latent", "es_entropy_best"): dmlr}, seeds=2)).verdict == "open"
+    few = opt_table({("latent", "es_entropy_best"): dmlr}, seeds=2)
+    assert latent_optimisation.optimisation_finding(few).verdict == "open"
 
 
 # ---------------------------------------------------------------------------------------------- the report

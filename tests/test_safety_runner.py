@@ -171,7 +171,7 @@ def _td_cfg():
 def _td_selection():
     from tokdyn.studies import token_dynamics as td
 
-    return td.SELECTION
+    return td.SPEC.selection
 
 
 # ---------------------------------------------------------------------------------------------- case 4: verification

@@ -11,6 +11,7 @@ import pytest
 
 import hostile
 from tokdyn import cli, io, reproduce
+from tokdyn.experiment import findings as F
 from tokdyn.experiment import reasoners as LR
 from tokdyn.experiment import study as S
 from tokdyn.studies import latent_diagnostics as LD
@@ -89,7 +90,7 @@ TINY_TD = token_dynamics.Config(seeds=10, noise=(0.3,), n_clusters=(3,), methods
 def _published_from(runs):
     """The 'published' table our own run reproduces: each method's mean over seeds of every metric."""
     method = np.asarray(runs["method"]).astype(str)
-    return {m: {k: float(np.mean(reproduce._per_seed(runs, method == m, k)))
+    return {m: {k: float(np.mean(F.per_seed(runs, method == m, k)))
                 for k in ("ari", "nmi", "steps", "collapsed")} for m in ("baseline", "inertia")}
 
 
@@ -101,13 +102,13 @@ def test_case4_tampered_table_not_judged(tmp_path, monkeypatch, capsys):
     path = os.path.join(out, "token-dynamics", "runs.csv")
     original = open(path, "rb").read()
     runs = io.read_csv(path)
-    monkeypatch.setattr(reproduce, "_published", lambda: _published_from(runs))
-    assert reproduce.token_dynamics_findings(runs)[0].verdict == "reproduced"
+    monkeypatch.setattr(token_dynamics, "PUBLISHED_OVERALL", _published_from(runs))
+    assert token_dynamics.published_findings(runs)[0].verdict == "reproduced"
     # the hostile edit: inertia's ARI lowered by 0.2, which would refute finding 1a if it were judged
     tampered = dict(runs, ari=np.where(np.asarray(runs["method"]).astype(str) == "inertia", runs["ari"] - 0.2,
                                        runs["ari"]))
     io.write_csv(path, tampered)
-    assert reproduce.token_dynamics_findings(io.read_csv(path))[0].verdict == "refuted"
+    assert token_dynamics.published_findings(io.read_csv(path))[0].verdict == "refuted"
     # reporting only (the study not run again): the finding is open, naming the file
     a, b = reproduce.findings(out)[:2]
     assert a.verdict == b.verdict == "open"

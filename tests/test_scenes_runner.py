@@ -1,6 +1,7 @@
 """The scenes command as a hostile user runs it: killed at random moments it resumes to the tables
-of an uninterrupted run (no learning-curve row lost); bad options, absurd sizes and output paths
-that cannot be written exit 2 naming the option before any work."""
+of an uninterrupted run (no learning-curve row lost); bad options and absurd sizes exit 2 naming
+the option before any work (output paths that cannot be written: test_study_runner.py, for every
+study)."""
 
 import dataclasses
 import os
@@ -9,7 +10,6 @@ import pytest
 
 import hostile
 import killing
-from tokdyn import cli
 from tokdyn.experiment import study as S
 from tokdyn.studies import object_discovery as SC
 
@@ -19,21 +19,6 @@ KILLED = ["study", "scenes", "--size", "12", "--max-objects", "2", "--n-train", 
           "--no-kmeans", "--learned", "slot_attention", "--seeds", "2", "--train-steps", "160", "--batch-size", "2",
           "--slot-size", "8", "--encoder-channels", "4", "--decoder-hidden", "4", "--eval-every", "20",
           "--n-curve", "4", "--n-examples", "2", "--no-plots", "--quiet"]
-
-
-@pytest.fixture
-def fast_children(monkeypatch):
-    """Child processes that compile as this suite's ``fast_compile`` modules do (XLA's elemental
-    emitters, most optimisations off: a third of the compile time; the same program in every
-    child, so their files still compare byte for byte)."""
-    plain = killing.env
-
-    def env(cache_dir):
-        e = plain(cache_dir)
-        e["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
-        e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-        return e
-    monkeypatch.setattr(killing, "env", env)
 
 
 def test_killed_at_random_moments_it_resumes_to_the_tables_of_an_uninterrupted_run(tmp_path, fast_children):
@@ -82,15 +67,7 @@ QUICK = ["--quick", "--quiet", "--no-plots", "--no-cache"]
     (["--batch-size", "0"], "batch_size"),
 ])
 def test_bad_options_and_absurd_sizes_exit_2_naming_the_option_before_any_work(extra, words, tmp_path, capsys):
-    out = tmp_path / "x"
-    assert cli.main(["study", "scenes", "--out", str(out), *QUICK, *extra]) == 2
-    err = capsys.readouterr().err
-    assert words in err and "Traceback" not in err, err
-    assert not out.exists()  # refused before any work: nothing written
-
-
-def test_output_paths_that_cannot_be_written_are_refused_before_work(tmp_path, capsys, monkeypatch):
-    hostile.unwritable_outputs_exit_2(["study", "scenes", *QUICK], tmp_path, capsys, monkeypatch, "scenes")
+    hostile.refused_before_any_work(["study", "scenes", *QUICK, *extra], words, tmp_path, capsys)
 
 
 def test_the_estimate_names_the_option_and_says_when_it_is_long():

@@ -1,17 +1,17 @@
 """The scenes study: its outputs, its choice of settings on the validation split, a training run
 stopped midway that resumes to the same models and the whole learning curve, corrupt parts and
 checkpoints named and recomputed, another choice of methods that leaves no stale outputs, and its
-refusal of another configuration and of bad fields."""
+refusal of bad fields (another configuration: test_study_runner.py, for every study)."""
 
 import dataclasses
 import os
-import shutil
 import warnings
 
 import jax
 import numpy as np
 import pytest
 
+import hostile
 from tokdyn import cli, io, metrics
 from tokdyn.experiment import study as S
 from tokdyn.studies import object_discovery as SC
@@ -27,19 +27,10 @@ TABLES = ("results.csv", "learning_curve.csv")  # the outputs a rerun must repro
 
 def argv(cfg: SC.Config, out, *extra) -> list[str]:
     """The command line of ``cfg`` (every field spelled out), in this process (no cache)."""
-    args = ["study", "scenes", "--out", str(out), "--quiet", "--no-cache"]
-    for f in dataclasses.fields(cfg):
-        v, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
-        if isinstance(v, bool):
-            args.append(flag if v else "--no-" + flag[2:])
-        else:
-            args += [flag, ",".join(map(str, v)) if isinstance(v, tuple) else str(v)]
-    return args + list(extra)
+    return ["study", "scenes", "--out", str(out), "--quiet", "--no-cache", *hostile.options(cfg), *extra]
 
 
-def read(path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+read, copy = hostile.read, hostile.copy
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +38,6 @@ def finished(tmp_path_factory):
     """A finished study of CFG (with its figures)."""
     out = str(tmp_path_factory.mktemp("sc") / "done")
     assert SC.main(CFG, out, quiet=True)
-    return out
-
-
-def copy(finished, tmp_path) -> str:
-    out = str(tmp_path / "copy")
-    shutil.copytree(finished, out)
     return out
 
 
@@ -97,23 +82,6 @@ def test_study_writes_its_outputs_and_a_rerun_reads_everything_back(finished, tm
     assert os.path.exists(os.path.join(out, "examples.png"))  # the same configuration's figures stay
 
 
-def test_another_configuration_is_refused_and_fresh_replaces_it(finished, tmp_path, capsys):
-    out = copy(finished, tmp_path)
-    before = {name: read(os.path.join(out, name)) for name in TABLES}
-    with pytest.raises(io.OutputConflict, match="train_steps: 4 there, 8 now"):
-        SC.main(dataclasses.replace(CFG, train_steps=8), out, quiet=True)
-    other = dataclasses.replace(CFG, fail_below=0.9, n_examples=1)
-    assert cli.main(argv(other, out, "--no-plots")) == 2
-    err = capsys.readouterr().err
-    assert "fail_below: 0.5 there, 0.9 now" in err and "n_examples: 2 there, 1 now" in err and "--fresh" in err
-    assert before == {name: read(os.path.join(out, name)) for name in TABLES}  # nothing touched
-    assert cli.main(argv(other, out, "--no-plots", "--fresh")) == 0
-    assert not [f for f in os.listdir(out) if f.endswith(".png")]  # the old configuration's figures are gone
-    assert io.read_json(os.path.join(out, "config.json"))["config"]["fail_below"] == 0.9
-    table = io.read_csv(os.path.join(out, "results.csv"))
-    assert np.array_equal(table["failed"], (table["fg_ari"] < 0.9).astype(int))
-
-
 def test_training_stopped_midway_resumes_to_the_same_models_and_the_whole_curve(tmp_path):
     """Issue 31, case 5: a run killed between a checkpoint and its learning-curve write lost those
     rows. The validation scores are now recorded by train_many's ``evaluate`` in the checkpoint's
@@ -121,8 +89,8 @@ def test_training_stopped_midway_resumes_to_the_same_models_and_the_whole_curve(
     study ends with the models and every curve row of an uninterrupted run."""
     train, val = SC.split(CFG, "train"), SC.split(CFG, "val")
     straight, rows, _ = SC.train_learned(CFG, "slot_attention", train, val, S.Study.open(
-        str(tmp_path / "a"), "scenes", CFG, selection=SC.SELECTION))
-    study = S.Study.open(str(tmp_path / "b"), "scenes", CFG, selection=SC.SELECTION)
+        str(tmp_path / "a"), "scenes", CFG, selection=SC.SPEC.selection))
+    study = S.Study.open(str(tmp_path / "b"), "scenes", CFG, selection=SC.SPEC.selection)
     part = SC.fit(CFG, "slot_attention", train.images, study, val=val, max_calls=1)
     assert part.stopped_at == 2 and not part.finished
     assert np.all(np.isfinite(part.curves["val_fg_ari"][:, 0])) and np.all(np.isnan(part.curves["val_fg_ari"][:, 1]))

@@ -1,6 +1,5 @@
 import dataclasses
 import json
-import os
 
 import jax
 import numpy as np
@@ -102,38 +101,6 @@ def test_cli_rejects_bad_arguments(argv, match, capsys):
 
 SMALL = ["--seeds", "2", "--noise", "0.3", "--n-clusters", "3", "--dim", "2", "--points-per-cluster", "5", "--no-cache",
          "--no-plots", "--quiet"]
-
-
-def test_a_rerun_with_other_settings_is_refused_before_work_and_fresh_replaces_it(tmp_path, capsys):
-    out = tmp_path / "td"
-    assert cli.main(["study", "token-dynamics", "--out", str(out), *SMALL]) == 0
-    before = (out / "runs.csv").read_bytes()
-    capsys.readouterr()
-    assert cli.main(["study", "token-dynamics", "--out", str(out), *SMALL, "--seeds", "3",
-                     "--temperature", "0.5"]) == 2
-    err = capsys.readouterr().err
-    assert "seeds: 2 there, 3 now" in err and "temperature: 1.0 there, 0.5 now" in err and "--fresh" in err
-    assert (out / "runs.csv").read_bytes() == before  # nothing touched
-    assert cli.main(["study", "token-dynamics", "--out", str(out), *SMALL]) == 0  # the same settings: fine
-    assert cli.main(["study", "token-dynamics", "--out", str(out), *SMALL, "--seeds", "3", "--fresh"]) == 0
-    assert io.read_csv(out / "runs.csv")["seed"].size == 4 * 3
-    assert json.loads((out / "config.json").read_text())["config"]["seeds"] == 3
-
-
-def test_output_paths_that_cannot_be_written_are_refused_before_work(tmp_path, capsys):
-    f = tmp_path / "a-file"
-    f.write_text("x")
-    for out, words in ((f, "is a file"), (f / "sub", "cannot be created"), ("/proc/tokdyn", "")):
-        assert cli.main(["study", "token-dynamics", "--out", str(out), *SMALL]) == 2
-        err = capsys.readouterr().err
-        assert "out=" in err and words in err and "Traceback" not in err
-    mine = tmp_path / "mine"  # a directory of one's own, not a study's
-    mine.mkdir()
-    (mine / "notes.txt").write_text("keep")
-    assert cli.main(["study", "token-dynamics", "--out", str(mine), *SMALL]) == 2
-    assert cli.main(["study", "token-dynamics", "--out", str(mine), *SMALL, "--fresh"]) == 2
-    assert os.listdir(mine) == ["notes.txt"]
-    assert "no tokdyn study stamped" in capsys.readouterr().err
 
 
 def test_absurd_sizes_are_refused_naming_the_option(capsys, tmp_path):

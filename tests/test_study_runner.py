@@ -1,8 +1,11 @@
-"""The study runner (tokdyn.experiment.study) and the verified files under it (tokdyn.io)."""
+"""The study directory (tokdyn.experiment.study) and the verified files under it (tokdyn.io); then
+the hostile cases every study shares, once, parametrised over the registry, through the one runner
+(tokdyn.experiment.runner)."""
 
 import dataclasses
 import json
 import os
+import re
 import warnings
 
 import numpy as np
@@ -371,3 +374,207 @@ def test_processes_opening_one_new_directory_at_once_agree(tmp_path):
 
 def _open_stamp(out):
     return S.Study.open(out, "demo", Cfg()).key
+
+
+# ---------------------------------------------------------------------------------------------- every study, hostile
+#
+# The hostile cases every study shares, once, parametrised over the registry: each study's own
+# ``main`` where the case must be refused before any work (so nothing of its science runs), and the
+# runner with each study's declarations (name, selection, outputs, figures, sources, checks) but a
+# stand-in for its science where the case needs a run (--fresh, kept parts). Each study's own test
+# file checks its science: its tables, its resumption after a kill, its options.
+
+import importlib  # noqa: E402
+import importlib.util  # noqa: E402
+
+import hostile  # noqa: E402
+from conftest import jax_compilations  # noqa: E402
+from tokdyn import studies  # noqa: E402
+from tokdyn.experiment import findings as F  # noqa: E402
+from tokdyn.experiment import reasoners as LR  # noqa: E402
+from tokdyn.experiment import registry, runner  # noqa: E402
+from tokdyn.stats import figures  # noqa: E402
+
+NAMES = registry.NAMES
+BAD = {"token-dynamics": ("seeds", 0, "seeds must be an int >= 1"),  # (field, value, words of the refusal)
+       "latent-reasoning": ("patience", -1.0, "patience must be in (0, 1]")}
+OTHER = {"latent-reasoning": ("patience", 0.3)}  # a field that is stamped, and another value of it
+SEED = ("root_seed", 7)
+COMPILE = "/jax/core/compile/backend_compile_duration"
+
+
+def _config(name, tmp_path, **changes):
+    """The study's quick preset; its sources (a stamped, untrained latent-reasoning directory) under
+    ``tmp_path``."""
+    spec = studies.spec(name)
+    cfg = spec.config.quick()
+    for field, source in spec.sources.items():
+        path = str(tmp_path / f"source-{source}")
+        cfg = dataclasses.replace(cfg, **{field: path})
+        if source == LR.STUDY and not os.path.exists(path):
+            LR.open_study(cfg.reasoning(), path, quiet=True)  # stamped for the configuration it expects
+    return dataclasses.replace(cfg, **changes)
+
+
+def _stand_in(spec, calls: list):
+    """``spec`` with a stand-in for its science: ``run`` keeps one part (counted in ``calls``) and
+    writes every declared output (and ``extra.csv`` when asked to), ``figures`` draws every declared
+    figure (a glob pattern as one file), ``summary`` is one line (or a JSON value)."""
+
+    def run(session, cfg):
+        rows = session.rows("stand_in", lambda: calls.append(1) or [{"x": 1.5}])
+        names = list(spec.outputs) + (["extra.csv"] if session.options.get("extra") else [])
+        tables = {n: {"x": [r["x"] for r in rows]} if n.endswith(".csv") else {"x": 1} if n.endswith(".json")
+                  else "text\n" for n in names}
+        with session.timed("stand_in"):
+            pass
+        return runner.Result(tables, record={"stand_in": True})
+
+    def draw(session, cfg, result):
+        return [figures.line_plot(session.path(f.replace("*", "x")), [0, 1], {"a": [0, 1]})
+                for f in spec.figure_files]
+
+    summary = (lambda cfg, r: {"x": 1}) if (spec.summary_file or "").endswith(".json") else (lambda cfg, r: "a summary")
+    return dataclasses.replace(spec, run=run, figures=draw, summary=summary, printed=None)
+
+
+def _files(out) -> dict:
+    return {os.path.relpath(os.path.join(r, f), out): open(os.path.join(r, f), "rb").read()
+            for r, _, fs in os.walk(out) for f in fs}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_output_paths_that_cannot_be_written_exit_2_before_any_work(name, tmp_path, capsys, monkeypatch):
+    hostile.unwritable_outputs_exit_2([*registry.entry(name).command, "--quick"], tmp_path, capsys, monkeypatch, name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_bad_configuration_is_refused_before_anything_is_compiled_or_written(name, tmp_path):
+    field, value, words = BAD.get(name, (SEED[0], -1, "root_seed must be an int >= 0"))
+    cfg = _config(name, tmp_path, **{field: value})
+    out = tmp_path / "out"
+    with jax_compilations() as events, pytest.raises((ValueError, TypeError), match=re.escape(words)):
+        importlib.import_module(registry.entry(name).module).main(cfg, str(out), quiet=True)
+    assert events == [] and not out.exists()
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+@pytest.mark.parametrize("name", NAMES)
+def test_a_directory_tokdyn_did_not_stamp_is_refused_and_left_as_it_is(name, fresh, tmp_path):
+    out = tmp_path / "out"  # what an earlier version wrote, or someone else: no stamp
+    (out / "parts").mkdir(parents=True)
+    (out / "parts" / "old.csv").write_text("seed\n0\n")
+    (out / "config.json").write_text('{"study": "%s", "config": {}}' % name)
+    before = _files(out)
+    cfg = dataclasses.replace(_config(name, tmp_path), **{f: str(tmp_path / "no-source") for f in
+                                                         studies.spec(name).sources})
+    with pytest.raises(io.OutputConflict, match="no tokdyn study stamped"):
+        importlib.import_module(registry.entry(name).module).main(cfg, str(out), quiet=True, fresh=fresh)
+    assert _files(out) == before and not (tmp_path / "no-source").exists()  # not even a source touched
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_another_configuration_or_study_is_refused_naming_the_fields_before_any_work(name, tmp_path):
+    spec = studies.spec(name)
+    field, value = OTHER.get(name, SEED)
+    cfg = _config(name, tmp_path)
+    out = str(tmp_path / "out")
+    runner.run_study(_stand_in(spec, []), dataclasses.replace(cfg, **{field: value}), out, quiet=True, plots=False)
+    before = _files(out)
+    main = importlib.import_module(registry.entry(name).module).main
+    with jax_compilations() as events, pytest.raises(io.OutputConflict) as e:
+        main(cfg, out, quiet=True)
+    assert f"{field}: {value} there, {getattr(cfg, field)} now" in str(e.value) and "--fresh" in str(e.value)
+    assert COMPILE not in events and _files(out) == before  # (a config's checks may trace, never compile)
+    other = str(tmp_path / "other")
+    S.Study.open(other, "another-study", {"a": 1}).finish()
+    with pytest.raises(io.OutputConflict, match=f"holds the 'another-study' study, not '{name}'"):
+        main(cfg, other, quiet=True)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fresh_removes_only_what_tokdyn_wrote(name, tmp_path):
+    spec = studies.spec(name)
+    field, value = OTHER.get(name, SEED)
+    cfg = _config(name, tmp_path)
+    out = tmp_path / "out"
+    calls = []
+    runner.run_study(_stand_in(spec, calls), dataclasses.replace(cfg, **{field: value}), str(out), quiet=True,
+                     extra=True)
+    (out / "notes.txt").write_text("mine")  # a user's files beside the study's
+    (out / "parts" / "mine.json").write_text("{}")
+    (out / "plots").mkdir(exist_ok=True)
+    (out / "plots" / "mine.png").write_bytes(b"\x89PNG not tokdyn's")
+    io.save_npz(str(out / "chunks" / "000-004.npz"), a=np.zeros(4))  # a file tokdyn wrote (verified)
+    runner.run_study(_stand_in(spec, calls), cfg, str(out), quiet=True, plots=False, fresh=True)
+    assert calls == [1, 1]  # the old part went with the rest, and was computed again
+    assert not (out / "extra.csv").exists() and not (out / "chunks").exists()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "parts" / "mine.json").read_text() == "{}"
+    assert (out / "plots" / "mine.png").read_bytes() == b"\x89PNG not tokdyn's"
+    assert not [f for f in figures_of(out) if "mine" not in f]  # --no-plots: the old configuration's are gone
+    record = S.read_record(str(out))
+    assert record["config"][field] == getattr(cfg, field) and "extra.csv" not in record["outputs"]
+
+
+def figures_of(out) -> list:
+    return [os.path.relpath(os.path.join(r, f), out) for r, _, fs in os.walk(out) for f in fs if f.endswith(".png")]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_finished_parts_are_reused_and_a_damaged_one_is_named_and_recomputed(name, tmp_path):
+    spec = studies.spec(name)
+    cfg = _config(name, tmp_path)
+    out = str(tmp_path / "out")
+    calls = []
+    stand_in = _stand_in(spec, calls)
+    runner.run_study(stand_in, cfg, out, quiet=True)
+    first = {k: v for k, v in _files(out).items() if k.endswith((".csv", ".md", ".txt")) or k == "summary.json"}
+    runner.run_study(stand_in, cfg, out, quiet=True)
+    assert calls == [1] and {k: _files(out)[k] for k in first} == first  # the same tables, nothing recomputed
+    part = os.path.join(out, "parts", "stand_in.json")
+    with open(part, "r+b") as f:
+        f.truncate(os.path.getsize(part) // 2)
+    with pytest.warns(RuntimeWarning, match="stand_in.json"):
+        runner.run_study(stand_in, cfg, out, quiet=True)
+    assert calls == [1, 1] and os.listdir(os.path.join(out, "parts", "corrupt"))
+    assert {k: _files(out)[k] for k in first} == first
+    record = S.read_record(out)  # one record for every study: the whole configuration, one set of timings
+    assert record["config"] == S.config_dict(cfg) and record["stand_in"] is True
+    assert record.get("selection", {}) == {k: S.config_dict(cfg)[k] for k in spec.selection}
+    assert set(record["timings"]) == {"stand_in_s", "plots_s", "total_s"}
+    assert set(first) - {"summary.json"} <= set(record["outputs"]) | {spec.summary_file}
+
+
+def test_the_docs_example_study_runs_resumes_and_judges_its_finding(tmp_path):
+    """docs/studies/writing-a-study.md's complete study, as a user would write it: a module of
+    science that the runner drives."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "studies", "writing-a-study.md")) as f:
+        found = re.search(r"<!-- tests/test_study_runner.py runs this block -->\n```python\n(.*?)```", f.read(), re.S)
+    path = tmp_path / "collapse_vs_temperature.py"
+    path.write_text(found.group(1))
+    spec = importlib.util.spec_from_file_location("collapse_vs_temperature", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(ValueError, match="temperatures must hold two or more increasing values"):
+        module.Config(temperatures=(2.0, 1.0)).validate()
+    cfg = module.Config(seeds=12)
+    out = str(tmp_path / "out")
+    assert module.main(cfg, out, quiet=True) is True
+    rates, runs = io.read_csv(os.path.join(out, "rates.csv")), io.read_csv(os.path.join(out, "runs.csv"))
+    assert runs["seed"].size == 12 * 2 and sorted(set(runs["temperature"])) == [1.0, 256.0]
+    for t, c in zip(rates["temperature"], rates["collapsed"]):  # the rates are the runs' means
+        assert c == pytest.approx(np.mean(runs["collapsed"][runs["temperature"] == t]))
+    record = S.read_record(out)
+    assert set(record["timings"]) == {"simulate_s", "plots_s", "total_s"}
+    assert os.path.exists(os.path.join(out, "rates.png"))
+    assert "| temperature | collapse rate | ARI |" in open(os.path.join(out, "summary.md")).read()
+    before = _files(out)["runs.csv"]
+    with jax_compilations() as events:
+        module.main(cfg, out, quiet=True)  # the kept part: nothing is simulated, traced or compiled again
+    assert events == [] and _files(out)["runs.csv"] == before
+    (f,) = module.SPEC.findings(out)
+    assert f.key == "T1" and f.verdict in F.VERDICTS and f.basis.startswith("lowest ")
+    with open(os.path.join(out, "runs.csv"), "a") as fh:
+        fh.write("256.0,99,1,1.0\n")  # changed after the study recorded it: never judged
+    (f,) = module.SPEC.findings(out)
+    assert f.verdict == "open" and "collapse-vs-temperature/runs.csv fails its verification" in f.basis

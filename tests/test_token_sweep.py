@@ -220,14 +220,6 @@ def test_absurd_sizes_exit_2_naming_the_option_before_any_work(args, match, tmp_
     assert not (tmp_path / "x").exists()  # refused before any work: nothing written
 
 
-def test_out_paths_that_cannot_be_written_exit_2(tmp_path, capsys):
-    (tmp_path / "file").write_text("x")
-    for out, words in ((tmp_path / "file", "is a file"), (tmp_path / "file" / "sub", "cannot be created"),
-                       ("/proc/tokdyn-sweep", "virtual file system")):
-        assert cli.main(["sweep", "token-dynamics", "--out", str(out), *ONE, "--seeds", "2"]) == 2
-        assert words in capsys.readouterr().err
-
-
 def test_a_long_sweep_says_so_up_front(capsys):
     cfg = tds.Config(seeds=5000).validate()  # 24.75 million runs: fits, but takes hours
     est = cfg.estimate()

@@ -1,6 +1,7 @@
 """The visual-tokens study end to end on tiny configurations, as a hostile user runs it: killed at
-random moments, its files truncated, rerun with other settings, pointed at paths it cannot write,
-given empty lists and absurd sizes."""
+random moments, its files truncated, other parts selected, given empty lists and absurd sizes (the
+cases every study shares -- paths it cannot write, another configuration, --fresh -- are in
+test_study_runner.py)."""
 
 import json
 import os
@@ -22,24 +23,13 @@ TINY = ["study", "visual-tokens", "--quick", "--vocab-sizes", "5", "--grids", "3
 RESULTS = ("results.csv", "summary.md")
 
 
-def _env(cache_dir, _env=killing.env):
-    """The children's environment, compiling as the suite's ``fast_compile`` modules do (see
-    conftest.py): the suite's XLA flags, and most optimisations off (a third of the compile time
-    of these tiny programs; every child compiles alike, so their files still compare byte for byte)."""
-    e = _env(cache_dir)
-    e["XLA_FLAGS"] = f"{e['XLA_FLAGS']} {os.environ.get('TOKDYN_TEST_XLA_FLAGS', '')}".strip()
-    if os.environ.get("TOKDYN_TEST_OPTIMIZED") != "1":
-        e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
-    return e
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two uninterrupted runs in child processes: ``A`` with figures (its stdout kept: --quiet),
     then ``B`` without, on a warm compilation cache (timed: the kills are drawn from its time)."""
     root = tmp_path_factory.mktemp("vt")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(killing, "env", _env)
+        mp.setattr(killing, "env", killing.fast_env)
         cache = root / "cache"
         a, b = root / "A", root / "B"
         p = subprocess.run([sys.executable, "-m", "tokdyn.cli", *TINY, "--out", str(a), "--quiet"],
@@ -48,9 +38,6 @@ def runs(tmp_path_factory):
         code, seconds, err = killing.run_cli([*TINY, "--out", b, "--no-plots", "--quiet"], cache)
         assert code == 0, err[-3000:]
         yield dict(root=root, cache=cache, A=a, B=b, seconds=seconds, stdout=p.stdout)
-
-
-_cli = hostile.run
 
 
 def test_outputs_and_record(runs):
@@ -77,13 +64,8 @@ def test_outputs_and_record(runs):
 
 
 def test_killed_at_random_moments_resumes_to_the_same_files(runs):
-    c = runs["root"] / "C"
-    args = [*TINY, "--out", c, "--no-plots", "--quiet"]
-    hit = killing.kill_at_random_moments(args, runs["cache"], runs["seconds"], kills=2, seed=3, low=0.4)
-    if not hit:  # the machine got faster than when B was timed: kill sooner
-        hit = killing.kill_at_random_moments(args, runs["cache"], runs["seconds"] / 3, kills=2, seed=3)
-    assert hit, "no kill hit a running process"
-    killing.same_files(runs["B"], c, RESULTS)
+    killing.resumes_after_kills([*TINY, "--no-plots", "--quiet", "--out", runs["root"] / "C"], runs["cache"],
+                                runs["seconds"], runs["B"], RESULTS, seed=3, low=0.4)
 
 
 def test_truncated_cells_parts_and_the_figure_model_are_named_and_recomputed(runs, tmp_path):
@@ -118,43 +100,6 @@ def test_parts_select_what_runs_and_reuse_what_is_done(runs, tmp_path):
     killing.same_files(runs["A"], d, RESULTS)
 
 
-def test_another_configuration_is_refused_naming_the_fields(runs, capsys):
-    b = runs["B"]
-    before = {f: (b / f).read_bytes() for f in (*RESULTS, "config.json", S.STAMP)}
-    # the issue's case: other budgets, seeds and learning rate into a directory of finished parts
-    code, err = _cli([*TINY[:-1], "curriculum", "--budgets", "10", "--seeds", "2", "--learning-rate", "0.5",
-                      "--out", b], capsys)
-    assert code == 2 and "Traceback" not in err
-    for words in ("budgets: [20] there, [10] now", "seeds: 1 there, 2 now", "learning_rate: 0.01 there, 0.5 now",
-                  "--fresh"):
-        assert words in err
-    assert "parts" not in err.split("configuration (")[1]  # the selection is not a difference
-    assert {f: (b / f).read_bytes() for f in before} == before
-
-
-def test_a_directory_of_an_earlier_version_is_not_mixed_with_new_results(tmp_path, capsys):
-    old = tmp_path / "old"  # what visual-tokens wrote before stamps: parts as CSV, of unknown settings
-    (old / "parts").mkdir(parents=True)
-    (old / "parts" / "poc.csv").write_text("part,seed\npoc,0\n")
-    (old / "config.json").write_text('{"study": "visual-tokens", "config": {}}')
-    code, err = _cli([*TINY, "--out", old], capsys)
-    assert code == 2 and "no tokdyn study stamped" in err and "Traceback" not in err
-    assert sorted(os.listdir(old)) == ["config.json", "parts"]
-
-
-def test_fresh_removes_the_old_results_and_figures(runs, tmp_path):
-    d = tmp_path / "D"
-    shutil.copytree(runs["A"], d)
-    code, _, err = killing.run_cli([*TINY[:-1], "main", "--learning-rate", "0.02", "--out", d, "--no-plots",
-                                    "--quiet", "--fresh"], runs["cache"])  # the same programs: lr is traced
-    assert code == 0, err[-3000:]
-    assert sorted(os.listdir(d)) == ["config.json", "parts", "results.csv", S.STAMP, "summary.md"]
-    assert sorted(os.listdir(d / "parts")) == ["main.json", "main_cells"]
-    assert os.listdir(d / "parts" / "main_cells") == ["000_V5_3x3x2_gumbel_st_20.json"]
-    assert list(io.read_csv(d / "results.csv")["part"]) == ["main"]
-    assert json.loads((d / "config.json").read_text())["config"]["learning_rate"] == 0.02
-
-
 REFUSED = [  # the issue's cases, and more of the same kind: (options, words the message holds)
     (["--parts", ""], "parts must list at least one value"),
     (["--budgets", ""], "budgets must list at least one value"),
@@ -182,14 +127,7 @@ REFUSED = [  # the issue's cases, and more of the same kind: (options, words the
 
 @pytest.mark.parametrize("options, words", REFUSED, ids=[" ".join(o) for o, _ in REFUSED])
 def test_bad_options_exit_2_before_any_work(options, words, tmp_path, capsys):
-    out = tmp_path / "out"
-    code, err = _cli([*TINY, "--out", out, *options], capsys)
-    assert code == 2 and words in err and "Traceback" not in err, err
-    assert not out.exists()
-
-
-def test_output_paths_that_cannot_be_written_exit_2_before_any_work(tmp_path, capsys, monkeypatch):
-    hostile.unwritable_outputs_exit_2(TINY, tmp_path, capsys, monkeypatch, "vt")
+    hostile.refused_before_any_work([*TINY, *options], words, tmp_path, capsys)
 
 
 def test_estimate_names_the_option_and_the_time():

@@ -28,10 +28,12 @@ JAX and the command line can set XLA flags first):
   reasoner (``models.latent``)
 - :mod:`tokdyn.diagnostics`  diagnostics of latent reasoners over the ``apply`` protocol: mediation,
   DMLR, perturbations, grounding
-- :mod:`tokdyn.experiment`   what the studies share: the store of trained latent reasoners
+- :mod:`tokdyn.experiment`   what the studies share: the one runner that drives every study
+  (``experiment.runner``), the study directory (``experiment.study``), findings and their verdicts
+  (``experiment.findings``), the registry of studies, the store of trained latent reasoners
   (``experiment.reasoners``)
 - :mod:`tokdyn.train`        the generic training loop: optimiser, trainer, seeds x settings
-- :mod:`tokdyn.studies`      end-to-end studies (config -> runs -> tables -> figures)
+- :mod:`tokdyn.studies`      end-to-end studies, each its science declared as a value (``SPEC``)
 - :mod:`tokdyn.cli`          the ``tokdyn`` command, generated from the studies' configs
 """
 

@@ -4,6 +4,14 @@
   configuration before any work, parts kept with checksums, checks of the output path and of the
   resources a configuration asks for, analysis sources checked against their own stamps
 
+- :mod:`tokdyn.experiment.runner`  one runner for every study: a study is a value (``Spec``: its
+  name, ``Config``, outputs, and the functions that are its science: ``run``, ``figures``,
+  ``summary``, ``findings``) that ``run_study`` drives: checks, stamp, ``--fresh``, timings, writes,
+  figures, ``config.json``, the printed summary
+
+- :mod:`tokdyn.experiment.findings`  a seed finding's claim, rule and verdict (``Finding``), judged
+  by the study that measures it from its own verified tables; the intervals and rules they share
+
 - :mod:`tokdyn.experiment.presets`  the ``preset`` field of a study's config and the line a quick
   run's summary opens with
 
@@ -18,7 +26,7 @@
 
 import importlib
 
-__all__ = ["presets", "reasoners", "registry", "study"]
+__all__ = ["findings", "presets", "reasoners", "registry", "runner", "study"]
 
 
 def __getattr__(name):

@@ -45,7 +45,7 @@ import json
 import os
 import time
 import warnings
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -542,11 +542,16 @@ def train_variants(cfg: Config, out: str, names: Sequence[str], *, quiet: bool, 
     return done
 
 
+def record_fields(out: str, cfg: Config) -> dict:
+    """What ``config.json`` of the study directory ``out`` records beside the stamp: the variants
+    finished there (whoever trained them) and this run's selection."""
+    names = [v for v in VARIANTS if os.path.exists(paths(out, v)["result"])]
+    return {"variants": names, "selection": {k: getattr(cfg, k) for k in SELECTION}}
+
+
 def record(study: S.Study, cfg: Config, **extra) -> str:
-    """``config.json`` of the study directory: the stamp, the variants finished there (whoever
-    trained them), this run's selection and ``extra`` (timings)."""
-    names = [v for v in VARIANTS if os.path.exists(paths(study.out, v)["result"])]
-    return study.finish(variants=names, selection={k: getattr(cfg, k) for k in SELECTION}, **extra)
+    """``config.json`` of the study directory: the stamp, :func:`record_fields` and ``extra``."""
+    return study.finish(**record_fields(study.out, cfg), **extra)
 
 
 def check_apart(out: str, source: str) -> None:
@@ -653,6 +658,22 @@ def open_source(cfg: Config, source: str, need: Sequence[str] = (), *, train: bo
                             f"study latent-reasoning --variants {','.join(missing)} --out {source}` (with the "
                             "source's settings), or drop --no-train")
     return cfg, stamp
+
+
+def source_prepare(needed: Callable[[Any], Sequence[str]]):
+    """The ``prepare`` of an analysis's study spec (:class:`tokdyn.experiment.runner.Spec`): its
+    source ``cfg.source``, apart from the study's ``out`` (:func:`check_apart`), opened for the
+    configuration ``cfg.reasoning()`` expects and the variants ``needed(cfg)``, its files verified,
+    before the study's directory is opened (:func:`open_source`). The source's configuration goes
+    into ``session.context["reasoning"]``; returns ``{"reasoning": its stamp}``."""
+
+    def prepare(session, cfg) -> dict:
+        check_apart(session.out, cfg.source)  # all checked before the source is opened (and, if new, stamped)
+        session.context["reasoning"], stamp = open_source(cfg.reasoning(), cfg.source, needed(cfg), train=cfg.train,
+                                                          quiet=session.quiet)
+        return {"reasoning": stamp}
+
+    return prepare
 
 
 def ensure_trained(cfg: Config, source: str, need: Sequence[str], *, train: bool = True, quiet: bool = False) -> Config:

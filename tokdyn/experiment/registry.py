@@ -1,9 +1,12 @@
-"""The studies, listed once: the command line (:mod:`tokdyn.cli`) and ``tokdyn reproduce``
-(:mod:`tokdyn.reproduce`) both read :data:`STUDIES`.
+"""The studies, listed once: the command line (:mod:`tokdyn.cli`), ``tokdyn reproduce``
+(:mod:`tokdyn.reproduce`), the docs' study index and the tests all read :data:`STUDIES`.
 
 Each :class:`Entry` names a study's module by its import path, so reading the registry imports
-neither JAX nor any study (the command line sets XLA's flags before JAX loads). The order of
-:data:`STUDIES` is the order ``tokdyn reproduce`` runs them in and ``tokdyn --help`` lists them.
+neither JAX nor any study (the command line sets XLA's flags before JAX loads; and this layer never
+imports a study). The module holds the study as a value, its ``SPEC``
+(:class:`tokdyn.experiment.runner.Spec`: what it writes, its findings, ...), which
+:func:`tokdyn.studies.spec` loads by name. The order of :data:`STUDIES` is the order ``tokdyn
+reproduce`` runs them in and ``tokdyn --help`` lists them.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ class Entry:
     Attributes:
       name: the study's name: ``tokdyn reproduce``'s ``--studies`` value and its directory there.
       command: ``(group, name)`` of its command (``tokdyn study scenes`` is ``("study", "scenes")``).
-      module: the import path of its module, whose ``Config`` and ``main(cfg, out, ...)`` run it.
+      module: the import path of its module, whose ``SPEC`` is the study as a value and whose
+        ``main(cfg, out, ...)`` runs it (the command calls it).
       help: one line for ``tokdyn --help``.
       out: the default ``--out`` directory.
     """

@@ -876,6 +876,15 @@ def _has_files(out: str) -> bool:
     return any(not io.is_temporary(e.name) and e.name != LOCK_FILE for e in os.scandir(out))
 
 
+def check_directory(out: str) -> None:
+    """:class:`tokdyn.io.OutputConflict` when ``out`` is a directory that is not known to be a
+    study's (it holds files and no verified stamp): such a directory is never written into nor
+    cleared. :meth:`Study.open` checks this first; the study runner checks it before a study
+    touches anything else (a source it reads, say)."""
+    if os.path.isdir(out):
+        _stamped_or_empty(out)
+
+
 def _stamped_or_empty(out: str) -> Optional[dict]:
     """The stamp of ``out`` (None for an empty directory); ``OutputConflict`` for a directory not
     known to be a study's: a stamp that cannot be verified, or files and no stamp. Such a directory

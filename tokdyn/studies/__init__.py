@@ -1,2 +1,20 @@
-"""End-to-end studies: one module per study (config -> runs -> tables -> plots); their quick
-presets are labelled through :mod:`tokdyn.experiment.presets`."""
+"""End-to-end studies, one module per study. Each module holds a study's science (its ``Config``, how
+it runs, its figures, summary and findings) and declares it as a value, its ``SPEC`` (a
+:class:`tokdyn.experiment.runner.Spec`), which the one runner drives
+(:func:`tokdyn.experiment.runner.run_study`: its ``main`` is that call). The studies are listed
+once, in :mod:`tokdyn.experiment.registry`; :func:`spec` gives a listed study's value by name. A
+study never imports another; their quick presets are labelled through :mod:`tokdyn.experiment.presets`.
+"""
+
+import importlib
+
+__all__ = ["spec"]
+
+
+def spec(name: str):
+    """The :class:`~tokdyn.experiment.runner.Spec` of the study ``name`` of
+    :data:`tokdyn.experiment.registry.STUDIES` (its module's ``SPEC``; ``ValueError`` naming the
+    studies for another name)."""
+    from tokdyn.experiment import registry
+
+    return importlib.import_module(registry.entry(name).module).SPEC

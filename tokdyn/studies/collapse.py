@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -51,10 +50,11 @@ import numpy as np
 from tokdyn import _checks, analysis, data, dynamics, io
 from tokdyn.engine import sweep
 from tokdyn.engine.runs import CollapseRun
+from tokdyn.experiment import runner
 from tokdyn.experiment import study as study_runner
+from tokdyn.experiment.presets import PRESETS, preset_line, with_preset_line
 from tokdyn.experiment.study import Estimate, Study
 from tokdyn.stats import figures
-from tokdyn.experiment.presets import PRESETS, preset_line, with_preset_line
 
 MAX_STEPS = 2 ** 31 - 1  # a run's step counter is a 32-bit integer
 MAX_SEED = 2 ** 32 - 1
@@ -111,7 +111,7 @@ class Config:
     phase_ratios: int = 13
     convergence_runs: int = 64
     root_seed: int = 0
-    preset: str = ""  # a label only: left out of the directory's stamp (SELECTION)
+    preset: str = ""  # a label only: left out of the directory's stamp (SPEC.selection)
 
     def validate(self) -> "Config":
         """Check every field (``n_points`` a multiple of 12, token counts at most ``n_points``); raise
@@ -416,54 +416,6 @@ def write_figures(out, cfg, ratios, phase, mom, rep):
     return paths
 
 
-# ---------------------------------------------------------------------------------------------- main
-
-
-SELECTION = ("preset",)  # fields left out of the stamp (a label: the same runs with it or without it)
-
-
-def main(cfg: Config, out: str, *, quiet=False, plots=True, fresh=False) -> dict:
-    """Run every part and write the outputs into ``out``; returns the summary. ``out`` is stamped
-    with the configuration first: a directory of another configuration is refused unless
-    ``fresh``, which removes what it holds; finished sweeps and parts found there are reused (see
-    the module docstring)."""
-    cfg.validate()
-    study = Study.open(out, "collapse", cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(), quiet=quiet)
-    t0 = time.perf_counter()
-    timings = {}
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
-
-    thr = threshold_part(cfg, study, progress=not quiet)
-    io.write_csv(study.path("threshold_check.csv"), io.to_columns(thr))
-    timings["threshold_s"] = time.perf_counter() - t0
-    say(f"threshold: {len(thr)} rows, max |rel error| {np.nanmax(np.abs([r['rel_error'] for r in thr])):.3f}")
-
-    t1 = time.perf_counter()
-    jac = study.rows("jacobian", lambda: jacobian_part(cfg))
-    io.write_csv(study.path("jacobian_check.csv"), io.to_columns(jac))
-    conv = study.rows("convergence", lambda: convergence_part(cfg))
-    io.write_csv(study.path("convergence.csv"), io.to_columns(conv))
-    timings["jacobian_convergence_s"] = time.perf_counter() - t1
-
-    t1 = time.perf_counter()
-    ratios, phase, mom, rep = phase_parts(cfg, study, progress=not quiet)
-    io.write_csv(study.path("phase.csv"), io.to_columns(phase_rows(ratios, phase, mom, rep, cfg)))
-    timings["phase_s"] = time.perf_counter() - t1
-    if plots:
-        t1 = time.perf_counter()
-        write_figures(out, cfg, ratios, phase, mom, rep)
-        timings["plots_s"] = time.perf_counter() - t1
-    timings["total_s"] = time.perf_counter() - t0
-
-    summary = summarise(thr, jac, conv, mom, rep, ratios)
-    if cfg.preset:  # first in summary.json: which preset, and that its numbers are no findings
-        summary = {"preset": cfg.preset, "note": preset_line(cfg), **summary}
-    io.write_json(study.path("summary.json"), summary)
-    study.finish(shapes={s: data.SHAPES[s][1] for s in cfg.shapes}, timings=timings)
-    say(with_preset_line(cfg, format_summary(summary)))
-    return summary
-
-
 def summarise(thr, jac, conv, mom, rep, ratios) -> dict:
     """The headline numbers (``summary.json``) of the parts' rows and runs: the threshold check's
     largest relative error, the Jacobian check's largest eigenvalue error, the Spearman correlation
@@ -511,3 +463,46 @@ def format_summary(s: dict) -> str:
              "repulsion: non-converged above 3.1 tau_c " + ", ".join(f"{k}: {v:.2f}" for k, v in
                                                                     s["repulsion_nonconverged_rate_above_3tc"].items())]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- the study
+
+
+def run(session: runner.Session, cfg: Config) -> runner.Result:
+    """Every part (finished sweeps and parts found in the directory reused; see the module
+    docstring) and the headline numbers (:func:`summarise`; the quick preset's label first)."""
+    study, progress = session.study, not session.quiet
+    with session.timed("threshold"):
+        thr = threshold_part(cfg, study, progress=progress)
+    session.say(f"threshold: {len(thr)} rows, max |rel error| {np.nanmax(np.abs([r['rel_error'] for r in thr])):.3f}")
+    with session.timed("jacobian_convergence"):
+        jac = study.rows("jacobian", lambda: jacobian_part(cfg))
+        conv = study.rows("convergence", lambda: convergence_part(cfg))
+    with session.timed("phase"):
+        ratios, phase, mom, rep = phase_parts(cfg, study, progress=progress)
+    summary = summarise(thr, jac, conv, mom, rep, ratios)
+    if cfg.preset:  # first in summary.json: which preset, and that its numbers are no findings
+        summary = {"preset": cfg.preset, "note": preset_line(cfg), **summary}
+    tables = {"threshold_check.csv": io.to_columns(thr), "jacobian_check.csv": io.to_columns(jac),
+              "convergence.csv": io.to_columns(conv),
+              "phase.csv": io.to_columns(phase_rows(ratios, phase, mom, rep, cfg))}
+    return runner.Result(tables, data=dict(summary=summary, sweeps=(ratios, phase, mom, rep)),
+                         record={"shapes": {s: data.SHAPES[s][1] for s in cfg.shapes}}, value=summary)
+
+
+SPEC = runner.Spec(
+    name="collapse", config=Config, run=run,
+    figures=lambda session, cfg, r: write_figures(session.out, cfg, *r.data["sweeps"]),
+    summary=lambda cfg, r: r.data["summary"], summary_file="summary.json",
+    printed=lambda cfg, r, summary: with_preset_line(cfg, format_summary(summary)),
+    outputs=("threshold_check.csv", "jacobian_check.csv", "convergence.csv", "phase.csv"),
+    figure_files=("phase_collapse.png", "phase_groups.png", "phase_momentum.png", "phase_repulsion.png"),
+    selection=("preset",))  # a label: the same runs with it or without it
+
+
+def main(cfg: Config, out: str, *, quiet=False, plots=True, fresh=False) -> dict:
+    """Run every part and write the outputs into ``out`` (:func:`tokdyn.experiment.runner.run_study`);
+    returns the summary. ``out`` is stamped with the configuration first: a directory of another
+    configuration is refused unless ``fresh``, which removes what it holds; finished sweeps and
+    parts found there are reused (see the module docstring)."""
+    return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)

@@ -50,13 +50,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks, diffusion, io, stats, train
-from tokdyn.experiment import study as runner
-from tokdyn.experiment.study import Estimate, Study
-from tokdyn.models import vtae
+from tokdyn.experiment import findings as F
+from tokdyn.experiment import runner
+from tokdyn.experiment.findings import Finding
+from tokdyn.experiment.presets import PRESETS
+from tokdyn.experiment.study import Estimate, Study, digest, elements_fit, largest_option
 from tokdyn.models import sequence as G
+from tokdyn.models import vtae
 from tokdyn.models.vtae import corpus
 from tokdyn.stats import figures
-from tokdyn.experiment.presets import PRESETS, with_preset_line
 from tokdyn.stats import text as TM
 
 SCOPES = ("sequence", "single")
@@ -113,7 +115,7 @@ class Config:
     ddim_steps: int = 50
     n_resamples: int = 500
     root_seed: int = 0
-    preset: str = ""  # a label only: left out of the directory's stamp (SELECTION)
+    preset: str = ""  # a label only: left out of the directory's stamp (SPEC.selection)
 
     def validate(self) -> "Config":
         """Check every field (enough grids for the grammar's tokens, and every model's configuration);
@@ -184,14 +186,14 @@ class Config:
                            4 * 4 * self.seeds * (12 * D * W * W + 2 * W * (P * C + 29 + L))),  # with Adam's moments
         }
         for names, elements, _ in groups.values():
-            runner.elements_fit(runner.largest_option(self, names), elements)
+            elements_fit(largest_option(self, names), elements)
         names, _, memory = max(groups.values(), key=lambda g: g[2])
         n = len(self.models) + len(self.single_models)
         step_flops = 24 * self.seeds * self.batch_size * (E * W * W * D + heads * E * E * W * D)
         sample_flops = 8 * self.seeds * self.n_samples * self.T * (E * W * W * D + heads * E * E * W * D)
         seconds = (n * (self.steps * (step_flops / 2e10 + 5e-4) + sample_flops / 2e10 + self.T * self.seeds * 5e-3)
                    + self.ae_steps * 5e-3 + 30.0)
-        return Estimate(memory=float(memory), option=runner.largest_option(self, names), models=n * self.seeds,
+        return Estimate(memory=float(memory), option=largest_option(self, names), models=n * self.seeds,
                         seconds=seconds)
 
     @classmethod
@@ -264,7 +266,7 @@ def kept_tree(where, name: str, compute, like, key):
             stored, path = where.part(name, flat, key=key), where.part_path(name)
         else:
             path = os.path.join(where, name + ".npz")
-            stored = io.kept(path, runner.digest(key), flat)
+            stored = io.kept(path, digest(key), flat)
         if made:
             return made[0]
         shape = like()
@@ -612,40 +614,74 @@ def summary(cfg: Config, table: dict, ae_accuracy: float, reference: dict) -> st
     return "\n".join(lines)
 
 
-def write_samples(path: str, texts: dict, per_model: int = 20) -> None:
-    """Write ``samples.txt`` atomically: the first ``per_model`` decoded samples of each model
-    (``texts``: :func:`evaluate`'s samples of seed 0)."""
-    with io.atomic_write(path) as f:
-        for name, sents in texts.items():
-            f.write(f"== {name} (seed 0, first {min(per_model, len(sents))} of {len(sents)})\n")
-            for s in sents[:per_model]:
-                f.write(s + "\n")
-            f.write("\n")
+def samples_text(texts: dict, per_model: int = 20) -> str:
+    """``samples.txt``: the first ``per_model`` decoded samples of each model (``texts``:
+    :func:`evaluate`'s samples of seed 0), under a line naming the model."""
+    lines = []
+    for name, sents in texts.items():
+        lines += [f"== {name} (seed 0, first {min(per_model, len(sents))} of {len(sents)})", *sents[:per_model], ""]
+    return "".join(line + "\n" for line in lines)
 
 
-# ---------------------------------------------------------------------------------------------- main
+# ---------------------------------------------------------------------------------------------- findings
 
 
-SELECTION = ("models", "single_models", "preset")  # fields that only choose which models run (or label it)
-OUTPUTS = ("results.csv", "samples.txt", "summary.md", runner.RECORD)
-FIGURES = ("denoising.png", "kernels.png", "learning_curves.png")
+GRID_MARGIN = 0.05  # "as well as" the token models: within this share of grammatical sentences
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
-    """Run the study (resumable; see the module docstring); returns True when it finished. ``out``
-    is stamped with the configuration before any work: a directory of another configuration is
-    refused (:class:`tokdyn.io.OutputConflict`, naming the fields) unless ``fresh``."""
-    cfg.validate()
-    study = Study.open(out, "grid-diffusion", cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(),
-                       quiet=quiet)
-    study.clear_other_outputs(cfg, OUTPUTS, FIGURES, keep_figures=not plots)  # another choice of models: gone
-    t_start = time.time()
+def grid_route_finding(table) -> Finding:
+    """Finding 2b from the study's ``results.csv``: the share of grammatical sentences of the best
+    grid model against the best token model (sequence scope), each with its 95% interval over seeds."""
+    f = Finding("2b", "Grid diffusion: the two-stage route against modelling tokens directly",
+                "The two-stage visual-token language model (diffusion over colour grids, decoded by the autoencoder) "
+                "generates text as well as a model of the tokens themselves of the same size and budget.",
+                "the published visual-token language model's design (its diffusion stage was planned, never shown)",
+                f"Share of grammatical sentences among the samples, per model kind a 95% interval over seeds (at least "
+                f"{F.MIN_SEEDS} seeds). The best grid model and the best token model (highest means) are compared with "
+                f"a margin of {GRID_MARGIN:g}: reproduced when the grid model's lower bound is within the margin of "
+                f"the token model's upper bound or above it, refuted when the grid model's upper bound lies more than "
+                f"the margin below the token model's lower bound, open otherwise.", study="grid-diffusion")
+    scope, model, value = F.strings(table, "scope"), F.strings(table, "model"), F.numbers(table, "grammatical_sentences")
+    seq = scope == "sequence"
+    stats_of = {}
+    for m in dict.fromkeys(model[seq].tolist()):
+        stats_of[m] = F.seed_interval(value[seq & (model == m)])
+    f = dataclasses.replace(f, header=("model", "grammatical sentences: mean [95% interval over seeds]", "seeds"),
+                            rows=[[m, F.interval(*s[:3]), str(s[3])] for m, s in stats_of.items()])
+    grid = {m: s for m, s in stats_of.items() if m.startswith("grid_")}
+    token = {m: s for m, s in stats_of.items() if m.startswith("token_")}
+    if not grid or not token:
+        return dataclasses.replace(f, verdict="open", basis="the run lacks grid models or token models")
+    g = max(grid, key=lambda m: grid[m][0])
+    t = max(token, key=lambda m: token[m][0])
+    (gm, gl, gh, gn), (tm, tl, th, tn) = grid[g], token[t]
+    basis = (f"best grid model {g} {F.interval(gm, gl, gh)} vs best token model {t} {F.interval(tm, tl, th)} "
+             f"({gn} and {tn} seeds)")
+    if min(gn, tn) < F.MIN_SEEDS or not (np.isfinite(gl) and np.isfinite(tl)):
+        verdict = "open"
+    elif gl >= th - GRID_MARGIN:
+        verdict = "reproduced"
+    elif gh < tl - GRID_MARGIN:
+        verdict = "refuted"
+    else:
+        verdict = "open"
+    return dataclasses.replace(f, verdict=verdict, basis=basis)
+
+
+# ---------------------------------------------------------------------------------------------- the study
+
+
+def run(session: runner.Session, cfg: Config) -> runner.Result:
+    """The autoencoder, then every model of ``cfg.runs()`` (each kept as it finishes: see the
+    module docstring), the held-out likelihoods and the sample metrics: ``results.csv``,
+    ``samples.txt``."""
+    study = session.study
     c, sentences, held = load_corpus(cfg)
     vocab = c.vocab
     ae_params, codes, ae_acc = autoencoder(cfg, study)
     grids = codes[sentences]  # (N, L, P)
     results = {}
-    with io.Progress(len(cfg.runs()), desc="grid-diffusion", unit="models", quiet=quiet) as progress:
+    with io.Progress(len(cfg.runs()), desc="grid-diffusion", unit="models", quiet=session.quiet) as progress:
         for scope, name in cfg.runs():
             progress.note(f"{scope} {name}")
             mcfg = cfg.model(name, scope)
@@ -663,22 +699,32 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
             nll[(scope, name)] = study.part(f"{scope}__{name}_nll", lambda: {"value": held_out_nll(
                 cfg, scope, name, results[(scope, name)]["params"], x)}, key=model_key(cfg, scope, name))["value"]
     table, texts = evaluate(cfg, results, ae_params, sentences, vocab, nll)
-    io.write_csv(study.path("results.csv"), table)
-    write_samples(study.path("samples.txt"), texts)
     reference = TM.text_metrics(sentences[: cfg.n_samples], sentences, len(vocab), eos=corpus.EOS,
                                allowed=corpus.grammar_bigrams(), grammatical=corpus.is_grammatical, n_resamples=2)
-    if plots:
-        drawn = {os.path.abspath(p) for p in (plot_kernels(study.out, cfg), plot_denoising(
-            study.out, cfg, results, codes), plot_curves(study.out, cfg, results)) if p}
-        for name in FIGURES:  # e.g. denoising.png of an earlier run with grid models, none now
-            if os.path.abspath(study.path(name)) not in drawn:
-                study.remove_output(name)
-    text = with_preset_line(cfg, summary(cfg, table, ae_acc, reference))
-    with io.atomic_write(study.path("summary.md")) as f:
-        f.write(text + "\n")
-    timings = {"total_s": time.time() - t_start,
-               "models_s": {f"{scope}/{name}": r["seconds"] for (scope, name), r in results.items()}}
-    study.finish(config=runner.config_dict(cfg), autoencoder_accuracy=ae_acc, timings=timings)
-    if not quiet:
-        print(text)
-    return True
+    session.timings["models_s"] = {f"{scope}/{name}": r["seconds"] for (scope, name), r in results.items()}
+    return runner.Result({"results.csv": table, "samples.txt": samples_text(texts)},
+                         data=dict(table=table, ae_accuracy=ae_acc, reference=reference, results=results, codes=codes),
+                         record={"autoencoder_accuracy": ae_acc})
+
+
+def draw(session: runner.Session, cfg: Config, result: runner.Result) -> list:
+    """``kernels.png``, ``denoising.png`` (with grid models) and ``learning_curves.png``; returns their paths."""
+    out, results = session.out, result.data["results"]
+    return [plot_kernels(out, cfg), plot_denoising(out, cfg, results, result.data["codes"]),
+            plot_curves(out, cfg, results)]
+
+
+SPEC = runner.Spec(
+    name="grid-diffusion", config=Config, run=run, figures=draw,
+    summary=lambda cfg, r: summary(cfg, r.data["table"], r.data["ae_accuracy"], r.data["reference"]),
+    findings=lambda out: F.judge(out, "results.csv", "grid-diffusion", lambda t: [grid_route_finding(t)]),
+    outputs=("results.csv", "samples.txt"), figure_files=("denoising.png", "kernels.png", "learning_curves.png"),
+    selection=("models", "single_models", "preset"))  # they only choose which models run (or label it)
+
+
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
+    """Run the study (resumable; see the module docstring) through
+    :func:`tokdyn.experiment.runner.run_study`; returns True when it finished. ``out`` is stamped
+    with the configuration before any work: a directory of another configuration is refused
+    (:class:`tokdyn.io.OutputConflict`, naming the fields) unless ``fresh``."""
+    return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)

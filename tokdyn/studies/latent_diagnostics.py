@@ -63,7 +63,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import time
 from typing import Optional
 
 import jax
@@ -73,13 +72,15 @@ import numpy as np
 from tokdyn import _checks, geometry, io, probes, stats
 from tokdyn.diagnostics import mediation as D
 from tokdyn.diagnostics import perturb
+from tokdyn.experiment import findings as F
 from tokdyn.experiment import reasoners as LR
+from tokdyn.experiment import runner
 from tokdyn.experiment import study as S
-from tokdyn.models.latent import tasks, variants
+from tokdyn.experiment.findings import Finding
 from tokdyn.models.latent import model as M
+from tokdyn.models.latent import tasks, variants
 from tokdyn.models.latent import training as T
 from tokdyn.stats import figures
-from tokdyn.experiment.presets import with_preset_line
 
 PRESETS = ("default", "quick")
 STUDY = "latent-diagnostics"
@@ -411,23 +412,18 @@ def probe_rows(cfg: Config, name: str, features: str, x: np.ndarray, targets: di
     return rows
 
 
-# ---------------------------------------------------------------------------------------------- main
+# ---------------------------------------------------------------------------------------------- the study
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
-    """Run the study; returns True when it finished. The source is checked, and ``out`` stamped,
-    before any work (see the module docstring); ``fresh`` removes what another configuration
-    wrote in ``out``."""
-    cfg.validate()
-    estimate = cfg.estimate()
-    S.check_output(out)
-    S.check_resources(STUDY, estimate)
-    LR.check_apart(out, cfg.source)  # all checked before the source is opened (and, if new, stamped)
-    need = list(cfg.variants) + ([cfg.reference] if cfg.reference else [])
-    lr, source = LR.open_source(cfg.reasoning(), cfg.source, need, train=cfg.train, quiet=quiet)
-    study = S.Study.open(out, STUDY, cfg, fresh=fresh, selection=SELECTION, sources={"reasoning": source},
-                         estimate=estimate, quiet=quiet)
-    t0 = time.time()
+def _needed(cfg: Config) -> list:
+    return list(cfg.variants) + ([cfg.reference] if cfg.reference else [])
+
+
+def run(session, cfg: Config) -> runner.Result:
+    """Train what the source lacks, then every part (kept as it finishes): ``mediation.csv``,
+    ``decomposition.csv``, ``collapse.csv``, ``probes.csv``."""
+    study, quiet, need = session.study, session.quiet, _needed(cfg)
+    lr = session.context["reasoning"]
     lr = LR.ensure_trained(lr, cfg.source, need, train=cfg.train, quiet=quiet)
     tc0 = LR.training(lr, cfg.variants[0])
     data = T.data(tc0)
@@ -488,22 +484,25 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
             cap = np.asarray(jax.jit(jax.vmap(lambda p: model.apply(p, test).hidden[:, -1, lay.caption]))(params))
             prb += part(cfg.reference, "probes_caption", lambda: probe_rows(
                 cfg, cfg.reference, "caption", cap.reshape(cap.shape[0], cap.shape[1], -1), targets))
-    tables = {"mediation": med, "decomposition": dec, "collapse": col, "probes": prb}
-    for k, rows in tables.items():
+    tables = {}
+    for k, rows in (("mediation", med), ("decomposition", dec), ("collapse", col), ("probes", prb)):
         keys = list(dict.fromkeys(c for r in rows for c in r))  # rows of different kinds: missing cells NaN
-        io.write_csv(os.path.join(out, f"{k}.csv"), io.to_columns([{c: r.get(c, np.nan) for c in keys} for r in rows]))
-    if plots:
-        plot_similarity(out, latents_of)
-        plot_decomposition(out, dec)
-        plot_probes(out, prb)
-    text = with_preset_line(cfg, summary(med, dec, col, prb), "the latent-reasoning study's quick models")
-    with io.atomic_write(os.path.join(out, "summary.md")) as f:
-        f.write(text + "\n")
-    study.finish(reasoning=S.config_dict(lr), selection={k: getattr(cfg, k) for k in SELECTION},
-                 timings={"seconds": time.time() - t0})
-    if not quiet:
-        print(text)
-    return True
+        tables[f"{k}.csv"] = io.to_columns([{c: r.get(c, np.nan) for c in keys} for r in rows])
+    return runner.Result(tables, data=dict(med=med, dec=dec, col=col, prb=prb, latents=latents_of),
+                         record={"reasoning": S.config_dict(lr)})
+
+
+def draw(session, cfg: Config, result: runner.Result) -> list:
+    """``similarity.png``, ``decomposition.png``, ``probes.png``; returns their paths."""
+    d, out = result.data, session.out
+    return [plot_similarity(out, d["latents"]), plot_decomposition(out, d["dec"]), plot_probes(out, d["prb"])]
+
+
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
+    """Run the study through :func:`tokdyn.experiment.runner.run_study`; returns True when it
+    finished. The source is checked, and ``out`` stamped, before any work (see the module
+    docstring); ``fresh`` removes what another configuration wrote in ``out``."""
+    return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)
 
 
 # ---------------------------------------------------------------------------------------------- figures, summary
@@ -645,3 +644,163 @@ def summary(med: list, dec: list, col: list, prb: list) -> str:
                  f"{_mean(prb, 'chance', variant=name, features=feat, target=t):.3f}" for t in FACTS]
         lines.append(f"| {name} | {feat} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- findings
+
+
+MARKERS_BAND = (0.78, 1.00)  # the claimed share of the latent block's gain that the markers alone keep
+MARKERS_MARGIN = 0.05  # refuted only when the interval misses the band widened by this
+MARKERS_MAX_WIDTH = 0.6  # an interval wider than this is consistent with everything: open
+SHIFT_DISCONNECTED, SHIFT_CONNECTED = 0.05, 0.20  # input -> latent: cosine distance the latents move
+FLIP_DISCONNECTED, FLIP_CONNECTED = 0.10, 0.15  # latent -> answer: share of answers an intervention flips
+
+
+def markers_unit(gain_low, gain_high, block_gain_low, seeds: int) -> str:
+    """Verdict of one variant on the markers claim: ``n/a`` without a gain (the block's gain over
+    no block has no 95% interval above 0); ``open`` with fewer than
+    :data:`~tokdyn.experiment.findings.MIN_SEEDS` seeds; ``refuted`` when the interval of the share
+    retained misses :data:`MARKERS_BAND` widened by :data:`MARKERS_MARGIN`; ``reproduced`` when it
+    meets the band and is at most :data:`MARKERS_MAX_WIDTH` wide; ``open`` otherwise."""
+    lo_b, hi_b = MARKERS_BAND
+    if not np.isfinite(block_gain_low) or block_gain_low <= 0:
+        return "n/a"
+    if seeds < F.MIN_SEEDS or not (np.isfinite(gain_low) and np.isfinite(gain_high)):
+        return "open"
+    if gain_high < lo_b - MARKERS_MARGIN or gain_low > hi_b + MARKERS_MARGIN:
+        return "refuted"
+    if gain_low <= hi_b and gain_high >= lo_b and gain_high - gain_low <= MARKERS_MAX_WIDTH:
+        return "reproduced"
+    return "open"
+
+
+def markers_finding(decomposition, seeds: int) -> Finding:
+    """Finding 3 from the study's ``decomposition.csv`` (final checkpoints, setting
+    ``markers_only``: the share of the latent block's gain the boundary markers alone keep, with the
+    study's paired bootstrap interval over instances); ``seeds``: the source's."""
+    lo_b, hi_b = MARKERS_BAND
+    f = Finding("3", "Boundary markers' share of the latent gain",
+                f"The latent block's boundary markers alone (its slots removed) keep {lo_b:.0%}–{hi_b:.0%} of the "
+                "block's gain in accuracy over no block.", "arXiv 2606.01287",
+                f"Per variant with a latent block, at its final checkpoint: the share of the block's gain that "
+                f"markers_only keeps, with the study's 95% paired bootstrap interval over test instances; a variant "
+                f"counts only where the block's gain itself has an interval above 0, and only from {F.MIN_SEEDS} seeds "
+                f"on. A variant reproduces the claim when its interval meets [{lo_b:g}, {hi_b:g}] and is at most "
+                f"{MARKERS_MAX_WIDTH:g} wide, refutes it when its interval misses [{lo_b - MARKERS_MARGIN:g}, "
+                f"{hi_b + MARKERS_MARGIN:g}]; the claim is refuted when one variant refutes it, reproduced when every "
+                f"variant that counts reproduces it, open otherwise.", study=STUDY)
+    sel = (F.strings(decomposition, "stage") == "final") & (F.strings(decomposition, "setting") == "markers_only")
+    if not sel.any():
+        return F.missing(f, "no markers_only row at a final checkpoint in decomposition.csv")
+    verdicts, rows = [], []
+    for i in np.flatnonzero(sel):
+        g = {k: F.numbers(decomposition, k)[i] for k in ("block_gain", "block_gain_low", "block_gain_high",
+                                                         "gain_retained", "gain_low", "gain_high", "accuracy")}
+        v = markers_unit(g["gain_low"], g["gain_high"], g["block_gain_low"], seeds)
+        verdicts.append(v)
+        rows.append([F.strings(decomposition, "variant")[i],
+                     F.interval(g["block_gain"], g["block_gain_low"], g["block_gain_high"]),
+                     F.interval(g["gain_retained"], g["gain_low"], g["gain_high"]) if v != "n/a" else "no gain to share",
+                     v])
+    basis = "; ".join(f"{r[0]} {r[2]}" for r in rows if r[3] != "n/a") or "no variant's block has a gain"
+    if seeds < F.MIN_SEEDS:
+        basis += f" (source trained with {seeds} seeds: open)"
+    return dataclasses.replace(f, header=("variant", "block's gain over no block [95%]", "markers keep: share [95%]",
+                                          "verdict"), rows=rows, verdict=F.aggregate(verdicts), basis=basis)
+
+
+def _strongest(table, sel: np.ndarray, by: str, value: str):
+    """The ``by`` level with the largest mean over seeds of ``value`` (each seed's mean over its
+    rows), and :func:`~tokdyn.experiment.findings.seed_interval` of it."""
+    best = None
+    for level in dict.fromkeys(F.strings(table, by)[sel].tolist()):
+        s = F.seed_interval(F.per_seed(table, sel & (F.strings(table, by) == level), value))
+        if best is None or (np.isfinite(s[0]) and s[0] > best[1][0]):
+            best = (level, s)
+    return best
+
+
+def _connection(mean_low_high_n, disconnected: float, connected: float) -> str:
+    mean, low, high, n = mean_low_high_n
+    if n < F.MIN_SEEDS or not np.isfinite(low):
+        return "open"
+    return "reproduced" if high < disconnected else "refuted" if low > connected else "open"
+
+
+def mediation_findings(mediation) -> list[Finding]:
+    """Findings 4a (input -> latent) and 4b (latent -> answer) from the study's ``mediation.csv``:
+    per feedback variant, the perturbation that moves its latents most (cosine distance, mean over
+    latent steps) and the intervention on its latents that flips most answers, each with a 95%
+    interval over seeds."""
+    what, variant = F.strings(mediation, "what"), F.strings(mediation, "variant")
+    origin = "arXiv 2602.22766 (\"Imagination helps, but not yet in latent space\")"
+    a = Finding("4a", "Input → latent: do the latents depend on the image?",
+                "The latent tokens are disconnected from the input: perturbing the image barely moves them.", origin,
+                f"Per feedback variant, the image perturbation that moves its latents most (cosine distance, mean over "
+                f"latent steps and instances), a 95% interval over seeds (at least {F.MIN_SEEDS}): the variant shows "
+                f"the disconnect (reproduced) when the interval lies below {SHIFT_DISCONNECTED:g}, not (refuted) when "
+                f"it lies above {SHIFT_CONNECTED:g}, open otherwise. The claim is refuted when one variant refutes it, "
+                f"reproduced when every variant reproduces it. The text variant's caption states, moved by the same "
+                f"perturbation, are shown for scale.", study=STUDY)
+    b = Finding("4b", "Latent → answer: do the answers depend on the latents?",
+                "The answers are disconnected from the latent tokens: intervening on the latents barely changes them.",
+                origin,
+                f"Per feedback variant, the intervention on its latents (zeros, noise, mean, constant, swap, another "
+                f"variant's) that flips most answers, a 95% interval over seeds of the flip rate (at least "
+                f"{F.MIN_SEEDS}): disconnected (reproduced) when the interval lies below {FLIP_DISCONNECTED:g}, "
+                f"connected (refuted) when it lies above {FLIP_CONNECTED:g}, open otherwise; aggregated over variants "
+                f"as in 4a.",
+                study=STUDY)
+    names = list(dict.fromkeys(variant[what == "latent"].tolist()))
+    if not names:
+        return [F.missing(a, "no latent rows in mediation.csv"), F.missing(b, "no intervention rows in mediation.csv")]
+    caption = what == "caption"
+    va, vb, ra, rb = [], [], [], []
+    for name in names:
+        level, s = _strongest(mediation, (what == "latent") & (variant == name), "perturbation", "cosine_distance")
+        ref = F.numbers(mediation, "cosine_distance")[caption & (F.strings(mediation, "perturbation") == level)]
+        v = _connection(s, SHIFT_DISCONNECTED, SHIFT_CONNECTED)
+        va.append(v)
+        ra.append([name, level, F.interval(*s[:3]), str(s[3]), F.number(np.mean(ref)) if ref.size else "–", v])
+        sel = (what == "intervention") & (variant == name)
+        if sel.any():
+            level, s = _strongest(mediation, sel, "perturbation", "flip_rate")
+            lv = sel & (F.strings(mediation, "perturbation") == level)
+            drop = F.seed_interval(F.per_seed(mediation, lv, "accuracy") - F.per_seed(mediation, lv, "accuracy_before"))
+            v = _connection(s, FLIP_DISCONNECTED, FLIP_CONNECTED)
+            vb.append(v)
+            rb.append([name, level, F.interval(*s[:3]), F.interval(*drop[:3]), str(s[3]), v])
+    a = dataclasses.replace(a, header=("variant", "strongest perturbation", "latents move (cosine distance) [95%]",
+                                       "seeds", "text's caption states move", "verdict"),
+                            rows=ra, verdict=F.aggregate(va), basis="; ".join(f"{r[0]} {r[2]} ({r[1]})" for r in ra))
+    b = dataclasses.replace(b, header=("variant", "strongest intervention", "answers flipped [95%]",
+                                       "accuracy change [95%]", "seeds", "verdict"),
+                            rows=rb, verdict=F.aggregate(vb) if vb else "open",
+                            basis="; ".join(f"{r[0]} {r[2]} ({r[1]})" for r in rb)
+                            or "no intervention rows in mediation.csv")
+    return [a, b]
+
+
+def source_seeds(out: str) -> int:
+    """Seeds of the latent-reasoning models the study directory ``out`` analysed (its
+    ``config.json``, verified); 0 if unknown (then the findings that need them stay open)."""
+    try:
+        return int(S.read_record(out)["reasoning"]["training"]["seeds"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return 0
+
+
+def findings(out: str) -> list[Finding]:
+    """Findings 3 (:func:`markers_finding`, from ``decomposition.csv``) and 4a, 4b
+    (:func:`mediation_findings`, from ``mediation.csv``) of the study directory ``out``."""
+    seeds = source_seeds(out)
+    return (F.judge(out, "decomposition.csv", STUDY, lambda t: [markers_finding(t, seeds)])
+            + F.judge(out, "mediation.csv", STUDY, mediation_findings))
+
+
+SPEC = runner.Spec(
+    name=STUDY, config=Config, run=run, prepare=LR.source_prepare(_needed), figures=draw,
+    summary=lambda cfg, r: summary(r.data["med"], r.data["dec"], r.data["col"], r.data["prb"]),
+    findings=findings, outputs=("mediation.csv", "decomposition.csv", "collapse.csv", "probes.csv"),
+    figure_files=("similarity.png", "decomposition.png", "probes.png"), selection=SELECTION,
+    sources={"source": LR.STUDY}, preset="the latent-reasoning study's quick models")

@@ -55,12 +55,14 @@ import numpy as np
 
 from tokdyn import _checks, io, stats
 from tokdyn.diagnostics import dmlr, grounding, perturb
+from tokdyn.experiment import findings as F
 from tokdyn.experiment import reasoners as LR
+from tokdyn.experiment import runner
 from tokdyn.experiment import study as S
+from tokdyn.experiment.findings import Finding
 from tokdyn.models.latent import evaluation, tasks, variants
 from tokdyn.models.latent import model as M
 from tokdyn.stats import figures
-from tokdyn.experiment.presets import with_preset_line
 
 METHODS = {  # name: (reward, estimator, visual injection)
     "es_entropy": ("entropy", "es", "none"),         # the paper's reward, REINFORCE
@@ -502,52 +504,119 @@ def summary(table: dict, tests: dict, ground: dict) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------- main
+# ---------------------------------------------------------------------------------------------- findings
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
-    """Run the study; returns True when it finished. The source is checked, and ``out`` stamped,
-    before any work (see the module docstring); ``fresh`` removes what another configuration
-    wrote in ``out``."""
-    cfg.validate()
-    estimate = cfg.estimate()
-    S.check_output(out)
-    S.check_resources(STUDY, estimate)
-    LR.check_apart(out, cfg.source)  # all checked before the source is opened (and, if new, stamped)
-    need = list(cfg.variants) + list(cfg.grounding_variants)
-    lr, source = LR.open_source(cfg.reasoning(), cfg.source, need, train=cfg.train, quiet=quiet)
-    study = S.Study.open(out, STUDY, cfg, fresh=fresh, selection=SELECTION, sources={"reasoning": source},
-                         estimate=estimate, quiet=quiet)
-    t_start = time.time()
-    lr = LR.ensure_trained(lr, cfg.source, need, train=cfg.train, quiet=quiet)
+GAIN_EXCLUDED = 0.01  # refuted when a gain of this much accuracy is excluded
+DMLR = "es_entropy_best"  # the paper's full method (REINFORCE on its reward, best-patch injection)
+
+
+def optimisation_finding(table, tests=None) -> Finding:
+    """Finding 5 from the study's ``optimiser.csv`` (and ``optimiser_tests.csv`` for the
+    Holm-corrected p-values shown beside): per variant and method, the change in accuracy over all
+    families (after − before), a 95% interval over seeds; the verdict rests on the paper's full
+    method (:data:`DMLR`)."""
+    f = Finding("5", "Confidence-driven latent optimisation (DMLR)",
+                "Optimising the latents at inference to make the model more confident (REINFORCE on the top-k-entropy "
+                "reward with best-patch injection) improves its accuracy.", "arXiv 2512.12623 (DMLR)",
+                f"Per variant, the change in accuracy over all families (after − before), a 95% interval over seeds "
+                f"(at least {F.MIN_SEEDS}): improves (reproduced) when the interval lies above 0, does not (refuted) "
+                f"when it lies below +{GAIN_EXCLUDED:g} (a gain of {GAIN_EXCLUDED:g} or more is excluded), open "
+                f"otherwise. The verdict is the paper's full method's ({DMLR}), refuted when one variant refutes it, "
+                f"reproduced when every variant reproduces it; the other methods are listed with the same rule. The "
+                f"paired p-value over instances (Holm) is the study's.", study=STUDY)
+    fam, method, variant = F.strings(table, "family"), F.strings(table, "method"), F.strings(table, "variant")
+    sel_all = fam == "all"
+    if not sel_all.any():
+        return F.missing(f, "no family='all' rows in optimiser.csv")
+    p_holm = {}
+    if tests:
+        tf, tm = F.strings(tests, "family"), F.strings(tests, "method")
+        tv, tp = F.strings(tests, "variant"), F.numbers(tests, "p_holm")
+        p_holm = {(tv[i], tm[i]): tp[i] for i in np.flatnonzero(tf == "all")}
+    rows, full = [], []
+    for name in dict.fromkeys(variant[sel_all].tolist()):
+        for m in dict.fromkeys(method[sel_all & (variant == name)].tolist()):
+            if m == "before":
+                continue
+            sel = sel_all & (variant == name) & (method == m)
+            change = F.per_seed(table, sel, "accuracy") - F.per_seed(table, sel, "accuracy_before")
+            mean, low, high, n = F.seed_interval(change)
+            if n < F.MIN_SEEDS or not np.isfinite(low):
+                v = "open"
+            else:
+                v = "reproduced" if low > 0 else "refuted" if high < GAIN_EXCLUDED else "open"
+            if m == "random":
+                v = "control"
+            elif m == DMLR:
+                full.append(v)
+            before, after = (np.nanmean(F.numbers(table, k)[sel]) for k in ("accuracy_before", "accuracy"))
+            rows.append([name, m, f"{F.number(before)} → {F.number(after)}", F.interval(mean, low, high),
+                         F.number(p_holm.get((name, m), float("nan")), 3), str(n), v])
+    return dataclasses.replace(
+        f, header=("variant", "method", "accuracy before → after", "change [95% over seeds]", "paired p (Holm)",
+                   "seeds", "verdict"),
+        rows=rows, verdict=F.aggregate(full) if full else "open",
+        basis="; ".join(f"{r[0]} {r[3]}" for r in rows if r[1] == DMLR) or f"no {DMLR} rows in optimiser.csv")
+
+
+def findings(out: str) -> list[Finding]:
+    """Finding 5 (:func:`optimisation_finding`) from ``optimiser.csv`` and ``optimiser_tests.csv`` of
+    the study directory ``out``; open when the tests' table is there but fails its verification
+    (the p-values beside the verdict would come from an unverified table)."""
+    tests, tests_why = F.read(out, "optimiser_tests.csv", STUDY)
+    table, why = F.read(out, "optimiser.csv", STUDY)
+    if table is not None and tests is None and os.path.exists(os.path.join(out, "optimiser_tests.csv")):
+        table, why = None, tests_why
+    return [optimisation_finding(table, tests)] if table is not None else [F.missing(optimisation_finding({}), why)]
+
+
+# ---------------------------------------------------------------------------------------------- the study
+
+
+def _needed(cfg: Config) -> list:
+    return list(cfg.variants) + list(cfg.grounding_variants)
+
+
+def run(session, cfg: Config) -> runner.Result:
+    """Train what the source lacks, then the optimiser's runs and every variant's grounding (each
+    kept as it finishes): ``optimiser.csv``, ``optimiser_tests.csv``, ``rewards.csv``,
+    ``grounding.csv``."""
+    lr = LR.ensure_trained(session.context["reasoning"], cfg.source, _needed(cfg), train=cfg.train,
+                           quiet=session.quiet)
     data = LR.splits(lr)
     test = jax.tree_util.tree_map(lambda a: a[:cfg.n_instances], data.test)
     families = lr.training.task.families
     results = {}
     for name in cfg.variants:
         model, params, _ = LR.load_variant(lr, cfg.source, name)
-        if not quiet:
-            print(f"optimising the latents of {name} ({cfg.n_instances} instances x seeds x {len(cfg.methods)} methods)")
-        results[name] = run_optimiser(cfg, name, model, params, test, study=study)
+        session.say(f"optimising the latents of {name} ({cfg.n_instances} instances x seeds x {len(cfg.methods)} "
+                    "methods)")
+        results[name] = run_optimiser(cfg, name, model, params, test, study=session.study)
     table, tests, curves = optimiser_tables(cfg, results, test, families)
-    io.write_csv(os.path.join(out, "optimiser.csv"), table)
-    io.write_csv(os.path.join(out, "optimiser_tests.csv"), tests)
-    io.write_csv(os.path.join(out, "rewards.csv"), curves)
     rows, hists = [], {}
     for name in cfg.grounding_variants:
-        r, h = grounding_part(study, cfg, lr, name, test, families)
+        r, h = grounding_part(session.study, cfg, lr, name, test, families)
         rows += r
         hists[name] = h
     ground = io.to_columns(rows)
-    io.write_csv(os.path.join(out, "grounding.csv"), ground)
-    if plots:
-        plot_optimiser(out, curves, table)
-        plot_grounding(out, hists)
-    text = with_preset_line(cfg, summary(table, tests, ground), "the latent-reasoning study's quick models")
-    with io.atomic_write(os.path.join(out, "summary.md")) as f:
-        f.write(text + "\n")
-    study.finish(reasoning=S.config_dict(lr), selection={k: getattr(cfg, k) for k in SELECTION},
-                 timings={"seconds": time.time() - t_start})
-    if not quiet:
-        print(text)
-    return True
+    tables = {"optimiser.csv": table, "optimiser_tests.csv": tests, "rewards.csv": curves, "grounding.csv": ground}
+    return runner.Result(tables, data=dict(table=table, tests=tests, curves=curves, ground=ground, hists=hists),
+                         record={"reasoning": S.config_dict(lr)})
+
+
+SPEC = runner.Spec(
+    name=STUDY, config=Config, run=run, prepare=LR.source_prepare(_needed),
+    figures=lambda session, cfg, r: [plot_optimiser(session.out, r.data["curves"], r.data["table"]),
+                                     plot_grounding(session.out, r.data["hists"])],
+    summary=lambda cfg, r: summary(r.data["table"], r.data["tests"], r.data["ground"]),
+    findings=findings, outputs=("optimiser.csv", "optimiser_tests.csv", "rewards.csv", "grounding.csv"),
+    figure_files=("optimiser.png", "grounding.png"), selection=SELECTION, sources={"source": LR.STUDY},
+    preset="the latent-reasoning study's quick models")
+
+
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
+    """Run the study through :func:`tokdyn.experiment.runner.run_study`; returns True when it
+    finished. The source is checked, and ``out`` stamped, before any work (see the module
+    docstring); ``fresh`` removes what another configuration wrote in ``out``."""
+    return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)

@@ -65,14 +65,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from tokdyn import io, stats
+from tokdyn import stats
+from tokdyn.experiment import runner
 from tokdyn.experiment import study as S
-from tokdyn.experiment.reasoners import (FAMILIES, REFERENCES, Config, check_devices, finished,  # noqa: F401
-                                         open_study, paths, read_answers, read_curve, read_result, record,
-                                         splits, train_variants, training)
+from tokdyn.experiment.reasoners import (FAMILIES, REFERENCES, SELECTION, STUDY, Config,  # noqa: F401
+                                         check_devices, finished, open_study, paths, read_answers, read_curve,
+                                         read_result, record_fields, splits, train_variants, training)
 from tokdyn.models.latent import evaluation, tasks
 from tokdyn.stats import figures
-from tokdyn.experiment.presets import with_preset_line
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -98,8 +98,9 @@ def baselines(cfg: Config, data: tasks.Splits) -> dict:
 
 
 def collect(out: str, names: Sequence[str], base: dict) -> tuple[dict, dict]:
-    """``accuracy.csv`` (variant x family x seed, with the :func:`baselines`) and
-    ``convergence.csv`` (variant x seed) of the finished variants ``names``; returns both tables."""
+    """The columns of ``accuracy.csv`` (variant x family x seed, with the :func:`baselines`) and
+    ``convergence.csv`` (variant x seed) of the finished variants ``names`` in the study directory
+    ``out``."""
     acc_cols = {k: [] for k in ("variant", "family", "seed", "accuracy") + BASELINES + ("converged",)}
     conv_cols = {k: [] for k in ("variant", "seed", "steps", "budget", "best_step", "best_val", "tested_step",
                                           "converged")}
@@ -119,13 +120,11 @@ def collect(out: str, names: Sequence[str], base: dict) -> tuple[dict, dict]:
                 for k, v in (("variant", name), ("family", fam), ("seed", s), ("accuracy", float(a)),
                              *((b, base[b][fam]) for b in BASELINES), ("converged", converged[s])):
                     acc_cols[k].append(v)
-    io.write_csv(os.path.join(out, "accuracy.csv"), acc_cols)
-    io.write_csv(os.path.join(out, "convergence.csv"), conv_cols)
     return acc_cols, conv_cols
 
 
 def paired_tests(out: str, names: Sequence[str], test: tasks.Instance, families: Sequence[str]) -> dict:
-    """``tests.csv``: every finished variant against each reference in :data:`REFERENCES`, per
+    """The columns of ``tests.csv``: every finished variant against each reference in :data:`REFERENCES`, per
     family and overall: a paired t-test over the test instances of the per-instance accuracy
     (the mean over seeds of answering right), Cohen's d_z, Holm-corrected over every test of the
     table. A pair in which a variant did not converge (every seed) is listed with NaN statistics:
@@ -156,7 +155,6 @@ def paired_tests(out: str, names: Sequence[str], test: tasks.Instance, families:
                              ("d", float(stats.cohens_d(a, b)) if t else np.nan), ("tested", tested)):
                     cols[k].append(v)
     cols["p_holm"] = list(stats.holm(np.asarray(cols["p"], float))) if cols["p"] else []
-    io.write_csv(os.path.join(out, "tests.csv"), cols)
     return cols
 
 
@@ -218,40 +216,52 @@ def plot_curves(out: str, names: Sequence[str], families: Sequence[str]) -> Opti
     return figures.save(fig, os.path.join(out, "learning_curves.png"), dpi=110)
 
 
-# ---------------------------------------------------------------------------------------------- main
+# ---------------------------------------------------------------------------------------------- the study
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
-    """Run the study (resumable); returns True when every variant is finished. ``out`` is checked
-    and stamped before anything is drawn or trained (see the module docstring); ``fresh`` removes
-    what another configuration wrote there."""
+def check(session: runner.Session, cfg: Config) -> None:
+    """The configuration's checks, the devices it asks for, and (``--no-train``) that ``out``
+    holds a study to report on."""
     cfg.validate()
     check_devices(cfg)
-    if not cfg.train and (fresh or not os.path.isdir(out) or S.read_stamp(out) is None):
-        raise S.Refused(f"out={out!r} holds no latent-reasoning study{' (and --fresh would empty it)' if fresh else ''}"
-                        ": nothing to report without training (drop --no-train)")
-    study = open_study(cfg, out, fresh=fresh, quiet=quiet)
-    t0 = time.perf_counter()
-    tc = cfg.training
+    out = session.out
+    if not cfg.train and (session.fresh or not os.path.isdir(out) or S.read_stamp(out) is None):
+        raise S.Refused(f"out={out!r} holds no latent-reasoning study"
+                        f"{' (and --fresh would empty it)' if session.fresh else ''}: nothing to report without "
+                        "training (drop --no-train)")
+
+
+def run(session: runner.Session, cfg: Config) -> runner.Result:
+    """Train (or resume) every variant, then the tables of those finished: ``accuracy.csv``,
+    ``convergence.csv``, ``tests.csv``; the value is whether every variant is finished."""
+    out = session.out
     deadline = None if cfg.max_minutes is None else time.time() + 60 * cfg.max_minutes
     data = splits(cfg)
-    families = tc.task.families
+    families = cfg.training.task.families
     base = baselines(cfg, data)
     if cfg.train:
-        train_variants(cfg, out, cfg.variants, quiet=quiet, deadline=deadline, data=data)
+        train_variants(cfg, out, cfg.variants, quiet=session.quiet, deadline=deadline, data=data)
     names = [name for name in cfg.variants if finished(cfg, out, name)]
     done = len(names) == len(cfg.variants)
     acc, conv = collect(out, names, base)
-    paired_tests(out, names, data.test, families)
-    if plots:
-        plot_curves(out, cfg.variants, families)
-    table = summary_table(acc, conv, families) if acc["variant"] else "(no variant has finished yet)"
-    table = with_preset_line(cfg, table)
-    with io.atomic_write(os.path.join(out, "summary.md")) as f:
-        f.write(table + "\n")
-    record(study, cfg, finished=done, timings={"seconds": time.perf_counter() - t0})
-    if not quiet:
-        print(table)
-        if not done:
-            print(f"not finished: run the same command again to resume ({out})")
-    return done
+    tables = {"accuracy.csv": acc, "convergence.csv": conv, "tests.csv": paired_tests(out, names, data.test, families)}
+    return runner.Result(tables, data=dict(acc=acc, conv=conv, families=families, out=out, done=done),
+                         record=dict(record_fields(out, cfg), finished=done), value=done)
+
+
+SPEC = runner.Spec(
+    name=STUDY, config=Config, run=run, check=check,
+    figures=lambda session, cfg, r: [plot_curves(session.out, cfg.variants, r.data["families"])],
+    summary=lambda cfg, r: (summary_table(r.data["acc"], r.data["conv"], r.data["families"]) if r.data["acc"]["variant"]
+                            else "(no variant has finished yet)"),
+    printed=lambda cfg, r, text: text + ("" if r.data["done"] else
+                                         f"\nnot finished: run the same command again to resume ({r.data['out']})"),
+    outputs=("accuracy.csv", "convergence.csv", "tests.csv"), figure_files=("learning_curves.png",),
+    selection=SELECTION)
+
+
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
+    """Run the study (resumable) through :func:`tokdyn.experiment.runner.run_study`; returns True
+    when every variant is finished. ``out`` is checked and stamped before anything is drawn or
+    trained (see the module docstring); ``fresh`` removes what another configuration wrote there."""
+    return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)

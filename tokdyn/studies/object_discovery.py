@@ -54,11 +54,11 @@ import numpy as np
 
 from tokdyn import _checks, dynamics, io, metrics, train
 from tokdyn.data import scenes
-from tokdyn.experiment import study as runner
-from tokdyn.experiment.study import Estimate, Study
+from tokdyn.experiment import runner
+from tokdyn.experiment.presets import PRESETS
+from tokdyn.experiment.study import Estimate, Study, digest, elements_fit, largest_option
 from tokdyn.models import slots
 from tokdyn.stats import figures
-from tokdyn.experiment.presets import PRESETS, with_preset_line
 
 FIXED = ("baseline", "inertia", "repulsion", "sinkhorn", "annealing")
 LEARNED = ("slot_attention", "slot_attention_implicit")
@@ -155,7 +155,7 @@ class Config:
     fail_below: float = 0.5
     n_examples: int = 6
     root_seed: int = 0
-    preset: str = ""  # a label only: left out of the directory's stamp (SELECTION)
+    preset: str = ""  # a label only: left out of the directory's stamp (SPEC.selection)
 
     def validate(self) -> "Config":
         """Check every field (the learned models' through :meth:`tokdyn.models.slots.Config.validate`);
@@ -206,7 +206,7 @@ class Config:
         if self.n_examples > self.n_test:
             raise ValueError(f"n_examples must be at most n_test={self.n_test} (examples are test scenes), got "
                              f"{self.n_examples}")
-        runner.elements_fit("size", self.size, self.size, 3)  # one image, before the generator is traced with it
+        elements_fit("size", self.size, self.size, 3)  # one image, before the generator is traced with it
         # the scene generator's own checks (they run before tracing), without generating anything
         jax.eval_shape(functools.partial(scenes.sprite_scenes, jax.random.key(0), 1, **self.generate_args()))
         for m in self.learned or LEARNED[:1]:  # the model's fields are checked even when no model is learned
@@ -246,7 +246,7 @@ class Config:
                            4 * 4 * self.seeds * (14 * Ds * Ds + 4 * H * H + k2 * conv + chans[-1] * Ds + Ds * H)),
         }
         for names, elements, _ in groups.values():
-            runner.elements_fit(runner.largest_option(self, names), elements)
+            elements_fit(largest_option(self, names), elements)
         names, _, memory = max(groups.values(), key=lambda g: g[2])
         default = Config()
         fixed_runs = len(self.methods) * (len(self.temperatures) * len(self.position_scales) + self.seeds) + (
@@ -255,7 +255,7 @@ class Config:
             1000 * 1024 * 5 * 5 * 50)  # seconds of one method x setting over a split, the default's 2.4 min
         step = self.step_work() / default.step_work() / LEARNED_RATE
         seconds = fixed_runs * per_run + len(self.learned) * self.seeds * self.train_steps * step + 20.0
-        return Estimate(memory=float(memory), option=runner.largest_option(self, names),
+        return Estimate(memory=float(memory), option=largest_option(self, names),
                         models=len(self.learned) * self.seeds + fixed_runs, seconds=seconds)
 
     @classmethod
@@ -410,7 +410,7 @@ def _learned_scores(scfg: slots.Config, state, images, masks, n_true: int, key) 
 def checkpoint_stamp(study: Study, cfg: Config, name: str) -> str:
     """The stamp of ``name``'s checkpoint: the study's stamp (the learning curve's validation
     scores depend on the whole configuration) and the models' configuration."""
-    return f"{study.key}:{runner.digest({'model': name, 'slots': slots.stamp(cfg.slot_config(name))})}"
+    return f"{study.key}:{digest({'model': name, 'slots': slots.stamp(cfg.slot_config(name))})}"
 
 
 def fit(cfg: Config, name: str, images, study: Study, *, val=None, progress=None, **kw) -> train.Result:
@@ -563,22 +563,13 @@ def plot_curves(path: str, curves: dict) -> str:
                             title="learned Slot Attention")
 
 
-# ---------------------------------------------------------------------------------------------- main
+# ---------------------------------------------------------------------------------------------- the study
 
 
-SELECTION = ("methods", "kmeans", "learned", "preset")  # fields that only choose which methods run (or label it)
-OUTPUTS = ("results.csv", "learning_curve.csv", "summary.md", runner.RECORD)
-FIGURES = ("examples.png", "learning_curve.png")
-
-
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
-    """Run the study (resumable; see the module docstring); returns True when it finished. ``out``
-    is stamped with the configuration before any work: a directory of another configuration is
-    refused (:class:`tokdyn.io.OutputConflict`, naming the fields) unless ``fresh``."""
-    cfg.validate()
-    study = Study.open(out, "scenes", cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(), quiet=quiet)
-    study.clear_other_outputs(cfg, OUTPUTS, FIGURES, keep_figures=not plots)  # another choice of methods: gone
-    t_start = time.time()
+def run(session: runner.Session, cfg: Config) -> runner.Result:
+    """Every fixed method, then every learned model (each kept as it finishes: see the module
+    docstring): ``results.csv`` and ``learning_curve.csv``."""
+    study, quiet = session.study, session.quiet
     val, test = split(cfg, "val"), split(cfg, "test")
     results, labels = {}, {}
     fixed = list(cfg.methods) + ([KMEANS] if cfg.kmeans else [])
@@ -601,20 +592,31 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
                     key={"model": name, "step": int(np.asarray(state.step)[0])})
                 results[name]["labels"] = results[name]["labels"][: cfg.n_examples]
                 labels[name] = results[name]["labels"]
+    session.timings["training_s"] = seconds
     rows = [r for name in results for r in rows_of(cfg, name, results[name])]
-    io.write_csv(study.path("results.csv"), io.to_columns(rows, COLUMNS))
     curve_rows = [r for name in curves for r in curves[name]]
-    io.write_csv(study.path("learning_curve.csv"), io.to_columns(curve_rows, CURVE_COLUMNS))
-    if plots:
-        plot_examples(study.path("examples.png"), cfg, test, labels)
-        if curves:
-            plot_curves(study.path("learning_curve.png"), curves)
-        else:  # an earlier run's, with learned models
-            study.remove_output("learning_curve.png")
-    text = with_preset_line(cfg, summary(cfg, rows, seconds, curves))
-    with io.atomic_write(study.path("summary.md")) as f:
-        f.write(text + "\n")
-    study.finish(config=runner.config_dict(cfg), timings={"total_s": time.time() - t_start, "training_s": seconds})
-    if not quiet:
-        print(text)
-    return True
+    tables = {"results.csv": io.to_columns(rows, COLUMNS),
+              "learning_curve.csv": io.to_columns(curve_rows, CURVE_COLUMNS)}
+    return runner.Result(tables, data=dict(rows=rows, seconds=seconds, curves=curves, test=test, labels=labels))
+
+
+def draw(session: runner.Session, cfg: Config, result: runner.Result) -> list:
+    """``examples.png`` and, with learned models, ``learning_curve.png``; returns their paths."""
+    d = result.data
+    return [plot_examples(session.path("examples.png"), cfg, d["test"], d["labels"]),
+            plot_curves(session.path("learning_curve.png"), d["curves"]) if d["curves"] else None]
+
+
+SPEC = runner.Spec(
+    name="scenes", config=Config, run=run, figures=draw,
+    summary=lambda cfg, r: summary(cfg, r.data["rows"], r.data["seconds"], r.data["curves"]),
+    outputs=("results.csv", "learning_curve.csv"), figure_files=("examples.png", "learning_curve.png"),
+    selection=("methods", "kmeans", "learned", "preset"))  # they only choose which methods run (or label it)
+
+
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
+    """Run the study (resumable; see the module docstring) through
+    :func:`tokdyn.experiment.runner.run_study`; returns True when it finished. ``out`` is stamped
+    with the configuration before any work: a directory of another configuration is refused
+    (:class:`tokdyn.io.OutputConflict`, naming the fields) unless ``fresh``."""
+    return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 
 import jax
 import numpy as np
@@ -34,9 +33,12 @@ import numpy as np
 from tokdyn import _checks, dynamics, io, stats
 from tokdyn.engine import sweep
 from tokdyn.engine.runs import ClusterRun, RunStructure
-from tokdyn.experiment.study import Estimate, Study
+from tokdyn.experiment import findings as F
+from tokdyn.experiment import runner
+from tokdyn.experiment.findings import Finding
+from tokdyn.experiment.presets import PRESETS
+from tokdyn.experiment.study import Estimate
 from tokdyn.stats import figures
-from tokdyn.experiment.presets import PRESETS, with_preset_line
 
 # The published figures (averaged over all 9 conditions; and at noise 0.3, K = 4).
 PUBLISHED_OVERALL = {
@@ -79,7 +81,7 @@ class Config(RunStructure):
     temperature: float = 1.0
     root_seed: int = 0
     mass_anchor: str = "token"
-    preset: str = ""  # a label only: left out of the directory's stamp (SELECTION)
+    preset: str = ""  # a label only: left out of the directory's stamp (SPEC.selection)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -297,29 +299,6 @@ def _rules_record(rules) -> dict:
             "rules_code": {name: sweep.code_digest(r) for name, r in rules.items()}}
 
 
-def write_outputs(out: str, cfg: Config, runs, summary, overall, tests, *, timings=None, plots=True,
-                  rules=None) -> None:
-    """Write every output file (figures when ``plots``); ``rules``: the update rules of one's own
-    that ``cfg.methods`` names, recorded in ``config.json`` by their repr. ``out``: a directory
-    path, or the :class:`~tokdyn.experiment.study.Study` :func:`main` opened (which then records
-    ``config.json``)."""
-    study = out if isinstance(out, Study) else None
-    out = study.out if study is not None else out
-    io.write_csv(os.path.join(out, "runs.csv"), {k: runs[k] for k in ("method", "n_clusters", "noise", "seed", *METRICS)})
-    io.write_csv(os.path.join(out, "summary.csv"), io.to_columns(summary))
-    io.write_csv(os.path.join(out, "overall.csv"), io.to_columns(overall))
-    io.write_json(os.path.join(out, "stat_tests.json"), tests)
-    if plots:  # before the record: finishing releases the directory's lock
-        for job in plot_jobs(out, cfg, summary):
-            figures.draw(job)
-    if study is not None:
-        study.finish(timings=timings or {}, **_rules_record(rules))
-    else:
-        record = dict(study="token-dynamics", config=dataclasses.asdict(cfg), **_rules_record(rules))
-        io.write_json(os.path.join(out, "config.json"), dict(record, environment=io.environment(),
-                                                             timings=timings or {}))
-
-
 def plot_jobs(out: str, cfg: Config, summary: list[dict]) -> list[dict]:
     """The figures ``plots/{ari_mean,steps_mean,collapsed_rate}.png`` (metric vs noise, one panel
     per K), as keyword arguments of :func:`tokdyn.stats.figures.line_plot`."""
@@ -382,28 +361,118 @@ def format_tables(overall: list[dict], summary: list[dict], tests: list[dict]) -
     return "\n".join(lines)
 
 
-SELECTION = ("preset",)  # fields left out of the stamp (a label: the same runs with it or without it)
+# ---------------------------------------------------------------------------------------------- findings
+
+
+PUBLISHED_PRECISION = {"ari": 0.0005, "nmi": 0.0005, "steps": 0.005, "collapsed": 0.005}  # half a unit of the
+# last digit printed in the published table
+
+
+def published_cell(values, published: float, precision: float) -> tuple[str, tuple]:
+    """Verdict of one cell of the published table from per-seed ``values`` of our run: the
+    published figure, as the interval ``published ± precision`` (its rounding), ``reproduced`` when
+    it meets our 95% interval over seeds; ``refuted`` when it misses that interval widened by
+    sqrt(2) about our mean (the interval of a difference between two means of as many seeds);
+    ``open`` in between, or with fewer than :data:`~tokdyn.experiment.findings.BOOTSTRAP_SEEDS`
+    seeds. Returns the verdict and ``(mean, low, high, n)``."""
+    mean, low, high, n = F.seed_interval(values)
+    if n < F.BOOTSTRAP_SEEDS or not np.isfinite(low):
+        return "open", (mean, low, high, n)
+    lo_p, hi_p = published - precision, published + precision
+    if hi_p >= low and lo_p <= high:
+        return "reproduced", (mean, low, high, n)
+    wide_low, wide_high = mean - np.sqrt(2) * (mean - low), mean + np.sqrt(2) * (high - mean)
+    if hi_p < wide_low or lo_p > wide_high:
+        return "refuted", (mean, low, high, n)
+    return "open", (mean, low, high, n)
+
+
+def published_findings(runs, published=None) -> list[Finding]:
+    """Findings 1a (mean ARI per method) and 1b (NMI, steps and collapse rate) from the study's
+    ``runs.csv`` columns: per method and seed, the mean over the conditions; each cell by
+    :func:`published_cell` against ``published`` (default :data:`PUBLISHED_OVERALL`)."""
+    published = PUBLISHED_OVERALL if published is None else published
+    rule = (f"Per method, each seed's mean over the study's conditions; our 95% interval of the mean over seeds "
+            f"(percentile bootstrap, {F.N_RESAMPLES:,} resamples; at least {F.BOOTSTRAP_SEEDS} seeds, else open). "
+            "A cell is reproduced when the published figure (± half a unit of its last printed digit) meets our "
+            "interval, refuted when it misses our interval widened by √2 about our mean (the interval of a difference "
+            "of two means of as many seeds), open in between. The finding is reproduced when every cell is, refuted "
+            "when one is.")
+    method = F.strings(runs, "method")
+    rows = {"ari": [], "other": []}
+    verdicts = {"ari": [], "other": []}
+    for name in dict.fromkeys(method.tolist()):
+        if name not in published:
+            continue
+        for metric in ("ari", "nmi", "steps", "collapsed"):
+            if metric not in runs or metric not in published[name]:
+                continue
+            per_seed = F.per_seed(runs, method == name, metric)
+            v, (mean, low, high, n) = published_cell(per_seed, published[name][metric], PUBLISHED_PRECISION[metric])
+            group = "ari" if metric == "ari" else "other"
+            digits = 2 if metric in ("steps", "collapsed") else 3
+            rows[group].append([name, metric, F.interval(mean, low, high, digits),
+                                F.number(published[name][metric], digits), str(n), v])
+            verdicts[group].append(v)
+    header = ("method", "metric", "ours: mean [95% interval over seeds]", "published", "seeds", "verdict")
+    a = Finding("1a", "Token dynamics: the published ARI table",
+                "Each update rule's mean ARI over the nine conditions equals the published figure "
+                "(" + ", ".join(f"{k} {v['ari']:.3f}" for k, v in published.items()) + ").",
+                "the published study \"Formalizing latent visual reasoning: token dynamics\" (30 seeds)", rule,
+                F.aggregate(verdicts["ari"]) if verdicts["ari"] else "open",
+                "; ".join(f"{r[0]} {r[2]} vs {r[3]}" for r in rows["ari"]), header, rows["ari"], "token-dynamics")
+    b = Finding("1b", "Token dynamics: the rest of the published table",
+                "Each rule's mean NMI, steps and collapse rate equal the published figures.", a.origin, rule,
+                F.aggregate(verdicts["other"]) if verdicts["other"] else "open",
+                f"{sum(v == 'reproduced' for v in verdicts['other'])} of {len(verdicts['other'])} cells reproduced, "
+                f"{sum(v == 'refuted' for v in verdicts['other'])} refuted", header, rows["other"], "token-dynamics")
+    return [a, b]
+
+
+def findings(out: str) -> list[Finding]:
+    """Findings 1a and 1b (:func:`published_findings`) from ``runs.csv`` of the study directory ``out``."""
+    return F.judge(out, "runs.csv", "token-dynamics", published_findings)
+
+
+# ---------------------------------------------------------------------------------------------- the study
+
+
+def run(session: runner.Session, cfg: Config) -> runner.Result:
+    """Every run (:func:`simulate`, with the update rules of one's own ``session.options["rules"]``),
+    then the statistics: ``runs.csv``, ``summary.csv``, ``overall.csv``, ``stat_tests.json``."""
+    rules = session.options.get("rules")
+    with session.timed("simulate"):
+        runs = simulate(cfg, rules=rules, progress=not session.quiet)
+    with session.timed("statistics"):
+        summary, overall = summarise(runs, cfg)
+        tests = stat_tests(runs, cfg)
+    session.timings["n_runs"] = int(runs["seed"].size)
+    tables = {"runs.csv": {k: runs[k] for k in ("method", "n_clusters", "noise", "seed", *METRICS)},
+              "summary.csv": io.to_columns(summary), "overall.csv": io.to_columns(overall), "stat_tests.json": tests}
+    return runner.Result(tables, data=dict(summary=summary, overall=overall, tests=tests, out=session.out,
+                                           timings=session.timings),
+                         record=_rules_record(rules), value=session.timings)
+
+
+SPEC = runner.Spec(
+    name="token-dynamics", config=Config, run=run,
+    figures=lambda session, cfg, r: [figures.draw(job) for job in plot_jobs(session.out, cfg, r.data["summary"])],
+    summary=lambda cfg, r: format_tables(r.data["overall"], r.data["summary"], r.data["tests"]),
+    printed=lambda cfg, r, text: (f"{text}\n\n{r.data['timings']['n_runs']} runs in "
+                                  f"{r.data['timings']['simulate_s']:.2f} s (compile included); "
+                                  f"outputs in {r.data['out']}"),
+    findings=findings, outputs=("runs.csv", "summary.csv", "overall.csv", "stat_tests.json"),
+    figure_files=("plots/ari_mean.png", "plots/steps_mean.png", "plots/collapsed_rate.png"),
+    selection=("preset",),  # a label: the same runs with it or without it
+    summary_file=None, headline="overall.csv",
+    check=lambda session, cfg: cfg.validate(session.options.get("rules")),
+    stamp_extra=lambda session, cfg: _rules_record(session.options.get("rules")))
 
 
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, rules=None, fresh: bool = False) -> dict:
-    """Run the study end to end and write every output into ``out``; returns the timings.
-    ``rules``: update rules of one's own (``{name: tokdyn.dynamics.Rule}``) that ``cfg.methods``
-    may name, compared with the baseline like the built-in methods (see the module docstring).
-    ``out`` is stamped with the configuration before the runs (:mod:`tokdyn.experiment.study`):
-    a directory of another configuration is refused unless ``fresh``."""
-    cfg.validate(rules)
-    study = Study.open(out, "token-dynamics", cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(),
-                       quiet=quiet, extra=_rules_record(rules))
-    t0 = time.perf_counter()
-    runs = simulate(cfg, rules=rules, progress=not quiet)
-    t1 = time.perf_counter()
-    summary, overall = summarise(runs, cfg)
-    tests = stat_tests(runs, cfg)
-    t2 = time.perf_counter()
-    timings = dict(simulate_s=t1 - t0, statistics_s=t2 - t1, n_runs=int(runs["seed"].size))
-    write_outputs(study, cfg, runs, summary, overall, tests, timings=timings, plots=plots, rules=rules)
-    timings["write_s"] = time.perf_counter() - t2
-    if not quiet:
-        print(with_preset_line(cfg, format_tables(overall, summary, tests)))
-        print(f"\n{timings['n_runs']} runs in {timings['simulate_s']:.2f} s (compile included); outputs in {out}")
-    return timings
+    """Run the study end to end into ``out`` (:func:`tokdyn.experiment.runner.run_study`); returns
+    the timings. ``rules``: update rules of one's own (``{name: tokdyn.dynamics.Rule}``) that
+    ``cfg.methods`` may name, compared with the baseline like the built-in methods (see the module
+    docstring). ``out`` is stamped first: a directory of another configuration is refused unless
+    ``fresh``."""
+    return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh, rules=rules)

@@ -88,8 +88,8 @@ import numpy as np
 from tokdyn import _checks, dynamics, io
 from tokdyn.engine import sweep
 from tokdyn.engine.runs import ClusterRun, RunStructure
-from tokdyn.experiment import study
-from tokdyn.experiment.study import Estimate, Refused, Study
+from tokdyn.experiment import runner, study
+from tokdyn.experiment.study import Estimate, Refused
 from tokdyn.stats import figures, inference, summary
 
 RULE_AXES = dynamics.FIELDS + ("method",)
@@ -677,17 +677,17 @@ def merge_tables(parts: list, axes, names) -> dict:
     return out
 
 
-def analyse(out: str, cfg: Config, *, plots: bool = True, seconds: float | None = None, top: int = 10) -> dict:
-    """Write summary.csv, settings.csv, pareto.csv, report.md and the figures for the finished
-    sweep in ``out``; returns ``{"best": row, "front": rows}``. A sweep of several rules
-    (:meth:`Config.groups`) is summarised per rule and merged into one table each, every method by
-    its name (``method_name``; ``method`` its index); its settings share the bootstrap resamples
-    over seeds, and report.md compares each method's best setting with the first method's, paired
-    by seed. A run with a non-finite metric (NaN or ±inf) is left out of every figure and counted
-    (``nonfinite`` per condition and setting, ``{metric}_nan`` per metric); report.md marks the
-    conditions that had such runs. ``summary.csv``'s SHA-256 is recorded in ``tables.json``
-    (:func:`write_table`), so that a later reader (:func:`heatmap`) can tell it is the table
-    written here."""
+def analysis(out: str, cfg: Config, *, seconds: float | None = None, top: int = 10) -> runner.Result:
+    """The analysis of the finished sweep in ``out``: the tables ``summary.csv`` (its SHA-256
+    recorded in ``tables.json``, :func:`write_table`, so that a later reader such as
+    :func:`heatmap` can tell it is the table written here), ``settings.csv`` and ``pareto.csv``, and
+    ``report.md``'s text (``data["report"]``); its value is ``{"best": row, "front": rows}``. A
+    sweep of several rules (:meth:`Config.groups`) is summarised per rule and merged into one table
+    each, every method by its name (``method_name``; ``method`` its index); its settings share the
+    bootstrap resamples over seeds, and report.md compares each method's best setting with the
+    first method's, paired by seed. A run with a non-finite metric (NaN or ±inf) is left out of
+    every figure and counted (``nonfinite`` per condition and setting, ``{metric}_nan`` per
+    metric); report.md marks the conditions that had such runs."""
     # a run whose state blew up (a non-finite metric: its tokens left the floats) counts in no
     # figure: its collapse or ARI would be an artefact of the overflow, not of the dynamics
     groups, names = cfg.groups(), cfg.method_names()
@@ -699,22 +699,34 @@ def analyse(out: str, cfg: Config, *, plots: bool = True, seconds: float | None 
         tabs.append(_to_global(summary.setting_table(d, [k for k in by if k in group.grid.names], SETTING_METRICS,
                                                      n_resamples=cfg.n_resamples, require_finite=METRICS), group))
     cond = merge_tables(conds, [k for k, _ in cfg.axes()], names)
-    write_table(out, "summary.csv", cond)
     tab = merge_tables(tabs, by, names)
     front = summary.pareto_front(tab["steps_mean"], tab["ari_mean"])
     tab["on_front"] = front
-    io.write_csv(os.path.join(out, "settings.csv"), tab)
     order = np.flatnonzero(front)[np.argsort(tab["steps_mean"][front], kind="stable")]
     front_rows = io.to_rows(tab, order)
-    io.write_csv(os.path.join(out, "pareto.csv"), {k: np.asarray(v)[order] for k, v in tab.items()})
     ranked = np.argsort(-np.nan_to_num(tab["ari_mean"], nan=-np.inf), kind="stable")
     best = io.to_rows(tab, ranked[:top])
-    if plots:
-        for job in plot_jobs(out, cfg, cond, tab):
-            figures.draw(job)
     paired = _paired_lines(out, cfg, tab, [len(t["nonfinite"]) for t in tabs])
-    _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top, paired)
-    return dict(best=best[0], front=front_rows)
+    tables = {"summary.csv": cond, TABLES: lambda: _tables_entry(out, "summary.csv"), "settings.csv": tab,
+              "pareto.csv": {k: np.asarray(v)[order] for k, v in tab.items()}}
+    report = report_text(cfg, tab, ranked, front_rows, cond, seconds, top, paired)
+    return runner.Result(tables, data=dict(cond=cond, tab=tab, report=report),
+                         value=dict(best=best[0], front=front_rows))
+
+
+def analyse(out: str, cfg: Config, *, plots: bool = True, seconds: float | None = None, top: int = 10) -> dict:
+    """Write the :func:`analysis` of the finished sweep in ``out`` there (summary.csv, tables.json,
+    settings.csv, pareto.csv, report.md and, with ``plots``, the figures of :func:`plot_jobs`) and
+    return ``{"best": row, "front": rows}``: the analysis of a sweep directory outside a run of
+    :func:`main`, which writes the same."""
+    result = analysis(out, cfg, seconds=seconds, top=top)
+    for name, value in result.tables.items():
+        runner.write_table(os.path.join(out, name), value)
+    if plots:
+        for job in plot_jobs(out, cfg, result.data["cond"], result.data["tab"]):
+            figures.draw(job)
+    runner.write_table(os.path.join(out, "report.md"), result.data["report"] + "\n")
+    return result.value
 
 
 def _paired_lines(out: str, cfg: Config, tab: dict, sizes: list) -> list:
@@ -824,7 +836,10 @@ def plot_jobs(out: str, cfg: Config, cond: dict, tab: dict) -> list[dict]:
     return jobs
 
 
-def _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top, paired=()) -> None:
+def report_text(cfg: Config, tab: dict, ranked, front_rows: list, cond: dict, seconds, top: int, paired=()) -> str:
+    """``report.md`` (without its final newline): the sweep, its best settings by mean ARI, the
+    Pareto front of steps against ARI, collapse, the best setting per data condition, the paired
+    comparison of the methods (``paired``) and the non-finite runs."""
     by = cfg.rule_axes()
     n_runs = cfg.runs()
     best = io.to_rows(tab, ranked[:1])[0]
@@ -897,8 +912,7 @@ def _write_report(out, cfg, tab, ranked, front_rows, cond, seconds, top, paired=
                          f"{_flag(cond['nonfinite'][i])} |")
     lines += list(paired)
     lines += ["", "## Non-finite runs (NaN or inf)", ""] + _nonfinite_lines(cfg, cond)
-    with io.atomic_write(os.path.join(out, "report.md")) as f:
-        f.write("\n".join(lines) + "\n")
+    return "\n".join(lines)
 
 
 def _flag(n) -> str:
@@ -975,17 +989,22 @@ def _tables_record(out: str) -> dict:
     return record
 
 
+def _tables_entry(out: str, name: str) -> dict:
+    """``tables.json`` of ``out`` with the SHA-256 of its table ``name`` (written already) recorded."""
+    with open(os.path.join(out, name), "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    record = _tables_record(out) or {"sweep": sweep_key(out), "tables": {}}
+    record = {"sweep": record["sweep"], "tables": {**record["tables"], name: sha}}
+    record["checksum"] = _json_digest(record)
+    return record
+
+
 def write_table(out: str, name: str, columns: dict) -> str:
     """Write the table ``name`` (a CSV of ``columns``) into the sweep directory ``out`` and record
     its SHA-256 in ``tables.json`` (itself carrying a checksum of its fields and the sweep's id),
     so that :func:`read_table` can tell it is the table written here. Returns its path."""
     path = io.write_csv(os.path.join(out, name), columns)
-    with open(path, "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
-    record = _tables_record(out) or {"sweep": sweep_key(out), "tables": {}}
-    record = {"sweep": record["sweep"], "tables": {**record["tables"], name: sha}}
-    record["checksum"] = _json_digest(record)
-    io.write_json(os.path.join(out, TABLES), record)
+    io.write_json(os.path.join(out, TABLES), _tables_entry(out, name))
     return path
 
 
@@ -1073,9 +1092,65 @@ def _wait(what: str, missing, quiet: bool) -> None:
                                "the same command again in one process to finish the sweep and write its analysis")
 
 
+def check(session: runner.Session, cfg: Config) -> None:
+    """The configuration's checks, and the part of a shared sweep (``session.options["part"]``)."""
+    cfg.validate()
+    session.context["part"] = _part(session.options.get("part"))
+
+
+def prepare(session: runner.Session, cfg: Config) -> None:
+    """Before the directory is opened: the disk the chunks need; of a sweep shared by several
+    processes, no ``fresh``, and part 0's stamp awaited by the others."""
+    i, n = session.context["part"]
+    out = session.out
+    check_disk(cfg, out, fresh=session.fresh)
+    if n > 1:
+        if session.fresh:
+            raise Refused(f"fresh=True with part={(i, n)}: several processes cannot clear one directory safely; start "
+                          "afresh with one process (or remove the directory), then start the parts")
+        if i != 0:
+            stamp = os.path.join(out, study.STAMP)
+            _wait(f"part 0 to stamp {stamp}", lambda: int(not os.path.exists(stamp)), session.quiet)
+
+
+def run(session: runner.Session, cfg: Config) -> runner.Result | None:
+    """Run (or resume) this process's share of the sweep; part 0 then waits for the others' chunks
+    and analyses the whole (:func:`analysis`); the other parts return None."""
+    i, n = session.context["part"]
+    out = session.out
+    seconds = session.timings["sweep_s"] = run_sweep(cfg, out, progress=not session.quiet, part=(i, n))
+    if n > 1:
+        if i != 0:
+            session.say(f"part {i} of {n}: done; part 0 writes the analysis once every part's chunks are in {out}")
+            return None
+        _wait("the other parts' chunks", lambda: len(missing_chunks(cfg, out)), session.quiet)
+    with session.timed("analyse"):
+        result = analysis(out, cfg, seconds=seconds)
+    session.timings["n_runs"] = cfg.runs()
+    return dataclasses.replace(result, data=dict(result.data, timings=session.timings, out=out))
+
+
+def printed(cfg: Config, result: runner.Result, report: str) -> str:
+    """The lines a run prints at its end: the time taken, the best setting, the Pareto front."""
+    t, b = result.data["timings"], result.value["best"]
+    return (f"{cfg.runs():,} runs in {t['sweep_s']:.1f} s; analysis in {t['analyse_s']:.1f} s\n"
+            f"best mean ARI: {_label(b, cfg.rule_axes())}: ARI {_ci(b, 'ari')}, steps {_ci(b, 'steps', 2)}\n"
+            f"Pareto front: {len(result.value['front'])} settings; see {os.path.join(result.data['out'], 'report.md')}")
+
+
+SPEC = runner.Spec(
+    name=STUDY, config=Config, run=run, check=check, prepare=prepare,
+    figures=lambda session, cfg, r: [figures.draw(job) for job in plot_jobs(session.out, cfg, r.data["cond"],
+                                                                               r.data["tab"])],
+    summary=lambda cfg, r: r.data["report"], summary_file="report.md", preset=None,  # report.md says it
+    printed=printed, outputs=("summary.csv", TABLES, "settings.csv", "pareto.csv"))
+# (no figure_files: `tokdyn plot heatmap` draws into the same plots/ folder)
+
+
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False,
          part=None) -> dict | None:
-    """Run (or resume) the sweep into ``out`` and write its analysis; returns the analysis.
+    """Run (or resume) the sweep into ``out`` and write its analysis
+    (:func:`tokdyn.experiment.runner.run_study`); returns the analysis.
 
     Before any run, ``out`` is checked and stamped (:class:`~tokdyn.experiment.study.Study`):
     a path that cannot be written, a sweep that cannot fit in memory or on the disk, or that
@@ -1085,38 +1160,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
     several processes run into the same ``out`` at once (default: ``jax.process_index()`` of
     ``jax.process_count()``); part 0 stamps the directory (the others wait for its stamp) and
     writes the analysis once every part's chunks are there; the others return ``None``."""
-    cfg.validate()
-    i, n = _part(part)
-    study.check_output(out)
-    estimate = cfg.estimate()
-    study.check_resources(STUDY, estimate)  # memory first: the disk check below names the same option
-    check_disk(cfg, out, fresh=fresh)
-    if n > 1:
-        if fresh:
-            raise Refused(f"fresh=True with part={(i, n)}: several processes cannot clear one directory safely; start "
-                          "afresh with one process (or remove the directory), then start the parts")
-        if i != 0:
-            stamp = os.path.join(out, study.STAMP)
-            _wait(f"part 0 to stamp {stamp}", lambda: int(not os.path.exists(stamp)), quiet)
-    st = Study.open(out, STUDY, cfg, fresh=fresh, estimate=estimate, quiet=quiet)
-    seconds = run_sweep(cfg, st.out, progress=not quiet, part=(i, n))
-    if n > 1:
-        if i != 0:
-            if not quiet:
-                print(f"part {i} of {n}: done; part 0 writes the analysis once every part's chunks are in {out}")
-            return None
-        _wait("the other parts' chunks", lambda: len(missing_chunks(cfg, st.out)), quiet)
-    t0 = time.perf_counter()
-    result = analyse(st.out, cfg, plots=plots, seconds=seconds)
-    timings = dict(sweep_s=seconds, analyse_s=time.perf_counter() - t0, n_runs=cfg.runs())
-    st.finish(timings=timings)
-    if not quiet:
-        by = cfg.rule_axes()
-        b = result["best"]
-        print(f"{cfg.runs():,} runs in {seconds:.1f} s; analysis in {timings['analyse_s']:.1f} s")
-        print(f"best mean ARI: {_label(b, by)}: ARI {_ci(b, 'ari')}, steps {_ci(b, 'steps', 2)}")
-        print(f"Pareto front: {len(result['front'])} settings; see {os.path.join(out, 'report.md')}")
-    return result
+    return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh, part=part)
 
 
 @dataclasses.dataclass(frozen=True)

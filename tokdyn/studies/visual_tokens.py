@@ -43,12 +43,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks, io, train
+from tokdyn.experiment import findings as F
+from tokdyn.experiment import runner
 from tokdyn.experiment import study as study_runner
+from tokdyn.experiment.findings import Finding
+from tokdyn.experiment.presets import PRESETS
 from tokdyn.experiment.study import Estimate, Study
 from tokdyn.models import vtae
 from tokdyn.models.vtae import corpus, diagnostics, encoders
 from tokdyn.stats import figures
-from tokdyn.experiment.presets import PRESETS, with_preset_line
 
 PARTS = ("poc", "published", "main", "curriculum", "semantic")
 PUBLISHED_VOCAB = (51, 192)  # the published setting's vocabularies
@@ -97,7 +100,7 @@ class Config:
     embed_dim: int = 8
     parts: tuple[str, ...] = PARTS
     root_seed: int = 0
-    preset: str = ""  # a label only: left out of the directory's stamp (SELECTION)
+    preset: str = ""  # a label only: left out of the directory's stamp (SPEC.selection)
 
     def validate(self) -> "Config":
         """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
@@ -504,9 +507,10 @@ def _where_collapse(table: dict) -> list[str]:
     return lines
 
 
-def heatmaps(out: str, table: dict, cfg: Config) -> None:
+def heatmaps(out: str, table: dict, cfg: Config) -> list[str]:
     """``heatmap_{accuracy,collapse}_<mode>.png``: the main part at the largest budget, vocabulary
-    size x grid, mean over seeds."""
+    size x grid, mean over seeds; returns their paths ([] without the main part)."""
+    paths = []
     part = np.asarray(table["part"])
     sel_main = part == "main"
     if sel_main.any():
@@ -522,9 +526,11 @@ def heatmaps(out: str, table: dict, cfg: Config) -> None:
                              & (np.asarray(table["colours"], float) == c))
                         if s.any():
                             z[i, j] = np.mean(np.asarray(table[metric], float)[s])
-                figures.heatmap(os.path.join(out, f"heatmap_{fname}_{mode}.png"), labels, list(cfg.vocab_sizes), z,
-                               xlabel="grid (N x N x C)", ylabel="vocabulary size", cbar=metric,
-                               title=f"{metric} ({mode}, {b} steps, mean over seeds)", fmt="{}")
+                paths.append(figures.heatmap(os.path.join(out, f"heatmap_{fname}_{mode}.png"), labels,
+                                             list(cfg.vocab_sizes), z, xlabel="grid (N x N x C)",
+                                             ylabel="vocabulary size", cbar=metric,
+                                             title=f"{metric} ({mode}, {b} steps, mean over seeds)", fmt="{}"))
+    return paths
 
 
 def grid_codes(cfg: Config, key) -> np.ndarray:
@@ -552,48 +558,120 @@ def grids_png(path: str, cfg: Config, key, codes=None) -> str:
     return figures.save(fig, path)
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> dict:
-    """Run the selected parts and write every output into ``out``; returns the timings. ``out`` is
-    stamped with the configuration first (``parts`` aside): a directory of another configuration
-    is refused unless ``fresh``, which removes what it holds; finished cells and parts found there
-    are reused (see the module docstring)."""
-    cfg.validate()
-    study = Study.open(out, "visual-tokens", cfg, fresh=fresh, selection=("parts", "preset"), estimate=cfg.estimate(),
-                       quiet=quiet)
+# ---------------------------------------------------------------------------------------------- the study
+
+
+def run(session: runner.Session, cfg: Config) -> runner.Result:
+    """The selected parts, each kept as it finishes (a part finished earlier is read back; see the
+    module docstring): ``results.csv``, one row per model."""
+    study = session.study
     key = jax.random.key(cfg.root_seed)
     selected = [(i, name) for i, name in enumerate(PARTS) if name in cfg.parts]
-    timings, rows = {}, []
+    rows = []
     with io.Progress(len(selected), desc="visual-tokens", unit="parts",
-                     done=sum(study.has(name) for _, name in selected), quiet=quiet) as progress:
+                     done=sum(study.has(name) for _, name in selected), quiet=session.quiet) as progress:
         for i, name in selected:
             if study.has(name):
                 rows += study.rows(name, lambda: [])
                 progress.note(f"part {name}: done already ({study.part_path(name, '.json')})")
                 continue
-            t0 = time.perf_counter()
             progress.note(f"part {name} ...")
-            part = study.rows(name, lambda: run_part(name, cfg, jax.random.fold_in(key, i), progress=progress,
-                                                     study=study))
+            with session.timed(name):
+                part = study.rows(name, lambda: run_part(name, cfg, jax.random.fold_in(key, i), progress=progress,
+                                                         study=study))
             rows += part
-            timings[name + "_s"] = time.perf_counter() - t0
-            progress.note(f"part {name}: {len(part)} models in {timings[name + '_s']:.1f} s")
+            progress.note(f"part {name}: {len(part)} models in {session.timings[name + '_s']:.1f} s")
             progress.update()
     table = {c: np.asarray([r[c] for r in rows], object) for c in COLUMNS}
-    io.write_csv(study.path("results.csv"), table)
-    text = with_preset_line(cfg, summarise(table))
-    with io.atomic_write(study.path("summary.md")) as f:
-        f.write(text)
-    if "main" not in cfg.parts:  # heatmaps of the main part from an earlier selection: not of these results
-        for f in os.listdir(out):
-            if f.startswith("heatmap_") and f.endswith(".png"):
-                study.remove_output(f)
-    if plots:
-        t0 = time.perf_counter()
-        heatmaps(out, table, cfg)
-        codes = study.part("grids", lambda: {"codes": grid_codes(cfg, jax.random.fold_in(key, 99))})["codes"]
-        grids_png(study.path("grids.png"), cfg, None, codes)
-        timings["plots_s"] = time.perf_counter() - t0
-    study.finish(timings=timings, parts=[name for _, name in selected], models=len(rows))
-    if not quiet:
-        print(text)  # the summary on stdout, like every study's; progress went to stderr
-    return timings
+    return runner.Result({"results.csv": table}, data=dict(table=table, key=key),
+                         record=dict(parts=[name for _, name in selected], models=len(rows)), value=session.timings)
+
+
+def draw(session: runner.Session, cfg: Config, result: runner.Result) -> list[str]:
+    """The heatmaps of the main part (:func:`heatmaps`) and ``grids.png`` (its model kept as the part
+    ``grids``); returns their paths."""
+    codes = session.part("grids", lambda: {"codes": grid_codes(cfg, jax.random.fold_in(result.data["key"], 99))})
+    return heatmaps(session.out, result.data["table"], cfg) + [grids_png(session.path("grids.png"), cfg, None,
+                                                                        codes["codes"])]
+
+
+# ---------------------------------------------------------------------------------------------- findings
+
+
+COLLAPSE_RARE = 0.05  # a collapse rate below this (95% upper bound) is rare, above it common
+
+
+def collapse_finding(table) -> Finding:
+    """Finding 2a from the study's ``results.csv``: the collapse rate of the main grid's models in
+    the cells where training is adequate (:func:`cell_verdict` at the largest budget: not
+    capacity-limited, not at chance, loss no longer falling), with an exact (Clopper-Pearson) 95%
+    interval."""
+    from scipy import stats as sps
+
+    f = Finding("2a", "Visual tokens: collapse where training is adequate",
+                "Visual-token autoencoders collapse (the decoder names one token for most types) even where training "
+                "is adequate.",
+                "the published \"Visual Token Diffusion Language Model\" investigation (accuracy stuck at the majority "
+                "token's frequency)",
+                f"Main grid at its largest budget; a cell is adequately trained when the study's verdict for it is "
+                f"reconstructs, plateau or collapse (not capacity, at chance or too few steps). Over the models of "
+                f"those cells, the share flagged collapsed (dominant prediction > 0.9) with its exact 95% interval: "
+                f"reproduced when the interval lies above {COLLAPSE_RARE:g} (collapse is common), refuted when it "
+                f"lies below {COLLAPSE_RARE:g} (collapse is rare: with no collapsed model this needs "
+                f"{int(np.log(0.025) / np.log(1 - COLLAPSE_RARE)) + 1} models), open otherwise.", study="visual-tokens")
+    part = F.strings(table, "part")
+    main = part == "main"
+    if not main.any():
+        return F.missing(f, "no model of the main grid in results.csv")
+    steps = F.numbers(table, "steps")
+    budget = np.nanmax(steps[main])
+    keys = ("vocab_size", "grid", "colours")
+    cols = {k: F.numbers(table, k) for k in keys}
+    mode = F.strings(table, "mode")
+    collapsed = np.asarray([str(v).strip().lower() in ("1", "1.0", "true") for v in F.column(table, "collapsed")])
+    nanmean = lambda a: float(np.nanmean(a)) if np.any(np.isfinite(a)) else float("nan")  # noqa: E731
+    rows, n, k, counts = [], 0, 0, {}
+    at = main & (steps == budget)
+    cells = dict.fromkeys((cols["vocab_size"][i], cols["grid"][i], cols["colours"][i], mode[i])
+                          for i in np.flatnonzero(at))
+    for V, g, c, m in cells:
+        sel = at & (cols["vocab_size"] == V) & (cols["grid"] == g) & (cols["colours"] == c) & (mode == m)
+        mean = lambda name: nanmean(F.numbers(table, name)[sel])  # noqa: E731
+        verdict = cell_verdict(mean("accuracy"), mean("dominant_freq"), mean("train_loss_drop_tail"), int(V), int(g),
+                               int(c), mean("train_loss_norm_last"))
+        counts[verdict] = counts.get(verdict, 0) + 1
+        adequate = verdict in ("reconstructs", "plateau", "collapse")
+        if adequate:
+            n += int(sel.sum())
+            k += int(collapsed[sel].sum())
+        rows.append([f"V={int(V)} {int(g)}x{int(g)}x{int(c)} {m}", verdict, "yes" if adequate else "no",
+                     f"{int(collapsed[sel].sum())} / {int(sel.sum())}", F.number(mean("accuracy"))])
+    f = dataclasses.replace(f, header=("cell", "study's verdict", "adequate", "collapsed models", "accuracy"), rows=rows)
+    if n == 0:
+        return dataclasses.replace(f, verdict="open", basis=f"no adequately trained cell at {int(budget)} steps")
+    ci = sps.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    low, high = float(ci.low), float(ci.high)
+    all_main = int(collapsed[main].sum())
+    return dataclasses.replace(
+        f, verdict="reproduced" if low > COLLAPSE_RARE else "refuted" if high < COLLAPSE_RARE else "open",
+        basis=(f"{k} of {n} adequately trained models collapsed at {int(budget)} steps: rate "
+               f"{F.interval(k / n, low, high)} (exact 95%); "
+               f"{sum(counts.get(v, 0) for v in ('reconstructs', 'plateau', 'collapse'))} of {len(cells)} "
+               f"cells adequate; {all_main} of {int(main.sum())} main-grid models collapsed at any budget"))
+
+
+SPEC = runner.Spec(
+    name="visual-tokens", config=Config, run=run, figures=draw,
+    summary=lambda cfg, r: summarise(r.data["table"]).removesuffix("\n"),
+    findings=lambda out: F.judge(out, "results.csv", "visual-tokens", lambda t: [collapse_finding(t)]),
+    outputs=("results.csv",), figure_files=("heatmap_*.png", "grids.png"),
+    selection=("parts", "preset"))  # which parts run, and a label
+
+
+def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> dict:
+    """Run the selected parts and write every output into ``out``
+    (:func:`tokdyn.experiment.runner.run_study`); returns the timings. ``out`` is stamped with the
+    configuration first (``parts`` aside): a directory of another configuration is refused unless
+    ``fresh``, which removes what it holds; finished cells and parts found there are reused (see
+    the module docstring)."""
+    return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)

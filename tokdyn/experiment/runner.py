@@ -1,0 +1,280 @@
+"""One runner for every study: a study is a value (:class:`Spec`) that supplies its science, and
+:func:`run_study` does the rest, the same way for every study.
+
+A study declares what it is -- its name, its ``Config``, the files it writes (``outputs``, the
+summary's ``summary_file``, the ``figure_files`` it draws), the ``selection`` fields left out of
+its stamp, the ``sources`` it reads (another study's directory) -- and supplies four functions:
+
+* ``run(session, cfg) -> Result``: the science. It computes its tables, keeping each finished part
+  through the opened directory (``session.part`` / ``session.rows``, :class:`Session`) and timing
+  its stages (``session.timed(name)``), and returns them as :class:`Result` ``.tables``;
+* ``figures(session, cfg, result)``: draws the figures, returns their paths;
+* ``summary(cfg, result)``: the summary, as Markdown text or a JSON mapping;
+* ``findings(out)``: the verdicts of the seed findings it measures
+  (:class:`tokdyn.experiment.findings.Finding`), from its directory ``out``, which ``tokdyn
+  reproduce`` reads.
+
+:func:`run_study` owns everything else, in this order: the configuration's checks (``check``;
+default ``cfg.validate()``), the output path (:func:`tokdyn.experiment.study.check_output`; a
+directory tokdyn did not stamp, :func:`~tokdyn.experiment.study.check_directory`) and the
+resources the configuration asks for (:func:`~tokdyn.experiment.study.check_resources` of
+``cfg.estimate()``), the study's own checks and sources before its directory is touched
+(``prepare``), opening, locking and stamping the directory (:meth:`Study.open
+<tokdyn.experiment.study.Study.open>`, ``--fresh`` included), removing what another
+configuration wrote there (``outputs`` and ``figure_files``), the timings (one set of keys:
+``<stage>_s`` of the stages the study timed, ``plots_s``, ``total_s``), writing the tables (CSV,
+JSON, text), the figures unless ``plots`` is off (a declared figure a drawing run did not draw
+is removed, so the directory never shows a figure of other results), the summary (the quick preset's
+line first), ``config.json`` (:meth:`Study.finish <tokdyn.experiment.study.Study.finish>`: the
+whole configuration, selection fields included, the selection fields again under ``selection``,
+the timings, the study's own ``Result.record``)
+and the printed summary. A study module's ``main`` is one line::
+
+    def main(cfg, out, *, quiet=False, plots=True, fresh=False):
+        return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)
+
+(evosax's strategies have this shape: the base class owns ``init`` / ``ask`` / ``tell`` and their
+bookkeeping, a strategy supplies ``_ask`` / ``_tell``; here the hooks are plain functions of a
+frozen dataclass, so a study stays a module of functions a reader can call one by one.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import os
+import time
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+
+from tokdyn import io
+from tokdyn.experiment import presets
+from tokdyn.experiment import study as S
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What a study's ``run`` returns.
+
+    Attributes:
+      tables: file name (relative to the study directory) -> content, written in this order: the
+        columns of a ``.csv`` (a mapping of equal-length sequences), the value of a ``.json``, the
+        text of any other file (written as it is); a function of nothing is called when its turn
+        comes (a record of the tables written before it).
+      data: what the study's ``figures``, ``summary`` and ``printed`` need beyond the tables.
+      record: fields of ``config.json`` beside the configuration and the timings (headline numbers,
+        what the run covered).
+      value: what the study's ``main`` returns.
+    """
+
+    tables: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    data: Any = None
+    record: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    value: Any = True
+
+
+def _validate(session: "Session", cfg) -> None:
+    cfg.validate()
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A study, as a value: what it declares and the functions that are its science (see the
+    module docstring).
+
+    Attributes:
+      name: the study's name (its stamp's ``study``; its ``tokdyn reproduce`` directory).
+      config: its ``Config`` class.
+      run: ``run(session, cfg) -> Result``: runs the study (:class:`Session`: the opened directory,
+        its parts, the run's options and timings); ``None`` when this process has nothing to write
+        (one part of a sweep that several processes share).
+      summary: ``summary(cfg, result) -> str | Mapping``: the summary's Markdown text (without its
+        final newline) or JSON value; None: none.
+      figures: ``figures(session, cfg, result) -> paths``: draws the figures (unless ``--no-plots``),
+        returns the paths it drew (``None`` entries are skipped).
+      findings: ``findings(out) -> [Finding]``: the seed findings the study measures, judged from
+        its directory ``out`` (:mod:`tokdyn.experiment.findings`); None: none.
+      outputs: the tables the study writes (relative paths): those of an earlier run of another
+        configuration (selection fields included) are removed before this run
+        (:meth:`Study.clear_other_outputs <tokdyn.experiment.study.Study.clear_other_outputs>`).
+      figure_files: the figures the study draws, as paths or glob patterns relative to its
+        directory: those of another configuration (selection fields included) are removed before
+        the run, and, when it draws figures, any it did not draw after it (only figures tokdyn
+        drew; with ``--no-plots`` the same configuration's figures stay).
+      selection: fields of ``Config`` that only choose what runs or label it (left out of the stamp).
+      sources: config field -> the study whose directory it names (an analysis's source; ``tokdyn
+        reproduce`` points it at that study's directory).
+      summary_file: the file the summary is written to (None: printed only).
+      headline: the file a reader opens first (``tokdyn reproduce`` links it; default
+        ``summary_file``).
+      preset: the detail of the quick preset's line the runner puts first in a text summary
+        (:func:`tokdyn.experiment.presets.with_preset_line`); None: the summary says it itself.
+      check: ``check(session, cfg)``: the configuration's checks, before anything else (default
+        ``cfg.validate()``; ``ValueError`` / ``TypeError`` naming the field).
+      prepare: ``prepare(session, cfg) -> {name: stamp}``: the study's own checks and the sources
+        it reads, after the output path and the resources are checked and before its directory is
+        opened; returns the stamps of the sources (they enter the study's stamp). What it finds
+        for ``run`` goes into ``session.context``.
+      stamp_extra: ``stamp_extra(session, cfg) -> mapping``: anything else the results depend on,
+        stamped with the configuration (``Study.open``'s ``extra``).
+      printed: ``printed(cfg, result, summary) -> str``: what the run prints at its end (default:
+        the summary's text).
+    """
+
+    name: str
+    config: type
+    run: Callable[["Session", Any], Optional[Result]]
+    summary: Optional[Callable[[Any, Result], Union[str, Mapping]]] = None
+    figures: Optional[Callable[["Session", Any, Result], Iterable[Optional[str]]]] = None
+    findings: Optional[Callable[[str], list]] = None
+    outputs: tuple = ()
+    figure_files: tuple = ()
+    selection: tuple = ()
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    summary_file: Optional[str] = "summary.md"
+    headline: Optional[str] = None
+    preset: Optional[str] = ""
+    check: Callable[["Session", Any], None] = _validate
+    prepare: Optional[Callable[["Session", Any], Mapping[str, dict]]] = None
+    stamp_extra: Optional[Callable[["Session", Any], Mapping]] = None
+    printed: Optional[Callable[[Any, Result, Any], str]] = None
+
+    @property
+    def link(self) -> Optional[str]:
+        """The file a reader of the study's directory opens first: ``headline``, else ``summary_file``."""
+        return self.headline or self.summary_file
+
+
+class Session:
+    """One run of a study, as its hooks see it: the opened directory (``study``, a
+    :class:`tokdyn.experiment.study.Study`, whose ``part`` / ``rows`` / ``has`` / ``path`` it
+    forwards), the run's settings and the timings it keeps.
+
+    Attributes:
+      spec: the study (:class:`Spec`).
+      cfg: its configuration.
+      out: the output directory.
+      quiet: no progress and no summary on the terminal.
+      plots: the figures will be drawn.
+      fresh: the directory was cleared first.
+      options: the study's own keyword arguments of ``main`` (an update rule of one's own, the
+        part of a shared sweep).
+      timings: ``<stage>_s`` -> seconds (:meth:`Session.timed`); ``config.json``'s ``timings``.
+      context: what ``prepare`` found, for ``run`` (a source's configuration).
+      study: the opened directory (set once it is opened).
+    """
+
+    def __init__(self, spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, fresh: bool = False,
+                 options: Optional[Mapping] = None):
+        self.spec, self.cfg, self.out = spec, cfg, out
+        self.quiet, self.plots, self.fresh = quiet, plots, fresh
+        self.options = dict(options or {})
+        self.timings: dict = {}
+        self.context: dict = {}
+        self.study: Optional[S.Study] = None
+
+    @contextlib.contextmanager
+    def timed(self, name: str):
+        """Time the block as the stage ``name`` (``timings[name + "_s"]``, added to what it held)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            key = f"{name}_s"
+            self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
+
+    def say(self, *parts) -> None:
+        """Print ``parts`` unless quiet (a line of progress on stdout)."""
+        if not self.quiet:
+            print(*parts, flush=True)
+
+    def path(self, *names: str) -> str:
+        """A path inside the study directory (its folders created):
+        :meth:`~tokdyn.experiment.study.Study.path`."""
+        return self.study.path(*names)
+
+    def part(self, name: str, compute, *, key=None) -> dict:
+        """``compute()`` kept as the part ``name``: :meth:`~tokdyn.experiment.study.Study.part`."""
+        return self.study.part(name, compute, key=key)
+
+    def rows(self, name: str, compute, *, key=None) -> list:
+        """``compute()`` (table rows) kept as the part ``name``:
+        :meth:`~tokdyn.experiment.study.Study.rows`."""
+        return self.study.rows(name, compute, key=key)
+
+    def has(self, name: str, *, key=None) -> bool:
+        """Whether the rows part ``name`` is kept already: :meth:`~tokdyn.experiment.study.Study.has`."""
+        return self.study.has(name, key=key)
+
+
+def figure_paths(out: str, patterns: Sequence[str]) -> list[str]:
+    """The files under ``out`` that ``patterns`` (paths or glob patterns relative to ``out``) name,
+    as relative paths, sorted."""
+    found = set()
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            found |= {os.path.relpath(p, out) for p in glob.glob(os.path.join(glob.escape(out), pattern))}
+        else:
+            found.add(pattern)
+    return sorted(found)
+
+
+def write_table(path: str, value) -> str:
+    """Write one of a :class:`Result`'s tables (see there) at ``path``, atomically."""
+    if callable(value):
+        value = value()
+    if path.endswith(".csv"):
+        return io.write_csv(path, value)
+    if path.endswith(".json"):
+        return io.write_json(path, value)
+    with io.atomic_write(path) as f:
+        f.write(value)
+    return path
+
+
+def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, fresh: bool = False, **options):
+    """Run the study ``spec`` with the configuration ``cfg`` into the directory ``out`` and return
+    its ``Result.value`` (see the module docstring for what is done, in which order). ``options``:
+    the study's own keyword arguments of ``main``, for its hooks (``session.options``).
+    ``fresh``: remove what another configuration wrote in ``out`` (only files tokdyn wrote, under
+    the directory's exclusive lock) and start afresh."""
+    session = Session(spec, cfg, out, quiet=quiet, plots=plots, fresh=fresh, options=options)
+    spec.check(session, cfg)
+    estimate = cfg.estimate()
+    S.check_output(out)
+    S.check_directory(out)  # a directory tokdyn did not stamp: refused before a source is touched
+    S.check_resources(spec.name, estimate)
+    sources = spec.prepare(session, cfg) if spec.prepare is not None else None
+    extra = spec.stamp_extra(session, cfg) if spec.stamp_extra is not None else None
+    study = session.study = S.Study.open(out, spec.name, cfg, fresh=fresh, selection=spec.selection, sources=sources,
+                                         estimate=estimate, quiet=quiet, extra=extra)
+    outputs = (*spec.outputs, *((spec.summary_file,) if spec.summary_file else ()), S.RECORD)
+    study.clear_other_outputs(cfg, outputs, figure_paths(study.out, spec.figure_files))  # another selection's: gone
+    t0 = time.perf_counter()
+    result = spec.run(session, cfg)
+    if result is None:
+        return None
+    for name, value in result.tables.items():
+        write_table(study.path(name), value)
+    if plots:
+        drawn = set()
+        if spec.figures is not None:
+            with session.timed("plots"):
+                drawn = {os.path.abspath(p) for p in spec.figures(session, cfg, result) or () if p}
+        for name in figure_paths(study.out, spec.figure_files):  # e.g. of models this selection has not
+            if os.path.abspath(os.path.join(study.out, name)) not in drawn:
+                study.remove_output(name)
+    summary = spec.summary(cfg, result) if spec.summary is not None else None
+    if isinstance(summary, str) and spec.preset is not None:
+        summary = presets.with_preset_line(cfg, summary, spec.preset)
+    if spec.summary_file and summary is not None:
+        write_table(study.path(spec.summary_file), summary if not isinstance(summary, str) else summary + "\n")
+    session.timings["total_s"] = time.perf_counter() - t0
+    record = {**({"selection": {k: getattr(cfg, k) for k in spec.selection}} if spec.selection else {}),
+              **result.record, "config": S.config_dict(cfg), "timings": session.timings}
+    study.finish(**record)
+    if not quiet:
+        text = spec.printed(cfg, result, summary) if spec.printed is not None else summary
+        if text:
+            print(text)
+    return result.value

@@ -233,6 +233,17 @@ def test_apply_shapes_masks_and_the_elbo_of_its_posteriors(params0, images):
     np.testing.assert_allclose(float(loss), np.mean(-np64(out.elbo) @ (np.arange(1, T + 1) / T)), rtol=1e-5)
 
 
+@pytest.mark.parametrize("decoder, stride", [("conv", 2), ("cnn", 1), ("mlp", 2)])
+def test_every_decoder_gives_the_outputs_shapes(images, decoder, stride):
+    """Each of slots' broadcast decoders (traced only: shapes, no compilation)."""
+    cfg = I.Config(**{**CFG.__dict__, "decoder": decoder, "decoder_stride": stride}).validate()
+    B, K, S = images.shape[0], cfg.slots, cfg.size
+    out = jax.eval_shape(lambda k: I.infer(I.init(k, cfg), cfg, images, I.posterior_noise(k, cfg, B))[0],
+                         jax.random.key(0))
+    assert out.masks.shape == (B, K, S, S) and out.rgb.shape == (B, K, S, S, 3) and out.labels.shape == (B, S, S)
+    assert out.elbo.shape == (B, cfg.iterations + 1)
+
+
 def test_deterministic_given_keys(params0, images):
     a = I.apply(jax.random.key(5), params0, CFG, images)
     b = I.apply(jax.random.key(5), params0, CFG, images)

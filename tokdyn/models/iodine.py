@@ -42,13 +42,13 @@ information the mask posterior holds). The mask gradient is taken with respect t
 ``d log p / d mhat_ik = p(m_k | x) - m_ik`` lies in [-1, 1], where the gradient with respect to
 the mask, ``N_ik / sum_j m_ij N_ij``, overflows when a slot with a vanishing mask explains a
 pixel that the others do not. Every gradient input and the pixel log-likelihood pass through a
-LayerNorm (over each slot's image, or its vector), as the paper normalises its gradient inputs:
-their scale grows as ``1 / sigma^2`` and with the number of pixels. The gradient inputs are
-constants under differentiation (``stop_gradient``): training never takes second derivatives.
+LayerNorm (over each slot's image, or its vector): their scale grows as ``1 / sigma^2`` and with
+the number of pixels. The gradient inputs are constants under differentiation
+(``stop_gradient``): training never takes second derivatives.
 
 Training (:func:`loss_fn`): the ELBO is evaluated at the R + 1 posteriors ``lambda^(0..R)``, and
-the loss is the paper's weighted sum ``sum_t (t / T) * (-ELBO_t)``, ``t = 1 .. T = R + 1`` (later
-iterations weigh more), averaged over the batch; the gradient flows through the unrolled
+the loss is the paper's weighted sum ``sum_t (t / T) * (-ELBO_t)``, ``t = 1, ..., T``, ``T = R + 1``
+(later iterations weigh more), averaged over the batch; the gradient flows through the unrolled
 refinements into the decoder, the refinement network and ``lambda^(0)``. :func:`trainer` hands
 it to :func:`tokdyn.train.train_many` exactly as :func:`tokdyn.models.slots.trainer` does (the
 same keys, batches and optimiser). The predicted segmentation is the argmax of the last
@@ -220,7 +220,8 @@ def mixture_log_likelihood(images, rgb, logits, pixel_scale):
     """``(log p(x | z) (B,), pixel log-likelihoods (B, H, W), mask posterior (B, K, H, W))`` of
     ``images`` (B, H, W, 3) under the spatial mixture of the slots' Gaussians: means ``rgb`` (B, K,
     H, W, 3), masks ``softmax(logits)`` over K, every channel of scale ``pixel_scale``. Computed in
-    log space (``log_softmax``, ``logsumexp``): finite for any finite inputs."""
+    log space (``log_softmax``, ``logsumexp``): no density underflows, so it stays finite for mask
+    logits of any size and means far from every pixel."""
     log_masks = jax.nn.log_softmax(logits, axis=1)  # (B, K, H, W)
     r = (images[:, None] - rgb) / pixel_scale
     log_gauss = -0.5 * jnp.sum(r * r, axis=-1) - 3.0 * (jnp.log(pixel_scale) + 0.5 * LOG_2PI)  # (B, K, H, W)
@@ -401,7 +402,8 @@ def apply(key, params, cfg: Config, images) -> Outputs:
 
 
 def iteration_weights(cfg: Config):
-    """(R + 1,) the weights ``t / T`` of the negative ELBO at posteriors ``t = 1 .. T = R + 1`` in the loss."""
+    """(R + 1,) the loss's weights ``t / T`` of the negative ELBO at the posteriors ``t = 1, ..., T``
+    (``T = R + 1``)."""
     T = cfg.iterations + 1
     return jnp.arange(1, T + 1, dtype=jnp.float32) / T
 

@@ -1,6 +1,7 @@
 """The models: networks, losses and a trainer each for :mod:`tokdyn.train` (submodules loaded on first access).
 
 - :mod:`tokdyn.models.slots`     the learned Slot Attention and its object-discovery autoencoder
+- :mod:`tokdyn.models.iodine`    IODINE: object discovery by iterative amortised variational inference
 - :mod:`tokdyn.models.vtae`      visual-token autoencoders: text tokens <-> colour grids, corpora, diagnostics
 - :mod:`tokdyn.models.sequence`  the second stage: generative models over grid sequences (DDPM, D3PM)
   and the token-level baselines
@@ -10,7 +11,7 @@
 
 import importlib
 
-__all__ = ["slots", "vtae", "sequence", "latent"]
+__all__ = ["slots", "iodine", "vtae", "sequence", "latent"]
 
 
 def __getattr__(name):

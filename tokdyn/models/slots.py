@@ -134,15 +134,11 @@ class Config:
                      "decoder_hidden", "decoder_stride", "steps", "batch_size", "steps_per_call", "seeds"):
             _checks.positive_int(name, getattr(self, name))
         _checks.positive_int("warmup", self.warmup, minimum=0)
-        for name in ("encoder_stride", "decoder_stride"):
-            if self.size % getattr(self, name):
-                raise ValueError(f"{name} must divide size={self.size}, got {getattr(self, name)}")
-        if self.decoder == "cnn" and self.decoder_stride != 1:
-            raise ValueError(f"decoder_stride applies to the mlp and conv decoders (the cnn decoder upsamples itself): "
-                             f"it must be 1 with decoder='cnn', got {self.decoder_stride}")
+        if self.size % self.encoder_stride:
+            raise ValueError(f"encoder_stride must divide size={self.size}, got {self.encoder_stride}")
+        check_decoder(self.size, self.decoder, self.decoder_stride)
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
         _checks.real("clip_norm", self.clip_norm, low=0.0, low_open=True)
-        _checks.choice("decoder", self.decoder, DECODERS)
         _checks.choice("slot_init", self.slot_init, SLOT_INITS)
         _checks.choice("masks", self.masks, MASKS)
         if not isinstance(self.implicit, bool):
@@ -150,10 +146,6 @@ class Config:
         channels = tuple(self.encoder_channels)
         if not channels or any(not isinstance(c, (int, np.integer)) or c < 1 for c in channels):
             raise ValueError(f"encoder_channels must be a non-empty tuple of positive ints, got {self.encoder_channels!r}")
-        if self.decoder == "cnn" and (self.size % 8 or self.size < 8):
-            raise ValueError(f"decoder='cnn' upsamples an 8 x 8 grid by powers of 2: size must be 8 * 2^j, got {self.size}")
-        if self.decoder == "cnn" and (self.size // 8) & (self.size // 8 - 1):
-            raise ValueError(f"decoder='cnn' upsamples an 8 x 8 grid by powers of 2: size must be 8 * 2^j, got {self.size}")
         if self.steps % self.steps_per_call:
             raise ValueError(f"steps must be a multiple of steps_per_call={self.steps_per_call}, got {self.steps}")
         return self
@@ -205,6 +197,67 @@ def position_grid(height: int, width: int):
     """(H, W, 4) the paper's position channels ``(y, x, 1 - y, 1 - x)``, y and x in [0, 1]."""
     y, x = jnp.meshgrid(jnp.linspace(0.0, 1.0, height), jnp.linspace(0.0, 1.0, width), indexing="ij")
     return jnp.stack([y, x, 1.0 - y, 1.0 - x], axis=-1)
+
+
+def check_decoder(size: int, decoder: str, stride: int) -> None:
+    """Check a :func:`broadcast_decoder`'s ``decoder`` (one of :data:`DECODERS`) and ``stride`` (a
+    positive int dividing ``size``; 1 with ``"cnn"``, which needs ``size = 8 * 2^j``) for images of
+    side ``size``; raise ``ValueError`` naming the field."""
+    _checks.choice("decoder", decoder, DECODERS)
+    _checks.positive_int("decoder_stride", stride)
+    if size % stride:
+        raise ValueError(f"decoder_stride must divide size={size}, got {stride}")
+    if decoder == "cnn" and stride != 1:
+        raise ValueError(f"decoder_stride applies to the mlp and conv decoders (the cnn decoder upsamples itself): "
+                         f"it must be 1 with decoder='cnn', got {stride}")
+    if decoder == "cnn" and (size % 8 or size < 8 or (size // 8) & (size // 8 - 1)):
+        raise ValueError(f"decoder='cnn' upsamples an 8 x 8 grid by powers of 2: size must be 8 * 2^j, got {size}")
+
+
+def broadcast_decoder(latents, *, size: int, channels: int, decoder: str, hidden: int, stride: int = 1):
+    """A spatial-broadcast decoder (Watters et al., 2019): each of the (B, K, D) ``latents`` painted
+    on a ``size`` x ``size`` grid, (B, K, size, size, ``channels``) outputs (no nonlinearity on
+    them).
+
+    ``decoder``: ``"mlp"`` (each pixel from ``Dense(latent) + Dense(position)`` through a ReLU MLP
+    of two hidden layers of width ``hidden``: no convolution), ``"conv"`` (the same broadcast, then
+    two 3 x 3 convolutions of ``hidden`` channels) or ``"cnn"`` (the latent plus a position
+    embedding broadcast on an 8 x 8 grid, 5 x 5 transposed convolutions of stride 2 up to ``size``,
+    a 5 x 5 and a 3 x 3 convolution). ``stride`` > 1 (mlp and conv): painted on a (size / stride)^2
+    grid, resized bilinearly to ``size``. Positions are :func:`position_grid`.
+
+    Call it inside a flax module's ``nn.compact`` method: its layers (``dec_slot``, ``dec_pos``,
+    ``dec_hidden0`` ...) are that module's own, by those names. Arguments are checked by
+    :func:`check_decoder`, which a ``Config.validate`` runs."""
+    B, K, D = latents.shape
+    H = W = size
+    F, c = hidden, channels
+    g = H // stride
+    pos = position_grid(g, g)
+    if decoder == "mlp":
+        d = nn.Dense(F, name="dec_slot")(latents)[:, :, None, None, :] + nn.Dense(F, name="dec_pos")(pos)
+        d = nn.relu(d)  # (B, K, g, g, F)
+        d = nn.relu(nn.Dense(F, name="dec_hidden0")(d))
+        d = nn.relu(nn.Dense(F, name="dec_hidden1")(d))
+        out = nn.Dense(c, name="dec_out")(d)  # (B, K, g, g, c)
+    elif decoder == "conv":
+        d = nn.Dense(F, name="dec_slot")(latents)[:, :, None, None, :] + nn.Dense(F, name="dec_pos")(pos)
+        d = nn.relu(d).reshape(B * K, g, g, F)
+        d = nn.relu(nn.Conv(F, (3, 3), padding="SAME", name="dec_conv0")(d))
+        d = nn.relu(nn.Conv(F, (3, 3), padding="SAME", name="dec_conv1")(d))
+        out = nn.Conv(c, (3, 3), padding="SAME", name="dec_out")(d).reshape(B, K, g, g, c)
+    else:
+        g = 8
+        d = jnp.broadcast_to(latents[:, :, None, None, :], (B, K, g, g, D)).reshape(B * K, g, g, D)
+        d = d + nn.Dense(D, name="dec_pos")(position_grid(g, g))
+        while g < H:
+            d = nn.relu(nn.ConvTranspose(F, (5, 5), strides=(2, 2), padding="SAME", name=f"dec_up{g}")(d))
+            g *= 2
+        d = nn.relu(nn.Conv(F, (5, 5), padding="SAME", name="dec_conv")(d))
+        out = nn.Conv(c, (3, 3), padding="SAME", name="dec_out")(d).reshape(B, K, H, W, c)
+    if out.shape[2:4] != (H, W):  # painted at size / stride: bilinear to the image size
+        out = jax.image.resize(out, (B, K, H, W, c), method="bilinear")
+    return out
 
 
 class SlotAttention(nn.Module):
@@ -295,33 +348,10 @@ class Autoencoder(nn.Module):
         h = nn.Dense(C, name="enc_mlp1")(nn.relu(nn.Dense(C, name="enc_mlp0")(h)))
         slots, attn = SlotAttention(cfg.slots, cfg.iterations, cfg.slot_size, cfg.mlp_hidden, cfg.implicit,
                                     cfg.slot_init, name="slot_attention")(h, z)
-        K, F = cfg.slots, cfg.decoder_hidden
+        K = cfg.slots
         c = 4 if cfg.masks == "decoder" else 3  # RGB, and the alpha logit when the decoder draws the masks
-        g = H // cfg.decoder_stride
-        pos = position_grid(g, g)
-        if cfg.decoder == "mlp":
-            d = nn.Dense(F, name="dec_slot")(slots)[:, :, None, None, :] + nn.Dense(F, name="dec_pos")(pos)
-            d = nn.relu(d)  # (B, K, g, g, F)
-            d = nn.relu(nn.Dense(F, name="dec_hidden0")(d))
-            d = nn.relu(nn.Dense(F, name="dec_hidden1")(d))
-            out = nn.Dense(c, name="dec_out")(d)  # (B, K, g, g, c)
-        elif cfg.decoder == "conv":
-            d = nn.Dense(F, name="dec_slot")(slots)[:, :, None, None, :] + nn.Dense(F, name="dec_pos")(pos)
-            d = nn.relu(d).reshape(B * K, g, g, F)
-            d = nn.relu(nn.Conv(F, (3, 3), padding="SAME", name="dec_conv0")(d))
-            d = nn.relu(nn.Conv(F, (3, 3), padding="SAME", name="dec_conv1")(d))
-            out = nn.Conv(c, (3, 3), padding="SAME", name="dec_out")(d).reshape(B, K, g, g, c)
-        else:
-            g = 8
-            d = jnp.broadcast_to(slots[:, :, None, None, :], (B, K, g, g, cfg.slot_size)).reshape(B * K, g, g, -1)
-            d = d + nn.Dense(cfg.slot_size, name="dec_pos")(position_grid(g, g))
-            while g < H:
-                d = nn.relu(nn.ConvTranspose(F, (5, 5), strides=(2, 2), padding="SAME", name=f"dec_up{g}")(d))
-                g *= 2
-            d = nn.relu(nn.Conv(F, (5, 5), padding="SAME", name="dec_conv")(d))
-            out = nn.Conv(c, (3, 3), padding="SAME", name="dec_out")(d).reshape(B, K, H, W, c)
-        if out.shape[2:4] != (H, W):  # painted at size / decoder_stride: bilinear to the image size
-            out = jax.image.resize(out, (B, K, H, W, c), method="bilinear")
+        out = broadcast_decoder(slots, size=H, channels=c, decoder=cfg.decoder, hidden=cfg.decoder_hidden,
+                                stride=cfg.decoder_stride)  # (B, K, H, W, c)
         rgb = out[..., :3]
         if cfg.masks == "decoder":
             alpha = jax.nn.softmax(out[..., 3], axis=1)
@@ -346,7 +376,10 @@ def init(key, cfg: Config) -> dict:
     return Autoencoder(cfg).init(key, images, slot_noise(key, cfg, 1))
 
 
-def _check_images(name, images, size):
+def check_images(name: str, images, size: int) -> None:
+    """Check that ``images`` (named ``name`` in the error) are a (B, size, size, 3) batch, B >= 1,
+    of floats in [0, 1] (the range only when they are host data); raise ``ValueError`` /
+    ``TypeError``."""
     if np.ndim(images) != 4 or np.shape(images)[0] < 1 or np.shape(images)[1:] != (size, size, 3):
         raise ValueError(f"{name} must have shape (B, {size}, {size}, 3) with B >= 1 (RGB images of the config's size), "
                          f"got {np.shape(images)}")
@@ -365,7 +398,7 @@ def _check_apply(key, params, cfg, images):
     cfg.validate()
     if not hasattr(images, "shape"):  # nested lists: as an array, checked like one
         images = np.asarray(images)
-    _check_images("images", images, cfg.size)
+    check_images("images", images, cfg.size)
     return dict(images=images)
 
 
@@ -472,7 +505,7 @@ def trainer(cfg: Config) -> train.Trainer:
 @functools.lru_cache(maxsize=32)
 def _trainer(cfg: Config) -> train.Trainer:
     def batch(key, pool, step):
-        _check_images("the training pool", pool, cfg.size)  # shapes and dtype, while tracing
+        check_images("the training pool", pool, cfg.size)  # shapes and dtype, while tracing
         return draw_batch(key, pool, cfg.batch_size)
 
     def loss(params, images, key, hparams):

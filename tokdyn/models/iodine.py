@@ -1,0 +1,521 @@
+"""IODINE (Greff et al., 2019, "Multi-Object Representation Learning with Iterative Variational
+Inference"): object discovery by iterative amortised variational inference, trained through
+:mod:`tokdyn.train` (:func:`trainer`). It has the shape of :mod:`tokdyn.models.slots` (``Config``,
+``Hparams``, ``init``, ``apply``, ``loss_fn``, ``trainer``, ``models``, ``stamp``,
+``default_strategy``, ``segment``, ``collapse``), so a study trains and scores either the same way.
+
+The generative model, as in the paper. K slots, each a latent ``z_k`` (D numbers) with prior
+N(0, I); a spatial-broadcast decoder (:func:`tokdyn.models.slots.broadcast_decoder`, one of
+:data:`DECODERS`) paints each slot's RGB means ``mu_k`` and a mask logit ``mhat_k`` per pixel; the
+masks ``m = softmax_k(mhat)`` mix the slots, and the pixel likelihood is the spatial mixture
+
+    p(x | z) = prod_i sum_k m_ik N(x_i; mu_ik, sigma^2 I_3)
+
+with the fixed pixel scale ``sigma`` (``Config.pixel_scale``; a pixel's three channels are one
+component's). Each slot's posterior ``q(z_k) = N(loc_k, exp(log_scale_k)^2)`` has the parameters
+``lambda_k = (loc_k, log_scale_k)``; the ELBO (nats per image) is
+
+    ELBO = log p(x | z) - sum_k KL(q(z_k) || N(0, I)),   z_k = loc_k + exp(log_scale_k) * eps_k
+
+(one reparameterised draw ``eps ~ N(0, I)``; the KL in closed form, :func:`kl_divergence`).
+
+Inference (:func:`apply`): every slot starts from one learned ``lambda^(0)`` (the slots differ by
+their draws), then ``iterations`` R refinements ``lambda^(t+1) = lambda^(t) + f(...)``: at each
+posterior ``lambda^(t)`` the model draws ``z``, decodes it and evaluates the ELBO and its gradients
+with ``jax.vjp`` / ``jax.grad`` inside the model (:func:`evaluate`), and the refinement network
+``f`` (:class:`Refiner`) maps them to an update of each slot's ``lambda``. The network, per slot:
+strided ``3 x 3`` convolutions (``refine_channels``, ELU) over its image-shaped inputs, flattened,
+a dense layer (``refine_hidden``, ELU), concatenated with its vector inputs, an LSTM cell (its
+state carried over the iterations) and a linear map to the update of ``(loc, log_scale)``.
+
+Its inputs (the paper lists more; kept here, and why):
+
+* image-shaped, per pixel: the image ``x`` (3), the slot's means ``mu_k`` (3), mask ``m_k`` (1),
+  mask posterior ``p(m_k | x, mu) = m_k N_k / sum_j m_j N_j`` (1), the likelihood's gradients
+  with respect to the means (3) and to the mask *logits* (1), the pixel's log-likelihood
+  ``log p(x_i | z)`` (1) and the position channels (4, :func:`tokdyn.models.slots.position_grid`);
+* vectors: ``loc_k``, ``log_scale_k`` and the ELBO's gradient with respect to both.
+
+Left out: the mask logits themselves (the mask carries them up to a per-pixel shift) and the
+leave-one-out likelihood (K more mixtures per evaluation for a refinement of the same
+information the mask posterior holds). The mask gradient is taken with respect to the logits:
+``d log p / d mhat_ik = p(m_k | x) - m_ik`` lies in [-1, 1], where the gradient with respect to
+the mask, ``N_ik / sum_j m_ij N_ij``, overflows when a slot with a vanishing mask explains a
+pixel that the others do not. Every gradient input and the pixel log-likelihood pass through a
+LayerNorm (over each slot's image, or its vector): their scale grows as ``1 / sigma^2`` and with
+the number of pixels. The gradient inputs are constants under differentiation
+(``stop_gradient``): training never takes second derivatives.
+
+Training (:func:`loss_fn`): the ELBO is evaluated at the R + 1 posteriors ``lambda^(0..R)``, and
+the loss is the paper's weighted sum ``sum_t (t / T) * (-ELBO_t)``, ``t = 1, ..., T``, ``T = R + 1``
+(later iterations weigh more), averaged over the batch; the gradient flows through the unrolled
+refinements into the decoder, the refinement network and ``lambda^(0)``. :func:`trainer` hands
+it to :func:`tokdyn.train.train_many` exactly as :func:`tokdyn.models.slots.trainer` does (the
+same keys, batches and optimiser). The predicted segmentation is the argmax of the last
+evaluation's masks (:func:`segment`); :func:`collapse` counts duplicate and unused slots as for
+Slot Attention, on the final posterior means.
+
+Every iteration is unrolled in Python (R is small): XLA:CPU runs a convolution's weight gradient
+far slower inside a ``while`` loop (see :func:`tokdyn.models.slots.default_strategy`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from typing import NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks, dynamics, io, train
+from tokdyn.models import slots
+
+DECODERS = slots.DECODERS
+FINAL_FRACTION = slots.FINAL_FRACTION  # the cosine decay ends at this fraction of the peak learning rate
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Static structure of the model and its training (hashable: a static argument).
+
+    Attributes:
+      size: image side (images are size x size x 3, values in [0, 1]).
+      slots: K, the number of slots.
+      latent_size: D, the width of each slot's latent z.
+      iterations: R, refinements of the posterior (the ELBO is evaluated R + 1 times).
+      pixel_scale: sigma, the fixed standard deviation of every pixel channel in the likelihood.
+      decoder: spatial-broadcast decoder, mlp | conv | cnn (:func:`tokdyn.models.slots.broadcast_decoder`).
+      decoder_hidden: hidden width (mlp) or channels (conv, cnn) of the decoder.
+      decoder_stride: the mlp and conv decoders paint a (size / decoder_stride)^2 grid, resized
+        bilinearly to the image (1: every pixel).
+      refine_channels: channels of the refinement network's convolutions (each 3 x 3 of stride 2).
+      refine_hidden: width of the refinement network's dense layer and of its LSTM.
+      steps: optimiser steps per model (a multiple of steps_per_call; the schedule decays over it).
+      batch_size: images per step, drawn with replacement from the pool.
+      warmup: steps of linear learning-rate warm-up before the cosine decay (at least 1 and at
+        most steps - 1 are used: :attr:`warmup_steps`).
+      clip_norm: gradients are clipped to this global norm.
+      steps_per_call: optimiser steps per compiled call (the checkpoint interval).
+      seeds: models trained together (seed s has run key fold_in(key(root_seed), s)).
+      root_seed: root PRNG seed of every model's initial parameters, batches and posterior draws.
+    """
+
+    size: int = 32
+    slots: int = 5
+    latent_size: int = 16
+    iterations: int = 4
+    pixel_scale: float = 0.1
+    decoder: str = "mlp"
+    decoder_hidden: int = 32
+    decoder_stride: int = 1
+    refine_channels: tuple = (32, 32)
+    refine_hidden: int = 64
+    steps: int = 4000
+    batch_size: int = 16
+    warmup: int = 200
+    clip_norm: float = 1.0
+    steps_per_call: int = 100
+    seeds: int = 4
+    root_seed: int = 0
+
+    def validate(self) -> "Config":
+        """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
+        for name in ("size", "slots", "latent_size", "iterations", "decoder_hidden", "decoder_stride", "refine_hidden",
+                     "steps", "batch_size", "steps_per_call", "seeds"):
+            _checks.positive_int(name, getattr(self, name))
+        _checks.positive_int("warmup", self.warmup, minimum=0)
+        _checks.positive_int("root_seed", self.root_seed, minimum=0)
+        slots.check_decoder(self.size, self.decoder, self.decoder_stride)
+        _checks.real("pixel_scale", self.pixel_scale, low=0.0, low_open=True)
+        _checks.real("clip_norm", self.clip_norm, low=0.0, low_open=True)
+        if not isinstance(self.refine_channels, (tuple, list)):
+            raise TypeError(f"refine_channels must be a tuple of positive ints, got {self.refine_channels!r}")
+        channels = tuple(self.refine_channels)
+        if any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1 for c in channels):
+            raise ValueError(f"refine_channels must be a tuple of positive ints, got {self.refine_channels!r}")
+        if self.steps % self.steps_per_call:
+            raise ValueError(f"steps must be a multiple of steps_per_call={self.steps_per_call}, got {self.steps}")
+        return self
+
+    @property
+    def warmup_steps(self) -> int:
+        """The warm-up of the schedule: ``warmup``, at least 1 and at most ``steps - 1``."""
+        return min(self.warmup, self.steps - 1) or 1
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+    """Traced, sweepable hyper-parameters (a float each, or an (H,) array of settings: :func:`models`).
+
+    Attributes:
+      learning_rate: peak Adam learning rate (after warm-up; decays to 5% of it).
+    """
+
+    learning_rate: jax.Array | float = 3e-4
+
+    def validate(self) -> "Hparams":
+        """Check the learning rate when it is a host number (positive); raise ``ValueError``. Returns
+        ``self``."""
+        _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- the model
+
+
+class Decoder(nn.Module):
+    """The spatial-broadcast decoder of ``cfg``: latents (B, K, D) -> ``(rgb (B, K, H, W, 3),
+    logits (B, K, H, W))``, each slot's RGB means and mask logits."""
+
+    cfg: Config
+
+    @nn.compact
+    def __call__(self, z):
+        cfg = self.cfg
+        out = slots.broadcast_decoder(z, size=cfg.size, channels=4, decoder=cfg.decoder, hidden=cfg.decoder_hidden,
+                                      stride=cfg.decoder_stride)  # (B, K, H, W, 4)
+        return out[..., :3], out[..., 3]
+
+
+class Evaluation(NamedTuple):
+    """The ELBO of one posterior and what the refinement network reads (:func:`evaluate`), for B
+    images, K slots, H x W pixels, latents of width D.
+
+    Attributes:
+      elbo: (B,) the ELBO of each image (nats): ``log_lik - kl``.
+      log_lik: (B,) ``log p(x | z)`` at the draw ``z``.
+      kl: (B,) ``sum_k KL(q(z_k) || N(0, I))`` in closed form.
+      rgb: (B, K, H, W, 3) each slot's decoded RGB means.
+      logits: (B, K, H, W) each slot's decoded mask logits.
+      masks: (B, K, H, W) the masks, ``softmax`` of the logits over slots.
+      posterior: (B, K, H, W) the mask posterior ``p(m_k | x, mu)`` (each pixel's responsibilities).
+      pixel_log_lik: (B, H, W) ``log p(x_i | z)`` of each pixel.
+      grad_rgb: (B, K, H, W, 3) ``d log_lik / d rgb`` (held constant under differentiation).
+      grad_logits: (B, K, H, W) ``d log_lik / d logits`` (held constant).
+      grad_loc: (B, K, D) ``d elbo / d loc`` at the same draw (held constant; zeros when not asked).
+      grad_log_scale: (B, K, D) ``d elbo / d log_scale`` (held constant; zeros when not asked).
+    """
+
+    elbo: jax.Array
+    log_lik: jax.Array
+    kl: jax.Array
+    rgb: jax.Array
+    logits: jax.Array
+    masks: jax.Array
+    posterior: jax.Array
+    pixel_log_lik: jax.Array
+    grad_rgb: jax.Array
+    grad_logits: jax.Array
+    grad_loc: jax.Array
+    grad_log_scale: jax.Array
+
+
+def mixture_log_likelihood(images, rgb, logits, pixel_scale):
+    """``(log p(x | z) (B,), pixel log-likelihoods (B, H, W), mask posterior (B, K, H, W))`` of
+    ``images`` (B, H, W, 3) under the spatial mixture of the slots' Gaussians: means ``rgb`` (B, K,
+    H, W, 3), masks ``softmax(logits)`` over K, every channel of scale ``pixel_scale``. Computed in
+    log space (``log_softmax``, ``logsumexp``): no density underflows, so it stays finite for mask
+    logits of any size and means far from every pixel."""
+    log_masks = jax.nn.log_softmax(logits, axis=1)  # (B, K, H, W)
+    r = (images[:, None] - rgb) / pixel_scale
+    log_gauss = -0.5 * jnp.sum(r * r, axis=-1) - 3.0 * (jnp.log(pixel_scale) + 0.5 * LOG_2PI)  # (B, K, H, W)
+    joint = log_masks + log_gauss
+    pixel = jax.nn.logsumexp(joint, axis=1)  # (B, H, W)
+    return jnp.sum(pixel, axis=(1, 2)), pixel, jnp.exp(joint - pixel[:, None])
+
+
+def kl_divergence(loc, log_scale):
+    """(B,) ``sum_k KL(N(loc_k, exp(log_scale_k)^2) || N(0, I))`` of posteriors (B, K, D), in
+    closed form: ``0.5 * sum(loc^2 + scale^2 - 1 - 2 log_scale)``."""
+    return 0.5 * jnp.sum(loc * loc + jnp.exp(2.0 * log_scale) - 1.0 - 2.0 * log_scale, axis=(1, 2))
+
+
+def decode(params, cfg: Config, z):
+    """``(rgb (B, K, H, W, 3), logits (B, K, H, W))`` of latents ``z`` (B, K, D) by the decoder of
+    ``params`` (:func:`init`'s)."""
+    return Decoder(cfg).apply({"params": params["params"]["decoder"]}, z)
+
+
+def evaluate(params, cfg: Config, images, loc, log_scale, noise, *, gradients: bool = True) -> Evaluation:
+    """The ELBO of the posteriors ``(loc, log_scale)`` (B, K, D) of ``images`` (B, H, W, 3) at the
+    draw ``z = loc + exp(log_scale) * noise`` (``noise`` (B, K, D) ~ N(0, I)), and its gradients:
+    those of the likelihood with respect to the decoded means and mask logits (``jax.grad``) and
+    of the ELBO with respect to ``loc`` and ``log_scale`` (the likelihood's through the decoder by
+    ``jax.vjp``, minus the KL's closed form), all at that one draw. ``gradients=False`` skips the
+    decoder's backward pass (the grad fields are zeros). The gradients are ascent directions of the
+    ELBO, held constant under differentiation (``stop_gradient``)."""
+    sigma = cfg.pixel_scale
+
+    def decode_posterior(loc, log_scale):
+        return decode(params, cfg, loc + jnp.exp(log_scale) * noise)
+
+    def log_lik(rgb, logits):
+        total, pixel, post = mixture_log_likelihood(images, rgb, logits, sigma)
+        return jnp.sum(total), (total, pixel, post)
+
+    kl = kl_divergence(loc, log_scale)
+    if gradients:
+        (rgb, logits), pull = jax.vjp(decode_posterior, loc, log_scale)
+        (_, (ll, pixel, post)), (g_rgb, g_logits) = jax.value_and_grad(log_lik, argnums=(0, 1), has_aux=True)(
+            rgb, logits)
+        g_loc, g_log_scale = pull((g_rgb, g_logits))
+        g_loc = g_loc - loc  # d KL / d loc = loc
+        g_log_scale = g_log_scale - (jnp.exp(2.0 * log_scale) - 1.0)  # d KL / d log_scale = scale^2 - 1
+        g_rgb, g_logits, g_loc, g_log_scale = jax.lax.stop_gradient((g_rgb, g_logits, g_loc, g_log_scale))
+    else:
+        rgb, logits = decode_posterior(loc, log_scale)
+        _, (ll, pixel, post) = log_lik(rgb, logits)
+        g_rgb, g_logits = jnp.zeros_like(rgb), jnp.zeros_like(logits)
+        g_loc, g_log_scale = jnp.zeros_like(loc), jnp.zeros_like(log_scale)
+    masks = jax.nn.softmax(logits, axis=1)
+    return Evaluation(ll - kl, ll, kl, rgb, logits, masks, post, pixel, g_rgb, g_logits, g_loc, g_log_scale)
+
+
+class Refiner(nn.Module):
+    """The refinement network: ``(carry, images, evaluation, loc, log_scale) -> (carry, update)``,
+    the update (B, K, 2D) of each slot's ``(loc, log_scale)`` from its inputs (the module
+    docstring lists them) and its LSTM state ``carry`` (``(c, h)``, each (B * K, refine_hidden))."""
+
+    cfg: Config
+
+    @nn.compact
+    def __call__(self, carry, images, ev: Evaluation, loc, log_scale):
+        cfg = self.cfg
+        B, K, H, W = ev.masks.shape
+        pixel_norm = functools.partial(nn.LayerNorm, reduction_axes=(-3, -2, -1), feature_axes=-1)
+        grads = jnp.concatenate([pixel_norm(name="norm_grad_rgb")(ev.grad_rgb),
+                                 pixel_norm(name="norm_grad_logits")(ev.grad_logits[..., None]),
+                                 pixel_norm(name="norm_log_lik")(jnp.broadcast_to(ev.pixel_log_lik[:, None, ..., None],
+                                                                                  (B, K, H, W, 1)))], axis=-1)
+        x = jnp.concatenate([jnp.broadcast_to(images[:, None], (B, K, H, W, 3)), ev.rgb, ev.masks[..., None],
+                             ev.posterior[..., None], grads,
+                             jnp.broadcast_to(slots.position_grid(H, W), (B, K, H, W, 4))], axis=-1)  # (B, K, H, W, 17)
+        h = x.reshape(B * K, H, W, x.shape[-1])
+        for i, c in enumerate(cfg.refine_channels):
+            h = nn.elu(nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME", name=f"conv{i}")(h))
+        h = nn.elu(nn.Dense(cfg.refine_hidden, name="dense")(h.reshape(B * K, -1)))
+        vectors = jnp.concatenate([loc, log_scale, nn.LayerNorm(name="norm_grad_loc")(ev.grad_loc),
+                                   nn.LayerNorm(name="norm_grad_log_scale")(ev.grad_log_scale)], axis=-1)
+        h = jnp.concatenate([h, vectors.reshape(B * K, -1)], axis=-1)
+        carry, h = nn.LSTMCell(cfg.refine_hidden, name="lstm")(carry, h)
+        return carry, nn.Dense(2 * cfg.latent_size, name="out")(h).reshape(B, K, 2 * cfg.latent_size)
+
+
+class Outputs(NamedTuple):
+    """What :func:`apply` returns for a batch of B images (K slots, H x W pixels, latents of width
+    D, R iterations).
+
+    Attributes:
+      recon: (B, H, W, 3) the reconstruction of the last evaluation: ``sum_k m_k mu_k``.
+      rgb: (B, K, H, W, 3) each slot's means at the last evaluation.
+      masks: (B, K, H, W) each slot's mask at the last evaluation (summing to 1 over slots).
+      loc: (B, K, D) the final posterior means.
+      log_scale: (B, K, D) the final posterior log standard deviations.
+      elbo: (B, R + 1) the ELBO of each image at each posterior ``lambda^(0..R)`` (nats).
+      kl: (B, R + 1) the KL part of it.
+      labels: (B, H, W) int32 predicted segmentation: the argmax of ``masks`` over slots.
+    """
+
+    recon: jax.Array
+    rgb: jax.Array
+    masks: jax.Array
+    loc: jax.Array
+    log_scale: jax.Array
+    elbo: jax.Array
+    kl: jax.Array
+    labels: jax.Array
+
+
+def posterior_noise(key, cfg: Config, batch: int):
+    """(batch, R + 1, K, D) standard-normal noise: the posterior's draw at each evaluation."""
+    return jax.random.normal(key, (batch, cfg.iterations + 1, cfg.slots, cfg.latent_size))
+
+
+def init(key, cfg: Config) -> dict:
+    """Parameters (flax's layout, ``{"params": {"decoder", "refiner", "loc", "log_scale"}}``): the
+    decoder's and the refinement network's by their initialisers, and the initial posterior
+    ``lambda^(0)`` shared by every slot, starting at the prior (``loc = 0``, ``log_scale = 0``)."""
+    k_dec, k_ref = jax.random.split(key)
+    K, D = cfg.slots, cfg.latent_size
+    z, images = jnp.zeros((1, K, D)), jnp.zeros((1, cfg.size, cfg.size, 3))
+    dec = Decoder(cfg).init(k_dec, z)["params"]
+    ev = evaluate({"params": {"decoder": dec}}, cfg, images, z, z, z)
+    ref = Refiner(cfg).init(k_ref, lstm_carry(cfg, 1), images, ev, z, z)["params"]
+    return {"params": {"decoder": dec, "refiner": ref, "loc": jnp.zeros((D,)), "log_scale": jnp.zeros((D,))}}
+
+
+def lstm_carry(cfg: Config, batch: int):
+    """The refinement LSTM's initial state ``(c, h)``: zeros, each (batch * K, refine_hidden)."""
+    zeros = jnp.zeros((batch * cfg.slots, cfg.refine_hidden))
+    return zeros, zeros
+
+
+def infer(params, cfg: Config, images, noise) -> tuple[Outputs, list]:
+    """The R refinements of ``images`` (B, H, W, 3) with the draws ``noise`` (:func:`posterior_noise`):
+    ``(outputs, evaluations)``, the :class:`Evaluation` at each of the R + 1 posteriors (the last
+    without gradients). What :func:`apply` and :func:`loss_fn` run."""
+    B, K, D = images.shape[0], cfg.slots, cfg.latent_size
+    p = params["params"]
+    loc = jnp.broadcast_to(p["loc"], (B, K, D))
+    log_scale = jnp.broadcast_to(p["log_scale"], (B, K, D))
+    carry = lstm_carry(cfg, B)
+    refiner = Refiner(cfg)
+    evaluations = []
+    for t in range(cfg.iterations + 1):
+        last = t == cfg.iterations
+        ev = evaluate(params, cfg, images, loc, log_scale, noise[:, t], gradients=not last)
+        evaluations.append(ev)
+        if not last:
+            carry, update = refiner.apply({"params": p["refiner"]}, carry, images, ev, loc, log_scale)
+            loc, log_scale = loc + update[..., :D], log_scale + update[..., D:]
+    ev = evaluations[-1]
+    recon = jnp.sum(ev.masks[..., None] * ev.rgb, axis=1)
+    labels = jnp.argmax(ev.masks, axis=1).astype(jnp.int32)
+    elbo = jnp.stack([e.elbo for e in evaluations], axis=1)
+    kl = jnp.stack([e.kl for e in evaluations], axis=1)
+    return Outputs(recon, ev.rgb, ev.masks, loc, log_scale, elbo, kl, labels), evaluations
+
+
+def _check_apply(key, params, cfg, images):
+    _checks.prng_key("key", key)
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a tokdyn.models.iodine.Config, got {type(cfg).__name__}")
+    cfg.validate()
+    if not hasattr(images, "shape"):  # nested lists: as an array, checked like one
+        images = np.asarray(images)
+    slots.check_images("images", images, cfg.size)
+    return dict(images=images)
+
+
+@_checks.checked_jit(_check_apply, static_argnames=("cfg",))
+def apply(key, params, cfg: Config, images) -> Outputs:
+    """Infer the slots of ``images`` (B, size, size, 3) in [0, 1]: R refinements from the learned
+    initial posterior (:func:`infer`); ``key`` draws the posterior's noise (:func:`posterior_noise`).
+    Jittable and differentiable (the gradient inputs are constants under differentiation)."""
+    return infer(params, cfg, images, posterior_noise(key, cfg, images.shape[0]))[0]
+
+
+def iteration_weights(cfg: Config):
+    """(R + 1,) the loss's weights ``t / T`` of the negative ELBO at the posteriors ``t = 1, ..., T``
+    (``T = R + 1``)."""
+    T = cfg.iterations + 1
+    return jnp.arange(1, T + 1, dtype=jnp.float32) / T
+
+
+def loss_fn(key, params, cfg: Config, images):
+    """The training loss of a batch, ``mean_b sum_t (t / T) (-ELBO_t)`` (nats; ``key``: the
+    posterior's draws), and the :class:`Outputs`."""
+    out = infer(params, cfg, images, posterior_noise(key, cfg, images.shape[0]))[0]
+    return jnp.mean(jnp.sum(-out.elbo * iteration_weights(cfg), axis=1)), out
+
+
+def collapse(latents, labels, merge_tol=dynamics.DEFAULT_MERGE_TOL):
+    """``(duplicates, unused)`` of one image's final posterior means (K, D) and segmentation labels
+    (values in [0, K)): :func:`tokdyn.models.slots.collapse` (slots merged at ``merge_tol`` by
+    :func:`tokdyn.dynamics.token_groups`, and slots owning no pixel). vmap over images."""
+    return slots.collapse(latents, labels, merge_tol)
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def seed_keys(cfg: Config):
+    """(seeds,) keys ``fold_in(key(root_seed), s)``, one per seed."""
+    root = jax.random.key(cfg.root_seed)
+    return jnp.stack([jax.random.fold_in(root, s) for s in range(cfg.seeds)])
+
+
+def models(cfg: Config, hparams: Optional[Hparams] = None):
+    """``(keys, hparams)`` of every seed x setting for :func:`tokdyn.train.train_many`: ``hparams``
+    (default :class:`Hparams`) with scalar or (H,) fields gives M = H x ``cfg.seeds`` models, model
+    ``h * seeds + s`` setting h with seed s (:func:`tokdyn.train.grid`)."""
+    hparams = Hparams() if hparams is None else hparams
+    if not isinstance(hparams, Hparams):
+        raise TypeError(f"hparams must be a tokdyn.models.iodine.Hparams, got {type(hparams).__name__}")
+    hparams.validate()
+    return train.grid(seed_keys(cfg), hparams)
+
+
+def stamp(cfg: Config) -> str:
+    """What a checkpoint of ``cfg``'s models is keyed on (the ``stamp`` of
+    :func:`tokdyn.train.train_many`): the model's name and the configuration as JSON."""
+    return json.dumps({"model": "iodine", **io.jsonable(dataclasses.asdict(cfg))}, sort_keys=True)
+
+
+def default_strategy(backend: str) -> str:
+    """The :func:`tokdyn.train.train_many` strategy on ``backend``: ``"loop"`` (one compiled call
+    per model and step) on a CPU, ``"step"`` (the models vmapped) elsewhere, for the reasons of
+    :func:`tokdyn.models.slots.default_strategy` (the refinement network's convolutions)."""
+    return slots.default_strategy(backend)
+
+
+def trainer(cfg: Config) -> train.Trainer:
+    """``cfg``'s training, a :class:`tokdyn.train.Trainer` (the same object for equal
+    configurations, so its compilation is reused). Train with :func:`tokdyn.train.train_many`::
+
+        keys, hp = iodine.models(cfg, iodine.Hparams(learning_rate=3e-4))
+        result = train.train_many(iodine.trainer(cfg), pool, keys, hp, checkpoint="iodine.npz",
+                                  stamp=iodine.stamp(cfg), strategy=iodine.default_strategy(jax.default_backend()),
+                                  vectorised_init=False)
+
+    ``pool``: (N, size, size, 3) images in [0, 1]. As :func:`tokdyn.models.slots.trainer`: a seed's
+    key gives the initial parameters' key and the run key (:func:`tokdyn.models.slots.run_keys`);
+    step t's key ``fold_in(run key, t)`` is split into the key of its batch
+    (:func:`tokdyn.models.slots.draw_batch`) and that of the posterior's draws; the loss is
+    :func:`loss_fn`; gradients clipped to ``clip_norm``, then Adam with a linear warm-up over
+    ``warmup_steps`` and a cosine decay to 5% of the peak at ``steps``. Logs: ``loss``,
+    ``grad_norm``, and ``elbo_first`` / ``elbo_last`` (the batch's mean ELBO at the initial and
+    the final posterior: their gap is what the refinements gain)."""
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a tokdyn.models.iodine.Config, got {type(cfg).__name__}")
+    cfg.validate()
+    return _trainer(dataclasses.replace(cfg, refine_channels=tuple(int(c) for c in cfg.refine_channels),
+                                        pixel_scale=float(cfg.pixel_scale)))
+
+
+@functools.lru_cache(maxsize=32)
+def _trainer(cfg: Config) -> train.Trainer:
+    def batch(key, pool, step):
+        slots.check_images("the training pool", pool, cfg.size)  # shapes and dtype, while tracing
+        return slots.draw_batch(key, pool, cfg.batch_size)
+
+    def loss(params, images, key, hparams):
+        value, out = loss_fn(jax.random.split(key)[1], params, cfg, images)
+        return value, {"elbo_first": jnp.mean(out.elbo[:, 0]), "elbo_last": jnp.mean(out.elbo[:, -1])}
+
+    config = train.Config(steps=cfg.steps, steps_per_call=cfg.steps_per_call, warmup=cfg.warmup_steps,
+                          decay="cosine", final_fraction=FINAL_FRACTION, clip_norm=cfg.clip_norm)
+    return train.Trainer(config, init=lambda key, hparams: init(key, cfg), loss=loss, batch=batch,
+                         keys=slots.run_keys, name="iodine")
+
+
+def params_of(state: train.TrainState, i: int) -> dict:
+    """Model ``i``'s parameters from a stacked state (the ``state`` of a :class:`tokdyn.train.Result`)."""
+    return slots.params_of(state, i)
+
+
+def segment(key, params, cfg: Config, images, *, chunk: int = 256):
+    """Predicted segmentation (n, H, W) int32 and final posterior means (n, K, D) of ``images`` by
+    one model, in chunks of ``chunk`` images (``lax.map``) to bound memory; image i's posterior
+    draws depend only on ``fold_in(key, i)``. Score it with :func:`tokdyn.metrics.fg_ari`."""
+    images = _check_apply(key, params, cfg, images)["images"]
+    chunk = _checks.positive_int("chunk", chunk)
+    n = images.shape[0]
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+    return _segment(params, cfg, jnp.asarray(images, jnp.float32), keys, min(chunk, n))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "chunk"))
+def _segment(params, cfg, images, keys, chunk):
+    def one(args):
+        image, k = args
+        out = infer(params, cfg, image[None], posterior_noise(k, cfg, 1))[0]
+        return out.labels[0], out.loc[0]
+
+    return jax.lax.map(one, (images, keys), batch_size=chunk)

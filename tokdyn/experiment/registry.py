@@ -58,6 +58,9 @@ STUDIES = (
     Entry("latent-optimisation", ("study", "latent-optimisation"), "tokdyn.studies.latent_optimisation",
           "confidence-driven latent optimisation (DMLR) and visual grounding of the trained reasoners",
           "results/latent-optimisation"),
+    Entry("video", ("study", "video"), "tokdyn.studies.video",
+          "sprite videos: carried tokens' identity through occlusion and their collapse over time, per predictor",
+          "results/video"),
 )
 
 NAMES = tuple(e.name for e in STUDIES)

@@ -176,8 +176,8 @@ class Config(RunStructure):
 def check_rules(rules) -> dict:
     """The rules beyond the built-in methods that a study's ``methods`` may name: the package's own
     (:data:`PACKAGE_RULES`) merged with ``rules``, the update rules of one's own: ``None`` or a
-    mapping of new names (not those of ``tokdyn.dynamics.METHODS`` nor of :data:`PACKAGE_RULES`)
-    to :class:`tokdyn.dynamics.Rule` values, each run at its ``hparams``. ``TypeError`` /
+    mapping of new names (not those of ``tokdyn.dynamics.METHODS``, nor those of
+    :data:`PACKAGE_RULES` for another rule) to :class:`tokdyn.dynamics.Rule` values, each run at its ``hparams``. ``TypeError`` /
     ``ValueError`` naming the entry."""
     if rules is None:
         return dict(PACKAGE_RULES)
@@ -189,7 +189,7 @@ def check_rules(rules) -> dict:
         if name in dynamics.METHODS:
             raise ValueError(f"rules: {name!r} is the name of a built-in method (tokdyn.dynamics.METHODS): choose "
                              "another")
-        if name in PACKAGE_RULES:
+        if name in PACKAGE_RULES and r is not PACKAGE_RULES[name]:  # itself (an already merged table) is fine
             raise ValueError(f"rules: {name!r} is the name of one of the package's rules (token_dynamics.PACKAGE_RULES:"
                              f" {PACKAGE_RULES[name].name}): choose another")
         if not isinstance(r, dynamics.Rule):

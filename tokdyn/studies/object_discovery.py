@@ -8,12 +8,17 @@ a learned Slot Attention add? (``tokdyn study scenes --out DIR``)
    colour): the token-dynamics rules of :data:`tokdyn.dynamics.METHODS` (baseline, inertia,
    repulsion, Sinkhorn, annealing), K = ``max_objects + 1`` tokens started at K random pixels
    (Forgy), each rule's temperature and the features' position weight chosen on the validation
-   split (``temperatures`` x ``position_scales``); and k-means (k-means++ seeding, Lloyd) on the
+   split (``temperatures`` x ``position_scales``); the variational-refinement rule
+   (``refinement``, :data:`tokdyn.refinement.REFINEMENT`, EM steps; labels the nearest final
+   means), its prior's location and strength chosen the same way (``refinement_log_scales`` x
+   ``refinement_strengths`` x ``position_scales``); and k-means (k-means++ seeding, Lloyd) on the
    same features (its position weight chosen the same way). Seed s draws every scene's initial
    tokens from ``fold_in(key, s)``.
 3. The learned Slot Attention autoencoder (:mod:`tokdyn.models.slots`), ``seeds`` models trained together,
    without and with implicit differentiation (``learned``), with a learning curve (training
-   loss, validation FG-ARI) after every ``eval_every`` steps.
+   loss, validation FG-ARI) after every ``eval_every`` steps; opt-in, the learned IODINE
+   (``iodine``, :mod:`tokdyn.models.iodine` at :meth:`Config.iodine_config`), trained, curved and
+   scored the same way.
 4. On the test split, per method and seed: FG-ARI (:func:`tokdyn.metrics.fg_ari`), the mean IoU
    of matched segments (:func:`tokdyn.metrics.matched_iou`), the share of collapsed scenes (fewer
    tokens or slots own a pixel than the scene has segments, :func:`tokdyn.metrics.collapsed`),
@@ -52,22 +57,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import _checks, dynamics, io, metrics, train
+from tokdyn import _checks, dynamics, io, metrics, refinement, train
 from tokdyn.data import scenes
 from tokdyn.experiment import runner
 from tokdyn.experiment.presets import PRESETS
 from tokdyn.experiment.study import Estimate, Study, digest, elements_fit, largest_option
-from tokdyn.models import slots
+from tokdyn.models import iodine, slots
 from tokdyn.stats import figures
 
 FIXED = ("baseline", "inertia", "repulsion", "sinkhorn", "annealing")
+REFINEMENT = "refinement"  # the variational-refinement rule (tokdyn.refinement), a fixed method beside METHODS'
+FIXED_METHODS = (*dynamics.METHODS, REFINEMENT)  # the names ``methods`` may give
 LEARNED = ("slot_attention", "slot_attention_implicit")
+IODINE = "iodine"  # the learned IODINE (tokdyn.models.iodine): opt-in, not in the default ``learned``
+MODELS = (*LEARNED, IODINE)  # the names ``learned`` may give
 KMEANS = "kmeans"
 COLUMNS = ("method", "seed", "fg_ari", "miou", "collapsed", "duplicates", "unused", "temperature", "position_scale",
            "failed")
 CURVE_COLUMNS = ("method", "seed", "step", "loss", "val_fg_ari")
 INT32_MAX = 2 ** 31 - 1
 LEARNED_RATE = 18.0  # model-steps a second of the default learned model on our 2-core CPU (the default run: 17.4)
+IODINE_RATE = 5.0  # model-steps a second of the study's IODINE (iodine_config) at the default sizes, same CPU:
+# measured 2.0-2.4 beside other work where the default Slot Attention ran 5.2-7.9 (about 0.3 of its rate)
+REFINEMENT_COST = 3.0  # refinement's seconds per run over a split against a built-in rule's (measured 2-4x)
 MAX_FOURIER_BANDS = 20  # beyond, pi * 2^B * position is below float32's resolution
 
 
@@ -85,8 +97,14 @@ class Config:
       n_train: scenes in the learned models' training pool.
       n_val: validation scenes (the fixed methods' temperatures, the learning curve).
       n_test: test scenes (every reported figure).
-      methods: fixed token-dynamics rules, names from tokdyn.dynamics.METHODS.
-      temperatures: the validation sweep of each fixed rule's (final) temperature.
+      methods: fixed token-dynamics rules, names from tokdyn.dynamics.METHODS, and "refinement"
+        (the variational-refinement rule, tokdyn.refinement.REFINEMENT).
+      temperatures: the validation sweep of each fixed rule's (final) temperature (not of
+        refinement, which has none).
+      refinement_log_scales: the validation sweep of refinement's prior_log_scale s0 (the log of
+        the scale a segment is expected to have in the features).
+      refinement_strengths: the validation sweep of refinement's prior_strength kappa
+        (pseudo-points per token; swept with refinement_log_scales and position_scales).
       kmeans: also run k-means (k-means++ seeding, Lloyd) on the same features.
       dyn_steps: most steps of the fixed rules and of k-means.
       tol: the fixed rules stop when no coordinate moves more than this.
@@ -94,7 +112,8 @@ class Config:
         alone), swept on the validation split with the temperature (k-means takes the best of its
         own).
       fourier_bands: Fourier bands of the position added to the features (0: none).
-      learned: learned models, names from slot_attention | slot_attention_implicit.
+      learned: learned models, names from slot_attention | slot_attention_implicit | iodine
+        (tokdyn.models.iodine, at :meth:`iodine_config`; not in the default).
       seeds: seeds per method (the learned models of a kind are trained together).
       train_steps: optimiser steps of every learned model.
       batch_size: images per optimiser step.
@@ -128,8 +147,10 @@ class Config:
     n_train: int = 8000
     n_val: int = 256
     n_test: int = 1000
-    methods: tuple = FIXED
+    methods: tuple = (*FIXED, REFINEMENT)
     temperatures: tuple = (0.003, 0.01, 0.03, 0.1, 0.3)
+    refinement_log_scales: tuple = (-1.5, -1.0, -0.5)
+    refinement_strengths: tuple = (30.0, 100.0)
     kmeans: bool = True
     dyn_steps: int = 50
     tol: float = 1e-4
@@ -173,14 +194,15 @@ class Config:
         if self.fourier_bands > MAX_FOURIER_BANDS:
             raise ValueError(f"fourier_bands must be at most {MAX_FOURIER_BANDS} (higher frequencies are below "
                              f"float32's resolution), got {self.fourier_bands}")
-        for name, allowed in (("methods", dynamics.METHODS), ("learned", LEARNED)):
+        for name, allowed in (("methods", FIXED_METHODS), ("learned", MODELS)):
             value = getattr(self, name)
             if not isinstance(value, (tuple, list)):
                 raise TypeError(f"{name} must be a tuple of names, got {value!r}")
             for m in value:
                 _checks.choice(name, m, allowed)
             _checks.distinct(name, value)  # each method is one condition: a repeat would count its seeds twice
-        for name in ("shapes", "temperatures", "position_scales"):  # sets of conditions, each value once
+        for name in ("shapes", "temperatures", "position_scales", "refinement_log_scales",
+                     "refinement_strengths"):  # sets of conditions, each value once
             value = getattr(self, name)
             if not isinstance(value, (tuple, list)):
                 raise TypeError(f"{name} must be a tuple (a comma list), got {value!r}")
@@ -189,9 +211,15 @@ class Config:
             raise TypeError(f"kmeans must be a bool, got {self.kmeans!r}")
         if not self.methods and not self.learned and not self.kmeans:
             raise ValueError("methods and learned are both empty and kmeans is off: nothing to run")
-        if self.methods and not self.temperatures:
+        if set(self.methods) - {REFINEMENT} and not self.temperatures:
             raise ValueError("temperatures must hold at least one value when methods are given")
         _checks.real("temperatures", np.asarray(self.temperatures, float), low=0.0, low_open=True)
+        if REFINEMENT in self.methods and not (self.refinement_log_scales and self.refinement_strengths):
+            raise ValueError("refinement_log_scales and refinement_strengths must each hold at least one value when "
+                             "methods names refinement")
+        _checks.real("refinement_log_scales", np.asarray(self.refinement_log_scales, float),
+                     low=refinement.LOG_SCALE_MIN, high=refinement.LOG_SCALE_MAX)
+        _checks.real("refinement_strengths", np.asarray(self.refinement_strengths, float), low=0.0)
         _checks.real("tol", self.tol, low=0.0)
         if not self.position_scales:
             raise ValueError("position_scales must hold at least one value")
@@ -210,7 +238,7 @@ class Config:
         # the scene generator's own checks (they run before tracing), without generating anything
         jax.eval_shape(functools.partial(scenes.sprite_scenes, jax.random.key(0), 1, **self.generate_args()))
         for m in self.learned or LEARNED[:1]:  # the model's fields are checked even when no model is learned
-            self.slot_config(m).validate()
+            self.model_config(m).validate()
         _checks.choice("preset", self.preset, PRESETS)
         return self
 
@@ -249,12 +277,17 @@ class Config:
             elements_fit(largest_option(self, names), elements)
         names, _, memory = max(groups.values(), key=lambda g: g[2])
         default = Config()
-        fixed_runs = len(self.methods) * (len(self.temperatures) * len(self.position_scales) + self.seeds) + (
-            int(self.kmeans) * (len(self.position_scales) + self.seeds))
+        settings = {m: (len(self.refinement_log_scales) * len(self.refinement_strengths) if m == REFINEMENT
+                        else len(self.temperatures)) for m in self.methods}
+        runs = {m: n * len(self.position_scales) + self.seeds for m, n in settings.items()}
+        fixed_runs = sum(runs.values()) + int(self.kmeans) * (len(self.position_scales) + self.seeds)
+        fixed_work = fixed_runs + (REFINEMENT_COST - 1) * runs.get(REFINEMENT, 0)
         per_run = 144.0 / (5 * (15 + 4)) * (n_fixed * N * K * F * self.dyn_steps) / (
             1000 * 1024 * 5 * 5 * 50)  # seconds of one method x setting over a split, the default's 2.4 min
         step = self.step_work() / default.step_work() / LEARNED_RATE
-        seconds = fixed_runs * per_run + len(self.learned) * self.seeds * self.train_steps * step + 20.0
+        step_iodine = self.iodine_work() / default.iodine_work() / IODINE_RATE
+        seconds = fixed_work * per_run + sum(step_iodine if m == IODINE else step for m in self.learned) * (
+            self.seeds * self.train_steps) + 20.0
         return Estimate(memory=float(memory), option=largest_option(self, names),
                         models=len(self.learned) * self.seeds + fixed_runs, seconds=seconds)
 
@@ -275,6 +308,14 @@ class Config:
         width = max(max(self.encoder_channels), self.slot_size)
         return self.batch_size * (N * max(self.encoder_channels) * self.encoder_kernel ** 2
                                   + Ni * width * (4 + self.iterations) + self.n_slots * Nd * self.decoder_hidden * 3)
+
+    def iodine_work(self) -> float:
+        """The learned IODINE's work per step, up to a constant (for the time estimate): its K
+        decoded grids, evaluated and differentiated at each of its ``iterations + 1`` posteriors
+        (:meth:`iodine_config`: 4 refinements, a decoder of width ``decoder_hidden``)."""
+        c = self.iodine_config()
+        Nd = (self.size // c.decoder_stride) ** 2
+        return self.batch_size * self.n_slots * (c.iterations + 1) * (Nd * c.decoder_hidden + self.size ** 2)
 
     @property
     def n_slots(self) -> int:
@@ -300,6 +341,24 @@ class Config:
                             steps=self.train_steps, batch_size=self.batch_size,
                             warmup=min(200, self.train_steps // 10) or 1, steps_per_call=self.eval_every,
                             seeds=self.seeds, root_seed=self.root_seed)
+
+    def iodine_config(self) -> iodine.Config:
+        """The :class:`tokdyn.models.iodine.Config` of the learned IODINE (``iodine``): this study's
+        image size, K slots, schedule, batch, seeds and checkpoint interval, and the model's own
+        sizes (fixed here, not options): 16 latents a slot, 4 refinements, pixel scale 0.1, the
+        study's ``decoder`` / ``decoder_hidden`` / ``decoder_stride``, a refinement network of two
+        32-channel convolutions and a 64-wide dense layer and LSTM; warm-up as :meth:`slot_config`."""
+        return iodine.Config(size=self.size, slots=self.n_slots, latent_size=16, iterations=4, pixel_scale=0.1,
+                             decoder=self.decoder, decoder_hidden=self.decoder_hidden,
+                             decoder_stride=self.decoder_stride, refine_channels=(32, 32), refine_hidden=64,
+                             steps=self.train_steps, batch_size=self.batch_size,
+                             warmup=min(200, self.train_steps // 10) or 1, steps_per_call=self.eval_every,
+                             seeds=self.seeds, root_seed=self.root_seed)
+
+    def model_config(self, name: str):
+        """The configuration of learned model ``name``: :meth:`iodine_config` for ``iodine``, else
+        :meth:`slot_config`."""
+        return self.iodine_config() if name == IODINE else self.slot_config(name)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -329,7 +388,9 @@ def _segments(masks, n_true: int):
 
 @functools.partial(jax.jit, static_argnames=("cfg", "kmeans"))
 def _fixed(cfg: Config, images, masks, key, hparams, position_scale, kmeans: bool = False):
-    """Per scene: FG-ARI, matched IoU, collapsed, labels of one fixed method (or k-means)."""
+    """Per scene: FG-ARI, matched IoU, collapsed, labels of one fixed method (or k-means): the
+    built-in rule with :class:`tokdyn.dynamics.Hparams`, the refinement rule with
+    :class:`tokdyn.refinement.Hparams` (labels: the nearest final means, ``Result.labels``)."""
     K, n_true = cfg.n_slots, cfg.max_objects + 1
     x = scenes.pixel_features(images, position_scale=position_scale, fourier_bands=cfg.fourier_bands)  # (n, N, F)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(images.shape[0]))
@@ -339,7 +400,8 @@ def _fixed(cfg: Config, images, masks, key, hparams, position_scale, kmeans: boo
             tokens = dynamics.init_tokens(k, K, x.shape[-1], method="kmeans++", x=x)
             return dynamics.kmeans(x, tokens, n_steps=cfg.dyn_steps).labels
         tokens = dynamics.init_tokens(k, K, x.shape[-1], method="data", x=x)
-        return dynamics.run(x, tokens, hparams, n_steps=cfg.dyn_steps, tol=cfg.tol).labels
+        rule = refinement.REFINEMENT if isinstance(hparams, refinement.Hparams) else dynamics.BUILTIN
+        return dynamics.run(x, tokens, hparams, rule=rule, n_steps=cfg.dyn_steps, tol=cfg.tol).labels
 
     labels = jax.vmap(one)(x, keys)  # (n, N)
     return _scores(masks, labels, K, n_true)
@@ -372,19 +434,47 @@ def choose_settings(cfg: Config, name: str, val: scenes.Scenes) -> tuple[float, 
     return float(temps[i]), float(cfg.position_scales[j]), scores
 
 
+def refinement_settings(cfg: Config) -> list[refinement.Hparams]:
+    """The refinement rule's settings swept on the validation split: ``refinement_log_scales`` x
+    ``refinement_strengths`` (the strength fastest), each at step size 1 (EM steps)."""
+    return [refinement.Hparams(step_size=1.0, prior_log_scale=float(s0), prior_strength=float(k))
+            for s0 in cfg.refinement_log_scales for k in cfg.refinement_strengths]
+
+
+def choose_refinement(cfg: Config, val: scenes.Scenes) -> tuple[refinement.Hparams, float, np.ndarray]:
+    """``(hparams, position_scale, scores)``: the refinement rule's setting of
+    :func:`refinement_settings` x ``position_scales`` with the best mean validation FG-ARI (seed
+    0's initial tokens, as :func:`choose_settings`), and the (S, P) mean FG-ARI of each."""
+    settings = refinement_settings(cfg)
+    scores = np.zeros((len(settings), len(cfg.position_scales)))
+    for i, hp in enumerate(settings):
+        for j, ps in enumerate(cfg.position_scales):
+            out = _fixed(cfg, val.images, val.masks, _method_key(cfg, 0), hp, float(ps))
+            scores[i, j] = float(jnp.mean(out["fg_ari"]))
+    i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    return settings[i], float(cfg.position_scales[j]), scores
+
+
 def run_fixed(cfg: Config, name: str, val, test, study: Study) -> dict:
     """One fixed method (or ``kmeans``) on the test split, every seed, at the settings chosen on
-    the validation split; kept as the part ``fixed__NAME`` of ``study``."""
+    the validation split; kept as the part ``fixed__NAME`` of ``study``. The refinement rule's
+    part also holds its chosen ``prior_log_scale`` and ``prior_strength`` (its temperature is NaN)."""
 
     def compute():
         km = name == KMEANS
-        temperature, position_scale, sweep = choose_settings(cfg, name, val)
-        hp = dynamics.Hparams() if km else dataclasses.replace(dynamics.method(name), temperature=temperature)
+        extra = {}
+        if name == REFINEMENT:
+            hp, position_scale, sweep = choose_refinement(cfg, val)
+            temperature = float("nan")
+            extra = dict(prior_log_scale=float(hp.prior_log_scale), prior_strength=float(hp.prior_strength))
+        else:
+            temperature, position_scale, sweep = choose_settings(cfg, name, val)
+            hp = dynamics.Hparams() if km else dataclasses.replace(dynamics.method(name), temperature=temperature)
         per_seed = [_fixed(cfg, test.images, test.masks, _method_key(cfg, s), hp, position_scale, kmeans=km)
                     for s in range(cfg.seeds)]
         out = {k: np.stack([np.asarray(p[k]) for p in per_seed]) for k in ("fg_ari", "miou", "collapsed")}
         out["labels"] = np.asarray(per_seed[0]["labels"][: cfg.n_examples])
-        return dict(out, temperature=temperature, position_scale=position_scale, sweep=sweep)
+        return dict(out, temperature=temperature, position_scale=position_scale, sweep=sweep, **extra)
 
     return study.part(f"fixed__{name}", compute, key={"method": name})
 
@@ -392,14 +482,24 @@ def run_fixed(cfg: Config, name: str, val, test, study: Study) -> dict:
 # ---------------------------------------------------------------------------------------------- learned
 
 
-def _learned_scores(scfg: slots.Config, state, images, masks, n_true: int, key) -> dict:
-    """Per model and scene: FG-ARI, matched IoU, collapsed, duplicates, unused; labels."""
+def model_module(scfg):
+    """The module of a learned model's configuration: :mod:`tokdyn.models.iodine` for an
+    :class:`tokdyn.models.iodine.Config`, else :mod:`tokdyn.models.slots` (both have ``trainer``,
+    ``models``, ``Hparams``, ``stamp``, ``default_strategy``, ``segment``, ``collapse``, ``params_of``)."""
+    return iodine if isinstance(scfg, iodine.Config) else slots
+
+
+def _learned_scores(scfg, state, images, masks, n_true: int, key) -> dict:
+    """Per model and scene: FG-ARI, matched IoU, collapsed, duplicates, unused; labels. ``scfg``: a
+    :class:`tokdyn.models.slots.Config` or :class:`tokdyn.models.iodine.Config` (duplicates of the
+    final slots, or of IODINE's final posterior means)."""
+    mod = model_module(scfg)
     out = {k: [] for k in ("fg_ari", "miou", "collapsed", "duplicates", "unused")}
     labels0 = None
     for i in range(scfg.seeds):
-        labels, final = slots.segment(key, slots.params_of(state, i), scfg, images)
+        labels, final = mod.segment(key, mod.params_of(state, i), scfg, images)
         s = _scores(masks, labels.reshape(labels.shape[0], -1), scfg.slots, n_true)
-        dup, unused = jax.vmap(slots.collapse)(final, labels)
+        dup, unused = jax.vmap(mod.collapse)(final, labels)
         for k, v in dict(s, duplicates=dup, unused=unused).items():
             if k in out:
                 out[k].append(np.asarray(v))
@@ -410,19 +510,23 @@ def _learned_scores(scfg: slots.Config, state, images, masks, n_true: int, key) 
 def checkpoint_stamp(study: Study, cfg: Config, name: str) -> str:
     """The stamp of ``name``'s checkpoint: the study's stamp (the learning curve's validation
     scores depend on the whole configuration) and the models' configuration."""
+    if name == IODINE:
+        return f"{study.key}:{digest({'model': name, 'iodine': iodine.stamp(cfg.iodine_config())})}"
     return f"{study.key}:{digest({'model': name, 'slots': slots.stamp(cfg.slot_config(name))})}"
 
 
 def fit(cfg: Config, name: str, images, study: Study, *, val=None, progress=None, **kw) -> train.Result:
     """Train (or resume) the ``seeds`` models of ``name`` on ``images`` with their checkpoint
     ``parts/NAME.npz`` of ``study``: :func:`tokdyn.train.train_many` of
-    :func:`tokdyn.models.slots.trainer` (``kw``: more of its arguments, e.g. ``max_calls``).
+    :func:`tokdyn.models.slots.trainer` (of :func:`tokdyn.models.iodine.trainer` for ``iodine``),
+    every model at ``learning_rate`` (``kw``: more of its arguments, e.g. ``max_calls``).
 
     After every call of ``eval_every`` steps, ``evaluate`` records in the curves, committed with
     the state in the checkpoint: ``val_fg_ari`` (with ``val``: each model's mean FG-ARI on the first
     ``n_curve`` validation scenes) and ``train_seconds`` (the wall-clock seconds since the last
     record). A corrupt checkpoint is set aside with a warning and training starts again."""
-    scfg = cfg.slot_config(name)
+    scfg = cfg.model_config(name)
+    mod = model_module(scfg)
     ckpt = study.part_path(name)
     n_true = cfg.max_objects + 1
     k_eval = jax.random.fold_in(jax.random.key(cfg.root_seed), 20)
@@ -437,9 +541,9 @@ def fit(cfg: Config, name: str, images, study: Study, *, val=None, progress=None
         return out
 
     def run():
-        return train.train_many(slots.trainer(scfg), images, *slots.models(scfg, slots.Hparams(learning_rate=cfg.learning_rate)),
+        return train.train_many(mod.trainer(scfg), images, *mod.models(scfg, mod.Hparams(learning_rate=cfg.learning_rate)),
                                 checkpoint=ckpt, stamp=checkpoint_stamp(study, cfg, name),
-                                strategy=slots.default_strategy(jax.default_backend()), vectorised_init=False,
+                                strategy=mod.default_strategy(jax.default_backend()), vectorised_init=False,
                                 evaluate=evaluate, progress=progress, **kw)
 
     try:
@@ -501,9 +605,11 @@ def goal_met(fg_ari, seconds: float) -> bool:
     return bool(fg.size and np.mean(fg) >= GOAL_MEAN and np.min(fg) >= GOAL_MIN and seconds <= 60 * GOAL_MINUTES)
 
 
-def summary(cfg: Config, rows: list[dict], seconds: dict, curves: dict) -> str:
+def summary(cfg: Config, rows: list[dict], seconds: dict, curves: dict, knobs: dict | None = None) -> str:
     """``summary.md``: the table of every method (mean ± sd over seeds), the failed seeds, each
-    learned model's validation FG-ARI along training and the seconds each part took."""
+    learned model's validation FG-ARI along training and the seconds each part took; ``knobs``
+    (with ``refinement`` among the methods): the refinement rule's chosen ``prior_log_scale`` and
+    ``prior_strength``, said below the table."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     lines = ["# Scenes study: fixed token dynamics, k-means and a learned Slot Attention on sprite scenes",
              "",
@@ -525,6 +631,10 @@ def summary(cfg: Config, rows: list[dict], seconds: dict, curves: dict) -> str:
         lines.append(f"| {m} | {g(t)} | {g(ps)} | {ms('fg_ari')} | {ms('miou')} | "
                      f"{ms('collapsed', 2)} | {ms('duplicates', 2)} | {ms('unused', 2)} | "
                      f"{int(np.sum(col('failed')))} / {len(r)} |")
+    if knobs:
+        lines += ["", f"refinement (no temperature): prior_log_scale s0 = {knobs['prior_log_scale']:g}, prior_strength "
+                      f"kappa = {knobs['prior_strength']:g} (EM steps), chosen on the validation split with the "
+                      "position scale."]
     for m, sec in seconds.items():
         fg = np.asarray([x["fg_ari"] for x in rows if x["method"] == m])
         lines += ["", f"**{m}**: {cfg.train_steps} steps x {cfg.seeds} seeds trained together in {sec / 60:.1f} min "
@@ -559,8 +669,9 @@ def plot_curves(path: str, curves: dict) -> str:
         seeds = sorted({r["seed"] for r in rows})
         panels[m] = {f"seed {s}": [next(r["val_fg_ari"] for r in rows if r["step"] == t and r["seed"] == s)
                                    for t in steps] for s in seeds}
+    title = "learned models" if IODINE in curves else "learned Slot Attention"
     return figures.line_plot(path, steps, {}, panels=panels, xlabel="step", ylabel="validation FG-ARI",
-                            title="learned Slot Attention")
+                            title=title)
 
 
 # ---------------------------------------------------------------------------------------------- the study
@@ -582,11 +693,11 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
     if cfg.learned:
         pool = split(cfg, "train")
         k_test = jax.random.fold_in(jax.random.key(cfg.root_seed), 21)
-        with io.Progress(cfg.train_steps * len(cfg.learned), desc="slot attention", unit="steps",
+        with io.Progress(cfg.train_steps * len(cfg.learned), desc="learned models", unit="steps",
                          quiet=quiet) as progress:
             for name in cfg.learned:
                 state, curves[name], seconds[name] = train_learned(cfg, name, pool, val, study, progress)
-                scfg = cfg.slot_config(name)
+                scfg = cfg.model_config(name)
                 results[name] = study.part(f"{name}__test", lambda: _learned_scores(
                     scfg, state, test.images, test.masks, cfg.max_objects + 1, k_test),
                     key={"model": name, "step": int(np.asarray(state.step)[0])})
@@ -597,7 +708,10 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
     curve_rows = [r for name in curves for r in curves[name]]
     tables = {"results.csv": io.to_columns(rows, COLUMNS),
               "learning_curve.csv": io.to_columns(curve_rows, CURVE_COLUMNS)}
-    return runner.Result(tables, data=dict(rows=rows, seconds=seconds, curves=curves, test=test, labels=labels))
+    knobs = ({k: float(results[REFINEMENT][k]) for k in ("prior_log_scale", "prior_strength")}
+             if REFINEMENT in results else None)
+    return runner.Result(tables, data=dict(rows=rows, seconds=seconds, curves=curves, test=test, labels=labels,
+                                           knobs=knobs))
 
 
 def draw(session: runner.Session, cfg: Config, result: runner.Result) -> list:
@@ -609,7 +723,7 @@ def draw(session: runner.Session, cfg: Config, result: runner.Result) -> list:
 
 SPEC = runner.Spec(
     name="scenes", config=Config, run=run, figures=draw,
-    summary=lambda cfg, r: summary(cfg, r.data["rows"], r.data["seconds"], r.data["curves"]),
+    summary=lambda cfg, r: summary(cfg, r.data["rows"], r.data["seconds"], r.data["curves"], r.data["knobs"]),
     outputs=("results.csv", "learning_curve.csv"), figure_files=("examples.png", "learning_curve.png"),
     selection=("methods", "kmeans", "learned", "preset"))  # they only choose which methods run (or label it)
 

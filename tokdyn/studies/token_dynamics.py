@@ -20,6 +20,13 @@ rule's ``hparams`` (settings of one rule that differ only in their hparams share
 in a sweep of its own with the same root key and common random numbers, so it sees the same data
 and initial tokens per seed as the built-in methods: the paired tests against the baseline hold
 for it too. ``temperature`` applies to the built-in methods only.
+
+The package's own rules beyond the built-in method table join the same way without a rule
+module (:data:`PACKAGE_RULES`): ``"refinement"``, the variational-refinement rule
+:data:`tokdyn.refinement.REFINEMENT` at its default knobs (EM steps, a prior worth one point at
+scale 1), so ``tokdyn study token-dynamics --methods baseline,...,refinement`` runs it paired
+with the baseline. It is not among the default ``methods``: the default reproduces the published
+four-method comparison, whose Holm family of tests stays that of the published study.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import os
 import jax
 import numpy as np
 
-from tokdyn import _checks, dynamics, io, stats
+from tokdyn import _checks, dynamics, io, refinement, stats
 from tokdyn.engine import sweep
 from tokdyn.engine.runs import ClusterRun, RunStructure
 from tokdyn.experiment import findings as F
@@ -54,6 +61,8 @@ PUBLISHED_NOISE03_K4 = {
     "inertia+repulsion": dict(ari=0.866, ari_std=0.179, steps=26.50),
 }
 METRICS = ("ari", "nmi", "sse", "steps", "converged", "collapsed")
+PACKAGE_RULES = {"refinement": refinement.REFINEMENT}  # the package's rules beyond tokdyn.dynamics.METHODS, by
+# the name ``methods`` gives them (each at its hparams), merged with the user's ``rules``
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +73,8 @@ class Config(RunStructure):
       seeds: seeds per condition (0..N-1).
       noise: cluster standard deviations (a condition axis).
       n_clusters: cluster counts K (a condition axis).
-      methods: update rules, names from tokdyn.dynamics.METHODS (or of the rules passed to main).
+      methods: update rules, names from tokdyn.dynamics.METHODS, from PACKAGE_RULES ("refinement")
+        or of the rules passed to main.
       temperature: softmax temperature of every method.
       root_seed: root PRNG seed.
       mass_anchor: where the built-in methods' mass epsilon anchors the weighted mean
@@ -164,11 +174,13 @@ class Config(RunStructure):
 
 
 def check_rules(rules) -> dict:
-    """The update rules of one's own that a study's ``methods`` may name: ``None`` or a mapping of
-    new names (not those of ``tokdyn.dynamics.METHODS``) to :class:`tokdyn.dynamics.Rule` values,
-    each run at its ``hparams``. ``TypeError`` / ``ValueError`` naming the entry."""
+    """The rules beyond the built-in methods that a study's ``methods`` may name: the package's own
+    (:data:`PACKAGE_RULES`) merged with ``rules``, the update rules of one's own: ``None`` or a
+    mapping of new names (not those of ``tokdyn.dynamics.METHODS``, nor those of
+    :data:`PACKAGE_RULES` for another rule) to :class:`tokdyn.dynamics.Rule` values, each run at its ``hparams``. ``TypeError`` /
+    ``ValueError`` naming the entry."""
     if rules is None:
-        return {}
+        return dict(PACKAGE_RULES)
     if not isinstance(rules, dict):
         raise TypeError(f"rules must be a dict of names to tokdyn.dynamics.Rule, got {type(rules).__name__}")
     for name, r in rules.items():
@@ -177,10 +189,13 @@ def check_rules(rules) -> dict:
         if name in dynamics.METHODS:
             raise ValueError(f"rules: {name!r} is the name of a built-in method (tokdyn.dynamics.METHODS): choose "
                              "another")
+        if name in PACKAGE_RULES and r is not PACKAGE_RULES[name]:  # itself (an already merged table) is fine
+            raise ValueError(f"rules: {name!r} is the name of one of the package's rules (token_dynamics.PACKAGE_RULES:"
+                             f" {PACKAGE_RULES[name].name}): choose another")
         if not isinstance(r, dynamics.Rule):
             raise TypeError(f"rules[{name!r}] must be a tokdyn.dynamics.Rule, got {type(r).__name__}"
                             + (" (wrap your functions as dynamics.Rule(init=..., step=...))" if callable(r) else ""))
-    return dict(rules)
+    return {**PACKAGE_RULES, **rules}
 
 
 def simulate(cfg: Config, *, rules=None, chunk_size=None, batch_size="auto", devices=None,

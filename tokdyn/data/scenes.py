@@ -323,7 +323,7 @@ def render(back, position, scale, shape, depth, present, colour, *, shapes: tupl
     else:
         code = jnp.where(covered, (depth * M + slot)[..., None, None], -1)  # (..., M, H, W)
         top = jnp.max(code, axis=-3)  # (..., H, W)
-        masks = jnp.where(top >= 0, jax.lax.rem(top, M) + 1, 0)  # (..., H, W)
+        masks = jnp.where(top >= 0, jax.lax.rem(top, jnp.asarray(M, top.dtype)) + 1, 0)  # (..., H, W)
     masks = jnp.broadcast_to(masks, (*lead, H, W))
     visible = jnp.sum(masks[..., None, :, :] == (slot + 1)[:, None, None], axis=(-2, -1), dtype=jnp.int32)  # (..., M)
     area = jnp.broadcast_to(jnp.sum(covered, axis=(-2, -1), dtype=jnp.int32), (*lead, M))  # (..., M)

@@ -30,6 +30,7 @@ REPEATED = {
     "latent-diagnostics": ("noise_sigmas", "0.25,0.25"),
     "grid-diffusion": ("models", "grid_ddpm,token_ar,grid_ddpm"),
     "scenes": ("temperatures", "0.01,0.1,0.01"),
+    "video": ("predictors", "reinit,carry,reinit"),
 }
 
 HUGE = 10 ** 12
@@ -44,6 +45,7 @@ ABSURD = [
     ("latent-diagnostics", "probe_steps", HUGE), ("latent-diagnostics", "n_resamples", HUGE),
     ("grid-diffusion", "grid", HUGE), ("grid-diffusion", "depth", HUGE), ("grid-diffusion", "width", HUGE),
     ("scenes", "size", HUGE), ("scenes", "iterations", HUGE), ("scenes", "batch_size", HUGE),
+    ("video", "seeds", HUGE), ("video", "size", HUGE), ("video", "frames", HUGE),
 ]
 
 

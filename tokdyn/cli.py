@@ -316,10 +316,27 @@ def build_parser(argv=()) -> argparse.ArgumentParser:
     return parser
 
 
+_NEGATIVE = re.compile(r"^-(\d|\.\d)")  # a value such as -1.5 or -1,-0.5 (no option starts with a digit)
+
+
+def negative_values(argv: list) -> list:
+    """``--option -1.5,-1`` as ``--option=-1.5,-1``: argparse takes a value that starts with ``-``
+    and is not a single number for an option, and would refuse the list of negative numbers that
+    options such as ``--refinement-log-scales`` take."""
+    out = []
+    for token in argv:
+        if (out and _NEGATIVE.match(str(token)) and str(out[-1]).startswith("--") and "=" not in str(out[-1])
+                and str(out[-1]) != "--"):
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv=None) -> int:
     """Run the command; returns the exit code (0 done, 2 usage error, 1 the run failed)."""
     _host_devices()
-    argv = with_default_command(sys.argv[1:] if argv is None else argv)
+    argv = negative_values(with_default_command(sys.argv[1:] if argv is None else argv))
     parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)

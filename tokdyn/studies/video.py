@@ -63,7 +63,7 @@ from tokdyn.data import scenes, videos
 from tokdyn.experiment import findings as F
 from tokdyn.experiment import runner
 from tokdyn.experiment.presets import PRESETS, with_preset_line
-from tokdyn.experiment.study import Estimate
+from tokdyn.experiment.study import Estimate, elements_fit, largest_option
 from tokdyn.stats import figures
 
 STUDY = "video"
@@ -199,7 +199,13 @@ class Config:
         """Runs (scenario x condition x seed x video) and their time on our 2-core CPU."""
         runs = len(self.scenarios) * len(self.conditions) * self.seeds * self.n_videos
         seconds = runs * self.frames * self.n_steps * self.size ** 2 * RUN_RATE + 10.0
-        return Estimate(models=runs, seconds=seconds)
+        # one scenario is one batch: every condition x seed x video x frame x pixel at once, with the
+        # (tokens x pixels) distances of a step (at least 8 wide: the features, the labels' one-hots)
+        names = ("seeds", "n_videos", "frames", "size", "objects")
+        elements = (len(self.conditions) * self.seeds * self.n_videos * self.frames * self.size ** 2
+                    * max(self.objects + 1, 8))
+        elements_fit(largest_option(self, names), elements)
+        return Estimate(memory=4.0 * 4 * elements, option=largest_option(self, names), models=runs, seconds=seconds)
 
 
 # ---------------------------------------------------------------------------------------------- the science

@@ -19,7 +19,8 @@ The module (:class:`SlotAttention`), as in the paper:
   the last one is differentiated: the gradient of a fixed point to first order, at the memory
   and compute of one iteration. (The slots' initial distribution then receives no gradient.)
 
-The autoencoder (:class:`Autoencoder`): a small CNN encoder (``encoder_channels``, square kernels
+The autoencoder (:class:`Autoencoder`; its two ends alone, :class:`Encoder` and :class:`Decoder`,
+with the autoencoder's own parameters): a small CNN encoder (``encoder_channels``, square kernels
 of side ``encoder_kernel``, ReLU) with a learned position embedding (a linear map of the 4-channel grid ``(y, x, 1 - y,
 1 - x)`` added to the features), LayerNorm and a two-layer MLP, then Slot Attention; a spatial-
 broadcast decoder gives every slot an RGB image and an alpha logit per pixel, the alphas are
@@ -263,7 +264,13 @@ def broadcast_decoder(latents, *, size: int, channels: int, decoder: str, hidden
 class SlotAttention(nn.Module):
     """Slot Attention over ``inputs`` (B, N, C) with slot noise ``z`` (B, K, D) ~ N(0, I).
     Returns ``(slots (B, K, D), attention (B, N, K))``: the last iteration's attention, softmaxed
-    over slots (each input's weights sum to 1)."""
+    over slots (each input's weights sum to 1).
+
+    ``slots`` (B, K, D), optional: the slots to start from instead of the module's own start (the
+    Gaussian draw or the farthest inputs; ``z`` is then not used): the slots of the last frame,
+    carried by a predictor, in :mod:`tokdyn.models.savi`. The parameters are those of a call
+    without it (``init`` without ``slots`` creates them all). The slots the iterations start from
+    are sown as ``intermediates["start"]`` (returned by ``apply(..., mutable=["intermediates"])``)."""
 
     n_slots: int
     iterations: int
@@ -273,18 +280,19 @@ class SlotAttention(nn.Module):
     slot_init: str = "random"
 
     @nn.compact
-    def __call__(self, inputs, z):
+    def __call__(self, inputs, z, slots=None):
         D = self.slot_size
         x = nn.LayerNorm(name="norm_inputs")(inputs)
         k = nn.Dense(D, use_bias=False, name="to_k")(x)  # (B, N, D)
         v = nn.Dense(D, use_bias=False, name="to_v")(x)
-        if self.slot_init == "farthest":  # z is not used
+        if slots is None and self.slot_init == "farthest":  # z is not used
             chosen = jnp.take_along_axis(x, farthest_points(k, self.n_slots)[:, :, None], axis=1)  # (B, K, C)
             slots = nn.Dense(D, name="init")(chosen)
-        else:
+        elif slots is None:
             mu = self.param("mu", nn.initializers.xavier_uniform(), (1, D))
             log_sigma = self.param("log_sigma", nn.initializers.xavier_uniform(), (1, D))
             slots = mu + jnp.exp(log_sigma) * z  # (B, K, D)
+        self.sow("intermediates", "start", slots)  # where the iterations start (kept only when asked for)
         norm_slots, to_q = nn.LayerNorm(name="norm_slots"), nn.Dense(D, use_bias=False, name="to_q")
         gru = nn.GRUCell(D, name="gru")
         norm_mlp = nn.LayerNorm(name="norm_mlp")
@@ -328,38 +336,88 @@ class Outputs(NamedTuple):
     labels: jax.Array
 
 
+def _encode(cfg: Config, images):
+    """The CNN encoder, position embedding, LayerNorm and MLP, as layers of the module whose
+    ``nn.compact`` method calls it: ``(features (B, N, C), (h, w))`` for ``images`` (B, H, W, 3),
+    ``N = h * w`` positions on the encoder's (h, w) grid."""
+    B = images.shape[0]
+    h = images
+    last = len(cfg.encoder_channels) - 1
+    for i, c in enumerate(cfg.encoder_channels):
+        stride = (cfg.encoder_stride,) * 2 if i == last else (1, 1)
+        h = nn.relu(nn.Conv(c, (cfg.encoder_kernel,) * 2, strides=stride, padding="SAME", name=f"conv{i}")(h))
+    C, (h_in, w_in) = cfg.encoder_channels[-1], h.shape[1:3]
+    h = h + nn.Dense(C, name="enc_pos")(position_grid(h_in, w_in))
+    h = nn.LayerNorm(name="enc_norm")(h.reshape(B, h_in * w_in, C))
+    h = nn.Dense(C, name="enc_mlp1")(nn.relu(nn.Dense(C, name="enc_mlp0")(h)))
+    return h, (h_in, w_in)
+
+
+def _decode(cfg: Config, slots, attn, grid):
+    """The spatial-broadcast decoder, as layers of the module whose ``nn.compact`` method calls it:
+    ``(rgb (B, K, H, W, 3), alpha (B, K, H, W))`` of ``slots`` (B, K, D), with ``attn`` (B, N, K)
+    the attention over the encoder's ``grid`` = (h, w) (the masks when ``cfg.masks`` is
+    ``"attention"``)."""
+    B, K, H = slots.shape[0], cfg.slots, cfg.size
+    W = H
+    h_in, w_in = grid
+    c = 4 if cfg.masks == "decoder" else 3  # RGB, and the alpha logit when the decoder draws the masks
+    out = broadcast_decoder(slots, size=H, channels=c, decoder=cfg.decoder, hidden=cfg.decoder_hidden,
+                            stride=cfg.decoder_stride)  # (B, K, H, W, c)
+    rgb = out[..., :3]
+    if cfg.masks == "decoder":
+        alpha = jax.nn.softmax(out[..., 3], axis=1)
+    else:  # the attention (each input's weights sum to 1 over the slots), at the image's size
+        alpha = jnp.moveaxis(attn.reshape(B, h_in, w_in, K), -1, 1)
+        if (h_in, w_in) != (H, W):
+            alpha = jax.image.resize(alpha, (B, K, H, W), method="bilinear")
+        alpha = alpha / jnp.sum(alpha, axis=1, keepdims=True)
+    return rgb, alpha
+
+
+class Encoder(nn.Module):
+    """The autoencoder's encoder alone: ``images`` (B, size, size, 3) -> ``features`` (B, N, C),
+    the N = (size / encoder_stride)^2 inputs of Slot Attention. Its parameters are named as the
+    :class:`Autoencoder`'s (``conv0``, ..., ``enc_pos``, ``enc_norm``, ``enc_mlp0``,
+    ``enc_mlp1``), so ``Encoder(cfg).apply(autoencoder_params, images)`` is the autoencoder's
+    encoder (flax ignores the other entries)."""
+
+    cfg: Config
+
+    @nn.compact
+    def __call__(self, images):
+        return _encode(self.cfg, images)[0]
+
+
+class Decoder(nn.Module):
+    """The autoencoder's spatial-broadcast decoder alone: ``(slots (B, K, D), attention (B, N,
+    K))`` -> ``(recon (B, H, W, 3), rgb (B, K, H, W, 3), alpha (B, K, H, W))`` (``attention``
+    gives the masks when ``cfg.masks == "attention"``, and is not used otherwise). Its
+    parameters are named as the :class:`Autoencoder`'s (``dec_*``), so
+    ``Decoder(cfg).apply(autoencoder_params, slots, attention)`` is the autoencoder's decoder."""
+
+    cfg: Config
+
+    @nn.compact
+    def __call__(self, slots, attention):
+        g = self.cfg.size // self.cfg.encoder_stride
+        rgb, alpha = _decode(self.cfg, slots, attention, (g, g))
+        return jnp.sum(alpha[..., None] * rgb, axis=1), rgb, alpha
+
+
 class Autoencoder(nn.Module):
-    """Encoder -> Slot Attention -> spatial-broadcast decoder (see the module docstring)."""
+    """Encoder -> Slot Attention -> spatial-broadcast decoder (see the module docstring; the
+    encoder and the decoder alone: :class:`Encoder`, :class:`Decoder`)."""
 
     cfg: Config
 
     @nn.compact
     def __call__(self, images, z) -> Outputs:
         cfg = self.cfg
-        B, H, W, _ = images.shape
-        h = images
-        last = len(cfg.encoder_channels) - 1
-        for i, c in enumerate(cfg.encoder_channels):
-            stride = (cfg.encoder_stride,) * 2 if i == last else (1, 1)
-            h = nn.relu(nn.Conv(c, (cfg.encoder_kernel,) * 2, strides=stride, padding="SAME", name=f"conv{i}")(h))
-        C, (h_in, w_in) = cfg.encoder_channels[-1], h.shape[1:3]
-        h = h + nn.Dense(C, name="enc_pos")(position_grid(h_in, w_in))
-        h = nn.LayerNorm(name="enc_norm")(h.reshape(B, h_in * w_in, C))
-        h = nn.Dense(C, name="enc_mlp1")(nn.relu(nn.Dense(C, name="enc_mlp0")(h)))
+        h, grid = _encode(cfg, images)
         slots, attn = SlotAttention(cfg.slots, cfg.iterations, cfg.slot_size, cfg.mlp_hidden, cfg.implicit,
                                     cfg.slot_init, name="slot_attention")(h, z)
-        K = cfg.slots
-        c = 4 if cfg.masks == "decoder" else 3  # RGB, and the alpha logit when the decoder draws the masks
-        out = broadcast_decoder(slots, size=H, channels=c, decoder=cfg.decoder, hidden=cfg.decoder_hidden,
-                                stride=cfg.decoder_stride)  # (B, K, H, W, c)
-        rgb = out[..., :3]
-        if cfg.masks == "decoder":
-            alpha = jax.nn.softmax(out[..., 3], axis=1)
-        else:  # the attention (each input's weights sum to 1 over the slots), at the image's size
-            alpha = jnp.moveaxis(attn.reshape(B, h_in, w_in, K), -1, 1)
-            if (h_in, w_in) != (H, W):
-                alpha = jax.image.resize(alpha, (B, K, H, W), method="bilinear")
-            alpha = alpha / jnp.sum(alpha, axis=1, keepdims=True)
+        rgb, alpha = _decode(cfg, slots, attn, grid)
         recon = jnp.sum(alpha[..., None] * rgb, axis=1)
         labels = jnp.argmax(alpha, axis=1).astype(jnp.int32)
         return Outputs(recon, rgb, alpha, slots, attn, labels)

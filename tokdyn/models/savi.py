@@ -1,0 +1,475 @@
+"""Slot Attention for video (SAVi-style, after Kipf et al., 2022, "Conditional Object-Centric
+Learning from Video"): the slots of each frame start from the last frame's, carried by a small
+learned predictor, so that a slot can follow one object through a clip. Trained through
+:mod:`tokdyn.train` (:func:`trainer`) on clips such as :func:`tokdyn.data.videos.sprite_videos`'.
+
+The model is :mod:`tokdyn.models.slots`' autoencoder run on every frame, with one change, where
+each frame's slots start:
+
+* **Encoder** (:class:`tokdyn.models.slots.Encoder`): every frame's features (B, F, N, C), all
+  frames at once.
+* **Frame 0** (:func:`start`): Slot Attention (:class:`tokdyn.models.slots.SlotAttention`) from
+  its own start, as the image model starts (a learned Gaussian draw, ``slot_init="random"``, or
+  the farthest inputs, ``"farthest"``), for ``first_iterations`` iterations.
+* **Frame t >= 1** (:func:`step`): the *predictor* maps frame t-1's slots to frame t's starting
+  slots, then ``iterations`` Slot Attention iterations on frame t's features *correct* them (the
+  predictor-corrector view of the paper). The predictor (``Config.predictor``, :data:`PREDICTORS`):
+
+  - ``"none"``: the slots carried unchanged (the ablation: Slot Attention alone carries them);
+  - ``"mlp"``: a residual MLP on each slot alone, ``s + W_2 relu(W_1 LN(s) + b_1) + b_2``;
+  - ``"transformer"``: one pre-LayerNorm transformer block over the K slots (the paper's choice:
+    slots interact), ``s + MHA(LN(s))`` then ``+ MLP(LN(.))``, with flax's multi-head attention
+    (``predictor_heads`` heads, no mask, no dropout).
+
+  Frames 1..F-1 are one ``lax.scan`` (:func:`step` is its body), differentiated through time.
+* **Decoder** (:class:`tokdyn.models.slots.Decoder`): each frame's slots decoded as the image
+  model decodes them (its masks: the decoder's alphas or, ``masks="attention"``, the last
+  iteration's attention), all frames at once.
+
+Slot ``k`` of every frame is one track: the predicted segmentation's ids (:func:`segment`) are
+slot indices carried through time, which :func:`tokdyn.metrics.video_fg_ari` scores as
+identities (an object that changes slot between frames is an error there, not in
+:func:`tokdyn.metrics.frame_fg_ari`).
+
+With ``predictor="none"`` and one frame the model *is* the image model: :func:`init` returns the
+parameters :func:`tokdyn.models.slots.init` gives :func:`slot_config` (same key, same values),
+plus the predictor's (``params["params"]["predictor"]``), and :func:`slot_params` takes them back.
+So a trained video model can be scored as an image model, and the image model's numbers are this
+model's at F = 1.
+
+Departures from the paper, all for the size of our data and CPU: the slots of frame 0 start
+unconditionally (SAVi's conditional start from object cues is not offered); the encoder,
+decoder and loss are :mod:`tokdyn.models.slots`' (reconstruction of the frames, not optical flow);
+``first_iterations`` lets frame 0, which starts from nothing, iterate more than the later frames.
+
+Training (:func:`trainer`): each step draws ``batch_size`` clips from a pool (N, F_pool, size,
+size, 3) with replacement and, when the pool's clips are longer than ``frames``, a window of
+``frames`` consecutive frames at a uniform start in each (the paper trains on short windows too);
+the loss is the mean squared error of every frame's reconstruction (:func:`loss_fn`). The model
+runs on clips of any length: :func:`apply` and :func:`segment` take F >= 1 frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from typing import NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks, dynamics, io, train
+from tokdyn.models import slots
+
+PREDICTORS = ("none", "mlp", "transformer")
+FINAL_FRACTION = slots.FINAL_FRACTION  # the cosine decay ends at this fraction of the peak learning rate
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Static structure of the video model and its training (hashable: a static argument).
+
+    Attributes:
+      frames: F, frames per training clip (the window drawn from each pool clip); :func:`apply`
+        and :func:`segment` take clips of any length.
+      size: frame side (frames are size x size x 3, values in [0, 1]).
+      slots: K, the number of slots.
+      iterations: Slot Attention iterations on every frame after the first, from the predicted
+        slots (SAVi uses one).
+      first_iterations: Slot Attention iterations on frame 0, from the slots' own start.
+      slot_size: D, the width of slots, keys, queries and values.
+      mlp_hidden: hidden width of Slot Attention's residual MLP.
+      predictor: how frame t's slots start from frame t-1's: none (carried unchanged) | mlp (a
+        residual MLP per slot) | transformer (one self-attention block over the slots).
+      predictor_hidden: hidden width of the predictor's MLP (mlp and transformer).
+      predictor_heads: attention heads of the transformer predictor (must divide ``slot_size``).
+      encoder_channels, encoder_kernel, encoder_stride, decoder, decoder_hidden, decoder_stride,
+      slot_init, masks: the per-frame autoencoder's, as in :class:`tokdyn.models.slots.Config`.
+      steps: optimiser steps per model (a multiple of steps_per_call; the schedule decays over it).
+      batch_size: clips per step, drawn with replacement from the pool.
+      warmup: steps of linear learning-rate warm-up before the cosine decay (at least 1 and at
+        most steps - 1 are used: :attr:`warmup_steps`).
+      clip_norm: gradients are clipped to this global norm.
+      steps_per_call: optimiser steps per compiled call (the checkpoint interval).
+      seeds: models trained together (seed s has run key fold_in(key(root_seed), s)).
+      root_seed: root PRNG seed of every model's initial parameters, batches and slot noise.
+    """
+
+    frames: int = 6
+    size: int = 32
+    slots: int = 5
+    iterations: int = 1
+    first_iterations: int = 3
+    slot_size: int = 64
+    mlp_hidden: int = 128
+    predictor: str = "transformer"
+    predictor_hidden: int = 128
+    predictor_heads: int = 4
+    encoder_channels: tuple = (32, 32)
+    encoder_kernel: int = 1
+    encoder_stride: int = 1
+    decoder: str = "mlp"
+    decoder_hidden: int = 32
+    decoder_stride: int = 2
+    slot_init: str = "farthest"
+    masks: str = "attention"
+    steps: int = 4000
+    batch_size: int = 8
+    warmup: int = 200
+    clip_norm: float = 1.0
+    steps_per_call: int = 100
+    seeds: int = 4
+    root_seed: int = 0
+
+    def validate(self) -> "Config":
+        """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
+        for name in ("frames", "iterations", "first_iterations", "predictor_hidden", "predictor_heads"):
+            _checks.positive_int(name, getattr(self, name))
+        _checks.choice("predictor", self.predictor, PREDICTORS)
+        slot_config(self)  # the per-frame autoencoder's and the training's fields, checked there
+        if self.predictor == "transformer" and self.slot_size % self.predictor_heads:
+            raise ValueError(f"predictor_heads must divide slot_size={self.slot_size} (the transformer predictor "
+                             f"splits the slots' width over its heads), got {self.predictor_heads}")
+        return self
+
+    @property
+    def warmup_steps(self) -> int:
+        """The warm-up of the schedule: ``warmup``, at least 1 and at most ``steps - 1``."""
+        return min(self.warmup, self.steps - 1) or 1
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+    """Traced, sweepable hyper-parameters (a float each, or an (H,) array of settings: :func:`models`).
+
+    Attributes:
+      learning_rate: peak Adam learning rate (after warm-up; decays to 5% of it).
+    """
+
+    learning_rate: jax.Array | float = 1e-3
+
+    def validate(self) -> "Hparams":
+        """Check the learning rate when it is a host number (positive); raise ``ValueError``. Returns
+        ``self``."""
+        _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        return self
+
+
+def slot_config(cfg: Config) -> slots.Config:
+    """The per-frame image model: the :class:`tokdyn.models.slots.Config` with ``cfg``'s
+    autoencoder and training fields and ``first_iterations`` iterations (frame 0's), validated
+    (its errors name the field)."""
+    return slots.Config(
+        size=cfg.size, slots=cfg.slots, iterations=cfg.first_iterations, slot_size=cfg.slot_size,
+        mlp_hidden=cfg.mlp_hidden, encoder_channels=cfg.encoder_channels, encoder_kernel=cfg.encoder_kernel,
+        encoder_stride=cfg.encoder_stride, decoder=cfg.decoder, decoder_hidden=cfg.decoder_hidden,
+        decoder_stride=cfg.decoder_stride, implicit=False, slot_init=cfg.slot_init, masks=cfg.masks,
+        steps=cfg.steps, batch_size=cfg.batch_size, warmup=cfg.warmup, clip_norm=cfg.clip_norm,
+        steps_per_call=cfg.steps_per_call, seeds=cfg.seeds, root_seed=cfg.root_seed).validate()
+
+
+# ---------------------------------------------------------------------------------------------- the model
+
+
+class Predictor(nn.Module):
+    """Frame t's starting slots from frame t-1's: ``slots`` (B, K, D) -> (B, K, D) (see the module
+    docstring; ``kind="none"`` returns ``slots`` and has no parameters)."""
+
+    kind: str
+    slot_size: int
+    hidden: int
+    heads: int = 4
+
+    @nn.compact
+    def __call__(self, slots):
+        if self.kind == "none":
+            return slots
+        D = self.slot_size
+        mlp = nn.Sequential([nn.Dense(self.hidden, name="mlp_in"), nn.relu, nn.Dense(D, name="mlp_out")])
+        if self.kind == "transformer":  # the slots attend to each other, then each goes through the MLP
+            h = nn.LayerNorm(name="norm_attn")(slots)
+            slots = slots + nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=D, out_features=D,
+                                                            name="attn")(h)
+        return slots + mlp(nn.LayerNorm(name="norm_mlp")(slots))
+
+
+class Outputs(NamedTuple):
+    """What :func:`apply` returns for a batch of B clips of F frames (K slots, H x W pixels).
+
+    Attributes:
+      recon: (B, F, H, W, 3) every frame's reconstruction.
+      rgb: (B, F, K, H, W, 3) each slot's image in each frame.
+      alpha: (B, F, K, H, W) each slot's mask in each frame (summing to 1 over slots).
+      slots: (B, F, K, D) each frame's final slots.
+      predicted: (B, F, K, D) where each frame's iterations started: frame 0 the slots' own start
+        (the Gaussian draw or the farthest inputs' map), frame t >= 1 the predictor's output from
+        frame t-1's slots.
+      attention: (B, F, N, K) each frame's last attention (softmax over slots) over the N =
+        (size / encoder_stride)^2 encoder positions.
+      labels: (B, F, H, W) int32 predicted segmentation: the argmax of ``alpha`` over slots, a slot
+        index, the same slot (track) in every frame.
+    """
+
+    recon: jax.Array
+    rgb: jax.Array
+    alpha: jax.Array
+    slots: jax.Array
+    predicted: jax.Array
+    attention: jax.Array
+    labels: jax.Array
+
+
+def _slot_attention(cfg: Config, iterations: int) -> slots.SlotAttention:
+    return slots.SlotAttention(cfg.slots, iterations, cfg.slot_size, cfg.mlp_hidden, False, cfg.slot_init)
+
+
+def _predictor(cfg: Config) -> Predictor:
+    return Predictor(cfg.predictor, cfg.slot_size, cfg.predictor_hidden, cfg.predictor_heads)
+
+
+def encode(params, cfg: Config, videos):
+    """(B, F, N, C) every frame's features (:class:`tokdyn.models.slots.Encoder`) of ``videos``
+    (B, F, size, size, 3). Traced: no checks."""
+    B, F = videos.shape[:2]
+    feats = slots.Encoder(slot_config(cfg)).apply(params, videos.reshape(B * F, *videos.shape[2:]))
+    return feats.reshape(B, F, *feats.shape[1:])
+
+
+def start(params, cfg: Config, features, z):
+    """Frame 0: ``(slots (B, K, D), attention (B, N, K), start (B, K, D))``, Slot Attention for
+    ``first_iterations`` iterations on its ``features`` (B, N, C) from the slots' own start
+    (``z`` (B, K, D) the noise of the Gaussian draw: :func:`tokdyn.models.slots.slot_noise`),
+    which is returned as ``start``. Traced: no checks."""
+    model = _slot_attention(cfg, cfg.first_iterations)
+    (s, attn), inter = model.apply({"params": params["params"]["slot_attention"]}, features, z,
+                                   mutable=["intermediates"])
+    return s, attn, inter["intermediates"]["start"][0]
+
+
+def predict(params, cfg: Config, prev):
+    """Frame t's starting slots (B, K, D) from frame t-1's ``prev`` (B, K, D): the predictor.
+    Traced: no checks."""
+    if cfg.predictor == "none":
+        return prev
+    return _predictor(cfg).apply({"params": params["params"]["predictor"]}, prev)
+
+
+def step(params, cfg: Config, prev, features):
+    """One frame t >= 1, the body of the scan over frames: ``(slots (B, K, D), attention (B, N, K),
+    predicted (B, K, D))``: ``predicted = predict(prev)``, then ``iterations`` Slot Attention
+    iterations on frame t's ``features`` (B, N, C) from it. Traced: no checks."""
+    predicted = predict(params, cfg, prev)
+    s, attn = _slot_attention(cfg, cfg.iterations).apply({"params": params["params"]["slot_attention"]}, features,
+                                                          None, predicted)
+    return s, attn, predicted
+
+
+def decode(params, cfg: Config, slot_sets, attention):
+    """``(recon (B, H, W, 3), rgb (B, K, H, W, 3), alpha (B, K, H, W))`` of one frame's slots
+    ``slot_sets`` (B, K, D) and attention (B, N, K) (:class:`tokdyn.models.slots.Decoder`; vmap or
+    flatten frames into B for more). Traced: no checks."""
+    return slots.Decoder(slot_config(cfg)).apply(params, slot_sets, attention)
+
+
+def frame_noise(key, cfg: Config, batch: int):
+    """(batch, K, D) standard-normal noise of frame 0's slot draw (as
+    :func:`tokdyn.models.slots.slot_noise`)."""
+    return jax.random.normal(key, (batch, cfg.slots, cfg.slot_size))
+
+
+def forward(params, cfg: Config, videos, z) -> Outputs:
+    """The model on ``videos`` (B, F, size, size, 3) with frame 0's slot noise ``z`` (B, K, D): the
+    traced body of :func:`apply` (no checks; :func:`encode`, :func:`start`, a ``lax.scan`` of
+    :func:`step` over frames 1..F-1, :func:`decode` of every frame)."""
+    B, F, H, W, _ = videos.shape
+    K = cfg.slots
+    feats = encode(params, cfg, videos)  # (B, F, N, C)
+    s0, a0, p0 = start(params, cfg, feats[:, 0], z)
+
+    def body(prev, x):
+        s, a, p = step(params, cfg, prev, x)
+        return s, (s, a, p)
+
+    _, rest = jax.lax.scan(body, s0, jnp.moveaxis(feats[:, 1:], 1, 0))  # each (F - 1, B, ...)
+    s, a, p = (jnp.concatenate([first[:, None], jnp.moveaxis(later, 0, 1)], axis=1)
+               for first, later in zip((s0, a0, p0), rest))  # (B, F, K, D), (B, F, N, K), (B, F, K, D)
+    recon, rgb, alpha = decode(params, cfg, s.reshape(B * F, K, -1), a.reshape(B * F, *a.shape[2:]))
+    labels = jnp.argmax(alpha, axis=1).astype(jnp.int32)  # (B * F, H, W)
+    per = lambda x: x.reshape(B, F, *x.shape[1:])  # noqa: E731
+    return Outputs(per(recon), per(rgb), per(alpha), s, p, a, per(labels))
+
+
+def init(key, cfg: Config) -> dict:
+    """Parameters (``{"params": ...}``, flax's layout): those of
+    :func:`tokdyn.models.slots.init` ``(key, slot_config(cfg))`` (the same values), and the
+    predictor's under ``"predictor"`` (from ``fold_in(key, 1)``; none for ``predictor="none"``)."""
+    params = slots.init(key, slot_config(cfg))
+    if cfg.predictor == "none":
+        return params
+    pred = _predictor(cfg).init(jax.random.fold_in(key, 1), jnp.zeros((1, cfg.slots, cfg.slot_size)))
+    return {"params": {**params["params"], "predictor": pred["params"]}}
+
+
+def slot_params(params) -> dict:
+    """The image model's parameters (:func:`tokdyn.models.slots.apply` with :func:`slot_config`)
+    in a video model's: every entry but the predictor's."""
+    return {"params": {k: v for k, v in params["params"].items() if k != "predictor"}}
+
+
+def _check_videos(name, videos, size):
+    if np.ndim(videos) != 5 or min(np.shape(videos)[:2]) < 1 or np.shape(videos)[2:] != (size, size, 3):
+        raise ValueError(f"{name} must have shape (B, F, {size}, {size}, 3) with B >= 1 and F >= 1 (clips of RGB "
+                         f"frames of the config's size), got {np.shape(videos)}")
+    if _checks.dtype_of(videos).kind != "f":
+        raise TypeError(f"{name} must hold floats in [0, 1], got dtype {_checks.dtype_of(videos)}")
+    if _checks.on_host(videos):
+        lo, hi = float(np.min(videos)), float(np.max(videos))
+        if not (0.0 <= lo and hi <= 1.0):
+            raise ValueError(f"{name} values must lie in [0, 1], got range [{lo}, {hi}]")
+
+
+def _check_cfg(cfg):
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a tokdyn.models.savi.Config, got {type(cfg).__name__}")
+    cfg.validate()
+
+
+def _check_apply(key, params, cfg, videos):
+    _checks.prng_key("key", key)
+    _check_cfg(cfg)
+    if not hasattr(videos, "shape"):  # nested lists: as an array, checked like one
+        videos = np.asarray(videos)
+    _check_videos("videos", videos, cfg.size)
+    return dict(videos=videos)
+
+
+@_checks.checked_jit(_check_apply, static_argnames=("cfg",))
+def apply(key, params, cfg: Config, videos) -> Outputs:
+    """Run the model on ``videos`` (B, F, size, size, 3) in [0, 1], any F >= 1; ``key`` draws frame
+    0's slot noise (:func:`frame_noise`). Jittable, vmappable and differentiable in ``params``
+    and ``videos``."""
+    return forward(params, cfg, videos, frame_noise(key, cfg, videos.shape[0]))
+
+
+def loss_fn(key, params, cfg: Config, videos):
+    """Mean squared reconstruction error of every frame of a batch of clips (the mean over frames
+    of each frame's error), and the :class:`Outputs` (``key``: frame 0's slot noise)."""
+    out = forward(params, cfg, videos, frame_noise(key, cfg, videos.shape[0]))
+    return jnp.mean((out.recon - videos) ** 2), out
+
+
+def collapse(slot_sets, labels, merge_tol=dynamics.DEFAULT_MERGE_TOL):
+    """``(duplicates (F,), unused (F,))`` of one clip's slots (F, K, D) and labels (F, ...), frame
+    by frame: :func:`tokdyn.models.slots.collapse` of each frame (duplicate slots closer than
+    ``merge_tol``, and slots that own no pixel). vmap over clips."""
+    return jax.vmap(lambda s, lab: slots.collapse(s, lab, merge_tol))(slot_sets, labels)
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def models(cfg: Config, hparams: Optional[Hparams] = None):
+    """``(keys, hparams)`` of every seed x setting for :func:`tokdyn.train.train_many`: ``hparams``
+    (default :class:`Hparams`) with scalar or (H,) fields gives M = H x ``cfg.seeds`` models, model
+    ``h * seeds + s`` setting h with seed s (:func:`tokdyn.train.grid`: the settings share their
+    seeds' initial parameters, batches and slot noise)."""
+    _check_cfg(cfg)
+    hparams = Hparams() if hparams is None else hparams
+    if not isinstance(hparams, Hparams):
+        raise TypeError(f"hparams must be a tokdyn.models.savi.Hparams, got {type(hparams).__name__}")
+    hparams.validate()
+    return train.grid(slots.seed_keys(cfg), hparams)
+
+
+def stamp(cfg: Config) -> str:
+    """What a checkpoint of ``cfg``'s models is keyed on (the ``stamp`` of
+    :func:`tokdyn.train.train_many`): the model's name and the configuration, as JSON."""
+    return json.dumps({"model": "savi", **io.jsonable(dataclasses.asdict(cfg))}, sort_keys=True)
+
+
+def default_strategy(backend: str) -> str:
+    """The :func:`tokdyn.train.train_many` strategy for these models on ``backend``: ``"loop"``
+    (one compiled call per model and step) on a CPU, ``"step"`` (the models vmapped) elsewhere,
+    for the reasons of :func:`tokdyn.models.slots.default_strategy` (the same convolutions)."""
+    return slots.default_strategy(backend)
+
+
+def draw_batch(key, pool, batch_size: int, frames: int):
+    """A step's clips (batch_size, frames, H, W, 3): ``batch_size`` pool clips drawn with
+    replacement, and in each a window of ``frames`` consecutive frames at a uniform start (0 when
+    the pool's clips have ``frames`` frames), both from the first key of ``split(key)`` (the
+    second draws frame 0's slot noise, :func:`trainer`)."""
+    k_clips, k_starts = jax.random.split(jax.random.split(key)[0])
+    clips = pool[jax.random.randint(k_clips, (batch_size,), 0, pool.shape[0])]  # (B, F_pool, H, W, 3)
+    spare = pool.shape[1] - frames
+    if spare == 0:
+        return clips
+    starts = jax.random.randint(k_starts, (batch_size,), 0, spare + 1)
+    return jax.vmap(lambda c, t: jax.lax.dynamic_slice_in_dim(c, t, frames, axis=0))(clips, starts)
+
+
+def trainer(cfg: Config) -> train.Trainer:
+    """``cfg``'s training, a :class:`tokdyn.train.Trainer` (the same object for equal
+    configurations, so its compilation is reused). Train with :func:`tokdyn.train.train_many`::
+
+        pool = data.sprite_videos(jax.random.key(0), 1000, frames=cfg.frames, size=cfg.size).images
+        keys, hp = savi.models(cfg, savi.Hparams(learning_rate=1e-3))
+        result = train.train_many(savi.trainer(cfg), pool, keys, hp, checkpoint="savi.npz",
+                                  stamp=savi.stamp(cfg), strategy=savi.default_strategy(jax.default_backend()),
+                                  vectorised_init=False)
+
+    ``pool``: (N, F_pool, size, size, 3) clips in [0, 1], F_pool >= ``frames``. A seed's key gives
+    the initial parameters' key and the run key (:func:`tokdyn.models.slots.run_keys`); step t's
+    key ``fold_in(run key, t)`` is split into the key of its clips (:func:`draw_batch`) and that of
+    frame 0's slot noise; the loss is :func:`loss_fn`. The optimiser is
+    :func:`tokdyn.models.slots.trainer`'s (clipping, then Adam with a linear warm-up and a cosine
+    decay to 5%). Logs: ``loss`` and ``grad_norm``. Pass ``vectorised_init=False`` (as for the
+    image model)."""
+    _check_cfg(cfg)
+    return _trainer(dataclasses.replace(cfg, encoder_channels=tuple(int(c) for c in cfg.encoder_channels)))
+
+
+@functools.lru_cache(maxsize=32)
+def _trainer(cfg: Config) -> train.Trainer:
+    def batch(key, pool, step):
+        if np.ndim(pool) != 5 or np.shape(pool)[1] < cfg.frames:  # while tracing: shapes and dtype
+            raise ValueError(f"the training pool must have shape (N, F_pool, {cfg.size}, {cfg.size}, 3) with F_pool "
+                             f">= frames={cfg.frames}, got {np.shape(pool)}")
+        _check_videos("the training pool", pool, cfg.size)
+        return draw_batch(key, pool, cfg.batch_size, cfg.frames)
+
+    def loss(params, videos, key, hparams):
+        value, _ = loss_fn(jax.random.split(key)[1], params, cfg, videos)
+        return value, {}
+
+    config = train.Config(steps=cfg.steps, steps_per_call=cfg.steps_per_call, warmup=cfg.warmup_steps,
+                          decay="cosine", final_fraction=FINAL_FRACTION, clip_norm=cfg.clip_norm)
+    return train.Trainer(config, init=lambda key, hparams: init(key, cfg), loss=loss, batch=batch,
+                         keys=slots.run_keys, name=f"savi ({cfg.predictor})")
+
+
+def segment(key, params, cfg: Config, videos, *, chunk: int = 64):
+    """Predicted segmentation (n, F, H, W) int32 (slot indices: the same id is the same slot, so
+    the same track, in every frame) and every frame's slots (n, F, K, D) of ``videos`` (n, F,
+    size, size, 3) by one model, in chunks of ``chunk`` clips (``lax.map``) to bound memory; clip
+    i's slot noise depends only on ``key`` and i. Score the ids with
+    :func:`tokdyn.metrics.video_fg_ari` (``n_pred=cfg.slots``)."""
+    videos = _check_apply(key, params, cfg, videos)["videos"]
+    chunk = _checks.positive_int("chunk", chunk)
+    n = videos.shape[0]
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(n))
+    return _segment(params, cfg, jnp.asarray(videos, jnp.float32), keys, min(chunk, n))
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "chunk"))
+def _segment(params, cfg, videos, keys, chunk):
+    def one(args):
+        clip, k = args
+        out = forward(params, cfg, clip[None], frame_noise(k, cfg, 1))
+        return out.labels[0], out.slots[0]
+
+    return jax.lax.map(one, (videos, keys), batch_size=chunk)

@@ -48,6 +48,15 @@ def params0():
     return V.init(jax.random.key(1), CFG)
 
 
+@pytest.fixture(scope="module")
+def moving(params0):
+    """params0 with random predictor weights (an initial predictor carries the slots unchanged)."""
+    rng = np.random.default_rng(4)
+    pred = jax.tree_util.tree_map(lambda a: (0.5 * rng.normal(size=a.shape)).astype(np.float32),
+                                  params0["params"]["predictor"])
+    return {"params": {**params0["params"], "predictor": pred}}
+
+
 # ---------------------------------------------------------------------------------------------- references
 
 
@@ -84,6 +93,8 @@ def test_predictors_equal_numpy_reference(kind):
     s = rng.normal(size=(2, 3, 8)).astype(np.float32)
     model = V.Predictor(kind, 8, 12, heads=2)
     params = model.init(jax.random.key(0), s)["params"]
+    # untrained, it carries the slots: the residual branches' last layers start at zero
+    np.testing.assert_array_equal(np.asarray(model.apply({"params": params}, s)), s)
     params = jax.tree_util.tree_map(lambda a: (0.5 * rng.normal(size=a.shape)).astype(np.float32), params)
     got = np.asarray(jax.jit(model.apply)({"params": params}, s))
     ref = reference_predictor(params, s, kind)
@@ -162,30 +173,31 @@ def test_one_frame_is_the_image_model(clips, predictor):
     np.testing.assert_allclose(np.asarray(out.predicted)[:, 0], start, rtol=1e-5, atol=1e-6)
 
 
-def test_scan_equals_a_loop_of_the_frame_step(params0, clips):
+def test_scan_equals_a_loop_of_the_frame_step(moving, clips):
     """apply's scan over frames computes what a Python loop does: encode, start on frame 0, then
     step (predict, correct) frame after frame, each frame decoded; and frame t depends on frames
     0..t only (a clip cut after frame t gives the same first t + 1 frames)."""
+    params = moving
     key = jax.random.key(5)
     videos = jnp.asarray(clips.images)
-    out = V.apply(key, params0, CFG, videos)
+    out = V.apply(key, params, CFG, videos)
     z = V.frame_noise(key, CFG, videos.shape[0])
-    feats = V.encode(params0, CFG, videos)
-    s, a, predicted = V.start(params0, CFG, feats[:, 0], z)
+    feats = V.encode(params, CFG, videos)
+    s, a, predicted = V.start(params, CFG, feats[:, 0], z)
     rows = []
     for t in range(videos.shape[1]):
         if t:
-            s, a, predicted = V.step(params0, CFG, s, feats[:, t])
-            np.testing.assert_allclose(np.asarray(V.predict(params0, CFG, rows[-1][0])), np.asarray(predicted),
+            s, a, predicted = V.step(params, CFG, s, feats[:, t])
+            np.testing.assert_allclose(np.asarray(V.predict(params, CFG, rows[-1][0])), np.asarray(predicted),
                                        rtol=1e-5, atol=1e-6)
-        recon, _, alpha = V.decode(params0, CFG, s, a)
+        recon, _, alpha = V.decode(params, CFG, s, a)
         rows.append((s, a, predicted, recon, alpha))
     for i, name in enumerate(("slots", "attention", "predicted", "recon", "alpha")):
         loop = np.stack([np.asarray(r[i]) for r in rows], axis=1)
         np.testing.assert_allclose(np.asarray(getattr(out, name)), loop, rtol=1e-4, atol=1e-5, err_msg=name)
     # the predicted slots are not the last frame's: the transformer moved them
     assert not np.allclose(np.asarray(out.predicted)[:, 1:], np.asarray(out.slots)[:, :-1], atol=1e-3)
-    short = V.apply(key, params0, CFG, videos[:, :2])
+    short = V.apply(key, params, CFG, videos[:, :2])
     for name in ("slots", "recon", "alpha"):
         np.testing.assert_allclose(np.asarray(getattr(short, name)), np.asarray(getattr(out, name))[:, :2],
                                    rtol=1e-4, atol=1e-5, err_msg=name)

@@ -21,6 +21,12 @@ each frame's slots start:
     slots interact), ``s + MHA(LN(s))`` then ``+ MLP(LN(.))``, with flax's multi-head attention
     (``predictor_heads`` heads, no mask, no dropout).
 
+  The residual branches' last layers start at zero, so an untrained predictor carries the slots
+  unchanged (as ``"none"``). With the usual random start, a transformer predictor trained for
+  1,200 steps on fast sprites segmented clearly worse than carrying (video FG-ARI 0.72 and 0.76 on
+  two seeds, against 0.83 and 0.80 when started at zero): from its first step it pushed the slots
+  off their objects, and one corrective iteration per frame had to undo it.
+
   Frames 1..F-1 are one ``lax.scan`` (:func:`step` is its body), differentiated through time.
 * **Decoder** (:class:`tokdyn.models.slots.Decoder`): each frame's slots decoded as the image
   model decodes them (its masks: the decoder's alphas or, ``masks="attention"``, the last
@@ -150,7 +156,7 @@ class Hparams:
       learning_rate: peak Adam learning rate (after warm-up; decays to 5% of it).
     """
 
-    learning_rate: jax.Array | float = 1e-3
+    learning_rate: jax.Array | float = 2e-3
 
     def validate(self) -> "Hparams":
         """Check the learning rate when it is a host number (positive); raise ``ValueError``. Returns
@@ -177,7 +183,10 @@ def slot_config(cfg: Config) -> slots.Config:
 
 class Predictor(nn.Module):
     """Frame t's starting slots from frame t-1's: ``slots`` (B, K, D) -> (B, K, D) (see the module
-    docstring; ``kind="none"`` returns ``slots`` and has no parameters)."""
+    docstring; ``kind="none"`` returns ``slots`` and has no parameters). The last layer of each
+    residual branch (the MLP's output, the attention's output projection) starts at zero, so an
+    untrained predictor returns ``slots``: training moves it away from carrying only where that
+    lowers the loss."""
 
     kind: str
     slot_size: int
@@ -189,11 +198,13 @@ class Predictor(nn.Module):
         if self.kind == "none":
             return slots
         D = self.slot_size
-        mlp = nn.Sequential([nn.Dense(self.hidden, name="mlp_in"), nn.relu, nn.Dense(D, name="mlp_out")])
+        zeros = nn.initializers.zeros  # the residual branches' last layers: an untrained predictor carries the slots
+        mlp = nn.Sequential([nn.Dense(self.hidden, name="mlp_in"), nn.relu,
+                             nn.Dense(D, kernel_init=zeros, name="mlp_out")])
         if self.kind == "transformer":  # the slots attend to each other, then each goes through the MLP
             h = nn.LayerNorm(name="norm_attn")(slots)
             slots = slots + nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=D, out_features=D,
-                                                            name="attn")(h)
+                                                            out_kernel_init=zeros, name="attn")(h)
         return slots + mlp(nn.LayerNorm(name="norm_mlp")(slots))
 
 
@@ -417,7 +428,7 @@ def trainer(cfg: Config) -> train.Trainer:
     configurations, so its compilation is reused). Train with :func:`tokdyn.train.train_many`::
 
         pool = data.sprite_videos(jax.random.key(0), 1000, frames=cfg.frames, size=cfg.size).images
-        keys, hp = savi.models(cfg, savi.Hparams(learning_rate=1e-3))
+        keys, hp = savi.models(cfg, savi.Hparams(learning_rate=2e-3))
         result = train.train_many(savi.trainer(cfg), pool, keys, hp, checkpoint="savi.npz",
                                   stamp=savi.stamp(cfg), strategy=savi.default_strategy(jax.default_backend()),
                                   vectorised_init=False)

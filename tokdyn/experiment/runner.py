@@ -67,9 +67,9 @@ class Result:
       value: what the study's ``main`` returns.
     """
 
-    tables: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    tables: Mapping = dataclasses.field(default_factory=dict)  # name -> columns
     data: Any = None
-    record: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    record: Mapping = dataclasses.field(default_factory=dict)
     value: Any = True
 
 
@@ -130,12 +130,12 @@ class Spec:
     outputs: tuple = ()
     figure_files: tuple = ()
     selection: tuple = ()
-    sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    sources: Mapping = dataclasses.field(default_factory=dict)  # config field -> study name
     summary_file: Optional[str] = "summary.md"
     headline: Optional[str] = None
     preset: Optional[str] = ""
     check: Callable[["Session", Any], None] = _validate
-    prepare: Optional[Callable[["Session", Any], Mapping[str, dict]]] = None
+    prepare: Optional[Callable[["Session", Any], Mapping]] = None  # a mapping of str to dict
     stamp_extra: Optional[Callable[["Session", Any], Mapping]] = None
     printed: Optional[Callable[[Any, Result, Any], str]] = None
 

@@ -1,6 +1,8 @@
 """The models: networks, losses and a trainer each for :mod:`tokdyn.train` (submodules loaded on first access).
 
 - :mod:`tokdyn.models.slots`     the learned Slot Attention and its object-discovery autoencoder
+- :mod:`tokdyn.models.savi`      Slot Attention for video: each frame's slots started from the last
+  frame's by a learned predictor (SAVi-style)
 - :mod:`tokdyn.models.vtae`      visual-token autoencoders: text tokens <-> colour grids, corpora, diagnostics
 - :mod:`tokdyn.models.sequence`  the second stage: generative models over grid sequences (DDPM, D3PM)
   and the token-level baselines
@@ -10,7 +12,7 @@
 
 import importlib
 
-__all__ = ["slots", "vtae", "sequence", "latent"]
+__all__ = ["slots", "savi", "vtae", "sequence", "latent"]
 
 
 def __getattr__(name):

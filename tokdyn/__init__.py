@@ -23,9 +23,9 @@ JAX and the command line can set XLA flags first):
 - :mod:`tokdyn.stats`        host-side statistics: paired tests, corrections, bootstrap (``stats.inference``,
   its names also at ``tokdyn.stats``), sweep summaries (``stats.summary``), figures
   (``stats.figures``), text metrics (``stats.text``)
-- :mod:`tokdyn.models`       the models: Slot Attention (``models.slots``), visual-token autoencoders
-  (``models.vtae``), generative models over grid sequences (``models.sequence``), the latent
-  reasoner (``models.latent``)
+- :mod:`tokdyn.models`       the models: Slot Attention (``models.slots``) and its video form
+  (``models.savi``), visual-token autoencoders (``models.vtae``), generative models over grid
+  sequences (``models.sequence``), the latent reasoner (``models.latent``)
 - :mod:`tokdyn.diagnostics`  diagnostics of latent reasoners over the ``apply`` protocol: mediation,
   DMLR, perturbations, grounding
 - :mod:`tokdyn.experiment`   what the studies share: the one runner that drives every study

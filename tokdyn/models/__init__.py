@@ -2,6 +2,8 @@
 
 - :mod:`tokdyn.models.slots`     the learned Slot Attention and its object-discovery autoencoder
 - :mod:`tokdyn.models.iodine`    IODINE: object discovery by iterative amortised variational inference
+- :mod:`tokdyn.models.savi`      Slot Attention for video: each frame's slots started from the last
+  frame's by a learned predictor (SAVi-style)
 - :mod:`tokdyn.models.vtae`      visual-token autoencoders: text tokens <-> colour grids, corpora, diagnostics
 - :mod:`tokdyn.models.sequence`  the second stage: generative models over grid sequences (DDPM, D3PM)
   and the token-level baselines
@@ -11,7 +13,7 @@
 
 import importlib
 
-__all__ = ["slots", "iodine", "vtae", "sequence", "latent"]
+__all__ = ["slots", "iodine", "savi", "vtae", "sequence", "latent"]
 
 
 def __getattr__(name):

@@ -9,10 +9,11 @@ Usage (after ``sphinx-build -W --keep-going -n -b html docs docs/_build/html``):
    ``http(s):``, ``mailto:`` or ``data:``) must name a file that exists, and its ``#anchor``, if any,
    must be an ``id`` (or an ``<a name>``) of the target page. A link to a missing page or a missing
    anchor is a failure.
-2. **Browser.** The home page, two API pages (a long module docstring, and entries with signatures) and a study page are
-   opened in headless Chromium (Debian's ``chromium``, or ``--browser``): a screenshot of each is
-   saved to ``--screenshots``, and the DOM the browser rendered (after its scripts ran) must hold
-   the page's expected text and the theme's navigation. Skipped with ``--no-browser``; a missing browser is a failure unless ``--no-browser``.
+2. **Browser.** The home page, two API pages (entries with signatures), the token-dynamics
+   concepts page (long, with math) and a study page are opened in headless Chromium (Debian's
+   ``chromium``, or ``--browser``): a screenshot of each is saved to ``--screenshots``, and the DOM
+   the browser rendered (after its scripts ran) must hold the page's expected text and the theme's
+   navigation. Skipped with ``--no-browser``; a missing browser is a failure unless ``--no-browser``.
 
 Exits 0 when everything passed, 1 otherwise, listing each failure. Standard library only.
 """
@@ -36,7 +37,8 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 # (file in the site, screenshot name, text the rendered page must contain)
 PAGES = (
     ("index.html", "home.png", "tokdyn"),
-    ("api/tokdyn.dynamics.html", "api-dynamics.png", "tokdyn.dynamics.run"),
+    ("api/tokdyn.dynamics.loop.html", "api-dynamics-loop.png", "tokdyn.dynamics.loop.run"),
+    ("concepts/token-dynamics.html", "concept-token-dynamics.png", "Your own rule is a value"),
     ("api/tokdyn.diagnostics.perturb.html", "api-perturb.png", "tokdyn.diagnostics.perturb.perturb"),
     ("studies/token-dynamics.html", "study-token-dynamics.png", "Ours beside the published figures"),
 )

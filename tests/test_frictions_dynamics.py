@@ -202,7 +202,8 @@ def test_rule_repr_is_short_and_describe_is_full():
     assert "<function" not in repr(dynamics.run.__wrapped__.__kwdefaults__["rule"]) if hasattr(
         dynamics.run, "__wrapped__") else True
     full = dynamics.BUILTIN.describe()
-    assert full.startswith("Rule(name='builtin', init=tokdyn.dynamics._builtin_init, step=tokdyn.dynamics._builtin_step")
+    assert full.startswith("Rule(name='builtin', init=tokdyn.dynamics.builtin._builtin_init, "
+                           "step=tokdyn.dynamics.builtin._builtin_step")
     assert "0x" not in full
     unnamed = dynamics.Rule(lambda points, tokens, hp: tokens, lambda s, points, hp, step, key: s)
     assert repr(unnamed).startswith("Rule(step=") and "0x" not in repr(unnamed)

@@ -720,9 +720,11 @@ MODULE_OBJECTS = dict(dynamics=dynamics, metrics=metrics, assignment=assignment,
 
 
 def _public_functions(module):
+    """The public functions a module defines, or a package defines in its modules and re-exports."""
     names = getattr(module, "__all__", None) or dir(module)
+    here = lambda m: m == module.__name__ or m.startswith(module.__name__ + ".")  # noqa: E731
     return {n for n in names if not n.startswith("_") and inspect.isfunction(getattr(module, n))
-            and getattr(module, n).__module__ == module.__name__}
+            and here(getattr(module, n).__module__)}
 
 
 def test_every_public_kernel_is_in_the_table():

@@ -1,0 +1,425 @@
+"""The loop that runs any update rule: :func:`run` (to convergence, a ``while_loop``; with
+``implicit=True`` differentiable at the fixed point), :func:`run_fixed` (a fixed-length ``scan``,
+reverse-mode differentiable), :func:`trajectory` (every step recorded), their outcomes
+:class:`Result` and :class:`Trajectory`, the checks they make (:func:`check_run`) and
+:func:`varying` (a loop's carry under ``shard_map``). How a run stops and what each form
+differentiates is on the concepts page, :ref:`dynamics-loop`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.extend.core
+import jax.flatten_util
+import jax.interpreters.ad
+import jax.interpreters.batching
+import jax.interpreters.mlir
+import jax.numpy as jnp
+
+from tokdyn import _checks
+from tokdyn.dynamics._common import as_float, callable_name, check_points, labels_t
+from tokdyn.dynamics.builtin import BUILTIN, hard_labels
+from tokdyn.dynamics.rule import Points, Rule
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class State:
+    """State of one run inside the loop: the rule's state (``rule_state``), the last step's
+    movement (T, D), steps taken, the last step's largest coordinate movement (``delta``),
+    whether it has converged."""
+
+    rule_state: Any
+    movement: jax.Array
+    step: jax.Array
+    delta: jax.Array
+    converged: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """Outcome of :func:`run`.
+
+    Attributes:
+      tokens: (T, D) final tokens.
+      velocity: (T, D) the last step's movement (the rule's ``movement``; the built-in rule: its
+        final velocity); zeros if no step was taken.
+      labels: (N,) int32 hard labels at the final tokens, -1 on padded points.
+      steps: int32 number of steps applied.
+      converged: bool, whether the last step moved every coordinate by less than ``tol``.
+      delta: float, the largest coordinate change in the last step.
+      state: the rule's final state (the built-in rule: :class:`~tokdyn.dynamics.Motion`).
+    """
+
+    tokens: jax.Array
+    velocity: jax.Array
+    labels: jax.Array
+    steps: jax.Array
+    converged: jax.Array
+    delta: jax.Array
+    state: Any = None
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Trajectory:
+    """Outcome of :func:`trajectory`: ``tokens`` (n_steps + 1, T, D), the initial tokens first and
+    the final tokens repeated after convergence; ``delta`` (n_steps,) per-step change (0 after
+    convergence); ``steps``, ``converged`` and ``labels`` as in :class:`Result`; ``temperature``
+    (n_steps,) the temperature of each step (``temperature[s]`` produced ``tokens[s + 1]``)."""
+
+    tokens: jax.Array
+    delta: jax.Array
+    steps: jax.Array
+    converged: jax.Array
+    labels: jax.Array
+    temperature: jax.Array
+
+
+def _check_rule(rule, hparams, key) -> dict:
+    """Check ``rule=`` and ``hparams`` (resolving ``None`` to the rule's defaults) before anything is
+    traced: the rule's type, the structure and dtypes of its hparams, the key, then the rule's own
+    ``check``. Returns ``{"hparams": ...}`` when the default was taken."""
+    if not isinstance(rule, Rule):
+        hint = (" wrap your functions as rule=dynamics.Rule(init=..., step=...)" if callable(rule)
+                else " (dynamics.BUILTIN is the package's own rule)")
+        raise TypeError(f"rule must be a tokdyn.dynamics.Rule, got {rule!r} of type {type(rule).__name__}:{hint}")
+    if isinstance(hparams, Rule):
+        raise TypeError(f"hparams is a Rule ({hparams!r}): pass an update rule as rule=..., and its knobs "
+                        "(if not its defaults, Rule.hparams) as hparams")
+    if callable(hparams):
+        raise TypeError(f"hparams must be the rule's knobs (for the built-in rule a tokdyn.dynamics.Hparams), got "
+                        f"{callable_name(hparams)} of type {type(hparams).__name__}: an update rule of your own is "
+                        f"a dynamics.Rule(init=..., step=...), passed as rule=")
+    changed = {}
+    if hparams is None:
+        hparams = changed["hparams"] = rule.hparams
+    want = jax.tree_util.tree_structure(rule.hparams)
+    if jax.tree_util.tree_structure(hparams) != want:
+        kind = type(rule.hparams)
+        what = (f"of the structure of rule.hparams ({want})" if kind in (tuple, list, dict)
+                else f"a {kind.__module__}.{kind.__qualname__}")
+        raise TypeError(f"hparams must be {what} (the knobs of rule {rule.name or callable_name(rule.step)!r}), "
+                        f"got {type(hparams).__name__}: {hparams!r}")
+    if rule is not BUILTIN:  # the built-in rule's check (Hparams.validate) names the field
+        for path, leaf in jax.tree_util.tree_flatten_with_path(hparams)[0]:
+            if _checks.dtype_of(leaf).kind not in "biuf":
+                raise TypeError(f"hparams{jax.tree_util.keystr(path)} must be real numbers, got dtype "
+                                f"{_checks.dtype_of(leaf)}")
+    if key is not None:
+        _checks.prng_key("key", key)
+    if rule.check is not None:
+        rule.check(hparams, key)
+    return changed
+
+
+def _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=False, implicit=False):
+    if not isinstance(implicit, bool):
+        raise TypeError(f"implicit must be a bool (static), got {implicit!r} of type {type(implicit).__name__}")
+    changed = _check_rule(rule, hparams, key)
+    arrays = check_points(x, tokens, mask)
+    if static_steps or isinstance(n_steps, (int, float)):
+        _checks.positive_int("n_steps", n_steps)
+    _checks.real("n_steps", n_steps, low=1)
+    _checks.real("tol", tol, low=0.0)
+    return {**arrays, **changed}
+
+
+def check_run(x, tokens, hparams=None, *, rule: "Rule" = None, mask=None, n_steps=30, tol=1e-3, key=None) -> dict:
+    """The checks :func:`run` makes before anything is traced (the points, tokens and mask, the rule
+    and its knobs, ``n_steps``, ``tol`` and ``key``), for other forms of the same run
+    (:func:`tokdyn.fused.run`): raises ``ValueError``/``TypeError`` naming the argument; returns the
+    arguments it normalised (host lists as arrays, ``hparams=None`` as the rule's defaults)."""
+    return _check_run(x, tokens, hparams, BUILTIN if rule is None else rule, mask, n_steps, tol, key,
+                      static_steps=True)
+
+
+def _check_trajectory(x, tokens, hparams, rule, mask, n_steps, tol, key):
+    return _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=True)
+
+
+def _state_tokens(state, tokens, where: str):
+    """The tokens of a rule's state (the state itself, or its ``tokens``), checked against the
+    initial tokens' shape and dtype while tracing, so a rule that returns something else is named."""
+    t = state if isinstance(state, jax.Array) else getattr(state, "tokens", None)
+    if t is None or not hasattr(t, "shape") or t.shape != tokens.shape or t.dtype != tokens.dtype:
+        got = (f"{type(state).__name__}" if t is None or not hasattr(t, "shape")
+               else f"tokens of shape {t.shape} and dtype {t.dtype}")
+        raise TypeError(f"rule {where} must return the tokens ({tokens.shape}, {tokens.dtype}) or a state with a "
+                        f"`tokens` attribute of that shape and dtype, got {got}")
+    return t
+
+
+def varying(tree, *like):
+    """``tree`` typed as varying over every ``shard_map`` axis that some leaf of ``like`` varies over
+    (a no-op outside ``shard_map``, and on JAX versions without varying types). Under
+    ``jax.shard_map``'s default ``check_vma=True`` a loop's initial carry must vary over the devices
+    as its body's output does: a carry built from constants (a step count, a flag) or from
+    arguments shared by every device, with a body that reads a sharded one, is refused otherwise."""
+    typeof, pcast = getattr(jax, "typeof", None), getattr(jax.lax, "pcast", None)
+    if typeof is None or pcast is None:
+        return tree
+
+    def vma(v):  # the axes v varies over (JAX 0.10: manual_axis_type.varying; before: vma)
+        aval = typeof(v)
+        manual = getattr(aval, "manual_axis_type", None)
+        return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+    axes = frozenset().union(*(vma(leaf) for leaf in jax.tree_util.tree_leaves(like)))
+    if not axes:
+        return tree
+
+    def cast(v):
+        missing = tuple(sorted(axes - vma(v)))
+        return pcast(v, missing, to="varying") if missing else v
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
+def _start(rule: Rule, points: Points, tokens, hparams, key=None) -> State:
+    state = rule.init(points, tokens, hparams)
+    t = _state_tokens(state, tokens, f"{rule.name or 'Rule'}.init")
+    s = State(rule_state=state, movement=jnp.zeros_like(t), step=jnp.zeros((), jnp.int32),
+              delta=jnp.full((), jnp.inf, t.dtype), converged=jnp.zeros((), bool))
+    return varying(s, points.x, points.mask, tokens, hparams, key)
+
+
+@jax.custom_jvp
+def _max_abs(a):
+    """``max |a|`` (a step's ``delta``), whose derivative is that of the first entry of largest
+    magnitude. (JAX's rule for ``jnp.max`` divides by the number of entries equal to the maximum,
+    which XLA:CPU compiling without optimisations can count as 0 -- it recomputes the operand in two
+    fusions that round differently -- and the derivative of ``delta`` came out NaN.)"""
+    return jnp.max(jnp.abs(a))
+
+
+@_max_abs.defjvp
+def _max_abs_jvp(primals, tangents):
+    (a,), (da,) = primals, tangents
+    i = jnp.argmax(jnp.abs(a).ravel())
+    return jnp.abs(a).ravel()[i], (jnp.sign(a) * da).ravel()[i]
+
+
+def _advance(rule: Rule, points: Points, s: State, hparams, tol, key) -> State:
+    old = s.rule_state
+    new = rule.step(old, points, hparams, s.step, key)
+    tokens = _state_tokens(new, _tokens_of(old), f"{rule.name or 'Rule'}.step")
+    want, got = jax.tree_util.tree_structure(old), jax.tree_util.tree_structure(new)
+    if want != got:
+        raise TypeError(f"rule {rule.name or 'Rule'}.step must return a state of the structure init returned "
+                        f"({want}), got {got}")
+    if rule.movement is None:
+        move = tokens - _tokens_of(old)
+    else:
+        move = jnp.asarray(rule.movement(old, new))
+        if move.shape != tokens.shape:
+            raise TypeError(f"rule {rule.name or 'Rule'}.movement must return a {tokens.shape} array, got shape "
+                            f"{move.shape}")
+        if move.dtype != tokens.dtype:
+            move = move.astype(tokens.dtype)
+    delta = _max_abs(move)
+    stop = delta < tol
+    if rule.may_stop is not None:
+        stop = stop & rule.may_stop(hparams, s.step)
+    return State(new, move, s.step + 1, delta, stop)
+
+
+def _tokens_of(state):
+    return state if isinstance(state, jax.Array) else state.tokens
+
+
+def _result(points: Points, s: State, mask) -> Result:
+    tokens = _tokens_of(s.rule_state)
+    # labels from the loop's transposed points: a product on x.T built afresh costs as much as 3 steps
+    return Result(tokens=tokens, velocity=s.movement, labels=labels_t(points.x_t, tokens, mask), steps=s.step,
+                  converged=s.converged, delta=s.delta, state=s.rule_state)
+
+
+@_checks.checked_jit(_check_run, static_argnames=("rule", "implicit"))
+def run(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30, tol=1e-3, key=None,
+        implicit: bool = False) -> Result:
+    """Run an update rule from ``tokens`` until convergence or ``n_steps`` steps.
+
+    Args:
+      x: (N, D) points (NumPy or JAX).
+      tokens: (T, D) initial tokens.
+      hparams: the rule's knobs (traced: sweeping them does not recompile); for the built-in rule
+        an :class:`~tokdyn.dynamics.Hparams`. Default: the rule's defaults (``rule.hparams``).
+      rule: a :class:`Rule` (static; :ref:`dynamics-protocol`). Default:
+        :data:`~tokdyn.dynamics.BUILTIN`, the package's rule.
+      mask: optional (N,) bool; False rows are ignored.
+      n_steps: the most steps to take (traced).
+      tol: convergence threshold on the largest coordinate movement of a step (traced).
+      key: PRNG key handed to the rule's steps (the built-in rule's Langevin noise: step ``s``
+        uses ``fold_in(key, s)``); required when ``hparams.langevin > 0``. Without a key the
+        Langevin term is absent (also for a traced ``langevin``, which cannot be checked).
+      implicit: static bool (default False). True: the same forward run, whose derivatives are
+        implicit derivatives at the fixed point (``jax.lax.custom_root``: exact when the run
+        converged, see :ref:`dynamics-gradients`; the initial tokens get zero). False compiles
+        exactly the program it always did.
+
+    Returns:
+      :class:`Result`. Jitted, vmappable, callable inside a user's transformations; differentiable
+      in forward mode (``jax.jvp``/``jacfwd``) but, without ``implicit``, not in reverse mode
+      (``jax.grad`` raises a ``ValueError`` naming the ways out): the early stop is a
+      ``while_loop``. :func:`run_fixed` is the same run as a fixed-length ``scan``, for ``grad``
+      through the unrolled steps.
+    """
+    x = as_float(x)
+    points = Points.of(x, mask)  # loop invariants
+    if implicit:
+        return _run_implicit(rule, x, points, tokens.astype(x.dtype), hparams, mask, n_steps, tol, key)
+
+    def cond(s):
+        return jnp.logical_and(~s.converged, s.step < n_steps)
+
+    s = jax.lax.while_loop(cond, lambda s: _advance(rule, points, s, hparams, tol, key),
+                           _start(rule, points, tokens.astype(x.dtype), hparams, key))
+    return _result(points, _forward_only(s), mask)
+
+
+_NO_REVERSE = ("dynamics.run has no reverse-mode derivative (jax.grad, jax.vjp) without implicit=True: it "
+               "stops early by a lax.while_loop (Reverse-mode differentiation does not work for lax.while_loop "
+               "or lax.fori_loop with dynamic start/stop values). Use "
+               "dynamics.run_fixed(x, tokens, hparams, n_steps=...) (the same run as a fixed-length scan; the "
+               "derivative of the unrolled steps) or dynamics.run(..., implicit=True) (the implicit derivative "
+               "at the fixed point). Forward mode (jax.jvp, jax.jacfwd) works as it is.")
+
+
+def _refuse_transpose(cotangent, tangent):
+    raise ValueError(_NO_REVERSE)  # the type of JAX's own message
+
+
+# The identity on a tangent, which forward mode and vmap pass through and reverse mode refuses to
+# transpose (JAX's own hooks for a custom transpose, linear_call, have no vmap rule): the tangents
+# of run's while_loop go through it, so jax.grad meets it before the loop and names the ways out.
+_no_reverse_p = jax.extend.core.Primitive("tokdyn_run_no_reverse")
+_no_reverse_p.def_impl(lambda v: v)
+_no_reverse_p.def_abstract_eval(lambda v: v)
+jax.interpreters.mlir.register_lowering(_no_reverse_p, jax.interpreters.mlir.lower_fun(lambda v: v,
+                                                                                       multiple_results=False))
+jax.interpreters.ad.deflinear2(_no_reverse_p, _refuse_transpose)
+jax.interpreters.batching.primitive_batchers[_no_reverse_p] = lambda args, dims: (_no_reverse_p.bind(*args), dims[0])
+
+
+@jax.custom_jvp
+def _forward_only(tree):
+    """``tree`` unchanged; forward mode (``jvp``, ``jacfwd``, also under ``vmap``) passes its
+    tangents through, and reverse mode (which would transpose the ``while_loop`` that made it)
+    raises ``ValueError`` naming :func:`run_fixed` and ``implicit=True`` (beside JAX's message
+    about ``while_loop``). Compiles to nothing outside differentiation."""
+    return tree
+
+
+@_forward_only.defjvp
+def _forward_only_jvp(primals, tangents):
+    (tree,), (dtree,) = primals, tangents
+
+    def guard(d):
+        if d.dtype == jax.dtypes.float0:  # an integer or bool leaf: no tangent to transpose
+            return d
+        return _no_reverse_p.bind(d)
+
+    return tree, jax.tree_util.tree_map(guard, dtree)
+
+
+def _dense_tangent_solve(g, y):
+    """Solve the linear system ``g(u) = y`` for a linear ``g`` on pytrees (a state's), densely: the
+    matrix of ``g`` over the flattened state, then ``jnp.linalg.solve`` (transposable in ``y``)."""
+    flat_y, unravel = jax.flatten_util.ravel_pytree(y)
+    basis = varying(jnp.eye(flat_y.shape[0], dtype=flat_y.dtype), flat_y)  # tangents vary as the state does
+    columns = jax.vmap(lambda e: jax.flatten_util.ravel_pytree(g(unravel(e)))[0])(basis)  # (n, n): row i = g(e_i)
+    return unravel(jnp.linalg.solve(columns.T, flat_y))
+
+
+def _run_implicit(rule, x, points, tokens, hparams, mask, n_steps, tol, key) -> Result:
+    """:func:`run` with ``implicit=True``: the ``while_loop`` on values without derivatives, then
+    ``lax.custom_root`` at its final state for the rule's step map at the last step taken."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(_start(rule, points, tokens, hparams).rule_state)[0]:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise TypeError(f"run(implicit=True) needs a rule state of floating point leaves; rule "
+                            f"{rule.name or callable_name(rule.step)!r} has state{jax.tree_util.keystr(path)} of "
+                            f"dtype {jnp.result_type(leaf)}")
+    const = jax.lax.stop_gradient
+    c_points, c_hparams = const(points), const(hparams)
+
+    def cond(s):
+        return jnp.logical_and(~s.converged, s.step < n_steps)
+
+    s = jax.lax.while_loop(cond, lambda s: _advance(rule, c_points, s, c_hparams, tol, key),
+                           _start(rule, c_points, const(tokens), c_hparams, key))
+    last = jnp.maximum(s.step - 1, 0)  # the map of the last step taken
+
+    def residual(state):
+        new = rule.step(state, points, hparams, last, key)
+        return jax.tree_util.tree_map(lambda a, b: a - b, new, state)
+
+    state = jax.lax.custom_root(residual, s.rule_state, lambda f, guess: guess, _dense_tangent_solve)
+    tokens = _tokens_of(state)
+    labels = labels_t(c_points.x_t, _tokens_of(s.rule_state), mask)
+    return Result(tokens=tokens, velocity=s.movement, labels=labels, steps=s.step, converged=s.converged,
+                  delta=s.delta, state=state)
+
+
+def _scan_steps(rule, points, tokens, hparams, n_steps: int, tol, key, record: bool):
+    """``n_steps`` (static) applications of the rule by ``lax.scan``, each step after convergence
+    masked (the state is carried unchanged), so the final state is :func:`run`'s. Returns the
+    initial state, the final state and, with ``record``, the per-step (tokens, delta)."""
+    def body(s, _):
+        new = _advance(rule, points, s, hparams, tol, key)
+        s = jax.tree_util.tree_map(lambda old, nw: jnp.where(s.converged, old, nw), s, new)
+        return s, ((_tokens_of(s.rule_state), jnp.where(s.step > 0, s.delta, 0.0)) if record else None)
+
+    s0 = _start(rule, points, tokens, hparams, key)
+    final, ys = jax.lax.scan(body, s0, None, length=n_steps)
+    return s0, final, ys
+
+
+@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"))
+def run_fixed(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3,
+              key=None) -> Result:
+    """:func:`run` as a fixed-length ``lax.scan``: reverse-mode differentiable.
+
+    Takes the arguments of :func:`run`, with ``n_steps`` static (a Python int): it always evaluates
+    ``n_steps`` steps, every step after convergence leaving the state unchanged, so its
+    :class:`Result` is :func:`run`'s (up to float32 rounding: the two are different programs).
+    Derivatives (``jax.grad``, ``jax.vjp``, ``jax.jacfwd``), for any rule whose ``step`` is
+    differentiable, in the knobs, the points and the initial tokens, are those of the unrolled
+    steps with the stopping step held fixed (:ref:`dynamics-gradients`). Costs ``n_steps`` steps
+    whatever the step of convergence; use :func:`run` when no reverse-mode derivative is needed.
+    """
+    x = as_float(x)
+    points = Points.of(x, mask)
+    _, s, _ = _scan_steps(rule, points, tokens.astype(x.dtype), hparams, n_steps, tol, key, record=False)
+    return _result(points, s, mask)
+
+
+@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"))
+def trajectory(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3,
+               key=None) -> Trajectory:
+    """Like :func:`run`, but record the tokens after every step (fixed length ``n_steps + 1``,
+    static), for plots and analysis. Its final tokens and steps equal :func:`run`'s (with the same
+    ``key``). Reverse-mode differentiable, like :func:`run_fixed` (the same steps). ``temperature``:
+    the rule's ``temperature`` hook at each step (NaN for a rule without one)."""
+    x = as_float(x)
+    points = Points.of(x, mask)
+    s0, final, (toks, deltas) = _scan_steps(rule, points, tokens.astype(x.dtype), hparams, n_steps, tol, key,
+                                            record=True)
+    taken = jnp.arange(1, n_steps + 1) <= final.step  # deltas of steps not taken (after convergence) are zero
+    steps = jnp.arange(n_steps, dtype=jnp.int32)
+    if rule.temperature is None:
+        temperature = jnp.full((n_steps,), jnp.nan, x.dtype)
+    else:
+        temperature = jax.vmap(lambda i: rule.temperature(hparams, i))(steps)
+    final_tokens = _tokens_of(final.rule_state)
+    return Trajectory(
+        tokens=jnp.concatenate([_tokens_of(s0.rule_state)[None], toks], axis=0),
+        delta=jnp.where(taken, deltas, 0.0),
+        steps=final.step,
+        converged=final.converged,
+        labels=hard_labels(x, final_tokens, mask),
+        temperature=temperature,
+    )

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import metrics
+from tokdyn.metrics import partition
 
 N_TRUE, N_PRED = 5, 4
 
@@ -44,7 +45,7 @@ def both_onehot(t, p):
     onehot_t = jax.nn.one_hot(t, N_TRUE, dtype=jnp.float32)  # (N, K)
     onehot_p = jax.nn.one_hot(p, N_PRED, dtype=jnp.float32)  # (N, K')
     table = jnp.einsum("nk,nj->kj", onehot_t, onehot_p)  # (K, K')
-    return metrics._finish(metrics._table_stats(table))
+    return partition._finish(partition._table_stats(table))  # the package's final formulas
 
 
 JAX_METHODS = {"contingency": both_contingency, "sort": both_sort, "onehot-einsum": both_onehot}

@@ -1,0 +1,158 @@
+"""What the modules of :mod:`tokdyn.metrics` share (package-internal): the dtypes of results, the
+checks of label arrays, masks, bounds and id images (plain Python, before tracing; values only when
+they are host data), the range test of a label and the contingency table by one ``segment_sum``."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from tokdyn import _checks
+
+
+def float_dtype():
+    """JAX's default float: float32, or float64 under ``jax.enable_x64(True)``."""
+    return jnp.zeros(()).dtype
+
+
+def int_dtype():
+    """JAX's default int: int32, or int64 under ``jax.enable_x64(True)``."""
+    return jnp.zeros((), dtype=int).dtype
+
+
+def _comparable(labels):
+    """Integer labels in a dtype in which ``labels < bound`` is exact for any bound < 2**31: int32
+    for the narrow types (a Python bound would wrap in uint8), the wide ones as they are (a cast to
+    int32 could wrap an out-of-range label into range)."""
+    if jnp.iinfo(labels.dtype).bits <= 16:
+        return labels.astype(jnp.int32)
+    return labels
+
+
+def in_range(labels, bound: int):
+    """``(N,)`` bool: the label lies in ``[0, bound)`` (elementwise; fused into its consumer). One
+    unsigned comparison: a negative label, reinterpreted as unsigned, is above any bound."""
+    labels = _comparable(labels)
+    if jnp.issubdtype(labels.dtype, jnp.signedinteger):
+        labels = lax.bitcast_convert_type(labels, jnp.dtype(f"uint{jnp.iinfo(labels.dtype).bits}"))
+    return labels < bound
+
+
+def count_table(labels_true, labels_pred, weights, n_true: int, n_pred: int):
+    """Weighted co-occurrence counts ``(n_true, n_pred)`` via one ``segment_sum``, and a scalar
+    bool: some entry of non-zero weight has a label outside ``[0, n_true)`` / ``[0, n_pred)``.
+
+    Such entries go to one extra segment (instead of a wrong cell: ``t * n_pred + p`` of an
+    out-of-range ``p`` lands in another row), so detecting them costs no pass over the labels."""
+    inside = in_range(labels_true, n_true) & in_range(labels_pred, n_pred)
+    cell = labels_true.astype(jnp.int32) * n_pred + labels_pred.astype(jnp.int32)  # (N,) flat cell index
+    cell = jnp.where(inside, cell, n_true * n_pred)
+    flat = jax.ops.segment_sum(weights, cell, num_segments=n_true * n_pred + 1)  # (n_true * n_pred + 1,)
+    return flat[:-1].reshape(n_true, n_pred), flat[-1] > 0
+
+
+def check_labels(name: str, value, *, bound_name=None, bound=None, mask=None):
+    """Check one label array: rank and integer dtype always, values when it is host data."""
+    if np.ndim(value) != 1:
+        raise ValueError(f"{name} must be a 1-D array of integer labels, got shape {np.shape(value)}")
+    dtype = _checks.dtype_of(value)
+    if dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer labels, got dtype {dtype}")
+    if not (_checks.on_host(value) and _checks.on_host(mask)) or np.size(value) == 0:
+        return
+    arr = np.asarray(value)
+    positions = np.arange(arr.size) if mask is None else np.flatnonzero(np.asarray(mask))
+    valid = arr[positions]
+    if valid.size == 0:
+        return
+    if bound is not None:
+        outside = (valid < 0) | (valid >= bound)
+        if outside.any():
+            first = int(np.flatnonzero(outside)[0])
+            where = "" if mask is None else " where mask is True"
+            raise ValueError(
+                f"{name} must hold labels in [0, {bound_name}) = [0, {bound}){where}, got "
+                f"{valid[first].item()!r} at index {positions[first]}"
+            )
+    else:
+        target = np.iinfo(jax.dtypes.canonicalize_dtype(dtype))
+        low, high = valid.min().item(), valid.max().item()
+        if low < target.min or high > target.max:
+            raise ValueError(
+                f"{name} holds {low if low < target.min else high!r}, outside the range of JAX's "
+                f"{target.dtype} labels [{target.min}, {target.max}]; relabel (e.g. np.unique(..., "
+                "return_inverse=True)) or enable 64-bit mode with jax.enable_x64(True)"
+            )
+
+
+def check_mask(mask, length: int, what: str):
+    if mask is None:
+        return
+    if np.ndim(mask) != 1 or np.shape(mask)[0] != length:
+        raise ValueError(
+            f"mask must be a 1-D bool array of the same length as {what} ({length}), got shape {np.shape(mask)}"
+        )
+    if _checks.dtype_of(mask) != np.bool_:
+        raise TypeError(f"mask must have dtype bool, got {_checks.dtype_of(mask)}")
+
+
+def check_bound(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(
+            f"{name} must be a static Python int >= 1 (it sets the table's shape), got {value!r} of type "
+            f"{type(value).__name__}"
+        )
+    return _checks.positive_int(name, value)
+
+
+def check_bounds(n_true, n_pred, bounds_required: bool):
+    """``(n_true, n_pred)`` as ints (or both None): given together, each >= 1, table < 2**31."""
+    if (n_true is None) != (n_pred is None):
+        raise ValueError(
+            f"n_true and n_pred must be given together (both static ints) or not at all, got "
+            f"n_true={n_true!r} and n_pred={n_pred!r}"
+        )
+    if n_true is None and bounds_required:
+        raise TypeError("n_true and n_pred are required (static ints >= 1), got None")
+    if n_true is not None:
+        n_true = check_bound("n_true", n_true)
+        n_pred = check_bound("n_pred", n_pred)
+        if n_true * n_pred > np.iinfo(np.int32).max:
+            raise ValueError(f"n_true * n_pred must be < 2**31 (the table's size), got {n_true} * {n_pred}")
+    return n_true, n_pred
+
+
+def check_ids(name: str, value, *, bound_name=None, bound=None):
+    """Integer dtype always; when host data, ids in ``[0, bound)`` (or in JAX's int range)."""
+    dtype = _checks.dtype_of(value)
+    if dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer ids, got dtype {dtype}")
+    if not _checks.on_host(value) or np.size(value) == 0:
+        return
+    arr = np.asarray(value)
+    if bound is None:  # the general ARI path: only JAX's int range matters
+        check_labels(name, arr.ravel())
+        return
+    outside = (arr < 0) | (arr >= bound)
+    if outside.any():
+        where = tuple(int(i) for i in np.unravel_index(np.flatnonzero(outside)[0], arr.shape))
+        raise ValueError(
+            f"{name} must hold ids in [0, {bound_name}) = [0, {bound}), got {arr[where].item()!r} at index {where}"
+        )
+
+
+def check_scene(masks_true, labels_pred, n_true, n_pred, *, bounds_required: bool):
+    """Validate a scene: equal shapes, integer ids, static bounds, ids in range (host data)."""
+    n_true, n_pred = check_bounds(n_true, n_pred, bounds_required)
+    if np.shape(masks_true) != np.shape(labels_pred):
+        raise ValueError(
+            f"masks_true and labels_pred must have the same shape (one id per pixel), got masks_true of "
+            f"shape {np.shape(masks_true)} and labels_pred of shape {np.shape(labels_pred)}"
+        )
+    check_ids("masks_true", masks_true, bound_name="n_true", bound=n_true)
+    check_ids("labels_pred", labels_pred, bound_name="n_pred", bound=n_pred)
+    return _checks.host_arrays(masks_true=masks_true, labels_pred=labels_pred)

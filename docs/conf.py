@@ -31,6 +31,7 @@ extensions = [
     "sphinx-mathjax-offline",  # MathJax served from the site itself: math renders offline too
     "tokdyn_api",              # docs/_ext/tokdyn_api.py: the API pages, the docstring check, references
     "tokdyn_site",             # docs/_ext/tokdyn_site.py: tables' cells of numbers stay on one line
+    "tokdyn_transformations",  # docs/_ext/tokdyn_transformations.py: transformations.md from the tests' table
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}

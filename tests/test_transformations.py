@@ -1,4 +1,4 @@
-"""The transformation table (``tokdyn.transformations.TABLE``, rendered in docs/transformations.md)
+"""The transformation table (``TABLE`` of tests/transformations_table.py, rendered in docs/transformations.md)
 checked cell by cell: each kernel is called on small inputs under jit, vmap, grad (reverse mode),
 jacfwd (forward mode) and shard_map (over the local devices, with JAX's default ``check_vma``),
 and each result is compared with a reference: the instances one by one under jit (vmap), the
@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib.util
 import inspect
 import os
 import re
@@ -30,9 +31,10 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+import transformations_table as transformations
 from conftest import child_env
-from tokdyn import assignment, diffusion, dynamics, es, geometry, metrics, probes, transformations
-from tokdyn.models import sequence, slots, vtae
+from tokdyn import assignment, diffusion, dynamics, es, fused, geometry, metrics, probes, refinement, tracking
+from tokdyn.models import iodine, savi, sequence, slots, vtae
 from tokdyn.models.latent import losses as latent_losses
 from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
@@ -347,6 +349,102 @@ def _dynamics_cases():
     return c
 
 
+def _mixture(i):
+    """A mixture of 3 tokens near the points of instance ``i``: means, log-scales, log-weights."""
+    rng = _rng(i, 21)
+    t = _points(i)[1]
+    return (t, (-0.4 + 0.2 * rng.normal(size=3)).astype(np.float32),
+            np.log(_softmax(0.3 * rng.normal(size=3))).astype(np.float32))
+
+
+def _refinement_cases():
+    c = {}
+    points = lambda x, m: dynamics.Points.of(x, m)  # noqa: E731
+    hp = lambda a=1.0, s0=0.0, k=1.0: refinement.Hparams(step_size=a, prior_log_scale=s0, prior_strength=k)  # noqa: E731
+    c["refinement.init"] = Case(
+        lambda x, t, m, s0, k: refinement.init(points(x, m), t, hp(s0=s0, k=k)),
+        lambda i: (*_points(i), np.float32(-0.5 + 0.1 * i), np.float32(1.0 + i)), (0, 0, 0, 0, 0), wrt=(0, 1, 3, 4))
+
+    def step(mu, s, lw, x, m, a, s0, k):
+        return refinement.step(refinement.Mixture(mu, s, lw), points(x, m), hp(a, s0, k), 0, None)
+
+    c["refinement.step"] = Case(
+        step, lambda i: (*_mixture(i), *_points(i)[::2], np.float32(0.7 + 0.1 * i), np.float32(-0.5), np.float32(1.0)),
+        (0,) * 8, wrt=(0, 1, 2, 3, 5, 6, 7))
+    c["refinement.movement"] = Case(
+        lambda a, b: refinement.movement(refinement.Mixture(a, *_mixture(0)[1:]),
+                                         refinement.Mixture(b, *_mixture(0)[1:])),
+        lambda i: (_points(i)[1], _points(i + 4)[1]), (0, 0), wrt=(0, 1))
+    c["refinement.may_stop"] = Case(lambda a, s: refinement.may_stop(hp(a), s),
+                                    lambda i: (np.float32(0.3 + 0.2 * i), np.int32(i)), (0, 0))
+    c["refinement.objective"] = Case(
+        lambda mu, s, lw, x, m, s0, k: refinement.objective(x, refinement.Mixture(mu, s, lw), hp(s0=s0, k=k), m),
+        lambda i: (*_mixture(i), *_points(i)[::2], np.float32(-0.5 + 0.1 * i), np.float32(2.0)), (0,) * 7,
+        wrt=(0, 1, 2, 3, 5, 6))
+    c["refinement.gradient"] = Case(
+        lambda mu, s, lw, x, m: refinement.gradient(x, refinement.Mixture(mu, s, lw), hp(), m),
+        lambda i: (*_mixture(i), *_points(i)[::2]), (0,) * 5, wrt=(0, 1, 2, 3))
+    c["refinement.responsibilities"] = Case(
+        lambda mu, s, lw, x, m: refinement.responsibilities(x, refinement.Mixture(mu, s, lw), m),
+        lambda i: (*_mixture(i), *_points(i)[::2]), (0,) * 5, wrt=(0, 1, 2, 3))
+    c["refinement.labels"] = Case(
+        lambda mu, s, lw, x, m: refinement.labels(x, refinement.Mixture(mu, s, lw), m),
+        lambda i: (*_mixture(i), *_points(i)[::2]), (0,) * 5)
+    return c
+
+
+def _frames(i, f=3, n=12):
+    """(F, N, 2) three clusters drifting by 0.3 per frame, a (F, N) mask with two padded points."""
+    rng = _rng(i, 22)
+    centers = np.array([[-2.0, 0.0], [2.0, 0.5], [0.0, 2.5]])
+    frames = np.stack([centers[np.arange(n) % 3] + 0.3 * k + 0.4 * rng.normal(size=(n, 2)) for k in range(f)])
+    return frames.astype(np.float32), np.broadcast_to(np.arange(n) < n - 2, (f, n)).copy()
+
+
+def _tracking_cases():
+    c = {}
+
+    def track(fixed):
+        def fn(key, frames, mask, tau, mom, decay, separation):
+            hp = tracking.Hparams(predictor=tracking.PREDICTORS["inertia"], decay=decay, separation=separation)
+            tr = tracking.track(key, frames, hp, _hp(tau, mom), n_tokens=3, mask=mask, n_steps=8, fixed=fixed)
+            return tr.tokens, tr.start, tr.labels, tr.steps, tr.converged, tr.displacement
+        return fn
+
+    def moving(i):
+        return (jax.random.key(i), *_frames(i), np.float32(0.8 + 0.1 * i), np.float32(0.3), np.float32(0.5),
+                np.float32(0.4))
+
+    c["tracking.track"] = Case(track(False), moving, (0,) * 7, wrt=(1, 3, 4, 5, 6), h=2e-3,
+                               raises=dict(grad="Reverse-mode differentiation does not work for lax.while_loop"))
+    c["tracking.track(fixed=True)"] = Case(track(True), moving, (0,) * 7, wrt=(1, 3, 4, 5, 6), h=2e-3)
+    c["tracking.separate"] = Case(tracking.separate, lambda i: (0.2 * _points(i)[1], np.float32(0.8 + 0.1 * i)),
+                                  (0, 0), wrt=(0, 1))
+    c["tracking.frame_keys"] = Case(
+        lambda k, f: tuple(jax.random.key_data(a) for a in tracking.frame_keys(k, f)),
+        lambda i: (jax.random.key(i), np.int32(i + 1)), (0, 0))
+
+    def labelled(i):
+        rng = _rng(i, 23)
+        return (rng.normal(size=(3, 3, 2)).astype(np.float32), rng.integers(-1, 3, (3, 10)).astype(np.int32),
+                np.bool_(i % 2 == 0))
+
+    c["tracking.track_labels"] = Case(lambda t, lab, m: tracking.track_labels(t, lab, m), labelled, (0, 0, 0))
+    return c
+
+
+def _fused_cases():
+    """fused.run in the Pallas interpreter (CPU): each of its two programs compiles in seconds."""
+    def run(x, t, m, tau, mom):
+        r = fused.run(x, t, _hp(tau, mom), mask=m, n_steps=12)
+        return r.tokens, r.velocity, r.labels, r.steps, r.converged
+
+    return {"fused.run": Case(run, lambda i: (*_points(i), np.float32(0.8 + 0.1 * i), np.float32(0.3)), (0,) * 5,
+                              wrt=(0, 1, 3, 4),
+                              raises=dict(grad="Linearization failed to produce known values", jacfwd="safe_zip()",
+                                          shard_map="manual_axis_type"))}
+
+
 def _metrics_cases():
     c = {}
     pair = lambda i: (_labels(i), _labels(i, salt=3), np.arange(12) < 11)  # noqa: E731
@@ -487,6 +585,12 @@ SLOTS = slots.Config(size=4, slots=2, iterations=1, slot_size=8, mlp_hidden=8, e
 VTAE = vtae.Config(vocab_size=4, grid=2, colours=2, mode="gumbel_soft", hidden=8, losses=("batch_entropy",))
 SEQ = sequence.Config(model="grid_d3pm_uniform", length=2, cells=3, colours=3, T=5, width=8, depth=1, heads=2,
                       steps=10, log_every=10, warmup=1)
+SAVI = savi.Config(frames=2, size=4, slots=2, iterations=1, first_iterations=1, slot_size=8, mlp_hidden=8,
+                   predictor="mlp", predictor_hidden=8, encoder_channels=(4,), encoder_kernel=3, decoder="mlp",
+                   decoder_hidden=8, decoder_stride=1, slot_init="random", masks="decoder", steps=10, steps_per_call=10,
+                   warmup=1)
+IODINE = iodine.Config(size=4, slots=2, latent_size=4, iterations=1, decoder="mlp", decoder_hidden=8,
+                       refine_channels=(4,), refine_hidden=8, steps=10, steps_per_call=10, warmup=1)
 LATENT = latent_model.Config(task=tasks.Config(grid_size=2, n_colours=2), width=8, depth=1, heads=2, mlp_ratio=2,
                              latent_mode="feedback", n_latents=1)
 LATENT_TEXT = dataclasses.replace(LATENT, latent_mode="none", n_latents=0, caption_len=4)  # (a caption term)
@@ -505,7 +609,8 @@ def _instances(i, b=2):
 def _inits(name):
     """Parameters of instances 0..7 of a model: its init's shapes, filled on the host with normal
     draws of std 0.3 (any weights serve the protocol; nothing compiles)."""
-    init = dict(slots=lambda k: slots.init(k, SLOTS), vtae=lambda k: vtae.init(k, VTAE),
+    init = dict(slots=lambda k: slots.init(k, SLOTS), savi=lambda k: savi.init(k, SAVI),
+                iodine=lambda k: iodine.init(k, IODINE), vtae=lambda k: vtae.init(k, VTAE),
                 sequence=lambda k: sequence.init(k, SEQ), latent=latent_model.Model(LATENT).init,
                 latent_text=latent_model.Model(LATENT_TEXT).init)[name]
     shapes = jax.eval_shape(init, KEY)
@@ -528,6 +633,14 @@ def _model_cases():
     c["models.slots.apply"] = model(lambda k, p, im: slots.apply(k, p, SLOTS, im), slot, (0, 0, 0), wrt=(1, 2))
     c["models.slots.loss_fn"] = model(lambda k, p, im: slots.loss_fn(k, p, SLOTS, im)[0], slot, (0, 0, 0),
                                       wrt=(1, 2))
+    videos = lambda i: jnp.asarray(_rng(i, 24).uniform(size=(2, 2, 4, 4, 3)), jnp.float32)  # noqa: E731
+    clip = lambda i: (key(i), _init("savi", i), videos(i))  # noqa: E731
+    c["models.savi.apply"] = model(lambda k, p, v: savi.apply(k, p, SAVI, v), clip, (0, 0, 0), wrt=(1, 2))
+    c["models.savi.loss_fn"] = model(lambda k, p, v: savi.loss_fn(k, p, SAVI, v)[0], clip, (0, 0, 0), wrt=(1, 2))
+    scene = lambda i: (key(i), _init("iodine", i), images(i))  # noqa: E731
+    c["models.iodine.apply"] = model(lambda k, p, im: iodine.apply(k, p, IODINE, im), scene, (0, 0, 0), wrt=(1, 2))
+    c["models.iodine.loss_fn"] = model(lambda k, p, im: iodine.loss_fn(k, p, IODINE, im)[0], scene, (0, 0, 0),
+                                       wrt=(1, 2))
     vt = lambda i: (key(i), _init("vtae", i), jnp.asarray([0, 1, 3, 2], jnp.int32))  # noqa: E731
     c["models.vtae.encode"] = model(lambda k, p, tok: vtae.encode(k, p, VTAE, tok, tau=0.7), vt, (0, 0, 0), wrt=(1,))
     grids = lambda i: _softmax(_rng(i, 17).normal(size=(4, 4, 2)))  # noqa: E731
@@ -556,8 +669,8 @@ def _model_cases():
 @functools.cache
 def cases() -> dict:
     out = {}
-    for make in (_dynamics_cases, _metrics_cases, _geometry_cases, _diffusion_cases, _es_cases, _probe_cases,
-                 _model_cases):
+    for make in (_dynamics_cases, _refinement_cases, _tracking_cases, _fused_cases, _metrics_cases, _geometry_cases,
+                 _diffusion_cases, _es_cases, _probe_cases, _model_cases):
         out.update(make())
     for kernel, case in out.items():
         case.kernel = kernel
@@ -688,7 +801,8 @@ def _check_cell(case, kernel, transformation):
     if transformation == "shard_map" and "check_vma=False" in cell:
         assert status == "yes"
         _check_shard_map(case)  # (with check_vma=False)
-        with pytest.raises(TypeError, match="manual axis types do not match"):  # JAX's default refuses it:
+        refused = case.raises.get("shard_map", "manual axis types do not match")
+        with pytest.raises((TypeError, ValueError), match=re.escape(refused)):  # JAX's default refuses it:
             jax.jit(case.sharded)(*case.batched)  # (a fix must update the table)
     elif status == "yes":
         CHECKS[transformation](case)
@@ -715,8 +829,8 @@ def test_both_modes_agree():
 # ---------------------------------------------------------------------------------------------- completeness
 
 
-MODULE_OBJECTS = dict(dynamics=dynamics, metrics=metrics, assignment=assignment, geometry=geometry,
-                      diffusion=diffusion, es=es, probes=probes)
+MODULE_OBJECTS = dict(dynamics=dynamics, refinement=refinement, tracking=tracking, fused=fused, metrics=metrics,
+                      assignment=assignment, geometry=geometry, diffusion=diffusion, es=es, probes=probes)
 
 
 def _public_functions(module):
@@ -731,7 +845,7 @@ def test_every_public_kernel_is_in_the_table():
     listed = {r.kernel for r in TABLE} | set(transformations.HOST)
     for name, module in MODULE_OBJECTS.items():
         missing = {f"{name}.{f}" for f in _public_functions(module)} - listed
-        assert not missing, f"public functions missing from tokdyn.transformations: {sorted(missing)}"
+        assert not missing, f"public functions missing from tests/transformations_table.py: {sorted(missing)}"
     assert set(cases()) == {r.kernel for r in TABLE}, "every row needs a case here, and every case a row"
     for r in TABLE:
         for t in transformations.TRANSFORMATIONS:
@@ -740,11 +854,17 @@ def test_every_public_kernel_is_in_the_table():
 
 
 def test_docs_file_is_the_rendered_table():
-    path = transformations.docs_path()
-    assert os.path.exists(path), f"{path} is missing: python -m tokdyn.transformations --write"
-    with open(path) as f:
-        assert f.read() == transformations.render(), \
-            "docs/transformations.md differs from the table: python -m tokdyn.transformations --write"
+    """docs/transformations.md is what docs/_ext/tokdyn_transformations.py renders from this table (the
+    docs build rewrites it; the committed file must be current, the README links to it)."""
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "_ext",
+                        "tokdyn_transformations.py")
+    spec = importlib.util.spec_from_file_location("tokdyn_transformations_docs", path)
+    writer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(writer)
+    assert os.path.exists(writer.PAGE), f"{writer.PAGE} is missing: python docs/_ext/tokdyn_transformations.py --write"
+    with open(writer.PAGE) as f:
+        assert f.read() == writer.render(transformations), \
+            "docs/transformations.md differs from the table: python docs/_ext/tokdyn_transformations.py --write"
 
 
 def test_loops_under_shard_map_with_shared_arguments():

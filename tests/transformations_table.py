@@ -1,8 +1,12 @@
-"""Which JAX transformations each public kernel supports, as data: :data:`TABLE`, one :class:`Row`
-per kernel, and :data:`HOST`, the public functions that run on the host (plain Python / NumPy:
-constructors, registries, references), which no transformation applies to.
+"""Which JAX transformations each public kernel of tokdyn supports, as data: ``TABLE``, one ``Row``
+per kernel, and ``HOST``, the public functions that run on the host (plain Python / NumPy:
+constructors, registries, references), which no transformation applies to. The specification that
+``tests/test_transformations.py`` checks cell by cell, and the source of the documentation's page
+``docs/transformations.md`` (written by ``docs/_ext/tokdyn_transformations.py``, at every docs build
+and by ``python docs/_ext/tokdyn_transformations.py --write``). Plain data: it imports nothing of
+tokdyn's, so the docs build reads it without JAX.
 
-Columns (:data:`TRANSFORMATIONS`), each checked on small inputs by ``tests/test_transformations.py``:
+Columns (``TRANSFORMATIONS``), each checked on small inputs by ``tests/test_transformations.py``:
 
 - ``jit``: the kernel traces, compiles and runs inside a user's ``jax.jit`` (static arguments
   closed over); its values are the ``vmap`` check's reference.
@@ -18,16 +22,12 @@ Columns (:data:`TRANSFORMATIONS`), each checked on small inputs by ``tests/test_
 
 A cell is ``"yes"`` (optionally ``"yes: note"``), ``"no: why"`` (the test checks that the
 transformation fails) or ``"n/a: why"``, where a derivative means nothing; the reasons the test
-knows and checks are :data:`NOT_APPLICABLE`. ``python -m tokdyn.transformations`` prints the
-markdown of ``docs/transformations.md`` (``--write`` writes it); a test checks that the file is
-what :func:`render` gives.
+knows and checks are ``NOT_APPLICABLE``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 
 TRANSFORMATIONS = ("jit", "vmap", "grad", "jacfwd", "shard_map")
 
@@ -115,6 +115,31 @@ TABLE = (
     Row("dynamics.forgy", "x (the chosen points)", "x, noise"),
     Row("dynamics.kmeans", "x, tokens (the final assignment held fixed)", "x, tokens",
         grad=WHILE, jacfwd="yes: the assignments and the stopping step held fixed"),
+    # --- refinement (the variational-refinement rule's functions; the loop's forms hold for it as for any rule)
+    Row("refinement.init", "points.x, tokens, hparams (prior_log_scale, prior_strength)", "points, tokens, hparams"),
+    Row("refinement.step", "state, points.x, hparams (step_size, prior_log_scale, prior_strength)",
+        "state, points, hparams"),
+    Row("refinement.movement", "old, new", "old, new"),
+    Row("refinement.may_stop", "", "hparams, step", grad=INT_OUT, jacfwd=INT_OUT),
+    Row("refinement.objective", "x, state, hparams (prior_log_scale, prior_strength)", "x, state, hparams"),
+    Row("refinement.gradient", "x, state", "x, state"),
+    Row("refinement.responsibilities", "x, state", "x, state"),
+    _int("refinement.labels", "x, state"),
+    # --- tracking
+    Row("tracking.track", "frames, rule_hparams (temperature, momentum), hparams (decay, separation)",
+        "key, frames, rule_hparams", grad=WHILE + ": use fixed=True", jacfwd="yes: the stopping steps held fixed"),
+    Row("tracking.track(fixed=True)", "frames, rule_hparams (temperature, momentum), hparams (decay, separation)",
+        "key, frames, rule_hparams", grad="yes: static n_steps, the stopping steps held fixed"),
+    Row("tracking.separate", "tokens, separation", "tokens, separation",
+        grad="yes: except where two tokens coincide exactly"),
+    Row("tracking.frame_keys", "", "key, frame", grad=KEY_ONLY, jacfwd=KEY_ONLY),
+    _int("tracking.track_labels", "tokens, labels, match", shard_map=NO_VMA),
+    # --- fused (on a CPU, in the Pallas interpreter; compiled by Triton on a GPU)
+    Row("fused.run", "", "x, tokens, hparams",
+        grad="no: a Pallas kernel without derivatives: use dynamics.run_fixed or dynamics.run(implicit=True)",
+        jacfwd="no: a Pallas kernel without derivatives: use dynamics.run (forward mode)",
+        shard_map=("yes: check_vma=False only (the kernel's outputs carry no varying type), as "
+                   "engine.execute.map_runs runs it")),
     # --- metrics
     _int_in("metrics.ari", "labels_true, labels_pred, mask"),
     _int_in("metrics.nmi", "labels_true, labels_pred, mask"),
@@ -174,6 +199,11 @@ TABLE = (
     # --- models
     Row("models.slots.apply", "params, images", "key, params, images"),
     Row("models.slots.loss_fn", "params, images", "key, params, images"),
+    Row("models.savi.apply", "params, videos", "key, params, videos"),
+    Row("models.savi.loss_fn", "params, videos", "key, params, videos"),
+    Row("models.iodine.apply", "params, images (the refinement's gradient inputs held constant)",
+        "key, params, images"),
+    Row("models.iodine.loss_fn", "params, images", "key, params, images"),
     Row("models.vtae.encode", "params (gumbel_soft, sigmoid: relaxed; straight-through modes: their surrogate)",
         "key, params, tokens"),
     Row("models.vtae.decode", "params, x", "params, x"),
@@ -199,11 +229,14 @@ HOST = {
     "assignment.levels": "a Python int",
     "assignment.linear_assignment_host": "SciPy's Hungarian algorithm, the reference",
     "metrics.matched_iou_host": "NumPy + SciPy, the reference",
+    "refinement.check": "the rule's check: its knobs' host values, before anything is traced",
+    "tracking.carried_rule": "makes a rule (a value: the rule started from a carried state)",
+    "fused.preferred": "whether the fused kernel is the faster form on a backend (a Python bool)",
     "es.maximiser": "makes the kernels init and step (its step is in the table)",
 }
 
-MODULES = ("dynamics", "metrics", "assignment", "geometry", "diffusion", "es", "probes", "models.slots",
-           "models.vtae", "models.sequence", "models.latent")
+MODULES = ("dynamics", "refinement", "tracking", "fused", "metrics", "assignment", "geometry", "diffusion", "es",
+           "probes", "models.slots", "models.savi", "models.iodine", "models.vtae", "models.sequence", "models.latent")
 
 
 def row(kernel: str) -> Row:
@@ -212,75 +245,3 @@ def row(kernel: str) -> Row:
         if r.kernel == kernel:
             return r
     raise KeyError(kernel)
-
-
-def render() -> str:
-    """The markdown of ``docs/transformations.md``: one table per module, reasons as notes."""
-    lines = [
-        "# Transformations per kernel",
-        "",
-        "Which JAX transformations each public kernel of tokdyn supports. Generated from",
-        "`tokdyn/transformations.py` (`python -m tokdyn.transformations --write`); every cell is checked",
-        "by `tests/test_transformations.py`, which calls that transformation on small inputs: `yes`",
-        "means it runs and agrees with a reference, `no` that it fails (so a fix must update this table),",
-        "`n/a` that a derivative means nothing, for the reason given (also checked).",
-        "",
-        "- **jit**: traces, compiles and runs inside your own `jax.jit` (static arguments closed over).",
-        "- **vmap**: `jax.vmap` over a batch of instances of the arguments in *batched* equals the instances",
-        "  one by one (each under `jit`).",
-        "- **grad**: reverse mode (`jax.grad`, `vjp`, `jacrev`) in the arguments of *differentiated in*:",
-        "  finite, equal to central finite differences along a random direction and to forward mode.",
-        "- **jacfwd**: forward mode (`jax.jvp`, `jacfwd`), checked the same way.",
-        "- **shard_map**: `jax.shard_map` over the local devices, with JAX's default `check_vma=True`, each",
-        "  vmapping its share of a batch (how `engine.execute.map_runs` runs sweeps), equals the vmapped",
-        "  result. The loops of `dynamics` start from a state that varies over the devices whenever an",
-        "  argument does, so any argument may be shared (unbatched) there.",
-        "",
-        "The models' derivatives are too curved for float32 differences: here their reverse mode equals",
-        "their forward mode, and central differences in float64 check their losses (through `apply`) to",
-        "a relative 1e-6 (`tests/test_model_gradients.py`, with the diffusion losses); the dynamics'",
-        "gradients are checked so in `tests/test_gradients.py`.",
-    ]
-    for module in MODULES:
-        rows = [r for r in TABLE if r.module == module]
-        notes: list[str] = []
-        lines += ["", f"## `tokdyn.{module}`", "",
-                  "| kernel | differentiated in | batched | " + " | ".join(TRANSFORMATIONS) + " |",
-                  "|---|---|---|" + "---|" * len(TRANSFORMATIONS)]
-        for r in rows:
-            cells = []
-            for t in TRANSFORMATIONS:
-                text = r.cell(t)
-                status, _, why = text.partition(":")
-                if why:
-                    why = why.strip()
-                    if why not in notes:
-                        notes.append(why)
-                    status = f"{status} ({notes.index(why) + 1})"
-                cells.append(status)
-            name = r.kernel[len(module) + 1:] if r.kernel.startswith(module + ".") else r.kernel
-            lines.append(f"| `{name}` | {r.wrt or '-'} | {r.batched or '-'} | " + " | ".join(cells) + " |")
-        if notes:
-            lines.append("")
-            lines += [f"({i}) {text}." if not text.endswith(".") else f"({i}) {text}" for i, text in
-                      enumerate(notes, 1)]
-    lines += ["", "## Host-side functions", "",
-              "Public functions that are not kernels (they run on the host or make kernels):", ""]
-    lines += [f"- `tokdyn.{name}`: {why}." for name, why in HOST.items()]
-    return "\n".join(lines) + "\n"
-
-
-def docs_path() -> str:
-    """``docs/transformations.md`` of the source tree this module belongs to."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "transformations.md")
-
-
-if __name__ == "__main__":
-    text = render()
-    if "--write" in sys.argv[1:]:
-        os.makedirs(os.path.dirname(docs_path()), exist_ok=True)
-        with open(docs_path(), "w") as f:
-            f.write(text)
-        print(docs_path())
-    else:
-        sys.stdout.write(text)

@@ -34,6 +34,7 @@ JAX and the command line can set XLA flags first):
   (``experiment.reasoners``)
 - :mod:`tokdyn.train`        the generic training loop: optimiser, trainer, seeds x settings
 - :mod:`tokdyn.studies`      end-to-end studies, each its science declared as a value (``SPEC``)
+- :mod:`tokdyn.reproduce`    ``tokdyn reproduce``: every study, then each study's findings with a verdict
 - :mod:`tokdyn.cli`          the ``tokdyn`` command, generated from the studies' configs
 """
 
@@ -42,7 +43,7 @@ import importlib
 __version__ = "0.1.0"
 __all__ = ["data", "dynamics", "refinement", "fused", "tracking", "metrics", "diffusion", "es", "assignment",
            "geometry", "probes", "analysis", "io", "engine", "stats", "models", "diagnostics", "experiment", "train",
-           "studies", "cli"]
+           "studies", "reproduce", "cli"]
 
 
 def __getattr__(name):

@@ -221,10 +221,7 @@ class Config(RunStructure):
         ``ValueError``/``TypeError`` naming the field (or the knob), before anything is traced.
         Returns ``self``."""
         _checks.positive_int("seeds", self.seeds)
-        _checks.positive_int("root_seed", self.root_seed, minimum=0)
-        if self.root_seed > 2**32 - 1:  # jax.random.key keeps 32 bits of it (x64 off): 2**32 would be seed 0
-            raise ValueError(f"root_seed must be an int in [0, 2**32 - 1], got {self.root_seed}: a larger one would "
-                             "silently give the key of a smaller one")
+        _checks.seed("root_seed", self.root_seed)
         _checks.positive_int("chunk_size", self.chunk_size, minimum=0)
         _checks.positive_int("n_resamples", self.n_resamples)
         if self.preset not in ("", "quick"):

@@ -241,7 +241,7 @@ class CarriedKnobs:
 
 
 def _tokens_leaf(state):
-    return state if isinstance(state, jax.Array) else getattr(state, "tokens")
+    return state if isinstance(state, jax.Array) else state.tokens
 
 
 def _blend(fresh, carried, weight):

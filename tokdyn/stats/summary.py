@@ -89,7 +89,7 @@ def condition_stats(src, fields: Sequence[str] | None = None, *,
     grid, chunks, all_fields = _source(src)
     n_cond = len(grid) // grid.seeds
     sums = counts = sumsq = bad = None
-    for s0, s1, cols in chunks:
+    for _s0, _s1, cols in chunks:
         if sums is None:
             fields = _check_fields(fields, _scalar_fields(all_fields, cols))
             sums = {f: np.zeros(n_cond) for f in fields}
@@ -218,7 +218,7 @@ def _per_seed(src, by, fields, require_finite):
     n_set = int(np.prod(sizes, dtype=np.int64))
     pos = {name: i for i, name in enumerate(grid.names)}
     sums = counts = None
-    for s0, s1, cols in chunks:
+    for _s0, _s1, cols in chunks:
         if sums is None:
             fields = _check_fields(fields, _scalar_fields(all_fields, cols))
             sums = {f: np.zeros(n_set * grid.seeds) for f in fields}

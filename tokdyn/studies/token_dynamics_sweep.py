@@ -754,7 +754,7 @@ def _paired_lines(out: str, cfg: Config, tab: dict, sizes: list) -> list:
              f"Differences per seed (method minus {names[0]}, each seed's mean over the data axes: common random "
              "numbers pair them), mean with a 95% percentile bootstrap over seeds; a seed where either side had no "
              "finite run is dropped.", "",
-             f"| method | best setting | ΔARI [95% CI] | Δsteps [95% CI] | seeds |", "|---|---|---|---|---|"]
+             "| method | best setting | ΔARI [95% CI] | Δsteps [95% CI] | seeds |", "|---|---|---|---|---|"]
     ref_row = io.to_rows(tab, [best[0]])[0]
     lines.insert(3, f"{names[0]}'s best setting: {_label(ref_row, by)}.")
     lines.insert(4, "")

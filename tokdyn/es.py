@@ -32,7 +32,7 @@ per member (in the order of the noise), so members draw independent noise. A key
 reward any other way (closed over, or among :class:`Maximiser`'s ``args``) is one draw shared by
 the whole population: common random numbers, which cancel the noise out of antithetic
 differences but are not independent evaluations. With the default ``reward_takes_key=False`` the
-reward gets no key and ``key`` draws the perturbations alone, as before.
+reward gets no key and ``key`` draws the perturbations alone.
 
 **Direction.** Everything here *maximises* R: :func:`es_grad` returns an ascent direction
 (an estimate of +grad R). optax minimises, so :func:`maximiser` hands ``-es_grad`` to the optax
@@ -217,7 +217,7 @@ def maximiser(reward_fn: Callable, optimizer: optax.GradientTransformation, *, s
       reward_takes_key: hand the reward a key, key first: under "es" each member of the
         population gets its own (independent noise; see :func:`es_grad`), under "exact" the step's
         key. False (the default): the reward gets no key and the step's key draws the
-        perturbations alone, as before.
+        perturbations alone.
     """
     _checks.choice("estimator", estimator, ("es", "exact"))
     if not isinstance(optimizer, optax.GradientTransformation):

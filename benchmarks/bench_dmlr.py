@@ -67,18 +67,20 @@ def jax_loop(model, params, batch, opt, hp, positions):
         return state, reward(state.x, params, inst, s)
 
     def run(n):
+        kept = []  # each instance's best latents, as a user keeps them
         for i in range(n):
             inst = jax.tree.map(lambda a: a[i:i + 1], batch)
             lat, r0 = start(params, inst)
             s = jnp.sqrt(jnp.mean(lat ** 2))
             state, best = maxi.init(lat / s), float(r0)
+            kept.append(state.x)
             keys = jax.random.split(jax.random.fold_in(jax.random.key(0), i), opt.n_iters)
             for t in range(opt.n_iters):
                 state, r = step(keys[t], state, params, inst, s)
                 r = float(r)  # the host decides whether the latents improved
                 if r > best:
-                    best, kept = r, state.x
-        return best
+                    best, kept[-1] = r, state.x
+        return kept
 
     return run
 
@@ -98,12 +100,14 @@ def torch_loop(torch, net, batch, opt, hp):
     @torch.no_grad()
     def run(n):
         p = 2 * opt.n_pairs
+        kept = []  # each instance's best latents, as a user keeps them
         for i in range(n):
             img, q = image[i:i + 1], question[i:i + 1]
             logits, lat = net.run(img, q)
             best = float(score(logits)[0])
             s = lat.pow(2).mean().sqrt()
             u = lat / s
+            kept.append(u)
             imgs, qs = img.expand(p, -1, -1), q.expand(p, -1)
             for t in range(opt.n_iters):
                 sigma = hp.sigma * hp.sigma_decay ** t
@@ -114,8 +118,8 @@ def torch_loop(torch, net, batch, opt, hp):
                 u = u + hp.learning_rate * grad
                 r = float(score(net(img, q, latents=u * s))[0])
                 if r > best:
-                    best, kept = r, u
-        return best
+                    best, kept[-1] = r, u
+        return kept
 
     return run
 

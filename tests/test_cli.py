@@ -93,7 +93,7 @@ def test_every_command_is_generated_from_its_config(key, capsys):
     text = capsys.readouterr().out
     _, cls = cli._config_class(key) if False else (None, getattr(__import__(cli.COMMANDS[key][0], fromlist=["x"]),
                                                                 cli.CONFIG_CLASSES.get(key, "Config")))
-    for path, field, _ in cli._fields(cls) if False else _flat(cls):
+    for _path, field, _ in cli._fields(cls) if False else _flat(cls):
         if field.default is not dataclasses.MISSING:
             assert "--" + field.name.replace("_", "-") in text, field.name
     cfg = cls() if all(f.default is not dataclasses.MISSING for f in dataclasses.fields(cls)) else None

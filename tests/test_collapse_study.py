@@ -167,7 +167,7 @@ REFUSED = [  # the issue's cases, and more of the same kind: (options, words the
     (["--repulsion-rel", ""], "repulsion_rel must list at least one value"),
     (["--phase-tokens", "100"], "phase_tokens must not exceed n_points=48"),
     (["--ratio-max", "nan"], "ratio_max must be finite"),
-    (["--root-seed", "-1"], "root_seed must be an int >= 0"),
+    (["--root-seed", "-1"], "root_seed must be an int in [0, 4294967295]"),
     (["--n-steps", str(10 ** 10)], "n_steps must be at most 2,147,483,647"),
     (["--seeds", "1000000000"], "make seeds smaller"),
     (["--seeds", str(10 ** 12)], "make seeds smaller"),

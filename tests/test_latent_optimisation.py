@@ -156,7 +156,7 @@ def quick_source(path, **training):
     (["--n-instances", "3"], "n_instances must be at least 6"),
     (["--n-pairs", str(10 ** 9)], "n_pairs"),
     (["--top-m", "99"], "top_m must be at most the 16 image patches"),
-    (["--root-seed", str(2 ** 32)], "root_seed must be at most"),
+    (["--root-seed", str(2 ** 32)], "root_seed must be an int in [0, 4294967295]"),
 ])
 def test_the_command_line_refuses_before_any_work(tmp_path, capsys, argv, words):
     paths = {"other": quick_source(tmp_path / "other", steps=100), "lr": tmp_path / "lr",

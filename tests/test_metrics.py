@@ -165,7 +165,7 @@ def test_float64_matches_sklearn_including_near_degenerate():
     t_deg, p_deg, mask_deg = near_degenerate_batch()
     t, p, mask = (np.concatenate(pair)[::2] for pair in ((t, t_deg), (p, p_deg), (mask, mask_deg)))
     with jax.enable_x64(True):
-        for path, bounds in PATHS.items():
+        for bounds in PATHS.values():
             got_ari, got_nmi = jax.jit(jax.vmap(lambda a, b, m, bb=bounds: _both(a, b, m, **bb)))(t, p, mask)
             assert got_ari.dtype == jnp.float64 and got_nmi.dtype == jnp.float64
             assert_matches_sklearn(t, p, mask, got_ari, got_nmi, 1e-10)

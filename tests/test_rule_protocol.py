@@ -81,7 +81,7 @@ def lloyd_reference(x, tokens, step_size, mask, n_steps, tol):
     largest coordinate movement is below tol). Returns (tokens, steps, converged, labels)."""
     x, t = np.asarray(x, np.float64), np.array(tokens, np.float64)
     valid = np.asarray(mask)
-    for s in range(n_steps):
+    for s in range(n_steps):  # noqa: B007 (s counts the steps taken, read after the loop)
         lab = np.argmin(((x[:, None] - t[None]) ** 2).sum(-1), axis=1)
         means = np.array([x[valid & (lab == j)].mean(0) if np.any(valid & (lab == j)) else t[j]
                           for j in range(len(t))])

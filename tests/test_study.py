@@ -92,6 +92,8 @@ def test_cli_writes_every_output(tmp_path, capsys):
         (["--methods", "baseline,teleport"], "methods"),
         (["--temperature", "0"], "temperature"),
         (["--init", "random"], "init"),
+        (["--root-seed=-1"], "root_seed must be an int in [0, 4294967295]"),
+        (["--root-seed", str(2 ** 32)], "root_seed must be an int in [0, 4294967295]"),
     ],
 )
 def test_cli_rejects_bad_arguments(argv, match, capsys):

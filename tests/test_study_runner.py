@@ -450,7 +450,7 @@ def test_output_paths_that_cannot_be_written_exit_2_before_any_work(name, tmp_pa
 
 @pytest.mark.parametrize("name", NAMES)
 def test_a_bad_configuration_is_refused_before_anything_is_compiled_or_written(name, tmp_path):
-    field, value, words = BAD.get(name, (SEED[0], -1, "root_seed must be an int >= 0"))
+    field, value, words = BAD.get(name, (SEED[0], -1, "root_seed must be an int in [0, 4294967295]"))
     cfg = _config(name, tmp_path, **{field: value})
     out = tmp_path / "out"
     with jax_compilations() as events, pytest.raises((ValueError, TypeError), match=re.escape(words)):

@@ -208,7 +208,7 @@ ONE = ["--temperature", "1", "--repulsion", "0", "--momentum", "0", "--noise", "
     (["--seeds", "3000000", "--temperature", "linspace:0.1:2:2000"], "runs (temperature (2000) x repulsion (1) x "
                                                                       "momentum (1) x noise (1) x n_clusters (1) x "
                                                                       "3000000 seeds), more than the 4,294,967,295"),
-    (["--root-seed", str(2**32)], "root_seed must be an int in [0, 2**32 - 1], got 4294967296"),
+    (["--root-seed", str(2**32)], "root_seed must be an int in [0, 4294967295] (a PRNG key keeps 32 bits of it: a larger seed would repeat a smaller one's draws), got 4294967296"),
     (["--seeds", "100", "--n-resamples", str(10**9)], "make n_resamples smaller"),
     (["--seeds", "100000000", "--chunk-size", "100000000"], "chunk_size makes an array of"),
     (["--seeds", "0"], "seeds must be an int >= 1"),

@@ -291,7 +291,7 @@ def test_collisions_equal_the_numpy_reference(colliding):
 
 def test_collisions_conserve_kinetic_energy(colliding):
     """Walls and collisions are elastic: each video's kinetic energy is the same in every frame."""
-    for exponent, v in colliding.items():
+    for v in colliding.values():
         ke = 0.5 * np.sum(v["mass"][:, None, :] * np.sum(v["velocity"].astype(np.float64) ** 2, -1), -1)  # (N, F)
         np.testing.assert_allclose(ke, np.broadcast_to(ke[:, :1], ke.shape), rtol=2e-5)
         assert np.all(ke > 0)

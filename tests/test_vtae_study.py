@@ -113,7 +113,7 @@ REFUSED = [  # the issue's cases, and more of the same kind: (options, words the
     (["--grammar-sentences", "0"], "grammar_sentences must be an int >= 1"),
     (["--zipf-exponent", "nan"], "zipf_exponent must be finite"),
     (["--learning-rate", "inf"], "learning_rate must be finite"),
-    (["--root-seed", "-1"], "root_seed must be an int >= 0"),
+    (["--root-seed", "-1"], "root_seed must be an int in [0, 4294967295]"),
     (["--seeds", "1000000000"], "make seeds smaller"),
     (["--seeds", str(10 ** 12)], "make seeds smaller"),
     (["--vocab-sizes", "100000"], "make vocab_sizes smaller"),

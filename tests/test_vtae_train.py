@@ -191,7 +191,7 @@ def test_python_loop_over_the_layers_step_equals_train():
     data = vtae.inputs(cfg)
     step = jax.jit(train.make_step(tr))
     ce = []
-    for t in range(cfg.steps):
+    for _ in range(cfg.steps):
         state, logs = step(state, data, run_key)
         ce.append(float(logs["ce"]))
     for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(state)):

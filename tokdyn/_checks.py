@@ -91,6 +91,20 @@ def positive_int(name: str, value, *, minimum: int = 1) -> int:
     return int(value)
 
 
+MAX_SEED = 2 ** 32 - 1  # jax.random.key keeps the low 32 bits of a larger seed: two seeds would alias
+
+
+def seed(name: str, value) -> int:
+    """A root PRNG seed: an int in ``[0, 2**32 - 1]`` (a PRNG key keeps 32 bits of it, so a larger
+    seed would silently repeat a smaller one's draws)."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int in [0, {MAX_SEED}], got {value!r} of type {type(value).__name__}")
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} must be an int in [0, {MAX_SEED}] (a PRNG key keeps 32 bits of it: a larger seed "
+                         f"would repeat a smaller one's draws), got {value!r}")
+    return int(value)
+
+
 def _interval(low, high, low_open, high_open) -> str:
     return (("(" if low_open else "[") + ("-inf" if low is None else f"{low:g}") + ", "
             + ("inf" if high is None else f"{high:g}") + (")" if high_open else "]"))

@@ -1,62 +1,14 @@
-r"""The formal view of the update rule: energy, Jacobians, fixed points and the collapse threshold.
+"""The formal view of the update rule: energy, Jacobians, fixed points and the collapse threshold.
 
-**Energy.** For points :math:`x_i` (weights :math:`w_i`, 0 on padded points) and tokens
-:math:`t_j`, the free energy is
-
-.. math:: F(t) = -\tau \sum_i w_i \log \sum_j \exp(-\|x_i - t_j\|^2/\tau) + \gamma\, U(t),
-          \qquad U(t) = \sum_{j<k} \phi(\|t_j - t_k\|)
-
-with the Coulomb potential :math:`\phi(r) = 1/r` softened below :math:`r_{\min}` =
-``dynamics.MIN_DISTANCE`` to :math:`\phi(r) = 3/(2r_{\min}) - r^2/(2r_{\min}^3)` (continuous, with
-a continuous derivative), so that :math:`-\nabla U` is exactly :func:`tokdyn.dynamics.coulomb` and
-:math:`F` is finite for coincident tokens. Since
-:math:`\partial F_0/\partial t_j = -2 A_j (m_j - t_j)` with :math:`A_j = \sum_i w_i a_{ij}`, the
-baseline step :math:`t_j \leftarrow m_j` is a preconditioned gradient step,
-:math:`m_j - t_j = -\partial F_0/\partial t_j / (2A_j)`, and it is the EM step of an equal-weight
-isotropic Gaussian mixture with variance :math:`\tau/2`: it never increases :math:`F_0`
-(Jensen). Which variants are descent methods on :math:`F`:
-
-* baseline (:math:`\beta = 0, \gamma = 0`): yes, monotone, for every :math:`\tau > 0`.
-* inertia (:math:`\beta > 0`): no. Heavy-ball steps can raise :math:`F_0` (the velocity carries
-  a token past the minimum); the energy still decreases on average and the fixed points are the
-  same.
-* repulsion (:math:`\gamma > 0`): no. The force :math:`m_j - t_j - \gamma\nabla_j U` scales the
-  data part by :math:`1/(2A_j)` but not the repulsion part, so it is not a gradient step of
-  :math:`F_0 + \gamma U` with a common preconditioner, and the unit step can overshoot
-  (the Coulomb force near :math:`r_{\min}` is huge). Its fixed points solve
-  :math:`-\nabla_j F_0 = 2A_j\,\gamma\nabla_j U`, not the stationarity condition
-  :math:`-\nabla_j F_0 = \gamma\nabla_j U` of :math:`F`: they are stationary points of :math:`F`
-  only if every :math:`2A_j = 1`.
-  The tests measure how often each variant raises the energy.
-
-**Collapse.** At the collapsed state (every token at the data mean :math:`\bar x`) the baseline map
-:math:`t \mapsto m(t)` has Jacobian :math:`(I_T - \mathbf{1}\mathbf{1}^\top/T) \otimes (2/\tau)C`,
-:math:`C` the population covariance of the data: eigenvalue 0 on the shared mode (D of them) and
-:math:`\mu_k = (2/\tau)\lambda_k(C)` on the between-token modes (T - 1 copies each). Collapse is
-locally stable exactly when :math:`\tau > \tau_c = 2\lambda_{\max}(C)` (:func:`collapse_threshold`).
-
-With heavy-ball momentum :math:`\beta` the state is (tokens, velocity) and the linearised map is
-:math:`[[J, \beta I], [J - I, \beta I]]`; on an eigenvector of :math:`J` with eigenvalue
-:math:`\mu` it acts as :math:`[[\mu, \beta], [\mu - 1, \beta]]`, whose eigenvalues are the roots
-of :math:`z^2 - (\mu + \beta) z + \beta = 0` (:func:`heavy_ball_eigenvalues`). By the Jury
-conditions both roots lie in the unit disc iff :math:`\beta < 1`, :math:`\mu < 1` and
-:math:`\mu > -(1 + 2\beta)`; with :math:`\mu \ge 0` the threshold is the same,
-:math:`\tau > 2\lambda_{\max}(C)`, for every :math:`\beta \in [0, 1)`. Momentum changes the rate,
-not the boundary: the spectral radius is at least :math:`\sqrt\beta` (complex roots when
-:math:`(\mu+\beta)^2 < 4\beta`).
-
-With repulsion the softened Coulomb force between tokens closer than :math:`r_{\min}` is linear
-with gain :math:`\gamma/r_{\min}^3`, so exact collapse is unstable for any :math:`\gamma > 0`:
-tokens settle at a finite distance instead. For two tokens above the threshold (linear regime,
-:math:`\mu = 2\lambda_{\max}/\tau`) the separation map is :math:`r' = \mu r + 2\gamma/r^2`,
-with equilibrium :math:`r_*^3 = 2\gamma/(1 - \mu)` and multiplier :math:`3\mu - 2`
-(:func:`pair_equilibrium`): it is stable only for :math:`\mu > 1/3`, i.e.
-:math:`\tau < 3\tau_c`; at higher temperatures the pair flips back and forth for ever (a
-period-2 oscillation) whatever :math:`\gamma > 0` — repulsion makes hot runs never converge.
-We therefore speak of tokens *merging within a tolerance*: :func:`merge_tolerance` is
-``rel`` (default :data:`MERGE_REL`) times the data's RMS radius
-:math:`\sqrt{\mathrm{tr}\,C}`; :func:`tokdyn.dynamics.token_groups` counts the groups of tokens
-linked by distances below it (single linkage) and a run has collapsed when there is one group.
+:func:`free_energy` is the energy whose preconditioned gradient step is the baseline rule
+(:func:`coulomb_energy`, its softened repulsion term, has :func:`tokdyn.dynamics.coulomb` as negative
+gradient); :func:`update_map` and :func:`jacobian` linearise one step and :func:`fixed_point` runs the
+rule to convergence; :func:`collapse_threshold`, :func:`collapse_eigenvalues`,
+:func:`heavy_ball_eigenvalues` and :func:`pair_equilibrium` are the closed forms at the collapsed
+state (every token at the data mean), and :func:`merge_tolerance` is the distance below which
+tokens count as merged. The derivations (which variants descend the energy, the spectrum at the
+collapsed state, what momentum and repulsion do to it) are on the concept page
+:doc:`/concepts/formal-view`.
 
 Everything is for one run; the public functions are jitted kernels (vmappable, callable inside a
 user's ``jit``) with their arguments checked first (non-positive temperature or tolerance raise
@@ -116,9 +68,11 @@ def _weights(x, mask):
 
 
 def coulomb_energy(tokens):
-    r"""Softened Coulomb potential :math:`\sum_{j<k} \phi(\|t_j - t_k\|)` of (T, D) tokens, whose
-    negative gradient is :func:`tokdyn.dynamics.coulomb` (see the module docstring). Finite and
-    differentiable everywhere, coincident tokens included."""
+    r"""Softened Coulomb potential :math:`\sum_{j<k} \phi(\|t_j - t_k\|)` of (T, D) tokens, with
+    :math:`\phi(r) = 1/r` above ``dynamics.MIN_DISTANCE`` (:math:`r_{\min}`) and
+    :math:`3/(2r_{\min}) - r^2/(2r_{\min}^3)` below: its negative gradient is
+    :func:`tokdyn.dynamics.coulomb`. Finite and differentiable everywhere, coincident tokens included.
+    """
     tokens = _float(tokens)
     rmin = dynamics.MIN_DISTANCE
     diff = tokens[:, None, :] - tokens[None, :, :]  # (T, T, D)
@@ -137,13 +91,18 @@ def _check_free_energy(x, tokens, temperature, mask, repulsion):
 
 @_checks.checked_jit(_check_free_energy)
 def free_energy(x, tokens, temperature, mask=None, *, repulsion=0.0):
-    r"""Free energy :math:`-\tau\sum_i \log\sum_j e^{-\|x_i-t_j\|^2/\tau} + \gamma U(t)`.
+    r"""Free energy :math:`-\tau\sum_i w_i \log\sum_j e^{-\|x_i-t_j\|^2/\tau} + \gamma U(t)`
+    (:math:`U` the :func:`coulomb_energy` of the tokens).
 
     Args:
-      x: (N, D) points; tokens: (T, D); temperature: :math:`\tau > 0`;
-      mask: optional (N,) bool (False rows are ignored); repulsion: :math:`\gamma \ge 0`.
+      x: (N, D) points.
+      tokens: (T, D) tokens.
+      temperature: :math:`\tau > 0`; may be traced.
+      mask: optional (N,) bool: the weights :math:`w_i` (False rows are ignored).
+      repulsion: :math:`\gamma \ge 0`; may be traced.
+
     Returns:
-      A scalar.
+      A scalar, in the points' float dtype.
     """
     x = _float(x)
     tokens = tokens.astype(x.dtype)
@@ -162,11 +121,19 @@ def energy_of(hparams: dynamics.Hparams):
 
 
 def update_map(x, hparams: dynamics.Hparams, mask=None, *, with_velocity: bool = False):
-    """The update rule as a function of the state.
+    """The update rule as a function of the state, for ``jax.jacfwd`` and fixed-point analyses.
 
-    ``with_velocity=False``: ``tokens (T, D) -> tokens (T, D)``, one step from rest (velocity 0);
-    this is the whole dynamics when the momentum is 0. ``with_velocity=True``: ``z (2*T*D,) ->
-    z'``, the flat state ``concat(tokens.ravel(), velocity.ravel())`` of heavy-ball dynamics.
+    Args:
+      x: (N, D) points.
+      hparams: the rule's knobs, a :class:`tokdyn.dynamics.Hparams` (may be traced).
+      mask: optional (N,) bool; False rows are ignored.
+      with_velocity: static bool: the map's state (below).
+
+    Returns:
+      ``with_velocity=False``: ``f(tokens (T, D)) -> tokens (T, D)``, one step from rest (velocity 0),
+      the whole dynamics when the momentum is 0. ``with_velocity=True``: ``f(z, shape) -> z'`` on the
+      flat heavy-ball state ``z = concat(tokens.ravel(), velocity.ravel())`` (2*T*D,), ``shape`` the
+      tokens' (T, D).
     """
     def tokens_only(tokens):
         new, _ = dynamics.update(x, tokens, jnp.zeros_like(tokens), hparams, mask)
@@ -195,13 +162,20 @@ def _check_jacobian(x, tokens, hparams, velocity, mask):
 
 @_checks.checked_jit(_check_jacobian)
 def jacobian(x, tokens, hparams: dynamics.Hparams = dynamics.Hparams(), *, velocity=None, mask=None):
-    """Jacobian of one update step by ``jax.jacfwd``.
+    """Jacobian of one update step, by ``jax.jacfwd``; finite everywhere, coincident tokens with
+    repulsion included (the Coulomb force is softened).
 
-    Without ``velocity``: the (T*D, T*D) Jacobian of ``tokens -> tokens'`` (velocity 0; the whole
-    map when momentum is 0), rows and columns in ``tokens.ravel()`` order. With ``velocity``
-    (T, D): the (2*T*D, 2*T*D) Jacobian of the heavy-ball state ``concat(tokens, velocity)``.
-    Finite everywhere, coincident tokens with repulsion included (the Coulomb force is softened,
-    see :mod:`tokdyn.dynamics`).
+    Args:
+      x: (N, D) points.
+      tokens: (T, D) tokens at which the step is linearised.
+      hparams: a :class:`tokdyn.dynamics.Hparams` (traced).
+      velocity: optional (T, D) velocity: the Jacobian of the heavy-ball state instead.
+      mask: optional (N,) bool; False rows are ignored.
+
+    Returns:
+      Without ``velocity``: (T*D, T*D), the Jacobian of ``tokens -> tokens'`` (velocity 0; the whole
+      map when momentum is 0), rows and columns in ``tokens.ravel()`` order. With ``velocity``:
+      (2*T*D, 2*T*D), that of ``concat(tokens.ravel(), velocity.ravel())``.
     """
     x = _float(x)
     tokens = tokens.astype(x.dtype)
@@ -230,8 +204,20 @@ def spectral_radius(jac):
 
 
 def fixed_point(x, tokens, hparams: dynamics.Hparams = dynamics.Hparams(), *, mask=None, n_steps=5000, tol=1e-6):
-    """Run the rule to convergence (a :class:`tokdyn.dynamics.Result`; check ``converged``):
-    :func:`tokdyn.dynamics.run` with a tight tolerance and a large step budget."""
+    """Run the rule to convergence: :func:`tokdyn.dynamics.run` with a tight tolerance and a large step
+    budget.
+
+    Args:
+      x: (N, D) points.
+      tokens: (T, D) initial tokens.
+      hparams: a :class:`tokdyn.dynamics.Hparams` (traced).
+      mask: optional (N,) bool; False rows are ignored.
+      n_steps: the most steps to take (traced).
+      tol: convergence threshold > 0 on a step's largest coordinate movement (traced).
+
+    Returns:
+      A :class:`tokdyn.dynamics.Result`; check its ``converged``.
+    """
     _checks.real("tol", tol, low=0.0, low_open=True)
     return dynamics.run(x, tokens, hparams, mask=mask, n_steps=n_steps, tol=tol)
 
@@ -296,9 +282,19 @@ def collapse_eigenvalues(x, n_tokens: int, temperature, mask=None, *, momentum=0
     r"""Predicted Jacobian eigenvalues at the collapsed state, sorted by decreasing modulus (complex).
 
     Momentum 0: D zeros (the shared mode) and :math:`(2/\tau)\lambda_k(C)`, T - 1 copies each
-    (T*D in all). Momentum :math:`\beta > 0`: each of those through
-    :func:`heavy_ball_eigenvalues` (2*T*D in all), the spectrum of :func:`jacobian` with
-    ``velocity=0`` at :func:`collapsed_state`. Float64 NumPy on the host.
+    (T*D in all), :math:`C` the population covariance of the points. Momentum :math:`\beta > 0`: each
+    of those through :func:`heavy_ball_eigenvalues` (2*T*D in all), the spectrum of :func:`jacobian`
+    with ``velocity=0`` at :func:`collapsed_state`.
+
+    Args:
+      x: (N, D) points.
+      n_tokens: T >= 1, a Python int.
+      temperature: :math:`\tau > 0`, a host number.
+      mask: optional (N,) bool; False rows are ignored.
+      momentum: :math:`\beta` in [0, 1), a host number.
+
+    Returns:
+      (T*D,) or (2*T*D,) complex128 NumPy array, computed in float64 on the host (not traceable).
     """
     _checks.positive_int("n_tokens", n_tokens)
     _checks.real("temperature", temperature, low=0.0, low_open=True)
@@ -332,10 +328,22 @@ def _check_pair(x, temperature, repulsion, mask):
 
 @_checks.checked_jit(_check_pair)
 def pair_equilibrium(x, temperature, repulsion, mask=None):
-    r"""Two tokens with repulsion near the collapsed state (:math:`\tau > \tau_c`): the equilibrium
-    separation :math:`r_* = (2\gamma/(1-\mu))^{1/3}` along the top principal axis and the
-    multiplier :math:`3\mu - 2` of the separation map (stable iff > -1, i.e. :math:`\tau < 3\tau_c`),
-    with :math:`\mu = 2\lambda_{\max}/\tau`. Valid while :math:`r_*` is small against the data."""
+    r"""Two tokens with repulsion near the collapsed state (:math:`\tau > \tau_c`): their equilibrium
+    separation along the top principal axis and the multiplier of the separation map.
+
+    With :math:`\mu = 2\lambda_{\max}/\tau`, the separation is :math:`r_* = (2\gamma/(1-\mu))^{1/3}` and
+    the multiplier :math:`3\mu - 2` (stable iff > -1, i.e. :math:`\tau < 3\tau_c`). Valid while
+    :math:`r_*` is small against the data.
+
+    Args:
+      x: (N, D) points.
+      temperature: :math:`\tau > 0`; may be traced.
+      repulsion: :math:`\gamma \ge 0`; may be traced.
+      mask: optional (N,) bool; False rows are ignored.
+
+    Returns:
+      ``(r_star, multiplier)``, two scalars.
+    """
     mu = collapse_threshold(x, mask) / temperature
     return (2.0 * repulsion / (1.0 - mu)) ** (1.0 / 3.0), 3.0 * mu - 2.0
 

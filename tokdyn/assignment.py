@@ -241,22 +241,21 @@ def linear_assignment(benefit):
     """Maximum-benefit assignment of rows to distinct columns, by a forward auction (pure JAX).
 
     Args:
-      benefit: ``(R, C)`` integer or float matrix with ``R <= C`` (``C <= MAX_COLUMNS``).
+      benefit: ``(R, C)`` integer or float matrix with ``R <= C`` (``C <= MAX_COLUMNS``); may be traced.
 
     Returns:
       ``(R,)`` int32 column indices, pairwise distinct, maximising ``sum_i benefit[i, col[i]]``:
-      exactly for integer benefits whose range ``max - min`` is at most :func:`levels` ``(C)``; for
-      other benefits the total is within ``R (max - min) / levels(C)`` of the optimum, and the
-      assignment is the optimal one whenever the optimum is unique by more than that margin (see
-      the module docstring). Ties between optimal assignments may be broken differently from SciPy.
+      exactly for integer benefits whose range ``max - min`` is at most :func:`levels` ``(C)``;
+      otherwise the total is within ``R (max - min) / levels(C)`` of the optimum, and the assignment is
+      the optimal one whenever the optimum is unique by more than that. Ties may be broken differently
+      from SciPy. ``R == 0`` gives an empty array.
 
-    Edge cases: a NaN or infinite benefit is a ``ValueError`` for host data; held in a JAX array
-    (not inspected on the host) it makes the result **-1 in every row**, a sentinel that is not a
-    column (see the module docstring). ``R == 0`` gives an empty array.
+    Raises:
+      ValueError: a NaN or infinite benefit in host data. Held in a JAX array, such a benefit makes the
+        result -1 in every row instead, a sentinel that is not a column.
 
-    Jittable and vmappable (a batch of ``(B, R, C)`` matrices with ``jax.vmap``); the number of
-    auction rounds depends on the data (a ``lax.while_loop``; under ``vmap`` the batch runs until
-    its slowest member is done).
+    Jittable and vmappable (``(B, R, C)`` matrices); the auction is a ``lax.while_loop``, so under
+    ``vmap`` the batch runs until its slowest member is done.
     """
     n_rows, n_cols = jnp.shape(benefit)
     if n_rows == 0:

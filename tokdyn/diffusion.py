@@ -314,11 +314,18 @@ def gaussian(schedule_or_betas="cosine", T: int | None = None) -> Gaussian:
 
 
 def q_sample(key, proc: Gaussian, x0, t):
-    """``(x_t, eps)``: ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``, eps ~ N(0, I).
+    """A draw of ``x_t ~ q(x_t | x_0)``: ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps``, eps ~ N(0, I).
 
-    ``x0`` any shape of reals; ``t`` an integer scalar in 0..T (t = 0 gives x_0 itself). A ``t``
-    outside 0..T is a ``ValueError`` for host data; held in a JAX array it makes ``x_t`` **NaN**
-    (``eps`` is still the draw)."""
+    Args:
+      key: PRNG key of ``eps``.
+      proc: a :class:`Gaussian` (a pytree; may be traced).
+      x0: (...) real array, any shape.
+      t: integer scalar in 0..T (t = 0 gives ``x0`` itself); may be traced.
+
+    Returns:
+      ``(x_t, eps)``, both of ``x0``'s shape (``eps`` float32). A traced ``t`` outside 0..T makes
+      ``x_t`` NaN (``eps`` is still the draw); a host one is a ``ValueError``.
+    """
     _checks.prng_key("key", key)
     T = _check_gaussian(proc)
     _check_float("x0", x0)
@@ -329,8 +336,17 @@ def q_sample(key, proc: Gaussian, x0, t):
 
 
 def predict_x0(proc: Gaussian, x_t, t, eps):
-    """x_0 implied by ``x_t`` and an epsilon prediction of the same shape, at ``t`` in 1..T
-    (``ValueError`` for a host ``t`` outside; NaN for one held in a JAX array)."""
+    """The x_0 implied by ``x_t`` and an epsilon prediction: ``(x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``.
+
+    Args:
+      proc: a :class:`Gaussian` (a pytree; may be traced).
+      x_t: (...) real array.
+      t: integer scalar in 1..T; may be traced.
+      eps: (...) the predicted noise, of ``x_t``'s shape.
+
+    Returns:
+      (...) x_0; NaN everywhere for a traced ``t`` outside 1..T (a host one is a ``ValueError``).
+    """
     T = _check_gaussian(proc)
     _check_float("x_t", x_t)
     _check_float("eps", eps)
@@ -340,10 +356,18 @@ def predict_x0(proc: Gaussian, x_t, t, eps):
 
 
 def posterior_mean_var(proc: Gaussian, x0, x_t, t):
-    """Mean and variance of ``q(x_{t-1} | x_t, x_0)``, ``x0`` and ``x_t`` of one shape, ``t`` in
-    1..T (the variance is 0 at t = 1). The coefficients are the float64 tables of :class:`Gaussian`
-    rounded once to float32. A ``t`` outside 1..T (t = 0 would divide by ``1 - abar_0 = 0``) is a
-    ``ValueError`` for host data; held in a JAX array it makes mean and variance **NaN**."""
+    """Mean and variance of the posterior ``q(x_{t-1} | x_t, x_0)``, from :class:`Gaussian`'s tables.
+
+    Args:
+      proc: a :class:`Gaussian` (a pytree; may be traced).
+      x0: (...) real array.
+      x_t: (...) real array of ``x0``'s shape.
+      t: integer scalar in 1..T (t = 0 would divide by ``1 - abar_0 = 0``); may be traced.
+
+    Returns:
+      ``(mean, var)``: ``mean`` (...), ``var`` a scalar (0 at t = 1). A traced ``t`` outside 1..T
+      makes both NaN; a host one is a ``ValueError``.
+    """
     T = _check_gaussian(proc)
     _check_float("x0", x0)
     _check_float("x_t", x_t)
@@ -355,9 +379,21 @@ def posterior_mean_var(proc: Gaussian, x0, x_t, t):
 
 
 def ddpm_step(key, proc: Gaussian, x_t, t, eps, clip=None):
-    """One ancestral step ``x_t -> x_{t-1}`` from an epsilon prediction (x_0 clipped to
-    [-clip, clip] first when ``clip`` > 0 is given; the posterior mean then uses the clipped x_0
-    and ``x_t``, as in DDPM). ``t`` in 1..T; outside it (held in a JAX array) the result is **NaN**."""
+    """One ancestral step ``x_t -> x_{t-1}`` from an epsilon prediction (DDPM): the posterior mean given
+    the predicted x_0, plus the posterior's noise.
+
+    Args:
+      key: PRNG key of the step's noise.
+      proc: a :class:`Gaussian` (a pytree; may be traced).
+      x_t: (...) the current sample.
+      t: integer scalar in 1..T; may be traced (outside it the result is NaN).
+      eps: (...) the epsilon prediction at ``(x_t, t)``.
+      clip: None, or a scalar > 0: the predicted x_0 is clipped to [-clip, clip] before the posterior
+        mean is taken (as in DDPM).
+
+    Returns:
+      (...) x_{t-1}.
+    """
     _checks.prng_key("key", key)
     _check_clip(clip)
     x0 = predict_x0(proc, x_t, t, eps)
@@ -368,8 +404,18 @@ def ddpm_step(key, proc: Gaussian, x_t, t, eps, clip=None):
 
 
 def sample(key, proc: Gaussian, eps_fn: Callable, shape, clip=None):
-    """Ancestral sampling: x_T ~ N(0, I), then T calls of ``eps_fn(x_t, t)`` (an epsilon of the
-    shape of ``x_t``) under ``lax.scan``. Returns x_0 of ``shape``."""
+    """Ancestral sampling: x_T ~ N(0, I), then T steps of :func:`ddpm_step` under ``lax.scan``.
+
+    Args:
+      key: PRNG key of x_T and of every step.
+      proc: a :class:`Gaussian` (a pytree; may be traced).
+      eps_fn: ``(x_t, t) -> eps``, an epsilon prediction of ``x_t``'s shape (``t`` a traced int scalar).
+      shape: the static shape of a sample (a tuple of ints, or an int).
+      clip: as in :func:`ddpm_step`.
+
+    Returns:
+      x_0 of ``shape``.
+    """
     _checks.prng_key("key", key)
     _check_gaussian(proc)
     _check_fn("eps_fn", eps_fn, "(x_t, t) -> eps")
@@ -398,14 +444,22 @@ def ddim_times(T: int, steps: int) -> np.ndarray:
 
 
 def ddim_sample(key, proc: Gaussian, eps_fn: Callable, shape, steps: int, eta=0.0, clip=None):
-    """DDIM sampling (Song et al. 2021) over ``steps`` of the T times (:func:`ddim_times`);
-    ``eta = 0`` is deterministic given x_T, ``eta = 1`` matches the ancestral variance
-    (``eta`` in [0, 1]).
+    """DDIM sampling (Song et al. 2021) over ``steps`` of the T times (:func:`ddim_times`).
 
-    With ``clip`` > 0 the predicted x_0 is clipped to [-clip, clip] and **epsilon is re-derived
-    from the clipped x_0**, ``eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)``, so that the
-    step stays on the DDIM trajectory of the clipped prediction (as diffusers' DDIM scheduler does
-    with ``clip_sample``); the unclipped epsilon is then not used."""
+    Args:
+      key: PRNG key of x_T and of the steps' noise.
+      proc: a :class:`Gaussian` (a pytree; may be traced).
+      eps_fn: ``(x_t, t) -> eps``, an epsilon prediction of ``x_t``'s shape.
+      shape: the static shape of a sample (a tuple of ints, or an int).
+      steps: static int in 1..T, the number of denoising steps.
+      eta: scalar in [0, 1]: 0 is deterministic given x_T, 1 gives the ancestral variance. May be traced.
+      clip: None, or a scalar > 0: the predicted x_0 is clipped to [-clip, clip] and epsilon is
+        re-derived from it, ``eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)``, which keeps the step
+        on the DDIM trajectory of the clipped prediction (as diffusers' ``clip_sample`` does).
+
+    Returns:
+      x_0 of ``shape``.
+    """
     _checks.prng_key("key", key)
     T = _check_gaussian(proc)
     _check_fn("eps_fn", eps_fn, "(x_t, t) -> eps")
@@ -503,12 +557,19 @@ def n_states(kernel: str, classes: int) -> int:
 
 
 def discrete(kernel: str, classes: int, schedule_or_betas=None, T: int | None = None) -> Discrete:
-    """A :class:`Discrete` process. ``schedule_or_betas``: a schedule name (with ``T``) or explicit
-    betas, each in (0, 1]. The default is ``cosine`` for the uniform kernel -- Nichol & Dhariwal's
-    cos² schedule, *not* D3PM's, whose code uses cos (``cosine_d3pm``; see the module docstring:
-    alpha_bar at t = 250 / 500 / 750 of 1000 is 0.847 / 0.494 / 0.144 here, 0.920 / 0.703 / 0.380
-    in D3PM's) -- and ``absorbing`` (D3PM's ``jsd``, 1/(T - t + 1)) for the absorbing kernel.
-    Tables are computed in float64 and stored as float32."""
+    """A :class:`Discrete` (D3PM) process; its tables are computed in float64 and stored as float32.
+
+    Args:
+      kernel: "uniform" or "absorbing" (static).
+      classes: C >= 2, the number of classes (static).
+      schedule_or_betas: a schedule name (with ``T``) or explicit (T,) betas, each in (0, 1]. None:
+        "cosine" for the uniform kernel (Nichol & Dhariwal's cos², not D3PM's cos, which is
+        "cosine_d3pm"; see the module docstring), "absorbing" (1 / (T - t + 1)) for the absorbing one.
+      T: the number of steps, required with a schedule name.
+
+    Returns:
+      The :class:`Discrete` process.
+    """
     _checks.choice("kernel", kernel, KERNELS)
     classes = _checks.positive_int("classes", classes, minimum=2)
     if schedule_or_betas is None:
@@ -593,12 +654,18 @@ def step_likelihood(proc: Discrete, x_t, t):
 
 
 def q_sample_discrete(key, proc: Discrete, x0, t):
-    """x_t ~ q(x_t | x_0) by Gumbel-max over ``log Qbar_t[x_0]``: (...) int32 states.
+    """A draw of ``x_t ~ q(x_t | x_0)``, by Gumbel-max over ``log Qbar_t[x_0]``.
 
-    ``x0`` (...) integer classes in ``[0, C)``; ``t`` an integer scalar in 0..T (t = 0 gives x_0).
-    Host values outside are a ``ValueError``. Held in JAX arrays (not inspected on the host), a
-    ``t`` outside 0..T makes **every cell -1**, and a class outside ``[0, C)`` makes its cell -1
-    (never a valid state, where Gumbel-max over an all-zero row would draw a uniform one)."""
+    Args:
+      key: PRNG key of the draw.
+      proc: a :class:`Discrete` (a pytree; its tables may be traced).
+      x0: (...) integer classes in ``[0, C)``.
+      t: integer scalar in 0..T (t = 0 gives x_0); may be traced.
+
+    Returns:
+      (...) int32 states in ``[0, S)``. Host values out of range are a ``ValueError``; held in JAX
+      arrays, a ``t`` outside 0..T makes every cell -1, a class outside ``[0, C)`` its own cell.
+    """
     _checks.prng_key("key", key)
     T = _check_discrete(proc)
     _check_classes("x0", x0, proc)
@@ -612,13 +679,21 @@ def q_sample_discrete(key, proc: Discrete, x0, t):
 
 
 def posterior_logits(proc: Discrete, x0_probs, x_t, t):
-    """(..., S) log of ``Q_t[x_{t-1}, x_t] (x0_probs Qbar_{t-1})[x_{t-1}]``, normalised: the
-    posterior q(x_{t-1} | x_t, x_0) for one-hot ``x0_probs``, the model's p(x_{t-1} | x_t) for
-    predicted ones. ``x0_probs`` (..., C) over classes, ``x_t`` (...) integer states in ``[0, S)``,
-    ``t`` in 1..T (the bound and the samplers use t >= 2; at t = 1, ``Qbar_0 = I`` and this is
-    ``Q_1[x_0, x_1] x0_probs[x_0]`` normalised, whereas :func:`hybrid_loss` and
-    :func:`sample_discrete` use the x_0 distribution itself there). Held in JAX arrays, a ``t``
-    outside 1..T gives NaN everywhere, a state outside ``[0, S)`` NaN in its cell."""
+    """The normalised log of ``Q_t[x_{t-1}, x_t] (x0_probs Qbar_{t-1})[x_{t-1}]``: the posterior
+    ``q(x_{t-1} | x_t, x_0)`` for one-hot ``x0_probs``, the model's ``p(x_{t-1} | x_t)`` for predicted ones.
+
+    Args:
+      proc: a :class:`Discrete` (a pytree; its tables may be traced).
+      x0_probs: (..., C) float probabilities over classes (>= 0).
+      x_t: (...) integer states in ``[0, S)``.
+      t: integer scalar in 1..T; may be traced. At t = 1 (``Qbar_0 = I``) this is
+        ``Q_1[x_0, x_1] x0_probs[x_0]`` normalised; :func:`hybrid_loss` and :func:`sample_discrete`
+        use the x_0 distribution itself there.
+
+    Returns:
+      (..., S) log-probabilities of x_{t-1}: NaN everywhere for a traced ``t`` outside 1..T, NaN in a
+      cell whose state is outside ``[0, S)``.
+    """
     T = _check_discrete(proc)
     _check_last_axis("x0_probs", x0_probs, proc.classes, "classes", x_t, "x_t")
     _check_states("x_t", x_t, proc)
@@ -639,16 +714,22 @@ def _kl(log_q, log_p):
 
 
 def hybrid_loss(proc: Discrete, x0, x_t, t, x0_logits, lam=0.01):
-    """``(loss, vb, ce)`` per cell: ``vb`` = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) for
-    t >= 2 and ``-log p(x_0 | x_1)`` at t = 1; ``ce`` = ``-log p~(x_0 | x_t)``; loss = vb + lam ce.
+    """D3PM's hybrid loss per cell: the bound's term at ``t`` plus ``lam`` times the x_0 cross-entropy.
 
-    ``x0`` (...) integer classes in ``[0, C)``, ``x_t`` (...) integer states in ``[0, S)``,
-    ``x0_logits`` (..., C) floats with ``C = proc.classes``, ``t`` an integer scalar in 1..T,
-    ``lam`` >= 0. Host values outside are a ``ValueError`` (shapes and dtypes are checked under a
-    user's ``jit`` too). Held in JAX arrays, a ``t`` outside 1..T makes all three outputs **NaN**
-    in every cell, and a class or state out of range makes them NaN in its cell. Computed in the
-    logits' float dtype, at least float32 (float64 logits under ``jax.enable_x64`` give a float64
-    loss and gradient)."""
+    Args:
+      proc: a :class:`Discrete` (a pytree; its tables may be traced).
+      x0: (...) integer classes in ``[0, C)``.
+      x_t: (...) integer states in ``[0, S)``, of ``x0``'s shape.
+      t: integer scalar in 1..T; may be traced.
+      x0_logits: (..., C) float logits of the model's ``p~(x_0 | x_t)``.
+      lam: scalar >= 0; may be traced.
+
+    Returns:
+      ``(loss, vb, ce)``, each (...): ``vb`` = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) for
+      t >= 2 and ``-log p(x_0 | x_1)`` at t = 1, ``ce = -log p~(x_0 | x_t)``, ``loss = vb + lam ce``;
+      in the logits' float dtype, at least float32. Held in JAX arrays, a ``t`` outside 1..T makes all
+      three NaN, a class or state out of range NaN in its cell (host values: ``ValueError``).
+    """
     T = _check_discrete(proc)
     _check_classes("x0", x0, proc)
     _check_states("x_t", x_t, proc)
@@ -684,8 +765,18 @@ def prior_kl(proc: Discrete, x0):
 
 
 def sample_discrete(key, proc: Discrete, x0_logits_fn: Callable, shape):
-    """Ancestral sampling: x_T from the stationary distribution, T - 1 steps of p(x_{t-1} | x_t)
-    from ``x0_logits_fn(x_t, t) -> (*shape, C)``, then x_0 ~ p~(x_0 | x_1). Returns ``(*shape,)`` classes."""
+    """Ancestral sampling: x_T from the stationary distribution, T - 1 steps of ``p(x_{t-1} | x_t)``
+    (:func:`posterior_logits`) under ``lax.scan``, then x_0 ~ ``p~(x_0 | x_1)``.
+
+    Args:
+      key: PRNG key of every draw.
+      proc: a :class:`Discrete` (a pytree; its tables may be traced).
+      x0_logits_fn: ``(x_t, t) -> (*shape, C)`` float logits of x_0 (``t`` a traced int scalar).
+      shape: the static shape of a sample (a tuple of ints, or an int).
+
+    Returns:
+      ``shape`` int32 classes.
+    """
     _checks.prng_key("key", key)
     _check_discrete(proc)
     _check_fn("x0_logits_fn", x0_logits_fn, "(x_t, t) -> (*shape, C) logits")
@@ -712,12 +803,20 @@ def sample_discrete(key, proc: Discrete, x0_logits_fn: Callable, shape):
 
 
 def nll_bound(key, proc: Discrete, x0_logits_fn: Callable, x0):
-    """The variational bound on ``-log p(x_0)`` in nats, summed over the cells of ``x0`` (any
-    shape of integer classes in ``[0, C)``): every term of the bound, ``sum_{t=2}^T KL(q(x_{t-1} |
-    x_t, x_0) || p(x_{t-1} | x_t)) - log p(x_0 | x_1) + KL(q(x_T | x_0) || stationary)``, each at
-    one draw of x_t ~ q(x_t | x_0) (T calls of ``x0_logits_fn(x_t, t) -> (..., C)`` under
-    ``lax.map``). A class outside ``[0, C)`` is a ``ValueError`` for host data and makes the bound
-    NaN when held in a JAX array."""
+    """The variational bound on ``-log p(x_0)`` in nats, summed over the cells of ``x0``: every term,
+    ``sum_{t=2}^T KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) - log p(x_0 | x_1) + KL(q(x_T | x_0) ||
+    stationary)``, each at one draw of x_t ~ q(x_t | x_0) (key ``fold_in(key, t)``).
+
+    Args:
+      key: PRNG key of the draws of x_t.
+      proc: a :class:`Discrete` (a pytree; its tables may be traced).
+      x0_logits_fn: ``(x_t, t) -> (..., C)`` float logits of x_0, called T times under ``lax.map``.
+      x0: (...) integer classes in ``[0, C)``.
+
+    Returns:
+      The scalar bound; NaN when ``x0`` is a JAX array holding a class outside ``[0, C)`` (host data:
+      ``ValueError``).
+    """
     _checks.prng_key("key", key)
     _check_discrete(proc)
     _check_fn("x0_logits_fn", x0_logits_fn, "(x_t, t) -> (..., C) logits")

@@ -32,7 +32,7 @@ per member (in the order of the noise), so members draw independent noise. A key
 reward any other way (closed over, or among :class:`Maximiser`'s ``args``) is one draw shared by
 the whole population: common random numbers, which cancel the noise out of antithetic
 differences but are not independent evaluations. With the default ``reward_takes_key=False`` the
-reward gets no key and ``key`` draws the perturbations alone, as before.
+reward gets no key and ``key`` draws the perturbations alone.
 
 **Direction.** Everything here *maximises* R: :func:`es_grad` returns an ascent direction
 (an estimate of +grad R). optax minimises, so :func:`maximiser` hands ``-es_grad`` to the optax
@@ -99,8 +99,18 @@ def _check(key, reward_fn, x, sigma, n_pairs, antithetic, shaping, reward_takes_
 
 
 def noise(key: jax.Array, dims: int, n_pairs: int, antithetic: bool = True) -> jax.Array:
-    """The standard-normal directions ``z`` of a population, ``eps = sigma * z``: (2 n_pairs, dims).
-    Antithetic: ``n_pairs`` draws followed by their negatives; otherwise ``2 n_pairs`` draws."""
+    """The standard-normal directions ``z`` of a population, ``eps = sigma * z``.
+
+    Args:
+      key: PRNG key.
+      dims: static int, the size of the flattened point.
+      n_pairs: static int >= 1.
+      antithetic: static bool: ``n_pairs`` draws followed by their negatives; otherwise
+        ``2 * n_pairs`` independent draws.
+
+    Returns:
+      (2 * n_pairs, dims) in JAX's default float dtype.
+    """
     if antithetic:
         z = jax.random.normal(key, (n_pairs, dims))
         return jnp.concatenate([z, -z])
@@ -123,25 +133,23 @@ def shape_rewards(rewards: jax.Array, shaping: str = "none", *, antithetic: bool
 
 def es_grad(key: jax.Array, reward_fn: Callable, x, *, sigma, n_pairs: int, antithetic: bool = True,
             shaping: str = "none", reward_takes_key: bool = False):
-    """An estimate of the gradient of ``E[reward_fn(x + eps)]``, ``eps ~ N(0, sigma^2 I)``: an
-    ascent direction of the reward (see the module docstring).
+    """An estimate of the gradient of ``E[reward_fn(x + eps)]``, ``eps ~ N(0, sigma^2 I)``: an ascent
+    direction of the reward (the estimators are in the module docstring).
 
     Args:
       key: PRNG key of the perturbations (and, with ``reward_takes_key``, of the rewards).
-      reward_fn: jittable ``x -> scalar`` (the reward, to be maximised), or ``(key, x) -> scalar``
-        with ``reward_takes_key``.
+      reward_fn: jittable ``x -> scalar`` (the reward, maximised), or ``(key, x) -> scalar`` with
+        ``reward_takes_key``.
       x: the point, any pytree of float arrays.
-      sigma: perturbation scale (> 0; may be traced, e.g. a schedule's value).
-      n_pairs: the population is ``2 * n_pairs`` reward evaluations, with or without antithetic
-        pairing.
-      antithetic: draw pairs ``(eps, -eps)``.
-      shaping: "none" | "baseline" | "centered_rank".
-      reward_takes_key: call ``reward_fn(key_i, x_i)``, member i of the population with its own
-        key (see the module docstring: the perturbations then come from ``split(key)[0]``, the
-        members' keys are ``split(split(key)[1], 2 * n_pairs)``).
+      sigma: perturbation scale > 0; may be traced (e.g. a schedule's value).
+      n_pairs: static int; the population is P = ``2 * n_pairs`` reward evaluations.
+      antithetic: static bool: draw pairs ``(eps, -eps)``.
+      shaping: "none" | "baseline" | "centered_rank" (static).
+      reward_takes_key: static bool: call ``reward_fn(key_i, x_i)``, member i with its own key; the
+        perturbations then come from ``split(key)[0]``, the keys from ``split(split(key)[1], P)``.
 
     Returns:
-      ``(grad, info)``: ``grad`` has the structure of ``x``; :class:`Info`.
+      ``(grad, info)``: ``grad`` has the structure of ``x``; ``info`` is an :class:`Info`.
     """
     _checks.prng_key("key", key)
     _check(key, reward_fn, x, sigma, n_pairs, antithetic, shaping, reward_takes_key)
@@ -161,10 +169,19 @@ def es_grad(key: jax.Array, reward_fn: Callable, x, *, sigma, n_pairs: int, anti
 
 
 def exact_grad(key: jax.Array, reward_fn: Callable, x, *, reward_takes_key: bool = False):
-    """The exact gradient of ``reward_fn`` at ``x`` (``jax.grad``), in :func:`es_grad`'s form:
-    ``(grad, info)`` with the reward of ``x`` as the population. ``key`` is handed to the reward
-    (``reward_fn(key, x)``) with ``reward_takes_key``, unused otherwise (kept so both estimators
-    share one signature)."""
+    """The exact gradient of ``reward_fn`` at ``x`` (``jax.grad``), in :func:`es_grad`'s form.
+
+    Args:
+      key: handed to the reward, ``reward_fn(key, x)``, with ``reward_takes_key``; unused otherwise
+        (kept so that both estimators share one signature).
+      reward_fn: jittable ``x -> scalar``, or ``(key, x) -> scalar`` with ``reward_takes_key``.
+      x: the point, any pytree of float arrays.
+      reward_takes_key: static bool.
+
+    Returns:
+      ``(grad, info)``: ``grad`` has the structure of ``x``; ``info`` an :class:`Info` whose population
+      is the reward of ``x`` alone (``sigma`` 0).
+    """
     _check_takes_key(reward_takes_key)
     if reward_takes_key:
         reward, grad = jax.value_and_grad(lambda x: reward_fn(key, x))(x)
@@ -205,19 +222,17 @@ def maximiser(reward_fn: Callable, optimizer: optax.GradientTransformation, *, s
     Args:
       reward_fn: jittable ``(x, *args) -> scalar``, or ``(key, x, *args) -> scalar`` with
         ``reward_takes_key`` (a noisy reward: observation noise, a minibatch).
-      optimizer: any optax transformation (e.g. ``optax.sgd(1e-3)``); it minimises, so it receives
-        ``-grad`` (this is the one place the sign is flipped). A step whose estimate is not finite
-        (a NaN reward) leaves ``x`` and the optimiser state unchanged (``optax.apply_if_finite``)
-        and is reported in :class:`Info`.
-      sigma: the perturbation scale, a number or an optax schedule of the iteration count (e.g.
-        ``optax.exponential_decay(0.1, 1, 0.95)``).
+      optimizer: any optax transformation (e.g. ``optax.sgd(1e-3)``). It minimises, so it receives
+        ``-grad``: the one place the sign is flipped. A step whose estimate is not finite (a NaN
+        reward) leaves ``x`` and the optimiser state unchanged (``optax.apply_if_finite``).
+      sigma: the perturbation scale, a number or an optax schedule of the iteration count.
       n_pairs, antithetic, shaping: as in :func:`es_grad`.
-      estimator: "es" (:func:`es_grad`) or "exact" (:func:`exact_grad`, the same ascent with the
-        true gradient).
-      reward_takes_key: hand the reward a key, key first: under "es" each member of the
-        population gets its own (independent noise; see :func:`es_grad`), under "exact" the step's
-        key. False (the default): the reward gets no key and the step's key draws the
-        perturbations alone, as before.
+      estimator: "es" (:func:`es_grad`) or "exact" (:func:`exact_grad`: the true gradient).
+      reward_takes_key: hand the reward a key, key first: under "es" each member of the population its
+        own (see :func:`es_grad`), under "exact" the step's key. False: the reward gets no key.
+
+    Returns:
+      A :class:`Maximiser`: ``init(x) -> State``, ``step(key, state, *args) -> (State, Info)``.
     """
     _checks.choice("estimator", estimator, ("es", "exact"))
     if not isinstance(optimizer, optax.GradientTransformation):

@@ -213,21 +213,23 @@ def run(x, tokens, hparams=None, *, mask=None, n_steps: int = 30, tol=1e-3, key=
     """:func:`tokdyn.dynamics.run` of the built-in rule as one fused kernel (see the module docstring).
 
     Args:
-      x: (N, D) points; tokens: (T, D) initial tokens; hparams: :class:`tokdyn.dynamics.Hparams`
-        (default the rule's defaults; every knob traced); mask: optional (N,) bool; tol: the
-        stopping threshold (traced); key: the Langevin noise's key (step ``s`` draws
-        ``normal(fold_in(key, s), (T, D))``, as the built-in rule; no key, no noise): all as
-        :func:`tokdyn.dynamics.run`.
+      x: (N, D) points (N padded to a power of two of at most :data:`MAX_POINTS` inside).
+      tokens: (T, D) initial tokens, ``T * D`` at most :data:`MAX_TOKEN_COORDS`.
+      hparams: a :class:`tokdyn.dynamics.Hparams`, every knob traced; default the rule's defaults.
+      mask: optional (N,) bool; False rows are ignored.
       n_steps: static int, the most steps.
-      mass_anchor: ``"token"`` (:data:`~tokdyn.dynamics.BUILTIN`) or ``"origin"``
-        (:data:`~tokdyn.dynamics.BUILTIN_ORIGIN`).
-      interpret: None (the default): compiled on a GPU, interpreted elsewhere; True: always the
-        Pallas interpreter; False: always compiled (a GPU only).
+      tol: the stopping threshold (traced).
+      key: the Langevin noise's key (step ``s`` draws ``normal(fold_in(key, s), (T, D))``, as the
+        built-in rule does); no key, no noise.
+      mass_anchor: "token" (:data:`~tokdyn.dynamics.BUILTIN`) or "origin"
+        (:data:`~tokdyn.dynamics.BUILTIN_ORIGIN`), static.
+      interpret: None: compiled on a GPU, interpreted elsewhere; True: always the Pallas interpreter;
+        False: always compiled (a GPU only).
 
     Returns:
       :class:`tokdyn.dynamics.Result`, equal to :func:`tokdyn.dynamics.run`'s to float32 rounding
-      (``state`` the :class:`~tokdyn.dynamics.Motion`). Vmappable: under ``vmap`` each run is one
-      program of the kernel's grid. Not differentiable.
+      (``state`` the :class:`~tokdyn.dynamics.Motion`). Vmappable (one kernel program per run); not
+      differentiable.
     """
     from jax.experimental import pallas as pl
 

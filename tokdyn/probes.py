@@ -317,19 +317,37 @@ def predict(probe: Probe, x):
 
 @_checks.checked_jit(_check_accuracy)
 def accuracy(probe: Probe, x, y, mask=None):
-    """The share of the rows of ``mask`` (default: all) where :func:`predict` equals ``y``; NaN
-    when ``mask`` (a JAX array) selects no row."""
+    """The share of the rows of ``mask`` where :func:`predict` equals ``y``.
+
+    Args:
+      probe: a fitted :class:`Probe`.
+      x: (N, D) real features.
+      y: (N,) integer labels in ``[0, C)`` (on the rows of ``mask``).
+      mask: optional (N,) bool, the scored rows (default: all).
+
+    Returns:
+      A scalar in [0, 1]; NaN when ``mask`` (a JAX array) selects no row.
+    """
     return _accuracy(probe, x, y, mask)
 
 
 @_checks.checked_jit(_check_evaluate, static_argnames=("cfg",))
 def evaluate(key, x, y, train_mask, cfg: Config, hparams: Hparams = Hparams()) -> Scores:
-    """Fit on the rows of ``train_mask``, score on the rest: :class:`Scores` ``(train, held_out)``.
-
-    Arguments as in :func:`fit`; every label must be in range (the held-out ones are scored). Made
-    to be vmapped, e.g. over targets and seeds::
+    """Fit on the rows of ``train_mask`` and score on the rest. Made to be vmapped, e.g. over targets
+    and seeds::
 
         jax.vmap(jax.vmap(lambda k, y: evaluate(k, x, y, train_mask, cfg), (0, None)), (None, 0))(keys, ys)
+
+    Args:
+      key: PRNG key of the initial weights.
+      x: (N, D) real features.
+      y: (N,) integer labels, every one in ``[0, cfg.n_classes)`` (the held-out ones are scored too).
+      train_mask: (N,) bool: True for a training row, False for a held-out one.
+      cfg: :class:`Config` (static).
+      hparams: :class:`Hparams` (traced).
+
+    Returns:
+      :class:`Scores` ``(train, held_out)``, two accuracies.
     """
     probe = _fit(key, x, y, cfg, hparams, train_mask)
     return Scores(train=_accuracy(probe, x, y, train_mask), held_out=_accuracy(probe, x, y, ~train_mask))
@@ -337,19 +355,21 @@ def evaluate(key, x, y, train_mask, cfg: Config, hparams: Hparams = Hparams()) -
 
 @_checks.checked_jit(_check_chance, static_argnames=("n_classes",))
 def chance(y, mask=None, *, n_classes: int, train_mask=None):
-    """The chance accuracy on the rows of ``mask`` (default: all): the share of them holding the
-    most frequent label of the rows of ``train_mask`` (default: of the scored rows themselves).
+    """The chance accuracy on the rows of ``mask``: the share of them holding the most frequent label of
+    the rows of ``train_mask`` (default: of the scored rows themselves; ties go to the lowest label).
 
-    Default (the majority-class rate of the scored rows): the best accuracy any constant prediction
-    reaches on them. A probe whose predictions are independent of the held-out labels (the features
-    carry no information about the target) scores ``sum_c P(predict c) P(y = c)`` in expectation,
-    never more than this rate, so it is the fair upper reference for "nothing learned". With
-    ``train_mask``: the accuracy of always predicting the training majority label (ties: the
-    lowest label), which a probe that learned only the label frequencies reaches; it is at most the
-    default.
+    Without ``train_mask`` it is the majority-class rate of the scored rows, the best accuracy of any
+    constant prediction and the reference for "nothing learned"; with it, the accuracy of always
+    predicting the training majority label, at most the former (see :doc:`/concepts/diagnostics`).
 
-    ``n_classes`` is static; every label must be in ``[0, n_classes)``. NaN when ``mask`` (a JAX
-    array) selects no row.
+    Args:
+      y: (N,) integer labels, every one in ``[0, n_classes)``.
+      mask: optional (N,) bool, the scored rows (default: all).
+      n_classes: C >= 2 (static).
+      train_mask: optional (N,) bool, the rows whose majority label is predicted.
+
+    Returns:
+      A scalar; NaN when ``mask`` (a JAX array) selects no row.
     """
     y = jnp.asarray(y)
     w = _weights(mask, y.shape[0], jnp.float32)

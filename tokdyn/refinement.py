@@ -3,101 +3,29 @@ on its evidence lower bound, as an update rule (:data:`REFINEMENT`, a :class:`to
 
 A stronger fixed baseline for the token dynamics, in the spirit of iterative variational inference
 (IODINE refines its slots by gradient steps on an ELBO; here the model is fixed, so the refinement
-is the classical one): the tokens are the means of a mixture, and each step of the rule moves them,
-and the mixture's scales and weights, uphill on the mixture's evidence.
-
-**The model.** Tokens :math:`\mu_j` (T, D) are the means of
+is the classical one). The tokens :math:`\mu_j` (T, D) are the means of
 
 .. math::
 
    p(x) = \sum_j \pi_j\, \mathcal N(x;\ \mu_j,\ \sigma_j^2 I_D), \qquad \sigma_j = e^{s_j},
 
-fitted to the run's valid points :math:`x_i` with weights :math:`w_i` (1 valid, 0 padded:
-padded points never count). The state (:class:`Mixture`) carries the means (``tokens``), one
-log-scale per token :math:`s_j` (``log_scale``, (T,), isotropic) and the log mixing weights
-:math:`\log \pi_j` (``log_weight``, (T,)). The mixing weights are *learned*, not held uniform: the
-EM of a mixture updates them, so that at step size 1 the rule is exactly the classical EM of a
-spherical Gaussian mixture (scikit-learn's ``GaussianMixture(covariance_type="spherical")``, a
-reference the tests compare with), and a token that explains no point loses its weight instead
-of keeping a share it does not use.
-
-**The objective** (maximised, never negated):
-
-.. math::
-
-   F(\theta) = \sum_i w_i \log \sum_j \pi_j\, \mathcal N(x_i;\ \mu_j, \sigma_j^2 I)
-               + \sum_j \log p(s_j), \qquad
-   \log p(s) = -\frac{\kappa D}{2}\left(e^{-2(s - s_0)} + 2(s - s_0) - 1\right),
-
-the log-likelihood of the weighted points plus a log-prior on each scale (0 at its location
-:math:`s_0`; :func:`objective`). The prior counts as :math:`\kappa` pseudo-points per token at a
-mean squared distance :math:`D e^{2 s_0}` from it (an inverse-gamma prior on :math:`\sigma^2`,
-mode :math:`e^{2 s_0}`; near :math:`s_0` a Gaussian in :math:`s` of precision :math:`2\kappa D`).
-For any responsibilities :math:`q`, :math:`F(\theta) \ge \mathcal L(q, \theta) = \sum_i w_i
-\sum_j q_{ij} [\log \pi_j \mathcal N(x_i; \mu_j, \sigma_j^2 I) - \log q_{ij}] + \sum_j \log
-p(s_j)`, the evidence lower bound, with equality at the E-step posterior :math:`q = r`: :math:`F`
-is the ELBO at the posterior, and has the same gradient in :math:`\theta` there
-(:func:`gradient`: the analytic gradient, equal to ``jax.grad`` of :func:`objective`).
-
-**One step** (step size :math:`\alpha` = ``step_size``, :math:`\kappa` = ``prior_strength``,
-:math:`s_0` = ``prior_log_scale``, :math:`\epsilon = 10^{-8}` = :data:`tokdyn.dynamics.EPS_MASS`):
-
-1. E-step: :math:`\ell_{ij} = \log \pi_j - D s_j - \|x_i - \mu_j\|^2 / (2\sigma_j^2)` (the shared
-   constant dropped; squared distances in the exact form :math:`\sum_d (x_{id} - \mu_{jd})^2`),
-   shifted by each point's largest; :math:`r_{ij} = w_i\, \mathrm{softmax}_j(\ell_{ij})`;
-   :math:`N_j = \sum_i r_{ij}`, :math:`N = \sum_i w_i`.
-2. With :math:`r` held, a preconditioned gradient step on :math:`\mathcal L(r, \cdot)` (the bound
-   that touches :math:`F` at the current :math:`\theta`), block by block; the preconditioners are
-   those under which EM is gradient ascent (Xu & Jordan 1996, *Neural Computation* 8:129):
-
-   * weights: :math:`\pi_j \leftarrow \pi_j + \alpha(\pi^*_j - \pi_j)`, :math:`\pi^*_j = (N_j +
-     \epsilon\pi_j)/(N + \epsilon)`: the step :math:`P\,\partial\mathcal L/\partial\pi` with
-     :math:`P = (\mathrm{diag}\,\pi - \pi\pi^\top)/N`;
-   * means: :math:`\mu_j \leftarrow \mu_j + \alpha \sum_i r_{ij}(x_i - \mu_j) / (N_j + \epsilon)`,
-     the gradient :math:`\partial F/\partial\mu_j = \sum_i r_{ij}(x_i - \mu_j)/\sigma_j^2` divided
-     by the token's responsibility mass over its variance, :math:`(N_j + \epsilon)/\sigma_j^2`;
-   * variances :math:`v_j = \sigma_j^2`, at the new means: :math:`v_j \leftarrow v_j + \alpha(v^*_j
-     - v_j)`, :math:`v^*_j = (S_j/D + \kappa e^{2 s_0} + \epsilon v_j)/(N_j + \kappa + \epsilon)`,
-     :math:`S_j = \sum_i r_{ij}\|x_i - \mu_j^{\rm new}\|^2`: the step :math:`P\,\partial\mathcal
-     L/\partial v_j` with :math:`P = 2 v_j^2 / (D(N_j + \kappa + \epsilon))`. Stored as
-     :math:`s_j \leftarrow s_j + \tfrac12 \log(1 + \alpha(v^*_j/v_j - 1))`.
-
-3. **Step size 1 is one EM step**: each block then lands on the maximiser of :math:`\mathcal
-   L(r, \cdot)`, so the step is an EM iteration (the MAP-EM of the prior; with :math:`\kappa = 0`
-   the classical EM of a spherical Gaussian mixture, up to the :math:`\epsilon`'s relative
-   :math:`10^{-8}/N_j`). For :math:`\alpha \in (0, 1]` each block moves toward its maximiser on a
-   line along which :math:`\mathcal L(r, \cdot)` rises monotonically, so :math:`\mathcal L`, and by
-   the EM argument :math:`F`, never decreases: the objective is non-decreasing along every run
-   (exact arithmetic; the clamps below aside).
-
-**Robust by construction.** The :math:`\epsilon` anchors make a token with no mass stay where
-it is (its mean exactly; its variance too when :math:`\kappa = 0`, else it moves toward the
-prior's; its weight decays); the logits are shifted by each point's largest and kept finite
-(never ``inf - inf``); every step keeps :math:`s_j` in [:data:`LOG_SCALE_MIN`,
-:data:`LOG_SCALE_MAX`] = [-20, 20] (:math:`\sigma \in [2 \cdot 10^{-9}, 5 \cdot 10^8]`: data whose
-spread lies outside is resolved as if at the bound) and :math:`\log\pi_j \ge` :data:`LOG_WEIGHT_MIN`
-= -50 (a token that lost its points can win them back); padded points are set to 0 before any
-arithmetic (whatever they hold); squared distances that overflow are capped at the largest float.
-So valid input, however extreme (one token, identical points, coordinates from 1e-6 to 1e15 in
-float32, a tiny or strong prior), gives finite states. Half precision is computed in float32.
-
-**Initial state** (:func:`init`): the means are the given tokens, the weights uniform, and every
-log-scale the same, from the data: the variance that the same prior's M-step gives when each valid
-point belongs to its nearest initial token, :math:`v = (\sum_i w_i \min_j \|x_i - t_j\|^2 / D +
-\kappa e^{2 s_0}) / (N + \kappa)` (:math:`e^{2 s_0}` when :math:`N + \kappa = 0`): with
-:math:`\kappa = 0` the points' spread around the initial tokens (so the rule is equivariant under
-translations and scalings of the data: every other :math:`\epsilon` is a relative weight), with a
-strong prior its location.
+fitted to the run's valid points; the state (:class:`Mixture`) carries the means (``tokens``), one
+log-scale per token (``log_scale``, (T,)) and the learned log mixing weights (``log_weight``,
+(T,)). Each step is the E-step, then preconditioned gradient steps of size ``step_size`` on the
+weights, the means and (at the new means) the variances, uphill on :func:`objective`: the
+log-likelihood of the valid points plus a log-prior on each scale (``prior_log_scale``,
+``prior_strength``; :class:`Hparams`). At step size 1 a step is exactly one EM step (with no prior,
+the EM of scikit-learn's ``GaussianMixture(covariance_type="spherical")``); for any step size in
+(0, 1] the objective never decreases. The equations, the initial state (:func:`init`) and the
+clamps that keep any valid input finite are on the concept page :doc:`/concepts/token-dynamics`.
 
 **As a rule.** :data:`REFINEMENT` runs in :func:`tokdyn.dynamics.run`, :func:`~tokdyn.dynamics.run_fixed`,
 :func:`~tokdyn.dynamics.trajectory`, :class:`tokdyn.engine.runs.ClusterRun` and the sweeps,
 its knobs (:class:`Hparams`) traced: every setting and every sweep over them share one
 compilation. Its movement (what ``tol`` is compared with, ``Result.velocity``) is the change of the
 means; it may stop after step :math:`s` once :math:`(s + 1)\alpha \ge 1` (the steps taken add up
-to one EM step: a small step size moves the means little per step, and would otherwise pass the
-movement test on its first steps); its ``check`` refuses host knob values out of range before
-anything is traced. The loop's labels (``Result.labels``) are the nearest final means; the
-mixture's own assignment (the most responsible token, which weighs the scales and weights in)
+to one EM step); its ``check`` refuses host knob values out of range before anything is traced.
+The loop's labels (``Result.labels``) are the nearest final means; the mixture's own assignment
 is :func:`labels` of the final state (``Result.state``). It draws no noise: the key is unused.
 
 Transformations: :func:`init`, :func:`step`, :func:`objective` and :func:`gradient` are
@@ -132,25 +60,20 @@ __all__ = ["Hparams", "Mixture", "REFINEMENT", "init", "step", "movement", "may_
 @dataclasses.dataclass(frozen=True)
 class Hparams:
     """The refinement rule's knobs; every leaf is traced (one value per run: a scalar), so every
-    setting and every sweep over them share one compilation. See the module docstring for the
-    equations.
+    setting and every sweep over them share one compilation.
 
     Attributes:
       step_size: alpha in (0, 1]: the fraction of the way to the EM update that each block moves
         per step (its gradient, preconditioned; 1 = one EM step).
-      prior_log_scale: s0 in [LOG_SCALE_MIN, LOG_SCALE_MAX] = [-20, 20]: the prior's location, the
-        log of the scale (per-coordinate standard deviation) a token is expected to have.
-      prior_strength: kappa >= 0: the prior's weight in pseudo-points per token (near s0 a
-        Gaussian in the log-scale of precision ``2 kappa D``); 0 = maximum likelihood. It also sets
-        the initial scale (:func:`init`).
+      prior_log_scale: s0 in [LOG_SCALE_MIN, LOG_SCALE_MAX] = [-20, 20]: the prior's location, the log
+        of the per-coordinate standard deviation a token is expected to have (``log(noise)`` on
+        Gaussian clusters of that standard deviation).
+      prior_strength: kappa >= 0: the prior's weight in pseudo-points per token; 0 = maximum
+        likelihood. It also sets the initial scale (:func:`init`).
 
-    The defaults, ``(1, 0, 1)``: EM steps, with a prior worth one point at scale 1 (a token whose
-    points all coincide keeps a positive variance). Set ``prior_log_scale`` to the log of the
-    spread you expect of one group (``log(noise)`` on Gaussian clusters of that standard
-    deviation). Host values out of range are refused before anything is traced (:meth:`validate`,
-    a ``ValueError`` naming the knob); a traced value out of range (which cannot be refused) makes
-    the run's state NaN from its start (:meth:`in_range`), so that it reports NaN tokens, labels -1
-    and NaN metrics, and never converges.
+    The defaults, ``(1, 0, 1)``: EM steps, with a prior worth one point at scale 1. Host values out
+    of range are a ``ValueError`` naming the knob (:meth:`validate`); a traced value out of range makes
+    the run's state NaN from its start (:meth:`in_range`): NaN tokens, labels -1, never converged.
     """
 
     step_size: jax.Array | float = 1.0
@@ -250,9 +173,10 @@ def _nan_unless(ok, state: Mixture) -> Mixture:
 
 def init(points: dynamics.Points, tokens, hparams: Hparams) -> Mixture:
     """The rule's initial state (the ``init`` of :data:`REFINEMENT`): the given (T, D) ``tokens``
-    as means, uniform weights, and one shared log-scale from the data and the prior (the module
-    docstring, "Initial state"). A traced knob out of range gives a NaN state. A plain traceable
-    function of a :class:`tokdyn.dynamics.Points`."""
+    as means, uniform weights, and one shared log-scale from the data and the prior (its formula is on
+    :doc:`/concepts/token-dynamics`). A traced knob out of range gives a NaN state. A plain traceable
+    function of a :class:`tokdyn.dynamics.Points`.
+    """
     dtype = tokens.dtype
     n_tokens, dim = tokens.shape
     x_t = _points_t(points)
@@ -288,11 +212,20 @@ def _scale_ratio_step(log_scale, spread, mass, hparams: Hparams, dim: int):
 
 
 def step(state: Mixture, points: dynamics.Points, hparams: Hparams, step, key) -> Mixture:
-    """One refinement step (the ``step`` of :data:`REFINEMENT`; the module docstring, "One step"):
-    the E-step at ``state``, then preconditioned gradient steps of size ``hparams.step_size`` on
-    the weights, the means and, at the new means, the scales. ``step`` and ``key`` are unused (the
-    rule is the same at every step and draws nothing). Returns a :class:`Mixture` of the same
-    shapes and dtypes."""
+    """One refinement step (the ``step`` of :data:`REFINEMENT`): the E-step at ``state``, then
+    preconditioned gradient steps of size ``hparams.step_size`` on the weights, the means and, at the
+    new means, the scales.
+
+    Args:
+      state: the current :class:`Mixture` ((T, D) means, (T,) log-scales, (T,) log-weights).
+      points: a :class:`tokdyn.dynamics.Points` (N points of dimension D, and their mask).
+      hparams: the :class:`Hparams` (traced).
+      step: unused (the rule is the same at every step).
+      key: unused (the rule draws nothing).
+
+    Returns:
+      The next :class:`Mixture`, of the same shapes and dtypes.
+    """
     del step, key
     mu, s, lw = state.tokens, state.log_scale, state.log_weight
     dtype, dim = mu.dtype, mu.shape[1]
@@ -386,13 +319,13 @@ def _log_prior(log_scale, hparams: Hparams, dim: int):
 def objective(x, state: Mixture, hparams: Hparams | None = None, mask=None):
     r"""The objective :math:`F` that the rule ascends: the log-likelihood of the valid points under
     the mixture ``state`` (the normal densities' constant :math:`-\tfrac D2 \log 2\pi` included),
-    plus the log-prior of every log-scale (0 at its location; the module docstring). It equals the
-    evidence lower bound at the E-step posterior. The weights are ``softmax(state.log_weight)``.
+    plus the log-prior of every log-scale (0 at its location). It equals the evidence lower bound at
+    the E-step posterior. The weights are ``softmax(state.log_weight)``.
 
     Args:
       x: (N, D) points.
       state: a :class:`Mixture` ((T, D) means, (T,) log-scales, (T,) log-weights).
-      hparams: the knobs (:class:`Hparams`; only the prior's enter); default ``Hparams()``.
+      hparams: the knobs (:class:`Hparams`, traced; only the prior's enter); default ``Hparams()``.
       mask: optional (N,) bool; padded points do not count.
 
     Returns:
@@ -410,17 +343,18 @@ def objective(x, state: Mixture, hparams: Hparams | None = None, mask=None):
 
 @_checks.checked_jit(_check_objective)
 def gradient(x, state: Mixture, hparams: Hparams | None = None, mask=None) -> Mixture:
-    r"""The gradient of :func:`objective` in the state, in closed form, as a :class:`Mixture`:
+    """The gradient of :func:`objective` in the state, in closed form (the formulas are on
+    :doc:`/concepts/token-dynamics`); the rule's steps are these gradients, preconditioned.
 
-    * ``tokens``: :math:`\partial F/\partial\mu_j = \sum_i r_{ij}(x_i - \mu_j)/\sigma_j^2`;
-    * ``log_scale``: :math:`\partial F/\partial s_j = \sum_i r_{ij}\|x_i - \mu_j\|^2/\sigma_j^2 - D N_j
-      + \kappa D (e^{2(s_0 - s_j)} - 1)`;
-    * ``log_weight``: :math:`\partial F/\partial \log\pi_j = N_j - N \pi_j` (the weights as
-      ``softmax(log_weight)``),
+    Args:
+      x: (N, D) points.
+      state: a :class:`Mixture` ((T, D) means, (T,) log-scales, (T,) log-weights).
+      hparams: the knobs (:class:`Hparams`, traced; only the prior's enter); default ``Hparams()``.
+      mask: optional (N,) bool; padded points do not count.
 
-    with :math:`r` the E-step posterior at ``state``, :math:`N_j = \sum_i r_{ij}` and :math:`N` the
-    number of valid points. The rule's steps are these gradients, preconditioned (the module
-    docstring). Arguments as :func:`objective`.
+    Returns:
+      A :class:`Mixture` of the state's shapes holding the gradient in each field: in the means, in
+      the log-scales, and in the log-weights (the weights being ``softmax(log_weight)``).
     """
     points = dynamics.Points.of(x, mask)
     state = _float_state(state, points.x.dtype)

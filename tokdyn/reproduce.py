@@ -362,7 +362,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
         if name not in MODULES:
             raise ValueError(f"configs: unknown study {name!r}; choose from {', '.join(STUDIES)}")
     plan = [(name, configs.get(name) or study_config(name, cfg.quick, out)) for name in cfg.studies]
-    for name, c in plan:  # every configuration checked before any study runs
+    for _name, c in plan:  # every configuration checked before any study runs
         c.validate()
     top = S.Study.open(out, STUDY, cfg, fresh=fresh, selection=("studies",), quiet=quiet)
     old = {}

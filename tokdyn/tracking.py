@@ -1,4 +1,4 @@
-r"""Token dynamics through time: tokens that follow the objects of a sequence of frames.
+"""Token dynamics through time: tokens that follow the objects of a sequence of frames.
 
 A sequence is ``frames`` (F, N, D), the points of every frame padded to one size N with a
 ``mask`` (F, N) (per-frame pixel features of a video, the points of a moving-clusters sequence,
@@ -9,61 +9,21 @@ every frame, as one ``lax.scan`` over the frames with :func:`tokdyn.dynamics.run
 :func:`tokdyn.dynamics.init_tokens` from its own points; every later frame starts from a
 *prediction* made from the frames before it, chosen by the traced knob ``predictor`` of
 :class:`Hparams` (an index into :data:`PREDICTORS`), so one compiled function runs them all and a
-sweep compares them without recompiling. Writing :math:`t_f` for frame :math:`f`'s final tokens
-and :math:`s_f` for where its run starts:
+sweep compares them without recompiling:
 
-``reinit`` (0), the baseline
-  :math:`s_f` is drawn afresh from frame :math:`f`'s points, as frame 0's are (``init`` method,
-  the frame's own key, :func:`frame_keys`): every frame is a separate run and token ``j`` of one
-  frame has nothing to do with token ``j`` of the next.
-``carry`` (1)
-  :math:`s_f = t_{f-1}`: the tokens start where the last frame left them.
-``velocity`` (2), constant velocity
-  :math:`s_f = t_{f-1} + (t_{f-1} - t_{f-2})`: each token's displacement over the last frame is
-  added to its carried position (0 on the first carried frame, where there is no displacement yet).
-``inertia`` (3)
-  :math:`s_f = t_{f-1}`, and the rule's own state besides the tokens (the built-in rule: its
-  velocity) is carried too, scaled by the traced ``decay``: each such leaf starts at
-  ``init + decay * (final_{f-1} - init)``, ``init`` being what the rule's ``init`` gives (the
-  built-in rule: velocity 0, so it starts at ``decay * v_{f-1}``). ``decay = 0`` is ``carry``.
+- ``reinit`` (0), the baseline: fresh tokens drawn from the frame's own points, as frame 0's are
+  (the frame's own key, :func:`frame_keys`);
+- ``carry`` (1): the last frame's final tokens;
+- ``velocity`` (2): those plus each token's displacement over the last frame (constant velocity);
+- ``inertia`` (3): carry, with the rule's own state besides the tokens (the built-in rule: its
+  velocity) carried too, scaled by the traced ``decay``; ``decay = 0`` is carry.
 
-  For the built-in rule the carried velocity enters the first step as :math:`\beta \cdot`
-  ``decay`` :math:`\cdot v_{f-1}` (``momentum`` :math:`\beta`): at ``momentum = 0`` inertia *is*
-  carry, exactly. And a frame that ran to convergence ends with every velocity coordinate below
-  ``tol`` (that is the stopping test), so after converged frames inertia differs from carry by
-  less than ``momentum * decay * tol`` per coordinate. Inertia matters when frames get a budget
-  of steps too small to converge (a small ``n_steps``, as in online tracking), where the final
-  velocity still carries the motion.
-
-**Repulsion across time** (``separation`` :math:`r`, data units, traced; 0 = off): every carried
-prediction (``carry``, ``velocity``, ``inertia``; not ``reinit``, whose tokens are fresh draws) is
-pushed apart before the frame's run, one Jacobi pass of :func:`separate`: every pair of tokens
-closer than :math:`r` moves apart along its difference, each token by half the shortfall. It
-keeps tokens that merged while their objects overlapped (an occlusion, two blobs crossing) from
-starting the next frame on top of each other, where the symmetric rule would keep them merged.
-We chose a bounded minimum-separation push over a Coulomb kick :math:`\gamma/r^2`, whose size
-explodes as two carried tokens coincide (the rule's own ``repulsion`` knob keeps acting inside
-every frame either way); its scale, a distance, reads in the data's units.
-
-**Empty frames.** A frame with no valid point (an all-False row of ``mask``) is skipped: the carry
-(tokens, displacement, rule state) stays as it was; the frame reports the carried tokens, labels
--1, 0 steps, ``converged`` True and a zero displacement. Before the first frame with a valid point
-there are no tokens: such leading frames report NaN tokens (labels -1), and the first frame with
-points is initialised as frame 0 is, whatever the predictor.
-
-**Identities.** A carried token is its own identity: token ``j`` of every frame is one track, so
-labels compare across frames as they are. The ``reinit`` baseline has no such link; its tracks are
-made by association, as tracking-by-detection does: :func:`track_labels` with ``match=True``
-matches each frame's tokens to the last frame's one to one (squared distance, an optimal
-assignment by :func:`tokdyn.assignment.linear_assignment`) and chains the matches into stable
-ids. Matching is the fair baseline: without it, a re-initialised token's index is an arbitrary draw
-and its identity score measures nothing but that. :class:`tokdyn.engine.runs.TrackRun` reports the
-identity score both ways for every predictor (``identity``: token indices as ids; ``identity_matched``:
-chained matching).
-
-Keys: frame ``f`` draws its initial tokens from ``fold_in(fold_in(key, f), 0)`` and hands
-``fold_in(fold_in(key, f), 1)`` to the rule (the built-in rule's Langevin noise), see
-:func:`frame_keys`, so a frame's randomness does not depend on the sequence's length.
+Every carried prediction can be pushed apart before its frame's run (``separation``,
+:func:`separate`); a frame with no valid point is skipped. A carried token is its own identity
+(token ``j`` of every frame is one track); the ``reinit`` baseline gets its identities by
+association (:func:`track_labels` with ``match=True``). The concept page :doc:`/concepts/tracking`
+has the details: what inertia does through the rule's momentum, the bounded push, empty frames,
+keys, and why matching is the fair baseline.
 
 Transformations: :func:`track` is jitted and vmappable (over keys, sequences and knobs), callable
 inside a user's ``jit``/``vmap``/``shard_map`` (JAX's default ``check_vma=True`` included: the scan
@@ -112,11 +72,9 @@ class Hparams:
       separation: the minimum distance enforced between carried tokens before each frame
         (:func:`separate`, in data units), >= 0; 0 = off. Not applied to ``reinit``.
 
-    Host values out of range are refused before anything is traced (:meth:`validate`, a
-    ``ValueError`` naming the field); traced ones (a sweep's axes, a user's ``vmap``) cannot be,
-    so a run with any of them out of range (a predictor that is not a whole number in [0, 3],
-    ``decay`` outside [0, 1], a negative ``separation``, any NaN or infinity) starts every frame
-    at NaN tokens: labels -1 and NaN scores, never plausible numbers.
+    Host values out of range are a ``ValueError`` naming the field (:meth:`validate`); with a traced
+    one out of range (a predictor that is not a whole number in [0, 3], ``decay`` outside [0, 1], a
+    negative ``separation``, NaN or infinity) every frame starts at NaN tokens: labels -1, NaN scores.
     """
 
     predictor: Any = CARRY
@@ -241,7 +199,7 @@ class CarriedKnobs:
 
 
 def _tokens_leaf(state):
-    return state if isinstance(state, jax.Array) else getattr(state, "tokens")
+    return state if isinstance(state, jax.Array) else state.tokens
 
 
 def _blend(fresh, carried, weight):
@@ -345,31 +303,30 @@ def _check_track(key, frames, hparams, rule_hparams, n_tokens, rule, mask, init,
 @_checks.checked_jit(_check_track, static_argnames=("n_tokens", "rule", "init", "n_steps", "fixed"))
 def track(key, frames, hparams=None, rule_hparams=None, *, n_tokens: int, rule: dynamics.Rule = dynamics.BUILTIN,
           mask=None, init: str = "data", init_scale=1.0, n_steps: int = 30, tol=1e-3, fixed: bool = False) -> Track:
-    """Run an update rule on every frame of a sequence, each frame starting from a prediction
-    made from the frames before it (see the module docstring).
+    """Run an update rule on every frame of a sequence, each frame after the first starting from a
+    prediction made from the frames before it (see the module docstring).
 
     Args:
       key: PRNG key (:func:`frame_keys` derives each frame's).
       frames: (F, N, D) points of every frame (padded rows: any finite values).
-      hparams: the temporal knobs, :class:`Hparams` (traced): the predictor, ``decay``,
-        ``separation``. Default ``Hparams()``: carry.
-      rule_hparams: the rule's knobs (traced; the built-in rule: a :class:`tokdyn.dynamics.Hparams`).
+      hparams: the temporal knobs, :class:`Hparams` (traced). Default ``Hparams()``: carry.
+      rule_hparams: the rule's knobs (traced; for the built-in rule a :class:`tokdyn.dynamics.Hparams`).
         Default ``rule.hparams``.
-      n_tokens: tokens T (static).
+      n_tokens: T, the number of tokens (static).
       rule: the update rule (static), default :data:`tokdyn.dynamics.BUILTIN`.
       mask: optional (F, N) bool, False on padded points; a frame without a True entry is skipped.
-      init: how frame 0 (and every frame under ``reinit``) draws its tokens from its own points, a
-        method of :func:`tokdyn.dynamics.init_tokens` (static); ``init_scale`` its scale (traced).
+      init: the :func:`tokdyn.dynamics.init_tokens` method by which frame 0 (and every frame under
+        ``reinit``) draws its tokens from its own points (static).
+      init_scale: that method's scale (traced).
       n_steps: the most steps per frame (static).
-      tol: the convergence threshold of each frame's run (traced).
+      tol: each frame's convergence threshold (traced).
       fixed: static; False: each frame is a :func:`tokdyn.dynamics.run` (early stop); True: a
-        :func:`tokdyn.dynamics.run_fixed` (the same run as a fixed-length scan: reverse-mode
-        differentiable, costs ``n_steps`` steps per frame).
+        :func:`tokdyn.dynamics.run_fixed` (reverse-mode differentiable; ``n_steps`` steps per frame).
 
     Returns:
-      :class:`Track`. Frame ``f`` is ``dynamics.run(frames[f], start[f], ..., key=frame_keys(key,
-      f)[1])`` with ``start[f]`` the prediction, so a one-frame sequence is a single run from
-      ``init_tokens(frame_keys(key, 0)[0], ...)``.
+      :class:`Track`, one entry per frame. Frame ``f`` is ``dynamics.run(frames[f], start[f], ...,
+      key=frame_keys(key, f)[1])`` with ``start[f]`` the prediction, so a one-frame sequence is a
+      single run from ``init_tokens(frame_keys(key, 0)[0], ...)``.
     """
     frames = _float(frames)
     n_frames, n_points, dim = frames.shape
@@ -443,21 +400,16 @@ def track_labels(tokens, labels, match=True):
 
     Args:
       tokens: (F, T, D) each frame's tokens (``tokens`` of a :class:`Track`).
-      labels: (F, N) int the token index of every point (``labels`` of a :class:`Track`; -1 = none).
-      match: bool (traced, so ``match=hparams.predictor == PREDICTORS["reinit"]`` works in a sweep).
-        False: token ``j`` is track ``j`` in every frame (carried tokens are their own identity).
-        True: frame ``f``'s tokens are matched one to one to frame ``f - 1``'s, minimising the total
-        squared distance (:func:`tokdyn.assignment.linear_assignment` on minus the squared
-        distances: optimal, ties broken by the auction), and each token takes the track of its
-        match; frame 0's token ``j`` starts track ``j``. A frame whose tokens or the last frame's
-        are not all finite (before the first frame with points) keeps the last frame's tracks by index.
+      labels: (F, N) int, the token index of every point (``labels`` of a :class:`Track`; -1 = none).
+      match: bool, may be traced (``match=hparams.predictor == PREDICTORS["reinit"]`` in a sweep).
+        False: token ``j`` is track ``j`` in every frame. True: frame 0's token ``j`` starts track
+        ``j``, and each later frame's tokens are matched one to one to the last frame's, least total
+        squared distance (:func:`tokdyn.assignment.linear_assignment`), taking their matches' tracks;
+        a frame whose tokens or the last frame's are not all finite keeps the last frame's tracks.
 
     Returns:
       ``(ids, token_ids)``: (F, N) int32 the track of every point (-1 where ``labels`` is -1) and
       (F, T) int32 the track of every token in each frame (a permutation of ``0 .. T-1``).
-
-    Jitted and vmappable; under ``jax.shard_map`` only with ``check_vma=False``, as
-    :func:`tokdyn.assignment.linear_assignment` (whose auction loop starts from constants).
     """
     tokens = _float(tokens)
     n_frames, n_tokens, _ = tokens.shape

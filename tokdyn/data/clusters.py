@@ -146,16 +146,21 @@ def _draw(key, M, P, D, centers):
 @_checks.checked_jit(_check_draw, static_argnames=("max_clusters", "points_per_cluster", "dim", "centers"))
 def cluster_draw(key: jax.Array, *, max_clusters: int, points_per_cluster: int = 50, dim: int = 16,
                  centers: str = "uniform") -> ClusterDraw:
-    """The random part of :func:`gaussian_clusters` for ``max_clusters`` clusters (all static but
-    the key): ``clusters_from_draw(cluster_draw(key, ...), K, noise=..., center_box=...)`` equals
-    ``gaussian_clusters(key, K, ..., max_clusters=...)`` (labels, mask and ``init_noise`` bit for
-    bit; the points up to one rounding, as XLA may or may not fuse ``center_box * c + noise * z``
-    into one multiply-add depending on what it is compiled with).
+    """The random part of :func:`gaussian_clusters`: ``clusters_from_draw(cluster_draw(key, ...), K,
+    noise=..., center_box=...)`` equals ``gaussian_clusters(key, K, ..., max_clusters=...)`` (the
+    points up to one rounding). One ``random.bits`` call, of which cluster k uses only its own block,
+    so it depends only on the key and k (:doc:`/concepts/token-dynamics`, "Data and scores").
 
-    All randomness comes from one ``random.bits`` call of shape (M, P + 1, D + 1): rows ``:P`` are
-    the points' noise, row ``P`` the centre, column ``D`` of rows ``:P`` the per-point
-    ``init_noise``. One call keeps compile time low; cluster k uses only block k, so it depends
-    only on the key and k (this relies on JAX's default ``jax_threefry_partitionable=True``)."""
+    Args:
+      key: PRNG key.
+      max_clusters: M, the clusters drawn (static).
+      points_per_cluster: P (static).
+      dim: D (static).
+      centers: "uniform" or "normal" (static; see :func:`gaussian_clusters`).
+
+    Returns:
+      A :class:`ClusterDraw`: (M, D) unit centres, (M, P, D) noise, (M * P,) ``init_noise``.
+    """
     return _draw(key, max_clusters, points_per_cluster, dim, centers)
 
 
@@ -191,15 +196,22 @@ def _check_from_draw(draw, n_clusters, noise, center_box, dtype=jnp.float32):
 
 @_checks.checked_jit(_check_from_draw, static_argnames=("dtype",))
 def clusters_from_draw(draw: ClusterDraw, n_clusters, *, noise=0.3, center_box=10.0, dtype=jnp.float32) -> Clusters:
-    """The clusters of a :class:`ClusterDraw` at a cluster count, noise and centre scale (all may be
-    traced): ``max_clusters * P`` rows, clusters ``k >= n_clusters`` masked out. Costs one
-    multiply-add per coordinate: no random bits.
+    """The clusters of a :class:`ClusterDraw` at a cluster count, noise and centre scale: one
+    multiply-add per coordinate, no random bits.
 
-    ``n_clusters`` must be a whole number in ``[1, M]`` (M: the draw's clusters). A host value
-    outside is a ``ValueError`` naming ``n_clusters``; a traced one cannot be refused and gives
-    **NaN in every row of x** (padded rows included; labels and mask as computed from the count),
-    so a run on it reports NaN, never a result for a different cluster count. ``dtype``: of ``x``
-    (static; :data:`FLOAT_DTYPES`, computed in float32 and cast, see :func:`float_dtype`)."""
+    Args:
+      draw: a :class:`ClusterDraw` of M clusters of P points in D dimensions.
+      n_clusters: K, a whole number in ``[1, M]``; may be traced. A host value outside is a
+        ``ValueError`` naming ``n_clusters``; a traced one gives NaN in every row of ``x`` (padded rows
+        included), so a run on it reports NaN, never a result for another cluster count.
+      noise: every cluster's standard deviation, >= 0 (may be traced).
+      center_box: the centres' scale, >= 0 (may be traced).
+      dtype: of ``x`` (static; one of :data:`FLOAT_DTYPES`, computed in float32 and cast, see
+        :func:`float_dtype`).
+
+    Returns:
+      :class:`Clusters` of ``M * P`` rows, clusters ``k >= n_clusters`` masked out.
+    """
     return _from_draw(draw, n_clusters, noise, center_box, dtype)
 
 
@@ -216,42 +228,28 @@ def gaussian_clusters(
     max_clusters: int | None = None,
     dtype=jnp.float32,
 ) -> Clusters:
-    """Isotropic Gaussian clusters with known labels (the ``make_blobs`` family).
-
-    Cluster ``k`` has centre ``c_k`` and points ``c_k + noise * z`` with ``z ~ N(0, I_D)``.
-    Centres are drawn uniformly from ``[-center_box, center_box]^D`` (``centers="uniform"``,
-    as scikit-learn's ``make_blobs``) or as ``center_box * N(0, I_D)`` (``centers="normal"``).
-
-    Cluster ``k`` depends only on the key and k (for given P and D), so the first ``K`` clusters
-    are the same whatever ``n_clusters`` or ``max_clusters`` is: a dataset with K=3 is the K=5
-    dataset with two clusters removed (common random numbers across conditions). The random part
-    is :func:`cluster_draw`, the rest :func:`clusters_from_draw`: conditions that share a key can
-    share one draw.
+    """Isotropic Gaussian clusters with known labels (the ``make_blobs`` family): cluster ``k`` has
+    centre ``c_k`` and points ``c_k + noise * z``, ``z ~ N(0, I_D)``. Cluster ``k`` depends only on the
+    key and k, so the first K clusters are the same whatever ``n_clusters`` or ``max_clusters`` is
+    (common random numbers; :doc:`/concepts/token-dynamics` has the draw and a validation set).
 
     Args:
       key: PRNG key.
-      n_clusters: number of clusters K. A static int, or, when ``max_clusters`` is given, an int
-        that may be traced (1 <= K <= max_clusters). A host value out of that range is a
-        ``ValueError`` naming ``n_clusters``; a traced one gives NaN in every row of ``x`` (see
-        :func:`clusters_from_draw`).
-      points_per_cluster: points per cluster P (static).
-      dim: dimension D (static).
-      noise: standard deviation of every cluster (may be traced).
-      center_box: half-width (uniform) or scale (normal) of the centre distribution (may be traced).
-      centers: ``"uniform"`` or ``"normal"`` (static).
-      max_clusters: if given, the output always has ``max_clusters * P`` rows and clusters
-        ``k >= n_clusters`` are masked out, so different K share one shape (static).
-      dtype: of ``x`` (static): float32 (default), float16, bfloat16, or float64 (needs x64). The
-        random numbers are drawn in float32 / uint32 and the points computed in float32, then cast:
-        the same key gives the same clusters with and without ``JAX_ENABLE_X64`` (a float64 ``x``
-        holds the float32 values exactly).
-
-    A validation set from the same task (same centres, new points) is not ``gaussian_clusters(new_key)``,
-    which draws new centres too: draw the centres' key's :func:`cluster_draw` and replace its noise,
-    ``dataclasses.replace(draw, z=cluster_draw(new_key, ...).z)`` (see the getting-started page).
+      n_clusters: K, a static int, or, when ``max_clusters`` is given, an int that may be traced
+        (1 <= K <= max_clusters; a traced one outside gives NaN in every row of ``x``).
+      points_per_cluster: P (static).
+      dim: D (static).
+      noise: every cluster's standard deviation, >= 0 (may be traced).
+      center_box: half-width (uniform) or scale (normal) of the centres' distribution (may be traced).
+      centers: "uniform" (``[-center_box, center_box]^D``, as ``make_blobs``) or "normal"
+        (``center_box * N(0, I_D)``); static.
+      max_clusters: if given, the output has ``max_clusters * P`` rows and clusters ``k >= n_clusters``
+        are masked out, so different K share one shape (static).
+      dtype: of ``x`` (static): float32, float16, bfloat16 or float64 (needs x64). Drawn and computed
+        in float32 and cast, so a key gives the same clusters with and without x64.
 
     Returns:
-      ``Clusters`` with N = P * (max_clusters or n_clusters) rows, ordered by cluster.
+      :class:`Clusters` with N = P * (max_clusters or n_clusters) rows, ordered by cluster.
     """
     draw = _draw(key, max_clusters, points_per_cluster, dim, centers)
     return _from_draw(draw, n_clusters, noise, center_box, dtype)
@@ -287,10 +285,19 @@ def _check_point_cloud(key, shape, n_points, noise, dtype=jnp.float32):
 
 @_checks.checked_jit(_check_point_cloud, static_argnames=("shape", "n_points", "dtype"))
 def point_cloud(key, shape: str, n_points: int, noise=1.0, *, dtype=jnp.float32):
-    """(n_points, D) points of a named data shape (:data:`SHAPES`; ``noise`` may be traced):
-    clusters of equal size drawn by :func:`gaussian_clusters`, or one rotated anisotropic
-    Gaussian (``aniso2``). ``dtype``: of the points (static; drawn in float32 and cast, as
-    :func:`gaussian_clusters`)."""
+    """Points of a named data shape: clusters of equal size drawn by :func:`gaussian_clusters`, or one
+    rotated anisotropic Gaussian (``aniso2``).
+
+    Args:
+      key: PRNG key.
+      shape: a name in :data:`SHAPES` (static).
+      n_points: static int, a multiple of the shape's cluster count.
+      noise: the clusters' standard deviation, >= 0 (may be traced).
+      dtype: of the points (static; drawn in float32 and cast, as :func:`gaussian_clusters`).
+
+    Returns:
+      (n_points, D) points, D the shape's dimension.
+    """
     if shape == "aniso2":
         c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
         z = jax.random.normal(key, (n_points, 2), jnp.float32) * jnp.array([3.0, 1.0], jnp.float32) * jnp.float32(noise)
@@ -350,9 +357,19 @@ def _check_moving_draw(key, n_frames, n_clusters, points_per_cluster):
 
 @_checks.checked_jit(_check_moving_draw, static_argnames=("n_frames", "n_clusters", "points_per_cluster"))
 def moving_draw(key, *, n_frames: int, n_clusters: int, points_per_cluster: int = 50) -> MovingDraw:
-    """The random part of :func:`moving_clusters` (all static but the key):
-    ``moving_from_draw(moving_draw(key, ...), speed=..., spread=..., view=...)`` equals
-    ``moving_clusters(key, ...)``. Conditions that differ only in speed, spread or view share it."""
+    """The random part of :func:`moving_clusters`: ``moving_from_draw(moving_draw(key, ...), speed=...,
+    spread=..., view=...)`` equals ``moving_clusters(key, ...)``, so conditions that differ only in
+    speed, spread or view share it.
+
+    Args:
+      key: PRNG key.
+      n_frames: F (static).
+      n_clusters: K (static).
+      points_per_cluster: P (static).
+
+    Returns:
+      A :class:`MovingDraw`: (K, 2) places, (K,) headings, (F, K, P, 2) noise.
+    """
     place = jax.random.uniform(jax.random.fold_in(key, 0), (n_clusters, 2), jnp.float32)
     heading = jax.random.uniform(jax.random.fold_in(key, 1), (n_clusters,), jnp.float32)
     z = jax.random.normal(jax.random.fold_in(key, 2), (n_frames, n_clusters, points_per_cluster, 2), jnp.float32)
@@ -402,8 +419,17 @@ def _check_motion(speed, spread, view):
 
 @_checks.checked_jit(_check_moving_from_draw)
 def moving_from_draw(draw: MovingDraw, *, speed=1.0, spread=0.5, view=10.0) -> MovingClusters:
-    """The sequence of a :class:`MovingDraw` at a speed, spread and view (all may be traced): see
-    :func:`moving_clusters`. No random bits."""
+    """The sequence of a :class:`MovingDraw` (see :func:`moving_clusters`); no random bits.
+
+    Args:
+      draw: a :class:`MovingDraw` of F frames and K clusters of P points.
+      speed: distance a centre moves per frame, >= 0 (may be traced).
+      spread: every cluster's standard deviation, >= 0 (may be traced).
+      view: half-width of the field of view, > 0 (may be traced).
+
+    Returns:
+      :class:`MovingClusters` (``x`` (F, K * P, 2) float32).
+    """
     return _moving(draw, speed, spread, view)
 
 
@@ -417,33 +443,20 @@ def moving_clusters(key, n_frames: int, n_clusters: int, *, points_per_cluster: 
                     view=10.0) -> MovingClusters:
     """A sequence of F frames of K Gaussian clusters in 2-D, each moving at constant velocity: two of
     them cross each other and one leaves the view, so that tokens tracking them meet an occlusion
-    and an exit.
+    and an exit (the layout is on :doc:`/concepts/tracking`).
 
-    Cluster ``k`` has centre ``c_k(f) = c_k + (f - (F - 1) / 2) v_k`` (``c_k`` its centre at the
-    middle frame, ``|v_k| = speed``) and in every frame P points ``c_k(f) + spread * z`` with
-    ``z ~ N(0, I_2)`` drawn anew per frame. A point is valid while it lies in the view
-    ``[-view, view]^2``. The layout (from :func:`moving_draw`):
-
-    * clusters 0 and 1 (K >= 2) share their centre at the middle frame, a point uniform in
-      ``[-view / 2, view / 2]^2``, with headings 60 to 120 degrees apart: they cross, one on top of
-      the other at the middle frame (whose exact middle lies between two frames when F is even);
-    * cluster K - 1 (K >= 3) sits on an edge of the view at the middle frame (a side drawn at
-      random, a position uniform along its middle half) and moves outward (within 45 degrees of
-      the edge's normal): inside in the first half of the sequence, gone in the second, leaving
-      point by point;
-    * every other cluster sits uniformly in ``[-0.6 view, 0.6 view]^2`` at the middle frame, with
-      a uniform heading. With K = 1 the one cluster moves from a point of ``[-view / 2, view / 2]^2``.
-
-    Clusters may leave the view at the ends of the sequence when ``speed (F - 1) / 2`` is large.
+    Cluster ``k`` has centre ``c_k(f) = c_k + (f - (F - 1) / 2) v_k``, ``|v_k| = speed``, and in every
+    frame P points ``c_k(f) + spread * z``, ``z ~ N(0, I_2)`` drawn anew; a point is valid while it
+    lies in the view ``[-view, view]^2``.
 
     Args:
       key: PRNG key.
-      n_frames: frames F (static).
-      n_clusters: clusters K (static).
-      points_per_cluster: points per cluster and frame P (static).
-      speed: distance a centre moves per frame (may be traced), >= 0.
-      spread: standard deviation of every cluster (may be traced), >= 0.
-      view: half-width of the field of view (may be traced), > 0. The defaults (speed 1, spread 0.5,
+      n_frames: F (static).
+      n_clusters: K (static).
+      points_per_cluster: P, points per cluster and frame (static).
+      speed: distance a centre moves per frame, >= 0 (may be traced).
+      spread: every cluster's standard deviation, >= 0 (may be traced).
+      view: half-width of the field of view, > 0 (may be traced). The defaults (speed 1, spread 0.5,
         view 10) suit the rule's default temperature 1: clusters a few units apart are told apart.
 
     Returns:

@@ -189,12 +189,19 @@ def drawing_order(keys, present):
 def background_image(base, waves, *, size: int, background: str = "plain", texture_amplitude=0.08):
     """The background of :func:`sprite_scenes`: (..., 3) base colours -> (..., size, size, 3) RGB.
 
-    ``"plain"``: the base colour everywhere. ``"textured"``: the base colour plus a smooth luminance
-    texture, the mean of three plane waves ``cos(2 pi f (cos(theta) row + sin(theta) col) + phi)``
-    over the pixel centres, times ``texture_amplitude``, added to every channel and clipped to
-    [0, 1]; wave ``k`` takes ``theta = pi u[k]``, ``f = 1 + 3 u[3 + k]`` cycles per canvas and
-    ``phi = 2 pi u[6 + k]`` from ``u = waves`` (..., 9) uniforms in [0, 1) (ignored when plain).
-    ``background`` and ``size`` are static; pure and traceable.
+    Args:
+      base: (..., 3) RGB base colours.
+      waves: (..., 9) uniforms ``u`` in [0, 1), the texture's waves (ignored when plain).
+      size: the canvas side in pixels (static).
+      background: "plain": the base colour everywhere; "textured": plus a smooth luminance texture,
+        the mean of three plane waves ``cos(2 pi f (cos(theta) row + sin(theta) col) + phi)`` over the
+        pixel centres (wave ``k``: ``theta = pi u[k]``, ``f = 1 + 3 u[3 + k]`` cycles per canvas,
+        ``phi = 2 pi u[6 + k]``) times ``texture_amplitude``, added to every channel and clipped to
+        [0, 1]. Static.
+      texture_amplitude: the texture's amplitude (may be traced).
+
+    Returns:
+      (..., size, size, 3) RGB. Pure and traceable.
     """
     if background == "plain":
         return jnp.broadcast_to(base[..., None, None, :], (*base.shape[:-1], size, size, 3))
@@ -274,18 +281,15 @@ def check_shapes(shapes) -> tuple:
 
 @_checks.checked_jit(_check_render, static_argnames=("shapes",))
 def render(back, position, scale, shape, depth, present, colour, *, shapes: tuple) -> Rendered:
-    """Draw objects onto backgrounds: the geometry, occlusion and colouring of :func:`sprite_scenes`
-    (see the module docstring), for any objects (a video's frames, hand-placed scenes).
-
-    An object covers a pixel when the pixel's centre lies in its closed shape; a pixel shows the
+    """Draw objects onto backgrounds with the geometry, occlusion and colouring of :func:`sprite_scenes`
+    (the module docstring), for any objects (a video's frames, hand-placed scenes): a pixel shows the
     covering object of greatest ``depth`` (equal depths: the higher slot), else the background.
-    Objects may lie partly or wholly outside the canvas (they cover what they cover).
 
     Args:
       back: (..., H, W, 3) float background images (e.g. :func:`background_image`); its leading
         shape broadcasts with the objects'.
       position: (..., M, 2) centres (row, col) in canvas units (pixel ``(i, j)`` has its centre at
-        ``((i + 0.5) / H, (j + 0.5) / W)``).
+        ``((i + 0.5) / H, (j + 0.5) / W)``); objects may lie partly or wholly outside the canvas.
       scale: (..., M) sides of the bounding boxes (> 0 to cover anything).
       shape: (..., M) int indices into ``shapes``.
       depth: (..., M) int drawing order (greater on top).
@@ -294,8 +298,8 @@ def render(back, position, scale, shape, depth, present, colour, *, shapes: tupl
       shapes: static tuple of names from :data:`SHAPES`.
 
     Returns:
-      :class:`Rendered` (images in the promoted dtype of ``back`` and ``colour``). Pure, jittable,
-      vmappable; ``M = 0`` gives the backgrounds, all-zero masks and empty counts.
+      :class:`Rendered` (images in the promoted dtype of ``back`` and ``colour``); ``M = 0`` gives the
+      backgrounds, all-zero masks and empty counts. Jittable and vmappable.
     """
     H, W = back.shape[-3], back.shape[-2]
     M = position.shape[-2]
@@ -354,22 +358,10 @@ def sprite_scenes(
     start=0,
     dtype=jnp.float32,
 ) -> Scenes:
-    """n scenes of flat-coloured shapes with instance masks (see the module docstring for the
-    geometry, occlusion and colour model).
-
-    Per scene: ``n_objects`` uniform in [min_objects, max_objects]; per object: a shape uniform over
-    ``shapes``, a scale uniform in ``scale``, a centre uniform among those that keep the object
-    inside the canvas, a colour (hue uniform, saturation and value uniform in their ranges) and a
-    random place in the drawing order. The background is one colour per scene (``"plain"``) or
-    that colour plus a smooth luminance texture (``"textured"``): the mean of three plane waves
-    ``cos(2 pi f (cos(theta) row + sin(theta) col) + phi)`` (f uniform in [1, 4] cycles per
-    canvas, theta in [0, pi), phi in [0, 2 pi)) times ``texture_amplitude``, added to every channel
-    and clipped to [0, 1].
-
-    Capacity rule: ``max_objects * scale[0]^2 <= 1`` (the bounding boxes of ``max_objects`` objects
-    of the smallest scale must have no more total area than the canvas), and ``scale[0] * size >=
-    1`` (objects at least one pixel across); both are checked when ``scale`` is host data. Neither
-    guarantees that every object stays visible: use ``visible``.
+    """n scenes of flat-coloured shapes with instance masks (the module docstring has the geometry,
+    occlusion and colour model). Per scene ``n_objects`` is uniform in [min_objects, max_objects]; per
+    object a shape uniform over ``shapes``, a scale uniform in ``scale``, a centre uniform among those
+    that keep the object inside the canvas, a colour and a random place in the drawing order.
 
     Args:
       key: PRNG key. Scene i is drawn from ``fold_in(key, start + i)`` alone.
@@ -378,17 +370,17 @@ def sprite_scenes(
       min_objects, max_objects: range of the number of objects per scene, 1 <= min <= max
         (static; M = max_objects is the padded number of object slots).
       shapes: names from :data:`SHAPES` to draw from, uniformly (static; ``Scenes.shape`` indexes it).
-      scale: (low, high), 0 < low <= high <= 1: object size as a fraction of the canvas side.
-      background: ``"plain"`` or ``"textured"`` (static).
-      colour_saturation, colour_value: (low, high) in [0, 1], the objects' HSV saturation and value.
-      background_saturation, background_value: (low, high) in [0, 1], the background base colour's.
-      texture_amplitude: in [0, 1], the texture's amplitude (``"textured"`` only).
+      scale: (low, high), 0 < low <= high <= 1: object size as a fraction of the canvas side, with
+        ``max_objects * low^2 <= 1`` and ``low * size >= 1`` (checked for host values). May be traced.
+      background: "plain" (one colour per scene) or "textured" (:func:`background_image`); static.
+      colour_saturation, colour_value: (low, high) in [0, 1], the objects' HSV saturation and value
+        (may be traced).
+      background_saturation, background_value: (low, high) in [0, 1], the background base colour's
+        (may be traced).
+      texture_amplitude: in [0, 1], the texture's amplitude ("textured" only; may be traced).
       start: index of the first scene, an int >= 0 (may be traced).
       dtype: of ``images`` (static; float32 by default, float16, bfloat16 or float64 with x64):
         drawn and computed in float32, then cast, so a key gives the same scenes with and without x64.
-
-    ``scale``, the colour ranges, ``texture_amplitude`` and ``start`` may be traced (they change no
-    shape), so a sweep over them shares one compilation.
 
     Returns:
       :class:`Scenes` with n rows and M = max_objects object slots.

@@ -219,8 +219,8 @@ def _collide(x, v, half, mass, present, pairs):
 @_checks.checked_jit(_check_simulate, static_argnames=("frames", "collisions", "substeps"))
 def simulate(position, velocity, scale, present=None, mass=None, *, frames: int, margin=0.0,
              collisions: bool = False, substeps: int = 4):
-    """The motion of one clip's objects: positions and velocities in every frame (see the module
-    docstring for the arena, the walls and the collisions).
+    """The motion of one clip's objects: positions and velocities in every frame (the module docstring
+    has the arena, the walls and the collisions).
 
     Args:
       position: (M, 2) centres (row, col) at frame 0, in canvas units, each inside the arena:
@@ -237,12 +237,10 @@ def simulate(position, velocity, scale, present=None, mass=None, *, frames: int,
       substeps: sub-steps per frame for collisions (static; unused without them).
 
     Returns:
-      ``(positions, velocities)``, each (F, M, 2) float32; frame 0 holds the initial state (the
-      velocity of an object as large as the arena, and of an absent one, set to 0). Pure, jittable
-      and vmappable over clips. Without collisions ``jax.grad`` gives the exact derivative of the
-      closed form (away from the instants of the bounces); with collisions it holds fixed the
-      sub-steps at which collisions happen, which is not the derivative of the motion (a
-      collision's moment moves with the initial state).
+      ``(positions, velocities)``, each (F, M, 2) float32; frame 0 holds the initial state (velocity 0
+      for an absent object and for one as large as the arena). Without collisions ``jax.grad`` gives
+      the exact derivative of the closed form (away from the bounces); with collisions it holds the
+      collisions' sub-steps fixed, which is not the derivative of the motion.
     """
     f32 = jnp.float32
     x0, v0 = jnp.asarray(position, f32), jnp.asarray(velocity, f32)
@@ -355,15 +353,10 @@ def sprite_videos(
     dtype=jnp.float32,
 ) -> Videos:
     """n clips of moving flat-coloured shapes with per-frame instance masks whose ids are track
-    identities (see the module docstring for the keys, the arena, the walls and the collisions).
-
-    Per video: ``n_objects`` uniform in [min_objects, max_objects] and a background as in
-    :func:`~tokdyn.data.scenes.sprite_scenes`; per object: a shape uniform over ``shapes``, a scale
-    uniform in ``scale``, a colour (hue uniform, saturation and value uniform in their ranges), a
-    random place in the drawing order, a start uniform over the centres that keep the object in
-    the arena (``[scale/2 - margin, 1 + margin - scale/2]`` on both axes), a speed uniform in
-    ``speed`` (canvas units per frame) and a direction uniform on the circle. Nothing is
-    resampled: objects may start overlapping, be hidden for a while or stay out of view.
+    identities (the module docstring has the keys, the arena, the walls and the collisions). Objects
+    are drawn as in :func:`~tokdyn.data.scenes.sprite_scenes`, each starting anywhere in the arena
+    with a speed uniform in ``speed`` and a uniform direction; nothing is resampled, so objects may
+    start overlapping, be hidden for a while or stay out of view.
 
     Args:
       key: PRNG key. Video i is drawn from ``fold_in(key, start + i)`` alone.
@@ -373,18 +366,21 @@ def sprite_videos(
       min_objects, max_objects: range of the number of objects, 0 <= min <= max (static; M =
         max_objects object slots; 0 gives videos of the background alone).
       shapes: names from :data:`tokdyn.data.scenes.SHAPES` (static).
-      scale: (low, high), 0 < low <= high <= 1, with ``low * size >= 1``.
-      speed: (low, high) in [0, 1], canvas units per frame.
+      scale: (low, high), 0 < low <= high <= 1, with ``low * size >= 1`` (may be traced).
+      speed: (low, high) in [0, 1], canvas units per frame (may be traced).
       margin: >= 0, how far the arena's walls lie outside the view: 0 keeps every object in view;
-        more lets objects enter and leave it.
+        more lets objects enter and leave it (may be traced).
       collisions: elastic collisions between objects (static).
-      mass_exponent: mass = ``scale ** mass_exponent`` (0: equal masses, 2: by area; collisions only).
+      mass_exponent: mass = ``scale ** mass_exponent`` (0: equal masses, 2: by area; collisions only;
+        may be traced).
       substeps: sub-steps per frame for collisions (static), with ``2 speed[1] / substeps <=
         scale[0]`` (checked for host values).
-      background: ``"plain"`` or ``"textured"`` (static), as in :func:`~tokdyn.data.scenes.sprite_scenes`.
-      colour_saturation, colour_value: (low, high) in [0, 1], the objects' HSV saturation and value.
-      background_saturation, background_value: (low, high) in [0, 1], the background base colour's.
-      texture_amplitude: in [0, 1], the texture's amplitude (``"textured"`` only).
+      background: "plain" or "textured" (static), as in :func:`~tokdyn.data.scenes.sprite_scenes`.
+      colour_saturation, colour_value: (low, high) in [0, 1], the objects' HSV saturation and value
+        (may be traced).
+      background_saturation, background_value: (low, high) in [0, 1], the background base colour's
+        (may be traced).
+      texture_amplitude: in [0, 1], the texture's amplitude ("textured" only; may be traced).
       start: index of the first video, an int >= 0 (may be traced).
       dtype: of ``images`` (static; float32 by default): drawn and computed in float32, then cast.
 

@@ -114,7 +114,18 @@ class Hparams:
 
 
 def confidence(logits: jax.Array, *, reward: str, top_k: int, latent_positions, answer_position: int) -> jax.Array:
-    """The reward of one sequence's logits (T, V) (see the module docstring); a scalar."""
+    """The confidence reward of one sequence's logits (the rewards are defined in the module docstring).
+
+    Args:
+      logits: (T, V) the sequence's next-token logits.
+      reward: "entropy", "logprob" or "answer" (static).
+      top_k: k in [1, V], the top-k probabilities "entropy" and "logprob" read (static).
+      latent_positions: (L,) the latents' positions ("entropy" and "logprob").
+      answer_position: the position whose distribution "answer" reads.
+
+    Returns:
+      A scalar reward, to be maximised.
+    """
     _checks.choice("reward", reward, REWARDS)
     if reward != "answer" and not 1 <= top_k <= logits.shape[-1]:
         raise ValueError(f"top_k must be in [1, {logits.shape[-1]}] (the vocabulary size), got {top_k}")
@@ -130,10 +141,18 @@ def confidence(logits: jax.Array, *, reward: str, top_k: int, latent_positions, 
 
 
 def attended_patches(attention: jax.Array, latent_positions, patch_positions, top_m: int) -> jax.Array:
-    """(P,) bool: the union over latents of each latent's ``top_m`` patches by attention.
+    """The union over latents of each latent's ``top_m`` image patches by attention: a latent's attention
+    to a patch is the mean over layers and heads of the weight from its position to the patch's.
 
-    ``attention`` (depth, H, T, T) of one sequence; a latent's attention to a patch is the mean over
-    layers and heads of the weight from its position to the patch's position."""
+    Args:
+      attention: (depth, H, T, T) one sequence's attention weights.
+      latent_positions: (L,) the latents' positions.
+      patch_positions: (P,) the image patches' positions (a sequence: P is static).
+      top_m: patches per latent (static).
+
+    Returns:
+      (P,) bool, True on the chosen patches.
+    """
     att = attention[:, :, jnp.asarray(latent_positions)][..., jnp.asarray(patch_positions)]  # (depth, H, L, P)
     n = len(patch_positions)
     _, idx = jax.lax.top_k(jnp.mean(att, (0, 1)), min(top_m, n))  # (L, m)
@@ -210,18 +229,20 @@ def optimise(key: jax.Array, apply_fn: Callable, params, batch, cfg: Config = Co
       apply_fn: the protocol ``apply(params, batch, *, latents=None) -> Outputs`` (batched, as a
         model's ``apply``; each instance is passed as a batch of one).
       params: the frozen model weights.
-      batch: a pytree of arrays with a leading instance axis.
-      cfg, hparams: :class:`Config` (static) and :class:`Hparams` (traced).
+      batch: a pytree of arrays with a leading instance axis B.
+      cfg: :class:`Config` (static).
+      hparams: :class:`Hparams` (traced).
       latent_positions: the sequence positions of the L latents (what "entropy"/"logprob" score).
       answer_position: the sequence position whose logits give the answer.
       patch_positions: the sequence positions of the P image patches, in the order of the model's
         ``inject`` mask (needed by ``cfg.inject`` "best" and "all").
       index: (B,) instance ids for the keys (default ``arange(B)``).
-      chunk: instances vmapped at once; the chunks run one after another (``lax.map``), which keeps
-        each chunk's working set in cache on a CPU (None: all B at once, the choice for a GPU).
+      chunk: instances vmapped at once, the chunks run one after another (``lax.map``: keeps each
+        chunk's working set in cache on a CPU); None: all B at once (the choice for a GPU).
 
-    Jit it with ``apply_fn``, ``cfg``, ``latent_positions`` and ``answer_position`` static (see
-    :func:`make`).
+    Returns:
+      :class:`Result`, leading axis B. To jit, hold ``apply_fn``, ``cfg`` and the positions static, as
+      :func:`make` does.
     """
     _checks.prng_key("key", key)
     cfg.validate()
@@ -263,8 +284,20 @@ def optimise(key: jax.Array, apply_fn: Callable, params, batch, cfg: Config = Co
 
 def make(apply_fn: Callable, cfg: Config, *, latent_positions, answer_position: int, patch_positions=(),
          chunk: Optional[int] = 4) -> Callable:
-    """``jit(optimise)`` for one model and config: ``f(key, params, batch, hparams, index) -> Result``
-    (compiled once per batch shape; ``hparams`` traced)."""
+    """``jit(optimise)`` for one model and config: ``f(key, params, batch, hparams, index) -> Result``,
+    compiled once per batch shape, ``hparams`` traced, ``index`` (B,) the instances' ids (or None).
+
+    Args:
+      apply_fn: the model's ``apply`` (see :func:`optimise`).
+      cfg: :class:`Config`.
+      latent_positions: the sequence positions of the L latents.
+      answer_position: the sequence position whose logits give the answer.
+      patch_positions: the P image patches' positions (for ``cfg.inject`` "best" and "all").
+      chunk: instances vmapped at once (see :func:`optimise`).
+
+    Returns:
+      The jitted ``f``.
+    """
     cfg.validate()
     positions = tuple(int(p) for p in latent_positions)
     patches = tuple(int(p) for p in patch_positions)

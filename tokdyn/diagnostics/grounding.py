@@ -30,8 +30,19 @@ from tokdyn.diagnostics import protocol
 
 
 def token_logprobs(apply_fn: Callable, params, batch, *, positions, tokens) -> jax.Array:
-    """log p (B, n) of ``tokens`` (B, n) at the logits of ``positions`` (n,) (the position whose
-    output predicts each token)."""
+    """Log-probabilities of given tokens under one forward pass: token i is read at the logits of
+    ``positions[i]``, the position whose output predicts it.
+
+    Args:
+      apply_fn: the model's ``apply`` (the protocol of :mod:`tokdyn.diagnostics.protocol`).
+      params: the model's weights.
+      batch: a batch of B instances.
+      positions: (n,) sequence positions, host ints.
+      tokens: (B, n) integer token ids in [0, V).
+
+    Returns:
+      (B, n) log-probabilities.
+    """
     positions = np.asarray(positions, int)
     if jnp.shape(tokens)[-1:] != positions.shape:
         raise ValueError(f"tokens must have one column per position ({positions.size}), got shape {jnp.shape(tokens)}")
@@ -44,8 +55,20 @@ def token_logprobs(apply_fn: Callable, params, batch, *, positions, tokens) -> j
 
 
 def scores(apply_fn: Callable, params, batch, perturbed, *, positions, tokens) -> jax.Array:
-    """Grounding scores S (B, n): log p of ``tokens`` with the true image minus with the
-    perturbed one (of ``batch``'s shapes)."""
+    """Grounding scores ``S = log p(tokens | x_<t, I, q) - log p(tokens | x_<t, I~, q)``: teacher-forced
+    log-probabilities of ``tokens`` with the true image minus with the perturbed one.
+
+    Args:
+      apply_fn: the model's ``apply`` (the protocol of :mod:`tokdyn.diagnostics.protocol`).
+      params: the model's weights.
+      batch: a batch of B instances.
+      perturbed: ``batch`` with perturbed images (:mod:`tokdyn.diagnostics.perturb`), of its shapes.
+      positions: (n,) host ints, the positions predicting the tokens (:func:`generated_positions`).
+      tokens: (B, n) integer ids of the generated tokens scored.
+
+    Returns:
+      (B, n) scores; a token is image-dependent when its score exceeds a chosen threshold.
+    """
     protocol.check_apply(apply_fn, params, batch, batches={"perturbed": perturbed})
     return (token_logprobs(apply_fn, params, batch, positions=positions, tokens=tokens)
             - token_logprobs(apply_fn, params, perturbed, positions=positions, tokens=tokens))

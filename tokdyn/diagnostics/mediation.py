@@ -96,10 +96,22 @@ def shift(a: jax.Array, b: jax.Array) -> Shift:
 
 def input_to_latent(apply_fn: Callable, params, batch, perturbed, *, positions=(), layer: int = -1,
                     intervene: Optional[Callable] = None) -> dict:
-    """Shifts of the fed-back latents (``"latents"``, (B, L)) and of the layer-``layer`` states at
-    ``positions`` (``"states"``, (B, len(positions))) when ``batch`` becomes ``perturbed`` (run with
-    ``intervene``, e.g. :func:`noise_at`, when given). ``layer`` indexes ``Outputs.hidden``
-    (0: the input embeddings, -1: the last block's output); ``perturbed`` has ``batch``'s shapes."""
+    """How far the fed-back latents, and the states at ``positions``, move when ``batch`` becomes
+    ``perturbed``.
+
+    Args:
+      apply_fn: the model's ``apply`` (the protocol of :mod:`tokdyn.diagnostics.protocol`).
+      params: the model's weights.
+      batch: a batch of B instances.
+      perturbed: the perturbed batch, of ``batch``'s shapes (:mod:`tokdyn.diagnostics.perturb`).
+      positions: sequence positions (Python ints) whose states are compared; () for the latents alone.
+      layer: an index into ``Outputs.hidden`` (0: the input embeddings, -1: the last block's output).
+      intervene: optional ``intervene`` for the perturbed pass (e.g. :func:`noise_at`).
+
+    Returns:
+      ``{"latents": Shift}`` with (B, L) fields, and ``"states"``, a :class:`Shift` with
+      (B, len(positions)) fields, when ``positions`` is given.
+    """
     positions = _positions("positions", positions)
     protocol.check_apply(apply_fn, params, batch, uses=() if intervene is None else ("intervene",),
                          positions={"positions": positions}, layer=layer, batches={"perturbed": perturbed},
@@ -140,10 +152,18 @@ def swap_permutation(key: jax.Array, n: int) -> jax.Array:
 
 
 def interventions(key: jax.Array, latents: jax.Array, kinds=INTERVENTIONS, *, other=None) -> jax.Array:
-    """Replacement latents (K, B, L, D) for ``kinds`` (see the module docstring), from the model's
-    own ``latents`` (B, L, D); ``other`` (B, L, D) is needed by ``"other"``. ``noise``, ``swap``
-    and ``constant`` draw from ``jax.random.split(key, 3)`` in that order (``swap``:
-    :func:`swap_permutation` of the second key)."""
+    """Replacement latents for ``kinds`` (see the module docstring), built from the model's own.
+
+    Args:
+      key: PRNG key; ``noise``, ``swap`` and ``constant`` draw from ``jax.random.split(key, 3)`` in that
+        order (``swap``: :func:`swap_permutation` of the second key).
+      latents: (B, L, D) the model's own latents.
+      kinds: K names from :data:`INTERVENTIONS` (static).
+      other: (B, L, D) latents for ``"other"`` (e.g. another variant's).
+
+    Returns:
+      (K, B, L, D) replacement latents, in the order of ``kinds``.
+    """
     kinds = _kinds("kinds", kinds, INTERVENTIONS)
     if jnp.ndim(latents) != 3:
         raise ValueError(f"latents must be (B, L, D), got shape {jnp.shape(latents)}")
@@ -178,11 +198,26 @@ class Effects(NamedTuple):
 
 def latent_effects(key: jax.Array, apply_fn: Callable, params, batch, *, answer_position: int, answers=None,
                    kinds=INTERVENTIONS, other=None, chunk: Optional[int] = 16) -> Effects:
-    """The effects on the answer of replacing the model's latents by each intervention (pure:
-    jit/vmap it with ``apply_fn``, ``answer_position``, ``kinds`` and ``chunk`` static). The
-    replacements are built from the whole batch; the latent-fed passes then run ``chunk`` instances
-    at a time (``lax.map``: each chunk's working set stays in cache on a CPU; None: all at once).
-    ``answers`` (B,) token ids (None: correctness is NaN); ``other`` (B, L, D) for ``"other"``."""
+    """The effects on the answer of replacing the model's latents by each intervention. Pure: jit or vmap
+    it with ``apply_fn``, ``answer_position``, ``kinds`` and ``chunk`` static. The reference pass feeds
+    the model its own latents through the same program, so an answer that ignores its latents shows
+    exactly zero effect.
+
+    Args:
+      key: PRNG key of the replacements (:func:`interventions`, built from the whole batch).
+      apply_fn: the model's ``apply`` (the protocol of :mod:`tokdyn.diagnostics.protocol`).
+      params: the model's weights.
+      batch: a batch of B instances.
+      answer_position: the sequence position whose logits give the answer.
+      answers: optional (B,) correct token ids (None: correctness is NaN).
+      kinds: K names from :data:`INTERVENTIONS`.
+      other: (B, L, D) latents for ``"other"``.
+      chunk: instances per latent-fed pass, the chunks run one after another (``lax.map``: each
+        chunk's working set stays in cache on a CPU); None: all at once.
+
+    Returns:
+      :class:`Effects`: (K, B) flips, correctness, KL and ``changed``; (B,) ``correct_before``.
+    """
     kinds = _kinds("kinds", kinds, INTERVENTIONS)
     _check_effects(apply_fn, params, batch, answer_position, answers, kinds, other)
     base = apply_fn(params, batch)
@@ -223,8 +258,24 @@ def _check_effects(apply_fn, params, batch, answer_position, answers, kinds, oth
 
 def latent_to_answer(key: jax.Array, apply_fn: Callable, params, batch, *, answer_position: int, answers=None,
                      kinds=INTERVENTIONS, other=None) -> Effects:
-    """:func:`latent_effects`, compiled, after checking the arguments; a ``ValueError`` names any
-    intervention that left every instance's latents as they were (it would measure nothing)."""
+    """:func:`latent_effects`, compiled, after checking the arguments.
+
+    Args:
+      key: PRNG key of the replacements.
+      apply_fn: the model's ``apply`` (the protocol of :mod:`tokdyn.diagnostics.protocol`).
+      params: the model's weights.
+      batch: a batch of B instances.
+      answer_position: the sequence position whose logits give the answer.
+      answers: optional (B,) correct token ids (None: correctness is NaN).
+      kinds: K names from :data:`INTERVENTIONS`.
+      other: (B, L, D) latents, required by ``"other"``.
+
+    Returns:
+      :class:`Effects`, as :func:`latent_effects`.
+
+    Raises:
+      ValueError: an intervention left every instance's latents as they were (it would measure nothing).
+    """
     _checks.prng_key("key", key)
     if not callable(apply_fn):
         raise TypeError(f"apply_fn must be a model's apply(params, batch, *, latents=None), got {type(apply_fn).__name__}")
@@ -252,12 +303,25 @@ def _replace(positions, values):  # values (B, n, D) -> intervene function
 
 def decompose(key: jax.Array, apply_fn: Callable, params, batch, *, slots, markers, answer_position: int,
               answers, length: int, settings=SETTINGS, format_embedding=None) -> jax.Array:
-    """Correctness (K, B) of the answer under each setting of :data:`SETTINGS` (pure; jit it with
-    the positions static). ``slots`` and ``markers`` are the latent block's positions, ``length``
-    the sequence length (for the ``drop`` masks), ``format_embedding`` (len(markers) + len(slots),
-    D) the inputs of ``format_only`` (markers first). ``apply_fn`` must take ``drop=`` for
-    ``markers_only`` and ``no_block``. The slots' inputs are read from ``Outputs.hidden[:, 0]``
-    (the input embeddings, as the protocol lays them out)."""
+    """Correctness of the answer under each setting of :data:`SETTINGS` (pure; jit it with the positions
+    static). The slots' inputs are read from ``Outputs.hidden[:, 0]``, the input embeddings.
+
+    Args:
+      key: PRNG key of ``slots_noise``.
+      apply_fn: the model's ``apply``; it must take ``drop=`` for ``markers_only`` and ``no_block``.
+      params: the model's weights.
+      batch: a batch of B instances.
+      slots: the latent block's L slot positions (Python ints).
+      markers: the block's marker positions (Python ints).
+      answer_position: the sequence position whose logits give the answer.
+      answers: (B,) correct token ids.
+      length: T, the sequence length (for the ``drop`` masks).
+      settings: K names from :data:`SETTINGS`.
+      format_embedding: (len(markers) + len(slots), D) the inputs of ``format_only``, markers first.
+
+    Returns:
+      (K, B) float32: 1 where the answer is correct.
+    """
     settings = check_decompose(settings, slots, markers, length, format_embedding)
     uses = (("intervene",) if {"format_only", "slots_noise", "slots_mean", "slots_zeros"} & set(settings) else ()) \
         + (("drop",) if {"markers_only", "no_block"} & set(settings) else ())
@@ -297,7 +361,21 @@ def decompose(key: jax.Array, apply_fn: Callable, params, batch, *, slots, marke
 
 
 def check_decompose(settings, slots, markers, length: int, format_embedding=None) -> tuple:
-    """Validate :func:`decompose`'s arguments (before compiling); returns the settings."""
+    """Check :func:`decompose`'s arguments in plain Python, before compiling.
+
+    Args:
+      settings: names from :data:`SETTINGS`, at least one.
+      slots: the latent block's slot positions in [0, length), at least one.
+      markers: its marker positions in [0, length).
+      length: T, the sequence length.
+      format_embedding: (len(markers) + len(slots), D), required by ``format_only``.
+
+    Returns:
+      The settings, as a tuple.
+
+    Raises:
+      ValueError, TypeError: naming the argument at fault.
+    """
     settings = _kinds("settings", settings, SETTINGS)
     slots, markers = _positions("slots", slots, length), _positions("markers", markers, length)
     if not slots:
@@ -327,10 +405,19 @@ class Narrowness(NamedTuple):
 
 
 def narrowness(attention: jax.Array, *, queries, patches, top_k: int = 3) -> Narrowness:
-    """Attention narrowness from ``attention`` (B, n_layers, H, T, T) (``Outputs.attention``,
-    averaged over layers and heads) at the ``queries`` positions over the ``patches`` positions
-    (both in [0, T)). A query with no attention on the patches gets NaN entropy and top-k mass
-    (see :class:`Narrowness`)."""
+    """How focused the attention over the image patches is at given query positions, averaged over
+    layers and heads.
+
+    Args:
+      attention: (B, n_layers, H, T, T) attention weights (``Outputs.attention``).
+      queries: Q query positions in [0, T) (Python ints).
+      patches: P >= 1 image-patch positions in [0, T) (Python ints).
+      top_k: k in [1, P] (static).
+
+    Returns:
+      :class:`Narrowness`, each field (B, Q); a query with no attention on the patches gets NaN entropy
+      and top-k mass.
+    """
     shape = jnp.shape(attention)
     if len(shape) != 5 or shape[3] != shape[4]:
         raise ValueError(f"attention must be (B, n_layers, H, T, T), got shape {shape}")

@@ -28,21 +28,50 @@ from tokdyn.models.latent import tasks
 
 
 def blank(key, batch, cfg: tasks.Config, rate: float = 0.5):
-    """``batch`` with every cell of every image empty (0); ``key``, ``cfg`` and ``rate`` are unused."""
+    """``batch`` with every cell of every image empty (0).
+
+    Args:
+      key: unused (every perturbation has one signature).
+      batch: an :class:`~tokdyn.models.latent.tasks.Instance`-like record with ``image`` (B, G, G).
+      cfg: the task's :class:`~tokdyn.models.latent.tasks.Config`; unused.
+      rate: unused.
+
+    Returns:
+      ``batch`` with its ``image`` replaced (same shape and dtype).
+    """
     del key, cfg, rate
     return dataclasses.replace(batch, image=jnp.zeros_like(batch.image))
 
 
 def swap(key, batch, cfg: tasks.Config, rate: float = 0.5):
-    """``batch`` with instance i given instance (i + 1) mod B's image; ``key``, ``cfg`` and ``rate`` are
-    unused."""
+    """``batch`` with instance i given instance (i + 1) mod B's image.
+
+    Args:
+      key: unused (every perturbation has one signature).
+      batch: an :class:`~tokdyn.models.latent.tasks.Instance`-like record with ``image`` (B, G, G).
+      cfg: the task's :class:`~tokdyn.models.latent.tasks.Config`; unused.
+      rate: unused.
+
+    Returns:
+      ``batch`` with its ``image`` replaced (same shape and dtype).
+    """
     del key, cfg, rate
     return dataclasses.replace(batch, image=jnp.roll(batch.image, -1, axis=0))
 
 
 def shuffle(key, batch, cfg: tasks.Config, rate: float = 0.5):
-    """``batch`` with the G * G cells of each image permuted at random (one key per instance): colour counts
-    kept, layout destroyed."""
+    """``batch`` with the G * G cells of each image permuted at random: colour counts kept, layout
+    destroyed.
+
+    Args:
+      key: PRNG key, split into one key per instance.
+      batch: an :class:`~tokdyn.models.latent.tasks.Instance`-like record with ``image`` (B, G, G).
+      cfg: the task's :class:`~tokdyn.models.latent.tasks.Config` (G = ``cfg.grid_size``).
+      rate: unused.
+
+    Returns:
+      ``batch`` with its ``image`` replaced (same shape and dtype).
+    """
     del rate
     b, g = batch.image.shape[0], cfg.grid_size
     keys = jax.random.split(key, b)
@@ -52,8 +81,18 @@ def shuffle(key, batch, cfg: tasks.Config, rate: float = 0.5):
 
 
 def resample(key, batch, cfg: tasks.Config, rate: float = 0.5):
-    """``batch`` with each cell replaced, with probability ``rate``, by a uniform draw from 0..C (C =
-    ``cfg.n_colours``; 0 is empty)."""
+    """``batch`` with each cell replaced, with probability ``rate``, by a uniform draw from 0..C.
+
+    Args:
+      key: PRNG key.
+      batch: an :class:`~tokdyn.models.latent.tasks.Instance`-like record with ``image`` (B, G, G)
+        of colour indices (0 is empty).
+      cfg: the task's :class:`~tokdyn.models.latent.tasks.Config` (C = ``cfg.n_colours``).
+      rate: the share of cells redrawn, in [0, 1] (may be traced).
+
+    Returns:
+      ``batch`` with its ``image`` replaced (same shape and dtype).
+    """
     k1, k2 = jax.random.split(key)
     hit = jax.random.bernoulli(k1, rate, batch.image.shape)
     new = jax.random.randint(k2, batch.image.shape, 0, cfg.n_colours + 1, batch.image.dtype)
@@ -64,8 +103,19 @@ PERTURBATIONS = {"blank": blank, "swap": swap, "shuffle": shuffle, "resample": r
 
 
 def perturb(key, batch, cfg: tasks.Config, name: str, *, rate: float = 0.5):
-    """``batch`` with its images perturbed by :data:`PERTURBATIONS` ``[name]`` (``rate``: the
-    share of cells ``resample`` redraws)."""
+    """``batch`` with its images perturbed by ``PERTURBATIONS[name]``.
+
+    Args:
+      key: PRNG key ("shuffle" and "resample" draw from it).
+      batch: an :class:`~tokdyn.models.latent.tasks.Instance`-like record with ``image`` (B, G, G)
+        of colour indices, G = ``cfg.grid_size``.
+      cfg: the task's :class:`~tokdyn.models.latent.tasks.Config`.
+      name: "blank", "swap", "shuffle" or "resample" (see the module docstring).
+      rate: the share of cells "resample" redraws, in [0, 1] (may be traced).
+
+    Returns:
+      ``batch`` with its ``image`` replaced (same shape and dtype).
+    """
     _checks.choice("perturbation", name, PERTURBATIONS)
     _checks.real("rate", rate, low=0.0, high=1.0)
     g = cfg.grid_size

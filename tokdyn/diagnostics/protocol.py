@@ -344,27 +344,29 @@ def check_apply(apply_fn, params, batch, *, uses: Sequence = (), n_inject: int =
                 positions: Optional[Mapping] = None, layer: Optional[int] = None, length: Optional[int] = None,
                 need_latents: str = "", arrays: Optional[Mapping] = None, batches: Optional[Mapping] = None,
                 reads_hidden: bool = False) -> Dims:
-    """Check that ``apply_fn`` implements the protocol on ``params`` and ``batch`` and that a
-    diagnostic's arguments fit it, before anything runs; returns the :class:`Dims` of its outputs.
+    """Check that ``apply_fn`` implements the protocol on ``params`` and ``batch``, and that a
+    diagnostic's arguments fit it, before anything runs.
 
     Args:
       apply_fn: the model (:class:`ApplyFn`).
-      params, batch: what the diagnostic will call it with (arrays, tracers or shape structs).
+      params: the weights the diagnostic will call it with (arrays, tracers or shape structs).
+      batch: the batch it will call it with (arrays, tracers or shape structs).
       uses: the keywords the diagnostic will pass (from :data:`KEYWORDS`): each entry, a name or a
-        tuple of names passed together, is one more abstract call, which must return the shapes of
-        the plain call (``intervene`` must be called on (B, T, D), the shape of ``hidden[:, 0]``).
+        tuple of names passed together, is one more abstract call, which must return the plain call's
+        shapes (``intervene`` must be called on (B, T, D), the shape of ``hidden[:, 0]``).
       n_inject: P, the ``inject`` mask's width.
       positions: ``{name: position or positions}``, each in [0, T).
       layer: an index into the ``hidden`` layers (negative from the end).
       length: a sequence length the diagnostic was given, which must equal T.
       need_latents: why the diagnostic needs L >= 1 latents ("" when it does not).
-      arrays: ``{name: (value, shape)}`` (or ``(value, shape, why)``): arguments that must be given
-        with that shape, whose entries are ints or the letters B, T, V, D, L, H (the model's sizes).
+      arrays: ``{name: (value, shape)}`` or ``(value, shape, why)``: arguments that must be given with
+        that shape, whose entries are ints or the letters B, T, V, D, L, H (the model's sizes).
       batches: ``{name: batch}``: other batches that must have ``batch``'s structure and shapes.
-      reads_hidden: the diagnostic reads ``Outputs.hidden``: check its contents too, once per model and
-        shapes, after every other check: ``apply_fn`` must take ``intervene``, and with ``intervene``
-        replacing the input embeddings by a probe, ``hidden[:, 0]`` must be that probe (one call on
-        one instance; inside a user's ``jit`` on stand-in values of ``params``' and ``batch``'s shapes).
+      reads_hidden: the diagnostic reads ``Outputs.hidden``: check its contents too (see the module
+        docstring), once per model and shapes; ``apply_fn`` must then take ``intervene``.
+
+    Returns:
+      The :class:`Dims` of the model's outputs.
 
     Raises:
       TypeError, ValueError: naming the output field, keyword, position or argument at fault.

@@ -115,7 +115,17 @@ def number(x, digits: int = 3) -> str:
 
 
 def interval(mean, low, high, digits: int = 3) -> str:
-    """``mean [low, high]`` as a report's cell (:func:`number` of each)."""
+    """``mean [low, high]`` as a report's cell, each number by :func:`number`.
+
+    Args:
+      mean: the point estimate (None or non-finite: ``–``).
+      low: the interval's lower bound.
+      high: its upper bound.
+      digits: decimals of each number.
+
+    Returns:
+      The cell, a string.
+    """
     return f"{number(mean, digits)} [{number(low, digits)}, {number(high, digits)}]"
 
 
@@ -176,9 +186,20 @@ def read(out: str, name: str, study: str) -> tuple[Optional[dict], str]:
 
 
 def judge(out: str, name: str, study: str, verdicts: Callable[[Mapping], list]) -> list[Finding]:
-    """``verdicts(table)`` of the table ``name`` of the study directory ``out`` (:func:`read`);
-    when it is missing or fails its verification, the findings ``verdicts({})`` states, each left
-    ``open`` naming the file (:func:`missing`)."""
+    """The findings of one table of a study: ``verdicts(table)`` of the table ``name`` of the study
+    directory ``out``, read verified (:func:`read`).
+
+    Args:
+      out: the study's directory.
+      name: the table's file name inside it.
+      study: the study's name (errors name the file as ``<study>/<name>``).
+      verdicts: ``table -> list of Finding``: the findings and their verdicts from the table's columns;
+        called with ``{}`` when the table cannot be read, to learn which findings it states.
+
+    Returns:
+      A list of :class:`Finding`; when the table is missing or fails its verification, each finding
+      ``verdicts({})`` states, left ``open`` naming the file (:func:`missing`).
+    """
     table, why = read(out, name, study)
     found = verdicts(table if table is not None else {})
     return found if table is not None else [missing(f, why) for f in found]

@@ -967,7 +967,7 @@ def clear(out: str) -> list[str]:
             if (in_corrupt and (os.path.islink(path) or _is_file(path))) or \
                     (_TEMPORARY.search(name) and _is_file(path)) or _is_verified(path) or _drawn_by_tokdyn(path):
                 remove(path)
-    for root, dirs, files in os.walk(out, topdown=False, followlinks=False):
+    for root, _dirs, _files in os.walk(out, topdown=False, followlinks=False):
         if os.path.samefile(root, out) or os.path.islink(root):
             continue
         if (root in touched or os.path.basename(root) in KNOWN_FOLDERS) and not os.listdir(root):

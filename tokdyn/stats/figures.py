@@ -65,14 +65,23 @@ def series_style(i: int, n: int) -> dict:
 
 def line_plot(path: str, x, series: Mapping[str, Sequence], *, panels: Mapping[str, Mapping[str, Sequence]] | None = None,
               xlabel: str = "", ylabel: str = "", title: str = "", errors: Mapping | None = None) -> str:
-    """One PNG of lines. ``series``: name -> y values over ``x``; or ``panels``: title -> series,
-    drawn as side-by-side subplots sharing the y axis. ``errors`` mirrors the structure of what is
-    drawn (name -> half-widths, or panel -> name -> half-widths) and is drawn as vertical bars.
+    """One PNG of lines, or of side-by-side panels of lines sharing the y axis. Series that coincide stay
+    visible (:func:`series_style`): each has its own colour, marker and line style, and is shifted
+    sideways on the page by a few points (at most 6 either side), which never changes the data.
 
-    Series that coincide stay visible (:func:`series_style`): each has its own colour, marker and
-    line style, later markers are smaller and drawn on top, and each series (its line, markers and
-    error bars) is shifted sideways by a few points (at most 6 either side; an offset on the page,
-    so it is the same on linear and logarithmic axes and never changes the data).
+    Args:
+        path: the PNG to write.
+        x: the x values, shared by every series.
+        series: name -> y values over ``x`` (ignored when ``panels`` is given).
+        panels: optional panel title -> series, one subplot each.
+        xlabel: the x axis' label.
+        ylabel: the y axis' label.
+        title: the figure's title (a suptitle above panels).
+        errors: optional half-widths drawn as vertical bars, in the structure of what is drawn: name ->
+            half-widths, or panel -> name -> half-widths.
+
+    Returns:
+        ``path``.
     """
     from matplotlib.transforms import offset_copy
 
@@ -133,9 +142,23 @@ def segmentation_grid(path: str, columns: Mapping[str, np.ndarray], *, title: st
 
 def heatmap(path: str, x, y, z, *, xlabel: str = "", ylabel: str = "", title: str = "", cbar: str = "",
             fmt: str = "{:.3g}") -> str:
-    """One PNG of a (len(y), len(x)) table ``z`` as coloured cells, one cell per axis value (so
-    linearly and logarithmically spaced axes both read naturally); NaN cells are left blank.
-    Tick labels are the axis values (thinned to at most 12 per axis)."""
+    """One PNG of a table as coloured cells, one cell per axis value (so linearly and logarithmically
+    spaced axes both read naturally); NaN cells are left blank.
+
+    Args:
+        path: the PNG to write.
+        x: the column axis' values (len(x) columns).
+        y: the row axis' values (len(y) rows).
+        z: (len(y), len(x)) the table.
+        xlabel: the x axis' label.
+        ylabel: the y axis' label.
+        title: the figure's title.
+        cbar: the colour bar's label.
+        fmt: the format of the tick labels, the axis values (thinned to at most 12 per axis).
+
+    Returns:
+        ``path``.
+    """
     z = np.asarray(z, float)
     fig = figure((6.4, 4.8))
     ax = fig.subplots()
@@ -156,9 +179,23 @@ def heatmap(path: str, x, y, z, *, xlabel: str = "", ylabel: str = "", title: st
 
 def front_plot(path: str, cost, benefit, front, *, low=None, high=None, xlabel: str = "", ylabel: str = "",
                title: str = "") -> str:
-    """One PNG: every point (``cost``, ``benefit``) in grey, the Pareto ``front`` (a boolean mask)
-    highlighted and joined as a staircase, with vertical bars from ``low`` to ``high`` (the
-    benefit's confidence interval) on the front points when given."""
+    """One PNG: every point (``cost``, ``benefit``) in grey, the Pareto front highlighted and joined as a
+    staircase.
+
+    Args:
+        path: the PNG to write.
+        cost: (n,) each point's cost (x).
+        benefit: (n,) each point's benefit (y).
+        front: (n,) bool, the points on the front (e.g. :func:`tokdyn.stats.summary.pareto_front`).
+        low: optional (n,) lower bounds of the benefit's confidence interval, drawn on the front points.
+        high: optional (n,) upper bounds, with ``low``.
+        xlabel: the x axis' label.
+        ylabel: the y axis' label.
+        title: the figure's title.
+
+    Returns:
+        ``path``.
+    """
     cost, benefit, front = np.asarray(cost, float), np.asarray(benefit, float), np.asarray(front, bool)
     fig = figure((6.0, 4.5))
     ax = fig.subplots()

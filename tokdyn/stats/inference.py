@@ -152,25 +152,14 @@ def _mean_and_sd(d: np.ndarray):
 def paired_ttest(a, b, axis: int = -1) -> TTestResult:
     """Two-sided paired t-test of ``mean(a - b) == 0``, vectorised over every axis but ``axis``.
 
-    With ``d = a - b`` holding ``n`` pairs along ``axis``::
-
-        t  = mean(d) / (sd(d) / sqrt(n)),   sd with ddof = 1
-        df = n - 1
-        p  = P(|T_df| >= |t|) = 2 * stdtr(df, -|t|)
-
-    with ``scipy.special.stdtr`` the Student t CDF behind ``scipy.stats.t.sf`` and ``ttest_rel``, so
-    the result matches ``scipy.stats.ttest_rel(a, b, axis=axis)`` to ~1e-12 relative. p-values keep
-    ~1e-13 relative accuracy at any df (checked up to 1e15) down to the smallest normal float64,
-    2.2e-308; smaller ones, in the subnormal range, may come back as 0.
-
-    Degenerate slices (where SciPy returns NaN or divides by zero):
-
-    - all differences exactly zero: ``statistic = 0.0``, ``pvalue = 1.0`` -- "no evidence of a
-      difference", so result tables never carry NaN;
-    - all differences equal and non-zero: ``statistic = +-inf``, ``pvalue = 0.0``.
+    With ``d = a - b`` holding n pairs along ``axis``: ``t = mean(d) / (sd(d) / sqrt(n))`` (sd with
+    ddof = 1), ``df = n - 1``, ``p = 2 * scipy.special.stdtr(df, -|t|)``, so the result matches
+    ``scipy.stats.ttest_rel(a, b, axis=axis)`` to ~1e-12 relative. Degenerate slices give no NaN: all
+    differences exactly zero give ``t = 0``, ``p = 1``; all equal and non-zero give ``t = +-inf``, ``p = 0``.
 
     Args:
-        a, b: real arrays of the same shape (no broadcasting: pairs must line up), finite.
+        a: real, finite array, the first member of every pair.
+        b: real, finite array of ``a``'s shape (no broadcasting: pairs must line up).
         axis: the axis holding the pairs; it needs at least 2 entries.
 
     Returns:
@@ -306,16 +295,10 @@ def bootstrap_ci(
 ):
     """Percentile bootstrap confidence interval of the mean along ``axis``, vectorised.
 
-    Each resample draws ``n`` indices with replacement from ``0..n-1`` (``n = samples.shape[axis]``)
-    with ``numpy.random.default_rng(seed)``; the same index draws are applied to every slice, so
-    slices are resampled consistently and the result for one slice does not depend on the others.
-    With ``theta_1..theta_B`` the resampled means and ``alpha = 1 - confidence``::
-
-        low, high = quantile(theta, alpha / 2), quantile(theta, 1 - alpha / 2)
-
-    (linear interpolation, as ``scipy.stats.bootstrap(..., method="percentile")``). Resampled means
-    are formed as ``x @ counts.T / n`` from per-resample index counts drawn in fixed-size chunks,
-    so the only large buffer is the (slices, n_resamples) array of resampled means.
+    Each resample draws n indices with replacement (``numpy.random.default_rng(seed)``), the same draws
+    for every slice, so a slice's interval does not depend on the others; ``(low, high)`` are the
+    ``alpha / 2`` and ``1 - alpha / 2`` quantiles of the resampled means, ``alpha = 1 - confidence``
+    (linear interpolation, as ``scipy.stats.bootstrap(..., method="percentile")``).
 
     Args:
         samples: real, finite array with at least 2 entries along ``axis``.
@@ -379,11 +362,21 @@ def _percentile_interval(boot: np.ndarray, confidence: float) -> tuple[float, fl
 
 def bootstrap_statistic(statistic, n: int, *, seed: int = 0, n_resamples: int = 1000,
                         confidence: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval of any statistic of ``n`` units: ``statistic(idx)`` gets an
-    (n,) int array of unit indices drawn with replacement and returns a float (e.g. a KL
-    divergence of the resampled sentences' bigram counts). The draws are those of
+    """Percentile bootstrap interval of any statistic of ``n`` units. The draws are those of
     :func:`bootstrap_ci` with the same seed (``statistic = mean of x[idx]`` gives its interval);
-    non-finite resampled values are dropped."""
+    non-finite resampled values are dropped.
+
+    Args:
+        statistic: ``idx -> float``, called on an (n,) int array of unit indices drawn with
+            replacement (e.g. a KL divergence of the resampled sentences' bigram counts).
+        n: the number of units, >= 2.
+        seed: non-negative int seeding ``numpy.random.default_rng``.
+        n_resamples: number of resamples, >= 1.
+        confidence: confidence level in (0, 1).
+
+    Returns:
+        ``(low, high)``, two floats (NaN when no resampled value is finite).
+    """
     if not callable(statistic):
         raise TypeError(f"statistic must be a callable idx -> float, got {type(statistic).__name__}")
     n = _int_at_least("n", n, 2)
@@ -409,13 +402,21 @@ class CorrelationResult(NamedTuple):
 
 
 def point_biserial(x, y, *, seed: int = 0, n_resamples: int = 2000, confidence: float = 0.95) -> CorrelationResult:
-    """Point-biserial correlation of a score ``x`` (n,) with a binary outcome ``y`` (n,) (e.g. a
-    sequence's grounding or confidence against its correctness): Pearson's r, its two-sided
-    p-value (t with n - 2 degrees of freedom, as ``scipy.stats.pointbiserialr``) and a percentile
-    bootstrap interval over pairs resampled together (``numpy.random.default_rng(seed)``).
+    """Point-biserial correlation of a score with a binary outcome (e.g. a sequence's grounding or
+    confidence against its correctness): Pearson's r, its two-sided p-value (t with n - 2 degrees of
+    freedom, as ``scipy.stats.pointbiserialr``) and a percentile bootstrap interval over pairs
+    resampled together.
 
-    r is NaN when either variable is constant (no correlation is defined); so are its p-value and
-    interval then.
+    Args:
+        x: (n,) real, finite scores, n >= 3 (flattened).
+        y: (n,) binary outcomes, 0/1 or bool (flattened).
+        seed: non-negative int seeding ``numpy.random.default_rng``.
+        n_resamples: number of resamples, >= 1.
+        confidence: confidence level in (0, 1).
+
+    Returns:
+        :class:`CorrelationResult` ``(r, pvalue, low, high, n)``; r, its p-value and its interval are
+        NaN when either variable is constant (no correlation is defined).
     """
     xa = _real_array("x", x).ravel()
     ya = _real_array("y", y).ravel()
@@ -466,12 +467,20 @@ class GainResult(NamedTuple):
 def gain_retained(setting, full, baseline, *, seed: int = 0, n_resamples: int = 2000,
                   confidence: float = 0.95) -> GainResult:
     """Share of a gain a setting retains, ``(mean(setting) - mean(baseline)) / (mean(full) -
-    mean(baseline))``, from per-instance scores (n,) of the same instances (e.g. correctness with a
-    part of the latent block, with all of it, with none of it), and a percentile bootstrap
-    interval over instances resampled together (``numpy.random.default_rng(seed)``).
+    mean(baseline))``, with a percentile bootstrap interval over instances resampled together.
 
-    The share is NaN when ``full`` and ``baseline`` have the same mean (there is no gain to
-    retain); resamples without a gain are left out of the interval.
+    Args:
+        setting: (n,) real, finite per-instance scores under the setting (e.g. correctness with a part
+            of the latent block), n >= 2.
+        full: (n,) the same instances' scores with all of it.
+        baseline: (n,) their scores with none of it.
+        seed: non-negative int seeding ``numpy.random.default_rng``.
+        n_resamples: number of resamples, >= 1.
+        confidence: confidence level in (0, 1).
+
+    Returns:
+        :class:`GainResult` ``(share, low, high, n)``. The share is NaN when ``full`` and ``baseline``
+        have the same mean (no gain to retain); resamples without a gain are left out of the interval.
     """
     arrays = []
     for name, value in (("setting", setting), ("full", full), ("baseline", baseline)):

@@ -89,7 +89,7 @@ def condition_stats(src, fields: Sequence[str] | None = None, *,
     grid, chunks, all_fields = _source(src)
     n_cond = len(grid) // grid.seeds
     sums = counts = sumsq = bad = None
-    for s0, s1, cols in chunks:
+    for _s0, _s1, cols in chunks:
         if sums is None:
             fields = _check_fields(fields, _scalar_fields(all_fields, cols))
             sums = {f: np.zeros(n_cond) for f in fields}
@@ -140,12 +140,22 @@ def _axis_columns(grid: sweep.Grid) -> dict[str, np.ndarray]:
 
 
 def marginal(stats_table: dict, by: Sequence[str], fields: Sequence[str], where: dict | None = None):
-    """Pool a :func:`condition_stats` table over every axis not in ``by`` (after keeping only
-    the conditions matching ``where``, ``{axis: value}``, compared with ``np.isclose``).
+    """Pool a :func:`condition_stats` table over every axis not in ``by``. Exact: the sums and sums of
+    squares are rebuilt from each condition's mean, std and n.
 
-    Returns a dict with the ``by`` columns (one row per distinct combination, sorted) and, per
-    field, the pooled ``{f}_mean``, ``{f}_std`` (ddof=1, over all pooled runs) and ``{f}_n``
-    (non-NaN runs). Pooling is exact: sums and sums of squares are rebuilt from mean, std, n."""
+    Args:
+        stats_table: a :func:`condition_stats` table.
+        by: the axes kept: one output row per distinct combination of their values, sorted.
+        fields: the output fields pooled.
+        where: optional ``{axis: value}``: only the conditions matching it (``np.isclose``) are pooled.
+
+    Returns:
+        A dict of columns: the ``by`` axes and, per field, the pooled ``{f}_mean``, ``{f}_std``
+        (ddof=1, over all pooled runs) and ``{f}_n`` (the finite runs pooled).
+
+    Raises:
+        ValueError: an unknown axis or field, or a ``where`` that matches no condition.
+    """
     axes = table_axes(stats_table)
     for name in list(by) + list(where or {}):
         if name not in axes:
@@ -196,13 +206,20 @@ def table_fields(t: dict) -> list:
 
 
 def per_seed(src, by: Sequence[str], fields: Sequence[str], *, require_finite: Sequence[str] = ()):
-    """Per setting (point of the ``by`` axes) and seed: each field's mean over the other axes
-    (non-finite runs excluded, NaN if all of them are; ``require_finite`` as in
-    :func:`condition_stats`). With common random numbers these are paired across settings, and a
-    bootstrap over seeds gives the uncertainty of a setting's mean.
+    """Per setting (point of the ``by`` axes) and seed: each field's mean over the other axes, non-finite
+    runs excluded. With common random numbers these are paired across settings, and a bootstrap over
+    seeds gives the uncertainty of a setting's mean.
 
-    Returns ``(settings, values)``: ``settings`` the ``by`` columns (one row per setting, in grid
-    order), ``values[f]`` of shape (n_settings, seeds)."""
+    Args:
+        src: a :class:`tokdyn.engine.sweep.SweepResult`, or a sweep's directory (read chunk by chunk).
+        by: the setting's axes.
+        fields: the scalar output fields.
+        require_finite: fields that must all be finite for a run to count (as in :func:`condition_stats`).
+
+    Returns:
+        ``(settings, values)``: ``settings`` the ``by`` columns (one row per setting, in grid order),
+        ``values[f]`` of shape (n_settings, seeds), NaN where no run of a cell is finite.
+    """
     settings, values, _ = _per_seed(src, by, fields, require_finite)
     return settings, values
 
@@ -218,7 +235,7 @@ def _per_seed(src, by, fields, require_finite):
     n_set = int(np.prod(sizes, dtype=np.int64))
     pos = {name: i for i, name in enumerate(grid.names)}
     sums = counts = None
-    for s0, s1, cols in chunks:
+    for _s0, _s1, cols in chunks:
         if sums is None:
             fields = _check_fields(fields, _scalar_fields(all_fields, cols))
             sums = {f: np.zeros(n_set * grid.seeds) for f in fields}
@@ -282,13 +299,25 @@ def pareto_front(cost, benefit) -> np.ndarray:
 
 def setting_table(src, by: Sequence[str], fields: Sequence[str], *, n_resamples: int = 2000,
                   confidence: float = 0.95, seed: int = 0, require_finite: Sequence[str] = ()) -> dict[str, np.ndarray]:
-    """One row per setting of the ``by`` axes: per field, the mean over seeds (of per-seed means
-    over the other axes) and a percentile bootstrap interval over seeds
+    """One row per setting of the ``by`` axes: per field, the mean over seeds of the per-seed means
+    (:func:`per_seed`) and a percentile bootstrap interval over seeds
     (:func:`tokdyn.stats.inference.bootstrap_ci`, the same resamples for every setting and field, so
-    intervals of paired settings are comparable). Non-finite runs are left out of the per-seed
-    means (``require_finite`` as in :func:`condition_stats`; ``nonfinite`` counts the setting's
-    runs left out); seeds with no finite run are dropped per setting (``{f}_nan`` counts them); a
-    setting with fewer than 2 valid seeds gets NaN bounds."""
+    intervals of paired settings are comparable).
+
+    Args:
+        src: a :class:`tokdyn.engine.sweep.SweepResult`, or a sweep's directory (read chunk by chunk).
+        by: the setting's axes.
+        fields: the scalar output fields.
+        n_resamples: bootstrap resamples, >= 1.
+        confidence: the intervals' confidence level, in (0, 1).
+        seed: non-negative int seeding the bootstrap.
+        require_finite: fields that must all be finite for a run to count (as in :func:`condition_stats`).
+
+    Returns:
+        A dict of columns: the ``by`` axes, ``nonfinite`` (the setting's runs left out) and per field
+        ``{f}_mean``, ``{f}_low``, ``{f}_high`` and ``{f}_nan`` (seeds with no finite run, dropped); a
+        setting with fewer than 2 valid seeds gets NaN bounds.
+    """
     settings, values, bad = _per_seed(src, by, fields, require_finite)
     out = dict(settings)
     out["nonfinite"] = bad

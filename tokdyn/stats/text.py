@@ -76,14 +76,28 @@ METRICS = ("valid", "unigram_kl", "bigram_kl", "distinct_1", "distinct_2", "gram
 
 def text_metrics(tokens, reference, vocab_size: int, *, eos: int, confidence=None, allowed=None,
                  grammatical=None, seed: int = 0, n_resamples: int = 500) -> dict:
-    """Metrics of sampled sequences ``tokens`` (n, L) against the training sequences ``reference``
-    (m, L), both cut after their first ``eos``: ``valid`` (share of grids decoded with confidence >
-    0.9; NaN without ``confidence`` (n, L)), ``unigram_kl`` and ``bigram_kl`` (KL of the samples'
-    n-gram distribution to the reference's, see :func:`kl_to_reference`), ``distinct_1``/``_2``,
-    ``grammatical_bigrams`` (share of the samples' bigrams that ``allowed`` (V, V) permits),
-    ``grammatical_sentences`` (share for which ``grammatical(sentence)`` holds) and ``novel``
-    (share of samples not among the reference sequences). Each metric ``m`` comes with
-    ``m_low``/``m_high``: a percentile bootstrap interval over the sampled sequences."""
+    """Metrics of sampled sequences against the training sequences, both cut after their first ``eos``,
+    each with a percentile bootstrap interval over the sampled sequences.
+
+    Args:
+        tokens: (n, L) sampled token sequences.
+        reference: (m, L) the training sequences.
+        vocab_size: V, the vocabulary size.
+        eos: the end-of-sentence token.
+        confidence: optional (n, L) decoding confidences of the sampled grids (for ``valid``).
+        allowed: optional (V, V) bool, the bigrams the grammar permits (for ``grammatical_bigrams``).
+        grammatical: optional ``sentence -> bool`` (for ``grammatical_sentences``).
+        seed: non-negative int seeding the bootstrap.
+        n_resamples: bootstrap resamples, >= 1.
+
+    Returns:
+        A dict with every metric ``m`` of :data:`METRICS` and its interval ``m_low``, ``m_high``:
+        ``valid`` (share of grids decoded with confidence > 0.9), ``unigram_kl`` and ``bigram_kl`` (KL
+        of the samples' n-gram distribution to the reference's, :func:`kl_to_reference`),
+        ``distinct_1``/``_2``, ``grammatical_bigrams`` (share of the samples' bigrams ``allowed``
+        permits), ``grammatical_sentences`` and ``novel`` (share of samples not among the reference
+        sequences). A metric whose argument is not given is NaN.
+    """
     tokens = np.asarray(tokens)
     sents, refs = cut(tokens, eos), cut(reference, eos)
     ref1, ref2 = ngram_counts(refs, 1, vocab_size), ngram_counts(refs, 2, vocab_size)

@@ -57,7 +57,6 @@ from tokdyn.experiment.study import Estimate, Study
 from tokdyn.stats import figures
 
 MAX_STEPS = 2 ** 31 - 1  # a run's step counter is a 32-bit integer
-MAX_SEED = 2 ** 32 - 1
 EXTRA_RATIOS = (0.9, 0.95, 1.05, 1.1)  # added to the threshold check's ratios
 RUN_FIELDS = 7  # outputs of one run (CollapseRun)
 
@@ -130,9 +129,7 @@ class Config:
             _checks.positive_int(name, getattr(self, name), minimum=2 if "ratio" in name else 1)
         if self.n_steps > MAX_STEPS:
             raise ValueError(f"n_steps must be at most {MAX_STEPS:,} (a 32-bit step counter), got {self.n_steps!r}")
-        _checks.positive_int("root_seed", self.root_seed, minimum=0)
-        if self.root_seed > MAX_SEED:
-            raise ValueError(f"root_seed must be an int in [0, {MAX_SEED}], got {self.root_seed!r}")
+        _checks.seed("root_seed", self.root_seed)
         _checks.real("ratio_min", self.ratio_min, low=0.0, low_open=True)
         _checks.real("ratio_max", self.ratio_max, low=self.ratio_min, low_open=True)
         _checks.real("merge_rel", self.merge_rel, low=0.0, low_open=True)

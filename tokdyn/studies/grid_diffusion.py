@@ -125,7 +125,7 @@ class Config:
             _checks.positive_int(name, getattr(self, name))
         _checks.positive_int("colours", self.colours, minimum=2)
         _checks.positive_int("ddim_steps", self.ddim_steps, minimum=0)
-        _checks.positive_int("root_seed", self.root_seed, minimum=0)
+        _checks.seed("root_seed", self.root_seed)
         for name in ("steps", "ae_steps", "root_seed"):  # step counters and seeds are int32 inside the programs
             if getattr(self, name) > INT32_MAX:
                 raise ValueError(f"{name} must be at most {INT32_MAX:,} (an int32 inside the compiled programs), "

@@ -196,10 +196,7 @@ class Config:
         self.probe_config()
         self.probe_hparams()
         _checks.positive_int("n_resamples", self.n_resamples)
-        _checks.positive_int("root_seed", self.root_seed, minimum=0)
-        if self.root_seed > LR.MAX_ROOT_SEED:
-            raise ValueError(f"root_seed must be at most {LR.MAX_ROOT_SEED} (a PRNG key keeps 32 bits of it), got "
-                             f"{self.root_seed}")
+        _checks.seed("root_seed", self.root_seed)
         return self
 
     def estimate(self) -> S.Estimate:

@@ -173,10 +173,7 @@ class Config:
         if self.n_instances > tc.n_test:
             raise ValueError(f"n_instances must be at most the source's {tc.n_test} test instances, got "
                              f"{self.n_instances}")
-        _checks.positive_int("root_seed", self.root_seed, minimum=0)
-        if self.root_seed > LR.MAX_ROOT_SEED:
-            raise ValueError(f"root_seed must be at most {LR.MAX_ROOT_SEED} (a PRNG key keeps 32 bits of it), got "
-                             f"{self.root_seed}")
+        _checks.seed("root_seed", self.root_seed)
         self.optimiser("es_entropy_best")
         if self.top_m > tc.task.n_patches:
             raise ValueError(f"top_m must be at most the {tc.task.n_patches} image patches, got {self.top_m}")

@@ -186,7 +186,7 @@ class Config:
             _checks.positive_int(name, getattr(self, name))
         _checks.positive_int("fourier_bands", self.fourier_bands, minimum=0)
         _checks.positive_int("n_examples", self.n_examples, minimum=0)
-        _checks.positive_int("root_seed", self.root_seed, minimum=0)
+        _checks.seed("root_seed", self.root_seed)
         for name in ("train_steps", "dyn_steps", "root_seed"):  # step counters and seeds are int32 in the programs
             if getattr(self, name) > INT32_MAX:
                 raise ValueError(f"{name} must be at most {INT32_MAX:,} (an int32 inside the compiled programs), "

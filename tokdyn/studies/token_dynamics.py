@@ -104,6 +104,7 @@ class Config(RunStructure):
         (see :func:`check_rules`)."""
         rules = check_rules(rules)
         _checks.positive_int("seeds", self.seeds)
+        _checks.seed("root_seed", self.root_seed)
         _checks.choice("mass_anchor", self.mass_anchor, dynamics.MASS_ANCHORS)
         _checks.real("temperature", self.temperature, low=0.0, low_open=True)
         _checks.real("noise", np.asarray(self.noise, float), low=0.0)

@@ -68,7 +68,6 @@ from tokdyn.stats import figures
 
 STUDY = "video"
 SCENARIOS = ("occlusion", "collisions", "leaving")
-MAX_SEED = 2 ** 32 - 1
 SEP = "+sep"  # the suffix of a condition with the separation push
 SCORES = ("video_ari", "frame_ari", "switch_rate", "persistence", "collapse")  # the per-seed scores compared
 CLASSES = ("overlap", "out", "calm")  # the frame classes of the collapse question
@@ -147,9 +146,7 @@ class Config:
             _checks.positive_int(name, getattr(self, name))
         if self.size < 4:
             raise ValueError(f"size must be >= 4 pixels, got {self.size}")
-        _checks.positive_int("root_seed", self.root_seed, minimum=0)
-        if self.root_seed > MAX_SEED:
-            raise ValueError(f"root_seed must be an int in [0, {MAX_SEED}], got {self.root_seed!r}")
+        _checks.seed("root_seed", self.root_seed)
         for name, allowed in (("scenarios", SCENARIOS), ("predictors", tuple(tracking.PREDICTORS))):
             value = getattr(self, name)
             if not isinstance(value, tuple) or not value:

@@ -56,7 +56,6 @@ from tokdyn.stats import figures
 PARTS = ("poc", "published", "main", "curriculum", "semantic")
 PUBLISHED_VOCAB = (51, 192)  # the published setting's vocabularies
 MAX_STEPS = 2 ** 31 - 1  # training steps are counted in 32-bit integers
-MAX_SEED = 2 ** 32 - 1
 LOG_FIELDS = 8  # training logs of one step, kept for a call (tokdyn.train.train_many)
 COLUMNS = ("part", "variant", "vocab_size", "grid", "colours", "mode", "steps", "seed", "accuracy",
            "accuracy_occurrence", "dominant_freq", "collapsed", "entropy", "uniqueness", "min_hamming",
@@ -132,9 +131,7 @@ class Config:
                              f"embeddings have at most that many dimensions), got {self.embed_dim}")
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         _checks.real("zipf_exponent", self.zipf_exponent, low=0.0)
-        _checks.positive_int("root_seed", self.root_seed, minimum=0)
-        if self.root_seed > MAX_SEED:
-            raise ValueError(f"root_seed must be an int in [0, {MAX_SEED}], got {self.root_seed!r}")
+        _checks.seed("root_seed", self.root_seed)
         _checks.choice("preset", self.preset, PRESETS)
         return self
 

@@ -26,10 +26,21 @@ from tokdyn.models.latent.config import Config
 
 
 def predict(model: M.Model, params, batch, *, dropped: int = 0):
-    """Greedy answers (B,) and generated captions (B, K) (K = 0 without captions) of one model;
-    caption token i is the argmax given the tokens before it. ``dropped``: the leading caption
-    tokens a curriculum stage has replaced by latents (:func:`tokdyn.models.latent.variants.dropped_captions`):
-    they are taken from ``batch`` as the model was trained with them (``<pad>``), not generated."""
+    """Greedy answers and captions of one model: caption token i is the argmax given the tokens before
+    it, then the answer the argmax given the whole caption.
+
+    Args:
+      model: a :class:`~tokdyn.models.latent.model.Model`.
+      params: its weights.
+      batch: B instances (:class:`~tokdyn.models.latent.tasks.Instance`).
+      dropped: the leading caption tokens a curriculum stage has replaced by latents
+        (:func:`tokdyn.models.latent.variants.dropped_captions`), static: they are taken from ``batch``
+        as the model was trained with them (``<pad>``), not generated.
+
+    Returns:
+      ``(answers, captions)``: (B,) greedy answers and (B, K) generated captions (K = 0 without a
+      caption).
+    """
     lay, k = model.layout, model.cfg.caption_len
     if k:
         keep = jnp.arange(k) < dropped
@@ -51,10 +62,18 @@ def _predict_many(cfg: Config, name: str):
 
 
 def answers(cfg: Config, name: str, params, batch, *, chunk: int = 250):
-    """``(answers, captions)``: the greedy answers (M, N) and generated captions (M, N, K) of the M
-    models in ``params`` (stacked, as :func:`tokdyn.train.train_many` returns them) of
-    variant ``name`` on the N instances of ``batch``, in chunks of ``chunk`` instances (the last
-    one padded: one compilation)."""
+    """The greedy answers and generated captions of the M models of one variant on N instances.
+
+    Args:
+      cfg: the study's :class:`~tokdyn.models.latent.config.Config`.
+      name: the variant's name (:data:`tokdyn.models.latent.variants.VARIANTS`).
+      params: the M models' weights, stacked (as :func:`tokdyn.train.train_many` returns them).
+      batch: N instances.
+      chunk: instances per compiled call; the last chunk is padded, so there is one compilation.
+
+    Returns:
+      ``(answers, captions)``: (M, N) and (M, N, K) NumPy arrays.
+    """
     cfg.validate()
     variants.variant(name)
     _checks.positive_int("chunk", chunk)
@@ -74,8 +93,19 @@ def answers(cfg: Config, name: str, params, batch, *, chunk: int = 250):
 
 
 def accuracy(cfg: Config, name: str, answers_, captions, batch) -> dict:
-    """Accuracy (M,) per family of ``batch`` and ``"all"`` from :func:`answers`' output; plus
-    ``"caption_exact"`` (the whole caption right) for variants that generate the full caption."""
+    """Accuracy per task family from :func:`answers`' output.
+
+    Args:
+      cfg: the study's :class:`~tokdyn.models.latent.config.Config`.
+      name: the variant's name.
+      answers_: (M, N) greedy answers.
+      captions: (M, N, K) generated captions.
+      batch: the N instances.
+
+    Returns:
+      ``{family: (M,), "all": (M,)}`` over the families present in ``batch``, plus ``"caption_exact"``
+      (M,), the share of whole captions right, for variants that generate the full caption.
+    """
     correct = answers_ == np.asarray(batch.answer)[None]
     fam = np.asarray(batch.family)
     out = {fname: correct[:, fam == i].mean(1) for i, fname in enumerate(tasks.FAMILIES) if np.any(fam == i)}
@@ -86,8 +116,19 @@ def accuracy(cfg: Config, name: str, answers_, captions, batch) -> dict:
 
 
 def evaluate(cfg: Config, name: str, params, test, *, chunk: int = 250) -> dict:
-    """Accuracy (M,) per family name and ``"all"`` of the M models in ``params`` of variant
-    ``name`` on ``test`` (see :func:`answers` and :func:`accuracy`)."""
+    """Accuracy per family of the M models of one variant on ``test``: :func:`answers`, then
+    :func:`accuracy`.
+
+    Args:
+      cfg: the study's :class:`~tokdyn.models.latent.config.Config`.
+      name: the variant's name.
+      params: the M models' weights, stacked.
+      test: the N test instances.
+      chunk: instances per compiled call.
+
+    Returns:
+      ``{family: (M,), "all": (M,)}`` (and ``"caption_exact"``, see :func:`accuracy`).
+    """
     pred, cap = answers(cfg, name, params, test, chunk=chunk)
     return accuracy(cfg, name, pred, cap, test)
 

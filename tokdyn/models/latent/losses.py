@@ -43,7 +43,19 @@ def cosine(a, b):
 
 
 def alignment_loss(model: M.Model, params, batch, out: M.Outputs, kind: str):
-    """The alignment term (a loss to minimise) of the latent states ``out`` to the helper image."""
+    """The alignment term (a loss to minimise) of the latent states ``out`` to the helper image; its
+    targets carry no gradient.
+
+    Args:
+      model: the :class:`~tokdyn.models.latent.model.Model`.
+      params: its weights.
+      batch: B instances with a ``helper`` image (B, G, G).
+      out: the model's :class:`~tokdyn.models.latent.model.Outputs` on ``batch``.
+      kind: "mirage", "monet" or "lvr" (:data:`ALIGNMENTS`; see the module docstring).
+
+    Returns:
+      A scalar loss.
+    """
     net, lay = model.net, model.layout
     helper = jnp.asarray(batch.helper, jnp.int32)
     sg = jax.lax.stop_gradient
@@ -68,8 +80,17 @@ def answer_ce(model: M.Model, batch, out: M.Outputs):
 
 
 def caption_ce(model: M.Model, batch, out: M.Outputs, mask):
-    """Teacher-forced caption cross-entropy, averaged over the tokens with ``mask`` (K,) set (each
-    caption position is predicted by the position before it)."""
+    """Teacher-forced caption cross-entropy: each caption position is predicted by the position before it.
+
+    Args:
+      model: the :class:`~tokdyn.models.latent.model.Model`.
+      batch: B instances with a ``caption`` (B, K).
+      out: the model's :class:`~tokdyn.models.latent.model.Outputs` on ``batch``.
+      mask: (K,) 1 on the caption tokens trained, 0 elsewhere (may be traced).
+
+    Returns:
+      The mean cross-entropy over the trained tokens of the B captions, a scalar.
+    """
     k = model.layout.caption
     pred = out.logits[:, k.start - 1: k.stop - 1]  # (B, K, V)
     ce = optax.softmax_cross_entropy_with_integer_labels(pred, batch.caption)  # (B, K)
@@ -78,10 +99,23 @@ def caption_ce(model: M.Model, batch, out: M.Outputs, mask):
 
 def objective(model: M.Model, params, batch, *, align: Optional[str], caption_mask, align_weight,
               caption_weight):
-    """``(total, parts)`` for one batch: answer CE, plus ``caption_weight`` x the caption CE when
-    the model has a caption, plus ``align_weight`` x the ``align`` loss when one is named. The
-    weights may be traced. ``parts``: ``answer_ce``, ``answer_acc``, ``caption_ce`` and ``align``
-    where present, and ``loss`` (the total)."""
+    """The total loss a variant minimises on one batch, and its parts: the answer's cross-entropy, plus
+    ``caption_weight`` times the caption's when the model has a caption, plus ``align_weight`` times
+    the ``align`` loss when one is named.
+
+    Args:
+      model: the :class:`~tokdyn.models.latent.model.Model`.
+      params: its weights.
+      batch: B instances.
+      align: "mirage", "monet", "lvr" or None (static).
+      caption_mask: (K,) the caption tokens trained (see :func:`caption_ce`).
+      align_weight: the alignment's weight (may be traced).
+      caption_weight: the caption's weight (may be traced).
+
+    Returns:
+      ``(total, parts)``: ``parts`` holds ``answer_ce``, ``answer_acc``, ``caption_ce`` and ``align``
+      where present, and ``loss`` (the total).
+    """
     out = model.apply(params, batch)
     ce, acc = answer_ce(model, batch, out)
     parts = {"answer_ce": ce, "answer_acc": acc}

@@ -153,23 +153,21 @@ class Layout:
 
 
 class Outputs(NamedTuple):
-    """What a reasoner's ``apply`` returns (the protocol :class:`ApplyFn`), for a batch of B
-    instances of T positions, a vocabulary of V tokens, a residual stream of width D, n_layers
-    blocks of H attention heads and L latents. :func:`tokdyn.diagnostics.protocol.check_apply`
-    checks every shape below (with ``jax.eval_shape``) before a diagnostic runs.
+    """What a reasoner's ``apply`` returns (:class:`ApplyFn`), for B instances of T positions, V tokens,
+    width D, n_layers blocks of H heads and L latents; :func:`tokdyn.diagnostics.protocol.check_apply`
+    checks every shape below before a diagnostic runs.
 
     Attributes:
       logits: (B, T, V) float, the next-token logits at every position (those at the answer
         position predict the answer).
       hidden: (B, n_layers + 1, T, D) float, the residual stream: ``hidden[:, 0]`` the input
-        embeddings of every position as the blocks read them (after latent feedback and
-        ``intervene``), ``hidden[:, i]`` the output of block i, ``hidden[:, -1]`` the last block's
-        (n_layers >= 1).
-      attention: (B, n_layers, H, T, T) float, the attention weights of every block and head,
-        query position by key position (each row sums to 1 over the keys it may see).
-      latents: (B, L, D) float, the latents the model fed back (its last-layer states after the
-        final LayerNorm, before the feedback projection), or the ``latents`` it was given; L = 0
-        (shape (B, 0, D)) for a model without a latent block or with fixed latent slots (pause).
+        embeddings as the blocks read them (after latent feedback and ``intervene``), ``hidden[:, i]``
+        the output of block i (n_layers >= 1).
+      attention: (B, n_layers, H, T, T) float, the attention weights of every block and head, query
+        by key (each row sums to 1 over the keys it may see).
+      latents: (B, L, D) float, the latents the model fed back (its last-layer states after the final
+        LayerNorm, before the feedback projection), or the ``latents`` it was given; (B, 0, D) for a
+        model without a latent block or with fixed latent slots (pause).
     """
 
     logits: jax.Array     # (B, T, V)
@@ -179,9 +177,8 @@ class Outputs(NamedTuple):
 
 
 class ApplyFn(Protocol):
-    """The protocol every latent-reasoner diagnostic (:mod:`tokdyn.diagnostics`) uses; any JAX
-    model implements it with a function (or bound method) of this signature, e.g.
-    :meth:`Model.apply`::
+    """The protocol every latent-reasoner diagnostic (:mod:`tokdyn.diagnostics`) uses; any JAX model
+    implements it with a function (or a bound method, e.g. :meth:`Model.apply`) of this signature::
 
         apply(params, batch, *, latents=None, intervene=None) -> Outputs
 
@@ -193,10 +190,9 @@ class ApplyFn(Protocol):
       intervene: a function ``(B, T, D) -> (B, T, D)`` applied to the input embeddings of every
         pass (after latent feedback is written), so its edits show in ``hidden[:, 0]``.
 
-    Two optional keywords, required only by the diagnostics that use them: ``drop`` (B, T) bool
-    removes positions from attention (:func:`tokdyn.diagnostics.mediation.decompose`'s
-    ``markers_only`` and ``no_block``), ``inject`` (B, P) bool inserts copies of chosen image
-    patches (:mod:`tokdyn.diagnostics.dmlr`'s visual injection); see this module's docstring.
+    Two optional keywords, needed only by the diagnostics that use them (see the module docstring):
+    ``drop`` (B, T) bool removes positions from attention (:func:`tokdyn.diagnostics.mediation.decompose`),
+    ``inject`` (B, P) bool inserts copies of chosen image patches (:mod:`tokdyn.diagnostics.dmlr`).
 
     Returns:
       :class:`Outputs` (or any object with its four fields and their shapes).
@@ -347,7 +343,22 @@ def _shape_error(name, got, want):
 
 
 def check_batch(cfg: Config, batch, latents=None, inject=None, drop=None) -> int:
-    """Check the batch (and latents, inject, drop) shapes against ``cfg``; returns the batch size."""
+    """Check the shapes of a batch and of the protocol's optional arguments against ``cfg``.
+
+    Args:
+      cfg: the model's :class:`Config`.
+      batch: B instances: ``image`` (B, G, G), ``question`` (B, Q) and, with a caption, ``caption``
+        (B, K).
+      latents: optional (B, L, D) latents (``latent_mode="feedback"`` only).
+      inject: optional (B, P) bool mask over the image patches.
+      drop: optional (B, T) bool mask over the positions.
+
+    Returns:
+      B, the batch size.
+
+    Raises:
+      ValueError, TypeError: naming the argument whose shape or dtype does not fit.
+    """
     g = cfg.task.grid_size
     img = jnp.shape(batch.image)
     if len(img) != 3 or img[1:] != (g, g):

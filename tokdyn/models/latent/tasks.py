@@ -181,7 +181,17 @@ def transform(image, op):
 
 
 def source_cell(op, r, c, g):
-    """The cell (sr, sc) of the original grid that lands on (r, c) after ``op``."""
+    """The cell of the original grid that lands on (r, c) after the transformation ``op``.
+
+    Args:
+      op: an index into :data:`OPS` (may be traced).
+      r: the row after the transformation.
+      c: the column after it.
+      g: G, the grid's side.
+
+    Returns:
+      ``(sr, sc)``, the source cell's row and column.
+    """
     last = g - 1
     rows = jnp.stack([c, last - r, last - c, r, last - r])
     cols = jnp.stack([last - r, last - c, r, last - c, c])
@@ -344,9 +354,18 @@ def _check_generate(key, n, cfg, offset):
 
 @_checks.checked_jit(_check_generate, static_argnames=("n", "cfg"))
 def generate(key, n: int, cfg: Config = Config(), *, offset=0) -> Instance:
-    """``n`` instances; instance i has key ``fold_in(key, offset + i)`` and family
-    ``cfg.families[(offset + i) % len(cfg.families)]`` (so the families are balanced). ``offset``
-    may be traced; ``n`` and ``cfg`` are static."""
+    """``n`` instances, balanced over the families: instance i has key ``fold_in(key, offset + i)`` and
+    family ``cfg.families[(offset + i) % len(cfg.families)]``.
+
+    Args:
+      key: PRNG key.
+      n: the number of instances (static).
+      cfg: the tasks' :class:`Config` (static).
+      offset: the index of the first instance, >= 0 (may be traced).
+
+    Returns:
+      An :class:`Instance` batch with leading axis n.
+    """
     fam = jnp.asarray(_families(cfg.families), jnp.int32)
     idx = offset + jnp.arange(n)
     return jax.vmap(lambda i: sample(jax.random.fold_in(key, i), fam[i % fam.shape[0]], cfg))(idx)
@@ -369,13 +388,23 @@ class Splits(NamedTuple):
 
 
 def splits(key, n_train: int, n_test: int, cfg: Config = Config(), *, n_val: int = 0) -> Splits:
-    """Train, validation and test sets that never share an instance.
+    """Train, validation and test sets that never share an instance (host NumPy batches).
 
-    Train instances come from ``fold_in(key, 0)``, held-out ones from ``fold_in(key, 1)``: held-out
-    instances whose (image, question) occurs in the training set, or earlier in the held-out
-    stream, are dropped and replaced by further draws; the first ``n_test`` kept form the test set,
-    the next ``n_val`` the validation set (empty for 0). The families of ``cfg`` are balanced in
-    every set.
+    Args:
+      key: PRNG key. Training instances come from ``fold_in(key, 0)`` (:func:`generate`), held-out
+        ones from ``fold_in(key, 1)``, dropping every instance whose (image, question) occurs in the
+        training set or earlier among the held-out ones: the test set from the start of that stream,
+        the validation set from its instance ``50 * n_test`` on.
+      n_train: the training pool's size, >= 1.
+      n_test: the test set's size, >= 1.
+      cfg: the tasks' :class:`Config`; its families are balanced in every set.
+      n_val: the validation set's size (0: empty).
+
+    Returns:
+      :class:`Splits` ``(train, val, test)``.
+
+    Raises:
+      ValueError: fewer distinct held-out instances exist than asked for.
     """
     cfg.validate()
     _checks.positive_int("n_train", n_train)

@@ -28,7 +28,7 @@
 
 :func:`stages` splits the training steps into curriculum stages (one stage without a
 curriculum), :func:`model_config` gives the model of a stage and :func:`stage_batch` masks the
-caption tokens a stage no longer trains. Every stage of a curriculum has the same parameter
+caption tokens a stage has replaced by latents. Every stage of a curriculum has the same parameter
 shapes (the text position table is sized for the longest layout), so one model continues
 through all of them. The losses are in :mod:`tokdyn.models.latent.losses`.
 """
@@ -107,7 +107,7 @@ def model_config(cfg: Config, name: str, stage: int = -1) -> M.Config:
 
 
 def dropped_captions(cfg: Config, name: str, stage: int = -1) -> int:
-    """How many leading caption tokens stage ``stage`` replaces (by latents: no longer trained)."""
+    """How many leading caption tokens stage ``stage`` replaces by latents (tokens it does not train)."""
     return stages(cfg, name)[stage][1]
 
 

@@ -86,8 +86,18 @@ def zipf_probs(vocab_size: int, exponent=1.0) -> np.ndarray:
 
 
 def zipf_corpus(key: jax.Array, vocab_size: int, n_tokens: int, exponent=1.0) -> Corpus:
-    """``n_tokens`` i.i.d. tokens over ``vocab_size`` types with Zipfian probabilities
-    (type 0 is the most frequent, like "the"). Words are named ``w0 ... w{V-1}``."""
+    """i.i.d. tokens with Zipfian probabilities (:func:`zipf_probs`; type 0 is the most frequent, like
+    "the"). Words are named ``w0 ... w{V-1}``.
+
+    Args:
+      key: PRNG key of the draw.
+      vocab_size: V >= 2, the number of types.
+      n_tokens: n >= 1, the corpus length.
+      exponent: the Zipf exponent, >= 0.
+
+    Returns:
+      A :class:`Corpus` of n int32 tokens (NumPy, on the host).
+    """
     V = _checks.positive_int("vocab_size", vocab_size, minimum=2)
     n = _checks.positive_int("n_tokens", n_tokens)
     p = zipf_probs(V, exponent)
@@ -134,11 +144,24 @@ def grammar_corpus(key: jax.Array, n_sentences: int) -> Corpus:
 
 def text_corpus(path: str, *, max_vocab: int | None = None, min_count: int = 1, lowercase: bool = False,
                 encoding: str = "utf-8") -> Corpus:
-    """Whitespace tokens of a text file; ``<eos>`` after every non-empty line.
+    """Whitespace tokens of a text file, with ``<eos>`` after every non-empty line.
 
     The vocabulary is ``<pad>, <unk>, <eos>`` then words by decreasing count (ties by first
-    occurrence), keeping at most ``max_vocab`` entries in all and words seen ``>= min_count``
-    times; other words map to ``<unk>``.
+    occurrence), keeping at most ``max_vocab`` entries in all and words seen ``>= min_count`` times;
+    other words map to ``<unk>``.
+
+    Args:
+      path: the text file.
+      max_vocab: optional size of the whole vocabulary, specials included (at least 4).
+      min_count: the fewest occurrences a word needs to enter the vocabulary, >= 1.
+      lowercase: lowercase every line first.
+      encoding: the file's text encoding.
+
+    Returns:
+      A :class:`Corpus`.
+
+    Raises:
+      ValueError: the file cannot be read as text, or holds no token.
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path, got {path!r}")
@@ -244,10 +267,22 @@ def _check_embeddings(tokens, vocab_size, dim, window, alpha, power, normalize):
 @_checks.checked_jit(_check_embeddings, static_argnames=("vocab_size", "dim", "window", "normalize"))
 def ppmi_embeddings(tokens, vocab_size: int, dim: int, *, window: int = 2, alpha=0.75, power=0.5,
                     normalize: bool = True) -> jax.Array:
-    """(V, dim) semantic embeddings: PPMI of windowed co-occurrence, truncated SVD ``U_k S_k**power``
-    (``power=0.5`` is the symmetric split), rows L2-normalised when ``normalize``. Signs are fixed
-    so the largest-magnitude entry of each singular vector is positive (deterministic output).
-    Types that never occur get zero rows."""
+    """Semantic embeddings: PPMI of windowed co-occurrence (:func:`cooccurrence`, :func:`ppmi`), then the
+    truncated SVD ``U_k S_k**power``. Signs are fixed so that the largest-magnitude entry of each
+    singular vector is positive (deterministic output); types that never occur get zero rows.
+
+    Args:
+      tokens: (n,) int token ids in [0, V), n >= 2.
+      vocab_size: V (static).
+      dim: k <= V, the embeddings' width (static).
+      window: the co-occurrence window, >= 1 (static).
+      alpha: the context distribution's smoothing exponent, > 0.
+      power: the singular values' exponent (0.5: the symmetric split).
+      normalize: L2-normalise the rows (static).
+
+    Returns:
+      (V, dim) float32 embeddings.
+    """
     m = ppmi(cooccurrence(tokens, vocab_size, window), alpha=alpha)  # (V, V)
     u, s, _ = jnp.linalg.svd(m, full_matrices=False)
     u, s = u[:, :dim], s[:dim]
@@ -276,8 +311,21 @@ def load_embeddings(path: str, vocab_size: int | None = None) -> jax.Array:
 
 
 def sentences(tokens, length: int, *, eos: int = EOS, pad: int = PAD) -> np.ndarray:
-    """(n, length) int32: the corpus split after every ``eos`` (a trailing unterminated sentence
-    is dropped), each sentence cut to ``length`` tokens or padded with ``pad``."""
+    """The corpus split after every ``eos`` (a trailing unterminated sentence is dropped), each sentence
+    cut to ``length`` tokens or padded with ``pad``.
+
+    Args:
+      tokens: (n,) token ids (host data).
+      length: L >= 1, the length of a row.
+      eos: the end-of-sentence id.
+      pad: the padding id.
+
+    Returns:
+      (n_sentences, L) int32 NumPy array.
+
+    Raises:
+      ValueError: ``tokens`` is not 1-D or holds no ``eos``.
+    """
     length = _checks.positive_int("length", length)
     t = np.asarray(tokens)
     if t.ndim != 1:

@@ -20,8 +20,20 @@ def _dense(key, n_in, n_out):
 
 
 def init_mlp(key, *, cells, features, vocab_size, hidden=128, depth=1) -> dict:
-    """Parameters of the MLP decoder: ``depth`` ReLU layers of ``hidden`` units over the flattened (cells *
-    features) input, then a linear read-out to ``vocab_size`` logits."""
+    """Parameters of the MLP decoder: ``depth`` ReLU layers of ``hidden`` units over the flattened
+    (P * F) input, then a linear read-out to V logits (He-normal weights, zero biases).
+
+    Args:
+      key: PRNG key.
+      cells: P, the cells of a grid.
+      features: F, the per-cell width of the decoder's input.
+      vocab_size: V.
+      hidden: the hidden layers' width.
+      depth: the number of hidden layers.
+
+    Returns:
+      ``{"layers": [{"w", "b"}] * depth, "out": {"w": (hidden, V), "b": (V,)}}``.
+    """
     keys = jax.random.split(key, depth + 1)
     sizes = [cells * features] + [hidden] * depth
     layers = [_dense(keys[i], sizes[i], sizes[i + 1]) for i in range(depth)]
@@ -39,8 +51,19 @@ def apply_mlp(params, x):
 
 
 def init_cnn(key, *, cells, features, vocab_size, channels=16) -> dict:
-    """Parameters of the CNN decoder: two 3 x 3 convolutions with ``channels`` channels over the square grid,
-    then a linear read-out to ``vocab_size`` logits."""
+    """Parameters of the CNN decoder: two 3 x 3 convolutions with ``channels`` channels over the square
+    grid, then a linear read-out to V logits.
+
+    Args:
+      key: PRNG key.
+      cells: P = N * N, the cells of a square grid.
+      features: F, the per-cell width of the decoder's input (the image's channels).
+      vocab_size: V.
+      channels: the convolutions' channels.
+
+    Returns:
+      ``{"conv1": {"w": (3, 3, F, channels), "b"}, "conv2": {...}, "out": {"w": (P * channels, V), "b": (V,)}}``.
+    """
     side = int(round(cells ** 0.5))
     k1, k2, k3 = jax.random.split(key, 3)
     conv = lambda k, cin, cout: {"w": jax.random.normal(k, (3, 3, cin, cout)) * jnp.sqrt(2.0 / (9 * cin)),
@@ -65,8 +88,24 @@ def apply_cnn(params, x):
 
 
 def init_decoder(key, kind: str, *, cells, features, vocab_size, hidden=128, depth=1, channels=16) -> dict:
-    """Parameters of the decoder ``kind`` (``'mlp'`` or ``'cnn'``, :data:`DECODERS`); ``ValueError`` for
-    another kind."""
+    """Parameters of the decoder ``kind``: :func:`init_mlp` or :func:`init_cnn`.
+
+    Args:
+      key: PRNG key.
+      kind: "mlp" or "cnn" (:data:`DECODERS`).
+      cells: P, the cells of a grid.
+      features: F, the per-cell width of the decoder's input.
+      vocab_size: V.
+      hidden: the MLP's hidden width.
+      depth: the MLP's number of hidden layers.
+      channels: the CNN's channels.
+
+    Returns:
+      The parameters, for :func:`apply_decoder`.
+
+    Raises:
+      ValueError: another ``kind``.
+    """
     if kind == "mlp":
         return init_mlp(key, cells=cells, features=features, vocab_size=vocab_size, hidden=hidden, depth=depth)
     if kind == "cnn":

@@ -106,21 +106,47 @@ def euclidean_distances(x):
 
 
 def gradient_norms(key, params, cfg: model.Config, hp: model.Hparams, tokens, embeddings=None, tau=None):
-    """(encoder, decoder) global norms of the gradient of the training loss on ``tokens`` (B,)."""
+    """Global norms of the gradient of the training loss (:func:`tokdyn.models.vtae.training.loss_fn`) on
+    a batch, for the encoder's and the decoder's parameters.
+
+    Args:
+      key: PRNG key of the loss's draws.
+      params: the model's parameters (``{"encoder", "decoder"}``).
+      cfg: the model's :class:`~tokdyn.models.vtae.model.Config` (static).
+      hp: its :class:`~tokdyn.models.vtae.model.Hparams` (traced).
+      tokens: (B,) int token ids.
+      embeddings: (V, E) semantic embeddings, when the model uses them.
+      tau: the Gumbel temperature; default ``hp.tau_end``.
+
+    Returns:
+      ``(encoder_norm, decoder_norm)``, two scalars.
+    """
     tau = hp.tau_end if tau is None else tau
     g = jax.grad(lambda p: training.loss_fn(key, p, cfg, hp, tokens, tau, embeddings)[0])(params)
     return optax.tree.norm(g["encoder"]), optax.tree.norm(g["decoder"])
 
 
 def evaluate(key, params, cfg: model.Config, *, weights=None, embeddings=None, hparams=None, noise_std=0.1):
-    """Every diagnostic of a model on its whole vocabulary, deterministic encoding (argmax for
-    sampling modes), as a dict of scalars:
+    """Every diagnostic of a model on its whole vocabulary, with deterministic encoding (the argmax for
+    the sampling modes).
 
-    accuracy (per type), accuracy_occurrence, dominant_freq, dominant_freq_occurrence, collapsed,
-    entropy (mean prediction entropy, nats), entropy_norm (/ ln V), loss (mean CE per type),
-    loss_norm (/ ln V), uniqueness, min_hamming, pattern_std, sensitivity_kl (mean
-    ``KL(p(x) || p(x + N(0, noise_std^2)))``), code_perplexity, code_usage, grad_norm_encoder,
-    grad_norm_decoder (of the training loss on the whole vocabulary, at ``tau_end``)."""
+    Args:
+      key: PRNG key of the sensitivity noise and of the gradient's loss.
+      params: the model's parameters.
+      cfg: the model's :class:`~tokdyn.models.vtae.model.Config` (static).
+      weights: optional (V,) corpus frequencies, for the per-occurrence numbers (default uniform).
+      embeddings: (V, E) semantic embeddings, when the model uses them.
+      hparams: the model's :class:`~tokdyn.models.vtae.model.Hparams` (default ``Hparams()``).
+      noise_std: the standard deviation of the sensitivity noise.
+
+    Returns:
+      A dict of scalars: accuracy (per type), accuracy_occurrence, dominant_freq,
+      dominant_freq_occurrence, collapsed (dominant_freq > 0.9), entropy (mean prediction entropy,
+      nats), entropy_norm (/ ln V), loss (mean CE per type), loss_norm (/ ln V), uniqueness,
+      min_hamming, pattern_std, sensitivity_kl (mean ``KL(p(x) || p(x + N(0, noise_std^2)))``),
+      code_perplexity, code_usage, grad_norm_encoder and grad_norm_decoder (of the training loss on
+      the whole vocabulary, at ``tau_end``).
+    """
     V = cfg.vocab_size
     ids = jnp.arange(V)
     w = jnp.full((V,), 1.0 / V) if weights is None else jnp.asarray(weights, jnp.float32)

@@ -62,8 +62,22 @@ class Encoded:
 
 
 def init_encoder(key, *, vocab_size, cells, mode, colours, code_dim=4, embed_dim=None, scale=1.0) -> dict:
-    """Parameters: ``table`` (V, P, K) when ``embed_dim`` is None, else a linear map ``w``
-    (E, P*K) and bias ``b`` (P*K,) of a token's embedding; ``codebook`` (C, D) for ``vq``."""
+    """The encoder's parameters.
+
+    Args:
+      key: PRNG key.
+      vocab_size: V, the number of tokens.
+      cells: P, the cells of a grid (N*N).
+      mode: a name in :data:`MODES`.
+      colours: C, the colours (the number of codebook vectors for ``vq``).
+      code_dim: D, the width of a ``vq`` code.
+      embed_dim: E, the width of a token's semantic embedding; None for a table.
+      scale: the initial weights' standard deviation (the linear map's divided by sqrt(E)).
+
+    Returns:
+      ``{"table": (V, P, K)}`` when ``embed_dim`` is None, else a linear map of a token's embedding,
+      ``{"w": (E, P*K), "b": (P*K,)}``; plus ``"codebook"`` (C, D) for ``vq``. K is :func:`preact_dim`.
+    """
     K = preact_dim(mode, colours, code_dim)
     k1, k2 = jax.random.split(key)
     if embed_dim is None:
@@ -77,7 +91,17 @@ def init_encoder(key, *, vocab_size, cells, mode, colours, code_dim=4, embed_dim
 
 
 def preactivations(params, tokens, embeddings=None, *, width: int) -> jax.Array:
-    """(B, P, K) pre-activations of ``tokens`` (B,); ``width`` is K (static)."""
+    """The pre-activations of ``tokens``.
+
+    Args:
+      params: the encoder's parameters (:func:`init_encoder`).
+      tokens: (B,) int token ids.
+      embeddings: (V, E) the tokens' semantic embeddings, used when ``params`` is a linear map.
+      width: K, the per-cell width (static).
+
+    Returns:
+      (B, P, K) pre-activations.
+    """
     if "table" in params:
         return params["table"][tokens]
     e = embeddings[tokens]  # (B, E)
@@ -85,8 +109,19 @@ def preactivations(params, tokens, embeddings=None, *, width: int) -> jax.Array:
 
 
 def gumbel_softmax(key, z, tau, *, hard: bool):
-    """(soft, hard-or-soft) Gumbel-softmax of logits ``z`` (..., C) at temperature ``tau``.
-    With ``hard``, the forward value is the one-hot argmax and the gradient that of the soft sample."""
+    """Gumbel-softmax of logits ``z`` at temperature ``tau``.
+
+    Args:
+      key: PRNG key of the Gumbel noise.
+      z: (..., C) logits.
+      tau: the temperature, > 0 (may be traced).
+      hard: static bool: the forward value is the one-hot argmax and the gradient that of the soft
+        sample (straight-through).
+
+    Returns:
+      ``(y, idx)``: (..., C) the soft sample (with ``hard``, the one-hot carrying the soft gradient)
+      and (...,) its argmax.
+    """
     g = jax.random.gumbel(key, z.shape, z.dtype)
     y = jax.nn.softmax((z + g) / tau, axis=-1)
     if not hard:
@@ -117,9 +152,21 @@ def vq_quantize(z, codebook):
 
 
 def quantize(key, z, mode: str, tau, *, codebook=None, deterministic: bool = False) -> Encoded:
-    """Turn pre-activations ``z`` (B, P, K) into an :class:`Encoded` by ``mode``. With
-    ``deterministic`` (evaluation), sampling modes take the argmax (one-hot) instead of a sample
-    and ``key`` may be None."""
+    """Turn pre-activations into the decoder's input and each cell's colour, by ``mode`` (the modes are
+    in the module docstring).
+
+    Args:
+      key: PRNG key of the sampling modes; may be None with ``deterministic`` and for the other modes.
+      z: (B, P, K) pre-activations.
+      mode: a name in :data:`MODES` (static).
+      tau: the Gumbel-softmax temperature (``gumbel_soft``, ``gumbel_st``; may be traced).
+      codebook: (C, D) the ``vq`` codebook; for ``fsq``, the static number of levels.
+      deterministic: static bool (evaluation): the sampling modes take the one-hot argmax instead of a
+        sample.
+
+    Returns:
+      An :class:`Encoded`.
+    """
     if key is None and mode in DISCRETE_ONEHOT and not deterministic:
         raise ValueError(f"key must be a PRNG key for mode {mode!r} unless deterministic=True, got None")
     B = z.shape[0]
@@ -149,18 +196,38 @@ def quantize(key, z, mode: str, tau, *, codebook=None, deterministic: bool = Fal
 
 
 def temperature(step, n_steps, tau_start, tau_end):
-    """Exponential temperature schedule: ``tau_start`` at step 0 to ``tau_end`` at the last step."""
+    """Exponential temperature schedule: ``tau_start * (tau_end / tau_start) ** (step / (n_steps - 1))``.
+
+    Args:
+      step: the step (may be traced).
+      n_steps: the number of steps.
+      tau_start: the temperature at step 0.
+      tau_end: the temperature at step ``n_steps - 1``.
+
+    Returns:
+      The temperature at ``step``.
+    """
     frac = step / jnp.maximum(n_steps - 1, 1)
     return tau_start * (tau_end / tau_start) ** frac
 
 
 def vq_ema_update(codebook, ema_count, ema_sum, z, codes, decay, *, key=None, dead_threshold=0.0):
-    """EMA codebook update (van den Oord et al. 2017, appendix): per code, decayed counts and sums
-    of the encoder outputs assigned to it; codebook = sum / count (Laplace-smoothed counts).
-    When ``key`` is given, codes whose EMA count falls below ``dead_threshold`` are reset to random
-    encoder outputs of this batch (their count to the threshold's level).
+    """EMA codebook update (van den Oord et al. 2017, appendix): per code, decayed counts and sums of the
+    encoder outputs assigned to it; codebook = sum / count (Laplace-smoothed counts).
 
-    z (M, D), codes (M,), codebook / ema_sum (C, D), ema_count (C,). Returns the new triple.
+    Args:
+      codebook: (C, D) the codebook.
+      ema_count: (C,) the decayed counts.
+      ema_sum: (C, D) the decayed sums.
+      z: (M, D) this batch's encoder outputs.
+      codes: (M,) int, each output's code.
+      decay: the EMA decay, in [0, 1) (may be traced).
+      key: optional PRNG key: codes whose EMA count falls below ``dead_threshold`` are then reset to
+        random encoder outputs of this batch (their count to the threshold, at least 1e-3).
+      dead_threshold: the count below which a code is dead (with ``key``).
+
+    Returns:
+      ``(codebook, ema_count, ema_sum)``, updated.
     """
     C = codebook.shape[0]
     onehot = jax.nn.one_hot(codes, C, dtype=z.dtype)  # (M, C)

@@ -36,8 +36,18 @@ def kl_logits(logits_p, logits_q):
 
 
 def sensitivity_kl(key, decode, x, noise_std):
-    """(B,) ``KL(p(x) || p(x + noise))`` with Gaussian noise of std ``noise_std`` on the decoder
-    input ``x`` (B, P, F); ``decode`` maps x to (B, V) logits."""
+    """The decoder's sensitivity to its input: ``KL(p(x) || p(x + noise))``, Gaussian noise on the
+    decoder input.
+
+    Args:
+      key: PRNG key of the noise.
+      decode: ``x -> (B, V)`` logits.
+      x: (B, P, F) decoder inputs.
+      noise_std: the noise's standard deviation (may be traced).
+
+    Returns:
+      (B,) KL divergences in nats.
+    """
     noisy = x + noise_std * jax.random.normal(key, x.shape, x.dtype)
     return kl_logits(decode(x), decode(noisy))
 

@@ -43,8 +43,9 @@ def test_missing_variants_are_trained_in_the_source_or_named(tmp_path, monkeypat
     monkeypatch.setattr(LR, "train_variants", lambda cfg, out, names, **kw: False)
     with pytest.raises(RuntimeError, match="did not finish"):
         LR.ensure_trained(SOURCE, src, ["text"])
-    with pytest.raises(io.OutputConflict, match="training.steps: 40 there, 60 now"):
-        LR.ensure_trained(dataclasses.replace(SOURCE, training=dataclasses.replace(TINY, steps=60)), src, ["latent"])
+    with pytest.raises(io.OutputConflict, match="training.train.steps: 40 there, 60 now"):
+        fewer = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, steps=60))
+        LR.ensure_trained(dataclasses.replace(SOURCE, training=fewer), src, ["latent"])
 
 
 def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):

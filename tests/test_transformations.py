@@ -31,7 +31,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from conftest import child_env
-from tokdyn import assignment, diffusion, dynamics, es, geometry, metrics, probes, transformations
+from tokdyn import assignment, diffusion, dynamics, es, geometry, metrics, probes, train, transformations
 from tokdyn.models import sequence, slots, vtae
 from tokdyn.models.latent import losses as latent_losses
 from tokdyn.models.latent import model as latent_model
@@ -483,10 +483,10 @@ def _probe_cases():
 
 
 SLOTS = slots.Config(size=4, slots=2, iterations=1, slot_size=8, mlp_hidden=8, encoder_channels=(4,),
-                     encoder_kernel=3, decoder="mlp", decoder_hidden=8, steps=10, steps_per_call=10)
+                     encoder_kernel=3, decoder="mlp", decoder_hidden=8, train=train.Config(steps=10, steps_per_call=10))
 VTAE = vtae.Config(vocab_size=4, grid=2, colours=2, mode="gumbel_soft", hidden=8, losses=("batch_entropy",))
 SEQ = sequence.Config(model="grid_d3pm_uniform", length=2, cells=3, colours=3, T=5, width=8, depth=1, heads=2,
-                      steps=10, log_every=10, warmup=1)
+                      train=train.Config(steps=10, steps_per_call=10, warmup=1))
 LATENT = latent_model.Config(task=tasks.Config(grid_size=2, n_colours=2), width=8, depth=1, heads=2, mlp_ratio=2,
                              latent_mode="feedback", n_latents=1)
 LATENT_TEXT = dataclasses.replace(LATENT, latent_mode="none", n_latents=0, caption_len=4)  # (a caption term)

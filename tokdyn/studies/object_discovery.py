@@ -64,6 +64,7 @@ from tokdyn.experiment.presets import PRESETS
 from tokdyn.experiment.study import Estimate, Study, digest, elements_fit, largest_option
 from tokdyn.models import iodine, slots
 from tokdyn.stats import figures
+from tokdyn.train import optim
 
 FIXED = ("baseline", "inertia", "repulsion", "sinkhorn", "annealing")
 REFINEMENT = "refinement"  # the variational-refinement rule (tokdyn.refinement), a fixed method beside METHODS'
@@ -329,6 +330,15 @@ class Config:
                     shapes=tuple(self.shapes), scale=tuple(float(v) for v in self.scale),
                     background=self.background)
 
+    def train_config(self) -> optim.Config:
+        """The training of every learned model (:class:`tokdyn.train.optim.Config`): ``train_steps``
+        steps in calls of ``eval_every`` (the checkpoint and evaluation interval), a linear warm-up
+        of ``min(200, train_steps // 10)`` steps (at least 1), then a cosine decay to 5% of the
+        peak, gradients clipped to global norm 1."""
+        return optim.Config(steps=self.train_steps, steps_per_call=self.eval_every,
+                            warmup=min(200, self.train_steps // 10) or 1, decay="cosine", final_fraction=0.05,
+                            clip_norm=1.0)
+
     def slot_config(self, name: str) -> slots.Config:
         """The :class:`tokdyn.models.slots.Config` of learned model ``name`` (``slot_attention`` or
         ``slot_attention_implicit``): this study's sizes, schedule and seeds, a warm-up of
@@ -338,9 +348,8 @@ class Config:
                             encoder_kernel=self.encoder_kernel, encoder_stride=self.encoder_stride,
                             slot_init=self.slot_init, masks=self.masks,
                             decoder=self.decoder, decoder_hidden=self.decoder_hidden, decoder_stride=self.decoder_stride, implicit=name == "slot_attention_implicit",
-                            steps=self.train_steps, batch_size=self.batch_size,
-                            warmup=min(200, self.train_steps // 10) or 1, steps_per_call=self.eval_every,
-                            seeds=self.seeds, root_seed=self.root_seed)
+                            train=self.train_config(), batch_size=self.batch_size, seeds=self.seeds,
+                            root_seed=self.root_seed)
 
     def iodine_config(self) -> iodine.Config:
         """The :class:`tokdyn.models.iodine.Config` of the learned IODINE (``iodine``): this study's
@@ -351,9 +360,8 @@ class Config:
         return iodine.Config(size=self.size, slots=self.n_slots, latent_size=16, iterations=4, pixel_scale=0.1,
                              decoder=self.decoder, decoder_hidden=self.decoder_hidden,
                              decoder_stride=self.decoder_stride, refine_channels=(32, 32), refine_hidden=64,
-                             steps=self.train_steps, batch_size=self.batch_size,
-                             warmup=min(200, self.train_steps // 10) or 1, steps_per_call=self.eval_every,
-                             seeds=self.seeds, root_seed=self.root_seed)
+                             train=self.train_config(), batch_size=self.batch_size, seeds=self.seeds,
+                             root_seed=self.root_seed)
 
     def model_config(self, name: str):
         """The configuration of learned model ``name``: :meth:`iodine_config` for ``iodine``, else

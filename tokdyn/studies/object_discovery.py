@@ -31,9 +31,9 @@ scenes, their true masks and every method's prediction), ``learning_curve.png``,
 and ``config.json`` (the whole configuration, the environment and the timings: training seconds
 live there and in the summary, not in the tables, so that a rerun's tables are byte-identical).
 
-Resuming: ``DIR`` is stamped with the configuration before any work
-(:class:`tokdyn.experiment.study.Study`; ``methods``, ``kmeans`` and ``learned`` only choose what
-runs, so a rerun may add methods). Each fixed method's test results and each learned model's test
+Resuming: ``DIR`` is stamped with the configuration and the learned models' configurations
+(:func:`model_configs`) before any work (:class:`tokdyn.experiment.study.Study`; ``methods``,
+``kmeans`` and ``learned`` only choose what runs, so a rerun may add methods). Each fixed method's test results and each learned model's test
 scores are parts in ``DIR/parts/`` (atomic, checksummed, keyed by the stamp and the method); each
 learned kind's checkpoint (``parts/NAME.npz``, every ``eval_every`` steps) holds its state and its
 whole learning curve, the validation FG-ARI of every checkpointed state included
@@ -61,7 +61,7 @@ from tokdyn import _checks, dynamics, io, metrics, refinement, train
 from tokdyn.data import scenes
 from tokdyn.experiment import runner
 from tokdyn.experiment.presets import PRESETS
-from tokdyn.experiment.study import Estimate, Study, digest, elements_fit, largest_option
+from tokdyn.experiment.study import Estimate, Study, config_dict, digest, elements_fit, largest_option
 from tokdyn.models import iodine, slots
 from tokdyn.stats import figures
 from tokdyn.train import optim
@@ -523,6 +523,15 @@ def checkpoint_stamp(study: Study, cfg: Config, name: str) -> str:
     return f"{study.key}:{digest({'model': name, 'slots': slots.stamp(cfg.slot_config(name))})}"
 
 
+def model_configs(session, cfg: Config) -> dict:
+    """What the study's stamp holds beside its configuration (the ``stamp_extra`` of :data:`SPEC`):
+    the configuration of every learned model it can train (:meth:`Config.model_config`; ``learned``
+    only chooses among them). The models' checkpoints are keyed on them, so a directory whose
+    checkpoints were made for other model configurations (another shape of a model's ``Config``)
+    is refused before any work, naming what differs, as one of another study configuration is."""
+    return {"models": {name: config_dict(cfg.model_config(name)) for name in (*LEARNED, IODINE)}}
+
+
 def fit(cfg: Config, name: str, images, study: Study, *, val=None, progress=None, **kw) -> train.Result:
     """Train (or resume) the ``seeds`` models of ``name`` on ``images`` with their checkpoint
     ``parts/NAME.npz`` of ``study``: :func:`tokdyn.train.train_many` of
@@ -733,7 +742,8 @@ SPEC = runner.Spec(
     name="scenes", config=Config, run=run, figures=draw,
     summary=lambda cfg, r: summary(cfg, r.data["rows"], r.data["seconds"], r.data["curves"], r.data["knobs"]),
     outputs=("results.csv", "learning_curve.csv"), figure_files=("examples.png", "learning_curve.png"),
-    selection=("methods", "kmeans", "learned", "preset"))  # they only choose which methods run (or label it)
+    selection=("methods", "kmeans", "learned", "preset"),  # they only choose which methods run (or label it)
+    stamp_extra=model_configs)
 
 
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:

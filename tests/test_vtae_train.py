@@ -88,8 +88,8 @@ import jax, jax.numpy as jnp, numpy as np
 from tokdyn import train
 from tokdyn.models import vtae
 assert jax.local_device_count() == 2
-cfg = vtae.Config(mode="vq", vq_ema=True, hidden=16, vocab_size=6, grid=3, colours=3, train=budget(30, 10),
-                  batch_size=8)
+cfg = vtae.Config(mode="vq", vq_ema=True, hidden=16, vocab_size=6, grid=3, colours=3, batch_size=8,
+                  train=train.Config(steps=30, steps_per_call=10, warmup=0, decay="constant", clip_norm=0.0))
 keys = jax.random.split(jax.random.key(5), 5)  # 5 models on 2 devices: the last share is padded
 hp = train.broadcast(vtae.Hparams(learning_rate=jnp.array([1e-3, 3e-3, 1e-2, 2e-2, 5e-3])), 5)
 sharded = train.train_many(vtae.trainer(cfg), vtae.inputs(cfg), keys, hp)

@@ -98,11 +98,12 @@ def test_a_directory_of_other_model_configurations_is_refused_before_any_work(fi
         model.update(steps=schedule["steps"], steps_per_call=schedule["steps_per_call"], warmup=schedule["warmup"],
                      clip_norm=schedule["clip_norm"])
     io.write_verified(os.path.join(out, "study.json"), json.dumps(stamp, indent=2, sort_keys=True).encode())
-    before = {f: os.path.getmtime(os.path.join(out, "parts", f)) for f in os.listdir(os.path.join(out, "parts"))}
+    parts = os.path.join(out, "parts")
+    before = {f: os.path.getmtime(os.path.join(parts, f)) for f in os.listdir(parts)}
     with pytest.raises(io.OutputConflict, match=r"another configuration \(.*extra\.models\.iodine\.steps: 4 there, "
                                                 r"<absent> now.*pass --fresh"):
         SC.main(CFG, out, quiet=True, plots=False)
-    assert before == {f: os.path.getmtime(os.path.join(out, "parts", f)) for f in os.listdir(os.path.join(out, "parts"))}
+    assert before == {f: os.path.getmtime(os.path.join(parts, f)) for f in os.listdir(parts)}
 
 
 def test_training_stopped_midway_resumes_to_the_same_models_and_the_whole_curve(tmp_path):

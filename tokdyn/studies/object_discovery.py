@@ -33,8 +33,9 @@ live there and in the summary, not in the tables, so that a rerun's tables are b
 
 Resuming: ``DIR`` is stamped with the configuration and the learned models' configurations
 (:func:`model_configs`) before any work (:class:`tokdyn.experiment.study.Study`; ``methods``,
-``kmeans`` and ``learned`` only choose what runs, so a rerun may add methods). Each fixed method's test results and each learned model's test
-scores are parts in ``DIR/parts/`` (atomic, checksummed, keyed by the stamp and the method); each
+``kmeans`` and ``learned`` only choose what runs, so a rerun may add methods). Each fixed
+method's test results and each learned model's test scores are parts in ``DIR/parts/`` (atomic,
+checksummed, keyed by the stamp and the method); each
 learned kind's checkpoint (``parts/NAME.npz``, every ``eval_every`` steps) holds its state and its
 whole learning curve, the validation FG-ARI of every checkpointed state included
 (:func:`tokdyn.train.train_many`'s ``evaluate``), in one file written atomically: a run killed at

@@ -66,7 +66,8 @@ def training_rows(cfg: G.Config, data, seeds: int, repeats: int):
         res = run()
         first = time.perf_counter() - t
         best, med = timed(run, repeats)
-        rows.append((f"tokdyn, vmapped, {len(devices)} device(s)", cfg.steps * seeds / best, cfg.steps * seeds / med,
+        steps = cfg.train.steps
+        rows.append((f"tokdyn, vmapped, {len(devices)} device(s)", steps * seeds / best, steps * seeds / med,
                      first - best))
 
     step = jax.jit(train.make_step(tr))
@@ -80,7 +81,7 @@ def training_rows(cfg: G.Config, data, seeds: int, repeats: int):
         last = []
         for s in range(seeds):
             state, run_key = per_seed[s]
-            for _ in range(cfg.steps):
+            for _ in range(cfg.train.steps):
                 state, logs = compiled_step(state, data, run_key)
             last.append(state)
         return jax.block_until_ready(last)
@@ -91,8 +92,8 @@ def training_rows(cfg: G.Config, data, seeds: int, repeats: int):
                                    jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda a: a[s], res.params))[0],
                                    rtol=1e-3, atol=1e-5)
     best, med = timed(loop, repeats)
-    rows.append(("Python loop of the layer's jitted step", cfg.steps * seeds / best, cfg.steps * seeds / med,
-                 comp_loop))
+    rows.append(("Python loop of the layer's jitted step", cfg.train.steps * seeds / best,
+                 cfg.train.steps * seeds / med, comp_loop))
     return rows
 
 
@@ -129,7 +130,9 @@ def main():
     data, _ = study_data(study)
     trained = []
     for name in args.models.split(","):
-        cfg = dataclasses.replace(study.model(name, "sequence"), steps=args.steps, log_every=args.steps)
+        cfg = study.model(name, "sequence")
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=args.steps,
+                                                                 steps_per_call=args.steps))
         trained += [(name, *r) for r in training_rows(cfg, data, args.seeds, args.repeats)]
     samp = []
     for name in ("grid_ddpm", "grid_d3pm_absorbing"):

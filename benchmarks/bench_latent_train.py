@@ -42,7 +42,8 @@ from tokdyn.models.latent import variants  # noqa: E402
 
 def jax_rate(tc, name, pool, hp, steps, repeats):
     """(steps/s, compile s, params of model 0 at the start) for ``tc.seeds`` vmapped models."""
-    tc = dataclasses.replace(tc, steps_per_call=steps, steps=steps * max(tc.steps // steps, 1))
+    tc = dataclasses.replace(tc, train=dataclasses.replace(tc.train, steps_per_call=steps,
+                                                           steps=steps * max(tc.train.steps // steps, 1)))
     state = T.init_states(tc, name, hp)
     keys = T.seed_keys(tc)
     chunk = train.make_chunk(T.trainer(tc, name).first)
@@ -64,7 +65,8 @@ def torch_rate(torch, peer, cfg, params, pool, tc, steps, repeats, models):
     image, question, answer = (torch.from_numpy(np.asarray(a)).long() for a in (pool.image, pool.question, pool.answer))
     rng = np.random.default_rng(0)
     nets = [peer.TorchReasoner.from_flax(cfg, params) for _ in range(models)]
-    opts = [peer.optimizer(n, learning_rate=2e-3, weight_decay=0.01, warmup=tc.warmup_steps, steps=tc.steps)
+    opts = [peer.optimizer(n, learning_rate=2e-3, weight_decay=0.01, warmup=tc.train.warmup_steps,
+                          steps=tc.train.steps)
             for n in nets]
 
     def run(n):

@@ -152,7 +152,7 @@ def check(torch, peer, cfg, trainer, step, state, run_key, pool, lr):
         batch = slots.draw_batch(k, pool, B)
         noise = slots.slot_noise(jax.random.split(k)[1], cfg, B)
         st, logs = step(st, pool, run_key)
-        lt = peer.train_step(net, opt, sched, nchw(batch), torch.from_numpy(np.array(noise)), cfg.clip_norm)
+        lt = peer.train_step(net, opt, sched, nchw(batch), torch.from_numpy(np.array(noise)), cfg.train.clip_norm)
         losses.append(abs(float(logs["loss"]) - float(lt)))
     moved = jax.tree_util.tree_map(lambda a, b: np.asarray(a) - np.asarray(b), st.params, params)
     moved_t = jax.tree_util.tree_map(lambda a, b: a - np.asarray(b), net.flax_tree(), params)
@@ -191,7 +191,7 @@ def torch_row(torch, peer, cfg, trainer, params, pool, lr, steps, repeats, warmu
         for _ in range(n):
             idx = torch.randint(0, images.shape[0], (B,), generator=gen)
             z = torch.randn(shape, generator=gen)
-            loss = peer.train_step(net, opt, sched, images[idx], z, cfg.clip_norm)
+            loss = peer.train_step(net, opt, sched, images[idx], z, cfg.train.clip_norm)
         return float(loss)
 
     run(warmup)

@@ -98,7 +98,8 @@ def train_rate(name, seeds, steps, calls):
     after a call's logs reached the host, is one timed repetition), and the first call's seconds."""
     cfg = study.Config()
     pool = study.split(dataclasses_replace(cfg, n_train=512), "train").images
-    many = dataclasses_replace(cfg.slot_config("slot_attention"), steps=1000 * steps, steps_per_call=steps,
+    sc = cfg.slot_config("slot_attention")
+    many = dataclasses_replace(sc, train=dataclasses_replace(sc.train, steps=1000 * steps, steps_per_call=steps),
                                seeds=seeds)
     strategy, batch_size = STRATEGIES[name]
     stamps = [time.perf_counter()]

@@ -18,6 +18,7 @@ subset of models and reported per model.
 """
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -54,7 +55,7 @@ def main():
     args = ap.parse_args()
     M, L = args.models, args.loop_models
     cfg = vtae.Config(vocab_size=5, grid=3, colours=2, mode="gumbel_st", hidden=32, batch_size=16,
-                      steps=args.steps, log_every=args.steps // 4)
+                      train=dataclasses.replace(vtae.Config().train, steps=args.steps, steps_per_call=args.steps // 4))
     tr, data = vtae.trainer(cfg), vtae.inputs(cfg)
     hp1 = vtae.Hparams().astype()
     keys = jax.random.split(jax.random.key(0), M)
@@ -84,7 +85,7 @@ def main():
     def step_loop():
         for i in range(S):
             state, run_key = init(keys[i], hps[i])
-            for _ in range(cfg.steps):
+            for _ in range(cfg.train.steps):
                 state = step(state, run_key)
             jax.block_until_ready(state)
 
@@ -113,7 +114,8 @@ def main():
     # CNN decoder: vmap vs lax.map over models
     N = args.cnn_models
     ccfg = vtae.Config(vocab_size=51, grid=5, colours=3, mode="gumbel_st", decoder="cnn", channels=8, batch_size=32,
-                       steps=args.steps, log_every=args.steps // 4)
+                       train=dataclasses.replace(vtae.Config().train, steps=args.steps,
+                                                 steps_per_call=args.steps // 4))
     keys = jax.random.split(jax.random.key(1), N)
     hpN = train.broadcast(vtae.Hparams(), N)
     ctr, cdata = vtae.trainer(ccfg), vtae.inputs(ccfg)

@@ -739,13 +739,15 @@ def learned_models(s: Suite, n_models: int):
         if smoke:
             tc = dataclasses.replace(tc, width=16, depth=1, heads=2, batch_size=8)
         tc = dataclasses.replace(tc, seeds=n_models, n_train=512 if smoke else 20_000, n_val=8, n_test=8,
-                                 steps=k * 1000, steps_per_call=k)
+                                 train=dataclasses.replace(tc.train, steps=k * 1000, steps_per_call=k))
         keys, hp = LT.models(tc)
         return LT.trainer(tc, "latent"), LT.data(tc).train, keys, hp, "scan", k
 
     def slot_attention():
         cfg = OD.Config.quick() if smoke else OD.Config()
-        sc = dataclasses.replace(cfg.slot_config("slot_attention"), steps=k * 1000, steps_per_call=k, seeds=n_models)
+        sc = cfg.slot_config("slot_attention")
+        sc = dataclasses.replace(sc, train=dataclasses.replace(sc.train, steps=k * 1000, steps_per_call=k),
+                                 seeds=n_models)
         if smoke:
             sc = dataclasses.replace(sc, batch_size=4)
         pool = OD.split(dataclasses.replace(cfg, n_train=64 if smoke else 512), "train").images
@@ -754,15 +756,15 @@ def learned_models(s: Suite, n_models: int):
 
     def autoencoder():
         cfg = vtae.Config(vocab_size=5, grid=3, colours=2, mode="gumbel_st", hidden=32, batch_size=16,
-                          steps=k * 1000, log_every=k)
+                          train=dataclasses.replace(vtae.Config().train, steps=k * 1000, steps_per_call=k))
         keys = jax.random.split(jax.random.key(0), n_models)
         hp = train.broadcast(vtae.Hparams(), n_models)
         return vtae.trainer(cfg), vtae.inputs(cfg), keys, hp, "scan", k
 
     def diffusion():
         st = GD.Config()
-        cfg = dataclasses.replace(st.model("grid_d3pm_absorbing", "sequence"), steps=k * 1000, log_every=k,
-                                  warmup=1)
+        cfg = st.model("grid_d3pm_absorbing", "sequence")
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=k * 1000, steps_per_call=k, warmup=1))
         if smoke:
             cfg = dataclasses.replace(cfg, width=16, depth=1, batch_size=8)
         seqs = jax.random.randint(jax.random.key(3), (512, *cfg.sample_shape), 0, cfg.colours)
@@ -880,7 +882,7 @@ def section_peers(s: Suite):
             for _ in range(n):
                 idx = torch.randint(0, images.shape[0], (B,), generator=gen, device=dev)
                 zz = torch.randn((B, cfg.slots, cfg.slot_size), generator=gen, device=dev)
-                torch_slots.train_step(net, opt, sched, images[idx], zz, cfg.clip_norm)
+                torch_slots.train_step(net, opt, sched, images[idx], zz, cfg.train.clip_norm)
         theirs = _torch_timed(torch, dev, run, steps, s.args.repeats)
         return ours, theirs, comp, abs(loss_j - loss_t), B
 
@@ -913,8 +915,8 @@ def section_peers(s: Suite):
             theirs_logits = net(t_of(batch.image), t_of(batch.question)).cpu().numpy()
         diff = float(np.abs(logits - theirs_logits).max())
         image, question, answer = t_of(pool.image), t_of(pool.question), t_of(pool.answer)
-        opt, sched = torch_latent.optimizer(net, learning_rate=2e-3, weight_decay=0.01, warmup=tc.warmup_steps,
-                                            steps=tc.steps)
+        opt, sched = torch_latent.optimizer(net, learning_rate=2e-3, weight_decay=0.01,
+                                            warmup=tc.train.warmup_steps, steps=tc.train.steps)
         gen = torch.Generator(device=dev).manual_seed(0)
 
         def run(n):

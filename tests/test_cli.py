@@ -3,6 +3,7 @@ docstring's help, values back into the config, real exit codes."""
 
 import argparse
 import dataclasses
+import re
 
 import pytest
 
@@ -74,6 +75,56 @@ def test_options_build_the_config():
     assert _parse(["--name", "b"], base=Toy.quick()) == Toy(name="b", rate=0.1)  # a preset, options on top
     with pytest.raises(ValueError, match="rate must be > 0"):
         _parse(["--rate", "-1"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    """A config whose nested default is not the nested class's own.
+
+    Attributes:
+      inner: nested settings, 4 cells per side.
+    """
+
+    inner: Inner = Inner(grid_size=4)
+
+
+def test_a_nested_option_shows_and_keeps_its_enclosing_default():
+    p = argparse.ArgumentParser()
+    cli.add_config_args(p, Outer)
+    text = " ".join(p.format_help().split())
+    assert "cells per side (default: 4)" in text and "(default: 6)" not in text
+    assert cli.field_default(Outer, ("inner", "grid_size")) == 4
+    assert cli.field_default(Toy, ("inner", "grid_size")) == 6 and cli.field_default(Toy, ("rate",)) == 0.5
+    assert _parse([], Outer) == Outer() and _parse(["--colours", "5"], Outer) == Outer(Inner(grid_size=4, colours=(5,)))
+    assert _parse(["--grid-size", "7"], Outer) == Outer(Inner(grid_size=7))
+
+
+def test_latent_reasoning_training_options_keep_their_spelling_and_defaults(capsys):
+    """The latent reasoner's budget and schedule (its config's nested ``train``) keep the options
+    they had before they were nested: --steps, --steps-per-call and --warmup, with the study's
+    defaults; the rest of the schedule is new (--decay, --final-fraction, --clip-norm)."""
+    from tokdyn.experiment import reasoners
+    from tokdyn.train import optim
+
+    argv = ["study", "latent-reasoning"]
+    parser = cli.build_parser(argv)
+    with pytest.raises(SystemExit):
+        parser.parse_args(argv + ["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in (("--steps", "3000"), ("--steps-per-call", "100"), ("--warmup", "200"),
+                            ("--decay", "cosine"), ("--final-fraction", "0.05"), ("--clip-norm", "1.0")):
+        assert re.search(rf"{option} [A-Z]+ [^(]*(\([^d][^)]*\)[^(]*)*\(default: {re.escape(default)}\)", text), option
+    args = parser.parse_args(argv + ["--steps", "60", "--steps-per-call", "20", "--warmup", "0", "--decay",
+                                     "constant", "--clip-norm", "0.5"])
+    cfg = cli.config_from_args(reasoners.Config, args)
+    assert cfg.training.train == optim.Config(steps=60, steps_per_call=20, warmup=0, decay="constant",
+                                              final_fraction=0.05, clip_norm=0.5)
+    assert cfg.train is True and cfg.training.n_latents == reasoners.Config().training.n_latents
+    quick = cli.config_from_args(reasoners.Config, parser.parse_args(argv + ["--warmup", "7"]),
+                                 reasoners.Config.quick())
+    assert quick.training.train == dataclasses.replace(reasoners.Config.quick().training.train, warmup=7)
+    with pytest.raises(ValueError, match="train.steps must be a multiple of steps_per_call=20"):
+        cli.config_from_args(reasoners.Config, parser.parse_args(argv + ["--steps", "50", "--steps-per-call", "20"]))
 
 
 def test_undocumented_fields_are_refused():

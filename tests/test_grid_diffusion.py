@@ -68,7 +68,7 @@ def _grid_data(n=256, length=2, cells=4, colours=3, seed=0):
 def test_trained_denoisers_beat_predicting_zero_and_a_nan_model_is_reported():
     data = _grid_data()
     cfg = G.Config(model="grid_ddpm", length=2, cells=4, colours=3, T=50, architecture="mlp", width=16, depth=1,
-                   steps=150, batch_size=32, log_every=50, warmup=10)
+                   train=train.Config(steps=150, steps_per_call=50, warmup=10, final_fraction=0.1), batch_size=32)
     hp = G.Hparams(learning_rate=jnp.array([3e-3, 1e38]), lam=jnp.array([0.01, 0.01]))
     keys = jax.random.split(jax.random.key(0), 2)
     res = train.train_many(G.trainer(cfg), G.inputs(cfg, data), keys, hp)
@@ -82,7 +82,8 @@ def test_trained_denoisers_beat_predicting_zero_and_a_nan_model_is_reported():
     assert mse(params) < 0.8 < 0.95 < mse(G.init(jax.random.key(9), cfg))  # predicting eps = 0 costs E[eps^2] = 1
     # D3PM: the trained model's bound term is below that of zero logits (a uniform x_0 guess)
     dcfg = G.Config(model="grid_d3pm_absorbing", length=2, cells=4, colours=3, T=20, architecture="mlp", width=16,
-                    depth=1, steps=150, batch_size=32, log_every=50, warmup=10)
+                    depth=1, train=train.Config(steps=150, steps_per_call=50, warmup=10, final_fraction=0.1),
+                    batch_size=32)
     dp = G.train(jax.random.key(2), dcfg, G.Hparams(learning_rate=3e-3), data)[0].params
     proc = dcfg.process()
     k_t, k_x = jax.random.split(jax.random.key(6))
@@ -94,7 +95,8 @@ def test_trained_denoisers_beat_predicting_zero_and_a_nan_model_is_reported():
 
 
 def test_bad_input_is_refused_before_compiling():
-    cfg = G.Config(model="grid_d3pm_uniform", length=2, cells=4, colours=3, T=5, steps=10, log_every=5)
+    cfg = G.Config(model="grid_d3pm_uniform", length=2, cells=4, colours=3, T=5,
+                   train=train.Config(steps=10, steps_per_call=5))
     good = _grid_data(n=8)
     with pytest.raises(ValueError, match=r"data must have shape \(N, 2, 4\)"):
         G.train(jax.random.key(0), cfg, None, good[:, :, :3])
@@ -128,7 +130,8 @@ def test_grammar_entropy_equals_the_mean_log_probability_of_its_sentences():
 
 
 def test_nll_of_the_autoregressive_model_is_its_summed_cross_entropy():
-    cfg = G.Config(model="token_ar", length=5, vocab_size=7, width=16, depth=1, steps=10, log_every=5)
+    cfg = G.Config(model="token_ar", length=5, vocab_size=7, width=16, depth=1,
+                   train=train.Config(steps=10, steps_per_call=5))
     params = G.init(jax.random.key(0), cfg)
     x = jnp.asarray(np.random.default_rng(0).integers(0, 7, (3, 5)), jnp.int32)
     logits = G.apply(params, cfg, jnp.concatenate([jnp.full((3, 1), 7), x[:, :-1]], 1), jnp.zeros(3, jnp.int32))

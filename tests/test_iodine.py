@@ -20,8 +20,8 @@ pytestmark = pytest.mark.fast_compile
 
 # one tiny config shared by every test (one compilation of each program)
 CFG = I.Config(size=8, slots=3, latent_size=4, iterations=2, pixel_scale=0.2, decoder="mlp", decoder_hidden=8,
-               refine_channels=(4,), refine_hidden=8, steps=60, batch_size=8, warmup=2, steps_per_call=10, seeds=2,
-               root_seed=0)
+               refine_channels=(4,), refine_hidden=8, train=train.Config(steps=60, steps_per_call=10, warmup=2),
+               batch_size=8, seeds=2, root_seed=0)
 HP = I.Hparams(learning_rate=1e-2)
 STRATEGY = I.default_strategy(jax.default_backend())
 
@@ -308,8 +308,8 @@ def test_training_is_deterministic_and_seeds_differ(pool, trained):
     assert not np.array_equal(a, b)
     tr = I.trainer(CFG)
     assert tr is I.trainer(I.Config(**{**CFG.__dict__, "refine_channels": [4]}))
-    assert tr.config == train.Config(steps=CFG.steps, steps_per_call=CFG.steps_per_call, warmup=CFG.warmup,
-                                     decay="cosine", final_fraction=0.05, clip_norm=CFG.clip_norm)
+    assert tr.config == CFG.train == train.Config(steps=60, steps_per_call=10, warmup=2, decay="cosine",
+                                                  final_fraction=0.05, clip_norm=1.0)
     assert I.default_strategy("cpu") == "loop" and I.default_strategy("gpu") == "step"
     assert I.stamp(CFG) != slots.stamp(slots.Config()) and '"model": "iodine"' in I.stamp(CFG)
 
@@ -363,8 +363,9 @@ def test_segment_labels_and_fg_ari(trained):
     (dict(decoder="cnn", size=12), ValueError, "size"),
     (dict(refine_channels=(4, 0)), ValueError, "refine_channels"),
     (dict(refine_channels=4), TypeError, "refine_channels"),
-    (dict(steps=12, steps_per_call=5), ValueError, "steps"),
-    (dict(clip_norm=0.0), ValueError, "clip_norm"),
+    (dict(train=train.Config(steps=12, steps_per_call=5)), ValueError, "train.steps"),
+    (dict(train=train.Config(clip_norm=-1.0)), ValueError, "train.clip_norm"),
+    (dict(train={"steps": 100}), TypeError, "train"),
 ])
 def test_bad_config(kw, err, match):
     with pytest.raises(err, match=match):

@@ -96,16 +96,17 @@ def test_command_line_and_bad_input():
         LD.Config(n_instances=10**6).validate()
 
 
-def quick_source(path, **training):
+def quick_source(path, **schedule):
     lr = LR.Config.quick()
-    cfg = dataclasses.replace(lr, training=dataclasses.replace(lr.training, **training)) if training else lr
+    cfg = dataclasses.replace(lr, training=dataclasses.replace(lr.training, train=dataclasses.replace(
+        lr.training.train, **schedule))) if schedule else lr
     LR.open_study(cfg, str(path), quiet=True)
     return str(path)
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--no-train", "--source", "{other}"], "training.steps: 100 there, 600 now"),  # the case
-    (["--source", "{other}"], "training.steps: 100 there, 600 now"),
+    (["--no-train", "--source", "{other}"], "training.train.steps: 100 there, 600 now"),  # the case
+    (["--source", "{other}"], "training.train.steps: 100 there, 600 now"),
     (["--no-train", "--source", "{quick}"], "lacks the trained variants ['latent', 'pause', 'text']"),
     (["--source", "{out}"], "must be separate directories"),
     (["--variants", ""], "variants must name at least one"),

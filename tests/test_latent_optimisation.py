@@ -43,8 +43,9 @@ def test_missing_variants_are_trained_in_the_source_or_named(tmp_path, monkeypat
     monkeypatch.setattr(LR, "train_variants", lambda cfg, out, names, **kw: False)
     with pytest.raises(RuntimeError, match="did not finish"):
         LR.ensure_trained(SOURCE, src, ["text"])
-    with pytest.raises(io.OutputConflict, match="training.steps: 40 there, 60 now"):
-        LR.ensure_trained(dataclasses.replace(SOURCE, training=dataclasses.replace(TINY, steps=60)), src, ["latent"])
+    with pytest.raises(io.OutputConflict, match="training.train.steps: 40 there, 60 now"):
+        fewer = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, steps=60))
+        LR.ensure_trained(dataclasses.replace(SOURCE, training=fewer), src, ["latent"])
 
 
 def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
@@ -83,7 +84,8 @@ def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
     for f in ("optimiser.png", "grounding.png", "summary.md", "config.json"):
         assert os.path.exists(os.path.join(out, f)), f
     conf = io.read_json(os.path.join(out, "config.json"))
-    assert conf["study"] == "latent-optimisation" and conf["reasoning"]["training"]["steps"] == TINY.steps
+    assert conf["study"] == "latent-optimisation"
+    assert conf["reasoning"]["training"]["train"]["steps"] == TINY.train.steps
     assert set(conf["sources"]) == {"reasoning"} and conf["selection"]["methods"] == ["es_entropy_best"]
     # each finished run is kept; a rerun reuses it (a run whose part is missing, or damaged, is
     # computed again; a damaged one named in a warning and set aside)
@@ -136,18 +138,19 @@ def test_command_line_and_bad_input():
         LO.Config(n_instances=10**6).validate()
 
 
-def quick_source(path, **training):
-    """A latent-reasoning directory stamped with the quick preset (with ``training`` fields
-    replaced), before any variant is trained in it."""
+def quick_source(path, **schedule):
+    """A latent-reasoning directory stamped with the quick preset (with fields of its training's
+    ``train`` replaced), before any variant is trained in it."""
     lr = LR.Config.quick()
-    cfg = dataclasses.replace(lr, training=dataclasses.replace(lr.training, **training)) if training else lr
+    cfg = dataclasses.replace(lr, training=dataclasses.replace(lr.training, train=dataclasses.replace(
+        lr.training.train, **schedule))) if schedule else lr
     LR.open_study(cfg, str(path), quiet=True)
     return str(path)
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--no-train", "--source", "{other}"], "training.steps: 100 there, 600 now"),  # the issue's case
-    (["--source", "{other}"], "training.steps: 100 there, 600 now"),  # nor is a variant trained into it
+    (["--no-train", "--source", "{other}"], "training.train.steps: 100 there, 600 now"),  # the issue's case
+    (["--source", "{other}"], "training.train.steps: 100 there, 600 now"),  # nor is a variant trained into it
     (["--source", "{lr}"], "hparams.learning_rate: 0.01 there, 0.003 now"),
     (["--no-train", "--source", "{quick}"], "lacks the trained variants ['latent', 'direct', 'text']"),
     (["--no-train", "--source", "{empty}"], "holds no latent-reasoning study"),

@@ -88,7 +88,7 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
     assert not tests["tested"].any() and np.isnan(tests["p"]).all()  # unconverged pairs are not compared
     conf = io.read_json(os.path.join(out, "config.json"))
     assert conf["study"] == "latent-reasoning" and conf["variants"] == ["direct", "no_image"]
-    assert conf["config"]["training"]["steps"] == TINY.steps
+    assert conf["config"]["training"]["train"]["steps"] == TINY.train.steps
     assert conf["config"]["hparams"]["learning_rate"] == cfg.hparams.learning_rate
     assert conf["config"]["variants"] == conf["selection"]["variants"] == ["direct", "no_image"]  # the whole config
     res = LR.read_result(os.path.join(out, "results", "direct.json"))
@@ -114,7 +114,8 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
     assert os.path.getmtime(os.path.join(out, "results", "direct.json")) == mtime
     assert os.path.getsize(os.path.join(out, "learning_curves.png")) > 1000
     # another configuration is refused before any work, naming what differs; variants may change
-    for other, words in ((dataclasses.replace(cfg, training=dataclasses.replace(TINY, steps=60)), "training.steps: 40"),
+    fewer = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, steps=60))
+    for other, words in ((dataclasses.replace(cfg, training=fewer), "training.train.steps: 40"),
                          (dataclasses.replace(cfg, reference_steps=80), "reference_steps: 200 there, 80 now"),
                          (dataclasses.replace(cfg, hparams=training.Hparams(align_weight=0.5)), "hparams.align_weight"),
                          (dataclasses.replace(cfg, devices=0), "devices: 1 there, 0 now"),
@@ -142,7 +143,7 @@ def test_tested_final_answers_with_the_last_state(tmp_path):
     out = str(tmp_path / "final")
     assert L.main(cfg, out, quiet=True, plots=False)
     res = LR.read_result(os.path.join(out, "results", "direct.json"))
-    assert res["tested"] == "final" and res["tested_step"] == [TINY.steps] * TINY.seeds
+    assert res["tested"] == "final" and res["tested_step"] == [TINY.train.steps] * TINY.seeds
     last = training.load(os.path.join(out, "checkpoints", "direct.npz"), TINY, "direct", cfg.hparams)
     _, params, tc = LR.load_variant(cfg, out, "direct")
     for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(last.params)):
@@ -211,22 +212,23 @@ def test_command_line_options():
     cfg = cli.config_from_args(L.Config, args)
     want = L.Config(variants=("direct", "text"), train=True, max_minutes=1.5, hparams=training.Hparams(
         learning_rate=0.01, align_weight=0.5), training=training.Config(
-        task=tasks.Config(grid_size=3, n_colours=2, families=L.FAMILIES), seeds=2, steps=40, batch_size=8, width=16,
-        depth=1, heads=2, n_latents=2, projection="linear", curriculum_stages=1, steps_per_call=20, n_train=100,
-        n_test=20, root_seed=3))
+        task=tasks.Config(grid_size=3, n_colours=2, families=L.FAMILIES), seeds=2, batch_size=8, width=16,
+        depth=1, heads=2, n_latents=2, projection="linear", curriculum_stages=1, n_train=100, n_test=20, root_seed=3,
+        train=train.Config(steps=40, steps_per_call=20, warmup=200)))
     assert cfg == want
     no = ["study", "latent-reasoning", "--no-train"]
     assert cli.config_from_args(L.Config, cli.build_parser(no).parse_args(no)).train is False
-    assert L.Config.quick().validate().training.steps < L.Config().training.steps
+    assert L.Config.quick().validate().training.train.steps < L.Config().training.train.steps
     with pytest.raises(ValueError, match="variant"):
         L.Config(variants=("direct", "dream")).validate()
     with pytest.raises(ValueError, match="max_minutes"):
         L.Config(max_minutes=0.0).validate()
     with pytest.raises(ValueError, match="reference_steps must be a multiple of steps_per_call=100, got 150"):
         L.Config(reference_steps=150).validate()
-    assert L.training(L.Config(reference_steps=0), "text").steps == L.Config().training.steps
-    assert L.training(L.Config(), "text").steps == L.Config().reference_steps
-    assert L.training(L.Config(), "latent").steps == L.Config().training.steps
+    assert L.training(L.Config(reference_steps=0), "text").train.steps == L.Config().training.train.steps
+    assert L.training(L.Config(), "text").train == dataclasses.replace(L.Config().training.train,
+                                                                       steps=L.Config().reference_steps)
+    assert L.training(L.Config(), "latent").train.steps == L.Config().training.train.steps
 
 
 @pytest.mark.parametrize("argv, words", [

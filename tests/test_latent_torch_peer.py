@@ -46,8 +46,8 @@ def test_same_training_steps_on_the_same_batches(name):
     from tokdyn import train
     from tokdyn.models.latent import training, variants
 
-    tc = training.Config(task=TASK, width=32, depth=2, heads=4, n_latents=3, steps=10, steps_per_call=10, warmup=2,
-                         batch_size=8)
+    tc = training.Config(task=TASK, width=32, depth=2, heads=4, n_latents=3,
+                         train=train.Config(steps=10, steps_per_call=10, warmup=2), batch_size=8)
     hp = training.Hparams(learning_rate=1e-2, weight_decay=0.5)
     trainer = training.trainer(tc, name)
     first = trainer.first  # the variant's first stage: the answer's cross-entropy alone for these two
@@ -56,8 +56,8 @@ def test_same_training_steps_on_the_same_batches(name):
     run_key = first.keys(key)[1]
     cfg = variants.model_config(tc, name)
     net = torch_latent.TorchReasoner.from_flax(cfg, state.params)
-    opt, sched = torch_latent.optimizer(net, learning_rate=1e-2, weight_decay=0.5, warmup=tc.warmup_steps,
-                                        steps=tc.steps)
+    opt, sched = torch_latent.optimizer(net, learning_rate=1e-2, weight_decay=0.5, warmup=tc.train.warmup_steps,
+                                        steps=tc.train.steps)
     step = jax.jit(train.make_step(first))
     pool = tasks.generate(jax.random.key(10), 64, TASK)
     for i in range(3):

@@ -17,8 +17,8 @@ from tokdyn.models.latent import model as M
 pytestmark = pytest.mark.fast_compile
 
 TINY = training.Config(task=tasks.Config(grid_size=3, n_colours=2), width=16, depth=1, heads=2, n_latents=2,
-                       steps=40, steps_per_call=20, batch_size=16, n_train=400, n_test=40, n_val=20, seeds=2,
-                       warmup=5)
+                       train=train.Config(steps=40, steps_per_call=20, warmup=5), batch_size=16, n_train=400, n_test=40,
+                       n_val=20, seeds=2)
 FAST = training.Hparams(learning_rate=1e-2)
 
 
@@ -42,7 +42,8 @@ def _trained(name):
 
 
 def test_coconut_schedule():
-    cfg = dataclasses.replace(TINY, steps=60, steps_per_call=10, n_latents=4, curriculum_stages=2)
+    cfg = dataclasses.replace(TINY, train=train.Config(steps=60, steps_per_call=10, warmup=5), n_latents=4,
+                              curriculum_stages=2)
     st = variants.stages(cfg, "coconut")
     assert [s[0] for s in st] == [0, 2, 4] and [s[1] for s in st] == [0, 2, 4]  # caption_len max(3, 4)
     assert sum(s[2] for s in st) == 60 and all(s[2] % 10 == 0 for s in st)
@@ -100,15 +101,15 @@ def test_caption_ce_masks_dropped_tokens(pools):
 
 
 def test_schedule_is_optax_warmup_cosine_with_a_traced_peak():
-    cfg = dataclasses.replace(TINY, steps=100, steps_per_call=10, warmup=10)
+    cfg = dataclasses.replace(TINY, train=train.Config(steps=100, steps_per_call=10, warmup=10))
     counts = jnp.arange(0, 120, 7)
     for peak in (2e-3, 0.5):
         ref = jax.jit(optax.warmup_cosine_decay_schedule(0.0, peak, 10, 100, peak * 0.05))(counts)  # concrete peak
-        got = jax.jit(lambda p, c: train.schedule(training.optim_config(cfg), p)(c))(jnp.float32(peak), counts)
+        got = jax.jit(lambda p, c: train.schedule(cfg.train, p)(c))(jnp.float32(peak), counts)
         # a traced peak against optax's concrete one: two programs, equal up to float32 rounding
         # (atol: a millionth of the peak, for the cosine's end near peak * 0.05)
         np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-6, atol=1e-6 * peak)
-    many = jax.vmap(lambda p: train.schedule(training.optim_config(cfg), p)(jnp.int32(10)))(jnp.asarray([1e-3, 1e-2]))
+    many = jax.vmap(lambda p: train.schedule(cfg.train, p)(jnp.int32(10)))(jnp.asarray([1e-3, 1e-2]))
     np.testing.assert_allclose(np.asarray(many), [1e-3, 1e-2], rtol=1e-6)  # the peak, at the end of warm-up
 
 
@@ -133,7 +134,7 @@ def test_train_step_is_adamw_with_the_traced_hparams(pools):
     model = M.Model(variants.model_config(TINY, name, 0))
     lr, wd, cw = settings[1]  # model 1 (model 0, the defaults but the learning rate, is the contrast)
     opt = optax.chain(optax.clip_by_global_norm(1.0),
-                      optax.adamw(optax.warmup_cosine_decay_schedule(0.0, lr, 5, TINY.steps, lr * 0.05),
+                      optax.adamw(optax.warmup_cosine_decay_schedule(0.0, lr, 5, TINY.train.steps, lr * 0.05),
                                   weight_decay=wd))
 
     @jax.jit
@@ -167,7 +168,7 @@ def _no_key_bias(params):
 def test_every_variant_learns_and_evaluates(name, pools):
     test = pools.test
     state, done, logs = _trained(name)
-    assert done and np.all(np.asarray(state.step) == TINY.steps) and train.nan_report(state) == []
+    assert done and np.all(np.asarray(state.step) == TINY.train.steps) and train.nan_report(state) == []
     leaves = jax.tree.leaves(state.params)
     assert all(x.shape[0] == TINY.seeds and np.all(np.isfinite(np.asarray(x))) for x in leaves)
     # learning: the answer cross-entropy of the last call's steps is well below the first call's
@@ -194,7 +195,7 @@ def test_sweep_is_one_compilation_and_a_nan_stops_no_other_model(pools, monkeypa
     state = res.state
     assert res.finished and state.step.shape == (12,)
     bad = train.nan_report(state)
-    assert [i for i, *_ in bad] == [6, 7, 8] and all(1 <= t < cfg.steps and 1 <= n for _, t, n in bad)
+    assert [i for i, *_ in bad] == [6, 7, 8] and all(1 <= t < cfg.train.steps and 1 <= n for _, t, n in bad)
     np.testing.assert_allclose(np.asarray(state.hparams.learning_rate), np.repeat(lrs, 3).astype(np.float32))
     for leaf in jax.tree.leaves(state.params):
         x = np.asarray(leaf)
@@ -223,7 +224,7 @@ def test_resume_equals_uninterrupted(tmp_path, pools):
         training.load(other, TINY, "latent_lvr", FAST)
     res = _train(TINY, name, checkpoint=ck, on_log=lambda step, lg: logs.append((step, lg)))
     resumed = res.state
-    assert res.finished and np.all(np.asarray(resumed.step) == TINY.steps)
+    assert res.finished and np.all(np.asarray(resumed.step) == TINY.train.steps)
     chex.assert_trees_all_equal(jax.tree.map(np.asarray, full.params), jax.tree.map(np.asarray, resumed.params))
     assert [s for s, _ in logs] == [20, 40]
     for (_, a), (_, b) in zip(full_logs, logs):
@@ -235,8 +236,8 @@ def test_bad_arguments():
         training.trainer(TINY, "telepathy")
     with pytest.raises(ValueError, match="n_latents"):
         training.trainer(dataclasses.replace(TINY, n_latents=0), "latent")
-    with pytest.raises(ValueError, match="steps must be a multiple"):
-        training.trainer(dataclasses.replace(TINY, steps=50), "direct")
+    with pytest.raises(ValueError, match="train.steps must be a multiple"):
+        training.trainer(dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, steps=50)), "direct")
     with pytest.raises(ValueError, match="learning_rate"):
         training.Hparams(learning_rate=0.0).validate()
     with pytest.raises(ValueError, match="learning_rate"):

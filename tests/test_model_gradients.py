@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokdyn import diffusion
+from tokdyn import diffusion, train
 from tokdyn.models import sequence, slots, vtae
 from tokdyn.models.latent import losses as latent_losses
 from tokdyn.models.latent import model as latent_model
@@ -139,7 +139,7 @@ def test_d3pm_hybrid_loss_in_the_logits(kernel, t):
 
 
 SLOTS = slots.Config(size=6, slots=3, iterations=2, slot_size=8, mlp_hidden=8, encoder_channels=(4, 4),
-                     encoder_kernel=3, decoder="mlp", decoder_hidden=8, steps=10, steps_per_call=10)
+                     encoder_kernel=3, decoder="mlp", decoder_hidden=8, train=train.Config(steps=10, steps_per_call=10))
 
 
 def test_slot_autoencoder_loss():
@@ -176,7 +176,7 @@ def test_sequence_model_loss(model):
     """The sequence models' losses through the network: DDPM's epsilon loss, D3PM's hybrid loss
     (the draws of t and x_t fixed by the key) and the autoregressive cross-entropy."""
     cfg = sequence.Config(model=model, length=2, cells=3, colours=3, vocab_size=5, T=6, width=8, depth=1, heads=2,
-                          steps=10, log_every=10, warmup=1)
+                          train=train.Config(steps=10, steps_per_call=10, warmup=1))
     with jax.enable_x64(True):
         params = _f64(sequence.init(jax.random.key(0), cfg))
         x0 = jnp.asarray(np.random.default_rng(0).integers(0, cfg.classes, (3, *cfg.sample_shape)), jnp.int32)

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.fast_compile
 # one tiny config shared by the apply, segment and training tests (one compilation each)
 CFG = V.Config(frames=3, size=8, slots=3, iterations=1, first_iterations=2, slot_size=8, mlp_hidden=8,
                predictor="transformer", predictor_hidden=8, predictor_heads=2, encoder_channels=(4,), encoder_kernel=3,
-               decoder="mlp", decoder_hidden=8, decoder_stride=1, slot_init="random", masks="decoder", steps=60,
-               batch_size=4, warmup=2, steps_per_call=10, seeds=2, root_seed=0)
+               decoder="mlp", decoder_hidden=8, decoder_stride=1, slot_init="random", masks="decoder",
+               train=train.Config(steps=60, steps_per_call=10, warmup=2), batch_size=4, seeds=2, root_seed=0)
 HP = V.Hparams(learning_rate=1e-2)
 STRATEGY = V.default_strategy(jax.default_backend())
 GEN = dict(size=CFG.size, min_objects=1, max_objects=2, scale=(0.3, 0.5))
@@ -244,7 +244,7 @@ def trained(pool):
 def test_training_over_two_seeds_lowers_the_loss(pool, trained):
     res, logs = trained
     assert res.finished and res.nan_report() == []
-    np.testing.assert_array_equal(np.asarray(res.state.step), [CFG.steps] * CFG.seeds)
+    np.testing.assert_array_equal(np.asarray(res.state.step), [CFG.train.steps] * CFG.seeds)
     batch = pool[:8, :CFG.frames]
     init = train.init_states(V.trainer(CFG), *V.models(CFG, HP), vectorised=False)[0]
     black = float(np.mean(batch ** 2))  # the loss of painting every pixel black
@@ -264,7 +264,7 @@ def test_training_is_deterministic(pool, trained):
     """The same keys train the same models: a second run's first call is the first run's."""
     again = fit(pool, max_calls=1)
     np.testing.assert_array_equal(again.curves["loss"][:, 0], trained[0].curves["loss"][:, 0])
-    np.testing.assert_array_equal(np.asarray(again.state.step), [CFG.steps_per_call] * CFG.seeds)
+    np.testing.assert_array_equal(np.asarray(again.state.step), [CFG.train.steps_per_call] * CFG.seeds)
 
 
 # ---------------------------------------------------------------------------------------------- segment
@@ -328,7 +328,7 @@ def test_identity_switch_costs_video_fg_ari_not_frame_fg_ari(clips):
     (dict(decoder="foo"), "decoder"),
     (dict(masks="slots"), "masks"),
     (dict(slot_init="kmeans"), "slot_init"),
-    (dict(steps=12, steps_per_call=5), "steps"),
+    (dict(train=train.Config(steps=12, steps_per_call=5)), "train.steps"),
     (dict(size=8, encoder_stride=3), "encoder_stride"),
 ])
 def test_bad_config(kw, match):

@@ -4,6 +4,7 @@ checkpoints named and recomputed, another choice of methods that leaves no stale
 refusal of bad fields (another configuration: test_study_runner.py, for every study)."""
 
 import dataclasses
+import json
 import os
 import warnings
 
@@ -80,6 +81,29 @@ def test_study_writes_its_outputs_and_a_rerun_reads_everything_back(finished, tm
     for name in TABLES:
         assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
     assert os.path.exists(os.path.join(out, "examples.png"))  # the same configuration's figures stay
+
+
+def test_a_directory_of_other_model_configurations_is_refused_before_any_work(finished, tmp_path):
+    """The stamp holds the learned models' configurations (their checkpoints are keyed on them): a
+    directory made when they had another shape (the training fields flat, before ``train`` was
+    nested) is refused with the usual message naming what differs, and nothing in it changes."""
+    record = io.read_json(os.path.join(finished, "config.json"))
+    assert record["extra"]["models"]["slot_attention"]["train"] == dict(
+        steps=4, steps_per_call=2, warmup=1, decay="cosine", final_fraction=0.05, clip_norm=1.0)
+    assert set(record["extra"]["models"]) == {"slot_attention", "slot_attention_implicit", "iodine"}
+    out = copy(finished, tmp_path)
+    stamp = S.read_stamp(out)
+    for model in stamp["extra"]["models"].values():  # the shape of before
+        schedule = model.pop("train")
+        model.update(steps=schedule["steps"], steps_per_call=schedule["steps_per_call"], warmup=schedule["warmup"],
+                     clip_norm=schedule["clip_norm"])
+    io.write_verified(os.path.join(out, "study.json"), json.dumps(stamp, indent=2, sort_keys=True).encode())
+    parts = os.path.join(out, "parts")
+    before = {f: os.path.getmtime(os.path.join(parts, f)) for f in os.listdir(parts)}
+    with pytest.raises(io.OutputConflict, match=r"another configuration \(.*extra\.models\.iodine\.steps: 4 there, "
+                                                r"<absent> now.*pass --fresh"):
+        SC.main(CFG, out, quiet=True, plots=False)
+    assert before == {f: os.path.getmtime(os.path.join(parts, f)) for f in os.listdir(parts)}
 
 
 def test_training_stopped_midway_resumes_to_the_same_models_and_the_whole_curve(tmp_path):

@@ -22,8 +22,8 @@ B, N, C, K, D, HIDDEN = 2, 10, 6, 3, 8, 12
 
 # one tiny autoencoder config shared by the apply, segment and training tests (one compilation each)
 CFG = S.Config(size=8, slots=3, iterations=2, slot_size=8, mlp_hidden=8, encoder_channels=(4,), encoder_kernel=3,
-               decoder="mlp", decoder_hidden=8, steps=60, batch_size=4, warmup=2, steps_per_call=5, seeds=2,
-               root_seed=0)
+               decoder="mlp", decoder_hidden=8, train=train.Config(steps=60, steps_per_call=5, warmup=2), batch_size=4,
+               seeds=2, root_seed=0)
 HP = S.Hparams(learning_rate=1e-2)
 STRATEGY = S.default_strategy(jax.default_backend())
 
@@ -414,12 +414,13 @@ def reference_training(key, pool, lr, steps):
     """CFG's model trained by hand for ``steps`` steps, as the scenes study trained it before
     tokdyn.train: parameters from fold_in(key, 2**31 - 1); step t's key fold_in(key, t) split into
     the batch's key (indices with replacement) and the slot noise's; MSE; clipping to norm 1, then
-    Adam with a linear warm-up over CFG.warmup steps and a cosine decay to 5% at CFG.steps."""
+    Adam with a linear warm-up over CFG.train.warmup steps and a cosine decay to 5% at CFG.train.steps."""
     pool = jnp.asarray(pool)
     params = S.init(jax.random.fold_in(key, 2 ** 31 - 1), CFG)
-    sched = optax.join_schedules([optax.linear_schedule(0.0, lr, CFG.warmup),
-                                  optax.cosine_decay_schedule(lr, CFG.steps - CFG.warmup, alpha=0.05)], [CFG.warmup])
-    opt = optax.chain(optax.clip_by_global_norm(CFG.clip_norm), optax.adam(sched))
+    tc = CFG.train
+    sched = optax.join_schedules([optax.linear_schedule(0.0, lr, tc.warmup),
+                                  optax.cosine_decay_schedule(lr, tc.steps - tc.warmup, alpha=0.05)], [tc.warmup])
+    opt = optax.chain(optax.clip_by_global_norm(tc.clip_norm), optax.adam(sched))
     state = opt.init(params)
 
     @jax.jit
@@ -450,10 +451,10 @@ def test_trainer_is_the_hand_written_training(pool, trained, init_states):
     step = jax.jit(train.make_step(tr))  # the step train_many runs ("loop": one compiled call per model and step)
     keys, hp = S.models(CFG, HP)
     for s in range(CFG.seeds):
-        trail, losses = reference_training(keys[s], pool, HP.learning_rate, CFG.steps_per_call)
+        trail, losses = reference_training(keys[s], pool, HP.learning_rate, CFG.train.steps_per_call)
         np.testing.assert_allclose(logs[0][1]["loss"][s], losses.mean(), rtol=1e-5)
         state = jax.tree_util.tree_map(lambda a: jnp.asarray(np.asarray(a)[s]), init_states)
-        for t in range(CFG.steps_per_call):
+        for t in range(CFG.train.steps_per_call):
             state, lg = step(state, jnp.asarray(pool), tr.keys(keys[s])[1])
             np.testing.assert_allclose(float(lg["loss"]), losses[t], rtol=1e-5)
             if t == 0:
@@ -462,8 +463,8 @@ def test_trainer_is_the_hand_written_training(pool, trained, init_states):
     # the trainer's pieces: the optimiser config, the keys, one object per configuration
     tr = S.trainer(CFG)
     assert tr is S.trainer(S.Config(**{**CFG.__dict__, "encoder_channels": [4]}))
-    assert tr.config == train.Config(steps=CFG.steps, steps_per_call=CFG.steps_per_call, warmup=CFG.warmup,
-                                     decay="cosine", final_fraction=0.05, clip_norm=CFG.clip_norm)
+    assert tr.config == CFG.train == train.Config(steps=60, steps_per_call=5, warmup=2, decay="cosine",
+                                                  final_fraction=0.05, clip_norm=1.0)
     k = jax.random.key(3)
     k_init, k_run = tr.keys(k)
     assert jax.random.key_data(k_init).tolist() == jax.random.key_data(jax.random.fold_in(k, 2 ** 31 - 1)).tolist()
@@ -473,14 +474,14 @@ def test_trainer_is_the_hand_written_training(pool, trained, init_states):
 
 def test_resumed_training_is_bit_identical(pool, trained, tmp_path):
     straight, _, logs = trained
-    assert straight.finished and straight.stopped_at == CFG.steps
-    np.testing.assert_array_equal(np.asarray(straight.state.step), [CFG.steps] * CFG.seeds)
-    assert [s for s, _ in logs] == list(range(CFG.steps_per_call, CFG.steps + 1, CFG.steps_per_call))
+    assert straight.finished and straight.stopped_at == CFG.train.steps
+    np.testing.assert_array_equal(np.asarray(straight.state.step), [CFG.train.steps] * CFG.seeds)
+    assert [s for s, _ in logs] == list(range(CFG.train.steps_per_call, CFG.train.steps + 1, CFG.train.steps_per_call))
     assert straight.nan_report() == []
     path = str(tmp_path / "ckpt.npz")
     part = fit(pool, checkpoint=path, max_calls=1)
     assert not part.finished and os.path.exists(path)
-    np.testing.assert_array_equal(np.asarray(part.state.step), [CFG.steps_per_call] * CFG.seeds)
+    np.testing.assert_array_equal(np.asarray(part.state.step), [CFG.train.steps_per_call] * CFG.seeds)
     resumed = fit(pool, checkpoint=path)
     assert resumed.finished
     a, b = jax.tree_util.tree_leaves(resumed.state), jax.tree_util.tree_leaves(straight.state)
@@ -514,7 +515,8 @@ def test_checkpoint_of_other_hyperparameters_is_refused(pool, trained):
         fit(pool, S.Hparams(learning_rate=2e-2), checkpoint=path)
     # same shapes, another schedule: refused too (the checkpoint records its configuration)
     with pytest.raises(ValueError, match="configuration"):
-        fit(pool, cfg=S.Config(**{**CFG.__dict__, "warmup": CFG.warmup + 1}), checkpoint=path)
+        fit(pool, cfg=dataclasses.replace(CFG, train=dataclasses.replace(CFG.train, warmup=CFG.train.warmup + 1)),
+            checkpoint=path)
 
 
 def test_training_lowers_the_loss(pool, trained, init_states):
@@ -541,7 +543,7 @@ def test_a_diverging_model_is_reported_and_leaves_the_others_alone(pool, trained
                            on_log=lambda step, lg: logs.append(lg))
     assert not res.finished
     report = res.nan_report()
-    assert len(report) == 1 and report[0][0] == 1 and 1 <= report[0][1] < 2 * CFG.steps_per_call, report
+    assert len(report) == 1 and report[0][0] == 1 and 1 <= report[0][1] < 2 * CFG.train.steps_per_call, report
     assert report[0][2] >= 1  # its non-finite steps were skipped, and counted
     # seed 0 (the same learning rate as the uninterrupted run) is the uninterrupted run's seed 0
     for mine, ref in zip(logs, straight_logs[:2]):
@@ -584,7 +586,7 @@ def test_segment_shapes_and_chunking(trained, pool):
     (dict(slot_init="kmeans"), "slot_init"),
     (dict(masks="slots"), "masks"),
     (dict(decoder="cnn", size=12), "size"),
-    (dict(steps=12, steps_per_call=5), "steps"),
+    (dict(train=train.Config(steps=12, steps_per_call=5)), "train.steps"),
     (dict(encoder_channels=()), "encoder_channels"),
     (dict(size=8, encoder_stride=3), "encoder_stride"),
     (dict(size=8, encoder_stride=0), "encoder_stride"),
@@ -617,8 +619,8 @@ def test_bad_input_for_training(pool):
     """A bad configuration or learning rate is refused before anything compiles; a pool of other
     images when the step is traced, naming it."""
     with jax_compilations() as compiled:
-        with pytest.raises(ValueError, match="steps"):
-            S.trainer(S.Config(**{**CFG.__dict__, "steps": 12}))
+        with pytest.raises(ValueError, match="train.steps"):
+            S.trainer(dataclasses.replace(CFG, train=dataclasses.replace(CFG.train, steps=12)))
         with pytest.raises(TypeError, match="Config"):
             S.trainer(dict(CFG.__dict__))
         with pytest.raises(ValueError, match="learning_rate"):

@@ -15,7 +15,7 @@ import pytest
 from scipy import stats as sps
 from sklearn.metrics import adjusted_rand_score
 
-from tokdyn import dynamics, io, refinement
+from tokdyn import dynamics, io, refinement, train
 from tokdyn.data import scenes
 from tokdyn.studies import object_discovery as SC
 from tokdyn.studies import token_dynamics as td
@@ -145,8 +145,9 @@ def test_iodine_is_a_learned_model_of_the_scenes_study(finished):
     assert "**iodine**: 2 steps x 2 seeds trained together" in summary
     # its configuration: the study's sizes and schedule
     icfg = CFG.model_config("iodine")
-    assert (icfg.size, icfg.slots, icfg.steps, icfg.steps_per_call, icfg.seeds, icfg.decoder_hidden) == (
+    assert (icfg.size, icfg.slots, icfg.train.steps, icfg.train.steps_per_call, icfg.seeds, icfg.decoder_hidden) == (
         12, 3, 2, 2, 2, 4)
+    assert icfg.train == CFG.slot_config("slot_attention").train == train.Config(steps=2, steps_per_call=2, warmup=1)
     assert CFG.model_config("slot_attention") == CFG.slot_config("slot_attention")
 
 

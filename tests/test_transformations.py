@@ -33,7 +33,7 @@ from jax.sharding import PartitionSpec as P
 
 import transformations_table as transformations
 from conftest import child_env
-from tokdyn import assignment, diffusion, dynamics, es, fused, geometry, metrics, probes, refinement, tracking
+from tokdyn import assignment, diffusion, dynamics, es, fused, geometry, metrics, probes, refinement, tracking, train
 from tokdyn.models import iodine, savi, sequence, slots, vtae
 from tokdyn.models.latent import losses as latent_losses
 from tokdyn.models.latent import model as latent_model
@@ -581,16 +581,16 @@ def _probe_cases():
 
 
 SLOTS = slots.Config(size=4, slots=2, iterations=1, slot_size=8, mlp_hidden=8, encoder_channels=(4,),
-                     encoder_kernel=3, decoder="mlp", decoder_hidden=8, steps=10, steps_per_call=10)
+                     encoder_kernel=3, decoder="mlp", decoder_hidden=8, train=train.Config(steps=10, steps_per_call=10))
 VTAE = vtae.Config(vocab_size=4, grid=2, colours=2, mode="gumbel_soft", hidden=8, losses=("batch_entropy",))
 SEQ = sequence.Config(model="grid_d3pm_uniform", length=2, cells=3, colours=3, T=5, width=8, depth=1, heads=2,
-                      steps=10, log_every=10, warmup=1)
+                      train=train.Config(steps=10, steps_per_call=10, warmup=1))
 SAVI = savi.Config(frames=2, size=4, slots=2, iterations=1, first_iterations=1, slot_size=8, mlp_hidden=8,
                    predictor="mlp", predictor_hidden=8, encoder_channels=(4,), encoder_kernel=3, decoder="mlp",
-                   decoder_hidden=8, decoder_stride=1, slot_init="random", masks="decoder", steps=10, steps_per_call=10,
-                   warmup=1)
+                   decoder_hidden=8, decoder_stride=1, slot_init="random", masks="decoder",
+                   train=train.Config(steps=10, steps_per_call=10, warmup=1))
 IODINE = iodine.Config(size=4, slots=2, latent_size=4, iterations=1, decoder="mlp", decoder_hidden=8,
-                       refine_channels=(4,), refine_hidden=8, steps=10, steps_per_call=10, warmup=1)
+                       refine_channels=(4,), refine_hidden=8, train=train.Config(steps=10, steps_per_call=10, warmup=1))
 LATENT = latent_model.Config(task=tasks.Config(grid_size=2, n_colours=2), width=8, depth=1, heads=2, mlp_ratio=2,
                              latent_mode="feedback", n_latents=1)
 LATENT_TEXT = dataclasses.replace(LATENT, latent_mode="none", n_latents=0, caption_len=4)  # (a caption term)

@@ -17,7 +17,14 @@ from tokdyn.models.vtae import diagnostics, training
 
 pytestmark = pytest.mark.fast_compile
 
-POC = dict(vocab_size=5, grid=3, colours=2, steps=300, log_every=50, batch_size=32)
+
+def budget(steps, every):
+    """The autoencoder's default training (constant learning rate, no warm-up, no clipping) for
+    ``steps`` steps in calls of ``every``."""
+    return dataclasses.replace(vtae.Config().train, steps=steps, steps_per_call=every)
+
+
+POC = dict(vocab_size=5, grid=3, colours=2, train=budget(300, 50), batch_size=32)
 
 
 @pytest.mark.parametrize("mode", ["gumbel_st", "vq", "categorical"])
@@ -29,7 +36,7 @@ def test_five_token_binary_grid_reaches_full_accuracy(mode):
     assert float(d["uniqueness"]) == 1.0 and int(d["min_hamming"]) >= 1
     assert not bool(d["collapsed"])
     assert float(d["loss_norm"]) < 0.2  # well below chance (loss / ln V = 1)
-    assert train.nan_report(state) == [] and int(state.step) == cfg.steps
+    assert train.nan_report(state) == [] and int(state.step) == cfg.train.steps
     assert sorted(curves) == sorted(training.CURVES)
     assert all(np.asarray(v).shape == (cfg.n_logs,) for v in curves.values())
 
@@ -39,8 +46,8 @@ def many(cfg, keys, hp, **kw):
 
 
 def test_vmapped_training_equals_per_model_training(monkeypatch):
-    cfg = vtae.Config(mode="gumbel_st", hidden=16, vocab_size=6, grid=3, colours=2, steps=40,
-                      log_every=20, batch_size=8, losses=("batch_entropy",))
+    cfg = vtae.Config(mode="gumbel_st", hidden=16, vocab_size=6, grid=3, colours=2, train=budget(40, 20),
+                      batch_size=8, losses=("batch_entropy",))
     keys = jax.random.split(jax.random.key(3), 3)
     hp = train.broadcast(vtae.Hparams(learning_rate=jnp.array([1e-3, 3e-3, 1e-2]),
                                       tau_start=jnp.array([1.0, 2.0, 0.5]), w_batch_entropy=0.2), 3)
@@ -81,8 +88,8 @@ import jax, jax.numpy as jnp, numpy as np
 from tokdyn import train
 from tokdyn.models import vtae
 assert jax.local_device_count() == 2
-cfg = vtae.Config(mode="vq", vq_ema=True, hidden=16, vocab_size=6, grid=3, colours=3, steps=30, log_every=10,
-                  batch_size=8)
+cfg = vtae.Config(mode="vq", vq_ema=True, hidden=16, vocab_size=6, grid=3, colours=3, batch_size=8,
+                  train=train.Config(steps=30, steps_per_call=10, warmup=0, decay="constant", clip_norm=0.0))
 keys = jax.random.split(jax.random.key(5), 5)  # 5 models on 2 devices: the last share is padded
 hp = train.broadcast(vtae.Hparams(learning_rate=jnp.array([1e-3, 3e-3, 1e-2, 2e-2, 5e-3])), 5)
 sharded = train.train_many(vtae.trainer(cfg), vtae.inputs(cfg), keys, hp)
@@ -109,19 +116,19 @@ def test_train_many_shards_models_over_devices():
 
 
 def test_nan_losses_are_reported_per_model():
-    cfg = vtae.Config(mode="sigmoid", vocab_size=4, grid=2, colours=2, steps=20, log_every=10, batch_size=8)
+    cfg = vtae.Config(mode="sigmoid", vocab_size=4, grid=2, colours=2, train=budget(20, 10), batch_size=8)
     hp = train.broadcast(vtae.Hparams(learning_rate=jnp.array([1e-3, 1e38, 1e-3])), 3)
     r = many(cfg, jax.random.split(jax.random.key(0), 3), hp)
     rep = train.nan_report(r.state)
     assert [i for i, *_ in rep] == [1]
-    assert 0 < rep[0][1] < cfg.steps and rep[0][2] >= 1
+    assert 0 < rep[0][1] < cfg.train.steps and rep[0][2] >= 1
     # the failing model keeps its last finite parameters; the others are untouched
     assert all(np.all(np.isfinite(np.asarray(v))) for v in jax.tree_util.tree_leaves(r.state.params))
     assert np.all(np.isfinite(r.curves["loss"][0]))
 
 
 def test_curriculum_and_occurrence_sampling():
-    cfg = vtae.Config(vocab_size=12, grid=3, colours=2, steps=100, log_every=10, curriculum=True,
+    cfg = vtae.Config(vocab_size=12, grid=3, colours=2, train=budget(100, 10), curriculum=True,
                       curriculum_start=2, curriculum_fraction=0.5)
     k = np.asarray(jax.vmap(lambda t: training.active_vocab(t, cfg))(jnp.arange(100)))
     ref = 2 + (10 * np.minimum(np.arange(100), 50)) // 50
@@ -135,7 +142,7 @@ def test_semantic_grounding_with_embeddings():
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(5, 3)).astype(np.float32)
     cfg = vtae.Config(vocab_size=5, grid=3, colours=2, mode="sigmoid", encoder_input="embedding", embed_dim=3,
-                      losses=("semantic",), steps=200, log_every=50)
+                      losses=("semantic",), train=budget(200, 50))
     state, _ = vtae.train(jax.random.key(0), cfg, vtae.Hparams(learning_rate=1e-2), embeddings=emb)
     d = diagnostics.evaluate(jax.random.key(1), state.params, cfg, embeddings=jnp.asarray(emb))
     assert float(d["accuracy"]) == 1.0
@@ -154,18 +161,18 @@ def test_bad_input():
         vtae.Config(losses=("entropy",)).validate()
     with pytest.raises(ValueError, match="embed_dim must be given"):
         vtae.Config(encoder_input="embedding").validate()
-    with pytest.raises(ValueError, match="steps must be a multiple of log_every"):
-        vtae.Config(steps=55, log_every=10).validate()
+    with pytest.raises(ValueError, match="train.steps must be a multiple of steps_per_call"):
+        vtae.Config(train=budget(55, 10)).validate()
     with pytest.raises(ValueError, match="learning_rate must be in"):
-        vtae.train(jax.random.key(0), vtae.Config(steps=10, log_every=10), vtae.Hparams(learning_rate=-1.0))
+        vtae.train(jax.random.key(0), vtae.Config(train=budget(10, 10)), vtae.Hparams(learning_rate=-1.0))
     with pytest.raises(ValueError, match=r"weights must have shape \(5,\)"):
-        vtae.train(jax.random.key(0), vtae.Config(steps=10, log_every=10), weights=np.ones(4))
+        vtae.train(jax.random.key(0), vtae.Config(train=budget(10, 10)), weights=np.ones(4))
     with pytest.raises(ValueError, match=r"weights must have shape \(5,\)"):
         vtae.inputs(vtae.Config(), np.ones(4))
     with pytest.raises(ValueError, match="embeddings .* are required"):
         vtae.inputs(vtae.Config(encoder_input="embedding", embed_dim=3))
     with pytest.raises(ValueError, match=r"hparams leaf .*learning_rate must have shape \(3,\)"):
-        many(vtae.Config(steps=10, log_every=10), jax.random.split(jax.random.key(0), 3),
+        many(vtae.Config(train=budget(10, 10)), jax.random.split(jax.random.key(0), 3),
              train.broadcast(vtae.Hparams(), 2))
     params = vtae.init(jax.random.key(0), vtae.Config())
     with pytest.raises(ValueError, match="key must be a PRNG key .* unless deterministic=True"):
@@ -182,7 +189,7 @@ def test_bad_input():
 def test_python_loop_over_the_layers_step_equals_train():
     """train() scans the layer's step of the trainer; stepping it from Python (the benchmark's loop
     peer) gives the same model."""
-    cfg = vtae.Config(mode="vq", vq_ema=True, hidden=8, vocab_size=5, grid=2, colours=3, steps=12, log_every=4,
+    cfg = vtae.Config(mode="vq", vq_ema=True, hidden=8, vocab_size=5, grid=2, colours=3, train=budget(12, 4),
                       batch_size=4)
     hp = vtae.Hparams(learning_rate=1e-2).astype()
     key, tr = jax.random.key(5), vtae.trainer(cfg)
@@ -191,7 +198,7 @@ def test_python_loop_over_the_layers_step_equals_train():
     data = vtae.inputs(cfg)
     step = jax.jit(train.make_step(tr))
     ce = []
-    for _ in range(cfg.steps):
+    for _ in range(cfg.train.steps):
         state, logs = step(state, data, run_key)
         ce.append(float(logs["ce"]))
     for a, b in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(state)):
@@ -207,5 +214,5 @@ def test_python_loop_over_the_layers_step_equals_train():
         skipped, logs = step(skipped, data, run_key)
         assert not np.isfinite(float(logs["loss"]))
     chex.assert_trees_all_equal((skipped.params, skipped.opt_state.inner_state, skipped.extra), before)
-    assert int(skipped.nan_step) == cfg.steps and not bool(skipped.opt_state.last_finite)
-    assert int(skipped.skipped) == 2 and int(skipped.step) == cfg.steps + 2
+    assert int(skipped.nan_step) == cfg.train.steps and not bool(skipped.opt_state.last_finite)
+    assert int(skipped.skipped) == 2 and int(skipped.step) == cfg.train.steps + 2

@@ -115,6 +115,22 @@ def _fields(cls, prefix=()):
             yield prefix + (f.name,), f, cls
 
 
+def field_default(cls, path):
+    """The default of the (flattened) field at ``path`` of the config dataclass ``cls``: a nested
+    field's is read from its enclosing field's default (``training.train.steps`` of a study whose
+    ``training`` defaults to a model config with 3000 steps is 3000, whatever the nested class's own
+    default); ``dataclasses.MISSING`` for a field without one."""
+    value, klass = dataclasses.MISSING, cls
+    for name in path:
+        f = next(f for f in dataclasses.fields(klass) if f.name == name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = getattr(value, name)
+        else:
+            value = f.default
+        klass = type(value) if dataclasses.is_dataclass(value) else typing.get_type_hints(klass).get(name)
+    return value
+
+
 def _element_type(f, hint, default):
     args = typing.get_args(hint)
     if args and args[0] is not Ellipsis and not isinstance(args[0], typing.TypeVar):
@@ -170,7 +186,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
             raise TypeError(f"config {cls.__name__} has two fields named {name!r}: the command line needs unique names")
         seen.add(name)
         hint = typing.get_type_hints(owner).get(f.name, type(f.default))
-        default = None if f.default is dataclasses.MISSING else f.default
+        default = field_default(cls, path)
+        default = None if default is dataclasses.MISSING else default
         kind, metavar, shown = _parser_for(f, hint, default)
         text = config_help(owner).get(f.name) or docs.get(f.name)
         if not text:

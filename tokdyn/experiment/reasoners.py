@@ -57,6 +57,7 @@ from tokdyn.models.latent import model as M
 from tokdyn.models.latent import training as T
 from tokdyn.models.latent.variants import VARIANTS, stages, variant
 from tokdyn.models.latent import variants as V
+from tokdyn.train import optim
 
 STUDY = "latent-reasoning"  # the name a latent-reasoning directory is stamped with
 SELECTION = ("variants", "train", "max_minutes", "preset")  # fields that choose what runs or how it is labelled
@@ -133,10 +134,10 @@ class Config:
         _checks.real("loss_delta", self.loss_delta, low=0.0)
         self.stop_rule()  # checks patience, min_fraction and min_delta
         self.training.validate()
-        calls = self.training.steps // self.training.steps_per_call
-        if any(variant(n).curriculum for n in self.variants) and self.training.curriculum_stages >= calls:
-            raise ValueError(f"curriculum_stages must be less than the {calls} calls of steps_per_call="
-                             f"{self.training.steps_per_call} steps in the budget of steps={self.training.steps} (each "
+        tr = self.training.train
+        if any(variant(n).curriculum for n in self.variants) and self.training.curriculum_stages >= tr.calls:
+            raise ValueError(f"curriculum_stages must be less than the {tr.calls} calls of steps_per_call="
+                             f"{tr.steps_per_call} steps in the budget of steps={tr.steps} (each "
                              f"of its stages, and the first, trains for one call at least), got "
                              f"{self.training.curriculum_stages}")
         if self.training.root_seed > MAX_ROOT_SEED:
@@ -146,8 +147,8 @@ class Config:
         if not isinstance(self.tested, str):
             raise TypeError(f"tested must be a str, one of {list(TESTED)}, got {self.tested!r}")
         _checks.choice("tested", self.tested, TESTED)
-        if self.reference_steps % self.training.steps_per_call:
-            raise ValueError(f"reference_steps must be a multiple of steps_per_call={self.training.steps_per_call}, "
+        if self.reference_steps % tr.steps_per_call:
+            raise ValueError(f"reference_steps must be a multiple of steps_per_call={tr.steps_per_call}, "
                              f"got {self.reference_steps}")
         self.hparams.validate()
         if train.settings(self.hparams) != 1:
@@ -161,7 +162,8 @@ class Config:
         """A few-minute version: a small model, a 600-step budget, 2 seeds."""
         return cls(reference_steps=0, preset="quick",
                    training=T.Config(task=tasks.Config(grid_size=4, n_colours=4, families=FAMILIES), width=32,
-                                     depth=2, heads=2, n_latents=2, steps=600, batch_size=32, warmup=50, steps_per_call=50,
+                                     depth=2, heads=2, n_latents=2, batch_size=32,
+                                     train=optim.Config(steps=600, steps_per_call=50, warmup=50),
                                      n_train=5000, n_val=250, n_test=500, seeds=2),
                    hparams=T.Hparams(learning_rate=3e-3))
 
@@ -181,7 +183,7 @@ class Config:
         length = max(V.model_config(tc, n).layout.length for n in self.variants)  # T, the longest sequence
         vocab, d, g2 = task.vocab.size, tc.width, task.n_patches
         per_instance = 2 * g2 + tasks.QUESTION_LEN + task.caption_len + 2  # int32 entries of one instance
-        budget = max(tc.steps, self.reference_steps)
+        budget = max(tc.train.steps, self.reference_steps)
         S.elements_fit("width", 4 * d, d)  # one model's largest leaf, then every seed's
         S.elements_fit("depth", tc.depth, 4 * d, d)
         S.elements_fit("n_latents", length, d)  # the sequence (its length grows with n_latents) and its attention
@@ -193,19 +195,19 @@ class Config:
         S.elements_fit("n_val", tc.n_val, per_instance)
         S.elements_fit("batch_size", tc.seeds, tc.batch_size, tc.heads, length, length)
         S.elements_fit("batch_size", tc.seeds, tc.batch_size, length, 4 * d)
-        S.elements_fit("reference_steps" if self.reference_steps > tc.steps else "steps", tc.seeds,
-                       budget // tc.steps_per_call)
+        S.elements_fit("reference_steps" if self.reference_steps > tc.train.steps else "steps", tc.seeds,
+                       budget // tc.train.steps_per_call)
         params = tc.depth * 12 * d * d + (vocab + length + g2) * d + d * vocab  # blocks, embeddings, head
         sizes = {
             "n_train": tc.n_train * (per_instance * 4 + 120),  # the pool and its fingerprints on the host
             "n_test": (tc.n_test + tc.n_val) * (per_instance * 4 + 120) * 2,
             "seeds, width or depth": tc.seeds * params * 4 * 8,  # params, Adam's moments, gradients, host copies
             "batch_size": tc.seeds * tc.batch_size * tc.depth * 4 * (length * d * 14 + 2 * tc.heads * length ** 2),
-            "reference_steps" if self.reference_steps > tc.steps else "steps":
-                tc.seeds * (budget // tc.steps_per_call) * 4 * 32,  # the curves, ~32 columns
+            "reference_steps" if self.reference_steps > tc.train.steps else "steps":
+                tc.seeds * (budget // tc.train.steps_per_call) * 4 * 32,  # the curves, ~32 columns
         }
         option = max(sizes, key=sizes.get)
-        steps = sum(training(self, n).steps for n in self.variants)
+        steps = sum(training(self, n).train.steps for n in self.variants)
         flops = 6.0 * params * tc.batch_size * length * tc.seeds * steps
         return S.Estimate(memory=sizes[option], option=option, models=len(self.variants) * tc.seeds,
                           seconds=flops / FLOPS + STEP_SECONDS * steps)
@@ -340,7 +342,8 @@ def _curve_problem(rows: dict, ck: dict, tc: T.Config, steps: int) -> Optional[s
     if not rows or "step" not in rows or "seed" not in rows:
         return "no rows"
     upto = np.asarray(rows["step"], float) <= steps
-    want = [(k, s) for k in range(tc.steps_per_call, steps + 1, tc.steps_per_call) for s in range(tc.seeds)]
+    per = tc.train.steps_per_call
+    want = [(k, s) for k in range(per, steps + 1, per) for s in range(tc.seeds)]
     have = [(int(a), int(b)) for a, b in zip(np.asarray(rows["step"])[upto], np.asarray(rows["seed"])[upto])]
     if have != want:
         return f"{len(have)} rows up to step {steps} where {len(want)} were written"
@@ -350,7 +353,7 @@ def _curve_problem(rows: dict, ck: dict, tc: T.Config, steps: int) -> Optional[s
         if col is None or col not in rows:
             continue
         ours = np.asarray(rows[col], float)[upto].astype(np.float32)
-        theirs = np.asarray(ck[key])[[s for _, s in want], [k // tc.steps_per_call - 1 for k, _ in want]]
+        theirs = np.asarray(ck[key])[[s for _, s in want], [k // per - 1 for k, _ in want]]
         recorded = np.isfinite(theirs)  # a column the checkpoint records only at some calls is NaN at the others
         if not np.array_equal(ours[recorded], theirs[recorded]):
             return f"its column {col!r} differs from the checkpoint's"
@@ -391,7 +394,7 @@ def _resume_rows(p: dict, tc: T.Config) -> dict:
 def _steps_recorded(cfg: Config, out: str, name: str) -> int:
     """Steps of ``name`` already done, as far as the files on disk tell (for the progress bar)."""
     if os.path.exists(paths(out, name)["result"]):
-        return training(cfg, name).steps
+        return training(cfg, name).train.steps
     try:
         c = read_curve(paths(out, name)["curve"])
         return int(np.max(c["step"])) if len(c.get("step", [])) else 0
@@ -416,7 +419,8 @@ def training(cfg: Config, name: str) -> T.Config:
     """The training configuration of variant ``name``: ``cfg.training``, with the budget
     ``reference_steps`` for the :data:`REFERENCES` (when it is not 0)."""
     if name in REFERENCES and cfg.reference_steps:
-        return dataclasses.replace(cfg.training, steps=cfg.reference_steps)
+        budget = dataclasses.replace(cfg.training.train, steps=cfg.reference_steps)
+        return dataclasses.replace(cfg.training, train=budget)
     return cfg.training
 
 
@@ -429,7 +433,7 @@ def convergence(cfg: Config, name: str, curve: dict) -> dict:
     holds. For a curriculum variant the patience window must lie in its last stage."""
     tc = training(cfg, name)
     rule = cfg.stop_rule()
-    wait, _ = rule.windows(tc.steps)
+    wait, _ = rule.windows(tc.train.steps)
     last_stage = sum(n for *_, n in stages(tc, name)[:-1])
     seeds = np.asarray(curve.get("seed", []), int)
     out = {"best_step": np.full(tc.seeds, -1), "best": np.full(tc.seeds, np.nan),
@@ -440,7 +444,7 @@ def convergence(cfg: Config, name: str, curve: dict) -> dict:
         if steps.size == 0:
             continue
         loss = np.asarray(curve["loss"], np.float64)[sel] if "loss" in curve else None
-        d = rule.decide(steps, val, tc.steps, loss)
+        d = rule.decide(steps, val, tc.train.steps, loss)
         now = int(steps[-1])
         out["steps"] = now
         out["best_step"][s], out["best"][s] = int(d.best_step), float(d.best)
@@ -463,7 +467,7 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
         return {f"val_{k}": v for k, v in evaluation.evaluate(tc, name, state.params, data.val).items()}
 
     def stop(step, state, curves) -> bool:
-        logs = {k: v[:, step // tc.steps_per_call - 1] for k, v in curves.items()}  # this call's logs and scores
+        logs = {k: v[:, step // tc.train.steps_per_call - 1] for k, v in curves.items()}  # this call's logs and scores
         keep = [i for i, s in enumerate(rows.get("step", [])) if s < step]  # drop rows a resume redoes
         for k in rows:
             rows[k] = [rows[k][i] for i in keep]
@@ -492,7 +496,7 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
         curve = np.frombuffer(f.read(), np.uint8)
     io.save_npz(p["answers"], answers=answers, curve_csv=curve, steps=conv["steps"])  # the result, written
     # last, commits both
-    write_result(p["result"], {"variant": name, "steps": conv["steps"], "budget": tc.steps, "accuracy": acc,
+    write_result(p["result"], {"variant": name, "steps": conv["steps"], "budget": tc.train.steps, "accuracy": acc,
                                "best_step": conv["best_step"], "best_val": conv["best"],
                                "tested": cfg.tested, "tested_step": tested_step,
                                "converged": conv["converged"],
@@ -530,7 +534,7 @@ def train_variants(cfg: Config, out: str, names: Sequence[str], *, quiet: bool, 
     names = list(names)
     data = splits(cfg) if data is None else data
     done = True
-    budgets = {name: training(cfg, name).steps for name in names}
+    budgets = {name: training(cfg, name).train.steps for name in names}
     recorded = sum(_steps_recorded(cfg, out, name) for name in names)
     with io.Progress(sum(budgets.values()), desc="latent-reasoning", unit="steps", done=recorded,
                      quiet=quiet) as progress:
@@ -719,7 +723,7 @@ def midway(cfg: Config, source: str, name: str) -> tuple[int, int]:
     (rounded down to ``steps_per_call``)."""
     tc = training(cfg, name)
     final = int(read_result(paths(source, name)["result"])["steps"])
-    step = max(final // 2 // tc.steps_per_call, 1) * tc.steps_per_call
+    step = max(final // 2 // tc.train.steps_per_call, 1) * tc.train.steps_per_call
     ends = np.cumsum([n for *_, n in stages(tc, name)])
     return step, int(np.searchsorted(ends, step, side="left"))
 
@@ -749,7 +753,7 @@ def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool
             done = 0
         pool = T.data(tc).train if pool is None else pool
         state = train.train_many(T.trainer(tc, name), pool, *T.models(tc, cfg.hparams), checkpoint=partial,
-                                 stamp=T.stamp(tc, name), max_calls=(step - done) // tc.steps_per_call, quiet=quiet,
-                                 devices=_devices(cfg)).state
+                                 stamp=T.stamp(tc, name), max_calls=(step - done) // tc.train.steps_per_call,
+                                 quiet=quiet, devices=_devices(cfg)).state
         os.replace(partial, path)
     return M.Model(V.model_config(tc, name, stage)), jax.tree_util.tree_map(np.asarray, state.params), step, stage

@@ -73,9 +73,9 @@ import numpy as np
 
 from tokdyn import _checks, dynamics, io, train
 from tokdyn.models import slots
+from tokdyn.train import optim
 
 DECODERS = slots.DECODERS
-FINAL_FRACTION = slots.FINAL_FRACTION  # the cosine decay ends at this fraction of the peak learning rate
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
@@ -95,12 +95,11 @@ class Config:
         bilinearly to the image (1: every pixel).
       refine_channels: channels of the refinement network's convolutions (each 3 x 3 of stride 2).
       refine_hidden: width of the refinement network's dense layer and of its LSTM.
-      steps: optimiser steps per model (a multiple of steps_per_call; the schedule decays over it).
+      train: the optimiser's budget and schedule (:class:`tokdyn.train.optim.Config`): by default
+        4000 steps per model in compiled calls of 100 (the checkpoint interval), a linear warm-up of
+        200 steps (0: none), then a cosine decay to 5% of the peak, gradients clipped to global
+        norm 1.
       batch_size: images per step, drawn with replacement from the pool.
-      warmup: steps of linear learning-rate warm-up before the cosine decay (at least 1 and at
-        most steps - 1 are used: :attr:`warmup_steps`).
-      clip_norm: gradients are clipped to this global norm.
-      steps_per_call: optimiser steps per compiled call (the checkpoint interval).
       seeds: models trained together (seed s has run key fold_in(key(root_seed), s)).
       root_seed: root PRNG seed of every model's initial parameters, batches and posterior draws.
     """
@@ -115,37 +114,28 @@ class Config:
     decoder_stride: int = 1
     refine_channels: tuple = (32, 32)
     refine_hidden: int = 64
-    steps: int = 4000
+    train: optim.Config = optim.Config(steps=4000, steps_per_call=100, warmup=200, decay="cosine",
+                                       final_fraction=0.05, clip_norm=1.0)
     batch_size: int = 16
-    warmup: int = 200
-    clip_norm: float = 1.0
-    steps_per_call: int = 100
     seeds: int = 4
     root_seed: int = 0
 
     def validate(self) -> "Config":
-        """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
+        """Check every field (the training's through :meth:`tokdyn.train.optim.Config.validate`); raise
+        ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         for name in ("size", "slots", "latent_size", "iterations", "decoder_hidden", "decoder_stride", "refine_hidden",
-                     "steps", "batch_size", "steps_per_call", "seeds"):
+                     "batch_size", "seeds"):
             _checks.positive_int(name, getattr(self, name))
-        _checks.positive_int("warmup", self.warmup, minimum=0)
+        optim.check("train", self.train)
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
         slots.check_decoder(self.size, self.decoder, self.decoder_stride)
         _checks.real("pixel_scale", self.pixel_scale, low=0.0, low_open=True)
-        _checks.real("clip_norm", self.clip_norm, low=0.0, low_open=True)
         if not isinstance(self.refine_channels, (tuple, list)):
             raise TypeError(f"refine_channels must be a tuple of positive ints, got {self.refine_channels!r}")
         channels = tuple(self.refine_channels)
         if any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1 for c in channels):
             raise ValueError(f"refine_channels must be a tuple of positive ints, got {self.refine_channels!r}")
-        if self.steps % self.steps_per_call:
-            raise ValueError(f"steps must be a multiple of steps_per_call={self.steps_per_call}, got {self.steps}")
         return self
-
-    @property
-    def warmup_steps(self) -> int:
-        """The warm-up of the schedule: ``warmup``, at least 1 and at most ``steps - 1``."""
-        return min(self.warmup, self.steps - 1) or 1
 
 
 @jax.tree_util.register_dataclass
@@ -154,7 +144,8 @@ class Hparams:
     """Traced, sweepable hyper-parameters (a float each, or an (H,) array of settings: :func:`models`).
 
     Attributes:
-      learning_rate: peak Adam learning rate (after warm-up; decays to 5% of it).
+      learning_rate: peak Adam learning rate (after the warm-up; then the decay, by default to 5% of
+        it).
     """
 
     learning_rate: jax.Array | float = 3e-4
@@ -468,8 +459,9 @@ def trainer(cfg: Config) -> train.Trainer:
     key gives the initial parameters' key and the run key (:func:`tokdyn.models.slots.run_keys`);
     step t's key ``fold_in(run key, t)`` is split into the key of its batch
     (:func:`tokdyn.models.slots.draw_batch`) and that of the posterior's draws; the loss is
-    :func:`loss_fn`; gradients clipped to ``clip_norm``, then Adam with a linear warm-up over
-    ``warmup_steps`` and a cosine decay to 5% of the peak at ``steps``. Logs: ``loss``,
+    :func:`loss_fn`; the optimiser of ``cfg.train``: gradients clipped to ``clip_norm``, then Adam
+    with a linear warm-up over ``warmup`` steps and (by default) a cosine decay to 5% of the peak at
+    ``steps``. Logs: ``loss``,
     ``grad_norm``, and ``elbo_first`` / ``elbo_last`` (the batch's mean ELBO at the initial and
     the final posterior: their gap is what the refinements gain)."""
     if not isinstance(cfg, Config):
@@ -489,9 +481,7 @@ def _trainer(cfg: Config) -> train.Trainer:
         value, out = loss_fn(jax.random.split(key)[1], params, cfg, images)
         return value, {"elbo_first": jnp.mean(out.elbo[:, 0]), "elbo_last": jnp.mean(out.elbo[:, -1])}
 
-    config = train.Config(steps=cfg.steps, steps_per_call=cfg.steps_per_call, warmup=cfg.warmup_steps,
-                          decay="cosine", final_fraction=FINAL_FRACTION, clip_norm=cfg.clip_norm)
-    return train.Trainer(config, init=lambda key, hparams: init(key, cfg), loss=loss, batch=batch,
+    return train.Trainer(cfg.train, init=lambda key, hparams: init(key, cfg), loss=loss, batch=batch,
                          keys=slots.run_keys, name="iodine")
 
 

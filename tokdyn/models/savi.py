@@ -69,9 +69,9 @@ import numpy as np
 
 from tokdyn import _checks, dynamics, io, train
 from tokdyn.models import slots
+from tokdyn.train import optim
 
 PREDICTORS = ("none", "mlp", "transformer")
-FINAL_FRACTION = slots.FINAL_FRACTION  # the cosine decay ends at this fraction of the peak learning rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,12 +94,11 @@ class Config:
       predictor_heads: attention heads of the transformer predictor (must divide ``slot_size``).
       encoder_channels, encoder_kernel, encoder_stride, decoder, decoder_hidden, decoder_stride,
       slot_init, masks: the per-frame autoencoder's, as in :class:`tokdyn.models.slots.Config`.
-      steps: optimiser steps per model (a multiple of steps_per_call; the schedule decays over it).
+      train: the optimiser's budget and schedule (:class:`tokdyn.train.optim.Config`): by default
+        4000 steps per model in compiled calls of 100 (the checkpoint interval), a linear warm-up of
+        200 steps (0: none), then a cosine decay to 5% of the peak, gradients clipped to global
+        norm 1.
       batch_size: clips per step, drawn with replacement from the pool.
-      warmup: steps of linear learning-rate warm-up before the cosine decay (at least 1 and at
-        most steps - 1 are used: :attr:`warmup_steps`).
-      clip_norm: gradients are clipped to this global norm.
-      steps_per_call: optimiser steps per compiled call (the checkpoint interval).
       seeds: models trained together (seed s has run key fold_in(key(root_seed), s)).
       root_seed: root PRNG seed of every model's initial parameters, batches and slot noise.
     """
@@ -122,11 +121,9 @@ class Config:
     decoder_stride: int = 2
     slot_init: str = "farthest"
     masks: str = "attention"
-    steps: int = 4000
+    train: optim.Config = optim.Config(steps=4000, steps_per_call=100, warmup=200, decay="cosine",
+                                       final_fraction=0.05, clip_norm=1.0)
     batch_size: int = 8
-    warmup: int = 200
-    clip_norm: float = 1.0
-    steps_per_call: int = 100
     seeds: int = 4
     root_seed: int = 0
 
@@ -141,11 +138,6 @@ class Config:
                              f"splits the slots' width over its heads), got {self.predictor_heads}")
         return self
 
-    @property
-    def warmup_steps(self) -> int:
-        """The warm-up of the schedule: ``warmup``, at least 1 and at most ``steps - 1``."""
-        return min(self.warmup, self.steps - 1) or 1
-
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +145,8 @@ class Hparams:
     """Traced, sweepable hyper-parameters (a float each, or an (H,) array of settings: :func:`models`).
 
     Attributes:
-      learning_rate: peak Adam learning rate (after warm-up; decays to 5% of it).
+      learning_rate: peak Adam learning rate (after the warm-up; then the decay, by default to 5% of
+        it).
     """
 
     learning_rate: jax.Array | float = 2e-3
@@ -174,8 +167,7 @@ def slot_config(cfg: Config) -> slots.Config:
         mlp_hidden=cfg.mlp_hidden, encoder_channels=cfg.encoder_channels, encoder_kernel=cfg.encoder_kernel,
         encoder_stride=cfg.encoder_stride, decoder=cfg.decoder, decoder_hidden=cfg.decoder_hidden,
         decoder_stride=cfg.decoder_stride, implicit=False, slot_init=cfg.slot_init, masks=cfg.masks,
-        steps=cfg.steps, batch_size=cfg.batch_size, warmup=cfg.warmup, clip_norm=cfg.clip_norm,
-        steps_per_call=cfg.steps_per_call, seeds=cfg.seeds, root_seed=cfg.root_seed).validate()
+        train=cfg.train, batch_size=cfg.batch_size, seeds=cfg.seeds, root_seed=cfg.root_seed).validate()
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -436,10 +428,10 @@ def trainer(cfg: Config) -> train.Trainer:
     ``pool``: (N, F_pool, size, size, 3) clips in [0, 1], F_pool >= ``frames``. A seed's key gives
     the initial parameters' key and the run key (:func:`tokdyn.models.slots.run_keys`); step t's
     key ``fold_in(run key, t)`` is split into the key of its clips (:func:`draw_batch`) and that of
-    frame 0's slot noise; the loss is :func:`loss_fn`. The optimiser is
-    :func:`tokdyn.models.slots.trainer`'s (clipping, then Adam with a linear warm-up and a cosine
-    decay to 5%). Logs: ``loss`` and ``grad_norm``. Pass ``vectorised_init=False`` (as for the
-    image model)."""
+    frame 0's slot noise; the loss is :func:`loss_fn`. The optimiser is ``cfg.train``'s, as
+    :func:`tokdyn.models.slots.trainer`'s (clipping, then Adam with a linear warm-up and, by
+    default, a cosine decay to 5%). Logs: ``loss`` and ``grad_norm``. Pass
+    ``vectorised_init=False`` (as for the image model)."""
     _check_cfg(cfg)
     return _trainer(dataclasses.replace(cfg, encoder_channels=tuple(int(c) for c in cfg.encoder_channels)))
 
@@ -457,9 +449,7 @@ def _trainer(cfg: Config) -> train.Trainer:
         value, _ = loss_fn(jax.random.split(key)[1], params, cfg, videos)
         return value, {}
 
-    config = train.Config(steps=cfg.steps, steps_per_call=cfg.steps_per_call, warmup=cfg.warmup_steps,
-                          decay="cosine", final_fraction=FINAL_FRACTION, clip_norm=cfg.clip_norm)
-    return train.Trainer(config, init=lambda key, hparams: init(key, cfg), loss=loss, batch=batch,
+    return train.Trainer(cfg.train, init=lambda key, hparams: init(key, cfg), loss=loss, batch=batch,
                          keys=slots.run_keys, name=f"savi ({cfg.predictor})")
 
 

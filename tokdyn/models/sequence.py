@@ -41,6 +41,7 @@ import optax
 from tokdyn import _checks, diffusion
 from tokdyn import train as train_layer
 from tokdyn.models.vtae import model as ae_model
+from tokdyn.train import optim
 
 MODELS = ("grid_ddpm", "grid_d3pm_uniform", "grid_d3pm_absorbing", "token_d3pm_uniform", "token_d3pm_absorbing",
           "token_ar")
@@ -70,12 +71,11 @@ class Config:
       width: model width D.
       depth: transformer blocks (hidden layers of the MLP).
       heads: attention heads.
-      steps: optimiser steps.
+      train: the optimiser's budget and schedule (:class:`tokdyn.train.optim.Config`): by default
+        2000 steps in compiled calls of 100 (the logging interval: a multiple of it), a linear
+        warm-up of 100 steps (0: none), then a cosine decay to 10% of the peak, gradients clipped
+        to global norm 1.
       batch_size: sequences per step.
-      log_every: steps per logging interval, one compiled call of :func:`tokdyn.train.train_many`
-        (``steps`` must be a multiple).
-      warmup: steps of linear learning-rate warm-up from 0 (then cosine decay to 10%).
-      clip_norm: global gradient-norm clipping.
     """
 
     model: str = "grid_d3pm_absorbing"
@@ -90,11 +90,9 @@ class Config:
     width: int = 64
     depth: int = 2
     heads: int = 4
-    steps: int = 2000
+    train: optim.Config = optim.Config(steps=2000, steps_per_call=100, warmup=100, decay="cosine",
+                                       final_fraction=0.1, clip_norm=1.0)
     batch_size: int = 64
-    log_every: int = 100
-    warmup: int = 100
-    clip_norm: float = 1.0
 
     @property
     def on_grids(self) -> bool:
@@ -124,8 +122,8 @@ class Config:
 
     @property
     def n_logs(self) -> int:
-        """The number of logged points of a training curve (``steps // log_every``)."""
-        return self.steps // self.log_every
+        """The number of logged points of a training curve (``train.calls``: one per compiled call)."""
+        return self.train.calls
 
     def beta_schedule(self) -> str:
         """The noise schedule: ``schedule`` if given, else ``'absorbing'`` for the absorbing kernel and
@@ -144,7 +142,8 @@ class Config:
         return diffusion.discrete(self.kernel, self.classes, self.beta_schedule(), self.T)
 
     def validate(self) -> "Config":
-        """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
+        """Check every field (the training's through :meth:`tokdyn.train.optim.Config.validate`); raise
+        ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         _checks.choice("model", self.model, MODELS)
         _checks.choice("architecture", self.architecture, ARCHITECTURES)
         _checks.choice("elements", self.elements, ELEMENTS)
@@ -157,13 +156,11 @@ class Config:
             _checks.choice("schedule", self.schedule, diffusion.SCHEDULES)
             if self.continuous and self.schedule == "absorbing":
                 raise ValueError("schedule must be 'linear' or 'cosine' for grid_ddpm, got 'absorbing'")
-        for name in ("width", "depth", "heads", "steps", "batch_size", "log_every", "warmup"):
+        for name in ("width", "depth", "heads", "batch_size"):
             _checks.positive_int(name, getattr(self, name))
+        optim.check("train", self.train)
         if self.width % self.heads:
             raise ValueError(f"width must be a multiple of heads={self.heads}, got {self.width}")
-        if self.steps % self.log_every:
-            raise ValueError(f"steps must be a multiple of log_every={self.log_every}, got {self.steps}")
-        _checks.real("clip_norm", self.clip_norm, low=0.0, low_open=True)
         if self.model == "token_ar" and self.architecture != "transformer":
             raise ValueError(f"architecture must be 'transformer' for token_ar, got {self.architecture!r}")
         return self
@@ -319,13 +316,6 @@ def loss_fn(key, params, cfg: Config, hp: Hparams, x0):
 CURVES = ("loss", "grad_norm", "vb", "ce")
 
 
-def optim_config(cfg: Config) -> train_layer.Config:
-    """The layer's optimiser settings: linear warm-up over ``cfg.warmup`` steps, then cosine decay
-    to 10% of the peak, gradients clipped to ``cfg.clip_norm``."""
-    return train_layer.Config(steps=cfg.steps, steps_per_call=cfg.log_every, warmup=cfg.warmup, decay="cosine",
-                              final_fraction=0.1, clip_norm=cfg.clip_norm)
-
-
 @functools.lru_cache(maxsize=64)
 def trainer(cfg: Config) -> train_layer.Trainer:
     """The model's :class:`tokdyn.train.Trainer` (data: the ``(N, *sample_shape)`` integers;
@@ -340,7 +330,7 @@ def trainer(cfg: Config) -> train_layer.Trainer:
     def loss(params, x0, key, hp):
         return loss_fn(jax.random.split(key)[1], params, cfg, hp, x0)
 
-    return train_layer.Trainer(optim_config(cfg), init=lambda key, hp: init(key, cfg), loss=loss, batch=batch,
+    return train_layer.Trainer(cfg.train, init=lambda key, hp: init(key, cfg), loss=loss, batch=batch,
                                name=cfg.model)
 
 

@@ -63,12 +63,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks, dynamics, io, metrics, train
+from tokdyn.train import optim
 
 DECODERS = ("mlp", "conv", "cnn")
 SLOT_INITS = ("random", "farthest")
 MASKS = ("decoder", "attention")
 EPS = 1e-8  # added to every attention weight before normalising over the inputs (as the paper)
-FINAL_FRACTION = 0.05  # the cosine decay ends at this fraction of the peak learning rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,12 +97,11 @@ class Config:
       masks: the slots' masks that mix their images: decoder (the decoder's alpha channel, softmaxed
         over slots) | attention (the last iteration's attention over the inputs, resized to the
         image when ``encoder_stride`` > 1: the decoder paints colour only).
-      steps: optimiser steps per model (a multiple of steps_per_call; the schedule decays over it).
+      train: the optimiser's budget and schedule (:class:`tokdyn.train.optim.Config`): by default
+        4000 steps per model in compiled calls of 100 (the checkpoint interval), a linear warm-up of
+        200 steps (0: none), then a cosine decay to 5% of the peak, gradients clipped to global
+        norm 1.
       batch_size: images per step, drawn with replacement from the pool.
-      warmup: steps of linear learning-rate warm-up before the cosine decay (at least 1 and at
-        most steps - 1 are used: :attr:`warmup_steps`).
-      clip_norm: gradients are clipped to this global norm.
-      steps_per_call: optimiser steps per compiled call (the checkpoint interval).
       seeds: models trained together (seed s has run key fold_in(key(root_seed), s)).
       root_seed: root PRNG seed of every model's initial parameters, batches and slot noise.
     """
@@ -121,25 +120,23 @@ class Config:
     implicit: bool = False
     slot_init: str = "random"
     masks: str = "decoder"
-    steps: int = 4000
+    train: optim.Config = optim.Config(steps=4000, steps_per_call=100, warmup=200, decay="cosine",
+                                       final_fraction=0.05, clip_norm=1.0)
     batch_size: int = 32
-    warmup: int = 200
-    clip_norm: float = 1.0
-    steps_per_call: int = 100
     seeds: int = 4
     root_seed: int = 0
 
     def validate(self) -> "Config":
-        """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
+        """Check every field (the training's through :meth:`tokdyn.train.optim.Config.validate`); raise
+        ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         for name in ("size", "slots", "iterations", "slot_size", "mlp_hidden", "encoder_kernel", "encoder_stride",
-                     "decoder_hidden", "decoder_stride", "steps", "batch_size", "steps_per_call", "seeds"):
+                     "decoder_hidden", "decoder_stride", "batch_size", "seeds"):
             _checks.positive_int(name, getattr(self, name))
-        _checks.positive_int("warmup", self.warmup, minimum=0)
+        optim.check("train", self.train)
         if self.size % self.encoder_stride:
             raise ValueError(f"encoder_stride must divide size={self.size}, got {self.encoder_stride}")
         check_decoder(self.size, self.decoder, self.decoder_stride)
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
-        _checks.real("clip_norm", self.clip_norm, low=0.0, low_open=True)
         _checks.choice("slot_init", self.slot_init, SLOT_INITS)
         _checks.choice("masks", self.masks, MASKS)
         if not isinstance(self.implicit, bool):
@@ -147,14 +144,7 @@ class Config:
         channels = tuple(self.encoder_channels)
         if not channels or any(not isinstance(c, (int, np.integer)) or c < 1 for c in channels):
             raise ValueError(f"encoder_channels must be a non-empty tuple of positive ints, got {self.encoder_channels!r}")
-        if self.steps % self.steps_per_call:
-            raise ValueError(f"steps must be a multiple of steps_per_call={self.steps_per_call}, got {self.steps}")
         return self
-
-    @property
-    def warmup_steps(self) -> int:
-        """The warm-up of the schedule: ``warmup``, at least 1 and at most ``steps - 1``."""
-        return min(self.warmup, self.steps - 1) or 1
 
 
 @jax.tree_util.register_dataclass
@@ -163,7 +153,8 @@ class Hparams:
     """Traced, sweepable hyper-parameters (a float each, or an (H,) array of settings: :func:`models`).
 
     Attributes:
-      learning_rate: peak Adam learning rate (after warm-up; decays to 5% of it).
+      learning_rate: peak Adam learning rate (after the warm-up; then the decay, by default to 5% of
+        it).
     """
 
     learning_rate: jax.Array | float = 4e-4
@@ -549,8 +540,9 @@ def trainer(cfg: Config) -> train.Trainer:
     ``pool``: (N, size, size, 3) images in [0, 1]. A seed's key gives the initial parameters'
     key and the run key (:func:`run_keys`); step t's key ``fold_in(run key, t)`` is split into the
     key of its batch (:func:`draw_batch`) and that of its slot noise; the loss is :func:`loss_fn`.
-    The optimiser (:mod:`tokdyn.train.optim`): gradients clipped to ``clip_norm``, then Adam with a
-    linear warm-up over ``warmup_steps`` and a cosine decay to 5% of the peak at ``steps``.
+    The optimiser (:mod:`tokdyn.train.optim`) of ``cfg.train``: gradients clipped to ``clip_norm``,
+    then Adam with a linear warm-up over ``warmup`` steps and (by default) a cosine decay to 5% of
+    the peak at ``steps``.
     Logs: ``loss`` and ``grad_norm``. Pass ``vectorised_init=False``: on XLA:CPU (jaxlib 0.10.2)
     ``jit(vmap)`` of the scenes study's model initialisation never finished (the process waited
     with no CPU use; tiny models do finish), and one call per model costs a few seconds once."""
@@ -570,9 +562,7 @@ def _trainer(cfg: Config) -> train.Trainer:
         value, _ = loss_fn(jax.random.split(key)[1], params, cfg, images)
         return value, {}
 
-    config = train.Config(steps=cfg.steps, steps_per_call=cfg.steps_per_call, warmup=cfg.warmup_steps,
-                          decay="cosine", final_fraction=FINAL_FRACTION, clip_norm=cfg.clip_norm)
-    return train.Trainer(config, init=lambda key, hparams: init(key, cfg), loss=loss, batch=batch, keys=run_keys,
+    return train.Trainer(cfg.train, init=lambda key, hparams: init(key, cfg), loss=loss, batch=batch, keys=run_keys,
                          name="slot attention (implicit)" if cfg.implicit else "slot attention")
 
 

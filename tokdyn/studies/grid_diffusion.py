@@ -207,8 +207,10 @@ class Config:
         ``grid`` x ``grid`` grids of ``colours`` colours (Gumbel straight-through encoder, MLP
         decoder), trained for ``ae_steps`` steps."""
         return vtae.Config(vocab_size=len(corpus.grammar_vocab()[0]), grid=self.grid, colours=self.colours,
-                           mode="gumbel_st", decoder="mlp", hidden=64, steps=self.ae_steps, batch_size=64,
-                           log_every=self.ae_steps // 10 if self.ae_steps % 10 == 0 else self.ae_steps)
+                           mode="gumbel_st", decoder="mlp", hidden=64, batch_size=64,
+                           train=train.Config(steps=self.ae_steps, steps_per_call=self.ae_steps // 10 if
+                                              self.ae_steps % 10 == 0 else self.ae_steps, warmup=0,
+                                              decay="constant", clip_norm=0.0))
 
     def model(self, name: str, scope: str) -> G.Config:
         """The configuration of the model ``name`` in ``scope``: ``"sequence"`` (``length`` elements,
@@ -219,8 +221,10 @@ class Config:
                         colours=self.colours, vocab_size=len(corpus.grammar_vocab()[0]), T=self.T,
                         architecture="mlp" if single else "transformer", elements=self.elements,
                         width=self.width, depth=self.depth, heads=4 if self.width % 4 == 0 else 1,
-                        steps=self.steps, batch_size=self.batch_size, log_every=train.log_interval(self.steps),
-                        warmup=max(1, min(100, self.steps // 10)))
+                        batch_size=self.batch_size,
+                        train=train.Config(steps=self.steps, steps_per_call=train.log_interval(self.steps),
+                                           warmup=max(1, min(100, self.steps // 10)), decay="cosine",
+                                           final_fraction=0.1, clip_norm=1.0))
 
     def runs(self) -> list[tuple[str, str]]:
         """``(scope, model)`` of every model kind, in the order they train: ``models``, then
@@ -535,7 +539,7 @@ def plot_curves(out: str, cfg: Config, results: dict) -> str:
             if sc != scope:
                 continue
             curves = np.asarray(r["curves"]["loss"])  # (S, n_logs)
-            x = (np.arange(curves.shape[1]) + 1) * cfg.model(name, scope).log_every
+            x = (np.arange(curves.shape[1]) + 1) * cfg.model(name, scope).train.steps_per_call
             base = curves[:, :1]
             lines = ax.plot(x, (curves / base).T, lw=0.8, alpha=0.6)
             for ln in lines[1:]:

@@ -6,8 +6,8 @@ its held-out accuracy has stopped improving (:class:`tokdyn.train.Patience`: no 
 validation set's overall accuracy by more than ``min_delta`` over its best level for ``patience``
 of the budget, at least ``min_fraction`` of the budget done, the training loss no longer falling
 while the accuracy holds; a plateau before the model learns does not stop it) or its budget is spent
-(``training.steps``; ``reference_steps`` for ``direct`` and ``text``, the references every variant is
-tested against, so that they can converge), and writes
+(``training.train.steps``, the option ``--steps``; ``reference_steps`` for ``direct`` and ``text``,
+the references every variant is tested against, so that they can converge), and writes
 
 - ``study.json``          the stamp: the whole configuration (but ``variants``, ``train`` and
                           ``max_minutes``, which only choose what runs) and the tokdyn version,

@@ -31,10 +31,11 @@ scenes, their true masks and every method's prediction), ``learning_curve.png``,
 and ``config.json`` (the whole configuration, the environment and the timings: training seconds
 live there and in the summary, not in the tables, so that a rerun's tables are byte-identical).
 
-Resuming: ``DIR`` is stamped with the configuration before any work
-(:class:`tokdyn.experiment.study.Study`; ``methods``, ``kmeans`` and ``learned`` only choose what
-runs, so a rerun may add methods). Each fixed method's test results and each learned model's test
-scores are parts in ``DIR/parts/`` (atomic, checksummed, keyed by the stamp and the method); each
+Resuming: ``DIR`` is stamped with the configuration and the learned models' configurations
+(:func:`model_configs`) before any work (:class:`tokdyn.experiment.study.Study`; ``methods``,
+``kmeans`` and ``learned`` only choose what runs, so a rerun may add methods). Each fixed
+method's test results and each learned model's test scores are parts in ``DIR/parts/`` (atomic,
+checksummed, keyed by the stamp and the method); each
 learned kind's checkpoint (``parts/NAME.npz``, every ``eval_every`` steps) holds its state and its
 whole learning curve, the validation FG-ARI of every checkpointed state included
 (:func:`tokdyn.train.train_many`'s ``evaluate``), in one file written atomically: a run killed at
@@ -61,9 +62,10 @@ from tokdyn import _checks, dynamics, io, metrics, refinement, train
 from tokdyn.data import scenes
 from tokdyn.experiment import runner
 from tokdyn.experiment.presets import PRESETS
-from tokdyn.experiment.study import Estimate, Study, digest, elements_fit, largest_option
+from tokdyn.experiment.study import Estimate, Study, config_dict, digest, elements_fit, largest_option
 from tokdyn.models import iodine, slots
 from tokdyn.stats import figures
+from tokdyn.train import optim
 
 FIXED = ("baseline", "inertia", "repulsion", "sinkhorn", "annealing")
 REFINEMENT = "refinement"  # the variational-refinement rule (tokdyn.refinement), a fixed method beside METHODS'
@@ -329,6 +331,15 @@ class Config:
                     shapes=tuple(self.shapes), scale=tuple(float(v) for v in self.scale),
                     background=self.background)
 
+    def train_config(self) -> optim.Config:
+        """The training of every learned model (:class:`tokdyn.train.optim.Config`): ``train_steps``
+        steps in calls of ``eval_every`` (the checkpoint and evaluation interval), a linear warm-up
+        of ``min(200, train_steps // 10)`` steps (at least 1), then a cosine decay to 5% of the
+        peak, gradients clipped to global norm 1."""
+        return optim.Config(steps=self.train_steps, steps_per_call=self.eval_every,
+                            warmup=min(200, self.train_steps // 10) or 1, decay="cosine", final_fraction=0.05,
+                            clip_norm=1.0)
+
     def slot_config(self, name: str) -> slots.Config:
         """The :class:`tokdyn.models.slots.Config` of learned model ``name`` (``slot_attention`` or
         ``slot_attention_implicit``): this study's sizes, schedule and seeds, a warm-up of
@@ -338,9 +349,8 @@ class Config:
                             encoder_kernel=self.encoder_kernel, encoder_stride=self.encoder_stride,
                             slot_init=self.slot_init, masks=self.masks,
                             decoder=self.decoder, decoder_hidden=self.decoder_hidden, decoder_stride=self.decoder_stride, implicit=name == "slot_attention_implicit",
-                            steps=self.train_steps, batch_size=self.batch_size,
-                            warmup=min(200, self.train_steps // 10) or 1, steps_per_call=self.eval_every,
-                            seeds=self.seeds, root_seed=self.root_seed)
+                            train=self.train_config(), batch_size=self.batch_size, seeds=self.seeds,
+                            root_seed=self.root_seed)
 
     def iodine_config(self) -> iodine.Config:
         """The :class:`tokdyn.models.iodine.Config` of the learned IODINE (``iodine``): this study's
@@ -351,9 +361,8 @@ class Config:
         return iodine.Config(size=self.size, slots=self.n_slots, latent_size=16, iterations=4, pixel_scale=0.1,
                              decoder=self.decoder, decoder_hidden=self.decoder_hidden,
                              decoder_stride=self.decoder_stride, refine_channels=(32, 32), refine_hidden=64,
-                             steps=self.train_steps, batch_size=self.batch_size,
-                             warmup=min(200, self.train_steps // 10) or 1, steps_per_call=self.eval_every,
-                             seeds=self.seeds, root_seed=self.root_seed)
+                             train=self.train_config(), batch_size=self.batch_size, seeds=self.seeds,
+                             root_seed=self.root_seed)
 
     def model_config(self, name: str):
         """The configuration of learned model ``name``: :meth:`iodine_config` for ``iodine``, else
@@ -513,6 +522,15 @@ def checkpoint_stamp(study: Study, cfg: Config, name: str) -> str:
     if name == IODINE:
         return f"{study.key}:{digest({'model': name, 'iodine': iodine.stamp(cfg.iodine_config())})}"
     return f"{study.key}:{digest({'model': name, 'slots': slots.stamp(cfg.slot_config(name))})}"
+
+
+def model_configs(session, cfg: Config) -> dict:
+    """What the study's stamp holds beside its configuration (the ``stamp_extra`` of :data:`SPEC`):
+    the configuration of every learned model it can train (:meth:`Config.model_config`; ``learned``
+    only chooses among them). The models' checkpoints are keyed on them, so a directory whose
+    checkpoints were made for other model configurations (another shape of a model's ``Config``)
+    is refused before any work, naming what differs, as one of another study configuration is."""
+    return {"models": {name: config_dict(cfg.model_config(name)) for name in (*LEARNED, IODINE)}}
 
 
 def fit(cfg: Config, name: str, images, study: Study, *, val=None, progress=None, **kw) -> train.Result:
@@ -725,7 +743,8 @@ SPEC = runner.Spec(
     name="scenes", config=Config, run=run, figures=draw,
     summary=lambda cfg, r: summary(cfg, r.data["rows"], r.data["seconds"], r.data["curves"], r.data["knobs"]),
     outputs=("results.csv", "learning_curve.csv"), figure_files=("examples.png", "learning_curve.png"),
-    selection=("methods", "kmeans", "learned", "preset"))  # they only choose which methods run (or label it)
+    selection=("methods", "kmeans", "learned", "preset"),  # they only choose which methods run (or label it)
+    stamp_extra=model_configs)
 
 
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:

@@ -154,8 +154,8 @@ class Config:
                 combos = [(_curriculum_vocab(self), 5, 3, "gumbel_st", big)] * 2
             else:
                 combos = [(len(corpus.grammar_vocab()[0]), 5, 3, "sigmoid", big)] * 2
-            cells += [(name, vtae.Config(vocab_size=V, grid=n, colours=c, mode=m, steps=b, hidden=self.hidden,
-                                         batch_size=self.batch_size, log_every=train.log_interval(b)))
+            cells += [(name, vtae.Config(vocab_size=V, grid=n, colours=c, mode=m, train=_budget(b), hidden=self.hidden,
+                                         batch_size=self.batch_size))
                       for V, n, c, m, b in combos]
         return cells
 
@@ -185,13 +185,13 @@ class Config:
             fit(seeds=self.seeds, batch_size=self.batch_size, vocab_sizes=V)  # one step's logits
             fit(seeds=self.seeds, batch_size=self.batch_size, grids=P * F)  # one step's grids
             study_runner.elements_fit("vocab_sizes", V, V)  # the evaluation's (V, V) logits and distances
-            fit(seeds=self.seeds, budgets=m.log_every, logs=LOG_FIELDS)  # a call's per-step training logs
-            add("budgets", self.seeds * m.log_every * LOG_FIELDS * 4 * 2)
+            fit(seeds=self.seeds, budgets=m.train.steps_per_call, logs=LOG_FIELDS)  # a call's per-step training logs
+            add("budgets", self.seeds * m.train.steps_per_call * LOG_FIELDS * 4 * 2)
             params = V * P * m.width + P * F * self.hidden + self.hidden * V + V
             step = self.batch_size * (V + P * F + self.hidden)
             add("seeds", self.seeds * (4 * params + 3 * step) * 4)
             add("vocab_sizes", 6 * V * V * 4 + V * P * F * 4)
-            rate += self.seeds * m.steps * (2e-5 + 6.0 * self.batch_size * (P * F + V) * self.hidden / 6e9) + 3.0
+            rate += self.seeds * m.train.steps * (2e-5 + 6.0 * self.batch_size * (P * F + V) * self.hidden / 6e9) + 3.0
         models = self.seeds * len(self.models())
         add("seeds", models * 2000.0)  # a row (a dict) per model, held until the results are written
         option = max(need, key=need.get)
@@ -236,7 +236,7 @@ def _rows(part, variant, cfg, res, d, extra=None):
     rows = []
     for s in range(loss.shape[0]):
         r = dict(part=part, variant=variant, vocab_size=cfg.vocab_size, grid=cfg.grid, colours=cfg.colours,
-                 mode=cfg.mode, steps=cfg.steps, seed=s, accuracy=d["accuracy"][s],
+                 mode=cfg.mode, steps=cfg.train.steps, seed=s, accuracy=d["accuracy"][s],
                  accuracy_occurrence=d["accuracy_occurrence"][s], dominant_freq=d["dominant_freq"][s],
                  collapsed=bool(d["collapsed"][s]), entropy=d["entropy"][s], uniqueness=d["uniqueness"][s],
                  min_hamming=int(d["min_hamming"][s]), sensitivity_kl=d["sensitivity_kl"][s],
@@ -260,9 +260,16 @@ def _plain(v):
     return v
 
 
+def _budget(steps: int) -> train.Config:
+    """A model's training: ``steps`` at a constant learning rate (no warm-up, no clipping), logged
+    at :func:`tokdyn.train.log_interval`."""
+    return train.Config(steps=steps, steps_per_call=train.log_interval(steps), warmup=0, decay="constant",
+                        clip_norm=0.0)
+
+
 def _model_cfg(sc: Config, V, n, c, mode, steps, **kw):
-    return vtae.Config(vocab_size=V, grid=n, colours=c, mode=mode, steps=steps, log_every=train.log_interval(steps),
-                       hidden=sc.hidden, batch_size=sc.batch_size, **kw)
+    return vtae.Config(vocab_size=V, grid=n, colours=c, mode=mode, train=_budget(steps), hidden=sc.hidden,
+                       batch_size=sc.batch_size, **kw)
 
 
 def run_part(name: str, sc: Config, key, *, progress: io.Progress | None = None,

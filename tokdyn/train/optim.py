@@ -2,6 +2,7 @@
 
 - :class:`Config` (static): the step budget, the steps per compiled call, the warm-up, the decay
   (``"cosine"`` to ``final_fraction`` of the peak, or ``"constant"``) and global-norm clipping.
+  Every model's configuration holds one as its ``train`` field (:func:`check` validates it there).
 - :func:`schedule`: linear warm-up from 0 to the peak, then the decay (optax's schedules, built so
   that the peak may be a tracer).
 - :func:`optimizer`: ``clip_by_global_norm`` (when ``clip_norm``) then AdamW at
@@ -39,7 +40,7 @@ class Config:
         the schedule decays over it).
       steps_per_call: optimiser steps per compiled call, the checkpoint and logging interval.
       warmup: steps of linear warm-up from 0 to the peak learning rate (0: none).
-      decay: ``"cosine"`` (to final_fraction of the peak at ``steps``) or ``"constant"``.
+      decay: cosine (to final_fraction of the peak at steps) | constant.
       final_fraction: the cosine decay's end, a fraction of the peak.
       clip_norm: clip gradients to this global norm before the update (0: no clipping).
     """
@@ -73,6 +74,18 @@ class Config:
     def warmup_steps(self) -> int:
         """The warm-up the schedule uses: ``warmup`` capped below ``steps`` (0: none)."""
         return min(self.warmup, self.steps - 1)
+
+
+def check(name: str, cfg) -> Config:
+    """``cfg`` checked as the field ``name`` of a model's configuration (``"train"``): a
+    :class:`Config` (``TypeError`` otherwise) whose fields are valid (:meth:`Config.validate`), its
+    errors naming the field as ``name.field`` (``train.steps must be ...``). Returns ``cfg``."""
+    if not isinstance(cfg, Config):
+        raise TypeError(f"{name} must be a tokdyn.train.optim.Config, got {cfg!r} of type {type(cfg).__name__}")
+    try:
+        return cfg.validate()
+    except (TypeError, ValueError) as e:  # every message of validate() starts with the field's name
+        raise type(e)(f"{name}.{e}") from None
 
 
 def schedule(cfg: Config, peak) -> optax.Schedule:

@@ -1,7 +1,7 @@
-"""The latent reasoner's static training configuration (:class:`Config`: model size, budget,
-schedule, curriculum, pools, seeds) and its traced, sweepable hyper-parameters (:class:`Hparams`:
-learning rate, weight decay, loss weights), shared by the model's variants, its trainer and its
-evaluation."""
+"""The latent reasoner's static training configuration (:class:`Config`: model size, budget and
+schedule (its ``train``), curriculum, pools, seeds) and its traced, sweepable hyper-parameters
+(:class:`Hparams`: learning rate, weight decay, loss weights), shared by the model's variants, its
+trainer and its evaluation."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import jax
 from tokdyn import _checks
 from tokdyn.models.latent import model as M
 from tokdyn.models.latent import tasks
+from tokdyn.train import optim
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,12 +26,12 @@ class Config:
       heads: attention heads (dividing width).
       n_latents: latent positions L of the latent variants (the last curriculum stage's count).
       projection: latent feedback projection, none | layernorm | linear.
-      steps: the step budget: the most optimiser steps per model (a multiple of steps_per_call; the
-        learning-rate schedule decays over it).
+      train: the optimiser's budget and schedule (:class:`tokdyn.train.optim.Config`): by default
+        a budget of 3000 steps per model (the most it trains) in compiled calls of 100 (the
+        checkpoint interval), a linear warm-up of 200 steps (0: none), then a cosine decay to 5%
+        of the peak, gradients clipped to global norm 1.
       batch_size: training instances per step, drawn with replacement from the pool.
-      warmup: steps of linear learning-rate warm-up before the cosine decay.
       curriculum_stages: stages S of the coconut curriculum after the first (text) stage.
-      steps_per_call: optimiser steps per compiled call (the checkpoint interval).
       n_train: instances in the training pool.
       n_test: test instances (none of them in the training pool or the validation set).
       n_val: validation instances for held-out accuracy during training (none in the other sets).
@@ -44,11 +45,10 @@ class Config:
     heads: int = 4
     n_latents: int = 4
     projection: str = "layernorm"
-    steps: int = 3000
+    train: optim.Config = optim.Config(steps=3000, steps_per_call=100, warmup=200, decay="cosine",
+                                       final_fraction=0.05, clip_norm=1.0)
     batch_size: int = 64
-    warmup: int = 200
     curriculum_stages: int = 2
-    steps_per_call: int = 100
     n_train: int = 100000
     n_test: int = 2000
     n_val: int = 500
@@ -56,28 +56,21 @@ class Config:
     root_seed: int = 0
 
     def validate(self) -> "Config":
-        """Check every field (and the task's); raise ``ValueError``/``TypeError`` naming the field. Returns
-        ``self``."""
+        """Check every field (the task's and the training's, :meth:`tokdyn.train.optim.Config.validate`);
+        raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         if not isinstance(self.task, tasks.Config):
             raise TypeError(f"task must be a tokdyn.models.latent.tasks.Config, got {type(self.task).__name__}")
         self.task.validate()
-        for name in ("width", "depth", "heads", "n_latents", "steps", "batch_size", "curriculum_stages",
-                     "steps_per_call", "n_train", "n_test", "seeds"):
+        optim.check("train", self.train)
+        for name in ("width", "depth", "heads", "n_latents", "batch_size", "curriculum_stages", "n_train", "n_test",
+                     "seeds"):
             _checks.positive_int(name, getattr(self, name))
-        _checks.positive_int("warmup", self.warmup, minimum=0)
         _checks.positive_int("n_val", self.n_val, minimum=0)
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
         _checks.choice("projection", self.projection, M.PROJECTIONS)
         if self.width % self.heads:
             raise ValueError(f"width must be a multiple of heads, got width={self.width}, heads={self.heads}")
-        if self.steps % self.steps_per_call:
-            raise ValueError(f"steps must be a multiple of steps_per_call={self.steps_per_call}, got {self.steps}")
         return self
-
-    @property
-    def warmup_steps(self) -> int:
-        """The warm-up length the schedule uses (at least 1, less than ``steps``)."""
-        return min(self.warmup, self.steps - 1) or 1
 
 
 @jax.tree_util.register_dataclass
@@ -87,7 +80,8 @@ class Hparams:
     setting (:func:`tokdyn.train.grid` makes seeds x settings of them).
 
     Attributes:
-      learning_rate: peak AdamW learning rate (after warm-up; decays to 5% of it).
+      learning_rate: peak AdamW learning rate (after the warm-up; then the decay, by default to 5% of
+        it).
       weight_decay: AdamW decoupled weight decay.
       align_weight: weight of the latent alignment loss (latent_mirage, latent_monet, latent_lvr).
       caption_weight: weight of the caption cross-entropy (text, coconut).

@@ -5,8 +5,9 @@
   parameters of the stage-0 model, the objective of :func:`tokdyn.models.latent.losses.objective`
   on a batch whose replaced caption tokens are masked, batches drawn with replacement from the
   training pool (:func:`draw_batch`).
-- :func:`optim_config`: gradients clipped to global norm 1, then AdamW with a linear warm-up to the
-  (traced) peak learning rate and a cosine decay to 5% of it (:mod:`tokdyn.train.optim`).
+- the optimiser is the configuration's ``train`` (:class:`tokdyn.train.optim.Config`; by default
+  gradients clipped to global norm 1, then AdamW with a linear warm-up to the (traced) peak
+  learning rate and a cosine decay to 5% of it).
 - :func:`models`: the keys and hyper-parameters of every seed x setting; :func:`data`: the
   training pool, validation and test sets; :func:`stamp`: what a checkpoint is keyed on.
 
@@ -34,15 +35,6 @@ from tokdyn.models.latent import losses, tasks, variants
 from tokdyn.models.latent import model as M
 from tokdyn.models.latent.config import Config, Hparams
 
-FINAL_FRACTION = 0.05  # the cosine decay ends at this fraction of the peak learning rate
-CLIP_NORM = 1.0
-
-
-def optim_config(cfg: Config) -> train.Config:
-    """The optimiser and schedule of every variant (see the module docstring)."""
-    return train.Config(steps=cfg.steps, steps_per_call=cfg.steps_per_call, warmup=cfg.warmup_steps,
-                        decay="cosine", final_fraction=FINAL_FRACTION, clip_norm=CLIP_NORM)
-
 
 def draw_batch(key, pool, batch_size: int):
     """``batch_size`` instances drawn uniformly with replacement from ``pool`` (leading axis N)."""
@@ -67,7 +59,7 @@ def _stage_trainer(cfg: Config, name: str, stage: int) -> train.Trainer:
         return losses.objective(model, params, variants.stage_batch(batch, dropped, pad), align=v.align,
                                 caption_mask=cap_mask, align_weight=hp.align_weight, caption_weight=hp.caption_weight)
 
-    return train.Trainer(optim_config(cfg), init=lambda key, hp: first.init(key), loss=loss,
+    return train.Trainer(cfg.train, init=lambda key, hp: first.init(key), loss=loss,
                          batch=lambda key, pool, step: draw_batch(key, pool, cfg.batch_size), keys=run_keys,
                          name=name)
 

@@ -85,13 +85,13 @@ def variant(name: str) -> Variant:
 
 def stages(cfg: Config, name: str) -> list[tuple[int, int, int]]:
     """(n_latents, caption tokens dropped, steps) per curriculum stage (one stage without curriculum).
-    Stage boundaries fall on multiples of ``cfg.steps_per_call``."""
+    Stage boundaries fall on multiples of ``cfg.train.steps_per_call``."""
     v = variant(name)
     if not v.curriculum:
-        return [(cfg.n_latents if v.latent_mode != "none" else 0, 0, cfg.steps)]
+        return [(cfg.n_latents if v.latent_mode != "none" else 0, 0, cfg.train.steps)]
     s, k = cfg.curriculum_stages, cfg.task.caption_len
-    per = cfg.steps // cfg.steps_per_call
-    cuts = [round(per * i / (s + 1)) * cfg.steps_per_call for i in range(s + 2)]
+    per = cfg.train.calls
+    cuts = [round(per * i / (s + 1)) * cfg.train.steps_per_call for i in range(s + 2)]
     return [(round(cfg.n_latents * i / s), round(k * i / s), cuts[i + 1] - cuts[i]) for i in range(s + 1)]
 
 

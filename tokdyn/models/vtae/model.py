@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from tokdyn import _checks
 from tokdyn.models.vtae import decoders, encoders
+from tokdyn.train import optim
 
 LAYOUTS = ("grid", "pattern")
 ENCODER_INPUTS = ("table", "embedding")
@@ -42,10 +43,11 @@ class Config:
       encoder_input: ``table`` (free per-token parameters) or ``embedding`` (a linear map of a
         semantic embedding of width ``embed_dim``: semantic grounding).
       embed_dim: width of the embeddings (with ``encoder_input="embedding"`` or the ``semantic`` loss).
-      steps: optimiser steps.
+      train: the optimiser's budget and schedule (:class:`tokdyn.train.optim.Config`): by default
+        500 steps in compiled calls of 50 (the logging interval: a multiple of it) at a constant
+        learning rate (``decay="constant"``), no warm-up (``warmup=0``), no clipping
+        (``clip_norm=0``).
       batch_size: tokens per step.
-      log_every: steps per logging interval, one compiled call of :func:`tokdyn.train.train_many`
-        (``steps`` must be a multiple).
       sampling: ``type`` (uniform over types) or ``occurrence`` (by the token weights).
       curriculum: start with ``curriculum_start`` types (the ones of lowest id) and grow linearly
         to V over the first ``curriculum_fraction`` of the steps.
@@ -69,9 +71,8 @@ class Config:
     code_dim: int = 4
     encoder_input: str = "table"
     embed_dim: int | None = None
-    steps: int = 500
+    train: optim.Config = optim.Config(steps=500, steps_per_call=50, warmup=0, decay="constant", clip_norm=0.0)
     batch_size: int = 64
-    log_every: int = 50
     sampling: str = "type"
     curriculum: bool = False
     curriculum_start: int = 2
@@ -98,15 +99,16 @@ class Config:
 
     @property
     def n_logs(self) -> int:
-        """The number of logged points of a training curve (``steps // log_every``)."""
-        return self.steps // self.log_every
+        """The number of logged points of a training curve (``train.calls``: one per compiled call)."""
+        return self.train.calls
 
     def capacity_log10(self) -> float:
         """log10 of C^P, the number of distinct grids."""
         return self.cells * math.log10(self.colours)
 
     def validate(self) -> "Config":
-        """Check every field; raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
+        """Check every field (the training's through :meth:`tokdyn.train.optim.Config.validate`); raise
+        ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         _checks.positive_int("vocab_size", self.vocab_size, minimum=2)
         _checks.positive_int("grid", self.grid)
         _checks.positive_int("colours", self.colours, minimum=2)
@@ -115,10 +117,9 @@ class Config:
         _checks.choice("layout", self.layout, LAYOUTS)
         _checks.choice("encoder_input", self.encoder_input, ENCODER_INPUTS)
         _checks.choice("sampling", self.sampling, SAMPLING)
-        for name in ("hidden", "depth", "channels", "code_dim", "steps", "batch_size", "log_every"):
+        for name in ("hidden", "depth", "channels", "code_dim", "batch_size"):
             _checks.positive_int(name, getattr(self, name))
-        if self.steps % self.log_every:
-            raise ValueError(f"steps must be a multiple of log_every={self.log_every}, got {self.steps}")
+        optim.check("train", self.train)
         if self.decoder == "cnn" and self.layout != "grid":
             raise ValueError("decoder 'cnn' needs layout='grid', got layout='pattern'")
         if not isinstance(self.losses, tuple):

@@ -5,8 +5,9 @@ model's :class:`tokdyn.train.Trainer` (the same object per ``cfg``, so its compi
     keys, hp = train.grid(jax.random.split(key, seeds), Hparams(learning_rate=1e-2))
     result = train.train_many(training.trainer(cfg), training.inputs(cfg, weights), keys, hp)
 
-and one model with :func:`train` (jitted on ``cfg``). The optimiser is the layer's AdamW at the
-constant learning rate ``hparams.learning_rate`` (no warm-up, no clipping, no weight decay); a
+and one model with :func:`train` (jitted on ``cfg``). The optimiser is the layer's AdamW with the
+configuration's ``train`` (by default the constant learning rate ``hparams.learning_rate``, no
+warm-up, no clipping) and no weight decay; a
 step whose loss or gradient is not finite is skipped per model (parameters, optimiser and VQ EMA
 state keep their last finite values) and the first such step is the state's ``nan_step``.
 
@@ -51,7 +52,7 @@ def active_vocab(step, cfg: Config):
     if not cfg.curriculum:
         return jnp.int32(V)
     start = min(cfg.curriculum_start, V)
-    ramp = max(1, int(round(cfg.curriculum_fraction * cfg.steps)))  # steps to reach V
+    ramp = max(1, int(round(cfg.curriculum_fraction * cfg.train.steps)))  # steps to reach V
     k = start + ((V - start) * jnp.minimum(jnp.asarray(step, jnp.int32), ramp)) // ramp  # exact integer ramp
     return jnp.clip(k, start, V).astype(jnp.int32)
 
@@ -91,12 +92,6 @@ def draw_tokens(key, cfg: Config, weights, step):
     return jax.random.categorical(key, lw, shape=(cfg.batch_size,))
 
 
-def optim_config(cfg: Config) -> train_layer.Config:
-    """The layer's optimiser settings: a constant learning rate, no warm-up, no clipping."""
-    return train_layer.Config(steps=cfg.steps, steps_per_call=cfg.log_every, warmup=0, decay="constant",
-                              clip_norm=0.0)
-
-
 @functools.lru_cache(maxsize=64)
 def trainer(cfg: Config) -> train_layer.Trainer:
     """The model's :class:`tokdyn.train.Trainer` (data: :func:`inputs`; hyper-parameters:
@@ -111,7 +106,7 @@ def trainer(cfg: Config) -> train_layer.Trainer:
     def loss(params, batch, key, hp):
         tokens, step, embeddings = batch
         k_loss = jax.random.split(key, 3)[1]
-        tau = encoders.temperature(step, cfg.steps, hp.tau_start, hp.tau_end)
+        tau = encoders.temperature(step, cfg.train.steps, hp.tau_start, hp.tau_end)
         total, aux = loss_fn(k_loss, params, cfg, hp, tokens, tau, embeddings)
         return total, dict(aux, tau=tau, active_vocab=active_vocab(step, cfg).astype(jnp.float32))
 
@@ -132,7 +127,7 @@ def trainer(cfg: Config) -> train_layer.Trainer:
         return dict(grad_norm_encoder=optax.tree.norm(grads["encoder"]),
                     grad_norm_decoder=optax.tree.norm(grads["decoder"]))
 
-    return train_layer.Trainer(optim_config(cfg), init=lambda key, hp: model.init(key, cfg), loss=loss,
+    return train_layer.Trainer(cfg.train, init=lambda key, hp: model.init(key, cfg), loss=loss,
                                batch=batch, init_extra=init_extra if cfg.vq_ema else None,
                                update_extra=update_extra if cfg.vq_ema else None, grad_logs=grad_logs, name="vtae")
 

@@ -63,8 +63,18 @@ def scores_t(x_t, tokens, precision=None):
 
 
 def labels_t(x_t, tokens, mask, precision=None):
-    """(N,) int32 nearest token (first on ties); -1 on padded points and on points with a distance
-    that is not finite (a NaN or infinite token, or point: no nearest token to report)."""
+    """Hard labels from the points in token-major layout (traceable; not jitted).
+
+    Args:
+      x_t: (D, N) the points, transposed.
+      tokens: (T, D) tokens.
+      mask: (N,) bool or ``None``.
+      precision: of the product, as in :func:`scores_t`.
+
+    Returns:
+      (N,) int32 nearest token (first on ties); -1 on padded points and on points with a distance
+      that is not finite (a NaN or infinite token, or point: no nearest token to report).
+    """
     s = scores_t(x_t, tokens, precision=precision)  # (T, N)
     finite = jnp.all(jnp.isfinite(s), axis=0)  # (N,); one reduction per run, after the loop
     labels = jnp.where(finite, jnp.argmax(s, axis=0).astype(jnp.int32), -1)

@@ -102,7 +102,17 @@ def _check_soft_assignment(x, tokens, temperature, mask):
 
 @_checks.checked_jit(_check_soft_assignment)
 def soft_assignment(x, tokens, temperature, mask=None):
-    """(N, T) softmax over tokens of ``-|x_i - t_j|^2 / temperature``; zero rows on padded points."""
+    """The built-in rule's soft assignment of points to tokens. Jitted; vmappable and differentiable.
+
+    Args:
+      x: (N, D) points.
+      tokens: (T, D) tokens.
+      temperature: the softmax temperature, > 0 (traced; a traced 0 acts as the hard limit).
+      mask: optional (N,) bool; False rows are padding.
+
+    Returns:
+      (N, T) the softmax over tokens of ``-|x_i - t_j|^2 / temperature``; zero rows on padded points.
+    """
     x = as_float(x)
     return _soft_assignment_t(x.T, point_weights(x, mask), tokens.astype(x.dtype), temperature).T
 
@@ -275,11 +285,24 @@ def _update(points: Points, tokens, velocity, hparams, step, key, mass_anchor: s
 
 @_checks.checked_jit(_check_update)
 def update(x, tokens, velocity, hparams: Hparams, mask=None, *, step=0, key=None):
-    """One application of the rule at step index ``step`` (which sets the annealed temperature
-    and the Langevin noise ``fold_in(key, step)``). Returns ``(tokens, velocity)`` after the step.
-    Differentiable in both modes (``grad`` and ``jacfwd``), the Sinkhorn branch included, also in a
-    user's ``lax.scan`` over steps (the route for knobs that change per step, see :class:`Hparams`).
-    A traced knob out of its range gives NaN tokens and velocity (:meth:`Hparams.in_range`)."""
+    """One application of the built-in rule. Jitted; vmappable; differentiable in both modes
+    (``grad`` and ``jacfwd``), the Sinkhorn branch included, also in a user's ``lax.scan`` over
+    steps (the route for knobs that change per step, see :class:`Hparams`).
+
+    Args:
+      x: (N, D) points.
+      tokens: (T, D) tokens before the step.
+      velocity: (T, D) velocity before the step (zeros at rest).
+      hparams: :class:`Hparams` (every leaf traced).
+      mask: optional (N,) bool; False rows are padding.
+      step: the step index (int or traced int32), which sets the annealed temperature and the
+        Langevin noise ``fold_in(key, step)``.
+      key: optional PRNG key; without one the Langevin term is absent.
+
+    Returns:
+      ``(tokens, velocity)``, each (T, D), after the step; NaN where a traced knob is out of its
+      range (:meth:`Hparams.in_range`).
+    """
     x = as_float(x)
     tokens, velocity = _update(Points.of(x, mask), tokens.astype(x.dtype), velocity.astype(x.dtype), hparams,
                                jnp.asarray(step, jnp.int32), key)

@@ -98,11 +98,21 @@ def _kmeans_plus_plus(key, x, valid, n_tokens: int):
 
 
 def forgy(x, noise, mask, n_tokens: int):
-    """Forgy init from given noise: the ``n_tokens`` valid rows of ``x`` with the largest
-    ``noise`` (N,) values. With i.i.d. uniform noise this is a uniform sample without replacement.
-    With fewer valid rows than tokens the rest are padded rows; with no valid row at all (an
-    all-False ``mask``) every token is NaN. (A plain traceable function: ``n_tokens`` must be a
-    Python int.)"""
+    """Forgy init from given noise: the valid rows of ``x`` with the largest ``noise`` values.
+    With i.i.d. uniform noise this is a uniform sample without replacement. A plain traceable
+    function (not jitted, no checks).
+
+    Args:
+      x: (N, D) points.
+      noise: (N,) scores, one per point (traced).
+      mask: (N,) bool or ``None``; False rows score -1 in place of their noise (below any uniform
+        noise, so they are drawn only when fewer rows are valid than tokens).
+      n_tokens: T, the number of tokens, a Python int <= N (static).
+
+    Returns:
+      (T, D) tokens: with fewer valid rows than tokens the rest are padded rows; with no valid row
+      at all (an all-False ``mask``) every token is NaN.
+    """
     score = noise if mask is None else jnp.where(mask, noise, -1.0)
     _, idx = jax.lax.top_k(score, n_tokens)
     return x[idx] if mask is None else jnp.where(jnp.any(mask), x[idx], jnp.nan)

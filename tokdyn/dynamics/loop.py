@@ -129,10 +129,27 @@ def _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=F
 
 
 def check_run(x, tokens, hparams=None, *, rule: "Rule" = None, mask=None, n_steps=30, tol=1e-3, key=None) -> dict:
-    """The checks :func:`run` makes before anything is traced (the points, tokens and mask, the rule
-    and its knobs, ``n_steps``, ``tol`` and ``key``), for other forms of the same run
-    (:func:`tokdyn.fused.run`): raises ``ValueError``/``TypeError`` naming the argument; returns the
-    arguments it normalised (host lists as arrays, ``hparams=None`` as the rule's defaults)."""
+    """The checks :func:`run` makes before anything is traced, for other forms of the same run
+    (:func:`tokdyn.fused.run`). A host function: call it outside ``jit``.
+
+    Args:
+      x: (N, D) points.
+      tokens: (T, D) initial tokens, of the points' dimension D, T >= 1.
+      hparams: the rule's knobs, or ``None`` for the rule's defaults (``rule.hparams``).
+      rule: a :class:`Rule`; ``None`` is :data:`~tokdyn.dynamics.BUILTIN`.
+      mask: optional (N,) bool.
+      n_steps: a positive Python int (checked as a static count).
+      tol: a real number >= 0.
+      key: optional PRNG key.
+
+    Returns:
+      A dict of the arguments it normalised: host lists as arrays (``x``, ``tokens``, ``mask``) and,
+      when ``hparams`` was ``None``, ``hparams`` as the rule's defaults.
+
+    Raises:
+      TypeError: a wrong type (rule, hparams' structure or dtypes, key), naming the argument.
+      ValueError: a wrong shape or value, naming the argument; and whatever ``rule.check`` raises.
+    """
     return _check_run(x, tokens, hparams, BUILTIN if rule is None else rule, mask, n_steps, tol, key,
                       static_steps=True)
 
@@ -258,8 +275,8 @@ def run(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30,
         Langevin term is absent (also for a traced ``langevin``, which cannot be checked).
       implicit: static bool (default False). True: the same forward run, whose derivatives are
         implicit derivatives at the fixed point (``jax.lax.custom_root``: exact when the run
-        converged, see :ref:`dynamics-gradients`; the initial tokens get zero). False compiles
-        exactly the program it always did.
+        converged, see :ref:`dynamics-gradients`; the initial tokens get zero). False: the plain
+        ``while_loop``, differentiable in forward mode only.
 
     Returns:
       :class:`Result`. Jitted, vmappable, callable inside a user's transformations; differentiable
@@ -383,13 +400,25 @@ def run_fixed(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_ste
               key=None) -> Result:
     """:func:`run` as a fixed-length ``lax.scan``: reverse-mode differentiable.
 
-    Takes the arguments of :func:`run`, with ``n_steps`` static (a Python int): it always evaluates
-    ``n_steps`` steps, every step after convergence leaving the state unchanged, so its
-    :class:`Result` is :func:`run`'s (up to float32 rounding: the two are different programs).
+    It always evaluates ``n_steps`` steps, every step after convergence leaving the state unchanged,
+    so its :class:`Result` is :func:`run`'s (up to float32 rounding: the two are different programs).
     Derivatives (``jax.grad``, ``jax.vjp``, ``jax.jacfwd``), for any rule whose ``step`` is
     differentiable, in the knobs, the points and the initial tokens, are those of the unrolled
     steps with the stopping step held fixed (:ref:`dynamics-gradients`). Costs ``n_steps`` steps
     whatever the step of convergence; use :func:`run` when no reverse-mode derivative is needed.
+
+    Args:
+      x: (N, D) points.
+      tokens: (T, D) initial tokens.
+      hparams: the rule's knobs (traced); default the rule's defaults (``rule.hparams``).
+      rule: a :class:`Rule` (static); default :data:`~tokdyn.dynamics.BUILTIN`.
+      mask: optional (N,) bool; False rows are ignored.
+      n_steps: the number of steps evaluated, a Python int >= 1 (static).
+      tol: convergence threshold on the largest coordinate movement of a step (traced).
+      key: optional PRNG key handed to the rule's steps, as in :func:`run`.
+
+    Returns:
+      :class:`Result`.
     """
     x = as_float(x)
     points = Points.of(x, mask)
@@ -400,10 +429,26 @@ def run_fixed(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_ste
 @_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"))
 def trajectory(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3,
                key=None) -> Trajectory:
-    """Like :func:`run`, but record the tokens after every step (fixed length ``n_steps + 1``,
-    static), for plots and analysis. Its final tokens and steps equal :func:`run`'s (with the same
-    ``key``). Reverse-mode differentiable, like :func:`run_fixed` (the same steps). ``temperature``:
-    the rule's ``temperature`` hook at each step (NaN for a rule without one)."""
+    """Like :func:`run`, but record the tokens after every step, for plots and analysis.
+
+    Its final tokens and steps equal :func:`run`'s (with the same ``key``). Reverse-mode
+    differentiable, like :func:`run_fixed` (the same steps).
+
+    Args:
+      x: (N, D) points.
+      tokens: (T, D) initial tokens.
+      hparams: the rule's knobs (traced); default the rule's defaults (``rule.hparams``).
+      rule: a :class:`Rule` (static); default :data:`~tokdyn.dynamics.BUILTIN`.
+      mask: optional (N,) bool; False rows are ignored.
+      n_steps: the number of steps recorded, a Python int >= 1 (static).
+      tol: convergence threshold on the largest coordinate movement of a step (traced).
+      key: optional PRNG key handed to the rule's steps, as in :func:`run`.
+
+    Returns:
+      :class:`Trajectory`: ``tokens`` (n_steps + 1, T, D), ``delta`` and ``temperature``
+      (n_steps,) (the rule's ``temperature`` hook at each step; NaN for a rule without one),
+      ``labels`` (N,) at the final tokens.
+    """
     x = as_float(x)
     points = Points.of(x, mask)
     s0, final, (toks, deltas) = _scan_steps(rule, points, tokens.astype(x.dtype), hparams, n_steps, tol, key,

@@ -43,11 +43,22 @@ def in_range(labels, bound: int):
 
 
 def count_table(labels_true, labels_pred, weights, n_true: int, n_pred: int):
-    """Weighted co-occurrence counts ``(n_true, n_pred)`` via one ``segment_sum``, and a scalar
-    bool: some entry of non-zero weight has a label outside ``[0, n_true)`` / ``[0, n_pred)``.
+    """Weighted co-occurrence counts via one ``segment_sum`` (traceable).
 
-    Such entries go to one extra segment (instead of a wrong cell: ``t * n_pred + p`` of an
-    out-of-range ``p`` lands in another row), so detecting them costs no pass over the labels."""
+    Entries with a label out of range go to one extra segment (instead of a wrong cell:
+    ``t * n_pred + p`` of an out-of-range ``p`` lands in another row), so detecting them costs no
+    pass over the labels.
+
+    Args:
+      labels_true: (N,) integer labels.
+      labels_pred: (N,) integer labels.
+      weights: (N,) the weight of each entry (0 drops it).
+      n_true, n_pred: static ints, the table's shape.
+
+    Returns:
+      ``(table, bad)``: the ``(n_true, n_pred)`` table of summed weights, and a scalar bool, True
+      when some entry of non-zero weight has a label outside ``[0, n_true)`` / ``[0, n_pred)``.
+    """
     inside = in_range(labels_true, n_true) & in_range(labels_pred, n_pred)
     cell = labels_true.astype(jnp.int32) * n_pred + labels_pred.astype(jnp.int32)  # (N,) flat cell index
     cell = jnp.where(inside, cell, n_true * n_pred)
@@ -56,7 +67,21 @@ def count_table(labels_true, labels_pred, weights, n_true: int, n_pred: int):
 
 
 def check_labels(name: str, value, *, bound_name=None, bound=None, mask=None):
-    """Check one label array: rank and integer dtype always, values when it is host data."""
+    """Check one label array before tracing: rank and integer dtype always, values when it (and
+    ``mask``) are host data.
+
+    Args:
+      name: the argument's name, for the messages.
+      value: the (N,) labels.
+      bound_name: the name of the bound, for the messages.
+      bound: optional int; valid labels must lie in ``[0, bound)``. Without it, in the range of
+        JAX's default int.
+      mask: optional (N,) bool; only entries where it is True are checked.
+
+    Raises:
+      ValueError: not 1-D, or a valid label out of range.
+      TypeError: not an integer dtype.
+    """
     if np.ndim(value) != 1:
         raise ValueError(f"{name} must be a 1-D array of integer labels, got shape {np.shape(value)}")
     dtype = _checks.dtype_of(value)
@@ -127,7 +152,19 @@ def check_bounds(n_true, n_pred, bounds_required: bool):
 
 
 def check_ids(name: str, value, *, bound_name=None, bound=None):
-    """Integer dtype always; when host data, ids in ``[0, bound)`` (or in JAX's int range)."""
+    """Check an id image before tracing: integer dtype always; when host data, ids in
+    ``[0, bound)`` (or, without ``bound``, in the range of JAX's default int).
+
+    Args:
+      name: the argument's name, for the messages.
+      value: integer ids of any shape.
+      bound_name: the name of the bound, for the messages.
+      bound: optional int, the exclusive upper bound.
+
+    Raises:
+      TypeError: not an integer dtype.
+      ValueError: an id out of range (its index in the message).
+    """
     dtype = _checks.dtype_of(value)
     if dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer ids, got dtype {dtype}")
@@ -146,7 +183,19 @@ def check_ids(name: str, value, *, bound_name=None, bound=None):
 
 
 def check_scene(masks_true, labels_pred, n_true, n_pred, *, bounds_required: bool):
-    """Validate a scene: equal shapes, integer ids, static bounds, ids in range (host data)."""
+    """Validate a scene before tracing: equal shapes, integer ids, static bounds, ids in range
+    (host data).
+
+    Args:
+      masks_true: integer instance ids of any shape.
+      labels_pred: integer segment ids of the same shape.
+      n_true, n_pred: static ints >= 1, or both ``None`` when ``bounds_required`` is False.
+      bounds_required: whether ``n_true``/``n_pred`` must be given.
+
+    Returns:
+      A dict of those of ``masks_true``/``labels_pred`` given as Python lists or tuples, as NumPy
+      arrays (to pass on from a check).
+    """
     n_true, n_pred = check_bounds(n_true, n_pred, bounds_required)
     if np.shape(masks_true) != np.shape(labels_pred):
         raise ValueError(

@@ -294,8 +294,15 @@ def nmi(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
 
     Equal to ``sklearn.metrics.normalized_mutual_info_score`` (``average_method="arithmetic"``),
     including its special cases: 1 when both labelings are a single cluster (or there are no valid
-    points); 0 when only one of them is, or when the mutual information is 0. Arguments as in
-    :func:`ari`; MI is summed cell-wise, ``sum n_ij / N log(N n_ij / (a_i b_j))``.
+    points); 0 when only one of them is, or when the mutual information is 0. MI is summed
+    cell-wise, ``sum n_ij / N log(N n_ij / (a_i b_j))``.
+
+    Args:
+      labels_true: ``(N,)`` integer reference labels.
+      labels_pred: ``(N,)`` integer predicted labels.
+      mask: optional ``(N,)`` bool; only entries where it is True are used.
+      n_true, n_pred: optional static ints, given together: labels then lie in ``[0, n_true)`` /
+        ``[0, n_pred)`` (the contingency-table path); otherwise any integer values (sort-based path).
 
     Returns:
       Scalar float in ``[0, 1]``; **NaN** when, with ``n_true``/``n_pred``, a valid label held in a
@@ -432,8 +439,22 @@ def matched_iou(masks_true, labels_pred, *, n_true, n_pred):
 
 def matched_iou_host(masks_true, labels_pred, *, n_true, n_pred) -> float:
     """:func:`matched_iou` on host data in float64 NumPy, matched with SciPy's
-    ``linear_sum_assignment`` (the Hungarian reference). Same arguments, conventions and checks;
-    returns a Python float. JAX arrays are copied to the host."""
+    ``linear_sum_assignment`` (the Hungarian reference), with the same conventions and checks.
+    Not traceable: JAX arrays are copied to the host.
+
+    Args:
+      masks_true: integer instance ids in ``[0, n_true)`` of any shape (e.g. ``(H, W)``); 0 is
+        background.
+      labels_pred: integer segment ids in ``[0, n_pred)``, the same shape.
+      n_true, n_pred: ints >= 1 (``n_true`` counts the background id).
+
+    Returns:
+      A Python float in ``[0, 1]``; 1.0 for a scene with no object.
+
+    Raises:
+      ValueError: shapes that differ, or an id outside its bounds.
+      TypeError: ids of a non-integer dtype, or bounds that are not ints.
+    """
     from scipy.optimize import linear_sum_assignment
 
     masks_true, labels_pred = np.asarray(masks_true), np.asarray(labels_pred)

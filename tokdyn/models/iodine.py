@@ -208,11 +208,21 @@ class Evaluation(NamedTuple):
 
 
 def mixture_log_likelihood(images, rgb, logits, pixel_scale):
-    """``(log p(x | z) (B,), pixel log-likelihoods (B, H, W), mask posterior (B, K, H, W))`` of
-    ``images`` (B, H, W, 3) under the spatial mixture of the slots' Gaussians: means ``rgb`` (B, K,
-    H, W, 3), masks ``softmax(logits)`` over K, every channel of scale ``pixel_scale``. Computed in
-    log space (``log_softmax``, ``logsumexp``): no density underflows, so it stays finite for mask
-    logits of any size and means far from every pixel."""
+    """The log-likelihood of images under the spatial mixture of the slots' Gaussians. Computed
+    in log space (``log_softmax``, ``logsumexp``): no density underflows, so it stays finite for
+    mask logits of any size and means far from every pixel. Traceable and differentiable in every
+    argument; not jitted, no checks.
+
+    Args:
+      images: (B, H, W, 3) the images.
+      rgb: (B, K, H, W, 3) each slot's Gaussian means.
+      logits: (B, K, H, W) the mask logits (masks ``softmax(logits)`` over K).
+      pixel_scale: the standard deviation of every channel (a scalar, > 0).
+
+    Returns:
+      ``(log_lik, pixel_log_lik, posterior)``: (B,) ``log p(x | z)``, (B, H, W) each pixel's
+      log-likelihood, and (B, K, H, W) the mask posterior (each pixel's responsibilities).
+    """
     log_masks = jax.nn.log_softmax(logits, axis=1)  # (B, K, H, W)
     r = (images[:, None] - rgb) / pixel_scale
     log_gauss = -0.5 * jnp.sum(r * r, axis=-1) - 3.0 * (jnp.log(pixel_scale) + 0.5 * LOG_2PI)  # (B, K, H, W)
@@ -234,13 +244,24 @@ def decode(params, cfg: Config, z):
 
 
 def evaluate(params, cfg: Config, images, loc, log_scale, noise, *, gradients: bool = True) -> Evaluation:
-    """The ELBO of the posteriors ``(loc, log_scale)`` (B, K, D) of ``images`` (B, H, W, 3) at the
-    draw ``z = loc + exp(log_scale) * noise`` (``noise`` (B, K, D) ~ N(0, I)), and its gradients:
+    """The ELBO of posteriors at one draw ``z = loc + exp(log_scale) * noise``, and its gradients:
     those of the likelihood with respect to the decoded means and mask logits (``jax.grad``) and
     of the ELBO with respect to ``loc`` and ``log_scale`` (the likelihood's through the decoder by
-    ``jax.vjp``, minus the KL's closed form), all at that one draw. ``gradients=False`` skips the
-    decoder's backward pass (the grad fields are zeros). The gradients are ascent directions of the
-    ELBO, held constant under differentiation (``stop_gradient``)."""
+    ``jax.vjp``, minus the KL's closed form). The gradients are ascent directions of the ELBO, held
+    constant under differentiation (``stop_gradient``). Traceable, not jitted: no checks.
+
+    Args:
+      params: the model's parameters (:func:`init`; traced).
+      cfg: the model's :class:`Config` (static).
+      images: (B, H, W, 3) the images.
+      loc: (B, K, D) the posterior means.
+      log_scale: (B, K, D) the posterior log standard deviations.
+      noise: (B, K, D) standard-normal noise of the draw.
+      gradients: static bool; False skips the decoder's backward pass (the grad fields are zeros).
+
+    Returns:
+      :class:`Evaluation`.
+    """
     sigma = cfg.pixel_scale
 
     def decode_posterior(loc, log_scale):
@@ -348,9 +369,19 @@ def lstm_carry(cfg: Config, batch: int):
 
 
 def infer(params, cfg: Config, images, noise) -> tuple[Outputs, list]:
-    """The R refinements of ``images`` (B, H, W, 3) with the draws ``noise`` (:func:`posterior_noise`):
-    ``(outputs, evaluations)``, the :class:`Evaluation` at each of the R + 1 posteriors (the last
-    without gradients). What :func:`apply` and :func:`loss_fn` run."""
+    """The R refinements from the learned initial posterior: what :func:`apply` and
+    :func:`loss_fn` run. Traceable, not jitted: no checks.
+
+    Args:
+      params: the model's parameters (traced).
+      cfg: the model's :class:`Config` (static; R = ``cfg.iterations``).
+      images: (B, H, W, 3) the images.
+      noise: (B, R + 1, K, D) the posterior's draws (:func:`posterior_noise`).
+
+    Returns:
+      ``(outputs, evaluations)``: the :class:`Outputs` and a list of the R + 1
+      :class:`Evaluation` at each posterior (the last without gradients).
+    """
     B, K, D = images.shape[0], cfg.slots, cfg.latent_size
     p = params["params"]
     loc = jnp.broadcast_to(p["loc"], (B, K, D))
@@ -386,9 +417,19 @@ def _check_apply(key, params, cfg, images):
 
 @_checks.checked_jit(_check_apply, static_argnames=("cfg",))
 def apply(key, params, cfg: Config, images) -> Outputs:
-    """Infer the slots of ``images`` (B, size, size, 3) in [0, 1]: R refinements from the learned
-    initial posterior (:func:`infer`); ``key`` draws the posterior's noise (:func:`posterior_noise`).
-    Jittable and differentiable (the gradient inputs are constants under differentiation)."""
+    """Infer the slots of a batch of images: R refinements from the learned initial posterior
+    (:func:`infer`). Jitted and differentiable (the gradient inputs are constants under
+    differentiation).
+
+    Args:
+      key: PRNG key of the posterior's noise (:func:`posterior_noise`).
+      params: the model's parameters (:func:`init`; traced).
+      cfg: the model's :class:`Config` (static).
+      images: (B, size, size, 3) in [0, 1].
+
+    Returns:
+      :class:`Outputs`.
+    """
     return infer(params, cfg, images, posterior_noise(key, cfg, images.shape[0]))[0]
 
 
@@ -400,8 +441,18 @@ def iteration_weights(cfg: Config):
 
 
 def loss_fn(key, params, cfg: Config, images):
-    """The training loss of a batch, ``mean_b sum_t (t / T) (-ELBO_t)`` (nats; ``key``: the
-    posterior's draws), and the :class:`Outputs`."""
+    """The training loss of a batch: not jitted, no checks (it runs inside the training step).
+
+    Args:
+      key: PRNG key of the posterior's draws.
+      params: the model's parameters (traced; differentiated).
+      cfg: the model's :class:`Config` (static).
+      images: (B, size, size, 3) in [0, 1].
+
+    Returns:
+      ``(loss, outputs)``: the scalar ``mean_b sum_t (t / T) (-ELBO_t)`` (nats;
+      :func:`iteration_weights`) and the :class:`Outputs`.
+    """
     out = infer(params, cfg, images, posterior_noise(key, cfg, images.shape[0]))[0]
     return jnp.mean(jnp.sum(-out.elbo * iteration_weights(cfg), axis=1)), out
 
@@ -491,9 +542,20 @@ def params_of(state: train.TrainState, i: int) -> dict:
 
 
 def segment(key, params, cfg: Config, images, *, chunk: int = 256):
-    """Predicted segmentation (n, H, W) int32 and final posterior means (n, K, D) of ``images`` by
-    one model, in chunks of ``chunk`` images (``lax.map``) to bound memory; image i's posterior
-    draws depend only on ``fold_in(key, i)``. Score it with :func:`tokdyn.metrics.fg_ari`."""
+    """Segment images with one model, in chunks (``lax.map``) to bound memory. Checks its
+    arguments, then runs a jitted map: call it on the host, not inside a user's ``jit``. Score it
+    with :func:`tokdyn.metrics.fg_ari`.
+
+    Args:
+      key: PRNG key; image i's posterior draws depend only on ``fold_in(key, i)``.
+      params: one model's parameters (:func:`params_of`).
+      cfg: the model's :class:`Config`.
+      images: (n, size, size, 3) in [0, 1].
+      chunk: images per vmapped chunk, an int >= 1.
+
+    Returns:
+      ``(labels, loc)``: (n, H, W) int32 predicted segmentation and (n, K, D) final posterior means.
+    """
     images = _check_apply(key, params, cfg, images)["images"]
     chunk = _checks.positive_int("chunk", chunk)
     n = images.shape[0]

@@ -243,10 +243,19 @@ def encode(params, cfg: Config, videos):
 
 
 def start(params, cfg: Config, features, z):
-    """Frame 0: ``(slots (B, K, D), attention (B, N, K), start (B, K, D))``, Slot Attention for
-    ``first_iterations`` iterations on its ``features`` (B, N, C) from the slots' own start
-    (``z`` (B, K, D) the noise of the Gaussian draw: :func:`tokdyn.models.slots.slot_noise`),
-    which is returned as ``start``. Traced: no checks."""
+    """Frame 0: Slot Attention for ``first_iterations`` iterations from the slots' own start.
+    Traceable, not jitted: no checks.
+
+    Args:
+      params: the model's parameters (:func:`init`; traced).
+      cfg: the model's :class:`Config` (static).
+      features: (B, N, C) frame 0's encoder features (:func:`encode`).
+      z: (B, K, D) the noise of the Gaussian draw (:func:`frame_noise`).
+
+    Returns:
+      ``(slots, attention, start)``: (B, K, D) the final slots, (B, N, K) the last iteration's
+      attention, and (B, K, D) the slots' start (the Gaussian draw or the farthest inputs' map).
+    """
     model = _slot_attention(cfg, cfg.first_iterations)
     (s, attn), inter = model.apply({"params": params["params"]["slot_attention"]}, features, z,
                                    mutable=["intermediates"])
@@ -262,9 +271,19 @@ def predict(params, cfg: Config, prev):
 
 
 def step(params, cfg: Config, prev, features):
-    """One frame t >= 1, the body of the scan over frames: ``(slots (B, K, D), attention (B, N, K),
-    predicted (B, K, D))``: ``predicted = predict(prev)``, then ``iterations`` Slot Attention
-    iterations on frame t's ``features`` (B, N, C) from it. Traced: no checks."""
+    """One frame t >= 1, the body of the scan over frames: ``predicted = predict(prev)``, then
+    ``iterations`` Slot Attention iterations on frame t's features from it. Traceable, not jitted:
+    no checks.
+
+    Args:
+      params: the model's parameters (traced).
+      cfg: the model's :class:`Config` (static).
+      prev: (B, K, D) frame t-1's final slots.
+      features: (B, N, C) frame t's encoder features.
+
+    Returns:
+      ``(slots, attention, predicted)``: (B, K, D), (B, N, K) and (B, K, D).
+    """
     predicted = predict(params, cfg, prev)
     s, attn = _slot_attention(cfg, cfg.iterations).apply({"params": params["params"]["slot_attention"]}, features,
                                                           None, predicted)
@@ -272,9 +291,18 @@ def step(params, cfg: Config, prev, features):
 
 
 def decode(params, cfg: Config, slot_sets, attention):
-    """``(recon (B, H, W, 3), rgb (B, K, H, W, 3), alpha (B, K, H, W))`` of one frame's slots
-    ``slot_sets`` (B, K, D) and attention (B, N, K) (:class:`tokdyn.models.slots.Decoder`; vmap or
-    flatten frames into B for more). Traced: no checks."""
+    """Decode one frame's slots (:class:`tokdyn.models.slots.Decoder`; vmap, or flatten frames
+    into B, for more). Traceable, not jitted: no checks.
+
+    Args:
+      params: the model's parameters (traced).
+      cfg: the model's :class:`Config` (static).
+      slot_sets: (B, K, D) the slots.
+      attention: (B, N, K) their last attention (the masks with ``masks="attention"``).
+
+    Returns:
+      ``(recon, rgb, alpha)``: (B, H, W, 3), (B, K, H, W, 3) and (B, K, H, W).
+    """
     return slots.Decoder(slot_config(cfg)).apply(params, slot_sets, attention)
 
 
@@ -285,9 +313,18 @@ def frame_noise(key, cfg: Config, batch: int):
 
 
 def forward(params, cfg: Config, videos, z) -> Outputs:
-    """The model on ``videos`` (B, F, size, size, 3) with frame 0's slot noise ``z`` (B, K, D): the
-    traced body of :func:`apply` (no checks; :func:`encode`, :func:`start`, a ``lax.scan`` of
-    :func:`step` over frames 1..F-1, :func:`decode` of every frame)."""
+    """The traced body of :func:`apply`, no checks: :func:`encode`, :func:`start`, a
+    ``lax.scan`` of :func:`step` over frames 1..F-1, :func:`decode` of every frame.
+
+    Args:
+      params: the model's parameters (traced).
+      cfg: the model's :class:`Config` (static).
+      videos: (B, F, size, size, 3) clips in [0, 1], F >= 1.
+      z: (B, K, D) frame 0's slot noise (:func:`frame_noise`).
+
+    Returns:
+      :class:`Outputs`.
+    """
     B, F, H, W, _ = videos.shape
     K = cfg.slots
     feats = encode(params, cfg, videos)  # (B, F, N, C)
@@ -352,15 +389,35 @@ def _check_apply(key, params, cfg, videos):
 
 @_checks.checked_jit(_check_apply, static_argnames=("cfg",))
 def apply(key, params, cfg: Config, videos) -> Outputs:
-    """Run the model on ``videos`` (B, F, size, size, 3) in [0, 1], any F >= 1; ``key`` draws frame
-    0's slot noise (:func:`frame_noise`). Jittable, vmappable and differentiable in ``params``
-    and ``videos``."""
+    """Run the model on a batch of clips. Jitted, vmappable and differentiable in ``params`` and
+    ``videos``.
+
+    Args:
+      key: PRNG key of frame 0's slot noise (:func:`frame_noise`).
+      params: the model's parameters (:func:`init`; traced).
+      cfg: the model's :class:`Config` (static).
+      videos: (B, F, size, size, 3) clips in [0, 1], any F >= 1.
+
+    Returns:
+      :class:`Outputs`.
+    """
     return forward(params, cfg, videos, frame_noise(key, cfg, videos.shape[0]))
 
 
 def loss_fn(key, params, cfg: Config, videos):
-    """Mean squared reconstruction error of every frame of a batch of clips (the mean over frames
-    of each frame's error), and the :class:`Outputs` (``key``: frame 0's slot noise)."""
+    """The training loss of a batch of clips: not jitted, no checks (it runs inside the training
+    step).
+
+    Args:
+      key: PRNG key of frame 0's slot noise.
+      params: the model's parameters (traced; differentiated).
+      cfg: the model's :class:`Config` (static).
+      videos: (B, F, size, size, 3) clips in [0, 1].
+
+    Returns:
+      ``(loss, outputs)``: the scalar mean squared reconstruction error over every pixel of every
+      frame, and the :class:`Outputs`.
+    """
     out = forward(params, cfg, videos, frame_noise(key, cfg, videos.shape[0]))
     return jnp.mean((out.recon - videos) ** 2), out
 
@@ -402,10 +459,19 @@ def default_strategy(backend: str) -> str:
 
 
 def draw_batch(key, pool, batch_size: int, frames: int):
-    """A step's clips (batch_size, frames, H, W, 3): ``batch_size`` pool clips drawn with
-    replacement, and in each a window of ``frames`` consecutive frames at a uniform start (0 when
-    the pool's clips have ``frames`` frames), both from the first key of ``split(key)`` (the
-    second draws frame 0's slot noise, :func:`trainer`)."""
+    """A training step's clips: pool clips drawn with replacement, and in each a window of
+    consecutive frames at a uniform start. Traceable, not jitted.
+
+    Args:
+      key: the step's key; the first key of ``split(key)`` draws the clips and the starts (the
+        second draws frame 0's slot noise, :func:`trainer`).
+      pool: (N, F_pool, H, W, 3) clips, F_pool >= ``frames``.
+      batch_size: the number of clips B (static).
+      frames: the window's length (static); the start is 0 when F_pool equals it.
+
+    Returns:
+      (batch_size, frames, H, W, 3).
+    """
     k_clips, k_starts = jax.random.split(jax.random.split(key)[0])
     clips = pool[jax.random.randint(k_clips, (batch_size,), 0, pool.shape[0])]  # (B, F_pool, H, W, 3)
     spare = pool.shape[1] - frames
@@ -454,11 +520,22 @@ def _trainer(cfg: Config) -> train.Trainer:
 
 
 def segment(key, params, cfg: Config, videos, *, chunk: int = 64):
-    """Predicted segmentation (n, F, H, W) int32 (slot indices: the same id is the same slot, so
-    the same track, in every frame) and every frame's slots (n, F, K, D) of ``videos`` (n, F,
-    size, size, 3) by one model, in chunks of ``chunk`` clips (``lax.map``) to bound memory; clip
-    i's slot noise depends only on ``key`` and i. Score the ids with
-    :func:`tokdyn.metrics.video_fg_ari` (``n_pred=cfg.slots``)."""
+    """Segment clips with one model, in chunks (``lax.map``) to bound memory. Checks its
+    arguments, then runs a jitted map: call it on the host, not inside a user's ``jit``. Score
+    the ids with :func:`tokdyn.metrics.video_fg_ari` (``n_pred=cfg.slots``).
+
+    Args:
+      key: PRNG key; clip i's slot noise is drawn with ``fold_in(key, i)``, so it depends only on
+        ``key`` and i.
+      params: one model's parameters.
+      cfg: the model's :class:`Config`.
+      videos: (n, F, size, size, 3) clips in [0, 1].
+      chunk: clips per vmapped chunk, an int >= 1.
+
+    Returns:
+      ``(labels, slots)``: (n, F, H, W) int32 predicted segmentation (slot indices: the same id is
+      the same slot, so the same track, in every frame) and (n, F, K, D) every frame's slots.
+    """
     videos = _check_apply(key, params, cfg, videos)["videos"]
     chunk = _checks.positive_int("chunk", chunk)
     n = videos.shape[0]

@@ -272,7 +272,20 @@ def init(key, cfg: Config) -> dict:
 
 
 def apply(params, cfg: Config, x, t):
-    """The network on a batch: ``x`` (B, ...) and t (B,) -> ``(B, *sample_shape, C)``."""
+    """The denoiser (or the autoregressive transformer) on a batch. Traceable, not jitted: no
+    checks.
+
+    Args:
+      params: the network's parameters (:func:`init`; traced).
+      cfg: the model's :class:`Config` (static).
+      x: ``(B, *sample_shape)`` integer states, or for ``grid_ddpm`` ``(B, *sample_shape, C)``
+        floats (the noisy one-hot grids).
+      t: (B,) int32 diffusion times (ignored by ``token_ar``).
+
+    Returns:
+      ``(B, *sample_shape, C)`` with C = ``cfg.classes``: the predicted noise for ``grid_ddpm``,
+      logits otherwise.
+    """
     return Network(cfg).apply(params, x, t)
 
 
@@ -289,7 +302,19 @@ def grid_signal(colours, n_colours: int):
 
 
 def loss_fn(key, params, cfg: Config, hp: Hparams, x0):
-    """``(loss, logs)`` on a batch ``x0`` ``(B, *sample_shape)`` of integer data."""
+    """The training loss of a batch: not jitted, no checks (it runs inside the training step).
+
+    Args:
+      key: PRNG key of the diffusion times and the forward noise (unused by ``token_ar``).
+      params: the network's parameters (traced; differentiated).
+      cfg: the model's :class:`Config` (static).
+      hp: :class:`Hparams` (traced; ``lam`` weighs the D3PM hybrid loss's cross-entropy).
+      x0: ``(B, *sample_shape)`` integer data.
+
+    Returns:
+      ``(loss, logs)``: the scalar loss (the epsilon MSE for ``grid_ddpm``, the hybrid loss for
+      D3PM models, the cross-entropy for ``token_ar``) and a dict of scalars ``vb`` and ``ce``.
+    """
     b = x0.shape[0]
     proc = cfg.process()
     if cfg.model == "token_ar":
@@ -369,8 +394,18 @@ def _check_train(key, cfg, hparams, data):
 
 @_checks.checked_jit(_check_train, static_argnames=("cfg",))
 def train(key, cfg: Config, hparams: Hparams | None, data):
-    """Train one model on ``data`` ``(N, *sample_shape)`` integers: ``(state, curves)`` of
-    :func:`tokdyn.train.make_train` of :func:`trainer` (jitted on ``cfg``)."""
+    """Train one model: :func:`tokdyn.train.make_train` of :func:`trainer`, jitted with ``cfg``
+    static.
+
+    Args:
+      key: PRNG key of the run.
+      cfg: the model's :class:`Config` (static).
+      hparams: :class:`Hparams` (traced), or ``None`` for the defaults.
+      data: ``(N, *sample_shape)`` integers in ``[0, cfg.classes)`` (:func:`inputs`).
+
+    Returns:
+      ``(state, curves)`` of :func:`tokdyn.train.make_train`.
+    """
     return train_layer.make_train(trainer(cfg))(key, hparams, data)
 
 
@@ -391,9 +426,23 @@ def _check_sample(key, params, cfg, n, sampler, ddim_steps):
 
 @_checks.checked_jit(_check_sample, static_argnames=("cfg", "n", "sampler", "ddim_steps"))
 def sample(key, params, cfg: Config, n: int, sampler: str = "ancestral", ddim_steps: int = 50):
-    """n sequences ``(n, *sample_shape)`` of integers: colours for grid models, token ids otherwise.
+    """Draw sequences from a model. Jitted.
+
     ``grid_ddpm`` samples with T ancestral steps or ``ddim_steps`` DDIM steps, x_0 clipped to
-    [-1, 1], then each cell takes its largest channel."""
+    [-1, 1], then each cell takes its largest channel; D3PM models sample ancestrally, ``token_ar``
+    token by token.
+
+    Args:
+      key: PRNG key.
+      params: the network's parameters (traced).
+      cfg: the model's :class:`Config` (static).
+      n: the number of sequences, an int >= 1 (static).
+      sampler: ``"ancestral"`` or ``"ddim"`` (static; ``"ddim"`` for ``grid_ddpm`` only).
+      ddim_steps: DDIM steps, 1 <= ddim_steps <= T (static; used by ``"ddim"`` only).
+
+    Returns:
+      ``(n, *sample_shape)`` int32: colours for grid models, token ids otherwise.
+    """
     proc = cfg.process()
     if cfg.model == "token_ar":
         def step(seq, args):
@@ -427,10 +476,20 @@ def _check_nll(key, params, cfg, x0):
 
 @_checks.checked_jit(_check_nll, static_argnames=("cfg",))
 def nll_bound(key, params, cfg: Config, x0):
-    """(B,) nats per sequence of ``x0`` ``(B, *sample_shape)``: the exact negative log-likelihood for
-    ``token_ar``, the variational bound (:func:`tokdyn.diffusion.nll_bound`, one draw of x_t per
-    t) for D3PM models. For grid models it bounds ``-log p`` of the grid sequence, hence of the
-    token sequence the grids decode to."""
+    """Negative log-likelihood, or its bound, of sequences. Jitted. For grid models it bounds
+    ``-log p`` of the grid sequence, hence of the token sequence the grids decode to; ``grid_ddpm``
+    (a density) is refused with a ``ValueError``.
+
+    Args:
+      key: PRNG key of the bound's draws (unused by ``token_ar``).
+      params: the network's parameters (traced).
+      cfg: the model's :class:`Config` (static).
+      x0: ``(B, *sample_shape)`` integer data.
+
+    Returns:
+      (B,) nats per sequence: the exact negative log-likelihood for ``token_ar``, the variational
+      bound (:func:`tokdyn.diffusion.nll_bound`, one draw of x_t per t) for D3PM models.
+    """
     b = x0.shape[0]
     if cfg.model == "token_ar":
         bos = jnp.full((b, 1), cfg.vocab_size, jnp.int32)

@@ -220,7 +220,19 @@ def broadcast_decoder(latents, *, size: int, channels: int, decoder: str, hidden
 
     Call it inside a flax module's ``nn.compact`` method: its layers (``dec_slot``, ``dec_pos``,
     ``dec_hidden0`` ...) are that module's own, by those names. Arguments are checked by
-    :func:`check_decoder`, which a ``Config.validate`` runs."""
+    :func:`check_decoder`, which a ``Config.validate`` runs.
+
+    Args:
+      latents: (B, K, D) the latents to paint (traced).
+      size: the output's side H = W (static).
+      channels: C, the output channels per pixel (static).
+      decoder: ``"mlp"``, ``"conv"`` or ``"cnn"`` (static).
+      hidden: the width of the hidden layers or channels (static).
+      stride: the painting grid's stride for mlp and conv (static; 1: full resolution).
+
+    Returns:
+      (B, K, size, size, channels).
+    """
     B, K, D = latents.shape
     H = W = size
     F, c = hidden, channels
@@ -453,13 +465,32 @@ def _check_apply(key, params, cfg, images):
 
 @_checks.checked_jit(_check_apply, static_argnames=("cfg",))
 def apply(key, params, cfg: Config, images) -> Outputs:
-    """Run the autoencoder on ``images`` (B, size, size, 3) in [0, 1]; ``key`` draws the slots'
-    initial noise (:func:`slot_noise`)."""
+    """Run the autoencoder on a batch of images. Jitted; vmappable over keys, params and images.
+
+    Args:
+      key: PRNG key of the slots' initial noise (:func:`slot_noise`).
+      params: the model's parameters (:func:`init`; traced).
+      cfg: the model's :class:`Config` (static).
+      images: (B, size, size, 3) in [0, 1].
+
+    Returns:
+      :class:`Outputs`.
+    """
     return Autoencoder(cfg).apply(params, images, slot_noise(key, cfg, images.shape[0]))
 
 
 def loss_fn(key, params, cfg: Config, images):
-    """Mean squared reconstruction error of a batch, and the outputs (``key``: the slot noise)."""
+    """The training loss of a batch: not jitted, no checks (it runs inside the training step).
+
+    Args:
+      key: PRNG key of the slots' initial noise.
+      params: the model's parameters (traced; differentiated).
+      cfg: the model's :class:`Config` (static).
+      images: (B, size, size, 3) in [0, 1].
+
+    Returns:
+      ``(loss, outputs)``: the scalar mean squared reconstruction error and the :class:`Outputs`.
+    """
     out = Autoencoder(cfg).apply(params, images, slot_noise(key, cfg, images.shape[0]))
     return jnp.mean((out.recon - images) ** 2), out
 
@@ -572,9 +603,20 @@ def params_of(state: train.TrainState, i: int) -> dict:
 
 
 def segment(key, params, cfg: Config, images, *, chunk: int = 256):
-    """Predicted segmentation (n, H, W) int32 and final slots (n, K, D) of ``images`` by one
-    model, in chunks of ``chunk`` images (``lax.map``) to bound memory; image i's slot noise
-    depends only on ``key`` and i."""
+    """Segment images with one model, in chunks (``lax.map``) to bound memory. Checks its
+    arguments, then runs a jitted map: call it on the host, not inside a user's ``jit``.
+
+    Args:
+      key: PRNG key; image i's slot noise is drawn with ``fold_in(key, i)``, so it depends only on
+        ``key`` and i (not on ``chunk``).
+      params: one model's parameters (:func:`params_of`).
+      cfg: the model's :class:`Config`.
+      images: (n, size, size, 3) in [0, 1].
+      chunk: images per vmapped chunk, an int >= 1.
+
+    Returns:
+      ``(labels, slots)``: (n, H, W) int32 predicted segmentation and (n, K, D) final slots.
+    """
     images = _check_apply(key, params, cfg, images)["images"]
     chunk = _checks.positive_int("chunk", chunk)
     n = images.shape[0]

@@ -109,15 +109,43 @@ def init_states(cfg: Config, name: str, hparams: Hparams | None = None) -> train
 
 
 def load(path: str, cfg: Config, name: str, hparams: Hparams | None = None) -> train.TrainState:
-    """The state of variant ``name`` saved at ``path`` by :func:`tokdyn.train.train_many`
-    (ValueError for a checkpoint of other models, settings or another variant)."""
+    """The state of variant ``name`` saved at ``path`` by :func:`tokdyn.train.train_many`. A host
+    function (reads a file).
+
+    Args:
+      path: the checkpoint's path.
+      cfg: the training :class:`~tokdyn.models.latent.config.Config` it was trained with.
+      name: the variant's name (:mod:`tokdyn.models.latent.variants`).
+      hparams: the :class:`~tokdyn.models.latent.config.Hparams` of its settings (default: the
+        defaults), which set the number of models M (:func:`models`).
+
+    Returns:
+      The stacked :class:`tokdyn.train.TrainState` of the M models.
+
+    Raises:
+      ValueError: a checkpoint of other models, settings or another variant.
+    """
     return train.load_checkpoint(path, init_states(cfg, name, hparams), stamp(cfg, name))[0]
 
 
 def load_best(path: str, cfg: Config, name: str, hparams: Hparams | None = None) -> train.Best:
     """The best state of variant ``name`` that :func:`tokdyn.train.train_many` kept (``keep_best``)
-    in the checkpoint at ``path``, with its step and value per model (ValueError for a checkpoint
-    of other models, settings or another variant, or one written without ``keep_best``)."""
+    in the checkpoint at ``path``. A host function (reads a file).
+
+    Args:
+      path: the checkpoint's path.
+      cfg: the training :class:`~tokdyn.models.latent.config.Config` it was trained with.
+      name: the variant's name.
+      hparams: the :class:`~tokdyn.models.latent.config.Hparams` of its settings (default: the
+        defaults).
+
+    Returns:
+      :class:`tokdyn.train.Best`: the best state with its step and value per model.
+
+    Raises:
+      ValueError: a checkpoint of other models, settings or another variant, or one written
+        without ``keep_best``.
+    """
     return train.load_best(path, init_states(cfg, name, hparams), stamp(cfg, name))
 
 

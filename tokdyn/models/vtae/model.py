@@ -212,8 +212,24 @@ def init(key, cfg: Config) -> dict:
 
 
 def encode(key, params, cfg: Config, tokens, *, tau=1.0, embeddings=None, deterministic=False):
-    """:class:`~tokdyn.models.vtae.encoders.Encoded` of ``tokens`` (B,). ``key`` draws the sampling
-    modes' noise; it may be None only with ``deterministic`` (evaluation: the argmax, no draw)."""
+    """Encode tokens as cells: the encoder's pre-activations, quantised by ``cfg.mode``.
+    Traceable, not jitted.
+
+    Args:
+      key: PRNG key of the sampling modes' noise; may be None only with ``deterministic``.
+      params: the model's parameters (``init``; traced).
+      cfg: the model's :class:`Config` (static).
+      tokens: (B,) int token ids in ``[0, V)``.
+      tau: the Gumbel-softmax temperature (``gumbel_soft``, ``gumbel_st``; may be traced).
+      embeddings: (V, E) the tokens' semantic embeddings, with ``encoder_input="embedding"``.
+      deterministic: static bool (evaluation): the sampling modes take the argmax, no draw.
+
+    Returns:
+      :class:`~tokdyn.models.vtae.encoders.Encoded`.
+
+    Raises:
+      ValueError: ``key`` is None without ``deterministic``.
+    """
     if key is None and not deterministic:
         raise ValueError("key must be a PRNG key (jax.random.key(seed)) unless deterministic=True, got None")
     z = encoders.preactivations(params["encoder"], tokens, embeddings, width=cfg.width)  # (B, P, K)

@@ -58,7 +58,22 @@ def active_vocab(step, cfg: Config):
 
 
 def loss_fn(key, params, cfg: Config, hp: Hparams, tokens, tau, embeddings):
-    """Scalar training loss and a dict of its parts for a batch ``tokens`` (B,)."""
+    """The training loss of a batch (the module docstring's sum): not jitted, no checks (it runs
+    inside the training step).
+
+    Args:
+      key: PRNG key, split into the encoder's noise and the sensitivity loss's noise.
+      params: the model's parameters (traced; differentiated).
+      cfg: the model's :class:`Config` (static: the mode and the extra losses).
+      hp: :class:`Hparams` (traced: the loss weights and knobs).
+      tokens: (B,) int token ids.
+      tau: the Gumbel-softmax temperature at this step (traced).
+      embeddings: (V, E) the semantic embeddings, or None when the model does not use them.
+
+    Returns:
+      ``(loss, parts)``: the scalar loss and a dict with the scalars ``ce`` and ``accuracy`` and
+      the encoder's ``z`` (B, P, K) pre-activations and ``codes`` (its cells' codes).
+    """
     k_enc, k_sens = jax.random.split(key)
     enc = model.encode(k_enc, params, cfg, tokens, tau=tau, embeddings=embeddings)
     decode = functools.partial(model.decode, params, cfg)
@@ -84,8 +99,19 @@ def loss_fn(key, params, cfg: Config, hp: Hparams, tokens, tau, embeddings):
 
 
 def draw_tokens(key, cfg: Config, weights, step):
-    """(B,) the tokens of step ``step``: by type (uniform) or, with ``sampling="occurrence"``, by
-    ``weights`` (V,), among the :func:`active_vocab` types of lowest id."""
+    """A training step's tokens, among the :func:`active_vocab` types of lowest id. Traceable,
+    not jitted.
+
+    Args:
+      key: PRNG key of the draw.
+      cfg: the model's :class:`Config` (static: ``sampling``, ``batch_size``, the curriculum).
+      weights: (V,) the token weights (used with ``sampling="occurrence"``; weight 0 is never drawn).
+      step: the step index (int or traced int32).
+
+    Returns:
+      (B,) int token ids, B = ``cfg.batch_size``: uniform over the types in play, or by
+      ``weights`` with ``sampling="occurrence"``.
+    """
     logw = jnp.log(jnp.maximum(weights, 0.0))  # (V,) -inf where weight 0
     lw = logw if cfg.sampling == "occurrence" else jnp.zeros_like(logw)
     lw = jnp.where(jnp.arange(cfg.vocab_size) < active_vocab(step, cfg), lw, -jnp.inf)
@@ -174,7 +200,17 @@ def _check_train(key, cfg, hparams, weights, embeddings):
 
 @_checks.checked_jit(_check_train, static_argnames=("cfg",))
 def train(key, cfg: Config, hparams: Hparams | None = None, weights=None, embeddings=None):
-    """Train one model: ``(state, curves)`` of :func:`tokdyn.train.make_train` of :func:`trainer`
-    (jitted on ``cfg``; callable inside a user's jit/vmap). ``hparams``: :class:`Hparams` (defaults
-    if None); ``weights``, ``embeddings``: see :func:`inputs`."""
+    """Train one model: :func:`tokdyn.train.make_train` of :func:`trainer`, jitted with ``cfg``
+    static; callable inside a user's jit/vmap.
+
+    Args:
+      key: PRNG key of the run.
+      cfg: the model's :class:`Config` (static).
+      hparams: :class:`Hparams` (traced), or None for the defaults.
+      weights: optional (V,) token weights (:func:`inputs`; uniform if None).
+      embeddings: optional (V, E) semantic embeddings (:func:`inputs`).
+
+    Returns:
+      ``(state, curves)`` of :func:`tokdyn.train.make_train`.
+    """
     return train_layer.make_train(trainer(cfg))(key, hparams, (weights, embeddings))

@@ -454,9 +454,21 @@ def convergence(cfg: Config, name: str, curve: dict) -> dict:
 
 
 def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadline=None, progress=None) -> bool:
-    """Train (or resume) variant ``name`` until it has converged or spent its budget, then test it;
-    True when its results are on disk (see :func:`finished`: damaged files are set aside and
-    recomputed)."""
+    """Train (or resume) variant ``name`` until it has converged or spent its budget, then test
+    it. A host function: writes the variant's curve, answers, checkpoint and result under ``out``
+    (damaged files are set aside and recomputed, see :func:`finished`).
+
+    Args:
+      cfg: the study's :class:`Config`.
+      name: the variant's name.
+      out: the study directory.
+      data: the training, validation and test sets (:func:`splits`).
+      deadline: optional ``time.time()`` at which training stops (finished work is kept).
+      progress: optional :class:`tokdyn.io.Progress` to advance by the steps trained.
+
+    Returns:
+      True when the variant's results are on disk; False when training stopped before it finished.
+    """
     p = paths(out, name)
     if finished(cfg, out, name):
         return True
@@ -510,8 +522,22 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
 
 def open_study(cfg: Config, out: str, *, fresh: bool = False, quiet: bool = False) -> S.Study:
     """The latent-reasoning study directory ``out`` for ``cfg``, checked and stamped
-    (:meth:`tokdyn.experiment.study.Study.open`: a directory of another configuration is refused
-    naming the fields that differ, unless ``fresh``)."""
+    (:meth:`tokdyn.experiment.study.Study.open`).
+
+    Args:
+      cfg: the study's :class:`Config`.
+      out: the study directory.
+      fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and
+        start afresh, instead of refusing the directory.
+      quiet: no messages.
+
+    Returns:
+      The opened :class:`tokdyn.experiment.study.Study`.
+
+    Raises:
+      tokdyn.io.OutputConflict: a directory of another configuration without ``fresh`` (naming the
+        fields that differ).
+    """
     return S.Study.open(out, STUDY, cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(), quiet=quiet)
 
 
@@ -526,11 +552,20 @@ def splits(cfg: Config) -> tasks.Splits:
 
 def train_variants(cfg: Config, out: str, names: Sequence[str], *, quiet: bool, deadline=None,
                    data: Optional[tasks.Splits] = None) -> bool:
-    """Train (or resume) the variants ``names``, in order, in the study directory ``out`` (opened
-    for ``cfg`` with :func:`open_study`) until each has converged or spent its budget, with one
-    progress bar over their steps unless ``quiet``; stops at ``deadline`` (a ``time.time()``;
-    finished work is kept). ``data``: the training, validation and test sets (:func:`splits`; drawn
-    when not given). True when every variant is finished."""
+    """Train (or resume) variants, in order, each until it has converged or spent its budget
+    (:func:`run_variant`), with one progress bar over their steps. A host function.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      out: the study directory, opened for ``cfg`` with :func:`open_study`.
+      names: the variants' names.
+      quiet: no progress bar.
+      deadline: optional ``time.time()`` at which training stops (finished work is kept).
+      data: the training, validation and test sets (:func:`splits`; drawn when not given).
+
+    Returns:
+      True when every variant is finished (it stops at the first that is not).
+    """
     names = list(names)
     data = splits(cfg) if data is None else data
     done = True
@@ -586,15 +621,23 @@ def _verified_npz(path: str) -> dict:
 
 
 def verify_source(cfg: Config, source: str, names: Sequence[str], *, option: str = "source") -> None:
-    """Check, strictly and without changing anything, the files of the variants ``names`` in the
-    latent-reasoning directory ``source`` that an analysis reads: each variant's result (its own
-    SHA-256), answers and checkpoint (verification header and checksum) where present, their
-    agreement (the answers the result records, the final checkpoint, the curve the answers keep),
-    and, where the source's record (``config.json``) lists a result or curve, its SHA-256 there.
-    A variant with no file at all is not checked (it is still to be trained). Raises
-    :class:`tokdyn.io.OutputConflict` naming the first file that fails (the command exits 2): unlike
-    the source's own study (:func:`finished`), an analysis never sets a damaged file aside to
-    retrain it, nor reads past it."""
+    """Check, strictly and without changing anything, the files of variants in a
+    latent-reasoning directory that an analysis reads: each variant's result (its own SHA-256),
+    answers and checkpoint (verification header and checksum) where present, their agreement (the
+    answers the result records, the final checkpoint, the curve the answers keep), and, where the
+    source's record (``config.json``) lists a result or curve, its SHA-256 there. A variant with no
+    file at all is not checked (it is still to be trained). Unlike the source's own study
+    (:func:`finished`), an analysis never sets a damaged file aside to retrain it, nor reads past it.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      source: the latent-reasoning directory.
+      names: the variants to check.
+      option: the command-line option that named ``source``, for the messages.
+
+    Raises:
+      tokdyn.io.OutputConflict: naming the first file that fails (the command exits 2).
+    """
     try:
         listed = S.read_record(source).get("outputs") if os.path.exists(os.path.join(source, S.RECORD)) else None
     except io.CorruptFile as e:
@@ -635,14 +678,28 @@ def verify_source(cfg: Config, source: str, names: Sequence[str], *, option: str
 
 def open_source(cfg: Config, source: str, need: Sequence[str] = (), *, train: bool = True, quiet: bool = False,
                 option: str = "source") -> tuple[Config, dict]:
-    """``(cfg, stamp)`` of the latent-reasoning directory ``source`` that an analysis reads,
-    checked before any work: a directory stamped with another configuration than ``cfg`` is
-    refused (:class:`tokdyn.io.OutputConflict` naming the fields that differ; only ``devices``,
-    how the source split its seeds, is taken from the source); a directory that holds no such
-    study is stamped for ``cfg`` when ``train`` (its variants are trained by
-    :func:`ensure_trained`), refused otherwise, as is a source lacking a variant of ``need``
-    when not ``train``, and one whose files of the variants ``need`` fail their verification
-    (:func:`verify_source`: ``OutputConflict`` naming the file)."""
+    """Open the latent-reasoning directory that an analysis reads, checked before any work. Only
+    ``devices``, how the source split its seeds, is taken from the source's stamp.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      source: the latent-reasoning directory.
+      need: the variants the analysis reads (verified by :func:`verify_source`).
+      train: a directory that holds no such study is stamped for ``cfg`` (its variants are then
+        trained by :func:`ensure_trained`); False refuses it, and a source lacking a variant of
+        ``need``.
+      quiet: no messages.
+      option: the command-line option that named ``source``, for the messages.
+
+    Returns:
+      ``(cfg, stamp)``: ``cfg`` with the source's ``devices``, and the source's stamp.
+
+    Raises:
+      tokdyn.io.OutputConflict: a directory stamped with another configuration than ``cfg``
+        (naming the fields that differ), or files of ``need`` that fail their verification.
+      tokdyn.experiment.study.Refused: without ``train``, no study there or a variant of ``need``
+        missing.
+    """
     old = S.read_stamp(source) if os.path.isdir(source) else None
     if old is None:
         if not train:
@@ -681,10 +738,23 @@ def source_prepare(needed: Callable[[Any], Sequence[str]]):
 
 
 def ensure_trained(cfg: Config, source: str, need: Sequence[str], *, train: bool = True, quiet: bool = False) -> Config:
-    """Make sure the latent-reasoning directory ``source`` (checked against ``cfg`` by
-    :func:`open_source`) holds the finished variants ``need``, training the missing ones there
-    when ``train`` (the variants it already has are kept); returns the source's configuration.
-    Used by the studies that analyse trained reasoners."""
+    """Make sure a latent-reasoning directory holds finished variants, training the missing ones
+    there (the variants it already has are kept). Used by the studies that analyse trained
+    reasoners.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      source: the latent-reasoning directory (checked against ``cfg`` by :func:`open_source`).
+      need: the variants that must be finished.
+      train: train the missing variants; False refuses a source that lacks one.
+      quiet: no messages or progress bar.
+
+    Returns:
+      The source's configuration (``cfg`` with the source's ``devices``).
+
+    Raises:
+      RuntimeError: training did not finish (``cfg.max_minutes`` ran out).
+    """
     cfg, _ = open_source(cfg, source, need, train=train, quiet=quiet)
     missing = [v for v in dict.fromkeys(need) if not finished(cfg, source, v)]
     if not missing:
@@ -729,13 +799,23 @@ def midway(cfg: Config, source: str, name: str) -> tuple[int, int]:
 
 
 def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool=None):
-    """(model, params, step, curriculum stage) of variant ``name`` half-way through the training its final
-    checkpoint records (rounded down to ``steps_per_call``): read from
-    ``checkpoints/V@STEP.npz`` when there, otherwise trained there from scratch to that step. The
-    training is deterministic on the same devices, so this is the state the full run passed
-    through; a curriculum variant gets the model of the stage it was then in. A damaged file is
-    set aside (a warning naming it) and trained again. ``pool``: the training set
-    (``T.data(...).train``; drawn again when not given)."""
+    """Variant ``name`` half-way through the training its final checkpoint records (rounded down
+    to ``steps_per_call``, :func:`midway`): read from ``checkpoints/V@STEP.npz`` when there,
+    otherwise trained there from scratch to that step. The training is deterministic on the same
+    devices, so this is the state the full run passed through; a curriculum variant gets the model
+    of the stage it was then in. A damaged file is set aside (a warning naming it) and trained again.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      source: the latent-reasoning directory holding the finished variant.
+      name: the variant's name.
+      quiet: no progress bar while training.
+      pool: the training set (``T.data(...).train``); drawn again when not given.
+
+    Returns:
+      ``(model, params, step, stage)``: the stage's :class:`tokdyn.models.latent.model.Model`, its
+      parameters as NumPy arrays (a leading axis over seeds), the step and the curriculum stage.
+    """
     tc = training(cfg, name)
     step, stage = midway(cfg, source, name)
     path = os.path.join(source, "checkpoints", f"{name}@{step}.npz")

@@ -233,11 +233,23 @@ def write_table(path: str, value) -> str:
 
 
 def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, fresh: bool = False, **options):
-    """Run the study ``spec`` with the configuration ``cfg`` into the directory ``out`` and return
-    its ``Result.value`` (see the module docstring for what is done, in which order). ``options``:
-    the study's own keyword arguments of ``main``, for its hooks (``session.options``).
-    ``fresh``: remove what another configuration wrote in ``out`` (only files tokdyn wrote, under
-    the directory's exclusive lock) and start afresh."""
+    """Run a study into its directory (the module docstring lists what is done, in which order).
+
+    Args:
+      spec: the study's :class:`Spec`.
+      cfg: the study's configuration (its ``Config``).
+      out: the output directory.
+      quiet: print nothing (the summary included).
+      plots: draw the figures; False also leaves the declared figures already there alone.
+      fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote, under
+        the directory's exclusive lock) and start afresh.
+      **options: the study's own keyword arguments of ``main``, for its hooks
+        (``session.options``).
+
+    Returns:
+      The study's ``Result.value``, or None when its ``run`` returned None (nothing is written
+      after the run then).
+    """
     session = Session(spec, cfg, out, quiet=quiet, plots=plots, fresh=fresh, options=options)
     spec.check(session, cfg)
     estimate = cfg.estimate()

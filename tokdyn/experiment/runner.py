@@ -240,7 +240,7 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
       cfg: the study's configuration (its ``Config``).
       out: the output directory.
       quiet: print nothing (the summary included).
-      plots: draw the figures; False also leaves the declared figures already there alone.
+      plots: draw the figures (and remove the declared figures the drawing did not draw).
       fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote, under
         the directory's exclusive lock) and start afresh.
       **options: the study's own keyword arguments of ``main``, for its hooks

@@ -343,14 +343,28 @@ def _load() -> str:
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False,
          configs: Optional[Mapping] = None, matmul_precision: Optional[str] = None) -> dict:
     """Run the studies of ``cfg`` into ``out/<study>`` (reusing what is finished there), then write
-    ``out/report.md`` and ``out/report.html``; returns ``{finding key: verdict}``. ``configs``:
-    a study's configuration to use instead of :func:`study_config`'s (name -> config). ``out`` is
-    stamped with ``cfg.quick`` first (another preset's directory is refused unless ``fresh``,
-    which empties it). A study that fails is recorded with its error (and its traceback printed)
-    and the others still run; after the report, ``RuntimeError`` names the failed studies.
-    ``matmul_precision``: run every study under it
-    (:func:`tokdyn.experiment.study.matmul_precision`; checked before anything runs); ``None``: the
-    precision in force (the command's ``--matmul-precision``)."""
+    ``out/report.md`` and ``out/report.html``. ``out`` is stamped with ``cfg.quick`` first. A
+    study that fails is recorded with its error (and its traceback printed) and the others still
+    run. Every configuration is checked before any study runs.
+
+    Args:
+      cfg: the reproduction's :class:`Config` (its ``studies`` and ``quick``).
+      out: the output directory.
+      quiet: print nothing but the failures.
+      plots: draw every study's figures.
+      fresh: empty a directory made with the other preset instead of refusing it.
+      configs: optional study name -> configuration to use instead of :func:`study_config`'s.
+      matmul_precision: run every study under it (:func:`tokdyn.experiment.study.matmul_precision`;
+        checked before anything runs); ``None``: the precision in force (the command's
+        ``--matmul-precision``).
+
+    Returns:
+      ``{finding key: verdict}``.
+
+    Raises:
+      ValueError: an unknown study in ``configs``, or a configuration that fails its checks.
+      RuntimeError: after the report, naming the studies that failed.
+    """
     from tokdyn.experiment import study as S
 
     if matmul_precision is not None:

@@ -63,13 +63,20 @@ def device_memory(device=None) -> int | None:
 
 def default_chunk_size(n_devices: int, backend: str | None = None, *, bytes_per_run: float | None = None,
                        memory: int | None = None) -> int:
-    """Runs per chunk when none is given (``backend`` defaults to JAX's default backend).
+    """Runs per chunk when none is given. A host function.
 
-    On CPU, 2,048 per device (:data:`CPU_CHUNK`). On an accelerator, the largest power of two of
-    runs per device whose working set (``bytes_per_run`` each, :func:`run_bytes`) fits in a
-    quarter of ``memory``, the bytes free on one device (default: :func:`device_memory` of the
-    first local device), clamped to [65,536, 2**22] (:data:`ACCELERATOR_CHUNK`); 65,536 per
-    device where either is unknown."""
+    Args:
+      n_devices: the number of devices the chunk is split over.
+      backend: the backend's name (``"cpu"``, ``"gpu"``, ...); default JAX's default backend.
+      bytes_per_run: optional working set of one run (:func:`run_bytes`), for an accelerator.
+      memory: optional bytes free on one device; default :func:`device_memory` of the first local
+        device.
+
+    Returns:
+      On CPU, 2,048 per device (:data:`CPU_CHUNK`). On an accelerator, the largest power of two of
+      runs per device whose working set fits in a quarter of ``memory``, clamped to [65,536, 2**22]
+      (:data:`ACCELERATOR_CHUNK`); 65,536 per device where either is unknown. Times ``n_devices``.
+    """
     backend = backend or jax.default_backend()
     if backend == "cpu":
         return CPU_CHUNK * n_devices
@@ -84,13 +91,23 @@ def default_chunk_size(n_devices: int, backend: str | None = None, *, bytes_per_
 
 
 def run_bytes(fn: Callable, args: Any, *, shared: Any = None, device=None, lanes: int = 8) -> int | None:
-    """Bytes one run of ``fn`` holds on ``device`` (default: the first local device) when runs are
-    vmapped together: XLA's memory analysis (arguments, outputs and temporaries) of the per-device
-    function :func:`map_runs` compiles (:func:`sharded_map`, a full ``vmap``), compiled for the
-    first ``lanes`` runs of ``args``, divided by their number. Generous: what every run shares
-    (``shared``, the work of a ``prepare``) is counted once per run. ``None`` where the backend
-    gives no analysis. Costs one compilation of that small shape: :func:`map_runs` calls it only on
-    an accelerator, and only when no ``chunk_size`` is given."""
+    """Bytes one run of ``fn`` holds on a device when runs are vmapped together: XLA's memory
+    analysis (arguments, outputs and temporaries) of the per-device function :func:`map_runs`
+    compiles (:func:`sharded_map`, a full ``vmap``), divided by the number of runs compiled for.
+    Generous: what every run shares (``shared``, the work of a ``prepare``) is counted once per
+    run. Costs one compilation of a small shape: :func:`map_runs` calls it only on an accelerator,
+    and only when no ``chunk_size`` is given. A host function.
+
+    Args:
+      fn: the per-run function, as for :func:`map_runs`.
+      args: pytree of arrays with a leading axis of R runs; the first ``lanes`` are compiled for.
+      shared: optional pytree passed unbatched to every run.
+      device: the device (default: the first local device).
+      lanes: the most runs to compile for (at least 1, at most R).
+
+    Returns:
+      Bytes per run (>= 1), or ``None`` where the backend gives no analysis.
+    """
     device = jax.local_devices()[0] if device is None else device
     n = max(1, min(int(lanes), _leading(args)))
     sample = jax.tree_util.tree_map(lambda a: np.asarray(a)[:n], args)
@@ -115,16 +132,26 @@ def _leading(tree) -> int:
 
 @functools.lru_cache(maxsize=64)
 def sharded_map(fn: Callable, devices: tuple, batch_size: int | None, with_shared: bool):
-    """``(jitted, sharding)``: ``jitted([shared,] args)`` applies ``fn`` to every run of ``args``
-    (leading axis divisible by ``len(devices)``, placed with ``sharding``), the runs split over
-    ``devices`` with ``shard_map`` and, on each device, vmapped (``batch_size=None``), mapped one by
-    one (``1``) or mapped in vmapped chunks of ``batch_size``. Cached on its arguments, so pass the
-    same ``fn`` object to reuse a compilation. :func:`map_runs` streams chunks through it.
+    """The compiled per-chunk function :func:`map_runs` streams chunks through. Cached on its
+    arguments, so pass the same ``fn`` object to reuse a compilation.
 
     Work common to many runs: when ``fn`` has a method ``prepare(shared, args)``, each device
     calls it once per chunk on its own runs and passes what it returns, as ``shared``, to every
     one of them (the sweep engine draws each seed's data there once, see
-    :func:`tokdyn.engine.sweep.run`)."""
+    :func:`tokdyn.engine.sweep.run`).
+
+    Args:
+      fn: the per-run function, ``fn(run_args)`` or, with ``with_shared``, ``fn(shared, run_args)``.
+      devices: a tuple of devices the runs are split over (a one-axis mesh, :data:`RUN_AXIS`).
+      batch_size: on each device, ``None`` vmaps every run, ``1`` maps them one by one, k maps
+        them in vmapped chunks of k.
+      with_shared: whether ``fn`` takes ``shared``.
+
+    Returns:
+      ``(jitted, sharding)``: ``jitted(shared, args)`` applies ``fn`` to every run of ``args``
+      (leading axis divisible by ``len(devices)``, placed with ``sharding``; ``shared`` is
+      replicated, and ignored without ``with_shared``).
+    """
     mesh = Mesh(np.array(devices), (RUN_AXIS,))
 
     def per_device(shared, args):
@@ -148,11 +175,24 @@ def sharded_map(fn: Callable, devices: tuple, batch_size: int | None, with_share
 
 
 def plan(devices, batch_size, chunk_size, total, *, bytes_per_run: float | None = None):
-    """``(devices, batch_size, runs per chunk, compiled chunk shape)``: resolve the devices (default:
-    every local device), the strategy (``"auto"``: per backend), the chunk size (``None``:
-    :func:`default_chunk_size` for the devices' backend, sized on an accelerator from
-    ``bytes_per_run`` and the first device's free memory) and the padded chunk shape (a multiple of
-    the device count, and of the batch size)."""
+    """Resolve how :func:`map_runs` executes, checking its arguments. A host function.
+
+    Args:
+      devices: the devices, or None for every local device.
+      batch_size: an int >= 1, None, or ``"auto"`` (per backend, :func:`default_batch_size`).
+      chunk_size: an int >= 1, or None for :func:`default_chunk_size` on the devices' backend.
+      total: R, the number of runs.
+      bytes_per_run: optional working set of one run, which sizes the chunk on an accelerator
+        (with the first device's free memory).
+
+    Returns:
+      ``(devices, batch_size, step, padded)``: the devices as a tuple, the resolved batch size
+      (lowered to the runs per device when larger), the runs per chunk ``step`` (at most R) and the
+      compiled chunk shape ``padded`` (a multiple of the device count, and of the batch size).
+
+    Raises:
+      ValueError: no devices, or a batch or chunk size that is not allowed.
+    """
     devices = tuple(jax.local_devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices must hold at least one device")
@@ -179,9 +219,25 @@ def plan(devices, batch_size, chunk_size, total, *, bytes_per_run: float | None 
 def stream(fn, shared, starts, total, step, padded, get_args, devices, batch_size):
     """Yield ``(start, stop, outputs)`` for each chunk start, in order, with NumPy outputs.
 
-    ``step`` and ``padded`` come from :func:`plan`; ``get_args(start, stop)`` returns the chunk's
-    per-run arguments (NumPy pytree). Chunk i + 1 is dispatched before chunk i's results are copied
-    back, so the devices stay busy while the caller handles a result (writes it to disk, say)."""
+    Chunk i + 1 is dispatched before chunk i's results are copied back, so the devices stay busy
+    while the caller handles a result (writes it to disk, say). A chunk shorter than ``padded`` is
+    padded by repeating its last run, whose outputs are dropped.
+
+    Args:
+      fn: the per-run function (:func:`sharded_map`).
+      shared: optional pytree passed unbatched to every run, or None.
+      starts: the chunks' first run indices.
+      total: R, the number of runs (the last chunk stops there).
+      step: runs per chunk (:func:`plan`).
+      padded: the compiled chunk shape (:func:`plan`).
+      get_args: ``get_args(start, stop)`` returns the chunk's per-run arguments (a NumPy pytree
+        with a leading axis of ``stop - start``).
+      devices: the devices (:func:`plan`).
+      batch_size: the resolved batch size (:func:`plan`).
+
+    Yields:
+      ``(start, stop, outputs)``: the outputs' leaves NumPy arrays of leading size ``stop - start``.
+    """
     compiled, sharding = sharded_map(fn, devices, batch_size, shared is not None)
 
     def launch(start):

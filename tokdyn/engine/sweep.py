@@ -107,16 +107,23 @@ class Grid:
 
     Run ``i`` is the condition at mixed-radix position ``i`` over ``(*axes, seed)``: axes in the
     order given, the seed fastest, exactly like ``itertools.product(*axes.values(), range(seeds))``.
-    With ``seed_major=True`` the seed is the slowest instead (``product(range(seeds), *axes)``):
-    all conditions of seed 0, then of seed 1, ... With common random numbers that keeps a seed's
-    runs together, so a function that draws its data once per seed (see :func:`run`) shares each
-    draw across a whole chunk however many seeds there are. Nothing is materialised: :meth:`rows`
-    builds the columns of any index range on demand, so a 10^8-run grid costs only its axis values.
+    Nothing is materialised: :meth:`rows` builds the columns of any index range on demand, so a
+    10^8-run grid costs only its axis values.
 
-    ``shape`` is ``(*axis sizes, seeds)`` in either order; ``strides`` holds the step of each of
-    those in the run index. Each axis is a set of conditions: a value given twice (or two values
-    that are one in the dtype the runs compute in, float32 or int32) is refused with a
-    ``ValueError`` naming the axis and the value (its runs would count as extra seeds).
+    Args:
+      seeds: the number of seeds, an int >= 1.
+      seed_major: put the seed slowest instead (``product(range(seeds), *axes)``): all conditions
+        of seed 0, then of seed 1, ... With common random numbers that keeps a seed's runs
+        together, so a function that draws its data once per seed (see :func:`run`) shares each
+        draw across a whole chunk however many seeds there are.
+      **axes: name -> 1-D numbers (a scalar is one value). Each axis is a set of conditions: a
+        value given twice (or two values that are one in the dtype the runs compute in, float32
+        or int32) is refused with a ``ValueError`` naming the axis and the value (its runs would
+        count as extra seeds). The names ``seed`` and ``index`` are reserved.
+
+    Attributes:
+      shape: ``(*axis sizes, seeds)``, whatever ``seed_major``.
+      strides: the step of each entry of ``shape`` in the run index.
 
     >>> g = Grid(temperature=[0.5, 1.0], momentum=[0.0, 0.5], seeds=3)
     >>> len(g), g.shape

@@ -52,9 +52,10 @@ keyed by the code that made them: the manifest records the run function's
 SHA-256 of the rule's file, so a rerun after the rule changed exits 2 ("the rule's code changed
 since these results: rerun with --fresh, or into another directory").
 
-Several rules, paired by seed: ``--method`` takes built-in methods and ``--rule-module``'s rules in
-any mix (``--method baseline,lloyd``), and ``--knob NAME=VALUES`` makes a field of a rule's
-``hparams`` an axis (:class:`Config`). Each rule is one engine sweep (:meth:`Config.groups`), in
+Several rules, paired by seed: ``--method`` takes built-in methods, the package's rules beyond
+them (``refinement``, :data:`tokdyn.engine.runs.PACKAGE_RULES`) and ``--rule-module``'s rules in any
+mix (``--method baseline,refinement,lloyd``), and ``--knob NAME=VALUES`` makes a field of a rule's
+``hparams`` an axis (:class:`Config`: ``--knob step_size=0.5,1`` for ``refinement``). Each rule is one engine sweep (:meth:`Config.groups`), in
 ``DIR/groups/<i>-<name>`` with its own manifest and chunks (resumed and stamped like a sweep of one
 rule), all with the same root key and common random numbers; the analysis merges them into one
 summary / settings / pareto / report, and report.md compares each method's best setting with the
@@ -88,7 +89,7 @@ import numpy as np
 
 from tokdyn import _checks, dynamics, io
 from tokdyn.engine import sweep
-from tokdyn.engine.runs import ClusterRun, RunStructure
+from tokdyn.engine.runs import PACKAGE_RULES, ClusterRun, RunStructure
 from tokdyn.experiment import attributes, runner, study
 from tokdyn.experiment.study import Estimate, Refused
 from tokdyn.stats import figures, inference, summary
@@ -102,7 +103,8 @@ DEFAULT_AXES = {"temperature": "logspace:0.05:20:25", "repulsion": "linspace:0:0
 _OTHER_AXES = {  # the help text of the axes that are not knobs (a knob's comes from dynamics.Hparams)
     "noise": "cluster standard deviation axis.",
     "n_clusters": "cluster count axis.",
-    "method": "method names, comma-separated: built-in methods and rule_module's rules in any mix, run on common "
+    "method": "method names, comma-separated: built-in methods, the package's rules beyond them (refinement: "
+              "tokdyn.refinement.REFINEMENT at its default knobs) and rule_module's rules in any mix, run on common "
               "random numbers (the same data and initial tokens per seed) and compared by name (an axis of indices "
               "into them; explicit rule axes override a method's values); empty: not an axis.",
 }
@@ -194,7 +196,8 @@ class Config(_Axes):
         may then name them beside the built-in methods (each rule is one engine sweep, in
         groups/ of the output directory, with the same root key; the built-in rule axes apply to
         the rules that have those knobs: give them as '' when none has).
-      knob: axes of the knobs of rule_module's rules (fields of a rule's hparams), NAME=VALUES,
+      knob: axes of the knobs of the rules beyond the built-in methods (refinement's,
+        rule_module's: fields of a rule's hparams), NAME=VALUES,
         several separated by ';' (step_size=0.5,1;beta=linspace:0:1:3), VALUES in the syntax of
         the other axes; each applies to the rules of method that have that knob.
       preset: '' or 'quick' (set by --quick: a small grid and few seeds; report.md says so).
@@ -231,8 +234,8 @@ class Config(_Axes):
         return tuple(out) + self.knob_axes()
 
     def knob_axes(self) -> tuple:
-        """``((name, values), ...)`` of ``knob`` (``NAME=VALUES;...``): axes of the knobs of
-        ``rule_module``'s rules. ``ValueError`` naming ``knob`` (or the knob) when it does not parse."""
+        """``((name, values), ...)`` of ``knob`` (``NAME=VALUES;...``): axes of the knobs of the rules
+        beyond the built-in methods (:meth:`rules`). ``ValueError`` naming ``knob`` (or the knob) when it does not parse."""
         out, seen = [], set()
         for part in (t.strip() for t in self.knob.split(";") if t.strip()):
             name, sep, text = part.partition("=")
@@ -252,8 +255,8 @@ class Config(_Axes):
         return tuple(out)
 
     def validate(self) -> "Config":
-        """Check every field and axis (``method`` against the built-in methods and ``rule_module``'s
-        rules, every rule axis and ``knob`` against the knobs of the rules ``method`` names); raise
+        """Check every field and axis (``method`` against the built-in methods, the package's rules and
+        ``rule_module``'s, every rule axis and ``knob`` against the knobs of the rules ``method`` names); raise
         ``ValueError``/``TypeError`` naming the field (or the knob), before anything is traced.
         Returns ``self``."""
         _checks.positive_int("seeds", self.seeds)
@@ -278,8 +281,10 @@ class Config(_Axes):
         groups = [(rule, idx, dynamics.FIELDS if rule is None else rule.knobs) for rule, idx in self.method_groups()]
         own = [(names[idx[0]], knobs) for rule, idx, knobs in groups if rule is not None]
         builtin = any(rule is None for rule, _, _ in groups)
-        which = (f"rule {own[0][0]!r} of rule_module, whose knobs are {list(own[0][1])}" if len(own) == 1 else
-                 "rules " + ", ".join(f"{m!r} (knobs {list(k)})" for m, k in own) + " of rule_module")
+        modules = self.module_rules()
+        where = " of rule_module" if all(m in modules for m, _ in own) else ""  # else: the package's rules among them
+        which = (f"rule {own[0][0]!r}{where}, whose knobs are {list(own[0][1])}" if len(own) == 1 else
+                 "rules " + ", ".join(f"{m!r} (knobs {list(k)})" for m, k in own) + where)
         for name, values in axes:
             v = np.asarray(values, float) if name != "method" else None
             if name == "method":
@@ -295,8 +300,9 @@ class Config(_Axes):
                                      f"as '' (--{name.replace('_', '-')} '')")
                 if not own:
                     raise ValueError(f"knob: {name!r}: method names no rule of rule_module"
-                                     + (f" (its rules: {list(rules)})" if rules else " (none given)")
-                                     + ", and knob sets the knobs of those rules")
+                                     + (f" (its rules: {list(modules)})" if modules else " (none given)")
+                                     + f" nor of the package ({list(PACKAGE_RULES)}), and knob sets the knobs of "
+                                       "those rules")
                 raise ValueError(f"knob: {name!r} is not a knob of the {which}")
             elif name in dynamics.FIELDS and builtin:
                 dynamics.Hparams(**{name: v}).validate()  # names the field, the value and what is allowed
@@ -316,6 +322,18 @@ class Config(_Axes):
         return tuple(dict(self.axes()).get("method", ()))
 
     def rules(self) -> dict:
+        """``{name: tokdyn.dynamics.Rule}``: the rules beyond the built-in methods that ``method`` may
+        name: the package's own (:data:`tokdyn.engine.runs.PACKAGE_RULES`: ``refinement``) and
+        ``rule_module``'s (:meth:`module_rules`). ``ValueError`` naming ``rule_module`` when one of
+        its rules takes the name of a package rule it is not."""
+        own = self.module_rules()
+        for name, rule in own.items():
+            if name in PACKAGE_RULES and rule != PACKAGE_RULES[name]:
+                raise ValueError(f"rule_module {self.rule_module.strip()!r}: {name!r} is the name of one of the package's "
+                                 f"rules (tokdyn.engine.runs.PACKAGE_RULES: {PACKAGE_RULES[name].name}): choose another")
+        return {**PACKAGE_RULES, **own}
+
+    def module_rules(self) -> dict:
         """``{name: tokdyn.dynamics.Rule}`` of ``rule_module`` ({} when it is empty), see :func:`load_rules`."""
         return load_rules(self.rule_module.strip()) if self.rule_module.strip() else {}
 
@@ -323,7 +341,8 @@ class Config(_Axes):
         """``((rule, method indices), ...)``: the rules the sweep runs, one compilation each, as in
         the token-dynamics study's :meth:`tokdyn.studies.token_dynamics.Config.tasks`: ``None`` (the
         built-in rule) for the built-in methods (or every run, when ``method`` is not an axis), then
-        one per rule of ``rule_module`` that ``method`` names (rules equal but for their hparams
+        one per rule of :meth:`rules` (the package's, ``rule_module``'s) that ``method`` names (rules
+        equal but for their hparams
         are settings of one rule and share one), with the indices into :meth:`method_names` of
         the methods it runs."""
         rules, names = self.rules(), self.method_names()
@@ -340,7 +359,7 @@ class Config(_Axes):
         return tuple(out + [(r, tuple(idx)) for r, idx in groups.values()])
 
     def rule(self):
-        """The rule of ``rule_module`` the sweep runs when it runs that rule alone (the methods it
+        """The rule of :meth:`rules` the sweep runs when it runs that rule alone (the methods it
         names are settings of one rule), or None: the built-in rule, or several rules."""
         groups = self.method_groups()
         return groups[0][0] if len(groups) == 1 else None

@@ -243,7 +243,10 @@ class ClusterRun(RunStructure):
     ``methods``: rows of the rule's knob values in :attr:`knobs` order (for the built-in rule
     :meth:`tokdyn.dynamics.Hparams.row`; shorter rows take the defaults for the rest); an explicit
     condition overrides the method's value. The key handed to the rule (the built-in rule's Langevin
-    noise) is ``fold_in(key, LANGEVIN_STREAM)``. ``draw``: the key's :meth:`draw`, when the
+    noise) is ``fold_in(key, LANGEVIN_STREAM)``; a call of the built-in rule in which no value can
+    make ``langevin`` positive (:meth:`deterministic`: no ``langevin`` condition given, and 0 in
+    ``hparams`` and in every ``methods`` row) hands it no key, so its runs draw no noise at all (the
+    same results: a ``langevin`` of 0 adds no kick). ``draw``: the key's :meth:`draw`, when the
     caller has it already (the sweep engine shares one per seed); the result is the same either way.
     A user's rule sees the same data and initial tokens as the built-in rule for the same key, so
     runs of the two under common random numbers are paired.
@@ -338,6 +341,20 @@ class ClusterRun(RunStructure):
             return self.hparams.row()
         return tuple(jax.tree_util.tree_leaves(self.rule.hparams))
 
+    def deterministic(self, conditions=()) -> bool:
+        """Whether it is known before tracing that a call given the conditions named ``conditions``
+        draws no random numbers in its rule: the built-in rule, ``langevin`` not among them, and a
+        ``langevin`` of 0 (or below: no kick) in ``hparams`` and in every ``methods`` row. Such a
+        call hands the rule no key (its results are those with the key: a ``langevin`` of 0 adds no
+        kick), so the Langevin draws of every step, which a traced ``langevin`` makes otherwise
+        (under ``vmap`` the untaken branch of the kick is computed too), are not made at all. Any
+        other rule may use its key in any way: False."""
+        if self.rule not in BUILTIN_RULES or "langevin" in conditions:
+            return False
+        i = dynamics.FIELDS.index("langevin")
+        default = self.hparams.langevin
+        return default <= 0 and all((row[i] if len(row) > i else default) <= 0 for row in self.methods)
+
     def __repr__(self) -> str:  # the dataclass's repr, with ``rule`` only when it is not the built-in one
         fields = [f.name for f in dataclasses.fields(self) if f.name != "rule" or self.rule != dynamics.BUILTIN]
         return f"{type(self).__qualname__}({', '.join(f'{n}={getattr(self, n)!r}' for n in fields)})"
@@ -371,7 +388,8 @@ class ClusterRun(RunStructure):
         else:
             t0 = dynamics.init_tokens(jax.random.fold_in(key, self.INIT_STREAM), self.n_tokens, self.dim,
                                       method=self.init, x=c.x, mask=c.mask, scale=self.init_scale)
-        rule_key = jax.random.fold_in(key, self.LANGEVIN_STREAM)
+        given = [k for k, v in knobs.items() if v is not None]
+        rule_key = None if self.deterministic(given) else jax.random.fold_in(key, self.LANGEVIN_STREAM)
         if self.uses_fused:
             r = fused.run(c.x, t0, hparams, mask=c.mask, n_steps=self.n_steps, tol=f32(self.tol), key=rule_key,
                           mass_anchor="origin" if self.rule == dynamics.BUILTIN_ORIGIN else "token")

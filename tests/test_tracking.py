@@ -476,7 +476,9 @@ def test_track_run_sweeps_every_predictor_in_one_compilation(tmp_path):
     # with one token per cluster on a carried track, the raw identity is the identity score
     assert TrackRun().conditions[:5] == ("predictor", "decay", "separation", "speed", "spread")
     with pytest.raises(ValueError, match="predictor"):
-        TrackRun(predictor=9)
+        TrackRun(hparams=tracking.Hparams(predictor=9))
+    with pytest.raises(TypeError, match=r"write TrackRun\(hparams=tracking.Hparams\(predictor=9\)\)"):
+        TrackRun(predictor=9)  # the knobs' defaults are one field, hparams
     with pytest.raises(TypeError, match="unknown conditions"):
         fn(jax.random.key(0), speedy=1.0)
     assert dataclasses.replace(fn, n_frames=3).n_frames == 3

@@ -47,7 +47,7 @@ import sys
 import traceback
 import typing
 
-from tokdyn.experiment import registry
+from tokdyn.experiment import attributes, registry
 
 COMMANDS = {  # (group, name): (module, entry point, help, default output directory or None)
     **{e.command: (e.module, "main", e.help, e.out) for e in registry.STUDIES},  # the studies, listed once
@@ -70,33 +70,9 @@ MATMUL_PRECISIONS = ("highest", "high", "default")  # tokdyn.experiment.study.MA
 
 def config_help(cls) -> dict[str, str]:
     """Field name -> help text, from the ``Attributes:`` sections of the docstrings of ``cls`` and
-    its bases (Google style: ``name: text``, continuation lines indented deeper)."""
-    out: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        doc = klass.__dict__.get("__doc__") or ""
-        lines = doc.expandtabs().splitlines()
-        try:
-            start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
-        except StopIteration:
-            continue
-        indent, name = None, None
-        for line in lines[start + 1:]:
-            if not line.strip():
-                if name is not None and indent is not None:
-                    continue
-                break
-            width = len(line) - len(line.lstrip())
-            if indent is None:
-                indent = width
-            if width < indent:
-                break
-            m = re.match(r"(\w+)(?:\s*\([^)]*\))?:\s*(.*)", line.strip())
-            if width == indent and m:
-                name = m.group(1)
-                out[name] = m.group(2).strip()
-            elif name is not None:
-                out[name] += " " + line.strip()
-    return out
+    its bases (Google style: ``name: text``, continuation lines indented deeper; see
+    :func:`tokdyn.experiment.attributes.documented`)."""
+    return attributes.documented(cls)
 
 
 def _fields(cls, prefix=()):

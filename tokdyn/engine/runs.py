@@ -21,13 +21,14 @@ whose knobs are then its conditions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import _checks, analysis, data, dynamics, fused, metrics, tracking
+from tokdyn import _checks, analysis, data, dynamics, fused, metrics, refinement, tracking
 
 
 KERNELS = ("auto", "xla", "fused")  # ClusterRun.kernel
@@ -135,6 +136,65 @@ def _size_problem(max_clusters: int, *, n_tokens: int, dim: int, points_per_clus
 
 
 _OWN_CONDITIONS = ("noise", "n_clusters", "method", "draw", "key")
+BUILTIN_RULES = (dynamics.BUILTIN, dynamics.BUILTIN_ORIGIN)
+"""The built-in rule in its two forms (:data:`tokdyn.dynamics.MASS_ANCHORS`): the rules whose knobs
+are :class:`tokdyn.dynamics.Hparams`, whose defaults are a :class:`ClusterRun`'s ``hparams``."""
+PACKAGE_RULES = {"refinement": refinement.REFINEMENT}
+"""The package's update rules beyond the built-in rule's settings (:data:`tokdyn.dynamics.METHODS`),
+by the method name the token-dynamics study (``--methods``) and sweep (``--method``) know them by
+without a rule module, each run at its ``hparams``: ``"refinement"``,
+:data:`tokdyn.refinement.REFINEMENT`."""
+
+
+def _host_hparams(name: str, value, kind: type, where: str, traced: str):
+    """``value``, a ``kind`` (a knobs dataclass) of host numbers (NumPy scalars as Python numbers),
+    checked by its ``validate()``: a run's field is static (hashed with the run), its traced values
+    are conditions. ``TypeError`` / ``ValueError`` naming the field."""
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {where}.{kind.__name__} (the defaults of the knobs), got {value!r} of type "
+                        f"{type(value).__name__}")
+    leaves = {}
+    for f in dataclasses.fields(value):
+        v = getattr(value, f.name)
+        if isinstance(v, np.generic) and np.ndim(v) == 0:
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name}.{f.name} must be a Python number (a run's fields are static, its defaults), got "
+                            f"{v!r} of type {type(v).__name__}: pass traced values as conditions, {traced}")
+        leaves[f.name] = v
+    return kind(**leaves).validate()
+
+
+def _moved_into(field: str, kind: type, where: str):
+    """A class decorator for a run that holds the knobs ``kind`` as its field ``field``: building it
+    with the knobs as fields of their own (``ClusterRun(temperature=0.5)``), or reading them there
+    (``run.temperature``), is a ``TypeError`` / ``AttributeError`` that shows the way."""
+    names = tuple(f.name for f in dataclasses.fields(kind))
+    example = f"{where}.{kind.__name__}"
+
+    def decorate(cls):
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kwargs):
+            moved = [k for k in kwargs if k in names]
+            if moved:
+                given = ", ".join(f"{k}={kwargs[k]!r}" for k in moved)
+                raise TypeError(f"{cls.__name__} has no field {moved[0]!r}: the defaults of the knobs of {example} are "
+                                f"its field {field}: write {cls.__name__}({field}={example}({given}))")
+            init(self, *args, **kwargs)
+
+        def __getattr__(self, name):
+            if name in names:
+                raise AttributeError(f"{cls.__name__} has no attribute {name!r}: the default of that knob is "
+                                     f"run.{field}.{name}")
+            raise AttributeError(f"{cls.__name__!r} object has no attribute {name!r}")
+
+        cls.__init__ = __init__
+        cls.__getattr__ = __getattr__
+        return cls
+
+    return decorate
 
 
 class _CallSignature:
@@ -151,6 +211,7 @@ class _CallSignature:
                                  + [P(n, P.KEYWORD_ONLY, default=None) for n in (*obj.conditions, "draw")])
 
 
+@_moved_into("hparams", dynamics.Hparams, "dynamics")
 @dataclasses.dataclass(frozen=True)
 class ClusterRun(RunStructure):
     """One run of token dynamics on Gaussian clusters, as a sweepable ``fn(key, **condition)``.
@@ -168,18 +229,27 @@ class ClusterRun(RunStructure):
     value never does (refused before tracing), or when the dynamics overflow. Summaries must treat
     NaN as "no result" (the sweep engine counts them, :meth:`~tokdyn.engine.sweep.SweepResult.nan_counts`).
 
+    ``hparams``: the defaults of the built-in rule's knobs (a :class:`tokdyn.dynamics.Hparams` of
+    Python numbers, checked by :meth:`~tokdyn.dynamics.Hparams.validate` when the run is built;
+    default ``Hparams()``): ``ClusterRun(hparams=dynamics.Hparams(temperature=0.5))`` runs at
+    temperature 0.5 wherever no condition and no method says otherwise.
+
     ``rule``: the update rule (a :class:`tokdyn.dynamics.Rule`; default the built-in
     :data:`tokdyn.dynamics.BUILTIN`). Its conditions are the rule's knobs (:attr:`knobs`, each a
-    float32 scalar, traced): for the built-in rule the fields of :class:`tokdyn.dynamics.Hparams`,
-    whose defaults are this run's fields ``temperature`` ... ``anneal_steps``; for any other rule the
-    field names of its ``hparams``, whose defaults are ``rule.hparams`` (the built-in fields must
-    then keep their defaults). ``method`` indexes ``methods``: rows of the rule's knob values in
-    :attr:`knobs` order (for the built-in rule :meth:`tokdyn.dynamics.Hparams.row`; shorter rows take
-    the defaults for the rest); an explicit condition overrides the method's value. The key handed to
-    the rule (the built-in rule's Langevin noise) is ``fold_in(key, LANGEVIN_STREAM)``. ``draw``:
-    the key's :meth:`draw`, when the caller has it already (the sweep engine shares one per seed);
-    the result is the same either way. A user's rule sees the same data and initial tokens as the
-    built-in rule for the same key, so runs of the two under common random numbers are paired.
+    float32 scalar, traced): for the built-in rule (:data:`~tokdyn.dynamics.BUILTIN` or
+    :data:`~tokdyn.dynamics.BUILTIN_ORIGIN`) the fields of :class:`tokdyn.dynamics.Hparams`, whose
+    defaults are ``hparams``; for any other rule the field names of its ``hparams``, whose defaults
+    are ``rule.hparams`` (this run's ``hparams`` must then keep its default). ``method`` indexes
+    ``methods``: rows of the rule's knob values in :attr:`knobs` order (for the built-in rule
+    :meth:`tokdyn.dynamics.Hparams.row`; shorter rows take the defaults for the rest); an explicit
+    condition overrides the method's value. The key handed to the rule (the built-in rule's Langevin
+    noise) is ``fold_in(key, LANGEVIN_STREAM)``; a call of the built-in rule in which no value can
+    make ``langevin`` positive (:meth:`deterministic`: no ``langevin`` condition given, and 0 in
+    ``hparams`` and in every ``methods`` row) hands it no key, so its runs draw no noise at all (the
+    same results: a ``langevin`` of 0 adds no kick). ``draw``: the key's :meth:`draw`, when the
+    caller has it already (the sweep engine shares one per seed); the result is the same either way.
+    A user's rule sees the same data and initial tokens as the built-in rule for the same key, so
+    runs of the two under common random numbers are paired.
 
     ``kernel``: the form of the built-in rule's run, never its numbers beyond float32 rounding:
     ``"xla"`` (:func:`tokdyn.dynamics.run`), ``"fused"`` (:func:`tokdyn.fused.run`, one kernel per
@@ -188,15 +258,7 @@ class ClusterRun(RunStructure):
     """
 
     max_clusters: int = 5
-    temperature: float = 1.0
-    momentum: float = 0.0
-    repulsion: float = 0.0
-    damping: float = 1.0
-    langevin: float = 0.0
-    sinkhorn_iters: float = 0.0
-    slot_norm: float = 0.0
-    anneal_ratio: float = 1.0
-    anneal_steps: float = 0.0
+    hparams: dynamics.Hparams = dynamics.Hparams()
     noise: float = 0.6
     n_clusters: int = 4
     methods: tuple = ()
@@ -222,11 +284,13 @@ class ClusterRun(RunStructure):
         if clash:
             raise ValueError(f"rule {self.rule.name!r} has knobs named {clash}, which are ClusterRun's own "
                              f"conditions {list(_OWN_CONDITIONS)}: rename them")
-        if self.rule != dynamics.BUILTIN:
-            changed = [f for f in dynamics.FIELDS if getattr(self, f) != getattr(dynamics.Hparams(), f)]
+        object.__setattr__(self, "hparams", _host_hparams("hparams", self.hparams, dynamics.Hparams, "tokdyn.dynamics",
+                                                         "run(key, temperature=...)"))
+        if self.rule not in BUILTIN_RULES:
+            changed = [f for f in dynamics.FIELDS if getattr(self.hparams, f) != getattr(dynamics.Hparams(), f)]
             if changed:
-                raise ValueError(f"{changed} are knobs of the built-in rule; rule {self.rule.name!r} has the knobs "
-                                 f"{list(names)}, whose defaults are its hparams (dataclasses.replace(rule, "
+                raise ValueError(f"hparams sets {changed}, knobs of the built-in rule; rule {self.rule.name!r} has the "
+                                 f"knobs {list(names)}, whose defaults are its hparams (dataclasses.replace(rule, "
                                  f"hparams=...))")
         if not isinstance(self.methods, (tuple, list)):
             raise TypeError(f"methods must be a tuple of rows of the rule's knob values (numbers in the order "
@@ -271,10 +335,25 @@ class ClusterRun(RunStructure):
         return self.knobs + ("noise", "n_clusters", "method")
 
     def defaults(self) -> tuple:
-        """The default value of each knob, in :attr:`knobs` order."""
-        if self.rule == dynamics.BUILTIN:
-            return tuple(getattr(self, f) for f in dynamics.FIELDS)
+        """The default value of each knob, in :attr:`knobs` order: ``hparams`` for the built-in rule,
+        ``rule.hparams`` for any other."""
+        if self.rule in BUILTIN_RULES:
+            return self.hparams.row()
         return tuple(jax.tree_util.tree_leaves(self.rule.hparams))
+
+    def deterministic(self, conditions=()) -> bool:
+        """Whether it is known before tracing that a call given the conditions named ``conditions``
+        draws no random numbers in its rule: the built-in rule, ``langevin`` not among them, and a
+        ``langevin`` of 0 (or below: no kick) in ``hparams`` and in every ``methods`` row. Such a
+        call hands the rule no key (its results are those with the key: a ``langevin`` of 0 adds no
+        kick), so the Langevin draws of every step, which a traced ``langevin`` makes otherwise
+        (under ``vmap`` the untaken branch of the kick is computed too), are not made at all. Any
+        other rule may use its key in any way: False."""
+        if self.rule not in BUILTIN_RULES or "langevin" in conditions:
+            return False
+        i = dynamics.FIELDS.index("langevin")
+        default = self.hparams.langevin
+        return default <= 0 and all((row[i] if len(row) > i else default) <= 0 for row in self.methods)
 
     def __repr__(self) -> str:  # the dataclass's repr, with ``rule`` only when it is not the built-in one
         fields = [f.name for f in dataclasses.fields(self) if f.name != "rule" or self.rule != dynamics.BUILTIN]
@@ -309,7 +388,8 @@ class ClusterRun(RunStructure):
         else:
             t0 = dynamics.init_tokens(jax.random.fold_in(key, self.INIT_STREAM), self.n_tokens, self.dim,
                                       method=self.init, x=c.x, mask=c.mask, scale=self.init_scale)
-        rule_key = jax.random.fold_in(key, self.LANGEVIN_STREAM)
+        given = [k for k, v in knobs.items() if v is not None]
+        rule_key = None if self.deterministic(given) else jax.random.fold_in(key, self.LANGEVIN_STREAM)
         if self.uses_fused:
             r = fused.run(c.x, t0, hparams, mask=c.mask, n_steps=self.n_steps, tol=f32(self.tol), key=rule_key,
                           mass_anchor="origin" if self.rule == dynamics.BUILTIN_ORIGIN else "token")
@@ -371,6 +451,7 @@ class CollapseRun:
 _TRACK_CONDITIONS = ("predictor", "decay", "separation", "speed", "spread")
 
 
+@_moved_into("hparams", tracking.Hparams, "tracking")
 @dataclasses.dataclass(frozen=True)
 class TrackRun:
     """One run of token dynamics through time on moving clusters, as a sweepable ``fn(key, **condition)``.
@@ -411,7 +492,10 @@ class TrackRun:
       n_steps: the most steps per frame.
       tol: each frame's convergence threshold.
       fixed: run every frame for exactly ``n_steps`` masked steps (:func:`tokdyn.dynamics.run_fixed`).
-      predictor, decay, separation, speed, spread: the defaults of those conditions.
+      hparams: the defaults of the conditions ``predictor``, ``decay`` and ``separation``, a
+        :class:`tokdyn.tracking.Hparams` of Python numbers (default ``Hparams()``: carry, decay 1,
+        no separation), e.g. ``TrackRun(hparams=tracking.Hparams(predictor=tracking.REINIT))``.
+      speed, spread: the defaults of those conditions.
       rule: the update rule (default the built-in :data:`tokdyn.dynamics.BUILTIN`).
     """
 
@@ -424,9 +508,7 @@ class TrackRun:
     n_steps: int = 30
     tol: float = 1e-3
     fixed: bool = False
-    predictor: int = tracking.PREDICTORS["carry"]
-    decay: float = 1.0
-    separation: float = 0.0
+    hparams: tracking.Hparams = tracking.Hparams()
     speed: float = 1.0
     spread: float = 0.5
     rule: dynamics.Rule = dynamics.BUILTIN
@@ -448,7 +530,8 @@ class TrackRun:
         if self.init in ("data", "kmeans++") and self.n_tokens > self.n_clusters * self.points_per_cluster:
             raise ValueError(f"n_tokens={self.n_tokens} exceeds the points of a frame "
                              f"({self.n_clusters} x {self.points_per_cluster}) for init {self.init!r}")
-        tracking.Hparams(self.predictor, self.decay, self.separation).validate()
+        object.__setattr__(self, "hparams", _host_hparams("hparams", self.hparams, tracking.Hparams, "tokdyn.tracking",
+                                                         "run(key, predictor=...)"))
         _checks.real("speed", self.speed, low=0.0)
         _checks.real("spread", self.spread, low=0.0)
         clash = [n for n in self.knobs if n in (*_TRACK_CONDITIONS, "draw", "key")]
@@ -479,8 +562,9 @@ class TrackRun:
             raise TypeError(f"TrackRun got unknown conditions {unknown}: it takes {list(self.conditions)}")
         f32 = jnp.float32
         pick = lambda value, default: f32(default) if value is None else f32(value)  # noqa: E731
-        hp = tracking.Hparams(predictor=jnp.int32(self.predictor) if predictor is None else predictor,
-                              decay=pick(decay, self.decay), separation=pick(separation, self.separation))
+        own = self.hparams
+        hp = tracking.Hparams(predictor=jnp.int32(own.predictor) if predictor is None else predictor,
+                              decay=pick(decay, own.decay), separation=pick(separation, own.separation))
         names = self.knobs
         base = jax.tree_util.tree_leaves(self.rule.hparams)
         leaves = [f32(b) if knobs.get(n) is None else f32(knobs[n]) for n, b in zip(names, base)]

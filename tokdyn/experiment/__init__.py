@@ -15,6 +15,9 @@
 - :mod:`tokdyn.experiment.presets`  the ``preset`` field of a study's config and the line a quick
   run's summary opens with
 
+- :mod:`tokdyn.experiment.attributes`  a class docstring's ``Attributes:`` section as ``{field: text}``:
+  the command line's help text, and the sweep's knob axes' (from ``tokdyn.dynamics.Hparams``)
+
 - :mod:`tokdyn.experiment.registry`  the studies, listed once (name, command, module, default output),
   which the command line and ``tokdyn reproduce`` read
 
@@ -26,7 +29,7 @@
 
 import importlib
 
-__all__ = ["findings", "presets", "reasoners", "registry", "runner", "study"]
+__all__ = ["attributes", "findings", "presets", "reasoners", "registry", "runner", "study"]
 
 
 def __getattr__(name):

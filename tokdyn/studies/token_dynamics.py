@@ -22,7 +22,7 @@ and initial tokens per seed as the built-in methods: the paired tests against th
 for it too. ``temperature`` applies to the built-in methods only.
 
 The package's own rules beyond the built-in method table join the same way without a rule
-module (:data:`PACKAGE_RULES`): ``"refinement"``, the variational-refinement rule
+module (:data:`tokdyn.engine.runs.PACKAGE_RULES`): ``"refinement"``, the variational-refinement rule
 :data:`tokdyn.refinement.REFINEMENT` at its default knobs (EM steps, a prior worth one point at
 scale 1), so ``tokdyn study token-dynamics --methods baseline,...,refinement`` runs it paired
 with the baseline. It is not among the default ``methods``: the default reproduces the published
@@ -37,9 +37,9 @@ import os
 import jax
 import numpy as np
 
-from tokdyn import _checks, dynamics, io, refinement, stats
+from tokdyn import _checks, dynamics, io, stats
 from tokdyn.engine import sweep
-from tokdyn.engine.runs import ClusterRun, RunStructure
+from tokdyn.engine.runs import PACKAGE_RULES, ClusterRun, RunStructure
 from tokdyn.experiment import findings as F
 from tokdyn.experiment import runner
 from tokdyn.experiment.findings import Finding
@@ -61,8 +61,6 @@ PUBLISHED_NOISE03_K4 = {
     "inertia+repulsion": dict(ari=0.866, ari_std=0.179, steps=26.50),
 }
 METRICS = ("ari", "nmi", "sse", "steps", "converged", "collapsed")
-PACKAGE_RULES = {"refinement": refinement.REFINEMENT}  # the package's rules beyond tokdyn.dynamics.METHODS, by
-# the name ``methods`` gives them (each at its hparams), merged with the user's ``rules``
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,9 +139,9 @@ class Config(RunStructure):
         structure and the method table of the names of ``methods`` in ``tokdyn.dynamics.METHODS``."""
         table = tuple((float(self.temperature),) + dynamics.METHODS[m].row()[1:] for m in self.methods
                       if m in dynamics.METHODS)
-        rule = dynamics.MASS_ANCHORS[self.mass_anchor]  # BUILTIN, or BUILTIN_ORIGIN (the rows hold the temperature)
-        knobs = dict(temperature=float(self.temperature)) if rule == dynamics.BUILTIN else dict(rule=rule)
-        return ClusterRun(**self.structure(), max_clusters=max(self.n_clusters), methods=table, **knobs)
+        rule = dynamics.MASS_ANCHORS[self.mass_anchor]  # BUILTIN, or BUILTIN_ORIGIN
+        return ClusterRun(**self.structure(), max_clusters=max(self.n_clusters), methods=table, rule=rule,
+                          hparams=dynamics.Hparams(temperature=float(self.temperature)))
 
     def tasks(self, rules=None) -> list:
         """``[(ClusterRun, indices into methods), ...]``: the built-in methods' :meth:`task`, then one
@@ -176,9 +174,9 @@ class Config(RunStructure):
 
 def check_rules(rules) -> dict:
     """The rules beyond the built-in methods that a study's ``methods`` may name: the package's own
-    (:data:`PACKAGE_RULES`) merged with ``rules``, the update rules of one's own: ``None`` or a
+    (:data:`tokdyn.engine.runs.PACKAGE_RULES`) merged with ``rules``, the update rules of one's own: ``None`` or a
     mapping of new names (not those of ``tokdyn.dynamics.METHODS``, nor those of
-    :data:`PACKAGE_RULES` for another rule) to :class:`tokdyn.dynamics.Rule` values, each run at its ``hparams``. ``TypeError`` /
+    :data:`~tokdyn.engine.runs.PACKAGE_RULES` for another rule) to :class:`tokdyn.dynamics.Rule` values, each run at its ``hparams``. ``TypeError`` /
     ``ValueError`` naming the entry."""
     if rules is None:
         return dict(PACKAGE_RULES)
@@ -191,8 +189,8 @@ def check_rules(rules) -> dict:
             raise ValueError(f"rules: {name!r} is the name of a built-in method (tokdyn.dynamics.METHODS): choose "
                              "another")
         if name in PACKAGE_RULES and r is not PACKAGE_RULES[name]:  # itself (an already merged table) is fine
-            raise ValueError(f"rules: {name!r} is the name of one of the package's rules (token_dynamics.PACKAGE_RULES:"
-                             f" {PACKAGE_RULES[name].name}): choose another")
+            raise ValueError(f"rules: {name!r} is the name of one of the package's rules (tokdyn.engine.runs."
+                             f"PACKAGE_RULES: {PACKAGE_RULES[name].name}): choose another")
         if not isinstance(r, dynamics.Rule):
             raise TypeError(f"rules[{name!r}] must be a tokdyn.dynamics.Rule, got {type(r).__name__}"
                             + (" (wrap your functions as dynamics.Rule(init=..., step=...))" if callable(r) else ""))

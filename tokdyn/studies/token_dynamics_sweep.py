@@ -52,9 +52,10 @@ keyed by the code that made them: the manifest records the run function's
 SHA-256 of the rule's file, so a rerun after the rule changed exits 2 ("the rule's code changed
 since these results: rerun with --fresh, or into another directory").
 
-Several rules, paired by seed: ``--method`` takes built-in methods and ``--rule-module``'s rules in
-any mix (``--method baseline,lloyd``), and ``--knob NAME=VALUES`` makes a field of a rule's
-``hparams`` an axis (:class:`Config`). Each rule is one engine sweep (:meth:`Config.groups`), in
+Several rules, paired by seed: ``--method`` takes built-in methods, the package's rules beyond
+them (``refinement``, :data:`tokdyn.engine.runs.PACKAGE_RULES`) and ``--rule-module``'s rules in any
+mix (``--method baseline,refinement,lloyd``), and ``--knob NAME=VALUES`` makes a field of a rule's
+``hparams`` an axis (:class:`Config`: ``--knob step_size=0.5,1`` for ``refinement``). Each rule is one engine sweep (:meth:`Config.groups`), in
 ``DIR/groups/<i>-<name>`` with its own manifest and chunks (resumed and stamped like a sweep of one
 rule), all with the same root key and common random numbers; the analysis merges them into one
 summary / settings / pareto / report, and report.md compares each method's best setting with the
@@ -78,6 +79,7 @@ import os
 import re
 import shutil
 import sys
+import textwrap
 import time
 import warnings
 from typing import NamedTuple
@@ -87,15 +89,73 @@ import numpy as np
 
 from tokdyn import _checks, dynamics, io
 from tokdyn.engine import sweep
-from tokdyn.engine.runs import ClusterRun, RunStructure
-from tokdyn.experiment import runner, study
+from tokdyn.engine.runs import PACKAGE_RULES, ClusterRun, RunStructure
+from tokdyn.experiment import attributes, runner, study
 from tokdyn.experiment.study import Estimate, Refused
 from tokdyn.stats import figures, inference, summary
 
-RULE_AXES = dynamics.FIELDS + ("method",)
+KNOB_AXES = dynamics.FIELDS  # the built-in rule's knobs (the fields of dynamics.Hparams): an axis and an option each
+RULE_AXES = KNOB_AXES + ("method",)
 DATA_AXES = ("noise", "n_clusters")
-AXES = ("temperature", "repulsion", "momentum", "noise", "n_clusters", "method", "damping", "langevin",
-        "sinkhorn_iters", "slot_norm", "anneal_ratio", "anneal_steps")  # grid order
+FIRST_KNOBS = ("temperature", "repulsion", "momentum")  # the knobs the published sweep varies, first in the grid
+DEFAULT_AXES = {"temperature": "logspace:0.05:20:25", "repulsion": "linspace:0:0.2:11", "momentum": "0,0.5",
+                "noise": "0.3,0.6,0.9", "n_clusters": "3,4,5"}  # every other axis: "" (not an axis)
+_OTHER_AXES = {  # the help text of the axes that are not knobs (a knob's comes from dynamics.Hparams)
+    "noise": "cluster standard deviation axis.",
+    "n_clusters": "cluster count axis.",
+    "method": "method names, comma-separated: built-in methods, the package's rules beyond them (refinement: "
+              "tokdyn.refinement.REFINEMENT at its default knobs) and rule_module's rules in any mix, run on common "
+              "random numbers (the same data and initial tokens per seed) and compared by name (an axis of indices "
+              "into them; explicit rule axes override a method's values); empty: not an axis.",
+}
+
+
+def axis_names(knobs: type = dynamics.Hparams) -> tuple:
+    """The names of the sweep's axes in grid order (the order of the chunks' runs, and of the
+    options) when the built-in rule's knobs are the fields of ``knobs``: :data:`FIRST_KNOBS`,
+    the data axes, ``method``, then every other field of ``knobs`` in its order. A knob added to
+    :class:`tokdyn.dynamics.Hparams` becomes the last axis (every earlier sweep keeps its layout)."""
+    fields = tuple(f.name for f in dataclasses.fields(knobs))
+    return FIRST_KNOBS + DATA_AXES + ("method",) + tuple(k for k in fields if k not in FIRST_KNOBS)
+
+
+def axis_help(knobs: type = dynamics.Hparams) -> dict:
+    """``{axis: help text}`` of the sweep's axes (:func:`axis_names`): a knob's is the first
+    sentence of its entry in the ``Attributes:`` section of ``knobs``' docstring (its
+    cross-references written as the full names they point to, so that the text reads the same in
+    ``--help`` and in the documentation), with the default it runs at when it is not an axis; the
+    other axes' are their own."""
+    own = attributes.documented(knobs)
+    defaults = {f.name: f.default for f in dataclasses.fields(knobs)}
+    where = f"{knobs.__module__}.{knobs.__name__}"
+    out = {}
+    for name in axis_names(knobs):
+        if name in _OTHER_AXES:
+            out[name] = _OTHER_AXES[name]
+            continue
+        text = re.split(r"(?<=\.)\s+(?=[A-Z])", own.get(name, "").strip())[0]  # its first sentence
+        text = re.sub(r":[\w:]+:`~?([^`]+)`", lambda m: f"``{_qualified(m.group(1), knobs.__module__)}``", text)
+        out[name] = (f"{name} axis, a knob of the built-in rule ({where}.{name}: {text.rstrip('.')}); empty: not an "
+                     f"axis (each method's value, else {defaults[name]:g}).")
+    return out
+
+
+def _qualified(target: str, module: str) -> str:
+    """A docstring's cross-reference target as a full dotted name (``sinkhorn`` in
+    ``tokdyn.dynamics``: ``tokdyn.dynamics.sinkhorn``)."""
+    return target if target.startswith("tokdyn.") else f"{module}.{target}"
+
+
+def axis_fields(knobs: type = dynamics.Hparams) -> list:
+    """``[(name, str, dataclasses.field), ...]`` of the sweep's axes (:func:`axis_names`), for
+    :func:`dataclasses.make_dataclass`: each a ``str`` of values, its default
+    :data:`DEFAULT_AXES`' or ``""`` (not an axis)."""
+    return [(name, str, dataclasses.field(default=DEFAULT_AXES.get(name, ""))) for name in axis_names(knobs)]
+
+
+AXES = axis_names()  # grid order
+_Axes = dataclasses.make_dataclass("_Axes", axis_fields(), bases=(RunStructure,), frozen=True,
+                                   namespace={"__module__": __name__})  # Config's axis fields, after the structure's
 METRICS = ("ari", "steps", "collapsed", "converged", "nmi", "sse")
 SETTING_METRICS = ("ari", "steps", "collapsed", "converged")
 STRUCTURE_OPTIONS = "points_per_cluster, dim or n_tokens"  # the sizes of one run: to change when one run is too big
@@ -115,28 +175,18 @@ class Group(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(RunStructure):
+class Config(_Axes):
     """A token-dynamics sweep: the axes (in the order of :data:`AXES`) x ``seeds``, and the static
     structure of a run. Axis values are a comma list (0.3,0.6), linspace:a:b:n or logspace:a:b:n; a
     single value fixes that condition; an empty axis is not an axis. Saved in ``config.json``;
     enough to reproduce the sweep.
 
+    The axes are derived from :class:`tokdyn.dynamics.Hparams` (:func:`axis_fields`): one per knob
+    of the built-in rule, named as the knob, documented by its own docstring (:func:`axis_help`),
+    besides ``noise``, ``n_clusters`` and ``method``. A knob added there is an axis here, and an
+    option of ``tokdyn sweep token-dynamics``, with nothing else to edit.
+
     Attributes:
-      temperature: temperature axis.
-      repulsion: repulsion axis.
-      momentum: momentum axis.
-      noise: cluster standard deviation axis.
-      n_clusters: cluster count axis.
-      method: method names, comma-separated: built-in methods and rule_module's rules in any mix,
-        run on common random numbers (the same data and initial tokens per seed) and compared by
-        name (an axis of indices into them; explicit rule axes override a method's values); empty:
-        not an axis.
-      damping: damping axis of the extended rules; empty: not an axis.
-      langevin: Langevin temperature axis; empty: not an axis.
-      sinkhorn_iters: Sinkhorn iterations axis; empty: not an axis.
-      slot_norm: Slot-Attention normalisation axis; empty: not an axis.
-      anneal_ratio: annealing start ratio axis; empty: not an axis.
-      anneal_steps: annealing steps axis; empty: not an axis.
       seeds: seeds per condition.
       root_seed: root PRNG seed.
       chunk_size: runs per chunk file, the unit of work kept on disk (0: chosen per backend).
@@ -146,24 +196,13 @@ class Config(RunStructure):
         may then name them beside the built-in methods (each rule is one engine sweep, in
         groups/ of the output directory, with the same root key; the built-in rule axes apply to
         the rules that have those knobs: give them as '' when none has).
-      knob: axes of the knobs of rule_module's rules (fields of a rule's hparams), NAME=VALUES,
+      knob: axes of the knobs of the rules beyond the built-in methods (refinement's,
+        rule_module's: fields of a rule's hparams), NAME=VALUES,
         several separated by ';' (step_size=0.5,1;beta=linspace:0:1:3), VALUES in the syntax of
         the other axes; each applies to the rules of method that have that knob.
       preset: '' or 'quick' (set by --quick: a small grid and few seeds; report.md says so).
     """
 
-    temperature: str = "logspace:0.05:20:25"
-    repulsion: str = "linspace:0:0.2:11"
-    momentum: str = "0,0.5"
-    noise: str = "0.3,0.6,0.9"
-    n_clusters: str = "3,4,5"
-    method: str = ""
-    damping: str = ""
-    langevin: str = ""
-    sinkhorn_iters: str = ""
-    slot_norm: str = ""
-    anneal_ratio: str = ""
-    anneal_steps: str = ""
     seeds: int = 20
     root_seed: int = 0
     chunk_size: int = 0
@@ -195,8 +234,8 @@ class Config(RunStructure):
         return tuple(out) + self.knob_axes()
 
     def knob_axes(self) -> tuple:
-        """``((name, values), ...)`` of ``knob`` (``NAME=VALUES;...``): axes of the knobs of
-        ``rule_module``'s rules. ``ValueError`` naming ``knob`` (or the knob) when it does not parse."""
+        """``((name, values), ...)`` of ``knob`` (``NAME=VALUES;...``): axes of the knobs of the rules
+        beyond the built-in methods (:meth:`rules`). ``ValueError`` naming ``knob`` (or the knob) when it does not parse."""
         out, seen = [], set()
         for part in (t.strip() for t in self.knob.split(";") if t.strip()):
             name, sep, text = part.partition("=")
@@ -216,8 +255,8 @@ class Config(RunStructure):
         return tuple(out)
 
     def validate(self) -> "Config":
-        """Check every field and axis (``method`` against the built-in methods and ``rule_module``'s
-        rules, every rule axis and ``knob`` against the knobs of the rules ``method`` names); raise
+        """Check every field and axis (``method`` against the built-in methods, the package's rules and
+        ``rule_module``'s, every rule axis and ``knob`` against the knobs of the rules ``method`` names); raise
         ``ValueError``/``TypeError`` naming the field (or the knob), before anything is traced.
         Returns ``self``."""
         _checks.positive_int("seeds", self.seeds)
@@ -239,8 +278,10 @@ class Config(RunStructure):
         groups = [(rule, idx, dynamics.FIELDS if rule is None else rule.knobs) for rule, idx in self.method_groups()]
         own = [(names[idx[0]], knobs) for rule, idx, knobs in groups if rule is not None]
         builtin = any(rule is None for rule, _, _ in groups)
-        which = (f"rule {own[0][0]!r} of rule_module, whose knobs are {list(own[0][1])}" if len(own) == 1 else
-                 "rules " + ", ".join(f"{m!r} (knobs {list(k)})" for m, k in own) + " of rule_module")
+        modules = self.module_rules()
+        where = " of rule_module" if all(m in modules for m, _ in own) else ""  # else: the package's rules among them
+        which = (f"rule {own[0][0]!r}{where}, whose knobs are {list(own[0][1])}" if len(own) == 1 else
+                 "rules " + ", ".join(f"{m!r} (knobs {list(k)})" for m, k in own) + where)
         for name, values in axes:
             v = np.asarray(values, float) if name != "method" else None
             if name == "method":
@@ -256,8 +297,9 @@ class Config(RunStructure):
                                      f"as '' (--{name.replace('_', '-')} '')")
                 if not own:
                     raise ValueError(f"knob: {name!r}: method names no rule of rule_module"
-                                     + (f" (its rules: {list(rules)})" if rules else " (none given)")
-                                     + ", and knob sets the knobs of those rules")
+                                     + (f" (its rules: {list(modules)})" if modules else " (none given)")
+                                     + f" nor of the package ({list(PACKAGE_RULES)}), and knob sets the knobs of "
+                                       "those rules")
                 raise ValueError(f"knob: {name!r} is not a knob of the {which}")
             elif name in dynamics.FIELDS and builtin:
                 dynamics.Hparams(**{name: v}).validate()  # names the field, the value and what is allowed
@@ -277,6 +319,18 @@ class Config(RunStructure):
         return tuple(dict(self.axes()).get("method", ()))
 
     def rules(self) -> dict:
+        """``{name: tokdyn.dynamics.Rule}``: the rules beyond the built-in methods that ``method`` may
+        name: the package's own (:data:`tokdyn.engine.runs.PACKAGE_RULES`: ``refinement``) and
+        ``rule_module``'s (:meth:`module_rules`). ``ValueError`` naming ``rule_module`` when one of
+        its rules takes the name of a package rule it is not."""
+        own = self.module_rules()
+        for name, rule in own.items():
+            if name in PACKAGE_RULES and rule != PACKAGE_RULES[name]:
+                raise ValueError(f"rule_module {self.rule_module.strip()!r}: {name!r} is the name of one of the package's "
+                                 f"rules (tokdyn.engine.runs.PACKAGE_RULES: {PACKAGE_RULES[name].name}): choose another")
+        return {**PACKAGE_RULES, **own}
+
+    def module_rules(self) -> dict:
         """``{name: tokdyn.dynamics.Rule}`` of ``rule_module`` ({} when it is empty), see :func:`load_rules`."""
         return load_rules(self.rule_module.strip()) if self.rule_module.strip() else {}
 
@@ -284,7 +338,8 @@ class Config(RunStructure):
         """``((rule, method indices), ...)``: the rules the sweep runs, one compilation each, as in
         the token-dynamics study's :meth:`tokdyn.studies.token_dynamics.Config.tasks`: ``None`` (the
         built-in rule) for the built-in methods (or every run, when ``method`` is not an axis), then
-        one per rule of ``rule_module`` that ``method`` names (rules equal but for their hparams
+        one per rule of :meth:`rules` (the package's, ``rule_module``'s) that ``method`` names (rules
+        equal but for their hparams
         are settings of one rule and share one), with the indices into :meth:`method_names` of
         the methods it runs."""
         rules, names = self.rules(), self.method_names()
@@ -301,7 +356,7 @@ class Config(RunStructure):
         return tuple(out + [(r, tuple(idx)) for r, idx in groups.values()])
 
     def rule(self):
-        """The rule of ``rule_module`` the sweep runs when it runs that rule alone (the methods it
+        """The rule of :meth:`rules` the sweep runs when it runs that rule alone (the methods it
         names are settings of one rule), or None: the built-in rule, or several rules."""
         groups = self.method_groups()
         return groups[0][0] if len(groups) == 1 else None
@@ -483,6 +538,18 @@ class Config(RunStructure):
         chunk = min(self.chunk_size or 2048, self.runs())
         return self.runs() * 26.0 + -(-self.runs() // chunk) * 2048.0
 
+
+
+def _with_axes(doc: str) -> str:
+    """``doc`` (:class:`Config`'s docstring) with the entries of the axes (:func:`axis_help`, in
+    grid order) first in its ``Attributes:`` section."""
+    head, sep, rest = doc.partition("    Attributes:\n")
+    lines = [textwrap.fill(f"{name}: {text}", 100, initial_indent=" " * 6, subsequent_indent=" " * 8,
+                           break_on_hyphens=False, break_long_words=False) for name, text in axis_help().items()]
+    return head + sep + "\n".join(lines) + "\n" + rest
+
+
+Config.__doc__ = _with_axes(Config.__doc__)
 
 def _is_path(target: str) -> bool:
     return target.endswith(".py") or "/" in target or os.sep in target

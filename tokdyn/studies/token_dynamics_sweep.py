@@ -127,17 +127,29 @@ def axis_help(knobs: type = dynamics.Hparams) -> dict:
     other axes' are their own."""
     own = attributes.documented(knobs)
     defaults = {f.name: f.default for f in dataclasses.fields(knobs)}
-    where = f"{knobs.__module__}.{knobs.__name__}"
+    module = _public_module(knobs)
+    where = f"{module}.{knobs.__name__}"
     out = {}
     for name in axis_names(knobs):
         if name in _OTHER_AXES:
             out[name] = _OTHER_AXES[name]
             continue
         text = re.split(r"(?<=\.)\s+(?=[A-Z])", own.get(name, "").strip())[0]  # its first sentence
-        text = re.sub(r":[\w:]+:`~?([^`]+)`", lambda m: f"``{_qualified(m.group(1), knobs.__module__)}``", text)
+        text = re.sub(r":[\w:]+:`~?([^`]+)`", lambda m: f"``{_qualified(m.group(1), module)}``", text)
         out[name] = (f"{name} axis, a knob of the built-in rule ({where}.{name}: {text.rstrip('.')}); empty: not an "
                      f"axis (each method's value, else {defaults[name]:g}).")
     return out
+
+
+def _public_module(cls: type) -> str:
+    """The shortest module path that exports ``cls`` (``tokdyn.dynamics`` for a class defined in
+    ``tokdyn.dynamics.hparams`` and re-exported by its package)."""
+    parts = cls.__module__.split(".")
+    for n in range(1, len(parts)):
+        module = sys.modules.get(".".join(parts[:n]))
+        if module is not None and getattr(module, cls.__name__, None) is cls:
+            return ".".join(parts[:n])
+    return cls.__module__
 
 
 def _qualified(target: str, module: str) -> str:

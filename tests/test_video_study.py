@@ -18,7 +18,7 @@ from tokdyn.studies import video as V
 pytestmark = pytest.mark.fast_compile
 
 TINY = V.Config(size=12, frames=5, objects=2, scale=(0.3, 0.45), n_videos=1, seeds=2, scenarios=("occlusion", "leaving"),
-                predictors=("reinit", "carry"), separation=0.3, n_steps=6, preset="quick")
+                predictors=("reinit", "carry"), separation=0.3, n_steps=6, learned=(), preset="quick")
 
 
 # ---------------------------------------------------------------------------------------------- configuration

@@ -128,7 +128,7 @@ class Config:
       merge_rel: tokens closer than this times the frame's RMS feature radius have merged.
       min_pixels: pixels an object needs in a frame to count as visible there.
       learned: learned predictors, names from none | mlp | transformer (Slot Attention for video,
-        tokdyn.models.savi, one condition savi-<name> each; empty: no learned arm).
+        tokdyn.models.savi, one condition savi-<name> each; empty: no learned arm, as --quick has).
       learned_seeds: models trained per learned predictor (at most seeds when learned is given:
         model s is scored on seed s's videos, paired with the fixed conditions by seed).
       learned_steps: optimiser steps of every learned model (a multiple of learned_every).
@@ -162,10 +162,10 @@ class Config:
     init: str = "kmeans++"
     merge_rel: float = analysis.MERGE_REL
     min_pixels: int = 4
-    learned: tuple = ()
+    learned: tuple = savi.PREDICTORS
     learned_seeds: int = 3
     learned_steps: int = 1200
-    learned_frames: int = 8
+    learned_frames: int = 6
     learned_batch: int = 8
     learned_pool: int = 600
     learned_every: int = 100
@@ -176,8 +176,8 @@ class Config:
     @classmethod
     def quick(cls) -> "Config":
         """The quick preset (``--quick``, seconds on 2 cores): 16-pixel frames, 8 frames, 3 seeds of
-        3 videos."""
-        return cls(size=16, frames=8, n_videos=3, seeds=3, scale=(0.3, 0.4), preset="quick")
+        3 videos, no learned arm."""
+        return cls(size=16, frames=8, n_videos=3, seeds=3, scale=(0.3, 0.4), learned=(), preset="quick")
 
     def validate(self) -> "Config":
         """Check every field; ``ValueError`` / ``TypeError`` naming it. Returns ``self``."""

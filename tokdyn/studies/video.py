@@ -94,7 +94,9 @@ RUN_RATE = 7e-8  # seconds per (run x frame x step x pixel) on our 2-core CPU (t
 LEARNED = "savi-"  # the prefix of a learned condition: savi-<predictor of tokdyn.models.savi>
 SAVI_RATE = 5.0  # model-steps a second of the learned arm on our 2-core CPU, all of a predictor's models
 # together (train_many's "loop" over 2 host devices), at 8 clips x 8 frames of 32 x 32 a step; scaled by
-# clips x frames x pixels (Config.estimate)
+# clips x frames x pixels (Config.estimate). Measured: 0.16 CPU-seconds a model-step at 8 clips x 6 frames
+# (the default run and a 100-step probe), 6.7 model-steps a second at this rate; the default run beside
+# other jobs (load 7-14) made 2-3
 SAVI_FIXED_S = 60.0  # seconds per learned predictor besides its steps: compiling the step and the
 # segmentation, the pool, the checkpoints' evaluations and the test scores
 

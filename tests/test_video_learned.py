@@ -140,7 +140,7 @@ def test_learned_findings_pair_by_seed_and_say_when_they_did_not_run():
 
 
 def test_the_learned_arm_adds_its_training_to_the_estimate():
-    base = V.Config()
+    base = V.Config(learned=())
     more = dataclasses.replace(base, learned=("none", "mlp"))
     steps = 2 * base.learned_seeds * base.learned_steps
     assert more.estimate().seconds - base.estimate().seconds == pytest.approx(

@@ -19,14 +19,18 @@ from tokdyn.studies import video as V
 pytestmark = pytest.mark.fast_compile
 
 TINY = V.Config(size=12, frames=5, objects=2, scale=(0.3, 0.45), n_videos=1, seeds=2, scenarios=("occlusion", "leaving"),
-                predictors=("reinit", "carry"), separation=0.3, n_steps=6, preset="quick")
+                predictors=("reinit", "carry"), separation=0.3, n_steps=6, learned=(), preset="quick")
 
 
 # ---------------------------------------------------------------------------------------------- configuration
 
 
 @pytest.mark.parametrize("change, words", [
-    (dict(learned=("savi",)), "learned must be empty: a learned (SAVi-style) predictor, tokdyn.models.savi"),
+    (dict(learned=("savi",)), "learned must be one of"),
+    (dict(learned=("mlp", "mlp")), "learned lists 'mlp' more than once"),
+    (dict(learned=("mlp",), learned_seeds=3), "learned_seeds must be at most seeds=2"),
+    (dict(learned=("mlp",), learned_frames=6, learned_seeds=2), "learned_frames must be at most frames=5"),
+    (dict(learned=("mlp",), learned_steps=150, learned_every=100, learned_seeds=2, learned_frames=4), "learned_steps must be a multiple of learned_every=100"),
     (dict(predictors=("carry",)), "predictors must include reinit"),
     (dict(scenarios=("occlusion", "occlusion")), "scenarios"),
     (dict(scenarios=("crossing",)), "scenarios must be one of"),
@@ -164,7 +168,7 @@ def test_collapse_findings_compare_event_frames_with_calm_ones():
     mixed = {"occlusion": wobble(up), "collisions": wobble(flat), "leaving": wobble(flat)}
     v = _verdicts(_table({"reinit": 0.0, "carry": 0.1}, rates=mixed))
     assert v["V3"] == "refuted" and v["V4"] == "refuted"  # one crossing scenario without a rise refutes it
-    assert {f.verdict for f in V.verdicts({})} == {"open"} and len(V.verdicts({})) == 4
+    assert {f.verdict for f in V.verdicts({})} == {"open"} and len(V.verdicts({})) == 6
 
 
 # ---------------------------------------------------------------------------------------------- the runner
@@ -174,7 +178,7 @@ def test_the_study_runs_resumes_and_judges_its_findings(tmp_path):
     out = str(tmp_path / "out")
     cfg = dataclasses.replace(TINY, seeds=3, scenarios=("occlusion",))
     V.main(cfg, out, quiet=True)
-    for name in V.SPEC.outputs + V.SPEC.figure_files + ("summary.md",):
+    for name in V.SPEC.outputs + V.SPEC.figure_files[:3] + ("summary.md",):  # learning_curve.png: learned only
         assert os.path.exists(os.path.join(out, name)), name
     runs = io.read_csv(os.path.join(out, "runs.csv"))
     assert len(runs["seed"]) == len(cfg.conditions) * cfg.seeds
@@ -187,8 +191,9 @@ def test_the_study_runs_resumes_and_judges_its_findings(tmp_path):
                                                                      tests["p"][np.isfinite(tests["p"])] - 1e-12)
     assert open(os.path.join(out, "summary.md")).read().startswith("Quick preset")
     found = V.SPEC.findings(out)
-    assert [f.key for f in found] == ["V1", "V2", "V3", "V4"] and all(f.verdict in F.VERDICTS for f in found)
+    assert [f.key for f in found] == ["V1", "V2", "V3", "V4", "V5", "V6"] and all(f.verdict in F.VERDICTS for f in found)
     assert found[3].verdict == "open" and "leaving scenario did not run" in found[3].basis
+    assert all(f.verdict == "open" and f.basis.startswith("not run") for f in found[4:])
     with jax_compilations() as events:
         V.main(cfg, out, quiet=True, plots=False)  # every part kept: nothing traced or compiled again
     assert events == []

@@ -481,10 +481,10 @@ def savi_config(cfg: Config, predictor: str) -> savi.Config:
     ``learned_frames`` frames a step, ``learned_steps`` steps with a warm-up of
     ``min(200, learned_steps // 10)``, a checkpoint every ``learned_every`` steps, ``learned_seeds``
     models."""
+    schedule = dataclasses.replace(savi.Config().train, steps=cfg.learned_steps, steps_per_call=cfg.learned_every,
+                                   warmup=max(1, min(200, cfg.learned_steps // 10)))
     return savi.Config(frames=cfg.learned_frames, size=cfg.size, slots=cfg.n_tokens, predictor=predictor,
-                       steps=cfg.learned_steps, batch_size=cfg.learned_batch,
-                       warmup=max(1, min(200, cfg.learned_steps // 10)), steps_per_call=cfg.learned_every,
-                       seeds=cfg.learned_seeds, root_seed=cfg.root_seed)
+                       batch_size=cfg.learned_batch, train=schedule, seeds=cfg.learned_seeds, root_seed=cfg.root_seed)
 
 
 def learned_keys(cfg: Config):

@@ -6,7 +6,8 @@ steps, checkpointed and resumable.
   settings, put it in your own program.
 - :func:`train_many` trains M models (``keys`` (M,), every ``hparams`` leaf (M,); :func:`grid`
   builds seeds x settings) from a Python loop over calls that only evaluates, checkpoints, logs,
-  stops and shows progress. How a call runs is the ``strategy`` of its :class:`Execution`:
+  stops and shows progress. How a call runs is the ``strategy`` of its
+  :class:`~tokdyn.train.options.Execution`:
 
   ``"scan"``  one compiled call per chunk of ``steps_per_call`` steps (``lax.scan``), the models
               vmapped (``batch_size``: vmapped groups mapped one after another) and split over
@@ -17,21 +18,22 @@ steps, checkpointed and resumable.
               devices work in parallel through asynchronous dispatch).
 
   The curves are a dict of (M, calls) columns, one entry per call (NaN for calls not made): the
-  training logs (each the mean over the call) and the values of an :class:`Evaluation`'s
-  ``fn(step, state)`` (e.g. validation scores; NaN for calls where it did not run: it runs after
-  the first call, every ``every``-th and the last). ``keep_best="val_all"`` keeps, per model, the
-  state at the best recorded value of that column (``best_mode`` ``"max"`` or ``"min"``) and its
-  step. ``stop(step, state, curves)`` decides from the curves recorded so far whether training
-  ends (:class:`tokdyn.train.Patience` gives a rule that survives plateaus; the decision is
-  recorded, so a resumed run does not train on); ``deadline`` and ``max_calls`` return early,
-  unfinished.
+  training logs (each the mean over the call) and the values of the
+  :class:`~tokdyn.train.options.Evaluation`'s ``fn(step, state)`` (e.g. validation scores; NaN
+  for calls where it did not run: it runs after the first call, every ``every``-th and the last).
+  ``keep_best="val_all"`` keeps, per model, the state at the best recorded value of that column
+  (``best_mode`` ``"max"`` or ``"min"``) and its step. ``stop(step, state, curves)`` decides from
+  the curves recorded so far whether training ends (:class:`tokdyn.train.Patience` gives a rule
+  that survives plateaus; the decision is recorded, so a resumed run does not train on);
+  ``deadline`` and ``max_calls`` return early, unfinished.
 
   After every call the state, the curves (with the evaluations) and the kept best state are saved
-  together to the :class:`Checkpointing`'s ``path``, one file written atomically (leaves named by
-  tree path, with its ``stamp``): what belongs together is committed together. A rerun resumes
-  from it and ends bit-identical to an uninterrupted run with the same devices, strategy and batch
-  size (those change XLA's kernels and so the last bits). A model whose step is not finite skips
-  that step (counted per model, the first such step recorded); the other models are untouched.
+  together to the :class:`~tokdyn.train.options.Checkpointing`'s ``path``, one file written
+  atomically (leaves named by tree path, with its ``stamp``): what belongs together is committed
+  together. A rerun resumes from it and ends bit-identical to an uninterrupted run with the same
+  devices, strategy and batch size (those change XLA's kernels and so the last bits). A model
+  whose step is not finite skips that step (counted per model, the first such step recorded); the
+  other models are untouched.
 
 Model ``i`` of :func:`train_many` equals ``make_train(trainer)(keys[i], hparams[i], data)`` up to
 the rounding of differently vectorised programs.
@@ -411,12 +413,13 @@ def train_many(trainer, data, keys, hparams, *, checkpointing: Optional[Checkpoi
     ``progress`` (in this order; see :doc:`/concepts/runs-and-sweeps`).
 
     Args:
-      checkpointing: a :class:`Checkpointing` ``(path, stamp)``: save after every call, resume
-        from an existing file of the same stamp. None: nothing saved.
-      evaluation: an :class:`Evaluation` ``(fn, every, keep_best, best_mode, stop)``: scores
-        recorded as curve columns, the best state kept per model, the stop rule. None: the logs only.
-      execution: an :class:`Execution` ``(strategy, devices, batch_size, vectorised_init)``: how
-        the models are laid on the devices. None: ``Execution()`` (vmapped, sharded over the local devices).
+      checkpointing: a :class:`~tokdyn.train.options.Checkpointing` ``(path, stamp)``: save after
+        every call, resume from an existing file of the same stamp. None: nothing saved.
+      evaluation: an :class:`~tokdyn.train.options.Evaluation` ``(fn, every, keep_best,
+        best_mode, stop)``: scores recorded as curve columns, the best state kept per model, the
+        stop rule. None: the training logs only, the whole budget.
+      execution: an :class:`~tokdyn.train.options.Execution` ``(strategy, devices, batch_size,
+        vectorised_init)``: how the models are laid on the devices. None: ``Execution()``.
       deadline, max_calls: return early, unfinished, once ``time.time() > deadline`` or after
         ``max_calls`` calls (call again to resume).
       on_log: ``on_log(step, logs)`` after every call, with its logs and evaluations (each (M,)).

@@ -150,7 +150,7 @@ class Execution:
 def check(name: str, value, cls):
     """``value`` checked as ``train_many``'s option ``name``: None gives ``cls()`` (where every
     field has a default; None otherwise), another type a ``TypeError``, and invalid fields the
-    error of :meth:`validate` naming the field as ``name.field``. Returns the value."""
+    error of ``validate()`` naming the field as ``name.field``. Returns the value."""
     if value is None:
         return None if cls is Checkpointing else cls()
     if not isinstance(value, cls):

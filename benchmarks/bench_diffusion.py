@@ -61,7 +61,8 @@ def training_rows(cfg: G.Config, data, seeds: int, repeats: int):
     for devices in (tuple(jax.local_devices()), tuple(jax.local_devices()[:1])):
         if len(devices) == 1 and rows and len(jax.local_devices()) == 1:
             break
-        run = lambda: jax.block_until_ready(train.train_many(tr, data, keys, hp, devices=devices).state)
+        execution = train.Execution(devices=devices)
+        run = lambda: jax.block_until_ready(train.train_many(tr, data, keys, hp, execution=execution).state)
         t = time.perf_counter()
         res = run()
         first = time.perf_counter() - t

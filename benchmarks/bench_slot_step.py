@@ -13,7 +13,7 @@ its batch from a pool of the study's training scenes and fresh slot noise.
 
 Rows:
   tokdyn    the training layer's own step (``jax.jit(tokdyn.train.make_step(slots.trainer(cfg)))``,
-            what ``train_many(strategy="loop")``, the CPU default, calls once per model and step;
+            what ``train_many`` under ``Execution("loop")``, the CPU default, calls once per model and step;
             compiled ahead with ``lower().compile()``, whose call dispatches as the jit's), one
             call per step: batch drawn on the device, loss, gradient, clipping, Adam with the warm-up/cosine
             schedule, the non-finite check
@@ -108,7 +108,7 @@ def max_diff(a, b) -> tuple[float, float]:
 
 def compile_step(trainer, state, run_key, pool):
     """(the compiled tokdyn step, compile s, flops per step or None): ``jax.jit`` of
-    ``train.make_step(trainer)`` (what ``train_many(strategy="loop")`` calls), lowered and compiled
+    ``train.make_step(trainer)`` (what ``Execution("loop")`` calls), lowered and compiled
     ahead of time for these arguments (calling it costs the same dispatch as calling the jit)."""
     step = jax.jit(train.make_step(trainer))
     t = time.perf_counter()
@@ -220,7 +220,7 @@ def main(argv=None):
     trainer = slots.trainer(cfg)
     pool = jnp.asarray(study.split(dataclasses.replace(base, n_train=args.pool), "train").images, jnp.float32)
     keys, hp = slots.models(cfg, slots.Hparams(learning_rate=base.learning_rate))
-    state, run_keys = train.init_states(trainer, keys, hp, vectorised=False)  # as train_many(strategy="loop")
+    state, run_keys = train.init_states(trainer, keys, hp, vectorised=False)  # as train.Execution("loop") does
     state, run_key = jax.tree_util.tree_map(lambda a: a[0], (state, run_keys))
 
     step, compile_s, flops = compile_step(trainer, state, run_key, pool)

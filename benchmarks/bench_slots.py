@@ -103,8 +103,8 @@ def train_rate(name, seeds, steps, calls):
                                seeds=seeds)
     strategy, batch_size = STRATEGIES[name]
     stamps = [time.perf_counter()]
-    train.train_many(slots.trainer(many), pool, *slots.models(many), max_calls=calls + 1, strategy=strategy,
-                     batch_size=batch_size, vectorised_init=False,
+    train.train_many(slots.trainer(many), pool, *slots.models(many), max_calls=calls + 1,
+                     execution=train.Execution(strategy, batch_size=batch_size, vectorised_init=False),
                      on_log=lambda step, logs: stamps.append(time.perf_counter()))
     dt = np.diff(stamps[1:])
     return seeds * steps / dt.min(), seeds * steps / np.median(dt), stamps[1] - stamps[0]

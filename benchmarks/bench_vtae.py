@@ -71,7 +71,7 @@ def main():
     settings = [(None, devs[:1])] + ([(None, devs)] if len(devs) > 1 else [])
     settings += [(int(v), devs) for v in args.chunks.split(",") if v.strip()]
     for k, d in settings:
-        run = lambda: train.train_many(tr, data, keys, hpM, devices=d, batch_size=k).state
+        run = lambda: train.train_many(tr, data, keys, hpM, execution=train.Execution(devices=d, batch_size=k)).state
         first = timed(run)
         t = min(timed(run) for _ in range(3))
         name = "train_many, vmapped" if k is None else f"train_many, lax.map chunks of {k}"
@@ -122,7 +122,8 @@ def main():
     print(f"\nCNN decoder (51 tokens, 5x5x3, two 3x3 convs x 8 channels), {N} models, {args.steps} steps, 1 device")
     print(f"{'method':<28}{'compile s':>11}{'run s':>9}{'models/s':>11}")
     for name, bs in (("vmap", None), ("lax.map batch 16", 16), ("lax.map batch 64", 64)):
-        run = lambda: train.train_many(ctr, cdata, keys, hpN, devices=devs[:1], batch_size=bs).state
+        run = lambda: train.train_many(ctr, cdata, keys, hpN,
+                                       execution=train.Execution(devices=devs[:1], batch_size=bs)).state
         first = timed(run)
         t_ = min(timed(run) for _ in range(2))
         print(f"{name:<28}{first - t_:>11.2f}{t_:>9.3f}{N / t_:>11.1f}")

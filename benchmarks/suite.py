@@ -712,8 +712,8 @@ def _train_rate(trainer, pool, keys, hp, strategy, calls, batch_size=None):
     from tokdyn import train
 
     stamps = [time.perf_counter()]
-    train.train_many(trainer, pool, keys, hp, max_calls=calls + 1, strategy=strategy, batch_size=batch_size,
-                     vectorised_init=strategy != "loop",
+    execution = train.Execution(strategy, batch_size=batch_size, vectorised_init=strategy != "loop")
+    train.train_many(trainer, pool, keys, hp, max_calls=calls + 1, execution=execution,
                      on_log=lambda step, logs: stamps.append(time.perf_counter()))
     dt = np.diff(stamps[1:])
     return dt.min(), float(np.median(dt)), stamps[1] - stamps[0]

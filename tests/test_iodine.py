@@ -23,12 +23,11 @@ CFG = I.Config(size=8, slots=3, latent_size=4, iterations=2, pixel_scale=0.2, de
                refine_channels=(4,), refine_hidden=8, train=train.Config(steps=60, steps_per_call=10, warmup=2),
                batch_size=8, seeds=2, root_seed=0)
 HP = I.Hparams(learning_rate=1e-2)
-STRATEGY = I.default_strategy(jax.default_backend())
+EXECUTION = train.Execution(I.default_strategy(jax.default_backend()), vectorised_init=False)
 
 
 def fit(pool, **kw):
-    kw = {"strategy": STRATEGY, "vectorised_init": False, **kw}
-    return train.train_many(I.trainer(CFG), pool, *I.models(CFG, HP), stamp=I.stamp(CFG), **kw)
+    return train.train_many(I.trainer(CFG), pool, *I.models(CFG, HP), execution=EXECUTION, **kw)
 
 
 def squares(n, size, seed):

@@ -157,6 +157,16 @@ def truncate(path, keep=2 / 3):
         f.truncate(int(os.path.getsize(path) * keep))
 
 
+def stop_recorded(whole, seen):
+    """``train.train_many`` (``whole``) whose evaluation's stop rule also records each step it is
+    asked about in ``seen``."""
+    def many(*args, evaluation, **kw):
+        stop = evaluation.stop
+        spy = dataclasses.replace(evaluation, stop=lambda *s: seen.append(s[0]) or stop(*s))
+        return whole(*args, evaluation=spy, **kw)
+    return many
+
+
 def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path, monkeypatch):
     """A variant cut off after its first call resumes from the checkpoint to the uninterrupted
     result; with its curve damaged, it is trained again from the start, to the same result."""
@@ -170,8 +180,7 @@ def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path, mon
     assert io.read_csv(os.path.join(cut, "curves", "direct.csv"))["step"].tolist() == [20, 20]
     shutil.copytree(cut, bad)
     calls = []
-    monkeypatch.setattr(train, "train_many", lambda *a, **kw: whole(*a, **{**kw, "stop": lambda *s: calls.append(
-        s[0]) or kw["stop"](*s)}))
+    monkeypatch.setattr(train, "train_many", stop_recorded(whole, calls))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert L.main(cfg, cut, quiet=True, plots=False)
@@ -279,8 +288,7 @@ def test_damaged_files_of_a_finished_variant_are_named_set_aside_and_recomputed(
     files = ["curves/direct.csv", "results/direct.json", "results/direct.npz", "accuracy.csv"]
     whole = train.train_many
     steps = []
-    monkeypatch.setattr(train, "train_many", lambda *a, **kw: whole(*a, **{**kw, "stop": lambda *s: steps.append(
-        s[0]) or kw["stop"](*s)}))
+    monkeypatch.setattr(train, "train_many", stop_recorded(whole, steps))
     for damaged, retrained in ((["curves/direct.csv"], False), (["results/direct.json", "results/direct.npz"], False),
                                (["checkpoints/direct.npz"], True)):
         for rel in damaged:

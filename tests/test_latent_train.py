@@ -27,10 +27,12 @@ def pools():
     return training.data(TINY)
 
 
-def _train(cfg, name, hparams=FAST, **kw):
-    """Variant ``name`` trained through the training layer, as the study does."""
+def _train(cfg, name, hparams=FAST, *, checkpoint=None, **kw):
+    """Variant ``name`` trained through the training layer, as the study does (``checkpoint``: a
+    path, kept under the variant's stamp)."""
+    checkpointing = None if checkpoint is None else train.Checkpointing(checkpoint, training.stamp(cfg, name))
     return train.train_many(training.trainer(cfg, name), training.data(cfg).train, *training.models(cfg, hparams),
-                            stamp=training.stamp(cfg, name), **kw)
+                            checkpointing=checkpointing, **kw)
 
 
 @functools.lru_cache(maxsize=None)

@@ -29,8 +29,8 @@ GEN = dict(size=CFG.size, min_objects=1, max_objects=2, scale=(0.3, 0.5))
 
 
 def fit(pool, hp=HP, cfg=CFG, **kw):
-    kw = {"strategy": STRATEGY, "vectorised_init": False, **kw}
-    return train.train_many(V.trainer(cfg), pool, *V.models(cfg, hp), stamp=V.stamp(cfg), **kw)
+    execution = train.Execution(STRATEGY, vectorised_init=False)
+    return train.train_many(V.trainer(cfg), pool, *V.models(cfg, hp), execution=execution, **kw)
 
 
 def params_np(state, i):

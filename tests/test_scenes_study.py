@@ -108,7 +108,7 @@ def test_a_directory_of_other_model_configurations_is_refused_before_any_work(fi
 
 def test_training_stopped_midway_resumes_to_the_same_models_and_the_whole_curve(tmp_path):
     """Issue 31, case 5: a run killed between a checkpoint and its learning-curve write lost those
-    rows. The validation scores are now recorded by train_many's ``evaluate`` in the checkpoint's
+    rows. The validation scores are now recorded by train_many's ``evaluation`` in the checkpoint's
     curves, written with the state in one file: stopped after its first checkpoint and rerun, the
     study ends with the models and every curve row of an uninterrupted run."""
     train, val = SC.split(CFG, "train"), SC.split(CFG, "val")

@@ -28,10 +28,13 @@ HP = S.Hparams(learning_rate=1e-2)
 STRATEGY = S.default_strategy(jax.default_backend())
 
 
-def fit(pool, hp=HP, cfg=CFG, **kw):
-    """``tokdyn.train.train_many`` of CFG's models (one per seed) as the scenes study trains them."""
-    kw = {"strategy": STRATEGY, "vectorised_init": False, **kw}
-    return train.train_many(S.trainer(cfg), pool, *S.models(cfg, hp), stamp=S.stamp(cfg), **kw)
+def fit(pool, hp=HP, cfg=CFG, *, checkpoint=None, execution=None, **kw):
+    """``tokdyn.train.train_many`` of CFG's models (one per seed) as the scenes study trains them
+    (``checkpoint``: a path, kept under the configuration's stamp)."""
+    checkpointing = None if checkpoint is None else train.Checkpointing(checkpoint, S.stamp(cfg))
+    execution = execution or train.Execution(STRATEGY, vectorised_init=False)
+    return train.train_many(S.trainer(cfg), pool, *S.models(cfg, hp), checkpointing=checkpointing,
+                            execution=execution, **kw)
 
 
 # ---------------------------------------------------------------------------------------------- references
@@ -503,10 +506,10 @@ def test_vmapped_models_equal_the_loop_over_models(pool, trained, strategy, batc
     the same losses up to float32 rounding over the first call's steps (later, Adam's sign-like
     first steps amplify rounding in near-zero gradients, so parameters are not compared)."""
     first_loop = trained[2][0][1]["loss"]
-    got = fit(pool, strategy=strategy, batch_size=batch_size, max_calls=1)
+    got = fit(pool, execution=train.Execution(strategy, batch_size=batch_size, vectorised_init=False), max_calls=1)
     np.testing.assert_allclose(got.curves["loss"][:, 0], first_loop, rtol=1e-3)
     with pytest.raises(ValueError, match="strategy"):
-        fit(pool, strategy="pmap")
+        fit(pool, execution=train.Execution("pmap"))
 
 
 def test_checkpoint_of_other_hyperparameters_is_refused(pool, trained):
@@ -539,8 +542,8 @@ def test_a_diverging_model_is_reported_and_leaves_the_others_alone(pool, trained
     # one setting per seed (not S.models' seeds x settings): seed 1 overflows once warm-up lets it move
     keys = S.seed_keys(CFG)
     hp = S.Hparams(learning_rate=np.array([1e-2, 1e30], np.float32))
-    res = train.train_many(S.trainer(CFG), pool, keys, hp, strategy=STRATEGY, vectorised_init=False, max_calls=2,
-                           on_log=lambda step, lg: logs.append(lg))
+    res = train.train_many(S.trainer(CFG), pool, keys, hp, execution=train.Execution(STRATEGY, vectorised_init=False),
+                           max_calls=2, on_log=lambda step, lg: logs.append(lg))
     assert not res.finished
     report = res.nan_report()
     assert len(report) == 1 and report[0][0] == 1 and 1 <= report[0][1] < 2 * CFG.train.steps_per_call, report

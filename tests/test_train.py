@@ -103,7 +103,7 @@ def test_strategies_train_the_same_models(strategy):
     data, tr = toy_data(), toy_trainer()
     keys, hp = keys_and_hparams(seeds=2)
     a = train.train_many(tr, data, keys, hp)
-    b = train.train_many(tr, data, keys, hp, strategy=strategy)
+    b = train.train_many(tr, data, keys, hp, execution=train.Execution(strategy))
     for x, y in zip(jax.tree_util.tree_leaves(a.state.params), jax.tree_util.tree_leaves(b.state.params)):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a.curves["loss"], b.curves["loss"], rtol=1e-5)
@@ -120,10 +120,11 @@ import test_train as t
 from tokdyn import train
 assert len(jax.local_devices()) == 2
 keys, hp = t.keys_and_hparams(seeds=3)
-kw = dict(evaluate=t.evaluate, keep_best="val_peak")
-one = train.train_many(t.toy_trainer(), t.toy_data(), keys, hp, devices=jax.local_devices()[:1], **kw)
+ev = train.Evaluation(t.evaluate, keep_best="val_peak")
+one = train.train_many(t.toy_trainer(), t.toy_data(), keys, hp, evaluation=ev,
+                       execution=train.Execution(devices=jax.local_devices()[:1]))
 for strategy in ("scan", "step", "loop"):
-    two = train.train_many(t.toy_trainer(), t.toy_data(), keys, hp, strategy=strategy, **kw)
+    two = train.train_many(t.toy_trainer(), t.toy_data(), keys, hp, evaluation=ev, execution=train.Execution(strategy))
     np.testing.assert_allclose(two.state.params["w"], one.state.params["w"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(two.curves["loss"], one.curves["loss"], rtol=1e-5)
     np.testing.assert_allclose(two.curves["val_loss"], one.curves["val_loss"], rtol=1e-5)
@@ -141,9 +142,9 @@ def test_checkpoint_resume_is_bit_identical_and_keeps_the_curves(tmp_path):
     keys, hp = keys_and_hparams()
     full = train.train_many(tr, data, keys, hp)
     ck = str(tmp_path / "ck.npz")
-    part = train.train_many(tr, data, keys, hp, checkpoint=ck, max_calls=2, stamp="toy")
+    part = train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(ck, "toy"), max_calls=2)
     assert not part.finished and part.stopped_at == 20 and np.isnan(part.curves["loss"][:, 2:]).all()
-    resumed = train.train_many(tr, data, keys, hp, checkpoint=ck, stamp="toy")
+    resumed = train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(ck, "toy"))
     assert resumed.finished
     for x, y in zip(jax.tree_util.tree_leaves(full.state), jax.tree_util.tree_leaves(resumed.state)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # the same program, resumed
@@ -164,7 +165,8 @@ def stop(step, state, curves):
     if step == 30 and os.environ.get("KILL"):
         os.kill(os.getpid(), signal.SIGKILL)
     return False
-train.train_many(tr, t.toy_data(), keys, hp, checkpoint={ck!r}, stop=stop, stamp="toy")
+train.train_many(tr, t.toy_data(), keys, hp, checkpointing=train.Checkpointing({ck!r}, "toy"),
+                 evaluation=train.Evaluation(stop=stop))
 """
     env = dict(os.environ, KILL="1")
     r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True)
@@ -173,7 +175,8 @@ train.train_many(tr, t.toy_data(), keys, hp, checkpoint={ck!r}, stop=stop, stamp
     state, curves, stopped = train.load_checkpoint(ck, like, "toy")
     assert int(state.step[0]) == 20 and not stopped  # the checkpoint of the call before the kill
     assert sorted(curves) == ["accuracy", "grad_norm", "loss"] and np.isnan(curves["loss"][:, 2:]).all()
-    resumed = train.train_many(toy_trainer(60, 10), toy_data(), *keys_and_hparams(), checkpoint=ck, stamp="toy")
+    resumed = train.train_many(toy_trainer(60, 10), toy_data(), *keys_and_hparams(),
+                               checkpointing=train.Checkpointing(ck, "toy"))
     full = train.train_many(toy_trainer(60, 10), toy_data(), *keys_and_hparams())
     for x, y in zip(jax.tree_util.tree_leaves(full.state), jax.tree_util.tree_leaves(resumed.state)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -229,9 +232,11 @@ def test_stop_callback_ends_training_and_a_rerun_does_not_train_on(tmp_path):
     data, tr = toy_data(), toy_trainer()
     keys, hp = keys_and_hparams(seeds=1, lrs=(0.1,))
     ck = str(tmp_path / "ck.npz")
-    res = train.train_many(tr, data, keys, hp, checkpoint=ck, stop=lambda step, state, curves: step >= 20)
+    res = train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(ck),
+                           evaluation=train.Evaluation(stop=lambda step, state, curves: step >= 20))
     assert res.finished and res.stopped_at == 20 and int(res.state.step[0]) == 20
-    again = train.train_many(tr, data, keys, hp, checkpoint=ck, stop=lambda *a: False)
+    again = train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(ck),
+                             evaluation=train.Evaluation(stop=lambda *a: False))
     assert again.finished and int(again.state.step[0]) == 20
 
 
@@ -239,15 +244,15 @@ def test_checkpoints_refuse_another_stamp_tree_or_hparams(tmp_path):
     data, tr = toy_data(), toy_trainer()
     keys, hp = keys_and_hparams(seeds=1, lrs=(0.1,))
     ck = str(tmp_path / "ck.npz")
-    train.train_many(tr, data, keys, hp, checkpoint=ck, max_calls=1, stamp="a")
+    train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(ck, "a"), max_calls=1)
     with pytest.raises(ValueError, match="another configuration"):
-        train.train_many(tr, data, keys, hp, checkpoint=ck, stamp="b")
+        train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(ck, "b"))
     with pytest.raises(ValueError, match="other hyper-parameters"):
         train.train_many(tr, data, keys, Hparams(learning_rate=jnp.asarray([0.3]), l2=jnp.asarray([1e-3])),
-                         checkpoint=ck, stamp="a")
+                         checkpointing=train.Checkpointing(ck, "a"))
     other = dataclasses.replace(tr, init=lambda key, hp: {"w": jnp.zeros(3), "b": jnp.zeros(()), "bias": jnp.zeros(())})
     with pytest.raises(ValueError, match=r"lacks the leaf .*\['bias'\]"):
-        train.train_many(other, data, keys, hp, checkpoint=ck, stamp="a")
+        train.train_many(other, data, keys, hp, checkpointing=train.Checkpointing(ck, "a"))
 
 
 def test_same_shapes_other_tree_is_refused_by_leaf_name(tmp_path):
@@ -279,14 +284,24 @@ def test_bad_arguments_are_refused_before_any_work():
     data, tr = toy_data(), toy_trainer()
     keys, hp = keys_and_hparams(seeds=2)
     cases = [
-        (dict(strategy="fast"), "strategy must be one of"),
-        (dict(batch_size=0), "batch_size"),
+        (dict(execution=train.Execution("fast")), r"execution.strategy must be one of \['loop', 'scan', 'step'\], got 'fast'"),
+        (dict(execution=train.Execution(batch_size=0)), "execution.batch_size must be an int >= 1, got 0"),
+        (dict(execution=train.Execution(devices=())), "execution.devices must name at least one device"),
+        (dict(execution=train.Execution(vectorised_init=1)), "execution.vectorised_init must be a bool"),
+        (dict(execution="scan"), "execution must be a tokdyn.train.Execution or None, got 'scan'"),
         (dict(max_calls=-1), "max_calls"),
-        (dict(evaluate=5), "evaluate must be a callable"),
-        (dict(evaluate_every=0), "evaluate_every"),
-        (dict(keep_best=3), "keep_best must be the name of a curve column"),
-        (dict(best_mode="avg"), "best_mode must be one of"),
-        (dict(stop="patience"), "stop must be a callable"),
+        (dict(evaluation=train.Evaluation(5)), "evaluation.fn must be a callable"),
+        (dict(evaluation=train.Evaluation(every=0)), "evaluation.every must be an int >= 1, got 0"),
+        (dict(evaluation=train.Evaluation(keep_best=3)), "evaluation.keep_best must be the name of a curve column"),
+        (dict(evaluation=train.Evaluation(best_mode="avg")), "evaluation.best_mode must be one of"),
+        (dict(evaluation=train.Evaluation(stop="patience")), "evaluation.stop must be a callable"),
+        (dict(evaluation=evaluate), "evaluation must be a tokdyn.train.Evaluation or None"),
+        (dict(checkpointing=train.Checkpointing(3)), "checkpointing.path must be the checkpoint file"),
+        (dict(checkpointing=train.Checkpointing("")), "checkpointing.path must name the checkpoint file"),
+        (dict(checkpointing=train.Checkpointing("ck.npz", stamp=1)), "checkpointing.stamp must be a str"),
+        (dict(checkpointing="ck.npz"), "checkpointing must be a tokdyn.train.Checkpointing or None"),
+        (dict(on_log=3), "on_log must be a callable"),
+        (dict(bacth_size=4), "unexpected keyword argument 'bacth_size'"),
     ]
     for kw, match in cases:
         with pytest.raises((ValueError, TypeError), match=match):
@@ -323,7 +338,7 @@ def test_evaluate_and_keep_best_resume_bit_identically(tmp_path, strategy, kill)
     each model is kept; a run stopped after ``kill`` calls and resumed equals an uninterrupted one."""
     data, tr = toy_data(), toy_trainer(steps=60, steps_per_call=10)
     keys, hp = keys_and_hparams()
-    kw = dict(strategy=strategy, evaluate=evaluate, evaluate_every=2, keep_best="val_peak")
+    kw = dict(execution=train.Execution(strategy), evaluation=train.Evaluation(evaluate, every=2, keep_best="val_peak"))
     full = train.train_many(tr, data, keys, hp, **kw)
     assert sorted(full.curves) == ["accuracy", "grad_norm", "loss", "val_loss", "val_peak"]
     evaluated = np.isfinite(full.curves["val_loss"]).all(axis=0)
@@ -337,10 +352,10 @@ def test_evaluate_and_keep_best_resume_bit_identically(tmp_path, strategy, kill)
             for a, b in zip(jax.tree_util.tree_leaves(full.best_state), jax.tree_util.tree_leaves(cut.state)):
                 np.testing.assert_array_equal(np.asarray(a)[i], np.asarray(b)[i])
     ck = str(tmp_path / "ck.npz")
-    part = train.train_many(tr, data, keys, hp, checkpoint=ck, stamp="toy", max_calls=kill, **kw)
+    part = train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(ck, "toy"), max_calls=kill, **kw)
     assert not part.finished and np.isnan(part.curves["val_loss"][:, kill:]).all()
     assert np.all(part.best_step <= 10 * kill)
-    resumed = train.train_many(tr, data, keys, hp, checkpoint=ck, stamp="toy", **kw)
+    resumed = train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(ck, "toy"), **kw)
     assert resumed.finished
     same = lambda a, b: [np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
                          for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))]
@@ -368,7 +383,8 @@ def test_keep_best_min_mode_and_a_model_without_a_finite_value():
     data, tr = toy_data(), toy_trainer()
     keys, hp = keys_and_hparams(seeds=1)
     ev = lambda step, state: {"val_loss": evaluate(step, state)["val_loss"].at[1].set(jnp.nan)}
-    res = train.train_many(tr, data, keys, hp, evaluate=ev, evaluate_every=3, keep_best="val_loss", best_mode="min")
+    res = train.train_many(tr, data, keys, hp, evaluation=train.Evaluation(ev, every=3, keep_best="val_loss",
+                                                                            best_mode="min"))
     vals = res.curves["val_loss"]
     np.testing.assert_array_equal(np.isfinite(vals[0]), [True, False, True, True])  # calls 1, 3 and the last
     assert res.best_step[1] == -1 and res.best_step[0] == 10 * (np.nanargmin(vals[0]) + 1)
@@ -391,15 +407,16 @@ def test_stop_sees_the_recorded_curves_and_a_patience_rule_decides_as_its_replay
             curves["loss"][0, 0] = 0.0
         return False
 
-    train.train_many(tr, data, keys, hp, evaluate=lambda s, st: {"val_acc": _accuracy(st)}, stop=spy, max_calls=3)
+    train.train_many(tr, data, keys, hp, evaluation=train.Evaluation(lambda s, st: {"val_acc": _accuracy(st)}, stop=spy),
+                     max_calls=3)
     assert [s for s, _ in seen] == [10, 20, 30]
     step, curves = seen[1]
     assert sorted(curves) == ["accuracy", "grad_norm", "loss", "val_acc"] and curves["val_acc"].shape == (2, 20)
     assert np.isfinite(curves["val_acc"][:, :2]).all() and np.isnan(curves["val_acc"][:, 2:]).all()
 
     rule = train.Patience(patience=0.2, min_fraction=0.5, min_delta=0.01, loss_delta=None)
-    res = train.train_many(tr, data, keys, hp, evaluate=lambda s, st: {"val_acc": _accuracy(st)},
-                           keep_best="val_acc", stop=rule.stopper(tr.config, "val_acc"))
+    res = train.train_many(tr, data, keys, hp, evaluation=train.Evaluation(
+        lambda s, st: {"val_acc": _accuracy(st)}, keep_best="val_acc", stop=rule.stopper(tr.config, "val_acc")))
     assert res.finished and 100 <= res.stopped_at < 200, res.stopped_at  # the toy learns in a few calls
     n = res.stopped_at // 10
     replay = rule.first_stop(res.steps[:n], res.curves["val_acc"][:, :n], 200)
@@ -416,24 +433,25 @@ def _accuracy(state):
 def test_evaluations_and_kept_best_are_checked(tmp_path):
     data, tr = toy_data(), toy_trainer()
     keys, hp = keys_and_hparams(seeds=1, lrs=(0.1,))
-    with pytest.raises(ValueError, match="evaluate returned 'val' of shape \\(2,\\)"):
-        train.train_many(tr, data, keys, hp, evaluate=lambda s, st: {"val": jnp.zeros(2)})
+    ev = lambda fn, **kw: dict(evaluation=train.Evaluation(fn, **kw))
+    with pytest.raises(ValueError, match="evaluation.fn returned 'val' of shape \\(2,\\)"):
+        train.train_many(tr, data, keys, hp, **ev(lambda s, st: {"val": jnp.zeros(2)}))
     with pytest.raises(ValueError, match="'loss', which is already a training log"):
-        train.train_many(tr, data, keys, hp, evaluate=lambda s, st: {"loss": jnp.zeros(1)})
-    with pytest.raises(TypeError, match="evaluate must return a mapping"):
-        train.train_many(tr, data, keys, hp, evaluate=lambda s, st: jnp.zeros(1))
-    with pytest.raises(ValueError, match="keep_best='val' is not a curve column"):
-        train.train_many(tr, data, keys, hp, keep_best="val")
-    ck = str(tmp_path / "ck.npz")
-    train.train_many(tr, data, keys, hp, checkpoint=ck, max_calls=1, evaluate=evaluate, keep_best="val_loss",
-                     best_mode="min")
+        train.train_many(tr, data, keys, hp, **ev(lambda s, st: {"loss": jnp.zeros(1)}))
+    with pytest.raises(TypeError, match="evaluation.fn must return a mapping"):
+        train.train_many(tr, data, keys, hp, **ev(lambda s, st: jnp.zeros(1)))
+    with pytest.raises(ValueError, match="evaluation.keep_best='val' is not a curve column"):
+        train.train_many(tr, data, keys, hp, **ev(None, keep_best="val"))
+    ck = train.Checkpointing(str(tmp_path / "ck.npz"))
+    train.train_many(tr, data, keys, hp, checkpointing=ck, max_calls=1, **ev(evaluate, keep_best="val_loss",
+                                                                            best_mode="min"))
     with pytest.raises(ValueError, match="keeps the best state of 'val_loss'"):
-        train.train_many(tr, data, keys, hp, checkpoint=ck, evaluate=evaluate)
+        train.train_many(tr, data, keys, hp, checkpointing=ck, **ev(evaluate))
     with pytest.raises(ValueError, match="keeps the best state of 'val_loss'"):
-        train.train_many(tr, data, keys, hp, checkpoint=ck, evaluate=evaluate, keep_best="val_loss")
+        train.train_many(tr, data, keys, hp, checkpointing=ck, **ev(evaluate, keep_best="val_loss"))
     plain = str(tmp_path / "plain.npz")
-    train.train_many(tr, data, keys, hp, checkpoint=plain, max_calls=1)
+    train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(plain), max_calls=1)
     with pytest.raises(ValueError, match="written without keep_best"):
-        train.train_many(tr, data, keys, hp, checkpoint=plain, evaluate=evaluate, keep_best="val_loss")
+        train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(plain), **ev(evaluate, keep_best="val_loss"))
     with pytest.raises(ValueError, match="holds no best state"):
         train.load_best(plain, train.init_states(tr, keys, hp)[0])

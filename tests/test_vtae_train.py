@@ -69,7 +69,7 @@ def test_vmapped_training_equals_per_model_training(monkeypatch):
     monkeypatch.undo()
     assert n >= 1 and len(traced) == n
     assert not np.allclose(a.curves["loss"], b.curves["loss"])
-    mapped = many(cfg, keys, hp, batch_size=2)
+    mapped = many(cfg, keys, hp, execution=train.Execution(batch_size=2))
     for i in range(3):
         hp_i = jax.tree_util.tree_map(lambda v: v[i], hp)
         one = vtae.train(keys[i], cfg, hp_i)
@@ -93,7 +93,8 @@ cfg = vtae.Config(mode="vq", vq_ema=True, hidden=16, vocab_size=6, grid=3, colou
 keys = jax.random.split(jax.random.key(5), 5)  # 5 models on 2 devices: the last share is padded
 hp = train.broadcast(vtae.Hparams(learning_rate=jnp.array([1e-3, 3e-3, 1e-2, 2e-2, 5e-3])), 5)
 sharded = train.train_many(vtae.trainer(cfg), vtae.inputs(cfg), keys, hp)
-single = train.train_many(vtae.trainer(cfg), vtae.inputs(cfg), keys, hp, devices=jax.local_devices()[:1])
+single = train.train_many(vtae.trainer(cfg), vtae.inputs(cfg), keys, hp,
+                          execution=train.Execution(devices=jax.local_devices()[:1]))
 assert np.asarray(sharded.state.nan_step).shape == (5,) and sharded.curves["loss"].shape == (5, 3)
 both = lambda r: jax.tree_util.tree_leaves((r.state, r.curves))
 for a, b in zip(both(sharded), both(single)):
@@ -112,7 +113,8 @@ def test_train_many_shards_models_over_devices():
     env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", SHARDED_CHILD], env=env, check=True)
     with pytest.raises(ValueError, match="devices"):
-        many(vtae.Config(), jax.random.split(jax.random.key(0), 2), train.broadcast(vtae.Hparams(), 2), devices=())
+        many(vtae.Config(), jax.random.split(jax.random.key(0), 2), train.broadcast(vtae.Hparams(), 2),
+             execution=train.Execution(devices=()))
 
 
 def test_nan_losses_are_reported_per_model():

@@ -492,9 +492,10 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
         io.write_csv(p["curve"], rows)
         return bool(np.all(convergence(cfg, name, rows)["converged"]))
 
-    res = train.train_many(T.trainer(tc, name), data.train, *T.models(tc, cfg.hparams), checkpoint=p["checkpoint"],
-                           stamp=T.stamp(tc, name), deadline=deadline, evaluate=evaluate, keep_best="val_all",
-                           stop=stop, progress=progress, devices=_devices(cfg))
+    res = train.train_many(T.trainer(tc, name), data.train, *T.models(tc, cfg.hparams),
+                           checkpointing=train.Checkpointing(p["checkpoint"], T.stamp(tc, name)),
+                           evaluation=train.Evaluation(evaluate, keep_best="val_all", stop=stop),
+                           execution=train.Execution(devices=_devices(cfg)), deadline=deadline, progress=progress)
     if not res.finished:
         return False
     state = res.state
@@ -832,8 +833,9 @@ def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool
         else:
             done = 0
         pool = T.data(tc).train if pool is None else pool
-        state = train.train_many(T.trainer(tc, name), pool, *T.models(tc, cfg.hparams), checkpoint=partial,
-                                 stamp=T.stamp(tc, name), max_calls=(step - done) // tc.train.steps_per_call,
-                                 quiet=quiet, devices=_devices(cfg)).state
+        state = train.train_many(T.trainer(tc, name), pool, *T.models(tc, cfg.hparams),
+                                 checkpointing=train.Checkpointing(partial, T.stamp(tc, name)),
+                                 execution=train.Execution(devices=_devices(cfg)),
+                                 max_calls=(step - done) // tc.train.steps_per_call, quiet=quiet).state
         os.replace(partial, path)
     return M.Model(V.model_config(tc, name, stage)), jax.tree_util.tree_map(np.asarray, state.params), step, stage

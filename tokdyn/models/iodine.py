@@ -502,9 +502,9 @@ def trainer(cfg: Config) -> train.Trainer:
     configurations, so its compilation is reused). Train with :func:`tokdyn.train.train_many`::
 
         keys, hp = iodine.models(cfg, iodine.Hparams(learning_rate=3e-4))
-        result = train.train_many(iodine.trainer(cfg), pool, keys, hp, checkpoint="iodine.npz",
-                                  stamp=iodine.stamp(cfg), strategy=iodine.default_strategy(jax.default_backend()),
-                                  vectorised_init=False)
+        execution = train.Execution(iodine.default_strategy(jax.default_backend()), vectorised_init=False)
+        result = train.train_many(iodine.trainer(cfg), pool, keys, hp, execution=execution,
+                                  checkpointing=train.Checkpointing("iodine.npz", iodine.stamp(cfg)))
 
     ``pool``: (N, size, size, 3) images in [0, 1]. As :func:`tokdyn.models.slots.trainer`: a seed's
     key gives the initial parameters' key and the run key (:func:`tokdyn.models.slots.run_keys`);

@@ -487,9 +487,9 @@ def trainer(cfg: Config) -> train.Trainer:
 
         pool = data.sprite_videos(jax.random.key(0), 1000, frames=cfg.frames, size=cfg.size).images
         keys, hp = savi.models(cfg, savi.Hparams(learning_rate=2e-3))
-        result = train.train_many(savi.trainer(cfg), pool, keys, hp, checkpoint="savi.npz",
-                                  stamp=savi.stamp(cfg), strategy=savi.default_strategy(jax.default_backend()),
-                                  vectorised_init=False)
+        execution = train.Execution(savi.default_strategy(jax.default_backend()), vectorised_init=False)
+        result = train.train_many(savi.trainer(cfg), pool, keys, hp, execution=execution,
+                                  checkpointing=train.Checkpointing("savi.npz", savi.stamp(cfg)))
 
     ``pool``: (N, F_pool, size, size, 3) clips in [0, 1], F_pool >= ``frames``. A seed's key gives
     the initial parameters' key and the run key (:func:`tokdyn.models.slots.run_keys`); step t's

@@ -564,9 +564,9 @@ def trainer(cfg: Config) -> train.Trainer:
     configurations, so its compilation is reused). Train with :func:`tokdyn.train.train_many`::
 
         keys, hp = slots.models(cfg, slots.Hparams(learning_rate=4e-4))
-        result = train.train_many(slots.trainer(cfg), pool, keys, hp, checkpoint="slots.npz",
-                                  stamp=slots.stamp(cfg), strategy=slots.default_strategy(jax.default_backend()),
-                                  vectorised_init=False)
+        execution = train.Execution(slots.default_strategy(jax.default_backend()), vectorised_init=False)
+        result = train.train_many(slots.trainer(cfg), pool, keys, hp, execution=execution,
+                                  checkpointing=train.Checkpointing("slots.npz", slots.stamp(cfg)))
 
     ``pool``: (N, size, size, 3) images in [0, 1]. A seed's key gives the initial parameters'
     key and the run key (:func:`run_keys`); step t's key ``fold_in(run key, t)`` is split into the

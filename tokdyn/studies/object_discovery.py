@@ -38,7 +38,7 @@ method's test results and each learned model's test scores are parts in ``DIR/pa
 checksummed, keyed by the stamp and the method); each
 learned kind's checkpoint (``parts/NAME.npz``, every ``eval_every`` steps) holds its state and its
 whole learning curve, the validation FG-ARI of every checkpointed state included
-(:func:`tokdyn.train.train_many`'s ``evaluate``), in one file written atomically: a run killed at
+(:func:`tokdyn.train.train_many`'s ``evaluation``), in one file written atomically: a run killed at
 any moment resumes and ends with the same tables as an uninterrupted run, and no curve point is
 lost. A corrupt part or checkpoint is named in a warning, set aside to ``parts/corrupt/`` and
 recomputed. A rerun with another configuration exits 2 naming the fields that differ; ``--fresh``
@@ -560,9 +560,11 @@ def fit(cfg: Config, name: str, images, study: Study, *, val=None, progress=None
 
     def run():
         return train.train_many(mod.trainer(scfg), images, *mod.models(scfg, mod.Hparams(learning_rate=cfg.learning_rate)),
-                                checkpoint=ckpt, stamp=checkpoint_stamp(study, cfg, name),
-                                strategy=mod.default_strategy(jax.default_backend()), vectorised_init=False,
-                                evaluate=evaluate, progress=progress, **kw)
+                                checkpointing=train.Checkpointing(ckpt, checkpoint_stamp(study, cfg, name)),
+                                evaluation=train.Evaluation(evaluate),
+                                execution=train.Execution(mod.default_strategy(jax.default_backend()),
+                                                          vectorised_init=False),
+                                progress=progress, **kw)
 
     try:
         return run()

@@ -6,6 +6,8 @@
   ``Curriculum`` (trainers in sequence), ``TrainState``, ``make_step``
 - :mod:`tokdyn.train.loop`     ``make_train`` (one model, pure), ``train_many`` (seeds x settings,
   vmapped, sharded, evaluated, checkpointed, resumable, the best state kept), ``grid``, checkpoints
+- :mod:`tokdyn.train.options`  ``Checkpointing``, ``Evaluation``, ``Execution``: the option values of
+  ``train_many`` (where work is kept; evaluation, the best state and stopping; devices and strategy)
 - :mod:`tokdyn.train.stopping` ``Patience``: a stop rule over recorded curves that survives plateaus
   (patience on the best score, a minimum budget, held back while the training loss still falls)
 
@@ -13,19 +15,21 @@ A new model writes a ``Trainer`` and hands it to ``train_many``::
 
     trainer = train.Trainer(config=train.Config(steps=1000), init=init, loss=loss, batch=batch)
     keys, hp = train.grid(jax.random.split(jax.random.key(0), 4), MyHparams(learning_rate=jnp.array([1e-3, 3e-3])))
-    result = train.train_many(trainer, data, keys, hp, checkpoint="run.npz")
+    result = train.train_many(trainer, data, keys, hp, checkpointing=train.Checkpointing("run.npz"))
 
 and, to stop on a validation score and keep each model's best state::
 
     evaluate = lambda step, state: {"val_accuracy": my_accuracy(state.params, val)}   # each (M,)
-    result = train.train_many(trainer, data, keys, hp, checkpoint="run.npz", evaluate=evaluate,
-                              keep_best="val_accuracy", stop=train.Patience().stopper(trainer.config, "val_accuracy"))
+    stop = train.Patience().stopper(trainer.config, "val_accuracy")
+    result = train.train_many(trainer, data, keys, hp, checkpointing=train.Checkpointing("run.npz"),
+                              evaluation=train.Evaluation(evaluate, keep_best="val_accuracy", stop=stop))
     result.best_state, result.best_step
 """
 
 from tokdyn.train.loop import (BEST_MODES, STRATEGIES, Best, Result, broadcast, checkpoint_stamp, grid,  # noqa: F401
                                init_states, load_best, load_checkpoint, make_chunk, make_train, nan_report,
                                save_checkpoint, settings, skipped_counts, train_many, warn_skipped)
+from tokdyn.train.options import Checkpointing, Evaluation, Execution  # noqa: F401
 from tokdyn.train.optim import Config, log_interval, optimizer, schedule  # noqa: F401
 from tokdyn.train.stopping import Decision, Patience  # noqa: F401
 from tokdyn.train.trainer import Curriculum, Trainer, TrainState, init_state, make_step, split_keys  # noqa: F401

@@ -6,7 +6,8 @@ steps, checkpointed and resumable.
   settings, put it in your own program.
 - :func:`train_many` trains M models (``keys`` (M,), every ``hparams`` leaf (M,); :func:`grid`
   builds seeds x settings) from a Python loop over calls that only evaluates, checkpoints, logs,
-  stops and shows progress. How a call runs is a ``strategy``:
+  stops and shows progress. How a call runs is the ``strategy`` of its
+  :class:`~tokdyn.train.options.Execution`:
 
   ``"scan"``  one compiled call per chunk of ``steps_per_call`` steps (``lax.scan``), the models
               vmapped (``batch_size``: vmapped groups mapped one after another) and split over
@@ -17,20 +18,22 @@ steps, checkpointed and resumable.
               devices work in parallel through asynchronous dispatch).
 
   The curves are a dict of (M, calls) columns, one entry per call (NaN for calls not made): the
-  training logs (each the mean over the call) and the values of ``evaluate(step, state)`` (e.g.
-  validation scores; NaN for calls where it did not run: it runs after the first call, every
-  ``evaluate_every``-th and the last). ``keep_best="val_all"`` keeps, per model, the state at the
-  best recorded value of that column (``best_mode`` ``"max"`` or ``"min"``) and its step.
-  ``stop(step, state, curves)`` decides from the curves recorded so far whether training ends
-  (:class:`tokdyn.train.Patience` gives a rule that survives plateaus; the decision is recorded,
-  so a resumed run does not train on); ``deadline`` and ``max_calls`` return early, unfinished.
+  training logs (each the mean over the call) and the values of the
+  :class:`~tokdyn.train.options.Evaluation`'s ``fn(step, state)`` (e.g. validation scores; NaN
+  for calls where it did not run: it runs after the first call, every ``every``-th and the last).
+  ``keep_best="val_all"`` keeps, per model, the state at the best recorded value of that column
+  (``best_mode`` ``"max"`` or ``"min"``) and its step. ``stop(step, state, curves)`` decides from
+  the curves recorded so far whether training ends (:class:`tokdyn.train.Patience` gives a rule
+  that survives plateaus; the decision is recorded, so a resumed run does not train on);
+  ``deadline`` and ``max_calls`` return early, unfinished.
 
   After every call the state, the curves (with the evaluations) and the kept best state are saved
-  together to ``checkpoint``, one file written atomically (leaves named by tree path, with the
-  caller's ``stamp``): what belongs together is committed together. A rerun resumes from it and
-  ends bit-identical to an uninterrupted run with the same devices, strategy and batch size (those
-  change XLA's kernels and so the last bits). A model whose step is not finite skips that step
-  (counted per model, the first such step recorded); the other models are untouched.
+  together to the :class:`~tokdyn.train.options.Checkpointing`'s ``path``, one file written
+  atomically (leaves named by tree path, with its ``stamp``): what belongs together is committed
+  together. A rerun resumes from it and ends bit-identical to an uninterrupted run with the same
+  devices, strategy and batch size (those change XLA's kernels and so the last bits). A model
+  whose step is not finite skips that step (counted per model, the first such step recorded); the
+  other models are untouched.
 
 Model ``i`` of :func:`train_many` equals ``make_train(trainer)(keys[i], hparams[i], data)`` up to
 the rounding of differently vectorised programs.
@@ -42,6 +45,7 @@ import dataclasses
 import functools
 import os
 import time
+import warnings
 from typing import Callable, Mapping, Optional
 
 import jax
@@ -51,11 +55,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from tokdyn import _checks, io
 from tokdyn.engine import execute
-from tokdyn.train import optim
+from tokdyn.train import optim, options
+from tokdyn.train.options import BEST_MODES, STRATEGIES, Checkpointing, Evaluation, Execution  # noqa: F401
 from tokdyn.train.trainer import TrainState, init_state, make_step, stages_of
 
-STRATEGIES = ("scan", "step", "loop")
-BEST_MODES = ("max", "min")
 
 
 # ---------------------------------------------------------------------------------------------- one model
@@ -203,7 +206,7 @@ def init_states(trainer, keys, hparams, *, vectorised: bool = True):
     return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *out)
 
 
-def _check(trainer, keys, hparams, strategy, devices, batch_size, max_calls, deadline):
+def _check(trainer, keys, hparams, devices, max_calls, deadline):
     stages = stages_of(trainer)
     cfg = stages[0][1].config
     if not isinstance(cfg, optim.Config):
@@ -219,16 +222,11 @@ def _check(trainer, keys, hparams, strategy, devices, batch_size, max_calls, dea
                              f"got {np.shape(v)} (tokdyn.train.grid builds seeds x settings)")
         if _checks.on_host(v) and not np.all(np.isfinite(np.asarray(v, np.float64))):
             raise ValueError(f"hparams leaf {jax.tree_util.keystr(path)} must be finite, got {np.asarray(v)}")
-    _checks.choice("strategy", strategy, STRATEGIES)
-    if batch_size is not None:
-        _checks.positive_int("batch_size", batch_size)
     if max_calls is not None:
         _checks.positive_int("max_calls", max_calls, minimum=0)
     if deadline is not None:
         _checks.real("deadline", deadline)
     devices = tuple(jax.local_devices() if devices is None else devices)
-    if not devices:
-        raise ValueError("devices must name at least one device, got an empty sequence")
     return stages, cfg, m, devices[:m]  # no device holds only padding
 
 
@@ -329,37 +327,21 @@ class Best:
                     np.where(better, v, self.value).astype(np.float32))
 
 
-def _check_outputs(evaluate, evaluate_every, keep_best, best_mode, stop, on_log):
-    if evaluate is not None and not callable(evaluate):
-        raise TypeError(f"evaluate must be a callable evaluate(step, state) -> {{name: (M,) array}} or None, got "
-                        f"{evaluate!r}")
-    _checks.positive_int("evaluate_every", evaluate_every)
-    if keep_best is not None and not isinstance(keep_best, str):
-        raise TypeError(f"keep_best must be the name of a curve column (a str, e.g. 'val_all') or None, got "
-                        f"{keep_best!r}")
-    if not isinstance(best_mode, str):
-        raise TypeError(f"best_mode must be a str, one of {list(BEST_MODES)}, got {best_mode!r}")
-    _checks.choice("best_mode", best_mode, BEST_MODES)
-    for name, fn in (("stop", stop), ("on_log", on_log)):
-        if fn is not None and not callable(fn):
-            raise TypeError(f"{name} must be a callable or None, got {fn!r}")
-
-
 def _evaluated(evaluate, step, state, m, logs) -> dict:
     """``evaluate(step, state)`` as host float arrays (M,), checked."""
     out = evaluate(step, state)
     if not isinstance(out, Mapping):
-        raise TypeError(f"evaluate must return a mapping name -> (M,) array, got {type(out).__name__}")
+        raise TypeError(f"evaluation.fn must return a mapping name -> (M,) array, got {type(out).__name__}")
     vals = {}
     for k, v in out.items():
         if not isinstance(k, str):
-            raise TypeError(f"evaluate returned a key {k!r}: the names of curve columns must be str")
+            raise TypeError(f"evaluation.fn returned a key {k!r}: the names of curve columns must be str")
         if k in logs:
-            raise ValueError(f"evaluate returned {k!r}, which is already a training log (the logs are "
+            raise ValueError(f"evaluation.fn returned {k!r}, which is already a training log (the logs are "
                              f"{sorted(logs)}): name it otherwise, e.g. 'val_{k}'")
         a = np.asarray(v)
         if a.shape != (m,) or a.dtype.kind not in "biuf":
-            raise ValueError(f"evaluate returned {k!r} of shape {a.shape} and dtype {a.dtype}: each value must "
+            raise ValueError(f"evaluation.fn returned {k!r} of shape {a.shape} and dtype {a.dtype}: each value must "
                              f"be a real (M,) = ({m},) array, one per model")
         vals[k] = a
     return vals
@@ -420,51 +402,49 @@ def warn_skipped(skipped: np.ndarray, steps_done: int, hparams=None, *, name: st
     return msg
 
 
-def train_many(trainer, data, keys, hparams, *, checkpoint: Optional[str] = None, stamp: str = "",
-               strategy: str = "scan", devices=None, batch_size: Optional[int] = None,
-               deadline: Optional[float] = None, max_calls: Optional[int] = None,
-               stop: Optional[Callable] = None,
-               evaluate: Optional[Callable[[int, TrainState], Mapping[str, np.ndarray]]] = None,
-               evaluate_every: int = 1, keep_best: Optional[str] = None, best_mode: str = "max",
-               on_log: Optional[Callable] = None,
-               progress: Optional[io.Progress] = None, quiet: bool = True, vectorised_init: bool = True) -> Result:
+def train_many(trainer, data, keys, hparams, *, checkpointing: Optional[Checkpointing] = None,
+               evaluation: Optional[Evaluation] = None, execution: Optional[Execution] = None,
+               deadline: Optional[float] = None, max_calls: Optional[int] = None, on_log: Optional[Callable] = None,
+               progress: Optional[io.Progress] = None, quiet: bool = True, **deprecated) -> Result:
     """Train M models of ``trainer`` (a :class:`~tokdyn.train.Trainer` or
     :class:`~tokdyn.train.Curriculum`) on the shared ``data``: model i from ``keys[i]`` with the
-    hyper-parameters ``hparams[i]`` (every leaf (M,)). See the module docstring for ``strategy``,
-    ``devices`` (default: the local devices, at most M) and ``batch_size`` (models vmapped at once
-    per device; None: all).
+    hyper-parameters ``hparams[i]`` (every leaf (M,)). After every call: the logs go into the
+    curves, then evaluation, ``on_log``, the best state, the stop rule, the checkpoint and
+    ``progress`` (in this order; see :doc:`/concepts/runs-and-sweeps`).
 
-    After every call, in this order:
+    Args:
+      checkpointing: a :class:`~tokdyn.train.options.Checkpointing` ``(path, stamp)``: save after
+        every call, resume from an existing file of the same stamp. None: nothing saved.
+      evaluation: an :class:`~tokdyn.train.options.Evaluation` ``(fn, every, keep_best,
+        best_mode, stop)``: scores recorded as curve columns, the best state kept per model, the
+        stop rule. None: the training logs only, the whole budget.
+      execution: an :class:`~tokdyn.train.options.Execution` ``(strategy, devices, batch_size,
+        vectorised_init)``: how the models are laid on the devices. None: ``Execution()``.
+      deadline, max_calls: return early, unfinished, once ``time.time() > deadline`` or after
+        ``max_calls`` calls (call again to resume).
+      on_log: ``on_log(step, logs)`` after every call, with its logs and evaluations (each (M,)).
+      progress: a :class:`tokdyn.io.Progress` counting steps; None: a bar of its own unless ``quiet``.
+      **deprecated: the flat keywords of before (``checkpoint``, ``stamp``, ``evaluate``, ...):
+        mapped onto the values above with a ``DeprecationWarning``.
 
-    1. the call's training logs (each (M,), the mean over the call) go into ``curves``;
-    2. ``evaluate(step, state) -> {name: (M,) array}`` (the stacked state on the device), after
-       the first call, after every call whose number is a multiple of ``evaluate_every`` and after
-       the last call of the budget: each name becomes a curve column (NaN where it did not run;
-       a name may not repeat a training log's);
-    3. ``on_log(step, logs)`` with the call's logs and evaluations;
-    4. with ``keep_best`` (a curve column, e.g. ``"val_all"``): each model whose recorded value of
-       it is finite and strictly better (``best_mode`` ``"max"``: larger; ``"min"``: smaller) than
-       its best so far keeps this state and step as its best (:class:`Best`);
-    5. ``stop(step, state, curves) -> bool``: ``curves`` the dict name -> (M, calls) recorded so
-       far (read-only; NaN for calls not yet made). True ends training. It must decide from what
-       is recorded (e.g. :meth:`tokdyn.train.Patience.stopper`), so that a resumed run decides
-       the same;
-    6. the checkpoint: the state, the curves (evaluations included), the best state and the stop
-       decision in one file, atomically, with ``stamp`` (a checkpoint of another stamp, tree,
-       hyper-parameters or ``keep_best`` is refused with a ValueError naming what differs);
-    7. ``progress`` (a :class:`tokdyn.io.Progress` counting steps; without one a bar of its own
-       unless ``quiet``), which also notes every model that skipped a non-finite step.
-
-    On return, whatever ``quiet`` says, a ``RuntimeWarning`` (:func:`warn_skipped`) names the
-    models that skipped non-finite steps (how many steps, their index and hyper-parameters, and
-    those that skipped every step); ``Result.skipped`` holds the count per model.
-
-    Returns early, unfinished, once ``time.time() > deadline`` or after ``max_calls`` calls."""
-    _check_outputs(evaluate, evaluate_every, keep_best, best_mode, stop, on_log)
-    stages, cfg, m, devices = _check(trainer, keys, hparams, strategy, devices, batch_size, max_calls, deadline)
+    Returns the :class:`Result`. A ``RuntimeWarning`` (:func:`warn_skipped`) names the models that
+    skipped non-finite steps. Every value is checked before any compile."""
+    opts, messages = options.from_legacy(deprecated, {"checkpointing": checkpointing, "evaluation": evaluation,
+                                                      "execution": execution})
+    for message in messages:
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+    ckpt = options.check("checkpointing", opts["checkpointing"], Checkpointing)
+    ev = options.check("evaluation", opts["evaluation"], Evaluation)
+    ex = options.check("execution", opts["execution"], Execution)
+    if on_log is not None and not callable(on_log):
+        raise TypeError(f"on_log must be a callable on_log(step, logs) or None, got {on_log!r}")
+    checkpoint, stamp = (ckpt.path, ckpt.stamp) if ckpt is not None else (None, "")
+    evaluate, evaluate_every, keep_best, best_mode, stop = ev.fn, ev.every, ev.keep_best, ev.best_mode, ev.stop
+    strategy, batch_size = ex.strategy, ex.batch_size
+    stages, cfg, m, devices = _check(trainer, keys, hparams, ex.devices, max_calls, deadline)
     first = stages[0][1]
     hp = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), hparams)
-    state, run_keys = init_states(trainer, keys, hp, vectorised=vectorised_init and strategy != "loop")
+    state, run_keys = init_states(trainer, keys, hp, vectorised=ex.vectorised_init and strategy != "loop")
     steps = (np.arange(cfg.calls) + 1) * cfg.steps_per_call
     curves, stopped, done = {}, False, 0  # curves: allocated at the first call (or read from the checkpoint)
     best = None
@@ -519,8 +499,8 @@ def train_many(trainer, data, keys, hparams, *, checkpoint: Optional[str] = None
                     on_log(done, logs)
                 if best is not None:
                     if best.column not in curves:
-                        raise ValueError(f"keep_best={best.column!r} is not a curve column; the columns are "
-                                         f"{sorted(curves)} (the training logs and what evaluate returns)")
+                        raise ValueError(f"evaluation.keep_best={best.column!r} is not a curve column; the columns are "
+                                         f"{sorted(curves)} (the training logs and what evaluation.fn returns)")
                     best = best.update(state, curves[best.column][:, col], done)
                 stopping = bool(stop(done, state, _read_only(curves))) if stop is not None else False
                 if checkpoint is not None:

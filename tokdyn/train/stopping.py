@@ -32,11 +32,11 @@ rule does not wait for it).
 
 Use it over a history (:meth:`Patience.decide`: arrays of steps and scores, one row per model),
 replay it over a finished curve (:meth:`Patience.first_stop`), or hand it to
-:func:`tokdyn.train.train_many` as its ``stop`` (:meth:`Patience.stopper`)::
+:func:`tokdyn.train.train_many` as its evaluation's ``stop`` (:meth:`Patience.stopper`)::
 
     rule = train.Patience(patience=0.25, min_fraction=0.5, min_delta=0.01)
-    result = train.train_many(trainer, data, keys, hp, evaluate=evaluate, keep_best="val_all",
-                              stop=rule.stopper(trainer.config, "val_all"))
+    result = train.train_many(trainer, data, keys, hp, evaluation=train.Evaluation(
+        evaluate, keep_best="val_all", stop=rule.stopper(trainer.config, "val_all")))
     result.best_state, result.best_step   # the kept best models (see train_many)
 """
 
@@ -187,11 +187,12 @@ class Patience:
         return out.reshape(lead)
 
     def stopper(self, config, score: str, *, loss: Optional[str] = "loss") -> Callable:
-        """``stop(step, state, curves) -> bool`` for :func:`tokdyn.train.train_many`: True once the
+        """``stop(step, state, curves) -> bool`` for :func:`tokdyn.train.train_many` (its
+        :class:`~tokdyn.train.Evaluation`'s ``stop``): True once the
         rule stops *every* model (train_many stops all its models together; the best state of
         each is kept with ``keep_best``). ``config``: the trainer's
         :class:`tokdyn.train.optim.Config` (its budget ``steps`` and ``steps_per_call``);
-        ``score``: the curve column judged (an ``evaluate`` column, e.g. ``"val_all"``);
+        ``score``: the curve column judged (an ``evaluation.fn`` column, e.g. ``"val_all"``);
         ``loss``: the training-loss column (None: the loss is not consulted)."""
         budget, per = _checks.positive_int("config.steps", config.steps), config.steps_per_call
         _checks.positive_int("config.steps_per_call", per)

@@ -35,8 +35,9 @@ def test_the_learned_arm_stops_resumes_and_fills_the_tables(tmp_path, monkeypatc
     assert V.main(TINY, cut, quiet=True, plots=False) is None  # stopped after one call: no tables yet
     assert not os.path.exists(os.path.join(cut, "runs.csv"))
     calls = []
-    monkeypatch.setattr(train, "train_many", lambda *a, **kw: whole(*a, **{**kw, "stop": lambda *s: calls.append(
-        s[0]) or False}))
+    counted = lambda *s: calls.append(s[0]) or False  # noqa: E731
+    monkeypatch.setattr(train, "train_many", lambda *a, **kw: whole(*a, **{
+        **kw, "evaluation": dataclasses.replace(kw["evaluation"], stop=counted)}))
     assert V.main(TINY, cut, quiet=True)
     assert calls == [20]  # resumed from the checkpoint: only the second call ran
     killing.same_files(full, cut, TABLES)

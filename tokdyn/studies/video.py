@@ -555,10 +555,12 @@ def fit_learned(study, cfg: Config, predictor: str, *, progress=None, **kw) -> t
 
     def run():
         clock[0] = time.time()
-        return train.train_many(savi.trainer(scfg), learned_pool(cfg), keys, hp, checkpoint=ckpt,
-                                stamp=f"{study.key}:{digest({'savi': savi.stamp(scfg)})}",
-                                strategy=savi.default_strategy(jax.default_backend()), vectorised_init=False,
-                                evaluate=evaluate, progress=progress, **kw)
+        return train.train_many(
+            savi.trainer(scfg), learned_pool(cfg), keys, hp,
+            checkpointing=train.Checkpointing(ckpt, stamp=f"{study.key}:{digest({'savi': savi.stamp(scfg)})}"),
+            evaluation=train.Evaluation(evaluate),
+            execution=train.Execution(strategy=savi.default_strategy(jax.default_backend()), vectorised_init=False),
+            progress=progress, **kw)
 
     try:
         return run()

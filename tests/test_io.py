@@ -90,3 +90,29 @@ def test_kept_computes_once_per_stamp(tmp_path):
     assert len(calls) == 2
     io.kept(path, "two", compute)
     assert len(calls) == 2
+
+
+def test_recomputing_sets_a_corrupt_checkpoint_aside_and_starts_again(tmp_path):
+    ckpt, other = tmp_path / "ckpt.npz", tmp_path / "other.npz"
+    ckpt.write_bytes(b"damaged")
+    calls, retried = [], []
+
+    def compute():
+        calls.append(1)
+        if ckpt.exists():
+            raise io.CorruptFile(str(ckpt), "truncated")
+        return "fresh"
+
+    with pytest.warns(RuntimeWarning, match="could not be read back"):
+        assert io.recomputing(str(ckpt), compute, before_retry=lambda: retried.append(1)) == "fresh"
+    assert len(calls) == 2 and retried == [1] and not ckpt.exists()
+    assert [p.name.startswith("ckpt.npz.") for p in (tmp_path / "corrupt").iterdir()] == [True]
+
+    other.write_bytes(b"damaged")
+
+    def elsewhere():
+        raise io.CorruptFile(str(other), "truncated")
+
+    with pytest.raises(io.CorruptFile, match="other.npz"):
+        io.recomputing(str(ckpt), elsewhere)
+    assert other.exists()  # not the checkpoint: left where it is

@@ -318,6 +318,22 @@ def is_verified(path: str) -> bool:
         return f.read(len(MAGIC)) == MAGIC
 
 
+def recomputing(path: str, compute, *, before_retry=None):
+    """``compute()``; when it raises :class:`CorruptFile` for the file ``path`` (a checkpoint it
+    resumes from), that file is set aside (:func:`set_aside`, with a warning) and ``compute()``
+    runs once more from scratch, after ``before_retry()`` when given. A corrupt file elsewhere is
+    raised as it is."""
+    try:
+        return compute()
+    except CorruptFile as e:
+        if os.path.abspath(e.path) != os.path.abspath(path):
+            raise
+        set_aside(path, e.reason)
+    if before_retry is not None:
+        before_retry()
+    return compute()
+
+
 def set_aside(path: str, reason: str = "", *, warn: bool = True) -> str:
     """Move the unreadable file ``path`` to a ``corrupt/`` folder beside it (a unique name, never
     overwriting), with a warning naming both; returns the new path. Whoever needed the file then

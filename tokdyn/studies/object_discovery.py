@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import time
 
 import jax
@@ -566,14 +565,7 @@ def fit(cfg: Config, name: str, images, study: Study, *, val=None, progress=None
                                                           vectorised_init=False),
                                 progress=progress, **kw)
 
-    try:
-        return run()
-    except io.CorruptFile as e:
-        if os.path.abspath(e.path) != os.path.abspath(ckpt):
-            raise
-        io.set_aside(ckpt, e.reason)
-        clock[0] = time.time()
-        return run()
+    return io.recomputing(ckpt, run, before_retry=lambda: clock.__setitem__(0, time.time()))
 
 
 def train_learned(cfg: Config, name: str, train_split, val, study: Study, progress=None) -> tuple:

@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import time
 from typing import Optional
 
@@ -562,13 +561,7 @@ def fit_learned(study, cfg: Config, predictor: str, *, progress=None, **kw) -> t
             execution=train.Execution(strategy=savi.default_strategy(jax.default_backend()), vectorised_init=False),
             progress=progress, **kw)
 
-    try:
-        return run()
-    except io.CorruptFile as e:
-        if os.path.abspath(e.path) != os.path.abspath(ckpt):
-            raise
-        io.set_aside(ckpt, e.reason)
-        return run()
+    return io.recomputing(ckpt, run)
 
 
 def centroids(labels, n_ids: int) -> np.ndarray:

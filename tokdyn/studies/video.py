@@ -74,7 +74,7 @@ SCORES = ("video_ari", "frame_ari", "switch_rate", "persistence", "collapse")  #
 CLASSES = ("overlap", "out", "calm")  # the frame classes of the collapse question
 ARI_MARGIN = 0.02  # findings: an identity difference smaller than this is no difference
 COLLAPSE_MARGIN = 0.05  # findings: a collapse-rate rise smaller than this is no rise
-RUN_RATE = 7e-8  # seconds per (run x frame x step x pixel) on our 2-core CPU (the default: 96 s of tracking)
+RUN_RATE = 7e-8  # seconds per (run x frame x step x pixel) on the reference CPU (the default: 96 s of tracking)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,16 +196,17 @@ class Config:
         return tuple(out)
 
     def estimate(self) -> Estimate:
-        """Runs (scenario x condition x seed x video) and their time on our 2-core CPU."""
+        """Runs (scenario x condition x seed x video) and their time: :data:`RUN_RATE` on the
+        reference CPU, scaled by this machine's ``dynamics`` rate, and 10 s on the host."""
         runs = len(self.scenarios) * len(self.conditions) * self.seeds * self.n_videos
-        seconds = runs * self.frames * self.n_steps * self.size ** 2 * RUN_RATE + 10.0
+        seconds = {"dynamics": runs * self.frames * self.n_steps * self.size ** 2 * RUN_RATE, "host": 10.0}
         # one scenario is one batch: every condition x seed x video x frame x pixel at once, with the
         # (tokens x pixels) distances of a step (at least 8 wide: the features, the labels' one-hots)
         names = ("seeds", "n_videos", "frames", "size", "objects")
         elements = (len(self.conditions) * self.seeds * self.n_videos * self.frames * self.size ** 2
                     * max(self.objects + 1, 8))
         elements_fit(largest_option(self, names), elements)
-        return Estimate(memory=4.0 * 4 * elements, option=largest_option(self, names), models=runs, seconds=seconds)
+        return Estimate(memory=4.0 * 4 * elements, option=largest_option(self, names), models=runs, work=seconds)
 
 
 # ---------------------------------------------------------------------------------------------- the science

@@ -1,0 +1,397 @@
+"""How fast the running backend does tokdyn's kinds of work, measured by short probes, for the
+studies' time estimates.
+
+A study's :meth:`Config.estimate` counts its work in seconds of the **reference CPU** (the 2-core
+x86_64 machine its constants were fitted on, :data:`REFERENCE_DEVICE`), split by the kind of work
+(:attr:`tokdyn.experiment.study.Estimate.work`):
+
+* ``"dynamics"``: token dynamics over many runs, the study path of :mod:`tokdyn.engine` (its
+  probe: :class:`tokdyn.engine.runs.ClusterRun` at its default structure through
+  :func:`tokdyn.engine.sweep.run`, one chunk as wide as a study's smallest on this backend, in
+  runs a second);
+* ``"training"``: a learned model's training steps (its probe: a transformer block's loss,
+  gradient and Adam update at a fixed sequence shape and a batch per backend, in FLOP a second);
+* ``"host"``: what runs on the host whatever the backend (Python, compiles, files), never scaled.
+
+A probe's rate here over its rate on the reference CPU (:data:`REFERENCE_RATES`) is this
+machine's **speed** at that kind of work, and the time here is ``sum(work[k] / speed(k))``
+(:meth:`Rates.seconds`): work of ``N`` probe units (``N = work[k] * REFERENCE_RATES[k]``) takes
+``N / rate`` seconds. The probes take a few seconds in all, most of it compiling (timed calls come
+after a compiled, warmed one, each ended by ``block_until_ready``); :func:`for_estimate` runs them
+only for an estimate of at least :data:`PROBE_MIN_SECONDS` on the reference CPU, so a quick run
+never waits for one. A probe is rough by nature: it stands for its kind of work at one size, and on
+an accelerator a study's larger sizes usually run more efficiently than the probe's, so read an
+estimate as its order of magnitude.
+
+Rates are measured once per process and backend, and kept on disk (:func:`cache_file`, keyed by
+the backend, its devices, the host's cores, the JAX, jaxlib and tokdyn versions, ``XLA_FLAGS`` and
+the matmul precision in force; re-measured after :data:`MAX_AGE_DAYS` days). The environment
+variable ``TOKDYN_PROBE`` (:data:`ENV`) chooses: ``disk`` (the default), ``process`` (measured
+once per process, nothing kept on disk) or ``off`` (never measured: the reference CPU's rates, and
+the estimate says so)::
+
+    from tokdyn.experiment import rates
+    r = rates.current()                # measured, or read back: Rates(rates={...}, backend="cpu", ...)
+    r.speed("dynamics")                # this machine's speed against the reference CPU's
+    r.seconds({"dynamics": 120.0, "host": 10.0})   # seconds here of 2 min of runs + 10 s of host work
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from typing import Callable, Mapping, Optional, Sequence
+
+KINDS = ("dynamics", "training")  # the kinds of work a probe measures
+HOST = "host"  # the kind of work that runs on the host, at the same speed everywhere (never probed)
+UNITS = {"dynamics": "runs a second", "training": "FLOP a second"}
+# The probes' rates on the reference CPU (2 x86_64 cores shared with other work, the tokdyn
+# command's setup: one host device per core), the machine the studies' constants were fitted on.
+REFERENCE_RATES = {"dynamics": 6000.0, "training": 1.5e10}
+REFERENCE_DEVICE = "the reference CPU (2 x86_64 cores)"
+PROBE_MIN_SECONDS = 60.0  # an estimate under this many seconds on the reference CPU never runs a probe
+MIN_SECONDS = {"cpu": 0.3, "accelerator": 0.2}  # each probe's timed calls last at least this long
+MAX_AGE_DAYS = 30.0  # rates kept on disk longer than this are measured again
+ENV = "TOKDYN_PROBE"
+MODES = ("disk", "process", "off")
+VERSION = 1  # of the probes: rates measured by another version are not read back
+
+_SOURCES = ("measured", "cached", "reference")
+
+
+@dataclasses.dataclass(frozen=True)
+class Rates:
+    """How fast one backend does each kind of work.
+
+    Attributes:
+      rates: kind -> the probe's rate (:data:`UNITS`), for the kinds of :data:`KINDS` measured or
+        read back; a kind absent runs at the reference CPU's speed.
+      backend: the JAX backend the rates are of (``"cpu"``, ``"gpu"``, ``"tpu"``).
+      device: the machine, in words (``"1 NVIDIA H100 80GB HBM3"``, ``"2 host devices on 2 cores"``).
+      sources: kind -> ``"measured"`` (by a probe in this process), ``"cached"`` (read back from
+        :func:`cache_file`) or ``"reference"`` (:data:`REFERENCE_RATES`: not measured).
+      probe_seconds: wall time the probes of this process took, compiles included (0 when none ran).
+    """
+
+    rates: Mapping[str, float]
+    backend: str
+    device: str
+    sources: Mapping[str, str]
+    probe_seconds: float = 0.0
+
+    def speed(self, kind: str) -> float:
+        """This machine's speed at ``kind`` of work against the reference CPU's: the probe's rate
+        over :data:`REFERENCE_RATES` (1 for :data:`HOST` work and for a kind not measured)."""
+        if kind == HOST:
+            return 1.0
+        if kind not in REFERENCE_RATES:
+            raise ValueError(f"kind must be one of {', '.join(KINDS + (HOST,))}, got {kind!r}")
+        rate = self.rates.get(kind)
+        return 1.0 if rate is None else float(rate) / REFERENCE_RATES[kind]
+
+    def seconds(self, work: Mapping[str, float]) -> float:
+        """Seconds here of ``work`` (kind -> seconds on the reference CPU): ``sum(work[k] /
+        speed(k))``."""
+        return float(sum(float(s) / self.speed(k) for k, s in work.items()))
+
+    @property
+    def measured(self) -> bool:
+        """Whether any rate is this machine's (measured here, now or before), not the reference's."""
+        return any(s != "reference" for s in self.sources.values())
+
+    def words(self, kinds: Optional[Sequence[str]] = None) -> str:
+        """Where the rates of ``kinds`` (default: every kind it holds) come from, for a message:
+        ``"at the rates measured on this gpu backend (1 NVIDIA H100 80GB HBM3; dynamics 95x,
+        training 310x the reference CPU's; probed in 4.1 s)"``."""
+        kinds = [k for k in (self.sources if kinds is None else kinds) if k != HOST]
+        ours = [k for k in kinds if self.sources.get(k, "reference") != "reference"]
+        if not ours:
+            reason = (f"{ENV}=off" if mode() == "off" else "short enough that no probe ran")
+            return (f"at the rates of {REFERENCE_DEVICE}, not measured on this {self.backend} backend "
+                    f"({self.device}; {reason})")
+        speeds = ", ".join(f"{k} {_times(self.speed(k))}" for k in ours)
+        when = f"probed in {self.probe_seconds:.1f} s" if any(self.sources[k] == "measured" for k in ours) else \
+            f"measured before, kept in {cache_file()}"
+        rest = [k for k in kinds if k not in ours]
+        also = f"; {', '.join(rest)} at the reference CPU's rates" if rest else ""
+        return (f"at the rates measured on this {self.backend} backend ({self.device}; {speeds} the reference "
+                f"CPU's; {when}{also})")
+
+
+def _times(x: float) -> str:
+    return f"{x:.2g}x" if x < 10 else f"{x:.0f}x"
+
+
+# ---------------------------------------------------------------------------------------------- the probes
+
+
+def _accelerator() -> bool:
+    import jax
+
+    return jax.default_backend() != "cpu"
+
+
+def _timed(call: Callable[[int], float], min_seconds: float) -> float:
+    """Units a second of ``call(i)`` (which does its work, waits for it and returns its units):
+    one call compiles, one warms, then calls are timed until ``min_seconds`` have passed (at
+    least two)."""
+    call(0)
+    call(1)
+    units, calls, t0 = 0.0, 0, time.perf_counter()
+    while calls < 2 or time.perf_counter() - t0 < min_seconds:
+        units += call(2 + calls)
+        calls += 1
+    return units / (time.perf_counter() - t0)
+
+
+def probe_dynamics(min_seconds: float) -> float:
+    """Runs a second of :class:`tokdyn.engine.runs.ClusterRun` at its defaults (the built-in rule,
+    and on a GPU its fused kernel, as the studies run it) through :func:`tokdyn.engine.sweep.run`:
+    3 cluster counts x 3 noise levels x seeds under common random numbers, one chunk a call of 256
+    runs per device on a CPU (its sequential map, whose rate does not grow with the chunk) and the
+    smallest chunk a study uses on an accelerator (:data:`tokdyn.engine.execute.ACCELERATOR_CHUNK`
+    per device)."""
+    import jax
+    import numpy as np
+
+    from tokdyn.engine import execute, sweep
+    from tokdyn.engine.runs import ClusterRun
+
+    per_device = execute.ACCELERATOR_CHUNK[0] if _accelerator() else 256
+    chunk = per_device * jax.local_device_count()
+    grid = sweep.Grid(n_clusters=np.array([3, 4, 5]), noise=np.array([0.3, 0.6, 0.9], np.float32),
+                      seeds=max(1, chunk // 9), seed_major=True)
+    fn = ClusterRun()
+
+    def call(i):
+        sweep.run(fn, grid, key=jax.random.key(i), chunk_size=chunk, progress=False, common_random_numbers=True,
+                  part=(0, 1))  # NumPy results: the work is done
+        return float(len(grid))
+
+    return _timed(call, min_seconds)
+
+
+TRAINING_SHAPE = dict(length=64, width=64)  # the probe's sequence: 64 tokens of width 64
+TRAINING_BATCH = {"cpu": 8, "accelerator": 512}  # sequences a step
+
+
+def training_flops(batch: int, length: int, width: int) -> float:
+    """FLOP of one training step of the probe's transformer block (forward, and backward at twice
+    the forward's): the projections and the MLP (12 W^2 a token), the attention's two products
+    (2 L W a token), times 2 a multiply-add, times 3."""
+    return 3.0 * 2.0 * batch * length * (12 * width * width + 2 * length * width)
+
+
+def probe_training(min_seconds: float) -> float:
+    """FLOP a second of a training step (loss, gradient, Adam update, one compiled call) of one
+    pre-norm transformer block (single-head attention and a 4x MLP) on :data:`TRAINING_SHAPE`
+    sequences, :data:`TRAINING_BATCH` a step, float32 under the matmul precision in force; FLOP
+    counted by :func:`training_flops`."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    L, W = TRAINING_SHAPE["length"], TRAINING_SHAPE["width"]
+    B = TRAINING_BATCH["accelerator" if _accelerator() else "cpu"]
+    keys = jax.random.split(jax.random.key(0), 8)
+    shapes = dict(wq=(W, W), wk=(W, W), wv=(W, W), wo=(W, W), w1=(W, 4 * W), w2=(4 * W, W))
+    params = {n: jax.random.normal(k, s) / math.sqrt(s[0]) for k, (n, s) in zip(keys, shapes.items())}
+    x = jax.random.normal(keys[6], (B, L, W))
+    y = jax.random.normal(keys[7], (B, L, W))
+    opt = optax.adam(1e-3)
+
+    def loss(p, x, y):
+        h = x - x.mean(-1, keepdims=True)
+        a = jax.nn.softmax((h @ p["wq"]) @ jnp.swapaxes(h @ p["wk"], -1, -2) / math.sqrt(W), axis=-1)  # (B, L, L)
+        x = x + (a @ (h @ p["wv"])) @ p["wo"]
+        x = x + jax.nn.gelu((x - x.mean(-1, keepdims=True)) @ p["w1"]) @ p["w2"]
+        return jnp.mean((x - y) ** 2)
+
+    @jax.jit
+    def step(p, s, x, y):
+        value, g = jax.value_and_grad(loss)(p, x, y)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s, value
+
+    state = [params, opt.init(params)]
+    flops = training_flops(B, L, W)
+
+    def call(i):
+        p, s, value = step(state[0], state[1], x, y)
+        jax.block_until_ready(value)
+        state[:] = [p, s]
+        return flops
+
+    return _timed(call, min_seconds)
+
+
+PROBES: Mapping[str, Callable[[float], float]] = {"dynamics": probe_dynamics, "training": probe_training}
+
+
+# ---------------------------------------------------------------------------------------------- measuring, keeping
+
+
+def mode() -> str:
+    """``TOKDYN_PROBE`` (:data:`ENV`): ``"disk"`` (unset), ``"process"`` or ``"off"``;
+    ``ValueError`` naming the variable for another value."""
+    value = os.environ.get(ENV, "").strip().lower() or "disk"
+    if value not in MODES:
+        raise ValueError(f"{ENV} must be one of {', '.join(MODES)}, got {os.environ.get(ENV)!r}")
+    return value
+
+
+def cache_file() -> str:
+    """Where measured rates are kept: ``$XDG_CACHE_HOME/tokdyn/rates.json`` (default
+    ``~/.cache/tokdyn/rates.json``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tokdyn", "rates.json")
+
+
+def identity() -> dict:
+    """What the rates of this process depend on: the backend, its devices, the host's cores, the
+    JAX, jaxlib and tokdyn versions, ``XLA_FLAGS``, the matmul precision in force and the probes'
+    :data:`VERSION` (the key of :func:`cache_file`'s entries)."""
+    import jax
+    import jaxlib
+
+    import tokdyn
+
+    devices = jax.local_devices()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 0
+    precision = jax.config.jax_default_matmul_precision
+    return dict(backend=jax.default_backend(), device_kind=str(getattr(devices[0], "device_kind", "")),
+                devices=len(devices), cores=cores, jax=jax.__version__, jaxlib=jaxlib.__version__,
+                tokdyn=tokdyn.__version__, xla_flags=os.environ.get("XLA_FLAGS", ""),
+                precision=str(getattr(precision, "name", precision)), probes=VERSION)
+
+
+def _device_words(ident: dict) -> str:
+    if ident["backend"] == "cpu":
+        n = ident["devices"]
+        return f"{n} host device{'s' if n > 1 else ''} on {ident['cores']} cores"
+    return f"{ident['devices']} {ident['device_kind'] or ident['backend']}"
+
+
+def _key(ident: dict) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_MEMORY: dict = {}  # key of identity() -> {kind: (rate, source)}, this process's
+_PROBE_SECONDS: dict = {}  # key -> seconds the probes of this process took
+
+
+def _read_disk() -> dict:
+    try:
+        with open(cache_file()) as f:
+            entries = json.load(f)
+        return entries if isinstance(entries, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_disk(key: str, ident: dict, measured: Mapping[str, float]) -> None:
+    from tokdyn import io
+
+    entries = _read_disk()
+    entry = entries.get(key) if isinstance(entries.get(key), dict) else {}
+    rates = dict(entry.get("rates", {})) if isinstance(entry.get("rates"), dict) else {}
+    stamps = dict(entry.get("measured_at", {})) if isinstance(entry.get("measured_at"), dict) else {}
+    now = time.time()
+    for k, v in measured.items():
+        rates[k], stamps[k] = float(v), now
+    entries[key] = dict(identity=ident, rates=rates, measured_at=stamps, units={k: UNITS[k] for k in rates})
+    try:
+        io.write_json(cache_file(), entries)
+    except OSError:
+        pass  # a cache that cannot be written is measured again next time
+
+
+def _from_disk(key: str, kinds: Sequence[str]) -> dict:
+    entry = _read_disk().get(key)
+    if not isinstance(entry, dict) or not isinstance(entry.get("rates"), dict):
+        return {}
+    stamps = entry.get("measured_at") if isinstance(entry.get("measured_at"), dict) else {}
+    out = {}
+    for k in kinds:
+        v, t = entry["rates"].get(k), stamps.get(k)
+        if isinstance(v, (int, float)) and isinstance(t, (int, float)) and math.isfinite(v) and v > 0 \
+                and 0 <= time.time() - t < MAX_AGE_DAYS * 86400:
+            out[k] = float(v)
+    return out
+
+
+def _check_kinds(kinds) -> tuple:
+    kinds = tuple(kinds)
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"kinds must be among {', '.join(KINDS)}, got {bad}")
+    return kinds
+
+
+def measure(kinds: Sequence[str] = KINDS, *, min_seconds: Optional[float] = None) -> Rates:
+    """Run the probes of ``kinds`` (:data:`PROBES`) now, on the default backend, each timed for
+    at least ``min_seconds`` after its compiled, warmed call (default :data:`MIN_SECONDS` of the
+    backend); no cache is read or written. A probe whose rate is not a positive finite number
+    raises ``RuntimeError`` naming it."""
+    kinds = _check_kinds(kinds)
+    ident = identity()
+    if min_seconds is None:
+        min_seconds = MIN_SECONDS["cpu" if ident["backend"] == "cpu" else "accelerator"]
+    t0 = time.perf_counter()
+    out = {}
+    for k in kinds:
+        rate = float(PROBES[k](float(min_seconds)))
+        if not (math.isfinite(rate) and rate > 0):
+            raise RuntimeError(f"the {k} probe measured {rate!r} {UNITS[k]}, not a positive finite rate")
+        out[k] = rate
+    return Rates(out, ident["backend"], _device_words(ident), {k: "measured" for k in out},
+                 time.perf_counter() - t0)
+
+
+def current(kinds: Sequence[str] = KINDS, *, probe: bool = True) -> Rates:
+    """The rates of ``kinds`` on the running backend: those this process measured, else those kept
+    on disk (:func:`cache_file`, unless :func:`mode` is ``"process"``), else, when ``probe``,
+    measured now by :func:`measure` (and kept), else the reference CPU's (``sources``
+    ``"reference"``). Under ``TOKDYN_PROBE=off`` always the reference CPU's."""
+    kinds = _check_kinds(kinds)
+    how = mode()
+    ident = identity()
+    key = _key(ident)
+    known = _MEMORY.setdefault(key, {})
+    if how != "off":
+        missing = [k for k in kinds if k not in known]
+        if missing and how == "disk":
+            for k, v in _from_disk(key, missing).items():
+                known[k] = (v, "cached")
+            missing = [k for k in kinds if k not in known]
+        if missing and probe:
+            fresh = measure(missing)
+            _PROBE_SECONDS[key] = _PROBE_SECONDS.get(key, 0.0) + fresh.probe_seconds
+            for k, v in fresh.rates.items():
+                known[k] = (v, "measured")
+            if how == "disk":
+                _write_disk(key, ident, fresh.rates)
+    rates = {k: known[k][0] for k in kinds if how != "off" and k in known}
+    sources = {k: (known[k][1] if k in rates else "reference") for k in kinds}
+    return Rates(rates, ident["backend"], _device_words(ident), sources, _PROBE_SECONDS.get(key, 0.0))
+
+
+def for_estimate(work: Mapping[str, float]) -> Rates:
+    """The rates to time ``work`` (kind -> seconds on the reference CPU) with: :func:`current` of
+    its kinds, measured only when the work adds up to at least :data:`PROBE_MIN_SECONDS` (a
+    shorter run never waits for a probe: rates measured before are used, else the reference's)."""
+    kinds = [k for k in work if k != HOST]
+    return current(kinds, probe=sum(float(s) for s in work.values()) >= PROBE_MIN_SECONDS)
+
+
+def forget() -> None:
+    """Forget the rates this process measured or read (the disk cache is left as it is)."""
+    _MEMORY.clear()
+    _PROBE_SECONDS.clear()

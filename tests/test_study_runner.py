@@ -273,7 +273,7 @@ def test_resources_are_checked_against_the_device_memory_and_the_host(monkeypatc
     on_cpu = []
     S.check_resources("demo", S.Estimate(memory=1, models=10, work={"dynamics": 5 * 3600.0}), note=on_cpu.append)
     assert "(10 models or runs) will take about 5.0 hours at the rates of the reference CPU" in on_cpu[0]
-    assert "not measured on this cpu backend" in on_cpu[0] and "TOKDYN_PROBE=off" in on_cpu[0]  # conftest
+    assert "not this cpu backend's" in on_cpu[0] and "TOKDYN_PROBE=off" in on_cpu[0]  # conftest
     with pytest.raises(S.Refused, match="this machine can spare") as e:  # a host table on the CPU: as before
         S.check_resources("demo", S.Estimate(memory=1, option="n_train", host_memory=10 ** 18, host_option="seeds"))
     assert "make seeds smaller" in str(e.value)
@@ -298,7 +298,7 @@ def test_resources_are_checked_against_the_device_memory_and_the_host(monkeypatc
     assert ("(10 models or runs) will take about 5.0 hours at the rates of the reference CPU (2 x86_64 cores); the "
             "estimate does not split its work by kind, so it is not scaled to this gpu backend") in lines[0]
     S.check_resources("demo", S.Estimate(memory=1, models=10, work={"training": 5 * 3600.0}), note=lines.append)
-    assert "at the rates of the reference CPU (2 x86_64 cores), not measured on this gpu backend (1 Fake H100; " \
+    assert "at the rates of the reference CPU (2 x86_64 cores), not this gpu backend's (1 Fake H100; " \
            "TOKDYN_PROBE=off)" in lines[1] and "2-core" not in lines[1]
 
 

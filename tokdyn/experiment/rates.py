@@ -16,10 +16,10 @@ x86_64 machine its constants were fitted on, :data:`REFERENCE_DEVICE`), split by
 A probe's rate here over its rate on the reference CPU (:data:`REFERENCE_RATES`) is this
 machine's **speed** at that kind of work, and the time here is ``sum(work[k] / speed(k))``
 (:meth:`Rates.seconds`): work of ``N`` probe units (``N = work[k] * REFERENCE_RATES[k]``) takes
-``N / rate`` seconds. The probes take a few seconds in all, most of it compiling (timed calls come
-after a compiled, warmed one, each ended by ``block_until_ready``); :func:`for_estimate` runs them
-only for an estimate of at least :data:`PROBE_MIN_SECONDS` on the reference CPU, so a quick run
-never waits for one. A probe is rough by nature: it stands for its kind of work at one size, and on
+``N / rate`` seconds. The probes take a few seconds in all, most of it compiling (the calls timed
+come after a compiled, warmed one, each ends with ``block_until_ready``, and the rate is the median
+of 5 windows); :func:`for_estimate` runs them only for an estimate of at least
+:data:`PROBE_MIN_SECONDS` on the reference CPU, so a quick run never waits for one. A probe is rough by nature: it stands for its kind of work at one size, and on
 an accelerator a study's larger sizes usually run more efficiently than the probe's, so read an
 estimate as its order of magnitude.
 
@@ -53,8 +53,8 @@ UNITS = {"dynamics": "runs a second", "training": "FLOP a second"}
 # command's setup: one host device per core), the machine the studies' constants were fitted on.
 REFERENCE_RATES = {"dynamics": 6000.0, "training": 1.5e10}
 REFERENCE_DEVICE = "the reference CPU (2 x86_64 cores)"
-PROBE_MIN_SECONDS = 60.0  # an estimate under this many seconds on the reference CPU never runs a probe
-MIN_SECONDS = {"cpu": 0.3, "accelerator": 0.2}  # each probe's timed calls last at least this long
+PROBE_MIN_SECONDS = 120.0  # an estimate under this many seconds on the reference CPU never runs a probe
+MIN_SECONDS = {"cpu": 0.4, "accelerator": 0.2}  # each probe's timed calls last at least this long
 MAX_AGE_DAYS = 30.0  # rates kept on disk longer than this are measured again
 ENV = "TOKDYN_PROBE"
 MODES = ("disk", "process", "off")
@@ -109,10 +109,11 @@ class Rates:
         training 310x the reference CPU's; probed in 4.1 s)"``."""
         kinds = [k for k in (self.sources if kinds is None else kinds) if k != HOST]
         ours = [k for k in kinds if self.sources.get(k, "reference") != "reference"]
+        if not kinds:
+            return f"on this {self.backend} backend ({self.device}; host work, timed as on the reference CPU)"
         if not ours:
-            reason = (f"{ENV}=off" if mode() == "off" else "short enough that no probe ran")
-            return (f"at the rates of {REFERENCE_DEVICE}, not measured on this {self.backend} backend "
-                    f"({self.device}; {reason})")
+            reason = (f"{ENV}=off" if mode() == "off" else "not measured for a run this short")
+            return f"at the rates of {REFERENCE_DEVICE}, not this {self.backend} backend's ({self.device}; {reason})"
         speeds = ", ".join(f"{k} {_times(self.speed(k))}" for k in ours)
         when = f"probed in {self.probe_seconds:.1f} s" if any(self.sources[k] == "measured" for k in ours) else \
             f"measured before, kept in {cache_file()}"
@@ -135,17 +136,24 @@ def _accelerator() -> bool:
     return jax.default_backend() != "cpu"
 
 
-def _timed(call: Callable[[int], float], min_seconds: float) -> float:
+def _timed(call: Callable[[int], float], min_seconds: float, windows: int = 5) -> float:
     """Units a second of ``call(i)`` (which does its work, waits for it and returns its units):
-    one call compiles, one warms, then calls are timed until ``min_seconds`` have passed (at
-    least two)."""
+    one call compiles, one warms, then ``windows`` windows of calls, each at least
+    ``min_seconds / windows`` long (and one call), are timed; the median window's rate (a burst
+    of other work on a shared machine moves one window, not the rate)."""
     call(0)
     call(1)
-    units, calls, t0 = 0.0, 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - t0 < min_seconds:
-        units += call(2 + calls)
-        calls += 1
-    return units / (time.perf_counter() - t0)
+    i, out = 2, []
+    for _ in range(windows):
+        units, t0 = 0.0, time.perf_counter()
+        while True:
+            units += call(i)
+            i += 1
+            elapsed = time.perf_counter() - t0
+            if elapsed >= min_seconds / windows:
+                break
+        out.append(units / elapsed)
+    return float(sorted(out)[len(out) // 2])
 
 
 def probe_dynamics(min_seconds: float) -> float:
@@ -193,15 +201,15 @@ def probe_training(min_seconds: float) -> float:
     counted by :func:`training_flops`."""
     import jax
     import jax.numpy as jnp
+    import numpy as np
     import optax
 
     L, W = TRAINING_SHAPE["length"], TRAINING_SHAPE["width"]
     B = TRAINING_BATCH["accelerator" if _accelerator() else "cpu"]
-    keys = jax.random.split(jax.random.key(0), 8)
+    rng = np.random.default_rng(0)  # drawn on the host: no eager JAX operation (each would compile)
     shapes = dict(wq=(W, W), wk=(W, W), wv=(W, W), wo=(W, W), w1=(W, 4 * W), w2=(4 * W, W))
-    params = {n: jax.random.normal(k, s) / math.sqrt(s[0]) for k, (n, s) in zip(keys, shapes.items())}
-    x = jax.random.normal(keys[6], (B, L, W))
-    y = jax.random.normal(keys[7], (B, L, W))
+    params = {n: jnp.asarray(rng.standard_normal(s, np.float32) / math.sqrt(s[0])) for n, s in shapes.items()}
+    x, y = (jnp.asarray(rng.standard_normal((B, L, W), np.float32)) for _ in range(2))
     opt = optax.adam(1e-3)
 
     def loss(p, x, y):
@@ -217,7 +225,7 @@ def probe_training(min_seconds: float) -> float:
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s, value
 
-    state = [params, opt.init(params)]
+    state = [params, jax.jit(opt.init)(params)]
     flops = training_flops(B, L, W)
 
     def call(i):

@@ -247,3 +247,18 @@ def test_the_switch(probing, monkeypatch):
     monkeypatch.setitem(R.PROBES, "dynamics", lambda s: float("nan"))
     with pytest.raises(RuntimeError, match="dynamics probe measured nan"):
         R.measure(["dynamics"])
+
+
+def test_a_failed_probe_never_stops_a_run(probing, monkeypatch):
+    def broken(s):
+        probing.append("broken")
+        raise MemoryError("out of device memory")
+
+    monkeypatch.setitem(R.PROBES, "dynamics", broken)
+    est = S.Estimate(models=1, work={"dynamics": 2 * 3600.0, "training": 3600.0})
+    lines = []
+    with pytest.warns(RuntimeWarning, match="probe of dynamics failed \\(MemoryError: out of device memory\\)"):
+        S.check_resources("demo", est, note=lines.append)
+    assert "training 0.25x the reference CPU's" in lines[0] and "dynamics at the reference CPU's rates" in lines[0]
+    assert S.time_here(est)[0] == pytest.approx(2 * 3600.0 + 3600.0 / 0.25)  # training measured, dynamics not
+    assert probing == ["broken", "training"]  # the failed probe is not tried again in this process

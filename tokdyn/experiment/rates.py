@@ -44,6 +44,7 @@ import json
 import math
 import os
 import time
+import warnings
 from typing import Callable, Mapping, Optional, Sequence
 
 KINDS = ("dynamics", "training")  # the kinds of work a probe measures
@@ -59,8 +60,6 @@ MAX_AGE_DAYS = 30.0  # rates kept on disk longer than this are measured again
 ENV = "TOKDYN_PROBE"
 MODES = ("disk", "process", "off")
 VERSION = 1  # of the probes: rates measured by another version are not read back
-
-_SOURCES = ("measured", "cached", "reference")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,11 +96,6 @@ class Rates:
         """Seconds here of ``work`` (kind -> seconds on the reference CPU): ``sum(work[k] /
         speed(k))``."""
         return float(sum(float(s) / self.speed(k) for k, s in work.items()))
-
-    @property
-    def measured(self) -> bool:
-        """Whether any rate is this machine's (measured here, now or before), not the reference's."""
-        return any(s != "reference" for s in self.sources.values())
 
     def words(self, kinds: Optional[Sequence[str]] = None) -> str:
         """Where the rates of ``kinds`` (default: every kind it holds) come from, for a message:
@@ -293,6 +287,7 @@ def _key(ident: dict) -> str:
 
 _MEMORY: dict = {}  # key of identity() -> {kind: (rate, source)}, this process's
 _PROBE_SECONDS: dict = {}  # key -> seconds the probes of this process took
+_FAILED: dict = {}  # key -> kinds whose probe failed in this process (not tried again)
 
 
 def _read_disk() -> dict:
@@ -367,7 +362,9 @@ def current(kinds: Sequence[str] = KINDS, *, probe: bool = True) -> Rates:
     """The rates of ``kinds`` on the running backend: those this process measured, else those kept
     on disk (:func:`cache_file`, unless :func:`mode` is ``"process"``), else, when ``probe``,
     measured now by :func:`measure` (and kept), else the reference CPU's (``sources``
-    ``"reference"``). Under ``TOKDYN_PROBE=off`` always the reference CPU's."""
+    ``"reference"``). Under ``TOKDYN_PROBE=off`` always the reference CPU's. A probe that fails
+    is said in a ``RuntimeWarning`` and not tried again in this process: its kind keeps the
+    reference CPU's rate (an estimate never stops a run)."""
     kinds = _check_kinds(kinds)
     how = mode()
     ident = identity()
@@ -379,11 +376,18 @@ def current(kinds: Sequence[str] = KINDS, *, probe: bool = True) -> Rates:
             for k, v in _from_disk(key, missing).items():
                 known[k] = (v, "cached")
             missing = [k for k in kinds if k not in known]
-        if missing and probe:
-            fresh = measure(missing)
+        failed = _FAILED.setdefault(key, set())
+        missing = [k for k in missing if k not in failed]
+        for k in missing if probe else ():
+            try:
+                fresh = measure([k])
+            except Exception as e:  # an estimate never stops a run: said, then the reference's rate
+                failed.add(k)
+                warnings.warn(f"the time estimate's probe of {k} failed ({type(e).__name__}: {e}); the estimate "
+                              f"uses the rate of {REFERENCE_DEVICE}", RuntimeWarning, stacklevel=2)
+                continue
             _PROBE_SECONDS[key] = _PROBE_SECONDS.get(key, 0.0) + fresh.probe_seconds
-            for k, v in fresh.rates.items():
-                known[k] = (v, "measured")
+            known[k] = (fresh.rates[k], "measured")
             if how == "disk":
                 _write_disk(key, ident, fresh.rates)
     rates = {k: known[k][0] for k in kinds if how != "off" and k in known}
@@ -403,3 +407,4 @@ def forget() -> None:
     """Forget the rates this process measured or read (the disk cache is left as it is)."""
     _MEMORY.clear()
     _PROBE_SECONDS.clear()
+    _FAILED.clear()

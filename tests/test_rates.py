@@ -46,7 +46,7 @@ def test_the_probes_measure_positive_finite_rates_in_their_units(monkeypatch):
     assert all(math.isfinite(v) and v > 0 for v in r.rates.values())
     assert 0 < r.probe_seconds <= wall and r.backend == jax.default_backend()
     # runs a second: against our own timing of the same compiled chunk over other conditions
-    chunk = 256 * jax.local_device_count()
+    chunk = R.DYNAMICS_CHUNK * jax.local_device_count()
     grid = sweep.Grid(n_clusters=np.array([4]), noise=np.array([0.6], np.float32), seeds=chunk)
     for i in range(4):
         if i == 1:  # after a compiled, warm call

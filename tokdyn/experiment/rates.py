@@ -18,7 +18,7 @@ machine's **speed** at that kind of work, and the time here is ``sum(work[k] / s
 (:meth:`Rates.seconds`): work of ``N`` probe units (``N = work[k] * REFERENCE_RATES[k]``) takes
 ``N / rate`` seconds. The probes take a few seconds in all, most of it compiling (the calls timed
 come after a compiled, warmed one, each ends with ``block_until_ready``, and the rate is the median
-of 5 windows); :func:`for_estimate` runs them only for an estimate of at least
+of 3 windows); :func:`for_estimate` runs them only for an estimate of at least
 :data:`PROBE_MIN_SECONDS` on the reference CPU, so a quick run never waits for one. A probe is rough by nature: it stands for its kind of work at one size, and on
 an accelerator a study's larger sizes usually run more efficiently than the probe's, so read an
 estimate as its order of magnitude.
@@ -55,7 +55,7 @@ UNITS = {"dynamics": "runs a second", "training": "FLOP a second"}
 REFERENCE_RATES = {"dynamics": 6000.0, "training": 1.5e10}
 REFERENCE_DEVICE = "the reference CPU (2 x86_64 cores)"
 PROBE_MIN_SECONDS = 120.0  # an estimate under this many seconds on the reference CPU never runs a probe
-MIN_SECONDS = {"cpu": 0.4, "accelerator": 0.2}  # each probe's timed calls last at least this long
+MIN_SECONDS = {"cpu": 0.5, "accelerator": 0.3}  # each probe's timed calls last at least this long
 MAX_AGE_DAYS = 30.0  # rates kept on disk longer than this are measured again
 ENV = "TOKDYN_PROBE"
 MODES = ("disk", "process", "off")
@@ -130,7 +130,7 @@ def _accelerator() -> bool:
     return jax.default_backend() != "cpu"
 
 
-def _timed(call: Callable[[int], float], min_seconds: float, windows: int = 5) -> float:
+def _timed(call: Callable[[int], float], min_seconds: float, windows: int = 3) -> float:
     """Units a second of ``call(i)`` (which does its work, waits for it and returns its units):
     one call compiles, one warms, then ``windows`` windows of calls, each at least
     ``min_seconds / windows`` long (and one call), are timed; the median window's rate (a burst
@@ -150,23 +150,27 @@ def _timed(call: Callable[[int], float], min_seconds: float, windows: int = 5) -
     return float(sorted(out)[len(out) // 2])
 
 
+DYNAMICS_CHUNK = 128  # runs per device and chunk on a CPU (an accelerator's: the smallest a study uses)
+DYNAMICS_CHUNKS = 4  # chunks a call: the sweep's fixed cost a call (its code digest, tracing) shared as in a study
+
+
 def probe_dynamics(min_seconds: float) -> float:
     """Runs a second of :class:`tokdyn.engine.runs.ClusterRun` at its defaults (the built-in rule,
     and on a GPU its fused kernel, as the studies run it) through :func:`tokdyn.engine.sweep.run`:
-    3 cluster counts x 3 noise levels x seeds under common random numbers, one chunk a call of 256
-    runs per device on a CPU (its sequential map, whose rate does not grow with the chunk) and the
-    smallest chunk a study uses on an accelerator (:data:`tokdyn.engine.execute.ACCELERATOR_CHUNK`
-    per device)."""
+    3 cluster counts x 3 noise levels x seeds under common random numbers, :data:`DYNAMICS_CHUNKS`
+    chunks a call, of :data:`DYNAMICS_CHUNK` runs per device on a CPU (a hundred or so: its
+    sequential map's rate does not grow with the chunk; on an accelerator the smallest chunk a
+    study uses, :data:`tokdyn.engine.execute.ACCELERATOR_CHUNK`, whose width sets its rate)."""
     import jax
     import numpy as np
 
     from tokdyn.engine import execute, sweep
     from tokdyn.engine.runs import ClusterRun
 
-    per_device = execute.ACCELERATOR_CHUNK[0] if _accelerator() else 256
+    per_device = execute.ACCELERATOR_CHUNK[0] if _accelerator() else DYNAMICS_CHUNK
     chunk = per_device * jax.local_device_count()
     grid = sweep.Grid(n_clusters=np.array([3, 4, 5]), noise=np.array([0.3, 0.6, 0.9], np.float32),
-                      seeds=max(1, chunk // 9), seed_major=True)
+                      seeds=max(1, DYNAMICS_CHUNKS * chunk // 9), seed_major=True)
     fn = ClusterRun()
 
     def call(i):

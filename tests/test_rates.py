@@ -106,6 +106,11 @@ def test_time_here_is_the_work_over_the_speed():
         r.speed("sampling")
 
 
+def test_durations_in_words():
+    assert [S.duration(x) for x in (0.4, 40, 89, 90, 720, 3599, 3600, 3 * 3600 + 1800)] == \
+        ["0 s", "40 s", "89 s", "2 min", "12 min", "60 min", "1.0 hours", "3.5 hours"]
+
+
 def test_an_estimate_splits_its_seconds_by_kind():
     est = S.Estimate(work={"dynamics": 3.0, "training": np.float32(4.0), "host": 1})
     assert est.seconds == pytest.approx(8.0) and est.work == {"dynamics": 3.0, "training": 4.0, "host": 1.0}

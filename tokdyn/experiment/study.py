@@ -297,7 +297,7 @@ def duration(seconds: float) -> str:
     """``seconds`` in words: ``"40 s"``, ``"12 min"``, ``"3.5 hours"``."""
     if seconds < 90:
         return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
+    if seconds < 3600:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} hours"
 

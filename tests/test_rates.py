@@ -17,18 +17,20 @@ from tokdyn.experiment import rates as R
 from tokdyn.experiment import study as S
 
 REF = R.REFERENCE_RATES
+pytestmark = pytest.mark.fast_compile  # the probes' rates are only checked for their units here
 
 
 @pytest.fixture
 def probing(monkeypatch, tmp_path):
     """Probes allowed (conftest turns them off), the disk cache in a temporary directory, fake
-    probes that count their calls and measure twice the reference's dynamics rate and a quarter of
-    its training rate."""
+    probes that count their calls and measure twice the reference's dynamics rate, a quarter of
+    its training rate and half its host rate."""
     monkeypatch.setenv(R.ENV, "disk")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     calls = []
     monkeypatch.setitem(R.PROBES, "dynamics", lambda s: calls.append("dynamics") or 2.0 * REF["dynamics"])
     monkeypatch.setitem(R.PROBES, "training", lambda s: calls.append("training") or 0.25 * REF["training"])
+    monkeypatch.setitem(R.PROBES, "host", lambda s: calls.append("host") or 0.5 * REF["host"])
     R.forget()
     yield calls
     R.forget()
@@ -45,16 +47,18 @@ def test_the_probes_measure_positive_finite_rates_in_their_units(monkeypatch):
     assert set(r.rates) == set(R.KINDS) and r.sources == {k: "measured" for k in R.KINDS}
     assert all(math.isfinite(v) and v > 0 for v in r.rates.values())
     assert 0 < r.probe_seconds <= wall and r.backend == jax.default_backend()
-    # runs a second: against our own timing of the same compiled chunk over other conditions
+    # runs a second: against our own clock on the probe's compiled sweep, with other keys
     chunk = R.DYNAMICS_CHUNK * jax.local_device_count()
-    grid = sweep.Grid(n_clusters=np.array([4]), noise=np.array([0.6], np.float32), seeds=chunk)
-    for i in range(4):
-        if i == 1:  # after a compiled, warm call
-            t0 = time.perf_counter()
-        sweep.run(ClusterRun(), grid, key=jax.random.key(100 + i), chunk_size=chunk, progress=False, part=(0, 1))
-    ours = 3 * chunk / (time.perf_counter() - t0)
+    grid = sweep.Grid(n_clusters=np.array([3, 4, 5]), noise=np.array([0.3, 0.6, 0.9], np.float32),
+                      seeds=R.DYNAMICS_CHUNKS * chunk // 9, seed_major=True)  # the probe's grid: compiled
+    t0 = time.perf_counter()
+    for i in range(3):
+        sweep.run(ClusterRun(), grid, key=jax.random.key(100 + i), chunk_size=chunk, progress=False, part=(0, 1),
+                  common_random_numbers=True)
+    ours = 3 * len(grid) / (time.perf_counter() - t0)
     assert ours / 5 < r.rates["dynamics"] < ours * 5, (r.rates["dynamics"], ours)
     assert 1e7 < r.rates["training"] < 1e12  # FLOP a second of 2 cores: a unit slip would be 1e3 off
+    assert 0.01 < r.rates["host"] < 100  # compiles a second of a small program (about one a second)
     assert execute.default_batch_size() == 1  # (the CPU's sequential map, which the probe's chunk assumes)
 
 
@@ -92,9 +96,9 @@ def test_the_training_probes_flop_count_is_xlas():
 
 def test_time_here_is_the_work_over_the_speed():
     r = R.Rates({"dynamics": 2.0 * REF["dynamics"], "training": 0.25 * REF["training"]}, "cpu", "x",
-                {"dynamics": "measured", "training": "measured"})
+                {"dynamics": "measured", "training": "measured", "host": "reference"})
     assert r.speed("dynamics") == pytest.approx(2.0) and r.speed("training") == pytest.approx(0.25)
-    assert r.speed(R.HOST) == 1.0
+    assert r.speed("host") == 1.0  # not measured: the reference's
     assert r.seconds({"dynamics": 10.0, "training": 40.0, "host": 5.0}) == pytest.approx(10 / 2 + 40 / 0.25 + 5)
     n = 10.0 * REF["dynamics"]  # 10 s on the reference CPU is n runs: n / rate seconds here
     assert r.seconds({"dynamics": 10.0}) == pytest.approx(n / r.rates["dynamics"])
@@ -115,7 +119,7 @@ def test_an_estimate_splits_its_seconds_by_kind():
     est = S.Estimate(work={"dynamics": 3.0, "training": np.float32(4.0), "host": 1})
     assert est.seconds == pytest.approx(8.0) and est.work == {"dynamics": 3.0, "training": 4.0, "host": 1.0}
     assert S.Estimate(seconds=5.0).work == {} and S.time_here(S.Estimate(seconds=5.0))[0] == 5.0
-    with pytest.raises(ValueError, match="kinds must be among dynamics, training, host"):
+    with pytest.raises(ValueError, match="kinds must be among dynamics, training, host, got \\['gpu'\\]"):
         S.Estimate(work={"gpu": 1.0})
     with pytest.raises(ValueError, match="finite numbers >= 0"):
         S.Estimate(work={"dynamics": -1.0})
@@ -132,8 +136,8 @@ def test_small_estimates_never_probe(probing, monkeypatch):
     def refuse(s):
         raise AssertionError("probed")
 
-    monkeypatch.setitem(R.PROBES, "dynamics", refuse)
-    monkeypatch.setitem(R.PROBES, "training", refuse)
+    for kind in R.KINDS:
+        monkeypatch.setitem(R.PROBES, kind, refuse)
     small = S.Estimate(work={"dynamics": 0.5 * R.PROBE_MIN_SECONDS, "training": 0.4 * R.PROBE_MIN_SECONDS,
                              "host": 5.0})
     lines = []
@@ -152,19 +156,20 @@ def test_a_long_estimate_probes_once_and_the_message_names_the_backend(probing):
     est = S.Estimate(models=7, work={"dynamics": 2 * 3600.0, "training": 3600.0, "host": 60.0})
     lines = []
     S.check_resources("demo", est, note=lines.append)
-    assert probing == ["dynamics", "training"]
-    seconds = 2 * 3600.0 / 2.0 + 3600.0 / 0.25 + 60.0
+    assert probing == ["dynamics", "training", "host"]
+    seconds = 2 * 3600.0 / 2.0 + 3600.0 / 0.25 + 60.0 / 0.5
     assert f"(7 models or runs) will take about {seconds / 3600:.1f} hours" in lines[0]
     assert f"at the rates measured on this cpu backend ({R.current([]).device}; " in lines[0]
-    assert "dynamics 2x, training 0.25x the reference CPU's; probed in" in lines[0] and "2-core" not in lines[0]
+    assert "dynamics 2x, training 0.25x, host 0.5x the reference CPU's; probed in" in lines[0]
+    assert "2-core" not in lines[0]
     assert "finished work is kept, and the same command resumes it" in lines[0]
     S.check_resources("demo", est, note=lines.append)  # once per process
-    assert probing == ["dynamics", "training"]
+    assert probing == ["dynamics", "training", "host"]
     only = S.Estimate(work={"dynamics": 3 * 3600.0})  # a kind measured: the other is not needed
     assert S.time_here(only)[0] == pytest.approx(3 * 3600.0 / 2.0)
     record = S.time_record(est)
     assert record["seconds"] == pytest.approx(seconds) and record["reference_seconds"] == pytest.approx(3 * 3600 + 60)
-    assert record["speeds"] == {"dynamics": pytest.approx(2.0), "training": pytest.approx(0.25)}
+    assert record["speeds"] == {"dynamics": pytest.approx(2.0), "training": pytest.approx(0.25), "host": 0.5}
 
 
 def test_the_message_names_an_accelerator(probing, monkeypatch):
@@ -193,9 +198,9 @@ def test_quiet_says_only_what_is_long(probing):
     assert lines == []
     S.check_resources("demo", est, note=lines.append, say_from=S.SAY_SECONDS)
     device = R.current([]).device
-    assert lines == [f"demo: this configuration (1 models or runs) will take about 10 min on this cpu backend "
-                     f"({device}; host work, timed as on the reference CPU)"]
-    assert probing == []
+    assert lines == [f"demo: this configuration (1 models or runs) will take about 20 min at the rates measured "
+                     f"on this cpu backend ({device}; host 0.5x the reference CPU's; probed in 0.0 s)"]
+    assert probing == ["host"]
 
 
 # ---------------------------------------------------------------------------------------------- where they are kept

@@ -7,11 +7,13 @@ x86_64 machine its constants were fitted on, :data:`REFERENCE_DEVICE`), split by
 
 * ``"dynamics"``: token dynamics over many runs, the study path of :mod:`tokdyn.engine` (its
   probe: :class:`tokdyn.engine.runs.ClusterRun` at its default structure through
-  :func:`tokdyn.engine.sweep.run`, one chunk as wide as a study's smallest on this backend, in
-  runs a second);
+  :func:`tokdyn.engine.sweep.run`, chunks as wide as a study's smallest on this backend, in runs
+  a second);
 * ``"training"``: a learned model's training steps (its probe: a transformer block's loss,
   gradient and Adam update at a fixed sequence shape and a batch per backend, in FLOP a second);
-* ``"host"``: what runs on the host whatever the backend (Python, compiles, files), never scaled.
+* ``"host"``: what the host does whatever the device: compiling, and the Python around it (its
+  probe: compiling that training step for the running backend, with the compilation cache off,
+  in compiles a second).
 
 A probe's rate here over its rate on the reference CPU (:data:`REFERENCE_RATES`) is this
 machine's **speed** at that kind of work, and the time here is ``sum(work[k] / speed(k))``
@@ -19,9 +21,9 @@ machine's **speed** at that kind of work, and the time here is ``sum(work[k] / s
 ``N / rate`` seconds. The probes take a few seconds in all, most of it compiling (the calls timed
 come after a compiled, warmed one, each ends with ``block_until_ready``, and the rate is the median
 of 3 windows); :func:`for_estimate` runs them only for an estimate of at least
-:data:`PROBE_MIN_SECONDS` on the reference CPU, so a quick run never waits for one. A probe is rough by nature: it stands for its kind of work at one size, and on
-an accelerator a study's larger sizes usually run more efficiently than the probe's, so read an
-estimate as its order of magnitude.
+:data:`PROBE_MIN_SECONDS` on the reference CPU, so a quick run never waits for one. A probe is
+rough by nature: it stands for its kind of work at one size, and on an accelerator a study's larger
+sizes usually run more efficiently than the probe's, so read an estimate as its order of magnitude.
 
 Rates are measured once per process and backend, and kept on disk (:func:`cache_file`, keyed by
 the backend, its devices, the host's cores, the JAX, jaxlib and tokdyn versions, ``XLA_FLAGS`` and
@@ -47,12 +49,11 @@ import time
 import warnings
 from typing import Callable, Mapping, Optional, Sequence
 
-KINDS = ("dynamics", "training")  # the kinds of work a probe measures
-HOST = "host"  # the kind of work that runs on the host, at the same speed everywhere (never probed)
-UNITS = {"dynamics": "runs a second", "training": "FLOP a second"}
+KINDS = ("dynamics", "training", "host")  # the kinds of work, each measured by its probe
+UNITS = {"dynamics": "runs a second", "training": "FLOP a second", "host": "compiles a second"}
 # The probes' rates on the reference CPU (2 x86_64 cores shared with other work, the tokdyn
 # command's setup: one host device per core), the machine the studies' constants were fitted on.
-REFERENCE_RATES = {"dynamics": 6000.0, "training": 1.5e10}
+REFERENCE_RATES = {"dynamics": 6000.0, "training": 1.5e10, "host": 1.0}
 REFERENCE_DEVICE = "the reference CPU (2 x86_64 cores)"
 PROBE_MIN_SECONDS = 120.0  # an estimate under this many seconds on the reference CPU never runs a probe
 MIN_SECONDS = {"cpu": 0.5, "accelerator": 0.3}  # each probe's timed calls last at least this long
@@ -84,11 +85,9 @@ class Rates:
 
     def speed(self, kind: str) -> float:
         """This machine's speed at ``kind`` of work against the reference CPU's: the probe's rate
-        over :data:`REFERENCE_RATES` (1 for :data:`HOST` work and for a kind not measured)."""
-        if kind == HOST:
-            return 1.0
-        if kind not in REFERENCE_RATES:
-            raise ValueError(f"kind must be one of {', '.join(KINDS + (HOST,))}, got {kind!r}")
+        over :data:`REFERENCE_RATES` (1 for a kind not measured)."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         rate = self.rates.get(kind)
         return 1.0 if rate is None else float(rate) / REFERENCE_RATES[kind]
 
@@ -101,10 +100,8 @@ class Rates:
         """Where the rates of ``kinds`` (default: every kind it holds) come from, for a message:
         ``"at the rates measured on this gpu backend (1 NVIDIA H100 80GB HBM3; dynamics 95x,
         training 310x the reference CPU's; probed in 4.1 s)"``."""
-        kinds = [k for k in (self.sources if kinds is None else kinds) if k != HOST]
+        kinds = list(self.sources if kinds is None else kinds)
         ours = [k for k in kinds if self.sources.get(k, "reference") != "reference"]
-        if not kinds:
-            return f"on this {self.backend} backend ({self.device}; host work, timed as on the reference CPU)"
         if not ours:
             reason = (f"{ENV}=off" if mode() == "off" else "not measured for a run this short")
             return f"at the rates of {REFERENCE_DEVICE}, not this {self.backend} backend's ({self.device}; {reason})"
@@ -192,22 +189,20 @@ def training_flops(batch: int, length: int, width: int) -> float:
     return 3.0 * 2.0 * batch * length * (12 * width * width + 2 * length * width)
 
 
-def probe_training(min_seconds: float) -> float:
-    """FLOP a second of a training step (loss, gradient, Adam update, one compiled call) of one
-    pre-norm transformer block (single-head attention and a 4x MLP) on :data:`TRAINING_SHAPE`
-    sequences, :data:`TRAINING_BATCH` a step, float32 under the matmul precision in force; FLOP
-    counted by :func:`training_flops`."""
+def _training_program(batch: int):
+    """``(step, args)``: the training probe's step (loss, gradient, Adam update of one pre-norm
+    transformer block, new function objects each call, not yet compiled) and its arguments,
+    drawn on the host (no eager JAX operation, each of which would compile)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     import optax
 
     L, W = TRAINING_SHAPE["length"], TRAINING_SHAPE["width"]
-    B = TRAINING_BATCH["accelerator" if _accelerator() else "cpu"]
-    rng = np.random.default_rng(0)  # drawn on the host: no eager JAX operation (each would compile)
+    rng = np.random.default_rng(0)
     shapes = dict(wq=(W, W), wk=(W, W), wv=(W, W), wo=(W, W), w1=(W, 4 * W), w2=(4 * W, W))
     params = {n: jnp.asarray(rng.standard_normal(s, np.float32) / math.sqrt(s[0])) for n, s in shapes.items()}
-    x, y = (jnp.asarray(rng.standard_normal((B, L, W), np.float32)) for _ in range(2))
+    x, y = (jnp.asarray(rng.standard_normal((batch, L, W), np.float32)) for _ in range(2))
     opt = optax.adam(1e-3)
 
     def loss(p, x, y):
@@ -217,14 +212,27 @@ def probe_training(min_seconds: float) -> float:
         x = x + jax.nn.gelu((x - x.mean(-1, keepdims=True)) @ p["w1"]) @ p["w2"]
         return jnp.mean((x - y) ** 2)
 
-    @jax.jit
     def step(p, s, x, y):
         value, g = jax.value_and_grad(loss)(p, x, y)
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s, value
 
-    state = [params, jax.jit(opt.init)(params)]
-    flops = training_flops(B, L, W)
+    state = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), jax.eval_shape(opt.init, params))  # Adam's
+    return step, (params, state, x, y)
+
+
+def probe_training(min_seconds: float) -> float:
+    """FLOP a second of a training step (loss, gradient, Adam update, one compiled call) of one
+    pre-norm transformer block (single-head attention and a 4x MLP) on :data:`TRAINING_SHAPE`
+    sequences, :data:`TRAINING_BATCH` a step, float32 under the matmul precision in force; FLOP
+    counted by :func:`training_flops`."""
+    import jax
+
+    batch = TRAINING_BATCH["accelerator" if _accelerator() else "cpu"]
+    step, (params, opt_state, x, y) = _training_program(batch)
+    step = jax.jit(step)
+    state = [params, opt_state]
+    flops = training_flops(batch, TRAINING_SHAPE["length"], TRAINING_SHAPE["width"])
 
     def call(i):
         p, s, value = step(state[0], state[1], x, y)
@@ -235,7 +243,33 @@ def probe_training(min_seconds: float) -> float:
     return _timed(call, min_seconds)
 
 
-PROBES: Mapping[str, Callable[[float], float]] = {"dynamics": probe_dynamics, "training": probe_training}
+def probe_host(min_seconds: float) -> float:
+    """Compiles a second of the training probe's step (tracing, lowering and XLA's compile for the
+    running backend, with JAX's persistent compilation cache off and a new function, so nothing is
+    read back): the host's speed at what every study does besides its device work (compiling, and
+    the Python around it). One warm-up compile of a trivial program first (JAX's one-time setup);
+    the median of 3 compiles, or of those that fit in ``min_seconds`` (at least one)."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.jit(lambda v: v + 1).lower(jnp.zeros(())).compile()
+    batch = TRAINING_BATCH["accelerator" if _accelerator() else "cpu"]
+    cached = jax.config.jax_enable_compilation_cache
+    out, t_all = [], time.perf_counter()
+    try:
+        jax.config.update("jax_enable_compilation_cache", False)
+        while len(out) < 3 and (not out or time.perf_counter() - t_all < min_seconds):
+            step, args = _training_program(batch)
+            t0 = time.perf_counter()
+            jax.jit(step).lower(*args).compile()
+            out.append(1.0 / (time.perf_counter() - t0))
+    finally:
+        jax.config.update("jax_enable_compilation_cache", cached)
+    return float(sorted(out)[len(out) // 2])
+
+
+PROBES: Mapping[str, Callable[[float], float]] = {"dynamics": probe_dynamics, "training": probe_training,
+                                                   "host": probe_host}
 
 
 # ---------------------------------------------------------------------------------------------- measuring, keeping
@@ -403,7 +437,7 @@ def for_estimate(work: Mapping[str, float]) -> Rates:
     """The rates to time ``work`` (kind -> seconds on the reference CPU) with: :func:`current` of
     its kinds, measured only when the work adds up to at least :data:`PROBE_MIN_SECONDS` (a
     shorter run never waits for a probe: rates measured before are used, else the reference's)."""
-    kinds = [k for k in work if k != HOST]
+    kinds = list(work)
     return current(kinds, probe=sum(float(s) for s in work.values()) >= PROBE_MIN_SECONDS)
 
 

@@ -166,9 +166,9 @@ class Estimate:
     def __post_init__(self):
         if not isinstance(self.work, Mapping):
             raise TypeError(f"work must be a mapping of kinds to seconds, got {self.work!r}")
-        bad = [k for k in self.work if k not in (*R.KINDS, R.HOST)]
+        bad = [k for k in self.work if k not in R.KINDS]
         if bad:
-            raise ValueError(f"work: kinds must be among {', '.join((*R.KINDS, R.HOST))}, got {bad}")
+            raise ValueError(f"work: kinds must be among {', '.join(R.KINDS)}, got {bad}")
         try:
             work = {k: float(v) for k, v in self.work.items()}
         except (TypeError, ValueError):
@@ -287,7 +287,7 @@ def time_record(estimate: Estimate) -> Optional[dict]:
         return None
     if not estimate.work:
         return dict(seconds=float(estimate.seconds), reference_seconds=float(estimate.seconds))
-    rates = R.current([k for k in estimate.work if k != R.HOST], probe=False)
+    rates = R.current(list(estimate.work), probe=False)
     return dict(seconds=rates.seconds(estimate.work), reference_seconds=float(estimate.seconds),
                 work=dict(estimate.work), speeds={k: rates.speed(k) for k in rates.sources}, sources=dict(rates.sources),
                 backend=rates.backend, device=rates.device)

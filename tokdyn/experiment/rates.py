@@ -1,9 +1,9 @@
 """How fast the running backend does tokdyn's kinds of work, measured by short probes, for the
 studies' time estimates.
 
-A study's :meth:`Config.estimate` counts its work in seconds of the **reference CPU** (the 2-core
+A study's ``Config.estimate()`` counts its work in seconds of the **reference CPU** (the 2-core
 x86_64 machine its constants were fitted on, :data:`REFERENCE_DEVICE`), split by the kind of work
-(:attr:`tokdyn.experiment.study.Estimate.work`):
+(the ``work`` of its :class:`tokdyn.experiment.study.Estimate`):
 
 * ``"dynamics"``: token dynamics over many runs, the study path of :mod:`tokdyn.engine` (its
   probe: :class:`tokdyn.engine.runs.ClusterRun` at its default structure through

@@ -51,9 +51,11 @@ from typing import Callable, Mapping, Optional, Sequence
 
 KINDS = ("dynamics", "training", "host")  # the kinds of work, each measured by its probe
 UNITS = {"dynamics": "runs a second", "training": "FLOP a second", "host": "compiles a second"}
-# The probes' rates on the reference CPU (2 x86_64 cores shared with other work, the tokdyn
-# command's setup: one host device per core), the machine the studies' constants were fitted on.
-REFERENCE_RATES = {"dynamics": 6000.0, "training": 1.5e10, "host": 1.0}
+# The probes' rates on the reference CPU, the machine the studies' constants were fitted on (2 x86_64
+# cores shared with other work, the tokdyn command's setup: one host device per core): the medians of
+# 15 measurements, 2026-11-26, at load averages 6-8 (interquartile ranges 5,500-6,700 runs/s,
+# 3.1e10-4.2e10 FLOP/s, 0.71-0.89 compiles/s; benchmarks/README.md).
+REFERENCE_RATES = {"dynamics": 6300.0, "training": 3.4e10, "host": 0.85}
 REFERENCE_DEVICE = "the reference CPU (2 x86_64 cores)"
 PROBE_MIN_SECONDS = 120.0  # an estimate under this many seconds on the reference CPU never runs a probe
 MIN_SECONDS = {"cpu": 0.5, "accelerator": 0.3}  # each probe's timed calls last at least this long

@@ -57,7 +57,7 @@ def main(argv=None):
         words = case.split()
         est = config_of(words).estimate()
         load_before = os.getloadavg()[0]
-        measured = rates.measure([k for k in est.work if k != rates.HOST] or list(rates.KINDS))
+        measured = rates.measure(list(est.work) or list(rates.KINDS))
         with tempfile.TemporaryDirectory() as tmp:
             env = dict(os.environ, TOKDYN_CACHE_DIR=os.path.join(tmp, "jax"),
                        XDG_CACHE_HOME=os.path.join(tmp, "cache"), TOKDYN_PROBE="process")

@@ -74,7 +74,8 @@ def main(argv=None):
         row = dict(case=case, reference_s=est.seconds, measured_s=S.time_here(est, measured)[0],
                    speeds={k: measured.speed(k) for k in measured.rates}, probe_s=measured.probe_seconds,
                    taken_s=taken, total_s=record["timings"]["total_s"], said_s=said.get("seconds"),
-                   said_sources=said.get("sources"), said_line=line, load=(load_before, os.getloadavg()[0]))
+                   said_sources=said.get("sources"), said_line=line, load=(load_before, os.getloadavg()[0]),
+                   timings=record["timings"])
         rows.append(row)
         print(f"{case:28s} reference {row['reference_s']:7.1f} s  measured {row['measured_s']:7.1f} s "
               f"(speeds {', '.join(f'{k} {v:.2f}' for k, v in row['speeds'].items())})  taken {taken:6.1f} s "

@@ -12,7 +12,7 @@ x86_64 machine its constants were fitted on, :data:`REFERENCE_DEVICE`), split by
 * ``"training"``: a learned model's training steps (its probe: a transformer block's loss,
   gradient and Adam update at a fixed sequence shape and a batch per backend, in FLOP a second);
 * ``"host"``: what the host does whatever the device: compiling, and the Python around it (its
-  probe: compiling that training step for the running backend, with the compilation cache off,
+  probe: the training probe's compile for the running backend, with the compilation cache off,
   in compiles a second).
 
 A probe's rate here over its rate on the reference CPU (:data:`REFERENCE_RATES`) is this
@@ -223,6 +223,33 @@ def _training_program(batch: int):
     return step, (params, state, x, y)
 
 
+_COMPILED: dict = {}  # key of identity() -> (the training probe's compiled step, its arguments, compile seconds)
+
+
+def _compiled_training():
+    """The training probe's step compiled for the running backend, its arguments and the seconds
+    its compile took (tracing, lowering and XLA's compile, with JAX's persistent compilation
+    cache off and a new function, so nothing is read back; after a warm-up compile of a trivial
+    program, JAX's one-time setup): compiled once per process and backend, for both
+    :func:`probe_training` and :func:`probe_host`."""
+    import jax
+    import jax.numpy as jnp
+
+    key = _key(identity())
+    if key not in _COMPILED:
+        jax.jit(lambda v: v + 1).lower(jnp.zeros(())).compile()
+        step, args = _training_program(TRAINING_BATCH["accelerator" if _accelerator() else "cpu"])
+        cached = jax.config.jax_enable_compilation_cache
+        try:
+            jax.config.update("jax_enable_compilation_cache", False)
+            t0 = time.perf_counter()
+            compiled = jax.jit(step).lower(*args).compile()
+            _COMPILED[key] = (compiled, args, time.perf_counter() - t0)
+        finally:
+            jax.config.update("jax_enable_compilation_cache", cached)
+    return _COMPILED[key]
+
+
 def probe_training(min_seconds: float) -> float:
     """FLOP a second of a training step (loss, gradient, Adam update, one compiled call) of one
     pre-norm transformer block (single-head attention and a 4x MLP) on :data:`TRAINING_SHAPE`
@@ -230,9 +257,8 @@ def probe_training(min_seconds: float) -> float:
     counted by :func:`training_flops`."""
     import jax
 
-    batch = TRAINING_BATCH["accelerator" if _accelerator() else "cpu"]
-    step, (params, opt_state, x, y) = _training_program(batch)
-    step = jax.jit(step)
+    step, (params, opt_state, x, y), _ = _compiled_training()
+    batch = x.shape[0]
     state = [params, opt_state]
     flops = training_flops(batch, TRAINING_SHAPE["length"], TRAINING_SHAPE["width"])
 
@@ -246,28 +272,11 @@ def probe_training(min_seconds: float) -> float:
 
 
 def probe_host(min_seconds: float) -> float:
-    """Compiles a second of the training probe's step (tracing, lowering and XLA's compile for the
-    running backend, with JAX's persistent compilation cache off and a new function, so nothing is
-    read back): the host's speed at what every study does besides its device work (compiling, and
-    the Python around it). One warm-up compile of a trivial program first (JAX's one-time setup);
-    the median of 3 compiles, or of those that fit in ``min_seconds`` (at least one)."""
-    import jax
-    import jax.numpy as jnp
-
-    jax.jit(lambda v: v + 1).lower(jnp.zeros(())).compile()
-    batch = TRAINING_BATCH["accelerator" if _accelerator() else "cpu"]
-    cached = jax.config.jax_enable_compilation_cache
-    out, t_all = [], time.perf_counter()
-    try:
-        jax.config.update("jax_enable_compilation_cache", False)
-        while len(out) < 3 and (not out or time.perf_counter() - t_all < min_seconds):
-            step, args = _training_program(batch)
-            t0 = time.perf_counter()
-            jax.jit(step).lower(*args).compile()
-            out.append(1.0 / (time.perf_counter() - t0))
-    finally:
-        jax.config.update("jax_enable_compilation_cache", cached)
-    return float(sorted(out)[len(out) // 2])
+    """Compiles a second of the training probe's step for the running backend (one compile with
+    the caches off, shared with :func:`probe_training`): the host's speed at what every study
+    does besides its device work (compiling, and the Python around it). ``min_seconds`` is not
+    used: one compile is the measurement."""
+    return 1.0 / _compiled_training()[2]
 
 
 PROBES: Mapping[str, Callable[[float], float]] = {"dynamics": probe_dynamics, "training": probe_training,
@@ -444,7 +453,9 @@ def for_estimate(work: Mapping[str, float]) -> Rates:
 
 
 def forget() -> None:
-    """Forget the rates this process measured or read (the disk cache is left as it is)."""
+    """Forget the rates this process measured or read, and the probes' compiled program (the disk
+    cache is left as it is)."""
     _MEMORY.clear()
     _PROBE_SECONDS.clear()
     _FAILED.clear()
+    _COMPILED.clear()

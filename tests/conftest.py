@@ -2,6 +2,10 @@ import contextlib
 import os
 import sys
 
+# No test waits for the time estimates' probes (tokdyn.experiment.rates): estimates are timed at the
+# reference CPU's rates, and nothing is written to the user's cache. tests/test_rates.py measures.
+os.environ["TOKDYN_PROBE"] = "off"
+
 # XLA:CPU's fusion emitters compile this suite's small programs in about twice the time of its
 # elemental emitters (the backend compile of the latent-reasoner tests: 163 s -> 83 s), and the
 # suite compiles far more than it runs. Set before JAX starts its backend; TOKDYN_TEST_OPTIMIZED=1,

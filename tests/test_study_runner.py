@@ -271,8 +271,9 @@ def test_resources_are_checked_against_the_device_memory_and_the_host(monkeypatc
     with pytest.raises(ValueError, match="kind"):
         S.available_memory("disk")
     on_cpu = []
-    S.check_resources("demo", S.Estimate(memory=1, models=10, seconds=5 * 3600.0), note=on_cpu.append)
-    assert "hours on a 2-core CPU (10 models" in on_cpu[0]
+    S.check_resources("demo", S.Estimate(memory=1, models=10, work={"dynamics": 5 * 3600.0}), note=on_cpu.append)
+    assert "(10 models or runs) will take about 5.0 hours at the rates of the reference CPU" in on_cpu[0]
+    assert "not this cpu backend's" in on_cpu[0] and "TOKDYN_PROBE=off" in on_cpu[0]  # conftest
     with pytest.raises(S.Refused, match="this machine can spare") as e:  # a host table on the CPU: as before
         S.check_resources("demo", S.Estimate(memory=1, option="n_train", host_memory=10 ** 18, host_option="seeds"))
     assert "make seeds smaller" in str(e.value)
@@ -294,7 +295,11 @@ def test_resources_are_checked_against_the_device_memory_and_the_host(monkeypatc
                           host_memory=2 ** 31)
     lines = []
     S.check_resources("demo", S.Estimate(memory=1, models=10, seconds=5 * 3600.0), note=lines.append)
-    assert "5.0 hours at the rates fitted on a 2-core CPU (10 models or runs; this gpu backend may be faster)" in lines[0]
+    assert ("(10 models or runs) will take about 5.0 hours at the rates of the reference CPU (2 x86_64 cores); the "
+            "estimate does not split its work by kind, so it is not scaled to this gpu backend") in lines[0]
+    S.check_resources("demo", S.Estimate(memory=1, models=10, work={"training": 5 * 3600.0}), note=lines.append)
+    assert "at the rates of the reference CPU (2 x86_64 cores), not this gpu backend's (1 Fake H100; " \
+           "TOKDYN_PROBE=off)" in lines[1] and "2-core" not in lines[1]
 
 
 # ---------------------------------------------------------------------------------------------- matmul precision
@@ -566,6 +571,9 @@ def test_the_docs_example_study_runs_resumes_and_judges_its_finding(tmp_path):
         assert c == pytest.approx(np.mean(runs["collapsed"][runs["temperature"] == t]))
     record = S.read_record(out)
     assert set(record["timings"]) == {"simulate_s", "plots_s", "total_s"}
+    assert record["estimate"]["work"] == {"dynamics": pytest.approx(24 / 300)}  # the time said, beside the timings
+    assert record["estimate"]["sources"] == {"dynamics": "reference"}  # TOKDYN_PROBE=off (conftest): not measured
+    assert record["estimate"]["seconds"] == pytest.approx(24 / 300) == record["estimate"]["reference_seconds"]
     assert os.path.exists(os.path.join(out, "rates.png"))
     assert "| temperature | collapse rate | ARI |" in open(os.path.join(out, "summary.md")).read()
     before = _files(out)["runs.csv"]

@@ -21,6 +21,10 @@
 - :mod:`tokdyn.experiment.registry`  the studies, listed once (name, command, module, default output),
   which the command line and ``tokdyn reproduce`` read
 
+- :mod:`tokdyn.experiment.rates`  how fast the running backend does each kind of work (token
+  dynamics, training), measured once by short probes and kept, so that a study's time estimate
+  (its work in seconds of the reference CPU, by kind) is said for this machine
+
 - :mod:`tokdyn.experiment.reasoners`  the store of trained latent reasoners: the latent-reasoning
   study's ``Config``, training a variant to convergence into a study directory
   (``train_variants``, ``run_variant``, ``ensure_trained``) and loading it back (``load_variant``,
@@ -29,7 +33,7 @@
 
 import importlib
 
-__all__ = ["attributes", "findings", "presets", "reasoners", "registry", "runner", "study"]
+__all__ = ["attributes", "findings", "presets", "rates", "reasoners", "registry", "runner", "study"]
 
 
 def __getattr__(name):

@@ -66,9 +66,11 @@ FAMILIES = ("read", "gravity", "path")  # the default families: the control and 
 MAX_ROOT_SEED = 2 ** 32 - 1  # jax.random.key keeps the low 32 bits of a larger seed: two seeds would alias
 TESTED = ("best", "final")  # which state of a trained variant answers its test (Config.tested)
 # The time estimate said up front: the model's training FLOPs at FLOPS, plus STEP_SECONDS per step for
-# what does not grow with the model (dispatch, evaluation, checkpoints). Fitted to default and --quick
-# runs on a 2-core x86_64 CPU (about 35 and 3 min); the FLOP count is a rough upper bound, so FLOPS
-# is an effective rate, not the machine's.
+# what does not grow with the model (dispatch, evaluation, checkpoints, compiles), on the reference CPU;
+# the first scaled by the machine's measured training rate, the second by its host rate
+# (tokdyn.experiment.rates). Fitted to default and --quick runs on the reference CPU, a 2-core x86_64
+# (about 35 and 3 min; --quick took as long on an H200, compiles setting its time); the FLOP count is a
+# rough upper bound, so FLOPS is an effective rate, not the machine's.
 FLOPS = 9e10
 STEP_SECONDS = 0.03
 
@@ -177,7 +179,8 @@ class Config:
         of the training pool (``n_train``), the held-out sets (``n_test``, ``n_val``), the models'
         training states (``seeds``, ``width``), one step's activations (``batch_size``) and the
         recorded curves (``steps``), with the option that sets it; every variant x seed a model; the
-        time at :data:`FLOPS` and :data:`STEP_SECONDS`. :class:`~tokdyn.experiment.study.Refused`, naming the option, for an
+        time at :data:`FLOPS` and :data:`STEP_SECONDS` on the reference CPU, scaled by this machine's
+        ``training`` and ``host`` rates. :class:`~tokdyn.experiment.study.Refused`, naming the option, for an
         array too large for XLA's 32-bit indexing (the process would abort)."""
         tc, task = self.training, self.training.task
         length = max(V.model_config(tc, n).layout.length for n in self.variants)  # T, the longest sequence
@@ -210,7 +213,7 @@ class Config:
         steps = sum(training(self, n).train.steps for n in self.variants)
         flops = 6.0 * params * tc.batch_size * length * tc.seeds * steps
         return S.Estimate(memory=sizes[option], option=option, models=len(self.variants) * tc.seeds,
-                          seconds=flops / FLOPS + STEP_SECONDS * steps)
+                          work={"training": flops / FLOPS, "host": STEP_SECONDS * steps})
 
 
 # ---------------------------------------------------------------------------------------------- one variant

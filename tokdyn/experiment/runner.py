@@ -27,7 +27,8 @@ JSON, text), the figures unless ``plots`` is off (a declared figure a drawing ru
 is removed, so the directory never shows a figure of other results), the summary (the quick preset's
 line first), ``config.json`` (:meth:`Study.finish <tokdyn.experiment.study.Study.finish>`: the
 whole configuration, selection fields included, the selection fields again under ``selection``,
-the timings, the study's own ``Result.record``)
+the timings, the time the estimate said beside them, ``estimate``
+(:func:`~tokdyn.experiment.study.time_record`), the study's own ``Result.record``)
 and the printed summary. A study module's ``main`` is one line::
 
     def main(cfg, out, *, quiet=False, plots=True, fresh=False):
@@ -282,8 +283,10 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
     if spec.summary_file and summary is not None:
         write_table(study.path(spec.summary_file), summary if not isinstance(summary, str) else summary + "\n")
     session.timings["total_s"] = time.perf_counter() - t0
+    expected = S.time_record(estimate)  # the time said up front, beside total_s: how good the estimate was
     record = {**({"selection": {k: getattr(cfg, k) for k in spec.selection}} if spec.selection else {}),
-              **result.record, "config": S.config_dict(cfg), "timings": session.timings}
+              **result.record, "config": S.config_dict(cfg), "timings": session.timings,
+              **({"estimate": expected} if expected is not None else {})}
     study.finish(**record)
     if not quiet:
         text = spec.printed(cfg, result, summary) if spec.printed is not None else summary

@@ -18,8 +18,9 @@ Every study's ``main`` does the same four things through this module::
    ``out``);
 2. checks the resources the configuration asks for (:class:`Estimate`, :func:`check_resources`):
    what cannot fit in the device's memory (on the CPU backend, this machine's) or, for what the
-   estimate keeps on the host, this machine's, is refused, naming the option to change; what will
-   take long is said up front;
+   estimate keeps on the host, this machine's, is refused, naming the option to change; how long
+   it will take here is said up front when it is long (:func:`time_here`: the estimate's work at
+   the rates measured on the running backend, :mod:`tokdyn.experiment.rates`);
 3. compares the configuration with the stamp of the directory (``study.json``): a directory of
    another study, or of the same study with another configuration or another tokdyn version, is
    refused with :class:`tokdyn.io.OutputConflict` naming every field that differs (the command
@@ -61,12 +62,14 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import sys
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from tokdyn import io
+from tokdyn.experiment import rates as R
 
 STAMP = "study.json"  # the stamp of a study directory
 RECORD = "config.json"  # what the finished study records: configuration, environment, timings, outputs
@@ -140,11 +143,16 @@ class Estimate:
         (:func:`available_memory` ``("device")``: on the CPU backend, the host's).
       option: the option that sets ``memory`` (named in the refusal: the one to change).
       models: models trained, or runs simulated, in all.
-      seconds: a rough time on a 2-core CPU (None: not estimated); said up front when long.
+      seconds: a rough time on the reference CPU, the 2-core machine the studies' constants were
+        fitted on (None: not estimated); the sum of ``work`` where that is given.
       host_memory: bytes of the largest allocation held in host memory alone (NumPy tables,
         rows), where the estimate tells it apart from ``memory`` (0: it does not, and ``memory``
         counts everything); checked against the host's memory.
       host_option: the option that sets ``host_memory``.
+      work: ``seconds`` split by the kind of work (``{"dynamics": ..., "training": ...,
+        "host": ...}``, :mod:`tokdyn.experiment.rates`), each scaled by this machine's measured
+        speed at that kind (:func:`time_here`); empty: ``seconds`` is not split, and stays the
+        reference CPU's.
     """
 
     memory: float = 0.0
@@ -153,9 +161,31 @@ class Estimate:
     seconds: Optional[float] = None
     host_memory: float = 0.0
     host_option: str = ""
+    work: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.work, Mapping):
+            raise TypeError(f"work must be a mapping of kinds to seconds, got {self.work!r}")
+        bad = [k for k in self.work if k not in R.KINDS]
+        if bad:
+            raise ValueError(f"work: kinds must be among {', '.join(R.KINDS)}, got {bad}")
+        try:
+            work = {k: float(v) for k, v in self.work.items()}
+        except (TypeError, ValueError):
+            work = None
+        if work is None or not all(math.isfinite(v) and v >= 0 for v in work.values()):
+            raise ValueError(f"work: seconds must be finite numbers >= 0, got {dict(self.work)}")
+        object.__setattr__(self, "work", work)
+        if work:
+            total = float(sum(work.values()))
+            if self.seconds is None:
+                object.__setattr__(self, "seconds", total)
+            elif abs(self.seconds - total) > 1e-6 * max(1.0, total):
+                raise ValueError(f"seconds={self.seconds} is not the sum of work ({total}): give one or the other")
 
 
-LONG_SECONDS = 3600.0  # a run estimated to take longer than this says so before it starts
+LONG_SECONDS = 3600.0  # a run estimated to take longer than this here says so before it starts, even when quiet
+SAY_SECONDS = 60.0  # a run estimated to take this long or longer here says so before it starts, unless quiet
 MAX_ELEMENTS = 2 ** 31 - 1  # XLA indexes an array's elements with 32-bit integers on many paths
 MEMORY_KINDS = ("host", "device")
 
@@ -204,15 +234,15 @@ def memory_owner() -> Optional[str]:
 
 
 def check_resources(study: str, estimate: Estimate, *, memory: Optional[int] = None, note=None,
-                    host_memory: Optional[int] = None) -> None:
+                    host_memory: Optional[int] = None, say_from: float = LONG_SECONDS) -> None:
     """Refuse (:class:`Refused` naming the option, the limit and whose memory it is) an
     ``estimate`` that cannot fit: its ``memory`` in 80% of the device's memory available
     (``memory``; default :func:`available_memory` ``("device")``, on the CPU backend this
     machine's), its ``host_memory`` in 80% of this machine's (``host_memory``; default
-    :func:`available_memory` ``("host")``). Say through ``note`` (a callable taking a line) when it
-    will take long: the estimate's time is fitted on a 2-core CPU, and said so on an accelerator."""
-    import jax
-
+    :func:`available_memory` ``("host")``). Say through ``note`` (a callable taking a line) how
+    long it will take on this machine (:func:`time_here`: the estimate's work at the rates
+    measured on the running backend) when that is at least ``say_from`` seconds (and always past
+    :data:`LONG_SECONDS`). Nothing is refused for its time alone."""
     owner = memory_owner()
     checks = [(estimate.memory, estimate.option, available_memory("device") if memory is None else int(memory),
                owner)]
@@ -225,12 +255,51 @@ def check_resources(study: str, estimate: Estimate, *, memory: Optional[int] = N
                      f"this machine can spare (80% of the {_bytes(limit)} available)")
             raise Refused(f"{study}: this configuration needs about {_bytes(need)} at once, more than the "
                           f"{_bytes(0.8 * limit)} {whose}: make {option or 'the sizes'} smaller")
-    if note is not None and estimate.seconds is not None and estimate.seconds > LONG_SECONDS:
-        backend = jax.default_backend()
-        where, faster = ("on a 2-core CPU", "") if backend == "cpu" else \
-            ("at the rates fitted on a 2-core CPU", f"; this {backend} backend may be faster")
-        note(f"{study}: this configuration will take about {estimate.seconds / 3600:.1f} hours {where} "
-             f"({estimate.models:,} models or runs{faster}); finished work is kept, and the same command resumes it")
+    if note is not None and estimate.seconds is not None:
+        seconds, where = time_here(estimate)
+        if seconds > LONG_SECONDS or seconds >= say_from:
+            resume = "; finished work is kept, and the same command resumes it" if seconds > LONG_SECONDS else ""
+            note(f"{study}: this configuration ({estimate.models:,} models or runs) will take about "
+                 f"{duration(seconds)} {where}{resume}")
+
+
+def time_here(estimate: Estimate, rates: Optional[R.Rates] = None) -> tuple:
+    """``(seconds, where)``: how long ``estimate`` (with its ``seconds``) will take on this machine,
+    and, in words, at which rates: its ``work`` at ``rates`` (default
+    :func:`tokdyn.experiment.rates.for_estimate`, measured on the running backend when the work is
+    long, else those measured before or the reference CPU's), or, where it gives no ``work``, its
+    ``seconds`` at the reference CPU's rates."""
+    if not estimate.work:
+        import jax
+
+        return float(estimate.seconds), (f"at the rates of {R.REFERENCE_DEVICE}; the estimate does not split its "
+                                         f"work by kind, so it is not scaled to this {jax.default_backend()} backend")
+    rates = R.for_estimate(estimate.work) if rates is None else rates
+    return rates.seconds(estimate.work), rates.words(list(estimate.work))
+
+
+def time_record(estimate: Estimate) -> Optional[dict]:
+    """The estimate's time as ``config.json`` records it (None where it has none): ``seconds`` on
+    this machine, ``reference_seconds``, ``work`` by kind, and the ``speeds``, their ``sources``
+    (:class:`tokdyn.experiment.rates.Rates`), the ``backend`` and ``device`` they are of; rates are
+    never measured for it (those measured or kept before, else the reference CPU's)."""
+    if estimate.seconds is None:
+        return None
+    if not estimate.work:
+        return dict(seconds=float(estimate.seconds), reference_seconds=float(estimate.seconds))
+    rates = R.current(list(estimate.work), probe=False)
+    return dict(seconds=rates.seconds(estimate.work), reference_seconds=float(estimate.seconds),
+                work=dict(estimate.work), speeds={k: rates.speed(k) for k in rates.sources}, sources=dict(rates.sources),
+                backend=rates.backend, device=rates.device)
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` in words: ``"40 s"``, ``"12 min"``, ``"3.5 hours"``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} hours"
 
 
 def largest_option(cfg, names) -> str:
@@ -540,8 +609,9 @@ class Study:
         and start afresh; refused while a study runs there."""
         out = check_output(out)
         declared = sorted({relative(p, "outputs") for p in outputs})
-        if estimate is not None:
-            check_resources(study, estimate, note=lambda s: print(s, file=sys.stderr))  # said even when quiet
+        if estimate is not None:  # a long run is said even when quiet
+            check_resources(study, estimate, note=lambda s: print(s, file=sys.stderr),
+                            say_from=LONG_SECONDS if quiet else SAY_SECONDS)
         config = {k: v for k, v in config_dict(cfg).items() if k not in selection}
         stamp = {"study": study, "tokdyn": version(), "config": config,
                  "sources": {k: digest(v) for k, v in (sources or {}).items()}}

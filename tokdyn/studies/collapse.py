@@ -171,8 +171,10 @@ class Config:
     def estimate(self) -> Estimate:
         """The largest sweep's run table held in memory (its conditions and outputs, float64, a few
         copies) or one run's data and token distances (on each device at once), and the time at
-        a rough cost per step; refuses (:class:`~tokdyn.experiment.study.Refused`, naming the
-        option) a table or run larger than XLA can index, before :meth:`ratios` is computed."""
+        a rough cost per step on the reference CPU (the runs scaled by this machine's ``dynamics``
+        rate; the Jacobians' eigenvalues and a compile per sweep on the host); refuses
+        (:class:`~tokdyn.experiment.study.Refused`, naming the option) a table or run larger than
+        XLA can index, before :meth:`ratios` is computed."""
         defaults = Config()
         dim = max(data.SHAPES[s][0] for s in self.shapes)
         tokens = max(self.n_tokens + self.phase_tokens)
@@ -194,10 +196,11 @@ class Config:
             # most runs converge within a few hundred steps; some of momentum and repulsion never do
             slow = 0.25 if name in ("momentum", "repulsion") else 0.0
             seconds += n * step * ((1 - slow) * min(self.n_steps, 300) + slow * self.n_steps)
-        seconds += 12 * len(self.shapes) * jac ** 3 * 1e-9  # the Jacobians' eigenvalues
-        seconds += self.convergence_runs * (0.05 + 2000 * 3 * 2 * self.n_points * 2e-9) + 10.0 * len(self.sweeps())
+        seconds += self.convergence_runs * (0.05 + 2000 * 3 * 2 * self.n_points * 2e-9)
+        host = 12 * len(self.shapes) * jac ** 3 * 1e-9 + 10.0 * len(self.sweeps())  # eigenvalues, compiles
         option = max(need, key=need.get)
-        return Estimate(memory=need[option], option=option, models=runs + self.convergence_runs, seconds=seconds)
+        return Estimate(memory=need[option], option=option, models=runs + self.convergence_runs,
+                        work={"dynamics": seconds, "host": host})
 
     def ratios(self) -> np.ndarray:
         """The tau / tau_c values of the threshold check, (n,) float32 ascending: ``n_ratios``

@@ -163,7 +163,9 @@ class Config:
         """The largest allocation (the activations of the ``seeds`` models trained together, or of
         ``n_samples`` samples drawn at once, the models' parameters and optimiser state, the corpus,
         the bootstrap's resamples, the noise schedule), naming the option that makes it large, and a
-        rough time on 2 cores (calibrated on the default run, 19 min).
+        rough time on the reference CPU (calibrated on the default run, 19 min): the FLOPs scaled by
+        this machine's ``training`` rate, what does not grow with the model (a cost per step, 30 s)
+        by its ``host`` rate.
         :class:`tokdyn.experiment.study.Refused` naming the option when one array would hold more
         elements than XLA can index."""
         L, P, C, W, D = self.length, self.grid * self.grid, self.colours, self.width, self.depth
@@ -191,10 +193,10 @@ class Config:
         n = len(self.models) + len(self.single_models)
         step_flops = 24 * self.seeds * self.batch_size * (E * W * W * D + heads * E * E * W * D)
         sample_flops = 8 * self.seeds * self.n_samples * self.T * (E * W * W * D + heads * E * E * W * D)
-        seconds = (n * (self.steps * (step_flops / 2e10 + 5e-4) + sample_flops / 2e10 + self.T * self.seeds * 5e-3)
-                   + self.ae_steps * 5e-3 + 30.0)
+        flops = n * (self.steps * step_flops + sample_flops) / 2e10
+        steps = n * (self.steps * 5e-4 + self.T * self.seeds * 5e-3) + self.ae_steps * 5e-3 + 30.0
         return Estimate(memory=float(memory), option=largest_option(self, names), models=n * self.seeds,
-                        seconds=seconds)
+                        work={"training": flops, "host": steps})
 
     @classmethod
     def quick(cls) -> "Config":

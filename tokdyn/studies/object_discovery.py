@@ -77,7 +77,7 @@ COLUMNS = ("method", "seed", "fg_ari", "miou", "collapsed", "duplicates", "unuse
            "failed")
 CURVE_COLUMNS = ("method", "seed", "step", "loss", "val_fg_ari")
 INT32_MAX = 2 ** 31 - 1
-LEARNED_RATE = 18.0  # model-steps a second of the default learned model on our 2-core CPU (the default run: 17.4)
+LEARNED_RATE = 18.0  # model-steps a second of the default learned model on the reference CPU (the default run: 17.4)
 IODINE_RATE = 5.0  # model-steps a second of the study's IODINE (iodine_config) at the default sizes, same CPU:
 # measured 2.0-2.4 beside other work where the default Slot Attention ran 5.2-7.9 (about 0.3 of its rate)
 REFINEMENT_COST = 3.0  # refinement's seconds per run over a split against a built-in rule's (measured 2-4x)
@@ -247,9 +247,10 @@ class Config:
         """The largest allocation (a split's images, the fixed methods' per-pixel state over a
         split, a learned model's activations over a batch, the learned models' parameters and
         optimiser state, the per-seed score tables), naming the
-        option that makes it large, and a rough time on 2 cores (calibrated on the default run:
-        2.4 min for the fixed methods, :data:`LEARNED_RATE` model-steps a second for the learned ones,
-        scaled by :meth:`step_work`).
+        option that makes it large, and a rough time on the reference CPU (calibrated on the
+        default run: 2.4 min for the fixed methods, :data:`LEARNED_RATE` model-steps a second for
+        the learned ones, scaled by :meth:`step_work`), scaled by this machine's ``dynamics`` and
+        ``training`` rates (20 s on the host).
         :class:`tokdyn.experiment.study.Refused` naming the option when one array would hold more
         elements than XLA can index."""
         N, K = self.size * self.size, self.n_slots
@@ -287,10 +288,12 @@ class Config:
             1000 * 1024 * 5 * 5 * 50)  # seconds of one method x setting over a split, the default's 2.4 min
         step = self.step_work() / default.step_work() / LEARNED_RATE
         step_iodine = self.iodine_work() / default.iodine_work() / IODINE_RATE
-        seconds = fixed_work * per_run + sum(step_iodine if m == IODINE else step for m in self.learned) * (
-            self.seeds * self.train_steps) + 20.0
+        seconds = {"dynamics": fixed_work * per_run,
+                   "training": sum(step_iodine if m == IODINE else step for m in self.learned) * (
+                       self.seeds * self.train_steps),
+                   "host": 20.0}
         return Estimate(memory=float(memory), option=largest_option(self, names),
-                        models=len(self.learned) * self.seeds + fixed_runs, seconds=seconds)
+                        models=len(self.learned) * self.seeds + fixed_runs, work=seconds)
 
     @classmethod
     def quick(cls) -> "Config":

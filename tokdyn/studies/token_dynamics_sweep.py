@@ -471,8 +471,9 @@ class Config(_Axes):
         per-seed table (:func:`tokdyn.stats.summary.per_seed`: sums, counts and means of 4 metrics
         plus a temporary, float64, settings x seeds) and its bootstrap buffers (1024 resamples'
         index counts over the seeds, int64 and float64, and 256 settings x ``n_resamples`` means).
-        Time: about 1.7e-4 s per run at the default structure on 2 cores, growing with the square
-        root of points x tokens x dim x n_steps (measured; rough)."""
+        Time: about 1.7e-4 s per run at the default structure on the reference CPU, growing with
+        the square root of points x tokens x dim x n_steps (measured; rough), scaled by this
+        machine's ``dynamics`` rate; the analysis on the host."""
         runs = self.runs()
         if runs > sweep.MAX_RUNS:
             sizes = " x ".join(f"{k} ({len(v)})" for k, v in self.axes())
@@ -496,9 +497,9 @@ class Config(_Axes):
         host, host_option = max((table, "seeds"), (boot, "n_resamples" if 256 * self.n_resamples > 1024 * self.seeds
                                                    else "seeds"))
         work = points * self.n_tokens * self.dim * self.n_steps / (300 * 4 * 4 * 30)
-        seconds = runs * 1.7e-4 * max(0.5, float(np.sqrt(work)))
-        seconds += self.settings() * self.seeds * self.n_resamples * len(SETTING_METRICS) * 2e-9
-        return Estimate(memory=float(device), option=chunk_option, models=runs, seconds=seconds,
+        seconds = {"dynamics": runs * 1.7e-4 * max(0.5, float(np.sqrt(work))),
+                   "host": self.settings() * self.seeds * self.n_resamples * len(SETTING_METRICS) * 2e-9}
+        return Estimate(memory=float(device), option=chunk_option, models=runs, work=seconds,
                         host_memory=float(host), host_option=host_option)
 
     def chunk_limit(self) -> int | None:

@@ -88,9 +88,9 @@ SCORES = ("video_ari", "frame_ari", "switch_rate", "persistence", "collapse")  #
 CLASSES = ("overlap", "out", "calm")  # the frame classes of the collapse question
 ARI_MARGIN = 0.02  # findings: an identity difference smaller than this is no difference
 COLLAPSE_MARGIN = 0.05  # findings: a collapse-rate rise smaller than this is no rise
-RUN_RATE = 7e-8  # seconds per (run x frame x step x pixel) on our 2-core CPU (the default: 96 s of tracking)
+RUN_RATE = 7e-8  # seconds per (run x frame x step x pixel) on the reference CPU (the default: 96 s of tracking)
 LEARNED = "savi-"  # the prefix of a learned condition: savi-<predictor of tokdyn.models.savi>
-SAVI_RATE = 5.0  # model-steps a second of the learned arm on our 2-core CPU, all of a predictor's models
+SAVI_RATE = 5.0  # model-steps a second of the learned arm on the reference CPU, all of a predictor's models
 # together (train_many's "loop" over 2 host devices), at 8 clips x 8 frames of 32 x 32 a step; scaled by
 # clips x frames x pixels (Config.estimate). Measured: 0.16 CPU-seconds a model-step at 8 clips x 6 frames
 # (the default run and a 100-step probe), 6.7 model-steps a second at this rate; the default run beside
@@ -259,15 +259,17 @@ class Config:
         return self.conditions + self.learned_conditions
 
     def estimate(self) -> Estimate:
-        """Runs (scenario x condition x seed x video) and models, and their time on our 2-core CPU
-        (the fixed conditions at :data:`RUN_RATE`, the learned models at :data:`SAVI_RATE`
-        model-steps a second scaled by a step's clips x frames x pixels, plus :data:`SAVI_FIXED_S`
-        per learned predictor)."""
+        """Runs (scenario x condition x seed x video) and models, and their time: the fixed conditions
+        at :data:`RUN_RATE` on the reference CPU (``dynamics`` work), the learned models at
+        :data:`SAVI_RATE` model-steps a second scaled by a step's clips x frames x pixels
+        (``training`` work), plus :data:`SAVI_FIXED_S` per learned predictor and 10 s on the host;
+        each kind scaled by this machine's measured rate of it."""
         runs = len(self.scenarios) * len(self.conditions) * self.seeds * self.n_videos
-        seconds = runs * self.frames * self.n_steps * self.size ** 2 * RUN_RATE + 10.0
+        seconds = {"dynamics": runs * self.frames * self.n_steps * self.size ** 2 * RUN_RATE, "host": 10.0}
         if self.learned:
             step = self.learned_batch * self.learned_frames * self.size ** 2 / (8 * 8 * 32 ** 2) / SAVI_RATE
-            seconds += len(self.learned) * (self.learned_seeds * self.learned_steps * step + SAVI_FIXED_S)
+            seconds["training"] = len(self.learned) * self.learned_seeds * self.learned_steps * step
+            seconds["host"] += len(self.learned) * SAVI_FIXED_S
         # one scenario is one batch: every condition x seed x video x frame x pixel at once, with the
         # (tokens x pixels) distances of a step (at least 8 wide: the features, the labels' one-hots)
         names = ("seeds", "n_videos", "frames", "size", "objects")
@@ -281,7 +283,7 @@ class Config:
             memory = max(memory, 4.0 * pool + 4.0 * 16 * 64 * self.learned_batch * self.learned_frames
                          * self.size ** 2)
         models = runs + len(self.learned) * self.learned_seeds
-        return Estimate(memory=memory, option=largest_option(self, names), models=models, seconds=seconds)
+        return Estimate(memory=memory, option=largest_option(self, names), models=models, work=seconds)
 
 
 # ---------------------------------------------------------------------------------------------- the science

@@ -162,10 +162,12 @@ class Config:
     def estimate(self) -> Estimate:
         """The largest cell's training state (parameters, Adam moments and gradients, vmapped over
         ``seeds``; one step's logits) or evaluation (the (V, V) logits and Hamming distances of one
-        model), the grammar corpus; and the time at a rough cost per step on 2 cores. Refuses
+        model), the grammar corpus; and the time at a rough cost per step on the reference CPU: its
+        FLOPs scaled by this machine's ``training`` rate, a fixed cost per step and 3 s a cell by its
+        ``host`` rate. Refuses
         (:class:`~tokdyn.experiment.study.Refused`, naming the option) an array XLA cannot index."""
         defaults = Config()
-        need, rate = {}, 0.0
+        need, rate, host = {}, 0.0, 0.0
 
         def fit(**sizes):  # one array's sizes; too many elements: name the option most beyond its default
             n = int(np.prod([float(v) for v in sizes.values()]))
@@ -191,11 +193,12 @@ class Config:
             step = self.batch_size * (V + P * F + self.hidden)
             add("seeds", self.seeds * (4 * params + 3 * step) * 4)
             add("vocab_sizes", 6 * V * V * 4 + V * P * F * 4)
-            rate += self.seeds * m.train.steps * (2e-5 + 6.0 * self.batch_size * (P * F + V) * self.hidden / 6e9) + 3.0
+            rate += self.seeds * m.train.steps * 6.0 * self.batch_size * (P * F + V) * self.hidden / 6e9
+            host += self.seeds * m.train.steps * 2e-5 + 3.0
         models = self.seeds * len(self.models())
         add("seeds", models * 2000.0)  # a row (a dict) per model, held until the results are written
         option = max(need, key=need.get)
-        return Estimate(memory=need[option], option=option, models=models, seconds=rate)
+        return Estimate(memory=need[option], option=option, models=models, work={"training": rate, "host": host})
 
     @classmethod
     def quick(cls) -> "Config":

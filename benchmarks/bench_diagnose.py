@@ -37,9 +37,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 
 from common import timed  # noqa: E402
-from tokdyn.diagnostics import mediation as D  # noqa: E402
+from tokdyn.diagnostics import mediation  # noqa: E402
 from tokdyn.experiment import reasoners  # noqa: E402
-from tokdyn.models.latent import model as M  # noqa: E402
+from tokdyn.models.latent import model as latent_model  # noqa: E402
 from tokdyn.models.latent import tasks, variants  # noqa: E402
 
 
@@ -50,7 +50,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     tc = reasoners.Config().training
-    model = M.Model(variants.model_config(tc, "latent"))
+    model = latent_model.Model(variants.model_config(tc, "latent"))
     params = model.init(jax.random.key(0))
     batch = tasks.generate(jax.random.key(1), args.instances, tc.task)
     ans = model.layout.answer
@@ -58,8 +58,8 @@ def main():
     key = jax.random.key(3)
     rows = []
 
-    f = jax.jit(lambda k, p, b, a, o: D.latent_effects(k, model.apply, p, b, answer_position=ans, answers=a,
-                                                       kinds=D.INTERVENTIONS, other=o))
+    f = jax.jit(lambda k, p, b, a, o: mediation.latent_effects(k, model.apply, p, b, answer_position=ans, answers=a,
+                                                       kinds=mediation.INTERVENTIONS, other=o))
     t = time.perf_counter()
     compiled = f.lower(key, params, batch, batch.answer, other).compile()
     compile_s = time.perf_counter() - t
@@ -71,7 +71,7 @@ def main():
 
     # the loop: the batch-level replacements are computed once, outside the clock
     own = jax.jit(model.apply)(params, batch).latents
-    repl = np.asarray(D.interventions(key, own, D.INTERVENTIONS, other=other))  # (K, B, L, D)
+    repl = np.asarray(mediation.interventions(key, own, mediation.INTERVENTIONS, other=other))  # (K, B, L, D)
     lat_fn = jax.jit(lambda p, inst: model.apply(p, inst).latents)
     logp_fn = jax.jit(lambda p, inst, z: jax.nn.log_softmax(model.apply(p, inst, latents=z).logits[0, ans]))
     n = args.loop_instances
@@ -99,7 +99,7 @@ def main():
 
     ref = rows[0][3]
     print(f"\nmachine: {platform.machine()} {os.cpu_count()} cores; JAX {jax.__version__}, backend "
-          f"{jax.default_backend()}, float32; interventions {', '.join(D.INTERVENTIONS)}")
+          f"{jax.default_backend()}, float32; interventions {', '.join(mediation.INTERVENTIONS)}")
     print("\n| implementation | instances | best instances/s | median instances/s | tokdyn / this (median) | compile s |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, count, b, m, c in rows:

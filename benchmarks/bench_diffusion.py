@@ -43,14 +43,14 @@ from common import timed  # noqa: E402
 
 from tokdyn import train  # noqa: E402
 from tokdyn.models import sequence as G  # noqa: E402
-from tokdyn.studies import grid_diffusion as GD  # noqa: E402
+from tokdyn.studies import grid_diffusion  # noqa: E402
 
 
-def study_data(study: GD.Config):
+def study_data(study: grid_diffusion.Config):
     """The study's grid sequences (N, L, P), from the trained autoencoder."""
-    _, sentences, _ = GD.load_corpus(study)
+    _, sentences, _ = grid_diffusion.load_corpus(study)
     with tempfile.TemporaryDirectory() as parts:
-        _, codes, _ = GD.autoencoder(study, parts)
+        _, codes, _ = grid_diffusion.autoencoder(study, parts)
     return codes[sentences], sentences
 
 
@@ -127,7 +127,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--devices", type=int, default=os.cpu_count(), help="host devices (read before JAX starts)")
     args = ap.parse_args()
-    study = GD.Config()
+    study = grid_diffusion.Config()
     data, _ = study_data(study)
     trained = []
     for name in args.models.split(","):

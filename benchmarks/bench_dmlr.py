@@ -41,7 +41,7 @@ from tokdyn import es  # noqa: E402
 from tokdyn.diagnostics import dmlr  # noqa: E402
 from tokdyn.experiment import reasoners  # noqa: E402
 from tokdyn.models.latent import tasks, variants  # noqa: E402
-from tokdyn.models.latent import model as M  # noqa: E402
+from tokdyn.models.latent import model as latent_model  # noqa: E402
 
 
 def jax_loop(model, params, batch, opt, hp, positions):
@@ -132,7 +132,7 @@ def main():
     args = ap.parse_args()
     tc = reasoners.Config().training
     cfg = variants.model_config(tc, "latent")
-    model = M.Model(cfg)
+    model = latent_model.Model(cfg)
     params = model.init(jax.random.key(0))
     batch = tasks.generate(jax.random.key(1), args.instances, tc.task)
     opt, hp = dmlr.Config(), dmlr.Hparams()

@@ -50,7 +50,7 @@ def main(argv=None):
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args(argv)
     from tokdyn.experiment import rates
-    from tokdyn.experiment import study as S
+    from tokdyn.experiment import study as study_dir
 
     rows = []
     for case in [c.strip() for c in args.cases.split(";") if c.strip()]:
@@ -68,10 +68,10 @@ def main(argv=None):
             if done.returncode:
                 print(done.stderr[-2000:], file=sys.stderr)
                 raise SystemExit(f"{case}: exit {done.returncode}")
-            record = S.read_record(os.path.join(tmp, "out"))
+            record = study_dir.read_record(os.path.join(tmp, "out"))
         said = record.get("estimate", {})
         line = next((x for x in done.stderr.splitlines() if "will take about" in x), "")
-        row = dict(case=case, reference_s=est.seconds, measured_s=S.time_here(est, measured)[0],
+        row = dict(case=case, reference_s=est.seconds, measured_s=study_dir.time_here(est, measured)[0],
                    speeds={k: measured.speed(k) for k in measured.rates}, probe_s=measured.probe_seconds,
                    taken_s=taken, total_s=record["timings"]["total_s"], said_s=said.get("seconds"),
                    said_sources=said.get("sources"), said_line=line, load=(load_before, os.getloadavg()[0]),

@@ -24,23 +24,23 @@ import numpy as np
 import optax
 
 from tokdyn.experiment import reasoners
-from tokdyn.models.latent import model as M
+from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
 
 
-def passes(model: M.Model, params, batch):
+def passes(model: latent_model.Model, params, batch):
     """The peer: latent i is read from a full causal pass over the prefix, then one final pass."""
     net, lay = model.net, model.layout
     x = model.embed(params, batch)
     s = lay.latents.start
     for i in range(model.cfg.n_latents):
-        out = net.apply(params, x[:, : s + i], method=M.Network.backbone)[0]
-        x = x.at[:, s + i].set(net.apply(params, out[:, s + i - 1], method=M.Network.project))
-    out = net.apply(params, x, method=M.Network.backbone)[0]
-    return net.apply(params, out, method=M.Network.unembed)
+        out = net.apply(params, x[:, : s + i], method=latent_model.Network.backbone)[0]
+        x = x.at[:, s + i].set(net.apply(params, out[:, s + i - 1], method=latent_model.Network.project))
+    out = net.apply(params, x, method=latent_model.Network.backbone)[0]
+    return net.apply(params, out, method=latent_model.Network.unembed)
 
 
-def cached(model: M.Model, params, batch):
+def cached(model: latent_model.Model, params, batch):
     return model.apply(params, batch).logits
 
 
@@ -68,12 +68,12 @@ def main():
     batch = jax.tree.map(jnp.asarray, tasks.generate(jax.random.key(1), args.batch, tc.task))
     rows = []
     for L in [int(v) for v in args.latents.split(",")]:
-        mc = M.Config(task=tc.task, width=tc.width, depth=tc.depth, heads=tc.heads, latent_mode="feedback",
+        mc = latent_model.Config(task=tc.task, width=tc.width, depth=tc.depth, heads=tc.heads, latent_mode="feedback",
                       n_latents=L, projection=tc.projection)
-        model = M.Model(mc)
+        model = latent_model.Model(mc)
         params = model.init(jax.random.key(0))
         lay = model.layout
-        paused = M.Model(dataclasses.replace(mc, latent_mode="pause"))
+        paused = latent_model.Model(dataclasses.replace(mc, latent_mode="pause"))
         pparams = paused.init(jax.random.key(0))
         for fname, f, m, prm in (("cached", cached, model, params), ("L+1 passes", passes, model, params),
                                  ("pause", cached, paused, pparams)):

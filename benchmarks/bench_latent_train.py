@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from tokdyn import train  # noqa: E402
 from tokdyn.experiment import reasoners  # noqa: E402
-from tokdyn.models.latent import model as M  # noqa: E402
+from tokdyn.models.latent import model as latent_model  # noqa: E402
 from tokdyn.models.latent import training as T  # noqa: E402
 from tokdyn.models.latent import variants  # noqa: E402
 
@@ -103,7 +103,7 @@ def main():
     rows = []
     for name in args.variants.split(","):
         cfg = variants.model_config(tc1, name, -1)
-        model = M.Model(cfg)
+        model = latent_model.Model(cfg)
         params = model.init(jax.random.key(0))
         batch = jax.tree.map(lambda a: a[:64], pool)
         ours = np.asarray(jax.jit(lambda p, b: model.apply(p, b).logits)(params, batch))

@@ -727,8 +727,8 @@ def learned_models(s: Suite, n_models: int):
     from tokdyn.models import sequence as G
     from tokdyn.models import slots, vtae
     from tokdyn.models.latent import training as LT
-    from tokdyn.studies import grid_diffusion as GD
-    from tokdyn.studies import object_discovery as OD
+    from tokdyn.studies import grid_diffusion
+    from tokdyn.studies import object_discovery
 
     smoke, backend = s.args.smoke, jax.default_backend()
     k = 2 if smoke else 10  # steps per call (one timed interval)
@@ -744,13 +744,13 @@ def learned_models(s: Suite, n_models: int):
         return LT.trainer(tc, "latent"), LT.data(tc).train, keys, hp, "scan", k
 
     def slot_attention():
-        cfg = OD.Config.quick() if smoke else OD.Config()
+        cfg = object_discovery.Config.quick() if smoke else object_discovery.Config()
         sc = cfg.slot_config("slot_attention")
         sc = dataclasses.replace(sc, train=dataclasses.replace(sc.train, steps=k * 1000, steps_per_call=k),
                                  seeds=n_models)
         if smoke:
             sc = dataclasses.replace(sc, batch_size=4)
-        pool = OD.split(dataclasses.replace(cfg, n_train=64 if smoke else 512), "train").images
+        pool = object_discovery.split(dataclasses.replace(cfg, n_train=64 if smoke else 512), "train").images
         keys, hp = slots.models(sc)
         return slots.trainer(sc), pool, keys, hp, slots.default_strategy(backend), k
 
@@ -762,7 +762,7 @@ def learned_models(s: Suite, n_models: int):
         return vtae.trainer(cfg), vtae.inputs(cfg), keys, hp, "scan", k
 
     def diffusion():
-        st = GD.Config()
+        st = grid_diffusion.Config()
         cfg = st.model("grid_d3pm_absorbing", "sequence")
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=k * 1000, steps_per_call=k, warmup=1))
         if smoke:
@@ -848,7 +848,7 @@ def section_peers(s: Suite):
         return
     from tokdyn import train
     from tokdyn.models import slots
-    from tokdyn.studies import object_discovery as OD
+    from tokdyn.studies import object_discovery
     import torch_latent
     import torch_slots
 
@@ -856,11 +856,11 @@ def section_peers(s: Suite):
     prec = "highest"
 
     def slot_peer():
-        base = OD.Config.quick() if s.args.smoke else OD.Config()
+        base = object_discovery.Config.quick() if s.args.smoke else object_discovery.Config()
         cfg = dataclasses.replace(base.slot_config("slot_attention"), seeds=1, slot_init="random", masks="decoder",
                                   encoder_kernel=3, encoder_stride=2)
         tr = slots.trainer(cfg)
-        pool = OD.split(dataclasses.replace(base, n_train=64 if s.args.smoke else 512), "train").images
+        pool = object_discovery.split(dataclasses.replace(base, n_train=64 if s.args.smoke else 512), "train").images
         keys, hp = slots.models(cfg)
         with jax.default_matmul_precision(prec):
             state, run_keys = train.init_states(tr, keys, hp, vectorised=False)
@@ -888,7 +888,7 @@ def section_peers(s: Suite):
 
     def latent_peer():
         from tokdyn.experiment import reasoners
-        from tokdyn.models.latent import model as M
+        from tokdyn.models.latent import model as latent_model
         from tokdyn.models.latent import training as LT
         from tokdyn.models.latent import variants
 
@@ -906,7 +906,7 @@ def section_peers(s: Suite):
             state1 = jax.tree_util.tree_map(lambda a: a[0], state)
             step, comp = compiled_of(jax.jit(train.make_step(tr)), state1, pool, run_keys[0])
             ours = _jax_step_timed(step, state1, pool, run_keys[0], steps, s.args.repeats)
-            model = M.Model(cfg)
+            model = latent_model.Model(cfg)
             batch = jax.tree.map(lambda a: a[:16], pool)
             logits = np.asarray(jax.jit(lambda p, b: model.apply(p, b).logits)(state1.params, batch))
         net = torch_latent.TorchReasoner.from_flax(cfg, state1.params).to(dev)
@@ -949,9 +949,9 @@ def section_peers(s: Suite):
 
 def section_sampling(s: Suite):
     from tokdyn.models import sequence as G
-    from tokdyn.studies import grid_diffusion as GD
+    from tokdyn.studies import grid_diffusion
 
-    st = GD.Config()
+    st = grid_diffusion.Config()
     n = 16 if s.args.smoke else 256
     for name in ("grid_ddpm", "grid_d3pm_absorbing"):
         cfg = dataclasses.replace(st.model(name, "sequence"), T=20 if s.args.smoke else st.T)
@@ -974,13 +974,13 @@ def section_sampling(s: Suite):
 
 def _latent_setup(s: Suite, n):
     from tokdyn.experiment import reasoners
-    from tokdyn.models.latent import model as M
+    from tokdyn.models.latent import model as latent_model
     from tokdyn.models.latent import tasks, variants
 
     tc = reasoners.Config().training
     if s.args.smoke:
         tc = dataclasses.replace(tc, width=16, depth=1, heads=2)
-    model = M.Model(variants.model_config(tc, "latent"))
+    model = latent_model.Model(variants.model_config(tc, "latent"))
     params = model.init(jax.random.key(0))
     batch = tasks.generate(jax.random.key(1), n, tc.task)
     return model, params, batch
@@ -1013,7 +1013,7 @@ def section_dmlr(s: Suite):
 
 
 def section_diagnostics(s: Suite):
-    from tokdyn.diagnostics import mediation as D
+    from tokdyn.diagnostics import mediation
 
     n = 16 if s.args.smoke else 1000
 
@@ -1021,10 +1021,10 @@ def section_diagnostics(s: Suite):
         model, params, batch = _latent_setup(s, n)
         other = jax.random.normal(jax.random.key(2), (n, model.cfg.n_latents, model.cfg.width))
         ans = model.layout.answer
-        f = jax.jit(lambda k, p, b, a, o: D.latent_effects(k, model.apply, p, b, answer_position=ans, answers=a,
-                                                           kinds=D.INTERVENTIONS, other=o))
+        f = jax.jit(lambda k, p, b, a, o: mediation.latent_effects(k, model.apply, p, b, answer_position=ans, answers=a,
+                                                           kinds=mediation.INTERVENTIONS, other=o))
         return compiled_row(s, f, (jax.random.key(3), params, batch, batch.answer, other), lambda out: out.kl, n,
-                            f"{n} instances x {len(D.INTERVENTIONS)} interventions", "instances/s")
+                            f"{n} instances x {len(mediation.INTERVENTIONS)} interventions", "instances/s")
     s.row("diagnostics", "mediation.latent_effects, one call", one)
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from conftest import jax_compilations
 from tokdyn.diagnostics import dmlr, grounding, protocol
-from tokdyn.diagnostics import mediation as D
-from tokdyn.models.latent import model as M
+from tokdyn.diagnostics import mediation
+from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
 
 pytestmark = pytest.mark.fast_compile
@@ -69,7 +69,7 @@ class Toy:
             attn = attn.mean(2)  # (B, N, T, T)
         if self.layout == "tuple":
             return logits, hidden, attn, latents
-        return M.Outputs(logits, hidden, attn, latents)
+        return latent_model.Outputs(logits, hidden, attn, latents)
 
 
 class NoDrop(Toy):
@@ -92,13 +92,13 @@ def toy():
 def test_apply_fn_is_a_documented_protocol():
     """The protocol is a type with every output's shape in one docstring, imported by the model and
     the diagnostics alike; a plain function with its signature is one."""
-    assert protocol.Outputs is M.Outputs and protocol.ApplyFn is M.ApplyFn
-    doc = " ".join(M.Outputs.__doc__.split())
+    assert protocol.Outputs is latent_model.Outputs and protocol.ApplyFn is latent_model.ApplyFn
+    doc = " ".join(latent_model.Outputs.__doc__.split())
     for text in ("logits: (B, T, V)", "hidden: (B, n_layers + 1, T, D)", "``hidden[:, 0]`` the input embeddings",
                  "attention: (B, n_layers, H, T, T)", "latents: (B, L, D)"):
         assert text in doc, text
-    assert M.Outputs._fields == ("logits", "hidden", "attention", "latents")
-    assert "intervene" in M.ApplyFn.__doc__ and "drop" in M.ApplyFn.__doc__
+    assert latent_model.Outputs._fields == ("logits", "hidden", "attention", "latents")
+    assert "intervene" in latent_model.ApplyFn.__doc__ and "drop" in latent_model.ApplyFn.__doc__
 
 
 def test_a_users_model_runs_every_diagnostic_end_to_end(toy):
@@ -112,32 +112,32 @@ def test_a_users_model_runs_every_diagnostic_end_to_end(toy):
     # decomposition: jitted with the positions static; "full" is the model's own answer
     answers = jnp.argmax(out.logits[:, m.answer], -1)
     fmt = params["pos"][jnp.asarray(m.markers + m.slots)]
-    f = jax.jit(lambda k, p, b, a: D.decompose(k, m.apply, p, b, slots=m.slots, markers=m.markers,
+    f = jax.jit(lambda k, p, b, a: mediation.decompose(k, m.apply, p, b, slots=m.slots, markers=m.markers,
                                                answer_position=m.answer, answers=a, length=m.T,
                                                format_embedding=fmt))
     got = np.asarray(f(jax.random.key(1), params, batch, answers))
-    assert got.shape == (len(D.SETTINGS), 32) and set(np.unique(got)) <= {0.0, 1.0}
-    assert got[D.SETTINGS.index("full")].mean() >= 0.95  # the same answers, up to last-bit ties
+    assert got.shape == (len(mediation.SETTINGS), 32) and set(np.unique(got)) <= {0.0, 1.0}
+    assert got[mediation.SETTINGS.index("full")].mean() >= 0.95  # the same answers, up to last-bit ties
 
     # input -> latent: a batch against itself does not move; a blanked image moves the latents
-    same = D.input_to_latent(m.apply, params, batch, batch, positions=m.patches, layer=1)
+    same = mediation.input_to_latent(m.apply, params, batch, batch, positions=m.patches, layer=1)
     np.testing.assert_allclose(same["latents"].cosine_distance, 0, atol=1e-6)
     assert same["states"].relative_l2.shape == (32, 4)
     blank = dict(batch, image=jnp.zeros_like(batch["image"]))
-    moved = D.input_to_latent(m.apply, params, batch, blank)
+    moved = mediation.input_to_latent(m.apply, params, batch, blank)
     assert moved["latents"].cosine_distance.shape == (32, 2) and np.mean(moved["latents"].relative_l2) > 0
-    noisy = D.input_to_latent(m.apply, params, batch, batch, positions=m.slots,
-                              intervene=D.noise_at(jax.random.key(2), m.patches, 1.0))
+    noisy = mediation.input_to_latent(m.apply, params, batch, batch, positions=m.slots,
+                              intervene=mediation.noise_at(jax.random.key(2), m.patches, 1.0))
     assert np.all(np.asarray(noisy["states"].relative_l2) > 0)
 
     # latent -> answer
-    eff = D.latent_to_answer(jax.random.key(3), m.apply, params, batch, answer_position=m.answer, answers=answers,
+    eff = mediation.latent_to_answer(jax.random.key(3), m.apply, params, batch, answer_position=m.answer, answers=answers,
                              kinds=("zeros", "noise", "swap"))
     assert eff.flipped.shape == (3, 32) and np.all(np.asarray(eff.changed).any(-1))
     np.testing.assert_array_equal(eff.correct_before, np.ones(32))
 
     # attention narrowness of the latents and the answer over the patches
-    nar = D.narrowness(out.attention, queries=m.slots + (m.answer,), patches=m.patches, top_k=2)
+    nar = mediation.narrowness(out.attention, queries=m.slots + (m.answer,), patches=m.patches, top_k=2)
     ent = np.asarray(nar.entropy)
     assert ent.shape == (32, 3) and np.all((ent >= 0) & (ent <= np.log(4) + 1e-5))
     assert np.all((np.asarray(nar.patch_share) > 0) & (np.asarray(nar.patch_share) <= 1 + 1e-6))
@@ -155,7 +155,7 @@ def test_narrowness_is_nan_where_a_query_attends_to_no_patch(toy):
     att = np.zeros((2, 1, 1, 6, 6), np.float32)
     att[:, :, :, 4, :4] = [0.5, 0.25, 0.25, 0.0]  # all of position 4's attention on the patches
     att[:, :, :, 5, 5] = 1.0  # position 5 attends to itself only: no patch
-    nar = D.narrowness(jnp.asarray(att), queries=(4, 5), patches=(0, 1, 2, 3), top_k=1)
+    nar = mediation.narrowness(jnp.asarray(att), queries=(4, 5), patches=(0, 1, 2, 3), top_k=1)
     np.testing.assert_allclose(nar.entropy[:, 0], -(0.5 * np.log(0.5) + 0.5 * np.log(0.25)), rtol=1e-6)
     np.testing.assert_allclose(nar.top_k_mass[:, 0], 0.5)
     assert np.all(np.isnan(np.asarray(nar.entropy[:, 1]))) and np.all(np.isnan(np.asarray(nar.top_k_mass[:, 1])))
@@ -164,7 +164,7 @@ def test_narrowness_is_nan_where_a_query_attends_to_no_patch(toy):
     m, params, batch = toy
     drop = jnp.zeros((32, m.T), bool).at[:, :4].set(True)
     out = m.apply(params, batch, drop=drop)
-    nar = D.narrowness(out.attention, queries=m.slots + (m.answer,), patches=m.patches)
+    nar = mediation.narrowness(out.attention, queries=m.slots + (m.answer,), patches=m.patches)
     assert np.all(np.isnan(np.asarray(nar.entropy))) and np.all(np.asarray(nar.patch_share) == 0)
 
 
@@ -176,17 +176,17 @@ def _cases(params, batch):
     def decompose(m, **kw):
         args = dict(slots=Toy.slots, markers=Toy.markers, answer_position=Toy.answer, answers=answers, length=Toy.T,
                     format_embedding=fmt)
-        return lambda: D.decompose(key, m.apply, params, batch, **{**args, **kw})
+        return lambda: mediation.decompose(key, m.apply, params, batch, **{**args, **kw})
 
     def jitted(m, **kw):
-        return lambda: jax.jit(lambda p, b: D.decompose(key, m.apply, p, b, slots=Toy.slots, markers=Toy.markers,
+        return lambda: jax.jit(lambda p, b: mediation.decompose(key, m.apply, p, b, slots=Toy.slots, markers=Toy.markers,
                                                          answer_position=Toy.answer, answers=answers, length=Toy.T,
                                                          **kw))(params, batch)
 
     hidden = r"hidden must be \(B, n_layers \+ 1, T, D\)"
     return [
         # the output layout
-        (lambda: D.input_to_latent(Toy("flat_hidden").apply, params, batch, batch, positions=(0, 1)), ValueError,
+        (lambda: mediation.input_to_latent(Toy("flat_hidden").apply, params, batch, batch, positions=(0, 1)), ValueError,
          hidden),
         (decompose(Toy("swapped_hidden")), ValueError, hidden),
         (jitted(Toy("swapped_hidden"), format_embedding=fmt), ValueError, hidden),
@@ -194,7 +194,7 @@ def _cases(params, batch):
         (decompose(Toy("tuple")), TypeError, r"must return Outputs\(logits, hidden, attention, latents\)"),
         (decompose(Toy("ignores_intervene")), ValueError, "apply_fn must call intervene on the input embeddings"),
         (decompose(NoDrop()), TypeError, "apply_fn must take drop="),
-        (lambda: D.latent_to_answer(key, Toy("flat_hidden").apply, params, batch, answer_position=9, kinds=("zeros",)),
+        (lambda: mediation.latent_to_answer(key, Toy("flat_hidden").apply, params, batch, answer_position=9, kinds=("zeros",)),
          ValueError,
          hidden),
         (lambda: grounding.scores(Toy("no_heads").apply, params, batch, batch, positions=[9],
@@ -204,13 +204,13 @@ def _cases(params, batch):
         # positions out of range
         (decompose(Toy(), answer_position=10), ValueError, r"answer_position must name positions in \[0, 10\)"),
         (decompose(Toy(), length=11), ValueError, "length must be the model's sequence length T = 10"),
-        (lambda: D.latent_to_answer(key, Toy().apply, params, batch, answer_position=-1, kinds=("zeros",)), ValueError,
+        (lambda: mediation.latent_to_answer(key, Toy().apply, params, batch, answer_position=-1, kinds=("zeros",)), ValueError,
          r"answer_position must name positions in \[0, 10\)"),
-        (lambda: D.input_to_latent(Toy().apply, params, batch, batch, positions=(3, 10)), ValueError,
+        (lambda: mediation.input_to_latent(Toy().apply, params, batch, batch, positions=(3, 10)), ValueError,
          r"positions must name positions in \[0, 10\)"),
-        (lambda: D.input_to_latent(Toy().apply, params, batch, batch, layer=3), ValueError,
+        (lambda: mediation.input_to_latent(Toy().apply, params, batch, batch, layer=3), ValueError,
          r"layer must be an int in \[-3, 3\)"),
-        (lambda: D.narrowness(att, queries=(10,), patches=(0, 1)), ValueError,
+        (lambda: mediation.narrowness(att, queries=(10,), patches=(0, 1)), ValueError,
          r"queries must name positions in \[0, 10\)"),
         (lambda: grounding.token_logprobs(Toy().apply, params, batch, positions=[12], tokens=tokens),
          ValueError, r"positions must name positions in \[0, 10\)"),
@@ -222,9 +222,9 @@ def _cases(params, batch):
         (decompose(Toy(), format_embedding=jnp.zeros((4, 3))), ValueError,
          r"format_embedding must have shape \(4, D=8\)"),
         (decompose(Toy(), answers=jnp.zeros(5, int)), ValueError, r"answers must have shape \(B=32,\)"),
-        (lambda: D.latent_effects(key, Toy().apply, params, batch, answer_position=9, kinds=("other",)), ValueError,
+        (lambda: mediation.latent_effects(key, Toy().apply, params, batch, answer_position=9, kinds=("other",)), ValueError,
          r"other must be given, an array of shape \(B=32, L=2, D=8\)"),
-        (lambda: D.input_to_latent(Toy().apply, params, batch, five), ValueError,
+        (lambda: mediation.input_to_latent(Toy().apply, params, batch, five), ValueError,
          "perturbed must have batch's structure and shapes"),
         (lambda: grounding.token_logprobs(Toy().apply, params, batch, positions=[9], tokens=np.full((32, 1), 7)),
          ValueError, r"tokens must be in \[0, 4\]"),
@@ -250,13 +250,13 @@ def test_a_model_without_latents_is_refused_by_the_latent_diagnostics(toy):
 
     with jax_compilations() as events:
         with pytest.raises(ValueError, match=r"latents must be \(B, L, D\) with L >= 1 for latent interventions"):
-            D.latent_to_answer(jax.random.key(0), no_latents, params, batch, answer_position=m.answer,
+            mediation.latent_to_answer(jax.random.key(0), no_latents, params, batch, answer_position=m.answer,
                                kinds=("zeros", "swap"))
         with pytest.raises(ValueError, match="L >= 1 for the latent optimiser"):
             dmlr.optimise(jax.random.key(0), no_latents, params, batch, latent_positions=m.slots,
                           answer_position=m.answer)
     assert COMPILE not in events
-    shifts = D.input_to_latent(no_latents, params, batch, batch)  # shifts of no latents: allowed
+    shifts = mediation.input_to_latent(no_latents, params, batch, batch)  # shifts of no latents: allowed
     assert shifts["latents"].relative_l2.shape == (32, 0)
 
 
@@ -280,8 +280,8 @@ def test_the_check_traces_a_model_once_per_shape(toy):
 def test_the_librarys_model_implements_the_protocol(mode):
     """Model.apply against its documented layout, abstractly (no compile): every keyword."""
     task = tasks.Config(grid_size=3, n_colours=3, families=("read", "gravity"))
-    cfg = M.Config(task=task, width=16, depth=2, heads=2, latent_mode=mode, n_latents=0 if mode == "none" else 2)
-    model = M.Model(cfg)
+    cfg = latent_model.Config(task=task, width=16, depth=2, heads=2, latent_mode=mode, n_latents=0 if mode == "none" else 2)
+    model = latent_model.Model(cfg)
     params = jax.eval_shape(model.init, jax.random.key(0))
     batch = jax.eval_shape(lambda k: tasks.generate(k, 8, task), jax.random.key(1))
     uses = ("intervene", "drop", ("inject",)) + (("latents", ("latents", "inject")) if mode == "feedback" else ())

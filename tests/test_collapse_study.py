@@ -14,7 +14,7 @@ import pytest
 import hostile
 import killing
 from tokdyn import analysis, cli, data, io
-from tokdyn.experiment import study as S
+from tokdyn.experiment import study as study_dir
 from tokdyn.studies import collapse
 
 pytestmark = pytest.mark.fast_compile
@@ -123,7 +123,7 @@ def runs(tmp_path_factory):
 
 def test_command_outputs_and_record(runs):
     a = runs["A"]
-    for name in (*RESULTS, *FIGURES, "config.json", S.STAMP):
+    for name in (*RESULTS, *FIGURES, "config.json", study_dir.STAMP):
         assert (a / name).stat().st_size > 0, name
     record = json.loads((a / "config.json").read_text())
     assert {"study", "config", "tokdyn", "sources", "environment", "timings", "shapes"} <= set(record)
@@ -186,5 +186,5 @@ def test_bad_options_exit_2_before_any_work(options, words, tmp_path, capsys):
 def test_estimate_of_the_default_run():
     est = collapse.Config().estimate()
     assert est.models > 7000 and 30 < est.seconds < 3600  # about 75 s on our 2-core CPU
-    with pytest.raises(S.Refused, match="make seeds smaller"):
+    with pytest.raises(study_dir.Refused, match="make seeds smaller"):
         collapse.Config(seeds=10 ** 9).estimate()

@@ -5,51 +5,51 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokdyn import diffusion as D
+from tokdyn import diffusion
 
 pytestmark = pytest.mark.fast_compile
 
 
-@pytest.mark.parametrize("kernel", D.KERNELS)
+@pytest.mark.parametrize("kernel", diffusion.KERNELS)
 def test_kernels_are_stochastic_and_cumulate(kernel):
-    proc = D.discrete(kernel, 4, "cosine" if kernel == "uniform" else "absorbing", T=12)
+    proc = diffusion.discrete(kernel, 4, "cosine" if kernel == "uniform" else "absorbing", T=12)
     S = proc.states
     assert S == (5 if kernel == "absorbing" else 4)
-    np.testing.assert_allclose(D.cumulative_matrix(proc, 0), np.eye(S), atol=1e-7)
+    np.testing.assert_allclose(diffusion.cumulative_matrix(proc, 0), np.eye(S), atol=1e-7)
     acc = np.eye(S)
     for t in range(1, proc.T + 1):
-        Q = np.asarray(D.transition_matrix(proc, t), np.float64)
+        Q = np.asarray(diffusion.transition_matrix(proc, t), np.float64)
         assert (Q >= 0).all()
         np.testing.assert_allclose(Q.sum(1), 1.0, atol=1e-6)
         acc = acc @ Q
-        Qbar = np.asarray(D.cumulative_matrix(proc, t))
+        Qbar = np.asarray(diffusion.cumulative_matrix(proc, t))
         np.testing.assert_allclose(Qbar.sum(1), 1.0, atol=1e-6)
         np.testing.assert_allclose(Qbar, acc, atol=2e-6)
         # the O(S) operations equal the matrix products
         p = np.random.default_rng(t).dirichlet(np.ones(S))
-        np.testing.assert_allclose(D.marginal(proc, jnp.asarray(p, jnp.float32), t), p @ Qbar, atol=1e-6)
-        np.testing.assert_allclose(D.step_likelihood(proc, jnp.arange(S), t), Q.T, atol=1e-6)
+        np.testing.assert_allclose(diffusion.marginal(proc, jnp.asarray(p, jnp.float32), t), p @ Qbar, atol=1e-6)
+        np.testing.assert_allclose(diffusion.step_likelihood(proc, jnp.arange(S), t), Q.T, atol=1e-6)
 
 
 def test_stationary_marginals_over_1e5_draws():
     C, n = 4, 100_000
     x0 = jnp.asarray(np.random.default_rng(0).integers(0, C, n), jnp.int32)
-    uni = D.discrete("uniform", C, T=50)
+    uni = diffusion.discrete("uniform", C, T=50)
     keys = jax.random.split(jax.random.key(0), n)
-    xT = jax.vmap(lambda k, x: D.q_sample_discrete(k, uni, x, uni.T))(keys, x0)
+    xT = jax.vmap(lambda k, x: diffusion.q_sample_discrete(k, uni, x, uni.T))(keys, x0)
     hit = float(jnp.mean(xT == x0))
     se = np.sqrt(0.25 * 0.75 / n)
     assert abs(hit - 1 / C) < 4 * se
     np.testing.assert_allclose(np.bincount(np.asarray(xT), minlength=C) / n, 1 / C, atol=5 * np.sqrt(0.25 * 0.75 / n))
     # the published kernel (stay = abar_T, rest on the other colours) avoids the original colour
-    bad = np.asarray(D.published_cumulative_matrix(uni.alpha_bar[-1], C))
+    bad = np.asarray(diffusion.published_cumulative_matrix(uni.alpha_bar[-1], C))
     np.testing.assert_allclose(bad.sum(1), 1.0, atol=1e-6)
     draws = jax.vmap(lambda k, x: jax.random.categorical(k, jnp.log(jnp.asarray(bad)[x])))(keys, x0)
     assert float(jnp.mean(draws == x0)) < 0.01
-    ab = D.discrete("absorbing", C, T=50)
-    xT = jax.vmap(lambda k, x: D.q_sample_discrete(k, ab, x, ab.T))(keys, x0)
+    ab = diffusion.discrete("absorbing", C, T=50)
+    xT = jax.vmap(lambda k, x: diffusion.q_sample_discrete(k, ab, x, ab.T))(keys, x0)
     assert bool(jnp.all(xT == C))
-    mid = jax.vmap(lambda k, x: D.q_sample_discrete(k, ab, x, 20))(keys, x0)
+    mid = jax.vmap(lambda k, x: diffusion.q_sample_discrete(k, ab, x, 20))(keys, x0)
     masked = float(jnp.mean(mid == C))  # 1 - abar_20 = 20 / 50 under the absorbing schedule
     assert abs(masked - 0.4) < 4 * np.sqrt(0.24 / n)
     assert bool(jnp.all((mid == C) | (mid == x0)))
@@ -57,48 +57,48 @@ def test_stationary_marginals_over_1e5_draws():
 
 def test_posterior_by_hand_two_and_three_states():
     # two states, uniform kernel, betas 0.2 and 0.5 (T = 2): q(x_1 | x_2 = 1, x_0 = 0)
-    proc = D.discrete("uniform", 2, [0.2, 0.5])
+    proc = diffusion.discrete("uniform", 2, [0.2, 0.5])
     Q1 = np.array([[0.9, 0.1], [0.1, 0.9]])  # (1 - b) I + b / 2
     Q2 = np.array([[0.75, 0.25], [0.25, 0.75]])
     post = Q2[:, 1] * Q1[0]  # q(x_2 = 1 | x_1) q(x_1 | x_0 = 0)
     post /= post.sum()  # [0.75, 0.25]: 0.25 * 0.9 vs 0.75 * 0.1 -> [0.75, 0.25]
     np.testing.assert_allclose(post, [0.75, 0.25])
-    got = np.exp(D.posterior_logits(proc, jnp.array([1.0, 0.0]), jnp.int32(1), 2))
+    got = np.exp(diffusion.posterior_logits(proc, jnp.array([1.0, 0.0]), jnp.int32(1), 2))
     np.testing.assert_allclose(got, post, atol=1e-6)
     # three states = two classes + mask, absorbing, betas 0.5 then 1: x_2 = mask
-    proc = D.discrete("absorbing", 2, [0.5, 1.0])
+    proc = diffusion.discrete("absorbing", 2, [0.5, 1.0])
     # x_1 | x_0 = 1: stays 1 w.p. 0.5, masked w.p. 0.5; then x_2 = mask surely: posterior = [0, .5, .5]
-    got = np.exp(D.posterior_logits(proc, jnp.array([0.0, 1.0]), jnp.int32(2), 2))
+    got = np.exp(diffusion.posterior_logits(proc, jnp.array([0.0, 1.0]), jnp.int32(2), 2))
     np.testing.assert_allclose(got, [0.0, 0.5, 0.5], atol=1e-6)
     # a predicted x_0 distribution (0.3, 0.7): p(x_1) ∝ Q_2[x_1, mask] (p Qbar_1)[x_1] = (0.15, 0.35, 0.5)
-    got = np.exp(D.posterior_logits(proc, jnp.array([0.3, 0.7]), jnp.int32(2), 2))
+    got = np.exp(diffusion.posterior_logits(proc, jnp.array([0.3, 0.7]), jnp.int32(2), 2))
     np.testing.assert_allclose(got, [0.15, 0.35, 0.5], atol=1e-6)
 
 
 def test_hybrid_loss_terms():
-    proc = D.discrete("uniform", 3, T=10)
+    proc = diffusion.discrete("uniform", 3, T=10)
     x0, xt = jnp.array([0, 2]), jnp.array([1, 2])
     perfect = 30.0 * jax.nn.one_hot(x0, 3)
-    loss, vb, ce = D.hybrid_loss(proc, x0, xt, 5, perfect, lam=0.5)
+    loss, vb, ce = diffusion.hybrid_loss(proc, x0, xt, 5, perfect, lam=0.5)
     np.testing.assert_allclose(vb, 0.0, atol=1e-4)  # the model's posterior is the true one
     flat = jnp.zeros((2, 3))
-    loss, vb, ce = D.hybrid_loss(proc, x0, xt, 5, flat, lam=0.5)
+    loss, vb, ce = diffusion.hybrid_loss(proc, x0, xt, 5, flat, lam=0.5)
     np.testing.assert_allclose(ce, np.log(3), rtol=1e-6)
     assert bool(jnp.all(vb > 0))
     np.testing.assert_allclose(loss, vb + 0.5 * ce, rtol=1e-6)
-    _, vb1, ce1 = D.hybrid_loss(proc, x0, xt, 1, flat, lam=0.0)
+    _, vb1, ce1 = diffusion.hybrid_loss(proc, x0, xt, 1, flat, lam=0.0)
     np.testing.assert_allclose(vb1, ce1)  # t = 1: the negative log-likelihood of x_0
 
 
 def test_gaussian_marginal_over_1e5_samples():
-    proc = D.gaussian("linear", 100)
+    proc = diffusion.gaussian("linear", 100)
     b = np.linspace(1e-3, 0.2, 100)  # the closed form, in float64
     np.testing.assert_allclose(proc.betas, b, rtol=1e-6)
     abar = np.cumprod(1 - b)
     x0 = jnp.array([1.0, -0.5])
     keys = jax.random.split(jax.random.key(1), 100_000)
     for t in (1, 30, 100):
-        xt = np.asarray(jax.vmap(lambda k: D.q_sample(k, proc, x0, t)[0])(keys), np.float64)
+        xt = np.asarray(jax.vmap(lambda k: diffusion.q_sample(k, proc, x0, t)[0])(keys), np.float64)
         mean, var = np.sqrt(abar[t - 1]) * np.asarray(x0), 1 - abar[t - 1]
         se = np.sqrt(var / 1e5)
         assert np.all(np.abs(xt.mean(0) - mean) < 4.5 * se)
@@ -107,25 +107,25 @@ def test_gaussian_marginal_over_1e5_samples():
 
 def test_oracle_denoisers_reproduce_x0():
     x0 = jnp.asarray(np.random.default_rng(3).choice([-1.0, 1.0], size=(4, 6)), jnp.float32)
-    proc = D.gaussian("cosine", 50)
+    proc = diffusion.gaussian("cosine", 50)
 
     def eps(x, t):  # the true epsilon given x_t and x_0
         a = proc.alpha_bar[t]
         return (x - jnp.sqrt(a) * x0) / jnp.sqrt(1 - a)
 
-    np.testing.assert_allclose(D.sample(jax.random.key(0), proc, eps, x0.shape), x0, atol=1e-4)
-    np.testing.assert_allclose(D.ddim_sample(jax.random.key(0), proc, eps, x0.shape, 10), x0, atol=1e-4)
+    np.testing.assert_allclose(diffusion.sample(jax.random.key(0), proc, eps, x0.shape), x0, atol=1e-4)
+    np.testing.assert_allclose(diffusion.ddim_sample(jax.random.key(0), proc, eps, x0.shape, 10), x0, atol=1e-4)
     c0 = jnp.asarray(np.random.default_rng(4).integers(0, 5, (3, 7)), jnp.int32)
-    for kernel in D.KERNELS:
-        dproc = D.discrete(kernel, 5, T=30)
-        out = D.sample_discrete(jax.random.key(1), dproc, lambda x, t: 50.0 * jax.nn.one_hot(c0, 5), c0.shape)
+    for kernel in diffusion.KERNELS:
+        dproc = diffusion.discrete(kernel, 5, T=30)
+        out = diffusion.sample_discrete(jax.random.key(1), dproc, lambda x, t: 50.0 * jax.nn.one_hot(c0, 5), c0.shape)
         np.testing.assert_array_equal(out, c0)
 
 
 def test_posterior_mean_matches_bayes():
-    proc = D.gaussian("linear", 20)
+    proc = diffusion.gaussian("linear", 20)
     x0, xt, t = jnp.array(0.7), jnp.array(-0.3), 8
-    mean, var = D.posterior_mean_var(proc, x0, xt, t)
+    mean, var = diffusion.posterior_mean_var(proc, x0, xt, t)
     b, ab, abp = (np.float64(v) for v in (proc.betas[t - 1], proc.alpha_bar[t], proc.alpha_bar[t - 1]))
     # product of N(x_{t-1}; sqrt(abp) x0, 1 - abp) and N(xt; sqrt(1 - b) x_{t-1}, b) in x_{t-1}
     prec = 1 / (1 - abp) + (1 - b) / b
@@ -134,39 +134,39 @@ def test_posterior_mean_matches_bayes():
 
 
 def test_ddim_times_and_bad_input():
-    assert D.ddim_times(10, 4).tolist() == [10, 7, 4, 1, 0]
+    assert diffusion.ddim_times(10, 4).tolist() == [10, 7, 4, 1, 0]
     with pytest.raises(ValueError, match="betas must be in"):
-        D.gaussian([0.1, 1.0])
+        diffusion.gaussian([0.1, 1.0])
     with pytest.raises(ValueError, match="betas must be in"):
-        D.discrete("uniform", 3, [0.0, 0.5])
+        diffusion.discrete("uniform", 3, [0.0, 0.5])
     with pytest.raises(ValueError, match="T must be an int >= 1"):
-        D.betas("linear", 0)
+        diffusion.betas("linear", 0)
     with pytest.raises(ValueError, match="kernel must be one of"):
-        D.discrete("gaussian", 3, T=5)
+        diffusion.discrete("gaussian", 3, T=5)
     with pytest.raises(ValueError, match="schedule must be one of"):
-        D.gaussian("quadratic", 10)
+        diffusion.gaussian("quadratic", 10)
     with pytest.raises(ValueError, match="absorbing"):
-        D.gaussian("absorbing", 10)
+        diffusion.gaussian("absorbing", 10)
     with pytest.raises(ValueError, match="classes must be an int >= 2"):
-        D.discrete("uniform", 1, T=5)
+        diffusion.discrete("uniform", 1, T=5)
     with pytest.raises(ValueError, match="steps must be <= T"):
-        D.ddim_times(5, 6)
+        diffusion.ddim_times(5, 6)
 
 
 def test_nll_bound_of_an_oracle_is_the_prior_term_and_of_a_guess_exceeds_the_entropy():
     x0 = jnp.array([0, 2, 1, 1], jnp.int32)
-    for kernel in D.KERNELS:
-        proc = D.discrete(kernel, 3, T=15)
-        oracle = D.nll_bound(jax.random.key(0), proc, lambda x, t: 40.0 * jax.nn.one_hot(x0, 3), x0)
-        np.testing.assert_allclose(oracle, np.sum(D.prior_kl(proc, x0)), atol=1e-4)
+    for kernel in diffusion.KERNELS:
+        proc = diffusion.discrete(kernel, 3, T=15)
+        oracle = diffusion.nll_bound(jax.random.key(0), proc, lambda x, t: 40.0 * jax.nn.one_hot(x0, 3), x0)
+        np.testing.assert_allclose(oracle, np.sum(diffusion.prior_kl(proc, x0)), atol=1e-4)
         # a model that ignores x_t and guesses uniformly pays at least log 3 per cell (the data's
         # entropy under that guess); the bound is an upper bound on it
-        guess = D.nll_bound(jax.random.key(1), proc, lambda x, t: jnp.zeros((4, 3)), x0)
+        guess = diffusion.nll_bound(jax.random.key(1), proc, lambda x, t: jnp.zeros((4, 3)), x0)
         assert float(guess) >= 4 * np.log(3) - 1e-4
     # uniform kernel, T = 1: the bound is exactly -log p(x_0 | x_1) + KL(q(x_1 | x_0) || uniform)
-    proc = D.discrete("uniform", 3, [0.5])
+    proc = diffusion.discrete("uniform", 3, [0.5])
     logits = jnp.array([[1.0, 0.0, -1.0]])
-    got = D.nll_bound(jax.random.key(2), proc, lambda x, t: logits, jnp.array([0]))
+    got = diffusion.nll_bound(jax.random.key(2), proc, lambda x, t: logits, jnp.array([0]))
     q = np.array([0.5 + 0.5 / 3, 0.5 / 3, 0.5 / 3])
     want = -np.log(np.exp(1) / np.exp([1.0, 0.0, -1.0]).sum()) + np.sum(q * np.log(q * 3))
     np.testing.assert_allclose(got, want, rtol=1e-5)
@@ -174,26 +174,26 @@ def test_nll_bound_of_an_oracle_is_the_prior_term_and_of_a_guess_exceeds_the_ent
 
 def test_named_schedules_keep_their_values_and_d3pm_cosine_is_cos_not_cos_squared():
     def abar(schedule, T=1000):
-        return np.concatenate([[1.0], np.cumprod(1.0 - D.betas(schedule, T))])
+        return np.concatenate([[1.0], np.cumprod(1.0 - diffusion.betas(schedule, T))])
 
     marks = [250, 500, 750]
     # "cosine" (Nichol & Dhariwal's cos², the default of the uniform kernel): unchanged
     np.testing.assert_allclose(abar("cosine")[marks], [0.847, 0.494, 0.144], atol=6e-4)
-    np.testing.assert_allclose(np.asarray(D.discrete("uniform", 3, T=1000).alpha_bar)[marks], [0.847, 0.494, 0.144],
+    np.testing.assert_allclose(np.asarray(diffusion.discrete("uniform", 3, T=1000).alpha_bar)[marks], [0.847, 0.494, 0.144],
                                atol=6e-4)
     # "cosine_d3pm": google-research's d3pm, alpha_bar(t) = f(t) / f(0) with f = cos (no square) below the cap
     np.testing.assert_allclose(abar("cosine_d3pm")[marks], [0.920, 0.703, 0.380], atol=6e-4)
     for T in (10, 1000):
         f = np.cos((np.arange(T + 1) / T + 0.008) / 1.008 * np.pi / 2)
         np.testing.assert_allclose(abar("cosine_d3pm", T)[:T], f[:T] / f[0], rtol=1e-12)
-        assert D.betas("cosine_d3pm", T)[-1] == 0.999  # 1 - f(T) / f(T - 1) = 1, capped
-    proc = D.discrete("uniform", 3, "cosine_d3pm", T=1000)
+        assert diffusion.betas("cosine_d3pm", T)[-1] == 0.999  # 1 - f(T) / f(T - 1) = 1, capped
+    proc = diffusion.discrete("uniform", 3, "cosine_d3pm", T=1000)
     np.testing.assert_allclose(np.asarray(proc.alpha_bar)[marks], [0.920, 0.703, 0.380], atol=6e-4)
-    D.gaussian("cosine_d3pm", 50)  # a valid Gaussian schedule too (every beta < 1)
+    diffusion.gaussian("cosine_d3pm", 50)  # a valid Gaussian schedule too (every beta < 1)
     # "linear": the end, 0.02 * 1000 / T, is capped at 0.999 for T <= 20
-    assert D.betas("linear", 10)[-1] == 0.999 and D.betas("linear", 20)[-1] == 0.999
-    np.testing.assert_allclose(D.betas("linear", 21)[[0, -1]], [1e-4 * 1000 / 21, 0.02 * 1000 / 21])
-    np.testing.assert_allclose(D.betas("linear", 1000)[[0, -1]], [1e-4, 0.02])
+    assert diffusion.betas("linear", 10)[-1] == 0.999 and diffusion.betas("linear", 20)[-1] == 0.999
+    np.testing.assert_allclose(diffusion.betas("linear", 21)[[0, -1]], [1e-4 * 1000 / 21, 0.02 * 1000 / 21])
+    np.testing.assert_allclose(diffusion.betas("linear", 1000)[[0, -1]], [1e-4, 0.02])
 
 
 @pytest.mark.parametrize("schedule,T", [("linear", 1000), ("cosine", 1000), ("linear", 100), ("cosine_d3pm", 1000)])
@@ -203,11 +203,11 @@ def test_coefficients_near_t_1_agree_with_mpmath(schedule, T):
     the public functions) is within float32 rounding of the exact value."""
     mpmath = pytest.importorskip("mpmath")
     mpmath.mp.dps = 40
-    b = [mpmath.mpf(float(v)) for v in D.betas(schedule, T)]  # the float64 betas, exactly
+    b = [mpmath.mpf(float(v)) for v in diffusion.betas(schedule, T)]  # the float64 betas, exactly
     abar = [mpmath.mpf(1)]
     for v in b:
         abar.append(abar[-1] * (1 - v))
-    proc = D.gaussian(schedule, T)
+    proc = diffusion.gaussian(schedule, T)
     key = jax.random.key(3)
     one, zero = jnp.ones(()), jnp.zeros(())
     worst = 0.0
@@ -216,12 +216,12 @@ def test_coefficients_near_t_1_agree_with_mpmath(schedule, T):
         c_xt = mpmath.sqrt(1 - b[t - 1]) * (1 - abar[t - 1]) / (1 - abar[t])
         var = b[t - 1] * (1 - abar[t - 1]) / (1 - abar[t])
         got = {
-            "x0 coefficient": (D.posterior_mean_var(proc, one, zero, t)[0], c_x0),
-            "x_t coefficient": (D.posterior_mean_var(proc, zero, one, t)[0], c_xt),
-            "variance": (D.posterior_mean_var(proc, one, one, t)[1], var),
-            "sqrt(1 - abar)": (D.q_sample(key, proc, zero, t)[0] / D.q_sample(key, proc, zero, t)[1],
+            "x0 coefficient": (diffusion.posterior_mean_var(proc, one, zero, t)[0], c_x0),
+            "x_t coefficient": (diffusion.posterior_mean_var(proc, zero, one, t)[0], c_xt),
+            "variance": (diffusion.posterior_mean_var(proc, one, one, t)[1], var),
+            "sqrt(1 - abar)": (diffusion.q_sample(key, proc, zero, t)[0] / diffusion.q_sample(key, proc, zero, t)[1],
                                mpmath.sqrt(1 - abar[t])),
-            "1 / sqrt(abar)": (D.predict_x0(proc, one, t, zero), 1 / mpmath.sqrt(abar[t])),
+            "1 / sqrt(abar)": (diffusion.predict_x0(proc, one, t, zero), 1 / mpmath.sqrt(abar[t])),
             "1 - abar": (proc.one_minus_alpha_bar[t], 1 - abar[t]),
         }
         for name, (value, exact) in got.items():
@@ -241,11 +241,11 @@ def test_ddim_with_clip_re_derives_epsilon_from_the_clipped_x0():
     """Two DDIM steps (T = 10: times 10 -> 1 -> 0), the network's epsilon c = 3 at t = 10 (x_0
     far outside [-1, 1]) and 0 at t = 1: x_1 follows the epsilon re-derived from the clipped x_0,
     not the network's."""
-    proc = D.gaussian("linear", 10)
+    proc = diffusion.gaussian("linear", 10)
     c = 3.0
     key = jax.random.key(4)
-    out = D.ddim_sample(key, proc, lambda x, t: jnp.where(t == 10, c, 0.0) * jnp.ones_like(x), (5,), 2, clip=1.0)
-    assert D.ddim_times(10, 2).tolist() == [10, 1, 0]
+    out = diffusion.ddim_sample(key, proc, lambda x, t: jnp.where(t == 10, c, 0.0) * jnp.ones_like(x), (5,), 2, clip=1.0)
+    assert diffusion.ddim_times(10, 2).tolist() == [10, 1, 0]
     sa = np.asarray(proc.sqrt_alpha_bar, np.float64)
     s1m = np.asarray(proc.sqrt_one_minus_alpha_bar, np.float64)
     x = np.asarray(jax.random.normal(jax.random.split(key)[0], (5,), jnp.float32), np.float64)  # x_T

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from tokdyn.diagnostics import protocol
-from tokdyn.diagnostics import mediation as D
-from tokdyn.models.latent import model as M
+from tokdyn.diagnostics import mediation
+from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
 
 pytestmark = pytest.mark.fast_compile
@@ -74,7 +74,7 @@ class Transformer:
                    "blocks_and_final_ln": states + [final],
                    "blocks": states,
                    "blocks_and_embeddings_before_intervene": [given] + states}[self.hidden]
-        return M.Outputs(final @ params["out"], jnp.stack(entries, 1), jnp.stack(attns, 1), latents)
+        return latent_model.Outputs(final @ params["out"], jnp.stack(entries, 1), jnp.stack(attns, 1), latents)
 
 
 def _setup(hidden="embeddings", n=16):
@@ -86,7 +86,7 @@ def _setup(hidden="embeddings", n=16):
 
 def _decompose(m, params, batch, jit=False):
     answers = jnp.zeros(batch["tokens"].shape[0], int)
-    f = lambda p, b: D.decompose(jax.random.key(2), m.apply, p, b, slots=m.slots, markers=m.markers,  # noqa: E731
+    f = lambda p, b: mediation.decompose(jax.random.key(2), m.apply, p, b, slots=m.slots, markers=m.markers,  # noqa: E731
                                  answer_position=m.answer, answers=answers, length=m.T,
                                  settings=("full", "slots_zeros", "slots_mean"))
     return (jax.jit(f) if jit else f)(params, batch)
@@ -98,8 +98,8 @@ def test_a_users_transformer_with_the_documented_fields_is_accepted():
     assert dims == protocol.Dims(batch=16, length=9, vocab=6, layers=2, heads=2, width=8, latents=2)
     assert _decompose(m, params, batch).shape == (3, 16)
     assert _decompose(m, params, batch, jit=True).shape == (3, 16)
-    moved = D.input_to_latent(m.apply, params, batch, batch, positions=m.slots, layer=0,
-                              intervene=D.noise_at(jax.random.key(3), m.slots, 1.0))
+    moved = mediation.input_to_latent(m.apply, params, batch, batch, positions=m.slots, layer=0,
+                              intervene=mediation.noise_at(jax.random.key(3), m.slots, 1.0))
     assert np.all(np.asarray(moved["states"].relative_l2) > 0)
 
 
@@ -115,15 +115,15 @@ def test_block_outputs_and_the_final_layernorm_in_place_of_the_embeddings_are_re
         _decompose(m, params, batch, jit=jit)
     assert ("stand-in values" in str(e.value)) == jit
     with pytest.raises(ValueError, match=match):
-        D.input_to_latent(m.apply, params, batch, batch, positions=m.slots)
+        mediation.input_to_latent(m.apply, params, batch, batch, positions=m.slots)
     with pytest.raises(ValueError, match=r"hidden\[:, 0\] holds the embeddings intervene was given, not those it"):
-        D.input_to_latent(Transformer("blocks_and_embeddings_before_intervene").apply, params, batch, batch,
+        mediation.input_to_latent(Transformer("blocks_and_embeddings_before_intervene").apply, params, batch, batch,
                           positions=m.slots)
 
 
 def test_a_hidden_without_the_embeddings_entry_is_blamed_on_hidden_not_attention():
     m, params, batch = _setup("blocks")
-    for call in (lambda: _decompose(m, params, batch), lambda: D.input_to_latent(m.apply, params, batch, batch),
+    for call in (lambda: _decompose(m, params, batch), lambda: mediation.input_to_latent(m.apply, params, batch, batch),
                  lambda: protocol.check_apply(m.apply, params, batch)):
         with pytest.raises(ValueError) as e:
             call()
@@ -157,15 +157,15 @@ def test_a_model_that_does_not_take_intervene_is_named_for_the_diagnostics_that_
         return m.apply(p, b, latents=latents)
 
     with pytest.raises(TypeError, match="apply_fn must take intervene="):
-        D.input_to_latent(no_intervene, params, batch, batch, positions=m.slots)
-    assert D.input_to_latent(no_intervene, params, batch, batch)["latents"].relative_l2.shape == (16, 2)
+        mediation.input_to_latent(no_intervene, params, batch, batch, positions=m.slots)
+    assert mediation.input_to_latent(no_intervene, params, batch, batch)["latents"].relative_l2.shape == (16, 2)
 
 
 @pytest.mark.parametrize("mode", ["feedback", "none"])
 def test_the_librarys_reasoner_passes_the_probe(mode):
     task = tasks.Config(grid_size=3, n_colours=3, families=("read", "gravity"))
-    cfg = M.Config(task=task, width=16, depth=2, heads=2, latent_mode=mode, n_latents=0 if mode == "none" else 2)
-    model = M.Model(cfg)
+    cfg = latent_model.Config(task=task, width=16, depth=2, heads=2, latent_mode=mode, n_latents=0 if mode == "none" else 2)
+    model = latent_model.Model(cfg)
     params, batch = model.init(jax.random.key(0)), tasks.generate(jax.random.key(1), 4, task)
     dims = protocol.check_apply(model.apply, params, batch, uses=("intervene",), reads_hidden=True)
     assert dims.layers == 2 and dims.length == model.layout.length

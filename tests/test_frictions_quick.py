@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 from tokdyn import cli
-from tokdyn.experiment import study as S
+from tokdyn.experiment import study as study_dir
 from tokdyn.experiment.presets import QUICK_NOTE, preset_line, with_preset_line
 
 STUDY_COMMANDS = [key for key in cli.COMMANDS if key[0] == "study"]
@@ -54,5 +54,5 @@ def test_token_dynamics_quick_end_to_end(tmp_path, capsys):
                      "--out", str(out)]) == 0
     printed = capsys.readouterr().out.lstrip().splitlines()
     assert printed[0].startswith(QUICK_NOTE), printed[:3]
-    stamp = S.read_stamp(str(out))
+    stamp = study_dir.read_stamp(str(out))
     assert "preset" not in stamp["config"] and stamp["config"]["seeds"] == 3

@@ -12,7 +12,7 @@ from tokdyn import diffusion, train
 from tokdyn.models import sequence as G
 from tokdyn.models.vtae import corpus
 from tokdyn.stats import text as TM
-from tokdyn.studies import grid_diffusion as GD
+from tokdyn.studies import grid_diffusion
 
 pytestmark = pytest.mark.fast_compile
 
@@ -113,11 +113,11 @@ def test_bad_input_is_refused_before_compiling():
     with pytest.raises(ValueError, match="sampler 'ddim' needs model='grid_ddpm'"):
         G.sample(jax.random.key(0), {}, cfg, 4, "ddim")
     with pytest.raises(ValueError, match=r"colours must have shape \(n, L, P=9\)"):
-        G.decode_grids({}, GD.Config().autoencoder(), np.zeros((2, 3, 4), np.int32))
+        G.decode_grids({}, grid_diffusion.Config().autoencoder(), np.zeros((2, 3, 4), np.int32))
     with pytest.raises(ValueError, match=r"colours must lie in \[0, 3\) to match the autoencoder"):
-        G.decode_grids({}, GD.Config().autoencoder(), np.full((2, 3, 9), 3, np.int32))
+        G.decode_grids({}, grid_diffusion.Config().autoencoder(), np.full((2, 3, 9), 3, np.int32))
     with pytest.raises(ValueError, match="fewer than the 29 tokens"):
-        GD.Config(grid=2, colours=2).validate()
+        grid_diffusion.Config(grid=2, colours=2).validate()
 
 
 def test_grammar_entropy_equals_the_mean_log_probability_of_its_sentences():

@@ -12,17 +12,17 @@ import pytest
 import hostile
 import killing
 from tokdyn import cli, io
-from tokdyn.experiment import study as S
-from tokdyn.studies import grid_diffusion as GD
+from tokdyn.experiment import study as study_dir
+from tokdyn.studies import grid_diffusion
 
 pytestmark = pytest.mark.fast_compile
 
-CFG = GD.Config(sentences=200, ae_steps=100, models=("token_ar", "grid_d3pm_absorbing"), single_models=(), T=8,
+CFG = grid_diffusion.Config(sentences=200, ae_steps=100, models=("token_ar", "grid_d3pm_absorbing"), single_models=(), T=8,
                 width=16, depth=1, steps=20, batch_size=16, seeds=2, n_samples=8, ddim_steps=0, n_resamples=20)
 TABLES = ("results.csv", "samples.txt", "summary.md")  # the outputs a rerun must reproduce byte for byte
 
 
-def argv(cfg: GD.Config, out, *extra, cache: bool = False) -> list[str]:
+def argv(cfg: grid_diffusion.Config, out, *extra, cache: bool = False) -> list[str]:
     """The command line of ``cfg`` (every field spelled out); ``cache``: with JAX's persistent
     compilation cache (child processes), else ``--no-cache`` (in this process)."""
     return ["study", "grid-diffusion", "--out", str(out), "--quiet", *([] if cache else ["--no-cache"]),
@@ -36,7 +36,7 @@ read, copy = hostile.read, hostile.copy
 def finished(tmp_path_factory):
     """A finished study of CFG (with its figures)."""
     out = str(tmp_path_factory.mktemp("gd") / "done")
-    assert GD.main(CFG, out, quiet=True)
+    assert grid_diffusion.main(CFG, out, quiet=True)
     return out
 
 
@@ -56,7 +56,7 @@ def test_outputs_record_and_a_rerun_that_reads_everything_back(finished, tmp_pat
     assert parts == ["autoencoder.npz", "sequence__grid_d3pm_absorbing.npz", "sequence__grid_d3pm_absorbing_nll.npz",
                      "sequence__token_ar.npz", "sequence__token_ar_nll.npz"]
     times = {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts}
-    assert GD.main(CFG, out, quiet=True, plots=False)  # everything read back, nothing recomputed
+    assert grid_diffusion.main(CFG, out, quiet=True, plots=False)  # everything read back, nothing recomputed
     assert times == {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts}
     for name in TABLES:
         assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
@@ -67,11 +67,11 @@ def test_another_choice_of_models_reuses_the_parts_and_leaves_no_stale_outputs(f
     out = copy(finished, tmp_path)
     part = os.path.join(out, "parts", "sequence__grid_d3pm_absorbing.npz")
     t = os.path.getmtime(part)
-    assert GD.main(dataclasses.replace(CFG, models=("token_ar",)), out, quiet=True, plots=False)
+    assert grid_diffusion.main(dataclasses.replace(CFG, models=("token_ar",)), out, quiet=True, plots=False)
     assert list(io.read_csv(os.path.join(out, "results.csv"))["model"]) == ["token_ar"] * 2
     assert not [f for f in os.listdir(out) if f.endswith(".png")]  # the other run's figures are gone
     assert io.read_json(os.path.join(out, "config.json"))["config"]["models"] == ["token_ar"]
-    assert GD.main(CFG, out, quiet=True, plots=False)  # back to both: the kept part is read, not retrained
+    assert grid_diffusion.main(CFG, out, quiet=True, plots=False)  # back to both: the kept part is read, not retrained
     assert os.path.getmtime(part) == t
     for name in TABLES:
         assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
@@ -94,7 +94,7 @@ def test_truncated_parts_are_named_set_aside_and_recomputed(finished, tmp_path):
     for name in damaged:
         assert f"{name} could not be read back" in said and "set aside" in said, (name, said)
     assert len(os.listdir(os.path.join(out, "parts", "corrupt"))) == 3
-    assert io.read_json(os.path.join(out, "config.json"))["config"] == S.config_dict(CFG)
+    assert io.read_json(os.path.join(out, "config.json"))["config"] == study_dir.config_dict(CFG)
     for name in TABLES:  # recomputed to the same results
         assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
 
@@ -103,8 +103,8 @@ def test_an_autoencoder_of_other_settings_is_never_reused(tmp_path, capsys):
     """Issue 31, case 2: killed right after parts/autoencoder.npz was written, then rerun with
     --ae-steps 10: the 100-step autoencoder was reused (accuracy 1.0 where 10 steps give less)."""
     out = str(tmp_path / "gd")
-    study = S.Study.open(out, "grid-diffusion", CFG, selection=GD.SPEC.selection)  # what main does first ...
-    GD.autoencoder(CFG, study)  # ... then the autoencoder part; killed here
+    study = study_dir.Study.open(out, "grid-diffusion", CFG, selection=grid_diffusion.SPEC.selection)  # what main does first ...
+    grid_diffusion.autoencoder(CFG, study)  # ... then the autoencoder part; killed here
     part = os.path.join(out, "parts", "autoencoder.npz")
     kept = read(part)
     short = dataclasses.replace(CFG, ae_steps=10, models=("token_ar",))
@@ -114,10 +114,10 @@ def test_an_autoencoder_of_other_settings_is_never_reused(tmp_path, capsys):
     assert read(part) == kept and sorted(os.listdir(out)) == ["parts", "study.json"]
     assert cli.main(argv(short, out, "--fresh", "--no-plots")) == 0
     accuracy = io.read_json(os.path.join(out, "config.json"))["autoencoder_accuracy"]
-    assert accuracy == GD.autoencoder(short)[2] < 1.0  # what a fresh 10-step autoencoder decodes
-    assert str(io.load_npz(part)["stamp"]).endswith(S.digest(GD.autoencoder_key(short)))
-    assert GD.autoencoder_key(short) != GD.autoencoder_key(CFG)
-    assert GD.autoencoder_key(dataclasses.replace(CFG, steps=7, lam=0.5)) == GD.autoencoder_key(CFG)
+    assert accuracy == grid_diffusion.autoencoder(short)[2] < 1.0  # what a fresh 10-step autoencoder decodes
+    assert str(io.load_npz(part)["stamp"]).endswith(study_dir.digest(grid_diffusion.autoencoder_key(short)))
+    assert grid_diffusion.autoencoder_key(short) != grid_diffusion.autoencoder_key(CFG)
+    assert grid_diffusion.autoencoder_key(dataclasses.replace(CFG, steps=7, lam=0.5)) == grid_diffusion.autoencoder_key(CFG)
 
 
 def test_killed_at_random_moments_it_resumes_to_the_files_of_an_uninterrupted_run(tmp_path, fast_children):
@@ -166,10 +166,10 @@ def test_bad_options_and_absurd_sizes_exit_2_naming_the_option_before_any_work(e
 
 
 def test_the_estimate_names_the_option_and_says_when_it_is_long():
-    assert GD.Config.quick().estimate().memory < 2 ** 30
-    big = dataclasses.replace(GD.Config.quick(), batch_size=4_000_000)
-    with pytest.raises(S.Refused, match="batch_size"):
+    assert grid_diffusion.Config.quick().estimate().memory < 2 ** 30
+    big = dataclasses.replace(grid_diffusion.Config.quick(), batch_size=4_000_000)
+    with pytest.raises(study_dir.Refused, match="batch_size"):
         big.estimate()
     lines = []
-    S.check_resources("grid-diffusion", dataclasses.replace(GD.Config(), steps=300_000).estimate(), note=lines.append)
+    study_dir.check_resources("grid-diffusion", dataclasses.replace(grid_diffusion.Config(), steps=300_000).estimate(), note=lines.append)
     assert lines and "hours" in lines[0]

@@ -17,14 +17,14 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from conftest import jax_compilations
 from tokdyn import assignment, metrics
-from tokdyn import diffusion as D
+from tokdyn import diffusion
 
 pytestmark = pytest.mark.fast_compile
 
 KEY = jax.random.key(0)  # made here: creating a key may compile
-GAUSS = D.gaussian("linear", 10)
-UNI = D.discrete("uniform", 3, T=10)  # C = S = 3
-ABS = D.discrete("absorbing", 3, T=10)  # C = 3, S = 4 (state 3 is the mask)
+GAUSS = diffusion.gaussian("linear", 10)
+UNI = diffusion.discrete("uniform", 3, T=10)  # C = S = 3
+ABS = diffusion.discrete("absorbing", 3, T=10)  # C = 3, S = 4 (state 3 is the mask)
 
 # a labeling with one true label (2) outside [0, n_true) = [0, 2)
 T_BAD = np.array([0, 0, 0, 1, 1, 1, 2, 2], np.int32)
@@ -64,55 +64,55 @@ def _refusals():
                            r"benefit must be finite: it holds 1 NaN or infinite"),
         "assignment_inf": (lambda: assignment.linear_assignment(inf_benefit), r"benefit must be finite"),
         # diffusion: the reported cases
-        "q_sample_discrete_t_99": (lambda: D.q_sample_discrete(KEY, UNI, ints2, 99),
+        "q_sample_discrete_t_99": (lambda: diffusion.q_sample_discrete(KEY, UNI, ints2, 99),
                                    r"t must be in 0\.\.10 \(T = 10\), got 99"),
-        "q_sample_discrete_t_-3": (lambda: D.q_sample_discrete(KEY, UNI, ints2, -3),
+        "q_sample_discrete_t_-3": (lambda: diffusion.q_sample_discrete(KEY, UNI, ints2, -3),
                                    r"t must be in 0\.\.10 \(T = 10\), got -3"),
-        "q_sample_discrete_x0_7": (lambda: D.q_sample_discrete(KEY, UNI, np.array([0, 7]), 3),
+        "q_sample_discrete_x0_7": (lambda: diffusion.q_sample_discrete(KEY, UNI, np.array([0, 7]), 3),
                                    r"x0 must hold classes in \[0, classes\) = \[0, 3\), got 7 at index \(1,\)"),
-        "q_sample_discrete_float_x0": (lambda: D.q_sample_discrete(KEY, UNI, np.array([0.0, 1.0]), 3),
+        "q_sample_discrete_float_x0": (lambda: diffusion.q_sample_discrete(KEY, UNI, np.array([0.0, 1.0]), 3),
                                        r"x0 must hold integer classes .* got dtype float64"),
-        "q_sample_t_99": (lambda: D.q_sample(KEY, GAUSS, np.zeros(3), 99), r"t must be in 0\.\.10 \(T = 10\), got 99"),
-        "q_sample_float_t": (lambda: D.q_sample(KEY, GAUSS, np.zeros(3), 2.0), r"t must be an integer time step"),
-        "q_sample_vector_t": (lambda: D.q_sample(KEY, GAUSS, np.zeros(3), np.array([1, 2])), r"t must be a scalar"),
-        "posterior_mean_var_t_0": (lambda: D.posterior_mean_var(GAUSS, np.zeros(3), np.zeros(3), 0),
+        "q_sample_t_99": (lambda: diffusion.q_sample(KEY, GAUSS, np.zeros(3), 99), r"t must be in 0\.\.10 \(T = 10\), got 99"),
+        "q_sample_float_t": (lambda: diffusion.q_sample(KEY, GAUSS, np.zeros(3), 2.0), r"t must be an integer time step"),
+        "q_sample_vector_t": (lambda: diffusion.q_sample(KEY, GAUSS, np.zeros(3), np.array([1, 2])), r"t must be a scalar"),
+        "posterior_mean_var_t_0": (lambda: diffusion.posterior_mean_var(GAUSS, np.zeros(3), np.zeros(3), 0),
                                    r"t must be in 1\.\.10 \(T = 10\), got 0"),
-        "hybrid_loss_classes": (lambda: D.hybrid_loss(UNI, ints2, ints2, 3, np.zeros((2, 4), np.float32)),
+        "hybrid_loss_classes": (lambda: diffusion.hybrid_loss(UNI, ints2, ints2, 3, np.zeros((2, 4), np.float32)),
                                 r"x0_logits must have a last axis of 3 \(proc.classes\), got shape \(2, 4\)"),
         # diffusion: the other functions
-        "q_sample_wrong_process": (lambda: D.q_sample(KEY, UNI, np.zeros(3), 1),
+        "q_sample_wrong_process": (lambda: diffusion.q_sample(KEY, UNI, np.zeros(3), 1),
                                    r"proc must be a tokdyn.diffusion.Gaussian"),
-        "q_sample_bad_key": (lambda: D.q_sample(0, GAUSS, np.zeros(3), 1), r"key must be a PRNG key"),
-        "predict_x0_shapes": (lambda: D.predict_x0(GAUSS, np.zeros(3), 2, np.zeros(4)),
+        "q_sample_bad_key": (lambda: diffusion.q_sample(0, GAUSS, np.zeros(3), 1), r"key must be a PRNG key"),
+        "predict_x0_shapes": (lambda: diffusion.predict_x0(GAUSS, np.zeros(3), 2, np.zeros(4)),
                               r"eps must have the shape of x_t"),
-        "predict_x0_t": (lambda: D.predict_x0(GAUSS, np.zeros(3), 11, np.zeros(3)), r"t must be in 1\.\.10"),
-        "ddpm_step_t": (lambda: D.ddpm_step(KEY, GAUSS, np.zeros(3), 0, np.zeros(3)), r"t must be in 1\.\.10"),
-        "ddpm_step_clip": (lambda: D.ddpm_step(KEY, GAUSS, np.zeros(3), 2, np.zeros(3), clip=-1.0), r"clip must be in"),
-        "sample_shape": (lambda: D.sample(KEY, GAUSS, lambda x, t: x, (2, -1)), r"shape must be a tuple of ints >= 0"),
-        "sample_fn": (lambda: D.sample(KEY, GAUSS, None, (2,)), r"eps_fn must be a callable"),
-        "ddim_eta": (lambda: D.ddim_sample(KEY, GAUSS, lambda x, t: x, (2,), 3, eta=2.0), r"eta must be in \[0, 1\]"),
-        "ddim_steps": (lambda: D.ddim_sample(KEY, GAUSS, lambda x, t: x, (2,), 11), r"steps must be <= T=10"),
-        "transition_matrix_t": (lambda: D.transition_matrix(UNI, 0), r"t must be in 1\.\.10"),
-        "cumulative_matrix_t": (lambda: D.cumulative_matrix(UNI, 11), r"t must be in 0\.\.10"),
-        "marginal_axis": (lambda: D.marginal(ABS, np.ones((2, 3), np.float32) / 3, 2),
+        "predict_x0_t": (lambda: diffusion.predict_x0(GAUSS, np.zeros(3), 11, np.zeros(3)), r"t must be in 1\.\.10"),
+        "ddpm_step_t": (lambda: diffusion.ddpm_step(KEY, GAUSS, np.zeros(3), 0, np.zeros(3)), r"t must be in 1\.\.10"),
+        "ddpm_step_clip": (lambda: diffusion.ddpm_step(KEY, GAUSS, np.zeros(3), 2, np.zeros(3), clip=-1.0), r"clip must be in"),
+        "sample_shape": (lambda: diffusion.sample(KEY, GAUSS, lambda x, t: x, (2, -1)), r"shape must be a tuple of ints >= 0"),
+        "sample_fn": (lambda: diffusion.sample(KEY, GAUSS, None, (2,)), r"eps_fn must be a callable"),
+        "ddim_eta": (lambda: diffusion.ddim_sample(KEY, GAUSS, lambda x, t: x, (2,), 3, eta=2.0), r"eta must be in \[0, 1\]"),
+        "ddim_steps": (lambda: diffusion.ddim_sample(KEY, GAUSS, lambda x, t: x, (2,), 11), r"steps must be <= T=10"),
+        "transition_matrix_t": (lambda: diffusion.transition_matrix(UNI, 0), r"t must be in 1\.\.10"),
+        "cumulative_matrix_t": (lambda: diffusion.cumulative_matrix(UNI, 11), r"t must be in 0\.\.10"),
+        "marginal_axis": (lambda: diffusion.marginal(ABS, np.ones((2, 3), np.float32) / 3, 2),
                           r"probs must have a last axis of 4 \(states\)"),
-        "step_likelihood_state": (lambda: D.step_likelihood(ABS, np.array([0, 4]), 2),
+        "step_likelihood_state": (lambda: diffusion.step_likelihood(ABS, np.array([0, 4]), 2),
                                   r"x_t must hold states in \[0, states\) = \[0, 4\), got 4"),
-        "posterior_logits_axis": (lambda: D.posterior_logits(UNI, np.ones((2, 2), np.float32), ints2, 2),
+        "posterior_logits_axis": (lambda: diffusion.posterior_logits(UNI, np.ones((2, 2), np.float32), ints2, 2),
                                   r"x0_probs must have a last axis of 3"),
-        "posterior_logits_cells": (lambda: D.posterior_logits(UNI, np.ones((3, 3), np.float32), ints2, 2),
+        "posterior_logits_cells": (lambda: diffusion.posterior_logits(UNI, np.ones((3, 3), np.float32), ints2, 2),
                                    r"x0_probs must have shape \(2, 3\)"),
-        "hybrid_loss_t": (lambda: D.hybrid_loss(UNI, ints2, ints2, 0, logits), r"t must be in 1\.\.10"),
-        "hybrid_loss_float_x0": (lambda: D.hybrid_loss(UNI, np.zeros(2), ints2, 2, logits), r"x0 must hold integer"),
-        "hybrid_loss_state": (lambda: D.hybrid_loss(ABS, ints2, np.array([4, 0]), 2, logits),
+        "hybrid_loss_t": (lambda: diffusion.hybrid_loss(UNI, ints2, ints2, 0, logits), r"t must be in 1\.\.10"),
+        "hybrid_loss_float_x0": (lambda: diffusion.hybrid_loss(UNI, np.zeros(2), ints2, 2, logits), r"x0 must hold integer"),
+        "hybrid_loss_state": (lambda: diffusion.hybrid_loss(ABS, ints2, np.array([4, 0]), 2, logits),
                               r"x_t must hold states in \[0, states\) = \[0, 4\), got 4"),
-        "hybrid_loss_lam": (lambda: D.hybrid_loss(UNI, ints2, ints2, 2, logits, lam=-1.0), r"lam must be in"),
-        "prior_kl_class": (lambda: D.prior_kl(ABS, np.array([3])),
+        "hybrid_loss_lam": (lambda: diffusion.hybrid_loss(UNI, ints2, ints2, 2, logits, lam=-1.0), r"lam must be in"),
+        "prior_kl_class": (lambda: diffusion.prior_kl(ABS, np.array([3])),
                            r"x0 must hold classes in \[0, classes\) = \[0, 3\)"),
-        "nll_bound_class": (lambda: D.nll_bound(KEY, UNI, lambda x, t: x, np.array([0, 5])), r"x0 must hold classes"),
-        "published_classes": (lambda: D.published_cumulative_matrix(0.5, 1), r"classes must be an int >= 2"),
-        "published_alpha": (lambda: D.published_cumulative_matrix(1.5, 3), r"alpha_bar_t must be in \[0, 1\]"),
-        "ddim_times_T": (lambda: D.ddim_times(0, 1), r"T must be an int >= 1"),
+        "nll_bound_class": (lambda: diffusion.nll_bound(KEY, UNI, lambda x, t: x, np.array([0, 5])), r"x0 must hold classes"),
+        "published_classes": (lambda: diffusion.published_cumulative_matrix(0.5, 1), r"classes must be an int >= 2"),
+        "published_alpha": (lambda: diffusion.published_cumulative_matrix(1.5, 3), r"alpha_bar_t must be in \[0, 1\]"),
+        "ddim_times_T": (lambda: diffusion.ddim_times(0, 1), r"T must be an int >= 1"),
     }
 
 
@@ -262,18 +262,18 @@ def _float_outputs(t):
     x = jnp.linspace(-1.0, 1.0, 3)
     x0, xt = jnp.array([0, 2]), jnp.array([1, 2])
     logits = jnp.array([[1.0, 0.0, -1.0], [0.0, 0.5, 0.0]])
-    mean, var = D.posterior_mean_var(GAUSS, x, -x, t)
+    mean, var = diffusion.posterior_mean_var(GAUSS, x, -x, t)
     return dict(
-        q_sample=D.q_sample(KEY, GAUSS, x, t)[0], predict_x0=D.predict_x0(GAUSS, x, t, x), mean=mean, var=var,
-        ddpm_step=D.ddpm_step(KEY, GAUSS, x, t, x, clip=1.0), transition=D.transition_matrix(UNI, t),
-        cumulative=D.cumulative_matrix(ABS, t), marginal=D.marginal(ABS, jnp.full((2, 4), 0.25), t),
-        step_likelihood=D.step_likelihood(ABS, xt, t), posterior=D.posterior_logits(ABS, jax.nn.softmax(logits), xt, t),
-        hybrid=D.hybrid_loss(UNI, x0, xt, t, logits, 0.1))
+        q_sample=diffusion.q_sample(KEY, GAUSS, x, t)[0], predict_x0=diffusion.predict_x0(GAUSS, x, t, x), mean=mean, var=var,
+        ddpm_step=diffusion.ddpm_step(KEY, GAUSS, x, t, x, clip=1.0), transition=diffusion.transition_matrix(UNI, t),
+        cumulative=diffusion.cumulative_matrix(ABS, t), marginal=diffusion.marginal(ABS, jnp.full((2, 4), 0.25), t),
+        step_likelihood=diffusion.step_likelihood(ABS, xt, t), posterior=diffusion.posterior_logits(ABS, jax.nn.softmax(logits), xt, t),
+        hybrid=diffusion.hybrid_loss(UNI, x0, xt, t, logits, 0.1))
 
 
 def test_traced_time_outside_its_range_gives_nan_or_minus_one():
     outputs = jax.jit(_float_outputs)
-    draws = jax.jit(lambda t, x0: D.q_sample_discrete(KEY, ABS, x0, t))
+    draws = jax.jit(lambda t, x0: diffusion.q_sample_discrete(KEY, ABS, x0, t))
     x0 = jnp.array([0, 1, 2])
     for t in (-3, 0, 11, 99):
         out = outputs(jnp.int32(t))
@@ -286,8 +286,8 @@ def test_traced_time_outside_its_range_gives_nan_or_minus_one():
         want = np.asarray(x0) if t == 0 else -np.ones(3)
         np.testing.assert_array_equal(draws(jnp.int32(t), x0), want)
     # a device array, not traced, is not copied to the host either: NaN too
-    assert np.all(np.isnan(D.q_sample(KEY, GAUSS, jnp.ones(3), jnp.int32(99))[0]))
-    np.testing.assert_array_equal(D.q_sample_discrete(KEY, UNI, x0, jnp.int32(-3)), -np.ones(3))
+    assert np.all(np.isnan(diffusion.q_sample(KEY, GAUSS, jnp.ones(3), jnp.int32(99))[0]))
+    np.testing.assert_array_equal(diffusion.q_sample_discrete(KEY, UNI, x0, jnp.int32(-3)), -np.ones(3))
 
 
 def test_traced_classes_and_states_out_of_range_give_nan_or_minus_one_in_their_cells():
@@ -297,9 +297,9 @@ def test_traced_classes_and_states_out_of_range_give_nan_or_minus_one_in_their_c
 
     @jax.jit
     def f(x0, xt):
-        return (D.q_sample_discrete(KEY, ABS, x0, 5), D.hybrid_loss(ABS, x0, xt, 5, logits), D.prior_kl(ABS, x0),
-                D.step_likelihood(ABS, xt, 5), D.posterior_logits(ABS, jax.nn.one_hot(jnp.clip(x0, 0, 2), 3), xt, 5),
-                D.nll_bound(KEY, ABS, lambda x, t: jnp.zeros(x.shape + (3,)), x0))
+        return (diffusion.q_sample_discrete(KEY, ABS, x0, 5), diffusion.hybrid_loss(ABS, x0, xt, 5, logits), diffusion.prior_kl(ABS, x0),
+                diffusion.step_likelihood(ABS, xt, 5), diffusion.posterior_logits(ABS, jax.nn.one_hot(jnp.clip(x0, 0, 2), 3), xt, 5),
+                diffusion.nll_bound(KEY, ABS, lambda x, t: jnp.zeros(x.shape + (3,)), x0))
 
     draws, (loss, vb, ce), kl, lik, post, bound = f(x0, xt)
     np.testing.assert_array_equal(np.asarray(draws)[[1, 3]], [-1, -1])
@@ -329,9 +329,9 @@ def test_checks_never_copy_device_arrays_to_the_host():
     benefit = jnp.eye(3)
     jax.block_until_ready((x, labels, mask, benefit))
     with jax.transfer_guard_device_to_host("disallow"):
-        out = (D.q_sample(KEY, GAUSS, x, jnp.int32(3)), D.posterior_mean_var(GAUSS, x, x, jnp.int32(3)),
-               D.q_sample_discrete(KEY, UNI, labels, jnp.int32(3)),
-               D.hybrid_loss(UNI, labels, labels, jnp.int32(3), jnp.zeros((4, 3))),
+        out = (diffusion.q_sample(KEY, GAUSS, x, jnp.int32(3)), diffusion.posterior_mean_var(GAUSS, x, x, jnp.int32(3)),
+               diffusion.q_sample_discrete(KEY, UNI, labels, jnp.int32(3)),
+               diffusion.hybrid_loss(UNI, labels, labels, jnp.int32(3), jnp.zeros((4, 3))),
                metrics.ari(labels, labels, mask, n_true=2, n_pred=2), metrics.cluster_sizes(labels, 2, mask),
                metrics.sse(jnp.ones((4, 2)), labels, jnp.zeros((2, 2)), mask),
                metrics.matched_iou(labels, labels, n_true=2, n_pred=2), assignment.linear_assignment(benefit))

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from tokdyn import stats
-from tokdyn.diagnostics import mediation as D
+from tokdyn.diagnostics import mediation
 
 pytestmark = pytest.mark.fast_compile
 
@@ -69,7 +69,7 @@ def test_answer_that_ignores_the_latents_has_exactly_zero_effects():
     m = Tiny(blind=True)
     params, batch = m.init(jax.random.key(0)), _batch(40)
     answers = jnp.arange(40) % Tiny.V
-    eff = D.latent_to_answer(jax.random.key(1), m.apply, params, batch, answer_position=m.answer, answers=answers,
+    eff = mediation.latent_to_answer(jax.random.key(1), m.apply, params, batch, answer_position=m.answer, answers=answers,
                              kinds=("zeros", "noise", "mean", "constant", "swap"))
     assert np.all(np.asarray(eff.flipped) == 0) and np.all(np.asarray(eff.kl) == 0)
     np.testing.assert_array_equal(eff.correct, np.broadcast_to(eff.correct_before, eff.correct.shape))
@@ -82,9 +82,9 @@ def test_swap_flip_rate_of_a_linear_readout_equals_its_value():
     m = Tiny(readout=True)
     params, batch = m.init(jax.random.key(0)), _batch(64)
     key = jax.random.key(3)
-    eff = D.latent_to_answer(key, m.apply, params, batch, answer_position=m.answer, kinds=("swap", "zeros"))
+    eff = mediation.latent_to_answer(key, m.apply, params, batch, answer_position=m.answer, kinds=("swap", "zeros"))
     a0 = np.asarray(jnp.argmax(m.apply(params, batch).logits[:, m.answer], -1))
-    perm = np.asarray(D.swap_permutation(jax.random.split(key, 3)[1], 64))  # the swap key
+    perm = np.asarray(mediation.swap_permutation(jax.random.split(key, 3)[1], 64))  # the swap key
     assert np.all(perm != np.arange(64)) and sorted(perm) == list(range(64))
     # a0 comes from another program (an eager apply): an instance on a last-bit argmax tie may answer
     # otherwise there, which changes at most two terms (its own and its source's) of the 64
@@ -96,7 +96,7 @@ def test_swap_flip_rate_of_a_linear_readout_equals_its_value():
 def test_interventions_have_their_stated_properties():
     lat = jax.random.normal(jax.random.key(0), (30, 3, 64)) * jnp.arange(1.0, 31.0)[:, None, None]
     other = jnp.ones_like(lat)
-    z = np.asarray(D.interventions(jax.random.key(1), lat, D.INTERVENTIONS, other=other))
+    z = np.asarray(mediation.interventions(jax.random.key(1), lat, mediation.INTERVENTIONS, other=other))
     lat = np.asarray(lat)
     assert z.shape == (6, 30, 3, 64) and np.all(z[0] == 0)
     rms = np.sqrt((lat ** 2).mean((1, 2)))
@@ -115,24 +115,24 @@ def test_idle_interventions_and_bad_input_are_named():
     params = m.init(jax.random.key(0))
     batch = {"x": jnp.zeros((6, Tiny.T, Tiny.D))}  # tanh(0 @ W) = 0: the latents are all zero
     with pytest.raises(ValueError, match=r"interventions \['zeros', 'mean', 'noise'\] left every instance's latents"):
-        D.latent_to_answer(jax.random.key(0), m.apply, params, batch, answer_position=m.answer,
+        mediation.latent_to_answer(jax.random.key(0), m.apply, params, batch, answer_position=m.answer,
                            kinds=("zeros", "mean", "noise"))
     with pytest.raises(ValueError, match="kinds must be one of"):
-        D.latent_to_answer(jax.random.key(0), m.apply, params, _batch(4), answer_position=8, kinds=("blur",))
+        mediation.latent_to_answer(jax.random.key(0), m.apply, params, _batch(4), answer_position=8, kinds=("blur",))
     with pytest.raises(ValueError, match="other must be given"):
-        D.latent_to_answer(jax.random.key(0), m.apply, params, _batch(4), answer_position=8, kinds=("other",))
+        mediation.latent_to_answer(jax.random.key(0), m.apply, params, _batch(4), answer_position=8, kinds=("other",))
     with pytest.raises(TypeError, match="apply_fn must be"):
-        D.latent_to_answer(jax.random.key(0), None, params, _batch(4), answer_position=8)
+        mediation.latent_to_answer(jax.random.key(0), None, params, _batch(4), answer_position=8)
     with pytest.raises(ValueError, match=r"slots must name positions in \[0, 9\)"):
-        D.check_decompose(D.SETTINGS, (5, 12), (4, 7), 9, jnp.zeros((4, 6)))
+        mediation.check_decompose(mediation.SETTINGS, (5, 12), (4, 7), 9, jnp.zeros((4, 6)))
     with pytest.raises(ValueError, match="format_embedding must have 4 rows"):
-        D.check_decompose(D.SETTINGS, (5, 6), (4, 7), 9)
+        mediation.check_decompose(mediation.SETTINGS, (5, 6), (4, 7), 9)
     with pytest.raises(ValueError, match="slots must name the latent block"):
-        D.check_decompose(("full",), (), (), 9)
+        mediation.check_decompose(("full",), (), (), 9)
     with pytest.raises(ValueError, match="sigma must be in"):
-        D.noise_at(jax.random.key(0), (0, 1), 0.0)
+        mediation.noise_at(jax.random.key(0), (0, 1), 0.0)
     with pytest.raises(ValueError, match="top_k must be at most the number of patches 4"):
-        D.narrowness(jnp.zeros((1, 1, 1, 9, 9)), queries=(5,), patches=(0, 1, 2, 3), top_k=5)
+        mediation.narrowness(jnp.zeros((1, 1, 1, 9, 9)), queries=(5,), patches=(0, 1, 2, 3), top_k=5)
 
 
 def test_decomposition_on_a_model_of_our_own_equals_its_manual_settings():
@@ -141,8 +141,8 @@ def test_decomposition_on_a_model_of_our_own_equals_its_manual_settings():
     out = m.apply(params, batch)
     answers = jnp.argmax(out.logits[:, m.answer], -1).at[:10].set(0)  # full is right on 40+ of 50
     fmt = jax.random.normal(jax.random.key(7), (4, Tiny.D))
-    settings = D.check_decompose(D.SETTINGS, m.slots, m.markers, Tiny.T, fmt)
-    f = jax.jit(lambda k, p, b, a: D.decompose(k, m.apply, p, b, slots=m.slots, markers=m.markers,
+    settings = mediation.check_decompose(mediation.SETTINGS, m.slots, m.markers, Tiny.T, fmt)
+    f = jax.jit(lambda k, p, b, a: mediation.decompose(k, m.apply, p, b, slots=m.slots, markers=m.markers,
                                                answer_position=m.answer, answers=a, length=Tiny.T,
                                                settings=settings, format_embedding=fmt))
     got = np.asarray(f(jax.random.key(2), params, batch, answers))
@@ -165,7 +165,7 @@ def test_decomposition_on_a_model_of_our_own_equals_its_manual_settings():
 
 def test_narrowness_and_shift_equal_numpy():
     att = np.asarray(jax.random.dirichlet(jax.random.key(0), jnp.ones(7), (3, 2, 2, 7)))  # (B, depth, H, T, T)
-    got = D.narrowness(jnp.asarray(att), queries=(5, 6), patches=(0, 1, 2, 3), top_k=2)
+    got = mediation.narrowness(jnp.asarray(att), queries=(5, 6), patches=(0, 1, 2, 3), top_k=2)
     a = att.mean((1, 2))[:, [5, 6]][..., :4]
     p = a / a.sum(-1, keepdims=True)
     np.testing.assert_allclose(got.entropy, -(p * np.log(p)).sum(-1), rtol=1e-5)
@@ -173,15 +173,15 @@ def test_narrowness_and_shift_equal_numpy():
     np.testing.assert_allclose(got.patch_share, a.sum(-1), rtol=1e-5)
     u = np.asarray(jax.random.normal(jax.random.key(1), (4, 3, 5)))
     v = u + np.asarray(jax.random.normal(jax.random.key(2), (4, 3, 5)))
-    s = D.shift(jnp.asarray(u), jnp.asarray(v))
+    s = mediation.shift(jnp.asarray(u), jnp.asarray(v))
     cos = (u * v).sum(-1) / np.linalg.norm(u, axis=-1) / np.linalg.norm(v, axis=-1)
     np.testing.assert_allclose(s.cosine_distance, 1 - cos, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(s.relative_l2, np.linalg.norm(u - v, axis=-1) / np.linalg.norm(u, axis=-1), rtol=1e-5)
-    z = D.shift(jnp.zeros((2, 3)), jnp.zeros((2, 3)))
+    z = mediation.shift(jnp.zeros((2, 3)), jnp.zeros((2, 3)))
     assert np.all(np.asarray(z.cosine_distance) == 0) and np.all(np.asarray(z.relative_l2) == 0)
     m = Tiny()
     params, batch = m.init(jax.random.key(0)), _batch(5)
-    same = D.input_to_latent(m.apply, params, batch, batch, positions=(0, 1))
+    same = mediation.input_to_latent(m.apply, params, batch, batch, positions=(0, 1))
     assert np.allclose(same["latents"].cosine_distance, 0, atol=1e-6) and same["states"].relative_l2.shape == (5, 2)
 
 

@@ -14,31 +14,31 @@ import pytest
 from test_latent_train import TINY
 from tokdyn import cli, io
 from tokdyn.models.latent import evaluation, training
-from tokdyn.studies import latent_diagnostics as LD
-from tokdyn.experiment import reasoners as LR
+from tokdyn.studies import latent_diagnostics
+from tokdyn.experiment import reasoners
 
 pytestmark = pytest.mark.fast_compile
 
-SOURCE = LR.Config(reference_steps=0, training=TINY)
+SOURCE = reasoners.Config(reference_steps=0, training=TINY)
 
 
 def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monkeypatch, tiny_reasoner):
-    monkeypatch.setattr(LD.Config, "reasoning", lambda self: SOURCE)
+    monkeypatch.setattr(latent_diagnostics.Config, "reasoning", lambda self: SOURCE)
     shutil.copytree(tiny_reasoner[1], tmp_path / "source")
-    cfg = LD.Config(source=str(tmp_path / "source"), variants=("latent",), reference="", n_instances=40,
+    cfg = latent_diagnostics.Config(source=str(tmp_path / "source"), variants=("latent",), reference="", n_instances=40,
                     perturbations=("shuffle",), noise_sigmas=(), probe_steps=50, n_resamples=200)
     out = str(tmp_path / "out")
-    assert LD.main(cfg, out, quiet=True, plots=True)
+    assert latent_diagnostics.main(cfg, out, quiet=True, plots=True)
     # the mid-training model is the state the full run passed through: its held-out accuracy is
     # the one the run recorded at that step
-    model, params, step, stage = LR.load_midway(SOURCE, cfg.source, "latent")
+    model, params, step, stage = reasoners.load_midway(SOURCE, cfg.source, "latent")
     assert step == 20 and stage == 0
     val = evaluation.evaluate(TINY, "latent", params, training.data(TINY).val)["all"]
     curve = io.read_csv(os.path.join(cfg.source, "curves", "latent.csv"))
     np.testing.assert_allclose(val, curve["val_all"][curve["step"] == step], atol=1e-6)
     dec = io.read_csv(os.path.join(out, "decomposition.csv"))
-    assert set(dec["stage"]) == {"mid", "final"} and set(dec["setting"]) == set(LD.D.SETTINGS)
-    saved = LR.read_answers(cfg.source, "latent")[:, :40]
+    assert set(dec["stage"]) == {"mid", "final"} and set(dec["setting"]) == set(latent_diagnostics.D.SETTINGS)
+    saved = reasoners.read_answers(cfg.source, "latent")[:, :40]
     test = jax.tree.map(lambda a: np.asarray(a)[:40], training.data(TINY).test)
     full = (dec["stage"] == "final") & (dec["setting"] == "full")
     # the decomposition's program and the study's evaluation are two programs: an answer on a last-bit
@@ -47,12 +47,12 @@ def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monk
     med = io.read_csv(os.path.join(out, "mediation.csv"))
     assert set(med["what"]) == {"latent", "patches", "intervention"}
     inter = med["what"] == "intervention"
-    assert set(med["perturbation"][inter]) == set(LD.D.INTERVENTIONS) - {"other"}  # no second feedback variant
+    assert set(med["perturbation"][inter]) == set(latent_diagnostics.D.INTERVENTIONS) - {"other"}  # no second feedback variant
     assert np.all(med["changed"][inter] == 1.0) and np.all(med["kl"][inter] >= 0)
     col = io.read_csv(os.path.join(out, "collapse.csv"))
     assert len(col["step"]) == TINY.seeds * TINY.n_latents and np.all(col["participation_ratio"] >= 1)
     prb = io.read_csv(os.path.join(out, "probes.csv"))
-    assert set(prb["features"]) == {"latents", "patches"} and set(prb["target"]) == set(LD.FACTS)
+    assert set(prb["features"]) == {"latents", "patches"} and set(prb["target"]) == set(latent_diagnostics.FACTS)
     assert np.all((prb["accuracy"] >= 0) & (prb["accuracy"] <= 1))
     for f in ("similarity.png", "decomposition.png", "probes.png", "summary.md", "config.json"):
         assert os.path.exists(os.path.join(out, f)), f
@@ -69,38 +69,38 @@ def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monk
         with open(path, "r+b") as f:
             f.truncate(os.path.getsize(path) // 2)
     with pytest.warns(RuntimeWarning) as caught:
-        assert LD.main(cfg, out, quiet=True, plots=False)
+        assert latent_diagnostics.main(cfg, out, quiet=True, plots=False)
     said = " ".join(str(w.message) for w in caught)
     assert all(f"{path} could not be read back" in said for path in damaged), said
     for f, b in before.items():
         assert open(os.path.join(out, f), "rb").read() == b, f
     # another configuration is refused before any work, naming the fields
     with pytest.raises(io.OutputConflict, match="probe_steps: 50 there, 60 now"):
-        LD.main(dataclasses.replace(cfg, probe_steps=60), out, quiet=True, plots=False)
+        latent_diagnostics.main(dataclasses.replace(cfg, probe_steps=60), out, quiet=True, plots=False)
 
 
 def test_command_line_and_bad_input():
     args = ["study", "latent-diagnostics", "--variants", "latent,pause", "--settings", "full,no_block,markers_only",
             "--quick"]
-    cfg = cli.config_from_args(LD.Config, cli.build_parser(args).parse_args(args), base=LD.Config.quick())
+    cfg = cli.config_from_args(latent_diagnostics.Config, cli.build_parser(args).parse_args(args), base=latent_diagnostics.Config.quick())
     assert cfg.variants == ("latent", "pause") and cfg.settings == ("full", "no_block", "markers_only")
     with pytest.raises(ValueError, match="variants must have a latent block"):
-        LD.Config(variants=("direct",)).validate()
+        latent_diagnostics.Config(variants=("direct",)).validate()
     with pytest.raises(ValueError, match="settings must include 'full' and 'no_block'"):
-        LD.Config(settings=("full", "markers_only")).validate()
+        latent_diagnostics.Config(settings=("full", "markers_only")).validate()
     with pytest.raises(ValueError, match="interventions must be one of"):
-        LD.Config(interventions=("zeros", "blur")).validate()
+        latent_diagnostics.Config(interventions=("zeros", "blur")).validate()
     with pytest.raises(ValueError, match="noise_sigmas must be in"):
-        LD.Config(noise_sigmas=(0.0,)).validate()
+        latent_diagnostics.Config(noise_sigmas=(0.0,)).validate()
     with pytest.raises(ValueError, match="n_instances must be at most"):
-        LD.Config(n_instances=10**6).validate()
+        latent_diagnostics.Config(n_instances=10**6).validate()
 
 
 def quick_source(path, **schedule):
-    lr = LR.Config.quick()
+    lr = reasoners.Config.quick()
     cfg = dataclasses.replace(lr, training=dataclasses.replace(lr.training, train=dataclasses.replace(
         lr.training.train, **schedule))) if schedule else lr
-    LR.open_study(cfg, str(path), quiet=True)
+    reasoners.open_study(cfg, str(path), quiet=True)
     return str(path)
 
 

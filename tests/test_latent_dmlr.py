@@ -9,13 +9,13 @@ import pytest
 from tokdyn import es
 from tokdyn.diagnostics import dmlr
 from tokdyn.models.latent import tasks
-from tokdyn.models.latent import model as M
+from tokdyn.models.latent import model as latent_model
 
 pytestmark = pytest.mark.fast_compile
 
 TASK = tasks.Config(grid_size=3, n_colours=3, families=("read", "gravity"))
-CFG = M.Config(task=TASK, width=16, depth=1, heads=2, latent_mode="feedback", n_latents=2)
-MODEL = M.Model(CFG)
+CFG = latent_model.Config(task=TASK, width=16, depth=1, heads=2, latent_mode="feedback", n_latents=2)
+MODEL = latent_model.Model(CFG)
 LAY = MODEL.layout
 APPLY = jax.jit(MODEL.apply)  # (eager Flax applies are slow)
 POS = dict(latent_positions=tuple(range(LAY.latents.start, LAY.latents.stop)), answer_position=LAY.answer)

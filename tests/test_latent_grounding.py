@@ -9,12 +9,12 @@ import pytest
 
 from tokdyn.diagnostics import grounding, perturb
 from tokdyn.models.latent import tasks
-from tokdyn.models.latent import model as M
+from tokdyn.models.latent import model as latent_model
 
 pytestmark = pytest.mark.fast_compile
 
 TASK = tasks.Config(grid_size=4, n_colours=3, families=("read", "gravity"))
-TEXT = M.Config(task=TASK, width=16, depth=1, heads=2, caption_len=TASK.caption_len)
+TEXT = latent_model.Config(task=TASK, width=16, depth=1, heads=2, caption_len=TASK.caption_len)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_resample_redraws_the_share_of_cells_it_is_asked_to(batch):
 
 
 def test_token_logprobs_equal_a_numpy_gather(batch):
-    model = M.Model(TEXT)
+    model = latent_model.Model(TEXT)
     params = model.init(jax.random.key(0))
     pos = grounding.generated_positions(model.layout)
     assert pos.tolist() == list(range(model.layout.caption.start - 1, model.layout.caption.stop - 1)) + [model.layout.answer]
@@ -70,7 +70,7 @@ def test_grounding_is_zero_for_a_model_that_ignores_its_image(batch):
     reads the image gets S != 0 under the same perturbation."""
     tokens = np.asarray(batch.answer)[:, None]
     for use_image, zero in ((False, True), (True, False)):
-        model = M.Model(dataclasses.replace(TEXT, use_image=use_image))
+        model = latent_model.Model(dataclasses.replace(TEXT, use_image=use_image))
         params = model.init(jax.random.key(0))
         pos = [model.layout.answer]
         s = grounding.scores(jax.jit(model.apply), params, batch, perturb.perturb(jax.random.key(0), batch, TASK,

@@ -7,19 +7,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokdyn.models.latent import model as M
+from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
 
 pytestmark = pytest.mark.fast_compile
 
 TASK = tasks.Config(grid_size=4, n_colours=3)
-CFG = M.Config(task=TASK, width=32, depth=2, heads=2, latent_mode="feedback", n_latents=3,
+CFG = latent_model.Config(task=TASK, width=32, depth=2, heads=2, latent_mode="feedback", n_latents=3,
                     caption_len=TASK.caption_len, projection="linear")
 
 
 @pytest.fixture(scope="module")
 def setup():
-    model = M.Model(CFG)
+    model = latent_model.Model(CFG)
     params = model.init(jax.random.key(0))
     batch = tasks.generate(jax.random.key(1), 5, TASK)
     return model, params, batch
@@ -63,10 +63,10 @@ def test_latent_feedback_matches_manual_unroll(setup):
     s = lay.latents.start
     manual = []
     for i in range(CFG.n_latents):
-        out = net.apply(params, x, method=M.Network.backbone)[0]
+        out = net.apply(params, x, method=latent_model.Network.backbone)[0]
         manual.append(out[:, s + i - 1])
-        x = x.at[:, s + i].set(net.apply(params, out[:, s + i - 1], method=M.Network.project))
-    final = net.apply(params, net.apply(params, x, method=M.Network.backbone)[0], method=M.Network.unembed)
+        x = x.at[:, s + i].set(net.apply(params, out[:, s + i - 1], method=latent_model.Network.project))
+    final = net.apply(params, net.apply(params, x, method=latent_model.Network.backbone)[0], method=latent_model.Network.unembed)
     got = jax.jit(model.apply)(params, batch)
     np.testing.assert_allclose(np.asarray(got.latents), np.asarray(jnp.stack(manual, 1)), atol=1e-5)
     np.testing.assert_allclose(np.asarray(got.logits), np.asarray(final), atol=1e-4)
@@ -78,8 +78,8 @@ def test_latent_feedback_matches_manual_unroll(setup):
 def test_projection_matches_norms():
     """Raw feedback has norm ~sqrt(width); the LayerNorm projection is learnable, 'none' is the raw state."""
     batch = tasks.generate(jax.random.key(1), 4, TASK)
-    for proj in M.PROJECTIONS:
-        m = M.Model(dataclasses.replace(CFG, projection=proj))
+    for proj in latent_model.PROJECTIONS:
+        m = latent_model.Model(dataclasses.replace(CFG, projection=proj))
         p = m.init(jax.random.key(0))
         out = jax.jit(m.apply)(p, batch)
         emb = np.asarray(out.hidden[:, 0])  # input embeddings, latent slots hold the fed-back vectors
@@ -100,16 +100,16 @@ def test_intervene_identity_replace_and_propagation(setup):
     lay = model.layout
     # replacing the <latent_start> embedding changes the first latent and everything after it
     new = jax.random.normal(jax.random.key(5), (1, CFG.width))
-    ed = model.apply(params, batch, intervene=M.replace([lay.latent_start], new))
+    ed = model.apply(params, batch, intervene=latent_model.replace([lay.latent_start], new))
     np.testing.assert_allclose(np.asarray(ed.hidden[:, 0, lay.latent_start]),
                                np.broadcast_to(np.asarray(new), (5, CFG.width)), atol=1e-6)
     np.testing.assert_allclose(np.asarray(ed.logits[:, : lay.latent_start]),
                                np.asarray(base.logits[:, : lay.latent_start]), atol=1e-5)
     assert not np.allclose(np.asarray(ed.latents[:, 0]), np.asarray(base.latents[:, 0]), atol=1e-4)
     # add zero and scale by one are no-ops; jit works with a traced factor
-    f = jax.jit(lambda p, k: model.apply(p, batch, intervene=M.scale(list(range(*lay.latents.indices(lay.length))), k)).logits)
+    f = jax.jit(lambda p, k: model.apply(p, batch, intervene=latent_model.scale(list(range(*lay.latents.indices(lay.length))), k)).logits)
     np.testing.assert_allclose(np.asarray(f(params, 1.0)), np.asarray(base.logits), atol=1e-5)
-    z = model.apply(params, batch, intervene=M.add([0, 3], jnp.zeros(CFG.width)))
+    z = model.apply(params, batch, intervene=latent_model.add([0, 3], jnp.zeros(CFG.width)))
     np.testing.assert_allclose(np.asarray(z.logits), np.asarray(base.logits), atol=1e-6)
 
 
@@ -125,10 +125,10 @@ def _inserted_reference(model, params, batch, mask):
         x = jnp.concatenate([x[:, :at], x[:, idx], x[:, at:]], 1)
         k, fed = len(idx), []
         for i in range(CFG.n_latents):
-            out = net.apply(params, x, method=M.Network.backbone)[0]
+            out = net.apply(params, x, method=latent_model.Network.backbone)[0]
             fed.append(out[:, s + k + i - 1])
-            x = x.at[:, s + k + i].set(net.apply(params, fed[-1], method=M.Network.project))
-        lg = net.apply(params, net.apply(params, x, method=M.Network.backbone)[0], method=M.Network.unembed)
+            x = x.at[:, s + k + i].set(net.apply(params, fed[-1], method=latent_model.Network.project))
+        lg = net.apply(params, net.apply(params, x, method=latent_model.Network.backbone)[0], method=latent_model.Network.unembed)
         logits.append(np.concatenate([lg[0, :at], lg[0, at + k:]]))
         latents.append(np.asarray(jnp.concatenate(fed)))
     return np.stack(logits), np.stack(latents)
@@ -176,10 +176,10 @@ def test_drop_equals_deleting_the_positions(setup):
     slot = [int(np.flatnonzero(kept == p)[0]) for p in range(lay.latents.start, lay.latents.stop)]
     fed = []
     for i in slot:
-        out = net.apply(params, x, method=M.Network.backbone)[0]
+        out = net.apply(params, x, method=latent_model.Network.backbone)[0]
         fed.append(out[:, i - 1])
-        x = x.at[:, i].set(net.apply(params, fed[-1], method=M.Network.project))
-    want = net.apply(params, net.apply(params, x, method=M.Network.backbone)[0], method=M.Network.unembed)
+        x = x.at[:, i].set(net.apply(params, fed[-1], method=latent_model.Network.project))
+    want = net.apply(params, net.apply(params, x, method=latent_model.Network.backbone)[0], method=latent_model.Network.unembed)
     np.testing.assert_allclose(np.asarray(got.logits[:1, kept]), np.asarray(want), atol=1e-4)
     np.testing.assert_allclose(np.asarray(got.latents[:1]), np.asarray(jnp.stack(fed, 1)), atol=1e-4)
     assert np.all(np.asarray(got.attention)[..., gone] == 0)  # nothing attends to a dropped position
@@ -189,7 +189,7 @@ def test_drop_equals_deleting_the_positions(setup):
 
 def test_pause_and_direct_modes():
     batch = tasks.generate(jax.random.key(1), 3, TASK)
-    m = M.Model(dataclasses.replace(CFG, latent_mode="pause", caption_len=0))
+    m = latent_model.Model(dataclasses.replace(CFG, latent_mode="pause", caption_len=0))
     p = m.init(jax.random.key(0))
     out = jax.jit(m.apply)(p, batch)
     lay = m.layout
@@ -197,13 +197,13 @@ def test_pause_and_direct_modes():
     pos = np.asarray(p["params"]["pos"]["embedding"])[lay.latents.start - 16]
     np.testing.assert_allclose(np.asarray(out.hidden[0, 0, lay.latents.start]), tok + pos, atol=1e-6)
     assert out.latents.shape == (3, 0, 32)
-    d = M.Model(M.Config(task=TASK, width=32, heads=2))
+    d = latent_model.Model(latent_model.Config(task=TASK, width=32, heads=2))
     assert d.layout.length == 16 + 5 + 1
     assert jax.jit(d.apply)(d.init(jax.random.key(0)), batch).logits.shape == (3, 22, TASK.vocab.size)
 
 
 def test_no_image_ignores_the_image():
-    m = M.Model(M.Config(task=TASK, width=32, heads=2, use_image=False))
+    m = latent_model.Model(latent_model.Config(task=TASK, width=32, heads=2, use_image=False))
     p = m.init(jax.random.key(0))
     b = tasks.generate(jax.random.key(1), 3, TASK)
     f = jax.jit(m.apply)
@@ -223,10 +223,10 @@ def test_shape_and_config_errors(setup):
     with pytest.raises(ValueError, match="latents"):
         model.apply(params, batch, latents=jnp.zeros((5, 2, 32)))
     with pytest.raises(ValueError, match="n_latents"):
-        M.Model(dataclasses.replace(CFG, n_latents=0))
+        latent_model.Model(dataclasses.replace(CFG, n_latents=0))
     with pytest.raises(ValueError, match="latent_mode"):
-        M.Model(dataclasses.replace(CFG, latent_mode="dream"))
+        latent_model.Model(dataclasses.replace(CFG, latent_mode="dream"))
     with pytest.raises(ValueError, match="width must be a multiple"):
-        M.Model(dataclasses.replace(CFG, width=33))
+        latent_model.Model(dataclasses.replace(CFG, width=33))
     with pytest.raises(ValueError, match="grid_size"):
-        M.Model(dataclasses.replace(CFG, task=tasks.Config(grid_size=0)))
+        latent_model.Model(dataclasses.replace(CFG, task=tasks.Config(grid_size=0)))

@@ -14,18 +14,18 @@ import pytest
 from test_latent_train import TINY
 from tokdyn import cli, io
 from tokdyn.models.latent import training
-from tokdyn.studies import latent_optimisation as LO
-from tokdyn.experiment import reasoners as LR
+from tokdyn.studies import latent_optimisation
+from tokdyn.experiment import reasoners
 
 pytestmark = pytest.mark.fast_compile
 
-SOURCE = LR.Config(reference_steps=0, training=TINY)
+SOURCE = reasoners.Config(reference_steps=0, training=TINY)
 
 
 @pytest.fixture
 def tiny(monkeypatch):
-    monkeypatch.setattr(LO.Config, "reasoning", lambda self: SOURCE)
-    return LO.Config(variants=("latent",), methods=("es_entropy_best",), grounding_variants=("latent",),
+    monkeypatch.setattr(latent_optimisation.Config, "reasoning", lambda self: SOURCE)
+    return latent_optimisation.Config(variants=("latent",), methods=("es_entropy_best",), grounding_variants=("latent",),
                      perturbations=("blank", "shuffle"), n_instances=20, top_k=3, n_iters=2, n_pairs=2,
                      learning_rate=0.5, sweep_method="es_entropy_best", sweep_learning_rates=(0.25,))
 
@@ -34,18 +34,18 @@ def test_missing_variants_are_trained_in_the_source_or_named(tmp_path, monkeypat
     src = str(tmp_path / "source")
     shutil.copytree(tiny_reasoner[1], src)  # holds the finished variant latent
     calls = []
-    monkeypatch.setattr(LR, "train_variants", lambda cfg, out, names, **kw: calls.append((tuple(names), out)) or True)
+    monkeypatch.setattr(reasoners, "train_variants", lambda cfg, out, names, **kw: calls.append((tuple(names), out)) or True)
     with pytest.raises(ValueError, match=r"lacks the trained variants \['text'\]"):
-        LR.ensure_trained(SOURCE, src, ["latent", "text"], train=False)
-    assert LR.ensure_trained(SOURCE, src, ["latent", "text"]) == SOURCE
+        reasoners.ensure_trained(SOURCE, src, ["latent", "text"], train=False)
+    assert reasoners.ensure_trained(SOURCE, src, ["latent", "text"]) == SOURCE
     assert calls == [(("text",), src)]  # only what is missing; what is there is kept
     assert io.read_json(os.path.join(src, "config.json"))["variants"] == ["latent"]
-    monkeypatch.setattr(LR, "train_variants", lambda cfg, out, names, **kw: False)
+    monkeypatch.setattr(reasoners, "train_variants", lambda cfg, out, names, **kw: False)
     with pytest.raises(RuntimeError, match="did not finish"):
-        LR.ensure_trained(SOURCE, src, ["text"])
+        reasoners.ensure_trained(SOURCE, src, ["text"])
     with pytest.raises(io.OutputConflict, match="training.train.steps: 40 there, 60 now"):
         fewer = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, steps=60))
-        LR.ensure_trained(dataclasses.replace(SOURCE, training=fewer), src, ["latent"])
+        reasoners.ensure_trained(dataclasses.replace(SOURCE, training=fewer), src, ["latent"])
 
 
 def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
@@ -53,13 +53,13 @@ def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
     cfg = dataclasses.replace(tiny, source=str(tmp_path / "source"))
     out = str(tmp_path / "out")
     with pytest.raises(ValueError, match="lacks the trained variants"):
-        LO.main(dataclasses.replace(cfg, train=False, grounding_variants=("text",)), out, quiet=True, plots=False)
-    assert LO.main(cfg, out, quiet=True, plots=True)
+        latent_optimisation.main(dataclasses.replace(cfg, train=False, grounding_variants=("text",)), out, quiet=True, plots=False)
+    assert latent_optimisation.main(cfg, out, quiet=True, plots=True)
     table = io.read_csv(os.path.join(out, "optimiser.csv"))
     assert set(table["method"]) == {"before", "random", "es_entropy_best", "es_entropy_best@lr=0.25"}
     assert set(table["family"]) == set(TINY.task.families) | {"all"}
     # "before" is the trained model's own answer: the source study's test accuracy on these instances
-    saved = LR.read_answers(cfg.source, "latent")[:, :20]
+    saved = reasoners.read_answers(cfg.source, "latent")[:, :20]
     test = jax.tree.map(lambda a: np.asarray(a)[:20], training.data(TINY).test)
     want = (saved == test.answer[None]).mean(1)
     sel = (table["method"] == "before") & (table["family"] == "all")
@@ -98,7 +98,7 @@ def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
         f.truncate(os.path.getsize(damaged) // 2)
     stamp = {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts[2:]}
     with pytest.warns(RuntimeWarning, match=f"{damaged} could not be read back"):
-        assert LO.main(dataclasses.replace(cfg, grounding_variants=()), out, quiet=True, plots=False)
+        assert latent_optimisation.main(dataclasses.replace(cfg, grounding_variants=()), out, quiet=True, plots=False)
     assert all(os.path.getmtime(os.path.join(out, "parts", p)) == t for p, t in stamp.items())
     assert os.listdir(os.path.join(out, "parts", "corrupt"))
     again = io.read_csv(os.path.join(out, "optimiser.csv"))
@@ -106,10 +106,10 @@ def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
         np.testing.assert_array_equal(again[k], table[k])
     # another configuration is refused naming the fields; --fresh starts afresh and leaves no stale figure
     with pytest.raises(io.OutputConflict, match="threshold: 0.1 there, 0.2 now"):
-        LO.main(dataclasses.replace(cfg, threshold=0.2), out, quiet=True, plots=False)
+        latent_optimisation.main(dataclasses.replace(cfg, threshold=0.2), out, quiet=True, plots=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert LO.main(dataclasses.replace(cfg, threshold=0.2, grounding_variants=()), out, quiet=True, plots=False,
+        assert latent_optimisation.main(dataclasses.replace(cfg, threshold=0.2, grounding_variants=()), out, quiet=True, plots=False,
                        fresh=True)
     assert not os.path.exists(os.path.join(out, "optimiser.png")) and not os.path.exists(
         os.path.join(out, "parts", "latent__grounding.json"))
@@ -119,32 +119,32 @@ def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
 def test_command_line_and_bad_input():
     args = ["study", "latent-optimisation", "--variants", "latent,latent_lvr", "--methods", "es_logprob",
             "--n-iters", "5", "--sigma", "0.2", "--quick"]
-    cfg = cli.config_from_args(LO.Config, cli.build_parser(args).parse_args(args), base=LO.Config.quick())
+    cfg = cli.config_from_args(latent_optimisation.Config, cli.build_parser(args).parse_args(args), base=latent_optimisation.Config.quick())
     assert cfg.variants == ("latent", "latent_lvr") and cfg.methods == ("es_logprob",) and cfg.n_iters == 5
     assert cfg.sigma == 0.2 and cfg.preset == "quick"
     with pytest.raises(ValueError, match="latent-feedback variants"):
-        LO.Config(variants=("direct",)).validate()
+        latent_optimisation.Config(variants=("direct",)).validate()
     with pytest.raises(ValueError, match="methods must be one of"):
-        LO.Config(methods=("es_entropy", "adam")).validate()
+        latent_optimisation.Config(methods=("es_entropy", "adam")).validate()
     with pytest.raises(ValueError, match="top_k must be at most the vocabulary size"):
-        LO.Config(top_k=1000).validate()
+        latent_optimisation.Config(top_k=1000).validate()
     with pytest.raises(ValueError, match="sigma must be in"):
-        LO.Config(sigma=0.0).validate()
+        latent_optimisation.Config(sigma=0.0).validate()
     with pytest.raises(ValueError, match="sweep_method must be one of"):
-        LO.Config(sweep_method="adam").validate()
+        latent_optimisation.Config(sweep_method="adam").validate()
     with pytest.raises(ValueError, match="sweep_learning_rates must be in"):
-        LO.Config(sweep_learning_rates=(0.1, -1.0)).validate()
+        latent_optimisation.Config(sweep_learning_rates=(0.1, -1.0)).validate()
     with pytest.raises(ValueError, match="n_instances must be at most"):
-        LO.Config(n_instances=10**6).validate()
+        latent_optimisation.Config(n_instances=10**6).validate()
 
 
 def quick_source(path, **schedule):
     """A latent-reasoning directory stamped with the quick preset (with fields of its training's
     ``train`` replaced), before any variant is trained in it."""
-    lr = LR.Config.quick()
+    lr = reasoners.Config.quick()
     cfg = dataclasses.replace(lr, training=dataclasses.replace(lr.training, train=dataclasses.replace(
         lr.training.train, **schedule))) if schedule else lr
-    LR.open_study(cfg, str(path), quiet=True)
+    reasoners.open_study(cfg, str(path), quiet=True)
     return str(path)
 
 
@@ -164,8 +164,8 @@ def quick_source(path, **schedule):
 def test_the_command_line_refuses_before_any_work(tmp_path, capsys, argv, words):
     paths = {"other": quick_source(tmp_path / "other", steps=100), "lr": tmp_path / "lr",
              "quick": quick_source(tmp_path / "quick"), "empty": tmp_path / "empty", "out": tmp_path / "out"}
-    lr = LR.Config.quick()
-    LR.open_study(dataclasses.replace(lr, hparams=dataclasses.replace(lr.hparams, learning_rate=0.01)),
+    lr = reasoners.Config.quick()
+    reasoners.open_study(dataclasses.replace(lr, hparams=dataclasses.replace(lr.hparams, learning_rate=0.01)),
                   str(paths["lr"]), quiet=True)
     argv = [a.format(**paths) for a in argv]
     before = sorted(os.listdir(tmp_path))

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from tokdyn.models.latent import model as M
+from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
 
 torch = pytest.importorskip("torch")
@@ -22,9 +22,9 @@ TASK = tasks.Config(grid_size=3, n_colours=3)
 
 @pytest.mark.parametrize("mode, caption", [("none", 0), ("none", 4), ("feedback", 0)])
 def test_same_logits_on_the_same_weights(mode, caption):
-    cfg = M.Config(task=TASK, width=32, depth=2, heads=4, latent_mode=mode, n_latents=3 if mode != "none" else 0,
+    cfg = latent_model.Config(task=TASK, width=32, depth=2, heads=4, latent_mode=mode, n_latents=3 if mode != "none" else 0,
                    caption_len=caption)
-    model = M.Model(cfg)
+    model = latent_model.Model(cfg)
     params = model.init(jax.random.key(0))
     params = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape), params)  # not the init
     batch = tasks.generate(jax.random.key(2), 6, TASK)

@@ -12,7 +12,7 @@ import pytest
 
 from tokdyn import train
 from tokdyn.models.latent import evaluation, losses, tasks, training, variants
-from tokdyn.models.latent import model as M
+from tokdyn.models.latent import model as latent_model
 
 pytestmark = pytest.mark.fast_compile
 
@@ -51,14 +51,14 @@ def test_coconut_schedule():
     assert sum(s[2] for s in st) == 60 and all(s[2] % 10 == 0 for s in st)
     assert variants.stages(cfg, "direct") == [(0, 0, 60)] and variants.stages(cfg, "pause") == [(4, 0, 60)]
     # every stage's model has the same parameter shapes (the curriculum continues one model)
-    shapes = [jax.eval_shape(M.Model(variants.model_config(cfg, "coconut", s)).init, jax.random.key(0))
+    shapes = [jax.eval_shape(latent_model.Model(variants.model_config(cfg, "coconut", s)).init, jax.random.key(0))
               for s in range(3)]
     assert shapes[0] == shapes[1] == shapes[2]
 
 
 def test_alignment_losses_match_numpy(pools):
     cfg = variants.model_config(TINY, "latent_mirage")
-    model = M.Model(cfg)
+    model = latent_model.Model(cfg)
     params = model.init(jax.random.key(0))
     batch = jax.tree.map(lambda a: a[:4], pools[1])
     kinds = ("mirage", "monet", "lvr")
@@ -66,8 +66,8 @@ def test_alignment_losses_match_numpy(pools):
     @jax.jit
     def run(params):  # one compilation for every quantity below
         out = model.apply(params, batch)
-        tgt = model.net.apply(params, batch.helper, method=M.Network.embed_patches)  # (B, 9, D)
-        teacher = model.net.apply(params, tgt, method=M.Network.backbone)[0]
+        tgt = model.net.apply(params, batch.helper, method=latent_model.Network.embed_patches)  # (B, 9, D)
+        teacher = model.net.apply(params, tgt, method=latent_model.Network.backbone)[0]
         grad = jax.grad(lambda p: losses.alignment_loss(model, p, batch, model.apply(p, batch), "lvr"))(params)
         return out, {k: losses.alignment_loss(model, params, batch, out, k) for k in kinds}, tgt, teacher, grad
 
@@ -90,7 +90,7 @@ def test_alignment_losses_match_numpy(pools):
 
 
 def test_caption_ce_masks_dropped_tokens(pools):
-    model = M.Model(variants.model_config(TINY, "text"))
+    model = latent_model.Model(variants.model_config(TINY, "text"))
     params = model.init(jax.random.key(0))
     batch = jax.tree.map(lambda a: a[:6], pools[1])
     mask = jnp.asarray([0.0, 1.0, 1.0, 1.0])  # K = max(G, 4)
@@ -133,7 +133,7 @@ def test_train_step_is_adamw_with_the_traced_hparams(pools):
     assert np.all(np.asarray(new.step) == 2) and np.all(np.asarray(new.nan_step) == -1)
     assert set(logs) == {"answer_ce", "answer_acc", "caption_ce", "loss", "grad_norm"}
     batches = [training.draw_batch(jax.random.fold_in(key, t), pool, TINY.batch_size) for t in range(2)]
-    model = M.Model(variants.model_config(TINY, name, 0))
+    model = latent_model.Model(variants.model_config(TINY, name, 0))
     lr, wd, cw = settings[1]  # model 1 (model 0, the defaults but the learning rate, is the contrast)
     opt = optax.chain(optax.clip_by_global_norm(1.0),
                       optax.adamw(optax.warmup_cosine_decay_schedule(0.0, lr, 5, TINY.train.steps, lr * 0.05),
@@ -265,14 +265,14 @@ def test_a_curriculum_stage_answers_from_the_pads_it_was_trained_with(pools):
     assert variants.dropped_captions(cfg, "coconut", -1) == k == 4
     answers, caps = evaluation.answers(cfg, "coconut", params, batch)
     assert np.all(caps == pad)
-    model = M.Model(variants.model_config(cfg, "coconut", -1))
+    model = latent_model.Model(variants.model_config(cfg, "coconut", -1))
     padded = variants.stage_batch(batch, k, pad)
     logits = np.asarray(jax.vmap(lambda p: model.apply(p, padded).logits[:, model.layout.answer])(params))
     chosen = np.take_along_axis(logits, np.asarray(answers)[..., None], -1)[..., 0]
     assert np.all(chosen >= logits.max(-1) - 1e-5 * np.abs(logits).max())  # an argmax, up to rounding
     # a middle stage (2 of 4 dropped): positions 0-1 keep the batch's pads, 2-3 are generated, and
     # what the batch holds at 2-3 (the true caption, or anything) changes nothing
-    mid = M.Model(variants.model_config(cfg, "coconut", 1))
+    mid = latent_model.Model(variants.model_config(cfg, "coconut", 1))
     assert variants.dropped_captions(cfg, "coconut", 1) == 2
     one = jax.tree.map(lambda a: a[0], params)
     b1 = variants.stage_batch(batch, 2, pad)

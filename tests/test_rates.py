@@ -14,7 +14,7 @@ import pytest
 from tokdyn.engine import execute, sweep
 from tokdyn.engine.runs import ClusterRun
 from tokdyn.experiment import rates as R
-from tokdyn.experiment import study as S
+from tokdyn.experiment import study as study_dir
 
 REF = R.REFERENCE_RATES
 pytestmark = pytest.mark.fast_compile  # the probes' rates are only checked for their units here
@@ -102,31 +102,31 @@ def test_time_here_is_the_work_over_the_speed():
     assert r.seconds({"dynamics": 10.0, "training": 40.0, "host": 5.0}) == pytest.approx(10 / 2 + 40 / 0.25 + 5)
     n = 10.0 * REF["dynamics"]  # 10 s on the reference CPU is n runs: n / rate seconds here
     assert r.seconds({"dynamics": 10.0}) == pytest.approx(n / r.rates["dynamics"])
-    est = S.Estimate(models=3, work={"dynamics": 10.0, "host": 5.0})
+    est = study_dir.Estimate(models=3, work={"dynamics": 10.0, "host": 5.0})
     for factor in (0.5, 1.0, 4.0, 100.0):  # inversely with the rate (the host's part fixed)
         fast = R.Rates({"dynamics": factor * REF["dynamics"]}, "gpu", "x", {"dynamics": "measured"})
-        assert S.time_here(est, fast)[0] == pytest.approx(10.0 / factor + 5.0)
+        assert study_dir.time_here(est, fast)[0] == pytest.approx(10.0 / factor + 5.0)
     with pytest.raises(ValueError, match="kind"):
         r.speed("sampling")
 
 
 def test_durations_in_words():
-    assert [S.duration(x) for x in (0.4, 40, 89, 90, 720, 3599, 3600, 3 * 3600 + 1800)] == \
+    assert [study_dir.duration(x) for x in (0.4, 40, 89, 90, 720, 3599, 3600, 3 * 3600 + 1800)] == \
         ["0 s", "40 s", "89 s", "2 min", "12 min", "60 min", "1.0 hours", "3.5 hours"]
 
 
 def test_an_estimate_splits_its_seconds_by_kind():
-    est = S.Estimate(work={"dynamics": 3.0, "training": np.float32(4.0), "host": 1})
+    est = study_dir.Estimate(work={"dynamics": 3.0, "training": np.float32(4.0), "host": 1})
     assert est.seconds == pytest.approx(8.0) and est.work == {"dynamics": 3.0, "training": 4.0, "host": 1.0}
-    assert S.Estimate(seconds=5.0).work == {} and S.time_here(S.Estimate(seconds=5.0))[0] == 5.0
+    assert study_dir.Estimate(seconds=5.0).work == {} and study_dir.time_here(study_dir.Estimate(seconds=5.0))[0] == 5.0
     with pytest.raises(ValueError, match="kinds must be among dynamics, training, host, got \\['gpu'\\]"):
-        S.Estimate(work={"gpu": 1.0})
+        study_dir.Estimate(work={"gpu": 1.0})
     with pytest.raises(ValueError, match="finite numbers >= 0"):
-        S.Estimate(work={"dynamics": -1.0})
+        study_dir.Estimate(work={"dynamics": -1.0})
     with pytest.raises(ValueError, match="finite numbers >= 0"):
-        S.Estimate(work={"dynamics": float("nan")})
+        study_dir.Estimate(work={"dynamics": float("nan")})
     with pytest.raises(ValueError, match="not the sum of work"):
-        S.Estimate(seconds=9.0, work={"dynamics": 3.0})
+        study_dir.Estimate(seconds=9.0, work={"dynamics": 3.0})
 
 
 # ---------------------------------------------------------------------------------------------- when it probes
@@ -138,24 +138,24 @@ def test_small_estimates_never_probe(probing, monkeypatch):
 
     for kind in R.KINDS:
         monkeypatch.setitem(R.PROBES, kind, refuse)
-    small = S.Estimate(work={"dynamics": 0.5 * R.PROBE_MIN_SECONDS, "training": 0.4 * R.PROBE_MIN_SECONDS,
+    small = study_dir.Estimate(work={"dynamics": 0.5 * R.PROBE_MIN_SECONDS, "training": 0.4 * R.PROBE_MIN_SECONDS,
                              "host": 5.0})
     lines = []
-    S.check_resources("demo", small, note=lines.append, say_from=0.0)
+    study_dir.check_resources("demo", small, note=lines.append, say_from=0.0)
     assert "not this cpu backend's" in lines[0] and "not measured for a run this short" in lines[0]
-    assert S.time_here(small)[0] == pytest.approx(small.seconds)  # the reference's rates
+    assert study_dir.time_here(small)[0] == pytest.approx(small.seconds)  # the reference's rates
     from tokdyn.studies import object_discovery, token_dynamics, video
 
     for cfg in (token_dynamics.Config(), video.Config.quick(), object_discovery.Config.quick()):
         est = cfg.estimate()  # the tests' configurations: under the threshold, nothing measured
-        assert est.seconds < R.PROBE_MIN_SECONDS and S.time_here(est)[0] == pytest.approx(est.seconds)
+        assert est.seconds < R.PROBE_MIN_SECONDS and study_dir.time_here(est)[0] == pytest.approx(est.seconds)
     assert not os.path.exists(R.cache_file())
 
 
 def test_a_long_estimate_probes_once_and_the_message_names_the_backend(probing):
-    est = S.Estimate(models=7, work={"dynamics": 2 * 3600.0, "training": 3600.0, "host": 60.0})
+    est = study_dir.Estimate(models=7, work={"dynamics": 2 * 3600.0, "training": 3600.0, "host": 60.0})
     lines = []
-    S.check_resources("demo", est, note=lines.append)
+    study_dir.check_resources("demo", est, note=lines.append)
     assert probing == ["dynamics", "training", "host"]
     seconds = 2 * 3600.0 / 2.0 + 3600.0 / 0.25 + 60.0 / 0.5
     assert f"(7 models or runs) will take about {seconds / 3600:.1f} hours" in lines[0]
@@ -163,11 +163,11 @@ def test_a_long_estimate_probes_once_and_the_message_names_the_backend(probing):
     assert "dynamics 2x, training 0.25x, host 0.5x the reference CPU's; probed in" in lines[0]
     assert "2-core" not in lines[0]
     assert "finished work is kept, and the same command resumes it" in lines[0]
-    S.check_resources("demo", est, note=lines.append)  # once per process
+    study_dir.check_resources("demo", est, note=lines.append)  # once per process
     assert probing == ["dynamics", "training", "host"]
-    only = S.Estimate(work={"dynamics": 3 * 3600.0})  # a kind measured: the other is not needed
-    assert S.time_here(only)[0] == pytest.approx(3 * 3600.0 / 2.0)
-    record = S.time_record(est)
+    only = study_dir.Estimate(work={"dynamics": 3 * 3600.0})  # a kind measured: the other is not needed
+    assert study_dir.time_here(only)[0] == pytest.approx(3 * 3600.0 / 2.0)
+    record = study_dir.time_record(est)
     assert record["seconds"] == pytest.approx(seconds) and record["reference_seconds"] == pytest.approx(3 * 3600 + 60)
     assert record["speeds"] == {"dynamics": pytest.approx(2.0), "training": pytest.approx(0.25), "host": 0.5}
 
@@ -183,8 +183,8 @@ def test_the_message_names_an_accelerator(probing, monkeypatch):
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     monkeypatch.setitem(R.PROBES, "training", lambda s: probing.append("training") or 300.0 * REF["training"])
     lines = []
-    S.check_resources("demo", S.Estimate(models=2, work={"training": 30 * 3600.0}), note=lines.append,
-                      say_from=S.SAY_SECONDS)
+    study_dir.check_resources("demo", study_dir.Estimate(models=2, work={"training": 30 * 3600.0}), note=lines.append,
+                      say_from=study_dir.SAY_SECONDS)
     assert lines == ["demo: this configuration (2 models or runs) will take about 6 min at the rates measured on "
                      "this gpu backend (1 Fake H100; training 300x the reference CPU's; probed in "
                      + lines[0].split("probed in ")[1]]
@@ -192,11 +192,11 @@ def test_the_message_names_an_accelerator(probing, monkeypatch):
 
 
 def test_quiet_says_only_what_is_long(probing):
-    est = S.Estimate(models=1, work={"host": 600.0})
+    est = study_dir.Estimate(models=1, work={"host": 600.0})
     lines = []
-    S.check_resources("demo", est, note=lines.append)  # quiet: over an hour only
+    study_dir.check_resources("demo", est, note=lines.append)  # quiet: over an hour only
     assert lines == []
-    S.check_resources("demo", est, note=lines.append, say_from=S.SAY_SECONDS)
+    study_dir.check_resources("demo", est, note=lines.append, say_from=study_dir.SAY_SECONDS)
     device = R.current([]).device
     assert lines == [f"demo: this configuration (1 models or runs) will take about 20 min at the rates measured "
                      f"on this cpu backend ({device}; host 0.5x the reference CPU's; probed in 0.0 s)"]
@@ -265,10 +265,10 @@ def test_a_failed_probe_never_stops_a_run(probing, monkeypatch):
         raise MemoryError("out of device memory")
 
     monkeypatch.setitem(R.PROBES, "dynamics", broken)
-    est = S.Estimate(models=1, work={"dynamics": 2 * 3600.0, "training": 3600.0})
+    est = study_dir.Estimate(models=1, work={"dynamics": 2 * 3600.0, "training": 3600.0})
     lines = []
     with pytest.warns(RuntimeWarning, match="probe of dynamics failed \\(MemoryError: out of device memory\\)"):
-        S.check_resources("demo", est, note=lines.append)
+        study_dir.check_resources("demo", est, note=lines.append)
     assert "training 0.25x the reference CPU's" in lines[0] and "dynamics at the reference CPU's rates" in lines[0]
-    assert S.time_here(est)[0] == pytest.approx(2 * 3600.0 + 3600.0 / 0.25)  # training measured, dynamics not
+    assert study_dir.time_here(est)[0] == pytest.approx(2 * 3600.0 + 3600.0 / 0.25)  # training measured, dynamics not
     assert probing == ["broken", "training"]  # the failed probe is not tried again in this process

@@ -237,9 +237,9 @@ def test_optimisation_finding(dmlr, spread, expect):
 
 def _fake_study(out: str, name: str, tables: dict) -> None:
     """A study directory ``out/name`` holding ``tables`` (file -> columns), recorded as its study does."""
-    from tokdyn.experiment import study as S
+    from tokdyn.experiment import study as study_dir
 
-    study = S.Study.open(os.path.join(out, name), name, {"fake": True}, quiet=True)
+    study = study_dir.Study.open(os.path.join(out, name), name, {"fake": True}, quiet=True)
     for file, columns in tables.items():
         io.write_csv(os.path.join(out, name, file), columns)
     study.finish()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tokdyn import cli, io
-from tokdyn.experiment import study as S
+from tokdyn.experiment import study as study_dir
 from tokdyn.stats import figures
 
 SMALL = ["--seeds", "2", "--noise", "0.3", "--n-clusters", "3", "--dim", "2", "--points-per-cluster", "6",
@@ -58,7 +58,7 @@ def test_case1_fresh_never_deletes_user_files(tmp_path, capsys):
         assert "--fresh" not in err.split("error:")[1], err  # never offered for a directory not tokdyn's
         assert intact(d, files) and sorted(os.listdir(d)) == ["checkpoints", "config.json", "src", "thesis.tex"]
     with pytest.raises(io.OutputConflict):  # clear() itself refuses such a directory
-        S.clear(d)
+        study_dir.clear(d)
     assert intact(d, files)
 
 
@@ -66,7 +66,7 @@ def test_case1_fresh_keeps_foreign_files_in_stamped_dir(tmp_path, capsys):
     d = tmp_path / "td"
     assert tokdyn(["--out", d, *SMALL], capsys)[0] == 0
     ours = {"runs.csv", "summary.csv", "overall.csv", "stat_tests.json"}
-    assert set(S.read_record(d)["outputs"]) == ours
+    assert set(study_dir.read_record(d)["outputs"]) == ours
     foreign = {"notes.txt": "my notes", "src/analysis.py": "x = 1", "plots/mine.png": "my own figure",
                "parts/keep.txt": "mine too", "checkpoints/model.bin": "weights"}
     for name, text in foreign.items():
@@ -80,31 +80,31 @@ def test_case1_fresh_keeps_foreign_files_in_stamped_dir(tmp_path, capsys):
     assert code == 0, err
     assert intact(d, foreign)
     assert not (d / "plots" / "drawn.png").exists() and not (d / "parts" / "old.json").exists()
-    record = S.read_record(d)
+    record = study_dir.read_record(d)
     assert record["config"]["seeds"] == 3 and set(record["outputs"]) == ours  # the user's notes are not listed
-    assert S.read_table(d, "runs.csv")["seed"].size == 4 * 3
+    assert study_dir.read_table(d, "runs.csv")["seed"].size == 4 * 3
 
 
 def test_case1_declared_outputs_are_stamped_removed_by_fresh_and_never_overwrite_a_user_file(tmp_path):
     out = str(tmp_path / "d")
-    st = S.Study.open(out, "demo", Cfg(), outputs=("results.csv", "tables/summary.md"))
-    assert json.loads(io.read_verified(os.path.join(out, S.STAMP)))["outputs"] == ["results.csv", "tables/summary.md"]
+    st = study_dir.Study.open(out, "demo", Cfg(), outputs=("results.csv", "tables/summary.md"))
+    assert json.loads(io.read_verified(os.path.join(out, study_dir.STAMP)))["outputs"] == ["results.csv", "tables/summary.md"]
     io.write_csv(st.path("results.csv"), {"a": [1]})  # the run dies here, before finish
     (tmp_path / "d" / "mine.txt").write_text("keep")
-    S.Study.open(out, "demo", Cfg(seeds=3), fresh=True, outputs=("tables/summary.md",))
-    assert sorted(os.listdir(out)) == ["mine.txt", S.STAMP]  # the declared output went, the user's file stays
+    study_dir.Study.open(out, "demo", Cfg(seeds=3), fresh=True, outputs=("tables/summary.md",))
+    assert sorted(os.listdir(out)) == ["mine.txt", study_dir.STAMP]  # the declared output went, the user's file stays
     (tmp_path / "d" / "results.csv").write_text("a user's table where the study writes its own")
     for fresh, seeds in ((False, 3), (True, 4)):
-        with pytest.raises(S.Refused, match=r"results.csv.*in the way"):
-            S.Study.open(out, "demo", Cfg(seeds=seeds), fresh=fresh, outputs=("results.csv", "tables/summary.md"))
+        with pytest.raises(study_dir.Refused, match=r"results.csv.*in the way"):
+            study_dir.Study.open(out, "demo", Cfg(seeds=seeds), fresh=fresh, outputs=("results.csv", "tables/summary.md"))
     assert (tmp_path / "d" / "results.csv").read_text().startswith("a user's table")
     with pytest.raises(ValueError, match="outputs"):
-        S.Study.open(str(tmp_path / "e"), "demo", Cfg(), outputs=("../escape.csv",))
+        study_dir.Study.open(str(tmp_path / "e"), "demo", Cfg(), outputs=("../escape.csv",))
 
 
 def test_case1_clear_removes_only_what_tokdyn_wrote(tmp_path):
     out = str(tmp_path / "d")
-    st = S.Study.open(out, "demo", Cfg())
+    st = study_dir.Study.open(out, "demo", Cfg())
     st.rows("a", lambda: [{"x": 1}])
     (tmp_path / "d" / "parts" / "a.json.0123456789ab.tmp").write_text("cut short")
     (tmp_path / "d" / "parts" / "mine.csv").write_text("mine")
@@ -117,7 +117,7 @@ def test_case1_clear_removes_only_what_tokdyn_wrote(tmp_path):
     with pytest.warns(RuntimeWarning, match="set aside"):
         st.rows("b", lambda: [{"x": 2}])  # ... set aside into parts/corrupt, not emptied
     (tmp_path / "d" / "report.tmp").write_text("a user's file with a temporary's suffix")
-    S.clear(out)
+    study_dir.clear(out)
     left = sorted(os.path.relpath(os.path.join(r, f), out) for r, _, fs in os.walk(out) for f in fs)
     assert left[0].startswith("parts/corrupt/b.json.") and left[0].endswith("inside.txt")
     assert left[1:] == ["parts/mine.csv", "report.tmp"] and os.path.islink(os.path.join(out, "linked"))
@@ -127,39 +127,39 @@ def test_case1_clear_removes_only_what_tokdyn_wrote(tmp_path):
 def test_case1_fresh_refused_while_study_running(tmp_path, capsys):
     d = str(tmp_path / "td")
     assert tokdyn(["--out", d, *SMALL], capsys)[0] == 0
-    before = {n: open(os.path.join(d, n), "rb").read() for n in (S.STAMP, S.RECORD, "runs.csv")}
-    fd = S.lock(d)  # a study running there holds the shared lock (a separate open file description)
+    before = {n: open(os.path.join(d, n), "rb").read() for n in (study_dir.STAMP, study_dir.RECORD, "runs.csv")}
+    fd = study_dir.lock(d)  # a study running there holds the shared lock (a separate open file description)
     try:
         code, err = tokdyn(["--out", d, *SMALL, "--seeds", "3", "--fresh"], capsys)
         assert code == 2 and "a study is running in" in err and d in err, err
         assert all(open(os.path.join(d, n), "rb").read() == b for n, b in before.items())
-        S.Study.open(d, "token-dynamics", _td_cfg(), selection=_td_selection(), quiet=True)  # writers of the same configuration share it
+        study_dir.Study.open(d, "token-dynamics", _td_cfg(), selection=_td_selection(), quiet=True)  # writers of the same configuration share it
     finally:
-        S.unlock(fd)
+        study_dir.unlock(fd)
     # a study running in another process
-    script = ("import sys, time; from tokdyn.experiment import study as S; "
-              "S.Study.open(sys.argv[1], 'demo', {'seeds': 2}); print('open', flush=True); time.sleep(120)")
+    script = ("import sys, time; from tokdyn.experiment import study as study_dir; "
+              "study_dir.Study.open(sys.argv[1], 'demo', {'seeds': 2}); print('open', flush=True); time.sleep(120)")
     other = str(tmp_path / "other")
     proc = subprocess.Popen([sys.executable, "-c", script, other], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "open"
-        with pytest.raises(S.Refused, match="a study is running"):
-            S.Study.open(other, "demo", {"seeds": 3}, fresh=True)
-        assert json.loads(io.read_verified(os.path.join(other, S.STAMP)))["config"] == {"seeds": 2}
+        with pytest.raises(study_dir.Refused, match="a study is running"):
+            study_dir.Study.open(other, "demo", {"seeds": 3}, fresh=True)
+        assert json.loads(io.read_verified(os.path.join(other, study_dir.STAMP)))["config"] == {"seeds": 2}
     finally:
         proc.kill()
         proc.wait()
-    S.Study.open(other, "demo", {"seeds": 3}, fresh=True)  # the study ended: --fresh goes ahead
+    study_dir.Study.open(other, "demo", {"seeds": 3}, fresh=True)  # the study ended: --fresh goes ahead
     inner = os.path.join(other, "inner")  # a study directory inside (as reproduce keeps its studies)
-    S.Study.open(inner, "demo", {"seeds": 1})
-    fd = S.lock(inner)
+    study_dir.Study.open(inner, "demo", {"seeds": 1})
+    fd = study_dir.lock(inner)
     try:
-        with pytest.raises(S.Refused, match="a study is running in.*inner"):
-            S.Study.open(other, "demo", {"seeds": 4}, fresh=True)
+        with pytest.raises(study_dir.Refused, match="a study is running in.*inner"):
+            study_dir.Study.open(other, "demo", {"seeds": 4}, fresh=True)
     finally:
-        S.unlock(fd)
-    S.Study.open(other, "demo", {"seeds": 4}, fresh=True)
-    assert os.listdir(other) == [S.STAMP]  # the inner study's files went too, its folder once empty
+        study_dir.unlock(fd)
+    study_dir.Study.open(other, "demo", {"seeds": 4}, fresh=True)
+    assert os.listdir(other) == [study_dir.STAMP]  # the inner study's files went too, its folder once empty
 
 
 def _td_cfg():
@@ -191,7 +191,7 @@ def test_case4_headerless_npz_is_corrupt(tmp_path):
 
 def test_case4_part_directory_or_symlink_set_aside(tmp_path):
     out = tmp_path / "d"
-    st = S.Study.open(str(out), "demo", Cfg())
+    st = study_dir.Study.open(str(out), "demo", Cfg())
     (out / "parts" / "poc.json").mkdir(parents=True)
     (out / "parts" / "poc.json" / "keep.txt").write_text("not ours")
     with pytest.warns(RuntimeWarning, match="poc.json.*a directory"):
@@ -216,7 +216,7 @@ def test_case4_part_directory_or_symlink_set_aside(tmp_path):
 
 def _finished(tmp_path):
     out = str(tmp_path / "src")
-    st = S.Study.open(out, "demo", Cfg())
+    st = study_dir.Study.open(out, "demo", Cfg())
     io.write_csv(st.path("results.csv"), {"model": ["a", "b"], "acc": [0.5, 0.75]})
     io.write_json(st.path("tables", "tests.json"), [{"p": 0.01}])
     io.write_verified(st.path("parts", "p.json"), b"{}")
@@ -226,28 +226,28 @@ def _finished(tmp_path):
 
 def test_case4_tampered_table_refused_by_read_table(tmp_path, capsys, monkeypatch):
     out = _finished(tmp_path)
-    assert set(S.read_record(out)["outputs"]) == {"results.csv", "tables/tests.json"}
-    assert S.read_table(out, "results.csv")["acc"].tolist() == [0.5, 0.75]
-    assert S.read_output_json(out, "tables/tests.json") == [{"p": 0.01}]
-    assert S.verify_output(out, "results.csv") == os.path.join(out, "results.csv")
+    assert set(study_dir.read_record(out)["outputs"]) == {"results.csv", "tables/tests.json"}
+    assert study_dir.read_table(out, "results.csv")["acc"].tolist() == [0.5, 0.75]
+    assert study_dir.read_output_json(out, "tables/tests.json") == [{"p": 0.01}]
+    assert study_dir.verify_output(out, "results.csv") == os.path.join(out, "results.csv")
     path = os.path.join(out, "results.csv")
     with open(path) as f:
         text = f.read()
     with open(path, "w") as f:
         f.write(text.replace("0.75", "0.95"))  # a better result, by hand
     with pytest.raises(io.CorruptFile, match="results.csv.*SHA-256") as e:
-        S.read_table(out, "results.csv")
+        study_dir.read_table(out, "results.csv")
     assert e.value.path == path
     with open(os.path.join(out, "extra.csv"), "w") as f:
         f.write("a\n1\n")
     with pytest.raises(io.CorruptFile, match="extra.csv.*does not list it"):
-        S.read_table(out, "extra.csv")
+        study_dir.read_table(out, "extra.csv")
     with pytest.raises(FileNotFoundError):
-        S.verify_output(out, "absent.csv")
+        study_dir.verify_output(out, "absent.csv")
     from tokdyn.studies import token_dynamics
 
     def reads_its_source(cfg, out, **kw):
-        S.read_table(str(tmp_path / "src"), "results.csv")
+        study_dir.read_table(str(tmp_path / "src"), "results.csv")
 
     monkeypatch.setattr(token_dynamics, "main", reads_its_source)
     code, err = tokdyn(["--out", tmp_path / "new", "--no-cache"], capsys)
@@ -256,22 +256,22 @@ def test_case4_tampered_table_refused_by_read_table(tmp_path, capsys, monkeypatc
 
 def test_case4_record_without_checksum(tmp_path):
     out = _finished(tmp_path)
-    path = os.path.join(out, S.RECORD)
+    path = os.path.join(out, study_dir.RECORD)
     record = json.load(open(path))
     assert record["checksum"] == io.json_checksum(record)
     plain = {k: v for k, v in record.items() if k != "checksum"}
     with open(path, "w") as f:
         json.dump(plain, f)
-    for call in (lambda: S.read_record(out), lambda: S.read_table(out, "results.csv")):
+    for call in (lambda: study_dir.read_record(out), lambda: study_dir.read_table(out, "results.csv")):
         with pytest.raises(io.CorruptFile, match="config.json.*no checksum"):
             call()
     with open(path, "w") as f:  # a listed hash changed to match a tampered table: the checksum differs
         json.dump({**record, "outputs": {**record["outputs"], "results.csv": "0" * 64}}, f)
     with pytest.raises(io.CorruptFile, match="config.json.*checksum differs"):
-        S.read_record(out)
+        study_dir.read_record(out)
     os.remove(path)
     with pytest.raises(FileNotFoundError):
-        S.read_record(out)
+        study_dir.read_record(out)
 
 
 # ---------------------------------------------------------------------------------------------- case 6: smaller gaps
@@ -307,7 +307,7 @@ def test_case6_disk_full_one_line_exit1(tmp_path, capsys, monkeypatch):
     code, err = tokdyn(["--out", tmp_path / "td", *SMALL], capsys)
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
-    assert os.path.join(str(tmp_path / "td"), S.STAMP) in lines[0] and "no space left" in lines[0]
+    assert os.path.join(str(tmp_path / "td"), study_dir.STAMP) in lines[0] and "no space left" in lines[0]
     assert not any(io.is_temporary(n) for n in os.listdir(tmp_path / "td"))
 
 
@@ -331,6 +331,6 @@ def test_case6_long_out_exit2_nothing_created(tmp_path, capsys):
         assert code == 2 and "Traceback" not in err and "out=" in err and "choose a shorter --out" in err, err
         assert "255" in err or "4096" in err or "allows" in err
     assert os.listdir(tmp_path) == []
-    with pytest.raises(S.Refused, match="allows"):
-        S.Study.open(str(tmp_path / ("c" * 256)), "demo", Cfg())
+    with pytest.raises(study_dir.Refused, match="allows"):
+        study_dir.Study.open(str(tmp_path / ("c" * 256)), "demo", Cfg())
     assert os.listdir(tmp_path) == []

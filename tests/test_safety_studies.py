@@ -12,9 +12,9 @@ import pytest
 import hostile
 from tokdyn import cli, io, reproduce
 from tokdyn.experiment import findings as F
-from tokdyn.experiment import reasoners as LR
-from tokdyn.experiment import study as S
-from tokdyn.studies import latent_diagnostics as LD
+from tokdyn.experiment import reasoners
+from tokdyn.experiment import study as study_dir
+from tokdyn.studies import latent_diagnostics
 from tokdyn.studies import token_dynamics
 
 STUDIES = [name for group, name in cli.COMMANDS if group == "study"]
@@ -147,19 +147,19 @@ def test_case4_headerless_source_checkpoint_refused(tmp_path, monkeypatch, capsy
     answers and curve whole): refused naming the checkpoint, left where it is, nothing trained."""
     from test_latent_train import TINY
 
-    source_cfg = LR.Config(reference_steps=0, training=TINY, variants=("latent",))
-    monkeypatch.setattr(LD.Config, "reasoning", lambda self: LR.Config(reference_steps=0, training=TINY))
+    source_cfg = reasoners.Config(reference_steps=0, training=TINY, variants=("latent",))
+    monkeypatch.setattr(latent_diagnostics.Config, "reasoning", lambda self: reasoners.Config(reference_steps=0, training=TINY))
     src = tmp_path / "src"
-    LR.open_study(source_cfg, str(src), quiet=True)
-    p = LR.paths(str(src), "latent")
+    reasoners.open_study(source_cfg, str(src), quiet=True)
+    p = reasoners.paths(str(src), "latent")
     answers = np.zeros((TINY.seeds, TINY.n_test), np.int32)
     curve = b"step,seed,val_all\n40,0,0.5\n40,1,0.5\n"
     os.makedirs(os.path.dirname(p["curve"]))
     with open(p["curve"], "wb") as f:
         f.write(curve)
     io.save_npz(p["answers"], answers=answers, curve_csv=np.frombuffer(curve, np.uint8), steps=40)
-    LR.write_result(p["result"], {"variant": "latent", "steps": 40, "budget": 40, "converged": [True, True],
-                                  "answers_sha256": LR.answers_digest(answers)})
+    reasoners.write_result(p["result"], {"variant": "latent", "steps": 40, "budget": 40, "converged": [True, True],
+                                  "answers_sha256": reasoners.answers_digest(answers)})
     os.makedirs(os.path.dirname(p["checkpoint"]))
     with open(p["checkpoint"], "wb") as f:
         np.savez(f, meta_step=np.asarray(40), **{io.LEAF_PREFIX + ".params['w']": np.ones(3)})
@@ -170,7 +170,7 @@ def test_case4_headerless_source_checkpoint_refused(tmp_path, monkeypatch, capsy
     assert not (tmp_path / "out").exists()
     assert open(p["checkpoint"], "rb").read() == before and not (src / "checkpoints" / "corrupt").exists()
     with pytest.raises(io.OutputConflict, match="latent.npz"):  # the library call, too
-        LR.load_variant(source_cfg, str(src), "latent")
+        reasoners.load_variant(source_cfg, str(src), "latent")
     assert open(p["checkpoint"], "rb").read() == before
 
 
@@ -179,11 +179,11 @@ def test_case4_scrambled_trained_checkpoint_refused(tmp_path, monkeypatch, capsy
     """The issue's case on a trained reasoner: its checkpoint's weights scrambled and saved by plain
     ``np.savez`` (the study ran on it, exit 0, accuracy at chance): refused naming the file."""
     cfg, trained = tiny_reasoner
-    monkeypatch.setattr(LD.Config, "reasoning", lambda self: LR.Config(reference_steps=0, training=cfg.training))
+    monkeypatch.setattr(latent_diagnostics.Config, "reasoning", lambda self: reasoners.Config(reference_steps=0, training=cfg.training))
     src = tmp_path / "src"
     shutil.copytree(trained, src)
-    LR.verify_source(cfg, str(src), ["latent"])  # a whole source passes
-    S.read_record(str(src))
+    reasoners.verify_source(cfg, str(src), ["latent"])  # a whole source passes
+    study_dir.read_record(str(src))
     ckpt = src / "checkpoints" / "latent.npz"
     arrays = io.load_npz(str(ckpt))
     rng = np.random.default_rng(0)

@@ -10,8 +10,8 @@ import pytest
 
 import hostile
 import killing
-from tokdyn.experiment import study as S
-from tokdyn.studies import object_discovery as SC
+from tokdyn.experiment import study as study_dir
+from tokdyn.studies import object_discovery
 
 # a small study whose learned model trains over 8 checkpoints (a third of a run's time, so that kills hit it)
 KILLED = ["study", "scenes", "--size", "12", "--max-objects", "2", "--n-train", "64", "--n-val", "8", "--n-test", "12",
@@ -71,9 +71,9 @@ def test_bad_options_and_absurd_sizes_exit_2_naming_the_option_before_any_work(e
 
 
 def test_the_estimate_names_the_option_and_says_when_it_is_long():
-    assert SC.Config.quick().estimate().memory < 2 ** 30
-    with pytest.raises(S.Refused, match="n_train"):
-        dataclasses.replace(SC.Config.quick(), n_train=10 ** 8).estimate()
+    assert object_discovery.Config.quick().estimate().memory < 2 ** 30
+    with pytest.raises(study_dir.Refused, match="n_train"):
+        dataclasses.replace(object_discovery.Config.quick(), n_train=10 ** 8).estimate()
     lines = []
-    S.check_resources("scenes", dataclasses.replace(SC.Config(), train_steps=100_000).estimate(), note=lines.append)
+    study_dir.check_resources("scenes", dataclasses.replace(object_discovery.Config(), train_steps=100_000).estimate(), note=lines.append)
     assert lines and "hours" in lines[0]

@@ -14,19 +14,19 @@ import pytest
 
 import hostile
 from tokdyn import cli, io, metrics
-from tokdyn.experiment import study as S
-from tokdyn.studies import object_discovery as SC
+from tokdyn.experiment import study as study_dir
+from tokdyn.studies import object_discovery
 
 pytestmark = pytest.mark.fast_compile
 
-CFG = SC.Config(size=12, max_objects=2, scale=(0.3, 0.5), n_train=64, n_val=8, n_test=12,
+CFG = object_discovery.Config(size=12, max_objects=2, scale=(0.3, 0.5), n_train=64, n_val=8, n_test=12,
                 methods=("baseline", "annealing"), temperatures=(0.01, 0.1), position_scales=(0.5, 1.0), dyn_steps=16,
                 learned=("slot_attention",), seeds=2, train_steps=4, batch_size=2, slot_size=8,
                 encoder_channels=(4,), decoder_hidden=4, eval_every=2, n_curve=4, n_examples=2)
 TABLES = ("results.csv", "learning_curve.csv")  # the outputs a rerun must reproduce byte for byte
 
 
-def argv(cfg: SC.Config, out, *extra) -> list[str]:
+def argv(cfg: object_discovery.Config, out, *extra) -> list[str]:
     """The command line of ``cfg`` (every field spelled out), in this process (no cache)."""
     return ["study", "scenes", "--out", str(out), "--quiet", "--no-cache", *hostile.options(cfg), *extra]
 
@@ -38,7 +38,7 @@ read, copy = hostile.read, hostile.copy
 def finished(tmp_path_factory):
     """A finished study of CFG (with its figures)."""
     out = str(tmp_path_factory.mktemp("sc") / "done")
-    assert SC.main(CFG, out, quiet=True)
+    assert object_discovery.main(CFG, out, quiet=True)
     return out
 
 
@@ -51,7 +51,7 @@ def test_study_writes_its_outputs_and_a_rerun_reads_everything_back(finished, tm
     assert np.all((table["fg_ari"] >= -0.5) & (table["fg_ari"] <= 1)) and np.all((table["miou"] >= 0) & (table["miou"] <= 1))
     assert np.array_equal(table["failed"], (table["fg_ari"] < CFG.fail_below).astype(int))
     curve = io.read_csv(os.path.join(out, "learning_curve.csv"))
-    assert list(curve) == list(SC.CURVE_COLUMNS)  # no wall-clock column: the table is reproducible
+    assert list(curve) == list(object_discovery.CURVE_COLUMNS)  # no wall-clock column: the table is reproducible
     assert list(curve["step"]) == [2, 2, 4, 4] and list(curve["seed"]) == [0, 1, 0, 1]
     assert np.all(np.isfinite(curve["val_fg_ari"])) and np.all(np.isfinite(curve["loss"]))
     record = io.read_json(os.path.join(out, "config.json"))
@@ -59,13 +59,13 @@ def test_study_writes_its_outputs_and_a_rerun_reads_everything_back(finished, tm
     assert record["timings"]["training_s"]["slot_attention"] > 0 and "jax" in record["environment"]
 
     # the chosen temperature and position weight are the best of the validation sweep
-    val = SC.split(CFG, "val")
-    t, ps, scores = SC.choose_settings(CFG, "baseline", val)
+    val = object_discovery.split(CFG, "val")
+    t, ps, scores = object_discovery.choose_settings(CFG, "baseline", val)
     assert scores.shape == (2, 2) and scores[CFG.temperatures.index(t), CFG.position_scales.index(ps)] == scores.max()
     assert table["temperature"][0] == t and table["position_scale"][0] == ps
 
     # k-means' test FG-ARI is the mean of metrics.fg_ari over its own labels (recomputed here)
-    test = SC.split(CFG, "test")
+    test = object_discovery.split(CFG, "test")
     kept = io.load_npz(os.path.join(out, "parts", "fixed__kmeans.npz"))
     fg0 = [float(metrics.fg_ari(np.asarray(test.masks[i]), kept["labels"][i])) for i in range(CFG.n_examples)]
     np.testing.assert_allclose(fg0, kept["fg_ari"][0][: CFG.n_examples], atol=1e-6)
@@ -76,7 +76,7 @@ def test_study_writes_its_outputs_and_a_rerun_reads_everything_back(finished, tm
     assert parts == ["fixed__annealing.npz", "fixed__baseline.npz", "fixed__kmeans.npz", "slot_attention.npz",
                      "slot_attention__test.npz"]  # the validation scores live in the checkpoint
     times = {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts}
-    assert SC.main(CFG, out, quiet=True, plots=False)
+    assert object_discovery.main(CFG, out, quiet=True, plots=False)
     assert times == {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts}
     for name in TABLES:
         assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
@@ -92,7 +92,7 @@ def test_a_directory_of_other_model_configurations_is_refused_before_any_work(fi
         steps=4, steps_per_call=2, warmup=1, decay="cosine", final_fraction=0.05, clip_norm=1.0)
     assert set(record["extra"]["models"]) == {"slot_attention", "slot_attention_implicit", "iodine"}
     out = copy(finished, tmp_path)
-    stamp = S.read_stamp(out)
+    stamp = study_dir.read_stamp(out)
     for model in stamp["extra"]["models"].values():  # the shape of before
         schedule = model.pop("train")
         model.update(steps=schedule["steps"], steps_per_call=schedule["steps_per_call"], warmup=schedule["warmup"],
@@ -102,7 +102,7 @@ def test_a_directory_of_other_model_configurations_is_refused_before_any_work(fi
     before = {f: os.path.getmtime(os.path.join(parts, f)) for f in os.listdir(parts)}
     with pytest.raises(io.OutputConflict, match=r"another configuration \(.*extra\.models\.iodine\.steps: 4 there, "
                                                 r"<absent> now.*pass --fresh"):
-        SC.main(CFG, out, quiet=True, plots=False)
+        object_discovery.main(CFG, out, quiet=True, plots=False)
     assert before == {f: os.path.getmtime(os.path.join(parts, f)) for f in os.listdir(parts)}
 
 
@@ -111,15 +111,15 @@ def test_training_stopped_midway_resumes_to_the_same_models_and_the_whole_curve(
     rows. The validation scores are now recorded by train_many's ``evaluation`` in the checkpoint's
     curves, written with the state in one file: stopped after its first checkpoint and rerun, the
     study ends with the models and every curve row of an uninterrupted run."""
-    train, val = SC.split(CFG, "train"), SC.split(CFG, "val")
-    straight, rows, _ = SC.train_learned(CFG, "slot_attention", train, val, S.Study.open(
-        str(tmp_path / "a"), "scenes", CFG, selection=SC.SPEC.selection))
-    study = S.Study.open(str(tmp_path / "b"), "scenes", CFG, selection=SC.SPEC.selection)
-    part = SC.fit(CFG, "slot_attention", train.images, study, val=val, max_calls=1)
+    train, val = object_discovery.split(CFG, "train"), object_discovery.split(CFG, "val")
+    straight, rows, _ = object_discovery.train_learned(CFG, "slot_attention", train, val, study_dir.Study.open(
+        str(tmp_path / "a"), "scenes", CFG, selection=object_discovery.SPEC.selection))
+    study = study_dir.Study.open(str(tmp_path / "b"), "scenes", CFG, selection=object_discovery.SPEC.selection)
+    part = object_discovery.fit(CFG, "slot_attention", train.images, study, val=val, max_calls=1)
     assert part.stopped_at == 2 and not part.finished
     assert np.all(np.isfinite(part.curves["val_fg_ari"][:, 0])) and np.all(np.isnan(part.curves["val_fg_ari"][:, 1]))
     progress = io.Progress(CFG.train_steps, quiet=True)
-    resumed, rows2, seconds = SC.train_learned(CFG, "slot_attention", train, val, study, progress)
+    resumed, rows2, seconds = object_discovery.train_learned(CFG, "slot_attention", train, val, study, progress)
     assert progress.done == CFG.train_steps  # the steps before the resume counted (it ended at 2/4 before)
     for a, b in zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(straight.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -145,7 +145,7 @@ def test_truncated_parts_and_checkpoints_are_named_set_aside_and_recomputed(fini
     for name in damaged:
         assert f"{name} could not be read back" in said and "set aside" in said, (name, said)
     assert len(os.listdir(os.path.join(out, "parts", "corrupt"))) == 3
-    assert io.read_json(os.path.join(out, "config.json"))["config"] == S.config_dict(CFG)
+    assert io.read_json(os.path.join(out, "config.json"))["config"] == study_dir.config_dict(CFG)
     for name in TABLES:  # recomputed (the models retrained) to the same results
         assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
 
@@ -154,11 +154,11 @@ def test_another_choice_of_methods_reuses_the_parts_and_leaves_no_stale_outputs(
     out = copy(finished, tmp_path)
     ckpt = os.path.join(out, "parts", "slot_attention.npz")
     t = os.path.getmtime(ckpt)
-    assert SC.main(dataclasses.replace(CFG, methods=("baseline",), kmeans=False, learned=()), out, quiet=True,
+    assert object_discovery.main(dataclasses.replace(CFG, methods=("baseline",), kmeans=False, learned=()), out, quiet=True,
                    plots=False)
     assert list(io.read_csv(os.path.join(out, "results.csv"))["method"]) == ["baseline"] * 2
     assert not [f for f in os.listdir(out) if f.endswith(".png")]  # the other run's figures are gone
-    assert SC.main(CFG, out, quiet=True, plots=False)  # back: every kept part read, nothing retrained
+    assert object_discovery.main(CFG, out, quiet=True, plots=False)  # back: every kept part read, nothing retrained
     assert os.path.getmtime(ckpt) == t
     for name in TABLES:
         assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
@@ -192,4 +192,4 @@ def test_bad_configuration_is_refused_naming_the_field():
     ([], 10.0, False),
 ])
 def test_the_goal_needs_the_mean_every_seed_and_the_time(fg, seconds, met):
-    assert SC.goal_met(fg, seconds) is met
+    assert object_discovery.goal_met(fg, seconds) is met

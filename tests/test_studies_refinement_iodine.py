@@ -17,7 +17,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from tokdyn import dynamics, io, refinement, train
 from tokdyn.data import scenes
-from tokdyn.studies import object_discovery as SC
+from tokdyn.studies import object_discovery
 from tokdyn.studies import token_dynamics as td
 
 pytestmark = pytest.mark.fast_compile
@@ -64,7 +64,7 @@ def test_a_users_rule_may_not_take_the_packages_name_and_joins_beside_it():
 
 # ---------------------------------------------------------------------------------------------- scenes
 
-CFG = SC.Config(size=12, max_objects=2, scale=(0.3, 0.5), n_train=64, n_val=6, n_test=8,
+CFG = object_discovery.Config(size=12, max_objects=2, scale=(0.3, 0.5), n_train=64, n_val=6, n_test=8,
                 methods=("baseline", "refinement"), temperatures=(0.1,), position_scales=(0.5, 1.0),
                 refinement_log_scales=(-1.0, -0.5), refinement_strengths=(100.0,), dyn_steps=30, kmeans=False,
                 learned=("iodine",), seeds=2, train_steps=2, batch_size=2, decoder_hidden=4, eval_every=2, n_curve=2,
@@ -74,15 +74,15 @@ CFG = SC.Config(size=12, max_objects=2, scale=(0.3, 0.5), n_train=64, n_val=6, n
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("sc") / "done")
-    assert SC.main(CFG, out, quiet=True, plots=False)
+    assert object_discovery.main(CFG, out, quiet=True, plots=False)
     return out
 
 
 def _direct_fg_ari(cfg, split, seed, hp, position_scale):
     """Per scene: scikit-learn's ARI over the foreground pixels of a direct run of the refinement
     rule from the study's initial tokens."""
-    data = SC.split(cfg, split)
-    key = SC._method_key(cfg, seed)
+    data = object_discovery.split(cfg, split)
+    key = object_discovery._method_key(cfg, seed)
     out = []
     for i in range(data.images.shape[0]):
         x = scenes.pixel_features(data.images[i : i + 1], position_scale=position_scale)[0]
@@ -97,9 +97,9 @@ def _direct_fg_ari(cfg, split, seed, hp, position_scale):
 def test_refinement_is_a_fixed_method_of_the_scenes_study(finished):
     table = io.read_csv(os.path.join(finished, "results.csv"))
     assert list(table["method"]) == [m for m in ("baseline", "refinement", "iodine") for _ in (0, 1)]
-    res = SC.run_fixed(CFG, "refinement", SC.split(CFG, "val"), SC.split(CFG, "test"), _no_study())
+    res = object_discovery.run_fixed(CFG, "refinement", object_discovery.split(CFG, "val"), object_discovery.split(CFG, "test"), _no_study())
     # its knobs: the best of the validation sweep, recomputed with scikit-learn on direct runs
-    settings = SC.refinement_settings(CFG)
+    settings = object_discovery.refinement_settings(CFG)
     assert [(float(h.prior_log_scale), float(h.prior_strength)) for h in settings] == [(-1.0, 100.0), (-0.5, 100.0)]
     sweep = np.asarray([[np.mean(_direct_fg_ari(CFG, "val", 0, h, ps)) for ps in CFG.position_scales]
                         for h in settings])
@@ -128,7 +128,7 @@ class _no_study:
 
 
 def test_iodine_is_a_learned_model_of_the_scenes_study(finished):
-    assert "iodine" not in SC.Config().learned  # opt-in
+    assert "iodine" not in object_discovery.Config().learned  # opt-in
     table = io.read_csv(os.path.join(finished, "results.csv"))
     rows = table["method"] == "iodine"
     assert rows.sum() == CFG.seeds
@@ -152,10 +152,10 @@ def test_iodine_is_a_learned_model_of_the_scenes_study(finished):
 
 
 def test_the_estimate_counts_refinements_settings_and_iodines_rate():
-    base = SC.Config(learned=())
+    base = object_discovery.Config(learned=())
     with_iodine = dataclasses.replace(base, learned=("iodine",))
     extra = with_iodine.estimate().seconds - base.estimate().seconds
-    assert extra == pytest.approx(base.seeds * base.train_steps / SC.IODINE_RATE, rel=1e-9)
+    assert extra == pytest.approx(base.seeds * base.train_steps / object_discovery.IODINE_RATE, rel=1e-9)
     no_ref = dataclasses.replace(base, methods=tuple(m for m in base.methods if m != "refinement"))
     one = dataclasses.replace(no_ref, methods=no_ref.methods + ("refinement",))
     per_setting = (one.estimate().models - no_ref.estimate().models)

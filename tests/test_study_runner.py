@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tokdyn import io
-from tokdyn.experiment import study as S
+from tokdyn.experiment import study as study_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,27 +107,27 @@ def test_kept_rows_read_back_equal_to_the_first_run_nan_included(tmp_path):
 def test_output_path_checks_name_out(tmp_path):
     f = tmp_path / "afile"
     f.write_text("x")
-    with pytest.raises(S.Refused, match="is a file"):
-        S.check_output(str(f))
-    with pytest.raises(S.Refused, match="cannot be created"):
-        S.check_output(str(f / "sub"))
-    with pytest.raises(S.Refused, match="virtual file system|cannot be created|cannot be written"):
-        S.check_output("/proc/tokdyn-study")
+    with pytest.raises(study_dir.Refused, match="is a file"):
+        study_dir.check_output(str(f))
+    with pytest.raises(study_dir.Refused, match="cannot be created"):
+        study_dir.check_output(str(f / "sub"))
+    with pytest.raises(study_dir.Refused, match="virtual file system|cannot be created|cannot be written"):
+        study_dir.check_output("/proc/tokdyn-study")
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
     try:
         if os.access(ro, os.W_OK):
             pytest.skip("running as a user who can write anywhere")
-        with pytest.raises(S.Refused, match="cannot be written"):
-            S.check_output(str(ro))
-        with pytest.raises(S.Refused, match="not writable"):
-            S.check_output(str(ro / "new" / "deeper"))
+        with pytest.raises(study_dir.Refused, match="cannot be written"):
+            study_dir.check_output(str(ro))
+        with pytest.raises(study_dir.Refused, match="not writable"):
+            study_dir.check_output(str(ro / "new" / "deeper"))
     finally:
         ro.chmod(0o700)
     with pytest.raises(TypeError, match="out"):
-        S.check_output(None)
-    assert S.check_output(str(tmp_path / "new" / "deeper")) == str(tmp_path / "new" / "deeper")
+        study_dir.check_output(None)
+    assert study_dir.check_output(str(tmp_path / "new" / "deeper")) == str(tmp_path / "new" / "deeper")
     assert not (tmp_path / "new").exists()  # checking creates nothing
 
 
@@ -136,29 +136,29 @@ def test_output_path_checks_name_out(tmp_path):
 
 def test_a_directory_of_another_configuration_is_refused_naming_every_field(tmp_path):
     out = str(tmp_path / "d")
-    S.Study.open(out, "demo", Cfg(), selection=("parts",))
-    stamp = json.loads(io.read_verified(os.path.join(out, S.STAMP)))
+    study_dir.Study.open(out, "demo", Cfg(), selection=("parts",))
+    stamp = json.loads(io.read_verified(os.path.join(out, study_dir.STAMP)))
     assert stamp["study"] == "demo" and stamp["config"]["seeds"] == 2 and "parts" not in stamp["config"]
     assert stamp["tokdyn"] == __import__("tokdyn").__version__
-    S.Study.open(out, "demo", Cfg(parts=("a",)), selection=("parts",))  # a selection field: same study
+    study_dir.Study.open(out, "demo", Cfg(parts=("a",)), selection=("parts",))  # a selection field: same study
     with pytest.raises(io.OutputConflict) as e:
-        S.Study.open(out, "demo", Cfg(seeds=3, budgets=(20,), inner=Inner(steps=5)), selection=("parts",))
+        study_dir.Study.open(out, "demo", Cfg(seeds=3, budgets=(20,), inner=Inner(steps=5)), selection=("parts",))
     msg = str(e.value)
     for word in ("seeds: 2 there, 3 now", "budgets: [10] there, [20] now", "inner.steps: 100 there, 5 now", "--fresh"):
         assert word in msg, (word, msg)
     with pytest.raises(io.OutputConflict, match="holds the 'demo' study, not 'other'"):
-        S.Study.open(out, "other", Cfg())
+        study_dir.Study.open(out, "other", Cfg())
 
 
 def test_fresh_removes_what_the_old_configuration_wrote(tmp_path):
     out = str(tmp_path / "d")
-    st = S.Study.open(out, "demo", Cfg())
+    st = study_dir.Study.open(out, "demo", Cfg())
     st.rows("a", lambda: [{"x": 1}])
     from tokdyn.stats import figures
 
     figures.save(figures.figure((1, 1)), st.path("plots", "stale.png"))  # a figure tokdyn drew
-    st = S.Study.open(out, "demo", Cfg(seeds=5), fresh=True)
-    assert sorted(os.listdir(out)) == [S.STAMP]
+    st = study_dir.Study.open(out, "demo", Cfg(seeds=5), fresh=True)
+    assert sorted(os.listdir(out)) == [study_dir.STAMP]
     assert st.stamp["config"]["seeds"] == 5
     assert st.rows("a", lambda: [{"x": 2}]) == [{"x": 2}]
 
@@ -169,7 +169,7 @@ def test_unstamped_directories_are_never_written_into(tmp_path):
     (mine / "thesis.tex").write_text("precious")
     for fresh in (False, True):
         with pytest.raises(io.OutputConflict, match="no tokdyn study stamped") as e:
-            S.Study.open(str(mine), "demo", Cfg(), fresh=fresh)
+            study_dir.Study.open(str(mine), "demo", Cfg(), fresh=fresh)
         assert "--fresh" not in str(e.value) and "empty or new directory" in str(e.value)
     assert os.listdir(mine) == ["thesis.tex"]
     old = tmp_path / "old"  # a config.json and no stamp: not known to be tokdyn's, --fresh or not
@@ -177,29 +177,29 @@ def test_unstamped_directories_are_never_written_into(tmp_path):
     (old / "config.json").write_text('{"study": {}}')
     for fresh in (False, True):
         with pytest.raises(io.OutputConflict, match="no tokdyn study stamped"):
-            S.Study.open(str(old), "demo", Cfg(), fresh=fresh)
+            study_dir.Study.open(str(old), "demo", Cfg(), fresh=fresh)
     assert os.listdir(old) == ["config.json"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    S.Study.open(str(empty), "demo", Cfg())
+    study_dir.Study.open(str(empty), "demo", Cfg())
 
 
 def test_a_corrupt_stamp_is_refused_with_fresh_or_without(tmp_path):
     """A stamp that fails its checksum does not show the directory is tokdyn's: nothing in it is
     removed, and --fresh is not offered."""
     out = str(tmp_path / "d")
-    S.Study.open(out, "demo", Cfg())
-    with open(os.path.join(out, S.STAMP), "r+b") as f:
+    study_dir.Study.open(out, "demo", Cfg())
+    with open(os.path.join(out, study_dir.STAMP), "r+b") as f:
         f.truncate(30)
     for fresh in (False, True):
         with pytest.raises(io.OutputConflict, match="cannot be read") as e:
-            S.Study.open(out, "demo", Cfg(), fresh=fresh)
+            study_dir.Study.open(out, "demo", Cfg(), fresh=fresh)
         assert "--fresh" not in str(e.value)
-    assert os.listdir(out) == [S.STAMP]
+    assert os.listdir(out) == [study_dir.STAMP]
 
 
 def test_parts_are_keyed_by_the_stamp_and_their_own_key(tmp_path):
-    st = S.Study.open(str(tmp_path / "d"), "demo", Cfg())
+    st = study_dir.Study.open(str(tmp_path / "d"), "demo", Cfg())
     n = []
     compute = lambda: n.append(1) or {"v": np.ones(2)}  # noqa: E731
     st.part("p", compute, key={"model": "a"})
@@ -214,39 +214,39 @@ def test_parts_are_keyed_by_the_stamp_and_their_own_key(tmp_path):
 
 def test_sources_enter_the_stamp_and_are_checked_against_the_expected_configuration(tmp_path):
     src = str(tmp_path / "src")
-    S.Study.open(src, "trainer", Cfg(inner=Inner(steps=100)))
-    stamp = S.source_stamp(src, "trainer", Cfg(inner=Inner(steps=100)))
+    study_dir.Study.open(src, "trainer", Cfg(inner=Inner(steps=100)))
+    stamp = study_dir.source_stamp(src, "trainer", Cfg(inner=Inner(steps=100)))
     with pytest.raises(io.OutputConflict, match=r"inner.steps: 100 there, 5000 now"):
-        S.source_stamp(src, "trainer", Cfg(inner=Inner(steps=5000)))
+        study_dir.source_stamp(src, "trainer", Cfg(inner=Inner(steps=5000)))
     with pytest.raises(io.OutputConflict, match="holds the study 'trainer', not 'other'"):
-        S.source_stamp(src, "other")
+        study_dir.source_stamp(src, "other")
     with pytest.raises(io.OutputConflict, match="holds no trainer study"):
-        S.source_stamp(str(tmp_path / "nothing"), "trainer")
+        study_dir.source_stamp(str(tmp_path / "nothing"), "trainer")
     out = str(tmp_path / "analysis")
-    S.Study.open(out, "analysis", Cfg(), sources={"source": stamp})
+    study_dir.Study.open(out, "analysis", Cfg(), sources={"source": stamp})
     other = dict(stamp, config={**stamp["config"], "seeds": 9})
     with pytest.raises(io.OutputConflict, match="source source"):
-        S.Study.open(out, "analysis", Cfg(), sources={"source": other})
+        study_dir.Study.open(out, "analysis", Cfg(), sources={"source": other})
 
 
 # ---------------------------------------------------------------------------------------------- resources
 
 
 def test_resources_refuse_what_cannot_fit_and_announce_what_is_long(tmp_path):
-    with pytest.raises(S.Refused, match=r"make n_train smaller"):
-        S.check_resources("demo", S.Estimate(memory=10 ** 15, option="n_train"))
-    S.check_resources("demo", S.Estimate(memory=10 ** 6, option="n_train"))
-    with pytest.raises(S.Refused, match="GiB"):
-        S.check_resources("demo", S.Estimate(memory=3 * 2 ** 30, option="seeds"), memory=2 ** 30)
+    with pytest.raises(study_dir.Refused, match=r"make n_train smaller"):
+        study_dir.check_resources("demo", study_dir.Estimate(memory=10 ** 15, option="n_train"))
+    study_dir.check_resources("demo", study_dir.Estimate(memory=10 ** 6, option="n_train"))
+    with pytest.raises(study_dir.Refused, match="GiB"):
+        study_dir.check_resources("demo", study_dir.Estimate(memory=3 * 2 ** 30, option="seeds"), memory=2 ** 30)
     lines = []
-    S.check_resources("demo", S.Estimate(memory=1, models=10 ** 9, seconds=5 * 3600.0), note=lines.append)
+    study_dir.check_resources("demo", study_dir.Estimate(memory=1, models=10 ** 9, seconds=5 * 3600.0), note=lines.append)
     assert lines and "5.0 hours" in lines[0]
-    with pytest.raises(S.Refused, match="n_train"):
-        S.elements_fit("n_train", 10 ** 12, 16)
-    S.elements_fit("n_train", 1000, 16)
-    assert S.available_memory() > 2 ** 20
-    with pytest.raises(S.Refused):  # refused before the directory is touched
-        S.Study.open(str(tmp_path / "big"), "demo", Cfg(), estimate=S.Estimate(memory=10 ** 18, option="seeds"))
+    with pytest.raises(study_dir.Refused, match="n_train"):
+        study_dir.elements_fit("n_train", 10 ** 12, 16)
+    study_dir.elements_fit("n_train", 1000, 16)
+    assert study_dir.available_memory() > 2 ** 20
+    with pytest.raises(study_dir.Refused):  # refused before the directory is touched
+        study_dir.Study.open(str(tmp_path / "big"), "demo", Cfg(), estimate=study_dir.Estimate(memory=10 ** 18, option="seeds"))
     assert not (tmp_path / "big").exists()
 
 
@@ -266,38 +266,38 @@ def test_resources_are_checked_against_the_device_memory_and_the_host(monkeypatc
     cpu = jax.devices("cpu")[0]
     monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [cpu])  # the CPU backend, on any machine
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-    assert S.available_memory() > 2 ** 20 and S.available_memory("device") > 2 ** 20  # on CPU: the host's
-    assert S.memory_owner() is None
+    assert study_dir.available_memory() > 2 ** 20 and study_dir.available_memory("device") > 2 ** 20  # on CPU: the host's
+    assert study_dir.memory_owner() is None
     with pytest.raises(ValueError, match="kind"):
-        S.available_memory("disk")
+        study_dir.available_memory("disk")
     on_cpu = []
-    S.check_resources("demo", S.Estimate(memory=1, models=10, work={"dynamics": 5 * 3600.0}), note=on_cpu.append)
+    study_dir.check_resources("demo", study_dir.Estimate(memory=1, models=10, work={"dynamics": 5 * 3600.0}), note=on_cpu.append)
     assert "(10 models or runs) will take about 5.0 hours at the rates of the reference CPU" in on_cpu[0]
     assert "not this cpu backend's" in on_cpu[0] and "TOKDYN_PROBE=off" in on_cpu[0]  # conftest
-    with pytest.raises(S.Refused, match="this machine can spare") as e:  # a host table on the CPU: as before
-        S.check_resources("demo", S.Estimate(memory=1, option="n_train", host_memory=10 ** 18, host_option="seeds"))
+    with pytest.raises(study_dir.Refused, match="this machine can spare") as e:  # a host table on the CPU: as before
+        study_dir.check_resources("demo", study_dir.Estimate(memory=1, option="n_train", host_memory=10 ** 18, host_option="seeds"))
     assert "make seeds smaller" in str(e.value)
 
     monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [_FakeGPU(2 * 2 ** 30, 2 ** 30)])  # 1 GiB free
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert S.available_memory("device") == 2 ** 30 and S.available_memory("host") > 2 ** 20
-    assert S.memory_owner() == "the device gpu:0 (Fake H100)"
-    with pytest.raises(S.Refused) as e:  # fits the host, not the device
-        S.check_resources("demo", S.Estimate(memory=2 ** 30, option="batch_size"))
+    assert study_dir.available_memory("device") == 2 ** 30 and study_dir.available_memory("host") > 2 ** 20
+    assert study_dir.memory_owner() == "the device gpu:0 (Fake H100)"
+    with pytest.raises(study_dir.Refused) as e:  # fits the host, not the device
+        study_dir.check_resources("demo", study_dir.Estimate(memory=2 ** 30, option="batch_size"))
     text = str(e.value)
     assert "the device gpu:0 (Fake H100) can spare" in text and "1.0 GiB of its memory" in text
     assert "make batch_size smaller" in text and "this machine" not in text
-    S.check_resources("demo", S.Estimate(memory=2 ** 29, option="batch_size"))  # 512 MiB: under 80% of 1 GiB
-    S.check_resources("demo", S.Estimate(memory=2 ** 20, host_memory=2 ** 31, host_option="seeds"),
+    study_dir.check_resources("demo", study_dir.Estimate(memory=2 ** 29, option="batch_size"))  # 512 MiB: under 80% of 1 GiB
+    study_dir.check_resources("demo", study_dir.Estimate(memory=2 ** 20, host_memory=2 ** 31, host_option="seeds"),
                       host_memory=2 ** 40)  # a host table larger than the device's memory: the host's to hold
-    with pytest.raises(S.Refused, match="this machine can spare.*make seeds smaller"):
-        S.check_resources("demo", S.Estimate(memory=2 ** 20, host_memory=2 ** 31, host_option="seeds"),
+    with pytest.raises(study_dir.Refused, match="this machine can spare.*make seeds smaller"):
+        study_dir.check_resources("demo", study_dir.Estimate(memory=2 ** 20, host_memory=2 ** 31, host_option="seeds"),
                           host_memory=2 ** 31)
     lines = []
-    S.check_resources("demo", S.Estimate(memory=1, models=10, seconds=5 * 3600.0), note=lines.append)
+    study_dir.check_resources("demo", study_dir.Estimate(memory=1, models=10, seconds=5 * 3600.0), note=lines.append)
     assert ("(10 models or runs) will take about 5.0 hours at the rates of the reference CPU (2 x86_64 cores); the "
             "estimate does not split its work by kind, so it is not scaled to this gpu backend") in lines[0]
-    S.check_resources("demo", S.Estimate(memory=1, models=10, work={"training": 5 * 3600.0}), note=lines.append)
+    study_dir.check_resources("demo", study_dir.Estimate(memory=1, models=10, work={"training": 5 * 3600.0}), note=lines.append)
     assert "at the rates of the reference CPU (2 x86_64 cores), not this gpu backend's (1 Fake H100; " \
            "TOKDYN_PROBE=off)" in lines[1] and "2-core" not in lines[1]
 
@@ -310,18 +310,18 @@ def test_matmul_precision_is_checked_and_set():
 
     with pytest.raises(ValueError, match=r"matmul_precision \(--matmul-precision\) must be one of highest, high, "
                                          r"default, got 'fast'"):
-        S.check_matmul_precision("fast")
+        study_dir.check_matmul_precision("fast")
     with pytest.raises(ValueError, match="matmul_precision"):
-        with S.matmul_precision(None):
+        with study_dir.matmul_precision(None):
             pass
     assert jax.config.jax_default_matmul_precision is None
     # nothing set: JAX's default, full float32 on the CPU, TF32 allowed on a GPU
-    assert S.precision_in_force() == ("highest" if jax.default_backend() == "cpu" else "default")
-    for value in S.MATMUL_PRECISIONS:
-        with S.matmul_precision(value):
-            assert jax.config.jax_default_matmul_precision == value and S.precision_in_force() == value
+    assert study_dir.precision_in_force() == ("highest" if jax.default_backend() == "cpu" else "default")
+    for value in study_dir.MATMUL_PRECISIONS:
+        with study_dir.matmul_precision(value):
+            assert jax.config.jax_default_matmul_precision == value and study_dir.precision_in_force() == value
     with jax.default_matmul_precision("tensorfloat32"):  # JAX's alias, named as the option names it
-        assert S.precision_in_force() == "high"
+        assert study_dir.precision_in_force() == "high"
     assert jax.config.jax_default_matmul_precision is None
 
 
@@ -330,33 +330,33 @@ def test_the_precision_is_stamped_only_when_not_the_default(tmp_path, monkeypatc
 
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")  # the CPU backend, on any machine
     out = str(tmp_path / "s")
-    study = S.Study.open(out, "demo", Cfg())  # no precision set: on the CPU, full float32 (the default)
-    plain = S.read_stamp(out)
+    study = study_dir.Study.open(out, "demo", Cfg())  # no precision set: on the CPU, full float32 (the default)
+    plain = study_dir.read_stamp(out)
     assert "matmul_precision" not in plain and set(plain) == {"study", "tokdyn", "config", "sources"}
     study.finish()
-    assert "matmul_precision" not in S.read_record(out)
-    with S.matmul_precision("highest"):  # the default named: the same stamp, resumed as it was
-        again = S.Study.open(out, "demo", Cfg())
-        assert S.read_stamp(out) == plain and again.key == study.key
+    assert "matmul_precision" not in study_dir.read_record(out)
+    with study_dir.matmul_precision("highest"):  # the default named: the same stamp, resumed as it was
+        again = study_dir.Study.open(out, "demo", Cfg())
+        assert study_dir.read_stamp(out) == plain and again.key == study.key
         again.finish()
-    with S.matmul_precision("default"):  # another precision: refused, naming it
+    with study_dir.matmul_precision("default"):  # another precision: refused, naming it
         with pytest.raises(io.OutputConflict, match="matmul_precision: highest there, default now"):
-            S.Study.open(out, "demo", Cfg())
+            study_dir.Study.open(out, "demo", Cfg())
         other = str(tmp_path / "t")
-        st = S.Study.open(other, "demo", Cfg())
-        assert S.read_stamp(other)["matmul_precision"] == "default" and st.key != study.key
+        st = study_dir.Study.open(other, "demo", Cfg())
+        assert study_dir.read_stamp(other)["matmul_precision"] == "default" and st.key != study.key
         st.finish()
-    assert S.read_record(other)["matmul_precision"] == "default"
+    assert study_dir.read_record(other)["matmul_precision"] == "default"
     with pytest.raises(io.OutputConflict, match="matmul_precision: default there, highest now"):
-        S.Study.open(other, "demo", Cfg())
+        study_dir.Study.open(other, "demo", Cfg())
 
 
 def test_differences_are_dotted_and_complete():
-    d = S.differences({"a": 1, "b": {"c": 2, "d": 3}, "e": 0}, {"a": 1, "b": {"c": 4, "d": 3}, "f": 1})
+    d = study_dir.differences({"a": 1, "b": {"c": 2, "d": 3}, "e": 0}, {"a": 1, "b": {"c": 4, "d": 3}, "f": 1})
     assert d == [("b.c", 2, 4), ("e", 0, "<absent>"), ("f", "<absent>", 1)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert S.digest({"x": [1, 2]}) == S.digest({"x": (1, 2)})
+        assert study_dir.digest({"x": [1, 2]}) == study_dir.digest({"x": (1, 2)})
 
 
 def test_processes_opening_one_new_directory_at_once_agree(tmp_path):
@@ -372,13 +372,13 @@ def test_processes_opening_one_new_directory_at_once_agree(tmp_path):
     assert len(set(stamps)) == 1
     other = str(tmp_path / "e")
     os.makedirs(other)
-    with open(os.path.join(other, S.STAMP + ".dead.tmp"), "w") as f:
+    with open(os.path.join(other, study_dir.STAMP + ".dead.tmp"), "w") as f:
         f.write("cut short")
-    S.Study.open(other, "demo", Cfg())
+    study_dir.Study.open(other, "demo", Cfg())
 
 
 def _open_stamp(out):
-    return S.Study.open(out, "demo", Cfg()).key
+    return study_dir.Study.open(out, "demo", Cfg()).key
 
 
 # ---------------------------------------------------------------------------------------------- every study, hostile
@@ -396,7 +396,7 @@ import hostile  # noqa: E402
 from conftest import jax_compilations  # noqa: E402
 from tokdyn import studies  # noqa: E402
 from tokdyn.experiment import findings as F  # noqa: E402
-from tokdyn.experiment import reasoners as LR  # noqa: E402
+from tokdyn.experiment import reasoners  # noqa: E402
 from tokdyn.experiment import registry, runner  # noqa: E402
 from tokdyn.stats import figures  # noqa: E402
 
@@ -416,8 +416,8 @@ def _config(name, tmp_path, **changes):
     for field, source in spec.sources.items():
         path = str(tmp_path / f"source-{source}")
         cfg = dataclasses.replace(cfg, **{field: path})
-        if source == LR.STUDY and not os.path.exists(path):
-            LR.open_study(cfg.reasoning(), path, quiet=True)  # stamped for the configuration it expects
+        if source == reasoners.STUDY and not os.path.exists(path):
+            reasoners.open_study(cfg.reasoning(), path, quiet=True)  # stamped for the configuration it expects
     return dataclasses.replace(cfg, **changes)
 
 
@@ -492,7 +492,7 @@ def test_another_configuration_or_study_is_refused_naming_the_fields_before_any_
     assert f"{field}: {value} there, {getattr(cfg, field)} now" in str(e.value) and "--fresh" in str(e.value)
     assert COMPILE not in events and _files(out) == before  # (a config's checks may trace, never compile)
     other = str(tmp_path / "other")
-    S.Study.open(other, "another-study", {"a": 1}).finish()
+    study_dir.Study.open(other, "another-study", {"a": 1}).finish()
     with pytest.raises(io.OutputConflict, match=f"holds the 'another-study' study, not '{name}'"):
         main(cfg, other, quiet=True)
 
@@ -517,7 +517,7 @@ def test_fresh_removes_only_what_tokdyn_wrote(name, tmp_path):
     assert (out / "notes.txt").read_text() == "mine" and (out / "parts" / "mine.json").read_text() == "{}"
     assert (out / "plots" / "mine.png").read_bytes() == b"\x89PNG not tokdyn's"
     assert not [f for f in figures_of(out) if "mine" not in f]  # --no-plots: the old configuration's are gone
-    record = S.read_record(str(out))
+    record = study_dir.read_record(str(out))
     assert record["config"][field] == getattr(cfg, field) and "extra.csv" not in record["outputs"]
 
 
@@ -543,9 +543,9 @@ def test_finished_parts_are_reused_and_a_damaged_one_is_named_and_recomputed(nam
         runner.run_study(stand_in, cfg, out, quiet=True)
     assert calls == [1, 1] and os.listdir(os.path.join(out, "parts", "corrupt"))
     assert {k: _files(out)[k] for k in first} == first
-    record = S.read_record(out)  # one record for every study: the whole configuration, one set of timings
-    assert record["config"] == S.config_dict(cfg) and record["stand_in"] is True
-    assert record.get("selection", {}) == {k: S.config_dict(cfg)[k] for k in spec.selection}
+    record = study_dir.read_record(out)  # one record for every study: the whole configuration, one set of timings
+    assert record["config"] == study_dir.config_dict(cfg) and record["stand_in"] is True
+    assert record.get("selection", {}) == {k: study_dir.config_dict(cfg)[k] for k in spec.selection}
     assert set(record["timings"]) == {"stand_in_s", "plots_s", "total_s"}
     assert set(first) - {"summary.json"} <= set(record["outputs"]) | {spec.summary_file}
 
@@ -569,7 +569,7 @@ def test_the_docs_example_study_runs_resumes_and_judges_its_finding(tmp_path):
     assert runs["seed"].size == 12 * 2 and sorted(set(runs["temperature"])) == [1.0, 256.0]
     for t, c in zip(rates["temperature"], rates["collapsed"]):  # the rates are the runs' means
         assert c == pytest.approx(np.mean(runs["collapsed"][runs["temperature"] == t]))
-    record = S.read_record(out)
+    record = study_dir.read_record(out)
     assert set(record["timings"]) == {"simulate_s", "plots_s", "total_s"}
     assert record["estimate"]["work"] == {"dynamics": pytest.approx(24 / 300)}  # the time said, beside the timings
     assert record["estimate"]["sources"] == {"dynamics": "reference"}  # TOKDYN_PROBE=off (conftest): not measured

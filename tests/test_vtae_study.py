@@ -14,7 +14,7 @@ import pytest
 import hostile
 import killing
 from tokdyn import io, train
-from tokdyn.experiment import study as S
+from tokdyn.experiment import study as study_dir
 from tokdyn.studies import visual_tokens as vt
 
 # the cell of the main part and the two of the curriculum part, one seed each: 3 small programs
@@ -56,7 +56,7 @@ def test_outputs_and_record(runs):
     assert {"study", "config", "tokdyn", "sources", "environment", "timings", "parts"} <= set(record)
     assert record["study"] == "visual-tokens" and record["config"]["budgets"] == [20]
     assert record["parts"] == ["main", "curriculum"]
-    stamp = json.loads(io.read_verified(str(a / S.STAMP)))
+    stamp = json.loads(io.read_verified(str(a / study_dir.STAMP)))
     assert "parts" not in stamp["config"]  # a selection: a rerun may choose other parts
     cells = sorted(os.listdir(a / "parts" / "main_cells"))
     assert cells == ["000_V5_3x3x2_gumbel_st_20.json"]
@@ -134,7 +134,7 @@ def test_estimate_names_the_option_and_the_time():
     est = vt.Config().estimate()
     assert est.option and est.models == 5 * len(vt.Config().models())
     assert 1800 < est.seconds < 3 * 3600  # the default run took about 53 min on our 2-core CPU
-    with pytest.raises(S.Refused, match="make seeds smaller"):
+    with pytest.raises(study_dir.Refused, match="make seeds smaller"):
         vt.Config(seeds=10 ** 9).estimate()
 
 

@@ -113,12 +113,12 @@ def verify_study(directory: str) -> Optional[str]:
     """What is wrong with the tables of the study directory ``directory``, as one line naming the
     first file that fails (None when its record verifies and every table it lists matches its
     SHA-256; also None when the study has no record yet: nothing finished to verify)."""
-    from tokdyn.experiment import study as S
+    from tokdyn.experiment import study as study_dir
 
     if not os.path.exists(os.path.join(directory, RECORD_NAME)):
         return None
     try:
-        record = S.read_record(directory)
+        record = study_dir.read_record(directory)
     except (io.CorruptFile, ValueError, OSError) as e:
         return str(e)
     outputs = record.get("outputs")
@@ -126,7 +126,7 @@ def verify_study(directory: str) -> Optional[str]:
         return f"{os.path.join(directory, RECORD_NAME)} lists no outputs: its tables cannot be verified"
     for rel in sorted(outputs):
         try:
-            S.verify_output(directory, rel)
+            study_dir.verify_output(directory, rel)
         except FileNotFoundError:
             return f"{os.path.join(directory, rel)} is missing, though the study's record lists it"
         except (io.CorruptFile, ValueError, OSError) as e:
@@ -139,20 +139,20 @@ def _set_aside_unverified(directory: str) -> list[str]:
     directory ``directory`` that fail their verification, so that its rerun recomputes them from its
     kept parts instead of recording them as its own; returns their paths. A record that fails its
     own checksum is set aside too (its list of tables cannot be trusted)."""
-    from tokdyn.experiment import study as S
+    from tokdyn.experiment import study as study_dir
 
     moved = []
     path = os.path.join(directory, RECORD_NAME)
     if not os.path.exists(path):
         return moved
     try:
-        outputs = S.read_record(directory).get("outputs")
+        outputs = study_dir.read_record(directory).get("outputs")
     except (io.CorruptFile, ValueError, OSError):
         io.set_aside(path, "it fails its checksum", warn=False)
         return [path]
     for rel in sorted(outputs) if isinstance(outputs, dict) else ():
         try:
-            S.verify_output(directory, rel)
+            study_dir.verify_output(directory, rel)
         except FileNotFoundError:
             continue
         except (io.CorruptFile, ValueError, OSError) as e:
@@ -365,10 +365,10 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
       ValueError: an unknown study in ``configs``, or a configuration that fails its checks.
       RuntimeError: after the report, naming the studies that failed.
     """
-    from tokdyn.experiment import study as S
+    from tokdyn.experiment import study as study_dir
 
     if matmul_precision is not None:
-        with S.matmul_precision(matmul_precision):  # checked first; every study below records it
+        with study_dir.matmul_precision(matmul_precision):  # checked first; every study below records it
             return main(cfg, out, quiet=quiet, plots=plots, fresh=fresh, configs=configs)
     cfg.validate()
     configs = dict(configs or {})
@@ -378,13 +378,13 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
     plan = [(name, configs.get(name) or study_config(name, cfg.quick, out)) for name in cfg.studies]
     for _name, c in plan:  # every configuration checked before any study runs
         c.validate()
-    top = S.Study.open(out, STUDY, cfg, fresh=fresh, selection=("studies",), quiet=quiet)
+    top = study_dir.Study.open(out, STUDY, cfg, fresh=fresh, selection=("studies",), quiet=quiet)
     old = {}
     try:
-        old = S.read_record(out).get("studies", {})
+        old = study_dir.read_record(out).get("studies", {})
     except (OSError, ValueError, AttributeError):  # none yet, or one that fails its checksum: nothing reused
         pass
-    record = {"quick": cfg.quick, "tokdyn": S.version(), "machine": _machine(), "studies": dict(old),
+    record = {"quick": cfg.quick, "tokdyn": study_dir.version(), "machine": _machine(), "studies": dict(old),
               "load_start": _load()}
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     for i, (name, c) in enumerate(plan):
@@ -405,7 +405,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
             traceback.print_exc()
             print(f"tokdyn reproduce: {name} failed ({error}); going on with the others", file=sys.stderr)
         seconds = time.perf_counter() - t0
-        prev, config = old.get(name, {}), S.config_dict(c)
+        prev, config = old.get(name, {}), study_dir.config_dict(c)
         computed = None
         if status == "done":  # the time of the run that computed it: an earlier one's, if it finished it
             same = prev.get("status") == "done" and prev.get("config") == config and problem is None

@@ -171,15 +171,15 @@ def read(out: str, name: str, study: str) -> tuple[Optional[dict], str]:
     it, not listed in the study's record, or a record that is missing or fails its own checksum):
     such a table is never judged. ``why`` names the file as ``<study>/<name>``."""
     from tokdyn import io
-    from tokdyn.experiment import study as S
+    from tokdyn.experiment import study as study_dir
 
     rel = f"{study}/{name}"
     if not os.path.exists(os.path.join(out, name)):
         return None, f"{rel} is missing"
     try:
-        return S.read_table(out, name), ""
+        return study_dir.read_table(out, name), ""
     except FileNotFoundError:
-        return None, (f"{rel} cannot be verified: {study}/{S.RECORD} (the study's record of its outputs) is "
+        return None, (f"{rel} cannot be verified: {study}/{study_dir.RECORD} (the study's record of its outputs) is "
                       "missing; not judged")
     except (io.CorruptFile, ValueError, OSError) as e:
         return None, f"{rel} fails its verification ({e}); not judged"

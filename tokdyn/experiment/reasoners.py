@@ -51,9 +51,9 @@ import jax
 import numpy as np
 
 from tokdyn import _checks, io, train
-from tokdyn.experiment import study as S
+from tokdyn.experiment import study as study_dir
 from tokdyn.models.latent import evaluation, tasks
-from tokdyn.models.latent import model as M
+from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import training as T
 from tokdyn.models.latent.variants import VARIANTS, stages, variant
 from tokdyn.models.latent import variants as V
@@ -174,7 +174,7 @@ class Config:
         return train.Patience(patience=self.patience, min_fraction=self.min_fraction, min_delta=self.min_delta,
                               loss_delta=self.loss_delta or None)
 
-    def estimate(self) -> S.Estimate:
+    def estimate(self) -> study_dir.Estimate:
         """What training asks of the machine, from the sizes alone (nothing is built): the largest
         of the training pool (``n_train``), the held-out sets (``n_test``, ``n_val``), the models'
         training states (``seeds``, ``width``), one step's activations (``batch_size``) and the
@@ -187,18 +187,18 @@ class Config:
         vocab, d, g2 = task.vocab.size, tc.width, task.n_patches
         per_instance = 2 * g2 + tasks.QUESTION_LEN + task.caption_len + 2  # int32 entries of one instance
         budget = max(tc.train.steps, self.reference_steps)
-        S.elements_fit("width", 4 * d, d)  # one model's largest leaf, then every seed's
-        S.elements_fit("depth", tc.depth, 4 * d, d)
-        S.elements_fit("n_latents", length, d)  # the sequence (its length grows with n_latents) and its attention
-        S.elements_fit("n_latents", tc.heads, length, length)
-        S.elements_fit("seeds", tc.seeds, max(vocab, length, 4 * d) * d)
-        S.elements_fit("seeds", tc.seeds, tc.depth, 4 * d, d)
-        S.elements_fit("n_train", tc.n_train, per_instance)
-        S.elements_fit("n_test", tc.n_test, per_instance)
-        S.elements_fit("n_val", tc.n_val, per_instance)
-        S.elements_fit("batch_size", tc.seeds, tc.batch_size, tc.heads, length, length)
-        S.elements_fit("batch_size", tc.seeds, tc.batch_size, length, 4 * d)
-        S.elements_fit("reference_steps" if self.reference_steps > tc.train.steps else "steps", tc.seeds,
+        study_dir.elements_fit("width", 4 * d, d)  # one model's largest leaf, then every seed's
+        study_dir.elements_fit("depth", tc.depth, 4 * d, d)
+        study_dir.elements_fit("n_latents", length, d)  # the sequence (its length grows with n_latents) and its attention
+        study_dir.elements_fit("n_latents", tc.heads, length, length)
+        study_dir.elements_fit("seeds", tc.seeds, max(vocab, length, 4 * d) * d)
+        study_dir.elements_fit("seeds", tc.seeds, tc.depth, 4 * d, d)
+        study_dir.elements_fit("n_train", tc.n_train, per_instance)
+        study_dir.elements_fit("n_test", tc.n_test, per_instance)
+        study_dir.elements_fit("n_val", tc.n_val, per_instance)
+        study_dir.elements_fit("batch_size", tc.seeds, tc.batch_size, tc.heads, length, length)
+        study_dir.elements_fit("batch_size", tc.seeds, tc.batch_size, length, 4 * d)
+        study_dir.elements_fit("reference_steps" if self.reference_steps > tc.train.steps else "steps", tc.seeds,
                        budget // tc.train.steps_per_call)
         params = tc.depth * 12 * d * d + (vocab + length + g2) * d + d * vocab  # blocks, embeddings, head
         sizes = {
@@ -212,7 +212,7 @@ class Config:
         option = max(sizes, key=sizes.get)
         steps = sum(training(self, n).train.steps for n in self.variants)
         flops = 6.0 * params * tc.batch_size * length * tc.seeds * steps
-        return S.Estimate(memory=sizes[option], option=option, models=len(self.variants) * tc.seeds,
+        return study_dir.Estimate(memory=sizes[option], option=option, models=len(self.variants) * tc.seeds,
                           work={"training": flops / FLOPS, "host": STEP_SECONDS * steps})
 
 
@@ -408,7 +408,7 @@ def _steps_recorded(cfg: Config, out: str, name: str) -> int:
 def _devices(cfg: Config):
     devices = jax.local_devices()
     if cfg.devices > len(devices):
-        raise S.Refused(f"devices must be at most the {len(devices)} local devices, got {cfg.devices}")
+        raise study_dir.Refused(f"devices must be at most the {len(devices)} local devices, got {cfg.devices}")
     return devices[:cfg.devices] if cfg.devices else None
 
 
@@ -524,7 +524,7 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
 # ---------------------------------------------------------------------------------------------- a study directory
 
 
-def open_study(cfg: Config, out: str, *, fresh: bool = False, quiet: bool = False) -> S.Study:
+def open_study(cfg: Config, out: str, *, fresh: bool = False, quiet: bool = False) -> study_dir.Study:
     """The latent-reasoning study directory ``out`` for ``cfg``, checked and stamped
     (:meth:`tokdyn.experiment.study.Study.open`).
 
@@ -542,7 +542,7 @@ def open_study(cfg: Config, out: str, *, fresh: bool = False, quiet: bool = Fals
       tokdyn.io.OutputConflict: a directory of another configuration without ``fresh`` (naming the
         fields that differ).
     """
-    return S.Study.open(out, STUDY, cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(), quiet=quiet)
+    return study_dir.Study.open(out, STUDY, cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(), quiet=quiet)
 
 
 def splits(cfg: Config) -> tasks.Splits:
@@ -551,7 +551,7 @@ def splits(cfg: Config) -> tasks.Splits:
     try:
         return T.data(cfg.training)
     except ValueError as e:
-        raise S.Refused(str(e)) from None
+        raise study_dir.Refused(str(e)) from None
 
 
 def train_variants(cfg: Config, out: str, names: Sequence[str], *, quiet: bool, deadline=None,
@@ -592,7 +592,7 @@ def record_fields(out: str, cfg: Config) -> dict:
     return {"variants": names, "selection": {k: getattr(cfg, k) for k in SELECTION}}
 
 
-def record(study: S.Study, cfg: Config, **extra) -> str:
+def record(study: study_dir.Study, cfg: Config, **extra) -> str:
     """``config.json`` of the study directory: the stamp, :func:`record_fields` and ``extra``."""
     return study.finish(**record_fields(study.out, cfg), **extra)
 
@@ -602,7 +602,7 @@ def check_apart(out: str, source: str) -> None:
     the same directory or one lies inside the other (``--fresh`` would remove the source)."""
     o, src = (os.path.realpath(p) for p in (out, source))
     if o == src or o.startswith(src + os.sep) or src.startswith(o + os.sep):
-        raise S.Refused(f"out={out!r} and source={source!r} must be separate directories (neither inside the other): "
+        raise study_dir.Refused(f"out={out!r} and source={source!r} must be separate directories (neither inside the other): "
                         "the source holds the trained reasoners the study reads")
 
 
@@ -643,7 +643,7 @@ def verify_source(cfg: Config, source: str, names: Sequence[str], *, option: str
       tokdyn.io.OutputConflict: naming the first file that fails (the command exits 2).
     """
     try:
-        listed = S.read_record(source).get("outputs") if os.path.exists(os.path.join(source, S.RECORD)) else None
+        listed = study_dir.read_record(source).get("outputs") if os.path.exists(os.path.join(source, study_dir.RECORD)) else None
     except io.CorruptFile as e:
         raise _source_error(source, e, option) from None
     for name in dict.fromkeys(names):
@@ -652,7 +652,7 @@ def verify_source(cfg: Config, source: str, names: Sequence[str], *, option: str
             for key in ("result", "curve"):
                 rel = os.path.relpath(p[key], source).replace(os.sep, "/")
                 if isinstance(listed, dict) and rel in listed and os.path.exists(p[key]):
-                    S.verify_output(source, rel)
+                    study_dir.verify_output(source, rel)
             res = read_result(p["result"]) if os.path.exists(p["result"]) else None
             kept = _verified_npz(p["answers"]) if os.path.exists(p["answers"]) else None
             ck = _verified_npz(p["checkpoint"]) if os.path.exists(p["checkpoint"]) else None
@@ -704,22 +704,22 @@ def open_source(cfg: Config, source: str, need: Sequence[str] = (), *, train: bo
       tokdyn.experiment.study.Refused: without ``train``, no study there or a variant of ``need``
         missing.
     """
-    old = S.read_stamp(source) if os.path.isdir(source) else None
+    old = study_dir.read_stamp(source) if os.path.isdir(source) else None
     if old is None:
         if not train:
-            raise S.Refused(f"{option}={source!r} holds no latent-reasoning study (no {S.STAMP}): train its variants "
+            raise study_dir.Refused(f"{option}={source!r} holds no latent-reasoning study (no {study_dir.STAMP}): train its variants "
                             f"with `tokdyn study latent-reasoning --out {source}`, or drop --no-train")
         return cfg, open_study(cfg, source, quiet=quiet).stamp
     if old.get("study") == STUDY and isinstance(old.get("config"), dict):
         devices = old["config"].get("devices")
         if isinstance(devices, int) and not isinstance(devices, bool) and devices >= 0:
             cfg = dataclasses.replace(cfg, devices=devices)
-    stamp = S.source_stamp(source, STUDY, expected=cfg, selection=SELECTION, option=option)
+    stamp = study_dir.source_stamp(source, STUDY, expected=cfg, selection=SELECTION, option=option)
     verify_source(cfg, source, need, option=option)  # before anything reads, sets aside or trains there
     if not train:
         missing = [v for v in dict.fromkeys(need) if not finished(cfg, source, v)]
         if missing:
-            raise S.Refused(f"{option}={source!r} lacks the trained variants {missing}: train them with `tokdyn "
+            raise study_dir.Refused(f"{option}={source!r} lacks the trained variants {missing}: train them with `tokdyn "
                             f"study latent-reasoning --variants {','.join(missing)} --out {source}` (with the "
                             "source's settings), or drop --no-train")
     return cfg, stamp
@@ -789,7 +789,7 @@ def load_variant(cfg: Config, source: str, name: str):
             state = T.load(path, tc, name, cfg.hparams)
     except io.CorruptFile as e:
         raise _source_error(source, e) from None
-    return M.Model(V.model_config(tc, name)), state.params, tc
+    return latent_model.Model(V.model_config(tc, name)), state.params, tc
 
 
 def midway(cfg: Config, source: str, name: str) -> tuple[int, int]:
@@ -841,4 +841,4 @@ def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool
                                  execution=train.Execution(devices=_devices(cfg)),
                                  max_calls=(step - done) // tc.train.steps_per_call, quiet=quiet).state
         os.replace(partial, path)
-    return M.Model(V.model_config(tc, name, stage)), jax.tree_util.tree_map(np.asarray, state.params), step, stage
+    return latent_model.Model(V.model_config(tc, name, stage)), jax.tree_util.tree_map(np.asarray, state.params), step, stage

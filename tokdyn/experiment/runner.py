@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 from tokdyn import io
 from tokdyn.experiment import presets
-from tokdyn.experiment import study as S
+from tokdyn.experiment import study as study_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,7 +172,7 @@ class Session:
         self.options = dict(options or {})
         self.timings: dict = {}
         self.context: dict = {}
-        self.study: Optional[S.Study] = None
+        self.study: Optional[study_dir.Study] = None
 
     @contextlib.contextmanager
     def timed(self, name: str):
@@ -254,14 +254,14 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
     session = Session(spec, cfg, out, quiet=quiet, plots=plots, fresh=fresh, options=options)
     spec.check(session, cfg)
     estimate = cfg.estimate()
-    S.check_output(out)
-    S.check_directory(out)  # a directory tokdyn did not stamp: refused before a source is touched
-    S.check_resources(spec.name, estimate)
+    study_dir.check_output(out)
+    study_dir.check_directory(out)  # a directory tokdyn did not stamp: refused before a source is touched
+    study_dir.check_resources(spec.name, estimate)
     sources = spec.prepare(session, cfg) if spec.prepare is not None else None
     extra = spec.stamp_extra(session, cfg) if spec.stamp_extra is not None else None
-    study = session.study = S.Study.open(out, spec.name, cfg, fresh=fresh, selection=spec.selection, sources=sources,
+    study = session.study = study_dir.Study.open(out, spec.name, cfg, fresh=fresh, selection=spec.selection, sources=sources,
                                          estimate=estimate, quiet=quiet, extra=extra)
-    outputs = (*spec.outputs, *((spec.summary_file,) if spec.summary_file else ()), S.RECORD)
+    outputs = (*spec.outputs, *((spec.summary_file,) if spec.summary_file else ()), study_dir.RECORD)
     study.clear_other_outputs(cfg, outputs, figure_paths(study.out, spec.figure_files))  # another selection's: gone
     t0 = time.perf_counter()
     result = spec.run(session, cfg)
@@ -283,9 +283,9 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
     if spec.summary_file and summary is not None:
         write_table(study.path(spec.summary_file), summary if not isinstance(summary, str) else summary + "\n")
     session.timings["total_s"] = time.perf_counter() - t0
-    expected = S.time_record(estimate)  # the time said up front, beside total_s: how good the estimate was
+    expected = study_dir.time_record(estimate)  # the time said up front, beside total_s: how good the estimate was
     record = {**({"selection": {k: getattr(cfg, k) for k in spec.selection}} if spec.selection else {}),
-              **result.record, "config": S.config_dict(cfg), "timings": session.timings,
+              **result.record, "config": study_dir.config_dict(cfg), "timings": session.timings,
               **({"estimate": expected} if expected is not None else {})}
     study.finish(**record)
     if not quiet:

@@ -51,7 +51,7 @@ from tokdyn import _checks, analysis, data, dynamics, io
 from tokdyn.engine import sweep
 from tokdyn.engine.runs import CollapseRun
 from tokdyn.experiment import runner
-from tokdyn.experiment import study as study_runner
+from tokdyn.experiment import study as study_dir
 from tokdyn.experiment.presets import PRESETS, preset_line, with_preset_line
 from tokdyn.experiment.study import Estimate, Study
 from tokdyn.stats import figures
@@ -178,10 +178,10 @@ class Config:
         defaults = Config()
         dim = max(data.SHAPES[s][0] for s in self.shapes)
         tokens = max(self.n_tokens + self.phase_tokens)
-        study_runner.elements_fit("n_points", self.n_points, max(dim, tokens))  # the data, the distances
+        study_dir.elements_fit("n_points", self.n_points, max(dim, tokens))  # the data, the distances
         need = {"n_points": len(jax.local_devices()) * 8.0 * self.n_points * (dim + tokens) * 4}
         jac = 2 * dim * max(sorted(set(self.n_tokens))[:2])  # the Jacobian check's state (with a velocity)
-        study_runner.elements_fit("n_tokens", jac, jac)
+        study_dir.elements_fit("n_tokens", jac, jac)
         need["n_tokens"] = jac * jac * 8.0 * 4
         need["convergence_runs"] = self.convergence_runs * 2000.0  # a row (a dict) per run, held until written
         runs, seconds = 0, 0.0
@@ -189,8 +189,8 @@ class Config:
         for name, sizes in self.sweeps():
             n = int(np.prod([float(v) for v in sizes.values()]))
             option = max(sizes, key=lambda k: sizes[k] / max(1, _default_size(defaults, k)))
-            if n > study_runner.MAX_ELEMENTS:
-                study_runner.elements_fit(option, *sizes.values())
+            if n > study_dir.MAX_ELEMENTS:
+                study_dir.elements_fit(option, *sizes.values())
             need[option] = max(need.get(option, 0.0), n * (RUN_FIELDS + 4) * 8.0 * 3)
             runs += n
             # most runs converge within a few hundred steps; some of momentum and repulsion never do

@@ -70,14 +70,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks, geometry, io, probes, stats
-from tokdyn.diagnostics import mediation as D
+from tokdyn.diagnostics import mediation
 from tokdyn.diagnostics import perturb
 from tokdyn.experiment import findings as F
-from tokdyn.experiment import reasoners as LR
+from tokdyn.experiment import reasoners
 from tokdyn.experiment import runner
-from tokdyn.experiment import study as S
+from tokdyn.experiment import study as study_dir
 from tokdyn.experiment.findings import Finding
-from tokdyn.models.latent import model as M
+from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks, variants
 from tokdyn.models.latent import training as T
 from tokdyn.stats import figures
@@ -136,8 +136,8 @@ class Config:
     reference: str = "text"
     perturbations: tuple = ("blank", "swap", "shuffle")
     noise_sigmas: tuple = (0.25, 1.0)
-    interventions: tuple = D.INTERVENTIONS
-    settings: tuple = D.SETTINGS
+    interventions: tuple = mediation.INTERVENTIONS
+    settings: tuple = mediation.SETTINGS
     midway: bool = True
     n_instances: int = 2000
     attention_top_k: int = 3
@@ -169,8 +169,8 @@ class Config:
             _checks.distinct(field, value)  # each entry is one condition: a repeat would count it twice
         if self.reference:
             variants.variant(self.reference)
-        for field, allowed in (("perturbations", perturb.PERTURBATIONS), ("interventions", D.INTERVENTIONS),
-                               ("settings", D.SETTINGS)):
+        for field, allowed in (("perturbations", perturb.PERTURBATIONS), ("interventions", mediation.INTERVENTIONS),
+                               ("settings", mediation.SETTINGS)):
             value = getattr(self, field)
             if isinstance(value, str):
                 raise TypeError(f"{field} must be a tuple of names, got {value!r}")
@@ -199,7 +199,7 @@ class Config:
         _checks.seed("root_seed", self.root_seed)
         return self
 
-    def estimate(self) -> S.Estimate:
+    def estimate(self) -> study_dir.Estimate:
         """The largest working set: every setting's forward pass of every instance and seed at once
         (logits, hidden states, attention), the probes' features, or the bootstrap's resamples;
         :class:`~tokdyn.experiment.study.Refused` naming the option for an array too large for
@@ -207,14 +207,14 @@ class Config:
         lr = self.reasoning()
         tc = lr.training
         names = tuple(self.variants) + ((self.reference,) if self.reference else ())
-        length = max(variants.model_config(LR.training(lr, n), n).layout.length for n in names)
+        length = max(variants.model_config(reasoners.training(lr, n), n).layout.length for n in names)
         per_pass = length * (tc.task.vocab.size + (tc.depth + 1) * tc.width + tc.depth * tc.heads * length)
-        S.elements_fit("n_resamples", self.n_resamples, self.n_instances)
-        S.elements_fit("n_instances", tc.seeds, self.n_instances, per_pass)
+        study_dir.elements_fit("n_resamples", self.n_resamples, self.n_instances)
+        study_dir.elements_fit("n_instances", tc.seeds, self.n_instances, per_pass)
         sizes = {"n_instances": tc.seeds * self.n_instances * per_pass * 4 * 3,
                  "n_resamples": self.n_resamples * self.n_instances * 8 * 3}
         option = max(sizes, key=sizes.get)
-        return S.Estimate(memory=sizes[option], option=option, models=len(names) * tc.seeds)
+        return study_dir.Estimate(memory=sizes[option], option=option, models=len(names) * tc.seeds)
 
     @classmethod
     def quick(cls) -> "Config":
@@ -222,9 +222,9 @@ class Config:
         return cls(source="results/latent-reasoning-quick", preset="quick", variants=("latent", "pause"),
                    n_instances=400, noise_sigmas=(1.0,), probe_steps=200, n_resamples=500)
 
-    def reasoning(self) -> LR.Config:
+    def reasoning(self) -> reasoners.Config:
         """The latent-reasoning study whose trained models this study reads (of ``preset``)."""
-        return LR.Config.quick() if self.preset == "quick" else LR.Config()
+        return reasoners.Config.quick() if self.preset == "quick" else reasoners.Config()
 
     def probe_config(self) -> probes.Config:
         """The linear probes' configuration: a class per token of the source's vocabulary,
@@ -245,13 +245,13 @@ class Config:
 # ---------------------------------------------------------------------------------------------- computations
 
 
-def _block(model: M.Model):
+def _block(model: latent_model.Model):
     lay = model.layout
     return (tuple(range(lay.latents.start, lay.latents.stop)), (lay.latent_start, lay.latent_end),
             tuple(range(lay.patches.start, lay.patches.stop)))
 
 
-def mediation_rows(cfg: Config, name: str, model: M.Model, params, test, tc, other=None) -> list[dict]:
+def mediation_rows(cfg: Config, name: str, model: latent_model.Model, params, test, tc, other=None) -> list[dict]:
     """Input -> latent shifts (per perturbation and step) and latent -> answer effects (per
     intervention) of a feedback variant, per seed."""
     slots, _, patches = _block(model)
@@ -262,8 +262,8 @@ def mediation_rows(cfg: Config, name: str, model: M.Model, params, test, tc, oth
 
     @jax.jit
     def shifts(params, perturbed, sigma, k):
-        f = lambda p: D.input_to_latent(model.apply, p, test, perturbed, positions=patches,
-                                        intervene=None if sigma is None else D.noise_at(k, patches, sigma))
+        f = lambda p: mediation.input_to_latent(model.apply, p, test, perturbed, positions=patches,
+                                        intervene=None if sigma is None else mediation.noise_at(k, patches, sigma))
         return jax.vmap(f)(params)
 
     runs = [(p, pert[p], None) for p in cfg.perturbations] + [(f"noise{s:g}", test, s) for s in cfg.noise_sigmas]
@@ -281,7 +281,7 @@ def mediation_rows(cfg: Config, name: str, model: M.Model, params, test, tc, oth
                                  "relative_l2": r.mean()})
     kinds = tuple(k for k in cfg.interventions if k != "other" or other is not None)
     if kinds:
-        f = jax.jit(jax.vmap(lambda p, o: D.latent_effects(key, model.apply, p, test, answer_position=model.layout.answer,
+        f = jax.jit(jax.vmap(lambda p, o: mediation.latent_effects(key, model.apply, p, test, answer_position=model.layout.answer,
                                                             answers=answers, kinds=kinds, other=o),
                              in_axes=(0, None if other is None else 0)))
         eff = jax.tree_util.tree_map(np.asarray, f(params, other))
@@ -297,7 +297,7 @@ def mediation_rows(cfg: Config, name: str, model: M.Model, params, test, tc, oth
     return rows
 
 
-def caption_rows(cfg: Config, name: str, model: M.Model, params, test, tc) -> list[dict]:
+def caption_rows(cfg: Config, name: str, model: latent_model.Model, params, test, tc) -> list[dict]:
     """Input -> caption-state shifts of the text-space reference (teacher-forced true captions)."""
     lay = model.layout
     caption = tuple(range(lay.caption.start, lay.caption.stop))
@@ -312,8 +312,8 @@ def caption_rows(cfg: Config, name: str, model: M.Model, params, test, tc) -> li
         def one(p):
             a = model.apply(p, test)
             b = model.apply(p, perturbed) if sigma is None else model.apply(
-                p, perturbed, intervene=D.noise_at(k, patches, sigma))
-            return D.shift(a.hidden[:, -1, jnp.asarray(caption)], b.hidden[:, -1, jnp.asarray(caption)])
+                p, perturbed, intervene=mediation.noise_at(k, patches, sigma))
+            return mediation.shift(a.hidden[:, -1, jnp.asarray(caption)], b.hidden[:, -1, jnp.asarray(caption)])
         return jax.vmap(one)(params)
 
     for label, batch, sigma in runs:
@@ -326,28 +326,28 @@ def caption_rows(cfg: Config, name: str, model: M.Model, params, test, tc) -> li
 
 
 @functools.lru_cache(maxsize=8)  # one compile per model structure (the mid and final models share it)
-def _decompose_fn(model: M.Model, settings: tuple, top_k: int, seed: int):
+def _decompose_fn(model: latent_model.Model, settings: tuple, top_k: int, seed: int):
     slots, markers, patches = _block(model)
     lay = model.layout
     block = np.asarray(markers + slots) - len(patches)  # rows of the text position table
 
     def one(p, test):
         fmt = p["params"]["pos"]["embedding"][jnp.asarray(block)]  # the block's positions, no content
-        correct = D.decompose(jax.random.key(seed), model.apply, p, test, slots=slots, markers=markers,
+        correct = mediation.decompose(jax.random.key(seed), model.apply, p, test, slots=slots, markers=markers,
                               answer_position=lay.answer, answers=test.answer, length=lay.length,
                               settings=settings, format_embedding=fmt)
         out = model.apply(p, test)
         inputs = out.hidden[:, 0, jnp.asarray(slots)]  # the slots' input embeddings (B, L, D)
         spread = jnp.max(jnp.abs(inputs - inputs[:1]))  # 0: every instance alike, slots_mean changes nothing
-        return correct, D.narrowness(out.attention, queries=slots + (lay.answer,), patches=patches, top_k=top_k), spread
+        return correct, mediation.narrowness(out.attention, queries=slots + (lay.answer,), patches=patches, top_k=top_k), spread
 
     return jax.jit(jax.vmap(one, in_axes=(0, None)))
 
 
-def decomposition(cfg: Config, name: str, stage: str, step: int, model: M.Model, params, test) -> list[dict]:
+def decomposition(cfg: Config, name: str, stage: str, step: int, model: latent_model.Model, params, test) -> list[dict]:
     """Accuracy and gain retained per setting, and attention narrowness, of one variant and stage."""
     slots, markers, patches = _block(model)
-    settings = D.check_decompose(cfg.settings, slots, markers, model.layout.length,
+    settings = mediation.check_decompose(cfg.settings, slots, markers, model.layout.length,
                                  np.zeros((len(markers) + len(slots), 1)))
     fn = _decompose_fn(model, settings, cfg.attention_top_k, cfg.root_seed)
     correct, nar, spread = jax.tree_util.tree_map(np.asarray, fn(params, test))  # (S, K, B), (S, B, Q), (S,)
@@ -421,8 +421,8 @@ def run(session, cfg: Config) -> runner.Result:
     ``decomposition.csv``, ``collapse.csv``, ``probes.csv``."""
     study, quiet, need = session.study, session.quiet, _needed(cfg)
     lr = session.context["reasoning"]
-    lr = LR.ensure_trained(lr, cfg.source, need, train=cfg.train, quiet=quiet)
-    tc0 = LR.training(lr, cfg.variants[0])
+    lr = reasoners.ensure_trained(lr, cfg.source, need, train=cfg.train, quiet=quiet)
+    tc0 = reasoners.training(lr, cfg.variants[0])
     data = T.data(tc0)
     test0 = jax.tree_util.tree_map(lambda a: a[:cfg.n_instances], data.test)
     targets = facts(test0, tc0.task)
@@ -435,7 +435,7 @@ def run(session, cfg: Config) -> runner.Result:
         return study.rows(f"{name}__{what}", compute, key={"variant": name, "part": what, "extra": extra})
 
     med, dec, col, prb, latents_of = [], [], [], [], {}
-    loaded = {name: LR.load_variant(lr, cfg.source, name) for name in cfg.variants}
+    loaded = {name: reasoners.load_variant(lr, cfg.source, name) for name in cfg.variants}
     for name in cfg.feedback():
         model, params, tc = loaded[name]
         test = batch_of(tc, name)
@@ -461,19 +461,19 @@ def run(session, cfg: Config) -> runner.Result:
             prb += part(name, "probes_patches", lambda: probe_rows(
                 cfg, name, "patches", states.reshape(s, b, -1), targets))
         dec += part(name, "decomposition_final", lambda: decomposition(
-            cfg, name, "final", int(LR.read_result(LR.paths(cfg.source, name)["result"])["steps"]),
+            cfg, name, "final", int(reasoners.read_result(reasoners.paths(cfg.source, name)["result"])["steps"]),
             model, params, test))
         if cfg.midway:
             def mid():
-                stage = LR.midway(lr, cfg.source, name)[1]
+                stage = reasoners.midway(lr, cfg.source, name)[1]
                 m_cfg = variants.model_config(tc, name, stage)
                 if m_cfg.latent_mode == "none" or m_cfg.caption_len > variants.dropped_captions(tc, name, stage):
                     return []  # a curriculum stage that still generates caption tokens: another task
-                m_model, m_params, step, stage = LR.load_midway(lr, cfg.source, name, quiet=quiet, pool=data.train)
+                m_model, m_params, step, stage = reasoners.load_midway(lr, cfg.source, name, quiet=quiet, pool=data.train)
                 return decomposition(cfg, name, "mid", step, m_model, m_params, batch_of(tc, name, stage))
             dec += part(name, "decomposition_mid", mid)
     if cfg.reference:
-        model, params, tc = LR.load_variant(lr, cfg.source, cfg.reference)
+        model, params, tc = reasoners.load_variant(lr, cfg.source, cfg.reference)
         test = test0
         if model.cfg.caption_len:
             med += part(cfg.reference, "caption", lambda: caption_rows(cfg, cfg.reference, model, params, test, tc))
@@ -486,7 +486,7 @@ def run(session, cfg: Config) -> runner.Result:
         keys = list(dict.fromkeys(c for r in rows for c in r))  # rows of different kinds: missing cells NaN
         tables[f"{k}.csv"] = io.to_columns([{c: r.get(c, np.nan) for c in keys} for r in rows])
     return runner.Result(tables, data=dict(med=med, dec=dec, col=col, prb=prb, latents=latents_of),
-                         record={"reasoning": S.config_dict(lr)})
+                         record={"reasoning": study_dir.config_dict(lr)})
 
 
 def draw(session, cfg: Config, result: runner.Result) -> list:
@@ -782,7 +782,7 @@ def source_seeds(out: str) -> int:
     """Seeds of the latent-reasoning models the study directory ``out`` analysed (its
     ``config.json``, verified); 0 if unknown (then the findings that need them stay open)."""
     try:
-        return int(S.read_record(out)["reasoning"]["training"]["seeds"])
+        return int(study_dir.read_record(out)["reasoning"]["training"]["seeds"])
     except (OSError, KeyError, TypeError, ValueError):
         return 0
 
@@ -796,8 +796,8 @@ def findings(out: str) -> list[Finding]:
 
 
 SPEC = runner.Spec(
-    name=STUDY, config=Config, run=run, prepare=LR.source_prepare(_needed), figures=draw,
+    name=STUDY, config=Config, run=run, prepare=reasoners.source_prepare(_needed), figures=draw,
     summary=lambda cfg, r: summary(r.data["med"], r.data["dec"], r.data["col"], r.data["prb"]),
     findings=findings, outputs=("mediation.csv", "decomposition.csv", "collapse.csv", "probes.csv"),
     figure_files=("similarity.png", "decomposition.png", "probes.png"), selection=SELECTION,
-    sources={"source": LR.STUDY}, preset="the latent-reasoning study's quick models")
+    sources={"source": reasoners.STUDY}, preset="the latent-reasoning study's quick models")

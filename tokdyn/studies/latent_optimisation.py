@@ -56,12 +56,12 @@ import numpy as np
 from tokdyn import _checks, io, stats
 from tokdyn.diagnostics import dmlr, grounding, perturb
 from tokdyn.experiment import findings as F
-from tokdyn.experiment import reasoners as LR
+from tokdyn.experiment import reasoners
 from tokdyn.experiment import runner
-from tokdyn.experiment import study as S
+from tokdyn.experiment import study as study_dir
 from tokdyn.experiment.findings import Finding
 from tokdyn.models.latent import evaluation, tasks, variants
-from tokdyn.models.latent import model as M
+from tokdyn.models.latent import model as latent_model
 from tokdyn.stats import figures
 
 METHODS = {  # name: (reward, estimator, visual injection)
@@ -187,9 +187,9 @@ class Config:
                    grounding_variants=("direct", "text"), n_instances=300, n_iters=8, n_pairs=4,
                    sweep_learning_rates=(1e-1,))
 
-    def reasoning(self) -> LR.Config:
+    def reasoning(self) -> reasoners.Config:
         """The latent-reasoning study whose trained models this study reads."""
-        return LR.Config.quick() if self.preset == "quick" else LR.Config()
+        return reasoners.Config.quick() if self.preset == "quick" else reasoners.Config()
 
     def optimiser(self, method: str) -> dmlr.Config:
         """The optimiser of ``method`` (a name of :data:`METHODS`, or a sweep row
@@ -211,7 +211,7 @@ class Config:
         out = [(m, self.hparams()) for m in self.methods]
         return out + [(f"{self.sweep_method}@lr={r:g}", self.hparams(r)) for r in self.sweep_learning_rates]
 
-    def estimate(self) -> S.Estimate:
+    def estimate(self) -> study_dir.Estimate:
         """The largest working set: one chunk of 4 instances x 2 ``n_pairs`` perturbed evaluations
         per seed (logits, hidden states, attention), or the rewards over ``n_iters`` iterations of
         every instance; :class:`~tokdyn.experiment.study.Refused` naming the option for an array
@@ -219,32 +219,32 @@ class Config:
         lr = self.reasoning()
         tc = lr.training
         names = tuple(self.variants) + tuple(self.grounding_variants)
-        length = max(variants.model_config(LR.training(lr, n), n).layout.length for n in names)
+        length = max(variants.model_config(reasoners.training(lr, n), n).layout.length for n in names)
         per_eval = length * (tc.task.vocab.size + (tc.depth + 1) * tc.width + tc.depth * tc.heads * length)
-        S.elements_fit("n_pairs", tc.seeds, 4, 2 * self.n_pairs, per_eval)
-        S.elements_fit("n_iters", tc.seeds, self.n_instances, self.n_iters, tc.n_latents, tc.width)
+        study_dir.elements_fit("n_pairs", tc.seeds, 4, 2 * self.n_pairs, per_eval)
+        study_dir.elements_fit("n_iters", tc.seeds, self.n_instances, self.n_iters, tc.n_latents, tc.width)
         sizes = {"n_pairs": tc.seeds * 4 * 2 * self.n_pairs * per_eval * 4 * 3,
                  "n_iters": tc.seeds * self.n_instances * self.n_iters * (tc.n_latents * tc.width + 4) * 4 * 2}
         option = max(sizes, key=sizes.get)
         runs = len(self.variants) * (len(self.runs()) + 1) * tc.seeds
-        return S.Estimate(memory=sizes[option], option=option, models=runs)
+        return study_dir.Estimate(memory=sizes[option], option=option, models=runs)
 
 
 # ---------------------------------------------------------------------------------------------- models
 
 
-def trained(cfg: Config, quiet: bool) -> LR.Config:
+def trained(cfg: Config, quiet: bool) -> reasoners.Config:
     """Make sure the source holds every variant this study needs (training the missing ones when
     ``cfg.train``); returns the source study's configuration."""
     need = list(cfg.variants) + list(cfg.grounding_variants)
-    return LR.ensure_trained(cfg.reasoning(), cfg.source, need, train=cfg.train, quiet=quiet)
+    return reasoners.ensure_trained(cfg.reasoning(), cfg.source, need, train=cfg.train, quiet=quiet)
 
 
 # ---------------------------------------------------------------------------------------------- optimiser
 
 
 @functools.lru_cache(maxsize=8)  # one compile per (model, method): a learning-rate sweep reuses it
-def _optimise_fn(model: M.Model, opt: dmlr.Config):
+def _optimise_fn(model: latent_model.Model, opt: dmlr.Config):
     lay = model.layout
     positions = tuple(range(lay.latents.start, lay.latents.stop))
     patches = tuple(range(lay.patches.start, lay.patches.stop))
@@ -254,7 +254,7 @@ def _optimise_fn(model: M.Model, opt: dmlr.Config):
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None, None, None)))  # over seeds
 
 
-def _controls_fn(model: M.Model, opt: dmlr.Config):
+def _controls_fn(model: latent_model.Model, opt: dmlr.Config):
     """Per seed: the model's own answers and reward, and the answers with random latents."""
     lay = model.layout
     positions = tuple(range(lay.latents.start, lay.latents.stop))
@@ -270,7 +270,7 @@ def _controls_fn(model: M.Model, opt: dmlr.Config):
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
 
 
-def run_optimiser(cfg: Config, name: str, model, params, test, study: Optional[S.Study] = None) -> dict:
+def run_optimiser(cfg: Config, name: str, model, params, test, study: Optional[study_dir.Study] = None) -> dict:
     """Per run of :meth:`Config.runs` (and control): answers (S, N), reward before/after (S, N),
     rewards over iterations (S, N, T), injected patches (S, N) and the seconds spent. With
     ``study`` each run's result is kept as a part of it (``parts/<variant>__<run>.npz``) as it
@@ -398,7 +398,7 @@ def run_grounding(cfg: Config, name: str, model, params, tc, test, families) -> 
     return rows, {k: np.concatenate(v) for k, v in hist.items()}
 
 
-def grounding_part(study: S.Study, cfg: Config, lr: LR.Config, name: str, test, families) -> tuple[list, dict]:
+def grounding_part(study: study_dir.Study, cfg: Config, lr: reasoners.Config, name: str, test, families) -> tuple[list, dict]:
     """:func:`run_grounding` of variant ``name``, kept as two parts of ``study`` (its rows, and the
     answer-token scores per perturbation), keyed by the perturbations (their keys follow their
     order)."""
@@ -406,7 +406,7 @@ def grounding_part(study: S.Study, cfg: Config, lr: LR.Config, name: str, test, 
 
     def compute():
         if not done:
-            model, params, tc = LR.load_variant(lr, cfg.source, name)
+            model, params, tc = reasoners.load_variant(lr, cfg.source, name)
             done["rows"], done["scores"] = run_grounding(cfg, name, model, params, tc, test, families)
         return done
 
@@ -579,14 +579,14 @@ def run(session, cfg: Config) -> runner.Result:
     """Train what the source lacks, then the optimiser's runs and every variant's grounding (each
     kept as it finishes): ``optimiser.csv``, ``optimiser_tests.csv``, ``rewards.csv``,
     ``grounding.csv``."""
-    lr = LR.ensure_trained(session.context["reasoning"], cfg.source, _needed(cfg), train=cfg.train,
+    lr = reasoners.ensure_trained(session.context["reasoning"], cfg.source, _needed(cfg), train=cfg.train,
                            quiet=session.quiet)
-    data = LR.splits(lr)
+    data = reasoners.splits(lr)
     test = jax.tree_util.tree_map(lambda a: a[:cfg.n_instances], data.test)
     families = lr.training.task.families
     results = {}
     for name in cfg.variants:
-        model, params, _ = LR.load_variant(lr, cfg.source, name)
+        model, params, _ = reasoners.load_variant(lr, cfg.source, name)
         session.say(f"optimising the latents of {name} ({cfg.n_instances} instances x seeds x {len(cfg.methods)} "
                     "methods)")
         results[name] = run_optimiser(cfg, name, model, params, test, study=session.study)
@@ -599,16 +599,16 @@ def run(session, cfg: Config) -> runner.Result:
     ground = io.to_columns(rows)
     tables = {"optimiser.csv": table, "optimiser_tests.csv": tests, "rewards.csv": curves, "grounding.csv": ground}
     return runner.Result(tables, data=dict(table=table, tests=tests, curves=curves, ground=ground, hists=hists),
-                         record={"reasoning": S.config_dict(lr)})
+                         record={"reasoning": study_dir.config_dict(lr)})
 
 
 SPEC = runner.Spec(
-    name=STUDY, config=Config, run=run, prepare=LR.source_prepare(_needed),
+    name=STUDY, config=Config, run=run, prepare=reasoners.source_prepare(_needed),
     figures=lambda session, cfg, r: [plot_optimiser(session.out, r.data["curves"], r.data["table"]),
                                      plot_grounding(session.out, r.data["hists"])],
     summary=lambda cfg, r: summary(r.data["table"], r.data["tests"], r.data["ground"]),
     findings=findings, outputs=("optimiser.csv", "optimiser_tests.csv", "rewards.csv", "grounding.csv"),
-    figure_files=("optimiser.png", "grounding.png"), selection=SELECTION, sources={"source": LR.STUDY},
+    figure_files=("optimiser.png", "grounding.png"), selection=SELECTION, sources={"source": reasoners.STUDY},
     preset="the latent-reasoning study's quick models")
 
 

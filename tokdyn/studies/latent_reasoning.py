@@ -67,7 +67,7 @@ import numpy as np
 
 from tokdyn import stats
 from tokdyn.experiment import runner
-from tokdyn.experiment import study as S
+from tokdyn.experiment import study as study_dir
 from tokdyn.experiment.reasoners import (FAMILIES, REFERENCES, SELECTION, STUDY, Config,  # noqa: F401
                                          check_devices, finished, open_study, paths, read_answers, read_curve,
                                          read_result, record_fields, splits, train_variants, training)
@@ -225,8 +225,8 @@ def check(session: runner.Session, cfg: Config) -> None:
     cfg.validate()
     check_devices(cfg)
     out = session.out
-    if not cfg.train and (session.fresh or not os.path.isdir(out) or S.read_stamp(out) is None):
-        raise S.Refused(f"out={out!r} holds no latent-reasoning study"
+    if not cfg.train and (session.fresh or not os.path.isdir(out) or study_dir.read_stamp(out) is None):
+        raise study_dir.Refused(f"out={out!r} holds no latent-reasoning study"
                         f"{' (and --fresh would empty it)' if session.fresh else ''}: nothing to report without "
                         "training (drop --no-train)")
 

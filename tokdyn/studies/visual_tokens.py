@@ -45,7 +45,7 @@ import numpy as np
 from tokdyn import _checks, io, train
 from tokdyn.experiment import findings as F
 from tokdyn.experiment import runner
-from tokdyn.experiment import study as study_runner
+from tokdyn.experiment import study as study_dir
 from tokdyn.experiment.findings import Finding
 from tokdyn.experiment.presets import PRESETS
 from tokdyn.experiment.study import Estimate, Study
@@ -171,14 +171,14 @@ class Config:
 
         def fit(**sizes):  # one array's sizes; too many elements: name the option most beyond its default
             n = int(np.prod([float(v) for v in sizes.values()]))
-            if n > study_runner.MAX_ELEMENTS:
+            if n > study_dir.MAX_ELEMENTS:
                 name = max(sizes, key=lambda k: sizes[k] / max(1, _default_size(defaults, k)))
-                study_runner.elements_fit(name, *sizes.values())
+                study_dir.elements_fit(name, *sizes.values())
 
         def add(option, nbytes):
             need[option] = max(need.get(option, 0.0), float(nbytes))
 
-        study_runner.elements_fit("grammar_sentences", self.grammar_sentences, 16)  # a uniform draw per slot
+        study_dir.elements_fit("grammar_sentences", self.grammar_sentences, 16)  # a uniform draw per slot
         add("grammar_sentences", self.grammar_sentences * 16 * 4 * 4)
         for _, m in self.models():
             V, P, F = m.vocab_size, m.cells, m.features
@@ -186,7 +186,7 @@ class Config:
             fit(seeds=self.seeds, grids=P * F, hidden=self.hidden)  # the decoder's first layer
             fit(seeds=self.seeds, batch_size=self.batch_size, vocab_sizes=V)  # one step's logits
             fit(seeds=self.seeds, batch_size=self.batch_size, grids=P * F)  # one step's grids
-            study_runner.elements_fit("vocab_sizes", V, V)  # the evaluation's (V, V) logits and distances
+            study_dir.elements_fit("vocab_sizes", V, V)  # the evaluation's (V, V) logits and distances
             fit(seeds=self.seeds, budgets=m.train.steps_per_call, logs=LOG_FIELDS)  # a call's per-step training logs
             add("budgets", self.seeds * m.train.steps_per_call * LOG_FIELDS * 4 * 2)
             params = V * P * m.width + P * F * self.hidden + self.hidden * V + V

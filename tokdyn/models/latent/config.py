@@ -10,7 +10,7 @@ import dataclasses
 import jax
 
 from tokdyn import _checks
-from tokdyn.models.latent import model as M
+from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
 from tokdyn.train import optim
 
@@ -67,7 +67,7 @@ class Config:
             _checks.positive_int(name, getattr(self, name))
         _checks.positive_int("n_val", self.n_val, minimum=0)
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
-        _checks.choice("projection", self.projection, M.PROJECTIONS)
+        _checks.choice("projection", self.projection, latent_model.PROJECTIONS)
         if self.width % self.heads:
             raise ValueError(f"width must be a multiple of heads, got width={self.width}, heads={self.heads}")
         return self

@@ -20,12 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks
-from tokdyn.models.latent import model as M
+from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks, variants
 from tokdyn.models.latent.config import Config
 
 
-def predict(model: M.Model, params, batch, *, dropped: int = 0):
+def predict(model: latent_model.Model, params, batch, *, dropped: int = 0):
     """Greedy answers and captions of one model: caption token i is the argmax given the tokens before
     it, then the answer the argmax given the whole caption.
 
@@ -56,7 +56,7 @@ def predict(model: M.Model, params, batch, *, dropped: int = 0):
 
 @functools.lru_cache(maxsize=32)
 def _predict_many(cfg: Config, name: str):
-    model = M.Model(variants.model_config(cfg, name, -1))
+    model = latent_model.Model(variants.model_config(cfg, name, -1))
     dropped = variants.dropped_captions(cfg, name, -1)
     return jax.jit(jax.vmap(lambda p, b: predict(model, p, b, dropped=dropped), in_axes=(0, None)))
 

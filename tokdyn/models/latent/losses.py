@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from tokdyn.models.latent import model as M
+from tokdyn.models.latent import model as latent_model
 
 ALIGNMENTS = ("mirage", "monet", "lvr")
 
@@ -42,7 +42,7 @@ def cosine(a, b):
     return jnp.sum(a * b, -1)
 
 
-def alignment_loss(model: M.Model, params, batch, out: M.Outputs, kind: str):
+def alignment_loss(model: latent_model.Model, params, batch, out: latent_model.Outputs, kind: str):
     """The alignment term (a loss to minimise) of the latent states ``out`` to the helper image; its
     targets carry no gradient.
 
@@ -59,12 +59,12 @@ def alignment_loss(model: M.Model, params, batch, out: M.Outputs, kind: str):
     net, lay = model.net, model.layout
     helper = jnp.asarray(batch.helper, jnp.int32)
     sg = jax.lax.stop_gradient
-    target = sg(net.apply(params, helper, method=M.Network.embed_patches))  # (B, P, D)
+    target = sg(net.apply(params, helper, method=latent_model.Network.embed_patches))  # (B, P, D)
     n = out.latents.shape[1]
     if kind == "mirage":
         return jnp.mean(1.0 - cosine(out.latents.mean(1), target.mean(1)))
     if kind == "monet":
-        teacher = sg(net.apply(params, target, method=M.Network.backbone)[0])  # (B, P, D), causal prefix
+        teacher = sg(net.apply(params, target, method=latent_model.Network.backbone)[0])  # (B, P, D), causal prefix
         return jnp.mean(1.0 - cosine(out.latents, groups(teacher, n)))
     if kind == "lvr":
         fed = out.hidden[:, 0, lay.latents]  # (B, L, D) the embeddings actually fed back
@@ -72,14 +72,14 @@ def alignment_loss(model: M.Model, params, batch, out: M.Outputs, kind: str):
     raise ValueError(f"alignment must be one of {list(ALIGNMENTS)}, got {kind!r}")
 
 
-def answer_ce(model: M.Model, batch, out: M.Outputs):
+def answer_ce(model: latent_model.Model, batch, out: latent_model.Outputs):
     """(mean answer cross-entropy, answer accuracy) of the logits at ``<answer>``."""
     logits = out.logits[:, model.layout.answer]  # (B, V)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch.answer).mean()
     return ce, (logits.argmax(-1) == batch.answer).mean()
 
 
-def caption_ce(model: M.Model, batch, out: M.Outputs, mask):
+def caption_ce(model: latent_model.Model, batch, out: latent_model.Outputs, mask):
     """Teacher-forced caption cross-entropy: each caption position is predicted by the position before it.
 
     Args:
@@ -97,7 +97,7 @@ def caption_ce(model: M.Model, batch, out: M.Outputs, mask):
     return jnp.sum(ce * mask) / jnp.maximum(mask.sum() * ce.shape[0], 1.0)
 
 
-def objective(model: M.Model, params, batch, *, align: Optional[str], caption_mask, align_weight,
+def objective(model: latent_model.Model, params, batch, *, align: Optional[str], caption_mask, align_weight,
               caption_weight):
     """The total loss a variant minimises on one batch, and its parts: the answer's cross-entropy, plus
     ``caption_weight`` times the caption's when the model has a caption, plus ``align_weight`` times

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from tokdyn import io, train
 from tokdyn.models.latent import losses, tasks, variants
-from tokdyn.models.latent import model as M
+from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent.config import Config, Hparams
 
 
@@ -49,8 +49,8 @@ def run_keys(key):
 
 def _stage_trainer(cfg: Config, name: str, stage: int) -> train.Trainer:
     v = variants.variant(name)
-    model = M.Model(variants.model_config(cfg, name, stage))
-    first = M.Model(variants.model_config(cfg, name, 0))
+    model = latent_model.Model(variants.model_config(cfg, name, stage))
+    first = latent_model.Model(variants.model_config(cfg, name, 0))
     dropped = variants.dropped_captions(cfg, name, stage)
     pad = cfg.task.vocab.pad
 

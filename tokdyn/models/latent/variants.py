@@ -39,7 +39,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Optional
 
 from tokdyn import _checks
-from tokdyn.models.latent import model as M
+from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
 
 if TYPE_CHECKING:
@@ -95,13 +95,13 @@ def stages(cfg: Config, name: str) -> list[tuple[int, int, int]]:
     return [(round(cfg.n_latents * i / s), round(k * i / s), cuts[i + 1] - cuts[i]) for i in range(s + 1)]
 
 
-def model_config(cfg: Config, name: str, stage: int = -1) -> M.Config:
+def model_config(cfg: Config, name: str, stage: int = -1) -> latent_model.Config:
     """The model of variant ``name`` at curriculum ``stage`` (default: the last, the trained model)."""
     v = variant(name)
     n_lat = stages(cfg, name)[stage][0]
     mode = v.latent_mode if n_lat else "none"
     text = tasks.QUESTION_LEN + cfg.n_latents + 2 + cfg.task.caption_len + 1 if v.curriculum else 0
-    return M.Config(task=cfg.task, width=cfg.width, depth=cfg.depth, heads=cfg.heads, latent_mode=mode,
+    return latent_model.Config(task=cfg.task, width=cfg.width, depth=cfg.depth, heads=cfg.heads, latent_mode=mode,
                     n_latents=n_lat, caption_len=cfg.task.caption_len if v.caption else 0,
                     projection=cfg.projection, use_image=v.use_image, text_positions=text).validate()
 

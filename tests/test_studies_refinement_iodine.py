@@ -154,8 +154,10 @@ def test_iodine_is_a_learned_model_of_the_scenes_study(finished):
 def test_the_estimate_counts_refinements_settings_and_iodines_rate():
     base = object_discovery.Config(learned=())
     with_iodine = dataclasses.replace(base, learned=("iodine",))
-    extra = with_iodine.estimate().seconds - base.estimate().seconds
+    extra = with_iodine.estimate().work["training"] - base.estimate().work["training"]
     assert extra == pytest.approx(base.seeds * base.train_steps / object_discovery.IODINE_RATE, rel=1e-9)
+    host = with_iodine.estimate().work["host"] - base.estimate().work["host"]
+    assert host == pytest.approx(object_discovery.LEARNED_COMPILE)  # its compiles
     no_ref = dataclasses.replace(base, methods=tuple(m for m in base.methods if m != "refinement"))
     one = dataclasses.replace(no_ref, methods=no_ref.methods + ("refinement",))
     per_setting = (one.estimate().models - no_ref.estimate().models)

@@ -164,8 +164,8 @@ class Config:
         ``n_samples`` samples drawn at once, the models' parameters and optimiser state, the corpus,
         the bootstrap's resamples, the noise schedule), naming the option that makes it large, and a
         rough time on the reference CPU (calibrated on the default run, 19 min): the FLOPs scaled by
-        this machine's ``training`` rate, what does not grow with the model (a cost per step, 30 s)
-        by its ``host`` rate.
+        this machine's ``training`` rate, what does not grow with the model (a cost per step,
+        :data:`MODEL_COMPILE` a model, 30 s) by its ``host`` rate.
         :class:`tokdyn.experiment.study.Refused` naming the option when one array would hold more
         elements than XLA can index."""
         L, P, C, W, D = self.length, self.grid * self.grid, self.colours, self.width, self.depth
@@ -194,7 +194,7 @@ class Config:
         step_flops = 24 * self.seeds * self.batch_size * (E * W * W * D + heads * E * E * W * D)
         sample_flops = 8 * self.seeds * self.n_samples * self.T * (E * W * W * D + heads * E * E * W * D)
         flops = n * (self.steps * step_flops + sample_flops) / 2e10
-        steps = n * (self.steps * 5e-4 + self.T * self.seeds * 5e-3) + self.ae_steps * 5e-3 + 30.0
+        steps = n * (self.steps * 5e-4 + self.T * self.seeds * 5e-3 + MODEL_COMPILE) + self.ae_steps * 5e-3 + 30.0
         return Estimate(memory=float(memory), option=largest_option(self, names), models=n * self.seeds,
                         work={"training": flops, "host": steps})
 
@@ -250,6 +250,8 @@ def load_corpus(cfg: Config):
 
 
 AE_LEARNING_RATE = 1e-2  # the autoencoder's peak learning rate
+MODEL_COMPILE = 16.0  # seconds of host work a model (its compiles) on the reference CPU: the quick preset's
+# models took 10-20 s each, compiles most of it (benchmarks/README.md, the time estimates)
 
 
 def kept_tree(where, name: str, compute, like, key):

@@ -80,6 +80,8 @@ INT32_MAX = 2 ** 31 - 1
 LEARNED_RATE = 18.0  # model-steps a second of the default learned model on the reference CPU (the default run: 17.4)
 IODINE_RATE = 5.0  # model-steps a second of the study's IODINE (iodine_config) at the default sizes, same CPU:
 # measured 2.0-2.4 beside other work where the default Slot Attention ran 5.2-7.9 (about 0.3 of its rate)
+LEARNED_COMPILE = 15.0  # seconds of host work a learned model (its compiles) on the reference CPU: the quick
+# preset's two took 12-19 s each, compiles most of it (benchmarks/README.md, the time estimates)
 REFINEMENT_COST = 3.0  # refinement's seconds per run over a split against a built-in rule's (measured 2-4x)
 MAX_FOURIER_BANDS = 20  # beyond, pi * 2^B * position is below float32's resolution
 
@@ -250,7 +252,7 @@ class Config:
         option that makes it large, and a rough time on the reference CPU (calibrated on the
         default run: 2.4 min for the fixed methods, :data:`LEARNED_RATE` model-steps a second for
         the learned ones, scaled by :meth:`step_work`), scaled by this machine's ``dynamics`` and
-        ``training`` rates (20 s on the host).
+        ``training`` rates; 20 s and :data:`LEARNED_COMPILE` a learned model on the host.
         :class:`tokdyn.experiment.study.Refused` naming the option when one array would hold more
         elements than XLA can index."""
         N, K = self.size * self.size, self.n_slots
@@ -291,7 +293,7 @@ class Config:
         seconds = {"dynamics": fixed_work * per_run,
                    "training": sum(step_iodine if m == IODINE else step for m in self.learned) * (
                        self.seeds * self.train_steps),
-                   "host": 20.0}
+                   "host": 20.0 + LEARNED_COMPILE * len(self.learned)}
         return Estimate(memory=float(memory), option=largest_option(self, names),
                         models=len(self.learned) * self.seeds + fixed_runs, work=seconds)
 

@@ -1,4 +1,4 @@
-"""The ``Attributes:`` section of a class docstring, read as ``{field: text}``.
+"""A class docstring's Attributes section, read as a mapping from each field to its text.
 
 Every configuration and knob class documents its fields there (Google style: ``name: text``,
 continuation lines indented deeper). The command line takes each option's help text from it

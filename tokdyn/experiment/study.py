@@ -161,7 +161,7 @@ class Estimate:
     seconds: Optional[float] = None
     host_memory: float = 0.0
     host_option: str = ""
-    work: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    work: Mapping = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if not isinstance(self.work, Mapping):

@@ -397,7 +397,7 @@ def _key(cfg: Config, name: str):
 
 
 def make_videos(cfg: Config, scenario: str, n: int, *, split: str = "test", start: int = 0) -> videos.Videos:
-    """Videos ``start .. start + n - 1`` of ``scenario`` from the key of ``split`` (``test``: the
+    """The ``n`` videos of ``scenario`` from index ``start`` on, drawn from the key of ``split`` (``test``: the
     study's videos, seed s the ``n_videos`` from ``s * n_videos``; ``pool``, ``val``: the learned
     models' training and validation clips); one key gives the same objects in every scenario."""
     return videos.sprite_videos(_key(cfg, split), n, frames=cfg.frames, size=cfg.size, min_objects=cfg.objects,

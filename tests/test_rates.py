@@ -272,3 +272,5 @@ def test_a_failed_probe_never_stops_a_run(probing, monkeypatch):
     assert "training 0.25x the reference CPU's" in lines[0] and "dynamics at the reference CPU's rates" in lines[0]
     assert study_dir.time_here(est)[0] == pytest.approx(2 * 3600.0 + 3600.0 / 0.25)  # training measured, dynamics not
     assert probing == ["broken", "training"]  # the failed probe is not tried again in this process
+    assert R.current(["dynamics"]).sources == {"dynamics": "failed"} and probing == ["broken", "training"]
+    assert "its probe failed" in R.current(["dynamics"]).words()

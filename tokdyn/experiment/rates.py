@@ -75,7 +75,8 @@ class Rates:
       backend: the JAX backend the rates are of (``"cpu"``, ``"gpu"``, ``"tpu"``).
       device: the machine, in words (``"1 NVIDIA H100 80GB HBM3"``, ``"2 host devices on 2 cores"``).
       sources: kind -> ``"measured"`` (by a probe in this process), ``"cached"`` (read back from
-        :func:`cache_file`) or ``"reference"`` (:data:`REFERENCE_RATES`: not measured).
+        :func:`cache_file`), ``"reference"`` (:data:`REFERENCE_RATES`: not measured) or
+        ``"failed"`` (its probe failed in this process: the reference's rate).
       probe_seconds: wall time the probes of this process took, compiles included (0 when none ran).
     """
 
@@ -103,9 +104,10 @@ class Rates:
         ``"at the rates measured on this gpu backend (1 NVIDIA H100 80GB HBM3; dynamics 95x,
         training 310x the reference CPU's; probed in 4.1 s)"``."""
         kinds = list(self.sources if kinds is None else kinds)
-        ours = [k for k in kinds if self.sources.get(k, "reference") != "reference"]
+        ours = [k for k in kinds if self.sources.get(k, "reference") in ("measured", "cached")]
         if not ours:
-            reason = (f"{ENV}=off" if mode() == "off" else "not measured for a run this short")
+            reason = (f"{ENV}=off" if mode() == "off" else "its probe failed" if any(
+                self.sources.get(k) == "failed" for k in kinds) else "not measured for a run this short")
             return f"at the rates of {REFERENCE_DEVICE}, not this {self.backend} backend's ({self.device}; {reason})"
         speeds = ", ".join(f"{k} {_times(self.speed(k))}" for k in ours)
         when = f"probed in {self.probe_seconds:.1f} s" if any(self.sources[k] == "measured" for k in ours) else \
@@ -440,7 +442,8 @@ def current(kinds: Sequence[str] = KINDS, *, probe: bool = True) -> Rates:
             if how == "disk":
                 _write_disk(key, ident, fresh.rates)
     rates = {k: known[k][0] for k in kinds if how != "off" and k in known}
-    sources = {k: (known[k][1] if k in rates else "reference") for k in kinds}
+    failed = _FAILED.get(key, set())
+    sources = {k: (known[k][1] if k in rates else "failed" if k in failed else "reference") for k in kinds}
     return Rates(rates, ident["backend"], _device_words(ident), sources, _PROBE_SECONDS.get(key, 0.0))
 
 

@@ -289,8 +289,8 @@ def time_record(estimate: Estimate) -> Optional[dict]:
         return dict(seconds=float(estimate.seconds), reference_seconds=float(estimate.seconds))
     rates = R.current(list(estimate.work), probe=False)
     return dict(seconds=rates.seconds(estimate.work), reference_seconds=float(estimate.seconds),
-                work=dict(estimate.work), speeds={k: rates.speed(k) for k in rates.sources}, sources=dict(rates.sources),
-                backend=rates.backend, device=rates.device)
+                work=dict(estimate.work), speeds={k: rates.speed(k) for k in rates.sources},
+                sources=dict(rates.sources), backend=rates.backend, device=rates.device)
 
 
 def duration(seconds: float) -> str:

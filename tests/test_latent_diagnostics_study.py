@@ -37,7 +37,7 @@ def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monk
     curve = io.read_csv(os.path.join(cfg.source, "curves", "latent.csv"))
     np.testing.assert_allclose(val, curve["val_all"][curve["step"] == step], atol=1e-6)
     dec = io.read_csv(os.path.join(out, "decomposition.csv"))
-    assert set(dec["stage"]) == {"mid", "final"} and set(dec["setting"]) == set(latent_diagnostics.D.SETTINGS)
+    assert set(dec["stage"]) == {"mid", "final"} and set(dec["setting"]) == set(latent_diagnostics.mediation.SETTINGS)
     saved = reasoners.read_answers(cfg.source, "latent")[:, :40]
     test = jax.tree.map(lambda a: np.asarray(a)[:40], training.data(TINY).test)
     full = (dec["stage"] == "final") & (dec["setting"] == "full")
@@ -47,7 +47,7 @@ def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monk
     med = io.read_csv(os.path.join(out, "mediation.csv"))
     assert set(med["what"]) == {"latent", "patches", "intervention"}
     inter = med["what"] == "intervention"
-    assert set(med["perturbation"][inter]) == set(latent_diagnostics.D.INTERVENTIONS) - {"other"}  # no second feedback variant
+    assert set(med["perturbation"][inter]) == set(latent_diagnostics.mediation.INTERVENTIONS) - {"other"}  # no second feedback variant
     assert np.all(med["changed"][inter] == 1.0) and np.all(med["kl"][inter] >= 0)
     col = io.read_csv(os.path.join(out, "collapse.csv"))
     assert len(col["step"]) == TINY.seeds * TINY.n_latents and np.all(col["participation_ratio"] >= 1)

@@ -235,14 +235,24 @@ def memory_owner() -> Optional[str]:
 
 def check_resources(study: str, estimate: Estimate, *, memory: Optional[int] = None, note=None,
                     host_memory: Optional[int] = None, say_from: float = LONG_SECONDS) -> None:
-    """Refuse (:class:`Refused` naming the option, the limit and whose memory it is) an
-    ``estimate`` that cannot fit: its ``memory`` in 80% of the device's memory available
-    (``memory``; default :func:`available_memory` ``("device")``, on the CPU backend this
-    machine's), its ``host_memory`` in 80% of this machine's (``host_memory``; default
-    :func:`available_memory` ``("host")``). Say through ``note`` (a callable taking a line) how
-    long it will take on this machine (:func:`time_here`: the estimate's work at the rates
-    measured on the running backend) when that is at least ``say_from`` seconds (and always past
-    :data:`LONG_SECONDS`). Nothing is refused for its time alone."""
+    """Refuse an ``estimate`` that cannot fit in memory, and say how long it will take.
+
+    Raises :class:`Refused` (naming the option, the limit and whose memory it is) when the
+    estimate's ``memory`` exceeds 80% of the device's available memory or its ``host_memory`` 80%
+    of this machine's. Nothing is refused for its time alone.
+
+    Args:
+      study: the study's name, which starts every message.
+      estimate: the :class:`Estimate` of the configuration (bytes, seconds, models).
+      memory: the device memory available, in bytes; default :func:`available_memory`
+        ``("device")`` (on the CPU backend, this machine's).
+      note: optional callable taking one line of text; told the time the configuration will take
+        here (:func:`time_here`: its work at the rates measured on the running backend) when that
+        is at least ``say_from`` seconds, and always past :data:`LONG_SECONDS`.
+      host_memory: this machine's memory available, in bytes; default :func:`available_memory`
+        ``("host")``.
+      say_from: seconds from which the time is said through ``note``.
+    """
     owner = memory_owner()
     checks = [(estimate.memory, estimate.option, available_memory("device") if memory is None else int(memory),
                owner)]
@@ -451,9 +461,20 @@ def read_stamp(out: str) -> Optional[dict]:
 
 
 def source_stamp(source: str, study: str, expected=None, *, selection: Sequence[str] = (), option: str = "source"):
-    """The stamp of the directory ``source`` of the study ``study`` that an analysis reads;
-    ``OutputConflict`` when it holds no such study or (``expected``: the configuration the analysis
-    expects its source to have) one of another configuration, naming the fields that differ."""
+    """The stamp of the directory ``source`` of the study ``study`` that an analysis reads.
+
+    Args:
+      source: the directory the analysis reads.
+      study: the name of the study that must have written it.
+      expected: optional configuration the analysis expects its source to have; a stamp of
+        another configuration (or another tokdyn version) is refused, naming the fields that differ.
+      selection: fields of ``expected`` left out of the comparison (they only choose parts).
+      option: the option's name used in messages.
+
+    Returns:
+      The stamp (a dict). Raises ``OutputConflict`` when ``source`` holds no such study or one of
+      another configuration.
+    """
     stamp = read_stamp(source)
     if stamp is None:
         raise io.OutputConflict(f"{option}={source!r} holds no {study} study (no {STAMP})")
@@ -598,15 +619,30 @@ class Study:
     def open(cls, out, study: str, cfg, *, fresh: bool = False, selection: Sequence[str] = (),
              sources: Optional[Mapping[str, dict]] = None, estimate: Optional[Estimate] = None,
              quiet: bool = False, extra: Optional[Mapping] = None, outputs: Sequence[str] = ()) -> "Study":
-        """Check, lock, then stamp the output directory ``out`` of ``study`` for the configuration
-        ``cfg`` (see the module docstring). ``selection``: fields of ``cfg`` that only choose which
-        parts run (left out of the stamp: a rerun may add parts). ``sources``: name -> the stamp of
-        a directory the study reads (:func:`source_stamp`). ``extra``: anything else the results
-        depend on (JSON-able), stamped with the configuration. ``outputs``: the files (paths
-        relative to ``out``) the study will write, stamped, so that ``fresh`` removes them even
-        when a run died before :meth:`finish`; a file there that tokdyn did not write is refused.
-        ``fresh``: remove what another configuration wrote in ``out`` (only files tokdyn wrote)
-        and start afresh; refused while a study runs there."""
+        """Check, lock, then stamp the output directory ``out`` of ``study`` for ``cfg``.
+
+        See the module docstring for what a stamp holds and when a directory is refused.
+
+        Args:
+          out: the study's output directory (created if absent).
+          study: the study's name.
+          cfg: its configuration (a frozen dataclass), stamped.
+          fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and
+            start afresh; refused while a study runs there.
+          selection: fields of ``cfg`` that only choose which parts run, left out of the stamp (a
+            rerun may add parts).
+          sources: name -> the stamp of a directory the study reads (:func:`source_stamp`).
+          estimate: optional :class:`Estimate`, checked by :func:`check_resources` first; a long
+            run is said even when ``quiet``.
+          quiet: say a run's expected time only past :data:`LONG_SECONDS`.
+          extra: anything else the results depend on (JSON-able), stamped with the configuration.
+          outputs: the files (paths relative to ``out``) the study will write, stamped, so that
+            ``fresh`` removes them even when a run died before :meth:`finish`; a file there that
+            tokdyn did not write is refused.
+
+        Returns:
+          The open :class:`Study`, holding the directory's lock.
+        """
         out = check_output(out)
         declared = sorted({relative(p, "outputs") for p in outputs})
         if estimate is not None:  # a long run is said even when quiet
@@ -618,7 +654,7 @@ class Study:
         if extra:
             stamp["extra"] = json.loads(json.dumps(io.jsonable(dict(extra))))
         precision = precision_in_force()
-        if precision != DEFAULT_MATMUL_PRECISION:  # absent: the default, as in every stamp made before it was kept
+        if precision != DEFAULT_MATMUL_PRECISION:  # absent: the default
             stamp["matmul_precision"] = precision
         if declared:
             stamp["outputs"] = declared
@@ -702,12 +738,19 @@ class Study:
 
     def clear_other_outputs(self, cfg, outputs: Sequence[str], figures: Sequence[str] = (), *,
                             keep_figures: bool = True) -> None:
-        """Remove ``outputs`` (tables, summary, record) and ``figures`` of an earlier run in the
-        directory unless its ``config.json`` records this very configuration ``cfg`` (selection
-        fields included), so that the directory never shows another selection's results beside
-        this run's; with ``keep_figures`` False the figures go in any case (they are redrawn, or
-        not drawn). Only files tokdyn wrote go (listed by the record or the stamp, or figures it
-        drew); anything else is left."""
+        """Remove an earlier run's outputs unless it recorded this very configuration.
+
+        The directory never shows another selection's results beside this run's. Only files
+        tokdyn wrote go (listed by the record or the stamp, or figures it drew); anything else is
+        left.
+
+        Args:
+          cfg: this run's configuration; nothing goes when the directory's ``config.json`` records
+            it (selection fields included).
+          outputs: paths (relative to the directory) of the tables, summary and record.
+          figures: paths of the figures.
+          keep_figures: False: the figures go in any case (they are redrawn, or not drawn).
+        """
         same = False
         record = os.path.join(self.out, RECORD)
         if os.path.exists(record):

@@ -196,9 +196,19 @@ def _init_fn(trainer, vectorised: bool):
 
 
 def init_states(trainer, keys, hparams, *, vectorised: bool = True):
-    """``(state, run_keys)`` of every model of :func:`train_many`, stacked. ``vectorised=False``
-    initialises each model by its own call (XLA:CPU can take very long to compile a vmapped
-    initialisation of a large convolutional model)."""
+    """``(state, run_keys)`` of every model of :func:`train_many`, stacked.
+
+    Args:
+      trainer: the :class:`~tokdyn.train.Trainer` (or staged trainer) of :func:`train_many`.
+      keys: (M,) PRNG keys, one per model.
+      hparams: the models' hyper-parameters, every leaf of shape (M,).
+      vectorised: True: one vmapped initialisation; False: each model by its own call (XLA:CPU
+        can take very long to compile a vmapped initialisation of a large convolutional model).
+
+    Returns:
+      ``(state, run_keys)``: a :class:`TrainState` with a leading (M,) axis on every leaf, and the
+      (M,) keys the models train with.
+    """
     if vectorised:
         return _init_fn(trainer, True)(keys, hparams)
     out = [_init_fn(trainer, False)(keys[i], jax.tree_util.tree_map(lambda v: v[i], hparams))
@@ -378,10 +388,21 @@ def _describe_model(i: int, hparams, limit: int = 4) -> str:
 
 def warn_skipped(skipped: np.ndarray, steps_done: int, hparams=None, *, name: str = "training",
                  stacklevel: int = 2) -> Optional[str]:
-    """Warn (``RuntimeWarning``, whatever the caller's ``quiet``) when any model skipped a
-    non-finite step: how many models and steps, which models (index into ``keys``, and their
-    ``hparams``), and those that skipped every step (never trained). Returns the message (None:
-    no step was skipped)."""
+    """Warn (``RuntimeWarning``, whatever the caller's ``quiet``) when any model skipped a non-finite step.
+
+    The message says how many models and steps, which models (index into ``keys``, and their
+    ``hparams``), and those that skipped every step (never trained).
+
+    Args:
+      skipped: (M,) int, the steps each model skipped.
+      steps_done: the optimiser steps each model took (skipped ones included).
+      hparams: optional hyper-parameters, every leaf (M,), shown beside each model's index.
+      name: what trained, the message's first word.
+      stacklevel: as for ``warnings.warn``, counted from the caller.
+
+    Returns:
+      The message, or None when no step was skipped.
+    """
     skipped = np.atleast_1d(np.asarray(skipped))
     bad = np.flatnonzero(skipped > 0)
     if not bad.size:
@@ -528,8 +549,20 @@ def train_many(trainer, data, keys, hparams, *, checkpointing: Optional[Checkpoi
 
 def save_checkpoint(path: str, state: TrainState, curves: dict, stamp: str, *, stopped: bool = False,
                     best: Optional[Best] = None) -> str:
-    """The state, the curves and (optionally) the kept :class:`Best` of :func:`train_many` in one
-    file, atomically, with ``stamp``."""
+    """Write the state, the curves and the kept :class:`Best` of :func:`train_many` to one file, atomically.
+
+    Args:
+      path: the ``.npz`` file to write.
+      state: the stacked :class:`TrainState` (leading (M,) axis).
+      curves: column name -> (M, C) float32 curve over the C = ``steps / steps_per_call`` calls
+        (NaN: not recorded yet).
+      stamp: a string identifying the run's settings; :func:`checkpoint_stamp` reads it back.
+      stopped: whether the stop rule ended the run (it is not resumed then).
+      best: optional :class:`Best` (the best state of each model kept by ``keep_best``).
+
+    Returns:
+      ``path``.
+    """
     tree = {"state": state, "curves": curves}
     meta = {}
     if best is not None:

@@ -177,8 +177,19 @@ class Patience:
         return Decision(shape(stop), shape(best_step), shape(best), shape(improved), shape(falling), shape(holding))
 
     def first_stop(self, steps, scores, budget: int, loss=None) -> np.ndarray:
-        """The first step of ``steps`` at which :meth:`decide`, given the history up to it, stops
-        each model (-1: never), replaying a recorded curve; the scores' leading shape."""
+        """The first step at which :meth:`decide`, given the history up to it, stops each model.
+
+        Replays a recorded curve.
+
+        Args:
+          steps: (T,) strictly increasing positive int steps at which the history was recorded.
+          scores: (T,) or (M, T) validation scores at those steps (NaN: not evaluated).
+          budget: the run's step budget (positive int).
+          loss: optional training loss, the shape of ``scores`` (NaN: not recorded).
+
+        Returns:
+          int array of the scores' leading shape: the stopping step of each model, -1 for never.
+        """
         steps, s, lead, loss = _history(steps, scores, budget, loss)
         out = np.full(s.shape[0], -1, np.int64)
         for j in range(len(steps)):

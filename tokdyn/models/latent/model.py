@@ -462,12 +462,23 @@ class Model:
         return x
 
     def apply(self, params, batch, *, latents=None, intervene=None, inject=None, drop=None) -> Outputs:
-        """The ``apply`` protocol (:class:`ApplyFn`): outputs (:class:`Outputs`) of ``params`` on ``batch``.
+        """The ``apply`` protocol (:class:`ApplyFn`): the :class:`Outputs` of ``params`` on ``batch``.
 
-        With ``latents`` (B, L, D) the fed-back latents are replaced (one full pass); ``intervene`` maps the
-        input embeddings (B, T, D) of every pass; ``inject`` (B, P) boolean inserts copies of the selected
-        image patches before the latent block; ``drop`` (B, T) boolean removes positions from attention (see
-        the module docstring)."""
+        Args:
+          params: the model's weights (from :meth:`init`).
+          batch: B instances: ``image`` (B, G, G) colour indices, ``question`` (B, Q) tokens and,
+            when ``caption_len > 0``, ``caption`` (B, K) tokens.
+          latents: optional (B, L, D) float, replacing the fed-back latents (one full pass, no
+            feedback loop; ``latent_mode="feedback"`` only).
+          intervene: optional function ``(B, T, D) -> (B, T, D)`` applied to the input embeddings
+            of every pass, after the latent feedback is written.
+          inject: optional (B, P) bool over the P = G*G image patches: copies of the selected
+            patches are inserted before the latent block (DMLR's visual injection).
+          drop: optional (B, T) bool: the True positions are removed from attention.
+
+        Returns:
+          :class:`Outputs` in the sequence layout of the module docstring (B, T positions).
+        """
         c, lay, net = self.cfg, self.layout, self.net
         b = check_batch(c, batch, latents, inject, drop)
         edit = intervene if intervene is not None else (lambda x: x)

@@ -496,9 +496,22 @@ def draw(session, cfg: Config, result: runner.Result) -> list:
 
 
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
-    """Run the study through :func:`tokdyn.experiment.runner.run_study`; returns True when it
-    finished. The source is checked, and ``out`` stamped, before any work (see the module
-    docstring); ``fresh`` removes what another configuration wrote in ``out``."""
+    """Run the study into ``out`` (:func:`~tokdyn.experiment.runner.run_study`).
+
+    Args:
+      cfg: the study's :class:`Config`.
+      out: the output directory, stamped with the configuration before any work: a directory
+        of another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the
+        fields) unless ``fresh``.
+        The source is checked first (see the module docstring).
+      quiet: print nothing (the summary included).
+      plots: draw the figures.
+      fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and
+        start afresh.
+
+    Returns:
+      True when it finished.
+    """
     return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)
 
 

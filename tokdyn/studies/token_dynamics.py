@@ -484,9 +484,21 @@ SPEC = runner.Spec(
 
 
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, rules=None, fresh: bool = False) -> dict:
-    """Run the study end to end into ``out`` (:func:`tokdyn.experiment.runner.run_study`); returns
-    the timings. ``rules``: update rules of one's own (``{name: tokdyn.dynamics.Rule}``) that
-    ``cfg.methods`` may name, compared with the baseline like the built-in methods (see the module
-    docstring). ``out`` is stamped first: a directory of another configuration is refused unless
-    ``fresh``."""
+    """Run the study end to end into ``out`` (:func:`~tokdyn.experiment.runner.run_study`).
+
+    Args:
+      cfg: the study's :class:`Config`.
+      out: the output directory, stamped with the configuration before any work: a directory
+        of another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the
+        fields) unless ``fresh``.
+      quiet: print nothing (the summary included).
+      plots: draw the figures.
+      rules: optional update rules of one's own, ``{name: tokdyn.dynamics.Rule}``, that
+        ``cfg.methods`` may name; compared with the baseline like the built-in methods.
+      fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and
+        start afresh.
+
+    Returns:
+      The timings (a dict).
+    """
     return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh, rules=rules)

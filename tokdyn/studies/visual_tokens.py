@@ -677,8 +677,20 @@ SPEC = runner.Spec(
 
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> dict:
     """Run the selected parts and write every output into ``out``
-    (:func:`tokdyn.experiment.runner.run_study`); returns the timings. ``out`` is stamped with the
-    configuration first (``parts`` aside): a directory of another configuration is refused unless
-    ``fresh``, which removes what it holds; finished cells and parts found there are reused (see
-    the module docstring)."""
+    (:func:`~tokdyn.experiment.runner.run_study`).
+
+    Args:
+      cfg: the study's :class:`Config`.
+      out: the output directory, stamped with the configuration before any work: a directory
+        of another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the
+        fields) unless ``fresh``; ``parts`` is left out of the stamp. Finished cells and parts
+        found there are reused.
+      quiet: print nothing (the summary included).
+      plots: draw the figures.
+      fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and
+        start afresh.
+
+    Returns:
+      The timings (a dict).
+    """
     return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)

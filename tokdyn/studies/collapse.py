@@ -349,7 +349,23 @@ def _table(r, row_axis, rows, ratios, field):
 
 
 def phase_rows(ratios, phase, mom, rep, cfg):
-    """Flat per-cell table of every phase diagram (diagram, axis value, T, ratio, rates)."""
+    """Flat per-cell table of every phase diagram (:func:`phase_parts`'s sweeps).
+
+    Args:
+      ratios: (R,) the values of tau / tau_c swept.
+      phase: T -> the noise x ratio sweep with T tokens (a dict of equal-length columns:
+        ``noise``, ``ratio``, ``seed`` and the run's outputs ``collapsed``, ``merged``, ``groups``,
+        ``converged``, ``steps``, ``min_sep_rel``).
+      mom: the momentum x ratio sweep (T = 4), the same columns with ``momentum`` for ``noise``.
+      rep: the repulsion x ratio sweep (T = 4), with ``repulsion_rel`` (gamma over
+        (tr Cov X)^(3/2)).
+      cfg: the study's :class:`Config` (the axis values swept).
+
+    Returns:
+      One dict per diagram, axis value and ratio: ``diagram``, ``axis``, ``value``, ``t_over_k``,
+      ``ratio``, the mean rates ``collapsed``, ``merged``, ``converged``, the mean ``groups`` and
+      ``steps``, and the median ``min_sep_rel``.
+    """
     out = []
     for name, r, axis, values, tk in ([(f"noise_T{t}", phase[t], "noise", cfg.phase_noise, t / 3) for t in phase]
                                       + [("momentum", mom, "momentum", cfg.momentum, 4 / 3),
@@ -390,9 +406,25 @@ def _panels(path, ratios, panels, ylabel, title, boundaries=(1.0,), cbar="rate")
 
 
 def write_figures(out, cfg, ratios, phase, mom, rep):
-    """Draw the phase diagrams of :func:`phase_parts`'s sweeps into ``out``: ``phase_collapse.png``,
-    ``phase_groups.png`` (noise x tau/tau_c per T/K), ``phase_momentum.png`` and
-    ``phase_repulsion.png``; returns their paths."""
+    """Draw the phase diagrams of :func:`phase_parts`'s sweeps into ``out``.
+
+    The figures: ``phase_collapse.png``, ``phase_groups.png`` (noise x tau/tau_c per T/K),
+    ``phase_momentum.png`` and ``phase_repulsion.png``.
+
+    Args:
+      out: the directory the figures go into.
+      cfg: the study's :class:`Config`.
+      ratios: (R,) the values of tau / tau_c swept.
+      phase: T -> the noise x ratio sweep with T tokens (a dict of equal-length columns:
+        ``noise``, ``ratio``, ``seed`` and the run's outputs ``collapsed``, ``merged``, ``groups``,
+        ``converged``, ``steps``, ``min_sep_rel``).
+      mom: the momentum x ratio sweep (T = 4), the same columns with ``momentum`` for ``noise``.
+      rep: the repulsion x ratio sweep (T = 4), with ``repulsion_rel`` (gamma over
+        (tr Cov X)^(3/2)).
+
+    Returns:
+      The figures' paths.
+    """
     k = 3
     noise = np.asarray(cfg.phase_noise)
     paths = [
@@ -417,11 +449,24 @@ def write_figures(out, cfg, ratios, phase, mom, rep):
 
 
 def summarise(thr, jac, conv, mom, rep, ratios) -> dict:
-    """The headline numbers (``summary.json``) of the parts' rows and runs: the threshold check's
-    largest relative error, the Jacobian check's largest eigenvalue error, the Spearman correlation
-    and median ratio of observed to predicted convergence steps (converged runs of 3 steps or more),
-    and per momentum or repulsion value the collapse, merge and non-convergence rates above tau_c
-    (1.15 tau_c; 3.1 tau_c for non-convergence)."""
+    """The headline numbers (``summary.json``) of the parts' rows and runs.
+
+    Args:
+      thr: :func:`threshold_part`'s rows (one per data shape x T).
+      jac: :func:`jacobian_part`'s rows (one per eigenvalue).
+      conv: :func:`convergence_part`'s rows (one per run).
+      mom: the momentum x ratio sweep of :func:`phase_parts`.
+      rep: the repulsion x ratio sweep of :func:`phase_parts`.
+      ratios: (R,) the values of tau / tau_c swept (the rates are read from the sweeps' own
+        ``ratio`` column).
+
+    Returns:
+      A dict: the threshold check's largest relative error, the Jacobian check's largest
+      eigenvalue error, the Spearman correlation and median ratio of observed to predicted
+      convergence steps (converged runs of 3 steps or more), and per momentum or repulsion value
+      the collapse, merge and non-convergence rates above tau_c (1.15 tau_c; 3.1 tau_c for
+      non-convergence).
+    """
     from scipy.stats import spearmanr
 
     obs = np.array([r["observed"] for r in conv], float)

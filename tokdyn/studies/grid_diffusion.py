@@ -256,10 +256,21 @@ MODEL_COMPILE = 16.0  # seconds of host work a model (its compiles) on the refer
 
 def kept_tree(where, name: str, compute, like, key):
     """The pytree of arrays ``compute()``, kept as the part ``name`` and read back by a rerun.
-    ``where``: the :class:`~tokdyn.experiment.study.Study` (a part keyed by its stamp and ``key``),
-    a directory (a file ``name.npz`` there keyed by ``key`` alone) or None (nothing kept);
-    ``like()``: the tree's structure (e.g. ``jax.eval_shape``), needed only to read it back. A
-    corrupt part, or one of another structure, is set aside with a warning and recomputed."""
+
+    A corrupt part, or one of another structure, is set aside with a warning and recomputed.
+
+    Args:
+      where: the :class:`~tokdyn.experiment.study.Study` (a part keyed by its stamp and ``key``),
+        a directory (a file ``name.npz`` there, keyed by ``key`` alone) or None (nothing kept).
+      name: the part's name.
+      compute: callable returning the pytree of arrays.
+      like: callable returning the tree's structure (e.g. ``jax.eval_shape`` of ``compute``);
+        called only to read a kept part back.
+      key: JSON-able settings the part depends on (a part of other settings is recomputed).
+
+    Returns:
+      The pytree, its leaves NumPy arrays.
+    """
     made = []
 
     def flat():
@@ -318,9 +329,23 @@ def model_key(cfg: Config, scope: str, name: str) -> dict:
 
 
 def train_and_sample(cfg: Config, scope: str, name: str, data, study=None) -> dict:
-    """Train the ``seeds`` models of one kind and sample them; kept as the part ``SCOPE__NAME``
-    (:func:`kept_tree`) and reused by a rerun of the same settings. Returns params, curves,
-    nan_step, samples (S, n, ...), for ``grid_ddpm`` DDIM samples, and the seconds it took."""
+    """Train the ``seeds`` models of one kind and sample them.
+
+    Kept as the part ``SCOPE__NAME`` (:func:`kept_tree`) and reused by a rerun of the same settings.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      scope: ``"sequence"`` (whole sentences) or ``"single"`` (one word per sequence).
+      name: the model, one of :data:`tokdyn.models.sequence.MODELS`.
+      data: the training sequences: (N, L) int tokens, or (N, L, P) int colour codes of the
+        tokens' P-cell grids for a grid model (L = 1 for ``"single"``).
+      study: the :class:`~tokdyn.experiment.study.Study` that keeps it, or None.
+
+    Returns:
+      A dict: ``params`` and ``curves`` (leading (S,) seeds axis), ``nan_step`` (S,),
+      ``samples`` (S, n, ...) in the data's layout, ``ddim`` (DDIM samples, ``grid_ddpm`` only)
+      and ``seconds``.
+    """
     mcfg = cfg.model(name, scope)
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.root_seed), 2), G.MODELS.index(name)
                              + (100 if scope == "single" else 0))
@@ -361,8 +386,19 @@ def _sampled(cfg: Config, mcfg: G.Config, keys, data, dry: bool = False) -> dict
 
 
 def held_out_nll(cfg: Config, scope: str, name: str, params, held) -> np.ndarray:
-    """(S, n) nats per held-out sequence (exact for ``token_ar``, the variational bound for D3PM;
-    NaN for DDPM, whose density is not comparable)."""
+    """Nats per held-out sequence of each seed's model.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      scope: ``"sequence"`` or ``"single"``.
+      name: the model, one of :data:`tokdyn.models.sequence.MODELS`.
+      params: its weights, with a leading (S,) seeds axis.
+      held: (n, L) held-out token sequences, or (n, L, P) grid codes for a grid model.
+
+    Returns:
+      (S, n) float: exact for ``token_ar``, the variational bound for D3PM, NaN for DDPM (whose
+      density is not comparable).
+    """
     mcfg = cfg.model(name, scope)
     if mcfg.continuous:
         return np.full((cfg.seeds, held.shape[0]), np.nan)
@@ -372,8 +408,20 @@ def held_out_nll(cfg: Config, scope: str, name: str, params, held) -> np.ndarray
 
 
 def evaluate(cfg: Config, results: dict, ae_params, sentences, vocab, nll=None) -> tuple[dict, dict]:
-    """``(table, texts)``: results.csv's columns, and per model the decoded samples of seed 0.
-    ``nll``: (scope, model) -> (S, n) held-out nats per sequence."""
+    """``results.csv``'s columns, and per model the decoded samples of seed 0.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      results: (scope, model) -> :func:`train_and_sample`'s dict.
+      ae_params: the grid autoencoder's weights (decodes grid samples to tokens).
+      sentences: (N, L) int training sentences (the reference of the text metrics).
+      vocab: the corpus's vocabulary (a sequence of words).
+      nll: optional (scope, model) -> (S, n) held-out nats per sequence (:func:`held_out_nll`).
+
+    Returns:
+      ``(table, texts)``: the table as a dict of columns (one row per model, sampler and seed)
+      and label -> decoded samples.
+    """
     acfg = cfg.autoencoder()
     allowed = corpus.grammar_bigrams()
     rows, texts = [], {}
@@ -484,8 +532,20 @@ def _reverse_trajectory(key, mcfg: G.Config, params, times) -> dict:
 
 
 def plot_denoising(out: str, cfg: Config, results: dict, codes) -> str | None:
-    """Top rows: one token's grid noised to several t by each grid kernel; bottom rows: the first
-    grid of a sequence along each grid model's reverse trajectory (seed 0)."""
+    """Draw ``denoising.png``: forward noising and reverse trajectories of the grid models.
+
+    Top rows: one token's grid noised to several t by each grid kernel; bottom rows: the first
+    grid of a sequence along each grid model's reverse trajectory (seed 0).
+
+    Args:
+      out: the directory of the figure.
+      cfg: the study's :class:`Config`.
+      results: (scope, model) -> :func:`train_and_sample`'s dict.
+      codes: (V, P) int, each token's grid of P colour cells.
+
+    Returns:
+      The figure's path, or None without a grid model in ``results``.
+    """
     grid_models = [m for m in ("grid_ddpm", "grid_d3pm_uniform", "grid_d3pm_absorbing") if ("sequence", m) in results]
     if not grid_models:
         return None
@@ -574,10 +634,22 @@ def _mean_sd(table: dict, scope: str, model: str, metric: str) -> tuple[float, f
 
 
 def summary(cfg: Config, table: dict, ae_accuracy: float, reference: dict) -> str:
-    """``summary.md``: the setup, the autoencoder's accuracy, the training sentences' own metrics
-    (``reference``), per scope each model's metrics (mean ± sd over seeds of ``table``,
-    :func:`evaluate`'s columns), the best grid model against the best token model, and the models
-    that went non-finite."""
+    """The text of ``summary.md``.
+
+    The setup, the autoencoder's accuracy, the training sentences' own metrics, per scope each
+    model's metrics (mean ± sd over seeds), the best grid model against the best token model, and
+    the models that went non-finite.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      table: :func:`evaluate`'s table (a dict of columns).
+      ae_accuracy: the fraction of token grids the autoencoder decodes back to their token.
+      reference: :func:`tokdyn.stats.text.text_metrics` of the training sentences against
+        themselves.
+
+    Returns:
+      The Markdown text.
+    """
     lines = [f"# Grid diffusion: {cfg.sentences} grammar sentences (L = {cfg.length}), {cfg.grid}x{cfg.grid} grids of "
              f"{cfg.colours} colours, T = {cfg.T}, {cfg.steps} steps x batch {cfg.batch_size}, width {cfg.width}, "
              f"depth {cfg.depth}, {cfg.seeds} seeds, {cfg.n_samples} samples each",

@@ -252,8 +252,23 @@ def _block(model: latent_model.Model):
 
 
 def mediation_rows(cfg: Config, name: str, model: latent_model.Model, params, test, tc, other=None) -> list[dict]:
-    """Input -> latent shifts (per perturbation and step) and latent -> answer effects (per
-    intervention) of a feedback variant, per seed."""
+    """Input -> latent shifts and latent -> answer effects of a feedback variant, per seed.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      name: the variant's name (a row's ``variant``).
+      model: its :class:`~tokdyn.models.latent.model.Model`.
+      params: its weights, stacked over S seeds (leading (S,) axis).
+      test: B test instances (a :class:`~tokdyn.models.latent.tasks.Instance` batch).
+      tc: the variant's training configuration (its task perturbs the inputs).
+      other: optional (S, B, L, D) latents of another variant, for the ``"other"`` intervention
+        (left out without them).
+
+    Returns:
+      Rows: per seed, perturbation (or noise level) and latent step the mean ``cosine_distance``
+      and ``relative_l2`` of the shift (``what`` ``"latent"`` or ``"patches"``), and per seed and
+      intervention the accuracy before and after, ``flip_rate``, ``kl`` and ``changed``.
+    """
     slots, _, patches = _block(model)
     answers = test.answer
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), 11)
@@ -298,7 +313,20 @@ def mediation_rows(cfg: Config, name: str, model: latent_model.Model, params, te
 
 
 def caption_rows(cfg: Config, name: str, model: latent_model.Model, params, test, tc) -> list[dict]:
-    """Input -> caption-state shifts of the text-space reference (teacher-forced true captions)."""
+    """Input -> caption-state shifts of the text-space reference (teacher-forced true captions).
+
+    Args:
+      cfg: the study's :class:`Config`.
+      name: the variant's name (a row's ``variant``).
+      model: its :class:`~tokdyn.models.latent.model.Model`.
+      params: its weights, stacked over S seeds (leading (S,) axis).
+      test: B test instances (a :class:`~tokdyn.models.latent.tasks.Instance` batch).
+      tc: the variant's training configuration (its task perturbs the inputs).
+
+    Returns:
+      Rows: per seed and perturbation (or noise level) the mean shift of the caption positions'
+      last-layer states.
+    """
     lay = model.layout
     caption = tuple(range(lay.caption.start, lay.caption.stop))
     _, _, patches = _block(model) if model.cfg.latent_mode != "none" else (None, None, tuple(range(lay.patches.stop)))
@@ -345,7 +373,22 @@ def _decompose_fn(model: latent_model.Model, settings: tuple, top_k: int, seed: 
 
 
 def decomposition(cfg: Config, name: str, stage: str, step: int, model: latent_model.Model, params, test) -> list[dict]:
-    """Accuracy and gain retained per setting, and attention narrowness, of one variant and stage."""
+    """Accuracy and gain retained per setting, and attention narrowness, of one variant and stage.
+
+    Args:
+      cfg: the study's :class:`Config` (its ``settings``, ``attention_top_k``).
+      name: the variant's name.
+      stage: ``"mid"`` or ``"final"``.
+      step: the training step of the weights.
+      model: the variant's :class:`~tokdyn.models.latent.model.Model`.
+      params: its weights, stacked over S seeds.
+      test: B test instances.
+
+    Returns:
+      One row per setting: accuracy (mean over seeds and instances, and the extreme seeds), the
+      block's gain over no block with its 95% interval, the share of it retained
+      (:func:`tokdyn.stats.gain_retained`) and attention entropy, top-k mass and patch share.
+    """
     slots, markers, patches = _block(model)
     settings = mediation.check_decompose(cfg.settings, slots, markers, model.layout.length,
                                  np.zeros((len(markers) + len(slots), 1)))
@@ -386,8 +429,20 @@ def collapse_rows(name: str, latents: np.ndarray) -> list[dict]:
 
 
 def probe_rows(cfg: Config, name: str, features: str, x: np.ndarray, targets: dict) -> list[dict]:
-    """Held-out accuracy of linear probes from features x (S, B, F) to every target (B,), vmapped
-    over targets x seeds; the first half of the instances trains, the second scores."""
+    """Held-out accuracy of linear probes from features to every target, per seed.
+
+    Vmapped over targets x seeds; the first half of the instances trains, the second scores.
+
+    Args:
+      cfg: the study's :class:`Config` (the probe's settings).
+      name: the variant's name.
+      features: what the features are (a row's ``features``: ``"latents"``, ``"patches"``).
+      x: (S, B, F) features of B instances for each of S seeds.
+      targets: :data:`FACTS` name -> (B,) int target (:func:`facts`).
+
+    Returns:
+      One row per target and seed: train and held-out ``accuracy`` and the ``chance`` level.
+    """
     n = x.shape[1]
     train = np.arange(n) < n // 2
     y = np.stack([targets[t] for t in FACTS]).astype(np.int32)  # (F, B)
@@ -611,8 +666,17 @@ def _significant(r) -> bool:
 
 
 def summary(med: list, dec: list, col: list, prb: list) -> str:
-    """``summary.md``: tables of the decomposition, the latent -> answer interventions, the input ->
-    state shifts, the collapse and the probes (means over seeds), from the rows of each part."""
+    """The text of ``summary.md``: tables of every part's rows (means over seeds).
+
+    Args:
+      med: :func:`mediation_rows`' rows (latent -> answer interventions, input -> state shifts).
+      dec: :func:`decomposition`'s rows.
+      col: :func:`collapse_rows`' rows.
+      prb: :func:`probe_rows`' rows.
+
+    Returns:
+      The Markdown text.
+    """
     lines = ["## Decomposition: accuracy and share of the latent block's gain retained (mean over seeds)", "",
              "The share is shown where the full block's gain over no block has a 95% bootstrap interval above 0.",
              "", "| variant | stage | block gain (95% CI) | setting | accuracy | gain retained (95% CI) | "
@@ -667,11 +731,23 @@ FLIP_DISCONNECTED, FLIP_CONNECTED = 0.10, 0.15  # latent -> answer: share of ans
 
 
 def markers_unit(gain_low, gain_high, block_gain_low, seeds: int) -> str:
-    """Verdict of one variant on the markers claim: ``n/a`` without a gain (the block's gain over
-    no block has no 95% interval above 0); ``open`` with fewer than
-    :data:`~tokdyn.experiment.findings.MIN_SEEDS` seeds; ``refuted`` when the interval of the share
-    retained misses :data:`MARKERS_BAND` widened by :data:`MARKERS_MARGIN`; ``reproduced`` when it
-    meets the band and is at most :data:`MARKERS_MAX_WIDTH` wide; ``open`` otherwise."""
+    """Verdict of one variant on the markers claim.
+
+    ``n/a`` without a gain (the block's gain over no block has no 95% interval above 0); ``open``
+    with fewer than :data:`~tokdyn.experiment.findings.MIN_SEEDS` seeds; ``refuted`` when the
+    interval of the share retained misses :data:`MARKERS_BAND` widened by :data:`MARKERS_MARGIN`;
+    ``reproduced`` when it meets the band and is at most :data:`MARKERS_MAX_WIDTH` wide; ``open``
+    otherwise.
+
+    Args:
+      gain_low: lower end of the 95% interval of the share of the gain the markers retain.
+      gain_high: its upper end.
+      block_gain_low: lower end of the 95% interval of the block's gain over no block.
+      seeds: the number of seeds.
+
+    Returns:
+      ``"reproduced"``, ``"refuted"``, ``"open"`` or ``"n/a"``.
+    """
     lo_b, hi_b = MARKERS_BAND
     if not np.isfinite(block_gain_low) or block_gain_low <= 0:
         return "n/a"

@@ -271,11 +271,25 @@ def _controls_fn(model: latent_model.Model, opt: dmlr.Config):
 
 
 def run_optimiser(cfg: Config, name: str, model, params, test, study: Optional[study_dir.Study] = None) -> dict:
-    """Per run of :meth:`Config.runs` (and control): answers (S, N), reward before/after (S, N),
-    rewards over iterations (S, N, T), injected patches (S, N) and the seconds spent. With
-    ``study`` each run's result is kept as a part of it (``parts/<variant>__<run>.npz``) as it
-    finishes and reused by a rerun (the part is keyed by the study's stamp, which holds the
-    source's)."""
+    """Optimise the latents of variant ``name`` by every run of :meth:`Config.runs`, and the controls.
+
+    With ``study`` each run's result is kept as a part of it (``parts/<variant>__<run>.npz``) as
+    it finishes and reused by a rerun (the part is keyed by the study's stamp, which holds the
+    source's).
+
+    Args:
+      cfg: the study's :class:`Config`.
+      name: the variant's name.
+      model: its :class:`~tokdyn.models.latent.model.Model`.
+      params: its weights, stacked over S seeds.
+      test: N test instances (a :class:`~tokdyn.models.latent.tasks.Instance` batch).
+      study: optional :class:`~tokdyn.experiment.study.Study` that keeps the runs.
+
+    Returns:
+      Run (and ``"before"``, ``"random"``) -> dict: ``answer`` (S, N), ``reward_before`` and
+      ``reward_after`` (S, N), ``rewards`` over iterations (S, N, T), ``injected`` patches (S, N),
+      ``n_nan`` and ``seconds``.
+    """
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), 1)
     index = jnp.arange(test.answer.shape[0])
 
@@ -306,7 +320,19 @@ def run_optimiser(cfg: Config, name: str, model, params, test, study: Optional[s
 
 
 def optimiser_tables(cfg: Config, results: dict, test, families) -> tuple[dict, dict, dict]:
-    """``optimiser.csv``, ``optimiser_tests.csv`` and ``rewards.csv`` columns."""
+    """The columns of ``optimiser.csv``, ``optimiser_tests.csv`` and ``rewards.csv``.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      results: variant -> :func:`run_optimiser`'s dict.
+      test: the N test instances the runs answered.
+      families: the task families reported one by one (besides ``"all"``).
+
+    Returns:
+      ``(optimiser, tests, rewards)``: accuracy and reward per variant, seed, method and family;
+      paired t-tests of each method's per-instance accuracy against ``"before"`` (Holm-adjusted
+      ``p_holm``); the mean reward per iteration.
+    """
     answer, fam = np.asarray(test.answer), np.asarray(test.family)
     sel = {f: fam == tasks.FAMILIES.index(f) for f in families}
     sel["all"] = np.ones(fam.shape, bool)
@@ -359,7 +385,23 @@ def optimiser_tables(cfg: Config, results: dict, test, families) -> tuple[dict, 
 
 
 def run_grounding(cfg: Config, name: str, model, params, tc, test, families) -> list[dict]:
-    """Grounding rows (seed x perturbation) of variant ``name``, and the answer-token scores."""
+    """Grounding rows of variant ``name``, and the answer-token scores.
+
+    Args:
+      cfg: the study's :class:`Config` (its ``perturbations`` and ``threshold``).
+      name: the variant's name.
+      model: its :class:`~tokdyn.models.latent.model.Model`.
+      params: its weights, stacked over S seeds.
+      tc: the variant's training configuration (its task perturbs the inputs).
+      test: N test instances.
+      families: the source's task families.
+
+    Returns:
+      ``(rows, scores)``: one row per seed and perturbation (accuracy, grounding of the answer and
+      caption tokens, the share that depends on the image, and point-biserial correlations of
+      grounding and of confidence with correctness), and perturbation -> (S * N,) answer-token
+      grounding scores.
+    """
     answers, captions = evaluation.answers(tc, name, params, test)  # (S, N), (S, N, K)
     positions = grounding.generated_positions(model.layout)
     caption_len = model.cfg.caption_len
@@ -399,9 +441,22 @@ def run_grounding(cfg: Config, name: str, model, params, tc, test, families) -> 
 
 
 def grounding_part(study: study_dir.Study, cfg: Config, lr: reasoners.Config, name: str, test, families) -> tuple[list, dict]:
-    """:func:`run_grounding` of variant ``name``, kept as two parts of ``study`` (its rows, and the
-    answer-token scores per perturbation), keyed by the perturbations (their keys follow their
-    order)."""
+    """:func:`run_grounding` of variant ``name``, kept as two parts of ``study``.
+
+    The parts (its rows, and the answer-token scores per perturbation) are keyed by the
+    perturbations (their keys follow their order).
+
+    Args:
+      study: the :class:`~tokdyn.experiment.study.Study` that keeps them.
+      cfg: the study's :class:`Config`.
+      lr: the source's :class:`tokdyn.experiment.reasoners.Config` (the variant is loaded from it).
+      name: the variant's name.
+      test: N test instances.
+      families: the source's task families.
+
+    Returns:
+      :func:`run_grounding`'s ``(rows, scores)``.
+    """
     done = {}
 
     def compute():

@@ -124,11 +124,23 @@ def collect(out: str, names: Sequence[str], base: dict) -> tuple[dict, dict]:
 
 
 def paired_tests(out: str, names: Sequence[str], test: tasks.Instance, families: Sequence[str]) -> dict:
-    """The columns of ``tests.csv``: every finished variant against each reference in :data:`REFERENCES`, per
-    family and overall: a paired t-test over the test instances of the per-instance accuracy
+    """The columns of ``tests.csv``: every finished variant against each reference in :data:`REFERENCES`.
+
+    Per family and overall: a paired t-test over the test instances of the per-instance accuracy
     (the mean over seeds of answering right), Cohen's d_z, Holm-corrected over every test of the
     table. A pair in which a variant did not converge (every seed) is listed with NaN statistics:
-    it is not compared as if it had."""
+    it is not compared as if it had.
+
+    Args:
+      out: the study directory holding the variants' results and answers.
+      names: the variants to compare (those not finished are left out).
+      test: the N test instances the variants answered.
+      families: the task families reported one by one (besides ``"all"``).
+
+    Returns:
+      Columns ``variant``, ``against``, ``family``, ``n``, ``mean_diff``, ``t``, ``p``,
+      ``p_holm``, ``d`` and ``tested``.
+    """
     correct, converged = {}, {}
     answer = np.asarray(test.answer)
     for name in names:

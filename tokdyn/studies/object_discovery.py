@@ -469,9 +469,24 @@ def choose_refinement(cfg: Config, val: scenes.Scenes) -> tuple[refinement.Hpara
 
 
 def run_fixed(cfg: Config, name: str, val, test, study: Study) -> dict:
-    """One fixed method (or ``kmeans``) on the test split, every seed, at the settings chosen on
-    the validation split; kept as the part ``fixed__NAME`` of ``study``. The refinement rule's
-    part also holds its chosen ``prior_log_scale`` and ``prior_strength`` (its temperature is NaN)."""
+    """One fixed method (or ``kmeans``) on the test split, every seed, at the settings chosen on validation.
+
+    Kept as the part ``fixed__NAME`` of ``study``.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      name: a name of :data:`FIXED_METHODS`, or :data:`KMEANS`.
+      val: the validation :class:`~tokdyn.data.scenes.Scenes` (the temperature and position
+        scale are chosen on them).
+      test: the test :class:`~tokdyn.data.scenes.Scenes` (n scenes).
+      study: the :class:`~tokdyn.experiment.study.Study` that keeps the part.
+
+    Returns:
+      A dict: ``fg_ari``, ``miou`` and ``collapsed`` (seeds, n), seed 0's ``labels`` of the first
+      ``n_examples`` scenes (n_examples, size, size), the chosen ``temperature`` (NaN for the
+      refinement rule, whose part holds its ``prior_log_scale`` and ``prior_strength`` instead)
+      and ``position_scale``, and the validation ``sweep``.
+    """
 
     def compute():
         km = name == KMEANS
@@ -538,15 +553,28 @@ def model_configs(session, cfg: Config) -> dict:
 
 
 def fit(cfg: Config, name: str, images, study: Study, *, val=None, progress=None, **kw) -> train.Result:
-    """Train (or resume) the ``seeds`` models of ``name`` on ``images`` with their checkpoint
-    ``parts/NAME.npz`` of ``study``: :func:`tokdyn.train.train_many` of
-    :func:`tokdyn.models.slots.trainer` (of :func:`tokdyn.models.iodine.trainer` for ``iodine``),
-    every model at ``learning_rate`` (``kw``: more of its arguments, e.g. ``max_calls``).
+    """Train (or resume) the ``seeds`` models of ``name`` with their checkpoint ``parts/NAME.npz`` of ``study``.
 
-    After every call of ``eval_every`` steps, ``evaluate`` records in the curves, committed with
-    the state in the checkpoint: ``val_fg_ari`` (with ``val``: each model's mean FG-ARI on the first
-    ``n_curve`` validation scenes) and ``train_seconds`` (the wall-clock seconds since the last
-    record). A corrupt checkpoint is set aside with a warning and training starts again."""
+    :func:`tokdyn.train.train_many` of :func:`tokdyn.models.slots.trainer` (of
+    :func:`tokdyn.models.iodine.trainer` for ``iodine``), every model at ``learning_rate``. After
+    every call of ``eval_every`` steps the curves record, committed with the state in the
+    checkpoint, ``val_fg_ari`` (with ``val``) and ``train_seconds`` (wall-clock seconds since the
+    last record). A corrupt checkpoint is set aside with a warning and training starts again.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      name: a learned model of :data:`LEARNED`, or :data:`IODINE`.
+      images: (n, size, size, 3) float32 training images in [0, 1].
+      study: the :class:`~tokdyn.experiment.study.Study` that keeps the checkpoint.
+      val: optional validation :class:`~tokdyn.data.scenes.Scenes`: each model's mean FG-ARI on
+        the first ``n_curve`` of them is recorded.
+      progress: optional :class:`tokdyn.io.Progress` counting steps.
+      **kw: more keyword arguments of :func:`~tokdyn.train.train_many` (e.g. ``max_calls``,
+        ``on_log``).
+
+    Returns:
+      The :class:`tokdyn.train.Result`.
+    """
     scfg = cfg.model_config(name)
     mod = model_module(scfg)
     ckpt = study.part_path(name)
@@ -574,12 +602,25 @@ def fit(cfg: Config, name: str, images, study: Study, *, val=None, progress=None
 
 
 def train_learned(cfg: Config, name: str, train_split, val, study: Study, progress=None) -> tuple:
-    """Train the ``seeds`` models of ``name`` (resuming from their checkpoint in ``study``);
-    returns ``(state, curve rows, training seconds)``. The checkpoint holds the state and the
-    whole learning curve (training loss, validation FG-ARI, seconds) together (:func:`fit`), so a
-    run killed at any moment loses no curve point. Curve rows: per step and seed, the mean training
-    loss over the interval and the validation FG-ARI. ``progress`` (counting steps) ends at the
-    whole budget, steps done before a resume included."""
+    """Train the ``seeds`` models of ``name``, resuming from their checkpoint in ``study`` (:func:`fit`).
+
+    The checkpoint holds the state and the whole learning curve together, so a run killed at any
+    moment loses no curve point.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      name: a learned model of :data:`LEARNED`, or :data:`IODINE`.
+      train_split: the training :class:`~tokdyn.data.scenes.Scenes`.
+      val: the validation :class:`~tokdyn.data.scenes.Scenes` (the curve's FG-ARI).
+      study: the :class:`~tokdyn.experiment.study.Study` that keeps the checkpoint.
+      progress: optional :class:`tokdyn.io.Progress` counting steps; it ends at the whole budget,
+        steps done before a resume included.
+
+    Returns:
+      ``(state, curve rows, training seconds)``: the stacked state, per step and seed the mean
+      training ``loss`` over the interval and ``val_fg_ari``, and the wall-clock seconds of
+      training.
+    """
     seen = []
     res = fit(cfg, name, train_split.images, study, val=val, progress=progress,
               on_log=lambda step, logs: seen.append(step))
@@ -623,10 +664,22 @@ def goal_met(fg_ari, seconds: float) -> bool:
 
 
 def summary(cfg: Config, rows: list[dict], seconds: dict, curves: dict, knobs: dict | None = None) -> str:
-    """``summary.md``: the table of every method (mean ± sd over seeds), the failed seeds, each
-    learned model's validation FG-ARI along training and the seconds each part took; ``knobs``
-    (with ``refinement`` among the methods): the refinement rule's chosen ``prior_log_scale`` and
-    ``prior_strength``, said below the table."""
+    """The text of ``summary.md``.
+
+    The table of every method (mean ± sd over seeds), the failed seeds, each learned model's
+    validation FG-ARI along training and the seconds each part took.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      rows: ``results.csv``'s rows, one per method and seed.
+      seconds: learned model -> its training seconds.
+      curves: learned model -> its curve rows (:func:`train_learned`).
+      knobs: with ``refinement`` among the methods, its chosen ``prior_log_scale`` and
+        ``prior_strength``, said below the table; else None.
+
+    Returns:
+      The Markdown text.
+    """
     methods = list(dict.fromkeys(r["method"] for r in rows))
     lines = ["# Scenes study: fixed token dynamics, k-means and a learned Slot Attention on sprite scenes",
              "",
@@ -668,8 +721,17 @@ def summary(cfg: Config, rows: list[dict], seconds: dict, curves: dict, knobs: d
 
 
 def plot_examples(path: str, cfg: Config, test, labels: dict) -> str:
-    """Draw ``n_examples`` test scenes, their true masks and every method's labels (``labels``:
-    method -> (n, size, size)) to ``path``; returns ``path``."""
+    """Draw ``n_examples`` test scenes, their true masks and every method's segments to ``path``.
+
+    Args:
+      path: the PNG file to write.
+      cfg: the study's :class:`Config` (``n_examples``).
+      test: the test :class:`~tokdyn.data.scenes.Scenes`.
+      labels: method -> (n, size, size) int segment labels of seed 0.
+
+    Returns:
+      ``path``.
+    """
     n = min(cfg.n_examples, test.images.shape[0])
     columns = {"image": np.asarray(test.images[:n]), "true": np.asarray(test.masks[:n])}
     columns.update({m: v[:n] for m, v in labels.items()})

@@ -199,12 +199,26 @@ def check_rules(rules) -> dict:
 
 def simulate(cfg: Config, *, rules=None, chunk_size=None, batch_size="auto", devices=None,
              progress=False) -> dict[str, np.ndarray]:
-    """Run every run of the study: a :func:`tokdyn.engine.sweep.run` of each of :meth:`Config.tasks`
-    (the built-in methods' :meth:`Config.task`; one per rule of ``rules``) over :meth:`Config.grid`
-    with common random numbers (the data and initial tokens of a seed are shared by every method
-    and condition, and drawn once per seed and task). Returns the run table (method, n_clusters,
-    noise, seed, then one column per metric), ordered by method, K, noise, then seed. The execution
-    options do not change any result."""
+    """Run every run of the study: a :func:`tokdyn.engine.sweep.run` of each of :meth:`Config.tasks`.
+
+    One task for the built-in methods (:meth:`Config.task`) and one per rule of ``rules``, each over
+    :meth:`Config.grid` with common random numbers (the data and initial tokens of a seed are
+    shared by every method and condition, and drawn once per seed and task). The execution
+    options do not change any result.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      rules: optional ``{name: tokdyn.dynamics.Rule}`` that ``cfg.methods`` may name.
+      chunk_size: runs per chunk, as in :func:`tokdyn.engine.sweep.run` (None: its default).
+      batch_size: runs vmapped together on a device (``None``: all, ``1``: one by one,
+        ``"auto"``: the backend's default; :func:`tokdyn.engine.execute.map_runs`).
+      devices: the devices the runs are split over (None: the local devices).
+      progress: a progress bar (:class:`tokdyn.io.Progress`).
+
+    Returns:
+      The run table: ``method``, ``n_clusters``, ``noise``, ``seed``, then one column per metric,
+      ordered by method, K, noise, then seed.
+    """
     cfg.validate(rules)
     parts, fields = [], None
     for task, idx in cfg.tasks(rules):

@@ -277,10 +277,22 @@ def _model_cfg(sc: Config, V, n, c, mode, steps, **kw):
 
 def run_part(name: str, sc: Config, key, *, progress: io.Progress | None = None,
              study: Study | None = None) -> list[dict]:
-    """Rows of one part; a line per finished cell goes to ``progress.note`` (nothing if None).
-    ``study``: each cell (the ``seeds`` models of one setting) is kept there as it finishes
-    (:meth:`~tokdyn.experiment.study.Study.rows` ``<part>_cells/<index>_<setting>``, keyed by the
-    study's stamp) and read back by a rerun, so a cut-off run loses at most one cell."""
+    """The rows of one part, one per model.
+
+    Args:
+      name: the part, one of :data:`PARTS`.
+      sc: the study's :class:`Config`.
+      key: the part's PRNG key.
+      progress: optional :class:`tokdyn.io.Progress`; a line per finished cell goes to its
+        ``note``.
+      study: optional :class:`~tokdyn.experiment.study.Study`: each cell (the ``seeds`` models of
+        one setting) is kept there as it finishes (:meth:`~tokdyn.experiment.study.Study.rows`
+        ``<part>_cells/<index>_<setting>``, keyed by the study's stamp) and read back by a rerun,
+        so a cut-off run loses at most one cell.
+
+    Returns:
+      The rows (``results.csv``'s columns).
+    """
     note = progress.note if progress is not None else (lambda message: None)
     hp = vtae.Hparams(learning_rate=sc.learning_rate)
     cells = []  # (label, compute, description)
@@ -441,11 +453,23 @@ AT_CHANCE = 0.9  # final training CE / ln V above this: the model has not starte
 
 
 def cell_verdict(accuracy, dominant_freq, drop_tail, vocab_size, grid, colours, ce_last=float("nan")) -> str:
-    """Why a (mean-over-seeds) cell does or does not reconstruct: ``reconstructs`` (accuracy >=
-    0.99), ``capacity`` (C^(N*N) < V), ``collapse`` (dominant prediction > 0.9 of types),
-    ``at chance`` (final training CE still > 0.9 ln V: not yet learning), ``too few steps``
-    (training CE still falling by > 2% of ln V over the last 20% of steps) or ``plateau`` (loss
-    flat below chance, no collapse, yet imperfect)."""
+    """Why a (mean-over-seeds) cell does or does not reconstruct.
+
+    Args:
+      accuracy: reconstruction accuracy over token types, in [0, 1].
+      dominant_freq: the share of types decoded to the most frequent prediction.
+      drop_tail: how much the training CE fell over the last 20% of steps, as a fraction of ln V.
+      vocab_size: V, the number of token types.
+      grid: N, the grid's side (N x N cells).
+      colours: C, the colours per cell.
+      ce_last: the final training CE as a fraction of ln V (NaN: unknown).
+
+    Returns:
+      ``"reconstructs"`` (accuracy >= 0.99), ``"capacity"`` (C^(N*N) < V), ``"collapse"``
+      (dominant prediction > 0.9 of types), ``"at chance"`` (final CE > 0.9 ln V: not yet
+      learning), ``"too few steps"`` (CE still falling by > 2% of ln V) or ``"plateau"`` (loss
+      flat below chance, no collapse, yet imperfect).
+    """
     if accuracy >= 0.99:
         return "reconstructs"
     if grid * grid * np.log10(colours) < np.log10(vocab_size) - 1e-12:
@@ -550,8 +574,18 @@ def grid_codes(cfg: Config, key) -> np.ndarray:
 
 
 def grids_png(path: str, cfg: Config, key, codes=None) -> str:
-    """The grids of the first tokens of a 51-token 5x5x3 model (Gumbel ST), rendered in colour;
-    ``codes``: those grids (:func:`grid_codes`), trained here when None."""
+    """Draw the grids of the first tokens of a 51-token 5x5x3 model (Gumbel ST) in colour.
+
+    Args:
+      path: the PNG file to write.
+      cfg: the study's :class:`Config` (the model's budget and learning rate).
+      key: PRNG key of the training, used only when ``codes`` is None.
+      codes: optional (16, 5, 5) int grids of the first 16 tokens (:func:`grid_codes`); trained
+        here when None.
+
+    Returns:
+      ``path``.
+    """
     codes = grid_codes(cfg, key) if codes is None else np.asarray(codes)
     palette = np.array([[0.9, 0.2, 0.2], [0.2, 0.6, 0.9], [0.95, 0.85, 0.2], [0.3, 0.8, 0.3], [0.5, 0.3, 0.7]])
     fig = figures.figure((8, 2.4))

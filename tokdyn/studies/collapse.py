@@ -550,10 +550,9 @@ def main(cfg: Config, out: str, *, quiet=False, plots=True, fresh=False) -> dict
 
     Args:
       cfg: the study's :class:`Config`.
-      out: the output directory, stamped with the configuration before any work: a directory
-        of another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the
-        fields) unless ``fresh``.
-        Finished sweeps and parts found there are reused.
+      out: the output directory, stamped with the configuration before any work: a directory of
+        another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the fields)
+        unless ``fresh``. Finished sweeps and parts found there are reused.
       quiet: print nothing (the summary included).
       plots: draw the figures.
       fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and

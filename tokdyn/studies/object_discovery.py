@@ -813,10 +813,9 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
 
     Args:
       cfg: the study's :class:`Config`.
-      out: the output directory, stamped with the configuration before any work: a directory
-        of another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the
-        fields) unless ``fresh``.
-        Finished work found there is reused.
+      out: the output directory, stamped with the configuration before any work: a directory of
+        another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the fields)
+        unless ``fresh``. Finished work found there is reused.
       quiet: print nothing (the summary included).
       plots: draw the figures.
       fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and

@@ -502,9 +502,9 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, rule
 
     Args:
       cfg: the study's :class:`Config`.
-      out: the output directory, stamped with the configuration before any work: a directory
-        of another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the
-        fields) unless ``fresh``.
+      out: the output directory, stamped with the configuration before any work: a directory of
+        another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the fields)
+        unless ``fresh``.
       quiet: print nothing (the summary included).
       plots: draw the figures.
       rules: optional update rules of one's own, ``{name: tokdyn.dynamics.Rule}``, that

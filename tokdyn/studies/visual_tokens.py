@@ -715,10 +715,10 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
 
     Args:
       cfg: the study's :class:`Config`.
-      out: the output directory, stamped with the configuration before any work: a directory
-        of another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the
-        fields) unless ``fresh``; ``parts`` is left out of the stamp. Finished cells and parts
-        found there are reused.
+      out: the output directory, stamped with the configuration before any work: a directory of
+        another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the fields)
+        unless ``fresh``; ``parts`` is left out of the stamp. Finished cells and parts found there
+        are reused.
       quiet: print nothing (the summary included).
       plots: draw the figures.
       fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and

@@ -1,62 +1,17 @@
 """IODINE (Greff et al., 2019, "Multi-Object Representation Learning with Iterative Variational
-Inference"): object discovery by iterative amortised variational inference, trained through
-:mod:`tokdyn.train` (:func:`trainer`). It has the shape of :mod:`tokdyn.models.slots` (``Config``,
-``Hparams``, ``init``, ``apply``, ``loss_fn``, ``trainer``, ``models``, ``stamp``,
-``default_strategy``, ``segment``, ``collapse``), so a study trains and scores either the same way.
+Inference"): object discovery by iterative amortised variational inference.
 
-The generative model, as in the paper. K slots, each a latent ``z_k`` (D numbers) with prior
-N(0, I); a spatial-broadcast decoder (:func:`tokdyn.models.slots.broadcast_decoder`, one of
-:data:`DECODERS`) paints each slot's RGB means ``mu_k`` and a mask logit ``mhat_k`` per pixel; the
-masks ``m = softmax_k(mhat)`` mix the slots, and the pixel likelihood is the spatial mixture
+A spatial-broadcast decoder paints each of K slots' latents into RGB means and a mask logit per
+pixel (a spatial Gaussian mixture with the fixed scale ``pixel_scale``); every slot's posterior
+starts from one learned value and is refined ``iterations`` times by a :class:`Refiner` (a CNN
+and an LSTM) from the ELBO and its gradients (:func:`evaluate`). It has the shape of
+:mod:`tokdyn.models.slots` (``Config``, ``Hparams``, :func:`init`, :func:`apply`,
+:func:`loss_fn`, :func:`trainer`, :func:`models`, :func:`stamp`, :func:`default_strategy`,
+:func:`segment`, :func:`collapse`), so it trains through :mod:`tokdyn.train` and a study scores
+either the same way.
 
-    p(x | z) = prod_i sum_k m_ik N(x_i; mu_ik, sigma^2 I_3)
-
-with the fixed pixel scale ``sigma`` (``Config.pixel_scale``; a pixel's three channels are one
-component's). Each slot's posterior ``q(z_k) = N(loc_k, exp(log_scale_k)^2)`` has the parameters
-``lambda_k = (loc_k, log_scale_k)``; the ELBO (nats per image) is
-
-    ELBO = log p(x | z) - sum_k KL(q(z_k) || N(0, I)),   z_k = loc_k + exp(log_scale_k) * eps_k
-
-(one reparameterised draw ``eps ~ N(0, I)``; the KL in closed form, :func:`kl_divergence`).
-
-Inference (:func:`apply`): every slot starts from one learned ``lambda^(0)`` (the slots differ by
-their draws), then ``iterations`` R refinements ``lambda^(t+1) = lambda^(t) + f(...)``: at each
-posterior ``lambda^(t)`` the model draws ``z``, decodes it and evaluates the ELBO and its gradients
-with ``jax.vjp`` / ``jax.grad`` inside the model (:func:`evaluate`), and the refinement network
-``f`` (:class:`Refiner`) maps them to an update of each slot's ``lambda``. The network, per slot:
-strided ``3 x 3`` convolutions (``refine_channels``, ELU) over its image-shaped inputs, flattened,
-a dense layer (``refine_hidden``, ELU), concatenated with its vector inputs, an LSTM cell (its
-state carried over the iterations) and a linear map to the update of ``(loc, log_scale)``.
-
-Its inputs (the paper lists more; kept here, and why):
-
-* image-shaped, per pixel: the image ``x`` (3), the slot's means ``mu_k`` (3), mask ``m_k`` (1),
-  mask posterior ``p(m_k | x, mu) = m_k N_k / sum_j m_j N_j`` (1), the likelihood's gradients
-  with respect to the means (3) and to the mask *logits* (1), the pixel's log-likelihood
-  ``log p(x_i | z)`` (1) and the position channels (4, :func:`tokdyn.models.slots.position_grid`);
-* vectors: ``loc_k``, ``log_scale_k`` and the ELBO's gradient with respect to both.
-
-Left out: the mask logits themselves (the mask carries them up to a per-pixel shift) and the
-leave-one-out likelihood (K more mixtures per evaluation for a refinement of the same
-information the mask posterior holds). The mask gradient is taken with respect to the logits:
-``d log p / d mhat_ik = p(m_k | x) - m_ik`` lies in [-1, 1], where the gradient with respect to
-the mask, ``N_ik / sum_j m_ij N_ij``, overflows when a slot with a vanishing mask explains a
-pixel that the others do not. Every gradient input and the pixel log-likelihood pass through a
-LayerNorm (over each slot's image, or its vector): their scale grows as ``1 / sigma^2`` and with
-the number of pixels. The gradient inputs are constants under differentiation
-(``stop_gradient``): training never takes second derivatives.
-
-Training (:func:`loss_fn`): the ELBO is evaluated at the R + 1 posteriors ``lambda^(0..R)``, and
-the loss is the paper's weighted sum ``sum_t (t / T) * (-ELBO_t)``, ``t = 1, ..., T``, ``T = R + 1``
-(later iterations weigh more), averaged over the batch; the gradient flows through the unrolled
-refinements into the decoder, the refinement network and ``lambda^(0)``. :func:`trainer` hands
-it to :func:`tokdyn.train.train_many` exactly as :func:`tokdyn.models.slots.trainer` does (the
-same keys, batches and optimiser). The predicted segmentation is the argmax of the last
-evaluation's masks (:func:`segment`); :func:`collapse` counts duplicate and unused slots as for
-Slot Attention, on the final posterior means.
-
-Every iteration is unrolled in Python (R is small): XLA:CPU runs a convolution's weight gradient
-far slower inside a ``while`` loop (see :func:`tokdyn.models.slots.default_strategy`).
+The generative model, the refinement inputs (and those of the paper left out, with the reasons)
+and the loss: :ref:`scenes-iodine`.
 """
 
 from __future__ import annotations

@@ -1,58 +1,18 @@
 """Slot Attention for video (SAVi-style, after Kipf et al., 2022, "Conditional Object-Centric
-Learning from Video"): the slots of each frame start from the last frame's, carried by a small
-learned predictor, so that a slot can follow one object through a clip. Trained through
-:mod:`tokdyn.train` (:func:`trainer`) on clips such as :func:`tokdyn.data.videos.sprite_videos`'.
+Learning from Video"): :mod:`tokdyn.models.slots`' autoencoder on every frame, the slots of each
+frame started from the last frame's by a small learned predictor, so that a slot can follow one
+object through a clip.
 
-The model is :mod:`tokdyn.models.slots`' autoencoder run on every frame, with one change, where
-each frame's slots start:
+* :func:`start` (frame 0), :func:`step` (frame t from frame t-1: predict, then correct; the body
+  of one ``lax.scan`` over frames), :class:`Predictor` (one of :data:`PREDICTORS`).
+* :func:`init`, :func:`apply`, :func:`loss_fn` (every frame's reconstruction) and :func:`segment`
+  (ids = slot indices carried through time, scored by :func:`tokdyn.metrics.video_fg_ari`).
+* Training through :mod:`tokdyn.train` on clips such as :func:`tokdyn.data.videos.sprite_videos`'
+  (:func:`trainer`, :func:`models`; windows of ``frames`` frames when the pool's clips are longer).
+* :func:`slot_config` and :func:`slot_params`: with one frame and no predictor the model is the
+  image model.
 
-* **Encoder** (:class:`tokdyn.models.slots.Encoder`): every frame's features (B, F, N, C), all
-  frames at once.
-* **Frame 0** (:func:`start`): Slot Attention (:class:`tokdyn.models.slots.SlotAttention`) from
-  its own start, as the image model starts (a learned Gaussian draw, ``slot_init="random"``, or
-  the farthest inputs, ``"farthest"``), for ``first_iterations`` iterations.
-* **Frame t >= 1** (:func:`step`): the *predictor* maps frame t-1's slots to frame t's starting
-  slots, then ``iterations`` Slot Attention iterations on frame t's features *correct* them (the
-  predictor-corrector view of the paper). The predictor (``Config.predictor``, :data:`PREDICTORS`):
-
-  - ``"none"``: the slots carried unchanged (the ablation: Slot Attention alone carries them);
-  - ``"mlp"``: a residual MLP on each slot alone, ``s + W_2 relu(W_1 LN(s) + b_1) + b_2``;
-  - ``"transformer"``: one pre-LayerNorm transformer block over the K slots (the paper's choice:
-    slots interact), ``s + MHA(LN(s))`` then ``+ MLP(LN(.))``, with flax's multi-head attention
-    (``predictor_heads`` heads, no mask, no dropout).
-
-  The residual branches' last layers start at zero, so an untrained predictor carries the slots
-  unchanged (as ``"none"``). With the usual random start, a transformer predictor trained for
-  1,200 steps on fast sprites segmented clearly worse than carrying (video FG-ARI 0.72 and 0.76 on
-  two seeds, against 0.83 and 0.80 when started at zero): from its first step it pushed the slots
-  off their objects, and one corrective iteration per frame had to undo it.
-
-  Frames 1..F-1 are one ``lax.scan`` (:func:`step` is its body), differentiated through time.
-* **Decoder** (:class:`tokdyn.models.slots.Decoder`): each frame's slots decoded as the image
-  model decodes them (its masks: the decoder's alphas or, ``masks="attention"``, the last
-  iteration's attention), all frames at once.
-
-Slot ``k`` of every frame is one track: the predicted segmentation's ids (:func:`segment`) are
-slot indices carried through time, which :func:`tokdyn.metrics.video_fg_ari` scores as
-identities (an object that changes slot between frames is an error there, not in
-:func:`tokdyn.metrics.frame_fg_ari`).
-
-With ``predictor="none"`` and one frame the model *is* the image model: :func:`init` returns the
-parameters :func:`tokdyn.models.slots.init` gives :func:`slot_config` (same key, same values),
-plus the predictor's (``params["params"]["predictor"]``), and :func:`slot_params` takes them back.
-So a trained video model can be scored as an image model, and the image model's numbers are this
-model's at F = 1.
-
-Departures from the paper, all for the size of our data and CPU: the slots of frame 0 start
-unconditionally (SAVi's conditional start from object cues is not offered); the encoder,
-decoder and loss are :mod:`tokdyn.models.slots`' (reconstruction of the frames, not optical flow);
-``first_iterations`` lets frame 0, which starts from nothing, iterate more than the later frames.
-
-Training (:func:`trainer`): each step draws ``batch_size`` clips from a pool (N, F_pool, size,
-size, 3) with replacement and, when the pool's clips are longer than ``frames``, a window of
-``frames`` consecutive frames at a uniform start in each (the paper trains on short windows too);
-the loss is the mean squared error of every frame's reconstruction (:func:`loss_fn`). The model
-runs on clips of any length: :func:`apply` and :func:`segment` take F >= 1 frames.
+The model in detail and its departures from the paper: :ref:`scenes-savi`.
 """
 
 from __future__ import annotations

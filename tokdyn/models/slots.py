@@ -1,53 +1,18 @@
-"""A learned Slot Attention (Locatello et al., 2020) and its object-discovery autoencoder, trained
-through :mod:`tokdyn.train` (:func:`trainer`): the learned counterpart of the fixed token dynamics
-of :mod:`tokdyn.dynamics`.
+"""A learned Slot Attention (Locatello et al., 2020) and its object-discovery autoencoder: the
+learned counterpart of the fixed token dynamics of :mod:`tokdyn.dynamics`.
 
-The module (:class:`SlotAttention`), as in the paper:
+* :class:`SlotAttention`, the module; :class:`Autoencoder` (a CNN encoder, Slot Attention, a
+  spatial-broadcast decoder, :func:`broadcast_decoder`) and its two ends, :class:`Encoder` and
+  :class:`Decoder`. :class:`Config` holds the options (``slot_init="farthest"``,
+  ``implicit=True``, ``masks="attention"``, the decoders of :data:`DECODERS`, the strides).
+* :func:`init`, :func:`apply`, :func:`loss_fn` (mean squared error of the reconstruction) and
+  :func:`segment` (the argmax of the masks).
+* Training through :mod:`tokdyn.train`: :func:`trainer` for :func:`tokdyn.train.train_many`,
+  :func:`models` (keys and hyper-parameters of every seed x setting), :func:`stamp`,
+  :func:`default_strategy`.
+* :func:`collapse`: duplicate and unused slots, in the vocabulary of the fixed dynamics.
 
-* LayerNorm on the inputs; keys and values by linear maps without bias;
-* K slots drawn from a learned Gaussian, ``mu + exp(log_sigma) * z`` with ``z ~ N(0, I)``
-  (reparameterised: gradients reach ``mu`` and ``log_sigma``);
-* each iteration: LayerNorm on the slots, queries ``q = W_q LN(slots)`` (no bias), logits
-  ``k q^T / sqrt(D)``, softmax over the *slots* (slots compete for every input), ``+ 1e-8``, then
-  normalised over the inputs: the update of each slot is the weighted mean of the values; a GRU
-  takes the previous slot and the update, and a residual MLP (on LayerNorm'd slots) follows.
-* ``slot_init="farthest"``: the slots start deterministically from the inputs instead: K inputs
-  chosen by farthest-point sampling of their keys (:func:`farthest_points`, the idea of k-means++
-  seeding without its randomness), through a learned linear map.
-* ``implicit=True``: "Object Representations as Fixed Points" (Chang et al., 2022): the first
-  ``iterations - 1`` iterations run without gradients (``stop_gradient`` on their result), and only
-  the last one is differentiated: the gradient of a fixed point to first order, at the memory
-  and compute of one iteration. (The slots' initial distribution then receives no gradient.)
-
-The autoencoder (:class:`Autoencoder`; its two ends alone, :class:`Encoder` and :class:`Decoder`,
-with the autoencoder's own parameters): a small CNN encoder (``encoder_channels``, square kernels
-of side ``encoder_kernel``, ReLU) with a learned position embedding (a linear map of the 4-channel grid ``(y, x, 1 - y,
-1 - x)`` added to the features), LayerNorm and a two-layer MLP, then Slot Attention; a spatial-
-broadcast decoder gives every slot an RGB image and an alpha logit per pixel, the alphas are
-normalised over slots (softmax) and mix the RGBs into the reconstruction. The loss is the mean
-squared error; the predicted segmentation is the argmax of the alphas. With ``masks="attention"``
-the alphas are Slot Attention's last attention over the inputs instead (bilinearly resized when the
-encoder is strided) and the decoder paints only the slots' colours: the reconstruction then trains
-the attention itself to segment. Three decoders:
-``"mlp"`` (each pixel from the slot and its position embedding through an MLP: no convolution,
-cheap on a CPU), ``"conv"`` (the same broadcast at full resolution, then two 3 x 3 convolutions:
-the spatial-broadcast decoder of Watters et al., 2019) and ``"cnn"`` (broadcast on an 8 x 8 grid,
-transposed convolutions up to the image size, as the paper's decoder). Two knobs make a step
-cheaper: ``encoder_stride`` (the last encoder convolution strided: Slot Attention attends over
-``(size / stride)^2`` inputs) and ``decoder_stride`` (the mlp and conv decoders paint a coarser grid
-whose RGB and alpha logits are resized bilinearly to the image before the alphas are normalised);
-at the scenes study's size, both strides 2 take a seventh of the step's time.
-
-Training: :func:`trainer` is what the model hands to :func:`tokdyn.train.train_many` (initial
-parameters, the loss, each step's batch drawn from a pool of images with ``fold_in(run key,
-step)``); the layer owns the optimiser (Adam with a linear warm-up and a cosine decay, gradients
-clipped to a global norm, non-finite steps skipped), the loop over seeds, checkpoints and resuming.
-:func:`models` gives the keys and hyper-parameters of every seed x setting, :func:`stamp` what a
-checkpoint is keyed on, :func:`default_strategy` how the models' steps run on a backend.
-
-Collapse, in the vocabulary of the fixed dynamics (:func:`collapse`): *duplicate* slots (closer
-than the package's merge tolerance, :func:`tokdyn.dynamics.token_groups`) and *unused* slots (no
-pixel in the predicted segmentation).
+The model in detail, its departures from the paper and what it costs: :ref:`scenes-slot-attention`.
 """
 
 from __future__ import annotations
@@ -409,7 +374,7 @@ class Decoder(nn.Module):
 
 
 class Autoencoder(nn.Module):
-    """Encoder -> Slot Attention -> spatial-broadcast decoder (see the module docstring; the
+    """Encoder -> Slot Attention -> spatial-broadcast decoder (:ref:`scenes-slot-attention`; the
     encoder and the decoder alone: :class:`Encoder`, :class:`Decoder`)."""
 
     cfg: Config

@@ -1,41 +1,15 @@
-"""The collapse study: where token collapse and instability really happen, against the theory.
+"""The collapse study: where token collapse and instability really happen, against the theory of
+:mod:`tokdyn.analysis` (the collapsed state is locally stable iff tau > tau_c = 2 lambda_max(Cov X)).
 
-Theory (:mod:`tokdyn.analysis`): the collapsed state (every token at the data mean) is locally
-stable iff tau > tau_c = 2 lambda_max(Cov X), for any number of tokens and any momentum in [0, 1);
-with repulsion, exact collapse is impossible and a pair of tokens settles at
-r_* = (2 gamma / (1 - mu))^(1/3) (mu = tau_c / tau), stable only for tau < 3 tau_c.
+``tokdyn study collapse --out DIR`` (:func:`main`, :class:`Config`) runs the parts ``threshold``,
+``jacobian``, ``phase``, ``momentum``, ``repulsion`` and ``convergence`` (:func:`threshold_part`,
+:func:`jacobian_part`, :func:`phase_parts`, :func:`convergence_part`), each run a
+:class:`tokdyn.engine.runs.CollapseRun`, and writes ``threshold_check.csv``,
+``jacobian_check.csv``, ``convergence.csv``, ``phase.csv``, the phase diagrams
+(:func:`write_figures`), ``summary.json`` (:func:`summarise`) and ``config.json``. The directory
+is stamped before any work; finished sweeps and parts are reused by a rerun.
 
-Parts (each a resumable :func:`tokdyn.engine.sweep.run` in ``DIR/sweeps/<part>``; the temperature is
-always given as the ratio tau / tau_c of the run's own dataset):
-
-* ``threshold``: data shape x T x tau/tau_c (0.25..4) x seeds -> ``threshold_check.csv``: per
-  shape x T the predicted tau_c and the empirical tau where half the runs collapse.
-* ``jacobian``: numerical (``jax.jacfwd``) vs predicted eigenvalues at the collapsed state, with
-  and without momentum -> ``jacobian_check.csv``.
-* ``phase``: noise x T/K x tau/tau_c on three clusters -> ``phase_collapse.png``,
-  ``phase_groups.png``.
-* ``momentum`` and ``repulsion``: beta or gamma x tau/tau_c -> ``phase_momentum.png``,
-  ``phase_repulsion.png`` (repulsion in units of the data's RMS radius cubed, so that it is
-  scale-free: gamma = repulsion_rel * (tr Cov X)^(3/2)).
-* ``convergence``: spectral radius at the fixed point vs the steps it predicts vs observed ->
-  ``convergence.csv``.
-
-One run is :class:`tokdyn.engine.runs.CollapseRun` on a named point cloud (:data:`tokdyn.data.SHAPES`).
-A run *collapses* when its final tokens form one group under single linkage at the merge
-tolerance ``merge_rel * sqrt(tr Cov X)`` (:func:`tokdyn.analysis.merge_tolerance`); runs stop
-when no coordinate moves by more than ``tol_rel * sqrt(tr Cov X)`` or after ``n_steps``.
-
-Outputs: the CSVs and figures above, ``summary.json`` (the headline numbers) and ``config.json``
-(the configuration, the tokdyn version, the environment and the timings).
-
-Resuming: the directory is stamped with the configuration before any work
-(:mod:`tokdyn.experiment.study`): a rerun with another value of any field exits 2 naming the fields,
-and ``--fresh`` removes everything the earlier configuration wrote (sweeps, parts, plots) and starts
-afresh. Each sweep keeps its finished chunks in ``DIR/sweeps/<part>`` (a killed sweep redoes only
-its unfinished chunks; a chunk or manifest that cannot be read is named in a warning, set aside and
-recomputed); the runs of each finished sweep, and the jacobian and convergence rows, are kept as
-checksummed parts keyed by the stamp in ``DIR/parts`` (``sweep_<part>.npz``, ``jacobian.json``,
-``convergence.json``), read back by a rerun and recomputed when corrupt.
+The parts, the outputs, resuming and the findings: :doc:`/studies/collapse`.
 """
 
 from __future__ import annotations

@@ -1,41 +1,17 @@
 """The grid-diffusion study: does the two-stage visual-token language model (text tokens -> colour
 grids by an autoencoder, then diffusion over grids) generate text, and how does it compare with
-modelling the tokens directly? (``tokdyn study grid-diffusion --out DIR``)
+modelling the tokens directly? (``tokdyn study grid-diffusion --out DIR``; :func:`main`,
+:class:`Config`)
 
-1. A grammar corpus (:func:`tokdyn.models.vtae.corpus.grammar_corpus`), cut into sentences of
-   ``length`` tokens padded with ``<pad>``.
-2. The first stage: a visual-token autoencoder (Gumbel straight-through encoder, MLP decoder)
-   maps every token to an N x N grid of C colours; each sentence becomes a sequence of grids.
-3. The second stage and the baselines (:mod:`tokdyn.models.sequence`), ``seeds`` models each,
-   trained together by ``vmap``, all with the same transformer width, depth, steps and batch:
-   continuous DDPM and D3PM (uniform and absorbing kernels) over grid sequences; D3PM over token
-   ids (both kernels); an autoregressive transformer. ``single_models`` adds the single-grid
-   models (one grid per sample, an MLP denoiser), evaluated against the unigram distribution.
-4. ``n_samples`` samples per model and seed, grids decoded by the trained decoder, then the
-   metrics of :func:`tokdyn.stats.text.text_metrics` with bootstrap intervals over samples:
-   share of valid grids (decoder confidence > 0.9), unigram and bigram KL to the training
-   sentences, distinct-1/2, share of grammatical bigrams and sentences, share of novel sentences.
-   ``grid_ddpm`` is also sampled with DDIM (``ddim_steps``), reported as ``grid_ddpm_ddim``.
+A visual-token autoencoder maps every token of a grammar corpus to an N x N grid of C colours;
+DDPM and D3PM models over grid sequences, D3PM over token ids and an autoregressive transformer
+(:mod:`tokdyn.models.sequence`) are trained (:func:`train_and_sample`) and their decoded samples
+scored by :func:`tokdyn.stats.text.text_metrics` (:func:`evaluate`, :func:`held_out_nll`). It
+writes ``results.csv``, ``samples.txt``, ``denoising.png``, ``kernels.png``,
+``learning_curves.png``, ``summary.md`` and ``config.json``; every model is kept in ``DIR/parts/``
+as it finishes, so a rerun resumes.
 
-Outputs: ``results.csv`` (model x seed), ``samples.txt`` (decoded samples per model),
-``denoising.png`` (a grid at several noise levels and along a reverse trajectory, each kernel),
-``kernels.png`` (P(x_t = x_0) over t for each kernel, and the published kernel's beside them),
-``learning_curves.png``, ``summary.md`` and ``config.json`` (the whole configuration, the
-autoencoder's accuracy, the environment and the timings: each model's training and sampling
-seconds live there, not in the tables, so that a rerun's tables are byte-identical).
-
-Resuming: ``DIR`` is stamped with the configuration before any work
-(:class:`tokdyn.experiment.study.Study`; ``models`` and ``single_models`` only choose which models
-run, so a rerun may add models). The autoencoder, each model kind (its parameters, curves, samples
-and training seconds) and each held-out likelihood are parts in ``DIR/parts/``, written atomically
-with a checksum, each keyed by the stamp and the settings it depends on (the autoencoder by its own
-configuration, learning rate and root seed): a rerun, or a run killed at any moment, resumes and
-ends with the tables, samples and summary of an uninterrupted run, byte for byte; a corrupt part is
-named in a warning, set aside to ``parts/corrupt/`` and recomputed. A rerun with another
-configuration exits 2 naming the fields that differ; ``--fresh`` removes what the old configuration
-wrote and starts afresh. Outputs of a run with another choice of models are removed before the work
-(and figures this run does not draw: with ``--no-plots`` those of the same configuration stay), so
-the directory never shows another run's results beside this one's.
+The steps, the outputs, resuming and the findings: :doc:`/studies/grid-diffusion`.
 """
 
 from __future__ import annotations

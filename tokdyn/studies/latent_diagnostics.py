@@ -1,61 +1,16 @@
 """The latent-diagnostics study: causal mediation, decomposition of the latent block, collapse and
 linear probes of the trained reasoners of a latent-reasoning study.
 
-``tokdyn study latent-diagnostics --out DIR`` takes the trained variants from ``--source`` (a
-``tokdyn study latent-reasoning`` directory of the same ``--preset``; variants it lacks are trained
-there first) and, on the first ``n_instances`` test instances, with every seed:
+``tokdyn study latent-diagnostics --out DIR --source SRC`` (:func:`main`, :class:`Config`) reads
+the trained variants of a ``tokdyn study latent-reasoning`` directory (checked strictly against
+its stamp and files before any work) and writes ``mediation.csv`` (:func:`mediation_rows`,
+:func:`caption_rows`), ``decomposition.csv`` (:func:`decomposition`), ``collapse.csv``
+(:func:`collapse_rows`), ``probes.csv`` (:func:`probe_rows`), ``similarity.png``,
+``decomposition.png``, ``probes.png``, ``summary.md`` (:func:`summary`) and ``config.json``. Each
+(variant, part) result is kept in ``DIR/parts/`` as it finishes, so a rerun resumes.
 
-* **mediation** (``mediation.csv``) -- input -> latent: for each image perturbation (``blank``,
-  ``swap``, ``shuffle`` of :mod:`tokdyn.diagnostics.perturb`; ``noise<sigma>``: Gaussian noise on the
-  patch embeddings, ``sigma`` times their RMS entry) the cosine distance and relative L2 by which
-  each latent step moves (``what="latent"``), the image-patch states move (``"patches"``, the
-  last layer) and, for the ``reference`` text variant, its caption states move (``"caption"``,
-  teacher-forced on the true caption); latent -> answer: for each intervention of
-  :data:`tokdyn.diagnostics.mediation.INTERVENTIONS` (``other``: the latents of the next feedback
-  variant of ``variants`` with the same seed) the accuracy, answer-flip rate and KL of the answer
-  distribution (``what="intervention"``);
-* **decomposition** (``decomposition.csv``) -- for every variant with a latent block, at the
-  mid-training checkpoint (``mid``: half the steps trained) and at the end of training
-  (``final``: the state the source tested, by default each seed's best held-out one; ``step``
-  is then the steps trained), the accuracy under each setting of
-  :data:`tokdyn.diagnostics.mediation.SETTINGS` and the share of the full block's gain over no block
-  that it retains (per-instance correctness averaged over seeds, paired bootstrap interval; the
-  share is meaningful, and shown in the summary and figure, only where the block's gain itself has
-  a 95% interval above 0; ``slots_mean`` is marked a no-op where the slots' inputs are the same
-  in every instance, as ``pause``'s are); and
-  the attention narrowness over image patches at the latent slots and at the answer (a
-  curriculum variant whose mid-training stage still generates caption tokens is decomposed at
-  the final checkpoint only);
-* **collapse** (``collapse.csv``) -- per feedback variant, seed and latent step: inter-instance
-  cosine similarity, step-to-step similarity, participation ratio and the top principal
-  component's variance share (:mod:`tokdyn.geometry`);
-* **probes** (``probes.csv``) -- linear probes (:mod:`tokdyn.probes`, vmapped over targets x
-  seeds) from the latents, from the image-patch states and from the reference's caption states to
-  the visual facts of :func:`facts`, trained on the first half of the instances and scored on the
-  second, against the majority-class rate.
-
-Plus ``similarity.png`` (cosine similarity of latents across instances and steps),
-``decomposition.png`` (gain retained with intervals), ``probes.png``, ``summary.md``, ``study.json``
-(the stamp) and ``config.json`` (the stamp, the source's configuration, this run's selection,
-timings).
-
-**The source.** Its own stamp is checked before any work against the latent-reasoning
-configuration of ``--preset`` (``devices``, how it split its seeds, is taken from it): a source
-trained with other settings (``--steps``, ``--learning-rate``, ...) is refused naming the fields
-that differ, and so is one lacking a variant under ``--no-train``. The source's files are read
-strictly (:func:`tokdyn.experiment.reasoners.verify_source`): a result, answers file, curve or
-checkpoint that fails its verification (a checkpoint without its header, rewritten by plain
-``np.savez``, included) is refused before any work, naming it (exit 2); it is never set aside and
-retrained, nor read past. The source's stamp enters this study's, so results are never reused
-across sources of other configurations.
-
-**Resuming and --fresh.** ``DIR`` is stamped with this configuration before any work (but the
-fields that only choose what runs: ``source``, ``train``, ``variants``, ``reference``,
-``midway``). Each (variant, part) result is kept in ``parts/`` as it finishes (checksummed; a
-damaged part is named, set aside and recomputed, as is a damaged mid-training checkpoint of the
-source): a rerun, also after a SIGKILL, computes only what is missing. A rerun with another
-configuration is refused naming the fields that differ; ``--fresh`` empties ``DIR`` and starts
-afresh.
+What each output holds, the source's checks, resuming and the findings:
+:doc:`/studies/latent-diagnostics`.
 """
 
 from __future__ import annotations

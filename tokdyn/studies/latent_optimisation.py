@@ -1,44 +1,17 @@
 """The latent-optimisation study: confidence-driven latent optimisation at inference (DMLR) and the
 visual grounding of generated tokens, on the trained reasoners of a latent-reasoning study.
 
-``tokdyn study latent-optimisation --out DIR`` takes the trained variants from ``--source`` (a
-``tokdyn study latent-reasoning`` directory of the same ``--preset``; variants it lacks are
-trained there first, resuming like that study), then on the first ``n_instances`` test instances:
+``tokdyn study latent-optimisation --out DIR --source SRC`` (:func:`main`, :class:`Config`) reads
+the trained variants of a ``tokdyn study latent-reasoning`` directory (checked strictly against
+its stamp and files before any work). The **optimiser** part runs every method of
+:data:`METHODS` and the controls ``before`` (the model's own latents) and ``random`` (random
+latents of each latent's norm) on every latent-feedback variant (:func:`run_optimiser`,
+:func:`optimiser_tables`); the **grounding** part scores each generated token's grounding under
+image perturbations (:func:`run_grounding`). It writes ``optimiser.csv``,
+``optimiser_tests.csv``, ``rewards.csv``, ``grounding.csv``, ``optimiser.png``, ``grounding.png``,
+``summary.md`` and ``config.json``; every run is kept in ``DIR/parts/`` as it finishes.
 
-* **optimiser** -- for every latent-feedback variant in ``variants``, seed and method of
-  :data:`METHODS` (the paper's top-k entropy reward and the public code's log-probability reward by
-  REINFORCE, the answer confidence by REINFORCE, the paper's reward by exact gradient ascent) plus
-  the controls ``before`` (the model's own latents) and ``random`` (random latents of each
-  latent's norm): accuracy, the method's reward before and after, and how many answers changed;
-  every instance of a (variant, seed, method) is optimised in one compiled call;
-* **grounding** -- for every variant in ``grounding_variants``, seed and image perturbation:
-  the grounding score of each generated token (caption tokens, then the answer), the share of
-  image-dependent tokens (score > ``threshold``), and the point-biserial correlation of a
-  sequence's mean grounding and of its answer confidence with its correctness (bootstrap
-  intervals).
-
-Outputs: ``optimiser.csv`` (variant x seed x method x family), ``optimiser_tests.csv`` (paired
-t-tests of each method's per-instance correctness against ``before``, the mean over seeds, per
-family and overall, Holm-corrected over the table; a family with fewer than 2 of the instances is
-listed with NaN statistics), ``rewards.csv`` (the mean reward after each iteration),
-``grounding.csv``, ``optimiser.png`` (the mean reward over the optimiser's iterations, a panel per
-variant), ``grounding.png`` (histograms of the answer token's grounding), ``summary.md``, ``study.json`` (the
-stamp) and ``config.json`` (the stamp, the source's configuration, this run's selection, timings).
-
-**The source.** Its own stamp is checked before any work against the latent-reasoning
-configuration of ``--preset`` (``devices``, how it split its seeds, is taken from it): a source
-trained with other settings (``--steps``, ``--learning-rate``, ...) is refused naming the fields
-that differ, and so is one lacking a variant under ``--no-train``. Every file read from the source
-must pass its verification (:func:`tokdyn.experiment.reasoners.verify_source`; exit 2 naming the
-first that fails, before any work), and the source's stamp enters this study's.
-
-**Resuming and --fresh.** ``DIR`` is stamped with this configuration before any work (but the
-fields that only choose what runs: ``source``, ``train``, ``variants``, ``methods``,
-``sweep_method``, ``sweep_learning_rates``, ``grounding_variants``, ``perturbations``). Every run of
-the optimiser (variant x method, and the controls) and every variant's grounding is kept in
-``parts/`` as it finishes (checksummed; a damaged part is named, set aside and recomputed): a rerun,
-also after a SIGKILL, computes only what is missing. A rerun with another configuration is refused
-naming the fields that differ; ``--fresh`` empties ``DIR`` and starts afresh.
+The outputs, the source's checks, resuming and the findings: :doc:`/studies/latent-optimisation`.
 """
 
 from __future__ import annotations

@@ -1,60 +1,16 @@
 """The latent-reasoning study: every training variant x seeds, trained to convergence, on the task
 families; per-family accuracy against chance and the question-only optimum, paired tests.
 
-``tokdyn study latent-reasoning --out DIR`` trains (or resumes) every variant. Each trains until
-its held-out accuracy has stopped improving (:class:`tokdyn.train.Patience`: no rise of the
-validation set's overall accuracy by more than ``min_delta`` over its best level for ``patience``
-of the budget, at least ``min_fraction`` of the budget done, the training loss no longer falling
-while the accuracy holds; a plateau before the model learns does not stop it) or its budget is spent
-(``training.train.steps``, the option ``--steps``; ``reference_steps`` for ``direct`` and ``text``,
-the references every variant is tested against, so that they can converge), and writes
+``tokdyn study latent-reasoning --out DIR`` (:func:`main`, :class:`Config`) trains (or resumes)
+every variant until its held-out accuracy has stopped improving (:class:`tokdyn.train.Patience`)
+or its budget is spent, and writes ``accuracy.csv``, ``convergence.csv``, ``tests.csv``
+(:func:`paired_tests`), ``curves/``, ``checkpoints/``, ``results/``, ``summary.md``,
+``learning_curves.png`` and ``config.json``. A rerun resumes; ``max_minutes`` stops a run cleanly.
+The configuration, the training of a variant and the files of one live in
+:mod:`tokdyn.experiment.reasoners` (shared with the analysis studies that read such a directory as
+their ``--source``); this module holds the study's tables, figures and :func:`main`.
 
-- ``study.json``          the stamp: the whole configuration (but ``variants``, ``train`` and
-                          ``max_minutes``, which only choose what runs) and the tokdyn version,
-                          written before anything is trained
-- ``config.json``         the stamp, the variants finished in the directory, this run's selection,
-                          the environment and the time taken
-- ``checkpoints/V.npz``   the training state of variant V (all seeds), after every
-                          ``steps_per_call`` steps, checksummed; a rerun resumes from it
-- ``curves/V.csv``        one row per (step, seed): the training losses and the held-out accuracy
-                          per family (``val_<family>``, ``val_all``)
-- ``results/V.json``      V's test accuracy per family and seed, steps run, convergence, NaNs (with
-                          the SHA-256 of its content and of the answers)
-- ``results/V.npz``       V's test answers, per seed and instance (for the paired tests), and a
-                          copy of its finished curve (checksummed)
-- ``accuracy.csv``        one row per (variant, family, seed): accuracy, the family's majority
-                          answer rate (``chance``), the exact question-only optimum
-                          (``question_only``), the accuracy of the optimal question-only rule
-                          on this test set (``question_only_test``), converged
-- ``convergence.csv``     one row per (variant, seed): steps run, the budget, the step and
-                          value of the best held-out accuracy, the step of the state tested
-                          (``--tested``: by default the best), converged
-- ``tests.csv``           paired t-tests (per-instance answers on the same test set, mean over
-                          seeds) of every variant against ``direct`` and against ``text``, per
-                          family, Holm-corrected across the table; pairs with a variant that did
-                          not converge are reported, not tested
-- ``summary.md``          mean (min-max over seeds) accuracy per variant and family, convergence
-- ``learning_curves.png`` held-out accuracy per family over steps, every variant, seeds thin
-
-**Resuming.** ``max_minutes`` stops the run cleanly (finished work is on disk); the same command
-continues it (finished variants are skipped, unfinished ones resume from their checkpoint) and ends
-with the bits of an uninterrupted run, also after a SIGKILL at any moment (every file is written
-atomically). A file that cannot be read back whole (a truncated checkpoint, result, answers or
-curve) is named in a warning, set aside to ``corrupt/`` beside it and recomputed
-(:func:`tokdyn.experiment.reasoners.finished`). The tables are rebuilt from the finished variants
-on every run. ``--no-train`` only collects and reports what is on disk.
-
-**Another configuration.** A directory stamped with another configuration (``--steps``,
-``--learning-rate``, ``--devices``, ...) is refused before anything runs, naming the fields that
-differ; ``--fresh`` removes everything in it (variants, tables, figures) and starts afresh. A
-configuration too large for this machine (``--n-train``, ``--seeds``, ``--batch-size``) is refused
-naming the option; one that will take hours says so first.
-
-The analysis studies (``latent-optimisation``, ``latent-diagnostics``) read such a directory as
-their ``--source`` and may train the variants they need into it; they check its stamp against the
-configuration they expect. The configuration, the training of a variant and the files of one live
-in :mod:`tokdyn.experiment.reasoners` (shared with those studies); this module holds the study's
-tables, figures and :func:`main`.
+Each file, resuming and the findings: :doc:`/studies/latent-reasoning`.
 """
 
 from __future__ import annotations

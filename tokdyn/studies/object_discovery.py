@@ -1,50 +1,16 @@
 """The scenes study: how far do the fixed token dynamics get on multi-object images, and what does
-a learned Slot Attention add? (``tokdyn study scenes --out DIR``)
+a learned Slot Attention add? (``tokdyn study scenes --out DIR``; :func:`main`, :class:`Config`)
 
-1. Sprite scenes (:func:`tokdyn.data.scenes.sprite_scenes`): 2-4 flat-coloured shapes on a plain
-   background, 32 x 32, with instance masks; a training pool, a validation split and a test
-   split, each from its own key.
-2. Fixed methods on per-pixel features (:func:`tokdyn.data.scenes.pixel_features`: position and
-   colour): the token-dynamics rules of :data:`tokdyn.dynamics.METHODS` (baseline, inertia,
-   repulsion, Sinkhorn, annealing), K = ``max_objects + 1`` tokens started at K random pixels
-   (Forgy), each rule's temperature and the features' position weight chosen on the validation
-   split (``temperatures`` x ``position_scales``); the variational-refinement rule
-   (``refinement``, :data:`tokdyn.refinement.REFINEMENT`, EM steps; labels the nearest final
-   means), its prior's location and strength chosen the same way (``refinement_log_scales`` x
-   ``refinement_strengths`` x ``position_scales``); and k-means (k-means++ seeding, Lloyd) on the
-   same features (its position weight chosen the same way). Seed s draws every scene's initial
-   tokens from ``fold_in(key, s)``.
-3. The learned Slot Attention autoencoder (:mod:`tokdyn.models.slots`), ``seeds`` models trained together,
-   without and with implicit differentiation (``learned``), with a learning curve (training
-   loss, validation FG-ARI) after every ``eval_every`` steps; opt-in, the learned IODINE
-   (``iodine``, :mod:`tokdyn.models.iodine` at :meth:`Config.iodine_config`), trained, curved and
-   scored the same way.
-4. On the test split, per method and seed: FG-ARI (:func:`tokdyn.metrics.fg_ari`), the mean IoU
-   of matched segments (:func:`tokdyn.metrics.matched_iou`), the share of collapsed scenes (fewer
-   tokens or slots own a pixel than the scene has segments, :func:`tokdyn.metrics.collapsed`),
-   and for the learned models duplicate slots (merged at the package's merge tolerance) and unused
-   slots. A seed *fails* when its mean FG-ARI is below ``fail_below``.
+On sprite scenes (:func:`tokdyn.data.scenes.sprite_scenes`) it runs the fixed methods on
+per-pixel features (the token-dynamics rules, the variational-refinement rule and k-means, each
+at the settings chosen on the validation split: :func:`run_fixed`) and trains the learned Slot
+Attention (and, opt-in, IODINE) models (:func:`fit`, :func:`train_learned`), then scores every
+method and seed on the test split by FG-ARI, matched mIoU and collapse. It writes
+``results.csv``, ``learning_curve.csv``, ``examples.png``, ``learning_curve.png``, ``summary.md``
+(:func:`summary`) and ``config.json``; every method and checkpoint is kept in ``DIR/parts/``, so a
+rerun (or a killed one) resumes.
 
-Outputs: ``results.csv`` (method x seed), ``learning_curve.csv`` (per learned model, step and
-seed: the mean training loss over the interval and the validation FG-ARI), ``examples.png`` (test
-scenes, their true masks and every method's prediction), ``learning_curve.png``, ``summary.md``
-and ``config.json`` (the whole configuration, the environment and the timings: training seconds
-live there and in the summary, not in the tables, so that a rerun's tables are byte-identical).
-
-Resuming: ``DIR`` is stamped with the configuration and the learned models' configurations
-(:func:`model_configs`) before any work (:class:`tokdyn.experiment.study.Study`; ``methods``,
-``kmeans`` and ``learned`` only choose what runs, so a rerun may add methods). Each fixed
-method's test results and each learned model's test scores are parts in ``DIR/parts/`` (atomic,
-checksummed, keyed by the stamp and the method); each
-learned kind's checkpoint (``parts/NAME.npz``, every ``eval_every`` steps) holds its state and its
-whole learning curve, the validation FG-ARI of every checkpointed state included
-(:func:`tokdyn.train.train_many`'s ``evaluation``), in one file written atomically: a run killed at
-any moment resumes and ends with the same tables as an uninterrupted run, and no curve point is
-lost. A corrupt part or checkpoint is named in a warning, set aside to ``parts/corrupt/`` and
-recomputed. A rerun with another configuration exits 2 naming the fields that differ; ``--fresh``
-removes what the old configuration wrote and starts afresh. Outputs of a run with another choice
-of methods are removed before the work (and figures this run does not draw: with ``--no-plots``
-those of the same configuration stay).
+The steps, the outputs, resuming and the findings: :doc:`/studies/scenes`.
 """
 
 from __future__ import annotations

@@ -1,32 +1,14 @@
 """The token-dynamics study: four update rules on Gaussian clusters, seeds x noise x K.
 
-Reproduces "Formalizing latent visual reasoning: token dynamics" (a NumPy/SciPy/scikit-learn
-study): 30 seeds x noise {0.3, 0.6, 0.9} x K {3, 4, 5}, 4 tokens, at most 30 steps, temperature 1,
-methods baseline / inertia (beta 0.5) / repulsion (gamma 0.05) / inertia+repulsion; ARI, NMI, SSE,
-steps and collapse; paired t-tests of every method's ARI against the baseline per condition, with
-Cohen's d_z and Holm (and Bonferroni) correction.
+Reproduces "Formalizing latent visual reasoning: token dynamics" (``tokdyn study token-dynamics``;
+:func:`main`, :class:`Config`): a preset of the sweep engine, :class:`tokdyn.engine.runs.ClusterRun`
+over the grid method x K x noise x seeds with common random numbers (:func:`simulate`), then ARI,
+NMI, SSE, steps and collapse per condition and paired t-tests of every method's ARI against the
+baseline. Update rules of one's own (:class:`tokdyn.dynamics.Rule`) join by name through
+``main(cfg, out, rules={...})``, and the package's variational-refinement rule as
+``"refinement"``.
 
-The study is a preset of the sweep engine: :class:`tokdyn.engine.runs.ClusterRun` (one run, ``fn(key, **condition)``)
-over the grid method x K x noise x seeds, run by :func:`tokdyn.engine.sweep.run` with common random
-numbers: the data key is ``fold_in(root_key, seed)``, shared by every method, noise level and K of
-that seed, so within a seed and condition all methods see the same data and the same initial
-tokens; cluster k depends only on (seed, k) (see :func:`tokdyn.data.gaussian_clusters`), so
-conditions are paired too. Data are padded to ``max(n_clusters)`` clusters, so the whole study is
-one compiled function. ``tokdyn sweep token-dynamics`` runs the same function over any grid.
-
-Update rules from outside the package (:class:`tokdyn.dynamics.Rule`) join the study by name:
-``main(cfg, out, rules={"lloyd": LLOYD})`` with ``"lloyd"`` in ``cfg.methods``. Each runs at its
-rule's ``hparams`` (settings of one rule that differ only in their hparams share one compilation),
-in a sweep of its own with the same root key and common random numbers, so it sees the same data
-and initial tokens per seed as the built-in methods: the paired tests against the baseline hold
-for it too. ``temperature`` applies to the built-in methods only.
-
-The package's own rules beyond the built-in method table join the same way without a rule
-module (:data:`tokdyn.engine.runs.PACKAGE_RULES`): ``"refinement"``, the variational-refinement rule
-:data:`tokdyn.refinement.REFINEMENT` at its default knobs (EM steps, a prior worth one point at
-scale 1), so ``tokdyn study token-dynamics --methods baseline,...,refinement`` runs it paired
-with the baseline. It is not among the default ``methods``: the default reproduces the published
-four-method comparison, whose Holm family of tests stays that of the published study.
+How it runs, the outputs and the findings: :doc:`/studies/token-dynamics`.
 """
 
 from __future__ import annotations

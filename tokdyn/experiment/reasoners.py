@@ -432,7 +432,7 @@ def convergence(cfg: Config, name: str, curve: dict) -> dict:
     (``best_step``, ``best``) and whether the stop rule (:meth:`Config.stop_rule`, a
     :class:`tokdyn.train.Patience`) says it has converged: no improvement by more than
     ``min_delta`` for ``patience`` of the budget (seen at two evaluations at least), at least
-    ``min_fraction`` of the budget done, the training loss no longer falling while the accuracy
+    ``min_fraction`` of the budget done, the training loss flat while the accuracy
     holds. For a curriculum variant the patience window must lie in its last stage."""
     tc = training(cfg, name)
     rule = cfg.stop_rule()

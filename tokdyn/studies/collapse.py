@@ -488,8 +488,8 @@ def format_summary(s: dict) -> str:
 
 
 def run(session: runner.Session, cfg: Config) -> runner.Result:
-    """Every part (finished sweeps and parts found in the directory reused; see the module
-    docstring) and the headline numbers (:func:`summarise`; the quick preset's label first)."""
+    """Every part (finished sweeps and parts found in the directory reused;
+    :doc:`/studies/collapse`) and the headline numbers (:func:`summarise`; the quick preset's label first)."""
     study, progress = session.study, not session.quiet
     with session.timed("threshold"):
         thr = threshold_part(cfg, study, progress=progress)

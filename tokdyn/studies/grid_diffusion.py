@@ -728,8 +728,8 @@ def grid_route_finding(table) -> Finding:
 
 
 def run(session: runner.Session, cfg: Config) -> runner.Result:
-    """The autoencoder, then every model of ``cfg.runs()`` (each kept as it finishes: see the
-    module docstring), the held-out likelihoods and the sample metrics: ``results.csv``,
+    """The autoencoder, then every model of ``cfg.runs()`` (each kept as it finishes:
+    :doc:`/studies/grid-diffusion`), the held-out likelihoods and the sample metrics: ``results.csv``,
     ``samples.txt``."""
     study = session.study
     c, sentences, held = load_corpus(cfg)

@@ -512,7 +512,7 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
       cfg: the study's :class:`Config`.
       out: the output directory, stamped with the configuration before any work: a directory of
         another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the fields)
-        unless ``fresh``. The source is checked first (see the module docstring).
+        unless ``fresh``. The source is checked first (:doc:`/studies/latent-diagnostics`).
       quiet: print nothing (the summary included).
       plots: draw the figures.
       fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and

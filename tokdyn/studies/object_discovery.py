@@ -723,8 +723,8 @@ def plot_curves(path: str, curves: dict) -> str:
 
 
 def run(session: runner.Session, cfg: Config) -> runner.Result:
-    """Every fixed method, then every learned model (each kept as it finishes: see the module
-    docstring): ``results.csv`` and ``learning_curve.csv``."""
+    """Every fixed method, then every learned model (each kept as it finishes:
+    :doc:`/studies/scenes`): ``results.csv`` and ``learning_curve.csv``."""
     study, quiet = session.study, session.quiet
     val, test = split(cfg, "val"), split(cfg, "test")
     results, labels = {}, {}

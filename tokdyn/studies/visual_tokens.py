@@ -1,34 +1,15 @@
 """The visual-token study: can text tokens be mapped to N x N colour grids and read back, when
-the autoencoders are trained adequately? (``tokdyn study visual-tokens --out DIR``)
+the autoencoders are trained adequately? (``tokdyn study visual-tokens --out DIR``; :func:`main`,
+:class:`Config`)
 
-Parts (``--parts`` chooses which run):
+The parts of :data:`PARTS` (``--parts`` chooses which run; :func:`run_part`): ``main``
+(reconstruction over vocabulary size x grid x encoder mode x budget), ``published``, ``poc``,
+``curriculum`` and ``semantic``. It writes ``results.csv`` (one row per model, with a per-cell
+verdict, :func:`cell_verdict`), the heatmaps, ``grids.png`` (:func:`grids_png`), ``summary.md``
+and ``config.json``; each cell and part is kept in ``DIR/parts/`` as it finishes, so a rerun
+resumes.
 
-- ``main``: reconstruction over vocabulary size x grid (N, C) x encoder mode x training budget,
-  ``seeds`` models per cell trained in one vmapped call (Zipfian token frequencies; training
-  samples types uniformly; accuracy reported per type and per occurrence).
-- ``published``: the published setting (192 and 51 tokens, Gumbel straight-through encoder,
-  MLP decoder, the sensitivity-KL hinge penalty) at a short and an adequate budget.
-- ``poc``: the 5-token 3 x 3 binary proof of concept, every encoder mode.
-- ``curriculum``: 2 types first, growing linearly to V over half the steps, vs all types at once.
-- ``semantic``: grammar corpus, a linear encoder of PPMI/SVD embeddings with the semantic-alignment
-  loss (grounded) vs a free per-token table (arbitrary mapping); topology (k-NN neighbourhood
-  preservation and trustworthiness between embedding space and grid space) and the composition
-  test ("big cat": decode the composed grid (mean of the two grids) or the grid of the summed
-  embeddings, and ask whether the top two predictions are exactly the two words).
-
-Outputs: ``results.csv`` (one row per model, the selected parts), ``heatmap_accuracy_<mode>.png``,
-``heatmap_collapse_<mode>.png`` (with the ``main`` part), ``grids.png``, ``summary.md``,
-``config.json`` (the configuration, the tokdyn version, the environment and the timings).
-
-Resuming: the directory is stamped with the configuration before any work
-(:mod:`tokdyn.experiment.study`); ``--parts`` only selects what runs, so a rerun with other parts
-adds them, and every other field must match the stamp (another value exits 2 naming the fields;
-``--fresh`` removes everything the earlier configuration wrote, plots included, and starts
-afresh). Each cell (the ``seeds`` models of one setting) is kept as it finishes, in
-``parts/<part>_cells/<index>_<setting>.json``, and each finished part in ``parts/<part>.json``;
-both carry a checksum and the stamp, so a killed run loses at most the cell in training, and a
-truncated file is named in a warning, set aside in ``corrupt/`` beside it and recomputed. The
-model drawn in ``grids.png`` is kept as ``parts/grids.npz``.
+The parts, resuming and the findings: :doc:`/studies/visual-tokens`.
 """
 
 from __future__ import annotations
@@ -603,8 +584,8 @@ def grids_png(path: str, cfg: Config, key, codes=None) -> str:
 
 
 def run(session: runner.Session, cfg: Config) -> runner.Result:
-    """The selected parts, each kept as it finishes (a part finished earlier is read back; see the
-    module docstring): ``results.csv``, one row per model."""
+    """The selected parts, each kept as it finishes (a part finished earlier is read back;
+    :doc:`/studies/visual-tokens`): ``results.csv``, one row per model."""
     study = session.study
     key = jax.random.key(cfg.root_seed)
     selected = [(i, name) for i, name in enumerate(PARTS) if name in cfg.parts]
@@ -645,7 +626,7 @@ COLLAPSE_RARE = 0.05  # a collapse rate below this (95% upper bound) is rare, ab
 def collapse_finding(table) -> Finding:
     """Finding 2a from the study's ``results.csv``: the collapse rate of the main grid's models in
     the cells where training is adequate (:func:`cell_verdict` at the largest budget: not
-    capacity-limited, not at chance, loss no longer falling), with an exact (Clopper-Pearson) 95%
+    capacity-limited, not at chance, loss flat), with an exact (Clopper-Pearson) 95%
     interval."""
     from scipy import stats as sps
 

@@ -1,83 +1,27 @@
 """Linear assignment (maximum-benefit one-to-one matching) as a pure JAX kernel, and its SciPy reference.
 
-Public functions
-
-- :func:`linear_assignment` -- Bertsekas' forward auction with epsilon scaling: fixed shapes, one
-  ``lax.while_loop``, jittable and vmappable (e.g. one matching per scene of a batch).
+- :func:`linear_assignment` -- Bertsekas' forward auction with epsilon scaling, on an integer grid
+  of the benefits: fixed shapes, one ``lax.while_loop``, jittable and vmappable (e.g. one
+  matching per scene of a batch).
 - :func:`linear_assignment_host` -- the same problem on host data with
   ``scipy.optimize.linear_sum_assignment`` (the Hungarian / LAPJV reference).
 
 The problem: for a benefit matrix ``A`` of shape ``(R, C)`` with ``R <= C``, pick distinct columns
-``col[0], ..., col[R-1]`` maximising ``sum_i A[i, col[i]]``.
+``col[0], ..., col[R-1]`` maximising ``sum_i A[i, col[i]]``. With ``L = levels(C)``
+(:func:`levels`, ``2**20`` for ``C <= 63``), the result is an exact optimum for integer benefits
+whose range is at most ``L``, and for float benefits the optimal assignment whenever the optimum
+is unique by more than ``R (max A - min A) / L``. Ties are broken
+by the bidding order, so the columns may differ from SciPy's while the total is the same.
 
-The algorithm
--------------
+Non-finite benefits: a NaN or infinite benefit has no optimal assignment. Host data (NumPy arrays,
+lists) are checked before anything is traced: a ``ValueError`` names ``benefit`` and counts the bad
+entries. Values held in JAX arrays (device arrays, or tracers inside a user's ``jit``/``vmap``) are
+not copied to the host to be checked; instead :func:`linear_assignment` returns the sentinel **-1
+for every row** (never a valid-looking assignment), found from the minimum and maximum that the grid
+needs anyway (no extra pass over the matrix). ``-1`` is not a column: index with it only after
+checking ``col >= 0`` (``jnp.take_along_axis`` would read the last column).
 
-* **Exact integer arithmetic.** The benefits are shifted to start at 0 and put on an integer grid of
-  ``L`` levels, ``q = round((A - min A) * L / (max A - min A))`` (integer matrices whose range is at
-  most ``L`` are used as they are, ``q = A - min A``, with no rounding), then multiplied by
-  ``C + 1``. Prices, bids and epsilon are int32, so no rounding can stall a bid or weaken a
-  guarantee. ``L`` is the largest power of two with ``L (C + 1) <= 2**26`` (``L = 2**23`` for
-  ``C <= 7``, ``2**20`` for ``C <= 63``; see :func:`levels`); prices are shifted to a minimum of 0
-  at each phase, which keeps them far from int32 overflow (on random, integer and tied problems
-  up to 11 x 13 they stay below 2.2 times the largest scaled benefit, i.e. below ``2**28``).
-* **Forward auction, Jacobi form.** Every unassigned row bids at once for its best column at the
-  price that makes it indifferent to its second best, plus ``eps``; each column goes to its highest
-  bidder (ties to the lowest row index), whose previous holder becomes unassigned. A row that wins
-  is in ``eps``-complementary slackness: it holds a column within ``eps`` of its best value at the
-  current prices.
-* **Rectangular problems: a class of dummy rows.** ``R < C`` is solved as the square problem with
-  ``C - R`` extra rows of benefit 0 (any matching of the real rows extends to it with the same
-  total, so the optima coincide). The dummies are identical, and bidding one by one they would
-  wage long price wars over the same cheap columns; they bid as one class instead (Bertsekas'
-  "similar persons"): when ``m`` of them hold no column, the class bids for the ``m`` cheapest
-  columns it does not hold, each at the ``(m + 1)``-th cheapest such price plus ``eps`` (other
-  bids win ties). Each column the class holds is then within ``eps`` of the cheapest column
-  outside the class, which is what the optimality bound below needs. A row of constant benefit
-  (after the rounding below; e.g. the all-zero IoU row of an object absent from a scene) is
-  worth the same in every column, so it joins the class too, and at the end takes one of the
-  class's columns.
-* **Epsilon scaling.** ``eps`` starts at ``max q (C + 1) / 8`` and is divided by 8 (integer
-  division, at least 1) each time every column is held; the assignment is then cleared and the
-  prices kept, until a phase with ``eps = 1`` ends. (Uniform random problems take about 35
-  bidding rounds at 5 x 5, 30 at 3 x 7, 50 at 6 x 11, 150 at 40 x 40; the 5 x 5 IoU matrices of
-  sprite scenes about 30, at most 60 in 2000.)
-
-Optimality
-----------
-
-A complete assignment of the square problem in ``eps``-complementary slackness is within
-``C * eps`` of the optimal total: ``eps`` per row and per dummy (raising the prices of the class's
-columns to the cheapest price outside them breaks no other row's slackness and leaves each of
-them within ``eps`` of the minimum price). The final ``eps = 1``
-is ``1 / (C + 1) < 1 / C`` in units of the grid ``q``, so the result is within less than one grid
-unit of the best total of ``q``, whose totals are integers: **it is an exact optimum of the integer
-problem** ``q``.
-
-* Integer benefits whose range ``max - min`` is at most ``L``: ``q`` is ``A`` shifted, so the result is
-  an exact optimum of ``A`` (the classical statement: exact for integer benefits when the final
-  ``eps`` is below ``1 / n``, ``n`` the rows bidding).
-* Float benefits (e.g. IoU in [0, 1]): rounding to the grid moves each entry by at most
-  ``range / (2 L)``, hence every assignment's total by at most ``R range / (2 L)``. So the returned
-  total is within ``margin = R (max A - min A) / L`` of the optimum, and **the returned assignment is
-  the optimal one whenever the optimum is unique by more than** ``margin`` (every other assignment's
-  total is lower by more than ``margin``). In benefit units the final epsilon is
-  ``range / (L (C + 1))``; for a 5 x 5 IoU matrix ``margin <= 5 / 2**23 ~ 6e-7``, below float32's
-  resolution of a sum of five IoUs. (Float rounding of ``(A - min A) * L / range`` adds at most a
-  few float epsilons of ``range`` per entry.)
-* Ties (several optimal assignments) are broken by the bidding order, so the returned columns may
-  differ from SciPy's while the total is the same.
-
-Non-finite benefits
--------------------
-
-A NaN or infinite benefit has no optimal assignment. Host data (NumPy arrays, lists) are checked
-before anything is traced: a ``ValueError`` names ``benefit`` and counts the bad entries. Values
-held in JAX arrays (device arrays, or tracers inside a user's ``jit``/``vmap``) are not copied to
-the host to be checked; instead :func:`linear_assignment` returns the sentinel **-1 for every
-row** (never a valid-looking assignment), found from the minimum and maximum that the grid needs
-anyway (no extra pass over the matrix). ``-1`` is not a column: index with it only after checking
-``col >= 0`` (``jnp.take_along_axis`` would read the last column).
+The algorithm and its optimality bounds: :ref:`assignment-algorithm`.
 """
 
 from __future__ import annotations

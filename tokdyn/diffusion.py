@@ -3,78 +3,20 @@
 Time runs over ``t = 1..T``; ``betas`` (T,) holds beta_1..beta_T and ``alpha_bar`` (T+1,)
 holds ``alpha_bar_t = prod_{s<=t} (1 - beta_s)`` with ``alpha_bar_0 = 1``.
 
-**Schedules** (:func:`betas`):
-
-- ``linear`` (DDPM, Ho et al. 2020): beta from 1e-4 to 0.02 at T = 1000, both scaled by 1000/T;
-  the end is capped at 0.999, which binds for T <= 20 (1000/T * 0.02 >= 1 there: the ramp then
-  ends at 0.999, and a beta of 1 -- no signal left at T -- never occurs).
-- ``cosine`` (Nichol & Dhariwal 2021): ``alpha_bar(t) = f(t) / f(0)`` with
-  ``f(t) = cos^2(((t/T + s)/(1 + s)) pi/2)``, s = 0.008, each beta capped at 0.999. This is the
-  cos² of improved DDPM (and of diffusers' ``squaredcos_cap_v2``), and the default of
-  :func:`discrete` for the uniform kernel; it is *not* D3PM's schedule.
-- ``cosine_d3pm`` (Austin et al. 2021, google-research's ``d3pm`` code, after Hoogeboom et al.
-  2021): the same with ``cos`` instead of ``cos^2`` and no normalisation, ``beta_t = min(1 -
-  f(t)/f(t-1), 0.999)``, ``f(t) = cos(((t/T + s)/(1 + s)) pi/2)``. It keeps more signal: at
-  T = 1000, alpha_bar at t = 250 / 500 / 750 is 0.920 / 0.703 / 0.380, against 0.847 / 0.494 /
-  0.144 for ``cosine``.
-- ``absorbing`` (Sohl-Dickstein et al. 2015; D3PM's ``jsd`` schedule for absorbing kernels):
-  beta_t = 1/(T - t + 1), so alpha_bar_T = 0 exactly: every cell is masked at T.
-
-Processes are built in float64 on the host (NumPy) and stored as float32: ``alpha_bar`` and, for
-the Gaussian process, the coefficient tables of :func:`q_sample` and of the posterior (after
-diffusers' DDPM scheduler), and ``1 - alpha_bar``. Near t = 1, ``1 - alpha_bar_t`` is of the
-order of beta_1 (1e-4 for ``linear`` at T = 1000): formed in float32 from a float32
-``alpha_bar`` it would lose up to 5e-4 of its relative precision; each stored coefficient is
-within float32 rounding (6e-8 relative) of its exact value.
-
-**Continuous** (:class:`Gaussian`): ``q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)``;
-:func:`q_sample`, the posterior :func:`posterior_mean_var`, one ancestral step :func:`ddpm_step`
-from an epsilon prediction, the ancestral sampler :func:`sample` (T steps under ``lax.scan``)
-and the deterministic DDIM sampler :func:`ddim_sample` on a sub-sequence of the steps.
-
-**Discrete** (:class:`Discrete`, D3PM) over C classes, with S states (S = C for ``uniform``,
-S = C + 1 for ``absorbing``: the last state is the mask):
-
-- uniform: ``Q_t = (1 - beta_t) I + beta_t / C 11^T``, so ``Qbar_t = abar_t I + (1 - abar_t) / C 11^T``;
-- absorbing: ``Q_t = (1 - beta_t) I + beta_t 1 e_mask^T``, so ``Qbar_t = abar_t I + (1 - abar_t) 1 e_mask^T``.
-
-Both act on a distribution in O(S) (:func:`marginal`, :func:`step_likelihood`): no S x S matrix
-is formed, so token-level diffusion over a large vocabulary costs no more memory than over
-colours. :func:`transition_matrix` and :func:`cumulative_matrix` build the matrices for checks
-and figures. :func:`published_cumulative_matrix` is the kernel of the published discrete-grid
-code, kept for contrast only: it stays with probability abar_t and spreads the rest over the
-*other* colours, so a fully noised cell avoids its original colour (P(x_T = x_0) = abar_T, not 1/C).
-
-The posterior ``q(x_{t-1} | x_t, x_0) ∝ Q_t[x_{t-1}, x_t] Qbar_{t-1}[x_0, x_{t-1}]`` and the
-model's ``p(x_{t-1} | x_t) ∝ Q_t[x_{t-1}, x_t] (p~(x_0 | x_t) Qbar_{t-1})[x_{t-1}]`` (the x_0
-parameterisation of D3PM) are :func:`posterior_logits`; at t = 1 the model's x_0 distribution is
-used directly. :func:`hybrid_loss` is the variational-bound term at t (the KL for t >= 2, the
-negative log-likelihood of x_0 at t = 1) plus ``lam`` times the auxiliary x_0 cross-entropy;
-:func:`q_sample_discrete` draws by Gumbel-max; :func:`sample_discrete` is the ancestral sampler.
+* Schedules (:func:`betas`): ``linear``, ``cosine`` (improved DDPM's), ``cosine_d3pm`` and
+  ``absorbing``.
+* Continuous (:class:`Gaussian`): :func:`q_sample`, :func:`posterior_mean_var`, :func:`ddpm_step`,
+  the ancestral :func:`sample` and the deterministic :func:`ddim_sample`.
+* Discrete (:class:`Discrete`, D3PM, uniform or absorbing kernel, applied in O(S) without S x S
+  matrices): :func:`marginal`, :func:`step_likelihood`, :func:`posterior_logits`,
+  :func:`hybrid_loss`, :func:`q_sample_discrete`, :func:`sample_discrete`.
 
 Every function works on one example (any array shape of cells) with a scalar ``t``: ``vmap``
 over a batch. Processes are pytrees (their schedules traced), so a sweep over schedules does not
-recompile; the kernel name and class count are static.
+recompile. Host values are checked before tracing; a traced ``t`` (or class, or state) out of
+range gives NaN in float outputs and -1 in integer ones (:ref:`diffusion-checks`).
 
-Validation
-----------
-
-Every public function checks its arguments in plain Python first (the package's convention, see
-``tokdyn._checks``): the process's type, shapes (``eps`` and ``x_t`` alike, logits' last axis
-equal to the process's class count, labels' shape equal to the logits' leading axes), dtypes
-(``t``, ``x0``, ``x_t`` integers where integers are meant) and static arguments always, under a
-user's ``jit``/``vmap`` too; and values when they are host data (Python numbers, NumPy arrays):
-``t`` in its range (1..T, or 0..T where ``alpha_bar_0`` makes sense: :func:`q_sample`,
-:func:`q_sample_discrete`, :func:`marginal`, :func:`cumulative_matrix`), classes ``x0`` in
-``[0, C)``, states ``x_t`` in ``[0, S)``. Errors are ``ValueError``/``TypeError`` naming the
-argument, the value and what is allowed. The functions are not jitted on their own: they are
-one-example kernels for the user's own ``vmap``/``jit``, and check their arguments at each call
-(once per trace under a transformation).
-
-Values held in JAX arrays are not copied to the host to be checked. Instead, **a ``t`` outside
-its range gives NaN** in every float output (rather than the value at a clamped index), and
-**-1** in the integer output of :func:`q_sample_discrete`; a class or state out of range gives
-NaN (or -1) in the cells where it occurs. Each function's docstring says which outputs.
+The schedules, kernels and posteriors in detail: :ref:`diffusion-kernels`.
 """
 
 from __future__ import annotations

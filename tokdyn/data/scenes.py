@@ -12,41 +12,10 @@
 
 Every function is pure and jittable; :func:`sprite_scenes` is vmappable over keys and over its
 ``start`` index. Scene ``i`` is drawn from ``fold_in(key, start + i)`` alone, so a scene never
-depends on ``n``, on chunking or on batching: ``sprite_scenes(key, n)`` row ``i`` equals
-``sprite_scenes(key, 1, start=i)`` row 0, and chunks of ``n`` scenes at ``start = 0, n, 2n, ...``
-concatenate to one large call. Each scene takes all its randomness from one ``random.uniform``
-call of ``8 * max_objects + 16`` numbers, drawn whatever the background or shapes are, so scenes
-with the same key differ only in what those options change (a textured scene has the plain
-scene's objects; a scene with other ``shapes`` has the same positions, colours, sizes and depths).
+depends on ``n``, on chunking or on batching. Objects may be wholly hidden (nothing is
+resampled): filter on ``visible``.
 
-Geometry. A scene is a ``size x size`` canvas with canvas coordinates (row, col) in ``[0, 1]``;
-pixel ``(i, j)`` is the point ``((i + 0.5) / size, (j + 0.5) / size)`` (its centre), and an object
-covers a pixel when that point lies in the closed shape (analytic coverage, no anti-aliasing).
-An object of scale ``s`` at ``position = (row, col)`` has the bounding box
-``[row - s/2, row + s/2] x [col - s/2, col + s/2]``; positions are drawn uniformly among those
-whose box lies inside the canvas, so every object lies wholly inside. With ``(u, v) = (col - c_col,
-row - c_row) / (s / 2)`` (``v`` grows downward) the shapes are:
-
-==========  ====================================  ===================================================
-name        covered when                           shape
-==========  ====================================  ===================================================
-square      ``max(|u|, |v|) <= 1``                 axis-aligned square of side ``s``
-circle      ``u^2 + v^2 <= 1``                     disc of diameter ``s``
-triangle    ``max(v, 2|u| - v) <= 1``              isosceles, apex up, base and height ``s``
-diamond     ``|u| + |v| <= 1``                     square rotated by 45 degrees, diagonals ``s``
-ellipse     ``u^2 + 4 v^2 <= 1``                   axis-aligned, width ``s``, height ``s / 2``
-==========  ====================================  ===================================================
-
-Occlusion: each scene's objects are drawn in a random order, ``depth`` 0 first (bottom); a pixel
-shows the covering object of greatest depth. An object may be partly or wholly hidden: nothing is
-resampled; a wholly hidden object (or one too small to cover any pixel centre) keeps its slot and
-attributes, its mask id simply labels no pixel and ``visible`` counts 0 -- filter on ``visible``.
-
-Colours: objects get HSV colours with hue uniform in [0, 1), saturation uniform in
-``colour_saturation`` and value in ``colour_value`` (default bright and saturated); the background
-base colour has hue uniform, saturation in ``background_saturation`` and value in
-``background_value`` (default dark and greyish). With the defaults every object's largest channel
-is >= 0.75 and every background pixel's <= 0.4 (+ ``texture_amplitude`` if textured).
+The keys, the shapes' geometry, occlusion and colours: :ref:`scenes-sprites`.
 """
 
 from __future__ import annotations

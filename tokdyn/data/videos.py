@@ -8,66 +8,13 @@
 - :func:`simulate`: the physics alone, for one clip of any objects (hand-placed ones included):
   positions and velocities per frame.
 
-Frames are drawn with :func:`tokdyn.data.scenes.render` (the same geometry, occlusion and colour
-model as :func:`tokdyn.data.scenes.sprite_scenes`: see that module's docstring) onto a background
-that stays fixed over the clip.
+Units are canvas sides and frames. Video ``i`` is drawn from ``fold_in(key, start + i)`` alone,
+as scenes are. Every function is pure and jittable; :func:`sprite_videos` is vmappable over keys
+and over its traced arguments (``scale``, ``speed``, ``margin``, ``mass_exponent``, the colour
+ranges, ``texture_amplitude``, ``start``), so a sweep over them shares one compilation.
 
-Keys. As for scenes, video ``i`` is drawn from ``fold_in(key, start + i)`` alone, with one
-``random.uniform`` call of ``10 * max_objects + 16`` numbers (per object slot: shape, hue,
-saturation, value, row, col, scale, depth, speed, direction; per video: the number of objects, the
-background's hue, saturation and value, 9 for its texture, 3 spare), drawn whatever the options
-are. So ``sprite_videos(key, n)`` row ``i`` equals ``sprite_videos(key, 1, start=i)`` row 0, chunks
-concatenate to one large call, and videos with one key differ only in what the options change
-(the same objects with and without collisions, with more frames, on a textured background).
-A video's first frame is not :func:`~tokdyn.data.scenes.sprite_scenes`' scene of the same key
-(the draws differ).
-
-Dynamics (units: canvas sides and frames; position = the centre (row, col) of the object's
-bounding box, velocity in canvas units per frame):
-
-* **The arena.** Objects move in the square arena ``[-margin, 1 + margin]^2``, whose four walls
-  lie ``margin`` outside the view ``[0, 1]^2`` on every side. An object of scale ``s`` bounces when
-  its bounding box meets a wall, so its centre stays in ``[s/2 - margin, 1 + margin - s/2]`` on
-  each axis (a reflection: that velocity component changes sign). ``margin = 0``: the walls are the
-  view's edges and every object is wholly in view in every frame. ``margin > 0`` is how objects
-  **enter and leave the view**: they start anywhere in the arena (some partly or wholly outside
-  the view), cross the view's edges, bounce off the hidden walls and come back. An object wholly
-  outside the view keeps its slot, attributes and track id; its mask id labels no pixel, and
-  ``area`` (pixels it would cover without occlusion) and ``visible`` are 0 in those frames.
-* **Without collisions** (``collisions=False``) objects pass over each other (occlusion by depth,
-  as in scenes) and every coordinate follows the closed form of a reflection between two walls:
-  with ``lo = s/2 - margin``, ``L = 1 + 2 margin - s`` and ``m = (x0 - lo + v0 t) mod 2L``, the
-  position at frame ``t`` is ``lo + m`` if ``m <= L`` (velocity ``v0``), else ``lo + 2L - m``
-  (velocity ``-v0``). Exact at any frame, with no time step.
-* **Collisions** (``collisions=True``): every pair of objects collides elastically, each object a
-  disc of diameter ``scale`` (the circle shape's outline; a square's inscribed disc) with mass
-  ``scale ** mass_exponent`` (0: equal masses; 2: proportional to area). Time advances in
-  ``substeps`` sub-steps per frame: the closed-form wall motion over the sub-step, then, for each
-  pair in the fixed order (0, 1), (0, 2), ..., (1, 2), ..., a collision when the two discs overlap
-  (distance of centres < sum of radii) and approach each other (``(v_j - v_i) . (x_j - x_i) <
-  0``): the velocities' components along the line of centres change as in a 1-D elastic
-  collision (equal masses swap them), ``v_i += 2 m_j / (m_i + m_j) ((v_j - v_i) . n) n`` and ``v_j -= 2 m_i / (m_i + m_j)
-  ((v_j - v_i) . n) n`` with ``n`` the unit vector from i to j. Each exchange conserves momentum
-  and kinetic energy exactly (up to rounding), and so does the whole step (walls conserve kinetic
-  energy; momentum changes only at walls). A collision is resolved at the first sub-step at which
-  the discs overlap, up to one sub-step late; a pair resolved together with others (three discs in
-  contact) is resolved in the order above. Objects may start overlapping: an overlapping pair
-  that separates does not interact, one that approaches bounces (so it separates). Two discs with
-  the same centre never collide (no line of centres). Depth only orders the drawing: with
-  collisions the physics is flat. A head-on collision is never missed when the relative motion
-  in a sub-step is at most the smallest diameter, ``2 speed[1] / substeps <= scale[0]``, which
-  :func:`sprite_videos` checks when those are host data (grazing contacts shorter than a sub-step
-  can be missed).
-* **Extreme cases.** An object as large as the arena (``scale = 1`` at ``margin = 0``) cannot
-  move: its velocity is 0 in every frame (with collisions, its walls absorb any impulse, so kinetic
-  energy is then not conserved). Objects that all overlap are drawn by depth, as ever.
-  ``max_objects = 0`` (or ``min_objects = 0``) gives videos without
-  objects: the background, masks of 0 and empty (M = 0) object fields. ``frames = 1`` is a still.
-
-Every function is pure and jittable; :func:`sprite_videos` is vmappable over keys and over its
-traced arguments (``scale``, ``speed``, ``margin``, ``mass_exponent``, the colour ranges,
-``texture_amplitude``, ``start``), which change no shape, so a sweep over them shares one
-compilation.
+The keys, the arena and its walls, the closed-form motion, elastic collisions and the extreme
+cases: :ref:`scenes-videos`.
 """
 
 from __future__ import annotations

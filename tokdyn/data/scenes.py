@@ -251,7 +251,7 @@ def check_shapes(shapes) -> tuple:
 @_checks.checked_jit(_check_render, static_argnames=("shapes",))
 def render(back, position, scale, shape, depth, present, colour, *, shapes: tuple) -> Rendered:
     """Draw objects onto backgrounds with the geometry, occlusion and colouring of :func:`sprite_scenes`
-    (the module docstring), for any objects (a video's frames, hand-placed scenes): a pixel shows the
+    (:ref:`scenes-sprites`), for any objects (a video's frames, hand-placed scenes): a pixel shows the
     covering object of greatest ``depth`` (equal depths: the higher slot), else the background.
 
     Args:
@@ -327,7 +327,7 @@ def sprite_scenes(
     start=0,
     dtype=jnp.float32,
 ) -> Scenes:
-    """n scenes of flat-coloured shapes with instance masks (the module docstring has the geometry,
+    """n scenes of flat-coloured shapes with instance masks (:ref:`scenes-sprites` has the geometry,
     occlusion and colour model). Per scene ``n_objects`` is uniform in [min_objects, max_objects]; per
     object a shape uniform over ``shapes``, a scale uniform in ``scale``, a centre uniform among those
     that keep the object inside the canvas, a colour and a random place in the drawing order.

@@ -166,7 +166,7 @@ def _collide(x, v, half, mass, present, pairs):
 @_checks.checked_jit(_check_simulate, static_argnames=("frames", "collisions", "substeps"))
 def simulate(position, velocity, scale, present=None, mass=None, *, frames: int, margin=0.0,
              collisions: bool = False, substeps: int = 4):
-    """The motion of one clip's objects: positions and velocities in every frame (the module docstring
+    """The motion of one clip's objects: positions and velocities in every frame (:ref:`scenes-videos`
     has the arena, the walls and the collisions).
 
     Args:
@@ -300,7 +300,7 @@ def sprite_videos(
     dtype=jnp.float32,
 ) -> Videos:
     """n clips of moving flat-coloured shapes with per-frame instance masks whose ids are track
-    identities (the module docstring has the keys, the arena, the walls and the collisions). Objects
+    identities (:ref:`scenes-videos` has the keys, the arena, the walls and the collisions). Objects
     are drawn as in :func:`~tokdyn.data.scenes.sprite_scenes`, each starting anywhere in the arena
     with a speed uniform in ``speed`` and a uniform direction; nothing is resampled, so objects may
     start overlapping, be hidden for a while or stay out of view.

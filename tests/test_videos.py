@@ -2,7 +2,7 @@
 
 The references are written here in float64 NumPy: walls by an event-driven reflection (the time to
 the next wall, then the reflection: not the closed form the package uses), collisions by the same
-sub-step rule as the module's docstring states, and every frame's mask by the painter's algorithm of
+sub-step rule as docs/concepts/scenes.md states, and every frame's mask by the painter's algorithm of
 tests/test_scenes.py (objects painted in increasing depth). Conservation of momentum and kinetic
 energy, and the textbook 1-D elastic collision, are checked on hand-placed objects.
 """

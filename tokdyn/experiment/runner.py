@@ -1,42 +1,19 @@
 """One runner for every study: a study is a value (:class:`Spec`) that supplies its science, and
 :func:`run_study` does the rest, the same way for every study.
 
-A study declares what it is -- its name, its ``Config``, the files it writes (``outputs``, the
-summary's ``summary_file``, the ``figure_files`` it draws), the ``selection`` fields left out of
-its stamp, the ``sources`` it reads (another study's directory) -- and supplies four functions:
-
-* ``run(session, cfg) -> Result``: the science. It computes its tables, keeping each finished part
-  through the opened directory (``session.part`` / ``session.rows``, :class:`Session`) and timing
-  its stages (``session.timed(name)``), and returns them as :class:`Result` ``.tables``;
-* ``figures(session, cfg, result)``: draws the figures, returns their paths;
-* ``summary(cfg, result)``: the summary, as Markdown text or a JSON mapping;
-* ``findings(out)``: the verdicts of the seed findings it measures
-  (:class:`tokdyn.experiment.findings.Finding`), from its directory ``out``, which ``tokdyn
-  reproduce`` reads.
-
-:func:`run_study` owns everything else, in this order: the configuration's checks (``check``;
-default ``cfg.validate()``), the output path (:func:`tokdyn.experiment.study.check_output`; a
-directory tokdyn did not stamp, :func:`~tokdyn.experiment.study.check_directory`) and the
-resources the configuration asks for (:func:`~tokdyn.experiment.study.check_resources` of
-``cfg.estimate()``), the study's own checks and sources before its directory is touched
-(``prepare``), opening, locking and stamping the directory (:meth:`Study.open
-<tokdyn.experiment.study.Study.open>`, ``--fresh`` included), removing what another
-configuration wrote there (``outputs`` and ``figure_files``), the timings (one set of keys:
-``<stage>_s`` of the stages the study timed, ``plots_s``, ``total_s``), writing the tables (CSV,
-JSON, text), the figures unless ``plots`` is off (a declared figure a drawing run did not draw
-is removed, so the directory never shows a figure of other results), the summary (the quick preset's
-line first), ``config.json`` (:meth:`Study.finish <tokdyn.experiment.study.Study.finish>`: the
-whole configuration, selection fields included, the selection fields again under ``selection``,
-the timings, the time the estimate said beside them, ``estimate``
-(:func:`~tokdyn.experiment.study.time_record`), the study's own ``Result.record``)
-and the printed summary. A study module's ``main`` is one line::
+A study declares what it is (its name, its ``Config``, the files it writes, the ``selection``
+fields left out of its stamp, the ``sources`` it reads) and supplies four functions: ``run(session,
+cfg) -> Result`` (the science, keeping each finished part through the :class:`Session`),
+``figures``, ``summary`` and ``findings``. :func:`run_study` owns everything else: the checks of
+the configuration, the path and the resources, opening, locking and stamping the directory
+(:meth:`Study.open <tokdyn.experiment.study.Study.open>`), the timings, writing the tables,
+figures and summary, and ``config.json``. A study module's ``main`` is one line::
 
     def main(cfg, out, *, quiet=False, plots=True, fresh=False):
         return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)
 
-(evosax's strategies have this shape: the base class owns ``init`` / ``ask`` / ``tell`` and their
-bookkeeping, a strategy supplies ``_ask`` / ``_tell``; here the hooks are plain functions of a
-frozen dataclass, so a study stays a module of functions a reader can call one by one.)
+A worked example, what the runner does in which order, and every field of a spec:
+:doc:`/studies/writing-a-study`.
 """
 
 from __future__ import annotations
@@ -80,8 +57,8 @@ def _validate(session: "Session", cfg) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """A study, as a value: what it declares and the functions that are its science (see the
-    module docstring).
+    """A study, as a value: what it declares and the functions that are its science
+    (:doc:`/studies/writing-a-study`).
 
     Attributes:
       name: the study's name (its stamp's ``study``; its ``tokdyn reproduce`` directory).
@@ -234,7 +211,7 @@ def write_table(path: str, value) -> str:
 
 
 def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, fresh: bool = False, **options):
-    """Run a study into its directory (the module docstring lists what is done, in which order).
+    """Run a study into its directory (:doc:`/studies/writing-a-study` lists what is done, in which order).
 
     Args:
       spec: the study's :class:`Spec`.

@@ -1,57 +1,19 @@
-"""The study runner: one output directory per study configuration, stamped before any work, whose
-parts cannot be mixed up with another configuration's, lost or read back corrupt.
+"""The study directory: one output directory per study configuration, stamped before any work,
+whose parts cannot be mixed up with another configuration's, lost or read back corrupt.
 
-Every study's ``main`` does the same four things through this module::
+* :meth:`Study.open` checks the path (:func:`check_output`) and the resources
+  (:class:`Estimate`, :func:`check_resources`), compares the configuration with the directory's
+  stamp (``study.json``; another configuration is refused with
+  :class:`tokdyn.io.OutputConflict` unless ``fresh``), takes the directory's :func:`lock` and
+  writes the stamp.
+* :meth:`Study.part` and :meth:`Study.rows` keep each finished part in ``parts/``, keyed by the
+  stamp and checksummed; :meth:`Study.finish` writes ``config.json``.
+* :func:`read_record`, :func:`verify_output`, :func:`read_table` and :func:`read_output_json` read
+  a study's files back, refusing one changed after the study wrote it; :func:`source_stamp`
+  checks the directory an analysis reads.
 
-    study = Study.open(out, "visual-tokens", cfg, fresh=fresh, selection=("parts",),
-                       estimate=cfg.estimate(),      # checks, locks, then stamps the directory
-                       outputs=("results.csv", "summary.md"))     # the files it will write
-    rows = study.rows("poc", lambda: run_part("poc", ...))   # a part: computed once, kept
-    ...                                              # tables, figures into study.path(...)
-    study.finish(timings=timings)                    # config.json: config, environment, timings,
-                                                     # the SHA-256 of every table written, a checksum
-
-:meth:`Study.open`, before anything is computed:
-
-1. checks the output path (:func:`check_output`: a file, a directory that cannot be written or
-   created, a name longer than the file system allows are refused with a ``ValueError`` naming
-   ``out``);
-2. checks the resources the configuration asks for (:class:`Estimate`, :func:`check_resources`):
-   what cannot fit in the device's memory (on the CPU backend, this machine's) or, for what the
-   estimate keeps on the host, this machine's, is refused, naming the option to change; how long
-   it will take here is said up front when it is long (:func:`time_here`: the estimate's work at
-   the rates measured on the running backend, :mod:`tokdyn.experiment.rates`);
-3. compares the configuration with the stamp of the directory (``study.json``): a directory of
-   another study, or of the same study with another configuration or another tokdyn version, is
-   refused with :class:`tokdyn.io.OutputConflict` naming every field that differs (the command
-   exits 2), unless ``fresh``, which removes what the old configuration wrote (:func:`clear`:
-   only files tokdyn wrote; anything else in the directory is never touched) and starts afresh.
-   A non-empty directory that no study stamped (no ``study.json`` whose checksum verifies) is
-   never written into nor cleared, with ``fresh`` or without; a file that is not tokdyn's where
-   the study will write one of its declared ``outputs`` is refused, naming it;
-4. takes the directory's lock (:func:`lock`): shared while a study runs there (from ``open``
-   until :meth:`Study.finish` or the end of the process; concurrent writers of one configuration
-   share it), exclusive for ``fresh``, which is refused while any study runs there;
-5. writes the stamp: the study, the whole configuration (``selection`` fields, which only choose
-   which parts to run, aside), the tokdyn version, the stamps of the sources it analyses, the
-   outputs it declares and, when it is not ``"highest"``, the precision of float32 matrix products
-   in force (``matmul_precision``, :func:`precision_in_force`; a stamp without it is
-   ``"highest"``, so directories stamped before it was kept resume as they were).
-
-:meth:`Study.finish` writes ``config.json``, plain JSON with a ``"checksum"`` of its content and
-the SHA-256 of every table the study wrote (``"outputs"``). A later step reads a study's files
-through :func:`read_record`, :func:`verify_output`, :func:`read_table` and
-:func:`read_output_json`, which refuse (:class:`tokdyn.io.CorruptFile`, naming the file) a record
-or a table that was changed after the study wrote it.
-
-Parts (:meth:`Study.part` for arrays, :meth:`Study.rows` for table rows) live in ``parts/``,
-each keyed by the directory's stamp (or a key of its own), written atomically with a checksum and
-verified when read back: a part that cannot be read whole is set aside with a warning and
-recomputed (:func:`tokdyn.io.set_aside`).
-
-An analysis study names its source with :func:`source_stamp`, which reads the source's own stamp
-and checks it against the configuration the analysis expects; the source's stamp then enters the
-analysis's, so a source retrained with other settings is not silently reused.
+Every study uses it through :func:`tokdyn.experiment.runner.run_study`. What each step checks
+and refuses: :ref:`study-directory`.
 """
 
 from __future__ import annotations
@@ -600,7 +562,7 @@ def _take_exclusive(out: str) -> int:
 
 
 class Study:
-    """A study's output directory, opened by :meth:`open` (see the module docstring)."""
+    """A study's output directory, opened by :meth:`open` (:ref:`study-directory`)."""
 
     def __init__(self, out: str, stamp: dict, *, quiet: bool = False):
         self.out, self.stamp, self.quiet = out, stamp, quiet
@@ -621,7 +583,7 @@ class Study:
              quiet: bool = False, extra: Optional[Mapping] = None, outputs: Sequence[str] = ()) -> "Study":
         """Check, lock, then stamp the output directory ``out`` of ``study`` for ``cfg``.
 
-        See the module docstring for what a stamp holds and when a directory is refused.
+        What a stamp holds and when a directory is refused: :ref:`study-directory`.
 
         Args:
           out: the study's output directory (created if absent).

@@ -1,47 +1,19 @@
 """Evolution-strategies (REINFORCE) estimates of a reward's gradient, and a maximiser on optax.
 
-For a reward ``R: x -> scalar`` (any pytree ``x``, any jittable ``R``) and Gaussian perturbations
-``x' = x + eps``, ``eps ~ N(0, sigma^2 I)``, the gradient of the smoothed reward
-``E[R(x + eps)]`` is ``E[R(x + eps) eps] / sigma^2``. :func:`es_grad` estimates it from a
-population of ``2 * n_pairs`` perturbations:
+:func:`es_grad` estimates the gradient of the Gaussian-smoothed reward ``E[R(x + eps)]``,
+``eps ~ N(0, sigma^2 I)``, of any jittable reward ``R`` of any pytree ``x``, from ``2 * n_pairs``
+perturbations: independent draws or antithetic pairs, the rewards shaped by ``"none"``,
+``"baseline"`` (leave-one-out, unbiased) or ``"centered_rank"``. The noise is drawn as evosax's
+OpenAI-ES draws it, so both give the same estimate on the same key. With
+``reward_takes_key=True`` every member of the population gets its own key.
 
-- independent draws: ``sum_i w_i eps_i / (2 n sigma^2)``;
-- antithetic pairs ``(eps_j, -eps_j)``: ``sum_j (w_j^+ - w_j^-) eps_j / (2 n sigma^2)``, which
-  cancels every even-order term of R around x (for a quadratic, the whole curvature);
-
-where ``w`` are the rewards after ``shaping``:
-
-- ``"none"``: the rewards themselves (unbiased for the smoothed gradient);
-- ``"baseline"``: independent draws: each reward minus the mean of the *other* rewards of the
-  population (leave-one-out: still unbiased, since a sample's baseline does not depend on its
-  noise; it equals ``P / (P - 1)`` times the reward minus the population mean); antithetic
-  pairs: the reward minus the population mean, which the pairing cancels anyway (the estimate
-  equals "none": a pair's difference already removes any baseline);
-- ``"centered_rank"``: ranks mapped to [-0.5, 0.5] (ties share their mean rank, NaN ranks
-  lowest): invariant to any increasing transform of R, biased, robust (OpenAI-ES; evosax's
-  ``centered_rank_fitness_shaping_fn``).
-
-The noise is drawn as evosax's OpenAI-ES draws it (``normal(key, (n, dims))`` of the flattened
-``x``, the antithetic half negated and appended), so both give the same estimate on the same key.
-
-**Noisy rewards.** A reward that draws randomness of its own (observation noise, a minibatch,
-dropout) takes a key: with ``reward_takes_key=True`` it is called ``reward_fn(key, x)`` (key first,
-as in evosax and optax), and :func:`es_grad` gives every member of the population its own key:
-``key`` is split in two, the first half draws the perturbations, the second is split into one key
-per member (in the order of the noise), so members draw independent noise. A key handed to the
-reward any other way (closed over, or among :class:`Maximiser`'s ``args``) is one draw shared by
-the whole population: common random numbers, which cancel the noise out of antithetic
-differences but are not independent evaluations. With the default ``reward_takes_key=False`` the
-reward gets no key and ``key`` draws the perturbations alone.
-
-**Direction.** Everything here *maximises* R: :func:`es_grad` returns an ascent direction
-(an estimate of +grad R). optax minimises, so :func:`maximiser` hands ``-es_grad`` to the optax
-optimiser; that is the only place the sign is flipped.
-
-Every function is pure, key-first and traceable: call it inside your own ``jit``/``vmap``/``scan``
-(vmapping over instances is the intended use). Arguments are checked in plain Python when the
-function is traced, before anything compiles; a reward that is NaN for some perturbation is
+Everything here *maximises* R: :func:`es_grad` returns an ascent direction, and
+:func:`maximiser` (:class:`Maximiser`) hands ``-es_grad`` (or the exact gradient) to an optax
+optimiser, the one place the sign is flipped. Every function is pure, key-first and traceable
+(vmapping over instances is the intended use); a reward that is NaN for some perturbation is
 counted in :class:`Info` (``n_nan``), never dropped.
+
+The estimators, the shapings, keys for noisy rewards: :ref:`latent-optimisation-es`.
 """
 
 from __future__ import annotations
@@ -118,7 +90,7 @@ def noise(key: jax.Array, dims: int, n_pairs: int, antithetic: bool = True) -> j
 
 
 def shape_rewards(rewards: jax.Array, shaping: str = "none", *, antithetic: bool = False) -> jax.Array:
-    """The weights of a population's rewards (P,) under ``shaping`` (see the module docstring;
+    """The weights of a population's rewards (P,) under ``shaping`` (:ref:`latent-optimisation-es`;
     ``antithetic`` says whether the population is antithetic pairs, which changes "baseline")."""
     _checks.choice("shaping", shaping, SHAPINGS)
     p = rewards.shape[-1]
@@ -134,7 +106,7 @@ def shape_rewards(rewards: jax.Array, shaping: str = "none", *, antithetic: bool
 def es_grad(key: jax.Array, reward_fn: Callable, x, *, sigma, n_pairs: int, antithetic: bool = True,
             shaping: str = "none", reward_takes_key: bool = False):
     """An estimate of the gradient of ``E[reward_fn(x + eps)]``, ``eps ~ N(0, sigma^2 I)``: an ascent
-    direction of the reward (the estimators are in the module docstring).
+    direction of the reward (the estimators are in :ref:`latent-optimisation-es`).
 
     Args:
       key: PRNG key of the perturbations (and, with ``reward_takes_key``, of the rewards).

@@ -12,39 +12,10 @@ dynamics -- collapses in three ways, each measured here:
   :func:`top_pc_share`, the share ``lambda_max / sum lambda`` of the variance on the first
   principal component.
 
-:func:`summary` measures latents (N instances, S steps, D) at every step.
-
-Conventions
------------
-
-* A zero vector has cosine 0 with every vector, itself included (never NaN).
-* No variance (every included row equal, or fewer than 2 included rows): the participation ratio
-  and the top-PC share are both **0**, a value neither takes otherwise (with some variance the
-  participation ratio lies in ``[1, min(n - 1, D)]`` and the share in ``[1 / min(n - 1, D), 1]``,
-  n the included rows), so a fully collapsed set reads as 0, not NaN.
-* A mean over an empty set is NaN: :func:`mean_pairwise_cosine` with fewer than 2 included rows,
-  :func:`step_similarity` with none. Host masks (NumPy) are checked and such a mask is refused, so
-  only a mask held in a JAX array (or traced) can reach it.
-* ``mask`` (optional, boolean, one entry per row / instance) selects the rows to include; the
-  others are ignored entirely (they may hold anything, NaN padding included), so sets of different
-  sizes can share one padded shape in a ``vmap``.
-
-Numerics: each row is divided by its largest entry before it is normalised, and the covariance is
-computed from the rows minus the first included row (so identical rows give exactly zero variance),
-divided by their largest entry, centred and divided by their largest entry again, so every result
-is finite for entries from 1e-30 to 1e30 in float32 (any entries whose differences do not
-overflow). The eigenvalues come from the Gram matrix of the centred rows, ``N x N`` or ``D x D``
-whichever is smaller; the participation ratio needs no eigendecomposition (``sum lambda = tr G``,
-``sum lambda^2 = ||G||_F^2``), the top-PC share takes the largest eigenvalue from ``eigvalsh``.
-Matrix products run at the highest precision (a float32 product on a GPU would otherwise use
-TF32). Results have the promoted float dtype of the input (float32, or float64 under
-``jax.enable_x64(True)``).
-
-Every function is pure, jittable and vmappable (e.g. over seeds: ``jax.vmap(participation_ratio)``
-on an (R, N, D) stack). Arguments are checked in plain Python before anything is traced: ranks,
-dtypes and mask shapes always, finiteness (of the included rows) and mask contents when they are
-host data; errors are ``ValueError``/``TypeError`` naming the argument, the value and what is
-allowed.
+:func:`summary` measures latents (N instances, S steps, D) at every step. An optional boolean
+``mask`` selects the rows to include. Every function is pure, jittable and vmappable; a zero
+vector has cosine 0, no variance reads as 0 and a mean over an empty set as NaN
+(:ref:`diagnostics-geometry`, with the numerics).
 """
 
 from __future__ import annotations
@@ -198,7 +169,7 @@ def participation_ratio(x, mask=None):
 
     In ``[1, min(n - 1, D)]`` (n included rows): 1 for data on a line, k for k orthogonal
     directions of equal variance. **0 when there is no variance** (every included row equal, or a
-    single row), see the module docstring.
+    single row), see :ref:`diagnostics-geometry`.
     """
     g = _gram(x, mask)
     total = jnp.trace(g)
@@ -211,7 +182,7 @@ def top_pc_share(x, mask=None):
     first principal component.
 
     In ``[1 / min(n - 1, D), 1]`` (n included rows): 1 for data on a line. **0 when there is no
-    variance** (every included row equal, or a single row), see the module docstring.
+    variance** (every included row equal, or a single row), see :ref:`diagnostics-geometry`.
     """
     g = _gram(x, mask)
     total = jnp.trace(g)

@@ -4,39 +4,16 @@ protocol ``apply(params, batch, *, latents=None, intervene=None) -> Outputs``
 (:class:`tokdyn.models.latent.model.ApplyFn`, checked by :func:`tokdyn.diagnostics.protocol.check_apply`
 before anything runs).
 
-An instance's starting latents are the model's own (``apply(params, batch).latents``: what its
-trained feedback loop produces). With the model frozen, the optimiser changes them to *maximise*
-a confidence reward of the model's output distributions and answers with the most confident
-latents it has seen (the starting ones included). Rewards (:data:`REWARDS`), over the next-token
-distributions ``P_i`` at the scored positions:
+With the model frozen, :func:`optimise` (jitted for one model and config by :func:`make`) moves each
+instance's own latents to *maximise* a confidence reward (:data:`REWARDS`: ``"entropy"``, the
+paper's; ``"logprob"``, the public code's; ``"answer"``) by evolution strategies or the exact
+gradient (:mod:`tokdyn.es`), optionally injecting image patches (``inject="best"``, the paper's;
+``"all"``), and answers with the most confident latents seen. :func:`random_latents` is the control.
+``sigma`` and the learning rate are relative to the initial latents' RMS entry. All instances run in
+one compiled call, and instance i's key is ``fold_in(key, index[i])``, so results do not depend on
+batching.
 
-- ``"entropy"`` (the paper's): ``R = 1 - (1/L) sum_i H_k(P_i)`` over the L latent positions,
-  ``H_k`` the entropy of the top-k probabilities of ``P_i`` renormalised to sum to 1;
-- ``"logprob"`` (the public code's): ``R = (1/L) sum_i mean_{top k} log P_i(j)``, the negative of
-  the code's "-mean log of the top-k probabilities". It is largest when the top k share the mass
-  evenly: it does not reward a peaked distribution, and the two rewards can disagree;
-- ``"answer"``: the largest probability at the answer position.
-
-The search runs in units of the initial latents' scale: ``latents = s * u``, ``s`` the
-root-mean-square entry of the instance's initial latents, so ``sigma`` and the learning rate are
-relative to the embedding scale. Iteration t (0-based) perturbs with ``sigma * sigma_decay ** t``.
-``estimator="es"`` estimates the gradient with :func:`tokdyn.es.es_grad` (antithetic pairs), and
-``"exact"`` takes the true gradient of the same reward (the model is differentiable); both step by
-SGD ascent through :func:`tokdyn.es.maximiser`. :func:`random_latents` is the control: random
-directions with each latent's norm, no search.
-
-All instances run in one compiled call: chunks of ``chunk`` instances vmapped, one chunk after
-another (``lax.map``; ``chunk=None``: one wide vmap). Instance i's key is ``fold_in(key, index[i])``,
-so results do not depend on how instances are batched.
-
-Visual injection (``inject``, for a model whose ``apply`` takes ``inject``, a (B, P) boolean mask
-over its image patches; see :mod:`tokdyn.models.latent.model`): ``"best"`` is the paper's best-patch
-injection. The injected set V starts empty; after each step, each latent's top-``top_m`` image
-patches by attention (the mean over layers and heads of the attention from the latent positions to
-``patch_positions``) are candidates, and when the step's reward beats the best so far the
-candidates join V (otherwise V is kept). Every evaluation runs with the current V, and the answer is
-that of the most confident (latents, V) pair. ``"all"`` injects every patch from the start (the
-all-patch control); ``"none"`` none.
+The rewards, the search and the injection in detail: :ref:`latent-optimisation-dmlr`.
 """
 
 from __future__ import annotations
@@ -114,7 +91,7 @@ class Hparams:
 
 
 def confidence(logits: jax.Array, *, reward: str, top_k: int, latent_positions, answer_position: int) -> jax.Array:
-    """The confidence reward of one sequence's logits (the rewards are defined in the module docstring).
+    """The confidence reward of one sequence's logits (the rewards are defined in :ref:`latent-optimisation-dmlr`).
 
     Args:
       logits: (T, V) the sequence's next-token logits.

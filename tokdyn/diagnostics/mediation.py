@@ -3,45 +3,18 @@
 (:class:`tokdyn.models.latent.model.ApplyFn`; every field's shape in
 :class:`tokdyn.models.latent.model.Outputs`).
 
-Causal mediation (after "Imagination Helps Visual Reasoning, But Not Yet in Latent Space",
-arXiv 2602.22766) treats input X -> latents Z -> answer Y as a chain:
+- Causal mediation, input -> latent: :func:`shift`, :func:`input_to_latent`, :func:`noise_at`.
+- Causal mediation, latent -> answer: :func:`interventions` (the kinds of :data:`INTERVENTIONS`),
+  :func:`latent_effects` (all of them in one vmapped pass) and :func:`latent_to_answer`.
+- Decomposition of the latent block (the settings of :data:`SETTINGS`): :func:`decompose`, and
+  :func:`narrowness` of attention over the image patches.
 
-- **input -> latent**: :func:`shift` compares states (B, S, D) of a batch and of its perturbed
-  copy (:mod:`tokdyn.diagnostics.perturb`): cosine distance and relative L2 per step;
-  :func:`input_to_latent` applies it to the fed-back latents and to the last-layer states at given
-  positions (image patches, a caption); :func:`noise_at` perturbs embeddings with Gaussian noise.
-- **latent -> answer**: :func:`interventions` builds replacement latents (K, B, L, D) from the
-  model's own: ``zeros``; ``noise`` (Gaussian, each instance's RMS entry); ``mean`` (the mean over
-  instances, per step); ``constant`` (one fixed random vector of the batch's RMS entry, the same
-  for every instance and step: not all-equal entries, which a LayerNorm maps to zero); ``swap`` (another
-  instance's latents, along a random cycle, so no instance keeps its own); ``other`` (latents
-  given by the caller, e.g. another variant's). :func:`latent_effects` runs all K in one pass
-  (vmapped) and reports per instance whether the answer flipped, its correctness and the KL
-  divergence of the answer distribution from the unintervened one, and whether the replacement
-  differs from the original latents at all; :func:`latent_to_answer` compiles it and refuses an
-  intervention that changed no instance's latents.
+Positions are Python ints (static). Each function that takes a model first checks it with
+:func:`tokdyn.diagnostics.protocol.check_apply` (no device work, no compile), so a model of
+another output layout, a position outside the sequence or a missing argument is a
+``ValueError``/``TypeError`` naming it, before anything runs.
 
-Decomposition (after "Beyond Visual Memory: Mechanistic Diagnostics of Latent Visual Reasoning",
-arXiv 2606.01287) evaluates the latent block's parts at inference (:data:`SETTINGS`): ``full``;
-``markers_only`` (the slots removed, ``drop``); the slots' inputs replaced by ``slots_noise``,
-``slots_mean`` or ``slots_zeros``; ``format_only`` (markers and slots replaced by a caller-given
-format embedding, e.g. their position embeddings: the block's length without its content);
-``no_block`` (markers and slots removed). The share of the gain retained,
-``(acc_setting - acc_no_block) / (acc_full - acc_no_block)``, with a paired bootstrap interval
-over instances is :func:`tokdyn.stats.gain_retained`. :func:`narrowness` measures how focused
-attention over the image patches is at given positions: the entropy of the (renormalised)
-attention over the patches and the mass on the top-k patches (NaN for a query that puts no
-attention on the patches).
-
-Every function takes ``apply_fn`` and positions (Python ints: static), so a researcher's model
-runs unchanged; the slot replacements go through ``intervene`` and act on the input embeddings of
-every pass, so in a feedback model they replace the fed-back latents. Each one that takes a model
-first runs :func:`tokdyn.diagnostics.protocol.check_apply` (one ``jax.eval_shape`` of the model: no
-device work, no compile), so a model of another output layout, a position outside the sequence or
-a missing argument is a ``ValueError``/``TypeError`` naming it, before anything runs. The two that
-read ``Outputs.hidden`` (:func:`input_to_latent` with ``positions``, :func:`decompose` with a setting
-that edits the slots) then check, once per model and shapes, that ``hidden[:, 0]`` holds the input
-embeddings: one probe intervention on one instance (see :mod:`tokdyn.diagnostics.protocol`).
+What each intervention and setting does: :doc:`/concepts/diagnostics`.
 """
 
 from __future__ import annotations
@@ -152,7 +125,7 @@ def swap_permutation(key: jax.Array, n: int) -> jax.Array:
 
 
 def interventions(key: jax.Array, latents: jax.Array, kinds=INTERVENTIONS, *, other=None) -> jax.Array:
-    """Replacement latents for ``kinds`` (see the module docstring), built from the model's own.
+    """Replacement latents for ``kinds`` (:doc:`/concepts/diagnostics` says what each does), built from the model's own.
 
     Args:
       key: PRNG key; ``noise``, ``swap`` and ``constant`` draw from ``jax.random.split(key, 3)`` in that

@@ -9,27 +9,12 @@ returning :class:`tokdyn.models.latent.model.Outputs`: ``logits`` (B, T, V), ``h
 (B, n_layers + 1, T, D) with ``hidden[:, 0]`` the input embeddings, ``attention``
 (B, n_layers, H, T, T), ``latents`` (B, L, D).
 
-:func:`check_apply` is the check every public diagnostic that takes a model runs at its entry. It
-traces the model once with :func:`jax.eval_shape` (abstract values only: no device work, no
-compile), calling ``apply_fn(params, batch)`` and each keyword the diagnostic will use, and raises a
-``ValueError``/``TypeError`` that names what is wrong: an output of another layout (ranks and
-shapes against the batch and the protocol), ``intervene`` not called on (B, T, D) input
-embeddings, a keyword the model does not take, positions outside [0, T), a layer outside the
-hidden states, a missing or misshapen argument. ``hidden``'s layer count is read against
-``attention``'s, so a ``hidden`` with n_layers entries (its input embeddings missing) is blamed on
-``hidden``. Inside a user's ``jit``/``vmap`` it runs once per trace, on the traced shapes; the
-model's trace is cached per (``apply_fn``, shapes of ``params`` and ``batch``, keywords), so
-repeated eager calls trace the model once.
-
-A diagnostic that reads ``hidden`` (``reads_hidden=True``) has its contents checked too, once per
-(``apply_fn``, shapes of ``params`` and ``batch``), after every other check: one probe intervention
-on one instance, ``apply_fn(params, batch[:1], intervene=lambda x: probe)`` with fixed normal draws
-for ``probe``, must return ``hidden[:, 0]`` equal to the probe (the input embeddings are what
-``intervene`` returned, as the blocks read them). It is one program compiled ahead of time and run at
-once; inside a user's ``jit`` on stand-in values of the traced shapes (normal weights, uniform float
-inputs, zero integer and boolean leaves), never staged into the user's program. A ``hidden`` of the
-right shape holding block outputs and the final LayerNorm state is a ``ValueError`` naming
-``hidden`` and the input embeddings.
+:func:`check_apply` is the check every public diagnostic that takes a model runs at its entry:
+one :func:`jax.eval_shape` of the model (no device work, no compile, cached per ``apply_fn``,
+shapes and keywords), raising a ``ValueError``/``TypeError`` that names what is wrong; with
+``reads_hidden=True`` one probe call also checks that ``hidden[:, 0]`` holds the input
+embeddings. What it checks, and how the probe runs inside a user's ``jit``:
+:doc:`/concepts/diagnostics`.
 """
 
 from __future__ import annotations

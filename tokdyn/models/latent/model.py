@@ -1,48 +1,20 @@
 """A tiny decoder-only transformer (Flax linen) with a latent mode, behind one functional protocol.
 
-Sequence layout (``Layout``), for a batch of :class:`tokdyn.models.latent.tasks.Instance`-like records
-(anything with ``image`` (B, G, G), ``question`` (B, Q) and, when ``caption_len > 0``,
-``caption`` (B, K)):
+The sequence (:class:`Layout`) is
+``[G*G image patches | Q question tokens | <latent_start> L latents <latent_end> | K caption | <answer>]``,
+the latent block present when ``latent_mode != "none"``, the caption when ``caption_len > 0``.
+In latent mode ``"feedback"`` latent i's input is ``project`` of the previous position's
+last-layer hidden state (run with a key/value cache); in ``"pause"`` the latent positions hold a
+learned ``<pause>`` embedding.
 
-    [G*G image patches | Q question tokens | <latent_start> L latents <latent_end> | K caption | <answer>]
-
-The latent block is present when ``latent_mode != "none"``, the caption when ``caption_len > 0``.
-A patch's embedding is its colour one-hot times a matrix plus a row and a column embedding; text
-positions get token plus learned position embeddings. The logits at ``<answer>`` predict the
-answer token; those at the position before each caption token predict it (teacher forcing).
-
-Latent mode ``"feedback"``: the input embedding of latent i is ``project(h)`` where ``h`` is the
-previous position's last-layer hidden state (after the final LayerNorm). The positions are run
-with a key/value cache: the prefix up to ``<latent_start>`` in one pass, each latent in a
-one-position pass, then the rest; by causality this equals L + 1 full passes over the growing
-sequence, at about the cost of one (and it is what gradients flow through). ``project`` is
-``"none"`` (raw feedback: its norm, ~sqrt(width), differs from the token embeddings'),
-``"layernorm"`` (a learned LayerNorm: norm matching) or ``"linear"`` (LayerNorm then a learned
-Dense). Latent mode ``"pause"``: the latent positions hold the learned
-``<pause>`` token embedding (no feedback, one pass).
-
-The protocol every diagnostic uses (any JAX model can implement it; the type :class:`ApplyFn`, its
-output :class:`Outputs` with every field's shape)::
+:meth:`Model.apply` is the protocol every diagnostic uses (:class:`ApplyFn`, its output
+:class:`Outputs` with every field's shape)::
 
     apply(params, batch, *, latents=None, intervene=None) -> Outputs(logits, hidden, attention, latents)
 
-``latents`` (B, L, D) replaces the fed-back hidden states (one full pass, no feedback loop);
-``intervene`` is a function ``(B, T, D) -> (B, T, D)`` applied to the input embeddings of every
-pass, after the latent feedback is written (see :func:`replace`, :func:`add`, :func:`scale`), so an
-edit of a latent or marker position propagates to every later latent step.
-
-Two optional extensions of the protocol (a model that has them takes them as keywords):
-``drop`` (B, T) boolean removes positions: no other position attends to them (their own rows are
-still computed; read nothing from them). With learned absolute positions and no positional bias in
-attention this is deleting them while every other position keeps its embedding.
-``inject`` (B, P) boolean over the image patches inserts
-copies of the selected patches' (edited) embeddings after the question, before the latent block
-(DMLR's visual injection, :mod:`tokdyn.diagnostics.dmlr`). A copy is embedded exactly as its patch
-(colour, row and column) and every other position keeps its own embedding, so to this model an
-injected patch is a second view of one it has seen; all P copies are inserted and the unselected
-ones are masked out of attention, so the shapes do not depend on the selection and an all-False
-``inject`` computes the same outputs as none. The outputs keep the layout: the copies' rows are
-dropped and the attention paid to a copy is added to the patch it copies.
+with :func:`replace`, :func:`add` and :func:`scale` building interventions, and the optional
+``drop`` and ``inject`` keywords. The layout, the feedback and the protocol's keywords in detail:
+:ref:`latent-model`.
 """
 
 from __future__ import annotations
@@ -190,7 +162,7 @@ class ApplyFn(Protocol):
       intervene: a function ``(B, T, D) -> (B, T, D)`` applied to the input embeddings of every
         pass (after latent feedback is written), so its edits show in ``hidden[:, 0]``.
 
-    Two optional keywords, needed only by the diagnostics that use them (see the module docstring):
+    Two optional keywords, needed only by the diagnostics that use them (:ref:`latent-model`):
     ``drop`` (B, T) bool removes positions from attention (:func:`tokdyn.diagnostics.mediation.decompose`),
     ``inject`` (B, P) bool inserts copies of chosen image patches (:mod:`tokdyn.diagnostics.dmlr`).
 
@@ -387,7 +359,7 @@ def check_batch(cfg: Config, batch, latents=None, inject=None, drop=None) -> int
 
 
 class _Injection(NamedTuple):
-    """Copies of the P image patches inserted at position ``at`` (see the module docstring)."""
+    """Copies of the P image patches inserted at position ``at`` (:ref:`latent-model`)."""
 
     mask: jax.Array  # (B, P) bool: which copies are seen
     at: int
@@ -477,7 +449,7 @@ class Model:
           drop: optional (B, T) bool: the True positions are removed from attention.
 
         Returns:
-          :class:`Outputs` in the sequence layout of the module docstring (B, T positions).
+          :class:`Outputs` in the sequence layout of :class:`Layout` (B, T positions).
         """
         c, lay, net = self.cfg, self.layout, self.net
         b = check_batch(c, batch, latents, inject, drop)

@@ -1,40 +1,19 @@
 """Synthetic visual reasoning tasks that need an imagined transformation of the image.
 
-An image is a ``G x G`` grid of cells, each empty (0) or one of ``n_colours`` colours (1..C). A
-question asks about the image, in every family but the first *after* a transformation the model
-has to imagine. Five families:
+An image is a ``G x G`` grid of cells, each empty (0) or one of ``n_colours`` colours (1..C). Five
+families (:data:`FAMILIES`): ``read`` (the control: the colour of a cell), ``rotate``,
+``gravity``, ``recolour`` and ``path``, each asking about the image after a transformation the
+model has to imagine. Every instance (:class:`Instance`) carries the answer, the *helper image*
+(the transformed grid, for latent supervision) and a *caption* of the change (for text-space
+imagination).
 
-``read``
-    the colour of cell (r, c): no transformation (the control: can the model read its
-    image at all?).
-``rotate``
-    rotate (90/180/270, counter-clockwise as :func:`numpy.rot90`) or flip (left-right,
-    up-down) the grid, then ask the colour of cell (r, c) of the result.
-``gravity``
-    every non-empty cell falls to the bottom of its column (order kept), then count colour
-    k in row r. (Gravity keeps each column's multiset, so a per-column count would not
-    need the transformation; a row count does.)
-``recolour``
-    every cell of colour a becomes colour b, then count colour b in row r.
-``path``
-    colour 1 ("the marker") appears exactly once; start there, move vertically n1 cells
-    then horizontally n2 cells (wrapping around the edges): which colour is there?
+:func:`sample` draws one instance from a key and a (traceable) family index (jittable,
+vmappable); :func:`generate` draws a batch, instance i from ``fold_in(key, i)``; :func:`splits`
+draws sets that never share an instance. :func:`question_only_optimum` is the best accuracy a
+rule that sees only the question can reach, per family, exactly; :func:`question_only_answers`
+is that rule.
 
-Every instance carries the answer (one token), the *helper image* (the transformed grid, for
-latent supervision: for ``path`` the grid rolled so the destination sits under the marker) and a
-*caption* of the relevant change (for text-space imagination: the cell to read for ``read`` and
-``rotate`` (its source cell), the transformed row for ``gravity``/``recolour``, the marker's cell
-and then the destination cell for ``path``), padded to ``caption_len`` with ``<pad>``.
-
-Generators are pure JAX: :func:`sample` draws one instance from a key and a (traceable) family
-index, so it is jittable and vmappable; :func:`generate` draws a batch with key ``fold_in(key, i)``
-for instance i. :func:`splits` draws train and test sets from disjoint key streams and removes
-every test instance whose (image, question) also occurs in the training set, so the splits never
-share an instance.
-
-:func:`question_only_optimum` is the best accuracy any answer rule that sees only the question can
-reach, per family, computed exactly from the task distribution; :func:`question_only_answers`
-is that rule (what a model without the image can at best learn).
+Each family, the helper images and captions in detail: :ref:`latent-tasks`.
 """
 
 from __future__ import annotations

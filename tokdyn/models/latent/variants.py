@@ -1,36 +1,15 @@
 """The training variants of the latent reasoner (:data:`VARIANTS`, a registry of :class:`Variant`):
-
-``direct``
-    answer right after the question (no latents, no caption)
-``no_image``
-    ``direct`` with an all-empty image: what the question alone gives away
-``text``
-    text-space imagination: generate the caption (teacher-forced in training,
-    greedy at test time), then answer
-``latent_mirage``
-    latent feedback + answer CE + Mirage-style alignment: 1 - cos between the mean
-    latent hidden state and the mean patch embedding of the helper image
-``latent_monet``
-    ... + Monet-style alignment: mean over latents of 1 - cos between latent i and
-    the teacher's last-layer hidden states over the i-th group of helper patches (the
-    teacher is the model itself reading the helper image, gradient stopped)
-``latent_lvr``
-    ... + LVR-style alignment: MSE (mean over latents and features) between the
-    fed-back latent embeddings and the mean patch embedding of the i-th group of
-    helper patches
-``latent``
-    latent feedback with the answer CE only (unsupervised latents)
-``pause``
-    L learned <pause> positions (no feedback), answer CE only
-``coconut``
-    curriculum: stage 0 trains ``text``; stage s replaces the first s/S of the caption
-    by round(L s / S) latents; the last stage has no caption, L latents
+``direct``, ``no_image``, ``text`` (caption then answer), ``latent_mirage``, ``latent_monet``,
+``latent_lvr`` (latent feedback with an alignment to the helper image), ``latent`` (unsupervised
+feedback), ``pause`` and ``coconut`` (a curriculum from captions to latents).
 
 :func:`stages` splits the training steps into curriculum stages (one stage without a
 curriculum), :func:`model_config` gives the model of a stage and :func:`stage_batch` masks the
 caption tokens a stage has replaced by latents. Every stage of a curriculum has the same parameter
-shapes (the text position table is sized for the longest layout), so one model continues
-through all of them. The losses are in :mod:`tokdyn.models.latent.losses`.
+shapes, so one model continues through all of them. The losses are in
+:mod:`tokdyn.models.latent.losses`.
+
+What each variant trains: :ref:`latent-variants`.
 """
 
 from __future__ import annotations

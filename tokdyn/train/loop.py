@@ -6,37 +6,14 @@ steps, checkpointed and resumable.
   settings, put it in your own program.
 - :func:`train_many` trains M models (``keys`` (M,), every ``hparams`` leaf (M,); :func:`grid`
   builds seeds x settings) from a Python loop over calls that only evaluates, checkpoints, logs,
-  stops and shows progress. How a call runs is the ``strategy`` of its
-  :class:`~tokdyn.train.options.Execution`:
-
-  ``"scan"``  one compiled call per chunk of ``steps_per_call`` steps (``lax.scan``), the models
-              vmapped (``batch_size``: vmapped groups mapped one after another) and split over
-              ``devices`` with ``shard_map``;
-  ``"step"``  the same, one compiled call per step (XLA:CPU runs some kernels, e.g. a
-              convolution's weight gradient, far slower inside a loop than outside one);
-  ``"loop"``  one compiled call per model and step, model i on ``devices[i % len(devices)]`` (the
-              devices work in parallel through asynchronous dispatch).
-
-  The curves are a dict of (M, calls) columns, one entry per call (NaN for calls not made): the
-  training logs (each the mean over the call) and the values of the
-  :class:`~tokdyn.train.options.Evaluation`'s ``fn(step, state)`` (e.g. validation scores; NaN
-  for calls where it did not run: it runs after the first call, every ``every``-th and the last).
-  ``keep_best="val_all"`` keeps, per model, the state at the best recorded value of that column
-  (``best_mode`` ``"max"`` or ``"min"``) and its step. ``stop(step, state, curves)`` decides from
-  the curves recorded so far whether training ends (:class:`tokdyn.train.Patience` gives a rule
-  that survives plateaus; the decision is recorded, so a resumed run does not train on);
-  ``deadline`` and ``max_calls`` return early, unfinished.
-
-  After every call the state, the curves (with the evaluations) and the kept best state are saved
-  together to the :class:`~tokdyn.train.options.Checkpointing`'s ``path``, one file written
-  atomically (leaves named by tree path, with its ``stamp``): what belongs together is committed
-  together. A rerun resumes from it and ends bit-identical to an uninterrupted run with the same
-  devices, strategy and batch size (those change XLA's kernels and so the last bits). A model
-  whose step is not finite skips that step (counted per model, the first such step recorded); the
-  other models are untouched.
+  stops and shows progress; the ``strategy`` of its :class:`~tokdyn.train.options.Execution`
+  (``"scan"``, ``"step"``, ``"loop"``) says how a call runs. The curves are (M, calls) columns;
+  state, curves and the kept best state are checkpointed together after every call, and a rerun
+  resumes bit-identically on the same execution. A non-finite step is skipped for that model only.
 
 Model ``i`` of :func:`train_many` equals ``make_train(trainer)(keys[i], hparams[i], data)`` up to
-the rounding of differently vectorised programs.
+the rounding of differently vectorised programs. The strategies, the curves and the checkpoints
+in detail: :ref:`train-strategies`.
 """
 
 from __future__ import annotations

@@ -1,43 +1,19 @@
 """Stop rules over recorded learning curves: pure host-side functions of the values recorded so far.
 
-A stop rule ends training once a model's validation score has stopped improving. The rule here,
-:class:`Patience`, is built so that it does not fire on a *plateau*, a stretch where the score is
-flat before the model learns (a window rule, which stops once the score has moved by less than a
-tolerance over the last part of the run, fires on every such plateau). It stops a model only
-when all three of these hold:
-
-1. **a minimum budget**: at least ``min_fraction`` of the step budget is done;
-2. **patience on the best score**: the score has not improved *significantly* (by more than
-   ``min_delta`` over the level of the previous significant improvement) for ``patience`` of the
-   budget. It is the best score so far that counts, not the change over a window: a plateau
-   shorter than ``patience`` never stops a run, and a slow rise that gains ``min_delta`` within
-   every ``patience`` never stops either;
-3. **the training loss is not still falling markedly while the score holds its level**: when
-   ``loss`` is given, the mean training loss over the latest half of the patience window is
-   compared with its mean over the half before; a fall of more than ``loss_delta`` of the
-   earlier value means the model is still learning, and the rule waits, as long as the score
-   holds its level: its mean over the latest half is not below its mean over the half before by
-   more than ``min_delta`` and more than three standard errors of that difference (so that the
-   noise of the evaluations does not make a plateau look like a decline). A score that falls
-   while the training loss falls is overfitting: the rule stops. (A decline smaller than that
-   per half window, or halves with fewer than two finite scores each, keep a run with a falling
-   loss going: the safe side, the budget is spent and the best state is kept.)
-
-Every comparison uses thresholds (``min_delta``, ``loss_delta``; patience and the minimum budget
-in whole steps), so a decision never hangs on the last bits of a score, and the rule is a function
-of the recorded values alone: a resumed run that recorded the same values decides the same. NaN
-scores (a call without an evaluation, or a failed one) never improve and are never the best;
-NaN losses are left out of the loss means (a half with none makes the loss test abstain, and the
-rule does not wait for it).
-
-Use it over a history (:meth:`Patience.decide`: arrays of steps and scores, one row per model),
-replay it over a finished curve (:meth:`Patience.first_stop`), or hand it to
-:func:`tokdyn.train.train_many` as its evaluation's ``stop`` (:meth:`Patience.stopper`)::
+:class:`Patience` stops a model once its validation score has stopped improving, without firing
+on a *plateau* before the model learns: only when at least ``min_fraction`` of the budget is
+done, the best score has not risen by more than ``min_delta`` for ``patience`` of the budget,
+and (with a training loss) the loss is not still falling markedly while the score holds. Every
+comparison uses thresholds, so a decision never hangs on the last bits of a score and a resumed
+run decides the same. Use it over a history (:meth:`Patience.decide`), replay it over a finished
+curve (:meth:`Patience.first_stop`), or hand it to :func:`tokdyn.train.train_many` as its
+evaluation's ``stop`` (:meth:`Patience.stopper`)::
 
     rule = train.Patience(patience=0.25, min_fraction=0.5, min_delta=0.01)
     result = train.train_many(trainer, data, keys, hp, evaluation=train.Evaluation(
         evaluate, keep_best="val_all", stop=rule.stopper(trainer.config, "val_all")))
-    result.best_state, result.best_step   # the kept best models (see train_many)
+
+The three conditions and how NaN scores and losses count: :ref:`train-stopping`.
 """
 
 from __future__ import annotations
@@ -84,7 +60,7 @@ class Decision:
 @dataclasses.dataclass(frozen=True)
 class Patience:
     """Patience on the best validation score, after a minimum share of the budget, held back while
-    the training loss is still falling (the module docstring gives the rule).
+    the training loss is still falling (:ref:`train-stopping` gives the rule).
 
     Attributes:
       patience: how long the score may go without a significant improvement before the model may

@@ -6,34 +6,15 @@
     tokdyn plot heatmap DIR --x temperature --y repulsion --metric ari [--where momentum=0.5]
     tokdyn reproduce [--quick] [--studies a,b,...] [--out DIR]
 
-Every subcommand is one entry of :data:`COMMANDS`: a module with a ``Config`` dataclass and a
-``main(cfg, out, *, quiet, plots)`` (or, for ``plot``, a function of the config alone); a group
-named alone runs its default command (:data:`DEFAULT_COMMANDS`: ``tokdyn reproduce`` is
-``tokdyn reproduce all``). Its options are the config's fields (:func:`add_config_args`: one
-option per field, help text from the ``Attributes:`` section of the config's docstring, defaults
-from the dataclass) and :func:`config_from_args` builds the config back and runs its own
-``validate``. A config with a ``quick()`` classmethod gets ``--quick`` (that preset, with any
-option given on top of it).
+Every subcommand is one entry of :data:`COMMANDS`; its options are its config's fields
+(:func:`add_config_args`, help text from the config's ``Attributes:``), built back into the config
+by :func:`config_from_args`. :func:`main` is the entry point: exit code 0 done, 2 an error found
+before anything runs, 1 the run failed. Commands that run studies do so under the
+``--matmul-precision`` they are given (default ``highest``;
+:func:`tokdyn.experiment.study.matmul_precision`).
 
-Exit codes: 0 done, 2 usage error (a bad option, an invalid configuration, an output path that
-cannot be written, a configuration this machine cannot hold, an output directory holding another
-configuration's results or files tokdyn did not write, or a source directory whose files fail
-their verification: reported before anything runs), 1 the run itself failed (its traceback is
-printed, not re-labelled; a full disk is one line naming the file). ``--fresh`` removes what
-another configuration wrote in ``--out`` (only files tokdyn wrote; refused while a study runs
-there).
-
-Before JAX is imported, the command (1) exposes every CPU core as a host device, unless
-``XLA_FLAGS`` already says otherwise, so runs are split over cores with ``shard_map``; and (2)
-enables JAX's persistent compilation cache (``$TOKDYN_CACHE_DIR``, default
-``~/.cache/tokdyn/jax``; ``--no-cache`` turns it off), so a second invocation skips XLA's compile.
-
-Every command that runs studies (``study``, ``sweep``, ``reproduce``) runs them under
-``jax.default_matmul_precision`` of its ``--matmul-precision`` (``highest``, ``high`` or
-``default``; default ``highest``: full float32 products, no TF32 on a GPU), which each study
-records in its stamp and ``config.json`` when it is not the default
-(:func:`tokdyn.experiment.study.matmul_precision`). A value not among these exits 2 before
-anything runs.
+How the commands are built, the exit codes, and what the command sets before JAX is imported:
+:ref:`cli-details`.
 """
 
 from __future__ import annotations

@@ -1,34 +1,17 @@
-r"""The built-in rule's whole run as one fused kernel per run: the fast form on GPUs.
+"""The built-in rule's whole run as one fused kernel per run: the fast form on GPUs.
 
 :func:`run` is :func:`tokdyn.dynamics.run` for the built-in rule (:data:`~tokdyn.dynamics.BUILTIN`,
 or :data:`~tokdyn.dynamics.BUILTIN_ORIGIN` with ``mass_anchor="origin"``): the same equations,
-every knob of :class:`~tokdyn.dynamics.Hparams` (annealing, Sinkhorn rounds, slot normalisation,
-Langevin noise from the same ``fold_in(key, s)`` draws), the same stopping test, labels and
-:class:`~tokdyn.dynamics.Result`, equal to it to float32 rounding. What differs is the program.
+every knob of :class:`~tokdyn.dynamics.Hparams`, the same stopping test, labels and
+:class:`~tokdyn.dynamics.Result`, equal to it to float32 rounding. What differs is the program: one
+`Pallas <https://docs.jax.dev/en/latest/pallas/>`_ kernel per run, its points in registers and
+cache and its loop, early exit included, inside the kernel. On a GPU it is compiled by Triton;
+elsewhere it runs in the Pallas interpreter, for checking only (:func:`preferred` says which form
+to use on a backend). It has no derivatives: differentiate :func:`tokdyn.dynamics.run` or
+:func:`tokdyn.dynamics.run_fixed`. It is meant for the few tokens and dimensions of token
+dynamics (``T * D`` up to :data:`MAX_TOKEN_COORDS`).
 
-Why. Under ``vmap`` XLA runs each step of a chunk of runs as a handful of kernels over the whole
-chunk, so every step writes and reads each run's (T, N) intermediates (scores, weights) through the
-device's memory: on an H200 about 160 KB per run and step against the run's 8 KB of points, which
-holds the study's workload at the memory roofline of that form, under 2% of the chip's float32
-rate (``benchmarks/README.md``, "On an accelerator"). Here one run is one program of a
-`Pallas <https://docs.jax.dev/en/latest/pallas/>`_ kernel: the points stay in registers and cache,
-the tokens and velocities are scalars in registers, and the loop, early exit included, runs inside
-the kernel, so each run stops at its own step instead of its chunk's slowest. On the H200 this
-form ran the study's workload 7.8x faster than :func:`tokdyn.dynamics.run` under ``vmap``
-(5.2 million runs/s against 0.66 million, given data, ARI and metrics included).
-
-Where it runs. On a GPU the kernel is compiled by Triton. On any other backend it runs in the Pallas
-interpreter (``interpret=True``), which gives the same numbers and is for checking only: on a CPU
-:func:`tokdyn.dynamics.run` is the fast form (several times faster than the interpreter), and
-:func:`preferred` says which form to use on a backend. The kernel has no derivatives: use
-:func:`tokdyn.dynamics.run` (forward mode, or ``implicit=True``) or
-:func:`tokdyn.dynamics.run_fixed` to differentiate a run.
-
-Shapes and limits: ``x`` (N, D), ``tokens`` (T, D) and every knob a scalar, as
-:func:`tokdyn.dynamics.run`; ``n_steps`` is static here (it sizes the Langevin draws). The points
-are padded to a power of two (at least 16) inside; the kernel keeps ``T * D`` token coordinates,
-``T * D`` velocities and ``T`` (N,)-vectors in registers, so it is meant for the few tokens and
-dimensions of token dynamics (``T * D`` up to :data:`MAX_TOKEN_COORDS`), not for wide embeddings.
+Why it is faster, what it measured, its shapes and limits: :doc:`/concepts/runs-and-sweeps`.
 """
 
 from __future__ import annotations

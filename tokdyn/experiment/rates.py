@@ -1,41 +1,20 @@
 """How fast the running backend does tokdyn's kinds of work, measured by short probes, for the
 studies' time estimates.
 
-A study's ``Config.estimate()`` counts its work in seconds of the **reference CPU** (the 2-core
-x86_64 machine its constants were fitted on, :data:`REFERENCE_DEVICE`), split by the kind of work
-(the ``work`` of its :class:`tokdyn.experiment.study.Estimate`):
-
-* ``"dynamics"``: token dynamics over many runs, the study path of :mod:`tokdyn.engine` (its
-  probe: :class:`tokdyn.engine.runs.ClusterRun` at its default structure through
-  :func:`tokdyn.engine.sweep.run`, chunks as wide as a study's smallest on this backend, in runs
-  a second);
-* ``"training"``: a learned model's training steps (its probe: a transformer block's loss,
-  gradient and Adam update at a fixed sequence shape and a batch per backend, in FLOP a second);
-* ``"host"``: what the host does whatever the device: compiling, and the Python around it (its
-  probe: the training probe's compile for the running backend, with the compilation cache off,
-  in compiles a second).
-
-A probe's rate here over its rate on the reference CPU (:data:`REFERENCE_RATES`) is this
-machine's **speed** at that kind of work, and the time here is ``sum(work[k] / speed(k))``
-(:meth:`Rates.seconds`): work of ``N`` probe units (``N = work[k] * REFERENCE_RATES[k]``) takes
-``N / rate`` seconds. The probes take a few seconds in all, most of it compiling (the calls timed
-come after a compiled, warmed one, each ends with ``block_until_ready``, and the rate is the median
-of 3 windows); :func:`for_estimate` runs them only for an estimate of at least
-:data:`PROBE_MIN_SECONDS` on the reference CPU, so a quick run never waits for one. A probe is
-rough by nature: it stands for its kind of work at one size, and on an accelerator a study's larger
-sizes usually run more efficiently than the probe's, so read an estimate as its order of magnitude.
-
-Rates are measured once per process and backend, and kept on disk (:func:`cache_file`, keyed by
-the backend, its devices, the host's cores, the JAX, jaxlib and tokdyn versions, ``XLA_FLAGS`` and
-the matmul precision in force; re-measured after :data:`MAX_AGE_DAYS` days). The environment
-variable ``TOKDYN_PROBE`` (:data:`ENV`) chooses: ``disk`` (the default), ``process`` (measured
-once per process, nothing kept on disk) or ``off`` (never measured: the reference CPU's rates, and
-the estimate says so)::
+A study's ``Config.estimate()`` counts its work in seconds of the **reference CPU**
+(:data:`REFERENCE_DEVICE`), split by kind (:data:`KINDS`: ``"dynamics"``, ``"training"``,
+``"host"``). A short probe of each kind (:data:`PROBES`), over its rate on the reference CPU
+(:data:`REFERENCE_RATES`), gives this machine's speed, and the time here is
+``sum(work[k] / speed(k))`` (:meth:`Rates.seconds`). Rates are measured once per process and
+backend and kept on disk (:func:`cache_file`); ``TOKDYN_PROBE`` (:data:`ENV`) is ``disk`` (the
+default), ``process`` or ``off``::
 
     from tokdyn.experiment import rates
     r = rates.current()                # measured, or read back: Rates(rates={...}, backend="cpu", ...)
     r.speed("dynamics")                # this machine's speed against the reference CPU's
     r.seconds({"dynamics": 120.0, "host": 10.0})   # seconds here of 2 min of runs + 10 s of host work
+
+What each probe measures, and how far to trust an estimate: :ref:`the-estimate`.
 """
 
 from __future__ import annotations

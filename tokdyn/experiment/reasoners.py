@@ -1,40 +1,20 @@
 """The store of trained latent reasoners: the latent-reasoning study's configuration, and a study
 directory as the place where its variants are trained to convergence and read back.
 
-A directory (``tokdyn study latent-reasoning --out DIR``, or one :func:`ensure_trained` fills for
-the studies that analyse trained reasoners) is a study directory of :mod:`tokdyn.experiment.study`:
-stamped (``study.json``) with the whole configuration before anything is trained, except the
-fields of :data:`SELECTION` (which variants, whether to train, the time limit: a rerun may add
-variants). It holds, per variant V:
-
-- ``checkpoints/V.npz``  the training state of V (all seeds) and each seed's best state (at its
-                         best ``val_all``), after every ``steps_per_call`` steps, checksummed; a
-                         rerun resumes from it
-- ``curves/V.csv``       one row per (step, seed): the training losses and the held-out accuracy
-                         per family (``val_<family>``, ``val_all``)
-- ``results/V.json``     V's test accuracy per family and seed (of the state :attr:`Config.tested`
-                         names, by default the best: ``tested_step``), steps run, convergence, NaNs; it
-                         carries the SHA-256 of its own content (``sha256``) and of the answers
-- ``results/V.npz``      V's test answers, per seed and instance, and the bytes of the finished
-                         curve (checksummed)
-
-and ``config.json`` (the stamp, the variants finished there, the environment). A variant is
-finished when all four files are whole and agree (:func:`finished`): a file that cannot be read
-back (truncated, altered) is named in a warning, set aside to a ``corrupt/`` folder beside it and
-recomputed -- the result and answers from the checkpoint (its best or final state), the curve from its copy in the
-answers, the checkpoint by training the variant again (the same bits: training is deterministic on
-the same devices). A checkpoint whose curve rows are damaged or missing is set aside with them and
-the variant trained from the start.
+A directory (``tokdyn study latent-reasoning --out DIR``, or one :func:`ensure_trained` fills) is a
+study directory of :mod:`tokdyn.experiment.study`, stamped with the whole configuration but the
+fields of :data:`SELECTION`, holding per variant V ``checkpoints/V.npz``, ``curves/V.csv``,
+``results/V.json`` and ``results/V.npz``. A variant is finished when all four are whole and agree
+(:func:`finished`); a damaged one of its own files is set aside and recomputed.
 
 :func:`open_study` opens (and stamps) a directory, :func:`train_variants` trains (or resumes)
 variants there and :func:`record` writes its ``config.json``; :func:`open_source` /
-:func:`ensure_trained` check a directory that an analysis reads against the configuration it
-expects (another configuration is refused naming the fields that differ; :func:`check_apart` keeps
-the analysis's own directory out of it) and train what it lacks; :func:`load_variant` and
-:func:`load_midway` read a trained variant back. A directory an analysis reads is its *source*,
-read strictly (:func:`verify_source`, :func:`load_variant`): a file of it that fails its
-verification is refused naming it (:class:`tokdyn.io.OutputConflict`, exit 2), never set aside and
-retrained as the study's own run does with its own files. The tables and figures of the study are in :mod:`tokdyn.studies.latent_reasoning`.
+:func:`ensure_trained` check a directory an analysis reads (its *source*) against the
+configuration it expects and train what it lacks; :func:`load_variant` and :func:`load_midway`
+read a trained variant back. A source is read strictly (:func:`verify_source`): a file that fails
+its verification is refused naming it, never retrained. The tables and figures of the study are
+in :mod:`tokdyn.studies.latent_reasoning`; each file and how a damaged one is recomputed:
+:doc:`/studies/latent-reasoning`.
 """
 
 from __future__ import annotations

@@ -1,32 +1,17 @@
 """Linear probes: multinomial logistic regression from features to labels, fitted with optax.
 
 A probe asks whether a representation (features ``x`` (N, D): latent tokens, slots, pooled
-activations) linearly encodes a target (integer labels ``y`` (N,) in ``[0, C)``). :func:`fit` trains
-``softmax(z W + b)`` on the training rows, ``z`` the features z-scored with the training rows'
-mean and standard deviation (``Config.standardise``), by full-batch Adam (``lax.scan`` over
-``Config.steps`` iterations) on
+activations) linearly encodes a target (integer labels ``y`` (N,) in ``[0, C)``). :func:`fit`
+trains ``softmax(z W + b)`` on the training rows (``z`` the z-scored features) by full-batch Adam,
+on the objective of scikit-learn's ``LogisticRegression`` (multinomial, L2 on ``W``), so both
+reach the same optimum. :func:`evaluate` fits on the rows of ``train_mask`` and scores on the
+rest, ``(train accuracy, held-out accuracy)``; it is meant to be ``jax.vmap``-ped over targets,
+representations and seeds with one compile for all. :func:`chance` is the baseline to read a
+held-out accuracy against.
 
-    loss(W, b) = mean_i CE(y_i, z_i W + b) + (weight_decay / 2) ||W||^2
-
-(the bias is not penalised). This is the objective of scikit-learn's
-``LogisticRegression(C=1 / (weight_decay * n_train))`` (multinomial, lbfgs) on the same
-standardised features, so both reach the same optimum. The weights start small and normal from
-the key, the bias at 0.
-
-:func:`evaluate` fits on the rows of ``train_mask`` and scores on the rest: ``(train accuracy,
-held-out accuracy)``. It is meant to be ``jax.vmap``-ped -- over targets (several ``y`` for one
-``x``), over representations (several ``x``) and over seeds (keys) -- with one compile for all.
-:func:`chance` is the baseline to read a held-out accuracy against.
-
-Edge cases: a feature constant on the training rows is centred, not scaled (scale 1); rows outside
-a mask are ignored entirely (their features may hold NaN padding, their labels anything); an
-accuracy over no rows is NaN (only a mask held in a JAX array can give one: host masks with no
-training or no scored row are refused).
-
-Every function is pure, jittable and vmappable, key first where it draws. Arguments are checked in
-plain Python before anything is traced or compiled: shapes, dtypes and ``Config`` always, values
-(labels in range, finite features, ``Hparams``) when they are host data; errors are
-``ValueError``/``TypeError`` naming the argument, the value and what is allowed.
+Every function is pure, jittable and vmappable, key first where it draws; host arguments are
+checked before anything is traced. The objective and the edge cases (constant features, masked
+rows, empty sets): :ref:`diagnostics-probes`.
 """
 
 from __future__ import annotations

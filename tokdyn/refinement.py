@@ -1,39 +1,21 @@
-r"""Variational refinement: a mixture of isotropic Gaussians fitted by preconditioned gradient steps
+"""Variational refinement: a mixture of isotropic Gaussians fitted by preconditioned gradient steps
 on its evidence lower bound, as an update rule (:data:`REFINEMENT`, a :class:`tokdyn.dynamics.Rule`).
 
-A stronger fixed baseline for the token dynamics, in the spirit of iterative variational inference
-(IODINE refines its slots by gradient steps on an ELBO; here the model is fixed, so the refinement
-is the classical one). The tokens :math:`\mu_j` (T, D) are the means of
+The tokens (T, D) are the mixture's means; the state (:class:`Mixture`) also carries one
+log-scale and one learned log mixing weight per token. Each step is the E-step, then
+preconditioned gradient steps of size ``step_size`` uphill on :func:`objective` (the
+log-likelihood plus a log-prior on each scale; :class:`Hparams`, traced). At step size 1 a step is
+exactly one EM step; for any step size in (0, 1] the objective never decreases.
 
-.. math::
+:data:`REFINEMENT` runs wherever a rule runs (:func:`tokdyn.dynamics.run`,
+:func:`~tokdyn.dynamics.run_fixed`, :func:`~tokdyn.dynamics.trajectory`,
+:class:`tokdyn.engine.runs.ClusterRun`, the sweeps), every setting sharing one compilation. The
+loop's labels are the nearest final means; the mixture's own assignment is :func:`labels` of
+``Result.state``. :func:`init`, :func:`step`, :func:`objective` and :func:`gradient` are
+differentiable in both modes and vmappable; the key is unused.
 
-   p(x) = \sum_j \pi_j\, \mathcal N(x;\ \mu_j,\ \sigma_j^2 I_D), \qquad \sigma_j = e^{s_j},
-
-fitted to the run's valid points; the state (:class:`Mixture`) carries the means (``tokens``), one
-log-scale per token (``log_scale``, (T,)) and the learned log mixing weights (``log_weight``,
-(T,)). Each step is the E-step, then preconditioned gradient steps of size ``step_size`` on the
-weights, the means and (at the new means) the variances, uphill on :func:`objective`: the
-log-likelihood of the valid points plus a log-prior on each scale (``prior_log_scale``,
-``prior_strength``; :class:`Hparams`). At step size 1 a step is exactly one EM step (with no prior,
-the EM of scikit-learn's ``GaussianMixture(covariance_type="spherical")``); for any step size in
-(0, 1] the objective never decreases. The equations, the initial state (:func:`init`) and the
-clamps that keep any valid input finite are on the concept page :doc:`/concepts/token-dynamics`.
-
-**As a rule.** :data:`REFINEMENT` runs in :func:`tokdyn.dynamics.run`, :func:`~tokdyn.dynamics.run_fixed`,
-:func:`~tokdyn.dynamics.trajectory`, :class:`tokdyn.engine.runs.ClusterRun` and the sweeps,
-its knobs (:class:`Hparams`) traced: every setting and every sweep over them share one
-compilation. Its movement (what ``tol`` is compared with, ``Result.velocity``) is the change of the
-means; it may stop after step :math:`s` once :math:`(s + 1)\alpha \ge 1` (the steps taken add up
-to one EM step); its ``check`` refuses host knob values out of range before anything is traced.
-The loop's labels (``Result.labels``) are the nearest final means; the mixture's own assignment
-is :func:`labels` of the final state (``Result.state``). It draws no noise: the key is unused.
-
-Transformations: :func:`init`, :func:`step`, :func:`objective` and :func:`gradient` are
-differentiable in both modes in the points, the tokens (and the state) and every knob, so
-``jax.grad`` flows through :func:`~tokdyn.dynamics.run_fixed` and
-:func:`~tokdyn.dynamics.trajectory`, and :func:`~tokdyn.dynamics.run` with ``implicit=True``
-(the state is :math:`T(D + 2)` floats); everything is vmappable and runs inside a user's
-``jit``/``vmap``/``scan``. A clamp, where it binds, has derivative 0.
+The equations, the initial state, the knobs' ranges and the clamps that keep any valid input
+finite: :doc:`/concepts/token-dynamics`.
 """
 
 from __future__ import annotations

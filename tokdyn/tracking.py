@@ -1,39 +1,20 @@
 """Token dynamics through time: tokens that follow the objects of a sequence of frames.
 
-A sequence is ``frames`` (F, N, D), the points of every frame padded to one size N with a
-``mask`` (F, N) (per-frame pixel features of a video, the points of a moving-clusters sequence,
-:func:`tokdyn.data.moving_clusters`, or anything else of that shape). :func:`track` runs an update
-rule (any :class:`tokdyn.dynamics.Rule`; default the built-in :data:`tokdyn.dynamics.BUILTIN`) on
-every frame, as one ``lax.scan`` over the frames with :func:`tokdyn.dynamics.run` (or
-:func:`~tokdyn.dynamics.run_fixed`) inside. Frame 0 starts from tokens drawn by
-:func:`tokdyn.dynamics.init_tokens` from its own points; every later frame starts from a
-*prediction* made from the frames before it, chosen by the traced knob ``predictor`` of
-:class:`Hparams` (an index into :data:`PREDICTORS`), so one compiled function runs them all and a
-sweep compares them without recompiling:
+A sequence is ``frames`` (F, N, D) with a ``mask`` (F, N) (per-frame pixel features of a video,
+the points of :func:`tokdyn.data.moving_clusters`, or anything of that shape). :func:`track` runs
+an update rule (default :data:`tokdyn.dynamics.BUILTIN`) on every frame as one ``lax.scan``;
+frame 0 starts from :func:`tokdyn.dynamics.init_tokens`, every later frame from a *prediction*
+chosen by the traced knob ``predictor`` of :class:`Hparams` (an index into :data:`PREDICTORS`:
+``reinit``, the baseline; ``carry``; ``velocity``; ``inertia``), so a sweep compares them without
+recompiling. A carried prediction can be pushed apart first (``separation``, :func:`separate`).
+Token ``j`` of every frame is one track; the ``reinit`` baseline gets its identities by
+association (:func:`track_labels` with ``match=True``).
 
-- ``reinit`` (0), the baseline: fresh tokens drawn from the frame's own points, as frame 0's are
-  (the frame's own key, :func:`frame_keys`);
-- ``carry`` (1): the last frame's final tokens;
-- ``velocity`` (2): those plus each token's displacement over the last frame (constant velocity);
-- ``inertia`` (3): carry, with the rule's own state besides the tokens (the built-in rule: its
-  velocity) carried too, scaled by the traced ``decay``; ``decay = 0`` is carry.
+:func:`track` is jitted and vmappable; with ``fixed=True`` it is reverse-mode differentiable in
+``frames``, ``rule_hparams`` and the float knobs, with ``fixed=False`` in forward mode only.
 
-Every carried prediction can be pushed apart before its frame's run (``separation``,
-:func:`separate`); a frame with no valid point is skipped. A carried token is its own identity
-(token ``j`` of every frame is one track); the ``reinit`` baseline gets its identities by
-association (:func:`track_labels` with ``match=True``). The concept page :doc:`/concepts/tracking`
-has the details: what inertia does through the rule's momentum, the bounded push, empty frames,
-keys, and why matching is the fair baseline.
-
-Transformations: :func:`track` is jitted and vmappable (over keys, sequences and knobs), callable
-inside a user's ``jit``/``vmap``/``shard_map`` (JAX's default ``check_vma=True`` included: the scan
-starts from a carry typed as varying wherever an argument does). With ``fixed=True`` (every frame a
-:func:`~tokdyn.dynamics.run_fixed`) it is reverse-mode differentiable in ``frames``,
-``rule_hparams`` and the float knobs ``decay`` and ``separation`` (the stopping steps held fixed;
-``predictor`` is an index); with ``fixed=False`` (a ``while_loop`` per frame) in forward mode only.
-:func:`track_labels` has integer outputs (under ``shard_map`` with ``check_vma=False`` only, as
-:func:`tokdyn.assignment.linear_assignment`); :func:`separate` is differentiable except where two
-tokens coincide exactly.
+What each predictor does, the bounded push, empty frames, keys, the transformations and why
+matching is the fair baseline: :doc:`/concepts/tracking`.
 """
 
 from __future__ import annotations
@@ -52,7 +33,7 @@ __all__ = ["PREDICTORS", "Hparams", "Track", "track", "track_labels", "separate"
            "carried_rule"]
 
 PREDICTORS: dict[str, int] = {"reinit": 0, "carry": 1, "velocity": 2, "inertia": 3}
-"""The predictors by name: the values of :attr:`Hparams.predictor` (see the module docstring)."""
+"""The predictors by name: the values of :attr:`Hparams.predictor` (:doc:`/concepts/tracking` says what each does)."""
 
 REINIT, CARRY, VELOCITY, INERTIA = (PREDICTORS[k] for k in ("reinit", "carry", "velocity", "inertia"))
 
@@ -304,7 +285,7 @@ def _check_track(key, frames, hparams, rule_hparams, n_tokens, rule, mask, init,
 def track(key, frames, hparams=None, rule_hparams=None, *, n_tokens: int, rule: dynamics.Rule = dynamics.BUILTIN,
           mask=None, init: str = "data", init_scale=1.0, n_steps: int = 30, tol=1e-3, fixed: bool = False) -> Track:
     """Run an update rule on every frame of a sequence, each frame after the first starting from a
-    prediction made from the frames before it (see the module docstring).
+    prediction made from the frames before it (:doc:`/concepts/tracking`).
 
     Args:
       key: PRNG key (:func:`frame_keys` derives each frame's).

@@ -2,28 +2,16 @@
 (``tokdyn reproduce [--quick] [--out DIR] [--studies a,b,...]``): the orchestration and the report;
 each finding's claim, rule and verdict live with the study that measures it.
 
-:func:`main` runs the studies of ``cfg.studies`` one after the other (the registry's,
-:mod:`tokdyn.experiment.registry`), each into ``OUT/<study>`` on its default configuration
-(``cfg.quick``: its ``Config.quick()`` preset, where it has one), reusing what an earlier run
-finished there (every study resumes), timing each, and recording a study that fails (its error)
-while the others still run. A study whose tables fail their verification (:func:`verify_study`:
-changed since the study recorded their SHA-256 in its ``config.json``) is not reused: those tables
-are set aside to ``corrupt/`` and the study's run recomputes them from its kept (and verified)
-parts. A study that reads another's directory (its spec's ``sources``: ``latent-diagnostics`` and
-``latent-optimisation`` read the reasoners ``latent-reasoning`` trains) is pointed at
-``OUT/<that study>``. ``OUT`` itself is stamped with ``quick`` (:mod:`tokdyn.experiment.study`): a
-directory made with the other preset is refused unless ``fresh``, which empties it.
+:func:`main` runs the studies of ``cfg.studies`` (:mod:`tokdyn.experiment.registry`) one after
+the other, each into ``OUT/<study>`` on its default configuration (or its quick preset), reusing
+what an earlier run finished there and recording a study that fails while the others still run;
+a study whose tables fail their verification (:func:`verify_study`) is rerun from its kept parts.
+Then it collects every study's findings (:func:`findings`) and writes ``OUT/report.md`` and
+``OUT/report.html``: for each seed finding a claim, its rule, the numbers it rests on and a
+verdict (``reproduced``, ``refuted`` or ``open``). Every number is computed from the studies'
+verified tables; a table that is missing or fails its verification leaves its findings ``open``.
 
-Then it collects every study's findings (:func:`findings`: each study's ``findings(out)``, a list of
-:class:`tokdyn.experiment.findings.Finding` judged from the study's own files) and writes
-``OUT/report.md`` and ``OUT/report.html`` (the same text, with each study's figures): for each seed
-finding a claim, the rule that decides it, the numbers and intervals it rests on, and a verdict --
-``reproduced``, ``refuted`` or ``open`` (the data cannot decide: too few seeds or models, an
-interval that straddles a threshold, a study that did not run) -- and the time each study took.
-Nothing in the report is typed in by hand: every number is computed from ``OUT/<study>/*.csv``,
-every table read verified against its study's record (:func:`tokdyn.experiment.findings.read`); a
-table that is missing, or fails its verification, leaves its findings ``open``, naming the file.
-The rules the findings share are those of :mod:`tokdyn.experiment.findings`.
+What it runs, in which order, and what it writes: :doc:`/reproduce`.
 """
 
 from __future__ import annotations

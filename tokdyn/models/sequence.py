@@ -1,29 +1,16 @@
 """The second stage of a visual-token language model: generative models over sequences of colour
 grids, and the token-level baselines they are compared with, trained by the seed in one call.
 
-Models (registry :data:`MODELS`), each over sequences of ``length`` positions:
+Models (:data:`MODELS`): ``grid_ddpm`` (continuous DDPM over one-hot grids),
+``grid_d3pm_uniform`` / ``grid_d3pm_absorbing`` (D3PM over the cells' colours),
+``token_d3pm_uniform`` / ``token_d3pm_absorbing`` (D3PM over token ids) and ``token_ar`` (a causal
+transformer), each over sequences of ``length`` positions, with a transformer (or, for single
+grids, MLP) denoiser; the kernels live in :mod:`tokdyn.diffusion`. :func:`trainer` is the model's
+:class:`tokdyn.train.Trainer` (``train.train_many(trainer(cfg), inputs(cfg, data), keys, hp)``
+trains seeds x settings), :func:`train` one model; :func:`sample` draws sequences and
+:func:`nll_bound` scores held-out ones.
 
-- ``grid_ddpm``: continuous DDPM (epsilon prediction) over the one-hot grids scaled to [-1, 1]
-  ((L, P, C) per sequence); samples are snapped to the nearest grid (argmax colour per cell).
-- ``grid_d3pm_uniform`` / ``grid_d3pm_absorbing``: D3PM over the cells' colours ((L, P) per
-  sequence) with the uniform or the absorbing kernel, hybrid loss.
-- ``token_d3pm_uniform`` / ``token_d3pm_absorbing``: the same D3PM directly over token ids ((L,)).
-- ``token_ar``: a causal transformer predicting each token from the earlier ones.
-
-The denoiser (``architecture="transformer"``) is a pre-LN transformer over the sequence's
-elements: every cell of every grid is one element (self-attention over positions and cells:
-L * P elements), or every token; each element's embedding adds a learned position (and cell)
-embedding, and an embedding of t is added to every element. ``architecture="mlp"`` flattens the
-whole sequence (meant for single grids, ``length=1``). The autoregressive baseline is the same
-transformer with a causal mask and no t. Diffusion kernels live in :mod:`tokdyn.diffusion`.
-
-Training is :mod:`tokdyn.train`'s: ``trainer(cfg)`` is the model's :class:`tokdyn.train.Trainer`
-(minibatches drawn by key from ``data`` (N, L, P) colours or (N, L) tokens, checked by
-``inputs(cfg, data)``), so ``train.train_many(trainer(cfg), inputs(cfg, data), keys, hp)`` trains
-seeds x settings vmapped and sharded over the local devices, and ``train(key, cfg, hp, data)`` one
-model. A model whose loss or gradient goes non-finite skips that step and records the first such
-step in its state's ``nan_step``; the other models are untouched. ``sample(key, params, cfg, n)``
-draws n sequences.
+Each model, the denoiser and the training in detail: :ref:`sequence-models`.
 """
 
 from __future__ import annotations

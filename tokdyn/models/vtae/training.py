@@ -5,28 +5,11 @@ model's :class:`tokdyn.train.Trainer` (the same object per ``cfg``, so its compi
     keys, hp = train.grid(jax.random.split(key, seeds), Hparams(learning_rate=1e-2))
     result = train.train_many(training.trainer(cfg), training.inputs(cfg, weights), keys, hp)
 
-and one model with :func:`train` (jitted on ``cfg``). The optimiser is the layer's AdamW with the
-configuration's ``train`` (by default the constant learning rate ``hparams.learning_rate``, no
-warm-up, no clipping) and no weight decay; a
-step whose loss or gradient is not finite is skipped per model (parameters, optimiser and VQ EMA
-state keep their last finite values) and the first such step is the state's ``nan_step``.
+and one model with :func:`train` (jitted on ``cfg``). A step whose loss or gradient is not finite
+is skipped per model. The loss terms are those named in ``cfg.losses``; the curves are
+:data:`CURVES`.
 
-Step t's key ``fold_in(run key, t)`` is split into ``(batch, loss, dead codes)``: the batch of
-``batch_size`` tokens is drawn from the first (by type, or by the token weights with
-``sampling="occurrence"``, among the :func:`active_vocab` types in play), the loss's noise from
-the second, the dead-code reset of the EMA codebook from the third. The loss minimised (all terms
-batch means)::
-
-    CE + w_sensitivity * max(0, sens_min - KL(p(x) || p(x + noise)))
-       + w_batch_entropy * (mean entropy - entropy of mean prediction)
-       + w_semantic * |cos-sim(grids) - cos-sim(embeddings)|^2
-       + w_commit * commitment + w_codebook * codebook loss      (vq)
-       + score-function surrogate (CE_i - baseline_i) * log p(grid_i)   (categorical)
-
-where the extra terms appear only when named in ``cfg.losses``. The score-function baseline is
-the leave-one-out mean CE of the batch. Curves (:data:`CURVES`): the layer's ``loss`` and
-``grad_norm``, the loss's ``ce``, ``accuracy``, ``tau`` and ``active_vocab``, and the gradient
-norms of the encoder and the decoder.
+Each step's keys, the loss minimised and the optimiser's defaults: :ref:`vtae-training`.
 """
 
 from __future__ import annotations

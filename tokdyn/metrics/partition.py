@@ -3,30 +3,12 @@ r"""Agreement of two partitions: :func:`ari`, :func:`nmi` (equal to scikit-learn
 foreground) and :func:`matched_iou` (mean IoU of one-to-one matched segments; :func:`matched_iou_host`
 is the NumPy + SciPy reference).
 
-Two code paths for ARI/NMI, with identical results:
+Give ``n_true`` and ``n_pred`` (static label bounds) for the fast path, one ``segment_sum`` over
+the contingency table's cells; without them any integer labels are taken (a sort-based path),
+with identical results. Both follow scikit-learn's special cases without dividing zero by zero,
+and agree with it to ~1e-6 in float32 (~1e-12 under ``jax.enable_x64(True)``).
 
-* **Bounded labels** (``n_true`` and ``n_pred`` given as static ints, labels in ``[0, n_true)`` and
-  ``[0, n_pred)``): the contingency table is built with one ``segment_sum`` over the cell index
-  ``true * n_pred + pred`` and everything is computed from it. This is the fast path (see the
-  benchmark in ``benchmarks/bench_metrics.py``). Entries out of range go to one extra segment of
-  that ``segment_sum``, so detecting them costs no pass over the labels.
-* **Arbitrary labels** (no bounds; any integer values, negative too, even under ``jit``): the
-  elements are sorted by ``(true, pred)`` and by ``pred``; group ids come from a cumulative sum of
-  "key changed" flags, group sizes from a ``segment_sum``. Each element then knows the size of its
-  true class ``a``, its predicted cluster ``b`` and its cell ``n_ij``, and every statistic is a sum
-  over elements (a cell of size ``n_ij`` is visited ``n_ij`` times).
-
-Both paths reduce to the same sufficient statistics, which one function turns into ARI and NMI,
-with scikit-learn's special cases written with ``jnp.where`` so that nothing divides zero by zero
-(no valid points, one point, all singletons, a single cluster on either side).
-
-Numerical notes: ARI uses the pair-confusion form ``2 (tp tn - fn fp) / ((tp + fn)(fn + tn) + (tp +
-fp)(fp + tn))``, each pair count a sum of non-negative integers (no cancellation), accurate to a
-few units of the float's epsilon. MI is summed cell-wise, ``sum n_ij / N log(N n_ij / (a_i b_j))``,
-and a log whose argument is close to 1 is evaluated as ``log1p`` of the exactly computed integer
-difference. Counts are exact up to 2**24 valid points in float32. In float32 the results agree
-with scikit-learn to ~1e-6 on typical inputs (NMI of near-degenerate labelings, both almost a
-single cluster, can lose float32 accuracy); under ``jax.enable_x64(True)`` to ~1e-12.
+The two code paths and the numerics in detail: :ref:`metrics-partition`.
 """
 
 from __future__ import annotations

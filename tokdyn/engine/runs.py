@@ -220,41 +220,43 @@ class ClusterRun(RunStructure):
     method=...)``, draws the data from ``key`` (cluster k depends only on (key, k), see
     :func:`tokdyn.data.gaussian_clusters`), starts the tokens by ``init`` (Forgy reuses the data's
     random bits), runs the dynamics and returns a dict of scalars: ari, nmi, sse (float32), steps
-    (int32), converged (bool), collapsed (float32: 1.0 or 0.0).
+    (int32), converged (bool), collapsed (float32: 1.0 or 0.0). The conditions (each a float32
+    scalar, traced) are the rule's knobs (:attr:`knobs`), ``noise``, ``n_clusters`` and ``method``
+    (an index into ``methods``; an explicit condition overrides the method's value). ``draw``: the
+    key's :meth:`draw`, when the caller has it already (the sweep engine shares one per seed); the
+    result is the same either way.
 
     A run whose final tokens are not all finite reports NaN for ari, nmi, sse and collapsed (its
-    steps and converged are kept: such a run never converges). That happens when a condition
-    arrives traced out of its range (a knob, see :class:`tokdyn.dynamics.Hparams`; a cluster
-    count outside ``[1, max_clusters]``, see :func:`tokdyn.data.clusters_from_draw`), which a host
-    value never does (refused before tracing), or when the dynamics overflow. Summaries must treat
-    NaN as "no result" (the sweep engine counts them, :meth:`~tokdyn.engine.sweep.SweepResult.nan_counts`).
+    steps and converged are kept): a condition traced out of its range (a knob, see
+    :class:`tokdyn.dynamics.Hparams`; a cluster count outside ``[1, max_clusters]``), which a host
+    value never is (refused before tracing), or dynamics that overflow. Summaries must treat NaN as
+    "no result" (:meth:`~tokdyn.engine.sweep.SweepResult.nan_counts`).
 
-    ``hparams``: the defaults of the built-in rule's knobs (a :class:`tokdyn.dynamics.Hparams` of
-    Python numbers, checked by :meth:`~tokdyn.dynamics.Hparams.validate` when the run is built;
-    default ``Hparams()``): ``ClusterRun(hparams=dynamics.Hparams(temperature=0.5))`` runs at
-    temperature 0.5 wherever no condition and no method says otherwise.
+    Attributes:
+      max_clusters: the padded cluster count M (``n_clusters`` conditions lie in ``[1, M]``).
+      hparams: the defaults of the built-in rule's knobs (a :class:`tokdyn.dynamics.Hparams` of
+        Python numbers, checked by :meth:`~tokdyn.dynamics.Hparams.validate`; default
+        ``Hparams()``): ``ClusterRun(hparams=dynamics.Hparams(temperature=0.5))`` runs at
+        temperature 0.5 wherever no condition and no method says otherwise. With another rule it
+        must keep its default (that rule's defaults are ``rule.hparams``).
+      noise: the default cluster standard deviation.
+      n_clusters: the default cluster count K.
+      methods: rows of the rule's knob values in :attr:`knobs` order (for the built-in rule
+        :meth:`tokdyn.dynamics.Hparams.row`; shorter rows take the defaults for the rest).
+      rule: the update rule (a :class:`tokdyn.dynamics.Rule`; default the built-in
+        :data:`tokdyn.dynamics.BUILTIN`). Its knobs are the conditions: for the built-in rule (or
+        :data:`~tokdyn.dynamics.BUILTIN_ORIGIN`) the fields of :class:`tokdyn.dynamics.Hparams`, for
+        any other the field names of its ``hparams``. Its key is ``fold_in(key, LANGEVIN_STREAM)``;
+        a call of the built-in rule in which no value can make ``langevin`` positive
+        (:meth:`deterministic`) hands it no key (the same results: a ``langevin`` of 0 adds no
+        kick). A user's rule sees the same data and initial tokens as the built-in rule for the
+        same key, so runs of the two under common random numbers are paired.
+      kernel: the form of the built-in rule's run, never its numbers beyond float32 rounding:
+        ``"xla"`` (:func:`tokdyn.dynamics.run`), ``"fused"`` (:func:`tokdyn.fused.run`, one kernel
+        per run) or ``"auto"`` (the default: the fused kernel where it is the faster form, a GPU,
+        see :attr:`uses_fused`; :func:`tokdyn.dynamics.run` elsewhere and for any other rule).
 
-    ``rule``: the update rule (a :class:`tokdyn.dynamics.Rule`; default the built-in
-    :data:`tokdyn.dynamics.BUILTIN`). Its conditions are the rule's knobs (:attr:`knobs`, each a
-    float32 scalar, traced): for the built-in rule (:data:`~tokdyn.dynamics.BUILTIN` or
-    :data:`~tokdyn.dynamics.BUILTIN_ORIGIN`) the fields of :class:`tokdyn.dynamics.Hparams`, whose
-    defaults are ``hparams``; for any other rule the field names of its ``hparams``, whose defaults
-    are ``rule.hparams`` (this run's ``hparams`` must then keep its default). ``method`` indexes
-    ``methods``: rows of the rule's knob values in :attr:`knobs` order (for the built-in rule
-    :meth:`tokdyn.dynamics.Hparams.row`; shorter rows take the defaults for the rest); an explicit
-    condition overrides the method's value. The key handed to the rule (the built-in rule's Langevin
-    noise) is ``fold_in(key, LANGEVIN_STREAM)``; a call of the built-in rule in which no value can
-    make ``langevin`` positive (:meth:`deterministic`: no ``langevin`` condition given, and 0 in
-    ``hparams`` and in every ``methods`` row) hands it no key, so its runs draw no noise at all (the
-    same results: a ``langevin`` of 0 adds no kick). ``draw``: the key's :meth:`draw`, when the
-    caller has it already (the sweep engine shares one per seed); the result is the same either way.
-    A user's rule sees the same data and initial tokens as the built-in rule for the same key, so
-    runs of the two under common random numbers are paired.
-
-    ``kernel``: the form of the built-in rule's run, never its numbers beyond float32 rounding:
-    ``"xla"`` (:func:`tokdyn.dynamics.run`), ``"fused"`` (:func:`tokdyn.fused.run`, one kernel per
-    run) or ``"auto"`` (the default: the fused kernel where it is the faster form, a GPU, see
-    :attr:`uses_fused`; :func:`tokdyn.dynamics.run` elsewhere and for any other rule).
+    The structure fields (``n_tokens``, ``dim``, ...) are :class:`RunStructure`'s.
     """
 
     max_clusters: int = 5

@@ -422,8 +422,8 @@ def train_many(trainer, data, keys, hparams, *, checkpointing: Optional[Checkpoi
         ``max_calls`` calls (call again to resume).
       on_log: ``on_log(step, logs)`` after every call, with its logs and evaluations (each (M,)).
       progress: a :class:`tokdyn.io.Progress` counting steps; None: a bar of its own unless ``quiet``.
-      **deprecated: the flat keywords of before (``checkpoint``, ``stamp``, ``evaluate``, ...):
-        mapped onto the values above with a ``DeprecationWarning``.
+      **deprecated: the deprecated flat keywords (``checkpoint``, ``stamp``, ``evaluate``, ...),
+        each mapped onto the option value above that replaces it, with a ``DeprecationWarning``.
 
     Returns the :class:`Result`. A ``RuntimeWarning`` (:func:`warn_skipped`) names the models that
     skipped non-finite steps. Every value is checked before any compile."""

@@ -168,7 +168,7 @@ class Rule:
 
     def describe(self) -> str:
         """The full description, stable across processes (no addresses): the name, every function
-        by ``module.qualname`` and the knobs' defaults (:meth:`__repr__` is the short form)."""
+        by ``module.qualname`` and the knobs' defaults (``repr`` gives the short form)."""
         parts = [f"name={self.name!r}"] if self.name else []
         parts += [f"{f}={callable_name(getattr(self, f))}" for f in ("init", "step")]
         parts.append(f"hparams={self.hparams!r}")

@@ -112,14 +112,26 @@ SPEC = runner.Spec(
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False,
          part=None) -> dict | None:
     """Run (or resume) the sweep into ``out`` and write its analysis
-    (:func:`tokdyn.experiment.runner.run_study`); returns the analysis.
+    (:func:`tokdyn.experiment.runner.run_study` of :data:`SPEC`).
 
     Before any run, ``out`` is checked and stamped (:class:`~tokdyn.experiment.study.Study`):
     a path that cannot be written, a sweep that cannot fit in memory or on the disk, or that
     overflows the engine's run index, is refused naming the option; a directory of another study
-    or of another sweep configuration is refused naming the fields that differ, unless ``fresh``
-    (which removes what it holds). ``part``: ``(i, n)``, this process's share of a sweep that
-    several processes run into the same ``out`` at once (default: ``jax.process_index()`` of
-    ``jax.process_count()``); part 0 stamps the directory (the others wait for its stamp) and
-    writes the analysis once every part's chunks are there; the others return ``None``."""
+    or of another sweep configuration is refused naming the fields that differ, unless ``fresh``.
+
+    Args:
+      cfg: the sweep's :class:`Config`.
+      out: the sweep directory (resumable: a rerun computes only the chunks not on disk).
+      quiet: no progress and no summary on the terminal.
+      plots: draw the figures into ``out/plots``.
+      fresh: remove what the directory holds (only files tokdyn wrote) and start afresh.
+      part: ``(i, n)``, this process's share of a sweep that several processes run into the same
+        ``out`` at once (default: ``jax.process_index()`` of ``jax.process_count()``); part 0
+        stamps the directory (the others wait for its stamp) and writes the analysis once every
+        part's chunks are there.
+
+    Returns:
+      The analysis, ``{"best": row, "front": rows}``
+      (:func:`~tokdyn.studies.token_dynamics_sweep.report.analysis`); None for a part other than 0.
+    """
     return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh, part=part)

@@ -45,7 +45,8 @@ class Group(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Config(_Axes):
-    """A token-dynamics sweep: the axes (in the order of :data:`AXES`) x ``seeds``, and the static
+    """A token-dynamics sweep: the axes (in the order of
+    :data:`~tokdyn.studies.token_dynamics_sweep.axes.AXES`) x ``seeds``, and the static
     structure of a run. Axis values are a comma list (0.3,0.6), linspace:a:b:n or logspace:a:b:n; a
     single value fixes that condition; an empty axis is not an axis. Saved in ``config.json``;
     enough to reproduce the sweep.
@@ -89,8 +90,9 @@ class Config(_Axes):
                    seeds=8, dim=2, points_per_cluster=40, n_resamples=500, preset="quick")
 
     def axes(self) -> tuple:
-        """``((name, values), ...)`` of the non-empty axes in grid order (:data:`AXES`, then the
-        ``knob`` axes in the order given; method: its names)."""
+        """``((name, values), ...)`` of the non-empty axes in grid order
+        (:data:`~tokdyn.studies.token_dynamics_sweep.axes.AXES`, then the ``knob`` axes in the order
+        given; method: its names)."""
         out = []
         for name in AXES:
             text = getattr(self, name).strip()
@@ -291,8 +293,9 @@ class Config(_Axes):
         return groups[0]
 
     def rule_axes(self) -> list:
-        """The non-empty axes that set the update rule (:data:`RULE_AXES` and the ``knob`` axes), in
-        grid order: the settings of the analysis."""
+        """The non-empty axes that set the update rule
+        (:data:`~tokdyn.studies.token_dynamics_sweep.axes.RULE_AXES` and the ``knob`` axes), in grid
+        order: the settings of the analysis."""
         return [k for k, _ in self.axes() if k not in DATA_AXES]
 
     def data_axes(self) -> list:

@@ -21,8 +21,21 @@ from tokdyn.studies.token_dynamics_sweep.tables import group_dirs, read_table, w
 def heatmap_job(out: str, cond: dict, x: str, y: str, metric: str, where: dict | None = None,
                 stat: str = "mean") -> dict:
     """The :func:`tokdyn.stats.figures.draw` job of a heatmap of ``metric`` over axes ``x`` and ``y``,
-    pooled over the other axes (or fixed by ``where``), from a :func:`summary.condition_stats`
-    table of the sweep in ``out``. ``stat``: "mean" or "std" (over the pooled runs)."""
+    pooled over the other axes (or fixed by ``where``).
+
+    Args:
+      out: the sweep directory (the figure goes to its ``plots/``).
+      cond: the sweep's per-condition table (:func:`tokdyn.stats.summary.condition_stats`:
+        ``{column: (C,) array}``, an axis column each, ``<metric>_mean``, ``<metric>_std``, ...).
+      x, y: the axes on the horizontal and the vertical (two different columns of ``cond``).
+      metric: an output field of the runs (``ari``, ``steps``, ...).
+      where: ``{axis: value}`` fixing other axes; the axes neither fixed nor drawn are pooled.
+      stat: "mean" or "std" (over the pooled runs).
+
+    Returns:
+      The job: ``kind``, ``path``, ``x`` (X,) and ``y`` (Y,) values, ``z`` (Y, X) (NaN where no
+      condition), labels and title. ``ValueError`` naming ``x``, ``y`` or ``stat`` when it is not one.
+    """
     axes = [a for a in summary.table_axes(cond) if a != "method_name"]
     for arg, name in (("x", x), ("y", y)):
         if name not in axes:
@@ -45,10 +58,21 @@ def heatmap_job(out: str, cond: dict, x: str, y: str, metric: str, where: dict |
 
 
 def plot_jobs(out: str, cfg: Config, cond: dict, tab: dict) -> list[dict]:
-    """The figures of :func:`analyse`, as jobs of :func:`tokdyn.stats.figures.draw`: the Pareto
-    front of the settings ``tab`` (``plots/pareto.png``) and, with two axes or more, heatmaps of
-    ARI, collapse and steps over the first two (:func:`heatmap_job` of the conditions ``cond``; in a
-    sweep of several rules, per rule over the first two axes it takes, ``..._<group>.png``)."""
+    """The figures of :func:`~tokdyn.studies.token_dynamics_sweep.report.analyse`, as jobs of
+    :func:`tokdyn.stats.figures.draw`: the Pareto front of the settings (``plots/pareto.png``) and,
+    with two axes or more, heatmaps of ARI, collapse and steps over the first two
+    (:func:`heatmap_job`; in a sweep of several rules, per rule over the first two axes it takes,
+    ``..._<group>.png``).
+
+    Args:
+      out: the sweep directory (the figures go to its ``plots/``).
+      cfg: the sweep's :class:`~tokdyn.studies.token_dynamics_sweep.config.Config`.
+      cond: the per-condition table (``summary.csv``'s columns, (C,) each).
+      tab: the per-setting table (``settings.csv``'s columns, (S,) each, ``on_front`` among them).
+
+    Returns:
+      A list of jobs, the Pareto front's first.
+    """
     jobs = []
     front = np.asarray(tab["on_front"], bool)
     jobs.append(dict(kind="front", path=os.path.join(out, "plots", "pareto.png"), cost=tab["steps_mean"].tolist(),

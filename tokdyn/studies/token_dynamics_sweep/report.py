@@ -61,15 +61,28 @@ def merge_tables(parts: list, axes, names) -> dict:
 
 def analysis(out: str, cfg: Config, *, seconds: float | None = None, top: int = 10) -> runner.Result:
     """The analysis of the finished sweep in ``out``: the tables ``summary.csv`` (its SHA-256
-    recorded in ``tables.json``, :func:`write_table`, so that a later reader such as
-    :func:`heatmap` can tell it is the table written here), ``settings.csv`` and ``pareto.csv``, and
-    ``report.md``'s text (``data["report"]``); its value is ``{"best": row, "front": rows}``. A
+    recorded in ``tables.json``, :func:`~tokdyn.studies.token_dynamics_sweep.tables.write_table`, so
+    that a later reader such as :func:`~tokdyn.studies.token_dynamics_sweep.plots.heatmap` can tell
+    it is the table written here), ``settings.csv`` and ``pareto.csv``, and ``report.md``'s text. A
     sweep of several rules (:meth:`Config.groups`) is summarised per rule and merged into one table
     each, every method by its name (``method_name``; ``method`` its index); its settings share the
     bootstrap resamples over seeds, and report.md compares each method's best setting with the
     first method's, paired by seed. A run with a non-finite metric (NaN or ±inf) is left out of
     every figure and counted (``nonfinite`` per condition and setting, ``{metric}_nan`` per
-    metric); report.md marks the conditions that had such runs."""
+    metric); report.md marks the conditions that had such runs.
+
+    Args:
+      out: the sweep directory, every chunk of every rule's engine sweep there.
+      cfg: the sweep's :class:`Config`.
+      seconds: the sweep's time, for report.md (None: not said).
+      top: how many of the best settings report.md lists.
+
+    Returns:
+      A :class:`tokdyn.experiment.runner.Result`: its ``tables`` to write (``summary.csv``: (C,)
+      columns per condition; ``settings.csv``: (S,) per setting; ``pareto.csv``: the front's rows,
+      fewest steps first; ``tables.json``), ``data`` (``cond``, ``tab``, ``report``: report.md's
+      text) and ``value`` ``{"best": row, "front": rows}``.
+    """
     # a run whose state blew up (a non-finite metric: its tokens left the floats) counts in no
     # figure: its collapse or ARI would be an artefact of the overflow, not of the dynamics
     groups, names = cfg.groups(), cfg.method_names()
@@ -98,9 +111,22 @@ def analysis(out: str, cfg: Config, *, seconds: float | None = None, top: int = 
 
 def analyse(out: str, cfg: Config, *, plots: bool = True, seconds: float | None = None, top: int = 10) -> dict:
     """Write the :func:`analysis` of the finished sweep in ``out`` there (summary.csv, tables.json,
-    settings.csv, pareto.csv, report.md and, with ``plots``, the figures of :func:`plot_jobs`) and
-    return ``{"best": row, "front": rows}``: the analysis of a sweep directory outside a run of
-    :func:`main`, which writes the same."""
+    settings.csv, pareto.csv, report.md and, with ``plots``, the figures of
+    :func:`~tokdyn.studies.token_dynamics_sweep.plots.plot_jobs`): the analysis of a sweep
+    directory outside a run of :func:`~tokdyn.studies.token_dynamics_sweep.main`, which writes the
+    same.
+
+    Args:
+      out: the sweep directory, every chunk of every rule's engine sweep there.
+      cfg: the sweep's :class:`Config`.
+      plots: draw the figures into ``out/plots``.
+      seconds: the sweep's time, for report.md (None: not said).
+      top: how many of the best settings report.md lists.
+
+    Returns:
+      ``{"best": row, "front": rows}``: the setting with the best mean ARI and the Pareto front's
+      settings (rows of ``settings.csv`` as dicts).
+    """
     result = analysis(out, cfg, seconds=seconds, top=top)
     for name, value in result.tables.items():
         runner.write_table(os.path.join(out, name), value)
@@ -163,7 +189,18 @@ def _paired_lines(out: str, cfg: Config, tab: dict, sizes: list) -> list:
 def report_text(cfg: Config, tab: dict, ranked, front_rows: list, cond: dict, seconds, top: int, paired=()) -> str:
     """``report.md`` (without its final newline): the sweep, its best settings by mean ARI, the
     Pareto front of steps against ARI, collapse, the best setting per data condition, the paired
-    comparison of the methods (``paired``) and the non-finite runs."""
+    comparison of the methods and the non-finite runs.
+
+    Args:
+      cfg: the sweep's :class:`Config`.
+      tab: the per-setting table (``settings.csv``'s columns, (S,) each).
+      ranked: (S,) indices of ``tab``'s rows, best mean ARI first.
+      front_rows: the Pareto front's settings, rows of ``tab`` as dicts, fewest steps first.
+      cond: the per-condition table (``summary.csv``'s columns, (C,) each).
+      seconds: the sweep's time (None: not said).
+      top: how many of the best settings to list.
+      paired: the lines of the paired comparison of the methods (empty: none).
+    """
     by = cfg.rule_axes()
     n_runs = cfg.runs()
     best = io.to_rows(tab, ranked[:1])[0]

@@ -25,11 +25,24 @@ PART_WAIT_S = 600.0  # how long a part waits without progress for another (part 
 
 def run_sweep(cfg: Config, out: str, *, progress: bool = True, batch_size="auto", devices=None,
               part=None) -> float:
-    """Run (or continue) the sweep into ``out``; returns the seconds it took. One engine sweep
-    (:func:`tokdyn.engine.sweep.run`) per rule (:meth:`Config.groups`), each into its own folder
-    with its own manifest (the code digest of its rule, the rule module's SHA-256, its output
-    fields), all with the same root key and common random numbers. ``part``: ``(i, n)``, this
-    process's share (see :func:`tokdyn.engine.sweep.run`)."""
+    """Run (or continue) the sweep into ``out``: one engine sweep (:func:`tokdyn.engine.sweep.run`)
+    per rule (:meth:`Config.groups`), each into its own folder with its own manifest (the code
+    digest of its rule, the rule module's SHA-256, its output fields), all with the same root key
+    and common random numbers.
+
+    Args:
+      cfg: the sweep's :class:`Config` (validated here).
+      out: the sweep directory.
+      progress: a progress bar (or a line per chunk) on stderr.
+      batch_size, devices: the execution strategy and devices (as :func:`tokdyn.engine.sweep.run`
+        takes them).
+      part: ``(i, n)``, this process's share of the chunks (see :func:`tokdyn.engine.sweep.run`);
+        default: ``(jax.process_index(), jax.process_count())``. A part other than 0 waits for
+        part 0 to start each rule's sweep.
+
+    Returns:
+      The seconds it took.
+    """
     cfg.validate()
     i, n = _part(part)
     groups = cfg.groups()

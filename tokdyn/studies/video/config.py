@@ -181,9 +181,10 @@ class Config:
     def estimate(self) -> Estimate:
         """Runs (scenario x condition x seed x video) and models, and their time: the fixed conditions
         at :data:`RUN_RATE` on the reference CPU (``dynamics`` work), the learned models at
-        :data:`SAVI_RATE` model-steps a second scaled by a step's clips x frames x pixels
-        (``training`` work), plus :data:`SAVI_FIXED_S` per learned predictor and 10 s on the host;
-        each kind scaled by this machine's measured rate of it."""
+        :data:`~tokdyn.studies.video.learned.SAVI_RATE` model-steps a second scaled by a step's clips
+        x frames x pixels (``training`` work), plus
+        :data:`~tokdyn.studies.video.learned.SAVI_FIXED_S` per learned predictor and 10 s on the
+        host; each kind scaled by this machine's measured rate of it."""
         runs = len(self.scenarios) * len(self.conditions) * self.seeds * self.n_videos
         seconds = {"dynamics": runs * self.frames * self.n_steps * self.size ** 2 * RUN_RATE, "host": 10.0}
         if self.learned:

@@ -72,10 +72,21 @@ def learned_pool(cfg: Config) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("n_ids",))
 def score_segments(masks, labels, slot_sets, visible, area, min_pixels, *, n_ids: int) -> dict:
-    """:func:`score_tracks` of a learned model's segmentation of V videos: ``masks`` and ``labels``
-    (V, F, H, W), ``slot_sets`` (V, F, K, D) (:func:`tokdyn.models.savi.segment`), ``visible`` and
-    ``area`` (V, F, M); a frame's ``merged``: two of its slots duplicates
-    (:func:`tokdyn.models.savi.collapse`)."""
+    """:func:`~tokdyn.studies.video.scoring.score_tracks` of a learned model's segmentation of V
+    videos (jitted), its slot indices the track ids.
+
+    Args:
+      masks: (V, F, H, W) true track ids (0 background).
+      labels: (V, F, H, W) each pixel's slot, in [0, n_ids) (:func:`tokdyn.models.savi.segment`).
+      slot_sets: (V, F, K, D) the slots of every frame (:func:`tokdyn.models.savi.segment`).
+      visible, area: (V, F, M) pixels of each object per frame, visible and in view.
+      min_pixels: pixels an object needs in a frame to count as visible there.
+      n_ids: static, the number of slots K.
+
+    Returns:
+      :func:`~tokdyn.studies.video.scoring.score_tracks`' dict with a leading (V,) axis; a frame's
+      ``merged``: two of its slots are duplicates (:func:`tokdyn.models.savi.collapse`).
+    """
 
     def one(m, lab, sl, vis, ar):
         dup, _ = savi.collapse(sl, lab)
@@ -86,8 +97,19 @@ def score_segments(masks, labels, slot_sets, visible, area, min_pixels, *, n_ids
 
 
 def segment_videos(cfg: Config, scfg: savi.Config, params, v: videos.Videos, seed: int) -> tuple:
-    """``(scores, labels)``: model ``params``' segmentation of the videos ``v`` (frame 0's slot noise
-    from the segment key and ``seed``), scored by :func:`score_segments`."""
+    """One learned model's segmentation of videos, scored.
+
+    Args:
+      cfg: the study's :class:`~tokdyn.studies.video.config.Config`.
+      scfg: the model's :class:`tokdyn.models.savi.Config` (:func:`savi_config`).
+      params: the model's parameters (one model's, no seed axis).
+      v: the :class:`tokdyn.data.videos.Videos` to segment, V of them.
+      seed: the model's seed: frame 0's slot noise is drawn from ``fold_in(segment key, seed)``.
+
+    Returns:
+      ``(scores, labels)``: :func:`score_segments`' dict (host arrays, leading (V,) axis) and the
+      (V, F, H, W) slot labels.
+    """
     labels, final = savi.segment(jax.random.fold_in(named_key(cfg, "segment"), seed), params, scfg, v.images)
     res = score_segments(v.masks, labels, final, v.visible, v.area, np.int32(cfg.min_pixels), n_ids=cfg.n_tokens)
     return jax.device_get(res), np.asarray(labels)
@@ -100,11 +122,22 @@ def _model(state, i: int):
 def fit_learned(study, cfg: Config, predictor: str, *, progress=None, **kw) -> train.Result:
     """Train (or resume) the ``learned_seeds`` models of ``savi-<predictor>`` on
     :func:`learned_pool` through :func:`tokdyn.train.train_many`, checkpointed every
-    ``learned_every`` steps in ``parts/savi_<predictor>_train.npz`` of ``study`` (keyed by the
-    study's stamp and the model's configuration); ``kw``: more of its arguments. After every call
-    the curves record ``val_video_ari`` (each model's mean video FG-ARI on ``n_videos`` validation
-    clips of the first scenario) and ``train_seconds``. A corrupt checkpoint is set aside with a
-    warning and training starts again."""
+    ``learned_every`` steps. After every call the curves record ``val_video_ari`` (each model's
+    mean video FG-ARI on ``n_videos`` validation clips of the first scenario) and
+    ``train_seconds``. A corrupt checkpoint is set aside with a warning and training starts again.
+
+    Args:
+      study: the open study directory (:class:`tokdyn.experiment.study.Study`): the checkpoint is
+        its part ``savi_<predictor>_train.npz``, keyed by its stamp and the model's configuration.
+      cfg: the study's :class:`~tokdyn.studies.video.config.Config`.
+      predictor: the learned predictor, a name of :data:`tokdyn.models.savi.PREDICTORS`.
+      progress: an :class:`tokdyn.io.Progress` advanced by the steps, or None.
+      **kw: more arguments of :func:`tokdyn.train.train_many` (``max_calls``, ``deadline``, ...).
+
+    Returns:
+      :func:`tokdyn.train.train_many`'s :class:`tokdyn.train.Result`: the state with a leading
+      (learned_seeds,) axis, the curves (learned_seeds, checkpoints), ``finished``.
+    """
     scfg = savi_config(cfg, predictor)
     ckpt = study.part_path(f"savi_{predictor}_train")
     val = make_videos(cfg, cfg.scenarios[0], cfg.n_videos, split="val")
@@ -148,11 +181,25 @@ def centroids(labels, n_ids: int) -> np.ndarray:
 def learned_runs(session: runner.Session, cfg: Config, predictor: str, progress=None) -> dict:
     """The learned condition ``savi-<predictor>``, kept as the part ``savi_<predictor>``: its models
     trained (:func:`fit_learned`, resumed from their checkpoint), then model s scored on seed s's
-    videos of every scenario. Returns the part: ``runs__<column>`` (rows of ``runs.csv``),
-    ``curve__<column>`` (rows of ``learning_curve.csv``), ``train_seconds`` (per checkpoint, for
-    the summary), and seed 0's first video of the first scenario: ``example_ids`` (F, H, W),
-    ``example_xy`` (F, K, 2) (:func:`centroids`). Raises :class:`Unfinished` when training
-    returned before its budget."""
+    videos of every scenario.
+
+    Args:
+      session: the runner's :class:`tokdyn.experiment.runner.Session` (its study directory keeps
+        the part and the checkpoint).
+      cfg: the study's :class:`~tokdyn.studies.video.config.Config`.
+      predictor: the learned predictor, a name of :data:`tokdyn.models.savi.PREDICTORS`.
+      progress: an :class:`tokdyn.io.Progress` advanced by the training steps, or None.
+
+    Returns:
+      The part, a dict of arrays: ``runs__<column>`` (rows of ``runs.csv``: scenarios x
+      ``learned_seeds``), ``curve__<column>`` (rows of ``learning_curve.csv``: checkpoints x
+      ``learned_seeds``), ``train_seconds`` (per checkpoint, for the summary), and seed 0's first
+      video of the first scenario: ``example_ids`` (F, H, W), ``example_xy`` (F, K, 2)
+      (:func:`centroids`).
+
+    Raises:
+      Unfinished: when training returned before its budget.
+    """
     scfg = savi_config(cfg, predictor)
     cond = LEARNED + predictor
 

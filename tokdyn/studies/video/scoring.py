@@ -53,7 +53,7 @@ def track_video(key, images, masks, visible, area, hp: tracking.Hparams, rule_hp
       visible, area: (F, M) pixels of each object in each frame, visible and in view (occluded or
         not), as :class:`tokdyn.data.videos.Videos` gives them.
       hp: the temporal knobs; rule_hp: the rule's knobs.
-      position_scale, merge_rel, min_pixels, tol: as in :class:`Config`.
+      position_scale, merge_rel, min_pixels, tol: as in :class:`~tokdyn.studies.video.config.Config`.
       shape: the static :class:`Shape`.
 
     Returns:
@@ -112,9 +112,24 @@ def score_tracks(truth, ids, visible, area, merged, min_pixels, *, n_ids: int) -
 @functools.partial(jax.jit, static_argnames=("shape", "keep"))
 def score(keys, images, masks, visible, area, predictor, separation, rule_hp, decay, position_scale, merge_rel,
           min_pixels, tol, *, shape: Shape, keep: bool = False) -> dict:
-    """Every condition x video at once: ``keys`` (V,), the videos' arrays with a leading (V,) axis,
-    ``predictor``/``separation`` (C,); each output of :func:`track_video` with leading axes (C, V)
-    (``tokens`` and ``ids`` only when ``keep``)."""
+    """:func:`track_video` of every condition x video at once (jitted: one compilation for every
+    condition and scenario of one shape).
+
+    Args:
+      keys: (V,) tracking keys, one per video.
+      images: (V, F, H, W, 3) frames; masks: (V, F, H, W) true track ids (0 background).
+      visible, area: (V, F, M) pixels of each object per frame, visible and in view.
+      predictor: (C,) int32, each condition's predictor (an index of
+        :data:`tokdyn.tracking.PREDICTORS`); separation: (C,) float32, its separation push
+        (:func:`condition_knobs` gives both).
+      rule_hp: the built-in rule's knobs, a :class:`tokdyn.dynamics.Hparams` (shared by every condition).
+      decay, position_scale, merge_rel, min_pixels, tol: scalars, as in :class:`~tokdyn.studies.video.config.Config`.
+      shape: the static :class:`Shape`.
+      keep: static; also return ``tokens`` (C, V, F, T, D) and ``ids`` (C, V, F, H, W).
+
+    Returns:
+      Each output of :func:`track_video` with leading axes (C, V).
+    """
 
     def one(k, im, m, vis, ar, p, s):
         hp = tracking.Hparams(predictor=p, decay=decay, separation=s)
@@ -138,9 +153,22 @@ def named_key(cfg: Config, name: str):
 
 
 def make_videos(cfg: Config, scenario: str, n: int, *, split: str = "test", start: int = 0) -> videos.Videos:
-    """The ``n`` videos of ``scenario`` from index ``start`` on, drawn from the key of ``split`` (``test``: the
-    study's videos, seed s the ``n_videos`` from ``s * n_videos``; ``pool``, ``val``: the learned
-    models' training and validation clips); one key gives the same objects in every scenario."""
+    """The ``n`` videos of ``scenario`` from index ``start`` on; one key gives the same objects in
+    every scenario.
+
+    Args:
+      cfg: the study's :class:`~tokdyn.studies.video.config.Config` (the videos' size, frames, objects, scale, speed, margin).
+      scenario: occlusion | collisions | leaving.
+      n: how many videos.
+      split: the key they are drawn from (:func:`named_key`): ``test``, the study's videos (seed s
+        the ``n_videos`` from ``s * n_videos``); ``pool``, ``val``: the learned models' training
+        and validation clips.
+      start: the index of the first video (video i from ``fold_in(key, start + i)``).
+
+    Returns:
+      :class:`tokdyn.data.videos.Videos` with a leading (n,) axis: ``images`` (n, F, H, W, 3),
+      ``masks`` (n, F, H, W), ``visible`` and ``area`` (n, F, M), ...
+    """
     return videos.sprite_videos(named_key(cfg, split), n, frames=cfg.frames, size=cfg.size, min_objects=cfg.objects,
                                 max_objects=cfg.objects, scale=cfg.scale, speed=cfg.speed,
                                 margin=cfg.margin if scenario == "leaving" else 0.0,
@@ -168,8 +196,19 @@ RUN_COLUMNS = ("scenario", "condition", "seed", "video_ari", "frame_ari", "switc
 
 
 def seed_row(scenario: str, condition: str, seed: int, g: dict) -> dict:
-    """One ``runs.csv`` row: the per-video scores ``g`` of one seed (each (V,) or (V, F), as
-    :func:`score_tracks` gives them with a leading video axis) summed or averaged over its videos."""
+    """One ``runs.csv`` row: the per-video scores of one seed summed or averaged over its videos.
+
+    Args:
+      scenario, condition: the row's scenario and condition names.
+      seed: the seed (int).
+      g: the seed's per-video scores, each (V,) or (V, F) (per frame), as :func:`score_tracks`
+        gives them with a leading video axis (NumPy or JAX).
+
+    Returns:
+      ``{column: value}`` over :data:`RUN_COLUMNS`: the scores' means over the videos, the sums of
+      ``switches``, ``chances``, ``kept`` and ``reappear`` and their ratios (NaN without a chance),
+      and per frame class (:data:`CLASSES`) its frames and collapsed frames.
+    """
     g = {k: np.asarray(v) for k, v in g.items()}
     calm = ~g["overlap"] & ~g["out"]
     row = dict(scenario=scenario, condition=condition, seed=seed, video_ari=g["video_ari"].mean(),

@@ -23,7 +23,17 @@ def _rate(table, cls):
 
 
 def per_seed(table, scenario, condition, name):
-    """``(seeds, values)`` of ``name`` (a column, or ``rate_<class>``) per seed, ordered by seed."""
+    """One condition's values of a column per seed.
+
+    Args:
+      table: ``runs.csv`` as columns (``{column: (R,) array}``, one row per scenario x condition x seed).
+      scenario, condition: the rows to read.
+      name: a column, or ``rate_<class>`` (the collapse rate of a frame class: collapsed frames /
+        frames, NaN without frames of that class).
+
+    Returns:
+      ``(seeds, values)``: two (S,) arrays ordered by seed (S: the condition's seeds).
+    """
     sel = (F.strings(table, "scenario") == scenario) & (F.strings(table, "condition") == condition)
     col = _rate(table, name[5:]) if name.startswith("rate_") else F.numbers(table, name)
     seeds = F.numbers(table, "seed")[sel]
@@ -32,13 +42,29 @@ def per_seed(table, scenario, condition, name):
 
 
 def seed_values(table, scenario, condition, name):
-    """Per seed (ordered by seed) values of ``name`` (a column, or ``rate_<class>``)."""
+    """The (S,) values of :func:`per_seed` alone, ordered by seed.
+
+    Args:
+      table: ``runs.csv`` as columns.
+      scenario, condition: the rows to read.
+      name: a column, or ``rate_<class>``.
+    """
     return per_seed(table, scenario, condition, name)[1]
 
 
 def paired(table, scenario, a, name_a, b, name_b):
-    """``(x, y)``: ``name_a`` of condition ``a`` and ``name_b`` of condition ``b``, paired by seed
-    (the seeds both have: a learned condition has ``learned_seeds`` of them)."""
+    """Two conditions' values paired by seed, on the seeds both have (a learned condition has
+    ``learned_seeds`` of them).
+
+    Args:
+      table: ``runs.csv`` as columns.
+      scenario: the scenario of both sides.
+      a, name_a: the first side's condition and column (or ``rate_<class>``).
+      b, name_b: the second side's.
+
+    Returns:
+      ``(x, y)``: two (P,) arrays, P the seeds both conditions have, in seed order.
+    """
     sa, x = per_seed(table, scenario, a, name_a)
     sb, y = per_seed(table, scenario, b, name_b)
     _, ia, ib = np.intersect1d(sa, sb, return_indices=True)

@@ -384,7 +384,7 @@ def test_case6_sweep_size_names_option(tmp_path, monkeypatch):
         study.check_resources(tds.STUDY, est, memory=10**6)
     small = tds.Config(temperature="1", repulsion="0", momentum="0", noise="0.3", n_clusters="3", seeds=2, dim=2,
                        points_per_cluster=10).validate()
-    monkeypatch.setattr(tds.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(study.Refused) as e:
         tds.check_disk(small, str(tmp_path / "x"))
     assert "0.0 GiB" not in str(e.value) and "1,000 bytes is free" in str(e.value)

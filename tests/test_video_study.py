@@ -47,7 +47,7 @@ def test_bad_fields_are_refused_naming_them(change, words):
 def test_conditions_are_every_predictor_and_the_carried_ones_with_the_push():
     cfg = V.Config(predictors=("reinit", "carry", "inertia"), separation=0.2)
     assert cfg.conditions == ("reinit", "carry", "inertia", "carry+sep", "inertia+sep")
-    pred, sep = V._condition_knobs(cfg)
+    pred, sep = V.condition_knobs(cfg)
     assert pred.tolist() == [0, 1, 3, 1, 3] and sep.tolist() == pytest.approx([0, 0, 0, 0.2, 0.2])
     assert dataclasses.replace(cfg, separation=0.0).conditions == ("reinit", "carry", "inertia")
     assert V.Config.quick().validate().preset == "quick" and V.Config().validate().n_tokens == 4

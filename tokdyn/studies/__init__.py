@@ -1,7 +1,8 @@
-"""End-to-end studies, one module per study. Each module holds a study's science (its ``Config``, how
-it runs, its figures, summary and findings) and declares it as a value, its ``SPEC`` (a
-:class:`tokdyn.experiment.runner.Spec`), which the one runner drives
-(:func:`tokdyn.experiment.runner.run_study`: its ``main`` is that call). The studies are listed
+"""End-to-end studies, one module per study, or one package per study that holds several concepts
+(:mod:`tokdyn.studies.video`, :mod:`tokdyn.studies.token_dynamics_sweep`; one concept a module).
+Each holds a study's science (its ``Config``, how it runs, its figures, summary and findings) and
+declares it as a value, its ``SPEC`` (a :class:`tokdyn.experiment.runner.Spec`), which the one
+runner drives (:func:`tokdyn.experiment.runner.run_study`: its ``main`` is that call). The studies are listed
 once, in :mod:`tokdyn.experiment.registry`; :func:`spec` gives a listed study's value by name. A
 study never imports another; their quick presets are labelled through :mod:`tokdyn.experiment.presets`.
 Each study module is an attribute too (``tokdyn.studies.token_dynamics``), imported on first use.

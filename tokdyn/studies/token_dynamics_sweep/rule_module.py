@@ -1,0 +1,120 @@
+"""Update rules of one's own for the sweep (``--rule-module module:NAME`` or
+``path/to/file.py:NAME``): :func:`load_rules` imports them, :func:`rule_module_digest` keys the
+sweep's results by the bytes of their file."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+
+from tokdyn import dynamics
+
+
+def _is_path(target: str) -> bool:
+    return target.endswith(".py") or "/" in target or os.sep in target
+
+
+def rule_module_file(spec: str) -> str | None:
+    """The file the module of ``spec`` (``module:NAME`` or ``path/to/file.py:NAME``) is loaded
+    from, or None when it has none (or cannot be found: :func:`load_rules` names the problem)."""
+    target = spec.rpartition(":")[0]
+    if not target:
+        return None
+    if _is_path(target):
+        path = os.path.abspath(target)
+        return path if os.path.isfile(path) else None
+    try:
+        found = importlib.util.find_spec(target)
+    except (ImportError, ValueError, AttributeError):
+        return None
+    origin = getattr(found, "origin", None) if found is not None and found.has_location else None
+    return origin if origin and os.path.isfile(origin) else None
+
+
+def rule_module_digest(spec: str) -> str:
+    """The SHA-256 (hex) of the bytes of the file of ``spec``'s module (:func:`rule_module_file`;
+    "" when it has none): stamped into the sweep's manifest, so that results of another version of
+    the file are never resumed."""
+    path = rule_module_file(spec)
+    if path is None:
+        return ""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+_LOADED_SHA = "__tokdyn_rule_module_sha256__"  # a module attribute: the digest of the file it was run from
+
+
+def load_rules(spec: str) -> dict:
+    """``{name: tokdyn.dynamics.Rule}`` named by ``spec``, ``module:NAME`` (an importable module) or
+    ``path/to/file.py:NAME`` (a file, imported as the module named by its stem): ``NAME`` a
+    :class:`tokdyn.dynamics.Rule` (named by its ``name``) or a dict of them (named by their keys;
+    not the names of built-in methods). A file is imported once per process and content (its rules
+    stay equal, so they share their compilation); a file changed since is imported anew, so the
+    rules are always those of the file as it is (:func:`rule_module_digest`). ``ValueError`` naming
+    ``rule_module`` for anything that does not resolve."""
+    return dict(_load_rules(spec, rule_module_digest(spec)))
+
+
+@functools.lru_cache(maxsize=None)
+def _load_rules(spec: str, sha: str) -> dict:
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr.isidentifier():
+        raise ValueError(f"rule_module must be module:NAME or path/to/file.py:NAME, got {spec!r}")
+    try:
+        if _is_path(target):
+            path = os.path.abspath(target)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"no file {path}")
+            name = os.path.splitext(os.path.basename(path))[0]
+            module = sys.modules.get(name)
+            if (module is not None and os.path.abspath(getattr(module, "__file__", None) or "") == path
+                    and getattr(module, _LOADED_SHA, None) != sha):  # the file changed since: run it anew
+                del sys.modules[name]
+                module = None
+            if module is None:
+                loader = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(loader)
+                sys.modules[name] = module  # (dataclasses look a class's module up there)
+                setattr(module, _LOADED_SHA, sha)
+                try:
+                    loader.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[name]
+                    raise
+            elif os.path.abspath(getattr(module, "__file__", None) or "") != path:
+                raise ImportError(f"a module named {name!r} is imported already, from "
+                                  f"{getattr(module, '__file__', None)}: rename the file")
+        else:
+            module = importlib.import_module(target)
+            if getattr(module, _LOADED_SHA, sha) != sha:  # its file changed since it was imported here
+                module = importlib.reload(module)
+            setattr(module, _LOADED_SHA, sha)
+    except Exception as e:  # noqa: BLE001 (the user's module: any failure to import it is a bad rule_module)
+        raise ValueError(f"rule_module {spec!r}: cannot import {target!r}: {type(e).__name__}: {e}") from e
+    if not hasattr(module, attr):
+        raise ValueError(f"rule_module {spec!r}: {target!r} has no attribute {attr!r}")
+    value = getattr(module, attr)
+    if isinstance(value, dynamics.Rule):
+        if not value.name:
+            raise ValueError(f"rule_module {spec!r}: the rule has no name (Rule(..., name=...)), by which method "
+                             "names it; or give a dict {name: rule}")
+        value = {value.name: value}
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"rule_module {spec!r}: {attr} must be a tokdyn.dynamics.Rule or a non-empty dict of them, "
+                         f"got {type(value).__name__}")
+    for name, rule in value.items():
+        if not isinstance(name, str) or not name.strip() or "," in name or name != name.strip():
+            raise ValueError(f"rule_module {spec!r}: rule names must be non-empty str without commas or outer "
+                             f"spaces, got {name!r}")
+        if name in dynamics.METHODS:
+            raise ValueError(f"rule_module {spec!r}: {name!r} is the name of a built-in method (tokdyn.dynamics."
+                             "METHODS): choose another")
+        if not isinstance(rule, dynamics.Rule):
+            raise ValueError(f"rule_module {spec!r}: {attr}[{name!r}] must be a tokdyn.dynamics.Rule, got "
+                             f"{type(rule).__name__}")
+    return dict(value)

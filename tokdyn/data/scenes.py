@@ -133,7 +133,33 @@ def _check_scenes(key, n, *, size, min_objects, max_objects, shapes, scale, back
     _checks.positive_int("max_objects", max_objects)
     if min_objects > max_objects:
         raise ValueError(f"min_objects must be <= max_objects={max_objects}, got min_objects={min_objects}")
-    check_shapes(shapes)
+    shapes = check_appearance(size=size, shapes=shapes, scale=scale, background=background,
+                              colour_saturation=colour_saturation, colour_value=colour_value,
+                              background_saturation=background_saturation, background_value=background_value,
+                              texture_amplitude=texture_amplitude)
+    if _checks.on_host(scale):
+        low = float(np.asarray(scale)[0])
+        if max_objects * low**2 > 1.0:
+            raise ValueError(
+                f"scale and max_objects ask for more objects than the canvas can hold: max_objects * scale[0]^2 "
+                f"must be <= 1 (the bounding boxes of max_objects objects of the smallest scale, "
+                f"{max_objects} x ({low:g} * {size})^2 pixels, must fit in the {size}^2-pixel canvas), got "
+                f"max_objects={max_objects}, scale={scale!r} ({max_objects * low**2:g})")
+    _checks.start_index("start", start, "scene")
+    return dict(shapes=shapes, **_checks.host_arrays(
+        scale=scale, colour_saturation=colour_saturation, colour_value=colour_value,
+        background_saturation=background_saturation, background_value=background_value))
+
+
+def check_appearance(*, size: int, shapes, scale, background: str, colour_saturation, colour_value,
+                     background_saturation, background_value, texture_amplitude) -> tuple:
+    """Check the options that set how :func:`sprite_scenes`' and
+    :func:`tokdyn.data.videos.sprite_videos`' objects and backgrounds look, before tracing:
+    ``shapes`` (:func:`check_shapes`), ``background`` (one of :data:`BACKGROUNDS`), ``scale`` (a
+    (low, high) pair, 0 < low <= high <= 1, and, for host values, ``low * size >= 1``: objects at
+    least a pixel across), the colour ranges (pairs in [0, 1]) and ``texture_amplitude`` (a scalar
+    in [0, 1]); ``ValueError``/``TypeError`` naming the argument. Returns ``shapes`` as a tuple."""
+    shapes = check_shapes(shapes)
     _checks.choice("background", background, BACKGROUNDS)
     _checks.interval_pair("scale", scale, low_open=True)
     if _checks.on_host(scale):
@@ -141,22 +167,13 @@ def _check_scenes(key, n, *, size, min_objects, max_objects, shapes, scale, back
         if low * size < 1.0:
             raise ValueError(f"scale must give objects at least one pixel across: scale[0] * size >= 1, got "
                              f"scale={scale!r} with size={size} ({low * size:g} pixels)")
-        if max_objects * low**2 > 1.0:
-            raise ValueError(
-                f"scale and max_objects ask for more objects than the canvas can hold: max_objects * scale[0]^2 "
-                f"must be <= 1 (the bounding boxes of max_objects objects of the smallest scale, "
-                f"{max_objects} x ({low:g} * {size})^2 pixels, must fit in the {size}^2-pixel canvas), got "
-                f"max_objects={max_objects}, scale={scale!r} ({max_objects * low**2:g})")
     for name, value in (("colour_saturation", colour_saturation), ("colour_value", colour_value),
                         ("background_saturation", background_saturation), ("background_value", background_value)):
         _checks.interval_pair(name, value)
     if np.ndim(texture_amplitude) != 0:
         raise ValueError(f"texture_amplitude must be a scalar, got shape {np.shape(texture_amplitude)}")
     _checks.real("texture_amplitude", texture_amplitude, low=0.0, high=1.0)
-    _checks.start_index("start", start, "scene")
-    return dict(shapes=tuple(shapes), **_checks.host_arrays(
-        scale=scale, colour_saturation=colour_saturation, colour_value=colour_value,
-        background_saturation=background_saturation, background_value=background_value))
+    return shapes
 
 
 def _between(u, pair):

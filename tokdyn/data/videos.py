@@ -292,12 +292,10 @@ def _check_videos(key, n, *, frames, size, min_objects, max_objects, shapes, sca
     _checks.positive_int("max_objects", max_objects, minimum=0)
     if min_objects > max_objects:
         raise ValueError(f"min_objects must be <= max_objects={max_objects}, got min_objects={min_objects}")
-    shapes = scenes.check_shapes(shapes)
-    _checks.choice("background", background, scenes.BACKGROUNDS)
-    _checks.interval_pair("scale", scale, low_open=True)
-    if _checks.on_host(scale) and float(np.asarray(scale)[0]) * size < 1.0:
-        raise ValueError(f"scale must give objects at least one pixel across: scale[0] * size >= 1, got "
-                         f"scale={scale!r} with size={size} ({float(np.asarray(scale)[0]) * size:g} pixels)")
+    shapes = scenes.check_appearance(size=size, shapes=shapes, scale=scale, background=background,
+                                     colour_saturation=colour_saturation, colour_value=colour_value,
+                                     background_saturation=background_saturation, background_value=background_value,
+                                     texture_amplitude=texture_amplitude)
     _checks.interval_pair("speed", speed)
     _scalar("margin", margin, low=0.0)
     _check_flag("collisions", collisions)
@@ -311,10 +309,6 @@ def _check_videos(key, n, *, frames, size, min_objects, max_objects, shapes, sca
                 f"through each other between sub-steps. Need 2 * speed[1] / substeps <= scale[0] (the relative "
                 f"motion in a sub-step at most the smallest diameter): substeps >= "
                 f"{int(np.ceil(2.0 * fastest / smallest))}")
-    for name, value in (("colour_saturation", colour_saturation), ("colour_value", colour_value),
-                        ("background_saturation", background_saturation), ("background_value", background_value)):
-        _checks.interval_pair(name, value)
-    _scalar("texture_amplitude", texture_amplitude, low=0.0, high=1.0)
     _checks.start_index("start", start, "video")
     return dict(shapes=shapes, **_checks.host_arrays(
         scale=scale, speed=speed, colour_saturation=colour_saturation, colour_value=colour_value,

@@ -356,10 +356,10 @@ def render(back, position, scale, shape, depth, present, colour, *, shapes: tupl
 
 
 def row_uniforms(key, n: int, start, *, max_objects: int, per_object: int, per_row: int):
-    """The uniforms rows ``start .. start + n - 1`` of a batch (scenes, videos) take all their
-    randomness from: row i's ``per_object * max_objects + per_row`` float32 numbers in [0, 1) from
-    one ``random.uniform`` call with ``fold_in(key, start + i)``, drawn whatever the options are.
-    Pure and traceable (``start`` may be traced; the rest static).
+    """The uniforms that rows ``start`` to ``start + n - 1`` of a batch (scenes, videos) take all
+    their randomness from: row i's ``per_object * max_objects + per_row`` float32 numbers in [0, 1)
+    from one ``random.uniform`` call with ``fold_in(key, start + i)``, drawn whatever the options
+    are. Pure and traceable (``start`` may be traced; the rest static).
 
     Returns:
       ``(per_slot, per_row)``: (n, max_objects, per_object) the first numbers of each row, object

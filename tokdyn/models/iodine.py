@@ -468,7 +468,8 @@ def models(cfg: Config, hparams: Optional[Hparams] = None):
     """``(keys, hparams)`` of every seed x setting for :func:`tokdyn.train.train_many`: ``hparams``
     (default :class:`Hparams`) with scalar or (H,) fields gives M = H x ``cfg.seeds`` models, model
     ``h * seeds + s`` setting h with seed s (:func:`tokdyn.train.grid`)."""
-    return train.grid(seed_keys(cfg), Hparams.checked(hparams))
+    hparams = Hparams.checked(hparams)  # before any key is made: bad input compiles nothing
+    return train.grid(seed_keys(cfg), hparams)
 
 
 def stamp(cfg: Config) -> str:

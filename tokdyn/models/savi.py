@@ -430,7 +430,8 @@ def models(cfg: Config, hparams: Optional[Hparams] = None):
     ``h * seeds + s`` setting h with seed s (:func:`tokdyn.train.grid`: the settings share their
     seeds' initial parameters, batches and slot noise)."""
     _check_cfg(cfg)
-    return train.grid(slots.seed_keys(cfg), Hparams.checked(hparams))
+    hparams = Hparams.checked(hparams)  # before any key is made: bad input compiles nothing
+    return train.grid(slots.seed_keys(cfg), hparams)
 
 
 def stamp(cfg: Config) -> str:

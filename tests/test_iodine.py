@@ -14,7 +14,7 @@ from conftest import jax_compilations, segmented_in_chunks
 from tokdyn import metrics, train
 from tokdyn.data import scenes
 from tokdyn.models import iodine as I
-from tokdyn.models import slots
+from tokdyn.models import savi, slots
 
 pytestmark = pytest.mark.fast_compile
 
@@ -362,6 +362,21 @@ def test_segment_labels_and_fg_ari(trained):
 def test_bad_config(kw, err, match):
     with pytest.raises(err, match=match):
         I.Config(**kw).validate()
+
+
+def test_the_slot_models_hparams_are_one_definition_with_their_own_defaults():
+    """iodine.Hparams and savi.Hparams derive from slots.Hparams: each a pytree of one traced leaf
+    (jit traces it), checked alike, with its own default; each model's models() takes its own."""
+    for cls, default in ((slots.Hparams, 4e-4), (I.Hparams, 3e-4), (savi.Hparams, 2e-3)):
+        assert cls().learning_rate == default
+        leaves, treedef = jax.tree_util.tree_flatten(cls(learning_rate=np.array([1e-3, 2e-3], np.float32)))
+        assert len(leaves) == 1 and np.shape(leaves[0]) == (2,)
+        assert type(jax.tree_util.tree_unflatten(treedef, leaves)) is cls
+        assert float(jax.jit(lambda hp: hp.learning_rate * 2.0)(cls(learning_rate=0.25))) == 0.5
+        with pytest.raises(ValueError, match="learning_rate"):
+            cls.checked(cls(learning_rate=0.0))
+    with pytest.raises(TypeError, match="tokdyn.models.savi.Hparams"):
+        savi.Hparams.checked(I.Hparams())
 
 
 def test_bad_input_is_refused_before_compiling(params0, images):

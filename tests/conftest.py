@@ -153,6 +153,52 @@ def tiny_reasoner(tmp_path_factory):
     return cfg, path
 
 
+def deterministic_and_key_dependent(draw, key, other_key, reference: dict) -> None:
+    """``draw(key)`` (a generator's output as a dict of host arrays) is ``reference`` again,
+    exactly (the same program run twice), and ``draw(other_key)`` has other ``masks``."""
+    import numpy as np
+
+    again = draw(key)
+    for name in reference:
+        np.testing.assert_array_equal(again[name], reference[name])
+    assert not np.array_equal(draw(other_key)["masks"], reference["masks"])
+
+
+def segmented_in_chunks(segment, key, params, cfg, images, width: int, *, rtol: float, atol: float):
+    """A slot model's ``segment(key, params, cfg, images, chunk=c)`` of n images in chunks of 2 and
+    of n: (n, size, size) int32 labels in [0, cfg.slots) and (n, cfg.slots, ``width``) slot states.
+    The two chunk sizes are vmaps of two widths (two programs): a pixel on a last-bit tie between
+    two slots may go either way (the labels agree on 99% of the pixels), the states agree to
+    ``rtol``/``atol``. Returns the labels and states of chunks of 2, as host arrays."""
+    import numpy as np
+
+    n = len(images)
+    labels2, states2 = segment(key, params, cfg, images, chunk=2)
+    labels_n, states_n = segment(key, params, cfg, images, chunk=n)
+    assert labels2.shape == (n, cfg.size, cfg.size) and labels2.dtype == np.int32
+    assert states2.shape == (n, cfg.slots, width)
+    lab = np.asarray(labels2)
+    assert lab.min() >= 0 and lab.max() < cfg.slots
+    assert np.mean(lab == np.asarray(labels_n)) >= 0.99
+    np.testing.assert_allclose(np.asarray(states2), np.asarray(states_n), rtol=rtol, atol=atol)
+    return lab, np.asarray(states2)
+
+
+def quick_source(path, **schedule) -> str:
+    """A latent-reasoning directory at ``path`` stamped with the quick preset (with fields of its
+    training's ``train`` replaced by ``schedule``), before any variant is trained in it: the source
+    the analyses' command lines are checked against. Returns the path."""
+    import dataclasses
+
+    from tokdyn.experiment import reasoners
+
+    lr = reasoners.Config.quick()
+    cfg = dataclasses.replace(lr, training=dataclasses.replace(lr.training, train=dataclasses.replace(
+        lr.training.train, **schedule))) if schedule else lr
+    reasoners.open_study(cfg, str(path), quiet=True)
+    return str(path)
+
+
 def pytest_xdist_auto_num_workers(config):
     """``-n auto`` (the default options): one worker per core, at most 4 (each worker holds its own
     JAX runtime and compiled programs; the suite's longest module bounds the gain beyond that)."""

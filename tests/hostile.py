@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import warnings
 
-from tokdyn import cli
+from tokdyn import cli, io
+from tokdyn.experiment import study as study_dir
 
 
 def run(args, capsys) -> tuple[int, str]:
@@ -67,3 +69,31 @@ def copy(directory, tmp_path) -> str:
     out = str(tmp_path / "copy")
     shutil.copytree(directory, out)
     return out
+
+
+def truncate(paths, keep: int = 2) -> None:
+    """Cut each file of ``paths`` to 1/``keep`` of its size (a write that stopped midway)."""
+    for path in paths:
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // keep)
+
+
+def truncated_parts_recomputed(args, cfg, out, finished, damaged, tables, keep: int = 2) -> None:
+    """``out``, a copy of the finished study directory ``finished`` of ``cfg``, with its parts
+    ``damaged`` (names in ``parts/``) cut to 1/``keep`` and its ``config.json`` to 20 bytes:
+    ``tokdyn ARGS`` (a rerun into ``out``) exits 0, names each damaged part in a warning as set
+    aside, moves them to ``parts/corrupt/``, records ``cfg`` in a new ``config.json`` and writes
+    every one of ``tables`` again, byte for byte as ``finished`` holds it."""
+    truncate([os.path.join(out, "parts", name) for name in damaged], keep)
+    with open(os.path.join(out, "config.json"), "r+b") as f:  # the record of the finished run, too
+        f.truncate(20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main(args) == 0
+    said = " ".join(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning))
+    for name in damaged:
+        assert f"{name} could not be read back" in said and "set aside" in said, (name, said)
+    assert len(os.listdir(os.path.join(out, "parts", "corrupt"))) == len(damaged)
+    assert io.read_json(os.path.join(out, "config.json"))["config"] == study_dir.config_dict(cfg)
+    for name in tables:
+        assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name

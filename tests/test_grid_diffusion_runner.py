@@ -5,7 +5,6 @@ outputs; bad options and absurd sizes exit 2 naming the option before any work."
 
 import dataclasses
 import os
-import warnings
 
 import pytest
 
@@ -81,22 +80,7 @@ def test_truncated_parts_are_named_set_aside_and_recomputed(finished, tmp_path):
     """Issue 31, case 4: a truncated part used to stop every rerun with a raw BadZipFile."""
     out = copy(finished, tmp_path)
     damaged = ["autoencoder.npz", "sequence__token_ar.npz", "sequence__grid_d3pm_absorbing_nll.npz"]
-    for name in damaged:
-        path = os.path.join(out, "parts", name)
-        with open(path, "r+b") as f:
-            f.truncate(os.path.getsize(path) // 2)
-    with open(os.path.join(out, "config.json"), "r+b") as f:  # the record of the finished run, too
-        f.truncate(20)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert cli.main(argv(CFG, out, "--no-plots")) == 0
-    said = " ".join(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning))
-    for name in damaged:
-        assert f"{name} could not be read back" in said and "set aside" in said, (name, said)
-    assert len(os.listdir(os.path.join(out, "parts", "corrupt"))) == 3
-    assert io.read_json(os.path.join(out, "config.json"))["config"] == study_dir.config_dict(CFG)
-    for name in TABLES:  # recomputed to the same results
-        assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
+    hostile.truncated_parts_recomputed(argv(CFG, out, "--no-plots"), CFG, out, finished, damaged, TABLES)
 
 
 def test_an_autoencoder_of_other_settings_is_never_reused(tmp_path, capsys):

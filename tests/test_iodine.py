@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from conftest import jax_compilations
+from conftest import jax_compilations, segmented_in_chunks
 from tokdyn import metrics, train
 from tokdyn.data import scenes
 from tokdyn.models import iodine as I
-from tokdyn.models import slots
+from tokdyn.models import savi, slots
 
 pytestmark = pytest.mark.fast_compile
 
@@ -321,14 +321,7 @@ def test_segment_labels_and_fg_ari(trained):
     sc = scenes.sprite_scenes(jax.random.key(3), 5, size=CFG.size, min_objects=1, max_objects=2, scale=(0.3, 0.5))
     imgs, masks = np.asarray(sc.images), np.asarray(sc.masks)
     key = jax.random.key(2)
-    labels2, loc2 = I.segment(key, params, CFG, imgs, chunk=2)
-    labels5, loc5 = I.segment(key, params, CFG, imgs, chunk=5)
-    assert labels2.shape == (5, CFG.size, CFG.size) and labels2.dtype == jnp.int32
-    assert loc2.shape == (5, CFG.slots, CFG.latent_size)
-    lab = np.asarray(labels2)
-    assert lab.min() >= 0 and lab.max() < CFG.slots
-    assert np.mean(lab == np.asarray(labels5)) >= 0.99  # two vmap widths: a last-bit tie may go either way
-    np.testing.assert_allclose(np.asarray(loc2), np.asarray(loc5), rtol=1e-4, atol=1e-5)
+    lab, loc2 = segmented_in_chunks(I.segment, key, params, CFG, imgs, CFG.latent_size, rtol=1e-4, atol=1e-5)
     # image i is inferred with the posterior noise of fold_in(key, i) alone
     i = 3
     one = I.apply(jax.random.fold_in(key, i), params, CFG, imgs[i:i + 1])
@@ -341,7 +334,7 @@ def test_segment_labels_and_fg_ari(trained):
         ref = adjusted_rand_score(masks[j][on], lab[j][on])
         np.testing.assert_allclose(float(fg[j]), ref, atol=1e-5)
     # duplicates and unused slots, as for Slot Attention
-    dup, unused = jax.vmap(I.collapse)(loc2, labels2)
+    dup, unused = jax.vmap(I.collapse)(loc2, lab)
     for j in range(5):
         assert int(unused[j]) == CFG.slots - len(np.unique(lab[j]))
         assert 0 <= int(dup[j]) < CFG.slots
@@ -369,6 +362,21 @@ def test_segment_labels_and_fg_ari(trained):
 def test_bad_config(kw, err, match):
     with pytest.raises(err, match=match):
         I.Config(**kw).validate()
+
+
+def test_the_slot_models_hparams_are_one_definition_with_their_own_defaults():
+    """iodine.Hparams and savi.Hparams derive from slots.Hparams: each a pytree of one traced leaf
+    (jit traces it), checked alike, with its own default; each model's models() takes its own."""
+    for cls, default in ((slots.Hparams, 4e-4), (I.Hparams, 3e-4), (savi.Hparams, 2e-3)):
+        assert cls().learning_rate == default
+        leaves, treedef = jax.tree_util.tree_flatten(cls(learning_rate=np.array([1e-3, 2e-3], np.float32)))
+        assert len(leaves) == 1 and np.shape(leaves[0]) == (2,)
+        assert type(jax.tree_util.tree_unflatten(treedef, leaves)) is cls
+        assert float(jax.jit(lambda hp: hp.learning_rate * 2.0)(cls(learning_rate=0.25))) == 0.5
+        with pytest.raises(ValueError, match="learning_rate"):
+            cls.checked(cls(learning_rate=0.0))
+    with pytest.raises(TypeError, match="tokdyn.models.savi.Hparams"):
+        savi.Hparams.checked(I.Hparams())
 
 
 def test_bad_input_is_refused_before_compiling(params0, images):

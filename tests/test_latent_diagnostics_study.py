@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import quick_source
 from test_latent_train import TINY
 from tokdyn import cli, io
 from tokdyn.models.latent import evaluation, training
@@ -94,14 +95,6 @@ def test_command_line_and_bad_input():
         latent_diagnostics.Config(noise_sigmas=(0.0,)).validate()
     with pytest.raises(ValueError, match="n_instances must be at most"):
         latent_diagnostics.Config(n_instances=10**6).validate()
-
-
-def quick_source(path, **schedule):
-    lr = reasoners.Config.quick()
-    cfg = dataclasses.replace(lr, training=dataclasses.replace(lr.training, train=dataclasses.replace(
-        lr.training.train, **schedule))) if schedule else lr
-    reasoners.open_study(cfg, str(path), quiet=True)
-    return str(path)
 
 
 @pytest.mark.parametrize("argv, words", [

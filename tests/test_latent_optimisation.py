@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import quick_source
 from test_latent_train import TINY
 from tokdyn import cli, io
 from tokdyn.models.latent import training
@@ -136,16 +137,6 @@ def test_command_line_and_bad_input():
         latent_optimisation.Config(sweep_learning_rates=(0.1, -1.0)).validate()
     with pytest.raises(ValueError, match="n_instances must be at most"):
         latent_optimisation.Config(n_instances=10**6).validate()
-
-
-def quick_source(path, **schedule):
-    """A latent-reasoning directory stamped with the quick preset (with fields of its training's
-    ``train`` replaced), before any variant is trained in it."""
-    lr = reasoners.Config.quick()
-    cfg = dataclasses.replace(lr, training=dataclasses.replace(lr.training, train=dataclasses.replace(
-        lr.training.train, **schedule))) if schedule else lr
-    reasoners.open_study(cfg, str(path), quiet=True)
-    return str(path)
 
 
 @pytest.mark.parametrize("argv, words", [

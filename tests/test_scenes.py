@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import assert_same_floats
+from conftest import assert_same_floats, deterministic_and_key_dependent
 from tokdyn.data import scenes
 
 pytestmark = pytest.mark.fast_compile
@@ -193,11 +193,7 @@ def test_scene_depends_only_on_key_and_index(plain):
 
 
 def test_deterministic_and_key_dependent(plain):
-    again = host(scenes.sprite_scenes(KEY, N))
-    for name in plain:
-        np.testing.assert_array_equal(again[name], plain[name])
-    other = host(scenes.sprite_scenes(jax.random.key(8), N))
-    assert not np.array_equal(other["masks"], plain["masks"])
+    deterministic_and_key_dependent(lambda k: host(scenes.sprite_scenes(k, N)), KEY, jax.random.key(8), plain)
 
 
 def test_jit_vmap_over_keys_and_traced_scale():
@@ -214,6 +210,28 @@ def test_jit_vmap_over_keys_and_traced_scale():
         assert np.all((sc >= pairs[b, 0]) & (sc <= pairs[b, 1]))
 
 
+# What scenes.check_appearance refuses, for scenes and videos alike (test_videos.py runs them too),
+# and the key and start index both take.
+BAD_APPEARANCE = [
+    (dict(scale=(0.0, 0.3)), "scale"),
+    (dict(scale=(0.2, 1.5)), "scale"),
+    (dict(scale=(0.3, 0.2)), "scale"),
+    (dict(scale=(0.2,)), "scale"),
+    (dict(scale=(0.02, 0.1)), "scale"),  # under one pixel at size 32
+    (dict(shapes=("square", "hexagon")), "'circle'.*hexagon"),
+    (dict(shapes=("square", "square")), "shapes"),
+    (dict(shapes="square"), "shapes"),
+    (dict(shapes=()), "shapes"),
+    (dict(background="noise"), "background"),
+    (dict(colour_value=(0.5, 1.2)), "colour_value"),
+    (dict(colour_saturation=(0.9, 0.2)), "colour_saturation"),
+    (dict(background_value=(-0.1, 0.2)), "background_value"),
+    (dict(background_saturation=(0.1, float("nan"))), "background_saturation"),
+    (dict(texture_amplitude=-0.1), "texture_amplitude"),
+]
+BAD_ROWS = [(dict(start=-1), "start"), (dict(start=1.5), "start"), (dict(key=np.zeros(3)), "key")]
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -222,26 +240,8 @@ def test_jit_vmap_over_keys_and_traced_scale():
         (dict(min_objects=0), "min_objects"),
         (dict(min_objects=5, max_objects=4), "min_objects"),
         (dict(max_objects=0), "max_objects"),
-        (dict(scale=(0.0, 0.3)), "scale"),
-        (dict(scale=(0.2, 1.5)), "scale"),
-        (dict(scale=(0.3, 0.2)), "scale"),
-        (dict(scale=(0.2,)), "scale"),
-        (dict(scale=(0.02, 0.1)), "scale"),  # under one pixel at size 32
         (dict(max_objects=30, scale=(0.2, 0.3)), "max_objects \\* scale\\[0\\]\\^2"),
-        (dict(shapes=("square", "hexagon")), "'circle'.*hexagon"),
-        (dict(shapes=("square", "square")), "shapes"),
-        (dict(shapes="square"), "shapes"),
-        (dict(shapes=()), "shapes"),
-        (dict(background="noise"), "background"),
-        (dict(colour_value=(0.5, 1.2)), "colour_value"),
-        (dict(colour_saturation=(0.9, 0.2)), "colour_saturation"),
-        (dict(background_value=(-0.1, 0.2)), "background_value"),
-        (dict(background_saturation=(0.1, float("nan"))), "background_saturation"),
-        (dict(texture_amplitude=-0.1), "texture_amplitude"),
-        (dict(start=-1), "start"),
-        (dict(start=1.5), "start"),
-        (dict(key=np.zeros(3)), "key"),
-    ],
+    ] + BAD_APPEARANCE + BAD_ROWS,
 )
 def test_bad_input(kwargs, match):
     args = dict(key=KEY, n=4)

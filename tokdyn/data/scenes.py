@@ -102,7 +102,33 @@ def _check_scenes(key, n, *, size, min_objects, max_objects, shapes, scale, back
     _checks.positive_int("max_objects", max_objects)
     if min_objects > max_objects:
         raise ValueError(f"min_objects must be <= max_objects={max_objects}, got min_objects={min_objects}")
-    check_shapes(shapes)
+    shapes = check_appearance(size=size, shapes=shapes, scale=scale, background=background,
+                              colour_saturation=colour_saturation, colour_value=colour_value,
+                              background_saturation=background_saturation, background_value=background_value,
+                              texture_amplitude=texture_amplitude)
+    if _checks.on_host(scale):
+        low = float(np.asarray(scale)[0])
+        if max_objects * low**2 > 1.0:
+            raise ValueError(
+                f"scale and max_objects ask for more objects than the canvas can hold: max_objects * scale[0]^2 "
+                f"must be <= 1 (the bounding boxes of max_objects objects of the smallest scale, "
+                f"{max_objects} x ({low:g} * {size})^2 pixels, must fit in the {size}^2-pixel canvas), got "
+                f"max_objects={max_objects}, scale={scale!r} ({max_objects * low**2:g})")
+    _checks.start_index("start", start, "scene")
+    return dict(shapes=shapes, **_checks.host_arrays(
+        scale=scale, colour_saturation=colour_saturation, colour_value=colour_value,
+        background_saturation=background_saturation, background_value=background_value))
+
+
+def check_appearance(*, size: int, shapes, scale, background: str, colour_saturation, colour_value,
+                     background_saturation, background_value, texture_amplitude) -> tuple:
+    """Check the options that set how :func:`sprite_scenes`' and
+    :func:`tokdyn.data.videos.sprite_videos`' objects and backgrounds look, before tracing:
+    ``shapes`` (:func:`check_shapes`), ``background`` (one of :data:`BACKGROUNDS`), ``scale`` (a
+    (low, high) pair, 0 < low <= high <= 1, and, for host values, ``low * size >= 1``: objects at
+    least a pixel across), the colour ranges (pairs in [0, 1]) and ``texture_amplitude`` (a scalar
+    in [0, 1]); ``ValueError``/``TypeError`` naming the argument. Returns ``shapes`` as a tuple."""
+    shapes = check_shapes(shapes)
     _checks.choice("background", background, BACKGROUNDS)
     _checks.interval_pair("scale", scale, low_open=True)
     if _checks.on_host(scale):
@@ -110,22 +136,13 @@ def _check_scenes(key, n, *, size, min_objects, max_objects, shapes, scale, back
         if low * size < 1.0:
             raise ValueError(f"scale must give objects at least one pixel across: scale[0] * size >= 1, got "
                              f"scale={scale!r} with size={size} ({low * size:g} pixels)")
-        if max_objects * low**2 > 1.0:
-            raise ValueError(
-                f"scale and max_objects ask for more objects than the canvas can hold: max_objects * scale[0]^2 "
-                f"must be <= 1 (the bounding boxes of max_objects objects of the smallest scale, "
-                f"{max_objects} x ({low:g} * {size})^2 pixels, must fit in the {size}^2-pixel canvas), got "
-                f"max_objects={max_objects}, scale={scale!r} ({max_objects * low**2:g})")
     for name, value in (("colour_saturation", colour_saturation), ("colour_value", colour_value),
                         ("background_saturation", background_saturation), ("background_value", background_value)):
         _checks.interval_pair(name, value)
     if np.ndim(texture_amplitude) != 0:
         raise ValueError(f"texture_amplitude must be a scalar, got shape {np.shape(texture_amplitude)}")
     _checks.real("texture_amplitude", texture_amplitude, low=0.0, high=1.0)
-    _checks.start_index("start", start, "scene")
-    return dict(shapes=tuple(shapes), **_checks.host_arrays(
-        scale=scale, colour_saturation=colour_saturation, colour_value=colour_value,
-        background_saturation=background_saturation, background_value=background_value))
+    return shapes
 
 
 def _between(u, pair):
@@ -307,6 +324,87 @@ def render(back, position, scale, shape, depth, present, colour, *, shapes: tupl
     return Rendered(images=images, masks=masks, visible=visible, area=area)
 
 
+def row_uniforms(key, n: int, start, *, max_objects: int, per_object: int, per_row: int):
+    """The uniforms that rows ``start`` to ``start + n - 1`` of a batch (scenes, videos) take all
+    their randomness from: row i's ``per_object * max_objects + per_row`` float32 numbers in [0, 1)
+    from one ``random.uniform`` call with ``fold_in(key, start + i)``, drawn whatever the options
+    are. Pure and traceable (``start`` may be traced; the rest static).
+
+    Returns:
+      ``(per_slot, per_row)``: (n, max_objects, per_object) the first numbers of each row, object
+      slot by slot, and (n, per_row) the rest.
+    """
+    M = max_objects
+    index = jnp.asarray(start, jnp.int32) + jnp.arange(n, dtype=jnp.int32)  # (n,)
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
+    u = jax.vmap(lambda k: jax.random.uniform(k, (per_object * M + per_row,), jnp.float32))(keys)  # (n, R)
+    return u[:, : per_object * M].reshape(n, M, per_object), u[:, per_object * M:]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Objects:
+    """The objects of n rows (scenes or videos) with M object slots each, as :func:`draw_objects`
+    draws them (absent slots keep their draws: the callers fill them).
+
+    Attributes:
+      n_objects: (n,) int32 number of objects, uniform in [min_objects, M].
+      present: (n, M) bool, ``slot < n_objects``.
+      shape: (n, M) int32 index into ``shapes``, uniform.
+      scale: (n, M) float32 side of the bounding box, uniform in ``scale``.
+      depth: (n, M) int32 drawing order (:func:`drawing_order`; -1 where absent).
+      colour: (n, M, 3) float32 RGB: hue uniform, saturation and value uniform in their ranges.
+      background: (n, 3) float32 RGB of the background's base colour, drawn likewise.
+    """
+
+    n_objects: jax.Array
+    present: jax.Array
+    shape: jax.Array
+    scale: jax.Array
+    depth: jax.Array
+    colour: jax.Array
+    background: jax.Array
+
+
+def draw_objects(per_slot, per_row, *, min_objects: int, shapes: tuple, scale, colour_saturation, colour_value,
+                 background_saturation, background_value) -> Objects:
+    """The draws :func:`sprite_scenes` and :func:`tokdyn.data.videos.sprite_videos` share, from the
+    uniforms of :func:`row_uniforms`: the number of objects, each slot's shape, scale, drawing
+    order and colour, and the background's base colour. Pure and traceable.
+
+    Args:
+      per_slot: (n, M, P) uniforms per object slot, P >= 8; columns 0 (shape), 1-3 (hue,
+        saturation, value), 6 (scale) and 7 (drawing order) are read here, the others (4-5: the
+        position; from 8 on) are the caller's.
+      per_row: (n, R) uniforms per row, R >= 4; column 0 (the number of objects) and 1-3 (the
+        background's hue, saturation, value) are read here.
+      min_objects: the least number of objects (static; the most is M).
+      shapes: the shape names (static; ``Objects.shape`` indexes it).
+      scale, colour_saturation, colour_value, background_saturation, background_value: (low,
+        high) ranges, as :func:`sprite_scenes` takes them (may be traced).
+
+    Returns:
+      :class:`Objects`.
+    """
+    n, M = per_slot.shape[:2]
+    f32 = jnp.float32
+    scale, sat, val = (jnp.asarray(a, f32) for a in (scale, colour_saturation, colour_value))
+    bg_sat, bg_val = jnp.asarray(background_saturation, f32), jnp.asarray(background_value, f32)
+    n_objects = jnp.minimum(min_objects + (per_row[:, 0] * (M - min_objects + 1)).astype(jnp.int32), M)  # (n,)
+    present = jnp.arange(M, dtype=jnp.int32) < n_objects[:, None]  # (n, M)
+    shape = jnp.minimum((per_slot[..., 0] * len(shapes)).astype(jnp.int32), len(shapes) - 1)  # (n, M)
+    s = _between(per_slot[..., 6], scale)  # (n, M)
+    depth = drawing_order(per_slot[..., 7], present)  # (n, M)
+
+    # Colours, one table: row 0 the background's base colour, rows 1..M the objects' (n, M+1, 3).
+    hsv = jnp.concatenate([per_row[:, None, 1:4], per_slot[..., 1:4]], axis=1)  # (n, M+1, 3) uniforms
+    sat_range = jnp.concatenate([bg_sat[:, None], jnp.broadcast_to(sat[:, None], (2, M))], axis=1)  # (2, M+1)
+    val_range = jnp.concatenate([bg_val[:, None], jnp.broadcast_to(val[:, None], (2, M))], axis=1)  # (2, M+1)
+    table = hsv_to_rgb(hsv[..., 0], _between(hsv[..., 1], sat_range), _between(hsv[..., 2], val_range))
+    return Objects(n_objects=n_objects, present=present, shape=shape, scale=s, depth=depth, colour=table[:, 1:],
+                   background=table[:, 0])
+
+
 @_checks.checked_jit(_check_scenes,
                      static_argnames=("n", "size", "min_objects", "max_objects", "shapes", "background", "dtype"))
 def sprite_scenes(
@@ -354,49 +452,32 @@ def sprite_scenes(
     Returns:
       :class:`Scenes` with n rows and M = max_objects object slots.
     """
-    M, S = max_objects, size
-    f32 = jnp.float32
-    scale, sat, val = (jnp.asarray(a, f32) for a in (scale, colour_saturation, colour_value))
-    bg_sat, bg_val = jnp.asarray(background_saturation, f32), jnp.asarray(background_value, f32)
-    index = jnp.asarray(start, jnp.int32) + jnp.arange(n, dtype=jnp.int32)  # (n,)
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
-    u = jax.vmap(lambda k: jax.random.uniform(k, (_PER_OBJECT * M + _PER_SCENE,), f32))(keys)  # (n, R)
-    obj = u[:, : _PER_OBJECT * M].reshape(n, M, _PER_OBJECT)  # (n, M, 8)
-    scene = u[:, _PER_OBJECT * M:]  # (n, 16)
-
-    # Objects.
-    n_objects = jnp.minimum(min_objects + (scene[:, 0] * (M - min_objects + 1)).astype(jnp.int32), M)  # (n,)
-    present = jnp.arange(M, dtype=jnp.int32) < n_objects[:, None]  # (n, M)
-    shape = jnp.minimum((obj[..., 0] * len(shapes)).astype(jnp.int32), len(shapes) - 1)  # (n, M)
-    s = _between(obj[..., 6], scale)  # (n, M)
+    obj, scene = row_uniforms(key, n, start, max_objects=max_objects, per_object=_PER_OBJECT,
+                              per_row=_PER_SCENE)  # (n, M, 8), (n, 16)
+    o = draw_objects(obj, scene, min_objects=min_objects, shapes=shapes, scale=scale,
+                     colour_saturation=colour_saturation, colour_value=colour_value,
+                     background_saturation=background_saturation, background_value=background_value)
+    present, shape, s, colour = o.present, o.shape, o.scale, o.colour
     half = 0.5 * s
     position = half[..., None] + obj[..., 4:6] * (1.0 - s)[..., None]  # (n, M, 2) in [s/2, 1 - s/2]
-    depth = drawing_order(obj[..., 7], present)  # (n, M)
 
-    # Colours, one table: row 0 the background's base colour, rows 1..M the objects' (n, M+1, 3).
-    hsv = jnp.concatenate([scene[:, None, 1:4], obj[..., 1:4]], axis=1)  # (n, M+1, 3) uniforms
-    sat_range = jnp.concatenate([bg_sat[:, None], jnp.broadcast_to(sat[:, None], (2, M))], axis=1)  # (2, M+1)
-    val_range = jnp.concatenate([bg_val[:, None], jnp.broadcast_to(val[:, None], (2, M))], axis=1)  # (2, M+1)
-    table = hsv_to_rgb(hsv[..., 0], _between(hsv[..., 1], sat_range), _between(hsv[..., 2], val_range))
-    base, colour = table[:, 0], table[:, 1:]  # (n, 3), (n, M, 3)
-
-    back = background_image(base, scene[:, 4: 4 + 3 * _WAVES], size=S, background=background,
-                            texture_amplitude=texture_amplitude)  # (n, S, S, 3)
-    drawn = render(back, position, s, shape, depth, present, colour, shapes=shapes)
+    back = background_image(o.background, scene[:, 4: 4 + 3 * _WAVES], size=size, background=background,
+                            texture_amplitude=texture_amplitude)  # (n, size, size, 3)
+    drawn = render(back, position, s, shape, o.depth, present, colour, shapes=shapes)
 
     absent = ~present
     return Scenes(
         images=drawn.images.astype(float_dtype(dtype)),
         masks=drawn.masks,
-        n_objects=n_objects,
+        n_objects=o.n_objects,
         present=present,
         shape=jnp.where(absent, -1, shape),
         colour=jnp.where(absent[..., None], 0.0, colour),
         position=jnp.where(absent[..., None], 0.0, position),
         scale=jnp.where(absent, 0.0, s),
-        depth=depth,
+        depth=o.depth,
         visible=drawn.visible,
-        background=base,
+        background=o.background,
     )
 
 

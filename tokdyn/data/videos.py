@@ -239,12 +239,10 @@ def _check_videos(key, n, *, frames, size, min_objects, max_objects, shapes, sca
     _checks.positive_int("max_objects", max_objects, minimum=0)
     if min_objects > max_objects:
         raise ValueError(f"min_objects must be <= max_objects={max_objects}, got min_objects={min_objects}")
-    shapes = scenes.check_shapes(shapes)
-    _checks.choice("background", background, scenes.BACKGROUNDS)
-    _checks.interval_pair("scale", scale, low_open=True)
-    if _checks.on_host(scale) and float(np.asarray(scale)[0]) * size < 1.0:
-        raise ValueError(f"scale must give objects at least one pixel across: scale[0] * size >= 1, got "
-                         f"scale={scale!r} with size={size} ({float(np.asarray(scale)[0]) * size:g} pixels)")
+    shapes = scenes.check_appearance(size=size, shapes=shapes, scale=scale, background=background,
+                                     colour_saturation=colour_saturation, colour_value=colour_value,
+                                     background_saturation=background_saturation, background_value=background_value,
+                                     texture_amplitude=texture_amplitude)
     _checks.interval_pair("speed", speed)
     _scalar("margin", margin, low=0.0)
     _check_flag("collisions", collisions)
@@ -258,10 +256,6 @@ def _check_videos(key, n, *, frames, size, min_objects, max_objects, shapes, sca
                 f"through each other between sub-steps. Need 2 * speed[1] / substeps <= scale[0] (the relative "
                 f"motion in a sub-step at most the smallest diameter): substeps >= "
                 f"{int(np.ceil(2.0 * fastest / smallest))}")
-    for name, value in (("colour_saturation", colour_saturation), ("colour_value", colour_value),
-                        ("background_saturation", background_saturation), ("background_value", background_value)):
-        _checks.interval_pair(name, value)
-    _scalar("texture_amplitude", texture_amplitude, low=0.0, high=1.0)
     _checks.start_index("start", start, "video")
     return dict(shapes=shapes, **_checks.host_arrays(
         scale=scale, speed=speed, colour_saturation=colour_saturation, colour_value=colour_value,
@@ -334,38 +328,23 @@ def sprite_videos(
     Returns:
       :class:`Videos` with n rows, F frames and M = max_objects object slots.
     """
-    M, S, F = max_objects, size, frames
+    S, F = size, frames
     f32 = jnp.float32
-    scale, speed, sat, val = (jnp.asarray(a, f32) for a in (scale, speed, colour_saturation, colour_value))
-    bg_sat, bg_val = jnp.asarray(background_saturation, f32), jnp.asarray(background_value, f32)
-    margin = jnp.asarray(margin, f32)
-    index = jnp.asarray(start, jnp.int32) + jnp.arange(n, dtype=jnp.int32)  # (n,)
-    keys = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
-    u = jax.vmap(lambda k: jax.random.uniform(k, (_PER_OBJECT * M + _PER_VIDEO,), f32))(keys)  # (n, R)
-    obj = u[:, : _PER_OBJECT * M].reshape(n, M, _PER_OBJECT)  # (n, M, 10)
-    video = u[:, _PER_OBJECT * M:]  # (n, 16)
-
-    # Objects.
-    n_objects = jnp.minimum(min_objects + (video[:, 0] * (M - min_objects + 1)).astype(jnp.int32), M)  # (n,)
-    present = jnp.arange(M, dtype=jnp.int32) < n_objects[:, None]  # (n, M)
-    shape = jnp.minimum((obj[..., 0] * len(shapes)).astype(jnp.int32), len(shapes) - 1)  # (n, M)
-    s = _between(obj[..., 6], scale)  # (n, M)
+    speed, margin = jnp.asarray(speed, f32), jnp.asarray(margin, f32)
+    obj, video = scenes.row_uniforms(key, n, start, max_objects=max_objects, per_object=_PER_OBJECT,
+                                     per_row=_PER_VIDEO)  # (n, M, 10), (n, 16)
+    o = scenes.draw_objects(obj, video, min_objects=min_objects, shapes=shapes, scale=scale,
+                            colour_saturation=colour_saturation, colour_value=colour_value,
+                            background_saturation=background_saturation, background_value=background_value)
+    present, shape, s, depth, colour = o.present, o.shape, o.scale, o.depth, o.colour
     position = (0.5 * s - margin)[..., None] + obj[..., 4:6] * (1.0 + 2.0 * margin - s)[..., None]  # (n, M, 2)
     angle = 2.0 * jnp.pi * obj[..., 9]  # (n, M)
     velocity = _between(obj[..., 8], speed)[..., None] * jnp.stack([jnp.sin(angle), jnp.cos(angle)], axis=-1)
-    depth = scenes.drawing_order(obj[..., 7], present)  # (n, M)
     mass = s ** jnp.asarray(mass_exponent, f32)  # (n, M)
     positions, velocities = jax.vmap(lambda x, v, sc, p, m: simulate(
         x, v, sc, p, m, frames=F, margin=margin, collisions=collisions, substeps=substeps))(
         position, velocity, s, present, mass)  # (n, F, M, 2) each
-
-    # Colours, one table: row 0 the background's base colour, rows 1..M the objects' (n, M+1, 3).
-    hsv = jnp.concatenate([video[:, None, 1:4], obj[..., 1:4]], axis=1)  # (n, M+1, 3) uniforms
-    sat_range = jnp.concatenate([bg_sat[:, None], jnp.broadcast_to(sat[:, None], (2, M))], axis=1)  # (2, M+1)
-    val_range = jnp.concatenate([bg_val[:, None], jnp.broadcast_to(val[:, None], (2, M))], axis=1)  # (2, M+1)
-    table = scenes.hsv_to_rgb(hsv[..., 0], _between(hsv[..., 1], sat_range), _between(hsv[..., 2], val_range))
-    base, colour = table[:, 0], table[:, 1:]  # (n, 3), (n, M, 3)
-    back = scenes.background_image(base, video[:, 4:13], size=S, background=background,
+    back = scenes.background_image(o.background, video[:, 4:13], size=S, background=background,
                                    texture_amplitude=texture_amplitude)  # (n, S, S, 3)
 
     # Frames: every frame's objects drawn at once, (n, F, ...).
@@ -378,7 +357,7 @@ def sprite_videos(
     return Videos(
         images=drawn.images.astype(float_dtype(dtype)),
         masks=drawn.masks,
-        n_objects=n_objects,
+        n_objects=o.n_objects,
         present=present,
         shape=jnp.where(absent, -1, shape),
         colour=jnp.where(absent[..., None], 0.0, colour),
@@ -389,5 +368,5 @@ def sprite_videos(
         velocity=jnp.where(gone, 0.0, velocities),
         visible=drawn.visible,
         area=drawn.area,
-        background=base,
+        background=o.background,
     )

@@ -577,6 +577,57 @@ def record(study: study_dir.Study, cfg: Config, **extra) -> str:
     return study.finish(**record_fields(study.out, cfg), **extra)
 
 
+# ---------------------------------------------------------------------------------------------- analyses of a source
+
+SOURCE_PRESETS = ("default", "quick")  # an analysis's preset: the configuration its source has (Analysis.preset)
+SOURCE_SELECTION = ("source", "train")  # an analysis's fields that only choose where and whether (its selection)
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """The fields of a study that analyses the trained reasoners of a latent-reasoning directory, its
+    *source*: the analyses' ``Config`` classes derive from it (these fields come first), so that
+    each field is declared, documented (the command line's help) and checked once.
+
+    Attributes:
+      source: the latent-reasoning study directory holding (or to hold) the trained variants.
+      preset: that study's configuration, "default" or "quick" (its --quick); "quick" (set by
+        --quick) also opens summary.md with a line saying the run is smoke-sized.
+      train: train the variants the source lacks (otherwise a missing variant is an error).
+    """
+
+    source: str = "results/latent-reasoning"
+    preset: str = "default"
+    train: bool = True
+
+    def validate(self) -> "Analysis":
+        """Check the fields above (``source`` a non-empty path, ``preset`` one of
+        :data:`SOURCE_PRESETS`, ``train`` a bool); raise ``ValueError``/``TypeError`` naming the
+        field. An analysis's own ``validate`` calls it first. Returns ``self``."""
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError(f"source must be the path of a latent-reasoning study directory, got {self.source!r}")
+        _checks.choice("preset", self.preset, SOURCE_PRESETS)
+        if not isinstance(self.train, bool):
+            raise TypeError(f"train must be a bool, got {self.train!r}")
+        return self
+
+    def reasoning(self) -> Config:
+        """The latent-reasoning study whose trained models the analysis reads: :meth:`Config.quick`
+        for the preset ``"quick"``, else :class:`Config`."""
+        return Config.quick() if self.preset == "quick" else Config()
+
+
+def forward_elements(cfg: Config, names: Sequence[str]) -> int:
+    """Elements of one instance's forward pass through the longest of the variants ``names`` (of
+    the latent-reasoning configuration ``cfg``): ``T * (V + (depth + 1) * width + depth * heads *
+    T)``, the logits, the hidden states of every layer and the attention weights, for ``T`` the
+    longest sequence and ``V`` the vocabulary: what an analysis's memory estimate counts per
+    instance and seed."""
+    tc = cfg.training
+    length = max(V.model_config(training(cfg, n), n).layout.length for n in names)
+    return length * (tc.task.vocab.size + (tc.depth + 1) * tc.width + tc.depth * tc.heads * length)
+
+
 def check_apart(out: str, source: str) -> None:
     """:class:`~tokdyn.experiment.study.Refused` when an analysis's ``out`` and its ``source`` are
     the same directory or one lies inside the other (``--fresh`` would remove the source)."""

@@ -95,21 +95,13 @@ class Config:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class Hparams:
-    """Traced, sweepable hyper-parameters (a float each, or an (H,) array of settings: :func:`models`).
-
-    Attributes:
-      learning_rate: peak Adam learning rate (after the warm-up; then the decay, by default to 5% of
-        it).
+class Hparams(slots.Hparams):
+    """Traced, sweepable hyper-parameters (a float each, or an (H,) array of settings: :func:`models`):
+    those of :class:`tokdyn.models.slots.Hparams` (``learning_rate``, the peak Adam learning rate),
+    checked as there, with IODINE's own default.
     """
 
     learning_rate: jax.Array | float = 3e-4
-
-    def validate(self) -> "Hparams":
-        """Check the learning rate when it is a host number (positive); raise ``ValueError``. Returns
-        ``self``."""
-        _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
-        return self
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -423,19 +415,15 @@ def collapse(latents, labels, merge_tol=dynamics.DEFAULT_MERGE_TOL):
 
 
 def seed_keys(cfg: Config):
-    """(seeds,) keys ``fold_in(key(root_seed), s)``, one per seed."""
-    root = jax.random.key(cfg.root_seed)
-    return jnp.stack([jax.random.fold_in(root, s) for s in range(cfg.seeds)])
+    """(seeds,) keys ``fold_in(key(root_seed), s)``, one per seed (:func:`tokdyn.models.slots.seed_keys`)."""
+    return slots.seed_keys(cfg)
 
 
 def models(cfg: Config, hparams: Optional[Hparams] = None):
     """``(keys, hparams)`` of every seed x setting for :func:`tokdyn.train.train_many`: ``hparams``
     (default :class:`Hparams`) with scalar or (H,) fields gives M = H x ``cfg.seeds`` models, model
     ``h * seeds + s`` setting h with seed s (:func:`tokdyn.train.grid`)."""
-    hparams = Hparams() if hparams is None else hparams
-    if not isinstance(hparams, Hparams):
-        raise TypeError(f"hparams must be a tokdyn.models.iodine.Hparams, got {type(hparams).__name__}")
-    hparams.validate()
+    hparams = Hparams.checked(hparams)  # before any key is made: bad input compiles nothing
     return train.grid(seed_keys(cfg), hparams)
 
 

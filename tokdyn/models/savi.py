@@ -101,21 +101,13 @@ class Config:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class Hparams:
-    """Traced, sweepable hyper-parameters (a float each, or an (H,) array of settings: :func:`models`).
-
-    Attributes:
-      learning_rate: peak Adam learning rate (after the warm-up; then the decay, by default to 5% of
-        it).
+class Hparams(slots.Hparams):
+    """Traced, sweepable hyper-parameters (a float each, or an (H,) array of settings: :func:`models`):
+    those of :class:`tokdyn.models.slots.Hparams` (``learning_rate``, the peak Adam learning rate),
+    checked as there, with SAVi's own default.
     """
 
     learning_rate: jax.Array | float = 2e-3
-
-    def validate(self) -> "Hparams":
-        """Check the learning rate when it is a host number (positive); raise ``ValueError``. Returns
-        ``self``."""
-        _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
-        return self
 
 
 def slot_config(cfg: Config) -> slots.Config:
@@ -398,10 +390,7 @@ def models(cfg: Config, hparams: Optional[Hparams] = None):
     ``h * seeds + s`` setting h with seed s (:func:`tokdyn.train.grid`: the settings share their
     seeds' initial parameters, batches and slot noise)."""
     _check_cfg(cfg)
-    hparams = Hparams() if hparams is None else hparams
-    if not isinstance(hparams, Hparams):
-        raise TypeError(f"hparams must be a tokdyn.models.savi.Hparams, got {type(hparams).__name__}")
-    hparams.validate()
+    hparams = Hparams.checked(hparams)  # before any key is made: bad input compiles nothing
     return train.grid(slots.seed_keys(cfg), hparams)
 
 

@@ -130,6 +130,18 @@ class Hparams:
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         return self
 
+    @classmethod
+    def checked(cls, hparams=None) -> "Hparams":
+        """``hparams`` as a model's :func:`models` takes it: ``cls()`` (its defaults) when None, else
+        an instance of ``cls`` (``TypeError`` naming the class otherwise), checked by
+        :meth:`validate`. :class:`tokdyn.models.iodine.Hparams` and
+        :class:`tokdyn.models.savi.Hparams` derive from this class (their own defaults), so each
+        model names its own class. Returns it."""
+        hparams = cls() if hparams is None else hparams
+        if not isinstance(hparams, cls):
+            raise TypeError(f"hparams must be a {cls.__module__}.{cls.__qualname__}, got {type(hparams).__name__}")
+        return hparams.validate()
+
 
 # ---------------------------------------------------------------------------------------------- the model
 
@@ -483,10 +495,7 @@ def models(cfg: Config, hparams: Optional[Hparams] = None):
     (default :class:`Hparams`) with scalar or (H,) fields gives M = H x ``cfg.seeds`` models, model
     ``h * seeds + s`` setting h with seed s (:func:`tokdyn.train.grid`: the settings share their
     seeds' initial parameters, batches and slot noise)."""
-    hparams = Hparams() if hparams is None else hparams
-    if not isinstance(hparams, Hparams):
-        raise TypeError(f"hparams must be a tokdyn.models.slots.Hparams, got {type(hparams).__name__}")
-    hparams.validate()
+    hparams = Hparams.checked(hparams)  # before any key is made: bad input compiles nothing
     return train.grid(seed_keys(cfg), hparams)
 
 

@@ -37,9 +37,8 @@ from tokdyn.models.latent import tasks, variants
 from tokdyn.models.latent import training as T
 from tokdyn.stats import figures
 
-PRESETS = ("default", "quick")
 STUDY = "latent-diagnostics"
-SELECTION = ("source", "train", "variants", "reference", "midway")  # fields that only choose which parts run
+SELECTION = reasoners.SOURCE_SELECTION + ("variants", "reference", "midway")  # fields that only choose which parts run
 FACTS = ("answer", "top_row_count", "centre_colour", "helper_centre")
 STAGES = ("mid", "final")
 
@@ -59,14 +58,11 @@ MAX_PROBE_STEPS = 2 ** 31 - 1  # the probes' scan counts its steps in 32 bits
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """Everything that defines the study (saved as ``config.json``).
+class Config(reasoners.Analysis):
+    """Everything that defines the study (saved as ``config.json``): the source's fields of
+    :class:`tokdyn.experiment.reasoners.Analysis` (``source``, ``preset``, ``train``), then these.
 
     Attributes:
-      source: the latent-reasoning study directory holding (or to hold) the trained variants.
-      preset: that study's configuration, "default" or "quick" (its --quick); "quick" (set by
-        --quick) also opens summary.md with a line saying the run is smoke-sized.
-      train: train the variants the source lacks (otherwise a missing variant is an error).
       variants: variants with a latent block (decomposition; the feedback ones also get mediation,
         collapse and probes).
       reference: the text-space variant whose caption states are compared ("" for none).
@@ -84,9 +80,6 @@ class Config:
       root_seed: root PRNG seed of the noise, interventions and probes.
     """
 
-    source: str = "results/latent-reasoning"
-    preset: str = "default"
-    train: bool = True
     variants: tuple = ("latent", "latent_mirage", "latent_lvr", "latent_monet", "pause", "coconut")
     reference: str = "text"
     perturbations: tuple = ("blank", "swap", "shuffle")
@@ -104,14 +97,12 @@ class Config:
 
     def validate(self) -> "Config":
         """Check every field (``n_instances`` and ``attention_top_k`` against the source's test
-        instances and image patches); raise ``ValueError``/``TypeError`` naming the field. Returns
-        ``self``."""
-        if not isinstance(self.source, str) or not self.source:
-            raise ValueError(f"source must be the path of a latent-reasoning study directory, got {self.source!r}")
-        _checks.choice("preset", self.preset, PRESETS)
-        for field in ("train", "midway"):
-            if not isinstance(getattr(self, field), bool):
-                raise TypeError(f"{field} must be a bool, got {getattr(self, field)!r}")
+        instances and image patches; the source's through
+        :meth:`tokdyn.experiment.reasoners.Analysis.validate`); raise ``ValueError``/``TypeError``
+        naming the field. Returns ``self``."""
+        super().validate()
+        if not isinstance(self.midway, bool):
+            raise TypeError(f"midway must be a bool, got {self.midway!r}")
         if isinstance(self.variants, str) or not self.variants:
             raise ValueError(f"variants must name at least one variant with a latent block, got {self.variants!r}")
         for name in self.variants:
@@ -162,8 +153,7 @@ class Config:
         lr = self.reasoning()
         tc = lr.training
         names = tuple(self.variants) + ((self.reference,) if self.reference else ())
-        length = max(variants.model_config(reasoners.training(lr, n), n).layout.length for n in names)
-        per_pass = length * (tc.task.vocab.size + (tc.depth + 1) * tc.width + tc.depth * tc.heads * length)
+        per_pass = reasoners.forward_elements(lr, names)
         study_dir.elements_fit("n_resamples", self.n_resamples, self.n_instances)
         study_dir.elements_fit("n_instances", tc.seeds, self.n_instances, per_pass)
         sizes = {"n_instances": tc.seeds * self.n_instances * per_pass * 4 * 3,
@@ -176,10 +166,6 @@ class Config:
         """A few-minute version on the latent-reasoning study's --quick models."""
         return cls(source="results/latent-reasoning-quick", preset="quick", variants=("latent", "pause"),
                    n_instances=400, noise_sigmas=(1.0,), probe_steps=200, n_resamples=500)
-
-    def reasoning(self) -> reasoners.Config:
-        """The latent-reasoning study whose trained models this study reads (of ``preset``)."""
-        return reasoners.Config.quick() if self.preset == "quick" else reasoners.Config()
 
     def probe_config(self) -> probes.Config:
         """The linear probes' configuration: a class per token of the source's vocabulary,

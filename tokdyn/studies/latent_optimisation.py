@@ -46,21 +46,17 @@ METHODS = {  # name: (reward, estimator, visual injection)
     "exact_entropy": ("entropy", "exact", "none"),   # the paper's reward, exact gradient ascent
 }
 CONTROLS = ("before", "random")
-PRESETS = ("default", "quick")
 STUDY = "latent-optimisation"
-SELECTION = ("source", "train", "variants", "methods", "sweep_method", "sweep_learning_rates", "grounding_variants",
-             "perturbations")  # fields that only choose which parts run (not stamped)
+SELECTION = reasoners.SOURCE_SELECTION + (  # fields that only choose which parts run (not stamped)
+    "variants", "methods", "sweep_method", "sweep_learning_rates", "grounding_variants", "perturbations")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
-    """Everything that defines the study (saved as ``config.json``).
+class Config(reasoners.Analysis):
+    """Everything that defines the study (saved as ``config.json``): the source's fields of
+    :class:`tokdyn.experiment.reasoners.Analysis` (``source``, ``preset``, ``train``), then these.
 
     Attributes:
-      source: the latent-reasoning study directory holding (or to hold) the trained variants.
-      preset: that study's configuration, "default" or "quick" (its --quick); "quick" (set by
-        --quick) also opens summary.md with a line saying the run is smoke-sized.
-      train: train the variants the source lacks (otherwise a missing variant is an error).
       variants: latent-feedback variants whose latents are optimised.
       methods: optimisation methods, names from METHODS.
       sweep_method: the method also run at each of sweep_learning_rates (a name from METHODS).
@@ -81,9 +77,6 @@ class Config:
       root_seed: root PRNG seed of the optimiser's and the perturbations' draws.
     """
 
-    source: str = "results/latent-reasoning"
-    preset: str = "default"
-    train: bool = True
     variants: tuple = ("latent", "latent_mirage", "latent_lvr")
     methods: tuple = tuple(METHODS)
     sweep_method: str = "exact_entropy"
@@ -103,13 +96,10 @@ class Config:
 
     def validate(self) -> "Config":
         """Check every field (``n_instances`` within the source's test instances and enough for 2 of
-        each task family, ``top_m`` at most its image patches); raise ``ValueError``/``TypeError``
+        each task family, ``top_m`` at most its image patches; the source's through
+        :meth:`tokdyn.experiment.reasoners.Analysis.validate`); raise ``ValueError``/``TypeError``
         naming the field. Returns ``self``."""
-        if not isinstance(self.source, str) or not self.source:
-            raise ValueError(f"source must be the path of a latent-reasoning study directory, got {self.source!r}")
-        _checks.choice("preset", self.preset, PRESETS)
-        if not isinstance(self.train, bool):
-            raise TypeError(f"train must be a bool, got {self.train!r}")
+        super().validate()
         feedback = sorted(v for v, spec in variants.VARIANTS.items() if spec.latent_mode == "feedback")
         if isinstance(self.variants, str) or not self.variants:
             raise ValueError(f"variants must name at least one latent-feedback variant (one of {feedback}), got "
@@ -160,10 +150,6 @@ class Config:
                    grounding_variants=("direct", "text"), n_instances=300, n_iters=8, n_pairs=4,
                    sweep_learning_rates=(1e-1,))
 
-    def reasoning(self) -> reasoners.Config:
-        """The latent-reasoning study whose trained models this study reads."""
-        return reasoners.Config.quick() if self.preset == "quick" else reasoners.Config()
-
     def optimiser(self, method: str) -> dmlr.Config:
         """The optimiser of ``method`` (a name of :data:`METHODS`, or a sweep row
         ``<method>@lr=<rate>``) with this study's ``top_k``, ``n_iters``, ``n_pairs`` and ``top_m``,
@@ -191,9 +177,7 @@ class Config:
         too large for XLA's 32-bit indexing."""
         lr = self.reasoning()
         tc = lr.training
-        names = tuple(self.variants) + tuple(self.grounding_variants)
-        length = max(variants.model_config(reasoners.training(lr, n), n).layout.length for n in names)
-        per_eval = length * (tc.task.vocab.size + (tc.depth + 1) * tc.width + tc.depth * tc.heads * length)
+        per_eval = reasoners.forward_elements(lr, tuple(self.variants) + tuple(self.grounding_variants))
         study_dir.elements_fit("n_pairs", tc.seeds, 4, 2 * self.n_pairs, per_eval)
         study_dir.elements_fit("n_iters", tc.seeds, self.n_instances, self.n_iters, tc.n_latents, tc.width)
         sizes = {"n_pairs": tc.seeds * 4 * 2 * self.n_pairs * per_eval * 4 * 3,
@@ -209,8 +193,7 @@ class Config:
 def trained(cfg: Config, quiet: bool) -> reasoners.Config:
     """Make sure the source holds every variant this study needs (training the missing ones when
     ``cfg.train``); returns the source study's configuration."""
-    need = list(cfg.variants) + list(cfg.grounding_variants)
-    return reasoners.ensure_trained(cfg.reasoning(), cfg.source, need, train=cfg.train, quiet=quiet)
+    return reasoners.ensure_trained(cfg.reasoning(), cfg.source, _needed(cfg), train=cfg.train, quiet=quiet)
 
 
 # ---------------------------------------------------------------------------------------------- optimiser

@@ -52,8 +52,16 @@ class Config:
         residual MLP per slot) | transformer (one self-attention block over the slots).
       predictor_hidden: hidden width of the predictor's MLP (mlp and transformer).
       predictor_heads: attention heads of the transformer predictor (must divide ``slot_size``).
-      encoder_channels, encoder_kernel, encoder_stride, decoder, decoder_hidden, decoder_stride,
-      slot_init, masks: the per-frame autoencoder's, as in :class:`tokdyn.models.slots.Config`.
+      encoder_channels: channels of the per-frame CNN encoder's convolutions (this field and the
+        next seven as in :class:`tokdyn.models.slots.Config`).
+      encoder_kernel: side of the encoder's square convolution kernels.
+      encoder_stride: stride of the encoder's last convolution.
+      decoder: spatial-broadcast decoder: mlp | conv | cnn.
+      decoder_hidden: hidden width (mlp) or channels (cnn) of the decoder.
+      decoder_stride: the mlp and conv decoders paint a (size / decoder_stride)^2 grid.
+      slot_init: how frame 0's slots start: random | farthest.
+      masks: the slots' masks: decoder (the decoder's alpha channel) | attention (the last
+        iteration's attention over the inputs).
       train: the optimiser's budget and schedule (:class:`tokdyn.train.optim.Config`): by default
         4000 steps per model in compiled calls of 100 (the checkpoint interval), a linear warm-up of
         200 steps (0: none), then a cosine decay to 5% of the peak, gradients clipped to global

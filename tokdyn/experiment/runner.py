@@ -270,3 +270,44 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
         if text:
             print(text)
     return result.value
+
+
+_MAIN_DOC = """Run the {name} study into ``out``, resumably (:func:`tokdyn.experiment.runner.run_study` of
+the module's ``SPEC``).{about}
+
+Args:
+  cfg: the study's ``Config``.
+  out: the output directory, stamped with the configuration before any work: a directory of
+    another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the fields)
+    unless ``fresh``. Finished work found there is reused.
+  quiet: print nothing (the summary included).
+  plots: draw the figures.
+  fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and start
+    afresh.
+
+Returns:
+  {returns}
+"""
+
+
+def entry(spec: Spec, module: str, *, returns: str, about: str = "") -> Callable:
+    """A study's ``main(cfg, out, *, quiet=False, plots=True, fresh=False)``: :func:`run_study` of
+    ``spec``, with a docstring of its own, so that a study module declares its entry point in one
+    line (``main = runner.entry(SPEC, __name__, returns="...")``).
+
+    Args:
+      spec: the study's :class:`Spec`.
+      module: the study module's name (``__name__``), where ``main`` is documented.
+      returns: what ``main`` returns (the study's ``Result.value``), one sentence.
+      about: a sentence more for the docstring (what is checked or kept), or "".
+
+    Returns:
+      The function ``main``.
+    """
+
+    def main(cfg, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False):
+        return run_study(spec, cfg, out, quiet=quiet, plots=plots, fresh=fresh)
+
+    main.__module__, main.__qualname__, main.spec = module, "main", spec
+    main.__doc__ = _MAIN_DOC.format(name=spec.name, about=f" {about}" if about else "", returns=returns)
+    return main

@@ -519,20 +519,5 @@ SPEC = runner.Spec(
     selection=("preset",))  # a label: the same runs with it or without it
 
 
-def main(cfg: Config, out: str, *, quiet=False, plots=True, fresh=False) -> dict:
-    """Run every part and write the outputs into ``out`` (:func:`~tokdyn.experiment.runner.run_study`).
-
-    Args:
-      cfg: the study's :class:`Config`.
-      out: the output directory, stamped with the configuration before any work: a directory of
-        another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the fields)
-        unless ``fresh``. Finished sweeps and parts found there are reused.
-      quiet: print nothing (the summary included).
-      plots: draw the figures.
-      fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and
-        start afresh.
-
-    Returns:
-      The summary (a dict, also ``summary.json``).
-    """
-    return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)
+main = runner.entry(SPEC, __name__, returns="The summary (a dict, also ``summary.json``).",
+                    about="Finished sweeps and parts are kept.")

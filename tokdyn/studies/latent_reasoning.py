@@ -228,20 +228,4 @@ SPEC = runner.Spec(
     selection=SELECTION)
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> bool:
-    """Run the study into ``out``, resumably (:func:`~tokdyn.experiment.runner.run_study`).
-
-    Args:
-      cfg: the study's :class:`Config`.
-      out: the output directory, stamped with the configuration before any work: a directory of
-        another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the fields)
-        unless ``fresh``. Finished variants found there are reused.
-      quiet: print nothing (the summary included).
-      plots: draw the figures.
-      fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and
-        start afresh.
-
-    Returns:
-      True when every variant is finished.
-    """
-    return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)
+main = runner.entry(SPEC, __name__, returns="True when every variant is finished.")

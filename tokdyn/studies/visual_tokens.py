@@ -690,22 +690,5 @@ SPEC = runner.Spec(
     selection=("parts", "preset"))  # which parts run, and a label
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False) -> dict:
-    """Run the selected parts and write every output into ``out``
-    (:func:`~tokdyn.experiment.runner.run_study`).
-
-    Args:
-      cfg: the study's :class:`Config`.
-      out: the output directory, stamped with the configuration before any work: a directory of
-        another configuration is refused (:class:`tokdyn.io.OutputConflict`, naming the fields)
-        unless ``fresh``; ``parts`` is left out of the stamp. Finished cells and parts found there
-        are reused.
-      quiet: print nothing (the summary included).
-      plots: draw the figures.
-      fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and
-        start afresh.
-
-    Returns:
-      The timings (a dict).
-    """
-    return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)
+main = runner.entry(SPEC, __name__, returns="The timings (a dict).",
+                    about="``parts`` is left out of the stamp.")

@@ -181,19 +181,4 @@ SPEC = runner.Spec(
     selection=("learned", "preset"), preset=None)  # learned only chooses which learned arms run
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False):
-    """Run the study into ``out`` (:func:`tokdyn.experiment.runner.run_study` of :data:`SPEC`).
-
-    Args:
-      cfg: the study's :class:`Config`.
-      out: the output directory (resumable: a rerun keeps the finished parts).
-      quiet: no progress and no summary on the terminal.
-      plots: draw the figures.
-      fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and
-        start afresh.
-
-    Returns:
-      True when the study ran to its end; None when a learned predictor's training returned before
-      its budget (nothing is written then: the same command resumes it).
-    """
-    return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)
+main = runner.entry(SPEC, __name__, returns="True when the study ran to its end; None when a learned predictor's training returned before its budget (nothing is written then: the same command resumes it).")

@@ -25,11 +25,11 @@ if TYPE_CHECKING:
     from tokdyn.studies.video.config import Config
 
 LEARNED = "savi-"  # the prefix of a learned condition: savi-<predictor of tokdyn.models.savi>
-SAVI_RATE = 5.0  # model-steps a second of the learned arm on the reference CPU, all of a predictor's models
+SAVI_RATE = 2.6  # model-steps a second of the learned arm on the reference CPU, all of a predictor's models
 # together (train_many's "loop" over 2 host devices), at 8 clips x 8 frames of 32 x 32 a step; scaled by
-# clips x frames x pixels (Config.estimate). Measured: 0.16 CPU-seconds a model-step at 8 clips x 6 frames
-# (the default run and a 100-step probe), 6.7 model-steps a second at this rate; the default run beside
-# other jobs (load 7-14) made 2-3
+# clips x frames x pixels (Config.estimate). Fitted to the default run on the quiet 2-core CPU: 0.10 s a
+# model-step at 8 clips x 6 frames (3 x 3,600 model-steps in 21 min) while the training probe measured
+# 2.9x the reference's rate
 SAVI_FIXED_S = 60.0  # seconds per learned predictor besides its steps: compiling the step and the
 # segmentation, the pool, the checkpoints' evaluations and the test scores
 CURVE_COLUMNS = ("condition", "seed", "step", "loss", "val_video_ari")  # learning_curve.csv

@@ -58,16 +58,26 @@ def main():
     key = jax.random.key(3)
     rows = []
 
-    f = jax.jit(lambda k, p, b, a, o: mediation.latent_effects(k, model.apply, p, b, answer_position=ans, answers=a,
-                                                       kinds=mediation.INTERVENTIONS, other=o))
+    f = jax.jit(
+        lambda k, p, b, a, o: mediation.latent_effects(
+            k, model.apply, p, b, answer_position=ans, answers=a, kinds=mediation.INTERVENTIONS, other=o
+        )
+    )
     t = time.perf_counter()
     compiled = f.lower(key, params, batch, batch.answer, other).compile()
     compile_s = time.perf_counter() - t
     run = lambda: np.asarray(compiled(key, params, batch, batch.answer, other).kl)
-    flips = np.asarray(compiled(key, params, batch, batch.answer, other).flipped)[:, :args.loop_instances].mean(1)
+    flips = np.asarray(compiled(key, params, batch, batch.answer, other).flipped)[:, : args.loop_instances].mean(1)
     best, med = timed(run, args.repeats)
-    rows.append(("tokdyn, all interventions x instances in one call", args.instances, args.instances / best,
-                 args.instances / med, compile_s))
+    rows.append(
+        (
+            "tokdyn, all interventions x instances in one call",
+            args.instances,
+            args.instances / best,
+            args.instances / med,
+            compile_s,
+        )
+    )
 
     # the loop: the batch-level replacements are computed once, outside the clock
     own = jax.jit(model.apply)(params, batch).latents
@@ -79,11 +89,11 @@ def main():
     def loop():
         out = []
         for i in range(n):
-            inst = jax.tree.map(lambda a: a[i:i + 1], batch)
+            inst = jax.tree.map(lambda a: a[i : i + 1], batch)
             z0 = lat_fn(params, inst)
             lp0 = np.asarray(logp_fn(params, inst, z0))
             for k in range(repl.shape[0]):
-                lp = np.asarray(logp_fn(params, inst, jnp.asarray(repl[k, i:i + 1])))
+                lp = np.asarray(logp_fn(params, inst, jnp.asarray(repl[k, i : i + 1])))
                 out.append((lp.argmax() != lp0.argmax(), float(np.sum(np.exp(lp0) * (lp0 - lp)))))
         return out
 
@@ -98,14 +108,20 @@ def main():
     rows.append(("JAX loop per instance (jitted model)", n, n / best, n / med, loop_compile))
 
     ref = rows[0][3]
-    print(f"\nmachine: {platform.machine()} {os.cpu_count()} cores; JAX {jax.__version__}, backend "
-          f"{jax.default_backend()}, float32; interventions {', '.join(mediation.INTERVENTIONS)}")
-    print("\n| implementation | instances | best instances/s | median instances/s | tokdyn / this (median) | compile s |")
+    print(
+        f"\nmachine: {platform.machine()} {os.cpu_count()} cores; JAX {jax.__version__}, backend "
+        f"{jax.default_backend()}, float32; interventions {', '.join(mediation.INTERVENTIONS)}"
+    )
+    print(
+        "\n| implementation | instances | best instances/s | median instances/s | tokdyn / this (median) | compile s |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name, count, b, m, c in rows:
         print(f"| {name} | {count} | {b:.0f} | {m:.0f} | {ref / m:.1f}x | {c:.2f} |")
-    print(f"\nflip rate per intervention on the first {n} instances (the same work): one call "
-          f"{np.round(flips, 3).tolist()}, loop {np.round(loop_flips, 3).tolist()}")
+    print(
+        f"\nflip rate per intervention on the first {n} instances (the same work): one call "
+        f"{np.round(flips, 3).tolist()}, loop {np.round(loop_flips, 3).tolist()}"
+    )
 
 
 if __name__ == "__main__":

@@ -68,12 +68,15 @@ def training_rows(cfg: G.Config, data, seeds: int, repeats: int):
         first = time.perf_counter() - t
         best, med = timed(run, repeats)
         steps = cfg.train.steps
-        rows.append((f"tokdyn, vmapped, {len(devices)} device(s)", steps * seeds / best, steps * seeds / med,
-                     first - best))
+        rows.append(
+            (f"tokdyn, vmapped, {len(devices)} device(s)", steps * seeds / best, steps * seeds / med, first - best)
+        )
 
     step = jax.jit(train.make_step(tr))
-    per_seed = [(train.init_state(tr, keys[s], jax.tree_util.tree_map(lambda a: a[s], hp)), tr.keys(keys[s])[1])
-                for s in range(seeds)]
+    per_seed = [
+        (train.init_state(tr, keys[s], jax.tree_util.tree_map(lambda a: a[s], hp)), tr.keys(keys[s])[1])
+        for s in range(seeds)
+    ]
     t = time.perf_counter()
     compiled_step = step.lower(per_seed[0][0], data, per_seed[0][1]).compile()
     comp_loop = time.perf_counter() - t
@@ -89,12 +92,21 @@ def training_rows(cfg: G.Config, data, seeds: int, repeats: int):
 
     final = loop()
     for s in range(seeds):  # the same models
-        np.testing.assert_allclose(jax.tree_util.tree_leaves(final[s].params)[0],
-                                   jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda a: a[s], res.params))[0],
-                                   rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(
+            jax.tree_util.tree_leaves(final[s].params)[0],
+            jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda a: a[s], res.params))[0],
+            rtol=1e-3,
+            atol=1e-5,
+        )
     best, med = timed(loop, repeats)
-    rows.append(("Python loop of the layer's jitted step", cfg.train.steps * seeds / best,
-                 cfg.train.steps * seeds / med, comp_loop))
+    rows.append(
+        (
+            "Python loop of the layer's jitted step",
+            cfg.train.steps * seeds / best,
+            cfg.train.steps * seeds / med,
+            comp_loop,
+        )
+    )
     return rows
 
 
@@ -132,19 +144,24 @@ def main():
     trained = []
     for name in args.models.split(","):
         cfg = study.model(name, "sequence")
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=args.steps,
-                                                                 steps_per_call=args.steps))
+        cfg = dataclasses.replace(
+            cfg, train=dataclasses.replace(cfg.train, steps=args.steps, steps_per_call=args.steps)
+        )
         trained += [(name, *r) for r in training_rows(cfg, data, args.seeds, args.repeats)]
     samp = []
     for name in ("grid_ddpm", "grid_d3pm_absorbing"):
         cfg = dataclasses.replace(study.model(name, "sequence"), T=args.T)
         samp += sampling_rows(cfg, args.n, args.ddim, args.repeats)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{len(jax.local_devices())} JAX device(s); JAX {jax.__version__}, backend {jax.default_backend()}; float32")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{len(jax.local_devices())} JAX device(s); JAX {jax.__version__}, backend {jax.default_backend()}; float32"
+    )
     m = study.model("grid_d3pm_absorbing", "sequence")
-    print(f"workload: the grid-diffusion study's sequence models (L={m.length} grids of {m.cells} cells, "
-          f"{m.colours} colours, elements={m.elements}, width {m.width}, depth {m.depth}), batch {m.batch_size}; "
-          f"training: {args.seeds} seeds x {args.steps} steps; best and median of {args.repeats}")
+    print(
+        f"workload: the grid-diffusion study's sequence models (L={m.length} grids of {m.cells} cells, "
+        f"{m.colours} colours, elements={m.elements}, width {m.width}, depth {m.depth}), batch {m.batch_size}; "
+        f"training: {args.seeds} seeds x {args.steps} steps; best and median of {args.repeats}"
+    )
     print("\n| model | training | model-steps/s (best) | (median) | compile s |")
     print("|---|---|---:|---:|---:|")
     for name, impl, best, med, comp in trained:

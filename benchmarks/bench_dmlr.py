@@ -47,8 +47,9 @@ from tokdyn.models.latent import model as latent_model  # noqa: E402
 def jax_loop(model, params, batch, opt, hp, positions):
     """The per-instance loop over the jitted model: returns a function running it on n instances."""
     lay = model.layout
-    score = lambda logits: dmlr.confidence(logits, reward=opt.reward, top_k=opt.top_k, latent_positions=positions,
-                                           answer_position=lay.answer)
+    score = lambda logits: dmlr.confidence(
+        logits, reward=opt.reward, top_k=opt.top_k, latent_positions=positions, answer_position=lay.answer
+    )
 
     @jax.jit
     def start(params, inst):
@@ -58,8 +59,9 @@ def jax_loop(model, params, batch, opt, hp, positions):
     def reward(u, params, inst, s):
         return score(model.apply(params, inst, latents=u * s).logits[0])
 
-    maxi = es.maximiser(reward, optax.sgd(hp.learning_rate), sigma=lambda t: hp.sigma * hp.sigma_decay ** t,
-                        n_pairs=opt.n_pairs)
+    maxi = es.maximiser(
+        reward, optax.sgd(hp.learning_rate), sigma=lambda t: hp.sigma * hp.sigma_decay**t, n_pairs=opt.n_pairs
+    )
 
     @jax.jit
     def step(key, state, params, inst, s):
@@ -69,9 +71,9 @@ def jax_loop(model, params, batch, opt, hp, positions):
     def run(n):
         kept = []  # each instance's best latents, as a user keeps them
         for i in range(n):
-            inst = jax.tree.map(lambda a: a[i:i + 1], batch)
+            inst = jax.tree.map(lambda a: a[i : i + 1], batch)
             lat, r0 = start(params, inst)
-            s = jnp.sqrt(jnp.mean(lat ** 2))
+            s = jnp.sqrt(jnp.mean(lat**2))
             state, best = maxi.init(lat / s), float(r0)
             kept.append(state.x)
             keys = jax.random.split(jax.random.fold_in(jax.random.key(0), i), opt.n_iters)
@@ -102,7 +104,7 @@ def torch_loop(torch, net, batch, opt, hp):
         p = 2 * opt.n_pairs
         kept = []  # each instance's best latents, as a user keeps them
         for i in range(n):
-            img, q = image[i:i + 1], question[i:i + 1]
+            img, q = image[i : i + 1], question[i : i + 1]
             logits, lat = net.run(img, q)
             best = float(score(logits)[0])
             s = lat.pow(2).mean().sqrt()
@@ -110,7 +112,7 @@ def torch_loop(torch, net, batch, opt, hp):
             kept.append(u)
             imgs, qs = img.expand(p, -1, -1), q.expand(p, -1)
             for t in range(opt.n_iters):
-                sigma = hp.sigma * hp.sigma_decay ** t
+                sigma = hp.sigma * hp.sigma_decay**t
                 z = torch.randn((opt.n_pairs,) + tuple(u.shape[1:]), generator=gen)
                 z = torch.cat([z, -z])  # (P, L, D)
                 r = score(net(imgs, qs, latents=(u + sigma * z) * s))  # (P,)
@@ -148,7 +150,9 @@ def main():
     call = lambda: np.asarray(compiled(jax.random.key(0), params, batch, hp, index).reward_best)  # noqa: E731
     call()
     best, med = timed(call, args.repeats)
-    rows.append(("tokdyn, all instances in one call", args.instances, args.instances / best, args.instances / med, comp))
+    rows.append(
+        ("tokdyn, all instances in one call", args.instances, args.instances / best, args.instances / med, comp)
+    )
 
     loop = jax_loop(model, params, batch, opt, hp, positions)
     t = time.perf_counter()
@@ -177,13 +181,19 @@ def main():
         best, med = timed(lambda: tloop(n), args.repeats)
         rows.append((f"PyTorch {torch.__version__} loop per instance", n, n / best, n / med, None))
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}, "
-          f"backend {jax.default_backend()}; float32; max |logit diff| JAX vs PyTorch on 64 instances: {diff}")
-    print(f"workload: the study's latent model (L={cfg.n_latents}, width {cfg.width}, depth {cfg.depth}), "
-          f"T={opt.n_iters} iterations x {2 * opt.n_pairs} reward evaluations + 1 per instance, best and median of "
-          f"{args.repeats}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}, "
+        f"backend {jax.default_backend()}; float32; max |logit diff| JAX vs PyTorch on 64 instances: {diff}"
+    )
+    print(
+        f"workload: the study's latent model (L={cfg.n_latents}, width {cfg.width}, depth {cfg.depth}), "
+        f"T={opt.n_iters} iterations x {2 * opt.n_pairs} reward evaluations + 1 per instance, best and median of "
+        f"{args.repeats}"
+    )
     ref = rows[0][3]
-    print("| implementation | instances | best instances/s | median instances/s | tokdyn (median) / this (median) | compile s |")
+    print(
+        "| implementation | instances | best instances/s | median instances/s | tokdyn (median) / this (median) | compile s |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name, n, b, m, c in rows:
         print(f"| {name} | {n} | {b:,.1f} | {m:,.1f} | {ref / m:,.1f}x | {'-' if c is None else f'{c:.1f}'} |")

@@ -59,8 +59,12 @@ def main(argv=None):
         load_before = os.getloadavg()[0]
         measured = rates.measure(list(est.work) or list(rates.KINDS))
         with tempfile.TemporaryDirectory() as tmp:
-            env = dict(os.environ, TOKDYN_CACHE_DIR=os.path.join(tmp, "jax"),
-                       XDG_CACHE_HOME=os.path.join(tmp, "cache"), TOKDYN_PROBE="process")
+            env = dict(
+                os.environ,
+                TOKDYN_CACHE_DIR=os.path.join(tmp, "jax"),
+                XDG_CACHE_HOME=os.path.join(tmp, "cache"),
+                TOKDYN_PROBE="process",
+            )
             command = [sys.executable, "-m", "tokdyn.cli", "study", *words, "--out", os.path.join(tmp, "out")]
             t0 = time.perf_counter()
             done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -71,16 +75,28 @@ def main(argv=None):
             record = study_dir.read_record(os.path.join(tmp, "out"))
         said = record.get("estimate", {})
         line = next((x for x in done.stderr.splitlines() if "will take about" in x), "")
-        row = dict(case=case, reference_s=est.seconds, measured_s=study_dir.time_here(est, measured)[0],
-                   speeds={k: measured.speed(k) for k in measured.rates}, probe_s=measured.probe_seconds,
-                   taken_s=taken, total_s=record["timings"]["total_s"], said_s=said.get("seconds"),
-                   said_sources=said.get("sources"), said_line=line, load=(load_before, os.getloadavg()[0]),
-                   timings=record["timings"])
+        row = dict(
+            case=case,
+            reference_s=est.seconds,
+            measured_s=study_dir.time_here(est, measured)[0],
+            speeds={k: measured.speed(k) for k in measured.rates},
+            probe_s=measured.probe_seconds,
+            taken_s=taken,
+            total_s=record["timings"]["total_s"],
+            said_s=said.get("seconds"),
+            said_sources=said.get("sources"),
+            said_line=line,
+            load=(load_before, os.getloadavg()[0]),
+            timings=record["timings"],
+        )
         rows.append(row)
-        print(f"{case:28s} reference {row['reference_s']:7.1f} s  measured {row['measured_s']:7.1f} s "
-              f"(speeds {', '.join(f'{k} {v:.2f}' for k, v in row['speeds'].items())})  taken {taken:6.1f} s "
-              f"(total_s {row['total_s']:6.1f})  said {row['said_s'] or 0:7.1f} s {row['said_sources']}  "
-              f"load {row['load'][0]:.1f}->{row['load'][1]:.1f}" + (f"\n    said: {line}" if line else ""), flush=True)
+        print(
+            f"{case:28s} reference {row['reference_s']:7.1f} s  measured {row['measured_s']:7.1f} s "
+            f"(speeds {', '.join(f'{k} {v:.2f}' for k, v in row['speeds'].items())})  taken {taken:6.1f} s "
+            f"(total_s {row['total_s']:6.1f})  said {row['said_s'] or 0:7.1f} s {row['said_sources']}  "
+            f"load {row['load'][0]:.1f}->{row['load'][1]:.1f}" + (f"\n    said: {line}" if line else ""),
+            flush=True,
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -41,22 +41,35 @@ def main():
     per_seed = len(cfg.grid()) // cfg.seeds
     seeds = -(-args.runs // per_seed)
     skip = dataclasses.replace(cfg, seeds=seeds).grid()
-    drawn = sweep.Grid(**{k: skip.axes[k] for k in skip.names}, langevin=np.zeros(1, np.float32), seeds=seeds,
-                       seed_major=True)
+    drawn = sweep.Grid(
+        **{k: skip.axes[k] for k in skip.names}, langevin=np.zeros(1, np.float32), seeds=seeds, seed_major=True
+    )
     cpu = jax.default_backend() == "cpu"
     strategies = [("sequential map", 1, args.chunk or 4096), ("vmap", None, args.chunk or 1024)]
     if not cpu:
         strategies = [("vmap", None, args.chunk or 65536), ("sequential map", 1, args.chunk or 4096)]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}; "
-          f"backend {jax.default_backend()}; devices {jax.local_device_count()}; {len(skip)} runs per call; "
-          f"{args.repeats} alternated calls per grid; {time.strftime('%Y-%m-%d')}")
-    print("| strategy | draws skipped: median runs/s | draws made: median runs/s | skipped / made | same steps | same ARI (1e-6) |")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}; "
+        f"backend {jax.default_backend()}; devices {jax.local_device_count()}; {len(skip)} runs per call; "
+        f"{args.repeats} alternated calls per grid; {time.strftime('%Y-%m-%d')}"
+    )
+    print(
+        "| strategy | draws skipped: median runs/s | draws made: median runs/s | skipped / made | same steps | same ARI (1e-6) |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name, batch_size, chunk in strategies:
+
         def call(grid):
             t = time.perf_counter()
-            res = sweep.run(task, grid, key=jax.random.key(0), common_random_numbers=True, chunk_size=chunk,
-                            progress=False, batch_size=batch_size)
+            res = sweep.run(
+                task,
+                grid,
+                key=jax.random.key(0),
+                common_random_numbers=True,
+                chunk_size=chunk,
+                progress=False,
+                batch_size=batch_size,
+            )
             return len(grid) / (time.perf_counter() - t), res
 
         _, a = call(skip)  # compiles
@@ -65,7 +78,7 @@ def main():
         same_ari = float(np.mean(np.isclose(np.asarray(a["ari"]), np.asarray(b["ari"]), rtol=0, atol=1e-6)))
         rates = {"skip": [], "drawn": []}
         for i in range(args.repeats):  # ABBA: neither grid always runs first
-            for label in (("skip", "drawn") if i % 2 == 0 else ("drawn", "skip")):
+            for label in ("skip", "drawn") if i % 2 == 0 else ("drawn", "skip"):
                 rates[label].append(call(skip if label == "skip" else drawn)[0])
         s, d = float(np.median(rates["skip"])), float(np.median(rates["drawn"]))
         print(f"| {name} | {s:,.0f} | {d:,.0f} | {s / d:.3f} | {same:.4f} | {same_ari:.4f} |", flush=True)

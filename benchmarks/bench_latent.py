@@ -61,22 +61,36 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     tc = reasoners.Config().training
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"JAX {jax.__version__}, backend {jax.default_backend()}, float32")
-    print(f"model: width {tc.width}, depth {tc.depth}, {tc.heads} heads, {tc.task.grid_size}x{tc.task.grid_size} grid, "
-          f"{tc.task.n_colours} colours; batch {args.batch}")
+    print(
+        f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"JAX {jax.__version__}, backend {jax.default_backend()}, float32"
+    )
+    print(
+        f"model: width {tc.width}, depth {tc.depth}, {tc.heads} heads, {tc.task.grid_size}x{tc.task.grid_size} grid, "
+        f"{tc.task.n_colours} colours; batch {args.batch}"
+    )
     batch = jax.tree.map(jnp.asarray, tasks.generate(jax.random.key(1), args.batch, tc.task))
     rows = []
     for L in [int(v) for v in args.latents.split(",")]:
-        mc = latent_model.Config(task=tc.task, width=tc.width, depth=tc.depth, heads=tc.heads, latent_mode="feedback",
-                      n_latents=L, projection=tc.projection)
+        mc = latent_model.Config(
+            task=tc.task,
+            width=tc.width,
+            depth=tc.depth,
+            heads=tc.heads,
+            latent_mode="feedback",
+            n_latents=L,
+            projection=tc.projection,
+        )
         model = latent_model.Model(mc)
         params = model.init(jax.random.key(0))
         lay = model.layout
         paused = latent_model.Model(dataclasses.replace(mc, latent_mode="pause"))
         pparams = paused.init(jax.random.key(0))
-        for fname, f, m, prm in (("cached", cached, model, params), ("L+1 passes", passes, model, params),
-                                 ("pause", cached, paused, pparams)):
+        for fname, f, m, prm in (
+            ("cached", cached, model, params),
+            ("L+1 passes", passes, model, params),
+            ("pause", cached, paused, pparams),
+        ):
             fwd = jax.jit(lambda p, b, f=f, m=m: f(m, p, b))
 
             def loss(p, b, f=f, m=m):
@@ -88,8 +102,15 @@ def main():
             fwd_c = fwd.lower(prm, batch).compile()
             grad_c = grad.lower(prm, batch).compile()
             comp = time.perf_counter() - t0
-            rows.append((L, fname, comp, timed(fwd_c, prm, batch, repeats=args.repeats),
-                         timed(grad_c, prm, batch, repeats=args.repeats)))
+            rows.append(
+                (
+                    L,
+                    fname,
+                    comp,
+                    timed(fwd_c, prm, batch, repeats=args.repeats),
+                    timed(grad_c, prm, batch, repeats=args.repeats),
+                )
+            )
         a = np.asarray(jax.jit(lambda p, b: cached(model, p, b))(params, batch))
         b = np.asarray(jax.jit(lambda p, b: passes(model, p, b))(params, batch))
         print(f"L={L}: max |cached - passes| over the logits = {np.abs(a - b).max():.2e}")

@@ -42,8 +42,9 @@ from tokdyn.models.latent import variants  # noqa: E402
 
 def jax_rate(tc, name, pool, hp, steps, repeats):
     """(steps/s, compile s, params of model 0 at the start) for ``tc.seeds`` vmapped models."""
-    tc = dataclasses.replace(tc, train=dataclasses.replace(tc.train, steps_per_call=steps,
-                                                           steps=steps * max(tc.train.steps // steps, 1)))
+    tc = dataclasses.replace(
+        tc, train=dataclasses.replace(tc.train, steps_per_call=steps, steps=steps * max(tc.train.steps // steps, 1))
+    )
     state = T.init_states(tc, name, hp)
     keys = T.seed_keys(tc)
     chunk = train.make_chunk(T.trainer(tc, name).first)
@@ -65,9 +66,10 @@ def torch_rate(torch, peer, cfg, params, pool, tc, steps, repeats, models):
     image, question, answer = (torch.from_numpy(np.asarray(a)).long() for a in (pool.image, pool.question, pool.answer))
     rng = np.random.default_rng(0)
     nets = [peer.TorchReasoner.from_flax(cfg, params) for _ in range(models)]
-    opts = [peer.optimizer(n, learning_rate=2e-3, weight_decay=0.01, warmup=tc.train.warmup_steps,
-                          steps=tc.train.steps)
-            for n in nets]
+    opts = [
+        peer.optimizer(n, learning_rate=2e-3, weight_decay=0.01, warmup=tc.train.warmup_steps, steps=tc.train.steps)
+        for n in nets
+    ]
 
     def run(n):
         for net, (opt, sched) in zip(nets, opts):
@@ -118,12 +120,16 @@ def main():
             rows.append((name, f"tokdyn, {seeds} model(s) vmapped", rate, rate * b * seeds, comp, diff))
             trate = torch_rate(torch, peer, cfg, p0, pool, tc, args.steps, args.repeats, seeds)
             rows.append((name, f"PyTorch, {seeds} model(s) one after another", trate, trate * b * seeds, None, diff))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}, "
-          f"backend {jax.default_backend()}; PyTorch {torch.__version__} ({torch.get_num_threads()} threads); float32")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}, "
+        f"backend {jax.default_backend()}; PyTorch {torch.__version__} ({torch.get_num_threads()} threads); float32"
+    )
     t = study.training
-    print(f"workload: the study's default model (grid {t.task.grid_size}x{t.task.grid_size}, {t.task.n_colours} colours, "
-          f"width {t.width}, depth {t.depth}, {t.heads} heads, L={t.n_latents}), batch {b} per model, "
-          f"{args.steps} steps per timed run, best of {args.repeats}")
+    print(
+        f"workload: the study's default model (grid {t.task.grid_size}x{t.task.grid_size}, {t.task.n_colours} colours, "
+        f"width {t.width}, depth {t.depth}, {t.heads} heads, L={t.n_latents}), batch {b} per model, "
+        f"{args.steps} steps per timed run, best of {args.repeats}"
+    )
     print("| variant | implementation | steps/s (per model) | examples/s | compile s | max |logit diff| |")
     print("|---|---|---:|---:|---:|---:|")
     for name, impl, rate, ex, comp, diff in rows:

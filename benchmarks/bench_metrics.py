@@ -96,8 +96,10 @@ def main(argv=None):
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs ({platform.platform()})")
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, dtype {jnp.zeros(()).dtype}")
-    print(f"batch of {args.batch} labelings, K={N_TRUE} true / {N_PRED} pred, ARI + NMI per labeling, "
-          f"median of {args.repeats} runs")
+    print(
+        f"batch of {args.batch} labelings, K={N_TRUE} true / {N_PRED} pred, ARI + NMI per labeling, "
+        f"median of {args.repeats} runs"
+    )
     print()
     header = (
         f"{'method':<14} {'n':>5} {'compile s':>10} {'batch ms':>10} {'us/labeling':>12} "
@@ -223,21 +225,30 @@ def segmentation_main(argv=None):
 
     masks, preds = sprite_scenes(args.scenes, args.side)
     ious = iou_matrices(masks, preds)
-    print(f"\n{args.scenes} sprite scenes of {args.side}x{args.side}, {SEG_TRUE - 1} objects max, {SEG_PRED} slots; "
-          f"median of {args.repeats} runs (loop peers on {min(args.sklearn_calls, args.scenes)} scenes, scaled)\n")
-    header = (f"{'method':<18} {'compile s':>10} {'batch ms':>10} {'us/scene':>10} {'scenes/s':>10} "
-              f"{'vs peer':>8} {'max |diff|':>11}")
+    print(
+        f"\n{args.scenes} sprite scenes of {args.side}x{args.side}, {SEG_TRUE - 1} objects max, {SEG_PRED} slots; "
+        f"median of {args.repeats} runs (loop peers on {min(args.sklearn_calls, args.scenes)} scenes, scaled)\n"
+    )
+    header = (
+        f"{'method':<18} {'compile s':>10} {'batch ms':>10} {'us/scene':>10} {'scenes/s':>10} "
+        f"{'vs peer':>8} {'max |diff|':>11}"
+    )
     print(header)
     print("-" * len(header))
 
     def row(name, compile_s, run_s, peer_s, diff):
         compile_txt = "-" if compile_s is None else f"{compile_s:.2f}"
-        print(f"{name:<18} {compile_txt:>10} {run_s * 1e3:>10.1f} {run_s / args.scenes * 1e6:>10.2f} "
-              f"{args.scenes / run_s:>10.0f} {peer_s / run_s:>7.1f}x {diff:>11.1e}")
+        print(
+            f"{name:<18} {compile_txt:>10} {run_s * 1e3:>10.1f} {run_s / args.scenes * 1e6:>10.2f} "
+            f"{args.scenes / run_s:>10.0f} {peer_s / run_s:>7.1f}x {diff:>11.1e}"
+        )
 
     # FG-ARI
-    sk_s, sk = time_loop(lambda i: adjusted_rand_score(masks[i][masks[i] > 0], preds[i][masks[i] > 0]),
-                         range(args.scenes), args.sklearn_calls)
+    sk_s, sk = time_loop(
+        lambda i: adjusted_rand_score(masks[i][masks[i] > 0], preds[i][masks[i] > 0]),
+        range(args.scenes),
+        args.sklearn_calls,
+    )
     sk = np.array(sk)
     bounded = jax.vmap(functools.partial(metrics.fg_ari, n_true=SEG_TRUE, n_pred=SEG_PRED))
     for name, fn in (("fg_ari contingency", bounded), ("fg_ari sort", jax.vmap(metrics.fg_ari))):
@@ -254,8 +265,11 @@ def segmentation_main(argv=None):
     row("scipy lsa 5x5", None, lsa_s, lsa_s, 0.0)
 
     # Matched IoU end to end
-    host_s, host = time_loop(lambda i: metrics.matched_iou_host(masks[i], preds[i], n_true=SEG_TRUE, n_pred=SEG_PRED),
-                             range(args.scenes), args.sklearn_calls)
+    host_s, host = time_loop(
+        lambda i: metrics.matched_iou_host(masks[i], preds[i], n_true=SEG_TRUE, n_pred=SEG_PRED),
+        range(args.scenes),
+        args.sklearn_calls,
+    )
     fn = jax.vmap(functools.partial(metrics.matched_iou, n_true=SEG_TRUE, n_pred=SEG_PRED))
     compile_s, run_s, out = time_compiled(fn, (masks, preds), args.repeats)
     row("matched_iou", compile_s, run_s, host_s, float(np.abs(out[: len(host)] - np.array(host)).max()))

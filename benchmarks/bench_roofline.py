@@ -61,6 +61,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 sys.path.insert(0, os.path.dirname(__file__))
 _argv, sys.argv = sys.argv, sys.argv[:1]  # bench_throughput parses the command line on import: its defaults
 import bench_throughput as bt  # noqa: E402
+
 sys.argv = _argv
 
 from tokdyn import dynamics  # noqa: E402
@@ -153,8 +154,14 @@ def kernel_rows(runs, repeats):
 
     def rule_only(shared, run):
         i = run["idx"]
-        r = dynamics.run(shared["x"][i], shared["tokens0"][i], run["params"], mask=shared["mask"][i],
-                         n_steps=bt.CFG.n_steps, tol=bt.CFG.tol)
+        r = dynamics.run(
+            shared["x"][i],
+            shared["tokens0"][i],
+            run["params"],
+            mask=shared["mask"][i],
+            n_steps=bt.CFG.n_steps,
+            tol=bt.CFG.tol,
+        )
         return dict(steps=r.steps, t=jnp.sum(r.tokens))
 
     def mean_work(steps, valid, metrics, normals, data):
@@ -164,8 +171,10 @@ def kernel_rows(runs, repeats):
 
     rows = {}
     valid = pool["mask"].sum(1)[idx].astype(np.float64)
-    for name, fn, metrics in (("`dynamics.run` (given data)", rule_only, False),
-                              ("run + labels + metrics (given data)", bt.given_data_task, True)):
+    for name, fn, metrics in (
+        ("`dynamics.run` (given data)", rule_only, False),
+        ("run + labels + metrics (given data)", bt.given_data_task, True),
+    ):
         out = {}
 
         def call():
@@ -173,56 +182,98 @@ def kernel_rows(runs, repeats):
 
         best, med = best_median(call, repeats)
         steps = np.asarray(out["r"]["steps"], np.float64)
-        rows[name] = dict(runs=runs, run_steps=float(steps.sum()), best_s=best, median_s=med,
-                          work=mean_work(steps, valid, metrics, 0.0, False))
+        rows[name] = dict(
+            runs=runs,
+            run_steps=float(steps.sum()),
+            best_s=best,
+            median_s=med,
+            work=mean_work(steps, valid, metrics, 0.0, False),
+        )
     # the study path: as many seeds as make `runs` runs of the study's grid, the seed slowest
     per_seed = len(bt.CFG.grid()) // bt.CFG.seeds
     grid = dataclasses.replace(bt.CFG, seeds=-(-runs // per_seed)).grid()
     out = {}
 
     def study():
-        out["r"] = sweep.run(bt.TASK, grid, key=jax.random.key(0), common_random_numbers=True, chunk_size=chunk,
-                             devices=devs, progress=False)
+        out["r"] = sweep.run(
+            bt.TASK,
+            grid,
+            key=jax.random.key(0),
+            common_random_numbers=True,
+            chunk_size=chunk,
+            devices=devs,
+            progress=False,
+        )
 
     best, med = best_median(study, repeats)
     steps = np.asarray(out["r"]["steps"], np.float64)
     valid = out["r"]["n_clusters"].astype(np.float64) * PTS
     normals = (M * (PTS + 1) * D + M * PTS) / per_seed  # one draw per seed, shared by its runs
     rows["study path (`sweep.run`: data on the device, drawn once per seed, metrics)"] = dict(
-        runs=len(grid), run_steps=float(steps.sum()), best_s=best, median_s=med,
-        work=mean_work(steps, valid, True, normals, True))
+        runs=len(grid),
+        run_steps=float(steps.sum()),
+        best_s=best,
+        median_s=med,
+        work=mean_work(steps, valid, True, normals, True),
+    )
     return rows
 
 
 def measure(runs, repeats):
-    return dict(devices=len(jax.local_devices()), gemm=gemm_peak(repeats), exp=exp_peak(repeats),
-                normal=normal_peak(repeats), kernel=kernel_rows(runs, repeats))
+    return dict(
+        devices=len(jax.local_devices()),
+        gemm=gemm_peak(repeats),
+        exp=exp_peak(repeats),
+        normal=normal_peak(repeats),
+        kernel=kernel_rows(runs, repeats),
+    )
 
 
 def main():
     if args.child:
         print("RESULT " + json.dumps(measure(args.runs, args.repeats)))
         return
-    child = subprocess.run(["taskset", "-c", "0", sys.executable, __file__, "--child", "--runs", str(args.runs),
-                            "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
+    child = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            __file__,
+            "--child",
+            "--runs",
+            str(args.runs),
+            "--repeats",
+            str(args.repeats),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     one = json.loads(next(ln for ln in child.stdout.splitlines() if ln.startswith("RESULT "))[7:])
     two = measure(args.runs, args.repeats)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}; "
-          f"backend {jax.default_backend()}; float32; {time.strftime('%Y-%m-%d')}; {args.runs} runs, "
-          f"{args.repeats} repetitions (best / median)")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}; "
+        f"backend {jax.default_backend()}; float32; {time.strftime('%Y-%m-%d')}; {args.runs} runs, "
+        f"{args.repeats} repetitions (best / median)"
+    )
     print()
     print("| cores | GEMM GFLOP/s | exp G/s | normals G/s |")
     print("|---:|---:|---:|---:|")
     for label, m in (("1", one), ("2", two)):
-        print(f"| {label} | {m['gemm'][0] / 1e9:.1f} / {m['gemm'][1] / 1e9:.1f} | "
-              f"{m['exp'][0] / 1e9:.2f} / {m['exp'][1] / 1e9:.2f} | "
-              f"{m['normal'][0] / 1e9:.3f} / {m['normal'][1] / 1e9:.3f} |")
+        print(
+            f"| {label} | {m['gemm'][0] / 1e9:.1f} / {m['gemm'][1] / 1e9:.1f} | "
+            f"{m['exp'][0] / 1e9:.2f} / {m['exp'][1] / 1e9:.2f} | "
+            f"{m['normal'][0] / 1e9:.3f} / {m['normal'][1] / 1e9:.3f} |"
+        )
     print()
     f, e = work_per_step(N_PADDED)
     print(f"work per run-step: {f:.0f} flops + {e:.0f} exp on {N_PADDED} padded points")
     print()
-    print("| cores | path | runs/s | mean steps | achieved GFLOP/s (useful) | achieved G exp/s (useful) "
-          "| roofline µs per run (useful / padded) | measured µs per run | of roofline (useful / padded) |")
+    print(
+        "| cores | path | runs/s | mean steps | achieved GFLOP/s (useful) | achieved G exp/s (useful) "
+        "| roofline µs per run (useful / padded) | measured µs per run | of roofline (useful / padded) |"
+    )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, m in (("1", one), ("2", two)):
         peak = (m["gemm"][0], m["exp"][0], m["normal"][0])  # the best of the peaks: the strictest roofline
@@ -231,9 +282,11 @@ def main():
             us = 1e6 / rate
             roof = [1e6 * sum(w / p for w, p in zip(work, peak)) for work in r["work"]]
             useful = r["work"][0]
-            print(f"| {label} | {name} | {rate:.0f} | {r['run_steps'] / r['runs']:.2f} | "
-                  f"{rate * useful[0] / 1e9:.1f} | {rate * useful[1] / 1e9:.2f} | "
-                  f"{roof[0]:.1f} / {roof[1]:.1f} | {us:.1f} | {roof[0] / us:.1%} / {roof[1] / us:.1%} |")
+            print(
+                f"| {label} | {name} | {rate:.0f} | {r['run_steps'] / r['runs']:.2f} | "
+                f"{rate * useful[0] / 1e9:.1f} | {rate * useful[1] / 1e9:.2f} | "
+                f"{roof[0]:.1f} / {roof[1]:.1f} | {us:.1f} | {roof[0] / us:.1%} / {roof[1] / us:.1%} |"
+            )
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def numpy_chunk(u, size, background):
     """Scenes from (c, R) float32 uniforms: (images, masks, visible, n_objects, colour, position, scale,
     depth), the same formulas as sprite_scenes, in float32 NumPy."""
     c, S = u.shape[0], size
-    obj, scene = u[:, : 8 * M].reshape(c, M, 8), u[:, 8 * M:]
+    obj, scene = u[:, : 8 * M].reshape(c, M, 8), u[:, 8 * M :]
     n_objects = np.minimum(MIN_OBJECTS + (scene[:, 0] * (M - MIN_OBJECTS + 1)).astype(np.int32), M)
     slot = np.arange(M)
     present = slot < n_objects[:, None]
@@ -107,8 +107,9 @@ def numpy_chunk(u, size, background):
         freq = np.float32(2 * np.pi) * _between(waves[:, 1], 1.0, 4.0)
         a = (freq * np.cos(theta))[..., None] * centres + phi[..., None]  # (c, K, S)
         b = (freq * np.sin(theta))[..., None] * centres
-        texture = (np.einsum("nki,nkj->nij", np.cos(a), np.cos(b))
-                   - np.einsum("nki,nkj->nij", np.sin(a), np.sin(b))) / np.float32(3.0)
+        texture = (
+            np.einsum("nki,nkj->nij", np.cos(a), np.cos(b)) - np.einsum("nki,nkj->nij", np.sin(a), np.sin(b))
+        ) / np.float32(3.0)
         back = np.clip(table[:, 0, None, None, :] + np.float32(AMPLITUDE) * texture[..., None], 0.0, 1.0)
         images = np.where((masks == 0)[..., None], back, images)
     colour = np.where(present[..., None], table[:, 1:], 0.0)
@@ -121,7 +122,7 @@ def numpy_scenes(seed, n, size, background, chunk, uniforms=None):
     parts = []
     for start in range(0, n, chunk):
         c = min(chunk, n - start)
-        u = uniforms[start:start + c] if uniforms is not None else rng.random((c, R), np.float32)
+        u = uniforms[start : start + c] if uniforms is not None else rng.random((c, R), np.float32)
         parts.append(numpy_chunk(u, size, background))
     return [np.concatenate(p) for p in zip(*parts)]
 
@@ -158,24 +159,33 @@ def main():
         best, med = timed(numpy_call, args.repeats)
         rows.append((background, f"NumPy float32, chunks of {args.chunk}", best, med, None, None, None))
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
-          f"({platform.platform()}); JAX {jax.__version__}, backend {jax.default_backend()}; float32; "
-          f"NumPy {np.__version__}")
-    print(f"workload: {n} scenes of {size}x{size}, {MIN_OBJECTS}-{M} objects ({', '.join(SHAPES)}), "
-          f"scale {SCALE}; images + masks + visible counts + attributes; best and median of {args.repeats}")
-    print("\n| background | implementation | scenes/s (best) | (median) | ms per batch (median) | compile s "
-          "| mask pixels that differ | max image diff elsewhere |")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores "
+        f"({platform.platform()}); JAX {jax.__version__}, backend {jax.default_backend()}; float32; "
+        f"NumPy {np.__version__}"
+    )
+    print(
+        f"workload: {n} scenes of {size}x{size}, {MIN_OBJECTS}-{M} objects ({', '.join(SHAPES)}), "
+        f"scale {SCALE}; images + masks + visible counts + attributes; best and median of {args.repeats}"
+    )
+    print(
+        "\n| background | implementation | scenes/s (best) | (median) | ms per batch (median) | compile s "
+        "| mask pixels that differ | max image diff elsewhere |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for background, impl, best, med, comp, agree, diff in rows:
         comp_txt = "-" if comp is None else f"{comp:.2f}"
         agree_txt = "-" if agree is None else agree
         diff_txt = "-" if diff is None else f"{diff:.1e}"
-        print(f"| {background} | {impl} | {n / best:,.0f} | {n / med:,.0f} | {med * 1e3:,.0f} | {comp_txt} "
-              f"| {agree_txt} | {diff_txt} |")
+        print(
+            f"| {background} | {impl} | {n / best:,.0f} | {n / med:,.0f} | {med * 1e3:,.0f} | {comp_txt} "
+            f"| {agree_txt} | {diff_txt} |"
+        )
     speed = {(r[0], r[1].split()[0]): r[3] for r in rows}
     for background in ("plain", "textured"):
-        print(f"{background}: tokdyn {speed[(background, 'NumPy')] / speed[(background, 'tokdyn')]:.1f}x NumPy "
-              "(medians)")
+        print(
+            f"{background}: tokdyn {speed[(background, 'NumPy')] / speed[(background, 'tokdyn')]:.1f}x NumPy (medians)"
+        )
 
 
 if __name__ == "__main__":

@@ -136,9 +136,12 @@ def check(torch, peer, cfg, trainer, step, state, run_key, pool, lr):
     net = peer.TorchSlots.from_flax(cfg, params)
     loss_t, recon_t = net.loss(nchw(images), torch.from_numpy(np.array(z)))
     loss_t.backward()
-    res = {"loss_jax": float(loss_j), "loss_torch": float(loss_t.detach()),
-           "loss_diff": abs(float(loss_j) - float(loss_t.detach())),
-           "recon_diff": float(np.abs(np.asarray(out_j.recon) - recon_t.detach().permute(0, 2, 3, 1).numpy()).max())}
+    res = {
+        "loss_jax": float(loss_j),
+        "loss_torch": float(loss_t.detach()),
+        "loss_diff": abs(float(loss_j) - float(loss_t.detach())),
+        "recon_diff": float(np.abs(np.asarray(out_j.recon) - recon_t.detach().permute(0, 2, 3, 1).numpy()).max()),
+    }
     res["grad_diff"], res["grad_max"] = max_diff(grads_j, net.flax_tree(grads=True))
     assert res["loss_diff"] < TOLERANCE and res["recon_diff"] < TOLERANCE, res
     assert res["grad_diff"] < TOLERANCE * max(1.0, res["grad_max"]), res
@@ -204,10 +207,15 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=20, help="optimiser steps per timed run")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs (best and median reported)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before the timed runs")
-    ap.add_argument("--stride", type=int, default=None,
-                    help="stride of the encoder's last convolution (default: 2, as the paper model's rows)")
-    ap.add_argument("--decoder-stride", type=int, default=None,
-                    help="the decoder paints a (size / S)^2 grid (default: the study's)")
+    ap.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="stride of the encoder's last convolution (default: 2, as the paper model's rows)",
+    )
+    ap.add_argument(
+        "--decoder-stride", type=int, default=None, help="the decoder paints a (size / S)^2 grid (default: the study's)"
+    )
     ap.add_argument("--batch", type=int, default=None, help="images per step (default: the study's)")
     ap.add_argument("--pool", type=int, default=512, help="training scenes the batches are drawn from")
     args = ap.parse_args(argv)
@@ -226,34 +234,45 @@ def main(argv=None):
     step, compile_s, flops = compile_step(trainer, state, run_key, pool)
     agree = check(torch, peer, cfg, trainer, step, state, run_key, pool, base.learning_rate)
     j_best, j_med = jax_row(step, state, run_key, pool, args.steps, args.repeats, args.warmup)
-    t_best, t_med = torch_row(torch, peer, cfg, trainer, state.params, pool, base.learning_rate, args.steps, args.repeats,
-                              args.warmup)
+    t_best, t_med = torch_row(
+        torch, peer, cfg, trainer, state.params, pool, base.learning_rate, args.steps, args.repeats, args.warmup
+    )
 
     g = cfg.size // cfg.decoder_stride
     n_in = (cfg.size // cfg.encoder_stride) ** 2
-    print(f"machine: {cpu_name()} ({platform.machine()}), {os.cpu_count()} cores; JAX {jax.__version__}, backend "
-          f"{jax.default_backend()}; PyTorch {torch.__version__} ({torch.get_num_threads()} threads); float32; "
-          f"{time.strftime('%Y-%m-%d')}")
-    print(f"workload: object_discovery's slot_attention model, {cfg.size}x{cfg.size} images, batch {cfg.batch_size}, "
-          f"K={cfg.slots} slots of D={cfg.slot_size}, {cfg.iterations} iterations, encoder {cfg.encoder_channels} "
-          f"{cfg.encoder_kernel}x{cfg.encoder_kernel} (last stride {cfg.encoder_stride}: {n_in} inputs), "
-          f"{cfg.decoder} decoder width {cfg.decoder_hidden} painting {g}x{g}"
-          f"{'' if g == cfg.size else f' resized to {cfg.size}x{cfg.size}'}; {args.steps} steps per timed run, "
-          f"{args.warmup} warm-up steps, best (median) of {args.repeats}")
-    print(f"agreement (same weights, batch, noise): |loss diff| {agree['loss_diff']:.1e} (loss {agree['loss_jax']:.6f}), "
-          f"max |recon diff| {agree['recon_diff']:.1e} (both < {TOLERANCE:g}); max |grad diff| "
-          f"{agree['grad_diff']:.1e} (max |grad| {agree['grad_max']:.1e}); after {CHECK_STEPS} steps: max |loss diff| "
-          f"{agree['step_loss_diff']:.1e}, max |param update diff| {agree['update_diff']:.1e} (max |update| "
-          f"{agree['update_max']:.1e}; {agree['update_close']:.2%} of the weights within 1% of it)")
+    print(
+        f"machine: {cpu_name()} ({platform.machine()}), {os.cpu_count()} cores; JAX {jax.__version__}, backend "
+        f"{jax.default_backend()}; PyTorch {torch.__version__} ({torch.get_num_threads()} threads); float32; "
+        f"{time.strftime('%Y-%m-%d')}"
+    )
+    print(
+        f"workload: object_discovery's slot_attention model, {cfg.size}x{cfg.size} images, batch {cfg.batch_size}, "
+        f"K={cfg.slots} slots of D={cfg.slot_size}, {cfg.iterations} iterations, encoder {cfg.encoder_channels} "
+        f"{cfg.encoder_kernel}x{cfg.encoder_kernel} (last stride {cfg.encoder_stride}: {n_in} inputs), "
+        f"{cfg.decoder} decoder width {cfg.decoder_hidden} painting {g}x{g}"
+        f"{'' if g == cfg.size else f' resized to {cfg.size}x{cfg.size}'}; {args.steps} steps per timed run, "
+        f"{args.warmup} warm-up steps, best (median) of {args.repeats}"
+    )
+    print(
+        f"agreement (same weights, batch, noise): |loss diff| {agree['loss_diff']:.1e} (loss {agree['loss_jax']:.6f}), "
+        f"max |recon diff| {agree['recon_diff']:.1e} (both < {TOLERANCE:g}); max |grad diff| "
+        f"{agree['grad_diff']:.1e} (max |grad| {agree['grad_max']:.1e}); after {CHECK_STEPS} steps: max |loss diff| "
+        f"{agree['step_loss_diff']:.1e}, max |param update diff| {agree['update_diff']:.1e} (max |update| "
+        f"{agree['update_max']:.1e}; {agree['update_close']:.2%} of the weights within 1% of it)"
+    )
     if flops is not None:
         print(f"work: {flops / 1e9:.3f} GFLOP per step (XLA's cost analysis of the compiled tokdyn step)")
     print("| implementation | ms/step | steps/s | GFLOP/s | compile s |")
     print("|---|---:|---:|---:|---:|")
-    for name, best, med, comp in (("tokdyn (jit of train.make_step, one call per step)", j_best, j_med, compile_s),
-                                  ("PyTorch (eager loop of train_step)", t_best, t_med, None)):
+    for name, best, med, comp in (
+        ("tokdyn (jit of train.make_step, one call per step)", j_best, j_med, compile_s),
+        ("PyTorch (eager loop of train_step)", t_best, t_med, None),
+    ):
         gf = "-" if flops is None else f"{flops / best / 1e9:.1f}"
-        print(f"| {name} | {best * 1e3:.1f} ({med * 1e3:.1f}) | {1 / best:.2f} ({1 / med:.2f}) | {gf} | "
-              f"{'-' if comp is None else f'{comp:.1f}'} |")
+        print(
+            f"| {name} | {best * 1e3:.1f} ({med * 1e3:.1f}) | {1 / best:.2f} ({1 / med:.2f}) | {gf} | "
+            f"{'-' if comp is None else f'{comp:.1f}'} |"
+        )
 
 
 if __name__ == "__main__":

@@ -85,8 +85,10 @@ def bench_fixed(n, repeats):
     nb, nm = timed(lambda: [numpy_rule(xn[i], tn[i], TEMPERATURE, N_STEPS, TOL) for i in range(m)], repeats)
     ref = np.stack([numpy_rule(xn[i], tn[i], TEMPERATURE, N_STEPS, TOL) for i in range(m)])
     agree = float(np.mean(ref == np.asarray(labels)[:m]))
-    return [("fixed dynamics", "tokdyn jit(vmap)", n / best, n / med, compile_s, f"labels equal on {agree:.2%} of pixels"),
-            ("fixed dynamics", "NumPy float64 loop", m / nb, m / nm, 0.0, "the reference")]
+    return [
+        ("fixed dynamics", "tokdyn jit(vmap)", n / best, n / med, compile_s, f"labels equal on {agree:.2%} of pixels"),
+        ("fixed dynamics", "NumPy float64 loop", m / nb, m / nm, 0.0, "the reference"),
+    ]
 
 
 STRATEGIES = {"loop": ("loop", None), "vmap": ("step", None), "map": ("step", 1)}  # name -> (strategy, batch_size)
@@ -99,13 +101,19 @@ def train_rate(name, seeds, steps, calls):
     cfg = study.Config()
     pool = study.split(dataclasses_replace(cfg, n_train=512), "train").images
     sc = cfg.slot_config("slot_attention")
-    many = dataclasses_replace(sc, train=dataclasses_replace(sc.train, steps=1000 * steps, steps_per_call=steps),
-                               seeds=seeds)
+    many = dataclasses_replace(
+        sc, train=dataclasses_replace(sc.train, steps=1000 * steps, steps_per_call=steps), seeds=seeds
+    )
     strategy, batch_size = STRATEGIES[name]
     stamps = [time.perf_counter()]
-    train.train_many(slots.trainer(many), pool, *slots.models(many), max_calls=calls + 1,
-                     execution=train.Execution(strategy, batch_size=batch_size, vectorised_init=False),
-                     on_log=lambda step, logs: stamps.append(time.perf_counter()))
+    train.train_many(
+        slots.trainer(many),
+        pool,
+        *slots.models(many),
+        max_calls=calls + 1,
+        execution=train.Execution(strategy, batch_size=batch_size, vectorised_init=False),
+        on_log=lambda step, logs: stamps.append(time.perf_counter()),
+    )
     dt = np.diff(stamps[1:])
     return seeds * steps / dt.min(), seeds * steps / np.median(dt), stamps[1] - stamps[0]
 
@@ -114,10 +122,23 @@ def bench_training(seeds, steps, calls, timeout):
     """Each strategy in a child process (the same script, ``--strategy``), killed after
     ``timeout`` seconds, so that a strategy that hangs (as vmapped initialisation did) still gives a table."""
     rows = []
-    for name, strategy in (("loop (the CPU default)", "loop"), ("vmap (step)", "vmap"),
-                           ("lax.map (step, batch_size=1)", "map")):
-        cmd = [sys.executable, __file__, "--strategy", strategy, "--seeds", str(seeds), "--steps", str(steps),
-               "--repeats", str(calls)]
+    for name, strategy in (
+        ("loop (the CPU default)", "loop"),
+        ("vmap (step)", "vmap"),
+        ("lax.map (step, batch_size=1)", "map"),
+    ):
+        cmd = [
+            sys.executable,
+            __file__,
+            "--strategy",
+            strategy,
+            "--seeds",
+            str(seeds),
+            "--steps",
+            str(steps),
+            "--repeats",
+            str(calls),
+        ]
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=True).stdout
             best, med, first = json.loads(out.strip().splitlines()[-1])
@@ -130,6 +151,7 @@ def bench_training(seeds, steps, calls, timeout):
 
 def dataclasses_replace(obj, **kw):
     import dataclasses
+
     return dataclasses.replace(obj, **kw)
 
 
@@ -145,10 +167,11 @@ def main(argv=None):
     if args.strategy is not None:
         print(json.dumps(train_rate(args.strategy, args.seeds, args.steps, args.repeats)))
         return
-    rows = bench_fixed(args.scenes, args.repeats) + bench_training(args.seeds, args.steps, args.repeats,
-                                                                      args.timeout)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}, backend "
-          f"{jax.default_backend()}, {len(jax.devices())} device(s), float32; {time.strftime('%Y-%m-%d')}")
+    rows = bench_fixed(args.scenes, args.repeats) + bench_training(args.seeds, args.steps, args.repeats, args.timeout)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}, backend "
+        f"{jax.default_backend()}, {len(jax.devices())} device(s), float32; {time.strftime('%Y-%m-%d')}"
+    )
     print("| workload | implementation | per s (best) | per s (median) | compile + first call s | check |")
     print("|---|---|---:|---:|---:|---|")
     for w, impl, best, med, comp, chk in rows:

@@ -37,12 +37,34 @@ def peer_args() -> list:
     from tokdyn.studies import token_dynamics as td
 
     c = td.Config()
-    if c.centers != "uniform" or c.init != "data" or tuple(c.methods) != ("baseline", "inertia", "repulsion",
-                                                                          "inertia+repulsion"):
+    if (
+        c.centers != "uniform"
+        or c.init != "data"
+        or tuple(c.methods) != ("baseline", "inertia", "repulsion", "inertia+repulsion")
+    ):
         raise SystemExit("published_way.py implements uniform centres, Forgy tokens and the four published methods")
-    args = ["--seeds", c.seeds, "--noise", *c.noise, "--n-clusters", *c.n_clusters, "--dim", c.dim,
-            "--points-per-cluster", c.points_per_cluster, "--center-box", c.center_box, "--n-tokens", c.n_tokens,
-            "--n-steps", c.n_steps, "--tol", c.tol, "--temperature", c.temperature]
+    args = [
+        "--seeds",
+        c.seeds,
+        "--noise",
+        *c.noise,
+        "--n-clusters",
+        *c.n_clusters,
+        "--dim",
+        c.dim,
+        "--points-per-cluster",
+        c.points_per_cluster,
+        "--center-box",
+        c.center_box,
+        "--n-tokens",
+        c.n_tokens,
+        "--n-steps",
+        c.n_steps,
+        "--tol",
+        c.tol,
+        "--temperature",
+        c.temperature,
+    ]
     return [str(a) for a in args]
 
 
@@ -54,8 +76,11 @@ def main():
     peer = [sys.executable, os.path.join(HERE, "published_way.py"), f"{tmp}/pub"] + peer_args()
     tokdyn = [sys.executable, "-m", "tokdyn.cli", "study", "token-dynamics", "--quiet"]
     results = {"published way": [], "tokdyn cold": [], "tokdyn warm": [], "tokdyn warm, --no-plots": [], "floor": []}
-    floor = [sys.executable, "-c",
-             "import jax, tokdyn.studies.token_dynamics; jax.jit(lambda x: x + 1)(1.0).block_until_ready()"]
+    floor = [
+        sys.executable,
+        "-c",
+        "import jax, tokdyn.studies.token_dynamics; jax.jit(lambda x: x + 1)(1.0).block_until_ready()",
+    ]
     sim = {"tokdyn cold": [], "tokdyn warm": []}
     for i in range(a.repeats):
         results["published way"].append(wall(peer))
@@ -70,10 +95,14 @@ def main():
     import jax
 
     pub = statistics.median(results["published way"])
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}; "
-          f"backend cpu; dtype float32; {time.strftime('%Y-%m-%d')}; {a.repeats} repeats of a fresh process")
-    print(f"| {'command':<26} | {'best s':>7} | {'median s':>8} | {'median / published':>18} | "
-          f"{'simulate s (compile incl.)':>27} |")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}; "
+        f"backend cpu; dtype float32; {time.strftime('%Y-%m-%d')}; {a.repeats} repeats of a fresh process"
+    )
+    print(
+        f"| {'command':<26} | {'best s':>7} | {'median s':>8} | {'median / published':>18} | "
+        f"{'simulate s (compile incl.)':>27} |"
+    )
     print(f"|{'-' * 28}|{'-' * 9}|{'-' * 10}|{'-' * 20}|{'-' * 29}|")
     for label, ts in results.items():
         m = statistics.median(ts)

@@ -55,6 +55,7 @@ from common import Batched  # noqa: E402
 from tokdyn.engine import execute, sweep  # noqa: E402
 from tokdyn.studies import token_dynamics_sweep as tds  # noqa: E402
 
+
 def config(seeds: int, dim: int) -> tds.Config:
     """The example sweep (the sweep command's default axes) at ``seeds`` seeds and dimension ``dim``."""
     return tds.Config(seeds=seeds, dim=dim)
@@ -113,10 +114,16 @@ def throughput(rows):
                 sys.stderr = stderr
             return sweep.load(out)
 
-    memory, disk, per_run = ("sweep.run, results in memory", "sweep.run, chunks to disk + progress",
-                             "map_runs, each run draws its data")
-    paths = {memory: lambda: run(progress=False), disk: to_disk,
-             per_run: lambda: execute.map_runs(batched, flat, shared=key, chunk_size=step)}
+    memory, disk, per_run = (
+        "sweep.run, results in memory",
+        "sweep.run, chunks to disk + progress",
+        "map_runs, each run draws its data",
+    )
+    paths = {
+        memory: lambda: run(progress=False),
+        disk: to_disk,
+        per_run: lambda: execute.map_runs(batched, flat, shared=key, chunk_size=step),
+    }
     best, results = {}, {}
     for r in range(args.repeat):  # interleaved rounds: slow drifts of the machine hit every path alike
         for name, fn in paths.items():
@@ -129,17 +136,24 @@ def throughput(rows):
     same = float(np.mean(results[per_run]["ari"] == ref["ari"]))
     print(f"  runs with the same ARI, per-run draws vs shared draws: {same:.1%}", file=sys.stderr, flush=True)
     assert same >= 0.8, same  # the same runs, up to rounding
-    compiles = {memory: max(first - len(warm) / best[memory], 0.0),
-                per_run: max(first_batched - step / best[per_run], 0.0)}
+    compiles = {
+        memory: max(first - len(warm) / best[memory], 0.0),
+        per_run: max(first_batched - step / best[per_run], 0.0),
+    }
     for name in paths:
         rows.append((name, n, best[name], compiles.get(name, 0.0), float(results[name]["ari"].mean())))
     g = config(max(1, args.seeds // 10), args.dim).grid()
     for nd in sorted({1, len(devs)}):
-        sweep.run(task, warm, key=key, common_random_numbers=True, chunk_size=step, progress=False,
-                  devices=devs[:nd])  # compile for this device count
-        rate, res = timed(f"{nd} device(s)", lambda: sweep.run(task, g, key=key, common_random_numbers=True,
-                                                              chunk_size=step, progress=False,
-                                                              devices=devs[:nd]), len(g))
+        sweep.run(
+            task, warm, key=key, common_random_numbers=True, chunk_size=step, progress=False, devices=devs[:nd]
+        )  # compile for this device count
+        rate, res = timed(
+            f"{nd} device(s)",
+            lambda: sweep.run(
+                task, g, key=key, common_random_numbers=True, chunk_size=step, progress=False, devices=devs[:nd]
+            ),
+            len(g),
+        )
         rows.append((f"sweep.run, {nd} device(s)", len(g), rate, 0.0, float(res["ari"].mean())))
     return step
 
@@ -149,8 +163,12 @@ def memory(chunk):
     for seeds in [int(v) for v in args.memory.split(",") if v.strip()]:
         # the parent holds the accelerator's memory pool: children allocate on demand
         env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-        res = subprocess.run([sys.executable, "-c", CHILD, "default-axes", str(seeds), str(args.dim), repr(chunk)],
-                             capture_output=True, text=True, env=env)
+        res = subprocess.run(
+            [sys.executable, "-c", CHILD, "default-axes", str(seeds), str(args.dim), repr(chunk)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if res.returncode:
             raise RuntimeError(f"memory run with {seeds} seeds failed:\n{res.stderr[-3000:]}")
         runs, rss, dt, mib = res.stdout.split()[-4:]
@@ -167,12 +185,16 @@ def main():
     mem = memory(chunk)
     devs = jax.local_devices()
     print()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}; "
-          f"backend {jax.default_backend()} ({devs[0].device_kind}); devices {len(devs)}; dtype float32; "
-          f"chunk {chunk or 'default'} runs; D={args.dim}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}; "
+        f"backend {jax.default_backend()} ({devs[0].device_kind}); devices {len(devs)}; dtype float32; "
+        f"chunk {chunk or 'default'} runs; D={args.dim}"
+    )
     if rows:
         base = rows[0][2]
-        print(f"| {'path':<40} | {'runs':>9} | {'runs/s':>9} | {'vs memory':>12} | {'compile s':>9} | {'mean ARI':>8} |")
+        print(
+            f"| {'path':<40} | {'runs':>9} | {'runs/s':>9} | {'vs memory':>12} | {'compile s':>9} | {'mean ARI':>8} |"
+        )
         print(f"|{'-' * 42}|{'-' * 11}|{'-' * 11}|{'-' * 14}|{'-' * 11}|{'-' * 10}|")
         for name, n, rate, comp, ari in rows:
             print(f"| {name:<40} | {n:>9} | {rate:>9.0f} | {rate / base:>11.2f}x | {comp:>9.2f} | {ari:>8.4f} |")

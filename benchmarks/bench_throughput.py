@@ -77,14 +77,23 @@ def make_pool(n: int):
     noise = np.asarray(CFG.noise, np.float32)[(seeds // 3) % 3]
 
     def one(key, k, nz):
-        c = data.gaussian_clusters(key, k, points_per_cluster=CFG.points_per_cluster, dim=CFG.dim, noise=nz,
-                                   center_box=CFG.center_box, centers=CFG.centers, max_clusters=TASK.max_clusters)
+        c = data.gaussian_clusters(
+            key,
+            k,
+            points_per_cluster=CFG.points_per_cluster,
+            dim=CFG.dim,
+            noise=nz,
+            center_box=CFG.center_box,
+            centers=CFG.centers,
+            max_clusters=TASK.max_clusters,
+        )
         return c, dynamics.forgy(c.x, c.init_noise, c.mask, CFG.n_tokens)
 
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(7), s))(seeds)
     c, t0 = jax.jit(jax.vmap(one))(keys, ks, noise)
-    return dict(x=np.asarray(c.x), mask=np.asarray(c.mask), labels=np.asarray(c.labels),
-                tokens0=np.asarray(t0), n_true=ks)
+    return dict(
+        x=np.asarray(c.x), mask=np.asarray(c.mask), labels=np.asarray(c.labels), tokens0=np.asarray(t0), n_true=ks
+    )
 
 
 def given_data_task(pool, run):
@@ -94,9 +103,14 @@ def given_data_task(pool, run):
     r = dynamics.run(x, pool["tokens0"][i], run["params"], mask=mask, n_steps=CFG.n_steps, tol=CFG.tol)
     yt, yp = jnp.where(mask, labels, 0), jnp.where(mask, r.labels, 0)
     kw = dict(n_true=TASK.max_clusters, n_pred=CFG.n_tokens)
-    return dict(ari=metrics.ari(yt, yp, mask, **kw), nmi=metrics.nmi(yt, yp, mask, **kw),
-                sse=metrics.sse(x, yp, r.tokens, mask), steps=r.steps, converged=r.converged,
-                collapsed=metrics.collapsed(yp, CFG.n_tokens, pool["n_true"][i], mask))
+    return dict(
+        ari=metrics.ari(yt, yp, mask, **kw),
+        nmi=metrics.nmi(yt, yp, mask, **kw),
+        sse=metrics.sse(x, yp, r.tokens, mask),
+        steps=r.steps,
+        converged=r.converged,
+        collapsed=metrics.collapsed(yp, CFG.n_tokens, pool["n_true"][i], mask),
+    )
 
 
 def params_for(n):
@@ -131,8 +145,15 @@ def time_study_path(n, devices, chunk, repeats):
     warm = dataclasses.replace(CFG, seeds=-(-chunk // per_seed)).grid()
 
     def call(g):
-        return sweep.run(TASK, g, key=jax.random.key(CFG.root_seed), common_random_numbers=True, chunk_size=chunk,
-                         devices=devices, progress=False)
+        return sweep.run(
+            TASK,
+            g,
+            key=jax.random.key(CFG.root_seed),
+            common_random_numbers=True,
+            chunk_size=chunk,
+            devices=devices,
+            progress=False,
+        )
 
     t = time.perf_counter()
     call(warm)
@@ -148,13 +169,19 @@ def time_study_path(n, devices, chunk, repeats):
 def lean_per_run(problems, method):
     """The published way with nothing else timed: per run, the float64 NumPy rule on the run's
     valid points, scikit-learn ARI/NMI, SSE, collapse (``published_way.one_run``)."""
-    return [published_way.one_run(x, y, t0, k, method, CFG.n_steps, CFG.tol, CFG.temperature)
-            for x, y, t0, k in problems]
+    return [
+        published_way.one_run(x, y, t0, k, method, CFG.n_steps, CFG.tol, CFG.temperature) for x, y, t0, k in problems
+    ]
 
 
 def peer_inputs(pool, sel):
-    return dict(x=pool["x"][sel], mask=pool["mask"][sel], tokens0=pool["tokens0"][sel],
-                labels_true=pool["labels"][sel], n_true=pool["n_true"][sel])
+    return dict(
+        x=pool["x"][sel],
+        mask=pool["mask"][sel],
+        tokens0=pool["tokens0"][sel],
+        labels_true=pool["labels"][sel],
+        n_true=pool["n_true"][sel],
+    )
 
 
 def time_peer(peer, pool, per_method, repeats):
@@ -162,15 +189,23 @@ def time_peer(peer, pool, per_method, repeats):
     the peer on problems 0..per_method-1 of the pool under each of the four methods."""
     sel = np.arange(per_method) % args.pool
     if peer == "published_way":  # the valid points of each run, as float64, prepared outside the timing
-        problems = [(pool["x"][i][pool["mask"][i]].astype(np.float64), pool["labels"][i][pool["mask"][i]],
-                     pool["tokens0"][i].astype(np.float64), int(pool["n_true"][i])) for i in sel]
+        problems = [
+            (
+                pool["x"][i][pool["mask"][i]].astype(np.float64),
+                pool["labels"][i][pool["mask"][i]],
+                pool["tokens0"][i].astype(np.float64),
+                int(pool["n_true"][i]),
+            )
+            for i in sel
+        ]
     else:
         inp = peer_inputs(pool, sel)
     first = 0.0
     if peer in ("numba_parallel", "torch_batched"):  # JIT / warm-up excluded (reported)
         t = time.perf_counter()
-        peers.PEERS[peer](**peer_inputs(pool, sel[:8]), temperature=1.0, n_steps=CFG.n_steps, tol=CFG.tol,
-                          **peers.METHODS["baseline"])
+        peers.PEERS[peer](
+            **peer_inputs(pool, sel[:8]), temperature=1.0, n_steps=CFG.n_steps, tol=CFG.tol, **peers.METHODS["baseline"]
+        )
         first = time.perf_counter() - t
     rates = []
     for _ in range(repeats):
@@ -204,48 +239,91 @@ def main():
     devs = jax.local_devices()
     pool_dev = {k: jnp.asarray(v) for k, v in pool.items()}
     # the study's runs: method fastest-varying here, each seed's data shared by its four methods
-    fused_args = dict(method=(np.arange(n) % 4).astype(np.int32), seed=(np.arange(n) // 4).astype(np.int32),
-                      n_clusters=np.asarray(CFG.n_clusters, np.int32)[(np.arange(n) // 4) % 3],
-                      noise=np.asarray(CFG.noise, np.float32)[(np.arange(n) // 12) % 3],
-                      index=np.arange(n, dtype=np.uint32))
+    fused_args = dict(
+        method=(np.arange(n) % 4).astype(np.int32),
+        seed=(np.arange(n) // 4).astype(np.int32),
+        n_clusters=np.asarray(CFG.n_clusters, np.int32)[(np.arange(n) // 4) % 3],
+        noise=np.asarray(CFG.noise, np.float32)[(np.arange(n) // 12) % 3],
+        index=np.arange(n, dtype=np.uint32),
+    )
     fused = Batched(TASK, ("method", "n_clusters", "noise"))  # fn(key, **condition) per run
     given = None
     strategy = "sequential map" if execute.default_batch_size() == 1 else "vmap"
     for nd in sorted({1, len(devs)}):
         chunk = 4096 * nd
         rates, compile_s, out = time_study_path(n, devs[:nd], chunk, args.repeats)
-        rows.append((f"tokdyn study path, {nd} device(s), {strategy}", len(out), rates, compile_s, out["ari"].mean(),
-                     out["steps"].mean(), "-"))
+        rows.append(
+            (
+                f"tokdyn study path, {nd} device(s), {strategy}",
+                len(out),
+                rates,
+                compile_s,
+                out["ari"].mean(),
+                out["steps"].mean(),
+                "-",
+            )
+        )
         rates, compile_s, out = time_map(fused, fused_args, jax.random.key(0), devs[:nd], chunk, args.repeats)
-        rows.append((f"tokdyn data drawn per run, {nd} device(s)", n, rates, compile_s, out["ari"].mean(),
-                     out["steps"].mean(), "-"))
-        rates, compile_s, given = time_map(given_data_task, dict(idx=idx.astype(np.int32), params=params_for(n)),
-                                           pool_dev, devs[:nd], chunk, args.repeats)
-        rows.append((f"tokdyn given-data, {nd} device(s)", n, rates, compile_s, given["ari"].mean(),
-                     given["steps"].mean(), "-"))
+        rows.append(
+            (
+                f"tokdyn data drawn per run, {nd} device(s)",
+                n,
+                rates,
+                compile_s,
+                out["ari"].mean(),
+                out["steps"].mean(),
+                "-",
+            )
+        )
+        rates, compile_s, given = time_map(
+            given_data_task,
+            dict(idx=idx.astype(np.int32), params=params_for(n)),
+            pool_dev,
+            devs[:nd],
+            chunk,
+            args.repeats,
+        )
+        rows.append(
+            (f"tokdyn given-data, {nd} device(s)", n, rates, compile_s, given["ari"].mean(), given["steps"].mean(), "-")
+        )
         print(rows[-3][:3], rows[-2][:3], rows[-1][:3], flush=True)
 
     for peer in ["published_way"] + [p for p in peers.available_peers() if p != "numpy_per_run"]:
         per_method = (args.per_run_runs if peer == "published_way" else args.peer_runs) // 4
         rates, first, out, sel = time_peer(peer, pool, per_method, args.repeats)
-        rows.append((f"peer: {peer}", per_method * 4, rates, first, out["ari"].mean(), out["steps"].mean(),
-                     agreement(out, sel, given)))
+        rows.append(
+            (
+                f"peer: {peer}",
+                per_method * 4,
+                rates,
+                first,
+                out["ari"].mean(),
+                out["steps"].mean(),
+                agreement(out, sel, given),
+            )
+        )
         print(rows[-1][:3], flush=True)
 
     print()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}; "
-          f"backend {jax.default_backend()}; devices {len(devs)}; dtype float32 (published_way, numba: float64); "
-          f"{time.strftime('%Y-%m-%d')}; {args.repeats} repetitions per row (best, median)")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__}; "
+        f"backend {jax.default_backend()}; devices {len(devs)}; dtype float32 (published_way, numba: float64); "
+        f"{time.strftime('%Y-%m-%d')}; {args.repeats} repetitions per row (best, median)"
+    )
     base = np.median(next(r[2] for r in rows if r[0] == "peer: published_way"))
-    head = (f"| {'implementation':<42} | {'runs':>7} | {'best runs/s':>11} | {'median runs/s':>13} | "
-            f"{'x published way':>15} | {'compile/JIT s':>13} | {'mean ARI':>8} | {'mean steps':>10} | "
-            f"{'same ARI as given-data (1e-6 / 1e-3)':>36} |")
+    head = (
+        f"| {'implementation':<42} | {'runs':>7} | {'best runs/s':>11} | {'median runs/s':>13} | "
+        f"{'x published way':>15} | {'compile/JIT s':>13} | {'mean ARI':>8} | {'mean steps':>10} | "
+        f"{'same ARI as given-data (1e-6 / 1e-3)':>36} |"
+    )
     print(head)
     print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
     for name, runs, rates, comp, ari, steps, agree in rows:
         med = float(np.median(rates))
-        print(f"| {name:<42} | {runs:>7} | {max(rates):>11.0f} | {med:>13.0f} | {med / base:>14.1f}x | "
-              f"{comp:>13.2f} | {ari:>8.3f} | {steps:>10.2f} | {agree:>36} |")
+        print(
+            f"| {name:<42} | {runs:>7} | {max(rates):>11.0f} | {med:>13.0f} | {med / base:>14.1f}x | "
+            f"{comp:>13.2f} | {ari:>8.3f} | {steps:>10.2f} | {agree:>36} |"
+        )
 
 
 if __name__ == "__main__":

@@ -54,17 +54,28 @@ def main():
     ap.add_argument("--devices", type=int, default=os.cpu_count(), help="forced host devices (read before JAX loads)")
     args = ap.parse_args()
     M, L = args.models, args.loop_models
-    cfg = vtae.Config(vocab_size=5, grid=3, colours=2, mode="gumbel_st", hidden=32, batch_size=16,
-                      train=dataclasses.replace(vtae.Config().train, steps=args.steps, steps_per_call=args.steps // 4))
+    cfg = vtae.Config(
+        vocab_size=5,
+        grid=3,
+        colours=2,
+        mode="gumbel_st",
+        hidden=32,
+        batch_size=16,
+        train=dataclasses.replace(vtae.Config().train, steps=args.steps, steps_per_call=args.steps // 4),
+    )
     tr, data = vtae.trainer(cfg), vtae.inputs(cfg)
     hp1 = vtae.Hparams().astype()
     keys = jax.random.split(jax.random.key(0), M)
     hpM = train.broadcast(vtae.Hparams(learning_rate=jnp.linspace(1e-3, 1e-2, M)), M)
     devs = tuple(jax.local_devices())
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"JAX {jax.__version__}, backend {jax.default_backend()}, {len(devs)} device(s), float32")
-    print(f"model: 5 tokens, 3x3x2 grid, Gumbel straight-through, MLP 18-32-5, batch 16, {args.steps} steps "
-          f"({cfg.n_logs} compiled calls of train_many)")
+    print(
+        f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"JAX {jax.__version__}, backend {jax.default_backend()}, {len(devs)} device(s), float32"
+    )
+    print(
+        f"model: 5 tokens, 3x3x2 grid, Gumbel straight-through, MLP 18-32-5, batch 16, {args.steps} steps "
+        f"({cfg.n_logs} compiled calls of train_many)"
+    )
     rows = []
     # vmapped: train_many trains M models per call (and lax.map over chunks of k vmapped models); the
     # first call compiles (its time minus a steady call's is reported as compile)
@@ -106,24 +117,34 @@ def main():
     for name, m, c_, t_, r in rows:
         print(f"{name:<44}{m:>8}{c_:>11.2f}{t_:>9.3f}{r:>11.1f}")
     best = max(rows[:-2], key=lambda r: r[4])
-    print(f"best vmapped setting: {best[0]}: {best[4] / rows[-2][4]:.1f}x the jitted-step loop, "
-          f"{best[4] / rows[-1][4]:.1f}x the jitted-training loop")
+    print(
+        f"best vmapped setting: {best[0]}: {best[4] / rows[-2][4]:.1f}x the jitted-step loop, "
+        f"{best[4] / rows[-1][4]:.1f}x the jitted-training loop"
+    )
     if args.no_cnn:
         return
 
     # CNN decoder: vmap vs lax.map over models
     N = args.cnn_models
-    ccfg = vtae.Config(vocab_size=51, grid=5, colours=3, mode="gumbel_st", decoder="cnn", channels=8, batch_size=32,
-                       train=dataclasses.replace(vtae.Config().train, steps=args.steps,
-                                                 steps_per_call=args.steps // 4))
+    ccfg = vtae.Config(
+        vocab_size=51,
+        grid=5,
+        colours=3,
+        mode="gumbel_st",
+        decoder="cnn",
+        channels=8,
+        batch_size=32,
+        train=dataclasses.replace(vtae.Config().train, steps=args.steps, steps_per_call=args.steps // 4),
+    )
     keys = jax.random.split(jax.random.key(1), N)
     hpN = train.broadcast(vtae.Hparams(), N)
     ctr, cdata = vtae.trainer(ccfg), vtae.inputs(ccfg)
     print(f"\nCNN decoder (51 tokens, 5x5x3, two 3x3 convs x 8 channels), {N} models, {args.steps} steps, 1 device")
     print(f"{'method':<28}{'compile s':>11}{'run s':>9}{'models/s':>11}")
     for name, bs in (("vmap", None), ("lax.map batch 16", 16), ("lax.map batch 64", 64)):
-        run = lambda: train.train_many(ctr, cdata, keys, hpN,
-                                       execution=train.Execution(devices=devs[:1], batch_size=bs)).state
+        run = lambda: (
+            train.train_many(ctr, cdata, keys, hpN, execution=train.Execution(devices=devs[:1], batch_size=bs)).state
+        )
         first = timed(run)
         t_ = min(timed(run) for _ in range(2))
         print(f"{name:<28}{first - t_:>11.2f}{t_:>9.3f}{N / t_:>11.1f}")

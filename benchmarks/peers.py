@@ -209,9 +209,14 @@ def numpy_one_run(points, labels_true, tokens0, n_true, *, temperature, momentum
     tokens, steps, converged = numpy_single_run(points, tokens0, temperature, momentum, repulsion, n_steps, tol)
     d2 = ((points[:, None, :] - tokens[None, :, :]) ** 2).sum(axis=-1)
     labels = d2.argmin(axis=1)
-    return dict(ari=adjusted_rand_score(labels_true, labels), nmi=normalized_mutual_info_score(labels_true, labels),
-                sse=d2[np.arange(len(points)), labels].sum(), steps=steps, converged=converged,
-                collapsed=len(np.unique(labels)) < min(int(n_true), len(tokens0)))
+    return dict(
+        ari=adjusted_rand_score(labels_true, labels),
+        nmi=normalized_mutual_info_score(labels_true, labels),
+        sse=d2[np.arange(len(points)), labels].sum(),
+        steps=steps,
+        converged=converged,
+        collapsed=len(np.unique(labels)) < min(int(n_true), len(tokens0)),
+    )
 
 
 def numpy_per_run(x, mask, tokens0, labels_true, n_true, *, temperature, momentum, repulsion, n_steps=30, tol=1e-3):
@@ -219,9 +224,17 @@ def numpy_per_run(x, mask, tokens0, labels_true, n_true, *, temperature, momentu
     x, mask, tokens0, labels_true, n_true = _check_inputs(x, mask, tokens0, labels_true, n_true)
     out = _empty_results(x.shape[0])
     for r in range(x.shape[0]):
-        res = numpy_one_run(x[r][mask[r]].astype(np.float64), labels_true[r][mask[r]], tokens0[r].astype(np.float64),
-                            n_true[r], temperature=temperature, momentum=momentum, repulsion=repulsion,
-                            n_steps=n_steps, tol=tol)
+        res = numpy_one_run(
+            x[r][mask[r]].astype(np.float64),
+            labels_true[r][mask[r]],
+            tokens0[r].astype(np.float64),
+            n_true[r],
+            temperature=temperature,
+            momentum=momentum,
+            repulsion=repulsion,
+            n_steps=n_steps,
+            tol=tol,
+        )
         for k, v in res.items():
             out[k][r] = v
     return out

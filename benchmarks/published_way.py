@@ -67,8 +67,15 @@ def main():
                 rng = np.random.default_rng([seed, k, int(round(noise * 1000))])
                 x, labels, t0 = blobs(rng, k, noise, a.points_per_cluster, a.dim, a.center_box, a.n_tokens)
                 for name, mp in METHODS.items():  # the seed's data shared by the four methods
-                    rows.append(dict(method=name, n_clusters=k, noise=noise, seed=seed,
-                                     **one_run(x, labels, t0, k, mp, a.n_steps, a.tol, a.temperature)))
+                    rows.append(
+                        dict(
+                            method=name,
+                            n_clusters=k,
+                            noise=noise,
+                            seed=seed,
+                            **one_run(x, labels, t0, k, mp, a.n_steps, a.tol, a.temperature),
+                        )
+                    )
     with open(os.path.join(a.out, "runs.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -77,8 +84,9 @@ def main():
     for name in list(METHODS)[1:]:
         for k in a.n_clusters:
             for noise in a.noise:
-                pick = lambda m: np.array([r["ari"] for r in rows if r["method"] == m and r["n_clusters"] == k
-                                           and r["noise"] == noise])
+                pick = lambda m: np.array(
+                    [r["ari"] for r in rows if r["method"] == m and r["n_clusters"] == k and r["noise"] == noise]
+                )
                 res = stats.ttest_rel(pick(name), pick("baseline"))
                 tests.append((name, k, noise, res.statistic, res.pvalue))
     p = np.nan_to_num(np.array([t[4] for t in tests]), nan=1.0)
@@ -91,16 +99,22 @@ def main():
         fig, axes = plt.subplots(1, len(a.n_clusters), figsize=(11, 3.3), sharey=True)
         for ax, k in zip(np.atleast_1d(axes), a.n_clusters):
             for name in METHODS:
-                ys = [np.mean([r[metric] for r in rows if r["method"] == name and r["n_clusters"] == k
-                               and r["noise"] == nz]) for nz in a.noise]
+                ys = [
+                    np.mean(
+                        [r[metric] for r in rows if r["method"] == name and r["n_clusters"] == k and r["noise"] == nz]
+                    )
+                    for nz in a.noise
+                ]
                 ax.plot(a.noise, ys, marker="o", label=name)
             ax.set_title(f"K = {k}")
         np.atleast_1d(axes)[-1].legend()
         fig.tight_layout()
         fig.savefig(os.path.join(a.out, "plots", f"{metric}.png"))
         plt.close(fig)
-    print(f"published way: {len(rows)} runs, mean ARI {np.mean([r['ari'] for r in rows]):.3f}, mean steps "
-          f"{np.mean([r['steps'] for r in rows]):.2f}, {time.perf_counter() - T_START:.2f} s after interpreter start")
+    print(
+        f"published way: {len(rows)} runs, mean ARI {np.mean([r['ari'] for r in rows]):.3f}, mean steps "
+        f"{np.mean([r['steps'] for r in rows]):.2f}, {time.perf_counter() - T_START:.2f} s after interpreter start"
+    )
 
 
 if __name__ == "__main__":

@@ -82,12 +82,18 @@ def parse(argv=None):
     ap.add_argument("--sweep-seconds", type=float, default=None, help="the sweep row stops after this")
     ap.add_argument("--chunks", default=None, help="comma list of study-path chunk sizes (default per backend)")
     ap.add_argument("--seeds", default=None, help="comma list of vmapped seed counts for training (default 1,8,64)")
-    ap.add_argument("--models", default=None,
-                    help="comma list of words; the training rows only of learned models whose name holds one "
-                         "(e.g. latent,diffusion,autoencoder; default every model)")
-    ap.add_argument("--rows", default=None,
-                    help="a regular expression: only the rows whose 'section | name' it matches run (the others "
-                         "are listed as skipped)")
+    ap.add_argument(
+        "--models",
+        default=None,
+        help="comma list of words; the training rows only of learned models whose name holds one "
+        "(e.g. latent,diffusion,autoencoder; default every model)",
+    )
+    ap.add_argument(
+        "--rows",
+        default=None,
+        help="a regular expression: only the rows whose 'section | name' it matches run (the others "
+        "are listed as skipped)",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="write a jax.profiler trace of one study chunk")
     ap.add_argument("--child-sweep", default=None, help=argparse.SUPPRESS)  # internal: the sweep row's child
@@ -107,8 +113,9 @@ def parse(argv=None):
 ARGS = parse() if __name__ == "__main__" else None
 if ARGS is not None and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     # as the tokdyn command does: every CPU core a host device (only the CPU platform reads it)
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_force_host_platform_device_count={os.cpu_count() or 1}").strip()
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
+    ).strip()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -145,11 +152,17 @@ class Suite:
         else:
             self.log_file = None
         dev = jax.devices()[0]
-        self.meta = dict(date=time.strftime("%Y-%m-%d %H:%M"), jax=jax.__version__, backend=jax.default_backend(),
-                         device=getattr(dev, "device_kind", str(dev)), devices=jax.device_count(),
-                         host=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                         dtype="float32", smoke=bool(args.smoke),
-                         default_matmul_precision=str(jax.config.jax_default_matmul_precision))
+        self.meta = dict(
+            date=time.strftime("%Y-%m-%d %H:%M"),
+            jax=jax.__version__,
+            backend=jax.default_backend(),
+            device=getattr(dev, "device_kind", str(dev)),
+            devices=jax.device_count(),
+            host=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+            dtype="float32",
+            smoke=bool(args.smoke),
+            default_matmul_precision=str(jax.config.jax_default_matmul_precision),
+        )
         stats = memory_stats()
         if stats:
             self.meta["device_memory_bytes"] = stats.get("bytes_limit")
@@ -174,8 +187,10 @@ class Suite:
     def add(self, section, name, **row):
         row = dict(section=section, name=name, **row)
         self.rows.append(row)
-        self.log(f"[{self.elapsed():7.1f} s] {section} | {name} |",
-                 ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in ("section", "name")))
+        self.log(
+            f"[{self.elapsed():7.1f} s] {section} | {name} |",
+            ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k not in ("section", "name")),
+        )
         return row
 
     def row(self, section, name, fn, *, always=False):
@@ -253,8 +268,11 @@ def cost_of(compiled) -> dict:
         pass
     try:
         text = compiled.as_text()
-        out["kernels"] = sum(1 for ln in text.splitlines()
-                             if " fusion(" in ln or "custom-call(" in ln or " = f32[" in ln and "dot(" in ln)
+        out["kernels"] = sum(
+            1
+            for ln in text.splitlines()
+            if " fusion(" in ln or "custom-call(" in ln or " = f32[" in ln and "dot(" in ln
+        )
     except Exception:  # noqa: BLE001
         pass
     return out
@@ -265,12 +283,14 @@ def cost_of(compiled) -> dict:
 
 def _mesh():
     from jax.sharding import Mesh
+
     return Mesh(np.asarray(jax.local_devices()), ("d",))
 
 
 def spread(x):
     """``x`` split along its leading axis over the local devices."""
     from jax.sharding import NamedSharding, PartitionSpec
+
     return jax.device_put(x, NamedSharding(_mesh(), PartitionSpec("d")))
 
 
@@ -278,8 +298,10 @@ def on_devices(f):
     """``f`` applied to each device's share of its arguments' leading axis (``shard_map``), jitted:
     a ceiling of all the local devices, as the package's runs use them."""
     from jax.sharding import PartitionSpec
-    return jax.jit(jax.shard_map(f, mesh=_mesh(), in_specs=PartitionSpec("d"), out_specs=PartitionSpec("d"),
-                                 check_vma=False))
+
+    return jax.jit(
+        jax.shard_map(f, mesh=_mesh(), in_specs=PartitionSpec("d"), out_specs=PartitionSpec("d"), check_vma=False)
+    )
 
 
 def section_ceilings(s: Suite):
@@ -290,6 +312,7 @@ def section_ceilings(s: Suite):
     b = spread(jax.random.normal(jax.random.key(1), (nd, n_gemm, n_gemm), jnp.float32))
     reps = 2 if smoke else (20 if s.accelerator else 4)
     for prec in ("highest", "default"):
+
         def gemm():
             f = on_devices(lambda x, y: jnp.matmul(x, y, precision=prec))
             c, comp = compiled_of(f, a, b)
@@ -300,10 +323,17 @@ def section_ceilings(s: Suite):
                 t = time.perf_counter()
                 call()
                 ts.append(time.perf_counter() - t)
-            flops = 2.0 * n_gemm ** 3 * nd
+            flops = 2.0 * n_gemm**3 * nd
             s.ceil[f"gemm_{prec}"] = flops / min(ts)
-            return dict(size=f"{n_gemm}^3 x {nd} device(s)", unit="GFLOP/s", best=flops / min(ts) / 1e9,
-                        median=flops / float(np.median(ts)) / 1e9, compile_s=comp, precision=prec)
+            return dict(
+                size=f"{n_gemm}^3 x {nd} device(s)",
+                unit="GFLOP/s",
+                best=flops / min(ts) / 1e9,
+                median=flops / float(np.median(ts)) / 1e9,
+                compile_s=comp,
+                precision=prec,
+            )
+
         s.row("ceilings", f"float32 GEMM, precision {prec}", gemm)
 
     n = (1 << (16 if smoke else (28 if s.accelerator else 24))) * nd
@@ -315,8 +345,14 @@ def section_ceilings(s: Suite):
         best, med, _ = steady(lambda: c(x).block_until_ready(), reps)
         nbytes = 2 * 4 * n
         s.ceil["copy_bytes"] = nbytes / best
-        return dict(size=f"{n:,} float32", unit="GB/s (read + write)", best=nbytes / best / 1e9,
-                    median=nbytes / med / 1e9, compile_s=comp)
+        return dict(
+            size=f"{n:,} float32",
+            unit="GB/s (read + write)",
+            best=nbytes / best / 1e9,
+            median=nbytes / med / 1e9,
+            compile_s=comp,
+        )
+
     s.row("ceilings", "device-to-device elementwise copy", copy)
 
     degree = 256 if s.accelerator else 32  # enough multiply-adds per byte to be compute-bound there
@@ -328,12 +364,19 @@ def section_ceilings(s: Suite):
             for k in range(degree):
                 acc = acc * v + (1.0 / (k + 2))
             return acc
+
         c, comp = compiled_of(on_devices(poly), x)
         best, med, _ = steady(lambda: c(x).block_until_ready(), reps)
         flops = 2.0 * degree * n
         s.ceil["fma_flops"] = flops / best
-        return dict(size=f"{n:,} x {degree} FMA", unit="GFLOP/s", best=flops / best / 1e9, median=flops / med / 1e9,
-                    compile_s=comp)
+        return dict(
+            size=f"{n:,} x {degree} FMA",
+            unit="GFLOP/s",
+            best=flops / best / 1e9,
+            median=flops / med / 1e9,
+            compile_s=comp,
+        )
+
     s.row("ceilings", "float32 elementwise FMA pass", fma)
 
     def exps():
@@ -342,12 +385,18 @@ def section_ceilings(s: Suite):
             for _ in range(n_exp):
                 acc = jnp.exp(acc) - 1.5
             return acc
+
         c, comp = compiled_of(on_devices(many), x)
         best, med, _ = steady(lambda: c(x).block_until_ready(), reps)
         s.ceil["exp"] = n_exp * n / best
-        return dict(size=f"{n:,} x {n_exp} exp", unit="G exp/s", best=n_exp * n / best / 1e9,
-                    median=n_exp * n / med / 1e9,
-                    compile_s=comp)
+        return dict(
+            size=f"{n:,} x {n_exp} exp",
+            unit="G exp/s",
+            best=n_exp * n / best / 1e9,
+            median=n_exp * n / med / 1e9,
+            compile_s=comp,
+        )
+
     s.row("ceilings", "float32 exp pass", exps)
     s.ceil["float32_flops"] = max(s.ceil.get("gemm_highest", 0.0), s.ceil.get("fma_flops", 0.0)) or np.nan
 
@@ -371,8 +420,12 @@ def against_roofline(s: Suite, runs_per_s, mean_steps, valid_points):
     peak_f, peak_e = s.ceil.get("float32_flops", np.nan), s.ceil.get("exp", np.nan)
     roof_use = f_use / peak_f + e_use / peak_e  # seconds per run at the ceilings
     roof_pad = f_pad / peak_f + e_pad / peak_e
-    return dict(gflops_useful=runs_per_s * f_use / 1e9, bound_runs_per_s=1.0 / roof_use,
-                of_bound=runs_per_s * roof_use, of_bound_padded=runs_per_s * roof_pad)
+    return dict(
+        gflops_useful=runs_per_s * f_use / 1e9,
+        bound_runs_per_s=1.0 / roof_use,
+        of_bound=runs_per_s * roof_use,
+        of_bound_padded=runs_per_s * roof_pad,
+    )
 
 
 def runs_row(s: Suite, call, n: int, size: str, strategy: str, *, valid=None, repeats=None, precision=None):
@@ -389,10 +442,18 @@ def runs_row(s: Suite, call, n: int, size: str, strategy: str, *, valid=None, re
     r = box["r"]
     rate, steps = n / med, float(np.mean(r["steps"]))
     valid = float(np.mean(r["n_clusters"])) * PTS if valid is None else valid
-    return r, dict(size=size, unit="runs/s", best=n / best, median=rate, compile_s=max(first - med, 0.0),
-                   mean_steps=steps, mean_ari=float(np.nanmean(r["ari"])), strategy=strategy,
-                   precision=precision or str(jax.config.jax_default_matmul_precision),
-                   **against_roofline(s, rate, steps, valid))
+    return r, dict(
+        size=size,
+        unit="runs/s",
+        best=n / best,
+        median=rate,
+        compile_s=max(first - med, 0.0),
+        mean_steps=steps,
+        mean_ari=float(np.nanmean(r["ari"])),
+        strategy=strategy,
+        precision=precision or str(jax.config.jax_default_matmul_precision),
+        **against_roofline(s, rate, steps, valid),
+    )
 
 
 def make_pool(n):
@@ -401,8 +462,16 @@ def make_pool(n):
     noise = np.asarray(CFG.noise, np.float32)[(seeds // 3) % 3]
 
     def one(key, k, nz):
-        c = data.gaussian_clusters(key, k, points_per_cluster=PTS, dim=DIM, noise=nz, center_box=CFG.center_box,
-                                   centers=CFG.centers, max_clusters=M_CL)
+        c = data.gaussian_clusters(
+            key,
+            k,
+            points_per_cluster=PTS,
+            dim=DIM,
+            noise=nz,
+            center_box=CFG.center_box,
+            centers=CFG.centers,
+            max_clusters=M_CL,
+        )
         return c, dynamics.forgy(c.x, c.init_noise, c.mask, T_TOK)
 
     keys = jax.vmap(lambda q: jax.random.fold_in(jax.random.key(7), q))(seeds)
@@ -424,6 +493,7 @@ def given_data(form: str):
     (``dynamics.run``, early exit), ``"fixed"`` (``dynamics.run_fixed``, a masked scan),
     ``"fused"`` (``dynamics.run`` of the candidate rule :data:`FUSED`) or ``"package"``
     (:func:`tokdyn.fused.run`: the built-in rule as one kernel per run)."""
+
     def task(pool, run):
         i = run["idx"]
         x, mask, labels = pool["x"][i], pool["mask"][i], pool["labels"][i]
@@ -433,13 +503,20 @@ def given_data(form: str):
         elif form == "fixed":
             r = dynamics.run_fixed(x, pool["tokens0"][i], run["params"], **kw)
         else:
-            r = dynamics.run(x, pool["tokens0"][i], run["params"], rule=FUSED if form == "fused" else dynamics.BUILTIN,
-                             **kw)
+            r = dynamics.run(
+                x, pool["tokens0"][i], run["params"], rule=FUSED if form == "fused" else dynamics.BUILTIN, **kw
+            )
         yt, yp = jnp.where(mask, labels, 0), jnp.where(mask, r.labels, 0)
         sizes = dict(n_true=M_CL, n_pred=T_TOK)
-        return dict(ari=metrics.ari(yt, yp, mask, **sizes), nmi=metrics.nmi(yt, yp, mask, **sizes),
-                    sse=metrics.sse(x, yp, r.tokens, mask), steps=r.steps, converged=r.converged,
-                    collapsed=metrics.collapsed(yp, T_TOK, pool["n_true"][i], mask))
+        return dict(
+            ari=metrics.ari(yt, yp, mask, **sizes),
+            nmi=metrics.nmi(yt, yp, mask, **sizes),
+            sse=metrics.sse(x, yp, r.tokens, mask),
+            steps=r.steps,
+            converged=r.converged,
+            collapsed=metrics.collapsed(yp, T_TOK, pool["n_true"][i], mask),
+        )
+
     task.__name__ = f"given_data_{form}"
     return task
 
@@ -476,8 +553,13 @@ def _fused_step(state, points, hp, step, key):
     return dynamics.Motion(tokens=t + v, velocity=v)
 
 
-FUSED = dynamics.Rule(init=_fused_init, step=_fused_step, hparams=dynamics.Hparams(), name="builtin-fused",
-                      movement=lambda old, new: new.velocity)
+FUSED = dynamics.Rule(
+    init=_fused_init,
+    step=_fused_step,
+    hparams=dynamics.Hparams(),
+    name="builtin-fused",
+    movement=lambda old, new: new.velocity,
+)
 
 
 def default_chunks(s: Suite):
@@ -486,13 +568,20 @@ def default_chunks(s: Suite):
     if s.args.smoke:
         return [128, 1024]
     if s.accelerator:
-        return [10 ** 3, 10 ** 4, 10 ** 5, 10 ** 6, 10 ** 7]
-    return [10 ** 3, 10 ** 4, 10 ** 5]
+        return [10**3, 10**4, 10**5, 10**6, 10**7]
+    return [10**3, 10**4, 10**5]
 
 
 def study_call(grid, chunk, devs, task=None):
-    return sweep.run(TASK if task is None else task, grid, key=jax.random.key(CFG.root_seed), common_random_numbers=True, chunk_size=chunk,
-                     devices=devs, progress=False)
+    return sweep.run(
+        TASK if task is None else task,
+        grid,
+        key=jax.random.key(CFG.root_seed),
+        common_random_numbers=True,
+        chunk_size=chunk,
+        devices=devs,
+        progress=False,
+    )
 
 
 def section_dynamics(s: Suite):
@@ -500,7 +589,7 @@ def section_dynamics(s: Suite):
     per_seed = len(CFG.grid()) // CFG.seeds  # 36 runs per seed
     strategy = "sequential map" if execute.default_batch_size() == 1 else "vmap"
     cap = 15.0 if s.args.smoke else (40.0 if s.accelerator else 60.0)  # seconds one timed call may take
-    floor = 2016 if s.args.smoke else (10 ** 6 if s.accelerator else 10 ** 5)  # runs timed per row, at least
+    floor = 2016 if s.args.smoke else (10**6 if s.accelerator else 10**5)  # runs timed per row, at least
     # the study's run as the studies run it (ClusterRun's kernel "auto": the fused kernel where it is
     # the faster form), and where that is the fused kernel, also the XLA form beside it
     forms = [(TASK, "")]
@@ -525,9 +614,14 @@ def section_dynamics(s: Suite):
                 t = time.perf_counter()
                 study_call(warm, chunk, devs, task)  # compiles this chunk shape
                 first = time.perf_counter() - t
-                r, row = runs_row(s, lambda: study_call(grid, chunk, devs, task), len(grid),
-                                  f"{len(grid):,} runs, chunk {chunk:,}", strategy,
-                                  repeats=1 if len(grid) >= 10 ** 6 else None)
+                r, row = runs_row(
+                    s,
+                    lambda: study_call(grid, chunk, devs, task),
+                    len(grid),
+                    f"{len(grid):,} runs, chunk {chunk:,}",
+                    strategy,
+                    repeats=1 if len(grid) >= 10**6 else None,
+                )
                 row["compile_s"] = max(first - chunk / row["median"], 0.0)
                 row["kernel"] = "fused" if task.uses_fused else "xla"
                 return row
@@ -540,7 +634,7 @@ def section_dynamics(s: Suite):
 
     # the given-data paths: while_loop (early exit) against the masked fixed-step scan, one chunk size
     n_pool = 256 if s.args.smoke else 2048
-    chunk = 1024 if s.args.smoke else (10 ** 5 if s.accelerator else 8192)
+    chunk = 1024 if s.args.smoke else (10**5 if s.accelerator else 8192)
     chunk = (chunk // len(devs)) * len(devs)
     pool = make_pool(n_pool)
     runs = chunk * (1 if s.args.smoke else 2)
@@ -556,8 +650,14 @@ def section_dynamics(s: Suite):
         fn = GIVEN[variant]
 
         def one(fn=fn, variant=variant):
-            r, row = runs_row(s, lambda: execute.map_runs(fn, run_args, shared=pool, devices=devs, chunk_size=chunk),
-                              runs, f"{runs:,} runs, chunk {chunk:,}", strategy, valid=valid)
+            r, row = runs_row(
+                s,
+                lambda: execute.map_runs(fn, run_args, shared=pool, devices=devs, chunk_size=chunk),
+                runs,
+                f"{runs:,} runs, chunk {chunk:,}",
+                strategy,
+                valid=valid,
+            )
             reference[variant] = np.asarray(r["ari"])
             for ref, what in (("while", "run()'s"),):
                 if ref != variant and ref in reference:
@@ -566,9 +666,12 @@ def section_dynamics(s: Suite):
                     row["agreement"] += f"ARI within 1e-3 of {what} on {np.mean(diff < 1e-3):.1%} of runs; "
             return row
 
-        label = {"while": "early-exit while_loop (run)", "fixed": "masked fixed-step scan (run_fixed)",
-                 "fused": "candidate rule: products as multiply-adds, softmax only (run)",
-                 "package": "tokdyn.fused.run: the built-in rule, every knob, one kernel per run"}[variant]
+        label = {
+            "while": "early-exit while_loop (run)",
+            "fixed": "masked fixed-step scan (run_fixed)",
+            "fused": "candidate rule: products as multiply-adds, softmax only (run)",
+            "package": "tokdyn.fused.run: the built-in rule, every knob, one kernel per run",
+        }[variant]
         s.row("dynamics", f"given data, {label}", one)
 
     # the fused kernel checked against dynamics.run (at "highest") on every built-in method, the
@@ -581,18 +684,25 @@ def section_dynamics(s: Suite):
         keys = jax.vmap(lambda q: jax.random.fold_in(jax.random.key(11), q))(jnp.arange(n))
         args = (pool["x"][ii], pool["tokens0"][ii], hp, pool["mask"][ii], keys)
         with jax.default_matmul_precision("highest"):
-            ref = jax.jit(jax.vmap(lambda x, t, h, m, k: dynamics.run(x, t, h, mask=m, key=k, n_steps=CFG.n_steps,
-                                                                       tol=CFG.tol)))(*args)
-        got = jax.jit(jax.vmap(lambda x, t, h, m, k: fused.run(x, t, h, mask=m, key=k, n_steps=CFG.n_steps,
-                                                                tol=CFG.tol)))(*args)
+            ref = jax.jit(
+                jax.vmap(lambda x, t, h, m, k: dynamics.run(x, t, h, mask=m, key=k, n_steps=CFG.n_steps, tol=CFG.tol))
+            )(*args)
+        got = jax.jit(
+            jax.vmap(lambda x, t, h, m, k: fused.run(x, t, h, mask=m, key=k, n_steps=CFG.n_steps, tol=CFG.tol))
+        )(*args)
         jax.block_until_ready(got.tokens)
         dt = np.abs(np.asarray(got.tokens) - np.asarray(ref.tokens)).reshape(n, -1).max(1)
         same = np.asarray(got.steps) == np.asarray(ref.steps)
-        per = {nm: f"{np.mean(same[i::len(names)]):.0%}" for i, nm in enumerate(names)}
-        return dict(size=f"{n:,} runs, {len(names)} methods", note=(
-            f"steps equal on {same.mean():.2%} of runs ({per}); |token diff| median {np.median(dt):.1e}, "
-            f"99th pct {np.percentile(dt, 99):.1e}; labels equal on "
-            f"{np.mean(np.asarray(got.labels) == np.asarray(ref.labels)):.2%} of points"))
+        per = {nm: f"{np.mean(same[i :: len(names)]):.0%}" for i, nm in enumerate(names)}
+        return dict(
+            size=f"{n:,} runs, {len(names)} methods",
+            note=(
+                f"steps equal on {same.mean():.2%} of runs ({per}); |token diff| median {np.median(dt):.1e}, "
+                f"99th pct {np.percentile(dt, 99):.1e}; labels equal on "
+                f"{np.mean(np.asarray(got.labels) == np.asarray(ref.labels)):.2%} of points"
+            ),
+        )
+
     if gpu:  # elsewhere the kernel runs in the Pallas interpreter, which tests/test_fused.py checks
         s.row("dynamics", "check: tokdyn.fused.run against dynamics.run (highest), every method", fused_check)
 
@@ -609,17 +719,23 @@ def section_dynamics(s: Suite):
         return GIVEN["while"](pool_, run)
 
     for label, fn, run_args_ in (
-            ("baseline only, knobs batched per run", batched_hp,
-             dict(idx=idx, params=jax.tree_util.tree_map(lambda v: np.full(runs, v, np.float32), base))),
-            ("baseline only, knobs shared by the chunk (the cond a branch)", per_run_hp, one_method)):
+        (
+            "baseline only, knobs batched per run",
+            batched_hp,
+            dict(idx=idx, params=jax.tree_util.tree_map(lambda v: np.full(runs, v, np.float32), base)),
+        ),
+        ("baseline only, knobs shared by the chunk (the cond a branch)", per_run_hp, one_method),
+    ):
+
         def one(fn=fn, run_args_=run_args_):
             call = lambda: execute.map_runs(fn, run_args_, shared=shared_hp, devices=devs, chunk_size=chunk)  # noqa: E731
             return runs_row(s, call, runs, f"{runs:,} runs, chunk {chunk:,}", strategy, valid=valid)[1]
+
         s.row("dynamics", f"given data, {label}", one)
 
     # the study path as the studies run it (matmul precision "highest")
     def highest():
-        c = 10 ** 5 if s.accelerator and not s.args.smoke else 1008
+        c = 10**5 if s.accelerator and not s.args.smoke else 1008
         c = max(per_seed * len(devs), (c // (per_seed * len(devs))) * per_seed * len(devs))
         grid = dataclasses.replace(CFG, seeds=c // per_seed).grid()
 
@@ -628,6 +744,7 @@ def section_dynamics(s: Suite):
                 return study_call(grid, c, devs)
 
         return runs_row(s, call, len(grid), f"{len(grid):,} runs, chunk {c:,}", strategy, precision="highest")[1]
+
     s.row("dynamics", "study path at matmul precision highest", highest)
 
     # what XLA compiles for one chunk of the study path: its cost analysis and kernel count
@@ -649,6 +766,7 @@ def section_dynamics(s: Suite):
                 tf.add(tdir, arcname="trace")
             out["trace"] = f"{os.path.getsize(tgz):,} bytes in trace.tgz"
         return out
+
     s.row("dynamics", "compiled chunk: XLA cost analysis and kernels", anatomy)
 
 
@@ -659,14 +777,22 @@ def sweep_child(out_dir, runs, chunk):
     """The sweep row's child: ``runs`` runs of the study function to ``out_dir`` with progress."""
     per_seed = len(CFG.grid()) // CFG.seeds
     grid = dataclasses.replace(CFG, seeds=-(-runs // per_seed)).grid()
-    sweep.run(TASK, grid, key=jax.random.key(CFG.root_seed), common_random_numbers=True, chunk_size=chunk,
-              out=out_dir, collect=False, progress=True)
+    sweep.run(
+        TASK,
+        grid,
+        key=jax.random.key(CFG.root_seed),
+        common_random_numbers=True,
+        chunk_size=chunk,
+        out=out_dir,
+        collect=False,
+        progress=True,
+    )
 
 
 def section_sweep(s: Suite):
-    runs = s.args.sweep_runs or (36 * 800 if s.args.smoke else (10 ** 9 if s.accelerator else 10 ** 8))
+    runs = s.args.sweep_runs or (36 * 800 if s.args.smoke else (10**9 if s.accelerator else 10**8))
     seconds = s.args.sweep_seconds or (60.0 if s.args.smoke else 600.0)
-    chunk = 36 * (100 if s.args.smoke else (2 ** 14 if s.accelerator else 2 ** 10))  # whole seeds
+    chunk = 36 * (100 if s.args.smoke else (2**14 if s.accelerator else 2**10))  # whole seeds
 
     def one():
         out_dir = tempfile.mkdtemp(prefix="tokdyn-suite-sweep-")
@@ -697,11 +823,19 @@ def section_sweep(s: Suite):
         disk = sum(b for _, _, b in spans)
         shutil.rmtree(out_dir, ignore_errors=True)
         total = len(dataclasses.replace(CFG, seeds=-(-runs // 36)).grid())
-        return dict(size=f"{total:,} runs, chunk {chunk:,}", unit="runs/s", median=rate, wall_s=wall,
-                    runs_done=done, finished=rc == 0, chunk_bytes_on_disk=disk,
-                    projected_total_s=total / rate if rate == rate else float("nan"),
-                    last_progress=lines[-1][:200] if lines else "",
-                    note="rate between the first and last chunk file written (compile excluded)")
+        return dict(
+            size=f"{total:,} runs, chunk {chunk:,}",
+            unit="runs/s",
+            median=rate,
+            wall_s=wall,
+            runs_done=done,
+            finished=rc == 0,
+            chunk_bytes_on_disk=disk,
+            projected_total_s=total / rate if rate == rate else float("nan"),
+            last_progress=lines[-1][:200] if lines else "",
+            note="rate between the first and last chunk file written (compile excluded)",
+        )
+
     s.row("sweep", f"engine.sweep.run to disk, {runs:.0e} runs, progress", one, always=True)
 
 
@@ -713,8 +847,15 @@ def _train_rate(trainer, pool, keys, hp, strategy, calls, batch_size=None):
 
     stamps = [time.perf_counter()]
     execution = train.Execution(strategy, batch_size=batch_size, vectorised_init=strategy != "loop")
-    train.train_many(trainer, pool, keys, hp, max_calls=calls + 1, execution=execution,
-                     on_log=lambda step, logs: stamps.append(time.perf_counter()))
+    train.train_many(
+        trainer,
+        pool,
+        keys,
+        hp,
+        max_calls=calls + 1,
+        execution=execution,
+        on_log=lambda step, logs: stamps.append(time.perf_counter()),
+    )
     dt = np.diff(stamps[1:])
     return dt.min(), float(np.median(dt)), stamps[1] - stamps[0]
 
@@ -738,16 +879,23 @@ def learned_models(s: Suite, n_models: int):
         tc = reasoners.Config().training
         if smoke:
             tc = dataclasses.replace(tc, width=16, depth=1, heads=2, batch_size=8)
-        tc = dataclasses.replace(tc, seeds=n_models, n_train=512 if smoke else 20_000, n_val=8, n_test=8,
-                                 train=dataclasses.replace(tc.train, steps=k * 1000, steps_per_call=k))
+        tc = dataclasses.replace(
+            tc,
+            seeds=n_models,
+            n_train=512 if smoke else 20_000,
+            n_val=8,
+            n_test=8,
+            train=dataclasses.replace(tc.train, steps=k * 1000, steps_per_call=k),
+        )
         keys, hp = LT.models(tc)
         return LT.trainer(tc, "latent"), LT.data(tc).train, keys, hp, "scan", k
 
     def slot_attention():
         cfg = object_discovery.Config.quick() if smoke else object_discovery.Config()
         sc = cfg.slot_config("slot_attention")
-        sc = dataclasses.replace(sc, train=dataclasses.replace(sc.train, steps=k * 1000, steps_per_call=k),
-                                 seeds=n_models)
+        sc = dataclasses.replace(
+            sc, train=dataclasses.replace(sc.train, steps=k * 1000, steps_per_call=k), seeds=n_models
+        )
         if smoke:
             sc = dataclasses.replace(sc, batch_size=4)
         pool = object_discovery.split(dataclasses.replace(cfg, n_train=64 if smoke else 512), "train").images
@@ -755,8 +903,15 @@ def learned_models(s: Suite, n_models: int):
         return slots.trainer(sc), pool, keys, hp, slots.default_strategy(backend), k
 
     def autoencoder():
-        cfg = vtae.Config(vocab_size=5, grid=3, colours=2, mode="gumbel_st", hidden=32, batch_size=16,
-                          train=dataclasses.replace(vtae.Config().train, steps=k * 1000, steps_per_call=k))
+        cfg = vtae.Config(
+            vocab_size=5,
+            grid=3,
+            colours=2,
+            mode="gumbel_st",
+            hidden=32,
+            batch_size=16,
+            train=dataclasses.replace(vtae.Config().train, steps=k * 1000, steps_per_call=k),
+        )
         keys = jax.random.split(jax.random.key(0), n_models)
         hp = train.broadcast(vtae.Hparams(), n_models)
         return vtae.trainer(cfg), vtae.inputs(cfg), keys, hp, "scan", k
@@ -779,8 +934,7 @@ def learned_models(s: Suite, n_models: int):
 
 
 def section_training(s: Suite):
-    seeds = ([int(v) for v in s.args.seeds.split(",")] if s.args.seeds
-             else ([2] if s.args.smoke else [1, 8, 64]))
+    seeds = [int(v) for v in s.args.seeds.split(",")] if s.args.seeds else ([2] if s.args.smoke else [1, 8, 64])
     calls = 2 if s.args.smoke else s.args.repeats
     names = list(learned_models(s, 1))
     if s.args.models:
@@ -792,13 +946,21 @@ def section_training(s: Suite):
             if s.accelerator and m == seeds[-1] and name.startswith(("latent", "Slot")):
                 precisions.append("default")  # what TF32 changes
             for prec in precisions:
+
                 def one(name=name, m=m, prec=prec):
                     tr, pool, keys, hp, strategy, k = learned_models(s, m)[name]()
                     with jax.default_matmul_precision(prec):
                         best, med, first = _train_rate(tr, pool, keys, hp, strategy, calls)
-                    return dict(size=f"{m} model(s) x {k} steps per call", unit="model-steps/s", best=m * k / best,
-                                median=m * k / med, compile_s=max(first - med, 0.0), strategy=strategy,
-                                precision=prec)
+                    return dict(
+                        size=f"{m} model(s) x {k} steps per call",
+                        unit="model-steps/s",
+                        best=m * k / best,
+                        median=m * k / med,
+                        compile_s=max(first - med, 0.0),
+                        strategy=strategy,
+                        precision=prec,
+                    )
+
                 s.row("training", f"{name}, {m} seed(s)" + (", TF32" if prec == "default" else ""), one)
 
 
@@ -823,6 +985,7 @@ def _torch_timed(torch, dev, run, steps, repeats):
         run(steps)
         if dev == "cuda":
             torch.cuda.synchronize()
+
     run(3)
     best, med, _ = steady(sync_run, repeats)
     return best / steps, med / steps
@@ -857,8 +1020,14 @@ def section_peers(s: Suite):
 
     def slot_peer():
         base = object_discovery.Config.quick() if s.args.smoke else object_discovery.Config()
-        cfg = dataclasses.replace(base.slot_config("slot_attention"), seeds=1, slot_init="random", masks="decoder",
-                                  encoder_kernel=3, encoder_stride=2)
+        cfg = dataclasses.replace(
+            base.slot_config("slot_attention"),
+            seeds=1,
+            slot_init="random",
+            masks="decoder",
+            encoder_kernel=3,
+            encoder_stride=2,
+        )
         tr = slots.trainer(cfg)
         pool = object_discovery.split(dataclasses.replace(base, n_train=64 if s.args.smoke else 512), "train").images
         keys, hp = slots.models(cfg)
@@ -874,8 +1043,9 @@ def section_peers(s: Suite):
         net = torch_slots.TorchSlots.from_flax(cfg, state1.params).to(dev)
         images = torch.from_numpy(np.array(pool)).permute(0, 3, 1, 2).contiguous().to(dev)
         loss_t = float(net.loss(images[:B], torch.from_numpy(np.array(z)).to(dev))[0].detach().cpu())
-        opt, sched = torch_slots.optimizer(net, learning_rate=4e-4, warmup=tr.config.warmup_steps,
-                                           steps=tr.config.steps)
+        opt, sched = torch_slots.optimizer(
+            net, learning_rate=4e-4, warmup=tr.config.warmup_steps, steps=tr.config.steps
+        )
         gen = torch.Generator(device=dev).manual_seed(0)
 
         def run(n):
@@ -883,6 +1053,7 @@ def section_peers(s: Suite):
                 idx = torch.randint(0, images.shape[0], (B,), generator=gen, device=dev)
                 zz = torch.randn((B, cfg.slots, cfg.slot_size), generator=gen, device=dev)
                 torch_slots.train_step(net, opt, sched, images[idx], zz, cfg.train.clip_norm)
+
         theirs = _torch_timed(torch, dev, run, steps, s.args.repeats)
         return ours, theirs, comp, abs(loss_j - loss_t), B
 
@@ -915,33 +1086,51 @@ def section_peers(s: Suite):
             theirs_logits = net(t_of(batch.image), t_of(batch.question)).cpu().numpy()
         diff = float(np.abs(logits - theirs_logits).max())
         image, question, answer = t_of(pool.image), t_of(pool.question), t_of(pool.answer)
-        opt, sched = torch_latent.optimizer(net, learning_rate=2e-3, weight_decay=0.01,
-                                            warmup=tc.train.warmup_steps, steps=tc.train.steps)
+        opt, sched = torch_latent.optimizer(
+            net, learning_rate=2e-3, weight_decay=0.01, warmup=tc.train.warmup_steps, steps=tc.train.steps
+        )
         gen = torch.Generator(device=dev).manual_seed(0)
 
         def run(n):
             for _ in range(n):
                 idx = torch.randint(0, len(answer), (tc.batch_size,), generator=gen, device=dev)
                 torch_latent.train_step(net, opt, sched, image[idx], question[idx], answer[idx])
+
         theirs = _torch_timed(torch, dev, run, steps, s.args.repeats)
         return ours, theirs, comp, diff, tc.batch_size
 
-    for name, fn, what in (("Slot Attention (the paper's pieces)", slot_peer, "|loss diff|"),
-                           ("latent reasoner (direct variant)", latent_peer, "max |logit diff|")):
+    for name, fn, what in (
+        ("Slot Attention (the paper's pieces)", slot_peer, "|loss diff|"),
+        ("latent reasoner (direct variant)", latent_peer, "max |logit diff|"),
+    ):
         box = {}
 
         def ours_row(fn=fn):
             (o_best, o_med), (t_best, t_med), comp, diff, b = fn()
             box.update(t_best=t_best, t_med=t_med, diff=diff, b=b)
-            return dict(size=f"1 model, batch {b}, one call per step", unit="model-steps/s", best=1 / o_best,
-                        median=1 / o_med, compile_s=comp, precision=prec, agreement=f"{what} {diff:.1e}")
+            return dict(
+                size=f"1 model, batch {b}, one call per step",
+                unit="model-steps/s",
+                best=1 / o_best,
+                median=1 / o_med,
+                compile_s=comp,
+                precision=prec,
+                agreement=f"{what} {diff:.1e}",
+            )
 
         row = s.row("peers", f"{name}: tokdyn jitted step", ours_row)
         if row.get("status") == "ok":
-            s.add("peers", f"{name}: PyTorch {torch.__version__} on {dev}", status="ok",
-                  size=f"1 model, batch {box['b']}", unit="model-steps/s", best=1 / box["t_best"],
-                  median=1 / box["t_med"], precision="float32 (TF32 off)",
-                  agreement=f"{what} {box['diff']:.1e}")
+            s.add(
+                "peers",
+                f"{name}: PyTorch {torch.__version__} on {dev}",
+                status="ok",
+                size=f"1 model, batch {box['b']}",
+                unit="model-steps/s",
+                best=1 / box["t_best"],
+                median=1 / box["t_med"],
+                precision="float32 (TF32 off)",
+                agreement=f"{what} {box['diff']:.1e}",
+            )
 
 
 # ---------------------------------------------------------------------------------------------- sampling, DMLR, diagnostics
@@ -966,9 +1155,15 @@ def section_sampling(s: Suite):
                 c, comp = compiled_of(G.sample.jitted, jax.random.key(2), params, cfg, n, sampler, steps)
                 best, med, _ = steady(lambda: jax.block_until_ready(c(jax.random.key(2), params)), s.args.repeats)
                 grids = n * cfg.length
-                return dict(size=f"{n} sequences x {cfg.length} grids, {steps} steps", unit="grids/s",
-                            best=grids / best, median=grids / med, compile_s=comp,
-                            precision=str(jax.config.jax_default_matmul_precision))
+                return dict(
+                    size=f"{n} sequences x {cfg.length} grids, {steps} steps",
+                    unit="grids/s",
+                    best=grids / best,
+                    median=grids / med,
+                    compile_s=comp,
+                    precision=str(jax.config.jax_default_matmul_precision),
+                )
+
             s.row("sampling", f"{name}, {sampler}", one)
 
 
@@ -991,8 +1186,14 @@ def compiled_row(s: Suite, f, args: tuple, result, n: int, size: str, unit: str)
     ``result(outputs)`` pulls what the call must finish to the host; ``n`` items per call."""
     c, comp = compiled_of(f, *args)
     best, med, _ = steady(lambda: np.asarray(result(c(*args))), s.args.repeats)
-    return dict(size=size, unit=unit, best=n / best, median=n / med, compile_s=comp,
-                precision=str(jax.config.jax_default_matmul_precision))
+    return dict(
+        size=size,
+        unit=unit,
+        best=n / best,
+        median=n / med,
+        compile_s=comp,
+        precision=str(jax.config.jax_default_matmul_precision),
+    )
 
 
 def section_dmlr(s: Suite):
@@ -1004,11 +1205,22 @@ def section_dmlr(s: Suite):
         model, params, batch = _latent_setup(s, n)
         lay = model.layout
         opt = dmlr.Config() if not s.args.smoke else dataclasses.replace(dmlr.Config(), n_iters=3)
-        f = dmlr.make(model.apply, opt, latent_positions=tuple(range(lay.latents.start, lay.latents.stop)),
-                      answer_position=lay.answer)
-        return compiled_row(s, f, (jax.random.key(0), params, batch, dmlr.Hparams(), jnp.arange(n)),
-                            lambda out: out.reward_best, n,
-                            f"{n} instances, {opt.n_iters} iterations x {2 * opt.n_pairs} evaluations", "instances/s")
+        f = dmlr.make(
+            model.apply,
+            opt,
+            latent_positions=tuple(range(lay.latents.start, lay.latents.stop)),
+            answer_position=lay.answer,
+        )
+        return compiled_row(
+            s,
+            f,
+            (jax.random.key(0), params, batch, dmlr.Hparams(), jnp.arange(n)),
+            lambda out: out.reward_best,
+            n,
+            f"{n} instances, {opt.n_iters} iterations x {2 * opt.n_pairs} evaluations",
+            "instances/s",
+        )
+
     s.row("dmlr", "dmlr.make, every instance in one call", one)
 
 
@@ -1021,10 +1233,21 @@ def section_diagnostics(s: Suite):
         model, params, batch = _latent_setup(s, n)
         other = jax.random.normal(jax.random.key(2), (n, model.cfg.n_latents, model.cfg.width))
         ans = model.layout.answer
-        f = jax.jit(lambda k, p, b, a, o: mediation.latent_effects(k, model.apply, p, b, answer_position=ans, answers=a,
-                                                           kinds=mediation.INTERVENTIONS, other=o))
-        return compiled_row(s, f, (jax.random.key(3), params, batch, batch.answer, other), lambda out: out.kl, n,
-                            f"{n} instances x {len(mediation.INTERVENTIONS)} interventions", "instances/s")
+        f = jax.jit(
+            lambda k, p, b, a, o: mediation.latent_effects(
+                k, model.apply, p, b, answer_position=ans, answers=a, kinds=mediation.INTERVENTIONS, other=o
+            )
+        )
+        return compiled_row(
+            s,
+            f,
+            (jax.random.key(3), params, batch, batch.answer, other),
+            lambda out: out.kl,
+            n,
+            f"{n} instances x {len(mediation.INTERVENTIONS)} interventions",
+            "instances/s",
+        )
+
     s.row("diagnostics", "mediation.latent_effects, one call", one)
 
 
@@ -1033,11 +1256,14 @@ def section_diagnostics(s: Suite):
 
 def table(s: Suite) -> str:
     m = s.meta
-    lines = [f"device: {m['device']} x {m['devices']} ({m['backend']}); host {m['host']}; JAX {m['jax']}; dtype "
-             f"float32; default matmul precision {m['default_matmul_precision']}; {m['date']}"
-             + ("; SMOKE (tiny sizes)" if m["smoke"] else ""),
-             "", "| section | row | size | rate (median) | best | compile s | precision | against the ceiling |",
-             "|---|---|---|---:|---:|---:|---|---|"]
+    lines = [
+        f"device: {m['device']} x {m['devices']} ({m['backend']}); host {m['host']}; JAX {m['jax']}; dtype "
+        f"float32; default matmul precision {m['default_matmul_precision']}; {m['date']}"
+        + ("; SMOKE (tiny sizes)" if m["smoke"] else ""),
+        "",
+        "| section | row | size | rate (median) | best | compile s | precision | against the ceiling |",
+        "|---|---|---|---:|---:|---:|---|---|",
+    ]
     for r in s.rows:
         if r.get("status") != "ok":
             lines.append(f"| {r['section']} | {r['name']} | | {r.get('status')} {r.get('error', '')} | | | | |")
@@ -1046,24 +1272,32 @@ def table(s: Suite) -> str:
         unit = r.get("unit", "")
         against = ""
         if "of_bound" in r:
-            against = (f"{r['of_bound']:.2%} of the float32 roofline ({r['bound_runs_per_s']:,.0f} runs/s; "
-                       f"{r['gflops_useful']:.1f} useful GFLOP/s; {r['mean_steps']:.1f} steps)"
-                       + (f"; {r['agreement']}" if "agreement" in r else ""))
+            against = (
+                f"{r['of_bound']:.2%} of the float32 roofline ({r['bound_runs_per_s']:,.0f} runs/s; "
+                f"{r['gflops_useful']:.1f} useful GFLOP/s; {r['mean_steps']:.1f} steps)"
+                + (f"; {r['agreement']}" if "agreement" in r else "")
+            )
         elif "xla_bytes" in r or "kernels" in r:
-            against = f"XLA: {r.get('xla_flops', np.nan):.3g} flops, {r.get('xla_bytes', np.nan):.3g} bytes, " \
-                      f"{r.get('kernels', '?')} kernels"
+            against = (
+                f"XLA: {r.get('xla_flops', np.nan):.3g} flops, {r.get('xla_bytes', np.nan):.3g} bytes, "
+                f"{r.get('kernels', '?')} kernels"
+            )
         elif "agreement" in r:
             against = r["agreement"]
         elif r["section"] == "sweep":
-            against = (f"{r.get('runs_done', 0):,} runs done in {r.get('wall_s', 0):.0f} s; "
-                       + ("finished" if r.get("finished") else
-                          f"stopped; all would take ~{r.get('projected_total_s', np.nan):,.0f} s; last: "
-                          f"{r.get('last_progress', '')}"))
+            against = f"{r.get('runs_done', 0):,} runs done in {r.get('wall_s', 0):.0f} s; " + (
+                "finished"
+                if r.get("finished")
+                else f"stopped; all would take ~{r.get('projected_total_s', np.nan):,.0f} s; last: "
+                f"{r.get('last_progress', '')}"
+            )
         best, comp = r.get("best"), r.get("compile_s")
-        lines.append(f"| {r['section']} | {r['name']} | {r.get('size', '')} | "
-                     f"{'' if rate is None else format(rate, ',.4g')} {unit} | "
-                     f"{'' if best is None else format(best, ',.4g')} | "
-                     f"{'' if comp is None else format(comp, '.1f')} | {r.get('precision', '')} | {against} |")
+        lines.append(
+            f"| {r['section']} | {r['name']} | {r.get('size', '')} | "
+            f"{'' if rate is None else format(rate, ',.4g')} {unit} | "
+            f"{'' if best is None else format(best, ',.4g')} | "
+            f"{'' if comp is None else format(comp, '.1f')} | {r.get('precision', '')} | {against} |"
+        )
     c = s.ceil
     lines += ["", "ceilings: " + ", ".join(f"{k} {v:.4g}" for k, v in c.items())]
     return "\n".join(lines)

@@ -40,8 +40,9 @@ class Block(nn.Module):
         if cache is not None:
             k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
         past = k.shape[2] - t
-        mask = (torch.arange(past + t, device=x.device)[None, :]
-                <= past + torch.arange(t, device=x.device)[:, None])  # (t, t_past + t)
+        mask = (
+            torch.arange(past + t, device=x.device)[None, :] <= past + torch.arange(t, device=x.device)[:, None]
+        )  # (t, t_past + t)
         o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, t, d)
         x = x + self.out(o)
         x = x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
@@ -78,12 +79,18 @@ class TorchReasoner(nn.Module):
         with torch.no_grad():
             for name in ("tok", "colour", "row", "col", "pos"):
                 getattr(m, name).weight.copy_(t(p[name]["embedding"]))
-            for lin, src in [(m.head, p["head"])] + [(getattr(blk, n), p[f"block{i}"][n]) for i, blk in enumerate(m.blocks)
-                                                     for n in ("qkv", "out", "fc1", "fc2")]:
+            for lin, src in [(m.head, p["head"])] + [
+                (getattr(blk, n), p[f"block{i}"][n])
+                for i, blk in enumerate(m.blocks)
+                for n in ("qkv", "out", "fc1", "fc2")
+            ]:
                 lin.weight.copy_(t(src["kernel"]).T)
                 lin.bias.copy_(t(src["bias"]))
-            for ln, src in [(m.ln_f, p["ln_f"])] + ([(m.proj, p["proj"])] if cfg.projection == "layernorm" else []) \
-                    + [(getattr(blk, n), p[f"block{i}"][n]) for i, blk in enumerate(m.blocks) for n in ("ln1", "ln2")]:
+            for ln, src in (
+                [(m.ln_f, p["ln_f"])]
+                + ([(m.proj, p["proj"])] if cfg.projection == "layernorm" else [])
+                + [(getattr(blk, n), p[f"block{i}"][n]) for i, blk in enumerate(m.blocks) for n in ("ln1", "ln2")]
+            ):
                 ln.weight.copy_(t(src["scale"]))
                 ln.bias.copy_(t(src["bias"]))
         return m
@@ -92,8 +99,11 @@ class TorchReasoner(nn.Module):
         cfg, v, b = self.cfg, self.cfg.task.vocab, question.shape[0]
         parts, on = [question], dict(dtype=question.dtype, device=question.device)
         if cfg.latent_mode != "none":
-            parts += [torch.full((b, 1), v.latent_start, **on), torch.full((b, cfg.n_latents), v.pad, **on),
-                      torch.full((b, 1), v.latent_end, **on)]
+            parts += [
+                torch.full((b, 1), v.latent_start, **on),
+                torch.full((b, cfg.n_latents), v.pad, **on),
+                torch.full((b, 1), v.latent_end, **on),
+            ]
         if cfg.caption_len:
             parts.append(caption)
         parts.append(torch.full((b, 1), v.answer, **on))
@@ -144,8 +154,15 @@ class TorchReasoner(nn.Module):
         return self.head(torch.cat(outs, 1)), torch.stack(fed, 1)
 
 
-def optimizer(model: TorchReasoner, *, learning_rate: float, weight_decay: float, warmup: int, steps: int,
-              final_fraction: float = 0.05):
+def optimizer(
+    model: TorchReasoner,
+    *,
+    learning_rate: float,
+    weight_decay: float,
+    warmup: int,
+    steps: int,
+    final_fraction: float = 0.05,
+):
     """AdamW with tokdyn's schedule: linear warm-up from 0, then cosine decay to ``final_fraction``."""
     opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay, eps=1e-8)
 

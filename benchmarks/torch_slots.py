@@ -82,7 +82,7 @@ class SlotAttention(nn.Module):
         x = self.norm_inputs(inputs)
         k, v = self.to_k(x), self.to_v(x)  # (B, N, D)
         slots = self.mu + torch.exp(self.log_sigma) * z
-        scale = self.D ** -0.5
+        scale = self.D**-0.5
         attn = None
         for i in range(self.iterations):
             if self.implicit and i == self.iterations - 1:
@@ -139,12 +139,17 @@ class TorchSlots(nn.Module):
         ``same``."""
         out = []
         for i, conv in enumerate(self.convs):
-            out += [((f"conv{i}", "kernel"), conv.weight, None, "conv"), ((f"conv{i}", "bias"), conv.bias, None, "same")]
+            out += [
+                ((f"conv{i}", "kernel"), conv.weight, None, "conv"),
+                ((f"conv{i}", "bias"), conv.bias, None, "same"),
+            ]
         for name in ("enc_pos", "enc_mlp0", "enc_mlp1", "dec_slot", "dec_pos", "dec_hidden0", "dec_hidden1", "dec_out"):
             lin = getattr(self, name)
             out += [((name, "kernel"), lin.weight, None, "dense"), ((name, "bias"), lin.bias, None, "same")]
-        out += [(("enc_norm", "scale"), self.enc_norm.weight, None, "same"),
-                (("enc_norm", "bias"), self.enc_norm.bias, None, "same")]
+        out += [
+            (("enc_norm", "scale"), self.enc_norm.weight, None, "same"),
+            (("enc_norm", "bias"), self.enc_norm.bias, None, "same"),
+        ]
         sa, D = self.slot_attention, self.cfg.slot_size
         p = "slot_attention"
         for name in ("norm_inputs", "norm_slots", "norm_mlp"):
@@ -158,9 +163,11 @@ class TorchSlots(nn.Module):
         out += [((p, "mu"), sa.mu, None, "same"), ((p, "log_sigma"), sa.log_sigma, None, "same")]
         for j, gate in enumerate("rzn"):
             rows = slice(j * D, (j + 1) * D)
-            out += [((p, "gru", f"i{gate}", "kernel"), sa.gru_i.weight, rows, "dense"),
-                    ((p, "gru", f"i{gate}", "bias"), sa.gru_i.bias, rows, "same"),
-                    ((p, "gru", f"h{gate}", "kernel"), sa.gru_h.weight, rows, "dense")]
+            out += [
+                ((p, "gru", f"i{gate}", "kernel"), sa.gru_i.weight, rows, "dense"),
+                ((p, "gru", f"i{gate}", "bias"), sa.gru_i.bias, rows, "same"),
+                ((p, "gru", f"h{gate}", "kernel"), sa.gru_h.weight, rows, "dense"),
+            ]
         out.append(((p, "gru", "hn", "bias"), sa.gru_hn_bias, None, "same"))
         return out
 

@@ -43,9 +43,11 @@ def summary(events: list, top: int = 25) -> str:
         busy = sum(e["dur"] for e in ks)
         gaps = [b["ts"] - (a["ts"] + a["dur"]) for a, b in zip(ks, ks[1:])]
         idle = sum(g for g in gaps if g > 0)
-        lines.append(f"{names[pid]}: span {span / 1e3:.1f} ms, kernels busy {busy / 1e3:.1f} ms ({busy / span:.1%}), "
-                     f"{len(ks)} kernels, idle between them {idle / 1e3:.2f} ms (median gap "
-                     f"{statistics.median(gaps) if gaps else 0:.2f} us, largest {max(gaps) if gaps else 0:.1f} us)")
+        lines.append(
+            f"{names[pid]}: span {span / 1e3:.1f} ms, kernels busy {busy / 1e3:.1f} ms ({busy / span:.1%}), "
+            f"{len(ks)} kernels, idle between them {idle / 1e3:.2f} ms (median gap "
+            f"{statistics.median(gaps) if gaps else 0:.2f} us, largest {max(gaps) if gaps else 0:.1f} us)"
+        )
         agg = collections.defaultdict(lambda: [0, 0.0])
         for e in ks:
             agg[e["name"]][0] += 1

@@ -109,8 +109,11 @@ def check_links(site: str) -> tuple[list[str], int]:
                 continue
             checked += 1
             url = urllib.parse.urlsplit(link)
-            target = rel if not url.path else os.path.normpath(
-                os.path.join(os.path.dirname(rel), urllib.parse.unquote(url.path)))
+            target = (
+                rel
+                if not url.path
+                else os.path.normpath(os.path.join(os.path.dirname(rel), urllib.parse.unquote(url.path)))
+            )
             path = os.path.join(site, target)
             if os.path.isdir(path):
                 target, path = os.path.join(target, "index.html"), os.path.join(path, "index.html")
@@ -137,8 +140,17 @@ def find_browser(explicit: str | None = None) -> str | None:
 
 
 def _chromium(browser: str, profile: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}", *args]
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -157,8 +169,9 @@ def check_browser(site: str, screenshots: str, browser: str) -> list[str]:
             out = os.path.join(screenshots, shot)
             if os.path.exists(out):
                 os.remove(out)
-            run = _chromium(browser, profile, "--window-size=1280,1600", "--virtual-time-budget=5000",
-                            f"--screenshot={out}", url)
+            run = _chromium(
+                browser, profile, "--window-size=1280,1600", "--virtual-time-budget=5000", f"--screenshot={out}", url
+            )
             if not os.path.isfile(out) or os.path.getsize(out) < 20_000:
                 failures.append(f"{rel}: no screenshot, or a blank one ({run.stderr.strip()[-300:]})")
             dom = _chromium(browser, profile, "--virtual-time-budget=5000", "--dump-dom", url).stdout
@@ -178,8 +191,11 @@ def main(argv=None) -> int:
     parser.add_argument("--browser", default=None, help="the Chromium executable (default: found on PATH)")
     args = parser.parse_args(argv)
     if not os.path.isfile(os.path.join(args.site, "index.html")):
-        print(f"no built site at {args.site}: build it with "
-              "sphinx-build -W --keep-going -n -b html docs docs/_build/html", file=sys.stderr)
+        print(
+            f"no built site at {args.site}: build it with "
+            "sphinx-build -W --keep-going -n -b html docs docs/_build/html",
+            file=sys.stderr,
+        )
         return 1
     failures, checked = check_links(args.site)
     print(f"links: {checked:,} internal links on {len(pages(args.site))} pages, {len(failures)} broken")

@@ -23,14 +23,14 @@ copyright = "the tokdyn authors"  # noqa: A001
 release = version = tokdyn.__version__
 
 extensions = [
-    "myst_nb",                 # Markdown pages (MyST) and the notebooks, rendered with their saved outputs
+    "myst_nb",  # Markdown pages (MyST) and the notebooks, rendered with their saved outputs
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
-    "sphinx.ext.napoleon",     # the docstrings' Google-style sections (Args, Returns, Attributes)
+    "sphinx.ext.napoleon",  # the docstrings' Google-style sections (Args, Returns, Attributes)
     "sphinx.ext.mathjax",
     "sphinx-mathjax-offline",  # MathJax served from the site itself: math renders offline too
-    "tokdyn_api",              # docs/_ext/tokdyn_api.py: the API pages, the docstring check, references
-    "tokdyn_site",             # docs/_ext/tokdyn_site.py: tables' cells of numbers stay on one line
+    "tokdyn_api",  # docs/_ext/tokdyn_api.py: the API pages, the docstring check, references
+    "tokdyn_site",  # docs/_ext/tokdyn_site.py: tables' cells of numbers stay on one line
     "tokdyn_transformations",  # docs/_ext/tokdyn_transformations.py: transformations.md from the tests' table
 ]
 
@@ -49,26 +49,26 @@ tokdyn_undocumented_allowed = []
 # -- MyST and notebooks ----------------------------------------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
-nb_execution_mode = "off"          # notebooks are rendered with the outputs saved in them
+nb_execution_mode = "off"  # notebooks are rendered with the outputs saved in them
 nb_merge_streams = True
 
 # -- autodoc ---------------------------------------------------------------------------------------
 autodoc_member_order = "bysource"
-add_module_names = False            # entries read `run(x, tokens, ...)`, under their module's title
+add_module_names = False  # entries read `run(x, tokens, ...)`, under their module's title
 autodoc_typehints = "signature"
-python_use_unqualified_type_names = True   # annotations link to their entry, shown by their short name
-autodoc_preserve_defaults = True    # defaults as written (``jnp.float32``), not their repr
-autosummary_generate = False        # the pages are written by tokdyn_api
+python_use_unqualified_type_names = True  # annotations link to their entry, shown by their short name
+autodoc_preserve_defaults = True  # defaults as written (``jnp.float32``), not their repr
+autosummary_generate = False  # the pages are written by tokdyn_api
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
-napoleon_use_ivar = True            # Attributes: sections as fields, not entries that duplicate autodoc's
+napoleon_use_ivar = True  # Attributes: sections as fields, not entries that duplicate autodoc's
 napoleon_use_rtype = False
 
 # -- HTML ------------------------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"tokdyn {release}"
 html_static_path = ["_static"]
-html_css_files = ["tokdyn.css"]    # docs/_static/tokdyn.css: tables and code blocks scroll, never clip
+html_css_files = ["tokdyn.css"]  # docs/_static/tokdyn.css: tables and code blocks scroll, never clip
 html_show_sourcelink = False
 
 

@@ -50,18 +50,28 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=10, help="seeds per condition (default: 10)")
     parser.add_argument("--out", default=None, help="output directory (default: a new temporary one)")
     args = parser.parse_args(argv)
-    cfg = token_dynamics.Config(seeds=args.seeds, noise=(0.3, 0.9), n_clusters=(3, 4), methods=("baseline", *RULES),
-                                dim=2, points_per_cluster=40)
+    cfg = token_dynamics.Config(
+        seeds=args.seeds,
+        noise=(0.3, 0.9),
+        n_clusters=(3, 4),
+        methods=("baseline", *RULES),
+        dim=2,
+        points_per_cluster=40,
+    )
     out = args.out or tempfile.mkdtemp(prefix="own_rule_")
     timings = token_dynamics.main(cfg, out, rules=RULES, quiet=True, plots=False)
     with open(os.path.join(out, "stat_tests.json")) as f:
         tests = json.load(f)
-    print(f"{timings['n_runs']} runs in {timings['simulate_s']:.1f} s; paired t-tests of ARI against the baseline "
-          f"({cfg.seeds} seeds per condition, paired by seed; Holm over {len(tests)} tests):")
+    print(
+        f"{timings['n_runs']} runs in {timings['simulate_s']:.1f} s; paired t-tests of ARI against the baseline "
+        f"({cfg.seeds} seeds per condition, paired by seed; Holm over {len(tests)} tests):"
+    )
     print(f"{'method':<14}{'K':>3}{'noise':>7}{'mean dARI':>11}{'t':>8}{'p':>10}{'p_holm':>10}{'d_z':>7}")
     for t in tests:
-        print(f"{t['method']:<14}{t['n_clusters']:>3}{t['noise']:>7.1f}{t['mean_diff']:>+11.4f}{t['t']:>8.2f}"
-              f"{t['p']:>10.3g}{t['p_holm']:>10.3g}{t['d']:>7.2f}")
+        print(
+            f"{t['method']:<14}{t['n_clusters']:>3}{t['noise']:>7.1f}{t['mean_diff']:>+11.4f}{t['t']:>8.2f}"
+            f"{t['p']:>10.3g}{t['p_holm']:>10.3g}{t['d']:>7.2f}"
+        )
     print(f"outputs (runs.csv, summary.csv, stat_tests.json, config.json) in {out}")
 
 

@@ -15,7 +15,8 @@ _SUITE_XLA_FLAGS = os.environ.get("TOKDYN_TEST_XLA_FLAGS")
 if _SUITE_XLA_FLAGS is None:
     _SUITE_XLA_FLAGS = ""
     if os.environ.get("TOKDYN_TEST_OPTIMIZED") != "1" and "xla_cpu_use_fusion_emitters" not in os.environ.get(
-            "XLA_FLAGS", ""):
+        "XLA_FLAGS", ""
+    ):
         _SUITE_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_SUITE_XLA_FLAGS}".strip()
     os.environ["TOKDYN_TEST_XLA_FLAGS"] = _SUITE_XLA_FLAGS
@@ -29,8 +30,11 @@ import pytest  # noqa: E402
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "fast_compile: the test's time is XLA compiling many small programs once "
-                            "each, not running them: compile with the backend's optimisation passes off")
+    config.addinivalue_line(
+        "markers",
+        "fast_compile: the test's time is XLA compiling many small programs once "
+        "each, not running them: compile with the backend's optimisation passes off",
+    )
     _session_compilation_cache(config)
 
 
@@ -106,8 +110,11 @@ def assert_same_floats(actual, desired, err_msg=""):
 def child_env(**extra) -> dict:
     """The environment of a child Python process that compiles as this test does (``XLA_FLAGS``
     given here are added to the suite's own)."""
-    env = dict(os.environ, JAX_DISABLE_MOST_OPTIMIZATIONS=str(int(jax.config.values["jax_disable_most_optimizations"])),
-               **extra)
+    env = dict(
+        os.environ,
+        JAX_DISABLE_MOST_OPTIMIZATIONS=str(int(jax.config.values["jax_disable_most_optimizations"])),
+        **extra,
+    )
     if "XLA_FLAGS" in extra:
         env["XLA_FLAGS"] = f"{_SUITE_XLA_FLAGS} {extra['XLA_FLAGS']}".strip()
     return env
@@ -193,8 +200,13 @@ def quick_source(path, **schedule) -> str:
     from tokdyn.experiment import reasoners
 
     lr = reasoners.Config.quick()
-    cfg = dataclasses.replace(lr, training=dataclasses.replace(lr.training, train=dataclasses.replace(
-        lr.training.train, **schedule))) if schedule else lr
+    cfg = (
+        dataclasses.replace(
+            lr, training=dataclasses.replace(lr.training, train=dataclasses.replace(lr.training.train, **schedule))
+        )
+        if schedule
+        else lr
+    )
     reasoners.open_study(cfg, str(path), quiet=True)
     return str(path)
 

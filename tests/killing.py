@@ -44,13 +44,27 @@ def fast_env(cache_dir) -> dict:
 def run_cli(args, cache_dir, *, timeout: float = 600) -> tuple[int, float, str]:
     """``(exit code, seconds, stderr)`` of ``tokdyn ARGS`` run to its end in a child process."""
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "tokdyn.cli", *map(str, args)], env=env(cache_dir),
-                       capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-m", "tokdyn.cli", *map(str, args)],
+        env=env(cache_dir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return p.returncode, time.perf_counter() - t0, p.stderr
 
 
-def kill_at_random_moments(args, cache_dir, seconds: float, *, kills: int = 3, seed: int = 0,
-                           low: float = 0.15, high: float = 0.95, timeout: float = 600) -> list[float]:
+def kill_at_random_moments(
+    args,
+    cache_dir,
+    seconds: float,
+    *,
+    kills: int = 3,
+    seed: int = 0,
+    low: float = 0.15,
+    high: float = 0.95,
+    timeout: float = 600,
+) -> list[float]:
     """Run ``tokdyn ARGS`` and SIGKILL it after ``uniform(low, high) * seconds`` (``seconds``: an
     uninterrupted run's time), ``kills`` times, then run it to its end; returns the moments of
     the kills that hit a running process. ``AssertionError`` when the last run fails."""
@@ -58,8 +72,12 @@ def kill_at_random_moments(args, cache_dir, seconds: float, *, kills: int = 3, s
     hit = []
     for _ in range(kills):
         wait = float(rng.uniform(low, high) * seconds)
-        p = subprocess.Popen([sys.executable, "-m", "tokdyn.cli", *map(str, args)], env=env(cache_dir),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "tokdyn.cli", *map(str, args)],
+            env=env(cache_dir),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             p.wait(timeout=wait)
         except subprocess.TimeoutExpired:

@@ -67,9 +67,23 @@ def means(x, a, valid, slot_norm):
     return out
 
 
-def reference_run_rules(x, tokens, temperature=1.0, momentum=0.0, repulsion=0.0, damping=1.0, langevin=0.0,
-                        sinkhorn_iters=0, slot_norm=0.0, anneal_ratio=1.0, anneal_steps=0, mask=None, n_steps=30,
-                        tol=1e-3, noise=None) -> dict:
+def reference_run_rules(
+    x,
+    tokens,
+    temperature=1.0,
+    momentum=0.0,
+    repulsion=0.0,
+    damping=1.0,
+    langevin=0.0,
+    sinkhorn_iters=0,
+    slot_norm=0.0,
+    anneal_ratio=1.0,
+    anneal_steps=0,
+    mask=None,
+    n_steps=30,
+    tol=1e-3,
+    noise=None,
+) -> dict:
     """One run; ``noise`` (n_steps, T, D) standard normal draws for the Langevin kick (needed when
     ``langevin > 0``). Returns tokens, labels, steps, converged, trajectory, temperatures."""
     x = np.asarray(x, np.float64)
@@ -95,10 +109,16 @@ def reference_run_rules(x, tokens, temperature=1.0, momentum=0.0, repulsion=0.0,
         traj[s + 1] = t
         if np.abs(v).max() < tol and s >= anneal_steps:
             steps, converged = s + 1, True
-            traj[s + 2:] = t
+            traj[s + 2 :] = t
             break
-    return dict(tokens=t, labels=reference_labels(x, t, valid), steps=steps, converged=converged, trajectory=traj,
-                temperatures=taus)
+    return dict(
+        tokens=t,
+        labels=reference_labels(x, t, valid),
+        steps=steps,
+        converged=converged,
+        trajectory=traj,
+        temperatures=taus,
+    )
 
 
 def groups(tokens, merge_tol):

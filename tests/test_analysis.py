@@ -127,7 +127,9 @@ def test_jacobian_matches_finite_differences():
         for i in range(len(z0)):
             e = np.zeros_like(z0)
             e[i] = h
-            fd[:, i] = (np.asarray(f(jnp.asarray(z0 + e), t.shape)) - np.asarray(f(jnp.asarray(z0 - e), t.shape))) / (2 * h)
+            fd[:, i] = (np.asarray(f(jnp.asarray(z0 + e), t.shape)) - np.asarray(f(jnp.asarray(z0 - e), t.shape))) / (
+                2 * h
+            )
         np.testing.assert_allclose(jac, fd, rtol=1e-5, atol=1e-6)
         assert jac.shape == (12, 12)
 
@@ -203,6 +205,7 @@ def _threshold_sweep(ratios, n_tokens, seeds, make):
         tol = analysis.MERGE_REL * jnp.sqrt(jnp.trace(analysis.covariance(x)[0]))
         r = dynamics.run(x, t0, dynamics.Hparams(tau), n_steps=3000, tol=1e-5 * tol / analysis.MERGE_REL)
         return dynamics.token_groups(r.tokens, tol)[1] == 1
+
     keys = jax.random.split(jax.random.key(0), seeds)
     f = jax.jit(jax.vmap(jax.vmap(one, (0, None)), (None, 0)))
     return np.asarray(f(keys, jnp.asarray(ratios))).mean(axis=1)  # (ratios,)
@@ -215,6 +218,7 @@ def test_collapse_rate_switches_within_10_percent(shape):
             return data.gaussian_clusters(key, 3, points_per_cluster=40, dim=2, noise=1.0, center_box=3.0).x
         z = jax.random.normal(key, (120, 3))
         return z * jnp.array([3.0, 1.0, 0.5])
+
     ratios = [0.25, 0.8, 0.9, 1.1, 1.25, 4.0]
     rate = _threshold_sweep(ratios, 4, 24, make)
     assert rate[0] == 0 and rate[-1] == 1
@@ -282,7 +286,9 @@ def test_token_groups_match_scipy_single_linkage():
         same = int(n_groups) == want
         if len(t) > 1:  # the same partition as SciPy's, labelled by each group's first token
             ref = sch.fcluster(sch.linkage(t, "single"), tol, "distance")
-            same &= all((ref == ref[i]).tolist() == (np.asarray(group) == int(group[i])).tolist() for i in range(len(t)))
+            same &= all(
+                (ref == ref[i]).tolist() == (np.asarray(group) == int(group[i])).tolist() for i in range(len(t))
+            )
         agree += same
     # float32 XLA and float64 SciPy: two programs; a distance within rounding of tol may link or not
     assert agree >= 49

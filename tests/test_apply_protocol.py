@@ -34,16 +34,32 @@ class Toy:
     def init(self, key):
         k = jax.random.split(key, 7)
         d, n, h = self.D, self.N, self.H
-        return {"colour": jax.random.normal(k[0], (3, d)), "pos": jax.random.normal(k[1], (self.T, d)),
-                "tok": jax.random.normal(k[2], (self.V, d)), "lat": jax.random.normal(k[3], (2, d, d)) / np.sqrt(d),
-                "qk": jax.random.normal(k[4], (n, h, d, d)) / d, "v": jax.random.normal(k[5], (n, h, d, d)) / d,
-                "out": jax.random.normal(k[6], (d, self.V))}
+        return {
+            "colour": jax.random.normal(k[0], (3, d)),
+            "pos": jax.random.normal(k[1], (self.T, d)),
+            "tok": jax.random.normal(k[2], (self.V, d)),
+            "lat": jax.random.normal(k[3], (2, d, d)) / np.sqrt(d),
+            "qk": jax.random.normal(k[4], (n, h, d, d)) / d,
+            "v": jax.random.normal(k[5], (n, h, d, d)) / d,
+            "out": jax.random.normal(k[6], (d, self.V)),
+        }
 
     def apply(self, params, batch, *, latents=None, intervene=None, drop=None):
         b = batch["image"].shape[0]
         patches = params["colour"][batch["image"]]  # (B, 4, D)
-        text = params["tok"][jnp.stack([batch["question"], jnp.full((b,), 1), jnp.zeros((b,), int),
-                                        jnp.zeros((b,), int), jnp.full((b,), 2), jnp.full((b,), 3)], 1)]
+        text = params["tok"][
+            jnp.stack(
+                [
+                    batch["question"],
+                    jnp.full((b,), 1),
+                    jnp.zeros((b,), int),
+                    jnp.zeros((b,), int),
+                    jnp.full((b,), 2),
+                    jnp.full((b,), 3),
+                ],
+                1,
+            )
+        ]
         x = jnp.concatenate([patches, text], 1) + params["pos"][None]
         if latents is None:
             latents = jnp.tanh(jnp.einsum("bd,lde->ble", patches.mean(1), params["lat"]))
@@ -94,8 +110,13 @@ def test_apply_fn_is_a_documented_protocol():
     the diagnostics alike; a plain function with its signature is one."""
     assert protocol.Outputs is latent_model.Outputs and protocol.ApplyFn is latent_model.ApplyFn
     doc = " ".join(latent_model.Outputs.__doc__.split())
-    for text in ("logits: (B, T, V)", "hidden: (B, n_layers + 1, T, D)", "``hidden[:, 0]`` the input embeddings",
-                 "attention: (B, n_layers, H, T, T)", "latents: (B, L, D)"):
+    for text in (
+        "logits: (B, T, V)",
+        "hidden: (B, n_layers + 1, T, D)",
+        "``hidden[:, 0]`` the input embeddings",
+        "attention: (B, n_layers, H, T, T)",
+        "latents: (B, L, D)",
+    ):
         assert text in doc, text
     assert latent_model.Outputs._fields == ("logits", "hidden", "attention", "latents")
     assert "intervene" in latent_model.ApplyFn.__doc__ and "drop" in latent_model.ApplyFn.__doc__
@@ -112,9 +133,20 @@ def test_a_users_model_runs_every_diagnostic_end_to_end(toy):
     # decomposition: jitted with the positions static; "full" is the model's own answer
     answers = jnp.argmax(out.logits[:, m.answer], -1)
     fmt = params["pos"][jnp.asarray(m.markers + m.slots)]
-    f = jax.jit(lambda k, p, b, a: mediation.decompose(k, m.apply, p, b, slots=m.slots, markers=m.markers,
-                                               answer_position=m.answer, answers=a, length=m.T,
-                                               format_embedding=fmt))
+    f = jax.jit(
+        lambda k, p, b, a: mediation.decompose(
+            k,
+            m.apply,
+            p,
+            b,
+            slots=m.slots,
+            markers=m.markers,
+            answer_position=m.answer,
+            answers=a,
+            length=m.T,
+            format_embedding=fmt,
+        )
+    )
     got = np.asarray(f(jax.random.key(1), params, batch, answers))
     assert got.shape == (len(mediation.SETTINGS), 32) and set(np.unique(got)) <= {0.0, 1.0}
     assert got[mediation.SETTINGS.index("full")].mean() >= 0.95  # the same answers, up to last-bit ties
@@ -126,13 +158,26 @@ def test_a_users_model_runs_every_diagnostic_end_to_end(toy):
     blank = dict(batch, image=jnp.zeros_like(batch["image"]))
     moved = mediation.input_to_latent(m.apply, params, batch, blank)
     assert moved["latents"].cosine_distance.shape == (32, 2) and np.mean(moved["latents"].relative_l2) > 0
-    noisy = mediation.input_to_latent(m.apply, params, batch, batch, positions=m.slots,
-                              intervene=mediation.noise_at(jax.random.key(2), m.patches, 1.0))
+    noisy = mediation.input_to_latent(
+        m.apply,
+        params,
+        batch,
+        batch,
+        positions=m.slots,
+        intervene=mediation.noise_at(jax.random.key(2), m.patches, 1.0),
+    )
     assert np.all(np.asarray(noisy["states"].relative_l2) > 0)
 
     # latent -> answer
-    eff = mediation.latent_to_answer(jax.random.key(3), m.apply, params, batch, answer_position=m.answer, answers=answers,
-                             kinds=("zeros", "noise", "swap"))
+    eff = mediation.latent_to_answer(
+        jax.random.key(3),
+        m.apply,
+        params,
+        batch,
+        answer_position=m.answer,
+        answers=answers,
+        kinds=("zeros", "noise", "swap"),
+    )
     assert eff.flipped.shape == (3, 32) and np.all(np.asarray(eff.changed).any(-1))
     np.testing.assert_array_equal(eff.correct_before, np.ones(32))
 
@@ -145,9 +190,16 @@ def test_a_users_model_runs_every_diagnostic_end_to_end(toy):
     # grounding and the latent optimiser take it as well
     s = grounding.scores(m.apply, params, batch, blank, positions=[m.answer], tokens=answers[:, None])
     assert s.shape == (32, 1)
-    res = dmlr.optimise(jax.random.key(4), m.apply, params, jax.tree.map(lambda a: a[:4], batch),
-                        dmlr.Config(top_k=3, n_iters=2, n_pairs=2), latent_positions=m.slots,
-                        answer_position=m.answer, chunk=None)
+    res = dmlr.optimise(
+        jax.random.key(4),
+        m.apply,
+        params,
+        jax.tree.map(lambda a: a[:4], batch),
+        dmlr.Config(top_k=3, n_iters=2, n_pairs=2),
+        latent_positions=m.slots,
+        answer_position=m.answer,
+        chunk=None,
+    )
     assert res.latents_best.shape == (4, 2, 8)
 
 
@@ -174,60 +226,122 @@ def _cases(params, batch):
     tokens, att, five = answers[:, None], jnp.zeros((1, 1, 1, 10, 10)), jax.tree.map(lambda a: a[:5], batch)
 
     def decompose(m, **kw):
-        args = dict(slots=Toy.slots, markers=Toy.markers, answer_position=Toy.answer, answers=answers, length=Toy.T,
-                    format_embedding=fmt)
+        args = dict(
+            slots=Toy.slots,
+            markers=Toy.markers,
+            answer_position=Toy.answer,
+            answers=answers,
+            length=Toy.T,
+            format_embedding=fmt,
+        )
         return lambda: mediation.decompose(key, m.apply, params, batch, **{**args, **kw})
 
     def jitted(m, **kw):
-        return lambda: jax.jit(lambda p, b: mediation.decompose(key, m.apply, p, b, slots=Toy.slots, markers=Toy.markers,
-                                                         answer_position=Toy.answer, answers=answers, length=Toy.T,
-                                                         **kw))(params, batch)
+        return lambda: jax.jit(
+            lambda p, b: mediation.decompose(
+                key,
+                m.apply,
+                p,
+                b,
+                slots=Toy.slots,
+                markers=Toy.markers,
+                answer_position=Toy.answer,
+                answers=answers,
+                length=Toy.T,
+                **kw,
+            )
+        )(params, batch)
 
     hidden = r"hidden must be \(B, n_layers \+ 1, T, D\)"
     return [
         # the output layout
-        (lambda: mediation.input_to_latent(Toy("flat_hidden").apply, params, batch, batch, positions=(0, 1)), ValueError,
-         hidden),
+        (
+            lambda: mediation.input_to_latent(Toy("flat_hidden").apply, params, batch, batch, positions=(0, 1)),
+            ValueError,
+            hidden,
+        ),
         (decompose(Toy("swapped_hidden")), ValueError, hidden),
         (jitted(Toy("swapped_hidden"), format_embedding=fmt), ValueError, hidden),
         (decompose(Toy("no_heads")), ValueError, r"attention must be \(B, n_layers, H, T, T\)"),
         (decompose(Toy("tuple")), TypeError, r"must return Outputs\(logits, hidden, attention, latents\)"),
         (decompose(Toy("ignores_intervene")), ValueError, "apply_fn must call intervene on the input embeddings"),
         (decompose(NoDrop()), TypeError, "apply_fn must take drop="),
-        (lambda: mediation.latent_to_answer(key, Toy("flat_hidden").apply, params, batch, answer_position=9, kinds=("zeros",)),
-         ValueError,
-         hidden),
-        (lambda: grounding.scores(Toy("no_heads").apply, params, batch, batch, positions=[9],
-                                  tokens=tokens), ValueError, "attention must be"),
-        (lambda: dmlr.optimise(key, Toy("swapped_hidden").apply, params, batch, latent_positions=Toy.slots,
-                               answer_position=9), ValueError, hidden),
+        (
+            lambda: mediation.latent_to_answer(
+                key, Toy("flat_hidden").apply, params, batch, answer_position=9, kinds=("zeros",)
+            ),
+            ValueError,
+            hidden,
+        ),
+        (
+            lambda: grounding.scores(Toy("no_heads").apply, params, batch, batch, positions=[9], tokens=tokens),
+            ValueError,
+            "attention must be",
+        ),
+        (
+            lambda: dmlr.optimise(
+                key, Toy("swapped_hidden").apply, params, batch, latent_positions=Toy.slots, answer_position=9
+            ),
+            ValueError,
+            hidden,
+        ),
         # positions out of range
         (decompose(Toy(), answer_position=10), ValueError, r"answer_position must name positions in \[0, 10\)"),
         (decompose(Toy(), length=11), ValueError, "length must be the model's sequence length T = 10"),
-        (lambda: mediation.latent_to_answer(key, Toy().apply, params, batch, answer_position=-1, kinds=("zeros",)), ValueError,
-         r"answer_position must name positions in \[0, 10\)"),
-        (lambda: mediation.input_to_latent(Toy().apply, params, batch, batch, positions=(3, 10)), ValueError,
-         r"positions must name positions in \[0, 10\)"),
-        (lambda: mediation.input_to_latent(Toy().apply, params, batch, batch, layer=3), ValueError,
-         r"layer must be an int in \[-3, 3\)"),
-        (lambda: mediation.narrowness(att, queries=(10,), patches=(0, 1)), ValueError,
-         r"queries must name positions in \[0, 10\)"),
-        (lambda: grounding.token_logprobs(Toy().apply, params, batch, positions=[12], tokens=tokens),
-         ValueError, r"positions must name positions in \[0, 10\)"),
-        (lambda: dmlr.optimise(key, Toy().apply, params, batch, latent_positions=(6, 10), answer_position=9),
-         ValueError, r"latent_positions must name positions in \[0, 10\)"),
+        (
+            lambda: mediation.latent_to_answer(key, Toy().apply, params, batch, answer_position=-1, kinds=("zeros",)),
+            ValueError,
+            r"answer_position must name positions in \[0, 10\)",
+        ),
+        (
+            lambda: mediation.input_to_latent(Toy().apply, params, batch, batch, positions=(3, 10)),
+            ValueError,
+            r"positions must name positions in \[0, 10\)",
+        ),
+        (
+            lambda: mediation.input_to_latent(Toy().apply, params, batch, batch, layer=3),
+            ValueError,
+            r"layer must be an int in \[-3, 3\)",
+        ),
+        (
+            lambda: mediation.narrowness(att, queries=(10,), patches=(0, 1)),
+            ValueError,
+            r"queries must name positions in \[0, 10\)",
+        ),
+        (
+            lambda: grounding.token_logprobs(Toy().apply, params, batch, positions=[12], tokens=tokens),
+            ValueError,
+            r"positions must name positions in \[0, 10\)",
+        ),
+        (
+            lambda: dmlr.optimise(key, Toy().apply, params, batch, latent_positions=(6, 10), answer_position=9),
+            ValueError,
+            r"latent_positions must name positions in \[0, 10\)",
+        ),
         # missing or misshapen arguments
         (decompose(Toy(), format_embedding=None), ValueError, "format_embedding must have 4 rows"),
         (jitted(Toy()), ValueError, "format_embedding must have 4 rows"),
-        (decompose(Toy(), format_embedding=jnp.zeros((4, 3))), ValueError,
-         r"format_embedding must have shape \(4, D=8\)"),
+        (
+            decompose(Toy(), format_embedding=jnp.zeros((4, 3))),
+            ValueError,
+            r"format_embedding must have shape \(4, D=8\)",
+        ),
         (decompose(Toy(), answers=jnp.zeros(5, int)), ValueError, r"answers must have shape \(B=32,\)"),
-        (lambda: mediation.latent_effects(key, Toy().apply, params, batch, answer_position=9, kinds=("other",)), ValueError,
-         r"other must be given, an array of shape \(B=32, L=2, D=8\)"),
-        (lambda: mediation.input_to_latent(Toy().apply, params, batch, five), ValueError,
-         "perturbed must have batch's structure and shapes"),
-        (lambda: grounding.token_logprobs(Toy().apply, params, batch, positions=[9], tokens=np.full((32, 1), 7)),
-         ValueError, r"tokens must be in \[0, 4\]"),
+        (
+            lambda: mediation.latent_effects(key, Toy().apply, params, batch, answer_position=9, kinds=("other",)),
+            ValueError,
+            r"other must be given, an array of shape \(B=32, L=2, D=8\)",
+        ),
+        (
+            lambda: mediation.input_to_latent(Toy().apply, params, batch, five),
+            ValueError,
+            "perturbed must have batch's structure and shapes",
+        ),
+        (
+            lambda: grounding.token_logprobs(Toy().apply, params, batch, positions=[9], tokens=np.full((32, 1), 7)),
+            ValueError,
+            r"tokens must be in \[0, 4\]",
+        ),
     ]
 
 
@@ -250,11 +364,13 @@ def test_a_model_without_latents_is_refused_by_the_latent_diagnostics(toy):
 
     with jax_compilations() as events:
         with pytest.raises(ValueError, match=r"latents must be \(B, L, D\) with L >= 1 for latent interventions"):
-            mediation.latent_to_answer(jax.random.key(0), no_latents, params, batch, answer_position=m.answer,
-                               kinds=("zeros", "swap"))
+            mediation.latent_to_answer(
+                jax.random.key(0), no_latents, params, batch, answer_position=m.answer, kinds=("zeros", "swap")
+            )
         with pytest.raises(ValueError, match="L >= 1 for the latent optimiser"):
-            dmlr.optimise(jax.random.key(0), no_latents, params, batch, latent_positions=m.slots,
-                          answer_position=m.answer)
+            dmlr.optimise(
+                jax.random.key(0), no_latents, params, batch, latent_positions=m.slots, answer_position=m.answer
+            )
     assert COMPILE not in events
     shifts = mediation.input_to_latent(no_latents, params, batch, batch)  # shifts of no latents: allowed
     assert shifts["latents"].relative_l2.shape == (32, 0)
@@ -280,7 +396,9 @@ def test_the_check_traces_a_model_once_per_shape(toy):
 def test_the_librarys_model_implements_the_protocol(mode):
     """Model.apply against its documented layout, abstractly (no compile): every keyword."""
     task = tasks.Config(grid_size=3, n_colours=3, families=("read", "gravity"))
-    cfg = latent_model.Config(task=task, width=16, depth=2, heads=2, latent_mode=mode, n_latents=0 if mode == "none" else 2)
+    cfg = latent_model.Config(
+        task=task, width=16, depth=2, heads=2, latent_mode=mode, n_latents=0 if mode == "none" else 2
+    )
     model = latent_model.Model(cfg)
     params = jax.eval_shape(model.init, jax.random.key(0))
     batch = jax.eval_shape(lambda k: tasks.generate(k, 8, task), jax.random.key(1))
@@ -288,5 +406,12 @@ def test_the_librarys_model_implements_the_protocol(mode):
     with jax_compilations() as events:
         dims = protocol.check_apply(model.apply, params, batch, uses=uses, n_inject=task.n_patches)
     assert COMPILE not in events
-    assert dims == protocol.Dims(batch=8, length=model.layout.length, vocab=task.vocab.size, layers=2, heads=2,
-                                 width=16, latents=cfg.n_latents if mode == "feedback" else 0)
+    assert dims == protocol.Dims(
+        batch=8,
+        length=model.layout.length,
+        vocab=task.vocab.size,
+        layers=2,
+        heads=2,
+        width=16,
+        latents=cfg.n_latents if mode == "feedback" else 0,
+    )

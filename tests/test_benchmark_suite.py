@@ -18,8 +18,9 @@ def run_suite(*argv, timeout=600):
     # optimisations off halve its time (its programs compile, not run, in these seconds)
     flags = os.environ.get("XLA_FLAGS", "")
     env = dict(os.environ, PYTHONUNBUFFERED="1", XLA_FLAGS=f"{flags} --xla_backend_optimization_level=0".strip())
-    return subprocess.run([sys.executable, SUITE, *argv], capture_output=True, text=True, timeout=timeout, env=env,
-                          cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, SUITE, *argv], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
 
 
 def test_smoke_runs_every_row(tmp_path):
@@ -53,11 +54,14 @@ def test_smoke_runs_every_row(tmp_path):
     assert table.strip() in proc.stdout
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--sections", "ceilings,bogus"], "--sections: unknown ['bogus']"),
-    (["--budget", "0"], "--budget must be > 0, got 0.0"),
-    (["--repeats", "0"], "--repeats must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sections", "ceilings,bogus"], "--sections: unknown ['bogus']"),
+        (["--budget", "0"], "--budget must be > 0, got 0.0"),
+        (["--repeats", "0"], "--repeats must be >= 1, got 0"),
+    ],
+)
 def test_bad_options_exit_2_naming_them(argv, message):
     proc = run_suite(*argv, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr

@@ -111,17 +111,26 @@ def test_latent_reasoning_training_options_keep_their_spelling_and_defaults(caps
     with pytest.raises(SystemExit):
         parser.parse_args(argv + ["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for option, default in (("--steps", "3000"), ("--steps-per-call", "100"), ("--warmup", "200"),
-                            ("--decay", "cosine"), ("--final-fraction", "0.05"), ("--clip-norm", "1.0")):
+    for option, default in (
+        ("--steps", "3000"),
+        ("--steps-per-call", "100"),
+        ("--warmup", "200"),
+        ("--decay", "cosine"),
+        ("--final-fraction", "0.05"),
+        ("--clip-norm", "1.0"),
+    ):
         assert re.search(rf"{option} [A-Z]+ [^(]*(\([^d][^)]*\)[^(]*)*\(default: {re.escape(default)}\)", text), option
-    args = parser.parse_args(argv + ["--steps", "60", "--steps-per-call", "20", "--warmup", "0", "--decay",
-                                     "constant", "--clip-norm", "0.5"])
+    args = parser.parse_args(
+        argv + ["--steps", "60", "--steps-per-call", "20", "--warmup", "0", "--decay", "constant", "--clip-norm", "0.5"]
+    )
     cfg = cli.config_from_args(reasoners.Config, args)
-    assert cfg.training.train == optim.Config(steps=60, steps_per_call=20, warmup=0, decay="constant",
-                                              final_fraction=0.05, clip_norm=0.5)
+    assert cfg.training.train == optim.Config(
+        steps=60, steps_per_call=20, warmup=0, decay="constant", final_fraction=0.05, clip_norm=0.5
+    )
     assert cfg.train is True and cfg.training.n_latents == reasoners.Config().training.n_latents
-    quick = cli.config_from_args(reasoners.Config, parser.parse_args(argv + ["--warmup", "7"]),
-                                 reasoners.Config.quick())
+    quick = cli.config_from_args(
+        reasoners.Config, parser.parse_args(argv + ["--warmup", "7"]), reasoners.Config.quick()
+    )
     assert quick.training.train == dataclasses.replace(reasoners.Config.quick().training.train, warmup=7)
     with pytest.raises(ValueError, match="train.steps must be a multiple of steps_per_call=20"):
         cli.config_from_args(reasoners.Config, parser.parse_args(argv + ["--steps", "50", "--steps-per-call", "20"]))
@@ -142,8 +151,11 @@ def test_undocumented_fields_are_refused():
 def test_every_command_is_generated_from_its_config(key, capsys):
     assert cli.main([*key, "--help"]) == 0
     text = capsys.readouterr().out
-    _, cls = cli._config_class(key) if False else (None, getattr(__import__(cli.COMMANDS[key][0], fromlist=["x"]),
-                                                                cli.CONFIG_CLASSES.get(key, "Config")))
+    _, cls = (
+        cli._config_class(key)
+        if False
+        else (None, getattr(__import__(cli.COMMANDS[key][0], fromlist=["x"]), cli.CONFIG_CLASSES.get(key, "Config")))
+    )
     for _path, field, _ in cli._fields(cls) if False else _flat(cls):
         if field.default is not dataclasses.MISSING:
             assert "--" + field.name.replace("_", "-") in text, field.name
@@ -199,16 +211,36 @@ def test_matmul_precision_is_checked_and_reaches_every_study(tmp_path, capsys, m
     assert not (tmp_path / "y").exists()
 
     seen = []
-    monkeypatch.setattr(token_dynamics, "main",
-                        lambda cfg, out, *, quiet, plots: seen.append(jax.config.jax_default_matmul_precision))
+    monkeypatch.setattr(
+        token_dynamics, "main", lambda cfg, out, *, quiet, plots: seen.append(jax.config.jax_default_matmul_precision)
+    )
     assert cli.main(["study", "token-dynamics", "--out", str(tmp_path / "a"), "--no-cache"]) == 0
-    assert cli.main(["study", "token-dynamics", "--out", str(tmp_path / "b"), "--no-cache",
-                     "--matmul-precision", "default"]) == 0
+    assert (
+        cli.main(
+            ["study", "token-dynamics", "--out", str(tmp_path / "b"), "--no-cache", "--matmul-precision", "default"]
+        )
+        == 0
+    )
     assert seen == ["highest", "default"]
     assert jax.config.jax_default_matmul_precision is None  # only for the run
     out = str(tmp_path / "r")
-    assert cli.main(["reproduce", "--studies", "token-dynamics", "--out", out, "--no-cache", "--quiet",
-                     "--no-plots", "--matmul-precision", "high"]) == 0  # passed on to every study
+    assert (
+        cli.main(
+            [
+                "reproduce",
+                "--studies",
+                "token-dynamics",
+                "--out",
+                out,
+                "--no-cache",
+                "--quiet",
+                "--no-plots",
+                "--matmul-precision",
+                "high",
+            ]
+        )
+        == 0
+    )  # passed on to every study
     assert seen[2:] == ["high"]
     assert study.read_stamp(out)["matmul_precision"] == "high" and study.read_record(out)["matmul_precision"] == "high"
 
@@ -217,8 +249,23 @@ def test_a_default_run_stamps_no_precision_and_another_is_refused(tmp_path, caps
     from tokdyn.experiment import study
 
     out = str(tmp_path / "td")
-    tiny = ["--seeds", "2", "--dim", "2", "--points-per-cluster", "8", "--noise", "0.3", "--n-clusters", "3",
-            "--no-cache", "--quiet", "--no-plots", "--out", out]
+    tiny = [
+        "--seeds",
+        "2",
+        "--dim",
+        "2",
+        "--points-per-cluster",
+        "8",
+        "--noise",
+        "0.3",
+        "--n-clusters",
+        "3",
+        "--no-cache",
+        "--quiet",
+        "--no-plots",
+        "--out",
+        out,
+    ]
     assert cli.main(["study", "token-dynamics", *tiny]) == 0
     stamp, record = study.read_stamp(out), study.read_record(out)
     assert set(stamp) == {"study", "tokdyn", "config", "sources"}  # as before the option existed

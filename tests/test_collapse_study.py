@@ -19,9 +19,20 @@ from tokdyn.studies import collapse
 
 pytestmark = pytest.mark.fast_compile
 
-TINY = dict(shapes=("aniso2",), n_tokens=(2, 4), seeds=6, n_ratios=5, n_steps=1000, phase_noise=(0.5, 1.5),
-            phase_tokens=(4,), momentum=(0.0, 0.9), repulsion_rel=(0.0, 1e-3), phase_seeds=2, phase_ratios=5,
-            convergence_runs=16)
+TINY = dict(
+    shapes=("aniso2",),
+    n_tokens=(2, 4),
+    seeds=6,
+    n_ratios=5,
+    n_steps=1000,
+    phase_noise=(0.5, 1.5),
+    phase_tokens=(4,),
+    momentum=(0.0, 0.9),
+    repulsion_rel=(0.0, 1e-3),
+    phase_seeds=2,
+    phase_ratios=5,
+    convergence_runs=16,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +45,18 @@ def study(tmp_path_factory):
 
 def test_outputs_and_threshold(study):
     cfg, out, summary = study
-    for name in ("threshold_check.csv", "jacobian_check.csv", "convergence.csv", "phase.csv", "config.json",
-                 "summary.json", "phase_collapse.png", "phase_groups.png", "phase_momentum.png", "phase_repulsion.png"):
+    for name in (
+        "threshold_check.csv",
+        "jacobian_check.csv",
+        "convergence.csv",
+        "phase.csv",
+        "config.json",
+        "summary.json",
+        "phase_collapse.png",
+        "phase_groups.png",
+        "phase_momentum.png",
+        "phase_repulsion.png",
+    ):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     thr = io.read_csv(os.path.join(out, "threshold_check.csv"))
     assert len(thr["shape"]) == len(cfg.shapes) * len(cfg.n_tokens)
@@ -47,9 +68,13 @@ def test_outputs_and_threshold(study):
     from tokdyn.engine import sweep
 
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), sum(map(ord, "threshold_aniso2_T2")))
-    tcs = [2 * np.linalg.eigvalsh(np.cov(np.asarray(data.point_cloud(jax.random.fold_in(key, s), "aniso2",
-                                                                      cfg.n_points, 1.0)).T, bias=True)).max()
-           for s in range(cfg.seeds)]
+    tcs = [
+        2
+        * np.linalg.eigvalsh(
+            np.cov(np.asarray(data.point_cloud(jax.random.fold_in(key, s), "aniso2", cfg.n_points, 1.0)).T, bias=True)
+        ).max()
+        for s in range(cfg.seeds)
+    ]
     np.testing.assert_allclose(thr["tau_c_pred"][0], np.mean(tcs), rtol=1e-4)
     assert len(sweep.load(os.path.join(out, "sweeps", "threshold_aniso2_T2"))) == cfg.seeds * len(cfg.ratios())
 
@@ -99,9 +124,36 @@ def test_config_and_cli_errors(capsys):
 
 # ---------------------------------------------------------------------------------------------- the command
 
-SMALL = ["study", "collapse", "--shapes", "aniso2", "--n-tokens", "2", "--seeds", "4", "--n-ratios", "3", "--n-steps",
-         "300", "--phase-noise", "0.5", "--phase-tokens", "4", "--momentum", "0,0.9", "--repulsion-rel", "0,0.001",
-         "--phase-seeds", "2", "--phase-ratios", "3", "--convergence-runs", "4", "--n-points", "48"]
+SMALL = [
+    "study",
+    "collapse",
+    "--shapes",
+    "aniso2",
+    "--n-tokens",
+    "2",
+    "--seeds",
+    "4",
+    "--n-ratios",
+    "3",
+    "--n-steps",
+    "300",
+    "--phase-noise",
+    "0.5",
+    "--phase-tokens",
+    "4",
+    "--momentum",
+    "0,0.9",
+    "--repulsion-rel",
+    "0,0.001",
+    "--phase-seeds",
+    "2",
+    "--phase-ratios",
+    "3",
+    "--convergence-runs",
+    "4",
+    "--n-points",
+    "48",
+]
 RESULTS = ("threshold_check.csv", "jacobian_check.csv", "convergence.csv", "phase.csv", "summary.json")
 FIGURES = ("phase_collapse.png", "phase_groups.png", "phase_momentum.png", "phase_repulsion.png")
 
@@ -129,23 +181,41 @@ def test_command_outputs_and_record(runs):
     assert {"study", "config", "tokdyn", "sources", "environment", "timings", "shapes"} <= set(record)
     assert record["config"]["seeds"] == 4 and record["shapes"]["aniso2"]
     parts = sorted(os.listdir(a / "parts"))
-    assert parts == ["convergence.json", "jacobian.json", "sweep_momentum.npz", "sweep_phase_T4.npz",
-                     "sweep_repulsion.npz", "sweep_threshold_aniso2_T2.npz"]
+    assert parts == [
+        "convergence.json",
+        "jacobian.json",
+        "sweep_momentum.npz",
+        "sweep_phase_T4.npz",
+        "sweep_repulsion.npz",
+        "sweep_threshold_aniso2_T2.npz",
+    ]
     assert sorted(os.listdir(a / "sweeps")) == ["momentum", "phase_T4", "repulsion", "threshold_aniso2_T2"]
     killing.same_files(a, runs["B"], RESULTS)  # figures or not, the same results
 
 
 def test_killed_at_random_moments_resumes_to_the_same_files(runs):
-    killing.resumes_after_kills([*SMALL, "--no-plots", "--quiet", "--out", runs["root"] / "C"], runs["cache"],
-                                runs["seconds"], runs["B"], RESULTS, seed=5, low=0.3)
+    killing.resumes_after_kills(
+        [*SMALL, "--no-plots", "--quiet", "--out", runs["root"] / "C"],
+        runs["cache"],
+        runs["seconds"],
+        runs["B"],
+        RESULTS,
+        seed=5,
+        low=0.3,
+    )
 
 
 def test_truncated_parts_chunks_and_manifests_are_named_and_recomputed(runs, tmp_path):
     d = tmp_path / "D"
     shutil.copytree(runs["B"], d)
     sweep = d / "sweeps" / "momentum"
-    hurt = [d / "parts" / "jacobian.json", d / "parts" / "convergence.json", d / "parts" / "sweep_momentum.npz",
-            sweep / "manifest.json", *[sweep / "chunks" / f for f in os.listdir(sweep / "chunks")]]
+    hurt = [
+        d / "parts" / "jacobian.json",
+        d / "parts" / "convergence.json",
+        d / "parts" / "sweep_momentum.npz",
+        sweep / "manifest.json",
+        *[sweep / "chunks" / f for f in os.listdir(sweep / "chunks")],
+    ]
     for path in hurt:
         with open(path, "r+b") as f:
             f.truncate(os.path.getsize(path) // 2)
@@ -168,13 +238,13 @@ REFUSED = [  # the issue's cases, and more of the same kind: (options, words the
     (["--phase-tokens", "100"], "phase_tokens must not exceed n_points=48"),
     (["--ratio-max", "nan"], "ratio_max must be finite"),
     (["--root-seed", "-1"], "root_seed must be an int in [0, 4294967295]"),
-    (["--n-steps", str(10 ** 10)], "n_steps must be at most 2,147,483,647"),
+    (["--n-steps", str(10**10)], "n_steps must be at most 2,147,483,647"),
     (["--seeds", "1000000000"], "make seeds smaller"),
-    (["--seeds", str(10 ** 12)], "make seeds smaller"),
-    (["--phase-seeds", str(10 ** 8)], "make phase_seeds smaller"),
-    (["--n-ratios", str(10 ** 9)], "make n_ratios smaller"),
-    (["--n-points", str(12 * 10 ** 8)], "make n_points smaller"),
-    (["--convergence-runs", str(10 ** 9)], "make convergence_runs smaller"),
+    (["--seeds", str(10**12)], "make seeds smaller"),
+    (["--phase-seeds", str(10**8)], "make phase_seeds smaller"),
+    (["--n-ratios", str(10**9)], "make n_ratios smaller"),
+    (["--n-points", str(12 * 10**8)], "make n_points smaller"),
+    (["--convergence-runs", str(10**9)], "make convergence_runs smaller"),
 ]
 
 
@@ -187,4 +257,4 @@ def test_estimate_of_the_default_run():
     est = collapse.Config().estimate()
     assert est.models > 7000 and 30 < est.seconds < 3600  # about 75 s on our 2-core CPU
     with pytest.raises(study_dir.Refused, match="make seeds smaller"):
-        collapse.Config(seeds=10 ** 9).estimate()
+        collapse.Config(seeds=10**9).estimate()

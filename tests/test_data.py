@@ -35,14 +35,16 @@ def test_noise_and_centre_statistics():
     centres = x.mean(1)
     assert np.abs(centres).max() <= 4.0 + 0.5
     assert abs(centres.var() - 16 / 3) < 0.3
-    normal = data.gaussian_clusters(jax.random.key(2), 2000, points_per_cluster=1, dim=4, noise=0.0,
-                                    center_box=2.0, centers="normal")
+    normal = data.gaussian_clusters(
+        jax.random.key(2), 2000, points_per_cluster=1, dim=4, noise=0.0, center_box=2.0, centers="normal"
+    )
     assert abs(np.asarray(normal.x).std() - 2.0) < 0.05
 
 
 def test_traced_k_and_noise_share_one_compilation():
-    f = jax.jit(jax.vmap(lambda key, k, s: data.gaussian_clusters(key, k, points_per_cluster=4, dim=2,
-                                                                   noise=s, max_clusters=5)))
+    f = jax.jit(
+        jax.vmap(lambda key, k, s: data.gaussian_clusters(key, k, points_per_cluster=4, dim=2, noise=s, max_clusters=5))
+    )
     keys = jax.random.split(jax.random.key(0), 3)
     out = f(keys, jnp.array([3, 4, 5]), jnp.array([0.3, 0.6, 0.9]))
     assert np.asarray(out.mask).sum(1).tolist() == [12, 16, 20]
@@ -87,8 +89,9 @@ def test_draw_then_clusters_equals_gaussian_clusters(centers):
     assert draw.centers.shape == (5, 3) and draw.z.shape == (5, 30, 3) and draw.init_noise.shape == (150,)
     for k, noise, box in ((3, 0.3, 10.0), (5, 0.9, 2.0), (1, 0.0, 1.0)):
         a = data.clusters_from_draw(draw, k, noise=noise, center_box=box)
-        b = data.gaussian_clusters(key, k, points_per_cluster=30, dim=3, noise=noise, center_box=box, centers=centers,
-                                   max_clusters=5)
+        b = data.gaussian_clusters(
+            key, k, points_per_cluster=30, dim=3, noise=noise, center_box=box, centers=centers, max_clusters=5
+        )
         # two programs, but integers, and init_noise is exact arithmetic on the same uint32 bits (a
         # bit cast to [1, 2) minus 1, times 1, plus 0: no rounding anywhere), so these stay exact
         for f in ("labels", "mask", "init_noise"):

@@ -179,8 +179,9 @@ def test_named_schedules_keep_their_values_and_d3pm_cosine_is_cos_not_cos_square
     marks = [250, 500, 750]
     # "cosine" (Nichol & Dhariwal's cos², the default of the uniform kernel): unchanged
     np.testing.assert_allclose(abar("cosine")[marks], [0.847, 0.494, 0.144], atol=6e-4)
-    np.testing.assert_allclose(np.asarray(diffusion.discrete("uniform", 3, T=1000).alpha_bar)[marks], [0.847, 0.494, 0.144],
-                               atol=6e-4)
+    np.testing.assert_allclose(
+        np.asarray(diffusion.discrete("uniform", 3, T=1000).alpha_bar)[marks], [0.847, 0.494, 0.144], atol=6e-4
+    )
     # "cosine_d3pm": google-research's d3pm, alpha_bar(t) = f(t) / f(0) with f = cos (no square) below the cap
     np.testing.assert_allclose(abar("cosine_d3pm")[marks], [0.920, 0.703, 0.380], atol=6e-4)
     for T in (10, 1000):
@@ -219,8 +220,10 @@ def test_coefficients_near_t_1_agree_with_mpmath(schedule, T):
             "x0 coefficient": (diffusion.posterior_mean_var(proc, one, zero, t)[0], c_x0),
             "x_t coefficient": (diffusion.posterior_mean_var(proc, zero, one, t)[0], c_xt),
             "variance": (diffusion.posterior_mean_var(proc, one, one, t)[1], var),
-            "sqrt(1 - abar)": (diffusion.q_sample(key, proc, zero, t)[0] / diffusion.q_sample(key, proc, zero, t)[1],
-                               mpmath.sqrt(1 - abar[t])),
+            "sqrt(1 - abar)": (
+                diffusion.q_sample(key, proc, zero, t)[0] / diffusion.q_sample(key, proc, zero, t)[1],
+                mpmath.sqrt(1 - abar[t]),
+            ),
             "1 / sqrt(abar)": (diffusion.predict_x0(proc, one, t, zero), 1 / mpmath.sqrt(abar[t])),
             "1 - abar": (proc.one_minus_alpha_bar[t], 1 - abar[t]),
         }
@@ -244,7 +247,9 @@ def test_ddim_with_clip_re_derives_epsilon_from_the_clipped_x0():
     proc = diffusion.gaussian("linear", 10)
     c = 3.0
     key = jax.random.key(4)
-    out = diffusion.ddim_sample(key, proc, lambda x, t: jnp.where(t == 10, c, 0.0) * jnp.ones_like(x), (5,), 2, clip=1.0)
+    out = diffusion.ddim_sample(
+        key, proc, lambda x, t: jnp.where(t == 10, c, 0.0) * jnp.ones_like(x), (5,), 2, clip=1.0
+    )
     assert diffusion.ddim_times(10, 2).tolist() == [10, 1, 0]
     sa = np.asarray(proc.sqrt_alpha_bar, np.float64)
     s1m = np.asarray(proc.sqrt_one_minus_alpha_bar, np.float64)

@@ -53,6 +53,7 @@ def _read(path: str) -> str:
 
 # --------------------------------------------------------------------------- examples
 
+
 @pytest.mark.parametrize("path", ["README.md", "docs/getting-started.md", "docs/index.md"])
 def test_first_example_runs(path, capsys):
     text = _read(os.path.join(ROOT, path))
@@ -130,8 +131,11 @@ def test_toctrees_list_existing_pages_and_every_page_is_listed():
     for page, entries in trees.items():
         for entry, is_glob in entries:
             if is_glob:
-                matches = glob.glob(os.path.join(ROOT, entry + ".ipynb")) if entry.startswith("notebooks/") \
+                matches = (
+                    glob.glob(os.path.join(ROOT, entry + ".ipynb"))
+                    if entry.startswith("notebooks/")
                     else glob.glob(os.path.join(DOCS, entry + ".md"))
+                )
                 if not matches:
                     missing.append(f"{page}: the pattern {entry} matches no page")
             elif not _page_exists(entry):
@@ -144,6 +148,7 @@ def test_toctrees_list_existing_pages_and_every_page_is_listed():
 
 
 # --------------------------------------------------------------------------- docstrings
+
 
 def _config_list(name: str) -> list:
     """A list assigned in docs/conf.py, read without executing it."""
@@ -165,6 +170,7 @@ def test_every_public_name_has_a_docstring():
 
 
 # --------------------------------------------------------------------------- the built site
+
 
 def _needs_built_site():
     pytest.importorskip("sphinx", reason="the docs extra is not installed (pip install -e '.[docs]')")

@@ -82,8 +82,10 @@ def _local_names(path: str) -> set[str]:
 
 # --------------------------------------------------------------------------- the docs extra
 
-_ROLE = re.compile(r"(?::(?:py:)?|\{(?:py:)?)(?:func|class|mod|data|meth|attr|exc|obj|const)(?::|\})`"
-                   r"(?:[^`<]*<)?~?\.?([A-Za-z_][\w.]*)>?`")
+_ROLE = re.compile(
+    r"(?::(?:py:)?|\{(?:py:)?)(?:func|class|mod|data|meth|attr|exc|obj|const)(?::|\})`"
+    r"(?:[^`<]*<)?~?\.?([A-Za-z_][\w.]*)>?`"
+)
 
 
 def _sources() -> list[str]:
@@ -142,11 +144,15 @@ def test_docs_extra_holds_every_package_the_build_imports():
     provided = {_requirement_name(r) for r in project["dependencies"]}
     provided = frozenset(provided | {_requirement_name(r) for r in project["optional-dependencies"]["docs"]})
     needed = {**_referenced_packages(), **_imported_packages(), **_conf_packages()}
-    missing = sorted(f"{_distribution(top, provided)} ({where})" for top, where in needed.items()
-                     if top not in sys.stdlib_module_names and top != "tokdyn"
-                     and _distribution(top, provided) not in provided)
-    assert not missing, ("a docs-only environment (pip install -e '.[docs]') lacks what the build imports; "
-                         "add to the docs extra:\n  " + "\n  ".join(missing))
+    missing = sorted(
+        f"{_distribution(top, provided)} ({where})"
+        for top, where in needed.items()
+        if top not in sys.stdlib_module_names and top != "tokdyn" and _distribution(top, provided) not in provided
+    )
+    assert not missing, (
+        "a docs-only environment (pip install -e '.[docs]') lacks what the build imports; "
+        "add to the docs extra:\n  " + "\n  ".join(missing)
+    )
 
 
 def test_the_reference_scan_finds_outside_references():
@@ -172,6 +178,7 @@ def test_ci_builds_the_docs_from_the_docs_extra_alone():
 
 # --------------------------------------------------------------------------- figures
 
+
 def _capture(monkeypatch, call):
     """The matplotlib Figure a figures function draws (instead of writing it)."""
     from tokdyn.stats import figures
@@ -195,8 +202,9 @@ def _pixels(fig, colour: str) -> int:
 def test_line_plot_shows_identical_series(monkeypatch, with_errors):
     x, y = [0.1, 0.2, 0.3, 0.5, 0.8], [0.9, 0.8, 0.6, 0.5, 0.3]
     errors = {"baseline": [0.02] * 5, "repulsion": [0.02] * 5} if with_errors else None
-    fig = _capture(monkeypatch, lambda f: f.line_plot("unused.png", x, {"baseline": y, "repulsion": list(y)},
-                                                      errors=errors))
+    fig = _capture(
+        monkeypatch, lambda f: f.line_plot("unused.png", x, {"baseline": y, "repulsion": list(y)}, errors=errors)
+    )
     (ax,) = fig.axes
     first, second = ax.get_lines()
     assert first.get_marker() != second.get_marker()
@@ -219,8 +227,9 @@ def test_line_plot_panels_and_many_series(monkeypatch):
 
     n = 6
     series = {f"s{i}": [1.0, 2.0, 3.0] for i in range(n)}
-    fig = _capture(monkeypatch, lambda f: f.line_plot("unused.png", [1, 2, 3], {}, panels={"A": series, "B": series},
-                                                      title="t"))
+    fig = _capture(
+        monkeypatch, lambda f: f.line_plot("unused.png", [1, 2, 3], {}, panels={"A": series, "B": series}, title="t")
+    )
     for ax in fig.axes:
         lines = ax.get_lines()
         assert len({line.get_marker() for line in lines}) == n
@@ -234,12 +243,14 @@ def test_line_plot_panels_and_many_series(monkeypatch):
 def test_line_plot_writes_a_png(tmp_path):
     from tokdyn.stats import figures
 
-    path = figures.line_plot(str(tmp_path / "plots" / "a.png"), [1, 2], {"a": [1, 2], "b": [1, 2]},
-                             errors={"a": [0.1, 0.1]})
+    path = figures.line_plot(
+        str(tmp_path / "plots" / "a.png"), [1, 2], {"a": [1, 2], "b": [1, 2]}, errors={"a": [0.1, 0.1]}
+    )
     assert figures.drawn_by_tokdyn(path)
 
 
 # --------------------------------------------------------------------------- the landing page and the site
+
 
 def _blocks(text: str, lang: str) -> list[str]:
     return re.findall(r"^```" + lang + r"\n(.*?)^```", text, re.S | re.M)
@@ -255,8 +266,12 @@ def test_landing_page_has_the_install_command_and_a_first_example():
     assert "import tokdyn" in found.group(1) or "from tokdyn import" in found.group(1)
     assert text.index("pip install") < text.index(MARK) < text.index("```{toctree}")
     # seen whole on the page: no line of the first steps needs scrolling
-    long = [line for block in _blocks(text, "bash") + _blocks(text, "python") for line in block.splitlines()
-            if len(line) > 80]
+    long = [
+        line
+        for block in _blocks(text, "bash") + _blocks(text, "python")
+        for line in block.splitlines()
+        if len(line) > 80
+    ]
     assert not long, f"lines wider than the page's code blocks: {long}"
 
 
@@ -276,8 +291,9 @@ def test_stylesheet_keeps_numbers_on_one_line_and_code_scrolling():
     static = _conf_value("html_static_path")
     sheets = _conf_value("html_css_files")
     assert "tokdyn_site" in _conf_value("extensions")
-    css = "".join(_read(os.path.join(DOCS, s, f)) for s in static for f in sheets
-                  if os.path.isfile(os.path.join(DOCS, s, f)))
+    css = "".join(
+        _read(os.path.join(DOCS, s, f)) for s in static for f in sheets if os.path.isfile(os.path.join(DOCS, s, f))
+    )
     rules = _css_rules(css)
     assert rules, f"no stylesheet among {sheets} in {static}"
 
@@ -298,11 +314,14 @@ def test_table_cells_keep_plus_minus_with_their_numbers():
     site = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(site)
     prose = "a long cell of prose that says what the row is, far longer than a number " * 2
-    doctree = publish_doctree(f"""
+    doctree = publish_doctree(
+        f"""
 +----------------+----------------------------------------------------------------------------------------------------------------------------------------------------------+
 | 0.665 ± 0.008  | {prose:<152} |
 +----------------+----------------------------------------------------------------------------------------------------------------------------------------------------------+
-""", settings_overrides={"report_level": 5})
+""",
+        settings_overrides={"report_level": 5},
+    )
     from docutils import nodes
 
     site.mark_cells(None, doctree, "page")

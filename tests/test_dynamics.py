@@ -20,8 +20,9 @@ METHODS = sorted(["baseline", "inertia", "repulsion", "inertia+repulsion"])
 
 def _problem(seed, k=4, noise=0.6, max_clusters=5, dim=16, ppc=50, box=10.0):
     key = jax.random.key(seed)
-    c = data.gaussian_clusters(key, k, points_per_cluster=ppc, dim=dim, noise=noise, center_box=box,
-                               max_clusters=max_clusters)
+    c = data.gaussian_clusters(
+        key, k, points_per_cluster=ppc, dim=dim, noise=noise, center_box=box, max_clusters=max_clusters
+    )
     t0 = dynamics.init_tokens(jax.random.fold_in(key, 1), 4, dim, method="data", x=c.x, mask=c.mask)
     return c, t0
 
@@ -33,8 +34,16 @@ def test_trajectory_matches_reference(name):
     for seed in range(3):
         # moderate scale so assignments are soft and every term of the rule matters
         c, t0 = _problem(seed, noise=0.8, box=1.5, dim=4)
-        ref = reference_run(np.asarray(c.x, np.float64), np.asarray(t0, np.float64), p.temperature,
-                            p.momentum, p.repulsion, mask=np.asarray(c.mask), n_steps=12, tol=0.0)
+        ref = reference_run(
+            np.asarray(c.x, np.float64),
+            np.asarray(t0, np.float64),
+            p.temperature,
+            p.momentum,
+            p.repulsion,
+            mask=np.asarray(c.mask),
+            n_steps=12,
+            tol=0.0,
+        )
         tr = dynamics.trajectory(c.x, t0, p, mask=c.mask, n_steps=12, tol=0.0)
         np.testing.assert_allclose(np.asarray(tr.tokens), ref["trajectory"], rtol=1e-4, atol=1e-4)
         assert int(tr.steps) == ref["steps"] == 12
@@ -56,17 +65,28 @@ def test_run_matches_reference(name):
     agree = 0
     for seed in range(8):
         c, t0 = _problem(seed, k=3 + seed % 3, noise=(0.3, 0.6, 0.9)[seed % 3])
-        ref = reference_run(np.asarray(c.x, np.float64), np.asarray(t0, np.float64), p.temperature,
-                            p.momentum, p.repulsion, mask=np.asarray(c.mask), n_steps=30, tol=1e-3)
+        ref = reference_run(
+            np.asarray(c.x, np.float64),
+            np.asarray(t0, np.float64),
+            p.temperature,
+            p.momentum,
+            p.repulsion,
+            mask=np.asarray(c.mask),
+            n_steps=30,
+            tol=1e-3,
+        )
         r = dynamics.run(c.x, t0, p, mask=c.mask)
         _assert_labels_match_up_to_ties(np.asarray(r.labels), ref, np.asarray(c.x, np.float64))
         np.testing.assert_allclose(np.asarray(r.tokens), ref["tokens"], rtol=1e-4, atol=1e-3)
         # the stopping step can differ by one when the float32 change sits at tol, and collapse is
         # decided on labels that may differ on a tie: allow a disagreement rarely
         n_true = int(np.asarray(c.mask).sum() // 50)
-        agree += (int(r.steps) == ref["steps"] and bool(r.converged) == ref["converged"]
-                  and bool(metrics.collapsed(r.labels, 4, n_true, c.mask)) == reference_collapsed(
-                      ref["labels"], 4, n_true, np.asarray(c.mask)))
+        agree += (
+            int(r.steps) == ref["steps"]
+            and bool(r.converged) == ref["converged"]
+            and bool(metrics.collapsed(r.labels, 4, n_true, c.mask))
+            == reference_collapsed(ref["labels"], 4, n_true, np.asarray(c.mask))
+        )
         assert abs(int(r.steps) - ref["steps"]) <= 1
     assert agree >= 7
 
@@ -84,7 +104,9 @@ def test_trajectory_final_equals_run():
         assert abs(int(tr.steps) - int(r.steps)) <= 1
         # after convergence the trajectory is frozen (its own final state, copied) and deltas are zero
         s = int(tr.steps)
-        np.testing.assert_array_equal(np.asarray(tr.tokens[s:]), np.broadcast_to(np.asarray(tr.tokens[s]), tr.tokens[s:].shape))
+        np.testing.assert_array_equal(
+            np.asarray(tr.tokens[s:]), np.broadcast_to(np.asarray(tr.tokens[s]), tr.tokens[s:].shape)
+        )
         assert np.all(np.asarray(tr.delta[s:]) == 0)
 
 
@@ -101,8 +123,9 @@ def test_vmap_equals_loop_and_params_do_not_recompile():
         # up to 30 steps (2e-5 on tokens of size 10 seen on one CPU): equal to 1e-5 of the tokens'
         # scale per step; steps and labels may differ on a last-bit tie
         scale = float(np.max(np.abs(np.asarray(one.tokens))))
-        np.testing.assert_allclose(np.asarray(batched.tokens[i]), np.asarray(one.tokens), rtol=0,
-                                   atol=1e-5 * scale * 30)
+        np.testing.assert_allclose(
+            np.asarray(batched.tokens[i]), np.asarray(one.tokens), rtol=0, atol=1e-5 * scale * 30
+        )
         assert abs(int(batched.steps[i]) - int(one.steps)) <= 1
         assert np.mean(np.asarray(batched.labels[i]) == np.asarray(one.labels)) >= 0.99
     # Hparams are traced leaves: a new value reuses the compiled kernel (nothing traced or compiled),
@@ -216,12 +239,19 @@ def test_single_point_cluster_no_nan():
     ],
 )
 def test_bad_input_raises_before_compiling(kwargs, match):
-    args = dict(x=np.zeros((2, 2), np.float32), tokens=np.zeros((2, 2), np.float32), hparams=dynamics.Hparams(),
-                mask=None, n_steps=5, tol=1e-3)
+    args = dict(
+        x=np.zeros((2, 2), np.float32),
+        tokens=np.zeros((2, 2), np.float32),
+        hparams=dynamics.Hparams(),
+        mask=None,
+        n_steps=5,
+        tol=1e-3,
+    )
     args.update(kwargs)
     with jax_compilations() as compiled, pytest.raises(ValueError, match=match):
-        dynamics.run(args["x"], args["tokens"], args["hparams"], mask=args["mask"], n_steps=args["n_steps"],
-                     tol=args["tol"])
+        dynamics.run(
+            args["x"], args["tokens"], args["hparams"], mask=args["mask"], n_steps=args["n_steps"], tol=args["tol"]
+        )
     assert compiled == []
 
 

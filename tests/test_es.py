@@ -40,11 +40,12 @@ def closed_form_variance(n_pairs: int, antithetic: bool, c: float = C) -> np.nda
     g = B + H * X0
     r0 = c + B @ X0 + 0.5 * (H * X0) @ X0
     if antithetic:
-        return (g @ g + g ** 2) / n_pairs
+        return (g @ g + g**2) / n_pairs
     s, hs = SIGMA, H.sum()
-    second = (r0 ** 2 / s ** 2 + g @ g + 2 * g ** 2 + r0 * (hs + 2 * H)
-              + s ** 2 * (hs ** 2 + 2 * H @ H + 4 * H * hs + 8 * H ** 2) / 4)
-    return (second - g ** 2) / (2 * n_pairs)
+    second = (
+        r0**2 / s**2 + g @ g + 2 * g**2 + r0 * (hs + 2 * H) + s**2 * (hs**2 + 2 * H @ H + 4 * H * hs + 8 * H**2) / 4
+    )
+    return (second - g**2) / (2 * n_pairs)
 
 
 N_PAIRS = 2
@@ -55,8 +56,17 @@ N = 100_000
 def _estimates(c, *, antithetic: bool, shaping: str):
     keys = jax.random.split(jax.random.key(0), N)
     reward = lambda x: quadratic(x, c)
-    return jax.vmap(lambda k: es.es_grad(k, reward, jnp.asarray(X0, jnp.float32), sigma=SIGMA, n_pairs=N_PAIRS,
-                                         antithetic=antithetic, shaping=shaping)[0])(keys)
+    return jax.vmap(
+        lambda k: es.es_grad(
+            k,
+            reward,
+            jnp.asarray(X0, jnp.float32),
+            sigma=SIGMA,
+            n_pairs=N_PAIRS,
+            antithetic=antithetic,
+            shaping=shaping,
+        )[0]
+    )(keys)
 
 
 def estimates(*, antithetic: bool, shaping: str = "none", c: float = C) -> np.ndarray:
@@ -99,21 +109,30 @@ def test_antithetic_pairs_and_a_baseline_lower_the_variance():
 
 evosax = pytest.importorskip("evosax")
 from evosax.algorithms import Open_ES  # noqa: E402
-from evosax.core.fitness_shaping import (centered_rank_fitness_shaping_fn,  # noqa: E402
-                                         identity_fitness_shaping_fn)
+from evosax.core.fitness_shaping import (  # noqa: E402
+    centered_rank_fitness_shaping_fn,
+    identity_fitness_shaping_fn,
+)
 
 
-@pytest.mark.parametrize("shaping,evosax_shaping", [("none", identity_fitness_shaping_fn),
-                                                    ("centered_rank", centered_rank_fitness_shaping_fn)])
+@pytest.mark.parametrize(
+    "shaping,evosax_shaping",
+    [("none", identity_fitness_shaping_fn), ("centered_rank", centered_rank_fitness_shaping_fn)],
+)
 @pytest.mark.parametrize("antithetic", [True, False])
 def test_equals_evosax_open_es_on_the_same_noise(shaping, evosax_shaping, antithetic):
     """evosax's OpenAI-ES gradient of the fitness (computed by one SGD step of rate 1 from its
     mean), with the reward as fitness, equals es_grad on the same key."""
     x = jnp.asarray(X0, jnp.float32)
     n_pairs, key = 6, jax.random.key(3)
-    strategy = Open_ES(population_size=2 * n_pairs, solution=x, use_antithetic_sampling=antithetic,
-                       optimizer=optax.sgd(1.0), std_schedule=optax.constant_schedule(SIGMA),
-                       fitness_shaping_fn=evosax_shaping)
+    strategy = Open_ES(
+        population_size=2 * n_pairs,
+        solution=x,
+        use_antithetic_sampling=antithetic,
+        optimizer=optax.sgd(1.0),
+        std_schedule=optax.constant_schedule(SIGMA),
+        fitness_shaping_fn=evosax_shaping,
+    )
     params = strategy.default_params
     state = strategy.init(jax.random.key(9), x, params)
     population, state = strategy.ask(key, state, params)
@@ -128,8 +147,9 @@ def test_equals_evosax_open_es_on_the_same_noise(shaping, evosax_shaping, antith
 
 def test_centered_ranks_equal_evosax_with_ties_and_nan_lowest():
     r = jnp.array([0.3, -1.0, 0.3, 2.0, 5.0, -3.0])
-    np.testing.assert_allclose(es.shape_rewards(r, "centered_rank"),
-                               centered_rank_fitness_shaping_fn(None, r, None, None))
+    np.testing.assert_allclose(
+        es.shape_rewards(r, "centered_rank"), centered_rank_fitness_shaping_fn(None, r, None, None)
+    )
     w = es.shape_rewards(jnp.array([1.0, jnp.nan, 0.0]), "centered_rank")
     np.testing.assert_allclose(w, [0.5, -0.5, 0.0])  # maximising: a NaN reward ranks lowest
 
@@ -163,8 +183,9 @@ def test_maximiser_ascends_with_any_optax_optimizer(estimator):
     chex.clear_trace_counter()
     target = jnp.array([1.0, -2.0, 0.5])
     reward = lambda x, t: -jnp.sum((x - t) ** 2)
-    opt = es.maximiser(reward, optax.adam(0.05), sigma=optax.exponential_decay(0.2, 1, 0.99), n_pairs=16,
-                       estimator=estimator)
+    opt = es.maximiser(
+        reward, optax.adam(0.05), sigma=optax.exponential_decay(0.2, 1, 0.99), n_pairs=16, estimator=estimator
+    )
 
     @jax.jit
     @chex.assert_max_traces(n=1)
@@ -172,18 +193,19 @@ def test_maximiser_ascends_with_any_optax_optimizer(estimator):
         def body(state, k):
             state, info = opt.step(k, state, t)
             return state, info.sigma
+
         return jax.lax.scan(body, opt.init(x0), jax.random.split(key, 300))
 
     state, sigmas = run(jax.random.key(0), jnp.zeros(3), target)
     np.testing.assert_allclose(state.x, target, atol=0.05)
     assert int(state.count) == 300
     if estimator == "es":
-        np.testing.assert_allclose(np.asarray(sigmas)[[0, 10]], [0.2, 0.2 * 0.99 ** 10], rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(sigmas)[[0, 10]], [0.2, 0.2 * 0.99**10], rtol=1e-5)
     run(jax.random.key(1), jnp.ones(3), target)  # no retrace
 
 
 def test_a_nan_reward_is_counted_and_skips_the_step():
-    reward = lambda x: jnp.where(x[0] > 0.0, jnp.nan, -jnp.sum(x ** 2))  # NaN on half the space
+    reward = lambda x: jnp.where(x[0] > 0.0, jnp.nan, -jnp.sum(x**2))  # NaN on half the space
     opt = es.maximiser(lambda x: reward(x), optax.sgd(0.1), sigma=0.5, n_pairs=8)
     state = opt.init(jnp.array([0.01, 1.0]))
     new, info = jax.jit(opt.step)(jax.random.key(0), state)
@@ -239,6 +261,7 @@ def test_a_noisy_reward_gets_independent_noise_per_member():
             r = es.es_grad(k, _noisy, x, sigma=sigma, n_pairs=n_pairs, reward_takes_key=True)[1].rewards
             zk = es.noise(jax.random.split(k)[0], 2, n_pairs)
             return r + jnp.sum((x + sigma * zk) ** 2, 1)
+
         return jax.vmap(one)(keys)
 
     e = np.asarray(noise_of(jax.random.split(jax.random.key(6), 4000)), np.float64)
@@ -253,8 +276,7 @@ def test_a_noisy_reward_gets_independent_noise_per_member():
     np.testing.assert_allclose(info.rewards, truth + draws, rtol=1e-5, atol=1e-5)
     exact = es.maximiser(_noisy, optax.sgd(0.01), estimator="exact", reward_takes_key=True)
     _, info = exact.step(key, exact.init(x), t)
-    np.testing.assert_allclose(info.rewards, [-np.sum((np.asarray(x) - 1.0) ** 2) + jax.random.normal(key)],
-                               rtol=1e-5)
+    np.testing.assert_allclose(info.rewards, [-np.sum((np.asarray(x) - 1.0) ** 2) + jax.random.normal(key)], rtol=1e-5)
 
 
 @pytest.mark.parametrize("estimator", ["es", "exact"])
@@ -274,8 +296,9 @@ def test_rewards_without_a_key_are_unchanged(estimator):
         grad, want = es.exact_grad(key, lambda x: reward(x, t), x)
     np.testing.assert_allclose(info.rewards, want.rewards, rtol=1e-6)
     np.testing.assert_allclose(state.x, x + 0.1 * grad, rtol=1e-6)
-    keyed = es.maximiser(lambda k, x, t: reward(x, t), optax.sgd(0.1), sigma=0.2, n_pairs=3, estimator=estimator,
-                         reward_takes_key=True)
+    keyed = es.maximiser(
+        lambda k, x, t: reward(x, t), optax.sgd(0.1), sigma=0.2, n_pairs=3, estimator=estimator, reward_takes_key=True
+    )
     _, info = jax.jit(keyed.step)(key, keyed.init(x), t)
     if estimator == "es":
         z = es.noise(jax.random.split(key)[0], 3, 3)

@@ -14,8 +14,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_own_rule_prints_paired_statistics_against_the_baseline(tmp_path):
     out = tmp_path / "own_rule"
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "own_rule.py"), "--seeds", "5", "--out",
-                           str(out)], capture_output=True, text=True, timeout=300, env=child_env(), cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "own_rule.py"), "--seeds", "5", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=child_env(),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert "paired t-tests of ARI against the baseline (5 seeds per condition" in lines[0]

@@ -44,7 +44,9 @@ def test_results_independent_of_chunk_and_batch_size():
 
 def test_progress_callback_and_errors():
     seen = []
-    execute.map_runs(_fn, _args(10), shared=jax.random.key(0), chunk_size=4, on_chunk=lambda d, t, s: seen.append((d, t)))
+    execute.map_runs(
+        _fn, _args(10), shared=jax.random.key(0), chunk_size=4, on_chunk=lambda d, t, s: seen.append((d, t))
+    )
     assert seen == [(4, 10), (8, 10), (10, 10)]
     with pytest.raises(ValueError, match="chunk_size"):
         execute.map_runs(_fn, _args(10), shared=jax.random.key(0), chunk_size=0)
@@ -78,8 +80,6 @@ def test_results_independent_of_device_count():
     np.testing.assert_array_equal(results[0], results[1])
 
 
-
-
 # ---------------------------------------------------------------------------------------------- chunk size per backend
 
 
@@ -93,15 +93,15 @@ class _FakeDevice:
         return self._stats
 
 
-GIB = 2 ** 30
+GIB = 2**30
 
 
 def test_the_cpu_chunk_is_unchanged():
     assert execute.default_chunk_size(1, "cpu") == 2048
-    assert execute.default_chunk_size(2, "cpu", bytes_per_run=10 ** 6, memory=10 ** 3) == 4096  # memory is moot
+    assert execute.default_chunk_size(2, "cpu", bytes_per_run=10**6, memory=10**3) == 4096  # memory is moot
     cpus = jax.devices("cpu")
     assert execute.device_memory(cpus[0]) is None  # the CPU's memory is the host's
-    assert execute.plan(cpus, "auto", None, 10 ** 9)[2] == 2048 * len(cpus)
+    assert execute.plan(cpus, "auto", None, 10**9)[2] == 2048 * len(cpus)
     if jax.default_backend() == "cpu":
         assert execute.default_chunk_size(3) == 3 * 2048 and execute.device_memory() is None
 
@@ -118,22 +118,22 @@ def test_an_accelerator_chunk_is_sized_from_the_device_memory(monkeypatch):
     low, high = execute.ACCELERATOR_CHUNK
     assert execute.default_chunk_size(1, "gpu") == low  # no per-run size: the fixed default
     sizes = []
-    for memory in (80 * GIB, 16 * GIB, 2 * GIB, 10 ** 6):
+    for memory in (80 * GIB, 16 * GIB, 2 * GIB, 10**6):
         per_device = execute.default_chunk_size(1, "gpu", bytes_per_run=100_000, memory=memory)
         assert low <= per_device <= high and per_device & (per_device - 1) == 0  # a power of two, in bounds
         assert per_device == low or per_device * 100_000 <= memory / execute.MEMORY_SHARE
         sizes.append(per_device)
-    assert sizes == sorted(sizes, reverse=True) and sizes[0] == 2 ** 17 and sizes[-1] == low  # shrinks with memory
-    assert execute.default_chunk_size(4, "gpu", bytes_per_run=100_000) == 4 * 2 ** 17  # memory read: 80 GiB
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == 2**17 and sizes[-1] == low  # shrinks with memory
+    assert execute.default_chunk_size(4, "gpu", bytes_per_run=100_000) == 4 * 2**17  # memory read: 80 GiB
     assert execute.default_chunk_size(1, "gpu", bytes_per_run=1) == high
     monkeypatch.setattr(execute, "device_memory", lambda device=None: None)  # no statistics: the fixed default
     assert execute.default_chunk_size(1, "gpu", bytes_per_run=100_000) == low
     # plan reads the memory of the devices it is given
     gpu = _FakeDevice(stats={"bytes_limit": 8 * GIB, "bytes_in_use": 0})
     monkeypatch.setattr(execute, "device_memory", lambda device=None: device.memory_stats()["bytes_limit"])
-    devices, batch, step, padded = execute.plan([gpu, gpu], "auto", None, 10 ** 9, bytes_per_run=4096)
-    assert batch is None and step == padded == 2 * 2 ** 19  # 8 GiB / 4 / 4 KiB = 2^19 runs per device
-    assert execute.plan([gpu], "auto", None, 10 ** 9)[2] == low  # no per-run size given
+    devices, batch, step, padded = execute.plan([gpu, gpu], "auto", None, 10**9, bytes_per_run=4096)
+    assert batch is None and step == padded == 2 * 2**19  # 8 GiB / 4 / 4 KiB = 2^19 runs per device
+    assert execute.plan([gpu], "auto", None, 10**9)[2] == low  # no per-run size given
 
 
 def test_the_per_run_size_comes_from_xla_and_costs_nothing_on_cpu(monkeypatch):

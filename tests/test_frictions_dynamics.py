@@ -30,7 +30,7 @@ def reference_run(x, t0, *, temperature=1.0, momentum=0.0, repulsion=0.0, n_step
         a /= a.sum(1, keepdims=True)
         means = (a.T @ x + 1e-8 * t) / (a.sum(0) + 1e-8)[:, None]
         diff = t[:, None] - t[None]
-        r = np.maximum(np.sqrt((diff ** 2).sum(-1)), dynamics.MIN_DISTANCE)
+        r = np.maximum(np.sqrt((diff**2).sum(-1)), dynamics.MIN_DISTANCE)
         np.fill_diagonal(r, np.inf)
         force = means - t + repulsion * (diff / r[..., None] ** 3).sum(1)
         v = momentum * v + force
@@ -80,8 +80,11 @@ def test_a_shifted_run_is_the_shifted_run(name, shift):
         group, _ = dynamics.token_groups(base.tokens, 1e-1)
         group = np.asarray(group)
         for g in np.unique(group):  # each group's centre (how coincident tokens part is rounding)
-            np.testing.assert_allclose(np.asarray(moved.tokens)[group == g].mean(0) - shift,
-                                       np.asarray(base.tokens)[group == g].mean(0), atol=1e-5 * scale)
+            np.testing.assert_allclose(
+                np.asarray(moved.tokens)[group == g].mean(0) - shift,
+                np.asarray(base.tokens)[group == g].mean(0),
+                atol=1e-5 * scale,
+            )
         np.testing.assert_array_equal(group[np.asarray(moved.labels)], group[np.asarray(base.labels)])
     if ref is not None:
         for s in (np.zeros(2, np.float32), shift):
@@ -199,11 +202,15 @@ def test_rule_repr_is_short_and_describe_is_full():
     assert repr(dynamics.BUILTIN_ORIGIN) == "Rule(name='builtin-origin')"
     inertia = dataclasses.replace(dynamics.BUILTIN, hparams=dynamics.METHODS["inertia"])
     assert repr(inertia).startswith("Rule(name='builtin', hparams=Hparams(temperature=1.0, momentum=0.5")
-    assert "<function" not in repr(dynamics.run.__wrapped__.__kwdefaults__["rule"]) if hasattr(
-        dynamics.run, "__wrapped__") else True
+    assert (
+        "<function" not in repr(dynamics.run.__wrapped__.__kwdefaults__["rule"])
+        if hasattr(dynamics.run, "__wrapped__")
+        else True
+    )
     full = dynamics.BUILTIN.describe()
-    assert full.startswith("Rule(name='builtin', init=tokdyn.dynamics.builtin._builtin_init, "
-                           "step=tokdyn.dynamics.builtin._builtin_step")
+    assert full.startswith(
+        "Rule(name='builtin', init=tokdyn.dynamics.builtin._builtin_init, step=tokdyn.dynamics.builtin._builtin_step"
+    )
     assert "0x" not in full
     unnamed = dynamics.Rule(lambda points, tokens, hp: tokens, lambda s, points, hp, step, key: s)
     assert repr(unnamed).startswith("Rule(step=") and "0x" not in repr(unnamed)

@@ -40,11 +40,14 @@ class Transformer:
     def init(self, key):
         k = jax.random.split(key, 6)
         d, n = self.D, self.N
-        return {"tok": jax.random.normal(k[0], (self.V, d)), "pos": 0.1 * jax.random.normal(k[1], (self.T, d)),
-                "lat": jax.random.normal(k[2], (2, d, d)) / np.sqrt(d),
-                "qkv": jax.random.normal(k[3], (n, 3, d, d)) / np.sqrt(d),
-                "mlp": jax.random.normal(k[4], (n, 2, d, d)) / np.sqrt(d),
-                "out": jax.random.normal(k[5], (d, self.V))}
+        return {
+            "tok": jax.random.normal(k[0], (self.V, d)),
+            "pos": 0.1 * jax.random.normal(k[1], (self.T, d)),
+            "lat": jax.random.normal(k[2], (2, d, d)) / np.sqrt(d),
+            "qkv": jax.random.normal(k[3], (n, 3, d, d)) / np.sqrt(d),
+            "mlp": jax.random.normal(k[4], (n, 2, d, d)) / np.sqrt(d),
+            "out": jax.random.normal(k[5], (d, self.V)),
+        }
 
     def apply(self, params, batch, *, latents=None, intervene=None):
         tokens = batch["tokens"]  # (B, 4)
@@ -61,8 +64,10 @@ class Transformer:
         causal = jnp.tril(jnp.ones((self.T, self.T), bool))
         states, attns = [], []
         for i in range(self.N):
-            q, k, v = (jnp.einsum("btd,de->bte", _layer_norm(x), params["qkv"][i, j]).reshape(b, self.T, h, d // h)
-                       for j in range(3))
+            q, k, v = (
+                jnp.einsum("btd,de->bte", _layer_norm(x), params["qkv"][i, j]).reshape(b, self.T, h, d // h)
+                for j in range(3)
+            )
             s = jnp.einsum("bqhe,bkhe->bhqk", q, k) / np.sqrt(d // h)
             a = jax.nn.softmax(jnp.where(causal, s, -1e30), -1)  # (B, H, T, T)
             x = x + jnp.einsum("bhqk,bkhe->bqhe", a, v).reshape(b, self.T, d)
@@ -70,10 +75,12 @@ class Transformer:
             states.append(x)
             attns.append(a)
         final = _layer_norm(x)
-        entries = {"embeddings": [embedded] + states,
-                   "blocks_and_final_ln": states + [final],
-                   "blocks": states,
-                   "blocks_and_embeddings_before_intervene": [given] + states}[self.hidden]
+        entries = {
+            "embeddings": [embedded] + states,
+            "blocks_and_final_ln": states + [final],
+            "blocks": states,
+            "blocks_and_embeddings_before_intervene": [given] + states,
+        }[self.hidden]
         return latent_model.Outputs(final @ params["out"], jnp.stack(entries, 1), jnp.stack(attns, 1), latents)
 
 
@@ -86,9 +93,18 @@ def _setup(hidden="embeddings", n=16):
 
 def _decompose(m, params, batch, jit=False):
     answers = jnp.zeros(batch["tokens"].shape[0], int)
-    f = lambda p, b: mediation.decompose(jax.random.key(2), m.apply, p, b, slots=m.slots, markers=m.markers,  # noqa: E731
-                                 answer_position=m.answer, answers=answers, length=m.T,
-                                 settings=("full", "slots_zeros", "slots_mean"))
+    f = lambda p, b: mediation.decompose(
+        jax.random.key(2),
+        m.apply,
+        p,
+        b,
+        slots=m.slots,
+        markers=m.markers,  # noqa: E731
+        answer_position=m.answer,
+        answers=answers,
+        length=m.T,
+        settings=("full", "slots_zeros", "slots_mean"),
+    )
     return (jax.jit(f) if jit else f)(params, batch)
 
 
@@ -98,8 +114,15 @@ def test_a_users_transformer_with_the_documented_fields_is_accepted():
     assert dims == protocol.Dims(batch=16, length=9, vocab=6, layers=2, heads=2, width=8, latents=2)
     assert _decompose(m, params, batch).shape == (3, 16)
     assert _decompose(m, params, batch, jit=True).shape == (3, 16)
-    moved = mediation.input_to_latent(m.apply, params, batch, batch, positions=m.slots, layer=0,
-                              intervene=mediation.noise_at(jax.random.key(3), m.slots, 1.0))
+    moved = mediation.input_to_latent(
+        m.apply,
+        params,
+        batch,
+        batch,
+        positions=m.slots,
+        layer=0,
+        intervene=mediation.noise_at(jax.random.key(3), m.slots, 1.0),
+    )
     assert np.all(np.asarray(moved["states"].relative_l2) > 0)
 
 
@@ -117,19 +140,25 @@ def test_block_outputs_and_the_final_layernorm_in_place_of_the_embeddings_are_re
     with pytest.raises(ValueError, match=match):
         mediation.input_to_latent(m.apply, params, batch, batch, positions=m.slots)
     with pytest.raises(ValueError, match=r"hidden\[:, 0\] holds the embeddings intervene was given, not those it"):
-        mediation.input_to_latent(Transformer("blocks_and_embeddings_before_intervene").apply, params, batch, batch,
-                          positions=m.slots)
+        mediation.input_to_latent(
+            Transformer("blocks_and_embeddings_before_intervene").apply, params, batch, batch, positions=m.slots
+        )
 
 
 def test_a_hidden_without_the_embeddings_entry_is_blamed_on_hidden_not_attention():
     m, params, batch = _setup("blocks")
-    for call in (lambda: _decompose(m, params, batch), lambda: mediation.input_to_latent(m.apply, params, batch, batch),
-                 lambda: protocol.check_apply(m.apply, params, batch)):
+    for call in (
+        lambda: _decompose(m, params, batch),
+        lambda: mediation.input_to_latent(m.apply, params, batch, batch),
+        lambda: protocol.check_apply(m.apply, params, batch),
+    ):
         with pytest.raises(ValueError) as e:
             call()
         text = str(e.value)
-        assert text.startswith("apply_fn(params, batch).hidden must be (B, n_layers + 1, T, D) = (16, n_layers + 1 = 3"
-                               ", 9, D): hidden[:, 0] the input embeddings"), text
+        assert text.startswith(
+            "apply_fn(params, batch).hidden must be (B, n_layers + 1, T, D) = (16, n_layers + 1 = 3"
+            ", 9, D): hidden[:, 0] the input embeddings"
+        ), text
         assert "got shape (16, 2, 9, 8)" in text and "n_layers = 2 from attention (16, 2, 2, 9, 9)" in text
         assert "attention must be" not in text
 
@@ -164,7 +193,9 @@ def test_a_model_that_does_not_take_intervene_is_named_for_the_diagnostics_that_
 @pytest.mark.parametrize("mode", ["feedback", "none"])
 def test_the_librarys_reasoner_passes_the_probe(mode):
     task = tasks.Config(grid_size=3, n_colours=3, families=("read", "gravity"))
-    cfg = latent_model.Config(task=task, width=16, depth=2, heads=2, latent_mode=mode, n_latents=0 if mode == "none" else 2)
+    cfg = latent_model.Config(
+        task=task, width=16, depth=2, heads=2, latent_mode=mode, n_latents=0 if mode == "none" else 2
+    )
     model = latent_model.Model(cfg)
     params, batch = model.init(jax.random.key(0)), tasks.generate(jax.random.key(1), 4, task)
     dims = protocol.check_apply(model.apply, params, batch, uses=("intervene",), reads_hidden=True)

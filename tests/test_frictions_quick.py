@@ -41,7 +41,8 @@ def test_quick_presets_validate_and_say_so(key):
 def test_the_line_opens_a_quick_summary_only():
     quick = type("Q", (), {"preset": "quick"})()
     assert with_preset_line(quick, "table").startswith(QUICK_NOTE) and with_preset_line(quick, "table").endswith(
-        "\n\ntable")
+        "\n\ntable"
+    )
     for other in (type("D", (), {"preset": ""})(), type("A", (), {"preset": "default"})(), object()):
         assert preset_line(other) == "" and with_preset_line(other, "table") == "table"
 
@@ -50,8 +51,10 @@ def test_token_dynamics_quick_end_to_end(tmp_path, capsys):
     """``tokdyn study token-dynamics --quick`` (one seed less, no plots): the printed summary opens
     with the quick line; the stamp is that of the same sizes without the label."""
     out = tmp_path / "td"
-    assert cli.main(["study", "token-dynamics", "--quick", "--seeds", "3", "--no-plots", "--no-cache",
-                     "--out", str(out)]) == 0
+    assert (
+        cli.main(["study", "token-dynamics", "--quick", "--seeds", "3", "--no-plots", "--no-cache", "--out", str(out)])
+        == 0
+    )
     printed = capsys.readouterr().out.lstrip().splitlines()
     assert printed[0].startswith(QUICK_NOTE), printed[:3]
     stamp = study_dir.read_stamp(str(out))

@@ -15,9 +15,29 @@ from tokdyn.studies import token_dynamics_sweep as tds
 pytestmark = pytest.mark.fast_compile
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "own_rule.py")
-SMALL = ["--temperature", "", "--repulsion", "", "--momentum", "", "--noise", "0.3,0.9", "--n-clusters", "3",
-         "--seeds", "3", "--dim", "2", "--points-per-cluster", "10", "--n-resamples", "100", "--no-cache", "--quiet",
-         "--no-plots"]
+SMALL = [
+    "--temperature",
+    "",
+    "--repulsion",
+    "",
+    "--momentum",
+    "",
+    "--noise",
+    "0.3,0.9",
+    "--n-clusters",
+    "3",
+    "--seeds",
+    "3",
+    "--dim",
+    "2",
+    "--points-per-cluster",
+    "10",
+    "--n-resamples",
+    "100",
+    "--no-cache",
+    "--quiet",
+    "--no-plots",
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +45,29 @@ def rules(tmp_path_factory):
     """A rule module written as a user would: the Lloyd rule of examples/own_rule.py, and the
     built-in rule under another name (a rule identical to the baseline)."""
     path = tmp_path_factory.mktemp("rules") / "my_rules.py"
-    path.write_text(open(EXAMPLE).read() + "\nRULES = {'lloyd': LLOYD, 'same': dataclasses.replace(dynamics.BUILTIN, "
-                                           "name='same')}\n")
+    path.write_text(
+        open(EXAMPLE).read() + "\nRULES = {'lloyd': LLOYD, 'same': dataclasses.replace(dynamics.BUILTIN, "
+        "name='same')}\n"
+    )
     return f"{path}:RULES"
 
 
 @pytest.fixture(scope="module")
 def paired(rules, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("paired") / "sweep")
-    argv = ["sweep", "token-dynamics", "--out", out, "--rule-module", rules, "--method", "baseline,same,lloyd",
-            "--knob", "step_size=0.5,1", *SMALL]
+    argv = [
+        "sweep",
+        "token-dynamics",
+        "--out",
+        out,
+        "--rule-module",
+        rules,
+        "--method",
+        "baseline,same,lloyd",
+        "--knob",
+        "step_size=0.5,1",
+        *SMALL,
+    ]
     assert cli.main(argv) == 0
     return out, argv
 
@@ -51,7 +84,9 @@ def test_builtin_and_own_rules_in_one_sweep_paired_by_seed(paired):
     assert pareto[0].split(",")[:3] == ["method", "method_name", "step_size"]
     report = open(os.path.join(out, "report.md")).read()
     assert "method=lloyd, step_size=1" in report and "method=1" not in report
-    assert "Paired by seed" in report and re.search(r"\| same \| method=same \| \+0\.000 \[\+0\.000, \+0\.000\]", report)
+    assert "Paired by seed" in report and re.search(
+        r"\| same \| method=same \| \+0\.000 \[\+0\.000, \+0\.000\]", report
+    )
     # one engine sweep per rule, the same root key: a rule identical to the baseline gives its results seed by seed
     groups = sorted(os.listdir(os.path.join(out, "groups")))
     assert groups == ["0-builtin", "1-same", "2-lloyd"]
@@ -75,6 +110,7 @@ def test_paired_sweep_resumes_and_refuses_a_changed_rule(paired, rules, tmp_path
     path = rules.rpartition(":")[0]
     changed = tmp_path / "changed"
     import shutil
+
     shutil.copytree(out, changed)
     text = open(path).read()
     try:
@@ -90,8 +126,11 @@ def test_paired_sweep_resumes_and_refuses_a_changed_rule(paired, rules, tmp_path
 def test_unknown_or_bad_knobs_exit_2_naming_them(rules, tmp_path, capsys):
     base = ["sweep", "token-dynamics", "--out", str(tmp_path / "never"), "--rule-module", rules]
     cases = [
-        (["--method", "baseline,lloyd", "--knob", "stepsize=0.5,1"], r"knob: 'stepsize' is not a knob of the rule "
-                                                                     r"'lloyd'.*\['step_size'\]"),
+        (
+            ["--method", "baseline,lloyd", "--knob", "stepsize=0.5,1"],
+            r"knob: 'stepsize' is not a knob of the rule "
+            r"'lloyd'.*\['step_size'\]",
+        ),
         (["--method", "baseline", "--knob", "step_size=0.5,1"], r"knob: 'step_size': method names no rule"),
         (["--method", "lloyd", "--knob", "step_size=1,1"], r"step_size lists 1.0 more than once"),
         (["--method", "lloyd", "--knob", "step_size"], r"knob expects NAME=VALUES"),
@@ -105,8 +144,9 @@ def test_unknown_or_bad_knobs_exit_2_naming_them(rules, tmp_path, capsys):
         assert re.search(pattern, err), (pattern, err)
     assert not os.path.exists(tmp_path / "never")
     with pytest.raises(ValueError, match="stepsize"):
-        tds.Config(rule_module=rules, method="lloyd", knob="stepsize=1", temperature="", repulsion="",
-                   momentum="").validate()
+        tds.Config(
+            rule_module=rules, method="lloyd", knob="stepsize=1", temperature="", repulsion="", momentum=""
+        ).validate()
 
 
 def test_quick_preset_says_so_in_the_report(tmp_path):
@@ -114,8 +154,12 @@ def test_quick_preset_says_so_in_the_report(tmp_path):
     with pytest.raises(ValueError, match="preset"):
         tds.Config(preset="fast").validate()
     out = str(tmp_path / "quick")
-    assert cli.main(["sweep", "token-dynamics", "--quick", "--seeds", "2", "--out", out, "--no-cache", "--quiet",
-                     "--no-plots"]) == 0
+    assert (
+        cli.main(
+            ["sweep", "token-dynamics", "--quick", "--seeds", "2", "--out", out, "--no-cache", "--quiet", "--no-plots"]
+        )
+        == 0
+    )
     first = open(os.path.join(out, "report.md")).readline()
     assert first.startswith("Quick preset:")
     assert io.read_json(os.path.join(out, "config.json"))["config"]["preset"] == "quick"

@@ -21,8 +21,9 @@ NAMES = tuple(dynamics.METHODS)
 
 @pytest.fixture(scope="module")
 def problem():
-    c = data.gaussian_clusters(jax.random.key(0), 4, points_per_cluster=40, dim=3, noise=0.6, center_box=5.0,
-                               max_clusters=5)
+    c = data.gaussian_clusters(
+        jax.random.key(0), 4, points_per_cluster=40, dim=3, noise=0.6, center_box=5.0, max_clusters=5
+    )
     t0 = dynamics.forgy(c.x, c.init_noise, c.mask, 4)
     return c, t0
 
@@ -31,8 +32,9 @@ def _both(c, t0, hp, *, key, mass_anchor="token", n_steps=30):
     """dynamics.run and fused.run of every run of a stacked ``hp`` (one compile each)."""
     rule = dynamics.MASS_ANCHORS[mass_anchor]
     ref = jax.jit(jax.vmap(lambda h: dynamics.run(c.x, t0, h, rule=rule, mask=c.mask, n_steps=n_steps, key=key)))(hp)
-    got = jax.jit(jax.vmap(lambda h: fused.run(c.x, t0, h, mask=c.mask, n_steps=n_steps, key=key,
-                                               mass_anchor=mass_anchor)))(hp)
+    got = jax.jit(
+        jax.vmap(lambda h: fused.run(c.x, t0, h, mask=c.mask, n_steps=n_steps, key=key, mass_anchor=mass_anchor))
+    )(hp)
     return ref, got
 
 
@@ -81,9 +83,15 @@ def test_published_mass_anchor_and_empty_token(problem):
 
 def test_extremes_tiny_temperature_and_out_of_range_knobs(problem):
     c, t0 = problem
-    hp = dynamics.Hparams.stack([dynamics.Hparams(temperature=1e-38), dynamics.Hparams(temperature=1e4),
-                                 dynamics.Hparams(momentum=1.5), dynamics.Hparams(temperature=-1.0),
-                                 dynamics.Hparams(sinkhorn_iters=1000.0)])  # traced: no host check
+    hp = dynamics.Hparams.stack(
+        [
+            dynamics.Hparams(temperature=1e-38),
+            dynamics.Hparams(temperature=1e4),
+            dynamics.Hparams(momentum=1.5),
+            dynamics.Hparams(temperature=-1.0),
+            dynamics.Hparams(sinkhorn_iters=1000.0),
+        ]
+    )  # traced: no host check
     ref, got = _both(c, t0, hp, key=None)
     tok = np.asarray(got.tokens)
     assert np.isfinite(tok[[0, 1, 4]]).all()
@@ -110,8 +118,16 @@ def test_masked_points_do_not_count_and_a_lone_token(problem):
 def test_cluster_run_kernels_agree_through_a_sweep():
     table = tuple(dynamics.METHODS[m].row() for m in ("baseline", "inertia", "repulsion", "annealing"))
     grid = sweep.Grid(method=(0, 1, 2, 3), noise=(0.3, 0.9), seeds=3)
-    out = {k: sweep.run(runs.ClusterRun(methods=table, kernel=k), grid, key=jax.random.key(1),
-                        common_random_numbers=True, progress=False) for k in ("xla", "fused")}
+    out = {
+        k: sweep.run(
+            runs.ClusterRun(methods=table, kernel=k),
+            grid,
+            key=jax.random.key(1),
+            common_random_numbers=True,
+            progress=False,
+        )
+        for k in ("xla", "fused")
+    }
     same = np.mean(out["xla"]["steps"] == out["fused"]["steps"])
     assert same >= 0.9, same  # a step count may differ where a run's last movement sits at the tolerance
     np.testing.assert_allclose(np.nanmean(out["fused"]["ari"]), np.nanmean(out["xla"]["ari"]), atol=0.02)
@@ -122,14 +138,17 @@ def test_preferred_backend():
     assert fused.preferred("gpu") and not fused.preferred("cpu") and not fused.preferred("tpu")
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(mass_anchor="middle"), "mass_anchor"),
-    (dict(hparams=(1.0, 0.0)), "hparams"),
-    (dict(hparams=dynamics.Hparams(langevin=1e-3)), "key"),
-    (dict(hparams=dynamics.Hparams(momentum=1.0)), "momentum"),
-    (dict(n_steps=2.5), "n_steps"),
-    (dict(interpret="yes"), "interpret"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(mass_anchor="middle"), "mass_anchor"),
+        (dict(hparams=(1.0, 0.0)), "hparams"),
+        (dict(hparams=dynamics.Hparams(langevin=1e-3)), "key"),
+        (dict(hparams=dynamics.Hparams(momentum=1.0)), "momentum"),
+        (dict(n_steps=2.5), "n_steps"),
+        (dict(interpret="yes"), "interpret"),
+    ],
+)
 def test_bad_arguments_refused_before_compile(problem, kwargs, match):
     c, t0 = problem
     with pytest.raises((ValueError, TypeError), match=match):

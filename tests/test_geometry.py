@@ -25,7 +25,7 @@ def np_cos(a, b):
 def np_spectrum(x, mask):
     rows = x[mask].astype(np.float64)
     lam = np.linalg.svd(rows - rows.mean(0), compute_uv=False) ** 2
-    return lam.sum() ** 2 / (lam ** 2).sum(), lam[0] / lam.sum()
+    return lam.sum() ** 2 / (lam**2).sum(), lam[0] / lam.sum()
 
 
 def random_mask(rng, n):
@@ -39,8 +39,9 @@ def test_against_numpy(shape):
     rng = np.random.default_rng(sum(shape))
     x = rng.normal(size=shape).astype(np.float32) + rng.normal(size=shape[1]).astype(np.float32)
     n = shape[0]
-    np.testing.assert_allclose(geometry.cosine_matrix(x),
-                               [[np_cos(x[i], x[j]) for j in range(n)] for i in range(n)], atol=1e-6)
+    np.testing.assert_allclose(
+        geometry.cosine_matrix(x), [[np_cos(x[i], x[j]) for j in range(n)] for i in range(n)], atol=1e-6
+    )
     for mask in (None, random_mask(rng, n)):
         m = np.ones(n, bool) if mask is None else mask
         idx = np.flatnonzero(m)
@@ -104,8 +105,9 @@ def test_degenerate_and_extreme_input_gives_no_nan():
     for scale in (1e-30, 1e30):
         np.testing.assert_allclose(geometry.participation_ratio(x * scale), geometry.participation_ratio(x), rtol=1e-5)
         np.testing.assert_allclose(geometry.top_pc_share(x * scale), geometry.top_pc_share(x), rtol=1e-5)
-        np.testing.assert_allclose(geometry.mean_pairwise_cosine(x * scale), geometry.mean_pairwise_cosine(x),
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            geometry.mean_pairwise_cosine(x * scale), geometry.mean_pairwise_cosine(x), atol=1e-6
+        )
         assert np.all(np.isfinite(geometry.cosine_matrix(x * scale)))
     # excluded rows may hold NaN padding
     padded = np.concatenate([x, np.full((2, 5), np.nan, np.float32)])
@@ -135,8 +137,9 @@ def test_summary_and_vmap_over_seeds_equal_a_loop():
         np.testing.assert_allclose(one.step_similarity, geometry.step_similarity(latents[r], mask), rtol=1e-6)
     assert batched.participation_ratio.shape == (3, 4) and batched.step_similarity.shape == (3, 3)
     stack = latents[:, :, 0]
-    np.testing.assert_allclose(jax.vmap(geometry.participation_ratio)(stack),
-                               [geometry.participation_ratio(s) for s in stack], rtol=1e-5)
+    np.testing.assert_allclose(
+        jax.vmap(geometry.participation_ratio)(stack), [geometry.participation_ratio(s) for s in stack], rtol=1e-5
+    )
 
 
 def test_bad_input_is_refused_before_tracing():

@@ -26,15 +26,33 @@ KNOBS = ("temperature", "momentum", "repulsion", "damping", "langevin", "slot_no
 CONFIGS = [  # (seed, N, T, D, knobs, n_steps, masked, stochastic)
     (0, 60, 3, 2, dict(temperature=0.8, momentum=0.3, repulsion=0.01, damping=0.7), 8, False, False),
     (1, 100, 4, 3, dict(temperature=1.5, momentum=0.2, sinkhorn_iters=5, slot_norm=0.5, damping=0.9), 6, True, False),
-    (2, 48, 5, 4, dict(temperature=1.2, momentum=0.1, repulsion=0.005, anneal_ratio=4.0, anneal_steps=4,
-                       langevin=1e-3), 9, False, True),
-    (3, 80, 4, 2, dict(temperature=0.6, sinkhorn_iters=12, anneal_ratio=2.0, anneal_steps=3, damping=0.8), 7, True,
-     False),
+    (
+        2,
+        48,
+        5,
+        4,
+        dict(temperature=1.2, momentum=0.1, repulsion=0.005, anneal_ratio=4.0, anneal_steps=4, langevin=1e-3),
+        9,
+        False,
+        True,
+    ),
+    (
+        3,
+        80,
+        4,
+        2,
+        dict(temperature=0.6, sinkhorn_iters=12, anneal_ratio=2.0, anneal_steps=3, damping=0.8),
+        7,
+        True,
+        False,
+    ),
 ]
 IDS = [f"seed{c[0]}-N{c[1]}-T{c[2]}-D{c[3]}" for c in CONFIGS]
 # the first two move temperature, momentum, repulsion, damping and Sinkhorn in the default suite;
 # the annealed, stochastic and long-Sinkhorn ones run with -m slow
-PARAMS = [pytest.param(c, id=i, marks=[pytest.mark.slow] if k >= 2 else []) for k, (c, i) in enumerate(zip(CONFIGS, IDS))]
+PARAMS = [
+    pytest.param(c, id=i, marks=[pytest.mark.slow] if k >= 2 else []) for k, (c, i) in enumerate(zip(CONFIGS, IDS))
+]
 
 
 def _problem(seed, n, t, d, masked):
@@ -55,8 +73,9 @@ def _loss(tokens, c):
 
 def _noise(key, n_steps, shape, dtype=jnp.float32):
     """The Langevin draws of the documented key scheme (step s: fold_in(key, s)), as float64."""
-    return np.stack([np.asarray(jax.random.normal(jax.random.fold_in(key, s), shape, dtype), np.float64)
-                     for s in range(n_steps)])
+    return np.stack(
+        [np.asarray(jax.random.normal(jax.random.fold_in(key, s), shape, dtype), np.float64) for s in range(n_steps)]
+    )
 
 
 def _reference_steps(x, tokens, taus, knobs, mask=None, noise=None):
@@ -98,8 +117,10 @@ def _central(f, v, rel=1e-4):
 def _fd_knobs(x, tokens, knobs, n_steps, mask, c, noise, names):
     """Central differences (float64 NumPy reference) of the loss in each knob of ``names``."""
     loss = lambda k: float(np.sum(c * (t := _reference_final(x, tokens, k, n_steps, mask, noise))) + 0.5 * np.sum(t**2))
-    return {f: _central(lambda v, f=f: loss(knobs | {f: v}), float(knobs.get(f, getattr(dynamics.Hparams(), f))))
-            for f in names}
+    return {
+        f: _central(lambda v, f=f: loss(knobs | {f: v}), float(knobs.get(f, getattr(dynamics.Hparams(), f))))
+        for f in names
+    }
 
 
 def _differentiable(knobs):
@@ -109,8 +130,9 @@ def _differentiable(knobs):
 
 
 def _hparams(knobs, dtype):
-    return dynamics.Hparams(**{f: jnp.asarray(knobs.get(f, getattr(dynamics.Hparams(), f)), dtype)
-                               for f in dynamics.FIELDS})
+    return dynamics.Hparams(
+        **{f: jnp.asarray(knobs.get(f, getattr(dynamics.Hparams(), f)), dtype) for f in dynamics.FIELDS}
+    )
 
 
 def _grad_run_fixed(x, tokens, knobs, n_steps, mask, c, key, dtype):
@@ -159,8 +181,10 @@ def test_grad_in_points_and_initial_tokens(config):
 
     with jax.enable_x64(True):
         hp = _hparams(knobs, jnp.float64)
-        gx, gt = jax.grad(lambda xx, tt: _loss(dynamics.run_fixed(xx, tt, hp, mask=mask, n_steps=n_steps, tol=0.0).tokens,
-                                               c), argnums=(0, 1))(jnp.asarray(x, jnp.float64), jnp.asarray(t0, jnp.float64))
+        gx, gt = jax.grad(
+            lambda xx, tt: _loss(dynamics.run_fixed(xx, tt, hp, mask=mask, n_steps=n_steps, tol=0.0).tokens, c),
+            argnums=(0, 1),
+        )(jnp.asarray(x, jnp.float64), jnp.asarray(t0, jnp.float64))
     np.testing.assert_allclose(float(np.sum(np.asarray(gt) * ut)), _central(lambda e: ref(e, 0.0), 0.0), rtol=1e-6)
     np.testing.assert_allclose(float(np.sum(np.asarray(gx) * ux)), _central(lambda e: ref(0.0, e), 0.0), rtol=1e-6)
     if mask is not None:  # padded points do not enter the run
@@ -181,8 +205,14 @@ def test_grad_through_trajectory():
 
     fd = _central(ref, knobs["temperature"])
     hp = _hparams(knobs, jnp.float32)
-    g = jax.grad(lambda tau: jnp.sum(c * dynamics.trajectory(x, t0, dataclasses.replace(hp, temperature=tau), mask=mask,
-                                                              n_steps=n_steps, tol=0.0).tokens))(hp.temperature)
+    g = jax.grad(
+        lambda tau: jnp.sum(
+            c
+            * dynamics.trajectory(
+                x, t0, dataclasses.replace(hp, temperature=tau), mask=mask, n_steps=n_steps, tol=0.0
+            ).tokens
+        )
+    )(hp.temperature)
     np.testing.assert_allclose(float(g), fd, rtol=2e-3)
 
 
@@ -201,8 +231,7 @@ def test_grad_through_a_users_scan_over_update_with_a_temperature_per_step():
                 tokens, velocity = dynamics.update(x, *carry, dataclasses.replace(hp, temperature=tau), mask, step=s)
                 return (tokens, velocity), None
 
-            (tokens, _), _ = jax.lax.scan(step, (jnp.asarray(t0), jnp.zeros_like(t0)),
-                                          (jnp.arange(len(taus)), taus))
+            (tokens, _), _ = jax.lax.scan(step, (jnp.asarray(t0), jnp.zeros_like(t0)), (jnp.arange(len(taus)), taus))
             return _loss(tokens, c)
 
         g = np.asarray(jax.grad(loss)(jnp.asarray(taus, jnp.float32)))
@@ -268,7 +297,8 @@ def test_grad_of_sinkhorn_and_soft_assignment(use_mask):
         return float(np.sum(ct * np.where(valid[:, None], a, 0.0)))
 
     g_tau, g_t = jax.grad(lambda tau, tok: jnp.sum(ct * dynamics.soft_assignment(x, tok, tau, mask)), argnums=(0, 1))(
-        jnp.float32(0.7), jnp.asarray(t0))
+        jnp.float32(0.7), jnp.asarray(t0)
+    )
     np.testing.assert_allclose(float(g_tau), _central(ref, 0.7), rtol=2e-3)
     ut = rng.normal(size=t0.shape)
     np.testing.assert_allclose(float(np.sum(np.asarray(g_t) * ut)), _central(lambda e: ref(0.7, e, ut), 0.0), rtol=2e-3)
@@ -281,20 +311,29 @@ def test_reverse_mode_equals_forward_mode_through_run():
     for knobs in (dict(temperature=0.8, momentum=0.3), dict(temperature=1.0, sinkhorn_iters=6, repulsion=0.01)):
         hp = _hparams(knobs, jnp.float32)
         f_run = lambda tau: dynamics.run(x, t0, dataclasses.replace(hp, temperature=tau), mask=mask, n_steps=40).tokens
-        f_fix = lambda tau: dynamics.run_fixed(x, t0, dataclasses.replace(hp, temperature=tau), mask=mask,
-                                               n_steps=40).tokens
+        f_fix = lambda tau: (
+            dynamics.run_fixed(x, t0, dataclasses.replace(hp, temperature=tau), mask=mask, n_steps=40).tokens
+        )
         steps = int(dynamics.run(x, t0, hp, mask=mask, n_steps=40).steps)
         assert 2 < steps < 40  # the early stop is inside the derivative
-        np.testing.assert_allclose(np.asarray(jax.jacrev(f_fix)(hp.temperature)),
-                                   np.asarray(jax.jacfwd(f_run)(hp.temperature)), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(jax.jacrev(f_fix)(hp.temperature)),
+            np.asarray(jax.jacfwd(f_run)(hp.temperature)),
+            rtol=1e-4,
+            atol=1e-5,
+        )
 
 
 def test_vmapped_gradients_over_batched_knobs_are_finite_and_per_run():
     """vmap of grad over a stacked Hparams mixing the softmax and Sinkhorn rules and Langevin on and
     off (the conds become selects: the untaken branch must not leak NaN or change the value)."""
     x, t0, mask, c = _problem(12, 50, 3, 2, False)
-    items = [dict(temperature=1.0), dict(temperature=0.8, sinkhorn_iters=5),
-             dict(temperature=1.2, langevin=1e-3, damping=0.5), dict(temperature=0.9, sinkhorn_iters=2, langevin=0.0)]
+    items = [
+        dict(temperature=1.0),
+        dict(temperature=0.8, sinkhorn_iters=5),
+        dict(temperature=1.2, langevin=1e-3, damping=0.5),
+        dict(temperature=0.9, sinkhorn_iters=2, langevin=0.0),
+    ]
     key = jax.random.key(0)
 
     def grad_one(hp):
@@ -313,8 +352,9 @@ def test_sinkhorn_count_is_traced_under_grad():
     """Sweeping sinkhorn_iters (0 included) under jax.grad compiles once; counts give the reference's
     value; a traced count above MAX_SINKHORN_ITERS (which cannot be checked) acts as the maximum."""
     x, t0, mask, c = _problem(13, 40, 3, 2, True)
-    f = jax.jit(jax.value_and_grad(lambda hp: _loss(dynamics.run_fixed(x, t0, hp, mask=mask, n_steps=4, tol=0.0).tokens,
-                                                    c)))
+    f = jax.jit(
+        jax.value_and_grad(lambda hp: _loss(dynamics.run_fixed(x, t0, hp, mask=mask, n_steps=4, tol=0.0).tokens, c))
+    )
     f(_hparams(dict(sinkhorn_iters=3), jnp.float32))
     with jax_compilations() as compiled:
         for k in (0, 1, 9, dynamics.MAX_SINKHORN_ITERS):
@@ -330,11 +370,14 @@ def test_sinkhorn_count_is_traced_under_grad():
 def test_grad_in_anneal_ratio_at_one():
     """At the default ratio r = 1 the schedule is the constant temperature exactly, yet its
     derivative in r is not zero when anneal_steps > 0 (d tau_s / d r = tau (1 - s / S))."""
-    g = jax.jacrev(lambda r: dynamics.temperature_schedule(dynamics.Hparams(temperature=0.5, anneal_ratio=r,
-                                                                            anneal_steps=4.0), 6))(jnp.float32(1.0))
+    g = jax.jacrev(
+        lambda r: dynamics.temperature_schedule(dynamics.Hparams(temperature=0.5, anneal_ratio=r, anneal_steps=4.0), 6)
+    )(jnp.float32(1.0))
     np.testing.assert_allclose(np.asarray(g), 0.5 * np.maximum(0.0, 1.0 - np.arange(6) / 4.0), rtol=1e-6)
-    assert np.all(np.asarray(dynamics.temperature_schedule(dynamics.Hparams(0.5, anneal_ratio=1.0, anneal_steps=4.0), 6))
-                  == np.float32(0.5))
+    assert np.all(
+        np.asarray(dynamics.temperature_schedule(dynamics.Hparams(0.5, anneal_ratio=1.0, anneal_steps=4.0), 6))
+        == np.float32(0.5)
+    )
 
 
 # ---------------------------------------------------------------------------------------------- run_fixed vs run
@@ -405,9 +448,18 @@ def test_bad_sinkhorn_count_and_per_step_knobs_are_refused_before_compiling():
             dynamics.run_fixed(x, t, n_steps=traced_steps)
     assert compiled == []
     # the allowed maximum itself runs
-    assert np.all(np.isfinite(np.asarray(dynamics.run_fixed(
-        x + np.arange(5, dtype=np.float32)[:, None], t, dynamics.Hparams(sinkhorn_iters=dynamics.MAX_SINKHORN_ITERS),
-        n_steps=2).tokens)))
+    assert np.all(
+        np.isfinite(
+            np.asarray(
+                dynamics.run_fixed(
+                    x + np.arange(5, dtype=np.float32)[:, None],
+                    t,
+                    dynamics.Hparams(sinkhorn_iters=dynamics.MAX_SINKHORN_ITERS),
+                    n_steps=2,
+                ).tokens
+            )
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------- implicit
@@ -422,8 +474,10 @@ IMPLICIT_CONFIGS = [  # (seed, N, T, D, knobs, masked): runs that converge to a 
 ]
 IMPLICIT_IDS = ["baseline", "inertia", "repulsion-damped", "sinkhorn-slot", "annealed"]
 # the default suite keeps the configurations that between them move every knob (the others: -m slow)
-IMPLICIT_PARAMS = [pytest.param(c, id=i, marks=[pytest.mark.slow] if i in ("baseline", "inertia") else [])
-                   for c, i in zip(IMPLICIT_CONFIGS, IMPLICIT_IDS)]
+IMPLICIT_PARAMS = [
+    pytest.param(c, id=i, marks=[pytest.mark.slow] if i in ("baseline", "inertia") else [])
+    for c, i in zip(IMPLICIT_CONFIGS, IMPLICIT_IDS)
+]
 IMPLICIT_KNOBS = ("temperature", "momentum", "repulsion", "damping", "slot_norm", "anneal_ratio")
 
 
@@ -462,19 +516,24 @@ def test_implicit_grad_of_run_matches_finite_differences_and_run_fixed(config):
             got = float(getattr(g_hp, name))
             fd = _central(lambda v: run_loss(name, v), float(getattr(hp, name)))
             np.testing.assert_allclose(got, fd, rtol=1e-5, atol=1e-7, err_msg=f"{name}: implicit vs run's FD")
-            np.testing.assert_allclose(got, float(getattr(f_hp, name)), rtol=1e-6, atol=1e-9,
-                                       err_msg=f"{name}: implicit vs run_fixed")
+            np.testing.assert_allclose(
+                got, float(getattr(f_hp, name)), rtol=1e-6, atol=1e-9, err_msg=f"{name}: implicit vs run_fixed"
+            )
         np.testing.assert_allclose(g_x, f_x, rtol=1e-6, atol=1e-9)
         assert np.all(np.asarray(g_t) == 0.0)  # a fixed point does not depend on where the run started
         np.testing.assert_allclose(f_t, 0.0, atol=1e-9)  # the converged unrolled run forgets it too
         # a point coordinate by central differences of run
         i = 1 if mask is None else 2
-        fd_x = _central(lambda v: float(_loss(dynamics.run(x.at[i, 0].set(v), tokens, hp, **kw).tokens, c)),
-                        float(x[i, 0]))
+        fd_x = _central(
+            lambda v: float(_loss(dynamics.run(x.at[i, 0].set(v), tokens, hp, **kw).tokens, c)), float(x[i, 0])
+        )
         np.testing.assert_allclose(float(g_x[i, 0]), fd_x, rtol=1e-5, atol=1e-7)
         # forward mode agrees with reverse mode
-        tangent = jax.jvp(lambda tau: implicit_loss(dataclasses.replace(hp, temperature=tau), x, tokens),
-                          (hp.temperature,), (jnp.ones((), jnp.float64),))[1]
+        tangent = jax.jvp(
+            lambda tau: implicit_loss(dataclasses.replace(hp, temperature=tau), x, tokens),
+            (hp.temperature,),
+            (jnp.ones((), jnp.float64),),
+        )[1]
         np.testing.assert_allclose(float(tangent), float(g_hp.temperature), rtol=1e-9)
 
 
@@ -498,9 +557,16 @@ def test_implicit_grad_of_a_rule_of_ones_own_and_under_vmap_in_float32():
     """float32, tol 1e-6: a tokens-only rule from outside the package and the built-in inertia rule;
     jax.vmap of jax.grad over batched knobs equals the per-run gradients and run_fixed's."""
     x, tokens, _, c = _problem(5, 60, 3, 2, False)
-    for rule, batch in [(SOFT, _Soft(temperature=jnp.array([0.7, 1.0]), step_size=jnp.array([0.8, 0.5]))),
-                        (dynamics.BUILTIN, dynamics.Hparams.stack([dynamics.Hparams(temperature=0.8, momentum=0.5),
-                                                                   dynamics.Hparams(temperature=1.1, momentum=0.3)]))]:
+    for rule, batch in [
+        (SOFT, _Soft(temperature=jnp.array([0.7, 1.0]), step_size=jnp.array([0.8, 0.5]))),
+        (
+            dynamics.BUILTIN,
+            dynamics.Hparams.stack(
+                [dynamics.Hparams(temperature=0.8, momentum=0.5), dynamics.Hparams(temperature=1.1, momentum=0.3)]
+            ),
+        ),
+    ]:
+
         def implicit_loss(hp):
             return _loss(dynamics.run(x, tokens, hp, rule=rule, n_steps=2000, tol=1e-6, implicit=True).tokens, c)
 
@@ -511,8 +577,9 @@ def test_implicit_grad_of_a_rule_of_ones_own_and_under_vmap_in_float32():
         for b in range(2):
             hp = jax.tree_util.tree_map(lambda v: v[b], batch)
             one, fixed = jax.grad(implicit_loss)(hp), jax.grad(fixed_loss)(hp)
-            for got, want, ref in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(one),
-                                      jax.tree_util.tree_leaves(fixed)):
+            for got, want, ref in zip(
+                jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(fixed)
+            ):
                 np.testing.assert_allclose(got[b], want, rtol=1e-4, atol=1e-5)
                 np.testing.assert_allclose(want, ref, rtol=2e-3, atol=2e-4)
 

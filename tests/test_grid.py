@@ -71,8 +71,14 @@ def test_parse_axis():
     v = parse_axis("t", "logspace:0.05:20:25")
     assert v.size == 25 and np.isclose(v[0], 0.05) and np.isclose(v[-1], 20)
     np.testing.assert_allclose(np.diff(np.log(v)), np.log(400) / 24)
-    for text, match in [("", "no values"), ("linspace:0:1", "exactly a:b:n"), ("linspace:0:1:x", "integer n"),
-                        ("logspace:0:1:5", "> 0"), ("linspace:0:1:0", "n >= 1"), ("0.1,abc", "comma list")]:
+    for text, match in [
+        ("", "no values"),
+        ("linspace:0:1", "exactly a:b:n"),
+        ("linspace:0:1:x", "integer n"),
+        ("logspace:0:1:5", "> 0"),
+        ("linspace:0:1:0", "n >= 1"),
+        ("0.1,abc", "comma list"),
+    ]:
         with pytest.raises(ValueError, match=match):
             parse_axis("temperature", text)
 

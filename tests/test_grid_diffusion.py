@@ -42,8 +42,9 @@ def test_text_metrics_against_hand_counts_and_scipy():
     allowed = np.zeros((V, V), bool)
     allowed[0, 1] = allowed[1, 3] = allowed[0, 2] = allowed[2, 3] = allowed[1, 1] = True
     conf = np.array([[0.95, 0.99, 0.5, 0.91], [0.2, 0.95, 0.95, 0.95]])
-    m = TM.text_metrics(samples, ref, V, eos=eos, confidence=conf, allowed=allowed,
-                       grammatical=lambda s: s[-1] == eos, n_resamples=20)
+    m = TM.text_metrics(
+        samples, ref, V, eos=eos, confidence=conf, allowed=allowed, grammatical=lambda s: s[-1] == eos, n_resamples=20
+    )
     p1 = np.bincount([0, 1, 3, 2, 2, 2, 2], minlength=V)
     q1 = np.bincount([0, 1, 3, 0, 2, 3, 1, 1, 3], minlength=V) + TM.SMOOTHING
     assert m["unigram_kl"] == pytest.approx(sps.entropy(p1, q1))
@@ -67,8 +68,18 @@ def _grid_data(n=256, length=2, cells=4, colours=3, seed=0):
 
 def test_trained_denoisers_beat_predicting_zero_and_a_nan_model_is_reported():
     data = _grid_data()
-    cfg = G.Config(model="grid_ddpm", length=2, cells=4, colours=3, T=50, architecture="mlp", width=16, depth=1,
-                   train=train.Config(steps=150, steps_per_call=50, warmup=10, final_fraction=0.1), batch_size=32)
+    cfg = G.Config(
+        model="grid_ddpm",
+        length=2,
+        cells=4,
+        colours=3,
+        T=50,
+        architecture="mlp",
+        width=16,
+        depth=1,
+        train=train.Config(steps=150, steps_per_call=50, warmup=10, final_fraction=0.1),
+        batch_size=32,
+    )
     hp = G.Hparams(learning_rate=jnp.array([3e-3, 1e38]), lam=jnp.array([0.01, 0.01]))
     keys = jax.random.split(jax.random.key(0), 2)
     res = train.train_many(G.trainer(cfg), G.inputs(cfg, data), keys, hp)
@@ -81,22 +92,33 @@ def test_trained_denoisers_beat_predicting_zero_and_a_nan_model_is_reported():
     mse = lambda p: float(G.loss_fn(jax.random.key(5), p, cfg, G.Hparams(), held)[0])
     assert mse(params) < 0.8 < 0.95 < mse(G.init(jax.random.key(9), cfg))  # predicting eps = 0 costs E[eps^2] = 1
     # D3PM: the trained model's bound term is below that of zero logits (a uniform x_0 guess)
-    dcfg = G.Config(model="grid_d3pm_absorbing", length=2, cells=4, colours=3, T=20, architecture="mlp", width=16,
-                    depth=1, train=train.Config(steps=150, steps_per_call=50, warmup=10, final_fraction=0.1),
-                    batch_size=32)
+    dcfg = G.Config(
+        model="grid_d3pm_absorbing",
+        length=2,
+        cells=4,
+        colours=3,
+        T=20,
+        architecture="mlp",
+        width=16,
+        depth=1,
+        train=train.Config(steps=150, steps_per_call=50, warmup=10, final_fraction=0.1),
+        batch_size=32,
+    )
     dp = G.train(jax.random.key(2), dcfg, G.Hparams(learning_rate=3e-3), data)[0].params
     proc = dcfg.process()
     k_t, k_x = jax.random.split(jax.random.key(6))
     t = jax.random.randint(k_t, (512,), 1, dcfg.T + 1)
     xt = jax.vmap(lambda k, x, s: diffusion.q_sample_discrete(k, proc, x, s))(jax.random.split(k_x, 512), held, t)
-    vb = lambda logits: float(jnp.mean(jax.vmap(lambda x, y, s, lg: diffusion.hybrid_loss(proc, x, y, s, lg, 0.0)[1])(
-        held, xt, t, logits)))
+    vb = lambda logits: float(
+        jnp.mean(jax.vmap(lambda x, y, s, lg: diffusion.hybrid_loss(proc, x, y, s, lg, 0.0)[1])(held, xt, t, logits))
+    )
     assert vb(G.apply(dp, dcfg, xt, t)) < 0.5 * vb(jnp.zeros(held.shape + (3,)))
 
 
 def test_bad_input_is_refused_before_compiling():
-    cfg = G.Config(model="grid_d3pm_uniform", length=2, cells=4, colours=3, T=5,
-                   train=train.Config(steps=10, steps_per_call=5))
+    cfg = G.Config(
+        model="grid_d3pm_uniform", length=2, cells=4, colours=3, T=5, train=train.Config(steps=10, steps_per_call=5)
+    )
     good = _grid_data(n=8)
     with pytest.raises(ValueError, match=r"data must have shape \(N, 2, 4\)"):
         G.train(jax.random.key(0), cfg, None, good[:, :, :3])
@@ -130,8 +152,9 @@ def test_grammar_entropy_equals_the_mean_log_probability_of_its_sentences():
 
 
 def test_nll_of_the_autoregressive_model_is_its_summed_cross_entropy():
-    cfg = G.Config(model="token_ar", length=5, vocab_size=7, width=16, depth=1,
-                   train=train.Config(steps=10, steps_per_call=5))
+    cfg = G.Config(
+        model="token_ar", length=5, vocab_size=7, width=16, depth=1, train=train.Config(steps=10, steps_per_call=5)
+    )
     params = G.init(jax.random.key(0), cfg)
     x = jnp.asarray(np.random.default_rng(0).integers(0, 7, (3, 5)), jnp.int32)
     logits = G.apply(params, cfg, jnp.concatenate([jnp.full((3, 1), 7), x[:, :-1]], 1), jnp.zeros(3, jnp.int32))

@@ -16,16 +16,37 @@ from tokdyn.studies import grid_diffusion
 
 pytestmark = pytest.mark.fast_compile
 
-CFG = grid_diffusion.Config(sentences=200, ae_steps=100, models=("token_ar", "grid_d3pm_absorbing"), single_models=(), T=8,
-                width=16, depth=1, steps=20, batch_size=16, seeds=2, n_samples=8, ddim_steps=0, n_resamples=20)
+CFG = grid_diffusion.Config(
+    sentences=200,
+    ae_steps=100,
+    models=("token_ar", "grid_d3pm_absorbing"),
+    single_models=(),
+    T=8,
+    width=16,
+    depth=1,
+    steps=20,
+    batch_size=16,
+    seeds=2,
+    n_samples=8,
+    ddim_steps=0,
+    n_resamples=20,
+)
 TABLES = ("results.csv", "samples.txt", "summary.md")  # the outputs a rerun must reproduce byte for byte
 
 
 def argv(cfg: grid_diffusion.Config, out, *extra, cache: bool = False) -> list[str]:
     """The command line of ``cfg`` (every field spelled out); ``cache``: with JAX's persistent
     compilation cache (child processes), else ``--no-cache`` (in this process)."""
-    return ["study", "grid-diffusion", "--out", str(out), "--quiet", *([] if cache else ["--no-cache"]),
-            *hostile.options(cfg), *extra]
+    return [
+        "study",
+        "grid-diffusion",
+        "--out",
+        str(out),
+        "--quiet",
+        *([] if cache else ["--no-cache"]),
+        *hostile.options(cfg),
+        *extra,
+    ]
 
 
 read, copy = hostile.read, hostile.copy
@@ -52,8 +73,13 @@ def test_outputs_record_and_a_rerun_that_reads_everything_back(finished, tmp_pat
     assert "jax" in record["environment"]
     out = copy(finished, tmp_path)
     parts = sorted(os.listdir(os.path.join(out, "parts")))
-    assert parts == ["autoencoder.npz", "sequence__grid_d3pm_absorbing.npz", "sequence__grid_d3pm_absorbing_nll.npz",
-                     "sequence__token_ar.npz", "sequence__token_ar_nll.npz"]
+    assert parts == [
+        "autoencoder.npz",
+        "sequence__grid_d3pm_absorbing.npz",
+        "sequence__grid_d3pm_absorbing_nll.npz",
+        "sequence__token_ar.npz",
+        "sequence__token_ar_nll.npz",
+    ]
     times = {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts}
     assert grid_diffusion.main(CFG, out, quiet=True, plots=False)  # everything read back, nothing recomputed
     assert times == {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts}
@@ -87,7 +113,9 @@ def test_an_autoencoder_of_other_settings_is_never_reused(tmp_path, capsys):
     """Issue 31, case 2: killed right after parts/autoencoder.npz was written, then rerun with
     --ae-steps 10: the 100-step autoencoder was reused (accuracy 1.0 where 10 steps give less)."""
     out = str(tmp_path / "gd")
-    study = study_dir.Study.open(out, "grid-diffusion", CFG, selection=grid_diffusion.SPEC.selection)  # what main does first ...
+    study = study_dir.Study.open(
+        out, "grid-diffusion", CFG, selection=grid_diffusion.SPEC.selection
+    )  # what main does first ...
     grid_diffusion.autoencoder(CFG, study)  # ... then the autoencoder part; killed here
     part = os.path.join(out, "parts", "autoencoder.npz")
     kept = read(part)
@@ -101,7 +129,9 @@ def test_an_autoencoder_of_other_settings_is_never_reused(tmp_path, capsys):
     assert accuracy == grid_diffusion.autoencoder(short)[2] < 1.0  # what a fresh 10-step autoencoder decodes
     assert str(io.load_npz(part)["stamp"]).endswith(study_dir.digest(grid_diffusion.autoencoder_key(short)))
     assert grid_diffusion.autoencoder_key(short) != grid_diffusion.autoencoder_key(CFG)
-    assert grid_diffusion.autoencoder_key(dataclasses.replace(CFG, steps=7, lam=0.5)) == grid_diffusion.autoencoder_key(CFG)
+    assert grid_diffusion.autoencoder_key(dataclasses.replace(CFG, steps=7, lam=0.5)) == grid_diffusion.autoencoder_key(
+        CFG
+    )
 
 
 def test_killed_at_random_moments_it_resumes_to_the_files_of_an_uninterrupted_run(tmp_path, fast_children):
@@ -114,12 +144,14 @@ def test_killed_at_random_moments_it_resumes_to_the_files_of_an_uninterrupted_ru
     code, seconds, err = killing.run_cli(argv(cfg, tmp_path / "b", "--no-plots", cache=True), cache)
     assert code == 0, err[-2000:]
     out = tmp_path / "c"
-    hit = killing.kill_at_random_moments(argv(cfg, out, "--no-plots", cache=True), cache, seconds, kills=3, seed=5,
-                                         low=0.1, high=0.7)
+    hit = killing.kill_at_random_moments(
+        argv(cfg, out, "--no-plots", cache=True), cache, seconds, kills=3, seed=5, low=0.1, high=0.7
+    )
     if not hit:  # the machine ran faster than when it was timed: kill earlier, in a new directory
         out = tmp_path / "c2"
-        hit = killing.kill_at_random_moments(argv(cfg, out, "--no-plots", cache=True), cache, seconds, kills=3,
-                                             seed=5, low=0.05, high=0.35)
+        hit = killing.kill_at_random_moments(
+            argv(cfg, out, "--no-plots", cache=True), cache, seconds, kills=3, seed=5, low=0.05, high=0.35
+        )
     assert hit, "no kill hit a running process"
     killing.same_files(tmp_path / "a", tmp_path / "b", TABLES)
     killing.same_files(tmp_path / "b", out, TABLES)
@@ -129,31 +161,36 @@ def test_killed_at_random_moments_it_resumes_to_the_files_of_an_uninterrupted_ru
 QUICK = ["--quick", "--models", "token_ar", "--single-models", "", "--quiet", "--no-plots", "--no-cache"]
 
 
-@pytest.mark.parametrize("extra, words", [
-    (["--seeds", "1000000000"], "seeds"),  # issue 31, case 8: took 6 GB in 20 s
-    (["--seeds", str(10 ** 12)], "seeds"),  # a traceback
-    (["--sentences", str(10 ** 10)], "sentences"),
-    (["--T", str(10 ** 10)], "T"),
-    (["--n-resamples", str(10 ** 9)], "n_resamples"),
-    (["--steps", str(10 ** 10)], "steps must be at most"),
-    (["--root-seed", str(10 ** 20)], "root_seed"),
-    (["--models", "token_ar,token_ar"], "models lists 'token_ar' more than once"),
-    (["--models", "", "--single-models", ""], "models and single_models must not both be empty"),
-    (["--learning-rate", "nan"], "learning_rate"),
-    (["--lam", "inf"], "lam"),
-    (["--batch-size", "0"], "batch_size"),
-    (["--width", "0"], "width"),
-    (["--colours", "1"], "colours"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--seeds", "1000000000"], "seeds"),  # issue 31, case 8: took 6 GB in 20 s
+        (["--seeds", str(10**12)], "seeds"),  # a traceback
+        (["--sentences", str(10**10)], "sentences"),
+        (["--T", str(10**10)], "T"),
+        (["--n-resamples", str(10**9)], "n_resamples"),
+        (["--steps", str(10**10)], "steps must be at most"),
+        (["--root-seed", str(10**20)], "root_seed"),
+        (["--models", "token_ar,token_ar"], "models lists 'token_ar' more than once"),
+        (["--models", "", "--single-models", ""], "models and single_models must not both be empty"),
+        (["--learning-rate", "nan"], "learning_rate"),
+        (["--lam", "inf"], "lam"),
+        (["--batch-size", "0"], "batch_size"),
+        (["--width", "0"], "width"),
+        (["--colours", "1"], "colours"),
+    ],
+)
 def test_bad_options_and_absurd_sizes_exit_2_naming_the_option_before_any_work(extra, words, tmp_path, capsys):
     hostile.refused_before_any_work(["study", "grid-diffusion", *QUICK, *extra], words, tmp_path, capsys)
 
 
 def test_the_estimate_names_the_option_and_says_when_it_is_long():
-    assert grid_diffusion.Config.quick().estimate().memory < 2 ** 30
+    assert grid_diffusion.Config.quick().estimate().memory < 2**30
     big = dataclasses.replace(grid_diffusion.Config.quick(), batch_size=4_000_000)
     with pytest.raises(study_dir.Refused, match="batch_size"):
         big.estimate()
     lines = []
-    study_dir.check_resources("grid-diffusion", dataclasses.replace(grid_diffusion.Config(), steps=300_000).estimate(), note=lines.append)
+    study_dir.check_resources(
+        "grid-diffusion", dataclasses.replace(grid_diffusion.Config(), steps=300_000).estimate(), note=lines.append
+    )
     assert lines and "hours" in lines[0]

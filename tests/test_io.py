@@ -23,16 +23,24 @@ def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
 
 
 def test_csv_and_json_round_trips(tmp_path):
-    cols = {"name": ["a", "b"], "x": np.array([0.1, np.float32(1 / 3)], dtype=object), "ok": [True, False],
-            "n": np.array([1, 2])}
+    cols = {
+        "name": ["a", "b"],
+        "x": np.array([0.1, np.float32(1 / 3)], dtype=object),
+        "ok": [True, False],
+        "n": np.array([1, 2]),
+    }
     back = io.read_csv(io.write_csv(str(tmp_path / "t.csv"), cols))
     assert back["name"].tolist() == ["a", "b"] and back["ok"].tolist() == [1.0, 0.0]
     assert np.float32(back["x"][1]) == np.float32(1 / 3)  # the shortest text that reads back to the same float32
     with pytest.raises(ValueError, match="equal lengths"):
         io.write_csv(str(tmp_path / "bad.csv"), {"a": [1], "b": [1, 2]})
     obj = {"a": np.float64(np.inf), "b": (1, np.int64(2)), "c": np.array([[1.5]]), 3: np.bool_(True)}
-    assert io.read_json(io.write_json(str(tmp_path / "m.json"), obj)) == {"a": "inf", "b": [1, 2], "c": [[1.5]],
-                                                                           "3": True}
+    assert io.read_json(io.write_json(str(tmp_path / "m.json"), obj)) == {
+        "a": "inf",
+        "b": [1, 2],
+        "c": [[1.5]],
+        "3": True,
+    }
     rows = [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
     assert io.to_rows(io.to_columns(rows)) == rows
     assert io.to_rows({"a": np.array([3, 1])}, order=[1, 0]) == [{"a": 1}, {"a": 3}]

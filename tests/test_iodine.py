@@ -19,9 +19,21 @@ from tokdyn.models import savi, slots
 pytestmark = pytest.mark.fast_compile
 
 # one tiny config shared by every test (one compilation of each program)
-CFG = I.Config(size=8, slots=3, latent_size=4, iterations=2, pixel_scale=0.2, decoder="mlp", decoder_hidden=8,
-               refine_channels=(4,), refine_hidden=8, train=train.Config(steps=60, steps_per_call=10, warmup=2),
-               batch_size=8, seeds=2, root_seed=0)
+CFG = I.Config(
+    size=8,
+    slots=3,
+    latent_size=4,
+    iterations=2,
+    pixel_scale=0.2,
+    decoder="mlp",
+    decoder_hidden=8,
+    refine_channels=(4,),
+    refine_hidden=8,
+    train=train.Config(steps=60, steps_per_call=10, warmup=2),
+    batch_size=8,
+    seeds=2,
+    root_seed=0,
+)
 HP = I.Hparams(learning_rate=1e-2)
 EXECUTION = train.Execution(I.default_strategy(jax.default_backend()), vectorised_init=False)
 
@@ -37,7 +49,7 @@ def squares(n, size, seed):
     for i in range(n):
         for _ in range(2):
             y, x = rng.integers(0, size - 3, 2)
-            out[i, y:y + 3, x:x + 3] = rng.uniform(0.5, 1.0, 3)
+            out[i, y : y + 3, x : x + 3] = rng.uniform(0.5, 1.0, 3)
     return out
 
 
@@ -58,11 +70,11 @@ def reference_elbo(images, rgb, logits, loc, log_scale, sigma):
     x, mu, lg, loc, ls = map(np64, (images, rgb, logits, loc, log_scale))
     log_m = lg - _logsumexp(lg, 1)[:, None]
     d2 = ((x[:, None] - mu) ** 2).sum(-1)
-    log_n = -0.5 * d2 / sigma ** 2 - 3 * np.log(sigma) - 1.5 * np.log(2 * np.pi)
+    log_n = -0.5 * d2 / sigma**2 - 3 * np.log(sigma) - 1.5 * np.log(2 * np.pi)
     joint = log_m + log_n
     pixel = _logsumexp(joint, 1)
     ll = pixel.sum((1, 2))
-    kl = 0.5 * (loc ** 2 + np.exp(2 * ls) - 1 - 2 * ls).sum((1, 2))
+    kl = 0.5 * (loc**2 + np.exp(2 * ls) - 1 - 2 * ls).sum((1, 2))
     return ll - kl, ll, kl, pixel, np.exp(log_m), np.exp(joint - pixel[:, None])
 
 
@@ -71,14 +83,13 @@ def jnp_elbo(params, images, loc, log_scale, noise, sigma):
     function of ``(loc, log_scale)``, checked against the NumPy reference and differentiated."""
     rgb, logits = I.decode(params, CFG, loc + jnp.exp(log_scale) * noise)
     ll = mixture_ll(images, rgb, logits, sigma)
-    kl = 0.5 * jnp.sum(loc ** 2 + jnp.exp(2 * log_scale) - 1 - 2 * log_scale, axis=(1, 2))
+    kl = 0.5 * jnp.sum(loc**2 + jnp.exp(2 * log_scale) - 1 - 2 * log_scale, axis=(1, 2))
     return ll - kl
 
 
 def mixture_ll(images, rgb, logits, sigma):
     log_m = logits - jax.scipy.special.logsumexp(logits, axis=1, keepdims=True)
-    log_n = (-0.5 * jnp.sum((images[:, None] - rgb) ** 2, -1) / sigma ** 2 - 3 * jnp.log(sigma)
-             - 1.5 * jnp.log(2 * jnp.pi))
+    log_n = -0.5 * jnp.sum((images[:, None] - rgb) ** 2, -1) / sigma**2 - 3 * jnp.log(sigma) - 1.5 * jnp.log(2 * jnp.pi)
     return jnp.sum(jax.scipy.special.logsumexp(log_m + log_n, axis=1), axis=(1, 2))
 
 
@@ -136,8 +147,9 @@ def test_elbo_equals_numpy_reference(params0, case, evaluated):
     assert np.all(kl > 0.1) and np.all(np.isfinite(ll))  # both terms are there
     # the check can fail: another pixel scale or another posterior scale moves the reference
     assert not np.allclose(reference_elbo(images, ev.rgb, ev.logits, loc, log_scale, 0.25)[0], elbo, rtol=1e-3)
-    assert not np.allclose(reference_elbo(images, ev.rgb, ev.logits, loc, log_scale + 0.1, CFG.pixel_scale)[2], kl,
-                           rtol=1e-3)
+    assert not np.allclose(
+        reference_elbo(images, ev.rgb, ev.logits, loc, log_scale + 0.1, CFG.pixel_scale)[2], kl, rtol=1e-3
+    )
 
 
 def test_extreme_decoder_outputs_stay_finite():
@@ -149,8 +161,9 @@ def test_extreme_decoder_outputs_stay_finite():
     rgb = rng.uniform(-3, 4, (B, K, S, S, 3)).astype(np.float32)
     logits = rng.choice([-80.0, 0.0, 80.0], (B, K, S, S)).astype(np.float32)
     ll, pixel, post = jax.jit(I.mixture_log_likelihood, static_argnums=3)(images, rgb, logits, 0.05)
-    _, ref_ll, _, ref_pixel, _, ref_post = reference_elbo(images, rgb, logits, np.zeros((B, K, 1)),
-                                                          np.zeros((B, K, 1)), 0.05)
+    _, ref_ll, _, ref_pixel, _, ref_post = reference_elbo(
+        images, rgb, logits, np.zeros((B, K, 1)), np.zeros((B, K, 1)), 0.05
+    )
     assert np.all(np.isfinite(np.asarray(ll))) and np.all(np.isfinite(np.asarray(post)))
     np.testing.assert_allclose(np.asarray(pixel), ref_pixel, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(post), ref_post, atol=1e-6)
@@ -163,24 +176,33 @@ def test_gradient_inputs_equal_jax_grad_of_the_checked_elbo(params0, case, evalu
     sigma = CFG.pixel_scale
     # the test's own jnp ELBO equals the NumPy reference ...
     mine = jax.jit(jnp_elbo, static_argnums=5)(params0, images, loc, log_scale, noise, sigma)
-    np.testing.assert_allclose(np.asarray(mine), reference_elbo(images, ev.rgb, ev.logits, loc, log_scale, sigma)[0],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(mine), reference_elbo(images, ev.rgb, ev.logits, loc, log_scale, sigma)[0], rtol=1e-5
+    )
     # ... and its gradients are the refinement network's inputs
-    g_loc, g_ls = jax.jit(jax.grad(lambda l, s: jnp.sum(jnp_elbo(params0, images, l, s, noise, sigma)),
-                                   argnums=(0, 1)))(loc, log_scale)
+    g_loc, g_ls = jax.jit(
+        jax.grad(lambda l, s: jnp.sum(jnp_elbo(params0, images, l, s, noise, sigma)), argnums=(0, 1))
+    )(loc, log_scale)
     scale = np.abs(np.asarray(g_loc)).max()
     np.testing.assert_allclose(np.asarray(ev.grad_loc), np.asarray(g_loc), rtol=1e-4, atol=1e-5 * scale)
-    np.testing.assert_allclose(np.asarray(ev.grad_log_scale), np.asarray(g_ls), rtol=1e-4,
-                               atol=1e-5 * np.abs(np.asarray(g_ls)).max())
+    np.testing.assert_allclose(
+        np.asarray(ev.grad_log_scale), np.asarray(g_ls), rtol=1e-4, atol=1e-5 * np.abs(np.asarray(g_ls)).max()
+    )
     g_rgb, g_logits = jax.jit(jax.grad(lambda r, lg: jnp.sum(mixture_ll(images, r, lg, sigma)), argnums=(0, 1)))(
-        ev.rgb, ev.logits)
-    np.testing.assert_allclose(np.asarray(ev.grad_rgb), np.asarray(g_rgb), rtol=1e-4,
-                               atol=1e-5 * np.abs(np.asarray(g_rgb)).max())
+        ev.rgb, ev.logits
+    )
+    np.testing.assert_allclose(
+        np.asarray(ev.grad_rgb), np.asarray(g_rgb), rtol=1e-4, atol=1e-5 * np.abs(np.asarray(g_rgb)).max()
+    )
     np.testing.assert_allclose(np.asarray(ev.grad_logits), np.asarray(g_logits), rtol=1e-4, atol=1e-6)
     # the closed forms: d/d mu_k = posterior_k (x - mu_k) / sigma^2, d/d logit_k = posterior_k - mask_k
     _, _, _, _, masks, post = reference_elbo(images, ev.rgb, ev.logits, loc, log_scale, sigma)
-    np.testing.assert_allclose(np.asarray(ev.grad_rgb), post[..., None] * (np64(images)[:, None] - np64(ev.rgb))
-                               / sigma ** 2, rtol=1e-4, atol=1e-5 * np.abs(np.asarray(g_rgb)).max())
+    np.testing.assert_allclose(
+        np.asarray(ev.grad_rgb),
+        post[..., None] * (np64(images)[:, None] - np64(ev.rgb)) / sigma**2,
+        rtol=1e-4,
+        atol=1e-5 * np.abs(np.asarray(g_rgb)).max(),
+    )
     np.testing.assert_allclose(np.asarray(ev.grad_logits), post - masks, atol=1e-5)
     assert np.abs(np.asarray(ev.grad_loc)).max() > 1e-2  # not trivially zero
     # the inputs are constants under differentiation (no second derivatives in training)
@@ -211,16 +233,19 @@ def test_apply_shapes_masks_and_the_elbo_of_its_posteriors(params0, images):
     masks = np64(out.masks)
     assert np.all(masks >= 0)
     np.testing.assert_allclose(masks.sum(1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(out.recon), np.einsum("bkhw,bkhwc->bhwc", masks, np64(out.rgb)),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(out.recon), np.einsum("bkhw,bkhwc->bhwc", masks, np64(out.rgb)), rtol=1e-5, atol=1e-6
+    )
     picked = np.take_along_axis(masks, np.asarray(out.labels)[:, None], 1)[:, 0]
     np.testing.assert_allclose(picked, masks.max(1), rtol=1e-6, atol=1e-7)
     # the first ELBO is that of the learned initial posterior, the last that of the final one, each
     # at its own draw of the posterior noise (the NumPy reference from the decoder's outputs)
     noise = np.asarray(I.posterior_noise(key, CFG, B))
     p = params0["params"]
-    for t, (loc, ls) in ((0, (np.broadcast_to(p["loc"], (B, K, D)), np.broadcast_to(p["log_scale"], (B, K, D)))),
-                         (T - 1, (np.asarray(out.loc), np.asarray(out.log_scale)))):
+    for t, (loc, ls) in (
+        (0, (np.broadcast_to(p["loc"], (B, K, D)), np.broadcast_to(p["log_scale"], (B, K, D)))),
+        (T - 1, (np.asarray(out.loc), np.asarray(out.log_scale))),
+    ):
         rgb, logits = I.decode(params0, CFG, loc + np.exp(ls) * noise[:, t])
         elbo, _, kl, _, _, _ = reference_elbo(images, rgb, logits, loc, ls, CFG.pixel_scale)
         np.testing.assert_allclose(np.asarray(out.elbo[:, t]), elbo, rtol=1e-4)
@@ -237,8 +262,9 @@ def test_every_decoder_gives_the_outputs_shapes(images, decoder, stride):
     """Each of slots' broadcast decoders (traced only: shapes, no compilation)."""
     cfg = I.Config(**{**CFG.__dict__, "decoder": decoder, "decoder_stride": stride}).validate()
     B, K, S = images.shape[0], cfg.slots, cfg.size
-    out = jax.eval_shape(lambda k: I.infer(I.init(k, cfg), cfg, images, I.posterior_noise(k, cfg, B))[0],
-                         jax.random.key(0))
+    out = jax.eval_shape(
+        lambda k: I.infer(I.init(k, cfg), cfg, images, I.posterior_noise(k, cfg, B))[0], jax.random.key(0)
+    )
     assert out.masks.shape == (B, K, S, S) and out.rgb.shape == (B, K, S, S, 3) and out.labels.shape == (B, S, S)
     assert out.elbo.shape == (B, cfg.iterations + 1)
 
@@ -283,8 +309,9 @@ def test_training_lowers_the_loss(pool, trained):
     key = jax.random.key(11)
     x = np64(held)
     d2 = ((x - x.mean((1, 2), keepdims=True)) ** 2).sum(-1)
-    constant = np.mean((-0.5 * d2 / CFG.pixel_scale ** 2 - 3 * np.log(CFG.pixel_scale)
-                        - 1.5 * np.log(2 * np.pi)).sum((1, 2)))
+    constant = np.mean(
+        (-0.5 * d2 / CFG.pixel_scale**2 - 3 * np.log(CFG.pixel_scale) - 1.5 * np.log(2 * np.pi)).sum((1, 2))
+    )
     loss = jax.jit(I.loss_fn, static_argnames=("cfg",))
     for s in range(CFG.seeds):
         before, _ = loss(key, jax.jit(I.init, static_argnums=1)(slots.run_keys(keys[s])[0], CFG), CFG, held)
@@ -307,8 +334,11 @@ def test_training_is_deterministic_and_seeds_differ(pool, trained):
     assert not np.array_equal(a, b)
     tr = I.trainer(CFG)
     assert tr is I.trainer(I.Config(**{**CFG.__dict__, "refine_channels": [4]}))
-    assert tr.config == CFG.train == train.Config(steps=60, steps_per_call=10, warmup=2, decay="cosine",
-                                                  final_fraction=0.05, clip_norm=1.0)
+    assert (
+        tr.config
+        == CFG.train
+        == train.Config(steps=60, steps_per_call=10, warmup=2, decay="cosine", final_fraction=0.05, clip_norm=1.0)
+    )
     assert I.default_strategy("cpu") == "loop" and I.default_strategy("gpu") == "step"
     assert I.stamp(CFG) != slots.stamp(slots.Config()) and '"model": "iodine"' in I.stamp(CFG)
 
@@ -324,11 +354,12 @@ def test_segment_labels_and_fg_ari(trained):
     lab, loc2 = segmented_in_chunks(I.segment, key, params, CFG, imgs, CFG.latent_size, rtol=1e-4, atol=1e-5)
     # image i is inferred with the posterior noise of fold_in(key, i) alone
     i = 3
-    one = I.apply(jax.random.fold_in(key, i), params, CFG, imgs[i:i + 1])
+    one = I.apply(jax.random.fold_in(key, i), params, CFG, imgs[i : i + 1])
     np.testing.assert_allclose(np.asarray(one.loc[0]), np.asarray(loc2[i]), rtol=1e-4, atol=1e-5)
     # FG-ARI is computable and is scikit-learn's ARI over the foreground pixels
-    fg = jax.vmap(lambda m, l: metrics.fg_ari(m, l, n_true=3, n_pred=CFG.slots))(masks.reshape(5, -1),
-                                                                                  lab.reshape(5, -1))
+    fg = jax.vmap(lambda m, l: metrics.fg_ari(m, l, n_true=3, n_pred=CFG.slots))(
+        masks.reshape(5, -1), lab.reshape(5, -1)
+    )
     for j in range(5):
         on = masks[j] > 0
         ref = adjusted_rand_score(masks[j][on], lab[j][on])
@@ -343,22 +374,25 @@ def test_segment_labels_and_fg_ari(trained):
 # ---------------------------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("kw, err, match", [
-    (dict(slots=0), ValueError, "slots"),
-    (dict(latent_size=0), ValueError, "latent_size"),
-    (dict(iterations=0), ValueError, "iterations"),
-    (dict(iterations=2.0), TypeError, "iterations"),
-    (dict(pixel_scale=0.0), ValueError, "pixel_scale"),
-    (dict(pixel_scale=float("nan")), ValueError, "pixel_scale"),
-    (dict(decoder="foo"), ValueError, "decoder"),
-    (dict(size=8, decoder_stride=3), ValueError, "decoder_stride"),
-    (dict(decoder="cnn", size=12), ValueError, "size"),
-    (dict(refine_channels=(4, 0)), ValueError, "refine_channels"),
-    (dict(refine_channels=4), TypeError, "refine_channels"),
-    (dict(train=train.Config(steps=12, steps_per_call=5)), ValueError, "train.steps"),
-    (dict(train=train.Config(clip_norm=-1.0)), ValueError, "train.clip_norm"),
-    (dict(train={"steps": 100}), TypeError, "train"),
-])
+@pytest.mark.parametrize(
+    "kw, err, match",
+    [
+        (dict(slots=0), ValueError, "slots"),
+        (dict(latent_size=0), ValueError, "latent_size"),
+        (dict(iterations=0), ValueError, "iterations"),
+        (dict(iterations=2.0), TypeError, "iterations"),
+        (dict(pixel_scale=0.0), ValueError, "pixel_scale"),
+        (dict(pixel_scale=float("nan")), ValueError, "pixel_scale"),
+        (dict(decoder="foo"), ValueError, "decoder"),
+        (dict(size=8, decoder_stride=3), ValueError, "decoder_stride"),
+        (dict(decoder="cnn", size=12), ValueError, "size"),
+        (dict(refine_channels=(4, 0)), ValueError, "refine_channels"),
+        (dict(refine_channels=4), TypeError, "refine_channels"),
+        (dict(train=train.Config(steps=12, steps_per_call=5)), ValueError, "train.steps"),
+        (dict(train=train.Config(clip_norm=-1.0)), ValueError, "train.clip_norm"),
+        (dict(train={"steps": 100}), TypeError, "train"),
+    ],
+)
 def test_bad_config(kw, err, match):
     with pytest.raises(err, match=match):
         I.Config(**kw).validate()
@@ -394,8 +428,13 @@ def test_bad_input_is_refused_before_compiling(params0, images):
             I.models(CFG, I.Hparams(learning_rate=-1.0))
         with pytest.raises(TypeError, match="Hparams"):
             I.models(CFG, slots.Hparams())
-        for bad, err in ((images[0], ValueError), (images[:, :4], ValueError), (images * 2.0, ValueError),
-                         (images.astype(np.int32), TypeError), (images[:0], ValueError)):
+        for bad, err in (
+            (images[0], ValueError),
+            (images[:, :4], ValueError),
+            (images * 2.0, ValueError),
+            (images.astype(np.int32), TypeError),
+            (images[:0], ValueError),
+        ):
             with pytest.raises(err, match="images"):
                 I.apply(jax.random.key(0), params0, CFG, bad)
         with pytest.raises(ValueError, match="chunk"):

@@ -26,8 +26,9 @@ def test_device_arrays_are_never_copied_to_the_host():
     hp = dynamics.Hparams(temperature=jnp.float32(0.7), momentum=jnp.float32(0.5))
     jax.block_until_ready((c, t0))
     with jax.transfer_guard_device_to_host("disallow"):
-        c2 = data.gaussian_clusters(jax.random.key(1), jnp.int32(3), points_per_cluster=20, dim=3,
-                                    noise=jnp.float32(0.4), max_clusters=4)
+        c2 = data.gaussian_clusters(
+            jax.random.key(1), jnp.int32(3), points_per_cluster=20, dim=3, noise=jnp.float32(0.4), max_clusters=4
+        )
         r = dynamics.run(c.x, t0, hp, mask=c.mask, n_steps=jnp.int32(30), tol=jnp.float32(1e-3))
         dynamics.trajectory(c.x, t0, hp, mask=c.mask, n_steps=5)
         dynamics.init_tokens(jax.random.key(2), 4, 3, x=c.x, mask=c.mask)
@@ -46,6 +47,7 @@ def test_device_arrays_are_never_copied_to_the_host():
 def test_kernels_compose_inside_jit_vmap_and_shard_map():
     """A user's own per-run function built from the public kernels, vmapped and sharded over the
     local devices, equals calling them one by one."""
+
     def one(key):
         c = data.gaussian_clusters(key, 3, points_per_cluster=20, dim=3, noise=0.5, max_clusters=4)
         t0 = dynamics.init_tokens(jax.random.fold_in(key, 1), 4, 3, x=c.x, mask=c.mask)
@@ -54,8 +56,11 @@ def test_kernels_compose_inside_jit_vmap_and_shard_map():
 
     keys = jax.random.split(jax.random.key(5), 2 * len(jax.devices()))
     mesh = Mesh(np.array(jax.devices()), ("runs",))
-    sharded = jax.jit(jax.shard_map(jax.vmap(one), mesh=mesh, in_specs=PartitionSpec("runs"),
-                                    out_specs=PartitionSpec("runs"), check_vma=False))
+    sharded = jax.jit(
+        jax.shard_map(
+            jax.vmap(one), mesh=mesh, in_specs=PartitionSpec("runs"), out_specs=PartitionSpec("runs"), check_vma=False
+        )
+    )
     ari, steps = sharded(keys)
     agree = 0
     for i, key in enumerate(keys):
@@ -112,8 +117,9 @@ def test_point_cloud_shapes_and_statistics():
     # cluster shapes are gaussian_clusters with equal clusters: the same points
     c = data.gaussian_clusters(jax.random.key(2), 3, points_per_cluster=40, dim=2, noise=0.7, center_box=3.0)
     # two programs (point_cloud compiles its own): equal up to float32 rounding, not bit for bit
-    np.testing.assert_allclose(np.asarray(data.point_cloud(jax.random.key(2), "blobs2", 120, 0.7)), np.asarray(c.x),
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(data.point_cloud(jax.random.key(2), "blobs2", 120, 0.7)), np.asarray(c.x), rtol=1e-6, atol=1e-6
+    )
     with pytest.raises(ValueError, match="multiple of 4"):
         data.point_cloud(jax.random.key(0), "blobs8", 10)
     with pytest.raises(ValueError, match="shape must be one of"):

@@ -27,8 +27,9 @@ def _blobs(seed, spread, n=N):
 
 
 def _sklearn(x, t0, max_iter):
-    return KMeans(n_clusters=len(t0), init=np.asarray(t0, np.float64), n_init=1, algorithm="lloyd", tol=0.0,
-                  max_iter=max_iter).fit(np.asarray(x, np.float64))
+    return KMeans(
+        n_clusters=len(t0), init=np.asarray(t0, np.float64), n_init=1, algorithm="lloyd", tol=0.0, max_iter=max_iter
+    ).fit(np.asarray(x, np.float64))
 
 
 def _assert_equal_to_sklearn(r, x, t0, max_iter, mask=None):

@@ -26,8 +26,16 @@ SOURCE = reasoners.Config(reference_steps=0, training=TINY)
 def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monkeypatch, tiny_reasoner):
     monkeypatch.setattr(latent_diagnostics.Config, "reasoning", lambda self: SOURCE)
     shutil.copytree(tiny_reasoner[1], tmp_path / "source")
-    cfg = latent_diagnostics.Config(source=str(tmp_path / "source"), variants=("latent",), reference="", n_instances=40,
-                    perturbations=("shuffle",), noise_sigmas=(), probe_steps=50, n_resamples=200)
+    cfg = latent_diagnostics.Config(
+        source=str(tmp_path / "source"),
+        variants=("latent",),
+        reference="",
+        n_instances=40,
+        perturbations=("shuffle",),
+        noise_sigmas=(),
+        probe_steps=50,
+        n_resamples=200,
+    )
     out = str(tmp_path / "out")
     assert latent_diagnostics.main(cfg, out, quiet=True, plots=True)
     # the mid-training model is the state the full run passed through: its held-out accuracy is
@@ -48,7 +56,9 @@ def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monk
     med = io.read_csv(os.path.join(out, "mediation.csv"))
     assert set(med["what"]) == {"latent", "patches", "intervention"}
     inter = med["what"] == "intervention"
-    assert set(med["perturbation"][inter]) == set(latent_diagnostics.mediation.INTERVENTIONS) - {"other"}  # no second feedback variant
+    assert set(med["perturbation"][inter]) == set(latent_diagnostics.mediation.INTERVENTIONS) - {
+        "other"
+    }  # no second feedback variant
     assert np.all(med["changed"][inter] == 1.0) and np.all(med["kl"][inter] >= 0)
     col = io.read_csv(os.path.join(out, "collapse.csv"))
     assert len(col["step"]) == TINY.seeds * TINY.n_latents and np.all(col["participation_ratio"] >= 1)
@@ -60,12 +70,20 @@ def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monk
     # finished parts are kept, for a rerun to reuse; a damaged part, and a damaged mid-training
     # checkpoint of the source, are named in a warning, set aside and recomputed to the same table
     parts = sorted(os.listdir(os.path.join(out, "parts")))
-    assert parts == ["latent__collapse.json", "latent__decomposition_final.json", "latent__decomposition_mid.json",
-                     "latent__mediation.json", "latent__probes_latents.json", "latent__probes_patches.json"]
+    assert parts == [
+        "latent__collapse.json",
+        "latent__decomposition_final.json",
+        "latent__decomposition_mid.json",
+        "latent__mediation.json",
+        "latent__probes_latents.json",
+        "latent__probes_patches.json",
+    ]
     before = {f: open(os.path.join(out, f), "rb").read() for f in ("decomposition.csv", "collapse.csv")}
-    damaged = [os.path.join(out, "parts", "latent__decomposition_mid.json"),
-               os.path.join(out, "parts", "latent__collapse.json"),
-               os.path.join(cfg.source, "checkpoints", "latent@20.npz")]
+    damaged = [
+        os.path.join(out, "parts", "latent__decomposition_mid.json"),
+        os.path.join(out, "parts", "latent__collapse.json"),
+        os.path.join(cfg.source, "checkpoints", "latent@20.npz"),
+    ]
     for path in damaged:
         with open(path, "r+b") as f:
             f.truncate(os.path.getsize(path) // 2)
@@ -81,9 +99,18 @@ def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monk
 
 
 def test_command_line_and_bad_input():
-    args = ["study", "latent-diagnostics", "--variants", "latent,pause", "--settings", "full,no_block,markers_only",
-            "--quick"]
-    cfg = cli.config_from_args(latent_diagnostics.Config, cli.build_parser(args).parse_args(args), base=latent_diagnostics.Config.quick())
+    args = [
+        "study",
+        "latent-diagnostics",
+        "--variants",
+        "latent,pause",
+        "--settings",
+        "full,no_block,markers_only",
+        "--quick",
+    ]
+    cfg = cli.config_from_args(
+        latent_diagnostics.Config, cli.build_parser(args).parse_args(args), base=latent_diagnostics.Config.quick()
+    )
     assert cfg.variants == ("latent", "pause") and cfg.settings == ("full", "no_block", "markers_only")
     with pytest.raises(ValueError, match="variants must have a latent block"):
         latent_diagnostics.Config(variants=("direct",)).validate()
@@ -97,17 +124,23 @@ def test_command_line_and_bad_input():
         latent_diagnostics.Config(n_instances=10**6).validate()
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--no-train", "--source", "{other}"], "training.train.steps: 100 there, 600 now"),  # the case
-    (["--source", "{other}"], "training.train.steps: 100 there, 600 now"),
-    (["--no-train", "--source", "{quick}"], "lacks the trained variants ['latent', 'pause', 'text']"),
-    (["--source", "{out}"], "must be separate directories"),
-    (["--variants", ""], "variants must name at least one"),
-    (["--n-resamples", str(10 ** 9)], "n_resamples"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--no-train", "--source", "{other}"], "training.train.steps: 100 there, 600 now"),  # the case
+        (["--source", "{other}"], "training.train.steps: 100 there, 600 now"),
+        (["--no-train", "--source", "{quick}"], "lacks the trained variants ['latent', 'pause', 'text']"),
+        (["--source", "{out}"], "must be separate directories"),
+        (["--variants", ""], "variants must name at least one"),
+        (["--n-resamples", str(10**9)], "n_resamples"),
+    ],
+)
 def test_the_command_line_refuses_before_any_work(tmp_path, capsys, argv, words):
-    paths = {"other": quick_source(tmp_path / "other", steps=100), "quick": quick_source(tmp_path / "quick"),
-             "out": tmp_path / "out"}
+    paths = {
+        "other": quick_source(tmp_path / "other", steps=100),
+        "quick": quick_source(tmp_path / "quick"),
+        "out": tmp_path / "out",
+    }
     argv = [a.format(**paths) for a in argv]
     before = sorted(os.listdir(tmp_path))
     assert cli.main(["study", "latent-diagnostics", "--quick", *argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2

@@ -66,8 +66,10 @@ def test_es_estimate_of_the_models_reward_points_along_its_gradient(setup):
     assert cos > 0.9, float(cos)
 
 
-OPTIMISERS = {e: dmlr.make(MODEL.apply, dmlr.Config(reward="entropy", top_k=5, n_iters=6, n_pairs=4, estimator=e),
-                           **POS) for e in dmlr.ESTIMATORS}
+OPTIMISERS = {
+    e: dmlr.make(MODEL.apply, dmlr.Config(reward="entropy", top_k=5, n_iters=6, n_pairs=4, estimator=e), **POS)
+    for e in dmlr.ESTIMATORS
+}
 
 
 @pytest.mark.parametrize("estimator", dmlr.ESTIMATORS)
@@ -114,7 +116,8 @@ def test_injection_answers_with_the_most_confident_pair(setup, inject):
     cfg = dmlr.Config(reward="entropy", top_k=5, n_iters=4, n_pairs=2, estimator="exact", inject=inject, top_m=2)
     patches = tuple(range(TASK.n_patches))
     res = dmlr.make(MODEL.apply, cfg, patch_positions=patches, **POS)(
-        jax.random.key(2), params, batch, dmlr.Hparams(learning_rate=0.5), jnp.arange(8))
+        jax.random.key(2), params, batch, dmlr.Hparams(learning_rate=0.5), jnp.arange(8)
+    )
     inj = np.asarray(res.injected)
     assert inj.shape == (8, TASK.n_patches)
     out = APPLY(params, batch, latents=res.latents_best, inject=jnp.asarray(inj))
@@ -166,7 +169,14 @@ def test_bad_input_is_named(setup):
     with pytest.raises(ValueError, match="patch_positions must name the image patches"):
         dmlr.optimise(key, MODEL.apply, params, batch, dmlr.Config(inject="best"), **POS)
     with pytest.raises(TypeError, match="apply_fn must take inject="):
-        dmlr.optimise(key, lambda p, b, *, latents=None: None, params, batch, dmlr.Config(inject="all"),
-                      patch_positions=(0, 1), **POS)
+        dmlr.optimise(
+            key,
+            lambda p, b, *, latents=None: None,
+            params,
+            batch,
+            dmlr.Config(inject="all"),
+            patch_positions=(0, 1),
+            **POS,
+        )
     with pytest.raises(ValueError, match="inject must be one of"):
         dmlr.Config(inject="some").validate()

@@ -55,7 +55,9 @@ def test_token_logprobs_equal_a_numpy_gather(batch):
     model = latent_model.Model(TEXT)
     params = model.init(jax.random.key(0))
     pos = grounding.generated_positions(model.layout)
-    assert pos.tolist() == list(range(model.layout.caption.start - 1, model.layout.caption.stop - 1)) + [model.layout.answer]
+    assert pos.tolist() == list(range(model.layout.caption.start - 1, model.layout.caption.stop - 1)) + [
+        model.layout.answer
+    ]
     tokens = np.concatenate([np.asarray(batch.caption), np.asarray(batch.answer)[:, None]], 1)
     apply = jax.jit(model.apply)
     got = grounding.token_logprobs(apply, params, batch, positions=pos, tokens=tokens)
@@ -73,8 +75,14 @@ def test_grounding_is_zero_for_a_model_that_ignores_its_image(batch):
         model = latent_model.Model(dataclasses.replace(TEXT, use_image=use_image))
         params = model.init(jax.random.key(0))
         pos = [model.layout.answer]
-        s = grounding.scores(jax.jit(model.apply), params, batch, perturb.perturb(jax.random.key(0), batch, TASK,
-                             "shuffle"), positions=pos, tokens=tokens)
+        s = grounding.scores(
+            jax.jit(model.apply),
+            params,
+            batch,
+            perturb.perturb(jax.random.key(0), batch, TASK, "shuffle"),
+            positions=pos,
+            tokens=tokens,
+        )
         assert s.shape == (16, 1)
         assert np.all(np.asarray(s) == 0) == zero
 

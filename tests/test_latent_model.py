@@ -13,8 +13,16 @@ from tokdyn.models.latent import tasks
 pytestmark = pytest.mark.fast_compile
 
 TASK = tasks.Config(grid_size=4, n_colours=3)
-CFG = latent_model.Config(task=TASK, width=32, depth=2, heads=2, latent_mode="feedback", n_latents=3,
-                    caption_len=TASK.caption_len, projection="linear")
+CFG = latent_model.Config(
+    task=TASK,
+    width=32,
+    depth=2,
+    heads=2,
+    latent_mode="feedback",
+    n_latents=3,
+    caption_len=TASK.caption_len,
+    projection="linear",
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +74,9 @@ def test_latent_feedback_matches_manual_unroll(setup):
         out = net.apply(params, x, method=latent_model.Network.backbone)[0]
         manual.append(out[:, s + i - 1])
         x = x.at[:, s + i].set(net.apply(params, out[:, s + i - 1], method=latent_model.Network.project))
-    final = net.apply(params, net.apply(params, x, method=latent_model.Network.backbone)[0], method=latent_model.Network.unembed)
+    final = net.apply(
+        params, net.apply(params, x, method=latent_model.Network.backbone)[0], method=latent_model.Network.unembed
+    )
     got = jax.jit(model.apply)(params, batch)
     np.testing.assert_allclose(np.asarray(got.latents), np.asarray(jnp.stack(manual, 1)), atol=1e-5)
     np.testing.assert_allclose(np.asarray(got.logits), np.asarray(final), atol=1e-4)
@@ -101,13 +111,19 @@ def test_intervene_identity_replace_and_propagation(setup):
     # replacing the <latent_start> embedding changes the first latent and everything after it
     new = jax.random.normal(jax.random.key(5), (1, CFG.width))
     ed = model.apply(params, batch, intervene=latent_model.replace([lay.latent_start], new))
-    np.testing.assert_allclose(np.asarray(ed.hidden[:, 0, lay.latent_start]),
-                               np.broadcast_to(np.asarray(new), (5, CFG.width)), atol=1e-6)
-    np.testing.assert_allclose(np.asarray(ed.logits[:, : lay.latent_start]),
-                               np.asarray(base.logits[:, : lay.latent_start]), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(ed.hidden[:, 0, lay.latent_start]), np.broadcast_to(np.asarray(new), (5, CFG.width)), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.asarray(ed.logits[:, : lay.latent_start]), np.asarray(base.logits[:, : lay.latent_start]), atol=1e-5
+    )
     assert not np.allclose(np.asarray(ed.latents[:, 0]), np.asarray(base.latents[:, 0]), atol=1e-4)
     # add zero and scale by one are no-ops; jit works with a traced factor
-    f = jax.jit(lambda p, k: model.apply(p, batch, intervene=latent_model.scale(list(range(*lay.latents.indices(lay.length))), k)).logits)
+    f = jax.jit(
+        lambda p, k: (
+            model.apply(p, batch, intervene=latent_model.scale(list(range(*lay.latents.indices(lay.length))), k)).logits
+        )
+    )
     np.testing.assert_allclose(np.asarray(f(params, 1.0)), np.asarray(base.logits), atol=1e-5)
     z = model.apply(params, batch, intervene=latent_model.add([0, 3], jnp.zeros(CFG.width)))
     np.testing.assert_allclose(np.asarray(z.logits), np.asarray(base.logits), atol=1e-6)
@@ -120,7 +136,7 @@ def _inserted_reference(model, params, batch, mask):
     at, s = lay.question.stop, lay.latents.start
     logits, latents = [], []
     for b in range(mask.shape[0]):
-        x = model.embed(params, jax.tree_util.tree_map(lambda a: a[b:b + 1], batch))
+        x = model.embed(params, jax.tree_util.tree_map(lambda a: a[b : b + 1], batch))
         idx = np.flatnonzero(mask[b])
         x = jnp.concatenate([x[:, :at], x[:, idx], x[:, at:]], 1)
         k, fed = len(idx), []
@@ -128,8 +144,10 @@ def _inserted_reference(model, params, batch, mask):
             out = net.apply(params, x, method=latent_model.Network.backbone)[0]
             fed.append(out[:, s + k + i - 1])
             x = x.at[:, s + k + i].set(net.apply(params, fed[-1], method=latent_model.Network.project))
-        lg = net.apply(params, net.apply(params, x, method=latent_model.Network.backbone)[0], method=latent_model.Network.unembed)
-        logits.append(np.concatenate([lg[0, :at], lg[0, at + k:]]))
+        lg = net.apply(
+            params, net.apply(params, x, method=latent_model.Network.backbone)[0], method=latent_model.Network.unembed
+        )
+        logits.append(np.concatenate([lg[0, :at], lg[0, at + k :]]))
         latents.append(np.asarray(jnp.concatenate(fed)))
     return np.stack(logits), np.stack(latents)
 
@@ -142,7 +160,8 @@ def test_inject_matches_really_inserted_patches(setup):
     mask[1] = True
     got = f(params, batch, inject=jnp.asarray(mask))
     want_logits, want_latents = _inserted_reference(
-        model, params, jax.tree_util.tree_map(lambda a: a[2:3], batch), mask[2:3])  # some patches
+        model, params, jax.tree_util.tree_map(lambda a: a[2:3], batch), mask[2:3]
+    )  # some patches
     np.testing.assert_allclose(np.asarray(got.logits[2:3]), want_logits, atol=1e-4)
     np.testing.assert_allclose(np.asarray(got.latents[2:3]), want_latents, atol=1e-4)
     # no copy seen: exactly the plain forward pass; the layout's shapes are kept
@@ -179,7 +198,9 @@ def test_drop_equals_deleting_the_positions(setup):
         out = net.apply(params, x, method=latent_model.Network.backbone)[0]
         fed.append(out[:, i - 1])
         x = x.at[:, i].set(net.apply(params, fed[-1], method=latent_model.Network.project))
-    want = net.apply(params, net.apply(params, x, method=latent_model.Network.backbone)[0], method=latent_model.Network.unembed)
+    want = net.apply(
+        params, net.apply(params, x, method=latent_model.Network.backbone)[0], method=latent_model.Network.unembed
+    )
     np.testing.assert_allclose(np.asarray(got.logits[:1, kept]), np.asarray(want), atol=1e-4)
     np.testing.assert_allclose(np.asarray(got.latents[:1]), np.asarray(jnp.stack(fed, 1)), atol=1e-4)
     assert np.all(np.asarray(got.attention)[..., gone] == 0)  # nothing attends to a dropped position

@@ -26,16 +26,28 @@ SOURCE = reasoners.Config(reference_steps=0, training=TINY)
 @pytest.fixture
 def tiny(monkeypatch):
     monkeypatch.setattr(latent_optimisation.Config, "reasoning", lambda self: SOURCE)
-    return latent_optimisation.Config(variants=("latent",), methods=("es_entropy_best",), grounding_variants=("latent",),
-                     perturbations=("blank", "shuffle"), n_instances=20, top_k=3, n_iters=2, n_pairs=2,
-                     learning_rate=0.5, sweep_method="es_entropy_best", sweep_learning_rates=(0.25,))
+    return latent_optimisation.Config(
+        variants=("latent",),
+        methods=("es_entropy_best",),
+        grounding_variants=("latent",),
+        perturbations=("blank", "shuffle"),
+        n_instances=20,
+        top_k=3,
+        n_iters=2,
+        n_pairs=2,
+        learning_rate=0.5,
+        sweep_method="es_entropy_best",
+        sweep_learning_rates=(0.25,),
+    )
 
 
 def test_missing_variants_are_trained_in_the_source_or_named(tmp_path, monkeypatch, tiny_reasoner):
     src = str(tmp_path / "source")
     shutil.copytree(tiny_reasoner[1], src)  # holds the finished variant latent
     calls = []
-    monkeypatch.setattr(reasoners, "train_variants", lambda cfg, out, names, **kw: calls.append((tuple(names), out)) or True)
+    monkeypatch.setattr(
+        reasoners, "train_variants", lambda cfg, out, names, **kw: calls.append((tuple(names), out)) or True
+    )
     with pytest.raises(ValueError, match=r"lacks the trained variants \['text'\]"):
         reasoners.ensure_trained(SOURCE, src, ["latent", "text"], train=False)
     assert reasoners.ensure_trained(SOURCE, src, ["latent", "text"]) == SOURCE
@@ -54,7 +66,9 @@ def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
     cfg = dataclasses.replace(tiny, source=str(tmp_path / "source"))
     out = str(tmp_path / "out")
     with pytest.raises(ValueError, match="lacks the trained variants"):
-        latent_optimisation.main(dataclasses.replace(cfg, train=False, grounding_variants=("text",)), out, quiet=True, plots=False)
+        latent_optimisation.main(
+            dataclasses.replace(cfg, train=False, grounding_variants=("text",)), out, quiet=True, plots=False
+        )
     assert latent_optimisation.main(cfg, out, quiet=True, plots=True)
     table = io.read_csv(os.path.join(out, "optimiser.csv"))
     assert set(table["method"]) == {"before", "random", "es_entropy_best", "es_entropy_best@lr=0.25"}
@@ -68,8 +82,9 @@ def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
     # tie may differ, one of the 20 at most
     np.testing.assert_allclose(table["accuracy"][sel], want, rtol=0, atol=1 / 20 + 1e-9)
     every = table["family"] == "all"
-    np.testing.assert_allclose(table["accuracy_before"][every], want[table["seed"][every].astype(int)],
-                               rtol=0, atol=1 / 20 + 1e-9)  # every method's row
+    np.testing.assert_allclose(
+        table["accuracy_before"][every], want[table["seed"][every].astype(int)], rtol=0, atol=1 / 20 + 1e-9
+    )  # every method's row
     es = (table["method"] == "es_entropy_best") & (table["family"] == "all")
     assert np.all(table["reward_after"][es] >= table["reward_before"][es])  # the best latents include the start
     assert np.all(table["patches_injected"][np.isin(table["method"], ["before", "random"])] == 0)
@@ -91,8 +106,13 @@ def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
     # each finished run is kept; a rerun reuses it (a run whose part is missing, or damaged, is
     # computed again; a damaged one named in a warning and set aside)
     parts = sorted(os.listdir(os.path.join(out, "parts")))
-    assert parts == ["latent__controls.npz", "latent__es_entropy_best.npz", "latent__es_entropy_best@lr=0.25.npz",
-                     "latent__grounding.json", "latent__grounding_scores.npz"]
+    assert parts == [
+        "latent__controls.npz",
+        "latent__es_entropy_best.npz",
+        "latent__es_entropy_best@lr=0.25.npz",
+        "latent__grounding.json",
+        "latent__grounding_scores.npz",
+    ]
     os.remove(os.path.join(out, "parts", parts[0]))
     damaged = os.path.join(out, "parts", parts[1])
     with open(damaged, "r+b") as f:
@@ -110,17 +130,32 @@ def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
         latent_optimisation.main(dataclasses.replace(cfg, threshold=0.2), out, quiet=True, plots=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert latent_optimisation.main(dataclasses.replace(cfg, threshold=0.2, grounding_variants=()), out, quiet=True, plots=False,
-                       fresh=True)
+        assert latent_optimisation.main(
+            dataclasses.replace(cfg, threshold=0.2, grounding_variants=()), out, quiet=True, plots=False, fresh=True
+        )
     assert not os.path.exists(os.path.join(out, "optimiser.png")) and not os.path.exists(
-        os.path.join(out, "parts", "latent__grounding.json"))
+        os.path.join(out, "parts", "latent__grounding.json")
+    )
     np.testing.assert_array_equal(io.read_csv(os.path.join(out, "optimiser.csv"))["accuracy"], table["accuracy"])
 
 
 def test_command_line_and_bad_input():
-    args = ["study", "latent-optimisation", "--variants", "latent,latent_lvr", "--methods", "es_logprob",
-            "--n-iters", "5", "--sigma", "0.2", "--quick"]
-    cfg = cli.config_from_args(latent_optimisation.Config, cli.build_parser(args).parse_args(args), base=latent_optimisation.Config.quick())
+    args = [
+        "study",
+        "latent-optimisation",
+        "--variants",
+        "latent,latent_lvr",
+        "--methods",
+        "es_logprob",
+        "--n-iters",
+        "5",
+        "--sigma",
+        "0.2",
+        "--quick",
+    ]
+    cfg = cli.config_from_args(
+        latent_optimisation.Config, cli.build_parser(args).parse_args(args), base=latent_optimisation.Config.quick()
+    )
     assert cfg.variants == ("latent", "latent_lvr") and cfg.methods == ("es_logprob",) and cfg.n_iters == 5
     assert cfg.sigma == 0.2 and cfg.preset == "quick"
     with pytest.raises(ValueError, match="latent-feedback variants"):
@@ -139,25 +174,36 @@ def test_command_line_and_bad_input():
         latent_optimisation.Config(n_instances=10**6).validate()
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--no-train", "--source", "{other}"], "training.train.steps: 100 there, 600 now"),  # the case
-    (["--source", "{other}"], "training.train.steps: 100 there, 600 now"),  # nor is a variant trained into it
-    (["--source", "{lr}"], "hparams.learning_rate: 0.01 there, 0.003 now"),
-    (["--no-train", "--source", "{quick}"], "lacks the trained variants ['latent', 'direct', 'text']"),
-    (["--no-train", "--source", "{empty}"], "holds no latent-reasoning study"),
-    (["--source", "{out}"], "must be separate directories"),
-    (["--variants", ""], "variants must name at least one latent-feedback variant"),
-    (["--n-instances", "3"], "n_instances must be at least 6"),
-    (["--n-pairs", str(10 ** 9)], "n_pairs"),
-    (["--top-m", "99"], "top_m must be at most the 16 image patches"),
-    (["--root-seed", str(2 ** 32)], "root_seed must be an int in [0, 4294967295]"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--no-train", "--source", "{other}"], "training.train.steps: 100 there, 600 now"),  # the case
+        (["--source", "{other}"], "training.train.steps: 100 there, 600 now"),  # nor is a variant trained into it
+        (["--source", "{lr}"], "hparams.learning_rate: 0.01 there, 0.003 now"),
+        (["--no-train", "--source", "{quick}"], "lacks the trained variants ['latent', 'direct', 'text']"),
+        (["--no-train", "--source", "{empty}"], "holds no latent-reasoning study"),
+        (["--source", "{out}"], "must be separate directories"),
+        (["--variants", ""], "variants must name at least one latent-feedback variant"),
+        (["--n-instances", "3"], "n_instances must be at least 6"),
+        (["--n-pairs", str(10**9)], "n_pairs"),
+        (["--top-m", "99"], "top_m must be at most the 16 image patches"),
+        (["--root-seed", str(2**32)], "root_seed must be an int in [0, 4294967295]"),
+    ],
+)
 def test_the_command_line_refuses_before_any_work(tmp_path, capsys, argv, words):
-    paths = {"other": quick_source(tmp_path / "other", steps=100), "lr": tmp_path / "lr",
-             "quick": quick_source(tmp_path / "quick"), "empty": tmp_path / "empty", "out": tmp_path / "out"}
+    paths = {
+        "other": quick_source(tmp_path / "other", steps=100),
+        "lr": tmp_path / "lr",
+        "quick": quick_source(tmp_path / "quick"),
+        "empty": tmp_path / "empty",
+        "out": tmp_path / "out",
+    }
     lr = reasoners.Config.quick()
-    reasoners.open_study(dataclasses.replace(lr, hparams=dataclasses.replace(lr.hparams, learning_rate=0.01)),
-                  str(paths["lr"]), quiet=True)
+    reasoners.open_study(
+        dataclasses.replace(lr, hparams=dataclasses.replace(lr.hparams, learning_rate=0.01)),
+        str(paths["lr"]),
+        quiet=True,
+    )
     argv = [a.format(**paths) for a in argv]
     before = sorted(os.listdir(tmp_path))
     assert cli.main(["study", "latent-optimisation", "--quick", *argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2

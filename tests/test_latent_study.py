@@ -26,16 +26,72 @@ pytestmark = pytest.mark.fast_compile
 # by more than 0.5 for 40 steps, at least 50 steps done, the loss not consulted: it stops at step 60
 # at the earliest); no_image keeps TINY's 40 steps and stops at its budget, unconverged (one
 # evaluation after its first cannot show a plateau)
-CONVERGING = L.Config(variants=("direct", "no_image"), patience=0.2, min_fraction=0.25, min_delta=0.5, loss_delta=0.0,
-                      reference_steps=200, training=TINY)
-ARGS = ["study", "latent-reasoning", "--variants", "direct,no_image", "--patience", "0.2", "--min-fraction", "0.25",
-        "--min-delta", "0.5", "--loss-delta", "0",
-        "--reference-steps", "200", "--grid-size", "3", "--n-colours", "2", "--families", ",".join(tasks.FAMILIES),
-        "--width", "16", "--depth", "1", "--heads", "2", "--n-latents", "2", "--steps", "40", "--steps-per-call", "20",
-        "--batch-size", "16", "--n-train", "400", "--n-test", "40", "--n-val", "20", "--seeds", "2", "--warmup", "5",
-        "--quiet", "--no-plots"]  # CONVERGING on the command line
-RESULTS = ["curves/direct.csv", "curves/no_image.csv", "results/direct.json", "results/no_image.json",
-           "accuracy.csv", "convergence.csv", "tests.csv"]
+CONVERGING = L.Config(
+    variants=("direct", "no_image"),
+    patience=0.2,
+    min_fraction=0.25,
+    min_delta=0.5,
+    loss_delta=0.0,
+    reference_steps=200,
+    training=TINY,
+)
+ARGS = [
+    "study",
+    "latent-reasoning",
+    "--variants",
+    "direct,no_image",
+    "--patience",
+    "0.2",
+    "--min-fraction",
+    "0.25",
+    "--min-delta",
+    "0.5",
+    "--loss-delta",
+    "0",
+    "--reference-steps",
+    "200",
+    "--grid-size",
+    "3",
+    "--n-colours",
+    "2",
+    "--families",
+    ",".join(tasks.FAMILIES),
+    "--width",
+    "16",
+    "--depth",
+    "1",
+    "--heads",
+    "2",
+    "--n-latents",
+    "2",
+    "--steps",
+    "40",
+    "--steps-per-call",
+    "20",
+    "--batch-size",
+    "16",
+    "--n-train",
+    "400",
+    "--n-test",
+    "40",
+    "--n-val",
+    "20",
+    "--seeds",
+    "2",
+    "--warmup",
+    "5",
+    "--quiet",
+    "--no-plots",
+]  # CONVERGING on the command line
+RESULTS = [
+    "curves/direct.csv",
+    "curves/no_image.csv",
+    "results/direct.json",
+    "results/no_image.json",
+    "accuracy.csv",
+    "convergence.csv",
+    "tests.csv",
+]
 
 
 def same_answers(a, b):
@@ -62,8 +118,9 @@ def test_the_command_line_config_is_the_tests():
 
 def test_study_writes_outputs_and_resumes(tmp_path, study):
     cfg = CONVERGING
-    assert not L.main(dataclasses.replace(cfg, max_minutes=1e-9), str(tmp_path / "s0"), quiet=True,
-                      plots=False)  # out of time at once
+    assert not L.main(
+        dataclasses.replace(cfg, max_minutes=1e-9), str(tmp_path / "s0"), quiet=True, plots=False
+    )  # out of time at once
     assert not os.path.exists(str(tmp_path / "s0" / "results" / "direct.json"))
     out = str(tmp_path / "s")
     shutil.copytree(study[0], out)
@@ -115,16 +172,17 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
     assert os.path.getsize(os.path.join(out, "learning_curves.png")) > 1000
     # another configuration is refused before any work, naming what differs; variants may change
     fewer = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, steps=60))
-    for other, words in ((dataclasses.replace(cfg, training=fewer), "training.train.steps: 40"),
-                         (dataclasses.replace(cfg, reference_steps=80), "reference_steps: 200 there, 80 now"),
-                         (dataclasses.replace(cfg, hparams=training.Hparams(align_weight=0.5)), "hparams.align_weight"),
-                         (dataclasses.replace(cfg, devices=0), "devices: 1 there, 0 now"),
-                         (dataclasses.replace(cfg, tested="final"), "tested")):
+    for other, words in (
+        (dataclasses.replace(cfg, training=fewer), "training.train.steps: 40"),
+        (dataclasses.replace(cfg, reference_steps=80), "reference_steps: 200 there, 80 now"),
+        (dataclasses.replace(cfg, hparams=training.Hparams(align_weight=0.5)), "hparams.align_weight"),
+        (dataclasses.replace(cfg, devices=0), "devices: 1 there, 0 now"),
+        (dataclasses.replace(cfg, tested="final"), "tested"),
+    ):
         with pytest.raises(io.OutputConflict, match=words):
             L.main(other, out, quiet=True, plots=False)
     # --no-train reports what is on disk, here one variant of three
-    assert not L.main(dataclasses.replace(cfg, variants=("direct", "text"), train=False), out, quiet=True,
-                      plots=False)
+    assert not L.main(dataclasses.replace(cfg, variants=("direct", "text"), train=False), out, quiet=True, plots=False)
     assert set(io.read_csv(os.path.join(out, "accuracy.csv"))["variant"]) == {"direct"}
     with pytest.raises(ValueError, match="holds no latent-reasoning study"):
         L.main(dataclasses.replace(cfg, train=False), str(tmp_path / "empty"), quiet=True, plots=False)
@@ -160,10 +218,12 @@ def truncate(path, keep=2 / 3):
 def stop_recorded(whole, seen):
     """``train.train_many`` (``whole``) whose evaluation's stop rule also records each step it is
     asked about in ``seen``."""
+
     def many(*args, evaluation, **kw):
         stop = evaluation.stop
         spy = dataclasses.replace(evaluation, stop=lambda *s: seen.append(s[0]) or stop(*s))
         return whole(*args, evaluation=spy, **kw)
+
     return many
 
 
@@ -190,7 +250,9 @@ def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path, mon
     with pytest.warns(RuntimeWarning, match=r"curves/direct.csv does not hold the learning curve of .*direct.npz"):
         assert L.main(cfg, bad, quiet=True, plots=False)
     assert calls == [40, 20, 40]  # trained again from the start
-    assert os.listdir(os.path.join(bad, "curves", "corrupt")) and os.listdir(os.path.join(bad, "checkpoints", "corrupt"))
+    assert os.listdir(os.path.join(bad, "curves", "corrupt")) and os.listdir(
+        os.path.join(bad, "checkpoints", "corrupt")
+    )
     killing.same_files(full, cut, ["curves/direct.csv", "results/direct.json", "accuracy.csv"])
     killing.same_files(full, bad, ["curves/direct.csv", "results/direct.json", "accuracy.csv"])
     # a checkpoint that keeps no best state (as an earlier tokdyn wrote it) is set aside and the
@@ -206,24 +268,43 @@ def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path, mon
         assert L.main(cfg, old, quiet=True, plots=False)
     assert calls == [40, 20, 40, 20, 40]
     killing.same_files(full, old, ["curves/direct.csv", "results/direct.json", "accuracy.csv"])
-    ckpts = [training.load(os.path.join(d, "checkpoints", "direct.npz"), TINY, "direct", cfg.hparams)
-             for d in (full, cut)]
+    ckpts = [
+        training.load(os.path.join(d, "checkpoints", "direct.npz"), TINY, "direct", cfg.hparams) for d in (full, cut)
+    ]
     for x, y in zip(jax.tree.leaves(ckpts[0]), jax.tree.leaves(ckpts[1])):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_command_line_options():
-    argv = ("study latent-reasoning --variants direct,text --seeds 2 --steps 40 --batch-size 8 --learning-rate 0.01 "
-            "--width 16 --depth 1 --heads 2 --n-latents 2 --projection linear --align-weight 0.5 "
-            "--curriculum-stages 1 --steps-per-call 20 --grid-size 3 --n-colours 2 --n-train 100 --n-test 20 "
-            "--root-seed 3 --max-minutes 1.5 --train").split()
+    argv = (
+        "study latent-reasoning --variants direct,text --seeds 2 --steps 40 --batch-size 8 --learning-rate 0.01 "
+        "--width 16 --depth 1 --heads 2 --n-latents 2 --projection linear --align-weight 0.5 "
+        "--curriculum-stages 1 --steps-per-call 20 --grid-size 3 --n-colours 2 --n-train 100 --n-test 20 "
+        "--root-seed 3 --max-minutes 1.5 --train"
+    ).split()
     args = cli.build_parser(argv).parse_args(argv)
     cfg = cli.config_from_args(L.Config, args)
-    want = L.Config(variants=("direct", "text"), train=True, max_minutes=1.5, hparams=training.Hparams(
-        learning_rate=0.01, align_weight=0.5), training=training.Config(
-        task=tasks.Config(grid_size=3, n_colours=2, families=L.FAMILIES), seeds=2, batch_size=8, width=16,
-        depth=1, heads=2, n_latents=2, projection="linear", curriculum_stages=1, n_train=100, n_test=20, root_seed=3,
-        train=train.Config(steps=40, steps_per_call=20, warmup=200)))
+    want = L.Config(
+        variants=("direct", "text"),
+        train=True,
+        max_minutes=1.5,
+        hparams=training.Hparams(learning_rate=0.01, align_weight=0.5),
+        training=training.Config(
+            task=tasks.Config(grid_size=3, n_colours=2, families=L.FAMILIES),
+            seeds=2,
+            batch_size=8,
+            width=16,
+            depth=1,
+            heads=2,
+            n_latents=2,
+            projection="linear",
+            curriculum_stages=1,
+            n_train=100,
+            n_test=20,
+            root_seed=3,
+            train=train.Config(steps=40, steps_per_call=20, warmup=200),
+        ),
+    )
     assert cfg == want
     no = ["study", "latent-reasoning", "--no-train"]
     assert cli.config_from_args(L.Config, cli.build_parser(no).parse_args(no)).train is False
@@ -235,24 +316,28 @@ def test_command_line_options():
     with pytest.raises(ValueError, match="reference_steps must be a multiple of steps_per_call=100, got 150"):
         L.Config(reference_steps=150).validate()
     assert L.training(L.Config(reference_steps=0), "text").train.steps == L.Config().training.train.steps
-    assert L.training(L.Config(), "text").train == dataclasses.replace(L.Config().training.train,
-                                                                       steps=L.Config().reference_steps)
+    assert L.training(L.Config(), "text").train == dataclasses.replace(
+        L.Config().training.train, steps=L.Config().reference_steps
+    )
     assert L.training(L.Config(), "latent").train.steps == L.Config().training.train.steps
 
 
-@pytest.mark.parametrize("argv, words", [
-    (["--quick", "--variants", "direct", "--n-train", "1000000000000"], "n_train"),
-    (["--seeds", "1000000000"], "seeds"),
-    (["--quick", "--seeds", str(10 ** 12)], "seeds"),
-    (["--quick", "--steps", str(10 ** 13), "--steps-per-call", "1"], "steps"),
-    (["--quick", "--batch-size", str(10 ** 9)], "batch_size"),
-    (["--quick", "--devices", "64"], "devices must be at most"),
-    (["--quick", "--root-seed", str(2 ** 32)], "root_seed must be at most"),
-    (["--quick", "--variants", ""], "variants must name at least one"),
-    (["--quick", "--max-minutes", "nan"], "max_minutes"),
-    (["--quick", "--tested", "last"], "tested"),
-    (["--quick", "--no-train"], "holds no latent-reasoning study"),
-])
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--quick", "--variants", "direct", "--n-train", "1000000000000"], "n_train"),
+        (["--seeds", "1000000000"], "seeds"),
+        (["--quick", "--seeds", str(10**12)], "seeds"),
+        (["--quick", "--steps", str(10**13), "--steps-per-call", "1"], "steps"),
+        (["--quick", "--batch-size", str(10**9)], "batch_size"),
+        (["--quick", "--devices", "64"], "devices must be at most"),
+        (["--quick", "--root-seed", str(2**32)], "root_seed must be at most"),
+        (["--quick", "--variants", ""], "variants must name at least one"),
+        (["--quick", "--max-minutes", "nan"], "max_minutes"),
+        (["--quick", "--tested", "last"], "tested"),
+        (["--quick", "--no-train"], "holds no latent-reasoning study"),
+    ],
+)
 def test_absurd_or_impossible_options_exit_2_before_any_work(tmp_path, capsys, argv, words):
     out = tmp_path / "out"
     assert cli.main(["study", "latent-reasoning", *argv, "--out", str(out), "--quiet"]) == 2
@@ -289,8 +374,11 @@ def test_damaged_files_of_a_finished_variant_are_named_set_aside_and_recomputed(
     whole = train.train_many
     steps = []
     monkeypatch.setattr(train, "train_many", stop_recorded(whole, steps))
-    for damaged, retrained in ((["curves/direct.csv"], False), (["results/direct.json", "results/direct.npz"], False),
-                               (["checkpoints/direct.npz"], True)):
+    for damaged, retrained in (
+        (["curves/direct.csv"], False),
+        (["results/direct.json", "results/direct.npz"], False),
+        (["checkpoints/direct.npz"], True),
+    ):
         for rel in damaged:
             truncate(os.path.join(out, rel))
         with warnings.catch_warnings(record=True) as caught:
@@ -299,8 +387,10 @@ def test_damaged_files_of_a_finished_variant_are_named_set_aside_and_recomputed(
         said = " ".join(str(w.message) for w in caught)
         for rel in damaged:
             assert os.path.join(out, rel) in said and "set aside" in said, (rel, said)
-            assert any(n.startswith(os.path.basename(rel))
-                       for n in os.listdir(os.path.join(out, os.path.dirname(rel), "corrupt"))), rel
+            assert any(
+                n.startswith(os.path.basename(rel))
+                for n in os.listdir(os.path.join(out, os.path.dirname(rel), "corrupt"))
+            ), rel
         assert bool(steps) == retrained, (damaged, steps)
         steps.clear()
         killing.same_files(full, out, [f for f in files if not f.endswith(".npz")])

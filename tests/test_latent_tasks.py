@@ -42,8 +42,13 @@ def _reference(image, question):
     if fam == "rotate":
         op = tasks.OPS[question[1] - V.op0]
         r, c = num(question[2]), num(question[3])
-        helper = {"rot90": np.rot90(image, 1), "rot180": np.rot90(image, 2), "rot270": np.rot90(image, 3),
-                  "flip_lr": np.fliplr(image), "flip_ud": np.flipud(image)}[op]
+        helper = {
+            "rot90": np.rot90(image, 1),
+            "rot180": np.rot90(image, 2),
+            "rot270": np.rot90(image, 3),
+            "flip_lr": np.fliplr(image),
+            "flip_ud": np.flipud(image),
+        }[op]
         src = [(i, j) for i in range(g) for j in range(g) if _lands(image, i, j, op, r, c)]
         sr, sc = src[0]
         return V.colour0 + helper[r, c], helper, [V.number0 + sr, V.number0 + sc]
@@ -75,8 +80,13 @@ def _lands(image, i, j, op, r, c):
     """Does cell (i, j) land on (r, c) under op? (a one-hot probe through NumPy's own rot/flip)"""
     probe = np.zeros_like(image)
     probe[i, j] = 1
-    moved = {"rot90": np.rot90(probe, 1), "rot180": np.rot90(probe, 2), "rot270": np.rot90(probe, 3),
-             "flip_lr": np.fliplr(probe), "flip_ud": np.flipud(probe)}[op]
+    moved = {
+        "rot90": np.rot90(probe, 1),
+        "rot180": np.rot90(probe, 2),
+        "rot270": np.rot90(probe, 3),
+        "flip_lr": np.fliplr(probe),
+        "flip_ud": np.flipud(probe),
+    }[op]
     return moved[r, c] == 1
 
 
@@ -122,8 +132,14 @@ def test_sample_is_vmappable_over_traced_families():
     one = tasks.sample(keys[5], "gravity", CFG)
     np.testing.assert_array_equal(np.asarray(out.image[5]), np.asarray(one.image))
     # Instance: a frozen dataclass pytree (fields in declaration order)
-    assert [f.name for f in dataclasses.fields(tasks.Instance)] == ["image", "question", "answer", "helper", "caption",
-                                                                    "family"]
+    assert [f.name for f in dataclasses.fields(tasks.Instance)] == [
+        "image",
+        "question",
+        "answer",
+        "helper",
+        "caption",
+        "family",
+    ]
     assert jax.tree.leaves(one)[2] is one.answer
     with pytest.raises(dataclasses.FrozenInstanceError):
         one.answer = 0
@@ -154,12 +170,20 @@ def test_splits_never_share_instances():
         tasks.splits(jax.random.key(0), 400, 4000, cfg)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(grid_size=1), "grid_size"), (dict(grid_size=2.5), "grid_size"), (dict(grid_size=33), "grid_size"),
-    (dict(n_colours=1), "n_colours"), (dict(n_colours=101), "n_colours"), (dict(density=1.5), "density"),
-    (dict(families=("rotate", "zoom")), "family must be one of"), (dict(families=()), "families"),
-    (dict(families=("read", "read")), "repeat"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(grid_size=1), "grid_size"),
+        (dict(grid_size=2.5), "grid_size"),
+        (dict(grid_size=33), "grid_size"),
+        (dict(n_colours=1), "n_colours"),
+        (dict(n_colours=101), "n_colours"),
+        (dict(density=1.5), "density"),
+        (dict(families=("rotate", "zoom")), "family must be one of"),
+        (dict(families=()), "families"),
+        (dict(families=("read", "read")), "repeat"),
+    ],
+)
 def test_bad_config(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         tasks.generate(jax.random.key(0), 4, tasks.Config(**kwargs))
@@ -178,9 +202,15 @@ def test_bad_family_and_sizes():
         tasks.generate(jax.random.key(0), 4, {"grid_size": 3})
 
 
-@pytest.mark.parametrize("cfg", [tasks.Config(grid_size=4, n_colours=4, density=0.75),
-                                 tasks.Config(grid_size=5, n_colours=3, density=0.9),
-                                 tasks.Config(grid_size=3, n_colours=6, density=0.3)], ids=str)
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        tasks.Config(grid_size=4, n_colours=4, density=0.75),
+        tasks.Config(grid_size=5, n_colours=3, density=0.9),
+        tasks.Config(grid_size=3, n_colours=6, density=0.3),
+    ],
+    ids=str,
+)
 def test_question_only_optimum_is_exact(cfg):
     """The exact optimum against 60,000 sampled instances: the rule reaches it (within 4 standard
     errors), and no rule does better: per question, the most frequent answer in one half of the
@@ -199,7 +229,9 @@ def test_question_only_optimum_is_exact(cfg):
             first.setdefault(q, []).append(a)
         best = {q: np.bincount(v).argmax() for q, v in first.items()}
         test_sel = sel[half:]
-        held = [best.get(q, -1) == a for q, a in zip(map(bytes, b.question[half:][test_sel]), b.answer[half:][test_sel])]
+        held = [
+            best.get(q, -1) == a for q, a in zip(map(bytes, b.question[half:][test_sel]), b.answer[half:][test_sel])
+        ]
         assert np.mean(held) < opt[fam] + 4 * np.sqrt(opt[fam] * (1 - opt[fam]) / len(held)), fam
     # the closed forms at a glance: read = max(1 - d, d / C); path adds the zero moves
     d, c, g = cfg.density, cfg.n_colours, cfg.grid_size

@@ -22,8 +22,15 @@ TASK = tasks.Config(grid_size=3, n_colours=3)
 
 @pytest.mark.parametrize("mode, caption", [("none", 0), ("none", 4), ("feedback", 0)])
 def test_same_logits_on_the_same_weights(mode, caption):
-    cfg = latent_model.Config(task=TASK, width=32, depth=2, heads=4, latent_mode=mode, n_latents=3 if mode != "none" else 0,
-                   caption_len=caption)
+    cfg = latent_model.Config(
+        task=TASK,
+        width=32,
+        depth=2,
+        heads=4,
+        latent_mode=mode,
+        n_latents=3 if mode != "none" else 0,
+        caption_len=caption,
+    )
     model = latent_model.Model(cfg)
     params = model.init(jax.random.key(0))
     params = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape), params)  # not the init
@@ -46,8 +53,15 @@ def test_same_training_steps_on_the_same_batches(name):
     from tokdyn import train
     from tokdyn.models.latent import training, variants
 
-    tc = training.Config(task=TASK, width=32, depth=2, heads=4, n_latents=3,
-                         train=train.Config(steps=10, steps_per_call=10, warmup=2), batch_size=8)
+    tc = training.Config(
+        task=TASK,
+        width=32,
+        depth=2,
+        heads=4,
+        n_latents=3,
+        train=train.Config(steps=10, steps_per_call=10, warmup=2),
+        batch_size=8,
+    )
     hp = training.Hparams(learning_rate=1e-2, weight_decay=0.5)
     trainer = training.trainer(tc, name)
     first = trainer.first  # the variant's first stage: the answer's cross-entropy alone for these two
@@ -56,18 +70,25 @@ def test_same_training_steps_on_the_same_batches(name):
     run_key = first.keys(key)[1]
     cfg = variants.model_config(tc, name)
     net = torch_latent.TorchReasoner.from_flax(cfg, state.params)
-    opt, sched = torch_latent.optimizer(net, learning_rate=1e-2, weight_decay=0.5, warmup=tc.train.warmup_steps,
-                                        steps=tc.train.steps)
+    opt, sched = torch_latent.optimizer(
+        net, learning_rate=1e-2, weight_decay=0.5, warmup=tc.train.warmup_steps, steps=tc.train.steps
+    )
     step = jax.jit(train.make_step(first))
     pool = tasks.generate(jax.random.key(10), 64, TASK)
     for i in range(3):
         # the batch the training layer's step draws at step i (fold_in(run key, step)), handed to the peer
         batch = first.batch(jax.random.fold_in(run_key, i), pool, i)
         state, _ = step(state, pool, run_key)
-        torch_latent.train_step(net, opt, sched, *(torch.from_numpy(np.asarray(a)).long()
-                                                   for a in (batch.image, batch.question, batch.answer)))
+        torch_latent.train_step(
+            net,
+            opt,
+            sched,
+            *(torch.from_numpy(np.asarray(a)).long() for a in (batch.image, batch.question, batch.answer)),
+        )
     start = torch_latent.TorchReasoner.from_flax(cfg, train.init_state(trainer, key, hp).params)
-    ours, theirs, start = (m.state_dict() for m in (torch_latent.TorchReasoner.from_flax(cfg, state.params), net, start))
+    ours, theirs, start = (
+        m.state_dict() for m in (torch_latent.TorchReasoner.from_flax(cfg, state.params), net, start)
+    )
     assert max(float((ours[k] - start[k]).abs().max()) for k in ours) > 1e-2  # far above the tolerance below
     for k in ours:
         if name == "direct" and k.startswith("proj."):  # unused without latents: torch's AdamW skips

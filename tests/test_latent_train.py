@@ -16,9 +16,19 @@ from tokdyn.models.latent import model as latent_model
 
 pytestmark = pytest.mark.fast_compile
 
-TINY = training.Config(task=tasks.Config(grid_size=3, n_colours=2), width=16, depth=1, heads=2, n_latents=2,
-                       train=train.Config(steps=40, steps_per_call=20, warmup=5), batch_size=16, n_train=400, n_test=40,
-                       n_val=20, seeds=2)
+TINY = training.Config(
+    task=tasks.Config(grid_size=3, n_colours=2),
+    width=16,
+    depth=1,
+    heads=2,
+    n_latents=2,
+    train=train.Config(steps=40, steps_per_call=20, warmup=5),
+    batch_size=16,
+    n_train=400,
+    n_test=40,
+    n_val=20,
+    seeds=2,
+)
 FAST = training.Hparams(learning_rate=1e-2)
 
 
@@ -31,8 +41,13 @@ def _train(cfg, name, hparams=FAST, *, checkpoint=None, **kw):
     """Variant ``name`` trained through the training layer, as the study does (``checkpoint``: a
     path, kept under the variant's stamp)."""
     checkpointing = None if checkpoint is None else train.Checkpointing(checkpoint, training.stamp(cfg, name))
-    return train.train_many(training.trainer(cfg, name), training.data(cfg).train, *training.models(cfg, hparams),
-                            checkpointing=checkpointing, **kw)
+    return train.train_many(
+        training.trainer(cfg, name),
+        training.data(cfg).train,
+        *training.models(cfg, hparams),
+        checkpointing=checkpointing,
+        **kw,
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -44,15 +59,18 @@ def _trained(name):
 
 
 def test_coconut_schedule():
-    cfg = dataclasses.replace(TINY, train=train.Config(steps=60, steps_per_call=10, warmup=5), n_latents=4,
-                              curriculum_stages=2)
+    cfg = dataclasses.replace(
+        TINY, train=train.Config(steps=60, steps_per_call=10, warmup=5), n_latents=4, curriculum_stages=2
+    )
     st = variants.stages(cfg, "coconut")
     assert [s[0] for s in st] == [0, 2, 4] and [s[1] for s in st] == [0, 2, 4]  # caption_len max(3, 4)
     assert sum(s[2] for s in st) == 60 and all(s[2] % 10 == 0 for s in st)
     assert variants.stages(cfg, "direct") == [(0, 0, 60)] and variants.stages(cfg, "pause") == [(4, 0, 60)]
     # every stage's model has the same parameter shapes (the curriculum continues one model)
-    shapes = [jax.eval_shape(latent_model.Model(variants.model_config(cfg, "coconut", s)).init, jax.random.key(0))
-              for s in range(3)]
+    shapes = [
+        jax.eval_shape(latent_model.Model(variants.model_config(cfg, "coconut", s)).init, jax.random.key(0))
+        for s in range(3)
+    ]
     assert shapes[0] == shapes[1] == shapes[2]
 
 
@@ -94,10 +112,11 @@ def test_caption_ce_masks_dropped_tokens(pools):
     params = model.init(jax.random.key(0))
     batch = jax.tree.map(lambda a: a[:6], pools[1])
     mask = jnp.asarray([0.0, 1.0, 1.0, 1.0])  # K = max(G, 4)
-    logits, ce = jax.jit(lambda p, b: (lambda out: (out.logits, losses.caption_ce(model, b, out, mask)))(
-        model.apply(p, b)))(params, batch)
+    logits, ce = jax.jit(
+        lambda p, b: (lambda out: (out.logits, losses.caption_ce(model, b, out, mask)))(model.apply(p, b))
+    )(params, batch)
     k = model.layout.caption
-    logp = np.asarray(jax.nn.log_softmax(logits[:, k.start - 1: k.stop - 1]), np.float64)  # (B, K, V)
+    logp = np.asarray(jax.nn.log_softmax(logits[:, k.start - 1 : k.stop - 1]), np.float64)  # (B, K, V)
     nll = -np.take_along_axis(logp, np.asarray(batch.caption)[..., None], -1)[..., 0]  # (B, K)
     np.testing.assert_allclose(float(ce), nll[:, 1:].mean(), rtol=1e-5)
 
@@ -135,14 +154,24 @@ def test_train_step_is_adamw_with_the_traced_hparams(pools):
     batches = [training.draw_batch(jax.random.fold_in(key, t), pool, TINY.batch_size) for t in range(2)]
     model = latent_model.Model(variants.model_config(TINY, name, 0))
     lr, wd, cw = settings[1]  # model 1 (model 0, the defaults but the learning rate, is the contrast)
-    opt = optax.chain(optax.clip_by_global_norm(1.0),
-                      optax.adamw(optax.warmup_cosine_decay_schedule(0.0, lr, 5, TINY.train.steps, lr * 0.05),
-                                  weight_decay=wd))
+    opt = optax.chain(
+        optax.clip_by_global_norm(1.0),
+        optax.adamw(optax.warmup_cosine_decay_schedule(0.0, lr, 5, TINY.train.steps, lr * 0.05), weight_decay=wd),
+    )
 
     @jax.jit
     def ref(params, o, batch):
-        g = jax.grad(lambda p: losses.objective(model, p, batch, align=None, caption_mask=jnp.ones(TINY.task.caption_len),
-                                                align_weight=1.0, caption_weight=cw)[0])(params)
+        g = jax.grad(
+            lambda p: losses.objective(
+                model,
+                p,
+                batch,
+                align=None,
+                caption_mask=jnp.ones(TINY.task.caption_len),
+                align_weight=1.0,
+                caption_weight=cw,
+            )[0]
+        )(params)
         u, o = opt.update(g, o, params)
         return optax.apply_updates(params, u), o
 
@@ -161,12 +190,17 @@ def _no_key_bias(params):
     noise, which Adam's normalised update turns into steps of any size up to the learning rate."""
     params = jax.tree.map(lambda a: a, params)  # new containers
     qkv = params["params"]["block0"]["qkv"]
-    qkv["bias"] = qkv["bias"].at[..., TINY.width: 2 * TINY.width].set(0.0)
+    qkv["bias"] = qkv["bias"].at[..., TINY.width : 2 * TINY.width].set(0.0)
     return params
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "coconut" else n  # coconut: 2-3x
-                                  for n in sorted(variants.VARIANTS)])                      # the others' time
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.slow) if n == "coconut" else n  # coconut: 2-3x
+        for n in sorted(variants.VARIANTS)
+    ],
+)  # the others' time
 def test_every_variant_learns_and_evaluates(name, pools):
     test = pools.test
     state, done, logs = _trained(name)

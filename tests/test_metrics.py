@@ -90,7 +90,9 @@ def assert_matches_sklearn(t, p, mask, got_ari, got_nmi, tol, want=None):
     for name, got, ref in (("ari", got_ari, want_ari), ("nmi", got_nmi, want_nmi)):
         err = np.abs(np.asarray(got, np.float64) - ref)
         worst = int(np.argmax(err))
-        assert err[worst] <= tol, f"{name} row {worst} (n={n[worst]}): got {float(got[worst])!r}, sklearn {ref[worst]!r}"
+        assert err[worst] <= tol, (
+            f"{name} row {worst} (n={n[worst]}): got {float(got[worst])!r}, sklearn {ref[worst]!r}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,8 +28,9 @@ RTOL = 1e-6  # float64: the derivative is right to many more digits; a wrong one
 
 
 def _f64(tree):
-    return jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.result_type(a),
-                                                                                          jnp.floating) else a, tree)
+    return jax.tree_util.tree_map(
+        lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, tree
+    )
 
 
 def _direction(tree, seed, only=None):
@@ -60,8 +61,11 @@ def check_gradient(loss, params, *, seed=0, only=None, h=1e-4, rtol=RTOL):
     """``jax.grad(loss)`` at ``params`` (float64) along a random direction equals the central
     difference of ``loss``; a gradient scaled by 1 + 1e-4 fails the same comparison, and so does
     one missing the block of parameters that contributes most to the directional derivative."""
-    assert all(leaf.dtype == jnp.float64 for leaf in jax.tree_util.tree_leaves(params)
-               if jnp.issubdtype(leaf.dtype, jnp.floating)), "compare in float64"
+    assert all(
+        leaf.dtype == jnp.float64
+        for leaf in jax.tree_util.tree_leaves(params)
+        if jnp.issubdtype(leaf.dtype, jnp.floating)
+    ), "compare in float64"
     loss = jax.jit(loss)
     value = loss(params)
     assert value.dtype == jnp.float64, f"the loss is computed in {value.dtype}, not float64"
@@ -108,6 +112,7 @@ def test_gaussian_eps_loss_and_variational_term(t):
         check_gradient(simple, eps_hat, seed=t)
         np.testing.assert_allclose(jax.grad(simple)(eps_hat), 2 * (eps_hat - eps) / eps.size, rtol=1e-12)
         if t >= 2:
+
             def variational(e):
                 mean, var = diffusion.posterior_mean_var(proc, diffusion.predict_x0(proc, x_t, t, e), x_t, t)
                 true, _ = diffusion.posterior_mean_var(proc, x0, x_t, t)
@@ -138,8 +143,18 @@ def test_d3pm_hybrid_loss_in_the_logits(kernel, t):
 # ---------------------------------------------------------------------------------------------- models
 
 
-SLOTS = slots.Config(size=6, slots=3, iterations=2, slot_size=8, mlp_hidden=8, encoder_channels=(4, 4),
-                     encoder_kernel=3, decoder="mlp", decoder_hidden=8, train=train.Config(steps=10, steps_per_call=10))
+SLOTS = slots.Config(
+    size=6,
+    slots=3,
+    iterations=2,
+    slot_size=8,
+    mlp_hidden=8,
+    encoder_channels=(4, 4),
+    encoder_kernel=3,
+    decoder="mlp",
+    decoder_hidden=8,
+    train=train.Config(steps=10, steps_per_call=10),
+)
 
 
 def test_slot_autoencoder_loss():
@@ -158,8 +173,17 @@ def test_slot_autoencoder_loss():
 def test_visual_token_autoencoder_loss(decoder):
     """The autoencoder's training loss with its relaxed quantiser (``gumbel_soft``, the noise fixed)
     and every extra term: sensitivity (the hinge active), batch entropy and semantic alignment."""
-    cfg = vtae.Config(vocab_size=5, grid=2, colours=3, mode="gumbel_soft", decoder=decoder, hidden=8, channels=4,
-                      losses=("sensitivity", "batch_entropy", "semantic"), embed_dim=3)
+    cfg = vtae.Config(
+        vocab_size=5,
+        grid=2,
+        colours=3,
+        mode="gumbel_soft",
+        decoder=decoder,
+        hidden=8,
+        channels=4,
+        losses=("sensitivity", "batch_entropy", "semantic"),
+        embed_dim=3,
+    )
     with jax.enable_x64(True):
         params = _f64(vtae.init(jax.random.key(0), cfg))
         rng = np.random.default_rng(1)
@@ -175,8 +199,18 @@ def test_visual_token_autoencoder_loss(decoder):
 def test_sequence_model_loss(model):
     """The sequence models' losses through the network: DDPM's epsilon loss, D3PM's hybrid loss
     (the draws of t and x_t fixed by the key) and the autoregressive cross-entropy."""
-    cfg = sequence.Config(model=model, length=2, cells=3, colours=3, vocab_size=5, T=6, width=8, depth=1, heads=2,
-                          train=train.Config(steps=10, steps_per_call=10, warmup=1))
+    cfg = sequence.Config(
+        model=model,
+        length=2,
+        cells=3,
+        colours=3,
+        vocab_size=5,
+        T=6,
+        width=8,
+        depth=1,
+        heads=2,
+        train=train.Config(steps=10, steps_per_call=10, warmup=1),
+    )
     with jax.enable_x64(True):
         params = _f64(sequence.init(jax.random.key(0), cfg))
         x0 = jnp.asarray(np.random.default_rng(0).integers(0, cfg.classes, (3, *cfg.sample_shape)), jnp.int32)
@@ -186,8 +220,16 @@ def test_sequence_model_loss(model):
         check_gradient(loss, params, seed=1, only="block0")
 
 
-LATENT = latent_model.Config(task=tasks.Config(grid_size=2, n_colours=3), width=8, depth=1, heads=2, mlp_ratio=2,
-                             latent_mode="feedback", n_latents=2, caption_len=4)
+LATENT = latent_model.Config(
+    task=tasks.Config(grid_size=2, n_colours=3),
+    width=8,
+    depth=1,
+    heads=2,
+    mlp_ratio=2,
+    latent_mode="feedback",
+    n_latents=2,
+    caption_len=4,
+)
 
 
 @pytest.mark.parametrize("align", [pytest.param("monet", marks=pytest.mark.slow), "lvr"])  # monet: 4x lvr's time
@@ -210,8 +252,9 @@ def test_latent_reasoner_objective(align):
 
         def targets_fixed(p):
             out = model.apply(p, batch)
-            total = (latent_losses.answer_ce(model, batch, out)[0]
-                     + 0.5 * latent_losses.caption_ce(model, batch, out, mask))
+            total = latent_losses.answer_ce(model, batch, out)[0] + 0.5 * latent_losses.caption_ce(
+                model, batch, out, mask
+            )
             return total + 0.7 * latent_losses.alignment_loss(model, params, batch, out, align)
 
         np.testing.assert_allclose(objective(params), targets_fixed(params), rtol=1e-12)

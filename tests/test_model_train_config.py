@@ -21,8 +21,11 @@ BEFORE = {
     "slots": (slots.Config, slots.trainer, (4000, 100, 200, "cosine", 0.05, 1.0)),
     "iodine": (iodine.Config, iodine.trainer, (4000, 100, 200, "cosine", 0.05, 1.0)),
     "savi": (savi.Config, savi.trainer, (4000, 100, 200, "cosine", 0.05, 1.0)),
-    "latent": (latent_config.Config, lambda cfg: latent_training.trainer(cfg, "direct").first,
-               (3000, 100, 200, "cosine", 0.05, 1.0)),
+    "latent": (
+        latent_config.Config,
+        lambda cfg: latent_training.trainer(cfg, "direct").first,
+        (3000, 100, 200, "cosine", 0.05, 1.0),
+    ),
     "sequence": (sequence.Config, sequence.trainer, (2000, 100, 100, "cosine", 0.1, 1.0)),
     "vtae": (vtae.Config, vtae.trainer, (500, 50, 0, "constant", 0.05, 0.0)),
 }
@@ -44,15 +47,22 @@ def closed_form(t, peak, steps, warm, decay, final):
 def test_the_default_schedule_is_the_one_before(name):
     make, trainer_of, (steps, per_call, warm, decay, final, clip) = BEFORE[name]
     cfg = make().validate()
-    assert cfg.train == optim.Config(steps=steps, steps_per_call=per_call, warmup=warm, decay=decay,
-                                     final_fraction=final, clip_norm=clip)
+    assert cfg.train == optim.Config(
+        steps=steps, steps_per_call=per_call, warmup=warm, decay=decay, final_fraction=final, clip_norm=clip
+    )
     assert trainer_of(cfg).config == cfg.train  # the trainer trains with it
     peak = 3e-3
     sched = train.schedule(cfg.train, jnp.float32(peak))
-    for t in sorted({0, 1, warm // 2, max(warm - 1, 0), warm, warm + 1, (warm + steps) // 2, steps - 1, steps,
-                     steps + 10}):
-        np.testing.assert_allclose(float(sched(t)), closed_form(t, peak, steps, warm, decay, final), rtol=1e-5,
-                                   atol=1e-12, err_msg=f"{name} step {t}")
+    for t in sorted(
+        {0, 1, warm // 2, max(warm - 1, 0), warm, warm + 1, (warm + steps) // 2, steps - 1, steps, steps + 10}
+    ):
+        np.testing.assert_allclose(
+            float(sched(t)),
+            closed_form(t, peak, steps, warm, decay, final),
+            rtol=1e-5,
+            atol=1e-12,
+            err_msg=f"{name} step {t}",
+        )
 
 
 @pytest.mark.parametrize("name", list(BEFORE))
@@ -69,8 +79,10 @@ def test_the_nested_training_is_validated_naming_the_field(name):
     with pytest.raises(TypeError, match=r"train must be a tokdyn\.train\.optim\.Config"):
         make(train={"steps": 100}).validate()
     cfg = make()
-    assert dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=8000)).validate().train.warmup == \
-        cfg.train.warmup  # one field of the schedule changed, the rest kept
+    assert (
+        dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=8000)).validate().train.warmup
+        == cfg.train.warmup
+    )  # one field of the schedule changed, the rest kept
 
 
 @pytest.mark.parametrize("name", ["slots", "latent", "sequence"])
@@ -89,5 +101,4 @@ def test_a_warmup_past_the_budget_is_capped_below_it():
     cfg = slots.Config(train=optim.Config(steps=10, steps_per_call=5, warmup=50)).validate()
     assert cfg.train.warmup_steps == 9
     sched = train.schedule(cfg.train, 1.0)
-    np.testing.assert_allclose([float(sched(t)) for t in (0, 4, 9, 10)], [0.0, 4 / 9, 1.0, 0.05], rtol=1e-5,
-                               atol=1e-12)
+    np.testing.assert_allclose([float(sched(t)) for t in (0, 4, 9, 10)], [0.0, 4 / 9, 1.0, 0.05], rtol=1e-5, atol=1e-12)

@@ -6,8 +6,11 @@ import sys
 
 import pytest
 
-NOTEBOOKS = sorted(os.path.join(os.path.dirname(__file__), "..", "notebooks", f)
-                   for f in os.listdir(os.path.join(os.path.dirname(__file__), "..", "notebooks")) if f.endswith(".ipynb"))
+NOTEBOOKS = sorted(
+    os.path.join(os.path.dirname(__file__), "..", "notebooks", f)
+    for f in os.listdir(os.path.join(os.path.dirname(__file__), "..", "notebooks"))
+    if f.endswith(".ipynb")
+)
 
 
 def execute(path: str):
@@ -17,8 +20,9 @@ def execute(path: str):
 
     nb = nbformat.read(path, as_version=4)
     os.environ["MPLBACKEND"] = "Agg"  # the kernel inherits it: figures without a display
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": os.path.dirname(path)}}
-                   ).execute()
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": os.path.dirname(path)}}
+    ).execute()
     return nb
 
 

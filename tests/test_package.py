@@ -55,8 +55,16 @@ print(json.dumps(out))
 
 def test_the_walk_finds_the_modules():
     names = public_modules()
-    for name in ("tokdyn.dynamics", "tokdyn.dynamics.loop", "tokdyn.metrics.partition", "tokdyn.reproduce",
-                 "tokdyn.fused", "tokdyn.models.savi", "tokdyn.models.latent.model", "tokdyn.studies.video"):
+    for name in (
+        "tokdyn.dynamics",
+        "tokdyn.dynamics.loop",
+        "tokdyn.metrics.partition",
+        "tokdyn.reproduce",
+        "tokdyn.fused",
+        "tokdyn.models.savi",
+        "tokdyn.models.latent.model",
+        "tokdyn.studies.video",
+    ):
         assert name in names
     assert not [n for n in names if any(part.startswith("_") for part in n.split("."))]
     assert "tokdyn.dynamics._common" not in names and "tokdyn.cli" in names
@@ -64,12 +72,19 @@ def test_the_walk_finds_the_modules():
 
 def test_every_public_module_is_an_attribute_of_tokdyn():
     names = public_modules()
-    proc = subprocess.run([sys.executable, "-c", WALK, json.dumps(names)], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT, env=child_env(PYTHONPATH=ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-c", WALK, json.dumps(names)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=child_env(PYTHONPATH=ROOT),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not out["unreachable"], "modules not reachable by attribute from tokdyn:\n" + "\n".join(
-        f"  {k}: {v}" for k, v in out["unreachable"].items())
+        f"  {k}: {v}" for k, v in out["unreachable"].items()
+    )
     assert out["loaded by import tokdyn"] == [], f"import tokdyn loaded {out['loaded by import tokdyn']}"
 
 

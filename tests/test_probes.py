@@ -39,7 +39,7 @@ def objective(w, b, z, y, weight_decay):
     logits = z @ w + b
     logp = logits - logits.max(1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(1, keepdims=True))
-    return -logp[np.arange(len(y)), y].mean() + 0.5 * weight_decay * np.sum(w ** 2)
+    return -logp[np.arange(len(y)), y].mean() + 0.5 * weight_decay * np.sum(w**2)
 
 
 def test_planted_feature_agrees_with_sklearn():
@@ -49,8 +49,9 @@ def test_planted_feature_agrees_with_sklearn():
     probe = probes.fit(jax.random.key(0), x, y, CFG, HP, TRAIN)
     # fitted alone or inside evaluate: two programs; a held-out row on a last-bit decision tie may
     # flip: one row of the 100 at most
-    np.testing.assert_allclose(probes.accuracy(probe, x, y, ~TRAIN), scores.held_out, rtol=0,
-                               atol=1 / (N - N_TRAIN) + 1e-6)
+    np.testing.assert_allclose(
+        probes.accuracy(probe, x, y, ~TRAIN), scores.held_out, rtol=0, atol=1 / (N - N_TRAIN) + 1e-6
+    )
     sk, standardise = sklearn_probe(x, y, HP.weight_decay)
     ours = np.asarray(probes.predict(probe, x[~TRAIN]))
     theirs = sk.predict(standardise(x[~TRAIN]))

@@ -49,12 +49,23 @@ def test_the_probes_measure_positive_finite_rates_in_their_units(monkeypatch):
     assert 0 < r.probe_seconds <= wall and r.backend == jax.default_backend()
     # runs a second: against our own clock on the probe's compiled sweep, with other keys
     chunk = R.DYNAMICS_CHUNK * jax.local_device_count()
-    grid = sweep.Grid(n_clusters=np.array([3, 4, 5]), noise=np.array([0.3, 0.6, 0.9], np.float32),
-                      seeds=R.DYNAMICS_CHUNKS * chunk // 9, seed_major=True)  # the probe's grid: compiled
+    grid = sweep.Grid(
+        n_clusters=np.array([3, 4, 5]),
+        noise=np.array([0.3, 0.6, 0.9], np.float32),
+        seeds=R.DYNAMICS_CHUNKS * chunk // 9,
+        seed_major=True,
+    )  # the probe's grid: compiled
     t0 = time.perf_counter()
     for i in range(3):
-        sweep.run(ClusterRun(), grid, key=jax.random.key(100 + i), chunk_size=chunk, progress=False, part=(0, 1),
-                  common_random_numbers=True)
+        sweep.run(
+            ClusterRun(),
+            grid,
+            key=jax.random.key(100 + i),
+            chunk_size=chunk,
+            progress=False,
+            part=(0, 1),
+            common_random_numbers=True,
+        )
     ours = 3 * len(grid) / (time.perf_counter() - t0)
     assert ours / 5 < r.rates["dynamics"] < ours * 5, (r.rates["dynamics"], ours)
     assert 1e7 < r.rates["training"] < 1e12  # FLOP a second of 2 cores: a unit slip would be 1e3 off
@@ -69,8 +80,10 @@ def test_the_training_probes_flop_count_is_xlas():
     import optax
 
     B, L, W = 4, 32, 48
-    p = {n: jnp.ones(s) * 0.01 for n, s in dict(wq=(W, W), wk=(W, W), wv=(W, W), wo=(W, W), w1=(W, 4 * W),
-                                                 w2=(4 * W, W)).items()}
+    p = {
+        n: jnp.ones(s) * 0.01
+        for n, s in dict(wq=(W, W), wk=(W, W), wv=(W, W), wo=(W, W), w1=(W, 4 * W), w2=(4 * W, W)).items()
+    }
     x = jnp.ones((B, L, W))
 
     def loss(p, x):
@@ -95,8 +108,12 @@ def test_the_training_probes_flop_count_is_xlas():
 
 
 def test_time_here_is_the_work_over_the_speed():
-    r = R.Rates({"dynamics": 2.0 * REF["dynamics"], "training": 0.25 * REF["training"]}, "cpu", "x",
-                {"dynamics": "measured", "training": "measured", "host": "reference"})
+    r = R.Rates(
+        {"dynamics": 2.0 * REF["dynamics"], "training": 0.25 * REF["training"]},
+        "cpu",
+        "x",
+        {"dynamics": "measured", "training": "measured", "host": "reference"},
+    )
     assert r.speed("dynamics") == pytest.approx(2.0) and r.speed("training") == pytest.approx(0.25)
     assert r.speed("host") == 1.0  # not measured: the reference's
     assert r.seconds({"dynamics": 10.0, "training": 40.0, "host": 5.0}) == pytest.approx(10 / 2 + 40 / 0.25 + 5)
@@ -111,8 +128,16 @@ def test_time_here_is_the_work_over_the_speed():
 
 
 def test_durations_in_words():
-    assert [study_dir.duration(x) for x in (0.4, 40, 89, 90, 720, 3599, 3600, 3 * 3600 + 1800)] == \
-        ["0 s", "40 s", "89 s", "2 min", "12 min", "60 min", "1.0 hours", "3.5 hours"]
+    assert [study_dir.duration(x) for x in (0.4, 40, 89, 90, 720, 3599, 3600, 3 * 3600 + 1800)] == [
+        "0 s",
+        "40 s",
+        "89 s",
+        "2 min",
+        "12 min",
+        "60 min",
+        "1.0 hours",
+        "3.5 hours",
+    ]
 
 
 def test_an_estimate_splits_its_seconds_by_kind():
@@ -138,8 +163,9 @@ def test_small_estimates_never_probe(probing, monkeypatch):
 
     for kind in R.KINDS:
         monkeypatch.setitem(R.PROBES, kind, refuse)
-    small = study_dir.Estimate(work={"dynamics": 0.5 * R.PROBE_MIN_SECONDS, "training": 0.4 * R.PROBE_MIN_SECONDS,
-                             "host": 5.0})
+    small = study_dir.Estimate(
+        work={"dynamics": 0.5 * R.PROBE_MIN_SECONDS, "training": 0.4 * R.PROBE_MIN_SECONDS, "host": 5.0}
+    )
     lines = []
     study_dir.check_resources("demo", small, note=lines.append, say_from=0.0)
     assert "not this cpu backend's" in lines[0] and "not measured for a run this short" in lines[0]
@@ -177,17 +203,22 @@ def test_the_message_names_an_accelerator(probing, monkeypatch):
         platform, id, device_kind = "gpu", 0, "Fake H100"
 
         def memory_stats(self):
-            return {"bytes_limit": 2 ** 34, "bytes_in_use": 0}
+            return {"bytes_limit": 2**34, "bytes_in_use": 0}
 
     monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [FakeGPU()])
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     monkeypatch.setitem(R.PROBES, "training", lambda s: probing.append("training") or 300.0 * REF["training"])
     lines = []
-    study_dir.check_resources("demo", study_dir.Estimate(models=2, work={"training": 30 * 3600.0}), note=lines.append,
-                      say_from=study_dir.SAY_SECONDS)
-    assert lines == ["demo: this configuration (2 models or runs) will take about 6 min at the rates measured on "
-                     "this gpu backend (1 Fake H100; training 300x the reference CPU's; probed in "
-                     + lines[0].split("probed in ")[1]]
+    study_dir.check_resources(
+        "demo",
+        study_dir.Estimate(models=2, work={"training": 30 * 3600.0}),
+        note=lines.append,
+        say_from=study_dir.SAY_SECONDS,
+    )
+    assert lines == [
+        "demo: this configuration (2 models or runs) will take about 6 min at the rates measured on "
+        "this gpu backend (1 Fake H100; training 300x the reference CPU's; probed in " + lines[0].split("probed in ")[1]
+    ]
     assert R.current(["training"], probe=False).backend == "gpu"
 
 
@@ -198,8 +229,10 @@ def test_quiet_says_only_what_is_long(probing):
     assert lines == []
     study_dir.check_resources("demo", est, note=lines.append, say_from=study_dir.SAY_SECONDS)
     device = R.current([]).device
-    assert lines == [f"demo: this configuration (1 models or runs) will take about 20 min at the rates measured "
-                     f"on this cpu backend ({device}; host 0.5x the reference CPU's; probed in 0.0 s)"]
+    assert lines == [
+        f"demo: this configuration (1 models or runs) will take about 20 min at the rates measured "
+        f"on this cpu backend ({device}; host 0.5x the reference CPU's; probed in 0.0 s)"
+    ]
     assert probing == ["host"]
 
 

@@ -292,8 +292,11 @@ def test_benchmark_peers_agree_with_the_reference(peer):
         # a peer is another program than the reference: its stopping step may differ by one when the
         # last change sits within rounding of tol, its labels on a tie; all but one run must agree
         assert abs(got["steps"][r] - ref["steps"]) <= 1
-        agree += (got["steps"][r] == ref["steps"] and got["converged"][r] == ref["converged"]
-                  and got["collapsed"][r] == collapsed
-                  and np.allclose([got["ari"][r], got["nmi"][r]], [ari, nmi], rtol=0, atol=1e-6)
-                  and np.allclose(got["sse"][r], sse, rtol=1e-4, atol=0))
+        agree += (
+            got["steps"][r] == ref["steps"]
+            and got["converged"][r] == ref["converged"]
+            and got["collapsed"][r] == collapsed
+            and np.allclose([got["ari"][r], got["nmi"][r]], [ari, nmi], rtol=0, atol=1e-6)
+            and np.allclose(got["sse"][r], sse, rtol=1e-4, atol=0)
+        )
     assert agree >= 5

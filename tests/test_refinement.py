@@ -125,8 +125,9 @@ def _mixture(state):
 
 
 def _assert_state(actual, desired, rtol, atol, msg=""):
-    for name, a, d in zip(("tokens", "log_scale", "log_weight"), (actual.tokens, actual.log_scale, actual.log_weight),
-                          desired):
+    for name, a, d in zip(
+        ("tokens", "log_scale", "log_weight"), (actual.tokens, actual.log_scale, actual.log_weight), desired
+    ):
         np.testing.assert_allclose(np.asarray(a), d, rtol=rtol, atol=atol, err_msg=f"{msg} {name}")
 
 
@@ -166,9 +167,19 @@ def test_step_size_one_is_the_em_of_scikit_learns_spherical_mixture(x64, n_steps
     x, mask, t0 = _problem(1, dim=3)
     hp = rf.Hparams(step_size=1.0, prior_strength=0.0)
     state0 = rf.init(dynamics.Points.of(jnp.asarray(x), jnp.asarray(mask)), jnp.asarray(t0), hp)
-    gm = GaussianMixture(n_components=4, covariance_type="spherical", reg_covar=0.0, tol=0.0, max_iter=n_steps,
-                         n_init=1, init_params="random_from_data", weights_init=np.full(4, 0.25), means_init=t0,
-                         precisions_init=np.exp(-2 * np.asarray(state0.log_scale)), random_state=0)
+    gm = GaussianMixture(
+        n_components=4,
+        covariance_type="spherical",
+        reg_covar=0.0,
+        tol=0.0,
+        max_iter=n_steps,
+        n_init=1,
+        init_params="random_from_data",
+        weights_init=np.full(4, 0.25),
+        means_init=t0,
+        precisions_init=np.exp(-2 * np.asarray(state0.log_scale)),
+        random_state=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm.fit(x[mask])
@@ -201,8 +212,15 @@ def test_the_objective_never_decreases(x64, alpha, kappa):
     # the objective is the reference's
     state = rf.init(points, jnp.asarray(t0), hp)
     assert float(rf.objective(x, state, hp, mask)) == pytest.approx(
-        ref_objective(x, mask.astype(float), *(np.asarray(v) for v in (state.tokens, state.log_scale,
-                                                                         state.log_weight)), -0.3, kappa), rel=1e-12)
+        ref_objective(
+            x,
+            mask.astype(float),
+            *(np.asarray(v) for v in (state.tokens, state.log_scale, state.log_weight)),
+            -0.3,
+            kappa,
+        ),
+        rel=1e-12,
+    )
 
 
 def test_jax_grad_of_the_objective_is_the_closed_form_gradient(x64):
@@ -219,8 +237,9 @@ def test_jax_grad_of_the_objective_is_the_closed_form_gradient(x64):
     # the step is the preconditioned gradient: mean moves alpha sigma^2 / (N_j + eps) * gradient
     new = rf.step(_mixture(state), dynamics.Points.of(jnp.asarray(x), jnp.asarray(mask)), hp, 0, None)
     nj = ref_resp(x, mask.astype(float), *state).sum(0)
-    np.testing.assert_allclose(np.asarray(new.tokens - state[0]),
-                               0.5 * np.exp(2 * state[1])[:, None] / (nj + EPS)[:, None] * ref[0], rtol=1e-9)
+    np.testing.assert_allclose(
+        np.asarray(new.tokens - state[0]), 0.5 * np.exp(2 * state[1])[:, None] / (nj + EPS)[:, None] * ref[0], rtol=1e-9
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the loop, runs, sweeps
@@ -231,6 +250,7 @@ def test_run_run_fixed_trajectory_and_implicit_derivative(x64):
     hp = rf.Hparams(1.0, -0.5, 1.0)
     r = dynamics.run(x, t0, hp, rule=dynamics.REFINEMENT, mask=mask, n_steps=300, tol=1e-12)
     assert bool(r.converged) and dynamics.REFINEMENT is rf.REFINEMENT
+
     # the fixed point does not depend on the step size; it does on the prior's location
     def final(hp):
         return dynamics.run(x, t0, hp, rule=rf.REFINEMENT, mask=mask, n_steps=300, tol=1e-12, implicit=True).state
@@ -240,7 +260,7 @@ def test_run_run_fixed_trajectory_and_implicit_derivative(x64):
     h = 1e-5
     up = final(dataclasses.replace(hp, prior_log_scale=-0.5 + h))
     down = final(dataclasses.replace(hp, prior_log_scale=-0.5 - h))
-    fd = (np.sum(up.log_scale) - np.sum(down.log_scale) + np.sum(up.tokens ** 2) - np.sum(down.tokens ** 2)) / (2 * h)
+    fd = (np.sum(up.log_scale) - np.sum(down.log_scale) + np.sum(up.tokens**2) - np.sum(down.tokens**2)) / (2 * h)
     assert abs(fd) > 1e-3
     np.testing.assert_allclose(float(g.prior_log_scale), fd, rtol=1e-5)
 
@@ -248,16 +268,19 @@ def test_run_run_fixed_trajectory_and_implicit_derivative(x64):
 def test_knob_values_share_one_compilation_and_run_fixed_is_differentiable():
     x, mask, t0 = _problem(5)
     x, t0 = x.astype(np.float32), t0.astype(np.float32)
-    dynamics.run(x, t0, rf.Hparams(jnp.float32(0.5), jnp.float32(0.0), jnp.float32(1.0)), rule=rf.REFINEMENT,
-                 mask=mask)
+    dynamics.run(x, t0, rf.Hparams(jnp.float32(0.5), jnp.float32(0.0), jnp.float32(1.0)), rule=rf.REFINEMENT, mask=mask)
     with jax_compilations() as compiled:
         for a, s0, k in ((0.3, -1.0, 0.0), (1.0, 0.5, 4.0)):
-            r = dynamics.run(x, t0, rf.Hparams(jnp.float32(a), jnp.float32(s0), jnp.float32(k)), rule=rf.REFINEMENT,
-                             mask=mask)
+            r = dynamics.run(
+                x, t0, rf.Hparams(jnp.float32(a), jnp.float32(s0), jnp.float32(k)), rule=rf.REFINEMENT, mask=mask
+            )
             assert np.all(np.isfinite(np.asarray(r.tokens)))
     assert compiled == []
-    g = jax.grad(lambda hp: jnp.sum(dynamics.run_fixed(x, t0, hp, rule=rf.REFINEMENT, mask=mask, n_steps=8,
-                                                       tol=0.0).state.log_scale))(rf.Hparams(0.5, -0.2, 2.0))
+    g = jax.grad(
+        lambda hp: jnp.sum(
+            dynamics.run_fixed(x, t0, hp, rule=rf.REFINEMENT, mask=mask, n_steps=8, tol=0.0).state.log_scale
+        )
+    )(rf.Hparams(0.5, -0.2, 2.0))
     assert all(np.isfinite(float(v)) and float(v) != 0.0 for v in jax.tree_util.tree_leaves(g))
 
 
@@ -268,16 +291,19 @@ def test_cluster_run_and_a_sweep_over_its_knobs_compile_once():
     assert np.isfinite(float(out["ari"])) and 0 < int(out["steps"]) <= task.n_steps
 
     def grid(steps, locations):
-        return sweep.Grid(step_size=steps, prior_log_scale=locations, n_clusters=[3], noise=[0.4], seeds=4,
-                          seed_major=True)
+        return sweep.Grid(
+            step_size=steps, prior_log_scale=locations, n_clusters=[3], noise=[0.4], seeds=4, seed_major=True
+        )
 
     key = jax.random.key(1)
-    res = sweep.run(task, grid([0.5, 1.0], [-1.0, 0.0]), key=key, common_random_numbers=True, chunk_size=16,
-                    progress=False)
+    res = sweep.run(
+        task, grid([0.5, 1.0], [-1.0, 0.0]), key=key, common_random_numbers=True, chunk_size=16, progress=False
+    )
     assert len(res) == 2 * 2 * 4 and not np.any(np.isnan(res["ari"]))
     with jax_compilations() as compiled:  # other values of the knobs: the same program
-        res2 = sweep.run(task, grid([0.25, 0.75], [-0.5, 0.5]), key=key, common_random_numbers=True, chunk_size=16,
-                         progress=False)
+        res2 = sweep.run(
+            task, grid([0.25, 0.75], [-0.5, 0.5]), key=key, common_random_numbers=True, chunk_size=16, progress=False
+        )
     assert compiled == [] and len(res2) == 16
     # smaller steps take more of them (paired by seed and condition)
     assert np.mean(res2["steps"][res2["step_size"] == 0.25]) > np.mean(res2["steps"][res2["step_size"] == 0.75])
@@ -297,8 +323,12 @@ def test_padded_points_do_not_count_whatever_they_hold():
     for xs in (x, junk):
         r = dynamics.run(xs, t0, hp, rule=rf.REFINEMENT, mask=mask, n_steps=50, tol=1e-5)
         assert int(r.steps) == int(alone.steps)
-        _assert_state(r.state, [np.asarray(v) for v in (alone.state.tokens, alone.state.log_scale,
-                                                        alone.state.log_weight)], 1e-5, 1e-5)
+        _assert_state(
+            r.state,
+            [np.asarray(v) for v in (alone.state.tokens, alone.state.log_scale, alone.state.log_weight)],
+            1e-5,
+            1e-5,
+        )
         np.testing.assert_array_equal(np.asarray(r.labels)[~mask], -1)
         assert np.all(np.isfinite(float(rf.objective(xs, r.state, hp, mask))))
 
@@ -308,8 +338,9 @@ def test_a_token_with_no_mass_stays_put_and_a_single_token_fits_the_data(x64):
     t0 = np.concatenate([t0, [[400.0, -300.0]]])  # no point is anywhere near it
     r = dynamics.run(x, t0, rf.Hparams(1.0, 0.0, 0.0), rule=rf.REFINEMENT, mask=mask, n_steps=40, tol=1e-8)
     np.testing.assert_array_equal(np.asarray(r.tokens[3]), t0[3])  # bit for bit
-    assert float(r.state.log_scale[3]) == float(rf.init(dynamics.Points.of(x, mask), jnp.asarray(t0),
-                                                        rf.Hparams(1.0, 0.0, 0.0)).log_scale[3])
+    assert float(r.state.log_scale[3]) == float(
+        rf.init(dynamics.Points.of(x, mask), jnp.asarray(t0), rf.Hparams(1.0, 0.0, 0.0)).log_scale[3]
+    )
     assert float(r.state.log_weight[3]) == rf.LOG_WEIGHT_MIN
     # T = 1, no prior: one EM step is the closed form, the mean and the per-coordinate variance
     one = dynamics.run_fixed(x, t0[:1], rf.Hparams(1.0, 0.0, 0.0), rule=rf.REFINEMENT, mask=mask, n_steps=1, tol=0.0)
@@ -327,8 +358,9 @@ def test_translation_and_scale_equivariance(x64):
     np.testing.assert_allclose(np.asarray(moved.state.log_scale), np.asarray(base.state.log_scale), atol=1e-8)
     scaled = dynamics.run(x * 1e-3, t0 * 1e-3, hp, rule=rf.REFINEMENT, mask=mask, n_steps=40, tol=1e-12)
     np.testing.assert_allclose(np.asarray(scaled.tokens) * 1e3, np.asarray(base.tokens), rtol=1e-8, atol=1e-8)
-    np.testing.assert_allclose(np.asarray(scaled.state.log_scale) - np.log(1e-3), np.asarray(base.state.log_scale),
-                               atol=1e-8)
+    np.testing.assert_allclose(
+        np.asarray(scaled.state.log_scale) - np.log(1e-3), np.asarray(base.state.log_scale), atol=1e-8
+    )
 
 
 def _extremes():
@@ -360,8 +392,10 @@ def test_extreme_input_stays_finite(case):
     if case == "strong prior":  # pinned at the prior's location
         np.testing.assert_allclose(s, -1.0, atol=1e-3)
     if case == "huge coordinates":  # the scale follows the data (equivariance, to float32 rounding over 5 steps)
-        big, base = (dynamics.run_fixed(x * c, t0 * c, hp, rule=rf.REFINEMENT, mask=mask, n_steps=5, tol=0.0).state
-                     for c in (1.0, 1e-8))
+        big, base = (
+            dynamics.run_fixed(x * c, t0 * c, hp, rule=rf.REFINEMENT, mask=mask, n_steps=5, tol=0.0).state
+            for c in (1.0, 1e-8)
+        )
         np.testing.assert_allclose(np.asarray(big.log_scale) - np.log(1e8), np.asarray(base.log_scale), atol=1e-4)
         np.testing.assert_allclose(np.asarray(big.tokens) * 1e-8, np.asarray(base.tokens), rtol=1e-4, atol=1e-4)
     if case == "spread beyond the scales' range":  # sigma ~ 1e14: held at the largest scale
@@ -388,28 +422,45 @@ def _bad_calls():
     state = rf.Mixture(t0, np.zeros(4), np.zeros(4))
     short = rf.Mixture(t0, np.zeros(3), np.zeros(4))
     return [
-        (lambda: dynamics.run(x, t0, rf.Hparams(step_size=-0.1), rule=rf.REFINEMENT), ValueError,
-         r"step_size must be in \(0, 1\], got -0.1"),
+        (
+            lambda: dynamics.run(x, t0, rf.Hparams(step_size=-0.1), rule=rf.REFINEMENT),
+            ValueError,
+            r"step_size must be in \(0, 1\], got -0.1",
+        ),
         (lambda: dynamics.run_fixed(x, t0, rf.Hparams(step_size=0.0), rule=rf.REFINEMENT), ValueError, "step_size"),
         (lambda: dynamics.trajectory(x, t0, rf.Hparams(step_size=1.5), rule=rf.REFINEMENT), ValueError, "step_size"),
-        (lambda: dynamics.run(x, t0, rf.Hparams(step_size=float("nan")), rule=rf.REFINEMENT), ValueError,
-         "step_size must be finite"),
-        (lambda: dynamics.run(x, t0, rf.Hparams(prior_strength=-1.0), rule=rf.REFINEMENT), ValueError,
-         "prior_strength must be in"),
-        (lambda: dynamics.run(x, t0, rf.Hparams(prior_strength=np.inf), rule=rf.REFINEMENT), ValueError,
-         "prior_strength must be finite"),
-        (lambda: dynamics.run(x, t0, rf.Hparams(prior_log_scale=25.0), rule=rf.REFINEMENT), ValueError,
-         r"prior_log_scale must be in \[-20, 20\]"),
-        (lambda: dynamics.run(x, t0, rf.Hparams(step_size=np.array([0.5, 1.0])), rule=rf.REFINEMENT), ValueError,
-         "hparams.step_size must be a scalar"),
+        (
+            lambda: dynamics.run(x, t0, rf.Hparams(step_size=float("nan")), rule=rf.REFINEMENT),
+            ValueError,
+            "step_size must be finite",
+        ),
+        (
+            lambda: dynamics.run(x, t0, rf.Hparams(prior_strength=-1.0), rule=rf.REFINEMENT),
+            ValueError,
+            "prior_strength must be in",
+        ),
+        (
+            lambda: dynamics.run(x, t0, rf.Hparams(prior_strength=np.inf), rule=rf.REFINEMENT),
+            ValueError,
+            "prior_strength must be finite",
+        ),
+        (
+            lambda: dynamics.run(x, t0, rf.Hparams(prior_log_scale=25.0), rule=rf.REFINEMENT),
+            ValueError,
+            r"prior_log_scale must be in \[-20, 20\]",
+        ),
+        (
+            lambda: dynamics.run(x, t0, rf.Hparams(step_size=np.array([0.5, 1.0])), rule=rf.REFINEMENT),
+            ValueError,
+            "hparams.step_size must be a scalar",
+        ),
         (lambda: dynamics.run(x, t0, dynamics.Hparams(), rule=rf.REFINEMENT), TypeError, "refinement.Hparams"),
         (lambda: dynamics.run(x, t0, rf.Hparams()), TypeError, "Hparams"),
         (lambda: rf.objective(x, state, rf.Hparams(step_size=2.0)), ValueError, "step_size"),
         (lambda: rf.gradient(x, state, rf.Hparams(prior_strength=-2.0)), ValueError, "prior_strength"),
         (lambda: rf.objective(x, t0, rf.Hparams()), TypeError, "state must be a tokdyn.refinement.Mixture"),
         (lambda: rf.labels(x[:, :1], state), ValueError, "same dimension"),
-        (lambda: rf.responsibilities(x, short), ValueError,
-         r"state.log_scale must have shape \(4,\)"),
+        (lambda: rf.responsibilities(x, short), ValueError, r"state.log_scale must have shape \(4,\)"),
     ]
 
 

@@ -63,5 +63,8 @@ def test_every_study_is_a_value_whose_main_is_one_call_of_the_runner(entry):
         body = body[1:]
     assert len(body) == 1 and isinstance(body[0], ast.Return), "main is one statement: return the runner's call"
     call = body[0].value
-    assert isinstance(call, ast.Call) and ast.unparse(call.func) == "runner.run_study" and \
-        ast.unparse(call.args[0]) == "SPEC"
+    assert (
+        isinstance(call, ast.Call)
+        and ast.unparse(call.func) == "runner.run_study"
+        and ast.unparse(call.args[0]) == "SPEC"
+    )

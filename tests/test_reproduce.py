@@ -14,8 +14,10 @@ from tokdyn.experiment import findings as F
 from tokdyn.studies import collapse, grid_diffusion, latent_diagnostics, latent_optimisation, token_dynamics
 from tokdyn.studies import visual_tokens
 
-PUBLISHED = {"baseline": dict(ari=0.791, nmi=0.882, steps=11.91, collapsed=0.0),
-             "inertia": dict(ari=0.799, nmi=0.887, steps=24.78, collapsed=0.0)}
+PUBLISHED = {
+    "baseline": dict(ari=0.791, nmi=0.882, steps=11.91, collapsed=0.0),
+    "inertia": dict(ari=0.799, nmi=0.887, steps=24.78, collapsed=0.0),
+}
 
 
 def runs_table(seeds: int, ari: dict, spread: float = 0.05, conditions: int = 3) -> dict:
@@ -77,10 +79,13 @@ def test_published_cell_reproduced_refuted_and_open():
     assert token_dynamics.published_cell(v[:5], mean, 0.0005)[0] == "open"  # too few seeds for a bootstrap
 
 
-@pytest.mark.parametrize("ari, expect", [
-    ({"baseline": 0.791, "inertia": 0.799}, "reproduced"),
-    ({"baseline": 0.791, "inertia": 0.70}, "refuted"),
-])
+@pytest.mark.parametrize(
+    "ari, expect",
+    [
+        ({"baseline": 0.791, "inertia": 0.799}, "reproduced"),
+        ({"baseline": 0.791, "inertia": 0.70}, "refuted"),
+    ],
+)
 def test_token_dynamics_findings(ari, expect):
     a, b = token_dynamics.published_findings(runs_table(30, ari), PUBLISHED)
     assert a.verdict == expect and b.verdict == "reproduced"
@@ -97,20 +102,50 @@ def vt_table(cells: int, seeds: int, collapsed: bool) -> dict:
     rows = []
     for c in range(cells):
         for s in range(seeds):
-            rows.append(dict(part="main", vocab_size=51 + c, grid=5, colours=3, mode="vq", steps=2000, seed=s,
-                             accuracy=0.02 if collapsed else 1.0, dominant_freq=0.95 if collapsed else 0.02,
-                             collapsed=int(collapsed), train_loss_drop_tail=0.0, train_loss_norm_last=0.5))
+            rows.append(
+                dict(
+                    part="main",
+                    vocab_size=51 + c,
+                    grid=5,
+                    colours=3,
+                    mode="vq",
+                    steps=2000,
+                    seed=s,
+                    accuracy=0.02 if collapsed else 1.0,
+                    dominant_freq=0.95 if collapsed else 0.02,
+                    collapsed=int(collapsed),
+                    train_loss_drop_tail=0.0,
+                    train_loss_norm_last=0.5,
+                )
+            )
             rows.append(dict(rows[-1], steps=300, accuracy=0.5, collapsed=1))  # a short budget: not judged
-    rows.append(dict(part="main", vocab_size=5000, grid=3, colours=2, mode="vq", steps=2000, seed=0, accuracy=0.05,
-                     dominant_freq=0.02, collapsed=0, train_loss_drop_tail=0.0, train_loss_norm_last=0.5))  # capacity
+    rows.append(
+        dict(
+            part="main",
+            vocab_size=5000,
+            grid=3,
+            colours=2,
+            mode="vq",
+            steps=2000,
+            seed=0,
+            accuracy=0.05,
+            dominant_freq=0.02,
+            collapsed=0,
+            train_loss_drop_tail=0.0,
+            train_loss_norm_last=0.5,
+        )
+    )  # capacity
     return io.to_columns(rows)
 
 
-@pytest.mark.parametrize("cells, seeds, collapsed, expect", [
-    (16, 5, False, "refuted"),  # 0 of 80 adequately trained models collapsed: upper bound < 0.05
-    (4, 5, True, "reproduced"),  # all collapse
-    (4, 2, False, "open"),  # 0 of 8: the interval reaches far above 0.05
-])
+@pytest.mark.parametrize(
+    "cells, seeds, collapsed, expect",
+    [
+        (16, 5, False, "refuted"),  # 0 of 80 adequately trained models collapsed: upper bound < 0.05
+        (4, 5, True, "reproduced"),  # all collapse
+        (4, 2, False, "open"),  # 0 of 8: the interval reaches far above 0.05
+    ],
+)
 def test_visual_tokens_finding(cells, seeds, collapsed, expect):
     f = visual_tokens.collapse_finding(vt_table(cells, seeds, collapsed))
     assert f.verdict == expect, f.basis
@@ -119,19 +154,23 @@ def test_visual_tokens_finding(cells, seeds, collapsed, expect):
 
 
 def gd_table(grid: list, token: list) -> dict:
-    rows = [dict(scope="sequence", model="grid_d3pm_uniform", seed=s, grammatical_sentences=v)
-            for s, v in enumerate(grid)]
+    rows = [
+        dict(scope="sequence", model="grid_d3pm_uniform", seed=s, grammatical_sentences=v) for s, v in enumerate(grid)
+    ]
     rows += [dict(scope="sequence", model="token_ar", seed=s, grammatical_sentences=v) for s, v in enumerate(token)]
     rows += [dict(scope="single", model="grid_ddpm", seed=0, grammatical_sentences=np.nan)]
     return io.to_columns(rows)
 
 
-@pytest.mark.parametrize("grid, token, expect", [
-    ([0.64, 0.65, 0.66], [0.96, 0.97, 0.98], "refuted"),
-    ([0.955, 0.96, 0.965], [0.965, 0.97, 0.975], "reproduced"),
-    ([0.60, 0.80, 0.95], [0.96, 0.97, 0.98], "open"),  # a wide interval straddles the margin
-    ([0.64, 0.65], [0.96, 0.97], "open"),  # two seeds
-])
+@pytest.mark.parametrize(
+    "grid, token, expect",
+    [
+        ([0.64, 0.65, 0.66], [0.96, 0.97, 0.98], "refuted"),
+        ([0.955, 0.96, 0.965], [0.965, 0.97, 0.975], "reproduced"),
+        ([0.60, 0.80, 0.95], [0.96, 0.97, 0.98], "open"),  # a wide interval straddles the margin
+        ([0.64, 0.65], [0.96, 0.97], "open"),  # two seeds
+    ],
+)
 def test_grid_diffusion_finding(grid, token, expect):
     f = grid_diffusion.grid_route_finding(gd_table(grid, token))
     assert f.verdict == expect, f.basis
@@ -155,17 +194,31 @@ def dec_table(units) -> dict:
     for name, (low, high, gain_low) in units.items():
         for stage in ("mid", "final"):
             for setting in ("full", "markers_only", "no_block"):
-                rows.append(dict(variant=name, stage=stage, setting=setting, accuracy=0.7, block_gain=gain_low + 0.01,
-                                 block_gain_low=gain_low, block_gain_high=gain_low + 0.02,
-                                 gain_retained=(low + high) / 2, gain_low=low, gain_high=high))
+                rows.append(
+                    dict(
+                        variant=name,
+                        stage=stage,
+                        setting=setting,
+                        accuracy=0.7,
+                        block_gain=gain_low + 0.01,
+                        block_gain_low=gain_low,
+                        block_gain_high=gain_low + 0.02,
+                        gain_retained=(low + high) / 2,
+                        gain_low=low,
+                        gain_high=high,
+                    )
+                )
     return io.to_columns(rows)
 
 
-@pytest.mark.parametrize("units, expect", [
-    ({"latent_mirage": (0.75, 1.2, 0.01), "latent_monet": (0.0, 0.0, -0.01)}, "reproduced"),
-    ({"latent_mirage": (0.75, 1.2, 0.01), "latent": (0.18, 0.35, 0.07)}, "refuted"),
-    ({"latent_lvr": (0.65, 2.0, 0.002)}, "open"),
-])
+@pytest.mark.parametrize(
+    "units, expect",
+    [
+        ({"latent_mirage": (0.75, 1.2, 0.01), "latent_monet": (0.0, 0.0, -0.01)}, "reproduced"),
+        ({"latent_mirage": (0.75, 1.2, 0.01), "latent": (0.18, 0.35, 0.07)}, "refuted"),
+        ({"latent_lvr": (0.65, 2.0, 0.002)}, "open"),
+    ],
+)
 def test_markers_finding(units, expect):
     f = latent_diagnostics.markers_finding(dec_table(units), seeds=3)
     assert f.verdict == expect
@@ -178,28 +231,57 @@ def med_table(shift: dict, flips: dict, seeds: int = 3) -> dict:
     for name in shift:
         for s in range(seeds):
             for step in (1, 2):
-                rows.append(dict(variant=name, seed=s, what="latent", perturbation="blank", step=step,
-                                 cosine_distance=shift[name] + 0.005 * s))
-                rows.append(dict(variant=name, seed=s, what="latent", perturbation="swap", step=step,
-                                 cosine_distance=shift[name] / 2))
+                rows.append(
+                    dict(
+                        variant=name,
+                        seed=s,
+                        what="latent",
+                        perturbation="blank",
+                        step=step,
+                        cosine_distance=shift[name] + 0.005 * s,
+                    )
+                )
+                rows.append(
+                    dict(
+                        variant=name,
+                        seed=s,
+                        what="latent",
+                        perturbation="swap",
+                        step=step,
+                        cosine_distance=shift[name] / 2,
+                    )
+                )
             for k, scale in (("zeros", 1.0), ("noise", 0.5)):
-                rows.append(dict(variant=name, seed=s, what="intervention", perturbation=k, step=-1,
-                                 accuracy_before=0.7, accuracy=0.7 - flips[name] * scale / 2,
-                                 flip_rate=flips[name] * scale + 0.005 * s))
-    rows += [dict(variant="text", seed=s, what="caption", perturbation="blank", step=-1, cosine_distance=0.58)
-             for s in range(seeds)]
+                rows.append(
+                    dict(
+                        variant=name,
+                        seed=s,
+                        what="intervention",
+                        perturbation=k,
+                        step=-1,
+                        accuracy_before=0.7,
+                        accuracy=0.7 - flips[name] * scale / 2,
+                        flip_rate=flips[name] * scale + 0.005 * s,
+                    )
+                )
+    rows += [
+        dict(variant="text", seed=s, what="caption", perturbation="blank", step=-1, cosine_distance=0.58)
+        for s in range(seeds)
+    ]
     keys = list(dict.fromkeys(k for r in rows for k in r))
     return io.to_columns([{k: r.get(k, np.nan) for k in keys} for r in rows])
 
 
 def test_mediation_findings():
-    a, b = latent_diagnostics.mediation_findings(med_table({"latent_lvr": 0.002, "latent_mirage": 0.01},
-                                                  {"latent_lvr": 0.02, "latent_mirage": 0.03}))
+    a, b = latent_diagnostics.mediation_findings(
+        med_table({"latent_lvr": 0.002, "latent_mirage": 0.01}, {"latent_lvr": 0.02, "latent_mirage": 0.03})
+    )
     assert (a.verdict, b.verdict) == ("reproduced", "reproduced")
     assert a.rows[0][1] == "blank" and a.rows[0][4] == "0.580"  # the strongest perturbation; text's for scale
     assert b.rows[0][1] == "zeros"
-    a, b = latent_diagnostics.mediation_findings(med_table({"latent_lvr": 0.002, "latent": 0.56}, {"latent_lvr": 0.02,
-                                                                                          "latent": 0.20}))
+    a, b = latent_diagnostics.mediation_findings(
+        med_table({"latent_lvr": 0.002, "latent": 0.56}, {"latent_lvr": 0.02, "latent": 0.20})
+    )
     assert (a.verdict, b.verdict) == ("refuted", "refuted")
     a, b = latent_diagnostics.mediation_findings(med_table({"latent": 0.1}, {"latent": 0.12}))
     assert (a.verdict, b.verdict) == ("open", "open")  # between the thresholds
@@ -212,16 +294,33 @@ def opt_table(changes: dict, seeds: int = 3, spread: float = 0.002) -> dict:
     for (name, method), delta in changes.items():
         for s in range(seeds):
             for fam in ("all", "read"):
-                rows.append(dict(variant=name, seed=s, method=method, family=fam, accuracy_before=0.7,
-                                 accuracy=0.7 + delta + spread * (s - 1)))
+                rows.append(
+                    dict(
+                        variant=name,
+                        seed=s,
+                        method=method,
+                        family=fam,
+                        accuracy_before=0.7,
+                        accuracy=0.7 + delta + spread * (s - 1),
+                    )
+                )
     return io.to_columns(rows)
 
 
-@pytest.mark.parametrize("dmlr, spread, expect", [(-0.010, 0.002, "refuted"), (0.03, 0.002, "reproduced"),
-                                                  (0.004, 0.01, "open")])  # the last: the interval holds 0 and +0.01
+@pytest.mark.parametrize(
+    "dmlr, spread, expect", [(-0.010, 0.002, "refuted"), (0.03, 0.002, "reproduced"), (0.004, 0.01, "open")]
+)  # the last: the interval holds 0 and +0.01
 def test_optimisation_finding(dmlr, spread, expect):
-    table = opt_table({("latent", "before"): 0.0, ("latent", "random"): -0.08, ("latent", "es_entropy_best"): dmlr,
-                       ("latent_lvr", "es_entropy_best"): dmlr, ("latent", "es_entropy"): 0.0}, spread=spread)
+    table = opt_table(
+        {
+            ("latent", "before"): 0.0,
+            ("latent", "random"): -0.08,
+            ("latent", "es_entropy_best"): dmlr,
+            ("latent_lvr", "es_entropy_best"): dmlr,
+            ("latent", "es_entropy"): 0.0,
+        },
+        spread=spread,
+    )
     tests = io.to_columns([dict(variant="latent", method="es_entropy_best", family="all", p_holm=0.034)])
     f = latent_optimisation.optimisation_finding(table, tests)
     assert f.verdict == expect
@@ -247,17 +346,27 @@ def _fake_study(out: str, name: str, tables: dict) -> None:
 
 def test_report_on_a_fake_directory(tmp_path):
     out = str(tmp_path)
-    _fake_study(out, "token-dynamics", {"runs.csv": runs_table(
-        30, {m: token_dynamics.PUBLISHED_OVERALL[m]["ari"] for m in PUBLISHED})})
+    _fake_study(
+        out,
+        "token-dynamics",
+        {"runs.csv": runs_table(30, {m: token_dynamics.PUBLISHED_OVERALL[m]["ari"] for m in PUBLISHED})},
+    )
     _fake_study(out, "grid-diffusion", {"results.csv": gd_table([0.64, 0.65, 0.66], [0.96, 0.97, 0.98])})
     io.write_csv(os.path.join(out, "visual-tokens", "results.csv"), vt_table(16, 5, False))  # no record: not judged
     os.makedirs(os.path.join(out, "token-dynamics", "plots"))
     os.makedirs(os.path.join(out, "token-dynamics", "parts"))
     for name in ("plots/ari_mean.png", "parts/not_a_figure.png"):
         open(os.path.join(out, "token-dynamics", name), "wb").close()
-    record = {"quick": False, "tokdyn": "0", "machine": "test", "ran": ["token-dynamics"],
-              "studies": {"token-dynamics": {"status": "done", "seconds": 7.0, "computed_seconds": 7.0, "error": None},
-                          "collapse": {"status": "failed", "seconds": 1.0, "error": "RuntimeError: x|y"}}}
+    record = {
+        "quick": False,
+        "tokdyn": "0",
+        "machine": "test",
+        "ran": ["token-dynamics"],
+        "studies": {
+            "token-dynamics": {"status": "done", "seconds": 7.0, "computed_seconds": 7.0, "error": None},
+            "collapse": {"status": "failed", "seconds": 1.0, "error": "RuntimeError: x|y"},
+        },
+    }
     found = reproduce.write_report(out, record)
     verdicts = {f.key: f.verdict for f in found}
     assert set(verdicts) == {"1a", "1b", "2a", "2b", "3", "4a", "4b", "5", "V1", "V2", "V3", "V4", "V5", "V6"}
@@ -267,7 +376,9 @@ def test_report_on_a_fake_directory(tmp_path):
     assert "![ari_mean.png](token-dynamics/plots/ari_mean.png)" in text and "not_a_figure" not in text
     assert verdicts["2a"] == "open" and "visual-tokens/results.csv cannot be verified" in text  # not "refuted"
     assert "latent-optimisation/optimiser.csv is missing" in text and "RuntimeError: x|y" in text
-    assert all(verdicts[k] == "open" for k in ("V1", "V2", "V3", "V4", "V5", "V6")) and "video/runs.csv is missing" in text
+    assert (
+        all(verdicts[k] == "open" for k in ("V1", "V2", "V3", "V4", "V5", "V6")) and "video/runs.csv is missing" in text
+    )
     assert "failed (an earlier run)" in text
     page = open(os.path.join(out, "report.html")).read()
     assert '<img src="token-dynamics/plots/ari_mean.png"' in page and "<table>" in page
@@ -275,8 +386,9 @@ def test_report_on_a_fake_directory(tmp_path):
 
 
 def test_to_html_subset():
-    page = reproduce.to_html("# T <x>\n\npara `a<b` and **b** [l](d/x.md)\n\n"
-                             "| a | b\\|c |\n|---|---|\n| 1 | 2 |\n\n- i\n- j\n")
+    page = reproduce.to_html(
+        "# T <x>\n\npara `a<b` and **b** [l](d/x.md)\n\n| a | b\\|c |\n|---|---|\n| 1 | 2 |\n\n- i\n- j\n"
+    )
     assert "<h1>T &lt;x&gt;</h1>" in page and "<code>a&lt;b</code>" in page and "<strong>b</strong>" in page
     assert '<a href="d/x.md">l</a>' in page and "<th>b|c</th>" in page and "<td>2</td>" in page
     assert "<ul><li>i</li><li>j</li></ul>" in page

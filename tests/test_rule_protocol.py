@@ -69,8 +69,9 @@ def cooling_step(state, points, hp, step, key):
     return Cooling(means, state.tau * hp.decay)
 
 
-COOLING = dynamics.Rule(cooling_init, cooling_step, hparams=Decay(), name="cooling",
-                        temperature=lambda hp, s: hp.temperature * hp.decay ** s)
+COOLING = dynamics.Rule(
+    cooling_init, cooling_step, hparams=Decay(), name="cooling", temperature=lambda hp, s: hp.temperature * hp.decay**s
+)
 
 
 # ---------------------------------------------------------------------------------------------- references
@@ -83,8 +84,7 @@ def lloyd_reference(x, tokens, step_size, mask, n_steps, tol):
     valid = np.asarray(mask)
     for s in range(n_steps):  # noqa: B007 (s counts the steps taken, read after the loop)
         lab = np.argmin(((x[:, None] - t[None]) ** 2).sum(-1), axis=1)
-        means = np.array([x[valid & (lab == j)].mean(0) if np.any(valid & (lab == j)) else t[j]
-                          for j in range(len(t))])
+        means = np.array([x[valid & (lab == j)].mean(0) if np.any(valid & (lab == j)) else t[j] for j in range(len(t))])
         move = step_size * (means - t)
         t = t + move
         if np.max(np.abs(move)) < tol:
@@ -94,8 +94,9 @@ def lloyd_reference(x, tokens, step_size, mask, n_steps, tol):
 
 
 def _problem(seed, k=3, noise=0.6):
-    c = data.gaussian_clusters(jax.random.key(seed), k, points_per_cluster=30, dim=2, noise=noise, center_box=6.0,
-                               max_clusters=5)
+    c = data.gaussian_clusters(
+        jax.random.key(seed), k, points_per_cluster=30, dim=2, noise=noise, center_box=6.0, max_clusters=5
+    )
     return c, dynamics.forgy(c.x, c.init_noise, c.mask, 4)
 
 
@@ -201,8 +202,9 @@ def test_cluster_run_and_sweep_over_the_rules_knob_compile_once():
     assert len(res) == 3 * 2 * 5 and set(res.fields) >= {"ari", "steps", "converged"}
     n_traces = len(traces)
     with jax_compilations() as compiled:  # other knob values: the same program, nothing traced or compiled
-        res2 = sweep.run(task, grid([0.3, 0.6, 0.9]), key=key, common_random_numbers=True, chunk_size=16,
-                         progress=False)
+        res2 = sweep.run(
+            task, grid([0.3, 0.6, 0.9]), key=key, common_random_numbers=True, chunk_size=16, progress=False
+        )
     assert compiled == [] and len(traces) == n_traces
     assert not np.array_equal(res["sse"], res2["sse"])
     # smaller steps take more of them to converge (paired by seed and condition)
@@ -211,8 +213,9 @@ def test_cluster_run_and_sweep_over_the_rules_knob_compile_once():
     # a run of the sweep is the run function called on its own (its own draw: equal up to rounding)
     i = 7
     row = {k: res[k][i] for k in ("step_size", "n_clusters", "noise", "seed")}
-    alone = jax.jit(lambda k: task(k, step_size=row["step_size"], n_clusters=row["n_clusters"],
-                                   noise=row["noise"]))(jax.random.fold_in(key, int(row["seed"])))
+    alone = jax.jit(lambda k: task(k, step_size=row["step_size"], n_clusters=row["n_clusters"], noise=row["noise"]))(
+        jax.random.fold_in(key, int(row["seed"]))
+    )
     assert abs(int(alone["steps"]) - int(res["steps"][i])) <= 1
     np.testing.assert_allclose(float(alone["sse"]), res["sse"][i], rtol=1e-4)
     # a method table of the rule's settings, as rows of its knobs
@@ -224,8 +227,14 @@ def test_cluster_run_and_sweep_over_the_rules_knob_compile_once():
 
 def test_study_pairs_a_users_rule_with_the_baseline(tmp_path):
     rules = {"lloyd": LLOYD, "lloyd-half": dataclasses.replace(LLOYD, hparams=Lloyd(0.5))}
-    cfg = td.Config(seeds=6, noise=(0.6,), n_clusters=(3,), dim=2, points_per_cluster=20,
-                    methods=("baseline", "lloyd", "lloyd-half"))
+    cfg = td.Config(
+        seeds=6,
+        noise=(0.6,),
+        n_clusters=(3,),
+        dim=2,
+        points_per_cluster=20,
+        methods=("baseline", "lloyd", "lloyd-half"),
+    )
     tasks = cfg.tasks(rules)
     assert [idx for _, idx in tasks] == [(0,), (1, 2)]  # the two Lloyd settings: one run function
     assert tasks[1][0].methods == ((1.0,), (0.5,))
@@ -281,14 +290,25 @@ def _bad_calls():
         (lambda: dynamics.Rule(lloyd_init, lloyd_step, movement=3), TypeError, "Rule.movement must be a function"),
         (lambda: ClusterRun(methods=(my_fn,)), TypeError, "methods must be a tuple of rows"),
         (lambda: ClusterRun(rule=my_fn), TypeError, "rule must be a tokdyn.dynamics.Rule"),
-        (lambda: ClusterRun(rule=LLOYD, hparams=dynamics.Hparams(temperature=2.0)), ValueError,
-         "knobs of the built-in rule"),
+        (
+            lambda: ClusterRun(rule=LLOYD, hparams=dynamics.Hparams(temperature=2.0)),
+            ValueError,
+            "knobs of the built-in rule",
+        ),
         (lambda: ClusterRun(rule=LLOYD, methods=((0.5, 1.0),)), TypeError, "at most 1 numbers"),
         (lambda: ClusterRun(rule=LLOYD)(jax.random.key(0), temperature=1.0), TypeError, "unknown conditions"),
-        (lambda: sweep.run(ClusterRun(rule=LLOYD), sweep.Grid(temperature=[1.0]), key=jax.random.key(0),
-                           progress=False), ValueError, "grid axis 'temperature' is not an argument"),
-        (lambda: td.simulate(td.Config(methods=("baseline", "mine")), rules={"mine": my_fn}), TypeError,
-         r"rules\['mine'\] must be a tokdyn.dynamics.Rule"),
+        (
+            lambda: sweep.run(
+                ClusterRun(rule=LLOYD), sweep.Grid(temperature=[1.0]), key=jax.random.key(0), progress=False
+            ),
+            ValueError,
+            "grid axis 'temperature' is not an argument",
+        ),
+        (
+            lambda: td.simulate(td.Config(methods=("baseline", "mine")), rules={"mine": my_fn}),
+            TypeError,
+            r"rules\['mine'\] must be a tokdyn.dynamics.Rule",
+        ),
     ]
 
 

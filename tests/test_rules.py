@@ -21,8 +21,9 @@ ALL = sorted(dynamics.METHODS)
 
 def _problem(seed, k=4, noise=0.8, dim=4, ppc=50, box=1.5, max_clusters=5):
     key = jax.random.key(seed)
-    c = data.gaussian_clusters(key, k, points_per_cluster=ppc, dim=dim, noise=noise, center_box=box,
-                               max_clusters=max_clusters)
+    c = data.gaussian_clusters(
+        key, k, points_per_cluster=ppc, dim=dim, noise=noise, center_box=box, max_clusters=max_clusters
+    )
     t0 = dynamics.init_tokens(jax.random.fold_in(key, 1), 4, dim, method="data", x=c.x, mask=c.mask)
     return c, t0
 
@@ -33,8 +34,9 @@ def _kw(p: dynamics.Hparams) -> dict:
 
 def _noise(key, n_steps, shape):
     """The Langevin draws the documented key scheme gives: step s uses fold_in(key, s)."""
-    return np.stack([np.asarray(jax.random.normal(jax.random.fold_in(key, s), shape, jnp.float32))
-                     for s in range(n_steps)])
+    return np.stack(
+        [np.asarray(jax.random.normal(jax.random.fold_in(key, s), shape, jnp.float32)) for s in range(n_steps)]
+    )
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -45,23 +47,40 @@ def test_every_method_trajectory_matches_reference(name):
     key = jax.random.key(42)
     for seed in range(2):
         c, t0 = _problem(seed)
-        ref = reference_run_rules(np.asarray(c.x), np.asarray(t0), **_kw(p), mask=np.asarray(c.mask), n_steps=12,
-                                  tol=0.0, noise=_noise(key, 12, t0.shape))
+        ref = reference_run_rules(
+            np.asarray(c.x),
+            np.asarray(t0),
+            **_kw(p),
+            mask=np.asarray(c.mask),
+            n_steps=12,
+            tol=0.0,
+            noise=_noise(key, 12, t0.shape),
+        )
         tr = dynamics.trajectory(c.x, t0, p, mask=c.mask, n_steps=12, tol=0.0, key=key)
         np.testing.assert_allclose(np.asarray(tr.tokens), ref["trajectory"], rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(np.asarray(tr.temperature), ref["temperatures"], rtol=1e-5)
 
 
-@pytest.mark.parametrize("params", [
-    dynamics.Hparams(temperature=0.7, momentum=0.3, damping=0.6, sinkhorn_iters=3, slot_norm=1.0),
-    dynamics.Hparams(temperature=0.5, repulsion=0.02, slot_norm=0.4, anneal_ratio=20.0, anneal_steps=5),
-    dynamics.Hparams(temperature=2.0, momentum=0.5, langevin=0.01, damping=0.3, sinkhorn_iters=1),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        dynamics.Hparams(temperature=0.7, momentum=0.3, damping=0.6, sinkhorn_iters=3, slot_norm=1.0),
+        dynamics.Hparams(temperature=0.5, repulsion=0.02, slot_norm=0.4, anneal_ratio=20.0, anneal_steps=5),
+        dynamics.Hparams(temperature=2.0, momentum=0.5, langevin=0.01, damping=0.3, sinkhorn_iters=1),
+    ],
+)
 def test_combined_knobs_match_reference(params):
     key = jax.random.key(3)
     c, t0 = _problem(5, k=3)
-    ref = reference_run_rules(np.asarray(c.x), np.asarray(t0), **_kw(params), mask=np.asarray(c.mask), n_steps=10,
-                              tol=0.0, noise=_noise(key, 10, t0.shape))
+    ref = reference_run_rules(
+        np.asarray(c.x),
+        np.asarray(t0),
+        **_kw(params),
+        mask=np.asarray(c.mask),
+        n_steps=10,
+        tol=0.0,
+        noise=_noise(key, 10, t0.shape),
+    )
     tr = dynamics.trajectory(c.x, t0, params, mask=c.mask, n_steps=10, tol=0.0, key=key)
     np.testing.assert_allclose(np.asarray(tr.tokens), ref["trajectory"], rtol=1e-4, atol=1e-4)
 
@@ -98,8 +117,9 @@ def test_schedule_is_geometric_and_never_increases():
     np.testing.assert_allclose(tau[:7], 0.5 * 2.0 ** (6 - np.arange(7)), rtol=1e-6)  # 64^(1/6) = 2 per step
     assert np.all(np.diff(tau) <= 0) and tau[-1] == np.float32(0.5)
     # r = 1 or S = 0: the constant temperature, exactly
-    assert np.all(np.asarray(dynamics.temperature_schedule(dynamics.Hparams(0.3, anneal_ratio=5.0), 4))
-                  == np.float32(0.3))
+    assert np.all(
+        np.asarray(dynamics.temperature_schedule(dynamics.Hparams(0.3, anneal_ratio=5.0), 4)) == np.float32(0.3)
+    )
 
 
 def test_damped_single_token_closed_form():
@@ -121,11 +141,23 @@ def test_slot_norm_epsilon_placement():
     mask = np.arange(20) < 15
     t0 = np.array([[3.0, 3.0], [500.0, 500.0]], np.float32)
     for sigma, expect in ((0.0, t0[1]), (1.0, x[mask].astype(np.float64).mean(0))):
-        t1, _ = dynamics.update(jnp.asarray(x), jnp.asarray(t0), jnp.zeros((2, 2)), dynamics.Hparams(slot_norm=sigma),
-                                mask=jnp.asarray(mask))
+        t1, _ = dynamics.update(
+            jnp.asarray(x),
+            jnp.asarray(t0),
+            jnp.zeros((2, 2)),
+            dynamics.Hparams(slot_norm=sigma),
+            mask=jnp.asarray(mask),
+        )
         np.testing.assert_allclose(np.asarray(t1[1]), expect, rtol=1e-5, atol=1e-5)
-    one = dynamics.run(jnp.asarray(x), jnp.asarray(t0), dynamics.Hparams(slot_norm=0.0), mask=jnp.asarray(mask),
-                       n_steps=1, tol=0.0, rule=dynamics.BUILTIN_ORIGIN)  # one step of the published form
+    one = dynamics.run(
+        jnp.asarray(x),
+        jnp.asarray(t0),
+        dynamics.Hparams(slot_norm=0.0),
+        mask=jnp.asarray(mask),
+        n_steps=1,
+        tol=0.0,
+        rule=dynamics.BUILTIN_ORIGIN,
+    )  # one step of the published form
     np.testing.assert_allclose(np.asarray(one.tokens[1]), np.zeros(2), atol=1e-5)
 
 
@@ -162,8 +194,7 @@ def test_sinkhorn_balances_token_masses_but_not_the_symmetric_collapse():
     for k in (0, 50):
         r = dynamics.run(x, t0, dynamics.Hparams(temperature=2.0, sinkhorn_iters=k), n_steps=300)
         logits = -((x[:, None] - np.asarray(r.tokens)[None]) ** 2).sum(-1) / 2.0
-        plan = np.asarray(dynamics.sinkhorn(logits, k)) if k else np.asarray(
-            dynamics.soft_assignment(x, r.tokens, 2.0))
+        plan = np.asarray(dynamics.sinkhorn(logits, k)) if k else np.asarray(dynamics.soft_assignment(x, r.tokens, 2.0))
         masses[k] = np.sort(plan.sum(0))
     assert np.abs(masses[0] - 200 / 3).max() > 15
     np.testing.assert_allclose(masses[50], 200 / 3, rtol=0.02)
@@ -186,8 +217,9 @@ def test_langevin_reproducible_across_batch_sizes():
 
     whole = batch(slice(0, 6))
     halves = np.concatenate([batch(slice(0, 2)), batch(slice(2, 6))])
-    single = np.stack([np.asarray(dynamics.run(xs[i], t0[i], p, mask=ms[i], n_steps=15, key=keys[i]).tokens)
-                       for i in range(6)])
+    single = np.stack(
+        [np.asarray(dynamics.run(xs[i], t0[i], p, mask=ms[i], n_steps=15, key=keys[i]).tokens) for i in range(6)]
+    )
     np.testing.assert_allclose(halves, whole, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(single, whole, rtol=1e-5, atol=1e-5)
     other = np.asarray(dynamics.run(xs[0], t0[0], p, mask=ms[0], n_steps=15, key=keys[1]).tokens)
@@ -203,7 +235,8 @@ def test_langevin_stationary_spread():
     alpha, T = 0.5, 0.02
     p = dynamics.Hparams(damping=alpha, langevin=T)
     finals = jax.jit(jax.vmap(lambda k: dynamics.run(x, jnp.zeros((1, 2)), p, n_steps=40, tol=0.0, key=k).tokens))(
-        jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(4000)))
+        jax.vmap(lambda i: jax.random.fold_in(jax.random.key(0), i))(jnp.arange(4000))
+    )
     var = np.asarray(finals).reshape(-1).var()
     expect = 2 * T / (2 - alpha)
     assert abs(var - expect) < 4 * expect * np.sqrt(2 / 8000)  # 4 standard errors
@@ -254,8 +287,14 @@ def test_annealing_splits_below_the_within_group_threshold():
         thresholds.append(tau_c)
         assert 0.5 * tau_c < tau <= tau_c, (k, tau, tau_c)
     # the thresholds are those of the whole data, then of the wider pair, then of the narrow pair
-    np.testing.assert_allclose(thresholds, [2 * np.linalg.eigvalsh(np.cov(x[a:b].T.astype(np.float64), bias=True)).max()
-                                            for a, b in ((0, 400), (200, 400), (0, 200))], rtol=0.05)
+    np.testing.assert_allclose(
+        thresholds,
+        [
+            2 * np.linalg.eigvalsh(np.cov(x[a:b].T.astype(np.float64), bias=True)).max()
+            for a, b in ((0, 400), (200, 400), (0, 200))
+        ],
+        rtol=0.05,
+    )
 
 
 def _components(tokens, tol):
@@ -279,20 +318,23 @@ def after_id(comps, j):
     return next(i for i, c in enumerate(comps) if j in c)
 
 
-@pytest.mark.parametrize("params, match", [
-    (dynamics.Hparams(temperature=0.0), "temperature"),
-    (dynamics.Hparams(anneal_ratio=0.5, anneal_steps=5), "may never increase"),
-    (dynamics.Hparams(anneal_steps=-1), "anneal_steps"),
-    (dynamics.Hparams(anneal_steps=2.5), "anneal_steps must be a whole number"),
-    (dynamics.Hparams(sinkhorn_iters=-1), "sinkhorn_iters"),
-    (dynamics.Hparams(sinkhorn_iters=1.5), "sinkhorn_iters must be a whole number"),
-    (dynamics.Hparams(damping=0.0), "damping"),
-    (dynamics.Hparams(damping=1.5), "damping"),
-    (dynamics.Hparams(langevin=-0.1), "langevin"),
-    (dynamics.Hparams(slot_norm=1.2), "slot_norm"),
-    (dynamics.Hparams(langevin=0.1), "needs? a key|pass key"),
-    (dynamics.Hparams(langevin=float("nan")), "langevin"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dynamics.Hparams(temperature=0.0), "temperature"),
+        (dynamics.Hparams(anneal_ratio=0.5, anneal_steps=5), "may never increase"),
+        (dynamics.Hparams(anneal_steps=-1), "anneal_steps"),
+        (dynamics.Hparams(anneal_steps=2.5), "anneal_steps must be a whole number"),
+        (dynamics.Hparams(sinkhorn_iters=-1), "sinkhorn_iters"),
+        (dynamics.Hparams(sinkhorn_iters=1.5), "sinkhorn_iters must be a whole number"),
+        (dynamics.Hparams(damping=0.0), "damping"),
+        (dynamics.Hparams(damping=1.5), "damping"),
+        (dynamics.Hparams(langevin=-0.1), "langevin"),
+        (dynamics.Hparams(slot_norm=1.2), "slot_norm"),
+        (dynamics.Hparams(langevin=0.1), "needs? a key|pass key"),
+        (dynamics.Hparams(langevin=float("nan")), "langevin"),
+    ],
+)
 def test_bad_params_raise_before_compiling(params, match):
     x = np.zeros((3, 2), np.float32)
     with jax_compilations() as compiled:
@@ -327,8 +369,13 @@ def test_cluster_run_method_rows_equal_direct_runs():
     from tokdyn.engine.runs import ClusterRun
 
     names = ["annealing", "sinkhorn", "slot-attention", "damped", "langevin"]
-    run = ClusterRun(dim=2, points_per_cluster=20, max_clusters=4, n_clusters=3,
-                     methods=tuple(dynamics.METHODS[m].row() for m in names))
+    run = ClusterRun(
+        dim=2,
+        points_per_cluster=20,
+        max_clusters=4,
+        n_clusters=3,
+        methods=tuple(dynamics.METHODS[m].row() for m in names),
+    )
     key = jax.random.key(3)
     by_index_fn = jax.jit(lambda k, i: run(k, method=i))  # one compilation each: method and knobs are traced
     explicit_fn = jax.jit(lambda k, knobs: run(k, **knobs))
@@ -351,21 +398,67 @@ def test_sweep_cli_method_and_knob_axes(tmp_path, capsys):
     from tokdyn.engine import sweep
     from tokdyn.studies import token_dynamics_sweep as tds
 
-    common = ["--temperature", "1", "--repulsion", "0", "--momentum", "0", "--noise", "0.5", "--n-clusters", "3",
-              "--seeds", "3", "--dim", "2", "--points-per-cluster", "10", "--no-cache", "--n-resamples", "50",
-              "--no-plots", "--quiet"]
+    common = [
+        "--temperature",
+        "1",
+        "--repulsion",
+        "0",
+        "--momentum",
+        "0",
+        "--noise",
+        "0.5",
+        "--n-clusters",
+        "3",
+        "--seeds",
+        "3",
+        "--dim",
+        "2",
+        "--points-per-cluster",
+        "10",
+        "--no-cache",
+        "--n-resamples",
+        "50",
+        "--no-plots",
+        "--quiet",
+    ]
     outs = []
     for chunk in ("4", "7"):
         out = str(tmp_path / f"c{chunk}")
-        assert cli.main(["sweep", "token-dynamics", "--out", out, "--chunk-size", chunk, *common,
-                         "--method", "baseline,langevin,sinkhorn", "--damping", "0.5,1"]) == 0
+        assert (
+            cli.main(
+                [
+                    "sweep",
+                    "token-dynamics",
+                    "--out",
+                    out,
+                    "--chunk-size",
+                    chunk,
+                    *common,
+                    "--method",
+                    "baseline,langevin,sinkhorn",
+                    "--damping",
+                    "0.5,1",
+                ]
+            )
+            == 0
+        )
         outs.append(sweep.load(out))
     assert len(outs[0]) == 3 * 2 * 3
     for f in ("ari", "sse", "steps"):  # Langevin runs do not depend on the chunking
         np.testing.assert_array_equal(outs[0][f], outs[1][f])
     # each run equals the run function called with that method's knobs and the sweep's damping
-    cfg = tds.Config(temperature="1", repulsion="0", momentum="0", noise="0.5", n_clusters="3",
-                     method="baseline,langevin,sinkhorn", damping="0.5,1", seeds=3, dim=2, points_per_cluster=10)
+    cfg = tds.Config(
+        temperature="1",
+        repulsion="0",
+        momentum="0",
+        noise="0.5",
+        n_clusters="3",
+        method="baseline,langevin,sinkhorn",
+        damping="0.5,1",
+        seeds=3,
+        dim=2,
+        points_per_cluster=10,
+    )
     task = cfg.task()
     res = outs[0]
     for i in (0, 5, 11, 17):
@@ -376,9 +469,11 @@ def test_sweep_cli_method_and_knob_axes(tmp_path, capsys):
         one = jax.jit(lambda k: task(k, n_clusters=3, noise=0.5, **knobs))(key)
         np.testing.assert_allclose(float(one["sse"]), float(res["sse"][i]), rtol=1e-5)
     assert "1 = langevin" in open(os.path.join(str(tmp_path / "c4"), "report.md")).read()
-    for bad, match in ((["--method", "nope"], "method must be one of"),
-                       (["--sinkhorn-iters", "-1"], "sinkhorn_iters"),
-                       (["--anneal-ratio", "0.5"], "never increase"),
-                       (["--damping", "0"], "damping")):
+    for bad, match in (
+        (["--method", "nope"], "method must be one of"),
+        (["--sinkhorn-iters", "-1"], "sinkhorn_iters"),
+        (["--anneal-ratio", "0.5"], "never increase"),
+        (["--damping", "0"], "damping"),
+    ):
         assert cli.main(["sweep", "token-dynamics", "--out", str(tmp_path / "bad"), *common, *bad]) == 2
         assert match in capsys.readouterr().err

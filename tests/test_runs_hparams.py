@@ -51,30 +51,47 @@ def test_both_forms_of_the_builtin_rule_take_hparams_and_other_rules_their_own()
     origin = ClusterRun(hparams=HP, rule=dynamics.BUILTIN_ORIGIN)
     assert origin.knobs == dynamics.FIELDS and origin.defaults() == HP.row()
     own = ClusterRun(rule=refinement.REFINEMENT)
-    assert own.knobs == refinement.REFINEMENT.knobs and own.defaults() == tuple(jax.tree_util.tree_leaves(refinement.Hparams()))
-    with pytest.raises(ValueError, match=r"hparams sets \['temperature'\], knobs of the built-in rule; rule "
-                                         r"'refinement' has the knobs"):
+    assert own.knobs == refinement.REFINEMENT.knobs and own.defaults() == tuple(
+        jax.tree_util.tree_leaves(refinement.Hparams())
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"hparams sets \['temperature'\], knobs of the built-in rule; rule "
+        r"'refinement' has the knobs",
+    ):
         ClusterRun(rule=refinement.REFINEMENT, hparams=dynamics.Hparams(temperature=2.0))
     assert PACKAGE_RULES == {"refinement": refinement.REFINEMENT}
 
 
-@pytest.mark.parametrize("build, error, pattern", [
-    (lambda: ClusterRun(temperature=0.5), TypeError,
-     r"ClusterRun has no field 'temperature'.*write ClusterRun\(hparams=dynamics.Hparams\(temperature=0.5\)\)"),
-    (lambda: ClusterRun(momentum=0.5, langevin=0.1), TypeError,
-     r"write ClusterRun\(hparams=dynamics.Hparams\(momentum=0.5, langevin=0.1\)\)"),
-    (lambda: dataclasses.replace(ClusterRun(), damping=0.5), TypeError, r"dynamics.Hparams\(damping=0.5\)"),
-    (lambda: ClusterRun().temperature, AttributeError, r"run.hparams.temperature"),
-    (lambda: ClusterRun().nothing, AttributeError, r"no attribute 'nothing'"),
-    (lambda: ClusterRun(hparams=(1.0, 0.0)), TypeError, r"hparams must be a tokdyn.dynamics.Hparams"),
-    (lambda: ClusterRun(hparams=dynamics.Hparams(temperature=jnp.float32(1.0))), TypeError,
-     r"hparams.temperature must be a Python number.*run\(key, temperature=...\)"),
-    (lambda: ClusterRun(hparams=dynamics.Hparams(momentum=True)), TypeError, r"hparams.momentum"),
-    (lambda: ClusterRun(hparams=dynamics.Hparams(momentum=1.0)), ValueError, r"momentum must be in \[0, 1\)"),
-    (lambda: ClusterRun(hparams=dynamics.Hparams(temperature=-1.0)), ValueError, r"temperature must be in"),
-    (lambda: TrackRun(predictor=0), TypeError, r"write TrackRun\(hparams=tracking.Hparams\(predictor=0\)\)"),
-    (lambda: TrackRun(hparams=tracking.Hparams(decay=2.0)), ValueError, r"decay must be in \[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "build, error, pattern",
+    [
+        (
+            lambda: ClusterRun(temperature=0.5),
+            TypeError,
+            r"ClusterRun has no field 'temperature'.*write ClusterRun\(hparams=dynamics.Hparams\(temperature=0.5\)\)",
+        ),
+        (
+            lambda: ClusterRun(momentum=0.5, langevin=0.1),
+            TypeError,
+            r"write ClusterRun\(hparams=dynamics.Hparams\(momentum=0.5, langevin=0.1\)\)",
+        ),
+        (lambda: dataclasses.replace(ClusterRun(), damping=0.5), TypeError, r"dynamics.Hparams\(damping=0.5\)"),
+        (lambda: ClusterRun().temperature, AttributeError, r"run.hparams.temperature"),
+        (lambda: ClusterRun().nothing, AttributeError, r"no attribute 'nothing'"),
+        (lambda: ClusterRun(hparams=(1.0, 0.0)), TypeError, r"hparams must be a tokdyn.dynamics.Hparams"),
+        (
+            lambda: ClusterRun(hparams=dynamics.Hparams(temperature=jnp.float32(1.0))),
+            TypeError,
+            r"hparams.temperature must be a Python number.*run\(key, temperature=...\)",
+        ),
+        (lambda: ClusterRun(hparams=dynamics.Hparams(momentum=True)), TypeError, r"hparams.momentum"),
+        (lambda: ClusterRun(hparams=dynamics.Hparams(momentum=1.0)), ValueError, r"momentum must be in \[0, 1\)"),
+        (lambda: ClusterRun(hparams=dynamics.Hparams(temperature=-1.0)), ValueError, r"temperature must be in"),
+        (lambda: TrackRun(predictor=0), TypeError, r"write TrackRun\(hparams=tracking.Hparams\(predictor=0\)\)"),
+        (lambda: TrackRun(hparams=tracking.Hparams(decay=2.0)), ValueError, r"decay must be in \[0, 1\]"),
+    ],
+)
 def test_bad_hparams_and_the_old_fields_are_refused_naming_the_way(build, error, pattern):
     with pytest.raises(error, match=pattern):
         build()
@@ -91,7 +108,9 @@ def test_hparams_are_static_hashable_and_normalised():
 def test_track_run_hparams_are_the_predictor_defaults():
     fn = TrackRun(n_frames=3, n_clusters=2, points_per_cluster=10, n_tokens=2, n_steps=10)
     key = jax.random.key(5)
-    by_field = jax.jit(dataclasses.replace(fn, hparams=tracking.Hparams(predictor=tracking.REINIT, separation=0.5)))(key)
+    by_field = jax.jit(dataclasses.replace(fn, hparams=tracking.Hparams(predictor=tracking.REINIT, separation=0.5)))(
+        key
+    )
     by_condition = jax.jit(lambda k: fn(k, predictor=tracking.REINIT, separation=0.5))(key)
     default = jax.jit(fn)(key)
     carried = jax.jit(lambda k: fn(k, predictor=tracking.CARRY))(key)

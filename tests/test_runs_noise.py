@@ -64,8 +64,9 @@ def test_results_equal_with_and_without_the_draws(batch_size):
     same = np.asarray(skip["steps"]) == np.asarray(drawn["steps"])
     assert same.sum() >= len(same) - 1, same
     for f in ("ari", "nmi", "sse", "collapsed"):
-        np.testing.assert_allclose(np.asarray(skip[f])[same], np.asarray(drawn[f])[same], rtol=1e-5, atol=1e-5,
-                                   err_msg=f)
+        np.testing.assert_allclose(
+            np.asarray(skip[f])[same], np.asarray(drawn[f])[same], rtol=1e-5, atol=1e-5, err_msg=f
+        )
     np.testing.assert_array_equal(np.asarray(skip["converged"])[same], np.asarray(drawn["converged"])[same])
 
 

@@ -72,13 +72,18 @@ def test_case5_tiny_temperature_is_hard_assignment():
         np.testing.assert_array_equal(np.asarray(r.labels), _nearest(x, ref))
 
 
-
 def test_case5_tiny_temperature_every_rule_path():
     x, _ = _blobs()
     t0 = _start(x)
     # every other path of the rule at the same temperature: finite, labels the nearest final tokens
-    for hp in (dict(repulsion=0.05), dict(sinkhorn_iters=10.0), dict(slot_norm=1.0), dict(damping=0.5),
-               dict(anneal_ratio=100.0, anneal_steps=5.0), dict(langevin=1e-6)):
+    for hp in (
+        dict(repulsion=0.05),
+        dict(sinkhorn_iters=10.0),
+        dict(slot_norm=1.0),
+        dict(damping=0.5),
+        dict(anneal_ratio=100.0, anneal_steps=5.0),
+        dict(langevin=1e-6),
+    ):
         r = dynamics.run(x, t0, dynamics.Hparams(temperature=1e-38, **hp), key=jax.random.key(0))
         tokens = np.asarray(r.tokens)
         assert np.isfinite(tokens).all(), hp
@@ -119,8 +124,8 @@ def test_case5_nan_tokens_label_minus_one_and_nan_ari():
     keep = np.ones(len(x), bool)
     keep[5] = False
     assert float(metrics.ari(jnp.asarray(truth), holed, jnp.asarray(keep), **kw)) == pytest.approx(
-        adjusted_rand_score(truth[keep], np.asarray(pred)[keep]), abs=1e-6)
-
+        adjusted_rand_score(truth[keep], np.asarray(pred)[keep]), abs=1e-6
+    )
 
 
 def test_case5_nan_tokens_kmeans_and_cluster_run_report_nan():
@@ -138,13 +143,36 @@ def test_case5_nan_tokens_kmeans_and_cluster_run_report_nan():
     assert not bool(out["converged"])
 
 
-BAD_KNOBS = [("temperature", -1.0), ("temperature", np.nan), ("temperature", np.inf), ("momentum", 1.5),
-             ("momentum", 1.0), ("momentum", -0.1), ("repulsion", -0.05), ("damping", 0.0), ("damping", 1.5),
-             ("langevin", -0.01), ("anneal_ratio", 1 - 2e-3), ("sinkhorn_iters", -1.0), ("slot_norm", 1.5), ("slot_norm", -0.5),
-             ("anneal_ratio", 0.5), ("anneal_steps", -2.0)]
-GOOD_KNOBS = [("temperature", 1e-38), ("temperature", 1e30), ("momentum", 0.0), ("momentum", 0.9),
-              ("damping", 1.0), ("slot_norm", 1.0), ("anneal_ratio", 1.0), ("sinkhorn_iters", 150.0),
-              ("repulsion", -1e-4), ("slot_norm", 1 + 1e-4)]  # within KNOB_EDGE_TOL of a closed edge
+BAD_KNOBS = [
+    ("temperature", -1.0),
+    ("temperature", np.nan),
+    ("temperature", np.inf),
+    ("momentum", 1.5),
+    ("momentum", 1.0),
+    ("momentum", -0.1),
+    ("repulsion", -0.05),
+    ("damping", 0.0),
+    ("damping", 1.5),
+    ("langevin", -0.01),
+    ("anneal_ratio", 1 - 2e-3),
+    ("sinkhorn_iters", -1.0),
+    ("slot_norm", 1.5),
+    ("slot_norm", -0.5),
+    ("anneal_ratio", 0.5),
+    ("anneal_steps", -2.0),
+]
+GOOD_KNOBS = [
+    ("temperature", 1e-38),
+    ("temperature", 1e30),
+    ("momentum", 0.0),
+    ("momentum", 0.9),
+    ("damping", 1.0),
+    ("slot_norm", 1.0),
+    ("anneal_ratio", 1.0),
+    ("sinkhorn_iters", 150.0),
+    ("repulsion", -1e-4),
+    ("slot_norm", 1 + 1e-4),
+]  # within KNOB_EDGE_TOL of a closed edge
 
 
 def _hp32(**kw):
@@ -174,8 +202,9 @@ def test_case5_traced_knob_out_of_range_other_kernels():
     x, _ = _blobs()
     t0 = _start(x)
     # one bad lane in a vmapped sweep leaves the others alone
-    stacked = dynamics.Hparams.stack([dynamics.Hparams(), dynamics.Hparams(momentum=0.5),
-                                      dynamics.Hparams(momentum=0.5, temperature=2.0)])
+    stacked = dynamics.Hparams.stack(
+        [dynamics.Hparams(), dynamics.Hparams(momentum=0.5), dynamics.Hparams(momentum=0.5, temperature=2.0)]
+    )
     stacked = dataclasses.replace(stacked, momentum=stacked.momentum.at[1].set(1.5))
     out = jax.jit(jax.vmap(lambda hp: dynamics.run(x, t0, hp).tokens))(stacked)
     finite = np.isfinite(np.asarray(out)).reshape(3, -1).all(1)
@@ -185,8 +214,9 @@ def test_case5_traced_knob_out_of_range_other_kernels():
     assert np.isnan(np.asarray(tok)).all() and np.isnan(np.asarray(vel)).all()
     sched = jax.jit(lambda hp: dynamics.temperature_schedule(hp, 5))(_hp32(anneal_ratio=0.5, anneal_steps=3.0))
     assert np.isnan(np.asarray(sched)).all()
-    good = jax.jit(lambda hp: dynamics.temperature_schedule(hp, 4))(_hp32(temperature=0.5, anneal_ratio=16.0,
-                                                                           anneal_steps=4.0))
+    good = jax.jit(lambda hp: dynamics.temperature_schedule(hp, 4))(
+        _hp32(temperature=0.5, anneal_ratio=16.0, anneal_steps=4.0)
+    )
     np.testing.assert_allclose(np.asarray(good), 0.5 * 16.0 ** (1 - np.arange(4) / 4), rtol=1e-6)
     rf = jax.jit(lambda hp: dynamics.run_fixed(x, t0, hp, n_steps=5).tokens)(_hp32(temperature=-1.0))
     assert np.isnan(np.asarray(rf)).all()
@@ -213,8 +243,12 @@ def test_case6_bfloat16_like_float16(dtype):
         np.testing.assert_array_equal(np.asarray(r.tokens), np.asarray(ref.tokens))
         np.testing.assert_array_equal(np.asarray(r.labels), np.asarray(ref.labels))
         np.testing.assert_array_equal(np.asarray(dynamics.hard_labels(xs, ts)), _nearest(x, t0))
-        np.testing.assert_allclose(np.asarray(dynamics.soft_assignment(xs, ts, 1.0)),
-                                   np.asarray(dynamics.soft_assignment(x, t0, 1.0)), rtol=0, atol=0)
+        np.testing.assert_allclose(
+            np.asarray(dynamics.soft_assignment(xs, ts, 1.0)),
+            np.asarray(dynamics.soft_assignment(x, t0, 1.0)),
+            rtol=0,
+            atol=0,
+        )
         labels = _nearest(x, t0)
         want = float(((x.astype(np.float64) - t0.astype(np.float64)[labels]) ** 2).sum())
         assert float(metrics.sse(xs, labels, ts)) == pytest.approx(want, rel=1e-6)
@@ -288,8 +322,9 @@ def _bytes(m, t, d, p):
     return 4 * (6 * n * (d + 1) + 6 * t * n + 2 * t * t * (d + 1))
 
 
-@pytest.mark.parametrize("field, value, init", [("points_per_cluster", 10**8, "data"), ("dim", 10**9, "data"),
-                                                ("n_tokens", 10**5, "normal")])
+@pytest.mark.parametrize(
+    "field, value, init", [("points_per_cluster", 10**8, "data"), ("dim", 10**9, "data"), ("n_tokens", 10**5, "normal")]
+)
 def test_case6_absurd_sizes_refused_naming_option(field, value, init, capsys):
     s = RunStructure(**{field: value, "init": init})
     with pytest.raises(ValueError, match=rf"{field}={value} is too large") as e:
@@ -311,8 +346,22 @@ def test_case6_absurd_sizes_refused_naming_option(field, value, init, capsys):
     RunStructure().validate_structure(3)  # the defaults are fine
     # the command line refuses it with exit 2 before compiling anything
     flag = "--" + field.replace("_", "-")
-    argv = ["study", "token-dynamics", "--seeds", "2", "--noise", "0.3", "--n-clusters", "3", flag, str(value),
-            "--init", init, "--out", "/nonexistent/never-written"]
+    argv = [
+        "study",
+        "token-dynamics",
+        "--seeds",
+        "2",
+        "--noise",
+        "0.3",
+        "--n-clusters",
+        "3",
+        flag,
+        str(value),
+        "--init",
+        init,
+        "--out",
+        "/nonexistent/never-written",
+    ]
     with jax_compilations() as compiled:
         assert cli.main(argv) == 2
     assert compiled == []

@@ -16,8 +16,21 @@ from tokdyn import cli, io
 from tokdyn.experiment import study as study_dir
 from tokdyn.stats import figures
 
-SMALL = ["--seeds", "2", "--noise", "0.3", "--n-clusters", "3", "--dim", "2", "--points-per-cluster", "6",
-         "--quiet", "--no-plots", "--no-cache"]
+SMALL = [
+    "--seeds",
+    "2",
+    "--noise",
+    "0.3",
+    "--n-clusters",
+    "3",
+    "--dim",
+    "2",
+    "--points-per-cluster",
+    "6",
+    "--quiet",
+    "--no-plots",
+    "--no-cache",
+]
 
 
 def tokdyn(args, capsys) -> tuple[int, str]:
@@ -32,8 +45,12 @@ class Cfg:
 
 def user_project(root) -> dict:
     """A directory of a user's own: a model's config.json, a thesis, code and a checkpoint."""
-    files = {"config.json": '{"hidden_size": 768}', "thesis.tex": "\\chapter{Years of work}",
-             "src/train.py": "print('train')", "checkpoints/model.bin": "weights"}
+    files = {
+        "config.json": '{"hidden_size": 768}',
+        "thesis.tex": "\\chapter{Years of work}",
+        "src/train.py": "print('train')",
+        "checkpoints/model.bin": "weights",
+    }
     for name, text in files.items():
         os.makedirs(os.path.dirname(os.path.join(root, name)), exist_ok=True)
         with open(os.path.join(root, name), "w") as f:
@@ -67,8 +84,13 @@ def test_case1_fresh_keeps_foreign_files_in_stamped_dir(tmp_path, capsys):
     assert tokdyn(["--out", d, *SMALL], capsys)[0] == 0
     ours = {"runs.csv", "summary.csv", "overall.csv", "stat_tests.json"}
     assert set(study_dir.read_record(d)["outputs"]) == ours
-    foreign = {"notes.txt": "my notes", "src/analysis.py": "x = 1", "plots/mine.png": "my own figure",
-               "parts/keep.txt": "mine too", "checkpoints/model.bin": "weights"}
+    foreign = {
+        "notes.txt": "my notes",
+        "src/analysis.py": "x = 1",
+        "plots/mine.png": "my own figure",
+        "parts/keep.txt": "mine too",
+        "checkpoints/model.bin": "weights",
+    }
     for name, text in foreign.items():
         (d / name).parent.mkdir(parents=True, exist_ok=True)
         (d / name).write_text(text)
@@ -88,7 +110,10 @@ def test_case1_fresh_keeps_foreign_files_in_stamped_dir(tmp_path, capsys):
 def test_case1_declared_outputs_are_stamped_removed_by_fresh_and_never_overwrite_a_user_file(tmp_path):
     out = str(tmp_path / "d")
     st = study_dir.Study.open(out, "demo", Cfg(), outputs=("results.csv", "tables/summary.md"))
-    assert json.loads(io.read_verified(os.path.join(out, study_dir.STAMP)))["outputs"] == ["results.csv", "tables/summary.md"]
+    assert json.loads(io.read_verified(os.path.join(out, study_dir.STAMP)))["outputs"] == [
+        "results.csv",
+        "tables/summary.md",
+    ]
     io.write_csv(st.path("results.csv"), {"a": [1]})  # the run dies here, before finish
     (tmp_path / "d" / "mine.txt").write_text("keep")
     study_dir.Study.open(out, "demo", Cfg(seeds=3), fresh=True, outputs=("tables/summary.md",))
@@ -96,7 +121,9 @@ def test_case1_declared_outputs_are_stamped_removed_by_fresh_and_never_overwrite
     (tmp_path / "d" / "results.csv").write_text("a user's table where the study writes its own")
     for fresh, seeds in ((False, 3), (True, 4)):
         with pytest.raises(study_dir.Refused, match=r"results.csv.*in the way"):
-            study_dir.Study.open(out, "demo", Cfg(seeds=seeds), fresh=fresh, outputs=("results.csv", "tables/summary.md"))
+            study_dir.Study.open(
+                out, "demo", Cfg(seeds=seeds), fresh=fresh, outputs=("results.csv", "tables/summary.md")
+            )
     assert (tmp_path / "d" / "results.csv").read_text().startswith("a user's table")
     with pytest.raises(ValueError, match="outputs"):
         study_dir.Study.open(str(tmp_path / "e"), "demo", Cfg(), outputs=("../escape.csv",))
@@ -133,12 +160,16 @@ def test_case1_fresh_refused_while_study_running(tmp_path, capsys):
         code, err = tokdyn(["--out", d, *SMALL, "--seeds", "3", "--fresh"], capsys)
         assert code == 2 and "a study is running in" in err and d in err, err
         assert all(open(os.path.join(d, n), "rb").read() == b for n, b in before.items())
-        study_dir.Study.open(d, "token-dynamics", _td_cfg(), selection=_td_selection(), quiet=True)  # writers of the same configuration share it
+        study_dir.Study.open(
+            d, "token-dynamics", _td_cfg(), selection=_td_selection(), quiet=True
+        )  # writers of the same configuration share it
     finally:
         study_dir.unlock(fd)
     # a study running in another process
-    script = ("import sys, time; from tokdyn.experiment import study as study_dir; "
-              "study_dir.Study.open(sys.argv[1], 'demo', {'seeds': 2}); print('open', flush=True); time.sleep(120)")
+    script = (
+        "import sys, time; from tokdyn.experiment import study as study_dir; "
+        "study_dir.Study.open(sys.argv[1], 'demo', {'seeds': 2}); print('open', flush=True); time.sleep(120)"
+    )
     other = str(tmp_path / "other")
     proc = subprocess.Popen([sys.executable, "-c", script, other], stdout=subprocess.PIPE, text=True)
     try:
@@ -325,8 +356,10 @@ def test_case6_figure_never_follows_symlink(tmp_path):
 
 
 def test_case6_long_out_exit2_nothing_created(tmp_path, capsys):
-    for out in (tmp_path / "parent" / ("a" * 300) / "deeper",
-                tmp_path.joinpath("parent", *(["b" * 200] * 20))):  # each name fits, the whole path does not
+    for out in (
+        tmp_path / "parent" / ("a" * 300) / "deeper",
+        tmp_path.joinpath("parent", *(["b" * 200] * 20)),
+    ):  # each name fits, the whole path does not
         code, err = tokdyn(["--out", out, *SMALL], capsys)
         assert code == 2 and "Traceback" not in err and "out=" in err and "choose a shorter --out" in err, err
         assert "255" in err or "4096" in err or "allows" in err

@@ -33,19 +33,33 @@ REPEATED = {
     "video": ("predictors", "reinit,carry,reinit"),
 }
 
-HUGE = 10 ** 12
+HUGE = 10**12
 # absurd sizes, each refused naming its option (the token-dynamics study's are checked with it)
 ABSURD = [
-    ("collapse", "seeds", HUGE), ("collapse", "n_points", 12 * HUGE), ("collapse", "convergence_runs", HUGE),
-    ("visual-tokens", "vocab_sizes", HUGE), ("visual-tokens", "batch_size", HUGE), ("visual-tokens", "hidden", HUGE),
-    ("latent-reasoning", "n_latents", HUGE), ("latent-reasoning", "reference_steps", HUGE),
-    ("latent-reasoning", "curriculum_stages", HUGE), ("latent-reasoning", "width", HUGE),
+    ("collapse", "seeds", HUGE),
+    ("collapse", "n_points", 12 * HUGE),
+    ("collapse", "convergence_runs", HUGE),
+    ("visual-tokens", "vocab_sizes", HUGE),
+    ("visual-tokens", "batch_size", HUGE),
+    ("visual-tokens", "hidden", HUGE),
+    ("latent-reasoning", "n_latents", HUGE),
+    ("latent-reasoning", "reference_steps", HUGE),
+    ("latent-reasoning", "curriculum_stages", HUGE),
+    ("latent-reasoning", "width", HUGE),
     ("latent-reasoning", "n_train", HUGE),
-    ("latent-optimisation", "n_pairs", HUGE), ("latent-optimisation", "n_iters", HUGE),
-    ("latent-diagnostics", "probe_steps", HUGE), ("latent-diagnostics", "n_resamples", HUGE),
-    ("grid-diffusion", "grid", HUGE), ("grid-diffusion", "depth", HUGE), ("grid-diffusion", "width", HUGE),
-    ("scenes", "size", HUGE), ("scenes", "iterations", HUGE), ("scenes", "batch_size", HUGE),
-    ("video", "seeds", HUGE), ("video", "size", HUGE), ("video", "frames", HUGE),
+    ("latent-optimisation", "n_pairs", HUGE),
+    ("latent-optimisation", "n_iters", HUGE),
+    ("latent-diagnostics", "probe_steps", HUGE),
+    ("latent-diagnostics", "n_resamples", HUGE),
+    ("grid-diffusion", "grid", HUGE),
+    ("grid-diffusion", "depth", HUGE),
+    ("grid-diffusion", "width", HUGE),
+    ("scenes", "size", HUGE),
+    ("scenes", "iterations", HUGE),
+    ("scenes", "batch_size", HUGE),
+    ("video", "seeds", HUGE),
+    ("video", "size", HUGE),
+    ("video", "frames", HUGE),
 ]
 
 
@@ -92,8 +106,10 @@ TINY_TD = token_dynamics.Config(seeds=10, noise=(0.3,), n_clusters=(3,), methods
 def _published_from(runs):
     """The 'published' table our own run reproduces: each method's mean over seeds of every metric."""
     method = np.asarray(runs["method"]).astype(str)
-    return {m: {k: float(np.mean(F.per_seed(runs, method == m, k)))
-                for k in ("ari", "nmi", "steps", "collapsed")} for m in ("baseline", "inertia")}
+    return {
+        m: {k: float(np.mean(F.per_seed(runs, method == m, k))) for k in ("ari", "nmi", "steps", "collapsed")}
+        for m in ("baseline", "inertia")
+    }
 
 
 def test_case4_tampered_table_not_judged(tmp_path, monkeypatch, capsys):
@@ -107,8 +123,9 @@ def test_case4_tampered_table_not_judged(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(token_dynamics, "PUBLISHED_OVERALL", _published_from(runs))
     assert token_dynamics.published_findings(runs)[0].verdict == "reproduced"
     # the hostile edit: inertia's ARI lowered by 0.2, which would refute finding 1a if it were judged
-    tampered = dict(runs, ari=np.where(np.asarray(runs["method"]).astype(str) == "inertia", runs["ari"] - 0.2,
-                                       runs["ari"]))
+    tampered = dict(
+        runs, ari=np.where(np.asarray(runs["method"]).astype(str) == "inertia", runs["ari"] - 0.2, runs["ari"])
+    )
     io.write_csv(path, tampered)
     assert token_dynamics.published_findings(io.read_csv(path))[0].verdict == "refuted"
     # reporting only (the study not run again): the finding is open, naming the file
@@ -137,9 +154,28 @@ def test_case4_tampered_table_not_judged(tmp_path, monkeypatch, capsys):
 
 
 def _diagnose(src, out) -> list:
-    return ["study", "latent-diagnostics", "--source", str(src), "--variants", "latent", "--reference=",
-            "--n-instances", "40", "--perturbations", "shuffle", "--noise-sigmas=", "--probe-steps", "20",
-            "--n-resamples", "50", "--out", str(out), "--quiet", "--no-plots"]
+    return [
+        "study",
+        "latent-diagnostics",
+        "--source",
+        str(src),
+        "--variants",
+        "latent",
+        "--reference=",
+        "--n-instances",
+        "40",
+        "--perturbations",
+        "shuffle",
+        "--noise-sigmas=",
+        "--probe-steps",
+        "20",
+        "--n-resamples",
+        "50",
+        "--out",
+        str(out),
+        "--quiet",
+        "--no-plots",
+    ]
 
 
 def test_case4_headerless_source_checkpoint_refused(tmp_path, monkeypatch, capsys):
@@ -148,7 +184,9 @@ def test_case4_headerless_source_checkpoint_refused(tmp_path, monkeypatch, capsy
     from test_latent_train import TINY
 
     source_cfg = reasoners.Config(reference_steps=0, training=TINY, variants=("latent",))
-    monkeypatch.setattr(latent_diagnostics.Config, "reasoning", lambda self: reasoners.Config(reference_steps=0, training=TINY))
+    monkeypatch.setattr(
+        latent_diagnostics.Config, "reasoning", lambda self: reasoners.Config(reference_steps=0, training=TINY)
+    )
     src = tmp_path / "src"
     reasoners.open_study(source_cfg, str(src), quiet=True)
     p = reasoners.paths(str(src), "latent")
@@ -158,8 +196,16 @@ def test_case4_headerless_source_checkpoint_refused(tmp_path, monkeypatch, capsy
     with open(p["curve"], "wb") as f:
         f.write(curve)
     io.save_npz(p["answers"], answers=answers, curve_csv=np.frombuffer(curve, np.uint8), steps=40)
-    reasoners.write_result(p["result"], {"variant": "latent", "steps": 40, "budget": 40, "converged": [True, True],
-                                  "answers_sha256": reasoners.answers_digest(answers)})
+    reasoners.write_result(
+        p["result"],
+        {
+            "variant": "latent",
+            "steps": 40,
+            "budget": 40,
+            "converged": [True, True],
+            "answers_sha256": reasoners.answers_digest(answers),
+        },
+    )
     os.makedirs(os.path.dirname(p["checkpoint"]))
     with open(p["checkpoint"], "wb") as f:
         np.savez(f, meta_step=np.asarray(40), **{io.LEAF_PREFIX + ".params['w']": np.ones(3)})
@@ -179,7 +225,9 @@ def test_case4_scrambled_trained_checkpoint_refused(tmp_path, monkeypatch, capsy
     """The issue's case on a trained reasoner: its checkpoint's weights scrambled and saved by plain
     ``np.savez`` (the study ran on it, exit 0, accuracy at chance): refused naming the file."""
     cfg, trained = tiny_reasoner
-    monkeypatch.setattr(latent_diagnostics.Config, "reasoning", lambda self: reasoners.Config(reference_steps=0, training=cfg.training))
+    monkeypatch.setattr(
+        latent_diagnostics.Config, "reasoning", lambda self: reasoners.Config(reference_steps=0, training=cfg.training)
+    )
     src = tmp_path / "src"
     shutil.copytree(trained, src)
     reasoners.verify_source(cfg, str(src), ["latent"])  # a whole source passes
@@ -187,8 +235,9 @@ def test_case4_scrambled_trained_checkpoint_refused(tmp_path, monkeypatch, capsy
     ckpt = src / "checkpoints" / "latent.npz"
     arrays = io.load_npz(str(ckpt))
     rng = np.random.default_rng(0)
-    scrambled = {k: rng.permutation(v.ravel()).reshape(v.shape) if k.startswith(io.LEAF_PREFIX) else v
-                 for k, v in arrays.items()}
+    scrambled = {
+        k: rng.permutation(v.ravel()).reshape(v.shape) if k.startswith(io.LEAF_PREFIX) else v for k, v in arrays.items()
+    }
     with open(ckpt, "wb") as f:
         np.savez(f, **scrambled)  # the same names and shapes, no verification header
     before = ckpt.read_bytes()

@@ -22,8 +22,27 @@ from tokdyn.studies import token_dynamics as td
 from tokdyn.studies import token_dynamics_sweep as tds
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "own_rule.py")
-TINY = ["--repulsion", "0", "--momentum", "0", "--noise", "0.3", "--n-clusters", "3", "--seeds", "2", "--dim", "2",
-        "--points-per-cluster", "10", "--n-resamples", "50", "--no-cache", "--quiet", "--no-plots"]
+TINY = [
+    "--repulsion",
+    "0",
+    "--momentum",
+    "0",
+    "--noise",
+    "0.3",
+    "--n-clusters",
+    "3",
+    "--seeds",
+    "2",
+    "--dim",
+    "2",
+    "--points-per-cluster",
+    "10",
+    "--n-resamples",
+    "50",
+    "--no-cache",
+    "--quiet",
+    "--no-plots",
+]
 GRID = Grid(seeds=3, a=[0.5, 1.0], b=[1.0, 2.0])
 
 
@@ -44,37 +63,51 @@ def _chunks(out):
 
 
 def test_case2_grid_refuses_repeated_value():
-    for axes, words in (({"noise": [0.3, 0.3]}, "axis 'noise' lists 0.3 more than once"),
-                        ({"k": [3, 4, 3]}, "axis 'k' lists 3 more than once"),
-                        ({"t": [1.0, 1.0 + 1e-12]}, "one value")):  # one value in float32
+    for axes, words in (
+        ({"noise": [0.3, 0.3]}, "axis 'noise' lists 0.3 more than once"),
+        ({"k": [3, 4, 3]}, "axis 'k' lists 3 more than once"),
+        ({"t": [1.0, 1.0 + 1e-12]}, "one value"),
+    ):  # one value in float32
         with pytest.raises(ValueError, match=words):
             Grid(seeds=2, **axes)
-    for text, words in (("0.3,0.3", "noise lists 0.3 more than once"),
-                        ("linspace:1:1:3", "'linspace:1:1:3' gives one value several times"),
-                        ("logspace:2:2:2", "logspace:2:2:2")):
+    for text, words in (
+        ("0.3,0.3", "noise lists 0.3 more than once"),
+        ("linspace:1:1:3", "'linspace:1:1:3' gives one value several times"),
+        ("logspace:2:2:2", "logspace:2:2:2"),
+    ):
         with pytest.raises(ValueError, match=words):
             sweep.parse_axis("noise", text)
     assert sweep.parse_axis("noise", "0.3,0.6").tolist() == [0.3, 0.6]
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--noise", "0.3,0.3"], "noise lists 0.3 more than once"),
-    (["--n-clusters", "3,3"], "n_clusters lists 3 more than once"),
-    (["--methods", "baseline,baseline"], "methods lists 'baseline' more than once"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--noise", "0.3,0.3"], "noise lists 0.3 more than once"),
+        (["--n-clusters", "3,3"], "n_clusters lists 3 more than once"),
+        (["--methods", "baseline,baseline"], "methods lists 'baseline' more than once"),
+    ],
+)
 def test_case2_cli_noise_repeated_exit2(args, words, tmp_path, capsys):
     out = tmp_path / "study"
-    assert cli.main(["study", "token-dynamics", "--seeds", "3", "--out", str(out), "--quiet", "--no-plots",
-                     "--no-cache", *args]) == 2
+    assert (
+        cli.main(
+            ["study", "token-dynamics", "--seeds", "3", "--out", str(out), "--quiet", "--no-plots", "--no-cache", *args]
+        )
+        == 2
+    )
     assert words in capsys.readouterr().err
     assert not out.exists()  # refused before anything ran
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--noise", "0.3,0.3"], "noise lists 0.3 more than once"),
-    (["--temperature", "linspace:1:1:3"], "'linspace:1:1:3' gives one value several times"),
-    (["--method", "baseline,baseline"], "method lists 'baseline' more than once"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--noise", "0.3,0.3"], "noise lists 0.3 more than once"),
+        (["--temperature", "linspace:1:1:3"], "'linspace:1:1:3' gives one value several times"),
+        (["--method", "baseline,baseline"], "method lists 'baseline' more than once"),
+    ],
+)
 def test_case2_sweep_axes_repeated_exit2(args, words, tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["sweep", "token-dynamics", "--out", str(out), "--temperature", "1", *TINY, *args]
@@ -99,8 +132,11 @@ def test_case3_changed_function_body_refused(tmp_path):
 
     assert sweep.code_digest(first) != sweep.code_digest(f) and sweep._fn_id(first) == sweep._fn_id(f)
     _run(first, d)
-    with pytest.raises(io.OutputConflict, match=r"the rule's code changed since these results \(fn code differ\).*"
-                                                r"--fresh"):
+    with pytest.raises(
+        io.OutputConflict,
+        match=r"the rule's code changed since these results \(fn code differ\).*"
+        r"--fresh",
+    ):
         _run(f, d)
     with pytest.raises(io.OutputConflict, match="fn code"):  # another lambda, same place
         _run(lambda key, a, b: {"y": a * b}, d)
@@ -128,8 +164,9 @@ def test_case3_code_digest_covers_closures_defaults_and_values():
     cyc.append(cyc)
     assert sweep.code_digest(lambda key, a: {"y": a * len(cyc)})  # a cycle is cut, not followed forever
     task = tds.Config(temperature="1", repulsion="0", momentum="0", noise="0.3", n_clusters="3").task()
-    assert sweep.code_digest(task) == sweep.code_digest(tds.Config(temperature="1", repulsion="0", momentum="0",
-                                                                   noise="0.3", n_clusters="3").task())
+    assert sweep.code_digest(task) == sweep.code_digest(
+        tds.Config(temperature="1", repulsion="0", momentum="0", noise="0.3", n_clusters="3").task()
+    )
 
 
 def test_case3_changed_output_fields_refused(tmp_path):
@@ -169,8 +206,23 @@ def _rules_file(tmp_path) -> str:
 def test_case3_changed_rule_module_file_refused(tmp_path, capsys):
     rules = _rules_file(tmp_path)
     out = str(tmp_path / "sweep")
-    argv = ["sweep", "token-dynamics", "--out", out, "--rule-module", f"{rules}:RULES", "--method", "lloyd",
-            *TINY, "--temperature", "", "--repulsion", "", "--momentum", ""]
+    argv = [
+        "sweep",
+        "token-dynamics",
+        "--out",
+        out,
+        "--rule-module",
+        f"{rules}:RULES",
+        "--method",
+        "lloyd",
+        *TINY,
+        "--temperature",
+        "",
+        "--repulsion",
+        "",
+        "--momentum",
+        "",
+    ]
     assert cli.main(argv) == 0
     assert sweep.read_manifest(out)["code"]["rule_module"] == tds.rule_module_digest(f"{rules}:RULES")
     with open(rules, "a") as f:  # a helper of the rule may live anywhere in the file: any change counts
@@ -263,9 +315,29 @@ def test_case4_chunk_dir_or_symlink_set_aside(tmp_path):
     assert open(target, "rb").read() == target_bytes  # never followed, never written through
 
 
-SWEEP = ["--temperature", "0.5,2", "--repulsion", "0,0.1", "--momentum", "0", "--noise", "0.3", "--n-clusters", "3",
-         "--seeds", "3", "--dim", "2", "--points-per-cluster", "10", "--n-resamples", "50", "--no-cache", "--quiet",
-         "--no-plots"]
+SWEEP = [
+    "--temperature",
+    "0.5,2",
+    "--repulsion",
+    "0,0.1",
+    "--momentum",
+    "0",
+    "--noise",
+    "0.3",
+    "--n-clusters",
+    "3",
+    "--seeds",
+    "3",
+    "--dim",
+    "2",
+    "--points-per-cluster",
+    "10",
+    "--n-resamples",
+    "50",
+    "--no-cache",
+    "--quiet",
+    "--no-plots",
+]
 
 
 @pytest.fixture(scope="module")
@@ -352,11 +424,20 @@ def test_case5_summary_counts_inf_and_nan_per_metric():
 def test_case5_study_summarise_and_tests_drop_nonfinite_runs():
     cfg = td.Config(seeds=4, noise=(0.3,), n_clusters=(3,), methods=("baseline", "inertia"))
     n = 8
-    runs = dict(method=np.repeat(np.array(["baseline", "inertia"]), 4), n_clusters=np.full(n, 3),
-                noise=np.full(n, 0.3, np.float32), seed=np.tile(np.arange(4), 2))
-    runs.update(ari=np.array([0.5, 0.6, 0.7, 0.8, 0.0, 0.7, 0.8, 0.9]), nmi=np.full(n, 0.5),
-                sse=np.array([1.0, 1, 1, 1, np.nan, 1, 1, 1]), steps=np.full(n, 5),
-                converged=np.ones(n, bool), collapsed=np.array([0, 0, 0, 0, 1, 0, 0, 0], bool))
+    runs = dict(
+        method=np.repeat(np.array(["baseline", "inertia"]), 4),
+        n_clusters=np.full(n, 3),
+        noise=np.full(n, 0.3, np.float32),
+        seed=np.tile(np.arange(4), 2),
+    )
+    runs.update(
+        ari=np.array([0.5, 0.6, 0.7, 0.8, 0.0, 0.7, 0.8, 0.9]),
+        nmi=np.full(n, 0.5),
+        sse=np.array([1.0, 1, 1, 1, np.nan, 1, 1, 1]),
+        steps=np.full(n, 5),
+        converged=np.ones(n, bool),
+        collapsed=np.array([0, 0, 0, 0, 1, 0, 0, 0], bool),
+    )
     rows, overall = td.summarise(runs, cfg)
     inertia = next(r for r in overall if r["method"] == "inertia")
     assert inertia["n_runs"] == 4 and inertia["n_nonfinite"] == 1
@@ -369,21 +450,38 @@ def test_case5_study_summarise_and_tests_drop_nonfinite_runs():
 
 
 def test_case6_sweep_size_names_option(tmp_path, monkeypatch):
-    big = tds.Config(temperature="1", repulsion="0", momentum="0", noise="0.3", n_clusters="3", seeds=100,
-                     points_per_cluster=300000, dim=30).validate()
+    big = tds.Config(
+        temperature="1",
+        repulsion="0",
+        momentum="0",
+        noise="0.3",
+        n_clusters="3",
+        seeds=100,
+        points_per_cluster=300000,
+        dim=30,
+    ).validate()
     est = big.estimate()  # once refused: "chunk_size makes an array of ...: make chunk_size smaller", unasked
     limit = big.chunk_limit()
     assert limit is not None and big.chunk() == limit and limit * 900000 * 30 < 2**31 * 100
     with pytest.raises(study.Refused, match="make chunk_size smaller"):  # a chunk_size given too large: named
         tds.Config(**{**big.__dict__, "chunk_size": 100}).validate().estimate()
-    one = tds.Config(temperature="1", repulsion="0", momentum="0", noise="0.3", n_clusters="3", seeds=3,
-                     points_per_cluster=300000, dim=30).validate()
+    one = tds.Config(
+        temperature="1",
+        repulsion="0",
+        momentum="0",
+        noise="0.3",
+        n_clusters="3",
+        seeds=3,
+        points_per_cluster=300000,
+        dim=30,
+    ).validate()
     est = one.estimate()  # one run's data and working set make the memory: its sizes are named
     assert est.option == tds.STRUCTURE_OPTIONS
     with pytest.raises(study.Refused, match="make points_per_cluster, dim or n_tokens smaller"):
         study.check_resources(tds.STUDY, est, memory=10**6)
-    small = tds.Config(temperature="1", repulsion="0", momentum="0", noise="0.3", n_clusters="3", seeds=2, dim=2,
-                       points_per_cluster=10).validate()
+    small = tds.Config(
+        temperature="1", repulsion="0", momentum="0", noise="0.3", n_clusters="3", seeds=2, dim=2, points_per_cluster=10
+    ).validate()
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(study.Refused) as e:
         tds.check_disk(small, str(tmp_path / "x"))

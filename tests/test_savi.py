@@ -19,10 +19,29 @@ from tokdyn.models import slots as S
 pytestmark = pytest.mark.fast_compile
 
 # one tiny config shared by the apply, segment and training tests (one compilation each)
-CFG = V.Config(frames=3, size=8, slots=3, iterations=1, first_iterations=2, slot_size=8, mlp_hidden=8,
-               predictor="transformer", predictor_hidden=8, predictor_heads=2, encoder_channels=(4,), encoder_kernel=3,
-               decoder="mlp", decoder_hidden=8, decoder_stride=1, slot_init="random", masks="decoder",
-               train=train.Config(steps=60, steps_per_call=10, warmup=2), batch_size=4, seeds=2, root_seed=0)
+CFG = V.Config(
+    frames=3,
+    size=8,
+    slots=3,
+    iterations=1,
+    first_iterations=2,
+    slot_size=8,
+    mlp_hidden=8,
+    predictor="transformer",
+    predictor_hidden=8,
+    predictor_heads=2,
+    encoder_channels=(4,),
+    encoder_kernel=3,
+    decoder="mlp",
+    decoder_hidden=8,
+    decoder_stride=1,
+    slot_init="random",
+    masks="decoder",
+    train=train.Config(steps=60, steps_per_call=10, warmup=2),
+    batch_size=4,
+    seeds=2,
+    root_seed=0,
+)
 HP = V.Hparams(learning_rate=1e-2)
 STRATEGY = V.default_strategy(jax.default_backend())
 GEN = dict(size=CFG.size, min_objects=1, max_objects=2, scale=(0.3, 0.5))
@@ -52,8 +71,9 @@ def params0():
 def moving(params0):
     """params0 with random predictor weights (an initial predictor carries the slots unchanged)."""
     rng = np.random.default_rng(4)
-    pred = jax.tree_util.tree_map(lambda a: (0.5 * rng.normal(size=a.shape)).astype(np.float32),
-                                  params0["params"]["predictor"])
+    pred = jax.tree_util.tree_map(
+        lambda a: (0.5 * rng.normal(size=a.shape)).astype(np.float32), params0["params"]["predictor"]
+    )
     return {"params": {**params0["params"], "predictor": pred}}
 
 
@@ -105,12 +125,14 @@ def test_predictors_equal_numpy_reference(kind):
     if kind == "transformer":  # slots interact: moving one slot changes the others' predictions
         assert not np.allclose(reference_predictor(params, s2, kind)[:, 1:], ref[:, 1:], atol=1e-4)
     else:  # each slot alone: moving one leaves the others
-        np.testing.assert_allclose(np.asarray(model.apply({"params": params}, s2))[:, 1:], got[:, 1:], rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(model.apply({"params": params}, s2))[:, 1:], got[:, 1:], rtol=1e-5, atol=1e-6
+        )
     # permuting the slots permutes the predictions (no slot order inside the predictor)
     perm = np.array([2, 0, 1])
-    np.testing.assert_allclose(np.asarray(model.apply({"params": params}, s[:, perm])), got[:, perm], rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(model.apply({"params": params}, s[:, perm])), got[:, perm], rtol=1e-5, atol=1e-5
+    )
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -127,8 +149,9 @@ def _check_outputs(out, cfg, b, f):
     alpha = np.asarray(out.alpha, np.float64)
     assert np.all(alpha >= 0)
     np.testing.assert_allclose(alpha.sum(2), 1.0, atol=1e-5)  # the masks sum to 1 over slots in every frame
-    np.testing.assert_allclose(np.asarray(out.recon), np.einsum("bfkhw,bfkhwc->bfhwc", alpha, np.asarray(out.rgb)),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(out.recon), np.einsum("bfkhw,bfkhwc->bfhwc", alpha, np.asarray(out.rgb)), rtol=1e-5, atol=1e-6
+    )
     picked = np.take_along_axis(alpha, np.asarray(out.labels)[:, :, None], 2)[:, :, 0]
     np.testing.assert_allclose(picked, alpha.max(2), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(np.asarray(out.attention).sum(-1), 1.0, atol=1e-5)
@@ -164,8 +187,9 @@ def test_one_frame_is_the_image_model(clips, predictor):
     out = V.apply(noise_key, params, cfg, frames)
     ref = S.apply(noise_key, image_params, scfg, frames[:, 0])
     for name in ("recon", "rgb", "alpha", "slots", "attention"):
-        np.testing.assert_allclose(np.asarray(getattr(out, name))[:, 0], np.asarray(getattr(ref, name)), rtol=1e-5,
-                                   atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(getattr(out, name))[:, 0], np.asarray(getattr(ref, name)), rtol=1e-5, atol=1e-6, err_msg=name
+        )
     assert np.mean(np.asarray(out.labels)[:, 0] == np.asarray(ref.labels)) >= 0.99  # last-bit ties aside
     p = image_params["params"]["slot_attention"]
     z = np.asarray(V.frame_noise(noise_key, cfg, frames.shape[0]), np.float64)
@@ -188,8 +212,9 @@ def test_scan_equals_a_loop_of_the_frame_step(moving, clips):
     for t in range(videos.shape[1]):
         if t:
             s, a, predicted = V.step(params, CFG, s, feats[:, t])
-            np.testing.assert_allclose(np.asarray(V.predict(params, CFG, rows[-1][0])), np.asarray(predicted),
-                                       rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                np.asarray(V.predict(params, CFG, rows[-1][0])), np.asarray(predicted), rtol=1e-5, atol=1e-6
+            )
         recon, _, alpha = V.decode(params, CFG, s, a)
         rows.append((s, a, predicted, recon, alpha))
     for i, name in enumerate(("slots", "attention", "predicted", "recon", "alpha")):
@@ -199,8 +224,9 @@ def test_scan_equals_a_loop_of_the_frame_step(moving, clips):
     assert not np.allclose(np.asarray(out.predicted)[:, 1:], np.asarray(out.slots)[:, :-1], atol=1e-3)
     short = V.apply(key, params, CFG, videos[:, :2])
     for name in ("slots", "recon", "alpha"):
-        np.testing.assert_allclose(np.asarray(getattr(short, name)), np.asarray(getattr(out, name))[:, :2],
-                                   rtol=1e-4, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(getattr(short, name)), np.asarray(getattr(out, name))[:, :2], rtol=1e-4, atol=1e-5, err_msg=name
+        )
 
 
 def test_no_predictor_carries_the_slots_unchanged(clips):
@@ -245,9 +271,9 @@ def test_training_over_two_seeds_lowers_the_loss(pool, trained):
     res, logs = trained
     assert res.finished and res.nan_report() == []
     np.testing.assert_array_equal(np.asarray(res.state.step), [CFG.train.steps] * CFG.seeds)
-    batch = pool[:8, :CFG.frames]
+    batch = pool[:8, : CFG.frames]
     init = train.init_states(V.trainer(CFG), *V.models(CFG, HP), vectorised=False)[0]
-    black = float(np.mean(batch ** 2))  # the loss of painting every pixel black
+    black = float(np.mean(batch**2))  # the loss of painting every pixel black
     key = jax.random.key(9)
     for s in range(CFG.seeds):
         before = float(V.loss_fn(key, params_np(init, s), CFG, batch)[0])
@@ -283,15 +309,17 @@ def test_segment_ids_are_slots_through_time(trained, clips):
     np.testing.assert_array_equal(np.asarray(again), lab)  # deterministic
     # clip i is segmented with frame 0's slot noise from fold_in(key, i) alone
     i = 2
-    one = V.apply(jax.random.fold_in(key, i), params, CFG, clips.images[i:i + 1])
+    one = V.apply(jax.random.fold_in(key, i), params, CFG, clips.images[i : i + 1])
     np.testing.assert_allclose(np.asarray(one.slots[0]), np.asarray(final[i]), rtol=1e-4, atol=1e-5)
     assert np.mean(np.asarray(one.labels[0]) == lab[i]) >= 0.99
     # the temporal metrics score the ids
     n_true = GEN["max_objects"] + 1
-    video = np.asarray(jax.vmap(lambda m, p: metrics.video_fg_ari(m, p, n_true=n_true, n_pred=CFG.slots))(
-        clips.masks, labels))
-    frame = np.asarray(jax.vmap(lambda m, p: metrics.frame_fg_ari(m, p, n_true=n_true, n_pred=CFG.slots))(
-        clips.masks, labels))
+    video = np.asarray(
+        jax.vmap(lambda m, p: metrics.video_fg_ari(m, p, n_true=n_true, n_pred=CFG.slots))(clips.masks, labels)
+    )
+    frame = np.asarray(
+        jax.vmap(lambda m, p: metrics.frame_fg_ari(m, p, n_true=n_true, n_pred=CFG.slots))(clips.masks, labels)
+    )
     assert video.shape == (n,) and frame.shape == (n, f)
     assert np.all(np.isfinite(video)) and np.all((video >= -0.5) & (video <= 1.0))
     # collapse, frame by frame: slots.collapse of each frame
@@ -318,19 +346,22 @@ def test_identity_switch_costs_video_fg_ari_not_frame_fg_ari(clips):
 # ---------------------------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(predictor="lstm"), "predictor"),
-    (dict(frames=0), "frames"),
-    (dict(iterations=0), "iterations"),
-    (dict(first_iterations=0), "first_iterations"),
-    (dict(predictor_heads=3), "predictor_heads"),
-    (dict(slots=0), "slots"),
-    (dict(decoder="foo"), "decoder"),
-    (dict(masks="slots"), "masks"),
-    (dict(slot_init="kmeans"), "slot_init"),
-    (dict(train=train.Config(steps=12, steps_per_call=5)), "train.steps"),
-    (dict(size=8, encoder_stride=3), "encoder_stride"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(predictor="lstm"), "predictor"),
+        (dict(frames=0), "frames"),
+        (dict(iterations=0), "iterations"),
+        (dict(first_iterations=0), "first_iterations"),
+        (dict(predictor_heads=3), "predictor_heads"),
+        (dict(slots=0), "slots"),
+        (dict(decoder="foo"), "decoder"),
+        (dict(masks="slots"), "masks"),
+        (dict(slot_init="kmeans"), "slot_init"),
+        (dict(train=train.Config(steps=12, steps_per_call=5)), "train.steps"),
+        (dict(size=8, encoder_stride=3), "encoder_stride"),
+    ],
+)
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):
         V.Config(**kw).validate()
@@ -340,14 +371,17 @@ def test_heads_need_not_divide_without_a_transformer():
     V.Config(predictor="mlp", predictor_heads=3).validate()
 
 
-@pytest.mark.parametrize("bad, err", [
-    (np.zeros((2, 8, 8, 3), np.float32), ValueError),  # one frame without the frame axis
-    (np.zeros((2, 3, 16, 16, 3), np.float32), ValueError),  # other size
-    (np.zeros((2, 0, 8, 8, 3), np.float32), ValueError),  # no frame
-    (np.full((2, 3, 8, 8, 3), 1.5, np.float32), ValueError),  # above 1
-    (np.full((2, 3, 8, 8, 3), np.nan, np.float32), ValueError),
-    (np.zeros((2, 3, 8, 8, 3), np.uint8), TypeError),
-])
+@pytest.mark.parametrize(
+    "bad, err",
+    [
+        (np.zeros((2, 8, 8, 3), np.float32), ValueError),  # one frame without the frame axis
+        (np.zeros((2, 3, 16, 16, 3), np.float32), ValueError),  # other size
+        (np.zeros((2, 0, 8, 8, 3), np.float32), ValueError),  # no frame
+        (np.full((2, 3, 8, 8, 3), 1.5, np.float32), ValueError),  # above 1
+        (np.full((2, 3, 8, 8, 3), np.nan, np.float32), ValueError),
+        (np.zeros((2, 3, 8, 8, 3), np.uint8), TypeError),
+    ],
+)
 def test_bad_videos_refused_before_compile(params0, bad, err):
     with jax_compilations() as compiled:
         with pytest.raises(err, match="videos"):
@@ -373,6 +407,6 @@ def test_bad_input_for_training_refused_before_compile(pool):
             V.segment(jax.random.key(0), {}, CFG, pool[:1], chunk=0)
     assert compiled == []
     # a pool of clips shorter than the window, or of images, is refused when the step is traced
-    for bad in (pool[:, :CFG.frames - 1], pool[:, 0]):
+    for bad in (pool[:, : CFG.frames - 1], pool[:, 0]):
         with pytest.raises(ValueError, match="pool"):
             fit(bad, max_calls=1)

@@ -51,6 +51,7 @@ def textured():
 
 # ---------------------------------------------------------------------------------------------- reference
 
+
 def reference_object(name, centre, scale, size):
     """(size, size) bool coverage of pixel centres by one object, and (size, size) bool "within 1e-4 of
     its boundary" (pixels whose float32 and float64 answers may differ), from the shape's geometry."""
@@ -89,8 +90,9 @@ def reference_masks(s: dict, i: int, shapes, size):
     unsure = np.zeros((size, size), bool)
     slots = [j for j in range(s["present"].shape[1]) if s["present"][i, j]]
     for j in sorted(slots, key=lambda j: s["depth"][i, j]):
-        inside, near = reference_object(shapes[s["shape"][i, j]], s["position"][i, j].astype(np.float64),
-                                        float(s["scale"][i, j]), size)
+        inside, near = reference_object(
+            shapes[s["shape"][i, j]], s["position"][i, j].astype(np.float64), float(s["scale"][i, j]), size
+        )
         mask[inside] = j + 1
         unsure |= near
     return mask, unsure
@@ -98,14 +100,22 @@ def reference_masks(s: dict, i: int, shapes, size):
 
 # ---------------------------------------------------------------------------------------------- scenes
 
+
 def test_shapes_dtypes_and_ranges(plain):
     s, M = plain, 4
     assert s["images"].shape == (N, 32, 32, 3) and s["images"].dtype == np.float32
     assert s["masks"].shape == (N, 32, 32) and s["masks"].dtype == np.int32
-    for f, shape, dtype in [("n_objects", (N,), np.int32), ("present", (N, M), bool), ("shape", (N, M), np.int32),
-                            ("colour", (N, M, 3), np.float32), ("position", (N, M, 2), np.float32),
-                            ("scale", (N, M), np.float32), ("depth", (N, M), np.int32),
-                            ("visible", (N, M), np.int32), ("background", (N, 3), np.float32)]:
+    for f, shape, dtype in [
+        ("n_objects", (N,), np.int32),
+        ("present", (N, M), bool),
+        ("shape", (N, M), np.int32),
+        ("colour", (N, M, 3), np.float32),
+        ("position", (N, M, 2), np.float32),
+        ("scale", (N, M), np.float32),
+        ("depth", (N, M), np.int32),
+        ("visible", (N, M), np.int32),
+        ("background", (N, 3), np.float32),
+    ]:
         assert s[f].shape == shape and s[f].dtype == dtype, f
     assert s["images"].min() >= 0 and s["images"].max() <= 1
     assert s["masks"].min() >= 0 and s["masks"].max() <= M
@@ -188,8 +198,9 @@ def test_scene_depends_only_on_key_and_index(plain):
     first, second = host(scenes.sprite_scenes(KEY, 3)), host(scenes.sprite_scenes(KEY, 3, start=3))
     # each batch shape is another program: the same scenes up to float32 rounding
     assert_same_scenes({f: v[:, 0] for f, v in rows.items()}, {f: v[:6] for f, v in plain.items()}, plain, "vmap")
-    assert_same_scenes({f: np.concatenate([first[f], second[f]]) for f in plain}, {f: v[:6] for f, v in plain.items()},
-                       plain, "chunks")
+    assert_same_scenes(
+        {f: np.concatenate([first[f], second[f]]) for f in plain}, {f: v[:6] for f, v in plain.items()}, plain, "chunks"
+    )
 
 
 def test_deterministic_and_key_dependent(plain):
@@ -241,7 +252,9 @@ BAD_ROWS = [(dict(start=-1), "start"), (dict(start=1.5), "start"), (dict(key=np.
         (dict(min_objects=5, max_objects=4), "min_objects"),
         (dict(max_objects=0), "max_objects"),
         (dict(max_objects=30, scale=(0.2, 0.3)), "max_objects \\* scale\\[0\\]\\^2"),
-    ] + BAD_APPEARANCE + BAD_ROWS,
+    ]
+    + BAD_APPEARANCE
+    + BAD_ROWS,
 )
 def test_bad_input(kwargs, match):
     args = dict(key=KEY, n=4)
@@ -251,6 +264,7 @@ def test_bad_input(kwargs, match):
 
 
 # ---------------------------------------------------------------------------------------------- features
+
 
 def numpy_features(images, ps, cs, bands):
     H, W = images.shape[-3:-1]

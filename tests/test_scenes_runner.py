@@ -14,11 +14,51 @@ from tokdyn.experiment import study as study_dir
 from tokdyn.studies import object_discovery
 
 # a small study whose learned model trains over 8 checkpoints (a third of a run's time, so that kills hit it)
-KILLED = ["study", "scenes", "--size", "12", "--max-objects", "2", "--n-train", "64", "--n-val", "8", "--n-test", "12",
-          "--methods", "baseline", "--temperatures", "0.1", "--position-scales", "1.0", "--dyn-steps", "16",
-          "--no-kmeans", "--learned", "slot_attention", "--seeds", "2", "--train-steps", "160", "--batch-size", "2",
-          "--slot-size", "8", "--encoder-channels", "4", "--decoder-hidden", "4", "--eval-every", "20",
-          "--n-curve", "4", "--n-examples", "2", "--no-plots", "--quiet"]
+KILLED = [
+    "study",
+    "scenes",
+    "--size",
+    "12",
+    "--max-objects",
+    "2",
+    "--n-train",
+    "64",
+    "--n-val",
+    "8",
+    "--n-test",
+    "12",
+    "--methods",
+    "baseline",
+    "--temperatures",
+    "0.1",
+    "--position-scales",
+    "1.0",
+    "--dyn-steps",
+    "16",
+    "--no-kmeans",
+    "--learned",
+    "slot_attention",
+    "--seeds",
+    "2",
+    "--train-steps",
+    "160",
+    "--batch-size",
+    "2",
+    "--slot-size",
+    "8",
+    "--encoder-channels",
+    "4",
+    "--decoder-hidden",
+    "4",
+    "--eval-every",
+    "20",
+    "--n-curve",
+    "4",
+    "--n-examples",
+    "2",
+    "--no-plots",
+    "--quiet",
+]
 
 
 def test_killed_at_random_moments_it_resumes_to_the_tables_of_an_uninterrupted_run(tmp_path, fast_children):
@@ -33,8 +73,9 @@ def test_killed_at_random_moments_it_resumes_to_the_tables_of_an_uninterrupted_r
     hit = killing.kill_at_random_moments(KILLED + ["--out", out], cache, seconds, kills=2, seed=7, low=0.1, high=0.7)
     if not hit:  # the machine ran faster than when it was timed: kill earlier, in a new directory
         out = tmp_path / "c2"
-        hit = killing.kill_at_random_moments(KILLED + ["--out", out], cache, seconds, kills=2, seed=7, low=0.05,
-                                             high=0.35)
+        hit = killing.kill_at_random_moments(
+            KILLED + ["--out", out], cache, seconds, kills=2, seed=7, low=0.05, high=0.35
+        )
     assert hit, "no kill hit a running process"
     names = ("results.csv", "learning_curve.csv")  # summary.md holds the training minutes
     killing.same_files(tmp_path / "a", tmp_path / "b", names)
@@ -47,33 +88,38 @@ def test_killed_at_random_moments_it_resumes_to_the_tables_of_an_uninterrupted_r
 QUICK = ["--quick", "--quiet", "--no-plots", "--no-cache"]
 
 
-@pytest.mark.parametrize("extra, words", [
-    (["--seeds", "1000000000"], "seeds"),  # issue 31, case 8: hung with no output
-    (["--seeds", str(10 ** 12)], "seeds"),  # a traceback
-    (["--n-train", str(10 ** 12)], "n_train"),
-    (["--n-test", str(10 ** 9)], "n_test"),
-    (["--size", str(10 ** 5)], "size"),
-    (["--train-steps", str(10 ** 12), "--eval-every", "10"], "train_steps must be at most"),
-    (["--root-seed", str(10 ** 20)], "root_seed"),
-    (["--methods", "baseline,baseline"], "methods lists 'baseline' more than once"),
-    (["--methods", "", "--learned", "", "--no-kmeans"], "nothing to run"),
-    (["--temperatures", ""], "temperatures"),
-    (["--position-scales", ""], "position_scales"),
-    (["--encoder-channels", ""], "encoder_channels"),
-    (["--n-curve", "1000"], "n_curve"),
-    (["--n-examples", "1000"], "n_examples"),
-    (["--fourier-bands", "100"], "fourier_bands"),
-    (["--learning-rate", "nan"], "learning_rate"),
-    (["--batch-size", "0"], "batch_size"),
-])
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--seeds", "1000000000"], "seeds"),  # issue 31, case 8: hung with no output
+        (["--seeds", str(10**12)], "seeds"),  # a traceback
+        (["--n-train", str(10**12)], "n_train"),
+        (["--n-test", str(10**9)], "n_test"),
+        (["--size", str(10**5)], "size"),
+        (["--train-steps", str(10**12), "--eval-every", "10"], "train_steps must be at most"),
+        (["--root-seed", str(10**20)], "root_seed"),
+        (["--methods", "baseline,baseline"], "methods lists 'baseline' more than once"),
+        (["--methods", "", "--learned", "", "--no-kmeans"], "nothing to run"),
+        (["--temperatures", ""], "temperatures"),
+        (["--position-scales", ""], "position_scales"),
+        (["--encoder-channels", ""], "encoder_channels"),
+        (["--n-curve", "1000"], "n_curve"),
+        (["--n-examples", "1000"], "n_examples"),
+        (["--fourier-bands", "100"], "fourier_bands"),
+        (["--learning-rate", "nan"], "learning_rate"),
+        (["--batch-size", "0"], "batch_size"),
+    ],
+)
 def test_bad_options_and_absurd_sizes_exit_2_naming_the_option_before_any_work(extra, words, tmp_path, capsys):
     hostile.refused_before_any_work(["study", "scenes", *QUICK, *extra], words, tmp_path, capsys)
 
 
 def test_the_estimate_names_the_option_and_says_when_it_is_long():
-    assert object_discovery.Config.quick().estimate().memory < 2 ** 30
+    assert object_discovery.Config.quick().estimate().memory < 2**30
     with pytest.raises(study_dir.Refused, match="n_train"):
-        dataclasses.replace(object_discovery.Config.quick(), n_train=10 ** 8).estimate()
+        dataclasses.replace(object_discovery.Config.quick(), n_train=10**8).estimate()
     lines = []
-    study_dir.check_resources("scenes", dataclasses.replace(object_discovery.Config(), train_steps=100_000).estimate(), note=lines.append)
+    study_dir.check_resources(
+        "scenes", dataclasses.replace(object_discovery.Config(), train_steps=100_000).estimate(), note=lines.append
+    )
     assert lines and "hours" in lines[0]

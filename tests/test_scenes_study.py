@@ -18,10 +18,28 @@ from tokdyn.studies import object_discovery
 
 pytestmark = pytest.mark.fast_compile
 
-CFG = object_discovery.Config(size=12, max_objects=2, scale=(0.3, 0.5), n_train=64, n_val=8, n_test=12,
-                methods=("baseline", "annealing"), temperatures=(0.01, 0.1), position_scales=(0.5, 1.0), dyn_steps=16,
-                learned=("slot_attention",), seeds=2, train_steps=4, batch_size=2, slot_size=8,
-                encoder_channels=(4,), decoder_hidden=4, eval_every=2, n_curve=4, n_examples=2)
+CFG = object_discovery.Config(
+    size=12,
+    max_objects=2,
+    scale=(0.3, 0.5),
+    n_train=64,
+    n_val=8,
+    n_test=12,
+    methods=("baseline", "annealing"),
+    temperatures=(0.01, 0.1),
+    position_scales=(0.5, 1.0),
+    dyn_steps=16,
+    learned=("slot_attention",),
+    seeds=2,
+    train_steps=4,
+    batch_size=2,
+    slot_size=8,
+    encoder_channels=(4,),
+    decoder_hidden=4,
+    eval_every=2,
+    n_curve=4,
+    n_examples=2,
+)
 TABLES = ("results.csv", "learning_curve.csv")  # the outputs a rerun must reproduce byte for byte
 
 
@@ -47,7 +65,9 @@ def test_study_writes_its_outputs_and_a_rerun_reads_everything_back(finished, tm
         assert os.path.exists(os.path.join(out, name)), name
     table = io.read_csv(os.path.join(out, "results.csv"))
     assert list(table["method"]) == [m for m in ("baseline", "annealing", "kmeans", "slot_attention") for _ in (0, 1)]
-    assert np.all((table["fg_ari"] >= -0.5) & (table["fg_ari"] <= 1)) and np.all((table["miou"] >= 0) & (table["miou"] <= 1))
+    assert np.all((table["fg_ari"] >= -0.5) & (table["fg_ari"] <= 1)) and np.all(
+        (table["miou"] >= 0) & (table["miou"] <= 1)
+    )
     assert np.array_equal(table["failed"], (table["fg_ari"] < CFG.fail_below).astype(int))
     curve = io.read_csv(os.path.join(out, "learning_curve.csv"))
     assert list(curve) == list(object_discovery.CURVE_COLUMNS)  # no wall-clock column: the table is reproducible
@@ -72,8 +92,13 @@ def test_study_writes_its_outputs_and_a_rerun_reads_everything_back(finished, tm
     # a rerun reads everything back: no retraining, identical tables
     out = copy(finished, tmp_path)
     parts = sorted(f for f in os.listdir(os.path.join(out, "parts")))
-    assert parts == ["fixed__annealing.npz", "fixed__baseline.npz", "fixed__kmeans.npz", "slot_attention.npz",
-                     "slot_attention__test.npz"]  # the validation scores live in the checkpoint
+    assert parts == [
+        "fixed__annealing.npz",
+        "fixed__baseline.npz",
+        "fixed__kmeans.npz",
+        "slot_attention.npz",
+        "slot_attention__test.npz",
+    ]  # the validation scores live in the checkpoint
     times = {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts}
     assert object_discovery.main(CFG, out, quiet=True, plots=False)
     assert times == {p: os.path.getmtime(os.path.join(out, "parts", p)) for p in parts}
@@ -88,19 +113,27 @@ def test_a_directory_of_other_model_configurations_is_refused_before_any_work(fi
     nested) is refused with the usual message naming what differs, and nothing in it changes."""
     record = io.read_json(os.path.join(finished, "config.json"))
     assert record["extra"]["models"]["slot_attention"]["train"] == dict(
-        steps=4, steps_per_call=2, warmup=1, decay="cosine", final_fraction=0.05, clip_norm=1.0)
+        steps=4, steps_per_call=2, warmup=1, decay="cosine", final_fraction=0.05, clip_norm=1.0
+    )
     assert set(record["extra"]["models"]) == {"slot_attention", "slot_attention_implicit", "iodine"}
     out = copy(finished, tmp_path)
     stamp = study_dir.read_stamp(out)
     for model in stamp["extra"]["models"].values():  # the shape of before
         schedule = model.pop("train")
-        model.update(steps=schedule["steps"], steps_per_call=schedule["steps_per_call"], warmup=schedule["warmup"],
-                     clip_norm=schedule["clip_norm"])
+        model.update(
+            steps=schedule["steps"],
+            steps_per_call=schedule["steps_per_call"],
+            warmup=schedule["warmup"],
+            clip_norm=schedule["clip_norm"],
+        )
     io.write_verified(os.path.join(out, "study.json"), json.dumps(stamp, indent=2, sort_keys=True).encode())
     parts = os.path.join(out, "parts")
     before = {f: os.path.getmtime(os.path.join(parts, f)) for f in os.listdir(parts)}
-    with pytest.raises(io.OutputConflict, match=r"another configuration \(.*extra\.models\.iodine\.steps: 4 there, "
-                                                r"<absent> now.*pass --fresh"):
+    with pytest.raises(
+        io.OutputConflict,
+        match=r"another configuration \(.*extra\.models\.iodine\.steps: 4 there, "
+        r"<absent> now.*pass --fresh",
+    ):
         object_discovery.main(CFG, out, quiet=True, plots=False)
     assert before == {f: os.path.getmtime(os.path.join(parts, f)) for f in os.listdir(parts)}
 
@@ -111,8 +144,13 @@ def test_training_stopped_midway_resumes_to_the_same_models_and_the_whole_curve(
     curves, written with the state in one file: stopped after its first checkpoint and rerun, the
     study ends with the models and every curve row of an uninterrupted run."""
     train, val = object_discovery.split(CFG, "train"), object_discovery.split(CFG, "val")
-    straight, rows, _ = object_discovery.train_learned(CFG, "slot_attention", train, val, study_dir.Study.open(
-        str(tmp_path / "a"), "scenes", CFG, selection=object_discovery.SPEC.selection))
+    straight, rows, _ = object_discovery.train_learned(
+        CFG,
+        "slot_attention",
+        train,
+        val,
+        study_dir.Study.open(str(tmp_path / "a"), "scenes", CFG, selection=object_discovery.SPEC.selection),
+    )
     study = study_dir.Study.open(str(tmp_path / "b"), "scenes", CFG, selection=object_discovery.SPEC.selection)
     part = object_discovery.fit(CFG, "slot_attention", train.images, study, val=val, max_calls=1)
     assert part.stopped_at == 2 and not part.finished
@@ -139,8 +177,9 @@ def test_another_choice_of_methods_reuses_the_parts_and_leaves_no_stale_outputs(
     out = copy(finished, tmp_path)
     ckpt = os.path.join(out, "parts", "slot_attention.npz")
     t = os.path.getmtime(ckpt)
-    assert object_discovery.main(dataclasses.replace(CFG, methods=("baseline",), kmeans=False, learned=()), out, quiet=True,
-                   plots=False)
+    assert object_discovery.main(
+        dataclasses.replace(CFG, methods=("baseline",), kmeans=False, learned=()), out, quiet=True, plots=False
+    )
     assert list(io.read_csv(os.path.join(out, "results.csv"))["method"]) == ["baseline"] * 2
     assert not [f for f in os.listdir(out) if f.endswith(".png")]  # the other run's figures are gone
     assert object_discovery.main(CFG, out, quiet=True, plots=False)  # back: every kept part read, nothing retrained
@@ -151,17 +190,25 @@ def test_another_choice_of_methods_reuses_the_parts_and_leaves_no_stale_outputs(
 
 def test_bad_configuration_is_refused_naming_the_field():
     for field, value, words in (
-            ("max_objects", 40, "max_objects"), ("shapes", ("square", "hexagon"), "shapes"),
-            ("methods", ("nope",), "methods"), ("learned", ("slot_attention_v2",), "learned"),
-            ("train_steps", 5, "train_steps"), ("temperatures", (0.0,), "temperatures"),
-            ("scale", (0.0, 0.2), "scale"),
-            ("methods", ("baseline", "baseline"), "methods lists .baseline. more than once"),
-            ("learned", ("slot_attention",) * 2, "learned lists .slot_attention. more than once"),
-            ("n_curve", 9, "n_curve"),
-            ("n_examples", 13, "n_examples"), ("fourier_bands", 64, "fourier_bands"),
-            ("root_seed", 2 ** 40, "root_seed"), ("train_steps", 2 ** 40, "train_steps"),
-            ("learning_rate", float("nan"), "learning_rate"), ("tol", float("inf"), "tol"), ("position_scales", (), "position_scales"),
-            ("slot_size", 0, "slot_size")):
+        ("max_objects", 40, "max_objects"),
+        ("shapes", ("square", "hexagon"), "shapes"),
+        ("methods", ("nope",), "methods"),
+        ("learned", ("slot_attention_v2",), "learned"),
+        ("train_steps", 5, "train_steps"),
+        ("temperatures", (0.0,), "temperatures"),
+        ("scale", (0.0, 0.2), "scale"),
+        ("methods", ("baseline", "baseline"), "methods lists .baseline. more than once"),
+        ("learned", ("slot_attention",) * 2, "learned lists .slot_attention. more than once"),
+        ("n_curve", 9, "n_curve"),
+        ("n_examples", 13, "n_examples"),
+        ("fourier_bands", 64, "fourier_bands"),
+        ("root_seed", 2**40, "root_seed"),
+        ("train_steps", 2**40, "train_steps"),
+        ("learning_rate", float("nan"), "learning_rate"),
+        ("tol", float("inf"), "tol"),
+        ("position_scales", (), "position_scales"),
+        ("slot_size", 0, "slot_size"),
+    ):
         with pytest.raises((ValueError, TypeError), match=words):
             dataclasses.replace(CFG, **{field: value}).validate()
     dataclasses.replace(CFG, learned=(), slot_size=8).validate()
@@ -169,12 +216,15 @@ def test_bad_configuration_is_refused_naming_the_field():
         dataclasses.replace(CFG, learned=(), slot_size=0).validate()
 
 
-@pytest.mark.parametrize("fg, seconds, met", [
-    ([0.95, 0.92, 0.90], 1700.0, True),
-    ([0.99, 0.99, 0.79], 1700.0, False),  # one seed below 0.80 although the mean is 0.92
-    ([0.89, 0.90, 0.90], 1700.0, False),  # mean 0.897
-    ([0.95, 0.95, 0.95], 1801.0, False),  # over 30 minutes
-    ([], 10.0, False),
-])
+@pytest.mark.parametrize(
+    "fg, seconds, met",
+    [
+        ([0.95, 0.92, 0.90], 1700.0, True),
+        ([0.99, 0.99, 0.79], 1700.0, False),  # one seed below 0.80 although the mean is 0.92
+        ([0.89, 0.90, 0.90], 1700.0, False),  # mean 0.897
+        ([0.95, 0.95, 0.95], 1801.0, False),  # over 30 minutes
+        ([], 10.0, False),
+    ],
+)
 def test_the_goal_needs_the_mean_every_seed_and_the_time(fg, seconds, met):
     assert object_discovery.goal_met(fg, seconds) is met

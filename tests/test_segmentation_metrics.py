@@ -243,7 +243,8 @@ def test_matched_iou_matches_reference(n_pred):
 def test_matched_iou_single_calls():
     m = np.array([[0, 1, 1], [2, 2, 0]], np.int32)
     assert float(metrics.matched_iou(m, np.zeros_like(m), n_true=1 + 3, n_pred=1)) == pytest.approx(
-        reference_matched_iou(m, np.zeros_like(m), 4, 1), abs=TOL32)  # one slot: at most one object matched
+        reference_matched_iou(m, np.zeros_like(m), 4, 1), abs=TOL32
+    )  # one slot: at most one object matched
     assert float(metrics.matched_iou(np.zeros((2, 3), np.int32), m, n_true=1, n_pred=3)) == 1.0  # no objects
     assert metrics.matched_iou_host(np.zeros((2, 3), np.int32), m, n_true=1, n_pred=3) == 1.0
 

@@ -21,9 +21,21 @@ pytestmark = pytest.mark.fast_compile
 B, N, C, K, D, HIDDEN = 2, 10, 6, 3, 8, 12
 
 # one tiny autoencoder config shared by the apply, segment and training tests (one compilation each)
-CFG = S.Config(size=8, slots=3, iterations=2, slot_size=8, mlp_hidden=8, encoder_channels=(4,), encoder_kernel=3,
-               decoder="mlp", decoder_hidden=8, train=train.Config(steps=60, steps_per_call=5, warmup=2), batch_size=4,
-               seeds=2, root_seed=0)
+CFG = S.Config(
+    size=8,
+    slots=3,
+    iterations=2,
+    slot_size=8,
+    mlp_hidden=8,
+    encoder_channels=(4,),
+    encoder_kernel=3,
+    decoder="mlp",
+    decoder_hidden=8,
+    train=train.Config(steps=60, steps_per_call=5, warmup=2),
+    batch_size=4,
+    seeds=2,
+    root_seed=0,
+)
 HP = S.Hparams(learning_rate=1e-2)
 STRATEGY = S.default_strategy(jax.default_backend())
 
@@ -33,8 +45,9 @@ def fit(pool, hp=HP, cfg=CFG, *, checkpoint=None, execution=None, **kw):
     (``checkpoint``: a path, kept under the configuration's stamp)."""
     checkpointing = None if checkpoint is None else train.Checkpointing(checkpoint, S.stamp(cfg))
     execution = execution or train.Execution(STRATEGY, vectorised_init=False)
-    return train.train_many(S.trainer(cfg), pool, *S.models(cfg, hp), checkpointing=checkpointing,
-                            execution=execution, **kw)
+    return train.train_many(
+        S.trainer(cfg), pool, *S.models(cfg, hp), checkpointing=checkpointing, execution=execution, **kw
+    )
 
 
 # ---------------------------------------------------------------------------------------------- references
@@ -85,7 +98,7 @@ def reference_slot_attention(params, inputs, z, iterations):
     attn = None
     for _ in range(iterations):
         prev = slots
-        q = _ln(slots, p["norm_slots"]) @ p["to_q"]["kernel"] * d ** -0.5
+        q = _ln(slots, p["norm_slots"]) @ p["to_q"]["kernel"] * d**-0.5
         logits = np.einsum("bnd,bkd->bnk", k, q)
         e = np.exp(logits - logits.max(-1, keepdims=True))
         attn = e / e.sum(-1, keepdims=True)  # softmax over the slots
@@ -113,7 +126,7 @@ def squares(n, size, seed):
     for i in range(n):
         for _ in range(2):
             y, x = rng.integers(0, size - 3, 2)
-            out[i, y:y + 3, x:x + 3] = rng.uniform(0.3, 1.0, 3)
+            out[i, y : y + 3, x : x + 3] = rng.uniform(0.3, 1.0, 3)
     return out
 
 
@@ -202,8 +215,9 @@ def test_implicit_same_forward_gradient_stops_before_last_iteration(sa):
         assert np.abs(np.asarray(g_full["params"][name])).max() > 1e-4
     for g in (g_imp, g_full):
         assert np.abs(np.asarray(g["params"]["to_q"]["kernel"])).max() > 1e-4
-    assert not np.allclose(np.asarray(g_imp["params"]["to_q"]["kernel"]),
-                           np.asarray(g_full["params"]["to_q"]["kernel"]), atol=1e-4)
+    assert not np.allclose(
+        np.asarray(g_imp["params"]["to_q"]["kernel"]), np.asarray(g_full["params"]["to_q"]["kernel"]), atol=1e-4
+    )
 
     # Chang et al.: the implicit gradient is the gradient of one iteration from the slots of the
     # first iterations - 1, held fixed. With mu = 0 and log_sigma = 0 the initial slots are z, so
@@ -219,8 +233,9 @@ def test_implicit_same_forward_gradient_stops_before_last_iteration(sa):
     for path, a in jax.tree_util.tree_flatten_with_path(g_imp)[0]:
         if jax.tree_util.keystr(path) in ("['params']['mu']", "['params']['log_sigma']"):
             continue
-        np.testing.assert_allclose(np.asarray(a), np.asarray(flat_one[path]), rtol=1e-3, atol=1e-4,
-                                   err_msg=jax.tree_util.keystr(path))
+        np.testing.assert_allclose(
+            np.asarray(a), np.asarray(flat_one[path]), rtol=1e-3, atol=1e-4, err_msg=jax.tree_util.keystr(path)
+        )
 
 
 def test_farthest_points_equal_the_numpy_greedy_choice():
@@ -308,13 +323,23 @@ def test_apply_mlp_decoder(params0, images):
 
 
 def test_apply_cnn_decoder():
-    cfg = S.Config(size=16, slots=2, iterations=1, slot_size=8, mlp_hidden=8, encoder_channels=(4,), encoder_kernel=3,
-                   decoder="cnn", decoder_hidden=4)
+    cfg = S.Config(
+        size=16,
+        slots=2,
+        iterations=1,
+        slot_size=8,
+        mlp_hidden=8,
+        encoder_channels=(4,),
+        encoder_kernel=3,
+        decoder="cnn",
+        decoder_hidden=4,
+    )
     shapes = jax.eval_shape(lambda k: S.init(k, cfg), jax.random.key(4))
     assert "dec_up8" in shapes["params"] and "dec_up16" not in shapes["params"]  # one upsampling: 8 -> 16
     # init and apply in one compilation (apply is jittable inside a user's jit)
     out = jax.jit(lambda k, x: S.apply(jax.random.fold_in(k, 1), S.init(k, cfg), cfg, x))(
-        jax.random.key(4), squares(2, 16, seed=2))
+        jax.random.key(4), squares(2, 16, seed=2)
+    )
     _check_outputs(out, cfg, 2)
 
 
@@ -339,8 +364,12 @@ def test_strided_encoder_and_coarse_decoder_equal_a_numpy_upsampling(images, dec
     params = S.init(jax.random.key(3), cfg)
     shapes = jax.tree_util.tree_map(np.shape, params)
     assert shapes == jax.tree_util.tree_map(np.shape, S.init(jax.random.key(3), full))
-    out, inter = S.Autoencoder(cfg).apply(params, images, S.slot_noise(jax.random.key(5), cfg, images.shape[0]),
-                                          capture_intermediates=lambda m, _: m.name == "dec_out")
+    out, inter = S.Autoencoder(cfg).apply(
+        params,
+        images,
+        S.slot_noise(jax.random.key(5), cfg, images.shape[0]),
+        capture_intermediates=lambda m, _: m.name == "dec_out",
+    )
     _check_outputs(out, cfg, images.shape[0])
     coarse = np.asarray(inter["intermediates"]["dec_out"]["__call__"][0], np.float64)
     B, K = images.shape[0], cfg.slots
@@ -349,8 +378,9 @@ def test_strided_encoder_and_coarse_decoder_equal_a_numpy_upsampling(images, dec
     alpha = np.exp(up[..., 3] - up[..., 3].max(1, keepdims=True))
     alpha /= alpha.sum(1, keepdims=True)
     np.testing.assert_allclose(np.asarray(out.alpha), alpha, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(out.recon), np.einsum("bkhw,bkhwc->bhwc", alpha, up[..., :3]),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(out.recon), np.einsum("bkhw,bkhwc->bhwc", alpha, up[..., :3]), rtol=1e-5, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -382,14 +412,18 @@ def test_collapse_counts_duplicates_and_unused_slots():
     labels = np.array([[0, 0, 2], [2, 3, 0]], np.int32)  # slots 1 and 4 own no pixel
     spread = np.eye(5, 3, dtype=np.float32) * 5 + np.arange(5, dtype=np.float32)[:, None]  # all distinct
     # one vmapped call over the cases: (slots, labels, merge_tol) -> (duplicates, unused)
-    cases = [(slots, labels, tol, 2, 2),
-             (slots, labels, 3 * tol, 3, 2),  # slot 2 joins the group of 0 and 1
-             (slots, labels, 1e-4, 0, 2),  # nothing is that close: no duplicates
-             (spread, np.array([[0, 1], [2, 3], [4, 4]]), tol, 0, 0),
-             (spread, np.full((3, 2), 4), tol, 0, 4)]
-    dup, unused = jax.jit(jax.vmap(S.collapse))(np.stack([c[0] for c in cases]), np.stack([c[1].reshape(2, 3) for c
-                                                                                          in cases]),
-                                                np.array([c[2] for c in cases], np.float32))
+    cases = [
+        (slots, labels, tol, 2, 2),
+        (slots, labels, 3 * tol, 3, 2),  # slot 2 joins the group of 0 and 1
+        (slots, labels, 1e-4, 0, 2),  # nothing is that close: no duplicates
+        (spread, np.array([[0, 1], [2, 3], [4, 4]]), tol, 0, 0),
+        (spread, np.full((3, 2), 4), tol, 0, 4),
+    ]
+    dup, unused = jax.jit(jax.vmap(S.collapse))(
+        np.stack([c[0] for c in cases]),
+        np.stack([c[1].reshape(2, 3) for c in cases]),
+        np.array([c[2] for c in cases], np.float32),
+    )
     np.testing.assert_array_equal(np.asarray(dup), [c[3] for c in cases])
     np.testing.assert_array_equal(np.asarray(unused), [c[4] for c in cases])
     # the default tolerance is the package's
@@ -419,10 +453,12 @@ def reference_training(key, pool, lr, steps):
     the batch's key (indices with replacement) and the slot noise's; MSE; clipping to norm 1, then
     Adam with a linear warm-up over CFG.train.warmup steps and a cosine decay to 5% at CFG.train.steps."""
     pool = jnp.asarray(pool)
-    params = S.init(jax.random.fold_in(key, 2 ** 31 - 1), CFG)
+    params = S.init(jax.random.fold_in(key, 2**31 - 1), CFG)
     tc = CFG.train
-    sched = optax.join_schedules([optax.linear_schedule(0.0, lr, tc.warmup),
-                                  optax.cosine_decay_schedule(lr, tc.steps - tc.warmup, alpha=0.05)], [tc.warmup])
+    sched = optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, tc.warmup), optax.cosine_decay_schedule(lr, tc.steps - tc.warmup, alpha=0.05)],
+        [tc.warmup],
+    )
     opt = optax.chain(optax.clip_by_global_norm(tc.clip_norm), optax.adam(sched))
     state = opt.init(params)
 
@@ -432,7 +468,8 @@ def reference_training(key, pool, lr, steps):
         images = pool[jax.random.randint(k_batch, (CFG.batch_size,), 0, pool.shape[0])]
         z = jax.random.normal(k_noise, (CFG.batch_size, CFG.slots, CFG.slot_size))
         loss, grads = jax.value_and_grad(
-            lambda p: jnp.mean((S.Autoencoder(CFG).apply(p, images, z).recon - images) ** 2))(params)
+            lambda p: jnp.mean((S.Autoencoder(CFG).apply(p, images, z).recon - images) ** 2)
+        )(params)
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss
 
@@ -466,11 +503,14 @@ def test_trainer_is_the_hand_written_training(pool, trained, init_states):
     # the trainer's pieces: the optimiser config, the keys, one object per configuration
     tr = S.trainer(CFG)
     assert tr is S.trainer(S.Config(**{**CFG.__dict__, "encoder_channels": [4]}))
-    assert tr.config == CFG.train == train.Config(steps=60, steps_per_call=5, warmup=2, decay="cosine",
-                                                  final_fraction=0.05, clip_norm=1.0)
+    assert (
+        tr.config
+        == CFG.train
+        == train.Config(steps=60, steps_per_call=5, warmup=2, decay="cosine", final_fraction=0.05, clip_norm=1.0)
+    )
     k = jax.random.key(3)
     k_init, k_run = tr.keys(k)
-    assert jax.random.key_data(k_init).tolist() == jax.random.key_data(jax.random.fold_in(k, 2 ** 31 - 1)).tolist()
+    assert jax.random.key_data(k_init).tolist() == jax.random.key_data(jax.random.fold_in(k, 2**31 - 1)).tolist()
     assert jax.random.key_data(k_run).tolist() == jax.random.key_data(k).tolist()
     assert S.default_strategy("cpu") == "loop" and S.default_strategy("gpu") == "step"
 
@@ -518,8 +558,11 @@ def test_checkpoint_of_other_hyperparameters_is_refused(pool, trained):
         fit(pool, S.Hparams(learning_rate=2e-2), checkpoint=path)
     # same shapes, another schedule: refused too (the checkpoint records its configuration)
     with pytest.raises(ValueError, match="configuration"):
-        fit(pool, cfg=dataclasses.replace(CFG, train=dataclasses.replace(CFG.train, warmup=CFG.train.warmup + 1)),
-            checkpoint=path)
+        fit(
+            pool,
+            cfg=dataclasses.replace(CFG, train=dataclasses.replace(CFG.train, warmup=CFG.train.warmup + 1)),
+            checkpoint=path,
+        )
 
 
 def test_training_lowers_the_loss(pool, trained, init_states):
@@ -527,7 +570,7 @@ def test_training_lowers_the_loss(pool, trained, init_states):
     batch = pool[:4]
     key = jax.random.key(9)
     init = init_states
-    black = float(np.mean(batch ** 2))  # the loss of predicting the background everywhere
+    black = float(np.mean(batch**2))  # the loss of predicting the background everywhere
     for s in range(CFG.seeds):
         before = np.mean((np.asarray(S.apply(key, params_np(init, s), CFG, batch).recon) - batch) ** 2)
         after = np.mean((np.asarray(S.apply(key, params_np(res.state, s), CFG, batch).recon) - batch) ** 2)
@@ -542,8 +585,15 @@ def test_a_diverging_model_is_reported_and_leaves_the_others_alone(pool, trained
     # one setting per seed (not S.models' seeds x settings): seed 1 overflows once warm-up lets it move
     keys = S.seed_keys(CFG)
     hp = S.Hparams(learning_rate=np.array([1e-2, 1e30], np.float32))
-    res = train.train_many(S.trainer(CFG), pool, keys, hp, execution=train.Execution(STRATEGY, vectorised_init=False),
-                           max_calls=2, on_log=lambda step, lg: logs.append(lg))
+    res = train.train_many(
+        S.trainer(CFG),
+        pool,
+        keys,
+        hp,
+        execution=train.Execution(STRATEGY, vectorised_init=False),
+        max_calls=2,
+        on_log=lambda step, lg: logs.append(lg),
+    )
     assert not res.finished
     report = res.nan_report()
     assert len(report) == 1 and report[0][0] == 1 and 1 <= report[0][1] < 2 * CFG.train.steps_per_call, report
@@ -567,42 +617,48 @@ def test_segment_shapes_and_chunking(trained, pool):
     _, slots2 = segmented_in_chunks(S.segment, key, params, CFG, imgs, CFG.slot_size, rtol=1e-5, atol=1e-6)
     # image i is segmented with the slot noise of fold_in(key, i) alone
     i = 3
-    one = S.apply(jax.random.fold_in(key, i), params, CFG, np.repeat(imgs[i:i + 1], 4, 0))
+    one = S.apply(jax.random.fold_in(key, i), params, CFG, np.repeat(imgs[i : i + 1], 4, 0))
     np.testing.assert_allclose(np.asarray(one.slots[0]), np.asarray(slots2[i]), rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(slots=0), "slots"),
-    (dict(decoder="foo"), "decoder"),
-    (dict(slot_init="kmeans"), "slot_init"),
-    (dict(masks="slots"), "masks"),
-    (dict(decoder="cnn", size=12), "size"),
-    (dict(train=train.Config(steps=12, steps_per_call=5)), "train.steps"),
-    (dict(encoder_channels=()), "encoder_channels"),
-    (dict(size=8, encoder_stride=3), "encoder_stride"),
-    (dict(size=8, encoder_stride=0), "encoder_stride"),
-    (dict(size=8, decoder_stride=3), "decoder_stride"),
-    (dict(size=8, decoder_stride=0), "decoder_stride"),
-    (dict(size=16, decoder="cnn", decoder_stride=2), "decoder_stride"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(slots=0), "slots"),
+        (dict(decoder="foo"), "decoder"),
+        (dict(slot_init="kmeans"), "slot_init"),
+        (dict(masks="slots"), "masks"),
+        (dict(decoder="cnn", size=12), "size"),
+        (dict(train=train.Config(steps=12, steps_per_call=5)), "train.steps"),
+        (dict(encoder_channels=()), "encoder_channels"),
+        (dict(size=8, encoder_stride=3), "encoder_stride"),
+        (dict(size=8, encoder_stride=0), "encoder_stride"),
+        (dict(size=8, decoder_stride=3), "decoder_stride"),
+        (dict(size=8, decoder_stride=0), "decoder_stride"),
+        (dict(size=16, decoder="cnn", decoder_stride=2), "decoder_stride"),
+    ],
+)
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):
         S.Config(**kw).validate()
 
 
-@pytest.mark.parametrize("bad, err", [
-    (np.zeros((8, 8, 3), np.float32), ValueError),  # rank 3
-    (np.zeros((2, 16, 16, 3), np.float32), ValueError),  # other size
-    (np.zeros((2, 8, 8, 1), np.float32), ValueError),  # not RGB
-    (np.full((2, 8, 8, 3), 1.5, np.float32), ValueError),  # above 1
-    (np.full((2, 8, 8, 3), -0.1, np.float32), ValueError),  # below 0
-    (np.full((2, 8, 8, 3), np.nan, np.float32), ValueError),
-    (np.zeros((2, 8, 8, 3), np.int32), TypeError),
-    (np.zeros((2, 8, 8, 3), np.uint8), TypeError),
-])
+@pytest.mark.parametrize(
+    "bad, err",
+    [
+        (np.zeros((8, 8, 3), np.float32), ValueError),  # rank 3
+        (np.zeros((2, 16, 16, 3), np.float32), ValueError),  # other size
+        (np.zeros((2, 8, 8, 1), np.float32), ValueError),  # not RGB
+        (np.full((2, 8, 8, 3), 1.5, np.float32), ValueError),  # above 1
+        (np.full((2, 8, 8, 3), -0.1, np.float32), ValueError),  # below 0
+        (np.full((2, 8, 8, 3), np.nan, np.float32), ValueError),
+        (np.zeros((2, 8, 8, 3), np.int32), TypeError),
+        (np.zeros((2, 8, 8, 3), np.uint8), TypeError),
+    ],
+)
 def test_bad_images_for_apply(params0, bad, err):
     with jax_compilations() as compiled, pytest.raises(err, match="images"):
         S.apply(jax.random.key(0), params0, CFG, bad)

@@ -104,8 +104,20 @@ def test_ttest_large_df_matches_mpmath(df):
 
 def test_ttest_tiny_pvalues_keep_relative_accuracy():
     mpmath = pytest.importorskip("mpmath")
-    cases = [(5e15, 3), (5e15, 10), (6e15, 19), (1e10, 30), (3e10, 30), (1e4, 99), (1.2e4, 99),
-             (40.0, 1000), (47.0, 1000), (8.0, 1e6), (37.5, 1e6), (37.4, 1e7)]  # p from 1e-15 to ~1e-307
+    cases = [
+        (5e15, 3),
+        (5e15, 10),
+        (6e15, 19),
+        (1e10, 30),
+        (3e10, 30),
+        (1e4, 99),
+        (1.2e4, 99),
+        (40.0, 1000),
+        (47.0, 1000),
+        (8.0, 1e6),
+        (37.5, 1e6),
+        (37.4, 1e7),
+    ]  # p from 1e-15 to ~1e-307
     for target, df in cases:
         a, b, t = pairs_with_statistic(target, df)
         res = paired_ttest(a, b)
@@ -174,8 +186,11 @@ finite_floats = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, allo
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.integers(2, 40).flatmap(lambda n: st.tuples(st.lists(finite_floats, min_size=n, max_size=n),
-                                                   st.lists(finite_floats, min_size=n, max_size=n)))
+    st.integers(2, 40).flatmap(
+        lambda n: st.tuples(
+            st.lists(finite_floats, min_size=n, max_size=n), st.lists(finite_floats, min_size=n, max_size=n)
+        )
+    )
 )
 def test_ttest_property_matches_scipy(pair):
     a, b = (np.array(v) for v in pair)
@@ -457,10 +472,18 @@ def test_point_biserial_equals_scipy_and_its_interval_covers_the_truth():
     np.testing.assert_allclose(res.r, ref.statistic, rtol=1e-12)
     np.testing.assert_allclose(res.pvalue, ref.pvalue, rtol=1e-9)
     # SciPy's percentile bootstrap of the same statistic, another random stream: within a few 0.01
-    boot = sps.bootstrap((x, y.astype(float)), lambda a, b: np.corrcoef(a, b)[0, 1], paired=True,
-                                 vectorized=False, method="percentile", n_resamples=4000, random_state=2)
-    np.testing.assert_allclose([res.low, res.high], [boot.confidence_interval.low, boot.confidence_interval.high],
-                               atol=0.02)
+    boot = sps.bootstrap(
+        (x, y.astype(float)),
+        lambda a, b: np.corrcoef(a, b)[0, 1],
+        paired=True,
+        vectorized=False,
+        method="percentile",
+        n_resamples=4000,
+        random_state=2,
+    )
+    np.testing.assert_allclose(
+        [res.low, res.high], [boot.confidence_interval.low, boot.confidence_interval.high], atol=0.02
+    )
     assert res.low < res.r < res.high and res.n == 400
     # population value of the point-biserial r of this model: d sqrt(pq) / sqrt(1 + d^2 pq), d = 0.5, p = 0.4
     pq = 0.4 * 0.6
@@ -484,7 +507,8 @@ def test_bootstrap_statistic_uses_the_same_draws_as_bootstrap_ci():
     x = np.random.default_rng(7).normal(size=40)
     for n_resamples in (10, 1500):  # within one chunk and across two
         assert bootstrap_statistic(lambda i: x[i].mean(), 40, seed=5, n_resamples=n_resamples) == pytest.approx(
-            bootstrap_ci(x, seed=5, n_resamples=n_resamples), rel=1e-12)
+            bootstrap_ci(x, seed=5, n_resamples=n_resamples), rel=1e-12
+        )
     lo, hi = bootstrap_statistic(lambda i: np.median(x[i]), 40, seed=1, n_resamples=500)
     assert lo < np.median(x) < hi
     with pytest.raises(TypeError, match="statistic must be a callable"):

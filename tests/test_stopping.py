@@ -168,12 +168,14 @@ def test_nan_scores_do_not_improve_and_do_not_crash():
 def test_several_models_are_decided_each_on_its_own():
     rule = train.Patience()
     rng = np.random.default_rng(2)
-    curves = np.stack([
-        np.where(S <= 1500, ramp(0.3, 0.9, 0, 1500), 0.9 - 0.2 * (S - 1500) / 3500),  # overfits: stops
-        0.3 + 0.4 * S / BUDGET,  # rises: never stops
-        0.6 + 0.01 * rng.standard_normal(100),  # noisy flat: stops
-        plateau_then_rise(plateau_end=1400, rise_end=4300, top=1.0),  # plateau, then learns: never stops
-    ])
+    curves = np.stack(
+        [
+            np.where(S <= 1500, ramp(0.3, 0.9, 0, 1500), 0.9 - 0.2 * (S - 1500) / 3500),  # overfits: stops
+            0.3 + 0.4 * S / BUDGET,  # rises: never stops
+            0.6 + 0.01 * rng.standard_normal(100),  # noisy flat: stops
+            plateau_then_rise(plateau_end=1400, rise_end=4300, top=1.0),  # plateau, then learns: never stops
+        ]
+    )
     loss = np.stack([falling_loss(), falling_loss(), np.full(100, 0.5), np.full(100, 0.5)])
     together = rule.first_stop(STEPS, curves, BUDGET, loss=loss)
     alone = [int(rule.first_stop(STEPS, c, BUDGET, loss=lo)) for c, lo in zip(curves, loss)]
@@ -207,8 +209,10 @@ def test_decisions_do_not_hang_on_the_last_bits():
     rng = np.random.default_rng(3)
     curves = np.stack([plateau_then_rise(1400, 4300, top=1.0) + 0.02 * rng.standard_normal(100) for _ in range(8)])
     loss = np.stack([falling_loss() * (1 + 0.01 * rng.standard_normal(100)) for _ in range(8)])
-    np.testing.assert_array_equal(rule.first_stop(STEPS, curves, BUDGET, loss=loss),
-                                  rule.first_stop(STEPS, curves.astype(np.float32), BUDGET, loss=loss.astype(np.float32)))
+    np.testing.assert_array_equal(
+        rule.first_stop(STEPS, curves, BUDGET, loss=loss),
+        rule.first_stop(STEPS, curves.astype(np.float32), BUDGET, loss=loss.astype(np.float32)),
+    )
     again = rule.first_stop(STEPS, curves.copy(), BUDGET, loss=loss.copy())
     np.testing.assert_array_equal(again, rule.first_stop(STEPS, curves, BUDGET, loss=loss))
 
@@ -240,16 +244,19 @@ def test_the_reported_failure_is_reproduced_and_fixed():
     assert np.all((news == -1) | (news >= 4300))
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(patience=0.0), r"patience must be in \(0, 1\], got 0.0"),
-    (dict(patience=1.5), r"patience must be in \(0, 1\], got 1.5"),
-    (dict(min_fraction=-0.1), r"min_fraction must be in \[0, 1\], got -0.1"),
-    (dict(min_delta=-1.0), r"min_delta must be in \[0, inf\], got -1.0"),
-    (dict(min_delta=float("nan")), r"min_delta must be finite"),
-    (dict(mode="avg"), r"mode must be one of \['max', 'min'\], got 'avg'"),
-    (dict(loss_delta=0.0), r"loss_delta must be in \(0, inf\], got 0.0"),
-    (dict(patience=np.array([0.1, 0.2])), r"patience must be a scalar"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(patience=0.0), r"patience must be in \(0, 1\], got 0.0"),
+        (dict(patience=1.5), r"patience must be in \(0, 1\], got 1.5"),
+        (dict(min_fraction=-0.1), r"min_fraction must be in \[0, 1\], got -0.1"),
+        (dict(min_delta=-1.0), r"min_delta must be in \[0, inf\], got -1.0"),
+        (dict(min_delta=float("nan")), r"min_delta must be finite"),
+        (dict(mode="avg"), r"mode must be one of \['max', 'min'\], got 'avg'"),
+        (dict(loss_delta=0.0), r"loss_delta must be in \(0, inf\], got 0.0"),
+        (dict(patience=np.array([0.1, 0.2])), r"patience must be a scalar"),
+    ],
+)
 def test_bad_rules_are_refused_naming_the_argument(kw, match):
     with pytest.raises(ValueError, match=match):
         train.Patience(**kw)

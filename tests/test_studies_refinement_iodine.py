@@ -64,11 +64,29 @@ def test_a_users_rule_may_not_take_the_packages_name_and_joins_beside_it():
 
 # ---------------------------------------------------------------------------------------------- scenes
 
-CFG = object_discovery.Config(size=12, max_objects=2, scale=(0.3, 0.5), n_train=64, n_val=6, n_test=8,
-                methods=("baseline", "refinement"), temperatures=(0.1,), position_scales=(0.5, 1.0),
-                refinement_log_scales=(-1.0, -0.5), refinement_strengths=(100.0,), dyn_steps=30, kmeans=False,
-                learned=("iodine",), seeds=2, train_steps=2, batch_size=2, decoder_hidden=4, eval_every=2, n_curve=2,
-                n_examples=2)
+CFG = object_discovery.Config(
+    size=12,
+    max_objects=2,
+    scale=(0.3, 0.5),
+    n_train=64,
+    n_val=6,
+    n_test=8,
+    methods=("baseline", "refinement"),
+    temperatures=(0.1,),
+    position_scales=(0.5, 1.0),
+    refinement_log_scales=(-1.0, -0.5),
+    refinement_strengths=(100.0,),
+    dyn_steps=30,
+    kmeans=False,
+    learned=("iodine",),
+    seeds=2,
+    train_steps=2,
+    batch_size=2,
+    decoder_hidden=4,
+    eval_every=2,
+    n_curve=2,
+    n_examples=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +105,9 @@ def _direct_fg_ari(cfg, split, seed, hp, position_scale):
     for i in range(data.images.shape[0]):
         x = scenes.pixel_features(data.images[i : i + 1], position_scale=position_scale)[0]
         tokens = dynamics.init_tokens(jax.random.fold_in(key, i), cfg.n_slots, x.shape[-1], method="data", x=x)
-        labels = np.asarray(dynamics.run(x, tokens, hp, rule=refinement.REFINEMENT, n_steps=cfg.dyn_steps,
-                                         tol=cfg.tol).labels)
+        labels = np.asarray(
+            dynamics.run(x, tokens, hp, rule=refinement.REFINEMENT, n_steps=cfg.dyn_steps, tol=cfg.tol).labels
+        )
         mask = np.asarray(data.masks[i]).ravel()
         out.append(adjusted_rand_score(mask[mask > 0], labels[mask > 0]))
     return np.asarray(out)
@@ -97,27 +116,36 @@ def _direct_fg_ari(cfg, split, seed, hp, position_scale):
 def test_refinement_is_a_fixed_method_of_the_scenes_study(finished):
     table = io.read_csv(os.path.join(finished, "results.csv"))
     assert list(table["method"]) == [m for m in ("baseline", "refinement", "iodine") for _ in (0, 1)]
-    res = object_discovery.run_fixed(CFG, "refinement", object_discovery.split(CFG, "val"), object_discovery.split(CFG, "test"), _no_study())
+    res = object_discovery.run_fixed(
+        CFG, "refinement", object_discovery.split(CFG, "val"), object_discovery.split(CFG, "test"), _no_study()
+    )
     # its knobs: the best of the validation sweep, recomputed with scikit-learn on direct runs
     settings = object_discovery.refinement_settings(CFG)
     assert [(float(h.prior_log_scale), float(h.prior_strength)) for h in settings] == [(-1.0, 100.0), (-0.5, 100.0)]
-    sweep = np.asarray([[np.mean(_direct_fg_ari(CFG, "val", 0, h, ps)) for ps in CFG.position_scales]
-                        for h in settings])
+    sweep = np.asarray(
+        [[np.mean(_direct_fg_ari(CFG, "val", 0, h, ps)) for ps in CFG.position_scales] for h in settings]
+    )
     # (a run that ends at dyn_steps unconverged may end elsewhere in another float32 program: one
     # scene of the six may differ)
     assert np.max(np.abs(res["sweep"] - sweep)) <= 1.0 / CFG.n_val + 1e-4
     i, j = np.unravel_index(np.argmax(res["sweep"]), res["sweep"].shape)
-    assert (res["prior_log_scale"], res["prior_strength"]) == (float(settings[i].prior_log_scale),
-                                                               float(settings[i].prior_strength))
+    assert (res["prior_log_scale"], res["prior_strength"]) == (
+        float(settings[i].prior_log_scale),
+        float(settings[i].prior_strength),
+    )
     assert res["position_scale"] == CFG.position_scales[j] and np.isnan(res["temperature"])
     # the reported test FG-ARI of seed 1: scikit-learn on the direct runs at the chosen knobs
     fg = _direct_fg_ari(CFG, "test", 1, settings[i], CFG.position_scales[j])
     assert np.sum(np.abs(res["fg_ari"][1] - fg) < 1e-4) >= CFG.n_test - 1
     rows = table["method"] == "refinement"
     np.testing.assert_allclose(table["fg_ari"][rows], np.mean(res["fg_ari"], axis=1), atol=1e-6)
-    assert np.isnan(table["temperature"][rows]).all() and (table["position_scale"][rows] == CFG.position_scales[j]).all()
+    assert (
+        np.isnan(table["temperature"][rows]).all() and (table["position_scale"][rows] == CFG.position_scales[j]).all()
+    )
     summary = open(os.path.join(finished, "summary.md")).read()
-    assert f"prior_log_scale s0 = {res['prior_log_scale']:g}, prior_strength kappa = {res['prior_strength']:g}" in summary
+    assert (
+        f"prior_log_scale s0 = {res['prior_log_scale']:g}, prior_strength kappa = {res['prior_strength']:g}" in summary
+    )
 
 
 class _no_study:
@@ -146,7 +174,13 @@ def test_iodine_is_a_learned_model_of_the_scenes_study(finished):
     # its configuration: the study's sizes and schedule
     icfg = CFG.model_config("iodine")
     assert (icfg.size, icfg.slots, icfg.train.steps, icfg.train.steps_per_call, icfg.seeds, icfg.decoder_hidden) == (
-        12, 3, 2, 2, 2, 4)
+        12,
+        3,
+        2,
+        2,
+        2,
+        4,
+    )
     assert icfg.train == CFG.slot_config("slot_attention").train == train.Config(steps=2, steps_per_call=2, warmup=1)
     assert CFG.model_config("slot_attention") == CFG.slot_config("slot_attention")
 
@@ -160,17 +194,20 @@ def test_the_estimate_counts_refinements_settings_and_iodines_rate():
     assert host == pytest.approx(object_discovery.LEARNED_COMPILE)  # its compiles
     no_ref = dataclasses.replace(base, methods=tuple(m for m in base.methods if m != "refinement"))
     one = dataclasses.replace(no_ref, methods=no_ref.methods + ("refinement",))
-    per_setting = (one.estimate().models - no_ref.estimate().models)
+    per_setting = one.estimate().models - no_ref.estimate().models
     assert per_setting == 3 * 2 * len(base.position_scales) + base.seeds
 
 
-@pytest.mark.parametrize("change, words", [
-    (dict(refinement_strengths=(-1.0,)), "refinement_strengths"),
-    (dict(refinement_log_scales=(30.0,)), "refinement_log_scales"),
-    (dict(refinement_strengths=()), "refinement_log_scales and refinement_strengths must each hold"),
-    (dict(refinement_log_scales=(-1.0, -1.0)), "refinement_log_scales"),
-    (dict(learned=("iodine", "nope")), "learned"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (dict(refinement_strengths=(-1.0,)), "refinement_strengths"),
+        (dict(refinement_log_scales=(30.0,)), "refinement_log_scales"),
+        (dict(refinement_strengths=()), "refinement_log_scales and refinement_strengths must each hold"),
+        (dict(refinement_log_scales=(-1.0, -1.0)), "refinement_log_scales"),
+        (dict(learned=("iodine", "nope")), "learned"),
+    ],
+)
 def test_bad_refinement_or_model_fields_are_refused_naming_the_field(change, words):
     with pytest.raises((ValueError, TypeError), match=words):
         dataclasses.replace(CFG, **change).validate()

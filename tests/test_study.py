@@ -23,8 +23,15 @@ def test_runs_match_public_api_and_sklearn():
     for i in range(0, runs["seed"].size, 5):
         seed, k, nz, name = int(runs["seed"][i]), int(runs["n_clusters"][i]), float(runs["noise"][i]), runs["method"][i]
         key = jax.random.fold_in(jax.random.key(TINY.root_seed), seed)
-        c = data.gaussian_clusters(key, k, points_per_cluster=TINY.points_per_cluster, dim=TINY.dim,
-                                   noise=np.float32(nz), center_box=TINY.center_box, max_clusters=task.max_clusters)
+        c = data.gaussian_clusters(
+            key,
+            k,
+            points_per_cluster=TINY.points_per_cluster,
+            dim=TINY.dim,
+            noise=np.float32(nz),
+            center_box=TINY.center_box,
+            max_clusters=task.max_clusters,
+        )
         t0 = dynamics.forgy(c.x, c.init_noise, c.mask, TINY.n_tokens)
         r = dynamics.run(c.x, t0, dynamics.METHODS[name], mask=c.mask)
         valid = np.asarray(c.mask)
@@ -34,10 +41,13 @@ def test_runs_match_public_api_and_sklearn():
         # can move a run's stopping step by one or a point near a tie to another token
         assert abs(runs["steps"][i] - int(r.steps)) <= 1
         checked += 1
-        agree += (runs["steps"][i] == int(r.steps) and abs(runs["ari"][i] - adjusted_rand_score(yt, yp)) < 1e-5
-                  and abs(runs["nmi"][i] - normalized_mutual_info_score(yt, yp)) < 1e-5
-                  and abs(runs["sse"][i] - sse) < 1e-3 * max(1.0, sse)
-                  and bool(runs["collapsed"][i]) == (len(set(yp.tolist())) < min(k, TINY.n_tokens)))
+        agree += (
+            runs["steps"][i] == int(r.steps)
+            and abs(runs["ari"][i] - adjusted_rand_score(yt, yp)) < 1e-5
+            and abs(runs["nmi"][i] - normalized_mutual_info_score(yt, yp)) < 1e-5
+            and abs(runs["sse"][i] - sse) < 1e-3 * max(1.0, sse)
+            and bool(runs["collapsed"][i]) == (len(set(yp.tolist())) < min(k, TINY.n_tokens))
+        )
     assert agree >= checked - 1, (agree, checked)
 
 
@@ -62,13 +72,41 @@ def test_methods_share_data_and_initial_tokens():
 
 def test_cli_writes_every_output(tmp_path, capsys):
     out = tmp_path / "td"
-    rc = cli.main(["study", "token-dynamics", "--out", str(out), "--seeds", "3", "--noise", "0.3,0.9",
-                   "--n-clusters", "3,4", "--dim", "4", "--points-per-cluster", "10", "--no-cache"])
+    rc = cli.main(
+        [
+            "study",
+            "token-dynamics",
+            "--out",
+            str(out),
+            "--seeds",
+            "3",
+            "--noise",
+            "0.3,0.9",
+            "--n-clusters",
+            "3,4",
+            "--dim",
+            "4",
+            "--points-per-cluster",
+            "10",
+            "--no-cache",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "published" in printed and "baseline" in printed
     runs = io.read_csv(out / "runs.csv")
-    assert list(runs) == ["method", "n_clusters", "noise", "seed", "ari", "nmi", "sse", "steps", "converged", "collapsed"]
+    assert list(runs) == [
+        "method",
+        "n_clusters",
+        "noise",
+        "seed",
+        "ari",
+        "nmi",
+        "sse",
+        "steps",
+        "converged",
+        "collapsed",
+    ]
     assert runs["seed"].size == 4 * 2 * 2 * 3
     summary = io.read_csv(out / "summary.csv")
     assert summary["method"].size == 4 * 2 * 2 and "ari_mean" in summary and "steps_std" in summary
@@ -93,7 +131,7 @@ def test_cli_writes_every_output(tmp_path, capsys):
         (["--temperature", "0"], "temperature"),
         (["--init", "random"], "init"),
         (["--root-seed=-1"], "root_seed must be an int in [0, 4294967295]"),
-        (["--root-seed", str(2 ** 32)], "root_seed must be an int in [0, 4294967295]"),
+        (["--root-seed", str(2**32)], "root_seed must be an int in [0, 4294967295]"),
     ],
 )
 def test_cli_rejects_bad_arguments(argv, match, capsys):
@@ -101,11 +139,24 @@ def test_cli_rejects_bad_arguments(argv, match, capsys):
     assert match in capsys.readouterr().err
 
 
-SMALL = ["--seeds", "2", "--noise", "0.3", "--n-clusters", "3", "--dim", "2", "--points-per-cluster", "5", "--no-cache",
-         "--no-plots", "--quiet"]
+SMALL = [
+    "--seeds",
+    "2",
+    "--noise",
+    "0.3",
+    "--n-clusters",
+    "3",
+    "--dim",
+    "2",
+    "--points-per-cluster",
+    "5",
+    "--no-cache",
+    "--no-plots",
+    "--quiet",
+]
 
 
 def test_absurd_sizes_are_refused_naming_the_option(capsys, tmp_path):
-    assert cli.main(["study", "token-dynamics", "--out", str(tmp_path / "x"), *SMALL, "--seeds", str(10 ** 12)]) == 2
+    assert cli.main(["study", "token-dynamics", "--out", str(tmp_path / "x"), *SMALL, "--seeds", str(10**12)]) == 2
     assert "seeds" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()

@@ -37,8 +37,12 @@ def test_verified_file_round_trip_and_every_kind_of_damage(tmp_path):
     io.write_verified(p, b"hello world" * 100)
     assert io.read_verified(p) == b"hello world" * 100
     raw = open(p, "rb").read()
-    for damaged, words in ((raw[:-5], "truncated"), (raw[:10], "no verification header"),
-                           (raw[:-1] + b"X", "SHA-256"), (b"", "no verification header")):
+    for damaged, words in (
+        (raw[:-5], "truncated"),
+        (raw[:10], "no verification header"),
+        (raw[:-1] + b"X", "SHA-256"),
+        (b"", "no verification header"),
+    ):
         with open(p, "wb") as f:
             f.write(damaged)
         with pytest.raises(io.CorruptFile, match=words) as e:
@@ -234,19 +238,21 @@ def test_sources_enter_the_stamp_and_are_checked_against_the_expected_configurat
 
 def test_resources_refuse_what_cannot_fit_and_announce_what_is_long(tmp_path):
     with pytest.raises(study_dir.Refused, match=r"make n_train smaller"):
-        study_dir.check_resources("demo", study_dir.Estimate(memory=10 ** 15, option="n_train"))
-    study_dir.check_resources("demo", study_dir.Estimate(memory=10 ** 6, option="n_train"))
+        study_dir.check_resources("demo", study_dir.Estimate(memory=10**15, option="n_train"))
+    study_dir.check_resources("demo", study_dir.Estimate(memory=10**6, option="n_train"))
     with pytest.raises(study_dir.Refused, match="GiB"):
-        study_dir.check_resources("demo", study_dir.Estimate(memory=3 * 2 ** 30, option="seeds"), memory=2 ** 30)
+        study_dir.check_resources("demo", study_dir.Estimate(memory=3 * 2**30, option="seeds"), memory=2**30)
     lines = []
-    study_dir.check_resources("demo", study_dir.Estimate(memory=1, models=10 ** 9, seconds=5 * 3600.0), note=lines.append)
+    study_dir.check_resources("demo", study_dir.Estimate(memory=1, models=10**9, seconds=5 * 3600.0), note=lines.append)
     assert lines and "5.0 hours" in lines[0]
     with pytest.raises(study_dir.Refused, match="n_train"):
-        study_dir.elements_fit("n_train", 10 ** 12, 16)
+        study_dir.elements_fit("n_train", 10**12, 16)
     study_dir.elements_fit("n_train", 1000, 16)
-    assert study_dir.available_memory() > 2 ** 20
+    assert study_dir.available_memory() > 2**20
     with pytest.raises(study_dir.Refused):  # refused before the directory is touched
-        study_dir.Study.open(str(tmp_path / "big"), "demo", Cfg(), estimate=study_dir.Estimate(memory=10 ** 18, option="seeds"))
+        study_dir.Study.open(
+            str(tmp_path / "big"), "demo", Cfg(), estimate=study_dir.Estimate(memory=10**18, option="seeds")
+        )
     assert not (tmp_path / "big").exists()
 
 
@@ -266,40 +272,55 @@ def test_resources_are_checked_against_the_device_memory_and_the_host(monkeypatc
     cpu = jax.devices("cpu")[0]
     monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [cpu])  # the CPU backend, on any machine
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
-    assert study_dir.available_memory() > 2 ** 20 and study_dir.available_memory("device") > 2 ** 20  # on CPU: the host's
+    assert study_dir.available_memory() > 2**20 and study_dir.available_memory("device") > 2**20  # on CPU: the host's
     assert study_dir.memory_owner() is None
     with pytest.raises(ValueError, match="kind"):
         study_dir.available_memory("disk")
     on_cpu = []
-    study_dir.check_resources("demo", study_dir.Estimate(memory=1, models=10, work={"dynamics": 5 * 3600.0}), note=on_cpu.append)
+    study_dir.check_resources(
+        "demo", study_dir.Estimate(memory=1, models=10, work={"dynamics": 5 * 3600.0}), note=on_cpu.append
+    )
     assert "(10 models or runs) will take about 5.0 hours at the rates of the reference CPU" in on_cpu[0]
     assert "not this cpu backend's" in on_cpu[0] and "TOKDYN_PROBE=off" in on_cpu[0]  # conftest
     with pytest.raises(study_dir.Refused, match="this machine can spare") as e:  # a host table on the CPU: as before
-        study_dir.check_resources("demo", study_dir.Estimate(memory=1, option="n_train", host_memory=10 ** 18, host_option="seeds"))
+        study_dir.check_resources(
+            "demo", study_dir.Estimate(memory=1, option="n_train", host_memory=10**18, host_option="seeds")
+        )
     assert "make seeds smaller" in str(e.value)
 
-    monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [_FakeGPU(2 * 2 ** 30, 2 ** 30)])  # 1 GiB free
+    monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [_FakeGPU(2 * 2**30, 2**30)])  # 1 GiB free
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert study_dir.available_memory("device") == 2 ** 30 and study_dir.available_memory("host") > 2 ** 20
+    assert study_dir.available_memory("device") == 2**30 and study_dir.available_memory("host") > 2**20
     assert study_dir.memory_owner() == "the device gpu:0 (Fake H100)"
     with pytest.raises(study_dir.Refused) as e:  # fits the host, not the device
-        study_dir.check_resources("demo", study_dir.Estimate(memory=2 ** 30, option="batch_size"))
+        study_dir.check_resources("demo", study_dir.Estimate(memory=2**30, option="batch_size"))
     text = str(e.value)
     assert "the device gpu:0 (Fake H100) can spare" in text and "1.0 GiB of its memory" in text
     assert "make batch_size smaller" in text and "this machine" not in text
-    study_dir.check_resources("demo", study_dir.Estimate(memory=2 ** 29, option="batch_size"))  # 512 MiB: under 80% of 1 GiB
-    study_dir.check_resources("demo", study_dir.Estimate(memory=2 ** 20, host_memory=2 ** 31, host_option="seeds"),
-                      host_memory=2 ** 40)  # a host table larger than the device's memory: the host's to hold
+    study_dir.check_resources(
+        "demo", study_dir.Estimate(memory=2**29, option="batch_size")
+    )  # 512 MiB: under 80% of 1 GiB
+    study_dir.check_resources(
+        "demo", study_dir.Estimate(memory=2**20, host_memory=2**31, host_option="seeds"), host_memory=2**40
+    )  # a host table larger than the device's memory: the host's to hold
     with pytest.raises(study_dir.Refused, match="this machine can spare.*make seeds smaller"):
-        study_dir.check_resources("demo", study_dir.Estimate(memory=2 ** 20, host_memory=2 ** 31, host_option="seeds"),
-                          host_memory=2 ** 31)
+        study_dir.check_resources(
+            "demo", study_dir.Estimate(memory=2**20, host_memory=2**31, host_option="seeds"), host_memory=2**31
+        )
     lines = []
     study_dir.check_resources("demo", study_dir.Estimate(memory=1, models=10, seconds=5 * 3600.0), note=lines.append)
-    assert ("(10 models or runs) will take about 5.0 hours at the rates of the reference CPU (2 x86_64 cores); the "
-            "estimate does not split its work by kind, so it is not scaled to this gpu backend") in lines[0]
-    study_dir.check_resources("demo", study_dir.Estimate(memory=1, models=10, work={"training": 5 * 3600.0}), note=lines.append)
-    assert "at the rates of the reference CPU (2 x86_64 cores), not this gpu backend's (1 Fake H100; " \
-           "TOKDYN_PROBE=off)" in lines[1] and "2-core" not in lines[1]
+    assert (
+        "(10 models or runs) will take about 5.0 hours at the rates of the reference CPU (2 x86_64 cores); the "
+        "estimate does not split its work by kind, so it is not scaled to this gpu backend"
+    ) in lines[0]
+    study_dir.check_resources(
+        "demo", study_dir.Estimate(memory=1, models=10, work={"training": 5 * 3600.0}), note=lines.append
+    )
+    assert (
+        "at the rates of the reference CPU (2 x86_64 cores), not this gpu backend's (1 Fake H100; TOKDYN_PROBE=off)"
+        in lines[1]
+        and "2-core" not in lines[1]
+    )
 
 
 # ---------------------------------------------------------------------------------------------- matmul precision
@@ -308,8 +329,11 @@ def test_resources_are_checked_against_the_device_memory_and_the_host(monkeypatc
 def test_matmul_precision_is_checked_and_set():
     import jax
 
-    with pytest.raises(ValueError, match=r"matmul_precision \(--matmul-precision\) must be one of highest, high, "
-                                         r"default, got 'fast'"):
+    with pytest.raises(
+        ValueError,
+        match=r"matmul_precision \(--matmul-precision\) must be one of highest, high, "
+        r"default, got 'fast'",
+    ):
         study_dir.check_matmul_precision("fast")
     with pytest.raises(ValueError, match="matmul_precision"):
         with study_dir.matmul_precision(None):
@@ -401,8 +425,10 @@ from tokdyn.experiment import registry, runner  # noqa: E402
 from tokdyn.stats import figures  # noqa: E402
 
 NAMES = registry.NAMES
-BAD = {"token-dynamics": ("seeds", 0, "seeds must be an int >= 1"),  # (field, value, words of the refusal)
-       "latent-reasoning": ("patience", -1.0, "patience must be in (0, 1]")}
+BAD = {
+    "token-dynamics": ("seeds", 0, "seeds must be an int >= 1"),  # (field, value, words of the refusal)
+    "latent-reasoning": ("patience", -1.0, "patience must be in (0, 1]"),
+}
 OTHER = {"latent-reasoning": ("patience", 0.3)}  # a field that is stamped, and another value of it
 SEED = ("root_seed", 7)
 COMPILE = "/jax/core/compile/backend_compile_duration"
@@ -429,23 +455,27 @@ def _stand_in(spec, calls: list):
     def run(session, cfg):
         rows = session.rows("stand_in", lambda: calls.append(1) or [{"x": 1.5}])
         names = list(spec.outputs) + (["extra.csv"] if session.options.get("extra") else [])
-        tables = {n: {"x": [r["x"] for r in rows]} if n.endswith(".csv") else {"x": 1} if n.endswith(".json")
-                  else "text\n" for n in names}
+        tables = {
+            n: {"x": [r["x"] for r in rows]} if n.endswith(".csv") else {"x": 1} if n.endswith(".json") else "text\n"
+            for n in names
+        }
         with session.timed("stand_in"):
             pass
         return runner.Result(tables, record={"stand_in": True})
 
     def draw(session, cfg, result):
-        return [figures.line_plot(session.path(f.replace("*", "x")), [0, 1], {"a": [0, 1]})
-                for f in spec.figure_files]
+        return [figures.line_plot(session.path(f.replace("*", "x")), [0, 1], {"a": [0, 1]}) for f in spec.figure_files]
 
     summary = (lambda cfg, r: {"x": 1}) if (spec.summary_file or "").endswith(".json") else (lambda cfg, r: "a summary")
     return dataclasses.replace(spec, run=run, figures=draw, summary=summary, printed=None)
 
 
 def _files(out) -> dict:
-    return {os.path.relpath(os.path.join(r, f), out): open(os.path.join(r, f), "rb").read()
-            for r, _, fs in os.walk(out) for f in fs}
+    return {
+        os.path.relpath(os.path.join(r, f), out): open(os.path.join(r, f), "rb").read()
+        for r, _, fs in os.walk(out)
+        for f in fs
+    }
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -471,8 +501,9 @@ def test_a_directory_tokdyn_did_not_stamp_is_refused_and_left_as_it_is(name, fre
     (out / "parts" / "old.csv").write_text("seed\n0\n")
     (out / "config.json").write_text('{"study": "%s", "config": {}}' % name)
     before = _files(out)
-    cfg = dataclasses.replace(_config(name, tmp_path), **{f: str(tmp_path / "no-source") for f in
-                                                         studies.spec(name).sources})
+    cfg = dataclasses.replace(
+        _config(name, tmp_path), **{f: str(tmp_path / "no-source") for f in studies.spec(name).sources}
+    )
     with pytest.raises(io.OutputConflict, match="no tokdyn study stamped"):
         importlib.import_module(registry.entry(name).module).main(cfg, str(out), quiet=True, fresh=fresh)
     assert _files(out) == before and not (tmp_path / "no-source").exists()  # not even a source touched
@@ -504,8 +535,9 @@ def test_fresh_removes_only_what_tokdyn_wrote(name, tmp_path):
     cfg = _config(name, tmp_path)
     out = tmp_path / "out"
     calls = []
-    runner.run_study(_stand_in(spec, calls), dataclasses.replace(cfg, **{field: value}), str(out), quiet=True,
-                     extra=True)
+    runner.run_study(
+        _stand_in(spec, calls), dataclasses.replace(cfg, **{field: value}), str(out), quiet=True, extra=True
+    )
     (out / "notes.txt").write_text("mine")  # a user's files beside the study's
     (out / "parts" / "mine.json").write_text("{}")
     (out / "plots").mkdir(exist_ok=True)

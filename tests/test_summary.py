@@ -67,8 +67,9 @@ def test_marginal_pools_exactly(result):
             np.testing.assert_allclose(m[f + "_std"][i], v.std(ddof=1), rtol=1e-9)
             assert m[f + "_n"][i] == v.size
     w = summary.marginal(t, ["a"], ["x"], where={"b": 0.5})
-    np.testing.assert_allclose(w["x_mean"], [result["x"][(result["a"] == a) & (result["b"] == 0.5)].mean()
-                                             for a in (1.0, 2.0, 3.0)], rtol=1e-6)
+    np.testing.assert_allclose(
+        w["x_mean"], [result["x"][(result["a"] == a) & (result["b"] == 0.5)].mean() for a in (1.0, 2.0, 3.0)], rtol=1e-6
+    )
     with pytest.raises(ValueError, match="unknown axis 'c'"):
         summary.marginal(t, ["c"], ["x"])
     with pytest.raises(ValueError, match="unknown field 'z'"):
@@ -103,7 +104,9 @@ def brute_front(cost, benefit):
             continue
         out[i] = not any(
             cost[j] <= cost[i] and benefit[j] >= benefit[i] and (cost[j] < cost[i] or benefit[j] > benefit[i])
-            for j in range(n) if not (np.isnan(cost[j]) or np.isnan(benefit[j])))
+            for j in range(n)
+            if not (np.isnan(cost[j]) or np.isnan(benefit[j]))
+        )
     return out
 
 
@@ -130,16 +133,26 @@ def test_summary_of_unknown_source():
     with pytest.raises(TypeError, match="SweepResult or a sweep directory"):
         summary.condition_stats(42)
     with pytest.raises(ValueError, match="field 'nope'"):
-        summary.condition_stats(sweep.run(toy, sweep.Grid(a=[1.0], b=[1.0], seeds=2), key=jax.random.key(0),
-                                          progress=False), fields=["nope"])
+        summary.condition_stats(
+            sweep.run(toy, sweep.Grid(a=[1.0], b=[1.0], seeds=2), key=jax.random.key(0), progress=False),
+            fields=["nope"],
+        )
 
 
 def test_seed_major_summaries_equal_the_seed_fastest_ones(result, tmp_path):
     major = sweep.Grid(a=[1.0, 2.0, 3.0], b=[0.0, 0.5], seeds=9, seed_major=True)
     res = sweep.run(toy, major, key=jax.random.key(3), chunk_size=4, common_random_numbers=True, progress=False)
     out = str(tmp_path / "major")
-    sweep.run(toy, major, key=jax.random.key(3), chunk_size=4, common_random_numbers=True, out=out,
-              progress=False, collect=False)
+    sweep.run(
+        toy,
+        major,
+        key=jax.random.key(3),
+        chunk_size=4,
+        common_random_numbers=True,
+        out=out,
+        progress=False,
+        collect=False,
+    )
     ref_res = sweep.run(toy, GRID, key=jax.random.key(3), chunk_size=7, common_random_numbers=True, progress=False)
     ref = summary.condition_stats(ref_res)
     for src in (res, out):

@@ -16,8 +16,20 @@ from tokdyn.experiment import attributes
 from tokdyn.studies import token_dynamics_sweep as tds
 
 # the grid order of every sweep written so far: the order of a chunk's runs, so it may never change
-GRID_ORDER = ("temperature", "repulsion", "momentum", "noise", "n_clusters", "method", "damping", "langevin",
-              "sinkhorn_iters", "slot_norm", "anneal_ratio", "anneal_steps")
+GRID_ORDER = (
+    "temperature",
+    "repulsion",
+    "momentum",
+    "noise",
+    "n_clusters",
+    "method",
+    "damping",
+    "langevin",
+    "sinkhorn_iters",
+    "slot_norm",
+    "anneal_ratio",
+    "anneal_steps",
+)
 
 
 def _help(cls) -> str:
@@ -51,7 +63,7 @@ def test_every_knob_of_hparams_is_an_axis_and_an_option_documented_by_hparams():
     # the options keep their order: the structure's fields, then the axes in grid order, then the rest
     names = [f.name for f in dataclasses.fields(tds.Config)]
     structure = [f.name for f in dataclasses.fields(RunStructure)]
-    assert names[:len(structure)] == structure and tuple(names[len(structure):len(structure) + 12]) == GRID_ORDER
+    assert names[: len(structure)] == structure and tuple(names[len(structure) : len(structure) + 12]) == GRID_ORDER
 
 
 def test_a_knob_added_to_hparams_is_an_axis_and_an_option_with_nothing_else_to_edit():
@@ -68,12 +80,15 @@ def test_a_knob_added_to_hparams_is_an_axis_and_an_option_with_nothing_else_to_e
 
     assert tds.axis_names(Extended) == GRID_ORDER + ("jitter",)  # the last axis: earlier sweeps keep their layout
     helps = tds.axis_help(Extended)
-    assert helps["jitter"] == ("jitter axis, a knob of the built-in rule (test_sweep_axes.Extended.jitter: a new knob "
-                               ">= 0, switched off at 0 (see ``test_sweep_axes.update``)); empty: not an axis (each "
-                               "method's value, else 0).")
+    assert helps["jitter"] == (
+        "jitter axis, a knob of the built-in rule (test_sweep_axes.Extended.jitter: a new knob "
+        ">= 0, switched off at 0 (see ``test_sweep_axes.update``)); empty: not an axis (each "
+        "method's value, else 0)."
+    )
     doc = "A sweep.\n\n    Attributes:\n" + "".join(f"      {k}: {v}\n" for k, v in helps.items())
-    cls = dataclasses.make_dataclass("Sweep", tds.axis_fields(Extended), bases=(RunStructure,), frozen=True,
-                                     namespace={"__doc__": doc})
+    cls = dataclasses.make_dataclass(
+        "Sweep", tds.axis_fields(Extended), bases=(RunStructure,), frozen=True, namespace={"__doc__": doc}
+    )
     text = _help(cls)
     assert "--jitter STR jitter axis, a knob of the built-in rule" in text and "(default: empty)" in text
     assert "second sentence" not in text
@@ -100,9 +115,25 @@ def test_the_documented_attributes_are_read_as_the_command_line_reads_them():
 
 @pytest.mark.parametrize("knob", dynamics.FIELDS)
 def test_each_knob_axis_is_checked_by_hparams(knob, tmp_path, capsys):
-    bad = {"temperature": "-1", "momentum": "1", "repulsion": "-1", "damping": "0", "langevin": "-1",
-           "sinkhorn_iters": "101", "slot_norm": "2", "anneal_ratio": "0.5", "anneal_steps": "1.5"}[knob]
-    argv = ["sweep", "token-dynamics", "--out", str(tmp_path / "never"), "--no-cache", f"--{knob.replace('_', '-')}",
-            bad]
+    bad = {
+        "temperature": "-1",
+        "momentum": "1",
+        "repulsion": "-1",
+        "damping": "0",
+        "langevin": "-1",
+        "sinkhorn_iters": "101",
+        "slot_norm": "2",
+        "anneal_ratio": "0.5",
+        "anneal_steps": "1.5",
+    }[knob]
+    argv = [
+        "sweep",
+        "token-dynamics",
+        "--out",
+        str(tmp_path / "never"),
+        "--no-cache",
+        f"--{knob.replace('_', '-')}",
+        bad,
+    ]
     assert cli.main(argv) == 2
     assert knob in capsys.readouterr().err

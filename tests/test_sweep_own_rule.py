@@ -20,10 +20,35 @@ from tokdyn.studies import token_dynamics_sweep as tds
 pytestmark = pytest.mark.fast_compile
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "own_rule.py")
-OWN = ["--rule-module", f"{EXAMPLE}:RULES", "--method", "lloyd,lloyd_damped", "--temperature", "", "--repulsion", "",
-       "--momentum", ""]
-SMALL = ["--noise", "0.3,0.9", "--n-clusters", "3,4", "--seeds", "4", "--dim", "2", "--points-per-cluster", "10",
-         "--n-resamples", "200", "--no-cache", "--quiet", "--no-plots"]
+OWN = [
+    "--rule-module",
+    f"{EXAMPLE}:RULES",
+    "--method",
+    "lloyd,lloyd_damped",
+    "--temperature",
+    "",
+    "--repulsion",
+    "",
+    "--momentum",
+    "",
+]
+SMALL = [
+    "--noise",
+    "0.3,0.9",
+    "--n-clusters",
+    "3,4",
+    "--seeds",
+    "4",
+    "--dim",
+    "2",
+    "--points-per-cluster",
+    "10",
+    "--n-resamples",
+    "200",
+    "--no-cache",
+    "--quiet",
+    "--no-plots",
+]
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +71,9 @@ def test_the_users_rule_is_swept_by_name(swept):
     for m, name in enumerate(names):
         run = ClusterRun(**structure, max_clusters=4, rule=rules[name])
         for seed in range(4):
-            sel = np.flatnonzero((res["method"] == m) & (res["seed"] == seed) & (res["n_clusters"] == 4)
-                                 & np.isclose(res["noise"], 0.9))
+            sel = np.flatnonzero(
+                (res["method"] == m) & (res["seed"] == seed) & (res["n_clusters"] == 4) & np.isclose(res["noise"], 0.9)
+            )
             assert sel.size == 1
             ref = run(jax.random.fold_in(jax.random.key(0), seed), n_clusters=4, noise=0.9)
             assert int(res["steps"][sel[0]]) == int(ref["steps"])
@@ -71,19 +97,27 @@ def test_the_same_command_resumes_and_another_rule_module_is_refused(swept, tmp_
 
 def _write(tmp_path, stem, text):
     path = tmp_path / f"{stem}.py"
-    path.write_text("from typing import NamedTuple\nimport dataclasses\nfrom tokdyn import dynamics\n"
-                    "import jax.numpy as jnp\n" + text)
+    path.write_text(
+        "from typing import NamedTuple\nimport dataclasses\nfrom tokdyn import dynamics\n"
+        "import jax.numpy as jnp\n" + text
+    )
     return str(path)
 
 
 def _bad_cases(tmp_path):
-    rule = ("class K(NamedTuple):\n    s: float = 1.0\n"
-            "def step(t, points, hp, s, key):\n    return t * hp.s\n"
-            "A = dynamics.Rule(lambda p, t, hp: t, step, hparams=K(), name='a')\n"
-            "def step2(t, points, hp, s, key):\n    return t - hp.s\n"
-            "B = dynamics.Rule(lambda p, t, hp: t, step2, hparams=K(), name='b')\n")
-    two = _write(tmp_path, "rules_two", rule + "RULES = {'a': A, 'b': B}\nNAMELESS = dataclasses.replace(A, name='')\n"
-                 "BUILTIN_NAME = {'baseline': A}\nNOT_RULES = {'a': 3}\nEMPTY = {}\n")
+    rule = (
+        "class K(NamedTuple):\n    s: float = 1.0\n"
+        "def step(t, points, hp, s, key):\n    return t * hp.s\n"
+        "A = dynamics.Rule(lambda p, t, hp: t, step, hparams=K(), name='a')\n"
+        "def step2(t, points, hp, s, key):\n    return t - hp.s\n"
+        "B = dynamics.Rule(lambda p, t, hp: t, step2, hparams=K(), name='b')\n"
+    )
+    two = _write(
+        tmp_path,
+        "rules_two",
+        rule + "RULES = {'a': A, 'b': B}\nNAMELESS = dataclasses.replace(A, name='')\n"
+        "BUILTIN_NAME = {'baseline': A}\nNOT_RULES = {'a': 3}\nEMPTY = {}\n",
+    )
     boom = _write(tmp_path, "rules_boom", "raise RuntimeError('boom at import')\n")
     axes = ["--temperature", "", "--repulsion", "", "--momentum", ""]
     return [  # (arguments, pattern of the message)
@@ -97,17 +131,39 @@ def _bad_cases(tmp_path):
         (["--rule-module", f"{two}:NOT_RULES", "--method", "a"], r"rule_module .*\['a'\] must be a tokdyn.dynamics"),
         (["--rule-module", f"{two}:EMPTY", "--method", "a"], r"rule_module .*non-empty dict"),
         (["--rule-module", f"{two}:NAMELESS", "--method", "a"], r"rule_module .*has no name"),
-        (["--rule-module", f"{two}:BUILTIN_NAME", "--method", "a"], r"rule_module .*'baseline' is the name of a "
-                                                                     r"built-in"),
+        (
+            ["--rule-module", f"{two}:BUILTIN_NAME", "--method", "a"],
+            r"rule_module .*'baseline' is the name of a "
+            r"built-in",
+        ),
         (["--rule-module", f"{two}:RULES", "--method", "c", *axes], r"method must be one of \[.*'a'.*'b'.*\], got 'c'"),
         # several rules run in one sweep (tests/test_frictions_sweep.py); a knob none of them has is named
-        (["--rule-module", f"{two}:RULES", "--method", "baseline,a", "--knob", "t=1,2", *axes],
-         r"knob: 't' is not a knob of the rule 'a' of rule_module, whose knobs are \['s'\]"),
-        (["--rule-module", f"{two}:RULES", "--method", "a,b", *axes, "--damping", "0.5"],
-         r"damping: method names rules 'a' \(knobs \['s'\]\), 'b' \(knobs \['s'\]\)"),
+        (
+            ["--rule-module", f"{two}:RULES", "--method", "baseline,a", "--knob", "t=1,2", *axes],
+            r"knob: 't' is not a knob of the rule 'a' of rule_module, whose knobs are \['s'\]",
+        ),
+        (
+            ["--rule-module", f"{two}:RULES", "--method", "a,b", *axes, "--damping", "0.5"],
+            r"damping: method names rules 'a' \(knobs \['s'\]\), 'b' \(knobs \['s'\]\)",
+        ),
         (["--rule-module", f"{two}:RULES", "--method", "a"], r"temperature: method names rule 'a'.*knobs are \['s'\]"),
-        (["--rule-module", f"{two}:RULES", "--method", "a", "--temperature", "", "--repulsion", "",
-          "--momentum", "", "--damping", "0.5"], r"damping: method names rule 'a'"),
+        (
+            [
+                "--rule-module",
+                f"{two}:RULES",
+                "--method",
+                "a",
+                "--temperature",
+                "",
+                "--repulsion",
+                "",
+                "--momentum",
+                "",
+                "--damping",
+                "0.5",
+            ],
+            r"damping: method names rule 'a'",
+        ),
     ]
 
 

@@ -21,8 +21,24 @@ from tokdyn.studies import token_dynamics_sweep as tds
 pytestmark = pytest.mark.fast_compile
 
 SIZES = ["--noise", "0.3,0.9", "--n-clusters", "3,4", "--seeds", "4", "--dim", "2", "--points-per-cluster", "10"]
-PAIRED = ["--method", "baseline,refinement", "--knob", "step_size=0.5,1", "--temperature", "", "--repulsion", "",
-          "--momentum", "", *SIZES, "--n-resamples", "200", "--no-cache", "--quiet", "--no-plots"]
+PAIRED = [
+    "--method",
+    "baseline,refinement",
+    "--knob",
+    "step_size=0.5,1",
+    "--temperature",
+    "",
+    "--repulsion",
+    "",
+    "--momentum",
+    "",
+    *SIZES,
+    "--n-resamples",
+    "200",
+    "--no-cache",
+    "--quiet",
+    "--no-plots",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +60,20 @@ def test_refinement_is_a_method_of_the_sweep_and_its_runs_are_the_studys(swept):
     manifest = sweep.read_manifest(os.path.join(swept, "groups", groups[1]))
     assert set(manifest["code"]) == {"fn"}  # no rule module: the rule's code is in the run function's digest
     # the study's runs of the same seeds: baseline and refinement (at its default step size, 1)
-    study = td.simulate(td.Config(seeds=4, noise=(0.3, 0.9), n_clusters=(3, 4), dim=2, points_per_cluster=10,
-                                  methods=("baseline", "refinement")))
-    for name, res, sel in (("baseline", base, np.ones(len(base), bool)),
-                           ("refinement", own, np.isclose(own["step_size"], 1.0))):
+    study = td.simulate(
+        td.Config(
+            seeds=4,
+            noise=(0.3, 0.9),
+            n_clusters=(3, 4),
+            dim=2,
+            points_per_cluster=10,
+            methods=("baseline", "refinement"),
+        )
+    )
+    for name, res, sel in (
+        ("baseline", base, np.ones(len(base), bool)),
+        ("refinement", own, np.isclose(own["step_size"], 1.0)),
+    ):
         rows = np.flatnonzero(sel)
         order = rows[np.lexsort((res["seed"][rows], res["noise"][rows], res["n_clusters"][rows]))]  # the study's
         mine = study["method"] == name
@@ -83,19 +109,27 @@ def test_the_same_sweep_through_a_rule_module_naming_the_rule_itself_is_the_same
 
 def test_refinement_in_the_sweep_is_refused_like_any_rule_before_anything_compiles(tmp_path, capsys):
     other = tmp_path / "clash.py"
-    other.write_text("import dataclasses\nfrom tokdyn import refinement\n"
-                     "RULES = {'refinement': dataclasses.replace(refinement.REFINEMENT, "
-                     "hparams=refinement.Hparams(step_size=0.5))}\n")
+    other.write_text(
+        "import dataclasses\nfrom tokdyn import refinement\n"
+        "RULES = {'refinement': dataclasses.replace(refinement.REFINEMENT, "
+        "hparams=refinement.Hparams(step_size=0.5))}\n"
+    )
     no_axes = ["--temperature", "", "--repulsion", "", "--momentum", ""]
     cases = [
         (["--method", "refinement"], r"temperature: method names rule 'refinement', whose knobs are \['step_size', "),
-        (["--method", "baseline,refinement", *no_axes, "--knob", "beta=0,1"],
-         r"knob: 'beta' is not a knob of the rule 'refinement', whose knobs are"),
-        (["--method", "baseline", *no_axes, "--knob", "step_size=0.5,1"],
-         r"knob: 'step_size': method names no rule of rule_module \(none given\) nor of the package "
-         r"\(\['refinement'\]\)"),
-        (["--rule-module", f"{other}:RULES", "--method", "refinement", *no_axes],
-         r"rule_module .*'refinement' is the name of one of the package's rules"),
+        (
+            ["--method", "baseline,refinement", *no_axes, "--knob", "beta=0,1"],
+            r"knob: 'beta' is not a knob of the rule 'refinement', whose knobs are",
+        ),
+        (
+            ["--method", "baseline", *no_axes, "--knob", "step_size=0.5,1"],
+            r"knob: 'step_size': method names no rule of rule_module \(none given\) nor of the package "
+            r"\(\['refinement'\]\)",
+        ),
+        (
+            ["--rule-module", f"{other}:RULES", "--method", "refinement", *no_axes],
+            r"rule_module .*'refinement' is the name of one of the package's rules",
+        ),
     ]
     with jax_compilations() as compiled:
         for argv, pattern in cases:

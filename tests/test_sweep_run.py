@@ -117,8 +117,11 @@ def test_damaged_manifest_is_set_aside_and_written_anew(tmp_path):
     text = open(manifest).read()
     altered = json.loads(text)
     altered["runs"] = 44
-    for damage, words in ((text[: len(text) // 2], "not readable JSON"), (json.dumps(altered), "checksum"),
-                          ("[]", "not a sweep's manifest")):
+    for damage, words in (
+        (text[: len(text) // 2], "not readable JSON"),
+        (json.dumps(altered), "checksum"),
+        ("[]", "not a sweep's manifest"),
+    ):
         open(manifest, "w").write(damage)
         with pytest.raises(io.CorruptFile, match="manifest.json is corrupt.*" + words):
             sweep.read_manifest(d)
@@ -266,8 +269,15 @@ def test_two_distributed_processes_started_together(tmp_path):
     ref = sweep.run(noisy_quadratic, GRID, key=jax.random.key(7), chunk_size=2, progress=False)
     env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
     out, port, attempts = str(tmp_path / "shared"), str(_free_port()), 5
-    procs = [subprocess.Popen([sys.executable, "-c", DISTRIBUTED, port, str(i), out, str(attempts)], env=env,
-                              stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", DISTRIBUTED, port, str(i), out, str(attempts)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (0, 1)
+    ]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     for attempt in range(attempts):
@@ -287,7 +297,9 @@ def test_a_part_started_first_waits_for_the_manifest(tmp_path):
         from test_sweep_run import GRID, noisy_quadratic
         sweep.run(noisy_quadratic, GRID, key=jax.random.key(7), chunk_size=2, out=sys.argv[1], part=(1, 2),
                   progress=False)
-        """ % os.path.dirname(__file__))
+        """
+        % os.path.dirname(__file__)
+    )
     env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
     second = subprocess.Popen([sys.executable, "-c", code, out], env=env, stderr=subprocess.PIPE, text=True)
     while not os.path.isdir(out) and second.poll() is None:  # the part is up and waiting: nothing written
@@ -309,7 +321,8 @@ def test_atomic_write_with_concurrent_writers(tmp_path):
         from tokdyn import io
         for i in range(200):
             io.write_json(sys.argv[1], {"writer": sys.argv[2], "i": i, "pad": "x" * 5000})
-        """)
+        """
+    )
     procs = [subprocess.Popen([sys.executable, "-c", code, path, str(w)]) for w in range(4)]
     reads = 0
     while any(p.poll() is None for p in procs):
@@ -360,8 +373,13 @@ def test_shared_draws_give_the_per_run_results(seed_major):
     grid = Grid(seeds=5, seed_major=seed_major, a=[0.5, 1.0, 2.0], b=[-1.0, 1.0, 3.0])
     key = jax.random.key(3)
     fn = Drawn()
-    per_run = sweep.run(lambda k, a, b: fn(k, a, b), Grid(seeds=5, a=[0.5, 1.0, 2.0], b=[-1.0, 1.0, 3.0]), key=key,
-                        common_random_numbers=True, progress=False)
+    per_run = sweep.run(
+        lambda k, a, b: fn(k, a, b),
+        Grid(seeds=5, a=[0.5, 1.0, 2.0], b=[-1.0, 1.0, 3.0]),
+        key=key,
+        common_random_numbers=True,
+        progress=False,
+    )
     first = None
     for chunk in (1, 4, 9, 1024):
         out = sweep.run(fn, grid, key=key, common_random_numbers=True, chunk_size=chunk, progress=False)
@@ -383,7 +401,7 @@ def test_shared_draws_cover_the_seeds_of_any_run_range(seed_major):
     seeds = grid.rows()["seed"]
     for n in range(1, len(grid) + 1):
         bound = sweep._n_draws(grid, n)
-        assert max(len(set(seeds[s:s + n])) for s in range(len(grid) - n + 1)) <= bound <= n
+        assert max(len(set(seeds[s : s + n])) for s in range(len(grid) - n + 1)) <= bound <= n
     for start, n in ((0, 20), (13, 9), (30, 5)):
         runs = {"index": np.arange(start, start + n, dtype=np.uint32)}
         prepared = sweep._grid_task(Drawn(), grid, True, n).prepare(shared, runs)

@@ -27,6 +27,7 @@ BOUNDS = dict(n_true=N_TRUE, n_pred=N_PRED)
 
 # ---------------------------------------------------------------------------------------------- clips
 
+
 def predictions(rng, masks, n_pred=N_PRED):
     """Predicted ids for clips (C, F, H, W): the truth under a permutation of ids that is redrawn at
     a frame with probability 0.3 (identity switches), and in some clips random 4x4 blocks over a
@@ -48,8 +49,17 @@ def predictions(rng, masks, n_pred=N_PRED):
 def clips():
     """24 sprite videos of 8 frames (16 x 16, up to 4 objects, an arena wider than the view), and
     predictions: (24, 8, 16, 16) int32 each."""
-    v = videos.sprite_videos(jax.random.key(4), 24, frames=8, size=16, min_objects=1, max_objects=4,
-                             scale=(0.3, 0.5), speed=(0.1, 0.2), margin=0.4)
+    v = videos.sprite_videos(
+        jax.random.key(4),
+        24,
+        frames=8,
+        size=16,
+        min_objects=1,
+        max_objects=4,
+        scale=(0.3, 0.5),
+        speed=(0.1, 0.2),
+        margin=0.4,
+    )
     masks = np.asarray(v.masks)
     return masks, predictions(np.random.default_rng(0), masks)
 
@@ -64,12 +74,13 @@ def clip_from_sequences(seqs, pixels=3):
     for k, seq in enumerate(seqs):
         for t, lab in enumerate(seq):
             if lab is not None:
-                m[t, k * pixels:(k + 1) * pixels] = k + 1
-                p[t, k * pixels:(k + 1) * pixels] = lab
+                m[t, k * pixels : (k + 1) * pixels] = k + 1
+                p[t, k * pixels : (k + 1) * pixels] = lab
     return m, p
 
 
 # ---------------------------------------------------------------------------------------------- references
+
 
 def ref_track_labels(m, p, n_true, n_pred, min_pixels=1):
     """(F, n_true - 1): the most frequent predicted id on each track's pixels (lowest on ties), -1
@@ -111,6 +122,7 @@ def sk_fg_ari(m, p):
 
 # ---------------------------------------------------------------------------------------------- FG-ARI
 
+
 @pytest.mark.parametrize("bounds", [BOUNDS, {}], ids=["bounded", "general"])
 def test_video_and_frame_fg_ari_match_sklearn_under_vmap(bounds):
     masks, preds = clips()
@@ -118,8 +130,9 @@ def test_video_and_frame_fg_ari_match_sklearn_under_vmap(bounds):
     frame = np.asarray(jax.jit(jax.vmap(functools.partial(metrics.frame_fg_ari, **bounds)))(masks, preds))
     assert video.shape == (24,) and frame.shape == (24, 8)
     np.testing.assert_allclose(video, [sk_fg_ari(m, p) for m, p in zip(masks, preds)], atol=1e-5)
-    np.testing.assert_allclose(frame, [[sk_fg_ari(a, b) for a, b in zip(m, p)] for m, p in zip(masks, preds)],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        frame, [[sk_fg_ari(a, b) for a, b in zip(m, p)] for m, p in zip(masks, preds)], atol=1e-5
+    )
     # identity switches cost the clip's score, not the frames': perfect frames, imperfect clips
     perfect_frames = np.all(frame == 1.0, axis=1)
     assert np.any(perfect_frames & (video < 0.99))
@@ -142,14 +155,17 @@ def test_an_identity_switch_is_an_error_of_the_clip_only():
 
 # ---------------------------------------------------------------------------------------------- tracks
 
+
 def test_track_metrics_match_numpy_on_sprite_videos():
     masks, preds = clips()
     for min_pixels in (1, 4):
         kw = dict(BOUNDS, min_pixels=min_pixels)
         labels = np.asarray(jax.jit(jax.vmap(functools.partial(metrics.track_labels, **kw)))(masks, preds))
         switches = np.asarray(jax.jit(jax.vmap(functools.partial(metrics.track_switches, **kw)))(masks, preds))
-        kept, back = (np.asarray(a) for a in jax.jit(jax.vmap(functools.partial(
-            metrics.identity_persistence, **kw)))(masks, preds))
+        kept, back = (
+            np.asarray(a)
+            for a in jax.jit(jax.vmap(functools.partial(metrics.identity_persistence, **kw)))(masks, preds)
+        )
         refs = [ref_track_labels(m, p, N_TRUE, N_PRED, min_pixels) for m, p in zip(masks, preds)]
         np.testing.assert_array_equal(labels, np.stack(refs))
         np.testing.assert_array_equal(switches, [ref_switches(c) for c in refs])
@@ -189,8 +205,9 @@ def test_majority_ties_and_min_pixels():
     # track 1: majority 4, then 2; track 2: a tie 3 / 1 -> 1 (the lowest), then 0, 0
     np.testing.assert_array_equal(metrics.track_labels(m, p, **kw), [[4, 1], [2, 0], [4, 0]])
     np.testing.assert_array_equal(metrics.track_labels(m, p, min_pixels=2, **kw), [[4, 1], [2, 0], [-1, 0]])
-    np.testing.assert_array_equal(metrics.track_labels(m, p, min_pixels=jnp.int32(3), **kw),
-                                  [[4, -1], [2, -1], [-1, -1]])
+    np.testing.assert_array_equal(
+        metrics.track_labels(m, p, min_pixels=jnp.int32(3), **kw), [[4, -1], [2, -1], [-1, -1]]
+    )
     assert int(metrics.track_switches(m, p, **kw)) == 3  # track 1: 4 -> 2 -> 4; track 2: 1 -> 0
     assert int(metrics.track_switches(m, p, min_pixels=2, **kw)) == 2
     # background predictions never count
@@ -218,9 +235,15 @@ def test_traced_ids_out_of_range_give_sentinels():
     -1, the ARIs NaN (in the bad frame only for frame_fg_ari); on a background pixel it is ignored."""
     m, p = clip_from_sequences([[1, 1, 2], [0, None, 0]])
     kw = dict(n_true=3, n_pred=3)
-    fns = jax.jit(lambda a, b: (metrics.track_labels(a, b, **kw), metrics.track_switches(a, b, **kw),
-                                metrics.identity_persistence(a, b, **kw), metrics.frame_fg_ari(a, b, **kw),
-                                metrics.video_fg_ari(a, b, **kw)))
+    fns = jax.jit(
+        lambda a, b: (
+            metrics.track_labels(a, b, **kw),
+            metrics.track_switches(a, b, **kw),
+            metrics.identity_persistence(a, b, **kw),
+            metrics.frame_fg_ari(a, b, **kw),
+            metrics.video_fg_ari(a, b, **kw),
+        )
+    )
     good = fns(jnp.asarray(m), jnp.asarray(p))
     assert int(good[1]) == 1 and np.all(np.isfinite(np.asarray(good[3])))
     bad = p.copy()
@@ -248,8 +271,12 @@ Z = np.zeros((2, 4), np.int32)  # a clip of 2 frames of 4 pixels
         ("frame_fg_ari", (Z.astype(np.float32), Z), {}, "masks_true must hold integer"),
         ("track_switches", (Z, Z), {}, "missing a required argument: .n_true"),
         ("track_labels", (Z, Z), dict(n_true=2), "missing a required argument: .n_pred"),
-        ("identity_persistence", (Z + 3, Z), dict(n_true=2, n_pred=2),
-         r"masks_true must hold ids in \[0, n_true\) = \[0, 2\), got 3"),
+        (
+            "identity_persistence",
+            (Z + 3, Z),
+            dict(n_true=2, n_pred=2),
+            r"masks_true must hold ids in \[0, n_true\) = \[0, 2\), got 3",
+        ),
         ("track_labels", (Z, Z), dict(n_true=2, n_pred=2, min_pixels=0), "min_pixels must be >= 1"),
         ("track_labels", (Z, Z), dict(n_true=2, n_pred=2, min_pixels=1.5), "min_pixels must be an integer scalar"),
     ],
@@ -265,6 +292,7 @@ def test_one_compilation_for_a_batch_of_clips():
     f = jax.jit(jax.vmap(functools.partial(metrics.identity_persistence, **BOUNDS)))
     f(masks[:4], preds[:4])
     from conftest import jax_compilations
+
     with jax_compilations() as events:
         f(masks[4:8], preds[4:8])
     assert events == []
@@ -275,6 +303,11 @@ def test_checks_never_copy_device_arrays_to_the_host():
     jax.block_until_ready((m, p))
     kw = dict(n_true=3, n_pred=3)
     with jax.transfer_guard_device_to_host("disallow"):
-        out = (metrics.video_fg_ari(m, p, **kw), metrics.frame_fg_ari(m, p), metrics.track_labels(m, p, **kw),
-               metrics.track_switches(m, p, min_pixels=jnp.int32(2), **kw), metrics.identity_persistence(m, p, **kw))
+        out = (
+            metrics.video_fg_ari(m, p, **kw),
+            metrics.frame_fg_ari(m, p),
+            metrics.track_labels(m, p, **kw),
+            metrics.track_switches(m, p, min_pixels=jnp.int32(2), **kw),
+            metrics.identity_persistence(m, p, **kw),
+        )
         jax.block_until_ready(out)

@@ -23,15 +23,35 @@ from tokdyn.stats import summary
 from tokdyn.studies import token_dynamics as td
 from tokdyn.studies import token_dynamics_sweep as tds
 
-SMALL = ["--temperature", "0.5,2", "--repulsion", "0,0.1", "--momentum", "0,0.5", "--noise", "0.3",
-         "--n-clusters", "3,4", "--seeds", "4", "--dim", "2", "--points-per-cluster", "10", "--no-cache",
-         "--n-resamples", "200"]
+SMALL = [
+    "--temperature",
+    "0.5,2",
+    "--repulsion",
+    "0,0.1",
+    "--momentum",
+    "0,0.5",
+    "--noise",
+    "0.3",
+    "--n-clusters",
+    "3,4",
+    "--seeds",
+    "4",
+    "--dim",
+    "2",
+    "--points-per-cluster",
+    "10",
+    "--no-cache",
+    "--n-resamples",
+    "200",
+]
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("sw") / "run")
-    assert cli.main(["sweep", "token-dynamics", "--out", out, "--chunk-size", "7", "--no-plots", "--quiet", *SMALL]) == 0
+    assert (
+        cli.main(["sweep", "token-dynamics", "--out", out, "--chunk-size", "7", "--no-plots", "--quiet", *SMALL]) == 0
+    )
     return out
 
 
@@ -46,8 +66,11 @@ def test_outputs_are_consistent(swept):
     assert len(settings["temperature"]) == 8
     # pooled over noise and K, per seed, then averaged: equals the plain mean over the setting's runs
     for i in range(8):
-        sel = ((res["temperature"] == settings["temperature"][i]) & (res["repulsion"] == settings["repulsion"][i])
-               & (res["momentum"] == settings["momentum"][i]))
+        sel = (
+            (res["temperature"] == settings["temperature"][i])
+            & (res["repulsion"] == settings["repulsion"][i])
+            & (res["momentum"] == settings["momentum"][i])
+        )
         np.testing.assert_allclose(settings["ari_mean"][i], res["ari"][sel].mean(), rtol=1e-6)
         assert settings["ari_low"][i] <= settings["ari_mean"][i] <= settings["ari_high"][i]
     front = io.read_csv(os.path.join(swept, "pareto.csv"))
@@ -66,8 +89,16 @@ def test_sweep_agrees_with_the_study(swept):
     sweep at temperature 1, momentum 0.5, repulsion 0.05 (same root seed, same seeds)."""
     study = td.Config(seeds=4, noise=(0.3,), n_clusters=(3, 4), dim=2, points_per_cluster=10)
     runs = td.simulate(study)
-    cfg = tds.Config(temperature="1", repulsion="0.05", momentum="0.5", noise="0.3", n_clusters="3,4", seeds=4, dim=2,
-                     points_per_cluster=10)
+    cfg = tds.Config(
+        temperature="1",
+        repulsion="0.05",
+        momentum="0.5",
+        noise="0.3",
+        n_clusters="3,4",
+        seeds=4,
+        dim=2,
+        points_per_cluster=10,
+    )
     res = sweep.run(cfg.task(), cfg.grid(), key=jax.random.key(0), common_random_numbers=True, progress=False)
     sel = runs["method"] == "inertia+repulsion"
     order = np.lexsort((res["seed"], res["noise"], res["n_clusters"]))  # the study's row order
@@ -81,26 +112,32 @@ def test_sweep_agrees_with_the_study(swept):
 
 def test_resume_and_refusals(swept, tmp_path, capsys):
     changed = [a if a != "0.5,2" else "0.5,3" for a in SMALL]
-    assert cli.main(["sweep", "token-dynamics", "--out", swept, "--quiet", "--no-plots", "--chunk-size", "7",
-                     *changed]) == 2  # a usage error: the directory holds another sweep
+    assert (
+        cli.main(["sweep", "token-dynamics", "--out", swept, "--quiet", "--no-plots", "--chunk-size", "7", *changed])
+        == 2
+    )  # a usage error: the directory holds another sweep
     assert "another configuration (temperature: 0.5,2 there, 0.5,3 now)" in capsys.readouterr().err
     before = sweep.load(swept)
     chunk = sorted(os.listdir(os.path.join(swept, "chunks")))[1]
     os.remove(os.path.join(swept, "chunks", chunk))  # a lost chunk is redone when the command runs again
-    assert cli.main(["sweep", "token-dynamics", "--out", swept, "--quiet", "--no-plots", "--chunk-size", "7",
-                     *SMALL]) == 0
+    assert (
+        cli.main(["sweep", "token-dynamics", "--out", swept, "--quiet", "--no-plots", "--chunk-size", "7", *SMALL]) == 0
+    )
     after = sweep.load(swept)
     for f in ("ari", "steps", "index"):
         np.testing.assert_array_equal(after[f], before[f])
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--temperature", "logspace:0:1:5"], "logspace endpoints must be > 0"),
-    (["--repulsion", "linspace:0:1"], "'repulsion'"),
-    (["--momentum", "0,1.5"], "momentum"),
-    (["--n-clusters", "2.5"], "n_clusters values must be integers"),
-    (["--noise", ","], "'noise' has no values"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--temperature", "logspace:0:1:5"], "logspace endpoints must be > 0"),
+        (["--repulsion", "linspace:0:1"], "'repulsion'"),
+        (["--momentum", "0,1.5"], "momentum"),
+        (["--n-clusters", "2.5"], "n_clusters values must be integers"),
+        (["--noise", ","], "'noise' has no values"),
+    ],
+)
 def test_bad_axes_are_named(args, match, tmp_path, capsys):
     assert cli.main(["sweep", "token-dynamics", "--out", str(tmp_path / "x"), "--quiet", *args]) == 2
     assert match in capsys.readouterr().err
@@ -108,8 +145,24 @@ def test_bad_axes_are_named(args, match, tmp_path, capsys):
 
 
 def test_plot_heatmap(swept, capsys):
-    assert cli.main(["plot", "heatmap", swept, "--x", "temperature", "--y", "repulsion", "--metric", "steps",
-                     "--where", "momentum=0.5"]) == 0
+    assert (
+        cli.main(
+            [
+                "plot",
+                "heatmap",
+                swept,
+                "--x",
+                "temperature",
+                "--y",
+                "repulsion",
+                "--metric",
+                "steps",
+                "--where",
+                "momentum=0.5",
+            ]
+        )
+        == 0
+    )
     path = capsys.readouterr().out.strip()
     assert os.path.exists(path) and path.endswith(".png")
     cond = io.read_csv(os.path.join(swept, "summary.csv"))
@@ -118,16 +171,17 @@ def test_plot_heatmap(swept, capsys):
     sel = (res["temperature"] == 2.0) & (res["repulsion"] == 0.0) & (res["momentum"] == 0.5)
     np.testing.assert_allclose(job["z"][0][1], res["steps"][sel].mean())
     xy = ["--x", "temperature", "--y", "repulsion"]
-    for argv, match in ((["--x", "temperature", "--y", "temperature"], "different axes"),
-                        (["--x", "nope", "--y", "repulsion"], "x='nope' is not an axis"),
-                        ([*xy, "--metric", "foo"], "metric='foo'"),
-                        ([*xy, "--where", "momentum"], "name=value"),
-                        ([*xy, "--where", "momentum=7"], "where=momentum=7: the sweep's momentum takes the values "
-                                                         "[0.0, 0.5]"),
-                        ([*xy, "--where", "temperature=2"], "where fixes 'temperature', which the heatmap spans"),
-                        ([*xy, "--where", "momentum=0,momentum=0.5"], "where fixes 'momentum' twice"),
-                        ([*xy, "--stat", "median"], "stat"),
-                        ([*xy, "--where", "nope=1"], "where='nope' is not an axis")):
+    for argv, match in (
+        (["--x", "temperature", "--y", "temperature"], "different axes"),
+        (["--x", "nope", "--y", "repulsion"], "x='nope' is not an axis"),
+        ([*xy, "--metric", "foo"], "metric='foo'"),
+        ([*xy, "--where", "momentum"], "name=value"),
+        ([*xy, "--where", "momentum=7"], "where=momentum=7: the sweep's momentum takes the values [0.0, 0.5]"),
+        ([*xy, "--where", "temperature=2"], "where fixes 'temperature', which the heatmap spans"),
+        ([*xy, "--where", "momentum=0,momentum=0.5"], "where fixes 'momentum' twice"),
+        ([*xy, "--stat", "median"], "stat"),
+        ([*xy, "--where", "nope=1"], "where='nope' is not an axis"),
+    ):
         assert cli.main(["plot", "heatmap", swept, *argv]) == 2, argv  # every usage error: 2, never a traceback
         assert match in capsys.readouterr().err, argv
 
@@ -173,8 +227,16 @@ def test_identical_on_one_and_four_devices(tmp_path):
     import subprocess
     import sys
 
-    cfg = tds.Config(temperature="0.5,2", repulsion="0,0.1", momentum="", noise="", n_clusters="3,5", seeds=3, dim=2,
-                     points_per_cluster=10)
+    cfg = tds.Config(
+        temperature="0.5,2",
+        repulsion="0,0.1",
+        momentum="",
+        noise="",
+        n_clusters="3,5",
+        seeds=3,
+        dim=2,
+        points_per_cluster=10,
+    )
     code = (
         "import sys, numpy as np, jax\n"
         "from tokdyn.engine import sweep\n"
@@ -189,8 +251,15 @@ def test_identical_on_one_and_four_devices(tmp_path):
     path = str(tmp_path / "four.npz")
     subprocess.run([sys.executable, "-c", code, path], check=True, env=env)
     four = np.load(path)
-    one = sweep.run(cfg.task(), cfg.grid(), key=jax.random.key(0), common_random_numbers=True, chunk_size=1024,
-                    progress=False, devices=jax.devices()[:1])
+    one = sweep.run(
+        cfg.task(),
+        cfg.grid(),
+        key=jax.random.key(0),
+        common_random_numbers=True,
+        chunk_size=1024,
+        progress=False,
+        devices=jax.devices()[:1],
+    )
     for f in ("ari", "steps", "sse"):
         np.testing.assert_array_equal(four[f], one[f])
 
@@ -198,21 +267,42 @@ def test_identical_on_one_and_four_devices(tmp_path):
 # ---------------------------------------------------------------------------------------------- issue 31
 
 
-ONE = ["--temperature", "1", "--repulsion", "0", "--momentum", "0", "--noise", "0.3", "--n-clusters", "3",
-       "--no-cache", "--quiet"]
+ONE = [
+    "--temperature",
+    "1",
+    "--repulsion",
+    "0",
+    "--momentum",
+    "0",
+    "--noise",
+    "0.3",
+    "--n-clusters",
+    "3",
+    "--no-cache",
+    "--quiet",
+]
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--seeds", "4000000000"], "needs about 89.4 TiB at once, more than the"),  # issue 31, case 8: no 5.5-day ETA
-    (["--seeds", str(10**12)], "seeds=1000000000000 makes 1,000,000,000,000 runs"),
-    (["--seeds", "3000000", "--temperature", "linspace:0.1:2:2000"], "runs (temperature (2000) x repulsion (1) x "
-                                                                      "momentum (1) x noise (1) x n_clusters (1) x "
-                                                                      "3000000 seeds), more than the 4,294,967,295"),
-    (["--root-seed", str(2**32)], "root_seed must be an int in [0, 4294967295] (a PRNG key keeps 32 bits of it: a larger seed would repeat a smaller one's draws), got 4294967296"),
-    (["--seeds", "100", "--n-resamples", str(10**9)], "make n_resamples smaller"),
-    (["--seeds", "100000000", "--chunk-size", "100000000"], "chunk_size makes an array of"),
-    (["--seeds", "0"], "seeds must be an int >= 1"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--seeds", "4000000000"], "needs about 89.4 TiB at once, more than the"),  # issue 31, case 8: no 5.5-day ETA
+        (["--seeds", str(10**12)], "seeds=1000000000000 makes 1,000,000,000,000 runs"),
+        (
+            ["--seeds", "3000000", "--temperature", "linspace:0.1:2:2000"],
+            "runs (temperature (2000) x repulsion (1) x "
+            "momentum (1) x noise (1) x n_clusters (1) x "
+            "3000000 seeds), more than the 4,294,967,295",
+        ),
+        (
+            ["--root-seed", str(2**32)],
+            "root_seed must be an int in [0, 4294967295] (a PRNG key keeps 32 bits of it: a larger seed would repeat a smaller one's draws), got 4294967296",
+        ),
+        (["--seeds", "100", "--n-resamples", str(10**9)], "make n_resamples smaller"),
+        (["--seeds", "100000000", "--chunk-size", "100000000"], "chunk_size makes an array of"),
+        (["--seeds", "0"], "seeds must be an int >= 1"),
+    ],
+)
 def test_absurd_sizes_exit_2_naming_the_option_before_any_work(args, match, tmp_path, capsys):
     assert cli.main(["sweep", "token-dynamics", "--out", str(tmp_path / "x"), *ONE, *args]) == 2
     err = capsys.readouterr().err
@@ -233,8 +323,29 @@ def test_a_sweep_into_a_token_dynamics_study_is_refused_and_fresh_clears_it(tmp_
     """Issue 31, case 6: the sweep once overwrote a token-dynamics study's summary.csv and
     config.json; now it is refused naming the study, and --fresh starts afresh leaving nothing of it."""
     d = str(tmp_path / "td")
-    assert cli.main(["study", "token-dynamics", "--seeds", "2", "--dim", "2", "--points-per-cluster", "8", "--noise",
-                     "0.3", "--n-clusters", "3", "--no-cache", "--quiet", "--out", d]) == 0
+    assert (
+        cli.main(
+            [
+                "study",
+                "token-dynamics",
+                "--seeds",
+                "2",
+                "--dim",
+                "2",
+                "--points-per-cluster",
+                "8",
+                "--noise",
+                "0.3",
+                "--n-clusters",
+                "3",
+                "--no-cache",
+                "--quiet",
+                "--out",
+                d,
+            ]
+        )
+        == 0
+    )
     before = {f: open(os.path.join(d, f), "rb").read() for f in ("summary.csv", "config.json", "runs.csv")}
     plots = os.listdir(os.path.join(d, "plots"))
     assert plots
@@ -297,8 +408,15 @@ def test_two_processes_share_one_sweep_directory(swept, tmp_path):
     cfg = tds.Config(**json.load(open(os.path.join(swept, "config.json")))["config"])
     d = str(tmp_path / "shared")
     env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
-    procs = [subprocess.Popen([sys.executable, "-c", PART, json.dumps(dataclasses.asdict(cfg)), d, str(i)], env=env,
-                              stderr=subprocess.PIPE, text=True) for i in (1, 0)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PART, json.dumps(dataclasses.asdict(cfg)), d, str(i)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (1, 0)
+    ]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     for f in ("summary.csv", "settings.csv", "pareto.csv", "study.json"):
@@ -312,8 +430,12 @@ def _kill_after_chunks(args, cache, out, chunks: int) -> int:
     chunk files (a moment inside the sweep, whatever the machine's speed); returns how many it held."""
     d = os.path.join(out, "chunks")
     count = lambda: len([c for c in os.listdir(d) if c.endswith(".npz")]) if os.path.isdir(d) else 0  # noqa: E731
-    p = subprocess.Popen([sys.executable, "-m", "tokdyn.cli", *map(str, args), "--out", str(out)],
-                         env=killing.env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tokdyn.cli", *map(str, args), "--out", str(out)],
+        env=killing.env(cache),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     while p.poll() is None and count() < chunks:
         time.sleep(0.002)
     p.send_signal(signal.SIGKILL)
@@ -326,9 +448,32 @@ def test_sigkill_at_random_moments_then_resume_is_identical(tmp_path):
     chunks (three kills at a random number of finished chunks, then one at a random time, which
     may fall in the start, the sweep or the analysis), ends with the files of an uninterrupted
     run, byte for byte."""
-    args = ["sweep", "token-dynamics", "--temperature", "0.5,2", "--repulsion", "0,0.1", "--momentum", "0", "--noise",
-            "0.3", "--n-clusters", "3", "--seeds", "400", "--dim", "2", "--points-per-cluster", "10", "--chunk-size",
-            "64", "--n-resamples", "200", "--no-plots", "--quiet"]  # 1,600 runs in 25 chunks
+    args = [
+        "sweep",
+        "token-dynamics",
+        "--temperature",
+        "0.5,2",
+        "--repulsion",
+        "0,0.1",
+        "--momentum",
+        "0",
+        "--noise",
+        "0.3",
+        "--n-clusters",
+        "3",
+        "--seeds",
+        "400",
+        "--dim",
+        "2",
+        "--points-per-cluster",
+        "10",
+        "--chunk-size",
+        "64",
+        "--n-resamples",
+        "200",
+        "--no-plots",
+        "--quiet",
+    ]  # 1,600 runs in 25 chunks
     cache, killed = tmp_path / "cache", tmp_path / "killed"
     code, seconds, err = killing.run_cli([*args, "--out", tmp_path / "whole"], cache)
     assert code == 0, err

@@ -98,18 +98,30 @@ def ref_track(frames, mask, fresh, thp, hp, n_steps, tol):
 
 def fresh_tokens(key, frames, mask, n_tokens, init="kmeans++"):
     """Each frame's drawn tokens (NaN for a frame without points, which draws none)."""
-    return np.stack([np.asarray(dynamics.init_tokens(tracking.frame_keys(key, f)[0], n_tokens, frames.shape[-1],
-                                                     method=init, x=frames[f], mask=mask[f]))
-                     if mask[f].any() else np.full((n_tokens, frames.shape[-1]), np.nan, np.float32)
-                     for f in range(len(frames))])
+    return np.stack(
+        [
+            np.asarray(
+                dynamics.init_tokens(
+                    tracking.frame_keys(key, f)[0], n_tokens, frames.shape[-1], method=init, x=frames[f], mask=mask[f]
+                )
+            )
+            if mask[f].any()
+            else np.full((n_tokens, frames.shape[-1]), np.nan, np.float32)
+            for f in range(len(frames))
+        ]
+    )
 
 
 def blobs(n_frames, centres, velocity, per=30, spread=0.4, seed=0):
     """(F, K * per, 2) frames of blobs translating at constant velocity (new noise per frame)."""
     rng = np.random.default_rng(seed)
     c, v = np.asarray(centres, float), np.asarray(velocity, float)
-    return np.stack([np.concatenate([c[k] + f * v[k] + spread * rng.standard_normal((per, 2)) for k in range(len(c))])
-                     for f in range(n_frames)]).astype(np.float32)
+    return np.stack(
+        [
+            np.concatenate([c[k] + f * v[k] + spread * rng.standard_normal((per, 2)) for k in range(len(c))])
+            for f in range(n_frames)
+        ]
+    ).astype(np.float32)
 
 
 CENTRES = [[-6.0, 0.0], [6.0, 0.0], [0.0, 6.0]]
@@ -196,7 +208,8 @@ def test_inertia_carries_the_velocity_and_is_carry_without_momentum():
     small to converge it differs (the carried velocity acts)."""
     frames = blobs(6, CENTRES, VELOCITY, seed=4)
     run = lambda pred, hp, decay=1.0: tracking.track(  # noqa: E731
-        KEY, frames, tracking.Hparams(predictor=P[pred], decay=decay), hp, n_tokens=3, n_steps=2, tol=0.0, fixed=True)
+        KEY, frames, tracking.Hparams(predictor=P[pred], decay=decay), hp, n_tokens=3, n_steps=2, tol=0.0, fixed=True
+    )
     still = dynamics.Hparams(momentum=0.0, damping=0.5)
     assert_same_floats(run("inertia", still).tokens, run("carry", still).tokens)
     moving = dynamics.Hparams(momentum=0.6, damping=0.5)
@@ -226,8 +239,10 @@ def test_carried_tokens_keep_identity_where_reinit_without_matching_does_not():
             assert np.all(np.asarray(r.converged))
             raw, _ = tracking.track_labels(r.tokens, r.labels, False)
             matched, _ = tracking.track_labels(r.tokens, r.labels, True)
-            scores[name] = (identity_score(truth, np.asarray(raw), mask),
-                            identity_score(truth, np.asarray(matched), mask))
+            scores[name] = (
+                identity_score(truth, np.asarray(raw), mask),
+                identity_score(truth, np.asarray(matched), mask),
+            )
         assert scores["carry"][0] > 0.99 and scores["velocity"][0] > 0.99, scores
         assert scores["reinit"][1] > 0.99, scores  # matching recovers the tracks
         assert scores["reinit"][0] < 0.8, scores  # without it the indices are shuffled draws
@@ -245,8 +260,9 @@ def test_constant_velocity_tracks_with_near_zero_lag():
     hp = dynamics.Hparams(damping=alpha)
     lag = {}
     for name in ("carry", "velocity"):
-        r = tracking.track(KEY, frames, tracking.Hparams(predictor=P[name]), hp, n_tokens=1, n_steps=1, tol=0.0,
-                           fixed=True)
+        r = tracking.track(
+            KEY, frames, tracking.Hparams(predictor=P[name]), hp, n_tokens=1, n_steps=1, tol=0.0, fixed=True
+        )
         lag[name] = centre - np.asarray(r.tokens)[:, 0]
     np.testing.assert_allclose(lag["carry"][-5:], np.broadcast_to(v * (1 - alpha) / alpha, (5, 2)), atol=1e-4)
     assert np.abs(lag["velocity"][-5:]).max() < 1e-3 * np.linalg.norm(v)
@@ -291,9 +307,12 @@ def test_switching_the_predictor_does_not_recompile():
             tracking.track(KEY, frames, tracking.Hparams(predictor=p, decay=0.5, separation=1), n_tokens=3)
     assert compiled == [] and tracking.track.jitted._cache_size() == before
     # and a vmap over every predictor is one program too
-    hps = jax.tree_util.tree_map(jnp.asarray, tracking.Hparams(predictor=np.arange(4, dtype=np.int32),
-                                                                decay=np.ones(4, np.float32),
-                                                                separation=np.zeros(4, np.float32)))
+    hps = jax.tree_util.tree_map(
+        jnp.asarray,
+        tracking.Hparams(
+            predictor=np.arange(4, dtype=np.int32), decay=np.ones(4, np.float32), separation=np.zeros(4, np.float32)
+        ),
+    )
     many = jax.jit(jax.vmap(lambda h: tracking.track(KEY, frames, h, n_tokens=3).tokens))(hps)
     for p in range(4):
         assert_same_floats(many[p], tracking.track(KEY, frames, tracking.Hparams(predictor=p), n_tokens=3).tokens)
@@ -309,9 +328,15 @@ def test_vmap_and_shard_map_equal_one_by_one():
     f = lambda x: tracking.track(KEY, x, thp, n_tokens=3, n_steps=8, fixed=True)  # noqa: E731
     mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()[:1]), ("runs",))
     sharded = jax.jit(jax.shard_map(jax.vmap(f), mesh=mesh, in_specs=Spec("runs"), out_specs=Spec("runs")))(frames)
-    ids = jax.jit(jax.shard_map(jax.vmap(lambda t, lab: tracking.track_labels(t, lab, True)[0]), mesh=mesh,
-                                in_specs=Spec("runs"), out_specs=Spec("runs"), check_vma=False))(sharded.tokens,
-                                                                                                 sharded.labels)
+    ids = jax.jit(
+        jax.shard_map(
+            jax.vmap(lambda t, lab: tracking.track_labels(t, lab, True)[0]),
+            mesh=mesh,
+            in_specs=Spec("runs"),
+            out_specs=Spec("runs"),
+            check_vma=False,
+        )
+    )(sharded.tokens, sharded.labels)
     for i in range(2):
         one = f(frames[i])
         assert_same_floats(sharded.tokens[i], one.tokens)
@@ -333,8 +358,15 @@ def test_empty_frames_leave_the_tokens_where_they_are():
         assert int(r.steps[2]) == 0 and bool(r.converged[2]) and np.all(np.asarray(r.labels[2]) == -1)
         assert float(jnp.abs(r.displacement[2]).max()) == 0.0
         if name != "reinit":  # the skipped frame is as if absent (keys only matter for draws)
-            gone = tracking.track(KEY, np.delete(frames, 2, 0), thp, dynamics.Hparams(momentum=0.4), n_tokens=3,
-                                  mask=np.delete(mask, 2, 0), init="kmeans++")
+            gone = tracking.track(
+                KEY,
+                np.delete(frames, 2, 0),
+                thp,
+                dynamics.Hparams(momentum=0.4),
+                n_tokens=3,
+                mask=np.delete(mask, 2, 0),
+                init="kmeans++",
+            )
             assert_same_floats(r.tokens[3:], gone.tokens[2:])
     # a leading empty frame: no tokens yet (NaN, labels -1); the next frame starts as frame 0 would
     lead = mask.copy()
@@ -361,8 +393,12 @@ def test_single_token():
 def test_knobs_out_of_range():
     frames = blobs(2, CENTRES, VELOCITY)
     with jax_compilations() as compiled:
-        for bad, match in ((dict(predictor=4), "predictor"), (dict(predictor=1.5), "predictor"),
-                           (dict(decay=1.5), "decay"), (dict(separation=-1.0), "separation")):
+        for bad, match in (
+            (dict(predictor=4), "predictor"),
+            (dict(predictor=1.5), "predictor"),
+            (dict(decay=1.5), "decay"),
+            (dict(separation=-1.0), "separation"),
+        ):
             with pytest.raises(ValueError, match=match):
                 tracking.track(KEY, frames, tracking.Hparams(**bad), n_tokens=3)
         with pytest.raises(ValueError, match="mask"):
@@ -392,8 +428,9 @@ def test_track_labels_against_scipy():
         want.append(want[-1][cols[np.argsort(rows)]])
     want = np.stack(want)
     np.testing.assert_array_equal(np.asarray(token_ids), want)
-    np.testing.assert_array_equal(np.asarray(ids), np.where(labels >= 0, np.take_along_axis(want, np.maximum(labels, 0),
-                                                                                           1), -1))
+    np.testing.assert_array_equal(
+        np.asarray(ids), np.where(labels >= 0, np.take_along_axis(want, np.maximum(labels, 0), 1), -1)
+    )
     raw, first = tracking.track_labels(tokens, labels, False)
     np.testing.assert_array_equal(np.asarray(raw), labels)
     assert np.all(np.asarray(first) == np.arange(5))
@@ -404,8 +441,7 @@ def test_separate_against_numpy():
     tokens = rng.standard_normal((6, 3)).astype(np.float32)
     tokens[4] = tokens[1]  # coincident
     for r in (0.0, 0.5, 2.0):
-        np.testing.assert_allclose(np.asarray(tracking.separate(tokens, r)), ref_push(tokens, r), rtol=1e-5,
-                                   atol=1e-5)
+        np.testing.assert_allclose(np.asarray(tracking.separate(tokens, r)), ref_push(tokens, r), rtol=1e-5, atol=1e-5)
     pair = np.array([[0.0, 0.0], [0.3, 0.4]], np.float32)
     out = np.asarray(tracking.separate(pair, 1.0))
     assert abs(np.linalg.norm(out[0] - out[1]) - 1.0) < 1e-6
@@ -418,9 +454,16 @@ def test_gradient_through_fixed_tracking():
         frames = blobs(2, CENTRES, VELOCITY, seed=15).astype(np.float64)
 
         def loss(decay, sep, temperature):
-            r = tracking.track(KEY, frames, tracking.Hparams(predictor=jnp.int32(3), decay=decay, separation=sep),
-                               dynamics.Hparams(temperature=temperature, momentum=jnp.float64(0.5)), n_tokens=3,
-                               n_steps=2, tol=0.0, fixed=True)
+            r = tracking.track(
+                KEY,
+                frames,
+                tracking.Hparams(predictor=jnp.int32(3), decay=decay, separation=sep),
+                dynamics.Hparams(temperature=temperature, momentum=jnp.float64(0.5)),
+                n_tokens=3,
+                n_steps=2,
+                tol=0.0,
+                fixed=True,
+            )
             return jnp.sum(r.tokens[-1] ** 2)
 
         args = (jnp.float64(0.6), jnp.float64(4.0), jnp.float64(1.2))
@@ -452,8 +495,9 @@ def test_moving_clusters():
     x, mask = np.asarray(s.x), np.asarray(s.mask)
     np.testing.assert_array_equal(mask, np.all(np.abs(x) <= 10.0, axis=-1))
     np.testing.assert_array_equal(np.asarray(s.labels), np.where(mask, np.repeat(np.arange(4), 20)[None], -1))
-    again = data.moving_from_draw(data.moving_draw(key, n_frames=9, n_clusters=4, points_per_cluster=20),
-                                  speed=0.8, spread=0.3, view=10.0)
+    again = data.moving_from_draw(
+        data.moving_draw(key, n_frames=9, n_clusters=4, points_per_cluster=20), speed=0.8, spread=0.3, view=10.0
+    )
     assert_same_floats(again.x, s.x)
     with pytest.raises(ValueError, match="speed"):
         data.moving_clusters(key, 9, 4, speed=-1.0)
@@ -471,7 +515,8 @@ def test_track_run_sweeps_every_predictor_in_one_compilation(tmp_path):
     # one run of the sweep is the function called by itself (up to rounding: two programs)
     i = 5
     one = jax.jit(lambda k: fn(k, predictor=c["predictor"][i], separation=c["separation"][i]))(
-        jax.random.fold_in(jax.random.key(17), c["seed"][i]))
+        jax.random.fold_in(jax.random.key(17), c["seed"][i])
+    )
     np.testing.assert_allclose(one["identity"], c["identity"][i], atol=1e-5)
     # with one token per cluster on a carried track, the raw identity is the identity score
     assert TrackRun().conditions[:5] == ("predictor", "decay", "separation", "speed", "spread")

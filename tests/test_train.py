@@ -20,6 +20,7 @@ from tokdyn import io, train
 
 # --- the toy model: its whole training code ---------------------------------------------------------------
 
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Hparams:
@@ -52,8 +53,14 @@ def batch(key, data, step):
 
 @functools.lru_cache(maxsize=None)
 def toy_trainer(steps=40, steps_per_call=10, warmup=5, decay="cosine"):
-    return train.Trainer(train.Config(steps=steps, steps_per_call=steps_per_call, warmup=warmup, decay=decay),
-                         init=init, loss=loss, batch=batch, name="toy")
+    return train.Trainer(
+        train.Config(steps=steps, steps_per_call=steps_per_call, warmup=warmup, decay=decay),
+        init=init,
+        loss=loss,
+        batch=batch,
+        name="toy",
+    )
+
 
 # --- end of the toy model ---------------------------------------------------------------------------------
 
@@ -67,8 +74,13 @@ def reference(key, hp, data, cfg):
     k_init, k_run = jax.random.split(key)
     params = init(k_init, hp)
     warm = cfg.warmup
-    sched = optax.join_schedules([optax.linear_schedule(0.0, hp.learning_rate, warm),
-                                  optax.cosine_decay_schedule(hp.learning_rate, cfg.steps - warm, alpha=0.05)], [warm])
+    sched = optax.join_schedules(
+        [
+            optax.linear_schedule(0.0, hp.learning_rate, warm),
+            optax.cosine_decay_schedule(hp.learning_rate, cfg.steps - warm, alpha=0.05),
+        ],
+        [warm],
+    )
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched, weight_decay=0.0))
     state = opt.init(params)
     for t in range(cfg.steps):
@@ -175,8 +187,9 @@ train.train_many(tr, t.toy_data(), keys, hp, checkpointing=train.Checkpointing({
     state, curves, stopped = train.load_checkpoint(ck, like, "toy")
     assert int(state.step[0]) == 20 and not stopped  # the checkpoint of the call before the kill
     assert sorted(curves) == ["accuracy", "grad_norm", "loss"] and np.isnan(curves["loss"][:, 2:]).all()
-    resumed = train.train_many(toy_trainer(60, 10), toy_data(), *keys_and_hparams(),
-                               checkpointing=train.Checkpointing(ck, "toy"))
+    resumed = train.train_many(
+        toy_trainer(60, 10), toy_data(), *keys_and_hparams(), checkpointing=train.Checkpointing(ck, "toy")
+    )
     full = train.train_many(toy_trainer(60, 10), toy_data(), *keys_and_hparams())
     for x, y in zip(jax.tree_util.tree_leaves(full.state), jax.tree_util.tree_leaves(resumed.state)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -209,8 +222,9 @@ def test_a_model_that_never_trains_warns_even_when_quiet():
     """train_many(quiet=True), the default, prints nothing, yet a model whose every step is skipped
     as non-finite is reported: a RuntimeWarning naming the models, the steps and the settings, and
     the count per model in the result."""
-    tr = train.Trainer(train.Config(steps=20, steps_per_call=10, warmup=2), init=init, loss=nan_loss, batch=batch,
-                       name="nan-toy")
+    tr = train.Trainer(
+        train.Config(steps=20, steps_per_call=10, warmup=2), init=init, loss=nan_loss, batch=batch, name="nan-toy"
+    )
     keys, hp = train.grid(jax.random.split(jax.random.key(3), 2), Hparams(learning_rate=jnp.asarray([0.05])))
     with pytest.warns(RuntimeWarning) as caught:
         res = train.train_many(tr, toy_data(), keys, hp, quiet=True)
@@ -232,11 +246,18 @@ def test_stop_callback_ends_training_and_a_rerun_does_not_train_on(tmp_path):
     data, tr = toy_data(), toy_trainer()
     keys, hp = keys_and_hparams(seeds=1, lrs=(0.1,))
     ck = str(tmp_path / "ck.npz")
-    res = train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(ck),
-                           evaluation=train.Evaluation(stop=lambda step, state, curves: step >= 20))
+    res = train.train_many(
+        tr,
+        data,
+        keys,
+        hp,
+        checkpointing=train.Checkpointing(ck),
+        evaluation=train.Evaluation(stop=lambda step, state, curves: step >= 20),
+    )
     assert res.finished and res.stopped_at == 20 and int(res.state.step[0]) == 20
-    again = train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(ck),
-                             evaluation=train.Evaluation(stop=lambda *a: False))
+    again = train.train_many(
+        tr, data, keys, hp, checkpointing=train.Checkpointing(ck), evaluation=train.Evaluation(stop=lambda *a: False)
+    )
     assert again.finished and int(again.state.step[0]) == 20
 
 
@@ -248,8 +269,13 @@ def test_checkpoints_refuse_another_stamp_tree_or_hparams(tmp_path):
     with pytest.raises(ValueError, match="another configuration"):
         train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(ck, "b"))
     with pytest.raises(ValueError, match="other hyper-parameters"):
-        train.train_many(tr, data, keys, Hparams(learning_rate=jnp.asarray([0.3]), l2=jnp.asarray([1e-3])),
-                         checkpointing=train.Checkpointing(ck, "a"))
+        train.train_many(
+            tr,
+            data,
+            keys,
+            Hparams(learning_rate=jnp.asarray([0.3]), l2=jnp.asarray([1e-3])),
+            checkpointing=train.Checkpointing(ck, "a"),
+        )
     other = dataclasses.replace(tr, init=lambda key, hp: {"w": jnp.zeros(3), "b": jnp.zeros(()), "bias": jnp.zeros(())})
     with pytest.raises(ValueError, match=r"lacks the leaf .*\['bias'\]"):
         train.train_many(other, data, keys, hp, checkpointing=train.Checkpointing(ck, "a"))
@@ -284,7 +310,10 @@ def test_bad_arguments_are_refused_before_any_work():
     data, tr = toy_data(), toy_trainer()
     keys, hp = keys_and_hparams(seeds=2)
     cases = [
-        (dict(execution=train.Execution("fast")), r"execution.strategy must be one of \['loop', 'scan', 'step'\], got 'fast'"),
+        (
+            dict(execution=train.Execution("fast")),
+            r"execution.strategy must be one of \['loop', 'scan', 'step'\], got 'fast'",
+        ),
         (dict(execution=train.Execution(batch_size=0)), "execution.batch_size must be an int >= 1, got 0"),
         (dict(execution=train.Execution(devices=())), "execution.devices must name at least one device"),
         (dict(execution=train.Execution(vectorised_init=1)), "execution.vectorised_init must be a bool"),
@@ -313,8 +342,9 @@ def test_bad_arguments_are_refused_before_any_work():
     with pytest.raises(TypeError, match="keys must be a PRNG key"):
         train.train_many(tr, data, np.zeros(4), hp)
     with pytest.raises(ValueError, match=r"learning_rate must be finite"):
-        train.train_many(tr, data, keys, Hparams(learning_rate=np.array([1, np.nan, 1, 1], np.float32),
-                                                 l2=np.zeros(4, np.float32)))
+        train.train_many(
+            tr, data, keys, Hparams(learning_rate=np.array([1, np.nan, 1, 1], np.float32), l2=np.zeros(4, np.float32))
+        )
 
 
 # --- evaluations in the curves, the best state kept, stop rules over the curves ------------------------------
@@ -328,7 +358,7 @@ def evaluate(step, state):
     x, y = VAL
     z = jnp.einsum("nd,md->mn", x, state.params["w"]) + state.params["b"][:, None]  # (M, N)
     val_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(z, y[None]), axis=1)
-    peaks = PEAKS[:val_loss.shape[0]]
+    peaks = PEAKS[: val_loss.shape[0]]
     return {"val_loss": val_loss, "val_peak": -((state.step.astype(jnp.float32) - peaks) ** 2)}
 
 
@@ -357,8 +387,10 @@ def test_evaluate_and_keep_best_resume_bit_identically(tmp_path, strategy, kill)
     assert np.all(part.best_step <= 10 * kill)
     resumed = train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(ck, "toy"), **kw)
     assert resumed.finished
-    same = lambda a, b: [np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-                         for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))]
+    same = lambda a, b: [
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+    ]
     same(full.state, resumed.state)
     same(full.best_state, resumed.best_state)
     np.testing.assert_array_equal(full.best_step, resumed.best_step)
@@ -383,8 +415,9 @@ def test_keep_best_min_mode_and_a_model_without_a_finite_value():
     data, tr = toy_data(), toy_trainer()
     keys, hp = keys_and_hparams(seeds=1)
     ev = lambda step, state: {"val_loss": evaluate(step, state)["val_loss"].at[1].set(jnp.nan)}
-    res = train.train_many(tr, data, keys, hp, evaluation=train.Evaluation(ev, every=3, keep_best="val_loss",
-                                                                            best_mode="min"))
+    res = train.train_many(
+        tr, data, keys, hp, evaluation=train.Evaluation(ev, every=3, keep_best="val_loss", best_mode="min")
+    )
     vals = res.curves["val_loss"]
     np.testing.assert_array_equal(np.isfinite(vals[0]), [True, False, True, True])  # calls 1, 3 and the last
     assert res.best_step[1] == -1 and res.best_step[0] == 10 * (np.nanargmin(vals[0]) + 1)
@@ -407,21 +440,31 @@ def test_stop_sees_the_recorded_curves_and_a_patience_rule_decides_as_its_replay
             curves["loss"][0, 0] = 0.0
         return False
 
-    train.train_many(tr, data, keys, hp, evaluation=train.Evaluation(lambda s, st: {"val_acc": _accuracy(st)}, stop=spy),
-                     max_calls=3)
+    train.train_many(
+        tr, data, keys, hp, evaluation=train.Evaluation(lambda s, st: {"val_acc": _accuracy(st)}, stop=spy), max_calls=3
+    )
     assert [s for s, _ in seen] == [10, 20, 30]
     step, curves = seen[1]
     assert sorted(curves) == ["accuracy", "grad_norm", "loss", "val_acc"] and curves["val_acc"].shape == (2, 20)
     assert np.isfinite(curves["val_acc"][:, :2]).all() and np.isnan(curves["val_acc"][:, 2:]).all()
 
     rule = train.Patience(patience=0.2, min_fraction=0.5, min_delta=0.01, loss_delta=None)
-    res = train.train_many(tr, data, keys, hp, evaluation=train.Evaluation(
-        lambda s, st: {"val_acc": _accuracy(st)}, keep_best="val_acc", stop=rule.stopper(tr.config, "val_acc")))
+    res = train.train_many(
+        tr,
+        data,
+        keys,
+        hp,
+        evaluation=train.Evaluation(
+            lambda s, st: {"val_acc": _accuracy(st)}, keep_best="val_acc", stop=rule.stopper(tr.config, "val_acc")
+        ),
+    )
     assert res.finished and 100 <= res.stopped_at < 200, res.stopped_at  # the toy learns in a few calls
     n = res.stopped_at // 10
     replay = rule.first_stop(res.steps[:n], res.curves["val_acc"][:, :n], 200)
     assert res.stopped_at == replay.max()
-    np.testing.assert_array_equal(res.best_step, rule.decide(res.steps[:n], res.curves["val_acc"][:, :n], 200).best_step)
+    np.testing.assert_array_equal(
+        res.best_step, rule.decide(res.steps[:n], res.curves["val_acc"][:, :n], 200).best_step
+    )
 
 
 def _accuracy(state):
@@ -443,8 +486,9 @@ def test_evaluations_and_kept_best_are_checked(tmp_path):
     with pytest.raises(ValueError, match="evaluation.keep_best='val' is not a curve column"):
         train.train_many(tr, data, keys, hp, **ev(None, keep_best="val"))
     ck = train.Checkpointing(str(tmp_path / "ck.npz"))
-    train.train_many(tr, data, keys, hp, checkpointing=ck, max_calls=1, **ev(evaluate, keep_best="val_loss",
-                                                                            best_mode="min"))
+    train.train_many(
+        tr, data, keys, hp, checkpointing=ck, max_calls=1, **ev(evaluate, keep_best="val_loss", best_mode="min")
+    )
     with pytest.raises(ValueError, match="keeps the best state of 'val_loss'"):
         train.train_many(tr, data, keys, hp, checkpointing=ck, **ev(evaluate))
     with pytest.raises(ValueError, match="keeps the best state of 'val_loss'"):
@@ -452,6 +496,8 @@ def test_evaluations_and_kept_best_are_checked(tmp_path):
     plain = str(tmp_path / "plain.npz")
     train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(plain), max_calls=1)
     with pytest.raises(ValueError, match="written without keep_best"):
-        train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(plain), **ev(evaluate, keep_best="val_loss"))
+        train.train_many(
+            tr, data, keys, hp, checkpointing=train.Checkpointing(plain), **ev(evaluate, keep_best="val_loss")
+        )
     with pytest.raises(ValueError, match="holds no best state"):
         train.load_best(plain, train.init_states(tr, keys, hp)[0])

@@ -26,16 +26,33 @@ def test_old_keywords_train_the_same_models_and_warn_with_the_new_spelling(tmp_p
     data, tr = toy_data(), toy_trainer(steps=40, steps_per_call=10)
     keys, hp = keys_and_hparams(seeds=2)
     stop = lambda step, state, curves: step >= 30
-    new = train.train_many(tr, data, keys, hp,
-                           checkpointing=train.Checkpointing(str(tmp_path / "new.npz"), "toy"),
-                           evaluation=train.Evaluation(evaluate, every=2, keep_best="val_loss", best_mode="min",
-                                                       stop=stop),
-                           execution=train.Execution("step", devices=jax.local_devices()[:1], batch_size=2,
-                                                     vectorised_init=False))
+    new = train.train_many(
+        tr,
+        data,
+        keys,
+        hp,
+        checkpointing=train.Checkpointing(str(tmp_path / "new.npz"), "toy"),
+        evaluation=train.Evaluation(evaluate, every=2, keep_best="val_loss", best_mode="min", stop=stop),
+        execution=train.Execution("step", devices=jax.local_devices()[:1], batch_size=2, vectorised_init=False),
+    )
     with pytest.warns(DeprecationWarning) as record:
-        old = train.train_many(tr, data, keys, hp, checkpoint=str(tmp_path / "old.npz"), stamp="toy",
-                               evaluate=evaluate, evaluate_every=2, keep_best="val_loss", best_mode="min", stop=stop,
-                               strategy="step", devices=jax.local_devices()[:1], batch_size=2, vectorised_init=False)
+        old = train.train_many(
+            tr,
+            data,
+            keys,
+            hp,
+            checkpoint=str(tmp_path / "old.npz"),
+            stamp="toy",
+            evaluate=evaluate,
+            evaluate_every=2,
+            keep_best="val_loss",
+            best_mode="min",
+            stop=stop,
+            strategy="step",
+            devices=jax.local_devices()[:1],
+            batch_size=2,
+            vectorised_init=False,
+        )
     messages = sorted(str(w.message) for w in record if w.category is DeprecationWarning)
     assert messages == [
         "train_many(checkpoint=..., stamp=...) is deprecated: pass "
@@ -64,8 +81,11 @@ def test_old_keywords_train_the_same_models_and_warn_with_the_new_spelling(tmp_p
 def test_a_single_old_keyword_warns_once_and_new_values_do_not_warn(tmp_path):
     data, tr = toy_data(), toy_trainer(steps=20, steps_per_call=10)
     keys, hp = keys_and_hparams(seeds=1, lrs=(0.1,))
-    with pytest.warns(DeprecationWarning, match=r"^train_many\(strategy=\.\.\.\) is deprecated: "
-                                                 r"pass execution=train\.Execution\(strategy=\.\.\.\)$") as record:
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"^train_many\(strategy=\.\.\.\) is deprecated: "
+        r"pass execution=train\.Execution\(strategy=\.\.\.\)$",
+    ) as record:
         old = train.train_many(tr, data, keys, hp, strategy="loop")
     assert sum(w.category is DeprecationWarning for w in record) == 1
     with warnings.catch_warnings():
@@ -78,13 +98,16 @@ def test_a_single_old_keyword_warns_once_and_new_values_do_not_warn(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("old,new", [
-    (dict(checkpoint="a.npz"), dict(checkpointing=train.Checkpointing("b.npz"))),
-    (dict(stamp="x"), dict(checkpointing=train.Checkpointing("b.npz"))),
-    (dict(evaluate_every=2), dict(evaluation=train.Evaluation(evaluate))),
-    (dict(stop=lambda *a: False), dict(evaluation=train.Evaluation())),
-    (dict(devices=jax.local_devices()), dict(execution=train.Execution())),
-])
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        (dict(checkpoint="a.npz"), dict(checkpointing=train.Checkpointing("b.npz"))),
+        (dict(stamp="x"), dict(checkpointing=train.Checkpointing("b.npz"))),
+        (dict(evaluate_every=2), dict(evaluation=train.Evaluation(evaluate))),
+        (dict(stop=lambda *a: False), dict(evaluation=train.Evaluation())),
+        (dict(devices=jax.local_devices()), dict(execution=train.Execution())),
+    ],
+)
 def test_an_old_keyword_beside_the_value_that_replaces_it_is_refused(old, new):
     data, tr = toy_data(), toy_trainer(steps=20, steps_per_call=10)
     keys, hp = keys_and_hparams(seeds=1, lrs=(0.1,))
@@ -98,19 +121,29 @@ def test_bad_values_are_refused_before_any_work():
     or loss ever runs (the old keywords go through the same checks)."""
     calls = []
     tr = toy_trainer(steps=20, steps_per_call=10)
-    spy = type(tr)(tr.config, init=lambda *a: calls.append("init"), loss=lambda *a: calls.append("loss"),
-                   batch=tr.batch)
+    spy = type(tr)(
+        tr.config, init=lambda *a: calls.append("init"), loss=lambda *a: calls.append("loss"), batch=tr.batch
+    )
     keys, hp = keys_and_hparams(seeds=1, lrs=(0.1,))
     cases = [
-        (dict(execution=train.Execution(strategy="pmap")), ValueError,
-         r"^execution\.strategy must be one of \['loop', 'scan', 'step'\], got 'pmap'$"),
+        (
+            dict(execution=train.Execution(strategy="pmap")),
+            ValueError,
+            r"^execution\.strategy must be one of \['loop', 'scan', 'step'\], got 'pmap'$",
+        ),
         (dict(execution=train.Execution(strategy=None)), TypeError, r"^execution\.strategy must be a str"),
-        (dict(execution=train.Execution(batch_size=2.0)), TypeError,
-         r"^execution\.batch_size must be an int >= 1, got 2\.0 of type float$"),
+        (
+            dict(execution=train.Execution(batch_size=2.0)),
+            TypeError,
+            r"^execution\.batch_size must be an int >= 1, got 2\.0 of type float$",
+        ),
         (dict(execution=train.Execution(devices=5)), TypeError, r"^execution\.devices must be a sequence of devices"),
         (dict(evaluation=train.Evaluation(every=-2)), ValueError, r"^evaluation\.every must be an int >= 1, got -2$"),
-        (dict(evaluation=train.Evaluation(best_mode="MAX")), ValueError,
-         r"^evaluation\.best_mode must be one of \['max', 'min'\], got 'MAX'$"),
+        (
+            dict(evaluation=train.Evaluation(best_mode="MAX")),
+            ValueError,
+            r"^evaluation\.best_mode must be one of \['max', 'min'\], got 'MAX'$",
+        ),
         (dict(evaluation=train.Evaluation(best_mode=None)), TypeError, r"^evaluation\.best_mode must be a str"),
         (dict(checkpointing=train.Checkpointing(None)), TypeError, r"^checkpointing\.path must be the checkpoint file"),
         (dict(evaluation=(evaluate,)), TypeError, r"^evaluation must be a tokdyn\.train\.Evaluation or None"),

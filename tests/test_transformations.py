@@ -98,8 +98,10 @@ class Case:
 
     @functools.cached_property
     def batched(self) -> tuple:
-        return tuple(_stack(*[it[j] for it in self.instances]) if ax == 0 else self.instances[0][j]
-                     for j, ax in enumerate(self.in_axes))
+        return tuple(
+            _stack(*[it[j] for it in self.instances]) if ax == 0 else self.instances[0][j]
+            for j, ax in enumerate(self.in_axes)
+        )
 
     def vmapped(self, *batched):
         return jax.vmap(self.fn, in_axes=self.in_axes)(*batched)
@@ -107,8 +109,9 @@ class Case:
     def sharded(self, *batched, check_vma=True):
         mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("runs",))
         specs = tuple(P("runs") if ax == 0 else P() for ax in self.in_axes)
-        return jax.shard_map(jax.vmap(self.fn, in_axes=self.in_axes), mesh=mesh, in_specs=specs,
-                             out_specs=P("runs"), check_vma=check_vma)(*batched)
+        return jax.shard_map(
+            jax.vmap(self.fn, in_axes=self.in_axes), mesh=mesh, in_specs=specs, out_specs=P("runs"), check_vma=check_vma
+        )(*batched)
 
     @functools.cached_property
     def jitted(self):
@@ -220,7 +223,7 @@ def _direction(primals, seed=0):
     leaves, tree = jax.tree_util.tree_flatten(primals)
     rng = np.random.default_rng(seed)
     u = [rng.normal(size=np.shape(v)) if _is_float(v) else np.zeros(np.shape(v)) for v in leaves]
-    norm = np.sqrt(sum(float(np.sum(x ** 2)) for x in u))
+    norm = np.sqrt(sum(float(np.sum(x**2)) for x in u))
     u = [(x / norm).astype(jnp.result_type(v)) if _is_float(v) else x for x, v in zip(u, leaves)]
     return jax.tree_util.tree_unflatten(tree, u)
 
@@ -228,16 +231,21 @@ def _direction(primals, seed=0):
 def _axpy(a, u, x):
     """x + a u on the host (float leaves; others as they are)."""
     return jax.tree_util.tree_map(
-        lambda xi, ui: (np.asarray(xi) + a * ui).astype(jnp.result_type(xi)) if _is_float(xi) else xi, x, u)
+        lambda xi, ui: (np.asarray(xi) + a * ui).astype(jnp.result_type(xi)) if _is_float(xi) else xi, x, u
+    )
 
 
 def _dot(a, b):
-    return sum(float(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64)))
-               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)) if _is_float(x))
+    return sum(
+        float(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64)))
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+        if _is_float(x)
+    )
 
 
 def _stack(*items):
     """The leaves of ``items`` stacked on a new leading axis (on the host, keys on the device)."""
+
     def stack(*v):
         if jax.dtypes.issubdtype(jnp.result_type(v[0]), jax.dtypes.prng_key):
             return jnp.stack(v)
@@ -282,24 +290,42 @@ def _dynamics_cases():
     c = {}
     c["dynamics.soft_assignment"] = Case(
         lambda x, t, tau, m: dynamics.soft_assignment(x, t, tau, m),
-        lambda i: (*_points(i)[:2], jnp.float32(0.8 + 0.1 * i), _points(i)[2]), (0, 0, 0, None), wrt=(0, 1, 2))
+        lambda i: (*_points(i)[:2], jnp.float32(0.8 + 0.1 * i), _points(i)[2]),
+        (0, 0, 0, None),
+        wrt=(0, 1, 2),
+    )
     c["dynamics.sinkhorn"] = Case(
         lambda l, m: dynamics.sinkhorn(l, 7, mask=m),
-        lambda i: (jnp.asarray(_rng(i, 3).normal(size=(12, 3)), jnp.float32), np.arange(12) < 10 - i), (0, 0),
-        wrt=(0,))
+        lambda i: (jnp.asarray(_rng(i, 3).normal(size=(12, 3)), jnp.float32), np.arange(12) < 10 - i),
+        (0, 0),
+        wrt=(0,),
+    )
     c["dynamics.coulomb"] = Case(dynamics.coulomb, lambda i: (_points(i)[1],), (0,), wrt=(0,))
     c["dynamics.temperature_schedule"] = Case(
-        lambda tau, r: dynamics.temperature_schedule(dynamics.Hparams(temperature=tau, anneal_ratio=r,
-                                                                       anneal_steps=3.0), 5),
-        lambda i: (jnp.float32(0.5 + 0.1 * i), jnp.float32(3.0 + i)), (0, 0), wrt=(0, 1))
+        lambda tau, r: dynamics.temperature_schedule(
+            dynamics.Hparams(temperature=tau, anneal_ratio=r, anneal_steps=3.0), 5
+        ),
+        lambda i: (jnp.float32(0.5 + 0.1 * i), jnp.float32(3.0 + i)),
+        (0, 0),
+        wrt=(0, 1),
+    )
 
     def update(x, t, v, tau, mom, rep, damp):
         return dynamics.update(x, t, v, _hp(tau, mom, rep, damp))  # (Sinkhorn: tests/test_gradients.py)
 
     c["dynamics.update"] = Case(
-        update, lambda i: (*_points(i)[:2], 0.1 * _points(i)[1], jnp.float32(0.9), jnp.float32(0.3 + 0.1 * i),
-                           jnp.float32(0.01), jnp.float32(0.8)),
-        (0, 0, 0, 0, 0, 0, 0), wrt=(0, 1, 2, 3, 4, 5, 6))
+        update,
+        lambda i: (
+            *_points(i)[:2],
+            0.1 * _points(i)[1],
+            jnp.float32(0.9),
+            jnp.float32(0.3 + 0.1 * i),
+            jnp.float32(0.01),
+            jnp.float32(0.8),
+        ),
+        (0, 0, 0, 0, 0, 0, 0),
+        wrt=(0, 1, 2, 3, 4, 5, 6),
+    )
 
     def problem(i):
         x, t, m = _points(i)
@@ -310,42 +336,74 @@ def _dynamics_cases():
 
     c["dynamics.run"] = Case(
         lambda x, t, m, tau, mom: result(dynamics.run(x, t, _hp(tau, mom), mask=m, n_steps=12)),
-        problem, (0, 0, 0, 0, 0), wrt=(0, 1, 3, 4), h=2e-3,
-        raises=dict(grad="Reverse-mode differentiation does not work for lax.while_loop"))
+        problem,
+        (0, 0, 0, 0, 0),
+        wrt=(0, 1, 3, 4),
+        h=2e-3,
+        raises=dict(grad="Reverse-mode differentiation does not work for lax.while_loop"),
+    )
     c["dynamics.run(implicit=True)"] = Case(
-        lambda x, t, m, tau, mom: result(dynamics.run(x, t, _hp(tau, mom), mask=m, n_steps=400, tol=1e-6,
-                                                      implicit=True)),
-        problem, (0, 0, 0, 0, 0), wrt=(0, 3, 4), h=2e-3, rtol=5e-2)
+        lambda x, t, m, tau, mom: result(
+            dynamics.run(x, t, _hp(tau, mom), mask=m, n_steps=400, tol=1e-6, implicit=True)
+        ),
+        problem,
+        (0, 0, 0, 0, 0),
+        wrt=(0, 3, 4),
+        h=2e-3,
+        rtol=5e-2,
+    )
     c["dynamics.run_fixed"] = Case(
         lambda x, t, m, tau, mom: result(dynamics.run_fixed(x, t, _hp(tau, mom), mask=m, n_steps=12)),
-        problem, (0, 0, 0, 0, 0), wrt=(0, 1, 3, 4), h=2e-3)
+        problem,
+        (0, 0, 0, 0, 0),
+        wrt=(0, 1, 3, 4),
+        h=2e-3,
+    )
     c["dynamics.trajectory"] = Case(
         lambda x, t, m, tau, mom: dynamics.trajectory(x, t, _hp(tau, mom), mask=m, n_steps=6),
-        problem, (0, 0, 0, 0, 0), wrt=(0, 1, 3, 4), h=2e-3)
+        problem,
+        (0, 0, 0, 0, 0),
+        wrt=(0, 1, 3, 4),
+        h=2e-3,
+    )
     c["dynamics.hard_labels"] = Case(lambda x, t: dynamics.hard_labels(x, t), lambda i: _points(i)[:2], (0, 0))
     c["dynamics.token_groups"] = Case(
-        lambda t: dynamics.token_groups(t, 0.5), lambda i: (_points(i)[1] * [[1.0], [0.0], [1.0]] + 0.1 * i,),
-        (0,))
+        lambda t: dynamics.token_groups(t, 0.5), lambda i: (_points(i)[1] * [[1.0], [0.0], [1.0]] + 0.1 * i,), (0,)
+    )
 
     def traj(i):
         x, t, m = _points(i)
         t = np.stack([t[0], t[0] + 1e-3, t[0] - 1e-3])  # merged tokens that split as the temperature falls
-        tr = dynamics.trajectory(x, t, dynamics.Hparams(temperature=0.5, anneal_ratio=30.0, anneal_steps=20.0),
-                                 mask=m, n_steps=30, tol=0.0)
+        tr = dynamics.trajectory(
+            x, t, dynamics.Hparams(temperature=0.5, anneal_ratio=30.0, anneal_steps=20.0), mask=m, n_steps=30, tol=0.0
+        )
         return tr, tr.temperature
 
     c["dynamics.split_temperatures"] = Case(
-        lambda tr, temp: dynamics.split_temperatures(dataclasses.replace(tr, temperature=temp), 0.05), traj, (0, 0),
-        wrt=(1,))
+        lambda tr, temp: dynamics.split_temperatures(dataclasses.replace(tr, temperature=temp), 0.05),
+        traj,
+        (0, 0),
+        wrt=(1,),
+    )
     c["dynamics.init_tokens"] = Case(
-        lambda key, x: dynamics.init_tokens(key, 3, 2, x=x), lambda i: (jax.random.key(i), _points(i)[0]), (0, 0),
-        wrt=(1,))
+        lambda key, x: dynamics.init_tokens(key, 3, 2, x=x),
+        lambda i: (jax.random.key(i), _points(i)[0]),
+        (0, 0),
+        wrt=(1,),
+    )
     c["dynamics.forgy"] = Case(
         lambda x, noise: dynamics.forgy(x, noise, None, 3),
-        lambda i: (_points(i)[0], jnp.asarray(_rng(i, 4).uniform(size=24), jnp.float32)), (0, 0), wrt=(0,))
+        lambda i: (_points(i)[0], jnp.asarray(_rng(i, 4).uniform(size=24), jnp.float32)),
+        (0, 0),
+        wrt=(0,),
+    )
     c["dynamics.kmeans"] = Case(
-        lambda x, t: dynamics.kmeans(x, t, n_steps=20), lambda i: _points(i)[:2], (0, 0), wrt=(0, 1),
-        raises=dict(grad="Reverse-mode differentiation does not work for lax.while_loop"))
+        lambda x, t: dynamics.kmeans(x, t, n_steps=20),
+        lambda i: _points(i)[:2],
+        (0, 0),
+        wrt=(0, 1),
+        raises=dict(grad="Reverse-mode differentiation does not work for lax.while_loop"),
+    )
     return c
 
 
@@ -353,8 +411,11 @@ def _mixture(i):
     """A mixture of 3 tokens near the points of instance ``i``: means, log-scales, log-weights."""
     rng = _rng(i, 21)
     t = _points(i)[1]
-    return (t, (-0.4 + 0.2 * rng.normal(size=3)).astype(np.float32),
-            np.log(_softmax(0.3 * rng.normal(size=3))).astype(np.float32))
+    return (
+        t,
+        (-0.4 + 0.2 * rng.normal(size=3)).astype(np.float32),
+        np.log(_softmax(0.3 * rng.normal(size=3))).astype(np.float32),
+    )
 
 
 def _refinement_cases():
@@ -363,33 +424,54 @@ def _refinement_cases():
     hp = lambda a=1.0, s0=0.0, k=1.0: refinement.Hparams(step_size=a, prior_log_scale=s0, prior_strength=k)  # noqa: E731
     c["refinement.init"] = Case(
         lambda x, t, m, s0, k: refinement.init(points(x, m), t, hp(s0=s0, k=k)),
-        lambda i: (*_points(i), np.float32(-0.5 + 0.1 * i), np.float32(1.0 + i)), (0, 0, 0, 0, 0), wrt=(0, 1, 3, 4))
+        lambda i: (*_points(i), np.float32(-0.5 + 0.1 * i), np.float32(1.0 + i)),
+        (0, 0, 0, 0, 0),
+        wrt=(0, 1, 3, 4),
+    )
 
     def step(mu, s, lw, x, m, a, s0, k):
         return refinement.step(refinement.Mixture(mu, s, lw), points(x, m), hp(a, s0, k), 0, None)
 
     c["refinement.step"] = Case(
-        step, lambda i: (*_mixture(i), *_points(i)[::2], np.float32(0.7 + 0.1 * i), np.float32(-0.5), np.float32(1.0)),
-        (0,) * 8, wrt=(0, 1, 2, 3, 5, 6, 7))
+        step,
+        lambda i: (*_mixture(i), *_points(i)[::2], np.float32(0.7 + 0.1 * i), np.float32(-0.5), np.float32(1.0)),
+        (0,) * 8,
+        wrt=(0, 1, 2, 3, 5, 6, 7),
+    )
     c["refinement.movement"] = Case(
-        lambda a, b: refinement.movement(refinement.Mixture(a, *_mixture(0)[1:]),
-                                         refinement.Mixture(b, *_mixture(0)[1:])),
-        lambda i: (_points(i)[1], _points(i + 4)[1]), (0, 0), wrt=(0, 1))
-    c["refinement.may_stop"] = Case(lambda a, s: refinement.may_stop(hp(a), s),
-                                    lambda i: (np.float32(0.3 + 0.2 * i), np.int32(i)), (0, 0))
+        lambda a, b: refinement.movement(
+            refinement.Mixture(a, *_mixture(0)[1:]), refinement.Mixture(b, *_mixture(0)[1:])
+        ),
+        lambda i: (_points(i)[1], _points(i + 4)[1]),
+        (0, 0),
+        wrt=(0, 1),
+    )
+    c["refinement.may_stop"] = Case(
+        lambda a, s: refinement.may_stop(hp(a), s), lambda i: (np.float32(0.3 + 0.2 * i), np.int32(i)), (0, 0)
+    )
     c["refinement.objective"] = Case(
         lambda mu, s, lw, x, m, s0, k: refinement.objective(x, refinement.Mixture(mu, s, lw), hp(s0=s0, k=k), m),
-        lambda i: (*_mixture(i), *_points(i)[::2], np.float32(-0.5 + 0.1 * i), np.float32(2.0)), (0,) * 7,
-        wrt=(0, 1, 2, 3, 5, 6))
+        lambda i: (*_mixture(i), *_points(i)[::2], np.float32(-0.5 + 0.1 * i), np.float32(2.0)),
+        (0,) * 7,
+        wrt=(0, 1, 2, 3, 5, 6),
+    )
     c["refinement.gradient"] = Case(
         lambda mu, s, lw, x, m: refinement.gradient(x, refinement.Mixture(mu, s, lw), hp(), m),
-        lambda i: (*_mixture(i), *_points(i)[::2]), (0,) * 5, wrt=(0, 1, 2, 3))
+        lambda i: (*_mixture(i), *_points(i)[::2]),
+        (0,) * 5,
+        wrt=(0, 1, 2, 3),
+    )
     c["refinement.responsibilities"] = Case(
         lambda mu, s, lw, x, m: refinement.responsibilities(x, refinement.Mixture(mu, s, lw), m),
-        lambda i: (*_mixture(i), *_points(i)[::2]), (0,) * 5, wrt=(0, 1, 2, 3))
+        lambda i: (*_mixture(i), *_points(i)[::2]),
+        (0,) * 5,
+        wrt=(0, 1, 2, 3),
+    )
     c["refinement.labels"] = Case(
         lambda mu, s, lw, x, m: refinement.labels(x, refinement.Mixture(mu, s, lw), m),
-        lambda i: (*_mixture(i), *_points(i)[::2]), (0,) * 5)
+        lambda i: (*_mixture(i), *_points(i)[::2]),
+        (0,) * 5,
+    )
     return c
 
 
@@ -409,25 +491,44 @@ def _tracking_cases():
             hp = tracking.Hparams(predictor=tracking.PREDICTORS["inertia"], decay=decay, separation=separation)
             tr = tracking.track(key, frames, hp, _hp(tau, mom), n_tokens=3, mask=mask, n_steps=8, fixed=fixed)
             return tr.tokens, tr.start, tr.labels, tr.steps, tr.converged, tr.displacement
+
         return fn
 
     def moving(i):
-        return (jax.random.key(i), *_frames(i), np.float32(0.8 + 0.1 * i), np.float32(0.3), np.float32(0.5),
-                np.float32(0.4))
+        return (
+            jax.random.key(i),
+            *_frames(i),
+            np.float32(0.8 + 0.1 * i),
+            np.float32(0.3),
+            np.float32(0.5),
+            np.float32(0.4),
+        )
 
-    c["tracking.track"] = Case(track(False), moving, (0,) * 7, wrt=(1, 3, 4, 5, 6), h=2e-3,
-                               raises=dict(grad="Reverse-mode differentiation does not work for lax.while_loop"))
+    c["tracking.track"] = Case(
+        track(False),
+        moving,
+        (0,) * 7,
+        wrt=(1, 3, 4, 5, 6),
+        h=2e-3,
+        raises=dict(grad="Reverse-mode differentiation does not work for lax.while_loop"),
+    )
     c["tracking.track(fixed=True)"] = Case(track(True), moving, (0,) * 7, wrt=(1, 3, 4, 5, 6), h=2e-3)
-    c["tracking.separate"] = Case(tracking.separate, lambda i: (0.2 * _points(i)[1], np.float32(0.8 + 0.1 * i)),
-                                  (0, 0), wrt=(0, 1))
+    c["tracking.separate"] = Case(
+        tracking.separate, lambda i: (0.2 * _points(i)[1], np.float32(0.8 + 0.1 * i)), (0, 0), wrt=(0, 1)
+    )
     c["tracking.frame_keys"] = Case(
         lambda k, f: tuple(jax.random.key_data(a) for a in tracking.frame_keys(k, f)),
-        lambda i: (jax.random.key(i), np.int32(i + 1)), (0, 0))
+        lambda i: (jax.random.key(i), np.int32(i + 1)),
+        (0, 0),
+    )
 
     def labelled(i):
         rng = _rng(i, 23)
-        return (rng.normal(size=(3, 3, 2)).astype(np.float32), rng.integers(-1, 3, (3, 10)).astype(np.int32),
-                np.bool_(i % 2 == 0))
+        return (
+            rng.normal(size=(3, 3, 2)).astype(np.float32),
+            rng.integers(-1, 3, (3, 10)).astype(np.int32),
+            np.bool_(i % 2 == 0),
+        )
 
     c["tracking.track_labels"] = Case(lambda t, lab, m: tracking.track_labels(t, lab, m), labelled, (0, 0, 0))
     return c
@@ -435,14 +536,22 @@ def _tracking_cases():
 
 def _fused_cases():
     """fused.run in the Pallas interpreter (CPU): each of its two programs compiles in seconds."""
+
     def run(x, t, m, tau, mom):
         r = fused.run(x, t, _hp(tau, mom), mask=m, n_steps=12)
         return r.tokens, r.velocity, r.labels, r.steps, r.converged
 
-    return {"fused.run": Case(run, lambda i: (*_points(i), np.float32(0.8 + 0.1 * i), np.float32(0.3)), (0,) * 5,
-                              wrt=(0, 1, 3, 4),
-                              raises=dict(grad="Linearization failed to produce known values", jacfwd="safe_zip()",
-                                          shard_map="manual_axis_type"))}
+    return {
+        "fused.run": Case(
+            run,
+            lambda i: (*_points(i), np.float32(0.8 + 0.1 * i), np.float32(0.3)),
+            (0,) * 5,
+            wrt=(0, 1, 3, 4),
+            raises=dict(
+                grad="Linearization failed to produce known values", jacfwd="safe_zip()", shard_map="manual_axis_type"
+            ),
+        )
+    }
 
 
 def _metrics_cases():
@@ -453,11 +562,17 @@ def _metrics_cases():
     c["metrics.contingency"] = Case(lambda a, b, m: metrics.contingency(a, b, m, n_true=3, n_pred=3), pair, (0, 0, 0))
     c["metrics.sse"] = Case(
         lambda x, lab, cen, m: metrics.sse(x, lab, cen, m),
-        lambda i: (_points(i, n=12)[0], _labels(i), _points(i)[1], np.arange(12) < 11), (0, 0, 0, 0), wrt=(0, 2))
+        lambda i: (_points(i, n=12)[0], _labels(i), _points(i)[1], np.arange(12) < 11),
+        (0, 0, 0, 0),
+        wrt=(0, 2),
+    )
     c["metrics.cluster_sizes"] = Case(lambda a, m: metrics.cluster_sizes(a, 3, m), lambda i: pair(i)[::2], (0, 0))
     c["metrics.n_used"] = Case(lambda a, m: metrics.n_used(a, 4, m), lambda i: pair(i)[::2], (0, 0))
-    c["metrics.collapsed"] = Case(lambda a, k, m: metrics.collapsed(a, 4, k, m),
-                                  lambda i: (pair(i)[0], jnp.int32(3 + i % 2), pair(i)[2]), (0, 0, 0))
+    c["metrics.collapsed"] = Case(
+        lambda a, k, m: metrics.collapsed(a, 4, k, m),
+        lambda i: (pair(i)[0], jnp.int32(3 + i % 2), pair(i)[2]),
+        (0, 0, 0),
+    )
     scene = lambda i: (_labels(i, n=16, k=3).reshape(4, 4), _labels(i, n=16, k=4, salt=5).reshape(4, 4))  # noqa: E731
     c["metrics.fg_ari"] = Case(lambda t, p: metrics.fg_ari(t, p, n_true=3, n_pred=4), scene, (0, 0))
     c["metrics.matched_iou"] = Case(lambda t, p: metrics.matched_iou(t, p, n_true=3, n_pred=4), scene, (0, 0))
@@ -467,9 +582,11 @@ def _metrics_cases():
     c["metrics.track_labels"] = Case(lambda t, p: metrics.track_labels(t, p, n_true=3, n_pred=4), clip, (0, 0))
     c["metrics.track_switches"] = Case(lambda t, p: metrics.track_switches(t, p, n_true=3, n_pred=4), clip, (0, 0))
     c["metrics.identity_persistence"] = Case(
-        lambda t, p: metrics.identity_persistence(t, p, n_true=3, n_pred=4, min_pixels=2), clip, (0, 0))
+        lambda t, p: metrics.identity_persistence(t, p, n_true=3, n_pred=4, min_pixels=2), clip, (0, 0)
+    )
     c["assignment.linear_assignment"] = Case(
-        assignment.linear_assignment, lambda i: (jnp.asarray(_rng(i, 6).uniform(size=(3, 4)), jnp.float32),), (0,))
+        assignment.linear_assignment, lambda i: (jnp.asarray(_rng(i, 6).uniform(size=(3, 4)), jnp.float32),), (0,)
+    )
     return c
 
 
@@ -490,47 +607,101 @@ def _diffusion_cases():
     c = {}
     x0 = lambda i: jnp.asarray(_rng(i, 9).normal(size=(2, 3)), jnp.float32)  # noqa: E731
     t = lambda i: jnp.int32(2 + i)  # noqa: E731
-    c["diffusion.q_sample"] = Case(lambda k, x, tt: diffusion.q_sample(k, GAUSS, x, tt),
-                                   lambda i: (jax.random.key(i), x0(i), t(i)), (0, 0, 0), wrt=(1,))
-    c["diffusion.predict_x0"] = Case(lambda x, tt, e: diffusion.predict_x0(GAUSS, x, tt, e),
-                                     lambda i: (x0(i), t(i), x0(i + 5)), (0, 0, 0), wrt=(0, 2))
-    c["diffusion.posterior_mean_var"] = Case(lambda a, b, tt: diffusion.posterior_mean_var(GAUSS, a, b, tt),
-                                             lambda i: (x0(i), x0(i + 5), t(i)), (0, 0, 0), wrt=(0, 1))
-    c["diffusion.ddpm_step"] = Case(lambda k, x, tt, e: diffusion.ddpm_step(k, GAUSS, x, tt, e, clip=None),
-                                    lambda i: (jax.random.key(i), x0(i), t(i), x0(i + 5)), (0, 0, 0, 0), wrt=(1, 3))
-    eps_fn = lambda w: (lambda x, tt: w * x + 0.01 * tt)  # noqa: E731
-    c["diffusion.sample"] = Case(lambda k, w: diffusion.sample(k, GAUSS, eps_fn(w), (2, 3)),
-                                 lambda i: (jax.random.key(i), jnp.float32(0.3)), (0, None), wrt=(1,))
-    c["diffusion.ddim_sample"] = Case(lambda k, w: diffusion.ddim_sample(k, GAUSS, eps_fn(w), (2, 3), 4, eta=0.5),
-                                      lambda i: (jax.random.key(i), jnp.float32(0.3)), (0, None), wrt=(1,))
+    c["diffusion.q_sample"] = Case(
+        lambda k, x, tt: diffusion.q_sample(k, GAUSS, x, tt),
+        lambda i: (jax.random.key(i), x0(i), t(i)),
+        (0, 0, 0),
+        wrt=(1,),
+    )
+    c["diffusion.predict_x0"] = Case(
+        lambda x, tt, e: diffusion.predict_x0(GAUSS, x, tt, e),
+        lambda i: (x0(i), t(i), x0(i + 5)),
+        (0, 0, 0),
+        wrt=(0, 2),
+    )
+    c["diffusion.posterior_mean_var"] = Case(
+        lambda a, b, tt: diffusion.posterior_mean_var(GAUSS, a, b, tt),
+        lambda i: (x0(i), x0(i + 5), t(i)),
+        (0, 0, 0),
+        wrt=(0, 1),
+    )
+    c["diffusion.ddpm_step"] = Case(
+        lambda k, x, tt, e: diffusion.ddpm_step(k, GAUSS, x, tt, e, clip=None),
+        lambda i: (jax.random.key(i), x0(i), t(i), x0(i + 5)),
+        (0, 0, 0, 0),
+        wrt=(1, 3),
+    )
+    eps_fn = lambda w: lambda x, tt: w * x + 0.01 * tt  # noqa: E731
+    c["diffusion.sample"] = Case(
+        lambda k, w: diffusion.sample(k, GAUSS, eps_fn(w), (2, 3)),
+        lambda i: (jax.random.key(i), jnp.float32(0.3)),
+        (0, None),
+        wrt=(1,),
+    )
+    c["diffusion.ddim_sample"] = Case(
+        lambda k, w: diffusion.ddim_sample(k, GAUSS, eps_fn(w), (2, 3), 4, eta=0.5),
+        lambda i: (jax.random.key(i), jnp.float32(0.3)),
+        (0, None),
+        wrt=(1,),
+    )
     c["diffusion.stationary"] = Case(diffusion.stationary, lambda i: (_proc(i),), (0,), wrt=(0,))
-    c["diffusion.transition_matrix"] = Case(diffusion.transition_matrix, lambda i: (_proc(i), t(i)), (0, 0), wrt=(0,),
-                                            h=1e-3)
-    c["diffusion.cumulative_matrix"] = Case(diffusion.cumulative_matrix, lambda i: (_proc(i), t(i)), (0, 0), wrt=(0,),
-                                            h=1e-3)
-    c["diffusion.published_cumulative_matrix"] = Case(lambda a: diffusion.published_cumulative_matrix(a, 3),
-                                                      lambda i: (jnp.float32(0.4 + 0.1 * i),), (0,), wrt=(0,))
+    c["diffusion.transition_matrix"] = Case(
+        diffusion.transition_matrix, lambda i: (_proc(i), t(i)), (0, 0), wrt=(0,), h=1e-3
+    )
+    c["diffusion.cumulative_matrix"] = Case(
+        diffusion.cumulative_matrix, lambda i: (_proc(i), t(i)), (0, 0), wrt=(0,), h=1e-3
+    )
+    c["diffusion.published_cumulative_matrix"] = Case(
+        lambda a: diffusion.published_cumulative_matrix(a, 3), lambda i: (jnp.float32(0.4 + 0.1 * i),), (0,), wrt=(0,)
+    )
     probs = lambda i: _softmax(_rng(i, 10).normal(size=(4, 3)))  # noqa: E731
-    c["diffusion.marginal"] = Case(lambda p, pr, tt: diffusion.marginal(p, pr, tt),
-                                   lambda i: (UNI, probs(i), t(i)), (None, 0, 0), wrt=(0, 1), h=1e-3)
-    c["diffusion.step_likelihood"] = Case(lambda p, x, tt: diffusion.step_likelihood(p, x, tt),
-                                          lambda i: (UNI, _labels(i, n=4), t(i)), (None, 0, 0), wrt=(0,), h=1e-3)
-    c["diffusion.q_sample_discrete"] = Case(lambda k, x, tt: diffusion.q_sample_discrete(k, UNI, x, tt),
-                                            lambda i: (jax.random.key(i), _labels(i, n=4), t(i)), (0, 0, 0))
-    c["diffusion.posterior_logits"] = Case(lambda pr, x, tt: diffusion.posterior_logits(UNI, pr, x, tt),
-                                           lambda i: (probs(i), _labels(i, n=4), t(i)), (0, 0, 0), wrt=(0,))
+    c["diffusion.marginal"] = Case(
+        lambda p, pr, tt: diffusion.marginal(p, pr, tt),
+        lambda i: (UNI, probs(i), t(i)),
+        (None, 0, 0),
+        wrt=(0, 1),
+        h=1e-3,
+    )
+    c["diffusion.step_likelihood"] = Case(
+        lambda p, x, tt: diffusion.step_likelihood(p, x, tt),
+        lambda i: (UNI, _labels(i, n=4), t(i)),
+        (None, 0, 0),
+        wrt=(0,),
+        h=1e-3,
+    )
+    c["diffusion.q_sample_discrete"] = Case(
+        lambda k, x, tt: diffusion.q_sample_discrete(k, UNI, x, tt),
+        lambda i: (jax.random.key(i), _labels(i, n=4), t(i)),
+        (0, 0, 0),
+    )
+    c["diffusion.posterior_logits"] = Case(
+        lambda pr, x, tt: diffusion.posterior_logits(UNI, pr, x, tt),
+        lambda i: (probs(i), _labels(i, n=4), t(i)),
+        (0, 0, 0),
+        wrt=(0,),
+    )
     logits = lambda i: jnp.asarray(_rng(i, 11).normal(size=(4, 3)), jnp.float32)  # noqa: E731
-    c["diffusion.hybrid_loss"] = Case(lambda x, xt, tt, lg, lam: diffusion.hybrid_loss(UNI, x, xt, tt, lg, lam),
-                                      lambda i: (_labels(i, n=4), _labels(i, n=4, salt=3), t(i), logits(i),
-                                                 jnp.float32(0.1)), (0, 0, 0, 0, None), wrt=(3, 4))
-    c["diffusion.prior_kl"] = Case(lambda p, x: diffusion.prior_kl(p, x), lambda i: (UNI, _labels(i, n=4)), (None, 0),
-                                   wrt=(0,), h=1e-3)
-    logit_fn = lambda w: (lambda xt, tt: w * jax.nn.one_hot(xt, 3) + 0.01 * tt)  # noqa: E731
-    c["diffusion.sample_discrete"] = Case(lambda k, w: diffusion.sample_discrete(k, UNI, logit_fn(w), (4,)),
-                                          lambda i: (jax.random.key(i), jnp.float32(1.5)), (0, None))
-    c["diffusion.nll_bound"] = Case(lambda k, w, x: diffusion.nll_bound(k, UNI, logit_fn(w), x),
-                                    lambda i: (jax.random.key(i), jnp.float32(1.5), _labels(i, n=4)), (0, None, 0),
-                                    wrt=(1,))
+    c["diffusion.hybrid_loss"] = Case(
+        lambda x, xt, tt, lg, lam: diffusion.hybrid_loss(UNI, x, xt, tt, lg, lam),
+        lambda i: (_labels(i, n=4), _labels(i, n=4, salt=3), t(i), logits(i), jnp.float32(0.1)),
+        (0, 0, 0, 0, None),
+        wrt=(3, 4),
+    )
+    c["diffusion.prior_kl"] = Case(
+        lambda p, x: diffusion.prior_kl(p, x), lambda i: (UNI, _labels(i, n=4)), (None, 0), wrt=(0,), h=1e-3
+    )
+    logit_fn = lambda w: lambda xt, tt: w * jax.nn.one_hot(xt, 3) + 0.01 * tt  # noqa: E731
+    c["diffusion.sample_discrete"] = Case(
+        lambda k, w: diffusion.sample_discrete(k, UNI, logit_fn(w), (4,)),
+        lambda i: (jax.random.key(i), jnp.float32(1.5)),
+        (0, None),
+    )
+    c["diffusion.nll_bound"] = Case(
+        lambda k, w, x: diffusion.nll_bound(k, UNI, logit_fn(w), x),
+        lambda i: (jax.random.key(i), jnp.float32(1.5), _labels(i, n=4)),
+        (0, None, 0),
+        wrt=(1,),
+    )
     return c
 
 
@@ -545,54 +716,126 @@ def _reward(x):
 
 def _es_cases():
     c = {}
-    x = lambda i: {"a": jnp.asarray(_rng(i, 12).normal(size=3), jnp.float32),  # noqa: E731
-                   "b": jnp.asarray(_rng(i, 13).normal(size=(2,)), jnp.float32)}
+    x = lambda i: {
+        "a": jnp.asarray(_rng(i, 12).normal(size=3), jnp.float32),  # noqa: E731
+        "b": jnp.asarray(_rng(i, 13).normal(size=(2,)), jnp.float32),
+    }
     c["es.noise"] = Case(lambda k: es.noise(k, 5, 3), lambda i: (jax.random.key(i),), (0,))
-    c["es.shape_rewards"] = Case(lambda r: es.shape_rewards(r, "baseline"),
-                                 lambda i: (jnp.asarray(_rng(i, 14).normal(size=6), jnp.float32),), (0,), wrt=(0,))
-    c["es.es_grad"] = Case(lambda k, x, s: es.es_grad(k, _reward, x, sigma=s, n_pairs=4),
-                           lambda i: (jax.random.key(i), x(i), jnp.float32(0.1)), (0, 0, None), wrt=(1, 2))
-    c["es.exact_grad"] = Case(lambda k, x: es.exact_grad(k, _reward, x), lambda i: (jax.random.key(i), x(i)), (0, 0),
-                              wrt=(1,))
+    c["es.shape_rewards"] = Case(
+        lambda r: es.shape_rewards(r, "baseline"),
+        lambda i: (jnp.asarray(_rng(i, 14).normal(size=6), jnp.float32),),
+        (0,),
+        wrt=(0,),
+    )
+    c["es.es_grad"] = Case(
+        lambda k, x, s: es.es_grad(k, _reward, x, sigma=s, n_pairs=4),
+        lambda i: (jax.random.key(i), x(i), jnp.float32(0.1)),
+        (0, 0, None),
+        wrt=(1, 2),
+    )
+    c["es.exact_grad"] = Case(
+        lambda k, x: es.exact_grad(k, _reward, x), lambda i: (jax.random.key(i), x(i)), (0, 0), wrt=(1,)
+    )
     opt = es.maximiser(lambda x, scale: scale * _reward(x), optax.sgd(0.1), sigma=0.1, n_pairs=3)
-    c["es.maximiser(...).step"] = Case(lambda k, xx: opt.step(k, opt.init(xx), jnp.float32(2.0)),
-                                       lambda i: (jax.random.key(i), x(i)), (0, 0), wrt=(1,))
+    c["es.maximiser(...).step"] = Case(
+        lambda k, xx: opt.step(k, opt.init(xx), jnp.float32(2.0)), lambda i: (jax.random.key(i), x(i)), (0, 0), wrt=(1,)
+    )
     return c
 
 
 def _probe_cases():
     c = {}
     cfg = probes.Config(n_classes=3, steps=8)
-    feats = lambda i: jnp.asarray(_rng(i, 15).normal(size=(12, 4)) + np.eye(3, 4)[np.arange(12) % 3],  # noqa: E731
-                                  jnp.float32)
+    feats = lambda i: jnp.asarray(
+        _rng(i, 15).normal(size=(12, 4)) + np.eye(3, 4)[np.arange(12) % 3],  # noqa: E731
+        jnp.float32,
+    )
     ys = lambda i: jnp.asarray(np.arange(12) % 3, jnp.int32)  # noqa: E731
     train_mask = np.arange(12) < 8
-    c["probes.fit"] = Case(lambda k, x, y, lr: probes.fit(k, x, y, cfg, probes.Hparams(learning_rate=lr)),
-                           lambda i: (jax.random.key(i), feats(i), ys(i), jnp.float32(0.05)), (0, 0, 0, None),
-                           wrt=(1, 3))
+    c["probes.fit"] = Case(
+        lambda k, x, y, lr: probes.fit(k, x, y, cfg, probes.Hparams(learning_rate=lr)),
+        lambda i: (jax.random.key(i), feats(i), ys(i), jnp.float32(0.05)),
+        (0, 0, 0, None),
+        wrt=(1, 3),
+    )
     probe = lambda i: probes.fit(jax.random.key(i), feats(i), ys(i), cfg)  # noqa: E731
     c["probes.predict"] = Case(probes.predict, lambda i: (probe(i), feats(i)), (0, 0))
     c["probes.accuracy"] = Case(probes.accuracy, lambda i: (probe(i), feats(i), ys(i)), (0, 0, 0), wrt=(0, 1))
-    c["probes.evaluate"] = Case(lambda k, x, y: probes.evaluate(k, x, y, train_mask, cfg),
-                                lambda i: (jax.random.key(i), feats(i), ys(i)), (0, 0, 0), wrt=(1,))
-    c["probes.chance"] = Case(lambda y, m: probes.chance(y, m, n_classes=3), lambda i: (_labels(i), train_mask),
-                              (0, None))
+    c["probes.evaluate"] = Case(
+        lambda k, x, y: probes.evaluate(k, x, y, train_mask, cfg),
+        lambda i: (jax.random.key(i), feats(i), ys(i)),
+        (0, 0, 0),
+        wrt=(1,),
+    )
+    c["probes.chance"] = Case(
+        lambda y, m: probes.chance(y, m, n_classes=3), lambda i: (_labels(i), train_mask), (0, None)
+    )
     return c
 
 
-SLOTS = slots.Config(size=4, slots=2, iterations=1, slot_size=8, mlp_hidden=8, encoder_channels=(4,),
-                     encoder_kernel=3, decoder="mlp", decoder_hidden=8, train=train.Config(steps=10, steps_per_call=10))
+SLOTS = slots.Config(
+    size=4,
+    slots=2,
+    iterations=1,
+    slot_size=8,
+    mlp_hidden=8,
+    encoder_channels=(4,),
+    encoder_kernel=3,
+    decoder="mlp",
+    decoder_hidden=8,
+    train=train.Config(steps=10, steps_per_call=10),
+)
 VTAE = vtae.Config(vocab_size=4, grid=2, colours=2, mode="gumbel_soft", hidden=8, losses=("batch_entropy",))
-SEQ = sequence.Config(model="grid_d3pm_uniform", length=2, cells=3, colours=3, T=5, width=8, depth=1, heads=2,
-                      train=train.Config(steps=10, steps_per_call=10, warmup=1))
-SAVI = savi.Config(frames=2, size=4, slots=2, iterations=1, first_iterations=1, slot_size=8, mlp_hidden=8,
-                   predictor="mlp", predictor_hidden=8, encoder_channels=(4,), encoder_kernel=3, decoder="mlp",
-                   decoder_hidden=8, decoder_stride=1, slot_init="random", masks="decoder",
-                   train=train.Config(steps=10, steps_per_call=10, warmup=1))
-IODINE = iodine.Config(size=4, slots=2, latent_size=4, iterations=1, decoder="mlp", decoder_hidden=8,
-                       refine_channels=(4,), refine_hidden=8, train=train.Config(steps=10, steps_per_call=10, warmup=1))
-LATENT = latent_model.Config(task=tasks.Config(grid_size=2, n_colours=2), width=8, depth=1, heads=2, mlp_ratio=2,
-                             latent_mode="feedback", n_latents=1)
+SEQ = sequence.Config(
+    model="grid_d3pm_uniform",
+    length=2,
+    cells=3,
+    colours=3,
+    T=5,
+    width=8,
+    depth=1,
+    heads=2,
+    train=train.Config(steps=10, steps_per_call=10, warmup=1),
+)
+SAVI = savi.Config(
+    frames=2,
+    size=4,
+    slots=2,
+    iterations=1,
+    first_iterations=1,
+    slot_size=8,
+    mlp_hidden=8,
+    predictor="mlp",
+    predictor_hidden=8,
+    encoder_channels=(4,),
+    encoder_kernel=3,
+    decoder="mlp",
+    decoder_hidden=8,
+    decoder_stride=1,
+    slot_init="random",
+    masks="decoder",
+    train=train.Config(steps=10, steps_per_call=10, warmup=1),
+)
+IODINE = iodine.Config(
+    size=4,
+    slots=2,
+    latent_size=4,
+    iterations=1,
+    decoder="mlp",
+    decoder_hidden=8,
+    refine_channels=(4,),
+    refine_hidden=8,
+    train=train.Config(steps=10, steps_per_call=10, warmup=1),
+)
+LATENT = latent_model.Config(
+    task=tasks.Config(grid_size=2, n_colours=2),
+    width=8,
+    depth=1,
+    heads=2,
+    mlp_ratio=2,
+    latent_mode="feedback",
+    n_latents=1,
+)
 LATENT_TEXT = dataclasses.replace(LATENT, latent_mode="none", n_latents=0, caption_len=4)  # (a caption term)
 
 
@@ -600,19 +843,29 @@ def _instances(i, b=2):
     """b task instances of LATENT's shapes (random tokens: the protocol does not read their meaning)."""
     rng, g, v = _rng(i, 19), LATENT.task.grid_size, LATENT.task.vocab.size
     ints = lambda *shape, high=v: jnp.asarray(rng.integers(0, high, shape), jnp.int32)  # noqa: E731
-    return tasks.Instance(image=ints(b, g, g, high=3), question=ints(b, tasks.QUESTION_LEN), answer=ints(b),
-                          helper=ints(b, g, g, high=3), caption=ints(b, LATENT.task.caption_len),
-                          family=ints(b, high=1))
+    return tasks.Instance(
+        image=ints(b, g, g, high=3),
+        question=ints(b, tasks.QUESTION_LEN),
+        answer=ints(b),
+        helper=ints(b, g, g, high=3),
+        caption=ints(b, LATENT.task.caption_len),
+        family=ints(b, high=1),
+    )
 
 
 @functools.cache
 def _inits(name):
     """Parameters of instances 0..7 of a model: its init's shapes, filled on the host with normal
     draws of std 0.3 (any weights serve the protocol; nothing compiles)."""
-    init = dict(slots=lambda k: slots.init(k, SLOTS), savi=lambda k: savi.init(k, SAVI),
-                iodine=lambda k: iodine.init(k, IODINE), vtae=lambda k: vtae.init(k, VTAE),
-                sequence=lambda k: sequence.init(k, SEQ), latent=latent_model.Model(LATENT).init,
-                latent_text=latent_model.Model(LATENT_TEXT).init)[name]
+    init = dict(
+        slots=lambda k: slots.init(k, SLOTS),
+        savi=lambda k: savi.init(k, SAVI),
+        iodine=lambda k: iodine.init(k, IODINE),
+        vtae=lambda k: vtae.init(k, VTAE),
+        sequence=lambda k: sequence.init(k, SEQ),
+        latent=latent_model.Model(LATENT).init,
+        latent_text=latent_model.Model(LATENT_TEXT).init,
+    )[name]
     shapes = jax.eval_shape(init, KEY)
     rng = _rng(0, 20)
     n = max(8, 2 * len(jax.local_devices()))
@@ -631,46 +884,69 @@ def _model_cases():
     images = lambda i: jnp.asarray(_rng(i, 16).uniform(size=(2, 4, 4, 3)), jnp.float32)  # noqa: E731
     slot = lambda i: (key(i), _init("slots", i), images(i))  # noqa: E731
     c["models.slots.apply"] = model(lambda k, p, im: slots.apply(k, p, SLOTS, im), slot, (0, 0, 0), wrt=(1, 2))
-    c["models.slots.loss_fn"] = model(lambda k, p, im: slots.loss_fn(k, p, SLOTS, im)[0], slot, (0, 0, 0),
-                                      wrt=(1, 2))
+    c["models.slots.loss_fn"] = model(lambda k, p, im: slots.loss_fn(k, p, SLOTS, im)[0], slot, (0, 0, 0), wrt=(1, 2))
     videos = lambda i: jnp.asarray(_rng(i, 24).uniform(size=(2, 2, 4, 4, 3)), jnp.float32)  # noqa: E731
     clip = lambda i: (key(i), _init("savi", i), videos(i))  # noqa: E731
     c["models.savi.apply"] = model(lambda k, p, v: savi.apply(k, p, SAVI, v), clip, (0, 0, 0), wrt=(1, 2))
     c["models.savi.loss_fn"] = model(lambda k, p, v: savi.loss_fn(k, p, SAVI, v)[0], clip, (0, 0, 0), wrt=(1, 2))
     scene = lambda i: (key(i), _init("iodine", i), images(i))  # noqa: E731
     c["models.iodine.apply"] = model(lambda k, p, im: iodine.apply(k, p, IODINE, im), scene, (0, 0, 0), wrt=(1, 2))
-    c["models.iodine.loss_fn"] = model(lambda k, p, im: iodine.loss_fn(k, p, IODINE, im)[0], scene, (0, 0, 0),
-                                       wrt=(1, 2))
+    c["models.iodine.loss_fn"] = model(
+        lambda k, p, im: iodine.loss_fn(k, p, IODINE, im)[0], scene, (0, 0, 0), wrt=(1, 2)
+    )
     vt = lambda i: (key(i), _init("vtae", i), jnp.asarray([0, 1, 3, 2], jnp.int32))  # noqa: E731
     c["models.vtae.encode"] = model(lambda k, p, tok: vtae.encode(k, p, VTAE, tok, tau=0.7), vt, (0, 0, 0), wrt=(1,))
     grids = lambda i: _softmax(_rng(i, 17).normal(size=(4, 4, 2)))  # noqa: E731
-    c["models.vtae.decode"] = model(lambda p, x: vtae.decode(p, VTAE, x), lambda i: (_init("vtae", i), grids(i)),
-                                    (0, 0), wrt=(0, 1))
+    c["models.vtae.decode"] = model(
+        lambda p, x: vtae.decode(p, VTAE, x), lambda i: (_init("vtae", i), grids(i)), (0, 0), wrt=(0, 1)
+    )
     c["models.vtae.training.loss_fn"] = model(
-        lambda k, p, tok: vtae_training.loss_fn(k, p, VTAE, vtae.Hparams(), tok, 0.7, None)[0], vt, (0, 0, 0),
-        wrt=(1,))
+        lambda k, p, tok: vtae_training.loss_fn(k, p, VTAE, vtae.Hparams(), tok, 0.7, None)[0], vt, (0, 0, 0), wrt=(1,)
+    )
     states = lambda i: jnp.asarray(_rng(i, 18).integers(0, 3, (2, 2, 3)), jnp.int32)  # noqa: E731
     c["models.sequence.apply"] = model(
         lambda p, x, tt: sequence.apply(p, SEQ, x, tt),
-        lambda i: (_init("sequence", i), states(i), jnp.asarray([1 + i, 3], jnp.int32)), (0, 0, 0), wrt=(0,))
-    c["models.sequence.loss_fn"] = model(lambda k, p, x: sequence.loss_fn(k, p, SEQ, sequence.Hparams(), x)[0],
-                                         lambda i: (key(i), _init("sequence", i), states(i)), (0, 0, 0), wrt=(1,))
+        lambda i: (_init("sequence", i), states(i), jnp.asarray([1 + i, 3], jnp.int32)),
+        (0, 0, 0),
+        wrt=(0,),
+    )
+    c["models.sequence.loss_fn"] = model(
+        lambda k, p, x: sequence.loss_fn(k, p, SEQ, sequence.Hparams(), x)[0],
+        lambda i: (key(i), _init("sequence", i), states(i)),
+        (0, 0, 0),
+        wrt=(1,),
+    )
     reasoner = latent_model.Model(LATENT)
-    c["models.latent.model.Model.apply"] = model(lambda p, b: reasoner.apply(p, b),
-                                                 lambda i: (_init("latent", i), _instances(i)), (0, 0), wrt=(0,))
+    c["models.latent.model.Model.apply"] = model(
+        lambda p, b: reasoner.apply(p, b), lambda i: (_init("latent", i), _instances(i)), (0, 0), wrt=(0,)
+    )
     text = latent_model.Model(LATENT_TEXT)  # (the alignment terms: tests/test_model_gradients.py)
     c["models.latent.losses.objective"] = model(
-        lambda p, b: latent_losses.objective(text, p, b, align=None, caption_mask=jnp.ones(4), align_weight=0.5,
-                                             caption_weight=1.0)[0],
-        lambda i: (_init("latent_text", i), _instances(i)), (0, 0), wrt=(0,))
+        lambda p, b: latent_losses.objective(
+            text, p, b, align=None, caption_mask=jnp.ones(4), align_weight=0.5, caption_weight=1.0
+        )[0],
+        lambda i: (_init("latent_text", i), _instances(i)),
+        (0, 0),
+        wrt=(0,),
+    )
     return c
 
 
 @functools.cache
 def cases() -> dict:
     out = {}
-    for make in (_dynamics_cases, _refinement_cases, _tracking_cases, _fused_cases, _metrics_cases, _geometry_cases,
-                 _diffusion_cases, _es_cases, _probe_cases, _model_cases):
+    for make in (
+        _dynamics_cases,
+        _refinement_cases,
+        _tracking_cases,
+        _fused_cases,
+        _metrics_cases,
+        _geometry_cases,
+        _diffusion_cases,
+        _es_cases,
+        _probe_cases,
+        _model_cases,
+    ):
         out.update(make())
     for kernel, case in out.items():
         case.kernel = kernel
@@ -748,8 +1024,9 @@ def _check_derivative(case, mode):
         return got
     fd = case.finite_difference()
     scale = abs(case.value()) + 1.0
-    np.testing.assert_allclose(got, fd, rtol=case.rtol, atol=2e-6 * scale / case.h,
-                               err_msg=f"{mode} vs central finite differences")
+    np.testing.assert_allclose(
+        got, fd, rtol=case.rtol, atol=2e-6 * scale / case.h, err_msg=f"{mode} vs central finite differences"
+    )
     return got
 
 
@@ -772,8 +1049,13 @@ def _check_not_applicable(case, reason):
         raise AssertionError(f"unknown reason {reason!r}: use one of transformations.NOT_APPLICABLE")
 
 
-CHECKS = dict(jit=_check_jit, vmap=_check_vmap, shard_map=_check_shard_map,
-              grad=lambda c: _check_derivative(c, "grad"), jacfwd=lambda c: _check_derivative(c, "jacfwd"))
+CHECKS = dict(
+    jit=_check_jit,
+    vmap=_check_vmap,
+    shard_map=_check_shard_map,
+    grad=lambda c: _check_derivative(c, "grad"),
+    jacfwd=lambda c: _check_derivative(c, "jacfwd"),
+)
 
 
 def _attempt(case, transformation):
@@ -825,20 +1107,32 @@ def test_both_modes_agree():
                 np.testing.assert_allclose(_reverse(case), _forward(case), rtol=2e-3, atol=1e-5, err_msg=r.kernel)
 
 
-
 # ---------------------------------------------------------------------------------------------- completeness
 
 
-MODULE_OBJECTS = dict(dynamics=dynamics, refinement=refinement, tracking=tracking, fused=fused, metrics=metrics,
-                      assignment=assignment, geometry=geometry, diffusion=diffusion, es=es, probes=probes)
+MODULE_OBJECTS = dict(
+    dynamics=dynamics,
+    refinement=refinement,
+    tracking=tracking,
+    fused=fused,
+    metrics=metrics,
+    assignment=assignment,
+    geometry=geometry,
+    diffusion=diffusion,
+    es=es,
+    probes=probes,
+)
 
 
 def _public_functions(module):
     """The public functions a module defines, or a package defines in its modules and re-exports."""
     names = getattr(module, "__all__", None) or dir(module)
     here = lambda m: m == module.__name__ or m.startswith(module.__name__ + ".")  # noqa: E731
-    return {n for n in names if not n.startswith("_") and inspect.isfunction(getattr(module, n))
-            and here(getattr(module, n).__module__)}
+    return {
+        n
+        for n in names
+        if not n.startswith("_") and inspect.isfunction(getattr(module, n)) and here(getattr(module, n).__module__)
+    }
 
 
 def test_every_public_kernel_is_in_the_table():
@@ -856,15 +1150,17 @@ def test_every_public_kernel_is_in_the_table():
 def test_docs_file_is_the_rendered_table():
     """docs/transformations.md is what docs/_ext/tokdyn_transformations.py renders from this table (the
     docs build rewrites it; the committed file must be current, the README links to it)."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "_ext",
-                        "tokdyn_transformations.py")
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "_ext", "tokdyn_transformations.py"
+    )
     spec = importlib.util.spec_from_file_location("tokdyn_transformations_docs", path)
     writer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(writer)
     assert os.path.exists(writer.PAGE), f"{writer.PAGE} is missing: python docs/_ext/tokdyn_transformations.py --write"
     with open(writer.PAGE) as f:
-        assert f.read() == writer.render(transformations), \
+        assert f.read() == writer.render(transformations), (
             "docs/transformations.md differs from the table: python docs/_ext/tokdyn_transformations.py --write"
+        )
 
 
 def test_loops_under_shard_map_with_shared_arguments():
@@ -893,13 +1189,20 @@ def test_shard_map_over_two_devices():
     """The suite's process has one CPU device; a child process with two checks the shard_map cells
     of a few rows (a loop with its implicit derivative, the auction) and the loops with shared
     arguments where the batch is really split."""
-    code = ("import jax, sys; sys.path.insert(0, {tests!r}); import test_transformations as T\n"
-            "assert len(jax.local_devices()) == 2\n"
-            "jax.config.update('jax_disable_most_optimizations', True)\n"
-            "for k in {rows!r}:\n"
-            "    T._check_cell(T.cases()[k], k, 'shard_map')\n"
-            "T.test_loops_under_shard_map_with_shared_arguments()\n"
-            "print('ok')\n").format(tests=os.path.dirname(os.path.abspath(__file__)), rows=TWO_DEVICE_ROWS)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                          env=child_env(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"))
+    code = (
+        "import jax, sys; sys.path.insert(0, {tests!r}); import test_transformations as T\n"
+        "assert len(jax.local_devices()) == 2\n"
+        "jax.config.update('jax_disable_most_optimizations', True)\n"
+        "for k in {rows!r}:\n"
+        "    T._check_cell(T.cases()[k], k, 'shard_map')\n"
+        "T.test_loops_under_shard_map_with_shared_arguments()\n"
+        "print('ok')\n"
+    ).format(tests=os.path.dirname(os.path.abspath(__file__)), rows=TWO_DEVICE_ROWS)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=child_env(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"),
+    )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

@@ -18,9 +18,26 @@ from tokdyn.studies import video as V
 
 pytestmark = pytest.mark.fast_compile
 
-TINY = V.Config(size=12, frames=5, objects=2, scale=(0.3, 0.45), n_videos=1, seeds=3, scenarios=("occlusion",),
-                predictors=("reinit", "carry"), separation=0.0, n_steps=6, learned=("mlp",), learned_seeds=2,
-                learned_steps=20, learned_every=10, learned_frames=3, learned_batch=2, learned_pool=6, preset="quick")
+TINY = V.Config(
+    size=12,
+    frames=5,
+    objects=2,
+    scale=(0.3, 0.45),
+    n_videos=1,
+    seeds=3,
+    scenarios=("occlusion",),
+    predictors=("reinit", "carry"),
+    separation=0.0,
+    n_steps=6,
+    learned=("mlp",),
+    learned_seeds=2,
+    learned_steps=20,
+    learned_every=10,
+    learned_frames=3,
+    learned_batch=2,
+    learned_pool=6,
+    preset="quick",
+)
 TABLES = ("runs.csv", "metrics.csv", "collapse.csv", "tests.csv", "learning_curve.csv")
 
 
@@ -36,8 +53,11 @@ def test_the_learned_arm_stops_resumes_and_fills_the_tables(tmp_path, monkeypatc
     assert not os.path.exists(os.path.join(cut, "runs.csv"))
     calls = []
     counted = lambda *s: calls.append(s[0]) or False  # noqa: E731
-    monkeypatch.setattr(train, "train_many", lambda *a, **kw: whole(*a, **{
-        **kw, "evaluation": dataclasses.replace(kw["evaluation"], stop=counted)}))
+    monkeypatch.setattr(
+        train,
+        "train_many",
+        lambda *a, **kw: whole(*a, **{**kw, "evaluation": dataclasses.replace(kw["evaluation"], stop=counted)}),
+    )
     assert V.main(TINY, cut, quiet=True)
     assert calls == [20]  # resumed from the checkpoint: only the second call ran
     killing.same_files(full, cut, TABLES)
@@ -63,8 +83,9 @@ def test_the_learned_arm_stops_resumes_and_fills_the_tables(tmp_path, monkeypatc
     xy = np.asarray(part["example_xy"])  # slot 0's centroid in frame 0, from its pixels
     y, x = np.nonzero(ids[0] == 0)
     if y.size:
-        np.testing.assert_allclose(xy[0, 0], [np.mean((2 * y + 1) / TINY.size - 1), np.mean((2 * x + 1) / TINY.size - 1)],
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            xy[0, 0], [np.mean((2 * y + 1) / TINY.size - 1), np.mean((2 * x + 1) / TINY.size - 1)], atol=1e-6
+        )
 
     metrics = io.read_csv(os.path.join(full, "metrics.csv"))
     assert list(metrics["condition"]) == list(TINY.all_conditions)
@@ -88,9 +109,13 @@ def _table(video: dict, frame=None, seeds=5, learned_seeds=3, spread=0.005):
     cols = {k: [] for k in ("scenario", "condition", "seed", "video_ari", "frame_ari")}
     for cond, d in video.items():
         for s in range(learned_seeds if cond.startswith(V.LEARNED) else seeds):
-            for k, v in (("scenario", "occlusion"), ("condition", cond), ("seed", s),
-                         ("video_ari", 0.5 + d + spread * rng.standard_normal()),
-                         ("frame_ari", 0.6 + (frame or {}).get(cond, 0.0))):
+            for k, v in (
+                ("scenario", "occlusion"),
+                ("condition", cond),
+                ("seed", s),
+                ("video_ari", 0.5 + d + spread * rng.standard_normal()),
+                ("frame_ari", 0.6 + (frame or {}).get(cond, 0.0)),
+            ):
                 cols[k].append(v)
     return {k: np.asarray(v) for k, v in cols.items()}
 
@@ -101,8 +126,9 @@ def _found(table):
 
 def test_learned_findings_decide_from_paired_intervals_with_a_margin():
     fixed = {"reinit": 0.0, "carry": 0.1, "velocity": 0.12}
-    f = _found(_table({**fixed, "savi-none": 0.2, "savi-mlp": 0.2, "savi-transformer": 0.3},
-                      frame={"savi-transformer": 0.25}))
+    f = _found(
+        _table({**fixed, "savi-none": 0.2, "savi-mlp": 0.2, "savi-transformer": 0.3}, frame={"savi-transformer": 0.25})
+    )
     assert f["V5"].verdict == "reproduced" and f["V5"].basis.startswith("best fixed: velocity")
     rows = {r[0]: r for r in f["V5"].rows}
     assert set(rows) == {"savi-none", "savi-mlp", "savi-transformer"} and rows["savi-none"][3] == "control"
@@ -145,7 +171,8 @@ def test_the_learned_arm_adds_its_training_to_the_estimate():
     more = dataclasses.replace(base, learned=("none", "mlp"))
     steps = 2 * base.learned_seeds * base.learned_steps
     assert more.estimate().seconds - base.estimate().seconds == pytest.approx(
-        steps * (base.learned_frames * base.learned_batch / 64) / V.SAVI_RATE + 2 * V.SAVI_FIXED_S)
+        steps * (base.learned_frames * base.learned_batch / 64) / V.SAVI_RATE + 2 * V.SAVI_FIXED_S
+    )
     assert more.estimate().models == base.estimate().models + 2 * base.learned_seeds
     assert V.savi_config(base, "transformer").validate().slots == base.n_tokens
 
@@ -155,16 +182,52 @@ def test_the_learned_arm_adds_its_training_to_the_estimate():
 
 @pytest.mark.slow
 def test_killed_at_random_moments_it_resumes_to_the_tables_of_an_uninterrupted_run(tmp_path, fast_children):
-    args = ["study", "video", "--size", "12", "--frames", "5", "--objects", "2", "--scale", "0.3,0.45",
-            "--n-videos", "1", "--seeds", "3", "--scenarios", "occlusion", "--predictors", "reinit,carry",
-            "--separation", "0", "--n-steps", "6", "--learned", "none,mlp", "--learned-seeds", "2",
-            "--learned-steps", "80", "--learned-every", "10", "--learned-frames", "3", "--learned-batch", "2",
-            "--learned-pool", "6", "--no-plots", "--quiet"]
+    args = [
+        "study",
+        "video",
+        "--size",
+        "12",
+        "--frames",
+        "5",
+        "--objects",
+        "2",
+        "--scale",
+        "0.3,0.45",
+        "--n-videos",
+        "1",
+        "--seeds",
+        "3",
+        "--scenarios",
+        "occlusion",
+        "--predictors",
+        "reinit,carry",
+        "--separation",
+        "0",
+        "--n-steps",
+        "6",
+        "--learned",
+        "none,mlp",
+        "--learned-seeds",
+        "2",
+        "--learned-steps",
+        "80",
+        "--learned-every",
+        "10",
+        "--learned-frames",
+        "3",
+        "--learned-batch",
+        "2",
+        "--learned-pool",
+        "6",
+        "--no-plots",
+        "--quiet",
+    ]
     cache = tmp_path / "cache"
     code, _, err = killing.run_cli(args + ["--out", tmp_path / "a"], cache)  # compiles
     assert code == 0, err[-2000:]
     code, seconds, err = killing.run_cli(args + ["--out", tmp_path / "b"], cache)
     assert code == 0, err[-2000:]
     killing.same_files(tmp_path / "a", tmp_path / "b", TABLES)
-    killing.resumes_after_kills(args + ["--out", tmp_path / "c"], cache, seconds, tmp_path / "b", TABLES, seed=3,
-                                low=0.2)
+    killing.resumes_after_kills(
+        args + ["--out", tmp_path / "c"], cache, seconds, tmp_path / "b", TABLES, seed=3, low=0.2
+    )

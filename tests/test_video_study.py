@@ -18,27 +18,45 @@ from tokdyn.studies import video as V
 
 pytestmark = pytest.mark.fast_compile
 
-TINY = V.Config(size=12, frames=5, objects=2, scale=(0.3, 0.45), n_videos=1, seeds=2, scenarios=("occlusion", "leaving"),
-                predictors=("reinit", "carry"), separation=0.3, n_steps=6, learned=(), preset="quick")
+TINY = V.Config(
+    size=12,
+    frames=5,
+    objects=2,
+    scale=(0.3, 0.45),
+    n_videos=1,
+    seeds=2,
+    scenarios=("occlusion", "leaving"),
+    predictors=("reinit", "carry"),
+    separation=0.3,
+    n_steps=6,
+    learned=(),
+    preset="quick",
+)
 
 
 # ---------------------------------------------------------------------------------------------- configuration
 
 
-@pytest.mark.parametrize("change, words", [
-    (dict(learned=("savi",)), "learned must be one of"),
-    (dict(learned=("mlp", "mlp")), "learned lists 'mlp' more than once"),
-    (dict(learned=("mlp",), learned_seeds=3), "learned_seeds must be at most seeds=2"),
-    (dict(learned=("mlp",), learned_frames=6, learned_seeds=2), "learned_frames must be at most frames=5"),
-    (dict(learned=("mlp",), learned_steps=150, learned_every=100, learned_seeds=2, learned_frames=4), "learned_steps must be a multiple of learned_every=100"),
-    (dict(predictors=("carry",)), "predictors must include reinit"),
-    (dict(scenarios=("occlusion", "occlusion")), "scenarios"),
-    (dict(scenarios=("crossing",)), "scenarios must be one of"),
-    (dict(margin=0.0), "margin"),
-    (dict(speed=(0.1, 0.05)), "speed must be a (low, high) pair"),
-    (dict(momentum=1.0), "momentum"),
-    (dict(root_seed=-1), "root_seed must be an int in [0, 4294967295]"),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (dict(learned=("savi",)), "learned must be one of"),
+        (dict(learned=("mlp", "mlp")), "learned lists 'mlp' more than once"),
+        (dict(learned=("mlp",), learned_seeds=3), "learned_seeds must be at most seeds=2"),
+        (dict(learned=("mlp",), learned_frames=6, learned_seeds=2), "learned_frames must be at most frames=5"),
+        (
+            dict(learned=("mlp",), learned_steps=150, learned_every=100, learned_seeds=2, learned_frames=4),
+            "learned_steps must be a multiple of learned_every=100",
+        ),
+        (dict(predictors=("carry",)), "predictors must include reinit"),
+        (dict(scenarios=("occlusion", "occlusion")), "scenarios"),
+        (dict(scenarios=("crossing",)), "scenarios must be one of"),
+        (dict(margin=0.0), "margin"),
+        (dict(speed=(0.1, 0.05)), "speed must be a (low, high) pair"),
+        (dict(momentum=1.0), "momentum"),
+        (dict(root_seed=-1), "root_seed must be an int in [0, 4294967295]"),
+    ],
+)
 def test_bad_fields_are_refused_naming_them(change, words):
     with pytest.raises((ValueError, TypeError), match=re.escape(words)):
         dataclasses.replace(TINY, **change).validate()
@@ -83,8 +101,7 @@ def test_scores_equal_independent_references_on_the_example_video(tiny):
         ids = ex["ids"][c]
         row = (r["condition"] == cond) & (r["seed"] == 0)  # one video per seed: seed 0's row is the example
         assert adjusted_rand_score(masks[fg], ids[fg]) == pytest.approx(float(r["video_ari"][row][0]), abs=1e-5)
-        frames = [adjusted_rand_score(m[m > 0], i[m > 0]) if (m > 0).sum() >= 2 else np.nan
-                  for m, i in zip(masks, ids)]
+        frames = [adjusted_rand_score(m[m > 0], i[m > 0]) if (m > 0).sum() >= 2 else np.nan for m, i in zip(masks, ids)]
         assert np.nanmean(frames) == pytest.approx(float(r["frame_ari"][row][0]), abs=1e-5)
         c_ref = _majority(masks, ids, TINY.objects, TINY.min_pixels)
         switched = (c_ref[1:] >= 0) & (c_ref[:-1] >= 0) & (c_ref[1:] != c_ref[:-1])
@@ -120,8 +137,16 @@ def _table(diffs: dict, seeds=5, spread=0.0, base=0.5, rates=None):
     """A runs.csv of columns: condition -> video_ari = base + diff (+ a per-seed wobble); the
     collapse classes from ``rates`` (scenario -> class -> per-seed rate)."""
     rng = np.random.default_rng(0)
-    cols = {k: [] for k in ("scenario", "condition", "seed", "video_ari", *(f"{w}_{c}" for c in V.CLASSES
-                                                                             for w in ("frames", "collapsed")))}
+    cols = {
+        k: []
+        for k in (
+            "scenario",
+            "condition",
+            "seed",
+            "video_ari",
+            *(f"{w}_{c}" for c in V.CLASSES for w in ("frames", "collapsed")),
+        )
+    }
     for sc in ("occlusion", "collisions", "leaving"):
         for cond, d in diffs.items():
             for s in range(seeds):
@@ -160,8 +185,9 @@ def test_identity_findings_decide_from_intervals_with_a_margin():
 def test_collapse_findings_compare_event_frames_with_calm_ones():
     up = {"overlap": 0.8, "out": 0.9, "calm": 0.2}
     wobble = lambda r: {k: np.clip(v + 0.01 * np.arange(5) - 0.02, 0, 1) for k, v in r.items()}  # noqa: E731
-    table = _table({"reinit": 0.0, "carry": 0.1}, rates={sc: wobble(up) for sc in ("occlusion", "collisions",
-                                                                                     "leaving")})
+    table = _table(
+        {"reinit": 0.0, "carry": 0.1}, rates={sc: wobble(up) for sc in ("occlusion", "collisions", "leaving")}
+    )
     v = _verdicts(table)
     assert v["V3"] == "reproduced" and v["V4"] == "reproduced"
     flat = {"overlap": 0.3, "out": 0.3, "calm": 0.3}
@@ -185,13 +211,17 @@ def test_the_study_runs_resumes_and_judges_its_findings(tmp_path):
     metrics = io.read_csv(os.path.join(out, "metrics.csv"))
     carry = (metrics["condition"] == "carry") & (metrics["scenario"] == "occlusion")
     assert float(metrics["video_ari"][carry][0]) == pytest.approx(
-        np.mean(runs["video_ari"][runs["condition"] == "carry"]), abs=1e-6)
+        np.mean(runs["video_ari"][runs["condition"] == "carry"]), abs=1e-6
+    )
     tests = io.read_csv(os.path.join(out, "tests.csv"))
-    assert set(tests["baseline"]) == {"reinit", "carry"} and np.all(tests["p_holm"][np.isfinite(tests["p"])] >=
-                                                                     tests["p"][np.isfinite(tests["p"])] - 1e-12)
+    assert set(tests["baseline"]) == {"reinit", "carry"} and np.all(
+        tests["p_holm"][np.isfinite(tests["p"])] >= tests["p"][np.isfinite(tests["p"])] - 1e-12
+    )
     assert open(os.path.join(out, "summary.md")).read().startswith("Quick preset")
     found = V.SPEC.findings(out)
-    assert [f.key for f in found] == ["V1", "V2", "V3", "V4", "V5", "V6"] and all(f.verdict in F.VERDICTS for f in found)
+    assert [f.key for f in found] == ["V1", "V2", "V3", "V4", "V5", "V6"] and all(
+        f.verdict in F.VERDICTS for f in found
+    )
     assert found[3].verdict == "open" and "leaving scenario did not run" in found[3].basis
     assert all(f.verdict == "open" and f.basis.startswith("not run") for f in found[4:])
     with jax_compilations() as events:
@@ -199,5 +229,4 @@ def test_the_study_runs_resumes_and_judges_its_findings(tmp_path):
     assert events == []
     with open(os.path.join(out, "runs.csv"), "a") as fh:
         fh.write("occlusion,carry,9" + ",0" * (len(runs) - 3) + "\n")
-    assert all(f.verdict == "open" and "video/runs.csv fails its verification" in f.basis
-               for f in V.SPEC.findings(out))
+    assert all(f.verdict == "open" and "video/runs.csv fails its verification" in f.basis for f in V.SPEC.findings(out))

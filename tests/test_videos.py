@@ -21,8 +21,16 @@ pytestmark = pytest.mark.fast_compile
 
 KEY = jax.random.key(11)
 N, F = 24, 7
-OPEN = dict(frames=F, size=20, min_objects=0, max_objects=4, shapes=scenes.SHAPES, scale=(0.2, 0.35),
-            speed=(0.04, 0.12), margin=0.3)  # objects enter and leave the view
+OPEN = dict(
+    frames=F,
+    size=20,
+    min_objects=0,
+    max_objects=4,
+    shapes=scenes.SHAPES,
+    scale=(0.2, 0.35),
+    speed=(0.04, 0.12),
+    margin=0.3,
+)  # objects enter and leave the view
 COLLIDE = dict(OPEN, collisions=True, margin=0.05, substeps=4, min_objects=3)
 
 
@@ -65,6 +73,7 @@ def assert_same_videos(a: dict, b: dict, err_msg=""):
 
 # ---------------------------------------------------------------------------------------------- references
 
+
 def wall_motion(x, v, lo, hi, time):
     """float64, event by event: a point in [lo, hi] moving at v for ``time``, reflected at both ends."""
     if hi - lo <= 0:
@@ -103,8 +112,9 @@ def reference_collisions(x0, v0, scale, mass, present, margin, frames, substeps)
             for j in range(M):
                 if present[j]:
                     for a in range(2):
-                        x[j, a], v[j, a] = wall_motion(x[j, a], v[j, a], half[j] - margin, 1 + margin - half[j],
-                                                       1.0 / substeps)
+                        x[j, a], v[j, a] = wall_motion(
+                            x[j, a], v[j, a], half[j] - margin, 1 + margin - half[j], 1.0 / substeps
+                        )
             for i in range(M):
                 for j in range(i + 1, M):
                     if not (present[i] and present[j]):
@@ -131,8 +141,9 @@ def reference_frame(v: dict, i: int, t: int, shapes, size):
     area = np.zeros(v["present"].shape[1], np.int64)
     slots = [j for j in range(v["present"].shape[1]) if v["present"][i, j]]
     for j in sorted(slots, key=lambda j: v["depth"][i, j]):
-        inside, near = reference_object(shapes[v["shape"][i, j]], v["position"][i, t, j].astype(np.float64),
-                                        float(v["scale"][i, j]), size)
+        inside, near = reference_object(
+            shapes[v["shape"][i, j]], v["position"][i, t, j].astype(np.float64), float(v["scale"][i, j]), size
+        )
         mask[inside] = j + 1
         unsure |= near
         area[j] = inside.sum()
@@ -141,15 +152,25 @@ def reference_frame(v: dict, i: int, t: int, shapes, size):
 
 # ---------------------------------------------------------------------------------------------- the videos
 
+
 def test_shapes_dtypes_fills_and_ranges(plain):
     v, M = plain, 4
-    for f, shape, dtype in [("images", (N, 8, 32, 32, 3), np.float32), ("masks", (N, 8, 32, 32), np.int32),
-                            ("n_objects", (N,), np.int32), ("present", (N, M), bool), ("shape", (N, M), np.int32),
-                            ("colour", (N, M, 3), np.float32), ("scale", (N, M), np.float32),
-                            ("mass", (N, M), np.float32), ("depth", (N, M), np.int32),
-                            ("position", (N, 8, M, 2), np.float32), ("velocity", (N, 8, M, 2), np.float32),
-                            ("visible", (N, 8, M), np.int32), ("area", (N, 8, M), np.int32),
-                            ("background", (N, 3), np.float32)]:
+    for f, shape, dtype in [
+        ("images", (N, 8, 32, 32, 3), np.float32),
+        ("masks", (N, 8, 32, 32), np.int32),
+        ("n_objects", (N,), np.int32),
+        ("present", (N, M), bool),
+        ("shape", (N, M), np.int32),
+        ("colour", (N, M, 3), np.float32),
+        ("scale", (N, M), np.float32),
+        ("mass", (N, M), np.float32),
+        ("depth", (N, M), np.int32),
+        ("position", (N, 8, M, 2), np.float32),
+        ("velocity", (N, 8, M, 2), np.float32),
+        ("visible", (N, 8, M), np.int32),
+        ("area", (N, 8, M), np.int32),
+        ("background", (N, 3), np.float32),
+    ]:
         assert v[f].shape == shape and v[f].dtype == dtype, f
     p = v["present"]
     np.testing.assert_array_equal(p, np.arange(M) < v["n_objects"][:, None])
@@ -203,8 +224,12 @@ def test_overlaps_are_resolved_by_depth(open_arena):
         for t in range(F):
             cover, unsure = [], np.zeros((OPEN["size"],) * 2, bool)
             for j in slots:
-                inside, near = reference_object(OPEN["shapes"][v["shape"][i, j]], v["position"][i, t, j].astype(float),
-                                                float(v["scale"][i, j]), OPEN["size"])
+                inside, near = reference_object(
+                    OPEN["shapes"][v["shape"][i, j]],
+                    v["position"][i, t, j].astype(float),
+                    float(v["scale"][i, j]),
+                    OPEN["size"],
+                )
                 cover.append(inside)
                 unsure |= near
             if not cover:
@@ -253,6 +278,7 @@ def test_objects_enter_and_leave_the_view(open_arena):
 
 # ---------------------------------------------------------------------------------------------- physics
 
+
 @pytest.mark.parametrize("which", ["plain", "open_arena"])
 def test_walls_equal_the_event_driven_reference(which, request):
     v = request.getfixturevalue(which)
@@ -260,8 +286,9 @@ def test_walls_equal_the_event_driven_reference(which, request):
     bounces = 0
     for i in range(N):
         p = v["present"][i]
-        xs, vs = reference_walls(v["position"][i, 0, p], v["velocity"][i, 0, p], v["scale"][i, p], margin,
-                                 v["position"].shape[1])
+        xs, vs = reference_walls(
+            v["position"][i, 0, p], v["velocity"][i, 0, p], v["scale"][i, p], margin, v["position"].shape[1]
+        )
         np.testing.assert_allclose(v["position"][i][:, p], xs, atol=2e-6, err_msg=f"video {i}")
         np.testing.assert_allclose(v["velocity"][i][:, p], vs, atol=1e-7, err_msg=f"video {i}")
         bounces += np.sum(np.sign(vs[1:]) != np.sign(vs[:-1]))
@@ -277,9 +304,16 @@ def test_collisions_equal_the_numpy_reference(colliding):
         for i in range(N):
             p = v["present"][i]
             scale = v["scale"][i, p].astype(np.float64)
-            xs, vs, n_hits, unsure = reference_collisions(v["position"][i, 0, p], v["velocity"][i, 0, p], scale,
-                                                          scale**exponent, np.ones(p.sum(), bool), COLLIDE["margin"],
-                                                          F, COLLIDE["substeps"])
+            xs, vs, n_hits, unsure = reference_collisions(
+                v["position"][i, 0, p],
+                v["velocity"][i, 0, p],
+                scale,
+                scale**exponent,
+                np.ones(p.sum(), bool),
+                COLLIDE["margin"],
+                F,
+                COLLIDE["substeps"],
+            )
             if unsure:
                 continue
             np.testing.assert_allclose(v["position"][i][:, p], xs, atol=3e-5, err_msg=f"exponent {exponent} video {i}")
@@ -338,8 +372,9 @@ def test_many_body_collisions_conserve_momentum_away_from_walls():
     vel = (0.5 - pos) * 0.08 + rng.normal(0, 0.01, (5, 2)).astype(np.float32)  # towards the centre
     scale = rng.uniform(0.1, 0.2, 5).astype(np.float32)
     mass = rng.uniform(0.5, 2.0, 5).astype(np.float32)
-    xs, vs = videos.simulate(pos, vel.astype(np.float32), scale, None, mass, frames=10, margin=20.0,
-                             collisions=True, substeps=6)
+    xs, vs = videos.simulate(
+        pos, vel.astype(np.float32), scale, None, mass, frames=10, margin=20.0, collisions=True, substeps=6
+    )
     vs = np.asarray(vs, np.float64)
     momentum = np.einsum("m,fmk->fk", mass.astype(np.float64), vs)
     np.testing.assert_allclose(momentum, np.broadcast_to(momentum[0], momentum.shape), atol=1e-7)
@@ -350,6 +385,7 @@ def test_many_body_collisions_conserve_momentum_away_from_walls():
 
 # ---------------------------------------------------------------------------------------------- keys
 
+
 def test_video_depends_only_on_key_and_index(open_arena):
     """Row i is the n=1 video at start=i: under vmap, in chunks, and as a prefix of a larger batch;
     and fewer frames are a prefix of more."""
@@ -357,8 +393,9 @@ def test_video_depends_only_on_key_and_index(open_arena):
     assert_same_videos({f: x[:, 0] for f, x in rows.items()}, {f: x[:5] for f, x in open_arena.items()}, "vmap")
     first = host(videos.sprite_videos(KEY, 2, **OPEN))
     second = host(videos.sprite_videos(KEY, 3, start=2, **OPEN))
-    assert_same_videos({f: np.concatenate([first[f], second[f]]) for f in first},
-                       {f: x[:5] for f, x in open_arena.items()}, "chunks")
+    assert_same_videos(
+        {f: np.concatenate([first[f], second[f]]) for f in first}, {f: x[:5] for f, x in open_arena.items()}, "chunks"
+    )
     short = host(videos.sprite_videos(KEY, N, **dict(OPEN, frames=3)))
     per_frame = ("images", "masks", "position", "velocity", "visible", "area")
     assert_same_videos(short, {f: (x[:, :3] if f in per_frame else x) for f, x in open_arena.items()}, "frames")
@@ -385,14 +422,17 @@ def test_jit_vmap_over_keys_and_traced_knobs():
 
 # ---------------------------------------------------------------------------------------------- extremes
 
+
 def test_zero_objects():
     v = host(videos.sprite_videos(KEY, 3, frames=4, size=8, min_objects=0, max_objects=0))
     assert v["present"].shape == (3, 0) and v["position"].shape == (3, 4, 0, 2) and v["visible"].shape == (3, 4, 0)
     assert np.all(v["masks"] == 0) and np.all(v["n_objects"] == 0)
-    np.testing.assert_allclose(v["images"], np.broadcast_to(v["background"][:, None, None, None], v["images"].shape),
-                               atol=1e-6)
-    some = host(videos.sprite_videos(KEY, 64, frames=2, size=8, min_objects=0, max_objects=2, collisions=True,
-                                     scale=(0.3, 0.4)))
+    np.testing.assert_allclose(
+        v["images"], np.broadcast_to(v["background"][:, None, None, None], v["images"].shape), atol=1e-6
+    )
+    some = host(
+        videos.sprite_videos(KEY, 64, frames=2, size=8, min_objects=0, max_objects=2, collisions=True, scale=(0.3, 0.4))
+    )
     empty = some["n_objects"] == 0
     assert empty.any() and np.all(some["masks"][empty] == 0)
 
@@ -401,15 +441,39 @@ def test_zero_objects():
 def test_all_objects_overlapping(collisions):
     """Objects as large as the view fill it and cannot move; objects nearly as large overlap in
     every frame. Masks follow depth, nothing is NaN, energy is kept."""
-    full = host(videos.sprite_videos(KEY, 4, frames=3, size=8, min_objects=3, max_objects=3, shapes=("square",),
-                                     scale=(1.0, 1.0), collisions=collisions))
+    full = host(
+        videos.sprite_videos(
+            KEY,
+            4,
+            frames=3,
+            size=8,
+            min_objects=3,
+            max_objects=3,
+            shapes=("square",),
+            scale=(1.0, 1.0),
+            collisions=collisions,
+        )
+    )
     assert np.all(full["velocity"] == 0)
     np.testing.assert_allclose(full["position"], 0.5, atol=1e-7)
     top = np.argmax(full["depth"], axis=1) + 1  # (4,)
     assert np.all(full["masks"] == top[:, None, None, None])
     assert np.all(full["area"] == 64) and np.all(full["visible"].sum(-1) == 64)
-    big = host(videos.sprite_videos(KEY, 8, frames=6, size=16, min_objects=4, max_objects=4, shapes=("square",),
-                                    scale=(0.9, 0.95), speed=(0.05, 0.1), collisions=collisions, substeps=1))
+    big = host(
+        videos.sprite_videos(
+            KEY,
+            8,
+            frames=6,
+            size=16,
+            min_objects=4,
+            max_objects=4,
+            shapes=("square",),
+            scale=(0.9, 0.95),
+            speed=(0.05, 0.1),
+            collisions=collisions,
+            substeps=1,
+        )
+    )
     for f in ("position", "velocity", "images"):
         assert np.all(np.isfinite(big[f])), f
     centre = big["masks"][:, :, 7:9, 7:9]  # every object covers the centre: the top one shows
@@ -430,23 +494,39 @@ def test_single_frame():
 def test_objects_wholly_out_of_view():
     """A wide arena with small objects: most are out of view most of the time; they keep their ids,
     draw nothing and count nothing."""
-    v = host(videos.sprite_videos(KEY, 16, frames=4, size=16, min_objects=4, max_objects=4, margin=3.0,
-                                  scale=(0.1, 0.2)))
+    v = host(
+        videos.sprite_videos(KEY, 16, frames=4, size=16, min_objects=4, max_objects=4, margin=3.0, scale=(0.1, 0.2))
+    )
     out = v["area"] == 0
     assert out.mean() > 0.6
     assert np.all(v["visible"][out] == 0)
     for i, t, j in zip(*np.nonzero(out)):
         assert not np.any(v["masks"][i, t] == j + 1)
     assert np.all(np.isfinite(v["position"]))
-    hand = np.asarray(videos.simulate(np.array([[2.0, 2.0]], np.float32), np.zeros((1, 2), np.float32),
-                                      np.array([0.2], np.float32), frames=2, margin=2.0)[0])
-    drawn = scenes.render(jnp.zeros((2, 8, 8, 3)), hand, jnp.full((2, 1), 0.2), jnp.zeros((2, 1), jnp.int32),
-                          jnp.zeros((2, 1), jnp.int32), jnp.ones((2, 1), bool), jnp.ones((2, 1, 3)),
-                          shapes=("square",))
+    hand = np.asarray(
+        videos.simulate(
+            np.array([[2.0, 2.0]], np.float32),
+            np.zeros((1, 2), np.float32),
+            np.array([0.2], np.float32),
+            frames=2,
+            margin=2.0,
+        )[0]
+    )
+    drawn = scenes.render(
+        jnp.zeros((2, 8, 8, 3)),
+        hand,
+        jnp.full((2, 1), 0.2),
+        jnp.zeros((2, 1), jnp.int32),
+        jnp.zeros((2, 1), jnp.int32),
+        jnp.ones((2, 1), bool),
+        jnp.ones((2, 1, 3)),
+        shapes=("square",),
+    )
     assert np.all(np.asarray(drawn.masks) == 0) and np.all(np.asarray(drawn.area) == 0)
 
 
 # ---------------------------------------------------------------------------------------------- checks
+
 
 @pytest.mark.parametrize(
     "kwargs, match",
@@ -465,7 +545,9 @@ def test_objects_wholly_out_of_view():
         (dict(collisions=True, speed=(0.1, 0.4), scale=(0.15, 0.3), substeps=2), "substeps >= 6"),
         (dict(mass_exponent=float("nan")), "mass_exponent"),
         (dict(substeps=0), "substeps"),
-    ] + BAD_APPEARANCE + BAD_ROWS,
+    ]
+    + BAD_APPEARANCE
+    + BAD_ROWS,
 )
 def test_bad_input(kwargs, match):
     args = dict(key=KEY, n=4)
@@ -503,19 +585,25 @@ def test_a_sweep_of_traced_knobs_compiles_once():
     kw = dict(frames=3, size=8, max_objects=3, collisions=True)
     videos.sprite_videos(KEY, 2, speed=(0.01, 0.02), margin=0.1, mass_exponent=0.0, scale=(0.3, 0.4), **kw)
     with jax_compilations() as events:
-        videos.sprite_videos(KEY, 2, speed=(0.02, 0.05), margin=0.4, mass_exponent=2.0, scale=(0.2, 0.5),
-                             start=7, **kw)
+        videos.sprite_videos(KEY, 2, speed=(0.02, 0.05), margin=0.4, mass_exponent=2.0, scale=(0.2, 0.5), start=7, **kw)
     assert events == []
 
 
 def test_checks_never_copy_device_arrays_to_the_host():
-    args = dict(speed=jnp.array([0.02, 0.05]), margin=jnp.float32(0.2), mass_exponent=jnp.float32(2.0),
-                scale=jnp.array([0.2, 0.3]), start=jnp.int32(3))
+    args = dict(
+        speed=jnp.array([0.02, 0.05]),
+        margin=jnp.float32(0.2),
+        mass_exponent=jnp.float32(2.0),
+        scale=jnp.array([0.2, 0.3]),
+        start=jnp.int32(3),
+    )
     hand = (jnp.full((2, 2), 0.5), jnp.zeros((2, 2)), jnp.full((2,), 0.2), jnp.ones(2, bool), jnp.ones(2))
     jax.block_until_ready((args, hand))
     with jax.transfer_guard_device_to_host("disallow"):
-        out = (videos.sprite_videos(KEY, 2, frames=2, size=8, collisions=True, **args),
-               videos.simulate(*hand, frames=3, margin=jnp.float32(0.1), collisions=True))
+        out = (
+            videos.sprite_videos(KEY, 2, frames=2, size=8, collisions=True, **args),
+            videos.simulate(*hand, frames=3, margin=jnp.float32(0.1), collisions=True),
+        )
         jax.block_until_ready(out)
 
 
@@ -545,9 +633,16 @@ def test_gradient_through_the_walls():
     ],
 )
 def test_render_bad_input(change, match):
-    args = dict(back=jnp.zeros((2, 8, 8, 3)), position=jnp.full((2, 3, 2), 0.5), scale=jnp.full((2, 3), 0.2),
-                shape=jnp.zeros((2, 3), jnp.int32), depth=jnp.zeros((2, 3), jnp.int32), present=jnp.ones((2, 3), bool),
-                colour=jnp.ones((2, 3, 3)), shapes=("square",))
+    args = dict(
+        back=jnp.zeros((2, 8, 8, 3)),
+        position=jnp.full((2, 3, 2), 0.5),
+        scale=jnp.full((2, 3), 0.2),
+        shape=jnp.zeros((2, 3), jnp.int32),
+        depth=jnp.zeros((2, 3), jnp.int32),
+        present=jnp.ones((2, 3), bool),
+        colour=jnp.ones((2, 3, 3)),
+        shapes=("square",),
+    )
     args.update(change)
     shapes = args.pop("shapes")
     with pytest.raises((ValueError, TypeError), match=match):
@@ -558,11 +653,14 @@ def test_textured_background_is_fixed_over_the_clip():
     kw = dict(frames=4, size=16, margin=0.2)
     plain = host(videos.sprite_videos(KEY, 6, **kw))
     textured = host(videos.sprite_videos(KEY, 6, background="textured", texture_amplitude=0.1, **kw))
-    assert_same_videos({f: x for f, x in plain.items() if f != "images"},
-                       {f: x for f, x in textured.items() if f != "images"})
+    assert_same_videos(
+        {f: x for f, x in plain.items() if f != "images"}, {f: x for f, x in textured.items() if f != "images"}
+    )
     back = textured["masks"] == 0  # (6, 4, 16, 16)
     dev = textured["images"] - textured["background"][:, None, None, None, :]
     assert 0.03 < np.abs(dev[back]).max() <= 0.1 + 1e-6
     both = back[:, 1:] & back[:, :1]  # background in frame 0 and in frame t: the same pixel value
-    np.testing.assert_array_equal(textured["images"][:, 1:][both], np.broadcast_to(
-        textured["images"][:, :1], textured["images"][:, 1:].shape)[both])
+    np.testing.assert_array_equal(
+        textured["images"][:, 1:][both],
+        np.broadcast_to(textured["images"][:, :1], textured["images"][:, 1:].shape)[both],
+    )

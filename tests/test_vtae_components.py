@@ -24,8 +24,9 @@ def test_straight_through_forward_is_hard_and_gradient_is_soft():
     np.testing.assert_allclose(np.take_along_axis(y, codes[..., None], -1)[..., 0], y.max(-1), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(e_st.x), np.eye(3)[codes])
     soft_ref = scipy.special.softmax((np.asarray(z) + g) / tau, axis=-1)
-    np.testing.assert_allclose(np.asarray(encoders.quantize(key, z, "gumbel_soft", tau).x), soft_ref, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(encoders.quantize(key, z, "gumbel_soft", tau).x), soft_ref, rtol=1e-5, atol=1e-6
+    )
     c = jax.random.normal(jax.random.key(2), z.shape)
     g_st = jax.grad(lambda z: jnp.sum(c * encoders.quantize(key, z, "gumbel_st", tau).x))(z)
     g_soft = jax.grad(lambda z: jnp.sum(c * encoders.quantize(key, z, "gumbel_soft", tau).x))(z)
@@ -66,8 +67,10 @@ def test_categorical_score_function_is_unbiased():
     e = encoders.quantize(jax.random.key(5), jnp.tile(z, (2, 4, 1)), "categorical", 1.0)
     logp_ref = np.log(p)[np.asarray(e.codes)].sum(-1)
     np.testing.assert_allclose(np.asarray(e.logp), logp_ref, rtol=1e-5)
-    np.testing.assert_array_equal(np.asarray(jax.grad(lambda z: jnp.sum(
-        encoders.quantize(jax.random.key(5), z, "categorical", 1.0).x * 3.0))(z)), 0.0)
+    np.testing.assert_array_equal(
+        np.asarray(jax.grad(lambda z: jnp.sum(encoders.quantize(jax.random.key(5), z, "categorical", 1.0).x * 3.0))(z)),
+        0.0,
+    )
 
 
 @pytest.mark.parametrize("levels", [2, 3, 5, 8])
@@ -83,8 +86,9 @@ def test_fsq_levels_and_straight_through(levels):
     assert sorted(set(np.asarray(code).tolist())) == list(range(levels))
     np.testing.assert_allclose(np.unique(np.asarray(x)), np.linspace(-1, 1, levels), atol=1e-6)
     g = jax.grad(lambda z: jnp.sum(encoders.fsq_quantize(z, levels)[0]))(z)
-    np.testing.assert_allclose(np.asarray(g), (levels - 1) * (1 - np.tanh(np.asarray(z)) ** 2) / (levels - 1),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(g), (levels - 1) * (1 - np.tanh(np.asarray(z)) ** 2) / (levels - 1), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_vq_ema_update_and_dead_code_reset():
@@ -93,8 +97,9 @@ def test_vq_ema_update_and_dead_code_reset():
     codes = np.array([0] * 12 + [1] * 8)  # code 2 unused
     cnt, s = np.array([3.0, 1.0, 0.01]), rng.normal(size=(3, 2))
     d = 0.9
-    cb, cnt2, s2 = encoders.vq_ema_update(jnp.zeros((3, 2)), jnp.asarray(cnt), jnp.asarray(s), jnp.asarray(z),
-                                          jnp.asarray(codes), d)
+    cb, cnt2, s2 = encoders.vq_ema_update(
+        jnp.zeros((3, 2)), jnp.asarray(cnt), jnp.asarray(s), jnp.asarray(z), jnp.asarray(codes), d
+    )
     n = np.bincount(codes, minlength=3)
     s_ref = d * s + (1 - d) * np.stack([z[codes == k].sum(0) if n[k] else np.zeros(2) for k in range(3)])
     c_ref = d * cnt + (1 - d) * n
@@ -102,8 +107,16 @@ def test_vq_ema_update_and_dead_code_reset():
     np.testing.assert_allclose(np.asarray(s2), s_ref, rtol=1e-5, atol=1e-6)
     tot = c_ref.sum()
     np.testing.assert_allclose(np.asarray(cb), s_ref / ((c_ref + 1e-5) / (tot + 3e-5) * tot)[:, None], rtol=1e-4)
-    cb3, cnt3, _ = encoders.vq_ema_update(jnp.zeros((3, 2)), jnp.asarray(cnt), jnp.asarray(s), jnp.asarray(z),
-                                          jnp.asarray(codes), d, key=jax.random.key(0), dead_threshold=0.5)
+    cb3, cnt3, _ = encoders.vq_ema_update(
+        jnp.zeros((3, 2)),
+        jnp.asarray(cnt),
+        jnp.asarray(s),
+        jnp.asarray(z),
+        jnp.asarray(codes),
+        d,
+        key=jax.random.key(0),
+        dead_threshold=0.5,
+    )
     cb3 = np.asarray(cb3)
     assert any(np.allclose(cb3[2], row) for row in z)  # dead code moved onto an encoder output
     np.testing.assert_allclose(cb3[:2], np.asarray(cb)[:2], rtol=1e-5)
@@ -132,8 +145,13 @@ def test_cnn_decoder_matches_scipy():
     x = np.random.default_rng(0).normal(size=(2, 25, 3)).astype(np.float64)
 
     def conv(h, w, b):  # h (N, N, Cin), w (3, 3, Cin, Cout): 'same' cross-correlation
-        out = np.stack([sum(scipy.signal.correlate2d(h[:, :, i], w[:, :, i, o], mode="same")
-                            for i in range(w.shape[2])) for o in range(w.shape[3])], -1)
+        out = np.stack(
+            [
+                sum(scipy.signal.correlate2d(h[:, :, i], w[:, :, i, o], mode="same") for i in range(w.shape[2]))
+                for o in range(w.shape[3])
+            ],
+            -1,
+        )
         return np.maximum(out + b, 0)
 
     ref = []
@@ -150,12 +168,13 @@ def test_losses_match_references():
     a, b = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
     t = rng.integers(0, 5, 6)
     pa, pb = scipy.special.softmax(a, -1), scipy.special.softmax(b, -1)
-    np.testing.assert_allclose(np.asarray(losses.cross_entropy(jnp.asarray(a), jnp.asarray(t))),
-                               -np.log(pa[np.arange(6), t]), rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(losses.entropy(jnp.asarray(a))), scipy.stats.entropy(pa, axis=-1),
-                               rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(losses.kl_logits(jnp.asarray(a), jnp.asarray(b))),
-                               scipy.stats.entropy(pa, pb, axis=-1), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(losses.cross_entropy(jnp.asarray(a), jnp.asarray(t))), -np.log(pa[np.arange(6), t]), rtol=1e-5
+    )
+    np.testing.assert_allclose(np.asarray(losses.entropy(jnp.asarray(a))), scipy.stats.entropy(pa, axis=-1), rtol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(losses.kl_logits(jnp.asarray(a), jnp.asarray(b))), scipy.stats.entropy(pa, pb, axis=-1), rtol=1e-5
+    )
     be = scipy.stats.entropy(pa, axis=-1).mean() - scipy.stats.entropy(pa.mean(0))
     np.testing.assert_allclose(float(losses.batch_entropy(jnp.asarray(a))), be, rtol=1e-5)
     # identical confident rows: entropy of the mean is 0 -> batch entropy = per-sample entropy ~ 0;
@@ -210,10 +229,17 @@ class KernelsWithAndWithoutJit(chex.TestCase):
         a, b = rng.normal(size=(7, 4)).astype(np.float32), rng.normal(size=(7, 4)).astype(np.float32)
         t = rng.integers(0, 4, 7)
         pa, pb = scipy.special.softmax(a, -1), scipy.special.softmax(b, -1)
-        ce, ent, kl, be = self.variant(lambda a, b, t: (losses.cross_entropy(a, t), losses.entropy(a),
-                                                        losses.kl_logits(a, b), losses.batch_entropy(a)))(a, b, t)
+        ce, ent, kl, be = self.variant(
+            lambda a, b, t: (
+                losses.cross_entropy(a, t),
+                losses.entropy(a),
+                losses.kl_logits(a, b),
+                losses.batch_entropy(a),
+            )
+        )(a, b, t)
         chex.assert_trees_all_close(ce, -np.log(pa[np.arange(7), t]), rtol=1e-5)
         chex.assert_trees_all_close(ent, scipy.stats.entropy(pa, axis=-1), rtol=1e-5)
         chex.assert_trees_all_close(kl, scipy.stats.entropy(pa, pb, axis=-1), rtol=1e-5, atol=1e-7)
-        chex.assert_trees_all_close(be, scipy.stats.entropy(pa, axis=-1).mean() - scipy.stats.entropy(pa.mean(0)),
-                                    rtol=1e-5)
+        chex.assert_trees_all_close(
+            be, scipy.stats.entropy(pa, axis=-1).mean() - scipy.stats.entropy(pa.mean(0)), rtol=1e-5
+        )

@@ -18,8 +18,27 @@ from tokdyn.experiment import study as study_dir
 from tokdyn.studies import visual_tokens as vt
 
 # the cell of the main part and the two of the curriculum part, one seed each: 3 small programs
-TINY = ["study", "visual-tokens", "--quick", "--vocab-sizes", "5", "--grids", "3x2", "--modes", "gumbel_st",
-        "--budgets", "20", "--seeds", "1", "--hidden", "8", "--batch-size", "8", "--parts", "main,curriculum"]
+TINY = [
+    "study",
+    "visual-tokens",
+    "--quick",
+    "--vocab-sizes",
+    "5",
+    "--grids",
+    "3x2",
+    "--modes",
+    "gumbel_st",
+    "--budgets",
+    "20",
+    "--seeds",
+    "1",
+    "--hidden",
+    "8",
+    "--batch-size",
+    "8",
+    "--parts",
+    "main,curriculum",
+]
 RESULTS = ("results.csv", "summary.md")
 
 
@@ -32,8 +51,13 @@ def runs(tmp_path_factory):
         mp.setattr(killing, "env", killing.fast_env)
         cache = root / "cache"
         a, b = root / "A", root / "B"
-        p = subprocess.run([sys.executable, "-m", "tokdyn.cli", *TINY, "--out", str(a), "--quiet"],
-                           env=killing.env(cache), capture_output=True, text=True, timeout=600)
+        p = subprocess.run(
+            [sys.executable, "-m", "tokdyn.cli", *TINY, "--out", str(a), "--quiet"],
+            env=killing.env(cache),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert p.returncode == 0, p.stderr[-3000:]
         code, seconds, err = killing.run_cli([*TINY, "--out", b, "--no-plots", "--quiet"], cache)
         assert code == 0, err[-3000:]
@@ -43,8 +67,22 @@ def runs(tmp_path_factory):
 def test_outputs_and_record(runs):
     a = runs["A"]
     t = io.read_csv(a / "results.csv")
-    for col in ("part", "vocab_size", "grid", "colours", "mode", "steps", "seed", "accuracy", "dominant_freq",
-                "collapsed", "entropy", "uniqueness", "min_hamming", "sensitivity_kl"):
+    for col in (
+        "part",
+        "vocab_size",
+        "grid",
+        "colours",
+        "mode",
+        "steps",
+        "seed",
+        "accuracy",
+        "dominant_freq",
+        "collapsed",
+        "entropy",
+        "uniqueness",
+        "min_hamming",
+        "sensitivity_kl",
+    ):
         assert col in t
     assert list(t["part"]) == ["main", "curriculum", "curriculum"] and list(t["steps"]) == [20, 20, 20]
     assert runs["stdout"] == ""  # --quiet: nothing on stdout
@@ -64,16 +102,27 @@ def test_outputs_and_record(runs):
 
 
 def test_killed_at_random_moments_resumes_to_the_same_files(runs):
-    killing.resumes_after_kills([*TINY, "--no-plots", "--quiet", "--out", runs["root"] / "C"], runs["cache"],
-                                runs["seconds"], runs["B"], RESULTS, seed=3, low=0.4)
+    killing.resumes_after_kills(
+        [*TINY, "--no-plots", "--quiet", "--out", runs["root"] / "C"],
+        runs["cache"],
+        runs["seconds"],
+        runs["B"],
+        RESULTS,
+        seed=3,
+        low=0.4,
+    )
 
 
 def test_truncated_cells_parts_and_the_figure_model_are_named_and_recomputed(runs, tmp_path):
     d = tmp_path / "D"
     shutil.copytree(runs["A"], d)
-    hurt = [d / "parts" / "main.json", d / "parts" / "main_cells" / "000_V5_3x3x2_gumbel_st_20.json",
-            d / "parts" / "curriculum.json", d / "parts" / "curriculum_cells" / "000_all_types.json",
-            d / "parts" / "grids.npz"]
+    hurt = [
+        d / "parts" / "main.json",
+        d / "parts" / "main_cells" / "000_V5_3x3x2_gumbel_st_20.json",
+        d / "parts" / "curriculum.json",
+        d / "parts" / "curriculum_cells" / "000_all_types.json",
+        d / "parts" / "grids.npz",
+    ]
     for path in hurt:
         with open(path, "r+b") as f:
             f.truncate(os.path.getsize(path) // 2)
@@ -115,13 +164,13 @@ REFUSED = [  # the issue's cases, and more of the same kind: (options, words the
     (["--learning-rate", "inf"], "learning_rate must be finite"),
     (["--root-seed", "-1"], "root_seed must be an int in [0, 4294967295]"),
     (["--seeds", "1000000000"], "make seeds smaller"),
-    (["--seeds", str(10 ** 12)], "make seeds smaller"),
+    (["--seeds", str(10**12)], "make seeds smaller"),
     (["--vocab-sizes", "100000"], "make vocab_sizes smaller"),
-    (["--hidden", str(10 ** 9)], "make hidden smaller"),
-    (["--batch-size", str(10 ** 8)], "make batch_size smaller"),
-    (["--grammar-sentences", str(10 ** 12)], "make grammar_sentences smaller"),
-    (["--budgets", str(10 ** 10)], "budgets must be at most 2,147,483,647"),
-    (["--budgets", str(10 ** 9 + 7)], "make budgets smaller"),  # a prime: one call of 10^9 steps' logs
+    (["--hidden", str(10**9)], "make hidden smaller"),
+    (["--batch-size", str(10**8)], "make batch_size smaller"),
+    (["--grammar-sentences", str(10**12)], "make grammar_sentences smaller"),
+    (["--budgets", str(10**10)], "budgets must be at most 2,147,483,647"),
+    (["--budgets", str(10**9 + 7)], "make budgets smaller"),  # a prime: one call of 10^9 steps' logs
 ]
 
 
@@ -135,17 +184,20 @@ def test_estimate_names_the_option_and_the_time():
     assert est.option and est.models == 5 * len(vt.Config().models())
     assert 1800 < est.seconds < 3 * 3600  # the default run took about 53 min on our 2-core CPU
     with pytest.raises(study_dir.Refused, match="make seeds smaller"):
-        vt.Config(seeds=10 ** 9).estimate()
+        vt.Config(seeds=10**9).estimate()
 
 
-@pytest.mark.parametrize("acc, dom, drop, V, n, c, want", [
-    (0.995, 0.01, 0.0, 5000, 8, 5, "reconstructs"),
-    (0.30, 0.01, 0.0, 1000, 3, 2, "capacity"),  # 2^9 = 512 < 1000
-    (0.50, 0.01, 0.0, 512, 3, 2, "plateau"),  # 2^9 = 512 patterns suffice
-    (0.01, 0.95, 0.10, 51, 5, 3, "collapse"),
-    (0.20, 0.50, 0.05, 51, 5, 3, "too few steps"),
-    (0.20, 0.50, 0.01, 51, 5, 3, "plateau"),
-])
+@pytest.mark.parametrize(
+    "acc, dom, drop, V, n, c, want",
+    [
+        (0.995, 0.01, 0.0, 5000, 8, 5, "reconstructs"),
+        (0.30, 0.01, 0.0, 1000, 3, 2, "capacity"),  # 2^9 = 512 < 1000
+        (0.50, 0.01, 0.0, 512, 3, 2, "plateau"),  # 2^9 = 512 patterns suffice
+        (0.01, 0.95, 0.10, 51, 5, 3, "collapse"),
+        (0.20, 0.50, 0.05, 51, 5, 3, "too few steps"),
+        (0.20, 0.50, 0.01, 51, 5, 3, "plateau"),
+    ],
+)
 def test_cell_verdict(acc, dom, drop, V, n, c, want):
     assert vt.cell_verdict(acc, dom, drop, V, n, c) == want
     # a flat loss still at chance (> 0.9 ln V) is not a plateau of a trained model
@@ -156,5 +208,5 @@ def test_cell_verdict(acc, dom, drop, V, n, c, want):
 
 def test_log_every_keeps_a_call_small():
     assert [train.log_interval(b) for b in (10, 20, 50, 100, 300, 2000)] == [1, 1, 2, 5, 10, 50]
-    assert train.log_interval(10 ** 9) == 25_000_000  # 40 calls
-    assert train.log_interval(10 ** 9 + 7) == 10 ** 9 + 7  # a prime: one call (refused by the estimate)
+    assert train.log_interval(10**9) == 25_000_000  # 40 calls
+    assert train.log_interval(10**9 + 7) == 10**9 + 7  # a prime: one call (refused by the estimate)

@@ -46,13 +46,29 @@ def many(cfg, keys, hp, **kw):
 
 
 def test_vmapped_training_equals_per_model_training(monkeypatch):
-    cfg = vtae.Config(mode="gumbel_st", hidden=16, vocab_size=6, grid=3, colours=2, train=budget(40, 20),
-                      batch_size=8, losses=("batch_entropy",))
+    cfg = vtae.Config(
+        mode="gumbel_st",
+        hidden=16,
+        vocab_size=6,
+        grid=3,
+        colours=2,
+        train=budget(40, 20),
+        batch_size=8,
+        losses=("batch_entropy",),
+    )
     keys = jax.random.split(jax.random.key(3), 3)
-    hp = train.broadcast(vtae.Hparams(learning_rate=jnp.array([1e-3, 3e-3, 1e-2]),
-                                      tau_start=jnp.array([1.0, 2.0, 0.5]), w_batch_entropy=0.2), 3)
-    hp2 = train.broadcast(vtae.Hparams(learning_rate=jnp.array([2e-3, 5e-3, 2e-2]),
-                                       tau_start=jnp.array([0.7, 1.5, 1.0]), w_batch_entropy=0.1), 3)
+    hp = train.broadcast(
+        vtae.Hparams(
+            learning_rate=jnp.array([1e-3, 3e-3, 1e-2]), tau_start=jnp.array([1.0, 2.0, 0.5]), w_batch_entropy=0.2
+        ),
+        3,
+    )
+    hp2 = train.broadcast(
+        vtae.Hparams(
+            learning_rate=jnp.array([2e-3, 5e-3, 2e-2]), tau_start=jnp.array([0.7, 1.5, 1.0]), w_batch_entropy=0.1
+        ),
+        3,
+    )
     # one trainer per config, so one compiled step over several hparams (same shapes): the loss is
     # traced by the first call only
     assert vtae.trainer(cfg) is vtae.trainer(dataclasses.replace(cfg))
@@ -73,11 +89,14 @@ def test_vmapped_training_equals_per_model_training(monkeypatch):
     for i in range(3):
         hp_i = jax.tree_util.tree_map(lambda v: v[i], hp)
         one = vtae.train(keys[i], cfg, hp_i)
-        for x, y in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-                lambda v: v[i], (a.state, a.curves)))):
+        for x, y in zip(
+            jax.tree_util.tree_leaves(one),
+            jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda v: v[i], (a.state, a.curves))),
+        ):
             np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=2e-5)
-    for x, y in zip(jax.tree_util.tree_leaves((a.state, a.curves)), jax.tree_util.tree_leaves((mapped.state,
-                                                                                                mapped.curves))):
+    for x, y in zip(
+        jax.tree_util.tree_leaves((a.state, a.curves)), jax.tree_util.tree_leaves((mapped.state, mapped.curves))
+    ):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-4, atol=2e-5)
     # different hyper-parameters give different models
     assert not np.allclose(a.curves["loss"][0], a.curves["loss"][2])
@@ -110,11 +129,16 @@ for i in (0, 4):
 def test_train_many_shards_models_over_devices():
     import subprocess
     import sys
+
     env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, "-c", SHARDED_CHILD], env=env, check=True)
     with pytest.raises(ValueError, match="devices"):
-        many(vtae.Config(), jax.random.split(jax.random.key(0), 2), train.broadcast(vtae.Hparams(), 2),
-             execution=train.Execution(devices=()))
+        many(
+            vtae.Config(),
+            jax.random.split(jax.random.key(0), 2),
+            train.broadcast(vtae.Hparams(), 2),
+            execution=train.Execution(devices=()),
+        )
 
 
 def test_nan_losses_are_reported_per_model():
@@ -130,8 +154,15 @@ def test_nan_losses_are_reported_per_model():
 
 
 def test_curriculum_and_occurrence_sampling():
-    cfg = vtae.Config(vocab_size=12, grid=3, colours=2, train=budget(100, 10), curriculum=True,
-                      curriculum_start=2, curriculum_fraction=0.5)
+    cfg = vtae.Config(
+        vocab_size=12,
+        grid=3,
+        colours=2,
+        train=budget(100, 10),
+        curriculum=True,
+        curriculum_start=2,
+        curriculum_fraction=0.5,
+    )
     k = np.asarray(jax.vmap(lambda t: training.active_vocab(t, cfg))(jnp.arange(100)))
     ref = 2 + (10 * np.minimum(np.arange(100), 50)) // 50
     np.testing.assert_array_equal(k, ref)
@@ -143,8 +174,16 @@ def test_curriculum_and_occurrence_sampling():
 def test_semantic_grounding_with_embeddings():
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(5, 3)).astype(np.float32)
-    cfg = vtae.Config(vocab_size=5, grid=3, colours=2, mode="sigmoid", encoder_input="embedding", embed_dim=3,
-                      losses=("semantic",), train=budget(200, 50))
+    cfg = vtae.Config(
+        vocab_size=5,
+        grid=3,
+        colours=2,
+        mode="sigmoid",
+        encoder_input="embedding",
+        embed_dim=3,
+        losses=("semantic",),
+        train=budget(200, 50),
+    )
     state, _ = vtae.train(jax.random.key(0), cfg, vtae.Hparams(learning_rate=1e-2), embeddings=emb)
     d = diagnostics.evaluate(jax.random.key(1), state.params, cfg, embeddings=jnp.asarray(emb))
     assert float(d["accuracy"]) == 1.0
@@ -174,8 +213,11 @@ def test_bad_input():
     with pytest.raises(ValueError, match="embeddings .* are required"):
         vtae.inputs(vtae.Config(encoder_input="embedding", embed_dim=3))
     with pytest.raises(ValueError, match=r"hparams leaf .*learning_rate must have shape \(3,\)"):
-        many(vtae.Config(train=budget(10, 10)), jax.random.split(jax.random.key(0), 3),
-             train.broadcast(vtae.Hparams(), 2))
+        many(
+            vtae.Config(train=budget(10, 10)),
+            jax.random.split(jax.random.key(0), 3),
+            train.broadcast(vtae.Hparams(), 2),
+        )
     params = vtae.init(jax.random.key(0), vtae.Config())
     with pytest.raises(ValueError, match="key must be a PRNG key .* unless deterministic=True"):
         vtae.encode(None, params, vtae.Config(), jnp.arange(3))
@@ -191,8 +233,9 @@ def test_bad_input():
 def test_python_loop_over_the_layers_step_equals_train():
     """train() scans the layer's step of the trainer; stepping it from Python (the benchmark's loop
     peer) gives the same model."""
-    cfg = vtae.Config(mode="vq", vq_ema=True, hidden=8, vocab_size=5, grid=2, colours=3, train=budget(12, 4),
-                      batch_size=4)
+    cfg = vtae.Config(
+        mode="vq", vq_ema=True, hidden=8, vocab_size=5, grid=2, colours=3, train=budget(12, 4), batch_size=4
+    )
     hp = vtae.Hparams(learning_rate=1e-2).astype()
     key, tr = jax.random.key(5), vtae.trainer(cfg)
     ref, ref_curves = vtae.train(key, cfg, hp)

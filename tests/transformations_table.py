@@ -71,8 +71,9 @@ class Row:
     @property
     def module(self) -> str:
         """The module the kernel belongs to, relative to ``tokdyn`` (``models.slots`` for a model's)."""
-        return self.kernel.split(".")[0] if not self.kernel.startswith("models.") else ".".join(
-            self.kernel.split(".")[:2])
+        return (
+            self.kernel.split(".")[0] if not self.kernel.startswith("models.") else ".".join(self.kernel.split(".")[:2])
+        )
 
 
 def _int(kernel, batched, **kw):
@@ -84,41 +85,68 @@ def _int_in(kernel, batched, **kw):
     return Row(kernel, "", batched, grad=INT_IN, jacfwd=INT_IN, **kw)
 
 
-NO_VMA = ("yes: check_vma=False only (a while_loop whose initial state is a constant: JAX's default "
-          "check_vma=True refuses it)")
+NO_VMA = (
+    "yes: check_vma=False only (a while_loop whose initial state is a constant: JAX's default "
+    "check_vma=True refuses it)"
+)
 WHILE = "no: a while_loop with early stop (reverse mode cannot transpose it)"
 
 TABLE = (
     # --- dynamics
     Row("dynamics.soft_assignment", "x, tokens, temperature", "x, tokens, temperature"),
-    Row("dynamics.sinkhorn", "logits", "logits, mask",
-        grad="yes: a static count, any length (masked rounds)"),
+    Row("dynamics.sinkhorn", "logits", "logits, mask", grad="yes: a static count, any length (masked rounds)"),
     Row("dynamics.coulomb", "tokens", "tokens"),
     Row("dynamics.temperature_schedule", "hparams (temperature, anneal_ratio)", "hparams"),
-    Row("dynamics.update", "x, tokens, velocity, hparams (temperature, momentum, repulsion, damping)",
-        "x, tokens, velocity, hparams"),
-    Row("dynamics.run", "x, tokens, hparams", "x, tokens, hparams",
+    Row(
+        "dynamics.update",
+        "x, tokens, velocity, hparams (temperature, momentum, repulsion, damping)",
+        "x, tokens, velocity, hparams",
+    ),
+    Row(
+        "dynamics.run",
+        "x, tokens, hparams",
+        "x, tokens, hparams",
         grad=WHILE + ": use run_fixed (the same result) or run(implicit=True)",
-        jacfwd="yes: the stopping step held fixed"),
-    Row("dynamics.run(implicit=True)", "x, hparams (zero in the initial tokens)", "x, tokens, hparams",
+        jacfwd="yes: the stopping step held fixed",
+    ),
+    Row(
+        "dynamics.run(implicit=True)",
+        "x, hparams (zero in the initial tokens)",
+        "x, tokens, hparams",
         grad="yes: implicit derivative at the fixed point (exact for a converged deterministic run)",
-        jacfwd="yes: implicit derivative at the fixed point"),
-    Row("dynamics.run_fixed", "x, tokens, hparams", "x, tokens, hparams",
-        grad="yes: static n_steps, the stopping step held fixed"),
-    Row("dynamics.trajectory", "x, tokens, hparams", "x, tokens, hparams",
-        grad="yes: static n_steps, the stopping step held fixed"),
+        jacfwd="yes: implicit derivative at the fixed point",
+    ),
+    Row(
+        "dynamics.run_fixed",
+        "x, tokens, hparams",
+        "x, tokens, hparams",
+        grad="yes: static n_steps, the stopping step held fixed",
+    ),
+    Row(
+        "dynamics.trajectory",
+        "x, tokens, hparams",
+        "x, tokens, hparams",
+        grad="yes: static n_steps, the stopping step held fixed",
+    ),
     _int("dynamics.hard_labels", "x, tokens"),
     _int("dynamics.token_groups", "tokens"),
-    Row("dynamics.split_temperatures", "traj.temperature (zero in the tokens: piecewise constant)",
-        "traj"),
+    Row("dynamics.split_temperatures", "traj.temperature (zero in the tokens: piecewise constant)", "traj"),
     Row("dynamics.init_tokens", "x (the chosen points)", "key, x"),
     Row("dynamics.forgy", "x (the chosen points)", "x, noise"),
-    Row("dynamics.kmeans", "x, tokens (the final assignment held fixed)", "x, tokens",
-        grad=WHILE, jacfwd="yes: the assignments and the stopping step held fixed"),
+    Row(
+        "dynamics.kmeans",
+        "x, tokens (the final assignment held fixed)",
+        "x, tokens",
+        grad=WHILE,
+        jacfwd="yes: the assignments and the stopping step held fixed",
+    ),
     # --- refinement (the variational-refinement rule's functions; the loop's forms hold for it as for any rule)
     Row("refinement.init", "points.x, tokens, hparams (prior_log_scale, prior_strength)", "points, tokens, hparams"),
-    Row("refinement.step", "state, points.x, hparams (step_size, prior_log_scale, prior_strength)",
-        "state, points, hparams"),
+    Row(
+        "refinement.step",
+        "state, points.x, hparams (step_size, prior_log_scale, prior_strength)",
+        "state, points, hparams",
+    ),
     Row("refinement.movement", "old, new", "old, new"),
     Row("refinement.may_stop", "", "hparams, step", grad=INT_OUT, jacfwd=INT_OUT),
     Row("refinement.objective", "x, state, hparams (prior_log_scale, prior_strength)", "x, state, hparams"),
@@ -126,20 +154,38 @@ TABLE = (
     Row("refinement.responsibilities", "x, state", "x, state"),
     _int("refinement.labels", "x, state"),
     # --- tracking
-    Row("tracking.track", "frames, rule_hparams (temperature, momentum), hparams (decay, separation)",
-        "key, frames, rule_hparams", grad=WHILE + ": use fixed=True", jacfwd="yes: the stopping steps held fixed"),
-    Row("tracking.track(fixed=True)", "frames, rule_hparams (temperature, momentum), hparams (decay, separation)",
-        "key, frames, rule_hparams", grad="yes: static n_steps, the stopping steps held fixed"),
-    Row("tracking.separate", "tokens, separation", "tokens, separation",
-        grad="yes: except where two tokens coincide exactly"),
+    Row(
+        "tracking.track",
+        "frames, rule_hparams (temperature, momentum), hparams (decay, separation)",
+        "key, frames, rule_hparams",
+        grad=WHILE + ": use fixed=True",
+        jacfwd="yes: the stopping steps held fixed",
+    ),
+    Row(
+        "tracking.track(fixed=True)",
+        "frames, rule_hparams (temperature, momentum), hparams (decay, separation)",
+        "key, frames, rule_hparams",
+        grad="yes: static n_steps, the stopping steps held fixed",
+    ),
+    Row(
+        "tracking.separate",
+        "tokens, separation",
+        "tokens, separation",
+        grad="yes: except where two tokens coincide exactly",
+    ),
     Row("tracking.frame_keys", "", "key, frame", grad=KEY_ONLY, jacfwd=KEY_ONLY),
     _int("tracking.track_labels", "tokens, labels, match", shard_map=NO_VMA),
     # --- fused (on a CPU, in the Pallas interpreter; compiled by Triton on a GPU)
-    Row("fused.run", "", "x, tokens, hparams",
+    Row(
+        "fused.run",
+        "",
+        "x, tokens, hparams",
         grad="no: a Pallas kernel without derivatives: use dynamics.run_fixed or dynamics.run(implicit=True)",
         jacfwd="no: a Pallas kernel without derivatives: use dynamics.run (forward mode)",
-        shard_map=("yes: check_vma=False only (the kernel's outputs carry no varying type), as "
-                   "engine.execute.map_runs runs it")),
+        shard_map=(
+            "yes: check_vma=False only (the kernel's outputs carry no varying type), as engine.execute.map_runs runs it"
+        ),
+    ),
     # --- metrics
     _int_in("metrics.ari", "labels_true, labels_pred, mask"),
     _int_in("metrics.nmi", "labels_true, labels_pred, mask"),
@@ -185,8 +231,12 @@ TABLE = (
     Row("diffusion.nll_bound", "x0_logits_fn's parameters", "key, x0"),
     # --- es
     Row("es.noise", "", "key", grad=KEY_ONLY, jacfwd=KEY_ONLY),
-    Row("es.shape_rewards", "rewards", "rewards",
-        grad="yes: shaping none and baseline (centered_rank: piecewise constant)"),
+    Row(
+        "es.shape_rewards",
+        "rewards",
+        "rewards",
+        grad="yes: shaping none and baseline (centered_rank: piecewise constant)",
+    ),
     Row("es.es_grad", "x, sigma", "key, x"),
     Row("es.exact_grad", "x (second derivatives)", "key, x"),
     Row("es.maximiser(...).step", "state.x", "key, state"),
@@ -201,18 +251,25 @@ TABLE = (
     Row("models.slots.loss_fn", "params, images", "key, params, images"),
     Row("models.savi.apply", "params, videos", "key, params, videos"),
     Row("models.savi.loss_fn", "params, videos", "key, params, videos"),
-    Row("models.iodine.apply", "params, images (the refinement's gradient inputs held constant)",
-        "key, params, images"),
+    Row(
+        "models.iodine.apply", "params, images (the refinement's gradient inputs held constant)", "key, params, images"
+    ),
     Row("models.iodine.loss_fn", "params, images", "key, params, images"),
-    Row("models.vtae.encode", "params (gumbel_soft, sigmoid: relaxed; straight-through modes: their surrogate)",
-        "key, params, tokens"),
+    Row(
+        "models.vtae.encode",
+        "params (gumbel_soft, sigmoid: relaxed; straight-through modes: their surrogate)",
+        "key, params, tokens",
+    ),
     Row("models.vtae.decode", "params, x", "params, x"),
     Row("models.vtae.training.loss_fn", "params", "key, params, tokens"),
     Row("models.sequence.apply", "params (and x for grid_ddpm)", "params, x, t"),
     Row("models.sequence.loss_fn", "params", "key, params, x0"),
     Row("models.latent.model.Model.apply", "params", "params, batch"),
-    Row("models.latent.losses.objective", "params (alignment targets held fixed: their gradient is stopped)",
-        "params, batch"),
+    Row(
+        "models.latent.losses.objective",
+        "params (alignment targets held fixed: their gradient is stopped)",
+        "params, batch",
+    ),
 )
 
 # Public functions that are not kernels: they run on the host (Python control flow on their
@@ -235,8 +292,24 @@ HOST = {
     "es.maximiser": "makes the kernels init and step (its step is in the table)",
 }
 
-MODULES = ("dynamics", "refinement", "tracking", "fused", "metrics", "assignment", "geometry", "diffusion", "es",
-           "probes", "models.slots", "models.savi", "models.iodine", "models.vtae", "models.sequence", "models.latent")
+MODULES = (
+    "dynamics",
+    "refinement",
+    "tracking",
+    "fused",
+    "metrics",
+    "assignment",
+    "geometry",
+    "diffusion",
+    "es",
+    "probes",
+    "models.slots",
+    "models.savi",
+    "models.iodine",
+    "models.vtae",
+    "models.sequence",
+    "models.latent",
+)
 
 
 def row(kernel: str) -> Row:

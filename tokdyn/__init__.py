@@ -19,9 +19,30 @@ What each module owns: :doc:`/architecture`.
 import importlib
 
 __version__ = "0.1.0"
-__all__ = ["data", "dynamics", "refinement", "fused", "tracking", "metrics", "diffusion", "es", "assignment",
-           "geometry", "probes", "analysis", "io", "engine", "stats", "models", "diagnostics", "experiment", "train",
-           "studies", "reproduce", "cli"]
+__all__ = [
+    "data",
+    "dynamics",
+    "refinement",
+    "fused",
+    "tracking",
+    "metrics",
+    "diffusion",
+    "es",
+    "assignment",
+    "geometry",
+    "probes",
+    "analysis",
+    "io",
+    "engine",
+    "stats",
+    "models",
+    "diagnostics",
+    "experiment",
+    "train",
+    "studies",
+    "reproduce",
+    "cli",
+]
 
 
 def __getattr__(name):

@@ -43,6 +43,7 @@ def checked_jit(check=None, *, static_argnames=()):
     look at shapes, dtypes, static arguments and host values (see the module docstring).
     The undecorated function stays reachable as ``fn.__wrapped__`` for reading, not for calling.
     """
+
     def wrap(fn):
         jitted = jax.jit(fn, static_argnames=static_argnames)
         signature = inspect.signature(fn)
@@ -91,7 +92,7 @@ def positive_int(name: str, value, *, minimum: int = 1) -> int:
     return int(value)
 
 
-MAX_SEED = 2 ** 32 - 1  # jax.random.key keeps the low 32 bits of a larger seed: two seeds would alias
+MAX_SEED = 2**32 - 1  # jax.random.key keeps the low 32 bits of a larger seed: two seeds would alias
 
 
 def seed(name: str, value) -> int:
@@ -100,14 +101,21 @@ def seed(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an int in [0, {MAX_SEED}], got {value!r} of type {type(value).__name__}")
     if not 0 <= value <= MAX_SEED:
-        raise ValueError(f"{name} must be an int in [0, {MAX_SEED}] (a PRNG key keeps 32 bits of it: a larger seed "
-                         f"would repeat a smaller one's draws), got {value!r}")
+        raise ValueError(
+            f"{name} must be an int in [0, {MAX_SEED}] (a PRNG key keeps 32 bits of it: a larger seed "
+            f"would repeat a smaller one's draws), got {value!r}"
+        )
     return int(value)
 
 
 def _interval(low, high, low_open, high_open) -> str:
-    return (("(" if low_open else "[") + ("-inf" if low is None else f"{low:g}") + ", "
-            + ("inf" if high is None else f"{high:g}") + (")" if high_open else "]"))
+    return (
+        ("(" if low_open else "[")
+        + ("-inf" if low is None else f"{low:g}")
+        + ", "
+        + ("inf" if high is None else f"{high:g}")
+        + (")" if high_open else "]")
+    )
 
 
 def real(name: str, value, *, low=None, high=None, low_open=False, high_open=False):
@@ -177,10 +185,13 @@ def mask_for(name: str, mask, n: int):
 def prng_key(name: str, key):
     """Check that ``key`` is a PRNG key (new-style ``jax.random.key`` or a raw uint32 (2,) key)."""
     dtype = getattr(key, "dtype", None)
-    if dtype is None or not (jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-                             or (dtype == np.uint32 and np.shape(key)[-1:] == (2,))):
-        raise TypeError(f"{name} must be a PRNG key (jax.random.key(seed)), got {type(key).__name__}"
-                        + (f" of dtype {dtype}" if dtype is not None else ""))
+    if dtype is None or not (
+        jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) or (dtype == np.uint32 and np.shape(key)[-1:] == (2,))
+    ):
+        raise TypeError(
+            f"{name} must be a PRNG key (jax.random.key(seed)), got {type(key).__name__}"
+            + (f" of dtype {dtype}" if dtype is not None else "")
+        )
     return key
 
 
@@ -193,8 +204,10 @@ def distinct(name: str, values) -> tuple:
     for v in out:
         k = tuple(v) if isinstance(v, list) else v
         if k in seen:
-            raise ValueError(f"{name} lists {v!r} more than once ({list(out)[:8]}{' ...' if len(out) > 8 else ''}): "
-                             "each value is one condition, so list every value once (seeds set the repeats)")
+            raise ValueError(
+                f"{name} lists {v!r} more than once ({list(out)[:8]}{' ...' if len(out) > 8 else ''}): "
+                "each value is one condition, so list every value once (seeds set the repeats)"
+            )
         seen.add(k)
     return out
 

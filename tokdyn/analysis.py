@@ -44,8 +44,9 @@ def _check_xt(x, tokens, mask=None):
     if np.shape(tokens)[0] < 1:
         raise ValueError(f"tokens must hold at least one token, got shape {np.shape(tokens)}")
     if np.shape(tokens)[1] != np.shape(x)[1]:
-        raise ValueError(f"tokens and x must have the same dimension: tokens has D={np.shape(tokens)[1]}, "
-                         f"x has D={np.shape(x)[1]}")
+        raise ValueError(
+            f"tokens and x must have the same dimension: tokens has D={np.shape(tokens)[1]}, x has D={np.shape(x)[1]}"
+        )
     return {**arrays, **_checks.host_arrays(tokens=tokens)}
 
 
@@ -135,6 +136,7 @@ def update_map(x, hparams: dynamics.Hparams, mask=None, *, with_velocity: bool =
       flat heavy-ball state ``z = concat(tokens.ravel(), velocity.ravel())`` (2*T*D,), ``shape`` the
       tokens' (T, D).
     """
+
     def tokens_only(tokens):
         new, _ = dynamics.update(x, tokens, jnp.zeros_like(tokens), hparams, mask)
         return new

@@ -94,8 +94,9 @@ def _grid(benefit, n_levels: int):
     """``(R, C)`` int32 ``q`` in ``[0, n_levels]``: the benefits shifted to 0 and put on the grid,
     and a scalar bool: every benefit is finite (all zeros in ``q`` otherwise)."""
     a = jnp.asarray(benefit)
-    fdtype = jnp.result_type(a.dtype, jnp.zeros(()).dtype) if jnp.issubdtype(a.dtype, jnp.floating) \
-        else jnp.zeros(()).dtype
+    fdtype = (
+        jnp.result_type(a.dtype, jnp.zeros(()).dtype) if jnp.issubdtype(a.dtype, jnp.floating) else jnp.zeros(()).dtype
+    )
     lo, hi = jnp.min(a), jnp.max(a)
     if not jnp.issubdtype(a.dtype, jnp.floating):
         finite = jnp.ones((), bool)
@@ -149,12 +150,14 @@ def _auction(weights):
         missing = n_class - (n_cols - jnp.sum(free, dtype=jnp.int32))
         # rank[j]: free columns cheaper than j (ties by index), (C, C) comparisons
         cheaper = (price[None, :] < price[:, None]) | (
-            (price[None, :] == price[:, None]) & (cols[None, :] < cols[:, None]))
+            (price[None, :] == price[:, None]) & (cols[None, :] < cols[:, None])
+        )
         rank = jnp.sum(cheaper & free[None, :], axis=1, dtype=jnp.int32)  # (C,)
         wanted = free & (rank < missing)
         at_pivot = free & (rank == missing)
-        pivot = jnp.where(jnp.any(at_pivot), jnp.max(jnp.where(at_pivot, price, _NONE)),
-                          jnp.max(jnp.where(wanted, price, _NONE)))
+        pivot = jnp.where(
+            jnp.any(at_pivot), jnp.max(jnp.where(at_pivot, price, _NONE)), jnp.max(jnp.where(wanted, price, _NONE))
+        )
         class_bid = jnp.where(wanted, pivot + eps, _NONE)  # (C,)
         winner = jnp.where(top >= class_bid, winner, dummy)  # ties to the active row
         top = jnp.maximum(top, class_bid)

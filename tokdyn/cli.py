@@ -32,14 +32,25 @@ from tokdyn.experiment import attributes, registry
 
 COMMANDS = {  # (group, name): (module, entry point, help, default output directory or None)
     **{e.command: (e.module, "main", e.help, e.out) for e in registry.STUDIES},  # the studies, listed once
-    ("plot", "heatmap"): ("tokdyn.studies.token_dynamics_sweep", "heatmap", "a metric of a finished sweep over two axes",
-                          None),
-    ("reproduce", "all"): ("tokdyn.reproduce", "main", "run every study (reusing what is done), then write one report "
-                           "with a verdict per finding", "results/reproduce"),
+    ("plot", "heatmap"): (
+        "tokdyn.studies.token_dynamics_sweep",
+        "heatmap",
+        "a metric of a finished sweep over two axes",
+        None,
+    ),
+    ("reproduce", "all"): (
+        "tokdyn.reproduce",
+        "main",
+        "run every study (reusing what is done), then write one report with a verdict per finding",
+        "results/reproduce",
+    ),
 }
-GROUPS = {"study": "run an end-to-end study", "sweep": "run a sweep over a grid of conditions x seeds (resumable)",
-          "plot": "plot a finished sweep",
-          "reproduce": "run every study, then write one report with a verdict per finding"}
+GROUPS = {
+    "study": "run an end-to-end study",
+    "sweep": "run a sweep over a grid of conditions x seeds (resumable)",
+    "plot": "plot a finished sweep",
+    "reproduce": "run every study, then write one report with a verdict per finding",
+}
 DEFAULT_COMMANDS = {"reproduce": "all"}  # group -> its command when none is named ('tokdyn reproduce')
 CONFIG_CLASSES = {("plot", "heatmap"): "HeatmapConfig"}  # default: the module's Config
 MATMUL_PRECISIONS = ("highest", "high", "default")  # tokdyn.experiment.study.MATMUL_PRECISIONS (building
@@ -65,7 +76,9 @@ def _fields(cls, prefix=()):
             continue
         kind = hints.get(f.name)
         default = f.default if f.default is not dataclasses.MISSING else None
-        nested = kind if dataclasses.is_dataclass(kind) else type(default) if dataclasses.is_dataclass(default) else None
+        nested = (
+            kind if dataclasses.is_dataclass(kind) else type(default) if dataclasses.is_dataclass(default) else None
+        )
         if nested is not None:
             yield from _fields(nested, prefix + (f.name,))
         else:
@@ -118,8 +131,11 @@ def _parser_for(f, hint, default):
             try:
                 return tuple(_one(v.strip()) for v in text.split(",") if v.strip())
             except ValueError:
-                raise argparse.ArgumentTypeError(f"expected a comma list of {getattr(_elem, '__name__', 'values')}"
-                                                 f"{' (NxC)' if _elem is tuple else ''}, got {text!r}") from None
+                raise argparse.ArgumentTypeError(
+                    f"expected a comma list of {getattr(_elem, '__name__', 'values')}"
+                    f"{' (NxC)' if _elem is tuple else ''}, got {text!r}"
+                ) from None
+
         return parse, "LIST", shown
     if base is bool:
         return None, None, str(default)
@@ -148,8 +164,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
         kind, metavar, shown = _parser_for(f, hint, default)
         text = config_help(owner).get(f.name) or docs.get(f.name)
         if not text:
-            raise TypeError(f"config field {owner.__name__}.{f.name} has no help text: document it in the class "
-                            "docstring's Attributes: section")
+            raise TypeError(
+                f"config field {owner.__name__}.{f.name} has no help text: document it in the class "
+                "docstring's Attributes: section"
+            )
         dest = "cfg__" + "__".join(path)
         if f.default is dataclasses.MISSING:
             parser.add_argument(dest, metavar=name.upper(), type=kind, help=text.rstrip(".").replace("%", "%%"))
@@ -158,8 +176,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
         help_text = f"{text} (default: {shown or 'empty'})"
         flag = "--" + name.replace("_", "-")
         if kind is None:
-            parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help_text)
+            parser.add_argument(
+                flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
         else:
             parser.add_argument(flag, dest=dest, type=kind, metavar=metavar, default=argparse.SUPPRESS, help=help_text)
 
@@ -175,7 +194,7 @@ def config_from_args(cls, args: argparse.Namespace, base=None):
         for f in dataclasses.fields(klass):
             path = prefix + (f.name,)
             current = getattr(obj, f.name) if obj is not None else None
-            if any(k[:len(path)] == path and len(k) > len(path) for k in values):
+            if any(k[: len(path)] == path and len(k) > len(path) for k in values):
                 sub = current if current is not None else f.default
                 kwargs[f.name] = build(type(sub), sub, path)
             elif path in values:
@@ -250,20 +269,31 @@ def _command_parser(sub, key, full: bool):
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     add_config_args(p, cls)
     if callable(getattr(cls, "quick", None)):  # a preset (a field named quick is an option of its own)
-        p.add_argument("--quick", action="store_true", help="start from the quick preset (a few minutes); options "
-                       "given on top of it still apply")
+        p.add_argument(
+            "--quick",
+            action="store_true",
+            help="start from the quick preset (a few minutes); options given on top of it still apply",
+        )
     if out is not None:
         p.add_argument("--out", default=out, help=f"output directory (default: {out})")
         p.add_argument("--quiet", action="store_true", help="no progress and no summary on the terminal")
         p.add_argument("--no-plots", action="store_true", help="skip the figures")
-        p.add_argument("--fresh", action="store_true", help="remove what an earlier run of another configuration "
-                       "wrote in --out (only files tokdyn wrote there) and start afresh (without it such a directory "
-                       "is refused)")
-        p.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, default="highest",
-                       help="precision of float32 matrix products (jax.default_matmul_precision) the run uses: "
-                       "'highest' is full float32 everywhere; 'high' and 'default' let an NVIDIA GPU use TF32; the "
-                       "CPU computes float32 products in full whatever the setting. Recorded in the stamp and "
-                       "config.json when not the default (default: highest)")
+        p.add_argument(
+            "--fresh",
+            action="store_true",
+            help="remove what an earlier run of another configuration "
+            "wrote in --out (only files tokdyn wrote there) and start afresh (without it such a directory "
+            "is refused)",
+        )
+        p.add_argument(
+            "--matmul-precision",
+            choices=MATMUL_PRECISIONS,
+            default="highest",
+            help="precision of float32 matrix products (jax.default_matmul_precision) the run uses: "
+            "'highest' is full float32 everywhere; 'high' and 'default' let an NVIDIA GPU use TF32; the "
+            "CPU computes float32 products in full whatever the setting. Recorded in the stamp and "
+            "config.json when not the default (default: highest)",
+        )
     p.add_argument("--no-cache", action="store_true", help="do not use JAX's persistent compilation cache")
     return p
 
@@ -276,10 +306,14 @@ def build_parser(argv=()) -> argparse.ArgumentParser:
     width = max(len(n) for n in names.values())
     epilog = "commands:\n" + "\n".join(
         f"  {names[key]:<{width}} {COMMANDS[key][2]}" + (f" (or '{_prog(key)}')" if _prog(key) != names[key] else "")
-        for key in COMMANDS)
-    parser = argparse.ArgumentParser(prog="tokdyn", description="Token dynamics in latent visual reasoning.",
-                                     epilog=epilog + "\n\n'tokdyn GROUP COMMAND --help' lists a command's options.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+        for key in COMMANDS
+    )
+    parser = argparse.ArgumentParser(
+        prog="tokdyn",
+        description="Token dynamics in latent visual reasoning.",
+        epilog=epilog + "\n\n'tokdyn GROUP COMMAND --help' lists a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     groups = parser.add_subparsers(dest="group", required=True, metavar="{" + ",".join(GROUPS) + "}")
     subs = {}
     for group, text in GROUPS.items():
@@ -299,8 +333,13 @@ def negative_values(argv: list) -> list:
     options such as ``--refinement-log-scales`` take."""
     out = []
     for token in argv:
-        if (out and _NEGATIVE.match(str(token)) and str(out[-1]).startswith("--") and "=" not in str(out[-1])
-                and str(out[-1]) != "--"):
+        if (
+            out
+            and _NEGATIVE.match(str(token))
+            and str(out[-1]).startswith("--")
+            and "=" not in str(out[-1])
+            and str(out[-1]) != "--"
+        ):
             out[-1] = f"{out[-1]}={token}"
         else:
             out.append(token)
@@ -345,8 +384,9 @@ def main(argv=None) -> int:
                 print(result)
         else:
             with study.matmul_precision(args.matmul_precision):  # every study of the run, reproduce's included
-                entry(cfg, args.out, quiet=args.quiet, plots=not args.no_plots,
-                      **({"fresh": True} if args.fresh else {}))
+                entry(
+                    cfg, args.out, quiet=args.quiet, plots=not args.no_plots, **({"fresh": True} if args.fresh else {})
+                )
     except (io.OutputConflict, study.Refused, io.CorruptFile) as e:
         # the output directory belongs to another configuration, or a source fails its verification: a usage error
         parser.print_usage(sys.stderr)

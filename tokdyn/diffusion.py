@@ -39,6 +39,7 @@ _TINY = 1e-30  # floor inside logarithms of probabilities that may be exactly 0
 
 # --- schedules ---------------------------------------------------------------------------------------
 
+
 def betas(schedule: str, T: int) -> np.ndarray:
     """(T,) float64 beta_1..beta_T of a named schedule (see the module docstring).
 
@@ -87,14 +88,14 @@ def _f32(a) -> jax.Array:
 
 # --- argument checks (plain Python, before tracing; values only when they are host data) ---------------
 
+
 def _check_time(t, T: int, *, low: int = 1, name: str = "t"):
     """An integer scalar time step; in ``low..T`` when it is host data."""
     dtype = _checks.dtype_of(t)
     if isinstance(t, bool) or not jnp.issubdtype(dtype, jnp.integer):
         raise TypeError(f"{name} must be an integer time step in {low}..{T}, got {t!r} of dtype {dtype}")
     if np.ndim(t) != 0:
-        raise ValueError(f"{name} must be a scalar time step (vmap over a batch of examples), got shape "
-                         f"{np.shape(t)}")
+        raise ValueError(f"{name} must be a scalar time step (vmap over a batch of examples), got shape {np.shape(t)}")
     if _checks.on_host(t):
         value = int(np.asarray(t))
         if not low <= value <= T:
@@ -127,8 +128,10 @@ def _check_ints(name: str, value, bound: int, bound_name: str, meaning: str):
         outside = (arr < 0) | (arr >= bound)
         if outside.any():
             where = tuple(int(i) for i in np.unravel_index(np.flatnonzero(outside)[0], arr.shape))
-            raise ValueError(f"{name} must hold {meaning} in [0, {bound_name}) = [0, {bound}), got "
-                             f"{arr[where].item()!r}" + (f" at index {where}" if arr.ndim else ""))
+            raise ValueError(
+                f"{name} must hold {meaning} in [0, {bound_name}) = [0, {bound}), got "
+                f"{arr[where].item()!r}" + (f" at index {where}" if arr.ndim else "")
+            )
     return value
 
 
@@ -149,8 +152,9 @@ def _check_float(name: str, value, *, what: str = "array"):
     if _checks.on_host(value):
         finite = np.isfinite(np.asarray(value, np.float64))
         if not finite.all():
-            raise ValueError(f"{name} must be finite: it holds {finite.size - int(finite.sum())} NaN or infinite "
-                             "value(s)")
+            raise ValueError(
+                f"{name} must be finite: it holds {finite.size - int(finite.sum())} NaN or infinite value(s)"
+            )
     return value
 
 
@@ -191,10 +195,12 @@ def _check_tables(proc, fields_t, fields_t1):
         if np.ndim(value) != 1 or np.shape(value) != want:
             raise ValueError(
                 f"proc.{field} must have shape {want} (one process: vmap over a batch of processes), got "
-                f"{np.shape(value)}; build processes with gaussian() / discrete()")
+                f"{np.shape(value)}; build processes with gaussian() / discrete()"
+            )
 
 
 # --- continuous (DDPM / DDIM) ---------------------------------------------------------------------------
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -241,18 +247,25 @@ def gaussian(schedule_or_betas="cosine", T: int | None = None) -> Gaussian:
             raise ValueError(f"T must be given with schedule={schedule_or_betas!r}, got None")
         b = betas(schedule_or_betas, T)
         if schedule_or_betas == "absorbing":
-            raise ValueError("schedule must be 'linear', 'cosine' or 'cosine_d3pm' for a Gaussian diffusion, got "
-                             "'absorbing' (its last beta is 1, so x_T keeps no signal and x_0 cannot be recovered "
-                             "from epsilon)")
+            raise ValueError(
+                "schedule must be 'linear', 'cosine' or 'cosine_d3pm' for a Gaussian diffusion, got "
+                "'absorbing' (its last beta is 1, so x_T keeps no signal and x_0 cannot be recovered "
+                "from epsilon)"
+            )
     else:
         b = _check_betas("betas", schedule_or_betas, high_open=True)
     abar = _alpha_bar(b)
     one_minus = _one_minus_alpha_bar(b)
-    return Gaussian(betas=_f32(b), alpha_bar=_f32(abar), one_minus_alpha_bar=_f32(one_minus),
-                    sqrt_alpha_bar=_f32(np.sqrt(abar)), sqrt_one_minus_alpha_bar=_f32(np.sqrt(one_minus)),
-                    posterior_x0=_f32(np.sqrt(abar[:-1]) * b / one_minus[1:]),
-                    posterior_xt=_f32(np.sqrt(1.0 - b) * one_minus[:-1] / one_minus[1:]),
-                    posterior_var=_f32(b * one_minus[:-1] / one_minus[1:]))
+    return Gaussian(
+        betas=_f32(b),
+        alpha_bar=_f32(abar),
+        one_minus_alpha_bar=_f32(one_minus),
+        sqrt_alpha_bar=_f32(np.sqrt(abar)),
+        sqrt_one_minus_alpha_bar=_f32(np.sqrt(one_minus)),
+        posterior_x0=_f32(np.sqrt(abar[:-1]) * b / one_minus[1:]),
+        posterior_xt=_f32(np.sqrt(1.0 - b) * one_minus[:-1] / one_minus[1:]),
+        posterior_var=_f32(b * one_minus[:-1] / one_minus[1:]),
+    )
 
 
 def q_sample(key, proc: Gaussian, x0, t):
@@ -424,8 +437,11 @@ def ddim_sample(key, proc: Gaussian, eps_fn: Callable, shape, steps: int, eta=0.
         a_t, a_s = proc.alpha_bar[t], proc.alpha_bar[s]
         sigma = eta * jnp.sqrt(proc.one_minus_alpha_bar[s] / proc.one_minus_alpha_bar[t] * (1.0 - a_t / a_s))
         noise = jax.random.normal(k, jnp.shape(x), jnp.float32)
-        return (proc.sqrt_alpha_bar[s] * x0 + jnp.sqrt(jnp.maximum(proc.one_minus_alpha_bar[s] - sigma ** 2, 0.0)) * eps
-                + sigma * noise), None
+        return (
+            proc.sqrt_alpha_bar[s] * x0
+            + jnp.sqrt(jnp.maximum(proc.one_minus_alpha_bar[s] - sigma**2, 0.0)) * eps
+            + sigma * noise
+        ), None
 
     n = times.shape[0] - 1
     x, _ = jax.lax.scan(step, x, (times[:-1], times[1:], jax.random.split(k1, n)))
@@ -433,6 +449,7 @@ def ddim_sample(key, proc: Gaussian, eps_fn: Callable, shape, steps: int, eta=0.
 
 
 # --- discrete (D3PM) --------------------------------------------------------------------------------------
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -487,8 +504,10 @@ def _check_last_axis(name: str, value, size: int, what: str, cells=None, cells_n
     if np.ndim(value) < 1 or np.shape(value)[-1] != size:
         raise ValueError(f"{name} must have a last axis of {size} ({what}), got shape {np.shape(value)}")
     if cells is not None and np.shape(value)[:-1] != np.shape(cells):
-        raise ValueError(f"{name} must have shape {np.shape(cells) + (size,)} ({cells_name} of shape "
-                         f"{np.shape(cells)}, then {what}), got {np.shape(value)}")
+        raise ValueError(
+            f"{name} must have shape {np.shape(cells) + (size,)} ({cells_name} of shape "
+            f"{np.shape(cells)}, then {what}), got {np.shape(value)}"
+        )
     return value
 
 
@@ -522,8 +541,13 @@ def discrete(kernel: str, classes: int, schedule_or_betas=None, T: int | None = 
         b = betas(schedule_or_betas, T)
     else:
         b = _check_betas("betas", schedule_or_betas, high_open=False)
-    return Discrete(betas=_f32(b), alpha_bar=_f32(_alpha_bar(b)), one_minus_alpha_bar=_f32(_one_minus_alpha_bar(b)),
-                    kernel=kernel, classes=classes)
+    return Discrete(
+        betas=_f32(b),
+        alpha_bar=_f32(_alpha_bar(b)),
+        one_minus_alpha_bar=_f32(_one_minus_alpha_bar(b)),
+        kernel=kernel,
+        classes=classes,
+    )
 
 
 def stationary(proc: Discrete) -> jax.Array:

@@ -103,8 +103,17 @@ def shape_rewards(rewards: jax.Array, shaping: str = "none", *, antithetic: bool
     return ranks / max(p - 1, 1) - 0.5
 
 
-def es_grad(key: jax.Array, reward_fn: Callable, x, *, sigma, n_pairs: int, antithetic: bool = True,
-            shaping: str = "none", reward_takes_key: bool = False):
+def es_grad(
+    key: jax.Array,
+    reward_fn: Callable,
+    x,
+    *,
+    sigma,
+    n_pairs: int,
+    antithetic: bool = True,
+    shaping: str = "none",
+    reward_takes_key: bool = False,
+):
     """An estimate of the gradient of ``E[reward_fn(x + eps)]``, ``eps ~ N(0, sigma^2 I)``: an ascent
     direction of the reward (the estimators are in :ref:`latent-optimisation-es`).
 
@@ -186,9 +195,17 @@ class Maximiser(NamedTuple):
 Schedule = Union[float, Callable[[jax.Array], jax.Array]]
 
 
-def maximiser(reward_fn: Callable, optimizer: optax.GradientTransformation, *, sigma: Schedule = 0.1,
-              n_pairs: int = 8, antithetic: bool = True, shaping: str = "none",
-              estimator: str = "es", reward_takes_key: bool = False) -> Maximiser:
+def maximiser(
+    reward_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    *,
+    sigma: Schedule = 0.1,
+    n_pairs: int = 8,
+    antithetic: bool = True,
+    shaping: str = "none",
+    estimator: str = "es",
+    reward_takes_key: bool = False,
+) -> Maximiser:
     """Maximise ``reward_fn(x, *args)`` with ``optimizer`` fed the negated gradient estimate.
 
     Args:
@@ -228,8 +245,16 @@ def maximiser(reward_fn: Callable, optimizer: optax.GradientTransformation, *, s
             grad, info = exact_grad(key, reward, state.x, reward_takes_key=reward_takes_key)
         else:
             s = sigma(state.count) if callable(sigma) else sigma
-            grad, info = es_grad(key, reward, state.x, sigma=s, n_pairs=n_pairs, antithetic=antithetic,
-                                 shaping=shaping, reward_takes_key=reward_takes_key)
+            grad, info = es_grad(
+                key,
+                reward,
+                state.x,
+                sigma=s,
+                n_pairs=n_pairs,
+                antithetic=antithetic,
+                shaping=shaping,
+                reward_takes_key=reward_takes_key,
+            )
         descent = jax.tree_util.tree_map(jnp.negative, grad)  # optax minimises: -grad ascends the reward
         updates, opt_state = safe.update(descent, state.opt_state, state.x)
         return State(x=optax.apply_updates(state.x, updates), opt_state=opt_state, count=state.count + 1), info

@@ -28,8 +28,19 @@ __all__ = ["run", "preferred", "MAX_TOKEN_COORDS", "MAX_POINTS"]
 
 MAX_TOKEN_COORDS = 256  # T * D: token coordinates the kernel keeps as scalars in registers
 MAX_POINTS = 1 << 16  # points of one run (padded to a power of two): the (N,) vectors of one program
-_KNOBS = ("temperature", "momentum", "repulsion", "damping", "langevin", "sinkhorn_iters", "slot_norm",
-          "anneal_ratio", "anneal_steps", "tol", "n_valid")  # the scalars handed to the kernel, in order
+_KNOBS = (
+    "temperature",
+    "momentum",
+    "repulsion",
+    "damping",
+    "langevin",
+    "sinkhorn_iters",
+    "slot_norm",
+    "anneal_ratio",
+    "anneal_steps",
+    "tol",
+    "n_valid",
+)  # the scalars handed to the kernel, in order
 
 
 def preferred(backend: str | None = None) -> bool:
@@ -74,11 +85,12 @@ def _kernel(xt_ref, w_ref, t0_ref, hp_ref, *rest, T: int, D: int, n_steps: int, 
     xs = [xt_ref[d, :] for d in range(D)]  # the points, D (NP,) vectors
     w = w_ref[...]  # (NP,) 1 valid, 0 padded
     t0, hp = t0_ref[...], hp_ref[...]
-    (tau0, momentum, repulsion, damping, langevin, k_sinkhorn, sigma, ratio, n_anneal, tol,
-     n_valid) = [_pick(hp, i) for i in range(len(_KNOBS))]
+    (tau0, momentum, repulsion, damping, langevin, k_sinkhorn, sigma, ratio, n_anneal, tol, n_valid) = [
+        _pick(hp, i) for i in range(len(_KNOBS))
+    ]
     x_sum = [jnp.sum(w * xs[d]) for d in range(D)]
     eps, tiny = f32(dynamics.EPS_MASS), f32(np.finfo(np.float32).tiny)
-    rmin2 = f32(dynamics.MIN_DISTANCE ** 2)
+    rmin2 = f32(dynamics.MIN_DISTANCE**2)
     n_iters = jnp.minimum(k_sinkhorn.astype(jnp.int32), dynamics.MAX_SINKHORN_ITERS)
     log_row = jnp.log(jnp.maximum(n_valid, tiny) / T)
     valid = w > 0
@@ -132,9 +144,11 @@ def _kernel(xt_ref, w_ref, t0_ref, hp_ref, *rest, T: int, D: int, n_steps: int, 
         new_t, new_v, delta = [], [], f32(0.0)
         if noise:
             xi = xi_ref[s, :]
-            xi_scale = jnp.where(2.0 * damping * langevin > 0,
-                                 jnp.sqrt(jnp.where(2.0 * damping * langevin > 0, 2.0 * damping * langevin, 1.0)),
-                                 0.0)
+            xi_scale = jnp.where(
+                2.0 * damping * langevin > 0,
+                jnp.sqrt(jnp.where(2.0 * damping * langevin > 0, 2.0 * damping * langevin, 1.0)),
+                0.0,
+            )
         for j in range(T):
             mass = jnp.sum(a[j])
             rep = [f32(0.0)] * D
@@ -160,8 +174,13 @@ def _kernel(xt_ref, w_ref, t0_ref, hp_ref, *rest, T: int, D: int, n_steps: int, 
     def cond(carry):
         return (carry[2] < n_steps) & jnp.logical_not(carry[4])
 
-    init = (tuple(_pick(t0, k) for k in range(T * D)), tuple(f32(0.0) for _ in range(T * D)), jnp.int32(0),
-            f32(np.inf), jnp.bool_(False))
+    init = (
+        tuple(_pick(t0, k) for k in range(T * D)),
+        tuple(f32(0.0) for _ in range(T * D)),
+        jnp.int32(0),
+        f32(np.inf),
+        jnp.bool_(False),
+    )
     t, v, s, delta, done = jax.lax.while_loop(cond, step, init)
     out_ref[...] = _vector(list(t) + list(v), out_ref.shape[0])
     meta_ref[...] = _vector([s.astype(f32), done.astype(f32), delta], meta_ref.shape[0])
@@ -169,30 +188,46 @@ def _kernel(xt_ref, w_ref, t0_ref, hp_ref, *rest, T: int, D: int, n_steps: int, 
 
 def _check_run(x, tokens, hparams, mask, n_steps, tol, key, mass_anchor, interpret):
     if hparams is not None and not isinstance(hparams, dynamics.Hparams):
-        raise TypeError(f"hparams must be a tokdyn.dynamics.Hparams (the built-in rule's knobs), got "
-                        f"{type(hparams).__name__}")
+        raise TypeError(
+            f"hparams must be a tokdyn.dynamics.Hparams (the built-in rule's knobs), got {type(hparams).__name__}"
+        )
     _checks.choice("mass_anchor", mass_anchor, dynamics.MASS_ANCHORS)
     _checks.positive_int("n_steps", n_steps)
     _checks.real("tol", tol, low=0.0)
     if interpret is not None and not isinstance(interpret, bool):
         raise TypeError(f"interpret must be None, True or False, got {interpret!r}")
     # the rest as dynamics.run checks it (shapes, dtypes, the mask, every knob that is host data)
-    changed = dynamics.check_run(x, tokens, hparams, rule=dynamics.MASS_ANCHORS[mass_anchor], mask=mask,
-                                 n_steps=n_steps, tol=tol, key=key)
+    changed = dynamics.check_run(
+        x, tokens, hparams, rule=dynamics.MASS_ANCHORS[mass_anchor], mask=mask, n_steps=n_steps, tol=tol, key=key
+    )
     n, d = np.shape(x)
     t = np.shape(tokens)[0]
     if t * d > MAX_TOKEN_COORDS:
-        raise ValueError(f"tokens: the fused kernel keeps T * D = {t} * {d} = {t * d} token coordinates in "
-                         f"registers, at most MAX_TOKEN_COORDS = {MAX_TOKEN_COORDS}; use tokdyn.dynamics.run")
+        raise ValueError(
+            f"tokens: the fused kernel keeps T * D = {t} * {d} = {t * d} token coordinates in "
+            f"registers, at most MAX_TOKEN_COORDS = {MAX_TOKEN_COORDS}; use tokdyn.dynamics.run"
+        )
     if _pow2(n, 16) > MAX_POINTS:
-        raise ValueError(f"x: {n} points pad to {_pow2(n, 16)}, more than one program holds (MAX_POINTS = "
-                         f"{MAX_POINTS}); use tokdyn.dynamics.run")
+        raise ValueError(
+            f"x: {n} points pad to {_pow2(n, 16)}, more than one program holds (MAX_POINTS = "
+            f"{MAX_POINTS}); use tokdyn.dynamics.run"
+        )
     return changed
 
 
 @_checks.checked_jit(_check_run, static_argnames=("n_steps", "mass_anchor", "interpret"))
-def run(x, tokens, hparams=None, *, mask=None, n_steps: int = 30, tol=1e-3, key=None, mass_anchor: str = "token",
-        interpret=None) -> dynamics.Result:
+def run(
+    x,
+    tokens,
+    hparams=None,
+    *,
+    mask=None,
+    n_steps: int = 30,
+    tol=1e-3,
+    key=None,
+    mass_anchor: str = "token",
+    interpret=None,
+) -> dynamics.Result:
     """:func:`tokdyn.dynamics.run` of the built-in rule as one fused kernel (see the module docstring).
 
     Args:
@@ -233,7 +268,8 @@ def run(x, tokens, hparams=None, *, mask=None, n_steps: int = 30, tol=1e-3, key=
     args = [xt, w, t0, knobs]
     if key is not None:
         draws = jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(key, s), (t_tok, d), jnp.float32))(
-            jnp.arange(n_steps, dtype=jnp.int32)).reshape(n_steps, -1)
+            jnp.arange(n_steps, dtype=jnp.int32)
+        ).reshape(n_steps, -1)
         args.append(jnp.zeros((_pow2(n_steps), coords), jnp.float32).at[:n_steps, : t_tok * d].set(draws))
     compiled = preferred() if interpret is None else not interpret
     extra = {}
@@ -241,15 +277,28 @@ def run(x, tokens, hparams=None, *, mask=None, n_steps: int = 30, tol=1e-3, key=
         from jax.experimental.pallas import triton as pl_triton
 
         extra["compiler_params"] = pl_triton.CompilerParams(num_warps=1, num_stages=1)
-    kernel = functools.partial(_kernel, T=t_tok, D=d, n_steps=n_steps, noise=key is not None,
-                               origin=mass_anchor == "origin")
+    kernel = functools.partial(
+        _kernel, T=t_tok, D=d, n_steps=n_steps, noise=key is not None, origin=mass_anchor == "origin"
+    )
     out, meta = pl.pallas_call(
-        kernel, out_shape=(jax.ShapeDtypeStruct((_pow2(2 * t_tok * d, 16),), jnp.float32),
-                           jax.ShapeDtypeStruct((4,), jnp.float32)),
-        interpret=not compiled, **extra)(*args)
+        kernel,
+        out_shape=(
+            jax.ShapeDtypeStruct((_pow2(2 * t_tok * d, 16),), jnp.float32),
+            jax.ShapeDtypeStruct((4,), jnp.float32),
+        ),
+        interpret=not compiled,
+        **extra,
+    )(*args)
     tok = out[: t_tok * d].reshape(t_tok, d)
-    vel = out[t_tok * d: 2 * t_tok * d].reshape(t_tok, d)
+    vel = out[t_tok * d : 2 * t_tok * d].reshape(t_tok, d)
     with jax.default_matmul_precision("highest"):  # float32 labels whatever the caller's precision (no TF32)
         labels = dynamics.hard_labels(x, tok, mask)
-    return dynamics.Result(tokens=tok, velocity=vel, labels=labels, steps=meta[0].astype(jnp.int32),
-                           converged=meta[1] > 0.5, delta=meta[2], state=dynamics.Motion(tokens=tok, velocity=vel))
+    return dynamics.Result(
+        tokens=tok,
+        velocity=vel,
+        labels=labels,
+        steps=meta[0].astype(jnp.int32),
+        converged=meta[1] > 0.5,
+        delta=meta[2],
+        state=dynamics.Motion(tokens=tok, velocity=vel),
+    )

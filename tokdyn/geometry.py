@@ -28,8 +28,15 @@ import numpy as np
 
 from tokdyn import _checks
 
-__all__ = ["cosine_matrix", "mean_pairwise_cosine", "step_similarity", "participation_ratio", "top_pc_share",
-           "Summary", "summary"]
+__all__ = [
+    "cosine_matrix",
+    "mean_pairwise_cosine",
+    "step_similarity",
+    "participation_ratio",
+    "top_pc_share",
+    "Summary",
+    "summary",
+]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -53,8 +60,9 @@ def _check_rows(name: str, value, mask, *, layout: str, min_rows: int):
     if n < min_rows:
         raise ValueError(f"{name} must have at least {min_rows} row(s) {layout}, got shape {np.shape(value)}")
     if mask is not None and _checks.on_host(mask) and int(np.sum(mask)) < min_rows:
-        raise ValueError(f"mask must include at least {min_rows} row(s) of {name}, got {int(np.sum(mask))} True "
-                         f"entries")
+        raise ValueError(
+            f"mask must include at least {min_rows} row(s) of {name}, got {int(np.sum(mask))} True entries"
+        )
     if _checks.on_host(value) and _checks.on_host(mask) and dtype.kind == "f":
         rows = np.asarray(value) if mask is None else np.asarray(value)[np.asarray(mask)]
         if not np.all(np.isfinite(rows)):
@@ -208,5 +216,9 @@ def summary(latents, mask=None) -> Summary:
     """:class:`Summary` of ``latents`` (N instances, S steps, D); ``mask`` (N,) selects instances
     (at least 2). Step s measures the set ``latents[:, s]`` of the included instances."""
     per_step = lambda fn: jax.vmap(fn, in_axes=(1, None))(latents, mask)
-    return Summary(inter_cosine=per_step(mean_pairwise_cosine), step_similarity=step_similarity(latents, mask),
-                   participation_ratio=per_step(participation_ratio), top_pc_share=per_step(top_pc_share))
+    return Summary(
+        inter_cosine=per_step(mean_pairwise_cosine),
+        step_similarity=step_similarity(latents, mask),
+        participation_ratio=per_step(participation_ratio),
+        top_pc_share=per_step(top_pc_share),
+    )

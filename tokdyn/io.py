@@ -64,8 +64,10 @@ class DiskFull(OSError):
         what = "no space left on the device" if code == _errno.ENOSPC else "the disk quota is spent"
         need = f" (it needs {needed:,} bytes" if needed is not None else " ("
         free_text = f"{free:,} bytes free" if free is not None else "free space unknown"
-        text = f"cannot write {self.path}: {what}{need}{'; ' if needed is not None else ''}{free_text}): " \
-               "free some space, or choose another --out"
+        text = (
+            f"cannot write {self.path}: {what}{need}{'; ' if needed is not None else ''}{free_text}): "
+            "free some space, or choose another --out"
+        )
         super().__init__(text)
         self.errno, self.filename = code, self.path
 
@@ -344,8 +346,12 @@ def set_aside(path: str, reason: str = "", *, warn: bool = True) -> str:
     target = os.path.join(folder, f"{os.path.basename(path)}.{time.strftime('%Y%m%d-%H%M%S')}.{uuid.uuid4().hex[:6]}")
     os.replace(path, target)
     if warn:
-        warnings.warn(f"{path} could not be read back{' (' + reason + ')' if reason else ''}: set aside as {target}; "
-                      "it is recomputed", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"{path} could not be read back{' (' + reason + ')' if reason else ''}: set aside as {target}; "
+            "it is recomputed",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     return target
 
 
@@ -409,8 +415,11 @@ def save_pytree(path: str, tree, **meta) -> str:
     import jax
 
     leaves = jax.tree_util.tree_leaves(tree)
-    return save_npz(path, **{f"meta_{k}": np.asarray(v) for k, v in meta.items()},
-                    **{LEAF_PREFIX + n: np.asarray(x) for n, x in zip(leaf_names(tree), leaves)})
+    return save_npz(
+        path,
+        **{f"meta_{k}": np.asarray(v) for k, v in meta.items()},
+        **{LEAF_PREFIX + n: np.asarray(x) for n, x in zip(leaf_names(tree), leaves)},
+    )
 
 
 def load_pytree(path: str, like):
@@ -423,16 +432,20 @@ def load_pytree(path: str, like):
     leaves_like, treedef = jax.tree_util.tree_flatten(like)
     want = leaf_names(like)
     z = load_npz(path)
-    have = [k[len(LEAF_PREFIX):] for k in z if k.startswith(LEAF_PREFIX)]
+    have = [k[len(LEAF_PREFIX) :] for k in z if k.startswith(LEAF_PREFIX)]
     if not have and any(k.startswith("leaf") for k in z):
-        raise ValueError(f"{path} stores its arrays by position (an earlier version's checkpoint): it cannot be "
-                         "matched leaf by leaf; remove it to start afresh")
+        raise ValueError(
+            f"{path} stores its arrays by position (an earlier version's checkpoint): it cannot be "
+            "matched leaf by leaf; remove it to start afresh"
+        )
     missing = [n for n in want if n not in set(have)]
     extra = [n for n in have if n not in set(want)]
     if missing or extra:
-        what = (f"lacks the leaf {missing[0]!r}" if missing else f"holds a leaf {extra[0]!r} the state does not have")
-        raise ValueError(f"{path} {what} ({len(missing)} missing, {len(extra)} unexpected of {len(want)}): it is a "
-                         "checkpoint of something else")
+        what = f"lacks the leaf {missing[0]!r}" if missing else f"holds a leaf {extra[0]!r} the state does not have"
+        raise ValueError(
+            f"{path} {what} ({len(missing)} missing, {len(extra)} unexpected of {len(want)}): it is a "
+            "checkpoint of something else"
+        )
     leaves = [z[LEAF_PREFIX + n] for n in want]
     meta = {k[5:]: z[k][()] for k in z if k.startswith("meta_")}
     for n, a, b in zip(want, leaves, leaves_like):
@@ -522,8 +535,9 @@ class Progress:
     Use as a context manager, or call :meth:`close`. :meth:`note` prints a message the same way.
     """
 
-    def __init__(self, total: int, *, desc: str = "", unit: str = "runs", done: int = 0, quiet: bool = False,
-                 stream=None):
+    def __init__(
+        self, total: int, *, desc: str = "", unit: str = "runs", done: int = 0, quiet: bool = False, stream=None
+    ):
         self.total, self.done, self.desc, self.unit, self.quiet = int(total), int(done), desc, unit, quiet
         self.stream = sys.stderr if stream is None else stream
         self._start_done, self._t0 = self.done, time.perf_counter()
@@ -550,8 +564,10 @@ class Progress:
         rate = self.rate()
         eta = (self.total - self.done) / rate if rate > 0 else float("nan")
         pct = 100.0 * self.done / max(self.total, 1)
-        self.stream.write(f"{self.desc + ': ' if self.desc else ''}{self.done}/{self.total} {self.unit} ({pct:.1f}%), "
-                          f"{rate:,.3g} {self.unit}/s, ETA {eta:,.0f} s{'  ' + extra if extra else ''}\n")
+        self.stream.write(
+            f"{self.desc + ': ' if self.desc else ''}{self.done}/{self.total} {self.unit} ({pct:.1f}%), "
+            f"{rate:,.3g} {self.unit}/s, ETA {eta:,.0f} s{'  ' + extra if extra else ''}\n"
+        )
         self.stream.flush()
 
     def note(self, message: str) -> None:
@@ -579,16 +595,30 @@ class Progress:
 
 def _rich_bar(stream, desc, unit, total, done):
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, ProgressColumn, TextColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress as Bar,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class Rate(ProgressColumn):
         def render(self, task):
             return Text("" if task.speed is None else f"{task.speed:,.3g} {unit}/s")
 
-    bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(), TimeRemainingColumn(),
-              TextColumn("{task.fields[info]}"), console=Console(file=stream), transient=False)
+    bar = Bar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        Rate(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=Console(file=stream),
+        transient=False,
+    )
     task = bar.add_task(desc, total=total, completed=done, info="")
     bar.start()
     return bar, task

@@ -135,8 +135,10 @@ def _check_labels(y, n: int, n_classes: int, mask=None):
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             where = "" if mask is None else " where mask is True"
-            raise ValueError(f"y must hold labels in [0, n_classes) = [0, {n_classes}){where}, got "
-                             f"{labels[i].item()!r} at index {rows[i]}")
+            raise ValueError(
+                f"y must hold labels in [0, n_classes) = [0, {n_classes}){where}, got "
+                f"{labels[i].item()!r} at index {rows[i]}"
+            )
 
 
 def _check_settings(cfg, hparams):
@@ -249,11 +251,13 @@ def _fit(key, x, y, cfg: Config, hparams: Hparams, mask) -> Probe:
     def loss(params):
         weights, bias = params
         ce = -jnp.sum(jax.nn.log_softmax(z @ weights + bias) * onehot, -1)
-        return jnp.sum(w * ce) / n + 0.5 * hparams.weight_decay * jnp.sum(weights ** 2)
+        return jnp.sum(w * ce) / n + 0.5 * hparams.weight_decay * jnp.sum(weights**2)
 
     opt = optax.adam(hparams.learning_rate)
-    params = (INIT_SCALE * jax.random.normal(key, (x.shape[1], cfg.n_classes), x.dtype),
-              jnp.zeros(cfg.n_classes, x.dtype))
+    params = (
+        INIT_SCALE * jax.random.normal(key, (x.shape[1], cfg.n_classes), x.dtype),
+        jnp.zeros(cfg.n_classes, x.dtype),
+    )
 
     def step(carry, _):
         params, state = carry

@@ -33,9 +33,24 @@ LOG_SCALE_MAX = 20.0  # the largest (sigma <= 4.9e8)
 LOG_WEIGHT_MIN = -50.0  # the smallest log mixing weight (pi >= 1.9e-22)
 EPS_MASS = dynamics.EPS_MASS  # the anchors' weight (1e-8): a token with no mass stays where it is
 
-__all__ = ["Hparams", "Mixture", "REFINEMENT", "init", "step", "movement", "may_stop", "check", "objective",
-           "gradient", "responsibilities", "labels", "LOG_SCALE_MIN", "LOG_SCALE_MAX", "LOG_WEIGHT_MIN",
-           "EPS_MASS"]
+__all__ = [
+    "Hparams",
+    "Mixture",
+    "REFINEMENT",
+    "init",
+    "step",
+    "movement",
+    "may_stop",
+    "check",
+    "objective",
+    "gradient",
+    "responsibilities",
+    "labels",
+    "LOG_SCALE_MIN",
+    "LOG_SCALE_MAX",
+    "LOG_WEIGHT_MIN",
+    "EPS_MASS",
+]
 
 
 @jax.tree_util.register_dataclass
@@ -68,8 +83,10 @@ class Hparams:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, (int, float)) and np.shape(value) != ():
-                raise ValueError(f"hparams.{f.name} must be a scalar (one value per run), got shape "
-                                 f"{np.shape(value)}; to batch runs, jax.vmap over stacked knobs")
+                raise ValueError(
+                    f"hparams.{f.name} must be a scalar (one value per run), got shape "
+                    f"{np.shape(value)}; to batch runs, jax.vmap over stacked knobs"
+                )
         _checks.real("step_size", self.step_size, low=0.0, high=1.0, low_open=True)
         _checks.real("prior_log_scale", self.prior_log_scale, low=LOG_SCALE_MIN, high=LOG_SCALE_MAX)
         _checks.real("prior_strength", self.prior_strength, low=0.0)
@@ -172,8 +189,11 @@ def init(points: dynamics.Points, tokens, hparams: Hparams) -> Mixture:
     some = den > 0  # no valid point and no prior: the prior's location
     v = jnp.where(some, (spread / dim + kappa * v0) / jnp.where(some, den, 1.0), v0)
     log_scale = jnp.clip(0.5 * jnp.log(jnp.maximum(v, jnp.finfo(dtype).tiny)), LOG_SCALE_MIN, LOG_SCALE_MAX)
-    state = Mixture(tokens=tokens, log_scale=jnp.full((n_tokens,), log_scale, dtype),
-                    log_weight=jnp.full((n_tokens,), -np.log(n_tokens), dtype))
+    state = Mixture(
+        tokens=tokens,
+        log_scale=jnp.full((n_tokens,), log_scale, dtype),
+        log_weight=jnp.full((n_tokens,), -np.log(n_tokens), dtype),
+    )
     return _nan_unless(hparams.in_range(), state)
 
 
@@ -184,8 +204,11 @@ def _scale_ratio_step(log_scale, spread, mass, hparams: Hparams, dim: int):
     den = mass + kappa + EPS_MASS  # (T,) > 0
     # (T,) v*/v >= 0, each term a product whose factors are finite: a term overflows only when it
     # exceeds the largest float itself (exactly 1 for a token without mass when kappa = 0)
-    rho = (spread * (jnp.exp(-2.0 * log_scale) / (dim * den)) + EPS_MASS / den
-           + (kappa / den) * jnp.exp(2.0 * (hparams.prior_log_scale - log_scale)))
+    rho = (
+        spread * (jnp.exp(-2.0 * log_scale) / (dim * den))
+        + EPS_MASS / den
+        + (kappa / den) * jnp.exp(2.0 * (hparams.prior_log_scale - log_scale))
+    )
     rho = jnp.minimum(rho, 0.25 * jnp.finfo(rho.dtype).max)
     # 1 + alpha (rho - 1) without cancellation: as written for rho near 1 (exactly 1 when rho is),
     # as (1 - alpha) + alpha rho, a sum of nonnegative terms, for rho near 0
@@ -245,8 +268,9 @@ def check(hparams, key) -> None:
     hparams.validate()
 
 
-REFINEMENT = dynamics.Rule(init, step, hparams=Hparams(), name="refinement", movement=movement, may_stop=may_stop,
-                           check=check)
+REFINEMENT = dynamics.Rule(
+    init, step, hparams=Hparams(), name="refinement", movement=movement, may_stop=may_stop, check=check
+)
 """The variational-refinement rule (the module docstring) as a :class:`tokdyn.dynamics.Rule`: its
 state is :class:`Mixture`, its knobs :class:`Hparams` (``step_size``, ``prior_log_scale``,
 ``prior_strength``). Also reachable as ``tokdyn.dynamics.REFINEMENT``, beside the built-in rule."""
@@ -258,18 +282,22 @@ state is :class:`Mixture`, its knobs :class:`Hparams` (``step_size``, ``prior_lo
 def _check_mixture(x, state, mask, hparams=None, need_hparams=True):
     _checks.finite_array("x", x, ndim=2)
     if not isinstance(state, Mixture):
-        raise TypeError(f"state must be a tokdyn.refinement.Mixture (e.g. Result.state of a run of "
-                        f"REFINEMENT, or refinement.init), got {type(state).__name__}")
+        raise TypeError(
+            f"state must be a tokdyn.refinement.Mixture (e.g. Result.state of a run of "
+            f"REFINEMENT, or refinement.init), got {type(state).__name__}"
+        )
     shape = np.shape(state.tokens)
     if len(shape) != 2 or shape[0] < 1:
         raise ValueError(f"state.tokens must have shape (T, D) with T >= 1, got {shape}")
     if shape[1] != np.shape(x)[1]:
-        raise ValueError(f"state.tokens and x must have the same dimension: state.tokens has D={shape[1]}, x has "
-                         f"D={np.shape(x)[1]}")
+        raise ValueError(
+            f"state.tokens and x must have the same dimension: state.tokens has D={shape[1]}, x has D={np.shape(x)[1]}"
+        )
     for name in ("log_scale", "log_weight"):
         if np.shape(getattr(state, name)) != shape[:1]:
-            raise ValueError(f"state.{name} must have shape ({shape[0]},) (one per token), got "
-                             f"{np.shape(getattr(state, name))}")
+            raise ValueError(
+                f"state.{name} must have shape ({shape[0]},) (one per token), got {np.shape(getattr(state, name))}"
+            )
     _checks.mask_for("mask", mask, np.shape(x)[0])
     if not need_hparams:
         return {}

@@ -172,49 +172,87 @@ def _seconds(s) -> str:
 
 def _table(header, rows) -> list[str]:
     esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
-    return ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)] + \
-        ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return ["| " + " | ".join(map(esc, header)) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(map(esc, r)) + " |" for r in rows
+    ]
 
 
 def report(out: str, found: Sequence[Finding], record: Mapping) -> str:
     """The report (Markdown) on the findings ``found`` and the studies' ``record`` (study ->
     status, seconds, error, as :func:`main` keeps it in ``config.json``)."""
     studies = record.get("studies", {})
-    preset = ("**quick** (each study's quick preset: a smoke run of minutes; most verdicts stay open)"
-              if record.get("quick") else "**default** (each study's default configuration)")
-    lines = ["# tokdyn reproduce: report", "",
-             f"Preset: {preset}. tokdyn {record.get('tokdyn', '?')}, {record.get('machine', '')}. "
-             f"Written {record.get('written', '')}.", "", "## Verdicts", ""]
-    lines += _table(("finding", "verdict", "claim", "rests on"),
-                    [[f"{f.key}. {f.title}", f"**{f.verdict}**", f.claim, f.basis] for f in found])
-    lines += ["", "How a verdict is decided: intervals, never points. Intervals over seeds are 95% intervals of the "
-              f"mean (a percentile bootstrap from {BOOTSTRAP_SEEDS} seeds on, Student's t below); fewer than "
-              f"{MIN_SEEDS} seeds decide nothing. Every threshold has a margin between reproduced and refuted where "
-              "the verdict is open. A claim stated in general is refuted when one unit (method, variant) refutes it, "
-              "reproduced when every unit it applies to reproduces it, and open otherwise. Each finding below states "
-              "its rule and lists its units; every number is computed from the studies' files in this directory.", ""]
+    preset = (
+        "**quick** (each study's quick preset: a smoke run of minutes; most verdicts stay open)"
+        if record.get("quick")
+        else "**default** (each study's default configuration)"
+    )
+    lines = [
+        "# tokdyn reproduce: report",
+        "",
+        f"Preset: {preset}. tokdyn {record.get('tokdyn', '?')}, {record.get('machine', '')}. "
+        f"Written {record.get('written', '')}.",
+        "",
+        "## Verdicts",
+        "",
+    ]
+    lines += _table(
+        ("finding", "verdict", "claim", "rests on"),
+        [[f"{f.key}. {f.title}", f"**{f.verdict}**", f.claim, f.basis] for f in found],
+    )
+    lines += [
+        "",
+        "How a verdict is decided: intervals, never points. Intervals over seeds are 95% intervals of the "
+        f"mean (a percentile bootstrap from {BOOTSTRAP_SEEDS} seeds on, Student's t below); fewer than "
+        f"{MIN_SEEDS} seeds decide nothing. Every threshold has a margin between reproduced and refuted where "
+        "the verdict is open. A claim stated in general is refuted when one unit (method, variant) refutes it, "
+        "reproduced when every unit it applies to reproduces it, and open otherwise. Each finding below states "
+        "its rule and lists its units; every number is computed from the studies' files in this directory.",
+        "",
+    ]
     for f in found:
-        lines += [f"## {f.key}. {f.title}: {f.verdict}", "", f"**Claim** ({f.origin}): {f.claim}", "",
-                  f"**Rule**: {f.rule}", "", f"**Rests on**: {f.basis or '–'}", ""]
+        lines += [
+            f"## {f.key}. {f.title}: {f.verdict}",
+            "",
+            f"**Claim** ({f.origin}): {f.claim}",
+            "",
+            f"**Rule**: {f.rule}",
+            "",
+            f"**Rests on**: {f.basis or '–'}",
+            "",
+        ]
         if f.rows:
             lines += _table(f.header, f.rows) + [""]
         lines += [f"From `{f.study}/` ({_status_line(studies.get(f.study))}).", ""]
-    lines += ["## Studies: status and time", "",
-              "Time: the wall time of the latest run of the study (a study finished earlier is reused and takes "
-              "seconds), and its time when it was computed (the run that finished it in this directory).", ""]
+    lines += [
+        "## Studies: status and time",
+        "",
+        "Time: the wall time of the latest run of the study (a study finished earlier is reused and takes "
+        "seconds), and its time when it was computed (the run that finished it in this directory).",
+        "",
+    ]
     rows, ran = [], set(record.get("ran", ()))
     for name in STUDIES:
         r = studies.get(name)
         summary = study_spec(name).link
         have = os.path.exists(os.path.join(out, name, summary))
         status = "not run" if not r else r.get("status", "–") + ("" if name in ran else " (an earlier run)")
-        rows.append([name, status, _seconds(r.get("seconds")) if r else "–",
-                     _seconds(r.get("computed_seconds")) if r else "–",
-                     f"[{name}/{summary}]({name}/{summary})" if have else "–"])
+        rows.append(
+            [
+                name,
+                status,
+                _seconds(r.get("seconds")) if r else "–",
+                _seconds(r.get("computed_seconds")) if r else "–",
+                f"[{name}/{summary}]({name}/{summary})" if have else "–",
+            ]
+        )
     lines += _table(("study", "status", "time (latest run)", "time (when computed)", "summary"), rows)
     total = sum(studies[n].get("seconds") or 0.0 for n in ran if isinstance(studies.get(n), Mapping))
-    lines += ["", f"This run: {_seconds(total)} for {len(ran)} studies; load average (1, 5, 15 min) "
-              f"{record.get('load_start', '–')} at its start, {record.get('load', '–')} at its end.", ""]
+    lines += [
+        "",
+        f"This run: {_seconds(total)} for {len(ran)} studies; load average (1, 5, 15 min) "
+        f"{record.get('load_start', '–')} at its start, {record.get('load', '–')} at its end.",
+        "",
+    ]
     errors = [(n, r["error"]) for n, r in studies.items() if r.get("error")]
     if errors:
         lines += ["Errors:", ""] + [f"- {n}: `{e}`" for n, e in errors] + [""]
@@ -242,8 +280,11 @@ def _inline(text: str) -> str:
             out.append(f"<code>{html.escape(part[1:-1])}</code>")
             continue
         s = html.escape(part, quote=False).replace("\\|", "|")
-        s = re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", lambda m: f'<img src="{m.group(2)}" '
-                   f'alt="{m.group(1)}" loading="lazy">', s.replace('"', "&quot;"))
+        s = re.sub(
+            r"!\[([^\]]*)\]\(([^)\s]+)\)",
+            lambda m: f'<img src="{m.group(2)}" alt="{m.group(1)}" loading="lazy">',
+            s.replace('"', "&quot;"),
+        )
         s = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", lambda m: f'<a href="{m.group(2)}">{m.group(1)}</a>', s)
         s = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", s)
         out.append(s)
@@ -278,9 +319,13 @@ def to_html(markdown: str, title: str = "tokdyn reproduce") -> str:
                 block.append(lines[i])
                 i += 1
             head, rows = _cells(block[0]), [_cells(r) for r in block[2:]]
-            body.append("<table><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr></thead><tbody>"
-                        + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows)
-                        + "</tbody></table>")
+            body.append(
+                "<table><thead><tr>"
+                + "".join(f"<th>{_inline(c)}</th>" for c in head)
+                + "</tr></thead><tbody>"
+                + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows)
+                + "</tbody></table>"
+            )
             continue
         elif line.startswith("- "):
             flush()
@@ -294,12 +339,16 @@ def to_html(markdown: str, title: str = "tokdyn reproduce") -> str:
             para.append(line.strip())
         i += 1
     flush()
-    style = ("body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;"
-             "line-height:1.45}table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}"
-             "td,th{border:1px solid #ccc;padding:.25rem .5rem;vertical-align:top}th{background:#f3f3f3}"
-             "img{max-width:100%;margin:.5rem 0;display:block}code{background:#f3f3f3;padding:0 .2rem}")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;"
+        "line-height:1.45}table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}"
+        "td,th{border:1px solid #ccc;padding:.25rem .5rem;vertical-align:top}th{background:#f3f3f3}"
+        "img{max-width:100%;margin:.5rem 0;display:block}code{background:#f3f3f3;padding:0 .2rem}"
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
 
 
 def write_report(out: str, record: Mapping) -> list[Finding]:
@@ -328,8 +377,16 @@ def _load() -> str:
         return "–"
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False,
-         configs: Optional[Mapping] = None, matmul_precision: Optional[str] = None) -> dict:
+def main(
+    cfg: Config,
+    out: str,
+    *,
+    quiet: bool = False,
+    plots: bool = True,
+    fresh: bool = False,
+    configs: Optional[Mapping] = None,
+    matmul_precision: Optional[str] = None,
+) -> dict:
     """Run the studies of ``cfg`` into ``out/<study>`` (reusing what is finished there), then write
     ``out/report.md`` and ``out/report.html``. ``out`` is stamped with ``cfg.quick`` first. A
     study that fails is recorded with its error (and its traceback printed) and the others still
@@ -372,8 +429,13 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
         old = study_dir.read_record(out).get("studies", {})
     except (OSError, ValueError, AttributeError):  # none yet, or one that fails its checksum: nothing reused
         pass
-    record = {"quick": cfg.quick, "tokdyn": study_dir.version(), "machine": _machine(), "studies": dict(old),
-              "load_start": _load()}
+    record = {
+        "quick": cfg.quick,
+        "tokdyn": study_dir.version(),
+        "machine": _machine(),
+        "studies": dict(old),
+        "load_start": _load(),
+    }
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     for i, (name, c) in enumerate(plan):
         say(f"\n=== reproduce: {name} ({i + 1}/{len(plan)}) -> {os.path.join(out, name)}")
@@ -382,8 +444,11 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
         problem = verify_study(os.path.join(out, name))  # a study is reused only when its tables verify
         if problem is not None:
             moved = _set_aside_unverified(os.path.join(out, name))
-            print(f"tokdyn reproduce: {name}: {problem}; its tables are recomputed from its kept parts"
-                  + (f" (set aside: {', '.join(moved)})" if moved else ""), file=sys.stderr)
+            print(
+                f"tokdyn reproduce: {name}: {problem}; its tables are recomputed from its kept parts"
+                + (f" (set aside: {', '.join(moved)})" if moved else ""),
+                file=sys.stderr,
+            )
         try:
             result = importlib.import_module(MODULES[name]).main(c, os.path.join(out, name), quiet=quiet, plots=plots)
             if result is False:
@@ -398,8 +463,13 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
         if status == "done":  # the time of the run that computed it: an earlier one's, if it finished it
             same = prev.get("status") == "done" and prev.get("config") == config and problem is None
             computed = prev.get("computed_seconds") if same and prev.get("computed_seconds") else seconds
-        record["studies"][name] = {"status": status, "seconds": seconds, "error": error, "computed_seconds": computed,
-                                   "config": config}
+        record["studies"][name] = {
+            "status": status,
+            "seconds": seconds,
+            "error": error,
+            "computed_seconds": computed,
+            "config": config,
+        }
         say(f"=== {name}: {status} in {_seconds(seconds)}")
     record["ran"] = [name for name, _ in plan]
     record["load"] = _load()
@@ -413,6 +483,8 @@ def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fres
             print(f"  {f.key:<3} {f.title:<{width}}  {f.verdict}")
     failed = [n for n, _ in plan if record["studies"][n]["status"] == "failed"]
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(plan)} studies failed ({', '.join(failed)}); the report on the "
-                           f"others is in {os.path.join(out, REPORT)}")
+        raise RuntimeError(
+            f"{len(failed)} of {len(plan)} studies failed ({', '.join(failed)}); the report on the "
+            f"others is in {os.path.join(out, REPORT)}"
+        )
     return {f.key: f.verdict for f in found}

@@ -29,8 +29,17 @@ import numpy as np
 
 from tokdyn import _checks, assignment, dynamics
 
-__all__ = ["PREDICTORS", "Hparams", "Track", "track", "track_labels", "separate", "frame_keys", "CarriedKnobs",
-           "carried_rule"]
+__all__ = [
+    "PREDICTORS",
+    "Hparams",
+    "Track",
+    "track",
+    "track_labels",
+    "separate",
+    "frame_keys",
+    "CarriedKnobs",
+    "carried_rule",
+]
 
 PREDICTORS: dict[str, int] = {"reinit": 0, "carry": 1, "velocity": 2, "inertia": 3}
 """The predictors by name: the values of :attr:`Hparams.predictor` (:doc:`/concepts/tracking` says what each does)."""
@@ -68,8 +77,10 @@ class Hparams:
         for name in ("predictor", "decay", "separation"):
             value = getattr(self, name)
             if np.shape(value) != ():
-                raise ValueError(f"hparams.{name} must be a scalar (one value per run), got shape {np.shape(value)}; "
-                                 "to batch runs, jax.vmap over Hparams with a leading axis")
+                raise ValueError(
+                    f"hparams.{name} must be a scalar (one value per run), got shape {np.shape(value)}; "
+                    "to batch runs, jax.vmap over Hparams with a leading axis"
+                )
             if _checks.dtype_of(value).kind not in "iuf" and not isinstance(value, (int, float)):
                 raise TypeError(f"hparams.{name} must be a real number, got {value!r}")
         _checks.real("predictor", self.predictor, low=0, high=len(PREDICTORS) - 1)
@@ -246,8 +257,10 @@ def _check_track(key, frames, hparams, rule_hparams, n_tokens, rule, mask, init,
         raise ValueError(f"frames must have shape (F, N, D) with F, N, D >= 1, got {np.shape(frames)}")
     if mask is not None:
         if np.shape(mask) != (n_frames, n_points):
-            raise ValueError(f"mask must have shape (F, N) = {(n_frames, n_points)} (one entry per point of each "
-                             f"frame), got {np.shape(mask)}")
+            raise ValueError(
+                f"mask must have shape (F, N) = {(n_frames, n_points)} (one entry per point of each "
+                f"frame), got {np.shape(mask)}"
+            )
         if _checks.dtype_of(mask) != np.bool_:
             raise TypeError(f"mask must be boolean, got dtype {_checks.dtype_of(mask)}")
     _checks.positive_int("n_tokens", n_tokens)
@@ -263,27 +276,47 @@ def _check_track(key, frames, hparams, rule_hparams, n_tokens, rule, mask, init,
     if hparams is None:
         hparams = changed["hparams"] = Hparams()
     if not isinstance(hparams, Hparams):
-        raise TypeError(f"hparams must be a tokdyn.tracking.Hparams (the temporal knobs; the rule's knobs are "
-                        f"rule_hparams), got {type(hparams).__name__}")
+        raise TypeError(
+            f"hparams must be a tokdyn.tracking.Hparams (the temporal knobs; the rule's knobs are "
+            f"rule_hparams), got {type(hparams).__name__}"
+        )
     hparams.validate()
     if _checks.on_host(hparams):  # one compilation for every host value (Python ints and floats alike)
-        changed["hparams"] = Hparams(predictor=np.int32(hparams.predictor), decay=np.float32(hparams.decay),
-                                     separation=np.float32(hparams.separation))
+        changed["hparams"] = Hparams(
+            predictor=np.int32(hparams.predictor),
+            decay=np.float32(hparams.decay),
+            separation=np.float32(hparams.separation),
+        )
     if not isinstance(rule, dynamics.Rule):
         raise TypeError(f"rule must be a tokdyn.dynamics.Rule, got {rule!r} of type {type(rule).__name__}")
     if rule_hparams is None:
         rule_hparams = changed["rule_hparams"] = rule.hparams
     if jax.tree_util.tree_structure(rule_hparams) != jax.tree_util.tree_structure(rule.hparams):
-        raise TypeError(f"rule_hparams must have the structure of rule.hparams ({type(rule.hparams).__name__}, the "
-                        f"knobs of rule {rule.name!r}), got {type(rule_hparams).__name__}: {rule_hparams!r}")
+        raise TypeError(
+            f"rule_hparams must have the structure of rule.hparams ({type(rule.hparams).__name__}, the "
+            f"knobs of rule {rule.name!r}), got {type(rule_hparams).__name__}: {rule_hparams!r}"
+        )
     if rule.check is not None:
         rule.check(rule_hparams, key)
     return changed
 
 
 @_checks.checked_jit(_check_track, static_argnames=("n_tokens", "rule", "init", "n_steps", "fixed"))
-def track(key, frames, hparams=None, rule_hparams=None, *, n_tokens: int, rule: dynamics.Rule = dynamics.BUILTIN,
-          mask=None, init: str = "data", init_scale=1.0, n_steps: int = 30, tol=1e-3, fixed: bool = False) -> Track:
+def track(
+    key,
+    frames,
+    hparams=None,
+    rule_hparams=None,
+    *,
+    n_tokens: int,
+    rule: dynamics.Rule = dynamics.BUILTIN,
+    mask=None,
+    init: str = "data",
+    init_scale=1.0,
+    n_steps: int = 30,
+    tol=1e-3,
+    fixed: bool = False,
+) -> Track:
     """Run an update rule on every frame of a sequence, each frame after the first starting from a
     prediction made from the frames before it (:doc:`/concepts/tracking`).
 
@@ -343,17 +376,25 @@ def track(key, frames, hparams=None, rule_hparams=None, *, n_tokens: int, rule: 
         weight = jnp.where(carried & (p == INERTIA), decay, jnp.zeros((), dtype))
         r = runner(x, start, CarriedKnobs(rule_hparams, state, weight), mask=m, key=rule_key)
         tokens = jnp.where(empty, last, r.tokens)
-        new = (tokens,
-               jnp.where(empty, before, jnp.where(started, last, r.tokens)),
-               jax.tree_util.tree_map(lambda old, nw: jnp.where(empty, old, nw), state, r.state),
-               started | ~empty)
-        out = Track(tokens=tokens, start=jnp.where(empty, last, start), labels=jnp.where(empty, -1, r.labels),
-                    steps=jnp.where(empty, 0, r.steps).astype(jnp.int32), converged=empty | r.converged,
-                    displacement=jnp.where(empty | ~started, 0.0, r.tokens - last))
+        new = (
+            tokens,
+            jnp.where(empty, before, jnp.where(started, last, r.tokens)),
+            jax.tree_util.tree_map(lambda old, nw: jnp.where(empty, old, nw), state, r.state),
+            started | ~empty,
+        )
+        out = Track(
+            tokens=tokens,
+            start=jnp.where(empty, last, start),
+            labels=jnp.where(empty, -1, r.labels),
+            steps=jnp.where(empty, 0, r.steps).astype(jnp.int32),
+            converged=empty | r.converged,
+            displacement=jnp.where(empty | ~started, 0.0, r.tokens - last),
+        )
         return new, out
 
-    carry = dynamics.varying((nan, nan, state0, jnp.zeros((), bool)), key, frames, valid, hparams, rule_hparams, tol,
-                          init_scale)
+    carry = dynamics.varying(
+        (nan, nan, state0, jnp.zeros((), bool)), key, frames, valid, hparams, rule_hparams, tol, init_scale
+    )
     _, out = jax.lax.scan(frame, carry, (jnp.arange(n_frames, dtype=jnp.int32), frames, valid))
     return out
 
@@ -367,8 +408,10 @@ def _check_track_labels(tokens, labels, match):
     if _checks.dtype_of(tokens).kind != "f" and _checks.dtype_of(tokens) != jnp.dtype(jnp.bfloat16):
         raise TypeError(f"tokens must be floating point, got dtype {_checks.dtype_of(tokens)}")
     if np.ndim(labels) != 2 or np.shape(labels)[0] != np.shape(tokens)[0]:
-        raise ValueError(f"labels must have shape (F, N) with F = {np.shape(tokens)[0]} (the frames of tokens), got "
-                         f"{np.shape(labels)}")
+        raise ValueError(
+            f"labels must have shape (F, N) with F = {np.shape(tokens)[0]} (the frames of tokens), got "
+            f"{np.shape(labels)}"
+        )
     if _checks.dtype_of(labels).kind not in "iu":
         raise TypeError(f"labels must be integers (token indices, -1 for none), got dtype {_checks.dtype_of(labels)}")
     if not isinstance(match, bool) and np.shape(match) != ():

@@ -42,6 +42,7 @@ API_DIR = "api"
 
 # --------------------------------------------------------------------------- the walk
 
+
 def modules(package: str = PACKAGE) -> list[str]:
     """Every public module of ``package``, the package first, parents before children
     (names with a leading underscore, and ``__main__``, are private)."""
@@ -93,7 +94,7 @@ def _imported(tree: ast.Module, modname: str, package: bool) -> dict[str, tuple[
             continue
         if node.level:
             base = modname.split(".") if package else modname.split(".")[:-1]
-            base = base[:len(base) - node.level + 1]
+            base = base[: len(base) - node.level + 1]
             source = ".".join(base + ([node.module] if node.module else []))
         else:
             source = node.module or ""
@@ -108,6 +109,7 @@ def _imported(tree: ast.Module, modname: str, package: bool) -> dict[str, tuple[
 class Name:
     """One public name of a module: ``kind`` is ``module``, ``class``, ``function``, ``data``
     (defined in this module) or ``alias`` (re-exported; ``origin`` is ``module.name`` there)."""
+
     name: str
     kind: str
     origin: str = ""
@@ -189,6 +191,7 @@ def canonical(target: str) -> str | None:
 
 # --------------------------------------------------------------------------- the docstring check
 
+
 def _own_doc(obj) -> str | None:
     """The docstring written in the object's source (a dataclass without one gets its signature as
     ``__doc__``, which does not count)."""
@@ -239,6 +242,7 @@ def undocumented(names: list[str] | None = None) -> list[str]:
 
 # --------------------------------------------------------------------------- the pages
 
+
 def page_name(modname: str) -> str:
     return "index" if modname == PACKAGE else modname
 
@@ -271,7 +275,7 @@ def summary_line(modname: str) -> str:
     doc = inspect.cleandoc(importlib.import_module(modname).__doc__ or "")
     first = doc.split("\n\n")[0].replace("\n", " ")
     end = re.search(r"[.:](\s|$)", first)
-    first = first[:end.start() + 1] if end else first
+    first = first[: end.start() + 1] if end else first
 
     def absolute(m):
         role, tilde, target = m.groups()
@@ -306,8 +310,7 @@ def render(modname: str) -> str:
     aliases = [e for e in entries if e.kind == "alias"]
     children = [e.origin for e in entries if e.kind == "module" and e.origin.startswith(modname + ".")]
     if is_package(module):
-        children += [m for m in modules(modname)
-                     if m.count(".") == modname.count(".") + 1 and m not in children]
+        children += [m for m in modules(modname) if m.count(".") == modname.count(".") + 1 and m not in children]
     if children:
         lines += [".. rubric:: Modules", "", ".. list-table::", "   :widths: 30 70", ""]
         for m in children:
@@ -317,9 +320,17 @@ def render(modname: str) -> str:
         lines += [".. rubric:: Summary", "", ".. autosummary::", "   :nosignatures:", ""]
         lines += [f"   {e.name}" for e in own] + [""]
     if aliases:
-        lines += [".. rubric:: Re-exported here", "",
-                  "Available under this module's name too; documented where they are defined.", "",
-                  ".. list-table::", "   :header-rows: 1", "", "   * - name", "     - defined in"]
+        lines += [
+            ".. rubric:: Re-exported here",
+            "",
+            "Available under this module's name too; documented where they are defined.",
+            "",
+            ".. list-table::",
+            "   :header-rows: 1",
+            "",
+            "   * - name",
+            "     - defined in",
+        ]
         for e in aliases:
             lines += [f"   * - ``{modname}.{e.name}``", f"     - :{_role(e.origin)}:`{e.origin}`"]
         lines.append("")
@@ -360,6 +371,7 @@ def write_pages(srcdir: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- references
+
 
 def _resolve_object(target: str, context: tuple[str, ...] = ()):
     """The object a dotted name refers to, absolute or relative to the given module / class
@@ -429,8 +441,9 @@ def missing_reference(app, env, node, contnode):
         candidates.append(_documented_objects(app, env).get(id(obj)))
         for found in candidates:
             if found and found in domain.objects:
-                refnode = domain.resolve_xref(env, node["refdoc"], app.builder, domain.objects[found].objtype,
-                                              found, node, contnode)
+                refnode = domain.resolve_xref(
+                    env, node["refdoc"], app.builder, domain.objects[found].objtype, found, node, contnode
+                )
                 if refnode is not None:
                     return refnode
         return None
@@ -465,6 +478,7 @@ def drop_type_docstring(app, what, name, obj, options, lines):
     if callable(obj) and own and own != getattr(type(obj), "__doc__", None):
         return  # a wrapped function (``jax.jit(f)``): f's docstring is its own
     from sphinx.pycode import ModuleAnalyzer
+
     parts = name.split(".")
     for k in range(len(parts) - 1, 0, -1):
         modname = ".".join(parts[:k])
@@ -537,12 +551,15 @@ def generate(app):
     new = [m for m in missing if m not in allowed]
     if new:
         from sphinx.errors import ExtensionError
+
         raise ExtensionError("public names without a docstring (write one):\n  " + "\n  ".join(new))
     from sphinx.util import logging
+
     stale = sorted(allowed - set(missing))
     if stale:  # not a warning: documenting a listed name must not fail the strict build
         logging.getLogger(__name__).info(
-            "tokdyn_undocumented_allowed lists names that are documented now (remove them): %s", ", ".join(stale))
+            "tokdyn_undocumented_allowed lists names that are documented now (remove them): %s", ", ".join(stale)
+        )
 
 
 def _plain_attribute_docstring(self):
@@ -554,6 +571,7 @@ def _plain_attribute_docstring(self):
 
 def setup(app):
     from sphinx.ext.napoleon.docstring import GoogleDocstring
+
     GoogleDocstring._parse_attribute_docstring = _plain_attribute_docstring
     app.add_config_value("tokdyn_undocumented_allowed", [], "env")
     app.connect("builder-inited", generate)

@@ -61,9 +61,13 @@ def render(table=None) -> str:
     for module in t.MODULES:
         rows = [r for r in t.TABLE if r.module == module]
         notes: list[str] = []
-        lines += ["", f"## `tokdyn.{module}`", "",
-                  "| kernel | differentiated in | batched | " + " | ".join(t.TRANSFORMATIONS) + " |",
-                  "|---|---|---|" + "---|" * len(t.TRANSFORMATIONS)]
+        lines += [
+            "",
+            f"## `tokdyn.{module}`",
+            "",
+            "| kernel | differentiated in | batched | " + " | ".join(t.TRANSFORMATIONS) + " |",
+            "|---|---|---|" + "---|" * len(t.TRANSFORMATIONS),
+        ]
         for r in rows:
             cells = []
             for name in t.TRANSFORMATIONS:
@@ -75,14 +79,20 @@ def render(table=None) -> str:
                         notes.append(why)
                     status = f"{status} ({notes.index(why) + 1})"
                 cells.append(status)
-            name = r.kernel[len(module) + 1:] if r.kernel.startswith(module + ".") else r.kernel
+            name = r.kernel[len(module) + 1 :] if r.kernel.startswith(module + ".") else r.kernel
             lines.append(f"| `{name}` | {r.wrt or '-'} | {r.batched or '-'} | " + " | ".join(cells) + " |")
         if notes:
             lines.append("")
-            lines += [f"({i}) {text}." if not text.endswith(".") else f"({i}) {text}" for i, text in
-                      enumerate(notes, 1)]
-    lines += ["", "## Host-side functions", "",
-              "Public functions that are not kernels (they run on the host or make kernels):", ""]
+            lines += [
+                f"({i}) {text}." if not text.endswith(".") else f"({i}) {text}" for i, text in enumerate(notes, 1)
+            ]
+    lines += [
+        "",
+        "## Host-side functions",
+        "",
+        "Public functions that are not kernels (they run on the host or make kernels):",
+        "",
+    ]
     lines += [f"- `tokdyn.{name}`: {why}." for name, why in t.HOST.items()]
     return "\n".join(lines) + "\n"
 

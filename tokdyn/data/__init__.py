@@ -16,16 +16,77 @@ The public names of all three are available here (``tokdyn.data.gaussian_cluster
 """
 
 from tokdyn.data import clusters, scenes, videos  # noqa: F401
-from tokdyn.data.clusters import (CENTER_LAYOUTS, FLOAT_DTYPES, SHAPES, float_dtype, ClusterDraw, Clusters, cluster_draw,  # noqa: F401
-                                  clusters_from_draw, gaussian_clusters, point_cloud, MovingDraw, MovingClusters,
-                                  moving_draw, moving_from_draw, moving_clusters)
-from tokdyn.data.scenes import (BACKGROUNDS, Objects, Rendered, Scenes, background_image, check_appearance,  # noqa: F401
-                                check_shapes, draw_objects, drawing_order, flat_masks, hsv_to_rgb, pixel_features,
-                                render, row_uniforms, sprite_scenes)
+from tokdyn.data.clusters import (
+    CENTER_LAYOUTS,
+    FLOAT_DTYPES,
+    SHAPES,
+    float_dtype,
+    ClusterDraw,
+    Clusters,
+    cluster_draw,  # noqa: F401
+    clusters_from_draw,
+    gaussian_clusters,
+    point_cloud,
+    MovingDraw,
+    MovingClusters,
+    moving_draw,
+    moving_from_draw,
+    moving_clusters,
+)
+from tokdyn.data.scenes import (
+    BACKGROUNDS,
+    Objects,
+    Rendered,
+    Scenes,
+    background_image,
+    check_appearance,  # noqa: F401
+    check_shapes,
+    draw_objects,
+    drawing_order,
+    flat_masks,
+    hsv_to_rgb,
+    pixel_features,
+    render,
+    row_uniforms,
+    sprite_scenes,
+)
 from tokdyn.data.videos import Videos, simulate, sprite_videos  # noqa: F401
 
-__all__ = ["clusters", "scenes", "videos", "CENTER_LAYOUTS", "FLOAT_DTYPES", "float_dtype", "SHAPES", "ClusterDraw",
-           "Clusters", "cluster_draw", "clusters_from_draw", "gaussian_clusters", "point_cloud", "MovingDraw",
-           "MovingClusters", "moving_draw", "moving_from_draw", "moving_clusters", "BACKGROUNDS", "Scenes",
-           "sprite_scenes", "pixel_features", "flat_masks", "Rendered", "render", "background_image", "hsv_to_rgb",
-           "drawing_order", "check_shapes", "check_appearance", "row_uniforms", "Objects", "draw_objects", "Videos", "sprite_videos", "simulate"]
+__all__ = [
+    "clusters",
+    "scenes",
+    "videos",
+    "CENTER_LAYOUTS",
+    "FLOAT_DTYPES",
+    "float_dtype",
+    "SHAPES",
+    "ClusterDraw",
+    "Clusters",
+    "cluster_draw",
+    "clusters_from_draw",
+    "gaussian_clusters",
+    "point_cloud",
+    "MovingDraw",
+    "MovingClusters",
+    "moving_draw",
+    "moving_from_draw",
+    "moving_clusters",
+    "BACKGROUNDS",
+    "Scenes",
+    "sprite_scenes",
+    "pixel_features",
+    "flat_masks",
+    "Rendered",
+    "render",
+    "background_image",
+    "hsv_to_rgb",
+    "drawing_order",
+    "check_shapes",
+    "check_appearance",
+    "row_uniforms",
+    "Objects",
+    "draw_objects",
+    "Videos",
+    "sprite_videos",
+    "simulate",
+]

@@ -41,8 +41,10 @@ def float_dtype(dtype) -> np.dtype:
     if d is None or d.name not in FLOAT_DTYPES:
         raise ValueError(f"dtype must be one of {list(FLOAT_DTYPES)}, got {dtype!r}")
     if d == np.float64 and not jax.config.jax_enable_x64:
-        raise ValueError("dtype=float64 needs 64-bit JAX: set JAX_ENABLE_X64=1 or jax.config.update("
-                         "'jax_enable_x64', True) before creating arrays")
+        raise ValueError(
+            "dtype=float64 needs 64-bit JAX: set JAX_ENABLE_X64=1 or jax.config.update("
+            "'jax_enable_x64', True) before creating arrays"
+        )
     return d
 
 
@@ -67,8 +69,9 @@ class Clusters:
     init_noise: jax.Array
 
 
-def _check_clusters(key, n_clusters, points_per_cluster, dim, noise, center_box, centers, max_clusters,
-                    dtype=jnp.float32):
+def _check_clusters(
+    key, n_clusters, points_per_cluster, dim, noise, center_box, centers, max_clusters, dtype=jnp.float32
+):
     float_dtype(dtype)
     _checks.prng_key("key", key)
     _checks.positive_int("points_per_cluster", points_per_cluster)
@@ -78,8 +81,10 @@ def _check_clusters(key, n_clusters, points_per_cluster, dim, noise, center_box,
     _checks.real("center_box", center_box, low=0.0)
     if max_clusters is None:
         if not _checks.on_host(n_clusters):
-            raise ValueError("n_clusters is a JAX array but max_clusters is None: pass max_clusters (a static int) "
-                             "so the output shape does not depend on n_clusters")
+            raise ValueError(
+                "n_clusters is a JAX array but max_clusters is None: pass max_clusters (a static int) "
+                "so the output shape does not depend on n_clusters"
+            )
         return dict(max_clusters=_checks.positive_int("n_clusters", _as_int(n_clusters)))
     m = _checks.positive_int("max_clusters", max_clusters)
     if _checks.on_host(n_clusters):
@@ -144,8 +149,9 @@ def _draw(key, M, P, D, centers):
 
 
 @_checks.checked_jit(_check_draw, static_argnames=("max_clusters", "points_per_cluster", "dim", "centers"))
-def cluster_draw(key: jax.Array, *, max_clusters: int, points_per_cluster: int = 50, dim: int = 16,
-                 centers: str = "uniform") -> ClusterDraw:
+def cluster_draw(
+    key: jax.Array, *, max_clusters: int, points_per_cluster: int = 50, dim: int = 16, centers: str = "uniform"
+) -> ClusterDraw:
     """The random part of :func:`gaussian_clusters`: ``clusters_from_draw(cluster_draw(key, ...), K,
     noise=..., center_box=...)`` equals ``gaussian_clusters(key, K, ..., max_clusters=...)`` (the
     points up to one rounding). One ``random.bits`` call, of which cluster k uses only its own block,
@@ -184,8 +190,10 @@ def _check_from_draw(draw, n_clusters, noise, center_box, dtype=jnp.float32):
     if not isinstance(draw, ClusterDraw):
         raise TypeError(f"draw must be a tokdyn.data.ClusterDraw (from cluster_draw), got {type(draw).__name__}")
     if jnp.ndim(draw.z) != 3 or jnp.shape(draw.centers) != (jnp.shape(draw.z)[0], jnp.shape(draw.z)[2]):
-        raise ValueError(f"draw has inconsistent shapes: centers {jnp.shape(draw.centers)}, z {jnp.shape(draw.z)}; "
-                         "expected (M, D) and (M, P, D)")
+        raise ValueError(
+            f"draw has inconsistent shapes: centers {jnp.shape(draw.centers)}, z {jnp.shape(draw.z)}; "
+            "expected (M, D) and (M, P, D)"
+        )
     _checks.real("noise", noise, low=0.0)
     _checks.real("center_box", center_box, low=0.0)
     if _checks.on_host(n_clusters):
@@ -303,8 +311,16 @@ def point_cloud(key, shape: str, n_points: int, noise=1.0, *, dtype=jnp.float32)
         z = jax.random.normal(key, (n_points, 2), jnp.float32) * jnp.array([3.0, 1.0], jnp.float32) * jnp.float32(noise)
         return (z @ jnp.array([[c, s], [-s, c]], jnp.float32)).astype(float_dtype(dtype))
     k, box = _SHAPE_CLUSTERS[shape]
-    return gaussian_clusters(key, k, points_per_cluster=n_points // k, dim=SHAPES[shape][0], noise=noise,
-                             center_box=box, max_clusters=k, dtype=dtype).x
+    return gaussian_clusters(
+        key,
+        k,
+        points_per_cluster=n_points // k,
+        dim=SHAPES[shape][0],
+        noise=noise,
+        center_box=box,
+        max_clusters=k,
+        dtype=dtype,
+    ).x
 
 
 # ---------------------------------------------------------------------------------------------- moving clusters
@@ -406,8 +422,10 @@ def _check_moving_from_draw(draw, speed, spread, view):
     if not isinstance(draw, MovingDraw):
         raise TypeError(f"draw must be a tokdyn.data.MovingDraw (from moving_draw), got {type(draw).__name__}")
     if np.ndim(draw.z) != 4 or np.shape(draw.place) != (np.shape(draw.z)[1], 2):
-        raise ValueError(f"draw has inconsistent shapes: place {np.shape(draw.place)}, z {np.shape(draw.z)}; "
-                         "expected (K, 2) and (F, K, P, 2)")
+        raise ValueError(
+            f"draw has inconsistent shapes: place {np.shape(draw.place)}, z {np.shape(draw.z)}; "
+            "expected (K, 2) and (F, K, P, 2)"
+        )
     _check_motion(speed, spread, view)
 
 
@@ -439,8 +457,9 @@ def _check_moving(key, n_frames, n_clusters, points_per_cluster, speed, spread, 
 
 
 @_checks.checked_jit(_check_moving, static_argnames=("n_frames", "n_clusters", "points_per_cluster"))
-def moving_clusters(key, n_frames: int, n_clusters: int, *, points_per_cluster: int = 50, speed=1.0, spread=0.5,
-                    view=10.0) -> MovingClusters:
+def moving_clusters(
+    key, n_frames: int, n_clusters: int, *, points_per_cluster: int = 50, speed=1.0, spread=0.5, view=10.0
+) -> MovingClusters:
     """A sequence of F frames of K Gaussian clusters in 2-D, each moving at constant velocity: two of
     them cross each other and one leaves the view, so that tokens tracking them meet an occlusion
     and an exit (the layout is on :doc:`/concepts/tracking`).

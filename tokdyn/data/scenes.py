@@ -29,8 +29,20 @@ import numpy as np
 from tokdyn import _checks
 from tokdyn.data.clusters import FLOAT_DTYPES, float_dtype  # noqa: F401  (the dtype argument's check)
 
-__all__ = ["SHAPES", "BACKGROUNDS", "Scenes", "sprite_scenes", "Rendered", "render", "background_image", "hsv_to_rgb",
-           "drawing_order", "check_shapes", "pixel_features", "flat_masks"]
+__all__ = [
+    "SHAPES",
+    "BACKGROUNDS",
+    "Scenes",
+    "sprite_scenes",
+    "Rendered",
+    "render",
+    "background_image",
+    "hsv_to_rgb",
+    "drawing_order",
+    "check_shapes",
+    "pixel_features",
+    "flat_masks",
+]
 
 # Each shape is a gauge g(u, v) (covered when g <= 1) of the offsets from the centre in units of
 # half the scale; names in a fixed order (the registry).
@@ -91,9 +103,24 @@ class Scenes:
     background: jax.Array
 
 
-def _check_scenes(key, n, *, size, min_objects, max_objects, shapes, scale, background, colour_saturation,
-                  colour_value, background_saturation, background_value, texture_amplitude, start,
-                  dtype=jnp.float32):
+def _check_scenes(
+    key,
+    n,
+    *,
+    size,
+    min_objects,
+    max_objects,
+    shapes,
+    scale,
+    background,
+    colour_saturation,
+    colour_value,
+    background_saturation,
+    background_value,
+    texture_amplitude,
+    start,
+    dtype=jnp.float32,
+):
     float_dtype(dtype)
     _checks.prng_key("key", key)
     _checks.positive_int("n", n)
@@ -102,10 +129,17 @@ def _check_scenes(key, n, *, size, min_objects, max_objects, shapes, scale, back
     _checks.positive_int("max_objects", max_objects)
     if min_objects > max_objects:
         raise ValueError(f"min_objects must be <= max_objects={max_objects}, got min_objects={min_objects}")
-    shapes = check_appearance(size=size, shapes=shapes, scale=scale, background=background,
-                              colour_saturation=colour_saturation, colour_value=colour_value,
-                              background_saturation=background_saturation, background_value=background_value,
-                              texture_amplitude=texture_amplitude)
+    shapes = check_appearance(
+        size=size,
+        shapes=shapes,
+        scale=scale,
+        background=background,
+        colour_saturation=colour_saturation,
+        colour_value=colour_value,
+        background_saturation=background_saturation,
+        background_value=background_value,
+        texture_amplitude=texture_amplitude,
+    )
     if _checks.on_host(scale):
         low = float(np.asarray(scale)[0])
         if max_objects * low**2 > 1.0:
@@ -113,15 +147,33 @@ def _check_scenes(key, n, *, size, min_objects, max_objects, shapes, scale, back
                 f"scale and max_objects ask for more objects than the canvas can hold: max_objects * scale[0]^2 "
                 f"must be <= 1 (the bounding boxes of max_objects objects of the smallest scale, "
                 f"{max_objects} x ({low:g} * {size})^2 pixels, must fit in the {size}^2-pixel canvas), got "
-                f"max_objects={max_objects}, scale={scale!r} ({max_objects * low**2:g})")
+                f"max_objects={max_objects}, scale={scale!r} ({max_objects * low**2:g})"
+            )
     _checks.start_index("start", start, "scene")
-    return dict(shapes=shapes, **_checks.host_arrays(
-        scale=scale, colour_saturation=colour_saturation, colour_value=colour_value,
-        background_saturation=background_saturation, background_value=background_value))
+    return dict(
+        shapes=shapes,
+        **_checks.host_arrays(
+            scale=scale,
+            colour_saturation=colour_saturation,
+            colour_value=colour_value,
+            background_saturation=background_saturation,
+            background_value=background_value,
+        ),
+    )
 
 
-def check_appearance(*, size: int, shapes, scale, background: str, colour_saturation, colour_value,
-                     background_saturation, background_value, texture_amplitude) -> tuple:
+def check_appearance(
+    *,
+    size: int,
+    shapes,
+    scale,
+    background: str,
+    colour_saturation,
+    colour_value,
+    background_saturation,
+    background_value,
+    texture_amplitude,
+) -> tuple:
     """Check the options that set how :func:`sprite_scenes`' and
     :func:`tokdyn.data.videos.sprite_videos`' objects and backgrounds look, before tracing:
     ``shapes`` (:func:`check_shapes`), ``background`` (one of :data:`BACKGROUNDS`), ``scale`` (a
@@ -134,10 +186,16 @@ def check_appearance(*, size: int, shapes, scale, background: str, colour_satura
     if _checks.on_host(scale):
         low = float(np.asarray(scale)[0])
         if low * size < 1.0:
-            raise ValueError(f"scale must give objects at least one pixel across: scale[0] * size >= 1, got "
-                             f"scale={scale!r} with size={size} ({low * size:g} pixels)")
-    for name, value in (("colour_saturation", colour_saturation), ("colour_value", colour_value),
-                        ("background_saturation", background_saturation), ("background_value", background_value)):
+            raise ValueError(
+                f"scale must give objects at least one pixel across: scale[0] * size >= 1, got "
+                f"scale={scale!r} with size={size} ({low * size:g} pixels)"
+            )
+    for name, value in (
+        ("colour_saturation", colour_saturation),
+        ("colour_value", colour_value),
+        ("background_saturation", background_saturation),
+        ("background_value", background_value),
+    ):
         _checks.interval_pair(name, value)
     if np.ndim(texture_amplitude) != 0:
         raise ValueError(f"texture_amplitude must be a scalar, got shape {np.shape(texture_amplitude)}")
@@ -168,7 +226,8 @@ def drawing_order(keys, present):
     order = jnp.where(present, keys, jnp.inf)  # (..., M) absent slots last
     slot = jnp.arange(M)
     before = (order[..., None, :] < order[..., :, None]) | (
-        (order[..., None, :] == order[..., :, None]) & (slot[None, :] < slot[:, None]))  # (..., j, k): k before j
+        (order[..., None, :] == order[..., :, None]) & (slot[None, :] < slot[:, None])
+    )  # (..., j, k): k before j
     return jnp.where(present, jnp.sum(before, axis=-1, dtype=jnp.int32), -1)
 
 
@@ -201,8 +260,9 @@ def background_image(base, waves, *, size: int, background: str = "plain", textu
     # cos(a + b) = cos a cos b - sin a sin b: separable, 4 K S transcendentals instead of K S^2.
     rows = jnp.concatenate([jnp.cos(a), jnp.sin(a)], axis=-2)  # (..., 2K, S)
     cols = jnp.concatenate([jnp.cos(b), -jnp.sin(b)], axis=-2) / _WAVES  # (..., 2K, S)
-    texture = jnp.einsum("...ki,...kj->...ij", rows, cols,
-                         precision=jax.lax.Precision.HIGHEST)  # (..., S, S) in [-1, 1]
+    texture = jnp.einsum(
+        "...ki,...kj->...ij", rows, cols, precision=jax.lax.Precision.HIGHEST
+    )  # (..., S, S) in [-1, 1]
     amplitude = jnp.asarray(texture_amplitude, jnp.float32)
     return jnp.clip(base[..., None, None, :] + amplitude * texture[..., None], 0.0, 1.0)  # (..., S, S, 3)
 
@@ -233,11 +293,18 @@ def _check_render(back, position, scale, shape, depth, present, colour, *, shape
     if np.ndim(position) < 2 or np.shape(position)[-1] != 2:
         raise ValueError(f"position must have shape (..., M, 2), got {np.shape(position)}")
     lead = np.shape(position)[:-1]  # (..., M)
-    for name, value, tail in (("scale", scale, ()), ("shape", shape, ()), ("depth", depth, ()),
-                              ("present", present, ()), ("colour", colour, (3,))):
+    for name, value, tail in (
+        ("scale", scale, ()),
+        ("shape", shape, ()),
+        ("depth", depth, ()),
+        ("present", present, ()),
+        ("colour", colour, (3,)),
+    ):
         if np.shape(value) != (*lead, *tail):
-            raise ValueError(f"{name} must have shape {(*lead, *tail)} to match position of shape "
-                             f"{np.shape(position)}, got {np.shape(value)}")
+            raise ValueError(
+                f"{name} must have shape {(*lead, *tail)} to match position of shape "
+                f"{np.shape(position)}, got {np.shape(value)}"
+            )
     for name, value in (("shape", shape), ("depth", depth)):
         if _checks.dtype_of(value).kind not in "iu":
             raise TypeError(f"{name} must be integer, got dtype {_checks.dtype_of(value)}")
@@ -247,8 +314,9 @@ def _check_render(back, position, scale, shape, depth, present, colour, *, shape
     try:
         np.broadcast_shapes(np.shape(back)[:-3], lead[:-1])
     except ValueError:
-        raise ValueError(f"back's leading shape {np.shape(back)[:-3]} must broadcast with the objects' "
-                         f"{lead[:-1]}") from None
+        raise ValueError(
+            f"back's leading shape {np.shape(back)[:-3]} must broadcast with the objects' {lead[:-1]}"
+        ) from None
     return dict(shapes=tuple(shapes))
 
 
@@ -338,7 +406,7 @@ def row_uniforms(key, n: int, start, *, max_objects: int, per_object: int, per_r
     index = jnp.asarray(start, jnp.int32) + jnp.arange(n, dtype=jnp.int32)  # (n,)
     keys = jax.vmap(jax.random.fold_in, (None, 0))(key, index)
     u = jax.vmap(lambda k: jax.random.uniform(k, (per_object * M + per_row,), jnp.float32))(keys)  # (n, R)
-    return u[:, : per_object * M].reshape(n, M, per_object), u[:, per_object * M:]
+    return u[:, : per_object * M].reshape(n, M, per_object), u[:, per_object * M :]
 
 
 @jax.tree_util.register_dataclass
@@ -366,8 +434,18 @@ class Objects:
     background: jax.Array
 
 
-def draw_objects(per_slot, per_row, *, min_objects: int, shapes: tuple, scale, colour_saturation, colour_value,
-                 background_saturation, background_value) -> Objects:
+def draw_objects(
+    per_slot,
+    per_row,
+    *,
+    min_objects: int,
+    shapes: tuple,
+    scale,
+    colour_saturation,
+    colour_value,
+    background_saturation,
+    background_value,
+) -> Objects:
     """The draws :func:`sprite_scenes` and :func:`tokdyn.data.videos.sprite_videos` share, from the
     uniforms of :func:`row_uniforms`: the number of objects, each slot's shape, scale, drawing
     order and colour, and the background's base colour. Pure and traceable.
@@ -401,12 +479,20 @@ def draw_objects(per_slot, per_row, *, min_objects: int, shapes: tuple, scale, c
     sat_range = jnp.concatenate([bg_sat[:, None], jnp.broadcast_to(sat[:, None], (2, M))], axis=1)  # (2, M+1)
     val_range = jnp.concatenate([bg_val[:, None], jnp.broadcast_to(val[:, None], (2, M))], axis=1)  # (2, M+1)
     table = hsv_to_rgb(hsv[..., 0], _between(hsv[..., 1], sat_range), _between(hsv[..., 2], val_range))
-    return Objects(n_objects=n_objects, present=present, shape=shape, scale=s, depth=depth, colour=table[:, 1:],
-                   background=table[:, 0])
+    return Objects(
+        n_objects=n_objects,
+        present=present,
+        shape=shape,
+        scale=s,
+        depth=depth,
+        colour=table[:, 1:],
+        background=table[:, 0],
+    )
 
 
-@_checks.checked_jit(_check_scenes,
-                     static_argnames=("n", "size", "min_objects", "max_objects", "shapes", "background", "dtype"))
+@_checks.checked_jit(
+    _check_scenes, static_argnames=("n", "size", "min_objects", "max_objects", "shapes", "background", "dtype")
+)
 def sprite_scenes(
     key: jax.Array,
     n: int,
@@ -452,17 +538,31 @@ def sprite_scenes(
     Returns:
       :class:`Scenes` with n rows and M = max_objects object slots.
     """
-    obj, scene = row_uniforms(key, n, start, max_objects=max_objects, per_object=_PER_OBJECT,
-                              per_row=_PER_SCENE)  # (n, M, 8), (n, 16)
-    o = draw_objects(obj, scene, min_objects=min_objects, shapes=shapes, scale=scale,
-                     colour_saturation=colour_saturation, colour_value=colour_value,
-                     background_saturation=background_saturation, background_value=background_value)
+    obj, scene = row_uniforms(
+        key, n, start, max_objects=max_objects, per_object=_PER_OBJECT, per_row=_PER_SCENE
+    )  # (n, M, 8), (n, 16)
+    o = draw_objects(
+        obj,
+        scene,
+        min_objects=min_objects,
+        shapes=shapes,
+        scale=scale,
+        colour_saturation=colour_saturation,
+        colour_value=colour_value,
+        background_saturation=background_saturation,
+        background_value=background_value,
+    )
     present, shape, s, colour = o.present, o.shape, o.scale, o.colour
     half = 0.5 * s
     position = half[..., None] + obj[..., 4:6] * (1.0 - s)[..., None]  # (n, M, 2) in [s/2, 1 - s/2]
 
-    back = background_image(o.background, scene[:, 4: 4 + 3 * _WAVES], size=size, background=background,
-                            texture_amplitude=texture_amplitude)  # (n, size, size, 3)
+    back = background_image(
+        o.background,
+        scene[:, 4 : 4 + 3 * _WAVES],
+        size=size,
+        background=background,
+        texture_amplitude=texture_amplitude,
+    )  # (n, size, size, 3)
     drawn = render(back, position, s, shape, o.depth, present, colour, shapes=shapes)
 
     absent = ~present
@@ -489,8 +589,10 @@ def _check_images(images):
         raise ValueError(f"images must have shape (H, W, 3) or (n, H, W, 3), got {np.shape(images)}")
     dtype = _checks.dtype_of(images)
     if dtype.kind != "f":
-        raise TypeError(f"images must be floating point with values in [0, 1], got dtype {dtype} "
-                        "(convert 8-bit images with images / 255)")
+        raise TypeError(
+            f"images must be floating point with values in [0, 1], got dtype {dtype} "
+            "(convert 8-bit images with images / 255)"
+        )
     if isinstance(images, np.ndarray):  # host data: values are free to check
         _checks.real("images", images, low=0.0, high=1.0)
 
@@ -506,8 +608,9 @@ def _check_features(images, *, position_scale, colour_scale, fourier_bands, dtyp
 
 
 @_checks.checked_jit(_check_features, static_argnames=("fourier_bands", "dtype"))
-def pixel_features(images: jax.Array, *, position_scale=1.0, colour_scale=1.0, fourier_bands: int = 0,
-                   dtype=jnp.float32) -> jax.Array:
+def pixel_features(
+    images: jax.Array, *, position_scale=1.0, colour_scale=1.0, fourier_bands: int = 0, dtype=jnp.float32
+) -> jax.Array:
     """Per-pixel feature vectors of images: the tokens of token dynamics, one per pixel.
 
     For pixel (i, j) of an H x W image, with ``y = (2 i + 1) / H - 1`` and ``x = (2 j + 1) / W - 1``
@@ -538,8 +641,11 @@ def pixel_features(images: jax.Array, *, position_scale=1.0, colour_scale=1.0, f
     parts = [pos]
     if fourier_bands:
         angle = (jnp.pi * 2.0 ** jnp.arange(fourier_bands, dtype=jnp.float32))[:, None, None] * pos  # (B, HW, 2)
-        parts.append(jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)  # (B, HW, 4)
-                     .transpose(1, 0, 2).reshape(H * W, 4 * fourier_bands))
+        parts.append(
+            jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)  # (B, HW, 4)
+            .transpose(1, 0, 2)
+            .reshape(H * W, 4 * fourier_bands)
+        )
     geometric = jnp.asarray(position_scale, jnp.float32) * jnp.concatenate(parts, axis=-1)  # (HW, 2 + 4B)
     colour = jnp.asarray(colour_scale, jnp.float32) * jnp.asarray(images, jnp.float32).reshape(*lead, H * W, 3)
     geometric = jnp.broadcast_to(geometric, (*lead, *geometric.shape))

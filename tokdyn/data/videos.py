@@ -104,11 +104,16 @@ def _check_simulate(position, velocity, scale, present=None, mass=None, *, frame
     if np.ndim(position) != 2 or np.shape(position)[-1] != 2:
         raise ValueError(f"position must have shape (M, 2) (one clip; vmap for more), got {np.shape(position)}")
     M = np.shape(position)[0]
-    for name, value, shape in (("velocity", velocity, (M, 2)), ("scale", scale, (M,)), ("present", present, (M,)),
-                               ("mass", mass, (M,))):
+    for name, value, shape in (
+        ("velocity", velocity, (M, 2)),
+        ("scale", scale, (M,)),
+        ("present", present, (M,)),
+        ("mass", mass, (M,)),
+    ):
         if value is not None and np.shape(value) != shape:
-            raise ValueError(f"{name} must have shape {shape} to match position of shape {(M, 2)}, got "
-                             f"{np.shape(value)}")
+            raise ValueError(
+                f"{name} must have shape {shape} to match position of shape {(M, 2)}, got {np.shape(value)}"
+            )
     for name, value in (("position", position), ("velocity", velocity), ("scale", scale), ("mass", mass)):
         if value is not None:
             _checks.finite_array(name, value)
@@ -131,7 +136,8 @@ def _check_simulate(position, velocity, scale, present=None, mass=None, *, frame
             raise ValueError(
                 f"position must keep every object's bounding box inside the arena [-margin, 1 + margin]^2 = "
                 f"[{-float(margin):g}, {1 + float(margin):g}]^2, i.e. each centre in [scale/2 - margin, 1 + margin "
-                f"- scale/2]; object {j} has position {pos[j].tolist()} and scale {2 * half[j, 0]:g}")
+                f"- scale/2]; object {j} has position {pos[j].tolist()} and scale {2 * half[j, 0]:g}"
+            )
 
 
 def _fold(x, v, lo, length, t):
@@ -164,8 +170,18 @@ def _collide(x, v, half, mass, present, pairs):
 
 
 @_checks.checked_jit(_check_simulate, static_argnames=("frames", "collisions", "substeps"))
-def simulate(position, velocity, scale, present=None, mass=None, *, frames: int, margin=0.0,
-             collisions: bool = False, substeps: int = 4):
+def simulate(
+    position,
+    velocity,
+    scale,
+    present=None,
+    mass=None,
+    *,
+    frames: int,
+    margin=0.0,
+    collisions: bool = False,
+    substeps: int = 4,
+):
     """The motion of one clip's objects: positions and velocities in every frame (:ref:`scenes-videos`
     has the arena, the walls and the collisions).
 
@@ -227,9 +243,30 @@ def simulate(position, velocity, scale, present=None, mass=None, *, frames: int,
 # ---------------------------------------------------------------------------------------------- videos
 
 
-def _check_videos(key, n, *, frames, size, min_objects, max_objects, shapes, scale, speed, margin, collisions,
-                  mass_exponent, substeps, background, colour_saturation, colour_value, background_saturation,
-                  background_value, texture_amplitude, start, dtype=jnp.float32):
+def _check_videos(
+    key,
+    n,
+    *,
+    frames,
+    size,
+    min_objects,
+    max_objects,
+    shapes,
+    scale,
+    speed,
+    margin,
+    collisions,
+    mass_exponent,
+    substeps,
+    background,
+    colour_saturation,
+    colour_value,
+    background_saturation,
+    background_value,
+    texture_amplitude,
+    start,
+    dtype=jnp.float32,
+):
     float_dtype(dtype)
     _checks.prng_key("key", key)
     _checks.positive_int("n", n)
@@ -239,10 +276,17 @@ def _check_videos(key, n, *, frames, size, min_objects, max_objects, shapes, sca
     _checks.positive_int("max_objects", max_objects, minimum=0)
     if min_objects > max_objects:
         raise ValueError(f"min_objects must be <= max_objects={max_objects}, got min_objects={min_objects}")
-    shapes = scenes.check_appearance(size=size, shapes=shapes, scale=scale, background=background,
-                                     colour_saturation=colour_saturation, colour_value=colour_value,
-                                     background_saturation=background_saturation, background_value=background_value,
-                                     texture_amplitude=texture_amplitude)
+    shapes = scenes.check_appearance(
+        size=size,
+        shapes=shapes,
+        scale=scale,
+        background=background,
+        colour_saturation=colour_saturation,
+        colour_value=colour_value,
+        background_saturation=background_saturation,
+        background_value=background_value,
+        texture_amplitude=texture_amplitude,
+    )
     _checks.interval_pair("speed", speed)
     _scalar("margin", margin, low=0.0)
     _check_flag("collisions", collisions)
@@ -255,11 +299,20 @@ def _check_videos(key, n, *, frames, size, min_objects, max_objects, shapes, sca
                 f"substeps={substeps} is too few for speed={speed!r} and scale={scale!r}: two objects may pass "
                 f"through each other between sub-steps. Need 2 * speed[1] / substeps <= scale[0] (the relative "
                 f"motion in a sub-step at most the smallest diameter): substeps >= "
-                f"{int(np.ceil(2.0 * fastest / smallest))}")
+                f"{int(np.ceil(2.0 * fastest / smallest))}"
+            )
     _checks.start_index("start", start, "video")
-    return dict(shapes=shapes, **_checks.host_arrays(
-        scale=scale, speed=speed, colour_saturation=colour_saturation, colour_value=colour_value,
-        background_saturation=background_saturation, background_value=background_value))
+    return dict(
+        shapes=shapes,
+        **_checks.host_arrays(
+            scale=scale,
+            speed=speed,
+            colour_saturation=colour_saturation,
+            colour_value=colour_value,
+            background_saturation=background_saturation,
+            background_value=background_value,
+        ),
+    )
 
 
 def _between(u, pair):
@@ -267,8 +320,21 @@ def _between(u, pair):
     return pair[0] + (pair[1] - pair[0]) * u
 
 
-@_checks.checked_jit(_check_videos, static_argnames=("n", "frames", "size", "min_objects", "max_objects", "shapes",
-                                                     "collisions", "substeps", "background", "dtype"))
+@_checks.checked_jit(
+    _check_videos,
+    static_argnames=(
+        "n",
+        "frames",
+        "size",
+        "min_objects",
+        "max_objects",
+        "shapes",
+        "collisions",
+        "substeps",
+        "background",
+        "dtype",
+    ),
+)
 def sprite_videos(
     key: jax.Array,
     n: int,
@@ -331,26 +397,46 @@ def sprite_videos(
     S, F = size, frames
     f32 = jnp.float32
     speed, margin = jnp.asarray(speed, f32), jnp.asarray(margin, f32)
-    obj, video = scenes.row_uniforms(key, n, start, max_objects=max_objects, per_object=_PER_OBJECT,
-                                     per_row=_PER_VIDEO)  # (n, M, 10), (n, 16)
-    o = scenes.draw_objects(obj, video, min_objects=min_objects, shapes=shapes, scale=scale,
-                            colour_saturation=colour_saturation, colour_value=colour_value,
-                            background_saturation=background_saturation, background_value=background_value)
+    obj, video = scenes.row_uniforms(
+        key, n, start, max_objects=max_objects, per_object=_PER_OBJECT, per_row=_PER_VIDEO
+    )  # (n, M, 10), (n, 16)
+    o = scenes.draw_objects(
+        obj,
+        video,
+        min_objects=min_objects,
+        shapes=shapes,
+        scale=scale,
+        colour_saturation=colour_saturation,
+        colour_value=colour_value,
+        background_saturation=background_saturation,
+        background_value=background_value,
+    )
     present, shape, s, depth, colour = o.present, o.shape, o.scale, o.depth, o.colour
     position = (0.5 * s - margin)[..., None] + obj[..., 4:6] * (1.0 + 2.0 * margin - s)[..., None]  # (n, M, 2)
     angle = 2.0 * jnp.pi * obj[..., 9]  # (n, M)
     velocity = _between(obj[..., 8], speed)[..., None] * jnp.stack([jnp.sin(angle), jnp.cos(angle)], axis=-1)
     mass = s ** jnp.asarray(mass_exponent, f32)  # (n, M)
-    positions, velocities = jax.vmap(lambda x, v, sc, p, m: simulate(
-        x, v, sc, p, m, frames=F, margin=margin, collisions=collisions, substeps=substeps))(
-        position, velocity, s, present, mass)  # (n, F, M, 2) each
-    back = scenes.background_image(o.background, video[:, 4:13], size=S, background=background,
-                                   texture_amplitude=texture_amplitude)  # (n, S, S, 3)
+    positions, velocities = jax.vmap(
+        lambda x, v, sc, p, m: simulate(
+            x, v, sc, p, m, frames=F, margin=margin, collisions=collisions, substeps=substeps
+        )
+    )(position, velocity, s, present, mass)  # (n, F, M, 2) each
+    back = scenes.background_image(
+        o.background, video[:, 4:13], size=S, background=background, texture_amplitude=texture_amplitude
+    )  # (n, S, S, 3)
 
     # Frames: every frame's objects drawn at once, (n, F, ...).
     per_frame = lambda a: jnp.broadcast_to(a[:, None], (n, F, *a.shape[1:]))  # noqa: E731
-    drawn = scenes.render(back[:, None], positions, per_frame(s), per_frame(shape), per_frame(depth),
-                          per_frame(present), per_frame(colour), shapes=shapes)
+    drawn = scenes.render(
+        back[:, None],
+        positions,
+        per_frame(s),
+        per_frame(shape),
+        per_frame(depth),
+        per_frame(present),
+        per_frame(colour),
+        shapes=shapes,
+    )
 
     absent = ~present
     gone = absent[:, None, :, None]  # (n, 1, M, 1)

@@ -154,14 +154,20 @@ class Result:
     injected: Optional[jax.Array]
 
 
-def _one(key, apply_fn, params, inst, cfg: Config, hparams: Hparams, latent_positions, answer_position,
-         patch_positions):
+def _one(
+    key, apply_fn, params, inst, cfg: Config, hparams: Hparams, latent_positions, answer_position, patch_positions
+):
     """Optimise the latents of one instance (a batch of one)."""
-    score = lambda out: confidence(out.logits[0], reward=cfg.reward, top_k=cfg.top_k,
-                                   latent_positions=latent_positions, answer_position=answer_position)
+    score = lambda out: confidence(
+        out.logits[0],
+        reward=cfg.reward,
+        top_k=cfg.top_k,
+        latent_positions=latent_positions,
+        answer_position=answer_position,
+    )
     start = apply_fn(params, inst)
     lat0 = start.latents  # (1, L, D)
-    s = jnp.sqrt(jnp.mean(lat0 ** 2)) + 1e-12  # the embedding scale
+    s = jnp.sqrt(jnp.mean(lat0**2)) + 1e-12  # the embedding scale
     n_patch = len(patch_positions)
 
     def run(u, v):  # u: latents in units of s, v: (P,) injected patches -> (reward, answer, outputs)
@@ -171,9 +177,13 @@ def _one(key, apply_fn, params, inst, cfg: Config, hparams: Hparams, latent_posi
 
     candidates = lambda out: attended_patches(out.attention[0], latent_positions, patch_positions, cfg.top_m)
 
-    opt = es.maximiser(lambda u, v: run(u, v)[0], optax.sgd(hparams.learning_rate),
-                       sigma=lambda t: hparams.sigma * hparams.sigma_decay ** t, n_pairs=cfg.n_pairs,
-                       estimator=cfg.estimator)
+    opt = es.maximiser(
+        lambda u, v: run(u, v)[0],
+        optax.sgd(hparams.learning_rate),
+        sigma=lambda t: hparams.sigma * hparams.sigma_decay**t,
+        n_pairs=cfg.n_pairs,
+        estimator=cfg.estimator,
+    )
 
     def body(carry, k):
         state, v, best = carry
@@ -190,15 +200,35 @@ def _one(key, apply_fn, params, inst, cfg: Config, hparams: Hparams, latent_posi
     reward0, answer0 = score(start), jnp.argmax(start.logits[0, answer_position])
     r0, a0 = (reward0, answer0) if cfg.inject != "all" else run(u0, v0)[:2]  # the start as first best
     (_, _, (u_best, r_best, a_best, v_best)), (rewards, nans) = jax.lax.scan(
-        body, (opt.init(u0), v0, (u0, r0, a0, v0)), jax.random.split(key, cfg.n_iters))
-    return Result(latents_before=lat0[0], latents_best=u_best[0] * s, reward_before=reward0,
-                  reward_best=r_best, answer_before=answer0, answer_best=a_best, rewards=rewards, n_nan=jnp.sum(nans),
-                  injected=None if cfg.inject == "none" else v_best)
+        body, (opt.init(u0), v0, (u0, r0, a0, v0)), jax.random.split(key, cfg.n_iters)
+    )
+    return Result(
+        latents_before=lat0[0],
+        latents_best=u_best[0] * s,
+        reward_before=reward0,
+        reward_best=r_best,
+        answer_before=answer0,
+        answer_best=a_best,
+        rewards=rewards,
+        n_nan=jnp.sum(nans),
+        injected=None if cfg.inject == "none" else v_best,
+    )
 
 
-def optimise(key: jax.Array, apply_fn: Callable, params, batch, cfg: Config = Config(), hparams: Hparams = Hparams(),
-             *, latent_positions, answer_position: int, patch_positions=(), index=None,
-             chunk: Optional[int] = 4) -> Result:
+def optimise(
+    key: jax.Array,
+    apply_fn: Callable,
+    params,
+    batch,
+    cfg: Config = Config(),
+    hparams: Hparams = Hparams(),
+    *,
+    latent_positions,
+    answer_position: int,
+    patch_positions=(),
+    index=None,
+    chunk: Optional[int] = 4,
+) -> Result:
     """Optimise the latents of every instance of ``batch`` (leading axis B), vmapped.
 
     Args:
@@ -225,7 +255,9 @@ def optimise(key: jax.Array, apply_fn: Callable, params, batch, cfg: Config = Co
     cfg.validate()
     hparams.validate()
     if not callable(apply_fn):
-        raise TypeError(f"apply_fn must be a model's apply(params, batch, *, latents=None), got {type(apply_fn).__name__}")
+        raise TypeError(
+            f"apply_fn must be a model's apply(params, batch, *, latents=None), got {type(apply_fn).__name__}"
+        )
     positions = tuple(int(p) for p in latent_positions)
     if not positions and cfg.reward != "answer":
         raise ValueError(f"latent_positions must name at least one position for reward={cfg.reward!r}, got ()")
@@ -234,8 +266,10 @@ def optimise(key: jax.Array, apply_fn: Callable, params, batch, cfg: Config = Co
         if not patches:
             raise ValueError(f"patch_positions must name the image patches for inject={cfg.inject!r}, got ()")
         if cfg.inject == "best" and not positions:
-            raise ValueError("latent_positions must name at least one position for inject='best' (their "
-                             "attention picks the patches), got ()")
+            raise ValueError(
+                "latent_positions must name at least one position for inject='best' (their "
+                "attention picks the patches), got ()"
+            )
         try:
             takes = "inject" in inspect.signature(apply_fn).parameters
         except (TypeError, ValueError):
@@ -244,23 +278,45 @@ def optimise(key: jax.Array, apply_fn: Callable, params, batch, cfg: Config = Co
             raise TypeError(f"apply_fn must take inject= (a mask over the image patches) for inject={cfg.inject!r}")
     uses = ("latents",) + ((("latents", "inject"),) if cfg.inject != "none" else ())
     dims = protocol.check_apply(
-        apply_fn, params, batch, uses=uses, n_inject=len(patches), need_latents="the latent optimiser",
+        apply_fn,
+        params,
+        batch,
+        uses=uses,
+        n_inject=len(patches),
+        need_latents="the latent optimiser",
         positions={"latent_positions": positions, "answer_position": answer_position, "patch_positions": patches},
-        arrays={} if index is None else {"index": (index, ("B",))})
+        arrays={} if index is None else {"index": (index, ("B",))},
+    )
     cfg.validate(None if cfg.reward == "answer" else dims.vocab)
     n = dims.batch
     index = jnp.arange(n) if index is None else jnp.asarray(index)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
-    one = lambda k, inst: _one(k, apply_fn, params, jax.tree_util.tree_map(lambda a: a[None], inst), cfg,
-                               hparams, positions, answer_position, patches)
+    one = lambda k, inst: _one(
+        k,
+        apply_fn,
+        params,
+        jax.tree_util.tree_map(lambda a: a[None], inst),
+        cfg,
+        hparams,
+        positions,
+        answer_position,
+        patches,
+    )
     if chunk is not None:
         _checks.positive_int("chunk", chunk)
         return jax.lax.map(lambda kb: one(*kb), (keys, batch), batch_size=min(chunk, n))
     return jax.vmap(one)(keys, batch)
 
 
-def make(apply_fn: Callable, cfg: Config, *, latent_positions, answer_position: int, patch_positions=(),
-         chunk: Optional[int] = 4) -> Callable:
+def make(
+    apply_fn: Callable,
+    cfg: Config,
+    *,
+    latent_positions,
+    answer_position: int,
+    patch_positions=(),
+    chunk: Optional[int] = 4,
+) -> Callable:
     """``jit(optimise)`` for one model and config: ``f(key, params, batch, hparams, index) -> Result``,
     compiled once per batch shape, ``hparams`` traced, ``index`` (B,) the instances' ids (or None).
 
@@ -278,9 +334,21 @@ def make(apply_fn: Callable, cfg: Config, *, latent_positions, answer_position: 
     cfg.validate()
     positions = tuple(int(p) for p in latent_positions)
     patches = tuple(int(p) for p in patch_positions)
-    return jax.jit(lambda key, params, batch, hparams, index: optimise(
-        key, apply_fn, params, batch, cfg, hparams, latent_positions=positions, answer_position=answer_position,
-        patch_positions=patches, index=index, chunk=chunk))
+    return jax.jit(
+        lambda key, params, batch, hparams, index: optimise(
+            key,
+            apply_fn,
+            params,
+            batch,
+            cfg,
+            hparams,
+            latent_positions=positions,
+            answer_position=answer_position,
+            patch_positions=patches,
+            index=index,
+            chunk=chunk,
+        )
+    )
 
 
 def random_latents(key: jax.Array, latents: jax.Array) -> jax.Array:

@@ -46,8 +46,9 @@ def token_logprobs(apply_fn: Callable, params, batch, *, positions, tokens) -> j
     positions = np.asarray(positions, int)
     if jnp.shape(tokens)[-1:] != positions.shape:
         raise ValueError(f"tokens must have one column per position ({positions.size}), got shape {jnp.shape(tokens)}")
-    dims = protocol.check_apply(apply_fn, params, batch, positions={"positions": positions},
-                                arrays={"tokens": (tokens, ("B", positions.size))})
+    dims = protocol.check_apply(
+        apply_fn, params, batch, positions={"positions": positions}, arrays={"tokens": (tokens, ("B", positions.size))}
+    )
     if _checks.on_host(tokens):
         _checks.real("tokens", np.asarray(tokens), low=0, high=dims.vocab - 1)
     lp = jax.nn.log_softmax(apply_fn(params, batch).logits[:, positions])  # (B, n, V)
@@ -70,8 +71,9 @@ def scores(apply_fn: Callable, params, batch, perturbed, *, positions, tokens) -
       (B, n) scores; a token is image-dependent when its score exceeds a chosen threshold.
     """
     protocol.check_apply(apply_fn, params, batch, batches={"perturbed": perturbed})
-    return (token_logprobs(apply_fn, params, batch, positions=positions, tokens=tokens)
-            - token_logprobs(apply_fn, params, perturbed, positions=positions, tokens=tokens))
+    return token_logprobs(apply_fn, params, batch, positions=positions, tokens=tokens) - token_logprobs(
+        apply_fn, params, perturbed, positions=positions, tokens=tokens
+    )
 
 
 def generated_positions(layout) -> np.ndarray:

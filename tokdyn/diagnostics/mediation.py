@@ -67,8 +67,9 @@ def shift(a: jax.Array, b: jax.Array) -> Shift:
     return Shift(1.0 - cos, rel)
 
 
-def input_to_latent(apply_fn: Callable, params, batch, perturbed, *, positions=(), layer: int = -1,
-                    intervene: Optional[Callable] = None) -> dict:
+def input_to_latent(
+    apply_fn: Callable, params, batch, perturbed, *, positions=(), layer: int = -1, intervene: Optional[Callable] = None
+) -> dict:
     """How far the fed-back latents, and the states at ``positions``, move when ``batch`` becomes
     ``perturbed``.
 
@@ -86,9 +87,16 @@ def input_to_latent(apply_fn: Callable, params, batch, perturbed, *, positions=(
       (B, len(positions)) fields, when ``positions`` is given.
     """
     positions = _positions("positions", positions)
-    protocol.check_apply(apply_fn, params, batch, uses=() if intervene is None else ("intervene",),
-                         positions={"positions": positions}, layer=layer, batches={"perturbed": perturbed},
-                         reads_hidden=bool(positions))
+    protocol.check_apply(
+        apply_fn,
+        params,
+        batch,
+        uses=() if intervene is None else ("intervene",),
+        positions={"positions": positions},
+        layer=layer,
+        batches={"perturbed": perturbed},
+        reads_hidden=bool(positions),
+    )
     a = apply_fn(params, batch)
     b = apply_fn(params, perturbed) if intervene is None else apply_fn(params, perturbed, intervene=intervene)
     out = {"latents": shift(a.latents, b.latents)}
@@ -108,7 +116,7 @@ def noise_at(key: jax.Array, positions, sigma) -> Callable:
 
     def edit(x):
         e = x[:, idx]
-        rms = jnp.sqrt(jnp.mean(e ** 2, (1, 2), keepdims=True))
+        rms = jnp.sqrt(jnp.mean(e**2, (1, 2), keepdims=True))
         return x.at[:, idx].add(sigma * rms * jax.random.normal(key, e.shape, e.dtype))
 
     return edit
@@ -141,16 +149,20 @@ def interventions(key: jax.Array, latents: jax.Array, kinds=INTERVENTIONS, *, ot
     if jnp.ndim(latents) != 3:
         raise ValueError(f"latents must be (B, L, D), got shape {jnp.shape(latents)}")
     if "other" in kinds and (other is None or jnp.shape(other) != jnp.shape(latents)):
-        raise ValueError(f"other must be latents of the latents' shape {jnp.shape(latents)} for the 'other' "
-                         f"intervention, got {None if other is None else jnp.shape(other)}")
+        raise ValueError(
+            f"other must be latents of the latents' shape {jnp.shape(latents)} for the 'other' "
+            f"intervention, got {None if other is None else jnp.shape(other)}"
+        )
     k_noise, k_swap, k_const = jax.random.split(key, 3)
-    rms = jnp.sqrt(jnp.mean(latents ** 2, (1, 2), keepdims=True))  # (B, 1, 1)
+    rms = jnp.sqrt(jnp.mean(latents**2, (1, 2), keepdims=True))  # (B, 1, 1)
     make = {
         "zeros": lambda: jnp.zeros_like(latents),
         "noise": lambda: jax.random.normal(k_noise, latents.shape, latents.dtype) * rms,
         "mean": lambda: jnp.broadcast_to(jnp.mean(latents, 0, keepdims=True), latents.shape),
-        "constant": lambda: jnp.broadcast_to(jax.random.normal(k_const, latents.shape[-1:], latents.dtype)
-                                             * jnp.sqrt(jnp.mean(latents ** 2)), latents.shape),
+        "constant": lambda: jnp.broadcast_to(
+            jax.random.normal(k_const, latents.shape[-1:], latents.dtype) * jnp.sqrt(jnp.mean(latents**2)),
+            latents.shape,
+        ),
         "swap": lambda: latents[swap_permutation(k_swap, latents.shape[0])],
         "other": lambda: jnp.asarray(other, latents.dtype),
     }
@@ -169,8 +181,18 @@ class Effects(NamedTuple):
     correct_before: jax.Array
 
 
-def latent_effects(key: jax.Array, apply_fn: Callable, params, batch, *, answer_position: int, answers=None,
-                   kinds=INTERVENTIONS, other=None, chunk: Optional[int] = 16) -> Effects:
+def latent_effects(
+    key: jax.Array,
+    apply_fn: Callable,
+    params,
+    batch,
+    *,
+    answer_position: int,
+    answers=None,
+    kinds=INTERVENTIONS,
+    other=None,
+    chunk: Optional[int] = 16,
+) -> Effects:
     """The effects on the answer of replacing the model's latents by each intervention. Pure: jit or vmap
     it with ``apply_fn``, ``answer_position``, ``kinds`` and ``chunk`` static. The reference pass feeds
     the model its own latents through the same program, so an answer that ignores its latents shows
@@ -217,20 +239,41 @@ def latent_effects(key: jax.Array, apply_fn: Callable, params, batch, *, answer_
     else:
         correct, before = (a == answers).astype(lp.dtype), (a0 == answers).astype(lp.dtype)
     changed = jnp.any(repl != base.latents[None], (2, 3))
-    return Effects(flipped=(a != a0).astype(lp.dtype), correct=correct, kl=jnp.maximum(kl, 0.0), changed=changed,
-                   correct_before=before)
+    return Effects(
+        flipped=(a != a0).astype(lp.dtype),
+        correct=correct,
+        kl=jnp.maximum(kl, 0.0),
+        changed=changed,
+        correct_before=before,
+    )
 
 
 def _check_effects(apply_fn, params, batch, answer_position, answers, kinds, other):
     arrays = {} if answers is None else {"answers": (answers, ("B",))}
     if "other" in kinds:
         arrays["other"] = (other, ("B", "L", "D"), "(latents) for the 'other' intervention")
-    protocol.check_apply(apply_fn, params, batch, uses=("latents",), positions={"answer_position": answer_position},
-                         need_latents="latent interventions", arrays=arrays)
+    protocol.check_apply(
+        apply_fn,
+        params,
+        batch,
+        uses=("latents",),
+        positions={"answer_position": answer_position},
+        need_latents="latent interventions",
+        arrays=arrays,
+    )
 
 
-def latent_to_answer(key: jax.Array, apply_fn: Callable, params, batch, *, answer_position: int, answers=None,
-                     kinds=INTERVENTIONS, other=None) -> Effects:
+def latent_to_answer(
+    key: jax.Array,
+    apply_fn: Callable,
+    params,
+    batch,
+    *,
+    answer_position: int,
+    answers=None,
+    kinds=INTERVENTIONS,
+    other=None,
+) -> Effects:
     """:func:`latent_effects`, compiled, after checking the arguments.
 
     Args:
@@ -251,18 +294,25 @@ def latent_to_answer(key: jax.Array, apply_fn: Callable, params, batch, *, answe
     """
     _checks.prng_key("key", key)
     if not callable(apply_fn):
-        raise TypeError(f"apply_fn must be a model's apply(params, batch, *, latents=None), got {type(apply_fn).__name__}")
+        raise TypeError(
+            f"apply_fn must be a model's apply(params, batch, *, latents=None), got {type(apply_fn).__name__}"
+        )
     kinds = _kinds("kinds", kinds, INTERVENTIONS)
     if "other" in kinds and other is None:
         raise ValueError("other must be given (latents (B, L, D)) for the 'other' intervention, got None")
     _check_effects(apply_fn, params, batch, answer_position, answers, kinds, other)
-    f = jax.jit(lambda k, p, b, a, o: latent_effects(k, apply_fn, p, b, answer_position=int(answer_position),
-                                                     answers=a, kinds=kinds, other=o))
+    f = jax.jit(
+        lambda k, p, b, a, o: latent_effects(
+            k, apply_fn, p, b, answer_position=int(answer_position), answers=a, kinds=kinds, other=o
+        )
+    )
     eff = f(key, params, batch, answers, other)
     idle = [k for k, c in zip(kinds, np.asarray(eff.changed).any(-1)) if not c]
     if idle:
-        raise ValueError(f"interventions {idle} left every instance's latents unchanged: they would measure "
-                         "nothing (does the model have latents? are they all zero or all equal?)")
+        raise ValueError(
+            f"interventions {idle} left every instance's latents unchanged: they would measure "
+            "nothing (does the model have latents? are they all zero or all equal?)"
+        )
     return eff
 
 
@@ -274,8 +324,20 @@ def _replace(positions, values):  # values (B, n, D) -> intervene function
     return lambda x: x.at[:, idx].set(values.astype(x.dtype))
 
 
-def decompose(key: jax.Array, apply_fn: Callable, params, batch, *, slots, markers, answer_position: int,
-              answers, length: int, settings=SETTINGS, format_embedding=None) -> jax.Array:
+def decompose(
+    key: jax.Array,
+    apply_fn: Callable,
+    params,
+    batch,
+    *,
+    slots,
+    markers,
+    answer_position: int,
+    answers,
+    length: int,
+    settings=SETTINGS,
+    format_embedding=None,
+) -> jax.Array:
     """Correctness of the answer under each setting of :data:`SETTINGS` (pure; jit it with the positions
     static). The slots' inputs are read from ``Outputs.hidden[:, 0]``, the input embeddings.
 
@@ -296,19 +358,30 @@ def decompose(key: jax.Array, apply_fn: Callable, params, batch, *, slots, marke
       (K, B) float32: 1 where the answer is correct.
     """
     settings = check_decompose(settings, slots, markers, length, format_embedding)
-    uses = (("intervene",) if {"format_only", "slots_noise", "slots_mean", "slots_zeros"} & set(settings) else ()) \
-        + (("drop",) if {"markers_only", "no_block"} & set(settings) else ())
+    uses = (("intervene",) if {"format_only", "slots_noise", "slots_mean", "slots_zeros"} & set(settings) else ()) + (
+        ("drop",) if {"markers_only", "no_block"} & set(settings) else ()
+    )
     arrays = {"answers": (answers, ("B",))}
     if "format_only" in settings:
-        arrays["format_embedding"] = (format_embedding, (len(markers) + len(slots), "D"),
-                                      "(the markers' then the slots' inputs) for 'format_only'")
-    protocol.check_apply(apply_fn, params, batch, uses=uses, length=length, arrays=arrays,
-                         positions={"slots": slots, "markers": markers, "answer_position": answer_position},
-                         reads_hidden="intervene" in uses)
+        arrays["format_embedding"] = (
+            format_embedding,
+            (len(markers) + len(slots), "D"),
+            "(the markers' then the slots' inputs) for 'format_only'",
+        )
+    protocol.check_apply(
+        apply_fn,
+        params,
+        batch,
+        uses=uses,
+        length=length,
+        arrays=arrays,
+        positions={"slots": slots, "markers": markers, "answer_position": answer_position},
+        reads_hidden="intervene" in uses,
+    )
     base = apply_fn(params, batch)
     b = base.logits.shape[0]
     inputs = base.hidden[:, 0, jnp.asarray(slots)]  # (B, L, D) the slots' input embeddings
-    rms = jnp.sqrt(jnp.mean(inputs ** 2, (1, 2), keepdims=True))
+    rms = jnp.sqrt(jnp.mean(inputs**2, (1, 2), keepdims=True))
     block = tuple(markers) + tuple(slots)
 
     def dropped(pos):
@@ -324,13 +397,16 @@ def decompose(key: jax.Array, apply_fn: Callable, params, batch, *, slots, marke
         if setting == "format_only":
             fmt = jnp.broadcast_to(jnp.asarray(format_embedding), (b, len(block), inputs.shape[-1]))
             return apply_fn(params, batch, intervene=_replace(block, fmt))
-        values = {"slots_noise": jax.random.normal(key, inputs.shape, inputs.dtype) * rms,
-                  "slots_mean": jnp.broadcast_to(jnp.mean(inputs, 0, keepdims=True), inputs.shape),
-                  "slots_zeros": jnp.zeros_like(inputs)}[setting]
+        values = {
+            "slots_noise": jax.random.normal(key, inputs.shape, inputs.dtype) * rms,
+            "slots_mean": jnp.broadcast_to(jnp.mean(inputs, 0, keepdims=True), inputs.shape),
+            "slots_zeros": jnp.zeros_like(inputs),
+        }[setting]
         return apply_fn(params, batch, intervene=_replace(slots, values))
 
     return jnp.stack([(jnp.argmax(run(s).logits[:, answer_position], -1) == answers) for s in settings]).astype(
-        jnp.float32)
+        jnp.float32
+    )
 
 
 def check_decompose(settings, slots, markers, length: int, format_embedding=None) -> tuple:
@@ -352,13 +428,17 @@ def check_decompose(settings, slots, markers, length: int, format_embedding=None
     settings = _kinds("settings", settings, SETTINGS)
     slots, markers = _positions("slots", slots, length), _positions("markers", markers, length)
     if not slots:
-        raise ValueError("slots must name the latent block's slot positions (a model without a latent block has "
-                         "nothing to decompose), got ()")
+        raise ValueError(
+            "slots must name the latent block's slot positions (a model without a latent block has "
+            "nothing to decompose), got ()"
+        )
     if "format_only" in settings:
         want = (len(markers) + len(slots),)
         if format_embedding is None or jnp.shape(format_embedding)[:1] != want:
-            raise ValueError(f"format_embedding must have {want[0]} rows (markers then slots) for 'format_only', "
-                             f"got {None if format_embedding is None else jnp.shape(format_embedding)}")
+            raise ValueError(
+                f"format_embedding must have {want[0]} rows (markers then slots) for 'format_only', "
+                f"got {None if format_embedding is None else jnp.shape(format_embedding)}"
+            )
     return settings
 
 

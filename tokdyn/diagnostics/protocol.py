@@ -55,8 +55,10 @@ def as_positions(name: str, value, length: Optional[int] = None) -> tuple:
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be sequence positions (Python ints: static), got {value!r}") from None
     if length is not None and any(not 0 <= p < length for p in out):
-        raise ValueError(f"{name} must name positions in [0, {length}) (the sequence length T), "
-                         f"got {list(out) if np.ndim(value) else out[0]}")
+        raise ValueError(
+            f"{name} must name positions in [0, {length}) (the sequence length T), "
+            f"got {list(out) if np.ndim(value) else out[0]}"
+        )
     return out
 
 
@@ -79,8 +81,10 @@ def _layout(out, b_batch: Optional[int], what: str) -> Dims:
     """The dims of one output, after checking it against the protocol."""
     missing = [f for f in FIELDS if not hasattr(out, f)]
     if missing:
-        raise TypeError(f"{what} must return Outputs(logits, hidden, attention, latents) "
-                        f"(tokdyn.models.latent.model.Outputs), got {type(out).__name__} without {missing}")
+        raise TypeError(
+            f"{what} must return Outputs(logits, hidden, attention, latents) "
+            f"(tokdyn.models.latent.model.Outputs), got {type(out).__name__} without {missing}"
+        )
     for f in FIELDS:
         v = getattr(out, f)
         if not (hasattr(v, "shape") and hasattr(v, "dtype")):
@@ -92,8 +96,9 @@ def _layout(out, b_batch: Optional[int], what: str) -> Dims:
         raise ValueError(f"{what}.logits must be (B, T, V), got shape {lg}")
     b, t, v = lg
     if b_batch is not None and b != b_batch:
-        raise ValueError(f"{what}.logits must be (B, T, V) with B = {b_batch} (the batch's leading axis), "
-                         f"got shape {lg}")
+        raise ValueError(
+            f"{what}.logits must be (B, T, V) with B = {b_batch} (the batch's leading axis), got shape {lg}"
+        )
     # the attention's layer count, when it is otherwise well formed, says how many entries hidden needs
     n_att = at[1] if len(at) == 5 and at[0] == b and at[3] == t and at[4] == t else None
     entries = "n_layers + 1 >= 2" if n_att is None else f"n_layers + 1 = {n_att + 1}"
@@ -103,22 +108,32 @@ def _layout(out, b_batch: Optional[int], what: str) -> Dims:
         if len(hd) == 4 and n_att is not None and hd[1] == n_att:
             hint = ": n_layers entries, one short (is the input embeddings' entry hidden[:, 0] missing?)"
         elif len(hd) == 4 and n_att is not None and hd[1] == n_att + 2:
-            hint = (": one entry too many (hidden[:, -1] is the last block's output; the final LayerNorm state "
-                    "is no entry of hidden)")
-        raise ValueError(f"{what}.hidden must be (B, n_layers + 1, T, D) = ({b}, {entries}, {t}, D): hidden[:, 0] "
-                         f"the input embeddings, then the output of each block (B and T those of the logits "
-                         f"{lg}{layers}), got shape {hd}{hint}")
+            hint = (
+                ": one entry too many (hidden[:, -1] is the last block's output; the final LayerNorm state "
+                "is no entry of hidden)"
+            )
+        raise ValueError(
+            f"{what}.hidden must be (B, n_layers + 1, T, D) = ({b}, {entries}, {t}, D): hidden[:, 0] "
+            f"the input embeddings, then the output of each block (B and T those of the logits "
+            f"{lg}{layers}), got shape {hd}{hint}"
+        )
     n, d = hd[1] - 1, hd[3]
     if n_att is not None and n_att != n:
-        raise ValueError(f"{what}.hidden (B, n_layers + 1, T, D) and {what}.attention (B, n_layers, H, T, T) must "
-                         f"have the same n_layers, got hidden {hd} (n_layers = {n}: the input embeddings and {n} "
-                         f"blocks) and attention {at} (n_layers = {n_att})")
+        raise ValueError(
+            f"{what}.hidden (B, n_layers + 1, T, D) and {what}.attention (B, n_layers, H, T, T) must "
+            f"have the same n_layers, got hidden {hd} (n_layers = {n}: the input embeddings and {n} "
+            f"blocks) and attention {at} (n_layers = {n_att})"
+        )
     if n_att is None:
-        raise ValueError(f"{what}.attention must be (B, n_layers, H, T, T) = ({b}, {n}, H, {t}, {t}) "
-                         f"(n_layers from hidden {hd}), got shape {at}")
+        raise ValueError(
+            f"{what}.attention must be (B, n_layers, H, T, T) = ({b}, {n}, H, {t}, {t}) "
+            f"(n_layers from hidden {hd}), got shape {at}"
+        )
     if len(lt) != 3 or lt[0] != b or lt[2] != d:
-        raise ValueError(f"{what}.latents must be (B, L, D) = ({b}, L, {d}) (D from hidden {hd}; L = 0 for a "
-                         f"model without latents), got shape {lt}")
+        raise ValueError(
+            f"{what}.latents must be (B, L, D) = ({b}, L, {d}) (D from hidden {hd}; L = 0 for a "
+            f"model without latents), got shape {lt}"
+        )
     return Dims(b, t, v, n, at[2], d, lt[1])
 
 
@@ -127,8 +142,10 @@ def _apply(apply_fn, params, batch, kwargs: dict, what: str):
         return apply_fn(params, batch, **kwargs)
     except TypeError as e:
         if kwargs and "keyword" in str(e):
-            raise TypeError(f"apply_fn must take {', '.join(f'{k}=' for k in kwargs)} for this diagnostic "
-                            f"(the protocol {_PROTOCOL}); {what} raised: {e}") from e
+            raise TypeError(
+                f"apply_fn must take {', '.join(f'{k}=' for k in kwargs)} for this diagnostic "
+                f"(the protocol {_PROTOCOL}); {what} raised: {e}"
+            ) from e
         e.add_note(f"(raised by {what} while tokdyn.diagnostics checked the apply protocol with jax.eval_shape)")
         raise
     except Exception as e:
@@ -146,8 +163,10 @@ def _probe(apply_fn, params, batch, calls: tuple, n_inject: int, need_latents: s
         base = _layout(out, b_batch, "apply_fn(params, batch)")
         found.append(base)
         if need_latents and base.latents == 0:
-            raise ValueError(f"apply_fn(params, batch).latents must be (B, L, D) with L >= 1 for {need_latents}, "
-                             f"got L = 0 (a model without latents)")
+            raise ValueError(
+                f"apply_fn(params, batch).latents must be (B, L, D) with L >= 1 for {need_latents}, "
+                f"got L = 0 (a model without latents)"
+            )
         for combo in calls:
             seen = []
 
@@ -155,18 +174,22 @@ def _probe(apply_fn, params, batch, calls: tuple, n_inject: int, need_latents: s
                 seen.append(tuple(jnp.shape(z)))
                 return z
 
-            kw = {"latents": lambda: jnp.zeros(out.latents.shape, out.latents.dtype),
-                  "intervene": lambda: record,
-                  "drop": lambda: jnp.zeros((base.batch, base.length), bool),
-                  "inject": lambda: jnp.zeros((base.batch, n_inject), bool)}
+            kw = {
+                "latents": lambda: jnp.zeros(out.latents.shape, out.latents.dtype),
+                "intervene": lambda: record,
+                "drop": lambda: jnp.zeros((base.batch, base.length), bool),
+                "inject": lambda: jnp.zeros((base.batch, n_inject), bool),
+            }
             what = _call_text(combo)
             got = _layout(_apply(apply_fn, p, x, {k: kw[k]() for k in combo}, what), b_batch, what)
             if got != base:
                 raise ValueError(f"{what} must return the shapes of apply_fn(params, batch) {base}, got {got}")
             want = (base.batch, base.length, base.width)
             if "intervene" in combo and (not seen or any(s != want for s in seen)):
-                raise ValueError(f"apply_fn must call intervene on the input embeddings (B, T, D) = {want} (those "
-                                 f"of hidden[:, 0]), got calls on {seen or 'nothing (never called)'}")
+                raise ValueError(
+                    f"apply_fn must call intervene on the input embeddings (B, T, D) = {want} (those "
+                    f"of hidden[:, 0]), got calls on {seen or 'nothing (never called)'}"
+                )
 
     jax.eval_shape(run, params, batch)
     return found[0]
@@ -198,8 +221,9 @@ _VERIFIED: "collections.OrderedDict" = collections.OrderedDict()
 
 
 def _has_value(leaf) -> bool:
-    return not isinstance(leaf, jax.core.Tracer) and isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float,
-                                                                        bool))
+    return not isinstance(leaf, jax.core.Tracer) and isinstance(
+        leaf, (jax.Array, np.ndarray, np.generic, int, float, bool)
+    )
 
 
 def _stand_in(leaf, rng, rows: Optional[int], scale: float, spread: str):
@@ -253,8 +277,9 @@ def _check_embeddings(apply_fn, params, batch, dims: Dims) -> bool:
         # compiled ahead of time from the shapes, then called on values: one program, run now even inside
         # a user's jit (an eager model would compile op by op, far slower to start)
         spec = lambda x: jax.ShapeDtypeStruct(jnp.shape(x), _checks.dtype_of(x))  # noqa: E731
-        lowered = jax.jit(run, static_argnums=2).lower(jax.tree_util.tree_map(spec, p_in),
-                                                       jax.tree_util.tree_map(spec, b_in), full)
+        lowered = jax.jit(run, static_argnums=2).lower(
+            jax.tree_util.tree_map(spec, p_in), jax.tree_util.tree_map(spec, b_in), full
+        )
         return lowered.compile()(p_in, b_in)
 
     call = f"apply_fn(params, batch{'[:1]' if rows else ''}, intervene=lambda x: probe)"
@@ -269,8 +294,7 @@ def _check_embeddings(apply_fn, params, batch, dims: Dims) -> bool:
     except Exception as e:
         if stand_ins:  # the values were ours, not the user's: the real call reports any real error
             return False
-        e.add_note(f"(raised by {call} while tokdyn.diagnostics checked that hidden[:, 0] holds the input "
-                   f"embeddings)")
+        e.add_note(f"(raised by {call} while tokdyn.diagnostics checked that hidden[:, 0] holds the input embeddings)")
         raise
     if first is None:
         return False  # intervene never called: the shape check names it when the diagnostic uses intervene
@@ -287,16 +311,18 @@ def _check_embeddings(apply_fn, params, batch, dims: Dims) -> bool:
     elif _close(hidden[:, 0], before, eps):
         hint = "hidden[:, 0] holds the embeddings intervene was given, not those it returned"
     else:
-        hint = ("no entry of hidden holds them (block outputs, or the final LayerNorm state, in place of the input "
-                "embeddings?)")
+        hint = (
+            "no entry of hidden holds them (block outputs, or the final LayerNorm state, in place of the input "
+            "embeddings?)"
+        )
     err = float(np.nanmax(np.abs(hidden[:, 0] - want))) if np.isfinite(hidden[:, 0]).any() else float("nan")
     raise ValueError(
         f"apply_fn(params, batch).hidden must hold the input embeddings at hidden[:, 0] (B, T, D) = "
         f"({dims.batch}, {dims.length}, {dims.width}), the array intervene returned, as the blocks read it, then the "
         f"output of each of the n_layers = {dims.layers} blocks; a probe, {call} with probe ~ N(0, 1) of shape "
         f"{want.shape}, found hidden[:, 0] off the probe by up to {err:.3g}: {hint}"
-        + (" (params and batch are traced here: the probe ran on stand-in values of their shapes)" if stand_ins
-           else ""))
+        + (" (params and batch are traced here: the probe ran on stand-in values of their shapes)" if stand_ins else "")
+    )
 
 
 def _embeddings_once(apply_fn, params, batch, dims: Dims) -> None:
@@ -325,10 +351,21 @@ def _calls(uses) -> tuple:
     return tuple(out)
 
 
-def check_apply(apply_fn, params, batch, *, uses: Sequence = (), n_inject: int = 0,
-                positions: Optional[Mapping] = None, layer: Optional[int] = None, length: Optional[int] = None,
-                need_latents: str = "", arrays: Optional[Mapping] = None, batches: Optional[Mapping] = None,
-                reads_hidden: bool = False) -> Dims:
+def check_apply(
+    apply_fn,
+    params,
+    batch,
+    *,
+    uses: Sequence = (),
+    n_inject: int = 0,
+    positions: Optional[Mapping] = None,
+    layer: Optional[int] = None,
+    length: Optional[int] = None,
+    need_latents: str = "",
+    arrays: Optional[Mapping] = None,
+    batches: Optional[Mapping] = None,
+    reads_hidden: bool = False,
+) -> Dims:
     """Check that ``apply_fn`` implements the protocol on ``params`` and ``batch``, and that a
     diagnostic's arguments fit it, before anything runs.
 
@@ -360,8 +397,9 @@ def check_apply(apply_fn, params, batch, *, uses: Sequence = (), n_inject: int =
         raise TypeError(f"apply_fn must be a model's {_PROTOCOL}, got {type(apply_fn).__name__}")
     for name, other in (batches or {}).items():
         if _signature(other) != _signature(batch):
-            raise ValueError(f"{name} must have batch's structure and shapes {_signature(batch)[1]}, "
-                             f"got {_signature(other)[1]}")
+            raise ValueError(
+                f"{name} must have batch's structure and shapes {_signature(batch)[1]}, got {_signature(other)[1]}"
+            )
     calls = _calls(uses)
     if reads_hidden and ("intervene",) not in calls:
         calls += (("intervene",),)
@@ -369,22 +407,27 @@ def check_apply(apply_fn, params, batch, *, uses: Sequence = (), n_inject: int =
         _checks.positive_int("n_inject", n_inject)
     dims = _dims(apply_fn, params, batch, calls, int(n_inject), str(need_latents))
     if length is not None and int(length) != dims.length:
-        raise ValueError(f"length must be the model's sequence length T = {dims.length} (that of its logits), "
-                         f"got {length}")
+        raise ValueError(
+            f"length must be the model's sequence length T = {dims.length} (that of its logits), got {length}"
+        )
     for name, value in (positions or {}).items():
         as_positions(name, value, dims.length)
     if layer is not None:
         n = dims.layers + 1
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not -n <= layer < n:
-            raise ValueError(f"layer must be an int in [-{n}, {n}) (hidden has n_layers + 1 = {n} layers), "
-                             f"got {layer!r}")
-    letters = {"B": dims.batch, "T": dims.length, "V": dims.vocab, "D": dims.width, "L": dims.latents,
-               "H": dims.heads}
+            raise ValueError(
+                f"layer must be an int in [-{n}, {n}) (hidden has n_layers + 1 = {n} layers), got {layer!r}"
+            )
+    letters = {"B": dims.batch, "T": dims.length, "V": dims.vocab, "D": dims.width, "L": dims.latents, "H": dims.heads}
     for name, spec in (arrays or {}).items():
         value, shape, why = (tuple(spec) + ("",))[:3]
         want = tuple(letters[s] if isinstance(s, str) else int(s) for s in shape)
-        text = "(" + ", ".join(f"{s}={letters[s]}" if isinstance(s, str) else str(s) for s in shape) + \
-            ("," if len(shape) == 1 else "") + ")"
+        text = (
+            "("
+            + ", ".join(f"{s}={letters[s]}" if isinstance(s, str) else str(s) for s in shape)
+            + ("," if len(shape) == 1 else "")
+            + ")"
+        )
         if value is None:
             raise ValueError(f"{name} must be given, an array of shape {text}{' ' + why if why else ''}, got None")
         if tuple(jnp.shape(value)) != want:

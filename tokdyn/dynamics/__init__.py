@@ -23,8 +23,20 @@ out of its range does are on the concepts page, :doc:`/concepts/token-dynamics`;
 transformations per kernel is :doc:`/transformations`.
 """
 
-from tokdyn.dynamics.builtin import (BUILTIN, BUILTIN_ORIGIN, EPS_MASS, MASS_ANCHORS, MIN_DISTANCE, Motion, coulomb,
-                                     hard_labels, sinkhorn, soft_assignment, temperature_schedule, update)
+from tokdyn.dynamics.builtin import (
+    BUILTIN,
+    BUILTIN_ORIGIN,
+    EPS_MASS,
+    MASS_ANCHORS,
+    MIN_DISTANCE,
+    Motion,
+    coulomb,
+    hard_labels,
+    sinkhorn,
+    soft_assignment,
+    temperature_schedule,
+    update,
+)
 from tokdyn.dynamics.groups import DEFAULT_MERGE_TOL, split_temperatures, token_groups
 from tokdyn.dynamics.hparams import FIELDS, KNOB_EDGE_TOL, MAX_SINKHORN_ITERS, METHODS, Hparams, method
 from tokdyn.dynamics.initial import INIT_METHODS, forgy, init_tokens
@@ -34,16 +46,45 @@ from tokdyn.dynamics.rule import Points, Rule
 
 __all__ = [
     # the protocol
-    "Rule", "Points",
+    "Rule",
+    "Points",
     # the built-in rule: its knobs, its step and kernels, the rule as a value
-    "Hparams", "METHODS", "FIELDS", "method", "MAX_SINKHORN_ITERS", "KNOB_EDGE_TOL",
-    "BUILTIN", "BUILTIN_ORIGIN", "MASS_ANCHORS", "Motion", "update", "soft_assignment", "sinkhorn", "coulomb",
-    "temperature_schedule", "hard_labels", "EPS_MASS", "MIN_DISTANCE",
+    "Hparams",
+    "METHODS",
+    "FIELDS",
+    "method",
+    "MAX_SINKHORN_ITERS",
+    "KNOB_EDGE_TOL",
+    "BUILTIN",
+    "BUILTIN_ORIGIN",
+    "MASS_ANCHORS",
+    "Motion",
+    "update",
+    "soft_assignment",
+    "sinkhorn",
+    "coulomb",
+    "temperature_schedule",
+    "hard_labels",
+    "EPS_MASS",
+    "MIN_DISTANCE",
     # the loop
-    "run", "run_fixed", "trajectory", "Result", "Trajectory", "State", "check_run", "varying",
+    "run",
+    "run_fixed",
+    "trajectory",
+    "Result",
+    "Trajectory",
+    "State",
+    "check_run",
+    "varying",
     # initial tokens, merged tokens, the k-means baseline
-    "init_tokens", "forgy", "INIT_METHODS", "token_groups", "split_temperatures", "DEFAULT_MERGE_TOL",
-    "kmeans", "KMeans",
+    "init_tokens",
+    "forgy",
+    "INIT_METHODS",
+    "token_groups",
+    "split_temperatures",
+    "DEFAULT_MERGE_TOL",
+    "kmeans",
+    "KMeans",
 ]
 
 _ELSEWHERE = {"REFINEMENT": "tokdyn.refinement"}  # rules defined in their own modules, found here too

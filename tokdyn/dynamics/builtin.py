@@ -50,7 +50,8 @@ def _check_scalar_knobs(hparams):
                 f"value per step is not supported: for a temperature schedule use anneal_ratio and "
                 f"anneal_steps; for any other per-step values call dynamics.update in your own lax.scan "
                 f"with a scalar Hparams per step; to batch runs, jax.vmap over a stacked Hparams "
-                f"(Hparams.stack)")
+                f"(Hparams.stack)"
+            )
 
 
 def _check_hparams(hparams, key):
@@ -58,8 +59,10 @@ def _check_hparams(hparams, key):
     hparams.validate()
     if key is None:
         if hparams.stochastic:
-            raise ValueError(f"hparams.langevin={hparams.langevin!r} > 0 makes the dynamics stochastic: pass "
-                             "key=jax.random.key(seed)")
+            raise ValueError(
+                f"hparams.langevin={hparams.langevin!r} > 0 makes the dynamics stochastic: pass "
+                "key=jax.random.key(seed)"
+            )
     else:
         _checks.prng_key("key", key)
 
@@ -146,6 +149,7 @@ def _sinkhorn_rounds_masked(l, w, log_row, n):
     of _SINKHORN_BLOCK, every round at index >= n masked (``where``); a block with no round below n
     is skipped by a ``cond`` (unbatched; under ``vmap`` a select computes it), and each block is
     rematerialised, so reverse mode stores one (T, N) plan per block, not one per round."""
+
     @jax.checkpoint
     def rounds(l, start):
         for k in range(_SINKHORN_BLOCK):
@@ -234,7 +238,7 @@ def _temperature_at(hparams, step):
     frac = jnp.where(on, frac, 0.0)
     # at r = 1 the factor is exactly 1 but keeps its derivative frac in r (a plain r ** frac at r = 1
     # is 1 too, but not on every backend bit for bit; a branch on r != 1 would zero the gradient)
-    factor = jnp.where(r != 1.0, r ** frac, 1.0 + (r - 1.0) * frac)
+    factor = jnp.where(r != 1.0, r**frac, 1.0 + (r - 1.0) * frac)
     return jnp.where(on, hparams.temperature * factor, hparams.temperature)
 
 
@@ -257,8 +261,11 @@ def _update(points: Points, tokens, velocity, hparams, step, key, mass_anchor: s
     temperature = _temperature_at(hparams, step)
     # a traced count above the bound (which cannot be checked) is clipped to it
     n_iters = jnp.minimum(jnp.asarray(hparams.sinkhorn_iters).astype(jnp.int32), MAX_SINKHORN_ITERS)
-    a = jax.lax.cond(n_iters > 0, lambda: _balanced_assignment_t(x_t, w, tokens, temperature, n_iters),
-                     lambda: _soft_assignment_t(x_t, w, tokens, temperature))  # (T, N)
+    a = jax.lax.cond(
+        n_iters > 0,
+        lambda: _balanced_assignment_t(x_t, w, tokens, temperature, n_iters),
+        lambda: _soft_assignment_t(x_t, w, tokens, temperature),
+    )  # (T, N)
     sigma = hparams.slot_norm
     # sigma = 0: (a x + eps t) / (sum a + eps); sigma = 1: ((a + eps) w x) / sum (a + eps) w. Both are
     # weighted means of points and the token itself, so the rule commutes with translations: a token
@@ -267,10 +274,12 @@ def _update(points: Points, tokens, velocity, hparams, step, key, mass_anchor: s
     sums = a @ x1  # (T, D + 1): sum_i a_ki x_i, then the mass sum_i a_ki
     anchor = (EPS_MASS * (1.0 - sigma)) * tokens if mass_anchor == "token" else 0.0  # "origin": the published form
     means = (sums[:, :-1] + anchor + (sigma * EPS_MASS) * x_sum) / (
-        sums[:, -1] + (EPS_MASS * (1.0 - sigma) + (sigma * EPS_MASS) * n_valid))[:, None]  # (T, D)
+        sums[:, -1] + (EPS_MASS * (1.0 - sigma) + (sigma * EPS_MASS) * n_valid)
+    )[:, None]  # (T, D)
     force = means - tokens + hparams.repulsion * coulomb(tokens)
     velocity = hparams.momentum * velocity + hparams.damping * force
     if key is not None:
+
         def kick(v):
             xi = jax.random.normal(jax.random.fold_in(key, step), v.shape, v.dtype)
             var = 2.0 * hparams.damping * hparams.langevin
@@ -304,8 +313,9 @@ def update(x, tokens, velocity, hparams: Hparams, mask=None, *, step=0, key=None
       range (:meth:`Hparams.in_range`).
     """
     x = as_float(x)
-    tokens, velocity = _update(Points.of(x, mask), tokens.astype(x.dtype), velocity.astype(x.dtype), hparams,
-                               jnp.asarray(step, jnp.int32), key)
+    tokens, velocity = _update(
+        Points.of(x, mask), tokens.astype(x.dtype), velocity.astype(x.dtype), hparams, jnp.asarray(step, jnp.int32), key
+    )
     ok = hparams.in_range()  # a traced knob out of range: NaN (see Hparams)
     return jnp.where(ok, tokens, jnp.nan), jnp.where(ok, velocity, jnp.nan)
 
@@ -348,18 +358,32 @@ def _builtin_may_stop(hparams, step):
     return step >= hparams.anneal_steps  # no stop while the temperature is still annealing
 
 
-BUILTIN = Rule(init=_builtin_init, step=_builtin_step, hparams=Hparams(), name="builtin",
-               movement=_builtin_movement, may_stop=_builtin_may_stop, temperature=_temperature_at,
-               check=_check_hparams)
+BUILTIN = Rule(
+    init=_builtin_init,
+    step=_builtin_step,
+    hparams=Hparams(),
+    name="builtin",
+    movement=_builtin_movement,
+    may_stop=_builtin_may_stop,
+    temperature=_temperature_at,
+    check=_check_hparams,
+)
 """The package's update rule (steps 1-4 of :ref:`dynamics-rule`, every knob of :class:`Hparams`) as
 a :class:`Rule`: its state is :class:`Motion`, its movement the velocity, and it may stop only once
 its annealing is over. What :func:`~tokdyn.dynamics.run`, :func:`~tokdyn.dynamics.run_fixed` and
 :func:`~tokdyn.dynamics.trajectory` use by default; :data:`~tokdyn.dynamics.METHODS` are settings
 of its knobs."""
 
-BUILTIN_ORIGIN = Rule(init=_builtin_init, step=_builtin_origin_step, hparams=Hparams(), name="builtin-origin",
-                      movement=_builtin_movement, may_stop=_builtin_may_stop, temperature=_temperature_at,
-                      check=_check_hparams)
+BUILTIN_ORIGIN = Rule(
+    init=_builtin_init,
+    step=_builtin_origin_step,
+    hparams=Hparams(),
+    name="builtin-origin",
+    movement=_builtin_movement,
+    may_stop=_builtin_may_stop,
+    temperature=_temperature_at,
+    check=_check_hparams,
+)
 """The built-in rule with the published form of step 2, :math:`m_j = \\sum_i a_{ij} x_i / (\\sum_i a_{ij}
 + 10^{-8})` (``mass_anchor="origin"``): the mass epsilon pulls a token toward the coordinate
 origin, with a weight that matters only when its mass is near or below :math:`10^{-8}` (a token that

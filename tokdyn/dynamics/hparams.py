@@ -71,17 +71,24 @@ class Hparams:
         _checks.real("damping", self.damping, low=0.0, high=1.0, low_open=True)
         _checks.real("langevin", self.langevin, low=0.0)
         k = self.sinkhorn_iters
-        if (k > MAX_SINKHORN_ITERS if isinstance(k, (int, float))
-                else _checks.on_host(k) and np.any(np.asarray(k) > MAX_SINKHORN_ITERS)):
-            raise ValueError(f"sinkhorn_iters must be a whole number in [0, {MAX_SINKHORN_ITERS}] "
-                             f"(dynamics.MAX_SINKHORN_ITERS: the static length of the loop that "
-                             f"differentiates the Sinkhorn rounds), got {k!r}")
+        if (
+            k > MAX_SINKHORN_ITERS
+            if isinstance(k, (int, float))
+            else _checks.on_host(k) and np.any(np.asarray(k) > MAX_SINKHORN_ITERS)
+        ):
+            raise ValueError(
+                f"sinkhorn_iters must be a whole number in [0, {MAX_SINKHORN_ITERS}] "
+                f"(dynamics.MAX_SINKHORN_ITERS: the static length of the loop that "
+                f"differentiates the Sinkhorn rounds), got {k!r}"
+            )
         _checks.real("sinkhorn_iters", k, low=0.0)
         _checks.whole("sinkhorn_iters", self.sinkhorn_iters, "0 = softmax, >= 1 = Sinkhorn iterations")
         _checks.real("slot_norm", self.slot_norm, low=0.0, high=1.0)
         if _checks.on_host(self.anneal_ratio) and np.any(np.asarray(self.anneal_ratio) < 1.0):
-            raise ValueError(f"anneal_ratio must be >= 1 (the schedule runs from anneal_ratio * temperature down "
-                             f"to temperature and may never increase), got {self.anneal_ratio!r}")
+            raise ValueError(
+                f"anneal_ratio must be >= 1 (the schedule runs from anneal_ratio * temperature down "
+                f"to temperature and may never increase), got {self.anneal_ratio!r}"
+            )
         _checks.real("anneal_ratio", self.anneal_ratio, low=1.0)
         _checks.real("anneal_steps", self.anneal_steps, low=0.0)
         _checks.whole("anneal_steps", self.anneal_steps, "0 = constant temperature")
@@ -97,8 +104,20 @@ class Hparams:
         a, lt, k = self.damping, self.langevin, self.sinkhorn_iters
         sig, r, n = self.slot_norm, self.anneal_ratio, self.anneal_steps
         e = KNOB_EDGE_TOL  # closed edges only: the formulas continue a little past them (concepts: dynamics-knobs)
-        ok = ((t >= 0) & (m >= -e) & (m < 1) & (g >= -e) & (a > 0) & (a <= 1 + e) & (lt >= -e) & (k >= -e)
-              & (sig >= -e) & (sig <= 1 + e) & (r >= 1 - e) & (n >= -e))
+        ok = (
+            (t >= 0)
+            & (m >= -e)
+            & (m < 1)
+            & (g >= -e)
+            & (a > 0)
+            & (a <= 1 + e)
+            & (lt >= -e)
+            & (k >= -e)
+            & (sig >= -e)
+            & (sig <= 1 + e)
+            & (r >= 1 - e)
+            & (n >= -e)
+        )
         finite = [jnp.isfinite(v) for v in (t, g, lt, k, r, n)]  # the bounded ones are finite when in range
         for f in finite:
             ok = ok & f

@@ -29,15 +29,19 @@ def _check_init(key, n_tokens, dim, method, x, mask, scale):
             raise ValueError(f"x must have dimension dim={dim}, got shape {np.shape(x)}")
         _checks.mask_for("mask", mask, np.shape(x)[0])
         if mask is not None and _checks.on_host(mask) and not np.any(mask):
-            raise ValueError(f"mask must select at least one point for init method {method!r} (which draws tokens "
-                             f"from the valid points), got an all-False mask of {np.shape(mask)[0]} entries")
+            raise ValueError(
+                f"mask must select at least one point for init method {method!r} (which draws tokens "
+                f"from the valid points), got an all-False mask of {np.shape(mask)[0]} entries"
+            )
         if method == "data" and n_tokens > np.shape(x)[0]:
             raise ValueError(f"n_tokens={n_tokens} exceeds the number of points N={np.shape(x)[0]} for method 'data'")
         if method == "kmeans++":
             n_valid = np.shape(x)[0] if mask is None or not _checks.on_host(mask) else int(np.sum(mask))
             if n_tokens > n_valid:
-                raise ValueError(f"n_tokens={n_tokens} exceeds the number of valid points ({n_valid}) for method "
-                                 "'kmeans++', which draws distinct points")
+                raise ValueError(
+                    f"n_tokens={n_tokens} exceeds the number of valid points ({n_valid}) for method "
+                    "'kmeans++', which draws distinct points"
+                )
 
 
 @_checks.checked_jit(_check_init, static_argnames=("n_tokens", "dim", "method"))
@@ -80,6 +84,7 @@ def _kmeans_plus_plus(key, x, valid, n_tokens: int):
     """(n_tokens, D) k-means++ seeding of (N, D) ``x`` restricted to the (N,) bool ``valid`` rows
     (see :func:`init_tokens`). Distances in the exact form ``|x - t|^2``, so a drawn point (and any
     copy of it) has weight exactly 0 and is never drawn again."""
+
     def body(k, carry):
         idx, drawn, d2 = carry
         spread = jnp.where(valid, d2, 0.0)  # D^2 weights (1 for every valid point at k = 0)

@@ -95,8 +95,9 @@ def kmeans(x, tokens, mask=None, *, n_steps=100, tol=0.0) -> KMeans:
         done = jnp.all(labels == labels_old) | (jnp.sum((new - t) ** 2) <= tol)
         return new, labels, step + 1, done
 
-    start = varying((tokens, jnp.full(x.shape[:1], -1, jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), bool)),
-                     x, valid, tokens)
+    start = varying(
+        (tokens, jnp.full(x.shape[:1], -1, jnp.int32), jnp.zeros((), jnp.int32), jnp.zeros((), bool)), x, valid, tokens
+    )
     t, _, steps, done = jax.lax.while_loop(lambda s: ~s[3] & (s[2] < n_steps), body, start)
     # a non-finite initial centre (traced: not inspected) would lose every point to it and come back
     # as a finite mean: report NaN centres, labels -1 and a NaN inertia instead

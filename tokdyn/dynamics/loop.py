@@ -84,31 +84,44 @@ def _check_rule(rule, hparams, key) -> dict:
     traced: the rule's type, the structure and dtypes of its hparams, the key, then the rule's own
     ``check``. Returns ``{"hparams": ...}`` when the default was taken."""
     if not isinstance(rule, Rule):
-        hint = (" wrap your functions as rule=dynamics.Rule(init=..., step=...)" if callable(rule)
-                else " (dynamics.BUILTIN is the package's own rule)")
+        hint = (
+            " wrap your functions as rule=dynamics.Rule(init=..., step=...)"
+            if callable(rule)
+            else " (dynamics.BUILTIN is the package's own rule)"
+        )
         raise TypeError(f"rule must be a tokdyn.dynamics.Rule, got {rule!r} of type {type(rule).__name__}:{hint}")
     if isinstance(hparams, Rule):
-        raise TypeError(f"hparams is a Rule ({hparams!r}): pass an update rule as rule=..., and its knobs "
-                        "(if not its defaults, Rule.hparams) as hparams")
+        raise TypeError(
+            f"hparams is a Rule ({hparams!r}): pass an update rule as rule=..., and its knobs "
+            "(if not its defaults, Rule.hparams) as hparams"
+        )
     if callable(hparams):
-        raise TypeError(f"hparams must be the rule's knobs (for the built-in rule a tokdyn.dynamics.Hparams), got "
-                        f"{callable_name(hparams)} of type {type(hparams).__name__}: an update rule of your own is "
-                        f"a dynamics.Rule(init=..., step=...), passed as rule=")
+        raise TypeError(
+            f"hparams must be the rule's knobs (for the built-in rule a tokdyn.dynamics.Hparams), got "
+            f"{callable_name(hparams)} of type {type(hparams).__name__}: an update rule of your own is "
+            f"a dynamics.Rule(init=..., step=...), passed as rule="
+        )
     changed = {}
     if hparams is None:
         hparams = changed["hparams"] = rule.hparams
     want = jax.tree_util.tree_structure(rule.hparams)
     if jax.tree_util.tree_structure(hparams) != want:
         kind = type(rule.hparams)
-        what = (f"of the structure of rule.hparams ({want})" if kind in (tuple, list, dict)
-                else f"a {kind.__module__}.{kind.__qualname__}")
-        raise TypeError(f"hparams must be {what} (the knobs of rule {rule.name or callable_name(rule.step)!r}), "
-                        f"got {type(hparams).__name__}: {hparams!r}")
+        what = (
+            f"of the structure of rule.hparams ({want})"
+            if kind in (tuple, list, dict)
+            else f"a {kind.__module__}.{kind.__qualname__}"
+        )
+        raise TypeError(
+            f"hparams must be {what} (the knobs of rule {rule.name or callable_name(rule.step)!r}), "
+            f"got {type(hparams).__name__}: {hparams!r}"
+        )
     if rule is not BUILTIN:  # the built-in rule's check (Hparams.validate) names the field
         for path, leaf in jax.tree_util.tree_flatten_with_path(hparams)[0]:
             if _checks.dtype_of(leaf).kind not in "biuf":
-                raise TypeError(f"hparams{jax.tree_util.keystr(path)} must be real numbers, got dtype "
-                                f"{_checks.dtype_of(leaf)}")
+                raise TypeError(
+                    f"hparams{jax.tree_util.keystr(path)} must be real numbers, got dtype {_checks.dtype_of(leaf)}"
+                )
     if key is not None:
         _checks.prng_key("key", key)
     if rule.check is not None:
@@ -150,8 +163,7 @@ def check_run(x, tokens, hparams=None, *, rule: "Rule" = None, mask=None, n_step
       TypeError: a wrong type (rule, hparams' structure or dtypes, key), naming the argument.
       ValueError: a wrong shape or value, naming the argument; and whatever ``rule.check`` raises.
     """
-    return _check_run(x, tokens, hparams, BUILTIN if rule is None else rule, mask, n_steps, tol, key,
-                      static_steps=True)
+    return _check_run(x, tokens, hparams, BUILTIN if rule is None else rule, mask, n_steps, tol, key, static_steps=True)
 
 
 def _check_trajectory(x, tokens, hparams, rule, mask, n_steps, tol, key):
@@ -163,10 +175,15 @@ def _state_tokens(state, tokens, where: str):
     initial tokens' shape and dtype while tracing, so a rule that returns something else is named."""
     t = state if isinstance(state, jax.Array) else getattr(state, "tokens", None)
     if t is None or not hasattr(t, "shape") or t.shape != tokens.shape or t.dtype != tokens.dtype:
-        got = (f"{type(state).__name__}" if t is None or not hasattr(t, "shape")
-               else f"tokens of shape {t.shape} and dtype {t.dtype}")
-        raise TypeError(f"rule {where} must return the tokens ({tokens.shape}, {tokens.dtype}) or a state with a "
-                        f"`tokens` attribute of that shape and dtype, got {got}")
+        got = (
+            f"{type(state).__name__}"
+            if t is None or not hasattr(t, "shape")
+            else f"tokens of shape {t.shape} and dtype {t.dtype}"
+        )
+        raise TypeError(
+            f"rule {where} must return the tokens ({tokens.shape}, {tokens.dtype}) or a state with a "
+            f"`tokens` attribute of that shape and dtype, got {got}"
+        )
     return t
 
 
@@ -199,8 +216,13 @@ def varying(tree, *like):
 def _start(rule: Rule, points: Points, tokens, hparams, key=None) -> State:
     state = rule.init(points, tokens, hparams)
     t = _state_tokens(state, tokens, f"{rule.name or 'Rule'}.init")
-    s = State(rule_state=state, movement=jnp.zeros_like(t), step=jnp.zeros((), jnp.int32),
-              delta=jnp.full((), jnp.inf, t.dtype), converged=jnp.zeros((), bool))
+    s = State(
+        rule_state=state,
+        movement=jnp.zeros_like(t),
+        step=jnp.zeros((), jnp.int32),
+        delta=jnp.full((), jnp.inf, t.dtype),
+        converged=jnp.zeros((), bool),
+    )
     return varying(s, points.x, points.mask, tokens, hparams, key)
 
 
@@ -226,15 +248,17 @@ def _advance(rule: Rule, points: Points, s: State, hparams, tol, key) -> State:
     tokens = _state_tokens(new, _tokens_of(old), f"{rule.name or 'Rule'}.step")
     want, got = jax.tree_util.tree_structure(old), jax.tree_util.tree_structure(new)
     if want != got:
-        raise TypeError(f"rule {rule.name or 'Rule'}.step must return a state of the structure init returned "
-                        f"({want}), got {got}")
+        raise TypeError(
+            f"rule {rule.name or 'Rule'}.step must return a state of the structure init returned ({want}), got {got}"
+        )
     if rule.movement is None:
         move = tokens - _tokens_of(old)
     else:
         move = jnp.asarray(rule.movement(old, new))
         if move.shape != tokens.shape:
-            raise TypeError(f"rule {rule.name or 'Rule'}.movement must return a {tokens.shape} array, got shape "
-                            f"{move.shape}")
+            raise TypeError(
+                f"rule {rule.name or 'Rule'}.movement must return a {tokens.shape} array, got shape {move.shape}"
+            )
         if move.dtype != tokens.dtype:
             move = move.astype(tokens.dtype)
     delta = _max_abs(move)
@@ -251,13 +275,21 @@ def _tokens_of(state):
 def _result(points: Points, s: State, mask) -> Result:
     tokens = _tokens_of(s.rule_state)
     # labels from the loop's transposed points: a product on x.T built afresh costs as much as 3 steps
-    return Result(tokens=tokens, velocity=s.movement, labels=labels_t(points.x_t, tokens, mask), steps=s.step,
-                  converged=s.converged, delta=s.delta, state=s.rule_state)
+    return Result(
+        tokens=tokens,
+        velocity=s.movement,
+        labels=labels_t(points.x_t, tokens, mask),
+        steps=s.step,
+        converged=s.converged,
+        delta=s.delta,
+        state=s.rule_state,
+    )
 
 
 @_checks.checked_jit(_check_run, static_argnames=("rule", "implicit"))
-def run(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30, tol=1e-3, key=None,
-        implicit: bool = False) -> Result:
+def run(
+    x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30, tol=1e-3, key=None, implicit: bool = False
+) -> Result:
     """Run an update rule from ``tokens`` until convergence or ``n_steps`` steps.
 
     Args:
@@ -293,17 +325,22 @@ def run(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30,
     def cond(s):
         return jnp.logical_and(~s.converged, s.step < n_steps)
 
-    s = jax.lax.while_loop(cond, lambda s: _advance(rule, points, s, hparams, tol, key),
-                           _start(rule, points, tokens.astype(x.dtype), hparams, key))
+    s = jax.lax.while_loop(
+        cond,
+        lambda s: _advance(rule, points, s, hparams, tol, key),
+        _start(rule, points, tokens.astype(x.dtype), hparams, key),
+    )
     return _result(points, _forward_only(s), mask)
 
 
-_NO_REVERSE = ("dynamics.run has no reverse-mode derivative (jax.grad, jax.vjp) without implicit=True: it "
-               "stops early by a lax.while_loop (Reverse-mode differentiation does not work for lax.while_loop "
-               "or lax.fori_loop with dynamic start/stop values). Use "
-               "dynamics.run_fixed(x, tokens, hparams, n_steps=...) (the same run as a fixed-length scan; the "
-               "derivative of the unrolled steps) or dynamics.run(..., implicit=True) (the implicit derivative "
-               "at the fixed point). Forward mode (jax.jvp, jax.jacfwd) works as it is.")
+_NO_REVERSE = (
+    "dynamics.run has no reverse-mode derivative (jax.grad, jax.vjp) without implicit=True: it "
+    "stops early by a lax.while_loop (Reverse-mode differentiation does not work for lax.while_loop "
+    "or lax.fori_loop with dynamic start/stop values). Use "
+    "dynamics.run_fixed(x, tokens, hparams, n_steps=...) (the same run as a fixed-length scan; the "
+    "derivative of the unrolled steps) or dynamics.run(..., implicit=True) (the implicit derivative "
+    "at the fixed point). Forward mode (jax.jvp, jax.jacfwd) works as it is."
+)
 
 
 def _refuse_transpose(cotangent, tangent):
@@ -316,8 +353,9 @@ def _refuse_transpose(cotangent, tangent):
 _no_reverse_p = jax.extend.core.Primitive("tokdyn_run_no_reverse")
 _no_reverse_p.def_impl(lambda v: v)
 _no_reverse_p.def_abstract_eval(lambda v: v)
-jax.interpreters.mlir.register_lowering(_no_reverse_p, jax.interpreters.mlir.lower_fun(lambda v: v,
-                                                                                       multiple_results=False))
+jax.interpreters.mlir.register_lowering(
+    _no_reverse_p, jax.interpreters.mlir.lower_fun(lambda v: v, multiple_results=False)
+)
 jax.interpreters.ad.deflinear2(_no_reverse_p, _refuse_transpose)
 jax.interpreters.batching.primitive_batchers[_no_reverse_p] = lambda args, dims: (_no_reverse_p.bind(*args), dims[0])
 
@@ -357,17 +395,22 @@ def _run_implicit(rule, x, points, tokens, hparams, mask, n_steps, tol, key) -> 
     ``lax.custom_root`` at its final state for the rule's step map at the last step taken."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(_start(rule, points, tokens, hparams).rule_state)[0]:
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            raise TypeError(f"run(implicit=True) needs a rule state of floating point leaves; rule "
-                            f"{rule.name or callable_name(rule.step)!r} has state{jax.tree_util.keystr(path)} of "
-                            f"dtype {jnp.result_type(leaf)}")
+            raise TypeError(
+                f"run(implicit=True) needs a rule state of floating point leaves; rule "
+                f"{rule.name or callable_name(rule.step)!r} has state{jax.tree_util.keystr(path)} of "
+                f"dtype {jnp.result_type(leaf)}"
+            )
     const = jax.lax.stop_gradient
     c_points, c_hparams = const(points), const(hparams)
 
     def cond(s):
         return jnp.logical_and(~s.converged, s.step < n_steps)
 
-    s = jax.lax.while_loop(cond, lambda s: _advance(rule, c_points, s, c_hparams, tol, key),
-                           _start(rule, c_points, const(tokens), c_hparams, key))
+    s = jax.lax.while_loop(
+        cond,
+        lambda s: _advance(rule, c_points, s, c_hparams, tol, key),
+        _start(rule, c_points, const(tokens), c_hparams, key),
+    )
     last = jnp.maximum(s.step - 1, 0)  # the map of the last step taken
 
     def residual(state):
@@ -377,14 +420,22 @@ def _run_implicit(rule, x, points, tokens, hparams, mask, n_steps, tol, key) -> 
     state = jax.lax.custom_root(residual, s.rule_state, lambda f, guess: guess, _dense_tangent_solve)
     tokens = _tokens_of(state)
     labels = labels_t(c_points.x_t, _tokens_of(s.rule_state), mask)
-    return Result(tokens=tokens, velocity=s.movement, labels=labels, steps=s.step, converged=s.converged,
-                  delta=s.delta, state=state)
+    return Result(
+        tokens=tokens,
+        velocity=s.movement,
+        labels=labels,
+        steps=s.step,
+        converged=s.converged,
+        delta=s.delta,
+        state=state,
+    )
 
 
 def _scan_steps(rule, points, tokens, hparams, n_steps: int, tol, key, record: bool):
     """``n_steps`` (static) applications of the rule by ``lax.scan``, each step after convergence
     masked (the state is carried unchanged), so the final state is :func:`run`'s. Returns the
     initial state, the final state and, with ``record``, the per-step (tokens, delta)."""
+
     def body(s, _):
         new = _advance(rule, points, s, hparams, tol, key)
         s = jax.tree_util.tree_map(lambda old, nw: jnp.where(s.converged, old, nw), s, new)
@@ -396,8 +447,9 @@ def _scan_steps(rule, points, tokens, hparams, n_steps: int, tol, key, record: b
 
 
 @_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"))
-def run_fixed(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3,
-              key=None) -> Result:
+def run_fixed(
+    x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3, key=None
+) -> Result:
     """:func:`run` as a fixed-length ``lax.scan``: reverse-mode differentiable.
 
     It always evaluates ``n_steps`` steps, every step after convergence leaving the state unchanged,
@@ -427,8 +479,9 @@ def run_fixed(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_ste
 
 
 @_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"))
-def trajectory(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3,
-               key=None) -> Trajectory:
+def trajectory(
+    x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3, key=None
+) -> Trajectory:
     """Like :func:`run`, but record the tokens after every step, for plots and analysis.
 
     Its final tokens and steps equal :func:`run`'s (with the same ``key``). Reverse-mode
@@ -451,8 +504,9 @@ def trajectory(x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_st
     """
     x = as_float(x)
     points = Points.of(x, mask)
-    s0, final, (toks, deltas) = _scan_steps(rule, points, tokens.astype(x.dtype), hparams, n_steps, tol, key,
-                                            record=True)
+    s0, final, (toks, deltas) = _scan_steps(
+        rule, points, tokens.astype(x.dtype), hparams, n_steps, tol, key, record=True
+    )
     taken = jnp.arange(1, n_steps + 1) <= final.step  # deltas of steps not taken (after convergence) are zero
     steps = jnp.arange(n_steps, dtype=jnp.int32)
     if rule.temperature is None:

@@ -126,14 +126,16 @@ class Rule:
             try:
                 sig.bind(*args)
             except TypeError:
-                raise TypeError(f"Rule.{field} must take the arguments {want}; {callable_name(fn)} has the "
-                                f"signature {sig}") from None
+                raise TypeError(
+                    f"Rule.{field} must take the arguments {want}; {callable_name(fn)} has the signature {sig}"
+                ) from None
         try:
             hash(self.hparams)
         except TypeError:
             raise TypeError(
                 f"Rule.hparams (the defaults of the rule's knobs) must be hashable: a registered frozen dataclass "
-                f"or a NamedTuple of Python numbers (not JAX arrays, dicts or lists), got {self.hparams!r}") from None
+                f"or a NamedTuple of Python numbers (not JAX arrays, dicts or lists), got {self.hparams!r}"
+            ) from None
         for path, leaf in jax.tree_util.tree_flatten_with_path(self.hparams)[0]:
             if _checks.dtype_of(leaf).kind not in "biuf":
                 raise TypeError(f"Rule.hparams{jax.tree_util.keystr(path)} must be a real number, got {leaf!r}")
@@ -147,9 +149,11 @@ class Rule:
             key = path[0] if len(path) == 1 else None
             name = getattr(key, "name", None) if isinstance(key, jax.tree_util.GetAttrKey) else None
             if name is None:
-                raise TypeError(f"rule {self.name or callable_name(self.step)!r}: its hparams must be a flat record "
-                                f"of named numbers (a registered dataclass or a NamedTuple) to name its knobs, got "
-                                f"{self.hparams!r}")
+                raise TypeError(
+                    f"rule {self.name or callable_name(self.step)!r}: its hparams must be a flat record "
+                    f"of named numbers (a registered dataclass or a NamedTuple) to name its knobs, got "
+                    f"{self.hparams!r}"
+                )
             names.append(name)
         return tuple(names)
 
@@ -172,6 +176,9 @@ class Rule:
         parts = [f"name={self.name!r}"] if self.name else []
         parts += [f"{f}={callable_name(getattr(self, f))}" for f in ("init", "step")]
         parts.append(f"hparams={self.hparams!r}")
-        parts += [f"{f}={callable_name(getattr(self, f))}" for f in ("movement", "may_stop", "temperature", "check")
-                  if getattr(self, f) is not None]
+        parts += [
+            f"{f}={callable_name(getattr(self, f))}"
+            for f in ("movement", "may_stop", "temperature", "check")
+            if getattr(self, f) is not None
+        ]
         return f"Rule({', '.join(parts)})"

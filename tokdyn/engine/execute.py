@@ -39,7 +39,7 @@ def default_batch_size(backend: str | None = None) -> int | None:
 
 
 CPU_CHUNK = 2048  # runs per device and chunk on CPU
-ACCELERATOR_CHUNK = (65536, 2 ** 22)  # the fewest and the most runs per device and chunk on an accelerator
+ACCELERATOR_CHUNK = (65536, 2**22)  # the fewest and the most runs per device and chunk on an accelerator
 MEMORY_SHARE = 4  # an accelerator's chunk holds at most 1 / MEMORY_SHARE of the device's free memory
 
 
@@ -61,8 +61,9 @@ def device_memory(device=None) -> int | None:
     return max(0, limit - int(used)) if used is not None else limit
 
 
-def default_chunk_size(n_devices: int, backend: str | None = None, *, bytes_per_run: float | None = None,
-                       memory: int | None = None) -> int:
+def default_chunk_size(
+    n_devices: int, backend: str | None = None, *, bytes_per_run: float | None = None, memory: int | None = None
+) -> int:
     """Runs per chunk when none is given. A host function.
 
     Args:
@@ -118,8 +119,9 @@ def run_bytes(fn: Callable, args: Any, *, shared: Any = None, device=None, lanes
         return None
     if stats is None:
         return None
-    held = (stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
-            - stats.alias_size_in_bytes)
+    held = (
+        stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes - stats.alias_size_in_bytes
+    )
     return max(1, math.ceil(held / n))
 
 

@@ -75,8 +75,10 @@ class RunStructure:
         _checks.choice("centers", self.centers, data.CENTER_LAYOUTS)
         _checks.choice("init", self.init, dynamics.INIT_METHODS)
         if self.init == "data" and self.n_tokens > min_clusters * self.points_per_cluster:
-            raise ValueError(f"n_tokens={self.n_tokens} exceeds the smallest dataset "
-                             f"({min_clusters} x {self.points_per_cluster} points) for init 'data'")
+            raise ValueError(
+                f"n_tokens={self.n_tokens} exceeds the smallest dataset "
+                f"({min_clusters} x {self.points_per_cluster} points) for init 'data'"
+            )
         self.check_size(max(min_clusters, max_clusters or min_clusters))
 
     def check_size(self, max_clusters: int) -> None:
@@ -106,10 +108,15 @@ class RunStructure:
                 lo = mid
             else:
                 hi = mid - 1
-        fit = (f"with the other sizes as given, {name} <= {lo} fits" if lo >= 1
-               else f"no value of {name} fits with the other sizes as given; reduce them too")
-        raise ValueError(f"{name}={sizes[name]} is too large: one run of {max_clusters} x {self.points_per_cluster} "
-                         f"points in dim={self.dim} with n_tokens={self.n_tokens} {problem}; {fit}")
+        fit = (
+            f"with the other sizes as given, {name} <= {lo} fits"
+            if lo >= 1
+            else f"no value of {name} fits with the other sizes as given; reduce them too"
+        )
+        raise ValueError(
+            f"{name}={sizes[name]} is too large: one run of {max_clusters} x {self.points_per_cluster} "
+            f"points in dim={self.dim} with n_tokens={self.n_tokens} {problem}; {fit}"
+        )
 
     def structure(self) -> dict:
         """The structure fields, floats as Python floats (a stable repr: the compilation key)."""
@@ -124,11 +131,16 @@ MAX_RUN_BYTES = 2**30  # the most working memory of one run (RunStructure.check_
 def _size_problem(max_clusters: int, *, n_tokens: int, dim: int, points_per_cluster: int) -> str | None:
     """What is wrong with one run of these sizes (a phrase for a message), or None when it fits."""
     n, d, t = max_clusters * points_per_cluster, dim, n_tokens
-    for what, elements in (("points x (dim + 1)", n * (d + 1)), ("n_tokens x points", t * n),
-                           ("n_tokens^2 x dim (repulsion)", t * t * d)):
+    for what, elements in (
+        ("points x (dim + 1)", n * (d + 1)),
+        ("n_tokens x points", t * n),
+        ("n_tokens^2 x dim (repulsion)", t * t * d),
+    ):
         if elements > MAX_ELEMENTS:
-            return (f"needs an array of {what} = {elements:,} elements, above XLA's 32-bit indexing limit "
-                    f"of 2**31 - 1 = {MAX_ELEMENTS:,}")
+            return (
+                f"needs an array of {what} = {elements:,} elements, above XLA's 32-bit indexing limit "
+                f"of 2**31 - 1 = {MAX_ELEMENTS:,}"
+            )
     nbytes = 4 * (6 * n * (d + 1) + 6 * t * n + 2 * t * t * (d + 1))
     if nbytes > MAX_RUN_BYTES:
         return f"needs about {nbytes / 2**30:.3g} GiB of working memory, above the limit of 1 GiB per run"
@@ -151,16 +163,20 @@ def _host_hparams(name: str, value, kind: type, where: str, traced: str):
     checked by its ``validate()``: a run's field is static (hashed with the run), its traced values
     are conditions. ``TypeError`` / ``ValueError`` naming the field."""
     if not isinstance(value, kind):
-        raise TypeError(f"{name} must be a {where}.{kind.__name__} (the defaults of the knobs), got {value!r} of type "
-                        f"{type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a {where}.{kind.__name__} (the defaults of the knobs), got {value!r} of type "
+            f"{type(value).__name__}"
+        )
     leaves = {}
     for f in dataclasses.fields(value):
         v = getattr(value, f.name)
         if isinstance(v, np.generic) and np.ndim(v) == 0:
             v = v.item()
         if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"{name}.{f.name} must be a Python number (a run's fields are static, its defaults), got "
-                            f"{v!r} of type {type(v).__name__}: pass traced values as conditions, {traced}")
+            raise TypeError(
+                f"{name}.{f.name} must be a Python number (a run's fields are static, its defaults), got "
+                f"{v!r} of type {type(v).__name__}: pass traced values as conditions, {traced}"
+            )
         leaves[f.name] = v
     return kind(**leaves).validate()
 
@@ -180,14 +196,17 @@ def _moved_into(field: str, kind: type, where: str):
             moved = [k for k in kwargs if k in names]
             if moved:
                 given = ", ".join(f"{k}={kwargs[k]!r}" for k in moved)
-                raise TypeError(f"{cls.__name__} has no field {moved[0]!r}: the defaults of the knobs of {example} are "
-                                f"its field {field}: write {cls.__name__}({field}={example}({given}))")
+                raise TypeError(
+                    f"{cls.__name__} has no field {moved[0]!r}: the defaults of the knobs of {example} are "
+                    f"its field {field}: write {cls.__name__}({field}={example}({given}))"
+                )
             init(self, *args, **kwargs)
 
         def __getattr__(self, name):
             if name in names:
-                raise AttributeError(f"{cls.__name__} has no attribute {name!r}: the default of that knob is "
-                                     f"run.{field}.{name}")
+                raise AttributeError(
+                    f"{cls.__name__} has no attribute {name!r}: the default of that knob is run.{field}.{name}"
+                )
             raise AttributeError(f"{cls.__name__!r} object has no attribute {name!r}")
 
         cls.__init__ = __init__
@@ -207,8 +226,10 @@ class _CallSignature:
         if obj is None:
             raise AttributeError("__signature__")
         P = inspect.Parameter
-        return inspect.Signature([P("key", P.POSITIONAL_OR_KEYWORD)]
-                                 + [P(n, P.KEYWORD_ONLY, default=None) for n in (*obj.conditions, "draw")])
+        return inspect.Signature(
+            [P("key", P.POSITIONAL_OR_KEYWORD)]
+            + [P(n, P.KEYWORD_ONLY, default=None) for n in (*obj.conditions, "draw")]
+        )
 
 
 @_moved_into("hparams", dynamics.Hparams, "dynamics")
@@ -276,44 +297,69 @@ class ClusterRun(RunStructure):
     def __post_init__(self):
         if not isinstance(self.rule, dynamics.Rule):
             hint = " (wrap your functions as tokdyn.dynamics.Rule(init=..., step=...))" if callable(self.rule) else ""
-            raise TypeError(f"rule must be a tokdyn.dynamics.Rule, got {self.rule!r} of type "
-                            f"{type(self.rule).__name__}{hint}")
-        if all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-               for v in (self.max_clusters, self.n_tokens, self.dim, self.points_per_cluster)):
+            raise TypeError(
+                f"rule must be a tokdyn.dynamics.Rule, got {self.rule!r} of type {type(self.rule).__name__}{hint}"
+            )
+        if all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1
+            for v in (self.max_clusters, self.n_tokens, self.dim, self.points_per_cluster)
+        ):
             self.check_size(self.max_clusters)  # before any compile (other fields: validate_structure)
         names = self.knobs  # TypeError if the rule's hparams do not name its knobs
         clash = [n for n in names if n in _OWN_CONDITIONS]
         if clash:
-            raise ValueError(f"rule {self.rule.name!r} has knobs named {clash}, which are ClusterRun's own "
-                             f"conditions {list(_OWN_CONDITIONS)}: rename them")
-        object.__setattr__(self, "hparams", _host_hparams("hparams", self.hparams, dynamics.Hparams, "tokdyn.dynamics",
-                                                         "run(key, temperature=...)"))
+            raise ValueError(
+                f"rule {self.rule.name!r} has knobs named {clash}, which are ClusterRun's own "
+                f"conditions {list(_OWN_CONDITIONS)}: rename them"
+            )
+        object.__setattr__(
+            self,
+            "hparams",
+            _host_hparams("hparams", self.hparams, dynamics.Hparams, "tokdyn.dynamics", "run(key, temperature=...)"),
+        )
         if self.rule not in BUILTIN_RULES:
             changed = [f for f in dynamics.FIELDS if getattr(self.hparams, f) != getattr(dynamics.Hparams(), f)]
             if changed:
-                raise ValueError(f"hparams sets {changed}, knobs of the built-in rule; rule {self.rule.name!r} has the "
-                                 f"knobs {list(names)}, whose defaults are its hparams (dataclasses.replace(rule, "
-                                 f"hparams=...))")
+                raise ValueError(
+                    f"hparams sets {changed}, knobs of the built-in rule; rule {self.rule.name!r} has the "
+                    f"knobs {list(names)}, whose defaults are its hparams (dataclasses.replace(rule, "
+                    f"hparams=...))"
+                )
         if not isinstance(self.methods, (tuple, list)):
-            raise TypeError(f"methods must be a tuple of rows of the rule's knob values (numbers in the order "
-                            f"{list(names)}), got {self.methods!r}")
+            raise TypeError(
+                f"methods must be a tuple of rows of the rule's knob values (numbers in the order "
+                f"{list(names)}), got {self.methods!r}"
+            )
         rows = []
         for row in self.methods:
-            if (not isinstance(row, (tuple, list)) or len(row) > len(names)
-                    or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in row)):
-                raise TypeError(f"methods must be a tuple of rows of the rule's knob values: at most {len(names)} "
-                                f"numbers in the order {list(names)} (an update rule of your own is passed as "
-                                f"rule=, its settings as rows), got the row {row!r}")
+            if (
+                not isinstance(row, (tuple, list))
+                or len(row) > len(names)
+                or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in row)
+            ):
+                raise TypeError(
+                    f"methods must be a tuple of rows of the rule's knob values: at most {len(names)} "
+                    f"numbers in the order {list(names)} (an update rule of your own is passed as "
+                    f"rule=, its settings as rows), got the row {row!r}"
+                )
             rows.append(tuple(row))
         object.__setattr__(self, "methods", tuple(rows))
         _checks.choice("kernel", self.kernel, KERNELS)
         if self.kernel == "fused" and self.rule not in (dynamics.BUILTIN, dynamics.BUILTIN_ORIGIN):
-            raise ValueError(f"kernel='fused' runs the built-in rule only (tokdyn.fused), got rule {self.rule.name!r}: "
-                             f"use kernel='xla' or 'auto'")
-        if self.kernel == "fused" and isinstance(self.n_tokens, int) and isinstance(self.dim, int) \
-                and self.n_tokens * self.dim > fused.MAX_TOKEN_COORDS:
-            raise ValueError(f"kernel='fused' keeps n_tokens * dim = {self.n_tokens * self.dim} token coordinates in "
-                             f"registers, at most {fused.MAX_TOKEN_COORDS}: use kernel='xla' or 'auto'")
+            raise ValueError(
+                f"kernel='fused' runs the built-in rule only (tokdyn.fused), got rule {self.rule.name!r}: "
+                f"use kernel='xla' or 'auto'"
+            )
+        if (
+            self.kernel == "fused"
+            and isinstance(self.n_tokens, int)
+            and isinstance(self.dim, int)
+            and self.n_tokens * self.dim > fused.MAX_TOKEN_COORDS
+        ):
+            raise ValueError(
+                f"kernel='fused' keeps n_tokens * dim = {self.n_tokens * self.dim} token coordinates in "
+                f"registers, at most {fused.MAX_TOKEN_COORDS}: use kernel='xla' or 'auto'"
+            )
 
     @property
     def uses_fused(self) -> bool:
@@ -322,9 +368,12 @@ class ClusterRun(RunStructure):
         faster form (:func:`tokdyn.fused.preferred`: GPUs), decided when the run is traced."""
         if self.kernel != "auto":
             return self.kernel == "fused"
-        return (self.rule in (dynamics.BUILTIN, dynamics.BUILTIN_ORIGIN) and fused.preferred()
-                and self.n_tokens * self.dim <= fused.MAX_TOKEN_COORDS
-                and self.max_clusters * self.points_per_cluster <= fused.MAX_POINTS)
+        return (
+            self.rule in (dynamics.BUILTIN, dynamics.BUILTIN_ORIGIN)
+            and fused.preferred()
+            and self.n_tokens * self.dim <= fused.MAX_TOKEN_COORDS
+            and self.max_clusters * self.points_per_cluster <= fused.MAX_POINTS
+        )
 
     @property
     def knobs(self) -> tuple:
@@ -365,39 +414,70 @@ class ClusterRun(RunStructure):
         """The random part of a run's data (:func:`tokdyn.data.cluster_draw`): it depends on the
         key alone, so under common random numbers every condition of a seed shares it. The sweep
         engine calls it once per seed and passes it to each run as ``draw=``."""
-        return data.cluster_draw(key, max_clusters=self.max_clusters, points_per_cluster=self.points_per_cluster,
-                                 dim=self.dim, centers=self.centers)
+        return data.cluster_draw(
+            key,
+            max_clusters=self.max_clusters,
+            points_per_cluster=self.points_per_cluster,
+            dim=self.dim,
+            centers=self.centers,
+        )
 
     def __call__(self, key, *, noise=None, n_clusters=None, method=None, draw=None, **knobs):
         names = self.knobs
         unknown = [k for k in knobs if k not in names]
         if unknown:
-            raise TypeError(f"ClusterRun got unknown conditions {unknown}: it takes its rule's knobs {list(names)} "
-                            f"and noise, n_clusters, method")
+            raise TypeError(
+                f"ClusterRun got unknown conditions {unknown}: it takes its rule's knobs {list(names)} "
+                f"and noise, n_clusters, method"
+            )
         f32 = jnp.float32
         base = self.defaults()
         if method is not None:
-            table = [tuple(row) + base[len(row):] for row in self.methods]  # short rows: defaults after
+            table = [tuple(row) + base[len(row) :] for row in self.methods]  # short rows: defaults after
             base = tuple(jnp.asarray(table, f32)[method])  # a row of the method table
         leaves = [f32(b) if knobs.get(f) is None else f32(knobs[f]) for f, b in zip(names, base)]
         hparams = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(self.rule.hparams), leaves)
         noise = f32(self.noise if noise is None else noise)
         n_clusters = jnp.int32(self.n_clusters if n_clusters is None else n_clusters)
-        c = data.clusters_from_draw(self.draw(key) if draw is None else draw, n_clusters, noise=noise,
-                                    center_box=f32(self.center_box))
+        c = data.clusters_from_draw(
+            self.draw(key) if draw is None else draw, n_clusters, noise=noise, center_box=f32(self.center_box)
+        )
         if self.init == "data":  # reuse the data's random bits: one threefry call per run
             t0 = dynamics.forgy(c.x, c.init_noise, c.mask, self.n_tokens)
         else:
-            t0 = dynamics.init_tokens(jax.random.fold_in(key, self.INIT_STREAM), self.n_tokens, self.dim,
-                                      method=self.init, x=c.x, mask=c.mask, scale=self.init_scale)
+            t0 = dynamics.init_tokens(
+                jax.random.fold_in(key, self.INIT_STREAM),
+                self.n_tokens,
+                self.dim,
+                method=self.init,
+                x=c.x,
+                mask=c.mask,
+                scale=self.init_scale,
+            )
         given = [k for k, v in knobs.items() if v is not None]
         rule_key = None if self.deterministic(given) else jax.random.fold_in(key, self.LANGEVIN_STREAM)
         if self.uses_fused:
-            r = fused.run(c.x, t0, hparams, mask=c.mask, n_steps=self.n_steps, tol=f32(self.tol), key=rule_key,
-                          mass_anchor="origin" if self.rule == dynamics.BUILTIN_ORIGIN else "token")
+            r = fused.run(
+                c.x,
+                t0,
+                hparams,
+                mask=c.mask,
+                n_steps=self.n_steps,
+                tol=f32(self.tol),
+                key=rule_key,
+                mass_anchor="origin" if self.rule == dynamics.BUILTIN_ORIGIN else "token",
+            )
         else:
-            r = dynamics.run(c.x, t0, hparams, rule=self.rule, mask=c.mask, n_steps=jnp.int32(self.n_steps),
-                             tol=f32(self.tol), key=rule_key)
+            r = dynamics.run(
+                c.x,
+                t0,
+                hparams,
+                rule=self.rule,
+                mask=c.mask,
+                n_steps=jnp.int32(self.n_steps),
+                tol=f32(self.tol),
+                key=rule_key,
+            )
         labels_true = jnp.where(c.mask, c.labels, 0)
         labels_pred = jnp.where(c.mask, r.labels, 0)  # -1 stays on valid points without a finite distance
         kw = dict(n_true=self.max_clusters, n_pred=self.n_tokens)
@@ -446,8 +526,15 @@ class CollapseRun:
         # tokens that blew up form no groups: NaN, never a count of 1 read as a collapse
         finite = jnp.all(jnp.isfinite(r.tokens))
         known = lambda v: jnp.where(finite, jnp.asarray(v, jnp.float32), jnp.float32(jnp.nan))  # noqa: E731
-        return dict(groups=known(groups), collapsed=known(groups == 1), merged=known(groups < self.n_tokens),
-                    converged=r.converged, steps=r.steps, tau_c=tau_c, min_sep_rel=known(sep))
+        return dict(
+            groups=known(groups),
+            collapsed=known(groups == 1),
+            merged=known(groups < self.n_tokens),
+            converged=r.converged,
+            steps=r.steps,
+            tau_c=tau_c,
+            min_sep_rel=known(sep),
+        )
 
 
 _TRACK_CONDITIONS = ("predictor", "decay", "separation", "speed", "spread")
@@ -520,8 +607,9 @@ class TrackRun:
 
     def __post_init__(self):
         if not isinstance(self.rule, dynamics.Rule):
-            raise TypeError(f"rule must be a tokdyn.dynamics.Rule, got {self.rule!r} of type "
-                            f"{type(self.rule).__name__}")
+            raise TypeError(
+                f"rule must be a tokdyn.dynamics.Rule, got {self.rule!r} of type {type(self.rule).__name__}"
+            )
         for name in ("n_frames", "n_clusters", "points_per_cluster", "n_tokens", "n_steps"):
             _checks.positive_int(name, getattr(self, name))
         _checks.choice("init", self.init, dynamics.INIT_METHODS)
@@ -530,16 +618,23 @@ class TrackRun:
         if not isinstance(self.fixed, bool):
             raise TypeError(f"fixed must be a bool, got {self.fixed!r}")
         if self.init in ("data", "kmeans++") and self.n_tokens > self.n_clusters * self.points_per_cluster:
-            raise ValueError(f"n_tokens={self.n_tokens} exceeds the points of a frame "
-                             f"({self.n_clusters} x {self.points_per_cluster}) for init {self.init!r}")
-        object.__setattr__(self, "hparams", _host_hparams("hparams", self.hparams, tracking.Hparams, "tokdyn.tracking",
-                                                         "run(key, predictor=...)"))
+            raise ValueError(
+                f"n_tokens={self.n_tokens} exceeds the points of a frame "
+                f"({self.n_clusters} x {self.points_per_cluster}) for init {self.init!r}"
+            )
+        object.__setattr__(
+            self,
+            "hparams",
+            _host_hparams("hparams", self.hparams, tracking.Hparams, "tokdyn.tracking", "run(key, predictor=...)"),
+        )
         _checks.real("speed", self.speed, low=0.0)
         _checks.real("spread", self.spread, low=0.0)
         clash = [n for n in self.knobs if n in (*_TRACK_CONDITIONS, "draw", "key")]
         if clash:
-            raise ValueError(f"rule {self.rule.name!r} has knobs named {clash}, which are TrackRun's own conditions "
-                             f"{list(_TRACK_CONDITIONS)}: rename them")
+            raise ValueError(
+                f"rule {self.rule.name!r} has knobs named {clash}, which are TrackRun's own conditions "
+                f"{list(_TRACK_CONDITIONS)}: rename them"
+            )
 
     @property
     def knobs(self) -> tuple:
@@ -554,28 +649,47 @@ class TrackRun:
     def draw(self, key) -> data.MovingDraw:
         """The random part of a run's sequence (:func:`tokdyn.data.moving_draw`), which depends on the
         key alone: under common random numbers every condition of a seed shares it."""
-        return data.moving_draw(key, n_frames=self.n_frames, n_clusters=self.n_clusters,
-                                points_per_cluster=self.points_per_cluster)
+        return data.moving_draw(
+            key, n_frames=self.n_frames, n_clusters=self.n_clusters, points_per_cluster=self.points_per_cluster
+        )
 
-    def __call__(self, key, *, predictor=None, decay=None, separation=None, speed=None, spread=None, draw=None,
-                 **knobs):
+    def __call__(
+        self, key, *, predictor=None, decay=None, separation=None, speed=None, spread=None, draw=None, **knobs
+    ):
         unknown = [k for k in knobs if k not in self.knobs]
         if unknown:
             raise TypeError(f"TrackRun got unknown conditions {unknown}: it takes {list(self.conditions)}")
         f32 = jnp.float32
         pick = lambda value, default: f32(default) if value is None else f32(value)  # noqa: E731
         own = self.hparams
-        hp = tracking.Hparams(predictor=jnp.int32(own.predictor) if predictor is None else predictor,
-                              decay=pick(decay, own.decay), separation=pick(separation, own.separation))
+        hp = tracking.Hparams(
+            predictor=jnp.int32(own.predictor) if predictor is None else predictor,
+            decay=pick(decay, own.decay),
+            separation=pick(separation, own.separation),
+        )
         names = self.knobs
         base = jax.tree_util.tree_leaves(self.rule.hparams)
         leaves = [f32(b) if knobs.get(n) is None else f32(knobs[n]) for n, b in zip(names, base)]
         rule_hp = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(self.rule.hparams), leaves)
-        seq = data.moving_from_draw(self.draw(key) if draw is None else draw, speed=pick(speed, self.speed),
-                                    spread=pick(spread, self.spread), view=f32(self.view))
-        r = tracking.track(jax.random.fold_in(key, self.TRACK_STREAM), seq.x, hp, rule_hp, n_tokens=self.n_tokens,
-                           rule=self.rule, mask=seq.mask, init=self.init, n_steps=self.n_steps, tol=f32(self.tol),
-                           fixed=self.fixed)
+        seq = data.moving_from_draw(
+            self.draw(key) if draw is None else draw,
+            speed=pick(speed, self.speed),
+            spread=pick(spread, self.spread),
+            view=f32(self.view),
+        )
+        r = tracking.track(
+            jax.random.fold_in(key, self.TRACK_STREAM),
+            seq.x,
+            hp,
+            rule_hp,
+            n_tokens=self.n_tokens,
+            rule=self.rule,
+            mask=seq.mask,
+            init=self.init,
+            n_steps=self.n_steps,
+            tol=f32(self.tol),
+            fixed=self.fixed,
+        )
         kw = dict(n_true=self.n_clusters, n_pred=self.n_tokens)
         truth = jnp.where(seq.mask, seq.labels, 0)
         pred = jnp.where(seq.mask, r.labels, 0)  # -1 stays on valid points without a finite distance
@@ -591,6 +705,12 @@ class TrackRun:
         finite = jnp.all(jnp.isfinite(r.tokens) | ~has_points[:, None, None])
         nan = f32(jnp.nan)
         known = lambda v: jnp.where(finite, v, nan)  # noqa: E731
-        return dict(ari=known(ari), mean_ari=known(mean_ari), identity=known(identity),
-                    identity_matched=known(identity_matched), steps=r.steps, total_steps=jnp.sum(r.steps),
-                    converged=jnp.mean(r.converged.astype(f32)))
+        return dict(
+            ari=known(ari),
+            mean_ari=known(mean_ari),
+            identity=known(identity),
+            identity_matched=known(identity_matched),
+            steps=r.steps,
+            total_steps=jnp.sum(r.steps),
+            converged=jnp.mean(r.converged.astype(f32)),
+        )

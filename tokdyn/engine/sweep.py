@@ -74,14 +74,16 @@ def parse_axis(name: str, text: str) -> np.ndarray:
         try:
             _checks.distinct(name, values)
         except ValueError as e:
-            raise ValueError(f"axis {name!r}: {text!r} gives one value several times ({e}); give endpoints that "
-                             "differ, or n=1") from None
+            raise ValueError(
+                f"axis {name!r}: {text!r} gives one value several times ({e}); give endpoints that differ, or n=1"
+            ) from None
         return values
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(
-            f"axis {name!r}: expected a comma list, linspace:a:b:n or logspace:a:b:n, got {text!r}") from None
+            f"axis {name!r}: expected a comma list, linspace:a:b:n or logspace:a:b:n, got {text!r}"
+        ) from None
     if not values:
         raise ValueError(f"axis {name!r} has no values: got {text!r}")
     _checks.distinct(name, values)  # a repeated value would count its runs twice
@@ -98,8 +100,10 @@ def _distinct_on_device(name: str, arr: np.ndarray) -> None:
         _, first, counts = np.unique(dev, return_index=True, return_counts=True)
         i = first[np.argmax(counts > 1)]
         same = arr[dev == dev[i]].tolist()
-        raise ValueError(f"axis {name!r} lists {same}, which are one value ({dev[i].item()!r}) in {dev.dtype}, the "
-                         "dtype the runs compute in: list every condition once")
+        raise ValueError(
+            f"axis {name!r} lists {same}, which are one value ({dev[i].item()!r}) in {dev.dtype}, the "
+            "dtype the runs compute in: list every condition once"
+        )
 
 
 class Grid:
@@ -163,8 +167,9 @@ class Grid:
         self.n_conditions = int(np.prod(self.shape[:-1], dtype=np.int64))
         # stride of each axis (and of the seed, last) in the flat run index
         inner = 1 if self.seed_major else self.seeds
-        axis_strides = tuple(int(np.prod(self.shape[i + 1:-1], dtype=np.int64)) * inner
-                             for i in range(len(self.shape) - 1))
+        axis_strides = tuple(
+            int(np.prod(self.shape[i + 1 : -1], dtype=np.int64)) * inner for i in range(len(self.shape) - 1)
+        )
         self.strides = axis_strides + (self.n_conditions if self.seed_major else 1,)
 
     def condition(self, index):
@@ -187,9 +192,13 @@ class Grid:
         return f"Grid({axes}{', ' if axes else ''}seeds={self.seeds}{major})"
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, Grid) and self.seeds == other.seeds and self.names == other.names
-                and self.seed_major == other.seed_major
-                and all(np.array_equal(a, b) for a, b in zip(self.axes.values(), other.axes.values())))
+        return (
+            isinstance(other, Grid)
+            and self.seeds == other.seeds
+            and self.names == other.names
+            and self.seed_major == other.seed_major
+            and all(np.array_equal(a, b) for a, b in zip(self.axes.values(), other.axes.values()))
+        )
 
     def rows(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
         """Columns for runs ``start..stop-1``: every axis's value, ``seed`` and ``index`` (int64)."""
@@ -237,8 +246,11 @@ class Grid:
     def from_dict(cls, d: dict) -> "Grid":
         """The grid a :meth:`to_dict` description holds (a description without ``seed_major``: the
         seed fastest)."""
-        return cls(seeds=d["seeds"], seed_major=bool(d.get("seed_major", False)),
-                   **{k: np.asarray(v) for k, v in d["axes"].items()})
+        return cls(
+            seeds=d["seeds"],
+            seed_major=bool(d.get("seed_major", False)),
+            **{k: np.asarray(v) for k, v in d["axes"].items()},
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -283,8 +295,10 @@ class _GridTask:
         seed_of = lambda j: jnp.where(j < seeds - first, first + j, j - (seeds - first))  # noqa: E731
         # one seed after another: a vmapped draw compiles several times slower on XLA:CPU (the
         # random-bit kernel grows with the batch), for little gain once the draws are shared
-        draws = jax.lax.map(lambda j: self.fn.draw(jax.random.fold_in(shared["key"], seed_of(j))),
-                            jnp.arange(self.n_draws, dtype=jnp.uint32))
+        draws = jax.lax.map(
+            lambda j: self.fn.draw(jax.random.fold_in(shared["key"], seed_of(j))),
+            jnp.arange(self.n_draws, dtype=jnp.uint32),
+        )
         return dict(shared, draws=draws, first_seed=first)
 
     def __call__(self, shared, run):
@@ -318,15 +332,17 @@ def _grid_task(fn, grid: "Grid", common_random_numbers: bool, runs_per_device: i
     number of draws to share enters the compiled function, so grids that differ in their seed
     count alone still share one compilation."""
     share = bool(common_random_numbers) and callable(getattr(fn, "draw", None))
-    return _GridTask(fn, grid.names, bool(common_random_numbers),
-                     n_draws=_n_draws(grid, runs_per_device) if share else 0)
+    return _GridTask(
+        fn, grid.names, bool(common_random_numbers), n_draws=_n_draws(grid, runs_per_device) if share else 0
+    )
 
 
 def _grid_shared(grid: "Grid", key) -> dict:
     tables = device_columns(dict(grid.axes))
     strides = {name: np.uint32(st) for name, st in zip(grid.names, grid.strides)}
-    return dict(key=key, tables=tables, strides=strides, seeds=np.uint32(grid.seeds),
-                seed_stride=np.uint32(grid.strides[-1]))
+    return dict(
+        key=key, tables=tables, strides=strides, seeds=np.uint32(grid.seeds), seed_stride=np.uint32(grid.strides[-1])
+    )
 
 
 class SweepResult:
@@ -529,8 +545,12 @@ class _Digester:
                 body += f":{sorted(self._names(code))}"
         except (OSError, TypeError):
             body = self._code(code)
-        parts = [f"function:{fn.__module__}.{fn.__qualname__}", body, self.token(fn.__defaults__),
-                 self.token(fn.__kwdefaults__)]
+        parts = [
+            f"function:{fn.__module__}.{fn.__qualname__}",
+            body,
+            self.token(fn.__defaults__),
+            self.token(fn.__kwdefaults__),
+        ]
         cells = []
         for var, cell in zip(code.co_freevars, fn.__closure__ or ()):
             try:
@@ -545,8 +565,11 @@ class _Digester:
             v = fn.__globals__[ref]
             if isinstance(v, types.FunctionType) and v.__module__ != fn.__module__:
                 refs.append(f"{ref}=function:{v.__module__}.{v.__qualname__}")  # another module's: by its name
-            elif isinstance(v, (types.ModuleType, type)) or (callable(v) and not isinstance(v, types.FunctionType)
-                                                             and getattr(v, "__module__", None) != fn.__module__):
+            elif isinstance(v, (types.ModuleType, type)) or (
+                callable(v)
+                and not isinstance(v, types.FunctionType)
+                and getattr(v, "__module__", None) != fn.__module__
+            ):
                 refs.append(f"{ref}=name:{getattr(v, '__module__', None)}.{getattr(v, '__qualname__', ref)}")
             else:
                 refs.append(f"{ref}={self.token(v)}")
@@ -582,8 +605,9 @@ def _chunk_path(out: str, start: int, stop: int) -> str:
     return os.path.join(out, "chunks", f"{start:012d}-{stop:012d}.npz")
 
 
-def _read_chunk(path: str, start: int, stop: int, fields,
-                expected: str | None = None) -> tuple[dict | None, str | None]:
+def _read_chunk(
+    path: str, start: int, stop: int, fields, expected: str | None = None
+) -> tuple[dict | None, str | None]:
     """``(outputs, None)`` of a finished chunk; ``(None, None)`` when its file is absent; ``(None,
     reason)`` when it cannot be used: not a plain file (a directory or a symbolic link, never
     followed), without the verification header of :func:`tokdyn.io.save_npz` (written by something
@@ -638,8 +662,7 @@ def sweep_id(manifest: dict) -> str:
     return _digest({k: v for k, v in manifest.items() if k not in ("tokdyn", "checksum")})
 
 
-def _manifest(fn, grid: Grid, key, chunk_size: int, common_random_numbers: bool, code: dict,
-              outputs: dict) -> dict:
+def _manifest(fn, grid: Grid, key, chunk_size: int, common_random_numbers: bool, code: dict, outputs: dict) -> dict:
     from tokdyn import __version__
 
     m = {
@@ -686,14 +709,20 @@ def _check_resume(out: str, manifest: dict, resume: bool, part: tuple) -> bool:
             damage = e
     if old is None:
         if damage is not None and not resume:
-            raise io.OutputConflict(f"out={out!r} already holds a sweep (its {path} is damaged: {damage.reason}); pass "
-                                    "resume=True to continue it, or choose a new directory")
+            raise io.OutputConflict(
+                f"out={out!r} already holds a sweep (its {path} is damaged: {damage.reason}); pass "
+                "resume=True to continue it, or choose a new directory"
+            )
         if part[0] == 0:
             if damage is not None:
                 target = io.set_aside(path, damage.reason, warn=False)
-                warnings.warn(f"{path} could not be read ({damage.reason}): set aside as {target} and written anew "
-                              "from the arguments (it is fully determined by them; every chunk is checked against "
-                              "it by its stamp)", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"{path} could not be read ({damage.reason}): set aside as {target} and written anew "
+                    "from the arguments (it is fully determined by them; every chunk is checked against "
+                    "it by its stamp)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             _write_manifest(path, manifest)
             return False
         os.makedirs(out, exist_ok=True)
@@ -701,9 +730,11 @@ def _check_resume(out: str, manifest: dict, resume: bool, part: tuple) -> bool:
         while old is None:
             if time.monotonic() > deadline:
                 why = f"it is damaged ({damage.reason})" if damage is not None else "it is absent"
-                raise TimeoutError(f"part {part[0]} of {part[1]} waited {MANIFEST_WAIT_S:.0f} s for part 0 to write "
-                                   f"{path} ({why}): start every part with the same out, on a filesystem all of "
-                                   "them see")
+                raise TimeoutError(
+                    f"part {part[0]} of {part[1]} waited {MANIFEST_WAIT_S:.0f} s for part 0 to write "
+                    f"{path} ({why}): start every part with the same out, on a filesystem all of "
+                    "them see"
+                )
             time.sleep(0.05)
             try:
                 old = read_manifest(out) if os.path.exists(path) else None
@@ -711,8 +742,9 @@ def _check_resume(out: str, manifest: dict, resume: bool, part: tuple) -> bool:
                 damage = e
         resume = True
     elif not resume:
-        raise io.OutputConflict(f"out={out!r} already holds a sweep; pass resume=True to continue it, or choose a new "
-                                "directory")
+        raise io.OutputConflict(
+            f"out={out!r} already holds a sweep; pass resume=True to continue it, or choose a new directory"
+        )
     differ = [k for k in manifest if k not in ("tokdyn", "checksum") and old.get(k) != manifest[k]]
     if differ:
         raise io.OutputConflict(_resume_conflict(out, old, manifest, differ))
@@ -722,23 +754,31 @@ def _check_resume(out: str, manifest: dict, resume: bool, part: tuple) -> bool:
 def _resume_conflict(out: str, old: dict, new: dict, differ: list) -> str:
     """Why the sweep in ``out`` (manifest ``old``) cannot be resumed by ``new``."""
     if "code" not in old or "outputs" not in old:
-        return (f"out={out!r} holds a sweep written before sweeps recorded the code that made their results (its "
-                "manifest has no 'code'): they cannot be matched to the code run now; rerun with --fresh (or remove "
-                "the directory), or run into another directory")
+        return (
+            f"out={out!r} holds a sweep written before sweeps recorded the code that made their results (its "
+            "manifest has no 'code'): they cannot be matched to the code run now; rerun with --fresh (or remove "
+            "the directory), or run into another directory"
+        )
     if set(differ) <= {"code", "outputs", "fn", "format"}:
         what = []
         for k in sorted(set(old["code"]) | set(new["code"])):
             if old["code"].get(k) != new["code"].get(k):
                 what.append("fn code" if k == "fn" else f"{k} code")
         if "outputs" in differ:
-            what.append(f"output fields ({', '.join(old['outputs']) or 'none'} there, "
-                        f"{', '.join(new['outputs']) or 'none'} now)")
+            what.append(
+                f"output fields ({', '.join(old['outputs']) or 'none'} there, "
+                f"{', '.join(new['outputs']) or 'none'} now)"
+            )
         if "fn" in differ:
             what.append(f"fn ({old.get('fn')} there, {new['fn']} now)")
-        return (f"out={out!r}: the rule's code changed since these results ({'; '.join(what)} differ): rerun with "
-                "--fresh (or remove the directory), or into another directory")
-    return (f"out={out!r} holds a sweep started with different arguments ({', '.join(differ)} differ); resume it with "
-            "the same arguments or choose a new directory")
+        return (
+            f"out={out!r}: the rule's code changed since these results ({'; '.join(what)} differ): rerun with "
+            "--fresh (or remove the directory), or into another directory"
+        )
+    return (
+        f"out={out!r} holds a sweep started with different arguments ({', '.join(differ)} differ); resume it with "
+        "the same arguments or choose a new directory"
+    )
 
 
 def _resumed_chunk_size(out: str) -> int | None:
@@ -750,15 +790,30 @@ def _resumed_chunk_size(out: str) -> int | None:
         return read_manifest(out)["chunk_size"]
     except io.CorruptFile:
         chunk_dir = os.path.join(out, "chunks")
-        sizes = [int(m[2]) - int(m[1]) for m in map(_CHUNK_NAME.match, os.listdir(chunk_dir)
-                                                     if os.path.isdir(chunk_dir) else []) if m]
+        sizes = [
+            int(m[2]) - int(m[1])
+            for m in map(_CHUNK_NAME.match, os.listdir(chunk_dir) if os.path.isdir(chunk_dir) else [])
+            if m
+        ]
         return max(sizes) if sizes else None
 
 
-def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: str | None = None,
-        resume: bool = True, progress: bool = True, common_random_numbers: bool = False,
-        batch_size: int | None | str = "auto", devices=None, collect: bool = True,
-        part: tuple[int, int] | None = None, code: dict | None = None) -> SweepResult | None:
+def run(
+    fn: Callable,
+    grid: Grid,
+    *,
+    key,
+    chunk_size: int | None = None,
+    out: str | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    common_random_numbers: bool = False,
+    batch_size: int | None | str = "auto",
+    devices=None,
+    collect: bool = True,
+    part: tuple[int, int] | None = None,
+    code: dict | None = None,
+) -> SweepResult | None:
     """Run ``fn(key, **condition)`` for every run of ``grid``; compiled once, chunked, sharded.
 
     Args:
@@ -819,16 +874,21 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a tokdyn.engine.sweep.Grid, got {type(grid).__name__}")
     if len(grid) > MAX_RUNS:
-        raise ValueError(f"grid has {len(grid):,} runs ({' x '.join(map(str, grid.shape))}: axes x seeds); run indices "
-                         f"and seeds are folded into keys as uint32, so at most {MAX_RUNS:,}: fewer seeds or values")
+        raise ValueError(
+            f"grid has {len(grid):,} runs ({' x '.join(map(str, grid.shape))}: axes x seeds); run indices "
+            f"and seeds are folded into keys as uint32, so at most {MAX_RUNS:,}: fewer seeds or values"
+        )
     if out is None and not collect:
         raise ValueError("collect=False needs out=DIR: the results would be lost")
     _check_signature(fn, grid.names)
     if part is None:
         part = (jax.process_index(), jax.process_count())
-    if (not isinstance(part, (tuple, list)) or len(part) != 2
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in part)
-            or not 0 <= part[0] < part[1]):
+    if (
+        not isinstance(part, (tuple, list))
+        or len(part) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in part)
+        or not 0 <= part[0] < part[1]
+    ):
         raise ValueError(f"part must be a pair (i, n) of ints with 0 <= i < n, got {part!r}")
     if part[1] > 1 and out is None:
         raise ValueError(f"part={tuple(part)} splits the sweep between processes: it needs out=DIR to gather it")
@@ -838,7 +898,7 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
     devices, batch_size, step, padded = execute.plan(devices, batch_size, chunk_size, total)
     task = _grid_task(fn, grid, common_random_numbers, padded // len(devices))
     starts = list(range(0, total, step))
-    mine = set(starts[part[0]::part[1]])
+    mine = set(starts[part[0] :: part[1]])
     done: dict[int, dict] = {}
     shared = _grid_shared(grid, key)
     outputs_spec = output_spec(task, shared)
@@ -868,8 +928,9 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
                 _set_aside_chunk(path, problem)
     todo = [s0 for s0 in starts if s0 not in done and s0 in mine]
     get = lambda a, b: {"index": np.arange(a, b, dtype=np.uint32)}  # noqa: E731
-    with io.Progress(total, desc="sweep", unit="runs", done=sum(min(s0 + step, total) - s0 for s0 in done),
-                     quiet=not progress) as bar:
+    with io.Progress(
+        total, desc="sweep", unit="runs", done=sum(min(s0 + step, total) - s0 for s0 in done), quiet=not progress
+    ) as bar:
         for s0, s1, outputs in execute.stream(task, shared, todo, total, step, padded, get, devices, batch_size):
             outputs = {k: np.asarray(v) for k, v in outputs.items()}
             if out is not None:
@@ -881,8 +942,9 @@ def run(fn: Callable, grid: Grid, *, key, chunk_size: int | None = None, out: st
     if part[1] > 1:  # the other parts' chunks, if they have all finished
         for s0 in starts:
             if s0 not in done:
-                got, _ = _read_chunk(_chunk_path(out, s0, min(s0 + step, total)), s0, min(s0 + step, total), fields,
-                                     sid)
+                got, _ = _read_chunk(
+                    _chunk_path(out, s0, min(s0 + step, total)), s0, min(s0 + step, total), fields, sid
+                )
                 if got is None:
                     return None
                 done[s0] = got
@@ -939,8 +1001,12 @@ def read_manifest(out: str) -> dict:
     except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, unreadable
         raise io.CorruptFile(path, f"not readable JSON: {e}") from None
     if not isinstance(m, dict) or any(k not in m for k in MANIFEST_KEYS):
-        raise io.CorruptFile(path, f"not a sweep's manifest: it lacks {[k for k in MANIFEST_KEYS if k not in m]}"
-                             if isinstance(m, dict) else "not a sweep's manifest")
+        raise io.CorruptFile(
+            path,
+            f"not a sweep's manifest: it lacks {[k for k in MANIFEST_KEYS if k not in m]}"
+            if isinstance(m, dict)
+            else "not a sweep's manifest",
+        )
     if "checksum" not in m:
         raise io.CorruptFile(path, "it carries no checksum (every manifest is written with one)")
     if m["checksum"] != _digest({k: v for k, v in m.items() if k != "checksum"}):
@@ -962,8 +1028,11 @@ def missing_chunks(out: str) -> list[tuple[int, int]]:
     step, total = m["chunk_size"], m["runs"]
     chunk_dir = os.path.join(out, "chunks")
     have = set(os.listdir(chunk_dir)) if os.path.isdir(chunk_dir) else set()
-    return [(s0, min(s0 + step, total)) for s0 in range(0, total, step)
-            if os.path.basename(_chunk_path(out, s0, min(s0 + step, total))) not in have]
+    return [
+        (s0, min(s0 + step, total))
+        for s0 in range(0, total, step)
+        if os.path.basename(_chunk_path(out, s0, min(s0 + step, total))) not in have
+    ]
 
 
 def output_fields(out: str) -> tuple:
@@ -976,8 +1045,7 @@ def output_fields(out: str) -> tuple:
     path = _chunk_path(out, 0, stop)
     first, problem = _read_chunk(path, 0, stop, None, sweep_id(m))
     if first is None:
-        raise ValueError(f"sweep in {out!r} has no finished first chunk ({path}: "
-                         f"{problem or 'absent'}): run it first")
+        raise ValueError(f"sweep in {out!r} has no finished first chunk ({path}: {problem or 'absent'}): run it first")
     return tuple(first)
 
 
@@ -996,9 +1064,11 @@ def iter_chunks(out: str):
         path = _chunk_path(out, s0, s1)
         got, problem = _read_chunk(path, s0, s1, fields, sid)
         if got is None:
-            raise ValueError(f"sweep in {out!r} is incomplete or damaged at runs [{s0}, {s1}): {path} "
-                             f"{'is damaged (' + problem + ')' if problem else 'is missing'}; resume it first (the "
-                             "same sweep.run call redoes it)")
+            raise ValueError(
+                f"sweep in {out!r} is incomplete or damaged at runs [{s0}, {s1}): {path} "
+                f"{'is damaged (' + problem + ')' if problem else 'is missing'}; resume it first (the "
+                "same sweep.run call redoes it)"
+            )
         fields = fields or tuple(got)
         cols = grid.rows(s0, s1)
         cols.update(got)

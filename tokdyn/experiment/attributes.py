@@ -27,7 +27,7 @@ def documented(cls) -> dict[str, str]:
         except StopIteration:
             continue
         indent, name = None, None
-        for line in lines[start + 1:]:
+        for line in lines[start + 1 :]:
             if not line.strip():
                 if name is not None and indent is not None:
                     continue

@@ -179,8 +179,10 @@ def read(out: str, name: str, study: str) -> tuple[Optional[dict], str]:
     try:
         return study_dir.read_table(out, name), ""
     except FileNotFoundError:
-        return None, (f"{rel} cannot be verified: {study}/{study_dir.RECORD} (the study's record of its outputs) is "
-                      "missing; not judged")
+        return None, (
+            f"{rel} cannot be verified: {study}/{study_dir.RECORD} (the study's record of its outputs) is "
+            "missing; not judged"
+        )
     except (io.CorruptFile, ValueError, OSError) as e:
         return None, f"{rel} fails its verification ({e}); not judged"
 

@@ -85,16 +85,26 @@ class Rates:
         kinds = list(self.sources if kinds is None else kinds)
         ours = [k for k in kinds if self.sources.get(k, "reference") in ("measured", "cached")]
         if not ours:
-            reason = (f"{ENV}=off" if mode() == "off" else "its probe failed" if any(
-                self.sources.get(k) == "failed" for k in kinds) else "not measured for a run this short")
+            reason = (
+                f"{ENV}=off"
+                if mode() == "off"
+                else "its probe failed"
+                if any(self.sources.get(k) == "failed" for k in kinds)
+                else "not measured for a run this short"
+            )
             return f"at the rates of {REFERENCE_DEVICE}, not this {self.backend} backend's ({self.device}; {reason})"
         speeds = ", ".join(f"{k} {_times(self.speed(k))}" for k in ours)
-        when = f"probed in {self.probe_seconds:.1f} s" if any(self.sources[k] == "measured" for k in ours) else \
-            f"measured before, kept in {cache_file()}"
+        when = (
+            f"probed in {self.probe_seconds:.1f} s"
+            if any(self.sources[k] == "measured" for k in ours)
+            else f"measured before, kept in {cache_file()}"
+        )
         rest = [k for k in kinds if k not in ours]
         also = f"; {', '.join(rest)} at the reference CPU's rates" if rest else ""
-        return (f"at the rates measured on this {self.backend} backend ({self.device}; {speeds} the reference "
-                f"CPU's; {when}{also})")
+        return (
+            f"at the rates measured on this {self.backend} backend ({self.device}; {speeds} the reference "
+            f"CPU's; {when}{also})"
+        )
 
 
 def _times(x: float) -> str:
@@ -149,13 +159,18 @@ def probe_dynamics(min_seconds: float) -> float:
 
     per_device = execute.ACCELERATOR_CHUNK[0] if _accelerator() else DYNAMICS_CHUNK
     chunk = per_device * jax.local_device_count()
-    grid = sweep.Grid(n_clusters=np.array([3, 4, 5]), noise=np.array([0.3, 0.6, 0.9], np.float32),
-                      seeds=max(1, DYNAMICS_CHUNKS * chunk // 9), seed_major=True)
+    grid = sweep.Grid(
+        n_clusters=np.array([3, 4, 5]),
+        noise=np.array([0.3, 0.6, 0.9], np.float32),
+        seeds=max(1, DYNAMICS_CHUNKS * chunk // 9),
+        seed_major=True,
+    )
     fn = ClusterRun()
 
     def call(i):
-        sweep.run(fn, grid, key=jax.random.key(i), chunk_size=chunk, progress=False, common_random_numbers=True,
-                  part=(0, 1))  # NumPy results: the work is done
+        sweep.run(
+            fn, grid, key=jax.random.key(i), chunk_size=chunk, progress=False, common_random_numbers=True, part=(0, 1)
+        )  # NumPy results: the work is done
         return float(len(grid))
 
     return _timed(call, min_seconds)
@@ -260,8 +275,11 @@ def probe_host(min_seconds: float) -> float:
     return 1.0 / _compiled_training()[2]
 
 
-PROBES: Mapping[str, Callable[[float], float]] = {"dynamics": probe_dynamics, "training": probe_training,
-                                                   "host": probe_host}
+PROBES: Mapping[str, Callable[[float], float]] = {
+    "dynamics": probe_dynamics,
+    "training": probe_training,
+    "host": probe_host,
+}
 
 
 # ---------------------------------------------------------------------------------------------- measuring, keeping
@@ -298,10 +316,18 @@ def identity() -> dict:
     except (AttributeError, OSError):
         cores = os.cpu_count() or 0
     precision = jax.config.jax_default_matmul_precision
-    return dict(backend=jax.default_backend(), device_kind=str(getattr(devices[0], "device_kind", "")),
-                devices=len(devices), cores=cores, jax=jax.__version__, jaxlib=jaxlib.__version__,
-                tokdyn=tokdyn.__version__, xla_flags=os.environ.get("XLA_FLAGS", ""),
-                precision=str(getattr(precision, "name", precision)), probes=VERSION)
+    return dict(
+        backend=jax.default_backend(),
+        device_kind=str(getattr(devices[0], "device_kind", "")),
+        devices=len(devices),
+        cores=cores,
+        jax=jax.__version__,
+        jaxlib=jaxlib.__version__,
+        tokdyn=tokdyn.__version__,
+        xla_flags=os.environ.get("XLA_FLAGS", ""),
+        precision=str(getattr(precision, "name", precision)),
+        probes=VERSION,
+    )
 
 
 def _device_words(ident: dict) -> str:
@@ -354,8 +380,13 @@ def _from_disk(key: str, kinds: Sequence[str]) -> dict:
     out = {}
     for k in kinds:
         v, t = entry["rates"].get(k), stamps.get(k)
-        if isinstance(v, (int, float)) and isinstance(t, (int, float)) and math.isfinite(v) and v > 0 \
-                and 0 <= time.time() - t < MAX_AGE_DAYS * 86400:
+        if (
+            isinstance(v, (int, float))
+            and isinstance(t, (int, float))
+            and math.isfinite(v)
+            and v > 0
+            and 0 <= time.time() - t < MAX_AGE_DAYS * 86400
+        ):
             out[k] = float(v)
     return out
 
@@ -384,8 +415,7 @@ def measure(kinds: Sequence[str] = KINDS, *, min_seconds: Optional[float] = None
         if not (math.isfinite(rate) and rate > 0):
             raise RuntimeError(f"the {k} probe measured {rate!r} {UNITS[k]}, not a positive finite rate")
         out[k] = rate
-    return Rates(out, ident["backend"], _device_words(ident), {k: "measured" for k in out},
-                 time.perf_counter() - t0)
+    return Rates(out, ident["backend"], _device_words(ident), {k: "measured" for k in out}, time.perf_counter() - t0)
 
 
 def current(kinds: Sequence[str] = KINDS, *, probe: bool = True) -> Rates:
@@ -413,8 +443,12 @@ def current(kinds: Sequence[str] = KINDS, *, probe: bool = True) -> Rates:
                 fresh = measure([k])
             except Exception as e:  # an estimate never stops a run: said, then the reference's rate
                 failed.add(k)
-                warnings.warn(f"the time estimate's probe of {k} failed ({type(e).__name__}: {e}); the estimate "
-                              f"uses the rate of {REFERENCE_DEVICE}", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"the time estimate's probe of {k} failed ({type(e).__name__}: {e}); the estimate "
+                    f"uses the rate of {REFERENCE_DEVICE}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 continue
             _PROBE_SECONDS[key] = _PROBE_SECONDS.get(key, 0.0) + fresh.probe_seconds
             known[k] = (fresh.rates[k], "measured")

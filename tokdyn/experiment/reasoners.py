@@ -43,7 +43,7 @@ STUDY = "latent-reasoning"  # the name a latent-reasoning directory is stamped w
 SELECTION = ("variants", "train", "max_minutes", "preset")  # fields that choose what runs or how it is labelled
 REFERENCES = ("direct", "text")  # every variant is tested against these
 FAMILIES = ("read", "gravity", "path")  # the default families: the control and two that imagination helps
-MAX_ROOT_SEED = 2 ** 32 - 1  # jax.random.key keeps the low 32 bits of a larger seed: two seeds would alias
+MAX_ROOT_SEED = 2**32 - 1  # jax.random.key keeps the low 32 bits of a larger seed: two seeds would alias
 TESTED = ("best", "final")  # which state of a trained variant answers its test (Config.tested)
 # The time estimate said up front: the model's training FLOPs at FLOPS, plus STEP_SECONDS per step for
 # what does not grow with the model (dispatch, evaluation, checkpoints, compiles), on the reference CPU;
@@ -118,20 +118,25 @@ class Config:
         self.training.validate()
         tr = self.training.train
         if any(variant(n).curriculum for n in self.variants) and self.training.curriculum_stages >= tr.calls:
-            raise ValueError(f"curriculum_stages must be less than the {tr.calls} calls of steps_per_call="
-                             f"{tr.steps_per_call} steps in the budget of steps={tr.steps} (each "
-                             f"of its stages, and the first, trains for one call at least), got "
-                             f"{self.training.curriculum_stages}")
+            raise ValueError(
+                f"curriculum_stages must be less than the {tr.calls} calls of steps_per_call="
+                f"{tr.steps_per_call} steps in the budget of steps={tr.steps} (each "
+                f"of its stages, and the first, trains for one call at least), got "
+                f"{self.training.curriculum_stages}"
+            )
         if self.training.root_seed > MAX_ROOT_SEED:
-            raise ValueError(f"root_seed must be at most {MAX_ROOT_SEED} (a PRNG key keeps 32 bits of it: a larger "
-                             f"seed would repeat a smaller one's draws), got {self.training.root_seed}")
+            raise ValueError(
+                f"root_seed must be at most {MAX_ROOT_SEED} (a PRNG key keeps 32 bits of it: a larger "
+                f"seed would repeat a smaller one's draws), got {self.training.root_seed}"
+            )
         _checks.positive_int("reference_steps", self.reference_steps, minimum=0)
         if not isinstance(self.tested, str):
             raise TypeError(f"tested must be a str, one of {list(TESTED)}, got {self.tested!r}")
         _checks.choice("tested", self.tested, TESTED)
         if self.reference_steps % tr.steps_per_call:
-            raise ValueError(f"reference_steps must be a multiple of steps_per_call={tr.steps_per_call}, "
-                             f"got {self.reference_steps}")
+            raise ValueError(
+                f"reference_steps must be a multiple of steps_per_call={tr.steps_per_call}, got {self.reference_steps}"
+            )
         self.hparams.validate()
         if train.settings(self.hparams) != 1:
             raise ValueError("hparams must hold one setting (scalars) in the study")
@@ -142,17 +147,33 @@ class Config:
     @classmethod
     def quick(cls) -> "Config":
         """A few-minute version: a small model, a 600-step budget, 2 seeds."""
-        return cls(reference_steps=0, preset="quick",
-                   training=T.Config(task=tasks.Config(grid_size=4, n_colours=4, families=FAMILIES), width=32,
-                                     depth=2, heads=2, n_latents=2, batch_size=32,
-                                     train=optim.Config(steps=600, steps_per_call=50, warmup=50),
-                                     n_train=5000, n_val=250, n_test=500, seeds=2),
-                   hparams=T.Hparams(learning_rate=3e-3))
+        return cls(
+            reference_steps=0,
+            preset="quick",
+            training=T.Config(
+                task=tasks.Config(grid_size=4, n_colours=4, families=FAMILIES),
+                width=32,
+                depth=2,
+                heads=2,
+                n_latents=2,
+                batch_size=32,
+                train=optim.Config(steps=600, steps_per_call=50, warmup=50),
+                n_train=5000,
+                n_val=250,
+                n_test=500,
+                seeds=2,
+            ),
+            hparams=T.Hparams(learning_rate=3e-3),
+        )
 
     def stop_rule(self) -> train.Patience:
         """The rule that decides when a variant has converged (see the attributes)."""
-        return train.Patience(patience=self.patience, min_fraction=self.min_fraction, min_delta=self.min_delta,
-                              loss_delta=self.loss_delta or None)
+        return train.Patience(
+            patience=self.patience,
+            min_fraction=self.min_fraction,
+            min_delta=self.min_delta,
+            loss_delta=self.loss_delta or None,
+        )
 
     def estimate(self) -> study_dir.Estimate:
         """What training asks of the machine, from the sizes alone (nothing is built): the largest
@@ -169,7 +190,9 @@ class Config:
         budget = max(tc.train.steps, self.reference_steps)
         study_dir.elements_fit("width", 4 * d, d)  # one model's largest leaf, then every seed's
         study_dir.elements_fit("depth", tc.depth, 4 * d, d)
-        study_dir.elements_fit("n_latents", length, d)  # the sequence (its length grows with n_latents) and its attention
+        study_dir.elements_fit(
+            "n_latents", length, d
+        )  # the sequence (its length grows with n_latents) and its attention
         study_dir.elements_fit("n_latents", tc.heads, length, length)
         study_dir.elements_fit("seeds", tc.seeds, max(vocab, length, 4 * d) * d)
         study_dir.elements_fit("seeds", tc.seeds, tc.depth, 4 * d, d)
@@ -178,22 +201,31 @@ class Config:
         study_dir.elements_fit("n_val", tc.n_val, per_instance)
         study_dir.elements_fit("batch_size", tc.seeds, tc.batch_size, tc.heads, length, length)
         study_dir.elements_fit("batch_size", tc.seeds, tc.batch_size, length, 4 * d)
-        study_dir.elements_fit("reference_steps" if self.reference_steps > tc.train.steps else "steps", tc.seeds,
-                       budget // tc.train.steps_per_call)
+        study_dir.elements_fit(
+            "reference_steps" if self.reference_steps > tc.train.steps else "steps",
+            tc.seeds,
+            budget // tc.train.steps_per_call,
+        )
         params = tc.depth * 12 * d * d + (vocab + length + g2) * d + d * vocab  # blocks, embeddings, head
         sizes = {
             "n_train": tc.n_train * (per_instance * 4 + 120),  # the pool and its fingerprints on the host
             "n_test": (tc.n_test + tc.n_val) * (per_instance * 4 + 120) * 2,
             "seeds, width or depth": tc.seeds * params * 4 * 8,  # params, Adam's moments, gradients, host copies
-            "batch_size": tc.seeds * tc.batch_size * tc.depth * 4 * (length * d * 14 + 2 * tc.heads * length ** 2),
-            "reference_steps" if self.reference_steps > tc.train.steps else "steps":
-                tc.seeds * (budget // tc.train.steps_per_call) * 4 * 32,  # the curves, ~32 columns
+            "batch_size": tc.seeds * tc.batch_size * tc.depth * 4 * (length * d * 14 + 2 * tc.heads * length**2),
+            "reference_steps" if self.reference_steps > tc.train.steps else "steps": tc.seeds
+            * (budget // tc.train.steps_per_call)
+            * 4
+            * 32,  # the curves, ~32 columns
         }
         option = max(sizes, key=sizes.get)
         steps = sum(training(self, n).train.steps for n in self.variants)
         flops = 6.0 * params * tc.batch_size * length * tc.seeds * steps
-        return study_dir.Estimate(memory=sizes[option], option=option, models=len(self.variants) * tc.seeds,
-                          work={"training": flops / FLOPS, "host": STEP_SECONDS * steps})
+        return study_dir.Estimate(
+            memory=sizes[option],
+            option=option,
+            models=len(self.variants) * tc.seeds,
+            work={"training": flops / FLOPS, "host": STEP_SECONDS * steps},
+        )
 
 
 # ---------------------------------------------------------------------------------------------- one variant
@@ -202,10 +234,12 @@ class Config:
 def paths(out: str, name: str) -> dict:
     """The files of variant ``name`` in the study directory ``out``: ``result``, ``answers``,
     ``checkpoint``, ``curve``."""
-    return {"result": os.path.join(out, "results", f"{name}.json"),
-            "answers": os.path.join(out, "results", f"{name}.npz"),
-            "checkpoint": os.path.join(out, "checkpoints", f"{name}.npz"),
-            "curve": os.path.join(out, "curves", f"{name}.csv")}
+    return {
+        "result": os.path.join(out, "results", f"{name}.json"),
+        "answers": os.path.join(out, "results", f"{name}.npz"),
+        "checkpoint": os.path.join(out, "checkpoints", f"{name}.npz"),
+        "curve": os.path.join(out, "curves", f"{name}.csv"),
+    }
 
 
 def read_curve(path: str) -> dict:
@@ -311,8 +345,12 @@ def _restore_curve(p: dict, curve: bytes, name: str) -> None:
     except FileNotFoundError:
         pass
     else:
-        warnings.warn(f"{p['curve']} is not the curve the finished variant {name} recorded (truncated or altered): "
-                      f"set aside and restored from {p['answers']}", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{p['curve']} is not the curve the finished variant {name} recorded (truncated or altered): "
+            f"set aside and restored from {p['answers']}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         io.set_aside(p["curve"], warn=False)
     os.makedirs(os.path.dirname(p["curve"]), exist_ok=True)
     with io.atomic_write(p["curve"], "wb") as f:
@@ -332,7 +370,7 @@ def _curve_problem(rows: dict, ck: dict, tc: T.Config, steps: int) -> Optional[s
         return f"{len(have)} rows up to step {steps} where {len(want)} were written"
     prefix = io.LEAF_PREFIX + "['curves']"
     for key in ck:
-        col = key[len(prefix) + 2:-2] if key.startswith(prefix) else None
+        col = key[len(prefix) + 2 : -2] if key.startswith(prefix) else None
         if col is None or col not in rows:
             continue
         ours = np.asarray(rows[col], float)[upto].astype(np.float32)
@@ -366,9 +404,12 @@ def _resume_rows(p: dict, tc: T.Config) -> dict:
     problem = problem or _curve_problem(rows, ck, tc, steps)
     if problem is not None:
         moved = [io.set_aside(f, problem, warn=False) for f in (p["curve"], p["checkpoint"]) if os.path.exists(f)]
-        warnings.warn(f"{p['curve']} does not hold the learning curve of {p['checkpoint']} ({problem}): both are set "
-                      f"aside ({', '.join(moved)}) and the variant is trained from the start", RuntimeWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"{p['curve']} does not hold the learning curve of {p['checkpoint']} ({problem}): both are set "
+            f"aside ({', '.join(moved)}) and the variant is trained from the start",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return {}
     upto = np.asarray(rows["step"], float) <= steps
     return {k: [int(x) if k in ("step", "seed") else float(x) for x in np.asarray(v)[upto]] for k, v in rows.items()}
@@ -389,7 +430,7 @@ def _devices(cfg: Config):
     devices = jax.local_devices()
     if cfg.devices > len(devices):
         raise study_dir.Refused(f"devices must be at most the {len(devices)} local devices, got {cfg.devices}")
-    return devices[:cfg.devices] if cfg.devices else None
+    return devices[: cfg.devices] if cfg.devices else None
 
 
 def check_devices(cfg: Config) -> None:
@@ -419,8 +460,12 @@ def convergence(cfg: Config, name: str, curve: dict) -> dict:
     wait, _ = rule.windows(tc.train.steps)
     last_stage = sum(n for *_, n in stages(tc, name)[:-1])
     seeds = np.asarray(curve.get("seed", []), int)
-    out = {"best_step": np.full(tc.seeds, -1), "best": np.full(tc.seeds, np.nan),
-           "converged": np.zeros(tc.seeds, bool), "steps": 0}
+    out = {
+        "best_step": np.full(tc.seeds, -1),
+        "best": np.full(tc.seeds, np.nan),
+        "converged": np.zeros(tc.seeds, bool),
+        "steps": 0,
+    }
     for s in range(tc.seeds):
         sel = seeds == s
         steps, val = np.asarray(curve["step"], np.int64)[sel], np.asarray(curve["val_all"], np.float64)[sel]
@@ -475,10 +520,16 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
         io.write_csv(p["curve"], rows)
         return bool(np.all(convergence(cfg, name, rows)["converged"]))
 
-    res = train.train_many(T.trainer(tc, name), data.train, *T.models(tc, cfg.hparams),
-                           checkpointing=train.Checkpointing(p["checkpoint"], T.stamp(tc, name)),
-                           evaluation=train.Evaluation(evaluate, keep_best="val_all", stop=stop),
-                           execution=train.Execution(devices=_devices(cfg)), deadline=deadline, progress=progress)
+    res = train.train_many(
+        T.trainer(tc, name),
+        data.train,
+        *T.models(tc, cfg.hparams),
+        checkpointing=train.Checkpointing(p["checkpoint"], T.stamp(tc, name)),
+        evaluation=train.Evaluation(evaluate, keep_best="val_all", stop=stop),
+        execution=train.Execution(devices=_devices(cfg)),
+        deadline=deadline,
+        progress=progress,
+    )
     if not res.finished:
         return False
     state = res.state
@@ -492,12 +543,23 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
         curve = np.frombuffer(f.read(), np.uint8)
     io.save_npz(p["answers"], answers=answers, curve_csv=curve, steps=conv["steps"])  # the result, written
     # last, commits both
-    write_result(p["result"], {"variant": name, "steps": conv["steps"], "budget": tc.train.steps, "accuracy": acc,
-                               "best_step": conv["best_step"], "best_val": conv["best"],
-                               "tested": cfg.tested, "tested_step": tested_step,
-                               "converged": conv["converged"],
-                               "nan_step": np.asarray(state.nan_step), "skipped_steps": np.asarray(state.skipped),
-                               "answers_sha256": answers_digest(answers)})
+    write_result(
+        p["result"],
+        {
+            "variant": name,
+            "steps": conv["steps"],
+            "budget": tc.train.steps,
+            "accuracy": acc,
+            "best_step": conv["best_step"],
+            "best_val": conv["best"],
+            "tested": cfg.tested,
+            "tested_step": tested_step,
+            "converged": conv["converged"],
+            "nan_step": np.asarray(state.nan_step),
+            "skipped_steps": np.asarray(state.skipped),
+            "answers_sha256": answers_digest(answers),
+        },
+    )
     return True
 
 
@@ -534,8 +596,9 @@ def splits(cfg: Config) -> tasks.Splits:
         raise study_dir.Refused(str(e)) from None
 
 
-def train_variants(cfg: Config, out: str, names: Sequence[str], *, quiet: bool, deadline=None,
-                   data: Optional[tasks.Splits] = None) -> bool:
+def train_variants(
+    cfg: Config, out: str, names: Sequence[str], *, quiet: bool, deadline=None, data: Optional[tasks.Splits] = None
+) -> bool:
     """Train (or resume) variants, in order, each until it has converged or spent its budget
     (:func:`run_variant`), with one progress bar over their steps. A host function.
 
@@ -555,8 +618,9 @@ def train_variants(cfg: Config, out: str, names: Sequence[str], *, quiet: bool, 
     done = True
     budgets = {name: training(cfg, name).train.steps for name in names}
     recorded = sum(_steps_recorded(cfg, out, name) for name in names)
-    with io.Progress(sum(budgets.values()), desc="latent-reasoning", unit="steps", done=recorded,
-                     quiet=quiet) as progress:
+    with io.Progress(
+        sum(budgets.values()), desc="latent-reasoning", unit="steps", done=recorded, quiet=quiet
+    ) as progress:
         for name in names:
             progress.note(f"variant {name}")
             done = run_variant(cfg, name, out, data, deadline=deadline, progress=progress) and done
@@ -633,17 +697,21 @@ def check_apart(out: str, source: str) -> None:
     the same directory or one lies inside the other (``--fresh`` would remove the source)."""
     o, src = (os.path.realpath(p) for p in (out, source))
     if o == src or o.startswith(src + os.sep) or src.startswith(o + os.sep):
-        raise study_dir.Refused(f"out={out!r} and source={source!r} must be separate directories (neither inside the other): "
-                        "the source holds the trained reasoners the study reads")
+        raise study_dir.Refused(
+            f"out={out!r} and source={source!r} must be separate directories (neither inside the other): "
+            "the source holds the trained reasoners the study reads"
+        )
 
 
 def _source_error(source: str, problem, option: str = "source") -> io.OutputConflict:
     """The refusal of a source whose file fails its verification (``problem``: a
     :class:`tokdyn.io.CorruptFile` naming it): a usage error, the command exits 2."""
-    return io.OutputConflict(f"{option}={source!r}: {problem}. An analysis reads its source as it is: it never sets "
-                             f"aside, retrains or reads past a damaged source file. Run `tokdyn study latent-reasoning "
-                             f"--out {source}` with the source's settings (it sets the file aside and recomputes it), "
-                             f"or choose another {option}")
+    return io.OutputConflict(
+        f"{option}={source!r}: {problem}. An analysis reads its source as it is: it never sets "
+        f"aside, retrains or reads past a damaged source file. Run `tokdyn study latent-reasoning "
+        f"--out {source}` with the source's settings (it sets the file aside and recomputes it), "
+        f"or choose another {option}"
+    )
 
 
 def _verified_npz(path: str) -> dict:
@@ -674,7 +742,11 @@ def verify_source(cfg: Config, source: str, names: Sequence[str], *, option: str
       tokdyn.io.OutputConflict: naming the first file that fails (the command exits 2).
     """
     try:
-        listed = study_dir.read_record(source).get("outputs") if os.path.exists(os.path.join(source, study_dir.RECORD)) else None
+        listed = (
+            study_dir.read_record(source).get("outputs")
+            if os.path.exists(os.path.join(source, study_dir.RECORD))
+            else None
+        )
     except io.CorruptFile as e:
         raise _source_error(source, e, option) from None
     for name in dict.fromkeys(names):
@@ -700,19 +772,30 @@ def verify_source(cfg: Config, source: str, names: Sequence[str], *, option: str
             if ck is None:
                 raise io.CorruptFile(p["checkpoint"], f"missing, though {p['result']} records the finished variant")
             if int(ck.get("meta_step", -1)) != int(kept["steps"]):
-                raise io.CorruptFile(p["checkpoint"], f"it holds step {int(ck.get('meta_step', -1))}, not the "
-                                                      f"{int(kept['steps'])} steps {p['result']} records")
+                raise io.CorruptFile(
+                    p["checkpoint"],
+                    f"it holds step {int(ck.get('meta_step', -1))}, not the "
+                    f"{int(kept['steps'])} steps {p['result']} records",
+                )
             if os.path.exists(p["curve"]):
                 with open(p["curve"], "rb") as f:
                     if f.read() != kept["curve_csv"].tobytes():
-                        raise io.CorruptFile(p["curve"], f"not the curve the finished variant recorded in "
-                                                         f"{p['answers']}")
+                        raise io.CorruptFile(
+                            p["curve"], f"not the curve the finished variant recorded in {p['answers']}"
+                        )
         except io.CorruptFile as e:
             raise _source_error(source, e, option) from None
 
 
-def open_source(cfg: Config, source: str, need: Sequence[str] = (), *, train: bool = True, quiet: bool = False,
-                option: str = "source") -> tuple[Config, dict]:
+def open_source(
+    cfg: Config,
+    source: str,
+    need: Sequence[str] = (),
+    *,
+    train: bool = True,
+    quiet: bool = False,
+    option: str = "source",
+) -> tuple[Config, dict]:
     """Open the latent-reasoning directory that an analysis reads, checked before any work. Only
     ``devices``, how the source split its seeds, is taken from the source's stamp.
 
@@ -738,8 +821,10 @@ def open_source(cfg: Config, source: str, need: Sequence[str] = (), *, train: bo
     old = study_dir.read_stamp(source) if os.path.isdir(source) else None
     if old is None:
         if not train:
-            raise study_dir.Refused(f"{option}={source!r} holds no latent-reasoning study (no {study_dir.STAMP}): train its variants "
-                            f"with `tokdyn study latent-reasoning --out {source}`, or drop --no-train")
+            raise study_dir.Refused(
+                f"{option}={source!r} holds no latent-reasoning study (no {study_dir.STAMP}): train its variants "
+                f"with `tokdyn study latent-reasoning --out {source}`, or drop --no-train"
+            )
         return cfg, open_study(cfg, source, quiet=quiet).stamp
     if old.get("study") == STUDY and isinstance(old.get("config"), dict):
         devices = old["config"].get("devices")
@@ -750,9 +835,11 @@ def open_source(cfg: Config, source: str, need: Sequence[str] = (), *, train: bo
     if not train:
         missing = [v for v in dict.fromkeys(need) if not finished(cfg, source, v)]
         if missing:
-            raise study_dir.Refused(f"{option}={source!r} lacks the trained variants {missing}: train them with `tokdyn "
-                            f"study latent-reasoning --variants {','.join(missing)} --out {source}` (with the "
-                            "source's settings), or drop --no-train")
+            raise study_dir.Refused(
+                f"{option}={source!r} lacks the trained variants {missing}: train them with `tokdyn "
+                f"study latent-reasoning --variants {','.join(missing)} --out {source}` (with the "
+                "source's settings), or drop --no-train"
+            )
     return cfg, stamp
 
 
@@ -765,8 +852,9 @@ def source_prepare(needed: Callable[[Any], Sequence[str]]):
 
     def prepare(session, cfg) -> dict:
         check_apart(session.out, cfg.source)  # all checked before the source is opened (and, if new, stamped)
-        session.context["reasoning"], stamp = open_source(cfg.reasoning(), cfg.source, needed(cfg), train=cfg.train,
-                                                          quiet=session.quiet)
+        session.context["reasoning"], stamp = open_source(
+            cfg.reasoning(), cfg.source, needed(cfg), train=cfg.train, quiet=session.quiet
+        )
         return {"reasoning": stamp}
 
     return prepare
@@ -867,9 +955,19 @@ def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool
         else:
             done = 0
         pool = T.data(tc).train if pool is None else pool
-        state = train.train_many(T.trainer(tc, name), pool, *T.models(tc, cfg.hparams),
-                                 checkpointing=train.Checkpointing(partial, T.stamp(tc, name)),
-                                 execution=train.Execution(devices=_devices(cfg)),
-                                 max_calls=(step - done) // tc.train.steps_per_call, quiet=quiet).state
+        state = train.train_many(
+            T.trainer(tc, name),
+            pool,
+            *T.models(tc, cfg.hparams),
+            checkpointing=train.Checkpointing(partial, T.stamp(tc, name)),
+            execution=train.Execution(devices=_devices(cfg)),
+            max_calls=(step - done) // tc.train.steps_per_call,
+            quiet=quiet,
+        ).state
         os.replace(partial, path)
-    return latent_model.Model(V.model_config(tc, name, stage)), jax.tree_util.tree_map(np.asarray, state.params), step, stage
+    return (
+        latent_model.Model(V.model_config(tc, name, stage)),
+        jax.tree_util.tree_map(np.asarray, state.params),
+        step,
+        stage,
+    )

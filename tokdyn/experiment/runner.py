@@ -142,8 +142,17 @@ class Session:
       study: the opened directory (set once it is opened).
     """
 
-    def __init__(self, spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, fresh: bool = False,
-                 options: Optional[Mapping] = None):
+    def __init__(
+        self,
+        spec: Spec,
+        cfg,
+        out,
+        *,
+        quiet: bool = False,
+        plots: bool = True,
+        fresh: bool = False,
+        options: Optional[Mapping] = None,
+    ):
         self.spec, self.cfg, self.out = spec, cfg, out
         self.quiet, self.plots, self.fresh = quiet, plots, fresh
         self.options = dict(options or {})
@@ -236,8 +245,17 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
     study_dir.check_resources(spec.name, estimate)
     sources = spec.prepare(session, cfg) if spec.prepare is not None else None
     extra = spec.stamp_extra(session, cfg) if spec.stamp_extra is not None else None
-    study = session.study = study_dir.Study.open(out, spec.name, cfg, fresh=fresh, selection=spec.selection, sources=sources,
-                                         estimate=estimate, quiet=quiet, extra=extra)
+    study = session.study = study_dir.Study.open(
+        out,
+        spec.name,
+        cfg,
+        fresh=fresh,
+        selection=spec.selection,
+        sources=sources,
+        estimate=estimate,
+        quiet=quiet,
+        extra=extra,
+    )
     outputs = (*spec.outputs, *((spec.summary_file,) if spec.summary_file else ()), study_dir.RECORD)
     study.clear_other_outputs(cfg, outputs, figure_paths(study.out, spec.figure_files))  # another selection's: gone
     t0 = time.perf_counter()
@@ -261,9 +279,13 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
         write_table(study.path(spec.summary_file), summary if not isinstance(summary, str) else summary + "\n")
     session.timings["total_s"] = time.perf_counter() - t0
     expected = study_dir.time_record(estimate)  # the time said up front, beside total_s: how good the estimate was
-    record = {**({"selection": {k: getattr(cfg, k) for k in spec.selection}} if spec.selection else {}),
-              **result.record, "config": study_dir.config_dict(cfg), "timings": session.timings,
-              **({"estimate": expected} if expected is not None else {})}
+    record = {
+        **({"selection": {k: getattr(cfg, k) for k in spec.selection}} if spec.selection else {}),
+        **result.record,
+        "config": study_dir.config_dict(cfg),
+        "timings": session.timings,
+        **({"estimate": expected} if expected is not None else {}),
+    }
     study.finish(**record)
     if not quiet:
         text = spec.printed(cfg, result, summary) if spec.printed is not None else summary

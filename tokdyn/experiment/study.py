@@ -70,12 +70,16 @@ def check_output(out) -> str:
     full = os.path.abspath(out)
     for part in full.split(os.sep):
         if len(os.fsencode(part)) > name_max:
-            raise Refused(f"out={_short(out, 80)!r} holds a name of {len(os.fsencode(part))} bytes ({_short(part, 24)!r}), "
-                          f"more than the {name_max} this file system allows: choose a shorter --out")
+            raise Refused(
+                f"out={_short(out, 80)!r} holds a name of {len(os.fsencode(part))} bytes ({_short(part, 24)!r}), "
+                f"more than the {name_max} this file system allows: choose a shorter --out"
+            )
     if len(os.fsencode(full)) + DEEPEST > path_max:
-        raise Refused(f"out={_short(out, 80)!r} is {len(os.fsencode(full))} bytes long: with the {DEEPEST} a study's "
-                      f"files need under it, more than the {path_max} this file system allows in a path: choose a "
-                      "shorter --out")
+        raise Refused(
+            f"out={_short(out, 80)!r} is {len(os.fsencode(full))} bytes long: with the {DEEPEST} a study's "
+            f"files need under it, more than the {path_max} this file system allows in a path: choose a "
+            "shorter --out"
+        )
     if not os.access(probe, os.W_OK | os.X_OK):
         what = "cannot be written" if probe == out else f"cannot be created ({probe!r} is not writable)"
         raise Refused(f"out={out!r} {what}: choose a directory you can write to")
@@ -148,7 +152,7 @@ class Estimate:
 
 LONG_SECONDS = 3600.0  # a run estimated to take longer than this here says so before it starts, even when quiet
 SAY_SECONDS = 60.0  # a run estimated to take this long or longer here says so before it starts, unless quiet
-MAX_ELEMENTS = 2 ** 31 - 1  # XLA indexes an array's elements with 32-bit integers on many paths
+MAX_ELEMENTS = 2**31 - 1  # XLA indexes an array's elements with 32-bit integers on many paths
 MEMORY_KINDS = ("host", "device")
 
 
@@ -177,7 +181,7 @@ def available_memory(kind: str = "host") -> int:
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
-        return 2 ** 62
+        return 2**62
 
 
 def memory_owner() -> Optional[str]:
@@ -195,8 +199,15 @@ def memory_owner() -> Optional[str]:
     return f"the device {device.platform}:{device.id}" + (f" ({kind})" if kind else "")
 
 
-def check_resources(study: str, estimate: Estimate, *, memory: Optional[int] = None, note=None,
-                    host_memory: Optional[int] = None, say_from: float = LONG_SECONDS) -> None:
+def check_resources(
+    study: str,
+    estimate: Estimate,
+    *,
+    memory: Optional[int] = None,
+    note=None,
+    host_memory: Optional[int] = None,
+    say_from: float = LONG_SECONDS,
+) -> None:
     """Refuse an ``estimate`` that cannot fit in memory, and say how long it will take.
 
     Raises :class:`Refused` (naming the option, the limit and whose memory it is) when the
@@ -216,23 +227,35 @@ def check_resources(study: str, estimate: Estimate, *, memory: Optional[int] = N
       say_from: seconds from which the time is said through ``note``.
     """
     owner = memory_owner()
-    checks = [(estimate.memory, estimate.option, available_memory("device") if memory is None else int(memory),
-               owner)]
+    checks = [(estimate.memory, estimate.option, available_memory("device") if memory is None else int(memory), owner)]
     if estimate.host_memory > 0:
-        checks.append((estimate.host_memory, estimate.host_option,
-                       available_memory("host") if host_memory is None else int(host_memory), None))
+        checks.append(
+            (
+                estimate.host_memory,
+                estimate.host_option,
+                available_memory("host") if host_memory is None else int(host_memory),
+                None,
+            )
+        )
     for need, option, limit, device in sorted(checks, key=lambda c: -c[0]):  # the largest named first
         if need > 0.8 * limit:
-            whose = (f"{device} can spare (80% of the {_bytes(limit)} of its memory available)" if device else
-                     f"this machine can spare (80% of the {_bytes(limit)} available)")
-            raise Refused(f"{study}: this configuration needs about {_bytes(need)} at once, more than the "
-                          f"{_bytes(0.8 * limit)} {whose}: make {option or 'the sizes'} smaller")
+            whose = (
+                f"{device} can spare (80% of the {_bytes(limit)} of its memory available)"
+                if device
+                else f"this machine can spare (80% of the {_bytes(limit)} available)"
+            )
+            raise Refused(
+                f"{study}: this configuration needs about {_bytes(need)} at once, more than the "
+                f"{_bytes(0.8 * limit)} {whose}: make {option or 'the sizes'} smaller"
+            )
     if note is not None and estimate.seconds is not None:
         seconds, where = time_here(estimate)
         if seconds > LONG_SECONDS or seconds >= say_from:
             resume = "; finished work is kept, and the same command resumes it" if seconds > LONG_SECONDS else ""
-            note(f"{study}: this configuration ({estimate.models:,} models or runs) will take about "
-                 f"{duration(seconds)} {where}{resume}")
+            note(
+                f"{study}: this configuration ({estimate.models:,} models or runs) will take about "
+                f"{duration(seconds)} {where}{resume}"
+            )
 
 
 def time_here(estimate: Estimate, rates: Optional[R.Rates] = None) -> tuple:
@@ -244,8 +267,10 @@ def time_here(estimate: Estimate, rates: Optional[R.Rates] = None) -> tuple:
     if not estimate.work:
         import jax
 
-        return float(estimate.seconds), (f"at the rates of {R.REFERENCE_DEVICE}; the estimate does not split its "
-                                         f"work by kind, so it is not scaled to this {jax.default_backend()} backend")
+        return float(estimate.seconds), (
+            f"at the rates of {R.REFERENCE_DEVICE}; the estimate does not split its "
+            f"work by kind, so it is not scaled to this {jax.default_backend()} backend"
+        )
     rates = R.for_estimate(estimate.work) if rates is None else rates
     return rates.seconds(estimate.work), rates.words(list(estimate.work))
 
@@ -260,9 +285,15 @@ def time_record(estimate: Estimate) -> Optional[dict]:
     if not estimate.work:
         return dict(seconds=float(estimate.seconds), reference_seconds=float(estimate.seconds))
     rates = R.current(list(estimate.work), probe=False)
-    return dict(seconds=rates.seconds(estimate.work), reference_seconds=float(estimate.seconds),
-                work=dict(estimate.work), speeds={k: rates.speed(k) for k in rates.sources},
-                sources=dict(rates.sources), backend=rates.backend, device=rates.device)
+    return dict(
+        seconds=rates.seconds(estimate.work),
+        reference_seconds=float(estimate.seconds),
+        work=dict(estimate.work),
+        speeds={k: rates.speed(k) for k in rates.sources},
+        sources=dict(rates.sources),
+        backend=rates.backend,
+        device=rates.device,
+    )
 
 
 def duration(seconds: float) -> str:
@@ -296,8 +327,10 @@ def elements_fit(name: str, *sizes: int) -> None:
     for s in sizes:
         n *= int(s)
     if n > MAX_ELEMENTS:
-        raise Refused(f"{name} makes an array of {n:,} elements, more than the {MAX_ELEMENTS:,} one array may hold: "
-                         f"make {name} smaller")
+        raise Refused(
+            f"{name} makes an array of {n:,} elements, more than the {MAX_ELEMENTS:,} one array may hold: "
+            f"make {name} smaller"
+        )
 
 
 def _bytes(n: float) -> str:
@@ -321,8 +354,9 @@ def check_matmul_precision(value) -> str:
     :data:`MATMUL_PRECISIONS`); ``ValueError`` naming ``matmul_precision``, the value and what is
     allowed."""
     if not isinstance(value, str) or value not in MATMUL_PRECISIONS:
-        raise ValueError(f"matmul_precision (--matmul-precision) must be one of {', '.join(MATMUL_PRECISIONS)}, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"matmul_precision (--matmul-precision) must be one of {', '.join(MATMUL_PRECISIONS)}, got {value!r}"
+        )
     return value
 
 
@@ -413,12 +447,19 @@ def read_stamp(out: str) -> Optional[dict]:
             raise io.CorruptFile(path, io.not_a_file(path))
         stamp = json.loads(io.read_verified(path))
     except (io.CorruptFile, ValueError, OSError) as e:
-        raise io.OutputConflict(f"{path} cannot be read ({e}): {out!r} is not known to be a tokdyn study's directory "
-                                "and nothing in it can be trusted; choose an empty or new directory") from None
-    if not isinstance(stamp, dict) or not {"study", "tokdyn", "config"} <= set(stamp) \
-            or not isinstance(stamp["config"], dict):
-        raise io.OutputConflict(f"{path} is not a study's stamp: {out!r} is not known to be a tokdyn study's "
-                                "directory; choose an empty or new directory")
+        raise io.OutputConflict(
+            f"{path} cannot be read ({e}): {out!r} is not known to be a tokdyn study's directory "
+            "and nothing in it can be trusted; choose an empty or new directory"
+        ) from None
+    if (
+        not isinstance(stamp, dict)
+        or not {"study", "tokdyn", "config"} <= set(stamp)
+        or not isinstance(stamp["config"], dict)
+    ):
+        raise io.OutputConflict(
+            f"{path} is not a study's stamp: {out!r} is not known to be a tokdyn study's "
+            "directory; choose an empty or new directory"
+        )
     return stamp
 
 
@@ -448,9 +489,11 @@ def source_stamp(source: str, study: str, expected=None, *, selection: Sequence[
         if stamp.get("tokdyn") != version():
             diffs.append(("tokdyn version", stamp.get("tokdyn"), version()))
         if diffs:
-            raise io.OutputConflict(f"{option}={source!r} was made with another configuration than this study expects "
-                                    f"({describe(diffs)}): choose the source made with these settings, or another "
-                                    f"{option} for this study to fill")
+            raise io.OutputConflict(
+                f"{option}={source!r} was made with another configuration than this study expects "
+                f"({describe(diffs)}): choose the source made with these settings, or another "
+                f"{option} for this study to fill"
+            )
     return stamp
 
 
@@ -482,8 +525,10 @@ def lock(out: str, *, exclusive: bool = False, blocking: bool = True) -> int:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as e:
-            raise Refused(f"{path} cannot be opened as the study's lock ({e.strerror}): it is not tokdyn's; move it "
-                          "away, or choose another --out") from None
+            raise Refused(
+                f"{path} cannot be opened as the study's lock ({e.strerror}): it is not tokdyn's; move it "
+                "away, or choose another --out"
+            ) from None
         fcntl.flock(fd, mode)
         return fd
     except BaseException:
@@ -554,8 +599,10 @@ def _take_exclusive(out: str) -> int:
     try:
         return lock(out, exclusive=True, blocking=False)
     except BlockingIOError:
-        raise Refused(f"a study is running in out={out!r} (it holds the directory's lock): --fresh would remove "
-                      "its files under it; wait until it ends, or choose another --out") from None
+        raise Refused(
+            f"a study is running in out={out!r} (it holds the directory's lock): --fresh would remove "
+            "its files under it; wait until it ends, or choose another --out"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------- the study directory
@@ -578,9 +625,20 @@ class Study:
         return self.stamp["study"]
 
     @classmethod
-    def open(cls, out, study: str, cfg, *, fresh: bool = False, selection: Sequence[str] = (),
-             sources: Optional[Mapping[str, dict]] = None, estimate: Optional[Estimate] = None,
-             quiet: bool = False, extra: Optional[Mapping] = None, outputs: Sequence[str] = ()) -> "Study":
+    def open(
+        cls,
+        out,
+        study: str,
+        cfg,
+        *,
+        fresh: bool = False,
+        selection: Sequence[str] = (),
+        sources: Optional[Mapping[str, dict]] = None,
+        estimate: Optional[Estimate] = None,
+        quiet: bool = False,
+        extra: Optional[Mapping] = None,
+        outputs: Sequence[str] = (),
+    ) -> "Study":
         """Check, lock, then stamp the output directory ``out`` of ``study`` for ``cfg``.
 
         What a stamp holds and when a directory is refused: :ref:`study-directory`.
@@ -608,11 +666,19 @@ class Study:
         out = check_output(out)
         declared = sorted({relative(p, "outputs") for p in outputs})
         if estimate is not None:  # a long run is said even when quiet
-            check_resources(study, estimate, note=lambda s: print(s, file=sys.stderr),
-                            say_from=LONG_SECONDS if quiet else SAY_SECONDS)
+            check_resources(
+                study,
+                estimate,
+                note=lambda s: print(s, file=sys.stderr),
+                say_from=LONG_SECONDS if quiet else SAY_SECONDS,
+            )
         config = {k: v for k, v in config_dict(cfg).items() if k not in selection}
-        stamp = {"study": study, "tokdyn": version(), "config": config,
-                 "sources": {k: digest(v) for k, v in (sources or {}).items()}}
+        stamp = {
+            "study": study,
+            "tokdyn": version(),
+            "config": config,
+            "sources": {k: digest(v) for k, v in (sources or {}).items()},
+        }
         if extra:
             stamp["extra"] = json.loads(json.dumps(io.jsonable(dict(extra))))
         precision = precision_in_force()
@@ -645,8 +711,10 @@ class Study:
                 _check_in_the_way(out, declared, owned_outputs(out))
                 if not set(declared) <= set(old.get("outputs", ())):  # the stamp lists every output declared
                     union = sorted(set(declared) | set(old.get("outputs", ())))
-                    io.write_verified(os.path.join(out, STAMP),
-                                      json.dumps({**old, "outputs": union}, indent=2, sort_keys=True).encode())
+                    io.write_verified(
+                        os.path.join(out, STAMP),
+                        json.dumps({**old, "outputs": union}, indent=2, sort_keys=True).encode(),
+                    )
             if fresh:
                 fcntl.flock(fd, fcntl.LOCK_SH)  # the study runs on, like any other, under the shared lock
         except BaseException:
@@ -698,8 +766,9 @@ class Study:
         except (io.CorruptFile, ValueError, AttributeError):
             return False
 
-    def clear_other_outputs(self, cfg, outputs: Sequence[str], figures: Sequence[str] = (), *,
-                            keep_figures: bool = True) -> None:
+    def clear_other_outputs(
+        self, cfg, outputs: Sequence[str], figures: Sequence[str] = (), *, keep_figures: bool = True
+    ) -> None:
         """Remove an earlier run's outputs unless it recorded this very configuration.
 
         The directory never shows another selection's results beside this run's. Only files
@@ -751,8 +820,9 @@ class Study:
             outputs[rel] = io.file_sha256(path)
         stamp = {k: v for k, v in self.stamp.items() if k != "outputs"}
         try:
-            return io.write_checked_json(os.path.join(self.out, RECORD),
-                                         {**stamp, **record, "environment": io.environment(), "outputs": outputs})
+            return io.write_checked_json(
+                os.path.join(self.out, RECORD), {**stamp, **record, "environment": io.environment(), "outputs": outputs}
+            )
         finally:
             if self._lock is not None:
                 _release(*self._lock)
@@ -777,16 +847,20 @@ def _verified_bytes(out: str, name: str) -> tuple[str, bytes]:
     record = read_record(out)
     listed = record.get("outputs")
     if not isinstance(listed, dict) or rel not in listed:
-        raise io.CorruptFile(path, f"{os.path.join(os.fspath(out), RECORD)} does not list it among the study's "
-                                   "outputs: not a file the study wrote")
+        raise io.CorruptFile(
+            path,
+            f"{os.path.join(os.fspath(out), RECORD)} does not list it among the study's "
+            "outputs: not a file the study wrote",
+        )
     problem = io.not_a_file(path)
     if problem:
         raise io.CorruptFile(path, problem)
     with open(path, "rb") as f:
         data = f.read()
     if hashlib.sha256(data).hexdigest() != listed[rel]:
-        raise io.CorruptFile(path, f"its SHA-256 differs from the one {RECORD} records: it was changed after the "
-                                   "study wrote it")
+        raise io.CorruptFile(
+            path, f"its SHA-256 differs from the one {RECORD} records: it was changed after the study wrote it"
+        )
     return path, data
 
 
@@ -890,9 +964,11 @@ def _check_in_the_way(out: str, declared: Sequence[str], owned: set) -> None:
         if rel == RECORD and _is_file(path):
             continue
         if io.not_a_file(path) or rel not in owned:
-            raise Refused(f"{path} is in the way of the study's output {rel!r}: "
-                          f"{io.not_a_file(path) or 'a file tokdyn did not write'}, left as it is; move it away, or "
-                          "choose another --out")
+            raise Refused(
+                f"{path} is in the way of the study's output {rel!r}: "
+                f"{io.not_a_file(path) or 'a file tokdyn did not write'}, left as it is; move it away, or "
+                "choose another --out"
+            )
 
 
 def _walk(out: str):
@@ -969,19 +1045,23 @@ def _stamped_or_empty(out: str) -> Optional[dict]:
         loose = sorted(e for e in os.listdir(out) if e != LOCK_FILE and not io.is_temporary(e))
         raise io.OutputConflict(
             f"out={out!r} holds files that no tokdyn study stamped ({', '.join(loose[:5])}"
-            f"{', ...' if len(loose) > 5 else ''}): they are left as they are; choose an empty or new directory")
+            f"{', ...' if len(loose) > 5 else ''}): they are left as they are; choose an empty or new directory"
+        )
     return old
 
 
 def _conflicts(old: dict, new: dict) -> bool:
-    return any(old.get(k) != new.get(k) for k in ("study", "tokdyn", "config", "sources", "extra")) \
-        or old.get("matmul_precision", DEFAULT_MATMUL_PRECISION) != new.get("matmul_precision", DEFAULT_MATMUL_PRECISION)
+    return any(old.get(k) != new.get(k) for k in ("study", "tokdyn", "config", "sources", "extra")) or old.get(
+        "matmul_precision", DEFAULT_MATMUL_PRECISION
+    ) != new.get("matmul_precision", DEFAULT_MATMUL_PRECISION)
 
 
 def _conflict_message(out: str, old: dict, new: dict) -> str:
     if old.get("study") != new["study"]:
-        return (f"out={out!r} holds the {old.get('study')!r} study, not {new['study']!r}: choose another directory "
-                f"(--fresh would remove the {old.get('study')} results)")
+        return (
+            f"out={out!r} holds the {old.get('study')!r} study, not {new['study']!r}: choose another directory "
+            f"(--fresh would remove the {old.get('study')} results)"
+        )
     diffs = differences(old.get("config", {}), new["config"])
     if old.get("tokdyn") != new["tokdyn"]:
         diffs.append(("tokdyn version", old.get("tokdyn"), new["tokdyn"]))
@@ -995,9 +1075,11 @@ def _conflict_message(out: str, old: dict, new: dict) -> str:
     precisions = [d.get("matmul_precision", DEFAULT_MATMUL_PRECISION) for d in (old, new)]
     if precisions[0] != precisions[1]:
         diffs.append(("matmul_precision", *precisions))
-    return (f"out={out!r} holds a {new['study']} study of another configuration ({describe(diffs)}): rerun with "
-            "those settings to resume it, choose another --out, or pass --fresh to remove its results and start "
-            "afresh")
+    return (
+        f"out={out!r} holds a {new['study']} study of another configuration ({describe(diffs)}): rerun with "
+        "those settings to resume it, choose another --out, or pass --fresh to remove its results and start "
+        "afresh"
+    )
 
 
 KNOWN_FOLDERS = (*VERIFIED_FOLDERS, FIGURE_FOLDER)  # folders tokdyn makes: removed by clear() once empty
@@ -1039,8 +1121,12 @@ def clear(out: str) -> list[str]:
             path = os.path.join(root, name)
             if rel_root == "" and name == STAMP:
                 continue
-            if (in_corrupt and (os.path.islink(path) or _is_file(path))) or \
-                    (_TEMPORARY.search(name) and _is_file(path)) or _is_verified(path) or _drawn_by_tokdyn(path):
+            if (
+                (in_corrupt and (os.path.islink(path) or _is_file(path)))
+                or (_TEMPORARY.search(name) and _is_file(path))
+                or _is_verified(path)
+                or _drawn_by_tokdyn(path)
+            ):
                 remove(path)
     for root, _dirs, _files in os.walk(out, topdown=False, followlinks=False):
         if os.path.samefile(root, out) or os.path.islink(root):

@@ -21,8 +21,16 @@ import numpy as np
 from jax import lax
 
 from tokdyn import _checks, assignment
-from tokdyn.metrics._labels import (check_bounds, check_labels, check_mask, check_scene, count_table, float_dtype,
-                                    in_range, int_dtype)
+from tokdyn.metrics._labels import (
+    check_bounds,
+    check_labels,
+    check_mask,
+    check_scene,
+    count_table,
+    float_dtype,
+    in_range,
+    int_dtype,
+)
 
 
 class _Stats(NamedTuple):

@@ -25,8 +25,10 @@ from tokdyn.metrics.partition import fg_ari
 def _check_clip(masks_true, labels_pred, n_true, n_pred, *, bounds_required: bool):
     """A clip: a frame axis first and at least one pixel axis, then the checks of a scene."""
     if np.ndim(masks_true) < 2:
-        raise ValueError(f"masks_true must have shape (F, ...): frames first, then the pixels of a frame (e.g. "
-                         f"(F, H, W) or (F, N)), got shape {np.shape(masks_true)}")
+        raise ValueError(
+            f"masks_true must have shape (F, ...): frames first, then the pixels of a frame (e.g. "
+            f"(F, H, W) or (F, N)), got shape {np.shape(masks_true)}"
+        )
     return check_scene(masks_true, labels_pred, n_true, n_pred, bounds_required=bounds_required)
 
 
@@ -37,8 +39,10 @@ def _check_video_ari(masks_true, labels_pred, n_true, n_pred):
 def _check_tracks(masks_true, labels_pred, n_true, n_pred, min_pixels):
     changed = _check_clip(masks_true, labels_pred, n_true, n_pred, bounds_required=True)
     if np.ndim(min_pixels) != 0 or _checks.dtype_of(min_pixels).kind not in "iu":
-        raise TypeError(f"min_pixels must be an integer scalar (pixels a track needs in a frame to count as "
-                        f"visible there), got {min_pixels!r}")
+        raise TypeError(
+            f"min_pixels must be an integer scalar (pixels a track needs in a frame to count as "
+            f"visible there), got {min_pixels!r}"
+        )
     if _checks.on_host(min_pixels) and int(min_pixels) < 1:
         raise ValueError(f"min_pixels must be >= 1, got {min_pixels!r}")
     return changed

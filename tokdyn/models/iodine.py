@@ -69,8 +69,9 @@ class Config:
     decoder_stride: int = 1
     refine_channels: tuple = (32, 32)
     refine_hidden: int = 64
-    train: optim.Config = optim.Config(steps=4000, steps_per_call=100, warmup=200, decay="cosine",
-                                       final_fraction=0.05, clip_norm=1.0)
+    train: optim.Config = optim.Config(
+        steps=4000, steps_per_call=100, warmup=200, decay="cosine", final_fraction=0.05, clip_norm=1.0
+    )
     batch_size: int = 16
     seeds: int = 4
     root_seed: int = 0
@@ -78,8 +79,17 @@ class Config:
     def validate(self) -> "Config":
         """Check every field (the training's through :meth:`tokdyn.train.optim.Config.validate`); raise
         ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
-        for name in ("size", "slots", "latent_size", "iterations", "decoder_hidden", "decoder_stride", "refine_hidden",
-                     "batch_size", "seeds"):
+        for name in (
+            "size",
+            "slots",
+            "latent_size",
+            "iterations",
+            "decoder_hidden",
+            "decoder_stride",
+            "refine_hidden",
+            "batch_size",
+            "seeds",
+        ):
             _checks.positive_int(name, getattr(self, name))
         optim.check("train", self.train)
         _checks.positive_int("root_seed", self.root_seed, minimum=0)
@@ -116,8 +126,9 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, z):
         cfg = self.cfg
-        out = slots.broadcast_decoder(z, size=cfg.size, channels=4, decoder=cfg.decoder, hidden=cfg.decoder_hidden,
-                                      stride=cfg.decoder_stride)  # (B, K, H, W, 4)
+        out = slots.broadcast_decoder(
+            z, size=cfg.size, channels=4, decoder=cfg.decoder, hidden=cfg.decoder_hidden, stride=cfg.decoder_stride
+        )  # (B, K, H, W, 4)
         return out[..., :3], out[..., 3]
 
 
@@ -222,7 +233,8 @@ def evaluate(params, cfg: Config, images, loc, log_scale, noise, *, gradients: b
     if gradients:
         (rgb, logits), pull = jax.vjp(decode_posterior, loc, log_scale)
         (_, (ll, pixel, post)), (g_rgb, g_logits) = jax.value_and_grad(log_lik, argnums=(0, 1), has_aux=True)(
-            rgb, logits)
+            rgb, logits
+        )
         g_loc, g_log_scale = pull((g_rgb, g_logits))
         g_loc = g_loc - loc  # d KL / d loc = loc
         g_log_scale = g_log_scale - (jnp.exp(2.0 * log_scale) - 1.0)  # d KL / d log_scale = scale^2 - 1
@@ -248,19 +260,40 @@ class Refiner(nn.Module):
         cfg = self.cfg
         B, K, H, W = ev.masks.shape
         pixel_norm = functools.partial(nn.LayerNorm, reduction_axes=(-3, -2, -1), feature_axes=-1)
-        grads = jnp.concatenate([pixel_norm(name="norm_grad_rgb")(ev.grad_rgb),
-                                 pixel_norm(name="norm_grad_logits")(ev.grad_logits[..., None]),
-                                 pixel_norm(name="norm_log_lik")(jnp.broadcast_to(ev.pixel_log_lik[:, None, ..., None],
-                                                                                  (B, K, H, W, 1)))], axis=-1)
-        x = jnp.concatenate([jnp.broadcast_to(images[:, None], (B, K, H, W, 3)), ev.rgb, ev.masks[..., None],
-                             ev.posterior[..., None], grads,
-                             jnp.broadcast_to(slots.position_grid(H, W), (B, K, H, W, 4))], axis=-1)  # (B, K, H, W, 17)
+        grads = jnp.concatenate(
+            [
+                pixel_norm(name="norm_grad_rgb")(ev.grad_rgb),
+                pixel_norm(name="norm_grad_logits")(ev.grad_logits[..., None]),
+                pixel_norm(name="norm_log_lik")(
+                    jnp.broadcast_to(ev.pixel_log_lik[:, None, ..., None], (B, K, H, W, 1))
+                ),
+            ],
+            axis=-1,
+        )
+        x = jnp.concatenate(
+            [
+                jnp.broadcast_to(images[:, None], (B, K, H, W, 3)),
+                ev.rgb,
+                ev.masks[..., None],
+                ev.posterior[..., None],
+                grads,
+                jnp.broadcast_to(slots.position_grid(H, W), (B, K, H, W, 4)),
+            ],
+            axis=-1,
+        )  # (B, K, H, W, 17)
         h = x.reshape(B * K, H, W, x.shape[-1])
         for i, c in enumerate(cfg.refine_channels):
             h = nn.elu(nn.Conv(c, (3, 3), strides=(2, 2), padding="SAME", name=f"conv{i}")(h))
         h = nn.elu(nn.Dense(cfg.refine_hidden, name="dense")(h.reshape(B * K, -1)))
-        vectors = jnp.concatenate([loc, log_scale, nn.LayerNorm(name="norm_grad_loc")(ev.grad_loc),
-                                   nn.LayerNorm(name="norm_grad_log_scale")(ev.grad_log_scale)], axis=-1)
+        vectors = jnp.concatenate(
+            [
+                loc,
+                log_scale,
+                nn.LayerNorm(name="norm_grad_loc")(ev.grad_loc),
+                nn.LayerNorm(name="norm_grad_log_scale")(ev.grad_log_scale),
+            ],
+            axis=-1,
+        )
         h = jnp.concatenate([h, vectors.reshape(B * K, -1)], axis=-1)
         carry, h = nn.LSTMCell(cfg.refine_hidden, name="lstm")(carry, h)
         return carry, nn.Dense(2 * cfg.latent_size, name="out")(h).reshape(B, K, 2 * cfg.latent_size)
@@ -461,8 +494,11 @@ def trainer(cfg: Config) -> train.Trainer:
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be a tokdyn.models.iodine.Config, got {type(cfg).__name__}")
     cfg.validate()
-    return _trainer(dataclasses.replace(cfg, refine_channels=tuple(int(c) for c in cfg.refine_channels),
-                                        pixel_scale=float(cfg.pixel_scale)))
+    return _trainer(
+        dataclasses.replace(
+            cfg, refine_channels=tuple(int(c) for c in cfg.refine_channels), pixel_scale=float(cfg.pixel_scale)
+        )
+    )
 
 
 @functools.lru_cache(maxsize=32)
@@ -475,8 +511,9 @@ def _trainer(cfg: Config) -> train.Trainer:
         value, out = loss_fn(jax.random.split(key)[1], params, cfg, images)
         return value, {"elbo_first": jnp.mean(out.elbo[:, 0]), "elbo_last": jnp.mean(out.elbo[:, -1])}
 
-    return train.Trainer(cfg.train, init=lambda key, hparams: init(key, cfg), loss=loss, batch=batch,
-                         keys=slots.run_keys, name="iodine")
+    return train.Trainer(
+        cfg.train, init=lambda key, hparams: init(key, cfg), loss=loss, batch=batch, keys=slots.run_keys, name="iodine"
+    )
 
 
 def params_of(state: train.TrainState, i: int) -> dict:

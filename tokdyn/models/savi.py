@@ -89,8 +89,9 @@ class Config:
     decoder_stride: int = 2
     slot_init: str = "farthest"
     masks: str = "attention"
-    train: optim.Config = optim.Config(steps=4000, steps_per_call=100, warmup=200, decay="cosine",
-                                       final_fraction=0.05, clip_norm=1.0)
+    train: optim.Config = optim.Config(
+        steps=4000, steps_per_call=100, warmup=200, decay="cosine", final_fraction=0.05, clip_norm=1.0
+    )
     batch_size: int = 8
     seeds: int = 4
     root_seed: int = 0
@@ -102,8 +103,10 @@ class Config:
         _checks.choice("predictor", self.predictor, PREDICTORS)
         slot_config(self)  # the per-frame autoencoder's and the training's fields, checked there
         if self.predictor == "transformer" and self.slot_size % self.predictor_heads:
-            raise ValueError(f"predictor_heads must divide slot_size={self.slot_size} (the transformer predictor "
-                             f"splits the slots' width over its heads), got {self.predictor_heads}")
+            raise ValueError(
+                f"predictor_heads must divide slot_size={self.slot_size} (the transformer predictor "
+                f"splits the slots' width over its heads), got {self.predictor_heads}"
+            )
         return self
 
 
@@ -123,11 +126,25 @@ def slot_config(cfg: Config) -> slots.Config:
     autoencoder and training fields and ``first_iterations`` iterations (frame 0's), validated
     (its errors name the field)."""
     return slots.Config(
-        size=cfg.size, slots=cfg.slots, iterations=cfg.first_iterations, slot_size=cfg.slot_size,
-        mlp_hidden=cfg.mlp_hidden, encoder_channels=cfg.encoder_channels, encoder_kernel=cfg.encoder_kernel,
-        encoder_stride=cfg.encoder_stride, decoder=cfg.decoder, decoder_hidden=cfg.decoder_hidden,
-        decoder_stride=cfg.decoder_stride, implicit=False, slot_init=cfg.slot_init, masks=cfg.masks,
-        train=cfg.train, batch_size=cfg.batch_size, seeds=cfg.seeds, root_seed=cfg.root_seed).validate()
+        size=cfg.size,
+        slots=cfg.slots,
+        iterations=cfg.first_iterations,
+        slot_size=cfg.slot_size,
+        mlp_hidden=cfg.mlp_hidden,
+        encoder_channels=cfg.encoder_channels,
+        encoder_kernel=cfg.encoder_kernel,
+        encoder_stride=cfg.encoder_stride,
+        decoder=cfg.decoder,
+        decoder_hidden=cfg.decoder_hidden,
+        decoder_stride=cfg.decoder_stride,
+        implicit=False,
+        slot_init=cfg.slot_init,
+        masks=cfg.masks,
+        train=cfg.train,
+        batch_size=cfg.batch_size,
+        seeds=cfg.seeds,
+        root_seed=cfg.root_seed,
+    ).validate()
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -151,12 +168,14 @@ class Predictor(nn.Module):
             return slots
         D = self.slot_size
         zeros = nn.initializers.zeros  # the residual branches' last layers: an untrained predictor carries the slots
-        mlp = nn.Sequential([nn.Dense(self.hidden, name="mlp_in"), nn.relu,
-                             nn.Dense(D, kernel_init=zeros, name="mlp_out")])
+        mlp = nn.Sequential(
+            [nn.Dense(self.hidden, name="mlp_in"), nn.relu, nn.Dense(D, kernel_init=zeros, name="mlp_out")]
+        )
         if self.kind == "transformer":  # the slots attend to each other, then each goes through the MLP
             h = nn.LayerNorm(name="norm_attn")(slots)
-            slots = slots + nn.MultiHeadDotProductAttention(num_heads=self.heads, qkv_features=D, out_features=D,
-                                                            out_kernel_init=zeros, name="attn")(h)
+            slots = slots + nn.MultiHeadDotProductAttention(
+                num_heads=self.heads, qkv_features=D, out_features=D, out_kernel_init=zeros, name="attn"
+            )(h)
         return slots + mlp(nn.LayerNorm(name="norm_mlp")(slots))
 
 
@@ -217,8 +236,9 @@ def start(params, cfg: Config, features, z):
       attention, and (B, K, D) the slots' start (the Gaussian draw or the farthest inputs' map).
     """
     model = _slot_attention(cfg, cfg.first_iterations)
-    (s, attn), inter = model.apply({"params": params["params"]["slot_attention"]}, features, z,
-                                   mutable=["intermediates"])
+    (s, attn), inter = model.apply(
+        {"params": params["params"]["slot_attention"]}, features, z, mutable=["intermediates"]
+    )
     return s, attn, inter["intermediates"]["start"][0]
 
 
@@ -245,8 +265,9 @@ def step(params, cfg: Config, prev, features):
       ``(slots, attention, predicted)``: (B, K, D), (B, N, K) and (B, K, D).
     """
     predicted = predict(params, cfg, prev)
-    s, attn = _slot_attention(cfg, cfg.iterations).apply({"params": params["params"]["slot_attention"]}, features,
-                                                          None, predicted)
+    s, attn = _slot_attention(cfg, cfg.iterations).apply(
+        {"params": params["params"]["slot_attention"]}, features, None, predicted
+    )
     return s, attn, predicted
 
 
@@ -295,8 +316,9 @@ def forward(params, cfg: Config, videos, z) -> Outputs:
         return s, (s, a, p)
 
     _, rest = jax.lax.scan(body, s0, jnp.moveaxis(feats[:, 1:], 1, 0))  # each (F - 1, B, ...)
-    s, a, p = (jnp.concatenate([first[:, None], jnp.moveaxis(later, 0, 1)], axis=1)
-               for first, later in zip((s0, a0, p0), rest))  # (B, F, K, D), (B, F, N, K), (B, F, K, D)
+    s, a, p = (
+        jnp.concatenate([first[:, None], jnp.moveaxis(later, 0, 1)], axis=1) for first, later in zip((s0, a0, p0), rest)
+    )  # (B, F, K, D), (B, F, N, K), (B, F, K, D)
     recon, rgb, alpha = decode(params, cfg, s.reshape(B * F, K, -1), a.reshape(B * F, *a.shape[2:]))
     labels = jnp.argmax(alpha, axis=1).astype(jnp.int32)  # (B * F, H, W)
     per = lambda x: x.reshape(B, F, *x.shape[1:])  # noqa: E731
@@ -322,8 +344,10 @@ def slot_params(params) -> dict:
 
 def _check_videos(name, videos, size):
     if np.ndim(videos) != 5 or min(np.shape(videos)[:2]) < 1 or np.shape(videos)[2:] != (size, size, 3):
-        raise ValueError(f"{name} must have shape (B, F, {size}, {size}, 3) with B >= 1 and F >= 1 (clips of RGB "
-                         f"frames of the config's size), got {np.shape(videos)}")
+        raise ValueError(
+            f"{name} must have shape (B, F, {size}, {size}, 3) with B >= 1 and F >= 1 (clips of RGB "
+            f"frames of the config's size), got {np.shape(videos)}"
+        )
     if _checks.dtype_of(videos).kind != "f":
         raise TypeError(f"{name} must hold floats in [0, 1], got dtype {_checks.dtype_of(videos)}")
     if _checks.on_host(videos):
@@ -463,8 +487,10 @@ def trainer(cfg: Config) -> train.Trainer:
 def _trainer(cfg: Config) -> train.Trainer:
     def batch(key, pool, step):
         if np.ndim(pool) != 5 or np.shape(pool)[1] < cfg.frames:  # while tracing: shapes and dtype
-            raise ValueError(f"the training pool must have shape (N, F_pool, {cfg.size}, {cfg.size}, 3) with F_pool "
-                             f">= frames={cfg.frames}, got {np.shape(pool)}")
+            raise ValueError(
+                f"the training pool must have shape (N, F_pool, {cfg.size}, {cfg.size}, 3) with F_pool "
+                f">= frames={cfg.frames}, got {np.shape(pool)}"
+            )
         _check_videos("the training pool", pool, cfg.size)
         return draw_batch(key, pool, cfg.batch_size, cfg.frames)
 
@@ -472,8 +498,14 @@ def _trainer(cfg: Config) -> train.Trainer:
         value, _ = loss_fn(jax.random.split(key)[1], params, cfg, videos)
         return value, {}
 
-    return train.Trainer(cfg.train, init=lambda key, hparams: init(key, cfg), loss=loss, batch=batch,
-                         keys=slots.run_keys, name=f"savi ({cfg.predictor})")
+    return train.Trainer(
+        cfg.train,
+        init=lambda key, hparams: init(key, cfg),
+        loss=loss,
+        batch=batch,
+        keys=slots.run_keys,
+        name=f"savi ({cfg.predictor})",
+    )
 
 
 def segment(key, params, cfg: Config, videos, *, chunk: int = 64):

@@ -30,8 +30,14 @@ from tokdyn import train as train_layer
 from tokdyn.models.vtae import model as ae_model
 from tokdyn.train import optim
 
-MODELS = ("grid_ddpm", "grid_d3pm_uniform", "grid_d3pm_absorbing", "token_d3pm_uniform", "token_d3pm_absorbing",
-          "token_ar")
+MODELS = (
+    "grid_ddpm",
+    "grid_d3pm_uniform",
+    "grid_d3pm_absorbing",
+    "token_d3pm_uniform",
+    "token_d3pm_absorbing",
+    "token_ar",
+)
 ARCHITECTURES = ("transformer", "mlp")
 ELEMENTS = ("cells", "grids")
 SAMPLERS = ("ancestral", "ddim")
@@ -77,8 +83,9 @@ class Config:
     width: int = 64
     depth: int = 2
     heads: int = 4
-    train: optim.Config = optim.Config(steps=2000, steps_per_call=100, warmup=100, decay="cosine",
-                                       final_fraction=0.1, clip_norm=1.0)
+    train: optim.Config = optim.Config(
+        steps=2000, steps_per_call=100, warmup=100, decay="cosine", final_fraction=0.1, clip_norm=1.0
+    )
     batch_size: int = 64
 
     @property
@@ -176,6 +183,7 @@ class Hparams:
 
 # --- the network ----------------------------------------------------------------------------------------
 
+
 def time_embedding(t, width: int):
     """(..., width) sinusoidal embedding of (integer) diffusion times."""
     half = width // 2
@@ -219,8 +227,11 @@ class Network(nn.Module):
         d, init = c.width, nn.initializers.normal(0.02)
         b = x.shape[0]
         out_dim = c.classes
-        states = c.classes if c.continuous else (
-            c.classes + 1 if c.kernel == "absorbing" or c.model == "token_ar" else c.classes)  # AR: + BOS
+        states = (
+            c.classes
+            if c.continuous
+            else (c.classes + 1 if c.kernel == "absorbing" or c.model == "token_ar" else c.classes)
+        )  # AR: + BOS
         if c.architecture == "mlp":
             h = x.reshape(b, -1) if c.continuous else jax.nn.one_hot(x, states).reshape(b, -1)
             h = nn.Dense(d * 4)(h) + nn.Dense(d * 4)(time_embedding(t, d))
@@ -238,7 +249,8 @@ class Network(nn.Module):
             e = nn.Embed(states, d, embedding_init=init, name="state")(x)
         rank = 1 if per_grid else len(c.sample_shape)
         e = e + nn.Embed(c.length, d, embedding_init=init, name="position")(jnp.arange(c.length)).reshape(
-            (c.length,) + (1,) * (rank - 1) + (d,))
+            (c.length,) + (1,) * (rank - 1) + (d,)
+        )
         if c.on_grids and not per_grid:
             e = e + nn.Embed(c.cells, d, embedding_init=init, name="cell")(jnp.arange(c.cells))
         h = e.reshape(b, -1, d)
@@ -253,8 +265,10 @@ class Network(nn.Module):
 
 def init(key, cfg: Config) -> dict:
     """The network's parameters."""
-    x = jnp.zeros((1, *cfg.sample_shape, cfg.colours) if cfg.continuous else (1, *cfg.sample_shape),
-                  jnp.float32 if cfg.continuous else jnp.int32)
+    x = jnp.zeros(
+        (1, *cfg.sample_shape, cfg.colours) if cfg.continuous else (1, *cfg.sample_shape),
+        jnp.float32 if cfg.continuous else jnp.int32,
+    )
     return Network(cfg).init(key, x, jnp.zeros((1,), jnp.int32))
 
 
@@ -282,6 +296,7 @@ def count_params(params) -> int:
 
 
 # --- losses -------------------------------------------------------------------------------------------
+
 
 def grid_signal(colours, n_colours: int):
     """(..., C) the one-hot grid scaled to [-1, 1]: the data of ``grid_ddpm``."""
@@ -318,8 +333,9 @@ def loss_fn(key, params, cfg: Config, hp: Hparams, x0):
         return mse, dict(vb=mse, ce=mse)
     x_t = jax.vmap(lambda k, x, tt: diffusion.q_sample_discrete(k, proc, x, tt))(keys, x0, t)
     logits = apply(params, cfg, x_t, t)
-    loss, vb, ce = jax.vmap(lambda x, xt, tt, lg: diffusion.hybrid_loss(proc, x, xt, tt, lg, hp.lam))(x0, x_t, t,
-                                                                                                    logits)
+    loss, vb, ce = jax.vmap(lambda x, xt, tt, lg: diffusion.hybrid_loss(proc, x, xt, tt, lg, hp.lam))(
+        x0, x_t, t, logits
+    )
     return jnp.mean(loss), dict(vb=jnp.mean(vb), ce=jnp.mean(ce))
 
 
@@ -342,19 +358,20 @@ def trainer(cfg: Config) -> train_layer.Trainer:
     def loss(params, x0, key, hp):
         return loss_fn(jax.random.split(key)[1], params, cfg, hp, x0)
 
-    return train_layer.Trainer(cfg.train, init=lambda key, hp: init(key, cfg), loss=loss, batch=batch,
-                               name=cfg.model)
+    return train_layer.Trainer(cfg.train, init=lambda key, hp: init(key, cfg), loss=loss, batch=batch, name=cfg.model)
 
 
 def _check_data(cfg: Config, data):
     want = cfg.sample_shape
     if tuple(np.shape(data)[1:]) != want or np.ndim(data) != len(want) + 1 or np.shape(data)[0] < 1:
-        raise ValueError(f"data must have shape (N, {', '.join(map(str, want))}) for model {cfg.model!r} "
-                         f"(length={cfg.length}" + (f", cells={cfg.cells}" if cfg.on_grids else "")
-                         + f"), got {np.shape(data)}")
+        raise ValueError(
+            f"data must have shape (N, {', '.join(map(str, want))}) for model {cfg.model!r} "
+            f"(length={cfg.length}" + (f", cells={cfg.cells}" if cfg.on_grids else "") + f"), got {np.shape(data)}"
+        )
     if _checks.dtype_of(data).kind not in "iu":
-        raise TypeError(f"data must hold integer {'colours' if cfg.on_grids else 'token ids'}, "
-                        f"got dtype {_checks.dtype_of(data)}")
+        raise TypeError(
+            f"data must hold integer {'colours' if cfg.on_grids else 'token ids'}, got dtype {_checks.dtype_of(data)}"
+        )
     if _checks.on_host(data):
         lo, hi = int(np.min(data)), int(np.max(data))
         if lo < 0 or hi >= cfg.classes:
@@ -398,6 +415,7 @@ def train(key, cfg: Config, hparams: Hparams | None, data):
 
 # --- sampling -------------------------------------------------------------------------------------------
 
+
 def _check_sample(key, params, cfg, n, sampler, ddim_steps):
     _checks.prng_key("key", key)
     cfg.validate()
@@ -432,6 +450,7 @@ def sample(key, params, cfg: Config, n: int, sampler: str = "ancestral", ddim_st
     """
     proc = cfg.process()
     if cfg.model == "token_ar":
+
         def step(seq, args):
             i, k = args
             logits = apply(params, cfg, seq[:, :-1], jnp.zeros((n,), jnp.int32))[:, i]
@@ -455,8 +474,10 @@ def _check_nll(key, params, cfg, x0):
     _checks.prng_key("key", key)
     cfg.validate()
     if cfg.continuous:
-        raise ValueError("model 'grid_ddpm' has a density, not a probability: no likelihood comparable with the "
-                         "discrete models; use a D3PM or token model")
+        raise ValueError(
+            "model 'grid_ddpm' has a density, not a probability: no likelihood comparable with the "
+            "discrete models; use a D3PM or token model"
+        )
     if tuple(np.shape(x0)[1:]) != cfg.sample_shape:
         raise ValueError(f"x0 must have shape (B, {', '.join(map(str, cfg.sample_shape))}), got {np.shape(x0)}")
 
@@ -483,8 +504,9 @@ def nll_bound(key, params, cfg: Config, x0):
         logits = apply(params, cfg, jnp.concatenate([bos, x0[:, :-1]], 1), jnp.zeros((b,), jnp.int32))
         return optax.softmax_cross_entropy_with_integer_labels(logits, x0).sum(-1)
     proc = cfg.process()
-    one = lambda k, x: diffusion.nll_bound(k, proc, lambda xt, t: apply(params, cfg, xt[None], jnp.reshape(t, (1,)))[0],
-                                           x)
+    one = lambda k, x: diffusion.nll_bound(
+        k, proc, lambda xt, t: apply(params, cfg, xt[None], jnp.reshape(t, (1,)))[0], x
+    )
     return jax.vmap(one)(jax.random.split(key, b), x0)  # vmap batches the network calls of each t
 
 
@@ -497,11 +519,14 @@ def decode_grids(ae_params, ae_cfg, colours):
     the decoder's most likely token and its probability."""
     colours = np.asarray(colours)
     if colours.ndim != 3 or colours.shape[2] != ae_cfg.cells:
-        raise ValueError(f"colours must have shape (n, L, P={ae_cfg.cells}) to match the autoencoder, "
-                         f"got {colours.shape}")
+        raise ValueError(
+            f"colours must have shape (n, L, P={ae_cfg.cells}) to match the autoencoder, got {colours.shape}"
+        )
     if colours.size and (colours.min() < 0 or colours.max() >= ae_cfg.colours):
-        raise ValueError(f"colours must lie in [0, {ae_cfg.colours}) to match the autoencoder's colours, got range "
-                         f"[{colours.min()}, {colours.max()}]")
+        raise ValueError(
+            f"colours must lie in [0, {ae_cfg.colours}) to match the autoencoder's colours, got range "
+            f"[{colours.min()}, {colours.max()}]"
+        )
     x = jax.nn.one_hot(jnp.asarray(colours.reshape(-1, ae_cfg.cells)), ae_cfg.colours)
     probs = np.asarray(jax.nn.softmax(ae_model.decode(ae_params, ae_cfg, x), -1))
     tok = probs.argmax(-1)

@@ -85,8 +85,9 @@ class Config:
     implicit: bool = False
     slot_init: str = "random"
     masks: str = "decoder"
-    train: optim.Config = optim.Config(steps=4000, steps_per_call=100, warmup=200, decay="cosine",
-                                       final_fraction=0.05, clip_norm=1.0)
+    train: optim.Config = optim.Config(
+        steps=4000, steps_per_call=100, warmup=200, decay="cosine", final_fraction=0.05, clip_norm=1.0
+    )
     batch_size: int = 32
     seeds: int = 4
     root_seed: int = 0
@@ -94,8 +95,19 @@ class Config:
     def validate(self) -> "Config":
         """Check every field (the training's through :meth:`tokdyn.train.optim.Config.validate`); raise
         ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
-        for name in ("size", "slots", "iterations", "slot_size", "mlp_hidden", "encoder_kernel", "encoder_stride",
-                     "decoder_hidden", "decoder_stride", "batch_size", "seeds"):
+        for name in (
+            "size",
+            "slots",
+            "iterations",
+            "slot_size",
+            "mlp_hidden",
+            "encoder_kernel",
+            "encoder_stride",
+            "decoder_hidden",
+            "decoder_stride",
+            "batch_size",
+            "seeds",
+        ):
             _checks.positive_int(name, getattr(self, name))
         optim.check("train", self.train)
         if self.size % self.encoder_stride:
@@ -108,7 +120,9 @@ class Config:
             raise TypeError(f"implicit must be a bool, got {self.implicit!r}")
         channels = tuple(self.encoder_channels)
         if not channels or any(not isinstance(c, (int, np.integer)) or c < 1 for c in channels):
-            raise ValueError(f"encoder_channels must be a non-empty tuple of positive ints, got {self.encoder_channels!r}")
+            raise ValueError(
+                f"encoder_channels must be a non-empty tuple of positive ints, got {self.encoder_channels!r}"
+            )
         return self
 
 
@@ -177,8 +191,10 @@ def check_decoder(size: int, decoder: str, stride: int) -> None:
     if size % stride:
         raise ValueError(f"decoder_stride must divide size={size}, got {stride}")
     if decoder == "cnn" and stride != 1:
-        raise ValueError(f"decoder_stride applies to the mlp and conv decoders (the cnn decoder upsamples itself): "
-                         f"it must be 1 with decoder='cnn', got {stride}")
+        raise ValueError(
+            f"decoder_stride applies to the mlp and conv decoders (the cnn decoder upsamples itself): "
+            f"it must be 1 with decoder='cnn', got {stride}"
+        )
     if decoder == "cnn" and (size % 8 or size < 8 or (size // 8) & (size // 8 - 1)):
         raise ValueError(f"decoder='cnn' upsamples an 8 x 8 grid by powers of 2: size must be 8 * 2^j, got {size}")
 
@@ -279,7 +295,7 @@ class SlotAttention(nn.Module):
         mlp = nn.Sequential([nn.Dense(self.mlp_hidden, name="mlp_in"), nn.relu, nn.Dense(D, name="mlp_out")])
 
         def iterate(slots):
-            q = to_q(norm_slots(slots)) * D ** -0.5  # (B, K, D)
+            q = to_q(norm_slots(slots)) * D**-0.5  # (B, K, D)
             attn = jax.nn.softmax(jnp.einsum("bnd,bkd->bnk", k, q), axis=-1) + EPS  # (B, N, K)
             weights = attn / jnp.sum(attn, axis=1, keepdims=True)  # normalised over the inputs
             updates = jnp.einsum("bnk,bnd->bkd", weights, v)
@@ -342,8 +358,9 @@ def _decode(cfg: Config, slots, attn, grid):
     W = H
     h_in, w_in = grid
     c = 4 if cfg.masks == "decoder" else 3  # RGB, and the alpha logit when the decoder draws the masks
-    out = broadcast_decoder(slots, size=H, channels=c, decoder=cfg.decoder, hidden=cfg.decoder_hidden,
-                            stride=cfg.decoder_stride)  # (B, K, H, W, c)
+    out = broadcast_decoder(
+        slots, size=H, channels=c, decoder=cfg.decoder, hidden=cfg.decoder_hidden, stride=cfg.decoder_stride
+    )  # (B, K, H, W, c)
     rgb = out[..., :3]
     if cfg.masks == "decoder":
         alpha = jax.nn.softmax(out[..., 3], axis=1)
@@ -395,8 +412,9 @@ class Autoencoder(nn.Module):
     def __call__(self, images, z) -> Outputs:
         cfg = self.cfg
         h, grid = _encode(cfg, images)
-        slots, attn = SlotAttention(cfg.slots, cfg.iterations, cfg.slot_size, cfg.mlp_hidden, cfg.implicit,
-                                    cfg.slot_init, name="slot_attention")(h, z)
+        slots, attn = SlotAttention(
+            cfg.slots, cfg.iterations, cfg.slot_size, cfg.mlp_hidden, cfg.implicit, cfg.slot_init, name="slot_attention"
+        )(h, z)
         rgb, alpha = _decode(cfg, slots, attn, grid)
         recon = jnp.sum(alpha[..., None] * rgb, axis=1)
         labels = jnp.argmax(alpha, axis=1).astype(jnp.int32)
@@ -419,8 +437,10 @@ def check_images(name: str, images, size: int) -> None:
     of floats in [0, 1] (the range only when they are host data); raise ``ValueError`` /
     ``TypeError``."""
     if np.ndim(images) != 4 or np.shape(images)[0] < 1 or np.shape(images)[1:] != (size, size, 3):
-        raise ValueError(f"{name} must have shape (B, {size}, {size}, 3) with B >= 1 (RGB images of the config's size), "
-                         f"got {np.shape(images)}")
+        raise ValueError(
+            f"{name} must have shape (B, {size}, {size}, 3) with B >= 1 (RGB images of the config's size), "
+            f"got {np.shape(images)}"
+        )
     if _checks.dtype_of(images).kind != "f":
         raise TypeError(f"{name} must hold floats in [0, 1], got dtype {_checks.dtype_of(images)}")
     if _checks.on_host(images):
@@ -507,7 +527,7 @@ def stamp(cfg: Config) -> str:
 
 def run_keys(key):
     """``(key of the initial parameters, run key)`` of a seed's key: ``(fold_in(key, 2**31 - 1), key)``."""
-    return jax.random.fold_in(key, 2 ** 31 - 1), key
+    return jax.random.fold_in(key, 2**31 - 1), key
 
 
 def draw_batch(key, pool, batch_size: int):
@@ -567,8 +587,14 @@ def _trainer(cfg: Config) -> train.Trainer:
         value, _ = loss_fn(jax.random.split(key)[1], params, cfg, images)
         return value, {}
 
-    return train.Trainer(cfg.train, init=lambda key, hparams: init(key, cfg), loss=loss, batch=batch, keys=run_keys,
-                         name="slot attention (implicit)" if cfg.implicit else "slot attention")
+    return train.Trainer(
+        cfg.train,
+        init=lambda key, hparams: init(key, cfg),
+        loss=loss,
+        batch=batch,
+        keys=run_keys,
+        name="slot attention (implicit)" if cfg.implicit else "slot attention",
+    )
 
 
 def params_of(state: train.TrainState, i: int) -> dict:

@@ -15,14 +15,40 @@
 import importlib
 
 from tokdyn.stats import inference  # noqa: F401
-from tokdyn.stats.inference import (P_ADJUSTMENTS, CorrelationResult, GainResult, TTestResult,  # noqa: F401
-                                    benjamini_hochberg, bonferroni, bootstrap_ci, bootstrap_statistic, cohens_d,
-                                    gain_retained, holm, paired_ttest, point_biserial)
+from tokdyn.stats.inference import (
+    P_ADJUSTMENTS,
+    CorrelationResult,
+    GainResult,
+    TTestResult,  # noqa: F401
+    benjamini_hochberg,
+    bonferroni,
+    bootstrap_ci,
+    bootstrap_statistic,
+    cohens_d,
+    gain_retained,
+    holm,
+    paired_ttest,
+    point_biserial,
+)
 
 _SUBMODULES = ["summary", "figures", "text"]
-__all__ = ["inference", *_SUBMODULES, "TTestResult", "paired_ttest", "cohens_d", "bonferroni", "holm",
-           "benjamini_hochberg", "P_ADJUSTMENTS", "bootstrap_ci", "bootstrap_statistic", "CorrelationResult",
-           "point_biserial", "GainResult", "gain_retained"]
+__all__ = [
+    "inference",
+    *_SUBMODULES,
+    "TTestResult",
+    "paired_ttest",
+    "cohens_d",
+    "bonferroni",
+    "holm",
+    "benjamini_hochberg",
+    "P_ADJUSTMENTS",
+    "bootstrap_ci",
+    "bootstrap_statistic",
+    "CorrelationResult",
+    "point_biserial",
+    "GainResult",
+    "gain_retained",
+]
 
 
 def __getattr__(name):

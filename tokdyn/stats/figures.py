@@ -58,13 +58,27 @@ def series_style(i: int, n: int) -> dict:
     :data:`MARKERS` and :data:`LINESTYLES`), markers a little smaller for each later series (a later
     one, drawn on top, leaves the earlier one's outline visible), and ``dodge``: a small horizontal
     offset in points, centred on zero, by which the series is shifted (as a dodged bar chart)."""
-    return dict(color=f"C{i % 10}", marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
-                ms=max(7.0 - 1.0 * i, 3.0), dodge=(i - (n - 1) / 2) * min(3.0, 12.0 / max(n - 1, 1)),
-                zorder=2 + 0.01 * i)
+    return dict(
+        color=f"C{i % 10}",
+        marker=MARKERS[i % len(MARKERS)],
+        linestyle=LINESTYLES[i % len(LINESTYLES)],
+        ms=max(7.0 - 1.0 * i, 3.0),
+        dodge=(i - (n - 1) / 2) * min(3.0, 12.0 / max(n - 1, 1)),
+        zorder=2 + 0.01 * i,
+    )
 
 
-def line_plot(path: str, x, series: Mapping[str, Sequence], *, panels: Mapping[str, Mapping[str, Sequence]] | None = None,
-              xlabel: str = "", ylabel: str = "", title: str = "", errors: Mapping | None = None) -> str:
+def line_plot(
+    path: str,
+    x,
+    series: Mapping[str, Sequence],
+    *,
+    panels: Mapping[str, Mapping[str, Sequence]] | None = None,
+    xlabel: str = "",
+    ylabel: str = "",
+    title: str = "",
+    errors: Mapping | None = None,
+) -> str:
     """One PNG of lines, or of side-by-side panels of lines sharing the y axis. Series that coincide stay
     visible (:func:`series_style`): each has its own colour, marker and line style, and is shifted
     sideways on the page by a few points (at most 6 either side), which never changes the data.
@@ -140,8 +154,9 @@ def segmentation_grid(path: str, columns: Mapping[str, np.ndarray], *, title: st
     return save(fig, path)
 
 
-def heatmap(path: str, x, y, z, *, xlabel: str = "", ylabel: str = "", title: str = "", cbar: str = "",
-            fmt: str = "{:.3g}") -> str:
+def heatmap(
+    path: str, x, y, z, *, xlabel: str = "", ylabel: str = "", title: str = "", cbar: str = "", fmt: str = "{:.3g}"
+) -> str:
     """One PNG of a table as coloured cells, one cell per axis value (so linearly and logarithmically
     spaced axes both read naturally); NaN cells are left blank.
 
@@ -177,8 +192,9 @@ def heatmap(path: str, x, y, z, *, xlabel: str = "", ylabel: str = "", title: st
     return save(fig, path)
 
 
-def front_plot(path: str, cost, benefit, front, *, low=None, high=None, xlabel: str = "", ylabel: str = "",
-               title: str = "") -> str:
+def front_plot(
+    path: str, cost, benefit, front, *, low=None, high=None, xlabel: str = "", ylabel: str = "", title: str = ""
+) -> str:
     """One PNG: every point (``cost``, ``benefit``) in grey, the Pareto front highlighted and joined as a
     staircase.
 
@@ -204,8 +220,9 @@ def front_plot(path: str, cost, benefit, front, *, low=None, high=None, xlabel: 
     ax.step(cost[order], benefit[order], where="post", color="C3", lw=1.2)
     ax.scatter(cost[order], benefit[order], s=22, color="C3", zorder=3, label="Pareto front")
     if low is not None and high is not None:
-        ax.vlines(cost[order], np.asarray(low, float)[order], np.asarray(high, float)[order], color="C3", lw=1,
-                  alpha=0.7)
+        ax.vlines(
+            cost[order], np.asarray(low, float)[order], np.asarray(high, float)[order], color="C3", lw=1, alpha=0.7
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)

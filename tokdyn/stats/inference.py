@@ -79,9 +79,7 @@ def _normalise_axis(name: str, axis, ndim: int) -> int:
         raise TypeError(f"axis must be an int, got {axis!r} of type {type(axis).__name__}")
     if not -ndim <= axis < ndim:
         allowed = f"in [{-ndim}, {ndim - 1}]" if ndim else "unusable: it is 0-dimensional"
-        raise ValueError(
-            f"axis={axis} is out of range for {name} with {ndim} dimension(s); axis must be {allowed}"
-        )
+        raise ValueError(f"axis={axis} is out of range for {name} with {ndim} dimension(s); axis must be {allowed}")
     return int(axis) % ndim
 
 
@@ -107,9 +105,7 @@ def _paired_differences(a, b, axis) -> np.ndarray:
     ax = _normalise_axis("a and b", axis, a_arr.ndim)
     n = a_arr.shape[ax]
     if n < 2:
-        raise ValueError(
-            f"a and b must hold at least 2 pairs along axis={axis}, got {n} (shape {a_arr.shape})"
-        )
+        raise ValueError(f"a and b must hold at least 2 pairs along axis={axis}, got {n} (shape {a_arr.shape})")
     return np.moveaxis(a_arr - b_arr, ax, -1)
 
 
@@ -319,9 +315,7 @@ def bootstrap_ci(
     ax = _normalise_axis("samples", axis, x.ndim)
     n = x.shape[ax]
     if n < 2:
-        raise ValueError(
-            f"samples must hold at least 2 observations along axis={axis}, got {n} (shape {x.shape})"
-        )
+        raise ValueError(f"samples must hold at least 2 observations along axis={axis}, got {n} (shape {x.shape})")
 
     x = np.moveaxis(x, ax, -1)
     batch_shape = x.shape[:-1]
@@ -360,8 +354,9 @@ def _percentile_interval(boot: np.ndarray, confidence: float) -> tuple[float, fl
     return float(low), float(high)
 
 
-def bootstrap_statistic(statistic, n: int, *, seed: int = 0, n_resamples: int = 1000,
-                        confidence: float = 0.95) -> tuple[float, float]:
+def bootstrap_statistic(
+    statistic, n: int, *, seed: int = 0, n_resamples: int = 1000, confidence: float = 0.95
+) -> tuple[float, float]:
     """Percentile bootstrap interval of any statistic of ``n`` units. The draws are those of
     :func:`bootstrap_ci` with the same seed (``statistic = mean of x[idx]`` gives its interval);
     non-finite resampled values are dropped.
@@ -464,8 +459,9 @@ class GainResult(NamedTuple):
     n: int
 
 
-def gain_retained(setting, full, baseline, *, seed: int = 0, n_resamples: int = 2000,
-                  confidence: float = 0.95) -> GainResult:
+def gain_retained(
+    setting, full, baseline, *, seed: int = 0, n_resamples: int = 2000, confidence: float = 0.95
+) -> GainResult:
     """Share of a gain a setting retains, ``(mean(setting) - mean(baseline)) / (mean(full) -
     mean(baseline))``, with a percentile bootstrap interval over instances resampled together.
 
@@ -488,8 +484,9 @@ def gain_retained(setting, full, baseline, *, seed: int = 0, n_resamples: int = 
         _require_finite(name, a)
         arrays.append(a)
     if len({a.size for a in arrays}) != 1:
-        raise ValueError(f"setting, full and baseline must score the same instances, got lengths "
-                         f"{[a.size for a in arrays]}")
+        raise ValueError(
+            f"setting, full and baseline must score the same instances, got lengths {[a.size for a in arrays]}"
+        )
     n = arrays[0].size
     if n < 2:
         raise ValueError(f"setting, full and baseline must hold at least 2 instances, got {n}")

@@ -75,8 +75,9 @@ def _finite_runs(cols: dict, require_finite: Sequence[str]) -> np.ndarray | None
     return ok
 
 
-def condition_stats(src, fields: Sequence[str] | None = None, *,
-                    require_finite: Sequence[str] = ()) -> dict[str, np.ndarray]:
+def condition_stats(
+    src, fields: Sequence[str] | None = None, *, require_finite: Sequence[str] = ()
+) -> dict[str, np.ndarray]:
     """Per condition (one row per point of the grid's axes, in grid order): the axis values,
     ``n`` (seeds), ``nonfinite`` (seeds with a non-finite value, NaN or ±inf, in any of the fields
     summarised, or of ``require_finite``), and for every scalar output field its mean and sample
@@ -287,18 +288,28 @@ def pareto_front(cost, benefit) -> np.ndarray:
     i = 0
     while i < order.size:
         j = i  # the group of exact ties (same cost and benefit)
-        while j + 1 < order.size and cost[order[j + 1]] == cost[order[i]] and benefit[order[j + 1]] == benefit[order[i]]:
+        while (
+            j + 1 < order.size and cost[order[j + 1]] == cost[order[i]] and benefit[order[j + 1]] == benefit[order[i]]
+        ):
             j += 1
         b = benefit[order[i]]
         if b > best:
-            front[order[i:j + 1]] = True
+            front[order[i : j + 1]] = True
             best = b
         i = j + 1
     return front
 
 
-def setting_table(src, by: Sequence[str], fields: Sequence[str], *, n_resamples: int = 2000,
-                  confidence: float = 0.95, seed: int = 0, require_finite: Sequence[str] = ()) -> dict[str, np.ndarray]:
+def setting_table(
+    src,
+    by: Sequence[str],
+    fields: Sequence[str],
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    require_finite: Sequence[str] = (),
+) -> dict[str, np.ndarray]:
     """One row per setting of the ``by`` axes: per field, the mean over seeds of the per-seed means
     (:func:`per_seed`) and a percentile bootstrap interval over seeds
     (:func:`tokdyn.stats.inference.bootstrap_ci`, the same resamples for every setting and field, so
@@ -330,12 +341,13 @@ def setting_table(src, by: Sequence[str], fields: Sequence[str], *, n_resamples:
         if v.shape[1] >= 2:
             clean = np.flatnonzero(n_ok == v.shape[1])
             for b in range(0, clean.size, _BOOTSTRAP_BLOCK):  # bounded (block, n_resamples) buffer
-                rows_ = clean[b:b + _BOOTSTRAP_BLOCK]
+                rows_ = clean[b : b + _BOOTSTRAP_BLOCK]
                 ci = inference.bootstrap_ci(v[rows_], seed=seed, n_resamples=n_resamples, confidence=confidence, axis=1)
                 lo[rows_], hi[rows_] = ci
             for r in np.flatnonzero((n_ok < v.shape[1]) & (n_ok >= 2)):  # rare: the valid seeds alone
-                lo[r], hi[r] = inference.bootstrap_ci(v[r][~bad[r]], seed=seed, n_resamples=n_resamples,
-                                                  confidence=confidence)
+                lo[r], hi[r] = inference.bootstrap_ci(
+                    v[r][~bad[r]], seed=seed, n_resamples=n_resamples, confidence=confidence
+                )
         out[f + "_low"], out[f + "_high"] = lo, hi
         out[f + "_nan"] = bad.sum(1).astype(np.int64)
     return out

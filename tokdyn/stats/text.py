@@ -33,7 +33,7 @@ def ngram_counts(sentences, n: int, vocab_size: int) -> np.ndarray:
     else:
         parts = [np.asarray(s[:-1]) * vocab_size + np.asarray(s[1:]) for s in sentences if len(s) >= 2]
         flat = np.concatenate(parts) if parts else np.zeros(0, int)
-    return np.bincount(flat, minlength=vocab_size ** n).astype(np.float64)
+    return np.bincount(flat, minlength=vocab_size**n).astype(np.float64)
 
 
 def kl_to_reference(counts, reference_counts, smoothing: float = SMOOTHING) -> float:
@@ -61,21 +61,39 @@ def _ngram_matrix(sentences, n: int, vocab_size: int):
         rows.append(np.full(c.size, r))
         cols.append(c)
     rows, cols = np.concatenate(rows), np.concatenate(cols)
-    return sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(len(sentences), vocab_size ** n))
+    return sparse.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(len(sentences), vocab_size**n))
 
 
 def distinct(sentences, n: int) -> float:
     """distinct-n: distinct n-grams / n-grams over all sentences (NaN when there are none)."""
-    grams = [tuple(s[i:i + n]) for s in sentences for i in range(len(s) - n + 1)]
+    grams = [tuple(s[i : i + n]) for s in sentences for i in range(len(s) - n + 1)]
     return len(set(grams)) / len(grams) if grams else float("nan")
 
 
-METRICS = ("valid", "unigram_kl", "bigram_kl", "distinct_1", "distinct_2", "grammatical_bigrams",
-           "grammatical_sentences", "novel")
+METRICS = (
+    "valid",
+    "unigram_kl",
+    "bigram_kl",
+    "distinct_1",
+    "distinct_2",
+    "grammatical_bigrams",
+    "grammatical_sentences",
+    "novel",
+)
 
 
-def text_metrics(tokens, reference, vocab_size: int, *, eos: int, confidence=None, allowed=None,
-                 grammatical=None, seed: int = 0, n_resamples: int = 500) -> dict:
+def text_metrics(
+    tokens,
+    reference,
+    vocab_size: int,
+    *,
+    eos: int,
+    confidence=None,
+    allowed=None,
+    grammatical=None,
+    seed: int = 0,
+    n_resamples: int = 500,
+) -> dict:
     """Metrics of sampled sequences against the training sequences, both cut after their first ``eos``,
     each with a percentile bootstrap interval over the sampled sequences.
 
@@ -130,6 +148,7 @@ def text_metrics(tokens, reference, vocab_size: int, *, eos: int, confidence=Non
             out[name], out[name + "_low"], out[name + "_high"] = (float("nan"),) * 3
             continue
         out[name] = stat[name](everyone)
-        out[name + "_low"], out[name + "_high"] = inference.bootstrap_statistic(stat[name], n, seed=seed,
-                                                                               n_resamples=n_resamples)
+        out[name + "_low"], out[name + "_high"] = inference.bootstrap_statistic(
+            stat[name], n, seed=seed, n_resamples=n_resamples
+        )
     return out

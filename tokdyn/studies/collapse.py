@@ -30,7 +30,7 @@ from tokdyn.experiment.presets import PRESETS, preset_line, with_preset_line
 from tokdyn.experiment.study import Estimate, Study
 from tokdyn.stats import figures
 
-MAX_STEPS = 2 ** 31 - 1  # a run's step counter is a 32-bit integer
+MAX_STEPS = 2**31 - 1  # a run's step counter is a 32-bit integer
 EXTRA_RATIOS = (0.9, 0.95, 1.05, 1.1)  # added to the threshold check's ratios
 RUN_FIELDS = 7  # outputs of one run (CollapseRun)
 
@@ -125,21 +125,50 @@ class Config:
         7 ratios x 4 seeds in the threshold check, 2 noise levels x 2 token counts, 2 momenta and 2
         repulsions x 5 ratios x 2 seeds in the diagrams, 500 steps. A smoke run: its numbers are
         not the study's findings (its summary says so)."""
-        return cls(shapes=("blobs2", "overlap4"), n_tokens=(2, 4), n_ratios=7, seeds=4, n_points=48, n_steps=500,
-                   phase_noise=(0.5, 1.5), phase_tokens=(3, 6), momentum=(0.0, 0.9), repulsion_rel=(0.0, 1e-3),
-                   phase_seeds=2, phase_ratios=5, convergence_runs=8, preset="quick")
+        return cls(
+            shapes=("blobs2", "overlap4"),
+            n_tokens=(2, 4),
+            n_ratios=7,
+            seeds=4,
+            n_points=48,
+            n_steps=500,
+            phase_noise=(0.5, 1.5),
+            phase_tokens=(3, 6),
+            momentum=(0.0, 0.9),
+            repulsion_rel=(0.0, 1e-3),
+            phase_seeds=2,
+            phase_ratios=5,
+            convergence_runs=8,
+            preset="quick",
+        )
 
     def sweeps(self) -> list[tuple[str, dict]]:
         """``(part, {option: size})`` of every sweep: its runs are the product of the sizes (the
         threshold check's ratios counted at most: ``n_ratios`` plus the 4 near 1)."""
-        out = [(f"threshold_{s}_T{t}", dict(n_ratios=self.n_ratios + len(EXTRA_RATIOS), seeds=self.seeds))
-               for s in self.shapes for t in self.n_tokens]
-        out += [(f"phase_T{t}", dict(phase_noise=len(self.phase_noise), phase_ratios=self.phase_ratios,
-                                     phase_seeds=self.phase_seeds)) for t in self.phase_tokens]
-        out += [("momentum", dict(momentum=len(self.momentum), phase_ratios=self.phase_ratios,
-                                  phase_seeds=self.phase_seeds)),
-                ("repulsion", dict(repulsion_rel=len(self.repulsion_rel), phase_ratios=self.phase_ratios,
-                                   phase_seeds=self.phase_seeds))]
+        out = [
+            (f"threshold_{s}_T{t}", dict(n_ratios=self.n_ratios + len(EXTRA_RATIOS), seeds=self.seeds))
+            for s in self.shapes
+            for t in self.n_tokens
+        ]
+        out += [
+            (
+                f"phase_T{t}",
+                dict(phase_noise=len(self.phase_noise), phase_ratios=self.phase_ratios, phase_seeds=self.phase_seeds),
+            )
+            for t in self.phase_tokens
+        ]
+        out += [
+            (
+                "momentum",
+                dict(momentum=len(self.momentum), phase_ratios=self.phase_ratios, phase_seeds=self.phase_seeds),
+            ),
+            (
+                "repulsion",
+                dict(
+                    repulsion_rel=len(self.repulsion_rel), phase_ratios=self.phase_ratios, phase_seeds=self.phase_seeds
+                ),
+            ),
+        ]
         return out
 
     def estimate(self) -> Estimate:
@@ -171,10 +200,14 @@ class Config:
             slow = 0.25 if name in ("momentum", "repulsion") else 0.0
             seconds += n * step * ((1 - slow) * min(self.n_steps, 300) + slow * self.n_steps)
         seconds += self.convergence_runs * (0.05 + 2000 * 3 * 2 * self.n_points * 2e-9)
-        host = 12 * len(self.shapes) * jac ** 3 * 1e-9 + 10.0 * len(self.sweeps())  # eigenvalues, compiles
+        host = 12 * len(self.shapes) * jac**3 * 1e-9 + 10.0 * len(self.sweeps())  # eigenvalues, compiles
         option = max(need, key=need.get)
-        return Estimate(memory=need[option], option=option, models=runs + self.convergence_runs,
-                        work={"dynamics": seconds, "host": host})
+        return Estimate(
+            memory=need[option],
+            option=option,
+            models=runs + self.convergence_runs,
+            work={"dynamics": seconds, "host": host},
+        )
 
     def ratios(self) -> np.ndarray:
         """The tau / tau_c values of the threshold check, (n,) float32 ascending: ``n_ratios``
@@ -206,8 +239,9 @@ def _sweep(cfg, out, name, fn, grid, progress):
 
     def compute():  # the sweep engine sets aside (naming it) a damaged chunk or manifest and redoes it
         key = jax.random.fold_in(jax.random.key(cfg.root_seed), sum(map(ord, name)))
-        res = sweep.run(fn, grid, key=key, out=folder, progress=progress,
-                        common_random_numbers=True, part=(0, 1))  # resumes a finished or cut-off part
+        res = sweep.run(
+            fn, grid, key=key, out=folder, progress=progress, common_random_numbers=True, part=(0, 1)
+        )  # resumes a finished or cut-off part
         return {f: np.asarray(res[f]) for f in (*grid.names, "seed", *res.fields)}
 
     return compute() if study is None else study.part(f"sweep_{name}", compute)
@@ -233,19 +267,36 @@ def threshold_part(cfg: Config, out, progress=False):
     ratios, rows = cfg.ratios(), []
     for shape in cfg.shapes:
         for t in cfg.n_tokens:
-            r = _sweep(cfg, out, f"threshold_{shape}_T{t}", cfg.run_fn(shape, t),
-                       sweep.Grid(ratio=ratios, seeds=cfg.seeds), progress)
+            r = _sweep(
+                cfg,
+                out,
+                f"threshold_{shape}_T{t}",
+                cfg.run_fn(shape, t),
+                sweep.Grid(ratio=ratios, seeds=cfg.seeds),
+                progress,
+            )
             rate = np.array([r["collapsed"][r["ratio"] == q].mean() for q in ratios])
             conv = np.array([r["converged"][r["ratio"] == q].mean() for q in ratios])
             tc = r["tau_c"][r["ratio"] == ratios[0]]
             r50 = crossing(ratios, rate)
-            rows.append(dict(shape=shape, dim=data.SHAPES[shape][0], n_points=cfg.n_points, n_tokens=t,
-                             tau_c_pred=float(tc.mean()), tau_c_std=float(tc.std()), ratio_50=r50,
-                             tau_50=r50 * float(tc.mean()), rel_error=r50 - 1.0,
-                             rate_below=float(rate[ratios <= 0.9 + 1e-6].max()),
-                             rate_above=float(rate[ratios >= 1.1 - 1e-6].min()),
-                             converged_rate=float(conv.mean()), n_runs=len(r["ratio"]),
-                             rates=" ".join(f"{v:.3g}" for v in rate)))
+            rows.append(
+                dict(
+                    shape=shape,
+                    dim=data.SHAPES[shape][0],
+                    n_points=cfg.n_points,
+                    n_tokens=t,
+                    tau_c_pred=float(tc.mean()),
+                    tau_c_std=float(tc.std()),
+                    ratio_50=r50,
+                    tau_50=r50 * float(tc.mean()),
+                    rel_error=r50 - 1.0,
+                    rate_below=float(rate[ratios <= 0.9 + 1e-6].max()),
+                    rate_above=float(rate[ratios >= 1.1 - 1e-6].min()),
+                    converged_rate=float(conv.mean()),
+                    n_runs=len(r["ratio"]),
+                    rates=" ".join(f"{v:.3g}" for v in rate),
+                )
+            )
     return rows
 
 
@@ -265,10 +316,22 @@ def jacobian_part(cfg: Config):
                     pred = analysis.collapse_eigenvalues(x, t, ratio * tc, momentum=beta)
                     num, pred = _match(num, pred)
                     for i, (a, b) in enumerate(zip(pred, num)):
-                        rows.append(dict(shape=shape, n_tokens=t, ratio=ratio, momentum=beta, index=i,
-                                         pred_re=a.real, pred_im=a.imag, num_re=b.real, num_im=b.imag,
-                                         abs_error=abs(a - b), rho_pred=np.abs(pred).max(),
-                                         rho_num=np.abs(num).max()))
+                        rows.append(
+                            dict(
+                                shape=shape,
+                                n_tokens=t,
+                                ratio=ratio,
+                                momentum=beta,
+                                index=i,
+                                pred_re=a.real,
+                                pred_im=a.imag,
+                                num_re=b.real,
+                                num_im=b.imag,
+                                abs_error=abs(a - b),
+                                rho_pred=np.abs(pred).max(),
+                                rho_num=np.abs(num).max(),
+                            )
+                        )
     return rows
 
 
@@ -296,9 +359,17 @@ def convergence_part(cfg: Config):
         fp = analysis.fixed_point(x, t0, p)
         rho = analysis.spectral_radius(analysis.jacobian(x, fp.tokens, p))
         d0 = float(dynamics.trajectory(x, t0, p, n_steps=1, tol=tol).delta[0])
-        rows.append(dict(run=i, ratio=ratio, rho=float(rho), delta0=d0,
-                         predicted=float(analysis.predicted_steps(rho, d0, tol)),
-                         observed=int(r.steps), converged=bool(r.converged)))
+        rows.append(
+            dict(
+                run=i,
+                ratio=ratio,
+                rho=float(rho),
+                delta0=d0,
+                predicted=float(analysis.predicted_steps(rho, d0, tol)),
+                observed=int(r.steps),
+                converged=bool(r.converged),
+            )
+        )
     return rows
 
 
@@ -306,20 +377,43 @@ def phase_parts(cfg: Config, out, progress=False):
     """noise x T/K x ratio (three clusters), and momentum / repulsion x ratio (T = 4, noise 1);
     ``out`` as in :func:`threshold_part`."""
     ratios = _ratios(cfg.ratio_min, cfg.ratio_max, cfg.phase_ratios)
-    phase = {t: _sweep(cfg, out, f"phase_T{t}", cfg.run_fn("blobs2", t),
-                       sweep.Grid(noise=np.asarray(cfg.phase_noise, np.float32), ratio=ratios, seeds=cfg.phase_seeds),
-                       progress) for t in cfg.phase_tokens}
-    mom = _sweep(cfg, out, "momentum", cfg.run_fn("blobs2", 4),
-                 sweep.Grid(momentum=np.asarray(cfg.momentum, np.float32), ratio=ratios, seeds=cfg.phase_seeds), progress)
-    rep = _sweep(cfg, out, "repulsion", cfg.run_fn("blobs2", 4),
-                 sweep.Grid(repulsion_rel=np.asarray(cfg.repulsion_rel, np.float32), ratio=ratios,
-                            seeds=cfg.phase_seeds), progress)
+    phase = {
+        t: _sweep(
+            cfg,
+            out,
+            f"phase_T{t}",
+            cfg.run_fn("blobs2", t),
+            sweep.Grid(noise=np.asarray(cfg.phase_noise, np.float32), ratio=ratios, seeds=cfg.phase_seeds),
+            progress,
+        )
+        for t in cfg.phase_tokens
+    }
+    mom = _sweep(
+        cfg,
+        out,
+        "momentum",
+        cfg.run_fn("blobs2", 4),
+        sweep.Grid(momentum=np.asarray(cfg.momentum, np.float32), ratio=ratios, seeds=cfg.phase_seeds),
+        progress,
+    )
+    rep = _sweep(
+        cfg,
+        out,
+        "repulsion",
+        cfg.run_fn("blobs2", 4),
+        sweep.Grid(repulsion_rel=np.asarray(cfg.repulsion_rel, np.float32), ratio=ratios, seeds=cfg.phase_seeds),
+        progress,
+    )
     return ratios, phase, mom, rep
 
 
 def _table(r, row_axis, rows, ratios, field):
-    return np.array([[r[field][(r[row_axis] == np.float32(a)) & (r["ratio"] == q)].astype(float).mean()
-                      for q in ratios] for a in rows])  # (rows, ratios)
+    return np.array(
+        [
+            [r[field][(r[row_axis] == np.float32(a)) & (r["ratio"] == q)].astype(float).mean() for q in ratios]
+            for a in rows
+        ]
+    )  # (rows, ratios)
 
 
 def phase_rows(ratios, phase, mom, rep, cfg):
@@ -341,16 +435,28 @@ def phase_rows(ratios, phase, mom, rep, cfg):
       ``steps``, and the median ``min_sep_rel``.
     """
     out = []
-    for name, r, axis, values, tk in ([(f"noise_T{t}", phase[t], "noise", cfg.phase_noise, t / 3) for t in phase]
-                                      + [("momentum", mom, "momentum", cfg.momentum, 4 / 3),
-                                         ("repulsion", rep, "repulsion_rel", cfg.repulsion_rel, 4 / 3)]):
+    for name, r, axis, values, tk in [(f"noise_T{t}", phase[t], "noise", cfg.phase_noise, t / 3) for t in phase] + [
+        ("momentum", mom, "momentum", cfg.momentum, 4 / 3),
+        ("repulsion", rep, "repulsion_rel", cfg.repulsion_rel, 4 / 3),
+    ]:
         for a in values:
             for q in ratios:
                 sel = (r[axis] == np.float32(a)) & (r["ratio"] == q)
-                out.append(dict(diagram=name, axis=axis, value=float(a), t_over_k=tk, ratio=float(q),
-                                collapsed=r["collapsed"][sel].mean(), merged=r["merged"][sel].mean(),
-                                groups=r["groups"][sel].mean(), converged=r["converged"][sel].mean(),
-                                steps=r["steps"][sel].mean(), min_sep_rel=np.median(r["min_sep_rel"][sel])))
+                out.append(
+                    dict(
+                        diagram=name,
+                        axis=axis,
+                        value=float(a),
+                        t_over_k=tk,
+                        ratio=float(q),
+                        collapsed=r["collapsed"][sel].mean(),
+                        merged=r["merged"][sel].mean(),
+                        groups=r["groups"][sel].mean(),
+                        converged=r["converged"][sel].mean(),
+                        steps=r["steps"][sel].mean(),
+                        min_sep_rel=np.median(r["min_sep_rel"][sel]),
+                    )
+                )
     return out
 
 
@@ -402,22 +508,55 @@ def write_figures(out, cfg, ratios, phase, mom, rep):
     k = 3
     noise = np.asarray(cfg.phase_noise)
     paths = [
-        _panels(os.path.join(out, "phase_collapse.png"), ratios,
-                {f"T/K = {t}/{k}": (noise, _table(phase[t], "noise", noise, ratios, "collapsed"), 1) for t in phase},
-                "cluster std (centres in [-3, 3]^2)", "all tokens merged (rate); red: theory tau = tau_c"),
-        _panels(os.path.join(out, "phase_groups.png"), ratios,
-                {f"T/K = {t}/{k}": (noise, _table(phase[t], "noise", noise, ratios, "groups") / t, 1) for t in phase},
-                "cluster std", "distinct token groups / T (mean); red: tau = tau_c", cbar="groups / T"),
-        _panels(os.path.join(out, "phase_momentum.png"), ratios,
-                {"collapsed": (cfg.momentum, _table(mom, "momentum", cfg.momentum, ratios, "collapsed"), 1),
-                 "not converged": (cfg.momentum, 1 - _table(mom, "momentum", cfg.momentum, ratios, "converged"), 1),
-                 "steps / n_steps": (cfg.momentum, _table(mom, "momentum", cfg.momentum, ratios, "steps") / cfg.n_steps, 1)},
-                "momentum beta", "heavy-ball momentum (T = 4, K = 3); theory: boundary at tau_c for every beta < 1"),
-        _panels(os.path.join(out, "phase_repulsion.png"), ratios,
-                {"tokens merged (any pair)": (cfg.repulsion_rel, _table(rep, "repulsion_rel", cfg.repulsion_rel, ratios, "merged"), 1),
-                 "not converged": (cfg.repulsion_rel, 1 - _table(rep, "repulsion_rel", cfg.repulsion_rel, ratios, "converged"), 1)},
-                "gamma / (tr Cov X)^(3/2)", "repulsion (T = 4, K = 3); red dashed: pair instability tau = 3 tau_c",
-                boundaries=(1.0, 3.0)),
+        _panels(
+            os.path.join(out, "phase_collapse.png"),
+            ratios,
+            {f"T/K = {t}/{k}": (noise, _table(phase[t], "noise", noise, ratios, "collapsed"), 1) for t in phase},
+            "cluster std (centres in [-3, 3]^2)",
+            "all tokens merged (rate); red: theory tau = tau_c",
+        ),
+        _panels(
+            os.path.join(out, "phase_groups.png"),
+            ratios,
+            {f"T/K = {t}/{k}": (noise, _table(phase[t], "noise", noise, ratios, "groups") / t, 1) for t in phase},
+            "cluster std",
+            "distinct token groups / T (mean); red: tau = tau_c",
+            cbar="groups / T",
+        ),
+        _panels(
+            os.path.join(out, "phase_momentum.png"),
+            ratios,
+            {
+                "collapsed": (cfg.momentum, _table(mom, "momentum", cfg.momentum, ratios, "collapsed"), 1),
+                "not converged": (cfg.momentum, 1 - _table(mom, "momentum", cfg.momentum, ratios, "converged"), 1),
+                "steps / n_steps": (
+                    cfg.momentum,
+                    _table(mom, "momentum", cfg.momentum, ratios, "steps") / cfg.n_steps,
+                    1,
+                ),
+            },
+            "momentum beta",
+            "heavy-ball momentum (T = 4, K = 3); theory: boundary at tau_c for every beta < 1",
+        ),
+        _panels(
+            os.path.join(out, "phase_repulsion.png"),
+            ratios,
+            {
+                "tokens merged (any pair)": (
+                    cfg.repulsion_rel,
+                    _table(rep, "repulsion_rel", cfg.repulsion_rel, ratios, "merged"),
+                    1,
+                ),
+                "not converged": (
+                    cfg.repulsion_rel,
+                    1 - _table(rep, "repulsion_rel", cfg.repulsion_rel, ratios, "converged"),
+                    1,
+                ),
+            },
+            "gamma / (tr Cov X)^(3/2)",
+            "repulsion (T = 4, K = 3); red dashed: pair instability tau = 3 tau_c",
+            boundaries=(1.0, 3.0),
+        ),
     ]
     return paths
 
@@ -455,32 +594,37 @@ def summarise(thr, jac, conv, mom, rep, ratios) -> dict:
         convergence_runs=int(ok.sum()),
         convergence_spearman=float(spearmanr(pred[ok], obs[ok]).statistic) if ok.sum() > 2 else float("nan"),
         convergence_median_observed_over_predicted=float(np.median(obs[ok] / pred[ok])) if ok.any() else float("nan"),
-        momentum_collapse_rate_above_tc={f"{b:g}": float(mom["collapsed"][(mom["momentum"] == np.float32(b))
-                                                                          & (mom["ratio"] > 1.15)].mean())
-                                         for b in np.unique(mom["momentum"])},
-        repulsion_merged_rate_above_tc={f"{g:g}": float(rep["merged"][(rep["repulsion_rel"] == np.float32(g))
-                                                                       & (rep["ratio"] > 1.15)].mean())
-                                        for g in np.unique(rep["repulsion_rel"])},
-        repulsion_nonconverged_rate_above_3tc={f"{g:g}": float(1 - rep["converged"][(rep["repulsion_rel"] == np.float32(g))
-                                                                                    & (rep["ratio"] > 3.1)].mean())
-                                               for g in np.unique(rep["repulsion_rel"])},
+        momentum_collapse_rate_above_tc={
+            f"{b:g}": float(mom["collapsed"][(mom["momentum"] == np.float32(b)) & (mom["ratio"] > 1.15)].mean())
+            for b in np.unique(mom["momentum"])
+        },
+        repulsion_merged_rate_above_tc={
+            f"{g:g}": float(rep["merged"][(rep["repulsion_rel"] == np.float32(g)) & (rep["ratio"] > 1.15)].mean())
+            for g in np.unique(rep["repulsion_rel"])
+        },
+        repulsion_nonconverged_rate_above_3tc={
+            f"{g:g}": float(1 - rep["converged"][(rep["repulsion_rel"] == np.float32(g)) & (rep["ratio"] > 3.1)].mean())
+            for g in np.unique(rep["repulsion_rel"])
+        },
         repulsion_runs_above_tc=int(rep_hi.sum()),
     )
 
 
 def format_summary(s: dict) -> str:
     """The numbers of :func:`summarise` as the lines a run prints at its end."""
-    lines = [f"threshold: max |tau_50 / tau_c - 1| = {s['threshold_max_abs_rel_error']:.3f} "
-             f"(all within 10%: {s['threshold_all_within_10pct']})",
-             f"jacobian: max |predicted - numerical eigenvalue| = {s['jacobian_max_abs_error']:.2e}",
-             f"convergence time: {s['convergence_runs']} runs, Spearman {s['convergence_spearman']:.2f}, "
-             f"median observed/predicted {s['convergence_median_observed_over_predicted']:.2f}",
-             "momentum: collapse rate above 1.15 tau_c " + ", ".join(f"beta={k}: {v:.2f}" for k, v in
-                                                                    s["momentum_collapse_rate_above_tc"].items()),
-             "repulsion: merged rate above 1.15 tau_c " + ", ".join(f"{k}: {v:.2f}" for k, v in
-                                                                   s["repulsion_merged_rate_above_tc"].items()),
-             "repulsion: non-converged above 3.1 tau_c " + ", ".join(f"{k}: {v:.2f}" for k, v in
-                                                                    s["repulsion_nonconverged_rate_above_3tc"].items())]
+    lines = [
+        f"threshold: max |tau_50 / tau_c - 1| = {s['threshold_max_abs_rel_error']:.3f} "
+        f"(all within 10%: {s['threshold_all_within_10pct']})",
+        f"jacobian: max |predicted - numerical eigenvalue| = {s['jacobian_max_abs_error']:.2e}",
+        f"convergence time: {s['convergence_runs']} runs, Spearman {s['convergence_spearman']:.2f}, "
+        f"median observed/predicted {s['convergence_median_observed_over_predicted']:.2f}",
+        "momentum: collapse rate above 1.15 tau_c "
+        + ", ".join(f"beta={k}: {v:.2f}" for k, v in s["momentum_collapse_rate_above_tc"].items()),
+        "repulsion: merged rate above 1.15 tau_c "
+        + ", ".join(f"{k}: {v:.2f}" for k, v in s["repulsion_merged_rate_above_tc"].items()),
+        "repulsion: non-converged above 3.1 tau_c "
+        + ", ".join(f"{k}: {v:.2f}" for k, v in s["repulsion_nonconverged_rate_above_3tc"].items()),
+    ]
     return "\n".join(lines)
 
 
@@ -502,22 +646,34 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
     summary = summarise(thr, jac, conv, mom, rep, ratios)
     if cfg.preset:  # first in summary.json: which preset, and that its numbers are no findings
         summary = {"preset": cfg.preset, "note": preset_line(cfg), **summary}
-    tables = {"threshold_check.csv": io.to_columns(thr), "jacobian_check.csv": io.to_columns(jac),
-              "convergence.csv": io.to_columns(conv),
-              "phase.csv": io.to_columns(phase_rows(ratios, phase, mom, rep, cfg))}
-    return runner.Result(tables, data=dict(summary=summary, sweeps=(ratios, phase, mom, rep)),
-                         record={"shapes": {s: data.SHAPES[s][1] for s in cfg.shapes}}, value=summary)
+    tables = {
+        "threshold_check.csv": io.to_columns(thr),
+        "jacobian_check.csv": io.to_columns(jac),
+        "convergence.csv": io.to_columns(conv),
+        "phase.csv": io.to_columns(phase_rows(ratios, phase, mom, rep, cfg)),
+    }
+    return runner.Result(
+        tables,
+        data=dict(summary=summary, sweeps=(ratios, phase, mom, rep)),
+        record={"shapes": {s: data.SHAPES[s][1] for s in cfg.shapes}},
+        value=summary,
+    )
 
 
 SPEC = runner.Spec(
-    name="collapse", config=Config, run=run,
+    name="collapse",
+    config=Config,
+    run=run,
     figures=lambda session, cfg, r: write_figures(session.out, cfg, *r.data["sweeps"]),
-    summary=lambda cfg, r: r.data["summary"], summary_file="summary.json",
+    summary=lambda cfg, r: r.data["summary"],
+    summary_file="summary.json",
     printed=lambda cfg, r, summary: with_preset_line(cfg, format_summary(summary)),
     outputs=("threshold_check.csv", "jacobian_check.csv", "convergence.csv", "phase.csv"),
     figure_files=("phase_collapse.png", "phase_groups.png", "phase_momentum.png", "phase_repulsion.png"),
-    selection=("preset",))  # a label: the same runs with it or without it
+    selection=("preset",),
+)  # a label: the same runs with it or without it
 
 
-main = runner.entry(SPEC, __name__, returns="The summary (a dict, also ``summary.json``).",
-                    about="Finished sweeps and parts are kept.")
+main = runner.entry(
+    SPEC, __name__, returns="The summary (a dict, also ``summary.json``).", about="Finished sweeps and parts are kept."
+)

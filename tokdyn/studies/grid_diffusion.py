@@ -38,8 +38,16 @@ from tokdyn.stats import figures
 from tokdyn.stats import text as TM
 
 SCOPES = ("sequence", "single")
-COLUMNS = ("scope", "model", "seed", "steps", "train_loss_first", "train_loss_last", "nan_step",
-           *[c for m in TM.METRICS + ("nll",) for c in (m, m + "_low", m + "_high")])
+COLUMNS = (
+    "scope",
+    "model",
+    "seed",
+    "steps",
+    "train_loss_first",
+    "train_loss_last",
+    "nan_step",
+    *[c for m in TM.METRICS + ("nll",) for c in (m, m + "_low", m + "_high")],
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,16 +104,30 @@ class Config:
     def validate(self) -> "Config":
         """Check every field (enough grids for the grammar's tokens, and every model's configuration);
         raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
-        for name in ("sentences", "length", "grid", "ae_steps", "T", "width", "depth", "steps", "batch_size",
-                     "seeds", "n_samples", "n_resamples"):
+        for name in (
+            "sentences",
+            "length",
+            "grid",
+            "ae_steps",
+            "T",
+            "width",
+            "depth",
+            "steps",
+            "batch_size",
+            "seeds",
+            "n_samples",
+            "n_resamples",
+        ):
             _checks.positive_int(name, getattr(self, name))
         _checks.positive_int("colours", self.colours, minimum=2)
         _checks.positive_int("ddim_steps", self.ddim_steps, minimum=0)
         _checks.seed("root_seed", self.root_seed)
         for name in ("steps", "ae_steps", "root_seed"):  # step counters and seeds are int32 inside the programs
             if getattr(self, name) > INT32_MAX:
-                raise ValueError(f"{name} must be at most {INT32_MAX:,} (an int32 inside the compiled programs), "
-                                 f"got {getattr(self, name):,}")
+                raise ValueError(
+                    f"{name} must be at most {INT32_MAX:,} (an int32 inside the compiled programs), "
+                    f"got {getattr(self, name):,}"
+                )
         if self.ddim_steps > self.T:
             raise ValueError(f"ddim_steps must be <= T={self.T}, got {self.ddim_steps}")
         if self.n_samples < 2:
@@ -116,8 +138,10 @@ class Config:
                 raise TypeError(f"{name} must be a tuple of model names, got {value!r}")
             _checks.distinct(name, value)  # each model is one condition: a repeat would count its seeds twice
         if not self.models and not self.single_models:
-            raise ValueError("models and single_models must not both be empty: nothing to train (e.g. --models "
-                             f"{','.join(G.MODELS)})")
+            raise ValueError(
+                "models and single_models must not both be empty: nothing to train (e.g. --models "
+                f"{','.join(G.MODELS)})"
+            )
         for m in self.models:
             _checks.choice("models", m, G.MODELS)
         for m in self.single_models:
@@ -125,9 +149,11 @@ class Config:
         _checks.choice("elements", self.elements, G.ELEMENTS)
         vocab = len(corpus.grammar_vocab()[0])
         cells = self.grid * self.grid  # a huge grid gives enough grids: no huge power computed (2 ** 64 > vocab)
-        if cells < 64 and self.colours ** cells < vocab:
-            raise ValueError(f"grid={self.grid} and colours={self.colours} give {self.colours ** (self.grid ** 2)} "
-                             f"grids, fewer than the {vocab} tokens of the grammar: every token needs its own grid")
+        if cells < 64 and self.colours**cells < vocab:
+            raise ValueError(
+                f"grid={self.grid} and colours={self.colours} give {self.colours ** (self.grid**2)} "
+                f"grids, fewer than the {vocab} tokens of the grammar: every token needs its own grid"
+            )
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         _checks.real("lam", self.lam, low=0.0)
         for m in self.models + self.single_models:
@@ -149,19 +175,33 @@ class Config:
         heads = 4 if W % 4 == 0 else 1
         per_sequence = E * W * (8 * D + 4) + heads * E * E * D * 2 + L * P * max(C, 29) * 4  # floats held per sequence
         groups = {  # (options that scale it, elements of its largest array, bytes)
-            "training": (("seeds", "batch_size", "length", "grid", "width", "depth", "colours"),
-                         self.seeds * self.batch_size * max(heads * E * E, E * W, L * P * C),
-                         4 * self.seeds * self.batch_size * per_sequence),
-            "sampling": (("n_samples", "length", "grid", "width", "depth", "colours"),
-                         self.n_samples * max(heads * E * E, E * W, L * P * C), 4 * self.n_samples * per_sequence),
-            "corpus": (("sentences", "length", "grid"), self.sentences * L * P,
-                       4 * self.sentences * (L * P + 2 * L + 32)),
-            "bootstrap": (("n_resamples", "n_samples"), self.n_resamples * self.n_samples,
-                          8 * self.n_resamples * self.n_samples * 4),
+            "training": (
+                ("seeds", "batch_size", "length", "grid", "width", "depth", "colours"),
+                self.seeds * self.batch_size * max(heads * E * E, E * W, L * P * C),
+                4 * self.seeds * self.batch_size * per_sequence,
+            ),
+            "sampling": (
+                ("n_samples", "length", "grid", "width", "depth", "colours"),
+                self.n_samples * max(heads * E * E, E * W, L * P * C),
+                4 * self.n_samples * per_sequence,
+            ),
+            "corpus": (
+                ("sentences", "length", "grid"),
+                self.sentences * L * P,
+                4 * self.sentences * (L * P + 2 * L + 32),
+            ),
+            "bootstrap": (
+                ("n_resamples", "n_samples"),
+                self.n_resamples * self.n_samples,
+                8 * self.n_resamples * self.n_samples * 4,
+            ),
             "schedule": (("T",), self.T + 1, 8 * 16 * (self.T + 1)),
             "keys": (("seeds",), 2 * self.seeds, 8 * self.seeds * 64),
-            "parameters": (("width", "depth", "seeds"), max(4 * W * W, W * max(P * C, 29) * max(1, L)),
-                           4 * 4 * self.seeds * (12 * D * W * W + 2 * W * (P * C + 29 + L))),  # with Adam's moments
+            "parameters": (
+                ("width", "depth", "seeds"),
+                max(4 * W * W, W * max(P * C, 29) * max(1, L)),
+                4 * 4 * self.seeds * (12 * D * W * W + 2 * W * (P * C + 29 + L)),
+            ),  # with Adam's moments
         }
         for names, elements, _ in groups.values():
             elements_fit(largest_option(self, names), elements)
@@ -171,38 +211,80 @@ class Config:
         sample_flops = 8 * self.seeds * self.n_samples * self.T * (E * W * W * D + heads * E * E * W * D)
         flops = n * (self.steps * step_flops + sample_flops) / 2e10
         steps = n * (self.steps * 5e-4 + self.T * self.seeds * 5e-3 + MODEL_COMPILE) + self.ae_steps * 5e-3 + 30.0
-        return Estimate(memory=float(memory), option=largest_option(self, names), models=n * self.seeds,
-                        work={"training": flops, "host": steps})
+        return Estimate(
+            memory=float(memory),
+            option=largest_option(self, names),
+            models=n * self.seeds,
+            work={"training": flops, "host": steps},
+        )
 
     @classmethod
     def quick(cls) -> "Config":
         """A one-minute version (tests, smoke runs)."""
-        return cls(sentences=300, length=10, ae_steps=300, T=20, width=32, depth=1, steps=100, batch_size=32,
-                   seeds=2, n_samples=32, ddim_steps=5, n_resamples=50, preset="quick")
+        return cls(
+            sentences=300,
+            length=10,
+            ae_steps=300,
+            T=20,
+            width=32,
+            depth=1,
+            steps=100,
+            batch_size=32,
+            seeds=2,
+            n_samples=32,
+            ddim_steps=5,
+            n_resamples=50,
+            preset="quick",
+        )
 
     def autoencoder(self) -> vtae.Config:
         """The first stage's configuration: a visual-token autoencoder from the grammar's vocabulary to
         ``grid`` x ``grid`` grids of ``colours`` colours (Gumbel straight-through encoder, MLP
         decoder), trained for ``ae_steps`` steps."""
-        return vtae.Config(vocab_size=len(corpus.grammar_vocab()[0]), grid=self.grid, colours=self.colours,
-                           mode="gumbel_st", decoder="mlp", hidden=64, batch_size=64,
-                           train=train.Config(steps=self.ae_steps, steps_per_call=self.ae_steps // 10 if
-                                              self.ae_steps % 10 == 0 else self.ae_steps, warmup=0,
-                                              decay="constant", clip_norm=0.0))
+        return vtae.Config(
+            vocab_size=len(corpus.grammar_vocab()[0]),
+            grid=self.grid,
+            colours=self.colours,
+            mode="gumbel_st",
+            decoder="mlp",
+            hidden=64,
+            batch_size=64,
+            train=train.Config(
+                steps=self.ae_steps,
+                steps_per_call=self.ae_steps // 10 if self.ae_steps % 10 == 0 else self.ae_steps,
+                warmup=0,
+                decay="constant",
+                clip_norm=0.0,
+            ),
+        )
 
     def model(self, name: str, scope: str) -> G.Config:
         """The configuration of the model ``name`` in ``scope``: ``"sequence"`` (``length`` elements,
         a transformer) or ``"single"`` (one grid per sample, an MLP), with this study's width, depth,
         steps and batch."""
         single = scope == "single"
-        return G.Config(model=name, length=1 if single else self.length, cells=self.grid * self.grid,
-                        colours=self.colours, vocab_size=len(corpus.grammar_vocab()[0]), T=self.T,
-                        architecture="mlp" if single else "transformer", elements=self.elements,
-                        width=self.width, depth=self.depth, heads=4 if self.width % 4 == 0 else 1,
-                        batch_size=self.batch_size,
-                        train=train.Config(steps=self.steps, steps_per_call=train.log_interval(self.steps),
-                                           warmup=max(1, min(100, self.steps // 10)), decay="cosine",
-                                           final_fraction=0.1, clip_norm=1.0))
+        return G.Config(
+            model=name,
+            length=1 if single else self.length,
+            cells=self.grid * self.grid,
+            colours=self.colours,
+            vocab_size=len(corpus.grammar_vocab()[0]),
+            T=self.T,
+            architecture="mlp" if single else "transformer",
+            elements=self.elements,
+            width=self.width,
+            depth=self.depth,
+            heads=4 if self.width % 4 == 0 else 1,
+            batch_size=self.batch_size,
+            train=train.Config(
+                steps=self.steps,
+                steps_per_call=train.log_interval(self.steps),
+                warmup=max(1, min(100, self.steps // 10)),
+                decay="cosine",
+                final_fraction=0.1,
+                clip_norm=1.0,
+            ),
+        )
 
     def runs(self) -> list[tuple[str, str]]:
         """``(scope, model)`` of every model kind, in the order they train: ``models``, then
@@ -210,7 +292,7 @@ class Config:
         return [("sequence", m) for m in self.models] + [("single", m) for m in self.single_models]
 
 
-INT32_MAX = 2 ** 31 - 1
+INT32_MAX = 2**31 - 1
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -275,8 +357,11 @@ def kept_tree(where, name: str, compute, like, key):
 def autoencoder_key(cfg: Config) -> dict:
     """Exactly what the autoencoder depends on: its configuration (``grid``, ``colours``,
     ``ae_steps``), its learning rate and the root seed."""
-    return {"autoencoder": dataclasses.asdict(cfg.autoencoder()), "learning_rate": AE_LEARNING_RATE,
-            "root_seed": cfg.root_seed}
+    return {
+        "autoencoder": dataclasses.asdict(cfg.autoencoder()),
+        "learning_rate": AE_LEARNING_RATE,
+        "root_seed": cfg.root_seed,
+    }
 
 
 def autoencoder(cfg: Config, study=None):
@@ -290,8 +375,9 @@ def autoencoder(cfg: Config, study=None):
             warnings.simplefilter("ignore")
             return vtae.train(key, acfg, vtae.Hparams(learning_rate=AE_LEARNING_RATE))[0].params
 
-    params = kept_tree(study, "autoencoder", compute, lambda: jax.eval_shape(lambda: vtae.init(key, acfg)),
-                       autoencoder_key(cfg))
+    params = kept_tree(
+        study, "autoencoder", compute, lambda: jax.eval_shape(lambda: vtae.init(key, acfg)), autoencoder_key(cfg)
+    )
     params = jax.tree_util.tree_map(jnp.asarray, params)
     enc = vtae.encode(None, params, acfg, jnp.arange(acfg.vocab_size), deterministic=True)
     pred = np.asarray(jnp.argmax(vtae.decode(params, acfg, enc.x), -1))
@@ -323,8 +409,9 @@ def train_and_sample(cfg: Config, scope: str, name: str, data, study=None) -> di
       and ``seconds``.
     """
     mcfg = cfg.model(name, scope)
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.root_seed), 2), G.MODELS.index(name)
-                             + (100 if scope == "single" else 0))
+    key = jax.random.fold_in(
+        jax.random.fold_in(jax.random.key(cfg.root_seed), 2), G.MODELS.index(name) + (100 if scope == "single" else 0)
+    )
     keys = jax.random.split(key, cfg.seeds)
 
     def compute():
@@ -350,11 +437,16 @@ def _sampled(cfg: Config, mcfg: G.Config, keys, data, dry: bool = False) -> dict
     sample = G.sample if not dry else G.sample.jitted
     k_sample = jax.vmap(lambda k: jax.random.fold_in(k, 7))(keys)
     params = [jax.tree_util.tree_map(lambda a, s=s: a[s], state.params) for s in range(cfg.seeds)]
-    out = {"params": state.params, "curves": curves, "nan_step": state.nan_step,
-           "samples": jnp.stack([sample(k_sample[s], params[s], mcfg, cfg.n_samples) for s in range(cfg.seeds)])}
+    out = {
+        "params": state.params,
+        "curves": curves,
+        "nan_step": state.nan_step,
+        "samples": jnp.stack([sample(k_sample[s], params[s], mcfg, cfg.n_samples) for s in range(cfg.seeds)]),
+    }
     if mcfg.continuous and cfg.ddim_steps:
-        out["ddim"] = jnp.stack([sample(k_sample[s], params[s], mcfg, cfg.n_samples, "ddim", cfg.ddim_steps)
-                                 for s in range(cfg.seeds)])
+        out["ddim"] = jnp.stack(
+            [sample(k_sample[s], params[s], mcfg, cfg.n_samples, "ddim", cfg.ddim_steps) for s in range(cfg.seeds)]
+        )
     return out
 
 
@@ -379,8 +471,12 @@ def held_out_nll(cfg: Config, scope: str, name: str, params, held) -> np.ndarray
     if mcfg.continuous:
         return np.full((cfg.seeds, held.shape[0]), np.nan)
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), 4)
-    return np.stack([np.asarray(G.nll_bound(key, jax.tree_util.tree_map(lambda a, s=s: a[s], params), mcfg,
-                                            jnp.asarray(held))) for s in range(cfg.seeds)])
+    return np.stack(
+        [
+            np.asarray(G.nll_bound(key, jax.tree_util.tree_map(lambda a, s=s: a[s], params), mcfg, jnp.asarray(held)))
+            for s in range(cfg.seeds)
+        ]
+    )
 
 
 def evaluate(cfg: Config, results: dict, ae_params, sentences, vocab, nll=None) -> tuple[dict, dict]:
@@ -415,32 +511,64 @@ def evaluate(cfg: Config, results: dict, ae_params, sentences, vocab, nll=None) 
                     tokens, conf = x, None
                 if scope == "single":
                     ref = sentences[sentences != corpus.PAD][:, None]  # every word of the corpus, one per row
-                    m = TM.text_metrics(tokens, ref, len(vocab), eos=-1, confidence=conf, seed=s,
-                                       n_resamples=cfg.n_resamples)
+                    m = TM.text_metrics(
+                        tokens, ref, len(vocab), eos=-1, confidence=conf, seed=s, n_resamples=cfg.n_resamples
+                    )
                 else:
-                    m = TM.text_metrics(tokens, sentences, len(vocab), eos=eos, confidence=conf, allowed=allowed,
-                                       grammatical=corpus.is_grammatical, seed=s, n_resamples=cfg.n_resamples)
+                    m = TM.text_metrics(
+                        tokens,
+                        sentences,
+                        len(vocab),
+                        eos=eos,
+                        confidence=conf,
+                        allowed=allowed,
+                        grammatical=corpus.is_grammatical,
+                        seed=s,
+                        n_resamples=cfg.n_resamples,
+                    )
                 v = None if nll is None or label != name else nll.get((scope, name))
                 if v is not None and np.all(np.isfinite(v[s])):
                     m["nll"] = float(v[s].mean())
-                    m["nll_low"], m["nll_high"] = (float(x) for x in stats.bootstrap_ci(v[s], seed=s,
-                                                                                         n_resamples=cfg.n_resamples))
+                    m["nll_low"], m["nll_high"] = (
+                        float(x) for x in stats.bootstrap_ci(v[s], seed=s, n_resamples=cfg.n_resamples)
+                    )
                 else:
                     m["nll"] = m["nll_low"] = m["nll_high"] = float("nan")
                 loss = np.asarray(r["curves"]["loss"][s])
-                rows.append(dict(scope=scope, model=label, seed=s, steps=cfg.steps, train_loss_first=loss[0],
-                                 train_loss_last=loss[-1], nan_step=int(np.asarray(r["nan_step"])[s]), **m))
+                rows.append(
+                    dict(
+                        scope=scope,
+                        model=label,
+                        seed=s,
+                        steps=cfg.steps,
+                        train_loss_first=loss[0],
+                        train_loss_last=loss[-1],
+                        nan_step=int(np.asarray(r["nan_step"])[s]),
+                        **m,
+                    )
+                )
                 if s == 0:
-                    texts[f"{scope}/{label}"] = [" ".join(vocab[i] for i in sent)
-                                                 for sent in TM.cut(tokens, eos if scope == "sequence" else -1)]
+                    texts[f"{scope}/{label}"] = [
+                        " ".join(vocab[i] for i in sent) for sent in TM.cut(tokens, eos if scope == "sequence" else -1)
+                    ]
     return io.to_columns(rows, COLUMNS), texts
 
 
 # ---------------------------------------------------------------------------------------------- figures
 
 
-PALETTE = np.array([[0.85, 0.2, 0.15], [0.15, 0.55, 0.25], [0.2, 0.35, 0.85], [0.95, 0.8, 0.1],
-                    [0.55, 0.25, 0.65], [0.1, 0.75, 0.8], [0.95, 0.5, 0.1], [0.5, 0.3, 0.1]])
+PALETTE = np.array(
+    [
+        [0.85, 0.2, 0.15],
+        [0.15, 0.55, 0.25],
+        [0.2, 0.35, 0.85],
+        [0.95, 0.8, 0.1],
+        [0.55, 0.25, 0.65],
+        [0.1, 0.75, 0.8],
+        [0.95, 0.5, 0.1],
+        [0.5, 0.3, 0.1],
+    ]
+)
 MASK_COLOUR = np.array([0.6, 0.6, 0.6])
 
 
@@ -490,14 +618,16 @@ def _reverse_trajectory(key, mcfg: G.Config, params, times) -> dict:
         step = jax.jit(lambda k, x, t: diffusion.ddpm_step(k, proc, x, t, fn(x, t), 1.0))
     else:
         pi = diffusion.stationary(proc)
-        x = jax.random.categorical(jax.random.fold_in(key, 0), jnp.log(jnp.maximum(pi, 1e-30)),
-                                   shape=(1, *mcfg.sample_shape)).astype(jnp.int32)
+        x = jax.random.categorical(
+            jax.random.fold_in(key, 0), jnp.log(jnp.maximum(pi, 1e-30)), shape=(1, *mcfg.sample_shape)
+        ).astype(jnp.int32)
 
         def step_d(k, x, t):
             if t == 1:
                 return jax.random.categorical(k, fn(x, t)).astype(jnp.int32)
             logits = diffusion.posterior_logits(proc, jax.nn.softmax(fn(x, t), -1), x, t)
             return jax.random.categorical(k, logits).astype(jnp.int32)
+
         step = step_d
     for t in range(mcfg.T, 0, -1):
         if t in times:
@@ -626,25 +756,39 @@ def summary(cfg: Config, table: dict, ae_accuracy: float, reference: dict) -> st
     Returns:
       The Markdown text.
     """
-    lines = [f"# Grid diffusion: {cfg.sentences} grammar sentences (L = {cfg.length}), {cfg.grid}x{cfg.grid} grids of "
-             f"{cfg.colours} colours, T = {cfg.T}, {cfg.steps} steps x batch {cfg.batch_size}, width {cfg.width}, "
-             f"depth {cfg.depth}, {cfg.seeds} seeds, {cfg.n_samples} samples each",
-             "",
-             f"First stage: the autoencoder decodes {100 * ae_accuracy:.1f}% of the {len(corpus.grammar_vocab()[0])} "
-             "token grids back to their token.",
-             f"Training sentences: bigram KL to themselves 0, grammatical bigrams "
-             f"{reference['grammatical_bigrams']:.3f}, distinct-2 {reference['distinct_2']:.3f}.",
-             f"nll: nats per held-out sentence (exact for token_ar, the variational bound for D3PM); the grammar's "
-             f"entropy is {corpus.grammar_entropy():.3f} nats per sentence, the floor.",
-             ""]
-    shown = ("valid", "grammatical_sentences", "grammatical_bigrams", "bigram_kl", "unigram_kl", "distinct_2", "novel",
-             "nll")
+    lines = [
+        f"# Grid diffusion: {cfg.sentences} grammar sentences (L = {cfg.length}), {cfg.grid}x{cfg.grid} grids of "
+        f"{cfg.colours} colours, T = {cfg.T}, {cfg.steps} steps x batch {cfg.batch_size}, width {cfg.width}, "
+        f"depth {cfg.depth}, {cfg.seeds} seeds, {cfg.n_samples} samples each",
+        "",
+        f"First stage: the autoencoder decodes {100 * ae_accuracy:.1f}% of the {len(corpus.grammar_vocab()[0])} "
+        "token grids back to their token.",
+        f"Training sentences: bigram KL to themselves 0, grammatical bigrams "
+        f"{reference['grammatical_bigrams']:.3f}, distinct-2 {reference['distinct_2']:.3f}.",
+        f"nll: nats per held-out sentence (exact for token_ar, the variational bound for D3PM); the grammar's "
+        f"entropy is {corpus.grammar_entropy():.3f} nats per sentence, the floor.",
+        "",
+    ]
+    shown = (
+        "valid",
+        "grammatical_sentences",
+        "grammatical_bigrams",
+        "bigram_kl",
+        "unigram_kl",
+        "distinct_2",
+        "novel",
+        "nll",
+    )
     for scope in SCOPES:
         models = list(dict.fromkeys(m for s, m in zip(table["scope"], table["model"]) if s == scope))
         if not models:
             continue
-        lines += [f"## {scope} models (mean ± sd over seeds)", "",
-                  "| model | " + " | ".join(shown) + " | final loss |", "|---" * (len(shown) + 2) + "|"]
+        lines += [
+            f"## {scope} models (mean ± sd over seeds)",
+            "",
+            "| model | " + " | ".join(shown) + " | final loss |",
+            "|---" * (len(shown) + 2) + "|",
+        ]
         for m in models:
             cells = []
             for metric in shown:
@@ -661,9 +805,13 @@ def summary(cfg: Config, table: dict, ae_accuracy: float, reference: dict) -> st
         t = max(token, key=lambda m: _mean_sd(table, "sequence", m, "grammatical_sentences")[0])
         gv, tv = (_mean_sd(table, "sequence", m, "grammatical_sentences")[0] for m in (g, t))
         gk, tk = (_mean_sd(table, "sequence", m, "bigram_kl")[0] for m in (g, t))
-        lines += ["## Grid route vs token baselines", "",
-                  f"Best grid model: {g} ({100 * gv:.1f}% grammatical sentences, bigram KL {gk:.3f}); best token "
-                  f"model: {t} ({100 * tv:.1f}%, bigram KL {tk:.3f}). Same width, depth, steps and batch.", ""]
+        lines += [
+            "## Grid route vs token baselines",
+            "",
+            f"Best grid model: {g} ({100 * gv:.1f}% grammatical sentences, bigram KL {gk:.3f}); best token "
+            f"model: {t} ({100 * tv:.1f}%, bigram KL {tk:.3f}). Same width, depth, steps and batch.",
+            "",
+        ]
     failed = [(s, m, int(n)) for s, m, n in zip(table["scope"], table["model"], table["nan_step"]) if int(n) >= 0]
     if failed:
         lines.append("Models that went non-finite (scope, model, first step): " + ", ".join(map(str, failed)))
@@ -688,22 +836,33 @@ GRID_MARGIN = 0.05  # "as well as" the token models: within this share of gramma
 def grid_route_finding(table) -> Finding:
     """Finding 2b from the study's ``results.csv``: the share of grammatical sentences of the best
     grid model against the best token model (sequence scope), each with its 95% interval over seeds."""
-    f = Finding("2b", "Grid diffusion: the two-stage route against modelling tokens directly",
-                "The two-stage visual-token language model (diffusion over colour grids, decoded by the autoencoder) "
-                "generates text as well as a model of the tokens themselves of the same size and budget.",
-                "the published visual-token language model's design (its diffusion stage was planned, never shown)",
-                f"Share of grammatical sentences among the samples, per model kind a 95% interval over seeds (at least "
-                f"{F.MIN_SEEDS} seeds). The best grid model and the best token model (highest means) are compared with "
-                f"a margin of {GRID_MARGIN:g}: reproduced when the grid model's lower bound is within the margin of "
-                f"the token model's upper bound or above it, refuted when the grid model's upper bound lies more than "
-                f"the margin below the token model's lower bound, open otherwise.", study="grid-diffusion")
-    scope, model, value = F.strings(table, "scope"), F.strings(table, "model"), F.numbers(table, "grammatical_sentences")
+    f = Finding(
+        "2b",
+        "Grid diffusion: the two-stage route against modelling tokens directly",
+        "The two-stage visual-token language model (diffusion over colour grids, decoded by the autoencoder) "
+        "generates text as well as a model of the tokens themselves of the same size and budget.",
+        "the published visual-token language model's design (its diffusion stage was planned, never shown)",
+        f"Share of grammatical sentences among the samples, per model kind a 95% interval over seeds (at least "
+        f"{F.MIN_SEEDS} seeds). The best grid model and the best token model (highest means) are compared with "
+        f"a margin of {GRID_MARGIN:g}: reproduced when the grid model's lower bound is within the margin of "
+        f"the token model's upper bound or above it, refuted when the grid model's upper bound lies more than "
+        f"the margin below the token model's lower bound, open otherwise.",
+        study="grid-diffusion",
+    )
+    scope, model, value = (
+        F.strings(table, "scope"),
+        F.strings(table, "model"),
+        F.numbers(table, "grammatical_sentences"),
+    )
     seq = scope == "sequence"
     stats_of = {}
     for m in dict.fromkeys(model[seq].tolist()):
         stats_of[m] = F.seed_interval(value[seq & (model == m)])
-    f = dataclasses.replace(f, header=("model", "grammatical sentences: mean [95% interval over seeds]", "seeds"),
-                            rows=[[m, F.interval(*s[:3]), str(s[3])] for m, s in stats_of.items()])
+    f = dataclasses.replace(
+        f,
+        header=("model", "grammatical sentences: mean [95% interval over seeds]", "seeds"),
+        rows=[[m, F.interval(*s[:3]), str(s[3])] for m, s in stats_of.items()],
+    )
     grid = {m: s for m, s in stats_of.items() if m.startswith("grid_")}
     token = {m: s for m, s in stats_of.items() if m.startswith("token_")}
     if not grid or not token:
@@ -711,8 +870,10 @@ def grid_route_finding(table) -> Finding:
     g = max(grid, key=lambda m: grid[m][0])
     t = max(token, key=lambda m: token[m][0])
     (gm, gl, gh, gn), (tm, tl, th, tn) = grid[g], token[t]
-    basis = (f"best grid model {g} {F.interval(gm, gl, gh)} vs best token model {t} {F.interval(tm, tl, th)} "
-             f"({gn} and {tn} seeds)")
+    basis = (
+        f"best grid model {g} {F.interval(gm, gl, gh)} vs best token model {t} {F.interval(tm, tl, th)} "
+        f"({gn} and {tn} seeds)"
+    )
     if min(gn, tn) < F.MIN_SEEDS or not (np.isfinite(gl) and np.isfinite(tl)):
         verdict = "open"
     elif gl >= th - GRID_MARGIN:
@@ -752,30 +913,50 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
     for scope, name in cfg.runs():
         if scope == "sequence":
             x = codes[held] if name.startswith("grid_") else held
-            nll[(scope, name)] = study.part(f"{scope}__{name}_nll", lambda: {"value": held_out_nll(
-                cfg, scope, name, results[(scope, name)]["params"], x)}, key=model_key(cfg, scope, name))["value"]
+            nll[(scope, name)] = study.part(
+                f"{scope}__{name}_nll",
+                lambda: {"value": held_out_nll(cfg, scope, name, results[(scope, name)]["params"], x)},
+                key=model_key(cfg, scope, name),
+            )["value"]
     table, texts = evaluate(cfg, results, ae_params, sentences, vocab, nll)
-    reference = TM.text_metrics(sentences[: cfg.n_samples], sentences, len(vocab), eos=corpus.EOS,
-                               allowed=corpus.grammar_bigrams(), grammatical=corpus.is_grammatical, n_resamples=2)
+    reference = TM.text_metrics(
+        sentences[: cfg.n_samples],
+        sentences,
+        len(vocab),
+        eos=corpus.EOS,
+        allowed=corpus.grammar_bigrams(),
+        grammatical=corpus.is_grammatical,
+        n_resamples=2,
+    )
     session.timings["models_s"] = {f"{scope}/{name}": r["seconds"] for (scope, name), r in results.items()}
-    return runner.Result({"results.csv": table, "samples.txt": samples_text(texts)},
-                         data=dict(table=table, ae_accuracy=ae_acc, reference=reference, results=results, codes=codes),
-                         record={"autoencoder_accuracy": ae_acc})
+    return runner.Result(
+        {"results.csv": table, "samples.txt": samples_text(texts)},
+        data=dict(table=table, ae_accuracy=ae_acc, reference=reference, results=results, codes=codes),
+        record={"autoencoder_accuracy": ae_acc},
+    )
 
 
 def draw(session: runner.Session, cfg: Config, result: runner.Result) -> list:
     """``kernels.png``, ``denoising.png`` (with grid models) and ``learning_curves.png``; returns their paths."""
     out, results = session.out, result.data["results"]
-    return [plot_kernels(out, cfg), plot_denoising(out, cfg, results, result.data["codes"]),
-            plot_curves(out, cfg, results)]
+    return [
+        plot_kernels(out, cfg),
+        plot_denoising(out, cfg, results, result.data["codes"]),
+        plot_curves(out, cfg, results),
+    ]
 
 
 SPEC = runner.Spec(
-    name="grid-diffusion", config=Config, run=run, figures=draw,
+    name="grid-diffusion",
+    config=Config,
+    run=run,
+    figures=draw,
     summary=lambda cfg, r: summary(cfg, r.data["table"], r.data["ae_accuracy"], r.data["reference"]),
     findings=lambda out: F.judge(out, "results.csv", "grid-diffusion", lambda t: [grid_route_finding(t)]),
-    outputs=("results.csv", "samples.txt"), figure_files=("denoising.png", "kernels.png", "learning_curves.png"),
-    selection=("models", "single_models", "preset"))  # they only choose which models run (or label it)
+    outputs=("results.csv", "samples.txt"),
+    figure_files=("denoising.png", "kernels.png", "learning_curves.png"),
+    selection=("models", "single_models", "preset"),
+)  # they only choose which models run (or label it)
 
 
 main = runner.entry(SPEC, __name__, returns="True when it finished.")

@@ -50,11 +50,15 @@ def facts(batch, cfg: tasks.Config) -> dict:
     centre cell) and ``helper_centre`` (the transformed grid's centre cell)."""
     g = cfg.grid_size // 2
     image, helper = np.asarray(batch.image), np.asarray(batch.helper)
-    return {"answer": np.asarray(batch.answer), "top_row_count": (image[:, 0] > 0).sum(-1),
-            "centre_colour": image[:, g, g], "helper_centre": helper[:, g, g]}
+    return {
+        "answer": np.asarray(batch.answer),
+        "top_row_count": (image[:, 0] > 0).sum(-1),
+        "centre_colour": image[:, g, g],
+        "helper_centre": helper[:, g, g],
+    }
 
 
-MAX_PROBE_STEPS = 2 ** 31 - 1  # the probes' scan counts its steps in 32 bits
+MAX_PROBE_STEPS = 2**31 - 1  # the probes' scan counts its steps in 32 bits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,30 +119,41 @@ class Config(reasoners.Analysis):
             _checks.distinct(field, value)  # each entry is one condition: a repeat would count it twice
         if self.reference:
             variants.variant(self.reference)
-        for field, allowed in (("perturbations", perturb.PERTURBATIONS), ("interventions", mediation.INTERVENTIONS),
-                               ("settings", mediation.SETTINGS)):
+        for field, allowed in (
+            ("perturbations", perturb.PERTURBATIONS),
+            ("interventions", mediation.INTERVENTIONS),
+            ("settings", mediation.SETTINGS),
+        ):
             value = getattr(self, field)
             if isinstance(value, str):
                 raise TypeError(f"{field} must be a tuple of names, got {value!r}")
             for v in value:
                 _checks.choice(field, v, allowed)
         if "no_block" not in self.settings or "full" not in self.settings:
-            raise ValueError(f"settings must include 'full' and 'no_block' (the gain is measured between them), "
-                             f"got {self.settings!r}")
+            raise ValueError(
+                f"settings must include 'full' and 'no_block' (the gain is measured between them), "
+                f"got {self.settings!r}"
+            )
         for s in self.noise_sigmas:
             _checks.real("noise_sigmas", s, low=0.0, low_open=True)
         _checks.positive_int("n_instances", self.n_instances, minimum=4)
         if self.n_instances > self.reasoning().training.n_test:
-            raise ValueError(f"n_instances must be at most the source's {self.reasoning().training.n_test} test "
-                             f"instances, got {self.n_instances}")
+            raise ValueError(
+                f"n_instances must be at most the source's {self.reasoning().training.n_test} test "
+                f"instances, got {self.n_instances}"
+            )
         _checks.positive_int("attention_top_k", self.attention_top_k)
         if self.attention_top_k > self.reasoning().training.task.n_patches:
-            raise ValueError(f"attention_top_k must be at most the {self.reasoning().training.task.n_patches} image "
-                             f"patches, got {self.attention_top_k}")
+            raise ValueError(
+                f"attention_top_k must be at most the {self.reasoning().training.task.n_patches} image "
+                f"patches, got {self.attention_top_k}"
+            )
         _checks.positive_int("probe_steps", self.probe_steps)  # named as this study's option (the probe says steps)
         if self.probe_steps > MAX_PROBE_STEPS:
-            raise ValueError(f"probe_steps must be at most {MAX_PROBE_STEPS:,} (the probes' steps are a 32-bit loop "
-                             f"counter), got {self.probe_steps:,}")
+            raise ValueError(
+                f"probe_steps must be at most {MAX_PROBE_STEPS:,} (the probes' steps are a 32-bit loop "
+                f"counter), got {self.probe_steps:,}"
+            )
         self.probe_config()
         self.probe_hparams()
         _checks.positive_int("n_resamples", self.n_resamples)
@@ -156,16 +171,25 @@ class Config(reasoners.Analysis):
         per_pass = reasoners.forward_elements(lr, names)
         study_dir.elements_fit("n_resamples", self.n_resamples, self.n_instances)
         study_dir.elements_fit("n_instances", tc.seeds, self.n_instances, per_pass)
-        sizes = {"n_instances": tc.seeds * self.n_instances * per_pass * 4 * 3,
-                 "n_resamples": self.n_resamples * self.n_instances * 8 * 3}
+        sizes = {
+            "n_instances": tc.seeds * self.n_instances * per_pass * 4 * 3,
+            "n_resamples": self.n_resamples * self.n_instances * 8 * 3,
+        }
         option = max(sizes, key=sizes.get)
         return study_dir.Estimate(memory=sizes[option], option=option, models=len(names) * tc.seeds)
 
     @classmethod
     def quick(cls) -> "Config":
         """A few-minute version on the latent-reasoning study's --quick models."""
-        return cls(source="results/latent-reasoning-quick", preset="quick", variants=("latent", "pause"),
-                   n_instances=400, noise_sigmas=(1.0,), probe_steps=200, n_resamples=500)
+        return cls(
+            source="results/latent-reasoning-quick",
+            preset="quick",
+            variants=("latent", "pause"),
+            n_instances=400,
+            noise_sigmas=(1.0,),
+            probe_steps=200,
+            n_resamples=500,
+        )
 
     def probe_config(self) -> probes.Config:
         """The linear probes' configuration: a class per token of the source's vocabulary,
@@ -188,8 +212,11 @@ class Config(reasoners.Analysis):
 
 def _block(model: latent_model.Model):
     lay = model.layout
-    return (tuple(range(lay.latents.start, lay.latents.stop)), (lay.latent_start, lay.latent_end),
-            tuple(range(lay.patches.start, lay.patches.stop)))
+    return (
+        tuple(range(lay.latents.start, lay.latents.stop)),
+        (lay.latent_start, lay.latent_end),
+        tuple(range(lay.patches.start, lay.patches.stop)),
+    )
 
 
 def mediation_rows(cfg: Config, name: str, model: latent_model.Model, params, test, tc, other=None) -> list[dict]:
@@ -218,8 +245,14 @@ def mediation_rows(cfg: Config, name: str, model: latent_model.Model, params, te
 
     @jax.jit
     def shifts(params, perturbed, sigma, k):
-        f = lambda p: mediation.input_to_latent(model.apply, p, test, perturbed, positions=patches,
-                                        intervene=None if sigma is None else mediation.noise_at(k, patches, sigma))
+        f = lambda p: mediation.input_to_latent(
+            model.apply,
+            p,
+            test,
+            perturbed,
+            positions=patches,
+            intervene=None if sigma is None else mediation.noise_at(k, patches, sigma),
+        )
         return jax.vmap(f)(params)
 
     runs = [(p, pert[p], None) for p in cfg.perturbations] + [(f"noise{s:g}", test, s) for s in cfg.noise_sigmas]
@@ -232,24 +265,54 @@ def mediation_rows(cfg: Config, name: str, model: latent_model.Model, params, te
                 for i in steps:
                     c = cos[s, :, i] if i is not None else cos[s].mean(-1)
                     r = rel[s, :, i] if i is not None else rel[s].mean(-1)
-                    rows.append({"variant": name, "seed": s, "what": what, "perturbation": label,
-                                 "step": -1 if i is None else i + 1, "cosine_distance": c.mean(),
-                                 "relative_l2": r.mean()})
+                    rows.append(
+                        {
+                            "variant": name,
+                            "seed": s,
+                            "what": what,
+                            "perturbation": label,
+                            "step": -1 if i is None else i + 1,
+                            "cosine_distance": c.mean(),
+                            "relative_l2": r.mean(),
+                        }
+                    )
     kinds = tuple(k for k in cfg.interventions if k != "other" or other is not None)
     if kinds:
-        f = jax.jit(jax.vmap(lambda p, o: mediation.latent_effects(key, model.apply, p, test, answer_position=model.layout.answer,
-                                                            answers=answers, kinds=kinds, other=o),
-                             in_axes=(0, None if other is None else 0)))
+        f = jax.jit(
+            jax.vmap(
+                lambda p, o: mediation.latent_effects(
+                    key,
+                    model.apply,
+                    p,
+                    test,
+                    answer_position=model.layout.answer,
+                    answers=answers,
+                    kinds=kinds,
+                    other=o,
+                ),
+                in_axes=(0, None if other is None else 0),
+            )
+        )
         eff = jax.tree_util.tree_map(np.asarray, f(params, other))
         idle = [k for k, c in zip(kinds, eff.changed.any((0, 2))) if not c]
         if idle:
             raise ValueError(f"interventions {idle} left the latents of {name} unchanged")
         for s in range(eff.flipped.shape[0]):
             for i, k in enumerate(kinds):
-                rows.append({"variant": name, "seed": s, "what": "intervention", "perturbation": k, "step": -1,
-                             "accuracy_before": eff.correct_before[s].mean(), "accuracy": eff.correct[s, i].mean(),
-                             "flip_rate": eff.flipped[s, i].mean(), "kl": eff.kl[s, i].mean(),
-                             "changed": eff.changed[s, i].mean()})
+                rows.append(
+                    {
+                        "variant": name,
+                        "seed": s,
+                        "what": "intervention",
+                        "perturbation": k,
+                        "step": -1,
+                        "accuracy_before": eff.correct_before[s].mean(),
+                        "accuracy": eff.correct[s, i].mean(),
+                        "flip_rate": eff.flipped[s, i].mean(),
+                        "kl": eff.kl[s, i].mean(),
+                        "changed": eff.changed[s, i].mean(),
+                    }
+                )
     return rows
 
 
@@ -273,24 +336,39 @@ def caption_rows(cfg: Config, name: str, model: latent_model.Model, params, test
     _, _, patches = _block(model) if model.cfg.latent_mode != "none" else (None, None, tuple(range(lay.patches.stop)))
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), 11)
     rows = []
-    runs = [(p, perturb.perturb(jax.random.fold_in(key, i), test, tc.task, p), None)
-            for i, p in enumerate(cfg.perturbations)] + [(f"noise{s:g}", test, s) for s in cfg.noise_sigmas]
+    runs = [
+        (p, perturb.perturb(jax.random.fold_in(key, i), test, tc.task, p), None)
+        for i, p in enumerate(cfg.perturbations)
+    ] + [(f"noise{s:g}", test, s) for s in cfg.noise_sigmas]
 
     @jax.jit
     def shifts(params, perturbed, sigma, k):
         def one(p):
             a = model.apply(p, test)
-            b = model.apply(p, perturbed) if sigma is None else model.apply(
-                p, perturbed, intervene=mediation.noise_at(k, patches, sigma))
+            b = (
+                model.apply(p, perturbed)
+                if sigma is None
+                else model.apply(p, perturbed, intervene=mediation.noise_at(k, patches, sigma))
+            )
             return mediation.shift(a.hidden[:, -1, jnp.asarray(caption)], b.hidden[:, -1, jnp.asarray(caption)])
+
         return jax.vmap(one)(params)
 
     for label, batch, sigma in runs:
         sh = shifts(params, batch, None if sigma is None else jnp.float32(sigma), jax.random.fold_in(key, 99))
         cos, rel = np.asarray(sh.cosine_distance), np.asarray(sh.relative_l2)
         for s in range(cos.shape[0]):
-            rows.append({"variant": name, "seed": s, "what": "caption", "perturbation": label, "step": -1,
-                         "cosine_distance": cos[s].mean(), "relative_l2": rel[s].mean()})
+            rows.append(
+                {
+                    "variant": name,
+                    "seed": s,
+                    "what": "caption",
+                    "perturbation": label,
+                    "step": -1,
+                    "cosine_distance": cos[s].mean(),
+                    "relative_l2": rel[s].mean(),
+                }
+            )
     return rows
 
 
@@ -302,13 +380,27 @@ def _decompose_fn(model: latent_model.Model, settings: tuple, top_k: int, seed: 
 
     def one(p, test):
         fmt = p["params"]["pos"]["embedding"][jnp.asarray(block)]  # the block's positions, no content
-        correct = mediation.decompose(jax.random.key(seed), model.apply, p, test, slots=slots, markers=markers,
-                              answer_position=lay.answer, answers=test.answer, length=lay.length,
-                              settings=settings, format_embedding=fmt)
+        correct = mediation.decompose(
+            jax.random.key(seed),
+            model.apply,
+            p,
+            test,
+            slots=slots,
+            markers=markers,
+            answer_position=lay.answer,
+            answers=test.answer,
+            length=lay.length,
+            settings=settings,
+            format_embedding=fmt,
+        )
         out = model.apply(p, test)
         inputs = out.hidden[:, 0, jnp.asarray(slots)]  # the slots' input embeddings (B, L, D)
         spread = jnp.max(jnp.abs(inputs - inputs[:1]))  # 0: every instance alike, slots_mean changes nothing
-        return correct, mediation.narrowness(out.attention, queries=slots + (lay.answer,), patches=patches, top_k=top_k), spread
+        return (
+            correct,
+            mediation.narrowness(out.attention, queries=slots + (lay.answer,), patches=patches, top_k=top_k),
+            spread,
+        )
 
     return jax.jit(jax.vmap(one, in_axes=(0, None)))
 
@@ -331,8 +423,9 @@ def decomposition(cfg: Config, name: str, stage: str, step: int, model: latent_m
       (:func:`tokdyn.stats.gain_retained`) and attention entropy, top-k mass and patch share.
     """
     slots, markers, patches = _block(model)
-    settings = mediation.check_decompose(cfg.settings, slots, markers, model.layout.length,
-                                 np.zeros((len(markers) + len(slots), 1)))
+    settings = mediation.check_decompose(
+        cfg.settings, slots, markers, model.layout.length, np.zeros((len(markers) + len(slots), 1))
+    )
     fn = _decompose_fn(model, settings, cfg.attention_top_k, cfg.root_seed)
     correct, nar, spread = jax.tree_util.tree_map(np.asarray, fn(params, test))  # (S, K, B), (S, B, Q), (S,)
     per = correct.mean(0)  # (K, B): per-instance accuracy over seeds
@@ -341,17 +434,30 @@ def decomposition(cfg: Config, name: str, stage: str, step: int, model: latent_m
     rows = []
     for i, s in enumerate(settings):
         g = stats.gain_retained(per[i], full, none, seed=cfg.root_seed, n_resamples=cfg.n_resamples)
-        rows.append({"variant": name, "stage": stage, "step": step, "setting": s, "accuracy": per[i].mean(),
-                     "accuracy_min_seed": correct[:, i].mean(-1).min(), "accuracy_max_seed": correct[:, i].mean(-1).max(),
-                     "no_op": bool(s == "slots_mean" and np.all(spread == 0)),
-                     "block_gain": float((full - none).mean()), "block_gain_low": float(gain_low),
-                     "block_gain_high": float(gain_high),
-                     "gain_retained": g.share, "gain_low": g.low, "gain_high": g.high,
-                     "latent_entropy": nar.entropy[..., :-1].mean(), "answer_entropy": nar.entropy[..., -1].mean(),
-                     "latent_top_k_mass": nar.top_k_mass[..., :-1].mean(),
-                     "answer_top_k_mass": nar.top_k_mass[..., -1].mean(),
-                     "latent_patch_share": nar.patch_share[..., :-1].mean(),
-                     "answer_patch_share": nar.patch_share[..., -1].mean()})
+        rows.append(
+            {
+                "variant": name,
+                "stage": stage,
+                "step": step,
+                "setting": s,
+                "accuracy": per[i].mean(),
+                "accuracy_min_seed": correct[:, i].mean(-1).min(),
+                "accuracy_max_seed": correct[:, i].mean(-1).max(),
+                "no_op": bool(s == "slots_mean" and np.all(spread == 0)),
+                "block_gain": float((full - none).mean()),
+                "block_gain_low": float(gain_low),
+                "block_gain_high": float(gain_high),
+                "gain_retained": g.share,
+                "gain_low": g.low,
+                "gain_high": g.high,
+                "latent_entropy": nar.entropy[..., :-1].mean(),
+                "answer_entropy": nar.entropy[..., -1].mean(),
+                "latent_top_k_mass": nar.top_k_mass[..., :-1].mean(),
+                "answer_top_k_mass": nar.top_k_mass[..., -1].mean(),
+                "latent_patch_share": nar.patch_share[..., :-1].mean(),
+                "answer_patch_share": nar.patch_share[..., -1].mean(),
+            }
+        )
     return rows
 
 
@@ -361,11 +467,17 @@ def collapse_rows(name: str, latents: np.ndarray) -> list[dict]:
     rows = []
     for s in range(latents.shape[0]):
         for i in range(latents.shape[2]):
-            rows.append({"variant": name, "seed": s, "step": i + 1,
-                         "inter_instance_cosine": summ.inter_cosine[s, i],
-                         "step_similarity": summ.step_similarity[s, i - 1] if i else np.nan,
-                         "participation_ratio": summ.participation_ratio[s, i],
-                         "top_pc_share": summ.top_pc_share[s, i]})
+            rows.append(
+                {
+                    "variant": name,
+                    "seed": s,
+                    "step": i + 1,
+                    "inter_instance_cosine": summ.inter_cosine[s, i],
+                    "step_similarity": summ.step_similarity[s, i - 1] if i else np.nan,
+                    "participation_ratio": summ.participation_ratio[s, i],
+                    "top_pc_share": summ.top_pc_share[s, i],
+                }
+            )
     return rows
 
 
@@ -400,8 +512,18 @@ def probe_rows(cfg: Config, name: str, features: str, x: np.ndarray, targets: di
     for j, t in enumerate(FACTS):
         chance = float(probes.chance(jnp.asarray(y[j]), jnp.asarray(~train), n_classes=pc.n_classes))
         for s in range(x.shape[0]):
-            rows.append({"variant": name, "features": features, "target": t, "seed": s, "n_train": int(train.sum()),
-                         "train_accuracy": tr[s, j], "accuracy": te[s, j], "chance": chance})
+            rows.append(
+                {
+                    "variant": name,
+                    "features": features,
+                    "target": t,
+                    "seed": s,
+                    "n_train": int(train.sum()),
+                    "train_accuracy": tr[s, j],
+                    "accuracy": te[s, j],
+                    "chance": chance,
+                }
+            )
     return rows
 
 
@@ -420,7 +542,7 @@ def run(session, cfg: Config) -> runner.Result:
     lr = reasoners.ensure_trained(lr, cfg.source, need, train=cfg.train, quiet=quiet)
     tc0 = reasoners.training(lr, cfg.variants[0])
     data = T.data(tc0)
-    test0 = jax.tree_util.tree_map(lambda a: a[:cfg.n_instances], data.test)
+    test0 = jax.tree_util.tree_map(lambda a: a[: cfg.n_instances], data.test)
     targets = facts(test0, tc0.task)
     pad = tc0.task.vocab.pad
 
@@ -443,30 +565,57 @@ def run(session, cfg: Config) -> runner.Result:
         if not quiet:
             print(f"diagnosing {name}")
         if name in fb:
-            same = [o for o in fb[fb.index(name) + 1:] + fb[:fb.index(name)]
-                    if latents_of[o].shape == latents_of[name].shape]
+            same = [
+                o
+                for o in fb[fb.index(name) + 1 :] + fb[: fb.index(name)]
+                if latents_of[o].shape == latents_of[name].shape
+            ]
             other = same[0] if same else None
-            med += part(name, "mediation", lambda: mediation_rows(
-                cfg, name, model, params, test, tc, None if other is None else latents_of[other]), extra=str(other))
+            med += part(
+                name,
+                "mediation",
+                lambda: mediation_rows(
+                    cfg, name, model, params, test, tc, None if other is None else latents_of[other]
+                ),
+                extra=str(other),
+            )
             col += part(name, "collapse", lambda: collapse_rows(name, latents_of[name]))
             s, b, l, d = latents_of[name].shape
-            prb += part(name, "probes_latents", lambda: probe_rows(
-                cfg, name, "latents", latents_of[name].reshape(s, b, l * d), targets))
+            prb += part(
+                name,
+                "probes_latents",
+                lambda: probe_rows(cfg, name, "latents", latents_of[name].reshape(s, b, l * d), targets),
+            )
             _, _, patches = _block(model)
-            states = np.asarray(jax.jit(jax.vmap(lambda p: model.apply(p, test).hidden[:, -1, :len(patches)]))(params))
-            prb += part(name, "probes_patches", lambda: probe_rows(
-                cfg, name, "patches", states.reshape(s, b, -1), targets))
-        dec += part(name, "decomposition_final", lambda: decomposition(
-            cfg, name, "final", int(reasoners.read_result(reasoners.paths(cfg.source, name)["result"])["steps"]),
-            model, params, test))
+            states = np.asarray(jax.jit(jax.vmap(lambda p: model.apply(p, test).hidden[:, -1, : len(patches)]))(params))
+            prb += part(
+                name, "probes_patches", lambda: probe_rows(cfg, name, "patches", states.reshape(s, b, -1), targets)
+            )
+        dec += part(
+            name,
+            "decomposition_final",
+            lambda: decomposition(
+                cfg,
+                name,
+                "final",
+                int(reasoners.read_result(reasoners.paths(cfg.source, name)["result"])["steps"]),
+                model,
+                params,
+                test,
+            ),
+        )
         if cfg.midway:
+
             def mid():
                 stage = reasoners.midway(lr, cfg.source, name)[1]
                 m_cfg = variants.model_config(tc, name, stage)
                 if m_cfg.latent_mode == "none" or m_cfg.caption_len > variants.dropped_captions(tc, name, stage):
                     return []  # a curriculum stage that still generates caption tokens: another task
-                m_model, m_params, step, stage = reasoners.load_midway(lr, cfg.source, name, quiet=quiet, pool=data.train)
+                m_model, m_params, step, stage = reasoners.load_midway(
+                    lr, cfg.source, name, quiet=quiet, pool=data.train
+                )
                 return decomposition(cfg, name, "mid", step, m_model, m_params, batch_of(tc, name, stage))
+
             dec += part(name, "decomposition_mid", mid)
     if cfg.reference:
         model, params, tc = reasoners.load_variant(lr, cfg.source, cfg.reference)
@@ -475,14 +624,20 @@ def run(session, cfg: Config) -> runner.Result:
             med += part(cfg.reference, "caption", lambda: caption_rows(cfg, cfg.reference, model, params, test, tc))
             lay = model.layout
             cap = np.asarray(jax.jit(jax.vmap(lambda p: model.apply(p, test).hidden[:, -1, lay.caption]))(params))
-            prb += part(cfg.reference, "probes_caption", lambda: probe_rows(
-                cfg, cfg.reference, "caption", cap.reshape(cap.shape[0], cap.shape[1], -1), targets))
+            prb += part(
+                cfg.reference,
+                "probes_caption",
+                lambda: probe_rows(cfg, cfg.reference, "caption", cap.reshape(cap.shape[0], cap.shape[1], -1), targets),
+            )
     tables = {}
     for k, rows in (("mediation", med), ("decomposition", dec), ("collapse", col), ("probes", prb)):
         keys = list(dict.fromkeys(c for r in rows for c in r))  # rows of different kinds: missing cells NaN
         tables[f"{k}.csv"] = io.to_columns([{c: r.get(c, np.nan) for c in keys} for r in rows])
-    return runner.Result(tables, data=dict(med=med, dec=dec, col=col, prb=prb, latents=latents_of),
-                         record={"reasoning": study_dir.config_dict(lr)})
+    return runner.Result(
+        tables,
+        data=dict(med=med, dec=dec, col=col, prb=prb, latents=latents_of),
+        record={"reasoning": study_dir.config_dict(lr)},
+    )
 
 
 def draw(session, cfg: Config, result: runner.Result) -> list:
@@ -563,8 +718,10 @@ def plot_probes(out: str, rows: list) -> Optional[str]:
     ax = fig.subplots()
     width = 0.8 / len(FACTS)
     for j, t in enumerate(FACTS):
-        acc = [np.mean([r["accuracy"] for r in rows if (r["variant"], r["features"]) == k and r["target"] == t])
-               for k in keys]
+        acc = [
+            np.mean([r["accuracy"] for r in rows if (r["variant"], r["features"]) == k and r["target"] == t])
+            for k in keys
+        ]
         ch = [next(r["chance"] for r in rows if (r["variant"], r["features"]) == k and r["target"] == t) for k in keys]
         x = np.arange(len(keys)) + (j - len(FACTS) / 2 + 0.5) * width
         ax.bar(x, acc, width, color=f"C{j}", label=t)
@@ -598,45 +755,82 @@ def summary(med: list, dec: list, col: list, prb: list) -> str:
     Returns:
       The Markdown text.
     """
-    lines = ["## Decomposition: accuracy and share of the latent block's gain retained (mean over seeds)", "",
-             "The share is shown where the full block's gain over no block has a 95% bootstrap interval above 0.",
-             "", "| variant | stage | block gain (95% CI) | setting | accuracy | gain retained (95% CI) | "
-             "attention entropy latent / answer |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Decomposition: accuracy and share of the latent block's gain retained (mean over seeds)",
+        "",
+        "The share is shown where the full block's gain over no block has a 95% bootstrap interval above 0.",
+        "",
+        "| variant | stage | block gain (95% CI) | setting | accuracy | gain retained (95% CI) | "
+        "attention entropy latent / answer |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in dec:
-        share = (f"{r['gain_retained']:.2f} ({r['gain_low']:.2f} to {r['gain_high']:.2f})" if _significant(r)
-                 else "no significant gain")
+        share = (
+            f"{r['gain_retained']:.2f} ({r['gain_low']:.2f} to {r['gain_high']:.2f})"
+            if _significant(r)
+            else "no significant gain"
+        )
         if r.get("no_op") in (True, "True"):
             share = "no-op: the slots' inputs are the same in every instance"
-        lines.append(f"| {r['variant']} | {r['stage']} | {r['block_gain']:+.3f} ({r['block_gain_low']:+.3f} to "
-                     f"{r['block_gain_high']:+.3f}) | {r['setting']} | {r['accuracy']:.3f} | {share} | "
-                     f"{r['latent_entropy']:.2f} / {r['answer_entropy']:.2f} |")
-    lines += ["", "## Latent -> answer interventions (mean over seeds)", "",
-              "| variant | intervention | accuracy before | accuracy | flip rate | KL |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['variant']} | {r['stage']} | {r['block_gain']:+.3f} ({r['block_gain_low']:+.3f} to "
+            f"{r['block_gain_high']:+.3f}) | {r['setting']} | {r['accuracy']:.3f} | {share} | "
+            f"{r['latent_entropy']:.2f} / {r['answer_entropy']:.2f} |"
+        )
+    lines += [
+        "",
+        "## Latent -> answer interventions (mean over seeds)",
+        "",
+        "| variant | intervention | accuracy before | accuracy | flip rate | KL |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in dict.fromkeys(r["variant"] for r in med if r["what"] == "intervention"):
         for k in dict.fromkeys(r["perturbation"] for r in med if r["what"] == "intervention" and r["variant"] == name):
             m = dict(variant=name, what="intervention", perturbation=k)
-            lines.append(f"| {name} | {k} | {_mean(med, 'accuracy_before', **m):.3f} | {_mean(med, 'accuracy', **m):.3f} | "
-                         f"{_mean(med, 'flip_rate', **m):.3f} | {_mean(med, 'kl', **m):.3f} |")
-    lines += ["", "## Input -> state shifts: cosine distance (mean over steps, instances, seeds)", "",
-              "| variant | states | " + " | ".join(dict.fromkeys(r["perturbation"] for r in med if r["what"] != "intervention")) + " |"]
+            lines.append(
+                f"| {name} | {k} | {_mean(med, 'accuracy_before', **m):.3f} | {_mean(med, 'accuracy', **m):.3f} | "
+                f"{_mean(med, 'flip_rate', **m):.3f} | {_mean(med, 'kl', **m):.3f} |"
+            )
+    lines += [
+        "",
+        "## Input -> state shifts: cosine distance (mean over steps, instances, seeds)",
+        "",
+        "| variant | states | "
+        + " | ".join(dict.fromkeys(r["perturbation"] for r in med if r["what"] != "intervention"))
+        + " |",
+    ]
     perts = list(dict.fromkeys(r["perturbation"] for r in med if r["what"] != "intervention"))
     lines.append("|---|---|" + "---|" * len(perts))
     for name, what in dict.fromkeys((r["variant"], r["what"]) for r in med if r["what"] != "intervention"):
         vals = [_mean(med, "cosine_distance", variant=name, what=what, perturbation=p) for p in perts]
         lines.append(f"| {name} | {what} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
-    lines += ["", "## Collapse (mean over seeds)", "",
-              "| variant | step | inter-instance cosine | step similarity | participation ratio | top PC share |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Collapse (mean over seeds)",
+        "",
+        "| variant | step | inter-instance cosine | step similarity | participation ratio | top PC share |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, step in dict.fromkeys((r["variant"], r["step"]) for r in col):
         m = dict(variant=name, step=step)
-        lines.append(f"| {name} | {step} | {_mean(col, 'inter_instance_cosine', **m):.3f} | "
-                     f"{_mean(col, 'step_similarity', **m):.3f} | {_mean(col, 'participation_ratio', **m):.2f} | "
-                     f"{_mean(col, 'top_pc_share', **m):.3f} |")
-    lines += ["", "## Linear probes: held-out accuracy (mean over seeds) / chance", "",
-              "| variant | features | " + " | ".join(FACTS) + " |", "|---|---|" + "---|" * len(FACTS)]
+        lines.append(
+            f"| {name} | {step} | {_mean(col, 'inter_instance_cosine', **m):.3f} | "
+            f"{_mean(col, 'step_similarity', **m):.3f} | {_mean(col, 'participation_ratio', **m):.2f} | "
+            f"{_mean(col, 'top_pc_share', **m):.3f} |"
+        )
+    lines += [
+        "",
+        "## Linear probes: held-out accuracy (mean over seeds) / chance",
+        "",
+        "| variant | features | " + " | ".join(FACTS) + " |",
+        "|---|---|" + "---|" * len(FACTS),
+    ]
     for name, feat in dict.fromkeys((r["variant"], r["features"]) for r in prb):
-        cells = [f"{_mean(prb, 'accuracy', variant=name, features=feat, target=t):.3f} / "
-                 f"{_mean(prb, 'chance', variant=name, features=feat, target=t):.3f}" for t in FACTS]
+        cells = [
+            f"{_mean(prb, 'accuracy', variant=name, features=feat, target=t):.3f} / "
+            f"{_mean(prb, 'chance', variant=name, features=feat, target=t):.3f}"
+            for t in FACTS
+        ]
         lines.append(f"| {name} | {feat} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -686,34 +880,58 @@ def markers_finding(decomposition, seeds: int) -> Finding:
     ``markers_only``: the share of the latent block's gain the boundary markers alone keep, with the
     study's paired bootstrap interval over instances); ``seeds``: the source's."""
     lo_b, hi_b = MARKERS_BAND
-    f = Finding("3", "Boundary markers' share of the latent gain",
-                f"The latent block's boundary markers alone (its slots removed) keep {lo_b:.0%}–{hi_b:.0%} of the "
-                "block's gain in accuracy over no block.", "arXiv 2606.01287",
-                f"Per variant with a latent block, at its final checkpoint: the share of the block's gain that "
-                f"markers_only keeps, with the study's 95% paired bootstrap interval over test instances; a variant "
-                f"counts only where the block's gain itself has an interval above 0, and only from {F.MIN_SEEDS} seeds "
-                f"on. A variant reproduces the claim when its interval meets [{lo_b:g}, {hi_b:g}] and is at most "
-                f"{MARKERS_MAX_WIDTH:g} wide, refutes it when its interval misses [{lo_b - MARKERS_MARGIN:g}, "
-                f"{hi_b + MARKERS_MARGIN:g}]; the claim is refuted when one variant refutes it, reproduced when every "
-                f"variant that counts reproduces it, open otherwise.", study=STUDY)
+    f = Finding(
+        "3",
+        "Boundary markers' share of the latent gain",
+        f"The latent block's boundary markers alone (its slots removed) keep {lo_b:.0%}–{hi_b:.0%} of the "
+        "block's gain in accuracy over no block.",
+        "arXiv 2606.01287",
+        f"Per variant with a latent block, at its final checkpoint: the share of the block's gain that "
+        f"markers_only keeps, with the study's 95% paired bootstrap interval over test instances; a variant "
+        f"counts only where the block's gain itself has an interval above 0, and only from {F.MIN_SEEDS} seeds "
+        f"on. A variant reproduces the claim when its interval meets [{lo_b:g}, {hi_b:g}] and is at most "
+        f"{MARKERS_MAX_WIDTH:g} wide, refutes it when its interval misses [{lo_b - MARKERS_MARGIN:g}, "
+        f"{hi_b + MARKERS_MARGIN:g}]; the claim is refuted when one variant refutes it, reproduced when every "
+        f"variant that counts reproduces it, open otherwise.",
+        study=STUDY,
+    )
     sel = (F.strings(decomposition, "stage") == "final") & (F.strings(decomposition, "setting") == "markers_only")
     if not sel.any():
         return F.missing(f, "no markers_only row at a final checkpoint in decomposition.csv")
     verdicts, rows = [], []
     for i in np.flatnonzero(sel):
-        g = {k: F.numbers(decomposition, k)[i] for k in ("block_gain", "block_gain_low", "block_gain_high",
-                                                         "gain_retained", "gain_low", "gain_high", "accuracy")}
+        g = {
+            k: F.numbers(decomposition, k)[i]
+            for k in (
+                "block_gain",
+                "block_gain_low",
+                "block_gain_high",
+                "gain_retained",
+                "gain_low",
+                "gain_high",
+                "accuracy",
+            )
+        }
         v = markers_unit(g["gain_low"], g["gain_high"], g["block_gain_low"], seeds)
         verdicts.append(v)
-        rows.append([F.strings(decomposition, "variant")[i],
-                     F.interval(g["block_gain"], g["block_gain_low"], g["block_gain_high"]),
-                     F.interval(g["gain_retained"], g["gain_low"], g["gain_high"]) if v != "n/a" else "no gain to share",
-                     v])
+        rows.append(
+            [
+                F.strings(decomposition, "variant")[i],
+                F.interval(g["block_gain"], g["block_gain_low"], g["block_gain_high"]),
+                F.interval(g["gain_retained"], g["gain_low"], g["gain_high"]) if v != "n/a" else "no gain to share",
+                v,
+            ]
+        )
     basis = "; ".join(f"{r[0]} {r[2]}" for r in rows if r[3] != "n/a") or "no variant's block has a gain"
     if seeds < F.MIN_SEEDS:
         basis += f" (source trained with {seeds} seeds: open)"
-    return dataclasses.replace(f, header=("variant", "block's gain over no block [95%]", "markers keep: share [95%]",
-                                          "verdict"), rows=rows, verdict=F.aggregate(verdicts), basis=basis)
+    return dataclasses.replace(
+        f,
+        header=("variant", "block's gain over no block [95%]", "markers keep: share [95%]", "verdict"),
+        rows=rows,
+        verdict=F.aggregate(verdicts),
+        basis=basis,
+    )
 
 
 def _strongest(table, sel: np.ndarray, by: str, value: str):
@@ -740,24 +958,32 @@ def mediation_findings(mediation) -> list[Finding]:
     latent steps) and the intervention on its latents that flips most answers, each with a 95%
     interval over seeds."""
     what, variant = F.strings(mediation, "what"), F.strings(mediation, "variant")
-    origin = "arXiv 2602.22766 (\"Imagination helps, but not yet in latent space\")"
-    a = Finding("4a", "Input → latent: do the latents depend on the image?",
-                "The latent tokens are disconnected from the input: perturbing the image barely moves them.", origin,
-                f"Per feedback variant, the image perturbation that moves its latents most (cosine distance, mean over "
-                f"latent steps and instances), a 95% interval over seeds (at least {F.MIN_SEEDS}): the variant shows "
-                f"the disconnect (reproduced) when the interval lies below {SHIFT_DISCONNECTED:g}, not (refuted) when "
-                f"it lies above {SHIFT_CONNECTED:g}, open otherwise. The claim is refuted when one variant refutes it, "
-                f"reproduced when every variant reproduces it. The text variant's caption states, moved by the same "
-                f"perturbation, are shown for scale.", study=STUDY)
-    b = Finding("4b", "Latent → answer: do the answers depend on the latents?",
-                "The answers are disconnected from the latent tokens: intervening on the latents barely changes them.",
-                origin,
-                f"Per feedback variant, the intervention on its latents (zeros, noise, mean, constant, swap, another "
-                f"variant's) that flips most answers, a 95% interval over seeds of the flip rate (at least "
-                f"{F.MIN_SEEDS}): disconnected (reproduced) when the interval lies below {FLIP_DISCONNECTED:g}, "
-                f"connected (refuted) when it lies above {FLIP_CONNECTED:g}, open otherwise; aggregated over variants "
-                f"as in 4a.",
-                study=STUDY)
+    origin = 'arXiv 2602.22766 ("Imagination helps, but not yet in latent space")'
+    a = Finding(
+        "4a",
+        "Input → latent: do the latents depend on the image?",
+        "The latent tokens are disconnected from the input: perturbing the image barely moves them.",
+        origin,
+        f"Per feedback variant, the image perturbation that moves its latents most (cosine distance, mean over "
+        f"latent steps and instances), a 95% interval over seeds (at least {F.MIN_SEEDS}): the variant shows "
+        f"the disconnect (reproduced) when the interval lies below {SHIFT_DISCONNECTED:g}, not (refuted) when "
+        f"it lies above {SHIFT_CONNECTED:g}, open otherwise. The claim is refuted when one variant refutes it, "
+        f"reproduced when every variant reproduces it. The text variant's caption states, moved by the same "
+        f"perturbation, are shown for scale.",
+        study=STUDY,
+    )
+    b = Finding(
+        "4b",
+        "Latent → answer: do the answers depend on the latents?",
+        "The answers are disconnected from the latent tokens: intervening on the latents barely changes them.",
+        origin,
+        f"Per feedback variant, the intervention on its latents (zeros, noise, mean, constant, swap, another "
+        f"variant's) that flips most answers, a 95% interval over seeds of the flip rate (at least "
+        f"{F.MIN_SEEDS}): disconnected (reproduced) when the interval lies below {FLIP_DISCONNECTED:g}, "
+        f"connected (refuted) when it lies above {FLIP_CONNECTED:g}, open otherwise; aggregated over variants "
+        f"as in 4a.",
+        study=STUDY,
+    )
     names = list(dict.fromkeys(variant[what == "latent"].tolist()))
     if not names:
         return [F.missing(a, "no latent rows in mediation.csv"), F.missing(b, "no intervention rows in mediation.csv")]
@@ -777,14 +1003,34 @@ def mediation_findings(mediation) -> list[Finding]:
             v = _connection(s, FLIP_DISCONNECTED, FLIP_CONNECTED)
             vb.append(v)
             rb.append([name, level, F.interval(*s[:3]), F.interval(*drop[:3]), str(s[3]), v])
-    a = dataclasses.replace(a, header=("variant", "strongest perturbation", "latents move (cosine distance) [95%]",
-                                       "seeds", "text's caption states move", "verdict"),
-                            rows=ra, verdict=F.aggregate(va), basis="; ".join(f"{r[0]} {r[2]} ({r[1]})" for r in ra))
-    b = dataclasses.replace(b, header=("variant", "strongest intervention", "answers flipped [95%]",
-                                       "accuracy change [95%]", "seeds", "verdict"),
-                            rows=rb, verdict=F.aggregate(vb) if vb else "open",
-                            basis="; ".join(f"{r[0]} {r[2]} ({r[1]})" for r in rb)
-                            or "no intervention rows in mediation.csv")
+    a = dataclasses.replace(
+        a,
+        header=(
+            "variant",
+            "strongest perturbation",
+            "latents move (cosine distance) [95%]",
+            "seeds",
+            "text's caption states move",
+            "verdict",
+        ),
+        rows=ra,
+        verdict=F.aggregate(va),
+        basis="; ".join(f"{r[0]} {r[2]} ({r[1]})" for r in ra),
+    )
+    b = dataclasses.replace(
+        b,
+        header=(
+            "variant",
+            "strongest intervention",
+            "answers flipped [95%]",
+            "accuracy change [95%]",
+            "seeds",
+            "verdict",
+        ),
+        rows=rb,
+        verdict=F.aggregate(vb) if vb else "open",
+        basis="; ".join(f"{r[0]} {r[2]} ({r[1]})" for r in rb) or "no intervention rows in mediation.csv",
+    )
     return [a, b]
 
 
@@ -801,16 +1047,29 @@ def findings(out: str) -> list[Finding]:
     """Findings 3 (:func:`markers_finding`, from ``decomposition.csv``) and 4a, 4b
     (:func:`mediation_findings`, from ``mediation.csv``) of the study directory ``out``."""
     seeds = source_seeds(out)
-    return (F.judge(out, "decomposition.csv", STUDY, lambda t: [markers_finding(t, seeds)])
-            + F.judge(out, "mediation.csv", STUDY, mediation_findings))
+    return F.judge(out, "decomposition.csv", STUDY, lambda t: [markers_finding(t, seeds)]) + F.judge(
+        out, "mediation.csv", STUDY, mediation_findings
+    )
 
 
 SPEC = runner.Spec(
-    name=STUDY, config=Config, run=run, prepare=reasoners.source_prepare(_needed), figures=draw,
+    name=STUDY,
+    config=Config,
+    run=run,
+    prepare=reasoners.source_prepare(_needed),
+    figures=draw,
     summary=lambda cfg, r: summary(r.data["med"], r.data["dec"], r.data["col"], r.data["prb"]),
-    findings=findings, outputs=("mediation.csv", "decomposition.csv", "collapse.csv", "probes.csv"),
-    figure_files=("similarity.png", "decomposition.png", "probes.png"), selection=SELECTION,
-    sources={"source": reasoners.STUDY}, preset="the latent-reasoning study's quick models")
+    findings=findings,
+    outputs=("mediation.csv", "decomposition.csv", "collapse.csv", "probes.csv"),
+    figure_files=("similarity.png", "decomposition.png", "probes.png"),
+    selection=SELECTION,
+    sources={"source": reasoners.STUDY},
+    preset="the latent-reasoning study's quick models",
+)
 
-main = runner.entry(SPEC, __name__, returns="True when it finished.",
-                    about="The source study is checked first (:doc:`/studies/latent-diagnostics`).")
+main = runner.entry(
+    SPEC,
+    __name__,
+    returns="True when it finished.",
+    about="The source study is checked first (:doc:`/studies/latent-diagnostics`).",
+)

@@ -38,17 +38,23 @@ from tokdyn.models.latent import model as latent_model
 from tokdyn.stats import figures
 
 METHODS = {  # name: (reward, estimator, visual injection)
-    "es_entropy": ("entropy", "es", "none"),         # the paper's reward, REINFORCE
-    "es_entropy_best": ("entropy", "es", "best"),    # ... with the paper's best-patch injection (full DMLR)
-    "es_entropy_all": ("entropy", "es", "all"),      # ... with every patch injected
-    "es_logprob": ("logprob", "es", "none"),         # the public code's reward, REINFORCE
-    "es_answer": ("answer", "es", "none"),           # the answer's confidence, REINFORCE
-    "exact_entropy": ("entropy", "exact", "none"),   # the paper's reward, exact gradient ascent
+    "es_entropy": ("entropy", "es", "none"),  # the paper's reward, REINFORCE
+    "es_entropy_best": ("entropy", "es", "best"),  # ... with the paper's best-patch injection (full DMLR)
+    "es_entropy_all": ("entropy", "es", "all"),  # ... with every patch injected
+    "es_logprob": ("logprob", "es", "none"),  # the public code's reward, REINFORCE
+    "es_answer": ("answer", "es", "none"),  # the answer's confidence, REINFORCE
+    "exact_entropy": ("entropy", "exact", "none"),  # the paper's reward, exact gradient ascent
 }
 CONTROLS = ("before", "random")
 STUDY = "latent-optimisation"
 SELECTION = reasoners.SOURCE_SELECTION + (  # fields that only choose which parts run (not stamped)
-    "variants", "methods", "sweep_method", "sweep_learning_rates", "grounding_variants", "perturbations")
+    "variants",
+    "methods",
+    "sweep_method",
+    "sweep_learning_rates",
+    "grounding_variants",
+    "perturbations",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,12 +108,14 @@ class Config(reasoners.Analysis):
         super().validate()
         feedback = sorted(v for v, spec in variants.VARIANTS.items() if spec.latent_mode == "feedback")
         if isinstance(self.variants, str) or not self.variants:
-            raise ValueError(f"variants must name at least one latent-feedback variant (one of {feedback}), got "
-                             f"{self.variants!r}")
+            raise ValueError(
+                f"variants must name at least one latent-feedback variant (one of {feedback}), got {self.variants!r}"
+            )
         for name in self.variants:
             if variants.variant(name).latent_mode != "feedback":
-                raise ValueError(f"variants must be latent-feedback variants (they have latents to optimise), "
-                                 f"got {name!r}")
+                raise ValueError(
+                    f"variants must be latent-feedback variants (they have latents to optimise), got {name!r}"
+                )
         for field in ("variants", "methods", "grounding_variants", "perturbations", "sweep_learning_rates"):
             value = getattr(self, field)
             if isinstance(value, (str, float, int)):
@@ -130,12 +138,15 @@ class Config(reasoners.Analysis):
         _checks.positive_int("n_instances", self.n_instances, minimum=1)
         least = max(3, 2 * len(families))
         if self.n_instances < least:
-            raise ValueError(f"n_instances must be at least {least}: the paired t-tests are per task family and need "
-                             f"2 instances of each of the source's {len(families)} families {list(families)} (and "
-                             f"the grounding correlations 3 in all), got {self.n_instances}")
+            raise ValueError(
+                f"n_instances must be at least {least}: the paired t-tests are per task family and need "
+                f"2 instances of each of the source's {len(families)} families {list(families)} (and "
+                f"the grounding correlations 3 in all), got {self.n_instances}"
+            )
         if self.n_instances > tc.n_test:
-            raise ValueError(f"n_instances must be at most the source's {tc.n_test} test instances, got "
-                             f"{self.n_instances}")
+            raise ValueError(
+                f"n_instances must be at most the source's {tc.n_test} test instances, got {self.n_instances}"
+            )
         _checks.seed("root_seed", self.root_seed)
         self.optimiser("es_entropy_best")
         if self.top_m > tc.task.n_patches:
@@ -146,9 +157,16 @@ class Config(reasoners.Analysis):
     @classmethod
     def quick(cls) -> "Config":
         """A few-minute version on the latent-reasoning study's --quick models."""
-        return cls(source="results/latent-reasoning-quick", preset="quick", variants=("latent",),
-                   grounding_variants=("direct", "text"), n_instances=300, n_iters=8, n_pairs=4,
-                   sweep_learning_rates=(1e-1,))
+        return cls(
+            source="results/latent-reasoning-quick",
+            preset="quick",
+            variants=("latent",),
+            grounding_variants=("direct", "text"),
+            n_instances=300,
+            n_iters=8,
+            n_pairs=4,
+            sweep_learning_rates=(1e-1,),
+        )
 
     def optimiser(self, method: str) -> dmlr.Config:
         """The optimiser of ``method`` (a name of :data:`METHODS`, or a sweep row
@@ -156,14 +174,24 @@ class Config(reasoners.Analysis):
         checked against the source's vocabulary."""
         reward, estimator, inject = METHODS[method.split("@")[0]]
         vocab = self.reasoning().training.task.vocab.size
-        return dmlr.Config(reward=reward, top_k=self.top_k, n_iters=self.n_iters, n_pairs=self.n_pairs,
-                           estimator=estimator, inject=inject, top_m=self.top_m).validate(vocab)
+        return dmlr.Config(
+            reward=reward,
+            top_k=self.top_k,
+            n_iters=self.n_iters,
+            n_pairs=self.n_pairs,
+            estimator=estimator,
+            inject=inject,
+            top_m=self.top_m,
+        ).validate(vocab)
 
     def hparams(self, learning_rate: Optional[float] = None) -> dmlr.Hparams:
         """The optimiser's hyper-parameters: ``learning_rate`` (this study's unless given),
         ``sigma`` and ``sigma_decay`` (checked)."""
-        return dmlr.Hparams(learning_rate=self.learning_rate if learning_rate is None else learning_rate,
-                            sigma=self.sigma, sigma_decay=self.sigma_decay).validate()
+        return dmlr.Hparams(
+            learning_rate=self.learning_rate if learning_rate is None else learning_rate,
+            sigma=self.sigma,
+            sigma_decay=self.sigma_decay,
+        ).validate()
 
     def runs(self) -> list[tuple[str, dmlr.Hparams]]:
         """(row name, hparams) of every optimiser run: the methods, then the learning-rate sweep."""
@@ -180,8 +208,10 @@ class Config(reasoners.Analysis):
         per_eval = reasoners.forward_elements(lr, tuple(self.variants) + tuple(self.grounding_variants))
         study_dir.elements_fit("n_pairs", tc.seeds, 4, 2 * self.n_pairs, per_eval)
         study_dir.elements_fit("n_iters", tc.seeds, self.n_instances, self.n_iters, tc.n_latents, tc.width)
-        sizes = {"n_pairs": tc.seeds * 4 * 2 * self.n_pairs * per_eval * 4 * 3,
-                 "n_iters": tc.seeds * self.n_instances * self.n_iters * (tc.n_latents * tc.width + 4) * 4 * 2}
+        sizes = {
+            "n_pairs": tc.seeds * 4 * 2 * self.n_pairs * per_eval * 4 * 3,
+            "n_iters": tc.seeds * self.n_instances * self.n_iters * (tc.n_latents * tc.width + 4) * 4 * 2,
+        }
         option = max(sizes, key=sizes.get)
         runs = len(self.variants) * (len(self.runs()) + 1) * tc.seeds
         return study_dir.Estimate(memory=sizes[option], option=option, models=runs)
@@ -205,8 +235,17 @@ def _optimise_fn(model: latent_model.Model, opt: dmlr.Config):
     positions = tuple(range(lay.latents.start, lay.latents.stop))
     patches = tuple(range(lay.patches.start, lay.patches.stop))
     one = lambda key, params, batch, hp, index: dmlr.optimise(
-        key, model.apply, params, batch, opt, hp, latent_positions=positions, answer_position=lay.answer,
-        patch_positions=patches, index=index)
+        key,
+        model.apply,
+        params,
+        batch,
+        opt,
+        hp,
+        latent_positions=positions,
+        answer_position=lay.answer,
+        patch_positions=patches,
+        index=index,
+    )
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None, None, None)))  # over seeds
 
 
@@ -214,14 +253,21 @@ def _controls_fn(model: latent_model.Model, opt: dmlr.Config):
     """Per seed: the model's own answers and reward, and the answers with random latents."""
     lay = model.layout
     positions = tuple(range(lay.latents.start, lay.latents.stop))
-    score = lambda logits: jax.vmap(lambda lg: dmlr.confidence(
-        lg, reward=opt.reward, top_k=opt.top_k, latent_positions=positions, answer_position=lay.answer))(logits)
+    score = lambda logits: jax.vmap(
+        lambda lg: dmlr.confidence(
+            lg, reward=opt.reward, top_k=opt.top_k, latent_positions=positions, answer_position=lay.answer
+        )
+    )(logits)
 
     def one(key, params, batch):
         out = model.apply(params, batch)
         rand = model.apply(params, batch, latents=dmlr.random_latents(key, out.latents))
-        return (out.logits[:, lay.answer].argmax(-1), score(out.logits), rand.logits[:, lay.answer].argmax(-1),
-                score(rand.logits))
+        return (
+            out.logits[:, lay.answer].argmax(-1),
+            score(out.logits),
+            rand.logits[:, lay.answer].argmax(-1),
+            score(rand.logits),
+        )
 
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None)))
 
@@ -256,21 +302,35 @@ def run_optimiser(cfg: Config, name: str, model, params, test, study: Optional[s
 
     def controls():
         t0 = time.time()
-        a0, r0, ar, rr = jax.tree_util.tree_map(np.asarray, _controls_fn(model, cfg.optimiser("es_entropy"))(
-            key, params, test))
+        a0, r0, ar, rr = jax.tree_util.tree_map(
+            np.asarray, _controls_fn(model, cfg.optimiser("es_entropy"))(key, params, test)
+        )
         return {"a0": a0, "r0": r0, "ar": ar, "rr": rr, "seconds": time.time() - t0}
 
     c = stored("controls", controls)
-    out = {"before": {"answer": c["a0"], "reward_before": c["r0"], "reward_after": c["r0"], "seconds": c["seconds"]},
-           "random": {"answer": c["ar"], "reward_before": c["r0"], "reward_after": c["rr"], "seconds": c["seconds"]}}
+    out = {
+        "before": {"answer": c["a0"], "reward_before": c["r0"], "reward_after": c["r0"], "seconds": c["seconds"]},
+        "random": {"answer": c["ar"], "reward_before": c["r0"], "reward_after": c["rr"], "seconds": c["seconds"]},
+    }
     for run, hp in cfg.runs():
+
         def compute(run=run, hp=hp):
             t0 = time.time()
-            res = jax.tree_util.tree_map(np.asarray, _optimise_fn(model, cfg.optimiser(run))(key, params, test, hp, index))
+            res = jax.tree_util.tree_map(
+                np.asarray, _optimise_fn(model, cfg.optimiser(run))(key, params, test, hp, index)
+            )
             injected = np.zeros(res.answer_best.shape) if res.injected is None else res.injected.sum(-1)
-            return {"answer": res.answer_best, "answer_before": res.answer_before,
-                    "reward_before": res.reward_before, "reward_after": res.reward_best, "rewards": res.rewards,
-                    "n_nan": res.n_nan, "injected": injected, "seconds": time.time() - t0}
+            return {
+                "answer": res.answer_best,
+                "answer_before": res.answer_before,
+                "reward_before": res.reward_before,
+                "reward_after": res.reward_best,
+                "rewards": res.rewards,
+                "n_nan": res.n_nan,
+                "injected": injected,
+                "seconds": time.time() - t0,
+            }
+
         out[run] = stored(run, compute)
     return out
 
@@ -302,32 +362,57 @@ def optimiser_tables(cfg: Config, results: dict, test, families) -> tuple[dict, 
                 for f, m in sel.items():
                     if not m.any():
                         continue
-                    rows.append({"variant": name, "seed": s, "method": method, "family": f, "n": int(m.sum()),
-                                 "accuracy_before": before[s, m].mean(), "accuracy": correct[s, m].mean(),
-                                 "reward_before": np.nanmean(r["reward_before"][s, m]),
-                                 "reward_after": np.nanmean(r["reward_after"][s, m]),
-                                 "answers_changed": flipped[s, m].mean(),
-                                 "nan_rewards": int(np.sum(r.get("n_nan", np.zeros_like(correct))[s, m])),
-                                 "patches_injected": float(np.mean(r.get("injected", np.zeros(correct.shape))[s, m])),
-                                 "seconds": r["seconds"]})
+                    rows.append(
+                        {
+                            "variant": name,
+                            "seed": s,
+                            "method": method,
+                            "family": f,
+                            "n": int(m.sum()),
+                            "accuracy_before": before[s, m].mean(),
+                            "accuracy": correct[s, m].mean(),
+                            "reward_before": np.nanmean(r["reward_before"][s, m]),
+                            "reward_after": np.nanmean(r["reward_after"][s, m]),
+                            "answers_changed": flipped[s, m].mean(),
+                            "nan_rewards": int(np.sum(r.get("n_nan", np.zeros_like(correct))[s, m])),
+                            "patches_injected": float(np.mean(r.get("injected", np.zeros(correct.shape))[s, m])),
+                            "seconds": r["seconds"],
+                        }
+                    )
                 if "rewards" in r:
                     for t, v in enumerate(np.nanmean(r["rewards"][s], 0)):
-                        curves.append({"variant": name, "seed": s, "method": method, "iteration": t + 1,
-                                       "reward": v})
+                        curves.append({"variant": name, "seed": s, "method": method, "iteration": t + 1, "reward": v})
             if method == "before":
                 continue
             a, b = correct.mean(0), before.mean(0)  # (N,) per-instance accuracy over seeds
             for f, m in sel.items():
                 if m.sum() < 2:  # no test of fewer than 2 pairs: listed, NaN
-                    tests.append({"variant": name, "method": method, "family": f, "n": int(m.sum()),
-                                  "mean_diff": float(np.mean(a[m] - b[m])) if m.any() else np.nan, "t": np.nan,
-                                  "p": np.nan, "d": np.nan})
+                    tests.append(
+                        {
+                            "variant": name,
+                            "method": method,
+                            "family": f,
+                            "n": int(m.sum()),
+                            "mean_diff": float(np.mean(a[m] - b[m])) if m.any() else np.nan,
+                            "t": np.nan,
+                            "p": np.nan,
+                            "d": np.nan,
+                        }
+                    )
                     continue
                 t = stats.paired_ttest(a[m], b[m])
-                tests.append({"variant": name, "method": method, "family": f, "n": int(m.sum()),
-                              "mean_diff": float(np.mean(a[m] - b[m])), "t": float(t.statistic),
-                              "p": float(t.pvalue), "d": float(stats.cohens_d(a[m], b[m]))
-                              if np.any(a[m] != b[m]) else 0.0})
+                tests.append(
+                    {
+                        "variant": name,
+                        "method": method,
+                        "family": f,
+                        "n": int(m.sum()),
+                        "mean_diff": float(np.mean(a[m] - b[m])),
+                        "t": float(t.statistic),
+                        "p": float(t.pvalue),
+                        "d": float(stats.cohens_d(a[m], b[m])) if np.any(a[m] != b[m]) else 0.0,
+                    }
+                )
     cols = io.to_columns(tests)
     if tests:
         p = np.asarray(cols["p"], float)
@@ -375,8 +460,11 @@ def run_grounding(cfg: Config, name: str, model, params, tc, test, families) -> 
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.root_seed), 2), p_i)
         for s in range(answers.shape[0]):
             tokens = np.concatenate([captions[s][:, :caption_len], answers[s][:, None]], 1).astype(np.int32)
-            batch = dataclasses.replace(test, caption=jnp.asarray(captions[s][:, :caption_len], jnp.int32)) \
-                if caption_len else test
+            batch = (
+                dataclasses.replace(test, caption=jnp.asarray(captions[s][:, :caption_len], jnp.int32))
+                if caption_len
+                else test
+            )
             p = jax.tree_util.tree_map(lambda a: a[s], params)
             sc, conf = scored(p, batch, perturb.perturb(key, batch, tc.task, pert), jnp.asarray(tokens))
             sc, conf = np.asarray(sc, np.float64), np.asarray(conf, np.float64)
@@ -385,18 +473,33 @@ def run_grounding(cfg: Config, name: str, model, params, tc, test, families) -> 
             g = stats.point_biserial(mean_s, correct, seed=cfg.root_seed)
             c = stats.point_biserial(conf, correct, seed=cfg.root_seed)
             hist.setdefault(pert, []).append(sc[:, -1])
-            rows.append({"variant": name, "seed": s, "perturbation": pert, "n": len(correct),
-                         "accuracy": correct.mean(), "answer_grounding": sc[:, -1].mean(),
-                         "caption_grounding": sc[:, :-1].mean() if caption_len else np.nan,
-                         "image_dependent_share": (sc > cfg.threshold).mean(),
-                         "answer_image_dependent_share": (sc[:, -1] > cfg.threshold).mean(),
-                         "r_grounding_correct": g.r, "r_grounding_low": g.low, "r_grounding_high": g.high,
-                         "r_grounding_p": g.pvalue, "r_confidence_correct": c.r, "r_confidence_low": c.low,
-                         "r_confidence_high": c.high, "r_confidence_p": c.pvalue})
+            rows.append(
+                {
+                    "variant": name,
+                    "seed": s,
+                    "perturbation": pert,
+                    "n": len(correct),
+                    "accuracy": correct.mean(),
+                    "answer_grounding": sc[:, -1].mean(),
+                    "caption_grounding": sc[:, :-1].mean() if caption_len else np.nan,
+                    "image_dependent_share": (sc > cfg.threshold).mean(),
+                    "answer_image_dependent_share": (sc[:, -1] > cfg.threshold).mean(),
+                    "r_grounding_correct": g.r,
+                    "r_grounding_low": g.low,
+                    "r_grounding_high": g.high,
+                    "r_grounding_p": g.pvalue,
+                    "r_confidence_correct": c.r,
+                    "r_confidence_low": c.low,
+                    "r_confidence_high": c.high,
+                    "r_confidence_p": c.pvalue,
+                }
+            )
     return rows, {k: np.concatenate(v) for k, v in hist.items()}
 
 
-def grounding_part(study: study_dir.Study, cfg: Config, lr: reasoners.Config, name: str, test, families) -> tuple[list, dict]:
+def grounding_part(
+    study: study_dir.Study, cfg: Config, lr: reasoners.Config, name: str, test, families
+) -> tuple[list, dict]:
     """:func:`run_grounding` of variant ``name``, kept as two parts of ``study``.
 
     The parts (its rows, and the answer-token scores per perturbation) are keyed by the
@@ -479,9 +582,12 @@ def summary(table: dict, tests: dict, ground: dict) -> str:
     min-max over seeds), the rewards, the answers changed and the Holm-corrected paired p; then the
     grounding per variant and perturbation (means over seeds). The arguments are the columns of
     ``optimiser.csv``, ``optimiser_tests.csv`` and ``grounding.csv``."""
-    lines = ["## Latent optimisation: accuracy (all families), mean (min-max) over seeds", "",
-             "| variant | method | accuracy before | accuracy after | reward before | reward after | answers changed | paired p (Holm) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Latent optimisation: accuracy (all families), mean (min-max) over seeds",
+        "",
+        "| variant | method | accuracy before | accuracy after | reward before | reward after | answers changed | paired p (Holm) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     v, m, f = (np.asarray(table[k]) for k in ("variant", "method", "family"))
     tv, tm, tf = (np.asarray(tests.get(k, [])) for k in ("variant", "method", "family"))
     for name in dict.fromkeys(v.tolist()):
@@ -494,21 +600,39 @@ def summary(table: dict, tests: dict, ground: dict) -> str:
             ch = np.asarray(table["answers_changed"], float)[sel].mean()
             t = (tv == name) & (tm == method) & (tf == "all")
             p = f"{np.asarray(tests['p_holm'])[t][0]:.2g}" if t.any() else ""
-            lines.append(f"| {name} | {method} | {acc0.mean():.3f} | {acc.mean():.3f} ({acc.min():.3f}-{acc.max():.3f}) "
-                         f"| {r0:.3f} | {r1:.3f} | {ch:.3f} | {p} |")
-    lines += ["", "## Grounding (mean over seeds)", "",
-              "| variant | perturbation | accuracy | answer grounding | caption grounding | image-dependent share | r(grounding, correct) | r(confidence, correct) |",
-              "|---|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {name} | {method} | {acc0.mean():.3f} | {acc.mean():.3f} ({acc.min():.3f}-{acc.max():.3f}) "
+                f"| {r0:.3f} | {r1:.3f} | {ch:.3f} | {p} |"
+            )
+    lines += [
+        "",
+        "## Grounding (mean over seeds)",
+        "",
+        "| variant | perturbation | accuracy | answer grounding | caption grounding | image-dependent share | r(grounding, correct) | r(confidence, correct) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     gv, gp = np.asarray(ground.get("variant", [])), np.asarray(ground.get("perturbation", []))
     for name in dict.fromkeys(gv.tolist()):
         for pert in dict.fromkeys(gp[gv == name].tolist()):
             sel = (gv == name) & (gp == pert)
-            g = {k: np.nanmean(np.asarray(ground[k], float)[sel]) if np.any(np.isfinite(np.asarray(ground[k], float)[sel]))
-                 else np.nan for k in ("accuracy", "answer_grounding", "caption_grounding", "image_dependent_share",
-                                       "r_grounding_correct", "r_confidence_correct")}
-            lines.append(f"| {name} | {pert} | {g['accuracy']:.3f} | {g['answer_grounding']:.2f} | "
-                         f"{g['caption_grounding']:.2f} | {g['image_dependent_share']:.2f} | "
-                         f"{g['r_grounding_correct']:.2f} | {g['r_confidence_correct']:.2f} |")
+            g = {
+                k: np.nanmean(np.asarray(ground[k], float)[sel])
+                if np.any(np.isfinite(np.asarray(ground[k], float)[sel]))
+                else np.nan
+                for k in (
+                    "accuracy",
+                    "answer_grounding",
+                    "caption_grounding",
+                    "image_dependent_share",
+                    "r_grounding_correct",
+                    "r_confidence_correct",
+                )
+            }
+            lines.append(
+                f"| {name} | {pert} | {g['accuracy']:.3f} | {g['answer_grounding']:.2f} | "
+                f"{g['caption_grounding']:.2f} | {g['image_dependent_share']:.2f} | "
+                f"{g['r_grounding_correct']:.2f} | {g['r_confidence_correct']:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -524,15 +648,20 @@ def optimisation_finding(table, tests=None) -> Finding:
     Holm-corrected p-values shown beside): per variant and method, the change in accuracy over all
     families (after − before), a 95% interval over seeds; the verdict rests on the paper's full
     method (:data:`DMLR`)."""
-    f = Finding("5", "Confidence-driven latent optimisation (DMLR)",
-                "Optimising the latents at inference to make the model more confident (REINFORCE on the top-k-entropy "
-                "reward with best-patch injection) improves its accuracy.", "arXiv 2512.12623 (DMLR)",
-                f"Per variant, the change in accuracy over all families (after − before), a 95% interval over seeds "
-                f"(at least {F.MIN_SEEDS}): improves (reproduced) when the interval lies above 0, does not (refuted) "
-                f"when it lies below +{GAIN_EXCLUDED:g} (a gain of {GAIN_EXCLUDED:g} or more is excluded), open "
-                f"otherwise. The verdict is the paper's full method's ({DMLR}), refuted when one variant refutes it, "
-                f"reproduced when every variant reproduces it; the other methods are listed with the same rule. The "
-                f"paired p-value over instances (Holm) is the study's.", study=STUDY)
+    f = Finding(
+        "5",
+        "Confidence-driven latent optimisation (DMLR)",
+        "Optimising the latents at inference to make the model more confident (REINFORCE on the top-k-entropy "
+        "reward with best-patch injection) improves its accuracy.",
+        "arXiv 2512.12623 (DMLR)",
+        f"Per variant, the change in accuracy over all families (after − before), a 95% interval over seeds "
+        f"(at least {F.MIN_SEEDS}): improves (reproduced) when the interval lies above 0, does not (refuted) "
+        f"when it lies below +{GAIN_EXCLUDED:g} (a gain of {GAIN_EXCLUDED:g} or more is excluded), open "
+        f"otherwise. The verdict is the paper's full method's ({DMLR}), refuted when one variant refutes it, "
+        f"reproduced when every variant reproduces it; the other methods are listed with the same rule. The "
+        f"paired p-value over instances (Holm) is the study's.",
+        study=STUDY,
+    )
     fam, method, variant = F.strings(table, "family"), F.strings(table, "method"), F.strings(table, "variant")
     sel_all = fam == "all"
     if not sel_all.any():
@@ -559,13 +688,32 @@ def optimisation_finding(table, tests=None) -> Finding:
             elif m == DMLR:
                 full.append(v)
             before, after = (np.nanmean(F.numbers(table, k)[sel]) for k in ("accuracy_before", "accuracy"))
-            rows.append([name, m, f"{F.number(before)} → {F.number(after)}", F.interval(mean, low, high),
-                         F.number(p_holm.get((name, m), float("nan")), 3), str(n), v])
+            rows.append(
+                [
+                    name,
+                    m,
+                    f"{F.number(before)} → {F.number(after)}",
+                    F.interval(mean, low, high),
+                    F.number(p_holm.get((name, m), float("nan")), 3),
+                    str(n),
+                    v,
+                ]
+            )
     return dataclasses.replace(
-        f, header=("variant", "method", "accuracy before → after", "change [95% over seeds]", "paired p (Holm)",
-                   "seeds", "verdict"),
-        rows=rows, verdict=F.aggregate(full) if full else "open",
-        basis="; ".join(f"{r[0]} {r[3]}" for r in rows if r[1] == DMLR) or f"no {DMLR} rows in optimiser.csv")
+        f,
+        header=(
+            "variant",
+            "method",
+            "accuracy before → after",
+            "change [95% over seeds]",
+            "paired p (Holm)",
+            "seeds",
+            "verdict",
+        ),
+        rows=rows,
+        verdict=F.aggregate(full) if full else "open",
+        basis="; ".join(f"{r[0]} {r[3]}" for r in rows if r[1] == DMLR) or f"no {DMLR} rows in optimiser.csv",
+    )
 
 
 def findings(out: str) -> list[Finding]:
@@ -590,16 +738,18 @@ def run(session, cfg: Config) -> runner.Result:
     """Train what the source lacks, then the optimiser's runs and every variant's grounding (each
     kept as it finishes): ``optimiser.csv``, ``optimiser_tests.csv``, ``rewards.csv``,
     ``grounding.csv``."""
-    lr = reasoners.ensure_trained(session.context["reasoning"], cfg.source, _needed(cfg), train=cfg.train,
-                           quiet=session.quiet)
+    lr = reasoners.ensure_trained(
+        session.context["reasoning"], cfg.source, _needed(cfg), train=cfg.train, quiet=session.quiet
+    )
     data = reasoners.splits(lr)
-    test = jax.tree_util.tree_map(lambda a: a[:cfg.n_instances], data.test)
+    test = jax.tree_util.tree_map(lambda a: a[: cfg.n_instances], data.test)
     families = lr.training.task.families
     results = {}
     for name in cfg.variants:
         model, params, _ = reasoners.load_variant(lr, cfg.source, name)
-        session.say(f"optimising the latents of {name} ({cfg.n_instances} instances x seeds x {len(cfg.methods)} "
-                    "methods)")
+        session.say(
+            f"optimising the latents of {name} ({cfg.n_instances} instances x seeds x {len(cfg.methods)} methods)"
+        )
         results[name] = run_optimiser(cfg, name, model, params, test, study=session.study)
     table, tests, curves = optimiser_tables(cfg, results, test, families)
     rows, hists = [], {}
@@ -609,19 +759,35 @@ def run(session, cfg: Config) -> runner.Result:
         hists[name] = h
     ground = io.to_columns(rows)
     tables = {"optimiser.csv": table, "optimiser_tests.csv": tests, "rewards.csv": curves, "grounding.csv": ground}
-    return runner.Result(tables, data=dict(table=table, tests=tests, curves=curves, ground=ground, hists=hists),
-                         record={"reasoning": study_dir.config_dict(lr)})
+    return runner.Result(
+        tables,
+        data=dict(table=table, tests=tests, curves=curves, ground=ground, hists=hists),
+        record={"reasoning": study_dir.config_dict(lr)},
+    )
 
 
 SPEC = runner.Spec(
-    name=STUDY, config=Config, run=run, prepare=reasoners.source_prepare(_needed),
-    figures=lambda session, cfg, r: [plot_optimiser(session.out, r.data["curves"], r.data["table"]),
-                                     plot_grounding(session.out, r.data["hists"])],
+    name=STUDY,
+    config=Config,
+    run=run,
+    prepare=reasoners.source_prepare(_needed),
+    figures=lambda session, cfg, r: [
+        plot_optimiser(session.out, r.data["curves"], r.data["table"]),
+        plot_grounding(session.out, r.data["hists"]),
+    ],
     summary=lambda cfg, r: summary(r.data["table"], r.data["tests"], r.data["ground"]),
-    findings=findings, outputs=("optimiser.csv", "optimiser_tests.csv", "rewards.csv", "grounding.csv"),
-    figure_files=("optimiser.png", "grounding.png"), selection=SELECTION, sources={"source": reasoners.STUDY},
-    preset="the latent-reasoning study's quick models")
+    findings=findings,
+    outputs=("optimiser.csv", "optimiser_tests.csv", "rewards.csv", "grounding.csv"),
+    figure_files=("optimiser.png", "grounding.png"),
+    selection=SELECTION,
+    sources={"source": reasoners.STUDY},
+    preset="the latent-reasoning study's quick models",
+)
 
 
-main = runner.entry(SPEC, __name__, returns="True when it finished.",
-                    about="The source study is checked first (:doc:`/studies/latent-optimisation`).")
+main = runner.entry(
+    SPEC,
+    __name__,
+    returns="True when it finished.",
+    about="The source study is checked first (:doc:`/studies/latent-optimisation`).",
+)

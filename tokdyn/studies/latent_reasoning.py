@@ -24,9 +24,24 @@ import numpy as np
 from tokdyn import stats
 from tokdyn.experiment import runner
 from tokdyn.experiment import study as study_dir
-from tokdyn.experiment.reasoners import (FAMILIES, REFERENCES, SELECTION, STUDY, Config,  # noqa: F401
-                                         check_devices, finished, open_study, paths, read_answers, read_curve,
-                                         read_result, record_fields, splits, train_variants, training)
+from tokdyn.experiment.reasoners import (  # noqa: F401
+    FAMILIES,
+    REFERENCES,
+    SELECTION,
+    STUDY,
+    Config,
+    check_devices,
+    finished,
+    open_study,
+    paths,
+    read_answers,
+    read_curve,
+    read_result,
+    record_fields,
+    splits,
+    train_variants,
+    training,
+)
 from tokdyn.models.latent import evaluation, tasks
 from tokdyn.stats import figures
 
@@ -45,9 +60,11 @@ def baselines(cfg: Config, data: tasks.Splits) -> dict:
     families = cfg.training.task.families
     rule = tasks.question_only_answers(cfg.training.task, data.test) == np.asarray(data.test.answer)
     fam = np.asarray(data.test.family)
-    out = {"chance": evaluation.majority_baseline(data.train, data.test),
-           "question_only": tasks.question_only_optimum(cfg.training.task),
-           "question_only_test": {f: float(rule[fam == tasks.FAMILIES.index(f)].mean()) for f in families}}
+    out = {
+        "chance": evaluation.majority_baseline(data.train, data.test),
+        "question_only": tasks.question_only_optimum(cfg.training.task),
+        "question_only_test": {f: float(rule[fam == tasks.FAMILIES.index(f)].mean()) for f in families},
+    }
     for d in out.values():
         d["all"] = float(np.mean([d[f] for f in families]))
     return out
@@ -58,8 +75,9 @@ def collect(out: str, names: Sequence[str], base: dict) -> tuple[dict, dict]:
     ``convergence.csv`` (variant x seed) of the finished variants ``names`` in the study directory
     ``out``."""
     acc_cols = {k: [] for k in ("variant", "family", "seed", "accuracy") + BASELINES + ("converged",)}
-    conv_cols = {k: [] for k in ("variant", "seed", "steps", "budget", "best_step", "best_val", "tested_step",
-                                          "converged")}
+    conv_cols = {
+        k: [] for k in ("variant", "seed", "steps", "budget", "best_step", "best_val", "tested_step", "converged")
+    }
     for name in names:
         path = paths(out, name)["result"]
         if not os.path.exists(path):
@@ -67,14 +85,27 @@ def collect(out: str, names: Sequence[str], base: dict) -> tuple[dict, dict]:
         res = read_result(path)
         converged = [bool(c) for c in res["converged"]]
         for s, c in enumerate(converged):
-            for k, v in (("variant", name), ("seed", s), ("steps", res["steps"]), ("budget", res["budget"]),
-                         ("best_step", int(res["best_step"][s])), ("best_val", float(res["best_val"][s])),
-                         ("tested_step", int(res["tested_step"][s])), ("converged", c)):
+            for k, v in (
+                ("variant", name),
+                ("seed", s),
+                ("steps", res["steps"]),
+                ("budget", res["budget"]),
+                ("best_step", int(res["best_step"][s])),
+                ("best_val", float(res["best_val"][s])),
+                ("tested_step", int(res["tested_step"][s])),
+                ("converged", c),
+            ):
                 conv_cols[k].append(v)
         for fam in [f for f in res["accuracy"] if f != "caption_exact"]:
             for s, a in enumerate(res["accuracy"][fam]):
-                for k, v in (("variant", name), ("family", fam), ("seed", s), ("accuracy", float(a)),
-                             *((b, base[b][fam]) for b in BASELINES), ("converged", converged[s])):
+                for k, v in (
+                    ("variant", name),
+                    ("family", fam),
+                    ("seed", s),
+                    ("accuracy", float(a)),
+                    *((b, base[b][fam]) for b in BASELINES),
+                    ("converged", converged[s]),
+                ):
                     acc_cols[k].append(v)
     return acc_cols, conv_cols
 
@@ -117,10 +148,17 @@ def paired_tests(out: str, names: Sequence[str], test: tasks.Instance, families:
                 sel = np.ones(fam.shape, bool) if f == "all" else fam == tasks.FAMILIES.index(f)
                 a, b = correct[name][sel], correct[ref][sel]
                 t = stats.paired_ttest(a, b) if tested else None
-                for k, v in (("variant", name), ("against", ref), ("family", f), ("n", int(sel.sum())),
-                             ("mean_diff", float(np.mean(a - b))), ("t", float(t.statistic) if t else np.nan),
-                             ("p", float(t.pvalue) if t else np.nan),
-                             ("d", float(stats.cohens_d(a, b)) if t else np.nan), ("tested", tested)):
+                for k, v in (
+                    ("variant", name),
+                    ("against", ref),
+                    ("family", f),
+                    ("n", int(sel.sum())),
+                    ("mean_diff", float(np.mean(a - b))),
+                    ("t", float(t.statistic) if t else np.nan),
+                    ("p", float(t.pvalue) if t else np.nan),
+                    ("d", float(stats.cohens_d(a, b)) if t else np.nan),
+                    ("tested", tested),
+                ):
                     cols[k].append(v)
     cols["p_holm"] = list(stats.holm(np.asarray(cols["p"], float))) if cols["p"] else []
     return cols
@@ -142,11 +180,17 @@ def summary_table(acc: dict, conv: dict, families: Sequence[str]) -> str:
         c = np.asarray(conv["converged"])[np.asarray(conv["variant"]) == name]
         steps = np.asarray(conv["steps"])[np.asarray(conv["variant"]) == name]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {int(c.sum())}/{len(c)} | {int(steps[0])} |")
-    for label, key in (("chance (majority answer)", "chance"), ("question-only optimum", "question_only"),
-                       ("question-only rule on this test set", "question_only_test")):
+    for label, key in (
+        ("chance (majority answer)", "chance"),
+        ("question-only optimum", "question_only"),
+        ("question-only rule on this test set", "question_only_test"),
+    ):
         ref = np.asarray(acc[key], float)
-        lines.append(f"| {label} | " + " | ".join(f"{ref[f == fam][0]:.3f}" if np.any(f == fam) else ""
-                                                  for fam in fams) + " | | |")
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{ref[f == fam][0]:.3f}" if np.any(f == fam) else "" for fam in fams)
+            + " | | |"
+        )
     return "\n".join(lines)
 
 
@@ -172,8 +216,13 @@ def plot_curves(out: str, names: Sequence[str], families: Sequence[str]) -> Opti
             for s in np.unique(seeds):
                 ax.plot(steps[seeds == s], y[seeds == s], color=f"C{i % 10}", lw=0.6, alpha=0.5)
             grid = np.unique(steps)
-            ax.plot(grid, [y[steps == t].mean() for t in grid], color=f"C{i % 10}", lw=1.8,
-                    label=name if fam == panels[0] else None)
+            ax.plot(
+                grid,
+                [y[steps == t].mean() for t in grid],
+                color=f"C{i % 10}",
+                lw=1.8,
+                label=name if fam == panels[0] else None,
+            )
     for ax, fam in zip(axes, panels):
         ax.set_title(fam, fontsize=10)
         ax.set_xlabel("optimiser step")
@@ -194,9 +243,11 @@ def check(session: runner.Session, cfg: Config) -> None:
     check_devices(cfg)
     out = session.out
     if not cfg.train and (session.fresh or not os.path.isdir(out) or study_dir.read_stamp(out) is None):
-        raise study_dir.Refused(f"out={out!r} holds no latent-reasoning study"
-                        f"{' (and --fresh would empty it)' if session.fresh else ''}: nothing to report without "
-                        "training (drop --no-train)")
+        raise study_dir.Refused(
+            f"out={out!r} holds no latent-reasoning study"
+            f"{' (and --fresh would empty it)' if session.fresh else ''}: nothing to report without "
+            "training (drop --no-train)"
+        )
 
 
 def run(session: runner.Session, cfg: Config) -> runner.Result:
@@ -213,19 +264,32 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
     done = len(names) == len(cfg.variants)
     acc, conv = collect(out, names, base)
     tables = {"accuracy.csv": acc, "convergence.csv": conv, "tests.csv": paired_tests(out, names, data.test, families)}
-    return runner.Result(tables, data=dict(acc=acc, conv=conv, families=families, out=out, done=done),
-                         record=dict(record_fields(out, cfg), finished=done), value=done)
+    return runner.Result(
+        tables,
+        data=dict(acc=acc, conv=conv, families=families, out=out, done=done),
+        record=dict(record_fields(out, cfg), finished=done),
+        value=done,
+    )
 
 
 SPEC = runner.Spec(
-    name=STUDY, config=Config, run=run, check=check,
+    name=STUDY,
+    config=Config,
+    run=run,
+    check=check,
     figures=lambda session, cfg, r: [plot_curves(session.out, cfg.variants, r.data["families"])],
-    summary=lambda cfg, r: (summary_table(r.data["acc"], r.data["conv"], r.data["families"]) if r.data["acc"]["variant"]
-                            else "(no variant has finished yet)"),
-    printed=lambda cfg, r, text: text + ("" if r.data["done"] else
-                                         f"\nnot finished: run the same command again to resume ({r.data['out']})"),
-    outputs=("accuracy.csv", "convergence.csv", "tests.csv"), figure_files=("learning_curves.png",),
-    selection=SELECTION)
+    summary=lambda cfg, r: (
+        summary_table(r.data["acc"], r.data["conv"], r.data["families"])
+        if r.data["acc"]["variant"]
+        else "(no variant has finished yet)"
+    ),
+    printed=lambda cfg, r, text: (
+        text + ("" if r.data["done"] else f"\nnot finished: run the same command again to resume ({r.data['out']})")
+    ),
+    outputs=("accuracy.csv", "convergence.csv", "tests.csv"),
+    figure_files=("learning_curves.png",),
+    selection=SELECTION,
+)
 
 
 main = runner.entry(SPEC, __name__, returns="True when every variant is finished.")

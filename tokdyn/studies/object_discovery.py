@@ -39,10 +39,20 @@ LEARNED = ("slot_attention", "slot_attention_implicit")
 IODINE = "iodine"  # the learned IODINE (tokdyn.models.iodine): opt-in, not in the default ``learned``
 MODELS = (*LEARNED, IODINE)  # the names ``learned`` may give
 KMEANS = "kmeans"
-COLUMNS = ("method", "seed", "fg_ari", "miou", "collapsed", "duplicates", "unused", "temperature", "position_scale",
-           "failed")
+COLUMNS = (
+    "method",
+    "seed",
+    "fg_ari",
+    "miou",
+    "collapsed",
+    "duplicates",
+    "unused",
+    "temperature",
+    "position_scale",
+    "failed",
+)
 CURVE_COLUMNS = ("method", "seed", "step", "loss", "val_fg_ari")
-INT32_MAX = 2 ** 31 - 1
+INT32_MAX = 2**31 - 1
 LEARNED_RATE = 18.0  # model-steps a second of the default learned model on the reference CPU (the default run: 17.4)
 IODINE_RATE = 5.0  # model-steps a second of the study's IODINE (iodine_config) at the default sizes, same CPU:
 # measured 2.0-2.4 beside other work where the default Slot Attention ran 5.2-7.9 (about 0.3 of its rate)
@@ -150,19 +160,35 @@ class Config:
     def validate(self) -> "Config":
         """Check every field (the learned models' through :meth:`tokdyn.models.slots.Config.validate`);
         raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
-        for name in ("size", "min_objects", "max_objects", "n_train", "n_val", "n_test", "dyn_steps", "seeds",
-                     "train_steps", "batch_size", "eval_every", "n_curve"):
+        for name in (
+            "size",
+            "min_objects",
+            "max_objects",
+            "n_train",
+            "n_val",
+            "n_test",
+            "dyn_steps",
+            "seeds",
+            "train_steps",
+            "batch_size",
+            "eval_every",
+            "n_curve",
+        ):
             _checks.positive_int(name, getattr(self, name))
         _checks.positive_int("fourier_bands", self.fourier_bands, minimum=0)
         _checks.positive_int("n_examples", self.n_examples, minimum=0)
         _checks.seed("root_seed", self.root_seed)
         for name in ("train_steps", "dyn_steps", "root_seed"):  # step counters and seeds are int32 in the programs
             if getattr(self, name) > INT32_MAX:
-                raise ValueError(f"{name} must be at most {INT32_MAX:,} (an int32 inside the compiled programs), "
-                                 f"got {getattr(self, name):,}")
+                raise ValueError(
+                    f"{name} must be at most {INT32_MAX:,} (an int32 inside the compiled programs), "
+                    f"got {getattr(self, name):,}"
+                )
         if self.fourier_bands > MAX_FOURIER_BANDS:
-            raise ValueError(f"fourier_bands must be at most {MAX_FOURIER_BANDS} (higher frequencies are below "
-                             f"float32's resolution), got {self.fourier_bands}")
+            raise ValueError(
+                f"fourier_bands must be at most {MAX_FOURIER_BANDS} (higher frequencies are below "
+                f"float32's resolution), got {self.fourier_bands}"
+            )
         for name, allowed in (("methods", FIXED_METHODS), ("learned", MODELS)):
             value = getattr(self, name)
             if not isinstance(value, (tuple, list)):
@@ -170,8 +196,13 @@ class Config:
             for m in value:
                 _checks.choice(name, m, allowed)
             _checks.distinct(name, value)  # each method is one condition: a repeat would count its seeds twice
-        for name in ("shapes", "temperatures", "position_scales", "refinement_log_scales",
-                     "refinement_strengths"):  # sets of conditions, each value once
+        for name in (
+            "shapes",
+            "temperatures",
+            "position_scales",
+            "refinement_log_scales",
+            "refinement_strengths",
+        ):  # sets of conditions, each value once
             value = getattr(self, name)
             if not isinstance(value, (tuple, list)):
                 raise TypeError(f"{name} must be a tuple (a comma list), got {value!r}")
@@ -184,10 +215,16 @@ class Config:
             raise ValueError("temperatures must hold at least one value when methods are given")
         _checks.real("temperatures", np.asarray(self.temperatures, float), low=0.0, low_open=True)
         if REFINEMENT in self.methods and not (self.refinement_log_scales and self.refinement_strengths):
-            raise ValueError("refinement_log_scales and refinement_strengths must each hold at least one value when "
-                             "methods names refinement")
-        _checks.real("refinement_log_scales", np.asarray(self.refinement_log_scales, float),
-                     low=refinement.LOG_SCALE_MIN, high=refinement.LOG_SCALE_MAX)
+            raise ValueError(
+                "refinement_log_scales and refinement_strengths must each hold at least one value when "
+                "methods names refinement"
+            )
+        _checks.real(
+            "refinement_log_scales",
+            np.asarray(self.refinement_log_scales, float),
+            low=refinement.LOG_SCALE_MIN,
+            high=refinement.LOG_SCALE_MAX,
+        )
         _checks.real("refinement_strengths", np.asarray(self.refinement_strengths, float), low=0.0)
         _checks.real("tol", self.tol, low=0.0)
         if not self.position_scales:
@@ -198,11 +235,14 @@ class Config:
         if self.train_steps % self.eval_every:
             raise ValueError(f"train_steps must be a multiple of eval_every={self.eval_every}, got {self.train_steps}")
         if self.n_curve > self.n_val:
-            raise ValueError(f"n_curve must be at most n_val={self.n_val} (the learning curve scores validation "
-                             f"scenes), got {self.n_curve}")
+            raise ValueError(
+                f"n_curve must be at most n_val={self.n_val} (the learning curve scores validation "
+                f"scenes), got {self.n_curve}"
+            )
         if self.n_examples > self.n_test:
-            raise ValueError(f"n_examples must be at most n_test={self.n_test} (examples are test scenes), got "
-                             f"{self.n_examples}")
+            raise ValueError(
+                f"n_examples must be at most n_test={self.n_test} (examples are test scenes), got {self.n_examples}"
+            )
         elements_fit("size", self.size, self.size, 3)  # one image, before the generator is traced with it
         # the scene generator's own checks (they run before tracing), without generating anything
         jax.eval_shape(functools.partial(scenes.sprite_scenes, jax.random.key(0), 1, **self.generate_args()))
@@ -225,61 +265,103 @@ class Config:
         F = 5 + 4 * self.fourier_bands  # features per pixel
         n_fixed = max(self.n_val, self.n_test)
         hidden = max(max(self.encoder_channels), self.slot_size, K * self.decoder_hidden)
-        Ds, H, k2 = self.slot_size, self.decoder_hidden, self.encoder_kernel ** 2
+        Ds, H, k2 = self.slot_size, self.decoder_hidden, self.encoder_kernel**2
         chans = (3,) + tuple(self.encoder_channels)
         conv = sum(a * b for a, b in zip(chans, chans[1:]))  # the encoder's kernels hold k2 * conv weights
         groups = {  # (options that scale it, elements of its largest array, bytes)
             "train split": (("n_train", "size"), self.n_train * N * 3, 4 * self.n_train * N * 5),
-            "fixed methods": (("n_test", "n_val", "size", "max_objects", "fourier_bands"),
-                              n_fixed * N * max(F, K), 4 * n_fixed * N * (F + 8 * K)),
-            "learned": (("batch_size", "size", "max_objects", "decoder_hidden", "slot_size", "encoder_channels",
-                         "iterations"),
-                        self.batch_size * N * hidden, 4 * self.batch_size * N * hidden * (8 + 2 * self.iterations)),
-            "segmentation": (("size", "max_objects", "decoder_hidden"), min(256, n_fixed) * N * hidden,
-                             4 * min(256, n_fixed) * N * hidden * 4),
+            "fixed methods": (
+                ("n_test", "n_val", "size", "max_objects", "fourier_bands"),
+                n_fixed * N * max(F, K),
+                4 * n_fixed * N * (F + 8 * K),
+            ),
+            "learned": (
+                ("batch_size", "size", "max_objects", "decoder_hidden", "slot_size", "encoder_channels", "iterations"),
+                self.batch_size * N * hidden,
+                4 * self.batch_size * N * hidden * (8 + 2 * self.iterations),
+            ),
+            "segmentation": (
+                ("size", "max_objects", "decoder_hidden"),
+                min(256, n_fixed) * N * hidden,
+                4 * min(256, n_fixed) * N * hidden * 4,
+            ),
             "scores": (("seeds", "n_test"), self.seeds * self.n_test, 8 * self.seeds * self.n_test * 8),
             "keys": (("seeds",), 2 * self.seeds, 64 * self.seeds),
-            "parameters": (("slot_size", "decoder_hidden", "encoder_channels", "encoder_kernel", "seeds"),
-                           max(2 * Ds * Ds, H * H, k2 * max(chans) ** 2),
-                           4 * 4 * self.seeds * (14 * Ds * Ds + 4 * H * H + k2 * conv + chans[-1] * Ds + Ds * H)),
+            "parameters": (
+                ("slot_size", "decoder_hidden", "encoder_channels", "encoder_kernel", "seeds"),
+                max(2 * Ds * Ds, H * H, k2 * max(chans) ** 2),
+                4 * 4 * self.seeds * (14 * Ds * Ds + 4 * H * H + k2 * conv + chans[-1] * Ds + Ds * H),
+            ),
         }
         for names, elements, _ in groups.values():
             elements_fit(largest_option(self, names), elements)
         names, _, memory = max(groups.values(), key=lambda g: g[2])
         default = Config()
-        settings = {m: (len(self.refinement_log_scales) * len(self.refinement_strengths) if m == REFINEMENT
-                        else len(self.temperatures)) for m in self.methods}
+        settings = {
+            m: (
+                len(self.refinement_log_scales) * len(self.refinement_strengths)
+                if m == REFINEMENT
+                else len(self.temperatures)
+            )
+            for m in self.methods
+        }
         runs = {m: n * len(self.position_scales) + self.seeds for m, n in settings.items()}
         fixed_runs = sum(runs.values()) + int(self.kmeans) * (len(self.position_scales) + self.seeds)
         fixed_work = fixed_runs + (REFINEMENT_COST - 1) * runs.get(REFINEMENT, 0)
-        per_run = 144.0 / (5 * (15 + 4)) * (n_fixed * N * K * F * self.dyn_steps) / (
-            1000 * 1024 * 5 * 5 * 50)  # seconds of one method x setting over a split, the default's 2.4 min
+        per_run = (
+            144.0 / (5 * (15 + 4)) * (n_fixed * N * K * F * self.dyn_steps) / (1000 * 1024 * 5 * 5 * 50)
+        )  # seconds of one method x setting over a split, the default's 2.4 min
         step = self.step_work() / default.step_work() / LEARNED_RATE
         step_iodine = self.iodine_work() / default.iodine_work() / IODINE_RATE
-        seconds = {"dynamics": fixed_work * per_run,
-                   "training": sum(step_iodine if m == IODINE else step for m in self.learned) * (
-                       self.seeds * self.train_steps),
-                   "host": 20.0 + LEARNED_COMPILE * len(self.learned)}
-        return Estimate(memory=float(memory), option=largest_option(self, names),
-                        models=len(self.learned) * self.seeds + fixed_runs, work=seconds)
+        seconds = {
+            "dynamics": fixed_work * per_run,
+            "training": sum(step_iodine if m == IODINE else step for m in self.learned)
+            * (self.seeds * self.train_steps),
+            "host": 20.0 + LEARNED_COMPILE * len(self.learned),
+        }
+        return Estimate(
+            memory=float(memory),
+            option=largest_option(self, names),
+            models=len(self.learned) * self.seeds + fixed_runs,
+            work=seconds,
+        )
 
     @classmethod
     def quick(cls) -> "Config":
         """A one-minute version (tests, smoke runs)."""
-        return cls(size=16, max_objects=3, n_train=256, n_val=32, n_test=48, temperatures=(0.01, 0.1),
-                   position_scales=(0.5, 1.0), dyn_steps=20,
-                   seeds=2, train_steps=20, batch_size=4, slot_size=16, encoder_channels=(8,), decoder_hidden=8,
-                   eval_every=10, n_curve=16, n_examples=3, preset="quick")
+        return cls(
+            size=16,
+            max_objects=3,
+            n_train=256,
+            n_val=32,
+            n_test=48,
+            temperatures=(0.01, 0.1),
+            position_scales=(0.5, 1.0),
+            dyn_steps=20,
+            seeds=2,
+            train_steps=20,
+            batch_size=4,
+            slot_size=16,
+            encoder_channels=(8,),
+            decoder_hidden=8,
+            eval_every=10,
+            n_curve=16,
+            n_examples=3,
+            preset="quick",
+        )
 
     def step_work(self) -> float:
         """A learned model's work per step, up to a constant: the full-resolution encoder, the
         strided encoder positions through the encoder MLP and every Slot Attention iteration, and
         the decoder's K painted grids (for the time estimate)."""
-        N, Ni = self.size ** 2, (self.size // self.encoder_stride) ** 2
+        N, Ni = self.size**2, (self.size // self.encoder_stride) ** 2
         Nd = (self.size // self.decoder_stride) ** 2
         width = max(max(self.encoder_channels), self.slot_size)
-        return self.batch_size * (N * max(self.encoder_channels) * self.encoder_kernel ** 2
-                                  + Ni * width * (4 + self.iterations) + self.n_slots * Nd * self.decoder_hidden * 3)
+        return self.batch_size * (
+            N * max(self.encoder_channels) * self.encoder_kernel**2
+            + Ni * width * (4 + self.iterations)
+            + self.n_slots * Nd * self.decoder_hidden * 3
+        )
 
     def iodine_work(self) -> float:
         """The learned IODINE's work per step, up to a constant (for the time estimate): its K
@@ -287,7 +369,7 @@ class Config:
         (:meth:`iodine_config`: 4 refinements, a decoder of width ``decoder_hidden``)."""
         c = self.iodine_config()
         Nd = (self.size // c.decoder_stride) ** 2
-        return self.batch_size * self.n_slots * (c.iterations + 1) * (Nd * c.decoder_hidden + self.size ** 2)
+        return self.batch_size * self.n_slots * (c.iterations + 1) * (Nd * c.decoder_hidden + self.size**2)
 
     @property
     def n_slots(self) -> int:
@@ -297,30 +379,53 @@ class Config:
 
     def generate_args(self) -> dict:
         """The keyword arguments of :func:`tokdyn.data.scenes.sprite_scenes` for this study's scenes."""
-        return dict(size=self.size, min_objects=self.min_objects, max_objects=self.max_objects,
-                    shapes=tuple(self.shapes), scale=tuple(float(v) for v in self.scale),
-                    background=self.background)
+        return dict(
+            size=self.size,
+            min_objects=self.min_objects,
+            max_objects=self.max_objects,
+            shapes=tuple(self.shapes),
+            scale=tuple(float(v) for v in self.scale),
+            background=self.background,
+        )
 
     def train_config(self) -> optim.Config:
         """The training of every learned model (:class:`tokdyn.train.optim.Config`): ``train_steps``
         steps in calls of ``eval_every`` (the checkpoint and evaluation interval), a linear warm-up
         of ``min(200, train_steps // 10)`` steps (at least 1), then a cosine decay to 5% of the
         peak, gradients clipped to global norm 1."""
-        return optim.Config(steps=self.train_steps, steps_per_call=self.eval_every,
-                            warmup=min(200, self.train_steps // 10) or 1, decay="cosine", final_fraction=0.05,
-                            clip_norm=1.0)
+        return optim.Config(
+            steps=self.train_steps,
+            steps_per_call=self.eval_every,
+            warmup=min(200, self.train_steps // 10) or 1,
+            decay="cosine",
+            final_fraction=0.05,
+            clip_norm=1.0,
+        )
 
     def slot_config(self, name: str) -> slots.Config:
         """The :class:`tokdyn.models.slots.Config` of learned model ``name`` (``slot_attention`` or
         ``slot_attention_implicit``): this study's sizes, schedule and seeds, a warm-up of
         ``min(200, train_steps // 10)`` steps and a checkpoint every ``eval_every`` steps."""
-        return slots.Config(size=self.size, slots=self.n_slots, iterations=self.iterations, slot_size=self.slot_size,
-                            mlp_hidden=2 * self.slot_size, encoder_channels=tuple(self.encoder_channels),
-                            encoder_kernel=self.encoder_kernel, encoder_stride=self.encoder_stride,
-                            slot_init=self.slot_init, masks=self.masks,
-                            decoder=self.decoder, decoder_hidden=self.decoder_hidden, decoder_stride=self.decoder_stride, implicit=name == "slot_attention_implicit",
-                            train=self.train_config(), batch_size=self.batch_size, seeds=self.seeds,
-                            root_seed=self.root_seed)
+        return slots.Config(
+            size=self.size,
+            slots=self.n_slots,
+            iterations=self.iterations,
+            slot_size=self.slot_size,
+            mlp_hidden=2 * self.slot_size,
+            encoder_channels=tuple(self.encoder_channels),
+            encoder_kernel=self.encoder_kernel,
+            encoder_stride=self.encoder_stride,
+            slot_init=self.slot_init,
+            masks=self.masks,
+            decoder=self.decoder,
+            decoder_hidden=self.decoder_hidden,
+            decoder_stride=self.decoder_stride,
+            implicit=name == "slot_attention_implicit",
+            train=self.train_config(),
+            batch_size=self.batch_size,
+            seeds=self.seeds,
+            root_seed=self.root_seed,
+        )
 
     def iodine_config(self) -> iodine.Config:
         """The :class:`tokdyn.models.iodine.Config` of the learned IODINE (``iodine``): this study's
@@ -328,11 +433,22 @@ class Config:
         sizes (fixed here, not options): 16 latents a slot, 4 refinements, pixel scale 0.1, the
         study's ``decoder`` / ``decoder_hidden`` / ``decoder_stride``, a refinement network of two
         32-channel convolutions and a 64-wide dense layer and LSTM; warm-up as :meth:`slot_config`."""
-        return iodine.Config(size=self.size, slots=self.n_slots, latent_size=16, iterations=4, pixel_scale=0.1,
-                             decoder=self.decoder, decoder_hidden=self.decoder_hidden,
-                             decoder_stride=self.decoder_stride, refine_channels=(32, 32), refine_hidden=64,
-                             train=self.train_config(), batch_size=self.batch_size, seeds=self.seeds,
-                             root_seed=self.root_seed)
+        return iodine.Config(
+            size=self.size,
+            slots=self.n_slots,
+            latent_size=16,
+            iterations=4,
+            pixel_scale=0.1,
+            decoder=self.decoder,
+            decoder_hidden=self.decoder_hidden,
+            decoder_stride=self.decoder_stride,
+            refine_channels=(32, 32),
+            refine_hidden=64,
+            train=self.train_config(),
+            batch_size=self.batch_size,
+            seeds=self.seeds,
+            root_seed=self.root_seed,
+        )
 
     def model_config(self, name: str):
         """The configuration of learned model ``name``: :meth:`iodine_config` for ``iodine``, else
@@ -416,8 +532,11 @@ def choose_settings(cfg: Config, name: str, val: scenes.Scenes) -> tuple[float, 
 def refinement_settings(cfg: Config) -> list[refinement.Hparams]:
     """The refinement rule's settings swept on the validation split: ``refinement_log_scales`` x
     ``refinement_strengths`` (the strength fastest), each at step size 1 (EM steps)."""
-    return [refinement.Hparams(step_size=1.0, prior_log_scale=float(s0), prior_strength=float(k))
-            for s0 in cfg.refinement_log_scales for k in cfg.refinement_strengths]
+    return [
+        refinement.Hparams(step_size=1.0, prior_log_scale=float(s0), prior_strength=float(k))
+        for s0 in cfg.refinement_log_scales
+        for k in cfg.refinement_strengths
+    ]
 
 
 def choose_refinement(cfg: Config, val: scenes.Scenes) -> tuple[refinement.Hparams, float, np.ndarray]:
@@ -464,8 +583,10 @@ def run_fixed(cfg: Config, name: str, val, test, study: Study) -> dict:
         else:
             temperature, position_scale, sweep = choose_settings(cfg, name, val)
             hp = dynamics.Hparams() if km else dataclasses.replace(dynamics.method(name), temperature=temperature)
-        per_seed = [_fixed(cfg, test.images, test.masks, _method_key(cfg, s), hp, position_scale, kmeans=km)
-                    for s in range(cfg.seeds)]
+        per_seed = [
+            _fixed(cfg, test.images, test.masks, _method_key(cfg, s), hp, position_scale, kmeans=km)
+            for s in range(cfg.seeds)
+        ]
         out = {k: np.stack([np.asarray(p[k]) for p in per_seed]) for k in ("fg_ari", "miou", "collapsed")}
         out["labels"] = np.asarray(per_seed[0]["labels"][: cfg.n_examples])
         return dict(out, temperature=temperature, position_scale=position_scale, sweep=sweep, **extra)
@@ -557,12 +678,16 @@ def fit(cfg: Config, name: str, images, study: Study, *, val=None, progress=None
         return out
 
     def run():
-        return train.train_many(mod.trainer(scfg), images, *mod.models(scfg, mod.Hparams(learning_rate=cfg.learning_rate)),
-                                checkpointing=train.Checkpointing(ckpt, checkpoint_stamp(study, cfg, name)),
-                                evaluation=train.Evaluation(evaluate),
-                                execution=train.Execution(mod.default_strategy(jax.default_backend()),
-                                                          vectorised_init=False),
-                                progress=progress, **kw)
+        return train.train_many(
+            mod.trainer(scfg),
+            images,
+            *mod.models(scfg, mod.Hparams(learning_rate=cfg.learning_rate)),
+            checkpointing=train.Checkpointing(ckpt, checkpoint_stamp(study, cfg, name)),
+            evaluation=train.Evaluation(evaluate),
+            execution=train.Execution(mod.default_strategy(jax.default_backend()), vectorised_init=False),
+            progress=progress,
+            **kw,
+        )
 
     return io.recomputing(ckpt, run, before_retry=lambda: clock.__setitem__(0, time.time()))
 
@@ -588,15 +713,23 @@ def train_learned(cfg: Config, name: str, train_split, val, study: Study, progre
       training.
     """
     seen = []
-    res = fit(cfg, name, train_split.images, study, val=val, progress=progress,
-              on_log=lambda step, logs: seen.append(step))
+    res = fit(
+        cfg, name, train_split.images, study, val=val, progress=progress, on_log=lambda step, logs: seen.append(step)
+    )
     if progress is not None and res.stopped_at > len(seen) * cfg.eval_every:  # the steps done before a resume
         progress.update(res.stopped_at - len(seen) * cfg.eval_every)
     rows = []
     for c, step in enumerate(res.steps):
         for i in range(cfg.seeds):
-            rows.append(dict(method=name, seed=i, step=int(step), loss=float(res.curves["loss"][i, c]),
-                             val_fg_ari=float(res.curves["val_fg_ari"][i, c])))
+            rows.append(
+                dict(
+                    method=name,
+                    seed=i,
+                    step=int(step),
+                    loss=float(res.curves["loss"][i, c]),
+                    val_fg_ari=float(res.curves["val_fg_ari"][i, c]),
+                )
+            )
     seconds = float(np.nansum(res.curves["train_seconds"][0]))
     return res.state, rows, seconds
 
@@ -610,12 +743,20 @@ def rows_of(cfg: Config, name: str, res: dict) -> list[dict]:
     rows = []
     for s in range(cfg.seeds):
         fg = float(np.mean(res["fg_ari"][s]))
-        rows.append(dict(method=name, seed=s, fg_ari=fg, miou=float(np.mean(res["miou"][s])),
-                         collapsed=float(np.mean(res["collapsed"][s])),
-                         duplicates=float(np.mean(res["duplicates"][s])) if "duplicates" in res else float("nan"),
-                         unused=float(np.mean(res["unused"][s])) if "unused" in res else float("nan"),
-                         temperature=float(res.get("temperature", float("nan"))),
-                         position_scale=float(res.get("position_scale", float("nan"))), failed=int(fg < cfg.fail_below)))
+        rows.append(
+            dict(
+                method=name,
+                seed=s,
+                fg_ari=fg,
+                miou=float(np.mean(res["miou"][s])),
+                collapsed=float(np.mean(res["collapsed"][s])),
+                duplicates=float(np.mean(res["duplicates"][s])) if "duplicates" in res else float("nan"),
+                unused=float(np.mean(res["unused"][s])) if "unused" in res else float("nan"),
+                temperature=float(res.get("temperature", float("nan"))),
+                position_scale=float(res.get("position_scale", float("nan"))),
+                failed=int(fg < cfg.fail_below),
+            )
+        )
     return rows
 
 
@@ -647,41 +788,52 @@ def summary(cfg: Config, rows: list[dict], seconds: dict, curves: dict, knobs: d
       The Markdown text.
     """
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    lines = ["# Scenes study: fixed token dynamics, k-means and a learned Slot Attention on sprite scenes",
-             "",
-             f"{cfg.n_test} test scenes of {cfg.size} x {cfg.size}, {cfg.min_objects}-{cfg.max_objects} objects "
-             f"({', '.join(cfg.shapes)}), {cfg.background} background; K = {cfg.n_slots} tokens / slots; "
-             f"{cfg.seeds} seeds per method. FG-ARI and matched mIoU are means over the test scenes, then mean "
-             f"+- std over seeds; a seed fails when its FG-ARI is below {cfg.fail_below}.",
-             "",
-             "| method | temperature | position scale | FG-ARI | mIoU | collapsed scenes | duplicate slots | unused slots "
-             "| failed seeds |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Scenes study: fixed token dynamics, k-means and a learned Slot Attention on sprite scenes",
+        "",
+        f"{cfg.n_test} test scenes of {cfg.size} x {cfg.size}, {cfg.min_objects}-{cfg.max_objects} objects "
+        f"({', '.join(cfg.shapes)}), {cfg.background} background; K = {cfg.n_slots} tokens / slots; "
+        f"{cfg.seeds} seeds per method. FG-ARI and matched mIoU are means over the test scenes, then mean "
+        f"+- std over seeds; a seed fails when its FG-ARI is below {cfg.fail_below}.",
+        "",
+        "| method | temperature | position scale | FG-ARI | mIoU | collapsed scenes | duplicate slots | unused slots "
+        "| failed seeds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for m in methods:
         r = [x for x in rows if x["method"] == m]
         col = lambda k: np.asarray([x[k] for x in r], float)
-        ms = lambda k, d=3: (f"{np.mean(col(k)):.{d}f} +- {np.std(col(k)):.{d}f}" if np.all(np.isfinite(col(k)))
-                             else "-")
+        ms = lambda k, d=3: f"{np.mean(col(k)):.{d}f} +- {np.std(col(k)):.{d}f}" if np.all(np.isfinite(col(k))) else "-"
         t, ps = r[0]["temperature"], r[0]["position_scale"]
         g = lambda v: "-" if not np.isfinite(v) else f"{v:g}"
-        lines.append(f"| {m} | {g(t)} | {g(ps)} | {ms('fg_ari')} | {ms('miou')} | "
-                     f"{ms('collapsed', 2)} | {ms('duplicates', 2)} | {ms('unused', 2)} | "
-                     f"{int(np.sum(col('failed')))} / {len(r)} |")
+        lines.append(
+            f"| {m} | {g(t)} | {g(ps)} | {ms('fg_ari')} | {ms('miou')} | "
+            f"{ms('collapsed', 2)} | {ms('duplicates', 2)} | {ms('unused', 2)} | "
+            f"{int(np.sum(col('failed')))} / {len(r)} |"
+        )
     if knobs:
-        lines += ["", f"refinement (no temperature): prior_log_scale s0 = {knobs['prior_log_scale']:g}, prior_strength "
-                      f"kappa = {knobs['prior_strength']:g} (EM steps), chosen on the validation split with the "
-                      "position scale."]
+        lines += [
+            "",
+            f"refinement (no temperature): prior_log_scale s0 = {knobs['prior_log_scale']:g}, prior_strength "
+            f"kappa = {knobs['prior_strength']:g} (EM steps), chosen on the validation split with the "
+            "position scale.",
+        ]
     for m, sec in seconds.items():
         fg = np.asarray([x["fg_ari"] for x in rows if x["method"] == m])
-        lines += ["", f"**{m}**: {cfg.train_steps} steps x {cfg.seeds} seeds trained together in {sec / 60:.1f} min "
-                  f"on {jax.devices()[0].platform} ({io.environment().get('cpu_count', '?')} cores); the goal "
-                  f"(mean FG-ARI >= {GOAL_MEAN:.2f}, no seed below {GOAL_MIN:.2f}, within {GOAL_MINUTES} min) is "
-                  f"{'met' if goal_met(fg, sec) else 'not met'}: mean {np.mean(fg):.3f}, lowest {np.min(fg):.3f}, "
-                  f"{int(np.sum(fg >= GOAL_MEAN))} of {len(fg)} seeds >= {GOAL_MEAN:.2f}."]
+        lines += [
+            "",
+            f"**{m}**: {cfg.train_steps} steps x {cfg.seeds} seeds trained together in {sec / 60:.1f} min "
+            f"on {jax.devices()[0].platform} ({io.environment().get('cpu_count', '?')} cores); the goal "
+            f"(mean FG-ARI >= {GOAL_MEAN:.2f}, no seed below {GOAL_MIN:.2f}, within {GOAL_MINUTES} min) is "
+            f"{'met' if goal_met(fg, sec) else 'not met'}: mean {np.mean(fg):.3f}, lowest {np.min(fg):.3f}, "
+            f"{int(np.sum(fg >= GOAL_MEAN))} of {len(fg)} seeds >= {GOAL_MEAN:.2f}.",
+        ]
         c = [r for r in curves[m] if r["seed"] == 0]
         if c:
-            pts = ", ".join(f"{r['step']}: {np.mean([x['val_fg_ari'] for x in curves[m] if x['step'] == r['step']]):.2f}"
-                            for r in c[:: max(1, len(c) // 8)])
+            pts = ", ".join(
+                f"{r['step']}: {np.mean([x['val_fg_ari'] for x in curves[m] if x['step'] == r['step']]):.2f}"
+                for r in c[:: max(1, len(c) // 8)]
+            )
             lines.append(f"Validation FG-ARI (mean over seeds) by step: {pts}.")
     return "\n".join(lines)
 
@@ -712,11 +864,12 @@ def plot_curves(path: str, curves: dict) -> str:
     for m, rows in curves.items():
         steps = sorted({r["step"] for r in rows})
         seeds = sorted({r["seed"] for r in rows})
-        panels[m] = {f"seed {s}": [next(r["val_fg_ari"] for r in rows if r["step"] == t and r["seed"] == s)
-                                   for t in steps] for s in seeds}
+        panels[m] = {
+            f"seed {s}": [next(r["val_fg_ari"] for r in rows if r["step"] == t and r["seed"] == s) for t in steps]
+            for s in seeds
+        }
     title = "learned models" if IODINE in curves else "learned Slot Attention"
-    return figures.line_plot(path, steps, {}, panels=panels, xlabel="step", ylabel="validation FG-ARI",
-                            title=title)
+    return figures.line_plot(path, steps, {}, panels=panels, xlabel="step", ylabel="validation FG-ARI", title=title)
 
 
 # ---------------------------------------------------------------------------------------------- the study
@@ -738,40 +891,56 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
     if cfg.learned:
         pool = split(cfg, "train")
         k_test = jax.random.fold_in(jax.random.key(cfg.root_seed), 21)
-        with io.Progress(cfg.train_steps * len(cfg.learned), desc="learned models", unit="steps",
-                         quiet=quiet) as progress:
+        with io.Progress(
+            cfg.train_steps * len(cfg.learned), desc="learned models", unit="steps", quiet=quiet
+        ) as progress:
             for name in cfg.learned:
                 state, curves[name], seconds[name] = train_learned(cfg, name, pool, val, study, progress)
                 scfg = cfg.model_config(name)
-                results[name] = study.part(f"{name}__test", lambda: _learned_scores(
-                    scfg, state, test.images, test.masks, cfg.max_objects + 1, k_test),
-                    key={"model": name, "step": int(np.asarray(state.step)[0])})
+                results[name] = study.part(
+                    f"{name}__test",
+                    lambda: _learned_scores(scfg, state, test.images, test.masks, cfg.max_objects + 1, k_test),
+                    key={"model": name, "step": int(np.asarray(state.step)[0])},
+                )
                 results[name]["labels"] = results[name]["labels"][: cfg.n_examples]
                 labels[name] = results[name]["labels"]
     session.timings["training_s"] = seconds
     rows = [r for name in results for r in rows_of(cfg, name, results[name])]
     curve_rows = [r for name in curves for r in curves[name]]
-    tables = {"results.csv": io.to_columns(rows, COLUMNS),
-              "learning_curve.csv": io.to_columns(curve_rows, CURVE_COLUMNS)}
-    knobs = ({k: float(results[REFINEMENT][k]) for k in ("prior_log_scale", "prior_strength")}
-             if REFINEMENT in results else None)
-    return runner.Result(tables, data=dict(rows=rows, seconds=seconds, curves=curves, test=test, labels=labels,
-                                           knobs=knobs))
+    tables = {
+        "results.csv": io.to_columns(rows, COLUMNS),
+        "learning_curve.csv": io.to_columns(curve_rows, CURVE_COLUMNS),
+    }
+    knobs = (
+        {k: float(results[REFINEMENT][k]) for k in ("prior_log_scale", "prior_strength")}
+        if REFINEMENT in results
+        else None
+    )
+    return runner.Result(
+        tables, data=dict(rows=rows, seconds=seconds, curves=curves, test=test, labels=labels, knobs=knobs)
+    )
 
 
 def draw(session: runner.Session, cfg: Config, result: runner.Result) -> list:
     """``examples.png`` and, with learned models, ``learning_curve.png``; returns their paths."""
     d = result.data
-    return [plot_examples(session.path("examples.png"), cfg, d["test"], d["labels"]),
-            plot_curves(session.path("learning_curve.png"), d["curves"]) if d["curves"] else None]
+    return [
+        plot_examples(session.path("examples.png"), cfg, d["test"], d["labels"]),
+        plot_curves(session.path("learning_curve.png"), d["curves"]) if d["curves"] else None,
+    ]
 
 
 SPEC = runner.Spec(
-    name="scenes", config=Config, run=run, figures=draw,
+    name="scenes",
+    config=Config,
+    run=run,
+    figures=draw,
     summary=lambda cfg, r: summary(cfg, r.data["rows"], r.data["seconds"], r.data["curves"], r.data["knobs"]),
-    outputs=("results.csv", "learning_curve.csv"), figure_files=("examples.png", "learning_curve.png"),
+    outputs=("results.csv", "learning_curve.csv"),
+    figure_files=("examples.png", "learning_curve.png"),
     selection=("methods", "kmeans", "learned", "preset"),  # they only choose which methods run (or label it)
-    stamp_extra=model_configs)
+    stamp_extra=model_configs,
+)
 
 
 main = runner.entry(SPEC, __name__, returns="True when it finished.")

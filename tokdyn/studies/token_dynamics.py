@@ -113,17 +113,27 @@ class Config(RunStructure):
         """The run table held in host memory (metrics and condition columns, float64, twice while it
         is sorted; on the device only a chunk of runs at a time) and the time: runs at 4,000 a
         second on the reference CPU, scaled by this machine's ``dynamics`` rate."""
-        return Estimate(host_memory=self.runs() * (len(METRICS) + 4) * 8 * 2, host_option="seeds", models=self.runs(),
-                        work={"dynamics": self.runs() / 4000.0})
+        return Estimate(
+            host_memory=self.runs() * (len(METRICS) + 4) * 8 * 2,
+            host_option="seeds",
+            models=self.runs(),
+            work={"dynamics": self.runs() / 4000.0},
+        )
 
     def task(self) -> ClusterRun:
         """The per-run function of the built-in methods: :class:`ClusterRun` with this study's
         structure and the method table of the names of ``methods`` in ``tokdyn.dynamics.METHODS``."""
-        table = tuple((float(self.temperature),) + dynamics.METHODS[m].row()[1:] for m in self.methods
-                      if m in dynamics.METHODS)
+        table = tuple(
+            (float(self.temperature),) + dynamics.METHODS[m].row()[1:] for m in self.methods if m in dynamics.METHODS
+        )
         rule = dynamics.MASS_ANCHORS[self.mass_anchor]  # BUILTIN, or BUILTIN_ORIGIN
-        return ClusterRun(**self.structure(), max_clusters=max(self.n_clusters), methods=table, rule=rule,
-                          hparams=dynamics.Hparams(temperature=float(self.temperature)))
+        return ClusterRun(
+            **self.structure(),
+            max_clusters=max(self.n_clusters),
+            methods=table,
+            rule=rule,
+            hparams=dynamics.Hparams(temperature=float(self.temperature)),
+        )
 
     def tasks(self, rules=None) -> list:
         """``[(ClusterRun, indices into methods), ...]``: the built-in methods' :meth:`task`, then one
@@ -139,10 +149,12 @@ class Config(RunStructure):
                 key = (dataclasses.replace(r, hparams=()), jax.tree_util.tree_structure(r.hparams))
                 groups.setdefault(key, (r, []))[1].append(i)
         for r, idx in groups.values():
-            table = tuple(tuple(float(v) for v in jax.tree_util.tree_leaves(rules[self.methods[i]].hparams))
-                          for i in idx)
-            out.append((ClusterRun(**self.structure(), max_clusters=max(self.n_clusters), methods=table, rule=r),
-                        tuple(idx)))
+            table = tuple(
+                tuple(float(v) for v in jax.tree_util.tree_leaves(rules[self.methods[i]].hparams)) for i in idx
+            )
+            out.append(
+                (ClusterRun(**self.structure(), max_clusters=max(self.n_clusters), methods=table, rule=r), tuple(idx))
+            )
         return out
 
     def grid(self, n_methods: int | None = None) -> sweep.Grid:
@@ -150,8 +162,13 @@ class Config(RunStructure):
         x K x noise x seeds, the seed slowest: each chunk holds whole seeds, whose data the engine
         draws once for all 36 of their runs."""
         n = len(self.methods) if n_methods is None else n_methods
-        return sweep.Grid(method=np.arange(n), n_clusters=np.asarray(self.n_clusters),
-                          noise=np.asarray(self.noise, np.float32), seeds=self.seeds, seed_major=True)
+        return sweep.Grid(
+            method=np.arange(n),
+            n_clusters=np.asarray(self.n_clusters),
+            noise=np.asarray(self.noise, np.float32),
+            seeds=self.seeds,
+            seed_major=True,
+        )
 
 
 def check_rules(rules) -> dict:
@@ -168,19 +185,25 @@ def check_rules(rules) -> dict:
         if not isinstance(name, str):
             raise TypeError(f"rules: names must be str, got {name!r}")
         if name in dynamics.METHODS:
-            raise ValueError(f"rules: {name!r} is the name of a built-in method (tokdyn.dynamics.METHODS): choose "
-                             "another")
+            raise ValueError(
+                f"rules: {name!r} is the name of a built-in method (tokdyn.dynamics.METHODS): choose another"
+            )
         if name in PACKAGE_RULES and r is not PACKAGE_RULES[name]:  # itself (an already merged table) is fine
-            raise ValueError(f"rules: {name!r} is the name of one of the package's rules (tokdyn.engine.runs."
-                             f"PACKAGE_RULES: {PACKAGE_RULES[name].name}): choose another")
+            raise ValueError(
+                f"rules: {name!r} is the name of one of the package's rules (tokdyn.engine.runs."
+                f"PACKAGE_RULES: {PACKAGE_RULES[name].name}): choose another"
+            )
         if not isinstance(r, dynamics.Rule):
-            raise TypeError(f"rules[{name!r}] must be a tokdyn.dynamics.Rule, got {type(r).__name__}"
-                            + (" (wrap your functions as dynamics.Rule(init=..., step=...))" if callable(r) else ""))
+            raise TypeError(
+                f"rules[{name!r}] must be a tokdyn.dynamics.Rule, got {type(r).__name__}"
+                + (" (wrap your functions as dynamics.Rule(init=..., step=...))" if callable(r) else "")
+            )
     return {**PACKAGE_RULES, **rules}
 
 
-def simulate(cfg: Config, *, rules=None, chunk_size=None, batch_size="auto", devices=None,
-             progress=False) -> dict[str, np.ndarray]:
+def simulate(
+    cfg: Config, *, rules=None, chunk_size=None, batch_size="auto", devices=None, progress=False
+) -> dict[str, np.ndarray]:
     """Run every run of the study: a :func:`tokdyn.engine.sweep.run` of each of :meth:`Config.tasks`.
 
     One task for the built-in methods (:meth:`Config.task`) and one per rule of ``rules``, each over
@@ -204,18 +227,29 @@ def simulate(cfg: Config, *, rules=None, chunk_size=None, batch_size="auto", dev
     cfg.validate(rules)
     parts, fields = [], None
     for task, idx in cfg.tasks(rules):
-        res = sweep.run(task, cfg.grid(len(idx)), key=jax.random.key(cfg.root_seed), common_random_numbers=True,
-                        chunk_size=chunk_size, batch_size=batch_size, devices=devices, progress=progress,
-                        part=(0, 1))
+        res = sweep.run(
+            task,
+            cfg.grid(len(idx)),
+            key=jax.random.key(cfg.root_seed),
+            common_random_numbers=True,
+            chunk_size=chunk_size,
+            batch_size=batch_size,
+            devices=devices,
+            progress=progress,
+            part=(0, 1),
+        )
         fields = fields or res.fields
         part = {k: res[k] for k in ("n_clusters", "noise", "seed", *fields)}
         part["method"] = np.asarray(idx)[res["method"]]
         parts.append(part)
     res = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((res["seed"], res["noise"], res["n_clusters"], res["method"]))
-    table = dict(method=np.asarray(cfg.methods)[res["method"][order]],
-                 n_clusters=res["n_clusters"][order].astype(np.int32),
-                 noise=res["noise"][order].astype(np.float32), seed=res["seed"][order].astype(np.int32))
+    table = dict(
+        method=np.asarray(cfg.methods)[res["method"][order]],
+        n_clusters=res["n_clusters"][order].astype(np.int32),
+        noise=res["noise"][order].astype(np.float32),
+        seed=res["seed"][order].astype(np.int32),
+    )
     table.update({f: res[f][order] for f in fields})
     return table
 
@@ -290,9 +324,21 @@ def stat_tests(runs: dict[str, np.ndarray], cfg: Config, metric: str = "ari") ->
                     t, p, d = float(res.statistic), float(res.pvalue), float(stats.cohens_d(a, b))
                 else:
                     t = p = d = float("nan")
-                tests.append(dict(method=name, baseline="baseline", metric=metric, n_clusters=int(k), noise=float(nz),
-                                  n=int(a.size), n_dropped=int((~keep).sum()),
-                                  mean_diff=float(np.mean(a - b)) if a.size else float("nan"), t=t, p=p, d=d))
+                tests.append(
+                    dict(
+                        method=name,
+                        baseline="baseline",
+                        metric=metric,
+                        n_clusters=int(k),
+                        noise=float(nz),
+                        n=int(a.size),
+                        n_dropped=int((~keep).sum()),
+                        mean_diff=float(np.mean(a - b)) if a.size else float("nan"),
+                        t=t,
+                        p=p,
+                        d=d,
+                    )
+                )
     p = np.asarray([t["p"] for t in tests])
     for t, ph, pb in zip(tests, stats.holm(p), stats.bonferroni(p)):
         t["p_holm"], t["p_bonferroni"] = float(ph), float(pb)
@@ -305,8 +351,10 @@ def _rules_record(rules) -> dict:
     stamped with the configuration."""
     if not rules:
         return {}
-    return {"rules": {name: r.describe() for name, r in rules.items()},  # every function by name (repr is short)
-            "rules_code": {name: sweep.code_digest(r) for name, r in rules.items()}}
+    return {
+        "rules": {name: r.describe() for name, r in rules.items()},  # every function by name (repr is short)
+        "rules_code": {name: sweep.code_digest(r) for name, r in rules.items()},
+    }
 
 
 def plot_jobs(out: str, cfg: Config, summary: list[dict]) -> list[dict]:
@@ -314,8 +362,11 @@ def plot_jobs(out: str, cfg: Config, summary: list[dict]) -> list[dict]:
     per K), as keyword arguments of :func:`tokdyn.stats.figures.line_plot`."""
     noise = list(cfg.noise)
     jobs = []
-    for metric, fname, label in (("ari", "ari_mean", "ARI"), ("steps", "steps_mean", "steps"),
-                                 ("collapsed", "collapsed_rate", "collapse rate")):
+    for metric, fname, label in (
+        ("ari", "ari_mean", "ARI"),
+        ("steps", "steps_mean", "steps"),
+        ("collapsed", "collapsed_rate", "collapse rate"),
+    ):
         panels, errors = {}, {}
         for k in cfg.n_clusters:
             title = f"K = {k}"
@@ -324,12 +375,22 @@ def plot_jobs(out: str, cfg: Config, summary: list[dict]) -> list[dict]:
                 rows = {r["noise"]: r for r in summary if r["method"] == name and r["n_clusters"] == k}
                 panels[title][name] = [rows[nz][metric + "_mean"] for nz in noise]
                 # standard error of the mean over seeds
-                errors[title][name] = [rows[nz][metric + "_std"]
-                                       / np.sqrt(max(rows[nz]["n_runs"] - rows[nz].get("n_nonfinite", 0), 1))
-                                       for nz in noise]
-        jobs.append(dict(path=os.path.join(out, "plots", fname + ".png"), x=noise, series={}, panels=panels,
-                         errors=errors, xlabel="noise std", ylabel=label,
-                         title=f"{label} vs noise (mean ± s.e. over {cfg.seeds} seeds)"))
+                errors[title][name] = [
+                    rows[nz][metric + "_std"] / np.sqrt(max(rows[nz]["n_runs"] - rows[nz].get("n_nonfinite", 0), 1))
+                    for nz in noise
+                ]
+        jobs.append(
+            dict(
+                path=os.path.join(out, "plots", fname + ".png"),
+                x=noise,
+                series={},
+                panels=panels,
+                errors=errors,
+                xlabel="noise std",
+                ylabel=label,
+                title=f"{label} vs noise (mean ± s.e. over {cfg.seeds} seeds)",
+            )
+        )
     return jobs
 
 
@@ -337,18 +398,21 @@ def format_tables(overall: list[dict], summary: list[dict], tests: list[dict]) -
     """The tables a run prints (from :func:`summarise` and :func:`stat_tests`): every method's
     means over all conditions and those at noise 0.3, K = 4, each beside the published figures, and
     the paired t-tests significant before correction (the 6 smallest p)."""
-    lines = ["Overall (mean over all conditions)  —  ours | published",
-             f"{'method':<19}{'ARI':>15}{'NMI':>15}{'steps':>15}{'collapse':>13}"]
+    lines = [
+        "Overall (mean over all conditions)  —  ours | published",
+        f"{'method':<19}{'ARI':>15}{'NMI':>15}{'steps':>15}{'collapse':>13}",
+    ]
     for r in overall:
         pub = PUBLISHED_OVERALL.get(r["method"])
-        f = (lambda a, b, p=3: f"{a:.{p}f} | {b:.{p}f}" if b is not None else f"{a:.{p}f} |   -  ")
-        g = (lambda key, p=3: pub[key] if pub else None)
-        lines.append(f"{r['method']:<19}{f(r['ari_mean'], g('ari')):>15}{f(r['nmi_mean'], g('nmi')):>15}"
-                     f"{f(r['steps_mean'], g('steps'), 2):>15}{f(r['collapsed_mean'], g('collapsed'), 2):>13}")
+        f = lambda a, b, p=3: f"{a:.{p}f} | {b:.{p}f}" if b is not None else f"{a:.{p}f} |   -  "
+        g = lambda key, p=3: pub[key] if pub else None
+        lines.append(
+            f"{r['method']:<19}{f(r['ari_mean'], g('ari')):>15}{f(r['nmi_mean'], g('nmi')):>15}"
+            f"{f(r['steps_mean'], g('steps'), 2):>15}{f(r['collapsed_mean'], g('collapsed'), 2):>13}"
+        )
     rows = [r for r in summary if r["n_clusters"] == 4 and np.isclose(r["noise"], 0.3)]
     if rows:
-        lines += ["", "Noise 0.3, K = 4  —  ours | published",
-                  f"{'method':<19}{'ARI (mean±std)':>29}{'steps':>16}"]
+        lines += ["", "Noise 0.3, K = 4  —  ours | published", f"{'method':<19}{'ARI (mean±std)':>29}{'steps':>16}"]
         for r in rows:
             pub = PUBLISHED_NOISE03_K4.get(r["method"])
             ours = f"{r['ari_mean']:.3f}±{r['ari_std']:.3f}"
@@ -359,15 +423,24 @@ def format_tables(overall: list[dict], summary: list[dict], tests: list[dict]) -
         sig = [t for t in tests if t["p"] < 0.05]
         dropped = sum(t.get("n_dropped", 0) for t in tests)
         if dropped:
-            lines += ["", f"Paired t-tests: {dropped} pair(s) with a non-finite run on either side dropped (the tests "
-                          "are over the remaining pairs)."]
-        lines += ["", f"Paired t-tests of ARI vs baseline: {len(tests)} tests, {len(sig)} with p < 0.05 before "
-                      f"correction, {sum(t['p_holm'] < 0.05 for t in tests)} after Holm."]
+            lines += [
+                "",
+                f"Paired t-tests: {dropped} pair(s) with a non-finite run on either side dropped (the tests "
+                "are over the remaining pairs).",
+            ]
+        lines += [
+            "",
+            f"Paired t-tests of ARI vs baseline: {len(tests)} tests, {len(sig)} with p < 0.05 before "
+            f"correction, {sum(t['p_holm'] < 0.05 for t in tests)} after Holm.",
+        ]
         for t in sorted(sig, key=lambda t: t["p"])[:6]:
-            lines.append(f"  {t['method']:<19} noise {t['noise']:.1f} K={t['n_clusters']}: "
-                         f"t={t['t']:.2f} p={t['p']:.3g} p_holm={t['p_holm']:.3g} d={t['d']:.2f}")
-        lines.append("  (published: one significant before correction, inertia+repulsion at noise 0.3, K=4: "
-                     "p=0.017, d=0.46)")
+            lines.append(
+                f"  {t['method']:<19} noise {t['noise']:.1f} K={t['n_clusters']}: "
+                f"t={t['t']:.2f} p={t['p']:.3g} p_holm={t['p_holm']:.3g} d={t['d']:.2f}"
+            )
+        lines.append(
+            "  (published: one significant before correction, inertia+repulsion at noise 0.3, K=4: p=0.017, d=0.46)"
+        )
     return "\n".join(lines)
 
 
@@ -402,12 +475,14 @@ def published_findings(runs, published=None) -> list[Finding]:
     ``runs.csv`` columns: per method and seed, the mean over the conditions; each cell by
     :func:`published_cell` against ``published`` (default :data:`PUBLISHED_OVERALL`)."""
     published = PUBLISHED_OVERALL if published is None else published
-    rule = (f"Per method, each seed's mean over the study's conditions; our 95% interval of the mean over seeds "
-            f"(percentile bootstrap, {F.N_RESAMPLES:,} resamples; at least {F.BOOTSTRAP_SEEDS} seeds, else open). "
-            "A cell is reproduced when the published figure (± half a unit of its last printed digit) meets our "
-            "interval, refuted when it misses our interval widened by √2 about our mean (the interval of a difference "
-            "of two means of as many seeds), open in between. The finding is reproduced when every cell is, refuted "
-            "when one is.")
+    rule = (
+        f"Per method, each seed's mean over the study's conditions; our 95% interval of the mean over seeds "
+        f"(percentile bootstrap, {F.N_RESAMPLES:,} resamples; at least {F.BOOTSTRAP_SEEDS} seeds, else open). "
+        "A cell is reproduced when the published figure (± half a unit of its last printed digit) meets our "
+        "interval, refuted when it misses our interval widened by √2 about our mean (the interval of a difference "
+        "of two means of as many seeds), open in between. The finding is reproduced when every cell is, refuted "
+        "when one is."
+    )
     method = F.strings(runs, "method")
     rows = {"ari": [], "other": []}
     verdicts = {"ari": [], "other": []}
@@ -421,21 +496,44 @@ def published_findings(runs, published=None) -> list[Finding]:
             v, (mean, low, high, n) = published_cell(per_seed, published[name][metric], PUBLISHED_PRECISION[metric])
             group = "ari" if metric == "ari" else "other"
             digits = 2 if metric in ("steps", "collapsed") else 3
-            rows[group].append([name, metric, F.interval(mean, low, high, digits),
-                                F.number(published[name][metric], digits), str(n), v])
+            rows[group].append(
+                [
+                    name,
+                    metric,
+                    F.interval(mean, low, high, digits),
+                    F.number(published[name][metric], digits),
+                    str(n),
+                    v,
+                ]
+            )
             verdicts[group].append(v)
     header = ("method", "metric", "ours: mean [95% interval over seeds]", "published", "seeds", "verdict")
-    a = Finding("1a", "Token dynamics: the published ARI table",
-                "Each update rule's mean ARI over the nine conditions equals the published figure "
-                "(" + ", ".join(f"{k} {v['ari']:.3f}" for k, v in published.items()) + ").",
-                "the published study \"Formalizing latent visual reasoning: token dynamics\" (30 seeds)", rule,
-                F.aggregate(verdicts["ari"]) if verdicts["ari"] else "open",
-                "; ".join(f"{r[0]} {r[2]} vs {r[3]}" for r in rows["ari"]), header, rows["ari"], "token-dynamics")
-    b = Finding("1b", "Token dynamics: the rest of the published table",
-                "Each rule's mean NMI, steps and collapse rate equal the published figures.", a.origin, rule,
-                F.aggregate(verdicts["other"]) if verdicts["other"] else "open",
-                f"{sum(v == 'reproduced' for v in verdicts['other'])} of {len(verdicts['other'])} cells reproduced, "
-                f"{sum(v == 'refuted' for v in verdicts['other'])} refuted", header, rows["other"], "token-dynamics")
+    a = Finding(
+        "1a",
+        "Token dynamics: the published ARI table",
+        "Each update rule's mean ARI over the nine conditions equals the published figure "
+        "(" + ", ".join(f"{k} {v['ari']:.3f}" for k, v in published.items()) + ").",
+        'the published study "Formalizing latent visual reasoning: token dynamics" (30 seeds)',
+        rule,
+        F.aggregate(verdicts["ari"]) if verdicts["ari"] else "open",
+        "; ".join(f"{r[0]} {r[2]} vs {r[3]}" for r in rows["ari"]),
+        header,
+        rows["ari"],
+        "token-dynamics",
+    )
+    b = Finding(
+        "1b",
+        "Token dynamics: the rest of the published table",
+        "Each rule's mean NMI, steps and collapse rate equal the published figures.",
+        a.origin,
+        rule,
+        F.aggregate(verdicts["other"]) if verdicts["other"] else "open",
+        f"{sum(v == 'reproduced' for v in verdicts['other'])} of {len(verdicts['other'])} cells reproduced, "
+        f"{sum(v == 'refuted' for v in verdicts['other'])} refuted",
+        header,
+        rows["other"],
+        "token-dynamics",
+    )
     return [a, b]
 
 
@@ -457,26 +555,40 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
         summary, overall = summarise(runs, cfg)
         tests = stat_tests(runs, cfg)
     session.timings["n_runs"] = int(runs["seed"].size)
-    tables = {"runs.csv": {k: runs[k] for k in ("method", "n_clusters", "noise", "seed", *METRICS)},
-              "summary.csv": io.to_columns(summary), "overall.csv": io.to_columns(overall), "stat_tests.json": tests}
-    return runner.Result(tables, data=dict(summary=summary, overall=overall, tests=tests, out=session.out,
-                                           timings=session.timings),
-                         record=_rules_record(rules), value=session.timings)
+    tables = {
+        "runs.csv": {k: runs[k] for k in ("method", "n_clusters", "noise", "seed", *METRICS)},
+        "summary.csv": io.to_columns(summary),
+        "overall.csv": io.to_columns(overall),
+        "stat_tests.json": tests,
+    }
+    return runner.Result(
+        tables,
+        data=dict(summary=summary, overall=overall, tests=tests, out=session.out, timings=session.timings),
+        record=_rules_record(rules),
+        value=session.timings,
+    )
 
 
 SPEC = runner.Spec(
-    name="token-dynamics", config=Config, run=run,
+    name="token-dynamics",
+    config=Config,
+    run=run,
     figures=lambda session, cfg, r: [figures.draw(job) for job in plot_jobs(session.out, cfg, r.data["summary"])],
     summary=lambda cfg, r: format_tables(r.data["overall"], r.data["summary"], r.data["tests"]),
-    printed=lambda cfg, r, text: (f"{text}\n\n{r.data['timings']['n_runs']} runs in "
-                                  f"{r.data['timings']['simulate_s']:.2f} s (compile included); "
-                                  f"outputs in {r.data['out']}"),
-    findings=findings, outputs=("runs.csv", "summary.csv", "overall.csv", "stat_tests.json"),
+    printed=lambda cfg, r, text: (
+        f"{text}\n\n{r.data['timings']['n_runs']} runs in "
+        f"{r.data['timings']['simulate_s']:.2f} s (compile included); "
+        f"outputs in {r.data['out']}"
+    ),
+    findings=findings,
+    outputs=("runs.csv", "summary.csv", "overall.csv", "stat_tests.json"),
     figure_files=("plots/ari_mean.png", "plots/steps_mean.png", "plots/collapsed_rate.png"),
     selection=("preset",),  # a label: the same runs with it or without it
-    summary_file=None, headline="overall.csv",
+    summary_file=None,
+    headline="overall.csv",
     check=lambda session, cfg: cfg.validate(session.options.get("rules")),
-    stamp_extra=lambda session, cfg: _rules_record(session.options.get("rules")))
+    stamp_extra=lambda session, cfg: _rules_record(session.options.get("rules")),
+)
 
 
 def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, rules=None, fresh: bool = False) -> dict:

@@ -36,13 +36,35 @@ from tokdyn.stats import figures
 
 PARTS = ("poc", "published", "main", "curriculum", "semantic")
 PUBLISHED_VOCAB = (51, 192)  # the published setting's vocabularies
-MAX_STEPS = 2 ** 31 - 1  # training steps are counted in 32-bit integers
+MAX_STEPS = 2**31 - 1  # training steps are counted in 32-bit integers
 LOG_FIELDS = 8  # training logs of one step, kept for a call (tokdyn.train.train_many)
-COLUMNS = ("part", "variant", "vocab_size", "grid", "colours", "mode", "steps", "seed", "accuracy",
-           "accuracy_occurrence", "dominant_freq", "collapsed", "entropy", "uniqueness", "min_hamming",
-           "sensitivity_kl", "loss_norm", "train_loss_norm_first", "train_loss_norm_last", "train_loss_drop_tail",
-           "nan_step",
-           "knn_preservation", "trustworthiness", "composition_grid", "composition_embedding")
+COLUMNS = (
+    "part",
+    "variant",
+    "vocab_size",
+    "grid",
+    "colours",
+    "mode",
+    "steps",
+    "seed",
+    "accuracy",
+    "accuracy_occurrence",
+    "dominant_freq",
+    "collapsed",
+    "entropy",
+    "uniqueness",
+    "min_hamming",
+    "sensitivity_kl",
+    "loss_norm",
+    "train_loss_norm_first",
+    "train_loss_norm_last",
+    "train_loss_drop_tail",
+    "nan_step",
+    "knn_preservation",
+    "trustworthiness",
+    "composition_grid",
+    "composition_embedding",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +130,10 @@ class Config:
             _checks.positive_int(name, getattr(self, name))
         grammar_v = len(corpus.grammar_vocab()[0])
         if self.embed_dim > grammar_v:
-            raise ValueError(f"embed_dim must be at most {grammar_v} (the grammar corpus's vocabulary: the PPMI/SVD "
-                             f"embeddings have at most that many dimensions), got {self.embed_dim}")
+            raise ValueError(
+                f"embed_dim must be at most {grammar_v} (the grammar corpus's vocabulary: the PPMI/SVD "
+                f"embeddings have at most that many dimensions), got {self.embed_dim}"
+            )
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         _checks.real("zipf_exponent", self.zipf_exponent, low=0.0)
         _checks.seed("root_seed", self.root_seed)
@@ -127,17 +151,34 @@ class Config:
             if name == "poc":
                 combos = [(5, 3, 2, m, big) for m in encoders.MODES]
             elif name == "main":
-                combos = [(V, n, c, m, b) for V in self.vocab_sizes for (n, c) in self.grids for m in self.modes
-                          for b in self.budgets]
+                combos = [
+                    (V, n, c, m, b)
+                    for V in self.vocab_sizes
+                    for (n, c) in self.grids
+                    for m in self.modes
+                    for b in self.budgets
+                ]
             elif name == "published":
                 combos = [(V, 5, 3, "gumbel_st", b) for V in PUBLISHED_VOCAB for b in self.budgets]
             elif name == "curriculum":
                 combos = [(_curriculum_vocab(self), 5, 3, "gumbel_st", big)] * 2
             else:
                 combos = [(len(corpus.grammar_vocab()[0]), 5, 3, "sigmoid", big)] * 2
-            cells += [(name, vtae.Config(vocab_size=V, grid=n, colours=c, mode=m, train=_budget(b), hidden=self.hidden,
-                                         batch_size=self.batch_size))
-                      for V, n, c, m, b in combos]
+            cells += [
+                (
+                    name,
+                    vtae.Config(
+                        vocab_size=V,
+                        grid=n,
+                        colours=c,
+                        mode=m,
+                        train=_budget(b),
+                        hidden=self.hidden,
+                        batch_size=self.batch_size,
+                    ),
+                )
+                for V, n, c, m, b in combos
+            ]
         return cells
 
     def estimate(self) -> Estimate:
@@ -184,13 +225,26 @@ class Config:
     @classmethod
     def quick(cls) -> "Config":
         """A few-minute version (tests, smoke runs)."""
-        return cls(vocab_sizes=(5, 51), grids=((3, 2), (5, 3)), modes=("gumbel_st",), budgets=(50, 200), seeds=2,
-                   hidden=32, batch_size=32, grammar_sentences=500, preset="quick")
+        return cls(
+            vocab_sizes=(5, 51),
+            grids=((3, 2), (5, 3)),
+            modes=("gumbel_st",),
+            budgets=(50, 200),
+            seeds=2,
+            hidden=32,
+            batch_size=32,
+            grammar_sentences=500,
+            preset="quick",
+        )
 
 
 def _default_size(cfg: Config, name: str) -> int:
-    sizes = {"vocab_sizes": max(cfg.vocab_sizes), "grids": max(n * n * c for n, c in cfg.grids),
-             "budgets": 50, "logs": LOG_FIELDS}
+    sizes = {
+        "vocab_sizes": max(cfg.vocab_sizes),
+        "grids": max(n * n * c for n, c in cfg.grids),
+        "budgets": 50,
+        "logs": LOG_FIELDS,
+    }
     return sizes.get(name) or getattr(cfg, name)
 
 
@@ -219,17 +273,33 @@ def _rows(part, variant, cfg, res, d, extra=None):
     tail = min(max(1, loss.shape[1] // 5), loss.shape[1] - 1)  # logging intervals in the last 20% of training
     rows = []
     for s in range(loss.shape[0]):
-        r = dict(part=part, variant=variant, vocab_size=cfg.vocab_size, grid=cfg.grid, colours=cfg.colours,
-                 mode=cfg.mode, steps=cfg.train.steps, seed=s, accuracy=d["accuracy"][s],
-                 accuracy_occurrence=d["accuracy_occurrence"][s], dominant_freq=d["dominant_freq"][s],
-                 collapsed=bool(d["collapsed"][s]), entropy=d["entropy"][s], uniqueness=d["uniqueness"][s],
-                 min_hamming=int(d["min_hamming"][s]), sensitivity_kl=d["sensitivity_kl"][s],
-                 loss_norm=d["loss_norm"][s], train_loss_norm_first=loss[s, 0] / lnv,
-                 train_loss_norm_last=loss[s, -1] / lnv,
-                 train_loss_drop_tail=(loss[s, -1 - tail] - loss[s, -1]) / lnv if tail > 0 else np.nan,
-                 nan_step=int(np.asarray(res.state.nan_step)[s]),
-                 knn_preservation=np.nan, trustworthiness=np.nan, composition_grid=np.nan,
-                 composition_embedding=np.nan)
+        r = dict(
+            part=part,
+            variant=variant,
+            vocab_size=cfg.vocab_size,
+            grid=cfg.grid,
+            colours=cfg.colours,
+            mode=cfg.mode,
+            steps=cfg.train.steps,
+            seed=s,
+            accuracy=d["accuracy"][s],
+            accuracy_occurrence=d["accuracy_occurrence"][s],
+            dominant_freq=d["dominant_freq"][s],
+            collapsed=bool(d["collapsed"][s]),
+            entropy=d["entropy"][s],
+            uniqueness=d["uniqueness"][s],
+            min_hamming=int(d["min_hamming"][s]),
+            sensitivity_kl=d["sensitivity_kl"][s],
+            loss_norm=d["loss_norm"][s],
+            train_loss_norm_first=loss[s, 0] / lnv,
+            train_loss_norm_last=loss[s, -1] / lnv,
+            train_loss_drop_tail=(loss[s, -1 - tail] - loss[s, -1]) / lnv if tail > 0 else np.nan,
+            nan_step=int(np.asarray(res.state.nan_step)[s]),
+            knn_preservation=np.nan,
+            trustworthiness=np.nan,
+            composition_grid=np.nan,
+            composition_embedding=np.nan,
+        )
         for k, v in (extra or {}).items():
             r[k] = v[s]
         rows.append({k: _plain(v) for k, v in r.items()})
@@ -247,17 +317,27 @@ def _plain(v):
 def _budget(steps: int) -> train.Config:
     """A model's training: ``steps`` at a constant learning rate (no warm-up, no clipping), logged
     at :func:`tokdyn.train.log_interval`."""
-    return train.Config(steps=steps, steps_per_call=train.log_interval(steps), warmup=0, decay="constant",
-                        clip_norm=0.0)
+    return train.Config(
+        steps=steps, steps_per_call=train.log_interval(steps), warmup=0, decay="constant", clip_norm=0.0
+    )
 
 
 def _model_cfg(sc: Config, V, n, c, mode, steps, **kw):
-    return vtae.Config(vocab_size=V, grid=n, colours=c, mode=mode, train=_budget(steps), hidden=sc.hidden,
-                       batch_size=sc.batch_size, **kw)
+    return vtae.Config(
+        vocab_size=V,
+        grid=n,
+        colours=c,
+        mode=mode,
+        train=_budget(steps),
+        hidden=sc.hidden,
+        batch_size=sc.batch_size,
+        **kw,
+    )
 
 
-def run_part(name: str, sc: Config, key, *, progress: io.Progress | None = None,
-             study: Study | None = None) -> list[dict]:
+def run_part(
+    name: str, sc: Config, key, *, progress: io.Progress | None = None, study: Study | None = None
+) -> list[dict]:
     """The rows of one part, one per model.
 
     Args:
@@ -279,42 +359,61 @@ def run_part(name: str, sc: Config, key, *, progress: io.Progress | None = None,
     cells = []  # (label, compute, description)
     if name == "poc":
         for i, mode in enumerate(encoders.MODES):
+
             def poc(i=i, mode=mode):
                 cfg = _model_cfg(sc, 5, 3, 2, mode, max(sc.budgets))
                 res, d = _train_eval(cfg, hp, sc.seeds, jax.random.fold_in(key, sc.seeds * i), np.full(5, 0.2))
                 return _rows("poc", "5 tokens 3x3 binary", cfg, res, d)
+
             cells.append((f"{i:03d}_{mode}", poc, f"5 tokens 3x3x2 {mode}"))
     elif name in ("main", "published"):
         if name == "main":
-            combos = [(V, n, c, m, b, ()) for V in sc.vocab_sizes for (n, c) in sc.grids for m in sc.modes
-                      for b in sc.budgets]
+            combos = [
+                (V, n, c, m, b, ()) for V in sc.vocab_sizes for (n, c) in sc.grids for m in sc.modes for b in sc.budgets
+            ]
         else:
             combos = [(V, 5, 3, "gumbel_st", b, ("sensitivity",)) for V in PUBLISHED_VOCAB for b in sc.budgets]
         for i, (V, n, c, m, b, extra) in enumerate(combos):
+
             def grid_cell(i=i, V=V, n=n, c=c, m=m, b=b, extra=extra):
                 cfg = _model_cfg(sc, V, n, c, m, b, losses=extra)
                 w = corpus.zipf_probs(V, sc.zipf_exponent)
                 res, d = _train_eval(cfg, hp, sc.seeds, jax.random.fold_in(key, i), w)
                 return _rows(name, "sensitivity hinge" if extra else "plain", cfg, res, d)
+
             cells.append((f"{i:03d}_V{V}_{n}x{n}x{c}_{m}_{b}", grid_cell, f"V={V} {n}x{n}x{c} {m} {b} steps"))
     elif name == "curriculum":
         V, b = _curriculum_vocab(sc), max(sc.budgets)
         for i, cur in enumerate((False, True)):
+
             def curriculum(i=i, cur=cur):
                 cfg = _model_cfg(sc, V, 5, 3, "gumbel_st", b, curriculum=cur)
                 res, d = _train_eval(cfg, hp, sc.seeds, jax.random.fold_in(key, i), corpus.zipf_probs(V))
                 return _rows("curriculum", "curriculum" if cur else "all types", cfg, res, d)
-            cells.append((f"{i:03d}_{'curriculum' if cur else 'all_types'}", curriculum,
-                          f"V={V} {'curriculum' if cur else 'all types'}"))
+
+            cells.append(
+                (
+                    f"{i:03d}_{'curriculum' if cur else 'all_types'}",
+                    curriculum,
+                    f"V={V} {'curriculum' if cur else 'all types'}",
+                )
+            )
     elif name == "semantic":
         setting = {}  # the corpus and its embeddings: drawn once, for the cells that run
         for i, grounded in enumerate((True, False)):
+
             def semantic(i=i, grounded=grounded):
                 if not setting:
                     setting.update(_semantic_setting(sc, key))
                 return _semantic_cell(sc, key, i, grounded, setting)
-            cells.append((f"{i:03d}_{'grounded' if grounded else 'arbitrary'}", semantic,
-                          "grounded" if grounded else "arbitrary"))
+
+            cells.append(
+                (
+                    f"{i:03d}_{'grounded' if grounded else 'arbitrary'}",
+                    semantic,
+                    "grounded" if grounded else "arbitrary",
+                )
+            )
     rows = []
     for j, (label, compute, what) in enumerate(cells):
         cell = f"{name}_cells/{label}"
@@ -327,8 +426,10 @@ def run_part(name: str, sc: Config, key, *, progress: io.Progress | None = None,
         rows += new_rows
         acc = np.mean([r["accuracy"] for r in new_rows])
         coll = np.mean([r["collapsed"] for r in new_rows])
-        note(f"  {name} {j + 1}/{len(cells)}: {what}: accuracy {acc:.3f}, collapsed {coll:.2f} "
-             f"({time.perf_counter() - t0:.1f} s)")
+        note(
+            f"  {name} {j + 1}/{len(cells)}: {what}: accuracy {acc:.3f}, collapsed {coll:.2f} "
+            f"({time.perf_counter() - t0:.1f} s)"
+        )
     return rows
 
 
@@ -337,8 +438,12 @@ def _semantic_setting(sc: Config, key) -> dict:
     emb = corpus.ppmi_embeddings(corp.tokens, corp.vocab_size, sc.embed_dim)
     sizes = [corp.vocab.index(x) for x in corpus.GRAMMAR_CATEGORIES["size"]]
     animals = [corp.vocab.index(x) for x in corpus.GRAMMAR_CATEGORIES["animal"]]
-    return dict(corp=corp, emb=emb, occurring=np.flatnonzero(corp.counts > 0),
-                pairs=np.array([(a, b) for a in sizes for b in animals]))  # pairs (n_pairs, 2)
+    return dict(
+        corp=corp,
+        emb=emb,
+        occurring=np.flatnonzero(corp.counts > 0),
+        pairs=np.array([(a, b) for a in sizes for b in animals]),
+    )  # pairs (n_pairs, 2)
 
 
 def _semantic_cell(sc: Config, key, i: int, grounded: bool, setting: dict) -> list[dict]:
@@ -346,8 +451,14 @@ def _semantic_cell(sc: Config, key, i: int, grounded: bool, setting: dict) -> li
     V, E = corp.vocab_size, sc.embed_dim
     kw = dict(encoder_input="embedding", embed_dim=E, losses=("semantic",)) if grounded else {}
     cfg = _model_cfg(sc, V, 5, 3, "sigmoid", max(sc.budgets), **kw)
-    res, d = _train_eval(cfg, vtae.Hparams(learning_rate=sc.learning_rate, w_semantic=1.0), sc.seeds,
-                         jax.random.fold_in(key, i), np.where(corp.counts > 0, 1.0, 0.0), emb if grounded else None)
+    res, d = _train_eval(
+        cfg,
+        vtae.Hparams(learning_rate=sc.learning_rate, w_semantic=1.0),
+        sc.seeds,
+        jax.random.fold_in(key, i),
+        np.where(corp.counts > 0, 1.0, 0.0),
+        emb if grounded else None,
+    )
     knn, tw, cg, ce = [], [], [], []
     for s in range(sc.seeds):
         params = jax.tree_util.tree_map(lambda v: v[s], res.state.params)
@@ -357,10 +468,12 @@ def _semantic_cell(sc: Config, key, i: int, grounded: bool, setting: dict) -> li
         dl = diagnostics.euclidean_distances(x)
         knn.append(np.asarray(diagnostics.knn_preservation(dh, dl, 5)))
         tw.append(np.asarray(diagnostics.trustworthiness(dh, dl, 5)))
-        xa = vtae.encode(None, params, cfg, jnp.asarray(pairs[:, 0]), embeddings=emb if grounded else None,
-                         deterministic=True).x
-        xb = vtae.encode(None, params, cfg, jnp.asarray(pairs[:, 1]), embeddings=emb if grounded else None,
-                         deterministic=True).x
+        xa = vtae.encode(
+            None, params, cfg, jnp.asarray(pairs[:, 0]), embeddings=emb if grounded else None, deterministic=True
+        ).x
+        xb = vtae.encode(
+            None, params, cfg, jnp.asarray(pairs[:, 1]), embeddings=emb if grounded else None, deterministic=True
+        ).x
         top = lambda logits: np.sort(np.argsort(-np.asarray(logits), -1)[:, :2], -1)
         ok = lambda t: float(np.mean(np.all(t == np.sort(pairs, -1), -1)))
         cg.append(ok(top(vtae.decode(params, cfg, 0.5 * (xa + xb)))))
@@ -371,8 +484,9 @@ def _semantic_cell(sc: Config, key, i: int, grounded: bool, setting: dict) -> li
         else:
             ce.append(np.nan)
     extra = dict(knn_preservation=knn, trustworthiness=tw, composition_grid=cg, composition_embedding=ce)
-    return _rows("semantic", "grounded (embedding encoder + alignment)" if grounded else "arbitrary (table)",
-                 cfg, res, d, extra)
+    return _rows(
+        "semantic", "grounded (embedding encoder + alignment)" if grounded else "arbitrary (table)", cfg, res, d, extra
+    )
 
 
 def summarise(table: dict) -> str:
@@ -384,23 +498,29 @@ def summarise(table: dict) -> str:
         groups = {}
         for i in np.flatnonzero(sel):
             groups.setdefault(tuple(table[k][i] for k in keys), []).append(i)
-        out = ["| " + " | ".join(keys) + " | seeds | accuracy | acc. (occurrence) | dominant freq | collapsed "
-               "| loss/lnV (eval) | train CE/lnV first→last | uniqueness |",
-               "|" + "---|" * (len(keys) + 8)]
+        out = [
+            "| " + " | ".join(keys) + " | seeds | accuracy | acc. (occurrence) | dominant freq | collapsed "
+            "| loss/lnV (eval) | train CE/lnV first→last | uniqueness |",
+            "|" + "---|" * (len(keys) + 8),
+        ]
         for g, idx in groups.items():
             m = lambda f: np.mean(np.asarray(table[f], float)[idx])
             fmt = lambda v: str(int(v)) if isinstance(v, (float, np.floating)) and float(v).is_integer() else str(v)
-            out.append("| " + " | ".join(fmt(v) for v in g) + f" | {len(idx)} | {m('accuracy'):.3f} | "
-                       f"{m('accuracy_occurrence'):.3f} | {m('dominant_freq'):.3f} | {m('collapsed'):.2f} | "
-                       f"{m('loss_norm'):.3f} | {m('train_loss_norm_first'):.2f}→{m('train_loss_norm_last'):.3f} | "
-                       f"{m('uniqueness'):.3f} |")
+            out.append(
+                "| " + " | ".join(fmt(v) for v in g) + f" | {len(idx)} | {m('accuracy'):.3f} | "
+                f"{m('accuracy_occurrence'):.3f} | {m('dominant_freq'):.3f} | {m('collapsed'):.2f} | "
+                f"{m('loss_norm'):.3f} | {m('train_loss_norm_first'):.2f}→{m('train_loss_norm_last'):.3f} | "
+                f"{m('uniqueness'):.3f} |"
+            )
         return out
 
-    for name, keys, title in (("poc", ("mode",), "5-token 3×3 binary proof of concept"),
-                              ("published", ("vocab_size", "steps", "variant"), "Published setting (5×5×3, Gumbel ST, sensitivity hinge)"),
-                              ("main", ("vocab_size", "grid", "colours", "mode", "steps"), "Vocabulary × grid × mode × budget"),
-                              ("curriculum", ("variant", "vocab_size", "steps"), "Curriculum"),
-                              ("semantic", ("variant",), "Semantic grounding vs arbitrary mapping")):
+    for name, keys, title in (
+        ("poc", ("mode",), "5-token 3×3 binary proof of concept"),
+        ("published", ("vocab_size", "steps", "variant"), "Published setting (5×5×3, Gumbel ST, sensitivity hinge)"),
+        ("main", ("vocab_size", "grid", "colours", "mode", "steps"), "Vocabulary × grid × mode × budget"),
+        ("curriculum", ("variant", "vocab_size", "steps"), "Curriculum"),
+        ("semantic", ("variant",), "Semantic grounding vs arbitrary mapping"),
+    ):
         sel = part == name
         if sel.any():
             lines += [f"## {title}", ""] + block(sel, keys) + [""]
@@ -409,22 +529,52 @@ def summarise(table: dict) -> str:
         lines += ["Topology and composition (grammar corpus, mean over seeds):", ""]
         for v in sorted(set(np.asarray(table["variant"])[sel])):
             idx = sel & (np.asarray(table["variant"]) == v)
-            f = lambda k: np.nanmean(np.asarray(table[k], float)[idx]) if np.any(np.isfinite(np.asarray(table[k], float)[idx])) else float("nan")
-            lines.append(f"- {v}: k-NN preservation (k=5) {f('knn_preservation'):.3f}, trustworthiness "
-                         f"{f('trustworthiness'):.3f}, 'big cat' top-2 from the composed grid {f('composition_grid'):.3f}, "
-                         f"from the summed embeddings {f('composition_embedding'):.3f}")
+            f = lambda k: (
+                np.nanmean(np.asarray(table[k], float)[idx])
+                if np.any(np.isfinite(np.asarray(table[k], float)[idx]))
+                else float("nan")
+            )
+            lines.append(
+                f"- {v}: k-NN preservation (k=5) {f('knn_preservation'):.3f}, trustworthiness "
+                f"{f('trustworthiness'):.3f}, 'big cat' top-2 from the composed grid {f('composition_grid'):.3f}, "
+                f"from the summed embeddings {f('composition_embedding'):.3f}"
+            )
         lines.append("")
     lines += _where_collapse(table)
     coll = np.asarray(table["collapsed"], bool)
     acc = np.asarray(table["accuracy"], float)
-    lines += ["## Verdict", "",
-              f"{int(coll.sum())} of {coll.size} models collapsed (one prediction for > 90% of types). "]
+    lines += [
+        "## Verdict",
+        "",
+        f"{int(coll.sum())} of {coll.size} models collapsed (one prediction for > 90% of types). ",
+    ]
     if coll.any():
-        bad = sorted({(table['part'][i], int(table['vocab_size'][i]), int(table['grid'][i]), int(table['colours'][i]),
-                       table['mode'][i], int(table['steps'][i])) for i in np.flatnonzero(coll)})
-        lines.append("Collapse occurred in: " + "; ".join(f"{p} V={v} {n}x{n}x{c} {m} {s} steps" for p, v, n, c, m, s in bad))
-    full = [(int(table['vocab_size'][i]), int(table['grid'][i]), int(table['colours'][i]), table['mode'][i],
-             int(table['steps'][i])) for i in np.flatnonzero(acc >= 0.99)]
+        bad = sorted(
+            {
+                (
+                    table["part"][i],
+                    int(table["vocab_size"][i]),
+                    int(table["grid"][i]),
+                    int(table["colours"][i]),
+                    table["mode"][i],
+                    int(table["steps"][i]),
+                )
+                for i in np.flatnonzero(coll)
+            }
+        )
+        lines.append(
+            "Collapse occurred in: " + "; ".join(f"{p} V={v} {n}x{n}x{c} {m} {s} steps" for p, v, n, c, m, s in bad)
+        )
+    full = [
+        (
+            int(table["vocab_size"][i]),
+            int(table["grid"][i]),
+            int(table["colours"][i]),
+            table["mode"][i],
+            int(table["steps"][i]),
+        )
+        for i in np.flatnonzero(acc >= 0.99)
+    ]
     lines.append(f"{len(full)} of {acc.size} models reconstruct >= 99% of their vocabulary.")
     return "\n".join(lines) + "\n"
 
@@ -476,13 +626,19 @@ def _where_collapse(table: dict) -> list[str]:
         groups.setdefault(tuple(table[k][i] for k in keys), []).append(i)
     budgets = sorted({int(g[4]) for g in groups})
     cells = sorted({g[:4] for g in groups}, key=lambda g: (int(g[0]), int(g[1]), int(g[2]), str(g[3])))
-    lines = ["## Where collapse does and does not occur", "",
-             "Main grid, mean over seeds; verdict: `reconstructs` (accuracy >= 0.99), `capacity` (C^(N·N) < V), "
-             "`collapse` (dominant prediction > 0.9), `at chance` (final training CE > "
-             f"{AT_CHANCE:g} ln V: not yet learning), `too few steps` (training CE still falling by > "
-             f"{STILL_FALLING:g} ln V over the last 20% of steps), `plateau` (flat loss, no collapse, imperfect).", "",
-             "| V | grid | mode | " + " | ".join(f"{b} steps: accuracy / dominant / CE/lnV / verdict" for b in budgets) + " |",
-             "|" + "---|" * (3 + len(budgets))]
+    lines = [
+        "## Where collapse does and does not occur",
+        "",
+        "Main grid, mean over seeds; verdict: `reconstructs` (accuracy >= 0.99), `capacity` (C^(N·N) < V), "
+        "`collapse` (dominant prediction > 0.9), `at chance` (final training CE > "
+        f"{AT_CHANCE:g} ln V: not yet learning), `too few steps` (training CE still falling by > "
+        f"{STILL_FALLING:g} ln V over the last 20% of steps), `plateau` (flat loss, no collapse, imperfect).",
+        "",
+        "| V | grid | mode | "
+        + " | ".join(f"{b} steps: accuracy / dominant / CE/lnV / verdict" for b in budgets)
+        + " |",
+        "|" + "---|" * (3 + len(budgets)),
+    ]
     verdicts = {}
     for c in cells:
         V, n, col, mode = int(c[0]), int(c[1]), int(c[2]), str(c[3])
@@ -493,8 +649,9 @@ def _where_collapse(table: dict) -> list[str]:
                 row.append("-")
                 continue
             m = lambda k: float(np.nanmean(f(k)[idx])) if np.any(np.isfinite(f(k)[idx])) else float("nan")
-            v = cell_verdict(m("accuracy"), m("dominant_freq"), m("train_loss_drop_tail"), V, n, col,
-                             m("train_loss_norm_last"))
+            v = cell_verdict(
+                m("accuracy"), m("dominant_freq"), m("train_loss_drop_tail"), V, n, col, m("train_loss_norm_last")
+            )
             verdicts[(V, n, col, mode, b)] = v
             row.append(f"{m('accuracy'):.3f} / {m('dominant_freq'):.3f} / {m('train_loss_norm_last'):.3f} / {v}")
         lines.append("| " + " | ".join(row) + " |")
@@ -503,19 +660,25 @@ def _where_collapse(table: dict) -> list[str]:
     for b in budgets:
         at = {k: v for k, v in verdicts.items() if k[4] == b}
         by = lambda what: [name(k) for k, v in at.items() if v == what]
-        lines.append(f"At {b} steps: {len(by('reconstructs'))} of {len(at)} cells reconstruct >= 99%; "
-                     f"collapse in {len(by('collapse'))} ({'; '.join(by('collapse')) or 'none'}); "
-                     f"capacity-limited {len(by('capacity'))} ({'; '.join(by('capacity')) or 'none'}); "
-                     f"at chance {len(by('at chance'))} ({'; '.join(by('at chance')) or 'none'}); "
-                     f"too few steps {len(by('too few steps'))} ({'; '.join(by('too few steps')) or 'none'}); "
-                     f"plateau {len(by('plateau'))} ({'; '.join(by('plateau')) or 'none'}).")
+        lines.append(
+            f"At {b} steps: {len(by('reconstructs'))} of {len(at)} cells reconstruct >= 99%; "
+            f"collapse in {len(by('collapse'))} ({'; '.join(by('collapse')) or 'none'}); "
+            f"capacity-limited {len(by('capacity'))} ({'; '.join(by('capacity')) or 'none'}); "
+            f"at chance {len(by('at chance'))} ({'; '.join(by('at chance')) or 'none'}); "
+            f"too few steps {len(by('too few steps'))} ({'; '.join(by('too few steps')) or 'none'}); "
+            f"plateau {len(by('plateau'))} ({'; '.join(by('plateau')) or 'none'})."
+        )
     b = budgets[-1]
     adequate = {k: v for k, v in verdicts.items() if k[4] == b and v not in ("capacity", "at chance", "too few steps")}
     ok = sum(v == "reconstructs" for v in adequate.values())
-    lines += ["", f"**Where training is adequate** ({b} steps, loss below chance and flat, grid with enough distinct "
-              f"patterns): "
-              f"{ok} of {len(adequate)} cells reconstruct >= 99% of their vocabulary; "
-              f"{sum(v == 'collapse' for v in adequate.values())} collapse.", ""]
+    lines += [
+        "",
+        f"**Where training is adequate** ({b} steps, loss below chance and flat, grid with enough distinct "
+        f"patterns): "
+        f"{ok} of {len(adequate)} cells reconstruct >= 99% of their vocabulary; "
+        f"{sum(v == 'collapse' for v in adequate.values())} collapse.",
+        "",
+    ]
     return lines
 
 
@@ -533,15 +696,29 @@ def heatmaps(out: str, table: dict, cfg: Config) -> list[str]:
                 z = np.full((len(cfg.vocab_sizes), len(cfg.grids)), np.nan)
                 for i, V in enumerate(cfg.vocab_sizes):
                     for j, (n, c) in enumerate(cfg.grids):
-                        s = (sel_main & (np.asarray(table["mode"]) == mode) & (np.asarray(table["steps"], float) == b)
-                             & (np.asarray(table["vocab_size"], float) == V) & (np.asarray(table["grid"], float) == n)
-                             & (np.asarray(table["colours"], float) == c))
+                        s = (
+                            sel_main
+                            & (np.asarray(table["mode"]) == mode)
+                            & (np.asarray(table["steps"], float) == b)
+                            & (np.asarray(table["vocab_size"], float) == V)
+                            & (np.asarray(table["grid"], float) == n)
+                            & (np.asarray(table["colours"], float) == c)
+                        )
                         if s.any():
                             z[i, j] = np.mean(np.asarray(table[metric], float)[s])
-                paths.append(figures.heatmap(os.path.join(out, f"heatmap_{fname}_{mode}.png"), labels,
-                                             list(cfg.vocab_sizes), z, xlabel="grid (N x N x C)",
-                                             ylabel="vocabulary size", cbar=metric,
-                                             title=f"{metric} ({mode}, {b} steps, mean over seeds)", fmt="{}"))
+                paths.append(
+                    figures.heatmap(
+                        os.path.join(out, f"heatmap_{fname}_{mode}.png"),
+                        labels,
+                        list(cfg.vocab_sizes),
+                        z,
+                        xlabel="grid (N x N x C)",
+                        ylabel="vocabulary size",
+                        cbar=metric,
+                        title=f"{metric} ({mode}, {b} steps, mean over seeds)",
+                        fmt="{}",
+                    )
+                )
     return paths
 
 
@@ -590,8 +767,13 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
     key = jax.random.key(cfg.root_seed)
     selected = [(i, name) for i, name in enumerate(PARTS) if name in cfg.parts]
     rows = []
-    with io.Progress(len(selected), desc="visual-tokens", unit="parts",
-                     done=sum(study.has(name) for _, name in selected), quiet=session.quiet) as progress:
+    with io.Progress(
+        len(selected),
+        desc="visual-tokens",
+        unit="parts",
+        done=sum(study.has(name) for _, name in selected),
+        quiet=session.quiet,
+    ) as progress:
         for i, name in selected:
             if study.has(name):
                 rows += study.rows(name, lambda: [])
@@ -599,22 +781,28 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
                 continue
             progress.note(f"part {name} ...")
             with session.timed(name):
-                part = study.rows(name, lambda: run_part(name, cfg, jax.random.fold_in(key, i), progress=progress,
-                                                         study=study))
+                part = study.rows(
+                    name, lambda: run_part(name, cfg, jax.random.fold_in(key, i), progress=progress, study=study)
+                )
             rows += part
             progress.note(f"part {name}: {len(part)} models in {session.timings[name + '_s']:.1f} s")
             progress.update()
     table = {c: np.asarray([r[c] for r in rows], object) for c in COLUMNS}
-    return runner.Result({"results.csv": table}, data=dict(table=table, key=key),
-                         record=dict(parts=[name for _, name in selected], models=len(rows)), value=session.timings)
+    return runner.Result(
+        {"results.csv": table},
+        data=dict(table=table, key=key),
+        record=dict(parts=[name for _, name in selected], models=len(rows)),
+        value=session.timings,
+    )
 
 
 def draw(session: runner.Session, cfg: Config, result: runner.Result) -> list[str]:
     """The heatmaps of the main part (:func:`heatmaps`) and ``grids.png`` (its model kept as the part
     ``grids``); returns their paths."""
     codes = session.part("grids", lambda: {"codes": grid_codes(cfg, jax.random.fold_in(result.data["key"], 99))})
-    return heatmaps(session.out, result.data["table"], cfg) + [grids_png(session.path("grids.png"), cfg, None,
-                                                                        codes["codes"])]
+    return heatmaps(session.out, result.data["table"], cfg) + [
+        grids_png(session.path("grids.png"), cfg, None, codes["codes"])
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- findings
@@ -630,17 +818,21 @@ def collapse_finding(table) -> Finding:
     interval."""
     from scipy import stats as sps
 
-    f = Finding("2a", "Visual tokens: collapse where training is adequate",
-                "Visual-token autoencoders collapse (the decoder names one token for most types) even where training "
-                "is adequate.",
-                "the published \"Visual Token Diffusion Language Model\" investigation (accuracy stuck at the majority "
-                "token's frequency)",
-                f"Main grid at its largest budget; a cell is adequately trained when the study's verdict for it is "
-                f"reconstructs, plateau or collapse (not capacity, at chance or too few steps). Over the models of "
-                f"those cells, the share flagged collapsed (dominant prediction > 0.9) with its exact 95% interval: "
-                f"reproduced when the interval lies above {COLLAPSE_RARE:g} (collapse is common), refuted when it "
-                f"lies below {COLLAPSE_RARE:g} (collapse is rare: with no collapsed model this needs "
-                f"{int(np.log(0.025) / np.log(1 - COLLAPSE_RARE)) + 1} models), open otherwise.", study="visual-tokens")
+    f = Finding(
+        "2a",
+        "Visual tokens: collapse where training is adequate",
+        "Visual-token autoencoders collapse (the decoder names one token for most types) even where training "
+        "is adequate.",
+        'the published "Visual Token Diffusion Language Model" investigation (accuracy stuck at the majority '
+        "token's frequency)",
+        f"Main grid at its largest budget; a cell is adequately trained when the study's verdict for it is "
+        f"reconstructs, plateau or collapse (not capacity, at chance or too few steps). Over the models of "
+        f"those cells, the share flagged collapsed (dominant prediction > 0.9) with its exact 95% interval: "
+        f"reproduced when the interval lies above {COLLAPSE_RARE:g} (collapse is common), refuted when it "
+        f"lies below {COLLAPSE_RARE:g} (collapse is rare: with no collapsed model this needs "
+        f"{int(np.log(0.025) / np.log(1 - COLLAPSE_RARE)) + 1} models), open otherwise.",
+        study="visual-tokens",
+    )
     part = F.strings(table, "part")
     main = part == "main"
     if not main.any():
@@ -654,41 +846,66 @@ def collapse_finding(table) -> Finding:
     nanmean = lambda a: float(np.nanmean(a)) if np.any(np.isfinite(a)) else float("nan")  # noqa: E731
     rows, n, k, counts = [], 0, 0, {}
     at = main & (steps == budget)
-    cells = dict.fromkeys((cols["vocab_size"][i], cols["grid"][i], cols["colours"][i], mode[i])
-                          for i in np.flatnonzero(at))
+    cells = dict.fromkeys(
+        (cols["vocab_size"][i], cols["grid"][i], cols["colours"][i], mode[i]) for i in np.flatnonzero(at)
+    )
     for V, g, c, m in cells:
         sel = at & (cols["vocab_size"] == V) & (cols["grid"] == g) & (cols["colours"] == c) & (mode == m)
         mean = lambda name: nanmean(F.numbers(table, name)[sel])  # noqa: E731
-        verdict = cell_verdict(mean("accuracy"), mean("dominant_freq"), mean("train_loss_drop_tail"), int(V), int(g),
-                               int(c), mean("train_loss_norm_last"))
+        verdict = cell_verdict(
+            mean("accuracy"),
+            mean("dominant_freq"),
+            mean("train_loss_drop_tail"),
+            int(V),
+            int(g),
+            int(c),
+            mean("train_loss_norm_last"),
+        )
         counts[verdict] = counts.get(verdict, 0) + 1
         adequate = verdict in ("reconstructs", "plateau", "collapse")
         if adequate:
             n += int(sel.sum())
             k += int(collapsed[sel].sum())
-        rows.append([f"V={int(V)} {int(g)}x{int(g)}x{int(c)} {m}", verdict, "yes" if adequate else "no",
-                     f"{int(collapsed[sel].sum())} / {int(sel.sum())}", F.number(mean("accuracy"))])
-    f = dataclasses.replace(f, header=("cell", "study's verdict", "adequate", "collapsed models", "accuracy"), rows=rows)
+        rows.append(
+            [
+                f"V={int(V)} {int(g)}x{int(g)}x{int(c)} {m}",
+                verdict,
+                "yes" if adequate else "no",
+                f"{int(collapsed[sel].sum())} / {int(sel.sum())}",
+                F.number(mean("accuracy")),
+            ]
+        )
+    f = dataclasses.replace(
+        f, header=("cell", "study's verdict", "adequate", "collapsed models", "accuracy"), rows=rows
+    )
     if n == 0:
         return dataclasses.replace(f, verdict="open", basis=f"no adequately trained cell at {int(budget)} steps")
     ci = sps.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
     low, high = float(ci.low), float(ci.high)
     all_main = int(collapsed[main].sum())
     return dataclasses.replace(
-        f, verdict="reproduced" if low > COLLAPSE_RARE else "refuted" if high < COLLAPSE_RARE else "open",
-        basis=(f"{k} of {n} adequately trained models collapsed at {int(budget)} steps: rate "
-               f"{F.interval(k / n, low, high)} (exact 95%); "
-               f"{sum(counts.get(v, 0) for v in ('reconstructs', 'plateau', 'collapse'))} of {len(cells)} "
-               f"cells adequate; {all_main} of {int(main.sum())} main-grid models collapsed at any budget"))
+        f,
+        verdict="reproduced" if low > COLLAPSE_RARE else "refuted" if high < COLLAPSE_RARE else "open",
+        basis=(
+            f"{k} of {n} adequately trained models collapsed at {int(budget)} steps: rate "
+            f"{F.interval(k / n, low, high)} (exact 95%); "
+            f"{sum(counts.get(v, 0) for v in ('reconstructs', 'plateau', 'collapse'))} of {len(cells)} "
+            f"cells adequate; {all_main} of {int(main.sum())} main-grid models collapsed at any budget"
+        ),
+    )
 
 
 SPEC = runner.Spec(
-    name="visual-tokens", config=Config, run=run, figures=draw,
+    name="visual-tokens",
+    config=Config,
+    run=run,
+    figures=draw,
     summary=lambda cfg, r: summarise(r.data["table"]).removesuffix("\n"),
     findings=lambda out: F.judge(out, "results.csv", "visual-tokens", lambda t: [collapse_finding(t)]),
-    outputs=("results.csv",), figure_files=("heatmap_*.png", "grids.png"),
-    selection=("parts", "preset"))  # which parts run, and a label
+    outputs=("results.csv",),
+    figure_files=("heatmap_*.png", "grids.png"),
+    selection=("parts", "preset"),
+)  # which parts run, and a label
 
 
-main = runner.entry(SPEC, __name__, returns="The timings (a dict).",
-                    about="``parts`` is left out of the stamp.")
+main = runner.entry(SPEC, __name__, returns="The timings (a dict).", about="``parts`` is left out of the stamp.")

@@ -26,9 +26,26 @@ and, to stop on a validation score and keep each model's best state::
     result.best_state, result.best_step
 """
 
-from tokdyn.train.loop import (BEST_MODES, STRATEGIES, Best, Result, broadcast, checkpoint_stamp, grid,  # noqa: F401
-                               init_states, load_best, load_checkpoint, make_chunk, make_train, nan_report,
-                               save_checkpoint, settings, skipped_counts, train_many, warn_skipped)
+from tokdyn.train.loop import (  # noqa: F401
+    BEST_MODES,
+    STRATEGIES,
+    Best,
+    Result,
+    broadcast,
+    checkpoint_stamp,
+    grid,
+    init_states,
+    load_best,
+    load_checkpoint,
+    make_chunk,
+    make_train,
+    nan_report,
+    save_checkpoint,
+    settings,
+    skipped_counts,
+    train_many,
+    warn_skipped,
+)
 from tokdyn.train.options import Checkpointing, Evaluation, Execution  # noqa: F401
 from tokdyn.train.optim import Config, log_interval, optimizer, schedule  # noqa: F401
 from tokdyn.train.stopping import Decision, Patience  # noqa: F401

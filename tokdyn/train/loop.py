@@ -37,7 +37,6 @@ from tokdyn.train.options import BEST_MODES, STRATEGIES, Checkpointing, Evaluati
 from tokdyn.train.trainer import TrainState, init_state, make_step, stages_of
 
 
-
 # ---------------------------------------------------------------------------------------------- one model
 
 
@@ -47,8 +46,9 @@ def make_chunk(trainer) -> Callable:
     step = make_step(trainer)
 
     def chunk(state, data, run_key):
-        state, logs = jax.lax.scan(lambda s, _: step(s, data, run_key), state, None,
-                                   length=trainer.config.steps_per_call)
+        state, logs = jax.lax.scan(
+            lambda s, _: step(s, data, run_key), state, None, length=trainer.config.steps_per_call
+        )
         return state, jax.tree_util.tree_map(jnp.nanmean, logs)
 
     return chunk
@@ -68,8 +68,9 @@ def make_train(trainer) -> Callable:
         curves = []
         for n, tr in stages:
             chunk = make_chunk(tr)
-            state, logs = jax.lax.scan(lambda s, _: chunk(s, data, run_key), state, None,
-                                       length=n // tr.config.steps_per_call)
+            state, logs = jax.lax.scan(
+                lambda s, _: chunk(s, data, run_key), state, None, length=n // tr.config.steps_per_call
+            )
             curves.append(logs)
         return state, jax.tree_util.tree_map(lambda *c: jnp.concatenate(c), *curves)
 
@@ -85,8 +86,9 @@ def settings(hparams) -> int:
     shapes = {jax.tree_util.keystr(p): np.shape(v) for p, v in jax.tree_util.tree_flatten_with_path(hparams)[0]}
     lengths = {s[0] for s in shapes.values() if s != ()}
     if any(len(s) > 1 for s in shapes.values()) or len(lengths) > 1:
-        raise ValueError(f"every hparams leaf must be a scalar or an (H,) array of one common length H, got shapes "
-                         f"{shapes}")
+        raise ValueError(
+            f"every hparams leaf must be a scalar or an (H,) array of one common length H, got shapes {shapes}"
+        )
     return lengths.pop() if lengths else 1
 
 
@@ -188,8 +190,7 @@ def init_states(trainer, keys, hparams, *, vectorised: bool = True):
     """
     if vectorised:
         return _init_fn(trainer, True)(keys, hparams)
-    out = [_init_fn(trainer, False)(keys[i], jax.tree_util.tree_map(lambda v: v[i], hparams))
-           for i in range(len(keys))]
+    out = [_init_fn(trainer, False)(keys[i], jax.tree_util.tree_map(lambda v: v[i], hparams)) for i in range(len(keys))]
     return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *out)
 
 
@@ -205,8 +206,10 @@ def _check(trainer, keys, hparams, devices, max_calls, deadline):
     m = len(keys)
     for path, v in jax.tree_util.tree_flatten_with_path(hparams)[0]:
         if np.shape(v) != (m,):
-            raise ValueError(f"hparams leaf {jax.tree_util.keystr(path)} must have shape ({m},), one value per key, "
-                             f"got {np.shape(v)} (tokdyn.train.grid builds seeds x settings)")
+            raise ValueError(
+                f"hparams leaf {jax.tree_util.keystr(path)} must have shape ({m},), one value per key, "
+                f"got {np.shape(v)} (tokdyn.train.grid builds seeds x settings)"
+            )
         if _checks.on_host(v) and not np.all(np.isfinite(np.asarray(v, np.float64))):
             raise ValueError(f"hparams leaf {jax.tree_util.keystr(path)} must be finite, got {np.asarray(v)}")
     if max_calls is not None:
@@ -233,8 +236,10 @@ class _Runner:
             self.place = [devices[i % len(devices)] for i in range(m)]
             datas = {d: jax.device_put(data, d) for d in devices}
             self.datas = [datas[d] for d in self.place]
-            self.models = [jax.device_put(jax.tree_util.tree_map(lambda a: a[i], (state, run_keys)), self.place[i])
-                           for i in range(m)]
+            self.models = [
+                jax.device_put(jax.tree_util.tree_map(lambda a: a[i], (state, run_keys)), self.place[i])
+                for i in range(m)
+            ]
             return
         pad = (-m) % len(devices)
         grow = lambda t: jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]), t)
@@ -248,15 +253,17 @@ class _Runner:
         if self.strategy == "scan":
             st, logs = self.fn(self.data, self.models)
             self.models = (st, self.models[1])
-            return {k: np.asarray(v)[:self.m] for k, v in logs.items()}
+            return {k: np.asarray(v)[: self.m] for k, v in logs.items()}
 
         def add(acc, logs):  # running sums and counts of the finite logs (on the logs' device)
             ok = jax.tree_util.tree_map(jnp.isfinite, logs)
             clean = jax.tree_util.tree_map(lambda v, f: jnp.where(f, v, 0.0), logs, ok)
             if acc is None:
                 return clean, jax.tree_util.tree_map(lambda f: f.astype(jnp.int32), ok)
-            return (jax.tree_util.tree_map(jnp.add, acc[0], clean),
-                    jax.tree_util.tree_map(lambda a, f: a + f.astype(jnp.int32), acc[1], ok))
+            return (
+                jax.tree_util.tree_map(jnp.add, acc[0], clean),
+                jax.tree_util.tree_map(lambda a, f: a + f.astype(jnp.int32), acc[1], ok),
+            )
 
         if self.strategy == "step":
             acc = None
@@ -273,12 +280,12 @@ class _Runner:
                 accs = [add(a, lg) for a, (_, lg) in zip(accs, out)]
             sums, counts = _stacked([a[0] for a in accs]), _stacked([a[1] for a in accs])
         with np.errstate(invalid="ignore", divide="ignore"):  # a call with no finite step: NaN
-            return {k: (sums[k] / counts[k])[:self.m] for k in sums}  # the mean of the finite steps
+            return {k: (sums[k] / counts[k])[: self.m] for k in sums}  # the mean of the finite steps
 
     def state(self) -> TrainState:
         if self.strategy == "loop":
             return jax.tree_util.tree_map(jnp.asarray, _stacked([st for st, _ in self.models]))
-        return jax.tree_util.tree_map(lambda a: a[:self.m], self.models[0])
+        return jax.tree_util.tree_map(lambda a: a[: self.m], self.models[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,10 +315,16 @@ class Best:
         better = np.isfinite(v) & (np.isnan(self.value) | better)
         if not better.any():
             return self
-        new = jax.tree_util.tree_map(lambda b, s: np.where(better.reshape((-1,) + (1,) * (b.ndim - 1)),
-                                                            np.asarray(s), b), self.state, state)
-        return Best(self.column, self.mode, new, np.where(better, step, self.step),
-                    np.where(better, v, self.value).astype(np.float32))
+        new = jax.tree_util.tree_map(
+            lambda b, s: np.where(better.reshape((-1,) + (1,) * (b.ndim - 1)), np.asarray(s), b), self.state, state
+        )
+        return Best(
+            self.column,
+            self.mode,
+            new,
+            np.where(better, step, self.step),
+            np.where(better, v, self.value).astype(np.float32),
+        )
 
 
 def _evaluated(evaluate, step, state, m, logs) -> dict:
@@ -324,12 +337,16 @@ def _evaluated(evaluate, step, state, m, logs) -> dict:
         if not isinstance(k, str):
             raise TypeError(f"evaluation.fn returned a key {k!r}: the names of curve columns must be str")
         if k in logs:
-            raise ValueError(f"evaluation.fn returned {k!r}, which is already a training log (the logs are "
-                             f"{sorted(logs)}): name it otherwise, e.g. 'val_{k}'")
+            raise ValueError(
+                f"evaluation.fn returned {k!r}, which is already a training log (the logs are "
+                f"{sorted(logs)}): name it otherwise, e.g. 'val_{k}'"
+            )
         a = np.asarray(v)
         if a.shape != (m,) or a.dtype.kind not in "biuf":
-            raise ValueError(f"evaluation.fn returned {k!r} of shape {a.shape} and dtype {a.dtype}: each value must "
-                             f"be a real (M,) = ({m},) array, one per model")
+            raise ValueError(
+                f"evaluation.fn returned {k!r} of shape {a.shape} and dtype {a.dtype}: each value must "
+                f"be a real (M,) = ({m},) array, one per model"
+            )
         vals[k] = a
     return vals
 
@@ -363,8 +380,9 @@ def _describe_model(i: int, hparams, limit: int = 4) -> str:
     return f"model {i}" + (f" ({', '.join(values)}{more})" if values else "")
 
 
-def warn_skipped(skipped: np.ndarray, steps_done: int, hparams=None, *, name: str = "training",
-                 stacklevel: int = 2) -> Optional[str]:
+def warn_skipped(
+    skipped: np.ndarray, steps_done: int, hparams=None, *, name: str = "training", stacklevel: int = 2
+) -> Optional[str]:
     """Warn (``RuntimeWarning``, whatever the caller's ``quiet``) when any model skipped a non-finite step.
 
     The message says how many models and steps, which models (index into ``keys``, and their
@@ -386,13 +404,17 @@ def warn_skipped(skipped: np.ndarray, steps_done: int, hparams=None, *, name: st
         return None
     every = [int(i) for i in bad if steps_done > 0 and skipped[i] >= steps_done]
     shown = [_describe_model(int(i), hparams) if hparams is not None else f"model {int(i)}" for i in bad[:8]]
-    msg = (f"{name}: {bad.size} of {skipped.size} models skipped non-finite steps ({int(skipped[bad].sum())} steps "
-           f"in all, of {steps_done} per model): "
-           + "; ".join(f"{s}: {int(skipped[i])} skipped" for s, i in zip(shown, bad[:8]))
-           + (f"; and {bad.size - 8} more" if bad.size > 8 else ""))
+    msg = (
+        f"{name}: {bad.size} of {skipped.size} models skipped non-finite steps ({int(skipped[bad].sum())} steps "
+        f"in all, of {steps_done} per model): "
+        + "; ".join(f"{s}: {int(skipped[i])} skipped" for s, i in zip(shown, bad[:8]))
+        + (f"; and {bad.size - 8} more" if bad.size > 8 else "")
+    )
     if every:
-        msg += (f". {len(every)} skipped every step and did not train at all (models {', '.join(map(str, every[:20]))}"
-                f"{', ...' if len(every) > 20 else ''}): its loss or gradient is not finite")
+        msg += (
+            f". {len(every)} skipped every step and did not train at all (models {', '.join(map(str, every[:20]))}"
+            f"{', ...' if len(every) > 20 else ''}): its loss or gradient is not finite"
+        )
     msg += ". Result.skipped holds the count per model; Result.nan_report() the first such step"
     import warnings
 
@@ -400,10 +422,22 @@ def warn_skipped(skipped: np.ndarray, steps_done: int, hparams=None, *, name: st
     return msg
 
 
-def train_many(trainer, data, keys, hparams, *, checkpointing: Optional[Checkpointing] = None,
-               evaluation: Optional[Evaluation] = None, execution: Optional[Execution] = None,
-               deadline: Optional[float] = None, max_calls: Optional[int] = None, on_log: Optional[Callable] = None,
-               progress: Optional[io.Progress] = None, quiet: bool = True, **deprecated) -> Result:
+def train_many(
+    trainer,
+    data,
+    keys,
+    hparams,
+    *,
+    checkpointing: Optional[Checkpointing] = None,
+    evaluation: Optional[Evaluation] = None,
+    execution: Optional[Execution] = None,
+    deadline: Optional[float] = None,
+    max_calls: Optional[int] = None,
+    on_log: Optional[Callable] = None,
+    progress: Optional[io.Progress] = None,
+    quiet: bool = True,
+    **deprecated,
+) -> Result:
     """Train M models of ``trainer`` (a :class:`~tokdyn.train.Trainer` or
     :class:`~tokdyn.train.Curriculum`) on the shared ``data``: model i from ``keys[i]`` with the
     hyper-parameters ``hparams[i]`` (every leaf (M,)). After every call: the logs go into the
@@ -427,8 +461,9 @@ def train_many(trainer, data, keys, hparams, *, checkpointing: Optional[Checkpoi
 
     Returns the :class:`Result`. A ``RuntimeWarning`` (:func:`warn_skipped`) names the models that
     skipped non-finite steps. Every value is checked before any compile."""
-    opts, messages = options.from_legacy(deprecated, {"checkpointing": checkpointing, "evaluation": evaluation,
-                                                      "execution": execution})
+    opts, messages = options.from_legacy(
+        deprecated, {"checkpointing": checkpointing, "evaluation": evaluation, "execution": execution}
+    )
     for message in messages:
         warnings.warn(message, DeprecationWarning, stacklevel=2)
     ckpt = options.check("checkpointing", opts["checkpointing"], Checkpointing)
@@ -447,25 +482,40 @@ def train_many(trainer, data, keys, hparams, *, checkpointing: Optional[Checkpoi
     curves, stopped, done = {}, False, 0  # curves: allocated at the first call (or read from the checkpoint)
     best = None
     if keep_best is not None:
-        best = Best(keep_best, best_mode, jax.tree_util.tree_map(np.asarray, state), np.full(m, -1, np.int64),
-                    np.full(m, np.nan, np.float32))
+        best = Best(
+            keep_best,
+            best_mode,
+            jax.tree_util.tree_map(np.asarray, state),
+            np.full(m, -1, np.int64),
+            np.full(m, np.nan, np.float32),
+        )
     if checkpoint is not None and os.path.exists(checkpoint):
         state, curves, stopped, saved = _read_checkpoint(checkpoint, state, stamp)
         _same_best(checkpoint, saved, keep_best, best_mode)
         best = saved if saved is not None else best
         done = int(np.asarray(state.step)[0])
         if done and any(v.shape != (m, cfg.calls) for v in curves.values()):
-            raise ValueError(f"{checkpoint} holds curves of another training (shapes "
-                             f"{sorted({v.shape for v in curves.values()})}, expected ({m}, {cfg.calls})): use another "
-                             "checkpoint")
+            raise ValueError(
+                f"{checkpoint} holds curves of another training (shapes "
+                f"{sorted({v.shape for v in curves.values()})}, expected ({m}, {cfg.calls})): use another "
+                "checkpoint"
+            )
 
     def result(st, finished):
         skipped = skipped_counts(st)
         warn_skipped(skipped, done, hparams, name=f"train_many ({first.name})", stacklevel=3)
         if best is None:
             return Result(st, curves, steps, finished, done, skipped=skipped)
-        return Result(st, curves, steps, finished, done, jax.tree_util.tree_map(jnp.asarray, best.state),
-                      best.step.copy(), skipped)
+        return Result(
+            st,
+            curves,
+            steps,
+            finished,
+            done,
+            jax.tree_util.tree_map(jnp.asarray, best.state),
+            best.step.copy(),
+            skipped,
+        )
 
     if stopped or done >= cfg.steps:
         return result(state, True)
@@ -497,8 +547,10 @@ def train_many(trainer, data, keys, hparams, *, checkpointing: Optional[Checkpoi
                     on_log(done, logs)
                 if best is not None:
                     if best.column not in curves:
-                        raise ValueError(f"evaluation.keep_best={best.column!r} is not a curve column; the columns are "
-                                         f"{sorted(curves)} (the training logs and what evaluation.fn returns)")
+                        raise ValueError(
+                            f"evaluation.keep_best={best.column!r} is not a curve column; the columns are "
+                            f"{sorted(curves)} (the training logs and what evaluation.fn returns)"
+                        )
                     best = best.update(state, curves[best.column][:, col], done)
                 stopping = bool(stop(done, state, _read_only(curves))) if stop is not None else False
                 if checkpoint is not None:
@@ -509,8 +561,9 @@ def train_many(trainer, data, keys, hparams, *, checkpointing: Optional[Checkpoi
                             reported.add(i)
                             progress.note(f"{first.name}: model {i} skipped a non-finite step first at step {t}")
                     finite = np.isfinite(logs["loss"])
-                    progress.update(cfg.steps_per_call,
-                                    loss=float(np.mean(logs["loss"][finite])) if finite.any() else float("nan"))
+                    progress.update(
+                        cfg.steps_per_call, loss=float(np.mean(logs["loss"][finite])) if finite.any() else float("nan")
+                    )
                 if stopping:
                     if progress is not None:
                         progress.update(cfg.steps - done)  # the budget not needed
@@ -524,8 +577,9 @@ def train_many(trainer, data, keys, hparams, *, checkpointing: Optional[Checkpoi
 # ---------------------------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path: str, state: TrainState, curves: dict, stamp: str, *, stopped: bool = False,
-                    best: Optional[Best] = None) -> str:
+def save_checkpoint(
+    path: str, state: TrainState, curves: dict, stamp: str, *, stopped: bool = False, best: Optional[Best] = None
+) -> str:
     """Write the state, the curves and the kept :class:`Best` of :func:`train_many` to one file, atomically.
 
     Args:
@@ -559,7 +613,7 @@ def _read_checkpoint(path: str, like: TrainState, stamp: Optional[str]):
     """``(state, curves, stopped, best or None)`` from :func:`save_checkpoint`'s file."""
     z = io.load_npz(path)
     prefix = io.LEAF_PREFIX + "['curves']"
-    names = [k[len(prefix):] for k in z if k.startswith(prefix)]
+    names = [k[len(prefix) :] for k in z if k.startswith(prefix)]
     curves = {n[2:-2]: z[prefix + n] for n in names}  # "['loss']" -> "loss"
     has_best = any(k.startswith(io.LEAF_PREFIX + "['best']") for k in z)
     want = {"state": like, "curves": curves}
@@ -568,20 +622,28 @@ def _read_checkpoint(path: str, like: TrainState, stamp: Optional[str]):
         want["best"] = {"state": like, "step": np.zeros(m, np.int64), "value": np.zeros(m, np.float32)}
     tree, meta = io.load_pytree(path, want)
     if stamp is not None and str(meta.get("stamp", "")) != stamp:
-        raise ValueError(f"{path} was written for another configuration (stamp {str(meta.get('stamp', ''))!r}, asked "
-                         f"for {stamp!r}): use another checkpoint path, or remove it to start afresh")
+        raise ValueError(
+            f"{path} was written for another configuration (stamp {str(meta.get('stamp', ''))!r}, asked "
+            f"for {stamp!r}): use another checkpoint path, or remove it to start afresh"
+        )
     paths = jax.tree_util.tree_flatten_with_path(like.hparams)[0]
     for (p, want_hp), got in zip(paths, jax.tree_util.tree_leaves(tree["state"].hparams)):
         if not np.array_equal(np.asarray(want_hp), np.asarray(got)):
-            raise ValueError(f"{path} holds models with other hyper-parameters ({jax.tree_util.keystr(p)} "
-                             f"{np.asarray(got)} instead of {np.asarray(want_hp)}): use another checkpoint")
+            raise ValueError(
+                f"{path} holds models with other hyper-parameters ({jax.tree_util.keystr(p)} "
+                f"{np.asarray(got)} instead of {np.asarray(want_hp)}): use another checkpoint"
+            )
     state = jax.tree_util.tree_map(jnp.asarray, tree["state"])
     best = None
     if has_best:
         b = tree["best"]
-        best = Best(str(meta.get("best_column", "")), str(meta.get("best_mode", "max")),
-                    jax.tree_util.tree_map(np.asarray, b["state"]), np.asarray(b["step"], np.int64),
-                    np.asarray(b["value"], np.float32))
+        best = Best(
+            str(meta.get("best_column", "")),
+            str(meta.get("best_mode", "max")),
+            jax.tree_util.tree_map(np.asarray, b["state"]),
+            np.asarray(b["step"], np.int64),
+            np.asarray(b["value"], np.float32),
+        )
     return state, {k: np.asarray(v) for k, v in tree["curves"].items()}, bool(meta.get("stopped", False)), best
 
 
@@ -589,11 +651,15 @@ def _same_best(path, saved: Optional[Best], keep_best, best_mode):
     if saved is None and keep_best is None:
         return
     if saved is None:
-        raise ValueError(f"{path} was written without keep_best, asked keep_best={keep_best!r}: its best state is "
-                         "lost; use another checkpoint path, or keep_best=None")
+        raise ValueError(
+            f"{path} was written without keep_best, asked keep_best={keep_best!r}: its best state is "
+            "lost; use another checkpoint path, or keep_best=None"
+        )
     if (saved.column, saved.mode) != (keep_best, best_mode):
-        raise ValueError(f"{path} keeps the best state of {saved.column!r} (best_mode={saved.mode!r}), asked "
-                         f"keep_best={keep_best!r}, best_mode={best_mode!r}: pass the same, or use another checkpoint")
+        raise ValueError(
+            f"{path} keeps the best state of {saved.column!r} (best_mode={saved.mode!r}), asked "
+            f"keep_best={keep_best!r}, best_mode={best_mode!r}: pass the same, or use another checkpoint"
+        )
 
 
 def load_checkpoint(path: str, like: TrainState, stamp: Optional[str] = None):

@@ -93,8 +93,11 @@ def schedule(cfg: Config, peak) -> optax.Schedule:
     ``cfg.warmup_steps`` steps, then constant or a cosine decay to ``final_fraction * peak`` at
     ``cfg.steps``."""
     warm = cfg.warmup_steps
-    rest = (optax.constant_schedule(peak) if cfg.decay == "constant"
-            else optax.cosine_decay_schedule(peak, cfg.steps - warm, alpha=cfg.final_fraction))
+    rest = (
+        optax.constant_schedule(peak)
+        if cfg.decay == "constant"
+        else optax.cosine_decay_schedule(peak, cfg.steps - warm, alpha=cfg.final_fraction)
+    )
     if not warm:
         return rest
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warm), rest], [warm])

@@ -54,8 +54,10 @@ class Checkpointing:
     def validate(self) -> "Checkpointing":
         """Check every field; raise ``ValueError``/``TypeError`` naming it. Returns ``self``."""
         if not isinstance(self.path, str):
-            raise TypeError(f"path must be the checkpoint file, a str or os.PathLike, got {self.path!r} of type "
-                            f"{type(self.path).__name__}")
+            raise TypeError(
+                f"path must be the checkpoint file, a str or os.PathLike, got {self.path!r} of type "
+                f"{type(self.path).__name__}"
+            )
         if not self.path:
             raise ValueError("path must name the checkpoint file, got ''")
         if not isinstance(self.stamp, str):
@@ -94,8 +96,9 @@ class Evaluation:
             raise TypeError(f"fn must be a callable fn(step, state) -> {{name: (M,) array}} or None, got {self.fn!r}")
         _checks.positive_int("every", self.every)
         if self.keep_best is not None and not isinstance(self.keep_best, str):
-            raise TypeError(f"keep_best must be the name of a curve column (a str, e.g. 'val_all') or None, got "
-                            f"{self.keep_best!r}")
+            raise TypeError(
+                f"keep_best must be the name of a curve column (a str, e.g. 'val_all') or None, got {self.keep_best!r}"
+            )
         if not isinstance(self.best_mode, str):
             raise TypeError(f"best_mode must be a str, one of {list(BEST_MODES)}, got {self.best_mode!r}")
         _checks.choice("best_mode", self.best_mode, BEST_MODES)
@@ -154,8 +157,9 @@ def check(name: str, value, cls):
     if value is None:
         return None if cls is Checkpointing else cls()
     if not isinstance(value, cls):
-        raise TypeError(f"{name} must be a tokdyn.train.{cls.__name__} or None, got {value!r} of type "
-                        f"{type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a tokdyn.train.{cls.__name__} or None, got {value!r} of type {type(value).__name__}"
+        )
     try:
         return value.validate()
     except (TypeError, ValueError) as e:  # every message of validate() starts with the field's name
@@ -164,11 +168,17 @@ def check(name: str, value, cls):
 
 # The flat keywords train_many took before these values: keyword -> (option, its field).
 LEGACY = {
-    "checkpoint": ("checkpointing", "path"), "stamp": ("checkpointing", "stamp"),
-    "evaluate": ("evaluation", "fn"), "evaluate_every": ("evaluation", "every"),
-    "keep_best": ("evaluation", "keep_best"), "best_mode": ("evaluation", "best_mode"), "stop": ("evaluation", "stop"),
-    "strategy": ("execution", "strategy"), "devices": ("execution", "devices"),
-    "batch_size": ("execution", "batch_size"), "vectorised_init": ("execution", "vectorised_init"),
+    "checkpoint": ("checkpointing", "path"),
+    "stamp": ("checkpointing", "stamp"),
+    "evaluate": ("evaluation", "fn"),
+    "evaluate_every": ("evaluation", "every"),
+    "keep_best": ("evaluation", "keep_best"),
+    "best_mode": ("evaluation", "best_mode"),
+    "stop": ("evaluation", "stop"),
+    "strategy": ("execution", "strategy"),
+    "devices": ("execution", "devices"),
+    "batch_size": ("execution", "batch_size"),
+    "vectorised_init": ("execution", "vectorised_init"),
 }
 _CLASSES = {"checkpointing": Checkpointing, "evaluation": Evaluation, "execution": Execution}
 
@@ -190,8 +200,10 @@ def from_legacy(given: dict, options: dict, caller: str = "train_many") -> tuple
             continue
         words = [k for k in LEGACY if k in given and LEGACY[k][0] == option]
         if options.get(option) is not None:
-            raise TypeError(f"{caller}() got {', '.join(words)} and {option}: pass only "
-                            f"{option}=train.{cls.__name__}(...), which replaces them")
+            raise TypeError(
+                f"{caller}() got {', '.join(words)} and {option}: pass only "
+                f"{option}=train.{cls.__name__}(...), which replaces them"
+            )
         old = ", ".join(f"{k}=..." for k in words)
         new = ", ".join(f"{LEGACY[k][1]}=..." for k in words)
         messages.append(f"{caller}({old}) is deprecated: pass {option}=train.{cls.__name__}({new})")

@@ -169,7 +169,7 @@ class Patience:
         steps, s, lead, loss = _history(steps, scores, budget, loss)
         out = np.full(s.shape[0], -1, np.int64)
         for j in range(len(steps)):
-            d = self.decide(steps[:j + 1], s[:, :j + 1], budget, None if loss is None else loss[:, :j + 1])
+            d = self.decide(steps[: j + 1], s[:, : j + 1], budget, None if loss is None else loss[:, : j + 1])
             out = np.where((out < 0) & d.stop, steps[j], out)
         return out.reshape(lead)
 
@@ -216,8 +216,9 @@ def _history(steps, scores, budget, loss):
     if s.dtype.kind not in "biuf":
         raise TypeError(f"scores must be real numbers, got dtype {s.dtype}")
     if s.ndim not in (1, 2) or s.shape[-1] != steps.size:
-        raise ValueError(f"scores must have shape ({steps.size},) or (M, {steps.size}), one value per step, got "
-                         f"{s.shape}")
+        raise ValueError(
+            f"scores must have shape ({steps.size},) or (M, {steps.size}), one value per step, got {s.shape}"
+        )
     lead = s.shape[:-1]
     s = s.reshape(int(np.prod(lead)), steps.size).astype(np.float64)
     if loss is not None:
@@ -246,5 +247,3 @@ def _moments(a):
     mean = x.sum(axis=1) / np.maximum(n, 1)
     var = np.where(ok, (a - mean[:, None]) ** 2, 0.0).sum(axis=1) / np.maximum(n - 1, 1)
     return mean, np.where(n >= 2, var, 0.0), n
-
-

@@ -78,8 +78,10 @@ class Curriculum:
         if any(t.config != cfg for _, t in self.stages):
             raise ValueError("every stage of a Curriculum must share one optim.Config")
         if sum(n for n, _ in self.stages) != cfg.steps or any(n % cfg.steps_per_call or n < 0 for n, _ in self.stages):
-            raise ValueError(f"the stages' steps {[n for n, _ in self.stages]} must be multiples of steps_per_call="
-                             f"{cfg.steps_per_call} summing to steps={cfg.steps}")
+            raise ValueError(
+                f"the stages' steps {[n for n, _ in self.stages]} must be multiples of steps_per_call="
+                f"{cfg.steps_per_call} summing to steps={cfg.steps}"
+            )
 
     @property
     def first(self) -> Trainer:
@@ -170,4 +172,3 @@ def make_step(trainer: Trainer) -> Callable:
         return TrainState(params, opt_state, extra, hp, state.step + 1, nan_step), logs
 
     return step
-

@@ -45,8 +45,9 @@ class Config:
     heads: int = 4
     n_latents: int = 4
     projection: str = "layernorm"
-    train: optim.Config = optim.Config(steps=3000, steps_per_call=100, warmup=200, decay="cosine",
-                                       final_fraction=0.05, clip_norm=1.0)
+    train: optim.Config = optim.Config(
+        steps=3000, steps_per_call=100, warmup=200, decay="cosine", final_fraction=0.05, clip_norm=1.0
+    )
     batch_size: int = 64
     curriculum_stages: int = 2
     n_train: int = 100000
@@ -62,8 +63,17 @@ class Config:
             raise TypeError(f"task must be a tokdyn.models.latent.tasks.Config, got {type(self.task).__name__}")
         self.task.validate()
         optim.check("train", self.train)
-        for name in ("width", "depth", "heads", "n_latents", "batch_size", "curriculum_stages", "n_train", "n_test",
-                     "seeds"):
+        for name in (
+            "width",
+            "depth",
+            "heads",
+            "n_latents",
+            "batch_size",
+            "curriculum_stages",
+            "n_train",
+            "n_test",
+            "seeds",
+        ):
             _checks.positive_int(name, getattr(self, name))
         _checks.positive_int("n_val", self.n_val, minimum=0)
         _checks.positive_int("root_seed", self.root_seed, minimum=0)

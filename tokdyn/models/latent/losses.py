@@ -32,7 +32,7 @@ def groups(x, n: int):
     i spans positions round(P i / n) .. round(P (i + 1) / n) (at least one)."""
     p = x.shape[1]
     edges = [round(p * i / n) for i in range(n + 1)]
-    return jnp.stack([x[:, a:max(b, a + 1)].mean(1) for a, b in zip(edges[:-1], edges[1:])], 1)
+    return jnp.stack([x[:, a : max(b, a + 1)].mean(1) for a, b in zip(edges[:-1], edges[1:])], 1)
 
 
 def cosine(a, b):
@@ -92,13 +92,14 @@ def caption_ce(model: latent_model.Model, batch, out: latent_model.Outputs, mask
       The mean cross-entropy over the trained tokens of the B captions, a scalar.
     """
     k = model.layout.caption
-    pred = out.logits[:, k.start - 1: k.stop - 1]  # (B, K, V)
+    pred = out.logits[:, k.start - 1 : k.stop - 1]  # (B, K, V)
     ce = optax.softmax_cross_entropy_with_integer_labels(pred, batch.caption)  # (B, K)
     return jnp.sum(ce * mask) / jnp.maximum(mask.sum() * ce.shape[0], 1.0)
 
 
-def objective(model: latent_model.Model, params, batch, *, align: Optional[str], caption_mask, align_weight,
-              caption_weight):
+def objective(
+    model: latent_model.Model, params, batch, *, align: Optional[str], caption_mask, align_weight, caption_weight
+):
     """The total loss a variant minimises on one batch, and its parts: the answer's cross-entropy, plus
     ``caption_weight`` times the caption's when the model has a caption, plus ``align_weight`` times
     the ``align`` loss when one is named.

@@ -142,10 +142,10 @@ class Outputs(NamedTuple):
         model without a latent block or with fixed latent slots (pause).
     """
 
-    logits: jax.Array     # (B, T, V)
-    hidden: jax.Array     # (B, n_layers + 1, T, D) residual stream: embeddings, then after each block
+    logits: jax.Array  # (B, T, V)
+    hidden: jax.Array  # (B, n_layers + 1, T, D) residual stream: embeddings, then after each block
     attention: jax.Array  # (B, n_layers, H, T, T) attention weights
-    latents: jax.Array    # (B, L, D) fed-back last-layer hidden states (after the final LayerNorm)
+    latents: jax.Array  # (B, L, D) fed-back last-layer hidden states (after the final LayerNorm)
 
 
 class ApplyFn(Protocol):
@@ -170,11 +170,18 @@ class ApplyFn(Protocol):
       :class:`Outputs` (or any object with its four fields and their shapes).
     """
 
-    def __call__(self, params: Any, batch: Any, *, latents: Optional[jax.Array] = None,
-                 intervene: Optional[Callable[[jax.Array], jax.Array]] = None) -> Outputs: ...
+    def __call__(
+        self,
+        params: Any,
+        batch: Any,
+        *,
+        latents: Optional[jax.Array] = None,
+        intervene: Optional[Callable[[jax.Array], jax.Array]] = None,
+    ) -> Outputs: ...
 
 
 # --- Flax modules ---------------------------------------------------------------------------------
+
 
 class Block(nn.Module):
     """One pre-LN transformer block with causal self-attention over a key/value cache (``__call__``
@@ -284,11 +291,13 @@ class Network(nn.Module):
 @functools.partial(jax.jit, static_argnums=0)
 def _init(cfg: Config, key):
     g = cfg.task.grid_size
-    return Network(cfg).init(key, jnp.zeros((1, g, g), jnp.int32),
-                             jnp.zeros((1, cfg.layout.length - cfg.task.n_patches), jnp.int32))
+    return Network(cfg).init(
+        key, jnp.zeros((1, g, g), jnp.int32), jnp.zeros((1, cfg.layout.length - cfg.task.n_patches), jnp.int32)
+    )
 
 
 # --- interventions ----------------------------------------------------------------------------------
+
 
 def replace(positions, values) -> Callable:
     """Set the embeddings at ``positions`` (ints) to ``values`` ((len(positions), D) or (B, len, D))."""
@@ -309,6 +318,7 @@ def scale(positions, factor) -> Callable:
 
 
 # --- the functional boundary -----------------------------------------------------------------------
+
 
 def _shape_error(name, got, want):
     raise ValueError(f"{name} must have shape {want} for this model config, got {tuple(got)}")
@@ -349,7 +359,9 @@ def check_batch(cfg: Config, batch, latents=None, inject=None, drop=None) -> int
         if jnp.shape(inject) != (b, cfg.task.n_patches):
             _shape_error("inject", jnp.shape(inject), f"({b}, {cfg.task.n_patches})")
         if jnp.result_type(inject) != jnp.bool_:
-            raise TypeError(f"inject must be a boolean mask over the image patches, got dtype {jnp.result_type(inject)}")
+            raise TypeError(
+                f"inject must be a boolean mask over the image patches, got dtype {jnp.result_type(inject)}"
+            )
     if drop is not None:
         if jnp.shape(drop) != (b, cfg.layout.length):
             _shape_error("drop", jnp.shape(drop), f"({b}, {cfg.layout.length})")
@@ -366,10 +378,10 @@ class _Injection(NamedTuple):
     n: int
 
     def extend(self, x):  # (B, T, D) -> (B, T + P, D)
-        return jnp.concatenate([x[:, :self.at], x[:, :self.n], x[:, self.at:]], 1)
+        return jnp.concatenate([x[:, : self.at], x[:, : self.n], x[:, self.at :]], 1)
 
     def key_mask(self, keep):  # (B, T) -> (B, T + P)
-        return jnp.concatenate([keep[:, :self.at], self.mask, keep[:, self.at:]], 1)
+        return jnp.concatenate([keep[:, : self.at], self.mask, keep[:, self.at :]], 1)
 
     def shift(self, i):  # a position of the layout -> its position in the extended sequence
         return i + self.n if i >= self.at else i
@@ -377,9 +389,10 @@ class _Injection(NamedTuple):
     def shrink(self, logits, hidden, attn):
         """Drop the copies' rows; the attention paid to a copy goes to its patch."""
         a, n = self.at, self.n
-        cut = lambda z, axis: jnp.concatenate([jax.lax.slice_in_dim(z, 0, a, axis=axis),
-                                               jax.lax.slice_in_dim(z, a + n, z.shape[axis], axis=axis)], axis)
-        attn = attn.at[..., :n].add(attn[..., a:a + n])
+        cut = lambda z, axis: jnp.concatenate(
+            [jax.lax.slice_in_dim(z, 0, a, axis=axis), jax.lax.slice_in_dim(z, a + n, z.shape[axis], axis=axis)], axis
+        )
+        attn = attn.at[..., :n].add(attn[..., a : a + n])
         return cut(logits, 1), cut(hidden, 2), cut(cut(attn, 3), 4)
 
 
@@ -412,8 +425,11 @@ class Model:
         parts = [jnp.asarray(batch.question, jnp.int32)]
         if c.latent_mode != "none":
             slot = v.pause if c.latent_mode == "pause" else v.pad
-            parts += [jnp.full((b, 1), v.latent_start), jnp.full((b, c.n_latents), slot),
-                      jnp.full((b, 1), v.latent_end)]
+            parts += [
+                jnp.full((b, 1), v.latent_start),
+                jnp.full((b, c.n_latents), slot),
+                jnp.full((b, 1), v.latent_end),
+            ]
         if c.caption_len:
             parts.append(jnp.asarray(batch.caption, jnp.int32))
         parts.append(jnp.full((b, 1), v.answer))
@@ -496,8 +512,9 @@ class Model:
                 fed.append(h)
                 x = x.at[:, a].set(net.apply(params, h, method=Network.project))
             a, e = at(a), at(e)
-            out, hid, att, cache = net.apply(params, grow(edit(x))[:, a:e], cache,
-                                             None if keys is None else keys[:, :e], method=Network.backbone)
+            out, hid, att, cache = net.apply(
+                params, grow(edit(x))[:, a:e], cache, None if keys is None else keys[:, :e], method=Network.backbone
+            )
             outs.append(out)
             hiddens.append(hid)
             attns.append(jnp.pad(att, [(0, 0)] * 4 + [(0, full - e)]))  # (B, depth, H, e - a, T)

@@ -128,8 +128,14 @@ class Vocab:
 
     def names(self) -> list[str]:
         """The text of every token id (for printing captions and answers)."""
-        return (list(SPECIALS) + list(FAMILIES) + [f"colour{k}" for k in range(self.n_colours + 1)]
-                + [str(n) for n in range(self.grid_size + 1)] + list(OPS) + list(DIRECTIONS))
+        return (
+            list(SPECIALS)
+            + list(FAMILIES)
+            + [f"colour{k}" for k in range(self.n_colours + 1)]
+            + [str(n) for n in range(self.grid_size + 1)]
+            + list(OPS)
+            + list(DIRECTIONS)
+        )
 
     def decode(self, tokens) -> list[str]:
         """The text of every id in ``tokens`` (any shape, flattened), for printing."""
@@ -142,20 +148,26 @@ class Vocab:
 class Instance:
     """One task instance (a batch when every field has a leading axis)."""
 
-    image: jax.Array     # (G, G) int32 cell colours, 0 = empty
+    image: jax.Array  # (G, G) int32 cell colours, 0 = empty
     question: jax.Array  # (QUESTION_LEN,) int32 token ids, <pad>-padded
-    answer: jax.Array    # () int32 token id
-    helper: jax.Array    # (G, G) int32 the transformed grid
-    caption: jax.Array   # (caption_len,) int32 token ids, <pad>-padded
-    family: jax.Array    # () int32 index into FAMILIES
+    answer: jax.Array  # () int32 token id
+    helper: jax.Array  # (G, G) int32 the transformed grid
+    caption: jax.Array  # (caption_len,) int32 token ids, <pad>-padded
+    family: jax.Array  # () int32 index into FAMILIES
 
 
 # --- transformations (pure, on one (G, G) grid) -------------------------------------------------
 
+
 def transform(image, op):
     """Rotate/flip ``image`` (G, G) by ``op`` (index into OPS, traceable)."""
-    branches = [lambda a: jnp.rot90(a, 1), lambda a: jnp.rot90(a, 2), lambda a: jnp.rot90(a, 3),
-                lambda a: a[:, ::-1], lambda a: a[::-1, :]]
+    branches = [
+        lambda a: jnp.rot90(a, 1),
+        lambda a: jnp.rot90(a, 2),
+        lambda a: jnp.rot90(a, 3),
+        lambda a: a[:, ::-1],
+        lambda a: a[::-1, :],
+    ]
     return jax.lax.switch(op, branches, image)
 
 
@@ -189,6 +201,7 @@ def recolour(image, a, b):
 
 
 # --- generators ----------------------------------------------------------------------------------
+
 
 def _randint(key, shape, low, high):
     """``jax.random.randint`` in int32 whatever ``jax_enable_x64`` says: the same draws, so the same
@@ -276,8 +289,15 @@ def _path(key, cfg, v):
     dc = jnp.where(d[1] == 0, -n[1], n[1])
     er, ec = (start[0] + dr) % g, (start[1] + dc) % g
     helper = jnp.roll(image, (start[0] - er, start[1] - ec), axis=(0, 1))  # destination under the marker
-    q = jnp.stack([v.family0 + FAMILIES.index("path"), v.direction0 + d[0], v.number0 + n[0],
-                   v.direction0 + 2 + d[1], v.number0 + n[1]])
+    q = jnp.stack(
+        [
+            v.family0 + FAMILIES.index("path"),
+            v.direction0 + d[0],
+            v.number0 + n[0],
+            v.direction0 + 2 + d[1],
+            v.number0 + n[1],
+        ]
+    )
     answer = v.colour0 + image[er, ec]
     caption = jnp.stack([v.number0 + start[0], v.number0 + start[1], v.number0 + er, v.number0 + ec])
     return image, q, answer, helper, caption
@@ -297,8 +317,9 @@ def sample(key, family, cfg: Config = Config()) -> Instance:
     if isinstance(family, str):
         family = family_index(family)
     elif _checks.on_host(family) and np.ndim(family) == 0 and not 0 <= int(family) < len(FAMILIES):
-        raise ValueError(f"family must be a name in {list(FAMILIES)} or an index 0..{len(FAMILIES) - 1}, "
-                         f"got {family!r}")
+        raise ValueError(
+            f"family must be a name in {list(FAMILIES)} or an index 0..{len(FAMILIES) - 1}, got {family!r}"
+        )
     v = cfg.vocab
 
     def branch(gen):
@@ -306,10 +327,12 @@ def sample(key, family, cfg: Config = Config()) -> Instance:
             image, q, answer, helper, caption = gen(k, cfg, v)
             out = (image, _pad(q, QUESTION_LEN), answer, helper, _pad(caption, cfg.caption_len))
             return tuple(jnp.asarray(a, jnp.int32) for a in out)  # one dtype in every branch, with x64 too
+
         return f
 
-    image, q, answer, helper, caption = jax.lax.switch(jnp.asarray(family, jnp.int32),
-                                                       [branch(g) for g in _GENERATORS], key)
+    image, q, answer, helper, caption = jax.lax.switch(
+        jnp.asarray(family, jnp.int32), [branch(g) for g in _GENERATORS], key
+    )
     return Instance(image, q, answer, helper, caption, jnp.asarray(family, jnp.int32))
 
 
@@ -354,8 +377,7 @@ def fingerprints(inst: Instance) -> np.ndarray:
     """One hash per instance of (image, question): equal iff the instances are the same task."""
     img = np.asarray(inst.image, np.int8).reshape(np.shape(inst.image)[0], -1)
     q = np.asarray(inst.question, np.int16)
-    return np.array([hashlib.blake2b(a.tobytes() + b.tobytes(), digest_size=12).hexdigest()
-                     for a, b in zip(img, q)])
+    return np.array([hashlib.blake2b(a.tobytes() + b.tobytes(), digest_size=12).hexdigest() for a, b in zip(img, q)])
 
 
 class Splits(NamedTuple):
@@ -392,8 +414,10 @@ def splits(key, n_train: int, n_test: int, cfg: Config = Config(), *, n_val: int
     fams = _families(cfg.families)
     train = jax.tree.map(np.asarray, generate(jax.random.fold_in(key, 0), n_train, cfg))
     seen = set(fingerprints(train).tolist())
-    held = [_held_out(jax.random.fold_in(key, 1), n, cfg, fams, seen, offset) for n, offset in
-            ((n_test, 0), (n_val, 50 * n_test))]
+    held = [
+        _held_out(jax.random.fold_in(key, 1), n, cfg, fams, seen, offset)
+        for n, offset in ((n_test, 0), (n_val, 50 * n_test))
+    ]
     return Splits(train, held[1], held[0])
 
 
@@ -422,12 +446,15 @@ def _held_out(key, n: int, cfg: Config, fams, seen: set, offset: int) -> Instanc
     parts = [jax.tree.map(lambda a: a[t], c) for c, t in kept]
     out = jax.tree.map(lambda *a: np.concatenate(a)[:n], *parts)
     if len(out.answer) < n:
-        raise ValueError(f"only {len(out.answer)} distinct held-out instances exist outside the training set "
-                         f"for grid_size={cfg.grid_size}, n_colours={cfg.n_colours}; lower n_test or n_val")
+        raise ValueError(
+            f"only {len(out.answer)} distinct held-out instances exist outside the training set "
+            f"for grid_size={cfg.grid_size}, n_colours={cfg.n_colours}; lower n_test or n_val"
+        )
     return out
 
 
 # --- what the question alone gives away -----------------------------------------------------------
+
 
 def _binomial(n: int, p: float) -> np.ndarray:
     """(n + 1,) Binomial(n, p) probabilities."""
@@ -443,7 +470,7 @@ def _gravity_counts(cfg: Config, r: int) -> np.ndarray:
     colour of a random cell of the row when that cell is non-empty (which then counts), else a
     uniform colour, so k itself says nothing more (all colours are alike)."""
     g, c, d = cfg.grid_size, cfg.n_colours, cfg.density
-    p = float(_binomial(g, d)[g - r:].sum())
+    p = float(_binomial(g, d)[g - r :].sum())
     others = _binomial(g - 1, p / c)  # the other G - 1 cells of the row that match k
     out = np.zeros(g + 1)
     out[1:] += p * others

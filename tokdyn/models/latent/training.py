@@ -56,12 +56,24 @@ def _stage_trainer(cfg: Config, name: str, stage: int) -> train.Trainer:
 
     def loss(params, batch, key, hp):
         cap_mask = (jnp.arange(model.cfg.caption_len) >= dropped).astype(jnp.float32)  # (K,)
-        return losses.objective(model, params, variants.stage_batch(batch, dropped, pad), align=v.align,
-                                caption_mask=cap_mask, align_weight=hp.align_weight, caption_weight=hp.caption_weight)
+        return losses.objective(
+            model,
+            params,
+            variants.stage_batch(batch, dropped, pad),
+            align=v.align,
+            caption_mask=cap_mask,
+            align_weight=hp.align_weight,
+            caption_weight=hp.caption_weight,
+        )
 
-    return train.Trainer(cfg.train, init=lambda key, hp: first.init(key), loss=loss,
-                         batch=lambda key, pool, step: draw_batch(key, pool, cfg.batch_size), keys=run_keys,
-                         name=name)
+    return train.Trainer(
+        cfg.train,
+        init=lambda key, hp: first.init(key),
+        loss=loss,
+        batch=lambda key, pool, step: draw_batch(key, pool, cfg.batch_size),
+        keys=run_keys,
+        name=name,
+    )
 
 
 def trainer(cfg: Config, name: str) -> train.Curriculum:
@@ -77,8 +89,9 @@ def trainer(cfg: Config, name: str) -> train.Curriculum:
 
 @functools.lru_cache(maxsize=64)
 def _curriculum(cfg: Config, name: str) -> train.Curriculum:
-    return train.Curriculum(tuple((n, _stage_trainer(cfg, name, i))
-                                  for i, (_, _, n) in enumerate(variants.stages(cfg, name))))
+    return train.Curriculum(
+        tuple((n, _stage_trainer(cfg, name, i)) for i, (_, _, n) in enumerate(variants.stages(cfg, name)))
+    )
 
 
 def seed_keys(cfg: Config):
@@ -153,6 +166,7 @@ def load_best(path: str, cfg: Config, name: str, hparams: Hparams | None = None)
 def data(cfg: Config) -> tasks.Splits:
     """The training pool, validation and test sets (:class:`tokdyn.models.latent.tasks.Splits` of
     device arrays), drawn from ``fold_in(key(root_seed), 0)``."""
-    sp = tasks.splits(jax.random.fold_in(jax.random.key(cfg.root_seed), 0), cfg.n_train, cfg.n_test, cfg.task,
-                      n_val=cfg.n_val)
+    sp = tasks.splits(
+        jax.random.fold_in(jax.random.key(cfg.root_seed), 0), cfg.n_train, cfg.n_test, cfg.task, n_val=cfg.n_val
+    )
     return tasks.Splits(*(jax.tree.map(jnp.asarray, part) for part in sp))

@@ -24,6 +24,7 @@ from tokdyn.models.latent import tasks
 if TYPE_CHECKING:
     from tokdyn.models.latent.config import Config
 
+
 @dataclasses.dataclass(frozen=True)
 class Variant:
     """What a training variant changes (static).
@@ -80,9 +81,18 @@ def model_config(cfg: Config, name: str, stage: int = -1) -> latent_model.Config
     n_lat = stages(cfg, name)[stage][0]
     mode = v.latent_mode if n_lat else "none"
     text = tasks.QUESTION_LEN + cfg.n_latents + 2 + cfg.task.caption_len + 1 if v.curriculum else 0
-    return latent_model.Config(task=cfg.task, width=cfg.width, depth=cfg.depth, heads=cfg.heads, latent_mode=mode,
-                    n_latents=n_lat, caption_len=cfg.task.caption_len if v.caption else 0,
-                    projection=cfg.projection, use_image=v.use_image, text_positions=text).validate()
+    return latent_model.Config(
+        task=cfg.task,
+        width=cfg.width,
+        depth=cfg.depth,
+        heads=cfg.heads,
+        latent_mode=mode,
+        n_latents=n_lat,
+        caption_len=cfg.task.caption_len if v.caption else 0,
+        projection=cfg.projection,
+        use_image=v.use_image,
+        text_positions=text,
+    ).validate()
 
 
 def dropped_captions(cfg: Config, name: str, stage: int = -1) -> int:

@@ -142,8 +142,9 @@ def grammar_corpus(key: jax.Array, n_sentences: int) -> Corpus:
     return Corpus(tokens=tokens.astype(np.int32), vocab=vocab, counts=_counts(tokens, len(vocab)), categories=cats)
 
 
-def text_corpus(path: str, *, max_vocab: int | None = None, min_count: int = 1, lowercase: bool = False,
-                encoding: str = "utf-8") -> Corpus:
+def text_corpus(
+    path: str, *, max_vocab: int | None = None, min_count: int = 1, lowercase: bool = False, encoding: str = "utf-8"
+) -> Corpus:
     """Whitespace tokens of a text file, with ``<eos>`` after every non-empty line.
 
     The vocabulary is ``<pad>, <unk>, <eos>`` then words by decreasing count (ties by first
@@ -182,8 +183,9 @@ def text_corpus(path: str, *, max_vocab: int | None = None, min_count: int = 1, 
         for w in s:
             counts[w] = counts.get(w, 0) + 1
             first.setdefault(w, len(first))
-    words = sorted((w for w in counts if counts[w] >= min_count and w not in SPECIALS),
-                   key=lambda w: (-counts[w], first[w]))
+    words = sorted(
+        (w for w in counts if counts[w] >= min_count and w not in SPECIALS), key=lambda w: (-counts[w], first[w])
+    )
     if max_vocab is not None:
         words = words[: max_vocab - len(SPECIALS)]
     vocab = SPECIALS + tuple(words)
@@ -265,8 +267,9 @@ def _check_embeddings(tokens, vocab_size, dim, window, alpha, power, normalize):
 
 
 @_checks.checked_jit(_check_embeddings, static_argnames=("vocab_size", "dim", "window", "normalize"))
-def ppmi_embeddings(tokens, vocab_size: int, dim: int, *, window: int = 2, alpha=0.75, power=0.5,
-                    normalize: bool = True) -> jax.Array:
+def ppmi_embeddings(
+    tokens, vocab_size: int, dim: int, *, window: int = 2, alpha=0.75, power=0.5, normalize: bool = True
+) -> jax.Array:
     """Semantic embeddings: PPMI of windowed co-occurrence (:func:`cooccurrence`, :func:`ppmi`), then the
     truncated SVD ``U_k S_k**power``. Signs are fixed so that the largest-magnitude entry of each
     singular vector is positive (deterministic output); types that never occur get zero rows.

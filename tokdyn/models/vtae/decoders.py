@@ -64,10 +64,12 @@ def init_cnn(key, *, cells, features, vocab_size, channels=16) -> dict:
     Returns:
       ``{"conv1": {"w": (3, 3, F, channels), "b"}, "conv2": {...}, "out": {"w": (P * channels, V), "b": (V,)}}``.
     """
-    side = int(round(cells ** 0.5))
+    side = int(round(cells**0.5))
     k1, k2, k3 = jax.random.split(key, 3)
-    conv = lambda k, cin, cout: {"w": jax.random.normal(k, (3, 3, cin, cout)) * jnp.sqrt(2.0 / (9 * cin)),
-                                 "b": jnp.zeros((cout,))}
+    conv = lambda k, cin, cout: {
+        "w": jax.random.normal(k, (3, 3, cin, cout)) * jnp.sqrt(2.0 / (9 * cin)),
+        "b": jnp.zeros((cout,)),
+    }
     out = _dense(k3, side * side * channels, vocab_size)
     out["w"] = out["w"] * jnp.sqrt(0.5)
     return {"conv1": conv(k1, features, channels), "conv2": conv(k2, channels, channels), "out": out}
@@ -81,7 +83,7 @@ def _conv(x, p):
 def apply_cnn(params, x):
     """Logits (B, V) of the CNN decoder on grids ``x`` (B, P, F), P a square number."""
     B, P, F = x.shape
-    side = int(round(P ** 0.5))
+    side = int(round(P**0.5))
     h = x.reshape(B, side, side, F)  # (B, N, N, F)
     h = _conv(_conv(h, params["conv1"]), params["conv2"])  # (B, N, N, channels)
     return h.reshape(B, -1) @ params["out"]["w"] + params["out"]["b"]  # (B, V)

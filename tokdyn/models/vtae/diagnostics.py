@@ -164,11 +164,21 @@ def evaluate(key, params, cfg: model.Config, *, weights=None, embeddings=None, h
     dom = dominant_frequency(pred, V)
     lnv = jnp.log(float(V))
     return dict(
-        accuracy=accuracy(pred, ids), accuracy_occurrence=accuracy(pred, ids, w),
-        dominant_freq=dom, dominant_freq_occurrence=dominant_frequency(pred, V, w),
-        collapsed=dom > COLLAPSE_THRESHOLD, entropy=jnp.mean(ent), entropy_norm=jnp.mean(ent) / lnv,
-        loss=jnp.mean(ce), loss_norm=jnp.mean(ce) / lnv, uniqueness=uniq, min_hamming=min_h,
+        accuracy=accuracy(pred, ids),
+        accuracy_occurrence=accuracy(pred, ids, w),
+        dominant_freq=dom,
+        dominant_freq_occurrence=dominant_frequency(pred, V, w),
+        collapsed=dom > COLLAPSE_THRESHOLD,
+        entropy=jnp.mean(ent),
+        entropy_norm=jnp.mean(ent) / lnv,
+        loss=jnp.mean(ce),
+        loss_norm=jnp.mean(ce) / lnv,
+        uniqueness=uniq,
+        min_hamming=min_h,
         pattern_std=pattern_std(enc.x),
         sensitivity_kl=jnp.mean(losses.sensitivity_kl(k_sens, decode, enc.x, noise_std)),
-        code_perplexity=perp, code_usage=usage, grad_norm_encoder=g_enc, grad_norm_decoder=g_dec,
+        code_perplexity=perp,
+        code_usage=usage,
+        grad_norm_encoder=g_enc,
+        grad_norm_decoder=g_dec,
     )

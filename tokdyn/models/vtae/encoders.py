@@ -83,8 +83,10 @@ def init_encoder(key, *, vocab_size, cells, mode, colours, code_dim=4, embed_dim
     if embed_dim is None:
         params = {"table": scale * jax.random.normal(k1, (vocab_size, cells, K))}
     else:
-        params = {"w": scale * jax.random.normal(k1, (embed_dim, cells * K)) / jnp.sqrt(embed_dim),
-                  "b": jnp.zeros((cells * K,))}
+        params = {
+            "w": scale * jax.random.normal(k1, (embed_dim, cells * K)) / jnp.sqrt(embed_dim),
+            "b": jnp.zeros((cells * K,)),
+        }
     if mode == "vq":
         params["codebook"] = jax.random.normal(k2, (colours, code_dim))
     return params
@@ -143,7 +145,7 @@ def fsq_quantize(z, levels: int):
 def vq_quantize(z, codebook):
     """Nearest codebook vector per cell: z (..., D), codebook (C, D) -> (straight-through x,
     codes, commitment loss, codebook loss)."""
-    d = (jnp.sum(z * z, -1, keepdims=True) - 2.0 * z @ codebook.T + jnp.sum(codebook * codebook, -1))  # (.., C)
+    d = jnp.sum(z * z, -1, keepdims=True) - 2.0 * z @ codebook.T + jnp.sum(codebook * codebook, -1)  # (.., C)
     codes = jnp.argmin(d, -1)
     q = codebook[codes]  # (.., D)
     commit = jnp.mean(jnp.sum((z - jax.lax.stop_gradient(q)) ** 2, -1))

@@ -139,8 +139,10 @@ class Config:
         if self.capacity_log10() < math.log10(self.vocab_size) - 1e-12:
             warnings.warn(
                 f"colours={self.colours} and grid={self.grid} ({self.layout}, {self.cells} cells) give "
-                f"colours^cells = {self.colours ** self.cells} distinct patterns < vocab_size={self.vocab_size}: "
-                "some tokens must share a pattern, so perfect reconstruction is impossible", stacklevel=2)
+                f"colours^cells = {self.colours**self.cells} distinct patterns < vocab_size={self.vocab_size}: "
+                "some tokens must share a pattern, so perfect reconstruction is impossible",
+                stacklevel=2,
+            )
         return self
 
 
@@ -183,8 +185,16 @@ class Hparams:
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         _checks.real("tau_start", self.tau_start, low=0.0, low_open=True)
         _checks.real("tau_end", self.tau_end, low=0.0, low_open=True)
-        for name in ("w_sensitivity", "sens_min", "sens_noise", "w_batch_entropy", "w_semantic", "w_commit",
-                     "w_codebook", "dead_threshold"):
+        for name in (
+            "w_sensitivity",
+            "sens_min",
+            "sens_noise",
+            "w_batch_entropy",
+            "w_semantic",
+            "w_commit",
+            "w_codebook",
+            "dead_threshold",
+        ):
             _checks.real(name, getattr(self, name), low=0.0)
         _checks.real("ema_decay", self.ema_decay, low=0.0, high=1.0, high_open=True)
         return self
@@ -202,12 +212,26 @@ class Hparams:
 def init(key, cfg: Config) -> dict:
     """Model parameters ``{"encoder": ..., "decoder": ...}``."""
     k1, k2 = jax.random.split(key)
-    enc = encoders.init_encoder(k1, vocab_size=cfg.vocab_size, cells=cfg.cells, mode=cfg.mode, colours=cfg.colours,
-                                code_dim=cfg.code_dim,
-                                embed_dim=cfg.embed_dim if cfg.encoder_input == "embedding" else None,
-                                scale=cfg.init_scale)
-    dec = decoders.init_decoder(k2, cfg.decoder, cells=cfg.cells, features=cfg.features, vocab_size=cfg.vocab_size,
-                                hidden=cfg.hidden, depth=cfg.depth, channels=cfg.channels)
+    enc = encoders.init_encoder(
+        k1,
+        vocab_size=cfg.vocab_size,
+        cells=cfg.cells,
+        mode=cfg.mode,
+        colours=cfg.colours,
+        code_dim=cfg.code_dim,
+        embed_dim=cfg.embed_dim if cfg.encoder_input == "embedding" else None,
+        scale=cfg.init_scale,
+    )
+    dec = decoders.init_decoder(
+        k2,
+        cfg.decoder,
+        cells=cfg.cells,
+        features=cfg.features,
+        vocab_size=cfg.vocab_size,
+        hidden=cfg.hidden,
+        depth=cfg.depth,
+        channels=cfg.channels,
+    )
     return {"encoder": enc, "decoder": dec}
 
 

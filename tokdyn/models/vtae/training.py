@@ -126,19 +126,35 @@ def trainer(cfg: Config) -> train_layer.Trainer:
         cnt, s = extra
         thr = hp.dead_threshold * jnp.mean(cnt) if cfg.dead_code_reset else 0.0
         k_dead = jax.random.split(key, 3)[2] if cfg.dead_code_reset else None
-        cb, cnt, s = encoders.vq_ema_update(old["encoder"]["codebook"], cnt, s, aux["z"].reshape(-1, cfg.code_dim),
-                                            aux["codes"].reshape(-1), hp.ema_decay, key=k_dead, dead_threshold=thr)
+        cb, cnt, s = encoders.vq_ema_update(
+            old["encoder"]["codebook"],
+            cnt,
+            s,
+            aux["z"].reshape(-1, cfg.code_dim),
+            aux["codes"].reshape(-1),
+            hp.ema_decay,
+            key=k_dead,
+            dead_threshold=thr,
+        )
         keep = lambda new, prev: jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, prev)
         params = {**params, "encoder": {**params["encoder"], "codebook": keep(cb, old["encoder"]["codebook"])}}
         return params, keep((cnt, s), extra)
 
     def grad_logs(grads):
-        return dict(grad_norm_encoder=optax.tree.norm(grads["encoder"]),
-                    grad_norm_decoder=optax.tree.norm(grads["decoder"]))
+        return dict(
+            grad_norm_encoder=optax.tree.norm(grads["encoder"]), grad_norm_decoder=optax.tree.norm(grads["decoder"])
+        )
 
-    return train_layer.Trainer(cfg.train, init=lambda key, hp: model.init(key, cfg), loss=loss,
-                               batch=batch, init_extra=init_extra if cfg.vq_ema else None,
-                               update_extra=update_extra if cfg.vq_ema else None, grad_logs=grad_logs, name="vtae")
+    return train_layer.Trainer(
+        cfg.train,
+        init=lambda key, hp: model.init(key, cfg),
+        loss=loss,
+        batch=batch,
+        init_extra=init_extra if cfg.vq_ema else None,
+        update_extra=update_extra if cfg.vq_ema else None,
+        grad_logs=grad_logs,
+        name="vtae",
+    )
 
 
 def inputs(cfg: Config, weights=None, embeddings=None) -> tuple:

@@ -84,33 +84,82 @@ from __future__ import annotations
 
 from tokdyn.experiment import runner
 from tokdyn.stats import figures
+
 # (importing the parts binds each as an attribute: tokdyn.studies.token_dynamics_sweep.axes, ...)
 from tokdyn.studies.token_dynamics_sweep.axes import (  # noqa: F401
-    AXES, DATA_AXES, DEFAULT_AXES, FIRST_KNOBS, KNOB_AXES, RULE_AXES, axis_fields, axis_help, axis_names)
+    AXES,
+    DATA_AXES,
+    DEFAULT_AXES,
+    FIRST_KNOBS,
+    KNOB_AXES,
+    RULE_AXES,
+    axis_fields,
+    axis_help,
+    axis_names,
+)
 from tokdyn.studies.token_dynamics_sweep.config import (  # noqa: F401
-    GROUPS, METRICS, SETTING_METRICS, STRUCTURE_OPTIONS, STUDY, Config, Group)
+    GROUPS,
+    METRICS,
+    SETTING_METRICS,
+    STRUCTURE_OPTIONS,
+    STUDY,
+    Config,
+    Group,
+)
 from tokdyn.studies.token_dynamics_sweep.plots import HeatmapConfig, heatmap, heatmap_job, plot_jobs  # noqa: F401
 from tokdyn.studies.token_dynamics_sweep.report import (  # noqa: F401
-    analyse, analysis, merge_tables, printed, report_text)
+    analyse,
+    analysis,
+    merge_tables,
+    printed,
+    report_text,
+)
 from tokdyn.studies.token_dynamics_sweep.rule_module import (  # noqa: F401
-    load_rules, rule_module_digest, rule_module_file)
+    load_rules,
+    rule_module_digest,
+    rule_module_file,
+)
 from tokdyn.studies.token_dynamics_sweep.running import (  # noqa: F401
-    PART_WAIT_S, check, check_disk, code_record, missing_chunks, prepare, run, run_sweep)
+    PART_WAIT_S,
+    check,
+    check_disk,
+    code_record,
+    missing_chunks,
+    prepare,
+    run,
+    run_sweep,
+)
 from tokdyn.studies.token_dynamics_sweep.tables import (  # noqa: F401
-    TABLES, group_dirs, read_table, sweep_key, tables_entry, write_table)
+    TABLES,
+    group_dirs,
+    read_table,
+    sweep_key,
+    tables_entry,
+    write_table,
+)
 
 
 SPEC = runner.Spec(
-    name=STUDY, config=Config, run=run, check=check, prepare=prepare,
-    figures=lambda session, cfg, r: [figures.draw(job) for job in plot_jobs(session.out, cfg, r.data["cond"],
-                                                                               r.data["tab"])],
-    summary=lambda cfg, r: r.data["report"], summary_file="report.md", preset=None,  # report.md says it
-    printed=printed, outputs=("summary.csv", TABLES, "settings.csv", "pareto.csv"))
+    name=STUDY,
+    config=Config,
+    run=run,
+    check=check,
+    prepare=prepare,
+    figures=lambda session, cfg, r: [
+        figures.draw(job) for job in plot_jobs(session.out, cfg, r.data["cond"], r.data["tab"])
+    ],
+    summary=lambda cfg, r: r.data["report"],
+    summary_file="report.md",
+    preset=None,  # report.md says it
+    printed=printed,
+    outputs=("summary.csv", TABLES, "settings.csv", "pareto.csv"),
+)
 # (no figure_files: `tokdyn plot heatmap` draws into the same plots/ folder)
 
 
-def main(cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False,
-         part=None) -> dict | None:
+def main(
+    cfg: Config, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False, part=None
+) -> dict | None:
     """Run (or resume) the sweep into ``out`` and write its analysis
     (:func:`tokdyn.experiment.runner.run_study` of :data:`SPEC`).
 

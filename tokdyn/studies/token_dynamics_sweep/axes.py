@@ -15,15 +15,20 @@ KNOB_AXES = dynamics.FIELDS  # the built-in rule's knobs (the fields of dynamics
 RULE_AXES = KNOB_AXES + ("method",)
 DATA_AXES = ("noise", "n_clusters")
 FIRST_KNOBS = ("temperature", "repulsion", "momentum")  # the knobs the published sweep varies, first in the grid
-DEFAULT_AXES = {"temperature": "logspace:0.05:20:25", "repulsion": "linspace:0:0.2:11", "momentum": "0,0.5",
-                "noise": "0.3,0.6,0.9", "n_clusters": "3,4,5"}  # every other axis: "" (not an axis)
+DEFAULT_AXES = {
+    "temperature": "logspace:0.05:20:25",
+    "repulsion": "linspace:0:0.2:11",
+    "momentum": "0,0.5",
+    "noise": "0.3,0.6,0.9",
+    "n_clusters": "3,4,5",
+}  # every other axis: "" (not an axis)
 _OTHER_AXES = {  # the help text of the axes that are not knobs (a knob's comes from dynamics.Hparams)
     "noise": "cluster standard deviation axis.",
     "n_clusters": "cluster count axis.",
     "method": "method names, comma-separated: built-in methods, the package's rules beyond them (refinement: "
-              "tokdyn.refinement.REFINEMENT at its default knobs) and rule_module's rules in any mix, run on common "
-              "random numbers (the same data and initial tokens per seed) and compared by name (an axis of indices "
-              "into them; explicit rule axes override a method's values); empty: not an axis.",
+    "tokdyn.refinement.REFINEMENT at its default knobs) and rule_module's rules in any mix, run on common "
+    "random numbers (the same data and initial tokens per seed) and compared by name (an axis of indices "
+    "into them; explicit rule axes override a method's values); empty: not an axis.",
 }
 
 
@@ -53,8 +58,10 @@ def axis_help(knobs: type = dynamics.Hparams) -> dict:
             continue
         text = re.split(r"(?<=\.)\s+(?=[A-Z])", own.get(name, "").strip())[0]  # its first sentence
         text = re.sub(r":[\w:]+:`~?([^`]+)`", lambda m: f"``{_qualified(m.group(1), module)}``", text)
-        out[name] = (f"{name} axis, a knob of the built-in rule ({where}.{name}: {text.rstrip('.')}); empty: not an "
-                     f"axis (each method's value, else {defaults[name]:g}).")
+        out[name] = (
+            f"{name} axis, a knob of the built-in rule ({where}.{name}: {text.rstrip('.')}); empty: not an "
+            f"axis (each method's value, else {defaults[name]:g})."
+        )
     return out
 
 

@@ -22,8 +22,9 @@ from tokdyn.studies.token_dynamics_sweep.axes import AXES, DATA_AXES, axis_field
 from tokdyn.studies.token_dynamics_sweep.rule_module import load_rules
 
 STUDY = "token-dynamics-sweep"
-_Axes = dataclasses.make_dataclass("_Axes", axis_fields(), bases=(RunStructure,), frozen=True,
-                                   namespace={"__module__": __name__})  # Config's axis fields, after the structure's
+_Axes = dataclasses.make_dataclass(
+    "_Axes", axis_fields(), bases=(RunStructure,), frozen=True, namespace={"__module__": __name__}
+)  # Config's axis fields, after the structure's
 METRICS = ("ari", "steps", "collapsed", "converged", "nmi", "sse")
 SETTING_METRICS = ("ari", "steps", "collapsed", "converged")
 STRUCTURE_OPTIONS = "points_per_cluster, dim or n_tokens"  # the sizes of one run: to change when one run is too big
@@ -86,8 +87,18 @@ class Config(_Axes):
         """The quick preset (``--quick``): 3 temperatures x 2 repulsions x 2 momenta x 2 noise levels
         x 2 cluster counts x 8 seeds in D = 2 (384 runs, a few seconds once compiled); its report.md
         says so in its first line."""
-        return cls(temperature="0.5,2,8", repulsion="0,0.1", momentum="0,0.5", noise="0.3,0.9", n_clusters="3,4",
-                   seeds=8, dim=2, points_per_cluster=40, n_resamples=500, preset="quick")
+        return cls(
+            temperature="0.5,2,8",
+            repulsion="0,0.1",
+            momentum="0,0.5",
+            noise="0.3,0.9",
+            n_clusters="3,4",
+            seeds=8,
+            dim=2,
+            points_per_cluster=40,
+            n_resamples=500,
+            preset="quick",
+        )
 
     def axes(self) -> tuple:
         """``((name, values), ...)`` of the non-empty axes in grid order
@@ -112,15 +123,19 @@ class Config(_Axes):
             name, sep, text = part.partition("=")
             name = name.strip()
             if not sep or not name.isidentifier() or not text.strip():
-                raise ValueError(f"knob expects NAME=VALUES, several separated by ';' (step_size=0.5,1;"
-                                 f"beta=linspace:0:1:3), got {part!r}")
+                raise ValueError(
+                    f"knob expects NAME=VALUES, several separated by ';' (step_size=0.5,1;"
+                    f"beta=linspace:0:1:3), got {part!r}"
+                )
             if name in seen:
                 raise ValueError(f"knob: {name!r} is given twice in {self.knob!r}")
             if name in AXES:
                 raise ValueError(f"knob: {name!r} has an option of its own: --{name.replace('_', '-')} VALUES")
             if name in sweep.Grid.RESERVED or name in ("draw", "key"):
-                raise ValueError(f"knob: {name!r} is a name the sweep keeps for itself (seed, index, draw, key), "
-                                 "not a knob a rule may have")
+                raise ValueError(
+                    f"knob: {name!r} is a name the sweep keeps for itself (seed, index, draw, key), "
+                    "not a knob a rule may have"
+                )
             seen.add(name)
             out.append((name, tuple(sweep.parse_axis(name, text).tolist())))
         return tuple(out)
@@ -151,8 +166,11 @@ class Config(_Axes):
         builtin = any(rule is None for rule, _, _ in groups)
         modules = self.module_rules()
         where = " of rule_module" if all(m in modules for m, _ in own) else ""  # else: the package's rules among them
-        which = (f"rule {own[0][0]!r}{where}, whose knobs are {list(own[0][1])}" if len(own) == 1 else
-                 "rules " + ", ".join(f"{m!r} (knobs {list(k)})" for m, k in own) + where)
+        which = (
+            f"rule {own[0][0]!r}{where}, whose knobs are {list(own[0][1])}"
+            if len(own) == 1
+            else "rules " + ", ".join(f"{m!r} (knobs {list(k)})" for m, k in own) + where
+        )
         for name, values in axes:
             v = np.asarray(values, float) if name != "method" else None
             if name == "method":
@@ -164,13 +182,17 @@ class Config(_Axes):
                     raise ValueError(f"n_clusters values must be integers >= 1, got {list(values)}")
             elif not any(name in knobs for _, _, knobs in groups):
                 if name in dynamics.FIELDS:  # an option of the built-in rule, and no rule of the sweep has it
-                    raise ValueError(f"{name}: method names {which}; {name} is a knob of the built-in rule: give it "
-                                     f"as '' (--{name.replace('_', '-')} '')")
+                    raise ValueError(
+                        f"{name}: method names {which}; {name} is a knob of the built-in rule: give it "
+                        f"as '' (--{name.replace('_', '-')} '')"
+                    )
                 if not own:
-                    raise ValueError(f"knob: {name!r}: method names no rule of rule_module"
-                                     + (f" (its rules: {list(modules)})" if modules else " (none given)")
-                                     + f" nor of the package ({list(PACKAGE_RULES)}), and knob sets the knobs of "
-                                       "those rules")
+                    raise ValueError(
+                        f"knob: {name!r}: method names no rule of rule_module"
+                        + (f" (its rules: {list(modules)})" if modules else " (none given)")
+                        + f" nor of the package ({list(PACKAGE_RULES)}), and knob sets the knobs of "
+                        "those rules"
+                    )
                 raise ValueError(f"knob: {name!r} is not a knob of the {which}")
             elif name in dynamics.FIELDS and builtin:
                 dynamics.Hparams(**{name: v}).validate()  # names the field, the value and what is allowed
@@ -197,8 +219,10 @@ class Config(_Axes):
         own = self.module_rules()
         for name, rule in own.items():
             if name in PACKAGE_RULES and rule != PACKAGE_RULES[name]:
-                raise ValueError(f"rule_module {self.rule_module.strip()!r}: {name!r} is the name of one of the package's "
-                                 f"rules (tokdyn.engine.runs.PACKAGE_RULES: {PACKAGE_RULES[name].name}): choose another")
+                raise ValueError(
+                    f"rule_module {self.rule_module.strip()!r}: {name!r} is the name of one of the package's "
+                    f"rules (tokdyn.engine.runs.PACKAGE_RULES: {PACKAGE_RULES[name].name}): choose another"
+                )
         return {**PACKAGE_RULES, **own}
 
     def module_rules(self) -> dict:
@@ -260,8 +284,12 @@ class Config(_Axes):
                 table = tuple(dynamics.METHODS[names[i]].row() for i in idx)
             else:
                 table = tuple(tuple(float(v) for v in jax.tree_util.tree_leaves(rules[names[i]].hparams)) for i in idx)
-            task = ClusterRun(**self.structure(), max_clusters=max(self.cluster_counts()), methods=table,
-                              **({} if rule is None else {"rule": rule}))
+            task = ClusterRun(
+                **self.structure(),
+                max_clusters=max(self.cluster_counts()),
+                methods=table,
+                **({} if rule is None else {"rule": rule}),
+            )
 
             def values(k):
                 if k == "method":
@@ -306,8 +334,10 @@ class Config(_Axes):
     def _group_sizes(self) -> list:
         """Per :meth:`method_groups` entry, ``{axis: size}`` of its grid's axes (``method``: its methods)."""
         sizes = {k: len(v) for k, v in self.axes()}
-        return [{k: len(idx) if k == "method" else sizes[k] for k in names}
-                for (_, idx), names in zip(self.method_groups(), self._group_axes())]
+        return [
+            {k: len(idx) if k == "method" else sizes[k] for k in names}
+            for (_, idx), names in zip(self.method_groups(), self._group_axes())
+        ]
 
     def runs(self) -> int:
         """Runs of the sweep: over its rules (:meth:`groups`), the product of the sizes of the axes
@@ -317,8 +347,9 @@ class Config(_Axes):
     def settings(self) -> int:
         """Settings of the analysis: over its rules, the product of the sizes of the rule axes each
         takes."""
-        return sum(int(np.prod([n for k, n in g.items() if k not in DATA_AXES], dtype=object))
-                   for g in self._group_sizes())
+        return sum(
+            int(np.prod([n for k, n in g.items() if k not in DATA_AXES], dtype=object)) for g in self._group_sizes()
+        )
 
     def estimate(self) -> Estimate:
         """What the sweep and its analysis ask of the machine; :class:`Refused` naming the option
@@ -337,9 +368,11 @@ class Config(_Axes):
         runs = self.runs()
         if runs > sweep.MAX_RUNS:
             sizes = " x ".join(f"{k} ({len(v)})" for k, v in self.axes())
-            raise Refused(f"seeds={self.seeds} makes {runs:,} runs ({sizes} x {self.seeds} seeds), more than the "
-                          f"{sweep.MAX_RUNS:,} the sweep engine can index (run indices and seeds are folded into "
-                          "PRNG keys as uint32): make seeds smaller, or split the axes over several sweeps")
+            raise Refused(
+                f"seeds={self.seeds} makes {runs:,} runs ({sizes} x {self.seeds} seeds), more than the "
+                f"{sweep.MAX_RUNS:,} the sweep engine can index (run indices and seeds are folded into "
+                "PRNG keys as uint32): make seeds smaller, or split the axes over several sweeps"
+            )
         points = max(self.cluster_counts()) * self.points_per_cluster
         accelerator = jax.default_backend() != "cpu"
         chunk = min(self.chunk() or (65536 if accelerator else 2048) * jax.local_device_count(), runs)
@@ -354,13 +387,22 @@ class Config(_Axes):
         device = device_bytes(chunk)
         # a chunk of one run needs most of it: its sizes, not the chunk size, are what to change
         chunk_option = "chunk_size" if device_bytes(1) < device / 2 else STRUCTURE_OPTIONS
-        host, host_option = max((table, "seeds"), (boot, "n_resamples" if 256 * self.n_resamples > 1024 * self.seeds
-                                                   else "seeds"))
+        host, host_option = max(
+            (table, "seeds"), (boot, "n_resamples" if 256 * self.n_resamples > 1024 * self.seeds else "seeds")
+        )
         work = points * self.n_tokens * self.dim * self.n_steps / (300 * 4 * 4 * 30)
-        seconds = {"dynamics": runs * 1.7e-4 * max(0.5, float(np.sqrt(work))),
-                   "host": self.settings() * self.seeds * self.n_resamples * len(SETTING_METRICS) * 2e-9}
-        return Estimate(memory=float(device), option=chunk_option, models=runs, work=seconds,
-                        host_memory=float(host), host_option=host_option)
+        seconds = {
+            "dynamics": runs * 1.7e-4 * max(0.5, float(np.sqrt(work))),
+            "host": self.settings() * self.seeds * self.n_resamples * len(SETTING_METRICS) * 2e-9,
+        }
+        return Estimate(
+            memory=float(device),
+            option=chunk_option,
+            models=runs,
+            work=seconds,
+            host_memory=float(host),
+            host_option=host_option,
+        )
 
     def chunk_limit(self) -> int | None:
         """The most runs a chunk may hold so that every array of it fits XLA's 32-bit element index
@@ -375,10 +417,12 @@ class Config(_Axes):
         per_seed = points * self.dim  # the data drawn once per seed
         fewest = min(self.seeds, 1 // conds + 2 * n_dev)  # the seeds a chunk of one run draws
         if fewest * per_seed > study.MAX_ELEMENTS:
-            raise Refused(f"points_per_cluster={self.points_per_cluster} with dim={self.dim} (and "
-                          f"{max(self.cluster_counts())} clusters) makes the data of the {fewest} seed(s) a chunk draws at once an array of "
-                          f"{fewest * per_seed:,} elements, more than the {study.MAX_ELEMENTS:,} one array may hold "
-                          f"whatever the chunk_size: make {STRUCTURE_OPTIONS} smaller")
+            raise Refused(
+                f"points_per_cluster={self.points_per_cluster} with dim={self.dim} (and "
+                f"{max(self.cluster_counts())} clusters) makes the data of the {fewest} seed(s) a chunk draws at once an array of "
+                f"{fewest * per_seed:,} elements, more than the {study.MAX_ELEMENTS:,} one array may hold "
+                f"whatever the chunk_size: make {STRUCTURE_OPTIONS} smaller"
+            )
         limit = None
         most = study.MAX_ELEMENTS // per_seed  # seeds whose data fit in one array
         if self.seeds > most:  # chunk // conds + 2 n_dev seeds drawn at once: at most `most`
@@ -386,9 +430,11 @@ class Config(_Axes):
         if jax.default_backend() != "cpu":  # the chunk's runs are vmapped at once
             per_run = points * (self.dim + self.n_tokens)
             if per_run > study.MAX_ELEMENTS:
-                raise Refused(f"points_per_cluster={self.points_per_cluster}, dim={self.dim} and n_tokens="
-                              f"{self.n_tokens} make one run's working set an array of {per_run:,} elements, more "
-                              f"than the {study.MAX_ELEMENTS:,} one array may hold: make {STRUCTURE_OPTIONS} smaller")
+                raise Refused(
+                    f"points_per_cluster={self.points_per_cluster}, dim={self.dim} and n_tokens="
+                    f"{self.n_tokens} make one run's working set an array of {per_run:,} elements, more "
+                    f"than the {study.MAX_ELEMENTS:,} one array may hold: make {STRUCTURE_OPTIONS} smaller"
+                )
             limit = min(limit or study.MAX_ELEMENTS, study.MAX_ELEMENTS // per_run)
         return limit
 
@@ -399,9 +445,11 @@ class Config(_Axes):
         limit = self.chunk_limit()
         if self.chunk_size:
             if limit is not None and self.chunk_size > limit:
-                raise Refused(f"chunk_size makes an array of more than the {study.MAX_ELEMENTS:,} elements one array "
-                              f"may hold (chunk_size={self.chunk_size}: the data of the seeds a chunk draws at once): "
-                              f"make chunk_size smaller (at most {limit:,} fits with these sizes)")
+                raise Refused(
+                    f"chunk_size makes an array of more than the {study.MAX_ELEMENTS:,} elements one array "
+                    f"may hold (chunk_size={self.chunk_size}: the data of the seeds a chunk draws at once): "
+                    f"make chunk_size smaller (at most {limit:,} fits with these sizes)"
+                )
             return self.chunk_size
         default = (65536 if jax.default_backend() != "cpu" else 2048) * jax.local_device_count()
         return limit if limit is not None and limit < min(default, self.runs()) else None
@@ -416,8 +464,17 @@ def _with_axes(doc: str) -> str:
     """``doc`` (:class:`Config`'s docstring) with the entries of the axes (:func:`axis_help`, in
     grid order) first in its ``Attributes:`` section."""
     head, sep, rest = doc.partition("    Attributes:\n")
-    lines = [textwrap.fill(f"{name}: {text}", 100, initial_indent=" " * 6, subsequent_indent=" " * 8,
-                           break_on_hyphens=False, break_long_words=False) for name, text in axis_help().items()]
+    lines = [
+        textwrap.fill(
+            f"{name}: {text}",
+            100,
+            initial_indent=" " * 6,
+            subsequent_indent=" " * 8,
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+        for name, text in axis_help().items()
+    ]
     return head + sep + "\n".join(lines) + "\n" + rest
 
 

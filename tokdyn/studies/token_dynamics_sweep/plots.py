@@ -18,8 +18,9 @@ from tokdyn.studies.token_dynamics_sweep.config import METRICS, Config
 from tokdyn.studies.token_dynamics_sweep.tables import group_dirs, read_table, write_table
 
 
-def heatmap_job(out: str, cond: dict, x: str, y: str, metric: str, where: dict | None = None,
-                stat: str = "mean") -> dict:
+def heatmap_job(
+    out: str, cond: dict, x: str, y: str, metric: str, where: dict | None = None, stat: str = "mean"
+) -> dict:
     """The :func:`tokdyn.stats.figures.draw` job of a heatmap of ``metric`` over axes ``x`` and ``y``,
     pooled over the other axes (or fixed by ``where``).
 
@@ -53,8 +54,17 @@ def heatmap_job(out: str, cond: dict, x: str, y: str, metric: str, where: dict |
     title = f"{metric} ({stat}) over seeds" + (f" and {', '.join(pooled)}" if pooled else "")
     if where:
         title += "; " + ", ".join(f"{k}={v:g}" for k, v in where.items())
-    return dict(kind="heatmap", path=os.path.join(out, "plots", f"heatmap_{metric}_{stat}_{y}_vs_{x}{suffix}.png"),
-                x=xs.tolist(), y=ys.tolist(), z=z.tolist(), xlabel=x, ylabel=y, title=title, cbar=metric)
+    return dict(
+        kind="heatmap",
+        path=os.path.join(out, "plots", f"heatmap_{metric}_{stat}_{y}_vs_{x}{suffix}.png"),
+        x=xs.tolist(),
+        y=ys.tolist(),
+        z=z.tolist(),
+        xlabel=x,
+        ylabel=y,
+        title=title,
+        cbar=metric,
+    )
 
 
 def plot_jobs(out: str, cfg: Config, cond: dict, tab: dict) -> list[dict]:
@@ -75,26 +85,42 @@ def plot_jobs(out: str, cfg: Config, cond: dict, tab: dict) -> list[dict]:
     """
     jobs = []
     front = np.asarray(tab["on_front"], bool)
-    jobs.append(dict(kind="front", path=os.path.join(out, "plots", "pareto.png"), cost=tab["steps_mean"].tolist(),
-                     benefit=tab["ari_mean"].tolist(), front=front.tolist(), low=tab["ari_low"].tolist(),
-                     high=tab["ari_high"].tolist(), xlabel="mean steps", ylabel="mean ARI",
-                     title=f"{len(front)} settings; Pareto front ({front.sum()}) with 95% bootstrap CI"))
+    jobs.append(
+        dict(
+            kind="front",
+            path=os.path.join(out, "plots", "pareto.png"),
+            cost=tab["steps_mean"].tolist(),
+            benefit=tab["ari_mean"].tolist(),
+            front=front.tolist(),
+            low=tab["ari_low"].tolist(),
+            high=tab["ari_high"].tolist(),
+            xlabel="mean steps",
+            ylabel="mean ARI",
+            title=f"{len(front)} settings; Pareto front ({front.sum()}) with 95% bootstrap CI",
+        )
+    )
     groups = cfg.groups()
     for group in groups:  # per rule: the heatmaps over the first two axes it takes
-        axes = [k for k in cfg.rule_axes() + cfg.data_axes() if k in group.grid.names
-                and (len(groups) == 1 or group.grid.axes[k].size > 1)]  # of several rules: no axis of one value
+        axes = [
+            k
+            for k in cfg.rule_axes() + cfg.data_axes()
+            if k in group.grid.names and (len(groups) == 1 or group.grid.axes[k].size > 1)
+        ]  # of several rules: no axis of one value
         if len(axes) < 2:
             continue
         part = cond
         if len(groups) > 1:  # its conditions, without the axes of the other rules
             sel = np.isin(cond["method"], group.methods)
-            part = {k: np.asarray(v)[sel] for k, v in cond.items()
-                    if k in group.grid.names or k not in [a for a, _ in cfg.axes()] + ["method_name"]}
+            part = {
+                k: np.asarray(v)[sel]
+                for k, v in cond.items()
+                if k in group.grid.names or k not in [a for a, _ in cfg.axes()] + ["method_name"]
+            }
         for metric in ("ari", "collapsed", "steps"):
             job = heatmap_job(out, part, axes[0], axes[1], metric)
             if len(groups) > 1:
                 tag = os.path.basename(group.folder)
-                job["path"] = job["path"][:-len(".png")] + f"_{tag}.png"
+                job["path"] = job["path"][: -len(".png")] + f"_{tag}.png"
                 job["title"] = f"{tag}: {job['title']}"
             jobs.append(job)
     return jobs
@@ -147,13 +173,17 @@ class HeatmapConfig:
             raise ValueError(f"dir={self.dir!r} is not a directory: name the --out of a `tokdyn sweep token-dynamics`")
         dirs = group_dirs(self.dir)
         if dirs:
-            raise ValueError(f"dir={self.dir!r} holds a sweep of several rules, one engine sweep each: plot one of "
-                             f"them, dir={dirs[0]!r}" + "".join(f" or {d!r}" for d in dirs[1:]))
+            raise ValueError(
+                f"dir={self.dir!r} holds a sweep of several rules, one engine sweep each: plot one of "
+                f"them, dir={dirs[0]!r}" + "".join(f" or {d!r}" for d in dirs[1:])
+            )
         try:
             grid = sweep.Grid.from_dict(sweep.read_manifest(self.dir)["grid"])
         except io.CorruptFile as e:
-            raise ValueError(f"dir={self.dir!r}: {e}; run the sweep command again with its arguments to write it anew "
-                             "(its finished chunks are kept)") from None
+            raise ValueError(
+                f"dir={self.dir!r}: {e}; run the sweep command again with its arguments to write it anew "
+                "(its finished chunks are kept)"
+            ) from None
         axes = list(grid.names)
         where = self.fixed()
         for arg, name in [("x", self.x), ("y", self.y)] + [("where", k) for k in where]:
@@ -166,12 +196,16 @@ class HeatmapConfig:
                 raise ValueError(f"where fixes {name!r}, which the heatmap spans (x={self.x!r}, y={self.y!r})")
             values = grid.axes[name]
             if not np.isclose(values, value).any():
-                raise ValueError(f"where={name}={value:g}: the sweep's {name} takes the values "
-                                 f"{[float(v) if values.dtype.kind == 'f' else int(v) for v in values]}")
+                raise ValueError(
+                    f"where={name}={value:g}: the sweep's {name} takes the values "
+                    f"{[float(v) if values.dtype.kind == 'f' else int(v) for v in values]}"
+                )
         missing = sweep.missing_chunks(self.dir)
         if missing:
-            raise ValueError(f"dir={self.dir!r} holds an unfinished sweep ({len(missing)} chunk(s) missing, the first "
-                             f"for runs [{missing[0][0]}, {missing[0][1]})): run the sweep command again to finish it")
+            raise ValueError(
+                f"dir={self.dir!r} holds an unfinished sweep ({len(missing)} chunk(s) missing, the first "
+                f"for runs [{missing[0][0]}, {missing[0][1]})): run the sweep command again to finish it"
+            )
         fields = sweep.output_fields(self.dir)
         if self.metric not in fields:
             raise ValueError(f"metric={self.metric!r} is not an output of this sweep; metrics: {list(fields)}")
@@ -198,11 +232,16 @@ def _summary_table(cfg: HeatmapConfig) -> dict:
         ordered = [f for f in METRICS if f in fields] + [f for f in fields if f not in METRICS]
         cond = summary.condition_stats(cfg.dir, ordered, require_finite=[f for f in METRICS if f in fields])
     except ValueError as e:  # a chunk damaged since the sweep finished (iter_chunks names it)
-        raise Refused(f"{e}: run the sweep command again with its arguments (it recomputes the chunk), then "
-                      "plot") from None
+        raise Refused(
+            f"{e}: run the sweep command again with its arguments (it recomputes the chunk), then plot"
+        ) from None
     if problem is not None:
-        warnings.warn(f"{path} is not the table the sweep wrote ({problem}): recomputed from the sweep's verified "
-                      "chunks and written anew", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{path} is not the table the sweep wrote ({problem}): recomputed from the sweep's verified "
+            "chunks and written anew",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     write_table(cfg.dir, "summary.csv", cond)
     return cond
 

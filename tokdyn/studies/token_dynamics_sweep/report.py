@@ -49,8 +49,9 @@ def merge_tables(parts: list, axes, names) -> dict:
         if all(k in p for p in parts):
             out[k] = np.concatenate([np.asarray(p[k]) for p in parts])
         else:
-            out[k] = np.concatenate([np.asarray(p[k], np.float64) if k in p else np.full(len(p["nonfinite"]), np.nan)
-                                     for p in parts])
+            out[k] = np.concatenate(
+                [np.asarray(p[k], np.float64) if k in p else np.full(len(p["nonfinite"]), np.nan) for p in parts]
+            )
         if k == "method":
             out["method_name"] = np.asarray(names, dtype=object)[out["method"]].astype(str)
     for k in parts[0]:
@@ -91,8 +92,18 @@ def analysis(out: str, cfg: Config, *, seconds: float | None = None, top: int = 
     for group in groups:
         d = group.dir(out)
         conds.append(_to_global(summary.condition_stats(d, METRICS, require_finite=METRICS), group))
-        tabs.append(_to_global(summary.setting_table(d, [k for k in by if k in group.grid.names], SETTING_METRICS,
-                                                     n_resamples=cfg.n_resamples, require_finite=METRICS), group))
+        tabs.append(
+            _to_global(
+                summary.setting_table(
+                    d,
+                    [k for k in by if k in group.grid.names],
+                    SETTING_METRICS,
+                    n_resamples=cfg.n_resamples,
+                    require_finite=METRICS,
+                ),
+                group,
+            )
+        )
     cond = merge_tables(conds, [k for k, _ in cfg.axes()], names)
     tab = merge_tables(tabs, by, names)
     front = summary.pareto_front(tab["steps_mean"], tab["ari_mean"])
@@ -102,11 +113,16 @@ def analysis(out: str, cfg: Config, *, seconds: float | None = None, top: int = 
     ranked = np.argsort(-np.nan_to_num(tab["ari_mean"], nan=-np.inf), kind="stable")
     best = io.to_rows(tab, ranked[:top])
     paired = _paired_lines(out, cfg, tab, [len(t["nonfinite"]) for t in tabs])
-    tables = {"summary.csv": cond, TABLES: lambda: tables_entry(out, "summary.csv"), "settings.csv": tab,
-              "pareto.csv": {k: np.asarray(v)[order] for k, v in tab.items()}}
+    tables = {
+        "summary.csv": cond,
+        TABLES: lambda: tables_entry(out, "summary.csv"),
+        "settings.csv": tab,
+        "pareto.csv": {k: np.asarray(v)[order] for k, v in tab.items()},
+    }
     report = report_text(cfg, tab, ranked, front_rows, cond, seconds, top, paired)
-    return runner.Result(tables, data=dict(cond=cond, tab=tab, report=report),
-                         value=dict(best=best[0], front=front_rows))
+    return runner.Result(
+        tables, data=dict(cond=cond, tab=tab, report=report), value=dict(best=best[0], front=front_rows)
+    )
 
 
 def analyse(out: str, cfg: Config, *, plots: bool = True, seconds: float | None = None, top: int = 10) -> dict:
@@ -148,8 +164,11 @@ def _paired_lines(out: str, cfg: Config, tab: dict, sizes: list) -> list:
     by = cfg.rule_axes()
     values, starts = [], np.cumsum([0] + sizes)
     for group in cfg.groups():  # (settings of the group, seeds) per metric, in setting_table's row order
-        values.append(summary.per_seed(group.dir(out), [k for k in by if k in group.grid.names], ("ari", "steps"),
-                                       require_finite=METRICS)[1])
+        values.append(
+            summary.per_seed(
+                group.dir(out), [k for k in by if k in group.grid.names], ("ari", "steps"), require_finite=METRICS
+            )[1]
+        )
 
     def per_seed(row):
         g = int(np.searchsorted(starts, row, side="right") - 1)
@@ -161,11 +180,17 @@ def _paired_lines(out: str, cfg: Config, tab: dict, sizes: list) -> list:
         ari = np.nan_to_num(tab["ari_mean"][rows], nan=-np.inf)
         best[m] = int(rows[np.argmax(ari)])
     ref = per_seed(best[0])
-    lines = ["", f"## Paired by seed: each method's best setting against {names[0]}'s", "",
-             f"Differences per seed (method minus {names[0]}, each seed's mean over the data axes: common random "
-             "numbers pair them), mean with a 95% percentile bootstrap over seeds; a seed where either side had no "
-             "finite run is dropped.", "",
-             "| method | best setting | ΔARI [95% CI] | Δsteps [95% CI] | seeds |", "|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"## Paired by seed: each method's best setting against {names[0]}'s",
+        "",
+        f"Differences per seed (method minus {names[0]}, each seed's mean over the data axes: common random "
+        "numbers pair them), mean with a 95% percentile bootstrap over seeds; a seed where either side had no "
+        "finite run is dropped.",
+        "",
+        "| method | best setting | ΔARI [95% CI] | Δsteps [95% CI] | seeds |",
+        "|---|---|---|---|---|",
+    ]
     ref_row = io.to_rows(tab, [best[0]])[0]
     lines.insert(3, f"{names[0]}'s best setting: {_label(ref_row, by)}.")
     lines.insert(4, "")
@@ -181,8 +206,10 @@ def _paired_lines(out: str, cfg: Config, tab: dict, sizes: list) -> list:
             else:
                 cells.append(f"{d.mean():+.{p}f}" if d.size else "-")
         n = int(np.sum(np.isfinite(mine["ari"] - ref["ari"])))
-        lines.append(f"| {names[m]} | {_label(io.to_rows(tab, [best[m]])[0], by)} | {cells[0]} | {cells[1]} | "
-                     f"{n} of {cfg.seeds} |")
+        lines.append(
+            f"| {names[m]} | {_label(io.to_rows(tab, [best[m]])[0], by)} | {cells[0]} | {cells[1]} | "
+            f"{n} of {cfg.seeds} |"
+        )
     return lines
 
 
@@ -208,23 +235,41 @@ def report_text(cfg: Config, tab: dict, ranked, front_rows: list, cond: dict, se
     if len(groups) == 1:
         runs = " x ".join(f"{k} ({len(v)})" for k, v in cfg.axes()) + f" x {cfg.seeds} seeds"
     else:  # one engine sweep per rule, each over the axes its rule takes
-        runs = "; ".join(f"{'+'.join(names[i] for i in g.methods)} ({g.folder}): "
-                         + " x ".join(f"{k} ({n})" for k, n in zip(g.grid.names, g.grid.shape))
-                         + f" x {cfg.seeds} seeds"
-                         for g in groups) + " (one engine sweep per rule, the same root key and seeds)"
-    quick = ([f"Quick preset: a small grid and {cfg.seeds} seeds (tokdyn sweep token-dynamics --quick), to try the "
-              "command and its outputs; run without --quick for a sweep whose figures mean something.", ""]
-             if cfg.preset == "quick" else [])
+        runs = (
+            "; ".join(
+                f"{'+'.join(names[i] for i in g.methods)} ({g.folder}): "
+                + " x ".join(f"{k} ({n})" for k, n in zip(g.grid.names, g.grid.shape))
+                + f" x {cfg.seeds} seeds"
+                for g in groups
+            )
+            + " (one engine sweep per rule, the same root key and seeds)"
+        )
+    quick = (
+        [
+            f"Quick preset: a small grid and {cfg.seeds} seeds (tokdyn sweep token-dynamics --quick), to try the "
+            "command and its outputs; run without --quick for a sweep whose figures mean something.",
+            "",
+        ]
+        if cfg.preset == "quick"
+        else []
+    )
     lines = quick + [
         "# Token-dynamics sweep",
         "",
         f"{n_runs:,} runs: " + runs + (f", in {seconds:.1f} s" if seconds else "") + ".",
         f"Runs: {cfg.n_tokens} tokens, D={cfg.dim}, {cfg.points_per_cluster} points per cluster, "
         f"centres {cfg.centers} (box {cfg.center_box:g}), init {cfg.init}, at most {cfg.n_steps} steps, "
-        f"tol {cfg.tol:g}." + (" Method indices: " + ", ".join(f"{i} = {m}" for i, m in enumerate(cfg.method_names()))
-                               + "." if cfg.method_names() else ""),
-        "A *setting* is one point of the rule axes (" + (", ".join(by) or "none") + "), pooled over the data axes ("
-        + (", ".join(cfg.data_axes()) or "none") + "). Intervals are 95% percentile "
+        f"tol {cfg.tol:g}."
+        + (
+            " Method indices: " + ", ".join(f"{i} = {m}" for i, m in enumerate(cfg.method_names())) + "."
+            if cfg.method_names()
+            else ""
+        ),
+        "A *setting* is one point of the rule axes ("
+        + (", ".join(by) or "none")
+        + "), pooled over the data axes ("
+        + (", ".join(cfg.data_axes()) or "none")
+        + "). Intervals are 95% percentile "
         "bootstraps over seeds (common random numbers: every setting saw the same data per seed).",
         "",
         f"## Best regimes by mean ARI (top {min(top, len(ranked))} of {len(ranked)} settings)",
@@ -233,31 +278,53 @@ def report_text(cfg: Config, tab: dict, ranked, front_rows: list, cond: dict, se
         "|---|---|---|---|---|---|",
     ]
     for r in io.to_rows(tab, ranked[:top]):
-        lines.append(f"| {_label(r, by)} | {_ci(r, 'ari')} | {_ci(r, 'steps', 2)} | {r['collapsed_mean']:.3f} | "
-                     f"{r['converged_mean']:.3f} | {_flag(r['nonfinite'])} |")
+        lines.append(
+            f"| {_label(r, by)} | {_ci(r, 'ari')} | {_ci(r, 'steps', 2)} | {r['collapsed_mean']:.3f} | "
+            f"{r['converged_mean']:.3f} | {_flag(r['nonfinite'])} |"
+        )
     overlap = int(np.sum(tab["ari_high"] >= best["ari_low"]))
-    lines += ["", f"{overlap} setting(s) have an ARI interval reaching the best setting's lower bound "
-                  f"({best['ari_low']:.3f}): the top is {'not ' if overlap > 1 else ''}clearly separated."]
-    lines += ["", "## Speed vs quality: the Pareto front (fewer steps, higher ARI)", "",
-              "| setting | steps [95% CI] | ARI [95% CI] | collapse rate |", "|---|---|---|---|"]
+    lines += [
+        "",
+        f"{overlap} setting(s) have an ARI interval reaching the best setting's lower bound "
+        f"({best['ari_low']:.3f}): the top is {'not ' if overlap > 1 else ''}clearly separated.",
+    ]
+    lines += [
+        "",
+        "## Speed vs quality: the Pareto front (fewer steps, higher ARI)",
+        "",
+        "| setting | steps [95% CI] | ARI [95% CI] | collapse rate |",
+        "|---|---|---|---|",
+    ]
     for r in front_rows:
         lines.append(f"| {_label(r, by)} | {_ci(r, 'steps', 2)} | {_ci(r, 'ari')} | {r['collapsed_mean']:.3f} |")
     for delta in (0.01, 0.02, 0.05) if np.isfinite(best["ari_mean"]) else ():
         ok = np.flatnonzero(tab["ari_mean"] >= best["ari_mean"] - delta)
         fast = ok[np.argmin(tab["steps_mean"][ok])]
         r = io.to_rows(tab, [fast])[0]
-        lines.append(f"\nFastest setting within {delta:g} ARI of the best: {_label(r, by)}: steps {_ci(r, 'steps', 2)}, "
-                     f"ARI {_ci(r, 'ari')}.")
+        lines.append(
+            f"\nFastest setting within {delta:g} ARI of the best: {_label(r, by)}: steps {_ci(r, 'steps', 2)}, "
+            f"ARI {_ci(r, 'ari')}."
+        )
     collapse = np.flatnonzero(tab["collapsed_mean"] > 0.5)
     if collapse.size:
-        lines += ["", "## Collapse", "", f"{collapse.size} setting(s) collapse in more than half of their runs"
-                  + (" that stayed finite" if tab["nonfinite"].sum() else "") + "; "
-                  "e.g. " + "; ".join(_label(r, by) for r in io.to_rows(tab, collapse[:5])) + "."]
+        lines += [
+            "",
+            "## Collapse",
+            "",
+            f"{collapse.size} setting(s) collapse in more than half of their runs"
+            + (" that stayed finite" if tab["nonfinite"].sum() else "")
+            + "; "
+            "e.g. " + "; ".join(_label(r, by) for r in io.to_rows(tab, collapse[:5])) + ".",
+        ]
     data_axes = cfg.data_axes()
     if data_axes and by:
-        lines += ["", "## Best setting per data condition (mean ARI ± s.e. over seeds)", "",
-                  "| " + " | ".join(data_axes) + " | best setting | ARI | steps | non-finite runs |",
-                  "|" + "---|" * (len(data_axes) + 4)]
+        lines += [
+            "",
+            "## Best setting per data condition (mean ARI ± s.e. over seeds)",
+            "",
+            "| " + " | ".join(data_axes) + " | best setting | ARI | steps | non-finite runs |",
+            "|" + "---|" * (len(data_axes) + 4),
+        ]
         keys = np.stack([cond[a] for a in data_axes], 1)
         for key in np.unique(keys, axis=0):
             sel = np.flatnonzero(np.all(keys == key, 1))
@@ -268,9 +335,11 @@ def report_text(cfg: Config, tab: dict, ranked, front_rows: list, cond: dict, se
                 continue
             i = sel[np.nanargmax(cond["ari_mean"][sel])]
             se = cond["ari_std"][i] / np.sqrt(max(cond["ari_n"][i], 1))
-            lines.append(f"{head} | {_label({a: cond[a][i] for a in by + ['method_name'] if a in cond}, by)} | "
-                         f"{cond['ari_mean'][i]:.3f} ± {se:.3f} | {cond['steps_mean'][i]:.2f} | "
-                         f"{_flag(cond['nonfinite'][i])} |")
+            lines.append(
+                f"{head} | {_label({a: cond[a][i] for a in by + ['method_name'] if a in cond}, by)} | "
+                f"{cond['ari_mean'][i]:.3f} ± {se:.3f} | {cond['steps_mean'][i]:.2f} | "
+                f"{_flag(cond['nonfinite'][i])} |"
+            )
     lines += list(paired)
     lines += ["", "## Non-finite runs (NaN or inf)", ""] + _nonfinite_lines(cfg, cond)
     return "\n".join(lines)
@@ -290,16 +359,26 @@ def _nonfinite_lines(cfg: Config, cond: dict, shown: int = 20) -> list:
     runs = int(cond["nonfinite"].sum())
     per_metric = ", ".join(f"{f}: {int(cond[f + '_nan'].sum())}" for f in METRICS if cond[f + "_nan"].sum())
     axes = [k for k, _ in cfg.axes()]
-    lines = [f"⚠ {bad.size} of {len(cond['n'])} condition(s) had non-finite runs: {runs} of {int(cond['n'].sum())} "
-             f"runs in all (runs with a NaN or inf per metric: {per_metric or 'none'}). Those runs blew up; every "
-             "figure "
-             "of this report and of summary.csv / settings.csv / pareto.csv (means, rates such as the collapse rate, "
-             "intervals) excludes them and is over the runs that stayed finite; the `nonfinite` column counts them.",
-             "", "| " + " | ".join(axes) + " | non-finite runs | of |", "|" + "---|" * (len(axes) + 2)]
+    lines = [
+        f"⚠ {bad.size} of {len(cond['n'])} condition(s) had non-finite runs: {runs} of {int(cond['n'].sum())} "
+        f"runs in all (runs with a NaN or inf per metric: {per_metric or 'none'}). Those runs blew up; every "
+        "figure "
+        "of this report and of summary.csv / settings.csv / pareto.csv (means, rates such as the collapse rate, "
+        "intervals) excludes them and is over the runs that stayed finite; the `nonfinite` column counts them.",
+        "",
+        "| " + " | ".join(axes) + " | non-finite runs | of |",
+        "|" + "---|" * (len(axes) + 2),
+    ]
     for i in bad[:shown]:
-        lines.append("| " + " | ".join(str(cond["method_name"][i]) if a == "method" and "method_name" in cond
-                                       else f"{cond[a][i]:g}" for a in axes) + f" | ⚠ {int(cond['nonfinite'][i])} | "
-                     f"{int(cond['n'][i])} |")
+        lines.append(
+            "| "
+            + " | ".join(
+                str(cond["method_name"][i]) if a == "method" and "method_name" in cond else f"{cond[a][i]:g}"
+                for a in axes
+            )
+            + f" | ⚠ {int(cond['nonfinite'][i])} | "
+            f"{int(cond['n'][i])} |"
+        )
     if bad.size > shown:
         lines.append(f"\n... and {bad.size - shown} more (summary.csv's `nonfinite` column lists them all).")
     return lines
@@ -308,6 +387,8 @@ def _nonfinite_lines(cfg: Config, cond: dict, shown: int = 20) -> list:
 def printed(cfg: Config, result: runner.Result, report: str) -> str:
     """The lines a run prints at its end: the time taken, the best setting, the Pareto front."""
     t, b = result.data["timings"], result.value["best"]
-    return (f"{cfg.runs():,} runs in {t['sweep_s']:.1f} s; analysis in {t['analyse_s']:.1f} s\n"
-            f"best mean ARI: {_label(b, cfg.rule_axes())}: ARI {_ci(b, 'ari')}, steps {_ci(b, 'steps', 2)}\n"
-            f"Pareto front: {len(result.value['front'])} settings; see {os.path.join(result.data['out'], 'report.md')}")
+    return (
+        f"{cfg.runs():,} runs in {t['sweep_s']:.1f} s; analysis in {t['analyse_s']:.1f} s\n"
+        f"best mean ARI: {_label(b, cfg.rule_axes())}: ARI {_ci(b, 'ari')}, steps {_ci(b, 'steps', 2)}\n"
+        f"Pareto front: {len(result.value['front'])} settings; see {os.path.join(result.data['out'], 'report.md')}"
+    )

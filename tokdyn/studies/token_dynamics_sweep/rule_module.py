@@ -72,8 +72,11 @@ def _load_rules(spec: str, sha: str) -> dict:
                 raise FileNotFoundError(f"no file {path}")
             name = os.path.splitext(os.path.basename(path))[0]
             module = sys.modules.get(name)
-            if (module is not None and os.path.abspath(getattr(module, "__file__", None) or "") == path
-                    and getattr(module, _LOADED_SHA, None) != sha):  # the file changed since: run it anew
+            if (
+                module is not None
+                and os.path.abspath(getattr(module, "__file__", None) or "") == path
+                and getattr(module, _LOADED_SHA, None) != sha
+            ):  # the file changed since: run it anew
                 del sys.modules[name]
                 module = None
             if module is None:
@@ -87,8 +90,10 @@ def _load_rules(spec: str, sha: str) -> dict:
                     del sys.modules[name]
                     raise
             elif os.path.abspath(getattr(module, "__file__", None) or "") != path:
-                raise ImportError(f"a module named {name!r} is imported already, from "
-                                  f"{getattr(module, '__file__', None)}: rename the file")
+                raise ImportError(
+                    f"a module named {name!r} is imported already, from "
+                    f"{getattr(module, '__file__', None)}: rename the file"
+                )
         else:
             module = importlib.import_module(target)
             if getattr(module, _LOADED_SHA, sha) != sha:  # its file changed since it was imported here
@@ -101,20 +106,28 @@ def _load_rules(spec: str, sha: str) -> dict:
     value = getattr(module, attr)
     if isinstance(value, dynamics.Rule):
         if not value.name:
-            raise ValueError(f"rule_module {spec!r}: the rule has no name (Rule(..., name=...)), by which method "
-                             "names it; or give a dict {name: rule}")
+            raise ValueError(
+                f"rule_module {spec!r}: the rule has no name (Rule(..., name=...)), by which method "
+                "names it; or give a dict {name: rule}"
+            )
         value = {value.name: value}
     if not isinstance(value, dict) or not value:
-        raise ValueError(f"rule_module {spec!r}: {attr} must be a tokdyn.dynamics.Rule or a non-empty dict of them, "
-                         f"got {type(value).__name__}")
+        raise ValueError(
+            f"rule_module {spec!r}: {attr} must be a tokdyn.dynamics.Rule or a non-empty dict of them, "
+            f"got {type(value).__name__}"
+        )
     for name, rule in value.items():
         if not isinstance(name, str) or not name.strip() or "," in name or name != name.strip():
-            raise ValueError(f"rule_module {spec!r}: rule names must be non-empty str without commas or outer "
-                             f"spaces, got {name!r}")
+            raise ValueError(
+                f"rule_module {spec!r}: rule names must be non-empty str without commas or outer spaces, got {name!r}"
+            )
         if name in dynamics.METHODS:
-            raise ValueError(f"rule_module {spec!r}: {name!r} is the name of a built-in method (tokdyn.dynamics."
-                             "METHODS): choose another")
+            raise ValueError(
+                f"rule_module {spec!r}: {name!r} is the name of a built-in method (tokdyn.dynamics."
+                "METHODS): choose another"
+            )
         if not isinstance(rule, dynamics.Rule):
-            raise ValueError(f"rule_module {spec!r}: {attr}[{name!r}] must be a tokdyn.dynamics.Rule, got "
-                             f"{type(rule).__name__}")
+            raise ValueError(
+                f"rule_module {spec!r}: {attr}[{name!r}] must be a tokdyn.dynamics.Rule, got {type(rule).__name__}"
+            )
     return dict(value)

@@ -23,8 +23,7 @@ from tokdyn.studies.token_dynamics_sweep.rule_module import rule_module_digest
 PART_WAIT_S = 600.0  # how long a part waits without progress for another (part 0's stamp, the others' chunks)
 
 
-def run_sweep(cfg: Config, out: str, *, progress: bool = True, batch_size="auto", devices=None,
-              part=None) -> float:
+def run_sweep(cfg: Config, out: str, *, progress: bool = True, batch_size="auto", devices=None, part=None) -> float:
     """Run (or continue) the sweep into ``out``: one engine sweep (:func:`tokdyn.engine.sweep.run`)
     per rule (:meth:`Config.groups`), each into its own folder with its own manifest (the code
     digest of its rule, the rule module's SHA-256, its output fields), all with the same root key
@@ -50,11 +49,28 @@ def run_sweep(cfg: Config, out: str, *, progress: bool = True, batch_size="auto"
     for g, group in enumerate(groups):
         manifest = os.path.join(group.dir(out), "manifest.json")
         if n > 1 and i != 0 and g > 0 and not os.path.exists(manifest):  # part 0 starts it once done with the last
-            _wait(f"part 0 to start the sweep of {group.folder}", lambda: int(not os.path.exists(manifest)) + sum(
-                len(sweep.missing_chunks(e.dir(out))) for e in groups[:g]), not progress)
-        sweep.run(group.task, group.grid, key=jax.random.key(cfg.root_seed), common_random_numbers=True,
-                  chunk_size=cfg.chunk(), out=group.dir(out), resume=True, progress=progress, collect=False,
-                  batch_size=batch_size, devices=devices, part=(i, n), code=code_record(cfg))
+            _wait(
+                f"part 0 to start the sweep of {group.folder}",
+                lambda: (
+                    int(not os.path.exists(manifest)) + sum(len(sweep.missing_chunks(e.dir(out))) for e in groups[:g])
+                ),
+                not progress,
+            )
+        sweep.run(
+            group.task,
+            group.grid,
+            key=jax.random.key(cfg.root_seed),
+            common_random_numbers=True,
+            chunk_size=cfg.chunk(),
+            out=group.dir(out),
+            resume=True,
+            progress=progress,
+            collect=False,
+            batch_size=batch_size,
+            devices=devices,
+            part=(i, n),
+            code=code_record(cfg),
+        )
     return time.perf_counter() - t0
 
 
@@ -81,9 +97,12 @@ def _part(part) -> tuple:
     """``part`` as ``(i, n)``; default: this process's share of a multi-process job (one: ``(0, 1)``)."""
     if part is None:
         return jax.process_index(), jax.process_count()
-    if (not isinstance(part, (tuple, list)) or len(part) != 2
-            or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in part)
-            or not 0 <= part[0] < part[1]):
+    if (
+        not isinstance(part, (tuple, list))
+        or len(part) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in part)
+        or not 0 <= part[0] < part[1]
+    ):
         raise ValueError(f"part must be a pair (i, n) of ints with 0 <= i < n, got {part!r}")
     return int(part[0]), int(part[1])
 
@@ -98,13 +117,18 @@ def check_disk(cfg: Config, out: str, *, fresh: bool = False) -> None:
     have = 0
     for group in () if fresh else cfg.groups():
         chunk_dir = os.path.join(group.dir(out), "chunks")
-        have += 0 if not os.path.isdir(chunk_dir) else sum(e.stat().st_size for e in os.scandir(chunk_dir)
-                                                            if e.is_file(follow_symlinks=False))
+        have += (
+            0
+            if not os.path.isdir(chunk_dir)
+            else sum(e.stat().st_size for e in os.scandir(chunk_dir) if e.is_file(follow_symlinks=False))
+        )
     need = cfg.disk() - have
     if need > 0.95 * free:
-        raise Refused(f"{STUDY}: its {cfg.runs():,} runs will take about {_size(need)} of chunk files, and only "
-                      f"{_size(free)} is free on the disk of {probe!r} (the sweep keeps 5% of it spare): make seeds "
-                      "(or the axes) smaller, or choose an --out on a larger disk")
+        raise Refused(
+            f"{STUDY}: its {cfg.runs():,} runs will take about {_size(need)} of chunk files, and only "
+            f"{_size(free)} is free on the disk of {probe!r} (the sweep keeps 5% of it spare): make seeds "
+            "(or the axes) smaller, or choose an --out on a larger disk"
+        )
 
 
 def _size(n: float) -> str:
@@ -133,8 +157,10 @@ def _wait(what: str, missing, quiet: bool) -> None:
         if now < last:
             last, deadline = now, time.monotonic() + PART_WAIT_S
         if now and time.monotonic() > deadline:
-            raise TimeoutError(f"{STUDY}: waited {PART_WAIT_S:.0f} s without progress for {what} ({now} missing); run "
-                               "the same command again in one process to finish the sweep and write its analysis")
+            raise TimeoutError(
+                f"{STUDY}: waited {PART_WAIT_S:.0f} s without progress for {what} ({now} missing); run "
+                "the same command again in one process to finish the sweep and write its analysis"
+            )
 
 
 def check(session: runner.Session, cfg: Config) -> None:
@@ -151,8 +177,10 @@ def prepare(session: runner.Session, cfg: Config) -> None:
     check_disk(cfg, out, fresh=session.fresh)
     if n > 1:
         if session.fresh:
-            raise Refused(f"fresh=True with part={(i, n)}: several processes cannot clear one directory safely; start "
-                          "afresh with one process (or remove the directory), then start the parts")
+            raise Refused(
+                f"fresh=True with part={(i, n)}: several processes cannot clear one directory safely; start "
+                "afresh with one process (or remove the directory), then start the parts"
+            )
         if i != 0:
             stamp = os.path.join(out, study.STAMP)
             _wait(f"part 0 to stamp {stamp}", lambda: int(not os.path.exists(stamp)), session.quiet)

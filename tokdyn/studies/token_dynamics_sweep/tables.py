@@ -20,15 +20,17 @@ def _json_digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-
 def group_dirs(out: str) -> list:
     """The engine sweeps' directories of the sweep of several rules in ``out`` (``groups/*`` with a
     manifest), sorted; [] for a sweep of one rule (its manifest is ``out``'s own)."""
     folder = os.path.join(out, GROUPS)
     if os.path.exists(os.path.join(out, "manifest.json")) or not os.path.isdir(folder):
         return []
-    return [os.path.join(folder, d) for d in sorted(os.listdir(folder))
-            if os.path.isfile(os.path.join(folder, d, "manifest.json"))]
+    return [
+        os.path.join(folder, d)
+        for d in sorted(os.listdir(folder))
+        if os.path.isfile(os.path.join(folder, d, "manifest.json"))
+    ]
 
 
 def sweep_key(out: str) -> str:
@@ -49,9 +51,12 @@ def _tables_record(out: str) -> dict:
         sid = sweep_key(out)
     except (OSError, ValueError):
         return {}
-    if (not isinstance(record, dict) or record.get("checksum") != _json_digest({k: v for k, v in record.items()
-                                                                                 if k != "checksum"})
-            or record.get("sweep") != sid or not isinstance(record.get("tables"), dict)):
+    if (
+        not isinstance(record, dict)
+        or record.get("checksum") != _json_digest({k: v for k, v in record.items() if k != "checksum"})
+        or record.get("sweep") != sid
+        or not isinstance(record.get("tables"), dict)
+    ):
         return {}
     return record
 
@@ -93,4 +98,3 @@ def read_table(out: str, name: str) -> tuple:
         return io.read_csv(path), None
     except (ValueError, IndexError, OSError) as e:
         return None, f"it cannot be read: {e}"
-

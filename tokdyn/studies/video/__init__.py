@@ -85,19 +85,58 @@ from tokdyn import io
 from tokdyn.experiment import findings as F
 from tokdyn.experiment import runner
 from tokdyn.experiment.presets import with_preset_line
+
 # (importing the parts binds each as an attribute: tokdyn.studies.video.learned, ...)
 from tokdyn.studies.video.config import RUN_RATE, SCENARIOS, STUDY, Config  # noqa: F401
 from tokdyn.studies.video.findings import (  # noqa: F401
-    ARI_MARGIN, COLLAPSE_MARGIN, PREDICTING, learned_verdicts, verdicts)
+    ARI_MARGIN,
+    COLLAPSE_MARGIN,
+    PREDICTING,
+    learned_verdicts,
+    verdicts,
+)
 from tokdyn.studies.video.learned import (  # noqa: F401
-    CURVE_COLUMNS, LEARNED, SAVI_FIXED_S, SAVI_RATE, Unfinished, centroids, fit_learned, learned_keys, learned_pool,
-    learned_runs, savi_config, score_segments, segment_videos)
+    CURVE_COLUMNS,
+    LEARNED,
+    SAVI_FIXED_S,
+    SAVI_RATE,
+    Unfinished,
+    centroids,
+    fit_learned,
+    learned_keys,
+    learned_pool,
+    learned_runs,
+    savi_config,
+    score_segments,
+    segment_videos,
+)
 from tokdyn.studies.video.plots import draw  # noqa: F401
 from tokdyn.studies.video.scoring import (  # noqa: F401
-    CLASSES, KEYS, RUN_COLUMNS, SEP, Shape, condition_knobs, example, make_videos, named_key, run_columns,
-    scenario_runs, score, score_tracks, seed_row, track_video)
+    CLASSES,
+    KEYS,
+    RUN_COLUMNS,
+    SEP,
+    Shape,
+    condition_knobs,
+    example,
+    make_videos,
+    named_key,
+    run_columns,
+    scenario_runs,
+    score,
+    score_tracks,
+    seed_row,
+    track_video,
+)
 from tokdyn.studies.video.tables import (  # noqa: F401
-    SCORES, collapse_rows, metric_rows, paired, per_seed, seed_values, test_rows)
+    SCORES,
+    collapse_rows,
+    metric_rows,
+    paired,
+    per_seed,
+    seed_values,
+    test_rows,
+)
 
 
 def run(session: runner.Session, cfg: Config) -> Optional[runner.Result]:
@@ -113,27 +152,39 @@ def run(session: runner.Session, cfg: Config) -> Optional[runner.Result]:
         ex = session.part("example", functools.partial(example, cfg, cfg.scenarios[0]))
     learned = {}
     if cfg.learned:
-        with session.timed("learn"), io.Progress(cfg.learned_steps * len(cfg.learned), desc="learned predictors",
-                                                 unit="steps", quiet=session.quiet) as progress:
+        with (
+            session.timed("learn"),
+            io.Progress(
+                cfg.learned_steps * len(cfg.learned), desc="learned predictors", unit="steps", quiet=session.quiet
+            ) as progress,
+        ):
             for p in cfg.learned:
                 session.say(f"video: {LEARNED}{p} ({cfg.learned_seeds} models x {cfg.learned_steps} steps)")
                 try:
                     learned[LEARNED + p] = learned_runs(session, cfg, p, progress)
                 except Unfinished:
                     return None
-    parts += [{k[len("runs__"):]: v for k, v in part.items() if k.startswith("runs__")} for part in learned.values()]
+    parts += [{k[len("runs__") :]: v for k, v in part.items() if k.startswith("runs__")} for part in learned.values()]
     runs = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
-    curve = {k: (np.concatenate([np.asarray(p[f"curve__{k}"]) for p in learned.values()]) if learned
-                 else np.asarray([])) for k in CURVE_COLUMNS}
+    curve = {
+        k: (np.concatenate([np.asarray(p[f"curve__{k}"]) for p in learned.values()]) if learned else np.asarray([]))
+        for k in CURVE_COLUMNS
+    }
     ex = dict(ex, learned={c: dict(ids=p["example_ids"], xy=p["example_xy"]) for c, p in learned.items()})
     mrows, crows, trows = metric_rows(cfg, runs), collapse_rows(cfg, runs), test_rows(cfg, runs)
-    tables = {"runs.csv": runs, "metrics.csv": io.to_columns(mrows), "collapse.csv": io.to_columns(crows),
-              "tests.csv": io.to_columns(trows)}
+    tables = {
+        "runs.csv": runs,
+        "metrics.csv": io.to_columns(mrows),
+        "collapse.csv": io.to_columns(crows),
+        "tests.csv": io.to_columns(trows),
+    }
     tables["learning_curve.csv"] = curve  # its header alone without learned conditions
     seconds = {c: float(np.nansum(p["train_seconds"])) for c, p in learned.items()}
-    return runner.Result(tables, data=dict(metrics=mrows, collapse=crows, tests=trows, example=ex, curve=curve,
-                                           seconds=seconds),
-                         record={"runs": int(len(runs["seed"])) * cfg.n_videos, "training_s": seconds})
+    return runner.Result(
+        tables,
+        data=dict(metrics=mrows, collapse=crows, tests=trows, example=ex, curve=curve, seconds=seconds),
+        record={"runs": int(len(runs["seed"])) * cfg.n_videos, "training_s": seconds},
+    )
 
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -143,42 +194,77 @@ def summary(cfg: Config, result: runner.Result) -> str:
     """``summary.md``: the scores per scenario and condition, the collapse rates per frame class,
     the tests significant after Holm."""
     iv = lambda r, k: F.interval(r[k], r[f"{k}_low"], r[f"{k}_high"])  # noqa: E731
-    lines = ["## Identity (means over seeds, 95% intervals)", "",
-             "| scenario | condition | video FG-ARI | per-frame FG-ARI | switches / chance | persistence | "
-             "collapsed frames |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['scenario']} | {r['condition']} | " + " | ".join(iv(r, k) for k in SCORES) + " |"
-              for r in result.data["metrics"]]
-    lines += ["", "## Collapse rate by frame class", "",
-              "| scenario | condition | overlap (frames) | out of view (frames) | calm (frames) |", "|---|---|---|---|---|"]
-    lines += [f"| {r['scenario']} | {r['condition']} | " + " | ".join(f"{iv(r, c)} ({r[c + '_frames']})"
-                                                                     for c in CLASSES) + " |"
-              for r in result.data["collapse"]]
+    lines = [
+        "## Identity (means over seeds, 95% intervals)",
+        "",
+        "| scenario | condition | video FG-ARI | per-frame FG-ARI | switches / chance | persistence | "
+        "collapsed frames |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['scenario']} | {r['condition']} | " + " | ".join(iv(r, k) for k in SCORES) + " |"
+        for r in result.data["metrics"]
+    ]
+    lines += [
+        "",
+        "## Collapse rate by frame class",
+        "",
+        "| scenario | condition | overlap (frames) | out of view (frames) | calm (frames) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['scenario']} | {r['condition']} | "
+        + " | ".join(f"{iv(r, c)} ({r[c + '_frames']})" for c in CLASSES)
+        + " |"
+        for r in result.data["collapse"]
+    ]
     sig = [t for t in result.data["tests"] if np.isfinite(t["p_holm"]) and t["p_holm"] < 0.05]
     lines += ["", f"## Paired tests: {len(sig)} of {len(result.data['tests'])} significant after Holm", ""]
-    lines += [f"- {t['scenario']} {t['metric']}: {t['condition']} - {t['baseline']} = {t['mean_diff']:+.3f} "
-              f"(t={t['t']:.2f}, p_holm={t['p_holm']:.3g}, d={t['d']:.2f})" for t in sig]
+    lines += [
+        f"- {t['scenario']} {t['metric']}: {t['condition']} - {t['baseline']} = {t['mean_diff']:+.3f} "
+        f"(t={t['t']:.2f}, p_holm={t['p_holm']:.3g}, d={t['d']:.2f})"
+        for t in sig
+    ]
     if cfg.learned:
         curve = result.data["curve"]
-        lines += ["", "## Learned predictors (tokdyn.models.savi)", "",
-                  (f"{cfg.learned_seeds} models per predictor, {cfg.learned_steps} steps of {cfg.learned_batch} clips "
-                   f"x {cfg.learned_frames} frames from {cfg.learned_pool} training clips, learning rate "
-                   f"{cfg.learning_rate:g}; model s scored on seed s's test videos. Validation video FG-ARI (mean "
-                   "over seeds) by step, and training time:"), ""]
+        lines += [
+            "",
+            "## Learned predictors (tokdyn.models.savi)",
+            "",
+            (
+                f"{cfg.learned_seeds} models per predictor, {cfg.learned_steps} steps of {cfg.learned_batch} clips "
+                f"x {cfg.learned_frames} frames from {cfg.learned_pool} training clips, learning rate "
+                f"{cfg.learning_rate:g}; model s scored on seed s's test videos. Validation video FG-ARI (mean "
+                "over seeds) by step, and training time:"
+            ),
+            "",
+        ]
         cond, step = np.asarray(curve["condition"]), np.asarray(curve["step"])
         val = np.asarray(curve["val_video_ari"], float)
         for c, sec in result.data["seconds"].items():
-            pts = ", ".join(f"{t}: {np.mean(val[(cond == c) & (step == t)]):.2f}"
-                            for t in sorted(set(step[cond == c].tolist())))
+            pts = ", ".join(
+                f"{t}: {np.mean(val[(cond == c) & (step == t)]):.2f}" for t in sorted(set(step[cond == c].tolist()))
+            )
             lines.append(f"- {c}: {pts}; {sec / 60:.1f} min of training")
     return with_preset_line(cfg, "\n".join(lines), f"{cfg.seeds} seeds of {cfg.n_videos} videos")
 
 
 SPEC = runner.Spec(
-    name=STUDY, config=Config, run=run, figures=draw, summary=summary,
+    name=STUDY,
+    config=Config,
+    run=run,
+    figures=draw,
+    summary=summary,
     findings=lambda out: F.judge(out, "runs.csv", STUDY, verdicts),
     outputs=("runs.csv", "metrics.csv", "collapse.csv", "tests.csv", "learning_curve.csv"),
     figure_files=("metrics.png", "tracks.png", "strip.png", "learning_curve.png"),
-    selection=("learned", "preset"), preset=None)  # learned only chooses which learned arms run
+    selection=("learned", "preset"),
+    preset=None,
+)  # learned only chooses which learned arms run
 
 
-main = runner.entry(SPEC, __name__, returns="True when the study ran to its end; None when a learned predictor's training returned before its budget (nothing is written then: the same command resumes it).")
+main = runner.entry(
+    SPEC,
+    __name__,
+    returns="True when the study ran to its end; None when a learned predictor's training returned before its budget (nothing is written then: the same command resumes it).",
+)

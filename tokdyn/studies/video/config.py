@@ -101,8 +101,21 @@ class Config:
 
     def validate(self) -> "Config":
         """Check every field; ``ValueError`` / ``TypeError`` naming it. Returns ``self``."""
-        for name in ("size", "frames", "objects", "n_videos", "seeds", "n_steps", "min_pixels", "learned_seeds",
-                     "learned_steps", "learned_frames", "learned_batch", "learned_pool", "learned_every"):
+        for name in (
+            "size",
+            "frames",
+            "objects",
+            "n_videos",
+            "seeds",
+            "n_steps",
+            "min_pixels",
+            "learned_seeds",
+            "learned_steps",
+            "learned_frames",
+            "learned_batch",
+            "learned_pool",
+            "learned_every",
+        ):
             _checks.positive_int(name, getattr(self, name))
         if self.size < 4:
             raise ValueError(f"size must be >= 4 pixels, got {self.size}")
@@ -115,8 +128,9 @@ class Config:
             for v in value:
                 _checks.choice(name, v, allowed)
         if "reinit" not in self.predictors:
-            raise ValueError(f"predictors must include reinit (the baseline every test is paired with), got "
-                             f"{self.predictors}")
+            raise ValueError(
+                f"predictors must include reinit (the baseline every test is paired with), got {self.predictors}"
+            )
         for name, low, high in (("scale", 1.0 / self.size, 1.0), ("speed", 0.0, 1.0)):
             value = getattr(self, name)
             if not isinstance(value, tuple) or len(value) != 2 or not value[0] <= value[1]:
@@ -137,17 +151,24 @@ class Config:
         for v in self.learned:
             _checks.choice("learned", v, savi.PREDICTORS)
         if self.learned and self.learned_seeds > self.seeds:
-            raise ValueError(f"learned_seeds must be at most seeds={self.seeds} (learned model s is scored on seed s's "
-                             f"videos), got {self.learned_seeds}")
+            raise ValueError(
+                f"learned_seeds must be at most seeds={self.seeds} (learned model s is scored on seed s's "
+                f"videos), got {self.learned_seeds}"
+            )
         if self.learned and self.learned_frames > self.frames:
-            raise ValueError(f"learned_frames must be at most frames={self.frames} (a window of the training clips), "
-                             f"got {self.learned_frames}")
+            raise ValueError(
+                f"learned_frames must be at most frames={self.frames} (a window of the training clips), "
+                f"got {self.learned_frames}"
+            )
         if self.learned_pool < len(self.scenarios):
-            raise ValueError(f"learned_pool must give every scenario a clip (at least {len(self.scenarios)}), got "
-                             f"{self.learned_pool}")
+            raise ValueError(
+                f"learned_pool must give every scenario a clip (at least {len(self.scenarios)}), got "
+                f"{self.learned_pool}"
+            )
         if self.learned_steps % self.learned_every:
-            raise ValueError(f"learned_steps must be a multiple of learned_every={self.learned_every}, got "
-                             f"{self.learned_steps}")
+            raise ValueError(
+                f"learned_steps must be a multiple of learned_every={self.learned_every}, got {self.learned_steps}"
+            )
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
         savi_config(self, self.learned[0] if self.learned else "none").validate()  # steps, learned_every: named there
         _checks.choice("preset", self.preset, PRESETS)
@@ -186,22 +207,22 @@ class Config:
         :data:`~tokdyn.studies.video.learned.SAVI_FIXED_S` per learned predictor and 10 s on the
         host; each kind scaled by this machine's measured rate of it."""
         runs = len(self.scenarios) * len(self.conditions) * self.seeds * self.n_videos
-        seconds = {"dynamics": runs * self.frames * self.n_steps * self.size ** 2 * RUN_RATE, "host": 10.0}
+        seconds = {"dynamics": runs * self.frames * self.n_steps * self.size**2 * RUN_RATE, "host": 10.0}
         if self.learned:
-            step = self.learned_batch * self.learned_frames * self.size ** 2 / (8 * 8 * 32 ** 2) / SAVI_RATE
+            step = self.learned_batch * self.learned_frames * self.size**2 / (8 * 8 * 32**2) / SAVI_RATE
             seconds["training"] = len(self.learned) * self.learned_seeds * self.learned_steps * step
             seconds["host"] += len(self.learned) * SAVI_FIXED_S
         # one scenario is one batch: every condition x seed x video x frame x pixel at once, with the
         # (tokens x pixels) distances of a step (at least 8 wide: the features, the labels' one-hots)
         names = ("seeds", "n_videos", "frames", "size", "objects")
-        elements = (len(self.conditions) * self.seeds * self.n_videos * self.frames * self.size ** 2
-                    * max(self.objects + 1, 8))
+        elements = (
+            len(self.conditions) * self.seeds * self.n_videos * self.frames * self.size**2 * max(self.objects + 1, 8)
+        )
         elements_fit(largest_option(self, names), elements)
         memory = 4.0 * 4 * elements
         if self.learned:  # the training pool, and a training step's activations (64 wide, a few per pixel)
-            pool = self.learned_pool * self.frames * self.size ** 2 * 3
+            pool = self.learned_pool * self.frames * self.size**2 * 3
             elements_fit(largest_option(self, ("learned_pool", "frames", "size")), pool)
-            memory = max(memory, 4.0 * pool + 4.0 * 16 * 64 * self.learned_batch * self.learned_frames
-                         * self.size ** 2)
+            memory = max(memory, 4.0 * pool + 4.0 * 16 * 64 * self.learned_batch * self.learned_frames * self.size**2)
         models = runs + len(self.learned) * self.learned_seeds
         return Estimate(memory=memory, option=largest_option(self, names), models=models, work=seconds)

@@ -20,8 +20,11 @@ def _diff(table, scenario, a, b, name):
     """Per-seed paired differences: ``name`` of condition ``a`` minus of condition ``b``; or, with
     ``name`` a pair ``(x, y)``, ``x`` minus ``y`` of condition ``a`` (``b`` unused). Seeds where both
     sides are finite."""
-    x, y = paired(table, scenario, a, name[0], a, name[1]) if isinstance(name, tuple) else \
-        paired(table, scenario, a, name, b, name)
+    x, y = (
+        paired(table, scenario, a, name[0], a, name[1])
+        if isinstance(name, tuple)
+        else paired(table, scenario, a, name, b, name)
+    )
     return (x - y)[np.isfinite(x) & np.isfinite(y)]
 
 
@@ -37,36 +40,54 @@ def _above(values, margin) -> tuple:
 def verdicts(table) -> list:
     """The findings V1-V6 from ``runs.csv`` (see each one's rule; V5 and V6:
     :func:`learned_verdicts`)."""
-    v1 = F.Finding("V1", "Carried tokens keep identity better than re-initialised ones",
-                   "On videos whose objects pass over each other, tokens carried from frame to frame score a "
-                   f"higher video FG-ARI than tokens re-initialised every frame and associated by matching, by more "
-                   f"than {ARI_MARGIN}.", "issue 44: token dynamics through time (SAVi-style carried slots)",
-                   f"Per seed, video FG-ARI of carry minus reinit (paired, occlusion scenario); 95% interval over "
-                   f"seeds (at least {F.MIN_SEEDS}): reproduced when it lies above {ARI_MARGIN}, refuted when below, "
-                   "open otherwise.", study=STUDY)
-    v2 = F.Finding("V2", "A physics-inspired constraint keeps identity better than carrying alone",
-                   "Some constraint (constant velocity, inertia, or the separation push) raises the video FG-ARI "
-                   f"over plain carried tokens by more than {ARI_MARGIN}.",
-                   "seed 000's next steps: physics-inspired constraints for temporal token consistency",
-                   f"Per seed, video FG-ARI of each constrained condition minus carry (occlusion scenario); 95% "
-                   f"intervals: reproduced when one lies above {ARI_MARGIN}, refuted when every one lies below it, "
-                   "open otherwise.", study=STUDY, header=("condition", "difference to carry"))
-    v3 = F.Finding("V3", "Tokens collapse while objects cross",
-                   "Frames where objects overlap (cross, or collide) collapse more often than calm frames: the rate "
-                   f"of collapsed frames (merged tokens or two objects on one token) is higher by more than "
-                   f"{COLLAPSE_MARGIN}, for carried tokens.", "seed 000's open question: when do token dynamics "
-                   "collapse in practice?",
-                   f"Per seed, carry's collapse rate in overlap frames minus in calm frames, per scenario without "
-                   f"objects leaving (occlusion, collisions); 95% intervals: reproduced when every scenario's lies "
-                   f"above {COLLAPSE_MARGIN}, refuted when one lies below it, open otherwise.", study=STUDY,
-                   header=("scenario", "overlap - calm"))
-    v4 = F.Finding("V4", "Tokens collapse when an object leaves the view",
-                   "Frames with an object out of view collapse more often than calm frames, by more than "
-                   f"{COLLAPSE_MARGIN}, for carried tokens (the token of the object that left has nothing to follow).",
-                   "seed 000's open question: when do token dynamics collapse in practice?",
-                   f"Per seed, carry's collapse rate in frames with an object out of view minus in calm frames "
-                   f"(leaving scenario); 95% interval: reproduced when it lies above {COLLAPSE_MARGIN}, refuted "
-                   "when below, open otherwise.", study=STUDY)
+    v1 = F.Finding(
+        "V1",
+        "Carried tokens keep identity better than re-initialised ones",
+        "On videos whose objects pass over each other, tokens carried from frame to frame score a "
+        f"higher video FG-ARI than tokens re-initialised every frame and associated by matching, by more "
+        f"than {ARI_MARGIN}.",
+        "issue 44: token dynamics through time (SAVi-style carried slots)",
+        f"Per seed, video FG-ARI of carry minus reinit (paired, occlusion scenario); 95% interval over "
+        f"seeds (at least {F.MIN_SEEDS}): reproduced when it lies above {ARI_MARGIN}, refuted when below, "
+        "open otherwise.",
+        study=STUDY,
+    )
+    v2 = F.Finding(
+        "V2",
+        "A physics-inspired constraint keeps identity better than carrying alone",
+        "Some constraint (constant velocity, inertia, or the separation push) raises the video FG-ARI "
+        f"over plain carried tokens by more than {ARI_MARGIN}.",
+        "seed 000's next steps: physics-inspired constraints for temporal token consistency",
+        f"Per seed, video FG-ARI of each constrained condition minus carry (occlusion scenario); 95% "
+        f"intervals: reproduced when one lies above {ARI_MARGIN}, refuted when every one lies below it, "
+        "open otherwise.",
+        study=STUDY,
+        header=("condition", "difference to carry"),
+    )
+    v3 = F.Finding(
+        "V3",
+        "Tokens collapse while objects cross",
+        "Frames where objects overlap (cross, or collide) collapse more often than calm frames: the rate "
+        f"of collapsed frames (merged tokens or two objects on one token) is higher by more than "
+        f"{COLLAPSE_MARGIN}, for carried tokens.",
+        "seed 000's open question: when do token dynamics collapse in practice?",
+        f"Per seed, carry's collapse rate in overlap frames minus in calm frames, per scenario without "
+        f"objects leaving (occlusion, collisions); 95% intervals: reproduced when every scenario's lies "
+        f"above {COLLAPSE_MARGIN}, refuted when one lies below it, open otherwise.",
+        study=STUDY,
+        header=("scenario", "overlap - calm"),
+    )
+    v4 = F.Finding(
+        "V4",
+        "Tokens collapse when an object leaves the view",
+        "Frames with an object out of view collapse more often than calm frames, by more than "
+        f"{COLLAPSE_MARGIN}, for carried tokens (the token of the object that left has nothing to follow).",
+        "seed 000's open question: when do token dynamics collapse in practice?",
+        f"Per seed, carry's collapse rate in frames with an object out of view minus in calm frames "
+        f"(leaving scenario); 95% interval: reproduced when it lies above {COLLAPSE_MARGIN}, refuted "
+        "when below, open otherwise.",
+        study=STUDY,
+    )
     if not table:
         return [v1, v2, v3, v4, *learned_verdicts(table)]
     scen = set(F.strings(table, "scenario"))
@@ -83,18 +104,32 @@ def verdicts(table) -> list:
         vs = [u[1] for u in units]
         v = "reproduced" if "reproduced" in vs else "refuted" if all(x == "refuted" for x in vs) else "open"
         best = max(units, key=lambda u: -np.inf if not np.isfinite(u[2][0]) else u[2][0])
-        out.append(dataclasses.replace(v2, verdict=v, rows=[[str(c), F.interval(*s[:3])] for c, _, s in units],
-                                       basis=f"best {best[0]}: {F.interval(*best[2][:3])}"))
+        out.append(
+            dataclasses.replace(
+                v2,
+                verdict=v,
+                rows=[[str(c), F.interval(*s[:3])] for c, _, s in units],
+                basis=f"best {best[0]}: {F.interval(*best[2][:3])}",
+            )
+        )
     else:
         out.append(dataclasses.replace(v2, basis="the occlusion scenario with carry and a constraint did not run"))
     crossing = [sc for sc in ("occlusion", "collisions") if sc in scen]
     if crossing and "carry" in conds:
-        units = [(sc, *_above(_diff(table, sc, "carry", "carry", ("rate_overlap", "rate_calm")), COLLAPSE_MARGIN))
-                 for sc in crossing]
+        units = [
+            (sc, *_above(_diff(table, sc, "carry", "carry", ("rate_overlap", "rate_calm")), COLLAPSE_MARGIN))
+            for sc in crossing
+        ]
         vs = [u[1] for u in units]
         v = F.aggregate(vs)
-        out.append(dataclasses.replace(v3, verdict=v, rows=[[str(sc), F.interval(*s[:3])] for sc, _, s in units],
-                                       basis="; ".join(f"{sc} {F.interval(*s[:3])}" for sc, _, s in units)))
+        out.append(
+            dataclasses.replace(
+                v3,
+                verdict=v,
+                rows=[[str(sc), F.interval(*s[:3])] for sc, _, s in units],
+                basis="; ".join(f"{sc} {F.interval(*s[:3])}" for sc, _, s in units),
+            )
+        )
     else:
         out.append(dataclasses.replace(v3, basis="no scenario without leaving ran with carry"))
     if "leaving" in scen and "carry" in conds:
@@ -114,29 +149,40 @@ def learned_verdicts(table) -> list:
     condition, and against the learned model without a predictor (``savi-none``); each ``open``
     with a basis that says so when its learned conditions did not run."""
     sc = "occlusion"
-    rule = (f"95% intervals over seeds (at least {F.MIN_SEEDS}; seed s: learned model s and seed s's test videos, the "
-            f"same videos for both sides): reproduced when one predictor's lies above {ARI_MARGIN}, refuted when "
-            "every one lies below it, open otherwise.")
-    v5 = F.Finding("V5", "A learned predictor keeps identity better than the best fixed one",
-                   "Slot Attention for video whose slots start from a learned prediction of the last frame's (a "
-                   "residual MLP per slot, or a transformer block over the slots, as in SAVi) scores a higher video "
-                   f"FG-ARI on videos whose objects pass over each other than the best fixed condition, by more than "
-                   f"{ARI_MARGIN}.", "issue 44's third question: how much does a learned predictor add over the "
-                   "fixed physics-inspired one?",
-                   f"Per seed, video FG-ARI of savi-mlp and of savi-transformer minus that of the best fixed "
-                   f"condition (the fixed condition with the highest mean video FG-ARI over all its seeds, {sc} "
-                   f"scenario, chosen on the same table: a choice that favours the fixed side), {sc} scenario; "
-                   + rule + " savi-none is listed as a control, not judged. The per-frame FG-ARI difference is "
-                   "listed beside it: how much of the gain is segmentation rather than identity.", study=STUDY,
-                   header=("condition", "video FG-ARI - best fixed", "per-frame FG-ARI - best fixed", "verdict"))
-    v6 = F.Finding("V6", "The learned predictor adds to carrying the slots unchanged",
-                   "The same Slot Attention for video with a learned predictor scores a higher video FG-ARI than "
-                   f"with its slots carried unchanged to the next frame (predictor none), by more than {ARI_MARGIN}.",
-                   "issue 44's third question; SAVi's predictor-corrector (Kipf et al., 2022)",
-                   "Per seed, video FG-ARI of savi-mlp and of savi-transformer minus that of savi-none (models of one "
-                   "seed share their initial autoencoder, their batches and their test videos), "
-                   f"{sc} scenario; " + rule, study=STUDY,
-                   header=("condition", "video FG-ARI - savi-none", "per-frame FG-ARI - savi-none", "verdict"))
+    rule = (
+        f"95% intervals over seeds (at least {F.MIN_SEEDS}; seed s: learned model s and seed s's test videos, the "
+        f"same videos for both sides): reproduced when one predictor's lies above {ARI_MARGIN}, refuted when "
+        "every one lies below it, open otherwise."
+    )
+    v5 = F.Finding(
+        "V5",
+        "A learned predictor keeps identity better than the best fixed one",
+        "Slot Attention for video whose slots start from a learned prediction of the last frame's (a "
+        "residual MLP per slot, or a transformer block over the slots, as in SAVi) scores a higher video "
+        f"FG-ARI on videos whose objects pass over each other than the best fixed condition, by more than "
+        f"{ARI_MARGIN}.",
+        "issue 44's third question: how much does a learned predictor add over the fixed physics-inspired one?",
+        f"Per seed, video FG-ARI of savi-mlp and of savi-transformer minus that of the best fixed "
+        f"condition (the fixed condition with the highest mean video FG-ARI over all its seeds, {sc} "
+        f"scenario, chosen on the same table: a choice that favours the fixed side), {sc} scenario; "
+        + rule
+        + " savi-none is listed as a control, not judged. The per-frame FG-ARI difference is "
+        "listed beside it: how much of the gain is segmentation rather than identity.",
+        study=STUDY,
+        header=("condition", "video FG-ARI - best fixed", "per-frame FG-ARI - best fixed", "verdict"),
+    )
+    v6 = F.Finding(
+        "V6",
+        "The learned predictor adds to carrying the slots unchanged",
+        "The same Slot Attention for video with a learned predictor scores a higher video FG-ARI than "
+        f"with its slots carried unchanged to the next frame (predictor none), by more than {ARI_MARGIN}.",
+        "issue 44's third question; SAVi's predictor-corrector (Kipf et al., 2022)",
+        "Per seed, video FG-ARI of savi-mlp and of savi-transformer minus that of savi-none (models of one "
+        "seed share their initial autoencoder, their batches and their test videos), "
+        f"{sc} scenario; " + rule,
+        study=STUDY,
+        header=("condition", "video FG-ARI - savi-none", "per-frame FG-ARI - savi-none", "verdict"),
+    )
     if not table:
         return [v5, v6]
     scen = set(F.strings(table, "scenario"))
@@ -156,8 +202,13 @@ def learned_verdicts(table) -> list:
             rows.append([c, F.interval(*st[:3]), F.interval(*fr[:3]), "control" if control else v])
             if not control:
                 vs.append((c, v, st))
-        verdict = ("reproduced" if any(v == "reproduced" for _, v, _ in vs)
-                   else "refuted" if all(v == "refuted" for _, v, _ in vs) else "open")
+        verdict = (
+            "reproduced"
+            if any(v == "reproduced" for _, v, _ in vs)
+            else "refuted"
+            if all(v == "refuted" for _, v, _ in vs)
+            else "open"
+        )
         basis = "; ".join(f"{c} {F.interval(*st[:3])} over {st[3]} seeds" for c, _, st in vs)
         return verdict, rows, basis
 
@@ -176,4 +227,3 @@ def learned_verdicts(table) -> list:
     else:
         out.append(dataclasses.replace(v6, basis=f"not run: {LEARNED}none did not run"))
     return out
-

@@ -46,10 +46,22 @@ def savi_config(cfg: Config, predictor: str) -> savi.Config:
     ``learned_frames`` frames a step, ``learned_steps`` steps with a warm-up of
     ``min(200, learned_steps // 10)``, a checkpoint every ``learned_every`` steps, ``learned_seeds``
     models."""
-    schedule = dataclasses.replace(savi.Config().train, steps=cfg.learned_steps, steps_per_call=cfg.learned_every,
-                                   warmup=max(1, min(200, cfg.learned_steps // 10)))
-    return savi.Config(frames=cfg.learned_frames, size=cfg.size, slots=cfg.n_tokens, predictor=predictor,
-                       batch_size=cfg.learned_batch, train=schedule, seeds=cfg.learned_seeds, root_seed=cfg.root_seed)
+    schedule = dataclasses.replace(
+        savi.Config().train,
+        steps=cfg.learned_steps,
+        steps_per_call=cfg.learned_every,
+        warmup=max(1, min(200, cfg.learned_steps // 10)),
+    )
+    return savi.Config(
+        frames=cfg.learned_frames,
+        size=cfg.size,
+        slots=cfg.n_tokens,
+        predictor=predictor,
+        batch_size=cfg.learned_batch,
+        train=schedule,
+        seeds=cfg.learned_seeds,
+        root_seed=cfg.root_seed,
+    )
 
 
 def learned_keys(cfg: Config):
@@ -66,8 +78,12 @@ def learned_pool(cfg: Config) -> np.ndarray:
     n = len(cfg.scenarios)
     counts = [cfg.learned_pool // n + (i < cfg.learned_pool % n) for i in range(n)]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return np.concatenate([np.asarray(make_videos(cfg, sc, c, split="pool", start=int(st)).images)
-                           for sc, c, st in zip(cfg.scenarios, counts, starts)])
+    return np.concatenate(
+        [
+            np.asarray(make_videos(cfg, sc, c, split="pool", start=int(st)).images)
+            for sc, c, st in zip(cfg.scenarios, counts, starts)
+        ]
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("n_ids",))
@@ -146,19 +162,28 @@ def fit_learned(study, cfg: Config, predictor: str, *, progress=None, **kw) -> t
 
     def evaluate(step, state):
         out = {"train_seconds": np.full(cfg.learned_seeds, time.time() - clock[0])}
-        out["val_video_ari"] = np.asarray([np.mean(segment_videos(cfg, scfg, _model(state, i), val, i)[0]["video_ari"])
-                                           for i in range(cfg.learned_seeds)])
+        out["val_video_ari"] = np.asarray(
+            [
+                np.mean(segment_videos(cfg, scfg, _model(state, i), val, i)[0]["video_ari"])
+                for i in range(cfg.learned_seeds)
+            ]
+        )
         clock[0] = time.time()
         return out
 
     def run():
         clock[0] = time.time()
         return train.train_many(
-            savi.trainer(scfg), learned_pool(cfg), keys, hp,
+            savi.trainer(scfg),
+            learned_pool(cfg),
+            keys,
+            hp,
             checkpointing=train.Checkpointing(ckpt, stamp=f"{study.key}:{digest({'savi': savi.stamp(scfg)})}"),
             evaluation=train.Evaluation(evaluate),
             execution=train.Execution(strategy=savi.default_strategy(jax.default_backend()), vectorised_init=False),
-            progress=progress, **kw)
+            progress=progress,
+            **kw,
+        )
 
     return io.recomputing(ckpt, run)
 
@@ -218,14 +243,20 @@ def learned_runs(session: runner.Session, cfg: Config, predictor: str, progress=
         curve = {k: [] for k in CURVE_COLUMNS}
         for c, step in enumerate(res.steps):
             for s in range(cfg.learned_seeds):
-                for k, val in (("condition", cond), ("seed", s), ("step", int(step)),
-                               ("loss", float(res.curves["loss"][s, c])),
-                               ("val_video_ari", float(res.curves["val_video_ari"][s, c]))):
+                for k, val in (
+                    ("condition", cond),
+                    ("seed", s),
+                    ("step", int(step)),
+                    ("loss", float(res.curves["loss"][s, c])),
+                    ("val_video_ari", float(res.curves["val_video_ari"][s, c])),
+                ):
                     curve[k].append(val)
-        return {**{f"runs__{k}": v for k, v in run_columns(rows).items()},
-                **{f"curve__{k}": np.asarray(v) for k, v in curve.items()},
-                "train_seconds": np.asarray(res.curves["train_seconds"][0], np.float64),
-                "example_ids": ex.astype(np.int32), "example_xy": centroids(ex, cfg.n_tokens)}
+        return {
+            **{f"runs__{k}": v for k, v in run_columns(rows).items()},
+            **{f"curve__{k}": np.asarray(v) for k, v in curve.items()},
+            "train_seconds": np.asarray(res.curves["train_seconds"][0], np.float64),
+            "example_ids": ex.astype(np.int32),
+            "example_xy": centroids(ex, cfg.n_tokens),
+        }
 
     return session.part(f"savi_{predictor}", compute, key={"savi": digest(savi.stamp(scfg))})
-

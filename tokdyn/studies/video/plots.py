@@ -11,8 +11,13 @@ from tokdyn.studies.video.config import Config
 
 
 def _metrics_figure(path, cfg: Config, rows) -> str:
-    names = {"video_ari": "video FG-ARI", "frame_ari": "per-frame FG-ARI", "switch_rate": "switches / chance",
-             "persistence": "identity persistence", "collapse": "collapsed frames"}
+    names = {
+        "video_ari": "video FG-ARI",
+        "frame_ari": "per-frame FG-ARI",
+        "switch_rate": "switches / chance",
+        "persistence": "identity persistence",
+        "collapse": "collapsed frames",
+    }
     fig = figures.figure((3.2 * len(names), 3.4))
     axes = np.atleast_1d(fig.subplots(1, len(names)))
     conds, width = cfg.all_conditions, 0.8 / len(cfg.scenarios)
@@ -56,8 +61,11 @@ def _tracks_figure(path, cfg: Config, ex) -> str:
         ax.set_yticks([])
         ax.set_title(cond, fontsize=8)
     learned = " (learned: each slot's centroid)" if ex.get("learned") else ""
-    fig.suptitle(f"token positions over {cfg.frames} frames (square: last; dashed: true centres){learned}, "
-                 f"{cfg.scenarios[0]}, seed 0 video 0", fontsize=8)
+    fig.suptitle(
+        f"token positions over {cfg.frames} frames (square: last; dashed: true centres){learned}, "
+        f"{cfg.scenarios[0]}, seed 0 video 0",
+        fontsize=8,
+    )
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.82, wspace=0.05)
     return figures.save(fig, path)
 
@@ -94,17 +102,28 @@ def _curve_figure(path, curve) -> str:
     val = np.asarray(curve["val_video_ari"], float)
     panels = {}
     for c in dict.fromkeys(cond.tolist()):
-        panels[c] = {f"seed {int(s)}": [float(val[(cond == c) & (seed == s) & (step == t)][0]) for t in steps]
-                     for s in sorted(set(seed[cond == c].tolist()))}
-    return figures.line_plot(path, steps, {}, panels=panels, xlabel="step", ylabel="validation video FG-ARI",
-                             title="learned predictors: video FG-ARI on validation clips along training")
+        panels[c] = {
+            f"seed {int(s)}": [float(val[(cond == c) & (seed == s) & (step == t)][0]) for t in steps]
+            for s in sorted(set(seed[cond == c].tolist()))
+        }
+    return figures.line_plot(
+        path,
+        steps,
+        {},
+        panels=panels,
+        xlabel="step",
+        ylabel="validation video FG-ARI",
+        title="learned predictors: video FG-ARI on validation clips along training",
+    )
 
 
 def draw(session: runner.Session, cfg: Config, result: runner.Result) -> list:
     """``metrics.png``, ``tracks.png``, ``strip.png`` and, with learned conditions,
     ``learning_curve.png`` (see the module docstring)."""
     ex, curve = result.data["example"], result.data["curve"]
-    return [_metrics_figure(session.path("metrics.png"), cfg, result.data["metrics"]),
-            _tracks_figure(session.path("tracks.png"), cfg, ex), _strip_figure(session.path("strip.png"), cfg, ex),
-            _curve_figure(session.path("learning_curve.png"), curve) if len(curve["step"]) else None]
-
+    return [
+        _metrics_figure(session.path("metrics.png"), cfg, result.data["metrics"]),
+        _tracks_figure(session.path("tracks.png"), cfg, ex),
+        _strip_figure(session.path("strip.png"), cfg, ex),
+        _curve_figure(session.path("learning_curve.png"), curve) if len(curve["step"]) else None,
+    ]

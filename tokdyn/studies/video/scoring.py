@@ -43,8 +43,21 @@ def condition_knobs(cfg: Config):
     return pred, sep
 
 
-def track_video(key, images, masks, visible, area, hp: tracking.Hparams, rule_hp: dynamics.Hparams, position_scale,
-                merge_rel, min_pixels, tol, *, shape: Shape) -> dict:
+def track_video(
+    key,
+    images,
+    masks,
+    visible,
+    area,
+    hp: tracking.Hparams,
+    rule_hp: dynamics.Hparams,
+    position_scale,
+    merge_rel,
+    min_pixels,
+    tol,
+    *,
+    shape: Shape,
+) -> dict:
     """Track one video and score it (traceable; vmap it over videos and conditions).
 
     Args:
@@ -105,13 +118,40 @@ def score_tracks(truth, ids, visible, area, merged, min_pixels, *, n_ids: int) -
     inview = area >= mp
     overlap = jnp.any(inview & (visible < area), axis=1)
     out = jnp.any(area == 0, axis=1)
-    return dict(video_ari=video_ari, frame_ari=frame_ari, switches=switches, chances=chances, kept=kept,
-                reappear=reappear, merged=merged, shared=shared, collapse=merged | shared, overlap=overlap, out=out)
+    return dict(
+        video_ari=video_ari,
+        frame_ari=frame_ari,
+        switches=switches,
+        chances=chances,
+        kept=kept,
+        reappear=reappear,
+        merged=merged,
+        shared=shared,
+        collapse=merged | shared,
+        overlap=overlap,
+        out=out,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("shape", "keep"))
-def score(keys, images, masks, visible, area, predictor, separation, rule_hp, decay, position_scale, merge_rel,
-          min_pixels, tol, *, shape: Shape, keep: bool = False) -> dict:
+def score(
+    keys,
+    images,
+    masks,
+    visible,
+    area,
+    predictor,
+    separation,
+    rule_hp,
+    decay,
+    position_scale,
+    merge_rel,
+    min_pixels,
+    tol,
+    *,
+    shape: Shape,
+    keep: bool = False,
+) -> dict:
     """:func:`track_video` of every condition x video at once (jitted: one compilation for every
     condition and scenario of one shape).
 
@@ -137,8 +177,9 @@ def score(keys, images, masks, visible, area, predictor, separation, rule_hp, de
         return res if keep else {n: v for n, v in res.items() if n not in ("tokens", "ids")}
 
     per_video = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None, None))
-    return jax.vmap(per_video, in_axes=(None, None, None, None, None, 0, 0))(keys, images, masks, visible, area,
-                                                                             predictor, separation)
+    return jax.vmap(per_video, in_axes=(None, None, None, None, None, 0, 0))(
+        keys, images, masks, visible, area, predictor, separation
+    )
 
 
 KEYS = {"test": 0, "track": 1, "pool": 2, "val": 3, "models": 4, "segment": 5}  # fold_in(key(root_seed), i)
@@ -169,11 +210,20 @@ def make_videos(cfg: Config, scenario: str, n: int, *, split: str = "test", star
       :class:`tokdyn.data.videos.Videos` with a leading (n,) axis: ``images`` (n, F, H, W, 3),
       ``masks`` (n, F, H, W), ``visible`` and ``area`` (n, F, M), ...
     """
-    return videos.sprite_videos(named_key(cfg, split), n, frames=cfg.frames, size=cfg.size, min_objects=cfg.objects,
-                                max_objects=cfg.objects, scale=cfg.scale, speed=cfg.speed,
-                                margin=cfg.margin if scenario == "leaving" else 0.0,
-                                collisions=scenario == "collisions", start=start,
-                                substeps=max(4, int(np.ceil(2 * cfg.speed[1] / cfg.scale[0]))))
+    return videos.sprite_videos(
+        named_key(cfg, split),
+        n,
+        frames=cfg.frames,
+        size=cfg.size,
+        min_objects=cfg.objects,
+        max_objects=cfg.objects,
+        scale=cfg.scale,
+        speed=cfg.speed,
+        margin=cfg.margin if scenario == "leaving" else 0.0,
+        collisions=scenario == "collisions",
+        start=start,
+        substeps=max(4, int(np.ceil(2 * cfg.speed[1] / cfg.scale[0]))),
+    )
 
 
 def _track_keys(cfg: Config, n: int):
@@ -185,14 +235,43 @@ def _score_args(cfg: Config, v: videos.Videos, n: int):
     pred, sep = condition_knobs(cfg)
     rule_hp = dynamics.Hparams(temperature=cfg.temperature, momentum=cfg.momentum)
     f32 = np.float32
-    return ((_track_keys(cfg, n), v.images, v.masks, v.visible, v.area, pred, sep, rule_hp, f32(cfg.decay),
-             f32(cfg.position_scale), f32(cfg.merge_rel), np.int32(cfg.min_pixels), f32(cfg.tol)),
-            Shape(cfg.n_tokens, cfg.n_steps, cfg.init))
+    return (
+        (
+            _track_keys(cfg, n),
+            v.images,
+            v.masks,
+            v.visible,
+            v.area,
+            pred,
+            sep,
+            rule_hp,
+            f32(cfg.decay),
+            f32(cfg.position_scale),
+            f32(cfg.merge_rel),
+            np.int32(cfg.min_pixels),
+            f32(cfg.tol),
+        ),
+        Shape(cfg.n_tokens, cfg.n_steps, cfg.init),
+    )
 
 
-RUN_COLUMNS = ("scenario", "condition", "seed", "video_ari", "frame_ari", "switches", "chances", "switch_rate", "kept",
-               "reappear", "persistence", "merged", "shared", "collapse",
-               *(f"{w}_{c}" for c in CLASSES for w in ("frames", "collapsed")))
+RUN_COLUMNS = (
+    "scenario",
+    "condition",
+    "seed",
+    "video_ari",
+    "frame_ari",
+    "switches",
+    "chances",
+    "switch_rate",
+    "kept",
+    "reappear",
+    "persistence",
+    "merged",
+    "shared",
+    "collapse",
+    *(f"{w}_{c}" for c in CLASSES for w in ("frames", "collapsed")),
+)
 
 
 def seed_row(scenario: str, condition: str, seed: int, g: dict) -> dict:
@@ -211,10 +290,20 @@ def seed_row(scenario: str, condition: str, seed: int, g: dict) -> dict:
     """
     g = {k: np.asarray(v) for k, v in g.items()}
     calm = ~g["overlap"] & ~g["out"]
-    row = dict(scenario=scenario, condition=condition, seed=seed, video_ari=g["video_ari"].mean(),
-               frame_ari=g["frame_ari"].mean(), switches=g["switches"].sum(), chances=g["chances"].sum(),
-               kept=g["kept"].sum(), reappear=g["reappear"].sum(), merged=g["merged"].mean(),
-               shared=g["shared"].mean(), collapse=g["collapse"].mean())
+    row = dict(
+        scenario=scenario,
+        condition=condition,
+        seed=seed,
+        video_ari=g["video_ari"].mean(),
+        frame_ari=g["frame_ari"].mean(),
+        switches=g["switches"].sum(),
+        chances=g["chances"].sum(),
+        kept=g["kept"].sum(),
+        reappear=g["reappear"].sum(),
+        merged=g["merged"].mean(),
+        shared=g["shared"].mean(),
+        collapse=g["collapse"].mean(),
+    )
     row["switch_rate"] = row["switches"] / row["chances"] if row["chances"] else np.nan
     row["persistence"] = row["kept"] / row["reappear"] if row["reappear"] else np.nan
     for cls, sel in (("overlap", g["overlap"]), ("out", g["out"]), ("calm", calm)):
@@ -235,8 +324,13 @@ def scenario_runs(cfg: Config, scenario: str) -> dict:
     res = jax.device_get(score(*args, shape=shape))
     C, S, V = len(cfg.conditions), cfg.seeds, cfg.n_videos
     r = {k: np.asarray(v).reshape(C, S, V, *np.shape(v)[2:]) for k, v in res.items()}
-    return run_columns([seed_row(scenario, cond, s, {k: v[ci, s] for k, v in r.items()})
-                        for ci, cond in enumerate(cfg.conditions) for s in range(S)])
+    return run_columns(
+        [
+            seed_row(scenario, cond, s, {k: v[ci, s] for k, v in r.items()})
+            for ci, cond in enumerate(cfg.conditions)
+            for s in range(S)
+        ]
+    )
 
 
 def example(cfg: Config, scenario: str) -> dict:
@@ -245,6 +339,10 @@ def example(cfg: Config, scenario: str) -> dict:
     v = make_videos(cfg, scenario, 1)
     args, shape = _score_args(cfg, v, 1)
     res = score(*args, shape=shape, keep=True)
-    return dict(images=np.asarray(v.images[0]), masks=np.asarray(v.masks[0]), position=np.asarray(v.position[0]),
-                tokens=np.asarray(res["tokens"][:, 0]), ids=np.asarray(res["ids"][:, 0]))
-
+    return dict(
+        images=np.asarray(v.images[0]),
+        masks=np.asarray(v.masks[0]),
+        position=np.asarray(v.position[0]),
+        tokens=np.asarray(res["tokens"][:, 0]),
+        ids=np.asarray(res["ids"][:, 0]),
+    )

@@ -94,8 +94,15 @@ def collapse_rows(cfg: Config, runs: dict) -> list:
             row = dict(scenario=sc, condition=cond)
             for cls in CLASSES:
                 m, lo, hi, n = F.seed_interval(seed_values(runs, sc, cond, f"rate_{cls}"))
-                row.update({cls: m, f"{cls}_low": lo, f"{cls}_high": hi, f"{cls}_seeds": n,
-                            f"{cls}_frames": int(np.sum(seed_values(runs, sc, cond, f"frames_{cls}")))})
+                row.update(
+                    {
+                        cls: m,
+                        f"{cls}_low": lo,
+                        f"{cls}_high": hi,
+                        f"{cls}_seeds": n,
+                        f"{cls}_frames": int(np.sum(seed_values(runs, sc, cond, f"frames_{cls}"))),
+                    }
+                )
             rows.append(row)
     return rows
 
@@ -121,8 +128,19 @@ def test_rows(cfg: Config, runs: dict) -> list:
                         t, p, d = float(res.statistic), float(res.pvalue), float(stats.cohens_d(a, b))
                     else:
                         t = p = d = float("nan")
-                    tests.append(dict(scenario=sc, metric=name, condition=cond, baseline=base, n=int(a.size),
-                                      mean_diff=float(np.mean(a - b)) if a.size else float("nan"), t=t, p=p, d=d))
+                    tests.append(
+                        dict(
+                            scenario=sc,
+                            metric=name,
+                            condition=cond,
+                            baseline=base,
+                            n=int(a.size),
+                            mean_diff=float(np.mean(a - b)) if a.size else float("nan"),
+                            t=t,
+                            p=p,
+                            d=d,
+                        )
+                    )
     p = np.asarray([t["p"] for t in tests], float)
     holm = np.full(p.shape, np.nan)
     ok = np.isfinite(p)
@@ -131,4 +149,3 @@ def test_rows(cfg: Config, runs: dict) -> list:
     for t, h in zip(tests, holm):
         t["p_holm"] = float(h)
     return tests
-

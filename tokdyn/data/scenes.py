@@ -175,11 +175,23 @@ def check_appearance(
     texture_amplitude,
 ) -> tuple:
     """Check the options that set how :func:`sprite_scenes`' and
-    :func:`tokdyn.data.videos.sprite_videos`' objects and backgrounds look, before tracing:
-    ``shapes`` (:func:`check_shapes`), ``background`` (one of :data:`BACKGROUNDS`), ``scale`` (a
-    (low, high) pair, 0 < low <= high <= 1, and, for host values, ``low * size >= 1``: objects at
-    least a pixel across), the colour ranges (pairs in [0, 1]) and ``texture_amplitude`` (a scalar
-    in [0, 1]); ``ValueError``/``TypeError`` naming the argument. Returns ``shapes`` as a tuple."""
+    :func:`tokdyn.data.videos.sprite_videos`' objects and backgrounds look, before tracing.
+
+    Args:
+      size: the image side in pixels.
+      shapes: sprite shape names (:func:`check_shapes`).
+      scale: (low, high) object side as a fraction of ``size``, 0 < low <= high <= 1; for host
+        values also ``low * size >= 1`` (objects at least a pixel across).
+      background: one of :data:`BACKGROUNDS`.
+      colour_saturation: (low, high) in [0, 1], the objects' HSV saturation range.
+      colour_value: (low, high) in [0, 1], the objects' HSV value range.
+      background_saturation: (low, high) in [0, 1], the background's saturation range.
+      background_value: (low, high) in [0, 1], the background's value range.
+      texture_amplitude: a scalar in [0, 1], the texture's amplitude on a textured background.
+
+    Returns:
+      ``shapes`` as a tuple; ``ValueError``/``TypeError`` naming the argument otherwise.
+    """
     shapes = check_shapes(shapes)
     _checks.choice("background", background, BACKGROUNDS)
     _checks.interval_pair("scale", scale, low_open=True)
@@ -397,6 +409,14 @@ def row_uniforms(key, n: int, start, *, max_objects: int, per_object: int, per_r
     their randomness from: row i's ``per_object * max_objects + per_row`` float32 numbers in [0, 1)
     from one ``random.uniform`` call with ``fold_in(key, start + i)``, drawn whatever the options
     are. Pure and traceable (``start`` may be traced; the rest static).
+
+    Args:
+      key: the batch's PRNG key.
+      n: the number of rows.
+      start: the first row's index (an int, or a traced int32 scalar).
+      max_objects: M, the object slots of a row.
+      per_object: uniforms per object slot.
+      per_row: uniforms per row beside the objects'.
 
     Returns:
       ``(per_slot, per_row)``: (n, max_objects, per_object) the first numbers of each row, object

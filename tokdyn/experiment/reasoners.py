@@ -645,6 +645,8 @@ def record(study: study_dir.Study, cfg: Config, **extra) -> str:
 
 SOURCE_PRESETS = ("default", "quick")  # an analysis's preset: the configuration its source has (Analysis.preset)
 SOURCE_SELECTION = ("source", "train")  # an analysis's fields that only choose where and whether (its selection)
+# an analysis's own runner.Spec fields: the directory it reads (its source field) and what its quick preset is
+SOURCE_SPEC = {"sources": {"source": STUDY}, "preset": "the latent-reasoning study's quick models"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1063,13 +1063,7 @@ SPEC = runner.Spec(
     outputs=("mediation.csv", "decomposition.csv", "collapse.csv", "probes.csv"),
     figure_files=("similarity.png", "decomposition.png", "probes.png"),
     selection=SELECTION,
-    sources={"source": reasoners.STUDY},
-    preset="the latent-reasoning study's quick models",
+    **reasoners.SOURCE_SPEC,
 )
 
-main = runner.entry(
-    SPEC,
-    __name__,
-    returns="True when it finished.",
-    about="The source study is checked first (:doc:`/studies/latent-diagnostics`).",
-)
+main = runner.entry(SPEC, __name__, returns="True when it finished.", about="Its source is checked first.")

@@ -780,14 +780,8 @@ SPEC = runner.Spec(
     outputs=("optimiser.csv", "optimiser_tests.csv", "rewards.csv", "grounding.csv"),
     figure_files=("optimiser.png", "grounding.png"),
     selection=SELECTION,
-    sources={"source": reasoners.STUDY},
-    preset="the latent-reasoning study's quick models",
+    **reasoners.SOURCE_SPEC,
 )
 
 
-main = runner.entry(
-    SPEC,
-    __name__,
-    returns="True when it finished.",
-    about="The source study is checked first (:doc:`/studies/latent-optimisation`).",
-)
+main = runner.entry(SPEC, __name__, returns="True when it finished.", about="Its source is checked first.")

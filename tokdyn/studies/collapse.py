@@ -1,7 +1,7 @@
-"""The collapse study: where token collapse and instability really happen, against the theory of
-:mod:`tokdyn.analysis` (the collapsed state is locally stable iff tau > tau_c = 2 lambda_max(Cov X)).
+"""The collapse study: where token collapse and instability really happen, against the theory.
 
-``tokdyn study collapse --out DIR`` (:func:`main`, :class:`Config`) runs the parts ``threshold``,
+The theory is :mod:`tokdyn.analysis`'s: the collapsed state is locally stable iff tau > tau_c = 2
+lambda_max(Cov X). ``tokdyn study collapse --out DIR`` (:func:`main`, :class:`Config`) runs the parts ``threshold``,
 ``jacobian``, ``phase``, ``momentum``, ``repulsion`` and ``convergence`` (:func:`threshold_part`,
 :func:`jacobian_part`, :func:`phase_parts`, :func:`convergence_part`), each run a
 :class:`tokdyn.engine.runs.CollapseRun`, and writes ``threshold_check.csv``,

@@ -1,9 +1,8 @@
 """The grid-diffusion study: does the two-stage visual-token language model (text tokens -> colour
 grids by an autoencoder, then diffusion over grids) generate text, and how does it compare with
-modelling the tokens directly? (``tokdyn study grid-diffusion --out DIR``; :func:`main`,
-:class:`Config`)
+modelling the tokens directly? (``tokdyn study grid-diffusion --out DIR``)
 
-A visual-token autoencoder maps every token of a grammar corpus to an N x N grid of C colours;
+:func:`main`, :class:`Config`. A visual-token autoencoder maps every token of a grammar corpus to an N x N grid of C colours;
 DDPM and D3PM models over grid sequences, D3PM over token ids and an autoregressive transformer
 (:mod:`tokdyn.models.sequence`) are trained (:func:`train_and_sample`) and their decoded samples
 scored by :func:`tokdyn.stats.text.text_metrics` (:func:`evaluate`, :func:`held_out_nll`). It

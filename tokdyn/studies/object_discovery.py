@@ -1,7 +1,7 @@
 """The scenes study: how far do the fixed token dynamics get on multi-object images, and what does
-a learned Slot Attention add? (``tokdyn study scenes --out DIR``; :func:`main`, :class:`Config`)
+a learned Slot Attention add? (``tokdyn study scenes --out DIR``)
 
-On sprite scenes (:func:`tokdyn.data.scenes.sprite_scenes`) it runs the fixed methods on
+:func:`main`, :class:`Config`. On sprite scenes (:func:`tokdyn.data.scenes.sprite_scenes`) it runs the fixed methods on
 per-pixel features (the token-dynamics rules, the variational-refinement rule and k-means, each
 at the settings chosen on the validation split: :func:`run_fixed`) and trains the learned Slot
 Attention (and, opt-in, IODINE) models (:func:`fit`, :func:`train_learned`), then scores every

@@ -1,8 +1,7 @@
 """The visual-token study: can text tokens be mapped to N x N colour grids and read back, when
-the autoencoders are trained adequately? (``tokdyn study visual-tokens --out DIR``; :func:`main`,
-:class:`Config`)
+the autoencoders are trained adequately? (``tokdyn study visual-tokens --out DIR``)
 
-The parts of :data:`PARTS` (``--parts`` chooses which run; :func:`run_part`): ``main``
+:func:`main`, :class:`Config`. The parts of :data:`PARTS` (``--parts`` chooses which run; :func:`run_part`): ``main``
 (reconstruction over vocabulary size x grid x encoder mode x budget), ``published``, ``poc``,
 ``curriculum`` and ``semantic``. It writes ``results.csv`` (one row per model, with a per-cell
 verdict, :func:`cell_verdict`), the heatmaps, ``grids.png`` (:func:`grids_png`), ``summary.md``

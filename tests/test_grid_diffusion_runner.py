@@ -134,6 +134,8 @@ def test_an_autoencoder_of_other_settings_is_never_reused(tmp_path, capsys):
     )
 
 
+@pytest.mark.slow  # 22 s of child processes; the default run keeps the kill tests of the collapse, visual-token,
+# sweep and training layers, and this study's own resume and damaged-part tests
 def test_killed_at_random_moments_it_resumes_to_the_files_of_an_uninterrupted_run(tmp_path, fast_children):
     """SIGKILL at random moments (corpus, autoencoder, model, likelihood, tables), then the same
     command: byte-identical tables, nothing set aside as corrupt."""

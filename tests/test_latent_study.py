@@ -346,6 +346,8 @@ def test_absurd_or_impossible_options_exit_2_before_any_work(tmp_path, capsys, a
     assert not out.exists()
 
 
+@pytest.mark.slow  # 23 s of child processes; the default run keeps the kill tests of the collapse, visual-token,
+# sweep and training layers, and this study's own resume and damaged-part tests
 def test_a_study_killed_at_random_moments_resumes_to_the_same_results(tmp_path, monkeypatch, study):
     """SIGKILLed at random moments of a run (timed by an uninterrupted run with the compilations
     cached, as every later run has them) and run again: the bits of the uninterrupted runs."""

@@ -487,3 +487,30 @@ def test_case6_sweep_size_names_option(tmp_path, monkeypatch):
         tds.check_disk(small, str(tmp_path / "x"))
     assert "0.0 GiB" not in str(e.value) and "1,000 bytes is free" in str(e.value)
     assert "KiB" in str(e.value) or "bytes of chunk files" in str(e.value)
+
+
+def _digest_of(tmp_path, name: str, source: str):
+    """code_digest of ``run`` defined by ``source`` in a module file ``name``.py (loaded as the
+    module ``digested``, so that only the source differs between two calls)."""
+    import importlib.util
+
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("digested", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return sweep.code_digest(module.run)
+
+
+def test_code_digest_ignores_layout_comments_and_docstrings_but_not_code(tmp_path):
+    plain = "def run(key, a, b):\n    return {'y': a * b + 1.0}\n"
+    reworded = (
+        "def run(\n    key,\n    a,\n    b,\n):  # the same code, laid out otherwise\n"
+        '    """A docstring."""\n    # a comment\n    return {"y": (a * b) + 1.0}\n'
+    )
+    changed = "def run(key, a, b):\n    return {'y': a * b + 2.0}\n"
+    renamed = "def run(key, a, c):\n    return {'y': a * c + 1.0}\n"
+    base = _digest_of(tmp_path, "plain", plain)
+    assert _digest_of(tmp_path, "reworded", reworded) == base  # a resumable sweep stays resumable
+    assert _digest_of(tmp_path, "changed", changed) != base
+    assert _digest_of(tmp_path, "renamed", renamed) != base

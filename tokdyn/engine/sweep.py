@@ -23,6 +23,7 @@ at most :data:`MAX_RUNS` runs.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import hashlib
@@ -32,6 +33,7 @@ import math
 import os
 import re
 import stat
+import textwrap
 import time
 import types
 import warnings
@@ -424,9 +426,11 @@ def code_digest(obj) -> str:
     """A SHA-256 (hex) of the code ``obj`` runs, so that results can be keyed by the code that made
     them (:func:`run` records it in a sweep's manifest and refuses to resume with other code).
 
-    A function is hashed by its source text when :func:`inspect.getsource` finds it (stable across
-    Python versions; a lambda also by its constants and names, since its source line may hold
-    several), else by its bytecode (``co_code``, ``co_consts`` with nested code objects, and
+    A function is hashed by its source when :func:`inspect.getsource` finds it, as its syntax tree
+    written back without comments, layout or docstrings (:func:`ast.unparse`: reformatting the code
+    or rewording a docstring keeps a sweep resumable; the source text itself where it does not parse
+    alone; a lambda also by its constants and names, since its source line may hold several), else
+    by its bytecode (``co_code``, ``co_consts`` with nested code objects, and
     ``co_names``); then its defaults, keyword defaults and closure cells, and the globals its code
     names (functions of its own module by their code, other modules' by their name, data by value).
     Values are hashed recursively: functions by their code digest; NumPy and JAX arrays by dtype,
@@ -436,6 +440,27 @@ def code_digest(obj) -> str:
     without memory addresses. Cycles are cut (a value met again inside itself is hashed by its
     type). Not for use inside ``jit``."""
     return hashlib.sha256(_Digester().token(obj).encode()).hexdigest()
+
+
+def _source_key(source: str) -> str:
+    """The code of ``source`` (a function's or class's, from :func:`inspect.getsource`) as
+    :func:`code_digest` hashes it: the syntax tree without docstrings, written back by
+    :func:`ast.unparse` (comments and layout gone), or the text itself when it does not parse alone."""
+    try:
+        tree = ast.parse(textwrap.dedent(source))
+    except SyntaxError:
+        return "src:" + source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return "ast:" + ast.unparse(tree)
 
 
 class _Digester:
@@ -519,7 +544,7 @@ class _Digester:
 
     def _class_code(self, cls) -> str:
         try:
-            return "src:" + inspect.getsource(cls)
+            return _source_key(inspect.getsource(cls))
         except (OSError, TypeError):
             call = getattr(cls, "__call__", None)  # noqa: B004 (the method itself, to name its source)
             return self.token(call) if isinstance(call, types.FunctionType) else f"class:{cls.__qualname__}"
@@ -539,7 +564,7 @@ class _Digester:
     def _function(self, fn: types.FunctionType) -> str:
         code = fn.__code__
         try:
-            body = "src:" + inspect.getsource(fn)
+            body = _source_key(inspect.getsource(fn))
             if code.co_name == "<lambda>":  # its source line may hold several lambdas
                 body += ":" + self._many(c for c in code.co_consts if not isinstance(c, types.CodeType))
                 body += f":{sorted(self._names(code))}"

@@ -1,0 +1,240 @@
+"""The study directory as an object, :class:`Study`: opened (checked, locked, stamped) by
+:meth:`Study.open`, its finished parts kept (:meth:`Study.part`, :meth:`Study.rows`), an earlier
+run's outputs removed (:meth:`Study.clear_other_outputs`) and its record written
+(:meth:`Study.finish`)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from tokdyn import io
+from tokdyn.experiment.study.clearing import clear_afresh
+from tokdyn.experiment.study.locks import lock, register, release, take_exclusive, unlock
+from tokdyn.experiment.study.ownership import (
+    check_in_the_way,
+    drawn_by_tokdyn,
+    foreign_tables,
+    owned_outputs,
+    recorded_tables,
+    stamped_or_empty,
+)
+from tokdyn.experiment.study.paths import RECORD, STAMP, check_output, file_id, regular_file, relative
+from tokdyn.experiment.study.resources import LONG_SECONDS, SAY_SECONDS, Estimate, check_resources
+from tokdyn.experiment.study.stamps import (
+    config_dict,
+    conflict_message,
+    conflicts,
+    digest,
+    make_stamp,
+    read_stamp,
+    stamp_once,
+)
+
+
+class Study:
+    """A study's output directory, opened by :meth:`open` (:ref:`study-directory`)."""
+
+    def __init__(self, out: str, stamp: dict, *, quiet: bool = False):
+        self.out, self.stamp, self.quiet = out, stamp, quiet
+        # what every part is keyed by unless it names a key of its own (the declared outputs aside:
+        # they name files, not results)
+        self.key = digest({k: v for k, v in stamp.items() if k != "outputs"})
+        self._lock = None
+        self._foreign: dict = {}
+
+    @property
+    def name(self) -> str:
+        """The study's name (``study`` of the stamp)."""
+        return self.stamp["study"]
+
+    @classmethod
+    def open(
+        cls,
+        out,
+        study: str,
+        cfg,
+        *,
+        fresh: bool = False,
+        selection: Sequence[str] = (),
+        sources: Optional[Mapping[str, dict]] = None,
+        estimate: Optional[Estimate] = None,
+        quiet: bool = False,
+        extra: Optional[Mapping] = None,
+        outputs: Sequence[str] = (),
+    ) -> "Study":
+        """Check, lock, then stamp the output directory ``out`` of ``study`` for ``cfg``.
+
+        What a stamp holds and when a directory is refused: :ref:`study-directory`.
+
+        Args:
+          out: the study's output directory (created if absent).
+          study: the study's name.
+          cfg: its configuration (a frozen dataclass), stamped.
+          fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and
+            start afresh; refused while a study runs there.
+          selection: fields of ``cfg`` that only choose which parts run, left out of the stamp (a
+            rerun may add parts).
+          sources: name -> the stamp of a directory the study reads
+            (:func:`~tokdyn.experiment.study.source_stamp`).
+          estimate: optional :class:`~tokdyn.experiment.study.Estimate`, checked by
+            :func:`~tokdyn.experiment.study.check_resources` first; a long run is said even when
+            ``quiet``.
+          quiet: say a run's expected time only past :data:`~tokdyn.experiment.study.LONG_SECONDS`.
+          extra: anything else the results depend on (JSON-able), stamped with the configuration.
+          outputs: the files (paths relative to ``out``) the study will write, stamped, so that
+            ``fresh`` removes them even when a run died before :meth:`finish`; a file there that
+            tokdyn did not write is refused.
+
+        Returns:
+          The open :class:`Study`, holding the directory's lock.
+        """
+        out = check_output(out)
+        declared = sorted({relative(p, "outputs") for p in outputs})
+        if estimate is not None:  # a long run is said even when quiet
+            check_resources(
+                study,
+                estimate,
+                note=lambda s: print(s, file=sys.stderr),
+                say_from=LONG_SECONDS if quiet else SAY_SECONDS,
+            )
+        stamp = make_stamp(study, cfg, selection=selection, sources=sources, extra=extra, outputs=declared)
+        if os.path.isdir(out):
+            stamped_or_empty(out)  # refused before anything is created in a directory not known to be ours
+        os.makedirs(out, exist_ok=True)
+        fd = take_exclusive(out) if fresh else lock(out)
+        try:
+            old = stamped_or_empty(out)  # again, under the lock: a --fresh elsewhere may have changed it
+            if old is not None and (fresh or conflicts(old, stamp)):
+                if not fresh:
+                    raise io.OutputConflict(conflict_message(out, old, stamp))
+                clear_afresh(out, declared)
+                old = None
+            if old is None and not stamp_once(out, stamp):  # another process stamped it first: compare
+                old = read_stamp(out)
+                if conflicts(old, stamp):
+                    raise io.OutputConflict(conflict_message(out, old, stamp))
+            if old is not None:
+                check_in_the_way(out, declared, owned_outputs(out))
+                if not set(declared) <= set(old.get("outputs", ())):  # the stamp lists every output declared
+                    union = sorted(set(declared) | set(old.get("outputs", ())))
+                    io.write_verified(
+                        os.path.join(out, STAMP),
+                        json.dumps({**old, "outputs": union}, indent=2, sort_keys=True).encode(),
+                    )
+            if fresh:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # the study runs on, like any other, under the shared lock
+        except BaseException:
+            unlock(fd)
+            raise
+        self = cls(out, stamp, quiet=quiet)
+        self._lock = register(out, fd)
+        self._foreign = foreign_tables(out, owned_outputs(out))
+        return self
+
+    # -------------------------------------------------------------------------- paths and parts
+
+    def path(self, *names: str) -> str:
+        """A path inside the study directory (its folders created)."""
+        p = os.path.join(self.out, *names)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        return p
+
+    def part_path(self, name: str, suffix: str = ".npz") -> str:
+        """The file of the part ``name`` (``parts/<name><suffix>``)."""
+        folder = os.path.join(self.out, "parts")
+        if os.path.islink(folder) or (os.path.lexists(folder) and not os.path.isdir(folder)):
+            io.set_aside(folder, io.not_a_file(folder) or "a file where the parts' folder belongs")
+        return self.path("parts", name + suffix)
+
+    def _part_key(self, key) -> str:
+        return self.key if key is None else f"{self.key}:{digest(key)}"
+
+    def part(self, name: str, compute: Callable[[], Mapping[str, Any]], *, key=None) -> dict:
+        """``compute()`` (a dict of arrays and numbers), kept as ``parts/<name>.npz``
+        (:func:`tokdyn.io.kept`, keyed by the directory's stamp and ``key``)."""
+        return io.kept(self.part_path(name), self._part_key(key), compute)
+
+    def rows(self, name: str, compute: Callable[[], Sequence[Mapping[str, Any]]], *, key=None) -> list[dict]:
+        """``compute()`` (table rows), kept as ``parts/<name>.json`` (:func:`tokdyn.io.kept_rows`)."""
+        return io.kept_rows(self.part_path(name, ".json"), self._part_key(key), compute)
+
+    def has(self, name: str, *, key=None) -> bool:
+        """Whether the rows part ``name`` is already kept (and readable) for this stamp. A directory
+        or a symbolic link where the part belongs is set aside (:func:`tokdyn.io.set_aside`)."""
+        path = self.part_path(name, ".json")
+        if os.path.lexists(path) and io.not_a_file(path):
+            io.set_aside(path, io.not_a_file(path))
+            return False
+        if not os.path.exists(path):
+            return False
+        try:
+            return json.loads(io.read_verified(path)).get("stamp") == self._part_key(key)
+        except (io.CorruptFile, ValueError, AttributeError):
+            return False
+
+    def clear_other_outputs(
+        self, cfg, outputs: Sequence[str], figures: Sequence[str] = (), *, keep_figures: bool = True
+    ) -> None:
+        """Remove an earlier run's outputs unless it recorded this very configuration.
+
+        The directory never shows another selection's results beside this run's. Only files
+        tokdyn wrote go (listed by the record or the stamp, or figures it drew); anything else is
+        left.
+
+        Args:
+          cfg: this run's configuration; nothing goes when the directory's ``config.json`` records
+            it (selection fields included).
+          outputs: paths (relative to the directory) of the tables, summary and record.
+          figures: paths of the figures.
+          keep_figures: False: the figures go in any case (they are redrawn, or not drawn).
+        """
+        same = False
+        record = os.path.join(self.out, RECORD)
+        if os.path.exists(record):
+            try:
+                same = io.read_json(record).get("config") == config_dict(cfg)
+            except (ValueError, OSError, AttributeError):
+                same = False
+        owned = owned_outputs(self.out)
+        for name in (() if same else tuple(outputs)) + (tuple(figures) if not same or not keep_figures else ()):
+            self.remove_output(name, owned=owned)
+
+    def remove_output(self, name: str, *, owned: Optional[set] = None) -> bool:
+        """Remove the file ``name`` (relative to the study directory) of an earlier run if tokdyn
+        wrote it (listed by the record or the stamp, the record itself, or a figure tokdyn drew);
+        a symbolic link or anything else is left as it is. Returns whether it was removed."""
+        path = os.path.join(self.out, name)
+        owned = owned_outputs(self.out) if owned is None else owned
+        if regular_file(path) and (relative(name) in owned or relative(name) == RECORD or drawn_by_tokdyn(path)):
+            os.remove(path)
+            return True
+        return False
+
+    def finish(self, **record) -> str:
+        """Write ``config.json``: the stamp (study, configuration, version, sources), the
+        environment, ``record`` (timings, headline numbers), ``"outputs"``: the SHA-256 of every
+        table the study wrote (each regular ``.csv``, ``.json``, ``.md`` or ``.txt`` under ``out``
+        but the stamp, the record, and what lies in ``parts/``, ``corrupt/``, ``checkpoints/``,
+        ``chunks/`` (verified file by file) or ``plots/``; never a file that was there, not
+        tokdyn's, when the study opened) and ``"checksum"``, the SHA-256 of the other fields'
+        canonical JSON. Releases the directory's lock. Read it back with
+        :func:`~tokdyn.experiment.study.read_record`."""
+        outputs = {}
+        for rel in recorded_tables(self.out):
+            path = os.path.join(self.out, rel)
+            if rel in self._foreign and self._foreign[rel] == file_id(path):
+                continue  # a file of someone else's, there before the study, untouched by it
+            outputs[rel] = io.file_sha256(path)
+        stamp = {k: v for k, v in self.stamp.items() if k != "outputs"}
+        try:
+            return io.write_checked_json(
+                os.path.join(self.out, RECORD), {**stamp, **record, "environment": io.environment(), "outputs": outputs}
+            )
+        finally:
+            if self._lock is not None:
+                release(*self._lock)
+                self._lock = None

@@ -1,0 +1,203 @@
+"""A study directory's stamp (``study.json``): what it holds (the study, the configuration, the
+tokdyn version, the stamps of its sources), how two are compared (:func:`conflicts`,
+:func:`differences`), read back (:func:`read_stamp`, :func:`source_stamp`) and written once
+(:func:`stamp_once`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Mapping, Optional, Sequence
+
+from tokdyn import io
+from tokdyn.experiment.study.paths import STAMP, shorten
+from tokdyn.experiment.study.precision import DEFAULT_MATMUL_PRECISION, precision_in_force
+
+
+def version() -> str:
+    """The installed tokdyn's version (part of every stamp)."""
+    return __import__("tokdyn").__version__
+
+
+def config_dict(cfg) -> dict:
+    """A configuration (a dataclass, or a mapping) as plain JSON values."""
+    value = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    return json.loads(json.dumps(io.jsonable(value)))
+
+
+def digest(obj) -> str:
+    """A short, stable hash of a JSON-able value (its canonical JSON)."""
+    text = json.dumps(io.jsonable(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def make_stamp(
+    study: str,
+    cfg,
+    *,
+    selection: Sequence[str] = (),
+    sources: Optional[Mapping[str, dict]] = None,
+    extra: Optional[Mapping] = None,
+    outputs: Sequence[str] = (),
+) -> dict:
+    """The stamp of ``study`` for ``cfg``: the study, the tokdyn :func:`version`, the configuration
+    (:func:`config_dict`, the ``selection`` fields left out), the :func:`digest` of each source's
+    stamp, ``extra`` (when given), the precision of matrix products in force (only when it is not
+    the default) and the declared ``outputs`` (when any; relative paths, sorted)."""
+    config = {k: v for k, v in config_dict(cfg).items() if k not in selection}
+    stamp = {
+        "study": study,
+        "tokdyn": version(),
+        "config": config,
+        "sources": {k: digest(v) for k, v in (sources or {}).items()},
+    }
+    if extra:
+        stamp["extra"] = json.loads(json.dumps(io.jsonable(dict(extra))))
+    precision = precision_in_force()
+    if precision != DEFAULT_MATMUL_PRECISION:  # absent: the default
+        stamp["matmul_precision"] = precision
+    if outputs:
+        stamp["outputs"] = list(outputs)
+    return stamp
+
+
+def differences(old: Mapping, new: Mapping, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(field, old value, new value)`` of every field that differs, nested fields as dotted
+    names (``training.steps``); a field one side lacks shows as ``<absent>``."""
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append((f"{prefix}{k}", a, b))
+    return out
+
+
+def describe(diffs: Sequence[tuple[str, Any, Any]], limit: int = 8) -> str:
+    """:func:`differences` as one line of text (the first ``limit`` of them)."""
+    shown = [f"{k}: {shorten(a)} there, {shorten(b)} now" for k, a, b in diffs[:limit]]
+    more = f"; and {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return "; ".join(shown) + more
+
+
+def read_stamp(out: str) -> Optional[dict]:
+    """The stamp of the study directory ``out`` (None when it has none); ``OutputConflict`` when the
+    stamp cannot be read, fails its checksum or lacks the study's keys: then the directory is not
+    known to be tokdyn's, and nothing in it is trusted, written or removed."""
+    path = os.path.join(out, STAMP)
+    if not os.path.lexists(path):
+        return None
+    try:
+        if io.not_a_file(path):
+            raise io.CorruptFile(path, io.not_a_file(path))
+        stamp = json.loads(io.read_verified(path))
+    except (io.CorruptFile, ValueError, OSError) as e:
+        raise io.OutputConflict(
+            f"{path} cannot be read ({e}): {out!r} is not known to be a tokdyn study's directory "
+            "and nothing in it can be trusted; choose an empty or new directory"
+        ) from None
+    if (
+        not isinstance(stamp, dict)
+        or not {"study", "tokdyn", "config"} <= set(stamp)
+        or not isinstance(stamp["config"], dict)
+    ):
+        raise io.OutputConflict(
+            f"{path} is not a study's stamp: {out!r} is not known to be a tokdyn study's "
+            "directory; choose an empty or new directory"
+        )
+    return stamp
+
+
+def source_stamp(source: str, study: str, expected=None, *, selection: Sequence[str] = (), option: str = "source"):
+    """The stamp of the directory ``source`` of the study ``study`` that an analysis reads.
+
+    Args:
+      source: the directory the analysis reads.
+      study: the name of the study that must have written it.
+      expected: optional configuration the analysis expects its source to have; a stamp of
+        another configuration (or another tokdyn version) is refused, naming the fields that differ.
+      selection: fields of ``expected`` left out of the comparison (they only choose parts).
+      option: the option's name used in messages.
+
+    Returns:
+      The stamp (a dict). Raises ``OutputConflict`` when ``source`` holds no such study or one of
+      another configuration.
+    """
+    stamp = read_stamp(source)
+    if stamp is None:
+        raise io.OutputConflict(f"{option}={source!r} holds no {study} study (no {STAMP})")
+    if stamp["study"] != study:
+        raise io.OutputConflict(f"{option}={source!r} holds the study {stamp['study']!r}, not {study!r}")
+    if expected is not None:
+        want = {k: v for k, v in config_dict(expected).items() if k not in selection}
+        diffs = differences(stamp["config"], want)
+        if stamp.get("tokdyn") != version():
+            diffs.append(("tokdyn version", stamp.get("tokdyn"), version()))
+        if diffs:
+            raise io.OutputConflict(
+                f"{option}={source!r} was made with another configuration than this study expects "
+                f"({describe(diffs)}): choose the source made with these settings, or another "
+                f"{option} for this study to fill"
+            )
+    return stamp
+
+
+def stamp_once(out: str, stamp: dict) -> bool:
+    """Write ``out``'s stamp unless it has one: a complete file under a temporary name, then a
+    hard link to the final name, which fails if another process linked its stamp first (several
+    processes of one sweep may open a new directory at once). True when this process wrote it."""
+    path = os.path.join(out, STAMP)
+    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    data = json.dumps(stamp, indent=2, sort_keys=True).encode()
+    try:
+        io.write_verified(tmp, data)
+    except io.DiskFull as e:  # named by the file it was for
+        raise io.DiskFull(path, e.needed, e.free, e.errno) from None
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.remove(tmp)
+
+
+def conflicts(old: dict, new: dict) -> bool:
+    """Whether the stamps ``old`` and ``new`` are of different studies or configurations: the
+    study, the tokdyn version, the configuration, the sources' stamps, ``extra`` or the precision of
+    matrix products (absent: :data:`~tokdyn.experiment.study.DEFAULT_MATMUL_PRECISION`) differ. The
+    declared outputs do not count."""
+    return any(old.get(k) != new.get(k) for k in ("study", "tokdyn", "config", "sources", "extra")) or old.get(
+        "matmul_precision", DEFAULT_MATMUL_PRECISION
+    ) != new.get("matmul_precision", DEFAULT_MATMUL_PRECISION)
+
+
+def conflict_message(out: str, old: dict, new: dict) -> str:
+    """Why the directory ``out``, stamped ``old``, is refused to the study stamped ``new``
+    (:func:`conflicts`), in one line naming what differs and the ways out."""
+    if old.get("study") != new["study"]:
+        return (
+            f"out={out!r} holds the {old.get('study')!r} study, not {new['study']!r}: choose another directory "
+            f"(--fresh would remove the {old.get('study')} results)"
+        )
+    diffs = differences(old.get("config", {}), new["config"])
+    if old.get("tokdyn") != new["tokdyn"]:
+        diffs.append(("tokdyn version", old.get("tokdyn"), new["tokdyn"]))
+    for k, a in sorted(old.get("sources", {}).items()):
+        b = new["sources"].get(k)
+        if a != b:
+            diffs.append((f"source {k}", f"stamp {a}", f"stamp {b}" if b else "<absent>"))
+    for k in sorted(set(new["sources"]) - set(old.get("sources", {}))):
+        diffs.append((f"source {k}", "<absent>", f"stamp {new['sources'][k]}"))
+    diffs += differences(old.get("extra", {}), new.get("extra", {}), "extra.")
+    precisions = [d.get("matmul_precision", DEFAULT_MATMUL_PRECISION) for d in (old, new)]
+    if precisions[0] != precisions[1]:
+        diffs.append(("matmul_precision", *precisions))
+    return (
+        f"out={out!r} holds a {new['study']} study of another configuration ({describe(diffs)}): rerun with "
+        "those settings to resume it, choose another --out, or pass --fresh to remove its results and start "
+        "afresh"
+    )

@@ -76,6 +76,8 @@ def register(out: str, fd: int) -> tuple:
 
 
 def release(ident, token) -> None:
+    """Give back one study's count of this process's lock of a directory (``ident`` and ``token``
+    from :func:`register`); the descriptor is closed, and the lock released, with the last."""
     held = _HELD.get(ident)
     if held is None or held["token"] is not token:
         return

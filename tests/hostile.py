@@ -97,3 +97,32 @@ def truncated_parts_recomputed(args, cfg, out, finished, damaged, tables, keep: 
     assert io.read_json(os.path.join(out, "config.json"))["config"] == study_dir.config_dict(cfg)
     for name in tables:
         assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
+
+
+def snapshot(root) -> dict:
+    """Every entry under ``root`` as ``{relative path: bytes of a file, or "-> target" of a
+    link}``, found without following a link: what a test compares to show that nothing there was
+    touched."""
+    found = {}
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, root)
+            if os.path.islink(path):
+                found[rel] = "-> " + os.readlink(path)
+            elif os.path.isfile(path):
+                found[rel] = read(path)
+            else:
+                found[rel] = "<dir>"
+    return found
+
+
+def move_and_link(path, keep) -> str:
+    """Move the entry ``path`` into the folder ``keep`` (outside the output directory) and leave a
+    symbolic link to it where it was (``mv out/x keep/x && ln -s "$PWD/keep/x" out/x``); returns
+    its new path."""
+    os.makedirs(keep, exist_ok=True)
+    target = os.path.join(os.fspath(keep), os.path.basename(os.fspath(path)))
+    os.rename(path, target)
+    os.symlink(os.path.abspath(target), path)
+    return target

@@ -336,12 +336,27 @@ def recomputing(path: str, compute, *, before_retry=None):
     return compute()
 
 
-def set_aside(path: str, reason: str = "", *, warn: bool = True) -> str:
+def set_aside(path: str, reason: str = "", *, warn: bool = True, root: str | None = None) -> str:
     """Move the unreadable file ``path`` to a ``corrupt/`` folder beside it (a unique name, never
     overwriting), with a warning naming both; returns the new path. Whoever needed the file then
     recomputes it. A directory or a symbolic link at ``path`` is moved as it is (the entry itself:
-    a link is never followed, a directory never emptied)."""
-    folder = os.path.join(os.path.dirname(os.path.abspath(path)), "corrupt")
+    a link is never followed, a directory never emptied).
+
+    Nothing is moved through a link: :class:`OutputConflict` names the link, and nothing moves,
+    where the ``corrupt/`` folder beside ``path`` is a symbolic link (or not a directory) or, with
+    ``root`` (the directory that holds ``path``, e.g. a study's output directory; it may itself be
+    a link), where a folder between ``root`` and ``path`` is one, or ``path`` lies outside ``root``."""
+    parent = os.path.dirname(os.path.abspath(path))
+    folder = os.path.join(parent, "corrupt")
+    link = None if root is None else link_between(root, parent)
+    if link is None and os.path.lexists(folder) and (os.path.islink(folder) or not os.path.isdir(folder)):
+        link = folder
+    if link is not None:
+        what = f"a symbolic link (to {os.readlink(link)!r})" if os.path.islink(link) else "not a folder"
+        raise OutputConflict(
+            f"{path} cannot be set aside: {link} is {what}, and tokdyn moves or removes nothing through a "
+            "link; nothing was moved. Replace the link by a folder, or choose another directory"
+        )
     os.makedirs(folder, exist_ok=True)
     target = os.path.join(folder, f"{os.path.basename(path)}.{time.strftime('%Y%m%d-%H%M%S')}.{uuid.uuid4().hex[:6]}")
     os.replace(path, target)
@@ -353,6 +368,25 @@ def set_aside(path: str, reason: str = "", *, warn: bool = True) -> str:
             stacklevel=2,
         )
     return target
+
+
+def link_between(root: str, path: str) -> str | None:
+    """The first symbolic link on the way from the directory ``root`` down to ``path`` (the
+    entries below ``root``, ``path`` itself included; ``root`` itself may be a link), as a path
+    under ``root``; ``path`` itself when it does not lie under ``root``; None when there is none.
+    ``path`` is absolute, or relative to the working directory, as ``root`` is."""
+    top = os.path.abspath(root)
+    full = os.path.abspath(path)
+    if full == top:
+        return None
+    if os.path.commonpath([top, full]) != top:
+        return path
+    current = top
+    for part in os.path.relpath(full, top).split(os.sep):
+        current = os.path.join(current, part)
+        if os.path.islink(current):
+            return current
+    return None
 
 
 def not_a_file(path: str) -> str | None:

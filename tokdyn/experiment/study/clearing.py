@@ -10,7 +10,15 @@ import re
 from tokdyn import io
 from tokdyn.experiment.study.locks import lock_nested, unlock
 from tokdyn.experiment.study.ownership import check_in_the_way, drawn_by_tokdyn, owned_outputs, stamped_or_empty
-from tokdyn.experiment.study.paths import KNOWN_FOLDERS, RECORD, STAMP, regular_file, walk
+from tokdyn.experiment.study.paths import (
+    KNOWN_FOLDERS,
+    RECORD,
+    STAMP,
+    regular_file,
+    remove_file,
+    resolve_inside,
+    walk,
+)
 from tokdyn.experiment.study.stamps import read_stamp
 
 
@@ -31,16 +39,27 @@ def clear(out: str) -> list[str]:
     ``corrupt/`` folders (files and links; a directory set aside is left), the figures it drew;
     then the folders this emptied, and the stamp last (a cut-off clear leaves a directory still
     recognised as the old study's). A directory without a verified stamp is refused
-    (``OutputConflict``). Never follows a symbolic link; never removes a folder that holds
-    anything. Returns the paths removed. Call it under the directory's exclusive lock
-    (:meth:`~tokdyn.experiment.study.Study.open` with ``fresh`` does)."""
+    (``OutputConflict``). Never removes a folder that holds anything. Returns the paths removed.
+    Call it under the directory's exclusive lock (:meth:`~tokdyn.experiment.study.Study.open` with
+    ``fresh`` does).
+
+    Never follows a symbolic link: every path is resolved against the real output directory
+    (``out`` itself may be a link the user chose), and before anything is removed, every path the
+    stamp and the record list (those of the study directories inside ``out`` too) is checked
+    (:func:`~tokdyn.experiment.study.paths.resolve_inside`): where any entry on its way is a
+    symbolic link, or it resolves outside ``out``, :class:`~tokdyn.experiment.study.Refused` names
+    the link and nothing is removed. The walk for the rest never enters a link."""
     if read_stamp(out) is None:
         stamped_or_empty(out)
         return []
-    owned = owned_outputs(out)
-    for rel_root, root, _, files in walk(out):  # a study directory inside this one (reproduce's): its outputs too
+    real = os.path.realpath(out)
+    owned = owned_outputs(real)
+    for rel_root, root, _, files in walk(real):  # a study directory inside this one (reproduce's): its outputs too
         if rel_root and STAMP in files:
             owned |= {f"{rel_root}/{rel}" for rel in owned_outputs(root) | {RECORD}}
+    listed = sorted(owned | {RECORD})
+    for rel in listed:  # every path checked before anything goes
+        resolve_inside(out, rel)
     removed, touched = [], set()
 
     def remove(path):
@@ -48,11 +67,29 @@ def clear(out: str) -> list[str]:
         removed.append(path)
         touched.add(os.path.dirname(path))
 
-    for rel in sorted(owned | {RECORD}):
-        path = os.path.join(out, rel)
-        if regular_file(path):
-            remove(path)
-    for rel_root, root, dirs, files in walk(out):
+    for rel in listed:
+        if remove_file(out, rel):
+            removed.append(os.path.join(real, *rel.split("/")))
+            touched.add(os.path.dirname(removed[-1]))
+    for path in _tokdyn_files(real):
+        remove(path)
+    for root, _dirs, _files in os.walk(real, topdown=False, followlinks=False):
+        if os.path.samefile(root, real) or os.path.islink(root):
+            continue
+        if (root in touched or os.path.basename(root) in KNOWN_FOLDERS) and not os.listdir(root):
+            os.rmdir(root)
+            touched.add(os.path.dirname(root))
+    if remove_file(out, STAMP):
+        removed.append(os.path.join(real, STAMP))
+    return removed
+
+
+def _tokdyn_files(real: str) -> list[str]:
+    """The files under the directory ``real`` that :func:`clear` removes beyond the listed ones
+    (verified files, temporaries, what was set aside, figures tokdyn drew), found by a walk that
+    never enters a link; the stamp is not among them."""
+    found = []
+    for rel_root, root, dirs, files in walk(real):
         in_corrupt = os.path.basename(root) == "corrupt" and rel_root != ""
         if in_corrupt:
             dirs[:] = []  # a directory set aside is someone else's: never entered
@@ -66,17 +103,8 @@ def clear(out: str) -> list[str]:
                 or _is_verified(path)
                 or drawn_by_tokdyn(path)
             ):
-                remove(path)
-    for root, _dirs, _files in os.walk(out, topdown=False, followlinks=False):
-        if os.path.samefile(root, out) or os.path.islink(root):
-            continue
-        if (root in touched or os.path.basename(root) in KNOWN_FOLDERS) and not os.listdir(root):
-            os.rmdir(root)
-            touched.add(os.path.dirname(root))
-    stamp = os.path.join(out, STAMP)
-    if regular_file(stamp):
-        remove(stamp)
-    return removed
+                found.append(path)
+    return found
 
 
 def clear_afresh(out: str, declared=()) -> list[str]:

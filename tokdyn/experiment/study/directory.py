@@ -22,7 +22,16 @@ from tokdyn.experiment.study.ownership import (
     recorded_tables,
     stamped_or_empty,
 )
-from tokdyn.experiment.study.paths import RECORD, STAMP, check_output, file_id, regular_file, relative
+from tokdyn.experiment.study.paths import (
+    RECORD,
+    STAMP,
+    check_output,
+    file_id,
+    regular_file,
+    relative,
+    remove_file,
+    resolve_inside,
+)
 from tokdyn.experiment.study.resources import LONG_SECONDS, SAY_SECONDS, Estimate, check_resources
 from tokdyn.experiment.study.stamps import (
     config_dict,
@@ -144,10 +153,12 @@ class Study:
         return p
 
     def part_path(self, name: str, suffix: str = ".npz") -> str:
-        """The file of the part ``name`` (``parts/<name><suffix>``)."""
+        """The file of the part ``name`` (``parts/<name><suffix>``). A symbolic link or a file where
+        the ``parts/`` folder belongs is set aside (:func:`tokdyn.io.set_aside`: the entry itself is
+        moved to ``corrupt/``, never followed; refused where ``corrupt/`` is a link)."""
         folder = os.path.join(self.out, "parts")
         if os.path.islink(folder) or (os.path.lexists(folder) and not os.path.isdir(folder)):
-            io.set_aside(folder, io.not_a_file(folder) or "a file where the parts' folder belongs")
+            io.set_aside(folder, io.not_a_file(folder) or "a file where the parts' folder belongs", root=self.out)
         return self.path("parts", name + suffix)
 
     def _part_key(self, key) -> str:
@@ -167,7 +178,7 @@ class Study:
         or a symbolic link where the part belongs is set aside (:func:`tokdyn.io.set_aside`)."""
         path = self.part_path(name, ".json")
         if os.path.lexists(path) and io.not_a_file(path):
-            io.set_aside(path, io.not_a_file(path))
+            io.set_aside(path, io.not_a_file(path), root=self.out)
             return False
         if not os.path.exists(path):
             return False
@@ -206,12 +217,14 @@ class Study:
     def remove_output(self, name: str, *, owned: Optional[set] = None) -> bool:
         """Remove the file ``name`` (relative to the study directory) of an earlier run if tokdyn
         wrote it (listed by the record or the stamp, the record itself, or a figure tokdyn drew);
-        a symbolic link or anything else is left as it is. Returns whether it was removed."""
-        path = os.path.join(self.out, name)
+        anything else is left as it is. Nothing is removed through a link: where ``name`` or a
+        folder on its way is a symbolic link, :class:`~tokdyn.experiment.study.Refused` names it
+        (:func:`~tokdyn.experiment.study.paths.resolve_inside`). Returns whether it was removed."""
+        path = resolve_inside(self.out, name)
+        rel = relative(name)
         owned = owned_outputs(self.out) if owned is None else owned
-        if regular_file(path) and (relative(name) in owned or relative(name) == RECORD or drawn_by_tokdyn(path)):
-            os.remove(path)
-            return True
+        if regular_file(path) and (rel in owned or rel == RECORD or drawn_by_tokdyn(path)):
+            return remove_file(self.out, rel)
         return False
 
     def finish(self, **record) -> str:

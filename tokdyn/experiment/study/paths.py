@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+
+from tokdyn import io
 
 
 STAMP = "study.json"  # the stamp of a study directory
@@ -76,6 +79,61 @@ def relative(name, what: str = "name") -> str:
     if not text or os.path.isabs(text) or norm == "." or norm == ".." or norm.startswith("../"):
         raise ValueError(f"{what}: {text!r} is not a path inside the study directory")
     return norm
+
+
+def resolve_inside(out: str, name) -> str:
+    """The path of ``name`` (relative to the study directory ``out``, :func:`relative`) resolved
+    against the real output directory (``out`` itself may be a link the user chose), for a file
+    tokdyn is about to remove: :class:`Refused` naming the link where any entry of ``name`` (a
+    folder on its way, or the file itself) is a symbolic link, or where it resolves outside ``out``.
+    Nothing is ever removed through a link."""
+    real = os.path.realpath(out)
+    rel = relative(name)
+    path = os.path.join(real, *rel.split("/"))
+    link = io.link_between(real, path)
+    if link is None and os.path.commonpath([real, os.path.realpath(path)]) != real:
+        link = path
+    if link is not None:
+        shown = os.path.join(out, os.path.relpath(link, real))
+        what = f"a symbolic link (to {os.readlink(link)!r})" if os.path.islink(link) else "outside it"
+        raise Refused(
+            f"{shown} is {what}, on the way to the study's file {rel!r} in out={out!r}: tokdyn removes "
+            "nothing through a link, and nothing was removed; replace the link by what it points to, or "
+            "choose another --out"
+        )
+    return path
+
+
+def remove_file(out: str, name) -> bool:
+    """Remove the regular file ``name`` of the study directory ``out`` (:func:`resolve_inside`
+    first, so a link on its way is refused), opening each folder on its way without following a
+    link (``O_NOFOLLOW``), so that a folder swapped for a link meanwhile is never followed either.
+    Returns whether a file was removed (False: nothing there, or not a regular file: left as it is)."""
+    path = resolve_inside(out, name)
+    parts = os.path.relpath(path, os.path.realpath(out)).split(os.sep)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        fd = os.open(os.path.realpath(out), flags)
+    except OSError:
+        return False
+    try:
+        for part in parts[:-1]:
+            try:
+                inner = os.open(part, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError:  # gone, not a folder, or a link put there meanwhile: nothing is followed
+                return False
+            os.close(fd)
+            fd = inner
+        try:
+            st = os.stat(parts[-1], dir_fd=fd, follow_symlinks=False)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        os.unlink(parts[-1], dir_fd=fd)
+        return True
+    finally:
+        os.close(fd)
 
 
 def shorten(v, width: int = 60) -> str:

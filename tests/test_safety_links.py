@@ -7,11 +7,12 @@ import dataclasses
 import os
 import re
 
+import numpy as np
 import pytest
 
 import hostile
 from tokdyn import io, reproduce, studies
-from tokdyn.experiment import runner
+from tokdyn.experiment import reasoners, runner
 from tokdyn.experiment import study as study_dir
 from tokdyn.studies import token_dynamics
 
@@ -152,6 +153,35 @@ def test_set_aside_refuses_a_linked_corrupt_folder(tmp_path):
         st.has("b")
     assert os.listdir(elsewhere) == [] and os.path.isdir(os.path.join(out, "parts", "b.json"))
     st.finish()
+
+
+def test_a_damaged_array_part_is_never_set_aside_into_a_linked_corrupt_folder(tmp_path):
+    out = str(tmp_path / "d")
+    st = study_dir.Study.open(out, "demo", Cfg())
+    st.part("p", lambda: {"v": np.arange(3.0)})
+    elsewhere = tmp_path / "keep"
+    elsewhere.mkdir()
+    corrupt = os.path.join(out, "parts", "corrupt")
+    os.symlink(elsewhere, corrupt)
+    hostile.truncate([os.path.join(out, "parts", "p.npz")])
+    with pytest.raises(io.OutputConflict, match=refused(corrupt)):
+        st.part("p", lambda: {"v": np.arange(3.0)})
+    with pytest.raises(io.OutputConflict, match=refused(corrupt)):  # a checkpoint a computation resumes from
+        io.recomputing(os.path.join(out, "parts", "p.npz"), lambda: io.load_npz(os.path.join(out, "parts", "p.npz")))
+    assert os.listdir(elsewhere) == [] and os.path.exists(os.path.join(out, "parts", "p.npz"))
+    st.finish()
+
+
+def test_a_damaged_reasoner_file_is_never_set_aside_into_a_linked_corrupt_folder(tmp_path):
+    out = tmp_path / "latent"
+    (out / "results").mkdir(parents=True)
+    (out / "results" / "v.npz").write_bytes(b"not an array file")  # the answers of a finished variant, damaged
+    elsewhere = tmp_path / "keep"
+    elsewhere.mkdir()
+    os.symlink(elsewhere, out / "results" / "corrupt")
+    with pytest.raises(io.OutputConflict, match=refused(out / "results" / "corrupt")):
+        reasoners.finished(None, str(out), "v")
+    assert os.listdir(elsewhere) == [] and (out / "results" / "v.npz").read_bytes() == b"not an array file"
 
 
 def test_set_aside_refuses_a_linked_folder_between_the_directory_and_the_file(tmp_path):

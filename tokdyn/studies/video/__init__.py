@@ -87,7 +87,17 @@ from tokdyn.experiment import runner
 from tokdyn.experiment.presets import with_preset_line
 
 # (importing the parts binds each as an attribute: tokdyn.studies.video.learned, ...)
-from tokdyn.studies.video.config import RUN_RATE, SCENARIOS, STUDY, Config  # noqa: F401
+from tokdyn.studies.video.config import (  # noqa: F401
+    LEARNED,
+    RUN_RATE,
+    SAVI_FIXED_S,
+    SAVI_RATE,
+    SCENARIOS,
+    SEP,
+    STUDY,
+    Config,
+    savi_config,
+)
 from tokdyn.studies.video.findings import (  # noqa: F401
     ARI_MARGIN,
     COLLAPSE_MARGIN,
@@ -97,16 +107,12 @@ from tokdyn.studies.video.findings import (  # noqa: F401
 )
 from tokdyn.studies.video.learned import (  # noqa: F401
     CURVE_COLUMNS,
-    LEARNED,
-    SAVI_FIXED_S,
-    SAVI_RATE,
     Unfinished,
     centroids,
     fit_learned,
     learned_keys,
     learned_pool,
     learned_runs,
-    savi_config,
     score_segments,
     segment_videos,
 )
@@ -115,7 +121,6 @@ from tokdyn.studies.video.scoring import (  # noqa: F401
     CLASSES,
     KEYS,
     RUN_COLUMNS,
-    SEP,
     Shape,
     condition_knobs,
     example,

@@ -11,11 +11,18 @@ from tokdyn import _checks, analysis, dynamics, tracking
 from tokdyn.experiment.presets import PRESETS
 from tokdyn.experiment.study import Estimate, elements_fit, largest_option
 from tokdyn.models import savi
-from tokdyn.studies.video.learned import LEARNED, SAVI_FIXED_S, SAVI_RATE, savi_config
-from tokdyn.studies.video.scoring import SEP
 
 STUDY = "video"
 SCENARIOS = ("occlusion", "collisions", "leaving")
+SEP = "+sep"  # the suffix of a condition with the separation push
+LEARNED = "savi-"  # the prefix of a learned condition: savi-<predictor of tokdyn.models.savi>
+SAVI_RATE = 2.6  # model-steps a second of the learned arm on the reference CPU, all of a predictor's models
+# together (train_many's "loop" over 2 host devices), at 8 clips x 8 frames of 32 x 32 a step; scaled by
+# clips x frames x pixels (Config.estimate). Fitted to the default run on the quiet 2-core CPU: 0.10 s a
+# model-step at 8 clips x 6 frames (3 x 3,600 model-steps in 21 min) while the training probe measured
+# 2.9x the reference's rate
+SAVI_FIXED_S = 60.0  # seconds per learned predictor besides its steps: compiling the step and the
+# segmentation, the pool, the checkpoints' evaluations and the test scores
 RUN_RATE = 7e-8  # seconds per (run x frame x step x pixel) on the reference CPU (the default: 96 s of tracking)
 
 
@@ -202,9 +209,9 @@ class Config:
     def estimate(self) -> Estimate:
         """Runs (scenario x condition x seed x video) and models, and their time: the fixed conditions
         at :data:`RUN_RATE` on the reference CPU (``dynamics`` work), the learned models at
-        :data:`~tokdyn.studies.video.learned.SAVI_RATE` model-steps a second scaled by a step's clips
+        :data:`~tokdyn.studies.video.config.SAVI_RATE` model-steps a second scaled by a step's clips
         x frames x pixels (``training`` work), plus
-        :data:`~tokdyn.studies.video.learned.SAVI_FIXED_S` per learned predictor and 10 s on the
+        :data:`~tokdyn.studies.video.config.SAVI_FIXED_S` per learned predictor and 10 s on the
         host; each kind scaled by this machine's measured rate of it."""
         runs = len(self.scenarios) * len(self.conditions) * self.seeds * self.n_videos
         seconds = {"dynamics": runs * self.frames * self.n_steps * self.size**2 * RUN_RATE, "host": 10.0}
@@ -226,3 +233,28 @@ class Config:
             memory = max(memory, 4.0 * pool + 4.0 * 16 * 64 * self.learned_batch * self.learned_frames * self.size**2)
         models = runs + len(self.learned) * self.learned_seeds
         return Estimate(memory=memory, option=largest_option(self, names), models=models, work=seconds)
+
+
+def savi_config(cfg: Config, predictor: str) -> savi.Config:
+    """The :class:`tokdyn.models.savi.Config` of the learned condition ``savi-<predictor>`` (the one
+    place the study builds it): the study's frame size, one slot per token, the model's own widths
+    (its defaults: the scenes study's Slot Attention), and the training: ``learned_batch`` clips of
+    ``learned_frames`` frames a step, ``learned_steps`` steps with a warm-up of
+    ``min(200, learned_steps // 10)``, a checkpoint every ``learned_every`` steps, ``learned_seeds``
+    models."""
+    schedule = dataclasses.replace(
+        savi.Config().train,
+        steps=cfg.learned_steps,
+        steps_per_call=cfg.learned_every,
+        warmup=max(1, min(200, cfg.learned_steps // 10)),
+    )
+    return savi.Config(
+        frames=cfg.learned_frames,
+        size=cfg.size,
+        slots=cfg.n_tokens,
+        predictor=predictor,
+        batch_size=cfg.learned_batch,
+        train=schedule,
+        seeds=cfg.learned_seeds,
+        root_seed=cfg.root_seed,
+    )

@@ -5,10 +5,8 @@ a part of the study (:func:`learned_runs`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -19,49 +17,14 @@ from tokdyn.data import videos
 from tokdyn.experiment import runner
 from tokdyn.experiment.study import digest
 from tokdyn.models import savi
+from tokdyn.studies.video.config import LEARNED, Config, savi_config
 from tokdyn.studies.video.scoring import make_videos, named_key, run_columns, score_tracks, seed_row
 
-if TYPE_CHECKING:
-    from tokdyn.studies.video.config import Config
-
-LEARNED = "savi-"  # the prefix of a learned condition: savi-<predictor of tokdyn.models.savi>
-SAVI_RATE = 2.6  # model-steps a second of the learned arm on the reference CPU, all of a predictor's models
-# together (train_many's "loop" over 2 host devices), at 8 clips x 8 frames of 32 x 32 a step; scaled by
-# clips x frames x pixels (Config.estimate). Fitted to the default run on the quiet 2-core CPU: 0.10 s a
-# model-step at 8 clips x 6 frames (3 x 3,600 model-steps in 21 min) while the training probe measured
-# 2.9x the reference's rate
-SAVI_FIXED_S = 60.0  # seconds per learned predictor besides its steps: compiling the step and the
-# segmentation, the pool, the checkpoints' evaluations and the test scores
 CURVE_COLUMNS = ("condition", "seed", "step", "loss", "val_video_ari")  # learning_curve.csv
 
 
 class Unfinished(Exception):
     """A learned predictor's training returned before its budget (``max_calls`` or a deadline)."""
-
-
-def savi_config(cfg: Config, predictor: str) -> savi.Config:
-    """The :class:`tokdyn.models.savi.Config` of the learned condition ``savi-<predictor>`` (the one
-    place the study builds it): the study's frame size, one slot per token, the model's own widths
-    (its defaults: the scenes study's Slot Attention), and the training: ``learned_batch`` clips of
-    ``learned_frames`` frames a step, ``learned_steps`` steps with a warm-up of
-    ``min(200, learned_steps // 10)``, a checkpoint every ``learned_every`` steps, ``learned_seeds``
-    models."""
-    schedule = dataclasses.replace(
-        savi.Config().train,
-        steps=cfg.learned_steps,
-        steps_per_call=cfg.learned_every,
-        warmup=max(1, min(200, cfg.learned_steps // 10)),
-    )
-    return savi.Config(
-        frames=cfg.learned_frames,
-        size=cfg.size,
-        slots=cfg.n_tokens,
-        predictor=predictor,
-        batch_size=cfg.learned_batch,
-        train=schedule,
-        seeds=cfg.learned_seeds,
-        root_seed=cfg.root_seed,
-    )
 
 
 def learned_keys(cfg: Config):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -16,12 +15,11 @@ import numpy as np
 
 from tokdyn import analysis, dynamics, metrics, tracking
 from tokdyn.data import scenes, videos
+from tokdyn.studies.video.config import SEP, Config
 
-if TYPE_CHECKING:
-    from tokdyn.studies.video.config import Config
 
-SEP = "+sep"  # the suffix of a condition with the separation push
 CLASSES = ("overlap", "out", "calm")  # the frame classes of the collapse question
+KEPT = ("tokens", "start", "ids")  # the outputs of track_video that score returns with keep=True only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,8 +71,9 @@ def track_video(
       A dict: ``video_ari``, ``frame_ari`` (mean over frames with two or more foreground pixels),
       ``switches`` and ``chances`` (switches while visible, and the chances to switch), ``kept``
       and ``reappear`` (identity persistence), and per frame (F,) bool: ``merged``, ``shared``,
-      ``collapse`` (either), ``overlap``, ``out``; plus ``tokens`` (F, T, D) and ``ids`` (F, H, W)
-      (the tracks' ids of every pixel).
+      ``collapse`` (either), ``overlap``, ``out``; plus ``tokens`` (F, T, D), ``start`` (F, T, D)
+      (each frame's starting tokens: the predictor's prediction) and ``ids`` (F, H, W) (the tracks'
+      ids of every pixel).
     """
     T = shape.n_tokens
     n_frames, H, W = masks.shape
@@ -84,7 +83,7 @@ def track_video(
     tol_merge = jax.vmap(lambda f: analysis.merge_tolerance(f, rel=merge_rel))(x)  # (F,)
     _, groups = dynamics.token_groups(r.tokens, tol_merge[:, None, None])  # per frame
     res = score_tracks(masks.reshape(n_frames, -1), ids, visible, area, groups < T, min_pixels, n_ids=T)
-    return dict(res, tokens=r.tokens, ids=ids.reshape(n_frames, H, W))
+    return dict(res, tokens=r.tokens, start=r.start, ids=ids.reshape(n_frames, H, W))
 
 
 def score_tracks(truth, ids, visible, area, merged, min_pixels, *, n_ids: int) -> dict:
@@ -99,7 +98,7 @@ def score_tracks(truth, ids, visible, area, merged, min_pixels, *, n_ids: int) -
       n_ids: the number of track ids (tokens, or slots).
 
     Returns:
-      :func:`track_video`'s dict without ``tokens`` and ``ids``.
+      :func:`track_video`'s dict without ``tokens``, ``start`` and ``ids``.
     """
     n_true = area.shape[-1] + 1
     kw = dict(n_true=n_true, n_pred=n_ids)
@@ -165,7 +164,7 @@ def score(
       rule_hp: the built-in rule's knobs, a :class:`tokdyn.dynamics.Hparams` (shared by every condition).
       decay, position_scale, merge_rel, min_pixels, tol: scalars, as in :class:`~tokdyn.studies.video.config.Config`.
       shape: the static :class:`Shape`.
-      keep: static; also return ``tokens`` (C, V, F, T, D) and ``ids`` (C, V, F, H, W).
+      keep: static; also return ``tokens`` and ``start`` (C, V, F, T, D) and ``ids`` (C, V, F, H, W).
 
     Returns:
       Each output of :func:`track_video` with leading axes (C, V).
@@ -174,7 +173,7 @@ def score(
     def one(k, im, m, vis, ar, p, s):
         hp = tracking.Hparams(predictor=p, decay=decay, separation=s)
         res = track_video(k, im, m, vis, ar, hp, rule_hp, position_scale, merge_rel, min_pixels, tol, shape=shape)
-        return res if keep else {n: v for n, v in res.items() if n not in ("tokens", "ids")}
+        return res if keep else {n: v for n, v in res.items() if n not in KEPT}
 
     per_video = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, None, None))
     return jax.vmap(per_video, in_axes=(None, None, None, None, None, 0, 0))(
@@ -335,7 +334,7 @@ def scenario_runs(cfg: Config, scenario: str) -> dict:
 
 def example(cfg: Config, scenario: str) -> dict:
     """Seed 0's first video of ``scenario`` under every condition: its frames, true masks and
-    centres, and each condition's tokens (C, F, T, D) and track ids (C, F, H, W)."""
+    centres, and each condition's tokens and starting tokens (C, F, T, D) and track ids (C, F, H, W)."""
     v = make_videos(cfg, scenario, 1)
     args, shape = _score_args(cfg, v, 1)
     res = score(*args, shape=shape, keep=True)
@@ -344,5 +343,6 @@ def example(cfg: Config, scenario: str) -> dict:
         masks=np.asarray(v.masks[0]),
         position=np.asarray(v.position[0]),
         tokens=np.asarray(res["tokens"][:, 0]),
+        start=np.asarray(res["start"][:, 0]),
         ids=np.asarray(res["ids"][:, 0]),
     )

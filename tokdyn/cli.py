@@ -24,6 +24,7 @@ import dataclasses
 import importlib
 import os
 import re
+import signal
 import sys
 import traceback
 import typing
@@ -346,8 +347,36 @@ def negative_values(argv: list) -> list:
     return out
 
 
+INTERRUPTED = "tokdyn: interrupted (finished work is on disk; run the same command to resume)"
+
+
 def main(argv=None) -> int:
-    """Run the command; returns the exit code (0 done, 2 usage error, 1 the run failed)."""
+    """Run the command; returns the exit code (0 done, 2 usage error, 1 the run failed, 130
+    interrupted: a Ctrl-C at any moment, imports included, ends the command with one line,
+    :data:`INTERRUPTED`, never a traceback, and never exit 0, even where a library caught the
+    ``KeyboardInterrupt`` on its way: :func:`tokdyn.io.on_interrupt`)."""
+    from tokdyn import io
+
+    io.reset_interrupt()
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGINT, io.on_interrupt)
+    except ValueError:  # not the main thread: Python's own handler stays
+        pass
+    try:
+        code = _main(argv)
+        if io.interrupted() and code == 0:  # a Ctrl-C caught inside a library: the run was interrupted
+            raise KeyboardInterrupt
+        return code
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv) -> int:
     _host_devices()
     argv = negative_values(with_default_command(sys.argv[1:] if argv is None else argv))
     parser = build_parser(argv)
@@ -396,8 +425,7 @@ def main(argv=None) -> int:
         print(f"{_prog(key)}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("tokdyn: interrupted (finished work is on disk; run the same command to resume)", file=sys.stderr)
-        return 130
+        raise
     except Exception:
         traceback.print_exc()
         print(f"{_prog(key)}: the run failed (see the traceback above)", file=sys.stderr)

@@ -19,7 +19,7 @@ import jax.interpreters.mlir
 import jax.numpy as jnp
 
 from tokdyn import _checks
-from tokdyn.dynamics._common import as_float, callable_name, check_points, labels_t
+from tokdyn.dynamics._common import as_float, callable_name, check_points, check_run_memory, check_some_valid, labels_t
 from tokdyn.dynamics.builtin import BUILTIN, hard_labels
 from tokdyn.dynamics.rule import Points, Rule
 
@@ -134,6 +134,8 @@ def _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=F
         raise TypeError(f"implicit must be a bool (static), got {implicit!r} of type {type(implicit).__name__}")
     changed = _check_rule(rule, hparams, key)
     arrays = check_points(x, tokens, mask)
+    check_some_valid(x, arrays.get("mask", mask), "a run")
+    check_run_memory(x, tokens, "the run", pairwise=rule is BUILTIN)
     if static_steps or isinstance(n_steps, (int, float)):
         _checks.positive_int("n_steps", n_steps)
     _checks.real("n_steps", n_steps, low=1)

@@ -295,6 +295,13 @@ def _command_parser(sub, key, full: bool):
             "CPU computes float32 products in full whatever the setting. Recorded in the stamp and "
             "config.json when not the default (default: highest)",
         )
+    if key[0] == "reproduce":
+        p.add_argument(
+            "--verbose",
+            action="store_true",
+            help="print the full traceback of a study that fails (without it: one line each, the "
+            "traceback kept in OUT/<study>-failure.log)",
+        )
     p.add_argument("--no-cache", action="store_true", help="do not use JAX's persistent compilation cache")
     return p
 
@@ -412,10 +419,11 @@ def _main(argv) -> int:
             if isinstance(result, str):
                 print(result)
         else:
+            extra = {"fresh": True} if args.fresh else {}
+            if getattr(args, "verbose", False):
+                extra["verbose"] = True
             with study.matmul_precision(args.matmul_precision):  # every study of the run, reproduce's included
-                entry(
-                    cfg, args.out, quiet=args.quiet, plots=not args.no_plots, **({"fresh": True} if args.fresh else {})
-                )
+                entry(cfg, args.out, quiet=args.quiet, plots=not args.no_plots, **extra)
     except (io.OutputConflict, study.Refused, io.CorruptFile) as e:
         # the output directory belongs to another configuration, or a source fails its verification: a usage error
         parser.print_usage(sys.stderr)
@@ -426,7 +434,10 @@ def _main(argv) -> int:
         return 1
     except KeyboardInterrupt:
         raise
-    except Exception:
+    except Exception as e:
+        if type(e).__name__ == "StudiesFailed" and not getattr(args, "verbose", False):  # each said in one line
+            print(f"{_prog(key)}: {e}", file=sys.stderr)
+            return 1
         traceback.print_exc()
         print(f"{_prog(key)}: the run failed (see the traceback above)", file=sys.stderr)
         return 1

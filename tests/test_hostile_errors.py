@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,6 +25,12 @@ from tokdyn.diagnostics import mediation
 from tokdyn.studies import token_dynamics
 
 KEY = jax.random.key(0)
+
+
+class Knobs(NamedTuple):
+    """A rule's knobs (none used)."""
+
+    unused: float = 0.0
 
 
 def _refused(exc, words, fn):
@@ -44,7 +51,8 @@ def test_ari_nmi_of_a_blown_up_run_are_nan_not_zero():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(40, 2)), jnp.float32)
     truth = jnp.asarray(np.arange(40) % 4, jnp.int32)
     mask = jnp.ones(40, bool)
-    r = dynamics.run(x, jnp.full((4, 2), jnp.nan, jnp.float32), mask=mask)  # a run that blew up
+    still = dynamics.Rule(lambda points, tokens, hp: tokens, lambda s, points, hp, step, key: s, hparams=Knobs())
+    r = dynamics.run(x, jnp.full((4, 2), jnp.nan, jnp.float32), rule=still, mask=mask)  # a run that blew up
     assert (np.asarray(r.labels) == -1).all()
     assert np.isnan(float(metrics.ari(truth, r.labels, mask)))  # the sort path, as a user calls it
     assert np.isnan(float(metrics.nmi(truth, r.labels, mask)))

@@ -361,7 +361,9 @@ def main(argv=None) -> int:
     """Run the command; returns the exit code (0 done, 2 usage error, 1 the run failed, 130
     interrupted: a Ctrl-C at any moment, imports included, ends the command with one line,
     :data:`INTERRUPTED`, never a traceback, and never exit 0, even where a library caught the
-    ``KeyboardInterrupt`` on its way: :func:`tokdyn.io.on_interrupt`)."""
+    ``KeyboardInterrupt`` on its way: :func:`tokdyn.io.on_interrupt`). Called as the command (no
+    ``argv``), an interrupted run ends the process there with status 130, skipping the interpreter's
+    teardown (finished work is on disk already)."""
     from tokdyn import io
 
     io.reset_interrupt()
@@ -377,6 +379,11 @@ def main(argv=None) -> int:
         return code
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
+        if argv is None:  # the command itself: end here, as a signal would, without the interpreter's
+            # teardown, which can crash (a segmentation fault) while XLA's threads were cut off mid-work
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     finally:
         if previous is not None:

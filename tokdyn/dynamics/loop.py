@@ -162,8 +162,14 @@ def check_run(x, tokens, hparams=None, *, rule: "Rule" = None, mask=None, n_step
       when ``hparams`` was ``None``, ``hparams`` as the rule's defaults.
 
     Raises:
-      TypeError: a wrong type (rule, hparams' structure or dtypes, key), naming the argument.
-      ValueError: a wrong shape or value, naming the argument; and whatever ``rule.check`` raises.
+      TypeError: a wrong type (rule, hparams' structure or dtypes, key; bool points or tokens:
+        floating point is required), naming the argument.
+      ValueError: a wrong shape or value, naming the argument; no point to run on (no row, or a
+        host mask all False; a traced all-False mask is not inspected: the tokens stay put and
+        every label is -1); intermediates of one run ((T, N) scores, the built-in rule's (T, T, D)
+        token differences) past one array's 2**31 - 1 elements or the memory available (the
+        device's; on the CPU backend the host's), naming T, N, the bytes and the limit; and
+        whatever ``rule.check`` raises.
     """
     return _check_run(x, tokens, hparams, BUILTIN if rule is None else rule, mask, n_steps, tol, key, static_steps=True)
 

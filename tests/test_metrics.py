@@ -118,12 +118,12 @@ def test_unmasked_random_labelings_match_sklearn(path, length):
 
 
 def test_general_path_arbitrary_label_values():
-    """Negative, large and non-contiguous labels (int32 extremes included) on the general path."""
+    """Large and non-contiguous labels (0 and the int32 maximum included) on the general path."""
     rng = np.random.default_rng(10)
     t, p, mask, _ = random_labelings(rng, BATCH, 1024, n_max=1000)
     info = np.iinfo(np.int32)
-    values = rng.choice(np.arange(info.min, info.max, 9_999_991, dtype=np.int64), size=K_MAX, replace=False)
-    values[:3] = [info.min, -1, info.max]
+    values = rng.choice(np.arange(0, info.max, 9_999_991, dtype=np.int64), size=K_MAX, replace=False)
+    values[:3] = [0, 1, info.max]
     t_wild = np.where(mask, values[t % K_MAX], t).astype(np.int32)
     p_wild = np.where(mask, values[::-1][p % K_MAX], p).astype(np.int32)
     got_ari, got_nmi = _BATCHED["general", True](t_wild, p_wild, mask)
@@ -256,10 +256,40 @@ def test_vmap_equals_loop(path):
         np.testing.assert_allclose(batched[1][i], single[1], atol=1e-6)
 
 
-def test_jit_general_path_with_traced_negative_labels():
-    t = [-5, -5, 3, 3, 100, 100, -(2**31)]
-    p = [7, 7, 7, -2, -2, -2, 2**31 - 1]
+def test_jit_general_path_with_traced_large_labels():
+    t = [5, 5, 3, 3, 100, 100, 0]
+    p = [7, 7, 7, 2, 2, 2, 2**31 - 1]
     np.testing.assert_allclose(scores(t, p, "general"), sk_scores(t, p), atol=TOL32)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_blown_up_run_labels_score_nan_not_zero(path):
+    """A labelling with -1 ("no label": what a run whose tokens became non-finite returns) inside
+    the mask scores NaN on both paths, for ARI, NMI and FG-ARI (traced labels); masked out, -1 is
+    ignored and the score is scikit-learn's."""
+    t = jnp.asarray(_pad([0, 0, 1, 1, 2, 2]))
+    mask = jnp.arange(PAD) < 6
+    blown = jnp.full(PAD, -1, jnp.int32)
+    one = blown.at[:6].set(jnp.asarray([0, 0, 1, 1, 2, 2])).at[3].set(-1)  # one bad point is enough
+    bounds = PATHS[path]
+    for p in (blown, one):
+        assert np.isnan(float(metrics.ari(t, p, mask, **bounds)))
+        assert np.isnan(float(metrics.nmi(t, p, mask, **bounds)))
+    assert np.isnan(float(metrics.fg_ari(t + 1, one, **bounds)))
+    ok = jnp.where(mask, t, -1)
+    want = sk_scores(np.asarray(t)[:6], np.asarray(t)[:6])
+    assert abs(float(metrics.ari(t, ok, mask, **bounds)) - want[0]) < TOL32
+
+
+def test_blown_up_run_labels_on_host_name_the_label():
+    """Host labels with -1 inside the mask are refused, naming the argument, value and index."""
+    with pytest.raises(ValueError, match=r"labels_pred must hold labels >= 0 where mask is True, got -1 at index 2"):
+        metrics.ari(np.array([0, 0, 1, 1]), np.array([0, 0, -1, 1]), np.ones(4, bool))
+    with pytest.raises(ValueError, match=r"labels_true must hold labels >= 0, got -5 at index 0"):
+        metrics.nmi([-5, 0], [0, 0])
+    with pytest.raises(ValueError, match=r"labels_pred must hold labels >= 0 where mask is True, got -1"):
+        metrics.fg_ari(np.array([0, 1, 1, 2]), np.array([-1, 0, -1, 1]))
+    assert float(metrics.fg_ari(np.array([0, 1, 1, 2]), np.array([-1, 0, 0, 1]))) == 1.0  # background: any id
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from numbers import Integral
 
 import jax
@@ -162,6 +163,62 @@ def finite_array(name: str, value, *, ndim=None):
             n_bad = int(np.size(arr) - np.isfinite(arr).sum())
             raise ValueError(f"{name} must be finite: it holds {n_bad} NaN or infinite value(s)")
     return value
+
+
+MAX_ELEMENTS = 2**31 - 1  # XLA indexes an array's elements with 32-bit integers on many paths
+
+
+def elements_fit(what: str, sizes: dict, count: int | None = None) -> int:
+    """Check that an array made from the arguments ``sizes`` (``{name: value}``) fits XLA's 32-bit
+    element indexing (past it the process aborts once the array is made, instead of raising): a
+    ``ValueError`` naming every argument with its value, the element count and the limit. ``what``
+    names the array (``"the tokens (n_tokens, dim)"``); ``count``: its element count, where it is
+    not the product of ``sizes``. Returns the element count."""
+    n = 1
+    for v in sizes.values():
+        n *= int(v)
+    n = n if count is None else int(count)
+    if n > MAX_ELEMENTS:
+        named = [f"{k}={int(v)}" for k, v in sizes.items()]
+        names = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+        raise ValueError(
+            f"{names} make {what} an array of {n:,} elements, more than the {MAX_ELEMENTS:,} (2**31 - 1) "
+            f"one array may hold (XLA indexes elements with 32-bit integers): make "
+            f"{'it' if len(sizes) == 1 else 'them'} smaller"
+        )
+    return n
+
+
+def available_memory() -> tuple[int, str]:
+    """``(bytes, where)``: the memory available to a new allocation on JAX's first local device
+    (``bytes_limit - bytes_in_use`` of its ``memory_stats()``), or, on the CPU backend and where
+    the device reports no statistics, the host's (``MemAvailable`` of ``/proc/meminfo``, else the
+    physical memory); ``where`` names it for a message. A host function."""
+    device = jax.local_devices()[0]
+    if getattr(device, "platform", "cpu") != "cpu":
+        try:
+            stats = device.memory_stats() or {}
+        except (AttributeError, NotImplementedError, RuntimeError):
+            stats = {}
+        if stats.get("bytes_limit"):
+            free = int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+            return max(0, free), f"free on the device {device.platform}:{device.id}"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "available on the host (MemAvailable)"
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), "of the host's physical memory"
+    except (ValueError, OSError, AttributeError):
+        return 2**62, "(unknown)"
+
+
+def gib(n: float) -> str:
+    """``n`` bytes in GiB, for messages (``"12.3 GiB"``)."""
+    return f"{n / 2**30:,.1f} GiB"
 
 
 def choice(name: str, value, allowed) -> str:

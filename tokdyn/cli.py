@@ -24,6 +24,7 @@ import dataclasses
 import importlib
 import os
 import re
+import signal
 import sys
 import traceback
 import typing
@@ -294,6 +295,13 @@ def _command_parser(sub, key, full: bool):
             "CPU computes float32 products in full whatever the setting. Recorded in the stamp and "
             "config.json when not the default (default: highest)",
         )
+    if key[0] == "reproduce":
+        p.add_argument(
+            "--verbose",
+            action="store_true",
+            help="print the full traceback of a study that fails (without it: one line each, the "
+            "traceback kept in OUT/<study>-failure.log)",
+        )
     p.add_argument("--no-cache", action="store_true", help="do not use JAX's persistent compilation cache")
     return p
 
@@ -346,8 +354,43 @@ def negative_values(argv: list) -> list:
     return out
 
 
+INTERRUPTED = "tokdyn: interrupted (finished work is on disk; run the same command to resume)"
+
+
 def main(argv=None) -> int:
-    """Run the command; returns the exit code (0 done, 2 usage error, 1 the run failed)."""
+    """Run the command; returns the exit code (0 done, 2 usage error, 1 the run failed, 130
+    interrupted: a Ctrl-C at any moment, imports included, ends the command with one line,
+    :data:`INTERRUPTED`, never a traceback, and never exit 0, even where a library caught the
+    ``KeyboardInterrupt`` on its way: :func:`tokdyn.io.on_interrupt`). Called as the command (no
+    ``argv``), an interrupted run ends the process there with status 130, skipping the interpreter's
+    teardown (finished work is on disk already)."""
+    from tokdyn import io
+
+    io.reset_interrupt()
+    previous = None
+    try:
+        previous = signal.signal(signal.SIGINT, io.on_interrupt)
+    except ValueError:  # not the main thread: Python's own handler stays
+        pass
+    try:
+        code = _main(argv)
+        if io.interrupted() and code == 0:  # a Ctrl-C caught inside a library: the run was interrupted
+            raise KeyboardInterrupt
+        return code
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        if argv is None:  # the command itself: end here, as a signal would, without the interpreter's
+            # teardown, which can crash (a segmentation fault) while XLA's threads were cut off mid-work
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main(argv) -> int:
     _host_devices()
     argv = negative_values(with_default_command(sys.argv[1:] if argv is None else argv))
     parser = build_parser(argv)
@@ -383,10 +426,11 @@ def main(argv=None) -> int:
             if isinstance(result, str):
                 print(result)
         else:
+            extra = {"fresh": True} if args.fresh else {}
+            if getattr(args, "verbose", False):
+                extra["verbose"] = True
             with study.matmul_precision(args.matmul_precision):  # every study of the run, reproduce's included
-                entry(
-                    cfg, args.out, quiet=args.quiet, plots=not args.no_plots, **({"fresh": True} if args.fresh else {})
-                )
+                entry(cfg, args.out, quiet=args.quiet, plots=not args.no_plots, **extra)
     except (io.OutputConflict, study.Refused, io.CorruptFile) as e:
         # the output directory belongs to another configuration, or a source fails its verification: a usage error
         parser.print_usage(sys.stderr)
@@ -396,9 +440,11 @@ def main(argv=None) -> int:
         print(f"{_prog(key)}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("tokdyn: interrupted (finished work is on disk; run the same command to resume)", file=sys.stderr)
-        return 130
-    except Exception:
+        raise
+    except Exception as e:
+        if type(e).__name__ == "StudiesFailed" and not getattr(args, "verbose", False):  # each said in one line
+            print(f"{_prog(key)}: {e}", file=sys.stderr)
+            return 1
         traceback.print_exc()
         print(f"{_prog(key)}: the run failed (see the traceback above)", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ from typing import Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -82,7 +83,17 @@ def noise(key: jax.Array, dims: int, n_pairs: int, antithetic: bool = True) -> j
 
     Returns:
       (2 * n_pairs, dims) in JAX's default float dtype.
+
+    Raises:
+      TypeError / ValueError: ``dims`` or ``n_pairs`` not an int >= 1, ``antithetic`` not a bool,
+        ``key`` not a PRNG key, or a population of more elements than one array may hold.
     """
+    _checks.prng_key("key", key)
+    _checks.positive_int("dims", dims)
+    _checks.positive_int("n_pairs", n_pairs)
+    if not isinstance(antithetic, (bool, np.bool_)):
+        raise TypeError(f"antithetic must be a bool (static), got {antithetic!r} of type {type(antithetic).__name__}")
+    _checks.elements_fit("the population (2 * n_pairs, dims)", dict(n_pairs=n_pairs, dims=dims), 2 * n_pairs * dims)
     if antithetic:
         z = jax.random.normal(key, (n_pairs, dims))
         return jnp.concatenate([z, -z])

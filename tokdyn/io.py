@@ -488,6 +488,36 @@ def load_pytree(path: str, like):
     return jax.tree_util.tree_unflatten(treedef, leaves), meta
 
 
+_interrupted = [False]  # a Ctrl-C was seen (by :func:`on_interrupt`) in this process
+
+
+def on_interrupt(signum=None, frame=None) -> None:
+    """The ``tokdyn`` command's SIGINT handler: remembers the Ctrl-C, then raises
+    ``KeyboardInterrupt`` as Python's own handler does. Remembered, it cannot be lost where a
+    library catches the exception on its way (code run by JAX's compiler): :func:`check_interrupt`
+    raises it again at the next unit of work (:func:`kept`, :func:`kept_rows`,
+    :meth:`Progress.update`), and :func:`interrupted` tells the command it must not exit 0."""
+    _interrupted[0] = True
+    raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    """Whether :func:`on_interrupt` has seen a Ctrl-C in this process (since :func:`reset_interrupt`)."""
+    return _interrupted[0]
+
+
+def reset_interrupt() -> None:
+    """Forget a Ctrl-C seen before (a new command in the same process)."""
+    _interrupted[0] = False
+
+
+def check_interrupt() -> None:
+    """``KeyboardInterrupt`` when a Ctrl-C was seen: the work stops at a unit's boundary, its
+    finished units on disk."""
+    if _interrupted[0]:
+        raise KeyboardInterrupt
+
+
 def kept(path: str, stamp: str, compute: Callable[[], Mapping[str, Any]]) -> dict:
     """``compute()`` (a dict of arrays and numbers), saved to ``path`` (an ``.npz`` with a
     checksum, atomically) with ``stamp``, a string naming what was computed; read back instead when
@@ -505,8 +535,10 @@ def kept(path: str, stamp: str, compute: Callable[[], Mapping[str, Any]]) -> dic
         else:
             if "stamp" in z and str(z["stamp"]) == stamp:
                 return {k: v if v.ndim else v[()] for k, v in z.items() if k != "stamp"}
+    check_interrupt()
     value = dict(compute())
     save_npz(path, stamp=np.asarray(stamp), **{k: np.asarray(v) for k, v in value.items()})
+    check_interrupt()  # finished and kept: stop here after a Ctrl-C lost inside the work
     return value
 
 
@@ -523,8 +555,10 @@ def kept_rows(path: str, stamp: str, compute: Callable[[], Sequence[Mapping[str,
         else:
             if isinstance(saved, dict) and saved.get("stamp") == stamp:
                 return saved["rows"]
+    check_interrupt()
     text = json.dumps({"stamp": stamp, "rows": [dict(r) for r in compute()]}, default=_plain)
     write_verified(path, text.encode())
+    check_interrupt()
     return json.loads(text)["rows"]  # what a rerun reads back: the same values, the same types
 
 
@@ -586,8 +620,10 @@ class Progress:
         return (self.done - self._start_done) / dt if dt > 0 else float("nan")
 
     def update(self, n: int = 1, **info) -> None:
-        """``n`` more units are done; ``info`` (name -> number) is shown beside the count."""
+        """``n`` more units are done; ``info`` (name -> number) is shown beside the count.
+        ``KeyboardInterrupt`` after a Ctrl-C (:func:`check_interrupt`)."""
         self.done += int(n)
+        check_interrupt()
         if self.quiet:
             return
         extra = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())

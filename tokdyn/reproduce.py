@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import contextlib
 import importlib
 import os
 import platform
@@ -377,6 +378,33 @@ def _load() -> str:
         return "–"
 
 
+class StudiesFailed(RuntimeError):
+    """Raised by :func:`main` after the report when some studies failed; each failure was already
+    said in one line (the study, its error, its log), so the command ends with this one line too."""
+
+
+def failure_log(out: str, name: str) -> str:
+    """Where :func:`main` writes the traceback of the study ``name`` when it fails:
+    ``out/<name>-failure.log`` (removed when the study later finishes)."""
+    return os.path.join(out, f"{name}-failure.log")
+
+
+def _say_failure(out: str, name: str, error: str, trace: str, verbose: bool) -> None:
+    """One line on stderr for the failed study ``name`` (its error, where its traceback is kept),
+    the traceback itself too with ``verbose``."""
+    log = failure_log(out, name)
+    try:
+        with io.atomic_write(log) as f:
+            f.write(trace)
+        where = f"traceback in {log}"
+    except OSError as e:
+        where = f"its traceback could not be written to {log}: {e.strerror or e}"
+    if verbose:
+        print(trace, end="", file=sys.stderr)
+    first = error.splitlines()[0] if error else error
+    print(f"tokdyn reproduce: {name} failed: {first} ({where}); going on with the others", file=sys.stderr)
+
+
 def main(
     cfg: Config,
     out: str,
@@ -386,11 +414,13 @@ def main(
     fresh: bool = False,
     configs: Optional[Mapping] = None,
     matmul_precision: Optional[str] = None,
+    verbose: bool = False,
 ) -> dict:
     """Run the studies of ``cfg`` into ``out/<study>`` (reusing what is finished there), then write
     ``out/report.md`` and ``out/report.html``. ``out`` is stamped with ``cfg.quick`` first. A
-    study that fails is recorded with its error (and its traceback printed) and the others still
-    run. Every configuration is checked before any study runs.
+    study that fails is recorded with its error, said in one line on stderr (the study, the error
+    and where its traceback is: :func:`failure_log`; the traceback printed too with ``verbose``),
+    and the others still run. Every configuration is checked before any study runs.
 
     Args:
       cfg: the reproduction's :class:`Config` (its ``studies`` and ``quick``).
@@ -402,19 +432,20 @@ def main(
       matmul_precision: run every study under it (:func:`tokdyn.experiment.study.matmul_precision`;
         checked before anything runs); ``None``: the precision in force (the command's
         ``--matmul-precision``).
+      verbose: print a failed study's traceback, not only its line.
 
     Returns:
       ``{finding key: verdict}``.
 
     Raises:
       ValueError: an unknown study in ``configs``, or a configuration that fails its checks.
-      RuntimeError: after the report, naming the studies that failed.
+      StudiesFailed: (a ``RuntimeError``) after the report, naming the studies that failed.
     """
     from tokdyn.experiment import study as study_dir
 
     if matmul_precision is not None:
         with study_dir.matmul_precision(matmul_precision):  # checked first; every study below records it
-            return main(cfg, out, quiet=quiet, plots=plots, fresh=fresh, configs=configs)
+            return main(cfg, out, quiet=quiet, plots=plots, fresh=fresh, configs=configs, verbose=verbose)
     cfg.validate()
     configs = dict(configs or {})
     for name in configs:
@@ -455,8 +486,10 @@ def main(
                 status = "unfinished"
         except Exception as e:  # noqa: BLE001 -- recorded, the other studies still run
             status, error = "failed", f"{type(e).__name__}: {e}"
-            traceback.print_exc()
-            print(f"tokdyn reproduce: {name} failed ({error}); going on with the others", file=sys.stderr)
+            _say_failure(out, name, error, traceback.format_exc(), verbose)
+        else:
+            with contextlib.suppress(OSError):  # an earlier run's failure of this study is history
+                os.remove(failure_log(out, name))
         seconds = time.perf_counter() - t0
         prev, config = old.get(name, {}), study_dir.config_dict(c)
         computed = None
@@ -483,7 +516,7 @@ def main(
             print(f"  {f.key:<3} {f.title:<{width}}  {f.verdict}")
     failed = [n for n, _ in plan if record["studies"][n]["status"] == "failed"]
     if failed:
-        raise RuntimeError(
+        raise StudiesFailed(
             f"{len(failed)} of {len(plan)} studies failed ({', '.join(failed)}); the report on the "
             f"others is in {os.path.join(out, REPORT)}"
         )

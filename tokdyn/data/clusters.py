@@ -85,13 +85,23 @@ def _check_clusters(
                 "n_clusters is a JAX array but max_clusters is None: pass max_clusters (a static int) "
                 "so the output shape does not depend on n_clusters"
             )
-        return dict(max_clusters=_checks.positive_int("n_clusters", _as_int(n_clusters)))
+        m = _checks.positive_int("n_clusters", _as_int(n_clusters))
+        _draw_fits(dict(n_clusters=m, points_per_cluster=points_per_cluster, dim=dim))
+        return dict(max_clusters=m)
     m = _checks.positive_int("max_clusters", max_clusters)
+    _draw_fits(dict(max_clusters=m, points_per_cluster=points_per_cluster, dim=dim))
     if _checks.on_host(n_clusters):
         k = _checks.positive_int("n_clusters", _as_int(n_clusters))
         if k > m:
             raise ValueError(f"n_clusters must be <= max_clusters={m}, got {k}")
     return None
+
+
+def _draw_fits(sizes: dict) -> None:
+    """``sizes``: the clusters M, points per cluster P and dimension D, by argument name; the
+    draw's bits (M, P + 1, D + 1) within one array's limit (the points, (M * P, D), are fewer)."""
+    m, p, d = sizes.values()
+    _checks.elements_fit("the random draw (M, P + 1, D + 1)", sizes, m * (p + 1) * (d + 1))
 
 
 def _as_int(value):
@@ -131,6 +141,7 @@ def _check_draw(key, max_clusters, points_per_cluster, dim, centers):
     _checks.positive_int("points_per_cluster", points_per_cluster)
     _checks.positive_int("dim", dim)
     _checks.choice("centers", centers, CENTER_LAYOUTS)
+    _draw_fits(dict(max_clusters=max_clusters, points_per_cluster=points_per_cluster, dim=dim))
 
 
 def _draw(key, M, P, D, centers):
@@ -369,6 +380,10 @@ def _check_moving_draw(key, n_frames, n_clusters, points_per_cluster):
     _checks.positive_int("n_frames", n_frames)
     _checks.positive_int("n_clusters", n_clusters)
     _checks.positive_int("points_per_cluster", points_per_cluster)
+    sizes = dict(n_frames=n_frames, n_clusters=n_clusters, points_per_cluster=points_per_cluster)
+    _checks.elements_fit(
+        "the noise (n_frames, n_clusters, points_per_cluster, 2)", sizes, 2 * n_frames * n_clusters * points_per_cluster
+    )
 
 
 @_checks.checked_jit(_check_moving_draw, static_argnames=("n_frames", "n_clusters", "points_per_cluster"))

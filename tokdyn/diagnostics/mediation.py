@@ -127,7 +127,11 @@ def noise_at(key: jax.Array, positions, sigma) -> Callable:
 
 def swap_permutation(key: jax.Array, n: int) -> jax.Array:
     """(n,) source index of each instance for ``swap``: a random cycle through all n instances, so
-    ``perm[i] != i`` for n >= 2."""
+    ``perm[i] != i`` for n >= 2. ``n``: a static int >= 1 (``TypeError`` / ``ValueError`` naming it
+    otherwise, before anything is traced)."""
+    _checks.prng_key("key", key)
+    _checks.positive_int("n", n)
+    _checks.elements_fit("the permutation (n,)", dict(n=n))
     order = jax.random.permutation(key, n)
     return jnp.zeros(n, int).at[order].set(jnp.roll(order, -1))
 

@@ -38,7 +38,17 @@ def point_weights(x, mask):
     return mask.astype(x.dtype)
 
 
+def _not_bool(name, value):
+    if _checks.dtype_of(value) == np.bool_:
+        raise TypeError(
+            f"{name} must hold floating-point numbers (coordinates), got dtype bool: cast it "
+            f"({name}.astype(np.float32)) if the 0/1 values are meant as coordinates"
+        )
+
+
 def check_points(x, tokens, mask):
+    _not_bool("x", x)
+    _not_bool("tokens", tokens)
     real_array("x", x, ndim=2)
     real_array("tokens", tokens, ndim=2)
     n, d = np.shape(x)
@@ -49,6 +59,47 @@ def check_points(x, tokens, mask):
         raise ValueError(f"tokens and x must have the same dimension: tokens has D={dt}, x has D={d}")
     _checks.mask_for("mask", mask, n)
     return _checks.host_arrays(x=x, tokens=tokens, mask=mask)
+
+
+def check_some_valid(x, mask, what: str):
+    """A run needs a point to run on: ``ValueError`` when ``x`` has no row, or ``mask`` is host data
+    and all False (a traced mask is not inspected: ``what`` documents what happens then)."""
+    n = np.shape(x)[0]
+    if n == 0:
+        raise ValueError(f"x must hold at least one point, got shape {np.shape(x)}: {what} needs data to run on")
+    if mask is not None and _checks.on_host(mask) and not np.any(mask):
+        raise ValueError(
+            f"mask must select at least one valid point, got an all-False mask of {n} entries: {what} "
+            "on no data has nothing to converge to (pass the points to use as True)"
+        )
+
+
+TN_ARRAYS = 3  # (T, N) arrays a step keeps at once, at most (measured: about 2 on XLA:CPU)
+
+
+def check_run_memory(x, tokens, what: str, *, pairwise: bool):
+    """Refuse, before compiling, a run whose intermediates cannot fit: the (T, N) scores and weights
+    of every token and point (:data:`TN_ARRAYS` of them) and, with ``pairwise`` (the built-in rule's
+    repulsion), the (T, T, D) token differences; more elements than one array may hold, or more
+    bytes than the device (on the CPU backend: the host) has available. ``ValueError`` naming T, N,
+    the bytes needed and the limit."""
+    n, t, d = int(np.shape(x)[0]), int(np.shape(tokens)[0]), int(np.shape(x)[1])
+    _checks.elements_fit(f"{what}'s (T, N) scores", {"tokens (T)": t, "points (N)": n})
+    if pairwise:
+        _checks.elements_fit(f"{what}'s (T, T, D) token differences", {"tokens (T)": t, "dimension (D)": d}, t * t * d)
+    dtype = _checks.dtype_of(x)
+    itemsize = 8 if dtype == np.float64 else 4  # the compute dtype (as_float)
+    need = itemsize * (TN_ARRAYS * t * n + (pairwise * (d + 2) * t * t))
+    if need <= 2**28:  # below 256 MiB there is nothing to ask
+        return
+    free, where = _checks.available_memory()
+    if need > free:
+        parts = f"{TN_ARRAYS} (T, N) arrays" + (" and the (T, T, D) token differences" if pairwise else "")
+        raise ValueError(
+            f"tokens with T={t} and x with N={n} points (D={d}) make {what}'s intermediates need about "
+            f"{_checks.gib(need)} ({parts} of {itemsize}-byte floats), more than the {_checks.gib(free)} "
+            f"{where}: use fewer tokens or points"
+        )
 
 
 def scores_t(x_t, tokens, precision=None):

@@ -19,6 +19,7 @@ def _check_init(key, n_tokens, dim, method, x, mask, scale):
     _checks.prng_key("key", key)
     _checks.positive_int("n_tokens", n_tokens)
     _checks.positive_int("dim", dim)
+    _checks.elements_fit("the tokens (n_tokens, dim)", dict(n_tokens=n_tokens, dim=dim))
     _checks.choice("method", method, INIT_METHODS)
     _checks.real("scale", scale, low=0.0)
     if method != "normal":

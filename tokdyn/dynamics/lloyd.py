@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from tokdyn import _checks
-from tokdyn.dynamics._common import as_float, check_points, labels_t, scores_t
+from tokdyn.dynamics._common import as_float, check_points, check_some_valid, labels_t, scores_t
 from tokdyn.dynamics.loop import varying
 
 
@@ -26,7 +26,8 @@ class KMeans:
         when some valid point has label -1.
       steps: int32 number of Lloyd iterations applied (scikit-learn's ``n_iter_``).
       converged: bool, whether the last iteration changed no label or moved the centres by at most
-        ``tol`` (False when the run stopped at ``n_steps``).
+        ``tol`` (False when the run stopped at ``n_steps``, and whenever a valid point, an initial
+        centre or a final centre is not finite).
     """
 
     tokens: jax.Array
@@ -38,6 +39,7 @@ class KMeans:
 
 def _check_kmeans(x, tokens, mask, n_steps, tol):
     arrays = check_points(x, tokens, mask)
+    check_some_valid(x, arrays.get("mask", mask), "k-means")
     if isinstance(n_steps, (int, float)):
         _checks.positive_int("n_steps", n_steps)
     _checks.real("n_steps", n_steps, low=1)
@@ -71,7 +73,11 @@ def kmeans(x, tokens, mask=None, *, n_steps=100, tol=0.0) -> KMeans:
     Returns:
       :class:`KMeans`; the inertia in the exact form :math:`\sum_i \|x_i - t_{l_i}\|^2` (as
       :func:`tokdyn.metrics.sse`). Initial centres that are not all finite (only possible traced)
-      give NaN centres, labels -1 and a NaN inertia. Jitted, vmappable over ``x``, ``tokens`` and
+      give NaN centres, labels -1 and a NaN inertia.
+
+      Edge cases: NaN in, NaN out. Host data must be finite (a ``ValueError``); a valid point
+      that is not finite (only possible traced) spoils the centre it joins, so the labels near it
+      are -1 and the inertia NaN, and ``converged`` is False whatever the labels did. Jitted, vmappable over ``x``, ``tokens`` and
       ``mask``; products at the highest precision (no TF32 on GPUs).
     """
     x = as_float(x)
@@ -102,7 +108,9 @@ def kmeans(x, tokens, mask=None, *, n_steps=100, tol=0.0) -> KMeans:
     # a non-finite initial centre (traced: not inspected) would lose every point to it and come back
     # as a finite mean: report NaN centres, labels -1 and a NaN inertia instead
     t = jnp.where(jnp.all(jnp.isfinite(tokens)), t, jnp.nan)
+    # non-finite data (traced: not inspected) has no converged clustering: NaN in, NaN out
+    finite = jnp.all(jnp.isfinite(t)) & jnp.all(jnp.isfinite(x))
     labels = labels_t(x_t, t, valid, precision=_HIGHEST)  # -1 also where a distance is not finite
     sq = (x - t[jnp.maximum(labels, 0)]) ** 2  # (N, D), exact form
     inertia = jnp.where(jnp.any(valid & (labels < 0)), jnp.nan, jnp.sum(jnp.where(valid[:, None], sq, 0.0)))
-    return KMeans(tokens=t, labels=labels, inertia=inertia, steps=steps, converged=done)
+    return KMeans(tokens=t, labels=labels, inertia=inertia, steps=steps, converged=done & finite)

@@ -19,7 +19,7 @@ import jax.interpreters.mlir
 import jax.numpy as jnp
 
 from tokdyn import _checks
-from tokdyn.dynamics._common import as_float, callable_name, check_points, labels_t
+from tokdyn.dynamics._common import as_float, callable_name, check_points, check_run_memory, check_some_valid, labels_t
 from tokdyn.dynamics.builtin import BUILTIN, hard_labels
 from tokdyn.dynamics.rule import Points, Rule
 
@@ -134,6 +134,8 @@ def _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=F
         raise TypeError(f"implicit must be a bool (static), got {implicit!r} of type {type(implicit).__name__}")
     changed = _check_rule(rule, hparams, key)
     arrays = check_points(x, tokens, mask)
+    check_some_valid(x, arrays.get("mask", mask), "a run")
+    check_run_memory(x, tokens, "the run", pairwise=rule is BUILTIN)
     if static_steps or isinstance(n_steps, (int, float)):
         _checks.positive_int("n_steps", n_steps)
     _checks.real("n_steps", n_steps, low=1)
@@ -160,8 +162,14 @@ def check_run(x, tokens, hparams=None, *, rule: "Rule" = None, mask=None, n_step
       when ``hparams`` was ``None``, ``hparams`` as the rule's defaults.
 
     Raises:
-      TypeError: a wrong type (rule, hparams' structure or dtypes, key), naming the argument.
-      ValueError: a wrong shape or value, naming the argument; and whatever ``rule.check`` raises.
+      TypeError: a wrong type (rule, hparams' structure or dtypes, key; bool points or tokens:
+        floating point is required), naming the argument.
+      ValueError: a wrong shape or value, naming the argument; no point to run on (no row, or a
+        host mask all False; a traced all-False mask is not inspected: the tokens stay put and
+        every label is -1); intermediates of one run ((T, N) scores, the built-in rule's (T, T, D)
+        token differences) past one array's 2**31 - 1 elements or the memory available (the
+        device's; on the CPU backend the host's), naming T, N, the bytes and the limit; and
+        whatever ``rule.check`` raises.
     """
     return _check_run(x, tokens, hparams, BUILTIN if rule is None else rule, mask, n_steps, tol, key, static_steps=True)
 

@@ -20,8 +20,9 @@ entry of :func:`contingency` and :func:`cluster_sizes`; -2 in :func:`track_label
 "not visible") and True for :func:`collapsed` (a bool). ``-1`` means "no label" wherever the
 package produces it (a padded point; from :func:`tokdyn.dynamics.hard_labels`, a point whose
 distances are not finite): masked out it is ignored, masked in it is such an out-of-range label,
-except for :func:`ari`, :func:`nmi` and :func:`fg_ari` without bounds (the sort path), which take
-every integer as a label, as scikit-learn does. Each function's docstring gives its edge cases.
+also for :func:`ari`, :func:`nmi` and :func:`fg_ari` without bounds (the sort path, which takes
+any integer >= 0 as a label): NaN in, NaN out, so a run that blew up never scores as a plausible
+number. Each function's docstring gives its edge cases.
 """
 
 from tokdyn.metrics.collapse import cluster_sizes, collapsed, n_used, sse

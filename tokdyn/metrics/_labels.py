@@ -74,8 +74,8 @@ def check_labels(name: str, value, *, bound_name=None, bound=None, mask=None):
       name: the argument's name, for the messages.
       value: the (N,) labels.
       bound_name: the name of the bound, for the messages.
-      bound: optional int; valid labels must lie in ``[0, bound)``. Without it, in the range of
-        JAX's default int.
+      bound: optional int; valid labels must lie in ``[0, bound)``. Without it, in ``[0, max]``
+        of JAX's default int (a negative label is "no label", which has no score).
       mask: optional (N,) bool; only entries where it is True are checked.
 
     Raises:
@@ -104,11 +104,20 @@ def check_labels(name: str, value, *, bound_name=None, bound=None, mask=None):
                 f"{valid[first].item()!r} at index {positions[first]}"
             )
     else:
-        target = np.iinfo(jax.dtypes.canonicalize_dtype(dtype))
-        low, high = valid.min().item(), valid.max().item()
-        if low < target.min or high > target.max:
+        if (valid < 0).any():
+            first = int(np.flatnonzero(valid < 0)[0])
+            where = "" if mask is None else " where mask is True"
             raise ValueError(
-                f"{name} holds {low if low < target.min else high!r}, outside the range of JAX's "
+                f"{name} must hold labels >= 0{where}, got {valid[first].item()!r} at index "
+                f"{positions[first]}: a negative label means no label (-1: a padded point, or one whose "
+                "distances were not finite in a run that blew up), which has no score; mask such points "
+                "out, or relabel (e.g. np.unique(..., return_inverse=True))"
+            )
+        target = np.iinfo(jax.dtypes.canonicalize_dtype(dtype))
+        high = valid.max().item()
+        if high > target.max:
+            raise ValueError(
+                f"{name} holds {high!r}, outside the range of JAX's "
                 f"{target.dtype} labels [{target.min}, {target.max}]; relabel (e.g. np.unique(..., "
                 "return_inverse=True)) or enable 64-bit mode with jax.enable_x64(True)"
             )
@@ -171,8 +180,8 @@ def check_ids(name: str, value, *, bound_name=None, bound=None):
     if not _checks.on_host(value) or np.size(value) == 0:
         return
     arr = np.asarray(value)
-    if bound is None:  # the general ARI path: only JAX's int range matters
-        check_labels(name, arr.ravel())
+    if bound is None:  # the general ARI path: JAX's int range (negative ids: padding, left out)
+        check_labels(name, arr.ravel()[arr.ravel() >= 0])
         return
     outside = (arr < 0) | (arr >= bound)
     if outside.any():
@@ -204,4 +213,8 @@ def check_scene(masks_true, labels_pred, n_true, n_pred, *, bounds_required: boo
         )
     check_ids("masks_true", masks_true, bound_name="n_true", bound=n_true)
     check_ids("labels_pred", labels_pred, bound_name="n_pred", bound=n_pred)
+    if n_pred is None and _checks.on_host(masks_true) and _checks.on_host(labels_pred) and np.size(masks_true):
+        # without bounds a predicted id is any integer >= 0 on the foreground (masks_true > 0)
+        fg = np.ravel(np.asarray(masks_true)) > 0
+        check_labels("labels_pred", np.ravel(np.asarray(labels_pred)), mask=fg)
     return _checks.host_arrays(masks_true=masks_true, labels_pred=labels_pred)

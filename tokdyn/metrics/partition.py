@@ -213,19 +213,27 @@ def _weights(mask, n: int):
     return jnp.asarray(mask).astype(float_dtype())
 
 
+def _negative(labels):
+    """``(N,)`` bool: the label is negative (never for unsigned dtypes)."""
+    if jnp.issubdtype(labels.dtype, jnp.unsignedinteger):
+        return jnp.zeros(labels.shape, bool)
+    return labels < 0
+
+
 def _stats(labels_true, labels_pred, mask, n_true, n_pred):
-    """``(stats, bad)``: the sufficient statistics, and (bounded labels) a scalar bool, some valid
-    label out of range (None on the sort path, where every label is allowed)."""
+    """``(stats, bad)``: the sufficient statistics, and a scalar bool, some valid label out of
+    range: outside ``[0, n_true)`` / ``[0, n_pred)`` with bounds, negative (no label) without."""
     weights = _weights(mask, labels_true.shape[0])  # (N,)
     if n_true is None:
-        return _sorted_stats(labels_true, labels_pred, weights), None
+        bad = jnp.any((weights > 0) & (_negative(labels_true) | _negative(labels_pred)))
+        return _sorted_stats(labels_true, labels_pred, weights), bad
     table, bad = count_table(labels_true, labels_pred, weights, n_true, n_pred)
     return _table_stats(table), bad
 
 
 def _nan_if(bad, value):
-    """``value``, or NaN where ``bad`` (a traced out-of-range label); ``bad`` None: ``value``."""
-    return value if bad is None else jnp.where(bad, jnp.nan, value)
+    """``value``, or NaN where ``bad`` (a traced out-of-range label)."""
+    return jnp.where(bad, jnp.nan, value)
 
 
 def _check_pair(labels_true, labels_pred, mask, n_true, n_pred, *, bounds_required: bool = False):
@@ -267,10 +275,12 @@ def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
       two labelings (``fn == fp == 0``): fewer than two valid points, identical partitions, all
       singletons on both sides, a single cluster on both sides.
 
-    Edge cases: with ``n_true``/``n_pred``, a valid label outside ``[0, n_true)`` / ``[0, n_pred)``
-    (``-1``, "no label", included) is a ``ValueError`` when the labels (and mask) are host data, and
-    makes the result **NaN** when they are JAX arrays (not inspected on the host); invalid (masked)
-    entries are never looked at. Without bounds ``-1`` is an ordinary label (see :mod:`tokdyn.metrics`).
+    Edge cases: NaN in, NaN out. A valid label that is out of range -- negative (``-1``, "no label",
+    what :func:`tokdyn.dynamics.run` gives a point whose distances are not finite, e.g. after a
+    blow-up), or, with ``n_true``/``n_pred``, outside ``[0, n_true)`` / ``[0, n_pred)`` -- is a
+    ``ValueError`` when the labels (and mask) are host data, and makes the result **NaN** when they
+    are JAX arrays (not inspected on the host), never a plausible score such as 0.0; invalid
+    (masked) entries are never looked at.
     Precision: JAX's default float (float32, or float64 under ``jax.enable_x64(True)``), agreeing
     with sklearn to ~1e-6 in float32 and ~1e-12 in float64 (the module's numerical notes).
     """
@@ -295,9 +305,11 @@ def nmi(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
         ``[0, n_pred)`` (the contingency-table path); otherwise any integer values (sort-based path).
 
     Returns:
-      Scalar float in ``[0, 1]``; **NaN** when, with ``n_true``/``n_pred``, a valid label held in a
-      JAX array lies outside its bounds (host labels are refused with a ``ValueError``), as in
-      :func:`ari`.
+      Scalar float in ``[0, 1]``.
+
+    Edge cases: as :func:`ari`, NaN in, NaN out: **NaN** when a valid label held in a JAX array is
+    negative (``-1``, "no label") or, with ``n_true``/``n_pred``, outside its bounds (host labels
+    are refused with a ``ValueError``).
     Precision: as :func:`ari`.
     """
     stats, bad = _stats(jnp.asarray(labels_true), jnp.asarray(labels_pred), mask, n_true, n_pred)
@@ -356,6 +368,10 @@ def fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
       ``ValueError``; ids held in JAX arrays are not inspected, and a foreground pixel whose id
       (``masks_true >= n_true``, or its ``labels_pred`` outside ``[0, n_pred)``) is out of range
       makes the result **NaN** (background pixels do not enter the score and are not looked at).
+
+    Edge cases: NaN in, NaN out, with or without bounds: a foreground pixel whose ``labels_pred`` is
+    negative (``-1``, "no label") makes the result **NaN** when held in a JAX array, a
+    ``ValueError`` for host data.
 
     Jittable and vmappable: a batch of scenes ``(B, H, W)`` with ``jax.vmap(fg_ari)`` (bind the
     bounds with ``functools.partial``).

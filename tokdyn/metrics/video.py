@@ -67,7 +67,8 @@ def video_fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
 
     Returns:
       Scalar float in ``[-0.5, 1]``, with :func:`fg_ari`'s special cases (1 with fewer than two
-      foreground pixels in the whole clip) and its NaN for traced ids out of range with bounds.
+      foreground pixels in the whole clip) and its NaN for traced ids out of range (negative,
+      or outside the bounds).
       Jittable and vmappable over clips.
     """
     return fg_ari(masks_true, labels_pred, n_true=n_true, n_pred=n_pred)
@@ -88,7 +89,7 @@ def frame_fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
 
     Returns:
       (F,) float (JAX's default float); NaN in the frames holding a traced foreground id out of
-      range (with bounds). Jittable and vmappable over clips.
+      range (negative, or outside the bounds). Jittable and vmappable over clips.
     """
     score = functools.partial(fg_ari, n_true=n_true, n_pred=n_pred)
     return jax.vmap(score)(jnp.asarray(masks_true), jnp.asarray(labels_pred))

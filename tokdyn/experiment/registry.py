@@ -155,7 +155,8 @@ def check_name(name, what: str) -> str:
 
 def _first_line(module: str) -> str | None:
     """The first paragraph of the docstring of ``module``, read from its file without running it
-    (None when it cannot be found)."""
+    (finding a module inside a package imports that package's ``__init__``; None when it cannot be
+    found)."""
     try:
         found = importlib.util.find_spec(module)
         with open(found.origin, encoding="utf-8") as f:

@@ -19,6 +19,8 @@ import sys
 
 import pytest
 
+import included
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 SITE = os.path.join(DOCS, "_build", "html")
@@ -54,13 +56,34 @@ def _read(path: str) -> str:
 # --------------------------------------------------------------------------- examples
 
 
-@pytest.mark.parametrize("path", ["README.md", "docs/getting-started.md", "docs/index.md"])
-def test_first_example_runs(path, capsys):
-    text = _read(os.path.join(ROOT, path))
-    found = re.search(re.escape(MARK) + r"\n```python\n(.*?)```", text, re.S)
-    assert found, f"{path} has no python block after {MARK!r}"
-    exec(compile(found.group(1), path, "exec"), {"__name__": "__example__"})  # noqa: S102
+def _example_blocks(text: str) -> list[str]:
+    return re.findall(re.escape(MARK) + r"\n```python\n(.*?)```", text, re.S)
+
+
+def test_first_example_runs(capsys):
+    (block,) = _example_blocks(_read(os.path.join(ROOT, "README.md")))[:1]
+    exec(compile(block, "README.md", "exec"), {"__name__": "__example__"})  # noqa: S102
     assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.parametrize("path", ["docs/getting-started.md", "docs/index.md"])
+def test_the_docs_include_the_readme_first_example_and_run_what_follows(path, capsys):
+    """One first example, the README's: the getting-started page and the home page include it
+    (between its markers) instead of restating it; the getting-started page's next block, which
+    goes on from it, runs after it."""
+    readme = _read(os.path.join(ROOT, "README.md"))
+    first = _example_blocks(readme)[0]
+    page = _read(os.path.join(ROOT, path))
+    assert first not in page, f"{path} restates the README's first example: include it"
+    assert any(
+        target == os.path.join(ROOT, "README.md") and start and "first example" in start
+        for target, start, _ in included.includes(os.path.join(ROOT, path))
+    ), f"{path} does not include the README's first example"
+    blocks = _example_blocks(included.expand(os.path.join(ROOT, path)))
+    assert blocks[0] == first
+    if len(blocks) > 1:
+        exec(compile("\n".join(blocks), path, "exec"), {"__name__": "__example__"})  # noqa: S102
+        assert capsys.readouterr().out.strip()
 
 
 # --------------------------------------------------------------------------- pages and links

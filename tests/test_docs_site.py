@@ -23,6 +23,8 @@ import sys
 import numpy as np
 import pytest
 
+import included
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")
 MARK = "<!-- tests/test_docs.py runs this block -->"
@@ -257,7 +259,7 @@ def _blocks(text: str, lang: str) -> list[str]:
 
 
 def test_landing_page_has_the_install_command_and_a_first_example():
-    text = _read(os.path.join(DOCS, "index.md"))
+    text = included.expand(os.path.join(DOCS, "index.md"))  # the page as shown: the README's example included
     shell = "\n".join(_blocks(text, "bash"))
     assert "python3 -m venv .venv && . .venv/bin/activate && pip install -e ." in shell
     assert "tokdyn study token-dynamics" in shell

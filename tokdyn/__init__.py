@@ -9,7 +9,8 @@ command line can set XLA flags first. By layer:
   :mod:`tokdyn.geometry`, :mod:`tokdyn.probes`;
 - data and models: :mod:`tokdyn.data`, :mod:`tokdyn.models`, :mod:`tokdyn.diagnostics`;
 - running: :mod:`tokdyn.engine` (chunked, sharded, resumable sweeps), :mod:`tokdyn.train` (the
-  training loop), :mod:`tokdyn.io`, :mod:`tokdyn.stats`;
+  training loop), :mod:`tokdyn.io`, :mod:`tokdyn.stats`, :mod:`tokdyn.checks` (the argument
+  checks, for code of one's own);
 - studies: :mod:`tokdyn.experiment` (what the studies share), :mod:`tokdyn.studies`,
   :mod:`tokdyn.reproduce`, :mod:`tokdyn.cli` (the ``tokdyn`` command).
 
@@ -33,6 +34,7 @@ __all__ = [
     "probes",
     "analysis",
     "io",
+    "checks",
     "engine",
     "stats",
     "models",

@@ -86,6 +86,8 @@ def _describe(value) -> str:
 
 
 def positive_int(name: str, value, *, minimum: int = 1) -> int:
+    """``value`` as an ``int`` when it is an integer (not a bool) ``>= minimum``; ``TypeError`` /
+    ``ValueError`` naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} of type {type(value).__name__}")
     if value < minimum:
@@ -222,6 +224,8 @@ def gib(n: float) -> str:
 
 
 def choice(name: str, value, allowed) -> str:
+    """``value`` when it is one of ``allowed``; ``ValueError`` naming ``name`` and the choices
+    otherwise."""
     if value not in allowed:
         raise ValueError(f"{name} must be one of {sorted(allowed)}, got {value!r}")
     return value

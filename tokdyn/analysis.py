@@ -254,7 +254,15 @@ def covariance(x, mask=None):
 def collapse_threshold(x, mask=None):
     r""":math:`\tau_c = 2\lambda_{\max}(\mathrm{Cov}\,X)` (population covariance of the valid
     points): the collapsed state is locally stable iff :math:`\tau > \tau_c`, for any number of
-    tokens and any momentum in [0, 1)."""
+    tokens and any momentum in [0, 1).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> x = np.array([[-2, 0], [2, 0], [-2, 1], [2, -1]], np.float32)
+      >>> print(f"{float(analysis.collapse_threshold(x)):.3f}")   # twice the top variance, about 4
+      8.531
+    """
     cov, _ = covariance(x, mask)
     return 2.0 * jnp.linalg.eigvalsh(cov)[-1]
 

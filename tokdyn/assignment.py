@@ -203,6 +203,20 @@ def linear_assignment(benefit):
 
     Jittable and vmappable (``(B, R, C)`` matrices); the auction is a ``lax.while_loop``, so under
     ``vmap`` the batch runs until its slowest member is done.
+
+    Examples:
+        >>> import jax
+        >>> import jax.numpy as jnp
+        >>> from tokdyn import assignment
+        >>> benefit = jnp.array([[4, 1, 3], [2, 0, 5]])
+        >>> assignment.linear_assignment(benefit).tolist()   # rows 0, 1 take columns 0, 2: 4 + 5
+        [0, 2]
+        >>> jax.vmap(assignment.linear_assignment)(jnp.stack([benefit, benefit[::-1]])).tolist()
+        [[0, 2], [2, 0]]
+
+    References:
+        Bertsekas, D. P. (1988). The auction algorithm: a distributed relaxation method for the
+        assignment problem. *Annals of Operations Research* 14, 105-123.
     """
     n_rows, n_cols = jnp.shape(benefit)
     if n_rows == 0:
@@ -225,6 +239,11 @@ def linear_assignment_host(benefit) -> np.ndarray:
 
     Returns:
       ``(R,)`` NumPy int array of column indices, pairwise distinct, maximising the total benefit.
+
+    Examples:
+        >>> from tokdyn import assignment
+        >>> assignment.linear_assignment_host([[4, 1, 3], [2, 0, 5]]).tolist()
+        [0, 2]
     """
     from scipy.optimize import linear_sum_assignment
 

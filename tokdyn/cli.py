@@ -5,8 +5,10 @@
     tokdyn sweep token-dynamics --temperature logspace:0.05:20:25 ... --out DIR
     tokdyn plot heatmap DIR --x temperature --y repulsion --metric ari [--where momentum=0.5]
     tokdyn reproduce [--quick] [--studies a,b,...] [--out DIR]
+    tokdyn --study-module path/to/study.py:SPEC study NAME [...]   (a study of one's own)
 
-Every subcommand is one entry of :data:`COMMANDS`; its options are its config's fields
+Every subcommand is one entry of :func:`commands` (:data:`COMMANDS` and the studies of one's own:
+an installed package's entry points, and the modules given with ``--study-module``); its options are its config's fields
 (:func:`add_config_args`, help text from the config's ``Attributes:``), built back into the config
 by :func:`config_from_args`. :func:`main` is the entry point: exit code 0 done, 2 an error found
 before anything runs, 1 the run failed. Commands that run studies do so under the
@@ -52,10 +54,47 @@ GROUPS = {
     "plot": "plot a finished sweep",
     "reproduce": "run every study, then write one report with a verdict per finding",
 }
+STUDY_MODULE = "--study-module"  # a study of one's own, for this command (tokdyn.studies.add_study_module)
 DEFAULT_COMMANDS = {"reproduce": "all"}  # group -> its command when none is named ('tokdyn reproduce')
 CONFIG_CLASSES = {("plot", "heatmap"): "HeatmapConfig"}  # default: the module's Config
 MATMUL_PRECISIONS = ("highest", "high", "default")  # tokdyn.experiment.study.MATMUL_PRECISIONS (building
 # the parser imports no JAX)
+
+
+def commands() -> dict:
+    """:data:`COMMANDS` with the studies of one's own known to this process after tokdyn's
+    (:func:`tokdyn.experiment.registry.plugin_entries`), before ``plot`` and ``reproduce``."""
+    own = {e.command: (e.module, "main", e.help, e.out) for e in registry.plugin_entries()}
+    if not own:
+        return COMMANDS
+    studies = {k: v for k, v in COMMANDS.items() if k in {e.command for e in registry.STUDIES}}
+    return {**studies, **{k: v for k, v in own.items() if k not in COMMANDS}, **COMMANDS}
+
+
+def _study_entry(key):
+    """The registry's entry of the study whose command is ``key`` (None for another command)."""
+    return next((e for e in registry.studies() if e.command == key), None)
+
+
+def study_modules(argv) -> tuple[list, list]:
+    """``(argv without them, targets)`` of the ``--study-module TARGET`` options (or
+    ``--study-module=TARGET``) anywhere in ``argv``; ``ValueError`` for one without its value."""
+    rest, targets, argv = [], [], list(argv)
+    i = 0
+    while i < len(argv):
+        a = str(argv[i])
+        if a == STUDY_MODULE:
+            if i + 1 >= len(argv) or str(argv[i + 1]).startswith("-"):
+                raise ValueError(f"{STUDY_MODULE} needs a value: path/to/file.py:SPEC or module:SPEC")
+            targets.append(str(argv[i + 1]))
+            i += 2
+            continue
+        if a.startswith(STUDY_MODULE + "="):
+            targets.append(a.partition("=")[2])
+        else:
+            rest.append(argv[i])
+        i += 1
+    return rest, targets
 
 
 # ---------------------------------------------------------------------------------------------- configs -> options
@@ -235,8 +274,14 @@ def _setup_jax(cache: bool) -> None:
 
 
 def config_class(key):
-    """``(module, config class)`` of a command ``(group, name)``."""
-    module = importlib.import_module(COMMANDS[key][0])
+    """``(module, config class)`` of a command ``(group, name)`` (a study of one's own: its spec's
+    ``config``)."""
+    e = _study_entry(key)
+    if e is not None and e.plugin:
+        from tokdyn import studies
+
+        return studies.module(e.name), studies.spec(e.name).config
+    module = importlib.import_module(commands()[key][0])
     return module, getattr(module, CONFIG_CLASSES.get(key, "Config"))
 
 
@@ -254,13 +299,13 @@ def with_default_command(argv) -> list:
     if words and argv[words[0]] in DEFAULT_COMMANDS:
         i = words[0]
         group = argv[i]
-        if i + 1 >= len(argv) or (group, argv[i + 1]) not in COMMANDS:
+        if i + 1 >= len(argv) or (group, argv[i + 1]) not in commands():
             argv.insert(i + 1, DEFAULT_COMMANDS[group])
     return argv
 
 
 def _command_parser(sub, key, full: bool):
-    module_name, entry, help_text, out = COMMANDS[key]
+    module_name, entry, help_text, out = commands()[key]
     p = sub.add_parser(key[1], help=help_text, description=help_text, prog=_prog(key))
     if not full:  # only the command asked for is built in full (it imports its module)
         return p
@@ -310,11 +355,15 @@ def build_parser(argv=()) -> argparse.ArgumentParser:
     """The ``tokdyn`` parser; the subcommand named in ``argv`` (if any) is built in full."""
     argv = with_default_command(argv)
     words = [a for a in argv if not a.startswith("-")][:2]
-    names = {key: f"tokdyn {key[0]} {key[1]}" for key in COMMANDS}
+    table = commands()
+    origins = {e.command: e.origin for e in registry.plugin_entries()}
+    names = {key: f"tokdyn {key[0]} {key[1]}" for key in table}
     width = max(len(n) for n in names.values())
     epilog = "commands:\n" + "\n".join(
-        f"  {names[key]:<{width}} {COMMANDS[key][2]}" + (f" (or '{_prog(key)}')" if _prog(key) != names[key] else "")
-        for key in COMMANDS
+        f"  {names[key]:<{width}} {table[key][2]}"
+        + (f" (or '{_prog(key)}')" if _prog(key) != names[key] else "")
+        + (f" [{origins[key]}]" if key in origins else "")
+        for key in table
     )
     parser = argparse.ArgumentParser(
         prog="tokdyn",
@@ -322,12 +371,21 @@ def build_parser(argv=()) -> argparse.ArgumentParser:
         epilog=epilog + "\n\n'tokdyn GROUP COMMAND --help' lists a command's options.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        STUDY_MODULE,
+        metavar="PATH.py:SPEC",
+        action="append",
+        help="a study of one's own (a file or module:SPEC, SPEC its tokdyn.experiment.runner.Spec): "
+        "its command 'tokdyn study NAME' and a study 'tokdyn reproduce --studies' can name; may be "
+        "given several times, anywhere on the line (installed packages declare theirs as entry points "
+        f"of the group '{registry.ENTRY_POINTS}')",
+    )
     groups = parser.add_subparsers(dest="group", required=True, metavar="{" + ",".join(GROUPS) + "}")
     subs = {}
     for group, text in GROUPS.items():
         g = groups.add_parser(group, help=text, description=text)
         subs[group] = g.add_subparsers(dest="command", required=True)
-    for key in COMMANDS:
+    for key in table:
         _command_parser(subs[key[0]], key, full=tuple(words) == key)
     return parser
 
@@ -392,8 +450,22 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     _host_devices()
-    argv = negative_values(with_default_command(sys.argv[1:] if argv is None else argv))
-    parser = build_parser(argv)
+    try:
+        argv, targets = study_modules(sys.argv[1:] if argv is None else argv)
+        if targets:
+            from tokdyn import studies
+
+            for target in targets:
+                studies.add_study_module(target)
+    except ValueError as e:
+        print(f"tokdyn: error: {e}", file=sys.stderr)
+        return 2
+    argv = negative_values(with_default_command(argv))
+    try:
+        parser = build_parser(argv)
+    except ValueError as e:  # a study of one's own that cannot be imported, or whose SPEC is not one
+        print(f"tokdyn: error: {e}", file=sys.stderr)
+        return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse: --help (0) or a usage error (2)
@@ -410,7 +482,8 @@ def _main(argv) -> int:
     from tokdyn import io
     from tokdyn.experiment import study
 
-    if COMMANDS[key][3] is not None:
+    table = commands()
+    if table[key][3] is not None:
         try:
             study.check_output(args.out)
         except (ValueError, TypeError) as e:
@@ -418,10 +491,16 @@ def _main(argv) -> int:
             print(f"{_prog(key)}: error: {e}", file=sys.stderr)
             return 2
     _setup_jax(cache=not args.no_cache)
-    entry = getattr(module, COMMANDS[key][1])
+    study_entry = _study_entry(key)
+    if study_entry is not None and study_entry.plugin:
+        from tokdyn import studies
+
+        entry = studies.main_of(study_entry.name)
+    else:
+        entry = getattr(module, table[key][1])
 
     try:
-        if COMMANDS[key][3] is None:
+        if table[key][3] is None:
             result = entry(cfg)
             if isinstance(result, str):
                 print(result)

@@ -45,7 +45,24 @@ def betas(schedule: str, T: int) -> np.ndarray:
 
     ``linear``: ``linspace(1e-4 * 1000/T, min(0.02 * 1000/T, 0.999), T)`` (the cap binds for
     T <= 20); ``cosine``: Nichol & Dhariwal's cos²; ``cosine_d3pm``: D3PM's cos; ``absorbing``:
-    ``1 / (T - t + 1)``. Cosine betas are capped at 0.999."""
+    ``1 / (T - t + 1)``. Cosine betas are capped at 0.999.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import diffusion
+      >>> b = diffusion.betas("linear", 1000)
+      >>> print(b.shape, f"{b[0]:.4f} {b[-1]:.4f}")
+      (1000,) 0.0001 0.0200
+      >>> print(f"{np.prod(1 - diffusion.betas('cosine', 1000)):.1e}")   # alpha_bar_T: almost pure noise
+      2.4e-09
+
+    References:
+      Ho, J., Jain, A. and Abbeel, P. (2020). Denoising diffusion probabilistic models. *NeurIPS*
+      (the linear schedule). Nichol, A. and Dhariwal, P. (2021). Improved denoising diffusion
+      probabilistic models. *ICML* (the cosine schedule). Austin, J., Johnson, D. D., Ho, J.,
+      Tarlow, D. and van den Berg, R. (2021). Structured denoising diffusion models in discrete
+      state-spaces. *NeurIPS* (``cosine_d3pm``, ``absorbing``).
+    """
     _checks.choice("schedule", schedule, SCHEDULES)
     T = _checks.positive_int("T", T)
     if schedule == "linear":
@@ -389,7 +406,16 @@ def sample(key, proc: Gaussian, eps_fn: Callable, shape, clip=None):
 
 
 def ddim_times(T: int, steps: int) -> np.ndarray:
-    """The DDIM sub-sequence: ``steps`` times from T down to 1, evenly spaced (then 0)."""
+    """The DDIM sub-sequence: ``steps`` times from T down to 1, evenly spaced (then 0).
+
+    Examples:
+      >>> from tokdyn import diffusion
+      >>> diffusion.ddim_times(1000, 5).tolist()
+      [1000, 750, 500, 251, 1, 0]
+
+    References:
+      Song, J., Meng, C. and Ermon, S. (2021). Denoising diffusion implicit models. *ICLR*.
+    """
     T = _checks.positive_int("T", T)
     steps = _checks.positive_int("steps", steps)
     if steps > T:

@@ -87,6 +87,17 @@ def noise(key: jax.Array, dims: int, n_pairs: int, antithetic: bool = True) -> j
     Raises:
       TypeError / ValueError: ``dims`` or ``n_pairs`` not an int >= 1, ``antithetic`` not a bool,
         ``key`` not a PRNG key, or a population of more elements than one array may hold.
+
+    Examples:
+      >>> import jax
+      >>> from tokdyn import es
+      >>> z = es.noise(jax.random.key(0), dims=3, n_pairs=2)
+      >>> z.shape, bool((z[:2] == -z[2:]).all())   # each draw followed, after all of them, by its negative
+      ((4, 3), True)
+
+    References:
+      Salimans, T., Ho, J., Chen, X., Sidor, S. and Sutskever, I. (2017). Evolution strategies as a
+      scalable alternative to reinforcement learning. arXiv:1703.03864 (antithetic sampling).
     """
     _checks.prng_key("key", key)
     _checks.positive_int("dims", dims)

@@ -147,6 +147,13 @@ def mean_pairwise_cosine(x, mask=None):
     dimension; a zero row counts with similarity 0. Computed in O(N D) as
     ``(||sum_i u_i||^2 - sum_i ||u_i||^2) / (n (n - 1))`` over the unit rows ``u_i``. NaN when
     fewer than 2 rows are included (a traced mask; a host mask is refused).
+
+    Examples:
+        >>> import numpy as np
+        >>> from tokdyn import geometry
+        >>> x = np.array([[1, 0], [2, 0], [0, 3]], np.float32)   # two rows one way, one orthogonal
+        >>> print(f"{float(geometry.mean_pairwise_cosine(x)):.3f}")
+        0.333
     """
     x, w = _rows(x, mask)
     u = _unit(x) * w[:, None]
@@ -178,6 +185,19 @@ def participation_ratio(x, mask=None):
     In ``[1, min(n - 1, D)]`` (n included rows): 1 for data on a line, k for k orthogonal
     directions of equal variance. **0 when there is no variance** (every included row equal, or a
     single row), see :ref:`diagnostics-geometry`.
+
+    Examples:
+        >>> import numpy as np
+        >>> from tokdyn import geometry
+        >>> x = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [-1, 0, 0]], np.float32)
+        >>> print(f"{float(geometry.participation_ratio(x)):.3f}")
+        2.333
+        >>> print(f"{float(geometry.participation_ratio(x, mask=np.array([1, 0, 0, 1], bool))):.3f}")
+        1.000
+
+    References:
+        Gao, P., Trautmann, E., Yu, B., Santhanam, G., Ryu, S., Shenoy, K. and Ganguli, S. (2017).
+        A theory of multineuronal dimensionality, dynamics and measurement. bioRxiv 214262.
     """
     g = _gram(x, mask)
     total = jnp.trace(g)

@@ -16,10 +16,9 @@ What it runs, in which order, and what it writes: :doc:`/reproduce`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
-import contextlib
-import importlib
 import os
 import platform
 import re
@@ -31,6 +30,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from tokdyn import _checks, io
+from tokdyn.studies import main_of as study_main
 from tokdyn.studies import spec as study_spec
 from tokdyn.experiment import registry
 from tokdyn.experiment.findings import BOOTSTRAP_SEEDS, MIN_SEEDS, VERDICTS, Finding  # noqa: F401
@@ -50,8 +50,9 @@ class Config:
     Attributes:
       quick: run each study's quick preset (minutes in all; most verdicts then stay open) instead of
         its default configuration (hours).
-      studies: the studies to run, in this order, names from tokdyn.reproduce.STUDIES; the report
-        covers every study found in the output directory.
+      studies: the studies to run, in this order, names from tokdyn.reproduce.STUDIES or studies of
+        one's own (an installed package's, or given with --study-module); the report covers every
+        study found in the output directory.
     """
 
     quick: bool = False
@@ -63,9 +64,10 @@ class Config:
             raise TypeError(f"quick must be a bool, got {self.quick!r}")
         if isinstance(self.studies, str) or not self.studies:
             raise ValueError(f"studies must name at least one of {', '.join(STUDIES)}, got {self.studies!r}")
+        known = registry.names()  # tokdyn's and one's own
         for name in self.studies:
-            if name not in MODULES:
-                raise ValueError(f"studies: unknown study {name!r}; choose from {', '.join(STUDIES)}")
+            if name not in known:
+                raise ValueError(f"studies: unknown study {name!r}; choose from {', '.join(known)}")
         _checks.distinct("studies", self.studies)  # each study runs once
         return self
 
@@ -85,13 +87,20 @@ def study_config(name: str, quick: bool, out: str):
 # ---------------------------------------------------------------------------------------------- the findings
 
 
+def reported(out: str) -> tuple:
+    """The studies a report on ``out`` covers: tokdyn's (:data:`STUDIES`), then each study of
+    one's own known to this process whose directory is under ``out``."""
+    own = [e.name for e in registry.plugin_entries() if os.path.isdir(os.path.join(out, e.name))]
+    return (*STUDIES, *own)
+
+
 def findings(out: str) -> list[Finding]:
     """Every seed finding with its verdict, from the study directories under ``out``: each study's
     own ``findings`` (its ``SPEC.findings``, :class:`tokdyn.experiment.runner.Spec`, judged from ``out/<study>``,
     every table verified against the study's record first: a finding whose table is missing or
-    fails its verification is ``open``, naming the file), in the registry's order."""
+    fails its verification is ``open``, naming the file), in the registry's order (:func:`reported`)."""
     found = []
-    for name in STUDIES:
+    for name in reported(out):
         spec = study_spec(name)
         if spec.findings is not None:
             found += spec.findings(os.path.join(out, name))
@@ -232,7 +241,7 @@ def report(out: str, found: Sequence[Finding], record: Mapping) -> str:
         "",
     ]
     rows, ran = [], set(record.get("ran", ()))
-    for name in STUDIES:
+    for name in reported(out):
         r = studies.get(name)
         summary = study_spec(name).link
         have = os.path.exists(os.path.join(out, name, summary))
@@ -258,7 +267,7 @@ def report(out: str, found: Sequence[Finding], record: Mapping) -> str:
     if errors:
         lines += ["Errors:", ""] + [f"- {n}: `{e}`" for n, e in errors] + [""]
     lines += ["## Figures", ""]
-    for name in STUDIES:
+    for name in reported(out):
         figs = figures_of(out, name)
         if figs:
             lines += [f"### {name}", ""] + [f"![{os.path.basename(p)}]({p})" for p in figs] + [""]
@@ -449,8 +458,8 @@ def main(
     cfg.validate()
     configs = dict(configs or {})
     for name in configs:
-        if name not in MODULES:
-            raise ValueError(f"configs: unknown study {name!r}; choose from {', '.join(STUDIES)}")
+        if name not in registry.names():
+            raise ValueError(f"configs: unknown study {name!r}; choose from {', '.join(registry.names())}")
     plan = [(name, configs.get(name) or study_config(name, cfg.quick, out)) for name in cfg.studies]
     for _name, c in plan:  # every configuration checked before any study runs
         c.validate()
@@ -481,7 +490,7 @@ def main(
                 file=sys.stderr,
             )
         try:
-            result = importlib.import_module(MODULES[name]).main(c, os.path.join(out, name), quiet=quiet, plots=plots)
+            result = study_main(name)(c, os.path.join(out, name), quiet=quiet, plots=plots)
             if result is False:
                 status = "unfinished"
         except Exception as e:  # noqa: BLE001 -- recorded, the other studies still run

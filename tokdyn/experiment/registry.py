@@ -7,11 +7,25 @@ imports a study). The module holds the study as a value, its ``SPEC``
 (:class:`tokdyn.experiment.runner.Spec`: what it writes, its findings, ...), which
 :func:`tokdyn.studies.spec` loads by name. The order of :data:`STUDIES` is the order ``tokdyn
 reproduce`` runs them in and ``tokdyn --help`` lists them.
+
+Studies of one's own join them without editing tokdyn (:doc:`/studies/writing-a-study`): a
+package declares its studies as entry points of the group :data:`ENTRY_POINTS` (``tokdyn.studies``;
+the entry point's name is the study's name, its value ``module:SPEC``), found by
+:func:`plugin_entries` from the installed packages' metadata alone (nothing is imported to list
+them), and a module given to the command (``tokdyn --study-module path.py:SPEC``) is added with
+:func:`add` once :func:`tokdyn.studies.add_study_module` has loaded it. :func:`studies`,
+:func:`names` and :func:`entry` read every study, the package's first.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import importlib.metadata
+import importlib.util
+import re
+import warnings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +39,10 @@ class Entry:
         ``main(cfg, out, ...)`` runs it (the command calls it).
       help: one line for ``tokdyn --help``.
       out: the default ``--out`` directory.
+      spec: the attribute of the module that holds the study's ``SPEC`` (a study of one's own may
+        name another).
+      origin: where the study comes from: ``"tokdyn"`` (listed here), ``"entry point of DIST"`` (an
+        installed package's, :data:`ENTRY_POINTS`) or ``"--study-module TARGET"`` (:func:`add`).
     """
 
     name: str
@@ -32,6 +50,13 @@ class Entry:
     module: str
     help: str
     out: str
+    spec: str = "SPEC"
+    origin: str = "tokdyn"
+
+    @property
+    def plugin(self) -> bool:
+        """True for a study that is not the package's own (an entry point's or a module added)."""
+        return self.origin != "tokdyn"
 
 
 STUDIES = (
@@ -108,12 +133,112 @@ STUDIES = (
     ),
 )
 
-NAMES = tuple(e.name for e in STUDIES)
+NAMES = tuple(e.name for e in STUDIES)  # the package's own studies
+ENTRY_POINTS = "tokdyn.studies"  # the entry-point group of studies of one's own
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a study's name: a command word and a directory name
+_ADDED: dict = {}  # name -> Entry of the modules added in this process (add)
+
+
+def check_name(name, what: str) -> str:
+    """``name`` when it can name a study of one's own: a command word and a directory name
+    (letters, digits, ``_``, ``.``, ``-``; not starting with ``-``) that no study of the package
+    has; ``ValueError`` naming ``what`` otherwise."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ValueError(
+            f"{what}: a study's name must be letters, digits, '_', '.' or '-' (not starting with "
+            f"'-' or '.'), got {name!r}"
+        )
+    if name in NAMES:
+        raise ValueError(f"{what}: {name!r} is the name of one of tokdyn's studies: choose another")
+    return name
+
+
+def _first_line(module: str) -> str | None:
+    """The first paragraph of the docstring of ``module``, read from its file without running it
+    (finding a module inside a package imports that package's ``__init__``; None when it cannot be
+    found)."""
+    try:
+        found = importlib.util.find_spec(module)
+        with open(found.origin, encoding="utf-8") as f:
+            doc = ast.get_docstring(ast.parse(f.read()))
+    except Exception:  # noqa: BLE001 (a help line only: a study that cannot be read says so when run)
+        return None
+    return " ".join((doc or "").strip().split("\n\n")[0].split()) or None
+
+
+@functools.lru_cache(maxsize=None)
+def entry_point_entries() -> tuple:
+    """The studies the installed packages declare as entry points of :data:`ENTRY_POINTS`
+    (``[project.entry-points."tokdyn.studies"]`` of a ``pyproject.toml``: ``NAME = "module:SPEC"``),
+    ordered by name, read from the packages' metadata (the help line from the module's docstring,
+    read without running it). An entry point whose name is taken (by one of tokdyn's studies or an
+    earlier entry point) or is not a study's name is left out with a warning, so that one broken
+    package cannot take the command away. Read once per process."""
+    found, seen = [], {}
+    for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINTS), key=lambda e: (e.name, e.value)):
+        dist = getattr(getattr(ep, "dist", None), "name", None) or "an unnamed package"
+        module, _, attr = ep.value.partition(":")
+        module, attr = module.strip(), attr.strip() or "SPEC"
+        if seen.get(ep.name) == ep.value:  # the same package found twice on the path
+            continue
+        try:
+            check_name(ep.name, f"entry point {ep.name!r} of {dist}")
+            if ep.name in seen:
+                raise ValueError(f"entry point {ep.name!r} of {dist}: another package declares a study of that name")
+            if not module or not attr.isidentifier():
+                raise ValueError(f"entry point {ep.name!r} of {dist}: its value must be module:SPEC, got {ep.value!r}")
+        except ValueError as e:
+            warnings.warn(f"{e}; it is left out", RuntimeWarning, stacklevel=2)
+            continue
+        seen[ep.name] = ep.value
+        found.append(
+            Entry(
+                ep.name,
+                ("study", ep.name),
+                module,
+                _first_line(module) or f"a study of {dist}",
+                f"results/{ep.name}",
+                spec=attr,
+                origin=f"entry point of {dist}",
+            )
+        )
+    return tuple(found)
+
+
+def add(e: Entry) -> Entry:
+    """Add the study ``e`` (a module given to the command, :func:`tokdyn.studies.add_study_module`)
+    for this process; the same entry again is a no-op. ``ValueError`` when its name is taken by
+    another study."""
+    check_name(e.name, e.origin)
+    other = next((o for o in (*entry_point_entries(), *_ADDED.values()) if o.name == e.name), None)
+    if other is not None and other != e:
+        raise ValueError(f"{e.origin}: the study {e.name!r} is there already ({other.origin}): choose another name")
+    _ADDED[e.name] = e
+    return e
+
+
+def plugin_entries() -> tuple:
+    """The studies of one's own known to this process: the installed packages' entry points
+    (:func:`entry_point_entries`), then the modules added (:func:`add`)."""
+    points = entry_point_entries()
+    taken = {e.name for e in points}
+    return (*points, *(e for e in _ADDED.values() if e.name not in taken))
+
+
+def studies() -> tuple:
+    """Every study: tokdyn's own (:data:`STUDIES`), then the studies of one's own
+    (:func:`plugin_entries`)."""
+    return (*STUDIES, *plugin_entries())
+
+
+def names() -> tuple:
+    """The names of :func:`studies`."""
+    return tuple(e.name for e in studies())
 
 
 def entry(name: str) -> Entry:
     """The :class:`Entry` of the study ``name`` (ValueError naming the studies for another name)."""
-    for e in STUDIES:
+    for e in studies():
         if e.name == name:
             return e
-    raise ValueError(f"unknown study {name!r}; choose from {', '.join(NAMES)}")
+    raise ValueError(f"unknown study {name!r}; choose from {', '.join(names())}")

@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import glob
+import hashlib
 import os
+import sys
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -245,6 +248,9 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
     study_dir.check_resources(spec.name, estimate)
     sources = spec.prepare(session, cfg) if spec.prepare is not None else None
     extra = spec.stamp_extra(session, cfg) if spec.stamp_extra is not None else None
+    code = code_stamp(spec)
+    if code:  # a study of one's own: its code is stamped (tokdyn's is, by its version)
+        extra = {**(extra or {}), "code": code}
     study = session.study = study_dir.Study.open(
         out,
         spec.name,
@@ -292,6 +298,36 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
         if text:
             print(text)
     return result.value
+
+
+_HOOKS = ("config", "run", "summary", "figures", "findings", "check", "prepare", "stamp_extra", "printed")
+
+
+def code_stamp(spec: Spec) -> dict:
+    """``{module: SHA-256 of its file}`` of the modules outside tokdyn that define ``spec``'s
+    ``Config`` and hooks (a study of one's own; the standard library and modules without a file
+    left out): :func:`run_study` stamps it with the configuration (``extra.code``), so that a
+    directory a changed module made is refused on resume, naming the module, like another
+    configuration (``--fresh`` starts afresh). Any change to the file counts, comments included.
+    Empty for tokdyn's own studies (their code is stamped by tokdyn's version)."""
+    files = {}
+    for hook in _HOOKS:
+        value = getattr(spec, hook, None)
+        while isinstance(value, functools.partial):
+            value = value.func
+        name = getattr(value, "__module__", None) if value is not None else None
+        top = name.partition(".")[0] if isinstance(name, str) else None
+        if top is None or top == "tokdyn" or top in sys.stdlib_module_names:
+            continue
+        code = getattr(value, "__code__", None)  # a function's file, also of a module not in sys.modules
+        path = code.co_filename if code is not None else getattr(sys.modules.get(name), "__file__", None)
+        if path and os.path.isfile(path):
+            files.setdefault(name, path)
+    out = {}
+    for name, path in sorted(files.items()):
+        with open(path, "rb") as f:
+            out[name] = hashlib.sha256(f.read()).hexdigest()
+    return out
 
 
 _MAIN_DOC = """Run the {name} study into ``out``, resumably (:func:`tokdyn.experiment.runner.run_study` of

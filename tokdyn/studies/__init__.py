@@ -6,12 +6,21 @@ runner drives (:func:`tokdyn.experiment.runner.run_study`: its ``main`` is that 
 once, in :mod:`tokdyn.experiment.registry`; :func:`spec` gives a listed study's value by name. A
 study never imports another; their quick presets are labelled through :mod:`tokdyn.experiment.presets`.
 Each study module is an attribute too (``tokdyn.studies.token_dynamics``), imported on first use.
+
+A study of one's own lives outside the package (:doc:`/studies/writing-a-study`): an installed
+package's entry point (:data:`tokdyn.experiment.registry.ENTRY_POINTS`) or a module given to the
+command (``tokdyn --study-module path.py:SPEC``, :func:`add_study_module`); :func:`spec`,
+:func:`module` and :func:`main_of` give any study by name, the package's and those alike.
 """
 
+import hashlib
 import importlib
+import importlib.util
+import os
 import pkgutil
+import sys
 
-__all__ = ["spec"]
+__all__ = ["spec", "module", "main_of", "add_study_module"]
 
 
 def _study_modules() -> list[str]:
@@ -29,10 +38,119 @@ def __dir__():
     return sorted(set(globals()) | set(_study_modules()))
 
 
-def spec(name: str):
-    """The :class:`~tokdyn.experiment.runner.Spec` of the study ``name`` of
-    :data:`tokdyn.experiment.registry.STUDIES` (its module's ``SPEC``; ``ValueError`` naming the
-    studies for another name)."""
+def module(name: str):
+    """The module of the study ``name`` (:func:`tokdyn.experiment.registry.entry`), imported;
+    ``ValueError`` naming the studies for an unknown name, and naming the module for a study of
+    one's own that cannot be imported."""
     from tokdyn.experiment import registry
 
-    return importlib.import_module(registry.entry(name).module).SPEC
+    e = registry.entry(name)
+    if not e.plugin:
+        return importlib.import_module(e.module)
+    try:
+        return importlib.import_module(e.module)
+    except Exception as err:  # noqa: BLE001 (the user's module: any failure to import it is named)
+        raise ValueError(
+            f"study {name!r} ({e.origin}): cannot import {e.module!r}: {type(err).__name__}: {err}"
+        ) from err
+
+
+def spec(name: str):
+    """The :class:`~tokdyn.experiment.runner.Spec` of the study ``name`` (its module's ``SPEC``,
+    or the attribute its entry names; :func:`tokdyn.experiment.registry.entry`); ``ValueError``
+    naming the studies for another name, and for a study of one's own whose attribute is not a
+    ``Spec`` of that name."""
+    from tokdyn.experiment import registry, runner
+
+    e = registry.entry(name)
+    value = getattr(module(name), e.spec, None)
+    if e.plugin and not isinstance(value, runner.Spec):
+        raise ValueError(
+            f"study {name!r} ({e.origin}): {e.module}.{e.spec} must be a tokdyn.experiment.runner.Spec, "
+            f"got {type(value).__name__}"
+        )
+    if e.plugin and value.name != name:
+        raise ValueError(
+            f"study {name!r} ({e.origin}): its Spec is named {value.name!r}: the entry point's name must be "
+            "the Spec's (it names the study's stamp and its directory)"
+        )
+    return value
+
+
+def main_of(name: str):
+    """The entry point ``main(cfg, out, *, quiet=False, plots=True, fresh=False)`` of the study
+    ``name``: its module's ``main``; for a study of one's own whose module's ``main`` does not run
+    its spec (a module of several studies, or none), :func:`tokdyn.experiment.runner.entry` of it."""
+    from tokdyn.experiment import registry, runner
+
+    value, loaded = spec(name), module(name)
+    main = getattr(loaded, "main", None)
+    if not registry.entry(name).plugin or (callable(main) and getattr(main, "spec", None) is value):
+        return main
+    return runner.entry(value, loaded.__name__, returns="The study's Result.value.")
+
+
+_LOADED_SHA = "__tokdyn_study_module_sha256__"  # a module attribute: the digest of the file it was run from
+
+
+def add_study_module(target: str):
+    """Load a study of one's own and add it to the studies of this process
+    (:func:`tokdyn.experiment.registry.add`): ``target`` is ``path/to/file.py:SPEC`` (a file,
+    imported as the module named by its stem) or ``module:SPEC`` (an importable module), ``SPEC``
+    the attribute that holds its :class:`~tokdyn.experiment.runner.Spec`; the study's name is its
+    spec's. Its command is ``tokdyn study NAME``, its default ``--out`` ``results/NAME``. A file
+    imported before is imported anew when it changed. Returns the study's
+    :class:`~tokdyn.experiment.registry.Entry`; ``ValueError`` naming ``study_module`` for anything
+    that does not resolve."""
+    from tokdyn.experiment import registry, runner
+
+    what = f"study_module {target!r}"
+    where, sep, attr = str(target).rpartition(":")
+    if not sep or not where or not attr.isidentifier():
+        raise ValueError(f"{what}: give path/to/file.py:SPEC or module:SPEC")
+    try:
+        loaded = _load_file(where) if where.endswith(".py") or os.sep in where or "/" in where else None
+        loaded = loaded or importlib.import_module(where)
+    except Exception as e:  # noqa: BLE001 (the user's module: any failure to import it is named)
+        raise ValueError(f"{what}: cannot import {where!r}: {type(e).__name__}: {e}") from e
+    value = getattr(loaded, attr, None)
+    if not isinstance(value, runner.Spec):
+        raise ValueError(f"{what}: {attr} must be a tokdyn.experiment.runner.Spec, got {type(value).__name__}")
+    doc = " ".join((loaded.__doc__ or "").strip().split("\n\n")[0].split())
+    e = registry.Entry(
+        value.name,
+        ("study", value.name),
+        loaded.__name__,
+        doc or f"the study of {where}",
+        f"results/{value.name}",
+        spec=attr,
+        origin=f"--study-module {target}",
+    )
+    return registry.add(e)
+
+
+def _load_file(path: str):
+    """The module of the file ``path`` (named by its stem, kept in ``sys.modules``), imported anew
+    when the file changed since it was imported."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no file {path}")
+    with open(path, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    name = os.path.splitext(os.path.basename(path))[0]
+    old = sys.modules.get(name)
+    if old is not None:
+        if os.path.abspath(getattr(old, "__file__", None) or "") != path:
+            raise ImportError(f"a module named {name!r} is imported already, from {getattr(old, '__file__', None)}")
+        if getattr(old, _LOADED_SHA, None) == sha:
+            return old
+    loader = importlib.util.spec_from_file_location(name, path)
+    loaded = importlib.util.module_from_spec(loader)
+    sys.modules[name] = loaded  # (dataclasses look a class's module up there)
+    setattr(loaded, _LOADED_SHA, sha)
+    try:
+        loader.loader.exec_module(loaded)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return loaded

@@ -78,7 +78,7 @@ def check_cells(name: str, value) -> None:
         if not isinstance(value, Mapping) or not any(c in value for c in COUNT_COLUMNS):
             return
         rows = io.to_rows({k: np.asarray(v) for k, v in value.items()}) if len(value) else []
-    for row in rows:
+    for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             return
         for c in COUNT_COLUMNS:
@@ -92,7 +92,7 @@ def check_cells(name: str, value) -> None:
                         continue
                     cell[k] = v.item() if isinstance(v, np.generic) else v
                 raise EmptyCell(
-                    f"{name}: the cell {_cell_text(cell) or '(its first row)'} has no runs ({c} = 0): a selection "
+                    f"{name}: the cell {_cell_text(cell) or f'of row {i}'} has no runs ({c} = 0): a selection "
                     "that matched nothing (compare a float axis with np.isclose, or select by index; "
                     "tokdyn.experiment.runner.select does)"
                 )

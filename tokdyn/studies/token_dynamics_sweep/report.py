@@ -83,7 +83,11 @@ def analysis(out: str, cfg: Config, *, seconds: float | None = None, top: int = 
       A :class:`tokdyn.experiment.runner.Result`: its ``tables`` to write (``summary.csv``: (C,)
       columns per condition; ``settings.csv``: (S,) per setting; ``pareto.csv``: the front's rows,
       fewest steps first; ``tables.json``), ``data`` (``cond``, ``tab``, ``report``: report.md's
-      text) and ``value`` ``{"best": row, "front": rows}``.
+      text, ``choice``: :func:`honest_best`) and ``value`` ``{"best": row, "front": rows,
+      "excluded": n}``: the best setting (chosen on one half of the seeds, its estimate on the
+      other in ``ari_heldout_*``, ``steps_heldout_*``; ``{}`` when no setting may be chosen), the
+      Pareto front, and the settings left out of both for a non-finite run (none with
+      ``cfg.best_over_nonfinite``).
     """
     # a run whose state blew up (a non-finite metric: its tokens left the floats) counts in no
     # figure: its collapse or ARI would be an artefact of the overflow, not of the dynamics
@@ -151,8 +155,9 @@ def analyse(out: str, cfg: Config, *, plots: bool = True, seconds: float | None 
       top: how many of the best settings report.md lists.
 
     Returns:
-      ``{"best": row, "front": rows}``: the setting with the best mean ARI and the Pareto front's
-      settings (rows of ``settings.csv`` as dicts).
+      ``{"best": row, "front": rows, "excluded": n}``, as :func:`analysis`' value: the best setting
+      (chosen on one half of the seeds, estimated on the other), the Pareto front's settings (rows
+      of ``settings.csv`` as dicts) and the number of settings left out of both.
     """
     result = analysis(out, cfg, seconds=seconds, top=top)
     for name, value in result.tables.items():

@@ -85,7 +85,7 @@ def test_builtin_and_own_rules_in_one_sweep_paired_by_seed(paired):
     report = open(os.path.join(out, "report.md")).read()
     assert "method=lloyd, step_size=1" in report and "method=1" not in report
     assert "Paired by seed" in report and re.search(
-        r"\| same \| method=same \| \+0\.000 \[\+0\.000, \+0\.000\]", report
+        r"\| same \| method=same \| Δ=\+0\.000 \[\+0\.000, \+0\.000\]", report
     )
     # one engine sweep per rule, the same root key: a rule identical to the baseline gives its results seed by seed
     groups = sorted(os.listdir(os.path.join(out, "groups")))

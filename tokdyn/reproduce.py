@@ -84,6 +84,42 @@ def study_config(name: str, quick: bool, out: str):
     return cfg
 
 
+def _changed(default, quick, prefix: str = "") -> list[str]:
+    """``field default → quick`` for each field of two configurations (dataclasses) that differs,
+    a nested configuration's fields by their dotted names."""
+    show = lambda v: ", ".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)  # noqa: E731
+    out = []
+    for field in dataclasses.fields(default):
+        a, b = getattr(default, field.name), getattr(quick, field.name)
+        if a == b or field.name == "preset":
+            continue
+        if dataclasses.is_dataclass(a) and type(a) is type(b):
+            out += _changed(a, b, f"{prefix}{field.name}.")
+        else:
+            out.append(f"`{prefix}{field.name}` {show(a) or '()'} → {show(b) or '()'}")
+    return out
+
+
+def quick_presets() -> list[tuple[str, str]]:
+    """``[(study, what its quick preset runs)]`` in the registry's order: each field of the study's
+    ``Config.quick()`` that differs from its default, as ``field default → quick`` (a nested
+    configuration's fields by their dotted names; ``docs/reproduce.md`` quotes this table and
+    ``tests/test_honest_statistics.py`` holds it to it)."""
+    out = []
+    for name in STUDIES:
+        cls = study_spec(name).config
+        if not callable(getattr(cls, "quick", None)):
+            out.append((name, "none: the default configuration"))
+            continue
+        out.append((name, "; ".join(_changed(cls(), cls.quick())) or "the default configuration"))
+    return out
+
+
+def quick_table() -> str:
+    """:func:`quick_presets` as a Markdown table (``docs/reproduce.md``'s)."""
+    return "\n".join(_table(("study", "`--quick` runs (default → quick)"), quick_presets()))
+
+
 # ---------------------------------------------------------------------------------------------- the findings
 
 
@@ -207,13 +243,16 @@ def report(out: str, found: Sequence[Finding], record: Mapping) -> str:
     ]
     lines += _table(
         ("finding", "verdict", "claim", "rests on"),
-        [[f"{f.key}. {f.title}", f"**{f.verdict}**", f.claim, f.basis] for f in found],
+        [[f"{f.key}. {f.title}", f"**{f.label}**", f.claim, f.basis] for f in found],
     )
     lines += [
         "",
-        "How a verdict is decided: intervals, never points. Intervals over seeds are 95% intervals of the "
-        f"mean (a percentile bootstrap from {BOOTSTRAP_SEEDS} seeds on, Student's t below); fewer than "
-        f"{MIN_SEEDS} seeds decide nothing. Every threshold has a margin between reproduced and refuted where "
+        "How a verdict is decided: intervals, never points. A quick preset never decides: each of its "
+        "verdicts is open (smoke run), and each finding declares the fewest seeds (or runs) that may decide "
+        "it. Intervals over seeds are 95% intervals of the "
+        f"mean (a percentile bootstrap from {BOOTSTRAP_SEEDS} seeds on, Student's t below, made on the logit "
+        f"scale of a bounded score's range so that it stays inside it); fewer than "
+        f"{MIN_SEEDS} seeds give no interval and decide nothing. Every threshold has a margin between reproduced and refuted where "
         "the verdict is open. A claim stated in general is refuted when one unit (method, variant) refutes it, "
         "reproduced when every unit it applies to reproduces it, and open otherwise. Each finding below states "
         "its rule and lists its units; every number is computed from the studies' files in this directory.",
@@ -221,11 +260,12 @@ def report(out: str, found: Sequence[Finding], record: Mapping) -> str:
     ]
     for f in found:
         lines += [
-            f"## {f.key}. {f.title}: {f.verdict}",
+            f"## {f.key}. {f.title}: {f.label}",
             "",
             f"**Claim** ({f.origin}): {f.claim}",
             "",
-            f"**Rule**: {f.rule}",
+            f"**Rule**: {f.rule} Decided only by a run that is not a quick preset, with at least {f.min_seeds} "
+            f"seeds" + (f" and {f.min_runs} runs" if f.min_runs else "") + ".",
             "",
             f"**Rests on**: {f.basis or '–'}",
             "",
@@ -517,12 +557,12 @@ def main(
     record["load"] = _load()
     record["written"] = time.strftime("%Y-%m-%d %H:%M:%S")
     found = write_report(out, record)
-    top.finish(**record, verdicts={f.key: f.verdict for f in found})
+    top.finish(**record, verdicts={f.key: f.verdict for f in found}, labels={f.key: f.label for f in found})
     if not quiet:
         width = max(len(f.title) for f in found)
         print(f"\nreport: {os.path.join(out, REPORT)} (and report.html)")
         for f in found:
-            print(f"  {f.key:<3} {f.title:<{width}}  {f.verdict}")
+            print(f"  {f.key:<3} {f.title:<{width}}  {f.label}")
     failed = [n for n, _ in plan if record["studies"][n]["status"] == "failed"]
     if failed:
         raise StudiesFailed(

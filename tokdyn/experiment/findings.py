@@ -10,13 +10,24 @@ missing or fails its verification leaves its findings ``open``, naming the file 
 
 The rules every finding shares (a finding states its own thresholds):
 
-* intervals over seeds are 95% intervals of the mean (:func:`seed_interval`): a percentile
-  bootstrap from :data:`BOOTSTRAP_SEEDS` seeds on, Student's t below (a bootstrap of 3 values
-  understates the spread); fewer than :data:`MIN_SEEDS` seeds decide nothing (``open``);
+* a finding declares the least evidence that may decide it (:attr:`Finding.min_seeds`,
+  :attr:`Finding.min_runs`); a study run below it, and any run of a quick preset (a smoke run),
+  leaves it ``open`` whatever its numbers, with the reason (:func:`gate`, applied by :func:`judge`):
+  its verdict reads ``open (smoke run: 3 seeds)`` (:attr:`Finding.label`);
+* intervals over seeds are 95% intervals of the mean (:func:`seed_interval`; :data:`INTERVALS` says
+  how, for a table's caption): a percentile bootstrap from :data:`BOOTSTRAP_SEEDS` seeds on,
+  Student's t below (a bootstrap of 3 values understates the spread), made on the logit scale of a
+  bounded quantity's range (an ARI, a rate, an accuracy) so that it never leaves it; fewer than
+  :data:`MIN_SEEDS` seeds give no interval ("too few seeds for an interval", :data:`TOO_FEW`) and
+  decide nothing (``open``); a rate of independent counts gets a Wilson interval
+  (:func:`rate_interval`);
 * a verdict compares an interval with a threshold that has a margin, never a point with a point:
   between "reproduced" and "refuted" lies a band where the verdict is ``open``;
 * a claim stated in general (over variants) is ``refuted`` when one unit refutes it, ``reproduced``
-  when every unit it applies to reproduces it, ``open`` otherwise (:func:`aggregate`).
+  when every unit it applies to reproduces it, ``open`` otherwise (:func:`aggregate`);
+* a paired test is printed difference first (:func:`paired_cell`): the mean difference with its
+  interval, then t, p and Holm's p, then d_z; a difference smaller than its metric's practical
+  threshold (:data:`NEGLIGIBLE`) is labelled negligible whatever its p.
 """
 
 from __future__ import annotations
@@ -28,9 +39,34 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 
 VERDICTS = ("reproduced", "refuted", "open")  # a finding's verdict; a unit may also be "n/a" or "control"
-MIN_SEEDS = 3  # an interval over fewer seeds decides nothing
+MIN_SEEDS = 3  # fewer seeds: no interval ("too few seeds for an interval") and no verdict
 BOOTSTRAP_SEEDS = 10  # from this many seeds on, a percentile bootstrap; below, Student's t
 N_RESAMPLES = 10_000
+TOO_FEW = "too few seeds for an interval"
+INTERVALS = (
+    f"95% intervals of the mean over seeds: a percentile bootstrap ({N_RESAMPLES:,} resamples) from "
+    f"{BOOTSTRAP_SEEDS} seeds on, Student's t below (on the logit scale of a bounded score's range, so "
+    f"it stays inside it); fewer than {MIN_SEEDS} seeds: {TOO_FEW}"
+)
+# the ranges of bounded scores, for seed_interval's ``bounds`` (an ARI can be negative; its
+# difference between two conditions lies in twice the range)
+SCORE = (-1.0, 1.0)  # ARI, NMI, FG-ARI and their per-frame forms
+RATE = (0.0, 1.0)  # rates and shares: collapse, accuracy, persistence, convergence
+# the smallest difference that matters, per metric: a paired difference below it is negligible,
+# whatever its p (a d_z over near-identical runs is large because their spread is tiny)
+NEGLIGIBLE = {
+    "ari": 0.01,
+    "nmi": 0.01,
+    "fg_ari": 0.01,
+    "video_ari": 0.01,  # the video study's video FG-ARI
+    "frame_ari": 0.01,  # and its per-frame FG-ARI
+    "persistence": 0.02,
+    "collapsed": 0.02,
+    "collapse": 0.02,
+    "accuracy": 0.01,
+    "steps": 0.5,
+    "switch_rate": 0.05,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +84,9 @@ class Finding:
       header: column names of ``rows``.
       rows: the units (methods, variants, models), one list of cells each.
       study: the study whose files it reads.
+      min_seeds: the fewest seeds that may decide it (fewer: ``open``, :func:`gate`).
+      min_runs: the fewest rows of its table (runs, models) that may decide it.
+      note: why it is ``open`` whatever its numbers (``smoke run: 3 seeds``); empty otherwise.
     """
 
     key: str
@@ -60,6 +99,14 @@ class Finding:
     header: tuple = ()
     rows: list = dataclasses.field(default_factory=list)
     study: str = ""
+    min_seeds: int = MIN_SEEDS
+    min_runs: int = 0
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        """The verdict as the report prints it: ``open (smoke run: 3 seeds)`` with a :attr:`note`."""
+        return f"{self.verdict} ({self.note})" if self.note else self.verdict
 
 
 def missing(finding: Finding, why: str) -> Finding:
@@ -70,10 +117,13 @@ def missing(finding: Finding, why: str) -> Finding:
 # ---------------------------------------------------------------------------------------------- intervals
 
 
-def seed_interval(values) -> tuple[float, float, float, int]:
+def seed_interval(values, bounds: Optional[tuple] = None) -> tuple[float, float, float, int]:
     """``(mean, low, high, n)``: the 95% interval of the mean of per-seed ``values`` (NaNs
-    dropped): a percentile bootstrap from :data:`BOOTSTRAP_SEEDS` values on, Student's t below;
-    NaN bounds for fewer than 2 values."""
+    dropped): a percentile bootstrap from :data:`BOOTSTRAP_SEEDS` values on (it stays inside the
+    values' own range), Student's t below; with ``bounds`` ``(low, high)``, the range of a bounded
+    quantity (:data:`SCORE`, :data:`RATE`), the t interval is made on the logit scale of that range
+    (:func:`tokdyn.stats.bounded_mean_interval`), so it never leaves it. NaN bounds for fewer than
+    :data:`MIN_SEEDS` values (:data:`TOO_FEW`: :func:`interval` prints that)."""
     from scipy import stats as sps
 
     from tokdyn import stats
@@ -84,15 +134,72 @@ def seed_interval(values) -> tuple[float, float, float, int]:
     if n == 0:
         return float("nan"), float("nan"), float("nan"), 0
     mean = float(v.mean())
-    if n < 2:
+    if n < MIN_SEEDS:
         return mean, float("nan"), float("nan"), n
     if np.all(v == v[0]):
         return mean, mean, mean, n
     if n >= BOOTSTRAP_SEEDS:
         low, high = stats.bootstrap_ci(v, seed=0, n_resamples=N_RESAMPLES)
         return mean, float(low), float(high), n
+    if bounds is not None:
+        lo, hi = float(bounds[0]), float(bounds[1])
+        if v.min() < lo or v.max() > hi:
+            raise ValueError(f"bounds: values in [{v.min()}, {v.max()}] leave the range [{lo}, {hi}]")
+        low, high = stats.bounded_mean_interval(v, lo, hi)
+        return mean, low, high, n
     half = float(sps.t.ppf(0.975, n - 1) * v.std(ddof=1) / np.sqrt(n))
     return mean, mean - half, mean + half, n
+
+
+def difference_bounds(bounds: tuple) -> tuple:
+    """The range of a difference of two values of the range ``bounds``."""
+    return (float(bounds[0]) - float(bounds[1]), float(bounds[1]) - float(bounds[0]))
+
+
+def rate_interval(k: int, n: int) -> tuple[float, float, float]:
+    """``(rate, low, high)``: the rate ``k / n`` of independent counts with its 95% Wilson interval
+    (:func:`tokdyn.stats.wilson_interval`); NaN for ``n = 0``."""
+    from tokdyn import stats
+
+    if n <= 0:
+        return float("nan"), float("nan"), float("nan")
+    low, high = stats.wilson_interval(int(k), int(n))
+    return k / n, low, high
+
+
+def negligible(metric: str, diff) -> bool:
+    """Whether the mean difference ``diff`` of ``metric`` is below its practical threshold
+    (:data:`NEGLIGIBLE`; a metric not listed there has none: False)."""
+    threshold = NEGLIGIBLE.get(metric)
+    return threshold is not None and diff is not None and np.isfinite(diff) and abs(float(diff)) < threshold
+
+
+def paired_cell(test: Mapping, digits: int = 3) -> str:
+    """One paired test, difference first: ``Δ=+0.0001 [−0.0002, +0.0004], t=2.31, p=0.029,
+    p_holm=0.52, d_z=-0.42``, then ``negligible (|Δ| < 0.01)`` when the difference is below its
+    metric's threshold (:func:`negligible`). ``test``: a dict with ``mean_diff``, ``diff_low``,
+    ``diff_high`` (the interval of the mean difference; absent or NaN: :data:`TOO_FEW`), ``t``,
+    ``p``, ``p_holm`` (optional), ``d`` (d_z) and ``metric``."""
+
+    def num(x, fmt):
+        return "–" if x is None or not np.isfinite(x) else format(x, fmt)
+
+    d = f"{digits}f"
+    lo, hi = test.get("diff_low"), test.get("diff_high")
+    ci = (
+        f"[{num(lo, '+.' + d)}, {num(hi, '+.' + d)}]"
+        if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi)
+        else f"({TOO_FEW})"
+    )
+    cell = (
+        f"Δ={num(test.get('mean_diff'), '+.' + d)} {ci}, t={num(test.get('t'), '.2f')}, p={num(test.get('p'), '.3g')}"
+    )
+    if "p_holm" in test:
+        cell += f", p_holm={num(test.get('p_holm'), '.3g')}"
+    cell += f", d_z={num(test.get('d'), '.2f')}"
+    if negligible(test.get("metric", ""), test.get("mean_diff")):
+        cell += f"; negligible (|Δ| < {NEGLIGIBLE[test['metric']]:g})"
+    return cell
 
 
 def aggregate(verdicts: Sequence[str]) -> str:
@@ -115,7 +222,8 @@ def number(x, digits: int = 3) -> str:
 
 
 def interval(mean, low, high, digits: int = 3) -> str:
-    """``mean [low, high]`` as a report's cell, each number by :func:`number`.
+    """``mean [low, high]`` as a report's cell, each number by :func:`number`; ``mean (too few
+    seeds for an interval)`` when ``mean`` is finite and a bound is not (:func:`seed_interval`).
 
     Args:
       mean: the point estimate (None or non-finite: ``–``).
@@ -126,6 +234,9 @@ def interval(mean, low, high, digits: int = 3) -> str:
     Returns:
       The cell, a string.
     """
+    finite = lambda x: x is not None and np.isfinite(x)  # noqa: E731
+    if finite(mean) and not (finite(low) and finite(high)):
+        return f"{number(mean, digits)} ({TOO_FEW})"
     return f"{number(mean, digits)} [{number(low, digits)}, {number(high, digits)}]"
 
 
@@ -204,4 +315,54 @@ def judge(out: str, name: str, study: str, verdicts: Callable[[Mapping], list]) 
     """
     table, why = read(out, name, study)
     found = verdicts(table if table is not None else {})
-    return found if table is not None else [missing(f, why) for f in found]
+    return gate(found, out, table) if table is not None else [missing(f, why) for f in found]
+
+
+def evidence(out: str, table: Optional[Mapping] = None) -> tuple[str, Optional[int], int]:
+    """``(preset, seeds, rows)`` of the study directory ``out``: its configuration's ``preset``
+    (from its record; ``""`` when it has none), the seeds ``table`` holds (the distinct values of
+    its ``seed`` column; else the configuration's ``seeds``; None when neither says) and the rows
+    of ``table`` (0 without one)."""
+    from tokdyn.experiment import study as study_dir
+
+    try:
+        config = study_dir.read_record(out).get("config", {}) or {}
+    except (OSError, ValueError, AttributeError):
+        config = {}
+    preset = str(config.get("preset", "") or "")
+    rows = len(next(iter(table.values()))) if table else 0
+    seeds = None
+    if table and "seed" in table:
+        s = numbers(table, "seed")
+        seeds = int(np.unique(s[np.isfinite(s)]).size)
+    elif isinstance(config.get("seeds"), int):
+        seeds = int(config["seeds"])
+    return preset, seeds, rows
+
+
+def gate(found: Sequence[Finding], out: str, table: Optional[Mapping] = None) -> list[Finding]:
+    """``found`` with every finding left ``open`` that the study's run cannot decide: a run of a
+    quick preset (a smoke run: ``note`` ``smoke run: N seeds``), or one below the finding's
+    declared evidence (fewer seeds than its ``min_seeds``, fewer rows of ``table`` than its
+    ``min_runs``); the units' decisive verdicts in its rows (a ``verdict`` column) are opened too.
+    The evidence: :func:`evidence` of ``out`` and ``table``."""
+    preset, seeds, rows = evidence(out, table)
+    seen = f"{seeds} seeds" if seeds is not None else f"{rows} rows"
+    out_found = []
+    for f in found:
+        note = ""
+        if preset == "quick":
+            note = f"smoke run: {seen}"
+        elif seeds is not None and seeds < f.min_seeds:
+            note = f"too little evidence: {seeds} seeds, it needs {f.min_seeds}"
+        elif table is not None and rows < f.min_runs:
+            note = f"too little evidence: {rows} runs, it needs {f.min_runs}"
+        if note:
+            col = [i for i, h in enumerate(f.header) if str(h).startswith("verdict")]
+            opened = [
+                [("open" if i in col and c in ("reproduced", "refuted") else c) for i, c in enumerate(r)]
+                for r in f.rows
+            ]
+            f = dataclasses.replace(f, verdict="open", note=note, rows=opened)
+        out_found.append(f)
+    return out_found

@@ -28,9 +28,77 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
+import numpy as np
+
 from tokdyn import io
 from tokdyn.experiment import presets
 from tokdyn.experiment import study as study_dir
+
+COUNT_COLUMNS = ("n_runs", "runs", "seeds")  # a table's column that counts the runs of its row's cell
+
+
+class EmptyCell(ValueError):
+    """A summary cell that no run falls in (a selection that matched nothing): raised by
+    :func:`select` and by :func:`check_cells` (:func:`run_study` checks every table it writes),
+    naming the table and the cell, instead of a row of NaN."""
+
+
+def _cell_text(cell: Mapping) -> str:
+    return ", ".join(
+        f"{k}={v!r}" if isinstance(v, str) else f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in cell.items()
+    )
+
+
+def select(table: Mapping, name: str = "", **cell) -> np.ndarray:
+    """The (R,) mask of the rows of ``table`` (columns, ``{column: (R,) array}``) in the cell
+    ``cell`` (``column=value``; a float value matches by ``np.isclose``, so a float32 column matches
+    a float64 value); :class:`EmptyCell` naming ``name`` and the cell when no row does."""
+    if not cell:
+        raise ValueError("select: name the cell as column=value")
+    mask = None
+    for k, v in cell.items():
+        if k not in table:
+            raise ValueError(f"select: {name or 'the table'} has no column {k!r} (it has {', '.join(map(str, table))})")
+        col = np.asarray(table[k])
+        if col.dtype.kind in "fc" or isinstance(v, float):
+            m = np.isclose(col.astype(np.float64), float(v), rtol=1e-6, atol=0.0)
+        else:
+            m = col == v
+        mask = m if mask is None else mask & m
+    if not mask.any():
+        raise EmptyCell(f"{name or 'a summary'}: the cell {_cell_text(cell)} has no runs")
+    return mask
+
+
+def check_cells(name: str, value) -> None:
+    """Raise :class:`EmptyCell` naming the table ``name`` and the cell when a row of ``value`` (a
+    ``.csv`` table: columns, or a list of row dicts) counts no runs: a column of
+    :data:`COUNT_COLUMNS` is 0 there (its cell is the row's columns before that one, those that are
+    not NaN). Anything else passes."""
+    rows = value if isinstance(value, list) else None
+    if rows is None:
+        if not isinstance(value, Mapping) or not any(c in value for c in COUNT_COLUMNS):
+            return
+        rows = io.to_rows({k: np.asarray(v) for k, v in value.items()}) if len(value) else []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            return
+        for c in COUNT_COLUMNS:
+            n = row.get(c)
+            if isinstance(n, (int, float, np.integer, np.floating)) and not isinstance(n, bool) and n == 0:
+                cell = {}
+                for k, v in row.items():
+                    if k == c:
+                        break
+                    if isinstance(v, (float, np.floating)) and not np.isfinite(v):
+                        continue
+                    cell[k] = v.item() if isinstance(v, np.generic) else v
+                raise EmptyCell(
+                    f"{name}: the cell {_cell_text(cell) or f'of row {i}'} has no runs ({c} = 0): a selection "
+                    "that matched nothing (compare a float axis with np.isclose, or select by index; "
+                    "tokdyn.experiment.runner.select does)"
+                )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +336,9 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
     result = spec.run(session, cfg)
     if result is None:
         return None
+    for name, value in result.tables.items():
+        if name.endswith(".csv") and not callable(value):
+            check_cells(name, value)  # a cell without runs is an error, not a row of NaN
     for name, value in result.tables.items():
         write_table(study.path(name), value)
     if plots:

@@ -24,11 +24,13 @@ from tokdyn.stats.inference import (
     bonferroni,
     bootstrap_ci,
     bootstrap_statistic,
+    bounded_mean_interval,
     cohens_d,
     gain_retained,
     holm,
     paired_ttest,
     point_biserial,
+    wilson_interval,
 )
 
 _SUBMODULES = ["summary", "figures", "text"]
@@ -44,6 +46,8 @@ __all__ = [
     "P_ADJUSTMENTS",
     "bootstrap_ci",
     "bootstrap_statistic",
+    "wilson_interval",
+    "bounded_mean_interval",
     "CorrelationResult",
     "point_biserial",
     "GainResult",

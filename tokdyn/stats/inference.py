@@ -13,6 +13,9 @@ Public functions
 - :func:`bonferroni`, :func:`holm`, :func:`benjamini_hochberg` -- adjusted p-values over a family
   of tests of any shape (NaN entries are not part of the family); :data:`P_ADJUSTMENTS` names them.
 - :func:`bootstrap_ci` -- percentile bootstrap confidence interval of the mean.
+- :func:`wilson_interval` -- Wilson score interval of a rate ``k / n`` (SciPy's ``binomtest``).
+- :func:`bounded_mean_interval` -- Student's t interval of a mean of values in a known range,
+  made on the logit scale of that range, so it never leaves it.
 - :func:`point_biserial` -- correlation of a score with a binary outcome, its p-value and a
   bootstrap interval.
 - :func:`gain_retained` -- the share of a gain (full vs. baseline) a setting retains, with a
@@ -39,6 +42,8 @@ __all__ = [
     "benjamini_hochberg",
     "P_ADJUSTMENTS",
     "bootstrap_ci",
+    "wilson_interval",
+    "bounded_mean_interval",
     "CorrelationResult",
     "point_biserial",
 ]
@@ -372,6 +377,70 @@ def bootstrap_ci(
     alpha = 1.0 - confidence
     low, high = np.quantile(means, [alpha / 2, 1.0 - alpha / 2], axis=-1)  # (2, S)
     return _scalar_or_array(low.reshape(batch_shape)), _scalar_or_array(high.reshape(batch_shape))
+
+
+def wilson_interval(k, n, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of the rate ``k / n`` (``scipy.stats.binomtest(k, n)
+    .proportion_ci(method="wilson")``): always inside [0, 1], and sensible at ``k = 0`` or ``k = n``,
+    where a normal interval collapses to a point.
+
+    Args:
+        k: successes, an int in ``[0, n]``.
+        n: trials, an int >= 1.
+        confidence: confidence level in (0, 1).
+
+    Returns:
+        ``(low, high)`` as floats.
+    """
+    from scipy import stats as sps
+
+    n = _int_at_least("n", n, 1)
+    k = _int_at_least("k", k, 0)
+    if k > n:
+        raise ValueError(f"k must be at most n={n}, got {k}")
+    if isinstance(confidence, bool) or not isinstance(confidence, Real) or not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be a real number in (0, 1), got {confidence!r}")
+    ci = sps.binomtest(k, n).proportion_ci(confidence_level=float(confidence), method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def bounded_mean_interval(values, low: float, high: float, *, confidence: float = 0.95) -> tuple[float, float]:
+    """Student's t interval of the mean of ``values`` that lie in ``[low, high]`` (a bounded score:
+    an ARI, a rate, an accuracy), made on the logit scale of the range and mapped back, so that it
+    never leaves ``(low, high)``: with ``u = (mean - low) / (high - low)`` and ``s_u`` the standard
+    error of ``u``, the interval of ``logit(u)`` is ``logit(u) ± t * s_u / (u (1 - u))`` (the delta
+    method). Values all equal give the point ``(mean, mean)``.
+
+    Args:
+        values: real, finite 1-D array of at least 2 values, each in ``[low, high]``.
+        low: the range's lower end.
+        high: its upper end (> ``low``).
+        confidence: confidence level in (0, 1).
+
+    Returns:
+        ``(lower, upper)`` as floats, inside ``[low, high]``.
+    """
+    from scipy import stats as sps
+
+    x = _real_array("values", values).ravel()
+    _require_finite("values", x)
+    if x.size < 2:
+        raise ValueError(f"values must hold at least 2 values, got {x.size}")
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ValueError(f"low and high must be finite with low < high, got low={low!r}, high={high!r}")
+    if x.min() < low or x.max() > high:
+        raise ValueError(f"values must lie in [{low}, {high}], got values in [{x.min()}, {x.max()}]")
+    if isinstance(confidence, bool) or not isinstance(confidence, Real) or not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be a real number in (0, 1), got {confidence!r}")
+    mean = float(x.mean())
+    if np.all(x == x[0]):
+        return mean, mean
+    u = (mean - low) / (high - low)  # in (0, 1): not all values sit at one end
+    se = float(x.std(ddof=1) / np.sqrt(x.size)) / (high - low)
+    half = float(sps.t.ppf(0.5 + confidence / 2, x.size - 1)) * se / (u * (1.0 - u))
+    centre = float(special.logit(u))
+    lo, hi = special.expit(centre - half), special.expit(centre + half)
+    return float(low + (high - low) * lo), float(low + (high - low) * hi)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -856,7 +856,7 @@ def grid_route_finding(table) -> Finding:
     seq = scope == "sequence"
     stats_of = {}
     for m in dict.fromkeys(model[seq].tolist()):
-        stats_of[m] = F.seed_interval(value[seq & (model == m)])
+        stats_of[m] = F.seed_interval(value[seq & (model == m)], F.RATE)
     f = dataclasses.replace(
         f,
         header=("model", "grammatical sentences: mean [95% interval over seeds]", "seeds"),

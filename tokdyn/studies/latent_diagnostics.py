@@ -934,12 +934,13 @@ def markers_finding(decomposition, seeds: int) -> Finding:
     )
 
 
-def _strongest(table, sel: np.ndarray, by: str, value: str):
+def _strongest(table, sel: np.ndarray, by: str, value: str, bounds=None):
     """The ``by`` level with the largest mean over seeds of ``value`` (each seed's mean over its
-    rows), and :func:`~tokdyn.experiment.findings.seed_interval` of it."""
+    rows), and :func:`~tokdyn.experiment.findings.seed_interval` of it (within ``bounds``, the
+    value's range)."""
     best = None
     for level in dict.fromkeys(F.strings(table, by)[sel].tolist()):
-        s = F.seed_interval(F.per_seed(table, sel & (F.strings(table, by) == level), value))
+        s = F.seed_interval(F.per_seed(table, sel & (F.strings(table, by) == level), value), bounds)
         if best is None or (np.isfinite(s[0]) and s[0] > best[1][0]):
             best = (level, s)
     return best
@@ -990,16 +991,21 @@ def mediation_findings(mediation) -> list[Finding]:
     caption = what == "caption"
     va, vb, ra, rb = [], [], [], []
     for name in names:
-        level, s = _strongest(mediation, (what == "latent") & (variant == name), "perturbation", "cosine_distance")
+        level, s = _strongest(
+            mediation, (what == "latent") & (variant == name), "perturbation", "cosine_distance", (0.0, 2.0)
+        )
         ref = F.numbers(mediation, "cosine_distance")[caption & (F.strings(mediation, "perturbation") == level)]
         v = _connection(s, SHIFT_DISCONNECTED, SHIFT_CONNECTED)
         va.append(v)
         ra.append([name, level, F.interval(*s[:3]), str(s[3]), F.number(np.mean(ref)) if ref.size else "–", v])
         sel = (what == "intervention") & (variant == name)
         if sel.any():
-            level, s = _strongest(mediation, sel, "perturbation", "flip_rate")
+            level, s = _strongest(mediation, sel, "perturbation", "flip_rate", F.RATE)
             lv = sel & (F.strings(mediation, "perturbation") == level)
-            drop = F.seed_interval(F.per_seed(mediation, lv, "accuracy") - F.per_seed(mediation, lv, "accuracy_before"))
+            drop = F.seed_interval(
+                F.per_seed(mediation, lv, "accuracy") - F.per_seed(mediation, lv, "accuracy_before"),
+                F.difference_bounds(F.RATE),
+            )
             v = _connection(s, FLIP_DISCONNECTED, FLIP_CONNECTED)
             vb.append(v)
             rb.append([name, level, F.interval(*s[:3]), F.interval(*drop[:3]), str(s[3]), v])

@@ -585,8 +585,9 @@ def summary(table: dict, tests: dict, ground: dict) -> str:
     lines = [
         "## Latent optimisation: accuracy (all families), mean (min-max) over seeds",
         "",
-        "| variant | method | accuracy before | accuracy after | reward before | reward after | answers changed | paired p (Holm) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | method | accuracy before | accuracy after | Δ accuracy (mean over seeds) | paired p (Holm) | "
+        "reward before | reward after | answers changed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     v, m, f = (np.asarray(table[k]) for k in ("variant", "method", "family"))
     tv, tm, tf = (np.asarray(tests.get(k, [])) for k in ("variant", "method", "family"))
@@ -602,7 +603,7 @@ def summary(table: dict, tests: dict, ground: dict) -> str:
             p = f"{np.asarray(tests['p_holm'])[t][0]:.2g}" if t.any() else ""
             lines.append(
                 f"| {name} | {method} | {acc0.mean():.3f} | {acc.mean():.3f} ({acc.min():.3f}-{acc.max():.3f}) "
-                f"| {r0:.3f} | {r1:.3f} | {ch:.3f} | {p} |"
+                f"| {(acc - acc0).mean():+.3f} | {p} | {r0:.3f} | {r1:.3f} | {ch:.3f} |"
             )
     lines += [
         "",
@@ -678,7 +679,7 @@ def optimisation_finding(table, tests=None) -> Finding:
                 continue
             sel = sel_all & (variant == name) & (method == m)
             change = F.per_seed(table, sel, "accuracy") - F.per_seed(table, sel, "accuracy_before")
-            mean, low, high, n = F.seed_interval(change)
+            mean, low, high, n = F.seed_interval(change, F.difference_bounds(F.RATE))
             if n < F.MIN_SEEDS or not np.isfinite(low):
                 v = "open"
             else:
@@ -724,7 +725,9 @@ def findings(out: str) -> list[Finding]:
     table, why = F.read(out, "optimiser.csv", STUDY)
     if table is not None and tests is None and os.path.exists(os.path.join(out, "optimiser_tests.csv")):
         table, why = None, tests_why
-    return [optimisation_finding(table, tests)] if table is not None else [F.missing(optimisation_finding({}), why)]
+    if table is None:
+        return [F.missing(optimisation_finding({}), why)]
+    return F.gate([optimisation_finding(table, tests)], out, table)
 
 
 # ---------------------------------------------------------------------------------------------- the study

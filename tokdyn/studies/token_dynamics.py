@@ -279,7 +279,8 @@ def _stats_row(row: dict, runs, sel, finite) -> dict:
 def summarise(runs: dict[str, np.ndarray], cfg: Config):
     """Per method x K x noise and per method: mean and std (ddof=1) of every metric over the runs
     whose metrics are all finite (:func:`finite_runs`); ``n_nonfinite`` counts the runs left out
-    (NaN or inf in any metric), so no rate or mean is ever stated over runs that blew up."""
+    (NaN or inf in any metric), so no rate or mean is ever stated over runs that blew up. A cell
+    without runs is an error (:class:`tokdyn.experiment.runner.EmptyCell`, naming it)."""
     rows, overall = [], []
     finite = finite_runs(runs)
     for name in cfg.methods:
@@ -287,14 +288,18 @@ def summarise(runs: dict[str, np.ndarray], cfg: Config):
         overall.append(_stats_row(dict(method=name), runs, sel_m, finite))
         for k in cfg.n_clusters:
             for nz in cfg.noise:
-                sel = sel_m & (runs["n_clusters"] == k) & np.isclose(runs["noise"], nz)
+                sel = runner.select(runs, "summary.csv", method=name, n_clusters=k, noise=float(nz))
                 rows.append(_stats_row(dict(method=name, n_clusters=k, noise=nz), runs, sel, finite))
     return rows, overall
 
 
 def stat_tests(runs: dict[str, np.ndarray], cfg: Config, metric: str = "ari") -> list[dict]:
     """Paired t-test of each method's ``metric`` against the baseline, per condition, pairing by
-    seed; Cohen's d_z; Holm and Bonferroni over the whole family. A pair where either run is not
+    seed: the mean difference and its 95% interval over seeds (``diff_low``, ``diff_high``:
+    :func:`tokdyn.experiment.findings.seed_interval`, within the range of a difference of two
+    ARIs), t, p, Cohen's d_z, Holm and Bonferroni over the whole family, and ``negligible``: the
+    difference is below the metric's practical threshold
+    (:data:`tokdyn.experiment.findings.NEGLIGIBLE`, 0.01 for ARI), whatever its p. A pair where either run is not
     finite (:func:`finite_runs`: a NaN or inf in any metric) is dropped and counted (``n_dropped``);
     a test left with fewer than 2 pairs has NaN statistics and stays out of the corrections."""
     if "baseline" not in cfg.methods or cfg.seeds < 2:
@@ -324,6 +329,8 @@ def stat_tests(runs: dict[str, np.ndarray], cfg: Config, metric: str = "ari") ->
                     t, p, d = float(res.statistic), float(res.pvalue), float(stats.cohens_d(a, b))
                 else:
                     t = p = d = float("nan")
+                bounds = F.difference_bounds(F.SCORE) if metric in ("ari", "nmi") else None
+                mean, lo, hi, _ = F.seed_interval(a - b, bounds)
                 tests.append(
                     dict(
                         method=name,
@@ -333,7 +340,10 @@ def stat_tests(runs: dict[str, np.ndarray], cfg: Config, metric: str = "ari") ->
                         noise=float(nz),
                         n=int(a.size),
                         n_dropped=int((~keep).sum()),
-                        mean_diff=float(np.mean(a - b)) if a.size else float("nan"),
+                        mean_diff=mean,
+                        diff_low=lo,
+                        diff_high=hi,
+                        negligible=bool(F.negligible(metric, mean)),
                         t=t,
                         p=p,
                         d=d,
@@ -397,7 +407,9 @@ def plot_jobs(out: str, cfg: Config, summary: list[dict]) -> list[dict]:
 def format_tables(overall: list[dict], summary: list[dict], tests: list[dict]) -> str:
     """The tables a run prints (from :func:`summarise` and :func:`stat_tests`): every method's
     means over all conditions and those at noise 0.3, K = 4, each beside the published figures, and
-    the paired t-tests significant before correction (the 6 smallest p)."""
+    the paired t-tests significant before correction (the 6 smallest p), each difference first
+    (:func:`tokdyn.experiment.findings.paired_cell`), a difference below the metric's practical
+    threshold labelled negligible."""
     lines = [
         "Overall (mean over all conditions)  —  ours | published",
         f"{'method':<19}{'ARI':>15}{'NMI':>15}{'steps':>15}{'collapse':>13}",
@@ -428,16 +440,17 @@ def format_tables(overall: list[dict], summary: list[dict], tests: list[dict]) -
                 f"Paired t-tests: {dropped} pair(s) with a non-finite run on either side dropped (the tests "
                 "are over the remaining pairs).",
             ]
+        metric = tests[0]["metric"]
         lines += [
             "",
-            f"Paired t-tests of ARI vs baseline: {len(tests)} tests, {len(sig)} with p < 0.05 before "
-            f"correction, {sum(t['p_holm'] < 0.05 for t in tests)} after Holm.",
+            f"Paired t-tests of {metric.upper()} vs baseline: {len(tests)} tests, {len(sig)} with p < 0.05 before "
+            f"correction, {sum(t['p_holm'] < 0.05 for t in tests)} after Holm, "
+            f"{sum(t['p_holm'] < 0.05 and not t.get('negligible') for t in tests)} of them with a difference of "
+            f"at least {F.NEGLIGIBLE.get(metric, 0):g} (the practical threshold; smaller is negligible). "
+            "Δ: the mean difference (method − baseline) with its 95% interval over seeds.",
         ]
         for t in sorted(sig, key=lambda t: t["p"])[:6]:
-            lines.append(
-                f"  {t['method']:<19} noise {t['noise']:.1f} K={t['n_clusters']}: "
-                f"t={t['t']:.2f} p={t['p']:.3g} p_holm={t['p_holm']:.3g} d={t['d']:.2f}"
-            )
+            lines.append(f"  {t['method']:<19} noise {t['noise']:.1f} K={t['n_clusters']}: {F.paired_cell(t, 4)}")
         lines.append(
             "  (published: one significant before correction, inertia+repulsion at noise 0.3, K=4: p=0.017, d=0.46)"
         )
@@ -451,14 +464,18 @@ PUBLISHED_PRECISION = {"ari": 0.0005, "nmi": 0.0005, "steps": 0.005, "collapsed"
 # last digit printed in the published table
 
 
-def published_cell(values, published: float, precision: float) -> tuple[str, tuple]:
+BOUNDS = {"ari": F.SCORE, "nmi": F.SCORE, "collapsed": F.RATE, "steps": None}  # each metric's range
+
+
+def published_cell(values, published: float, precision: float, bounds=None) -> tuple[str, tuple]:
     """Verdict of one cell of the published table from per-seed ``values`` of our run: the
     published figure, as the interval ``published ± precision`` (its rounding), ``reproduced`` when
     it meets our 95% interval over seeds; ``refuted`` when it misses that interval widened by
     sqrt(2) about our mean (the interval of a difference between two means of as many seeds);
     ``open`` in between, or with fewer than :data:`~tokdyn.experiment.findings.BOOTSTRAP_SEEDS`
-    seeds. Returns the verdict and ``(mean, low, high, n)``."""
-    mean, low, high, n = F.seed_interval(values)
+    seeds. ``bounds``: the metric's range (:data:`BOUNDS`). Returns the verdict and ``(mean, low,
+    high, n)``."""
+    mean, low, high, n = F.seed_interval(values, bounds)
     if n < F.BOOTSTRAP_SEEDS or not np.isfinite(low):
         return "open", (mean, low, high, n)
     lo_p, hi_p = published - precision, published + precision
@@ -493,7 +510,9 @@ def published_findings(runs, published=None) -> list[Finding]:
             if metric not in runs or metric not in published[name]:
                 continue
             per_seed = F.per_seed(runs, method == name, metric)
-            v, (mean, low, high, n) = published_cell(per_seed, published[name][metric], PUBLISHED_PRECISION[metric])
+            v, (mean, low, high, n) = published_cell(
+                per_seed, published[name][metric], PUBLISHED_PRECISION[metric], BOUNDS[metric]
+            )
             group = "ari" if metric == "ari" else "other"
             digits = 2 if metric in ("steps", "collapsed") else 3
             rows[group].append(
@@ -520,6 +539,7 @@ def published_findings(runs, published=None) -> list[Finding]:
         header,
         rows["ari"],
         "token-dynamics",
+        min_seeds=F.BOOTSTRAP_SEEDS,
     )
     b = Finding(
         "1b",
@@ -533,6 +553,7 @@ def published_findings(runs, published=None) -> list[Finding]:
         header,
         rows["other"],
         "token-dynamics",
+        min_seeds=F.BOOTSTRAP_SEEDS,
     )
     return [a, b]
 

@@ -41,8 +41,10 @@ Afterwards (:func:`analyse`) the directory gets:
 - ``pareto.csv`` + ``plots/pareto.png``: the settings no other setting beats on both mean steps
   (fewer) and mean ARI (higher): the speed/quality trade-off the published study asked about;
 - ``plots/heatmap_*.png``: ARI and collapse rate over the first two rule axes;
-- ``report.md``: the best regimes found, with their intervals, and the conditions that had
-  non-finite runs marked (⚠) and counted; ``config.json`` (the stamp: the whole configuration and
+- ``report.md``: the best setting (chosen on one half of the seeds, estimated on the other;
+  settings with a non-finite run left out of it and of the Pareto front, and counted, unless
+  ``--best-over-nonfinite``), the best regimes found, with their intervals, and the conditions
+  that had non-finite runs marked (⚠) and counted; ``config.json`` (the stamp: the whole configuration and
   the tokdyn version, with the environment and the timings).
 
 Every list of conditions is a set: an axis that lists a value twice (``--noise 0.3,0.3``,
@@ -59,7 +61,8 @@ mix (``--method baseline,refinement,lloyd``), and ``--knob NAME=VALUES`` makes a
 ``DIR/groups/<i>-<name>`` with its own manifest and chunks (resumed and stamped like a sweep of one
 rule), all with the same root key and common random numbers; the analysis merges them into one
 summary / settings / pareto / report, and report.md compares each method's best setting with the
-first method's, paired by seed. ``--quick``: a small preset whose report.md says so in its first
+first method's, paired by seed on the held-out half of the seeds (the difference with its interval,
+t, p, Holm's p, d_z). ``--quick``: a small preset whose report.md says so in its first
 line.
 
 ``tokdyn plot heatmap DIR --x A --y B [--metric M] [--where axis=value]`` draws one metric of a

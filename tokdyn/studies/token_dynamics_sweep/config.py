@@ -72,6 +72,10 @@ class Config(_Axes):
         several separated by ';' (step_size=0.5,1;beta=linspace:0:1:3), VALUES in the syntax of
         the other axes; each applies to the rules of method that have that knob.
       preset: '' or 'quick' (set by --quick: a small grid and few seeds; report.md says so).
+      best_over_nonfinite: let settings with a non-finite run (NaN or inf: a run that blew up)
+        compete for the best setting and the Pareto front; by default they are excluded (report.md
+        says how many), since a setting's figures over the runs that stayed finite favour settings
+        that fail often.
     """
 
     seeds: int = 20
@@ -81,6 +85,7 @@ class Config(_Axes):
     rule_module: str = ""
     knob: str = ""
     preset: str = ""
+    best_over_nonfinite: bool = False
 
     @classmethod
     def quick(cls) -> "Config":
@@ -149,6 +154,8 @@ class Config(_Axes):
         _checks.seed("root_seed", self.root_seed)
         _checks.positive_int("chunk_size", self.chunk_size, minimum=0)
         _checks.positive_int("n_resamples", self.n_resamples)
+        if not isinstance(self.best_over_nonfinite, (bool, np.bool_)):
+            raise TypeError(f"best_over_nonfinite must be a bool, got {self.best_over_nonfinite!r}")
         if self.preset not in ("", "quick"):
             raise ValueError(f"preset must be '' or 'quick' (set by --quick), got {self.preset!r}")
         rules = self.rules()  # ValueError naming rule_module, before anything is traced

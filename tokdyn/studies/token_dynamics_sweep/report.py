@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from tokdyn import io
+from tokdyn.experiment import findings as F
 from tokdyn.experiment import runner
 from tokdyn.stats import figures, inference, summary
 from tokdyn.studies.token_dynamics_sweep.config import METRICS, SETTING_METRICS, Config, Group
@@ -82,7 +83,11 @@ def analysis(out: str, cfg: Config, *, seconds: float | None = None, top: int = 
       A :class:`tokdyn.experiment.runner.Result`: its ``tables`` to write (``summary.csv``: (C,)
       columns per condition; ``settings.csv``: (S,) per setting; ``pareto.csv``: the front's rows,
       fewest steps first; ``tables.json``), ``data`` (``cond``, ``tab``, ``report``: report.md's
-      text) and ``value`` ``{"best": row, "front": rows}``.
+      text, ``choice``: :func:`honest_best`) and ``value`` ``{"best": row, "front": rows,
+      "excluded": n}``: the best setting (chosen on one half of the seeds, its estimate on the
+      other in ``ari_heldout_*``, ``steps_heldout_*``; ``{}`` when no setting may be chosen), the
+      Pareto front, and the settings left out of both for a non-finite run (none with
+      ``cfg.best_over_nonfinite``).
     """
     # a run whose state blew up (a non-finite metric: its tokens left the floats) counts in no
     # figure: its collapse or ARI would be an artefact of the overflow, not of the dynamics
@@ -106,22 +111,32 @@ def analysis(out: str, cfg: Config, *, seconds: float | None = None, top: int = 
         )
     cond = merge_tables(conds, [k for k, _ in cfg.axes()], names)
     tab = merge_tables(tabs, by, names)
-    front = summary.pareto_front(tab["steps_mean"], tab["ari_mean"])
+    seed_values = _seed_values(out, cfg)
+    eligible = eligible_settings(tab, cfg)
+    tab["eligible"] = eligible
+    front = summary.pareto_front(
+        np.where(eligible, tab["steps_mean"], np.nan), np.where(eligible, tab["ari_mean"], np.nan)
+    )
     tab["on_front"] = front
     order = np.flatnonzero(front)[np.argsort(tab["steps_mean"][front], kind="stable")]
     front_rows = io.to_rows(tab, order)
-    ranked = np.argsort(-np.nan_to_num(tab["ari_mean"], nan=-np.inf), kind="stable")
-    best = io.to_rows(tab, ranked[:top])
-    paired = _paired_lines(out, cfg, tab, [len(t["nonfinite"]) for t in tabs])
+    score = np.where(eligible, np.nan_to_num(tab["ari_mean"], nan=-np.inf), -np.inf)
+    ranked = np.argsort(-score, kind="stable")
+    ranked = ranked[eligible[ranked]]  # the settings that may be best, best mean ARI first
+    choice = honest_best(seed_values, eligible, cfg, rows=np.arange(len(eligible)))
+    paired = _paired_lines(cfg, tab, seed_values, eligible)
     tables = {
         "summary.csv": cond,
         TABLES: lambda: tables_entry(out, "summary.csv"),
         "settings.csv": tab,
         "pareto.csv": {k: np.asarray(v)[order] for k, v in tab.items()},
     }
-    report = report_text(cfg, tab, ranked, front_rows, cond, seconds, top, paired)
+    report = report_text(cfg, tab, ranked, front_rows, cond, seconds, top, paired, choice)
+    best = dict(io.to_rows(tab, [choice["row"]])[0], **choice["estimate"]) if choice["row"] is not None else {}
     return runner.Result(
-        tables, data=dict(cond=cond, tab=tab, report=report), value=dict(best=best[0], front=front_rows)
+        tables,
+        data=dict(cond=cond, tab=tab, report=report, choice=choice),
+        value=dict(best=best, front=front_rows, excluded=int((~eligible).sum())),
     )
 
 
@@ -140,8 +155,9 @@ def analyse(out: str, cfg: Config, *, plots: bool = True, seconds: float | None 
       top: how many of the best settings report.md lists.
 
     Returns:
-      ``{"best": row, "front": rows}``: the setting with the best mean ARI and the Pareto front's
-      settings (rows of ``settings.csv`` as dicts).
+      ``{"best": row, "front": rows, "excluded": n}``, as :func:`analysis`' value: the best setting
+      (chosen on one half of the seeds, estimated on the other), the Pareto front's settings (rows
+      of ``settings.csv`` as dicts) and the number of settings left out of both.
     """
     result = analysis(out, cfg, seconds=seconds, top=top)
     for name, value in result.tables.items():
@@ -153,70 +169,181 @@ def analyse(out: str, cfg: Config, *, plots: bool = True, seconds: float | None 
     return result.value
 
 
-def _paired_lines(out: str, cfg: Config, tab: dict, sizes: list) -> list:
-    """report.md's paired comparison: each method's best setting (by mean ARI) against the first
-    method's, the difference per seed (each seed's mean over the data axes: common random numbers
-    pair them) with a 95% percentile bootstrap over seeds. ``sizes``: the settings of each group,
-    in ``tab``'s order. [] unless the sweep has two methods or more and two seeds or more."""
-    names = cfg.method_names()
-    if len(names) < 2 or cfg.seeds < 2:
-        return []
-    by = cfg.rule_axes()
-    values, starts = [], np.cumsum([0] + sizes)
+def _seed_values(out: str, cfg: Config) -> dict:
+    """Per setting (``settings.csv``'s rows, every group's in order) and seed: each seed's mean ARI
+    and steps over the data axes, ``{"ari": (S, seeds), "steps": (S, seeds)}`` (NaN where no run of
+    the cell stayed finite)."""
+    by, parts = cfg.rule_axes(), []
     for group in cfg.groups():  # (settings of the group, seeds) per metric, in setting_table's row order
-        values.append(
+        parts.append(
             summary.per_seed(
                 group.dir(out), [k for k in by if k in group.grid.names], ("ari", "steps"), require_finite=METRICS
             )[1]
         )
+    return {f: np.concatenate([np.asarray(p[f], np.float64) for p in parts]) for f in ("ari", "steps")}
 
-    def per_seed(row):
-        g = int(np.searchsorted(starts, row, side="right") - 1)
-        return {f: values[g][f][row - starts[g]] for f in ("ari", "steps")}
 
-    best = {}
-    for m in range(len(names)):
-        rows = np.flatnonzero(tab["method"] == m)
-        ari = np.nan_to_num(tab["ari_mean"][rows], nan=-np.inf)
-        best[m] = int(rows[np.argmax(ari)])
-    ref = per_seed(best[0])
+def eligible_settings(tab: dict, cfg: Config) -> np.ndarray:
+    """(S,) bool: the settings that may be the best setting and lie on the Pareto front: those
+    without a non-finite run (``tab["nonfinite"] == 0``), or every setting with
+    ``cfg.best_over_nonfinite``."""
+    nonfinite = np.asarray(tab["nonfinite"])
+    return np.ones(nonfinite.shape, bool) if cfg.best_over_nonfinite else nonfinite == 0
+
+
+def seed_halves(seeds: int) -> tuple:
+    """``(choose, estimate)``: the seed indices on which a best setting is chosen (the first half)
+    and those on which it is estimated (the rest); with fewer than 4 seeds both are all seeds (no
+    half holds 2 seeds: the best setting is chosen and estimated on the same seeds)."""
+    every = np.arange(seeds)
+    if seeds < 4:
+        return every, every
+    return every[: seeds // 2], every[seeds // 2 :]
+
+
+def honest_best(values: dict, eligible: np.ndarray, cfg: Config, rows) -> dict:
+    """The best of the settings ``rows`` by mean ARI, chosen on one half of the seeds and estimated
+    on the other (:func:`seed_halves`), among the ``eligible`` ones; so that its estimate is not
+    inflated by the choice among many settings.
+
+    Args:
+      values: :func:`_seed_values`' per-seed ARI and steps, (S, seeds) each.
+      eligible: (S,) bool, the settings that may be chosen (:func:`eligible_settings`).
+      cfg: the sweep's :class:`Config` (``seeds``, ``n_resamples``).
+      rows: the candidate settings (indices into S).
+
+    Returns:
+      ``{"row": the chosen setting (None when no eligible setting has a finite mean on the choosing
+      seeds), "choose": seed indices, "estimate": {"ari_heldout_mean", "ari_heldout_low",
+      "ari_heldout_high", "steps_heldout_mean", ..., "heldout_seeds"}, "split": whether the halves
+      differ}``: the estimate is the mean over the estimating seeds with a 95% percentile bootstrap.
+    """
+    choose, held = seed_halves(cfg.seeds)
+    rows = np.asarray(rows, np.int64)
+    rows = rows[eligible[rows]]
+    ari = values["ari"][rows][:, choose]
+    with np.errstate(invalid="ignore"):
+        means = np.where(np.isfinite(ari).any(1), np.nanmean(np.where(np.isfinite(ari), ari, np.nan), 1), -np.inf)
+    out = dict(row=None, choose=choose, held=held, split=len(choose) < cfg.seeds, estimate={})
+    if rows.size == 0 or not np.isfinite(means).any():
+        return out
+    row = int(rows[np.argmax(means)])
+    est = {}
+    for f in ("ari", "steps"):
+        v = values[f][row][held]
+        v = v[np.isfinite(v)]
+        lo = hi = float("nan")
+        if v.size >= 2 and not np.all(v == v[0]):
+            lo, hi = (float(x) for x in inference.bootstrap_ci(v, seed=0, n_resamples=cfg.n_resamples))
+        elif v.size >= 2:
+            lo = hi = float(v[0])
+        est.update(
+            {
+                f"{f}_heldout_mean": float(v.mean()) if v.size else float("nan"),
+                f"{f}_heldout_low": lo,
+                f"{f}_heldout_high": hi,
+            }
+        )
+    est["heldout_seeds"] = int(np.isfinite(values["ari"][row][held]).sum())
+    out.update(row=row, estimate=est)
+    return out
+
+
+def _paired_lines(cfg: Config, tab: dict, values: dict, eligible: np.ndarray) -> list:
+    """report.md's paired comparison: each method's best setting (by mean ARI on the choosing half
+    of the seeds, among its eligible settings: :func:`honest_best`) against the first method's, on
+    the other half, the difference per seed (each seed's mean over the data axes: common random
+    numbers pair them): the mean difference with a 95% percentile bootstrap over seeds, then the
+    paired t-test's t and p, Holm's p over every comparison of the table (ARI and steps), d_z, and
+    a difference below the metric's practical threshold
+    (:data:`tokdyn.experiment.findings.NEGLIGIBLE`) marked negligible. [] unless the sweep has two
+    methods or more and two seeds or more."""
+    names = cfg.method_names()
+    if len(names) < 2 or cfg.seeds < 2:
+        return []
+    by = cfg.rule_axes()
+    best = {m: honest_best(values, eligible, cfg, np.flatnonzero(tab["method"] == m)) for m in range(len(names))}
+    held = best[0]["held"]
+    split = best[0]["split"]
+    if best[0]["row"] is None:
+        return [
+            "",
+            f"## Paired by seed: each method's best setting against {names[0]}'s",
+            "",
+            f"{names[0]} has no eligible setting with a finite run: no comparison.",
+        ]
+    ref = {f: values[f][best[0]["row"]][held] for f in ("ari", "steps")}
+    tests = []
+    for m in range(1, len(names)):
+        if best[m]["row"] is None:
+            continue
+        for f in ("ari", "steps"):
+            d = values[f][best[m]["row"]][held] - ref[f]
+            d = d[np.isfinite(d)]
+            t = dict(method=m, metric=f, n=int(d.size), mean_diff=float(d.mean()) if d.size else float("nan"))
+            t["diff_low"] = t["diff_high"] = float("nan")
+            t["t"] = t["p"] = t["d"] = float("nan")
+            if d.size >= 2 and not np.all(d == d[0]):
+                lo, hi = inference.bootstrap_ci(d, seed=0, n_resamples=cfg.n_resamples)
+                t["diff_low"], t["diff_high"] = float(lo), float(hi)
+                res = inference.paired_ttest(d, np.zeros_like(d))
+                t["t"], t["p"] = float(res.statistic), float(res.pvalue)
+                t["d"] = float(inference.cohens_d(d, np.zeros_like(d)))
+            elif d.size >= 2:
+                t["diff_low"] = t["diff_high"] = float(d[0])
+            tests.append(t)
+    p = np.asarray([t["p"] for t in tests], np.float64)
+    holm = np.full(p.shape, np.nan)
+    if np.isfinite(p).any():
+        holm[np.isfinite(p)] = inference.holm(p[np.isfinite(p)])
+    for t, h in zip(tests, holm):
+        t["p_holm"] = float(h)
+    seeds_text = (
+        f"the other half of the seeds ({_seed_range(held)}; each best setting chosen on {_seed_range(best[0]['choose'])})"
+        if split
+        else "all seeds (too few to split: each best setting was chosen on the same seeds)"
+    )
     lines = [
         "",
         f"## Paired by seed: each method's best setting against {names[0]}'s",
         "",
-        f"Differences per seed (method minus {names[0]}, each seed's mean over the data axes: common random "
-        "numbers pair them), mean with a 95% percentile bootstrap over seeds; a seed where either side had no "
-        "finite run is dropped.",
+        f"{names[0]}'s best setting: {_label(io.to_rows(tab, [best[0]['row']])[0], by)}.",
         "",
-        "| method | best setting | ΔARI [95% CI] | Δsteps [95% CI] | seeds |",
+        f"Differences per seed (method minus {names[0]}, each seed's mean over the data axes: common random "
+        f"numbers pair them) on {seeds_text}; a seed where either side had no finite run is dropped. Each cell: "
+        "the mean difference Δ with its 95% percentile bootstrap over seeds, then the paired t-test's t and p, "
+        f"Holm's p over the {len(tests)} tests of this table, and d_z; a difference below the practical threshold "
+        f"(ARI {F.NEGLIGIBLE['ari']:g}, steps {F.NEGLIGIBLE['steps']:g}) is negligible whatever its p.",
+        "",
+        "| method | best setting | ARI | steps | seeds |",
         "|---|---|---|---|---|",
     ]
-    ref_row = io.to_rows(tab, [best[0]])[0]
-    lines.insert(3, f"{names[0]}'s best setting: {_label(ref_row, by)}.")
-    lines.insert(4, "")
     for m in range(1, len(names)):
-        mine = per_seed(best[m])
-        cells = []
-        for f, p in (("ari", 3), ("steps", 2)):
-            d = mine[f] - ref[f]
-            d = d[np.isfinite(d)]
-            if d.size >= 2:
-                lo, hi = inference.bootstrap_ci(d, seed=0, n_resamples=cfg.n_resamples)
-                cells.append(f"{d.mean():+.{p}f} [{lo:+.{p}f}, {hi:+.{p}f}]")
-            else:
-                cells.append(f"{d.mean():+.{p}f}" if d.size else "-")
-        n = int(np.sum(np.isfinite(mine["ari"] - ref["ari"])))
+        if best[m]["row"] is None:
+            lines.append(f"| {names[m]} | (no eligible setting) | - | - | 0 |")
+            continue
+        cells = {t["metric"]: F.paired_cell(t, 3 if t["metric"] == "ari" else 2) for t in tests if t["method"] == m}
+        n = next(t["n"] for t in tests if t["method"] == m and t["metric"] == "ari")
         lines.append(
-            f"| {names[m]} | {_label(io.to_rows(tab, [best[m]])[0], by)} | {cells[0]} | {cells[1]} | "
-            f"{n} of {cfg.seeds} |"
+            f"| {names[m]} | {_label(io.to_rows(tab, [best[m]['row']])[0], by)} | {cells['ari']} | {cells['steps']} | "
+            f"{n} of {len(held)} |"
         )
     return lines
 
 
-def report_text(cfg: Config, tab: dict, ranked, front_rows: list, cond: dict, seconds, top: int, paired=()) -> str:
-    """``report.md`` (without its final newline): the sweep, its best settings by mean ARI, the
-    Pareto front of steps against ARI, collapse, the best setting per data condition, the paired
-    comparison of the methods and the non-finite runs.
+def _seed_range(idx) -> str:
+    idx = np.asarray(idx)
+    return f"seed {idx[0]}" if idx.size == 1 else f"seeds {idx[0]}–{idx[-1]}"
+
+
+def report_text(
+    cfg: Config, tab: dict, ranked, front_rows: list, cond: dict, seconds, top: int, paired=(), choice=None
+) -> str:
+    """``report.md`` (without its final newline): the sweep, its best setting (chosen on one half
+    of the seeds, estimated on the other; the settings with a non-finite run excluded unless
+    ``cfg.best_over_nonfinite``, and counted), its best settings by mean ARI, the Pareto front of
+    steps against ARI, collapse, the best setting per data condition, the paired comparison of the
+    methods and the non-finite runs.
 
     Args:
       cfg: the sweep's :class:`Config`.
@@ -227,10 +354,13 @@ def report_text(cfg: Config, tab: dict, ranked, front_rows: list, cond: dict, se
       seconds: the sweep's time (None: not said).
       top: how many of the best settings to list.
       paired: the lines of the paired comparison of the methods (empty: none).
+      choice: :func:`honest_best` of every setting (None: no headline of the best setting).
     """
     by = cfg.rule_axes()
     n_runs = cfg.runs()
-    best = io.to_rows(tab, ranked[:1])[0]
+    eligible = np.asarray(tab.get("eligible", np.ones(len(tab["nonfinite"]), bool)))
+    n_out = int((~eligible).sum())
+    best = io.to_rows(tab, ranked[:1])[0] if len(ranked) else {k: float("nan") for k in tab}
     groups, names = cfg.groups(), cfg.method_names()
     if len(groups) == 1:
         runs = " x ".join(f"{k} ({len(v)})" for k, v in cfg.axes()) + f" x {cfg.seeds} seeds"
@@ -272,7 +402,13 @@ def report_text(cfg: Config, tab: dict, ranked, front_rows: list, cond: dict, se
         + "). Intervals are 95% percentile "
         "bootstraps over seeds (common random numbers: every setting saw the same data per seed).",
         "",
-        f"## Best regimes by mean ARI (top {min(top, len(ranked))} of {len(ranked)} settings)",
+        *_headline(cfg, tab, choice, n_out),
+        f"## Best regimes by mean ARI (top {min(top, len(ranked))} of {len(ranked)} settings"
+        + (f"; {n_out} with a non-finite run left out" if n_out else "")
+        + ")",
+        "",
+        "Means over all seeds: the top of this list is chosen and estimated on the same seeds, so its figures "
+        "are optimistic; the best setting's honest estimate is the one above.",
         "",
         "| setting | ARI [95% CI] | steps [95% CI] | collapse rate | converged | non-finite runs |",
         "|---|---|---|---|---|---|",
@@ -282,7 +418,7 @@ def report_text(cfg: Config, tab: dict, ranked, front_rows: list, cond: dict, se
             f"| {_label(r, by)} | {_ci(r, 'ari')} | {_ci(r, 'steps', 2)} | {r['collapsed_mean']:.3f} | "
             f"{r['converged_mean']:.3f} | {_flag(r['nonfinite'])} |"
         )
-    overlap = int(np.sum(tab["ari_high"] >= best["ari_low"]))
+    overlap = int(np.sum(eligible & (tab["ari_high"] >= best["ari_low"])))
     lines += [
         "",
         f"{overlap} setting(s) have an ARI interval reaching the best setting's lower bound "
@@ -292,13 +428,18 @@ def report_text(cfg: Config, tab: dict, ranked, front_rows: list, cond: dict, se
         "",
         "## Speed vs quality: the Pareto front (fewer steps, higher ARI)",
         "",
+        *(
+            [f"Over the {int(eligible.sum())} settings without a non-finite run ({n_out} left out).", ""]
+            if n_out
+            else []
+        ),
         "| setting | steps [95% CI] | ARI [95% CI] | collapse rate |",
         "|---|---|---|---|",
     ]
     for r in front_rows:
         lines.append(f"| {_label(r, by)} | {_ci(r, 'steps', 2)} | {_ci(r, 'ari')} | {r['collapsed_mean']:.3f} |")
     for delta in (0.01, 0.02, 0.05) if np.isfinite(best["ari_mean"]) else ():
-        ok = np.flatnonzero(tab["ari_mean"] >= best["ari_mean"] - delta)
+        ok = np.flatnonzero(eligible & (tab["ari_mean"] >= best["ari_mean"] - delta))
         fast = ok[np.argmin(tab["steps_mean"][ok])]
         r = io.to_rows(tab, [fast])[0]
         lines.append(
@@ -328,6 +469,8 @@ def report_text(cfg: Config, tab: dict, ranked, front_rows: list, cond: dict, se
         keys = np.stack([cond[a] for a in data_axes], 1)
         for key in np.unique(keys, axis=0):
             sel = np.flatnonzero(np.all(keys == key, 1))
+            if not cfg.best_over_nonfinite:  # a condition with a run that blew up is not a best one
+                sel = sel[cond["nonfinite"][sel] == 0] if (cond["nonfinite"][sel] == 0).any() else sel
             head = "| " + " | ".join(f"{v:g}" for v in key)
             if not np.isfinite(cond["ari_mean"][sel]).any():
                 flag = _flag(cond["nonfinite"][sel].sum())
@@ -343,6 +486,44 @@ def report_text(cfg: Config, tab: dict, ranked, front_rows: list, cond: dict, se
     lines += list(paired)
     lines += ["", "## Non-finite runs (NaN or inf)", ""] + _nonfinite_lines(cfg, cond)
     return "\n".join(lines)
+
+
+def _headline(cfg: Config, tab: dict, choice, n_out: int) -> list:
+    """report.md's first statement of the best setting: chosen on one half of the seeds, estimated on
+    the other, and how many settings were left out of the choice and why."""
+    if choice is None:
+        return []
+    by = cfg.rule_axes()
+    why = (
+        f"Left out of the best setting and the Pareto front: {n_out} of {len(tab['nonfinite'])} settings, "
+        "each with a non-finite run (NaN or inf: a run that blew up; `--best-over-nonfinite` lets them compete). "
+        if n_out
+        else (
+            "Every setting competed (`--best-over-nonfinite`), those with non-finite runs included. "
+            if cfg.best_over_nonfinite and int(np.sum(tab["nonfinite"]))
+            else ""
+        )
+    )
+    if choice["row"] is None:
+        return ["## Best setting", "", why + "No setting may be chosen: none has a finite run.", ""]
+    r, e = io.to_rows(tab, [choice["row"]])[0], choice["estimate"]
+    how = (
+        f"chosen by its mean ARI on {_seed_range(choice['choose'])} and estimated on {_seed_range(choice['held'])} "
+        f"({e['heldout_seeds']} seeds), so that the choice among {int(np.sum(tab.get('eligible', 1)))} settings "
+        "does not inflate its estimate"
+        if choice["split"]
+        else f"chosen and estimated on the same {cfg.seeds} seeds (too few to split them; its estimate is optimistic)"
+    )
+    return [
+        "## Best setting",
+        "",
+        f"**{_label(r, by)}**: ARI {_held(e, 'ari')}, steps {_held(e, 'steps', 2)}; {how}. " + why,
+        "",
+    ]
+
+
+def _held(e: dict, f: str, p: int = 3) -> str:
+    return F.interval(e[f + "_heldout_mean"], e[f + "_heldout_low"], e[f + "_heldout_high"], p)
 
 
 def _flag(n) -> str:
@@ -387,8 +568,23 @@ def _nonfinite_lines(cfg: Config, cond: dict, shown: int = 20) -> list:
 def printed(cfg: Config, result: runner.Result, report: str) -> str:
     """The lines a run prints at its end: the time taken, the best setting, the Pareto front."""
     t, b = result.data["timings"], result.value["best"]
+    choice, n_out = result.data.get("choice") or {}, result.value.get("excluded", 0)
+    excluded = (
+        f" ({n_out} setting(s) with a non-finite run left out of the best setting and the Pareto front)"
+        if n_out
+        else ""
+    )
+    if b:
+        where = (
+            f"chosen on {_seed_range(choice['choose'])}, estimated on {_seed_range(choice['held'])}"
+            if choice.get("split")
+            else "chosen and estimated on the same seeds"
+        )
+        best = f"best mean ARI: {_label(b, cfg.rule_axes())}: ARI {_held(b, 'ari')}, steps {_held(b, 'steps', 2)} ({where})"
+    else:
+        best = "best mean ARI: none (no setting without a non-finite run)"
     return (
         f"{cfg.runs():,} runs in {t['sweep_s']:.1f} s; analysis in {t['analyse_s']:.1f} s\n"
-        f"best mean ARI: {_label(b, cfg.rule_axes())}: ARI {_ci(b, 'ari')}, steps {_ci(b, 'steps', 2)}\n"
+        f"{best}{excluded}\n"
         f"Pareto front: {len(result.value['front'])} settings; see {os.path.join(result.data['out'], 'report.md')}"
     )

@@ -202,6 +202,8 @@ def summary(cfg: Config, result: runner.Result) -> str:
     lines = [
         "## Identity (means over seeds, 95% intervals)",
         "",
+        F.INTERVALS + ".",
+        "",
         "| scenario | condition | video FG-ARI | per-frame FG-ARI | switches / chance | persistence | "
         "collapsed frames |",
         "|---|---|---|---|---|---|---|",
@@ -225,11 +227,7 @@ def summary(cfg: Config, result: runner.Result) -> str:
     ]
     sig = [t for t in result.data["tests"] if np.isfinite(t["p_holm"]) and t["p_holm"] < 0.05]
     lines += ["", f"## Paired tests: {len(sig)} of {len(result.data['tests'])} significant after Holm", ""]
-    lines += [
-        f"- {t['scenario']} {t['metric']}: {t['condition']} - {t['baseline']} = {t['mean_diff']:+.3f} "
-        f"(t={t['t']:.2f}, p_holm={t['p_holm']:.3g}, d={t['d']:.2f})"
-        for t in sig
-    ]
+    lines += [f"- {t['scenario']} {t['metric']}: {t['condition']} - {t['baseline']}: {F.paired_cell(t)}" for t in sig]
     if cfg.learned:
         curve = result.data["curve"]
         lines += [

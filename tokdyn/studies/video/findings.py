@@ -14,6 +14,10 @@ from tokdyn.studies.video.tables import paired, seed_values
 
 ARI_MARGIN = 0.02  # findings: an identity difference smaller than this is no difference
 COLLAPSE_MARGIN = 0.05  # findings: a collapse-rate rise smaller than this is no rise
+MIN_EVIDENCE = 10  # findings V1-V4: the fewest seeds that may decide one (the quick preset's 3 never do)
+LEARNED_EVIDENCE = 3  # V5, V6: the fewest learned seeds (trained models per predictor) that may decide one
+ARI_DIFF = F.difference_bounds(F.SCORE)  # the range of a difference of two FG-ARIs
+RATE_DIFF = F.difference_bounds(F.RATE)  # of two rates
 
 
 def _diff(table, scenario, a, b, name):
@@ -28,10 +32,11 @@ def _diff(table, scenario, a, b, name):
     return (x - y)[np.isfinite(x) & np.isfinite(y)]
 
 
-def _above(values, margin) -> tuple:
-    """``(verdict, (mean, low, high, n))``: reproduced when the interval lies above ``margin``,
-    refuted when it lies below it, open when it holds it or has fewer than MIN_SEEDS seeds."""
-    m, lo, hi, n = F.seed_interval(values)
+def _above(values, margin, bounds=ARI_DIFF) -> tuple:
+    """``(verdict, (mean, low, high, n))``: reproduced when the interval (of a difference whose
+    range is ``bounds``) lies above ``margin``, refuted when it lies below it, open when it holds it
+    or has fewer than MIN_SEEDS seeds."""
+    m, lo, hi, n = F.seed_interval(values, bounds)
     if n < F.MIN_SEEDS or not (np.isfinite(lo) and np.isfinite(hi)):
         return "open", (m, lo, hi, n)
     return ("reproduced" if lo > margin else "refuted" if hi < margin else "open"), (m, lo, hi, n)
@@ -48,9 +53,10 @@ def verdicts(table) -> list:
         f"than {ARI_MARGIN}.",
         "issue 44: token dynamics through time (SAVi-style carried slots)",
         f"Per seed, video FG-ARI of carry minus reinit (paired, occlusion scenario); 95% interval over "
-        f"seeds (at least {F.MIN_SEEDS}): reproduced when it lies above {ARI_MARGIN}, refuted when below, "
+        f"seeds (at least {MIN_EVIDENCE} seeds decide it): reproduced when it lies above {ARI_MARGIN}, refuted when below, "
         "open otherwise.",
         study=STUDY,
+        min_seeds=MIN_EVIDENCE,
     )
     v2 = F.Finding(
         "V2",
@@ -62,6 +68,7 @@ def verdicts(table) -> list:
         f"intervals: reproduced when one lies above {ARI_MARGIN}, refuted when every one lies below it, "
         "open otherwise.",
         study=STUDY,
+        min_seeds=MIN_EVIDENCE,
         header=("condition", "difference to carry"),
     )
     v3 = F.Finding(
@@ -75,6 +82,7 @@ def verdicts(table) -> list:
         f"objects leaving (occlusion, collisions); 95% intervals: reproduced when every scenario's lies "
         f"above {COLLAPSE_MARGIN}, refuted when one lies below it, open otherwise.",
         study=STUDY,
+        min_seeds=MIN_EVIDENCE,
         header=("scenario", "overlap - calm"),
     )
     v4 = F.Finding(
@@ -87,6 +95,7 @@ def verdicts(table) -> list:
         f"(leaving scenario); 95% interval: reproduced when it lies above {COLLAPSE_MARGIN}, refuted "
         "when below, open otherwise.",
         study=STUDY,
+        min_seeds=MIN_EVIDENCE,
     )
     if not table:
         return [v1, v2, v3, v4, *learned_verdicts(table)]
@@ -117,7 +126,7 @@ def verdicts(table) -> list:
     crossing = [sc for sc in ("occlusion", "collisions") if sc in scen]
     if crossing and "carry" in conds:
         units = [
-            (sc, *_above(_diff(table, sc, "carry", "carry", ("rate_overlap", "rate_calm")), COLLAPSE_MARGIN))
+            (sc, *_above(_diff(table, sc, "carry", "carry", ("rate_overlap", "rate_calm")), COLLAPSE_MARGIN, RATE_DIFF))
             for sc in crossing
         ]
         vs = [u[1] for u in units]
@@ -134,7 +143,7 @@ def verdicts(table) -> list:
         out.append(dataclasses.replace(v3, basis="no scenario without leaving ran with carry"))
     if "leaving" in scen and "carry" in conds:
         d = _diff(table, "leaving", "carry", "carry", ("rate_out", "rate_calm"))
-        v, s = _above(d, COLLAPSE_MARGIN)
+        v, s = _above(d, COLLAPSE_MARGIN, RATE_DIFF)
         out.append(dataclasses.replace(v4, verdict=v, basis=f"out - calm {F.interval(*s[:3])} over {s[3]} seeds"))
     else:
         out.append(dataclasses.replace(v4, basis="the leaving scenario did not run with carry"))
@@ -150,7 +159,7 @@ def learned_verdicts(table) -> list:
     with a basis that says so when its learned conditions did not run."""
     sc = "occlusion"
     rule = (
-        f"95% intervals over seeds (at least {F.MIN_SEEDS}; seed s: learned model s and seed s's test videos, the "
+        f"95% intervals over seeds (at least {LEARNED_EVIDENCE} learned seeds decide it, the default's; seed s: learned model s and seed s's test videos, the "
         f"same videos for both sides): reproduced when one predictor's lies above {ARI_MARGIN}, refuted when "
         "every one lies below it, open otherwise."
     )
@@ -169,6 +178,7 @@ def learned_verdicts(table) -> list:
         + " savi-none is listed as a control, not judged. The per-frame FG-ARI difference is "
         "listed beside it: how much of the gain is segmentation rather than identity.",
         study=STUDY,
+        min_seeds=LEARNED_EVIDENCE,
         header=("condition", "video FG-ARI - best fixed", "per-frame FG-ARI - best fixed", "verdict"),
     )
     v6 = F.Finding(
@@ -181,6 +191,7 @@ def learned_verdicts(table) -> list:
         "seed share their initial autoencoder, their batches and their test videos), "
         f"{sc} scenario; " + rule,
         study=STUDY,
+        min_seeds=LEARNED_EVIDENCE,
         header=("condition", "video FG-ARI - savi-none", "per-frame FG-ARI - savi-none", "verdict"),
     )
     if not table:
@@ -197,7 +208,7 @@ def learned_verdicts(table) -> list:
         rows, vs = [], []
         for c in listed:
             v, st = _above(_diff(table, sc, c, base, "video_ari"), ARI_MARGIN)
-            fr = F.seed_interval(_diff(table, sc, c, base, "frame_ari"))
+            fr = F.seed_interval(_diff(table, sc, c, base, "frame_ari"), ARI_DIFF)
             control = not c.endswith(PREDICTING)
             rows.append([c, F.interval(*st[:3]), F.interval(*fr[:3]), "control" if control else v])
             if not control:

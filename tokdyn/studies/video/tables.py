@@ -14,6 +14,9 @@ from tokdyn.studies.video.config import Config
 from tokdyn.studies.video.scoring import CLASSES
 
 SCORES = ("video_ari", "frame_ari", "switch_rate", "persistence", "collapse")  # the per-seed scores compared
+# each score's range, so that its interval over seeds stays inside it (None: unbounded; switches
+# per chance can exceed 1)
+BOUNDS = {"video_ari": F.SCORE, "frame_ari": F.SCORE, "switch_rate": None, "persistence": F.RATE, "collapse": F.RATE}
 
 
 def _rate(table, cls):
@@ -72,13 +75,15 @@ def paired(table, scenario, a, name_a, b, name_b):
 
 
 def metric_rows(cfg: Config, runs: dict) -> list:
-    """Per scenario x condition: each score's mean and 95% interval over seeds."""
+    """Per scenario x condition: each score's mean and 95% interval over seeds
+    (:func:`tokdyn.experiment.findings.seed_interval` within the score's range, :data:`BOUNDS`; NaN
+    bounds with fewer than ``MIN_SEEDS`` seeds)."""
     rows = []
     for sc in cfg.scenarios:
         for cond in cfg.all_conditions:
             row = dict(scenario=sc, condition=cond)
             for name in SCORES:
-                m, lo, hi, n = F.seed_interval(seed_values(runs, sc, cond, name))
+                m, lo, hi, n = F.seed_interval(seed_values(runs, sc, cond, name), BOUNDS[name])
                 row.update({name: m, f"{name}_low": lo, f"{name}_high": hi})
             row["seeds"] = n
             rows.append(row)
@@ -93,7 +98,7 @@ def collapse_rows(cfg: Config, runs: dict) -> list:
         for cond in cfg.all_conditions:
             row = dict(scenario=sc, condition=cond)
             for cls in CLASSES:
-                m, lo, hi, n = F.seed_interval(seed_values(runs, sc, cond, f"rate_{cls}"))
+                m, lo, hi, n = F.seed_interval(seed_values(runs, sc, cond, f"rate_{cls}"), F.RATE)
                 row.update(
                     {
                         cls: m,
@@ -110,7 +115,9 @@ def collapse_rows(cfg: Config, runs: dict) -> list:
 def test_rows(cfg: Config, runs: dict) -> list:
     """Paired t-tests (pairs: seeds) of every condition (learned ones included, over their seeds)
     against ``reinit`` and of every constrained or learned condition against ``carry``, per scenario
-    and score; Holm over the whole family."""
+    and score: the mean difference with its 95% interval over seeds (``diff_low``, ``diff_high``),
+    t, p, Holm over the whole family, d_z, and ``negligible`` (the difference below the score's
+    practical threshold, :data:`tokdyn.experiment.findings.NEGLIGIBLE`)."""
     tests = []
     for sc in cfg.scenarios:
         for name in SCORES:
@@ -128,6 +135,8 @@ def test_rows(cfg: Config, runs: dict) -> list:
                         t, p, d = float(res.statistic), float(res.pvalue), float(stats.cohens_d(a, b))
                     else:
                         t = p = d = float("nan")
+                    bounds = BOUNDS[name] and F.difference_bounds(BOUNDS[name])
+                    mean, lo, hi, _ = F.seed_interval(a - b, bounds)
                     tests.append(
                         dict(
                             scenario=sc,
@@ -135,7 +144,10 @@ def test_rows(cfg: Config, runs: dict) -> list:
                             condition=cond,
                             baseline=base,
                             n=int(a.size),
-                            mean_diff=float(np.mean(a - b)) if a.size else float("nan"),
+                            mean_diff=mean,
+                            diff_low=lo,
+                            diff_high=hi,
+                            negligible=bool(F.negligible(name, mean)),
                             t=t,
                             p=p,
                             d=d,

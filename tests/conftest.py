@@ -96,15 +96,47 @@ def fast_children(monkeypatch):
     monkeypatch.setattr(killing, "env", killing.fast_env)
 
 
-def assert_same_floats(actual, desired, err_msg=""):
-    """Equal up to float32 rounding (rtol = atol = 1e-6), under every compiler setting: for the same
-    quantity computed by two different programs, or by two computations inside one program, which
-    XLA may fuse differently (a multiply-add fused in one and not in the other), and whose rounding
-    also depends on the CPU's instruction set. Never bit-identity: that is asserted only between
-    runs of the same program (chunk sizes, device counts, batch orders, resumes)."""
+EPS32 = 2.0**-23  # float32's machine epsilon (the spacing of float32 numbers in [1, 2))
+ATOL32 = 1e-6  # about 8 float32 rounding units (8.4 * EPS32) at magnitude 1
+
+
+def scale_of(*operands) -> float:
+    """The magnitude a float32 result inherits its rounding from: the largest absolute value among
+    the arrays (or numbers) it was computed from, and at least 1 (a tolerance is never tighter than
+    ``ATOL32``). NaN and infinities are left out (equal_nan and exact infinities are checked apart)."""
     import numpy as np
 
-    np.testing.assert_allclose(actual, desired, rtol=1e-6, atol=1e-6, err_msg=err_msg)
+    biggest = 1.0
+    for a in operands:
+        a = np.abs(np.asarray(a, np.float64))
+        a = a[np.isfinite(a)]
+        if a.size:
+            biggest = max(biggest, float(a.max()))
+    return biggest
+
+
+def f32_atol(*operands, ulps: float = 8.4) -> float:
+    """The absolute tolerance of a float32 quantity computed from ``operands`` by two different
+    programs (or compiled two ways): ``ulps`` rounding units at the operands' magnitude,
+    ``ulps * EPS32 * scale_of(*operands)``. A difference of two rounded numbers (a displacement, a
+    step) carries the rounding of the numbers it is taken from, not of its own size: pass those."""
+    return ulps * EPS32 * scale_of(*operands)
+
+
+def assert_same_floats(actual, desired, err_msg="", *, operands=(), ulps: float = 8.4):
+    """Equal up to float32 rounding, under every compiler setting and CPU: for the same quantity
+    computed by two different programs, or by two computations inside one program, which XLA may
+    fuse differently (a multiply-add fused in one and not in the other), and whose rounding also
+    depends on the CPU's instruction set. The tolerance scales with the magnitudes involved:
+    rtol = 1e-6 and atol = ``f32_atol(desired, *operands)`` (8.4 rounding units at the largest of
+    the compared values and of ``operands``, the numbers the compared quantity was computed from:
+    pass them for a difference such as a displacement, whose rounding is theirs). Never
+    bit-identity: that is asserted only between runs of the same program (chunk sizes, device
+    counts, batch orders, resumes)."""
+    import numpy as np
+
+    atol = f32_atol(desired, *operands, ulps=ulps)
+    np.testing.assert_allclose(actual, desired, rtol=1e-6, atol=atol, err_msg=err_msg)
 
 
 def child_env(**extra) -> dict:

@@ -78,7 +78,7 @@ def test_same_clusters_with_x64_enabled():
     assert x64.x.dtype == np.float32
     # two programs (traced with and without x64): the same points up to float32 rounding; the labels
     # are integers
-    np.testing.assert_allclose(np.asarray(x64.x), np.asarray(x32.x), rtol=1e-6, atol=1e-6)
+    assert_same_floats(x64.x, x32.x)  # float32 rounding at the points' magnitude
     np.testing.assert_array_equal(np.asarray(x64.labels), np.asarray(x32.labels))
 
 
@@ -96,7 +96,9 @@ def test_draw_then_clusters_equals_gaussian_clusters(centers):
         # bit cast to [1, 2) minus 1, times 1, plus 0: no rounding anywhere), so these stay exact
         for f in ("labels", "mask", "init_noise"):
             np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
-        np.testing.assert_allclose(a.x, b.x, rtol=2.5e-7, atol=1e-7)  # a multiply-add fused or not
+        # a multiply-add (centre + noise * z) fused or not: rounding at the magnitude of the centres
+        # (their box, at most: the scale), not of the point, which may lie near 0
+        assert_same_floats(a.x, b.x, operands=(box, draw.centers))
 
 
 def test_clusters_from_draw_refuses_bad_input():

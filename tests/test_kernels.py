@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec
 
-from conftest import jax_compilations
+from conftest import assert_same_floats, jax_compilations
 from tokdyn import _checks, analysis, data, dynamics, metrics
 
 
@@ -117,9 +117,7 @@ def test_point_cloud_shapes_and_statistics():
     # cluster shapes are gaussian_clusters with equal clusters: the same points
     c = data.gaussian_clusters(jax.random.key(2), 3, points_per_cluster=40, dim=2, noise=0.7, center_box=3.0)
     # two programs (point_cloud compiles its own): equal up to float32 rounding, not bit for bit
-    np.testing.assert_allclose(
-        np.asarray(data.point_cloud(jax.random.key(2), "blobs2", 120, 0.7)), np.asarray(c.x), rtol=1e-6, atol=1e-6
-    )
+    assert_same_floats(data.point_cloud(jax.random.key(2), "blobs2", 120, 0.7), c.x)
     with pytest.raises(ValueError, match="multiple of 4"):
         data.point_cloud(jax.random.key(0), "blobs8", 10)
     with pytest.raises(ValueError, match="shape must be one of"):

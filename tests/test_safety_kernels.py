@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from conftest import jax_compilations
+from conftest import assert_same_floats, jax_compilations
 from tokdyn import cli, data, dynamics, metrics
 from tokdyn.engine.runs import MAX_ELEMENTS, ClusterRun, RunStructure
 
@@ -240,7 +240,8 @@ def test_case6_bfloat16_like_float16(dtype):
         ts = jnp.asarray(t0, dtype) if as_jax else t0.astype(dtype)
         r = dynamics.run(xs, ts, dynamics.Hparams(temperature=0.5))
         assert r.tokens.dtype == jnp.float32  # computed in float32, whatever the half type
-        np.testing.assert_array_equal(np.asarray(r.tokens), np.asarray(ref.tokens))
+        # another input dtype is another program (a conversion XLA may fuse): float32 rounding
+        assert_same_floats(r.tokens, ref.tokens)
         np.testing.assert_array_equal(np.asarray(r.labels), np.asarray(ref.labels))
         np.testing.assert_array_equal(np.asarray(dynamics.hard_labels(xs, ts)), _nearest(x, t0))
         np.testing.assert_allclose(
@@ -304,7 +305,7 @@ def test_case6_traced_n_clusters_beyond_max():
         assert np.isnan(np.asarray(c.x)).all(), k  # not 5 (or 0) clusters that look like a result
     host = data.gaussian_clusters(key, 3, **kw)
     c = f(jnp.int32(3))
-    np.testing.assert_array_equal(np.asarray(c.x), np.asarray(host.x))
+    assert_same_floats(c.x, host.x)  # a traced count against a static one: two programs
     np.testing.assert_array_equal(np.asarray(c.mask), np.arange(20) < 12)
     draw = data.cluster_draw(key, max_clusters=5, points_per_cluster=4, dim=2)
     g = jax.jit(lambda k: data.clusters_from_draw(draw, k))

@@ -1,0 +1,178 @@
+"""The training rows: each learned model's optimiser step through ``tokdyn.train.train_many`` (the
+package's strategy for the backend), vmapped over seeds, in model-steps/s, and its share of the
+bound: XLA's cost analysis of one model's step (``jax.jit(step).lower(...).compile()
+.cost_analysis()``: flops and bytes accessed) times the seeds, against the larger of flops over
+the float32 GEMM rate at the row's matmul precision and bytes over the copy bandwidth
+(``work.model_bound``). Seeds: 1, 8, 64 on a CPU; 1, 64, 1,024 on an accelerator (4,096 for the
+visual-token autoencoder); ``--seeds`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import numpy as np
+
+import work
+from rows.base import Suite, cost_of
+
+
+def _train_rate(trainer, pool, keys, hp, strategy, calls, batch_size=None):
+    from tokdyn import train
+
+    stamps = [time.perf_counter()]
+    execution = train.Execution(strategy, batch_size=batch_size, vectorised_init=strategy != "loop")
+    train.train_many(
+        trainer,
+        pool,
+        keys,
+        hp,
+        max_calls=calls + 1,
+        execution=execution,
+        on_log=lambda step, logs: stamps.append(time.perf_counter()),
+    )
+    dt = np.diff(stamps[1:])
+    return dt.min(), float(np.median(dt)), stamps[1] - stamps[0]
+
+
+def learned_models(s: Suite, n_models: int):
+    """name -> (trainer, pool, keys, hparams, strategy, steps per call): each learned model of the
+    studies, ``n_models`` models, at the study's sizes (tiny ones with --smoke)."""
+    from tokdyn import train
+    from tokdyn.experiment import reasoners
+    from tokdyn.models import sequence as G
+    from tokdyn.models import slots, vtae
+    from tokdyn.models.latent import training as LT
+    from tokdyn.studies import grid_diffusion
+    from tokdyn.studies import object_discovery
+
+    smoke, backend = s.args.smoke, jax.default_backend()
+    k = 2 if smoke else 10  # steps per call (one timed interval)
+    out = {}
+
+    def latent():
+        tc = reasoners.Config().training
+        if smoke:
+            tc = dataclasses.replace(tc, width=16, depth=1, heads=2, batch_size=8)
+        tc = dataclasses.replace(
+            tc,
+            seeds=n_models,
+            n_train=512 if smoke else 20_000,
+            n_val=8,
+            n_test=8,
+            train=dataclasses.replace(tc.train, steps=k * 1000, steps_per_call=k),
+        )
+        keys, hp = LT.models(tc)
+        return LT.trainer(tc, "latent"), LT.data(tc).train, keys, hp, "scan", k
+
+    def slot_attention():
+        cfg = object_discovery.Config.quick() if smoke else object_discovery.Config()
+        sc = cfg.slot_config("slot_attention")
+        sc = dataclasses.replace(
+            sc, train=dataclasses.replace(sc.train, steps=k * 1000, steps_per_call=k), seeds=n_models
+        )
+        if smoke:
+            sc = dataclasses.replace(sc, batch_size=4)
+        pool = object_discovery.split(dataclasses.replace(cfg, n_train=64 if smoke else 512), "train").images
+        keys, hp = slots.models(sc)
+        return slots.trainer(sc), pool, keys, hp, slots.default_strategy(backend), k
+
+    def autoencoder():
+        cfg = vtae.Config(
+            vocab_size=5,
+            grid=3,
+            colours=2,
+            mode="gumbel_st",
+            hidden=32,
+            batch_size=16,
+            train=dataclasses.replace(vtae.Config().train, steps=k * 1000, steps_per_call=k),
+        )
+        keys = jax.random.split(jax.random.key(0), n_models)
+        hp = train.broadcast(vtae.Hparams(), n_models)
+        return vtae.trainer(cfg), vtae.inputs(cfg), keys, hp, "scan", k
+
+    def diffusion():
+        st = grid_diffusion.Config()
+        cfg = st.model("grid_d3pm_absorbing", "sequence")
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=k * 1000, steps_per_call=k, warmup=1))
+        if smoke:
+            cfg = dataclasses.replace(cfg, width=16, depth=1, batch_size=8)
+        seqs = jax.random.randint(jax.random.key(3), (512, *cfg.sample_shape), 0, cfg.colours)
+        keys, hp = train.grid(jax.random.split(jax.random.key(0), n_models), G.Hparams(learning_rate=2e-3, lam=0.01))
+        return G.trainer(cfg), G.inputs(cfg, seqs), keys, hp, "scan", k
+
+    out["Slot Attention (scenes study)"] = slot_attention
+    out["latent reasoner (latent variant)"] = latent
+    out["grid diffusion (D3PM absorbing)"] = diffusion
+    out["visual-token autoencoder"] = autoencoder
+    return out
+
+
+def seeds_for(s: Suite, name: str) -> list[int]:
+    """The seed counts of a model's rows (module docstring)."""
+    if s.args.seeds:
+        return [int(v) for v in s.args.seeds.split(",")]
+    if s.args.smoke:
+        return [2]
+    if s.accelerator:
+        return [1, 64, 4096] if "autoencoder" in name else [1, 64, 1024]
+    return [1, 8, 64]
+
+
+def step_cost(trainer, pool, keys, hp) -> dict:
+    """XLA's cost analysis of one model's optimiser step (flops, bytes accessed)."""
+    from tokdyn import train
+
+    state, run_keys = train.init_states(trainer, keys[:1], jax.tree_util.tree_map(lambda a: a[:1], hp))
+    state1 = jax.tree_util.tree_map(lambda a: a[0], state)
+    compiled = jax.jit(train.make_step(trainer)).lower(state1, pool, run_keys[0]).compile()
+    return cost_of(compiled)
+
+
+def run(s: Suite):
+    """Every training row (module docstring)."""
+    calls = 2 if s.args.smoke else s.args.repeats
+    names = list(learned_models(s, 1))
+    if s.args.models:
+        words = [w.strip().lower() for w in s.args.models.split(",") if w.strip()]
+        names = [n for n in names if any(w in n.lower() for w in words)]
+    costs = {}
+    for name in names:
+        seeds = seeds_for(s, name)
+        for m in seeds:
+            precisions = ["highest"]
+            if s.accelerator and m == seeds[-1] and name.startswith(("latent", "Slot")):
+                precisions.append("default")  # what TF32 changes
+            for prec in precisions:
+
+                def one(name=name, m=m, prec=prec):
+                    tr, pool, keys, hp, strategy, k = learned_models(s, m)[name]()
+                    with jax.default_matmul_precision(prec):
+                        if (name, prec) not in costs:
+                            costs[name, prec] = step_cost(tr, pool, keys, hp)
+                        best, med, first = _train_rate(tr, pool, keys, hp, strategy, calls)
+                    cost = costs[name, prec]
+                    rate = m * k / med
+                    extra = {}
+                    if cost.get("xla_flops", 0) > 0:
+                        b = work.model_bound(cost["xla_flops"], cost.get("xla_bytes", 0.0), s.ceil, prec)
+                        extra = dict(
+                            flops_per_step=cost["xla_flops"],
+                            bytes_per_step=cost.get("xla_bytes"),
+                            binding=b["binding"],
+                            of_bound=rate * b["seconds"],
+                            bound_steps_per_s=1.0 / b["seconds"] if b["seconds"] > 0 else float("nan"),
+                        )
+                    return dict(
+                        size=f"{m} model(s) x {k} steps per call",
+                        unit="model-steps/s",
+                        best=m * k / best,
+                        median=m * k / med,
+                        compile_s=max(first - med, 0.0),
+                        strategy=strategy,
+                        precision=prec,
+                        **extra,
+                    )
+
+                s.row("training", f"{name}, {m} seed(s)" + (", TF32" if prec == "default" else ""), one)

@@ -118,6 +118,9 @@ def test_smoke_runs_every_step_and_row(tmp_path):
     for r in rows:
         if r["section"] == "peers" and r["status"].startswith("skipped (PyTorch"):
             continue
+        if r["status"].startswith("skipped (smoke"):
+            assert r["section"] == "dynamics", r  # the variants whose code the smoke run runs elsewhere
+            continue
         assert r["status"] == "ok", r
         assert r["commit"] and r["device"]
         if "median" in r:

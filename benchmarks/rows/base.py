@@ -94,11 +94,14 @@ class Suite:
         )
         return row
 
-    def row(self, section, name, fn, *, always=False):
-        """Run ``fn() -> dict`` as one row: skipped past the budget (unless ``always``), an error
-        recorded (never lost)."""
+    def row(self, section, name, fn, *, always=False, smoke=True):
+        """Run ``fn() -> dict`` as one row: skipped past the budget (unless ``always``), skipped
+        with ``--smoke`` when ``smoke`` is False (a row whose code another row of the smoke run
+        already runs, at another size or setting), an error recorded (never lost)."""
         if self.args.rows and not re.search(self.args.rows, f"{section} | {name}"):
             return self.add(section, name, status="skipped (--rows)")
+        if self.args.smoke and not smoke:
+            return self.add(section, name, status="skipped (smoke: its code runs in another row)")
         if self.over_budget() and not always:
             return self.add(section, name, status="skipped (budget)")
         try:

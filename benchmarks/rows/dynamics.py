@@ -71,11 +71,13 @@ def runs_row(
     precision=None,
     pallas=False,
     study=False,
+    ari=True,
 ):
     """``(outputs, row)``: ``call()`` returns the outputs of ``n`` runs; the row holds its rate
-    (median and best of the repetitions, compile excluded), mean steps and ARI, and its place
-    against the roofline (``valid``: mean valid points per run; default from the outputs' cluster
-    counts)."""
+    (median and best of the repetitions, compile excluded), mean steps and ARI (when ``ari``), and
+    its place against the binding bound (``valid``: mean valid points per run; default from the
+    outputs' cluster counts; ``pallas``: padded to the kernel's 512 points; ``study``: the data
+    drawn on the device)."""
     box = {}
 
     def timed_call():
@@ -92,7 +94,7 @@ def runs_row(
         median=rate,
         compile_s=max(first - med, 0.0),
         mean_steps=steps,
-        **({"mean_ari": float(np.nanmean(r["ari"]))} if "ari" in r else {}),
+        **({"mean_ari": float(np.nanmean(r["ari"]))} if ari else {}),
         strategy=strategy,
         precision=precision or str(jax.config.jax_default_matmul_precision),
         **against_bound(s, rate, steps, valid, pallas=pallas, study=study),
@@ -248,7 +250,7 @@ def kernel_alone(s: Suite, pool, idx, run_args, chunk, devs, strategy, valid):
     def one():
         n = len(idx)
         call = lambda: execute.map_runs(task, run_args, shared=pool, devices=devs, chunk_size=chunk)  # noqa: E731
-        _, row = runs_row(s, call, n, f"{n:,} runs, chunk {chunk:,}", strategy, valid=valid, pallas=pallas)
+        _, row = runs_row(s, call, n, f"{n:,} runs, chunk {chunk:,}", strategy, valid=valid, pallas=pallas, ari=False)
         # the count of work.py without the final labels and metrics, which this row does not compute
         steps = row["mean_steps"]
         w = work.per_run_step(valid) * steps + work.Work(0, 0, N_PAD * (4 * DIM + 1) + 4 * T_TOK * DIM + 8)
@@ -414,7 +416,7 @@ def run(s: Suite):
             call = lambda: execute.map_runs(fn, run_args_, shared=shared_hp, devices=devs, chunk_size=chunk)  # noqa: E731
             return runs_row(s, call, runs, f"{runs:,} runs, chunk {chunk:,}", strategy, valid=valid)[1]
 
-        s.row("dynamics", f"given data, {label}", one)
+        s.row("dynamics", f"given data, {label}", one, smoke=False)
 
     # the study path over chunk sizes
     cap = 15.0 if s.args.smoke else (40.0 if s.accelerator else 60.0)  # seconds one timed call may take
@@ -457,7 +459,7 @@ def run(s: Suite):
                 row["kernel"] = "fused" if task.uses_fused else "xla"
                 return row
 
-            row = s.row("dynamics", name, one)
+            row = s.row("dynamics", name, one, smoke=False)
             if row.get("status") == "ok":
                 last_rate = row["median"]
             elif "RESOURCE_EXHAUSTED" in row.get("error", "") or "out of memory" in row.get("error", "").lower():
@@ -484,7 +486,7 @@ def run(s: Suite):
             pallas=TASK.uses_fused,
         )[1]
 
-    s.row("dynamics", "study path at matmul precision highest", highest)
+    s.row("dynamics", "study path at matmul precision highest", highest, smoke=False)
 
     # what XLA compiles for one chunk of the study path: its cost analysis and kernel count
     def anatomy():

@@ -233,7 +233,14 @@ def run_step(step: Step, timeout: float, args, log) -> dict:
         rc = step.command(args, log)
         status = "ok" if rc == 0 else "error"
     else:
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            # a child (the sweep row's) allocates beside its parent on the device
+            XLA_PYTHON_CLIENT_PREALLOCATE="false",
+        )
+        env.setdefault("TOKDYN_CACHE_DIR", os.path.join("/tmp", "tokdyn-jax-cache"))
         if args.smoke:  # the smoke run checks that every step runs, not its speed
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
         proc = subprocess.Popen(step.command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)

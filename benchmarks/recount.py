@@ -4,7 +4,8 @@ FFMA rate from the measured multiply-add pass), from each file's own ceilings an
 
     python benchmarks/recount.py [benchmarks/runs/*/suite.json ...] > benchmarks/runs/recount.md
 
-Files written before the suite recorded each row's valid points get them back from the row's
+Rows that carry their own count (``flops_per_run``, written by today's suite) keep it; files
+written before the suite recorded each row's valid points get them back from the row's
 ``gflops_useful`` and the count those files used (104 flops per point per step, 624 per run-step,
 53 per point per run): ``n = (flops / run - 624 steps) / (104 steps + 53)``. The last column gives
 the share against the stricter FFMA rate of the float32 GEMM at precision "highest" (a matrix
@@ -52,6 +53,8 @@ def recount(path: str) -> list[str]:
         pad, study, read = kind(r)
         steps, rate = r["mean_steps"], r["median"]
         use = work.per_run(steps, n, data=study, input_points=read)
+        if "flops_per_run" in r:  # written by today's suite: the row's own count (kernel alone: no labels, metrics)
+            use = work.Work(r["flops_per_run"], r["exps_per_run"], r["bytes_per_run"])
         padded = work.per_run(steps, pad, data=study, input_points=read)
         a, p, s = work.against(rate, use, ceil), work.against(rate, padded, ceil), work.against(rate, use, strict)
         out.append(

@@ -122,13 +122,15 @@ def seeds_for(s: Suite, name: str) -> list[int]:
 
 
 def step_cost(trainer, pool, keys, hp, *, compiled: bool = True) -> dict:
-    """XLA's cost analysis of one model's optimiser step (flops, bytes accessed): of the compiled
+    """XLA's cost analysis of one model's optimiser step (flops, bytes accessed; of a curriculum's
+    first stage; loops inside a step counted once, as XLA counts them): of the compiled
     program, or (``compiled=False``, the smoke run's) of the lowered one, without compiling it."""
     from tokdyn import train
 
     state, run_keys = train.init_states(trainer, keys[:1], jax.tree_util.tree_map(lambda a: a[:1], hp))
     state1 = jax.tree_util.tree_map(lambda a: a[0], state)
-    lowered = jax.jit(train.make_step(trainer)).lower(state1, pool, run_keys[0])
+    first = trainer.first if isinstance(trainer, train.Curriculum) else trainer  # a curriculum: its first stage
+    lowered = jax.jit(train.make_step(first)).lower(state1, pool, run_keys[0])
     if compiled:
         return cost_of(lowered.compile())
     ca = lowered.cost_analysis()

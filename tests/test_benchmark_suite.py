@@ -137,7 +137,7 @@ def test_smoke_runs_every_step_and_row(tmp_path):
         assert r["of_bound_padded"] >= r["of_bound"] * 0.999, r  # padding only adds work
     # every training row with XLA's flops per step and its share of the bound
     train = [r for r in rows if r["section"] == "training"]
-    assert len(train) == 4 and all(r["flops_per_step"] > 0 and r["of_bound"] > 0 for r in train)
+    assert len(train) == 6 and all(r["flops_per_step"] > 0 and r["of_bound"] > 0 for r in train)
     assert {r["precision"] for r in train} == {"highest"}
     sweep = next(r for r in rows if r["section"] == "sweep")
     assert sweep["finished"] and sweep["runs_done"] > 0

@@ -1,5 +1,7 @@
 """The training rows: each learned model's optimiser step through ``tokdyn.train.train_many`` (the
-package's strategy for the backend), vmapped over seeds, in model-steps/s, and its share of the
+package's strategy for the backend), vmapped over seeds, in model-steps/s: Slot Attention and
+IODINE (the scenes study's), SAVi (the video study's, transformer predictor), the latent
+reasoner, grid diffusion (D3PM absorbing) and a visual-token autoencoder; and its share of the
 bound: XLA's cost analysis of one model's step (``jax.jit(step).lower(...).compile()
 .cost_analysis()``: flops and bytes accessed) times the seeds, against the larger of flops over
 the float32 GEMM rate at the row's matmul precision and bytes over the copy bandwidth
@@ -103,7 +105,38 @@ def learned_models(s: Suite, n_models: int):
         keys, hp = train.grid(jax.random.split(jax.random.key(0), n_models), G.Hparams(learning_rate=2e-3, lam=0.01))
         return G.trainer(cfg), G.inputs(cfg, seqs), keys, hp, "scan", k
 
+    def iodine_model():
+        from tokdyn.models import iodine
+
+        cfg = object_discovery.Config.quick() if smoke else object_discovery.Config()
+        ic = cfg.iodine_config()
+        ic = dataclasses.replace(
+            ic, train=dataclasses.replace(ic.train, steps=k * 1000, steps_per_call=k), seeds=n_models
+        )
+        if smoke:
+            ic = dataclasses.replace(ic, batch_size=4)
+        pool = object_discovery.split(dataclasses.replace(cfg, n_train=64 if smoke else 512), "train").images
+        keys, hp = iodine.models(ic)
+        return iodine.trainer(ic), pool, keys, hp, "scan" if smoke else iodine.default_strategy(backend), k
+
+    def savi_model():
+        from tokdyn.models import savi
+        from tokdyn.studies import video
+        from tokdyn.studies.video import learned as video_learned
+
+        vc = video.Config.quick() if smoke else video.Config()
+        vc = dataclasses.replace(vc, learned_pool=16 if smoke else 128)
+        sc = video_learned.savi_config(vc, "transformer")
+        sc = dataclasses.replace(
+            sc, train=dataclasses.replace(sc.train, steps=k * 1000, steps_per_call=k, warmup=1), seeds=n_models
+        )
+        keys, hp = train.grid(jax.random.split(jax.random.key(0), n_models), savi.Hparams(learning_rate=2e-3))
+        pool = video_learned.learned_pool(vc)
+        return savi.trainer(sc), pool, keys, hp, "scan" if smoke else savi.default_strategy(backend), k
+
     out["Slot Attention (scenes study)"] = slot_attention
+    out["IODINE (scenes study)"] = iodine_model
+    out["SAVi (video study, transformer predictor)"] = savi_model
     out["latent reasoner (latent variant)"] = latent
     out["grid diffusion (D3PM absorbing)"] = diffusion
     out["visual-token autoencoder"] = autoencoder

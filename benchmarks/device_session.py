@@ -96,7 +96,7 @@ def plan(args) -> list[Step]:
     steps = [
         # with --smoke the budgets are wide (a loaded CPU is slow; the work is tiny): only the study
         # step is held to a few seconds, which tests the stop
-        Step("setup", 300 if smoke else 90, 5, setup, "tokdyn importable; device.txt"),
+        Step("setup", 300 if smoke else 60, 5, setup, "tokdyn importable; device.txt"),
         Step(
             "dynamics",
             600 if smoke else 150,
@@ -113,9 +113,9 @@ def plan(args) -> list[Step]:
         ),
         Step(
             "training",
-            600 if smoke else 200,
+            600 if smoke else 260,
             15 if smoke else 60,
-            suite(args, "training", 600 if smoke else 200),
+            suite(args, "training", 600 if smoke else 260),
             "every learned model at 1, 64, 1,024 seeds (autoencoder 4,096), share of the bound",
         ),
         Step(

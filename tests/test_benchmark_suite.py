@@ -119,7 +119,9 @@ def test_smoke_runs_every_step_and_row(tmp_path):
         if r["section"] == "peers" and r["status"].startswith("skipped (PyTorch"):
             continue
         if r["status"].startswith("skipped (smoke"):
-            assert r["section"] == "dynamics", r  # the variants whose code the smoke run runs elsewhere
+            # the dynamics variants whose code the smoke run runs elsewhere; the heavier models'
+            # training, built and lowered (their flops counted), not compiled
+            assert r["section"] == "dynamics" or r["flops_per_step"] > 0, r
             continue
         assert r["status"] == "ok", r
         assert r["commit"] and r["device"]
@@ -137,8 +139,10 @@ def test_smoke_runs_every_step_and_row(tmp_path):
         assert r["of_bound_padded"] >= r["of_bound"] * 0.999, r  # padding only adds work
     # every training row with XLA's flops per step and its share of the bound
     train = [r for r in rows if r["section"] == "training"]
-    assert len(train) == 6 and all(r["flops_per_step"] > 0 and r["of_bound"] > 0 for r in train)
-    assert {r["precision"] for r in train} == {"highest"}
+    assert len(train) == 6 and all(r["flops_per_step"] > 0 for r in train)
+    trained = [r for r in train if r["status"] == "ok"]
+    assert len(trained) == 2 and all(r["of_bound"] > 0 and r["binding"] in ("gemm", "hbm") for r in trained)
+    assert {r["precision"] for r in trained} == {"highest"}
     sweep = next(r for r in rows if r["section"] == "sweep")
     assert sweep["finished"] and sweep["runs_done"] > 0
     table = (out / "table.md").read_text()

@@ -163,10 +163,15 @@ def step_cost(trainer, pool, keys, hp, *, compiled: bool = True) -> dict:
     program, or (``compiled=False``, the smoke run's) of the lowered one, without compiling it."""
     from tokdyn import train
 
-    state, run_keys = train.init_states(trainer, keys[:1], jax.tree_util.tree_map(lambda a: a[:1], hp))
-    state1 = jax.tree_util.tree_map(lambda a: a[0], state)
+    hp1 = jax.tree_util.tree_map(lambda a: a[:1], hp)
+    try:  # the state's shapes only: nothing of the initialisation compiled
+        shapes = jax.eval_shape(lambda k, h: train.init_states(trainer, k, h), keys[:1], hp1)
+        state1, key1 = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), shapes)
+    except Exception:  # noqa: BLE001 -- an initialisation that needs host values: run it
+        state, run_keys = train.init_states(trainer, keys[:1], hp1)
+        state1, key1 = jax.tree_util.tree_map(lambda a: a[0], (state, run_keys))
     first = trainer.first if isinstance(trainer, train.Curriculum) else trainer  # a curriculum: its first stage
-    lowered = jax.jit(train.make_step(first)).lower(state1, pool, run_keys[0])
+    lowered = jax.jit(train.make_step(first)).lower(state1, pool, key1)
     if compiled:
         return cost_of(lowered.compile())
     ca = lowered.cost_analysis()

@@ -92,7 +92,8 @@ def test_bad_budget_exits_2():
 
 def test_smoke_runs_every_step_and_row(tmp_path):
     out = tmp_path / "out"
-    proc = run(SESSION, "--smoke", "--out", str(out), "--studies-dir", str(tmp_path / "studies"))
+    # (its CPU time is about 2 minutes; the wide timeout is for a loaded machine)
+    proc = run(SESSION, "--smoke", "--out", str(out), "--studies-dir", str(tmp_path / "studies"), timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # what comes back from a device call: at most 8 files, none in a folder
     files = sorted(os.listdir(out))

@@ -1,20 +1,10 @@
 """A roofline for the token-dynamics workload on this machine: the work of a run counted, the
 machine's attainable peak for each kind of that work measured, and tokdyn's paths against both.
 
-Work per run-step of the default workload (T tokens, N points padded, D dims; the kernel computes
-on every padded point, masked):
-  scores  2 t.x - |t|^2               2 T N D + 2 T N flops
-  softmax over T (max, sub, exp, sum,
-          scale by 1/tau and weight)  6 T N flops + T N exponentials
-  means   [a x, a 1] as one product,  2 T N (D + 1) + T D flops
-          divide
-  force, momentum, repulsion, |v|max  about 8 T^2 D + 6 T D flops
-Work per run besides its steps:
-  labels  the scores once more         2 T N D + 2 T N flops
-  metrics SSE (3 N D), contingency (N) (3 D + 1) N flops
-  data    M (P + 1) D normals and M P uniforms per seed (inverse-erf normals from threefry bits),
-          shared by the seed's runs on the study path; x = box c + noise z, 3 M P D flops per run
-Useful work counts the valid points only (N = K x 100, K = 4 on average).
+The work of a run is counted once, in ``work.py`` (shared with ``suite.py``): per point per
+run-step (4 D + 7) T - 1 flops and T exponentials, the final labels, the metrics, the data on the
+study path. Useful work counts the valid points only (N = K x 100, K = 4 on average); padded work
+the points the program computes on.
 
 Attainable peaks, measured here with JAX on the same backend and the same device setup as the
 kernel (1 core: one forced host device in a child pinned with taskset to one CPU; 2 cores: two
@@ -26,9 +16,10 @@ forced host devices, the work split over them with shard_map):
 Rows (steady state, compile excluded): ``dynamics.run`` alone on the pooled data, the given-data
 path of bench_throughput (run + labels + ARI/NMI/SSE/collapse) and the study path (``sweep.run``
 of the study's function over its grid, the seed slowest: data generated on the device, each
-seed's drawn once for its 36 runs, metrics included). The roofline time of a run is
-flops / GEMM peak + exponentials / exp peak + normals / normal peak (they share the vector units);
-"of roofline" is that time over the measured time per run.
+seed's drawn once for its 36 runs, metrics included). The bound of a run is the largest of
+flops / FMA-unit peak and exponentials / exp peak (``work.bound``: the units work at once, so the
+times do not add; on a CPU the FMA units' peak is the GEMM's, the best float32 rate measured
+here); "of bound" is that time over the measured time per run. The normals' rate is shown apart.
 
 Usage: ``python benchmarks/bench_roofline.py [--runs 50000] [--repeats 3]``.
 """
@@ -59,6 +50,8 @@ import numpy as np  # noqa: E402
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
+import work  # noqa: E402
+
 _argv, sys.argv = sys.argv, sys.argv[:1]  # bench_throughput parses the command line on import: its defaults
 import bench_throughput as bt  # noqa: E402
 
@@ -74,18 +67,9 @@ N_PADDED = bt.TASK.max_clusters * bt.CFG.points_per_cluster
 M, PTS = bt.TASK.max_clusters, bt.CFG.points_per_cluster
 
 
-def work_per_step(n):
-    """(flops, exponentials) of one run-step on n points (n may be an array)."""
-    flops = 2 * T * n * D + 2 * T * n + 6 * T * n + 2 * T * n * (D + 1) + T * D + 8 * T * T * D + 6 * T * D
-    return flops, T * n
-
-
-def work_per_run(steps, n, metrics=True, normals=0.0, data_points=0):
-    """(flops, exponentials, normals) of a run of ``steps`` steps on n points: the steps, the final
-    labels, the metrics and the data (``normals`` drawn for it, x built on ``data_points`` points)."""
-    f, e = work_per_step(n)
-    flops = steps * f + 2 * T * n * D + 2 * T * n + ((3 * D + 1) * n if metrics else 0) + 3 * data_points * D
-    return flops, steps * e, normals
+def work_per_run(steps, n, metrics=True, data=False):
+    """The work of a run (``work.per_run``; ``steps`` and ``n`` may be arrays)."""
+    return work.per_run(steps, n, T=T, D=D, metrics=metrics, data=data)
 
 
 def best_median(fn, repeats):
@@ -165,9 +149,9 @@ def kernel_rows(runs, repeats):
         return dict(steps=r.steps, t=jnp.sum(r.tokens))
 
     def mean_work(steps, valid, metrics, normals, data):
-        useful = work_per_run(steps, valid, metrics, normals, valid if data else 0)
-        padded = work_per_run(steps, N_PADDED, metrics, normals, N_PADDED if data else 0)
-        return [[float(np.mean(w)) for w in useful], [float(np.mean(w)) for w in padded]]
+        useful = work_per_run(steps, valid, metrics, data)
+        padded = work_per_run(steps, N_PADDED, metrics, data)
+        return [[float(np.mean(w.flops)), float(np.mean(w.exps)), normals] for w in (useful, padded)]
 
     rows = {}
     valid = pool["mask"].sum(1)[idx].astype(np.float64)
@@ -267,20 +251,20 @@ def main():
             f"{m['normal'][0] / 1e9:.3f} / {m['normal'][1] / 1e9:.3f} |"
         )
     print()
-    f, e = work_per_step(N_PADDED)
-    print(f"work per run-step: {f:.0f} flops + {e:.0f} exp on {N_PADDED} padded points")
+    w = work.per_run_step(N_PADDED, T, D)
+    print(f"work per run-step (work.py): {w.flops:.0f} flops + {w.exps:.0f} exp on {N_PADDED} padded points")
     print()
     print(
         "| cores | path | runs/s | mean steps | achieved GFLOP/s (useful) | achieved G exp/s (useful) "
-        "| roofline µs per run (useful / padded) | measured µs per run | of roofline (useful / padded) |"
+        "| bound µs per run (useful / padded) | measured µs per run | of bound (useful / padded) |"
     )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, m in (("1", one), ("2", two)):
-        peak = (m["gemm"][0], m["exp"][0], m["normal"][0])  # the best of the peaks: the strictest roofline
+        ceil = dict(fma_flops=m["gemm"][0], exp=m["exp"][0])  # the best of the peaks: the strictest bound
         for name, r in m["kernel"].items():
             rate = r["runs"] / r["median_s"]
             us = 1e6 / rate
-            roof = [1e6 * sum(w / p for w, p in zip(work, peak)) for work in r["work"]]
+            roof = [1e6 * work.bound(work.Work(f, e), ceil)["seconds"] for f, e, _ in r["work"]]
             useful = r["work"][0]
             print(
                 f"| {label} | {name} | {rate:.0f} | {r['run_steps'] / r['runs']:.2f} | "

@@ -1,0 +1,315 @@
+"""One prepared call on a lent accelerator: measures, in priority order and inside a time budget,
+what the GPU tables still lack, and writes its raw table and logs as it goes.
+
+    python benchmarks/device_session.py [--out DIR] [--budget 540] [--plan] [--smoke]
+
+Steps, in this order (each a child process with its own time budget; a step whose least useful
+time no longer fits in what is left is recorded as skipped; every row a step finishes is on disk
+the moment it finishes, so a kill loses nothing finished):
+
+  setup       tokdyn importable (else ``pip install --no-deps --no-build-isolation -e .``); the
+              device, driver, JAX and PyTorch versions -> device.txt
+  dynamics    the ceilings (GEMM, copy, FMA, exp) and the token-dynamics rows: the kernel alone,
+              the study path with a ``jax.profiler`` trace (trace.tgz), the given-data forms, the
+              Pallas kernel checked against ``dynamics.run``
+  training    every learned model's training at 1, 64 and 1,024 seeds (4,096 for the visual-token
+              autoencoder), each with its share of the bound (XLA's cost analysis)
+  peers       the PyTorch peers on CUDA, eager and ``torch.compile``
+  study:NAME  the studies' defaults (``tokdyn reproduce --studies NAME``), the latent studies
+              first; each study's tables and report -> studies.tgz (its .npz parts left out)
+  rest        the suite's other rows (sampling, DMLR, mediation), then the 10^9-run sweep
+
+Files under ``--out`` (default ``$OUT``; at most 8, none deeper than the folder itself):
+device.txt, session.json (the plan and each step's status, seconds and exit code, rewritten after
+each step), session.log (every step's output), rows.jsonl (every row, appended as it finishes,
+with the commit and device), table.md (the rows as a table, rewritten after each step),
+ceilings.json, trace.tgz, studies.tgz.
+
+``--plan`` prints the steps, their budgets and commands, and runs nothing (no JAX import).
+``--smoke`` runs every step at a tiny size on whatever backend is there (a test runs it on the
+CPU: it checks the script, not speed): the row variants whose code another row runs are skipped,
+the two cheapest learned models are trained and the others built and their step lowered (its cost
+analysis), and the studies step stops its study at a few seconds, which tests the stop. Its CPU
+time is about 1.5 to 2 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+LATENT_FIRST = (
+    "latent-reasoning",
+    "latent-diagnostics",
+    "latent-optimisation",
+    "token-dynamics",
+    "token-dynamics-sweep",
+    "collapse",
+    "scenes",
+    "visual-tokens",
+    "grid-diffusion",
+    "video",
+)
+
+
+@dataclasses.dataclass
+class Step:
+    """One step: its name, the most seconds it may take, the least worth starting it with, and its
+    command (a list of arguments, or a Python callable for the in-process steps)."""
+
+    name: str
+    budget: float
+    least: float
+    command: object
+    what: str = ""
+
+
+def suite(args, sections: str, budget: float, *extra) -> list:
+    """The suite's command for ``sections``, stopping new rows at 80% of ``budget``."""
+    cmd = [
+        sys.executable,
+        os.path.join(HERE, "suite.py"),
+        "--sections",
+        sections,
+        "--jsonl",
+        os.path.join(args.out, "rows.jsonl"),
+        "--ceilings-file",
+        os.path.join(args.out, "ceilings.json"),
+    ]
+    if args.smoke:  # no row skipped for time: the smoke run checks every row runs
+        cmd += ["--smoke", "--repeats", "1"]
+    else:
+        cmd += ["--budget", f"{max(budget * 0.8, 1.0):.0f}"]
+    return cmd + list(extra)
+
+
+def plan(args) -> list[Step]:
+    """The steps of this call, in priority order (module docstring)."""
+    smoke = args.smoke
+    steps = [
+        # with --smoke the budgets are wide (a loaded CPU is slow; the work is tiny): only the study
+        # step is held to a few seconds, which tests the stop
+        Step("setup", 300 if smoke else 60, 5, setup, "tokdyn importable; device.txt"),
+        Step(
+            "dynamics",
+            600 if smoke else 150,
+            15 if smoke else 60,
+            suite(
+                args,
+                "ceilings,dynamics",
+                600 if smoke else 150,
+                "--trace",
+                os.path.join(args.out, "trace.tgz"),
+                *([] if smoke else ["--chunks", "100000,1000000"]),
+            ),
+            "ceilings; kernel alone, study path + profile, given data, Pallas check",
+        ),
+        Step(
+            "training",
+            600 if smoke else 260,
+            15 if smoke else 60,
+            suite(args, "training", 600 if smoke else 260),
+            "every learned model at 1, 64, 1,024 seeds (autoencoder 4,096), share of the bound",
+        ),
+        Step(
+            "peers",
+            600 if smoke else 90,
+            10 if smoke else 40,
+            suite(args, "peers", 600 if smoke else 90),
+            "PyTorch peers, eager and torch.compile",
+        ),
+    ]
+    studies = LATENT_FIRST[:1] if smoke else LATENT_FIRST
+    for name in studies:
+        cmd = [
+            sys.executable,
+            "-m",
+            "tokdyn.cli",
+            "reproduce",
+            "--studies",
+            name,
+            "--out",
+            args.studies_dir,
+            "--no-plots",
+            "--quiet",
+        ]
+        steps.append(
+            Step(f"study:{name}", 5 if smoke else 600, 3 if smoke else 45, cmd + (["--quick"] if smoke else []))
+        )
+    steps.append(
+        Step(
+            "rest",
+            600 if smoke else 300,
+            15 if smoke else 30,
+            suite(
+                args,
+                "sampling,dmlr,diagnostics,sweep",
+                600 if smoke else 300,
+                "--sweep-seconds",
+                "20" if smoke else "200",
+            ),
+            "sampling, DMLR, mediation; the 10^9-run sweep",
+        )
+    )
+    return steps
+
+
+def setup(args, log) -> int:
+    """tokdyn importable (an editable install where it is not), and the device described."""
+    env_ok = subprocess.run([sys.executable, "-c", "import tokdyn"], cwd="/", capture_output=True).returncode == 0
+    if not env_ok:
+        log.write("tokdyn not importable: pip install --no-deps --no-build-isolation -e .\n")
+        log.flush()
+        rc = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", ROOT],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ).returncode
+        if rc:
+            return rc
+    lines = []
+    if shutil.which("nvidia-smi"):
+        q = "name,memory.total,driver_version,clocks.sm,clocks.max.sm"
+        p = subprocess.run(["nvidia-smi", f"--query-gpu={q}", "--format=csv"], capture_output=True, text=True)
+        lines.append(p.stdout.strip() or p.stderr.strip())
+    probe = (
+        "import jax, sys; print('jax', jax.__version__, jax.default_backend(), jax.devices()); "
+        'exec(\'try:\\n import torch; print("torch", torch.__version__, torch.cuda.is_available())\\n'
+        'except ImportError: print("torch not installed")\')'
+    )
+    p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    lines += [p.stdout.strip(), p.stderr.strip()[-2000:]]
+    c = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    lines.append(f"commit {c.stdout.strip() or os.environ.get('TOKDYN_COMMIT', 'unknown')}")
+    with open(os.path.join(args.out, "device.txt"), "w") as f:
+        f.write("\n".join(x for x in lines if x) + "\n")
+    return p.returncode
+
+
+def table(args) -> str:
+    """rows.jsonl as a markdown table (every row, skipped and failed ones included)."""
+    path = os.path.join(args.out, "rows.jsonl")
+    rows = []
+    if os.path.exists(path):
+        with open(path) as f:
+            rows = [json.loads(ln) for ln in f if ln.strip()]
+    out = [
+        "| section | row | size | rate (median) | of bound (binding) | compile s | precision | status |",
+        "|---|---|---|---:|---|---:|---|---|",
+    ]
+    for r in rows:
+        rate = r.get("median")
+        rate = "" if rate is None else f"{rate:,.4g} {r.get('unit', '')}"
+        bound = f"{r['of_bound']:.2%} ({r.get('binding', '?')})" if isinstance(r.get("of_bound"), float) else ""
+        comp = f"{r['compile_s']:.1f}" if isinstance(r.get("compile_s"), float) else ""
+        status = r.get("status", "") + (f" {r['error']}" if "error" in r else "")
+        out.append(
+            f"| {r.get('section')} | {r.get('name')} | {r.get('size', '')} | {rate} | {bound} | {comp} | "
+            f"{r.get('precision', '')} | {status[:200]} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def pack_studies(args):
+    """Every study's directory without its .npz parts -> studies.tgz."""
+    if not os.path.isdir(args.studies_dir):
+        return
+    with tarfile.open(os.path.join(args.out, "studies.tgz"), "w:gz") as tf:
+        tf.add(args.studies_dir, arcname="studies", filter=lambda ti: None if ti.name.endswith(".npz") else ti)
+
+
+def run_step(step: Step, timeout: float, args, log) -> dict:
+    t = time.perf_counter()
+    log.write(f"\n===== {step.name} (timeout {timeout:.0f} s) =====\n")
+    log.flush()
+    if callable(step.command):
+        rc = step.command(args, log)
+        status = "ok" if rc == 0 else "error"
+    else:
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            # a child (the sweep row's) allocates beside its parent on the device
+            XLA_PYTHON_CLIENT_PREALLOCATE="false",
+        )
+        env.setdefault("TOKDYN_CACHE_DIR", os.path.join("/tmp", "tokdyn-jax-cache"))
+        if args.smoke:  # the smoke run checks that every step runs, not its speed
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+        proc = subprocess.Popen(step.command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        try:
+            rc = proc.wait(timeout=timeout)
+            status = "ok" if rc == 0 else "error"
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            rc, status = None, "stopped at its budget"
+    return dict(name=step.name, status=status, rc=rc, seconds=round(time.perf_counter() - t, 1))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.environ.get("OUT") or os.path.join(ROOT, "device-out"))
+    ap.add_argument(
+        "--budget", type=float, default=None, help="seconds for the whole call (default 9 min; 1 h with --smoke)"
+    )
+    ap.add_argument("--plan", action="store_true", help="print the steps and their budgets; run nothing")
+    ap.add_argument("--smoke", action="store_true", help="every step at a tiny size")
+    ap.add_argument("--studies-dir", default=None, help="where the studies run (default a folder in /tmp)")
+    args = ap.parse_args(argv)
+    if args.budget is None:
+        args.budget = 3600.0 if args.smoke else 540.0
+    if not args.budget > 0:
+        ap.error(f"--budget must be > 0, got {args.budget}")
+    args.out = os.path.abspath(args.out)
+    args.studies_dir = args.studies_dir or os.path.join("/tmp", "tokdyn-device-studies")
+    steps = plan(args)
+    if args.plan:
+        total = 0.0
+        print(f"budget {args.budget:.0f} s; out {args.out}" + ("; SMOKE" if args.smoke else ""))
+        print("| # | step | budget s | least s | starts by s (at the latest) | what / command |")
+        print("|---:|---|---:|---:|---:|---|")
+        for i, st in enumerate(steps):
+            cmd = st.what or " ".join(st.command[1:]) if not callable(st.command) else st.what
+            starts = min(total, args.budget)
+            print(f"| {i} | {st.name} | {st.budget:.0f} | {st.least:.0f} | {starts:.0f} | {cmd} |")
+            total += st.budget
+        print(f"\nthe steps' budgets add to {total:.0f} s; the call stops starting steps at {args.budget:.0f} s")
+        return 0
+    os.makedirs(args.out, exist_ok=True)
+    start = time.perf_counter()
+    record = dict(
+        budget_s=args.budget,
+        smoke=args.smoke,
+        plan=[dataclasses.asdict(s) | {"command": str(s.command)} for s in steps],
+        steps=[],
+    )
+    with open(os.path.join(args.out, "session.log"), "a") as log:
+        for st in steps:
+            left = args.budget - (time.perf_counter() - start)
+            if left < st.least:
+                record["steps"].append(dict(name=st.name, status=f"skipped ({left:.0f} s left, needs {st.least:.0f})"))
+            else:
+                record["steps"].append(run_step(st, min(st.budget, left), args, log))
+                if st.name.startswith("study:"):
+                    pack_studies(args)
+            print(f"[{time.perf_counter() - start:6.1f} s] {record['steps'][-1]}", flush=True)
+            with open(os.path.join(args.out, "session.json"), "w") as f:
+                json.dump(record, f, indent=1)
+            with open(os.path.join(args.out, "table.md"), "w") as f:
+                f.write(table(args))
+    print(table(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""The suite's rows, one module per family, and their registry.
+
+Each family is a function ``run(suite)`` that adds its rows to a :class:`rows.base.Suite`; every
+row that does token-dynamics work is placed against the one work count of ``work.py``.
+
+  ceilings     rows.ceilings   the device's measured ceilings (GEMM, copy, FMA, exp)
+  dynamics     rows.dynamics   the token-dynamics kernel alone, the study path (+ profile), given data
+  peers        rows.peers      PyTorch peers of two learned models, eager and torch.compile
+  training     rows.training   every learned model's training over seeds, with its share of the bound
+  sampling     rows.sampling   grid-diffusion sampling
+  dmlr         rows.latent     the confidence-driven latent optimiser
+  diagnostics  rows.latent     the latent -> answer mediation
+  sweep        rows.sweep      a long sweep to disk in a child process
+"""
+
+from __future__ import annotations
+
+import importlib
+
+FAMILIES = {
+    "ceilings": ("rows.ceilings", "run"),
+    "dynamics": ("rows.dynamics", "run"),
+    "peers": ("rows.peers", "run"),
+    "training": ("rows.training", "run"),
+    "sampling": ("rows.sampling", "run"),
+    "dmlr": ("rows.latent", "run_dmlr"),
+    "diagnostics": ("rows.latent", "run_diagnostics"),
+    "sweep": ("rows.sweep", "run"),
+}
+"""Family name -> (module, function), in the suite's order."""
+
+
+def family(name: str):
+    """The ``run(suite)`` function of a family of rows."""
+    module, fn = FAMILIES[name]
+    return getattr(importlib.import_module(module), fn)

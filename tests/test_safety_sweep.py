@@ -130,7 +130,7 @@ def test_case3_changed_function_body_refused(tmp_path):
     def f(key, a, b):  # noqa: F811 (the same name and qualname, another body)
         return {"y": a + b}
 
-    assert sweep.code_digest(first) != sweep.code_digest(f) and sweep._fn_id(first) == sweep._fn_id(f)
+    assert sweep.code_digest(first) != sweep.code_digest(f) and sweep.task.fn_id(first) == sweep.task.fn_id(f)
     _run(first, d)
     with pytest.raises(
         io.OutputConflict,
@@ -191,7 +191,7 @@ def test_case3_manifest_before_code_keys_is_another_sweep(tmp_path):
     for k in ("code", "outputs", "checksum"):
         m.pop(k)
     m["format"] = 1
-    m["checksum"] = sweep._digest(m)
+    m["checksum"] = sweep.store.json_digest(m)
     json.dump(m, open(path, "w"))
     with pytest.raises(io.OutputConflict, match="written before sweeps recorded the code.*--fresh"):
         _run(f_ab, d)

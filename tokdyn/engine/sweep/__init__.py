@@ -8,14 +8,18 @@ interruption, and returns columnar results (:class:`SweepResult`); :func:`load` 
 :func:`iter_chunks` read a finished sweep back. Summaries live in :mod:`tokdyn.stats.summary`.
 
 Files of a sweep directory: ``manifest.json`` (the arguments, the :func:`code_digest` of the run
-function and its output fields, plain JSON with a ``checksum`` of its own fields) and
+function, the digests of the modules of the user's it reaches
+(:func:`~tokdyn.engine.sweep.digest.module_digests`) and its output fields, plain JSON with a ``checksum`` of its own fields) and
 ``chunks/START-STOP.npz`` (each written atomically with a SHA-256 (:func:`tokdyn.io.save_npz`) and
 stamped with the digest of the manifest's arguments). Nothing damaged is ever read as a result: a
 chunk that is truncated, altered, unverified or unstamped, of another sweep, or not a plain file
 (a directory, a symbolic link) is named in a warning, set aside to ``chunks/corrupt/`` and
 recomputed; a damaged manifest (one without its checksum included; it is fully determined by the
 arguments) is set aside and rewritten, and the chunks' stamps keep the chunks of any other sweep
-out. A sweep resumed with other code (another function body, other output fields) is refused.
+out. A sweep resumed with other code (another function body, a changed module of the user's that
+it reaches, other output fields) is refused, naming what changed. A sweep writes only into a new
+or empty directory or one it wrote (:func:`~tokdyn.engine.sweep.store.check_owned`: anything else
+is refused before any work, and nothing of the user's is moved).
 
 Run indices and seeds travel as ``uint32`` on the device (``fold_in`` takes 32 bits): a grid holds
 at most :data:`MAX_RUNS` runs.
@@ -34,7 +38,7 @@ One concept a module, every public name re-exported here:
 """
 
 from tokdyn.engine.sweep.digest import code_digest
-from tokdyn.engine.sweep.grid import MAX_RUNS, Grid, device_columns, parse_axis
+from tokdyn.engine.sweep.grid import MAX_AXIS_VALUES, MAX_RUNS, Grid, device_columns, parse_axis
 from tokdyn.engine.sweep.result import SweepResult
 from tokdyn.engine.sweep.running import run
 from tokdyn.engine.sweep.store import (
@@ -54,6 +58,7 @@ __all__ = [
     "CHUNK_STAMP",
     "MANIFEST_KEYS",
     "MANIFEST_WAIT_S",
+    "MAX_AXIS_VALUES",
     "MAX_RUNS",
     "Grid",
     "SweepResult",

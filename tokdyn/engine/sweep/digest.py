@@ -7,8 +7,13 @@ import ast
 import dataclasses
 import functools
 import hashlib
+import importlib.util
 import inspect
+import os
 import re
+import site
+import sys
+import sysconfig
 import textwrap
 import types
 
@@ -68,6 +73,7 @@ class _Digester:
     def __init__(self):
         self.active: set = set()
         self.depth = 0
+        self.modules: dict = {}  # id -> the namespace of every module the code reaches (see user_modules)
 
     def token(self, obj) -> str:
         if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
@@ -140,6 +146,9 @@ class _Digester:
         return None
 
     def _class_code(self, cls) -> str:
+        reached = _namespace(cls)
+        if reached is not None:
+            self.modules[id(reached)] = reached
         try:
             return _source_key(inspect.getsource(cls))
         except (OSError, TypeError):
@@ -160,6 +169,7 @@ class _Digester:
 
     def _function(self, fn: types.FunctionType) -> str:
         code = fn.__code__
+        self.modules[id(fn.__globals__)] = fn.__globals__
         try:
             body = _source_key(inspect.getsource(fn))
             if code.co_name == "<lambda>":  # its source line may hold several lambdas
@@ -185,6 +195,9 @@ class _Digester:
             if ref not in fn.__globals__:
                 continue
             v = fn.__globals__[ref]
+            reached = _namespace(v)
+            if reached is not None:
+                self.modules[id(reached)] = reached
             if isinstance(v, types.FunctionType) and v.__module__ != fn.__module__:
                 refs.append(f"{ref}=function:{v.__module__}.{v.__qualname__}")  # another module's: by its name
             elif isinstance(v, (types.ModuleType, type)) or (
@@ -197,3 +210,133 @@ class _Digester:
                 refs.append(f"{ref}={self.token(v)}")
         parts.append("globals:[" + ",".join(refs) + "]")
         return "|".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------
+# The modules of the user's that a function reaches
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_roots() -> tuple:
+    """The folders of installed code: the standard library and every site-packages folder."""
+    roots = {sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    try:
+        roots.update(site.getsitepackages())
+        roots.add(site.getusersitepackages())
+    except AttributeError:  # an old virtualenv's site module
+        pass
+    return tuple(sorted(os.path.realpath(r) for r in roots if r))
+
+
+def user_module_file(namespace) -> str | None:
+    """The source file of a module (given by its namespace, ``vars(module)``) when it is the user's
+    own code: a ``.py`` file that is not tokdyn's (its results are keyed by tokdyn's version), nor
+    the script run (``__main__``: its functions are digested by their own code), nor under the
+    standard library or a ``site-packages`` / ``dist-packages`` folder (installed packages); else
+    None."""
+    name, path = namespace.get("__name__"), namespace.get("__file__")
+    if not isinstance(name, str) or name == "__main__" or name == "tokdyn" or name.startswith("tokdyn."):
+        return None
+    if not isinstance(path, str) or not path.endswith(".py"):
+        return None
+    real = os.path.realpath(path)
+    if {"site-packages", "dist-packages"} & set(real.split(os.sep)):
+        return None
+    if any(real.startswith(root + os.sep) for root in _installed_roots()):
+        return None
+    return real
+
+
+def _namespace(value) -> dict | None:
+    """The namespace of the module a module-level value belongs to: the module's own for a module,
+    the globals of a function, the module's of a class (where it can be found); else None."""
+    if isinstance(value, types.ModuleType):
+        return vars(value)
+    if isinstance(value, types.FunctionType):
+        return value.__globals__
+    if isinstance(value, type):
+        module = sys.modules.get(getattr(value, "__module__", None) or "")
+        return vars(module) if module is not None else None
+    return None
+
+
+def user_modules(obj) -> list:
+    """The namespaces of the modules of the user's (:func:`user_module_file`) that the code of
+    ``obj`` reaches: the module of every function it runs (as :func:`code_digest` walks it) and,
+    from each of those, every module of the user's it imports, transitively; sorted by name."""
+    digester = _Digester()
+    digester.token(obj)
+    todo = [ns for ns in digester.modules.values() if user_module_file(ns)]
+    seen: dict = {}
+    while todo:
+        ns = todo.pop()
+        if id(ns) in seen:
+            continue
+        seen[id(ns)] = ns
+        for value in list(ns.values()):
+            other = _namespace(value)
+            if other is not None and id(other) not in seen and user_module_file(other):
+                todo.append(other)
+    return sorted(seen.values(), key=lambda ns: ns["__name__"])
+
+
+_SOURCES: dict = {}  # path -> (its stat, its digest): a file is parsed again only once it changed
+
+
+def source_digest(path: str) -> str:
+    """The SHA-256 (hex) of the Python file ``path`` by its syntax tree, as :func:`code_digest`
+    hashes a function's source (docstrings, comments and layout aside); ``"absent"`` when it
+    cannot be read."""
+    try:
+        st = os.stat(path)
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if path in _SOURCES and _SOURCES[path][0] == key:
+            return _SOURCES[path][1]
+        with open(path, "rb") as f:
+            text = importlib.util.decode_source(f.read())
+    except (OSError, UnicodeDecodeError, SyntaxError):
+        return "absent"
+    digest = hashlib.sha256(_source_key(text).encode()).hexdigest()
+    _SOURCES[path] = (key, digest)
+    return digest
+
+
+_SNAPSHOTS: dict = {}  # id(namespace) -> (namespace, its functions and classes when digested, its digest)
+
+
+def _members(namespace) -> tuple:
+    return tuple(v for v in namespace.values() if isinstance(v, (types.FunctionType, type)))
+
+
+def module_digest(namespace) -> str:
+    """The digest (:func:`source_digest`) of a module of the user's (by its namespace) as this
+    process runs it: its file is read the first time the module is digested and again only once
+    the module was run anew (``importlib.reload``, or imported again: its functions and classes are
+    other objects), so that a file edited after it was imported never stands for the code the
+    process runs."""
+    members = _members(namespace)
+    snap = _SNAPSHOTS.get(id(namespace))
+    if (
+        snap is None
+        or snap[0] is not namespace
+        or len(snap[1]) != len(members)
+        or any(a is not b for a, b in zip(snap[1], members))
+    ):
+        snap = _SNAPSHOTS[id(namespace)] = (namespace, members, source_digest(user_module_file(namespace) or ""))
+    return snap[2]
+
+
+def module_digests(obj) -> dict:
+    """``{module name: digest}`` of every module of the user's that ``obj``'s code reaches
+    (:func:`user_modules`, :func:`module_digest`): what a sweep's results depend on beyond the
+    functions :func:`code_digest` hashes. A helper module the user's rule imports is covered, as is
+    every module of the user's it imports in turn; installed packages and tokdyn are not."""
+    return {ns["__name__"]: module_digest(ns) for ns in user_modules(obj)}
+
+
+def changed_since_import(obj) -> list:
+    """The names of the modules of the user's that ``obj``'s code reaches (:func:`user_modules`)
+    whose file now differs from the code this process runs from it (:func:`module_digest`)."""
+    return [
+        ns["__name__"] for ns in user_modules(obj) if source_digest(user_module_file(ns) or "") != module_digest(ns)
+    ]

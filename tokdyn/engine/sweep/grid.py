@@ -12,11 +12,15 @@ import numpy as np
 
 from tokdyn import _checks
 
+MAX_RUNS = 2**32 - 1  # run indices, seeds and strides are uint32 on the device (fold_in takes 32 bits)
+MAX_AXIS_VALUES = 10**7  # the most values parse_axis builds for one axis (80 MB of float64)
+
 
 def parse_axis(name: str, text: str) -> np.ndarray:
     """Axis values from their text form: ``"0.3,0.6,0.9"`` (a comma list), ``"linspace:a:b:n"``
-    (n evenly spaced values from a to b) or ``"logspace:a:b:n"`` (n values from a to b, evenly
-    spaced in log, so a and b must be > 0). ``name`` is used in error messages only. An axis is a
+    (n evenly spaced values from a to b, n at most :data:`MAX_AXIS_VALUES`) or ``"logspace:a:b:n"``
+    (n values from a to b, evenly spaced in log, so a and b must be > 0). An empty value between
+    commas (``"1,,2"``) and ``nan`` are refused. ``name`` is used in error messages only. An axis is a
     set of conditions: a value given twice (``"0.3,0.3"``, ``"linspace:1:1:3"``) is refused
     (``ValueError`` naming ``name`` and the value), since its runs would count as extra seeds."""
     text = text.strip()
@@ -30,6 +34,11 @@ def parse_axis(name: str, text: str) -> np.ndarray:
             raise ValueError(f"axis {name!r}: {kind} needs numbers a:b and an integer n, got {text!r}") from None
         if n < 1:
             raise ValueError(f"axis {name!r}: {kind} needs n >= 1 values, got n={n} in {text!r}")
+        if n > MAX_AXIS_VALUES:
+            raise ValueError(
+                f"axis {name!r}: {text!r} asks for n={n:,} values; an axis holds at most {MAX_AXIS_VALUES:,} "
+                "(every value is a condition, run for every seed): give a smaller n"
+            )
         if not (math.isfinite(a) and math.isfinite(b)):
             raise ValueError(f"axis {name!r}: {kind} endpoints must be finite, got {text!r}")
         if kind == "logspace" and (a <= 0 or b <= 0):
@@ -42,14 +51,22 @@ def parse_axis(name: str, text: str) -> np.ndarray:
                 f"axis {name!r}: {text!r} gives one value several times ({e}); give endpoints that differ, or n=1"
             ) from None
         return values
+    items = text.split(",")
+    if any(v.strip() for v in items) and not all(v.strip() for v in items):
+        raise ValueError(
+            f"axis {name!r}: {text!r} has an empty value between commas (or at an end): write each value once, "
+            "separated by single commas"
+        )
     try:
-        values = [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in items if v.strip()]
     except ValueError:
         raise ValueError(
             f"axis {name!r}: expected a comma list, linspace:a:b:n or logspace:a:b:n, got {text!r}"
         ) from None
     if not values:
         raise ValueError(f"axis {name!r} has no values: got {text!r}")
+    if any(math.isnan(v) for v in values):
+        raise ValueError(f"axis {name!r}: {text!r} holds nan, which is no condition: give numbers")
     _checks.distinct(name, values)  # a repeated value would count its runs twice
     return np.asarray(values)
 
@@ -70,6 +87,30 @@ def _distinct_on_device(name: str, arr: np.ndarray) -> None:
         )
 
 
+def _axes(axes: dict) -> dict:
+    """``{name: 1-D array}`` of a :class:`Grid`'s axes, each checked for its name, shape, dtype and
+    NaN (``ValueError`` / ``TypeError`` naming the axis)."""
+    out = {}
+    for name, values in axes.items():
+        if name in Grid.RESERVED:
+            raise ValueError(f"axis name {name!r} is reserved (reserved: {list(Grid.RESERVED)})")
+        arr = np.asarray(values)
+        if arr.ndim == 0:
+            arr = arr[None]
+        if arr.ndim != 1:
+            raise ValueError(f"axis {name!r} must be a 1-D list of values, got shape {arr.shape}")
+        if arr.size == 0:
+            raise ValueError(f"axis {name!r} has no values")
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"axis {name!r} must hold numbers, got dtype {arr.dtype}")
+        if arr.dtype.kind == "f" and np.isnan(arr).any():
+            raise ValueError(
+                f"axis {name!r} holds nan (at position {int(np.argmax(np.isnan(arr)))}), which is no condition: give numbers"
+            )
+        out[name] = arr
+    return out
+
+
 class Grid:
     """The product of named axes x ``seeds`` seeds, with stable run indices.
 
@@ -87,7 +128,9 @@ class Grid:
       **axes: name -> 1-D numbers (a scalar is one value). Each axis is a set of conditions: a
         value given twice (or two values that are one in the dtype the runs compute in, float32
         or int32) is refused with a ``ValueError`` naming the axis and the value (its runs would
-        count as extra seeds). The names ``seed`` and ``index`` are reserved.
+        count as extra seeds); NaN is refused. The names ``seed`` and ``index`` are reserved. A
+        grid holds at most :data:`MAX_RUNS` runs (``ValueError`` naming its size, before anything
+        is allocated).
 
     Attributes:
       shape: ``(*axis sizes, seeds)``, whatever ``seed_major``.
@@ -111,22 +154,18 @@ class Grid:
             raise TypeError(f"seed_major must be a bool, got {seed_major!r}")
         self.seeds = int(seeds)
         self.seed_major = bool(seed_major)
-        self.axes: dict[str, np.ndarray] = {}
-        for name, values in axes.items():
-            if name in self.RESERVED:
-                raise ValueError(f"axis name {name!r} is reserved (reserved: {list(self.RESERVED)})")
-            arr = np.asarray(values)
-            if arr.ndim == 0:
-                arr = arr[None]
-            if arr.ndim != 1:
-                raise ValueError(f"axis {name!r} must be a 1-D list of values, got shape {arr.shape}")
-            if arr.size == 0:
-                raise ValueError(f"axis {name!r} has no values")
-            if arr.dtype.kind not in "biuf":
-                raise TypeError(f"axis {name!r} must hold numbers, got dtype {arr.dtype}")
+        self.axes = _axes(axes)
+        runs = math.prod(a.size for a in self.axes.values()) * self.seeds  # Python ints: never overflow
+        if runs > MAX_RUNS:
+            sizes = " x ".join(f"{a.size:,}" for a in self.axes.values())
+            raise ValueError(
+                f"the grid would hold {runs:,} runs ({sizes}{' x ' if sizes else ''}{self.seeds:,} seeds: axes x "
+                f"seeds); run indices and seeds are folded into keys as uint32, so at most {MAX_RUNS:,}: fewer "
+                "seeds or values"
+            )
+        for name, arr in self.axes.items():
             _checks.distinct(f"axis {name!r}", arr)  # a repeated value would count its runs as extra seeds
             _distinct_on_device(name, arr)
-            self.axes[name] = arr
         self.shape = tuple(a.size for a in self.axes.values()) + (self.seeds,)
         self.n_conditions = int(np.prod(self.shape[:-1], dtype=np.int64))
         # stride of each axis (and of the seed, last) in the flat run index
@@ -215,9 +254,6 @@ class Grid:
             seed_major=bool(d.get("seed_major", False)),
             **{k: np.asarray(v) for k, v in d["axes"].items()},
         )
-
-
-MAX_RUNS = 2**32 - 1  # run indices, seeds and strides are uint32 on the device (fold_in takes 32 bits)
 
 
 def device_columns(rows: dict) -> dict:

@@ -12,10 +12,10 @@ import numpy as np
 from tokdyn import io
 from tokdyn.engine import execute
 from tokdyn.engine.sweep import store
-from tokdyn.engine.sweep.digest import code_digest
+from tokdyn.engine.sweep.digest import code_digest, module_digests
 from tokdyn.engine.sweep.grid import MAX_RUNS, Grid
 from tokdyn.engine.sweep.result import SweepResult
-from tokdyn.engine.sweep.task import check_signature, grid_shared, grid_task, output_spec
+from tokdyn.engine.sweep.task import check_field_names, check_signature, grid_shared, grid_task, output_spec
 
 
 def run(
@@ -70,12 +70,15 @@ def run(
         a part returns the full results once every chunk is on disk, else ``None``. Part 0 writes
         the manifest; the others wait for it and check it. A part sets aside only its own damaged
         chunks (another part's are that part's to redo).
-      code: what else the results depend on besides ``fn`` itself, ``{name: digest}`` (say the
-        SHA-256 of the file ``fn``'s rule was loaded from), recorded in the manifest beside
-        ``fn``'s :func:`~tokdyn.engine.sweep.code_digest` (``code["fn"]``).
+      code: what else the results depend on besides ``fn``'s code, ``{name: digest}``, recorded in
+        the manifest beside ``fn``'s :func:`~tokdyn.engine.sweep.code_digest` (``code["fn"]``) and
+        the digests of the modules of the user's it reaches (``code["module NAME"]``).
 
-    Results are keyed by the code that made them: the manifest records ``fn``'s
-    :func:`~tokdyn.engine.sweep.code_digest` (and ``code``) and the output fields with their dtype and shape
+    Results are keyed by all the code that made them: the manifest records ``fn``'s
+    :func:`~tokdyn.engine.sweep.code_digest`, the digest of every module of the user's that ``fn``
+    reaches (:func:`~tokdyn.engine.sweep.digest.module_digests`: the module it is defined in and
+    every module of the user's imported from there, by their syntax trees, as the process runs
+    them: a file edited while the sweep runs never stamps its chunks), ``code``, and the output fields with their dtype and shape
     (traced once with ``jax.eval_shape``: nothing is compiled for it), so resuming into ``out``
     with a changed function body, another function or other output fields is refused with
     :class:`tokdyn.io.OutputConflict` naming what changed, as is a sweep written before manifests
@@ -87,11 +90,14 @@ def run(
     ``run(..., out=SHARED_DIR)`` call in each; ``fold_in`` by global run index keeps the union
     bit-identical to a single-process sweep. Read it with :func:`~tokdyn.engine.sweep.load` when all have finished.
 
-    Raises ``ValueError`` (before anything is compiled) when a grid axis is not an argument of
-    ``fn`` or ``fn`` has a required argument that is not a grid axis, or when the grid has more
-    than :data:`~tokdyn.engine.sweep.MAX_RUNS` runs.
+    Raises, before anything is compiled: ``TypeError`` when ``key`` is not one PRNG key;
+    ``ValueError`` when a grid axis is not an argument of ``fn`` or ``fn`` has a required argument
+    that is not a grid axis, or an output field of ``fn`` has the name of a column the sweep writes
+    (an axis, ``seed``, ``index``, a flattened ``name_0``); :class:`tokdyn.io.OutputConflict` when
+    ``out`` is a file, or a directory that holds anything a sweep did not write (naming the files;
+    nothing of the user's is moved: :func:`~tokdyn.engine.sweep.store.check_owned`).
     """
-    part = _check_arguments(fn, grid, out, collect, part)
+    part = _check_arguments(fn, grid, key, out, collect, part)
     total = len(grid)
     if out is not None and chunk_size is None:
         chunk_size = store.resumed_chunk_size(out)  # resume with the chunks already on disk
@@ -102,6 +108,7 @@ def run(
     shared = grid_shared(grid, key)
     outputs_spec = output_spec(task, shared)
     fields = tuple(outputs_spec)
+    check_field_names(fn, outputs_spec, grid)
     manifest = store.make_manifest(fn, grid, key, step, common_random_numbers, _code_digests(fn, code), outputs_spec)
     sid = store.sweep_id(manifest)
     done: dict[int, dict] = {}
@@ -126,11 +133,18 @@ def run(
     return _gather(grid, done, starts, step, fields, out, sid)
 
 
-def _check_arguments(fn, grid, out, collect: bool, part) -> tuple:
-    """The checks of :func:`run`'s arguments, before anything is traced; returns ``part`` (its default
-    filled in)."""
+def _check_arguments(fn, grid, key, out, collect: bool, part) -> tuple:
+    """The checks of :func:`run`'s arguments, before anything is traced (the directory ``out``:
+    :func:`~tokdyn.engine.sweep.store.check_owned`); returns ``part`` (its default filled in)."""
     if not isinstance(grid, Grid):
         raise TypeError(f"grid must be a tokdyn.engine.sweep.Grid, got {type(grid).__name__}")
+    if not (isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()):
+        raise TypeError(
+            f"key must be one PRNG key, jax.random.key(seed), got {_describe(key)}: the root key every run's key "
+            "is folded from"
+        )
+    if out is not None:
+        store.check_owned(out)
     if len(grid) > MAX_RUNS:
         raise ValueError(
             f"grid has {len(grid):,} runs ({' x '.join(map(str, grid.shape))}: axes x seeds); run indices "
@@ -153,12 +167,24 @@ def _check_arguments(fn, grid, out, collect: bool, part) -> tuple:
     return part
 
 
+def _describe(value) -> str:
+    """A short description of a value for an error message: its type, with dtype and shape where it
+    has them."""
+    dtype, shape = getattr(value, "dtype", None), getattr(value, "shape", None)
+    text = f"{value!r}" if isinstance(value, (int, float, str, bool, type(None))) else type(value).__name__
+    return f"{text} (dtype {dtype}, shape {shape})" if dtype is not None else text
+
+
 def _code_digests(fn, code) -> dict:
-    """``{"fn": code_digest(fn), **code}``, ``code`` checked."""
+    """What the results are keyed by: ``{"fn": code_digest(fn), "module NAME": digest of every module
+    of the user's fn reaches (module_digests), **code}``, ``code`` checked."""
     digests = {"fn": code_digest(fn)}
+    digests.update({f"module {name}": d for name, d in module_digests(fn).items()})
     for name, value in (code or {}).items():
-        if not isinstance(name, str) or not isinstance(value, str) or name == "fn":
-            raise ValueError(f"code must map names (not 'fn') to digests (str), got {name!r}: {value!r}")
+        if not isinstance(name, str) or not isinstance(value, str) or name == "fn" or name.startswith("module "):
+            raise ValueError(
+                f"code must map names (not 'fn' nor 'module ...') to digests (str), got {name!r}: {value!r}"
+            )
         digests[name] = value
     return digests
 

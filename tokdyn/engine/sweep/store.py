@@ -10,6 +10,7 @@ import json
 import os
 import re
 import stat
+import sys
 import time
 import warnings
 
@@ -121,6 +122,58 @@ def write_manifest(path: str, manifest: dict) -> None:
         f.write("\n")
 
 
+STUDY_STAMP = "study.json"  # the stamp of a tokdyn study's directory (tokdyn.experiment.study.STAMP)
+
+
+def _study_stamped(out: str) -> bool:
+    """Whether ``out`` carries a tokdyn study's stamp (a verified :data:`STUDY_STAMP`, written by
+    :func:`tokdyn.io.write_verified`): the study owns that directory and has checked it."""
+    path = os.path.join(out, STUDY_STAMP)
+    try:
+        return os.path.isfile(path) and not os.path.islink(path) and io.is_verified(path)
+    except OSError:
+        return False
+
+
+def check_owned(out: str) -> None:
+    """Refuse ``out`` before any work when it cannot be a sweep's directory: a file (or a path under
+    one), or a directory that holds anything a sweep never writes (a sweep writes only
+    ``manifest.json``, ``chunks/`` and ``corrupt/``, where a damaged manifest is set aside; a directory stamped by a tokdyn study, :data:`STUDY_STAMP`,
+    is the study's, which has checked it), or whose ``manifest.json`` is not a sweep's manifest at all
+    with no ``chunks/`` beside it. :class:`tokdyn.io.OutputConflict` naming the files; nothing in
+    ``out`` is touched. The rule of the command line (a study's directory is its own only once it
+    carries the study's stamp), here for a sweep's directory: nothing of a user's is ever moved or
+    overwritten."""
+    probe = out
+    while probe and not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if probe and not os.path.isdir(probe):
+        where = "is a file" if probe == out else f"is under {probe!r}, which is a file"
+        raise io.OutputConflict(f"out={out!r} {where}: a sweep writes into a directory; choose a new or empty one")
+    if not os.path.isdir(out) or _study_stamped(out):
+        return
+    foreign = sorted(
+        name
+        for name in os.listdir(out)
+        if name not in ("manifest.json", "chunks", "corrupt")  # corrupt/: a damaged manifest set aside
+        and not (name.startswith("manifest.json.") and io.is_temporary(name))
+    )
+    path = os.path.join(out, "manifest.json")
+    if not foreign and os.path.lexists(path) and not os.path.isdir(os.path.join(out, "chunks")):
+        try:
+            m = io.read_json(path)
+        except (ValueError, OSError):
+            m = None
+        if not (isinstance(m, dict) and all(k in m for k in MANIFEST_KEYS)):
+            foreign = ["manifest.json (not a sweep's manifest)"]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise io.OutputConflict(
+            f"out={out!r} holds files that no tokdyn sweep wrote ({shown}): a sweep writes only into a new or "
+            "empty directory, or one it wrote; choose another directory (nothing in this one was changed)"
+        )
+
+
 def check_resume(out: str, manifest: dict, resume: bool, part: tuple) -> bool:
     """Write the manifest (part 0 owns it) or check the one already there against ``manifest``;
     returns whether an intact manifest was there already.
@@ -192,7 +245,7 @@ def _resume_conflict(out: str, old: dict, new: dict, differ: list) -> str:
         what = []
         for k in sorted(set(old["code"]) | set(new["code"])):
             if old["code"].get(k) != new["code"].get(k):
-                what.append("fn code" if k == "fn" else f"{k} code")
+                what.append("fn code" if k == "fn" else _changed_module(k, old["code"], new["code"]))
         if "outputs" in differ:
             what.append(
                 f"output fields ({', '.join(old['outputs']) or 'none'} there, "
@@ -208,6 +261,21 @@ def _resume_conflict(out: str, old: dict, new: dict, differ: list) -> str:
         f"out={out!r} holds a sweep started with different arguments ({', '.join(differ)} differ); resume it with "
         "the same arguments or choose a new directory"
     )
+
+
+def _changed_module(key: str, old: dict, new: dict) -> str:
+    """Words for the code digest ``key`` that differs between ``old`` and ``new``: a module of the
+    user's by its name and file, else ``KEY code``."""
+    if not key.startswith("module "):
+        return f"{key} code"
+    name = key[len("module ") :]
+    module = sys.modules.get(name)
+    where = f" ({module.__file__})" if getattr(module, "__file__", None) else ""
+    if key not in old:
+        return f"module {name!r}{where} (not used by the code of these results)"
+    if key not in new:
+        return f"module {name!r} (used by the code of these results, not by the code now)"
+    return f"module {name!r}{where} code"
 
 
 def resumed_chunk_size(out: str) -> int | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
 from typing import Callable
 
 import jax
@@ -158,3 +159,23 @@ def _output_spec(task, treedef, abstract) -> tuple:
 
 
 _cached_output_spec = functools.lru_cache(maxsize=64)(_output_spec)  # equal tasks trace alike
+
+
+def check_field_names(fn, outputs: dict, grid: Grid) -> None:
+    """``ValueError`` naming both when an output field of ``fn`` (``outputs``: :func:`output_spec`)
+    has the name of a column the sweep writes beside it: an axis of ``grid``, ``seed``, ``index``,
+    or a column an array field is flattened into (``name_0, name_1, ...``: :meth:`~tokdyn.engine.sweep.SweepResult.to_csv`)."""
+    columns = {name: f"the grid's axis {name!r}" for name in grid.names}
+    columns.update(seed="the column 'seed' (each run's seed)", index="the column 'index' (each run's index)")
+    for field, spec in outputs.items():
+        shape = spec[spec.index("[") :]
+        if shape != "[]":  # a per-run array: flattened into field_0, field_1, ... in a table
+            size = int(np.prod(json.loads(shape), dtype=np.int64))
+            for j in range(size):
+                columns.setdefault(f"{field}_{j}", f"column {field}_{j!s} (element {j} of the output {field!r})")
+    for field in outputs:
+        if field in columns:
+            raise ValueError(
+                f"{fn_id(fn)} returns an output named {field!r}, which is the name of {columns[field]} the "
+                "sweep writes beside it: rename the output"
+            )

@@ -97,10 +97,11 @@ def test_builtin_and_own_rules_in_one_sweep_paired_by_seed(paired):
     np.testing.assert_array_equal(base["steps"], same["steps"])
     lloyd = sweep.load(os.path.join(out, "groups", groups[2]))
     assert len(lloyd) == 2 * 2 * 3 and set(lloyd.grid.names) == {"noise", "n_clusters", "method", "step_size"}
-    # every group is stamped with its rule's code and the rule module's bytes
+    # every group is stamped with its rule's code, and the rule module's group with the module's
+    # (the baseline and the built-in rule under another name do not use it)
     for g in groups:
         code = sweep.read_manifest(os.path.join(out, "groups", g))["code"]
-        assert set(code) == {"fn", "rule_module"}
+        assert set(code) == ({"fn", "module my_rules"} if g == "2-lloyd" else {"fn"}), (g, code)
     assert len({sweep.read_manifest(os.path.join(out, "groups", g))["code"]["fn"] for g in groups}) == 3
 
 
@@ -114,10 +115,14 @@ def test_paired_sweep_resumes_and_refuses_a_changed_rule(paired, rules, tmp_path
     shutil.copytree(out, changed)
     text = open(path).read()
     try:
-        with open(path, "w") as f:
+        with open(path, "w") as f:  # a comment changes no code: every group keeps its results
             f.write(text + "\n# an edit\n")
+        assert cli.main([a if a != out else str(changed) for a in argv]) == 0
+        with open(path, "w") as f:
+            f.write(text + "\nEXTRA = 1\n")
         assert cli.main([a if a != out else str(changed) for a in argv]) == 2
-        assert "rule_module" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "module 'my_rules'" in err and "2-lloyd" in err, err
     finally:
         with open(path, "w") as f:
             f.write(text)

@@ -130,7 +130,7 @@ def test_case3_changed_function_body_refused(tmp_path):
     def f(key, a, b):  # noqa: F811 (the same name and qualname, another body)
         return {"y": a + b}
 
-    assert sweep.code_digest(first) != sweep.code_digest(f) and sweep._fn_id(first) == sweep._fn_id(f)
+    assert sweep.code_digest(first) != sweep.code_digest(f) and sweep.task.fn_id(first) == sweep.task.fn_id(f)
     _run(first, d)
     with pytest.raises(
         io.OutputConflict,
@@ -191,7 +191,7 @@ def test_case3_manifest_before_code_keys_is_another_sweep(tmp_path):
     for k in ("code", "outputs", "checksum"):
         m.pop(k)
     m["format"] = 1
-    m["checksum"] = sweep._digest(m)
+    m["checksum"] = sweep.store.json_digest(m)
     json.dump(m, open(path, "w"))
     with pytest.raises(io.OutputConflict, match="written before sweeps recorded the code.*--fresh"):
         _run(f_ab, d)
@@ -224,15 +224,17 @@ def test_case3_changed_rule_module_file_refused(tmp_path, capsys):
         "",
     ]
     assert cli.main(argv) == 0
-    assert sweep.read_manifest(out)["code"]["rule_module"] == tds.rule_module_digest(f"{rules}:RULES")
-    with open(rules, "a") as f:  # a helper of the rule may live anywhere in the file: any change counts
+    key = "module " + os.path.splitext(os.path.basename(rules))[0]
+    assert sweep.read_manifest(out)["code"][key] == sweep.digest.source_digest(rules)
+    with open(rules, "a") as f:  # a helper of the rule may live anywhere in the file: any change of code counts
         f.write("\nEXTRA = 1  # edited\n")
     capsys.readouterr()
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert "the rule's code changed since these results (rule_module code differ)" in err and "--fresh" in err, err
+    assert "the rule's code changed since these results (module " in err and "--fresh" in err, err
+    assert os.path.splitext(os.path.basename(rules))[0] in err, err
     assert cli.main(argv + ["--fresh"]) == 0
-    assert sweep.read_manifest(out)["code"]["rule_module"] == tds.rule_module_digest(f"{rules}:RULES")
+    assert sweep.read_manifest(out)["code"][key] == sweep.digest.source_digest(rules)
     assert tds.load_rules(f"{rules}:RULES")["lloyd"].step.__module__  # the file as it is now was loaded
 
 

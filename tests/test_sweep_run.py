@@ -162,8 +162,8 @@ def test_seeds_beyond_2_31_get_their_own_keys(seeds, conditions):
         assert len(grid) <= sweep.MAX_RUNS
         total, step = len(grid), 8
         devices, batch, step, padded = execute.plan(jax.devices()[:1], 1, step, total)
-        task = sweep._grid_task(KeyBits(), grid, True, padded)
-        shared = sweep._grid_shared(grid, root)
+        task = sweep.task.grid_task(KeyBits(), grid, True, padded)
+        shared = sweep.task.grid_shared(grid, root)
         starts = [total - 2 * step - 3, total - step]  # the last chunks (and one across a seed boundary)
         get = lambda a, b: {"index": np.arange(a, b, dtype=np.uint32)}  # noqa: E731
         for s0, s1, out in execute.stream(task, shared, starts, total, step, padded, get, devices, batch):
@@ -193,14 +193,14 @@ CHILD = textwrap.dedent(
     from test_sweep_run import GRID, noisy_quadratic
     kill_after = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     written = []
-    orig = sweep._write_chunk
+    orig = sweep.store.write_chunk
     def write(path, *args):
         orig(path, *args)
         written.append(path)
         if len(written) == kill_after:  # killed between chunks, with a write cut short beside them
             open(path.replace(".npz", "-next.npz.1f2e3d.tmp"), "wb").write(b"half a chunk")
             os.kill(os.getpid(), signal.SIGKILL)
-    sweep._write_chunk = write
+    sweep.store.write_chunk = write
     out = sweep.run(noisy_quadratic, GRID, key=jax.random.key(9), chunk_size=3, out=sys.argv[1], progress=False)
     np.save(sys.argv[2], out["value"])
     """
@@ -397,15 +397,15 @@ def test_shared_draws_cover_the_seeds_of_any_run_range(seed_major):
     """n_draws bounds the distinct seeds among any n consecutive runs, prepare draws them once
     and each run's slot holds its own seed's draw."""
     grid = Grid(seeds=7, seed_major=seed_major, a=np.arange(5.0))
-    shared = sweep._grid_shared(grid, jax.random.key(0))
+    shared = sweep.task.grid_shared(grid, jax.random.key(0))
     seeds = grid.rows()["seed"]
     for n in range(1, len(grid) + 1):
-        bound = sweep._n_draws(grid, n)
+        bound = sweep.task.max_seeds(grid, n)
         assert max(len(set(seeds[s : s + n])) for s in range(len(grid) - n + 1)) <= bound <= n
     for start, n in ((0, 20), (13, 9), (30, 5)):
         runs = {"index": np.arange(start, start + n, dtype=np.uint32)}
-        prepared = sweep._grid_task(Drawn(), grid, True, n).prepare(shared, runs)
-        assert len(prepared["draws"]) == sweep._n_draws(grid, n)
+        prepared = sweep.task.grid_task(Drawn(), grid, True, n).prepare(shared, runs)
+        assert len(prepared["draws"]) == sweep.task.max_seeds(grid, n)
         first = int(prepared["first_seed"])
         for i in runs["index"]:
             seed = int(seeds[i])

@@ -47,7 +47,8 @@ def run(s: Suite):
 
     def one():
         out_dir = tempfile.mkdtemp(prefix="tokdyn-suite-sweep-")
-        cmd = [sys.executable, SUITE, "--child-sweep", json.dumps([out_dir, runs, chunk])]
+        sweep_dir = os.path.join(out_dir, "sweep")  # the sweep's own directory (out_dir holds the child's log)
+        cmd = [sys.executable, SUITE, "--child-sweep", json.dumps([sweep_dir, runs, chunk])]
         log_path = os.path.join(out_dir, "child.log")
         t = time.perf_counter()
         with open(log_path, "w") as log:
@@ -64,7 +65,7 @@ def run(s: Suite):
         if rc not in (0, None):
             raise RuntimeError(f"the sweep's child exited {rc}: {' | '.join(lines[-3:])[-500:]}")
         spans = []
-        for f in glob.glob(os.path.join(out_dir, "chunks", "*.npz")):
+        for f in glob.glob(os.path.join(sweep_dir, "chunks", "*.npz")):
             a, b = os.path.basename(f)[:-4].split("-")
             spans.append((os.path.getmtime(f), int(b) - int(a), os.path.getsize(f)))
         spans.sort()

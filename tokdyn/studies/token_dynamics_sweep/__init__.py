@@ -51,8 +51,11 @@ Every list of conditions is a set: an axis that lists a value twice (``--noise 0
 ``--temperature linspace:1:1:3``, ``--method baseline,baseline``) exits 2 naming it. Results are
 keyed by the code that made them: the manifest records the run function's
 :func:`tokdyn.engine.sweep.code_digest`, its output fields and, with ``--rule-module``, the
-SHA-256 of the rule's file, so a rerun after the rule changed exits 2 ("the rule's code changed
-since these results: rerun with --fresh, or into another directory").
+digests of the rule's module and of every module of the user's it imports
+(:func:`tokdyn.engine.sweep.digest.module_digests`, by their syntax trees), group by group, so a
+rerun after the rule or a helper module changed exits 2 naming the module ("the rule's code
+changed since these results: rerun with --fresh, or into another directory"); a group whose rule
+does not use the module (the baseline) keeps its results.
 
 Several rules, paired by seed: ``--method`` takes built-in methods, the package's rules beyond
 them (``refinement``, :data:`tokdyn.engine.runs.PACKAGE_RULES`) and ``--rule-module``'s rules in any

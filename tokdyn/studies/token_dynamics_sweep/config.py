@@ -283,6 +283,7 @@ class Config(_Axes):
         when there is one group, else ``groups/<i>-<name>``). Every group runs with the same root
         key and common random numbers: the runs of a seed see the same data and initial tokens in
         every group."""
+        self.check_runs()  # the engine's limit, named by this sweep's options, before any grid is built
         names, axes, rules = self.method_names(), dict(self.axes()), self.rules()
         groups = self.method_groups()
         out = []
@@ -351,6 +352,19 @@ class Config(_Axes):
         each takes x seeds."""
         return sum(int(np.prod(list(g.values()), dtype=object)) for g in self._group_sizes()) * self.seeds
 
+    def check_runs(self) -> int:
+        """:meth:`runs`; :class:`Refused` naming ``seeds`` and the axes when they overflow the sweep
+        engine's ``uint32`` run index (before any grid is built)."""
+        runs = self.runs()
+        if runs > sweep.MAX_RUNS:
+            sizes = " x ".join(f"{k} ({len(v)})" for k, v in self.axes())
+            raise Refused(
+                f"seeds={self.seeds} makes {runs:,} runs ({sizes} x {self.seeds} seeds), more than the "
+                f"{sweep.MAX_RUNS:,} the sweep engine can index (run indices and seeds are folded into "
+                "PRNG keys as uint32): make seeds smaller, or split the axes over several sweeps"
+            )
+        return runs
+
     def settings(self) -> int:
         """Settings of the analysis: over its rules, the product of the sizes of the rule axes each
         takes."""
@@ -372,14 +386,7 @@ class Config(_Axes):
         Time: about 1.7e-4 s per run at the default structure on the reference CPU, growing with
         the square root of points x tokens x dim x n_steps (measured; rough), scaled by this
         machine's ``dynamics`` rate; the analysis on the host."""
-        runs = self.runs()
-        if runs > sweep.MAX_RUNS:
-            sizes = " x ".join(f"{k} ({len(v)})" for k, v in self.axes())
-            raise Refused(
-                f"seeds={self.seeds} makes {runs:,} runs ({sizes} x {self.seeds} seeds), more than the "
-                f"{sweep.MAX_RUNS:,} the sweep engine can index (run indices and seeds are folded into "
-                "PRNG keys as uint32): make seeds smaller, or split the axes over several sweeps"
-            )
+        runs = self.check_runs()
         points = max(self.cluster_counts()) * self.points_per_cluster
         accelerator = jax.default_backend() != "cpu"
         chunk = min(self.chunk() or (65536 if accelerator else 2048) * jax.local_device_count(), runs)

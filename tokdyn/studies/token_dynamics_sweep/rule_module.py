@@ -1,6 +1,9 @@
 """Update rules of one's own for the sweep (``--rule-module module:NAME`` or
-``path/to/file.py:NAME``): :func:`load_rules` imports them, :func:`rule_module_digest` keys the
-sweep's results by the bytes of their file."""
+``path/to/file.py:NAME``): :func:`load_rules` imports them (anew when their file, or a module of
+the user's they import, changed); :func:`rule_module_digest` is the SHA-256 of the file's bytes, by
+which a loaded module is known to be the file as it is. The sweep's results are keyed, group by
+group, by the syntax trees of every module of the user's that the group's rule reaches
+(:func:`tokdyn.engine.sweep.digest.module_digests`)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import os
 import sys
 
 from tokdyn import dynamics
+from tokdyn.engine.sweep.digest import changed_since_import, user_modules
 
 
 def _is_path(target: str) -> bool:
@@ -54,10 +58,21 @@ def load_rules(spec: str) -> dict:
     ``path/to/file.py:NAME`` (a file, imported as the module named by its stem): ``NAME`` a
     :class:`tokdyn.dynamics.Rule` (named by its ``name``) or a dict of them (named by their keys;
     not the names of built-in methods). A file is imported once per process and content (its rules
-    stay equal, so they share their compilation); a file changed since is imported anew, so the
-    rules are always those of the file as it is (:func:`rule_module_digest`). ``ValueError`` naming
+    stay equal, so they share their compilation); when it, or any module of the user's the rules
+    reach (a helper module beside it that it imports:
+    :func:`tokdyn.engine.sweep.digest.changed_since_import`), changed since, they are all imported
+    anew, so the rules are always those of the files as they are. The digests of those modules
+    are taken here, of the code as imported (:func:`tokdyn.engine.sweep.digest.module_digest`),
+    and key the sweep's results group by group. ``ValueError`` naming
     ``rule_module`` for anything that does not resolve."""
-    return dict(_load_rules(spec, rule_module_digest(spec)))
+    rules = _load_rules(spec, rule_module_digest(spec))
+    stale = changed_since_import(rules)
+    if stale:  # a module of the user's the rules reach was edited since it was imported: import them all anew
+        for name in [ns["__name__"] for ns in user_modules(rules)]:
+            sys.modules.pop(name, None)
+        _load_rules.cache_clear()
+        rules = _load_rules(spec, rule_module_digest(spec))
+    return dict(rules)
 
 
 @functools.lru_cache(maxsize=None)

@@ -18,7 +18,6 @@ from tokdyn.experiment import runner, study
 from tokdyn.experiment.study import Refused
 from tokdyn.studies.token_dynamics_sweep.config import STUDY, Config
 from tokdyn.studies.token_dynamics_sweep.report import analysis
-from tokdyn.studies.token_dynamics_sweep.rule_module import rule_module_digest
 
 PART_WAIT_S = 600.0  # how long a part waits without progress for another (part 0's stamp, the others' chunks)
 
@@ -85,12 +84,14 @@ def missing_chunks(cfg: Config, out: str) -> list:
 
 
 def code_record(cfg: Config) -> dict:
-    """What the sweep's results depend on beyond its task's own code (:func:`tokdyn.engine.sweep.code_digest`):
-    ``{"rule_module": SHA-256 of its file}`` when ``rule_module`` names one (a helper the rule
-    calls is in that file too), else ``{}``. Recorded in the sweep's manifest: a rerun after the
-    file changed is refused."""
-    spec = cfg.rule_module.strip()
-    return {"rule_module": rule_module_digest(spec) or "no file"} if spec else {}
+    """What the sweep's results depend on beyond its tasks' code, which the engine records group by
+    group (:func:`tokdyn.engine.sweep.code_digest` of the task and
+    :func:`tokdyn.engine.sweep.digest.module_digests`: the rule module and every module of the
+    user's the rule imports, by their syntax trees): nothing more, ``{}``. A group whose rule does
+    not come from ``rule_module`` (the baseline) is not keyed by it, so an edit of the module leaves
+    that group's results standing."""
+    del cfg
+    return {}
 
 
 def _part(part) -> tuple:

@@ -1,6 +1,7 @@
 """The token-dynamics rows of the raw suite files under ``benchmarks/runs/`` placed against the
 binding bound of ``work.py`` (the recount of the kernel as written; max of the ceilings' times, the
-FFMA rate from the measured multiply-add pass), from each file's own ceilings and rates.
+FFMA rate the larger of the elementwise multiply-add pass and the float32 GEMM at precision
+"highest"), from each file's own ceilings and rates.
 
     python benchmarks/recount.py [benchmarks/runs/*/suite.json ...] > benchmarks/runs/recount.md
 
@@ -8,8 +9,8 @@ Rows that carry their own count (``flops_per_run``, written by today's suite) ke
 written before the suite recorded each row's valid points get them back from the row's
 ``gflops_useful`` and the count those files used (104 flops per point per step, 624 per run-step,
 53 per point per run): ``n = (flops / run - 624 steps) / (104 steps + 53)``. The last column gives
-the share against the stricter FFMA rate of the float32 GEMM at precision "highest" (a matrix
-product that runs on the same multiply-add units), for comparison.
+the share against the elementwise multiply-add pass alone as the FFMA rate: not a ceiling (the
+GEMM on the same units runs faster), shown only to read the figures printed before.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def kind(row) -> tuple[float, bool, float]:
 def recount(path: str) -> list[str]:
     d = json.load(open(path))
     ceil = d["ceilings"]
-    strict = dict(ceil, fma_flops=max(ceil.get("fma_flops", 0.0), ceil.get("gemm_highest", 0.0)))
+    fma_only = {k: v for k, v in ceil.items() if k != "gemm_highest"}  # the pass alone: not a ceiling
     out = []
     for r in d["rows"]:
         if r.get("section") != "dynamics" or r.get("status") != "ok" or "mean_steps" not in r:
@@ -56,7 +57,7 @@ def recount(path: str) -> list[str]:
         if "flops_per_run" in r:  # written by today's suite: the row's own count (kernel alone: no labels, metrics)
             use = work.Work(r["flops_per_run"], r["exps_per_run"], r["bytes_per_run"])
         padded = work.per_run(steps, pad, data=study, input_points=read)
-        a, p, s = work.against(rate, use, ceil), work.against(rate, padded, ceil), work.against(rate, use, strict)
+        a, p, s = work.against(rate, use, ceil), work.against(rate, padded, ceil), work.against(rate, use, fma_only)
         out.append(
             f"| {os.path.basename(os.path.dirname(path))} | {r['name']} | {rate:,.4g} | {steps:.1f} | {n:.0f} | "
             f"{use.flops:,.0f} | {a['binding']} | {a['bound_runs_per_s']:,.4g} | {a['of_bound']:.1%} | "
@@ -78,7 +79,7 @@ def main(paths):
     print(
         "| run | row | runs/s (median) | mean steps | valid points | flops per run (useful) | binding ceiling "
         "| bound runs/s | of bound (useful) | of bound (padded) | printed then (sum, old count) "
-        "| of bound, FFMA at GEMM-highest's rate |"
+        "| against the elementwise FMA pass alone (not a ceiling) |"
     )
     print("|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for p in paths:

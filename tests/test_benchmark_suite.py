@@ -57,6 +57,22 @@ def test_bound_is_the_largest_time_not_the_sum():
     assert work.bound(work.Work(1.0, 1.0), dict(exp=1.0))["binding"] == "exp"
 
 
+def test_ffma_ceiling_is_the_faster_of_the_fma_pass_and_the_gemm():
+    # the GEMM at precision "highest" runs on the same FFMA units: when it outruns the elementwise
+    # pass, its rate is the ceiling (the H200's 50.3 against 28.3 TFLOP/s, here 20 against 10)
+    w = work.Work(flops=100.0, exps=4.0, bytes=0.0)
+    b = work.bound(w, dict(fma_flops=10.0, gemm_highest=20.0, exp=2.0))
+    assert b["binding"] == "ffma" and b["seconds"] == pytest.approx(5.0)  # 100 / 20, not 100 / 10
+    assert work.rate("ffma", dict(fma_flops=10.0, gemm_highest=20.0)) == 20.0
+    # the pass faster than the GEMM (a CPU without a fast matmul): the pass is the ceiling
+    assert work.bound(w, dict(fma_flops=40.0, gemm_highest=20.0))["seconds"] == pytest.approx(2.5)
+    # either alone is enough; the GEMM at the default precision (TF32 on a GPU) is never the FFMA
+    assert work.bound(w, dict(gemm_highest=25.0))["seconds"] == pytest.approx(4.0)
+    assert work.bound(w, dict(fma_flops=10.0, gemm_default=1e6))["seconds"] == pytest.approx(10.0)
+    # the share: 0.1 runs/s against a 5 s bound is half of it (against the pass alone: all of it)
+    assert work.against(0.1, w, dict(fma_flops=10.0, gemm_highest=20.0, exp=2.0))["of_bound"] == pytest.approx(0.5)
+
+
 def test_model_bound_uses_the_gemm_rate_of_its_precision():
     ceil = dict(gemm_highest=10.0, gemm_default=80.0, copy_bytes=4.0)
     assert work.model_bound(100.0, 8.0, ceil, "highest")["binding"] == "gemm"  # 10 s against 2 s

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokdyn import data, dynamics, fused
+from tokdyn import data, dynamics
 from tokdyn.dynamics import hparams as hparams_module
 from tokdyn.dynamics import pallas
 from tokdyn.engine import runs, sweep
@@ -151,6 +151,10 @@ def test_the_rule_knows_its_backends_and_the_old_module_is_an_alias():
     assert dynamics.BUILTIN.backend("xla").func is dynamics.run
     with pytest.raises(ValueError, match="backend"):
         dynamics.REFINEMENT.backend("pallas")
+    with pytest.warns(DeprecationWarning, match="tokdyn.dynamics.pallas"):
+        spec = importlib.util.spec_from_file_location("fused_copy", pallas.__file__.replace("dynamics/pallas", "fused"))
+        fused = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(fused)
     assert fused.run is pallas.run and fused.preferred is pallas.preferred
     assert fused.MAX_TOKEN_COORDS == pallas.MAX_TOKEN_COORDS and fused.MAX_POINTS == pallas.MAX_POINTS
 

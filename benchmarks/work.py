@@ -2,7 +2,7 @@
 
 Used by ``suite.py`` (its rows), ``bench_roofline.py`` and ``recount.py``: one count, one bound.
 
-The count is of the built-in rule as the fused kernel (``tokdyn.fused``) writes it, for the
+The count is of the built-in rule as the Pallas kernel (``tokdyn.dynamics.pallas``, formerly ``tokdyn.fused``) writes it, for the
 study's methods (the softmax assignment; no Sinkhorn rounds, no Langevin noise). Per run-step and
 per point, with T tokens and D dimensions (a fused multiply-add counts 2 flops, a max, add, mul or
 divide 1):

@@ -1,17 +1,22 @@
-"""tokdyn.fused: the built-in rule's run as one kernel per run, against tokdyn.dynamics.run.
+"""tokdyn.dynamics.pallas (formerly tokdyn.fused): the built-in rule's run as one kernel per run,
+against tokdyn.dynamics.run.
 
 On a CPU the kernel runs in the Pallas interpreter (the same kernel function that Triton compiles
-on a GPU); on a GPU these tests run the compiled kernel.
+on a GPU); on a GPU these tests run the compiled kernel. Interpreter programs compile slowly: each
+test batches its runs into one vmapped call.
 """
 
 import dataclasses
+import importlib.util
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokdyn import data, dynamics, fused
+from tokdyn import data, dynamics
+from tokdyn.dynamics import hparams as hparams_module
+from tokdyn.dynamics import pallas
 from tokdyn.engine import runs, sweep
 
 pytestmark = pytest.mark.fast_compile  # compile-bound (the Pallas interpreter's programs)
@@ -29,12 +34,10 @@ def problem():
 
 
 def _both(c, t0, hp, *, key, mass_anchor="token", n_steps=30):
-    """dynamics.run and fused.run of every run of a stacked ``hp`` (one compile each)."""
+    """dynamics.run and pallas.run of every run of a stacked ``hp`` (one compile each)."""
     rule = dynamics.MASS_ANCHORS[mass_anchor]
     ref = jax.jit(jax.vmap(lambda h: dynamics.run(c.x, t0, h, rule=rule, mask=c.mask, n_steps=n_steps, key=key)))(hp)
-    got = jax.jit(
-        jax.vmap(lambda h: fused.run(c.x, t0, h, mask=c.mask, n_steps=n_steps, key=key, mass_anchor=mass_anchor))
-    )(hp)
+    got = jax.jit(jax.vmap(lambda h: pallas.run(c.x, t0, h, rule=rule, mask=c.mask, n_steps=n_steps, key=key)))(hp)
     return ref, got
 
 
@@ -110,7 +113,7 @@ def test_masked_points_do_not_count_and_a_lone_token(problem):
     c2 = dataclasses.replace(c, x=junk)
     ref, got = _both(c2, t0, hp, key=None)
     _agree(ref, got)
-    one = jax.vmap(lambda h: fused.run(c.x, t0[:1], h, mask=c.mask))(hp)
+    one = jax.vmap(lambda h: pallas.run(c.x, t0[:1], h, mask=c.mask))(hp)
     mean = np.asarray(c.x)[np.asarray(c.mask)].mean(0)
     np.testing.assert_allclose(np.asarray(one.tokens)[:, 0], np.broadcast_to(mean, (2, 3)), atol=1e-4)
 
@@ -126,16 +129,76 @@ def test_cluster_run_kernels_agree_through_a_sweep():
             common_random_numbers=True,
             progress=False,
         )
-        for k in ("xla", "fused")
+        for k in ("xla", "pallas")
     }
-    same = np.mean(out["xla"]["steps"] == out["fused"]["steps"])
+    same = np.mean(out["xla"]["steps"] == out["pallas"]["steps"])
     assert same >= 0.9, same  # a step count may differ where a run's last movement sits at the tolerance
-    np.testing.assert_allclose(np.nanmean(out["fused"]["ari"]), np.nanmean(out["xla"]["ari"]), atol=0.02)
-    assert not runs.ClusterRun().uses_fused or jax.default_backend() == "gpu"
+    np.testing.assert_allclose(np.nanmean(out["pallas"]["ari"]), np.nanmean(out["xla"]["ari"]), atol=0.02)
+    assert (runs.ClusterRun().backend == "pallas") == (jax.default_backend() == "gpu")
+    assert runs.ClusterRun(kernel="fused").backend == "pallas"  # the former name
+    assert runs.ClusterRun(kernel="pallas", rule=dynamics.BUILTIN_ORIGIN).backend == "pallas"
 
 
 def test_preferred_backend():
-    assert fused.preferred("gpu") and not fused.preferred("cpu") and not fused.preferred("tpu")
+    assert pallas.preferred("gpu") and not pallas.preferred("cpu") and not pallas.preferred("tpu")
+
+
+def test_the_rule_knows_its_backends_and_the_old_module_is_an_alias():
+    assert dynamics.BUILTIN.backend_names == ("xla", "pallas") == dynamics.BUILTIN_ORIGIN.backend_names
+    assert dynamics.REFINEMENT.backend_names == ("xla",)
+    assert dynamics.BUILTIN.backend("pallas").func is pallas.run
+    assert dynamics.BUILTIN_ORIGIN.backend("pallas").keywords == {"rule": dynamics.BUILTIN_ORIGIN}
+    assert dynamics.BUILTIN.backend("xla").func is dynamics.run
+    with pytest.raises(ValueError, match="backend"):
+        dynamics.REFINEMENT.backend("pallas")
+    with pytest.warns(DeprecationWarning, match="tokdyn.dynamics.pallas"):
+        spec = importlib.util.spec_from_file_location("fused_copy", pallas.__file__.replace("dynamics/pallas", "fused"))
+        fused = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(fused)
+    assert fused.run is pallas.run and fused.preferred is pallas.preferred
+    assert fused.MAX_TOKEN_COORDS == pallas.MAX_TOKEN_COORDS and fused.MAX_POINTS == pallas.MAX_POINTS
+
+
+def test_a_knob_the_kernel_does_not_read_is_refused(problem, monkeypatch):
+    """A copy of Hparams with one more knob: the kernel refuses it (naming it) rather than run
+    without it, and importing the kernel's module with such a FIELDS fails."""
+    c, t0 = problem
+
+    @jax.tree_util.register_dataclass
+    @dataclasses.dataclass(frozen=True)
+    class Knobs(dynamics.Hparams):
+        friction: float = 0.0
+
+    with pytest.raises(ValueError, match="friction"):
+        pallas.knob_vector(Knobs(), 1e-3, 10.0)
+    with pytest.raises(ValueError, match="friction"):
+        pallas.run(c.x, t0, Knobs(), mask=c.mask)
+    with pytest.raises(ValueError, match="friction"):
+        pallas.check_fields(dynamics.FIELDS + ("friction",))
+    assert pallas.check_fields(dynamics.FIELDS) == dynamics.FIELDS  # every knob of today's Hparams is read
+    # the module itself refuses to load beside an Hparams with a knob it does not read
+    monkeypatch.setattr(hparams_module, "FIELDS", dynamics.FIELDS + ("friction",))
+    spec = importlib.util.spec_from_file_location("pallas_copy", pallas.__file__)
+    with pytest.raises(ValueError, match="friction"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+def test_derivatives_are_refused_before_anything_compiles(problem):
+    """jax.grad / jacfwd through the kernel raise naming run_fixed while tracing: under make_jaxpr,
+    which only traces, so nothing was compiled for it."""
+    c, t0 = problem
+
+    def loss(h):
+        return pallas.run(c.x, t0, h, mask=c.mask, n_steps=5).tokens.sum()
+
+    hp = dynamics.Hparams(temperature=jnp.float32(1.0))
+    for transform in (jax.grad, jax.jacfwd):
+        with pytest.raises(ValueError, match="run_fixed"):
+            jax.make_jaxpr(transform(loss))(hp)
+    with pytest.raises(ValueError, match="run_fixed"):
+        jax.make_jaxpr(jax.grad(lambda x: pallas.run(x, t0, mask=c.mask, n_steps=5).tokens.sum()))(c.x)
+    with pytest.raises(ValueError, match="run_fixed"):
+        jax.grad(loss)(hp)  # called, too
 
 
 @pytest.mark.parametrize(
@@ -152,15 +215,19 @@ def test_preferred_backend():
 def test_bad_arguments_refused_before_compile(problem, kwargs, match):
     c, t0 = problem
     with pytest.raises((ValueError, TypeError), match=match):
-        fused.run(c.x, t0, mask=c.mask, **kwargs)
+        pallas.run(c.x, t0, mask=c.mask, **kwargs)
 
 
 def test_too_many_token_coordinates_refused():
     x = jnp.zeros((10, 64))
     with pytest.raises(ValueError, match="MAX_TOKEN_COORDS"):
-        fused.run(x, jnp.zeros((8, 64)))
+        pallas.run(x, jnp.zeros((8, 64)))
     with pytest.raises(ValueError, match="kernel"):
         runs.ClusterRun(kernel="triton")
     lloyd = dynamics.Rule(lambda p, t, h: t, lambda t, p, h, s, k: t, hparams=(), name="still")
     with pytest.raises(ValueError, match="built-in rule only"):
         runs.ClusterRun(rule=lloyd, kernel="fused")
+    with pytest.raises(ValueError, match="built-in rule only"):
+        runs.ClusterRun(rule=lloyd, kernel="pallas")
+    with pytest.raises(ValueError, match="built-in rule only"):
+        pallas.run(x[:, :2], jnp.zeros((2, 2)), rule=lloyd)

@@ -63,10 +63,15 @@ def test_results_equal_with_and_without_the_draws(batch_size):
     # run whose last movement sits at the tolerance by a step: at most one run apart
     same = np.asarray(skip["steps"]) == np.asarray(drawn["steps"])
     assert same.sum() >= len(same) - 1, same
-    for f in ("ari", "nmi", "sse", "collapsed"):
-        np.testing.assert_allclose(
-            np.asarray(skip[f])[same], np.asarray(drawn[f])[same], rtol=1e-5, atol=1e-5, err_msg=f
-        )
+    np.testing.assert_array_equal(np.asarray(skip["collapsed"])[same], np.asarray(drawn["collapsed"])[same])
+    # a point on the boundary of two tokens (the clusters at noise 0.9 overlap) sits at a tie to float32
+    # rounding, which the two programs may decide differently: at most one run's scores move, by one point
+    moved = np.zeros(len(same), bool)
+    for f in ("ari", "nmi", "sse"):
+        a, b = np.asarray(skip[f]), np.asarray(drawn[f])
+        moved |= same & ~np.isclose(a, b, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(a[same], b[same], rtol=0.05, atol=0.02, err_msg=f)
+    assert moved.sum() <= 1, np.flatnonzero(moved)
     np.testing.assert_array_equal(np.asarray(skip["converged"])[same], np.asarray(drawn["converged"])[same])
 
 

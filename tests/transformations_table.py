@@ -70,10 +70,10 @@ class Row:
 
     @property
     def module(self) -> str:
-        """The module the kernel belongs to, relative to ``tokdyn`` (``models.slots`` for a model's)."""
-        return (
-            self.kernel.split(".")[0] if not self.kernel.startswith("models.") else ".".join(self.kernel.split(".")[:2])
-        )
+        """The module the kernel belongs to, relative to ``tokdyn`` (``models.slots`` for a model's,
+        ``dynamics.pallas`` for the built-in rule's Pallas backend)."""
+        two = self.kernel.startswith(("models.", "dynamics.pallas."))
+        return ".".join(self.kernel.split(".")[:2]) if two else self.kernel.split(".")[0]
 
 
 def _int(kernel, batched, **kw):
@@ -175,13 +175,17 @@ TABLE = (
     ),
     Row("tracking.frame_keys", "", "key, frame", grad=KEY_ONLY, jacfwd=KEY_ONLY),
     _int("tracking.track_labels", "tokens, labels, match", shard_map=NO_VMA),
-    # --- fused (on a CPU, in the Pallas interpreter; compiled by Triton on a GPU)
+    # --- dynamics.pallas, the built-in rule's Pallas backend (formerly tokdyn.fused; on a CPU in the
+    # Pallas interpreter, compiled by Triton on a GPU)
     Row(
-        "fused.run",
+        "dynamics.pallas.run",
         "",
         "x, tokens, hparams",
-        grad="no: a Pallas kernel without derivatives: use dynamics.run_fixed or dynamics.run(implicit=True)",
-        jacfwd="no: a Pallas kernel without derivatives: use dynamics.run (forward mode)",
+        grad=(
+            "no: a Pallas kernel without derivatives, refused while tracing (ValueError naming "
+            "dynamics.run_fixed): use dynamics.run_fixed or dynamics.run(implicit=True)"
+        ),
+        jacfwd="no: a Pallas kernel without derivatives, refused while tracing: use dynamics.run (forward mode)",
         shard_map=(
             "yes: check_vma=False only (the kernel's outputs carry no varying type), as engine.execute.map_runs runs it"
         ),
@@ -288,7 +292,9 @@ HOST = {
     "metrics.matched_iou_host": "NumPy + SciPy, the reference",
     "refinement.check": "the rule's check: its knobs' host values, before anything is traced",
     "tracking.carried_rule": "makes a rule (a value: the rule started from a carried state)",
-    "fused.preferred": "whether the fused kernel is the faster form on a backend (a Python bool)",
+    "dynamics.pallas.preferred": "whether the Pallas kernel is the faster form on a backend (a Python bool)",
+    "dynamics.pallas.check_fields": "refuses knob names the kernel does not read (host, on import and per call)",
+    "dynamics.pallas.knob_vector": "packs the knobs for the kernel (called inside dynamics.pallas.run)",
     "es.maximiser": "makes the kernels init and step (its step is in the table)",
 }
 
@@ -296,7 +302,7 @@ MODULES = (
     "dynamics",
     "refinement",
     "tracking",
-    "fused",
+    "dynamics.pallas",
     "metrics",
     "assignment",
     "geometry",

@@ -4,7 +4,7 @@ Subpackages and modules load on first access, so ``import tokdyn`` does not impo
 command line can set XLA flags first. By layer:
 
 - kernels: :mod:`tokdyn.dynamics` (token update rules and the loop that runs them),
-  :mod:`tokdyn.refinement`, :mod:`tokdyn.fused`, :mod:`tokdyn.tracking`, :mod:`tokdyn.metrics`,
+  :mod:`tokdyn.refinement`, :mod:`tokdyn.fused` (deprecated: :mod:`tokdyn.dynamics.pallas`), :mod:`tokdyn.tracking`, :mod:`tokdyn.metrics`,
   :mod:`tokdyn.analysis`, :mod:`tokdyn.diffusion`, :mod:`tokdyn.es`, :mod:`tokdyn.assignment`,
   :mod:`tokdyn.geometry`, :mod:`tokdyn.probes`;
 - data and models: :mod:`tokdyn.data`, :mod:`tokdyn.models`, :mod:`tokdyn.diagnostics`;

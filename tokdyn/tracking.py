@@ -215,7 +215,8 @@ def carried_rule(rule: dynamics.Rule, state_tree) -> dynamics.Rule:
     :class:`CarriedKnobs` ``(hparams, state, weight)``. Its ``init`` is ``rule.init`` with every
     floating leaf of the state but the tokens moved from its fresh value toward ``state`` by
     ``weight`` (``weight = 0``: exactly ``rule.init``); its step, movement, stopping and
-    temperature are ``rule``'s with ``hparams``. ``state_tree``: the treedef of ``rule``'s state.
+    temperature are ``rule``'s with ``hparams``, and it is centred when ``rule`` is
+    (:attr:`tokdyn.dynamics.Rule.centred`). ``state_tree``: the treedef of ``rule``'s state.
     Cached, so equal arguments give the same rule (one compilation)."""
     default = CarriedKnobs(rule.hparams, jax.tree_util.tree_unflatten(state_tree, [0.0] * state_tree.num_leaves), 0.0)
 
@@ -232,7 +233,11 @@ def carried_rule(rule: dynamics.Rule, state_tree) -> dynamics.Rule:
         hooks["may_stop"] = lambda hparams, step: rule.may_stop(hparams.hparams, step)
     if rule.temperature is not None:
         hooks["temperature"] = lambda hparams, step: rule.temperature(hparams.hparams, step)
-    return dynamics.Rule(init, step, hparams=default, name=f"{rule.name or 'rule'}+carried", **hooks)
+    # centred as rule is: the blend moves only leaves that do not move with a translation (the tokens
+    # are not blended), so the carried rule commutes with translations when rule does
+    return dynamics.Rule(
+        init, step, hparams=default, name=f"{rule.name or 'rule'}+carried", centred=rule.centred, **hooks
+    )
 
 
 # ---------------------------------------------------------------------------------------------- tracking

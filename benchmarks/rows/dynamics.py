@@ -2,7 +2,7 @@
 points, D = 4, 4 tokens, at most 30 steps, tol 1e-3, the four methods in equal shares,
 ARI/NMI/SSE/collapse per run), each placed against the binding bound of ``work.py``.
 
-  kernel alone   the study's kernel (``tokdyn.fused.run``, the Pallas kernel, where it is the
+  kernel alone   the study's kernel (``tokdyn.dynamics.pallas.run``, the Pallas kernel, where it is the
                  preferred form; ``dynamics.run`` elsewhere) on ready data, tokens and steps only
   study path     ``sweep.run`` of the study's run function at one chunk: data drawn on the device,
                  the kernel, labels and metrics; with a ``jax.profiler`` trace of one chunk on an
@@ -10,7 +10,7 @@ ARI/NMI/SSE/collapse per run), each placed against the binding bound of ``work.p
   study path (sweep.run), chunk C   the same over chunk sizes
   given data     run + metrics on a pool of ready data, the run by each form: the early-exit
                  ``while_loop``, the masked fixed-step scan, the XLA candidate rule
-                 (:data:`XLA_CANDIDATE_RULE`), the Pallas kernel (``tokdyn.fused.run``, on a GPU)
+                 (:data:`XLA_CANDIDATE_RULE`), the Pallas kernel (``tokdyn.dynamics.pallas.run``, on a GPU)
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ import numpy as np
 
 import work
 from rows.base import Suite, compiled_of, cost_of, steady
-from tokdyn import data, dynamics, fused, metrics
+from tokdyn import data, dynamics, metrics
+from tokdyn.dynamics import pallas as kernel
 from tokdyn.engine import execute, sweep
 from tokdyn.studies import token_dynamics as td
 
@@ -40,8 +41,8 @@ PER_SEED = len(CFG.grid()) // CFG.seeds  # 36 runs per seed
 
 
 def pallas_form() -> bool:
-    """Whether the Pallas kernel (``tokdyn.fused``) is the form the study runs on this backend."""
-    return fused.preferred()
+    """Whether the Pallas kernel (``tokdyn.dynamics.pallas``) is the form the study runs on this backend."""
+    return kernel.preferred()
 
 
 def against_bound(s: Suite, runs_per_s, mean_steps, valid_points, *, pallas=False, study=False) -> dict:
@@ -137,14 +138,14 @@ def given_data(form: str):
     """Run + metrics on a pooled problem (the peers' workload), the run by ``form``: ``"while"``
     (``dynamics.run``, early exit), ``"fixed"`` (``dynamics.run_fixed``, a masked scan),
     ``"xla-candidate"`` (``dynamics.run`` of the candidate rule :data:`XLA_CANDIDATE_RULE`) or
-    ``"pallas"`` (:func:`tokdyn.fused.run`: the built-in rule as one Pallas kernel per run)."""
+    ``"pallas"`` (:func:`tokdyn.dynamics.pallas.run`: the built-in rule as one Pallas kernel per run)."""
 
     def task(pool, run):
         i = run["idx"]
         x, mask, labels = pool["x"][i], pool["mask"][i], pool["labels"][i]
         kw = dict(mask=mask, n_steps=CFG.n_steps, tol=CFG.tol)
         if form == "pallas":
-            r = fused.run(x, pool["tokens0"][i], run["params"], mask=mask, n_steps=CFG.n_steps, tol=CFG.tol)
+            r = kernel.run(x, pool["tokens0"][i], run["params"], mask=mask, n_steps=CFG.n_steps, tol=CFG.tol)
         elif form == "fixed":
             r = dynamics.run_fixed(x, pool["tokens0"][i], run["params"], **kw)
         else:
@@ -210,7 +211,7 @@ XLA_CANDIDATE_RULE = dynamics.Rule(
     movement=lambda old, new: new.velocity,
 )
 """The candidate rule above as a :class:`tokdyn.dynamics.Rule`, run by ``dynamics.run`` under XLA
-(not the package's Pallas kernel, ``tokdyn.fused``)."""
+(not the package's Pallas kernel, ``tokdyn.dynamics.pallas``)."""
 
 
 def default_chunks(s: Suite):
@@ -243,7 +244,7 @@ def kernel_alone(s: Suite, pool, idx, run_args, chunk, devs, strategy, valid):
 
     def task(p, run):
         i = run["idx"]
-        f = fused.run if pallas else dynamics.run
+        f = kernel.run if pallas else dynamics.run
         r = f(p["x"][i], p["tokens0"][i], run["params"], mask=p["mask"][i], n_steps=CFG.n_steps, tol=CFG.tol)
         return dict(steps=r.steps, tokens=jnp.sum(r.tokens), n_clusters=p["n_true"][i])
 
@@ -327,7 +328,7 @@ def run(s: Suite):
     gpu = jax.default_backend() == "gpu"
     kernel_alone(s, pool, idx, run_args, chunk, devs, strategy, valid)
     study_path(s, devs, strategy)
-    # the fused kernel (tokdyn.fused): timed on a GPU only (elsewhere it runs in the Pallas
+    # the fused kernel (tokdyn.dynamics.pallas): timed on a GPU only (elsewhere it runs in the Pallas
     # interpreter, far too slow to time; the smoke run checks it below)
     variants = ["while", "fixed", "xla-candidate"] + (["pallas"] if gpu else [])
     for variant in variants:
@@ -355,7 +356,7 @@ def run(s: Suite):
             "while": "early-exit while_loop (run)",
             "fixed": "masked fixed-step scan (run_fixed)",
             "xla-candidate": "XLA candidate rule: products as multiply-adds, softmax only (run)",
-            "pallas": "Pallas kernel (tokdyn.fused.run): the built-in rule, every knob, one kernel per run",
+            "pallas": "Pallas kernel (tokdyn.dynamics.pallas.run): the built-in rule, every knob, one kernel per run",
         }[variant]
         s.row("dynamics", f"given data, {label}", one)
 
@@ -373,7 +374,7 @@ def run(s: Suite):
                 jax.vmap(lambda x, t, h, m, k: dynamics.run(x, t, h, mask=m, key=k, n_steps=CFG.n_steps, tol=CFG.tol))
             )(*args)
         got = jax.jit(
-            jax.vmap(lambda x, t, h, m, k: fused.run(x, t, h, mask=m, key=k, n_steps=CFG.n_steps, tol=CFG.tol))
+            jax.vmap(lambda x, t, h, m, k: kernel.run(x, t, h, mask=m, key=k, n_steps=CFG.n_steps, tol=CFG.tol))
         )(*args)
         jax.block_until_ready(got.tokens)
         dt = np.abs(np.asarray(got.tokens) - np.asarray(ref.tokens)).reshape(n, -1).max(1)
@@ -389,7 +390,7 @@ def run(s: Suite):
         )
 
     if gpu:  # elsewhere the kernel runs in the Pallas interpreter, which tests/test_fused.py checks
-        s.row("dynamics", "check: tokdyn.fused.run against dynamics.run (highest), every method", fused_check)
+        s.row("dynamics", "check: tokdyn.dynamics.pallas.run against dynamics.run (highest), every method", fused_check)
 
     # one method per chunk: with the knobs shared by the chunk's runs (not batched), the rule's
     # Sinkhorn/softmax ``cond`` stays a branch under vmap instead of a select that computes both

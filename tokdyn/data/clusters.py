@@ -28,12 +28,16 @@ CENTER_LAYOUTS = ("uniform", "normal")
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")  # the dtypes a generator's ``dtype`` may name
 
 
-def float_dtype(dtype) -> np.dtype:
+def float_dtype(dtype=None) -> np.dtype:
     """The ``dtype`` argument of a data generator, checked: one of :data:`FLOAT_DTYPES` (a name, a
-    NumPy dtype or a JAX type such as ``jnp.float64``); float64 needs ``jax_enable_x64`` (else JAX
-    would silently hand back float32). ``ValueError`` naming ``dtype`` otherwise. Every generator
-    draws its random numbers in float32 / uint32 whatever ``dtype`` is and casts the result, so the
-    same key gives the same data (to the rounding of the cast) with and without x64."""
+    NumPy dtype or a JAX type such as ``jnp.float64``), or ``None``, JAX's default float (float64
+    under ``jax_enable_x64``, as JAX's own constructors, float32 otherwise); float64 needs
+    ``jax_enable_x64`` (else JAX would silently hand back float32). ``ValueError`` naming ``dtype``
+    otherwise. Every generator draws its random numbers in float32 / uint32 whatever ``dtype`` is
+    and casts the result, so the same key gives the same data with and without x64: float64 data
+    hold exactly the float32 values (a cast up is exact)."""
+    if dtype is None:
+        return np.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
     try:
         d = jnp.dtype(dtype)
     except TypeError:
@@ -69,9 +73,7 @@ class Clusters:
     init_noise: jax.Array
 
 
-def _check_clusters(
-    key, n_clusters, points_per_cluster, dim, noise, center_box, centers, max_clusters, dtype=jnp.float32
-):
+def _check_clusters(key, n_clusters, points_per_cluster, dim, noise, center_box, centers, max_clusters, dtype=None):
     float_dtype(dtype)
     _checks.prng_key("key", key)
     _checks.positive_int("points_per_cluster", points_per_cluster)
@@ -181,7 +183,7 @@ def cluster_draw(
     return _draw(key, max_clusters, points_per_cluster, dim, centers)
 
 
-def _from_draw(draw, n_clusters, noise, center_box, dtype=jnp.float32):
+def _from_draw(draw, n_clusters, noise, center_box, dtype=None):
     M, P, D = draw.z.shape
     noise, center_box = jnp.asarray(noise, jnp.float32), jnp.asarray(center_box, jnp.float32)
     x = (center_box * draw.centers[:, None, :] + noise * draw.z).reshape(M * P, D)  # (M*P, D)
@@ -196,7 +198,7 @@ def _from_draw(draw, n_clusters, noise, center_box, dtype=jnp.float32):
     return Clusters(x=x.astype(float_dtype(dtype)), labels=labels, mask=mask, init_noise=draw.init_noise)
 
 
-def _check_from_draw(draw, n_clusters, noise, center_box, dtype=jnp.float32):
+def _check_from_draw(draw, n_clusters, noise, center_box, dtype=None):
     float_dtype(dtype)
     if not isinstance(draw, ClusterDraw):
         raise TypeError(f"draw must be a tokdyn.data.ClusterDraw (from cluster_draw), got {type(draw).__name__}")
@@ -214,7 +216,7 @@ def _check_from_draw(draw, n_clusters, noise, center_box, dtype=jnp.float32):
 
 
 @_checks.checked_jit(_check_from_draw, static_argnames=("dtype",))
-def clusters_from_draw(draw: ClusterDraw, n_clusters, *, noise=0.3, center_box=10.0, dtype=jnp.float32) -> Clusters:
+def clusters_from_draw(draw: ClusterDraw, n_clusters, *, noise=0.3, center_box=10.0, dtype=None) -> Clusters:
     """The clusters of a :class:`ClusterDraw` at a cluster count, noise and centre scale: one
     multiply-add per coordinate, no random bits.
 
@@ -245,7 +247,7 @@ def gaussian_clusters(
     center_box=10.0,
     centers: str = "uniform",
     max_clusters: int | None = None,
-    dtype=jnp.float32,
+    dtype=None,
 ) -> Clusters:
     """Isotropic Gaussian clusters with known labels (the ``make_blobs`` family): cluster ``k`` has
     centre ``c_k`` and points ``c_k + noise * z``, ``z ~ N(0, I_D)``. Cluster ``k`` depends only on the
@@ -264,8 +266,9 @@ def gaussian_clusters(
         (``center_box * N(0, I_D)``); static.
       max_clusters: if given, the output has ``max_clusters * P`` rows and clusters ``k >= n_clusters``
         are masked out, so different K share one shape (static).
-      dtype: of ``x`` (static): float32, float16, bfloat16 or float64 (needs x64). Drawn and computed
-        in float32 and cast, so a key gives the same clusters with and without x64.
+      dtype: of ``x`` (static): float32, float16, bfloat16 or float64 (needs x64); default JAX's
+        default float (float64 under x64, float32 otherwise). Drawn and computed in float32 and
+        cast, so a key gives the same clusters (the same values) with and without x64.
 
     Returns:
       :class:`Clusters` with N = P * (max_clusters or n_clusters) rows, ordered by cluster.
@@ -291,7 +294,7 @@ SHAPES = {  # name: (dim, description)
 _SHAPE_CLUSTERS = {"blobs2": (3, 3.0), "overlap4": (4, 1.5), "blobs8": (4, 3.0)}  # (clusters, centre box)
 
 
-def _check_point_cloud(key, shape, n_points, noise, dtype=jnp.float32):
+def _check_point_cloud(key, shape, n_points, noise, dtype=None):
     float_dtype(dtype)
     _checks.prng_key("key", key)
     _checks.choice("shape", shape, SHAPES)
@@ -303,7 +306,7 @@ def _check_point_cloud(key, shape, n_points, noise, dtype=jnp.float32):
 
 
 @_checks.checked_jit(_check_point_cloud, static_argnames=("shape", "n_points", "dtype"))
-def point_cloud(key, shape: str, n_points: int, noise=1.0, *, dtype=jnp.float32):
+def point_cloud(key, shape: str, n_points: int, noise=1.0, *, dtype=None):
     """Points of a named data shape: clusters of equal size drawn by :func:`gaussian_clusters`, or one
     rotated anisotropic Gaussian (``aniso2``).
 
@@ -312,7 +315,8 @@ def point_cloud(key, shape: str, n_points: int, noise=1.0, *, dtype=jnp.float32)
       shape: a name in :data:`SHAPES` (static).
       n_points: static int, a multiple of the shape's cluster count.
       noise: the clusters' standard deviation, >= 0 (may be traced).
-      dtype: of the points (static; drawn in float32 and cast, as :func:`gaussian_clusters`).
+      dtype: of the points (static; default JAX's default float; drawn in float32 and cast, as
+        :func:`gaussian_clusters`).
 
     Returns:
       (n_points, D) points, D the shape's dimension.
@@ -424,13 +428,16 @@ def _moving(draw: MovingDraw, speed, spread, view) -> MovingClusters:
         mid = mid.at[-1].set(view * normal + along * jnp.stack([-normal[1], normal[0]]))
         theta = theta.at[-1].set(jnp.arctan2(normal[1], normal[0]) + jnp.pi / 2 * (heading[-1] - 0.5))
     velocity = speed * jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1)  # (K, 2)
-    frames = jnp.arange(n_frames, dtype=jnp.float32) - (n_frames - 1) / 2.0  # (F,) relative to the middle
+    frames = jnp.arange(n_frames, dtype=None) - (n_frames - 1) / 2.0  # (F,) relative to the middle
     centers = mid[None] + frames[:, None, None] * velocity[None]  # (F, K, 2)
     x = (centers[:, :, None, :] + spread * draw.z).reshape(n_frames, k * p, 2)  # (F, N, 2)
     mask = jnp.all(jnp.abs(x) <= view, axis=-1)  # (F, N)
     cluster = jnp.repeat(jnp.arange(k, dtype=jnp.int32), p)  # (N,)
     labels = jnp.where(mask, cluster[None, :], -1)
-    return MovingClusters(x=x, labels=labels, mask=mask, centers=centers, velocity=velocity)
+    f = float_dtype(None)  # computed in float32; JAX's default float (float64 under x64), the same values
+    return MovingClusters(
+        x=x.astype(f), labels=labels, mask=mask, centers=centers.astype(f), velocity=velocity.astype(f)
+    )
 
 
 def _check_moving_from_draw(draw, speed, spread, view):
@@ -461,7 +468,7 @@ def moving_from_draw(draw: MovingDraw, *, speed=1.0, spread=0.5, view=10.0) -> M
       view: half-width of the field of view, > 0 (may be traced).
 
     Returns:
-      :class:`MovingClusters` (``x`` (F, K * P, 2) float32).
+      :class:`MovingClusters` (``x`` (F, K * P, 2) in JAX's default float: float32, float64 under x64).
     """
     return _moving(draw, speed, spread, view)
 
@@ -494,7 +501,7 @@ def moving_clusters(
         view 10) suit the rule's default temperature 1: clusters a few units apart are told apart.
 
     Returns:
-      :class:`MovingClusters` (``x`` (F, K * P, 2) float32, ordered by cluster). The random part is
+      :class:`MovingClusters` (``x`` (F, K * P, 2) in JAX's default float, ordered by cluster). The random part is
       :func:`moving_draw`, the rest :func:`moving_from_draw`.
     """
     draw = moving_draw(key, n_frames=n_frames, n_clusters=n_clusters, points_per_cluster=points_per_cluster)

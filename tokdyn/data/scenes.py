@@ -71,7 +71,7 @@ class Scenes:
     (``present == False``) and hold the fill values given below.
 
     Attributes:
-      images: (n, size, size, 3) float32 RGB in [0, 1].
+      images: (n, size, size, 3) RGB in [0, 1], in ``dtype`` (JAX's default float by default).
       masks: (n, size, size) int32 instance masks: 0 on background, ``j + 1`` where object slot
         ``j`` is the top-most object covering the pixel centre.
       n_objects: (n,) int32 number of objects, uniform in [min_objects, max_objects].
@@ -119,7 +119,7 @@ def _check_scenes(
     background_value,
     texture_amplitude,
     start,
-    dtype=jnp.float32,
+    dtype=None,
 ):
     float_dtype(dtype)
     _checks.prng_key("key", key)
@@ -263,7 +263,7 @@ def background_image(base, waves, *, size: int, background: str = "plain", textu
     if background == "plain":
         return jnp.broadcast_to(base[..., None, None, :], (*base.shape[:-1], size, size, 3))
     lead = waves.shape[:-1]
-    centres = (jnp.arange(size, dtype=jnp.float32) + 0.5) / size  # (S,)
+    centres = (jnp.arange(size, dtype=None) + 0.5) / size  # (S,)
     waves = waves.reshape(*lead, 3, _WAVES)
     theta, phi = jnp.pi * waves[..., 0, :], 2.0 * jnp.pi * waves[..., 2, :]  # (..., K)
     freq = 2.0 * jnp.pi * _between(waves[..., 1, :], _FREQUENCIES)  # (..., K)
@@ -529,7 +529,7 @@ def sprite_scenes(
     background_value=(0.1, 0.4),
     texture_amplitude=0.08,
     start=0,
-    dtype=jnp.float32,
+    dtype=None,
 ) -> Scenes:
     """n scenes of flat-coloured shapes with instance masks (:ref:`scenes-sprites` has the geometry,
     occlusion and colour model). Per scene ``n_objects`` is uniform in [min_objects, max_objects]; per
@@ -552,7 +552,8 @@ def sprite_scenes(
         (may be traced).
       texture_amplitude: in [0, 1], the texture's amplitude ("textured" only; may be traced).
       start: index of the first scene, an int >= 0 (may be traced).
-      dtype: of ``images`` (static; float32 by default, float16, bfloat16 or float64 with x64):
+      dtype: of ``images`` (static; JAX's default float by default, float64 under x64; float16,
+        bfloat16, float32 or float64 with x64):
         drawn and computed in float32, then cast, so a key gives the same scenes with and without x64.
 
     Returns:
@@ -617,7 +618,7 @@ def _check_images(images):
         _checks.real("images", images, low=0.0, high=1.0)
 
 
-def _check_features(images, *, position_scale, colour_scale, fourier_bands, dtype=jnp.float32):
+def _check_features(images, *, position_scale, colour_scale, fourier_bands, dtype=None):
     float_dtype(dtype)
     _check_images(images)
     for name, value in (("position_scale", position_scale), ("colour_scale", colour_scale)):
@@ -629,7 +630,7 @@ def _check_features(images, *, position_scale, colour_scale, fourier_bands, dtyp
 
 @_checks.checked_jit(_check_features, static_argnames=("fourier_bands", "dtype"))
 def pixel_features(
-    images: jax.Array, *, position_scale=1.0, colour_scale=1.0, fourier_bands: int = 0, dtype=jnp.float32
+    images: jax.Array, *, position_scale=1.0, colour_scale=1.0, fourier_bands: int = 0, dtype=None
 ) -> jax.Array:
     """Per-pixel feature vectors of images: the tokens of token dynamics, one per pixel.
 
@@ -648,19 +649,20 @@ def pixel_features(
       position_scale: >= 0, weight of the position features (0: colour alone; may be traced).
       colour_scale: > 0, weight of the colour features (may be traced).
       fourier_bands: B >= 0 (static).
-      dtype: of the features (static; computed in float32, then cast; float64 needs x64).
+      dtype: of the features (static; default JAX's default float, float64 under x64; computed
+        in float32, then cast; float64 needs x64).
 
     Returns:
-      (H*W, F) or (n, H*W, F) in ``dtype`` (float32 by default).
+      (H*W, F) or (n, H*W, F) in ``dtype`` (JAX's default float by default).
     """
     H, W = images.shape[-3], images.shape[-2]
     lead = images.shape[:-3]
-    y = (2.0 * jnp.arange(H, dtype=jnp.float32) + 1.0) / H - 1.0
-    x = (2.0 * jnp.arange(W, dtype=jnp.float32) + 1.0) / W - 1.0
+    y = (2.0 * jnp.arange(H, dtype=None) + 1.0) / H - 1.0
+    x = (2.0 * jnp.arange(W, dtype=None) + 1.0) / W - 1.0
     pos = jnp.stack(jnp.meshgrid(y, x, indexing="ij"), axis=-1).reshape(H * W, 2)  # (HW, 2)
     parts = [pos]
     if fourier_bands:
-        angle = (jnp.pi * 2.0 ** jnp.arange(fourier_bands, dtype=jnp.float32))[:, None, None] * pos  # (B, HW, 2)
+        angle = (jnp.pi * 2.0 ** jnp.arange(fourier_bands, dtype=None))[:, None, None] * pos  # (B, HW, 2)
         parts.append(
             jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)  # (B, HW, 4)
             .transpose(1, 0, 2)

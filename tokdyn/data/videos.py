@@ -265,7 +265,7 @@ def _check_videos(
     background_value,
     texture_amplitude,
     start,
-    dtype=jnp.float32,
+    dtype=None,
 ):
     float_dtype(dtype)
     _checks.prng_key("key", key)
@@ -357,7 +357,7 @@ def sprite_videos(
     background_value=(0.1, 0.4),
     texture_amplitude=0.08,
     start=0,
-    dtype=jnp.float32,
+    dtype=None,
 ) -> Videos:
     """n clips of moving flat-coloured shapes with per-frame instance masks whose ids are track
     identities (:ref:`scenes-videos` has the keys, the arena, the walls and the collisions). Objects
@@ -389,7 +389,8 @@ def sprite_videos(
         (may be traced).
       texture_amplitude: in [0, 1], the texture's amplitude ("textured" only; may be traced).
       start: index of the first video, an int >= 0 (may be traced).
-      dtype: of ``images`` (static; float32 by default): drawn and computed in float32, then cast.
+      dtype: of ``images`` (static; JAX's default float by default, float64 under x64): drawn and
+        computed in float32, then cast.
 
     Returns:
       :class:`Videos` with n rows, F frames and M = max_objects object slots.

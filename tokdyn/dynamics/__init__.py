@@ -9,6 +9,10 @@ Everything here is a single run, a jitted kernel to call inside your own ``jit``
   its named settings :data:`METHODS` and :data:`FIELDS`.
 - :mod:`~tokdyn.dynamics.builtin`: the built-in rule, :data:`BUILTIN` (softmax or Sinkhorn
   assignment, momentum, repulsion, damping, annealing, Langevin noise) and its step :func:`update`.
+- :mod:`~tokdyn.dynamics.equations`: the built-in rule's equations, written once for both of its
+  programs (``equations.scores``, ``equations.temperature``, ...).
+- :mod:`~tokdyn.dynamics.pallas`: the built-in rule's run as one Pallas kernel per run (its
+  ``"pallas"`` backend, :meth:`Rule.backend`; the fast form on GPUs), imported on first use.
 - :mod:`~tokdyn.dynamics.loop`: :func:`run` (to convergence), :func:`run_fixed` (a fixed-length
   ``scan``), :func:`trajectory`; :class:`Result`, :func:`check_run`, :func:`varying`.
 - :mod:`~tokdyn.dynamics.initial`: :func:`init_tokens` (Forgy, normal, data mean, k-means++), :func:`forgy`.
@@ -23,12 +27,11 @@ out of its range does are on the concepts page, :doc:`/concepts/token-dynamics`;
 transformations per kernel is :doc:`/transformations`.
 """
 
+from tokdyn.dynamics import equations
 from tokdyn.dynamics.builtin import (
     BUILTIN,
     BUILTIN_ORIGIN,
-    EPS_MASS,
     MASS_ANCHORS,
-    MIN_DISTANCE,
     Motion,
     coulomb,
     hard_labels,
@@ -37,6 +40,7 @@ from tokdyn.dynamics.builtin import (
     temperature_schedule,
     update,
 )
+from tokdyn.dynamics.equations import EPS_MASS, MIN_DISTANCE
 from tokdyn.dynamics.groups import DEFAULT_MERGE_TOL, split_temperatures, token_groups
 from tokdyn.dynamics.hparams import FIELDS, KNOB_EDGE_TOL, MAX_SINKHORN_ITERS, METHODS, Hparams, method
 from tokdyn.dynamics.initial import INIT_METHODS, forgy, init_tokens
@@ -67,6 +71,8 @@ __all__ = [
     "hard_labels",
     "EPS_MASS",
     "MIN_DISTANCE",
+    # the rule's equations, once for every program
+    "equations",
     # the loop
     "run",
     "run_fixed",
@@ -92,9 +98,12 @@ _ELSEWHERE = {"REFINEMENT": "tokdyn.refinement"}  # rules defined in their own m
 
 def __getattr__(name):
     """``dynamics.REFINEMENT``: the variational-refinement rule of :mod:`tokdyn.refinement`, found here
-    beside the built-in rules (imported on first use: that module builds on this one)."""
-    if name in _ELSEWHERE:
-        import importlib
+    beside the built-in rules (imported on first use: that module builds on this one); and
+    ``dynamics.pallas``, the built-in rule's Pallas backend (imported on first use: it loads Pallas)."""
+    import importlib
 
+    if name in _ELSEWHERE:
         return getattr(importlib.import_module(_ELSEWHERE[name]), name)
+    if name == "pallas":
+        return importlib.import_module("tokdyn.dynamics.pallas")
     raise AttributeError(f"module 'tokdyn.dynamics' has no attribute {name!r}")

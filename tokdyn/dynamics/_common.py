@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks
+from tokdyn.dynamics import equations
 
 
 def as_float(x):
@@ -109,8 +110,7 @@ def scores_t(x_t, tokens, precision=None):
     reduction over the leading axis, which XLA:CPU vectorises along the points (about 2x faster
     per step than the (N, T) layout in our measurements). ``precision``: of the product (``None``:
     JAX's default, which is TF32 for float32 on recent GPUs)."""
-    tt = jnp.sum(tokens * tokens, axis=-1)  # (T,)
-    return 2.0 * jnp.matmul(tokens, x_t, precision=precision) - tt[:, None]
+    return equations.scores(tokens, x_t, equations.STACKED, precision=precision)
 
 
 def labels_t(x_t, tokens, mask, precision=None):

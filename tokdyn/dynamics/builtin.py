@@ -14,13 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks
-from tokdyn.dynamics._common import as_float, check_points, labels_t, point_weights, real_array, scores_t
+from tokdyn.dynamics import equations as eq
+from tokdyn.dynamics._common import as_float, check_points, labels_t, point_weights, real_array
 from tokdyn.dynamics.hparams import FIELDS, MAX_SINKHORN_ITERS, Hparams
 from tokdyn.dynamics.rule import Points, Rule
-
-
-EPS_MASS = 1e-8
-MIN_DISTANCE = 1e-3
 
 
 _SINKHORN_BLOCK = 10  # rounds per block of the differentiable Sinkhorn loop (divides MAX_SINKHORN_ITERS)
@@ -76,26 +73,14 @@ def _check_update(x, tokens, velocity, hparams, mask, step, key):
     return {**arrays, **_checks.host_arrays(velocity=velocity)}
 
 
-def _effective_temperature(temperature, dtype):
-    """The temperature a step divides by: ``temperature`` clamped up to the smallest normal float
-    (a traced 0 or subnormal value, which the CPU may flush to 0, acts as the hard-assignment
-    limit), NaN when negative or NaN (a traced value out of range cannot be refused)."""
-    dtype = jnp.result_type(dtype, temperature)
-    return jnp.where(temperature >= 0, jnp.maximum(temperature, jnp.finfo(dtype).tiny), jnp.nan)
-
-
 def _logits_t(x_t, tokens, temperature):
-    """(T, N) ``-(|x_i - t_j|^2 - min_k |x_i - t_k|^2) / tau``: each point's nearest token gets
-    exactly 0 and the others a value <= 0, so a tiny temperature gives ``-inf`` (weight 0), never
-    ``inf - inf``: the soft assignment tends to the hard one as tau -> 0. At tau = 1 these are the
-    logits ``s - max_j s`` bit for bit."""
-    s = scores_t(x_t, tokens)  # (T, N)
-    return (s - jnp.max(s, axis=0, keepdims=True)) / _effective_temperature(temperature, s.dtype)
+    """(T, N) ``-(|x_i - t_j|^2 - min_k |x_i - t_k|^2) / tau`` (:func:`equations.logits`)."""
+    s = eq.scores(tokens, x_t, eq.STACKED)  # (T, N)
+    return eq.logits(s, eq.effective_temperature(temperature, s.dtype), eq.STACKED)
 
 
 def _soft_assignment_t(x_t, w, tokens, temperature):
-    e = jnp.exp(_logits_t(x_t, tokens, temperature))  # (T, N); the nearest token's entry is 1
-    return e * (w / jnp.sum(e, axis=0))  # (T, N); zero columns on padded points
+    return eq.softmax_rows(_logits_t(x_t, tokens, temperature), w, eq.STACKED)  # (T, N); zero columns on padded points
 
 
 def _check_soft_assignment(x, tokens, temperature, mask):
@@ -117,19 +102,13 @@ def soft_assignment(x, tokens, temperature, mask=None):
       (N, T) the softmax over tokens of ``-|x_i - t_j|^2 / temperature``; zero rows on padded points.
     """
     x = as_float(x)
-    return _soft_assignment_t(x.T, point_weights(x, mask), tokens.astype(x.dtype), temperature).T
-
-
-def _sinkhorn_cols(l):
-    """Every point's mass over tokens sums to 1: normalise the (T, N) log-plan over tokens."""
-    return l - jax.nn.logsumexp(l, axis=0, keepdims=True)
+    centre = eq.masked_mean(x, point_weights(x, mask))  # distances keep their precision far from the origin
+    return _soft_assignment_t((x - centre).T, point_weights(x, mask), tokens.astype(x.dtype) - centre, temperature).T
 
 
 def _sinkhorn_round(l, w, log_row):
-    """One Sinkhorn round on a (T, N) log-plan: token rows to ``log_row``, then point columns to 1."""
-    r = jax.nn.logsumexp(l, axis=1, b=w[None, :], keepdims=True)  # (T, 1) log token mass
-    r = jnp.where(jnp.isfinite(r), r, log_row)  # no valid point: leave the row alone
-    return _sinkhorn_cols(l + (log_row - r))
+    """One Sinkhorn round on a (T, N) log-plan (:func:`equations.sinkhorn_round`)."""
+    return eq.sinkhorn_round(l, w, log_row, eq.STACKED)
 
 
 @jax.custom_jvp
@@ -173,23 +152,14 @@ def _sinkhorn_rounds_jvp(primals, tangents):
     return jax.jvp(rounds, (l, w, log_row), (dl, dw, dlog_row))
 
 
-def _sinkhorn_log_t(logits_t, w, n_iters):
-    """Log-domain Sinkhorn on (T, N) logits: returns (T, N) log-plan whose columns (points) sum to 1
-    and whose rows (tokens) approach ``sum(w) / T``; padded points (w = 0) do not count.
-
-    ``n_iters``: a Python int (:func:`sinkhorn`: a loop of static length, any count), or a traced
-    int32 in [0, MAX_SINKHORN_ITERS] (the update rule's knob, see :func:`_sinkhorn_rounds`)."""
-    n_tokens = logits_t.shape[0]
-    log_row = jnp.log(jnp.maximum(jnp.sum(w), jnp.finfo(logits_t.dtype).tiny) / n_tokens)
-    l0 = _sinkhorn_cols(logits_t)
-    if isinstance(n_iters, (int, np.integer)):
-        return jax.lax.fori_loop(0, n_iters, lambda _, l: _sinkhorn_round(l, w, log_row), l0)
-    return _sinkhorn_rounds(l0, w, log_row, n_iters)
+def _static_rounds(l, w, log_row, n_iters):
+    """A Python int count of rounds (:func:`sinkhorn`): a loop of static length, any count."""
+    return jax.lax.fori_loop(0, n_iters, lambda _, l: _sinkhorn_round(l, w, log_row), l)
 
 
 def _balanced_assignment_t(x_t, w, tokens, temperature, n_iters):
     # shifted logits (the plan does not change under a per-point shift): finite or -inf, never inf - inf
-    return jnp.exp(_sinkhorn_log_t(_logits_t(x_t, tokens, temperature), w, n_iters)) * w
+    return eq.sinkhorn_rows(_logits_t(x_t, tokens, temperature), w, n_iters, eq.STACKED, _sinkhorn_rounds)
 
 
 def _check_sinkhorn(logits, n_iters, mask):
@@ -215,31 +185,17 @@ def sinkhorn(logits, n_iters: int, mask=None):
     """
     logits = as_float(logits)
     w = point_weights(logits, mask)
-    return (jnp.exp(_sinkhorn_log_t(logits.T, w, int(n_iters))) * w).T
+    return eq.sinkhorn_rows(logits.T, w, int(n_iters), eq.STACKED, _static_rounds).T
 
 
 def coulomb(tokens):
     """(T, D) ``sum_{k != j} (t_j - t_k) / max(|t_j - t_k|, MIN_DISTANCE)^3``."""
-    diff = tokens[:, None, :] - tokens[None, :, :]  # (T, T, D)
-    r2 = jnp.sum(diff * diff, axis=-1)  # (T, T)
-    r2 = jnp.maximum(r2, MIN_DISTANCE**2)
-    inv_r3 = jax.lax.rsqrt(r2) / r2  # r^-3
-    # the diagonal (diff 0) contributes 0 either way, but its weight MIN_DISTANCE^-3 would reach the
-    # reverse-mode derivative as +1e9 g - 1e9 g on the same token: cancellation that wipes out float32
-    inv_r3 = jnp.where(jnp.eye(tokens.shape[0], dtype=bool), 0.0, inv_r3)
-    return jnp.sum(diff * inv_r3[..., None], axis=1)
+    return eq.coulomb_stacked(tokens)
 
 
 def _temperature_at(hparams, step):
-    """tau_s = tau * r ** max(0, 1 - s / S) (exactly tau when r = 1 or S = 0 or s >= S)."""
-    r, n_anneal = hparams.anneal_ratio, hparams.anneal_steps
-    frac = jnp.clip(1.0 - step / jnp.maximum(n_anneal, 1.0), 0.0, 1.0)
-    on = (n_anneal > 0) & (frac > 0)
-    frac = jnp.where(on, frac, 0.0)
-    # at r = 1 the factor is exactly 1 but keeps its derivative frac in r (a plain r ** frac at r = 1
-    # is 1 too, but not on every backend bit for bit; a branch on r != 1 would zero the gradient)
-    factor = jnp.where(r != 1.0, r**frac, 1.0 + (r - 1.0) * frac)
-    return jnp.where(on, hparams.temperature * factor, hparams.temperature)
+    """tau_s = tau * r ** max(0, 1 - s / S) (:func:`equations.temperature`)."""
+    return eq.temperature(hparams.temperature, hparams.anneal_ratio, hparams.anneal_steps, step)
 
 
 def _check_schedule(hparams, n_steps):
@@ -257,36 +213,30 @@ def temperature_schedule(hparams: Hparams, n_steps: int) -> jax.Array:
 
 
 def _update(points: Points, tokens, velocity, hparams, step, key, mass_anchor: str = "token"):
-    x1, x_t, w, x_sum, n_valid = points.x1, points.x_t, points.weights, points.total, points.count
-    temperature = _temperature_at(hparams, step)
+    w = points.weights
     # a traced count above the bound (which cannot be checked) is clipped to it
     n_iters = jnp.minimum(jnp.asarray(hparams.sinkhorn_iters).astype(jnp.int32), MAX_SINKHORN_ITERS)
+    temperature = _temperature_at(hparams, step)
     a = jax.lax.cond(
         n_iters > 0,
-        lambda: _balanced_assignment_t(x_t, w, tokens, temperature, n_iters),
-        lambda: _soft_assignment_t(x_t, w, tokens, temperature),
+        lambda: _balanced_assignment_t(points.x_t, w, tokens, temperature, n_iters),
+        lambda: _soft_assignment_t(points.x_t, w, tokens, temperature),
     )  # (T, N)
-    sigma = hparams.slot_norm
     # sigma = 0: (a x + eps t) / (sum a + eps); sigma = 1: ((a + eps) w x) / sum (a + eps) w. Both are
     # weighted means of points and the token itself, so the rule commutes with translations: a token
     # with no mass stays where it is (sigma = 0) or goes to the points' mean (sigma = 1), never to the
-    # coordinate origin (as the published form's (a x) / (sum a + eps) did)
-    sums = a @ x1  # (T, D + 1): sum_i a_ki x_i, then the mass sum_i a_ki
-    anchor = (EPS_MASS * (1.0 - sigma)) * tokens if mass_anchor == "token" else 0.0  # "origin": the published form
-    means = (sums[:, :-1] + anchor + (sigma * EPS_MASS) * x_sum) / (
-        sums[:, -1] + (EPS_MASS * (1.0 - sigma) + (sigma * EPS_MASS) * n_valid)
-    )[:, None]  # (T, D)
-    force = means - tokens + hparams.repulsion * coulomb(tokens)
-    velocity = hparams.momentum * velocity + hparams.damping * force
+    # coordinate origin (as the published form's (a x) / (sum a + eps) did: "origin" anchors there)
+    sums = a @ points.x1  # (T, D + 1): sum_i a_ki x_i, then the mass sum_i a_ki
+    anchor = tokens if mass_anchor == "token" else points.origin  # the user's origin in the rule's coordinates
+    means = eq.anchored_mean(sums[:, :-1], sums[:, -1:], anchor, points.total, points.count, hparams.slot_norm)
+    velocity = eq.velocity(
+        velocity, tokens, means, eq.coulomb_stacked(tokens), hparams.momentum, hparams.damping, hparams.repulsion
+    )
     if key is not None:
 
         def kick(v):
             xi = jax.random.normal(jax.random.fold_in(key, step), v.shape, v.dtype)
-            var = 2.0 * hparams.damping * hparams.langevin
-            # sqrt away from 0 only: under vmap the cond is a select, and a zero variance's
-            # infinite derivative would turn the untaken branch's zero cotangent into NaN
-            scale = jnp.where(var > 0, jnp.sqrt(jnp.where(var > 0, var, 1.0)), 0.0)
-            return v + scale.astype(v.dtype) * xi
+            return v + eq.langevin_scale(hparams.damping, hparams.langevin).astype(v.dtype) * xi
 
         velocity = jax.lax.cond(hparams.langevin > 0, kick, lambda v: v, velocity)
     return tokens + velocity, velocity
@@ -313,9 +263,16 @@ def update(x, tokens, velocity, hparams: Hparams, mask=None, *, step=0, key=None
       range (:meth:`Hparams.in_range`).
     """
     x = as_float(x)
+    points = Points.of(x, mask, centred=True)  # the rule's coordinates (Rule.centred), the tokens back after
     tokens, velocity = _update(
-        Points.of(x, mask), tokens.astype(x.dtype), velocity.astype(x.dtype), hparams, jnp.asarray(step, jnp.int32), key
+        points,
+        tokens.astype(x.dtype) + points.origin,
+        velocity.astype(x.dtype),
+        hparams,
+        jnp.asarray(step, jnp.int32),
+        key,
     )
+    tokens = tokens - points.origin
     ok = hparams.in_range()  # a traced knob out of range: NaN (see Hparams)
     return jnp.where(ok, tokens, jnp.nan), jnp.where(ok, velocity, jnp.nan)
 
@@ -330,7 +287,8 @@ def hard_labels(x, tokens, mask=None):
     whose squared distances are not finite (a NaN or infinite token, e.g. the final tokens of a run
     that blew up, or a traced NaN point): ``argmax`` over NaN would report token 0."""
     x = as_float(x)
-    return labels_t(x.T, tokens.astype(x.dtype), mask)
+    centre = eq.masked_mean(x, point_weights(x, mask))  # distances keep their precision far from the origin
+    return labels_t((x - centre).T, tokens.astype(x.dtype) - centre, mask)
 
 
 def _builtin_init(points, tokens, hparams):
@@ -355,7 +313,7 @@ def _builtin_movement(old, new):
 
 
 def _builtin_may_stop(hparams, step):
-    return step >= hparams.anneal_steps  # no stop while the temperature is still annealing
+    return eq.may_stop(hparams.anneal_steps, step)  # no stop while the temperature is still annealing
 
 
 BUILTIN = Rule(
@@ -367,6 +325,8 @@ BUILTIN = Rule(
     may_stop=_builtin_may_stop,
     temperature=_temperature_at,
     check=_check_hparams,
+    centred=True,
+    backends=(("pallas", "tokdyn.dynamics.pallas:run"),),
 )
 """The package's update rule (steps 1-4 of :ref:`dynamics-rule`, every knob of :class:`Hparams`) as
 a :class:`Rule`: its state is :class:`Motion`, its movement the velocity, and it may stop only once
@@ -383,6 +343,8 @@ BUILTIN_ORIGIN = Rule(
     may_stop=_builtin_may_stop,
     temperature=_temperature_at,
     check=_check_hparams,
+    centred=True,
+    backends=(("pallas", "tokdyn.dynamics.pallas:run"),),
 )
 """The built-in rule with the published form of step 2, :math:`m_j = \\sum_i a_{ij} x_i / (\\sum_i a_{ij}
 + 10^{-8})` (``mass_anchor="origin"``): the mass epsilon pulls a token toward the coordinate

@@ -135,8 +135,11 @@ class Hparams:
 
     @staticmethod
     def stack(items) -> "Hparams":
-        """Stack a sequence of Hparams into one with a leading axis (float32 leaves), for ``vmap``."""
-        return jax.tree_util.tree_map(lambda *v: jnp.stack([jnp.asarray(a, jnp.float32) for a in v]), *items)
+        """Stack a sequence of Hparams into one with a leading axis, for ``vmap``; its leaves in JAX's
+        default float (float32, float64 under ``jax_enable_x64``, so a float64 run's knobs are not
+        rounded to float32)."""
+        dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+        return jax.tree_util.tree_map(lambda *v: jnp.stack([jnp.asarray(a, dtype) for a in v]), *items)
 
 
 METHODS: dict[str, Hparams] = {

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from tokdyn import _checks
 from tokdyn.dynamics._common import as_float, callable_name, check_points, check_run_memory, check_some_valid, labels_t
-from tokdyn.dynamics.builtin import BUILTIN, hard_labels
+from tokdyn.dynamics.builtin import BUILTIN
 from tokdyn.dynamics.rule import Points, Rule
 
 
@@ -145,7 +145,7 @@ def _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=F
 
 def check_run(x, tokens, hparams=None, *, rule: "Rule" = None, mask=None, n_steps=30, tol=1e-3, key=None) -> dict:
     """The checks :func:`run` makes before anything is traced, for other forms of the same run
-    (:func:`tokdyn.fused.run`). A host function: call it outside ``jit``.
+    (:func:`tokdyn.dynamics.pallas.run`). A host function: call it outside ``jit``.
 
     Args:
       x: (N, D) points.
@@ -280,17 +280,43 @@ def _tokens_of(state):
     return state if isinstance(state, jax.Array) else state.tokens
 
 
-def _result(points: Points, s: State, mask) -> Result:
+def _rule_frame(rule: Rule, x, mask, tokens):
+    """The points as ``rule`` sees them and the initial tokens in its coordinates: centred on the
+    masked data mean for a centred rule (:attr:`Rule.centred`), the user's otherwise."""
+    points = Points.of(x, mask, centred=rule.centred)
+    return points, (tokens + points.origin if rule.centred else tokens)
+
+
+def _user_state(rule: Rule, points: Points, state):
+    """A rule's state with its tokens back in the user's coordinates (a centred rule's)."""
+    if not rule.centred:
+        return state
+    tokens = _tokens_of(state) - points.origin
+    if isinstance(state, jax.Array):
+        return tokens
+    if hasattr(state, "_replace"):
+        return state._replace(tokens=tokens)
+    if dataclasses.is_dataclass(state):
+        return dataclasses.replace(state, tokens=tokens)
+    raise TypeError(
+        f"rule {rule.name or callable_name(rule.step)!r} is centred (Rule.centred) but its state "
+        f"{type(state).__name__} is neither the tokens nor a dataclass or NamedTuple holding them"
+    )
+
+
+def _result(rule: Rule, points: Points, s: State, mask) -> Result:
     tokens = _tokens_of(s.rule_state)
-    # labels from the loop's transposed points: a product on x.T built afresh costs as much as 3 steps
+    state = _user_state(rule, points, s.rule_state)
+    # labels from the loop's transposed points (in the rule's coordinates, where distances are
+    # exact to float32 wherever the data sit): a product on x.T built afresh costs as much as 3 steps
     return Result(
-        tokens=tokens,
+        tokens=_tokens_of(state),
         velocity=s.movement,
         labels=labels_t(points.x_t, tokens, mask),
         steps=s.step,
         converged=s.converged,
         delta=s.delta,
-        state=s.rule_state,
+        state=state,
     )
 
 
@@ -326,9 +352,9 @@ def run(
       through the unrolled steps.
     """
     x = as_float(x)
-    points = Points.of(x, mask)  # loop invariants
+    points, tokens = _rule_frame(rule, x, mask, tokens.astype(x.dtype))  # loop invariants
     if implicit:
-        return _run_implicit(rule, x, points, tokens.astype(x.dtype), hparams, mask, n_steps, tol, key)
+        return _run_implicit(rule, x, points, tokens, hparams, mask, n_steps, tol, key)
 
     def cond(s):
         return jnp.logical_and(~s.converged, s.step < n_steps)
@@ -336,9 +362,9 @@ def run(
     s = jax.lax.while_loop(
         cond,
         lambda s: _advance(rule, points, s, hparams, tol, key),
-        _start(rule, points, tokens.astype(x.dtype), hparams, key),
+        _start(rule, points, tokens, hparams, key),
     )
-    return _result(points, _forward_only(s), mask)
+    return _result(rule, points, _forward_only(s), mask)
 
 
 _NO_REVERSE = (
@@ -426,8 +452,9 @@ def _run_implicit(rule, x, points, tokens, hparams, mask, n_steps, tol, key) -> 
         return jax.tree_util.tree_map(lambda a, b: a - b, new, state)
 
     state = jax.lax.custom_root(residual, s.rule_state, lambda f, guess: guess, _dense_tangent_solve)
-    tokens = _tokens_of(state)
     labels = labels_t(c_points.x_t, _tokens_of(s.rule_state), mask)
+    state = _user_state(rule, points, state)
+    tokens = _tokens_of(state)
     return Result(
         tokens=tokens,
         velocity=s.movement,
@@ -481,9 +508,9 @@ def run_fixed(
       :class:`Result`.
     """
     x = as_float(x)
-    points = Points.of(x, mask)
-    _, s, _ = _scan_steps(rule, points, tokens.astype(x.dtype), hparams, n_steps, tol, key, record=False)
-    return _result(points, s, mask)
+    points, tokens = _rule_frame(rule, x, mask, tokens.astype(x.dtype))
+    _, s, _ = _scan_steps(rule, points, tokens, hparams, n_steps, tol, key, record=False)
+    return _result(rule, points, s, mask)
 
 
 @_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"))
@@ -511,22 +538,20 @@ def trajectory(
       ``labels`` (N,) at the final tokens.
     """
     x = as_float(x)
-    points = Points.of(x, mask)
-    s0, final, (toks, deltas) = _scan_steps(
-        rule, points, tokens.astype(x.dtype), hparams, n_steps, tol, key, record=True
-    )
+    points, tokens = _rule_frame(rule, x, mask, tokens.astype(x.dtype))
+    s0, final, (toks, deltas) = _scan_steps(rule, points, tokens, hparams, n_steps, tol, key, record=True)
     taken = jnp.arange(1, n_steps + 1) <= final.step  # deltas of steps not taken (after convergence) are zero
     steps = jnp.arange(n_steps, dtype=jnp.int32)
     if rule.temperature is None:
         temperature = jnp.full((n_steps,), jnp.nan, x.dtype)
     else:
         temperature = jax.vmap(lambda i: rule.temperature(hparams, i))(steps)
-    final_tokens = _tokens_of(final.rule_state)
+    back = points.origin if rule.centred else 0.0  # the recorded tokens in the user's coordinates
     return Trajectory(
-        tokens=jnp.concatenate([_tokens_of(s0.rule_state)[None], toks], axis=0),
+        tokens=jnp.concatenate([_tokens_of(s0.rule_state)[None], toks], axis=0) - back,
         delta=jnp.where(taken, deltas, 0.0),
         steps=final.step,
         converged=final.converged,
-        labels=hard_labels(x, final_tokens, mask),
+        labels=labels_t(points.x_t, _tokens_of(final.rule_state), mask),
         temperature=temperature,
     )

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from tokdyn import _checks
+from tokdyn.dynamics import equations
 from tokdyn.dynamics._common import as_float, callable_name, point_weights
 
 
@@ -33,6 +34,10 @@ class Points:
         assignment ``a`` and its masses in one product.
       total: (D,) ``sum_i w_i x_i``.
       count: () ``sum_i w_i``, the number of valid points (x's dtype).
+      origin: (D,) where the user's coordinate origin lies in these coordinates: zeros, or, for a
+        rule the loop runs centred (:attr:`Rule.centred`), minus the masked mean of the user's
+        points (which ``x`` is then centred on). A rule that refers to the origin (the published
+        mass anchor, :data:`~tokdyn.dynamics.BUILTIN_ORIGIN`) uses it.
     """
 
     x: jax.Array
@@ -42,18 +47,25 @@ class Points:
     x1: jax.Array
     total: jax.Array
     count: jax.Array
+    origin: jax.Array
 
     @staticmethod
-    def of(x, mask=None) -> "Points":
+    def of(x, mask=None, *, centred: bool = False) -> "Points":
         """The :class:`Points` of (N, D) ``x`` (cast to float32 unless floating) and an optional (N,)
-        bool ``mask``. A plain traceable function (the loop calls it once per run)."""
+        bool ``mask``; with ``centred`` (static) in coordinates centred on the masked mean of ``x``
+        (:attr:`origin` says where the user's origin went). A plain traceable function (the loop
+        calls it once per run)."""
         x = as_float(x)
         w = point_weights(x, mask)
+        origin = jnp.zeros(x.shape[1:], x.dtype)
+        if centred:
+            origin = -equations.masked_mean(x, w)
+            x = x + origin
         # the column of ones makes one product give a token's soft sum of points and its mass (about
         # 10% faster per step on XLA:CPU than a separate row sum, which it splits in two)
         x1 = jnp.concatenate([x, jnp.ones((x.shape[0], 1), x.dtype)], axis=1)
         valid = jnp.ones(x.shape[:1], bool) if mask is None else jnp.asarray(mask, bool)
-        return Points(x=x, mask=valid, weights=w, x_t=x.T, x1=x1, total=w @ x, count=jnp.sum(w))
+        return Points(x=x, mask=valid, weights=w, x_t=x.T, x1=x1, total=w @ x, count=jnp.sum(w), origin=origin)
 
 
 _SIGNATURES = {  # the arguments of each function of a Rule, for its checks and messages
@@ -95,6 +107,15 @@ class Rule:
       check: optional ``check(hparams, key)``: checks run before anything is traced; it must
         look only at shapes and host data (see ``tokdyn._checks``) and raise ``ValueError``
         naming the knob.
+      centred: whether the rule commutes with translations (its steps on points and tokens shifted
+        together are its steps shifted), so that the loop may run it in coordinates centred on the
+        run's masked data mean (:meth:`Points.of`), where float32 distances keep their precision
+        wherever the data sit. The state's tokens are handed back in the user's coordinates (a
+        state other than the tokens must then be a dataclass or NamedTuple with ``tokens``).
+        Default False: the rule sees the user's coordinates.
+      backends: other programs of the same run, as ``(name, "module:function")`` pairs: the
+        function takes :func:`~tokdyn.dynamics.run`'s arguments and ``rule=`` (:meth:`backend`).
+        The built-in rules have ``"pallas"`` (:mod:`tokdyn.dynamics.pallas`, one kernel per run).
 
     Frozen and hashable (a static argument: equal rules share one compilation, so build a rule
     once, not inside a loop); every field is checked here (``TypeError`` naming it).
@@ -108,10 +129,23 @@ class Rule:
     may_stop: Callable | None = dataclasses.field(default=None, kw_only=True)
     temperature: Callable | None = dataclasses.field(default=None, kw_only=True)
     check: Callable | None = dataclasses.field(default=None, kw_only=True)
+    centred: bool = dataclasses.field(default=False, kw_only=True)
+    backends: tuple = dataclasses.field(default=(), kw_only=True)
 
     def __post_init__(self):
         if not isinstance(self.name, str):
             raise TypeError(f"Rule.name must be a str, got {self.name!r}")
+        if not isinstance(self.centred, bool):
+            raise TypeError(f"Rule.centred must be a bool, got {self.centred!r}")
+        if not isinstance(self.backends, tuple) or not all(
+            isinstance(b, tuple) and len(b) == 2 and all(isinstance(s, str) for s in b) and ":" in b[1]
+            for b in self.backends
+        ):
+            raise TypeError(
+                f"Rule.backends must be a tuple of (name, 'module:function') pairs of strings, got {self.backends!r}"
+            )
+        if any(name == "xla" for name, _ in self.backends):
+            raise TypeError("Rule.backends: 'xla' is the loop's own program (dynamics.run), not a backend to name")
         for field, args in _SIGNATURES.items():
             fn = getattr(self, field)
             if fn is None and field not in ("init", "step"):
@@ -156,6 +190,28 @@ class Rule:
                 )
             names.append(name)
         return tuple(names)
+
+    @property
+    def backend_names(self) -> tuple:
+        """The programs that run this rule: ``"xla"`` (:func:`~tokdyn.dynamics.run`, every rule)
+        and the names of :attr:`backends`."""
+        return ("xla",) + tuple(name for name, _ in self.backends)
+
+    def backend(self, name: str) -> Callable:
+        """The run of this rule by backend ``name`` (one of :attr:`backend_names`): a function of
+        :func:`~tokdyn.dynamics.run`'s arguments ``(x, tokens, hparams=None, *, mask, n_steps,
+        tol, key)`` returning a :class:`~tokdyn.dynamics.Result`. ``ValueError`` naming the
+        backends this rule has for any other name."""
+        import functools
+        import importlib
+
+        _checks.choice("backend", name, self.backend_names)
+        if name == "xla":
+            from tokdyn.dynamics.loop import run
+
+            return functools.partial(run, rule=self)
+        module, attr = dict(self.backends)[name].split(":")
+        return functools.partial(getattr(importlib.import_module(module), attr), rule=self)
 
     def __repr__(self) -> str:
         """Short: ``Rule(name='builtin')``, ``Rule(name='lloyd', hparams=Knobs(step_size=0.5))``; the

@@ -28,10 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import _checks, analysis, data, dynamics, fused, metrics, refinement, tracking
+from tokdyn import _checks, analysis, data, dynamics, metrics, refinement, tracking
+from tokdyn.dynamics import pallas
 
 
-KERNELS = ("auto", "xla", "fused")  # ClusterRun.kernel
+KERNELS = ("auto", "xla", "pallas", "fused")  # ClusterRun.kernel ("fused": the former name of "pallas")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,10 +273,12 @@ class ClusterRun(RunStructure):
         (:meth:`deterministic`) hands it no key (the same results: a ``langevin`` of 0 adds no
         kick). A user's rule sees the same data and initial tokens as the built-in rule for the
         same key, so runs of the two under common random numbers are paired.
-      kernel: the form of the built-in rule's run, never its numbers beyond float32 rounding:
-        ``"xla"`` (:func:`tokdyn.dynamics.run`), ``"fused"`` (:func:`tokdyn.fused.run`, one kernel
-        per run) or ``"auto"`` (the default: the fused kernel where it is the faster form, a GPU,
-        see :attr:`uses_fused`; :func:`tokdyn.dynamics.run` elsewhere and for any other rule).
+      kernel: the program that runs the rule (a backend it has, :meth:`tokdyn.dynamics.Rule.backend`),
+        never its numbers beyond float32 rounding: ``"xla"`` (:func:`tokdyn.dynamics.run`, every
+        rule), ``"pallas"`` (:func:`tokdyn.dynamics.pallas.run`, one kernel per run: the built-in
+        rules' backend; ``"fused"`` is its former name) or ``"auto"`` (the default: the Pallas
+        kernel where the rule has it and it is the faster form, a GPU, see :attr:`backend`;
+        :func:`tokdyn.dynamics.run` elsewhere).
 
     The structure fields (``n_tokens``, ``dim``, ...) are :class:`RunStructure`'s.
     """
@@ -345,35 +348,44 @@ class ClusterRun(RunStructure):
             rows.append(tuple(row))
         object.__setattr__(self, "methods", tuple(rows))
         _checks.choice("kernel", self.kernel, KERNELS)
-        if self.kernel == "fused" and self.rule not in (dynamics.BUILTIN, dynamics.BUILTIN_ORIGIN):
+        if self.kernel in ("pallas", "fused") and "pallas" not in self.rule.backend_names:
             raise ValueError(
-                f"kernel='fused' runs the built-in rule only (tokdyn.fused), got rule {self.rule.name!r}: "
-                f"use kernel='xla' or 'auto'"
+                f"kernel={self.kernel!r}: the Pallas kernel runs the built-in rule only (the rules whose "
+                f"backends include 'pallas'), got rule {self.rule.name!r} with backends "
+                f"{list(self.rule.backend_names)}: use kernel='xla' or 'auto'"
             )
         if (
-            self.kernel == "fused"
+            self.kernel in ("pallas", "fused")
             and isinstance(self.n_tokens, int)
             and isinstance(self.dim, int)
-            and self.n_tokens * self.dim > fused.MAX_TOKEN_COORDS
+            and self.n_tokens * self.dim > pallas.MAX_TOKEN_COORDS
         ):
             raise ValueError(
-                f"kernel='fused' keeps n_tokens * dim = {self.n_tokens * self.dim} token coordinates in "
-                f"registers, at most {fused.MAX_TOKEN_COORDS}: use kernel='xla' or 'auto'"
+                f"kernel={self.kernel!r} keeps n_tokens * dim = {self.n_tokens * self.dim} token coordinates in "
+                f"registers, at most {pallas.MAX_TOKEN_COORDS}: use kernel='xla' or 'auto'"
             )
 
     @property
-    def uses_fused(self) -> bool:
-        """Whether a call runs the fused kernel (:func:`tokdyn.fused.run`): ``kernel="fused"``, or
-        ``"auto"`` with the built-in rule, a size the kernel holds and a backend where it is the
-        faster form (:func:`tokdyn.fused.preferred`: GPUs), decided when the run is traced."""
+    def backend(self) -> str:
+        """The backend of the rule a call runs: ``"pallas"`` (:func:`tokdyn.dynamics.pallas.run`) for
+        ``kernel="pallas"`` (or ``"fused"``), or ``"auto"`` with a rule that has that backend, a size
+        the kernel holds and a JAX backend where it is the faster form
+        (:func:`tokdyn.dynamics.pallas.preferred`: GPUs), decided when the run is traced; ``"xla"``
+        (:func:`tokdyn.dynamics.run`) otherwise."""
         if self.kernel != "auto":
-            return self.kernel == "fused"
-        return (
-            self.rule in (dynamics.BUILTIN, dynamics.BUILTIN_ORIGIN)
-            and fused.preferred()
-            and self.n_tokens * self.dim <= fused.MAX_TOKEN_COORDS
-            and self.max_clusters * self.points_per_cluster <= fused.MAX_POINTS
+            return "pallas" if self.kernel in ("pallas", "fused") else "xla"
+        fits = (
+            "pallas" in self.rule.backend_names
+            and pallas.preferred()
+            and self.n_tokens * self.dim <= pallas.MAX_TOKEN_COORDS
+            and self.max_clusters * self.points_per_cluster <= pallas.MAX_POINTS
         )
+        return "pallas" if fits else "xla"
+
+    @property
+    def uses_fused(self) -> bool:
+        """Whether a call runs the Pallas kernel: ``backend == "pallas"`` (the former name)."""
+        return self.backend == "pallas"
 
     @property
     def knobs(self) -> tuple:
@@ -456,16 +468,9 @@ class ClusterRun(RunStructure):
             )
         given = [k for k, v in knobs.items() if v is not None]
         rule_key = None if self.deterministic(given) else jax.random.fold_in(key, self.LANGEVIN_STREAM)
-        if self.uses_fused:
-            r = fused.run(
-                c.x,
-                t0,
-                hparams,
-                mask=c.mask,
-                n_steps=self.n_steps,
-                tol=f32(self.tol),
-                key=rule_key,
-                mass_anchor="origin" if self.rule == dynamics.BUILTIN_ORIGIN else "token",
+        if self.backend == "pallas":
+            r = self.rule.backend("pallas")(
+                c.x, t0, hparams, mask=c.mask, n_steps=self.n_steps, tol=f32(self.tol), key=rule_key
             )
         else:
             r = dynamics.run(

@@ -71,11 +71,12 @@ def test_bad_input(kwargs, match):
 
 
 def test_same_clusters_with_x64_enabled():
-    """With 64-bit types enabled the generator still draws uint32 bits: the same float32 points."""
+    """With 64-bit types enabled the generator still draws uint32 bits: the same float32 points, held
+    in JAX's default float (float64 under x64)."""
     x32 = data.gaussian_clusters(jax.random.key(3), 3, points_per_cluster=20, dim=4)
     with jax.enable_x64(True):
         x64 = data.gaussian_clusters(jax.random.key(3), 3, points_per_cluster=20, dim=4)
-    assert x64.x.dtype == np.float32
+    assert x64.x.dtype == np.float64 and x32.x.dtype == np.float32
     # two programs (traced with and without x64): the same points up to float32 rounding; the labels
     # are integers
     assert_same_floats(x64.x, x32.x)  # float32 rounding at the points' magnitude

@@ -377,7 +377,8 @@ def _extremes():
         "tiny coordinates": (x * 1e-6, mask, t0 * 1e-6, rf.Hparams(1.0, 0.0, 0.0)),
         "tiny prior": (x, mask, t0, rf.Hparams(1.0, rf.LOG_SCALE_MAX, 1e-30)),
         "strong prior": (x, mask, t0, rf.Hparams(0.05, -1.0, 1e6)),
-        "no valid point": (x, np.zeros_like(mask), t0, rf.Hparams(1.0, 0.0, 0.0)),
+        # a traced all-False mask (a NumPy one is refused before tracing: tests/test_hostile_errors.py)
+        "no valid point": (x, jnp.zeros(np.shape(mask), bool), t0, rf.Hparams(1.0, 0.0, 0.0)),
     }
 
 

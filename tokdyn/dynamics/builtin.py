@@ -74,7 +74,7 @@ def _check_update(x, tokens, velocity, hparams, mask, step, key):
 
 
 def _logits_t(x_t, tokens, temperature):
-    """(T, N) ``-(|x_i - t_j|^2 - min_k |x_i - t_k|^2) / tau`` (:func:`equations.logits`)."""
+    """(T, N) ``-(|x_i - t_j|^2 - min_k |x_i - t_k|^2) / tau`` (:func:`~tokdyn.dynamics.equations.logits`)."""
     s = eq.scores(tokens, x_t, eq.STACKED)  # (T, N)
     return eq.logits(s, eq.effective_temperature(temperature, s.dtype), eq.STACKED)
 
@@ -107,7 +107,7 @@ def soft_assignment(x, tokens, temperature, mask=None):
 
 
 def _sinkhorn_round(l, w, log_row):
-    """One Sinkhorn round on a (T, N) log-plan (:func:`equations.sinkhorn_round`)."""
+    """One Sinkhorn round on a (T, N) log-plan (:func:`~tokdyn.dynamics.equations.sinkhorn_round`)."""
     return eq.sinkhorn_round(l, w, log_row, eq.STACKED)
 
 
@@ -194,7 +194,7 @@ def coulomb(tokens):
 
 
 def _temperature_at(hparams, step):
-    """tau_s = tau * r ** max(0, 1 - s / S) (:func:`equations.temperature`)."""
+    """tau_s = tau * r ** max(0, 1 - s / S) (:func:`~tokdyn.dynamics.equations.temperature`)."""
     return eq.temperature(hparams.temperature, hparams.anneal_ratio, hparams.anneal_steps, step)
 
 

@@ -106,6 +106,9 @@ def test_bad_budget_exits_2():
     assert proc.returncode == 2 and "--budget must be > 0, got 0.0" in proc.stderr
 
 
+# every step at tiny size (about 70 s of child processes): the full execution is slow-only; the
+# default run keeps --plan and the rows' own checks above
+@pytest.mark.slow
 def test_smoke_runs_every_step_and_row(tmp_path):
     out = tmp_path / "out"
     # (its CPU time is about 2 minutes; the wide timeout is for a loaded machine)

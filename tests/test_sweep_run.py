@@ -262,6 +262,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# two jax.distributed processes (about 65 s): slow-only; the default run keeps the parts of several
+# processes sharing one directory (test_token_sweep, test_safety_sweep)
+@pytest.mark.slow
 def test_two_distributed_processes_started_together(tmp_path):
     """Two real jax.distributed processes on localhost make the same sweep.run(out=DIR) call at the
     same instant (the documented multi-host recipe), several times: no crash, and every gathered

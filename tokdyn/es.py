@@ -85,8 +85,9 @@ def noise(key: jax.Array, dims: int, n_pairs: int, antithetic: bool = True) -> j
       (2 * n_pairs, dims) in JAX's default float dtype.
 
     Raises:
-      TypeError / ValueError: ``dims`` or ``n_pairs`` not an int >= 1, ``antithetic`` not a bool,
-        ``key`` not a PRNG key, or a population of more elements than one array may hold.
+      TypeError: ``antithetic`` not a bool, or ``key`` not a PRNG key.
+      ValueError: ``dims`` or ``n_pairs`` not an int >= 1, or a population of more elements than one
+        array may hold.
 
     Examples:
       >>> import jax

@@ -216,7 +216,7 @@ def carried_rule(rule: dynamics.Rule, state_tree) -> dynamics.Rule:
     floating leaf of the state but the tokens moved from its fresh value toward ``state`` by
     ``weight`` (``weight = 0``: exactly ``rule.init``); its step, movement, stopping and
     temperature are ``rule``'s with ``hparams``, and it is centred when ``rule`` is
-    (:attr:`tokdyn.dynamics.Rule.centred`). ``state_tree``: the treedef of ``rule``'s state.
+    (``tokdyn.dynamics.Rule.centred``). ``state_tree``: the treedef of ``rule``'s state.
     Cached, so equal arguments give the same rule (one compilation)."""
     default = CarriedKnobs(rule.hparams, jax.tree_util.tree_unflatten(state_tree, [0.0] * state_tree.num_leaves), 0.0)
 

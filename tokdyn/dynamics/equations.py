@@ -13,7 +13,7 @@ written once in terms of them, and the elementwise ones (means, forces, schedule
 scalars alike. The equations themselves are on the concepts page, :ref:`dynamics-rule`.
 
 Every step works in the coordinates the loop hands it: for the built-in rule those centred on the
-run's masked data mean (:attr:`tokdyn.dynamics.Rule.centred`), so the scores ``2 t.x - |t|^2`` keep
+run's masked data mean (``tokdyn.dynamics.Rule.centred``), so the scores ``2 t.x - |t|^2`` keep
 float32's precision wherever the data sit.
 """
 

@@ -282,7 +282,7 @@ def _tokens_of(state):
 
 def _rule_frame(rule: Rule, x, mask, tokens):
     """The points as ``rule`` sees them and the initial tokens in its coordinates: centred on the
-    masked data mean for a centred rule (:attr:`Rule.centred`), the user's otherwise."""
+    masked data mean for a centred rule (``Rule.centred``), the user's otherwise."""
     points = Points.of(x, mask, centred=rule.centred)
     return points, (tokens + points.origin if rule.centred else tokens)
 

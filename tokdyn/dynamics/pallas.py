@@ -5,7 +5,7 @@ on GPUs.
 or :data:`~tokdyn.dynamics.BUILTIN_ORIGIN`): the same equations -- the kernel calls the functions
 of :mod:`tokdyn.dynamics.equations` that the XLA loop calls, in their unrolled layout -- every knob
 of :class:`~tokdyn.dynamics.Hparams`, the same coordinates (centred on the run's masked data mean,
-:attr:`~tokdyn.dynamics.Rule.centred`), stopping test, labels and
+``Rule.centred``), stopping test, labels and
 :class:`~tokdyn.dynamics.Result`, equal to it to float32 rounding. What differs is the program: one
 `Pallas <https://docs.jax.dev/en/latest/pallas/>`_ kernel per run, its points in registers and
 cache and its loop, early exit included, inside the kernel. On a GPU it is compiled by Triton;

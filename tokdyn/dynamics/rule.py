@@ -35,7 +35,7 @@ class Points:
       total: (D,) ``sum_i w_i x_i``.
       count: () ``sum_i w_i``, the number of valid points (x's dtype).
       origin: (D,) where the user's coordinate origin lies in these coordinates: zeros, or, for a
-        rule the loop runs centred (:attr:`Rule.centred`), minus the masked mean of the user's
+        rule the loop runs centred (``Rule.centred``), minus the masked mean of the user's
         points (which ``x`` is then centred on). A rule that refers to the origin (the published
         mass anchor, :data:`~tokdyn.dynamics.BUILTIN_ORIGIN`) uses it.
     """
@@ -53,7 +53,7 @@ class Points:
     def of(x, mask=None, *, centred: bool = False) -> "Points":
         """The :class:`Points` of (N, D) ``x`` (cast to float32 unless floating) and an optional (N,)
         bool ``mask``; with ``centred`` (static) in coordinates centred on the masked mean of ``x``
-        (:attr:`origin` says where the user's origin went). A plain traceable function (the loop
+        (``origin`` says where the user's origin went). A plain traceable function (the loop
         calls it once per run)."""
         x = as_float(x)
         w = point_weights(x, mask)

@@ -207,7 +207,7 @@ def honest_best(values: dict, eligible: np.ndarray, cfg: Config, rows) -> dict:
     inflated by the choice among many settings.
 
     Args:
-      values: :func:`_seed_values`' per-seed ARI and steps, (S, seeds) each.
+      values: the per-seed ARI and steps, (S, seeds) each.
       eligible: (S,) bool, the settings that may be chosen (:func:`eligible_settings`).
       cfg: the sweep's :class:`Config` (``seeds``, ``n_resamples``).
       rows: the candidate settings (indices into S).

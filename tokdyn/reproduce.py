@@ -50,8 +50,8 @@ class Config:
     Attributes:
       quick: run each study's quick preset (minutes in all; most verdicts then stay open) instead of
         its default configuration (hours).
-      studies: the studies to run, in this order, names from tokdyn.reproduce.STUDIES or studies of
-        one's own (an installed package's, or given with --study-module); the report covers every
+      studies: the studies to run, in this order (a study that reads another's output after it),
+        names from tokdyn.reproduce.STUDIES or studies of one's own (an installed package's, or given with --study-module); the report covers every
         study found in the output directory.
     """
 
@@ -500,7 +500,8 @@ def main(
     for name in configs:
         if name not in registry.names():
             raise ValueError(f"configs: unknown study {name!r}; choose from {', '.join(registry.names())}")
-    plan = [(name, configs.get(name) or study_config(name, cfg.quick, out)) for name in cfg.studies]
+    order = registry.in_order(cfg.studies)  # a study after the studies whose output it reads
+    plan = [(name, configs.get(name) or study_config(name, cfg.quick, out)) for name in order]
     for _name, c in plan:  # every configuration checked before any study runs
         c.validate()
     top = study_dir.Study.open(out, STUDY, cfg, fresh=fresh, selection=("studies",), quiet=quiet)

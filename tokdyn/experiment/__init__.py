@@ -8,14 +8,16 @@
 - :mod:`tokdyn.experiment.attributes`: a class docstring's ``Attributes:`` as ``{field: text}``.
 - :mod:`tokdyn.experiment.registry`: the studies, listed once.
 - :mod:`tokdyn.experiment.rates`: how fast the running backend does each kind of work.
-- :mod:`tokdyn.experiment.reasoners`: the store of trained latent reasoners.
+- :mod:`tokdyn.experiment.analysis`: the studies that analyse another study's trained models (``Analysis``).
+- :mod:`tokdyn.experiment.reasoners`: deprecated alias (the latent-reasoning study's store moved to its
+  package, :mod:`tokdyn.train.store` and :mod:`tokdyn.experiment.analysis`).
 
 How a study is written and run: :doc:`/studies/writing-a-study`.
 """
 
 import importlib
 
-__all__ = ["attributes", "findings", "presets", "rates", "reasoners", "registry", "runner", "study"]
+__all__ = ["analysis", "attributes", "findings", "presets", "rates", "reasoners", "registry", "runner", "study"]
 
 
 def __getattr__(name):

@@ -43,6 +43,11 @@ class Entry:
         name another).
       origin: where the study comes from: ``"tokdyn"`` (listed here), ``"entry point of DIST"`` (an
         installed package's, :data:`ENTRY_POINTS`) or ``"--study-module TARGET"`` (:func:`add`).
+      reads: the studies whose output (directory) this one reads, by name: each is listed before
+        it, its spec's ``sources`` name only these, ``tokdyn reproduce`` runs them first
+        (:func:`in_order`) and points the sources at their directories, and the study reaches
+        their configuration and trained models through their specs
+        (:mod:`tokdyn.experiment.analysis`), never by importing them.
     """
 
     name: str
@@ -52,6 +57,7 @@ class Entry:
     out: str
     spec: str = "SPEC"
     origin: str = "tokdyn"
+    reads: tuple = ()
 
     @property
     def plugin(self) -> bool:
@@ -116,6 +122,7 @@ STUDIES = (
         "tokdyn.studies.latent_diagnostics",
         "causal mediation, latent-block decomposition, collapse and probes of the trained reasoners",
         "results/latent-diagnostics",
+        reads=("latent-reasoning",),
     ),
     Entry(
         "latent-optimisation",
@@ -123,6 +130,7 @@ STUDIES = (
         "tokdyn.studies.latent_optimisation",
         "confidence-driven latent optimisation (DMLR) and visual grounding of the trained reasoners",
         "results/latent-optimisation",
+        reads=("latent-reasoning",),
     ),
     Entry(
         "video",
@@ -234,6 +242,28 @@ def studies() -> tuple:
 def names() -> tuple:
     """The names of :func:`studies`."""
     return tuple(e.name for e in studies())
+
+
+def in_order(selected) -> tuple:
+    """The studies ``selected`` (names) in an order that runs every study after those of them it
+    reads (:attr:`Entry.reads`), otherwise in the order given: what ``tokdyn reproduce`` runs."""
+    selected = list(dict.fromkeys(selected))
+    reads = {n: [r for r in entry(n).reads if r in selected] for n in selected}
+    done, order = set(), []
+
+    def visit(name, path=()):
+        if name in done:
+            return
+        if name in path:
+            raise ValueError(f"the studies {' -> '.join((*path, name))} read each other's output in a circle")
+        for r in reads[name]:
+            visit(r, (*path, name))
+        done.add(name)
+        order.append(name)
+
+    for name in selected:
+        visit(name)
+    return tuple(order)
 
 
 def entry(name: str) -> Entry:

@@ -168,6 +168,11 @@ class Spec:
         stamped with the configuration (``Study.open``'s ``extra``).
       printed: ``printed(cfg, result, summary) -> str``: what the run prints at its end (default:
         the summary's text).
+      store: what the study keeps for the studies that read its directory
+        (:attr:`tokdyn.experiment.registry.Entry.reads`), as a value they reach by name
+        (:func:`tokdyn.experiment.analysis.source_store`) instead of importing the study: the
+        latent-reasoning study's trained reasoners
+        (:class:`tokdyn.studies.latent_reasoning.source.Reasoners`); None: nothing.
     """
 
     name: str
@@ -187,6 +192,7 @@ class Spec:
     prepare: Optional[Callable[["Session", Any], Mapping]] = None  # a mapping of str to dict
     stamp_extra: Optional[Callable[["Session", Any], Mapping]] = None
     printed: Optional[Callable[[Any, Result, Any], str]] = None
+    store: Any = None  # what readers of its directory use (Entry.reads)
 
     @property
     def link(self) -> Optional[str]:

@@ -125,6 +125,7 @@ def add_study_module(target: str):
         f"results/{value.name}",
         spec=attr,
         origin=f"--study-module {target}",
+        reads=tuple(dict.fromkeys(value.sources.values())),  # the studies its sources name
     )
     return registry.add(e)
 

@@ -6,9 +6,12 @@ every variant until its held-out accuracy has stopped improving (:class:`tokdyn.
 or its budget is spent, and writes ``accuracy.csv``, ``convergence.csv``, ``tests.csv``
 (:func:`paired_tests`), ``curves/``, ``checkpoints/``, ``results/``, ``summary.md``,
 ``learning_curves.png`` and ``config.json``. A rerun resumes; ``max_minutes`` stops a run cleanly.
-The configuration, the training of a variant and the files of one live in
-:mod:`tokdyn.experiment.reasoners` (shared with the analysis studies that read such a directory as
-their ``--source``); this module holds the study's tables, figures and :func:`main`.
+The study is a package, one concept a module: :mod:`~tokdyn.studies.latent_reasoning.config`
+(:class:`Config`, :func:`training`), :mod:`~tokdyn.studies.latent_reasoning.trained` (training and
+testing a variant, the directory), :mod:`~tokdyn.studies.latent_reasoning.source` (the directory as
+the source of the analyses that read it: :data:`STORE`, this study's ``SPEC.store``), the files of
+a variant :mod:`tokdyn.train.store`'s; this module holds the study's tables, figures and
+:func:`main`, and re-exports every public name of its parts.
 
 Each file, resuming and the findings: :doc:`/studies/latent-reasoning`.
 """
@@ -24,23 +27,51 @@ import numpy as np
 from tokdyn import stats
 from tokdyn.experiment import runner
 from tokdyn.experiment import study as study_dir
-from tokdyn.experiment.reasoners import (  # noqa: F401
+from tokdyn.studies.latent_reasoning.config import (  # noqa: F401
     FAMILIES,
+    FLOPS,
+    MAX_ROOT_SEED,
     REFERENCES,
     SELECTION,
+    STEP_SECONDS,
     STUDY,
     Config,
+    forward_elements,
+    training,
+)
+from tokdyn.studies.latent_reasoning.source import (  # noqa: F401
+    STORE,
+    Reasoners,
+    ensure_trained,
+    load_midway,
+    load_variant,
+    midway,
+    open_source,
+    source_error,
+    verify_source,
+)
+from tokdyn.studies.latent_reasoning.trained import (  # noqa: F401
     check_devices,
+    convergence,
+    curve_logger,
+    devices,
     finished,
     open_study,
+    record,
+    record_fields,
+    run_variant,
+    splits,
+    train_variants,
+    write_tested,
+)
+from tokdyn.train.store import (  # noqa: F401
+    TESTED,
+    answers_digest,
     paths,
     read_answers,
     read_curve,
     read_result,
-    record_fields,
-    splits,
-    train_variants,
-    training,
+    write_result,
 )
 from tokdyn.models.latent import evaluation, tasks
 from tokdyn.stats import figures
@@ -289,6 +320,7 @@ SPEC = runner.Spec(
     outputs=("accuracy.csv", "convergence.csv", "tests.csv"),
     figure_files=("learning_curves.png",),
     selection=SELECTION,
+    store=STORE,
 )
 
 

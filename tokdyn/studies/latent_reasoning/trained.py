@@ -1,0 +1,251 @@
+"""The trained variants of a latent-reasoning directory: each trained (or resumed) to convergence and
+tested (:func:`run_variant`, :func:`train_variants`), its convergence judged from its curve
+(:func:`convergence`), the directory opened and recorded (:func:`open_study`, :func:`record`). The
+files of a variant and their checks are :mod:`tokdyn.train.store`'s."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+
+from tokdyn import io, train
+from tokdyn.experiment import study as study_dir
+from tokdyn.models.latent import evaluation, tasks
+from tokdyn.models.latent import training as T
+from tokdyn.models.latent.variants import VARIANTS, stages
+from tokdyn.studies.latent_reasoning.config import SELECTION, STUDY, Config, training
+from tokdyn.train import store
+
+
+def devices(cfg: Config):
+    """The local devices the seeds are split over (None: all of them, :class:`tokdyn.train.Execution`'s
+    default); :class:`~tokdyn.experiment.study.Refused` when ``cfg.devices`` asks for more than
+    this machine has."""
+    local = jax.local_devices()
+    if cfg.devices > len(local):
+        raise study_dir.Refused(f"devices must be at most the {len(local)} local devices, got {cfg.devices}")
+    return local[: cfg.devices] if cfg.devices else None
+
+
+def check_devices(cfg: Config) -> None:
+    """:class:`~tokdyn.experiment.study.Refused` when ``cfg.devices`` asks for more devices than
+    this machine has."""
+    devices(cfg)
+
+
+def finished(cfg: Optional[Config], out: str, name: str) -> bool:
+    """Whether variant ``name`` is finished in ``out`` (:func:`tokdyn.train.store.finished`: its
+    result, answers, final checkpoint and curve all whole and in agreement; what cannot be read
+    back is set aside and :func:`run_variant` recomputes it). ``cfg`` is not read: kept for the
+    callers that pass it."""
+    return store.finished(out, name)
+
+
+def convergence(cfg: Config, name: str, curve: dict) -> dict:
+    """Per seed, from the recorded curve: the step and value of the best held-out overall accuracy
+    (``best_step``, ``best``) and whether the stop rule (:meth:`Config.stop_rule`, a
+    :class:`tokdyn.train.Patience`) says it has converged: no improvement by more than
+    ``min_delta`` for ``patience`` of the budget (seen at two evaluations at least), at least
+    ``min_fraction`` of the budget done, the training loss flat while the accuracy
+    holds. For a curriculum variant the patience window must lie in its last stage."""
+    tc = training(cfg, name)
+    rule = cfg.stop_rule()
+    wait, _ = rule.windows(tc.train.steps)
+    last_stage = sum(n for *_, n in stages(tc, name)[:-1])
+    seeds = np.asarray(curve.get("seed", []), int)
+    out = {
+        "best_step": np.full(tc.seeds, -1),
+        "best": np.full(tc.seeds, np.nan),
+        "converged": np.zeros(tc.seeds, bool),
+        "steps": 0,
+    }
+    for s in range(tc.seeds):
+        sel = seeds == s
+        steps, val = np.asarray(curve["step"], np.int64)[sel], np.asarray(curve["val_all"], np.float64)[sel]
+        if steps.size == 0:
+            continue
+        loss = np.asarray(curve["loss"], np.float64)[sel] if "loss" in curve else None
+        d = rule.decide(steps, val, tc.train.steps, loss)
+        now = int(steps[-1])
+        out["steps"] = now
+        out["best_step"][s], out["best"][s] = int(d.best_step), float(d.best)
+        after = int(np.sum(steps > int(d.improved_step)))  # evaluations since the last improvement
+        out["converged"][s] = bool(d.stop and after >= 2 and now - wait >= last_stage)
+    return out
+
+
+def curve_logger(cfg: Config, name: str, path: str, rows: dict):
+    """The ``stop(step, state, curves)`` of :class:`tokdyn.train.Evaluation` that appends each
+    call's logs and held-out scores to the curve ``rows`` (dropping rows a resume redoes), writes
+    them to ``path`` and stops once every seed has converged (:func:`convergence`)."""
+    tc = training(cfg, name)
+
+    def stop(step, state, curves) -> bool:
+        logs = {k: v[:, step // tc.train.steps_per_call - 1] for k, v in curves.items()}  # this call's logs and scores
+        keep = [i for i, s in enumerate(rows.get("step", [])) if s < step]  # drop rows a resume redoes
+        for k in rows:
+            rows[k] = [rows[k][i] for i in keep]
+        for s in range(tc.seeds):
+            cols = [("step", step), ("seed", s)]
+            cols += [(k, float(v[s])) for k, v in sorted(logs.items()) if not k.startswith("val_")]
+            cols += [(k, float(v[s])) for k, v in logs.items() if k.startswith("val_")]
+            for k, v in cols:
+                rows.setdefault(k, []).append(v)
+        io.write_csv(path, rows)
+        return bool(np.all(convergence(cfg, name, rows)["converged"]))
+
+    return stop
+
+
+def write_tested(cfg: Config, name: str, out: str, res: train.Result, rows: dict, test) -> None:
+    """Test the finished training ``res`` of variant ``name`` at its tested state
+    (:attr:`Config.tested`) on ``test`` and write its curve ``rows``, answers and result under
+    ``out`` (the result last: it commits the others, :mod:`tokdyn.train.store`)."""
+    p, tc = store.paths(out, name), training(cfg, name)
+    state = res.state
+    tested = res.best_state if cfg.tested == "best" else state
+    tested_step = res.best_step if cfg.tested == "best" else np.full(tc.seeds, int(np.asarray(state.step)[0]))
+    answers, captions = evaluation.answers(tc, name, tested.params, test)
+    acc = evaluation.accuracy(tc, name, answers, captions, test)
+    conv = convergence(cfg, name, rows)
+    io.write_csv(p["curve"], rows)  # the rows of exactly the steps trained (a resume may have dropped some)
+    with open(p["curve"], "rb") as f:
+        curve = np.frombuffer(f.read(), np.uint8)
+    io.save_npz(p["answers"], answers=answers, curve_csv=curve, steps=conv["steps"])  # the result, written
+    # last, commits both
+    store.write_result(
+        p["result"],
+        {
+            "variant": name,
+            "steps": conv["steps"],
+            "budget": tc.train.steps,
+            "accuracy": acc,
+            "best_step": conv["best_step"],
+            "best_val": conv["best"],
+            "tested": cfg.tested,
+            "tested_step": tested_step,
+            "converged": conv["converged"],
+            "nan_step": np.asarray(state.nan_step),
+            "skipped_steps": np.asarray(state.skipped),
+            "answers_sha256": store.answers_digest(answers),
+        },
+    )
+
+
+def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadline=None, progress=None) -> bool:
+    """Train (or resume) variant ``name`` until it has converged or spent its budget, then test
+    it. A host function: writes the variant's curve, answers, checkpoint and result under ``out``
+    (damaged files are set aside and recomputed, see :func:`tokdyn.train.store.finished`).
+
+    Args:
+      cfg: the study's :class:`Config`.
+      name: the variant's name.
+      out: the study directory.
+      data: the training, validation and test sets (:func:`splits`).
+      deadline: optional ``time.time()`` at which training stops (finished work is kept).
+      progress: optional :class:`tokdyn.io.Progress` to advance by the steps trained.
+
+    Returns:
+      True when the variant's results are on disk; False when training stopped before it finished.
+    """
+    p = store.paths(out, name)
+    if store.finished(out, name):
+        return True
+    tc = training(cfg, name)
+    rows = store.resume_rows(p, tc.seeds, tc.train.steps_per_call)
+
+    def evaluate(step, state):
+        return {f"val_{k}": v for k, v in evaluation.evaluate(tc, name, state.params, data.val).items()}
+
+    res = train.train_many(
+        T.trainer(tc, name),
+        data.train,
+        *T.models(tc, cfg.hparams),
+        checkpointing=train.Checkpointing(p["checkpoint"], T.stamp(tc, name)),
+        evaluation=train.Evaluation(evaluate, keep_best="val_all", stop=curve_logger(cfg, name, p["curve"], rows)),
+        execution=train.Execution(devices=devices(cfg)),
+        deadline=deadline,
+        progress=progress,
+    )
+    if not res.finished:
+        return False
+    write_tested(cfg, name, out, res, rows, data.test)
+    return True
+
+
+def open_study(cfg: Config, out: str, *, fresh: bool = False, quiet: bool = False) -> study_dir.Study:
+    """The latent-reasoning study directory ``out`` for ``cfg``, checked and stamped
+    (:meth:`tokdyn.experiment.study.Study.open`).
+
+    Args:
+      cfg: the study's :class:`Config`.
+      out: the study directory.
+      fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and
+        start afresh, instead of refusing the directory.
+      quiet: no messages.
+
+    Returns:
+      The opened :class:`tokdyn.experiment.study.Study`.
+
+    Raises:
+      tokdyn.io.OutputConflict: a directory of another configuration without ``fresh`` (naming the
+        fields that differ).
+    """
+    return study_dir.Study.open(out, STUDY, cfg, fresh=fresh, selection=SELECTION, estimate=cfg.estimate(), quiet=quiet)
+
+
+def splits(cfg: Config) -> tasks.Splits:
+    """The training pool, validation and test sets of the study (:func:`tokdyn.models.latent.training.data`);
+    :class:`~tokdyn.experiment.study.Refused` when the task has fewer distinct instances than the sets ask for."""
+    try:
+        return T.data(cfg.training)
+    except ValueError as e:
+        raise study_dir.Refused(str(e)) from None
+
+
+def train_variants(
+    cfg: Config, out: str, names: Sequence[str], *, quiet: bool, deadline=None, data: Optional[tasks.Splits] = None
+) -> bool:
+    """Train (or resume) variants, in order, each until it has converged or spent its budget
+    (:func:`run_variant`), with one progress bar over their steps. A host function.
+
+    Args:
+      cfg: the study's :class:`Config`.
+      out: the study directory, opened for ``cfg`` with :func:`open_study`.
+      names: the variants' names.
+      quiet: no progress bar.
+      deadline: optional ``time.time()`` at which training stops (finished work is kept).
+      data: the training, validation and test sets (:func:`splits`; drawn when not given).
+
+    Returns:
+      True when every variant is finished (it stops at the first that is not).
+    """
+    names = list(names)
+    data = splits(cfg) if data is None else data
+    done = True
+    budgets = {name: training(cfg, name).train.steps for name in names}
+    recorded = sum(store.steps_recorded(out, name, budgets[name]) for name in names)
+    with io.Progress(
+        sum(budgets.values()), desc="latent-reasoning", unit="steps", done=recorded, quiet=quiet
+    ) as progress:
+        for name in names:
+            progress.note(f"variant {name}")
+            done = run_variant(cfg, name, out, data, deadline=deadline, progress=progress) and done
+            if not done:
+                break
+    return done
+
+
+def record_fields(out: str, cfg: Config) -> dict:
+    """What ``config.json`` of the study directory ``out`` records beside the stamp: the variants
+    finished there (whoever trained them) and this run's selection."""
+    names = [v for v in VARIANTS if os.path.exists(store.paths(out, v)["result"])]
+    return {"variants": names, "selection": {k: getattr(cfg, k) for k in SELECTION}}
+
+
+def record(study: study_dir.Study, cfg: Config, **extra) -> str:
+    """``config.json`` of the study directory: the stamp, :func:`record_fields` and ``extra``."""
+    return study.finish(**record_fields(study.out, cfg), **extra)

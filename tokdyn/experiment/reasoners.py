@@ -65,7 +65,6 @@ _HOMES = {
         "tokdyn.experiment.analysis",
     ),
 }
-__all__ = sorted(_HOMES)
 _WARNED: set = set()
 
 
@@ -84,4 +83,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(_HOMES))

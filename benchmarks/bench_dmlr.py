@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import timed  # noqa: E402
 from tokdyn import es  # noqa: E402
 from tokdyn.diagnostics import dmlr  # noqa: E402
-from tokdyn.experiment import reasoners  # noqa: E402
+from tokdyn.studies import latent_reasoning  # noqa: E402
 from tokdyn.models.latent import tasks, variants  # noqa: E402
 from tokdyn.models.latent import model as latent_model  # noqa: E402
 
@@ -132,7 +132,7 @@ def main():
     ap.add_argument("--loop-instances", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    tc = reasoners.Config().training
+    tc = latent_reasoning.Config().training
     cfg = variants.model_config(tc, "latent")
     model = latent_model.Model(cfg)
     params = model.init(jax.random.key(0))

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from tokdyn.experiment import reasoners
+from tokdyn.studies import latent_reasoning
 from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
 
@@ -60,7 +60,7 @@ def main():
     ap.add_argument("--latents", default="4,8,16")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    tc = reasoners.Config().training
+    tc = latent_reasoning.Config().training
     print(
         f"machine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
         f"JAX {jax.__version__}, backend {jax.default_backend()}, float32"

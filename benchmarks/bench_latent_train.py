@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 
 from tokdyn import train  # noqa: E402
-from tokdyn.experiment import reasoners  # noqa: E402
+from tokdyn.studies import latent_reasoning  # noqa: E402
 from tokdyn.models.latent import model as latent_model  # noqa: E402
 from tokdyn.models.latent import training as T  # noqa: E402
 from tokdyn.models.latent import variants  # noqa: E402
@@ -98,7 +98,7 @@ def main():
     import torch_latent as peer
 
     torch.set_num_threads(os.cpu_count())
-    study = reasoners.Config()
+    study = latent_reasoning.Config()
     tc1 = dataclasses.replace(study.training, seeds=1, n_train=20_000, n_val=10, n_test=10)
     pool = T.data(tc1).train
     hp = study.hparams

@@ -229,9 +229,9 @@ def quick_source(path, **schedule) -> str:
     the analyses' command lines are checked against. Returns the path."""
     import dataclasses
 
-    from tokdyn.experiment import reasoners
+    from tokdyn.studies import latent_reasoning
 
-    lr = reasoners.Config.quick()
+    lr = latent_reasoning.Config.quick()
     cfg = (
         dataclasses.replace(
             lr, training=dataclasses.replace(lr.training, train=dataclasses.replace(lr.training.train, **schedule))
@@ -239,7 +239,7 @@ def quick_source(path, **schedule) -> str:
         if schedule
         else lr
     )
-    reasoners.open_study(cfg, str(path), quiet=True)
+    latent_reasoning.open_study(cfg, str(path), quiet=True)
     return str(path)
 
 

@@ -103,7 +103,7 @@ def test_latent_reasoning_training_options_keep_their_spelling_and_defaults(caps
     """The latent reasoner's budget and schedule (its config's nested ``train``) keep the options
     they had before they were nested: --steps, --steps-per-call and --warmup, with the study's
     defaults; the rest of the schedule is new (--decay, --final-fraction, --clip-norm)."""
-    from tokdyn.experiment import reasoners
+    from tokdyn.studies import latent_reasoning
     from tokdyn.train import optim
 
     argv = ["study", "latent-reasoning"]
@@ -123,17 +123,19 @@ def test_latent_reasoning_training_options_keep_their_spelling_and_defaults(caps
     args = parser.parse_args(
         argv + ["--steps", "60", "--steps-per-call", "20", "--warmup", "0", "--decay", "constant", "--clip-norm", "0.5"]
     )
-    cfg = cli.config_from_args(reasoners.Config, args)
+    cfg = cli.config_from_args(latent_reasoning.Config, args)
     assert cfg.training.train == optim.Config(
         steps=60, steps_per_call=20, warmup=0, decay="constant", final_fraction=0.05, clip_norm=0.5
     )
-    assert cfg.train is True and cfg.training.n_latents == reasoners.Config().training.n_latents
+    assert cfg.train is True and cfg.training.n_latents == latent_reasoning.Config().training.n_latents
     quick = cli.config_from_args(
-        reasoners.Config, parser.parse_args(argv + ["--warmup", "7"]), reasoners.Config.quick()
+        latent_reasoning.Config, parser.parse_args(argv + ["--warmup", "7"]), latent_reasoning.Config.quick()
     )
-    assert quick.training.train == dataclasses.replace(reasoners.Config.quick().training.train, warmup=7)
+    assert quick.training.train == dataclasses.replace(latent_reasoning.Config.quick().training.train, warmup=7)
     with pytest.raises(ValueError, match="train.steps must be a multiple of steps_per_call=20"):
-        cli.config_from_args(reasoners.Config, parser.parse_args(argv + ["--steps", "50", "--steps-per-call", "20"]))
+        cli.config_from_args(
+            latent_reasoning.Config, parser.parse_args(argv + ["--steps", "50", "--steps-per-call", "20"])
+        )
 
 
 def test_undocumented_fields_are_refused():

@@ -16,11 +16,11 @@ from test_latent_train import TINY
 from tokdyn import cli, io
 from tokdyn.models.latent import evaluation, training
 from tokdyn.studies import latent_diagnostics
-from tokdyn.experiment import reasoners
+from tokdyn.studies import latent_reasoning
 
 pytestmark = pytest.mark.fast_compile
 
-SOURCE = reasoners.Config(reference_steps=0, training=TINY)
+SOURCE = latent_reasoning.Config(reference_steps=0, training=TINY)
 
 
 def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monkeypatch, tiny_reasoner):
@@ -40,14 +40,14 @@ def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monk
     assert latent_diagnostics.main(cfg, out, quiet=True, plots=True)
     # the mid-training model is the state the full run passed through: its held-out accuracy is
     # the one the run recorded at that step
-    model, params, step, stage = reasoners.load_midway(SOURCE, cfg.source, "latent")
+    model, params, step, stage = latent_reasoning.load_midway(SOURCE, cfg.source, "latent")
     assert step == 20 and stage == 0
     val = evaluation.evaluate(TINY, "latent", params, training.data(TINY).val)["all"]
     curve = io.read_csv(os.path.join(cfg.source, "curves", "latent.csv"))
     np.testing.assert_allclose(val, curve["val_all"][curve["step"] == step], atol=1e-6)
     dec = io.read_csv(os.path.join(out, "decomposition.csv"))
     assert set(dec["stage"]) == {"mid", "final"} and set(dec["setting"]) == set(latent_diagnostics.mediation.SETTINGS)
-    saved = reasoners.read_answers(cfg.source, "latent")[:, :40]
+    saved = latent_reasoning.read_answers(cfg.source, "latent")[:, :40]
     test = jax.tree.map(lambda a: np.asarray(a)[:40], training.data(TINY).test)
     full = (dec["stage"] == "final") & (dec["setting"] == "full")
     # the decomposition's program and the study's evaluation are two programs: an answer on a last-bit

@@ -16,11 +16,11 @@ from test_latent_train import TINY
 from tokdyn import cli, io
 from tokdyn.models.latent import training
 from tokdyn.studies import latent_optimisation
-from tokdyn.experiment import reasoners
+from tokdyn.studies import latent_reasoning
 
 pytestmark = pytest.mark.fast_compile
 
-SOURCE = reasoners.Config(reference_steps=0, training=TINY)
+SOURCE = latent_reasoning.Config(reference_steps=0, training=TINY)
 
 
 @pytest.fixture
@@ -46,19 +46,21 @@ def test_missing_variants_are_trained_in_the_source_or_named(tmp_path, monkeypat
     shutil.copytree(tiny_reasoner[1], src)  # holds the finished variant latent
     calls = []
     monkeypatch.setattr(
-        reasoners, "train_variants", lambda cfg, out, names, **kw: calls.append((tuple(names), out)) or True
+        latent_reasoning.source,
+        "train_variants",
+        lambda cfg, out, names, **kw: calls.append((tuple(names), out)) or True,
     )
     with pytest.raises(ValueError, match=r"lacks the trained variants \['text'\]"):
-        reasoners.ensure_trained(SOURCE, src, ["latent", "text"], train=False)
-    assert reasoners.ensure_trained(SOURCE, src, ["latent", "text"]) == SOURCE
+        latent_reasoning.ensure_trained(SOURCE, src, ["latent", "text"], train=False)
+    assert latent_reasoning.ensure_trained(SOURCE, src, ["latent", "text"]) == SOURCE
     assert calls == [(("text",), src)]  # only what is missing; what is there is kept
     assert io.read_json(os.path.join(src, "config.json"))["variants"] == ["latent"]
-    monkeypatch.setattr(reasoners, "train_variants", lambda cfg, out, names, **kw: False)
+    monkeypatch.setattr(latent_reasoning.source, "train_variants", lambda cfg, out, names, **kw: False)
     with pytest.raises(RuntimeError, match="did not finish"):
-        reasoners.ensure_trained(SOURCE, src, ["text"])
+        latent_reasoning.ensure_trained(SOURCE, src, ["text"])
     with pytest.raises(io.OutputConflict, match="training.train.steps: 40 there, 60 now"):
         fewer = dataclasses.replace(TINY, train=dataclasses.replace(TINY.train, steps=60))
-        reasoners.ensure_trained(dataclasses.replace(SOURCE, training=fewer), src, ["latent"])
+        latent_reasoning.ensure_trained(dataclasses.replace(SOURCE, training=fewer), src, ["latent"])
 
 
 def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
@@ -74,7 +76,7 @@ def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
     assert set(table["method"]) == {"before", "random", "es_entropy_best", "es_entropy_best@lr=0.25"}
     assert set(table["family"]) == set(TINY.task.families) | {"all"}
     # "before" is the trained model's own answer: the source study's test accuracy on these instances
-    saved = reasoners.read_answers(cfg.source, "latent")[:, :20]
+    saved = latent_reasoning.read_answers(cfg.source, "latent")[:, :20]
     test = jax.tree.map(lambda a: np.asarray(a)[:20], training.data(TINY).test)
     want = (saved == test.answer[None]).mean(1)
     sel = (table["method"] == "before") & (table["family"] == "all")
@@ -198,8 +200,8 @@ def test_the_command_line_refuses_before_any_work(tmp_path, capsys, argv, words)
         "empty": tmp_path / "empty",
         "out": tmp_path / "out",
     }
-    lr = reasoners.Config.quick()
-    reasoners.open_study(
+    lr = latent_reasoning.Config.quick()
+    latent_reasoning.open_study(
         dataclasses.replace(lr, hparams=dataclasses.replace(lr.hparams, learning_rate=0.01)),
         str(paths["lr"]),
         quiet=True,

@@ -15,7 +15,6 @@ import numpy as np
 import killing
 from test_latent_train import TINY  # the same configuration: compilations are shared within a session
 from tokdyn import cli, io, train
-from tokdyn.experiment import reasoners
 from tokdyn.models.latent import evaluation, tasks, training
 from tokdyn.studies import latent_reasoning as L
 
@@ -96,7 +95,7 @@ RESULTS = [
 
 def same_answers(a, b):
     for name in ("direct", "no_image"):
-        np.testing.assert_array_equal(reasoners.read_answers(a, name), reasoners.read_answers(b, name))
+        np.testing.assert_array_equal(L.read_answers(a, name), L.read_answers(b, name))
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +147,7 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
     assert conf["config"]["training"]["train"]["steps"] == TINY.train.steps
     assert conf["config"]["hparams"]["learning_rate"] == cfg.hparams.learning_rate
     assert conf["config"]["variants"] == conf["selection"]["variants"] == ["direct", "no_image"]  # the whole config
-    res = reasoners.read_result(os.path.join(out, "results", "direct.json"))
+    res = L.read_result(os.path.join(out, "results", "direct.json"))
     assert res["nan_step"] == [-1, -1] and len(res["accuracy"]["all"]) == TINY.seeds
     # each seed is tested with its state at its best held-out accuracy (the first step reaching it)
     assert res["tested"] == "best"
@@ -156,13 +155,13 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
         val = curves["val_all"][curves["seed"] == s]
         assert res["tested_step"][s] == curves["step"][curves["seed"] == s][int(np.argmax(val))]
     ckpt = os.path.join(out, "checkpoints", "direct.npz")
-    best = training.load_best(ckpt, reasoners.training(cfg, "direct"), "direct", cfg.hparams)
+    best = training.load_best(ckpt, L.training(cfg, "direct"), "direct", cfg.hparams)
     assert best.step.tolist() == res["tested_step"]
-    _, params, tc = reasoners.load_variant(cfg, out, "direct")  # what the diagnostics read: the tested state
+    _, params, tc = L.load_variant(cfg, out, "direct")  # what the diagnostics read: the tested state
     for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(best.state.params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    answers, _ = evaluation.answers(tc, "direct", params, reasoners.splits(cfg).test)
-    np.testing.assert_array_equal(np.asarray(answers), reasoners.read_answers(out, "direct"))
+    answers, _ = evaluation.answers(tc, "direct", params, L.splits(cfg).test)
+    np.testing.assert_array_equal(np.asarray(answers), L.read_answers(out, "direct"))
     with open(os.path.join(out, "summary.md")) as f:
         table = f.read()
     assert "| direct |" in table and "| no_image |" in table and "question-only optimum" in table
@@ -200,14 +199,14 @@ def test_tested_final_answers_with_the_last_state(tmp_path):
     cfg = L.Config(variants=("direct",), reference_steps=0, training=TINY, tested="final")
     out = str(tmp_path / "final")
     assert L.main(cfg, out, quiet=True, plots=False)
-    res = reasoners.read_result(os.path.join(out, "results", "direct.json"))
+    res = L.read_result(os.path.join(out, "results", "direct.json"))
     assert res["tested"] == "final" and res["tested_step"] == [TINY.train.steps] * TINY.seeds
     last = training.load(os.path.join(out, "checkpoints", "direct.npz"), TINY, "direct", cfg.hparams)
-    _, params, tc = reasoners.load_variant(cfg, out, "direct")
+    _, params, tc = L.load_variant(cfg, out, "direct")
     for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(last.params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    answers, _ = evaluation.answers(tc, "direct", last.params, reasoners.splits(cfg).test)
-    np.testing.assert_array_equal(np.asarray(answers), reasoners.read_answers(out, "direct"))
+    answers, _ = evaluation.answers(tc, "direct", last.params, L.splits(cfg).test)
+    np.testing.assert_array_equal(np.asarray(answers), L.read_answers(out, "direct"))
 
 
 def truncate(path, keep=2 / 3):
@@ -396,4 +395,4 @@ def test_damaged_files_of_a_finished_variant_are_named_set_aside_and_recomputed(
         assert bool(steps) == retrained, (damaged, steps)
         steps.clear()
         killing.same_files(full, out, [f for f in files if not f.endswith(".npz")])
-        np.testing.assert_array_equal(reasoners.read_answers(full, "direct"), reasoners.read_answers(out, "direct"))
+        np.testing.assert_array_equal(L.read_answers(full, "direct"), L.read_answers(out, "direct"))

@@ -68,3 +68,82 @@ def test_every_study_is_a_value_whose_main_is_one_call_of_the_runner(entry):
         and ast.unparse(call.func) == "runner.run_study"
         and ast.unparse(call.args[0]) == "SPEC"
     )
+
+
+def test_a_study_that_reads_another_declares_it_and_reproduce_runs_it_after():
+    names = list(registry.NAMES)
+    for e in registry.STUDIES:
+        spec = studies.spec(e.name)
+        assert set(spec.sources.values()) <= set(e.reads), f"{e.name}: a source must be declared in reads"
+        for read in e.reads:
+            assert names.index(read) < names.index(e.name), f"{e.name} is listed before {read}, which it reads"
+            assert studies.spec(read).store is not None, f"{read} offers its readers nothing (SPEC.store)"
+    assert registry.entry("latent-diagnostics").reads == registry.entry("latent-optimisation").reads
+    assert registry.entry("latent-diagnostics").reads == ("latent-reasoning",)
+    # reproduce's order: a study after what it reads, the rest as given
+    assert registry.in_order(["latent-optimisation", "video", "latent-reasoning", "latent-diagnostics"]) == (
+        "latent-reasoning",
+        "latent-optimisation",
+        "video",
+        "latent-diagnostics",
+    )
+    assert registry.in_order(["latent-diagnostics", "collapse"]) == ("latent-diagnostics", "collapse")
+
+
+def test_studies_that_read_each_other_in_a_circle_are_named(monkeypatch):
+    monkeypatch.setattr(registry, "_ADDED", {})
+    for name, reads in (("mine-a", ("mine-b",)), ("mine-b", ("mine-a",))):
+        registry.add(registry.Entry(name, ("study", name), "m", "h", f"results/{name}", reads=reads))
+    with pytest.raises(ValueError, match="mine-a -> mine-b -> mine-a read each other's output in a circle"):
+        registry.in_order(["mine-a", "mine-b"])
+
+
+def _imported_modules(path: str) -> set:
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return found
+
+
+@pytest.mark.parametrize("entry", registry.STUDIES, ids=lambda e: e.name)
+def test_no_study_imports_another(entry):
+    """What a study reads of another comes through the registry (Entry.reads, the other's SPEC),
+    never by importing it."""
+    others = {e.module for e in registry.STUDIES if e.module != entry.module}
+    spec = importlib.util.find_spec(entry.module)
+    files = (
+        [os.path.join(d, f) for d, _, fs in os.walk(os.path.dirname(spec.origin)) for f in fs if f.endswith(".py")]
+        if spec.submodule_search_locations
+        else [spec.origin]
+    )
+    for path in files:
+        reached = {m for m in _imported_modules(path) for o in others if m == o or m.startswith(o + ".")}
+        assert not reached, f"{path} imports {sorted(reached)}"
+
+
+def test_the_analyses_reach_their_source_by_name_and_the_old_module_still_names_it(monkeypatch):
+    from tokdyn.experiment import analysis, reasoners
+    from tokdyn.studies import latent_diagnostics, latent_reasoning
+    from tokdyn.train import store
+
+    assert analysis.source_spec() is latent_reasoning.SPEC
+    assert analysis.source_store() is latent_reasoning.STORE is latent_diagnostics.Config().reasoners()
+    assert latent_diagnostics.Config(preset="quick").reasoning() == latent_reasoning.Config.quick()
+    with pytest.raises(ValueError, match="'collapse' keeps no trained models"):
+        analysis.source_store("collapse")
+    monkeypatch.setattr(reasoners, "_WARNED", set())
+    for name, home in (
+        ("Config", latent_reasoning.Config),
+        ("ensure_trained", latent_reasoning.source.ensure_trained),
+        ("read_result", store.read_result),
+        ("Analysis", analysis.Analysis),
+    ):
+        with pytest.warns(DeprecationWarning, match=f"reasoners is deprecated: {name} is tokdyn"):
+            assert getattr(reasoners, name) is home
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = reasoners.nope

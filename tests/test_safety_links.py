@@ -12,7 +12,8 @@ import pytest
 
 import hostile
 from tokdyn import io, reproduce, studies
-from tokdyn.experiment import reasoners, runner
+from tokdyn.experiment import runner
+from tokdyn.train import store
 from tokdyn.experiment import study as study_dir
 from tokdyn.studies import token_dynamics
 
@@ -180,7 +181,7 @@ def test_a_damaged_reasoner_file_is_never_set_aside_into_a_linked_corrupt_folder
     elsewhere.mkdir()
     os.symlink(elsewhere, out / "results" / "corrupt")
     with pytest.raises(io.OutputConflict, match=refused(out / "results" / "corrupt")):
-        reasoners.finished(None, str(out), "v")
+        store.finished(str(out), "v")
     assert os.listdir(elsewhere) == [] and (out / "results" / "v.npz").read_bytes() == b"not an array file"
 
 

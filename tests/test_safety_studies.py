@@ -12,7 +12,7 @@ import pytest
 import hostile
 from tokdyn import cli, io, reproduce
 from tokdyn.experiment import findings as F
-from tokdyn.experiment import reasoners
+from tokdyn.studies import latent_reasoning
 from tokdyn.experiment import study as study_dir
 from tokdyn.studies import latent_diagnostics
 from tokdyn.studies import token_dynamics
@@ -183,27 +183,27 @@ def test_case4_headerless_source_checkpoint_refused(tmp_path, monkeypatch, capsy
     answers and curve whole): refused naming the checkpoint, left where it is, nothing trained."""
     from test_latent_train import TINY
 
-    source_cfg = reasoners.Config(reference_steps=0, training=TINY, variants=("latent",))
+    source_cfg = latent_reasoning.Config(reference_steps=0, training=TINY, variants=("latent",))
     monkeypatch.setattr(
-        latent_diagnostics.Config, "reasoning", lambda self: reasoners.Config(reference_steps=0, training=TINY)
+        latent_diagnostics.Config, "reasoning", lambda self: latent_reasoning.Config(reference_steps=0, training=TINY)
     )
     src = tmp_path / "src"
-    reasoners.open_study(source_cfg, str(src), quiet=True)
-    p = reasoners.paths(str(src), "latent")
+    latent_reasoning.open_study(source_cfg, str(src), quiet=True)
+    p = latent_reasoning.paths(str(src), "latent")
     answers = np.zeros((TINY.seeds, TINY.n_test), np.int32)
     curve = b"step,seed,val_all\n40,0,0.5\n40,1,0.5\n"
     os.makedirs(os.path.dirname(p["curve"]))
     with open(p["curve"], "wb") as f:
         f.write(curve)
     io.save_npz(p["answers"], answers=answers, curve_csv=np.frombuffer(curve, np.uint8), steps=40)
-    reasoners.write_result(
+    latent_reasoning.write_result(
         p["result"],
         {
             "variant": "latent",
             "steps": 40,
             "budget": 40,
             "converged": [True, True],
-            "answers_sha256": reasoners.answers_digest(answers),
+            "answers_sha256": latent_reasoning.answers_digest(answers),
         },
     )
     os.makedirs(os.path.dirname(p["checkpoint"]))
@@ -216,7 +216,7 @@ def test_case4_headerless_source_checkpoint_refused(tmp_path, monkeypatch, capsy
     assert not (tmp_path / "out").exists()
     assert open(p["checkpoint"], "rb").read() == before and not (src / "checkpoints" / "corrupt").exists()
     with pytest.raises(io.OutputConflict, match="latent.npz"):  # the library call, too
-        reasoners.load_variant(source_cfg, str(src), "latent")
+        latent_reasoning.load_variant(source_cfg, str(src), "latent")
     assert open(p["checkpoint"], "rb").read() == before
 
 
@@ -226,11 +226,13 @@ def test_case4_scrambled_trained_checkpoint_refused(tmp_path, monkeypatch, capsy
     ``np.savez`` (the study ran on it, exit 0, accuracy at chance): refused naming the file."""
     cfg, trained = tiny_reasoner
     monkeypatch.setattr(
-        latent_diagnostics.Config, "reasoning", lambda self: reasoners.Config(reference_steps=0, training=cfg.training)
+        latent_diagnostics.Config,
+        "reasoning",
+        lambda self: latent_reasoning.Config(reference_steps=0, training=cfg.training),
     )
     src = tmp_path / "src"
     shutil.copytree(trained, src)
-    reasoners.verify_source(cfg, str(src), ["latent"])  # a whole source passes
+    latent_reasoning.verify_source(cfg, str(src), ["latent"])  # a whole source passes
     study_dir.read_record(str(src))
     ckpt = src / "checkpoints" / "latent.npz"
     arrays = io.load_npz(str(ckpt))

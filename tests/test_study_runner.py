@@ -420,7 +420,7 @@ import hostile  # noqa: E402
 from conftest import jax_compilations  # noqa: E402
 from tokdyn import studies  # noqa: E402
 from tokdyn.experiment import findings as F  # noqa: E402
-from tokdyn.experiment import reasoners  # noqa: E402
+from tokdyn.studies import latent_reasoning  # noqa: E402
 from tokdyn.experiment import registry, runner  # noqa: E402
 from tokdyn.stats import figures  # noqa: E402
 
@@ -442,8 +442,8 @@ def _config(name, tmp_path, **changes):
     for field, source in spec.sources.items():
         path = str(tmp_path / f"source-{source}")
         cfg = dataclasses.replace(cfg, **{field: path})
-        if source == reasoners.STUDY and not os.path.exists(path):
-            reasoners.open_study(cfg.reasoning(), path, quiet=True)  # stamped for the configuration it expects
+        if source == latent_reasoning.STUDY and not os.path.exists(path):
+            latent_reasoning.open_study(cfg.reasoning(), path, quiet=True)  # stamped for the configuration it expects
     return dataclasses.replace(cfg, **changes)
 
 

@@ -13,11 +13,11 @@ from rows.base import Suite, compiled_of, steady
 
 
 def _latent_setup(s: Suite, n):
-    from tokdyn.experiment import reasoners
+    from tokdyn.studies import latent_reasoning
     from tokdyn.models.latent import model as latent_model
     from tokdyn.models.latent import tasks, variants
 
-    tc = reasoners.Config().training
+    tc = latent_reasoning.Config().training
     if s.args.smoke:
         tc = dataclasses.replace(tc, width=16, depth=1, heads=2)
     model = latent_model.Model(variants.model_config(tc, "latent"))

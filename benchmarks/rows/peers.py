@@ -128,12 +128,12 @@ def run(s: Suite):
         return ours, theirs, compiled, comp, abs(loss_j - loss_t), B
 
     def latent_peer():
-        from tokdyn.experiment import reasoners
+        from tokdyn.studies import latent_reasoning
         from tokdyn.models.latent import model as latent_model
         from tokdyn.models.latent import training as LT
         from tokdyn.models.latent import variants
 
-        tc = reasoners.Config().training
+        tc = latent_reasoning.Config().training
         if s.args.smoke:
             tc = dataclasses.replace(tc, width=16, depth=1, heads=2, batch_size=8)
         tc = dataclasses.replace(tc, seeds=1, n_train=512 if s.args.smoke else 20_000, n_val=8, n_test=8)

@@ -42,7 +42,7 @@ def learned_models(s: Suite, n_models: int):
     """name -> (trainer, pool, keys, hparams, strategy, steps per call): each learned model of the
     studies, ``n_models`` models, at the study's sizes (tiny ones with --smoke)."""
     from tokdyn import train
-    from tokdyn.experiment import reasoners
+    from tokdyn.studies import latent_reasoning
     from tokdyn.models import sequence as G
     from tokdyn.models import slots, vtae
     from tokdyn.models.latent import training as LT
@@ -54,7 +54,7 @@ def learned_models(s: Suite, n_models: int):
     out = {}
 
     def latent():
-        tc = reasoners.Config().training
+        tc = latent_reasoning.Config().training
         if smoke:
             tc = dataclasses.replace(tc, width=16, depth=1, heads=2, batch_size=8)
         tc = dataclasses.replace(

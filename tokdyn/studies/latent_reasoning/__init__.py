@@ -48,6 +48,7 @@ from tokdyn.studies.latent_reasoning.source import (  # noqa: F401
     midway,
     open_source,
     source_error,
+    variant_result,
     verify_source,
 )
 from tokdyn.studies.latent_reasoning.trained import (  # noqa: F401

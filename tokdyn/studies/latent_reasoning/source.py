@@ -245,6 +245,12 @@ def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool
     )
 
 
+def variant_result(source: str, name: str) -> dict:
+    """The result of the finished variant ``name`` in ``source`` (its ``results/NAME.json``,
+    :func:`tokdyn.train.store.read_result`: its steps, accuracy, convergence, ...)."""
+    return store.read_result(store.paths(source, name)["result"])
+
+
 @dataclasses.dataclass(frozen=True)
 class Reasoners:
     """The trained reasoners of a latent-reasoning directory as the studies that read it see them:
@@ -262,8 +268,7 @@ class Reasoners:
       splits: :func:`tokdyn.studies.latent_reasoning.trained.splits`.
       training: :func:`tokdyn.studies.latent_reasoning.config.training`.
       forward_elements: :func:`tokdyn.studies.latent_reasoning.config.forward_elements`.
-      result: the record of a finished variant, ``result(source, name)``
-        (:func:`tokdyn.train.store.read_result` of its ``results/NAME.json``).
+      result: :func:`variant_result`.
     """
 
     open_source: Callable = open_source
@@ -275,7 +280,7 @@ class Reasoners:
     splits: Callable = splits
     training: Callable = training
     forward_elements: Callable = forward_elements
-    result: Callable = lambda source, name: store.read_result(store.paths(source, name)["result"])  # noqa: E731
+    result: Callable = variant_result
 
 
 STORE = Reasoners()  # the latent-reasoning study's SPEC.store

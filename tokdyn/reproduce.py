@@ -51,8 +51,8 @@ class Config:
       quick: run each study's quick preset (minutes in all; most verdicts then stay open) instead of
         its default configuration (hours).
       studies: the studies to run, in this order (a study that reads another's output after it),
-        names from tokdyn.reproduce.STUDIES or studies of one's own (an installed package's, or given with --study-module); the report covers every
-        study found in the output directory.
+        names from tokdyn.reproduce.STUDIES or studies of one's own (an installed package's, or
+        given with --study-module); the report covers every study found in the output directory.
     """
 
     quick: bool = False

@@ -10,6 +10,8 @@
   ``train_many`` (where work is kept; evaluation, the best state and stopping; devices and strategy)
 - :mod:`tokdyn.train.stopping` ``Patience``: a stop rule over recorded curves that survives plateaus
   (patience on the best score, a minimum budget, held back while the training loss still falls)
+- :mod:`tokdyn.train.store`    a directory of trained models: which are finished, one read back at its
+  best or final state (strictly, for a reader), what is missing trained by its owner's function
 
 A new model writes a ``Trainer`` and hands it to ``train_many``::
 
@@ -47,6 +49,7 @@ from tokdyn.train.loop import (  # noqa: F401
     warn_skipped,
 )
 from tokdyn.train.options import Checkpointing, Evaluation, Execution  # noqa: F401
+from tokdyn.train import store  # noqa: F401 (train.store, the trained-model store)
 from tokdyn.train.optim import Config, log_interval, optimizer, schedule  # noqa: F401
 from tokdyn.train.stopping import Decision, Patience  # noqa: F401
 from tokdyn.train.trainer import Curriculum, Trainer, TrainState, init_state, make_step, split_keys  # noqa: F401

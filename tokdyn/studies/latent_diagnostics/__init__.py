@@ -12,7 +12,7 @@ its stamp and files before any work) and writes ``mediation.csv`` (:func:`mediat
 The source is read through the latent-reasoning study's ``SPEC.store``, found by name in the
 registry (:mod:`tokdyn.experiment.analysis`): this study never imports it. A package, one concept a
 module: ``config`` (:class:`Config`, :func:`facts`), ``measures`` (the rows of each table),
-``running`` (:func:`run`), ``plots``, ``report`` (:func:`summary`), ``findings`` (3, 4a, 4b); this
+``running`` (:func:`run`), ``plots``, ``report`` (:func:`summary`), ``seed_findings`` (3, 4a, 4b); this
 module keeps :data:`SPEC` and :func:`main` and re-exports every public name of its parts.
 
 What each output holds, the source's checks, resuming and the findings:
@@ -32,7 +32,7 @@ from tokdyn.studies.latent_diagnostics.config import (  # noqa: F401
     Config,
     facts,
 )
-from tokdyn.studies.latent_diagnostics.findings import (  # noqa: F401
+from tokdyn.studies.latent_diagnostics.seed_findings import (  # noqa: F401
     FLIP_CONNECTED,
     FLIP_DISCONNECTED,
     MARKERS_BAND,

@@ -14,7 +14,7 @@ image perturbations (:func:`run_grounding`). It writes ``optimiser.csv``,
 The source is read through the latent-reasoning study's ``SPEC.store``, found by name in the
 registry (:mod:`tokdyn.experiment.analysis`): this study never imports it. A package, one concept a
 module: ``config`` (:class:`Config`, :data:`METHODS`), ``optimiser``, ``grounding``, ``running``
-(:func:`run`), ``plots``, ``report`` (:func:`summary`), ``findings`` (5); this module keeps
+(:func:`run`), ``plots``, ``report`` (:func:`summary`), ``seed_findings`` (5); this module keeps
 :data:`SPEC` and :func:`main` and re-exports every public name of its parts.
 
 The outputs, the source's checks, resuming and the findings: :doc:`/studies/latent-optimisation`.
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from tokdyn.experiment import analysis, runner
 from tokdyn.studies.latent_optimisation.config import CONTROLS, METHODS, SELECTION, STUDY, Config  # noqa: F401
-from tokdyn.studies.latent_optimisation.findings import (  # noqa: F401
+from tokdyn.studies.latent_optimisation.seed_findings import (  # noqa: F401
     DMLR,
     GAIN_EXCLUDED,
     findings,

@@ -120,7 +120,7 @@ def test_case4_tampered_table_not_judged(tmp_path, monkeypatch, capsys):
     path = os.path.join(out, "token-dynamics", "runs.csv")
     original = open(path, "rb").read()
     runs = io.read_csv(path)
-    monkeypatch.setattr(token_dynamics, "PUBLISHED_OVERALL", _published_from(runs))
+    monkeypatch.setattr(token_dynamics.published, "PUBLISHED_OVERALL", _published_from(runs))
     assert token_dynamics.published_findings(runs)[0].verdict == "reproduced"
     # the hostile edit: inertia's ARI lowered by 0.2, which would refute finding 1a if it were judged
     tampered = dict(

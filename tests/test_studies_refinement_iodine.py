@@ -100,7 +100,7 @@ def _direct_fg_ari(cfg, split, seed, hp, position_scale):
     """Per scene: scikit-learn's ARI over the foreground pixels of a direct run of the refinement
     rule from the study's initial tokens."""
     data = object_discovery.split(cfg, split)
-    key = object_discovery._method_key(cfg, seed)
+    key = object_discovery.method_key(cfg, seed)
     out = []
     for i in range(data.images.shape[0]):
         x = scenes.pixel_features(data.images[i : i + 1], position_scale=position_scale)[0]

@@ -152,6 +152,16 @@ class Config:
         _checks.real("position_scale", self.position_scale, low=0.0)
         _checks.real("merge_rel", self.merge_rel, low=0.0, low_open=True)
         _checks.choice("init", self.init, dynamics.INIT_METHODS)
+        self._check_learned()
+        savi_config(self, self.learned[0] if self.learned else "none").validate()  # steps, learned_every: named there
+        _checks.choice("preset", self.preset, PRESETS)
+        if self.size * self.size < self.objects + 1:
+            raise ValueError(f"size={self.size} gives fewer pixels than tokens ({self.objects + 1})")
+        return self
+
+    def _check_learned(self) -> None:
+        """The learned arm's fields: its predictors, and seeds, frames, pool and steps that fit the
+        fixed arm's."""
         if not isinstance(self.learned, tuple):
             raise TypeError(f"learned must be a tuple of names (a comma list), got {self.learned!r}")
         _checks.distinct("learned", self.learned)
@@ -177,11 +187,6 @@ class Config:
                 f"learned_steps must be a multiple of learned_every={self.learned_every}, got {self.learned_steps}"
             )
         _checks.real("learning_rate", self.learning_rate, low=0.0, low_open=True)
-        savi_config(self, self.learned[0] if self.learned else "none").validate()  # steps, learned_every: named there
-        _checks.choice("preset", self.preset, PRESETS)
-        if self.size * self.size < self.objects + 1:
-            raise ValueError(f"size={self.size} gives fewer pixels than tokens ({self.objects + 1})")
-        return self
 
     @property
     def n_tokens(self) -> int:

@@ -7,17 +7,26 @@ import dataclasses
 
 import numpy as np
 
-from tokdyn.experiment import findings as F
-from tokdyn.studies.video.config import STUDY
-from tokdyn.studies.video.learned import LEARNED
+from tokdyn.experiment.findings import (
+    MIN_SEEDS,
+    RATE,
+    SCORE,
+    Finding,
+    aggregate,
+    difference_bounds,
+    interval,
+    seed_interval,
+    strings,
+)
+from tokdyn.studies.video.config import LEARNED, STUDY
 from tokdyn.studies.video.tables import paired, seed_values
 
 ARI_MARGIN = 0.02  # findings: an identity difference smaller than this is no difference
 COLLAPSE_MARGIN = 0.05  # findings: a collapse-rate rise smaller than this is no rise
 MIN_EVIDENCE = 10  # findings V1-V4: the fewest seeds that may decide one (the quick preset's 3 never do)
 LEARNED_EVIDENCE = 3  # V5, V6: the fewest learned seeds (trained models per predictor) that may decide one
-ARI_DIFF = F.difference_bounds(F.SCORE)  # the range of a difference of two FG-ARIs
-RATE_DIFF = F.difference_bounds(F.RATE)  # of two rates
+ARI_DIFF = difference_bounds(SCORE)  # the range of a difference of two FG-ARIs
+RATE_DIFF = difference_bounds(RATE)  # of two rates
 
 
 def _diff(table, scenario, a, b, name):
@@ -36,16 +45,15 @@ def _above(values, margin, bounds=ARI_DIFF) -> tuple:
     """``(verdict, (mean, low, high, n))``: reproduced when the interval (of a difference whose
     range is ``bounds``) lies above ``margin``, refuted when it lies below it, open when it holds it
     or has fewer than MIN_SEEDS seeds."""
-    m, lo, hi, n = F.seed_interval(values, bounds)
-    if n < F.MIN_SEEDS or not (np.isfinite(lo) and np.isfinite(hi)):
+    m, lo, hi, n = seed_interval(values, bounds)
+    if n < MIN_SEEDS or not (np.isfinite(lo) and np.isfinite(hi)):
         return "open", (m, lo, hi, n)
     return ("reproduced" if lo > margin else "refuted" if hi < margin else "open"), (m, lo, hi, n)
 
 
-def verdicts(table) -> list:
-    """The findings V1-V6 from ``runs.csv`` (see each one's rule; V5 and V6:
-    :func:`learned_verdicts`)."""
-    v1 = F.Finding(
+def _fixed_findings() -> tuple:
+    """V1-V4 as stated, before any table: their claims, origins and rules."""
+    v1 = Finding(
         "V1",
         "Carried tokens keep identity better than re-initialised ones",
         "On videos whose objects pass over each other, tokens carried from frame to frame score a "
@@ -58,7 +66,7 @@ def verdicts(table) -> list:
         study=STUDY,
         min_seeds=MIN_EVIDENCE,
     )
-    v2 = F.Finding(
+    v2 = Finding(
         "V2",
         "A physics-inspired constraint keeps identity better than carrying alone",
         "Some constraint (constant velocity, inertia, or the separation push) raises the video FG-ARI "
@@ -71,7 +79,7 @@ def verdicts(table) -> list:
         min_seeds=MIN_EVIDENCE,
         header=("condition", "difference to carry"),
     )
-    v3 = F.Finding(
+    v3 = Finding(
         "V3",
         "Tokens collapse while objects cross",
         "Frames where objects overlap (cross, or collide) collapse more often than calm frames: the rate "
@@ -85,7 +93,7 @@ def verdicts(table) -> list:
         min_seeds=MIN_EVIDENCE,
         header=("scenario", "overlap - calm"),
     )
-    v4 = F.Finding(
+    v4 = Finding(
         "V4",
         "Tokens collapse when an object leaves the view",
         "Frames with an object out of view collapse more often than calm frames, by more than "
@@ -97,32 +105,29 @@ def verdicts(table) -> list:
         study=STUDY,
         min_seeds=MIN_EVIDENCE,
     )
-    if not table:
-        return [v1, v2, v3, v4, *learned_verdicts(table)]
-    scen = set(F.strings(table, "scenario"))
-    conds = [str(c) for c in dict.fromkeys(F.strings(table, "condition")) if not str(c).startswith(LEARNED)]
-    out = []
-    if {"occlusion"} <= scen and {"carry", "reinit"} <= set(conds):
-        v, s = _above(_diff(table, "occlusion", "carry", "reinit", "video_ari"), ARI_MARGIN)
-        out.append(dataclasses.replace(v1, verdict=v, basis=f"carry - reinit {F.interval(*s[:3])} over {s[3]} seeds"))
-    else:
-        out.append(dataclasses.replace(v1, basis="the occlusion scenario with carry and reinit did not run"))
+    return v1, v2, v3, v4
+
+
+def _judge_constraints(table, v2, scen: set, conds: list):
+    """V2 judged: each constrained condition's video FG-ARI against carry's (occlusion scenario)."""
     constrained = [c for c in conds if c not in ("reinit", "carry")]
     if "occlusion" in scen and "carry" in conds and constrained:
         units = [(c, *_above(_diff(table, "occlusion", c, "carry", "video_ari"), ARI_MARGIN)) for c in constrained]
         vs = [u[1] for u in units]
         v = "reproduced" if "reproduced" in vs else "refuted" if all(x == "refuted" for x in vs) else "open"
         best = max(units, key=lambda u: -np.inf if not np.isfinite(u[2][0]) else u[2][0])
-        out.append(
-            dataclasses.replace(
-                v2,
-                verdict=v,
-                rows=[[str(c), F.interval(*s[:3])] for c, _, s in units],
-                basis=f"best {best[0]}: {F.interval(*best[2][:3])}",
-            )
+        return dataclasses.replace(
+            v2,
+            verdict=v,
+            rows=[[str(c), interval(*s[:3])] for c, _, s in units],
+            basis=f"best {best[0]}: {interval(*best[2][:3])}",
         )
-    else:
-        out.append(dataclasses.replace(v2, basis="the occlusion scenario with carry and a constraint did not run"))
+    return dataclasses.replace(v2, basis="the occlusion scenario with carry and a constraint did not run")
+
+
+def _judge_crossing(table, v3, scen: set, conds: list):
+    """V3 judged: carry's collapse rate in overlap frames against calm ones, per scenario without
+    objects leaving."""
     crossing = [sc for sc in ("occlusion", "collisions") if sc in scen]
     if crossing and "carry" in conds:
         units = [
@@ -130,21 +135,36 @@ def verdicts(table) -> list:
             for sc in crossing
         ]
         vs = [u[1] for u in units]
-        v = F.aggregate(vs)
-        out.append(
-            dataclasses.replace(
-                v3,
-                verdict=v,
-                rows=[[str(sc), F.interval(*s[:3])] for sc, _, s in units],
-                basis="; ".join(f"{sc} {F.interval(*s[:3])}" for sc, _, s in units),
-            )
+        v = aggregate(vs)
+        return dataclasses.replace(
+            v3,
+            verdict=v,
+            rows=[[str(sc), interval(*s[:3])] for sc, _, s in units],
+            basis="; ".join(f"{sc} {interval(*s[:3])}" for sc, _, s in units),
         )
+    return dataclasses.replace(v3, basis="no scenario without leaving ran with carry")
+
+
+def verdicts(table) -> list:
+    """The findings V1-V6 from ``runs.csv`` (see each one's rule; V5 and V6:
+    :func:`learned_verdicts`)."""
+    v1, v2, v3, v4 = _fixed_findings()
+    if not table:
+        return [v1, v2, v3, v4, *learned_verdicts(table)]
+    scen = set(strings(table, "scenario"))
+    conds = [str(c) for c in dict.fromkeys(strings(table, "condition")) if not str(c).startswith(LEARNED)]
+    out = []
+    if {"occlusion"} <= scen and {"carry", "reinit"} <= set(conds):
+        v, s = _above(_diff(table, "occlusion", "carry", "reinit", "video_ari"), ARI_MARGIN)
+        out.append(dataclasses.replace(v1, verdict=v, basis=f"carry - reinit {interval(*s[:3])} over {s[3]} seeds"))
     else:
-        out.append(dataclasses.replace(v3, basis="no scenario without leaving ran with carry"))
+        out.append(dataclasses.replace(v1, basis="the occlusion scenario with carry and reinit did not run"))
+    out.append(_judge_constraints(table, v2, scen, conds))
+    out.append(_judge_crossing(table, v3, scen, conds))
     if "leaving" in scen and "carry" in conds:
         d = _diff(table, "leaving", "carry", "carry", ("rate_out", "rate_calm"))
         v, s = _above(d, COLLAPSE_MARGIN, RATE_DIFF)
-        out.append(dataclasses.replace(v4, verdict=v, basis=f"out - calm {F.interval(*s[:3])} over {s[3]} seeds"))
+        out.append(dataclasses.replace(v4, verdict=v, basis=f"out - calm {interval(*s[:3])} over {s[3]} seeds"))
     else:
         out.append(dataclasses.replace(v4, basis="the leaving scenario did not run with carry"))
     return out + learned_verdicts(table)
@@ -153,17 +173,14 @@ def verdicts(table) -> list:
 PREDICTING = ("mlp", "transformer")  # the learned predictors judged by V5 and V6 (none: the learned control)
 
 
-def learned_verdicts(table) -> list:
-    """The findings V5 and V6 from ``runs.csv``: a learned predictor against the best fixed
-    condition, and against the learned model without a predictor (``savi-none``); each ``open``
-    with a basis that says so when its learned conditions did not run."""
-    sc = "occlusion"
+def _learned_findings(sc: str) -> tuple:
+    """V5 and V6 as stated (on scenario ``sc``), before any table."""
     rule = (
         f"95% intervals over seeds (at least {LEARNED_EVIDENCE} learned seeds decide it, the default's; seed s: learned model s and seed s's test videos, the "
         f"same videos for both sides): reproduced when one predictor's lies above {ARI_MARGIN}, refuted when "
         "every one lies below it, open otherwise."
     )
-    v5 = F.Finding(
+    v5 = Finding(
         "V5",
         "A learned predictor keeps identity better than the best fixed one",
         "Slot Attention for video whose slots start from a learned prediction of the last frame's (a "
@@ -181,7 +198,7 @@ def learned_verdicts(table) -> list:
         min_seeds=LEARNED_EVIDENCE,
         header=("condition", "video FG-ARI - best fixed", "per-frame FG-ARI - best fixed", "verdict"),
     )
-    v6 = F.Finding(
+    v6 = Finding(
         "V6",
         "The learned predictor adds to carrying the slots unchanged",
         "The same Slot Attention for video with a learned predictor scores a higher video FG-ARI than "
@@ -194,46 +211,57 @@ def learned_verdicts(table) -> list:
         min_seeds=LEARNED_EVIDENCE,
         header=("condition", "video FG-ARI - savi-none", "per-frame FG-ARI - savi-none", "verdict"),
     )
+    return v5, v6
+
+
+def _learned_units(table, sc: str, base: str, listed: list) -> tuple:
+    """Each of ``listed`` against condition ``base`` on scenario ``sc``: the verdict over the
+    predictors, the rows (a control listed, not judged) and the basis."""
+    rows, vs = [], []
+    for c in listed:
+        v, st = _above(_diff(table, sc, c, base, "video_ari"), ARI_MARGIN)
+        fr = seed_interval(_diff(table, sc, c, base, "frame_ari"), ARI_DIFF)
+        control = not c.endswith(PREDICTING)
+        rows.append([c, interval(*st[:3]), interval(*fr[:3]), "control" if control else v])
+        if not control:
+            vs.append((c, v, st))
+    verdict = (
+        "reproduced"
+        if any(v == "reproduced" for _, v, _ in vs)
+        else "refuted"
+        if all(v == "refuted" for _, v, _ in vs)
+        else "open"
+    )
+    basis = "; ".join(f"{c} {interval(*st[:3])} over {st[3]} seeds" for c, _, st in vs)
+    return verdict, rows, basis
+
+
+def learned_verdicts(table) -> list:
+    """The findings V5 and V6 from ``runs.csv``: a learned predictor against the best fixed
+    condition, and against the learned model without a predictor (``savi-none``); each ``open``
+    with a basis that says so when its learned conditions did not run."""
+    sc = "occlusion"
+    v5, v6 = _learned_findings(sc)
     if not table:
         return [v5, v6]
-    scen = set(F.strings(table, "scenario"))
-    conds = [str(c) for c in dict.fromkeys(F.strings(table, "condition"))]
+    scen = set(strings(table, "scenario"))
+    conds = [str(c) for c in dict.fromkeys(strings(table, "condition"))]
     fixed = [c for c in conds if not c.startswith(LEARNED)]
     judged = [LEARNED + p for p in PREDICTING if LEARNED + p in conds]
     if sc not in scen or not judged:
         why = f"not run: no learned predictor ({', '.join(LEARNED + p for p in PREDICTING)}) ran on the {sc} scenario"
         return [dataclasses.replace(v5, basis=why), dataclasses.replace(v6, basis=why)]
-
-    def units(base, listed):
-        rows, vs = [], []
-        for c in listed:
-            v, st = _above(_diff(table, sc, c, base, "video_ari"), ARI_MARGIN)
-            fr = F.seed_interval(_diff(table, sc, c, base, "frame_ari"), ARI_DIFF)
-            control = not c.endswith(PREDICTING)
-            rows.append([c, F.interval(*st[:3]), F.interval(*fr[:3]), "control" if control else v])
-            if not control:
-                vs.append((c, v, st))
-        verdict = (
-            "reproduced"
-            if any(v == "reproduced" for _, v, _ in vs)
-            else "refuted"
-            if all(v == "refuted" for _, v, _ in vs)
-            else "open"
-        )
-        basis = "; ".join(f"{c} {F.interval(*st[:3])} over {st[3]} seeds" for c, _, st in vs)
-        return verdict, rows, basis
-
     out = []
     if fixed:
         means = {c: np.nanmean(seed_values(table, sc, c, "video_ari")) for c in fixed}
         best = max(fixed, key=lambda c: -np.inf if not np.isfinite(means[c]) else means[c])
         listed = [c for c in conds if c.startswith(LEARNED)]
-        v, rows, basis = units(best, listed)
+        v, rows, basis = _learned_units(table, sc, best, listed)
         out.append(dataclasses.replace(v5, verdict=v, rows=rows, basis=f"best fixed: {best}; " + basis))
     else:
         out.append(dataclasses.replace(v5, basis="not run: no fixed condition ran"))
     if LEARNED + "none" in conds:
-        v, rows, basis = units(LEARNED + "none", judged)
+        v, rows, basis = _learned_units(table, sc, LEARNED + "none", judged)
         out.append(dataclasses.replace(v6, verdict=v, rows=rows, basis=basis))
     else:
         out.append(dataclasses.replace(v6, basis=f"not run: {LEARNED}none did not run"))

@@ -31,7 +31,7 @@ VTAE = LearnedModel(
     inputs=vtae.inputs,
     evaluate=vtae_evaluate,
     metrics=("accuracy", "collapsed", "dominant_freq", "loss", "uniqueness", "code_perplexity", "sensitivity_kl"),
-    axes=(("learning_rate", "1e-3,3e-3,1e-2"), ("tau_end", "0.1,0.3")),
+    axes=(("learning_rate", "3e-4,3e-3,3e-2"), ("tau_end", "0.1,1")),
     quick_axes=(("learning_rate", "3e-3,3e-2"),),
     rate=50000.0,  # ~52,000 model-steps/s at 64 seeds on two CPU cores (benchmarks)
 )

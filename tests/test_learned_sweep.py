@@ -124,3 +124,18 @@ def test_the_command_runs_and_is_listed(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.build_parser(["sweep"]).parse_args(["sweep", "--help"])
     assert "vtae" in capsys.readouterr().out
+
+
+def test_the_chunk_on_an_accelerator_is_sized_from_the_device_memory(monkeypatch, tmp_path):
+    from tokdyn.engine import execute
+    from tokdyn.studies.learned_sweep import running
+
+    monkeypatch.setattr(running.jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(running.jax, "local_device_count", lambda: 1)
+    monkeypatch.setattr(execute, "run_bytes", lambda fn, args: 1000)  # bytes per model, as XLA would report
+    monkeypatch.setattr(execute, "device_memory", lambda: 4_000_000)
+    cfg = dataclasses.replace(TINY, chunk_size=0)
+    assert running.chunk_size(cfg) == 512  # the largest power of two in a quarter of 4 MB at 1 kB a model
+    assert running.chunk_size(dataclasses.replace(TINY, chunk_size=7)) == 7
+    (tmp_path / "manifest.json").write_text("{}")
+    assert running.chunk_size(cfg, str(tmp_path)) is None  # resuming: the chunk size on disk

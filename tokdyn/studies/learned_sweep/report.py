@@ -81,6 +81,11 @@ def _condition_lines(cfg, table: dict, base: int) -> list:
     return lines
 
 
+def _table_cell(text: str) -> str:
+    """``text`` as a Markdown table's cell: its ``|`` escaped (a paired cell's ``|Δ|``)."""
+    return text.replace("|", "\\|")
+
+
 def _paired_lines(cfg, table: dict, tests: list, base: int) -> list:
     """report.md's paired comparisons: every condition against the baseline, metric by metric."""
     names = cfg.axis_names()
@@ -101,7 +106,7 @@ def _paired_lines(cfg, table: dict, tests: list, base: int) -> list:
         "|---|---|---|---|",
         *(
             f"| {condition_label(io.to_rows(table, [t['row']])[0], names)} | {t['metric']} | "
-            f"{F.paired_cell(t).replace('|', chr(92) + '|')} | {t['n']} of {cfg.seeds} |"
+            f"{_table_cell(F.paired_cell(t))} | {t['n']} of {cfg.seeds} |"
             for t in tests
         ),
     ]

@@ -81,6 +81,13 @@ STUDIES = (
         "results/token-dynamics-sweep",
     ),
     Entry(
+        "vtae-sweep",
+        ("sweep", "vtae"),
+        "tokdyn.studies.learned_sweep.vtae",
+        "visual-token autoencoders over any grid of their traced knobs x seeds (resumable, paired by seed)",
+        "results/vtae-sweep",
+    ),
+    Entry(
         "collapse",
         ("study", "collapse"),
         "tokdyn.studies.collapse",

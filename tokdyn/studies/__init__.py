@@ -20,7 +20,7 @@ import os
 import pkgutil
 import sys
 
-__all__ = ["spec", "module", "main_of", "add_study_module"]
+__all__ = ["spec", "module", "main_of", "add_study_module", "is_file_target", "load_file", "file_sha256"]
 
 
 def _study_modules() -> list[str]:
@@ -90,7 +90,7 @@ def main_of(name: str):
     return runner.entry(value, loaded.__name__, returns="The study's Result.value.")
 
 
-_LOADED_SHA = "__tokdyn_study_module_sha256__"  # a module attribute: the digest of the file it was run from
+LOADED_SHA = "__tokdyn_file_sha256__"  # a module attribute: the digest of the file load_file ran it from
 
 
 def add_study_module(target: str):
@@ -109,8 +109,7 @@ def add_study_module(target: str):
     if not sep or not where or not attr.isidentifier():
         raise ValueError(f"{what}: give path/to/file.py:SPEC or module:SPEC")
     try:
-        loaded = _load_file(where) if where.endswith(".py") or os.sep in where or "/" in where else None
-        loaded = loaded or importlib.import_module(where)
+        loaded = load_file(where) if is_file_target(where) else importlib.import_module(where)
     except Exception as e:  # noqa: BLE001 (the user's module: any failure to import it is named)
         raise ValueError(f"{what}: cannot import {where!r}: {type(e).__name__}: {e}") from e
     value = getattr(loaded, attr, None)
@@ -130,25 +129,48 @@ def add_study_module(target: str):
     return registry.add(e)
 
 
-def _load_file(path: str):
-    """The module of the file ``path`` (named by its stem, kept in ``sys.modules``), imported anew
-    when the file changed since it was imported."""
+def is_file_target(target: str) -> bool:
+    """Whether ``target`` (the part before ``:NAME`` of ``--study-module`` or ``--rule-module``)
+    names a file (it ends in ``.py`` or holds a path separator) rather than an importable module."""
+    return target.endswith(".py") or "/" in target or os.sep in target
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 (hex) of the bytes of the file ``path``."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def load_file(path: str):
+    """The module of the Python file ``path``, imported as the module named by its stem and kept
+    in ``sys.modules`` (dataclasses look a class's module up there): the module imported before
+    when the file is unchanged (its SHA-256 is kept on the module, :data:`LOADED_SHA`), else the
+    file run anew. Serves ``--study-module`` (:func:`add_study_module`) and the token-dynamics
+    sweep's ``--rule-module``
+    (:func:`tokdyn.studies.token_dynamics_sweep.rule_module.load_rules`).
+
+    Raises:
+      FileNotFoundError: no such file.
+      ImportError: a module of that name is imported already, from another file (rename the file).
+      Exception: whatever running the file raises (nothing is left in ``sys.modules`` then).
+    """
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no file {path}")
-    with open(path, "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
+    sha = file_sha256(path)
     name = os.path.splitext(os.path.basename(path))[0]
     old = sys.modules.get(name)
     if old is not None:
         if os.path.abspath(getattr(old, "__file__", None) or "") != path:
-            raise ImportError(f"a module named {name!r} is imported already, from {getattr(old, '__file__', None)}")
-        if getattr(old, _LOADED_SHA, None) == sha:
+            raise ImportError(
+                f"a module named {name!r} is imported already, from {getattr(old, '__file__', None)}: rename the file"
+            )
+        if getattr(old, LOADED_SHA, None) == sha:
             return old
     loader = importlib.util.spec_from_file_location(name, path)
     loaded = importlib.util.module_from_spec(loader)
     sys.modules[name] = loaded  # (dataclasses look a class's module up there)
-    setattr(loaded, _LOADED_SHA, sha)
+    setattr(loaded, LOADED_SHA, sha)
     try:
         loader.loader.exec_module(loaded)
     except BaseException:

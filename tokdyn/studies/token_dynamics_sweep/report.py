@@ -10,7 +10,7 @@ import numpy as np
 
 from tokdyn import io
 from tokdyn.experiment import findings as F
-from tokdyn.experiment import runner
+from tokdyn.experiment import paired, runner
 from tokdyn.stats import figures, inference, summary
 from tokdyn.studies.token_dynamics_sweep.config import METRICS, SETTING_METRICS, Config, Group
 from tokdyn.studies.token_dynamics_sweep.plots import plot_jobs
@@ -256,58 +256,27 @@ def _paired_lines(cfg: Config, tab: dict, values: dict, eligible: np.ndarray) ->
     numbers pair them): the mean difference with a 95% percentile bootstrap over seeds, then the
     paired t-test's t and p, Holm's p over every comparison of the table (ARI and steps), d_z, and
     a difference below the metric's practical threshold
-    (:data:`tokdyn.experiment.findings.NEGLIGIBLE`) marked negligible. [] unless the sweep has two
-    methods or more and two seeds or more."""
+    (:data:`tokdyn.experiment.findings.NEGLIGIBLE`) marked negligible
+    (:func:`tokdyn.experiment.paired.paired_tests`). [] unless the sweep has two methods or more
+    and two seeds or more."""
     names = cfg.method_names()
     if len(names) < 2 or cfg.seeds < 2:
         return []
     by = cfg.rule_axes()
     best = {m: honest_best(values, eligible, cfg, np.flatnonzero(tab["method"] == m)) for m in range(len(names))}
-    held = best[0]["held"]
-    split = best[0]["split"]
+    title = ["", f"## Paired by seed: each method's best setting against {names[0]}'s", ""]
     if best[0]["row"] is None:
-        return [
-            "",
-            f"## Paired by seed: each method's best setting against {names[0]}'s",
-            "",
-            f"{names[0]} has no eligible setting with a finite run: no comparison.",
-        ]
-    ref = {f: values[f][best[0]["row"]][held] for f in ("ari", "steps")}
-    tests = []
-    for m in range(1, len(names)):
-        if best[m]["row"] is None:
-            continue
-        for f in ("ari", "steps"):
-            d = values[f][best[m]["row"]][held] - ref[f]
-            d = d[np.isfinite(d)]
-            t = dict(method=m, metric=f, n=int(d.size), mean_diff=float(d.mean()) if d.size else float("nan"))
-            t["diff_low"] = t["diff_high"] = float("nan")
-            t["t"] = t["p"] = t["d"] = float("nan")
-            if d.size >= 2 and not np.all(d == d[0]):
-                lo, hi = inference.bootstrap_ci(d, seed=0, n_resamples=cfg.n_resamples)
-                t["diff_low"], t["diff_high"] = float(lo), float(hi)
-                res = inference.paired_ttest(d, np.zeros_like(d))
-                t["t"], t["p"] = float(res.statistic), float(res.pvalue)
-                t["d"] = float(inference.cohens_d(d, np.zeros_like(d)))
-            elif d.size >= 2:
-                t["diff_low"] = t["diff_high"] = float(d[0])
-            tests.append(t)
-    p = np.asarray([t["p"] for t in tests], np.float64)
-    holm = np.full(p.shape, np.nan)
-    if np.isfinite(p).any():
-        holm[np.isfinite(p)] = inference.holm(p[np.isfinite(p)])
-    for t, h in zip(tests, holm):
-        t["p_holm"] = float(h)
+        return title + [f"{names[0]} has no eligible setting with a finite run: no comparison."]
+    held, ref = best[0]["held"], best[0]["row"]
+    pairs = [(best[m]["row"], ref) for m in range(1, len(names)) if best[m]["row"] is not None]
+    tests = paired.paired_tests(values, pairs, ("ari", "steps"), seeds=held, n_resamples=cfg.n_resamples)
     seeds_text = (
         f"the other half of the seeds ({_seed_range(held)}; each best setting chosen on {_seed_range(best[0]['choose'])})"
-        if split
+        if best[0]["split"]
         else "all seeds (too few to split: each best setting was chosen on the same seeds)"
     )
-    lines = [
-        "",
-        f"## Paired by seed: each method's best setting against {names[0]}'s",
-        "",
-        f"{names[0]}'s best setting: {_label(io.to_rows(tab, [best[0]['row']])[0], by)}.",
+    lines = title + [
+        f"{names[0]}'s best setting: {_label(io.to_rows(tab, [ref])[0], by)}.",
         "",
         f"Differences per seed (method minus {names[0]}, each seed's mean over the data axes: common random "
         f"numbers pair them) on {seeds_text}; a seed where either side had no finite run is dropped. Each cell: "
@@ -319,21 +288,20 @@ def _paired_lines(cfg: Config, tab: dict, values: dict, eligible: np.ndarray) ->
         "|---|---|---|---|---|",
     ]
     for m in range(1, len(names)):
-        if best[m]["row"] is None:
+        row = best[m]["row"]
+        if row is None:
             lines.append(f"| {names[m]} | (no eligible setting) | - | - | 0 |")
             continue
-        cells = {t["metric"]: F.paired_cell(t, 3 if t["metric"] == "ari" else 2) for t in tests if t["method"] == m}
-        n = next(t["n"] for t in tests if t["method"] == m and t["metric"] == "ari")
+        cells = {t["metric"]: t for t in tests if t["row"] == row}
+        ari, steps = F.paired_cell(cells["ari"], 3), F.paired_cell(cells["steps"], 2)
         lines.append(
-            f"| {names[m]} | {_label(io.to_rows(tab, [best[m]['row']])[0], by)} | {cells['ari']} | {cells['steps']} | "
-            f"{n} of {len(held)} |"
+            f"| {names[m]} | {_label(io.to_rows(tab, [row])[0], by)} | {ari} | {steps} | {cells['ari']['n']} of {len(held)} |"
         )
     return lines
 
 
-def _seed_range(idx) -> str:
-    idx = np.asarray(idx)
-    return f"seed {idx[0]}" if idx.size == 1 else f"seeds {idx[0]}–{idx[-1]}"
+_seed_range = paired.seed_range
+_flag = paired.flag
 
 
 def report_text(
@@ -356,11 +324,20 @@ def report_text(
       paired: the lines of the paired comparison of the methods (empty: none).
       choice: :func:`honest_best` of every setting (None: no headline of the best setting).
     """
-    by = cfg.rule_axes()
-    n_runs = cfg.runs()
     eligible = np.asarray(tab.get("eligible", np.ones(len(tab["nonfinite"]), bool)))
     n_out = int((~eligible).sum())
     best = io.to_rows(tab, ranked[:1])[0] if len(ranked) else {k: float("nan") for k in tab}
+    lines = _intro_lines(cfg, seconds) + _headline(cfg, tab, choice, n_out)
+    lines += _ranked_lines(cfg, tab, ranked, top, eligible, best)
+    lines += _front_lines(cfg, tab, front_rows, eligible, best)
+    lines += _collapse_lines(cfg, tab) + _per_condition_lines(cfg, cond)
+    lines += list(paired)
+    lines += ["", "## Non-finite runs (NaN or inf)", ""] + _nonfinite_lines(cfg, cond)
+    return "\n".join(lines)
+
+
+def _intro_lines(cfg: Config, seconds) -> list:
+    """report.md's opening: the quick preset's warning, the runs and their structure, what a setting is."""
     groups, names = cfg.groups(), cfg.method_names()
     if len(groups) == 1:
         runs = " x ".join(f"{k} ({len(v)})" for k, v in cfg.axes()) + f" x {cfg.seeds} seeds"
@@ -374,35 +351,33 @@ def report_text(
             )
             + " (one engine sweep per rule, the same root key and seeds)"
         )
-    quick = (
-        [
-            f"Quick preset: a small grid and {cfg.seeds} seeds (tokdyn sweep token-dynamics --quick), to try the "
-            "command and its outputs; run without --quick for a sweep whose figures mean something.",
-            "",
-        ]
-        if cfg.preset == "quick"
-        else []
-    )
-    lines = quick + [
+    quick = [
+        f"Quick preset: a small grid and {cfg.seeds} seeds (tokdyn sweep token-dynamics --quick), to try the "
+        "command and its outputs; run without --quick for a sweep whose figures mean something.",
+        "",
+    ]
+    methods = " Method indices: " + ", ".join(f"{i} = {m}" for i, m in enumerate(names)) + "." if names else ""
+    return (quick if cfg.preset == "quick" else []) + [
         "# Token-dynamics sweep",
         "",
-        f"{n_runs:,} runs: " + runs + (f", in {seconds:.1f} s" if seconds else "") + ".",
+        f"{cfg.runs():,} runs: " + runs + (f", in {seconds:.1f} s" if seconds else "") + ".",
         f"Runs: {cfg.n_tokens} tokens, D={cfg.dim}, {cfg.points_per_cluster} points per cluster, "
         f"centres {cfg.centers} (box {cfg.center_box:g}), init {cfg.init}, at most {cfg.n_steps} steps, "
-        f"tol {cfg.tol:g}."
-        + (
-            " Method indices: " + ", ".join(f"{i} = {m}" for i, m in enumerate(cfg.method_names())) + "."
-            if cfg.method_names()
-            else ""
-        ),
+        f"tol {cfg.tol:g}." + methods,
         "A *setting* is one point of the rule axes ("
-        + (", ".join(by) or "none")
+        + (", ".join(cfg.rule_axes()) or "none")
         + "), pooled over the data axes ("
         + (", ".join(cfg.data_axes()) or "none")
         + "). Intervals are 95% percentile "
         "bootstraps over seeds (common random numbers: every setting saw the same data per seed).",
         "",
-        *_headline(cfg, tab, choice, n_out),
+    ]
+
+
+def _ranked_lines(cfg: Config, tab: dict, ranked, top: int, eligible, best: dict) -> list:
+    """report.md's best regimes by mean ARI (all-seed means, marked optimistic) and how separated the top is."""
+    by, n_out = cfg.rule_axes(), int((~eligible).sum())
+    lines = [
         f"## Best regimes by mean ARI (top {min(top, len(ranked))} of {len(ranked)} settings"
         + (f"; {n_out} with a non-finite run left out" if n_out else "")
         + ")",
@@ -419,73 +394,78 @@ def report_text(
             f"{r['converged_mean']:.3f} | {_flag(r['nonfinite'])} |"
         )
     overlap = int(np.sum(eligible & (tab["ari_high"] >= best["ari_low"])))
-    lines += [
+    return lines + [
         "",
         f"{overlap} setting(s) have an ARI interval reaching the best setting's lower bound "
         f"({best['ari_low']:.3f}): the top is {'not ' if overlap > 1 else ''}clearly separated.",
     ]
-    lines += [
-        "",
-        "## Speed vs quality: the Pareto front (fewer steps, higher ARI)",
-        "",
-        *(
-            [f"Over the {int(eligible.sum())} settings without a non-finite run ({n_out} left out).", ""]
-            if n_out
-            else []
-        ),
-        "| setting | steps [95% CI] | ARI [95% CI] | collapse rate |",
-        "|---|---|---|---|",
-    ]
+
+
+def _front_lines(cfg: Config, tab: dict, front_rows: list, eligible, best: dict) -> list:
+    """report.md's Pareto front of steps against ARI, and the fastest settings near the best ARI."""
+    by, n_out = cfg.rule_axes(), int((~eligible).sum())
+    lines = ["", "## Speed vs quality: the Pareto front (fewer steps, higher ARI)", ""]
+    if n_out:
+        lines += [f"Over the {int(eligible.sum())} settings without a non-finite run ({n_out} left out).", ""]
+    lines += ["| setting | steps [95% CI] | ARI [95% CI] | collapse rate |", "|---|---|---|---|"]
     for r in front_rows:
         lines.append(f"| {_label(r, by)} | {_ci(r, 'steps', 2)} | {_ci(r, 'ari')} | {r['collapsed_mean']:.3f} |")
     for delta in (0.01, 0.02, 0.05) if np.isfinite(best["ari_mean"]) else ():
         ok = np.flatnonzero(eligible & (tab["ari_mean"] >= best["ari_mean"] - delta))
-        fast = ok[np.argmin(tab["steps_mean"][ok])]
-        r = io.to_rows(tab, [fast])[0]
+        r = io.to_rows(tab, [ok[np.argmin(tab["steps_mean"][ok])]])[0]
         lines.append(
             f"\nFastest setting within {delta:g} ARI of the best: {_label(r, by)}: steps {_ci(r, 'steps', 2)}, "
             f"ARI {_ci(r, 'ari')}."
         )
+    return lines
+
+
+def _collapse_lines(cfg: Config, tab: dict) -> list:
+    """report.md's settings that collapse in more than half of their (finite) runs."""
     collapse = np.flatnonzero(tab["collapsed_mean"] > 0.5)
-    if collapse.size:
-        lines += [
-            "",
-            "## Collapse",
-            "",
-            f"{collapse.size} setting(s) collapse in more than half of their runs"
-            + (" that stayed finite" if tab["nonfinite"].sum() else "")
-            + "; "
-            "e.g. " + "; ".join(_label(r, by) for r in io.to_rows(tab, collapse[:5])) + ".",
-        ]
-    data_axes = cfg.data_axes()
-    if data_axes and by:
-        lines += [
-            "",
-            "## Best setting per data condition (mean ARI ± s.e. over seeds)",
-            "",
-            "| " + " | ".join(data_axes) + " | best setting | ARI | steps | non-finite runs |",
-            "|" + "---|" * (len(data_axes) + 4),
-        ]
-        keys = np.stack([cond[a] for a in data_axes], 1)
-        for key in np.unique(keys, axis=0):
-            sel = np.flatnonzero(np.all(keys == key, 1))
-            if not cfg.best_over_nonfinite:  # a condition with a run that blew up is not a best one
-                sel = sel[cond["nonfinite"][sel] == 0] if (cond["nonfinite"][sel] == 0).any() else sel
-            head = "| " + " | ".join(f"{v:g}" for v in key)
-            if not np.isfinite(cond["ari_mean"][sel]).any():
-                flag = _flag(cond["nonfinite"][sel].sum())
-                lines.append(f"{head} | (no setting has a finite run) | - | - | {flag} |")
-                continue
-            i = sel[np.nanargmax(cond["ari_mean"][sel])]
-            se = cond["ari_std"][i] / np.sqrt(max(cond["ari_n"][i], 1))
-            lines.append(
-                f"{head} | {_label({a: cond[a][i] for a in by + ['method_name'] if a in cond}, by)} | "
-                f"{cond['ari_mean'][i]:.3f} ± {se:.3f} | {cond['steps_mean'][i]:.2f} | "
-                f"{_flag(cond['nonfinite'][i])} |"
-            )
-    lines += list(paired)
-    lines += ["", "## Non-finite runs (NaN or inf)", ""] + _nonfinite_lines(cfg, cond)
-    return "\n".join(lines)
+    if not collapse.size:
+        return []
+    return [
+        "",
+        "## Collapse",
+        "",
+        f"{collapse.size} setting(s) collapse in more than half of their runs"
+        + (" that stayed finite" if tab["nonfinite"].sum() else "")
+        + "; e.g. "
+        + "; ".join(_label(r, cfg.rule_axes()) for r in io.to_rows(tab, collapse[:5]))
+        + ".",
+    ]
+
+
+def _per_condition_lines(cfg: Config, cond: dict) -> list:
+    """report.md's best setting per data condition (mean ARI ± s.e. over seeds)."""
+    by, data_axes = cfg.rule_axes(), cfg.data_axes()
+    if not (data_axes and by):
+        return []
+    lines = [
+        "",
+        "## Best setting per data condition (mean ARI ± s.e. over seeds)",
+        "",
+        "| " + " | ".join(data_axes) + " | best setting | ARI | steps | non-finite runs |",
+        "|" + "---|" * (len(data_axes) + 4),
+    ]
+    keys = np.stack([cond[a] for a in data_axes], 1)
+    for key in np.unique(keys, axis=0):
+        sel = np.flatnonzero(np.all(keys == key, 1))
+        if not cfg.best_over_nonfinite:  # a condition with a run that blew up is not a best one
+            sel = sel[cond["nonfinite"][sel] == 0] if (cond["nonfinite"][sel] == 0).any() else sel
+        head = "| " + " | ".join(f"{v:g}" for v in key)
+        if not np.isfinite(cond["ari_mean"][sel]).any():
+            lines.append(f"{head} | (no setting has a finite run) | - | - | {_flag(cond['nonfinite'][sel].sum())} |")
+            continue
+        i = sel[np.nanargmax(cond["ari_mean"][sel])]
+        se = cond["ari_std"][i] / np.sqrt(max(cond["ari_n"][i], 1))
+        lines.append(
+            f"{head} | {_label({a: cond[a][i] for a in by + ['method_name'] if a in cond}, by)} | "
+            f"{cond['ari_mean'][i]:.3f} ± {se:.3f} | {cond['steps_mean'][i]:.2f} | "
+            f"{_flag(cond['nonfinite'][i])} |"
+        )
+    return lines
 
 
 def _headline(cfg: Config, tab: dict, choice, n_out: int) -> list:
@@ -524,11 +504,6 @@ def _headline(cfg: Config, tab: dict, choice, n_out: int) -> list:
 
 def _held(e: dict, f: str, p: int = 3) -> str:
     return F.interval(e[f + "_heldout_mean"], e[f + "_heldout_low"], e[f + "_heldout_high"], p)
-
-
-def _flag(n) -> str:
-    """A count of non-finite runs for report.md's tables: ``0``, or the count marked ``⚠``."""
-    return f"⚠ {int(n)}" if n else "0"
 
 
 def _nonfinite_lines(cfg: Config, cond: dict, shown: int = 20) -> list:

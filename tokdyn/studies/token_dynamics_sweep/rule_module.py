@@ -8,7 +8,6 @@ group, by the syntax trees of every module of the user's that the group's rule r
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib
 import importlib.util
 import os
@@ -16,10 +15,7 @@ import sys
 
 from tokdyn import dynamics
 from tokdyn.engine.sweep.digest import changed_since_import, user_modules
-
-
-def _is_path(target: str) -> bool:
-    return target.endswith(".py") or "/" in target or os.sep in target
+from tokdyn.studies import file_sha256, is_file_target, load_file
 
 
 def rule_module_file(spec: str) -> str | None:
@@ -28,7 +24,7 @@ def rule_module_file(spec: str) -> str | None:
     target = spec.rpartition(":")[0]
     if not target:
         return None
-    if _is_path(target):
+    if is_file_target(target):
         path = os.path.abspath(target)
         return path if os.path.isfile(path) else None
     try:
@@ -44,10 +40,7 @@ def rule_module_digest(spec: str) -> str:
     "" when it has none): stamped into the sweep's manifest, so that results of another version of
     the file are never resumed."""
     path = rule_module_file(spec)
-    if path is None:
-        return ""
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    return "" if path is None else file_sha256(path)
 
 
 _LOADED_SHA = "__tokdyn_rule_module_sha256__"  # a module attribute: the digest of the file it was run from
@@ -81,44 +74,30 @@ def _load_rules(spec: str, sha: str) -> dict:
     if not sep or not target or not attr.isidentifier():
         raise ValueError(f"rule_module must be module:NAME or path/to/file.py:NAME, got {spec!r}")
     try:
-        if _is_path(target):
-            path = os.path.abspath(target)
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"no file {path}")
-            name = os.path.splitext(os.path.basename(path))[0]
-            module = sys.modules.get(name)
-            if (
-                module is not None
-                and os.path.abspath(getattr(module, "__file__", None) or "") == path
-                and getattr(module, _LOADED_SHA, None) != sha
-            ):  # the file changed since: run it anew
-                del sys.modules[name]
-                module = None
-            if module is None:
-                loader = importlib.util.spec_from_file_location(name, path)
-                module = importlib.util.module_from_spec(loader)
-                sys.modules[name] = module  # (dataclasses look a class's module up there)
-                setattr(module, _LOADED_SHA, sha)
-                try:
-                    loader.loader.exec_module(module)
-                except BaseException:
-                    del sys.modules[name]
-                    raise
-            elif os.path.abspath(getattr(module, "__file__", None) or "") != path:
-                raise ImportError(
-                    f"a module named {name!r} is imported already, from "
-                    f"{getattr(module, '__file__', None)}: rename the file"
-                )
-        else:
-            module = importlib.import_module(target)
-            if getattr(module, _LOADED_SHA, sha) != sha:  # its file changed since it was imported here
-                module = importlib.reload(module)
-            setattr(module, _LOADED_SHA, sha)
+        module = _import_target(target, sha)
     except Exception as e:  # noqa: BLE001 (the user's module: any failure to import it is a bad rule_module)
         raise ValueError(f"rule_module {spec!r}: cannot import {target!r}: {type(e).__name__}: {e}") from e
     if not hasattr(module, attr):
         raise ValueError(f"rule_module {spec!r}: {target!r} has no attribute {attr!r}")
-    value = getattr(module, attr)
+    return _named_rules(spec, attr, getattr(module, attr))
+
+
+def _import_target(target: str, sha: str):
+    """The module of ``target``: a file (:func:`tokdyn.studies.load_file`, run anew when it
+    changed) or an importable module (reloaded when its file's digest is no longer ``sha``)."""
+    if is_file_target(target):
+        return load_file(target)
+    module = importlib.import_module(target)
+    if getattr(module, _LOADED_SHA, sha) != sha:  # its file changed since it was imported here
+        module = importlib.reload(module)
+    setattr(module, _LOADED_SHA, sha)
+    return module
+
+
+def _named_rules(spec: str, attr: str, value) -> dict:
+    """``{name: rule}`` of the attribute ``attr`` of ``spec``'s module: a named rule or a
+    non-empty dict of rules, their names neither built-in methods nor anything a method list
+    cannot hold; ``ValueError`` naming ``rule_module`` otherwise."""
     if isinstance(value, dynamics.Rule):
         if not value.name:
             raise ValueError(

@@ -1,0 +1,99 @@
+"""What a learned sweep needs of a model, declared as a value: :class:`LearnedModel` (its
+configuration, its traced knobs, its trainer, its shared data, its evaluation), and the per-run
+function a sweep of it runs, :class:`TrainRun` (one model trained from its seed's key with one
+setting of the knobs, then evaluated): the engine vmaps it over a chunk of seeds x settings, one
+compiled program per model shape."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from tokdyn import train
+
+EVAL_SALT = 0x5E7A  # the evaluation's key: fold_in(the run's key, EVAL_SALT), apart from the training's draws
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnedModel:
+    """A learned model as ``tokdyn sweep NAME`` takes it: nothing here runs anything; the sweep's
+    :class:`TrainRun` calls these functions inside one traced program.
+
+    Attributes:
+      name: the model's name: the command ``tokdyn sweep NAME``, the study ``NAME-sweep``.
+      about: one line for the command's help.
+      config: the model's static configuration for the sweep (a frozen dataclass with
+        ``validate()`` and a ``train`` field, a :class:`tokdyn.train.optim.Config`).
+      quick: the model's configuration in the quick preset (``--quick``).
+      hparams: the model's traced knobs at their defaults (a registered dataclass of numbers, the
+        model's ``Hparams``): every field is an axis of the sweep, at this default when not swept.
+      trainer: ``trainer(config) -> tokdyn.train.Trainer``.
+      inputs: ``inputs(config) -> data``: the training data every model shares (built inside the
+        compiled program: it depends on the configuration alone).
+      evaluate: ``evaluate(key, params, config, hparams, data) -> {metric: scalar}`` of one
+        trained model (traceable).
+      metrics: the metrics the report shows, the first its headline.
+      axes: ``{knob: values}`` of the sweep's default axes (values as the command takes them).
+      quick_axes: the quick preset's axes.
+      rate: model-steps per second of the reference CPU (two cores, models vmapped), for the
+        sweep's time estimate.
+    """
+
+    name: str
+    about: str
+    config: Any
+    quick: Any
+    hparams: Any
+    trainer: Callable
+    inputs: Callable
+    evaluate: Callable
+    metrics: tuple
+    axes: tuple = ()
+    quick_axes: tuple = ()
+    rate: float = 20000.0
+
+    @property
+    def knobs(self) -> tuple:
+        """The names of the model's traced knobs (its ``Hparams`` fields): the sweep's axes."""
+        return tuple(f.name for f in dataclasses.fields(self.hparams))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRun:
+    """One run of a learned sweep, ``fn(key, **knobs) -> {metric: scalar}``: the model of
+    ``config`` trained from ``key`` (:func:`tokdyn.train.make_train`, every step in one traced
+    program) with the knobs given (the others at the model's defaults), then evaluated
+    (:meth:`outputs`). Model ``i`` of :func:`tokdyn.train.train_many` with the same key and knobs
+    is the same model, up to the rounding of differently vectorised programs.
+
+    Attributes:
+      model: the :class:`LearnedModel`.
+      config: the model's static configuration.
+    """
+
+    model: LearnedModel
+    config: Any
+
+    def hparams(self, **knobs):
+        """The model's ``Hparams``: the defaults, with the knobs given (float32 leaves)."""
+        defaults = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), self.model.hparams)
+        return dataclasses.replace(defaults, **{k: jnp.asarray(v, jnp.float32) for k, v in knobs.items()})
+
+    def outputs(self, key, hparams, state) -> dict:
+        """The evaluation of one trained model (its ``state``, a :class:`tokdyn.train.TrainState`)
+        as float32 scalars, and ``skipped``: the steps it skipped as non-finite."""
+        data = self.model.inputs(self.config)
+        k_eval = jax.random.fold_in(key, EVAL_SALT)
+        scores = self.model.evaluate(k_eval, state.params, self.config, hparams, data)
+        out = {k: jnp.asarray(v, jnp.float32) for k, v in scores.items()}
+        out["skipped"] = jnp.asarray(state.skipped, jnp.float32)
+        return out
+
+    def __call__(self, key, **knobs) -> dict:
+        hp = self.hparams(**knobs)
+        data = self.model.inputs(self.config)
+        state, _ = train.make_train(self.model.trainer(self.config))(key, hp, data)
+        return self.outputs(key, hp, state)

@@ -1,0 +1,156 @@
+"""The analysis of a finished learned sweep (:func:`analysis`): ``conditions.csv`` (per condition,
+each metric's mean over seeds with a 95% percentile bootstrap interval), ``paired.csv`` (each
+condition against the baseline condition, metric by metric, paired by seed) and ``report.md``
+(:func:`report_text`); the lines a run prints at its end (:func:`printed`)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from tokdyn import io
+from tokdyn.experiment import findings as F
+from tokdyn.experiment import paired, runner
+from tokdyn.stats import summary
+
+
+def condition_label(row: dict, names) -> str:
+    """A condition for a person: ``learning_rate=0.003, tau_end=0.3`` (``(one condition)`` without axes)."""
+    return ", ".join(f"{n}={float(row[n]):.4g}" for n in names) or "(one condition)"
+
+
+def baseline_row(table: dict, cfg) -> int:
+    """The row of ``table`` (the conditions, in grid order) that holds ``cfg``'s baseline condition."""
+    want = cfg.baseline_condition()
+    n = len(table["nonfinite"])
+    match = np.ones(n, bool)
+    for k, v in want.items():
+        match &= np.isclose(np.asarray(table[k], np.float64), v, rtol=1e-6, atol=0.0)
+    return int(np.flatnonzero(match)[0])
+
+
+def analysis(out: str, cfg, *, seconds: float | None = None) -> runner.Result:
+    """The analysis of the finished sweep in ``out`` (:func:`tokdyn.stats.summary.setting_table`
+    and :func:`~tokdyn.stats.summary.per_seed` over every axis). A model with a non-finite metric
+    (NaN or inf: its training blew up) counts in no figure and is counted (``nonfinite``).
+
+    Returns:
+      A :class:`tokdyn.experiment.runner.Result`: ``tables`` (``conditions.csv``: per condition the
+      axes, ``nonfinite``, and per metric ``{m}_mean``, ``{m}_low``, ``{m}_high``, ``{m}_nan``, and
+      ``skipped_mean``, the non-finite steps a model skipped; ``paired.csv``: per condition other
+      than the baseline and metric, ``n`` seeds paired, ``mean_diff`` (condition minus baseline)
+      with ``diff_low`` / ``diff_high``, ``t``, ``p``, ``p_holm`` (over the whole table), ``d``
+      (d_z)), ``data`` (``table``, ``tests``, ``baseline``, ``report``) and ``value`` (the
+      baseline's row and the tests).
+    """
+    names, metrics = cfg.axis_names(), tuple(cfg.MODEL.metrics)
+    table = summary.setting_table(
+        out, names, metrics + ("skipped",), n_resamples=cfg.n_resamples, require_finite=metrics
+    )
+    _, values = summary.per_seed(out, names, metrics, require_finite=metrics)
+    base = baseline_row(table, cfg)
+    pairs = [(c, base) for c in range(len(table["nonfinite"])) if c != base]
+    tests = paired.paired_tests(values, pairs, metrics, n_resamples=cfg.n_resamples)
+    columns = ("metric", "n", "mean_diff", "diff_low", "diff_high", "t", "p", "p_holm", "d")
+    paired_table = {k: np.asarray([table[k][t["row"]] for t in tests], np.float64) for k in names}
+    paired_table.update({k: np.asarray([t[k] for t in tests]) for k in columns})
+    report = report_text(cfg, table, tests, base, seconds)
+    return runner.Result(
+        {"conditions.csv": table, "paired.csv": paired_table},
+        data=dict(table=table, tests=tests, baseline=base, report=report),
+        value=dict(baseline=io.to_rows(table, [base])[0], tests=tests),
+    )
+
+
+def _condition_lines(cfg, table: dict, base: int) -> list:
+    """report.md's table of the conditions: each metric's mean [95% CI] over seeds."""
+    names, metrics = cfg.axis_names(), cfg.MODEL.metrics
+    lines = [
+        "| condition | " + " | ".join(metrics) + " | non-finite models | skipped steps (mean) |",
+        "|" + "---|" * (len(metrics) + 3),
+    ]
+    for i, r in enumerate(io.to_rows(table)):
+        cells = [F.interval(r[f"{m}_mean"], r[f"{m}_low"], r[f"{m}_high"]) for m in metrics]
+        mark = " (baseline)" if i == base else ""
+        lines.append(
+            f"| {condition_label(r, names)}{mark} | "
+            + " | ".join(cells)
+            + f" | {paired.flag(r['nonfinite'])} | {r['skipped_mean']:.3g} |"
+        )
+    return lines
+
+
+def _table_cell(text: str) -> str:
+    """``text`` as a Markdown table's cell: its ``|`` escaped (a paired cell's ``|Δ|``)."""
+    return text.replace("|", "\\|")
+
+
+def _paired_lines(cfg, table: dict, tests: list, base: int) -> list:
+    """report.md's paired comparisons: every condition against the baseline, metric by metric."""
+    names = cfg.axis_names()
+    head = [
+        "",
+        f"## Paired by seed: each condition against the baseline ({condition_label(io.to_rows(table, [base])[0], names)})",
+        "",
+    ]
+    if not tests:
+        return head + ["One condition only: nothing to compare."]
+    return head + [
+        "Differences per seed (condition minus baseline; common random numbers: a seed's models start from "
+        "the same parameters and see the same batches), a seed where either side had a non-finite metric "
+        "dropped. Each cell: the mean difference Δ with its 95% percentile bootstrap over seeds, the paired "
+        f"t-test's t and p, Holm's p over the {len(tests)} tests of this table, and d_z.",
+        "",
+        "| condition | metric | difference | seeds |",
+        "|---|---|---|---|",
+        *(
+            f"| {condition_label(io.to_rows(table, [t['row']])[0], names)} | {t['metric']} | "
+            f"{_table_cell(F.paired_cell(t))} | {t['n']} of {cfg.seeds} |"
+            for t in tests
+        ),
+    ]
+
+
+def report_text(cfg, table: dict, tests: list, base: int, seconds=None) -> str:
+    """``report.md`` (without its final newline): the sweep, each condition's metrics with their
+    intervals over seeds, and the paired comparisons against the baseline condition."""
+    m = cfg.MODEL
+    axes = " x ".join(f"{k} ({len(v)})" for k, v in cfg.axes()) or "one condition"
+    quick = (
+        [
+            f"Quick preset: {cfg.seeds} seeds and a short training (tokdyn sweep {m.name} --quick), to try the "
+            "command and its outputs.",
+            "",
+        ]
+        if cfg.preset == "quick"
+        else []
+    )
+    bad = int(np.sum(table["nonfinite"]))
+    return "\n".join(
+        quick
+        + [
+            f"# Sweep of the {m.name} model",
+            "",
+            f"{cfg.runs():,} models: {axes} x {cfg.seeds} seeds, {cfg.model.train.steps} steps each"
+            + (f", in {seconds:.1f} s" if seconds else "")
+            + ". Every model of a condition is trained and evaluated by one compiled program; a seed's "
+            "models share their initial parameters and batches across conditions.",
+            "",
+            "## Conditions (mean over seeds [95% percentile bootstrap])",
+            "",
+            *_condition_lines(cfg, table, base),
+            "",
+            f"Models with a non-finite metric (NaN or inf): {bad}" + ("; every figure excludes them." if bad else "."),
+            *_paired_lines(cfg, table, tests, base),
+        ]
+    )
+
+
+def printed(cfg, result: runner.Result, report: str) -> str:
+    """The lines a run prints at its end: the time taken and where the report is."""
+    t = result.data["timings"]
+    return (
+        f"{cfg.runs():,} models in {t['sweep_s']:.1f} s; analysis in {t['analyse_s']:.1f} s; "
+        f"see {os.path.join(result.data['out'], 'report.md')}"
+    )

@@ -46,7 +46,7 @@ def drawing_order(keys, present):
 
     A present slot's depth is the rank of its key among the present slots' keys (0 for the smallest:
     drawn first, at the bottom; equal keys rank by slot), so the depths of a scene are a permutation
-    of ``0 .. n_present - 1``; absent slots get -1. Pure and traceable (what :func:`sprite_scenes`
+    of ``0 .. n_present - 1``; absent slots get -1. Pure and traceable (what :func:`~tokdyn.data.scenes.sprite_scenes`
     and :func:`tokdyn.data.videos.sprite_videos` draw their orders with, from uniform keys).
     """
     M = keys.shape[-1]
@@ -59,7 +59,7 @@ def drawing_order(keys, present):
 
 
 def background_image(base, waves, *, size: int, background: str = "plain", texture_amplitude=0.08):
-    """The background of :func:`sprite_scenes`: (..., 3) base colours -> (..., size, size, 3) RGB.
+    """The background of :func:`~tokdyn.data.scenes.sprite_scenes`: (..., 3) base colours -> (..., size, size, 3) RGB.
 
     Args:
       base: (..., 3) RGB base colours.
@@ -162,7 +162,7 @@ def check_shapes(shapes) -> tuple:
 
 @_checks.checked_jit(_check_render, static_argnames=("shapes",))
 def render(back, position, scale, shape, depth, present, colour, *, shapes: tuple) -> Rendered:
-    """Draw objects onto backgrounds with the geometry, occlusion and colouring of :func:`sprite_scenes`
+    """Draw objects onto backgrounds with the geometry, occlusion and colouring of :func:`~tokdyn.data.scenes.sprite_scenes`
     (:ref:`scenes-sprites`), for any objects (a video's frames, hand-placed scenes): a pixel shows the
     covering object of greatest ``depth`` (equal depths: the higher slot), else the background.
 

@@ -424,7 +424,7 @@ def sprite_videos(
 
 
 def _drawn_videos(o, back, positions, velocities, mass, *, shapes, dtype) -> Videos:
-    """The :class:`Videos` of the objects ``o`` (a :class:`~tokdyn.data.scenes.Objects`) at their
+    """The :class:`Videos` of the objects ``o`` (a :class:`~tokdyn.data.Objects`) at their
     simulated ``positions`` (n, F, M, 2), every frame drawn at once on its video's background."""
     n, F = positions.shape[:2]
     present, shape, s, depth, colour = o.present, o.shape, o.scale, o.depth, o.colour

@@ -10,8 +10,8 @@ def on_interrupt(signum=None, frame=None) -> None:
     """The ``tokdyn`` command's SIGINT handler: remembers the Ctrl-C, then raises
     ``KeyboardInterrupt`` as Python's own handler does. Remembered, it cannot be lost where a
     library catches the exception on its way (code run by JAX's compiler): :func:`check_interrupt`
-    raises it again at the next unit of work (:func:`kept`, :func:`kept_rows`,
-    :meth:`Progress.update`), and :func:`interrupted` tells the command it must not exit 0."""
+    raises it again at the next unit of work (:func:`~tokdyn.io.kept`, :func:`~tokdyn.io.kept_rows`,
+    :meth:`tokdyn.io.Progress.update`), and :func:`interrupted` tells the command it must not exit 0."""
     _interrupted[0] = True
     raise KeyboardInterrupt
 

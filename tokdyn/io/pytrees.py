@@ -38,7 +38,7 @@ def load_pytree(path: str, like):
     """``(tree, meta)`` from :func:`save_pytree`'s file, in the structure of ``like``. Every leaf is
     matched by its tree path: ``ValueError`` naming the first leaf that the file lacks, holds in
     excess or holds with another shape (a checkpoint of another model or version);
-    :class:`CorruptFile` when the file cannot be read whole."""
+    :class:`~tokdyn.io.CorruptFile` when the file cannot be read whole."""
     import jax
 
     leaves_like, treedef = jax.tree_util.tree_flatten(like)

@@ -68,7 +68,7 @@ def moved_into(field: str, kind: type, where: str):
 
 
 class CallSignature:
-    """``inspect.signature`` of a :class:`ClusterRun` (or :class:`TrackRun`) instance: the key, then
+    """``inspect.signature`` of a :class:`~tokdyn.engine.runs.ClusterRun` (or :class:`~tokdyn.engine.runs.TrackRun`) instance: the key, then
     its conditions (its rule's knobs and the data conditions) and ``draw`` as keyword arguments, so
     that the sweep engine checks a grid's axes against the knobs of the rule it runs (the class
     itself keeps its ordinary signature)."""

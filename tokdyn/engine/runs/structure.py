@@ -10,7 +10,7 @@ from tokdyn import _checks, data, dynamics
 
 @dataclasses.dataclass(frozen=True)
 class RunStructure:
-    """The static structure of one :class:`ClusterRun` (shapes, initialisation, stopping rule),
+    """The static structure of one :class:`~tokdyn.engine.runs.ClusterRun` (shapes, initialisation, stopping rule),
     shared with the study and sweep configurations built on it.
 
     Attributes:

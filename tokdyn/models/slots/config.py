@@ -40,7 +40,7 @@ class Config:
         alphas are normalised, so the loss and the segmentation stay at full resolution.
       implicit: implicit differentiation: only the last iteration is differentiated.
       slot_init: how the slots start: random (drawn from a learned Gaussian) | farthest (a learned
-        linear map of K inputs chosen by farthest-point sampling of the keys: :func:`farthest_points`).
+        linear map of K inputs chosen by farthest-point sampling of the keys: :func:`~tokdyn.models.slots.farthest_points`).
       masks: the slots' masks that mix their images: decoder (the decoder's alpha channel, softmaxed
         over slots) | attention (the last iteration's attention over the inputs, resized to the
         image when ``encoder_stride`` > 1: the decoder paints colour only).
@@ -111,7 +111,7 @@ class Config:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Hparams:
-    """Traced, sweepable hyper-parameters (a float each, or an (H,) array of settings: :func:`models`).
+    """Traced, sweepable hyper-parameters (a float each, or an (H,) array of settings: :func:`~tokdyn.models.slots.models`).
 
     Attributes:
       learning_rate: peak Adam learning rate (after the warm-up; then the decay, by default to 5% of
@@ -128,7 +128,7 @@ class Hparams:
 
     @classmethod
     def checked(cls, hparams=None) -> "Hparams":
-        """``hparams`` as a model's :func:`models` takes it: ``cls()`` (its defaults) when None, else
+        """``hparams`` as a model's :func:`~tokdyn.models.slots.models` takes it: ``cls()`` (its defaults) when None, else
         an instance of ``cls`` (``TypeError`` naming the class otherwise), checked by
         :meth:`validate`. :class:`tokdyn.models.iodine.Hparams` and
         :class:`tokdyn.models.savi.Hparams` derive from this class (their own defaults), so each

@@ -47,7 +47,7 @@ def broadcast_decoder(latents, *, size: int, channels: int, decoder: str, hidden
 
     Call it inside a flax module's ``nn.compact`` method: its layers (``dec_slot``, ``dec_pos``,
     ``dec_hidden0`` ...) are that module's own, by those names. Arguments are checked by
-    :func:`check_decoder`, which a ``Config.validate`` runs.
+    :func:`~tokdyn.models.slots.check_decoder`, which a ``Config.validate`` runs.
 
     Args:
       latents: (B, K, D) the latents to paint (traced).

@@ -23,7 +23,7 @@ def bootstrap_statistic(
     statistic, n: int, *, seed: int = 0, n_resamples: int = 1000, confidence: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of any statistic of ``n`` units. The draws are those of
-    :func:`bootstrap_ci` with the same seed (``statistic = mean of x[idx]`` gives its interval);
+    :func:`~tokdyn.stats.inference.bootstrap_ci` with the same seed (``statistic = mean of x[idx]`` gives its interval);
     non-finite resampled values are dropped.
 
     Args:

@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import timed  # noqa: E402
 
 from tokdyn import train  # noqa: E402
-from tokdyn.models import sequence as G  # noqa: E402
+from tokdyn.models import sequence  # noqa: E402
 from tokdyn.studies import grid_diffusion  # noqa: E402
 
 
@@ -54,9 +54,9 @@ def study_data(study: grid_diffusion.Config):
     return codes[sentences], sentences
 
 
-def training_rows(cfg: G.Config, data, seeds: int, repeats: int):
-    keys, hp = train.grid(jax.random.split(jax.random.key(0), seeds), G.Hparams(learning_rate=2e-3, lam=0.01))
-    tr, data = G.trainer(cfg), G.inputs(cfg, data)
+def training_rows(cfg: sequence.Config, data, seeds: int, repeats: int):
+    keys, hp = train.grid(jax.random.split(jax.random.key(0), seeds), sequence.Hparams(learning_rate=2e-3, lam=0.01))
+    tr, data = sequence.trainer(cfg), sequence.inputs(cfg, data)
     rows = []
     for devices in (tuple(jax.local_devices()), tuple(jax.local_devices()[:1])):
         if len(devices) == 1 and rows and len(jax.local_devices()) == 1:
@@ -110,13 +110,13 @@ def training_rows(cfg: G.Config, data, seeds: int, repeats: int):
     return rows
 
 
-def sampling_rows(cfg: G.Config, n: int, ddim: int, repeats: int):
-    params = G.init(jax.random.key(1), cfg)
+def sampling_rows(cfg: sequence.Config, n: int, ddim: int, repeats: int):
+    params = sequence.init(jax.random.key(1), cfg)
     rows = []
     for sampler, steps in (("ancestral", cfg.T), ("ddim", ddim)):
         if sampler == "ddim" and not cfg.continuous:
             continue
-        fn = G.sample.jitted
+        fn = sequence.sample.jitted
         t = time.perf_counter()
         compiled = fn.lower(jax.random.key(2), params, cfg, n, sampler, ddim).compile()
         comp = time.perf_counter() - t

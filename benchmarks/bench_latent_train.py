@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from tokdyn import train  # noqa: E402
 from tokdyn.studies import latent_reasoning  # noqa: E402
 from tokdyn.models.latent import model as latent_model  # noqa: E402
-from tokdyn.models.latent import training as T  # noqa: E402
+from tokdyn.models.latent import training  # noqa: E402
 from tokdyn.models.latent import variants  # noqa: E402
 
 
@@ -45,9 +45,9 @@ def jax_rate(tc, name, pool, hp, steps, repeats):
     tc = dataclasses.replace(
         tc, train=dataclasses.replace(tc.train, steps_per_call=steps, steps=steps * max(tc.train.steps // steps, 1))
     )
-    state = T.init_states(tc, name, hp)
-    keys = T.seed_keys(tc)
-    chunk = train.make_chunk(T.trainer(tc, name).first)
+    state = training.init_states(tc, name, hp)
+    keys = training.seed_keys(tc)
+    chunk = train.make_chunk(training.trainer(tc, name).first)
     fn = jax.jit(jax.vmap(chunk, in_axes=(0, None, 0)))
     t = time.perf_counter()
     compiled = fn.lower(state, pool, keys).compile()
@@ -100,7 +100,7 @@ def main():
     torch.set_num_threads(os.cpu_count())
     study = latent_reasoning.Config()
     tc1 = dataclasses.replace(study.training, seeds=1, n_train=20_000, n_val=10, n_test=10)
-    pool = T.data(tc1).train
+    pool = training.data(tc1).train
     hp = study.hparams
     rows = []
     for name in args.variants.split(","):

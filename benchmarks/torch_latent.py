@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 from torch import nn
 
 EPS = 1e-6  # flax.linen.LayerNorm's default
@@ -43,9 +43,9 @@ class Block(nn.Module):
         mask = (
             torch.arange(past + t, device=x.device)[None, :] <= past + torch.arange(t, device=x.device)[:, None]
         )  # (t, t_past + t)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, t, d)
+        o = functional.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2).reshape(b, t, d)
         x = x + self.out(o)
-        x = x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
+        x = x + self.fc2(functional.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
         return x, (k, v)
 
 
@@ -178,7 +178,7 @@ def optimizer(
 def train_step(model: TorchReasoner, opt, sched, image, question, answer, caption=None) -> float:
     """One optimiser step on the answer cross-entropy; returns the loss."""
     logits = model(image, question, caption)[:, model.lay.answer]
-    loss = F.cross_entropy(logits, answer)
+    loss = functional.cross_entropy(logits, answer)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 from torch import nn
 
 LN_EPS = 1e-6  # flax.linen.LayerNorm's default
@@ -92,7 +92,7 @@ class SlotAttention(nn.Module):
             weights = attn / attn.sum(dim=1, keepdim=True)
             updates = torch.bmm(weights.transpose(1, 2), v)  # (B, K, D)
             slots = self.gru(slots, updates)
-            slots = slots + self.mlp_out(F.relu(self.mlp_in(self.norm_mlp(slots))))
+            slots = slots + self.mlp_out(functional.relu(self.mlp_in(self.norm_mlp(slots))))
         return slots, attn
 
 
@@ -107,7 +107,7 @@ class TorchSlots(nn.Module):
         chans = (3,) + tuple(int(c) for c in cfg.encoder_channels)
         k, last = cfg.encoder_kernel, len(chans) - 2
         self.convs = nn.ModuleList()
-        self.pads = []  # per conv: the F.pad amounts when XLA's SAME padding is asymmetric, else None
+        self.pads = []  # per conv: the functional.pad amounts when XLA's SAME padding is asymmetric, else None
         size = cfg.size
         for i, (a, b) in enumerate(zip(chans, chans[1:])):
             stride = cfg.encoder_stride if i == last else 1
@@ -209,21 +209,21 @@ class TorchSlots(nn.Module):
         B, _, H, W = images.shape
         h = images
         for conv, pad in zip(self.convs, self.pads):
-            h = F.relu(conv(h if pad is None else F.pad(h, pad)))
+            h = functional.relu(conv(h if pad is None else functional.pad(h, pad)))
         C = h.shape[1]
         h = h.permute(0, 2, 3, 1) + self.enc_pos(self.enc_grid)  # (B, h, w, C)
         h = self.enc_norm(h.reshape(B, -1, C))
-        h = self.enc_mlp1(F.relu(self.enc_mlp0(h)))
+        h = self.enc_mlp1(functional.relu(self.enc_mlp0(h)))
         slots, attn = self.slot_attention(h, z)
         K = slots.shape[1]
-        d = F.relu(self.dec_slot(slots)[:, :, None, None, :] + self.dec_pos(self.dec_grid))  # (B, K, g, g, F)
-        d = F.relu(self.dec_hidden0(d))
-        d = F.relu(self.dec_hidden1(d))
+        d = functional.relu(self.dec_slot(slots)[:, :, None, None, :] + self.dec_pos(self.dec_grid))  # (B, K, g, g, F)
+        d = functional.relu(self.dec_hidden0(d))
+        d = functional.relu(self.dec_hidden1(d))
         out = self.dec_out(d)  # (B, K, g, g, 4)
         g = out.shape[2]
         out = out.permute(0, 1, 4, 2, 3).reshape(B * K, 4, g, g)
         if (g, g) != (H, W):  # jax.image.resize "bilinear" upsampling: half-pixel centres, edges clamped
-            out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False, antialias=False)
+            out = functional.interpolate(out, size=(H, W), mode="bilinear", align_corners=False, antialias=False)
         out = out.reshape(B, K, 4, H, W)
         rgb, alpha = out[:, :, :3], torch.softmax(out[:, :, 3], dim=1)
         recon = (alpha[:, :, None] * rgb).sum(dim=1)
@@ -232,7 +232,7 @@ class TorchSlots(nn.Module):
     def loss(self, images, z):
         """``(mean squared error, recon)`` of a batch (``tokdyn.models.slots.loss_fn``)."""
         recon = self(images, z)[0]
-        return F.mse_loss(recon, images), recon
+        return functional.mse_loss(recon, images), recon
 
 
 def optimizer(model: nn.Module, *, learning_rate: float, warmup: int, steps: int, final_fraction: float = 0.05):

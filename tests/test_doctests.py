@@ -38,7 +38,7 @@ MODULES = _with_examples()
 
 
 def test_the_examples_are_found_in_public_modules():
-    assert {"tokdyn.checks", "tokdyn.assignment", "tokdyn.geometry", "tokdyn.stats.inference"} <= set(MODULES)
+    assert {"tokdyn.checks", "tokdyn.assignment", "tokdyn.geometry", "tokdyn.stats.inference.paired"} <= set(MODULES)
     public = set(tokdyn_api.modules())
     assert set(MODULES) <= public, set(MODULES) - public
 

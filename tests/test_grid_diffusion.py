@@ -9,7 +9,7 @@ import pytest
 from scipy import stats as sps
 
 from tokdyn import diffusion, train
-from tokdyn.models import sequence as G
+from tokdyn.models import sequence
 from tokdyn.models.vtae import corpus
 from tokdyn.stats import text as TM
 from tokdyn.studies import grid_diffusion
@@ -68,7 +68,7 @@ def _grid_data(n=256, length=2, cells=4, colours=3, seed=0):
 
 def test_trained_denoisers_beat_predicting_zero_and_a_nan_model_is_reported():
     data = _grid_data()
-    cfg = G.Config(
+    cfg = sequence.Config(
         model="grid_ddpm",
         length=2,
         cells=4,
@@ -80,19 +80,21 @@ def test_trained_denoisers_beat_predicting_zero_and_a_nan_model_is_reported():
         train=train.Config(steps=150, steps_per_call=50, warmup=10, final_fraction=0.1),
         batch_size=32,
     )
-    hp = G.Hparams(learning_rate=jnp.array([3e-3, 1e38]), lam=jnp.array([0.01, 0.01]))
+    hp = sequence.Hparams(learning_rate=jnp.array([3e-3, 1e38]), lam=jnp.array([0.01, 0.01]))
     keys = jax.random.split(jax.random.key(0), 2)
-    res = train.train_many(G.trainer(cfg), G.inputs(cfg, data), keys, hp)
+    res = train.train_many(sequence.trainer(cfg), sequence.inputs(cfg, data), keys, hp)
     assert [i for i, *_ in train.nan_report(res.state)] == [1]  # the huge learning rate blows up model 1 only
-    assert G.trainer(cfg) is G.trainer(cfg)
-    _, curves = G.train(keys[0], cfg, G.Hparams(learning_rate=3e-3, lam=0.01), data)
+    assert sequence.trainer(cfg) is sequence.trainer(cfg)
+    _, curves = sequence.train(keys[0], cfg, sequence.Hparams(learning_rate=3e-3, lam=0.01), data)
     np.testing.assert_allclose(res.curves["loss"][0], curves["loss"], rtol=2e-4)  # untouched by model 1
     params = jax.tree_util.tree_map(lambda a: a[0], res.state.params)
     held = jnp.asarray(_grid_data(n=512, seed=1))
-    mse = lambda p: float(G.loss_fn(jax.random.key(5), p, cfg, G.Hparams(), held)[0])
-    assert mse(params) < 0.8 < 0.95 < mse(G.init(jax.random.key(9), cfg))  # predicting eps = 0 costs E[eps^2] = 1
+    mse = lambda p: float(sequence.loss_fn(jax.random.key(5), p, cfg, sequence.Hparams(), held)[0])
+    assert (
+        mse(params) < 0.8 < 0.95 < mse(sequence.init(jax.random.key(9), cfg))
+    )  # predicting eps = 0 costs E[eps^2] = 1
     # D3PM: the trained model's bound term is below that of zero logits (a uniform x_0 guess)
-    dcfg = G.Config(
+    dcfg = sequence.Config(
         model="grid_d3pm_absorbing",
         length=2,
         cells=4,
@@ -104,7 +106,7 @@ def test_trained_denoisers_beat_predicting_zero_and_a_nan_model_is_reported():
         train=train.Config(steps=150, steps_per_call=50, warmup=10, final_fraction=0.1),
         batch_size=32,
     )
-    dp = G.train(jax.random.key(2), dcfg, G.Hparams(learning_rate=3e-3), data)[0].params
+    dp = sequence.train(jax.random.key(2), dcfg, sequence.Hparams(learning_rate=3e-3), data)[0].params
     proc = dcfg.process()
     k_t, k_x = jax.random.split(jax.random.key(6))
     t = jax.random.randint(k_t, (512,), 1, dcfg.T + 1)
@@ -112,32 +114,32 @@ def test_trained_denoisers_beat_predicting_zero_and_a_nan_model_is_reported():
     vb = lambda logits: float(
         jnp.mean(jax.vmap(lambda x, y, s, lg: diffusion.hybrid_loss(proc, x, y, s, lg, 0.0)[1])(held, xt, t, logits))
     )
-    assert vb(G.apply(dp, dcfg, xt, t)) < 0.5 * vb(jnp.zeros(held.shape + (3,)))
+    assert vb(sequence.apply(dp, dcfg, xt, t)) < 0.5 * vb(jnp.zeros(held.shape + (3,)))
 
 
 def test_bad_input_is_refused_before_compiling():
-    cfg = G.Config(
+    cfg = sequence.Config(
         model="grid_d3pm_uniform", length=2, cells=4, colours=3, T=5, train=train.Config(steps=10, steps_per_call=5)
     )
     good = _grid_data(n=8)
     with pytest.raises(ValueError, match=r"data must have shape \(N, 2, 4\)"):
-        G.train(jax.random.key(0), cfg, None, good[:, :, :3])
+        sequence.train(jax.random.key(0), cfg, None, good[:, :, :3])
     with pytest.raises(ValueError, match=r"data values must lie in \[0, colours=3\)"):
-        G.train(jax.random.key(0), cfg, None, good + 1)
+        sequence.train(jax.random.key(0), cfg, None, good + 1)
     with pytest.raises(TypeError, match="data must hold integer colours"):
-        G.train(jax.random.key(0), cfg, None, good.astype(np.float32))
+        sequence.train(jax.random.key(0), cfg, None, good.astype(np.float32))
     with pytest.raises(ValueError, match="length must be an int >= 1"):
-        G.Config(length=0).validate()
+        sequence.Config(length=0).validate()
     with pytest.raises(ValueError, match="model must be one of"):
-        G.Config(model="grid_gan").validate()
+        sequence.Config(model="grid_gan").validate()
     with pytest.raises(ValueError, match="T must be an int >= 2"):
-        G.Config(T=1).validate()
+        sequence.Config(T=1).validate()
     with pytest.raises(ValueError, match="sampler 'ddim' needs model='grid_ddpm'"):
-        G.sample(jax.random.key(0), {}, cfg, 4, "ddim")
+        sequence.sample(jax.random.key(0), {}, cfg, 4, "ddim")
     with pytest.raises(ValueError, match=r"colours must have shape \(n, L, P=9\)"):
-        G.decode_grids({}, grid_diffusion.Config().autoencoder(), np.zeros((2, 3, 4), np.int32))
+        sequence.decode_grids({}, grid_diffusion.Config().autoencoder(), np.zeros((2, 3, 4), np.int32))
     with pytest.raises(ValueError, match=r"colours must lie in \[0, 3\) to match the autoencoder"):
-        G.decode_grids({}, grid_diffusion.Config().autoencoder(), np.full((2, 3, 9), 3, np.int32))
+        sequence.decode_grids({}, grid_diffusion.Config().autoencoder(), np.full((2, 3, 9), 3, np.int32))
     with pytest.raises(ValueError, match="fewer than the 29 tokens"):
         grid_diffusion.Config(grid=2, colours=2).validate()
 
@@ -152,13 +154,13 @@ def test_grammar_entropy_equals_the_mean_log_probability_of_its_sentences():
 
 
 def test_nll_of_the_autoregressive_model_is_its_summed_cross_entropy():
-    cfg = G.Config(
+    cfg = sequence.Config(
         model="token_ar", length=5, vocab_size=7, width=16, depth=1, train=train.Config(steps=10, steps_per_call=5)
     )
-    params = G.init(jax.random.key(0), cfg)
+    params = sequence.init(jax.random.key(0), cfg)
     x = jnp.asarray(np.random.default_rng(0).integers(0, 7, (3, 5)), jnp.int32)
-    logits = G.apply(params, cfg, jnp.concatenate([jnp.full((3, 1), 7), x[:, :-1]], 1), jnp.zeros(3, jnp.int32))
+    logits = sequence.apply(params, cfg, jnp.concatenate([jnp.full((3, 1), 7), x[:, :-1]], 1), jnp.zeros(3, jnp.int32))
     want = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), np.asarray(x)[..., None], -1)[..., 0].sum(1)
-    np.testing.assert_allclose(G.nll_bound(jax.random.key(1), params, cfg, x), want, rtol=1e-5)
+    np.testing.assert_allclose(sequence.nll_bound(jax.random.key(1), params, cfg, x), want, rtol=1e-5)
     with pytest.raises(ValueError, match="has a density"):
-        G.nll_bound(jax.random.key(1), params, G.Config(model="grid_ddpm"), x)
+        sequence.nll_bound(jax.random.key(1), params, sequence.Config(model="grid_ddpm"), x)

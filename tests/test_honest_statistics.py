@@ -13,7 +13,7 @@ from scipy import special
 from scipy import stats as sps
 
 from tokdyn import io, stats
-from tokdyn.experiment import findings as F
+from tokdyn.experiment import findings
 from tokdyn.experiment import runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,15 +65,15 @@ def test_bounded_interval_is_the_logit_t_interval_and_stays_in_its_range():
 @pytest.mark.parametrize(
     "values,bounds",
     [
-        ([0.0, 0.5, 0.25], F.RATE),  # identity persistence over 3 seeds
-        ([0.0, 1.0, 0.75, 0.583], F.RATE),  # a collapse rate
-        ([0.0, 0.0, 0.36], F.RATE),  # collapse 0.12
-        ([0.98, 0.99, 1.0, 0.6], F.SCORE),  # an FG-ARI near 1
-        ([-0.2, 0.0, 0.9], F.difference_bounds(F.RATE)),  # a difference of two rates
+        ([0.0, 0.5, 0.25], findings.RATE),  # identity persistence over 3 seeds
+        ([0.0, 1.0, 0.75, 0.583], findings.RATE),  # a collapse rate
+        ([0.0, 0.0, 0.36], findings.RATE),  # collapse 0.12
+        ([0.98, 0.99, 1.0, 0.6], findings.SCORE),  # an FG-ARI near 1
+        ([-0.2, 0.0, 0.9], findings.difference_bounds(findings.RATE)),  # a difference of two rates
     ],
 )
 def test_seed_intervals_of_bounded_quantities_stay_in_their_range(values, bounds):
-    mean, low, high, n = F.seed_interval(values, bounds)
+    mean, low, high, n = findings.seed_interval(values, bounds)
     assert n == len(values) and np.isfinite(low) and np.isfinite(high)
     assert bounds[0] <= low <= mean <= high <= bounds[1]
 
@@ -81,19 +81,19 @@ def test_seed_intervals_of_bounded_quantities_stay_in_their_range(values, bounds
 def test_bootstrap_from_ten_seeds_stays_inside_the_values():
     rng = np.random.default_rng(0)
     v = np.clip(rng.normal(0.97, 0.05, 12), 0, 1)
-    mean, low, high, n = F.seed_interval(v, F.SCORE)
+    mean, low, high, n = findings.seed_interval(v, findings.SCORE)
     assert n == 12 and v.min() <= low <= mean <= high <= v.max()
-    ref = stats.bootstrap_ci(v, seed=0, n_resamples=F.N_RESAMPLES)
+    ref = stats.bootstrap_ci(v, seed=0, n_resamples=findings.N_RESAMPLES)
     np.testing.assert_allclose((low, high), ref)
 
 
 def test_too_few_seeds_give_no_interval_and_say_so():
-    mean, low, high, n = F.seed_interval([0.0, 0.5], F.RATE)  # was 0.250 [-2.927, 3.427]
+    mean, low, high, n = findings.seed_interval([0.0, 0.5], findings.RATE)  # was 0.250 [-2.927, 3.427]
     assert n == 2 and mean == 0.25 and np.isnan(low) and np.isnan(high)
-    assert F.interval(mean, low, high) == "0.250 (too few seeds for an interval)"
-    assert F.interval(float("nan"), float("nan"), float("nan")) == "– [–, –]"
-    assert F.rate_interval(0, 0)[0] != F.rate_interval(0, 0)[0]  # NaN without trials
-    r, lo, hi = F.rate_interval(3, 4)
+    assert findings.interval(mean, low, high) == "0.250 (too few seeds for an interval)"
+    assert findings.interval(float("nan"), float("nan"), float("nan")) == "– [–, –]"
+    assert findings.rate_interval(0, 0)[0] != findings.rate_interval(0, 0)[0]  # NaN without trials
+    r, lo, hi = findings.rate_interval(3, 4)
     assert r == 0.75 and 0 < lo < r < hi <= 1
 
 
@@ -104,14 +104,18 @@ def test_a_test_prints_its_difference_first_and_a_tiny_one_is_negligible():
     tiny = dict(
         metric="ari", mean_diff=0.00014, diff_low=0.00002, diff_high=0.00026, t=2.31, p=0.029, p_holm=0.5, d=-0.42
     )
-    cell = F.paired_cell(tiny, 4)
+    cell = findings.paired_cell(tiny, 4)
     assert cell.startswith("Δ=+0.0001 [+0.0000, +0.0003], t=2.31, p=0.029, p_holm=0.5, d_z=-0.42")
     assert cell.endswith("negligible (|Δ| < 0.01)")
     big = dict(tiny, mean_diff=0.05, diff_low=0.02, diff_high=0.08)
-    assert "negligible" not in F.paired_cell(big)
+    assert "negligible" not in findings.paired_cell(big)
     few = dict(big, diff_low=float("nan"))
-    assert "(too few seeds for an interval)" in F.paired_cell(few)
-    assert F.negligible("steps", 0.3) and not F.negligible("steps", 0.6) and not F.negligible("unlisted", 0.0)
+    assert "(too few seeds for an interval)" in findings.paired_cell(few)
+    assert (
+        findings.negligible("steps", 0.3)
+        and not findings.negligible("steps", 0.6)
+        and not findings.negligible("unlisted", 0.0)
+    )
 
 
 def test_token_dynamics_tests_carry_their_difference_and_print_it_first():
@@ -157,23 +161,23 @@ def _study_dir(tmp_path, preset, seeds):
 
 
 def _decided(verdict="refuted"):
-    return F.Finding(
+    return findings.Finding(
         "X1", "t", "c", "o", "r", verdict, "basis", ("unit", "verdict"), [["a", verdict]], "s", min_seeds=10
     )
 
 
 def test_a_smoke_run_never_decides(tmp_path):
     out, table = _study_dir(tmp_path, "quick", 3)
-    (f,) = F.gate([_decided()], out, table)
+    (f,) = findings.gate([_decided()], out, table)
     assert f.verdict == "open" and f.label == "open (smoke run: 3 seeds)" and f.rows == [["a", "open"]]
 
 
 def test_a_finding_needs_its_declared_evidence(tmp_path):
     out, table = _study_dir(tmp_path, "", 6)
-    (f,) = F.gate([_decided("reproduced")], out, table)
+    (f,) = findings.gate([_decided("reproduced")], out, table)
     assert f.verdict == "open" and "6 seeds, it needs 10" in f.label
     out, table = _study_dir(tmp_path, "", 12)
-    (f,) = F.gate([_decided("reproduced")], out, table)
+    (f,) = findings.gate([_decided("reproduced")], out, table)
     assert f.verdict == "reproduced" and f.label == "reproduced" and f.rows == [["a", "reproduced"]]
 
 

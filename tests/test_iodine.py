@@ -13,13 +13,13 @@ from sklearn.metrics import adjusted_rand_score
 from conftest import f32_atol, jax_compilations, segmented_in_chunks
 from tokdyn import metrics, train
 from tokdyn.data import scenes
-from tokdyn.models import iodine as I
+from tokdyn.models import iodine
 from tokdyn.models import savi, slots
 
 pytestmark = pytest.mark.fast_compile
 
 # one tiny config shared by every test (one compilation of each program)
-CFG = I.Config(
+CFG = iodine.Config(
     size=8,
     slots=3,
     latent_size=4,
@@ -34,12 +34,12 @@ CFG = I.Config(
     seeds=2,
     root_seed=0,
 )
-HP = I.Hparams(learning_rate=1e-2)
-EXECUTION = train.Execution(I.default_strategy(jax.default_backend()), vectorised_init=False)
+HP = iodine.Hparams(learning_rate=1e-2)
+EXECUTION = train.Execution(iodine.default_strategy(jax.default_backend()), vectorised_init=False)
 
 
 def fit(pool, **kw):
-    return train.train_many(I.trainer(CFG), pool, *I.models(CFG, HP), execution=EXECUTION, **kw)
+    return train.train_many(iodine.trainer(CFG), pool, *iodine.models(CFG, HP), execution=EXECUTION, **kw)
 
 
 def squares(n, size, seed):
@@ -79,9 +79,9 @@ def reference_elbo(images, rgb, logits, loc, log_scale, sigma):
 
 
 def jnp_elbo(params, images, loc, log_scale, noise, sigma):
-    """The same ELBO in jnp (float32), from the model's decoder (``I.decode``): the test's own
+    """The same ELBO in jnp (float32), from the model's decoder (``iodine.decode``): the test's own
     function of ``(loc, log_scale)``, checked against the NumPy reference and differentiated."""
-    rgb, logits = I.decode(params, CFG, loc + jnp.exp(log_scale) * noise)
+    rgb, logits = iodine.decode(params, CFG, loc + jnp.exp(log_scale) * noise)
     ll = mixture_ll(images, rgb, logits, sigma)
     kl = 0.5 * jnp.sum(loc**2 + jnp.exp(2 * log_scale) - 1 - 2 * log_scale, axis=(1, 2))
     return ll - kl
@@ -95,7 +95,7 @@ def mixture_ll(images, rgb, logits, sigma):
 
 @pytest.fixture(scope="module")
 def params0():
-    return jax.jit(I.init, static_argnums=1)(jax.random.key(0), CFG)
+    return jax.jit(iodine.init, static_argnums=1)(jax.random.key(0), CFG)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def case():
 
 @pytest.fixture(scope="module")
 def evaluated(params0, case):
-    return jax.jit(I.evaluate, static_argnames=("cfg",))(params0, CFG, *case)
+    return jax.jit(iodine.evaluate, static_argnames=("cfg",))(params0, CFG, *case)
 
 
 # ---------------------------------------------------------------------------------------------- the ELBO
@@ -141,7 +141,7 @@ def test_elbo_equals_numpy_reference(params0, case, evaluated):
     images, loc, log_scale, noise = case
     ev = evaluated
     # the decoder outputs are those of the posterior's draw
-    rgb, logits = I.decode(params0, CFG, loc + np.exp(log_scale) * noise)
+    rgb, logits = iodine.decode(params0, CFG, loc + np.exp(log_scale) * noise)
     # two programs (the evaluation's, an eager decode): a decoder's outputs are sums of many products,
     # whose rounding scales with the outputs' magnitude (64 float32 units at the largest)
     np.testing.assert_allclose(np.asarray(ev.rgb), np.asarray(rgb), rtol=1e-5, atol=f32_atol(rgb, ulps=64))
@@ -172,7 +172,7 @@ def test_extreme_decoder_outputs_stay_finite():
     images = rng.uniform(0, 1, (B, S, S, 3)).astype(np.float32)
     rgb = rng.uniform(-3, 4, (B, K, S, S, 3)).astype(np.float32)
     logits = rng.choice([-80.0, 0.0, 80.0], (B, K, S, S)).astype(np.float32)
-    ll, pixel, post = jax.jit(I.mixture_log_likelihood, static_argnums=3)(images, rgb, logits, 0.05)
+    ll, pixel, post = jax.jit(iodine.mixture_log_likelihood, static_argnums=3)(images, rgb, logits, 0.05)
     _, ref_ll, _, ref_pixel, _, ref_post = reference_elbo(
         images, rgb, logits, np.zeros((B, K, 1)), np.zeros((B, K, 1)), 0.05
     )
@@ -221,10 +221,10 @@ def test_gradient_inputs_equal_jax_grad_of_the_checked_elbo(params0, case, evalu
     np.testing.assert_allclose(np.asarray(ev.grad_logits), post - masks, atol=1e-5)
     assert np.abs(np.asarray(ev.grad_loc)).max() > 1e-2  # not trivially zero
     # the inputs are constants under differentiation (no second derivatives in training)
-    d = jax.jit(jax.grad(lambda l: jnp.sum(I.evaluate(params0, CFG, images, l, log_scale, noise).grad_loc)))(loc)
+    d = jax.jit(jax.grad(lambda l: jnp.sum(iodine.evaluate(params0, CFG, images, l, log_scale, noise).grad_loc)))(loc)
     np.testing.assert_array_equal(np.asarray(d), 0.0)
     # without gradients: the same ELBO, zeros for the gradient fields
-    plain = jax.jit(I.evaluate, static_argnames=("cfg", "gradients"))(params0, CFG, *case, gradients=False)
+    plain = jax.jit(iodine.evaluate, static_argnames=("cfg", "gradients"))(params0, CFG, *case, gradients=False)
     # another program (no gradients): the same sums, maybe in another order (1e-6 of the summands)
     atol = 1e-6 * elbo_scale(case[0], ev, case[1], case[2], CFG.pixel_scale)
     np.testing.assert_allclose(np.asarray(plain.elbo), np.asarray(ev.elbo), rtol=1e-6, atol=atol)
@@ -241,7 +241,7 @@ def images():
 
 def test_apply_shapes_masks_and_the_elbo_of_its_posteriors(params0, images):
     key = jax.random.key(5)
-    out = I.apply(key, params0, CFG, images)
+    out = iodine.apply(key, params0, CFG, images)
     B, K, S, D, T = images.shape[0], CFG.slots, CFG.size, CFG.latent_size, CFG.iterations + 1
     assert out.recon.shape == (B, S, S, 3) and out.rgb.shape == (B, K, S, S, 3) and out.masks.shape == (B, K, S, S)
     assert out.loc.shape == out.log_scale.shape == (B, K, D)
@@ -257,44 +257,45 @@ def test_apply_shapes_masks_and_the_elbo_of_its_posteriors(params0, images):
     np.testing.assert_allclose(picked, masks.max(1), rtol=1e-6, atol=1e-7)
     # the first ELBO is that of the learned initial posterior, the last that of the final one, each
     # at its own draw of the posterior noise (the NumPy reference from the decoder's outputs)
-    noise = np.asarray(I.posterior_noise(key, CFG, B))
+    noise = np.asarray(iodine.posterior_noise(key, CFG, B))
     p = params0["params"]
     for t, (loc, ls) in (
         (0, (np.broadcast_to(p["loc"], (B, K, D)), np.broadcast_to(p["log_scale"], (B, K, D)))),
         (T - 1, (np.asarray(out.loc), np.asarray(out.log_scale))),
     ):
-        rgb, logits = I.decode(params0, CFG, loc + np.exp(ls) * noise[:, t])
+        rgb, logits = iodine.decode(params0, CFG, loc + np.exp(ls) * noise[:, t])
         elbo, _, kl, _, _, _ = reference_elbo(images, rgb, logits, loc, ls, CFG.pixel_scale)
         np.testing.assert_allclose(np.asarray(out.elbo[:, t]), elbo, rtol=1e-4)
         np.testing.assert_allclose(np.asarray(out.kl[:, t]), kl, rtol=1e-4, atol=1e-6)
     assert not np.allclose(np.asarray(out.loc), np.broadcast_to(p["loc"], (B, K, D)))  # the refinements moved it
     # the loss is the paper's weighted sum: t / T on the negative ELBO of posterior t = 1 .. T
-    np.testing.assert_allclose(np.asarray(I.iteration_weights(CFG)), np.arange(1, T + 1) / T)
-    loss, again = jax.jit(I.loss_fn, static_argnames=("cfg",))(key, params0, CFG, images)
+    np.testing.assert_allclose(np.asarray(iodine.iteration_weights(CFG)), np.arange(1, T + 1) / T)
+    loss, again = jax.jit(iodine.loss_fn, static_argnames=("cfg",))(key, params0, CFG, images)
     np.testing.assert_allclose(float(loss), np.mean(-np64(out.elbo) @ (np.arange(1, T + 1) / T)), rtol=1e-5)
 
 
 @pytest.mark.parametrize("decoder, stride", [("conv", 2), ("cnn", 1), ("mlp", 2)])
 def test_every_decoder_gives_the_outputs_shapes(images, decoder, stride):
     """Each of slots' broadcast decoders (traced only: shapes, no compilation)."""
-    cfg = I.Config(**{**CFG.__dict__, "decoder": decoder, "decoder_stride": stride}).validate()
+    cfg = iodine.Config(**{**CFG.__dict__, "decoder": decoder, "decoder_stride": stride}).validate()
     B, K, S = images.shape[0], cfg.slots, cfg.size
     out = jax.eval_shape(
-        lambda k: I.infer(I.init(k, cfg), cfg, images, I.posterior_noise(k, cfg, B))[0], jax.random.key(0)
+        lambda k: iodine.infer(iodine.init(k, cfg), cfg, images, iodine.posterior_noise(k, cfg, B))[0],
+        jax.random.key(0),
     )
     assert out.masks.shape == (B, K, S, S) and out.rgb.shape == (B, K, S, S, 3) and out.labels.shape == (B, S, S)
     assert out.elbo.shape == (B, cfg.iterations + 1)
 
 
 def test_deterministic_given_keys(params0, images):
-    a = I.apply(jax.random.key(5), params0, CFG, images)
-    b = I.apply(jax.random.key(5), params0, CFG, images)
+    a = iodine.apply(jax.random.key(5), params0, CFG, images)
+    b = iodine.apply(jax.random.key(5), params0, CFG, images)
     for x, y in zip(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    c = I.apply(jax.random.key(6), params0, CFG, images)
+    c = iodine.apply(jax.random.key(6), params0, CFG, images)
     assert not np.allclose(np.asarray(c.loc), np.asarray(a.loc))
     # init is a function of its key
-    p1 = jax.jit(I.init, static_argnums=1)(jax.random.key(0), CFG)
+    p1 = jax.jit(iodine.init, static_argnums=1)(jax.random.key(0), CFG)
     for x, y in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(params0)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -321,7 +322,7 @@ def test_training_lowers_the_loss(pool, trained):
     pixel, the same pixel scale, no KL: NumPy), which a model that does not see the image cannot."""
     res, logs = trained
     assert res.finished and res.nan_report() == []
-    keys, _ = I.models(CFG, HP)
+    keys, _ = iodine.models(CFG, HP)
     held = squares(16, CFG.size, seed=9)
     key = jax.random.key(11)
     x = np64(held)
@@ -329,11 +330,11 @@ def test_training_lowers_the_loss(pool, trained):
     constant = np.mean(
         (-0.5 * d2 / CFG.pixel_scale**2 - 3 * np.log(CFG.pixel_scale) - 1.5 * np.log(2 * np.pi)).sum((1, 2))
     )
-    loss = jax.jit(I.loss_fn, static_argnames=("cfg",))
+    loss = jax.jit(iodine.loss_fn, static_argnames=("cfg",))
     for s in range(CFG.seeds):
-        before, _ = loss(key, jax.jit(I.init, static_argnums=1)(slots.run_keys(keys[s])[0], CFG), CFG, held)
-        after, out = loss(key, I.params_of(res.state, s), CFG, held)
-        w = np.asarray(I.iteration_weights(CFG))
+        before, _ = loss(key, jax.jit(iodine.init, static_argnums=1)(slots.run_keys(keys[s])[0], CFG), CFG, held)
+        after, out = loss(key, iodine.params_of(res.state, s), CFG, held)
+        w = np.asarray(iodine.iteration_weights(CFG))
         elbo = np64(out.elbo).mean(0) @ w / w.sum()
         assert float(after) < 0.5 * float(before), (s, float(before), float(after))
         assert elbo > constant + 5.0, (s, np64(out.elbo).mean(0), constant)
@@ -347,31 +348,31 @@ def test_training_is_deterministic_and_seeds_differ(pool, trained):
     again = fit(pool, max_calls=1)
     for k in ("loss", "grad_norm", "elbo_last"):  # the same program on the same keys: the same numbers
         np.testing.assert_array_equal(again.curves[k][:, 0], res.curves[k][:, 0])
-    a, b = (np.asarray(I.params_of(res.state, s)["params"]["refiner"]["out"]["kernel"]) for s in range(2))
+    a, b = (np.asarray(iodine.params_of(res.state, s)["params"]["refiner"]["out"]["kernel"]) for s in range(2))
     assert not np.array_equal(a, b)
-    tr = I.trainer(CFG)
-    assert tr is I.trainer(I.Config(**{**CFG.__dict__, "refine_channels": [4]}))
+    tr = iodine.trainer(CFG)
+    assert tr is iodine.trainer(iodine.Config(**{**CFG.__dict__, "refine_channels": [4]}))
     assert (
         tr.config
         == CFG.train
         == train.Config(steps=60, steps_per_call=10, warmup=2, decay="cosine", final_fraction=0.05, clip_norm=1.0)
     )
-    assert I.default_strategy("cpu") == "loop" and I.default_strategy("gpu") == "step"
-    assert I.stamp(CFG) != slots.stamp(slots.Config()) and '"model": "iodine"' in I.stamp(CFG)
+    assert iodine.default_strategy("cpu") == "loop" and iodine.default_strategy("gpu") == "step"
+    assert iodine.stamp(CFG) != slots.stamp(slots.Config()) and '"model": "iodine"' in iodine.stamp(CFG)
 
 
 # ---------------------------------------------------------------------------------------------- segment
 
 
 def test_segment_labels_and_fg_ari(trained):
-    params = I.params_of(trained[0].state, 0)
+    params = iodine.params_of(trained[0].state, 0)
     sc = scenes.sprite_scenes(jax.random.key(3), 5, size=CFG.size, min_objects=1, max_objects=2, scale=(0.3, 0.5))
     imgs, masks = np.asarray(sc.images), np.asarray(sc.masks)
     key = jax.random.key(2)
-    lab, loc2 = segmented_in_chunks(I.segment, key, params, CFG, imgs, CFG.latent_size, rtol=1e-4, atol=1e-5)
+    lab, loc2 = segmented_in_chunks(iodine.segment, key, params, CFG, imgs, CFG.latent_size, rtol=1e-4, atol=1e-5)
     # image i is inferred with the posterior noise of fold_in(key, i) alone
     i = 3
-    one = I.apply(jax.random.fold_in(key, i), params, CFG, imgs[i : i + 1])
+    one = iodine.apply(jax.random.fold_in(key, i), params, CFG, imgs[i : i + 1])
     np.testing.assert_allclose(np.asarray(one.loc[0]), np.asarray(loc2[i]), rtol=1e-4, atol=1e-5)
     # FG-ARI is computable and is scikit-learn's ARI over the foreground pixels
     fg = jax.vmap(lambda m, l: metrics.fg_ari(m, l, n_true=3, n_pred=CFG.slots))(
@@ -382,7 +383,7 @@ def test_segment_labels_and_fg_ari(trained):
         ref = adjusted_rand_score(masks[j][on], lab[j][on])
         np.testing.assert_allclose(float(fg[j]), ref, atol=1e-5)
     # duplicates and unused slots, as for Slot Attention
-    dup, unused = jax.vmap(I.collapse)(loc2, lab)
+    dup, unused = jax.vmap(iodine.collapse)(loc2, lab)
     for j in range(5):
         assert int(unused[j]) == CFG.slots - len(np.unique(lab[j]))
         assert 0 <= int(dup[j]) < CFG.slots
@@ -412,13 +413,13 @@ def test_segment_labels_and_fg_ari(trained):
 )
 def test_bad_config(kw, err, match):
     with pytest.raises(err, match=match):
-        I.Config(**kw).validate()
+        iodine.Config(**kw).validate()
 
 
 def test_the_slot_models_hparams_are_one_definition_with_their_own_defaults():
     """iodine.Hparams and savi.Hparams derive from slots.Hparams: each a pytree of one traced leaf
     (jit traces it), checked alike, with its own default; each model's models() takes its own."""
-    for cls, default in ((slots.Hparams, 4e-4), (I.Hparams, 3e-4), (savi.Hparams, 2e-3)):
+    for cls, default in ((slots.Hparams, 4e-4), (iodine.Hparams, 3e-4), (savi.Hparams, 2e-3)):
         assert cls().learning_rate == default
         leaves, treedef = jax.tree_util.tree_flatten(cls(learning_rate=np.array([1e-3, 2e-3], np.float32)))
         assert len(leaves) == 1 and np.shape(leaves[0]) == (2,)
@@ -427,24 +428,24 @@ def test_the_slot_models_hparams_are_one_definition_with_their_own_defaults():
         with pytest.raises(ValueError, match="learning_rate"):
             cls.checked(cls(learning_rate=0.0))
     with pytest.raises(TypeError, match="tokdyn.models.savi.Hparams"):
-        savi.Hparams.checked(I.Hparams())
+        savi.Hparams.checked(iodine.Hparams())
 
 
 def test_bad_input_is_refused_before_compiling(params0, images):
-    bad_cfg = I.Config(**{**CFG.__dict__, "pixel_scale": -1.0})
+    bad_cfg = iodine.Config(**{**CFG.__dict__, "pixel_scale": -1.0})
     with jax_compilations() as compiled:
         with pytest.raises(ValueError, match="pixel_scale"):
-            I.trainer(bad_cfg)
+            iodine.trainer(bad_cfg)
         with pytest.raises(ValueError, match="pixel_scale"):
-            I.apply(jax.random.key(0), params0, bad_cfg, images)
+            iodine.apply(jax.random.key(0), params0, bad_cfg, images)
         with pytest.raises(TypeError, match="iodine.Config"):
-            I.apply(jax.random.key(0), params0, slots.Config(size=CFG.size), images)
+            iodine.apply(jax.random.key(0), params0, slots.Config(size=CFG.size), images)
         with pytest.raises(TypeError, match="Config"):
-            I.trainer(dict(CFG.__dict__))
+            iodine.trainer(dict(CFG.__dict__))
         with pytest.raises(ValueError, match="learning_rate"):
-            I.models(CFG, I.Hparams(learning_rate=-1.0))
+            iodine.models(CFG, iodine.Hparams(learning_rate=-1.0))
         with pytest.raises(TypeError, match="Hparams"):
-            I.models(CFG, slots.Hparams())
+            iodine.models(CFG, slots.Hparams())
         for bad, err in (
             (images[0], ValueError),
             (images[:, :4], ValueError),
@@ -453,9 +454,9 @@ def test_bad_input_is_refused_before_compiling(params0, images):
             (images[:0], ValueError),
         ):
             with pytest.raises(err, match="images"):
-                I.apply(jax.random.key(0), params0, CFG, bad)
+                iodine.apply(jax.random.key(0), params0, CFG, bad)
         with pytest.raises(ValueError, match="chunk"):
-            I.segment(jax.random.key(0), params0, CFG, images, chunk=0)
+            iodine.segment(jax.random.key(0), params0, CFG, images, chunk=0)
         with pytest.raises(TypeError, match="key"):
-            I.apply(0, params0, CFG, images)
+            iodine.apply(0, params0, CFG, images)
     assert compiled == []

@@ -16,7 +16,7 @@ import killing
 from test_latent_train import TINY  # the same configuration: compilations are shared within a session
 from tokdyn import cli, io, train
 from tokdyn.models.latent import evaluation, tasks, training
-from tokdyn.studies import latent_reasoning as L
+from tokdyn.studies import latent_reasoning
 
 pytestmark = pytest.mark.fast_compile
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.fast_compile
 # by more than 0.5 for 40 steps, at least 50 steps done, the loss not consulted: it stops at step 60
 # at the earliest); no_image keeps TINY's 40 steps and stops at its budget, unconverged (one
 # evaluation after its first cannot show a plateau)
-CONVERGING = L.Config(
+CONVERGING = latent_reasoning.Config(
     variants=("direct", "no_image"),
     patience=0.2,
     min_fraction=0.25,
@@ -95,7 +95,7 @@ RESULTS = [
 
 def same_answers(a, b):
     for name in ("direct", "no_image"):
-        np.testing.assert_array_equal(L.read_answers(a, name), L.read_answers(b, name))
+        np.testing.assert_array_equal(latent_reasoning.read_answers(a, name), latent_reasoning.read_answers(b, name))
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +112,12 @@ def study(tmp_path_factory):
 
 
 def test_the_command_line_config_is_the_tests():
-    assert cli.config_from_args(L.Config, cli.build_parser(ARGS).parse_args(ARGS)) == CONVERGING
+    assert cli.config_from_args(latent_reasoning.Config, cli.build_parser(ARGS).parse_args(ARGS)) == CONVERGING
 
 
 def test_study_writes_outputs_and_resumes(tmp_path, study):
     cfg = CONVERGING
-    assert not L.main(
+    assert not latent_reasoning.main(
         dataclasses.replace(cfg, max_minutes=1e-9), str(tmp_path / "s0"), quiet=True, plots=False
     )  # out of time at once
     assert not os.path.exists(str(tmp_path / "s0" / "results" / "direct.json"))
@@ -147,7 +147,7 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
     assert conf["config"]["training"]["train"]["steps"] == TINY.train.steps
     assert conf["config"]["hparams"]["learning_rate"] == cfg.hparams.learning_rate
     assert conf["config"]["variants"] == conf["selection"]["variants"] == ["direct", "no_image"]  # the whole config
-    res = L.read_result(os.path.join(out, "results", "direct.json"))
+    res = latent_reasoning.read_result(os.path.join(out, "results", "direct.json"))
     assert res["nan_step"] == [-1, -1] and len(res["accuracy"]["all"]) == TINY.seeds
     # each seed is tested with its state at its best held-out accuracy (the first step reaching it)
     assert res["tested"] == "best"
@@ -155,18 +155,18 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
         val = curves["val_all"][curves["seed"] == s]
         assert res["tested_step"][s] == curves["step"][curves["seed"] == s][int(np.argmax(val))]
     ckpt = os.path.join(out, "checkpoints", "direct.npz")
-    best = training.load_best(ckpt, L.training(cfg, "direct"), "direct", cfg.hparams)
+    best = training.load_best(ckpt, latent_reasoning.training(cfg, "direct"), "direct", cfg.hparams)
     assert best.step.tolist() == res["tested_step"]
-    _, params, tc = L.load_variant(cfg, out, "direct")  # what the diagnostics read: the tested state
+    _, params, tc = latent_reasoning.load_variant(cfg, out, "direct")  # what the diagnostics read: the tested state
     for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(best.state.params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    answers, _ = evaluation.answers(tc, "direct", params, L.splits(cfg).test)
-    np.testing.assert_array_equal(np.asarray(answers), L.read_answers(out, "direct"))
+    answers, _ = evaluation.answers(tc, "direct", params, latent_reasoning.splits(cfg).test)
+    np.testing.assert_array_equal(np.asarray(answers), latent_reasoning.read_answers(out, "direct"))
     with open(os.path.join(out, "summary.md")) as f:
         table = f.read()
     assert "| direct |" in table and "| no_image |" in table and "question-only optimum" in table
     mtime = os.path.getmtime(os.path.join(out, "results", "direct.json"))
-    assert L.main(cfg, out, quiet=True, plots=True)  # finished variants are skipped
+    assert latent_reasoning.main(cfg, out, quiet=True, plots=True)  # finished variants are skipped
     assert os.path.getmtime(os.path.join(out, "results", "direct.json")) == mtime
     assert os.path.getsize(os.path.join(out, "learning_curves.png")) > 1000
     # another configuration is refused before any work, naming what differs; variants may change
@@ -179,16 +179,18 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
         (dataclasses.replace(cfg, tested="final"), "tested"),
     ):
         with pytest.raises(io.OutputConflict, match=words):
-            L.main(other, out, quiet=True, plots=False)
+            latent_reasoning.main(other, out, quiet=True, plots=False)
     # --no-train reports what is on disk, here one variant of three
-    assert not L.main(dataclasses.replace(cfg, variants=("direct", "text"), train=False), out, quiet=True, plots=False)
+    assert not latent_reasoning.main(
+        dataclasses.replace(cfg, variants=("direct", "text"), train=False), out, quiet=True, plots=False
+    )
     assert set(io.read_csv(os.path.join(out, "accuracy.csv"))["variant"]) == {"direct"}
     with pytest.raises(ValueError, match="holds no latent-reasoning study"):
-        L.main(dataclasses.replace(cfg, train=False), str(tmp_path / "empty"), quiet=True, plots=False)
+        latent_reasoning.main(dataclasses.replace(cfg, train=False), str(tmp_path / "empty"), quiet=True, plots=False)
     assert not os.path.exists(tmp_path / "empty")
     # --fresh removes the old configuration's files (its variants and figures) and starts afresh
-    fresh = L.Config(variants=("direct",), reference_steps=0, training=TINY)
-    assert L.main(fresh, out, quiet=True, plots=False, fresh=True)
+    fresh = latent_reasoning.Config(variants=("direct",), reference_steps=0, training=TINY)
+    assert latent_reasoning.main(fresh, out, quiet=True, plots=False, fresh=True)
     assert sorted(os.listdir(os.path.join(out, "results"))) == ["direct.json", "direct.npz"]
     assert not os.path.exists(os.path.join(out, "learning_curves.png"))
     assert io.read_json(os.path.join(out, "config.json"))["config"]["reference_steps"] == 0
@@ -196,17 +198,17 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
 
 def test_tested_final_answers_with_the_last_state(tmp_path):
     """With tested='final' the test answers and the state the analyses read are the last step's."""
-    cfg = L.Config(variants=("direct",), reference_steps=0, training=TINY, tested="final")
+    cfg = latent_reasoning.Config(variants=("direct",), reference_steps=0, training=TINY, tested="final")
     out = str(tmp_path / "final")
-    assert L.main(cfg, out, quiet=True, plots=False)
-    res = L.read_result(os.path.join(out, "results", "direct.json"))
+    assert latent_reasoning.main(cfg, out, quiet=True, plots=False)
+    res = latent_reasoning.read_result(os.path.join(out, "results", "direct.json"))
     assert res["tested"] == "final" and res["tested_step"] == [TINY.train.steps] * TINY.seeds
     last = training.load(os.path.join(out, "checkpoints", "direct.npz"), TINY, "direct", cfg.hparams)
-    _, params, tc = L.load_variant(cfg, out, "direct")
+    _, params, tc = latent_reasoning.load_variant(cfg, out, "direct")
     for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(last.params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    answers, _ = evaluation.answers(tc, "direct", last.params, L.splits(cfg).test)
-    np.testing.assert_array_equal(np.asarray(answers), L.read_answers(out, "direct"))
+    answers, _ = evaluation.answers(tc, "direct", last.params, latent_reasoning.splits(cfg).test)
+    np.testing.assert_array_equal(np.asarray(answers), latent_reasoning.read_answers(out, "direct"))
 
 
 def truncate(path, keep=2 / 3):
@@ -229,12 +231,12 @@ def stop_recorded(whole, seen):
 def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path, monkeypatch):
     """A variant cut off after its first call resumes from the checkpoint to the uninterrupted
     result; with its curve damaged, it is trained again from the start, to the same result."""
-    cfg = L.Config(variants=("direct",), reference_steps=0, training=TINY)
+    cfg = latent_reasoning.Config(variants=("direct",), reference_steps=0, training=TINY)
     full, cut, bad = (str(tmp_path / d) for d in ("full", "cut", "bad"))
-    assert L.main(cfg, full, quiet=True, plots=False)
+    assert latent_reasoning.main(cfg, full, quiet=True, plots=False)
     whole = train.train_many
     monkeypatch.setattr(train, "train_many", lambda *a, **kw: whole(*a, **{**kw, "max_calls": 1}))
-    assert not L.main(cfg, cut, quiet=True, plots=False)  # what a run stopped after one call leaves
+    assert not latent_reasoning.main(cfg, cut, quiet=True, plots=False)  # what a run stopped after one call leaves
     monkeypatch.setattr(train, "train_many", whole)
     assert io.read_csv(os.path.join(cut, "curves", "direct.csv"))["step"].tolist() == [20, 20]
     shutil.copytree(cut, bad)
@@ -242,12 +244,12 @@ def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path, mon
     monkeypatch.setattr(train, "train_many", stop_recorded(whole, calls))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert L.main(cfg, cut, quiet=True, plots=False)
+        assert latent_reasoning.main(cfg, cut, quiet=True, plots=False)
     assert not [w for w in caught if "set aside" in str(w.message)]  # a clean resume sets nothing aside
     assert calls == [40]  # only the rest ran
     truncate(os.path.join(bad, "curves", "direct.csv"), 0.9)
     with pytest.warns(RuntimeWarning, match=r"curves/direct.csv does not hold the learning curve of .*direct.npz"):
-        assert L.main(cfg, bad, quiet=True, plots=False)
+        assert latent_reasoning.main(cfg, bad, quiet=True, plots=False)
     assert calls == [40, 20, 40]  # trained again from the start
     assert os.listdir(os.path.join(bad, "curves", "corrupt")) and os.listdir(
         os.path.join(bad, "checkpoints", "corrupt")
@@ -264,7 +266,7 @@ def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path, mon
     state, curves, _ = train.load_checkpoint(ck, training.init_states(TINY, "direct", cfg.hparams))
     train.save_checkpoint(ck, state, curves, training.stamp(TINY, "direct"))  # no best state
     with pytest.warns(RuntimeWarning, match="keeps no best state"):
-        assert L.main(cfg, old, quiet=True, plots=False)
+        assert latent_reasoning.main(cfg, old, quiet=True, plots=False)
     assert calls == [40, 20, 40, 20, 40]
     killing.same_files(full, old, ["curves/direct.csv", "results/direct.json", "accuracy.csv"])
     ckpts = [
@@ -282,14 +284,14 @@ def test_command_line_options():
         "--root-seed 3 --max-minutes 1.5 --train"
     ).split()
     args = cli.build_parser(argv).parse_args(argv)
-    cfg = cli.config_from_args(L.Config, args)
-    want = L.Config(
+    cfg = cli.config_from_args(latent_reasoning.Config, args)
+    want = latent_reasoning.Config(
         variants=("direct", "text"),
         train=True,
         max_minutes=1.5,
         hparams=training.Hparams(learning_rate=0.01, align_weight=0.5),
         training=training.Config(
-            task=tasks.Config(grid_size=3, n_colours=2, families=L.FAMILIES),
+            task=tasks.Config(grid_size=3, n_colours=2, families=latent_reasoning.FAMILIES),
             seeds=2,
             batch_size=8,
             width=16,
@@ -306,19 +308,27 @@ def test_command_line_options():
     )
     assert cfg == want
     no = ["study", "latent-reasoning", "--no-train"]
-    assert cli.config_from_args(L.Config, cli.build_parser(no).parse_args(no)).train is False
-    assert L.Config.quick().validate().training.train.steps < L.Config().training.train.steps
-    with pytest.raises(ValueError, match="variant"):
-        L.Config(variants=("direct", "dream")).validate()
-    with pytest.raises(ValueError, match="max_minutes"):
-        L.Config(max_minutes=0.0).validate()
-    with pytest.raises(ValueError, match="reference_steps must be a multiple of steps_per_call=100, got 150"):
-        L.Config(reference_steps=150).validate()
-    assert L.training(L.Config(reference_steps=0), "text").train.steps == L.Config().training.train.steps
-    assert L.training(L.Config(), "text").train == dataclasses.replace(
-        L.Config().training.train, steps=L.Config().reference_steps
+    assert cli.config_from_args(latent_reasoning.Config, cli.build_parser(no).parse_args(no)).train is False
+    assert (
+        latent_reasoning.Config.quick().validate().training.train.steps < latent_reasoning.Config().training.train.steps
     )
-    assert L.training(L.Config(), "latent").train.steps == L.Config().training.train.steps
+    with pytest.raises(ValueError, match="variant"):
+        latent_reasoning.Config(variants=("direct", "dream")).validate()
+    with pytest.raises(ValueError, match="max_minutes"):
+        latent_reasoning.Config(max_minutes=0.0).validate()
+    with pytest.raises(ValueError, match="reference_steps must be a multiple of steps_per_call=100, got 150"):
+        latent_reasoning.Config(reference_steps=150).validate()
+    assert (
+        latent_reasoning.training(latent_reasoning.Config(reference_steps=0), "text").train.steps
+        == latent_reasoning.Config().training.train.steps
+    )
+    assert latent_reasoning.training(latent_reasoning.Config(), "text").train == dataclasses.replace(
+        latent_reasoning.Config().training.train, steps=latent_reasoning.Config().reference_steps
+    )
+    assert (
+        latent_reasoning.training(latent_reasoning.Config(), "latent").train.steps
+        == latent_reasoning.Config().training.train.steps
+    )
 
 
 @pytest.mark.parametrize(
@@ -367,9 +377,9 @@ def test_damaged_files_of_a_finished_variant_are_named_set_aside_and_recomputed(
     """Truncated, each kind in turn: the curve (restored from its copy in the answers), the result
     and the answers (recomputed from the final checkpoint), the checkpoint (trained again): each is
     named in a warning, set aside to corrupt/, and the study ends with the same bits."""
-    cfg = L.Config(variants=("direct",), reference_steps=0, training=TINY)
+    cfg = latent_reasoning.Config(variants=("direct",), reference_steps=0, training=TINY)
     full, out = str(tmp_path / "full"), str(tmp_path / "out")
-    assert L.main(cfg, full, quiet=True, plots=False)
+    assert latent_reasoning.main(cfg, full, quiet=True, plots=False)
     shutil.copytree(full, out)
     files = ["curves/direct.csv", "results/direct.json", "results/direct.npz", "accuracy.csv"]
     whole = train.train_many
@@ -384,7 +394,7 @@ def test_damaged_files_of_a_finished_variant_are_named_set_aside_and_recomputed(
             truncate(os.path.join(out, rel))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            assert L.main(cfg, out, quiet=True, plots=False)
+            assert latent_reasoning.main(cfg, out, quiet=True, plots=False)
         said = " ".join(str(w.message) for w in caught)
         for rel in damaged:
             assert os.path.join(out, rel) in said and "set aside" in said, (rel, said)
@@ -395,4 +405,6 @@ def test_damaged_files_of_a_finished_variant_are_named_set_aside_and_recomputed(
         assert bool(steps) == retrained, (damaged, steps)
         steps.clear()
         killing.same_files(full, out, [f for f in files if not f.endswith(".npz")])
-        np.testing.assert_array_equal(L.read_answers(full, "direct"), L.read_answers(out, "direct"))
+        np.testing.assert_array_equal(
+            latent_reasoning.read_answers(full, "direct"), latent_reasoning.read_answers(out, "direct")
+        )

@@ -13,10 +13,10 @@ import pytest
 
 from tokdyn.engine import execute, sweep
 from tokdyn.engine.runs import ClusterRun
-from tokdyn.experiment import rates as R
+from tokdyn.experiment import rates as backend_rates
 from tokdyn.experiment import study as study_dir
 
-REF = R.REFERENCE_RATES
+REF = backend_rates.REFERENCE_RATES
 pytestmark = pytest.mark.fast_compile  # the probes' rates are only checked for their units here
 
 
@@ -25,34 +25,34 @@ def probing(monkeypatch, tmp_path):
     """Probes allowed (conftest turns them off), the disk cache in a temporary directory, fake
     probes that count their calls and measure twice the reference's dynamics rate, a quarter of
     its training rate and half its host rate."""
-    monkeypatch.setenv(R.ENV, "disk")
+    monkeypatch.setenv(backend_rates.ENV, "disk")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     calls = []
-    monkeypatch.setitem(R.PROBES, "dynamics", lambda s: calls.append("dynamics") or 2.0 * REF["dynamics"])
-    monkeypatch.setitem(R.PROBES, "training", lambda s: calls.append("training") or 0.25 * REF["training"])
-    monkeypatch.setitem(R.PROBES, "host", lambda s: calls.append("host") or 0.5 * REF["host"])
-    R.forget()
+    monkeypatch.setitem(backend_rates.PROBES, "dynamics", lambda s: calls.append("dynamics") or 2.0 * REF["dynamics"])
+    monkeypatch.setitem(backend_rates.PROBES, "training", lambda s: calls.append("training") or 0.25 * REF["training"])
+    monkeypatch.setitem(backend_rates.PROBES, "host", lambda s: calls.append("host") or 0.5 * REF["host"])
+    backend_rates.forget()
     yield calls
-    R.forget()
+    backend_rates.forget()
 
 
 # ---------------------------------------------------------------------------------------------- the real probes
 
 
 def test_the_probes_measure_positive_finite_rates_in_their_units(monkeypatch):
-    monkeypatch.setenv(R.ENV, "process")
+    monkeypatch.setenv(backend_rates.ENV, "process")
     t0 = time.perf_counter()
-    r = R.measure(min_seconds=0.05)
+    r = backend_rates.measure(min_seconds=0.05)
     wall = time.perf_counter() - t0
-    assert set(r.rates) == set(R.KINDS) and r.sources == {k: "measured" for k in R.KINDS}
+    assert set(r.rates) == set(backend_rates.KINDS) and r.sources == {k: "measured" for k in backend_rates.KINDS}
     assert all(math.isfinite(v) and v > 0 for v in r.rates.values())
     assert 0 < r.probe_seconds <= wall and r.backend == jax.default_backend()
     # runs a second: against our own clock on the probe's compiled sweep, with other keys
-    chunk = R.DYNAMICS_CHUNK * jax.local_device_count()
+    chunk = backend_rates.DYNAMICS_CHUNK * jax.local_device_count()
     grid = sweep.Grid(
         n_clusters=np.array([3, 4, 5]),
         noise=np.array([0.3, 0.6, 0.9], np.float32),
-        seeds=R.DYNAMICS_CHUNKS * chunk // 9,
+        seeds=backend_rates.DYNAMICS_CHUNKS * chunk // 9,
         seed_major=True,
     )  # the probe's grid: compiled
     t0 = time.perf_counter()
@@ -101,14 +101,14 @@ def test_the_training_probes_flop_count_is_xlas():
 
     cost = jax.jit(step).lower(p, opt.init(p), x).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    assert R.training_flops(B, L, W) == pytest.approx(cost["flops"], rel=0.1)
+    assert backend_rates.training_flops(B, L, W) == pytest.approx(cost["flops"], rel=0.1)
 
 
 # ---------------------------------------------------------------------------------------------- time = work / speed
 
 
 def test_time_here_is_the_work_over_the_speed():
-    r = R.Rates(
+    r = backend_rates.Rates(
         {"dynamics": 2.0 * REF["dynamics"], "training": 0.25 * REF["training"]},
         "cpu",
         "x",
@@ -121,7 +121,7 @@ def test_time_here_is_the_work_over_the_speed():
     assert r.seconds({"dynamics": 10.0}) == pytest.approx(n / r.rates["dynamics"])
     est = study_dir.Estimate(models=3, work={"dynamics": 10.0, "host": 5.0})
     for factor in (0.5, 1.0, 4.0, 100.0):  # inversely with the rate (the host's part fixed)
-        fast = R.Rates({"dynamics": factor * REF["dynamics"]}, "gpu", "x", {"dynamics": "measured"})
+        fast = backend_rates.Rates({"dynamics": factor * REF["dynamics"]}, "gpu", "x", {"dynamics": "measured"})
         assert study_dir.time_here(est, fast)[0] == pytest.approx(10.0 / factor + 5.0)
     with pytest.raises(ValueError, match="kind"):
         r.speed("sampling")
@@ -161,10 +161,14 @@ def test_small_estimates_never_probe(probing, monkeypatch):
     def refuse(s):
         raise AssertionError("probed")
 
-    for kind in R.KINDS:
-        monkeypatch.setitem(R.PROBES, kind, refuse)
+    for kind in backend_rates.KINDS:
+        monkeypatch.setitem(backend_rates.PROBES, kind, refuse)
     small = study_dir.Estimate(
-        work={"dynamics": 0.5 * R.PROBE_MIN_SECONDS, "training": 0.4 * R.PROBE_MIN_SECONDS, "host": 5.0}
+        work={
+            "dynamics": 0.5 * backend_rates.PROBE_MIN_SECONDS,
+            "training": 0.4 * backend_rates.PROBE_MIN_SECONDS,
+            "host": 5.0,
+        }
     )
     lines = []
     study_dir.check_resources("demo", small, note=lines.append, say_from=0.0)
@@ -174,8 +178,10 @@ def test_small_estimates_never_probe(probing, monkeypatch):
 
     for cfg in (token_dynamics.Config(), video.Config.quick(), object_discovery.Config.quick()):
         est = cfg.estimate()  # the tests' configurations: under the threshold, nothing measured
-        assert est.seconds < R.PROBE_MIN_SECONDS and study_dir.time_here(est)[0] == pytest.approx(est.seconds)
-    assert not os.path.exists(R.cache_file())
+        assert est.seconds < backend_rates.PROBE_MIN_SECONDS and study_dir.time_here(est)[0] == pytest.approx(
+            est.seconds
+        )
+    assert not os.path.exists(backend_rates.cache_file())
 
 
 def test_a_long_estimate_probes_once_and_the_message_names_the_backend(probing):
@@ -185,7 +191,7 @@ def test_a_long_estimate_probes_once_and_the_message_names_the_backend(probing):
     assert probing == ["dynamics", "training", "host"]
     seconds = 2 * 3600.0 / 2.0 + 3600.0 / 0.25 + 60.0 / 0.5
     assert f"(7 models or runs) will take about {seconds / 3600:.1f} hours" in lines[0]
-    assert f"at the rates measured on this cpu backend ({R.current([]).device}; " in lines[0]
+    assert f"at the rates measured on this cpu backend ({backend_rates.current([]).device}; " in lines[0]
     assert "dynamics 2x, training 0.25x, host 0.5x the reference CPU's; probed in" in lines[0]
     assert "2-core" not in lines[0]
     assert "finished work is kept, and the same command resumes it" in lines[0]
@@ -207,7 +213,9 @@ def test_the_message_names_an_accelerator(probing, monkeypatch):
 
     monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [FakeGPU()])
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    monkeypatch.setitem(R.PROBES, "training", lambda s: probing.append("training") or 300.0 * REF["training"])
+    monkeypatch.setitem(
+        backend_rates.PROBES, "training", lambda s: probing.append("training") or 300.0 * REF["training"]
+    )
     lines = []
     study_dir.check_resources(
         "demo",
@@ -219,7 +227,7 @@ def test_the_message_names_an_accelerator(probing, monkeypatch):
         "demo: this configuration (2 models or runs) will take about 6 min at the rates measured on "
         "this gpu backend (1 Fake H100; training 300x the reference CPU's; probed in " + lines[0].split("probed in ")[1]
     ]
-    assert R.current(["training"], probe=False).backend == "gpu"
+    assert backend_rates.current(["training"], probe=False).backend == "gpu"
 
 
 def test_quiet_says_only_what_is_long(probing):
@@ -228,7 +236,7 @@ def test_quiet_says_only_what_is_long(probing):
     study_dir.check_resources("demo", est, note=lines.append)  # quiet: over an hour only
     assert lines == []
     study_dir.check_resources("demo", est, note=lines.append, say_from=study_dir.SAY_SECONDS)
-    device = R.current([]).device
+    device = backend_rates.current([]).device
     assert lines == [
         f"demo: this configuration (1 models or runs) will take about 20 min at the rates measured "
         f"on this cpu backend ({device}; host 0.5x the reference CPU's; probed in 0.0 s)"
@@ -240,56 +248,56 @@ def test_quiet_says_only_what_is_long(probing):
 
 
 def test_rates_are_kept_on_disk_per_machine_and_read_back(probing, monkeypatch):
-    first = R.current(["dynamics"])
+    first = backend_rates.current(["dynamics"])
     assert probing == ["dynamics"] and first.sources == {"dynamics": "measured"}
-    with open(R.cache_file()) as f:
+    with open(backend_rates.cache_file()) as f:
         (entry,) = json.load(f).values()
     assert entry["rates"] == {"dynamics": 2.0 * REF["dynamics"]} and entry["identity"]["backend"] == "cpu"
     assert entry["identity"]["jax"] == jax.__version__ and entry["units"] == {"dynamics": "runs a second"}
-    R.forget()  # a new process: read back, not measured
-    again = R.current(["dynamics"])
+    backend_rates.forget()  # a new process: read back, not measured
+    again = backend_rates.current(["dynamics"])
     assert probing == ["dynamics"] and again.sources == {"dynamics": "cached"} and again.rates == first.rates
     assert "measured before, kept in" in again.words()
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_fast_math=false")
-    R.forget()  # another machine's setup: measured again, kept beside the first
-    R.current(["dynamics"])
+    backend_rates.forget()  # another machine's setup: measured again, kept beside the first
+    backend_rates.current(["dynamics"])
     assert probing == ["dynamics", "dynamics"]
-    with open(R.cache_file()) as f:
+    with open(backend_rates.cache_file()) as f:
         entries = json.load(f)
     assert len(entries) == 2
     for e in entries.values():  # measured long ago: measured again
-        e["measured_at"]["dynamics"] -= (R.MAX_AGE_DAYS + 1) * 86400
-    with open(R.cache_file(), "w") as f:
+        e["measured_at"]["dynamics"] -= (backend_rates.MAX_AGE_DAYS + 1) * 86400
+    with open(backend_rates.cache_file(), "w") as f:
         json.dump(entries, f)
-    R.forget()
-    R.current(["dynamics"])
+    backend_rates.forget()
+    backend_rates.current(["dynamics"])
     assert probing == ["dynamics"] * 3
-    with open(R.cache_file(), "w") as f:
+    with open(backend_rates.cache_file(), "w") as f:
         f.write("{not json")
-    R.forget()  # a damaged file: measured again, and written anew
-    assert R.current(["dynamics"]).sources == {"dynamics": "measured"} and probing == ["dynamics"] * 4
-    with open(R.cache_file()) as f:
+    backend_rates.forget()  # a damaged file: measured again, and written anew
+    assert backend_rates.current(["dynamics"]).sources == {"dynamics": "measured"} and probing == ["dynamics"] * 4
+    with open(backend_rates.cache_file()) as f:
         assert len(json.load(f)) == 1
 
 
 def test_the_switch(probing, monkeypatch):
-    monkeypatch.setenv(R.ENV, "process")  # measured once per process, nothing on disk
-    assert R.current(["training"]).sources == {"training": "measured"}
-    assert R.current(["training"]).sources == {"training": "measured"} and probing == ["training"]
-    assert not os.path.exists(R.cache_file())
-    monkeypatch.setenv(R.ENV, "off")  # never measured: the reference's rates, and the message says so
-    off = R.current(["training"])
+    monkeypatch.setenv(backend_rates.ENV, "process")  # measured once per process, nothing on disk
+    assert backend_rates.current(["training"]).sources == {"training": "measured"}
+    assert backend_rates.current(["training"]).sources == {"training": "measured"} and probing == ["training"]
+    assert not os.path.exists(backend_rates.cache_file())
+    monkeypatch.setenv(backend_rates.ENV, "off")  # never measured: the reference's rates, and the message says so
+    off = backend_rates.current(["training"])
     assert off.sources == {"training": "reference"} and off.speed("training") == 1.0 and probing == ["training"]
     assert "TOKDYN_PROBE=off" in off.words()
-    monkeypatch.setenv(R.ENV, "sometimes")
+    monkeypatch.setenv(backend_rates.ENV, "sometimes")
     with pytest.raises(ValueError, match="TOKDYN_PROBE must be one of disk, process, off, got 'sometimes'"):
-        R.current(["training"])
-    monkeypatch.setenv(R.ENV, "process")
+        backend_rates.current(["training"])
+    monkeypatch.setenv(backend_rates.ENV, "process")
     with pytest.raises(ValueError, match="kinds must be among"):
-        R.current(["sampling"])
-    monkeypatch.setitem(R.PROBES, "dynamics", lambda s: float("nan"))
+        backend_rates.current(["sampling"])
+    monkeypatch.setitem(backend_rates.PROBES, "dynamics", lambda s: float("nan"))
     with pytest.raises(RuntimeError, match="dynamics probe measured nan"):
-        R.measure(["dynamics"])
+        backend_rates.measure(["dynamics"])
 
 
 def test_a_failed_probe_never_stops_a_run(probing, monkeypatch):
@@ -297,7 +305,7 @@ def test_a_failed_probe_never_stops_a_run(probing, monkeypatch):
         probing.append("broken")
         raise MemoryError("out of device memory")
 
-    monkeypatch.setitem(R.PROBES, "dynamics", broken)
+    monkeypatch.setitem(backend_rates.PROBES, "dynamics", broken)
     est = study_dir.Estimate(models=1, work={"dynamics": 2 * 3600.0, "training": 3600.0})
     lines = []
     with pytest.warns(RuntimeWarning, match="probe of dynamics failed \\(MemoryError: out of device memory\\)"):
@@ -305,5 +313,5 @@ def test_a_failed_probe_never_stops_a_run(probing, monkeypatch):
     assert "training 0.25x the reference CPU's" in lines[0] and "dynamics at the reference CPU's rates" in lines[0]
     assert study_dir.time_here(est)[0] == pytest.approx(2 * 3600.0 + 3600.0 / 0.25)  # training measured, dynamics not
     assert probing == ["broken", "training"]  # the failed probe is not tried again in this process
-    assert R.current(["dynamics"]).sources == {"dynamics": "failed"} and probing == ["broken", "training"]
-    assert "its probe failed" in R.current(["dynamics"]).words()
+    assert backend_rates.current(["dynamics"]).sources == {"dynamics": "failed"} and probing == ["broken", "training"]
+    assert "its probe failed" in backend_rates.current(["dynamics"]).words()

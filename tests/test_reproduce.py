@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tokdyn import cli, io, reproduce
-from tokdyn.experiment import findings as F
+from tokdyn.experiment import findings
 from tokdyn.studies import collapse, grid_diffusion, latent_diagnostics, latent_optimisation, token_dynamics
 from tokdyn.studies import visual_tokens
 
@@ -47,22 +47,22 @@ def test_seed_interval_uses_students_t_below_ten_seeds_and_the_bootstrap_above()
     from scipy import stats as sps
 
     v = np.array([0.1, 0.2, 0.4])
-    mean, low, high, n = F.seed_interval(v)
+    mean, low, high, n = findings.seed_interval(v)
     half = sps.t.ppf(0.975, 2) * v.std(ddof=1) / np.sqrt(3)
     assert n == 3 and mean == pytest.approx(v.mean())
     assert (low, high) == pytest.approx((v.mean() - half, v.mean() + half))
     w = np.random.default_rng(1).normal(size=40)
-    mean, low, high, n = F.seed_interval(w)
+    mean, low, high, n = findings.seed_interval(w)
     assert n == 40 and low < mean < high and high - low < 4 * 1.96 * w.std(ddof=1) / np.sqrt(40)
-    assert F.seed_interval([0.5, 0.5, np.nan, 0.5])[1:] == (0.5, 0.5, 3)  # NaN dropped, no spread
-    assert F.seed_interval([0.5])[3] == 1 and np.isnan(F.seed_interval([0.5])[1])
+    assert findings.seed_interval([0.5, 0.5, np.nan, 0.5])[1:] == (0.5, 0.5, 3)  # NaN dropped, no spread
+    assert findings.seed_interval([0.5])[3] == 1 and np.isnan(findings.seed_interval([0.5])[1])
 
 
 def test_aggregate_one_refutation_refutes_a_general_claim():
-    assert F.aggregate(["reproduced", "reproduced", "n/a"]) == "reproduced"
-    assert F.aggregate(["reproduced", "refuted", "open"]) == "refuted"
-    assert F.aggregate(["reproduced", "open"]) == "open"
-    assert F.aggregate(["n/a"]) == "open"
+    assert findings.aggregate(["reproduced", "reproduced", "n/a"]) == "reproduced"
+    assert findings.aggregate(["reproduced", "refuted", "open"]) == "refuted"
+    assert findings.aggregate(["reproduced", "open"]) == "open"
+    assert findings.aggregate(["n/a"]) == "open"
 
 
 # ---------------------------------------------------------------------------------------------- 1. token dynamics

@@ -11,7 +11,7 @@ import pytest
 
 import hostile
 from tokdyn import cli, io, reproduce
-from tokdyn.experiment import findings as F
+from tokdyn.experiment import findings
 from tokdyn.studies import latent_reasoning
 from tokdyn.experiment import study as study_dir
 from tokdyn.studies import latent_diagnostics
@@ -107,7 +107,7 @@ def _published_from(runs):
     """The 'published' table our own run reproduces: each method's mean over seeds of every metric."""
     method = np.asarray(runs["method"]).astype(str)
     return {
-        m: {k: float(np.mean(F.per_seed(runs, method == m, k))) for k in ("ari", "nmi", "steps", "collapsed")}
+        m: {k: float(np.mean(findings.per_seed(runs, method == m, k))) for k in ("ari", "nmi", "steps", "collapsed")}
         for m in ("baseline", "inertia")
     }
 

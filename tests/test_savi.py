@@ -13,13 +13,13 @@ import pytest
 
 from conftest import jax_compilations
 from tokdyn import data, metrics, train
-from tokdyn.models import savi as V
-from tokdyn.models import slots as S
+from tokdyn.models import savi
+from tokdyn.models import slots as slot_attention
 
 pytestmark = pytest.mark.fast_compile
 
 # one tiny config shared by the apply, segment and training tests (one compilation each)
-CFG = V.Config(
+CFG = savi.Config(
     frames=3,
     size=8,
     slots=3,
@@ -42,14 +42,14 @@ CFG = V.Config(
     seeds=2,
     root_seed=0,
 )
-HP = V.Hparams(learning_rate=1e-2)
-STRATEGY = V.default_strategy(jax.default_backend())
+HP = savi.Hparams(learning_rate=1e-2)
+STRATEGY = savi.default_strategy(jax.default_backend())
 GEN = dict(size=CFG.size, min_objects=1, max_objects=2, scale=(0.3, 0.5))
 
 
 def fit(pool, hp=HP, cfg=CFG, **kw):
     execution = train.Execution(STRATEGY, vectorised_init=False)
-    return train.train_many(V.trainer(cfg), pool, *V.models(cfg, hp), execution=execution, **kw)
+    return train.train_many(savi.trainer(cfg), pool, *savi.models(cfg, hp), execution=execution, **kw)
 
 
 def params_np(state, i):
@@ -64,7 +64,7 @@ def clips():
 
 @pytest.fixture(scope="module")
 def params0():
-    return V.init(jax.random.key(1), CFG)
+    return savi.init(jax.random.key(1), CFG)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def reference_predictor(p, s, kind):
 def test_predictors_equal_numpy_reference(kind):
     rng = np.random.default_rng(0)
     s = rng.normal(size=(2, 3, 8)).astype(np.float32)
-    model = V.Predictor(kind, 8, 12, heads=2)
+    model = savi.Predictor(kind, 8, 12, heads=2)
     params = model.init(jax.random.key(0), s)["params"]
     # untrained, it carries the slots: the residual branches' last layers start at zero
     np.testing.assert_array_equal(np.asarray(model.apply({"params": params}, s)), s)
@@ -159,12 +159,12 @@ def _check_outputs(out, cfg, b, f):
 
 
 def test_apply_shapes_masks_and_keys(params0, clips):
-    out = V.apply(jax.random.key(5), params0, CFG, clips.images)
+    out = savi.apply(jax.random.key(5), params0, CFG, clips.images)
     _check_outputs(out, CFG, 4, 4)  # any number of frames, not only CFG.frames
-    again = V.apply(jax.random.key(5), params0, CFG, clips.images)
+    again = savi.apply(jax.random.key(5), params0, CFG, clips.images)
     for a, b in zip(out, again):  # deterministic given the key
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    other = V.apply(jax.random.key(6), params0, CFG, clips.images)  # the key draws frame 0's slots
+    other = savi.apply(jax.random.key(6), params0, CFG, clips.images)  # the key draws frame 0's slots
     assert not np.allclose(np.asarray(other.slots), np.asarray(out.slots), atol=1e-4)
 
 
@@ -174,25 +174,25 @@ def test_one_frame_is_the_image_model(clips, predictor):
     slots.init gives its config from the same key and the same slot noise; frame 0 starts at the
     Gaussian draw mu + exp(log_sigma) z."""
     cfg = dataclasses.replace(CFG, predictor=predictor)
-    scfg = V.slot_config(cfg)
+    scfg = savi.slot_config(cfg)
     assert scfg.iterations == cfg.first_iterations and not scfg.implicit
     key, noise_key = jax.random.key(11), jax.random.key(12)
-    params = V.init(key, cfg)
-    image_params = S.init(key, scfg)
+    params = savi.init(key, cfg)
+    image_params = slot_attention.init(key, scfg)
     assert ("predictor" in params["params"]) == (predictor != "none")
-    assert jax.tree_util.tree_structure(V.slot_params(params)) == jax.tree_util.tree_structure(image_params)
-    for a, b in zip(jax.tree_util.tree_leaves(V.slot_params(params)), jax.tree_util.tree_leaves(image_params)):
+    assert jax.tree_util.tree_structure(savi.slot_params(params)) == jax.tree_util.tree_structure(image_params)
+    for a, b in zip(jax.tree_util.tree_leaves(savi.slot_params(params)), jax.tree_util.tree_leaves(image_params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     frames = clips.images[:, :1]
-    out = V.apply(noise_key, params, cfg, frames)
-    ref = S.apply(noise_key, image_params, scfg, frames[:, 0])
+    out = savi.apply(noise_key, params, cfg, frames)
+    ref = slot_attention.apply(noise_key, image_params, scfg, frames[:, 0])
     for name in ("recon", "rgb", "alpha", "slots", "attention"):
         np.testing.assert_allclose(
             np.asarray(getattr(out, name))[:, 0], np.asarray(getattr(ref, name)), rtol=1e-5, atol=1e-6, err_msg=name
         )
     assert np.mean(np.asarray(out.labels)[:, 0] == np.asarray(ref.labels)) >= 0.99  # last-bit ties aside
     p = image_params["params"]["slot_attention"]
-    z = np.asarray(V.frame_noise(noise_key, cfg, frames.shape[0]), np.float64)
+    z = np.asarray(savi.frame_noise(noise_key, cfg, frames.shape[0]), np.float64)
     start = np.asarray(p["mu"], np.float64) + np.exp(np.asarray(p["log_sigma"], np.float64)) * z
     np.testing.assert_allclose(np.asarray(out.predicted)[:, 0], start, rtol=1e-5, atol=1e-6)
 
@@ -204,25 +204,25 @@ def test_scan_equals_a_loop_of_the_frame_step(moving, clips):
     params = moving
     key = jax.random.key(5)
     videos = jnp.asarray(clips.images)
-    out = V.apply(key, params, CFG, videos)
-    z = V.frame_noise(key, CFG, videos.shape[0])
-    feats = V.encode(params, CFG, videos)
-    s, a, predicted = V.start(params, CFG, feats[:, 0], z)
+    out = savi.apply(key, params, CFG, videos)
+    z = savi.frame_noise(key, CFG, videos.shape[0])
+    feats = savi.encode(params, CFG, videos)
+    s, a, predicted = savi.start(params, CFG, feats[:, 0], z)
     rows = []
     for t in range(videos.shape[1]):
         if t:
-            s, a, predicted = V.step(params, CFG, s, feats[:, t])
+            s, a, predicted = savi.step(params, CFG, s, feats[:, t])
             np.testing.assert_allclose(
-                np.asarray(V.predict(params, CFG, rows[-1][0])), np.asarray(predicted), rtol=1e-5, atol=1e-6
+                np.asarray(savi.predict(params, CFG, rows[-1][0])), np.asarray(predicted), rtol=1e-5, atol=1e-6
             )
-        recon, _, alpha = V.decode(params, CFG, s, a)
+        recon, _, alpha = savi.decode(params, CFG, s, a)
         rows.append((s, a, predicted, recon, alpha))
     for i, name in enumerate(("slots", "attention", "predicted", "recon", "alpha")):
         loop = np.stack([np.asarray(r[i]) for r in rows], axis=1)
         np.testing.assert_allclose(np.asarray(getattr(out, name)), loop, rtol=1e-4, atol=1e-5, err_msg=name)
     # the predicted slots are not the last frame's: the transformer moved them
     assert not np.allclose(np.asarray(out.predicted)[:, 1:], np.asarray(out.slots)[:, :-1], atol=1e-3)
-    short = V.apply(key, params, CFG, videos[:, :2])
+    short = savi.apply(key, params, CFG, videos[:, :2])
     for name in ("slots", "recon", "alpha"):
         np.testing.assert_allclose(
             np.asarray(getattr(short, name)), np.asarray(getattr(out, name))[:, :2], rtol=1e-4, atol=1e-5, err_msg=name
@@ -231,7 +231,7 @@ def test_scan_equals_a_loop_of_the_frame_step(moving, clips):
 
 def test_no_predictor_carries_the_slots_unchanged(clips):
     cfg = dataclasses.replace(CFG, predictor="none")
-    out = V.apply(jax.random.key(5), V.init(jax.random.key(1), cfg), cfg, clips.images)
+    out = savi.apply(jax.random.key(5), savi.init(jax.random.key(1), cfg), cfg, clips.images)
     np.testing.assert_array_equal(np.asarray(out.predicted)[:, 1:], np.asarray(out.slots)[:, :-1])
 
 
@@ -243,7 +243,7 @@ def test_draw_batch_takes_windows_of_consecutive_frames():
     pool = np.zeros((n, fp, 2, 2, 3), np.float32)
     pool[..., 0] = (np.arange(n)[:, None, None, None] + 1) / 10.0  # the clip
     pool[..., 1] = np.arange(fp)[None, :, None, None] / 10.0  # the frame
-    got = np.asarray(jax.jit(V.draw_batch, static_argnums=(2, 3))(jax.random.key(0), pool, 64, frames))
+    got = np.asarray(jax.jit(savi.draw_batch, static_argnums=(2, 3))(jax.random.key(0), pool, 64, frames))
     assert got.shape == (64, frames, 2, 2, 3)
     clip, frame = np.rint(got[:, :, 0, 0, 0] * 10) - 1, np.rint(got[:, :, 0, 0, 1] * 10)
     assert np.all(clip == clip[:, :1])  # one clip per row
@@ -251,7 +251,7 @@ def test_draw_batch_takes_windows_of_consecutive_frames():
     assert set(frame[:, 0].astype(int)) == set(range(fp - frames + 1))  # every start is drawn
     assert len(set(clip[:, 0].astype(int))) == n
     # a pool of clips as long as the window: the clips whole
-    whole = np.asarray(V.draw_batch(jax.random.key(0), pool[:, :frames], 8, frames))
+    whole = np.asarray(savi.draw_batch(jax.random.key(0), pool[:, :frames], 8, frames))
     np.testing.assert_array_equal(np.rint(whole[:, :, 0, 0, 1] * 10), np.tile(np.arange(frames), (8, 1)))
 
 
@@ -272,12 +272,12 @@ def test_training_over_two_seeds_lowers_the_loss(pool, trained):
     assert res.finished and res.nan_report() == []
     np.testing.assert_array_equal(np.asarray(res.state.step), [CFG.train.steps] * CFG.seeds)
     batch = pool[:8, : CFG.frames]
-    init = train.init_states(V.trainer(CFG), *V.models(CFG, HP), vectorised=False)[0]
+    init = train.init_states(savi.trainer(CFG), *savi.models(CFG, HP), vectorised=False)[0]
     black = float(np.mean(batch**2))  # the loss of painting every pixel black
     key = jax.random.key(9)
     for s in range(CFG.seeds):
-        before = float(V.loss_fn(key, params_np(init, s), CFG, batch)[0])
-        after = float(V.loss_fn(key, params_np(res.state, s), CFG, batch)[0])
+        before = float(savi.loss_fn(key, params_np(init, s), CFG, batch)[0])
+        after = float(savi.loss_fn(key, params_np(res.state, s), CFG, batch)[0])
         assert after < 0.5 * before and after < 0.5 * black, (s, before, after, black)
     first, last = logs[0][1]["loss"], logs[-1][1]["loss"]
     assert np.all(last < 0.75 * first), (first, last)
@@ -299,17 +299,17 @@ def test_training_is_deterministic(pool, trained):
 def test_segment_ids_are_slots_through_time(trained, clips):
     params = params_np(trained[0].state, 0)
     key = jax.random.key(2)
-    labels, final = V.segment(key, params, CFG, clips.images, chunk=3)
+    labels, final = savi.segment(key, params, CFG, clips.images, chunk=3)
     n, f = clips.images.shape[:2]
     assert labels.shape == (n, f, CFG.size, CFG.size) and labels.dtype == jnp.int32
     assert final.shape == (n, f, CFG.slots, CFG.slot_size)
     lab = np.asarray(labels)
     assert lab.min() >= 0 and lab.max() < CFG.slots
-    again, _ = V.segment(key, params, CFG, clips.images, chunk=3)
+    again, _ = savi.segment(key, params, CFG, clips.images, chunk=3)
     np.testing.assert_array_equal(np.asarray(again), lab)  # deterministic
     # clip i is segmented with frame 0's slot noise from fold_in(key, i) alone
     i = 2
-    one = V.apply(jax.random.fold_in(key, i), params, CFG, clips.images[i : i + 1])
+    one = savi.apply(jax.random.fold_in(key, i), params, CFG, clips.images[i : i + 1])
     np.testing.assert_allclose(np.asarray(one.slots[0]), np.asarray(final[i]), rtol=1e-4, atol=1e-5)
     assert np.mean(np.asarray(one.labels[0]) == lab[i]) >= 0.99
     # the temporal metrics score the ids
@@ -323,9 +323,9 @@ def test_segment_ids_are_slots_through_time(trained, clips):
     assert video.shape == (n,) and frame.shape == (n, f)
     assert np.all(np.isfinite(video)) and np.all((video >= -0.5) & (video <= 1.0))
     # collapse, frame by frame: slots.collapse of each frame
-    dup, unused = jax.vmap(V.collapse)(final, labels)
+    dup, unused = jax.vmap(savi.collapse)(final, labels)
     assert dup.shape == unused.shape == (n, f)
-    ref = [S.collapse(final[i, t], labels[i, t]) for i in range(n) for t in range(f)]
+    ref = [slot_attention.collapse(final[i, t], labels[i, t]) for i in range(n) for t in range(f)]
     np.testing.assert_array_equal(np.asarray(dup).ravel(), [int(r[0]) for r in ref])
     np.testing.assert_array_equal(np.asarray(unused).ravel(), [int(r[1]) for r in ref])
 
@@ -364,11 +364,11 @@ def test_identity_switch_costs_video_fg_ari_not_frame_fg_ari(clips):
 )
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):
-        V.Config(**kw).validate()
+        savi.Config(**kw).validate()
 
 
 def test_heads_need_not_divide_without_a_transformer():
-    V.Config(predictor="mlp", predictor_heads=3).validate()
+    savi.Config(predictor="mlp", predictor_heads=3).validate()
 
 
 @pytest.mark.parametrize(
@@ -385,26 +385,26 @@ def test_heads_need_not_divide_without_a_transformer():
 def test_bad_videos_refused_before_compile(params0, bad, err):
     with jax_compilations() as compiled:
         with pytest.raises(err, match="videos"):
-            V.apply(jax.random.key(0), params0, CFG, bad)
+            savi.apply(jax.random.key(0), params0, CFG, bad)
         with pytest.raises(err, match="videos"):
-            V.segment(jax.random.key(0), params0, CFG, bad)
+            savi.segment(jax.random.key(0), params0, CFG, bad)
     assert compiled == []
 
 
 def test_bad_input_for_training_refused_before_compile(pool):
     with jax_compilations() as compiled:
         with pytest.raises(ValueError, match="predictor"):
-            V.trainer(dataclasses.replace(CFG, predictor="gru"))
+            savi.trainer(dataclasses.replace(CFG, predictor="gru"))
         with pytest.raises(TypeError, match="Config"):
-            V.trainer(V.slot_config(CFG))
+            savi.trainer(savi.slot_config(CFG))
         with pytest.raises(TypeError, match="Config"):
-            V.apply(jax.random.key(0), {}, V.slot_config(CFG), np.zeros((1, 1, 8, 8, 3), np.float32))
+            savi.apply(jax.random.key(0), {}, savi.slot_config(CFG), np.zeros((1, 1, 8, 8, 3), np.float32))
         with pytest.raises(ValueError, match="learning_rate"):
-            V.models(CFG, V.Hparams(learning_rate=0.0))
+            savi.models(CFG, savi.Hparams(learning_rate=0.0))
         with pytest.raises(TypeError, match="Hparams"):
-            V.models(CFG, S.Hparams())
+            savi.models(CFG, slot_attention.Hparams())
         with pytest.raises(ValueError, match="chunk"):
-            V.segment(jax.random.key(0), {}, CFG, pool[:1], chunk=0)
+            savi.segment(jax.random.key(0), {}, CFG, pool[:1], chunk=0)
     assert compiled == []
     # a pool of clips shorter than the window, or of images, is refused when the step is traced
     for bad in (pool[:, : CFG.frames - 1], pool[:, 0]):

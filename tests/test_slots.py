@@ -14,14 +14,14 @@ import pytest
 
 from conftest import jax_compilations, segmented_in_chunks
 from tokdyn import train
-from tokdyn.models import slots as S
+from tokdyn.models import slots as slot_attention
 
 pytestmark = pytest.mark.fast_compile
 
 B, N, C, K, D, HIDDEN = 2, 10, 6, 3, 8, 12
 
 # one tiny autoencoder config shared by the apply, segment and training tests (one compilation each)
-CFG = S.Config(
+CFG = slot_attention.Config(
     size=8,
     slots=3,
     iterations=2,
@@ -36,17 +36,22 @@ CFG = S.Config(
     seeds=2,
     root_seed=0,
 )
-HP = S.Hparams(learning_rate=1e-2)
-STRATEGY = S.default_strategy(jax.default_backend())
+HP = slot_attention.Hparams(learning_rate=1e-2)
+STRATEGY = slot_attention.default_strategy(jax.default_backend())
 
 
 def fit(pool, hp=HP, cfg=CFG, *, checkpoint=None, execution=None, **kw):
     """``tokdyn.train.train_many`` of CFG's models (one per seed) as the scenes study trains them
     (``checkpoint``: a path, kept under the configuration's stamp)."""
-    checkpointing = None if checkpoint is None else train.Checkpointing(checkpoint, S.stamp(cfg))
+    checkpointing = None if checkpoint is None else train.Checkpointing(checkpoint, slot_attention.stamp(cfg))
     execution = execution or train.Execution(STRATEGY, vectorised_init=False)
     return train.train_many(
-        S.trainer(cfg), pool, *S.models(cfg, hp), checkpointing=checkpointing, execution=execution, **kw
+        slot_attention.trainer(cfg),
+        pool,
+        *slot_attention.models(cfg, hp),
+        checkpointing=checkpointing,
+        execution=execution,
+        **kw,
     )
 
 
@@ -142,7 +147,7 @@ def sa():
     rng = np.random.default_rng(7)
     inputs = (rng.normal(size=(B, N, C)) * 1.5 + 0.3).astype(np.float32)
     z = rng.normal(size=(B, K, D)).astype(np.float32)
-    shapes = jax.eval_shape(S.SlotAttention(K, 1, D, HIDDEN).init, jax.random.key(0), inputs, z)
+    shapes = jax.eval_shape(slot_attention.SlotAttention(K, 1, D, HIDDEN).init, jax.random.key(0), inputs, z)
     params = jax.tree_util.tree_map(lambda s: (0.4 * rng.normal(size=s.shape)).astype(np.float32), shapes)
     c1 = rng.normal(size=(B, K, D)).astype(np.float32)
     c2 = rng.normal(size=(B, N, K)).astype(np.float32)
@@ -150,7 +155,7 @@ def sa():
 
     def run(implicit, iterations):
         if (implicit, iterations) not in cache:
-            model = S.SlotAttention(K, iterations, D, HIDDEN, implicit)
+            model = slot_attention.SlotAttention(K, iterations, D, HIDDEN, implicit)
 
             def loss(p, x, zz):
                 s, a = model.apply(p, x, zz)
@@ -243,17 +248,17 @@ def test_farthest_points_equal_the_numpy_greedy_choice():
     points = rng.normal(size=(4, 30, 5)).astype(np.float32)
     ref, margin = reference_farthest_points(points, 6)
     assert margin > 1e-3  # no near-tie: float32 and float64 must agree on every choice
-    np.testing.assert_array_equal(np.asarray(S.farthest_points(points, 6)), ref)
+    np.testing.assert_array_equal(np.asarray(slot_attention.farthest_points(points, 6)), ref)
     # a bulk of points near the origin and three far clusters: one choice in each cluster first
     bulk = rng.normal(scale=0.1, size=(40, 2))
     far = np.repeat([[5.0, 0.0], [0.0, 5.0], [-5.0, -5.0]], 4, axis=0) + rng.normal(scale=0.1, size=(12, 2))
-    picks = np.asarray(S.farthest_points(np.concatenate([bulk, far])[None].astype(np.float32), 3))[0]
+    picks = np.asarray(slot_attention.farthest_points(np.concatenate([bulk, far])[None].astype(np.float32), 3))[0]
     assert sorted((picks - 40) // 4) == [0, 1, 2]
 
 
 def test_farthest_init_equals_numpy_reference_and_ignores_the_noise(sa):
     _, inputs, z, _ = sa
-    model = S.SlotAttention(K, 2, D, HIDDEN, slot_init="farthest")
+    model = slot_attention.SlotAttention(K, 2, D, HIDDEN, slot_init="farthest")
     params = model.init(jax.random.key(1), inputs, z)
     assert "init" in params["params"] and "mu" not in params["params"]
     rng = np.random.default_rng(8)
@@ -270,7 +275,7 @@ def test_farthest_init_equals_numpy_reference_and_ignores_the_noise(sa):
 
 
 def test_position_grid():
-    g = np.asarray(S.position_grid(3, 5))
+    g = np.asarray(slot_attention.position_grid(3, 5))
     y, x = np.meshgrid(np.linspace(0, 1, 3), np.linspace(0, 1, 5), indexing="ij")
     np.testing.assert_allclose(g, np.stack([y, x, 1 - y, 1 - x], -1), atol=1e-7)
 
@@ -283,7 +288,7 @@ def images():
 @pytest.fixture(scope="module")
 def init_states():
     """The initial states of CFG's models (the compilation that train_many reuses)."""
-    return train.init_states(S.trainer(CFG), *S.models(CFG, HP), vectorised=False)[0]
+    return train.init_states(slot_attention.trainer(CFG), *slot_attention.models(CFG, HP), vectorised=False)[0]
 
 
 @pytest.fixture(scope="module")
@@ -313,17 +318,17 @@ def _check_outputs(out, cfg, n):
 
 
 def test_apply_mlp_decoder(params0, images):
-    out = S.apply(jax.random.key(5), params0, CFG, images)
+    out = slot_attention.apply(jax.random.key(5), params0, CFG, images)
     _check_outputs(out, CFG, images.shape[0])
     # the noise key matters (slots are drawn), the same key reproduces
-    again = S.apply(jax.random.key(5), params0, CFG, images)
+    again = slot_attention.apply(jax.random.key(5), params0, CFG, images)
     np.testing.assert_array_equal(np.asarray(again.recon), np.asarray(out.recon))
-    other = S.apply(jax.random.key(6), params0, CFG, images)
+    other = slot_attention.apply(jax.random.key(6), params0, CFG, images)
     assert not np.allclose(np.asarray(other.slots), np.asarray(out.slots))
 
 
 def test_apply_cnn_decoder():
-    cfg = S.Config(
+    cfg = slot_attention.Config(
         size=16,
         slots=2,
         iterations=1,
@@ -334,10 +339,10 @@ def test_apply_cnn_decoder():
         decoder="cnn",
         decoder_hidden=4,
     )
-    shapes = jax.eval_shape(lambda k: S.init(k, cfg), jax.random.key(4))
+    shapes = jax.eval_shape(lambda k: slot_attention.init(k, cfg), jax.random.key(4))
     assert "dec_up8" in shapes["params"] and "dec_up16" not in shapes["params"]  # one upsampling: 8 -> 16
     # init and apply in one compilation (apply is jittable inside a user's jit)
-    out = jax.jit(lambda k, x: S.apply(jax.random.fold_in(k, 1), S.init(k, cfg), cfg, x))(
+    out = jax.jit(lambda k, x: slot_attention.apply(jax.random.fold_in(k, 1), slot_attention.init(k, cfg), cfg, x))(
         jax.random.key(4), squares(2, 16, seed=2)
     )
     _check_outputs(out, cfg, 2)
@@ -361,13 +366,13 @@ def test_strided_encoder_and_coarse_decoder_equal_a_numpy_upsampling(images, dec
     bilinearly (a NumPy reference), then mixed by the alphas softmaxed over slots."""
     cfg = dataclasses.replace(CFG, encoder_stride=2, decoder_stride=2, decoder=decoder)
     full = dataclasses.replace(CFG, decoder=decoder)
-    params = S.init(jax.random.key(3), cfg)
+    params = slot_attention.init(jax.random.key(3), cfg)
     shapes = jax.tree_util.tree_map(np.shape, params)
-    assert shapes == jax.tree_util.tree_map(np.shape, S.init(jax.random.key(3), full))
-    out, inter = S.Autoencoder(cfg).apply(
+    assert shapes == jax.tree_util.tree_map(np.shape, slot_attention.init(jax.random.key(3), full))
+    out, inter = slot_attention.Autoencoder(cfg).apply(
         params,
         images,
-        S.slot_noise(jax.random.key(5), cfg, images.shape[0]),
+        slot_attention.slot_noise(jax.random.key(5), cfg, images.shape[0]),
         capture_intermediates=lambda m, _: m.name == "dec_out",
     )
     _check_outputs(out, cfg, images.shape[0])
@@ -389,9 +394,9 @@ def test_attention_masks_are_the_attention_at_the_image_size(images, stride):
     inputs, upsampled bilinearly (the NumPy reference) and renormalised over slots; the decoder
     paints RGB only."""
     cfg = dataclasses.replace(CFG, masks="attention", encoder_stride=stride)
-    params = S.init(jax.random.key(3), cfg)
+    params = slot_attention.init(jax.random.key(3), cfg)
     assert params["params"]["dec_out"]["kernel"].shape[-1] == 3
-    out = S.apply(jax.random.key(5), params, cfg, images)
+    out = slot_attention.apply(jax.random.key(5), params, cfg, images)
     _check_outputs(out, cfg, images.shape[0])
     B, g = images.shape[0], cfg.size // stride
     att = np.moveaxis(np.asarray(out.attention, np.float64).reshape(B, g, g, cfg.slots), -1, 1)
@@ -419,7 +424,7 @@ def test_collapse_counts_duplicates_and_unused_slots():
         (spread, np.array([[0, 1], [2, 3], [4, 4]]), tol, 0, 0),
         (spread, np.full((3, 2), 4), tol, 0, 4),
     ]
-    dup, unused = jax.jit(jax.vmap(S.collapse))(
+    dup, unused = jax.jit(jax.vmap(slot_attention.collapse))(
         np.stack([c[0] for c in cases]),
         np.stack([c[1].reshape(2, 3) for c in cases]),
         np.array([c[2] for c in cases], np.float32),
@@ -427,7 +432,7 @@ def test_collapse_counts_duplicates_and_unused_slots():
     np.testing.assert_array_equal(np.asarray(dup), [c[3] for c in cases])
     np.testing.assert_array_equal(np.asarray(unused), [c[4] for c in cases])
     # the default tolerance is the package's
-    assert S.collapse.__defaults__ == (tol,)
+    assert slot_attention.collapse.__defaults__ == (tol,)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -453,7 +458,7 @@ def reference_training(key, pool, lr, steps):
     the batch's key (indices with replacement) and the slot noise's; MSE; clipping to norm 1, then
     Adam with a linear warm-up over CFG.train.warmup steps and a cosine decay to 5% at CFG.train.steps."""
     pool = jnp.asarray(pool)
-    params = S.init(jax.random.fold_in(key, 2**31 - 1), CFG)
+    params = slot_attention.init(jax.random.fold_in(key, 2**31 - 1), CFG)
     tc = CFG.train
     sched = optax.join_schedules(
         [optax.linear_schedule(0.0, lr, tc.warmup), optax.cosine_decay_schedule(lr, tc.steps - tc.warmup, alpha=0.05)],
@@ -468,7 +473,7 @@ def reference_training(key, pool, lr, steps):
         images = pool[jax.random.randint(k_batch, (CFG.batch_size,), 0, pool.shape[0])]
         z = jax.random.normal(k_noise, (CFG.batch_size, CFG.slots, CFG.slot_size))
         loss, grads = jax.value_and_grad(
-            lambda p: jnp.mean((S.Autoencoder(CFG).apply(p, images, z).recon - images) ** 2)
+            lambda p: jnp.mean((slot_attention.Autoencoder(CFG).apply(p, images, z).recon - images) ** 2)
         )(params)
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state, loss
@@ -487,9 +492,9 @@ def test_trainer_is_the_hand_written_training(pool, trained, init_states):
     makes another program; later, Adam's sign-like first steps amplify rounding in near-zero
     gradients, so later parameters are not compared)."""
     logs = trained[2]
-    tr = S.trainer(CFG)
+    tr = slot_attention.trainer(CFG)
     step = jax.jit(train.make_step(tr))  # the step train_many runs ("loop": one compiled call per model and step)
-    keys, hp = S.models(CFG, HP)
+    keys, hp = slot_attention.models(CFG, HP)
     for s in range(CFG.seeds):
         trail, losses = reference_training(keys[s], pool, HP.learning_rate, CFG.train.steps_per_call)
         np.testing.assert_allclose(logs[0][1]["loss"][s], losses.mean(), rtol=1e-5)
@@ -501,8 +506,8 @@ def test_trainer_is_the_hand_written_training(pool, trained, init_states):
                 for a, b in zip(jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(trail[0])):
                     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
     # the trainer's pieces: the optimiser config, the keys, one object per configuration
-    tr = S.trainer(CFG)
-    assert tr is S.trainer(S.Config(**{**CFG.__dict__, "encoder_channels": [4]}))
+    tr = slot_attention.trainer(CFG)
+    assert tr is slot_attention.trainer(slot_attention.Config(**{**CFG.__dict__, "encoder_channels": [4]}))
     assert (
         tr.config
         == CFG.train
@@ -512,7 +517,7 @@ def test_trainer_is_the_hand_written_training(pool, trained, init_states):
     k_init, k_run = tr.keys(k)
     assert jax.random.key_data(k_init).tolist() == jax.random.key_data(jax.random.fold_in(k, 2**31 - 1)).tolist()
     assert jax.random.key_data(k_run).tolist() == jax.random.key_data(k).tolist()
-    assert S.default_strategy("cpu") == "loop" and S.default_strategy("gpu") == "step"
+    assert slot_attention.default_strategy("cpu") == "loop" and slot_attention.default_strategy("gpu") == "step"
 
 
 def test_resumed_training_is_bit_identical(pool, trained, tmp_path):
@@ -555,7 +560,7 @@ def test_vmapped_models_equal_the_loop_over_models(pool, trained, strategy, batc
 def test_checkpoint_of_other_hyperparameters_is_refused(pool, trained):
     _, path, _ = trained
     with pytest.raises(ValueError, match="hyper-parameters"):
-        fit(pool, S.Hparams(learning_rate=2e-2), checkpoint=path)
+        fit(pool, slot_attention.Hparams(learning_rate=2e-2), checkpoint=path)
     # same shapes, another schedule: refused too (the checkpoint records its configuration)
     with pytest.raises(ValueError, match="configuration"):
         fit(
@@ -572,8 +577,8 @@ def test_training_lowers_the_loss(pool, trained, init_states):
     init = init_states
     black = float(np.mean(batch**2))  # the loss of predicting the background everywhere
     for s in range(CFG.seeds):
-        before = np.mean((np.asarray(S.apply(key, params_np(init, s), CFG, batch).recon) - batch) ** 2)
-        after = np.mean((np.asarray(S.apply(key, params_np(res.state, s), CFG, batch).recon) - batch) ** 2)
+        before = np.mean((np.asarray(slot_attention.apply(key, params_np(init, s), CFG, batch).recon) - batch) ** 2)
+        after = np.mean((np.asarray(slot_attention.apply(key, params_np(res.state, s), CFG, batch).recon) - batch) ** 2)
         assert after < before and after < 0.9 * black, (s, before, after, black)
     first, last = logs[0][1]["loss"], logs[-1][1]["loss"]
     assert np.all(last < first)
@@ -582,11 +587,11 @@ def test_training_lowers_the_loss(pool, trained, init_states):
 def test_a_diverging_model_is_reported_and_leaves_the_others_alone(pool, trained):
     straight_logs = trained[2]
     logs = []
-    # one setting per seed (not S.models' seeds x settings): seed 1 overflows once warm-up lets it move
-    keys = S.seed_keys(CFG)
-    hp = S.Hparams(learning_rate=np.array([1e-2, 1e30], np.float32))
+    # one setting per seed (not slot_attention.models' seeds x settings): seed 1 overflows once warm-up lets it move
+    keys = slot_attention.seed_keys(CFG)
+    hp = slot_attention.Hparams(learning_rate=np.array([1e-2, 1e30], np.float32))
     res = train.train_many(
-        S.trainer(CFG),
+        slot_attention.trainer(CFG),
         pool,
         keys,
         hp,
@@ -610,14 +615,16 @@ def test_a_diverging_model_is_reported_and_leaves_the_others_alone(pool, trained
 
 def test_segment_shapes_and_chunking(trained, pool):
     params = params_np(trained[0].state, 0)
-    for a, b in zip(jax.tree_util.tree_leaves(S.params_of(trained[0].state, 0)), jax.tree_util.tree_leaves(params)):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(slot_attention.params_of(trained[0].state, 0)), jax.tree_util.tree_leaves(params)
+    ):
         np.testing.assert_array_equal(np.asarray(a), b)
     imgs = pool[:5]
     key = jax.random.key(2)
-    _, slots2 = segmented_in_chunks(S.segment, key, params, CFG, imgs, CFG.slot_size, rtol=1e-5, atol=1e-6)
+    _, slots2 = segmented_in_chunks(slot_attention.segment, key, params, CFG, imgs, CFG.slot_size, rtol=1e-5, atol=1e-6)
     # image i is segmented with the slot noise of fold_in(key, i) alone
     i = 3
-    one = S.apply(jax.random.fold_in(key, i), params, CFG, np.repeat(imgs[i : i + 1], 4, 0))
+    one = slot_attention.apply(jax.random.fold_in(key, i), params, CFG, np.repeat(imgs[i : i + 1], 4, 0))
     np.testing.assert_allclose(np.asarray(one.slots[0]), np.asarray(slots2[i]), rtol=1e-4, atol=1e-5)
 
 
@@ -643,7 +650,7 @@ def test_segment_shapes_and_chunking(trained, pool):
 )
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):
-        S.Config(**kw).validate()
+        slot_attention.Config(**kw).validate()
 
 
 @pytest.mark.parametrize(
@@ -661,7 +668,7 @@ def test_bad_config(kw, match):
 )
 def test_bad_images_for_apply(params0, bad, err):
     with jax_compilations() as compiled, pytest.raises(err, match="images"):
-        S.apply(jax.random.key(0), params0, CFG, bad)
+        slot_attention.apply(jax.random.key(0), params0, CFG, bad)
     assert compiled == []
 
 
@@ -670,16 +677,16 @@ def test_bad_input_for_training(pool):
     images when the step is traced, naming it."""
     with jax_compilations() as compiled:
         with pytest.raises(ValueError, match="train.steps"):
-            S.trainer(dataclasses.replace(CFG, train=dataclasses.replace(CFG.train, steps=12)))
+            slot_attention.trainer(dataclasses.replace(CFG, train=dataclasses.replace(CFG.train, steps=12)))
         with pytest.raises(TypeError, match="Config"):
-            S.trainer(dict(CFG.__dict__))
+            slot_attention.trainer(dict(CFG.__dict__))
         with pytest.raises(ValueError, match="learning_rate"):
-            S.models(CFG, S.Hparams(learning_rate=-1.0))
+            slot_attention.models(CFG, slot_attention.Hparams(learning_rate=-1.0))
         with pytest.raises(TypeError, match="Hparams"):
-            S.models(CFG, {"learning_rate": 1e-3})
+            slot_attention.models(CFG, {"learning_rate": 1e-3})
     assert compiled == []
     # (H,) learning rates are H settings of every seed
-    keys, hp = S.models(CFG, S.Hparams(learning_rate=np.array([1e-3, 2e-3, 3e-3])))
+    keys, hp = slot_attention.models(CFG, slot_attention.Hparams(learning_rate=np.array([1e-3, 2e-3, 3e-3])))
     assert keys.shape == (3 * CFG.seeds,) and np.allclose(hp.learning_rate, np.repeat([1e-3, 2e-3, 3e-3], CFG.seeds))
     for bad in (np.zeros((4, 16, 16, 3), np.float32), np.zeros((8, 8, 3), np.float32), pool.astype(np.int32)):
         with pytest.raises((ValueError, TypeError), match="pool"):
@@ -693,14 +700,14 @@ def test_edge_inputs(params0, case):
     imgs = np.zeros((1, CFG.size, CFG.size, 3), np.float32)
     if case.startswith("chunk"):
         with pytest.raises(ValueError, match="chunk"):
-            S.segment(key, params0, CFG, imgs, chunk=int(case[6:]))
+            slot_attention.segment(key, params0, CFG, imgs, chunk=int(case[6:]))
     elif case == "list":
         try:
-            out = S.apply(key, params0, CFG, imgs.tolist())
+            out = slot_attention.apply(key, params0, CFG, imgs.tolist())
         except (TypeError, ValueError) as e:
             assert "images" in str(e)
         else:
             assert out.recon.shape == imgs.shape
     else:
         with pytest.raises(ValueError, match="images"):
-            S.apply(key, params0, CFG, imgs[:0])
+            slot_attention.apply(key, params0, CFG, imgs[:0])

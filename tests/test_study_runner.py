@@ -419,7 +419,7 @@ import importlib.util  # noqa: E402
 import hostile  # noqa: E402
 from conftest import jax_compilations  # noqa: E402
 from tokdyn import studies  # noqa: E402
-from tokdyn.experiment import findings as F  # noqa: E402
+from tokdyn.experiment import findings  # noqa: E402
 from tokdyn.studies import latent_reasoning  # noqa: E402
 from tokdyn.experiment import registry, runner  # noqa: E402
 from tokdyn.stats import figures  # noqa: E402
@@ -613,7 +613,7 @@ def test_the_docs_example_study_runs_resumes_and_judges_its_finding(tmp_path):
         module.main(cfg, out, quiet=True)  # the kept part: nothing is simulated, traced or compiled again
     assert events == [] and _files(out)["runs.csv"] == before
     (f,) = module.SPEC.findings(out)
-    assert f.key == "T1" and f.verdict in F.VERDICTS and f.basis.startswith("lowest ")
+    assert f.key == "T1" and f.verdict in findings.VERDICTS and f.basis.startswith("lowest ")
     with open(os.path.join(out, "runs.csv"), "a") as fh:
         fh.write("256.0,99,1,1.0\n")  # changed after the study recorded it: never judged
     (f,) = module.SPEC.findings(out)

@@ -1189,12 +1189,12 @@ def test_shard_map_over_two_devices():
     of a few rows (a loop with its implicit derivative, the auction) and the loops with shared
     arguments where the batch is really split."""
     code = (
-        "import jax, sys; sys.path.insert(0, {tests!r}); import test_transformations as T\n"
+        "import jax, sys; sys.path.insert(0, {tests!r}); import test_transformations\n"
         "assert len(jax.local_devices()) == 2\n"
         "jax.config.update('jax_disable_most_optimizations', True)\n"
         "for k in {rows!r}:\n"
-        "    T._check_cell(T.cases()[k], k, 'shard_map')\n"
-        "T.test_loops_under_shard_map_with_shared_arguments()\n"
+        "    test_transformations._check_cell(test_transformations.cases()[k], k, 'shard_map')\n"
+        "test_transformations.test_loops_under_shard_map_with_shared_arguments()\n"
         "print('ok')\n"
     ).format(tests=os.path.dirname(os.path.abspath(__file__)), rows=TWO_DEVICE_ROWS)
     proc = subprocess.run(

@@ -13,12 +13,12 @@ from sklearn.metrics import adjusted_rand_score
 
 import killing
 from tokdyn import io, train
-from tokdyn.experiment import findings as F
-from tokdyn.studies import video as V
+from tokdyn.experiment import findings
+from tokdyn.studies import video as video_study
 
 pytestmark = pytest.mark.fast_compile
 
-TINY = V.Config(
+TINY = video_study.Config(
     size=12,
     frames=5,
     objects=2,
@@ -46,10 +46,10 @@ TABLES = ("runs.csv", "metrics.csv", "collapse.csv", "tests.csv", "learning_curv
 
 def test_the_learned_arm_stops_resumes_and_fills_the_tables(tmp_path, monkeypatch):
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
-    assert V.main(TINY, full, quiet=True)
+    assert video_study.main(TINY, full, quiet=True)
     whole = train.train_many
     monkeypatch.setattr(train, "train_many", lambda *a, **kw: whole(*a, **{**kw, "max_calls": 1}))
-    assert V.main(TINY, cut, quiet=True, plots=False) is None  # stopped after one call: no tables yet
+    assert video_study.main(TINY, cut, quiet=True, plots=False) is None  # stopped after one call: no tables yet
     assert not os.path.exists(os.path.join(cut, "runs.csv"))
     calls = []
     counted = lambda *s: calls.append(s[0]) or False  # noqa: E731
@@ -58,7 +58,7 @@ def test_the_learned_arm_stops_resumes_and_fills_the_tables(tmp_path, monkeypatc
         "train_many",
         lambda *a, **kw: whole(*a, **{**kw, "evaluation": dataclasses.replace(kw["evaluation"], stop=counted)}),
     )
-    assert V.main(TINY, cut, quiet=True)
+    assert video_study.main(TINY, cut, quiet=True)
     assert calls == [20]  # resumed from the checkpoint: only the second call ran
     killing.same_files(full, cut, TABLES)
     for name in ("learning_curve.png", "tracks.png", "strip.png"):
@@ -69,12 +69,12 @@ def test_the_learned_arm_stops_resumes_and_fills_the_tables(tmp_path, monkeypatc
     assert sorted(runs["seed"][learned].tolist()) == [0, 1]  # learned_seeds models, paired by seed
     for s in (0, 1):  # the same videos as the fixed conditions of that seed: the same frame classes
         row, carry = learned & (runs["seed"] == s), (runs["condition"] == "carry") & (runs["seed"] == s)
-        for c in V.CLASSES:
+        for c in video_study.CLASSES:
             assert runs[f"frames_{c}"][row][0] == runs[f"frames_{c}"][carry][0]
     # seed 0's video (one per seed) as the model segmented it, scored by scikit-learn's ARI
     part = io.load_npz(os.path.join(full, "parts", "savi_mlp.npz"))
     ids = np.asarray(part["example_ids"])
-    masks = np.asarray(V.make_videos(TINY, "occlusion", 1).masks[0])
+    masks = np.asarray(video_study.make_videos(TINY, "occlusion", 1).masks[0])
     fg = masks > 0
     row = learned & (runs["seed"] == 0)
     assert adjusted_rand_score(masks[fg], ids[fg]) == pytest.approx(float(runs["video_ari"][row][0]), abs=1e-5)
@@ -94,7 +94,7 @@ def test_the_learned_arm_stops_resumes_and_fills_the_tables(tmp_path, monkeypatc
     tests = io.read_csv(os.path.join(full, "tests.csv"))
     paired = (tests["condition"] == "savi-mlp") & (tests["metric"] == "video_ari")
     assert sorted(tests["baseline"][paired]) == ["carry", "reinit"] and set(tests["n"][paired]) == {2}
-    found = {f.key: f for f in V.SPEC.findings(full)}
+    found = {f.key: f for f in video_study.SPEC.findings(full)}
     assert found["V5"].verdict == "open" and "over 2 seeds" in found["V5"].basis  # fewer than MIN_SEEDS
     assert found["V6"].basis.startswith("not run: savi-none")
 
@@ -108,7 +108,7 @@ def _table(video: dict, frame=None, seeds=5, learned_seeds=3, spread=0.005):
     rng = np.random.default_rng(1)
     cols = {k: [] for k in ("scenario", "condition", "seed", "video_ari", "frame_ari")}
     for cond, d in video.items():
-        for s in range(learned_seeds if cond.startswith(V.LEARNED) else seeds):
+        for s in range(learned_seeds if cond.startswith(video_study.LEARNED) else seeds):
             for k, v in (
                 ("scenario", "occlusion"),
                 ("condition", cond),
@@ -121,7 +121,7 @@ def _table(video: dict, frame=None, seeds=5, learned_seeds=3, spread=0.005):
 
 
 def _found(table):
-    return {f.key: f for f in V.verdicts(table)}
+    return {f.key: f for f in video_study.verdicts(table)}
 
 
 def test_learned_findings_decide_from_paired_intervals_with_a_margin():
@@ -159,22 +159,22 @@ def test_learned_findings_pair_by_seed_and_say_when_they_did_not_run():
         assert all(f[k].verdict == "open" and f[k].basis.startswith("not run") for k in ("V5", "V6"))
     f = _found(_table({"reinit": 0.0, "carry": 0.1, "savi-transformer": 0.4}))
     assert f["V5"].verdict == "reproduced" and f["V6"].basis == "not run: savi-none did not run"
-    assert [f.key for f in V.verdicts({})] == ["V1", "V2", "V3", "V4", "V5", "V6"]
-    assert all(f.verdict in F.VERDICTS for f in V.verdicts(t))
+    assert [f.key for f in video_study.verdicts({})] == ["V1", "V2", "V3", "V4", "V5", "V6"]
+    assert all(f.verdict in findings.VERDICTS for f in video_study.verdicts(t))
     # learned conditions are never V2's constraints
-    (v2,) = [f for f in V.verdicts(_table({"reinit": 0.0, "carry": 0.1, "savi-mlp": 0.4})) if f.key == "V2"]
+    (v2,) = [f for f in video_study.verdicts(_table({"reinit": 0.0, "carry": 0.1, "savi-mlp": 0.4})) if f.key == "V2"]
     assert "did not run" in v2.basis
 
 
 def test_the_learned_arm_adds_its_training_to_the_estimate():
-    base = V.Config(learned=())
+    base = video_study.Config(learned=())
     more = dataclasses.replace(base, learned=("none", "mlp"))
     steps = 2 * base.learned_seeds * base.learned_steps
     assert more.estimate().seconds - base.estimate().seconds == pytest.approx(
-        steps * (base.learned_frames * base.learned_batch / 64) / V.SAVI_RATE + 2 * V.SAVI_FIXED_S
+        steps * (base.learned_frames * base.learned_batch / 64) / video_study.SAVI_RATE + 2 * video_study.SAVI_FIXED_S
     )
     assert more.estimate().models == base.estimate().models + 2 * base.learned_seeds
-    assert V.savi_config(base, "transformer").validate().slots == base.n_tokens
+    assert video_study.savi_config(base, "transformer").validate().slots == base.n_tokens
 
 
 # ---------------------------------------------------------------------------------------------- killed

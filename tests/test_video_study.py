@@ -13,12 +13,12 @@ from sklearn.metrics import adjusted_rand_score
 
 from conftest import assert_same_floats, jax_compilations
 from tokdyn import io
-from tokdyn.experiment import findings as F
-from tokdyn.studies import video as V
+from tokdyn.experiment import findings
+from tokdyn.studies import video as video_study
 
 pytestmark = pytest.mark.fast_compile
 
-TINY = V.Config(
+TINY = video_study.Config(
     size=12,
     frames=5,
     objects=2,
@@ -63,12 +63,12 @@ def test_bad_fields_are_refused_naming_them(change, words):
 
 
 def test_conditions_are_every_predictor_and_the_carried_ones_with_the_push():
-    cfg = V.Config(predictors=("reinit", "carry", "inertia"), separation=0.2)
+    cfg = video_study.Config(predictors=("reinit", "carry", "inertia"), separation=0.2)
     assert cfg.conditions == ("reinit", "carry", "inertia", "carry+sep", "inertia+sep")
-    pred, sep = V.condition_knobs(cfg)
+    pred, sep = video_study.condition_knobs(cfg)
     assert pred.tolist() == [0, 1, 3, 1, 3] and sep.tolist() == pytest.approx([0, 0, 0, 0.2, 0.2])
     assert dataclasses.replace(cfg, separation=0.0).conditions == ("reinit", "carry", "inertia")
-    assert V.Config.quick().validate().preset == "quick" and V.Config().validate().n_tokens == 4
+    assert video_study.Config.quick().validate().preset == "quick" and video_study.Config().validate().n_tokens == 4
 
 
 # ---------------------------------------------------------------------------------------------- science
@@ -88,8 +88,8 @@ def _majority(masks, ids, n_obj, min_pixels):
 
 @pytest.fixture(scope="module")
 def tiny():
-    runs = {sc: V.scenario_runs(TINY, sc) for sc in TINY.scenarios}
-    return runs, V.example(TINY, "occlusion")
+    runs = {sc: video_study.scenario_runs(TINY, sc) for sc in TINY.scenarios}
+    return runs, video_study.example(TINY, "occlusion")
 
 
 def test_scores_equal_independent_references_on_the_example_video(tiny):
@@ -139,7 +139,7 @@ def test_physics_predictors_start_each_frame_as_documented_and_why_the_scores_ma
 
 def test_frame_classes_follow_the_ground_truth(tiny):
     runs, _ = tiny
-    v = V.make_videos(TINY, "leaving", TINY.seeds * TINY.n_videos)
+    v = video_study.make_videos(TINY, "leaving", TINY.seeds * TINY.n_videos)
     area, visible = np.asarray(v.area), np.asarray(v.visible)
     out = (area == 0).any(axis=2)  # (n, F): an object wholly out of view
     overlap = ((area >= TINY.min_pixels) & (visible < area)).any(axis=2)
@@ -166,7 +166,7 @@ def _table(diffs: dict, seeds=5, spread=0.0, base=0.5, rates=None):
             "condition",
             "seed",
             "video_ari",
-            *(f"{w}_{c}" for c in V.CLASSES for w in ("frames", "collapsed")),
+            *(f"{w}_{c}" for c in video_study.CLASSES for w in ("frames", "collapsed")),
         )
     }
     for sc in ("occlusion", "collisions", "leaving"):
@@ -176,7 +176,7 @@ def _table(diffs: dict, seeds=5, spread=0.0, base=0.5, rates=None):
                 cols["condition"].append(cond)
                 cols["seed"].append(s)
                 cols["video_ari"].append(base + d + spread * rng.standard_normal())
-                for cls in V.CLASSES:
+                for cls in video_study.CLASSES:
                     rate = (rates or {}).get(sc, {}).get(cls, 0.5)
                     cols[f"frames_{cls}"].append(100)
                     cols[f"collapsed_{cls}"].append(round(100 * (rate if np.isscalar(rate) else rate[s])))
@@ -184,7 +184,7 @@ def _table(diffs: dict, seeds=5, spread=0.0, base=0.5, rates=None):
 
 
 def _verdicts(table):
-    return {f.key: f.verdict for f in V.verdicts(table)}
+    return {f.key: f.verdict for f in video_study.verdicts(table)}
 
 
 def test_identity_findings_decide_from_intervals_with_a_margin():
@@ -200,7 +200,7 @@ def test_identity_findings_decide_from_intervals_with_a_margin():
     few = _table({"reinit": 0.0, "carry": 0.3, "velocity": 0.3}, seeds=2, spread=0.01)
     assert _verdicts(few)["V1"] == "open"  # fewer than MIN_SEEDS seeds decide nothing
     one_helps = _table({"reinit": 0.0, "carry": 0.1, "velocity": 0.1, "inertia": 0.2}, spread=0.005)
-    (f2,) = [f for f in V.verdicts(one_helps) if f.key == "V2"]
+    (f2,) = [f for f in video_study.verdicts(one_helps) if f.key == "V2"]
     assert f2.verdict == "reproduced" and f2.basis.startswith("best inertia") and len(f2.rows) == 2
 
 
@@ -216,7 +216,7 @@ def test_collapse_findings_compare_event_frames_with_calm_ones():
     mixed = {"occlusion": wobble(up), "collisions": wobble(flat), "leaving": wobble(flat)}
     v = _verdicts(_table({"reinit": 0.0, "carry": 0.1}, rates=mixed))
     assert v["V3"] == "refuted" and v["V4"] == "refuted"  # one crossing scenario without a rise refutes it
-    assert {f.verdict for f in V.verdicts({})} == {"open"} and len(V.verdicts({})) == 6
+    assert {f.verdict for f in video_study.verdicts({})} == {"open"} and len(video_study.verdicts({})) == 6
 
 
 # ---------------------------------------------------------------------------------------------- the runner
@@ -225,8 +225,10 @@ def test_collapse_findings_compare_event_frames_with_calm_ones():
 def test_the_study_runs_resumes_and_judges_its_findings(tmp_path):
     out = str(tmp_path / "out")
     cfg = dataclasses.replace(TINY, seeds=3, scenarios=("occlusion",))
-    V.main(cfg, out, quiet=True)
-    for name in V.SPEC.outputs + V.SPEC.figure_files[:3] + ("summary.md",):  # learning_curve.png: learned only
+    video_study.main(cfg, out, quiet=True)
+    for name in (
+        video_study.SPEC.outputs + video_study.SPEC.figure_files[:3] + ("summary.md",)
+    ):  # learning_curve.png: learned only
         assert os.path.exists(os.path.join(out, name)), name
     runs = io.read_csv(os.path.join(out, "runs.csv"))
     assert len(runs["seed"]) == len(cfg.conditions) * cfg.seeds
@@ -240,15 +242,18 @@ def test_the_study_runs_resumes_and_judges_its_findings(tmp_path):
         tests["p_holm"][np.isfinite(tests["p"])] >= tests["p"][np.isfinite(tests["p"])] - 1e-12
     )
     assert open(os.path.join(out, "summary.md")).read().startswith("Quick preset")
-    found = V.SPEC.findings(out)
+    found = video_study.SPEC.findings(out)
     assert [f.key for f in found] == ["V1", "V2", "V3", "V4", "V5", "V6"] and all(
-        f.verdict in F.VERDICTS for f in found
+        f.verdict in findings.VERDICTS for f in found
     )
     assert found[3].verdict == "open" and "leaving scenario did not run" in found[3].basis
     assert all(f.verdict == "open" and f.basis.startswith("not run") for f in found[4:])
     with jax_compilations() as events:
-        V.main(cfg, out, quiet=True, plots=False)  # every part kept: nothing traced or compiled again
+        video_study.main(cfg, out, quiet=True, plots=False)  # every part kept: nothing traced or compiled again
     assert events == []
     with open(os.path.join(out, "runs.csv"), "a") as fh:
         fh.write("occlusion,carry,9" + ",0" * (len(runs) - 3) + "\n")
-    assert all(f.verdict == "open" and "video/runs.csv fails its verification" in f.basis for f in V.SPEC.findings(out))
+    assert all(
+        f.verdict == "open" and "video/runs.csv fails its verification" in f.basis
+        for f in video_study.SPEC.findings(out)
+    )

@@ -227,6 +227,13 @@ def report(out: str, found: Sequence[Finding], record: Mapping) -> str:
     """The report (Markdown) on the findings ``found`` and the studies' ``record`` (study ->
     status, seconds, error, as :func:`main` keeps it in ``config.json``)."""
     studies = record.get("studies", {})
+    lines = _verdicts(found, record) + _finding_sections(found, studies)
+    lines += _studies_section(out, record) + _figures_section(out)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _verdicts(found: Sequence[Finding], record: Mapping) -> list[str]:
+    """The report's title, preset and table of verdicts, and how a verdict is decided."""
     preset = (
         "**quick** (each study's quick preset: a smoke run of minutes; most verdicts stay open)"
         if record.get("quick")
@@ -258,6 +265,12 @@ def report(out: str, found: Sequence[Finding], record: Mapping) -> str:
         "its rule and lists its units; every number is computed from the studies' files in this directory.",
         "",
     ]
+    return lines
+
+
+def _finding_sections(found: Sequence[Finding], studies: Mapping) -> list[str]:
+    """One section a finding: its claim, rule, basis and table, and the study it is from."""
+    lines = []
     for f in found:
         lines += [
             f"## {f.key}. {f.title}: {f.label}",
@@ -273,7 +286,13 @@ def report(out: str, found: Sequence[Finding], record: Mapping) -> str:
         if f.rows:
             lines += _table(f.header, f.rows) + [""]
         lines += [f"From `{f.study}/` ({_status_line(studies.get(f.study))}).", ""]
-    lines += [
+    return lines
+
+
+def _studies_section(out: str, record: Mapping) -> list[str]:
+    """Every study's status and time, this run's time and load, and the studies' errors."""
+    studies = record.get("studies", {})
+    lines = [
         "## Studies: status and time",
         "",
         "Time: the wall time of the latest run of the study (a study finished earlier is reused and takes "
@@ -306,12 +325,17 @@ def report(out: str, found: Sequence[Finding], record: Mapping) -> str:
     errors = [(n, r["error"]) for n, r in studies.items() if r.get("error")]
     if errors:
         lines += ["Errors:", ""] + [f"- {n}: `{e}`" for n, e in errors] + [""]
-    lines += ["## Figures", ""]
+    return lines
+
+
+def _figures_section(out: str) -> list[str]:
+    """Every study's figures."""
+    lines = ["## Figures", ""]
     for name in reported(out):
         figs = figures_of(out, name)
         if figs:
             lines += [f"### {name}", ""] + [f"![{os.path.basename(p)}]({p})" for p in figs] + [""]
-    return "\n".join(lines).rstrip() + "\n"
+    return lines
 
 
 def _status_line(r) -> str:
@@ -454,6 +478,41 @@ def _say_failure(out: str, name: str, error: str, trace: str, verbose: bool) -> 
     print(f"tokdyn reproduce: {name} failed: {first} ({where}); going on with the others", file=sys.stderr)
 
 
+def _run_study(name: str, c, out: str, prev: Mapping, quiet: bool, plots: bool, verbose: bool) -> dict:
+    """Run the study ``name`` with the configuration ``c`` into ``out/<name>`` (its tables recomputed
+    from its kept parts when they do not verify); a failure is said and recorded, never raised.
+    Returns its record (``prev``: the record of its earlier run)."""
+    from tokdyn.experiment import study as study_dir
+
+    t0 = time.perf_counter()
+    status, error = "done", None
+    problem = verify_study(os.path.join(out, name))  # a study is reused only when its tables verify
+    if problem is not None:
+        moved = _set_aside_unverified(os.path.join(out, name))
+        print(
+            f"tokdyn reproduce: {name}: {problem}; its tables are recomputed from its kept parts"
+            + (f" (set aside: {', '.join(moved)})" if moved else ""),
+            file=sys.stderr,
+        )
+    try:
+        result = study_main(name)(c, os.path.join(out, name), quiet=quiet, plots=plots)
+        if result is False:
+            status = "unfinished"
+    except Exception as e:  # noqa: BLE001 -- recorded, the other studies still run
+        status, error = "failed", f"{type(e).__name__}: {e}"
+        _say_failure(out, name, error, traceback.format_exc(), verbose)
+    else:
+        with contextlib.suppress(OSError):  # an earlier run's failure of this study is history
+            os.remove(failure_log(out, name))
+    seconds = time.perf_counter() - t0
+    config = study_dir.config_dict(c)
+    computed = None
+    if status == "done":  # the time of the run that computed it: an earlier one's, if it finished it
+        same = prev.get("status") == "done" and prev.get("config") == config and problem is None
+        computed = prev.get("computed_seconds") if same and prev.get("computed_seconds") else seconds
+    return {"status": status, "seconds": seconds, "error": error, "computed_seconds": computed, "config": config}
+
+
 def main(
     cfg: Config,
     out: str,
@@ -520,40 +579,8 @@ def main(
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     for i, (name, c) in enumerate(plan):
         say(f"\n=== reproduce: {name} ({i + 1}/{len(plan)}) -> {os.path.join(out, name)}")
-        t0 = time.perf_counter()
-        status, error = "done", None
-        problem = verify_study(os.path.join(out, name))  # a study is reused only when its tables verify
-        if problem is not None:
-            moved = _set_aside_unverified(os.path.join(out, name))
-            print(
-                f"tokdyn reproduce: {name}: {problem}; its tables are recomputed from its kept parts"
-                + (f" (set aside: {', '.join(moved)})" if moved else ""),
-                file=sys.stderr,
-            )
-        try:
-            result = study_main(name)(c, os.path.join(out, name), quiet=quiet, plots=plots)
-            if result is False:
-                status = "unfinished"
-        except Exception as e:  # noqa: BLE001 -- recorded, the other studies still run
-            status, error = "failed", f"{type(e).__name__}: {e}"
-            _say_failure(out, name, error, traceback.format_exc(), verbose)
-        else:
-            with contextlib.suppress(OSError):  # an earlier run's failure of this study is history
-                os.remove(failure_log(out, name))
-        seconds = time.perf_counter() - t0
-        prev, config = old.get(name, {}), study_dir.config_dict(c)
-        computed = None
-        if status == "done":  # the time of the run that computed it: an earlier one's, if it finished it
-            same = prev.get("status") == "done" and prev.get("config") == config and problem is None
-            computed = prev.get("computed_seconds") if same and prev.get("computed_seconds") else seconds
-        record["studies"][name] = {
-            "status": status,
-            "seconds": seconds,
-            "error": error,
-            "computed_seconds": computed,
-            "config": config,
-        }
-        say(f"=== {name}: {status} in {_seconds(seconds)}")
+        entry = record["studies"][name] = _run_study(name, c, out, old.get(name, {}), quiet, plots, verbose)
+        say(f"=== {name}: {entry['status']} in {_seconds(entry['seconds'])}")
     record["ran"] = [name for name, _ in plan]
     record["load"] = _load()
     record["written"] = time.strftime("%Y-%m-%d %H:%M:%S")

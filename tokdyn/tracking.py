@@ -306,6 +306,21 @@ def _check_track(key, frames, hparams, rule_hparams, n_tokens, rule, mask, init,
     return changed
 
 
+def _frame_start(p, last, before, fresh, separation, started, m, ok):
+    """``(start, carried, empty)`` of a frame: the tokens its run starts from (the predictor ``p``'s
+    prediction from the last two frames' tokens, or ``fresh`` ones), whether they were carried, and
+    whether the frame has no point (``m`` all False)."""
+    moved = last + (last - before)  # constant velocity
+    pred = jnp.where(p == VELOCITY, moved, last)
+    pred = jnp.where(separation > 0, _separate(pred, separation), pred)
+    carried = started & (p != REINIT)
+    empty = ~jnp.any(m)
+    start = jnp.where(carried, pred, fresh)
+    start = jnp.where(empty, jnp.where(started, last, 0.0), start)  # a skipped frame: a cheap run, discarded
+    start = jnp.where(ok, start, jnp.nan)
+    return start, carried, empty
+
+
 @_checks.checked_jit(_check_track, static_argnames=("n_tokens", "rule", "init", "n_steps", "fixed"))
 def track(
     key,
@@ -370,14 +385,7 @@ def track(
         init_key, rule_key = frame_keys(key, f)
         fresh = dynamics.init_tokens(init_key, n_tokens, dim, method=init, x=x, mask=m, scale=init_scale)
         fresh = fresh.astype(dtype)
-        moved = last + (last - before)  # constant velocity
-        pred = jnp.where(p == VELOCITY, moved, last)
-        pred = jnp.where(separation > 0, _separate(pred, separation), pred)
-        carried = started & (p != REINIT)
-        empty = ~jnp.any(m)
-        start = jnp.where(carried, pred, fresh)
-        start = jnp.where(empty, jnp.where(started, last, 0.0), start)  # a skipped frame: a cheap run, discarded
-        start = jnp.where(ok, start, jnp.nan)
+        start, carried, empty = _frame_start(p, last, before, fresh, separation, started, m, ok)
         weight = jnp.where(carried & (p == INERTIA), decay, jnp.zeros((), dtype))
         r = runner(x, start, CarriedKnobs(rule_hparams, state, weight), mask=m, key=rule_key)
         tokens = jnp.where(empty, last, r.tokens)

@@ -43,7 +43,7 @@ def learned_models(s: Suite, n_models: int):
     studies, ``n_models`` models, at the study's sizes (tiny ones with --smoke)."""
     from tokdyn import train
     from tokdyn.studies import latent_reasoning
-    from tokdyn.models import sequence as G
+    from tokdyn.models import sequence
     from tokdyn.models import slots, vtae
     from tokdyn.models.latent import training as LT
     from tokdyn.studies import grid_diffusion
@@ -102,8 +102,10 @@ def learned_models(s: Suite, n_models: int):
         if smoke:
             cfg = dataclasses.replace(cfg, width=16, depth=1, batch_size=8)
         seqs = jax.random.randint(jax.random.key(3), (512, *cfg.sample_shape), 0, cfg.colours)
-        keys, hp = train.grid(jax.random.split(jax.random.key(0), n_models), G.Hparams(learning_rate=2e-3, lam=0.01))
-        return G.trainer(cfg), G.inputs(cfg, seqs), keys, hp, "scan", k
+        keys, hp = train.grid(
+            jax.random.split(jax.random.key(0), n_models), sequence.Hparams(learning_rate=2e-3, lam=0.01)
+        )
+        return sequence.trainer(cfg), sequence.inputs(cfg, seqs), keys, hp, "scan", k
 
     def iodine_model():
         from tokdyn.models import iodine

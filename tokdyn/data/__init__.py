@@ -5,17 +5,21 @@
   named point clouds of the collapse study (``point_cloud``, ``SHAPES``) and sequences of moving
   clusters (``moving_clusters``; ``moving_draw``, ``moving_from_draw``)
 - :mod:`tokdyn.data.scenes`    multi-object sprite scenes with instance masks (``sprite_scenes``),
-  ``pixel_features``, ``flat_masks``, and the drawing they share with videos (``render``)
+  and the draws they share with videos (``row_uniforms``, ``draw_objects``)
+- :mod:`tokdyn.data.drawing`   the drawing scenes and videos share (``render``, ``background_image``,
+  ``SHAPES``)
+- :mod:`tokdyn.data.features`  per-pixel features (``pixel_features``) and labels (``flat_masks``)
 - :mod:`tokdyn.data.videos`    multi-object sprite videos with track identities (``sprite_videos``:
   walls, occlusion, objects entering and leaving the view, optional elastic collisions) and their
   physics (``simulate``)
 
-The public names of all three are available here (``tokdyn.data.gaussian_clusters``,
+The public names of all of them are available here (and ``tokdyn.data.scenes`` keeps the
+drawing's and the features') (``tokdyn.data.gaussian_clusters``,
 ``tokdyn.data.sprite_scenes``); ``tokdyn.data.SHAPES`` is the point clouds' (the sprite shapes are
 ``tokdyn.data.scenes.SHAPES``).
 """
 
-from tokdyn.data import clusters, scenes, videos  # noqa: F401
+from tokdyn.data import clusters, drawing, features, scenes, videos  # noqa: F401
 from tokdyn.data.clusters import (
     CENTER_LAYOUTS,
     FLOAT_DTYPES,
@@ -54,6 +58,8 @@ from tokdyn.data.videos import Videos, simulate, sprite_videos  # noqa: F401
 
 __all__ = [
     "clusters",
+    "drawing",
+    "features",
     "scenes",
     "videos",
     "CENTER_LAYOUTS",

@@ -16,6 +16,9 @@ depends on ``n``, on chunking or on batching. Objects may be wholly hidden (noth
 resampled): filter on ``visible``.
 
 The keys, the shapes' geometry, occlusion and colours: :ref:`scenes-sprites`.
+
+The drawing lives in :mod:`tokdyn.data.drawing` and the features in :mod:`tokdyn.data.features`;
+their public names are re-exported here (``tokdyn.data.scenes.render``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,19 @@ import numpy as np
 
 from tokdyn import _checks
 from tokdyn.data.clusters import FLOAT_DTYPES, float_dtype  # noqa: F401  (the dtype argument's check)
+from tokdyn.data.drawing import (
+    BACKGROUNDS,
+    SHAPES,
+    WAVES,
+    Rendered,
+    background_image,
+    between,
+    check_shapes,
+    drawing_order,
+    hsv_to_rgb,
+    render,
+)
+from tokdyn.data.features import flat_masks, pixel_features
 
 __all__ = [
     "SHAPES",
@@ -44,22 +60,8 @@ __all__ = [
     "flat_masks",
 ]
 
-# Each shape is a gauge g(u, v) (covered when g <= 1) of the offsets from the centre in units of
-# half the scale; names in a fixed order (the registry).
-_GAUGES = {
-    "square": lambda u, v: jnp.maximum(jnp.abs(u), jnp.abs(v)),
-    "circle": lambda u, v: u * u + v * v,
-    "triangle": lambda u, v: jnp.maximum(v, 2.0 * jnp.abs(u) - v),
-    "diamond": lambda u, v: jnp.abs(u) + jnp.abs(v),
-    "ellipse": lambda u, v: u * u + 4.0 * v * v,
-}
-SHAPES = tuple(_GAUGES)  # the shapes sprite_scenes can draw
-BACKGROUNDS = ("plain", "textured")
-
 _PER_OBJECT = 8  # uniforms per object slot: shape, hue, saturation, value, row, col, scale, depth
 _PER_SCENE = 16  # uniforms per scene: n_objects, background hue/saturation/value, 3 waves x 3, 3 spare
-_WAVES = 3  # plane waves in a textured background
-_FREQUENCIES = (1.0, 4.0)  # cycles per canvas of each wave
 
 
 @jax.tree_util.register_dataclass
@@ -215,195 +217,6 @@ def check_appearance(
     return shapes
 
 
-def _between(u, pair):
-    """Map uniforms in [0, 1) to [pair[0], pair[1])."""
-    return pair[0] + (pair[1] - pair[0]) * u
-
-
-def hsv_to_rgb(h, s, v):
-    """(...,) HSV in [0, 1] -> (..., 3) RGB in [0, 1] (the standard hexcone formula; pure, traceable)."""
-    k = jnp.mod(jnp.array([5.0, 3.0, 1.0], jnp.float32) + 6.0 * h[..., None], 6.0)
-    return v[..., None] - (v * s)[..., None] * jnp.clip(jnp.minimum(k, 4.0 - k), 0.0, 1.0)
-
-
-def drawing_order(keys, present):
-    """Depths from random sort keys: (..., M) keys and (..., M) bool ``present`` -> (..., M) int32.
-
-    A present slot's depth is the rank of its key among the present slots' keys (0 for the smallest:
-    drawn first, at the bottom; equal keys rank by slot), so the depths of a scene are a permutation
-    of ``0 .. n_present - 1``; absent slots get -1. Pure and traceable (what :func:`sprite_scenes`
-    and :func:`tokdyn.data.videos.sprite_videos` draw their orders with, from uniform keys).
-    """
-    M = keys.shape[-1]
-    order = jnp.where(present, keys, jnp.inf)  # (..., M) absent slots last
-    slot = jnp.arange(M)
-    before = (order[..., None, :] < order[..., :, None]) | (
-        (order[..., None, :] == order[..., :, None]) & (slot[None, :] < slot[:, None])
-    )  # (..., j, k): k before j
-    return jnp.where(present, jnp.sum(before, axis=-1, dtype=jnp.int32), -1)
-
-
-def background_image(base, waves, *, size: int, background: str = "plain", texture_amplitude=0.08):
-    """The background of :func:`sprite_scenes`: (..., 3) base colours -> (..., size, size, 3) RGB.
-
-    Args:
-      base: (..., 3) RGB base colours.
-      waves: (..., 9) uniforms ``u`` in [0, 1), the texture's waves (ignored when plain).
-      size: the canvas side in pixels (static).
-      background: "plain": the base colour everywhere; "textured": plus a smooth luminance texture,
-        the mean of three plane waves ``cos(2 pi f (cos(theta) row + sin(theta) col) + phi)`` over the
-        pixel centres (wave ``k``: ``theta = pi u[k]``, ``f = 1 + 3 u[3 + k]`` cycles per canvas,
-        ``phi = 2 pi u[6 + k]``) times ``texture_amplitude``, added to every channel and clipped to
-        [0, 1]. Static.
-      texture_amplitude: the texture's amplitude (may be traced).
-
-    Returns:
-      (..., size, size, 3) RGB. Pure and traceable.
-    """
-    if background == "plain":
-        return jnp.broadcast_to(base[..., None, None, :], (*base.shape[:-1], size, size, 3))
-    lead = waves.shape[:-1]
-    centres = (jnp.arange(size, dtype=None) + 0.5) / size  # (S,)
-    waves = waves.reshape(*lead, 3, _WAVES)
-    theta, phi = jnp.pi * waves[..., 0, :], 2.0 * jnp.pi * waves[..., 2, :]  # (..., K)
-    freq = 2.0 * jnp.pi * _between(waves[..., 1, :], _FREQUENCIES)  # (..., K)
-    a = freq[..., None] * jnp.cos(theta)[..., None] * centres + phi[..., None]  # (..., K, S) row phase
-    b = freq[..., None] * jnp.sin(theta)[..., None] * centres  # (..., K, S) col phase
-    # cos(a + b) = cos a cos b - sin a sin b: separable, 4 K S transcendentals instead of K S^2.
-    rows = jnp.concatenate([jnp.cos(a), jnp.sin(a)], axis=-2)  # (..., 2K, S)
-    cols = jnp.concatenate([jnp.cos(b), -jnp.sin(b)], axis=-2) / _WAVES  # (..., 2K, S)
-    texture = jnp.einsum(
-        "...ki,...kj->...ij", rows, cols, precision=jax.lax.Precision.HIGHEST
-    )  # (..., S, S) in [-1, 1]
-    amplitude = jnp.asarray(texture_amplitude, jnp.float32)
-    return jnp.clip(base[..., None, None, :] + amplitude * texture[..., None], 0.0, 1.0)  # (..., S, S, 3)
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class Rendered:
-    """What :func:`render` draws: images, instance masks and per-object pixel counts.
-
-    Attributes:
-      images: (..., H, W, 3) RGB: each pixel the colour of its top-most covering object, else the
-        background's.
-      masks: (..., H, W) int32: 0 on background, ``j + 1`` where object slot ``j`` is top-most.
-      visible: (..., M) int32 number of pixels labelled ``j + 1`` in ``masks``.
-      area: (..., M) int32 number of pixel centres the object covers, occluded or not (0: it lies
-        wholly outside the canvas, or is too small to cover a pixel centre, or is absent).
-    """
-
-    images: jax.Array
-    masks: jax.Array
-    visible: jax.Array
-    area: jax.Array
-
-
-def _check_render(back, position, scale, shape, depth, present, colour, *, shapes):
-    if np.ndim(back) < 3 or np.shape(back)[-1] != 3:
-        raise ValueError(f"back must have shape (..., H, W, 3), got {np.shape(back)}")
-    if np.ndim(position) < 2 or np.shape(position)[-1] != 2:
-        raise ValueError(f"position must have shape (..., M, 2), got {np.shape(position)}")
-    lead = np.shape(position)[:-1]  # (..., M)
-    for name, value, tail in (
-        ("scale", scale, ()),
-        ("shape", shape, ()),
-        ("depth", depth, ()),
-        ("present", present, ()),
-        ("colour", colour, (3,)),
-    ):
-        if np.shape(value) != (*lead, *tail):
-            raise ValueError(
-                f"{name} must have shape {(*lead, *tail)} to match position of shape "
-                f"{np.shape(position)}, got {np.shape(value)}"
-            )
-    for name, value in (("shape", shape), ("depth", depth)):
-        if _checks.dtype_of(value).kind not in "iu":
-            raise TypeError(f"{name} must be integer, got dtype {_checks.dtype_of(value)}")
-    if _checks.dtype_of(present) != np.bool_:
-        raise TypeError(f"present must be boolean, got dtype {_checks.dtype_of(present)}")
-    check_shapes(shapes)
-    try:
-        np.broadcast_shapes(np.shape(back)[:-3], lead[:-1])
-    except ValueError:
-        raise ValueError(
-            f"back's leading shape {np.shape(back)[:-3]} must broadcast with the objects' {lead[:-1]}"
-        ) from None
-    return dict(shapes=tuple(shapes))
-
-
-def check_shapes(shapes) -> tuple:
-    """Check a ``shapes`` argument (a non-empty tuple of distinct names from :data:`SHAPES`) before
-    tracing; ``TypeError``/``ValueError`` naming the bad entry. Returns it as a tuple."""
-    if isinstance(shapes, str) or not isinstance(shapes, (tuple, list)) or not shapes:
-        raise TypeError(f"shapes must be a non-empty tuple of names from {list(SHAPES)}, got {shapes!r}")
-    for name in shapes:
-        if name not in _GAUGES:
-            raise ValueError(f"shapes must hold names from {list(SHAPES)}, got unknown shape {name!r}")
-    if len(set(shapes)) != len(shapes):
-        raise ValueError(f"shapes must not repeat a name, got {tuple(shapes)!r}")
-    return tuple(shapes)
-
-
-@_checks.checked_jit(_check_render, static_argnames=("shapes",))
-def render(back, position, scale, shape, depth, present, colour, *, shapes: tuple) -> Rendered:
-    """Draw objects onto backgrounds with the geometry, occlusion and colouring of :func:`sprite_scenes`
-    (:ref:`scenes-sprites`), for any objects (a video's frames, hand-placed scenes): a pixel shows the
-    covering object of greatest ``depth`` (equal depths: the higher slot), else the background.
-
-    Args:
-      back: (..., H, W, 3) float background images (e.g. :func:`background_image`); its leading
-        shape broadcasts with the objects'.
-      position: (..., M, 2) centres (row, col) in canvas units (pixel ``(i, j)`` has its centre at
-        ``((i + 0.5) / H, (j + 0.5) / W)``); objects may lie partly or wholly outside the canvas.
-      scale: (..., M) sides of the bounding boxes (> 0 to cover anything).
-      shape: (..., M) int indices into ``shapes``.
-      depth: (..., M) int drawing order (greater on top).
-      present: (..., M) bool; absent slots cover nothing.
-      colour: (..., M, 3) RGB.
-      shapes: static tuple of names from :data:`SHAPES`.
-
-    Returns:
-      :class:`Rendered` (images in the promoted dtype of ``back`` and ``colour``); ``M = 0`` gives the
-      backgrounds, all-zero masks and empty counts. Jittable and vmappable.
-    """
-    H, W = back.shape[-3], back.shape[-2]
-    M = position.shape[-2]
-    lead = jnp.broadcast_shapes(back.shape[:-3], position.shape[:-2])
-    f32 = jnp.float32
-    half = 0.5 * jnp.asarray(scale, f32)
-    present = present & (half > 0)
-    inv = 1.0 / jnp.where(present, half, 1.0)  # (..., M)
-    position = jnp.asarray(position, f32)
-    rows = (jnp.arange(H, dtype=f32) + 0.5) / H  # (H,)
-    cols = (jnp.arange(W, dtype=f32) + 0.5) / W  # (W,)
-    v = (rows - position[..., 0:1]) * inv[..., None]  # (..., M, H) rows
-    w = (cols - position[..., 1:2]) * inv[..., None]  # (..., M, W) cols
-    uu, vv = w[..., None, :], v[..., :, None]  # (..., M, 1, W), (..., M, H, 1)
-    gauge = _GAUGES[shapes[-1]](uu, vv)
-    for k in range(len(shapes) - 2, -1, -1):  # static: one select per shape name
-        gauge = jnp.where((shape == k)[..., None, None], _GAUGES[shapes[k]](uu, vv), gauge)
-    covered = (gauge <= 1.0) & present[..., None, None]  # (..., M, H, W)
-
-    # Compositing: the covering object of greatest depth wins; the largest code ``depth * M + slot``
-    # over the covering objects names it (distinct codes: equal depths rank by slot).
-    slot = jnp.arange(M, dtype=jnp.int32)
-    if M == 0:  # static: nothing to draw
-        masks = jnp.zeros((*lead, H, W), jnp.int32)
-    else:
-        code = jnp.where(covered, (depth * M + slot)[..., None, None], -1)  # (..., M, H, W)
-        top = jnp.max(code, axis=-3)  # (..., H, W)
-        masks = jnp.where(top >= 0, jax.lax.rem(top, jnp.asarray(M, top.dtype)) + 1, 0)  # (..., H, W)
-    masks = jnp.broadcast_to(masks, (*lead, H, W))
-    visible = jnp.sum(masks[..., None, :, :] == (slot + 1)[:, None, None], axis=(-2, -1), dtype=jnp.int32)  # (..., M)
-    area = jnp.broadcast_to(jnp.sum(covered, axis=(-2, -1), dtype=jnp.int32), (*lead, M))  # (..., M)
-
-    images = jnp.broadcast_to(back, (*lead, H, W, 3))
-    for j in range(M):  # static: one select per object slot
-        images = jnp.where((masks == j + 1)[..., None], colour[..., j, None, None, :], images)  # (..., H, W, 3)
-    return Rendered(images=images, masks=masks, visible=visible, area=area)
-
-
 def row_uniforms(key, n: int, start, *, max_objects: int, per_object: int, per_row: int):
     """The uniforms that rows ``start`` to ``start + n - 1`` of a batch (scenes, videos) take all
     their randomness from: row i's ``per_object * max_objects + per_row`` float32 numbers in [0, 1)
@@ -491,14 +304,14 @@ def draw_objects(
     n_objects = jnp.minimum(min_objects + (per_row[:, 0] * (M - min_objects + 1)).astype(jnp.int32), M)  # (n,)
     present = jnp.arange(M, dtype=jnp.int32) < n_objects[:, None]  # (n, M)
     shape = jnp.minimum((per_slot[..., 0] * len(shapes)).astype(jnp.int32), len(shapes) - 1)  # (n, M)
-    s = _between(per_slot[..., 6], scale)  # (n, M)
+    s = between(per_slot[..., 6], scale)  # (n, M)
     depth = drawing_order(per_slot[..., 7], present)  # (n, M)
 
     # Colours, one table: row 0 the background's base colour, rows 1..M the objects' (n, M+1, 3).
     hsv = jnp.concatenate([per_row[:, None, 1:4], per_slot[..., 1:4]], axis=1)  # (n, M+1, 3) uniforms
     sat_range = jnp.concatenate([bg_sat[:, None], jnp.broadcast_to(sat[:, None], (2, M))], axis=1)  # (2, M+1)
     val_range = jnp.concatenate([bg_val[:, None], jnp.broadcast_to(val[:, None], (2, M))], axis=1)  # (2, M+1)
-    table = hsv_to_rgb(hsv[..., 0], _between(hsv[..., 1], sat_range), _between(hsv[..., 2], val_range))
+    table = hsv_to_rgb(hsv[..., 0], between(hsv[..., 1], sat_range), between(hsv[..., 2], val_range))
     return Objects(
         n_objects=n_objects,
         present=present,
@@ -579,7 +392,7 @@ def sprite_scenes(
 
     back = background_image(
         o.background,
-        scene[:, 4 : 4 + 3 * _WAVES],
+        scene[:, 4 : 4 + 3 * WAVES],
         size=size,
         background=background,
         texture_amplitude=texture_amplitude,
@@ -600,87 +413,3 @@ def sprite_scenes(
         visible=drawn.visible,
         background=o.background,
     )
-
-
-# ---------------------------------------------------------------------------------------------- features
-
-
-def _check_images(images):
-    if np.ndim(images) not in (3, 4) or np.shape(images)[-1] != 3:
-        raise ValueError(f"images must have shape (H, W, 3) or (n, H, W, 3), got {np.shape(images)}")
-    dtype = _checks.dtype_of(images)
-    if dtype.kind != "f":
-        raise TypeError(
-            f"images must be floating point with values in [0, 1], got dtype {dtype} "
-            "(convert 8-bit images with images / 255)"
-        )
-    if isinstance(images, np.ndarray):  # host data: values are free to check
-        _checks.real("images", images, low=0.0, high=1.0)
-
-
-def _check_features(images, *, position_scale, colour_scale, fourier_bands, dtype=None):
-    float_dtype(dtype)
-    _check_images(images)
-    for name, value in (("position_scale", position_scale), ("colour_scale", colour_scale)):
-        if np.ndim(value) != 0:
-            raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}")
-        _checks.real(name, value, low=0.0, low_open=name == "colour_scale")  # position 0: colour alone
-    _checks.positive_int("fourier_bands", fourier_bands, minimum=0)
-
-
-@_checks.checked_jit(_check_features, static_argnames=("fourier_bands", "dtype"))
-def pixel_features(
-    images: jax.Array, *, position_scale=1.0, colour_scale=1.0, fourier_bands: int = 0, dtype=None
-) -> jax.Array:
-    """Per-pixel feature vectors of images: the tokens of token dynamics, one per pixel.
-
-    For pixel (i, j) of an H x W image, with ``y = (2 i + 1) / H - 1`` and ``x = (2 j + 1) / W - 1``
-    (the pixel centre mapped to [-1, 1]; a scene's ``position`` p maps to ``2 p - 1``), the features
-    are, in order::
-
-        position_scale * (y, x),  colour_scale * (r, g, b),
-        position_scale * (sin(2^b pi y), sin(2^b pi x), cos(2^b pi y), cos(2^b pi x))  for b = 0 .. B-1
-
-    so F = 5 + 4 B. Pixels are in row-major order (pixel (i, j) is row ``i * W + j``), as
-    :func:`flat_masks` orders the labels.
-
-    Args:
-      images: (H, W, 3) or (n, H, W, 3) floating RGB in [0, 1] (values checked if a NumPy array).
-      position_scale: >= 0, weight of the position features (0: colour alone; may be traced).
-      colour_scale: > 0, weight of the colour features (may be traced).
-      fourier_bands: B >= 0 (static).
-      dtype: of the features (static; default JAX's default float, float64 under x64; computed
-        in float32, then cast; float64 needs x64).
-
-    Returns:
-      (H*W, F) or (n, H*W, F) in ``dtype`` (JAX's default float by default).
-    """
-    H, W = images.shape[-3], images.shape[-2]
-    lead = images.shape[:-3]
-    y = (2.0 * jnp.arange(H, dtype=None) + 1.0) / H - 1.0
-    x = (2.0 * jnp.arange(W, dtype=None) + 1.0) / W - 1.0
-    pos = jnp.stack(jnp.meshgrid(y, x, indexing="ij"), axis=-1).reshape(H * W, 2)  # (HW, 2)
-    parts = [pos]
-    if fourier_bands:
-        angle = (jnp.pi * 2.0 ** jnp.arange(fourier_bands, dtype=None))[:, None, None] * pos  # (B, HW, 2)
-        parts.append(
-            jnp.concatenate([jnp.sin(angle), jnp.cos(angle)], axis=-1)  # (B, HW, 4)
-            .transpose(1, 0, 2)
-            .reshape(H * W, 4 * fourier_bands)
-        )
-    geometric = jnp.asarray(position_scale, jnp.float32) * jnp.concatenate(parts, axis=-1)  # (HW, 2 + 4B)
-    colour = jnp.asarray(colour_scale, jnp.float32) * jnp.asarray(images, jnp.float32).reshape(*lead, H * W, 3)
-    geometric = jnp.broadcast_to(geometric, (*lead, *geometric.shape))
-    return jnp.concatenate([geometric[..., :2], colour, geometric[..., 2:]], axis=-1).astype(float_dtype(dtype))
-
-
-def flat_masks(masks: jax.Array) -> jax.Array:
-    """(..., H, W) integer masks -> (..., H*W) labels in the row-major pixel order of
-    :func:`pixel_features` (a reshape; pure, traceable)."""
-    if np.ndim(masks) < 2:
-        raise ValueError(f"masks must have shape (..., H, W), got {np.shape(masks)}")
-    dtype = _checks.dtype_of(masks)
-    if dtype.kind not in "biu":
-        raise TypeError(f"masks must be integer labels, got dtype {dtype}")
-    shape = np.shape(masks)
-    return jnp.reshape(masks, (*shape[:-2], shape[-2] * shape[-1]))

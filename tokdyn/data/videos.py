@@ -28,6 +28,7 @@ import numpy as np
 from tokdyn import _checks
 from tokdyn.data import scenes
 from tokdyn.data.clusters import float_dtype
+from tokdyn.data.drawing import between
 
 __all__ = ["Videos", "sprite_videos", "simulate"]
 
@@ -243,6 +244,24 @@ def simulate(
 # ---------------------------------------------------------------------------------------------- videos
 
 
+def _check_motion(speed, scale, margin, collisions, mass_exponent, substeps) -> None:
+    """The checks of the options that set how the videos' objects move."""
+    _checks.interval_pair("speed", speed)
+    _scalar("margin", margin, low=0.0)
+    _check_flag("collisions", collisions)
+    _scalar("mass_exponent", mass_exponent)
+    _checks.positive_int("substeps", substeps)
+    if collisions and _checks.on_host((speed, scale)):
+        fastest, smallest = float(np.asarray(speed)[1]), float(np.asarray(scale)[0])
+        if 2.0 * fastest / substeps > smallest:
+            raise ValueError(
+                f"substeps={substeps} is too few for speed={speed!r} and scale={scale!r}: two objects may pass "
+                f"through each other between sub-steps. Need 2 * speed[1] / substeps <= scale[0] (the relative "
+                f"motion in a sub-step at most the smallest diameter): substeps >= "
+                f"{int(np.ceil(2.0 * fastest / smallest))}"
+            )
+
+
 def _check_videos(
     key,
     n,
@@ -287,20 +306,7 @@ def _check_videos(
         background_value=background_value,
         texture_amplitude=texture_amplitude,
     )
-    _checks.interval_pair("speed", speed)
-    _scalar("margin", margin, low=0.0)
-    _check_flag("collisions", collisions)
-    _scalar("mass_exponent", mass_exponent)
-    _checks.positive_int("substeps", substeps)
-    if collisions and _checks.on_host((speed, scale)):
-        fastest, smallest = float(np.asarray(speed)[1]), float(np.asarray(scale)[0])
-        if 2.0 * fastest / substeps > smallest:
-            raise ValueError(
-                f"substeps={substeps} is too few for speed={speed!r} and scale={scale!r}: two objects may pass "
-                f"through each other between sub-steps. Need 2 * speed[1] / substeps <= scale[0] (the relative "
-                f"motion in a sub-step at most the smallest diameter): substeps >= "
-                f"{int(np.ceil(2.0 * fastest / smallest))}"
-            )
+    _check_motion(speed, scale, margin, collisions, mass_exponent, substeps)
     _checks.start_index("start", start, "video")
     return dict(
         shapes=shapes,
@@ -313,11 +319,6 @@ def _check_videos(
             background_value=background_value,
         ),
     )
-
-
-def _between(u, pair):
-    """Map uniforms in [0, 1) to [pair[0], pair[1])."""
-    return pair[0] + (pair[1] - pair[0]) * u
 
 
 @_checks.checked_jit(
@@ -412,21 +413,21 @@ def sprite_videos(
         background_saturation=background_saturation,
         background_value=background_value,
     )
-    present, shape, s, depth, colour = o.present, o.shape, o.scale, o.depth, o.colour
-    position = (0.5 * s - margin)[..., None] + obj[..., 4:6] * (1.0 + 2.0 * margin - s)[..., None]  # (n, M, 2)
-    angle = 2.0 * jnp.pi * obj[..., 9]  # (n, M)
-    velocity = _between(obj[..., 8], speed)[..., None] * jnp.stack([jnp.sin(angle), jnp.cos(angle)], axis=-1)
-    mass = s ** jnp.asarray(mass_exponent, f32)  # (n, M)
-    positions, velocities = jax.vmap(
-        lambda x, v, sc, p, m: simulate(
-            x, v, sc, p, m, frames=F, margin=margin, collisions=collisions, substeps=substeps
-        )
-    )(position, velocity, s, present, mass)  # (n, F, M, 2) each
+    positions, velocities, mass = _motion(
+        obj, o.scale, o.present, speed, margin, mass_exponent, frames=F, collisions=collisions, substeps=substeps
+    )
     back = scenes.background_image(
         o.background, video[:, 4:13], size=S, background=background, texture_amplitude=texture_amplitude
     )  # (n, S, S, 3)
 
-    # Frames: every frame's objects drawn at once, (n, F, ...).
+    return _drawn_videos(o, back, positions, velocities, mass, shapes=shapes, dtype=dtype)
+
+
+def _drawn_videos(o, back, positions, velocities, mass, *, shapes, dtype) -> Videos:
+    """The :class:`Videos` of the objects ``o`` (a :class:`~tokdyn.data.Objects`) at their
+    simulated ``positions`` (n, F, M, 2), every frame drawn at once on its video's background."""
+    n, F = positions.shape[:2]
+    present, shape, s, depth, colour = o.present, o.shape, o.scale, o.depth, o.colour
     per_frame = lambda a: jnp.broadcast_to(a[:, None], (n, F, *a.shape[1:]))  # noqa: E731
     drawn = scenes.render(
         back[:, None],
@@ -457,3 +458,19 @@ def sprite_videos(
         area=drawn.area,
         background=o.background,
     )
+
+
+def _motion(obj, s, present, speed, margin, mass_exponent, *, frames, collisions, substeps):
+    """``(positions, velocities, mass)`` of every video's objects: where they start, their velocity
+    and mass drawn from the uniforms ``obj`` (n, M, 10), then simulated over ``frames``."""
+    f32 = jnp.float32
+    position = (0.5 * s - margin)[..., None] + obj[..., 4:6] * (1.0 + 2.0 * margin - s)[..., None]  # (n, M, 2)
+    angle = 2.0 * jnp.pi * obj[..., 9]  # (n, M)
+    velocity = between(obj[..., 8], speed)[..., None] * jnp.stack([jnp.sin(angle), jnp.cos(angle)], axis=-1)
+    mass = s ** jnp.asarray(mass_exponent, f32)  # (n, M)
+    positions, velocities = jax.vmap(
+        lambda x, v, sc, p, m: simulate(
+            x, v, sc, p, m, frames=frames, margin=margin, collisions=collisions, substeps=substeps
+        )
+    )(position, velocity, s, present, mass)  # (n, F, M, 2) each
+    return positions, velocities, mass

@@ -215,6 +215,34 @@ def _one(
     )
 
 
+def _checked_positions(apply_fn, cfg: Config, latent_positions, patch_positions) -> tuple:
+    """``(latent positions, patch positions)`` as tuples of ints, checked against ``cfg`` (its reward
+    and injection) and ``apply_fn`` (it must take ``inject=`` when ``cfg`` injects)."""
+    if not callable(apply_fn):
+        raise TypeError(
+            f"apply_fn must be a model's apply(params, batch, *, latents=None), got {type(apply_fn).__name__}"
+        )
+    positions = tuple(int(p) for p in latent_positions)
+    if not positions and cfg.reward != "answer":
+        raise ValueError(f"latent_positions must name at least one position for reward={cfg.reward!r}, got ()")
+    patches = tuple(int(p) for p in patch_positions)
+    if cfg.inject != "none":
+        if not patches:
+            raise ValueError(f"patch_positions must name the image patches for inject={cfg.inject!r}, got ()")
+        if cfg.inject == "best" and not positions:
+            raise ValueError(
+                "latent_positions must name at least one position for inject='best' (their "
+                "attention picks the patches), got ()"
+            )
+        try:
+            takes = "inject" in inspect.signature(apply_fn).parameters
+        except (TypeError, ValueError):
+            takes = True
+        if not takes:
+            raise TypeError(f"apply_fn must take inject= (a mask over the image patches) for inject={cfg.inject!r}")
+    return positions, patches
+
+
 def optimise(
     key: jax.Array,
     apply_fn: Callable,
@@ -254,28 +282,7 @@ def optimise(
     _checks.prng_key("key", key)
     cfg.validate()
     hparams.validate()
-    if not callable(apply_fn):
-        raise TypeError(
-            f"apply_fn must be a model's apply(params, batch, *, latents=None), got {type(apply_fn).__name__}"
-        )
-    positions = tuple(int(p) for p in latent_positions)
-    if not positions and cfg.reward != "answer":
-        raise ValueError(f"latent_positions must name at least one position for reward={cfg.reward!r}, got ()")
-    patches = tuple(int(p) for p in patch_positions)
-    if cfg.inject != "none":
-        if not patches:
-            raise ValueError(f"patch_positions must name the image patches for inject={cfg.inject!r}, got ()")
-        if cfg.inject == "best" and not positions:
-            raise ValueError(
-                "latent_positions must name at least one position for inject='best' (their "
-                "attention picks the patches), got ()"
-            )
-        try:
-            takes = "inject" in inspect.signature(apply_fn).parameters
-        except (TypeError, ValueError):
-            takes = True
-        if not takes:
-            raise TypeError(f"apply_fn must take inject= (a mask over the image patches) for inject={cfg.inject!r}")
+    positions, patches = _checked_positions(apply_fn, cfg, latent_positions, patch_positions)
     uses = ("latents",) + ((("latents", "inject"),) if cfg.inject != "none" else ())
     dims = protocol.check_apply(
         apply_fn,

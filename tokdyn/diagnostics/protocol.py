@@ -246,6 +246,30 @@ def _close(a: np.ndarray, b: np.ndarray, eps: float) -> bool:
     return a.shape == b.shape and bool(np.all(np.abs(a - b) <= 4 * eps * (1.0 + np.abs(b))))
 
 
+def _refuse_embeddings(hidden, given, want: np.ndarray, eps: float, dims: Dims, call: str, stand_ins: bool):
+    """The ``ValueError`` of a probe that did not find ``want`` (the probe ``intervene`` returned) at
+    ``hidden[:, 0]``, saying where the embeddings are instead (``given``: those it was given)."""
+    hidden, before = np.asarray(hidden, np.float32), np.asarray(given, np.float32)
+    at = [k for k in range(1, hidden.shape[1]) if _close(hidden[:, k], want, eps)]
+    if at:
+        hint = f"the input embeddings are at hidden[:, {at[0]}], not hidden[:, 0]"
+    elif _close(hidden[:, 0], before, eps):
+        hint = "hidden[:, 0] holds the embeddings intervene was given, not those it returned"
+    else:
+        hint = (
+            "no entry of hidden holds them (block outputs, or the final LayerNorm state, in place of the input "
+            "embeddings?)"
+        )
+    err = float(np.nanmax(np.abs(hidden[:, 0] - want))) if np.isfinite(hidden[:, 0]).any() else float("nan")
+    raise ValueError(
+        f"apply_fn(params, batch).hidden must hold the input embeddings at hidden[:, 0] (B, T, D) = "
+        f"({dims.batch}, {dims.length}, {dims.width}), the array intervene returned, as the blocks read it, then the "
+        f"output of each of the n_layers = {dims.layers} blocks; a probe, {call} with probe ~ N(0, 1) of shape "
+        f"{want.shape}, found hidden[:, 0] off the probe by up to {err:.3g}: {hint}"
+        + (" (params and batch are traced here: the probe ran on stand-in values of their shapes)" if stand_ins else "")
+    )
+
+
 def _check_embeddings(apply_fn, params, batch, dims: Dims) -> bool:
     """One probe intervention on one instance: ``intervene`` replaces the input embeddings by a probe
     (fixed normal draws) and ``hidden[:, 0]`` must be that probe. Runs on ``params`` and ``batch``'s
@@ -304,25 +328,7 @@ def _check_embeddings(apply_fn, params, batch, dims: Dims) -> bool:
     if _close(got, want, eps):
         return True
     hidden, given = compiled(True)  # refused: look closer, to say why
-    hidden, before = np.asarray(hidden, np.float32), np.asarray(given, np.float32)
-    at = [k for k in range(1, hidden.shape[1]) if _close(hidden[:, k], want, eps)]
-    if at:
-        hint = f"the input embeddings are at hidden[:, {at[0]}], not hidden[:, 0]"
-    elif _close(hidden[:, 0], before, eps):
-        hint = "hidden[:, 0] holds the embeddings intervene was given, not those it returned"
-    else:
-        hint = (
-            "no entry of hidden holds them (block outputs, or the final LayerNorm state, in place of the input "
-            "embeddings?)"
-        )
-    err = float(np.nanmax(np.abs(hidden[:, 0] - want))) if np.isfinite(hidden[:, 0]).any() else float("nan")
-    raise ValueError(
-        f"apply_fn(params, batch).hidden must hold the input embeddings at hidden[:, 0] (B, T, D) = "
-        f"({dims.batch}, {dims.length}, {dims.width}), the array intervene returned, as the blocks read it, then the "
-        f"output of each of the n_layers = {dims.layers} blocks; a probe, {call} with probe ~ N(0, 1) of shape "
-        f"{want.shape}, found hidden[:, 0] off the probe by up to {err:.3g}: {hint}"
-        + (" (params and batch are traced here: the probe ran on stand-in values of their shapes)" if stand_ins else "")
-    )
+    _refuse_embeddings(hidden, given, want, eps, dims, call, stand_ins)
 
 
 def _embeddings_once(apply_fn, params, batch, dims: Dims) -> None:

@@ -245,6 +245,33 @@ def _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, mass_anchor, i
     return {**changed, "rule": rule, "mass_anchor": "origin" if rule is BUILTIN_ORIGIN else "token"}
 
 
+def _kernel_inputs(points: Points, tokens, hp, tol, rule, key, n_steps: int) -> list:
+    """The kernel's arguments, padded to powers of two: the points as columns, their weights, the
+    initial tokens with the origin after them, the knob vector and, with a key, every step's
+    Langevin draws."""
+    n, d = points.x.shape
+    t_tok = tokens.shape[0]
+    n_pad = _pow2(n, 16)
+    w = jnp.zeros((n_pad,), jnp.float32).at[:n].set(points.weights)
+    xt = jnp.zeros((_pow2(d), n_pad), jnp.float32).at[:d, :n].set(jnp.where(points.mask, points.x_t, 0.0))
+    t0 = rule.init(points, tokens.astype(jnp.float32) + points.origin, hp).tokens  # NaN when a knob is out of range
+    coords = _pow2(t_tok * d + d, 16)
+    t0 = (
+        jnp.zeros((coords,), jnp.float32)
+        .at[: t_tok * d]
+        .set(t0.reshape(-1))
+        .at[t_tok * d : t_tok * d + d]
+        .set(points.origin)
+    )
+    args = [xt, w, t0, knob_vector(hp, tol, points.count)]
+    if key is not None:
+        draws = jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(key, s), (t_tok, d), jnp.float32))(
+            jnp.arange(n_steps, dtype=jnp.int32)
+        ).reshape(n_steps, -1)
+        args.append(jnp.zeros((_pow2(n_steps), coords), jnp.float32).at[:n_steps, : t_tok * d].set(draws))
+    return args
+
+
 @_checks.checked_jit(_check_run, static_argnames=("rule", "n_steps", "mass_anchor", "interpret"))
 def run(
     x,
@@ -290,24 +317,7 @@ def run(
     n, d = x.shape
     t_tok = tokens.shape[0]
     points = Points.of(x, mask, centred=True)  # the rule's coordinates, as the XLA loop's (Rule.centred)
-    n_pad = _pow2(n, 16)
-    w = jnp.zeros((n_pad,), jnp.float32).at[:n].set(points.weights)
-    xt = jnp.zeros((_pow2(d), n_pad), jnp.float32).at[:d, :n].set(jnp.where(points.mask, points.x_t, 0.0))
-    t0 = rule.init(points, tokens.astype(jnp.float32) + points.origin, hp).tokens  # NaN when a knob is out of range
-    coords = _pow2(t_tok * d + d, 16)
-    t0 = (
-        jnp.zeros((coords,), jnp.float32)
-        .at[: t_tok * d]
-        .set(t0.reshape(-1))
-        .at[t_tok * d : t_tok * d + d]
-        .set(points.origin)
-    )
-    args = [xt, w, t0, knob_vector(hp, tol, points.count)]
-    if key is not None:
-        draws = jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(key, s), (t_tok, d), jnp.float32))(
-            jnp.arange(n_steps, dtype=jnp.int32)
-        ).reshape(n_steps, -1)
-        args.append(jnp.zeros((_pow2(n_steps), coords), jnp.float32).at[:n_steps, : t_tok * d].set(draws))
+    args = _kernel_inputs(points, tokens, hp, tol, rule, key, n_steps)
     compiled = preferred() if interpret is None else not interpret
     extra = {}
     if compiled:

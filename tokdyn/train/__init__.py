@@ -5,7 +5,13 @@
 - :mod:`tokdyn.train.trainer`  ``Trainer`` (what a model supplies: init, loss, batch),
   ``Curriculum`` (trainers in sequence), ``TrainState``, ``make_step``
 - :mod:`tokdyn.train.loop`     ``make_train`` (one model, pure), ``train_many`` (seeds x settings,
-  vmapped, sharded, evaluated, checkpointed, resumable, the best state kept), ``grid``, checkpoints
+  vmapped, sharded, evaluated, checkpointed, resumable, the best state kept), ``grid``
+- :mod:`tokdyn.train.strategies` how a call runs its models (``"scan"``, ``"step"``, ``"loop"``),
+  ``make_chunk``
+- :mod:`tokdyn.train.results`  ``Result``, ``Best`` (the best state kept), the skipped steps
+  (``nan_report``, ``skipped_counts``, ``warn_skipped``)
+- :mod:`tokdyn.train.checkpoints` ``save_checkpoint``, ``load_checkpoint``, ``load_best``,
+  ``checkpoint_stamp``
 - :mod:`tokdyn.train.options`  ``Checkpointing``, ``Evaluation``, ``Execution``: the option values of
   ``train_many`` (where work is kept; evaluation, the best state and stopping; devices and strategy)
 - :mod:`tokdyn.train.stopping` ``Patience``: a stop rule over recorded curves that survives plateaus
@@ -28,27 +34,11 @@ and, to stop on a validation score and keep each model's best state::
     result.best_state, result.best_step
 """
 
-from tokdyn.train.loop import (  # noqa: F401
-    BEST_MODES,
-    STRATEGIES,
-    Best,
-    Result,
-    broadcast,
-    checkpoint_stamp,
-    grid,
-    init_states,
-    load_best,
-    load_checkpoint,
-    make_chunk,
-    make_train,
-    nan_report,
-    save_checkpoint,
-    settings,
-    skipped_counts,
-    train_many,
-    warn_skipped,
-)
-from tokdyn.train.options import Checkpointing, Evaluation, Execution  # noqa: F401
+from tokdyn.train.checkpoints import checkpoint_stamp, load_best, load_checkpoint, save_checkpoint  # noqa: F401
+from tokdyn.train.loop import broadcast, grid, init_states, make_train, settings, train_many  # noqa: F401
+from tokdyn.train.options import BEST_MODES, STRATEGIES, Checkpointing, Evaluation, Execution  # noqa: F401
+from tokdyn.train.results import Best, Result, nan_report, skipped_counts, warn_skipped  # noqa: F401
+from tokdyn.train.strategies import make_chunk  # noqa: F401
 from tokdyn.train import store  # noqa: F401 (train.store, the trained-model store)
 from tokdyn.train.optim import Config, log_interval, optimizer, schedule  # noqa: F401
 from tokdyn.train.stopping import Decision, Patience  # noqa: F401

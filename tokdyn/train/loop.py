@@ -18,7 +18,6 @@ in detail: :ref:`train-strategies`.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import time
@@ -28,30 +27,24 @@ from typing import Callable, Mapping, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
 from tokdyn import _checks, io
-from tokdyn.engine import execute
 from tokdyn.train import optim, options
+from tokdyn.train.checkpoints import (  # noqa: F401
+    check_same_best,
+    checkpoint_stamp,
+    load_best,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 from tokdyn.train.options import BEST_MODES, STRATEGIES, Checkpointing, Evaluation, Execution  # noqa: F401
-from tokdyn.train.trainer import TrainState, init_state, make_step, stages_of
+from tokdyn.train.results import Best, Result, nan_report, skipped_counts, warn_skipped  # noqa: F401
+from tokdyn.train.strategies import Runner, make_chunk
+from tokdyn.train.trainer import TrainState, init_state, stages_of
 
 
 # ---------------------------------------------------------------------------------------------- one model
-
-
-def make_chunk(trainer) -> Callable:
-    """``chunk(state, data, run_key) -> (state, logs)``: ``steps_per_call`` steps of ``trainer``
-    under ``lax.scan``, each log the mean over them (non-finite steps left out)."""
-    step = make_step(trainer)
-
-    def chunk(state, data, run_key):
-        state, logs = jax.lax.scan(
-            lambda s, _: step(s, data, run_key), state, None, length=trainer.config.steps_per_call
-        )
-        return state, jax.tree_util.tree_map(jnp.nanmean, logs)
-
-    return chunk
 
 
 def make_train(trainer) -> Callable:
@@ -106,68 +99,6 @@ def grid(seed_keys, hparams):
     return keys, jax.tree_util.tree_map(lambda v: jnp.repeat(v, s), broadcast(hparams, h))
 
 
-@dataclasses.dataclass(frozen=True)
-class Result:
-    """What :func:`train_many` returns.
-
-    Attributes:
-      state: the stacked :class:`~tokdyn.train.TrainState` (leaves (M, ...)).
-      curves: dict name -> (M, calls) float host arrays, each the mean over a call of
-        ``steps_per_call`` steps (NaN for calls not made).
-      steps: (calls,) int: steps done at the end of each call.
-      finished: the budget was spent or ``stop`` ended training (False: a deadline or
-        ``max_calls`` returned early; call again to resume).
-      stopped_at: steps done when training ended (the budget, or where ``stop`` ended it).
-      best_state: with ``keep_best``: the stacked state of each model at its best recorded value
-        of the ``keep_best`` column (its initial state while it has none); else None.
-      best_step: with ``keep_best``: (M,) int, the step of each model's best value (-1: none yet);
-        else None.
-      skipped: (M,) int: the steps each model skipped as non-finite (its loss or gradient NaN or
-        infinite), over its whole training (a resumed run's earlier calls included); a model whose
-        count equals ``stopped_at`` never trained. :func:`train_many` warns when any is above 0.
-    """
-
-    state: TrainState
-    curves: dict
-    steps: np.ndarray
-    finished: bool
-    stopped_at: int
-    best_state: Optional[TrainState] = None
-    best_step: Optional[np.ndarray] = None
-    skipped: Optional[np.ndarray] = None
-
-    def nan_report(self) -> list[tuple[int, int, int]]:
-        """:func:`nan_report` of the state."""
-        return nan_report(self.state)
-
-
-def nan_report(state: TrainState) -> list[tuple[int, int, int]]:
-    """``[(model, first non-finite step, steps skipped), ...]`` for every model of a stacked state
-    that skipped a step."""
-    first = np.atleast_1d(np.asarray(state.nan_step))
-    count = np.atleast_1d(np.asarray(state.skipped))
-    return [(int(i), int(first[i]), int(count[i])) for i in np.flatnonzero(first >= 0)]
-
-
-@functools.lru_cache(maxsize=64)
-def _per_model(trainer, strategy: str):
-    """The per-model function of :func:`tokdyn.engine.execute.sharded_map` (one object per trainer
-    and strategy, so its compilation is reused)."""
-    one = make_chunk(trainer) if strategy == "scan" else make_step(trainer)
-
-    def fn(data, args):
-        state, run_key = args
-        return one(state, data, run_key)
-
-    return fn
-
-
-@functools.lru_cache(maxsize=64)
-def _single(trainer):
-    step = make_step(trainer)
-    return jax.jit(step)
-
-
 @functools.lru_cache(maxsize=32)
 def _init_fn(trainer, vectorised: bool):
     fn = lambda k, hp: (init_state(trainer, k, hp), stages_of(trainer)[0][1].keys(k)[1])
@@ -220,113 +151,6 @@ def _check(trainer, keys, hparams, devices, max_calls, deadline):
     return stages, cfg, m, devices[:m]  # no device holds only padding
 
 
-def _stacked(trees):
-    """Per-model trees (which may live on different devices) stacked on the host."""
-    return jax.tree_util.tree_map(lambda *a: np.stack([np.asarray(x) for x in a]), *trees)
-
-
-class _Runner:
-    """How one stage's calls run under a strategy: ``advance()`` makes one call and returns the logs
-    (M,) on the host; ``state()`` the stacked state of the M models (device arrays)."""
-
-    def __init__(self, trainer, strategy, state, run_keys, data, m, devices, batch_size):
-        self.m, self.strategy, self.spc = m, strategy, trainer.config.steps_per_call
-        if strategy == "loop":
-            self.one = _single(trainer)
-            self.place = [devices[i % len(devices)] for i in range(m)]
-            datas = {d: jax.device_put(data, d) for d in devices}
-            self.datas = [datas[d] for d in self.place]
-            self.models = [
-                jax.device_put(jax.tree_util.tree_map(lambda a: a[i], (state, run_keys)), self.place[i])
-                for i in range(m)
-            ]
-            return
-        pad = (-m) % len(devices)
-        grow = lambda t: jax.tree_util.tree_map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, 0)]), t)
-        if pad:
-            state, run_keys = grow(state), grow(run_keys)
-        self.fn, sharding = execute.sharded_map(_per_model(trainer, strategy), devices, batch_size, True)
-        self.data = jax.device_put(data, NamedSharding(sharding.mesh, PartitionSpec()))
-        self.models = jax.device_put((state, run_keys), sharding)
-
-    def advance(self) -> dict:
-        if self.strategy == "scan":
-            st, logs = self.fn(self.data, self.models)
-            self.models = (st, self.models[1])
-            return {k: np.asarray(v)[: self.m] for k, v in logs.items()}
-
-        def add(acc, logs):  # running sums and counts of the finite logs (on the logs' device)
-            ok = jax.tree_util.tree_map(jnp.isfinite, logs)
-            clean = jax.tree_util.tree_map(lambda v, f: jnp.where(f, v, 0.0), logs, ok)
-            if acc is None:
-                return clean, jax.tree_util.tree_map(lambda f: f.astype(jnp.int32), ok)
-            return (
-                jax.tree_util.tree_map(jnp.add, acc[0], clean),
-                jax.tree_util.tree_map(lambda a, f: a + f.astype(jnp.int32), acc[1], ok),
-            )
-
-        if self.strategy == "step":
-            acc = None
-            for _ in range(self.spc):
-                st, logs = self.fn(self.data, self.models)
-                self.models = (st, self.models[1])
-                acc = add(acc, logs)
-            sums, counts = (jax.tree_util.tree_map(np.asarray, a) for a in acc)
-        else:  # one call per model: each model's sums stay on its device until the call's end
-            accs = [None] * self.m
-            for _ in range(self.spc):
-                out = [self.one(st, self.datas[i], k) for i, (st, k) in enumerate(self.models)]
-                self.models = [(st, k) for (st, _), (_, k) in zip(out, self.models)]
-                accs = [add(a, lg) for a, (_, lg) in zip(accs, out)]
-            sums, counts = _stacked([a[0] for a in accs]), _stacked([a[1] for a in accs])
-        with np.errstate(invalid="ignore", divide="ignore"):  # a call with no finite step: NaN
-            return {k: (sums[k] / counts[k])[: self.m] for k in sums}  # the mean of the finite steps
-
-    def state(self) -> TrainState:
-        if self.strategy == "loop":
-            return jax.tree_util.tree_map(jnp.asarray, _stacked([st for st, _ in self.models]))
-        return jax.tree_util.tree_map(lambda a: a[: self.m], self.models[0])
-
-
-@dataclasses.dataclass(frozen=True)
-class Best:
-    """The best state that :func:`train_many` keeps with ``keep_best`` (host arrays).
-
-    Attributes:
-      column: the curve column judged (e.g. ``"val_all"``).
-      mode: ``"max"`` (the largest value is best) or ``"min"``.
-      state: the stacked state of each model at its best value (its initial state while it has none).
-      step: (M,) int64 the step of each model's best value, -1 while it has none.
-      value: (M,) float32 that value as recorded in the curves (NaN while none).
-    """
-
-    column: str
-    mode: str
-    state: TrainState
-    step: np.ndarray
-    value: np.ndarray
-
-    def update(self, state: TrainState, values, step: int) -> "Best":
-        """This record after a call that recorded ``values`` (M,) at ``step``: a model whose value is
-        finite and strictly better than its best so far (ties keep the earlier step) takes its
-        row of ``state`` (copied to the host only when some model improved)."""
-        v = np.asarray(values, np.float32)
-        better = v > self.value if self.mode == "max" else v < self.value
-        better = np.isfinite(v) & (np.isnan(self.value) | better)
-        if not better.any():
-            return self
-        new = jax.tree_util.tree_map(
-            lambda b, s: np.where(better.reshape((-1,) + (1,) * (b.ndim - 1)), np.asarray(s), b), self.state, state
-        )
-        return Best(
-            self.column,
-            self.mode,
-            new,
-            np.where(better, step, self.step),
-            np.where(better, v, self.value).astype(np.float32),
-        )
-
-
 def _evaluated(evaluate, step, state, m, logs) -> dict:
     """``evaluate(step, state)`` as host float arrays (M,), checked."""
     out = evaluate(step, state)
@@ -357,69 +181,6 @@ def _read_only(curves: dict) -> dict:
         views[k] = v.view()
         views[k].flags.writeable = False
     return views
-
-
-def skipped_counts(state: TrainState) -> np.ndarray:
-    """(M,) int: the steps each model of a stacked state skipped as non-finite."""
-    return np.atleast_1d(np.asarray(state.skipped)).astype(np.int64)
-
-
-def _describe_model(i: int, hparams, limit: int = 4) -> str:
-    """``model i (learning_rate=0.001, ...)``: the model's index (into ``keys``) and its
-    hyper-parameter values."""
-    leaves = jax.tree_util.tree_flatten_with_path(hparams)[0]
-    values = []
-    for path, v in leaves[:limit]:
-        name = jax.tree_util.keystr(path).lstrip(".") or "hparams"
-        try:
-            a = np.asarray(v).reshape(-1)
-            values.append(f"{name}={float(a[i] if a.size > i else a[0]):.4g}")
-        except (TypeError, ValueError, IndexError):  # a leaf that is no number: named without its value
-            values.append(name)
-    more = ", ..." if len(leaves) > limit else ""
-    return f"model {i}" + (f" ({', '.join(values)}{more})" if values else "")
-
-
-def warn_skipped(
-    skipped: np.ndarray, steps_done: int, hparams=None, *, name: str = "training", stacklevel: int = 2
-) -> Optional[str]:
-    """Warn (``RuntimeWarning``, whatever the caller's ``quiet``) when any model skipped a non-finite step.
-
-    The message says how many models and steps, which models (index into ``keys``, and their
-    ``hparams``), and those that skipped every step (never trained).
-
-    Args:
-      skipped: (M,) int, the steps each model skipped.
-      steps_done: the optimiser steps each model took (skipped ones included).
-      hparams: optional hyper-parameters, every leaf (M,), shown beside each model's index.
-      name: what trained, the message's first word.
-      stacklevel: as for ``warnings.warn``, counted from the caller.
-
-    Returns:
-      The message, or None when no step was skipped.
-    """
-    skipped = np.atleast_1d(np.asarray(skipped))
-    bad = np.flatnonzero(skipped > 0)
-    if not bad.size:
-        return None
-    every = [int(i) for i in bad if steps_done > 0 and skipped[i] >= steps_done]
-    shown = [_describe_model(int(i), hparams) if hparams is not None else f"model {int(i)}" for i in bad[:8]]
-    msg = (
-        f"{name}: {bad.size} of {skipped.size} models skipped non-finite steps ({int(skipped[bad].sum())} steps "
-        f"in all, of {steps_done} per model): "
-        + "; ".join(f"{s}: {int(skipped[i])} skipped" for s, i in zip(shown, bad[:8]))
-        + (f"; and {bad.size - 8} more" if bad.size > 8 else "")
-    )
-    if every:
-        msg += (
-            f". {len(every)} skipped every step and did not train at all (models {', '.join(map(str, every[:20]))}"
-            f"{', ...' if len(every) > 20 else ''}): its loss or gradient is not finite"
-        )
-    msg += ". Result.skipped holds the count per model; Result.nan_report() the first such step"
-    import warnings
-
-    warnings.warn(msg, RuntimeWarning, stacklevel=stacklevel + 1)
-    return msg
 
 
 def train_many(
@@ -461,61 +222,20 @@ def train_many(
 
     Returns the :class:`Result`. A ``RuntimeWarning`` (:func:`warn_skipped`) names the models that
     skipped non-finite steps. Every value is checked before any compile."""
-    opts, messages = options.from_legacy(
-        deprecated, {"checkpointing": checkpointing, "evaluation": evaluation, "execution": execution}
-    )
-    for message in messages:
-        warnings.warn(message, DeprecationWarning, stacklevel=2)
-    ckpt = options.check("checkpointing", opts["checkpointing"], Checkpointing)
-    ev = options.check("evaluation", opts["evaluation"], Evaluation)
-    ex = options.check("execution", opts["execution"], Execution)
-    if on_log is not None and not callable(on_log):
-        raise TypeError(f"on_log must be a callable on_log(step, logs) or None, got {on_log!r}")
+    ckpt, ev, ex = _options(deprecated, checkpointing, evaluation, execution, on_log)
     checkpoint, stamp = (ckpt.path, ckpt.stamp) if ckpt is not None else (None, "")
-    evaluate, evaluate_every, keep_best, best_mode, stop = ev.fn, ev.every, ev.keep_best, ev.best_mode, ev.stop
-    strategy, batch_size = ex.strategy, ex.batch_size
     stages, cfg, m, devices = _check(trainer, keys, hparams, ex.devices, max_calls, deadline)
     first = stages[0][1]
     hp = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), hparams)
-    state, run_keys = init_states(trainer, keys, hp, vectorised=ex.vectorised_init and strategy != "loop")
+    state, run_keys = init_states(trainer, keys, hp, vectorised=ex.vectorised_init and ex.strategy != "loop")
     steps = (np.arange(cfg.calls) + 1) * cfg.steps_per_call
     curves, stopped, done = {}, False, 0  # curves: allocated at the first call (or read from the checkpoint)
-    best = None
-    if keep_best is not None:
-        best = Best(
-            keep_best,
-            best_mode,
-            jax.tree_util.tree_map(np.asarray, state),
-            np.full(m, -1, np.int64),
-            np.full(m, np.nan, np.float32),
-        )
+    best = _initial_best(ev, state, m)
     if checkpoint is not None and os.path.exists(checkpoint):
-        state, curves, stopped, saved = _read_checkpoint(checkpoint, state, stamp)
-        _same_best(checkpoint, saved, keep_best, best_mode)
-        best = saved if saved is not None else best
-        done = int(np.asarray(state.step)[0])
-        if done and any(v.shape != (m, cfg.calls) for v in curves.values()):
-            raise ValueError(
-                f"{checkpoint} holds curves of another training (shapes "
-                f"{sorted({v.shape for v in curves.values()})}, expected ({m}, {cfg.calls})): use another "
-                "checkpoint"
-            )
+        state, curves, stopped, best, done = _resume(checkpoint, stamp, ev, state, best, m, cfg)
 
-    def result(st, finished):
-        skipped = skipped_counts(st)
-        warn_skipped(skipped, done, hparams, name=f"train_many ({first.name})", stacklevel=3)
-        if best is None:
-            return Result(st, curves, steps, finished, done, skipped=skipped)
-        return Result(
-            st,
-            curves,
-            steps,
-            finished,
-            done,
-            jax.tree_util.tree_map(jnp.asarray, best.state),
-            best.step.copy(),
-            skipped,
-        )
+    def result(st, finished):  # curves, done and best as they are when it is called
+        return _result(st, finished, curves, steps, done, best, hparams, first.name)
 
     if stopped or done >= cfg.steps:
         return result(state, True)
@@ -529,41 +249,17 @@ def train_many(
             stage_end += n
             if done >= stage_end:
                 continue
-            runner = _Runner(tr, strategy, state, run_keys, data, m, devices, batch_size)
+            runner = Runner(tr, ex.strategy, state, run_keys, data, m, devices, ex.batch_size)
             while done < stage_end:
                 if (deadline is not None and time.time() > deadline) or (max_calls is not None and calls >= max_calls):
                     return result(runner.state(), False)
                 logs = runner.advance()
                 calls += 1
                 done += cfg.steps_per_call
-                col = done // cfg.steps_per_call - 1
                 state = runner.state()
-                if evaluate is not None and (col == 0 or (col + 1) % evaluate_every == 0 or done == cfg.steps):
-                    logs = {**logs, **_evaluated(evaluate, done, state, m, logs)}
-                for k, v in logs.items():
-                    column = curves.setdefault(k, np.full((m, cfg.calls), np.nan, np.float32))
-                    column[:, col] = v
-                if on_log is not None:
-                    on_log(done, logs)
-                if best is not None:
-                    if best.column not in curves:
-                        raise ValueError(
-                            f"evaluation.keep_best={best.column!r} is not a curve column; the columns are "
-                            f"{sorted(curves)} (the training logs and what evaluation.fn returns)"
-                        )
-                    best = best.update(state, curves[best.column][:, col], done)
-                stopping = bool(stop(done, state, _read_only(curves))) if stop is not None else False
-                if checkpoint is not None:
-                    save_checkpoint(checkpoint, state, curves, stamp, stopped=stopping, best=best)
+                logs, best, stopping = _record_call(done, state, logs, curves, best, ev, on_log, ckpt, m, cfg)
                 if progress is not None:
-                    for i, t, _ in nan_report(state):
-                        if i not in reported:
-                            reported.add(i)
-                            progress.note(f"{first.name}: model {i} skipped a non-finite step first at step {t}")
-                    finite = np.isfinite(logs["loss"])
-                    progress.update(
-                        cfg.steps_per_call, loss=float(np.mean(logs["loss"][finite])) if finite.any() else float("nan")
-                    )
+                    _show_call(progress, state, logs, reported, first.name, cfg.steps_per_call)
                 if stopping:
                     if progress is not None:
                         progress.update(cfg.steps - done)  # the budget not needed
@@ -574,106 +270,92 @@ def train_many(
     return result(state, True)
 
 
-# ---------------------------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(
-    path: str, state: TrainState, curves: dict, stamp: str, *, stopped: bool = False, best: Optional[Best] = None
-) -> str:
-    """Write the state, the curves and the kept :class:`Best` of :func:`train_many` to one file, atomically.
-
-    Args:
-      path: the ``.npz`` file to write.
-      state: the stacked :class:`TrainState` (leading (M,) axis).
-      curves: column name -> (M, C) float32 curve over the C = ``steps / steps_per_call`` calls
-        (NaN: not recorded yet).
-      stamp: a string identifying the run's settings; :func:`checkpoint_stamp` reads it back.
-      stopped: whether the stop rule ended the run (it is not resumed then).
-      best: optional :class:`Best` (the best state of each model kept by ``keep_best``).
-
-    Returns:
-      ``path``.
-    """
-    tree = {"state": state, "curves": curves}
-    meta = {}
-    if best is not None:
-        tree["best"] = {"state": best.state, "step": best.step, "value": best.value}
-        meta = {"best_column": best.column, "best_mode": best.mode}
-    host = jax.tree_util.tree_map(np.asarray, tree)
-    return io.save_pytree(path, host, step=int(np.asarray(state.step)[0]), stamp=stamp, stopped=stopped, **meta)
-
-
-def checkpoint_stamp(path: str) -> Optional[str]:
-    """The stamp :func:`save_checkpoint` wrote into ``path`` (None for a file without one)."""
-    z = io.load_npz(path)
-    return str(z["meta_stamp"]) if "meta_stamp" in z else None
-
-
-def _read_checkpoint(path: str, like: TrainState, stamp: Optional[str]):
-    """``(state, curves, stopped, best or None)`` from :func:`save_checkpoint`'s file."""
-    z = io.load_npz(path)
-    prefix = io.LEAF_PREFIX + "['curves']"
-    names = [k[len(prefix) :] for k in z if k.startswith(prefix)]
-    curves = {n[2:-2]: z[prefix + n] for n in names}  # "['loss']" -> "loss"
-    has_best = any(k.startswith(io.LEAF_PREFIX + "['best']") for k in z)
-    want = {"state": like, "curves": curves}
-    if has_best:
-        m = np.shape(like.step)[0]
-        want["best"] = {"state": like, "step": np.zeros(m, np.int64), "value": np.zeros(m, np.float32)}
-    tree, meta = io.load_pytree(path, want)
-    if stamp is not None and str(meta.get("stamp", "")) != stamp:
-        raise ValueError(
-            f"{path} was written for another configuration (stamp {str(meta.get('stamp', ''))!r}, asked "
-            f"for {stamp!r}): use another checkpoint path, or remove it to start afresh"
-        )
-    paths = jax.tree_util.tree_flatten_with_path(like.hparams)[0]
-    for (p, want_hp), got in zip(paths, jax.tree_util.tree_leaves(tree["state"].hparams)):
-        if not np.array_equal(np.asarray(want_hp), np.asarray(got)):
-            raise ValueError(
-                f"{path} holds models with other hyper-parameters ({jax.tree_util.keystr(p)} "
-                f"{np.asarray(got)} instead of {np.asarray(want_hp)}): use another checkpoint"
-            )
-    state = jax.tree_util.tree_map(jnp.asarray, tree["state"])
-    best = None
-    if has_best:
-        b = tree["best"]
-        best = Best(
-            str(meta.get("best_column", "")),
-            str(meta.get("best_mode", "max")),
-            jax.tree_util.tree_map(np.asarray, b["state"]),
-            np.asarray(b["step"], np.int64),
-            np.asarray(b["value"], np.float32),
-        )
-    return state, {k: np.asarray(v) for k, v in tree["curves"].items()}, bool(meta.get("stopped", False)), best
-
-
-def _same_best(path, saved: Optional[Best], keep_best, best_mode):
-    if saved is None and keep_best is None:
-        return
-    if saved is None:
-        raise ValueError(
-            f"{path} was written without keep_best, asked keep_best={keep_best!r}: its best state is "
-            "lost; use another checkpoint path, or keep_best=None"
-        )
-    if (saved.column, saved.mode) != (keep_best, best_mode):
-        raise ValueError(
-            f"{path} keeps the best state of {saved.column!r} (best_mode={saved.mode!r}), asked "
-            f"keep_best={keep_best!r}, best_mode={best_mode!r}: pass the same, or use another checkpoint"
-        )
-
-
-def load_checkpoint(path: str, like: TrainState, stamp: Optional[str] = None):
-    """``(state, curves, stopped)`` from :func:`save_checkpoint`'s file; ``like``: the initial state
-    of the same models (e.g. :func:`init_states`; its tree, shapes and hyper-parameters must
-    match). ValueError naming what differs for a checkpoint of another tree, hyper-parameters or
-    (when ``stamp`` is given) another stamp. :func:`load_best` reads the kept best state."""
-    return _read_checkpoint(path, like, stamp)[:3]
-
-
-def load_best(path: str, like: TrainState, stamp: Optional[str] = None) -> Best:
-    """The :class:`Best` that :func:`train_many` kept (``keep_best``) in ``path`` (``like`` and
-    ``stamp`` as for :func:`load_checkpoint`); ValueError for a checkpoint without one."""
-    best = _read_checkpoint(path, like, stamp)[3]
+def _result(st, finished, curves, steps, done, best, hparams, name) -> Result:
+    """The :class:`Result` of :func:`train_many`, after a warning naming the models that skipped
+    non-finite steps (:func:`warn_skipped`)."""
+    skipped = skipped_counts(st)
+    warn_skipped(skipped, done, hparams, name=f"train_many ({name})", stacklevel=4)
     if best is None:
-        raise ValueError(f"{path} holds no best state: it was trained without keep_best")
-    return best
+        return Result(st, curves, steps, finished, done, skipped=skipped)
+    best_state = jax.tree_util.tree_map(jnp.asarray, best.state)
+    return Result(st, curves, steps, finished, done, best_state, best.step.copy(), skipped)
+
+
+def _options(deprecated: dict, checkpointing, evaluation, execution, on_log):
+    """:func:`train_many`'s option values, checked (the deprecated flat keywords mapped onto them,
+    each with a ``DeprecationWarning``): ``(checkpointing or None, evaluation, execution)``."""
+    opts, messages = options.from_legacy(
+        deprecated, {"checkpointing": checkpointing, "evaluation": evaluation, "execution": execution}
+    )
+    for message in messages:
+        warnings.warn(message, DeprecationWarning, stacklevel=3)
+    ckpt = options.check("checkpointing", opts["checkpointing"], Checkpointing)
+    ev = options.check("evaluation", opts["evaluation"], Evaluation)
+    ex = options.check("execution", opts["execution"], Execution)
+    if on_log is not None and not callable(on_log):
+        raise TypeError(f"on_log must be a callable on_log(step, logs) or None, got {on_log!r}")
+    return ckpt, ev, ex
+
+
+def _initial_best(ev: Evaluation, state: TrainState, m: int) -> Optional[Best]:
+    """The :class:`Best` of a training that keeps one (``ev.keep_best``) before any call, else None."""
+    if ev.keep_best is None:
+        return None
+    return Best(
+        ev.keep_best,
+        ev.best_mode,
+        jax.tree_util.tree_map(np.asarray, state),
+        np.full(m, -1, np.int64),
+        np.full(m, np.nan, np.float32),
+    )
+
+
+def _resume(checkpoint: str, stamp: str, ev: Evaluation, state: TrainState, best, m: int, cfg):
+    """``(state, curves, stopped, best, done)`` read back from an existing checkpoint, checked."""
+    state, curves, stopped, saved = read_checkpoint(checkpoint, state, stamp)
+    check_same_best(checkpoint, saved, ev.keep_best, ev.best_mode)
+    best = saved if saved is not None else best
+    done = int(np.asarray(state.step)[0])
+    if done and any(v.shape != (m, cfg.calls) for v in curves.values()):
+        raise ValueError(
+            f"{checkpoint} holds curves of another training (shapes "
+            f"{sorted({v.shape for v in curves.values()})}, expected ({m}, {cfg.calls})): use another "
+            "checkpoint"
+        )
+    return state, curves, stopped, best, done
+
+
+def _record_call(done, state, logs, curves, best, ev, on_log, ckpt, m, cfg):
+    """After a call that ended at step ``done``: the evaluation, the curves (filled in place),
+    ``on_log``, the best state, the stop rule and the checkpoint, in this order. Returns ``(logs
+    with the evaluations, best, whether the stop rule ended training)``."""
+    col = done // cfg.steps_per_call - 1
+    if ev.fn is not None and (col == 0 or (col + 1) % ev.every == 0 or done == cfg.steps):
+        logs = {**logs, **_evaluated(ev.fn, done, state, m, logs)}
+    for k, v in logs.items():
+        column = curves.setdefault(k, np.full((m, cfg.calls), np.nan, np.float32))
+        column[:, col] = v
+    if on_log is not None:
+        on_log(done, logs)
+    if best is not None:
+        if best.column not in curves:
+            raise ValueError(
+                f"evaluation.keep_best={best.column!r} is not a curve column; the columns are "
+                f"{sorted(curves)} (the training logs and what evaluation.fn returns)"
+            )
+        best = best.update(state, curves[best.column][:, col], done)
+    stopping = bool(ev.stop(done, state, _read_only(curves))) if ev.stop is not None else False
+    if ckpt is not None:
+        save_checkpoint(ckpt.path, state, curves, ckpt.stamp, stopped=stopping, best=best)
+    return logs, best, stopping
+
+
+def _show_call(progress: io.Progress, state: TrainState, logs: dict, reported: set, name: str, spc: int) -> None:
+    """A call's steps and mean finite loss on ``progress``, with a note for each model that skipped
+    a non-finite step for the first time (``reported``: those noted before, updated in place)."""
+    for i, t, _ in nan_report(state):
+        if i not in reported:
+            reported.add(i)
+            progress.note(f"{name}: model {i} skipped a non-finite step first at step {t}")
+    finite = np.isfinite(logs["loss"])
+    progress.update(spc, loss=float(np.mean(logs["loss"][finite])) if finite.any() else float("nan"))

@@ -9,7 +9,7 @@ import math
 import os
 from typing import Mapping, Optional
 
-from tokdyn.experiment import rates as R
+from tokdyn.experiment import rates as backend_rates
 from tokdyn.experiment.study.paths import Refused
 
 
@@ -46,9 +46,9 @@ class Estimate:
     def __post_init__(self):
         if not isinstance(self.work, Mapping):
             raise TypeError(f"work must be a mapping of kinds to seconds, got {self.work!r}")
-        bad = [k for k in self.work if k not in R.KINDS]
+        bad = [k for k in self.work if k not in backend_rates.KINDS]
         if bad:
-            raise ValueError(f"work: kinds must be among {', '.join(R.KINDS)}, got {bad}")
+            raise ValueError(f"work: kinds must be among {', '.join(backend_rates.KINDS)}, got {bad}")
         try:
             work = {k: float(v) for k, v in self.work.items()}
         except (TypeError, ValueError):
@@ -172,7 +172,7 @@ def check_resources(
             )
 
 
-def time_here(estimate: Estimate, rates: Optional[R.Rates] = None) -> tuple:
+def time_here(estimate: Estimate, rates: Optional[backend_rates.Rates] = None) -> tuple:
     """``(seconds, where)``: how long ``estimate`` (with its ``seconds``) will take on this machine,
     and, in words, at which rates: its ``work`` at ``rates`` (default
     :func:`tokdyn.experiment.rates.for_estimate`, measured on the running backend when the work is
@@ -182,10 +182,10 @@ def time_here(estimate: Estimate, rates: Optional[R.Rates] = None) -> tuple:
         import jax
 
         return float(estimate.seconds), (
-            f"at the rates of {R.REFERENCE_DEVICE}; the estimate does not split its "
+            f"at the rates of {backend_rates.REFERENCE_DEVICE}; the estimate does not split its "
             f"work by kind, so it is not scaled to this {jax.default_backend()} backend"
         )
-    rates = R.for_estimate(estimate.work) if rates is None else rates
+    rates = backend_rates.for_estimate(estimate.work) if rates is None else rates
     return rates.seconds(estimate.work), rates.words(list(estimate.work))
 
 
@@ -198,7 +198,7 @@ def time_record(estimate: Estimate) -> Optional[dict]:
         return None
     if not estimate.work:
         return dict(seconds=float(estimate.seconds), reference_seconds=float(estimate.seconds))
-    rates = R.current(list(estimate.work), probe=False)
+    rates = backend_rates.current(list(estimate.work), probe=False)
     return dict(
         seconds=rates.seconds(estimate.work),
         reference_seconds=float(estimate.seconds),

@@ -1,0 +1,33 @@
+"""The Ctrl-C handler of the ``tokdyn`` command (:func:`on_interrupt`), which a library cannot lose:
+:func:`interrupted`, :func:`check_interrupt`, :func:`reset_interrupt`."""
+
+from __future__ import annotations
+
+_interrupted = [False]  # a Ctrl-C was seen (by :func:`on_interrupt`) in this process
+
+
+def on_interrupt(signum=None, frame=None) -> None:
+    """The ``tokdyn`` command's SIGINT handler: remembers the Ctrl-C, then raises
+    ``KeyboardInterrupt`` as Python's own handler does. Remembered, it cannot be lost where a
+    library catches the exception on its way (code run by JAX's compiler): :func:`check_interrupt`
+    raises it again at the next unit of work (:func:`~tokdyn.io.kept`, :func:`~tokdyn.io.kept_rows`,
+    :meth:`tokdyn.io.Progress.update`), and :func:`interrupted` tells the command it must not exit 0."""
+    _interrupted[0] = True
+    raise KeyboardInterrupt
+
+
+def interrupted() -> bool:
+    """Whether :func:`on_interrupt` has seen a Ctrl-C in this process (since :func:`reset_interrupt`)."""
+    return _interrupted[0]
+
+
+def reset_interrupt() -> None:
+    """Forget a Ctrl-C seen before (a new command in the same process)."""
+    _interrupted[0] = False
+
+
+def check_interrupt() -> None:
+    """``KeyboardInterrupt`` when a Ctrl-C was seen: the work stops at a unit's boundary, its
+    finished units on disk."""
+    if _interrupted[0]:
+        raise KeyboardInterrupt

@@ -1,0 +1,26 @@
+"""Versions and machine facts recorded next to every output (:func:`environment`)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+import numpy as np
+
+
+def environment() -> dict:
+    """Versions and machine facts recorded next to every output."""
+    import jax
+
+    return {
+        "tokdyn": __import__("tokdyn").__version__,
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.local_devices()],
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }

@@ -4,6 +4,7 @@
 - :mod:`tokdyn.experiment.study`: the study directory, stamped before any work, parts kept with
   checksums, the output path and the resources checked.
 - :mod:`tokdyn.experiment.findings`: a seed finding's claim, rule and verdict (``Finding``).
+- :mod:`tokdyn.experiment.paired`: paired comparisons of a sweep's settings by seed (``paired_tests``).
 - :mod:`tokdyn.experiment.presets`: the ``preset`` field and the line a quick run's summary opens with.
 - :mod:`tokdyn.experiment.attributes`: a class docstring's ``Attributes:`` as ``{field: text}``.
 - :mod:`tokdyn.experiment.registry`: the studies, listed once.
@@ -17,7 +18,18 @@ How a study is written and run: :doc:`/studies/writing-a-study`.
 
 import importlib
 
-__all__ = ["analysis", "attributes", "findings", "presets", "rates", "reasoners", "registry", "runner", "study"]
+__all__ = [
+    "analysis",
+    "attributes",
+    "findings",
+    "paired",
+    "presets",
+    "rates",
+    "reasoners",
+    "registry",
+    "runner",
+    "study",
+]
 
 
 def __getattr__(name):

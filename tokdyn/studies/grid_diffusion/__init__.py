@@ -18,7 +18,7 @@ The study's parts, one concept a module (every public name is re-exported here:
 - :mod:`~tokdyn.studies.grid_diffusion.config`     :class:`Config`: the fields, their checks, the models' configurations, the estimate
 - :mod:`~tokdyn.studies.grid_diffusion.training`   the corpus, the autoencoder, every model trained and sampled, each kept
 - :mod:`~tokdyn.studies.grid_diffusion.evaluation` held-out likelihoods and the samples' metrics: ``results.csv``
-- :mod:`~tokdyn.studies.grid_diffusion.summary`    ``summary.md`` and ``samples.txt``
+- :mod:`~tokdyn.studies.grid_diffusion.report`     ``summary.md`` and ``samples.txt``
 - :mod:`~tokdyn.studies.grid_diffusion.findings`   finding 2b
 - :mod:`~tokdyn.studies.grid_diffusion.plots`      the figures
 
@@ -45,7 +45,7 @@ from tokdyn.studies.grid_diffusion.config import (  # noqa: F401
 from tokdyn.studies.grid_diffusion.evaluation import evaluate, held_out_nll
 from tokdyn.studies.grid_diffusion.findings import GRID_MARGIN, grid_route_finding  # noqa: F401
 from tokdyn.studies.grid_diffusion.plots import MASK_COLOUR, PALETTE, plot_curves, plot_denoising, plot_kernels  # noqa: F401
-from tokdyn.studies.grid_diffusion.summary import samples_text, summary
+from tokdyn.studies.grid_diffusion.report import samples_text, summary
 from tokdyn.studies.grid_diffusion.training import (  # noqa: F401
     autoencoder,
     autoencoder_key,

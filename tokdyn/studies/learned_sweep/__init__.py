@@ -51,3 +51,4 @@ from tokdyn.studies.learned_sweep.report import (  # noqa: F401
     report_text,
 )
 from tokdyn.studies.learned_sweep.running import chunk_size, make_spec, run, run_sweep  # noqa: F401
+from tokdyn.studies.learned_sweep import vtae  # noqa: F401,E402 (the command `tokdyn sweep vtae`: tokdyn.studies.learned_sweep.vtae)

@@ -54,7 +54,17 @@ class Points:
         """The :class:`Points` of (N, D) ``x`` (cast to float32 unless floating) and an optional (N,)
         bool ``mask``; with ``centred`` (static) in coordinates centred on the masked mean of ``x``
         (``origin`` says where the user's origin went). A plain traceable function (the loop
-        calls it once per run)."""
+        calls it once per run).
+
+        Examples:
+          >>> import numpy as np
+          >>> from tokdyn import dynamics
+          >>> x = np.array([[0, 0], [2, 4], [9, 9]], np.float32)
+          >>> p = dynamics.Points.of(x, np.array([True, True, False]), centred=True)
+          >>> print(np.asarray(p.origin), float(p.count), np.asarray(p.x[:2]))   # centred on (1, 2)
+          [-1. -2.] 2.0 [[-1. -2.]
+           [ 1.  2.]]
+        """
         x = as_float(x)
         w = point_weights(x, mask)
         origin = jnp.zeros(x.shape[1:], x.dtype)

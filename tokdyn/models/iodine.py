@@ -522,7 +522,13 @@ def collapse(latents, labels, merge_tol=dynamics.DEFAULT_MERGE_TOL):
 
 
 def seed_keys(cfg: Config):
-    """(seeds,) keys ``fold_in(key(root_seed), s)``, one per seed (:func:`tokdyn.models.slots.seed_keys`)."""
+    """(seeds,) keys ``fold_in(key(root_seed), s)``, one per seed (:func:`tokdyn.models.slots.seed_keys`).
+
+    Examples:
+      >>> from tokdyn.models import iodine
+      >>> iodine.seed_keys(iodine.Config(seeds=3)).shape
+      (3,)
+    """
     return slots.seed_keys(cfg)
 
 
@@ -543,7 +549,13 @@ def stamp(cfg: Config) -> str:
 def default_strategy(backend: str) -> str:
     """The :func:`tokdyn.train.train_many` strategy on ``backend``: ``"loop"`` (one compiled call
     per model and step) on a CPU, ``"step"`` (the models vmapped) elsewhere, for the reasons of
-    :func:`tokdyn.models.slots.default_strategy` (the refinement network's convolutions)."""
+    :func:`tokdyn.models.slots.default_strategy` (the refinement network's convolutions).
+
+    Examples:
+      >>> from tokdyn.models import iodine
+      >>> iodine.default_strategy("cpu"), iodine.default_strategy("gpu")
+      ('loop', 'step')
+    """
     return slots.default_strategy(backend)
 
 

@@ -472,7 +472,13 @@ def stamp(cfg: Config) -> str:
 def default_strategy(backend: str) -> str:
     """The :func:`tokdyn.train.train_many` strategy for these models on ``backend``: ``"loop"``
     (one compiled call per model and step) on a CPU, ``"step"`` (the models vmapped) elsewhere,
-    for the reasons of :func:`tokdyn.models.slots.default_strategy` (the same convolutions)."""
+    for the reasons of :func:`tokdyn.models.slots.default_strategy` (the same convolutions).
+
+    Examples:
+      >>> from tokdyn.models import savi
+      >>> savi.default_strategy("cpu"), savi.default_strategy("gpu")
+      ('loop', 'step')
+    """
     return slots.default_strategy(backend)
 
 

@@ -386,7 +386,6 @@ def heavy_ball_eigenvalues(mu, momentum):
     baseline Jacobian eigenvalue :math:`\mu`: roots of :math:`z^2 - (\mu+\beta)z + \beta`.
 
     Examples:
-      >>> import numpy as np
       >>> from tokdyn import analysis
       >>> print(analysis.heavy_ball_eigenvalues(0.5, 0.25).round(3))   # modulus sqrt(beta) = 0.5
       [0.375+0.331j 0.375-0.331j]

@@ -154,7 +154,6 @@ def swap_permutation(key: jax.Array, n: int) -> jax.Array:
 
     Examples:
       >>> import jax
-      >>> import jax.numpy as jnp
       >>> import numpy as np
       >>> from tokdyn.diagnostics import mediation
       >>> perm = np.asarray(mediation.swap_permutation(jax.random.key(0), 5))

@@ -43,7 +43,6 @@ def blank(key, batch, cfg: tasks.Config, rate: float = 0.5):
       >>> import dataclasses
       >>> import jax
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.diagnostics import perturb
       >>> from tokdyn.models.latent import tasks
       >>> @dataclasses.dataclass(frozen=True)
@@ -73,7 +72,6 @@ def swap(key, batch, cfg: tasks.Config, rate: float = 0.5):
       >>> import dataclasses
       >>> import jax
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.diagnostics import perturb
       >>> from tokdyn.models.latent import tasks
       >>> @dataclasses.dataclass(frozen=True)
@@ -140,7 +138,6 @@ def resample(key, batch, cfg: tasks.Config, rate: float = 0.5):
       >>> import dataclasses
       >>> import jax
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.diagnostics import perturb
       >>> from tokdyn.models.latent import tasks
       >>> @dataclasses.dataclass(frozen=True)
@@ -180,7 +177,6 @@ def perturb(key, batch, cfg: tasks.Config, name: str, *, rate: float = 0.5):
       >>> import dataclasses
       >>> import jax
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.diagnostics import perturb
       >>> from tokdyn.models.latent import tasks
       >>> @dataclasses.dataclass(frozen=True)

@@ -141,7 +141,6 @@ def effective_temperature(tau, dtype):
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.dynamics import equations as eq
       >>> float(eq.effective_temperature(0.0, jnp.float32)) == float(jnp.finfo(jnp.float32).tiny)
       True
@@ -233,7 +232,6 @@ def sinkhorn_log_row(w, n_tokens: int, dtype):
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.dynamics import equations as eq
       >>> print(f"{float(eq.sinkhorn_log_row(jnp.ones(4), 2, jnp.float32)):.4f}")   # log(4 / 2)
       0.6931
@@ -259,7 +257,6 @@ def anchored_mean(weighted_sum, mass, anchor, x_sum, n_valid, sigma):
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.dynamics import equations as eq
       >>> # 3 points of mass 1 summing to 6: the mean 2, the anchor's weight 1e-8 negligible
       >>> print(f"{float(eq.anchored_mean(jnp.array(6.0), jnp.array(3.0), 10.0, 0.0, 3.0, 0.0)):.4f}")
@@ -312,7 +309,6 @@ def coulomb_unrolled(tokens):
     """:func:`coulomb_stacked` on a tuple of tokens, each a tuple of scalars (the kernel's form).
 
     Examples:
-      >>> import jax.numpy as jnp
       >>> import numpy as np
       >>> from tokdyn.dynamics import equations as eq
       >>> force = eq.coulomb_unrolled(((0.0, 0.0), (2.0, 0.0)))   # tokens as tuples of scalars
@@ -337,8 +333,6 @@ def velocity(v, token, mean, rep, momentum, damping, repulsion):
     """Step 3: ``beta v + alpha (m - t + gamma coulomb(t))`` (elementwise).
 
     Examples:
-      >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.dynamics import equations as eq
       >>> print(float(eq.velocity(0.5, 0.0, 1.0, 0.0, 0.5, 1.0, 0.0)))   # 0.5 * 0.5 + (1 - 0)
       1.25
@@ -352,8 +346,6 @@ def langevin_scale(damping, langevin):
     branch's zero cotangent into NaN).
 
     Examples:
-      >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.dynamics import equations as eq
       >>> print(float(eq.langevin_scale(0.5, 1.0)), float(eq.langevin_scale(0.5, 0.0)))   # sqrt(2 * 0.5 * 1)
       1.0 0.0
@@ -370,7 +362,6 @@ def may_stop(anneal_steps, step):
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.dynamics import equations as eq
       >>> eq.may_stop(3, jnp.arange(5)).tolist()   # annealing over 3 steps
       [False, False, False, True, True]
@@ -384,7 +375,6 @@ def stops(delta, tol, anneal_steps, step):
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.dynamics import equations as eq
       >>> eq.stops(1e-4, 1e-3, 3, jnp.arange(5)).tolist()   # still, but annealing until step 3
       [False, False, False, True, True]

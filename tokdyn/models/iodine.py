@@ -359,8 +359,6 @@ def posterior_noise(key, cfg: Config, batch: int):
 
     Examples:
       >>> import jax
-      >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models import iodine
       >>> iodine.posterior_noise(jax.random.key(0), iodine.Config(iterations=4, slots=5, latent_size=16), 2).shape
       (2, 5, 5, 16)
@@ -385,9 +383,6 @@ def lstm_carry(cfg: Config, batch: int):
     """The refinement LSTM's initial state ``(c, h)``: zeros, each (batch * K, refine_hidden).
 
     Examples:
-      >>> import jax
-      >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models import iodine
       >>> c, h = iodine.lstm_carry(iodine.Config(slots=5, refine_hidden=64), 2)
       >>> c.shape, h.shape   # (batch * K, refine_hidden)
@@ -467,8 +462,6 @@ def iteration_weights(cfg: Config):
     (``T = R + 1``).
 
     Examples:
-      >>> import jax
-      >>> import jax.numpy as jnp
       >>> import numpy as np
       >>> from tokdyn.models import iodine
       >>> print(np.asarray(iodine.iteration_weights(iodine.Config(iterations=3))))
@@ -508,7 +501,6 @@ def collapse(latents, labels, merge_tol=dynamics.DEFAULT_MERGE_TOL):
     Examples:
       >>> import jax
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models import iodine
       >>> latents = jnp.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]])   # slots 0 and 1 coincide
       >>> duplicates, unused = iodine.collapse(latents, jnp.array([0, 0, 1, 1]))   # slot 2 owns no pixel

@@ -132,8 +132,6 @@ def slot_config(cfg: Config) -> slots.Config:
     (its errors name the field).
 
     Examples:
-      >>> import jax
-      >>> import jax.numpy as jnp
       >>> from tokdyn.models import savi
       >>> per_frame = savi.slot_config(savi.Config(slots=4, first_iterations=3))
       >>> per_frame.slots, per_frame.iterations
@@ -307,7 +305,6 @@ def frame_noise(key, cfg: Config, batch: int):
 
     Examples:
       >>> import jax
-      >>> import jax.numpy as jnp
       >>> from tokdyn.models import savi
       >>> savi.frame_noise(jax.random.key(0), savi.Config(slots=4, slot_size=8), 2).shape
       (2, 4, 8)

@@ -81,8 +81,6 @@ def zipf_probs(vocab_size: int, exponent=1.0) -> np.ndarray:
     """(V,) Zipf probabilities ``(k + 1) ** -exponent / H``.
 
     Examples:
-      >>> import jax
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import corpus
       >>> print(corpus.zipf_probs(3).round(3))   # 1, 1/2, 1/3 over 11/6
       [0.545 0.273 0.182]
@@ -108,7 +106,6 @@ def zipf_corpus(key: jax.Array, vocab_size: int, n_tokens: int, exponent=1.0) ->
 
     Examples:
       >>> import jax
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import corpus
       >>> c = corpus.zipf_corpus(jax.random.key(0), 5, 100)
       >>> c.tokens.shape, c.vocab, int(c.counts.sum())
@@ -128,8 +125,6 @@ def grammar_vocab() -> tuple[tuple, dict]:
     """The grammar's vocabulary (specials first, then every category's words) and word -> category.
 
     Examples:
-      >>> import jax
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import corpus
       >>> vocab, categories = corpus.grammar_vocab()
       >>> vocab[:4], categories["the"]
@@ -153,7 +148,6 @@ def grammar_corpus(key: jax.Array, n_sentences: int) -> Corpus:
 
     Examples:
       >>> import jax
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import corpus
       >>> c = corpus.grammar_corpus(jax.random.key(0), 3)
       >>> first = c.tokens[: list(c.tokens).index(corpus.EOS) + 1]
@@ -259,7 +253,6 @@ def cooccurrence(tokens, vocab_size: int, window: int = 2) -> jax.Array:
     ``1 <= d <= window`` (a token is not its own context unless it recurs); ``tokens`` (n,).
 
     Examples:
-      >>> import jax
       >>> import numpy as np
       >>> from tokdyn.models.vtae import corpus
       >>> tokens = np.array([0, 1, 2, 1, 0])
@@ -294,7 +287,6 @@ def ppmi(counts, *, alpha=0.75) -> jax.Array:
     context distribution smoothing ``p_a(j) ∝ count(j) ** alpha``. Zero rows/columns give 0.
 
     Examples:
-      >>> import jax
       >>> import numpy as np
       >>> from tokdyn.models.vtae import corpus
       >>> tokens = np.array([0, 1, 2, 1, 0])
@@ -356,7 +348,6 @@ def ppmi_embeddings(
       (V, dim) float32 embeddings.
 
     Examples:
-      >>> import jax
       >>> import numpy as np
       >>> from tokdyn.models.vtae import corpus
       >>> corpus.ppmi_embeddings(np.array([0, 1, 2, 1, 0, 2, 1]), 3, 2).shape
@@ -411,7 +402,6 @@ def sentences(tokens, length: int, *, eos: int = EOS, pad: int = PAD) -> np.ndar
       ValueError: ``tokens`` is not 1-D or holds no ``eos``.
 
     Examples:
-      >>> import jax
       >>> import numpy as np
       >>> from tokdyn.models.vtae import corpus
       >>> print(corpus.sentences(np.array([5, 6, corpus.EOS, 7, corpus.EOS, 8]), 3))   # 8 is unterminated
@@ -450,8 +440,6 @@ def grammar_bigrams() -> np.ndarray:
     inside a grammatical sentence (``<eos>`` included as the last word).
 
     Examples:
-      >>> import jax
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import corpus
       >>> vocab, _ = corpus.grammar_vocab()
       >>> ok = corpus.grammar_bigrams()
@@ -472,8 +460,6 @@ def is_grammatical(sentence) -> bool:
     sentence of the grammar (anything after the ``<eos>`` is ignored; no ``<eos>``: False).
 
     Examples:
-      >>> import jax
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import corpus
       >>> vocab, _ = corpus.grammar_vocab()
       >>> words = "the fox follows a mouse <eos>".split()
@@ -497,8 +483,6 @@ def grammar_entropy() -> float:
     a floor for any model's negative log-likelihood per sentence.
 
     Examples:
-      >>> import jax
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import corpus
       >>> print(f"{corpus.grammar_entropy():.3f}")
       13.288

@@ -36,7 +36,6 @@ def init_mlp(key, *, cells, features, vocab_size, hidden=128, depth=1) -> dict:
 
     Examples:
       >>> import jax
-      >>> import jax.numpy as jnp
       >>> from tokdyn.models.vtae import decoders
       >>> params = decoders.init_mlp(jax.random.key(0), cells=4, features=3, vocab_size=5, hidden=8)
       >>> params["layers"][0]["w"].shape, params["out"]["w"].shape

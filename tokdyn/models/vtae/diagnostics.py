@@ -27,7 +27,6 @@ def accuracy(pred, targets, weights=None):
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import diagnostics
       >>> pred, targets = jnp.array([0, 1, 2, 2]), jnp.array([0, 1, 2, 3])
       >>> print(f"{float(diagnostics.accuracy(pred, targets)):.2f}")
@@ -44,7 +43,6 @@ def dominant_frequency(pred, n_classes: int, weights=None):
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import diagnostics
       >>> print(f"{float(diagnostics.dominant_frequency(jnp.array([0, 2, 2, 2]), 4)):.2f}")   # token 2
       0.75
@@ -59,7 +57,6 @@ def pairwise_hamming(codes, n_colours: int):
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import diagnostics
       >>> codes = jnp.array([[0, 1, 1], [0, 1, 0], [0, 1, 1]])   # 3 tokens' grids of 3 cells; 0 and 2 equal
       >>> diagnostics.pairwise_hamming(codes, 2).tolist()
@@ -74,7 +71,6 @@ def grid_uniqueness(codes, n_colours: int):
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import diagnostics
       >>> codes = jnp.array([[0, 1, 1], [0, 1, 0], [0, 1, 1]])   # 3 tokens' grids of 3 cells; 0 and 2 equal
       >>> share, closest = diagnostics.grid_uniqueness(codes, 2)
@@ -94,7 +90,6 @@ def pattern_std(x):
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import diagnostics
       >>> print(f"{float(diagnostics.pattern_std(jnp.array([[[0.0]], [[2.0]]]))):.2f}")   # (V, P, F) = (2, 1, 1)
       1.00
@@ -108,7 +103,6 @@ def codebook_usage(codes, n_colours: int, weights=None):
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import diagnostics
       >>> codes = jnp.array([[0, 1, 1], [0, 1, 0], [0, 1, 1]])   # 3 tokens' grids of 3 cells; 0 and 2 equal
       >>> perplexity, used = diagnostics.codebook_usage(codes, 4)   # colours 0 and 1 of 4

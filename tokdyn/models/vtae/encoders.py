@@ -92,8 +92,6 @@ def init_encoder(key, *, vocab_size, cells, mode, colours, code_dim=4, embed_dim
 
     Examples:
       >>> import jax
-      >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import encoders
       >>> params = encoders.init_encoder(jax.random.key(0), vocab_size=5, cells=4, mode="vq", colours=3, code_dim=2)
       >>> params["table"].shape, params["codebook"].shape   # (V, P, D) and (C, D)
@@ -128,7 +126,6 @@ def preactivations(params, tokens, embeddings=None, *, width: int) -> jax.Array:
     Examples:
       >>> import jax
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import encoders
       >>> params = encoders.init_encoder(jax.random.key(0), vocab_size=5, cells=4, mode="vq", colours=3, code_dim=2)
       >>> encoders.preactivations(params, jnp.array([0, 3]), width=2).shape
@@ -248,7 +245,6 @@ def quantize(key, z, mode: str, tau, *, codebook=None, deterministic: bool = Fal
     Examples:
       >>> import jax
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import encoders
       >>> z = jnp.array([[[0.0, 3.0], [2.0, -1.0]]])   # (B, P, K) = (1, 2, 2)
       >>> enc = encoders.quantize(None, z, "gumbel_st", 1.0, deterministic=True)   # the argmax

@@ -93,7 +93,6 @@ def sensitivity_penalty(kl, min_kl):
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import losses
       >>> print(f"{float(losses.sensitivity_penalty(jnp.array([0.1, 0.3]), 0.5)):.2f}")   # 0.5 - 0.2
       0.30
@@ -108,7 +107,6 @@ def batch_entropy(logits, weights=None):
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import losses
       >>> confident_diverse = 20.0 * jnp.eye(2)   # each sample sure, and of a different token
       >>> print(f"{float(losses.batch_entropy(confident_diverse)):.3f}")   # about -log 2
@@ -144,7 +142,6 @@ def semantic_alignment(grids, embeddings):
 
     Examples:
       >>> import jax.numpy as jnp
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import losses
       >>> grids = jnp.array([[[1.0, 0.0]], [[0.0, 1.0]]])   # (2, 1, 2): orthogonal grids
       >>> print(f"{float(losses.semantic_alignment(grids, jnp.array([[1.0, 0.0], [0.0, 1.0]]))):.3f}")

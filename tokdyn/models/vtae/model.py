@@ -214,7 +214,6 @@ def init(key, cfg: Config) -> dict:
 
     Examples:
       >>> import jax
-      >>> import jax.numpy as jnp
       >>> from tokdyn.models.vtae import model
       >>> cfg = model.Config(vocab_size=5, grid=2, colours=3, mode="gumbel_st", hidden=8)   # 2 x 2 grids
       >>> params = model.init(jax.random.key(0), cfg)

@@ -33,8 +33,6 @@ def active_vocab(step, cfg: Config):
     """Number of types in play at ``step`` (V without curriculum).
 
     Examples:
-      >>> import jax
-      >>> import numpy as np
       >>> from tokdyn.models.vtae import model, training
       >>> cfg = model.Config(vocab_size=10, curriculum=True, curriculum_start=2, curriculum_fraction=0.5)
       >>> [int(training.active_vocab(s, cfg)) for s in (0, 125, 250, 400)]   # 2 to 10 over 250 of 500 steps
@@ -182,7 +180,6 @@ def inputs(cfg: Config, weights=None, embeddings=None) -> tuple:
     the model does not use them).
 
     Examples:
-      >>> import jax
       >>> import numpy as np
       >>> from tokdyn.models.vtae import model, training
       >>> weights, embeddings = training.inputs(model.Config(vocab_size=4))

@@ -129,6 +129,27 @@ class Rule:
 
     Frozen and hashable (a static argument: equal rules share one compilation, so build a rule
     once, not inside a loop); every field is checked here (``TypeError`` naming it).
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> def init(points, tokens, hparams):   # the state is the tokens themselves
+      ...     return tokens
+      >>> def step(tokens, points, hparams, step, key):   # halfway to the mean of the nearest points
+      ...     d2 = jnp.sum((points.x[:, None] - tokens[None]) ** 2, -1)   # (N, T)
+      ...     a = jax.nn.one_hot(jnp.argmin(d2, 1), tokens.shape[0]) * points.weights[:, None]
+      ...     means = (a.T @ points.x) / jnp.maximum(a.sum(0), 1.0)[:, None]
+      ...     return tokens + 0.5 * (means - tokens)
+      >>> halfway = dynamics.Rule(init=init, step=step, name="halfway")
+      >>> x = np.array([[0, 0], [0, 1], [1, 0], [10, 10], [10, 11], [11, 10]], np.float32)
+      >>> r = dynamics.run(x, x[[0, 3]], rule=halfway, n_steps=50, tol=1e-4)
+      >>> print(np.asarray(r.tokens).round(2))
+      [[ 0.33  0.33]
+       [10.33 10.33]]
+      >>> bool(r.converged)
+      True
     """
 
     init: Callable

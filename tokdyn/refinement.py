@@ -190,6 +190,16 @@ def init(points: dynamics.Points, tokens, hparams: Hparams) -> Mixture:
     as means, uniform weights, and one shared log-scale from the data and the prior (its formula is on
     :doc:`/concepts/token-dynamics`). A traced knob out of range gives a NaN state. A plain traceable
     function of a :class:`tokdyn.dynamics.Points`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn import dynamics, refinement
+      >>> x = np.array([[-1, 0], [-1, 1], [2, 0], [2, 1]], np.float32)
+      >>> points = dynamics.Points.of(x)
+      >>> state = refinement.init(points, jnp.asarray(x[[0, 2]]), refinement.Hparams())
+      >>> print(np.asarray(state.log_weight).round(3), np.exp(np.asarray(state.log_scale)).round(3))
+      [-0.693 -0.693] [0.632 0.632]
     """
     dtype = tokens.dtype
     n_tokens, dim = tokens.shape
@@ -245,6 +255,18 @@ def step(state: Mixture, points: dynamics.Points, hparams: Hparams, step, key) -
 
     Returns:
       The next :class:`Mixture`, of the same shapes and dtypes.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn import dynamics, refinement
+      >>> x = np.array([[-1, 0], [-1, 1], [2, 0], [2, 1]], np.float32)
+      >>> points = dynamics.Points.of(x)
+      >>> state = refinement.init(points, jnp.asarray(x[[0, 2]]), refinement.Hparams())
+      >>> new = refinement.step(state, points, refinement.Hparams(), 0, None)   # one EM step
+      >>> print(np.asarray(new.tokens).round(3))
+      [[-1.   0.5]
+       [ 2.   0.5]]
     """
     del step, key
     mu, s, lw = state.tokens, state.log_scale, state.log_weight

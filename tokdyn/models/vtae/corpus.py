@@ -47,6 +47,15 @@ class Corpus:
       vocab: tuple of V strings; ``vocab[i]`` is the word of id i.
       counts: (V,) int64 occurrences of each type in ``tokens``.
       categories: optional dict word -> category name (grammar corpora), else ``None``.
+
+    Examples:
+      >>> import jax
+      >>> from tokdyn.models.vtae import corpus
+      >>> c = corpus.grammar_corpus(jax.random.key(0), 20)
+      >>> c.vocab_size, c.id("fox"), c.id("unicorn")   # an unknown word: <unk>'s id
+      (29, 22, 1)
+      >>> print(f"{float(c.weights('type').sum()):.3f}")
+      1.000
     """
 
     tokens: np.ndarray
@@ -196,6 +205,19 @@ def text_corpus(
 
     Raises:
       ValueError: the file cannot be read as text, or holds no token.
+
+    Examples:
+      >>> import os
+      >>> import tempfile
+      >>> from tokdyn.models.vtae import corpus
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     path = os.path.join(d, "text.txt")
+      ...     with open(path, "w") as f:
+      ...         print("the cat sat", file=f)
+      ...         print("the dog sat", file=f)
+      ...     c = corpus.text_corpus(path)
+      >>> [c.vocab[i] for i in c.tokens]
+      ['the', 'cat', 'sat', '<eos>', 'the', 'dog', 'sat', '<eos>']
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path, got {path!r}")
@@ -370,7 +392,19 @@ def ppmi_embeddings(
 
 def load_embeddings(path: str, vocab_size: int | None = None) -> jax.Array:
     """(V, E) float32 embeddings from a ``.npy`` file, checked for rank 2, finiteness and (when
-    given) ``vocab_size`` rows."""
+    given) ``vocab_size`` rows.
+
+    Examples:
+      >>> import os
+      >>> import tempfile
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import corpus
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     np.save(os.path.join(d, "e.npy"), np.ones((4, 3)))
+      ...     e = corpus.load_embeddings(os.path.join(d, "e.npy"), vocab_size=4)
+      >>> e.shape, e.dtype
+      ((4, 3), dtype('float32'))
+    """
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:

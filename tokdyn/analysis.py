@@ -73,6 +73,12 @@ def coulomb_energy(tokens):
     :math:`\phi(r) = 1/r` above ``dynamics.MIN_DISTANCE`` (:math:`r_{\min}`) and
     :math:`3/(2r_{\min}) - r^2/(2r_{\min}^3)` below: its negative gradient is
     :func:`tokdyn.dynamics.coulomb`. Finite and differentiable everywhere, coincident tokens included.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> print(f"{float(analysis.coulomb_energy(np.array([[0, 0], [2, 0]], np.float32))):.3f}")
+      0.500
     """
     tokens = _float(tokens)
     rmin = dynamics.MIN_DISTANCE
@@ -104,6 +110,17 @@ def free_energy(x, tokens, temperature, mask=None, *, repulsion=0.0):
 
     Returns:
       A scalar, in the points' float dtype.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> x = np.array([[-1, 0], [1, 0]], np.float32)   # variance 1 along the first axis
+      >>> print(f"{float(analysis.free_energy(x, x, 1.0)):.4f}")   # -2 log(1 + e^-4)
+      -0.0363
+
+    References:
+      Rose, K., Gurewitz, E. and Fox, G. C. (1990). Statistical mechanics and phase transitions in
+      clustering. *Physical Review Letters* 65(8), 945-948.
     """
     x = _float(x)
     tokens = tokens.astype(x.dtype)
@@ -114,7 +131,17 @@ def free_energy(x, tokens, temperature, mask=None, *, repulsion=0.0):
 
 
 def energy_of(hparams: dynamics.Hparams):
-    """``F(x, tokens, mask)`` at the temperature and repulsion of ``hparams``."""
+    """``F(x, tokens, mask)`` at the temperature and repulsion of ``hparams``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> x = np.array([[-1, 0], [1, 0]], np.float32)   # variance 1 along the first axis
+      >>> from tokdyn import dynamics
+      >>> energy = analysis.energy_of(dynamics.Hparams(temperature=1.0))
+      >>> print(f"{float(energy(x, x)):.4f}")
+      -0.0363
+    """
     return lambda x, tokens, mask=None: free_energy(x, tokens, hparams.temperature, mask, repulsion=hparams.repulsion)
 
 
@@ -135,6 +162,16 @@ def update_map(x, hparams: dynamics.Hparams, mask=None, *, with_velocity: bool =
       the whole dynamics when the momentum is 0. ``with_velocity=True``: ``f(z, shape) -> z'`` on the
       flat heavy-ball state ``z = concat(tokens.ravel(), velocity.ravel())`` (2*T*D,), ``shape`` the
       tokens' (T, D).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> x = np.array([[-1, 0], [1, 0]], np.float32)   # variance 1 along the first axis
+      >>> from tokdyn import dynamics
+      >>> step = analysis.update_map(x, dynamics.Hparams(temperature=0.1))
+      >>> print(np.asarray(step(np.array([[-2, 0], [2, 0]], np.float32))).round(3))
+      [[-1.  0.]
+       [ 1.  0.]]
     """
 
     def tokens_only(tokens):
@@ -178,6 +215,17 @@ def jacobian(x, tokens, hparams: dynamics.Hparams = dynamics.Hparams(), *, veloc
       Without ``velocity``: (T*D, T*D), the Jacobian of ``tokens -> tokens'`` (velocity 0; the whole
       map when momentum is 0), rows and columns in ``tokens.ravel()`` order. With ``velocity``:
       (2*T*D, 2*T*D), that of ``concat(tokens.ravel(), velocity.ravel())``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> x = np.array([[-1, 0], [1, 0]], np.float32)   # variance 1 along the first axis
+      >>> from tokdyn import dynamics
+      >>> jac = analysis.jacobian(x, analysis.collapsed_state(x, 2), dynamics.Hparams(temperature=4.0))
+      >>> jac.shape
+      (4, 4)
+      >>> print(np.abs(analysis.eigenvalues(jac)).round(3))   # as collapse_eigenvalues predicts
+      [0.5 0.  0.  0. ]
     """
     x = _float(x)
     tokens = tokens.astype(x.dtype)
@@ -192,7 +240,14 @@ def jacobian(x, tokens, hparams: dynamics.Hparams = dynamics.Hparams(), *, veloc
 
 def eigenvalues(jac):
     """Eigenvalues of a square matrix (complex), sorted by decreasing modulus: float64 NumPy on the
-    host for a concrete matrix, ``jnp.linalg.eigvals`` inside a transformation."""
+    host for a concrete matrix, ``jnp.linalg.eigvals`` inside a transformation.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> print(analysis.eigenvalues(np.array([[0.5, 0], [0, -0.9]])).real)
+      [-0.9  0.5]
+    """
     if not _checks.is_traced(jac):
         ev = np.linalg.eigvals(np.asarray(jac, np.float64))
         return ev[np.argsort(-np.abs(ev), kind="stable")]
@@ -201,7 +256,14 @@ def eigenvalues(jac):
 
 
 def spectral_radius(jac):
-    """Largest eigenvalue modulus of a square matrix (host NumPy unless traced, as :func:`eigenvalues`)."""
+    """Largest eigenvalue modulus of a square matrix (host NumPy unless traced, as :func:`eigenvalues`).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> print(f"{analysis.spectral_radius(np.array([[0.5, 0], [0, -0.9]])):.2f}")
+      0.90
+    """
     return jnp.max(jnp.abs(jnp.linalg.eigvals(jac))) if _checks.is_traced(jac) else np.abs(eigenvalues(jac))[0]
 
 
@@ -219,6 +281,15 @@ def fixed_point(x, tokens, hparams: dynamics.Hparams = dynamics.Hparams(), *, ma
 
     Returns:
       A :class:`tokdyn.dynamics.Result`; check its ``converged``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> x = np.array([[-1, 0], [1, 0]], np.float32)   # variance 1 along the first axis
+      >>> r = analysis.fixed_point(x, np.array([[-2, 0], [2, 0]], np.float32))
+      >>> print(np.asarray(r.tokens).round(3), bool(r.converged))   # each pulled in by the other point
+      [[-0.958  0.   ]
+       [ 0.958  0.   ]] True
     """
     _checks.real("tol", tol, low=0.0, low_open=True)
     return dynamics.run(x, tokens, hparams, mask=mask, n_steps=n_steps, tol=tol)
@@ -227,7 +298,14 @@ def fixed_point(x, tokens, hparams: dynamics.Hparams = dynamics.Hparams(), *, ma
 def predicted_steps(rho, delta0, tol):
     r"""Steps for a linear contraction with rate ``rho`` to bring a first change ``delta0`` below
     ``tol``: :math:`1 + \log(\mathrm{tol}/\Delta_0)/\log\rho` (at least 1; ``inf`` for
-    :math:`\rho \ge 1`). Vectorised over arrays."""
+    :math:`\rho \ge 1`). Vectorised over arrays.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> print(analysis.predicted_steps(np.array([0.5, 0.9, 1.0]), 1.0, 1e-3).round(2))
+      [10.97 66.56   inf]
+    """
     _checks.real("tol", tol, low=0.0, low_open=True)
     rho, delta0 = np.asarray(rho, np.float64), np.asarray(delta0, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -241,7 +319,17 @@ def predicted_steps(rho, delta0, tol):
 
 @_checks.checked_jit(_check_x)
 def covariance(x, mask=None):
-    """(D, D) population covariance (divide by N) of the valid points; and their (D,) mean."""
+    """(D, D) population covariance (divide by N) of the valid points; and their (D,) mean.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> x = np.array([[-1, 0], [1, 0]], np.float32)   # variance 1 along the first axis
+      >>> cov, mean = analysis.covariance(x)
+      >>> print(np.asarray(cov), np.asarray(mean))
+      [[1. 0.]
+       [0. 0.]] [0. 0.]
+    """
     x = _float(x)
     w = _weights(x, mask)
     n = jnp.maximum(jnp.sum(w), 1.0)
@@ -262,6 +350,11 @@ def collapse_threshold(x, mask=None):
       >>> x = np.array([[-2, 0], [2, 0], [-2, 1], [2, -1]], np.float32)
       >>> print(f"{float(analysis.collapse_threshold(x)):.3f}")   # twice the top variance, about 4
       8.531
+
+    References:
+      Rose, K., Gurewitz, E. and Fox, G. C. (1990). Statistical mechanics and phase transitions in
+      clustering. *Physical Review Letters* 65(8), 945-948. (the critical temperature
+      of deterministic annealing).
     """
     cov, _ = covariance(x, mask)
     return 2.0 * jnp.linalg.eigvalsh(cov)[-1]
@@ -274,14 +367,33 @@ def _check_collapsed_state(x, n_tokens, mask):
 
 @_checks.checked_jit(_check_collapsed_state, static_argnames=("n_tokens",))
 def collapsed_state(x, n_tokens: int, mask=None):
-    """(n_tokens, D) tokens all at the mean of the valid points: a fixed point of every variant."""
+    """(n_tokens, D) tokens all at the mean of the valid points: a fixed point of every variant.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> print(np.asarray(analysis.collapsed_state(np.array([[0, 0], [2, 4]], np.float32), 3)))
+      [[1. 2.]
+       [1. 2.]
+       [1. 2.]]
+    """
     _, mean = covariance(x, mask)
     return jnp.broadcast_to(mean, (n_tokens, mean.shape[0]))
 
 
 def heavy_ball_eigenvalues(mu, momentum):
     r"""The two eigenvalues (..., 2) (complex) that heavy-ball momentum :math:`\beta` makes of a
-    baseline Jacobian eigenvalue :math:`\mu`: roots of :math:`z^2 - (\mu+\beta)z + \beta`."""
+    baseline Jacobian eigenvalue :math:`\mu`: roots of :math:`z^2 - (\mu+\beta)z + \beta`.
+
+    Examples:
+      >>> from tokdyn import analysis
+      >>> print(analysis.heavy_ball_eigenvalues(0.5, 0.25).round(3))   # modulus sqrt(beta) = 0.5
+      [0.375+0.331j 0.375-0.331j]
+
+    References:
+      Polyak, B. T. (1964). Some methods of speeding up the convergence of iteration methods.
+      *USSR Computational Mathematics and Mathematical Physics* 4(5), 1-17.
+    """
     mu = np.asarray(mu, np.complex128)
     b = np.asarray(momentum, np.float64)
     s = np.sqrt((mu + b) ** 2 - 4.0 * b + 0j)
@@ -305,6 +417,13 @@ def collapse_eigenvalues(x, n_tokens: int, temperature, mask=None, *, momentum=0
 
     Returns:
       (T*D,) or (2*T*D,) complex128 NumPy array, computed in float64 on the host (not traceable).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> x = np.array([[-1, 0], [1, 0]], np.float32)   # variance 1 along the first axis
+      >>> print(analysis.collapse_eigenvalues(x, 2, 4.0).real)   # 2 lambda / tau = 0.5, then zeros
+      [0.5 0.  0.  0. ]
     """
     _checks.positive_int("n_tokens", n_tokens)
     _checks.real("temperature", temperature, low=0.0, low_open=True)
@@ -325,7 +444,15 @@ def _check_merge_tolerance(x, mask, rel):
 def merge_tolerance(x, mask=None, rel=MERGE_REL):
     r"""``rel`` times the RMS radius :math:`\sqrt{\mathrm{tr}\,C}` of the valid points: tokens
     closer than this count as merged (:func:`tokdyn.dynamics.token_groups`). Scale-free: rescaling
-    the data rescales the tolerance."""
+    the data rescales the tolerance.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> x = np.array([[-1, 0], [1, 0]], np.float32)   # variance 1 along the first axis
+      >>> print(f"{float(analysis.merge_tolerance(x)):.3f}")   # 1e-2 of the RMS radius 1
+      0.010
+    """
     cov, _ = covariance(x, mask)
     return rel * jnp.sqrt(jnp.trace(cov))
 
@@ -353,13 +480,28 @@ def pair_equilibrium(x, temperature, repulsion, mask=None):
 
     Returns:
       ``(r_star, multiplier)``, two scalars.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> x = np.array([[-1, 0], [1, 0]], np.float32)   # variance 1 along the first axis
+      >>> r_star, multiplier = analysis.pair_equilibrium(x, 4.0, 0.01)   # mu = 2 / 4
+      >>> print(f"{float(r_star):.3f} {float(multiplier):.2f}")   # (0.02 / 0.5)^(1/3), 3 mu - 2
+      0.342 -0.50
     """
     mu = collapse_threshold(x, mask) / temperature
     return (2.0 * repulsion / (1.0 - mu)) ** (1.0 / 3.0), 3.0 * mu - 2.0
 
 
 def min_separation(tokens):
-    """Smallest distance between two distinct tokens (``inf`` for one token)."""
+    """Smallest distance between two distinct tokens (``inf`` for one token).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import analysis
+      >>> print(f"{float(analysis.min_separation(np.array([[0, 0], [3, 4], [0, 1]], np.float32))):.1f}")
+      1.0
+    """
     tokens = _float(tokens)
     diff = tokens[:, None, :] - tokens[None, :, :]
     r2 = jnp.sum(diff * diff, axis=-1)

@@ -43,7 +43,13 @@ _NONE = np.iinfo(np.int32).min  # "no bid"
 
 def levels(n_cols: int) -> int:
     """``L``, the number of grid levels of the benefits for a problem with ``n_cols`` columns:
-    the largest power of two with ``L (n_cols + 1) <= 2**26`` (a static Python int)."""
+    the largest power of two with ``L (n_cols + 1) <= 2**26`` (a static Python int).
+
+    Examples:
+        >>> from tokdyn import assignment
+        >>> assignment.levels(3), assignment.levels(100)
+        (16777216, 524288)
+    """
     return 1 << ((2**_SCALE_BITS // (n_cols + 1)).bit_length() - 1)
 
 

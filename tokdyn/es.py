@@ -114,7 +114,26 @@ def noise(key: jax.Array, dims: int, n_pairs: int, antithetic: bool = True) -> j
 
 def shape_rewards(rewards: jax.Array, shaping: str = "none", *, antithetic: bool = False) -> jax.Array:
     """The weights of a population's rewards (P,) under ``shaping`` (:ref:`latent-optimisation-es`;
-    ``antithetic`` says whether the population is antithetic pairs, which changes "baseline")."""
+    ``antithetic`` says whether the population is antithetic pairs, which changes "baseline").
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn import es
+      >>> rewards = jnp.array([3.0, -1.0, 10.0, 0.0])
+      >>> print(np.asarray(es.shape_rewards(rewards, "centered_rank")).round(3))   # ranks mapped to [-0.5, 0.5]
+      [ 0.167 -0.5    0.5   -0.167]
+      >>> print(es.shape_rewards(rewards, "baseline", antithetic=True))   # minus the mean
+      [ 0. -4.  7. -3.]
+
+    References:
+      Wierstra, D., Schaul, T., Glasmachers, T., Sun, Y., Peters, J. and Schmidhuber, J. (2014).
+      Natural evolution strategies. *Journal of Machine Learning Research* 15, 949-980 (fitness
+      shaping).
+
+      Salimans, T., Ho, J., Chen, X., Sidor, S. and Sutskever, I. (2017). Evolution strategies as a
+      scalable alternative to reinforcement learning. arXiv:1703.03864 (centered ranks).
+    """
     _checks.choice("shaping", shaping, SHAPINGS)
     p = rewards.shape[-1]
     if shaping == "none":
@@ -154,6 +173,23 @@ def es_grad(
 
     Returns:
       ``(grad, info)``: ``grad`` has the structure of ``x``; ``info`` is an :class:`Info`.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn import es
+      >>> c = jnp.array([1.0, -2.0])   # a linear reward: its gradient is c everywhere
+      >>> g, info = es.es_grad(jax.random.key(0), lambda x: x @ c, jnp.zeros(2), sigma=0.1, n_pairs=500)
+      >>> print(np.asarray(g).round(1), info.rewards.shape)
+      [ 1. -2.] (1000,)
+
+    References:
+      Williams, R. J. (1992). Simple statistical gradient-following algorithms for connectionist
+      reinforcement learning. *Machine Learning* 8, 229-256.
+
+      Salimans, T., Ho, J., Chen, X., Sidor, S. and Sutskever, I. (2017). Evolution strategies as a
+      scalable alternative to reinforcement learning. arXiv:1703.03864.
     """
     _checks.prng_key("key", key)
     _check(key, reward_fn, x, sigma, n_pairs, antithetic, shaping, reward_takes_key)
@@ -185,6 +221,14 @@ def exact_grad(key: jax.Array, reward_fn: Callable, x, *, reward_takes_key: bool
     Returns:
       ``(grad, info)``: ``grad`` has the structure of ``x``; ``info`` an :class:`Info` whose population
       is the reward of ``x`` alone (``sigma`` 0).
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn import es
+      >>> g, info = es.exact_grad(jax.random.key(0), lambda x: -jnp.sum(x**2), jnp.array([1.0, 2.0]))
+      >>> print(g, info.rewards)
+      [-2. -4.] [-5.]
     """
     _check_takes_key(reward_takes_key)
     if reward_takes_key:
@@ -245,6 +289,20 @@ def maximiser(
 
     Returns:
       A :class:`Maximiser`: ``init(x) -> State``, ``step(key, state, *args) -> (State, Info)``.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> import optax
+      >>> from tokdyn import es
+      >>> m = es.maximiser(lambda x: -jnp.sum((x - 3.0) ** 2), optax.sgd(0.1), sigma=0.1, n_pairs=8)
+      >>> step = jax.jit(m.step)
+      >>> state = m.init(jnp.zeros(2))
+      >>> for i in range(50):
+      ...     state, info = step(jax.random.fold_in(jax.random.key(0), i), state)
+      >>> print(np.asarray(state.x).round(2), int(state.count))   # the maximum at 3
+      [3. 3.] 50
     """
     _checks.choice("estimator", estimator, ("es", "exact"))
     if not isinstance(optimizer, optax.GradientTransformation):

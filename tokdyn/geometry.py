@@ -134,6 +134,15 @@ def cosine_matrix(x):
     """Cosine similarities of the rows of ``x`` (N, D): (N, N), in [-1, 1].
 
     A zero row has similarity 0 with every row, itself included (its diagonal entry is 0, not 1).
+
+    Examples:
+        >>> import numpy as np
+        >>> from tokdyn import geometry
+        >>> x = np.array([[1, 0], [2, 0], [0, 3]], np.float32)
+        >>> print(np.asarray(geometry.cosine_matrix(x)).round(3))
+        [[1. 1. 0.]
+         [1. 1. 0.]
+         [0. 0. 1.]]
     """
     u = _unit(_rows(x, None)[0])
     return jnp.clip(jnp.matmul(u, u.T, precision=_HIGHEST), -1.0, 1.0)
@@ -169,6 +178,13 @@ def step_similarity(seq, mask=None):
     s the mean over the included instances of ``cos(seq[i, s], seq[i, s + 1])``.
 
     A zero vector counts with similarity 0; NaN when no instance is included (a traced mask).
+
+    Examples:
+        >>> import numpy as np
+        >>> from tokdyn import geometry
+        >>> seq = np.array([[[1, 0], [1, 1], [0, 1]], [[0, 2], [0, 1], [1, 1]]], np.float32)   # (2, 3, 2)
+        >>> print(np.asarray(geometry.step_similarity(seq)).round(3))   # (1 + 0.707) / 2, then 0.707
+        [0.854 0.707]
     """
     seq, w = _rows(seq, mask)
     u = _unit(seq)
@@ -211,6 +227,14 @@ def top_pc_share(x, mask=None):
 
     In ``[1 / min(n - 1, D), 1]`` (n included rows): 1 for data on a line. **0 when there is no
     variance** (every included row equal, or a single row), see :ref:`diagnostics-geometry`.
+
+    Examples:
+        >>> import numpy as np
+        >>> from tokdyn import geometry
+        >>> line = np.array([[0, 0], [1, 1], [2, 2]], np.float32)
+        >>> square = np.array([[0, 0], [1, 0], [0, 1], [1, 1]], np.float32)
+        >>> print(f"{float(geometry.top_pc_share(line)):.3f} {float(geometry.top_pc_share(square)):.3f}")
+        1.000 0.500
     """
     g = _gram(x, mask)
     total = jnp.trace(g)
@@ -234,7 +258,16 @@ class Summary:
 @_checks.checked_jit(_check_latents)
 def summary(latents, mask=None) -> Summary:
     """:class:`Summary` of ``latents`` (N instances, S steps, D); ``mask`` (N,) selects instances
-    (at least 2). Step s measures the set ``latents[:, s]`` of the included instances."""
+    (at least 2). Step s measures the set ``latents[:, s]`` of the included instances.
+
+    Examples:
+        >>> import numpy as np
+        >>> from tokdyn import geometry
+        >>> latents = np.array([[[1, 0], [1, 0]], [[0, 1], [1, 0.1]], [[-1, 0], [1, -0.1]]], np.float32)
+        >>> s = geometry.summary(latents)   # 3 instances, 2 steps: spread out, then collapsed
+        >>> print(np.asarray(s.inter_cosine).round(2), np.asarray(s.top_pc_share).round(2))
+        [-0.33  0.99] [0.75 1.  ]
+    """
     per_step = lambda fn: jax.vmap(fn, in_axes=(1, None))(latents, mask)
     return Summary(
         inter_cosine=per_step(mean_pairwise_cosine),

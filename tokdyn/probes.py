@@ -294,13 +294,38 @@ def fit(key, x, y, cfg: Config, hparams: Hparams = Hparams(), mask=None) -> Prob
 
     Returns:
       :class:`Probe`.
+
+    Examples:
+      >>> import jax
+      >>> import numpy as np
+      >>> from tokdyn import probes
+      >>> x = np.array([[0, 1], [1, 0], [0, 2], [2, 0], [0, 3], [3, 0]], np.float32)
+      >>> y = np.array([0, 1, 0, 1, 0, 1])   # which coordinate is non-zero
+      >>> probe = probes.fit(jax.random.key(0), x, y, probes.Config(n_classes=2))
+      >>> probe.weights.shape, probe.bias.shape
+      ((2, 2), (2,))
+
+    References:
+      Alain, G. and Bengio, Y. (2017). Understanding intermediate layers using linear classifier
+      probes. *ICLR 2017 workshop*. arXiv:1610.01644.
     """
     return _fit(key, x, y, cfg, hparams, mask)
 
 
 @_checks.checked_jit(_check_predict)
 def predict(probe: Probe, x):
-    """The probe's labels for ``x`` (N, D): (N,) int32 (ties go to the lowest class)."""
+    """The probe's labels for ``x`` (N, D): (N,) int32 (ties go to the lowest class).
+
+    Examples:
+      >>> import jax
+      >>> import numpy as np
+      >>> from tokdyn import probes
+      >>> x = np.array([[0, 1], [1, 0], [0, 2], [2, 0], [0, 3], [3, 0]], np.float32)
+      >>> y = np.array([0, 1, 0, 1, 0, 1])   # which coordinate is non-zero
+      >>> probe = probes.fit(jax.random.key(0), x, y, probes.Config(n_classes=2))
+      >>> probes.predict(probe, x).tolist()
+      [0, 1, 0, 1, 0, 1]
+    """
     return jnp.argmax(_logits(probe, x), -1).astype(jnp.int32)
 
 
@@ -316,6 +341,16 @@ def accuracy(probe: Probe, x, y, mask=None):
 
     Returns:
       A scalar in [0, 1]; NaN when ``mask`` (a JAX array) selects no row.
+
+    Examples:
+      >>> import jax
+      >>> import numpy as np
+      >>> from tokdyn import probes
+      >>> x = np.array([[0, 1], [1, 0], [0, 2], [2, 0], [0, 3], [3, 0]], np.float32)
+      >>> y = np.array([0, 1, 0, 1, 0, 1])   # which coordinate is non-zero
+      >>> probe = probes.fit(jax.random.key(0), x, y, probes.Config(n_classes=2))
+      >>> print(f"{float(probes.accuracy(probe, x, y)):.2f}")
+      1.00
     """
     return _accuracy(probe, x, y, mask)
 
@@ -337,6 +372,17 @@ def evaluate(key, x, y, train_mask, cfg: Config, hparams: Hparams = Hparams()) -
 
     Returns:
       :class:`Scores` ``(train, held_out)``, two accuracies.
+
+    Examples:
+      >>> import jax
+      >>> import numpy as np
+      >>> from tokdyn import probes
+      >>> x = np.array([[0, 1], [1, 0], [0, 2], [2, 0], [0, 3], [3, 0]], np.float32)
+      >>> y = np.array([0, 1, 0, 1, 0, 1])   # which coordinate is non-zero
+      >>> train = np.array([1, 1, 1, 1, 0, 0], bool)   # the last pair held out
+      >>> scores = probes.evaluate(jax.random.key(0), x, y, train, probes.Config(n_classes=2))
+      >>> print(f"{float(scores.train):.2f} {float(scores.held_out):.2f}")
+      1.00 1.00
     """
     probe = _fit(key, x, y, cfg, hparams, train_mask)
     return Scores(train=_accuracy(probe, x, y, train_mask), held_out=_accuracy(probe, x, y, ~train_mask))
@@ -359,6 +405,13 @@ def chance(y, mask=None, *, n_classes: int, train_mask=None):
 
     Returns:
       A scalar; NaN when ``mask`` (a JAX array) selects no row.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import probes
+      >>> y = np.array([0, 1, 1, 2, 1, 0])
+      >>> print(f"{float(probes.chance(y, n_classes=3)):.3f}")   # label 1 holds 3 of 6 rows
+      0.500
     """
     y = jnp.asarray(y)
     w = _weights(mask, y.shape[0], jnp.float32)

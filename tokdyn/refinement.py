@@ -71,6 +71,21 @@ class Hparams:
     The defaults, ``(1, 0, 1)``: EM steps, with a prior worth one point at scale 1. Host values out
     of range are a ``ValueError`` naming the knob (:meth:`validate`); a traced value out of range makes
     the run's state NaN from its start (:meth:`in_range`): NaN tokens, labels -1, never converged.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import dynamics, refinement
+      >>> x = np.array([[-1, 0], [-1, 1], [2, 0], [2, 1]], np.float32)
+      >>> r = dynamics.run(x, x[[0, 2]], refinement.Hparams(step_size=1.0), rule=refinement.REFINEMENT)
+      >>> print(np.asarray(r.tokens).round(3))   # EM steps: the two clusters' means
+      [[-1.   0.5]
+       [ 2.   0.5]]
+      >>> print(np.exp(np.asarray(r.state.log_scale)).round(3))   # scales pulled toward the prior's 1
+      [0.646 0.646]
+
+    References:
+      Dempster, A. P., Laird, N. M. and Rubin, D. B. (1977). Maximum likelihood from incomplete data
+      via the EM algorithm. *Journal of the Royal Statistical Society, Series B* 39(1), 1-38.
     """
 
     step_size: jax.Array | float = 1.0
@@ -175,6 +190,16 @@ def init(points: dynamics.Points, tokens, hparams: Hparams) -> Mixture:
     as means, uniform weights, and one shared log-scale from the data and the prior (its formula is on
     :doc:`/concepts/token-dynamics`). A traced knob out of range gives a NaN state. A plain traceable
     function of a :class:`tokdyn.dynamics.Points`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn import dynamics, refinement
+      >>> x = np.array([[-1, 0], [-1, 1], [2, 0], [2, 1]], np.float32)
+      >>> points = dynamics.Points.of(x)
+      >>> state = refinement.init(points, jnp.asarray(x[[0, 2]]), refinement.Hparams())
+      >>> print(np.asarray(state.log_weight).round(3), np.exp(np.asarray(state.log_scale)).round(3))
+      [-0.693 -0.693] [0.632 0.632]
     """
     dtype = tokens.dtype
     n_tokens, dim = tokens.shape
@@ -230,6 +255,18 @@ def step(state: Mixture, points: dynamics.Points, hparams: Hparams, step, key) -
 
     Returns:
       The next :class:`Mixture`, of the same shapes and dtypes.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn import dynamics, refinement
+      >>> x = np.array([[-1, 0], [-1, 1], [2, 0], [2, 1]], np.float32)
+      >>> points = dynamics.Points.of(x)
+      >>> state = refinement.init(points, jnp.asarray(x[[0, 2]]), refinement.Hparams())
+      >>> new = refinement.step(state, points, refinement.Hparams(), 0, None)   # one EM step
+      >>> print(np.asarray(new.tokens).round(3))
+      [[-1.   0.5]
+       [ 2.   0.5]]
     """
     del step, key
     mu, s, lw = state.tokens, state.log_scale, state.log_weight
@@ -341,6 +378,21 @@ def objective(x, state: Mixture, hparams: Hparams | None = None, mask=None):
     Returns:
       A scalar in the points' dtype (float32, or float64 under x64). Differentiable in both modes
       in ``x``, ``state`` and ``hparams``: :func:`gradient` is its gradient in ``state``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn import refinement
+      >>> x = np.array([[-1, 0], [-1, 1], [2, 0], [2, 1]], np.float32)
+      >>> state = refinement.Mixture(
+      ...     tokens=jnp.array([[-1.0, 0.5], [2.0, 0.5]]), log_scale=jnp.zeros(2), log_weight=jnp.log(jnp.full(2, 0.5))
+      ... )
+      >>> print(f"{float(refinement.objective(x, state)):.3f}")
+      -10.580
+
+    References:
+      Dempster, A. P., Laird, N. M. and Rubin, D. B. (1977). Maximum likelihood from incomplete data
+      via the EM algorithm. *Journal of the Royal Statistical Society, Series B* 39(1), 1-38.
     """
     points = dynamics.Points.of(x, mask)
     state = _float_state(state, points.x.dtype)
@@ -365,6 +417,18 @@ def gradient(x, state: Mixture, hparams: Hparams | None = None, mask=None) -> Mi
     Returns:
       A :class:`Mixture` of the state's shapes holding the gradient in each field: in the means, in
       the log-scales, and in the log-weights (the weights being ``softmax(log_weight)``).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn import refinement
+      >>> x = np.array([[-1, 0], [-1, 1], [2, 0], [2, 1]], np.float32)
+      >>> state = refinement.Mixture(
+      ...     tokens=jnp.array([[-1.0, 0.5], [2.0, 0.5]]), log_scale=jnp.zeros(2), log_weight=jnp.log(jnp.full(2, 0.5))
+      ... )
+      >>> g = refinement.gradient(x, state)
+      >>> print(np.asarray(g.log_scale).round(2))   # scale 1 is too wide for these clusters
+      [-3.3 -3.3]
     """
     points = dynamics.Points.of(x, mask)
     state = _float_state(state, points.x.dtype)
@@ -383,7 +447,22 @@ def gradient(x, state: Mixture, hparams: Hparams | None = None, mask=None) -> Mi
 @_checks.checked_jit(_check_assignment)
 def responsibilities(x, state: Mixture, mask=None):
     """(N, T) the E-step posterior of each point over the mixture's tokens (rows sum to 1 on valid
-    points, 0 on padded ones), computed as the rule's step computes it."""
+    points, 0 on padded ones), computed as the rule's step computes it.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn import refinement
+      >>> x = np.array([[-1, 0], [-1, 1], [2, 0], [2, 1]], np.float32)
+      >>> state = refinement.Mixture(
+      ...     tokens=jnp.array([[-1.0, 0.5], [2.0, 0.5]]), log_scale=jnp.zeros(2), log_weight=jnp.log(jnp.full(2, 0.5))
+      ... )
+      >>> print(np.asarray(refinement.responsibilities(x, state)).round(3))
+      [[0.989 0.011]
+       [0.989 0.011]
+       [0.011 0.989]
+       [0.011 0.989]]
+    """
     points = dynamics.Points.of(x, mask)
     return _e_step(points, _float_state(state, points.x.dtype))[3].T
 
@@ -393,7 +472,19 @@ def labels(x, state: Mixture, mask=None):
     """(N,) int32 the mixture's assignment: each point's most responsible token (first on ties),
     which weighs each token's scale and weight in (the loop's ``Result.labels`` are the nearest
     means instead); -1 on padded points and where the state is NaN (a run whose knobs were out of
-    range)."""
+    range).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn import refinement
+      >>> x = np.array([[-1, 0], [-1, 1], [2, 0], [2, 1]], np.float32)
+      >>> state = refinement.Mixture(
+      ...     tokens=jnp.array([[-1.0, 0.5], [2.0, 0.5]]), log_scale=jnp.zeros(2), log_weight=jnp.log(jnp.full(2, 0.5))
+      ... )
+      >>> refinement.labels(x, state).tolist()
+      [0, 0, 1, 1]
+    """
     points = dynamics.Points.of(x, mask)
     state = _float_state(state, points.x.dtype)
     d2 = _squared(_diff(state.tokens, _points_t(points)))

@@ -35,7 +35,13 @@ def float_dtype(dtype=None) -> np.dtype:
     ``jax_enable_x64`` (else JAX would silently hand back float32). ``ValueError`` naming ``dtype``
     otherwise. Every generator draws its random numbers in float32 / uint32 whatever ``dtype`` is
     and casts the result, so the same key gives the same data with and without x64: float64 data
-    hold exactly the float32 values (a cast up is exact)."""
+    hold exactly the float32 values (a cast up is exact).
+
+    Examples:
+      >>> from tokdyn import data
+      >>> data.float_dtype(), data.float_dtype("bfloat16")   # without x64
+      (dtype('float32'), dtype(bfloat16))
+    """
     if dtype is None:
         return np.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
     try:
@@ -179,6 +185,17 @@ def cluster_draw(
 
     Returns:
       A :class:`ClusterDraw`: (M, D) unit centres, (M, P, D) noise, (M * P,) ``init_noise``.
+
+    Examples:
+      >>> import jax
+      >>> import numpy as np
+      >>> from tokdyn import data
+      >>> draw = data.cluster_draw(jax.random.key(0), max_clusters=3, points_per_cluster=2, dim=2)
+      >>> draw.centers.shape, draw.z.shape
+      ((3, 2), (3, 2, 2))
+      >>> c = data.gaussian_clusters(jax.random.key(0), 2, points_per_cluster=2, dim=2, max_clusters=3)
+      >>> bool(np.allclose(data.clusters_from_draw(draw, 2).x, c.x, atol=1e-5))
+      True
     """
     return _draw(key, max_clusters, points_per_cluster, dim, centers)
 
@@ -232,6 +249,15 @@ def clusters_from_draw(draw: ClusterDraw, n_clusters, *, noise=0.3, center_box=1
 
     Returns:
       :class:`Clusters` of ``M * P`` rows, clusters ``k >= n_clusters`` masked out.
+
+    Examples:
+      >>> import jax
+      >>> from tokdyn import data
+      >>> draw = data.cluster_draw(jax.random.key(0), max_clusters=3, points_per_cluster=2, dim=2)
+      >>> for k in (1, 3):   # the same draw at two cluster counts
+      ...     print(data.clusters_from_draw(draw, k, noise=0.1).labels.tolist())
+      [0, 0, -1, -1, -1, -1]
+      [0, 0, 1, 1, 2, 2]
     """
     return _from_draw(draw, n_clusters, noise, center_box, dtype)
 
@@ -272,6 +298,15 @@ def gaussian_clusters(
 
     Returns:
       :class:`Clusters` with N = P * (max_clusters or n_clusters) rows, ordered by cluster.
+
+    Examples:
+      >>> import jax
+      >>> from tokdyn import data
+      >>> c = data.gaussian_clusters(jax.random.key(0), 2, points_per_cluster=2, dim=2, max_clusters=3)
+      >>> c.x.shape, c.labels.tolist()   # the third cluster is padding
+      ((6, 2), [0, 0, 1, 1, -1, -1])
+      >>> c.mask.tolist()
+      [True, True, True, True, False, False]
     """
     draw = _draw(key, max_clusters, points_per_cluster, dim, centers)
     return _from_draw(draw, n_clusters, noise, center_box, dtype)
@@ -320,6 +355,12 @@ def point_cloud(key, shape: str, n_points: int, noise=1.0, *, dtype=None):
 
     Returns:
       (n_points, D) points, D the shape's dimension.
+
+    Examples:
+      >>> import jax
+      >>> from tokdyn import data
+      >>> data.point_cloud(jax.random.key(0), "blobs8", 8).shape   # 4 clusters of 2 points in 8-D
+      (8, 8)
     """
     if shape == "aniso2":
         c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
@@ -404,6 +445,13 @@ def moving_draw(key, *, n_frames: int, n_clusters: int, points_per_cluster: int 
 
     Returns:
       A :class:`MovingDraw`: (K, 2) places, (K,) headings, (F, K, P, 2) noise.
+
+    Examples:
+      >>> import jax
+      >>> from tokdyn import data
+      >>> draw = data.moving_draw(jax.random.key(0), n_frames=5, n_clusters=3, points_per_cluster=4)
+      >>> draw.place.shape, draw.heading.shape, draw.z.shape
+      ((3, 2), (3,), (5, 3, 4, 2))
     """
     place = jax.random.uniform(jax.random.fold_in(key, 0), (n_clusters, 2), jnp.float32)
     heading = jax.random.uniform(jax.random.fold_in(key, 1), (n_clusters,), jnp.float32)
@@ -469,6 +517,15 @@ def moving_from_draw(draw: MovingDraw, *, speed=1.0, spread=0.5, view=10.0) -> M
 
     Returns:
       :class:`MovingClusters` (``x`` (F, K * P, 2) in JAX's default float: float32, float64 under x64).
+
+    Examples:
+      >>> import jax
+      >>> import numpy as np
+      >>> from tokdyn import data
+      >>> draw = data.moving_draw(jax.random.key(0), n_frames=5, n_clusters=3, points_per_cluster=4)
+      >>> slow = data.moving_from_draw(draw, speed=0.5)
+      >>> print(np.linalg.norm(np.asarray(slow.velocity), axis=1).round(3))
+      [0.5 0.5 0.5]
     """
     return _moving(draw, speed, spread, view)
 
@@ -503,6 +560,13 @@ def moving_clusters(
     Returns:
       :class:`MovingClusters` (``x`` (F, K * P, 2) in JAX's default float, ordered by cluster). The random part is
       :func:`moving_draw`, the rest :func:`moving_from_draw`.
+
+    Examples:
+      >>> import jax
+      >>> from tokdyn import data
+      >>> clip = data.moving_clusters(jax.random.key(0), 5, 3, points_per_cluster=4)
+      >>> clip.x.shape, clip.mask.shape, clip.centers.shape   # (F, K * P, 2), (F, K * P), (F, K, 2)
+      ((5, 12, 2), (5, 12), (5, 3, 2))
     """
     draw = moving_draw(key, n_frames=n_frames, n_clusters=n_clusters, points_per_cluster=points_per_cluster)
     return _moving(draw, speed, spread, view)

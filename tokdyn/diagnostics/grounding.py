@@ -42,6 +42,23 @@ def token_logprobs(apply_fn: Callable, params, batch, *, positions, tokens) -> j
 
     Returns:
       (B, n) log-probabilities.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.diagnostics import grounding
+      >>> from tokdyn.models.latent.model import Outputs
+      >>> def apply(params, batch, *, latents=None, intervene=None):   # token 1 likelier the more ink
+      ...     b = batch["image"].shape[0]
+      ...     ink = batch["image"].reshape(b, -1).sum(1).astype(jnp.float32)
+      ...     logits = jnp.zeros((b, 3, 2)).at[:, :, 1].set(params * ink[:, None])   # (B, T, V) = (2, 3, 2)
+      ...     zeros = jnp.zeros
+      ...     return Outputs(logits, zeros((b, 2, 3, 4)), zeros((b, 1, 1, 3, 3)), zeros((b, 0, 4)))
+      >>> batch = {"image": jnp.array([[[1, 0], [0, 0]], [[0, 0], [0, 0]]])}   # the second is blank
+      >>> lp = grounding.token_logprobs(apply, 1.0, batch, positions=[1, 2], tokens=np.ones((2, 2), int))
+      >>> print(np.asarray(lp).round(3))   # log sigmoid(1), then log 1/2
+      [[-0.313 -0.313]
+       [-0.693 -0.693]]
     """
     positions = np.asarray(positions, int)
     if jnp.shape(tokens)[-1:] != positions.shape:
@@ -69,6 +86,24 @@ def scores(apply_fn: Callable, params, batch, perturbed, *, positions, tokens) -
 
     Returns:
       (B, n) scores; a token is image-dependent when its score exceeds a chosen threshold.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.diagnostics import grounding
+      >>> from tokdyn.models.latent.model import Outputs
+      >>> def apply(params, batch, *, latents=None, intervene=None):   # token 1 likelier the more ink
+      ...     b = batch["image"].shape[0]
+      ...     ink = batch["image"].reshape(b, -1).sum(1).astype(jnp.float32)
+      ...     logits = jnp.zeros((b, 3, 2)).at[:, :, 1].set(params * ink[:, None])   # (B, T, V) = (2, 3, 2)
+      ...     zeros = jnp.zeros
+      ...     return Outputs(logits, zeros((b, 2, 3, 4)), zeros((b, 1, 1, 3, 3)), zeros((b, 0, 4)))
+      >>> batch = {"image": jnp.array([[[1, 0], [0, 0]], [[0, 0], [0, 0]]])}   # the second is blank
+      >>> blank = {"image": jnp.zeros_like(batch["image"])}
+      >>> s = grounding.scores(apply, 1.0, batch, blank, positions=[1, 2], tokens=np.ones((2, 2), int))
+      >>> print(np.asarray(s).round(3))   # only the instance with ink loses by the blanking
+      [[0.38 0.38]
+       [0.   0.  ]]
     """
     protocol.check_apply(apply_fn, params, batch, batches={"perturbed": perturbed})
     return token_logprobs(apply_fn, params, batch, positions=positions, tokens=tokens) - token_logprobs(
@@ -79,6 +114,14 @@ def scores(apply_fn: Callable, params, batch, perturbed, *, positions, tokens) -
 def generated_positions(layout) -> np.ndarray:
     """The positions predicting the generated tokens of the latent reasoner's layout
     (:class:`tokdyn.models.latent.model.Layout`): each caption token (from the position before it),
-    then the answer."""
+    then the answer.
+
+    Examples:
+      >>> from tokdyn.diagnostics import grounding
+      >>> from tokdyn.models.latent import model
+      >>> layout = model.Layout.of(model.Config(caption_len=3))   # 36 patches, 5 question tokens, 3 caption
+      >>> grounding.generated_positions(layout).tolist(), layout.answer
+      ([40, 41, 42, 44], 44)
+    """
     cap = np.arange(layout.caption.start, layout.caption.stop) - 1
     return np.concatenate([cap, [layout.answer]]).astype(int)

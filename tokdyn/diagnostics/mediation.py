@@ -55,7 +55,17 @@ class Shift(NamedTuple):
 
 def shift(a: jax.Array, b: jax.Array) -> Shift:
     """How far states ``b`` (..., D) moved from ``a`` (same shape). Zero vectors count as
-    unmoved when both are zero and as fully moved (distance 1, relative L2 1) otherwise."""
+    unmoved when both are zero and as fully moved (distance 1, relative L2 1) otherwise.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.diagnostics import mediation
+      >>> s = mediation.shift(jnp.array([[1.0, 0.0], [1.0, 0.0]]), jnp.array([[1.0, 0.0], [0.0, 2.0]]))
+      >>> print(np.asarray(s.cosine_distance), np.asarray(s.relative_l2).round(3))   # unmoved, then turned
+      [0. 1.] [0.    2.236]
+    """
     if jnp.shape(a) != jnp.shape(b):
         raise ValueError(f"b must have a's shape {jnp.shape(a)}, got {jnp.shape(b)}")
     na, nb = jnp.linalg.norm(a, axis=-1), jnp.linalg.norm(b, axis=-1)
@@ -109,7 +119,19 @@ def input_to_latent(
 def noise_at(key: jax.Array, positions, sigma) -> Callable:
     """An ``intervene`` adding Gaussian noise to the input embeddings at ``positions``, ``sigma``
     (traceable) times the RMS entry of those embeddings in each instance (the input-side
-    perturbation of a continuous image: "Gaussian noise at several sigma")."""
+    perturbation of a continuous image: "Gaussian noise at several sigma").
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.diagnostics import mediation
+      >>> edit = mediation.noise_at(jax.random.key(0), [1], 0.5)   # position 1 of each instance
+      >>> x = jnp.ones((2, 3, 4))   # (B, T, D) input embeddings
+      >>> moved = np.asarray(edit(x) != x).any(-1)
+      >>> moved.tolist()
+      [[False, True, False], [False, True, False]]
+    """
     idx = jnp.asarray(_positions("positions", positions))
     if not _checks.is_traced(sigma):
         _checks.real("sigma", sigma, low=0.0, low_open=True)
@@ -128,7 +150,16 @@ def noise_at(key: jax.Array, positions, sigma) -> Callable:
 def swap_permutation(key: jax.Array, n: int) -> jax.Array:
     """(n,) source index of each instance for ``swap``: a random cycle through all n instances, so
     ``perm[i] != i`` for n >= 2. ``n``: a static int >= 1 (``TypeError`` / ``ValueError`` naming it
-    otherwise, before anything is traced)."""
+    otherwise, before anything is traced).
+
+    Examples:
+      >>> import jax
+      >>> import numpy as np
+      >>> from tokdyn.diagnostics import mediation
+      >>> perm = np.asarray(mediation.swap_permutation(jax.random.key(0), 5))
+      >>> sorted(perm.tolist()), bool((perm != np.arange(5)).all())   # a permutation that moves everyone
+      ([0, 1, 2, 3, 4], True)
+    """
     _checks.prng_key("key", key)
     _checks.positive_int("n", n)
     _checks.elements_fit("the permutation (n,)", dict(n=n))
@@ -148,6 +179,19 @@ def interventions(key: jax.Array, latents: jax.Array, kinds=INTERVENTIONS, *, ot
 
     Returns:
       (K, B, L, D) replacement latents, in the order of ``kinds``.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.diagnostics import mediation
+      >>> latents = jnp.arange(12.0).reshape(3, 2, 2)   # (B, L, D)
+      >>> out = mediation.interventions(jax.random.key(0), latents, ("zeros", "mean", "swap"))
+      >>> out.shape
+      (3, 3, 2, 2)
+      >>> print(np.asarray(out[1, 0]))   # "mean": the batch's mean latents, for every instance
+      [[4. 5.]
+       [6. 7.]]
     """
     kinds = _kinds("kinds", kinds, INTERVENTIONS)
     if jnp.ndim(latents) != 3:
@@ -474,6 +518,16 @@ def narrowness(attention: jax.Array, *, queries, patches, top_k: int = 3) -> Nar
     Returns:
       :class:`Narrowness`, each field (B, Q); a query with no attention on the patches gets NaN entropy
       and top-k mass.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.diagnostics import mediation
+      >>> attention = jnp.zeros((1, 1, 1, 4, 4)).at[0, 0, 0, 3].set(jnp.array([0.5, 0.25, 0.25, 0.0]))
+      >>> n = mediation.narrowness(attention, queries=[3], patches=[0, 1, 2], top_k=1)
+      >>> print(np.asarray(n.entropy).round(3), np.asarray(n.top_k_mass), np.asarray(n.patch_share))
+      [[1.04]] [[0.5]] [[1.]]
     """
     shape = jnp.shape(attention)
     if len(shape) != 5 or shape[3] != shape[4]:

@@ -38,6 +38,19 @@ def blank(key, batch, cfg: tasks.Config, rate: float = 0.5):
 
     Returns:
       ``batch`` with its ``image`` replaced (same shape and dtype).
+
+    Examples:
+      >>> import dataclasses
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.diagnostics import perturb
+      >>> from tokdyn.models.latent import tasks
+      >>> @dataclasses.dataclass(frozen=True)
+      ... class Batch:   # any record with an image (B, G, G)
+      ...     image: jax.Array
+      >>> batch, cfg = Batch(image=jnp.array([[[1, 2], [3, 4]], [[5, 5], [0, 0]]])), tasks.Config(grid_size=2)
+      >>> perturb.blank(None, batch, cfg).image.tolist()
+      [[[0, 0], [0, 0]], [[0, 0], [0, 0]]]
     """
     del key, cfg, rate
     return dataclasses.replace(batch, image=jnp.zeros_like(batch.image))
@@ -54,6 +67,19 @@ def swap(key, batch, cfg: tasks.Config, rate: float = 0.5):
 
     Returns:
       ``batch`` with its ``image`` replaced (same shape and dtype).
+
+    Examples:
+      >>> import dataclasses
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.diagnostics import perturb
+      >>> from tokdyn.models.latent import tasks
+      >>> @dataclasses.dataclass(frozen=True)
+      ... class Batch:   # any record with an image (B, G, G)
+      ...     image: jax.Array
+      >>> batch, cfg = Batch(image=jnp.array([[[1, 2], [3, 4]], [[5, 5], [0, 0]]])), tasks.Config(grid_size=2)
+      >>> perturb.swap(None, batch, cfg).image.tolist()   # instance 0 gets 1's image and back
+      [[[5, 5], [0, 0]], [[1, 2], [3, 4]]]
     """
     del key, cfg, rate
     return dataclasses.replace(batch, image=jnp.roll(batch.image, -1, axis=0))
@@ -71,6 +97,21 @@ def shuffle(key, batch, cfg: tasks.Config, rate: float = 0.5):
 
     Returns:
       ``batch`` with its ``image`` replaced (same shape and dtype).
+
+    Examples:
+      >>> import dataclasses
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.diagnostics import perturb
+      >>> from tokdyn.models.latent import tasks
+      >>> @dataclasses.dataclass(frozen=True)
+      ... class Batch:   # any record with an image (B, G, G)
+      ...     image: jax.Array
+      >>> batch, cfg = Batch(image=jnp.array([[[1, 2], [3, 4]], [[5, 5], [0, 0]]])), tasks.Config(grid_size=2)
+      >>> out = perturb.shuffle(jax.random.key(0), batch, cfg).image
+      >>> np.sort(np.asarray(out).reshape(2, 4), axis=1).tolist()   # the same colours, moved
+      [[1, 2, 3, 4], [0, 0, 5, 5]]
     """
     del rate
     b, g = batch.image.shape[0], cfg.grid_size
@@ -92,6 +133,22 @@ def resample(key, batch, cfg: tasks.Config, rate: float = 0.5):
 
     Returns:
       ``batch`` with its ``image`` replaced (same shape and dtype).
+
+    Examples:
+      >>> import dataclasses
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.diagnostics import perturb
+      >>> from tokdyn.models.latent import tasks
+      >>> @dataclasses.dataclass(frozen=True)
+      ... class Batch:   # any record with an image (B, G, G)
+      ...     image: jax.Array
+      >>> batch, cfg = Batch(image=jnp.array([[[1, 2], [3, 4]], [[5, 5], [0, 0]]])), tasks.Config(grid_size=2)
+      >>> bool((perturb.resample(jax.random.key(0), batch, cfg, rate=0.0).image == batch.image).all())
+      True
+      >>> out = perturb.resample(jax.random.key(0), batch, cfg, rate=1.0).image   # every cell redrawn
+      >>> out.shape, bool(((out >= 0) & (out <= cfg.n_colours)).all())
+      ((2, 2, 2), True)
     """
     k1, k2 = jax.random.split(key)
     hit = jax.random.bernoulli(k1, rate, batch.image.shape)
@@ -115,6 +172,19 @@ def perturb(key, batch, cfg: tasks.Config, name: str, *, rate: float = 0.5):
 
     Returns:
       ``batch`` with its ``image`` replaced (same shape and dtype).
+
+    Examples:
+      >>> import dataclasses
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.diagnostics import perturb
+      >>> from tokdyn.models.latent import tasks
+      >>> @dataclasses.dataclass(frozen=True)
+      ... class Batch:   # any record with an image (B, G, G)
+      ...     image: jax.Array
+      >>> batch, cfg = Batch(image=jnp.array([[[1, 2], [3, 4]], [[5, 5], [0, 0]]])), tasks.Config(grid_size=2)
+      >>> perturb.perturb(None, batch, cfg, "swap").image.tolist()
+      [[[5, 5], [0, 0]], [[1, 2], [3, 4]]]
     """
     _checks.choice("perturbation", name, PERTURBATIONS)
     _checks.real("rate", rate, low=0.0, high=1.0)

@@ -100,6 +100,23 @@ def soft_assignment(x, tokens, temperature, mask=None):
 
     Returns:
       (N, T) the softmax over tokens of ``-|x_i - t_j|^2 / temperature``; zero rows on padded points.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> x = np.array([[0, 0], [1, 0], [2, 0]], np.float32)
+      >>> tokens = np.array([[0, 0], [2, 0]], np.float32)
+      >>> a = dynamics.soft_assignment(x, tokens, 1.0)   # the middle point: e^-1 against e^-1
+      >>> print(np.round(np.asarray(a), 3))
+      [[0.982 0.018]
+       [0.5   0.5  ]
+       [0.018 0.982]]
+      >>> print(np.asarray(dynamics.soft_assignment(x, tokens, 1.0, mask=np.array([1, 1, 0], bool)))[2])
+      [0. 0.]
+
+    References:
+      Rose, K., Gurewitz, E. and Fox, G. C. (1990). Statistical mechanics and phase transitions in
+      clustering. *Physical Review Letters* 65(8), 945-948 (the Gibbs assignment at a temperature).
     """
     x = as_float(x)
     centre = eq.masked_mean(x, point_weights(x, mask))  # distances keep their precision far from the origin
@@ -182,6 +199,18 @@ def sinkhorn(logits, n_iters: int, mask=None):
       (N, T) the plan closest to the softmax of ``logits`` in KL with those marginals: rows sum to 1
       exactly, columns approach :math:`n/T` as ``n_iters`` grows (slowly at low temperature). What
       it does as a rule (``Hparams.sinkhorn_iters``) is on the concepts page, :ref:`dynamics-rule`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> logits = np.array([[0, -1], [0, -1], [0, -1], [-1, 0]], np.float32)   # 3 points prefer token 0
+      >>> plan = np.asarray(dynamics.sinkhorn(logits, n_iters=50))
+      >>> print(plan.sum(1).round(3), plan.sum(0).round(2))   # rows sum to 1, columns near 4 / 2
+      [1. 1. 1. 1.] [2. 2.]
+
+    References:
+      Cuturi, M. (2013). Sinkhorn distances: lightspeed computation of optimal transport. *Advances
+      in Neural Information Processing Systems* 26. arXiv:1306.0895.
     """
     logits = as_float(logits)
     w = point_weights(logits, mask)
@@ -189,7 +218,16 @@ def sinkhorn(logits, n_iters: int, mask=None):
 
 
 def coulomb(tokens):
-    """(T, D) ``sum_{k != j} (t_j - t_k) / max(|t_j - t_k|, MIN_DISTANCE)^3``."""
+    """(T, D) ``sum_{k != j} (t_j - t_k) / max(|t_j - t_k|, MIN_DISTANCE)^3``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> tokens = np.array([[0, 0], [2, 0]], np.float32)   # each pushed away from the other by 1 / 2^2
+      >>> print(np.asarray(dynamics.coulomb(tokens)))
+      [[-0.25  0.  ]
+       [ 0.25  0.  ]]
+    """
     return eq.coulomb_stacked(tokens)
 
 
@@ -207,7 +245,19 @@ def _check_schedule(hparams, n_steps):
 @_checks.checked_jit(_check_schedule, static_argnames=("n_steps",))
 def temperature_schedule(hparams: Hparams, n_steps: int) -> jax.Array:
     """(n_steps,) the temperature used at each step: ``tau * r ** max(0, 1 - s / S)``; NaN when a
-    traced knob is out of its range (:meth:`Hparams.in_range`)."""
+    traced knob is out of its range (:meth:`Hparams.in_range`).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> hp = dynamics.Hparams(temperature=1.0, anneal_ratio=100.0, anneal_steps=4.0)
+      >>> print(np.asarray(dynamics.temperature_schedule(hp, 6)).round(2))   # 100 down to 1 over 4 steps
+      [100.    31.62  10.     3.16   1.     1.  ]
+
+    References:
+      Rose, K. (1998). Deterministic annealing for clustering, compression, classification,
+      regression, and related optimization problems. *Proceedings of the IEEE* 86(11), 2210-2239.
+    """
     taus = jax.vmap(lambda s: _temperature_at(hparams, s))(jnp.arange(n_steps, dtype=jnp.int32))
     return jnp.where(hparams.in_range(), taus, jnp.nan)
 
@@ -261,6 +311,16 @@ def update(x, tokens, velocity, hparams: Hparams, mask=None, *, step=0, key=None
     Returns:
       ``(tokens, velocity)``, each (T, D), after the step; NaN where a traced knob is out of its
       range (:meth:`Hparams.in_range`).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> x = np.array([[0, 0], [0, 1], [10, 0], [10, 1]], np.float32)
+      >>> tokens = np.array([[1, 0], [9, 1]], np.float32)
+      >>> t, v = dynamics.update(x, tokens, np.zeros_like(tokens), dynamics.Hparams())
+      >>> print(np.asarray(t).round(3))   # undamped, no momentum: each token jumps to its points' mean
+      [[ 0.   0.5]
+       [10.   0.5]]
     """
     x = as_float(x)
     points = Points.of(x, mask, centred=True)  # the rule's coordinates (Rule.centred), the tokens back after
@@ -285,7 +345,18 @@ def _check_hard_labels(x, tokens, mask):
 def hard_labels(x, tokens, mask=None):
     """(N,) int32 index of the nearest token (first on ties); -1 on padded points, and -1 on points
     whose squared distances are not finite (a NaN or infinite token, e.g. the final tokens of a run
-    that blew up, or a traced NaN point): ``argmax`` over NaN would report token 0."""
+    that blew up, or a traced NaN point): ``argmax`` over NaN would report token 0.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> x = np.array([[0, 0], [0.8, 0], [3, 0]], np.float32)
+      >>> tokens = np.array([[0, 0], [2, 0]], np.float32)
+      >>> dynamics.hard_labels(x, tokens).tolist()
+      [0, 0, 1]
+      >>> dynamics.hard_labels(x, tokens, mask=np.array([1, 1, 0], bool)).tolist()
+      [0, 0, -1]
+    """
     x = as_float(x)
     centre = eq.masked_mean(x, point_weights(x, mask))  # distances keep their precision far from the origin
     return labels_t((x - centre).T, tokens.astype(x.dtype) - centre, mask)

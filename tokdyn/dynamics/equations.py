@@ -116,7 +116,15 @@ UNROLLED = Layout(
 def temperature(tau, ratio, n_anneal, step):
     """The annealed temperature of step ``step``: ``tau * r ** max(0, 1 - s / S)``, exactly ``tau``
     when ``r = 1``, ``S = 0`` or ``s >= S`` (scalars; ``r ** f`` as ``exp(f log r)``, which Triton
-    has)."""
+    has).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.dynamics import equations as eq
+      >>> print(np.asarray(eq.temperature(1.0, 100.0, 4, jnp.arange(6))).round(2))
+      [100.    31.62  10.     3.16   1.     1.  ]
+    """
     frac = jnp.clip(1.0 - step / jnp.maximum(n_anneal, 1.0), 0.0, 1.0)
     on = (n_anneal > 0) & (frac > 0)
     frac = jnp.where(on, frac, 0.0)
@@ -129,7 +137,16 @@ def temperature(tau, ratio, n_anneal, step):
 def effective_temperature(tau, dtype):
     """The temperature a step divides by: ``tau`` clamped up to the smallest normal float of
     ``dtype`` (a 0 or subnormal value acts as the hard-assignment limit), NaN when negative or NaN
-    (a traced value out of range cannot be refused)."""
+    (a traced value out of range cannot be refused).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.dynamics import equations as eq
+      >>> float(eq.effective_temperature(0.0, jnp.float32)) == float(jnp.finfo(jnp.float32).tiny)
+      True
+      >>> print(float(eq.effective_temperature(-1.0, jnp.float32)))
+      nan
+    """
     dtype = jnp.result_type(dtype, tau)
     return jnp.where(tau >= 0, jnp.maximum(tau, jnp.finfo(dtype).tiny), jnp.nan)
 
@@ -140,21 +157,55 @@ def effective_temperature(tau, dtype):
 def scores(tokens, points, layout: Layout, precision=None):
     """Per token, ``2 t.x_i - |t|^2``: minus the squared distance up to a per-point constant
     (``points``: ``(D, N)`` stacked, ``D`` vectors unrolled). Its float32 rounding grows with
-    ``|t|^2``, hence the centred coordinates (module docstring)."""
+    ``|t|^2``, hence the centred coordinates (module docstring).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.dynamics import equations as eq
+      >>> tokens = jnp.array([[0.0, 0.0], [2.0, 0.0]])
+      >>> x_t = jnp.array([[0.0, 1.0, 2.0], [0.0, 0.0, 0.0]])   # 3 points, transposed (D, N)
+      >>> print(np.asarray(eq.scores(tokens, x_t, eq.STACKED)))   # (T, N)
+      [[ 0.  0.  0.]
+       [-4.  0.  4.]]
+    """
     tx = layout.dots(tokens, points, precision=precision)
     return layout.map(lambda a, tt: 2.0 * a - tt, tx, layout.squares(tokens))
 
 
 def logits(s, tau, layout: Layout):
     """``(s - max_k s) / tau``: each point's nearest token gets exactly 0, the others <= 0, so a
-    tiny temperature gives ``-inf`` (weight 0), never ``inf - inf``."""
+    tiny temperature gives ``-inf`` (weight 0), never ``inf - inf``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.dynamics import equations as eq
+      >>> tokens = jnp.array([[0.0, 0.0], [2.0, 0.0]])
+      >>> x_t = jnp.array([[0.0, 1.0, 2.0], [0.0, 0.0, 0.0]])   # 3 points, transposed (D, N)
+      >>> print(np.asarray(eq.logits(eq.scores(tokens, x_t, eq.STACKED), 1.0, eq.STACKED)))
+      [[ 0.  0. -4.]
+       [-4.  0.  0.]]
+    """
     top = layout.max(s)
     return layout.map(lambda r: (r - top) / tau, s)
 
 
 def softmax_rows(l, w, layout: Layout):
     """The softmax over tokens of the logits ``l`` (their maximum is 0), weighted by the points'
-    weights ``w`` (zero on padded points)."""
+    weights ``w`` (zero on padded points).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.dynamics import equations as eq
+      >>> tokens = jnp.array([[0.0, 0.0], [2.0, 0.0]])
+      >>> x_t = jnp.array([[0.0, 1.0, 2.0], [0.0, 0.0, 0.0]])   # 3 points, transposed (D, N)
+      >>> l = eq.logits(eq.scores(tokens, x_t, eq.STACKED), 1.0, eq.STACKED)
+      >>> print(np.asarray(eq.softmax_rows(l, jnp.ones(3), eq.STACKED)).round(3))   # columns sum to 1
+      [[0.982 0.5   0.018]
+       [0.018 0.5   0.982]]
+    """
     e = layout.map(jnp.exp, l)
     scale = w / layout.sum(e)
     return layout.map(lambda r: r * scale, e)
@@ -177,7 +228,14 @@ def sinkhorn_round(l, w, log_row, layout: Layout):
 
 def sinkhorn_log_row(w, n_tokens: int, dtype):
     """The log of each token's target mass, ``log(sum(w) / T)`` (``sum(w)`` at least the smallest
-    normal float)."""
+    normal float).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.dynamics import equations as eq
+      >>> print(f"{float(eq.sinkhorn_log_row(jnp.ones(4), 2, jnp.float32)):.4f}")   # log(4 / 2)
+      0.6931
+    """
     return jnp.log(jnp.maximum(jnp.sum(w), jnp.finfo(dtype).tiny) / n_tokens)
 
 
@@ -195,7 +253,17 @@ def anchored_mean(weighted_sum, mass, anchor, x_sum, n_valid, sigma):
     """Step 2's weighted mean of a token, ``(sum_i a_i x_i + eps (1 - sigma) anchor + sigma eps
     sum_i x_i) / (sum_i a_i + eps (1 - sigma) + sigma eps n)``: sigma = 0 puts the mass epsilon on
     ``anchor`` (the token itself, or the user's origin for the published form), sigma = 1 on
-    every valid point (Slot Attention). Elementwise (a coordinate or a ``(T, D)`` array)."""
+    every valid point (Slot Attention). Elementwise (a coordinate or a ``(T, D)`` array).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.dynamics import equations as eq
+      >>> # 3 points of mass 1 summing to 6: the mean 2, the anchor's weight 1e-8 negligible
+      >>> print(f"{float(eq.anchored_mean(jnp.array(6.0), jnp.array(3.0), 10.0, 0.0, 3.0, 0.0)):.4f}")
+      2.0000
+      >>> print(f"{float(eq.anchored_mean(jnp.array(0.0), jnp.array(0.0), 10.0, 0.0, 3.0, 0.0)):.4f}")   # no mass
+      10.0000
+    """
     return (weighted_sum + (EPS_MASS * (1.0 - sigma)) * anchor + (sigma * EPS_MASS) * x_sum) / (
         mass + (EPS_MASS * (1.0 - sigma) + (sigma * EPS_MASS) * n_valid)
     )
@@ -205,13 +273,30 @@ def anchored_mean(weighted_sum, mass, anchor, x_sum, n_valid, sigma):
 
 
 def inverse_cube(r2):
-    """The repulsion's weight of a pair at squared distance ``r2``: ``max(r, MIN_DISTANCE)^-3``."""
+    """The repulsion's weight of a pair at squared distance ``r2``: ``max(r, MIN_DISTANCE)^-3``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.dynamics import equations as eq
+      >>> print(np.asarray(eq.inverse_cube(jnp.array([4.0, 0.0]))))   # r = 2; r = 0 clamped to MIN_DISTANCE
+      [1.25e-01 1.00e+09]
+    """
     r2 = jnp.maximum(r2, MIN_DISTANCE**2)
     return jax.lax.rsqrt(r2) / r2
 
 
 def coulomb_stacked(tokens):
-    """(T, D) ``sum_{k != j} (t_j - t_k) / max(|t_j - t_k|, MIN_DISTANCE)^3`` (the XLA form)."""
+    """(T, D) ``sum_{k != j} (t_j - t_k) / max(|t_j - t_k|, MIN_DISTANCE)^3`` (the XLA form).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.dynamics import equations as eq
+      >>> print(np.asarray(eq.coulomb_stacked(jnp.array([[0.0, 0.0], [2.0, 0.0]]))))
+      [[-0.25  0.  ]
+       [ 0.25  0.  ]]
+    """
     diff = tokens[:, None, :] - tokens[None, :, :]  # (T, T, D)
     inv_r3 = inverse_cube(jnp.sum(diff * diff, axis=-1))  # (T, T)
     # the diagonal (diff 0) contributes 0 either way, but its weight MIN_DISTANCE^-3 would reach the
@@ -221,7 +306,16 @@ def coulomb_stacked(tokens):
 
 
 def coulomb_unrolled(tokens):
-    """:func:`coulomb_stacked` on a tuple of tokens, each a tuple of scalars (the kernel's form)."""
+    """:func:`coulomb_stacked` on a tuple of tokens, each a tuple of scalars (the kernel's form).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn.dynamics import equations as eq
+      >>> force = eq.coulomb_unrolled(((0.0, 0.0), (2.0, 0.0)))   # tokens as tuples of scalars
+      >>> print(np.asarray(force))
+      [[-0.25  0.  ]
+       [ 0.25  0.  ]]
+    """
     out = []
     for j, tj in enumerate(tokens):
         rep = [0.0] * len(tj)
@@ -236,14 +330,26 @@ def coulomb_unrolled(tokens):
 
 
 def velocity(v, token, mean, rep, momentum, damping, repulsion):
-    """Step 3: ``beta v + alpha (m - t + gamma coulomb(t))`` (elementwise)."""
+    """Step 3: ``beta v + alpha (m - t + gamma coulomb(t))`` (elementwise).
+
+    Examples:
+      >>> from tokdyn.dynamics import equations as eq
+      >>> print(float(eq.velocity(0.5, 0.0, 1.0, 0.0, 0.5, 1.0, 0.0)))   # 0.5 * 0.5 + (1 - 0)
+      1.25
+    """
     return momentum * v + damping * (mean - token + repulsion * rep)
 
 
 def langevin_scale(damping, langevin):
     """The Langevin kick's standard deviation ``sqrt(2 alpha T)``, 0 when ``2 alpha T <= 0``
     (``sqrt`` away from 0 only: a zero variance's infinite derivative would turn an untaken
-    branch's zero cotangent into NaN)."""
+    branch's zero cotangent into NaN).
+
+    Examples:
+      >>> from tokdyn.dynamics import equations as eq
+      >>> print(float(eq.langevin_scale(0.5, 1.0)), float(eq.langevin_scale(0.5, 0.0)))   # sqrt(2 * 0.5 * 1)
+      1.0 0.0
+    """
     var = 2.0 * damping * langevin
     return jnp.where(var > 0, jnp.sqrt(jnp.where(var > 0, var, 1.0)), 0.0)
 
@@ -252,19 +358,42 @@ def langevin_scale(damping, langevin):
 
 
 def may_stop(anneal_steps, step):
-    """Whether the run may stop after step ``step``: not while the temperature still anneals."""
+    """Whether the run may stop after step ``step``: not while the temperature still anneals.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.dynamics import equations as eq
+      >>> eq.may_stop(3, jnp.arange(5)).tolist()   # annealing over 3 steps
+      [False, False, False, True, True]
+    """
     return step >= anneal_steps
 
 
 def stops(delta, tol, anneal_steps, step):
     """The stop test after step ``step``: the largest coordinate movement ``delta`` below ``tol``
-    once the annealing is over."""
+    once the annealing is over.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.dynamics import equations as eq
+      >>> eq.stops(1e-4, 1e-3, 3, jnp.arange(5)).tolist()   # still, but annealing until step 3
+      [False, False, False, True, True]
+    """
     return (delta < tol) & may_stop(anneal_steps, step)
 
 
 def masked_mean(x, w):
     """The (D,) mean of the valid points of (N, D) ``x`` (weights ``w``): the centre of the
-    coordinates the built-in rule runs in (zeros when no point is valid)."""
+    coordinates the built-in rule runs in (zeros when no point is valid).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.dynamics import equations as eq
+      >>> x = jnp.array([[0.0, 0.0], [2.0, 4.0], [9.0, 9.0]])
+      >>> print(np.asarray(eq.masked_mean(x, jnp.array([1.0, 1.0, 0.0]))))   # the third point is padding
+      [1. 2.]
+    """
     return (w @ x) / jnp.maximum(jnp.sum(w), 1.0)
 
 

@@ -28,7 +28,16 @@ def token_groups(tokens, merge_tol=DEFAULT_MERGE_TOL):
     """Group tokens that sit closer than ``merge_tol`` to each other (Euclidean distance, single
     linkage: chains of close tokens form one group). Returns ``(group, n_groups)``: (T,) int32 the
     smallest token index of each token's group, and the number of groups (int32). Leading axes of
-    ``tokens`` (..., T, D) are batch axes (e.g. the steps of a trajectory)."""
+    ``tokens`` (..., T, D) are batch axes (e.g. the steps of a trajectory).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> tokens = np.array([[0, 0], [0.005, 0], [0.01, 0], [1, 0]], np.float32)   # a chain of three
+      >>> group, n = dynamics.token_groups(tokens)
+      >>> group.tolist(), int(n)
+      ([0, 0, 0, 3], 2)
+    """
     tokens = as_float(tokens)
     if tokens.ndim > 2:
         return jax.vmap(lambda t: token_groups(t, merge_tol))(tokens)
@@ -49,7 +58,7 @@ def _check_split(traj, merge_tol):
 
 @_checks.checked_jit(_check_split)
 def split_temperatures(traj: Trajectory, merge_tol=DEFAULT_MERGE_TOL):
-    """The temperatures at which annealed tokens split, from a :func:`~tokdyn.dynamics.trajectory`.
+    r"""The temperatures at which annealed tokens split, from a :func:`~tokdyn.dynamics.trajectory`.
 
     Args:
       traj: a :class:`~tokdyn.dynamics.Trajectory` (tokens (S + 1, T, D), temperature (S,)).
@@ -61,6 +70,20 @@ def split_temperatures(traj: Trajectory, merge_tol=DEFAULT_MERGE_TOL):
       step after which the number of groups rose to at least ``k`` from fewer (the split that
       stayed); NaN if it never happens. A split is recorded at or a little below the critical
       temperature (:ref:`dynamics-splits`).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> x = np.array([[-1], [-0.9], [0.9], [1]], np.float32)   # variance 0.905: tau_c = 1.81
+      >>> hp = dynamics.Hparams(temperature=0.1, anneal_ratio=100.0, anneal_steps=30.0)
+      >>> t = dynamics.trajectory(x, np.array([[-0.5], [0.6]], np.float32), hp, n_steps=40)
+      >>> print(np.asarray(dynamics.split_temperatures(t)).round(2))   # merged at 10, apart below tau_c
+      [0.46]
+
+    References:
+      Rose, K., Gurewitz, E. and Fox, G. C. (1990). Statistical mechanics and phase transitions in
+      clustering. *Physical Review Letters* 65(8), 945-948 (the critical temperature
+      :math:`2 \lambda_{\max}` of the data's covariance).
     """
     _, count = token_groups(traj.tokens, merge_tol)  # (S + 1,)
     n = traj.tokens.shape[-2]

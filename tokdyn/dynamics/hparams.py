@@ -51,6 +51,17 @@ class Hparams:
       anneal_ratio: r >= 1: the schedule starts at ``r * temperature`` (a schedule never increases).
       anneal_steps: S >= 0 (integer-valued): steps over which the temperature falls geometrically
         to ``temperature``; the run cannot stop before the schedule reaches it. 0 = no annealing.
+
+    Examples:
+      >>> import jax
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> hp = dynamics.Hparams.stack([dynamics.Hparams(anneal_ratio=r, anneal_steps=2.0) for r in (1.0, 4.0)])
+      >>> hp.anneal_ratio.shape   # a leading axis on every leaf: one compilation runs both
+      (2,)
+      >>> print(np.asarray(jax.vmap(lambda h: dynamics.temperature_schedule(h, 3))(hp)))
+      [[1. 1. 1.]
+       [4. 2. 1.]]
     """
 
     temperature: jax.Array | float = 1.0
@@ -159,6 +170,13 @@ FIELDS = tuple(f.name for f in dataclasses.fields(Hparams))
 
 
 def method(name: str) -> Hparams:
-    """The :class:`Hparams` of a registered method; ``ValueError`` for an unknown name."""
+    """The :class:`Hparams` of a registered method; ``ValueError`` for an unknown name.
+
+    Examples:
+      >>> from tokdyn import dynamics
+      >>> hp = dynamics.method("inertia+repulsion")
+      >>> hp.momentum, hp.repulsion
+      (0.5, 0.05)
+    """
     _checks.choice("method", name, METHODS)
     return METHODS[name]

@@ -64,6 +64,29 @@ def init_tokens(key, n_tokens: int, dim: int, *, method: str = "data", x=None, m
       (n_tokens, dim): float32 for ``"normal"``, else in ``x``'s dtype. With fewer valid points than
       tokens (a traced ``mask``; host data raises) the rest are padded rows; a traced mask with no
       valid point gives NaN tokens (a host one is a ``ValueError`` naming ``mask``).
+
+    Examples:
+      >>> import jax
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> x = np.array([[0, 0], [0, 1], [1, 0], [10, 10], [10, 11], [11, 10]], np.float32)
+      >>> print(np.asarray(dynamics.init_tokens(jax.random.key(0), 2, 2, method="kmeans++", x=x)))
+      [[ 0.  0.]
+       [10. 10.]]
+      >>> dynamics.init_tokens(jax.random.key(0), 3, 2, method="normal").shape
+      (3, 2)
+
+    References:
+      Forgy, E. W. (1965). Cluster analysis of multivariate data: efficiency versus
+      interpretability of classifications. *Biometrics* 21, 768-769 (``"data"``).
+
+      Arthur, D. and Vassilvitskii, S. (2007). k-means++: the advantages of careful seeding.
+      *Proceedings of the 18th ACM-SIAM Symposium on Discrete Algorithms (SODA)*, 1027-1035
+      (``"kmeans++"``).
+
+      Locatello, F., Weissenborn, D., Unterthiner, T., Mahendran, A., Heigold, G., Uszkoreit, J.,
+      Dosovitskiy, A. and Kipf, T. (2020). Object-centric learning with slot attention. *NeurIPS
+      2020*. arXiv:2006.15055 (``"data_mean"``).
     """
     if method == "normal":  # drawn in float32 whatever the dtype: the same tokens with and without x64
         return scale * jax.random.normal(key, (n_tokens, dim), jnp.float32)
@@ -118,6 +141,14 @@ def forgy(x, noise, mask, n_tokens: int):
     Returns:
       (T, D) tokens: with fewer valid rows than tokens the rest are padded rows; with no valid row
       at all (an all-False ``mask``) every token is NaN.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> x = np.arange(8, dtype=np.float32).reshape(4, 2)
+      >>> print(np.asarray(dynamics.forgy(x, np.array([0.1, 0.9, 0.5, 0.7]), None, 2)))   # rows 1, 3
+      [[2. 3.]
+       [6. 7.]]
     """
     score = noise if mask is None else jnp.where(mask, noise, -1.0)
     _, idx = jax.lax.top_k(score, n_tokens)

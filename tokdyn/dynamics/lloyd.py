@@ -79,6 +79,21 @@ def kmeans(x, tokens, mask=None, *, n_steps=100, tol=0.0) -> KMeans:
       that is not finite (only possible traced) spoils the centre it joins, so the labels near it
       are -1 and the inertia NaN, and ``converged`` is False whatever the labels did. Jitted, vmappable over ``x``, ``tokens`` and
       ``mask``; products at the highest precision (no TF32 on GPUs).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> x = np.array([[0, 0], [0, 1], [1, 0], [10, 10], [10, 11], [11, 10]], np.float32)
+      >>> km = dynamics.kmeans(x, x[[0, 1]])   # both centres start in the first cluster
+      >>> print(np.asarray(km.tokens).round(3))
+      [[ 0.333  0.333]
+       [10.333 10.333]]
+      >>> km.labels.tolist(), f"{float(km.inertia):.3f}", bool(km.converged)
+      ([0, 0, 0, 1, 1, 1], '2.667', True)
+
+    References:
+      Lloyd, S. P. (1982). Least squares quantization in PCM. *IEEE Transactions on Information
+      Theory* 28(2), 129-137.
     """
     x = as_float(x)
     valid = jnp.ones(x.shape[:1], bool) if mask is None else mask

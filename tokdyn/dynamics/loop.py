@@ -350,6 +350,17 @@ def run(
       (``jax.grad`` raises a ``ValueError`` naming the ways out): the early stop is a
       ``while_loop``. :func:`run_fixed` is the same run as a fixed-length ``scan``, for ``grad``
       through the unrolled steps.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> x = np.array([[0, 0], [0, 1], [1, 0], [10, 10], [10, 11], [11, 10]], np.float32)
+      >>> r = dynamics.run(x, x[[0, 3]])   # two tokens started on two points
+      >>> print(np.asarray(r.tokens).round(3))   # the two clusters' means
+      [[ 0.333  0.333]
+       [10.333 10.333]]
+      >>> r.labels.tolist(), int(r.steps), bool(r.converged)
+      ([0, 0, 0, 1, 1, 1], 2, True)
     """
     x = as_float(x)
     points, tokens = _rule_frame(rule, x, mask, tokens.astype(x.dtype))  # loop invariants
@@ -506,6 +517,17 @@ def run_fixed(
 
     Returns:
       :class:`Result`.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> x = np.array([[0, 0], [0, 1], [1, 0], [10, 10], [10, 11], [11, 10]], np.float32)
+      >>> r = dynamics.run_fixed(x, x[[0, 3]], n_steps=5)   # 5 steps evaluated, 2 taken (as run's)
+      >>> print(np.asarray(r.tokens).round(3))
+      [[ 0.333  0.333]
+       [10.333 10.333]]
+      >>> int(r.steps)
+      2
     """
     x = as_float(x)
     points, tokens = _rule_frame(rule, x, mask, tokens.astype(x.dtype))
@@ -536,6 +558,17 @@ def trajectory(
       :class:`Trajectory`: ``tokens`` (n_steps + 1, T, D), ``delta`` and ``temperature``
       (n_steps,) (the rule's ``temperature`` hook at each step; NaN for a rule without one),
       ``labels`` (N,) at the final tokens.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> x = np.array([[0, 0], [0, 1], [1, 0], [10, 10], [10, 11], [11, 10]], np.float32)
+      >>> hp = dynamics.Hparams(temperature=1.0, anneal_ratio=100.0, anneal_steps=4.0)
+      >>> t = dynamics.trajectory(x, x[[0, 3]], hp, n_steps=8)
+      >>> t.tokens.shape, int(t.steps)   # the initial tokens, then one row a step
+      ((9, 2, 2), 5)
+      >>> print(np.asarray(t.temperature).round(1))
+      [100.   31.6  10.    3.2   1.    1.    1.    1. ]
     """
     x = as_float(x)
     points, tokens = _rule_frame(rule, x, mask, tokens.astype(x.dtype))

@@ -54,7 +54,17 @@ class Points:
         """The :class:`Points` of (N, D) ``x`` (cast to float32 unless floating) and an optional (N,)
         bool ``mask``; with ``centred`` (static) in coordinates centred on the masked mean of ``x``
         (``origin`` says where the user's origin went). A plain traceable function (the loop
-        calls it once per run)."""
+        calls it once per run).
+
+        Examples:
+          >>> import numpy as np
+          >>> from tokdyn import dynamics
+          >>> x = np.array([[0, 0], [2, 4], [9, 9]], np.float32)
+          >>> p = dynamics.Points.of(x, np.array([True, True, False]), centred=True)
+          >>> print(np.asarray(p.origin), float(p.count), np.asarray(p.x[:2]))   # centred on (1, 2)
+          [-1. -2.] 2.0 [[-1. -2.]
+           [ 1.  2.]]
+        """
         x = as_float(x)
         w = point_weights(x, mask)
         origin = jnp.zeros(x.shape[1:], x.dtype)
@@ -119,6 +129,27 @@ class Rule:
 
     Frozen and hashable (a static argument: equal rules share one compilation, so build a rule
     once, not inside a loop); every field is checked here (``TypeError`` naming it).
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn import dynamics
+      >>> def init(points, tokens, hparams):   # the state is the tokens themselves
+      ...     return tokens
+      >>> def step(tokens, points, hparams, step, key):   # halfway to the mean of the nearest points
+      ...     d2 = jnp.sum((points.x[:, None] - tokens[None]) ** 2, -1)   # (N, T)
+      ...     a = jax.nn.one_hot(jnp.argmin(d2, 1), tokens.shape[0]) * points.weights[:, None]
+      ...     means = (a.T @ points.x) / jnp.maximum(a.sum(0), 1.0)[:, None]
+      ...     return tokens + 0.5 * (means - tokens)
+      >>> halfway = dynamics.Rule(init=init, step=step, name="halfway")
+      >>> x = np.array([[0, 0], [0, 1], [1, 0], [10, 10], [10, 11], [11, 10]], np.float32)
+      >>> r = dynamics.run(x, x[[0, 3]], rule=halfway, n_steps=50, tol=1e-4)
+      >>> print(np.asarray(r.tokens).round(2))
+      [[ 0.33  0.33]
+       [10.33 10.33]]
+      >>> bool(r.converged)
+      True
     """
 
     init: Callable

@@ -83,6 +83,14 @@ def sse(x, labels, centers, mask=None):
       A valid label outside ``[0, K)`` (``-1``, "no label", included) is a ``ValueError`` for host
       data; held in a JAX array it makes the result **NaN** (a gather would clamp it to a
       neighbouring centre). Non-finite centres make it NaN too (their squared distances are).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import metrics
+      >>> x = np.array([[0, 0], [0, 2], [5, 5]], np.float32)
+      >>> centres = np.array([[0, 1], [5, 5]], np.float32)
+      >>> print(f"{float(metrics.sse(x, np.array([0, 0, 1]), centres)):.1f}")   # 1 + 1 + 0
+      2.0
     """
     dtype = jnp.result_type(x, centers, float_dtype())
     x = jnp.asarray(x).astype(dtype)
@@ -106,6 +114,14 @@ def cluster_sizes(labels, n_clusters, mask=None):
     ``labels`` is ``(N,)`` with values in ``[0, n_clusters)`` where ``mask`` is True;
     ``n_clusters`` is a static int. A valid label outside that range is a ``ValueError`` for host
     data; held in a JAX array it makes **every entry -1** (rather than dropping the point).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import metrics
+      >>> metrics.cluster_sizes(np.array([0, 0, 2, 2, 2]), 4).tolist()
+      [2, 0, 3, 0]
+      >>> metrics.cluster_sizes(np.array([0, 0, 2, 2, 2]), 4, mask=np.array([1, 0, 1, 1, 0], bool)).tolist()
+      [1, 0, 2, 0]
     """
     labels = jnp.asarray(labels)
     weights = jnp.ones(labels.shape[0], int_dtype()) if mask is None else jnp.asarray(mask).astype(int_dtype())
@@ -118,7 +134,14 @@ def cluster_sizes(labels, n_clusters, mask=None):
 def n_used(labels, n_clusters, mask=None):
     """Number of clusters with at least one valid point (int scalar). Arguments as in
     :func:`cluster_sizes`; ``-1`` when a valid label held in a JAX array lies outside
-    ``[0, n_clusters)`` (the sentinel of :func:`cluster_sizes`; host labels are checked first)."""
+    ``[0, n_clusters)`` (the sentinel of :func:`cluster_sizes`; host labels are checked first).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import metrics
+      >>> int(metrics.n_used(np.array([0, 0, 2, 2, 2]), 4))
+      2
+    """
     sizes = cluster_sizes(labels, n_clusters, mask)
     return jnp.where(sizes[0] < 0, -1, jnp.sum(sizes > 0))
 
@@ -138,6 +161,13 @@ def collapsed(labels, n_tokens, n_true_clusters, mask=None):
       Bool scalar. A valid label held in a JAX array outside ``[0, n_tokens)`` makes it True (a bool
       has no room for a sentinel: :func:`n_used` gives ``-1`` there, which is below any threshold);
       host labels are checked first (``ValueError``).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn import metrics
+      >>> labels = np.array([0, 0, 2, 2, 2])   # 2 of 4 tokens used
+      >>> bool(metrics.collapsed(labels, 4, 3)), bool(metrics.collapsed(labels, 4, 2))
+      (True, False)
     """
     needed = jnp.minimum(n_true_clusters, n_tokens)
     return n_used(labels, n_tokens, mask) < needed

@@ -69,6 +69,11 @@ class Config:
       batch_size: clips per step, drawn with replacement from the pool.
       seeds: models trained together (seed s has run key fold_in(key(root_seed), s)).
       root_seed: root PRNG seed of every model's initial parameters, batches and slot noise.
+
+    References:
+      Kipf, T., Elsayed, G. F., Mahendran, A., Stone, A., Sabour, S., Heigold, G., Jonschkowski,
+      R., Dosovitskiy, A. and Greff, K. (2022). Conditional object-centric learning from video.
+      *ICLR 2022*. arXiv:2111.12594.
     """
 
     frames: int = 6
@@ -124,7 +129,14 @@ class Hparams(slots.Hparams):
 def slot_config(cfg: Config) -> slots.Config:
     """The per-frame image model: the :class:`tokdyn.models.slots.Config` with ``cfg``'s
     autoencoder and training fields and ``first_iterations`` iterations (frame 0's), validated
-    (its errors name the field)."""
+    (its errors name the field).
+
+    Examples:
+      >>> from tokdyn.models import savi
+      >>> per_frame = savi.slot_config(savi.Config(slots=4, first_iterations=3))
+      >>> per_frame.slots, per_frame.iterations
+      (4, 3)
+    """
     return slots.Config(
         size=cfg.size,
         slots=cfg.slots,
@@ -289,7 +301,14 @@ def decode(params, cfg: Config, slot_sets, attention):
 
 def frame_noise(key, cfg: Config, batch: int):
     """(batch, K, D) standard-normal noise of frame 0's slot draw (as
-    :func:`tokdyn.models.slots.slot_noise`)."""
+    :func:`tokdyn.models.slots.slot_noise`).
+
+    Examples:
+      >>> import jax
+      >>> from tokdyn.models import savi
+      >>> savi.frame_noise(jax.random.key(0), savi.Config(slots=4, slot_size=8), 2).shape
+      (2, 4, 8)
+    """
     return jax.random.normal(key, (batch, cfg.slots, cfg.slot_size))
 
 
@@ -384,6 +403,11 @@ def apply(key, params, cfg: Config, videos) -> Outputs:
 
     Returns:
       :class:`Outputs`.
+
+    References:
+      Kipf, T., Elsayed, G. F., Mahendran, A., Stone, A., Sabour, S., Heigold, G., Jonschkowski,
+      R., Dosovitskiy, A. and Greff, K. (2022). Conditional object-centric learning from video.
+      *ICLR 2022*. arXiv:2111.12594.
     """
     return forward(params, cfg, videos, frame_noise(key, cfg, videos.shape[0]))
 
@@ -409,7 +433,17 @@ def loss_fn(key, params, cfg: Config, videos):
 def collapse(slot_sets, labels, merge_tol=dynamics.DEFAULT_MERGE_TOL):
     """``(duplicates (F,), unused (F,))`` of one clip's slots (F, K, D) and labels (F, ...), frame
     by frame: :func:`tokdyn.models.slots.collapse` of each frame (duplicate slots closer than
-    ``merge_tol``, and slots that own no pixel). vmap over clips."""
+    ``merge_tol``, and slots that own no pixel). vmap over clips.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models import savi
+      >>> slot_sets = jnp.array([[[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]])   # (F, K, D)
+      >>> duplicates, unused = savi.collapse(slot_sets, jnp.array([[0, 0], [0, 1]]))
+      >>> duplicates.tolist(), unused.tolist()   # frame 0: slots merged and slot 1 idle
+      ([1, 0], [1, 0])
+    """
     return jax.vmap(lambda s, lab: slots.collapse(s, lab, merge_tol))(slot_sets, labels)
 
 
@@ -435,7 +469,13 @@ def stamp(cfg: Config) -> str:
 def default_strategy(backend: str) -> str:
     """The :func:`tokdyn.train.train_many` strategy for these models on ``backend``: ``"loop"``
     (one compiled call per model and step) on a CPU, ``"step"`` (the models vmapped) elsewhere,
-    for the reasons of :func:`tokdyn.models.slots.default_strategy` (the same convolutions)."""
+    for the reasons of :func:`tokdyn.models.slots.default_strategy` (the same convolutions).
+
+    Examples:
+      >>> from tokdyn.models import savi
+      >>> savi.default_strategy("cpu"), savi.default_strategy("gpu")
+      ('loop', 'step')
+    """
     return slots.default_strategy(backend)
 
 
@@ -452,6 +492,14 @@ def draw_batch(key, pool, batch_size: int, frames: int):
 
     Returns:
       (batch_size, frames, H, W, 3).
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models import savi
+      >>> pool = jnp.zeros((3, 6, 4, 4, 3))   # 3 clips of 6 frames
+      >>> savi.draw_batch(jax.random.key(0), pool, 2, 4).shape
+      (2, 4, 4, 4, 3)
     """
     k_clips, k_starts = jax.random.split(jax.random.split(key)[0])
     clips = pool[jax.random.randint(k_clips, (batch_size,), 0, pool.shape[0])]  # (B, F_pool, H, W, 3)

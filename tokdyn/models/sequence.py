@@ -69,6 +69,14 @@ class Config:
         warm-up of 100 steps (0: none), then a cosine decay to 10% of the peak, gradients clipped
         to global norm 1.
       batch_size: sequences per step.
+
+    References:
+      Ho, J., Jain, A. and Abbeel, P. (2020). Denoising diffusion probabilistic models. *NeurIPS
+      2020*. arXiv:2006.11239 (``grid_ddpm``).
+
+      Austin, J., Johnson, D. D., Ho, J., Tarlow, D. and van den Berg, R. (2021). Structured
+      denoising diffusion models in discrete state-spaces. *NeurIPS 2021*. arXiv:2107.03006 (the
+      D3PM models).
     """
 
     model: str = "grid_d3pm_absorbing"
@@ -185,7 +193,20 @@ class Hparams:
 
 
 def time_embedding(t, width: int):
-    """(..., width) sinusoidal embedding of (integer) diffusion times."""
+    """(..., width) sinusoidal embedding of (integer) diffusion times.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.models import sequence
+      >>> print(np.asarray(sequence.time_embedding(jnp.array([0, 1]), 4)).round(3))   # sines, then cosines
+      [[0.    0.    1.    1.   ]
+       [0.841 0.    0.54  1.   ]]
+
+    References:
+      Vaswani, A., Shazeer, N., Parmar, N., Uszkoreit, J., Jones, L., Gomez, A. N., Kaiser, L. and
+      Polosukhin, I. (2017). Attention is all you need. *NeurIPS 2017*. arXiv:1706.03762.
+    """
     half = width // 2
     freq = jnp.exp(-math.log(10_000.0) * jnp.arange(half) / max(half - 1, 1))
     a = jnp.asarray(t, jnp.float32)[..., None] * freq
@@ -291,7 +312,14 @@ def apply(params, cfg: Config, x, t):
 
 
 def count_params(params) -> int:
-    """The number of scalar parameters in the pytree ``params``."""
+    """The number of scalar parameters in the pytree ``params``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn.models import sequence
+      >>> sequence.count_params({"w": np.zeros((3, 4)), "b": np.zeros(4)})
+      16
+    """
     return int(sum(np.size(v) for v in jax.tree_util.tree_leaves(params)))
 
 
@@ -299,7 +327,16 @@ def count_params(params) -> int:
 
 
 def grid_signal(colours, n_colours: int):
-    """(..., C) the one-hot grid scaled to [-1, 1]: the data of ``grid_ddpm``."""
+    """(..., C) the one-hot grid scaled to [-1, 1]: the data of ``grid_ddpm``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.models import sequence
+      >>> print(np.asarray(sequence.grid_signal(jnp.array([0, 2]), 3)))   # two cells of 3 colours
+      [[ 1. -1. -1.]
+       [-1. -1.  1.]]
+    """
     return 2.0 * jax.nn.one_hot(colours, n_colours, dtype=jnp.float32) - 1.0
 
 
@@ -447,6 +484,17 @@ def sample(key, params, cfg: Config, n: int, sampler: str = "ancestral", ddim_st
 
     Returns:
       ``(n, *sample_shape)`` int32: colours for grid models, token ids otherwise.
+
+    References:
+      Ho, J., Jain, A. and Abbeel, P. (2020). Denoising diffusion probabilistic models. *NeurIPS
+      2020*. arXiv:2006.11239 (``grid_ddpm``).
+
+      Song, J., Meng, C. and Ermon, S. (2021). Denoising diffusion implicit models. *ICLR 2021*.
+      arXiv:2010.02502 (``sampler="ddim"``).
+
+      Austin, J., Johnson, D. D., Ho, J., Tarlow, D. and van den Berg, R. (2021). Structured
+      denoising diffusion models in discrete state-spaces. *NeurIPS 2021*. arXiv:2107.03006 (the
+      D3PM models).
     """
     proc = cfg.process()
     if cfg.model == "token_ar":
@@ -497,6 +545,11 @@ def nll_bound(key, params, cfg: Config, x0):
     Returns:
       (B,) nats per sequence: the exact negative log-likelihood for ``token_ar``, the variational
       bound (:func:`tokdyn.diffusion.nll_bound`, one draw of x_t per t) for D3PM models.
+
+    References:
+      Austin, J., Johnson, D. D., Ho, J., Tarlow, D. and van den Berg, R. (2021). Structured
+      denoising diffusion models in discrete state-spaces. *NeurIPS 2021*. arXiv:2107.03006 (the
+      D3PM models).
     """
     b = x0.shape[0]
     if cfg.model == "token_ar":

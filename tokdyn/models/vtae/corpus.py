@@ -47,6 +47,15 @@ class Corpus:
       vocab: tuple of V strings; ``vocab[i]`` is the word of id i.
       counts: (V,) int64 occurrences of each type in ``tokens``.
       categories: optional dict word -> category name (grammar corpora), else ``None``.
+
+    Examples:
+      >>> import jax
+      >>> from tokdyn.models.vtae import corpus
+      >>> c = corpus.grammar_corpus(jax.random.key(0), 20)
+      >>> c.vocab_size, c.id("fox"), c.id("unicorn")   # an unknown word: <unk>'s id
+      (29, 22, 1)
+      >>> print(f"{float(c.weights('type').sum()):.3f}")
+      1.000
     """
 
     tokens: np.ndarray
@@ -78,7 +87,13 @@ def _counts(tokens: np.ndarray, V: int) -> np.ndarray:
 
 
 def zipf_probs(vocab_size: int, exponent=1.0) -> np.ndarray:
-    """(V,) Zipf probabilities ``(k + 1) ** -exponent / H``."""
+    """(V,) Zipf probabilities ``(k + 1) ** -exponent / H``.
+
+    Examples:
+      >>> from tokdyn.models.vtae import corpus
+      >>> print(corpus.zipf_probs(3).round(3))   # 1, 1/2, 1/3 over 11/6
+      [0.545 0.273 0.182]
+    """
     V = _checks.positive_int("vocab_size", vocab_size, minimum=2)
     _checks.real("exponent", exponent, low=0.0)
     w = np.arange(1, V + 1, dtype=np.float64) ** -float(exponent)
@@ -97,6 +112,16 @@ def zipf_corpus(key: jax.Array, vocab_size: int, n_tokens: int, exponent=1.0) ->
 
     Returns:
       A :class:`Corpus` of n int32 tokens (NumPy, on the host).
+
+    Examples:
+      >>> import jax
+      >>> from tokdyn.models.vtae import corpus
+      >>> c = corpus.zipf_corpus(jax.random.key(0), 5, 100)
+      >>> c.tokens.shape, c.vocab, int(c.counts.sum())
+      ((100,), ('w0', 'w1', 'w2', 'w3', 'w4'), 100)
+
+    References:
+      Zipf, G. K. (1949). *Human Behavior and the Principle of Least Effort*. Addison-Wesley.
     """
     V = _checks.positive_int("vocab_size", vocab_size, minimum=2)
     n = _checks.positive_int("n_tokens", n_tokens)
@@ -106,7 +131,14 @@ def zipf_corpus(key: jax.Array, vocab_size: int, n_tokens: int, exponent=1.0) ->
 
 
 def grammar_vocab() -> tuple[tuple, dict]:
-    """The grammar's vocabulary (specials first, then every category's words) and word -> category."""
+    """The grammar's vocabulary (specials first, then every category's words) and word -> category.
+
+    Examples:
+      >>> from tokdyn.models.vtae import corpus
+      >>> vocab, categories = corpus.grammar_vocab()
+      >>> vocab[:4], categories["the"]
+      (('<pad>', '<unk>', '<eos>', 'the'), 'determiner')
+    """
     words, cats = list(SPECIALS), {}
     for cat, ws in GRAMMAR_CATEGORIES.items():
         for w in ws:
@@ -122,6 +154,16 @@ def grammar_corpus(key: jax.Array, n_sentences: int) -> Corpus:
     Words of one category share contexts (sizes precede colours or animals, actions sit between
     two noun phrases), so co-occurrence embeddings group them: the corpus has semantic structure.
     Drawn in JAX from ``key`` (one ``(n_sentences, 16)`` uniform draw), assembled on the host.
+
+    Examples:
+      >>> import jax
+      >>> from tokdyn.models.vtae import corpus
+      >>> c = corpus.grammar_corpus(jax.random.key(0), 3)
+      >>> first = c.tokens[: list(c.tokens).index(corpus.EOS) + 1]
+      >>> [c.categories.get(c.vocab[i], c.vocab[i]) for i in first][:4]
+      ['determiner', 'colour', 'animal', 'action']
+      >>> corpus.is_grammatical(first)
+      True
     """
     n = _checks.positive_int("n_sentences", n_sentences)
     vocab, cats = grammar_vocab()
@@ -163,6 +205,19 @@ def text_corpus(
 
     Raises:
       ValueError: the file cannot be read as text, or holds no token.
+
+    Examples:
+      >>> import os
+      >>> import tempfile
+      >>> from tokdyn.models.vtae import corpus
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     path = os.path.join(d, "text.txt")
+      ...     with open(path, "w") as f:
+      ...         print("the cat sat", file=f)
+      ...         print("the dog sat", file=f)
+      ...     c = corpus.text_corpus(path)
+      >>> [c.vocab[i] for i in c.tokens]
+      ['the', 'cat', 'sat', '<eos>', 'the', 'dog', 'sat', '<eos>']
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a file path, got {path!r}")
@@ -217,7 +272,17 @@ def _check_cooccurrence(tokens, vocab_size, window):
 @_checks.checked_jit(_check_cooccurrence, static_argnames=("vocab_size", "window"))
 def cooccurrence(tokens, vocab_size: int, window: int = 2) -> jax.Array:
     """(V, V) symmetric counts of ordered pairs ``(tokens[i], tokens[i + d])`` and their reverse,
-    ``1 <= d <= window`` (a token is not its own context unless it recurs); ``tokens`` (n,)."""
+    ``1 <= d <= window`` (a token is not its own context unless it recurs); ``tokens`` (n,).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import corpus
+      >>> tokens = np.array([0, 1, 2, 1, 0])
+      >>> print(np.asarray(corpus.cooccurrence(tokens, 3, window=1)))
+      [[0. 2. 0.]
+       [2. 0. 2.]
+       [0. 2. 0.]]
+    """
     V = vocab_size
     t = jnp.asarray(tokens, jnp.int32)
     n = t.shape[0]
@@ -241,7 +306,25 @@ def _check_ppmi(counts, alpha):
 @_checks.checked_jit(_check_ppmi)
 def ppmi(counts, *, alpha=0.75) -> jax.Array:
     """Positive PMI of a (V, V) co-occurrence matrix: ``max(0, log p(i, j) / (p(i) p_a(j)))`` with
-    context distribution smoothing ``p_a(j) ∝ count(j) ** alpha``. Zero rows/columns give 0."""
+    context distribution smoothing ``p_a(j) ∝ count(j) ** alpha``. Zero rows/columns give 0.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import corpus
+      >>> tokens = np.array([0, 1, 2, 1, 0])
+      >>> print(np.asarray(corpus.ppmi(corpus.cooccurrence(tokens, 3, window=1))).round(3))
+      [[0.    0.784 0.   ]
+       [0.61  0.    0.61 ]
+       [0.    0.784 0.   ]]
+
+    References:
+      Church, K. W. and Hanks, P. (1990). Word association norms, mutual information, and
+      lexicography. *Computational Linguistics* 16(1), 22-29.
+
+      Levy, O., Goldberg, Y. and Dagan, I. (2015). Improving distributional similarity with lessons
+      learned from word embeddings. *Transactions of the Association for Computational Linguistics*
+      3, 211-225 (context distribution smoothing).
+    """
     c = jnp.asarray(counts, jnp.float32)
     alpha = jnp.asarray(alpha, jnp.float32)
     total = c.sum()
@@ -285,6 +368,17 @@ def ppmi_embeddings(
 
     Returns:
       (V, dim) float32 embeddings.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import corpus
+      >>> corpus.ppmi_embeddings(np.array([0, 1, 2, 1, 0, 2, 1]), 3, 2).shape
+      (3, 2)
+
+    References:
+      Levy, O., Goldberg, Y. and Dagan, I. (2015). Improving distributional similarity with lessons
+      learned from word embeddings. *Transactions of the Association for Computational Linguistics*
+      3, 211-225.
     """
     m = ppmi(cooccurrence(tokens, vocab_size, window), alpha=alpha)  # (V, V)
     u, s, _ = jnp.linalg.svd(m, full_matrices=False)
@@ -298,7 +392,19 @@ def ppmi_embeddings(
 
 def load_embeddings(path: str, vocab_size: int | None = None) -> jax.Array:
     """(V, E) float32 embeddings from a ``.npy`` file, checked for rank 2, finiteness and (when
-    given) ``vocab_size`` rows."""
+    given) ``vocab_size`` rows.
+
+    Examples:
+      >>> import os
+      >>> import tempfile
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import corpus
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     np.save(os.path.join(d, "e.npy"), np.ones((4, 3)))
+      ...     e = corpus.load_embeddings(os.path.join(d, "e.npy"), vocab_size=4)
+      >>> e.shape, e.dtype
+      ((4, 3), dtype('float32'))
+    """
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -328,6 +434,13 @@ def sentences(tokens, length: int, *, eos: int = EOS, pad: int = PAD) -> np.ndar
 
     Raises:
       ValueError: ``tokens`` is not 1-D or holds no ``eos``.
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import corpus
+      >>> print(corpus.sentences(np.array([5, 6, corpus.EOS, 7, corpus.EOS, 8]), 3))   # 8 is unterminated
+      [[5 6 2]
+       [7 2 0]]
     """
     length = _checks.positive_int("length", length)
     t = np.asarray(tokens)
@@ -358,7 +471,15 @@ def _grammar_category_sequences() -> list[tuple[str, ...]]:
 
 def grammar_bigrams() -> np.ndarray:
     """(V, V) bool over :func:`grammar_vocab`: ``[a, b]`` is True when word b may follow word a
-    inside a grammatical sentence (``<eos>`` included as the last word)."""
+    inside a grammatical sentence (``<eos>`` included as the last word).
+
+    Examples:
+      >>> from tokdyn.models.vtae import corpus
+      >>> vocab, _ = corpus.grammar_vocab()
+      >>> ok = corpus.grammar_bigrams()
+      >>> ok.shape, bool(ok[vocab.index("the"), vocab.index("big")]), bool(ok[vocab.index("the"), vocab.index("the")])
+      ((29, 29), True, False)
+    """
     vocab, cats = grammar_vocab()
     cat = np.array([cats.get(w, w) for w in vocab])
     allowed = np.zeros((len(vocab), len(vocab)), bool)
@@ -370,7 +491,15 @@ def grammar_bigrams() -> np.ndarray:
 
 def is_grammatical(sentence) -> bool:
     """Whether a sequence of grammar token ids, up to and including its first ``<eos>``, is a
-    sentence of the grammar (anything after the ``<eos>`` is ignored; no ``<eos>``: False)."""
+    sentence of the grammar (anything after the ``<eos>`` is ignored; no ``<eos>``: False).
+
+    Examples:
+      >>> from tokdyn.models.vtae import corpus
+      >>> vocab, _ = corpus.grammar_vocab()
+      >>> words = "the fox follows a mouse <eos>".split()
+      >>> corpus.is_grammatical([vocab.index(w) for w in words]), corpus.is_grammatical([vocab.index(w) for w in words[::-1]])
+      (True, False)
+    """
     vocab, cats = grammar_vocab()
     s = [int(i) for i in np.asarray(sentence).ravel()]
     if EOS not in s:
@@ -385,7 +514,13 @@ def is_grammatical(sentence) -> bool:
 def grammar_entropy() -> float:
     """The entropy of :func:`grammar_corpus`'s sentences in nats per sentence (closed form: each
     word uniform within its category, each optional slot present with probability 1/2 independently):
-    a floor for any model's negative log-likelihood per sentence."""
+    a floor for any model's negative log-likelihood per sentence.
+
+    Examples:
+      >>> from tokdyn.models.vtae import corpus
+      >>> print(f"{corpus.grammar_entropy():.3f}")
+      13.288
+    """
     p = GRAMMAR_OPTIONAL_P
     h_presence = -(p * np.log(p) + (1 - p) * np.log(1 - p))
     phrase = [("determiner", False), ("size", True), ("colour", True), ("animal", False)]

@@ -33,6 +33,13 @@ def init_mlp(key, *, cells, features, vocab_size, hidden=128, depth=1) -> dict:
 
     Returns:
       ``{"layers": [{"w", "b"}] * depth, "out": {"w": (hidden, V), "b": (V,)}}``.
+
+    Examples:
+      >>> import jax
+      >>> from tokdyn.models.vtae import decoders
+      >>> params = decoders.init_mlp(jax.random.key(0), cells=4, features=3, vocab_size=5, hidden=8)
+      >>> params["layers"][0]["w"].shape, params["out"]["w"].shape
+      ((12, 8), (8, 5))
     """
     keys = jax.random.split(key, depth + 1)
     sizes = [cells * features] + [hidden] * depth
@@ -43,7 +50,16 @@ def init_mlp(key, *, cells, features, vocab_size, hidden=128, depth=1) -> dict:
 
 
 def apply_mlp(params, x):
-    """Logits (B, V) of the MLP decoder on grids ``x`` (B, P, F)."""
+    """Logits (B, V) of the MLP decoder on grids ``x`` (B, P, F).
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import decoders
+      >>> params = decoders.init_mlp(jax.random.key(0), cells=4, features=3, vocab_size=5, hidden=8)
+      >>> decoders.apply_mlp(params, jnp.zeros((2, 4, 3))).shape
+      (2, 5)
+    """
     h = x.reshape(x.shape[0], -1)  # (B, P*F)
     for layer in params["layers"]:
         h = jax.nn.relu(h @ layer["w"] + layer["b"])
@@ -63,6 +79,14 @@ def init_cnn(key, *, cells, features, vocab_size, channels=16) -> dict:
 
     Returns:
       ``{"conv1": {"w": (3, 3, F, channels), "b"}, "conv2": {...}, "out": {"w": (P * channels, V), "b": (V,)}}``.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import decoders
+      >>> params = decoders.init_cnn(jax.random.key(0), cells=4, features=3, vocab_size=5, channels=4)
+      >>> decoders.apply_cnn(params, jnp.zeros((2, 4, 3))).shape
+      (2, 5)
     """
     side = int(round(cells**0.5))
     k1, k2, k3 = jax.random.split(key, 3)
@@ -81,7 +105,16 @@ def _conv(x, p):
 
 
 def apply_cnn(params, x):
-    """Logits (B, V) of the CNN decoder on grids ``x`` (B, P, F), P a square number."""
+    """Logits (B, V) of the CNN decoder on grids ``x`` (B, P, F), P a square number.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import decoders
+      >>> params = decoders.init_cnn(jax.random.key(0), cells=4, features=3, vocab_size=5, channels=4)
+      >>> decoders.apply_cnn(params, jnp.zeros((2, 4, 3))).shape
+      (2, 5)
+    """
     B, P, F = x.shape
     side = int(round(P**0.5))
     h = x.reshape(B, side, side, F)  # (B, N, N, F)
@@ -107,6 +140,14 @@ def init_decoder(key, kind: str, *, cells, features, vocab_size, hidden=128, dep
 
     Raises:
       ValueError: another ``kind``.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import decoders
+      >>> params = decoders.init_decoder(jax.random.key(0), "cnn", cells=4, features=3, vocab_size=5, channels=4)
+      >>> decoders.apply_decoder("cnn", params, jnp.zeros((2, 4, 3))).shape
+      (2, 5)
     """
     if kind == "mlp":
         return init_mlp(key, cells=cells, features=features, vocab_size=vocab_size, hidden=hidden, depth=depth)
@@ -116,5 +157,14 @@ def init_decoder(key, kind: str, *, cells, features, vocab_size, hidden=128, dep
 
 
 def apply_decoder(kind: str, params, x):
-    """(B, V) logits of the decoder input ``x`` (B, P, F)."""
+    """(B, V) logits of the decoder input ``x`` (B, P, F).
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import decoders
+      >>> params = decoders.init_decoder(jax.random.key(0), "mlp", cells=4, features=3, vocab_size=5, hidden=8)
+      >>> decoders.apply_decoder("mlp", params, jnp.zeros((2, 4, 3))).shape
+      (2, 5)
+    """
     return apply_mlp(params, x) if kind == "mlp" else apply_cnn(params, x)

@@ -23,26 +23,60 @@ COLLAPSE_THRESHOLD = 0.9
 
 
 def accuracy(pred, targets, weights=None):
-    """Share of ``pred == targets`` (per type; per occurrence with ``weights``)."""
+    """Share of ``pred == targets`` (per type; per occurrence with ``weights``).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import diagnostics
+      >>> pred, targets = jnp.array([0, 1, 2, 2]), jnp.array([0, 1, 2, 3])
+      >>> print(f"{float(diagnostics.accuracy(pred, targets)):.2f}")
+      0.75
+      >>> print(f"{float(diagnostics.accuracy(pred, targets, weights=jnp.array([1.0, 1.0, 1.0, 5.0]))):.2f}")
+      0.38
+    """
     correct = (pred == targets).astype(jnp.float32)
     return jnp.mean(correct) if weights is None else jnp.sum(weights * correct) / jnp.sum(weights)
 
 
 def dominant_frequency(pred, n_classes: int, weights=None):
-    """Largest share of (weighted) predictions that name one token; pred (V,) int."""
+    """Largest share of (weighted) predictions that name one token; pred (V,) int.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import diagnostics
+      >>> print(f"{float(diagnostics.dominant_frequency(jnp.array([0, 2, 2, 2]), 4)):.2f}")   # token 2
+      0.75
+    """
     w = jnp.ones(pred.shape, jnp.float32) if weights is None else weights
     share = jax.ops.segment_sum(w, pred, num_segments=n_classes) / jnp.sum(w)
     return jnp.max(share)
 
 
 def pairwise_hamming(codes, n_colours: int):
-    """(V, V) numbers of differing cells between the grids ``codes`` (V, P) (one-hot matmul)."""
+    """(V, V) numbers of differing cells between the grids ``codes`` (V, P) (one-hot matmul).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import diagnostics
+      >>> codes = jnp.array([[0, 1, 1], [0, 1, 0], [0, 1, 1]])   # 3 tokens' grids of 3 cells; 0 and 2 equal
+      >>> diagnostics.pairwise_hamming(codes, 2).tolist()
+      [[0, 1, 0], [1, 0, 1], [0, 1, 0]]
+    """
     oh = jax.nn.one_hot(codes, n_colours, dtype=jnp.float32).reshape(codes.shape[0], -1)  # (V, P*C)
     return codes.shape[1] - jnp.round(oh @ oh.T).astype(jnp.int32)
 
 
 def grid_uniqueness(codes, n_colours: int):
-    """(share of distinct grids, minimum Hamming distance between two different tokens' grids)."""
+    """(share of distinct grids, minimum Hamming distance between two different tokens' grids).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import diagnostics
+      >>> codes = jnp.array([[0, 1, 1], [0, 1, 0], [0, 1, 1]])   # 3 tokens' grids of 3 cells; 0 and 2 equal
+      >>> share, closest = diagnostics.grid_uniqueness(codes, 2)
+      >>> print(f"{float(share):.3f}", int(closest))
+      0.667 0
+    """
     h = pairwise_hamming(codes, n_colours)
     V = codes.shape[0]
     earlier = jnp.tril(jnp.ones((V, V), bool), -1)
@@ -52,13 +86,29 @@ def grid_uniqueness(codes, n_colours: int):
 
 
 def pattern_std(x):
-    """Std over tokens of each decoder-input entry, averaged over entries; x (V, P, F)."""
+    """Std over tokens of each decoder-input entry, averaged over entries; x (V, P, F).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import diagnostics
+      >>> print(f"{float(diagnostics.pattern_std(jnp.array([[[0.0]], [[2.0]]]))):.2f}")   # (V, P, F) = (2, 1, 1)
+      1.00
+    """
     return jnp.mean(jnp.std(x.reshape(x.shape[0], -1), axis=0))
 
 
 def codebook_usage(codes, n_colours: int, weights=None):
     """(perplexity exp(H(colour usage)), share of the C colours ever used) over all cells;
-    codes (V, P); ``weights`` (V,) weight tokens by frequency."""
+    codes (V, P); ``weights`` (V,) weight tokens by frequency.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import diagnostics
+      >>> codes = jnp.array([[0, 1, 1], [0, 1, 0], [0, 1, 1]])   # 3 tokens' grids of 3 cells; 0 and 2 equal
+      >>> perplexity, used = diagnostics.codebook_usage(codes, 4)   # colours 0 and 1 of 4
+      >>> print(f"{float(perplexity):.3f} {float(used):.2f}")
+      1.988 0.50
+    """
     w = jnp.ones(codes.shape[:1], jnp.float32) if weights is None else weights
     counts = jax.ops.segment_sum(jnp.repeat(w, codes.shape[1]), codes.reshape(-1), num_segments=n_colours)
     p = counts / jnp.sum(counts)
@@ -80,7 +130,19 @@ def _neighbour_ranks(d):
 
 def knn_preservation(dist_high, dist_low, k: int):
     """Mean share of each point's k nearest neighbours under ``dist_high`` (n, n) that are also
-    among its k nearest under ``dist_low`` (n, n) (1: neighbourhoods kept; k/(n-1): chance)."""
+    among its k nearest under ``dist_low`` (n, n) (1: neighbourhoods kept; k/(n-1): chance).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import diagnostics
+      >>> x = np.array([[0, 0], [1, 0], [2, 0], [0, 3], [1, 3], [2, 3]], np.float32)   # two rows of 3
+      >>> low = x[:, :1] + 0.1 * x[:, 1:]   # squashed onto a line: the rows interleave
+      >>> d_high = diagnostics.euclidean_distances(jnp.asarray(x))
+      >>> d_low = diagnostics.euclidean_distances(jnp.asarray(low))
+      >>> print(f"{float(diagnostics.knn_preservation(d_high, d_low, 2)):.3f}")
+      0.167
+    """
     a = _neighbour_ranks(dist_high)[:, :k]
     b = _neighbour_ranks(dist_low)[:, :k]
     inter = jnp.sum(jnp.any(a[:, :, None] == b[:, None, :], axis=2), axis=1)
@@ -90,7 +152,23 @@ def knn_preservation(dist_high, dist_low, k: int):
 def trustworthiness(dist_high, dist_low, k: int):
     """Trustworthiness (Venna & Kaski) of the low-dimensional neighbourhoods: 1 minus a penalty on
     each point's k low-space neighbours by how far they rank in the high space beyond k; as
-    :func:`sklearn.manifold.trustworthiness`. Needs k < n / 2."""
+    :func:`sklearn.manifold.trustworthiness`. Needs k < n / 2.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import diagnostics
+      >>> x = np.array([[0, 0], [1, 0], [2, 0], [0, 3], [1, 3], [2, 3]], np.float32)   # two rows of 3
+      >>> low = x[:, :1] + 0.1 * x[:, 1:]   # squashed onto a line: the rows interleave
+      >>> d_high = diagnostics.euclidean_distances(jnp.asarray(x))
+      >>> d_low = diagnostics.euclidean_distances(jnp.asarray(low))
+      >>> print(f"{float(diagnostics.trustworthiness(d_high, d_low, 2)):.3f}")   # sklearn's: 0.5
+      0.500
+
+    References:
+      Venna, J. and Kaski, S. (2001). Neighborhood preservation in nonlinear projection methods: an
+      experimental study. *Artificial Neural Networks (ICANN 2001)*, LNCS 2130, 485-491.
+    """
     n = dist_high.shape[0]
     order = _neighbour_ranks(dist_high)  # (n, n-1)
     rank = jnp.zeros((n, n), jnp.int32).at[jnp.arange(n)[:, None], order].set(jnp.arange(1, n)[None, :])
@@ -101,7 +179,16 @@ def trustworthiness(dist_high, dist_low, k: int):
 
 
 def euclidean_distances(x):
-    """(n, n) Euclidean distances between the rows of ``x`` (n, d)."""
+    """(n, n) Euclidean distances between the rows of ``x`` (n, d).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import diagnostics
+      >>> print(np.asarray(diagnostics.euclidean_distances(jnp.array([[0.0, 0.0], [3.0, 4.0]]))).round(3))
+      [[0. 5.]
+       [5. 0.]]
+    """
     return jnp.sqrt(_sq_dists(x.reshape(x.shape[0], -1)))
 
 

@@ -30,12 +30,24 @@ DISCRETE_ONEHOT = ("categorical", "gumbel_soft", "gumbel_st")
 
 
 def preact_dim(mode: str, colours: int, code_dim: int) -> int:
-    """K, the per-cell width of the encoder's pre-activations."""
+    """K, the per-cell width of the encoder's pre-activations.
+
+    Examples:
+      >>> from tokdyn.models.vtae import encoders
+      >>> encoders.preact_dim("vq", 8, 4), encoders.preact_dim("fsq", 8, 4), encoders.preact_dim("gumbel_st", 8, 4)
+      (4, 1, 8)
+    """
     return {"vq": code_dim, "fsq": 1}.get(mode, colours)
 
 
 def input_dim(mode: str, colours: int, code_dim: int) -> int:
-    """F, the per-cell width of the decoder's input."""
+    """F, the per-cell width of the decoder's input.
+
+    Examples:
+      >>> from tokdyn.models.vtae import encoders
+      >>> encoders.input_dim("categorical", 8, 4), encoders.input_dim("fsq", 8, 4)
+      (8, 1)
+    """
     return {"vq": code_dim, "fsq": 1}.get(mode, colours)
 
 
@@ -77,6 +89,13 @@ def init_encoder(key, *, vocab_size, cells, mode, colours, code_dim=4, embed_dim
     Returns:
       ``{"table": (V, P, K)}`` when ``embed_dim`` is None, else a linear map of a token's embedding,
       ``{"w": (E, P*K), "b": (P*K,)}``; plus ``"codebook"`` (C, D) for ``vq``. K is :func:`preact_dim`.
+
+    Examples:
+      >>> import jax
+      >>> from tokdyn.models.vtae import encoders
+      >>> params = encoders.init_encoder(jax.random.key(0), vocab_size=5, cells=4, mode="vq", colours=3, code_dim=2)
+      >>> params["table"].shape, params["codebook"].shape   # (V, P, D) and (C, D)
+      ((5, 4, 2), (3, 2))
     """
     K = preact_dim(mode, colours, code_dim)
     k1, k2 = jax.random.split(key)
@@ -103,6 +122,14 @@ def preactivations(params, tokens, embeddings=None, *, width: int) -> jax.Array:
 
     Returns:
       (B, P, K) pre-activations.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import encoders
+      >>> params = encoders.init_encoder(jax.random.key(0), vocab_size=5, cells=4, mode="vq", colours=3, code_dim=2)
+      >>> encoders.preactivations(params, jnp.array([0, 3]), width=2).shape
+      (2, 4, 2)
     """
     if "table" in params:
         return params["table"][tokens]
@@ -123,6 +150,22 @@ def gumbel_softmax(key, z, tau, *, hard: bool):
     Returns:
       ``(y, idx)``: (..., C) the soft sample (with ``hard``, the one-hot carrying the soft gradient)
       and (...,) its argmax.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import encoders
+      >>> y, idx = encoders.gumbel_softmax(jax.random.key(0), jnp.array([[0.0, 0.0, 5.0]]), 0.5, hard=True)
+      >>> print(np.asarray(y), idx.tolist())
+      [[0. 0. 1.]] [2]
+
+    References:
+      Jang, E., Gu, S. and Poole, B. (2017). Categorical reparameterization with Gumbel-softmax.
+      *ICLR 2017*. arXiv:1611.01144.
+
+      Maddison, C. J., Mnih, A. and Teh, Y. W. (2017). The concrete distribution: a continuous
+      relaxation of discrete random variables. *ICLR 2017*. arXiv:1611.00712.
     """
     g = jax.random.gumbel(key, z.shape, z.dtype)
     y = jax.nn.softmax((z + g) / tau, axis=-1)
@@ -135,7 +178,21 @@ def gumbel_softmax(key, z, tau, *, hard: bool):
 
 def fsq_quantize(z, levels: int):
     """Finite scalar quantisation of ``z`` to ``levels`` levels: returns (x in [-1, 1] with
-    straight-through rounding, integer level in [0, levels))."""
+    straight-through rounding, integer level in [0, levels)).
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import encoders
+      >>> x, level = encoders.fsq_quantize(jnp.array([-3.0, 0.0, 3.0]), 5)
+      >>> print(np.asarray(x), level.tolist())
+      [-1.  0.  1.] [0, 2, 4]
+
+    References:
+      Mentzer, F., Minnen, D., Agustsson, E. and Tschannen, M. (2024). Finite scalar quantization:
+      VQ-VAE made simple. *ICLR 2024*. arXiv:2309.15505.
+    """
     u = 0.5 * (levels - 1) * (1.0 + jnp.tanh(z))  # (..) in (0, levels - 1)
     r = jnp.round(u)
     q = u + jax.lax.stop_gradient(r - u)
@@ -144,7 +201,23 @@ def fsq_quantize(z, levels: int):
 
 def vq_quantize(z, codebook):
     """Nearest codebook vector per cell: z (..., D), codebook (C, D) -> (straight-through x,
-    codes, commitment loss, codebook loss)."""
+    codes, commitment loss, codebook loss).
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import encoders
+      >>> codebook = jnp.array([[0.0, 0.0], [1.0, 1.0]])
+      >>> x, codes, commit, cb = encoders.vq_quantize(jnp.array([[0.2, 0.1], [0.9, 1.2]]), codebook)
+      >>> print(np.asarray(x), codes.tolist(), f"{float(commit):.3f}")   # mean of 0.05 and 0.05
+      [[0. 0.]
+       [1. 1.]] [0, 1] 0.050
+
+    References:
+      van den Oord, A., Vinyals, O. and Kavukcuoglu, K. (2017). Neural discrete representation
+      learning. *NeurIPS 2017*. arXiv:1711.00937.
+    """
     d = jnp.sum(z * z, -1, keepdims=True) - 2.0 * z @ codebook.T + jnp.sum(codebook * codebook, -1)  # (.., C)
     codes = jnp.argmin(d, -1)
     q = codebook[codes]  # (.., D)
@@ -168,6 +241,15 @@ def quantize(key, z, mode: str, tau, *, codebook=None, deterministic: bool = Fal
 
     Returns:
       An :class:`Encoded`.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import encoders
+      >>> z = jnp.array([[[0.0, 3.0], [2.0, -1.0]]])   # (B, P, K) = (1, 2, 2)
+      >>> enc = encoders.quantize(None, z, "gumbel_st", 1.0, deterministic=True)   # the argmax
+      >>> enc.codes.tolist(), enc.x.shape
+      ([[1, 0]], (1, 2, 2))
     """
     if key is None and mode in DISCRETE_ONEHOT and not deterministic:
         raise ValueError(f"key must be a PRNG key for mode {mode!r} unless deterministic=True, got None")
@@ -208,6 +290,14 @@ def temperature(step, n_steps, tau_start, tau_end):
 
     Returns:
       The temperature at ``step``.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import encoders
+      >>> print(np.asarray(encoders.temperature(jnp.array([0, 5, 10]), 11, 1.0, 0.01)).round(3))
+      [1.   0.1  0.01]
     """
     frac = step / jnp.maximum(n_steps - 1, 1)
     return tau_start * (tau_end / tau_start) ** frac
@@ -230,6 +320,21 @@ def vq_ema_update(codebook, ema_count, ema_sum, z, codes, decay, *, key=None, de
 
     Returns:
       ``(codebook, ema_count, ema_sum)``, updated.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import encoders
+      >>> codebook = jnp.zeros((2, 1))
+      >>> z, codes = jnp.array([[1.0], [3.0], [10.0]]), jnp.array([0, 0, 1])
+      >>> new, count, total = encoders.vq_ema_update(codebook, jnp.zeros(2), jnp.zeros((2, 1)), z, codes, 0.0)
+      >>> print(np.asarray(new).ravel().round(3), np.asarray(count))   # decay 0: each code's mean
+      [ 2. 10.] [2. 1.]
+
+    References:
+      van den Oord, A., Vinyals, O. and Kavukcuoglu, K. (2017). Neural discrete representation
+      learning. *NeurIPS 2017*. arXiv:1711.00937. (appendix: the EMA update).
     """
     C = codebook.shape[0]
     onehot = jax.nn.one_hot(codes, C, dtype=z.dtype)  # (M, C)

@@ -210,7 +210,16 @@ class Hparams:
 
 
 def init(key, cfg: Config) -> dict:
-    """Model parameters ``{"encoder": ..., "decoder": ...}``."""
+    """Model parameters ``{"encoder": ..., "decoder": ...}``.
+
+    Examples:
+      >>> import jax
+      >>> from tokdyn.models.vtae import model
+      >>> cfg = model.Config(vocab_size=5, grid=2, colours=3, mode="gumbel_st", hidden=8)   # 2 x 2 grids
+      >>> params = model.init(jax.random.key(0), cfg)
+      >>> params["encoder"]["table"].shape   # (V, P, C)
+      (5, 4, 3)
+    """
     k1, k2 = jax.random.split(key)
     enc = encoders.init_encoder(
         k1,
@@ -253,6 +262,16 @@ def encode(key, params, cfg: Config, tokens, *, tau=1.0, embeddings=None, determ
 
     Raises:
       ValueError: ``key`` is None without ``deterministic``.
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import model
+      >>> cfg = model.Config(vocab_size=5, grid=2, colours=3, mode="gumbel_st", hidden=8)   # 2 x 2 grids
+      >>> params = model.init(jax.random.key(0), cfg)
+      >>> enc = model.encode(None, params, cfg, jnp.arange(5), deterministic=True)
+      >>> enc.x.shape, enc.codes.shape   # one-hot cells, and their colours
+      ((5, 4, 3), (5, 4))
     """
     if key is None and not deterministic:
         raise ValueError("key must be a PRNG key (jax.random.key(seed)) unless deterministic=True, got None")
@@ -262,5 +281,16 @@ def encode(key, params, cfg: Config, tokens, *, tau=1.0, embeddings=None, determ
 
 
 def decode(params, cfg: Config, x):
-    """(B, V) logits of decoder input ``x`` (B, P, F)."""
+    """(B, V) logits of decoder input ``x`` (B, P, F).
+
+    Examples:
+      >>> import jax
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import model
+      >>> cfg = model.Config(vocab_size=5, grid=2, colours=3, mode="gumbel_st", hidden=8)   # 2 x 2 grids
+      >>> params = model.init(jax.random.key(0), cfg)
+      >>> enc = model.encode(None, params, cfg, jnp.arange(5), deterministic=True)
+      >>> model.decode(params, cfg, enc.x).shape   # (B, V) logits
+      (5, 5)
+    """
     return decoders.apply_decoder(cfg.decoder, params["decoder"], x)

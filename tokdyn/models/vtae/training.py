@@ -30,7 +30,14 @@ CURVES = ("loss", "grad_norm", "ce", "accuracy", "tau", "active_vocab", "grad_no
 
 
 def active_vocab(step, cfg: Config):
-    """Number of types in play at ``step`` (V without curriculum)."""
+    """Number of types in play at ``step`` (V without curriculum).
+
+    Examples:
+      >>> from tokdyn.models.vtae import model, training
+      >>> cfg = model.Config(vocab_size=10, curriculum=True, curriculum_start=2, curriculum_fraction=0.5)
+      >>> [int(training.active_vocab(s, cfg)) for s in (0, 125, 250, 400)]   # 2 to 10 over 250 of 500 steps
+      [2, 6, 10, 10]
+    """
     V = cfg.vocab_size
     if not cfg.curriculum:
         return jnp.int32(V)
@@ -94,6 +101,15 @@ def draw_tokens(key, cfg: Config, weights, step):
     Returns:
       (B,) int token ids, B = ``cfg.batch_size``: uniform over the types in play, or by
       ``weights`` with ``sampling="occurrence"``.
+
+    Examples:
+      >>> import jax
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import model, training
+      >>> cfg = model.Config(vocab_size=10, batch_size=6, curriculum=True, curriculum_start=2)
+      >>> tokens = training.draw_tokens(jax.random.key(0), cfg, np.full(10, 0.1, np.float32), 0)
+      >>> tokens.shape, bool((tokens < 2).all())   # only the types in play at step 0
+      ((6,), True)
     """
     logw = jnp.log(jnp.maximum(weights, 0.0))  # (V,) -inf where weight 0
     lw = logw if cfg.sampling == "occurrence" else jnp.zeros_like(logw)
@@ -161,7 +177,15 @@ def inputs(cfg: Config, weights=None, embeddings=None) -> tuple:
     """The shared training data ``(weights (V,), embeddings (V, E) or None)``, checked: ``weights``
     the token distribution of ``sampling="occurrence"`` (uniform if None, float32), ``embeddings``
     the semantic embeddings of ``encoder_input="embedding"`` and the ``semantic`` loss (None when
-    the model does not use them)."""
+    the model does not use them).
+
+    Examples:
+      >>> import numpy as np
+      >>> from tokdyn.models.vtae import model, training
+      >>> weights, embeddings = training.inputs(model.Config(vocab_size=4))
+      >>> print(np.asarray(weights), embeddings)   # uniform weights; no embeddings needed
+      [0.25 0.25 0.25 0.25] None
+    """
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be a tokdyn.models.vtae.Config, got {type(cfg).__name__}")
     cfg.validate()

@@ -11,10 +11,8 @@ from scipy import stats as sps
 from tokdyn import diffusion, train
 from tokdyn.models import sequence
 from tokdyn.models.vtae import corpus
-from tokdyn.stats import text as TM
+from tokdyn.stats import text as text_stats
 from tokdyn.studies import grid_diffusion
-
-pytestmark = pytest.mark.fast_compile
 
 
 def test_grammar_language_is_what_the_corpus_produces():
@@ -23,7 +21,7 @@ def test_grammar_language_is_what_the_corpus_produces():
     assert all(corpus.is_grammatical(s) for s in sents)
     allowed = corpus.grammar_bigrams()
     seen = np.zeros_like(allowed)
-    for s in TM.cut(sents, corpus.EOS):
+    for s in text_stats.cut(sents, corpus.EOS):
         seen[s[:-1], s[1:]] = True
     np.testing.assert_array_equal(seen, allowed)  # every allowed bigram occurs, no other does
     vocab = c.vocab
@@ -42,15 +40,15 @@ def test_text_metrics_against_hand_counts_and_scipy():
     allowed = np.zeros((V, V), bool)
     allowed[0, 1] = allowed[1, 3] = allowed[0, 2] = allowed[2, 3] = allowed[1, 1] = True
     conf = np.array([[0.95, 0.99, 0.5, 0.91], [0.2, 0.95, 0.95, 0.95]])
-    m = TM.text_metrics(
+    m = text_stats.text_metrics(
         samples, ref, V, eos=eos, confidence=conf, allowed=allowed, grammatical=lambda s: s[-1] == eos, n_resamples=20
     )
     p1 = np.bincount([0, 1, 3, 2, 2, 2, 2], minlength=V)
-    q1 = np.bincount([0, 1, 3, 0, 2, 3, 1, 1, 3], minlength=V) + TM.SMOOTHING
+    q1 = np.bincount([0, 1, 3, 0, 2, 3, 1, 1, 3], minlength=V) + text_stats.SMOOTHING
     assert m["unigram_kl"] == pytest.approx(sps.entropy(p1, q1))
     big = lambda pairs: np.bincount([a * V + b for a, b in pairs], minlength=V * V)
     p2 = big([(0, 1), (1, 3), (2, 2), (2, 2), (2, 2)])
-    q2 = big([(0, 1), (1, 3), (0, 2), (2, 3), (1, 1), (1, 3)]) + TM.SMOOTHING
+    q2 = big([(0, 1), (1, 3), (0, 2), (2, 3), (1, 1), (1, 3)]) + text_stats.SMOOTHING
     assert m["bigram_kl"] == pytest.approx(sps.entropy(p2, q2))
     assert m["valid"] == pytest.approx(6 / 8)
     assert m["grammatical_bigrams"] == pytest.approx(2 / 5)
@@ -146,7 +144,7 @@ def test_bad_input_is_refused_before_compiling():
 
 def test_grammar_entropy_equals_the_mean_log_probability_of_its_sentences():
     vocab, cats = corpus.grammar_vocab()
-    sents = TM.cut(corpus.sentences(corpus.grammar_corpus(jax.random.key(3), 20_000).tokens, 12), corpus.EOS)
+    sents = text_stats.cut(corpus.sentences(corpus.grammar_corpus(jax.random.key(3), 20_000).tokens, 12), corpus.EOS)
     n_words = {c: len(w) for c, w in corpus.GRAMMAR_CATEGORIES.items()}
     # -log p(s): each word uniform in its category, each of the 4 optional slots present or not w.p. 1/2
     nlp = np.array([sum(np.log(n_words[cats[vocab[i]]]) for i in s[:-1]) + 4 * np.log(2) for s in sents])

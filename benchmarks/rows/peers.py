@@ -130,7 +130,7 @@ def run(s: Suite):
     def latent_peer():
         from tokdyn.studies import latent_reasoning
         from tokdyn.models.latent import model as latent_model
-        from tokdyn.models.latent import training as LT
+        from tokdyn.models.latent import training as latent_training
         from tokdyn.models.latent import variants
 
         tc = latent_reasoning.Config().training
@@ -139,9 +139,9 @@ def run(s: Suite):
         tc = dataclasses.replace(tc, seeds=1, n_train=512 if s.args.smoke else 20_000, n_val=8, n_test=8)
         name = "direct"  # one stage: the same objective in both frameworks (torch_latent's train_step)
         cfg = variants.model_config(tc, name, -1)
-        pool = LT.data(tc).train
-        tr = LT.trainer(tc, name).first
-        keys, hp = LT.models(tc)
+        pool = latent_training.data(tc).train
+        tr = latent_training.trainer(tc, name).first
+        keys, hp = latent_training.models(tc)
         with jax.default_matmul_precision(prec):
             state, run_keys = train.init_states(tr, keys, hp)
             state1 = jax.tree_util.tree_map(lambda a: a[0], state)

@@ -45,7 +45,7 @@ def learned_models(s: Suite, n_models: int):
     from tokdyn.studies import latent_reasoning
     from tokdyn.models import sequence
     from tokdyn.models import slots, vtae
-    from tokdyn.models.latent import training as LT
+    from tokdyn.models.latent import training as latent_training
     from tokdyn.studies import grid_diffusion
     from tokdyn.studies import object_discovery
 
@@ -65,8 +65,8 @@ def learned_models(s: Suite, n_models: int):
             n_test=8,
             train=dataclasses.replace(tc.train, steps=k * 1000, steps_per_call=k),
         )
-        keys, hp = LT.models(tc)
-        return LT.trainer(tc, "latent"), LT.data(tc).train, keys, hp, "scan", k
+        keys, hp = latent_training.models(tc)
+        return latent_training.trainer(tc, "latent"), latent_training.data(tc).train, keys, hp, "scan", k
 
     def slot_attention():
         cfg = object_discovery.Config.quick() if smoke else object_discovery.Config()

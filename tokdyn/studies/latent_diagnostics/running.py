@@ -10,7 +10,7 @@ import numpy as np
 from tokdyn import io
 from tokdyn.experiment import runner
 from tokdyn.experiment import study as study_dir
-from tokdyn.models.latent import training as T
+from tokdyn.models.latent import training as latent_training
 from tokdyn.models.latent import variants
 from tokdyn.studies.latent_diagnostics.config import Config, facts
 from tokdyn.studies.latent_diagnostics.measures import (
@@ -43,7 +43,7 @@ class Diagnosis:
         self.session, self.cfg, self.lr = session, cfg, lr
         self.source = cfg.reasoners()
         tc0 = self.source.training(lr, cfg.variants[0])
-        self.data = T.data(tc0)
+        self.data = latent_training.data(tc0)
         self.test0 = jax.tree_util.tree_map(lambda a: a[: cfg.n_instances], self.data.test)
         self.targets = facts(self.test0, tc0.task)
         self.pad = tc0.task.vocab.pad

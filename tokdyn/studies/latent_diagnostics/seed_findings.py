@@ -8,7 +8,7 @@ import dataclasses
 
 import numpy as np
 
-from tokdyn.experiment import findings as F
+from tokdyn.experiment import findings as experiment_findings
 from tokdyn.experiment import study as study_dir
 from tokdyn.experiment.findings import Finding
 from tokdyn.studies.latent_diagnostics.config import STUDY
@@ -41,7 +41,7 @@ def markers_unit(gain_low, gain_high, block_gain_low, seeds: int) -> str:
     lo_b, hi_b = MARKERS_BAND
     if not np.isfinite(block_gain_low) or block_gain_low <= 0:
         return "n/a"
-    if seeds < F.MIN_SEEDS or not (np.isfinite(gain_low) and np.isfinite(gain_high)):
+    if seeds < experiment_findings.MIN_SEEDS or not (np.isfinite(gain_low) and np.isfinite(gain_high)):
         return "open"
     if gain_high < lo_b - MARKERS_MARGIN or gain_low > hi_b + MARKERS_MARGIN:
         return "refuted"
@@ -63,20 +63,22 @@ def markers_finding(decomposition, seeds: int) -> Finding:
         "arXiv 2606.01287",
         f"Per variant with a latent block, at its final checkpoint: the share of the block's gain that "
         f"markers_only keeps, with the study's 95% paired bootstrap interval over test instances; a variant "
-        f"counts only where the block's gain itself has an interval above 0, and only from {F.MIN_SEEDS} seeds "
+        f"counts only where the block's gain itself has an interval above 0, and only from {experiment_findings.MIN_SEEDS} seeds "
         f"on. A variant reproduces the claim when its interval meets [{lo_b:g}, {hi_b:g}] and is at most "
         f"{MARKERS_MAX_WIDTH:g} wide, refutes it when its interval misses [{lo_b - MARKERS_MARGIN:g}, "
         f"{hi_b + MARKERS_MARGIN:g}]; the claim is refuted when one variant refutes it, reproduced when every "
         f"variant that counts reproduces it, open otherwise.",
         study=STUDY,
     )
-    sel = (F.strings(decomposition, "stage") == "final") & (F.strings(decomposition, "setting") == "markers_only")
+    sel = (experiment_findings.strings(decomposition, "stage") == "final") & (
+        experiment_findings.strings(decomposition, "setting") == "markers_only"
+    )
     if not sel.any():
-        return F.missing(f, "no markers_only row at a final checkpoint in decomposition.csv")
+        return experiment_findings.missing(f, "no markers_only row at a final checkpoint in decomposition.csv")
     verdicts, rows = [], []
     for i in np.flatnonzero(sel):
         g = {
-            k: F.numbers(decomposition, k)[i]
+            k: experiment_findings.numbers(decomposition, k)[i]
             for k in (
                 "block_gain",
                 "block_gain_low",
@@ -91,20 +93,22 @@ def markers_finding(decomposition, seeds: int) -> Finding:
         verdicts.append(v)
         rows.append(
             [
-                F.strings(decomposition, "variant")[i],
-                F.interval(g["block_gain"], g["block_gain_low"], g["block_gain_high"]),
-                F.interval(g["gain_retained"], g["gain_low"], g["gain_high"]) if v != "n/a" else "no gain to share",
+                experiment_findings.strings(decomposition, "variant")[i],
+                experiment_findings.interval(g["block_gain"], g["block_gain_low"], g["block_gain_high"]),
+                experiment_findings.interval(g["gain_retained"], g["gain_low"], g["gain_high"])
+                if v != "n/a"
+                else "no gain to share",
                 v,
             ]
         )
     basis = "; ".join(f"{r[0]} {r[2]}" for r in rows if r[3] != "n/a") or "no variant's block has a gain"
-    if seeds < F.MIN_SEEDS:
+    if seeds < experiment_findings.MIN_SEEDS:
         basis += f" (source trained with {seeds} seeds: open)"
     return dataclasses.replace(
         f,
         header=("variant", "block's gain over no block [95%]", "markers keep: share [95%]", "verdict"),
         rows=rows,
-        verdict=F.aggregate(verdicts),
+        verdict=experiment_findings.aggregate(verdicts),
         basis=basis,
     )
 
@@ -114,8 +118,10 @@ def _strongest(table, sel: np.ndarray, by: str, value: str, bounds=None):
     rows), and :func:`~tokdyn.experiment.findings.seed_interval` of it (within ``bounds``, the
     value's range)."""
     best = None
-    for level in dict.fromkeys(F.strings(table, by)[sel].tolist()):
-        s = F.seed_interval(F.per_seed(table, sel & (F.strings(table, by) == level), value), bounds)
+    for level in dict.fromkeys(experiment_findings.strings(table, by)[sel].tolist()):
+        s = experiment_findings.seed_interval(
+            experiment_findings.per_seed(table, sel & (experiment_findings.strings(table, by) == level), value), bounds
+        )
         if best is None or (np.isfinite(s[0]) and s[0] > best[1][0]):
             best = (level, s)
     return best
@@ -123,7 +129,7 @@ def _strongest(table, sel: np.ndarray, by: str, value: str, bounds=None):
 
 def _connection(mean_low_high_n, disconnected: float, connected: float) -> str:
     mean, low, high, n = mean_low_high_n
-    if n < F.MIN_SEEDS or not np.isfinite(low):
+    if n < experiment_findings.MIN_SEEDS or not np.isfinite(low):
         return "open"
     return "reproduced" if high < disconnected else "refuted" if low > connected else "open"
 
@@ -138,7 +144,7 @@ def mediation_claims() -> tuple[Finding, Finding]:
         "The latent tokens are disconnected from the input: perturbing the image barely moves them.",
         origin,
         f"Per feedback variant, the image perturbation that moves its latents most (cosine distance, mean over "
-        f"latent steps and instances), a 95% interval over seeds (at least {F.MIN_SEEDS}): the variant shows "
+        f"latent steps and instances), a 95% interval over seeds (at least {experiment_findings.MIN_SEEDS}): the variant shows "
         f"the disconnect (reproduced) when the interval lies below {SHIFT_DISCONNECTED:g}, not (refuted) when "
         f"it lies above {SHIFT_CONNECTED:g}, open otherwise. The claim is refuted when one variant refutes it, "
         f"reproduced when every variant reproduces it. The text variant's caption states, moved by the same "
@@ -152,7 +158,7 @@ def mediation_claims() -> tuple[Finding, Finding]:
         origin,
         f"Per feedback variant, the intervention on its latents (zeros, noise, mean, constant, swap, another "
         f"variant's) that flips most answers, a 95% interval over seeds of the flip rate (at least "
-        f"{F.MIN_SEEDS}): disconnected (reproduced) when the interval lies below {FLIP_DISCONNECTED:g}, "
+        f"{experiment_findings.MIN_SEEDS}): disconnected (reproduced) when the interval lies below {FLIP_DISCONNECTED:g}, "
         f"connected (refuted) when it lies above {FLIP_CONNECTED:g}, open otherwise; aggregated over variants "
         f"as in 4a.",
         study=STUDY,
@@ -166,10 +172,13 @@ def mediation_findings(mediation) -> list[Finding]:
     latent steps) and the intervention on its latents that flips most answers, each with a 95%
     interval over seeds (:func:`shift_row`, :func:`flip_row`)."""
     a, b = mediation_claims()
-    what, variant = F.strings(mediation, "what"), F.strings(mediation, "variant")
+    what, variant = experiment_findings.strings(mediation, "what"), experiment_findings.strings(mediation, "variant")
     names = list(dict.fromkeys(variant[what == "latent"].tolist()))
     if not names:
-        return [F.missing(a, "no latent rows in mediation.csv"), F.missing(b, "no intervention rows in mediation.csv")]
+        return [
+            experiment_findings.missing(a, "no latent rows in mediation.csv"),
+            experiment_findings.missing(b, "no intervention rows in mediation.csv"),
+        ]
     ra = [shift_row(mediation, name) for name in names]
     rb = [r for r in (flip_row(mediation, name) for name in names) if r is not None]
     va, vb = [r[-1] for r in ra], [r[-1] for r in rb]
@@ -184,7 +193,7 @@ def mediation_findings(mediation) -> list[Finding]:
             "verdict",
         ),
         rows=ra,
-        verdict=F.aggregate(va),
+        verdict=experiment_findings.aggregate(va),
         basis="; ".join(f"{r[0]} {r[2]} ({r[1]})" for r in ra),
     )
     b = dataclasses.replace(
@@ -198,7 +207,7 @@ def mediation_findings(mediation) -> list[Finding]:
             "verdict",
         ),
         rows=rb,
-        verdict=F.aggregate(vb) if vb else "open",
+        verdict=experiment_findings.aggregate(vb) if vb else "open",
         basis="; ".join(f"{r[0]} {r[2]} ({r[1]})" for r in rb) or "no intervention rows in mediation.csv",
     )
     return [a, b]
@@ -208,31 +217,41 @@ def shift_row(mediation, name: str) -> list:
     """Finding 4a's row of variant ``name``: its strongest perturbation, how far it moves the
     latents (a 95% interval over seeds), the seeds, how far it moves the text variant's caption
     states, and the variant's verdict (last)."""
-    what, variant = F.strings(mediation, "what"), F.strings(mediation, "variant")
+    what, variant = experiment_findings.strings(mediation, "what"), experiment_findings.strings(mediation, "variant")
     level, s = _strongest(
         mediation, (what == "latent") & (variant == name), "perturbation", "cosine_distance", (0.0, 2.0)
     )
-    ref = F.numbers(mediation, "cosine_distance")[(what == "caption") & (F.strings(mediation, "perturbation") == level)]
+    ref = experiment_findings.numbers(mediation, "cosine_distance")[
+        (what == "caption") & (experiment_findings.strings(mediation, "perturbation") == level)
+    ]
     v = _connection(s, SHIFT_DISCONNECTED, SHIFT_CONNECTED)
-    return [name, level, F.interval(*s[:3]), str(s[3]), F.number(np.mean(ref)) if ref.size else "–", v]
+    return [
+        name,
+        level,
+        experiment_findings.interval(*s[:3]),
+        str(s[3]),
+        experiment_findings.number(np.mean(ref)) if ref.size else "–",
+        v,
+    ]
 
 
 def flip_row(mediation, name: str):
     """Finding 4b's row of variant ``name`` (None without intervention rows): its strongest
     intervention, the answers it flips and the change in accuracy (95% intervals over seeds), the
     seeds, and the variant's verdict (last)."""
-    what, variant = F.strings(mediation, "what"), F.strings(mediation, "variant")
+    what, variant = experiment_findings.strings(mediation, "what"), experiment_findings.strings(mediation, "variant")
     sel = (what == "intervention") & (variant == name)
     if not sel.any():
         return None
-    level, s = _strongest(mediation, sel, "perturbation", "flip_rate", F.RATE)
-    lv = sel & (F.strings(mediation, "perturbation") == level)
-    drop = F.seed_interval(
-        F.per_seed(mediation, lv, "accuracy") - F.per_seed(mediation, lv, "accuracy_before"),
-        F.difference_bounds(F.RATE),
+    level, s = _strongest(mediation, sel, "perturbation", "flip_rate", experiment_findings.RATE)
+    lv = sel & (experiment_findings.strings(mediation, "perturbation") == level)
+    drop = experiment_findings.seed_interval(
+        experiment_findings.per_seed(mediation, lv, "accuracy")
+        - experiment_findings.per_seed(mediation, lv, "accuracy_before"),
+        experiment_findings.difference_bounds(experiment_findings.RATE),
     )
     v = _connection(s, FLIP_DISCONNECTED, FLIP_CONNECTED)
-    return [name, level, F.interval(*s[:3]), F.interval(*drop[:3]), str(s[3]), v]
+    return [name, level, experiment_findings.interval(*s[:3]), experiment_findings.interval(*drop[:3]), str(s[3]), v]
 
 
 def source_seeds(out: str) -> int:
@@ -248,6 +267,6 @@ def findings(out: str) -> list[Finding]:
     """Findings 3 (:func:`markers_finding`, from ``decomposition.csv``) and 4a, 4b
     (:func:`mediation_findings`, from ``mediation.csv``) of the study directory ``out``."""
     seeds = source_seeds(out)
-    return F.judge(out, "decomposition.csv", STUDY, lambda t: [markers_finding(t, seeds)]) + F.judge(
-        out, "mediation.csv", STUDY, mediation_findings
-    )
+    return experiment_findings.judge(
+        out, "decomposition.csv", STUDY, lambda t: [markers_finding(t, seeds)]
+    ) + experiment_findings.judge(out, "mediation.csv", STUDY, mediation_findings)

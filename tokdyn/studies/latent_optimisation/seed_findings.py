@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from tokdyn.experiment import findings as F
+from tokdyn.experiment import findings as experiment_findings
 from tokdyn.experiment.findings import Finding
 from tokdyn.studies.latent_optimisation.config import STUDY
 
@@ -25,7 +25,7 @@ def optimisation_claim() -> Finding:
         "reward with best-patch injection) improves its accuracy.",
         "arXiv 2512.12623 (DMLR)",
         f"Per variant, the change in accuracy over all families (after − before), a 95% interval over seeds "
-        f"(at least {F.MIN_SEEDS}): improves (reproduced) when the interval lies above 0, does not (refuted) "
+        f"(at least {experiment_findings.MIN_SEEDS}): improves (reproduced) when the interval lies above 0, does not (refuted) "
         f"when it lies below +{GAIN_EXCLUDED:g} (a gain of {GAIN_EXCLUDED:g} or more is excluded), open "
         f"otherwise. The verdict is the paper's full method's ({DMLR}), refuted when one variant refutes it, "
         f"reproduced when every variant reproduces it; the other methods are listed with the same rule. The "
@@ -41,14 +41,18 @@ def optimisation_finding(table, tests=None) -> Finding:
     families (after − before), a 95% interval over seeds (:func:`method_row`); the verdict rests on
     the paper's full method (:data:`DMLR`)."""
     f = optimisation_claim()
-    fam, method, variant = F.strings(table, "family"), F.strings(table, "method"), F.strings(table, "variant")
+    fam, method, variant = (
+        experiment_findings.strings(table, "family"),
+        experiment_findings.strings(table, "method"),
+        experiment_findings.strings(table, "variant"),
+    )
     sel_all = fam == "all"
     if not sel_all.any():
-        return F.missing(f, "no family='all' rows in optimiser.csv")
+        return experiment_findings.missing(f, "no family='all' rows in optimiser.csv")
     p_holm = {}
     if tests:
-        tf, tm = F.strings(tests, "family"), F.strings(tests, "method")
-        tv, tp = F.strings(tests, "variant"), F.numbers(tests, "p_holm")
+        tf, tm = experiment_findings.strings(tests, "family"), experiment_findings.strings(tests, "method")
+        tv, tp = experiment_findings.strings(tests, "variant"), experiment_findings.numbers(tests, "p_holm")
         p_holm = {(tv[i], tm[i]): tp[i] for i in np.flatnonzero(tf == "all")}
     rows = []
     for name in dict.fromkeys(variant[sel_all].tolist()):
@@ -68,7 +72,7 @@ def optimisation_finding(table, tests=None) -> Finding:
             "verdict",
         ),
         rows=rows,
-        verdict=F.aggregate(full) if full else "open",
+        verdict=experiment_findings.aggregate(full) if full else "open",
         basis="; ".join(f"{r[0]} {r[3]}" for r in rows if r[1] == DMLR) or f"no {DMLR} rows in optimiser.csv",
     )
 
@@ -78,21 +82,25 @@ def method_row(table, sel, name: str, m: str, p_holm: dict) -> list:
     ``"all"``): the accuracy before and after, the change with its 95% interval over seeds, the
     Holm-corrected paired p (``p_holm``: (variant, method) -> p), the seeds and the verdict (last;
     ``"control"`` for ``random``)."""
-    change = F.per_seed(table, sel, "accuracy") - F.per_seed(table, sel, "accuracy_before")
-    mean, low, high, n = F.seed_interval(change, F.difference_bounds(F.RATE))
-    if n < F.MIN_SEEDS or not np.isfinite(low):
+    change = experiment_findings.per_seed(table, sel, "accuracy") - experiment_findings.per_seed(
+        table, sel, "accuracy_before"
+    )
+    mean, low, high, n = experiment_findings.seed_interval(
+        change, experiment_findings.difference_bounds(experiment_findings.RATE)
+    )
+    if n < experiment_findings.MIN_SEEDS or not np.isfinite(low):
         v = "open"
     else:
         v = "reproduced" if low > 0 else "refuted" if high < GAIN_EXCLUDED else "open"
     if m == "random":
         v = "control"
-    before, after = (np.nanmean(F.numbers(table, k)[sel]) for k in ("accuracy_before", "accuracy"))
+    before, after = (np.nanmean(experiment_findings.numbers(table, k)[sel]) for k in ("accuracy_before", "accuracy"))
     return [
         name,
         m,
-        f"{F.number(before)} → {F.number(after)}",
-        F.interval(mean, low, high),
-        F.number(p_holm.get((name, m), float("nan")), 3),
+        f"{experiment_findings.number(before)} → {experiment_findings.number(after)}",
+        experiment_findings.interval(mean, low, high),
+        experiment_findings.number(p_holm.get((name, m), float("nan")), 3),
         str(n),
         v,
     ]
@@ -102,10 +110,10 @@ def findings(out: str) -> list[Finding]:
     """Finding 5 (:func:`optimisation_finding`) from ``optimiser.csv`` and ``optimiser_tests.csv`` of
     the study directory ``out``; open when the tests' table is there but fails its verification
     (the p-values beside the verdict would come from an unverified table)."""
-    tests, tests_why = F.read(out, "optimiser_tests.csv", STUDY)
-    table, why = F.read(out, "optimiser.csv", STUDY)
+    tests, tests_why = experiment_findings.read(out, "optimiser_tests.csv", STUDY)
+    table, why = experiment_findings.read(out, "optimiser.csv", STUDY)
     if table is not None and tests is None and os.path.exists(os.path.join(out, "optimiser_tests.csv")):
         table, why = None, tests_why
     if table is None:
-        return [F.missing(optimisation_finding({}), why)]
-    return F.gate([optimisation_finding(table, tests)], out, table)
+        return [experiment_findings.missing(optimisation_finding({}), why)]
+    return experiment_findings.gate([optimisation_finding(table, tests)], out, table)

@@ -11,8 +11,8 @@ from typing import Optional, Sequence
 from tokdyn import _checks, train
 from tokdyn.experiment import study as study_dir
 from tokdyn.models.latent import tasks
-from tokdyn.models.latent import training as T
-from tokdyn.models.latent import variants as V
+from tokdyn.models.latent import training as latent_training
+from tokdyn.models.latent import variants as latent_variants
 from tokdyn.models.latent.variants import VARIANTS, variant
 from tokdyn.train import optim
 from tokdyn.train.store import TESTED
@@ -72,8 +72,10 @@ class Config:
     reference_steps: int = 5000
     tested: str = "best"
     preset: str = ""
-    training: T.Config = T.Config(task=tasks.Config(grid_size=4, n_colours=4, families=FAMILIES), n_latents=2)
-    hparams: T.Hparams = T.Hparams()
+    training: latent_training.Config = latent_training.Config(
+        task=tasks.Config(grid_size=4, n_colours=4, families=FAMILIES), n_latents=2
+    )
+    hparams: latent_training.Hparams = latent_training.Hparams()
 
     def validate(self) -> "Config":
         """Check every field (the variants, the stop rule, the training configuration, whose root seed
@@ -127,7 +129,7 @@ class Config:
         return cls(
             reference_steps=0,
             preset="quick",
-            training=T.Config(
+            training=latent_training.Config(
                 task=tasks.Config(grid_size=4, n_colours=4, families=FAMILIES),
                 width=32,
                 depth=2,
@@ -140,7 +142,7 @@ class Config:
                 n_test=500,
                 seeds=2,
             ),
-            hparams=T.Hparams(learning_rate=3e-3),
+            hparams=latent_training.Hparams(learning_rate=3e-3),
         )
 
     def stop_rule(self) -> train.Patience:
@@ -161,7 +163,9 @@ class Config:
         ``training`` and ``host`` rates. :class:`~tokdyn.experiment.study.Refused`, naming the option, for an
         array too large for XLA's 32-bit indexing (the process would abort)."""
         tc, task = self.training, self.training.task
-        length = max(V.model_config(tc, n).layout.length for n in self.variants)  # T, the longest sequence
+        length = max(
+            latent_variants.model_config(tc, n).layout.length for n in self.variants
+        )  # latent_training, the longest sequence
         vocab, d, g2 = task.vocab.size, tc.width, task.n_patches
         per_instance = 2 * g2 + tasks.QUESTION_LEN + task.caption_len + 2  # int32 entries of one instance
         budget = max(tc.train.steps, self.reference_steps)
@@ -205,7 +209,7 @@ class Config:
         )
 
 
-def training(cfg: Config, name: str) -> T.Config:
+def training(cfg: Config, name: str) -> latent_training.Config:
     """The training configuration of variant ``name``: ``cfg.training``, with the budget
     ``reference_steps`` for the :data:`REFERENCES` (when it is not 0)."""
     if name in REFERENCES and cfg.reference_steps:
@@ -217,9 +221,9 @@ def training(cfg: Config, name: str) -> T.Config:
 def forward_elements(cfg: Config, names: Sequence[str]) -> int:
     """Elements of one instance's forward pass through the longest of the variants ``names`` (of
     the latent-reasoning configuration ``cfg``): ``T * (V + (depth + 1) * width + depth * heads *
-    T)``, the logits, the hidden states of every layer and the attention weights, for ``T`` the
+    latent_training)``, the logits, the hidden states of every layer and the attention weights, for ``T`` the
     longest sequence and ``V`` the vocabulary: what an analysis's memory estimate counts per
     instance and seed."""
     tc = cfg.training
-    length = max(V.model_config(training(cfg, n), n).layout.length for n in names)
+    length = max(latent_variants.model_config(training(cfg, n), n).layout.length for n in names)
     return length * (tc.task.vocab.size + (tc.depth + 1) * tc.width + tc.depth * tc.heads * length)

@@ -22,8 +22,8 @@ import numpy as np
 from tokdyn import io, train
 from tokdyn.experiment import study as study_dir
 from tokdyn.models.latent import model as latent_model
-from tokdyn.models.latent import training as T
-from tokdyn.models.latent import variants as V
+from tokdyn.models.latent import training as latent_training
+from tokdyn.models.latent import variants as latent_variants
 from tokdyn.models.latent.variants import stages
 from tokdyn.studies.latent_reasoning.config import SELECTION, STUDY, Config, forward_elements, training
 from tokdyn.studies.latent_reasoning.trained import check_devices, devices, open_study, record, splits, train_variants
@@ -177,10 +177,16 @@ def load_variant(cfg: Config, source: str, name: str):
     file)."""
     tc = training(cfg, name)
     try:
-        state = store.load(source, name, T.init_states(tc, name, cfg.hparams), T.stamp(tc, name), cfg.tested)
+        state = store.load(
+            source,
+            name,
+            latent_training.init_states(tc, name, cfg.hparams),
+            latent_training.stamp(tc, name),
+            cfg.tested,
+        )
     except io.CorruptFile as e:
         raise source_error(source, e) from None
-    return latent_model.Model(V.model_config(tc, name)), state.params, tc
+    return latent_model.Model(latent_variants.model_config(tc, name)), state.params, tc
 
 
 def midway(cfg: Config, source: str, name: str) -> tuple[int, int]:
@@ -205,7 +211,7 @@ def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool
       source: the latent-reasoning directory holding the finished variant.
       name: the variant's name.
       quiet: no progress bar while training.
-      pool: the training set (``T.data(...).train``); drawn again when not given.
+      pool: the training set (``latent_training.data(...).train``); drawn again when not given.
 
     Returns:
       ``(model, params, step, stage)``: the stage's :class:`tokdyn.models.latent.model.Model`, its
@@ -218,27 +224,27 @@ def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool
     state = None
     if os.path.exists(path):
         try:
-            state = T.load(path, tc, name, cfg.hparams)
+            state = latent_training.load(path, tc, name, cfg.hparams)
         except io.CorruptFile as e:
             io.set_aside(path, e.reason)
     if state is None:
         if store.read_checkpoint(partial) is not None:
-            done = int(np.asarray(T.load(partial, tc, name, cfg.hparams).step)[0])
+            done = int(np.asarray(latent_training.load(partial, tc, name, cfg.hparams).step)[0])
         else:
             done = 0
-        pool = T.data(tc).train if pool is None else pool
+        pool = latent_training.data(tc).train if pool is None else pool
         state = train.train_many(
-            T.trainer(tc, name),
+            latent_training.trainer(tc, name),
             pool,
-            *T.models(tc, cfg.hparams),
-            checkpointing=train.Checkpointing(partial, T.stamp(tc, name)),
+            *latent_training.models(tc, cfg.hparams),
+            checkpointing=train.Checkpointing(partial, latent_training.stamp(tc, name)),
             execution=train.Execution(devices=devices(cfg)),
             max_calls=(step - done) // tc.train.steps_per_call,
             quiet=quiet,
         ).state
         os.replace(partial, path)
     return (
-        latent_model.Model(V.model_config(tc, name, stage)),
+        latent_model.Model(latent_variants.model_config(tc, name, stage)),
         jax.tree_util.tree_map(np.asarray, state.params),
         step,
         stage,

@@ -14,7 +14,7 @@ import numpy as np
 from tokdyn import io, train
 from tokdyn.experiment import study as study_dir
 from tokdyn.models.latent import evaluation, tasks
-from tokdyn.models.latent import training as T
+from tokdyn.models.latent import training as latent_training
 from tokdyn.models.latent.variants import VARIANTS, stages
 from tokdyn.studies.latent_reasoning.config import SELECTION, STUDY, Config, training
 from tokdyn.train import store
@@ -161,10 +161,10 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
         return {f"val_{k}": v for k, v in evaluation.evaluate(tc, name, state.params, data.val).items()}
 
     res = train.train_many(
-        T.trainer(tc, name),
+        latent_training.trainer(tc, name),
         data.train,
-        *T.models(tc, cfg.hparams),
-        checkpointing=train.Checkpointing(p["checkpoint"], T.stamp(tc, name)),
+        *latent_training.models(tc, cfg.hparams),
+        checkpointing=train.Checkpointing(p["checkpoint"], latent_training.stamp(tc, name)),
         evaluation=train.Evaluation(evaluate, keep_best="val_all", stop=curve_logger(cfg, name, p["curve"], rows)),
         execution=train.Execution(devices=devices(cfg)),
         deadline=deadline,
@@ -201,7 +201,7 @@ def splits(cfg: Config) -> tasks.Splits:
     """The training pool, validation and test sets of the study (:func:`tokdyn.models.latent.training.data`);
     :class:`~tokdyn.experiment.study.Refused` when the task has fewer distinct instances than the sets ask for."""
     try:
-        return T.data(cfg.training)
+        return latent_training.data(cfg.training)
     except ValueError as e:
         raise study_dir.Refused(str(e)) from None
 

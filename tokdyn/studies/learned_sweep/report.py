@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from tokdyn import io
-from tokdyn.experiment import findings as F
+from tokdyn.experiment import findings as experiment_findings
 from tokdyn.experiment import paired, runner
 from tokdyn.stats import summary
 
@@ -71,7 +71,7 @@ def _condition_lines(cfg, table: dict, base: int) -> list:
         "|" + "---|" * (len(metrics) + 3),
     ]
     for i, r in enumerate(io.to_rows(table)):
-        cells = [F.interval(r[f"{m}_mean"], r[f"{m}_low"], r[f"{m}_high"]) for m in metrics]
+        cells = [experiment_findings.interval(r[f"{m}_mean"], r[f"{m}_low"], r[f"{m}_high"]) for m in metrics]
         mark = " (baseline)" if i == base else ""
         lines.append(
             f"| {condition_label(r, names)}{mark} | "
@@ -106,7 +106,7 @@ def _paired_lines(cfg, table: dict, tests: list, base: int) -> list:
         "|---|---|---|---|",
         *(
             f"| {condition_label(io.to_rows(table, [t['row']])[0], names)} | {t['metric']} | "
-            f"{_table_cell(F.paired_cell(t))} | {t['n']} of {cfg.seeds} |"
+            f"{_table_cell(experiment_findings.paired_cell(t))} | {t['n']} of {cfg.seeds} |"
             for t in tests
         ),
     ]

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from tokdyn import io
-from tokdyn.experiment import findings as F
+from tokdyn.experiment import findings as experiment_findings
 from tokdyn.experiment import paired, runner
 from tokdyn.stats import figures, inference, summary
 from tokdyn.studies.token_dynamics_sweep.config import METRICS, SETTING_METRICS, Config, Group
@@ -282,7 +282,7 @@ def _paired_lines(cfg: Config, tab: dict, values: dict, eligible: np.ndarray) ->
         f"numbers pair them) on {seeds_text}; a seed where either side had no finite run is dropped. Each cell: "
         "the mean difference Δ with its 95% percentile bootstrap over seeds, then the paired t-test's t and p, "
         f"Holm's p over the {len(tests)} tests of this table, and d_z; a difference below the practical threshold "
-        f"(ARI {F.NEGLIGIBLE['ari']:g}, steps {F.NEGLIGIBLE['steps']:g}) is negligible whatever its p.",
+        f"(ARI {experiment_findings.NEGLIGIBLE['ari']:g}, steps {experiment_findings.NEGLIGIBLE['steps']:g}) is negligible whatever its p.",
         "",
         "| method | best setting | ARI | steps | seeds |",
         "|---|---|---|---|---|",
@@ -293,7 +293,10 @@ def _paired_lines(cfg: Config, tab: dict, values: dict, eligible: np.ndarray) ->
             lines.append(f"| {names[m]} | (no eligible setting) | - | - | 0 |")
             continue
         cells = {t["metric"]: t for t in tests if t["row"] == row}
-        ari, steps = F.paired_cell(cells["ari"], 3), F.paired_cell(cells["steps"], 2)
+        ari, steps = (
+            experiment_findings.paired_cell(cells["ari"], 3),
+            experiment_findings.paired_cell(cells["steps"], 2),
+        )
         lines.append(
             f"| {names[m]} | {_label(io.to_rows(tab, [row])[0], by)} | {ari} | {steps} | {cells['ari']['n']} of {len(held)} |"
         )
@@ -503,7 +506,7 @@ def _headline(cfg: Config, tab: dict, choice, n_out: int) -> list:
 
 
 def _held(e: dict, f: str, p: int = 3) -> str:
-    return F.interval(e[f + "_heldout_mean"], e[f + "_heldout_low"], e[f + "_heldout_high"], p)
+    return experiment_findings.interval(e[f + "_heldout_mean"], e[f + "_heldout_low"], e[f + "_heldout_high"], p)
 
 
 def _nonfinite_lines(cfg: Config, cond: dict, shown: int = 20) -> list:

@@ -82,7 +82,7 @@ from typing import Optional
 import numpy as np
 
 from tokdyn import io
-from tokdyn.experiment import findings as F
+from tokdyn.experiment import findings as experiment_findings
 from tokdyn.experiment import runner
 from tokdyn.experiment.presets import with_preset_line
 
@@ -198,11 +198,11 @@ def run(session: runner.Session, cfg: Config) -> Optional[runner.Result]:
 def summary(cfg: Config, result: runner.Result) -> str:
     """``summary.md``: the scores per scenario and condition, the collapse rates per frame class,
     the tests significant after Holm."""
-    iv = lambda r, k: F.interval(r[k], r[f"{k}_low"], r[f"{k}_high"])  # noqa: E731
+    iv = lambda r, k: experiment_findings.interval(r[k], r[f"{k}_low"], r[f"{k}_high"])  # noqa: E731
     lines = [
         "## Identity (means over seeds, 95% intervals)",
         "",
-        F.INTERVALS + ".",
+        experiment_findings.INTERVALS + ".",
         "",
         "| scenario | condition | video FG-ARI | per-frame FG-ARI | switches / chance | persistence | "
         "collapsed frames |",
@@ -227,7 +227,10 @@ def summary(cfg: Config, result: runner.Result) -> str:
     ]
     sig = [t for t in result.data["tests"] if np.isfinite(t["p_holm"]) and t["p_holm"] < 0.05]
     lines += ["", f"## Paired tests: {len(sig)} of {len(result.data['tests'])} significant after Holm", ""]
-    lines += [f"- {t['scenario']} {t['metric']}: {t['condition']} - {t['baseline']}: {F.paired_cell(t)}" for t in sig]
+    lines += [
+        f"- {t['scenario']} {t['metric']}: {t['condition']} - {t['baseline']}: {experiment_findings.paired_cell(t)}"
+        for t in sig
+    ]
     if cfg.learned:
         curve = result.data["curve"]
         lines += [
@@ -258,7 +261,7 @@ SPEC = runner.Spec(
     run=run,
     figures=draw,
     summary=summary,
-    findings=lambda out: F.judge(out, "runs.csv", STUDY, verdicts),
+    findings=lambda out: experiment_findings.judge(out, "runs.csv", STUDY, verdicts),
     outputs=("runs.csv", "metrics.csv", "collapse.csv", "tests.csv", "learning_curve.csv"),
     figure_files=("metrics.png", "tracks.png", "strip.png", "learning_curve.png"),
     selection=("learned", "preset"),

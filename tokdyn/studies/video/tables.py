@@ -9,18 +9,24 @@ from __future__ import annotations
 import numpy as np
 
 from tokdyn import stats
-from tokdyn.experiment import findings as F
+from tokdyn.experiment import findings as experiment_findings
 from tokdyn.studies.video.config import Config
 from tokdyn.studies.video.scoring import CLASSES
 
 SCORES = ("video_ari", "frame_ari", "switch_rate", "persistence", "collapse")  # the per-seed scores compared
 # each score's range, so that its interval over seeds stays inside it (None: unbounded; switches
 # per chance can exceed 1)
-BOUNDS = {"video_ari": F.SCORE, "frame_ari": F.SCORE, "switch_rate": None, "persistence": F.RATE, "collapse": F.RATE}
+BOUNDS = {
+    "video_ari": experiment_findings.SCORE,
+    "frame_ari": experiment_findings.SCORE,
+    "switch_rate": None,
+    "persistence": experiment_findings.RATE,
+    "collapse": experiment_findings.RATE,
+}
 
 
 def _rate(table, cls):
-    n, k = F.numbers(table, f"frames_{cls}"), F.numbers(table, f"collapsed_{cls}")
+    n, k = experiment_findings.numbers(table, f"frames_{cls}"), experiment_findings.numbers(table, f"collapsed_{cls}")
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n > 0, k / np.maximum(n, 1), np.nan)
 
@@ -37,9 +43,11 @@ def per_seed(table, scenario, condition, name):
     Returns:
       ``(seeds, values)``: two (S,) arrays ordered by seed (S: the condition's seeds).
     """
-    sel = (F.strings(table, "scenario") == scenario) & (F.strings(table, "condition") == condition)
-    col = _rate(table, name[5:]) if name.startswith("rate_") else F.numbers(table, name)
-    seeds = F.numbers(table, "seed")[sel]
+    sel = (experiment_findings.strings(table, "scenario") == scenario) & (
+        experiment_findings.strings(table, "condition") == condition
+    )
+    col = _rate(table, name[5:]) if name.startswith("rate_") else experiment_findings.numbers(table, name)
+    seeds = experiment_findings.numbers(table, "seed")[sel]
     order = np.argsort(seeds, kind="stable")
     return seeds[order], col[sel][order]
 
@@ -83,7 +91,7 @@ def metric_rows(cfg: Config, runs: dict) -> list:
         for cond in cfg.all_conditions:
             row = dict(scenario=sc, condition=cond)
             for name in SCORES:
-                m, lo, hi, n = F.seed_interval(seed_values(runs, sc, cond, name), BOUNDS[name])
+                m, lo, hi, n = experiment_findings.seed_interval(seed_values(runs, sc, cond, name), BOUNDS[name])
                 row.update({name: m, f"{name}_low": lo, f"{name}_high": hi})
             row["seeds"] = n
             rows.append(row)
@@ -98,7 +106,9 @@ def collapse_rows(cfg: Config, runs: dict) -> list:
         for cond in cfg.all_conditions:
             row = dict(scenario=sc, condition=cond)
             for cls in CLASSES:
-                m, lo, hi, n = F.seed_interval(seed_values(runs, sc, cond, f"rate_{cls}"), F.RATE)
+                m, lo, hi, n = experiment_findings.seed_interval(
+                    seed_values(runs, sc, cond, f"rate_{cls}"), experiment_findings.RATE
+                )
                 row.update(
                     {
                         cls: m,
@@ -135,8 +145,8 @@ def test_rows(cfg: Config, runs: dict) -> list:
                         t, p, d = float(res.statistic), float(res.pvalue), float(stats.cohens_d(a, b))
                     else:
                         t = p = d = float("nan")
-                    bounds = BOUNDS[name] and F.difference_bounds(BOUNDS[name])
-                    mean, lo, hi, _ = F.seed_interval(a - b, bounds)
+                    bounds = BOUNDS[name] and experiment_findings.difference_bounds(BOUNDS[name])
+                    mean, lo, hi, _ = experiment_findings.seed_interval(a - b, bounds)
                     tests.append(
                         dict(
                             scenario=sc,
@@ -147,7 +157,7 @@ def test_rows(cfg: Config, runs: dict) -> list:
                             mean_diff=mean,
                             diff_low=lo,
                             diff_high=hi,
-                            negligible=bool(F.negligible(name, mean)),
+                            negligible=bool(experiment_findings.negligible(name, mean)),
                             t=t,
                             p=p,
                             d=d,

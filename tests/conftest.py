@@ -29,12 +29,19 @@ sys.path.insert(0, os.path.dirname(__file__))
 import pytest  # noqa: E402
 
 
+# Every test compiles with most of XLA's optimisations off (``jax_disable_most_optimizations``):
+# the suite compiles far more programs than it runs, and at -O0 they compile in about two thirds of
+# the time. It is also a second compiler setting beside the users' default, under which no test may
+# hold a program to another's last bits (the rule for other CPUs). TOKDYN_TEST_OPTIMIZED=1 compiles
+# with JAX's and XLA's defaults, as a user's code does. Set in the environment too, so that
+# pytest-xdist's workers and every child process compile alike.
+OPTIMIZED = os.environ.get("TOKDYN_TEST_OPTIMIZED") == "1"
+if not OPTIMIZED:
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    jax.config.update("jax_disable_most_optimizations", True)
+
+
 def pytest_configure(config):
-    config.addinivalue_line(
-        "markers",
-        "fast_compile: the test's time is XLA compiling many small programs once "
-        "each, not running them: compile with the backend's optimisation passes off",
-    )
     _session_compilation_cache(config)
 
 
@@ -45,10 +52,9 @@ def _session_compilation_cache(config):
     """A persistent compilation cache for this test session only, in a new temporary directory
     removed at its end, shared by pytest-xdist's workers (they inherit its path from the controller's
     environment): a program that several modules compile (the same model trained by a unit test and
-    by a study, in one worker or in another) is compiled once, although each ``fast_compile`` module
-    clears JAX's in-memory caches. Its key holds the compiler options, so an executable compiled
-    without optimisations is never loaded where optimisations are on. A cache directory set by the
-    user is left as it is."""
+    by a study, in one worker or in another) is compiled once. Its key holds the compiler options,
+    so an executable compiled without optimisations is never loaded where optimisations are on. A
+    cache directory set by the user is left as it is."""
     if jax.config.values["jax_compilation_cache_dir"]:
         return
     path = os.environ.get(_CACHE_ENV)
@@ -67,33 +73,6 @@ def _session_compilation_cache(config):
 def compilation_cache_dir() -> str:
     """The session's persistent compilation cache (for child processes that compile what this one did)."""
     return jax.config.values["jax_compilation_cache_dir"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _fast_compile(request):
-    """Modules marked ``fast_compile`` (``pytestmark``) compile with ``jax_disable_most_optimizations``
-    (the same programs, less tuned machine code; about a third less time for these modules). JAX's
-    caches are cleared when such a module ends, so that no later test runs its executables: any
-    other module, and every module under TOKDYN_TEST_OPTIMIZED=1, compiles as a user's code does."""
-    if request.node.get_closest_marker("fast_compile") is None or os.environ.get("TOKDYN_TEST_OPTIMIZED") == "1":
-        yield
-        return
-    before = jax.config.values["jax_disable_most_optimizations"]
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_disable_most_optimizations", before)
-        jax.clear_caches()
-
-
-@pytest.fixture
-def fast_children(monkeypatch):
-    """Child processes (tests/killing.py) that compile as the ``fast_compile`` modules do
-    (:func:`killing.fast_env`)."""
-    import killing
-
-    monkeypatch.setattr(killing, "env", killing.fast_env)
 
 
 EPS32 = 2.0**-23  # float32's machine epsilon (the spacing of float32 numbers in [1, 2))
@@ -177,18 +156,11 @@ def tiny_reasoner(tmp_path_factory):
     """(latent-reasoning Config, directory) of a tiny study with the trained ``latent`` variant,
     shared by the studies that analyse trained reasoners (copy it before writing to it)."""
     from test_latent_train import TINY
-    from tokdyn.studies import latent_reasoning as LR
+    from tokdyn.studies import latent_reasoning
 
-    cfg = LR.Config(reference_steps=0, training=TINY, variants=("latent",))
+    cfg = latent_reasoning.Config(reference_steps=0, training=TINY, variants=("latent",))
     path = str(tmp_path_factory.mktemp("reasoner"))
-    before = jax.config.values["jax_disable_most_optimizations"]
-    if os.environ.get("TOKDYN_TEST_OPTIMIZED") != "1":  # compiled as the fast_compile modules do
-        jax.config.update("jax_disable_most_optimizations", True)
-    try:
-        assert LR.main(cfg, path, quiet=True, plots=False)
-    finally:
-        jax.config.update("jax_disable_most_optimizations", before)
-        jax.clear_caches()
+    assert latent_reasoning.main(cfg, path, quiet=True, plots=False)
     return cfg, path
 
 

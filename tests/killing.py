@@ -18,26 +18,14 @@ import numpy as np
 
 
 def env(cache_dir) -> dict:
-    """The child's environment: 2 host devices (as the suite's), a compilation cache of its own."""
+    """The child's environment: 2 host devices (as the suite's), a compilation cache of its own, and
+    the suite's compiler settings (its XLA flags, most optimisations off unless
+    TOKDYN_TEST_OPTIMIZED=1: see conftest.py), so that every child compiles alike and their files
+    compare byte for byte."""
     e = dict(os.environ)
-    e["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count=2 {os.environ.get('TOKDYN_TEST_XLA_FLAGS', '')}".strip()
     e["TOKDYN_CACHE_DIR"] = str(cache_dir)
     e.setdefault("JAX_PLATFORMS", "cpu")
-    return e
-
-
-_plain_env = env
-
-
-def fast_env(cache_dir) -> dict:
-    """:func:`env` for children that compile as the suite's ``fast_compile`` modules do (see
-    conftest.py): the suite's XLA flags, and most optimisations off (a third of the compile time of
-    tiny programs; every child compiles alike, so their files still compare byte for byte). Set it
-    as ``killing.env`` (the ``fast_children`` fixture does)."""
-    e = _plain_env(cache_dir)
-    e["XLA_FLAGS"] = f"{e['XLA_FLAGS']} {os.environ.get('TOKDYN_TEST_XLA_FLAGS', '')}".strip()
-    if os.environ.get("TOKDYN_TEST_OPTIMIZED") != "1":
-        e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     return e
 
 

@@ -11,8 +11,6 @@ from scipy.special import logsumexp
 
 from tokdyn import analysis, data, dynamics
 
-pytestmark = pytest.mark.fast_compile
-
 
 def np_free_energy(x, t, tau, gamma=0.0, w=None):
     x, t = np.asarray(x, np.float64), np.asarray(t, np.float64)

@@ -14,8 +14,6 @@ from tokdyn.diagnostics import mediation
 from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
 
-pytestmark = pytest.mark.fast_compile
-
 COMPILE = "/jax/core/compile/backend_compile_duration"
 
 

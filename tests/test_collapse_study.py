@@ -17,8 +17,6 @@ from tokdyn import analysis, cli, data, io
 from tokdyn.experiment import study as study_dir
 from tokdyn.studies import collapse
 
-pytestmark = pytest.mark.fast_compile
-
 TINY = dict(
     shapes=("aniso2",),
     n_tokens=(2, 4),
@@ -163,14 +161,12 @@ def runs(tmp_path_factory):
     """Two uninterrupted runs of the command in child processes: ``A`` with figures, then ``B``
     without, on a warm compilation cache (timed: the kills are drawn from its time)."""
     root = tmp_path_factory.mktemp("collapse-cli")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(killing, "env", killing.fast_env)
-        cache = root / "cache"
-        code, _, err = killing.run_cli([*SMALL, "--out", root / "A", "--quiet"], cache)
-        assert code == 0, err[-3000:]
-        code, seconds, err = killing.run_cli([*SMALL, "--out", root / "B", "--no-plots", "--quiet"], cache)
-        assert code == 0, err[-3000:]
-        yield dict(root=root, cache=cache, A=root / "A", B=root / "B", seconds=seconds)
+    cache = root / "cache"
+    code, _, err = killing.run_cli([*SMALL, "--out", root / "A", "--quiet"], cache)
+    assert code == 0, err[-3000:]
+    code, seconds, err = killing.run_cli([*SMALL, "--out", root / "B", "--no-plots", "--quiet"], cache)
+    assert code == 0, err[-3000:]
+    yield dict(root=root, cache=cache, A=root / "A", B=root / "B", seconds=seconds)
 
 
 def test_command_outputs_and_record(runs):

@@ -7,8 +7,6 @@ import pytest
 
 from tokdyn import diffusion
 
-pytestmark = pytest.mark.fast_compile
-
 
 @pytest.mark.parametrize("kernel", diffusion.KERNELS)
 def test_kernels_are_stochastic_and_cumulate(kernel):

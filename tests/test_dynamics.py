@@ -11,8 +11,6 @@ from conftest import jax_compilations
 from reference import reference_collapsed, reference_run
 from tokdyn import data, dynamics, metrics
 
-pytestmark = pytest.mark.fast_compile
-
 # the four rules of the published study, checked against tests/reference.py; the other registered
 # rules are checked against tests/reference_rules.py in tests/test_rules.py
 METHODS = sorted(["baseline", "inertia", "repulsion", "inertia+repulsion"])

@@ -14,8 +14,6 @@ from conftest import EPS32, f32_atol
 
 from tokdyn import es
 
-pytestmark = pytest.mark.fast_compile
-
 D = 5
 SIGMA = 0.3
 B = np.array([0.5, -1.0, 0.25, 2.0, -0.75])

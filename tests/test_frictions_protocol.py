@@ -15,8 +15,6 @@ from tokdyn.diagnostics import mediation
 from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
 
-pytestmark = pytest.mark.fast_compile
-
 
 def _layer_norm(x):
     mu = x.mean(-1, keepdims=True)

@@ -12,8 +12,6 @@ from tokdyn import cli, io
 from tokdyn.engine import sweep
 from tokdyn.studies import token_dynamics_sweep as tds
 
-pytestmark = pytest.mark.fast_compile
-
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "own_rule.py")
 SMALL = [
     "--temperature",

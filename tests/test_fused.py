@@ -19,8 +19,6 @@ from tokdyn.dynamics import hparams as hparams_module
 from tokdyn.dynamics import pallas
 from tokdyn.engine import runs, sweep
 
-pytestmark = pytest.mark.fast_compile  # compile-bound (the Pallas interpreter's programs)
-
 NAMES = tuple(dynamics.METHODS)
 
 

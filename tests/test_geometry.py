@@ -12,8 +12,6 @@ import pytest
 from conftest import jax_compilations
 from tokdyn import geometry
 
-pytestmark = pytest.mark.fast_compile
-
 SHAPES = [(5, 12), (12, 5), (8, 8)]  # N < D, N > D, N = D
 
 

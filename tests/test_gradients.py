@@ -18,8 +18,6 @@ from reference import reference_repulsion
 from reference_rules import means, reference_run_rules, schedule, sinkhorn_plan, softmax_rows
 from tokdyn import data, dynamics
 
-pytestmark = pytest.mark.fast_compile
-
 # the continuous knobs (sinkhorn_iters and anneal_steps are whole numbers)
 KNOBS = ("temperature", "momentum", "repulsion", "damping", "langevin", "slot_norm", "anneal_ratio")
 

@@ -14,8 +14,6 @@ from tokdyn import cli, io
 from tokdyn.experiment import study as study_dir
 from tokdyn.studies import grid_diffusion
 
-pytestmark = pytest.mark.fast_compile
-
 CFG = grid_diffusion.Config(
     sentences=200,
     ae_steps=100,
@@ -136,7 +134,7 @@ def test_an_autoencoder_of_other_settings_is_never_reused(tmp_path, capsys):
 
 @pytest.mark.slow  # 22 s of child processes; the default run keeps the kill tests of the collapse, visual-token,
 # sweep and training layers, and this study's own resume and damaged-part tests
-def test_killed_at_random_moments_it_resumes_to_the_files_of_an_uninterrupted_run(tmp_path, fast_children):
+def test_killed_at_random_moments_it_resumes_to_the_files_of_an_uninterrupted_run(tmp_path):
     """SIGKILL at random moments (corpus, autoencoder, model, likelihood, tables), then the same
     command: byte-identical tables, nothing set aside as corrupt."""
     cache = tmp_path / "cache"

@@ -16,8 +16,6 @@ from tokdyn.data import scenes
 from tokdyn.models import iodine
 from tokdyn.models import savi, slots
 
-pytestmark = pytest.mark.fast_compile
-
 # one tiny config shared by every test (one compilation of each program)
 CFG = iodine.Config(
     size=8,

@@ -19,8 +19,6 @@ from conftest import jax_compilations
 from tokdyn import assignment, metrics
 from tokdyn import diffusion
 
-pytestmark = pytest.mark.fast_compile
-
 KEY = jax.random.key(0)  # made here: creating a key may compile
 GAUSS = diffusion.gaussian("linear", 10)
 UNI = diffusion.discrete("uniform", 3, T=10)  # C = S = 3

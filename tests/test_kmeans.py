@@ -14,8 +14,6 @@ from sklearn.cluster import KMeans
 from conftest import jax_compilations
 from tokdyn import dynamics
 
-pytestmark = pytest.mark.fast_compile
-
 N, D, K = 1024, 5, 5  # the per-pixel features of one image
 
 

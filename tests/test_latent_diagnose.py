@@ -14,8 +14,6 @@ from scipy import stats as sps
 from tokdyn import stats
 from tokdyn.diagnostics import mediation
 
-pytestmark = pytest.mark.fast_compile
-
 
 class Out(NamedTuple):
     logits: jax.Array

@@ -11,8 +11,6 @@ from tokdyn.diagnostics import dmlr
 from tokdyn.models.latent import tasks
 from tokdyn.models.latent import model as latent_model
 
-pytestmark = pytest.mark.fast_compile
-
 TASK = tasks.Config(grid_size=3, n_colours=3, families=("read", "gravity"))
 CFG = latent_model.Config(task=TASK, width=16, depth=1, heads=2, latent_mode="feedback", n_latents=2)
 MODEL = latent_model.Model(CFG)

@@ -11,8 +11,6 @@ from tokdyn.diagnostics import grounding, perturb
 from tokdyn.models.latent import tasks
 from tokdyn.models.latent import model as latent_model
 
-pytestmark = pytest.mark.fast_compile
-
 TASK = tasks.Config(grid_size=4, n_colours=3, families=("read", "gravity"))
 TEXT = latent_model.Config(task=TASK, width=16, depth=1, heads=2, caption_len=TASK.caption_len)
 

@@ -10,8 +10,6 @@ import pytest
 from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
 
-pytestmark = pytest.mark.fast_compile
-
 TASK = tasks.Config(grid_size=4, n_colours=3)
 CFG = latent_model.Config(
     task=TASK,

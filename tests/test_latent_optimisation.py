@@ -18,8 +18,6 @@ from tokdyn.models.latent import training
 from tokdyn.studies import latent_optimisation
 from tokdyn.studies import latent_reasoning
 
-pytestmark = pytest.mark.fast_compile
-
 SOURCE = latent_reasoning.Config(reference_steps=0, training=TINY)
 
 

@@ -18,8 +18,6 @@ from tokdyn import cli, io, train
 from tokdyn.models.latent import evaluation, tasks, training
 from tokdyn.studies import latent_reasoning
 
-pytestmark = pytest.mark.fast_compile
-
 
 # direct, a reference, has a budget of 200 steps and with this loose rule converges early (no rise
 # by more than 0.5 for 40 steps, at least 50 steps done, the loss not consulted: it stops at step 60

@@ -9,8 +9,6 @@ import pytest
 
 from tokdyn.models.latent import tasks
 
-pytestmark = pytest.mark.fast_compile
-
 CFG = tasks.Config(grid_size=5, n_colours=4, density=0.6)
 V = CFG.vocab
 N = 400

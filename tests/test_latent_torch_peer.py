@@ -15,8 +15,6 @@ torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import torch_latent  # noqa: E402
 
-pytestmark = pytest.mark.fast_compile
-
 TASK = tasks.Config(grid_size=3, n_colours=3)
 
 

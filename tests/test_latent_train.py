@@ -14,8 +14,6 @@ from tokdyn import train
 from tokdyn.models.latent import evaluation, losses, tasks, training, variants
 from tokdyn.models.latent import model as latent_model
 
-pytestmark = pytest.mark.fast_compile
-
 TINY = training.Config(
     task=tasks.Config(grid_size=3, n_colours=2),
     width=16,

@@ -18,7 +18,6 @@ from tokdyn.models import vtae as vtae_model
 from tokdyn.studies.learned_sweep import report, run_sweep, vtae
 from tokdyn.train import optim
 
-pytestmark = pytest.mark.fast_compile  # the time is compiling the tiny training, not running it
 COMPILE = "/jax/core/compile/backend_compile_duration"
 TINY_MODEL = vtae_model.Config(
     hidden=8, batch_size=8, train=optim.Config(steps=4, steps_per_call=2, warmup=0, decay="constant", clip_norm=0.0)

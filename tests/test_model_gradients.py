@@ -22,8 +22,6 @@ from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
 from tokdyn.models.vtae import training as vtae_training
 
-pytestmark = pytest.mark.fast_compile
-
 RTOL = 1e-6  # float64: the derivative is right to many more digits; a wrong one is off by far more
 
 

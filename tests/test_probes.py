@@ -10,8 +10,6 @@ from sklearn.linear_model import LogisticRegression
 from conftest import jax_compilations
 from tokdyn import probes
 
-pytestmark = pytest.mark.fast_compile
-
 N, D, C, N_TRAIN = 300, 8, 3, 200
 CFG = probes.Config(n_classes=C, steps=300)
 HP = probes.Hparams()

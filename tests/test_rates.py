@@ -17,7 +17,6 @@ from tokdyn.experiment import rates as backend_rates
 from tokdyn.experiment import study as study_dir
 
 REF = backend_rates.REFERENCE_RATES
-pytestmark = pytest.mark.fast_compile  # the probes' rates are only checked for their units here
 
 
 @pytest.fixture

@@ -19,8 +19,6 @@ from tokdyn import dynamics, refinement as rf
 from tokdyn.engine import sweep
 from tokdyn.engine.runs import ClusterRun
 
-pytestmark = pytest.mark.fast_compile
-
 EPS = 1e-8  # the anchors' weight, as documented
 
 

@@ -21,8 +21,6 @@ from tokdyn.engine import sweep
 from tokdyn.engine.runs import ClusterRun
 from tokdyn.studies import token_dynamics as td
 
-pytestmark = pytest.mark.fast_compile
-
 
 # ---------------------------------------------------------------------------------------------- the user's rules
 

@@ -14,8 +14,6 @@ from conftest import jax_compilations
 from reference_rules import groups, reference_run_rules, schedule, sinkhorn_plan
 from tokdyn import data, dynamics
 
-pytestmark = pytest.mark.fast_compile
-
 ALL = sorted(dynamics.METHODS)
 
 

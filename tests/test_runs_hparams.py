@@ -16,8 +16,6 @@ from sklearn.metrics import adjusted_rand_score
 from tokdyn import data, dynamics, refinement, tracking
 from tokdyn.engine.runs import BUILTIN_RULES, PACKAGE_RULES, ClusterRun, TrackRun
 
-pytestmark = pytest.mark.fast_compile
-
 SMALL = dict(dim=2, points_per_cluster=15, max_clusters=3, n_clusters=3)
 HP = dynamics.Hparams(temperature=0.5, momentum=0.5, repulsion=0.02, anneal_ratio=4.0, anneal_steps=3.0)
 

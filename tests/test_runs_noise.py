@@ -15,8 +15,6 @@ from tokdyn import dynamics, refinement
 from tokdyn.engine import sweep
 from tokdyn.engine.runs import ClusterRun
 
-pytestmark = pytest.mark.fast_compile
-
 SMALL = {"n_tokens": 3, "dim": 2, "points_per_cluster": 12, "max_clusters": 3, "n_clusters": 3}  # a token per cluster:
 # no token boundary through a cluster, where rounding could move a point
 NOISELESS = tuple(m for m in dynamics.METHODS if dynamics.METHODS[m].langevin == 0)

@@ -16,8 +16,6 @@ from tokdyn import data, metrics, train
 from tokdyn.models import savi
 from tokdyn.models import slots as slot_attention
 
-pytestmark = pytest.mark.fast_compile
-
 # one tiny config shared by the apply, segment and training tests (one compilation each)
 CFG = savi.Config(
     frames=3,

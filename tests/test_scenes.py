@@ -8,8 +8,6 @@ import pytest
 from conftest import assert_same_floats, deterministic_and_key_dependent
 from tokdyn.data import scenes
 
-pytestmark = pytest.mark.fast_compile
-
 N = 64
 KEY = jax.random.key(7)
 ALL = dict(shapes=scenes.SHAPES, size=24, min_objects=1, max_objects=5, scale=(0.2, 0.4))

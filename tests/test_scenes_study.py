@@ -16,8 +16,6 @@ from tokdyn import io, metrics
 from tokdyn.experiment import study as study_dir
 from tokdyn.studies import object_discovery
 
-pytestmark = pytest.mark.fast_compile
-
 CFG = object_discovery.Config(
     size=12,
     max_objects=2,

@@ -19,8 +19,6 @@ from sklearn.metrics import adjusted_rand_score
 
 from tokdyn import assignment, metrics
 
-pytestmark = pytest.mark.fast_compile
-
 TOL32 = 1e-5
 N_TRUE, N_PRED = 6, 7  # ids 0..5 (0 = background), 7 slots
 

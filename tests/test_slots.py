@@ -16,8 +16,6 @@ from conftest import jax_compilations, segmented_in_chunks
 from tokdyn import train
 from tokdyn.models import slots as slot_attention
 
-pytestmark = pytest.mark.fast_compile
-
 B, N, C, K, D, HIDDEN = 2, 10, 6, 3, 8, 12
 
 # one tiny autoencoder config shared by the apply, segment and training tests (one compilation each)

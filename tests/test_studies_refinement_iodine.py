@@ -20,8 +20,6 @@ from tokdyn.data import scenes
 from tokdyn.studies import object_discovery
 from tokdyn.studies import token_dynamics as td
 
-pytestmark = pytest.mark.fast_compile
-
 
 # ---------------------------------------------------------------------------------------------- token dynamics
 

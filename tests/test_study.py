@@ -10,8 +10,6 @@ from tokdyn import cli, data, dynamics, io
 from tokdyn.engine import sweep
 from tokdyn.studies import token_dynamics as td
 
-pytestmark = pytest.mark.fast_compile
-
 TINY = td.Config(seeds=4, noise=(0.3, 0.9), n_clusters=(3, 4), dim=4, points_per_cluster=12)
 
 

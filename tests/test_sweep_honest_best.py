@@ -14,8 +14,6 @@ import pytest
 from tokdyn import cli
 from tokdyn.studies import token_dynamics_sweep as tds
 
-pytestmark = pytest.mark.fast_compile
-
 RULE = textwrap.dedent(
     """
     from typing import NamedTuple

@@ -17,8 +17,6 @@ from tokdyn.engine import sweep
 from tokdyn.engine.runs import ClusterRun
 from tokdyn.studies import token_dynamics_sweep as tds
 
-pytestmark = pytest.mark.fast_compile
-
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "own_rule.py")
 OWN = [
     "--rule-module",

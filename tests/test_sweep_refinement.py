@@ -18,8 +18,6 @@ from tokdyn.engine.runs import PACKAGE_RULES
 from tokdyn.studies import token_dynamics as td
 from tokdyn.studies import token_dynamics_sweep as tds
 
-pytestmark = pytest.mark.fast_compile
-
 SIZES = ["--noise", "0.3,0.9", "--n-clusters", "3,4", "--seeds", "4", "--dim", "2", "--points-per-cluster", "10"]
 PAIRED = [
     "--method",

@@ -19,8 +19,6 @@ from sklearn.metrics import adjusted_rand_score
 from tokdyn import metrics
 from tokdyn.data import videos
 
-pytestmark = pytest.mark.fast_compile
-
 N_TRUE, N_PRED = 5, 6  # ids 0..4 (4 objects at most), 6 predicted ids
 BOUNDS = dict(n_true=N_TRUE, n_pred=N_PRED)
 

@@ -18,8 +18,6 @@ from tokdyn import data, dynamics, metrics, tracking
 from tokdyn.engine import sweep
 from tokdyn.engine.runs import TrackRun
 
-pytestmark = pytest.mark.fast_compile
-
 P = tracking.PREDICTORS
 EPS = 1e-8  # dynamics.EPS_MASS, written out: the reference is independent of the package
 

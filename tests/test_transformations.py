@@ -41,8 +41,6 @@ from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
 from tokdyn.models.vtae import training as vtae_training
 
-pytestmark = pytest.mark.fast_compile  # but see _compiler
-
 TABLE = transformations.TABLE
 KEY = jax.random.key(0)
 
@@ -970,8 +968,8 @@ def _assert_close(actual, desired, what, rtol=1e-5, atol=1e-5):
 
 @contextlib.contextmanager
 def _compiler(case):
-    """XLA's optimisations on while a case marked ``optimized`` compiles. The module compiles
-    without them (``fast_compile``), where the derivative of ``jnp.max`` under vmap can come out
+    """XLA's optimisations on while a case marked ``optimized`` compiles. The suite compiles
+    without them (conftest.py), where the derivative of ``jnp.max`` under vmap can come out
     NaN: JAX's rule divides by the number of entries equal to the maximum, and XLA:CPU at -O0
     recomputes the operand in two fusions that may round differently, so that it counts none
     (the geometry kernels' normalisation by max |x|; at users' settings they are fine)."""

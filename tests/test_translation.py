@@ -16,7 +16,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from tokdyn import data, dynamics
 from tokdyn.dynamics import pallas
@@ -86,7 +85,6 @@ def test_xla_loop_labels_do_not_move_with_the_origin():
     assert len(_mismatches(labels, tokens, steps)[1]) >= 1
 
 
-@pytest.mark.fast_compile
 def test_pallas_kernel_labels_do_not_move_with_the_origin():
     x, t0, mask = _problems(8)  # the interpreter's program compiles slowly: one call for all
 

@@ -16,8 +16,6 @@ from tokdyn import io, train
 from tokdyn.experiment import findings
 from tokdyn.studies import video as video_study
 
-pytestmark = pytest.mark.fast_compile
-
 TINY = video_study.Config(
     size=12,
     frames=5,
@@ -181,7 +179,7 @@ def test_the_learned_arm_adds_its_training_to_the_estimate():
 
 
 @pytest.mark.slow
-def test_killed_at_random_moments_it_resumes_to_the_tables_of_an_uninterrupted_run(tmp_path, fast_children):
+def test_killed_at_random_moments_it_resumes_to_the_tables_of_an_uninterrupted_run(tmp_path):
     args = [
         "study",
         "video",

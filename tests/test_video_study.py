@@ -16,8 +16,6 @@ from tokdyn import io
 from tokdyn.experiment import findings
 from tokdyn.studies import video as video_study
 
-pytestmark = pytest.mark.fast_compile
-
 TINY = video_study.Config(
     size=12,
     frames=5,

@@ -17,8 +17,6 @@ from test_scenes import BAD_APPEARANCE, BAD_ROWS, reference_object
 from tokdyn import data
 from tokdyn.data import scenes, videos
 
-pytestmark = pytest.mark.fast_compile
-
 KEY = jax.random.key(11)
 N, F = 24, 7
 OPEN = dict(

@@ -47,21 +47,19 @@ def runs(tmp_path_factory):
     """Two uninterrupted runs in child processes: ``A`` with figures (its stdout kept: --quiet),
     then ``B`` without, on a warm compilation cache (timed: the kills are drawn from its time)."""
     root = tmp_path_factory.mktemp("vt")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(killing, "env", killing.fast_env)
-        cache = root / "cache"
-        a, b = root / "A", root / "B"
-        p = subprocess.run(
-            [sys.executable, "-m", "tokdyn.cli", *TINY, "--out", str(a), "--quiet"],
-            env=killing.env(cache),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert p.returncode == 0, p.stderr[-3000:]
-        code, seconds, err = killing.run_cli([*TINY, "--out", b, "--no-plots", "--quiet"], cache)
-        assert code == 0, err[-3000:]
-        yield dict(root=root, cache=cache, A=a, B=b, seconds=seconds, stdout=p.stdout)
+    cache = root / "cache"
+    a, b = root / "A", root / "B"
+    p = subprocess.run(
+        [sys.executable, "-m", "tokdyn.cli", *TINY, "--out", str(a), "--quiet"],
+        env=killing.env(cache),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    code, seconds, err = killing.run_cli([*TINY, "--out", b, "--no-plots", "--quiet"], cache)
+    assert code == 0, err[-3000:]
+    yield dict(root=root, cache=cache, A=a, B=b, seconds=seconds, stdout=p.stdout)
 
 
 def test_outputs_and_record(runs):

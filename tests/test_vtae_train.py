@@ -15,8 +15,6 @@ from tokdyn import train
 from tokdyn.models import vtae
 from tokdyn.models.vtae import diagnostics, training
 
-pytestmark = pytest.mark.fast_compile
-
 
 def budget(steps, every):
     """The autoencoder's default training (constant learning rate, no warm-up, no clipping) for

@@ -448,8 +448,19 @@ def main(argv=None) -> int:
             signal.signal(signal.SIGINT, previous)
 
 
-def _main(argv) -> int:
-    _host_devices()
+class _Usage(Exception):
+    """A usage error found before any work: exit 2 with its message (and the usage line when
+    ``parser`` is given)."""
+
+    def __init__(self, message: str, parser=None):
+        super().__init__(message)
+        self.parser = parser
+
+
+def _parse(argv):
+    """``(parser, args, key, module, cfg)`` of the command line: studies of one's own added,
+    the configuration built and checked, the output path checked; a usage error raises
+    :class:`_Usage`, ``--help`` and argparse's own errors ``SystemExit``."""
     try:
         argv, targets = study_modules(sys.argv[1:] if argv is None else argv)
         if targets:
@@ -457,40 +468,31 @@ def _main(argv) -> int:
 
             for target in targets:
                 studies.add_study_module(target)
+        argv = negative_values(with_default_command(argv))
+        parser = build_parser(argv)  # a study of one's own that cannot be imported, or whose SPEC is not one
     except ValueError as e:
-        print(f"tokdyn: error: {e}", file=sys.stderr)
-        return 2
-    argv = negative_values(with_default_command(argv))
-    try:
-        parser = build_parser(argv)
-    except ValueError as e:  # a study of one's own that cannot be imported, or whose SPEC is not one
-        print(f"tokdyn: error: {e}", file=sys.stderr)
-        return 2
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse: --help (0) or a usage error (2)
-        return int(e.code or 0)
+        raise _Usage(f"tokdyn: error: {e}") from None
+    args = parser.parse_args(argv)
     key = (args.group, args.command)
     module, cls = config_class(key)
     try:
         base = cls.quick() if getattr(args, "quick", False) else None
         cfg = config_from_args(cls, args, base)
+        if commands()[key][3] is not None:
+            from tokdyn.experiment import study
+
+            study.check_output(args.out)
     except (ValueError, TypeError) as e:
-        parser.print_usage(sys.stderr)
-        print(f"{_prog(key)}: error: {e}", file=sys.stderr)
-        return 2
-    from tokdyn import io
+        raise _Usage(f"{_prog(key)}: error: {e}", parser) from None
+    return parser, args, key, module, cfg
+
+
+def _run_entry(args, key, module, cfg) -> None:
+    """Call the command's function: a study's ``main`` under the matmul precision asked for, or
+    another command's function (its returned text printed)."""
     from tokdyn.experiment import study
 
     table = commands()
-    if table[key][3] is not None:
-        try:
-            study.check_output(args.out)
-        except (ValueError, TypeError) as e:
-            parser.print_usage(sys.stderr)
-            print(f"{_prog(key)}: error: {e}", file=sys.stderr)
-            return 2
-    _setup_jax(cache=not args.no_cache)
     study_entry = _study_entry(key)
     if study_entry is not None and study_entry.plugin:
         from tokdyn import studies
@@ -498,18 +500,35 @@ def _main(argv) -> int:
         entry = studies.main_of(study_entry.name)
     else:
         entry = getattr(module, table[key][1])
+    if table[key][3] is None:
+        result = entry(cfg)
+        if isinstance(result, str):
+            print(result)
+        return
+    extra = {"fresh": True} if args.fresh else {}
+    if getattr(args, "verbose", False):
+        extra["verbose"] = True
+    with study.matmul_precision(args.matmul_precision):  # every study of the run, reproduce's included
+        entry(cfg, args.out, quiet=args.quiet, plots=not args.no_plots, **extra)
 
+
+def _main(argv) -> int:
+    _host_devices()
     try:
-        if table[key][3] is None:
-            result = entry(cfg)
-            if isinstance(result, str):
-                print(result)
-        else:
-            extra = {"fresh": True} if args.fresh else {}
-            if getattr(args, "verbose", False):
-                extra["verbose"] = True
-            with study.matmul_precision(args.matmul_precision):  # every study of the run, reproduce's included
-                entry(cfg, args.out, quiet=args.quiet, plots=not args.no_plots, **extra)
+        parser, args, key, module, cfg = _parse(argv)
+    except SystemExit as e:  # argparse: --help (0) or a usage error (2)
+        return int(e.code or 0)
+    except _Usage as e:
+        if e.parser is not None:
+            e.parser.print_usage(sys.stderr)
+        print(e, file=sys.stderr)
+        return 2
+    from tokdyn import io
+    from tokdyn.experiment import study
+
+    _setup_jax(cache=not args.no_cache)
+    try:
+        _run_entry(args, key, module, cfg)
     except (io.OutputConflict, study.Refused, io.CorruptFile) as e:
         # the output directory belongs to another configuration, or a source fails its verification: a usage error
         parser.print_usage(sys.stderr)

@@ -75,10 +75,12 @@ _LISTENING = []
 
 class Compiles:
     """Context manager counting backend compiles (``jax.monitoring``'s ``backend_compile_duration``
-    events): ``.count`` and ``.seconds``."""
+    events: one per program for which JAX asks the backend for an executable, compiled or loaded
+    from the persistent compilation cache): ``.count``, ``.seconds`` and ``.names`` (each
+    program's function name, in order)."""
 
     def __init__(self):
-        self.count, self.seconds = 0, 0.0
+        self.count, self.seconds, self.names = 0, 0.0, []
 
     def __enter__(self):
         import jax
@@ -90,6 +92,7 @@ class Compiles:
                     for c in _LISTENING[1:]:
                         c.count += 1
                         c.seconds += duration
+                        c.names.append(str(kwargs.get("fun_name", "?")))
 
             jax.monitoring.register_event_duration_secs_listener(on_event)
             _LISTENING.append(on_event)

@@ -75,7 +75,9 @@ def main(argv=None):
         f"{'compiled' if a.compiled else 'lowered'} step"
     )
     rows = counts(a.smoke, a.compiled, a.host_bytes)
-    print("| model | parameters | XLA flops / step | XLA bytes accessed / step | host bytes / model-step |")
+    print(
+        "| model | parameters | XLA flops / step | XLA bytes accessed / step | host bytes / model-step (smoke sizes) |"
+    )
     print("|---|---:|---:|---:|---:|")
     for r in rows:
         h = r.get("host")

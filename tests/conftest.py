@@ -70,6 +70,15 @@ def _session_compilation_cache(config):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _module_caches():
+    """JAX's in-memory caches are cleared when a module ends: a worker keeps only the executables of
+    the module it runs (a program that a later module compiles again comes from the session's
+    persistent cache)."""
+    yield
+    jax.clear_caches()
+
+
 def compilation_cache_dir() -> str:
     """The session's persistent compilation cache (for child processes that compile what this one did)."""
     return jax.config.values["jax_compilation_cache_dir"]

@@ -41,7 +41,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 import counting  # noqa: E402
 
-pytestmark = pytest.mark.fast_compile
 
 TRAINING = tuple(f"jit({n})" for n in ("per_device", "scan", "step", "train"))  # the trainings' programs
 

@@ -4,7 +4,7 @@ fields their configurations share (:class:`Analysis`), their spec's ``prepare``
 (:func:`source_prepare`) and the spec fields they declare (:data:`SOURCE_SPEC`).
 
 A study never imports another: the source study is found by name through the registry, which
-declares who reads whom (:attr:`tokdyn.experiment.registry.Entry.reads`), at run time
+declares who reads whom (``reads`` of :class:`tokdyn.experiment.registry.Entry`), at run time
 (:func:`source_spec`); its configuration is its spec's ``config`` and its trained models are its
 spec's ``store`` (:func:`source_store`; the latent-reasoning study's is
 :class:`tokdyn.studies.latent_reasoning.source.Reasoners`).

@@ -253,7 +253,7 @@ def names() -> tuple:
 
 def in_order(selected) -> tuple:
     """The studies ``selected`` (names) in an order that runs every study after those of them it
-    reads (:attr:`Entry.reads`), otherwise in the order given: what ``tokdyn reproduce`` runs."""
+    reads (``reads`` of :class:`Entry`), otherwise in the order given: what ``tokdyn reproduce`` runs."""
     selected = list(dict.fromkeys(selected))
     reads = {n: [r for r in entry(n).reads if r in selected] for n in selected}
     done, order = set(), []

@@ -169,7 +169,7 @@ class Spec:
       printed: ``printed(cfg, result, summary) -> str``: what the run prints at its end (default:
         the summary's text).
       store: what the study keeps for the studies that read its directory
-        (:attr:`tokdyn.experiment.registry.Entry.reads`), as a value they reach by name
+        (``reads`` of :class:`tokdyn.experiment.registry.Entry`), as a value they reach by name
         (:func:`tokdyn.experiment.analysis.source_store`) instead of importing the study: the
         latent-reasoning study's trained reasoners
         (:class:`tokdyn.studies.latent_reasoning.source.Reasoners`); None: nothing.

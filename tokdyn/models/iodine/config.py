@@ -93,7 +93,7 @@ class Config:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class Hparams(slots.Hparams):
-    """Traced, sweepable hyper-parameters (a float each, or an (H,) array of settings: :func:`models`):
+    """Traced, sweepable hyper-parameters (a float each, or an (H,) array of settings: :func:`~tokdyn.models.iodine.training.models`):
     those of :class:`tokdyn.models.slots.Hparams` (``learning_rate``, the peak Adam learning rate),
     checked as there, with IODINE's own default.
     """

@@ -119,7 +119,7 @@ def kl_divergence(loc, log_scale):
 
 def decode(params, cfg: Config, z):
     """``(rgb (B, K, H, W, 3), logits (B, K, H, W))`` of latents ``z`` (B, K, D) by the decoder of
-    ``params`` (:func:`init`'s)."""
+    ``params`` (:func:`~tokdyn.models.iodine.model.init`'s)."""
     return Decoder(cfg).apply({"params": params["params"]["decoder"]}, z)
 
 
@@ -131,7 +131,7 @@ def evaluate(params, cfg: Config, images, loc, log_scale, noise, *, gradients: b
     constant under differentiation (``stop_gradient``). Traceable, not jitted: no checks.
 
     Args:
-      params: the model's parameters (:func:`init`; traced).
+      params: the model's parameters (:func:`~tokdyn.models.iodine.model.init`; traced).
       cfg: the model's :class:`Config` (static).
       images: (B, H, W, 3) the images.
       loc: (B, K, D) the posterior means.

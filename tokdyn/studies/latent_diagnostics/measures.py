@@ -321,7 +321,7 @@ def probe_rows(cfg: Config, name: str, features: str, x: np.ndarray, targets: di
       name: the variant's name.
       features: what the features are (a row's ``features``: ``"latents"``, ``"patches"``).
       x: (S, B, F) features of B instances for each of S seeds.
-      targets: :data:`FACTS` name -> (B,) int target (:func:`facts`).
+      targets: :data:`FACTS` name -> (B,) int target (:func:`~tokdyn.studies.latent_diagnostics.config.facts`).
 
     Returns:
       One row per target and seed: train and held-out ``accuracy`` and the ``chance`` level.

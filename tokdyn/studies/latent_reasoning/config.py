@@ -211,7 +211,7 @@ class Config:
 
 def training(cfg: Config, name: str) -> latent_training.Config:
     """The training configuration of variant ``name``: ``cfg.training``, with the budget
-    ``reference_steps`` for the :data:`REFERENCES` (when it is not 0)."""
+    ``reference_steps`` for the :data:`~tokdyn.studies.latent_reasoning.config.REFERENCES` (when it is not 0)."""
     if name in REFERENCES and cfg.reference_steps:
         budget = dataclasses.replace(cfg.training.train, steps=cfg.reference_steps)
         return dataclasses.replace(cfg.training, train=budget)

@@ -1,5 +1,5 @@
 """A latent-reasoning directory as the source of the studies that analyse its trained reasoners
-(``latent-diagnostics``, ``latent-optimisation``: :attr:`tokdyn.experiment.registry.Entry.reads`):
+(``latent-diagnostics``, ``latent-optimisation``: ``reads`` of :class:`tokdyn.experiment.registry.Entry`):
 checked strictly against the configuration they expect (:func:`open_source`, :func:`verify_source`),
 the variants it lacks trained there (:func:`ensure_trained`), a variant read back at its tested
 state (:func:`load_variant`) or half-way through its training (:func:`load_midway`).

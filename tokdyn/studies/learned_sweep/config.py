@@ -181,7 +181,7 @@ def _axis_values(model: LearnedModel, axes) -> dict:
 
 def make_config(model: LearnedModel, module: str) -> type:
     """The ``Config`` of the sweep of ``model``, defined in the module ``module``: the fields of
-    :class:`SweepConfig`, one axis field per knob of the model's ``Hparams`` (a str: a comma list,
+    :class:`~tokdyn.studies.learned_sweep.config.SweepConfig`, one axis field per knob of the model's ``Hparams`` (a str: a comma list,
     linspace:a:b:n or logspace:a:b:n; '': not swept, the model's default), its default axes
     (``model.axes``), and ``model``, the model's static configuration (its options flattened on
     the command line)."""
@@ -201,7 +201,7 @@ def make_config(model: LearnedModel, module: str) -> type:
     lines = [textwrap.fill(e, 100, initial_indent=" " * 6, subsequent_indent=" " * 8) for e in entries]
     cls.__doc__ = (
         f"A sweep of the {model.name} model: its traced knobs as axes x seeds, trained and evaluated "
-        "on the execution engine, chunk by chunk (:class:`SweepConfig`'s fields besides these).\n\n"
+        "on the execution engine, chunk by chunk (:class:`~tokdyn.studies.learned_sweep.config.SweepConfig`'s fields besides these).\n\n"
         "    Attributes:\n" + "\n".join(lines) + "\n    "
     )
     cls.__qualname__ = "Config"

@@ -66,7 +66,7 @@ class TrainRun:
     """One run of a learned sweep, ``fn(key, **knobs) -> {metric: scalar}``: the model of
     ``config`` trained from ``key`` (:func:`tokdyn.train.make_train`, every step in one traced
     program) with the knobs given (the others at the model's defaults), then evaluated
-    (:meth:`outputs`). Model ``i`` of :func:`tokdyn.train.train_many` with the same key and knobs
+    (:meth:`TrainRun.outputs`). Model ``i`` of :func:`tokdyn.train.train_many` with the same key and knobs
     is the same model, up to the rounding of differently vectorised programs.
 
     Attributes:

@@ -5,6 +5,7 @@ refuses, naming the link, and touches nothing outside the output directory."""
 
 import dataclasses
 import os
+import pathlib
 import re
 
 import numpy as np
@@ -185,6 +186,19 @@ def test_a_damaged_reasoner_file_is_never_set_aside_into_a_linked_corrupt_folder
     assert os.listdir(elsewhere) == [] and (out / "results" / "v.npz").read_bytes() == b"not an array file"
 
 
+def test_a_damaged_reasoner_file_is_never_set_aside_through_a_linked_results_folder(tmp_path):
+    """`mv latent/results keep && ln -s "$PWD/keep" latent/results`, a model's answers damaged there:
+    the store refuses naming the link; the user's folder is left as it was."""
+    out = tmp_path / "latent"
+    (out / "results").mkdir(parents=True)
+    (out / "results" / "v.npz").write_bytes(b"not an array file")
+    kept = pathlib.Path(hostile.move_and_link(out / "results", tmp_path / "keep"))
+    before = hostile.snapshot(kept)
+    with pytest.raises(io.OutputConflict, match=refused(out / "results")):
+        store.finished(str(out), "v")
+    assert hostile.snapshot(kept) == before
+
+
 def test_set_aside_refuses_a_linked_folder_between_the_directory_and_the_file(tmp_path):
     out = tmp_path / "d"
     out.mkdir()
@@ -197,6 +211,41 @@ def test_set_aside_refuses_a_linked_folder_between_the_directory_and_the_file(tm
     with pytest.raises(io.OutputConflict, match="cannot be set aside"):
         io.set_aside(str(tmp_path / "other" / "x.npz"), "damaged", root=str(out))  # outside the directory
     assert hostile.snapshot(elsewhere) == {"x.npz": b"a user's file"}
+
+
+def test_a_sweep_never_sets_a_damaged_chunk_aside_through_a_linked_chunks_folder(tmp_path):
+    """`mv s/chunks keep && ln -s "$PWD/keep" s/chunks`, a chunk damaged there, the sweep resumed:
+    it refuses naming the link and moves nothing of the linked folder."""
+    import jax
+
+    from tokdyn.engine import sweep
+
+    def f(key, a):
+        return {"y": a * jax.random.normal(key)}
+
+    grid, d = sweep.Grid(2, a=[1.0, 2.0]), tmp_path / "s"
+    sweep.run(f, grid, key=jax.random.key(0), chunk_size=2, out=str(d), progress=False)
+    kept = pathlib.Path(hostile.move_and_link(d / "chunks", tmp_path / "keep"))
+    first = sorted(os.listdir(kept))[0]
+    (kept / first).write_bytes(b"not a chunk")
+    before = hostile.snapshot(kept)
+    with pytest.raises(io.OutputConflict, match=refused(d / "chunks")):
+        sweep.run(f, grid, key=jax.random.key(0), chunk_size=2, out=str(d), progress=False, resume=True)
+    assert hostile.snapshot(kept) == before
+
+
+def test_reproduce_never_sets_a_tampered_table_aside_through_a_linked_folder(tmp_path):
+    """A study directory whose recorded table lies under a folder that became a link to a user's
+    folder, the table edited there: reproduce's check refuses naming the link, the user's file stays."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    finished(out, tables=("tables/metrics.csv",))
+    kept = pathlib.Path(hostile.move_and_link(out / "tables", tmp_path / "keep"))
+    (kept / "metrics.csv").write_text("edited by hand\n")
+    before = hostile.snapshot(kept)
+    with pytest.raises(io.OutputConflict, match=refused(out / "tables")):
+        reproduce._set_aside_unverified(str(out))
+    assert hostile.snapshot(kept) == before
 
 
 # ---------------------------------------------------------------------------------------------- the command

@@ -182,7 +182,7 @@ def _set_aside_unverified(directory: str) -> list[str]:
     try:
         outputs = study_dir.read_record(directory).get("outputs")
     except (io.CorruptFile, ValueError, OSError):
-        io.set_aside(path, "it fails its checksum", warn=False)
+        io.set_aside(path, "it fails its checksum", warn=False, root=directory)
         return [path]
     for rel in sorted(outputs) if isinstance(outputs, dict) else ():
         try:
@@ -190,7 +190,7 @@ def _set_aside_unverified(directory: str) -> list[str]:
         except FileNotFoundError:
             continue
         except (io.CorruptFile, ValueError, OSError) as e:
-            io.set_aside(os.path.join(directory, rel), getattr(e, "reason", str(e)), warn=False)
+            io.set_aside(os.path.join(directory, rel), getattr(e, "reason", str(e)), warn=False, root=directory)
             moved.append(os.path.join(directory, rel))
     return moved
 

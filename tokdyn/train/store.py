@@ -92,6 +92,12 @@ def read_answers(out: str, name: str) -> np.ndarray:
     return io.load_npz(paths(out, name)["answers"])["answers"]
 
 
+def _set_aside(path: str, reason: str = "", *, warn: bool = True) -> str:
+    """:func:`tokdyn.io.set_aside` of the file ``path`` of a model (``<out>/<folder>/<file>``,
+    :func:`paths`), rooted at the store's directory: a linked folder between them is refused, named."""
+    return io.set_aside(path, reason, warn=warn, root=os.path.dirname(os.path.dirname(os.path.abspath(path))))
+
+
 def read_checkpoint(path: str) -> Optional[dict]:
     """The arrays of the checkpoint at ``path`` (verified), None when there is none; a damaged one
     is set aside (a warning naming it) and None returned: its training starts again."""
@@ -100,7 +106,7 @@ def read_checkpoint(path: str) -> Optional[dict]:
     try:
         return io.load_npz(path)
     except io.CorruptFile as e:
-        io.set_aside(path, e.reason)
+        _set_aside(path, e.reason)
         return None
 
 
@@ -121,7 +127,7 @@ def finished(out: str, name: str) -> bool:
             if missing:
                 raise io.CorruptFile(p["answers"], f"it lacks {missing}")
         except io.CorruptFile as e:
-            io.set_aside(p["answers"], e.reason)
+            _set_aside(p["answers"], e.reason)
             kept = None
     ck = read_checkpoint(p["checkpoint"])
     final = ck is not None and kept is not None and int(ck.get("meta_step", -1)) == int(kept["steps"])
@@ -132,12 +138,12 @@ def finished(out: str, name: str) -> bool:
     try:
         res = read_result(p["result"])
     except io.CorruptFile as e:
-        io.set_aside(p["result"], e.reason)
+        _set_aside(p["result"], e.reason)
         return False
     if kept is None:
         return False
     if answers_digest(kept["answers"]) != res.get("answers_sha256") or int(res["steps"]) != int(kept["steps"]):
-        io.set_aside(p["answers"], f"its answers are not those {p['result']} records")
+        _set_aside(p["answers"], f"its answers are not those {p['result']} records")
         return False
     return final
 
@@ -163,7 +169,7 @@ def restore_curve(p: dict, curve: bytes, name: str) -> None:
             RuntimeWarning,
             stacklevel=3,
         )
-        io.set_aside(p["curve"], warn=False)
+        _set_aside(p["curve"], warn=False)
     os.makedirs(os.path.dirname(p["curve"]), exist_ok=True)
     with io.atomic_write(p["curve"], "wb") as f:
         f.write(curve)
@@ -204,7 +210,7 @@ def resume_rows(p: dict, seeds: int, steps_per_call: int) -> dict:
     if steps <= 0:
         return {}
     if not any(k.startswith(io.LEAF_PREFIX + "['best']") for k in ck):
-        io.set_aside(p["checkpoint"], "it keeps no best state (written by an earlier tokdyn)")
+        _set_aside(p["checkpoint"], "it keeps no best state (written by an earlier tokdyn)")
         return {}
     try:
         with open(p["curve"], "rb") as f:
@@ -217,7 +223,7 @@ def resume_rows(p: dict, seeds: int, steps_per_call: int) -> dict:
         rows, problem = {}, f"it cannot be read ({e})"
     problem = problem or curve_problem(rows, ck, seeds, steps_per_call, steps)
     if problem is not None:
-        moved = [io.set_aside(f, problem, warn=False) for f in (p["curve"], p["checkpoint"]) if os.path.exists(f)]
+        moved = [_set_aside(f, problem, warn=False) for f in (p["curve"], p["checkpoint"]) if os.path.exists(f)]
         warnings.warn(
             f"{p['curve']} does not hold the learning curve of {p['checkpoint']} ({problem}): both are set "
             f"aside ({', '.join(moved)}) and the variant is trained from the start",

@@ -208,7 +208,7 @@ def _chunks_on_disk(out: str, starts, step: int, total: int, fields, sid: str, m
         if got is not None:
             done[s0] = got if collect else {}
         elif problem is not None and s0 in mine:  # damaged: named, set aside, redone
-            store.set_aside_chunk(path, problem)
+            store.set_aside_chunk(path, problem, out)
     return done
 
 

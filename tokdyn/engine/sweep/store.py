@@ -197,7 +197,7 @@ def check_resume(out: str, manifest: dict, resume: bool, part: tuple) -> bool:
             )
         if part[0] == 0:
             if damage is not None:
-                target = io.set_aside(path, damage.reason, warn=False)
+                target = io.set_aside(path, damage.reason, warn=False, root=out)
                 warnings.warn(
                     f"{path} could not be read ({damage.reason}): set aside as {target} and written anew "
                     "from the arguments (it is fully determined by them; every chunk is checked against "
@@ -295,11 +295,13 @@ def resumed_chunk_size(out: str) -> int | None:
         return max(sizes) if sizes else None
 
 
-def set_aside_chunk(path: str, problem: str) -> None:
-    """Set the damaged chunk file ``path`` aside (:func:`tokdyn.io.set_aside`, with a warning naming
-    ``problem``); nothing when it is gone meanwhile."""
+def set_aside_chunk(path: str, problem: str, out: str) -> None:
+    """Set the damaged chunk file ``path`` of the sweep directory ``out`` aside
+    (:func:`tokdyn.io.set_aside`, with a warning naming ``problem``); nothing when it is gone
+    meanwhile. Nothing is moved through a link: :class:`tokdyn.io.OutputConflict` names a linked
+    folder between ``out`` and the chunk."""
     try:
-        io.set_aside(path, problem)
+        io.set_aside(path, problem, root=out)
     except FileNotFoundError:  # gone meanwhile (removed by hand, or set aside by a rerun of its part)
         pass
 

@@ -68,7 +68,11 @@ def kept_tree(where, name: str, compute, like, key):
         names = io.leaf_names(shape)
         if set(names) == set(stored):
             return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), [stored[n] for n in names])
-        io.set_aside(path, "it holds other arrays than this version of the study writes")
+        io.set_aside(
+            path,
+            "it holds other arrays than this version of the study writes",
+            root=where.out if isinstance(where, Study) else where,
+        )
     raise AssertionError("unreachable: the second pass computes")
 
 

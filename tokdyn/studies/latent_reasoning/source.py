@@ -226,7 +226,7 @@ def load_midway(cfg: Config, source: str, name: str, *, quiet: bool = True, pool
         try:
             state = latent_training.load(path, tc, name, cfg.hparams)
         except io.CorruptFile as e:
-            io.set_aside(path, e.reason)
+            io.set_aside(path, e.reason, root=source)
     if state is None:
         if store.read_checkpoint(partial) is not None:
             done = int(np.asarray(latent_training.load(partial, tc, name, cfg.hparams).step)[0])

@@ -1,31 +1,29 @@
-"""The examples run as a user runs them (as the script ``__main__``, with its command line, from
-another directory; their built-in defaults but fewer seeds) and print what they promise. They run
-in this process (``runpy``): a child process would import JAX and compile again for nothing."""
+"""The examples run as a user runs them (a fresh Python process, their built-in defaults but fewer
+seeds) and print what they promise."""
 
 import json
 import os
 import re
-import runpy
+import subprocess
 import sys
+
+from conftest import child_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run_script(monkeypatch, capsys, cwd, path, *args) -> str:
-    """Run ``python path args...`` from ``cwd`` in this process; its standard output."""
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", [path, *map(str, args)])
-    capsys.readouterr()
-    runpy.run_path(path, run_name="__main__")
-    return capsys.readouterr().out
-
-
-def test_own_rule_prints_paired_statistics_against_the_baseline(tmp_path, monkeypatch, capsys):
+def test_own_rule_prints_paired_statistics_against_the_baseline(tmp_path):
     out = tmp_path / "own_rule"
-    stdout = _run_script(
-        monkeypatch, capsys, tmp_path, os.path.join(ROOT, "examples", "own_rule.py"), "--seeds", 5, "--out", out
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "own_rule.py"), "--seeds", "5", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=child_env(),
+        cwd=tmp_path,
     )
-    lines = stdout.splitlines()
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
     assert "paired t-tests of ARI against the baseline (5 seeds per condition" in lines[0]
     assert lines[1].split() == ["method", "K", "noise", "mean", "dARI", "t", "p", "p_holm", "d_z"]
     rows = [line.split() for line in lines[2:] if re.match(r"lloyd(_damped)? ", line)]

@@ -2,7 +2,9 @@
 token), the message of ``jax.grad`` through ``run``, data and initial tokens under x64, the short
 repr of a rule."""
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import subprocess
@@ -167,9 +169,15 @@ _X64_SCRIPT = textwrap.dedent("""
 
 
 def _draws(x64: bool) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
-    if x64:
-        env["JAX_ENABLE_X64"] = "1"
+    """The script's draws: in this process (the suite runs without x64), or in a child process
+    started with ``JAX_ENABLE_X64=1`` (as a user turns it on, before JAX starts)."""
+    if not x64:
+        assert not jax.config.jax_enable_x64
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(_X64_SCRIPT, {"__name__": "x64_script"})
+        return json.loads(out.getvalue())
+    env = dict(os.environ, JAX_ENABLE_X64="1")
     out = subprocess.run([sys.executable, "-c", _X64_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)

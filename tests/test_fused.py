@@ -31,12 +31,29 @@ def problem():
     return c, t0
 
 
-def _both(c, t0, hp, *, key, mass_anchor="token", n_steps=30):
+_PROGRAMS: dict = {}  # (run, mass anchor, drawing or not) -> its vmapped program, shared by the tests
+
+
+def _program(run, mass_anchor, draws):
+    """``run`` (dynamics.run or pallas.run) vmapped over a stacked ``hp``, the data, initial tokens,
+    mask and key its arguments (tests with the same shapes share one compile)."""
+    name = (run.__module__, mass_anchor, draws)
+    if name not in _PROGRAMS:
+        rule = dynamics.MASS_ANCHORS[mass_anchor]
+
+        def one(x, t0, mask, key, h):
+            return run(x, t0, h, rule=rule, mask=mask, n_steps=30, key=key if draws else None)
+
+        _PROGRAMS[name] = jax.jit(jax.vmap(one, in_axes=(None, None, None, None, 0)))
+    return _PROGRAMS[name]
+
+
+def _both(c, t0, hp, *, key, mass_anchor="token"):
     """dynamics.run and pallas.run of every run of a stacked ``hp`` (one compile each)."""
-    rule = dynamics.MASS_ANCHORS[mass_anchor]
-    ref = jax.jit(jax.vmap(lambda h: dynamics.run(c.x, t0, h, rule=rule, mask=c.mask, n_steps=n_steps, key=key)))(hp)
-    got = jax.jit(jax.vmap(lambda h: pallas.run(c.x, t0, h, rule=rule, mask=c.mask, n_steps=n_steps, key=key)))(hp)
-    return ref, got
+    draws = key is not None
+    key = key if draws else jax.random.key(0)  # not read
+    args = (c.x, t0, c.mask, key, hp)
+    return _program(dynamics.run, mass_anchor, draws)(*args), _program(pallas.run, mass_anchor, draws)(*args)
 
 
 def _same_steps(ref, got):

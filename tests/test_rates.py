@@ -39,7 +39,12 @@ def probing(monkeypatch, tmp_path):
 
 
 def test_the_probes_measure_positive_finite_rates_in_their_units(monkeypatch):
+    """The real probes, the dynamics probe on a short call (one chunk of 18 runs, not the
+    study-sized four of 128: its compile, not its runs, is what the check needs; a slip of units,
+    runs a chunk or a call for runs a second, is still 18-fold)."""
     monkeypatch.setenv(backend_rates.ENV, "process")
+    monkeypatch.setattr(backend_rates, "DYNAMICS_CHUNK", 18)
+    monkeypatch.setattr(backend_rates, "DYNAMICS_CHUNKS", 1)
     t0 = time.perf_counter()
     r = backend_rates.measure(min_seconds=0.05)
     wall = time.perf_counter() - t0

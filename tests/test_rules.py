@@ -209,12 +209,13 @@ def test_langevin_reproducible_across_batch_sizes():
     keys = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(6))
     p = dynamics.METHODS["langevin"]
 
+    f = jax.jit(jax.vmap(lambda x, t, m, k: dynamics.run(x, t, p, mask=m, n_steps=15, key=k).tokens))
+
     def batch(sl):
-        f = jax.jit(jax.vmap(lambda x, t, m, k: dynamics.run(x, t, p, mask=m, n_steps=15, key=k).tokens))
         return np.asarray(f(xs[sl], t0[sl], ms[sl], keys[sl]))
 
     whole = batch(slice(0, 6))
-    halves = np.concatenate([batch(slice(0, 2)), batch(slice(2, 6))])
+    halves = np.concatenate([batch(slice(0, 3)), batch(slice(3, 6))])  # batches of 3: another program
     single = np.stack(
         [np.asarray(dynamics.run(xs[i], t0[i], p, mask=ms[i], n_steps=15, key=keys[i]).tokens) for i in range(6)]
     )
@@ -386,8 +387,9 @@ def test_cluster_run_method_rows_equal_direct_runs():
         assert abs(int(by_index["steps"]) - int(explicit["steps"])) <= 1
         agree += all(np.isclose(by_index[f], explicit[f], rtol=1e-5, atol=1e-6) for f in ("ari", "steps", "sse"))
     assert agree >= len(names) - 1
-    a = run(key, langevin=0.05)
-    b = run(key, langevin=0.0)
+    langevin_fn = jax.jit(lambda k, t: run(k, langevin=t))
+    a = langevin_fn(key, 0.05)
+    b = langevin_fn(key, 0.0)
     assert float(a["sse"]) != float(b["sse"])
 
 
@@ -459,12 +461,13 @@ def test_sweep_cli_method_and_knob_axes(tmp_path, capsys):
     )
     task = cfg.task()
     res = outs[0]
+    one_fn = jax.jit(lambda k, knobs: task(k, n_clusters=3, noise=0.5, **knobs))  # knobs traced: one compile
     for i in (0, 5, 11, 17):
         key = jax.random.fold_in(jax.random.key(0), int(res["seed"][i]))
         m = ("baseline", "langevin", "sinkhorn")[int(res["method"][i])]
-        knobs = {f: getattr(dynamics.METHODS[m], f) for f in dynamics.FIELDS}
-        knobs.update(temperature=1.0, damping=float(res["damping"][i]))
-        one = jax.jit(lambda k: task(k, n_clusters=3, noise=0.5, **knobs))(key)
+        knobs = {f: np.float32(getattr(dynamics.METHODS[m], f)) for f in dynamics.FIELDS}
+        knobs.update(temperature=np.float32(1.0), damping=np.float32(res["damping"][i]))
+        one = one_fn(key, knobs)
         np.testing.assert_allclose(float(one["sse"]), float(res["sse"][i]), rtol=1e-5)
     assert "1 = langevin" in open(os.path.join(str(tmp_path / "c4"), "report.md")).read()
     for bad, match in (

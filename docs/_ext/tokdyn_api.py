@@ -33,6 +33,7 @@ import inspect
 import os
 import pkgutil
 import re
+import sys
 import textwrap
 import typing
 
@@ -64,11 +65,18 @@ def is_package(module) -> bool:
     return hasattr(module, "__path__")
 
 
+_TREES: dict = {}  # (module name, file) -> its syntax tree: the walk reads each module's many times
+
+
 def _source_tree(module) -> ast.Module:
-    try:
-        return ast.parse(inspect.getsource(module))
-    except (OSError, TypeError):  # an empty __init__.py has no source to get
-        return ast.Module(body=[], type_ignores=[])
+    """The module's syntax tree, parsed once per process (callers only read it)."""
+    key = (module.__name__, getattr(module, "__file__", None))
+    if key not in _TREES:
+        try:
+            _TREES[key] = ast.parse(inspect.getsource(module))
+        except (OSError, TypeError):  # an empty __init__.py has no source to get
+            _TREES[key] = ast.Module(body=[], type_ignores=[])
+    return _TREES[key]
 
 
 def _defined(tree: ast.Module) -> list[str]:
@@ -192,10 +200,29 @@ def canonical(target: str) -> str | None:
 # --------------------------------------------------------------------------- the docstring check
 
 
+def _class_node(cls) -> ast.ClassDef | None:
+    """The class's definition in its module's syntax tree (read once per module), found by its
+    qualified name among the top-level statements; None where it is not there (a class made in a
+    function, or under an ``if``)."""
+    module = sys.modules.get(cls.__module__)
+    if module is None:
+        return None
+    body, node = _source_tree(module).body, None
+    for part in cls.__qualname__.split("."):
+        node = next((n for n in body if isinstance(n, ast.ClassDef) and n.name == part), None)
+        if node is None:
+            return None
+        body = node.body
+    return node
+
+
 def _own_doc(obj) -> str | None:
     """The docstring written in the object's source (a dataclass without one gets its signature as
     ``__doc__``, which does not count)."""
     if inspect.isclass(obj):
+        node = _class_node(obj)
+        if node is not None:
+            return ast.get_docstring(node)
         try:
             node = ast.parse(textwrap.dedent(inspect.getsource(obj))).body[0]
         except (OSError, TypeError, SyntaxError, IndexError):

@@ -44,10 +44,12 @@ def code_digest(obj) -> str:
     return hashlib.sha256(_Digester().token(obj).encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=4096)
 def _source_key(source: str) -> str:
     """The code of ``source`` (a function's or class's, from :func:`inspect.getsource`) as
     :func:`code_digest` hashes it: the syntax tree without docstrings, written back by
-    :func:`ast.unparse` (comments and layout gone), or the text itself when it does not parse alone."""
+    :func:`ast.unparse` (comments and layout gone), or the text itself when it does not parse alone.
+    A function of the text alone: kept per text (a sweep digests the same functions many times)."""
     try:
         tree = ast.parse(textwrap.dedent(source))
     except SyntaxError:
@@ -63,6 +65,28 @@ def _source_key(source: str) -> str:
         ):
             node.body = body[1:] or [ast.Pass()]
     return "ast:" + ast.unparse(tree)
+
+
+_FUNCTION_KEYS: dict = {}  # (code object, its file's mtime and size) -> _source_key of its source
+
+
+def _function_source_key(fn: types.FunctionType) -> str:
+    """``_source_key(inspect.getsource(fn))``, kept per code object while its file is unchanged (the
+    file's modification time and size, which inspect's line cache checks too): a sweep digests the
+    same functions many times. Raises what :func:`inspect.getsource` raises."""
+    code, key = fn.__code__, None
+    if not hasattr(fn, "__wrapped__"):  # getsource reads a wrapped function's source, not this code's
+        try:
+            st = os.stat(code.co_filename)
+            key = (code, st.st_mtime_ns, st.st_size)
+        except (OSError, TypeError, ValueError):
+            pass
+    if key is not None and key in _FUNCTION_KEYS:
+        return _FUNCTION_KEYS[key]
+    out = _source_key(inspect.getsource(fn))
+    if key is not None:
+        _FUNCTION_KEYS[key] = out
+    return out
 
 
 class _Digester:
@@ -171,7 +195,7 @@ class _Digester:
         code = fn.__code__
         self.modules[id(fn.__globals__)] = fn.__globals__
         try:
-            body = _source_key(inspect.getsource(fn))
+            body = _function_source_key(fn)
             if code.co_name == "<lambda>":  # its source line may hold several lambdas
                 body += ":" + self._many(c for c in code.co_consts if not isinstance(c, types.CodeType))
                 body += f":{sorted(self._names(code))}"

@@ -24,11 +24,21 @@ CFG = latent_model.Config(
 
 
 @pytest.fixture(scope="module")
-def setup():
+def batch5():
+    """5 instances; instance i of ``generate(key, n)`` is the same for every n >= i + 1, so the
+    tests that need fewer take the first ones (one compilation of the generator)."""
+    return tasks.generate(jax.random.key(1), 5, TASK)
+
+
+@pytest.fixture(scope="module")
+def setup(batch5):
     model = latent_model.Model(CFG)
     params = model.init(jax.random.key(0))
-    batch = tasks.generate(jax.random.key(1), 5, TASK)
-    return model, params, batch
+    return model, params, batch5
+
+
+def _first(batch, n):
+    return jax.tree.map(lambda a: a[:n], batch)
 
 
 def test_layout_and_shapes(setup):
@@ -83,9 +93,9 @@ def test_latent_feedback_matches_manual_unroll(setup):
     np.testing.assert_allclose(np.asarray(again.logits), np.asarray(got.logits), atol=1e-4)
 
 
-def test_projection_matches_norms():
+def test_projection_matches_norms(batch5):
     """Raw feedback has norm ~sqrt(width); the LayerNorm projection is learnable, 'none' is the raw state."""
-    batch = tasks.generate(jax.random.key(1), 4, TASK)
+    batch = batch5
     for proj in latent_model.PROJECTIONS:
         m = latent_model.Model(dataclasses.replace(CFG, projection=proj))
         p = m.init(jax.random.key(0))
@@ -206,8 +216,8 @@ def test_drop_equals_deleting_the_positions(setup):
         model.apply(params, batch, drop=jnp.zeros((5, 3), bool))
 
 
-def test_pause_and_direct_modes():
-    batch = tasks.generate(jax.random.key(1), 3, TASK)
+def test_pause_and_direct_modes(batch5):
+    batch = _first(batch5, 3)
     m = latent_model.Model(dataclasses.replace(CFG, latent_mode="pause", caption_len=0))
     p = m.init(jax.random.key(0))
     out = jax.jit(m.apply)(p, batch)
@@ -221,10 +231,10 @@ def test_pause_and_direct_modes():
     assert jax.jit(d.apply)(d.init(jax.random.key(0)), batch).logits.shape == (3, 22, TASK.vocab.size)
 
 
-def test_no_image_ignores_the_image():
+def test_no_image_ignores_the_image(batch5):
     m = latent_model.Model(latent_model.Config(task=TASK, width=32, heads=2, use_image=False))
     p = m.init(jax.random.key(0))
-    b = tasks.generate(jax.random.key(1), 3, TASK)
+    b = _first(batch5, 3)
     f = jax.jit(m.apply)
     a = f(p, b).logits
     c = f(p, dataclasses.replace(b, image=(b.image + 1) % 4)).logits

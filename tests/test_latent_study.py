@@ -98,15 +98,12 @@ def same_answers(a, b):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """(directory, seconds, compilation cache) of an uninterrupted command-line run of CONVERGING,
-    compiled as the suite compiles (copy the directory before writing to it)."""
-    root = tmp_path_factory.mktemp("latent_study")
-    out, cache = str(root / "whole"), root / "cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
-        code, seconds, err = killing.run_cli([*ARGS, "--out", out], cache)
-    assert code == 0, err[-3000:]
-    return out, seconds, cache
+    """The directory of an uninterrupted command-line run of CONVERGING, in this process (its
+    compilations, and its data, are shared with the other tests; copy the directory before writing
+    to it)."""
+    out = str(tmp_path_factory.mktemp("latent_study") / "whole")
+    assert cli.main([*ARGS, "--out", out]) == 0
+    return out
 
 
 def test_the_command_line_config_is_the_tests():
@@ -120,7 +117,7 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
     )  # out of time at once
     assert not os.path.exists(str(tmp_path / "s0" / "results" / "direct.json"))
     out = str(tmp_path / "s")
-    shutil.copytree(study[0], out)
+    shutil.copytree(study, out)
     acc = io.read_csv(os.path.join(out, "accuracy.csv"))
     assert len(acc["variant"]) == 2 * (len(tasks.FAMILIES) + 1) * TINY.seeds
     assert set(acc["family"]) == set(tasks.FAMILIES) | {"all"}
@@ -355,12 +352,14 @@ def test_absurd_or_impossible_options_exit_2_before_any_work(tmp_path, capsys, a
 
 @pytest.mark.slow  # 23 s of child processes; the default run keeps the kill tests of the collapse, visual-token,
 # sweep and training layers, and this study's own resume and damaged-part tests
-def test_a_study_killed_at_random_moments_resumes_to_the_same_results(tmp_path, monkeypatch, study):
+def test_a_study_killed_at_random_moments_resumes_to_the_same_results(tmp_path, monkeypatch):
     """SIGKILLed at random moments of a run (timed by an uninterrupted run with the compilations
     cached, as every later run has them) and run again: the bits of the uninterrupted runs."""
-    whole, _, cache = study
     monkeypatch.setenv("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
-    again, out = str(tmp_path / "again"), str(tmp_path / "killed")
+    cache = tmp_path / "cache"
+    whole, again, out = str(tmp_path / "whole"), str(tmp_path / "again"), str(tmp_path / "killed")
+    code, _, err = killing.run_cli([*ARGS, "--out", whole], cache)  # compiles, into the children's cache
+    assert code == 0, err[-3000:]
     code, seconds, err = killing.run_cli([*ARGS, "--out", again], cache)
     assert code == 0, err[-3000:]
     killing.same_files(whole, again, RESULTS)

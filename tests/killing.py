@@ -99,3 +99,36 @@ def resumes_after_kills(args, cache_dir, seconds: float, reference, names, *, se
     assert hit, "no kill hit a running process"
     out = args[list(map(str, args)).index("--out") + 1]
     same_files(reference, out, names)
+
+
+def kill_when_written(args, cache_dir, path, *, timeout: float = 600) -> bool:
+    """Run ``tokdyn ARGS`` and SIGKILL it as soon as ``path`` exists (a part, a chunk: a moment
+    inside the run, whatever the machine's speed); ``True`` when the kill hit a running process
+    (``False``: it ended before ``path`` appeared)."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "tokdyn.cli", *map(str, args)],
+        env=env(cache_dir),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    t0 = time.perf_counter()
+    while p.poll() is None and not os.path.exists(path):
+        if time.perf_counter() - t0 > timeout:
+            break
+        time.sleep(0.002)
+    running = p.poll() is None
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    return running
+
+
+def resumes_after_a_kill_at(args, cache_dir, reference, names, when) -> None:
+    """Kill ``tokdyn ARGS --out OUT`` (``args`` holding ``--out OUT``) once, as soon as ``OUT/when``
+    exists (a file it writes midway), run it to its end, then compare the files ``names`` of ``OUT``
+    with those of the directory ``reference`` (an uninterrupted run's) byte for byte: the cheap,
+    deterministic instance of :func:`resumes_after_kills`."""
+    out = args[list(map(str, args)).index("--out") + 1]
+    assert kill_when_written(args, cache_dir, os.path.join(out, when)), f"the run ended before {when} was written"
+    code, _, err = run_cli(args, cache_dir)
+    assert code == 0, err[-3000:]
+    same_files(reference, out, names)

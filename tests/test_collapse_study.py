@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -30,15 +31,40 @@ TINY = dict(
     phase_seeds=2,
     phase_ratios=5,
     convergence_runs=16,
+    n_points=48,
 )
+# the command line of TINY (every field given spelled out: the runs of the command are the study of TINY)
+SMALL = [
+    "study",
+    "collapse",
+    *(
+        x
+        for k, v in TINY.items()
+        for x in ("--" + k.replace("_", "-"), ",".join(map(str, v)) if isinstance(v, tuple) else str(v))
+    ),
+]
+RESULTS = ("threshold_check.csv", "jacobian_check.csv", "convergence.csv", "phase.csv", "summary.json")
+FIGURES = ("phase_collapse.png", "phase_groups.png", "phase_momentum.png", "phase_repulsion.png")
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("collapse"))
-    cfg = collapse.Config(**TINY)
-    summary = collapse.main(cfg, out, quiet=True)
-    return cfg, out, summary
+def runs(tmp_path_factory):
+    """Two uninterrupted runs of the command on TINY in this process: ``A`` with figures, then ``B``
+    without (its programs compiled already). ``A`` is also the finished study the checks of its
+    outputs read; the kill tests run the command in child processes with a compilation cache of
+    their own (``cache``)."""
+    root = tmp_path_factory.mktemp("collapse-cli")
+    assert cli.main([*SMALL, "--out", str(root / "A"), "--quiet", "--no-cache"]) == 0
+    assert cli.main([*SMALL, "--out", str(root / "B"), "--no-plots", "--quiet", "--no-cache"]) == 0
+    yield dict(root=root, cache=root / "cache", A=root / "A", B=root / "B")
+
+
+@pytest.fixture(scope="module")
+def study(runs):
+    """``(config, directory, summary)`` of the finished study of TINY (the command's run ``A``)."""
+    out = str(runs["A"])
+    with open(os.path.join(out, "summary.json")) as f:
+        return collapse.Config(**TINY), out, json.load(f)
 
 
 def test_outputs_and_threshold(study):
@@ -91,11 +117,12 @@ def test_jacobian_check_and_config(study):
     assert summary["convergence_spearman"] > 0 and len(conv["rho"]) == 16
 
 
-def test_resume_skips_finished_sweeps(study):
-    cfg, out, _ = study
+def test_resume_skips_finished_sweeps(study, tmp_path):
+    cfg, finished, _ = study
+    out = shutil.copytree(finished, tmp_path / "copy")
     chunks = os.path.join(out, "sweeps", "threshold_aniso2_T4", "chunks")
     before = {f: os.path.getmtime(os.path.join(chunks, f)) for f in os.listdir(chunks)}
-    rows = collapse.threshold_part(cfg, out)  # all chunks on disk: nothing recomputed
+    rows = collapse.threshold_part(cfg, str(out))  # all chunks on disk: nothing recomputed
     thr = io.read_csv(os.path.join(out, "threshold_check.csv"))
     np.testing.assert_allclose([r["ratio_50"] for r in rows], thr["ratio_50"])
     assert before and {f: os.path.getmtime(os.path.join(chunks, f)) for f in os.listdir(chunks)} == before
@@ -122,52 +149,6 @@ def test_config_and_cli_errors(capsys):
 
 # ---------------------------------------------------------------------------------------------- the command
 
-SMALL = [
-    "study",
-    "collapse",
-    "--shapes",
-    "aniso2",
-    "--n-tokens",
-    "2",
-    "--seeds",
-    "4",
-    "--n-ratios",
-    "3",
-    "--n-steps",
-    "300",
-    "--phase-noise",
-    "0.5",
-    "--phase-tokens",
-    "4",
-    "--momentum",
-    "0,0.9",
-    "--repulsion-rel",
-    "0,0.001",
-    "--phase-seeds",
-    "2",
-    "--phase-ratios",
-    "3",
-    "--convergence-runs",
-    "4",
-    "--n-points",
-    "48",
-]
-RESULTS = ("threshold_check.csv", "jacobian_check.csv", "convergence.csv", "phase.csv", "summary.json")
-FIGURES = ("phase_collapse.png", "phase_groups.png", "phase_momentum.png", "phase_repulsion.png")
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Two uninterrupted runs of the command in child processes: ``A`` with figures, then ``B``
-    without, on a warm compilation cache (timed: the kills are drawn from its time)."""
-    root = tmp_path_factory.mktemp("collapse-cli")
-    cache = root / "cache"
-    code, _, err = killing.run_cli([*SMALL, "--out", root / "A", "--quiet"], cache)
-    assert code == 0, err[-3000:]
-    code, seconds, err = killing.run_cli([*SMALL, "--out", root / "B", "--no-plots", "--quiet"], cache)
-    assert code == 0, err[-3000:]
-    yield dict(root=root, cache=cache, A=root / "A", B=root / "B", seconds=seconds)
-
 
 def test_command_outputs_and_record(runs):
     a = runs["A"]
@@ -175,7 +156,7 @@ def test_command_outputs_and_record(runs):
         assert (a / name).stat().st_size > 0, name
     record = json.loads((a / "config.json").read_text())
     assert {"study", "config", "tokdyn", "sources", "environment", "timings", "shapes"} <= set(record)
-    assert record["config"]["seeds"] == 4 and record["shapes"]["aniso2"]
+    assert record["config"]["seeds"] == TINY["seeds"] and record["shapes"]["aniso2"]
     parts = sorted(os.listdir(a / "parts"))
     assert parts == [
         "convergence.json",
@@ -184,16 +165,41 @@ def test_command_outputs_and_record(runs):
         "sweep_phase_T4.npz",
         "sweep_repulsion.npz",
         "sweep_threshold_aniso2_T2.npz",
+        "sweep_threshold_aniso2_T4.npz",
     ]
-    assert sorted(os.listdir(a / "sweeps")) == ["momentum", "phase_T4", "repulsion", "threshold_aniso2_T2"]
+    assert sorted(os.listdir(a / "sweeps")) == [
+        "momentum",
+        "phase_T4",
+        "repulsion",
+        "threshold_aniso2_T2",
+        "threshold_aniso2_T4",
+    ]
     killing.same_files(a, runs["B"], RESULTS)  # figures or not, the same results
 
 
-def test_killed_at_random_moments_resumes_to_the_same_files(runs):
-    killing.resumes_after_kills(
-        [*SMALL, "--no-plots", "--quiet", "--out", runs["root"] / "C"],
+def test_killed_midway_resumes_to_the_same_files(runs):
+    """SIGKILL as soon as the jacobian part is written (the threshold sweep and that part done, the
+    convergence and phase parts not yet), then the same command: the files of an uninterrupted run."""
+    killing.resumes_after_a_kill_at(
+        [*SMALL, "--no-plots", "--quiet", "--out", runs["root"] / "K"],
         runs["cache"],
-        runs["seconds"],
+        runs["B"],
+        RESULTS,
+        os.path.join("parts", "jacobian.json"),
+    )
+
+
+@pytest.mark.slow  # the kills at random moments; the default run keeps the kill midway above
+def test_killed_at_random_moments_resumes_to_the_same_files(runs, tmp_path):
+    cache = tmp_path / "cache"
+    code, _, err = killing.run_cli([*SMALL, "--out", tmp_path / "compiles", "--no-plots", "--quiet"], cache)
+    assert code == 0, err[-3000:]
+    code, seconds, err = killing.run_cli([*SMALL, "--out", tmp_path / "timed", "--no-plots", "--quiet"], cache)
+    assert code == 0, err[-3000:]  # timed on a warm compilation cache: the kills are drawn from its time
+    killing.resumes_after_kills(
+        [*SMALL, "--no-plots", "--quiet", "--out", tmp_path / "C"],
+        cache,
+        seconds,
         runs["B"],
         RESULTS,
         seed=5,
@@ -215,8 +221,10 @@ def test_truncated_parts_chunks_and_manifests_are_named_and_recomputed(runs, tmp
     for path in hurt:
         with open(path, "r+b") as f:
             f.truncate(os.path.getsize(path) // 2)
-    code, _, err = killing.run_cli([*SMALL, "--out", d, "--no-plots"], runs["cache"])
-    assert code == 0, err[-3000:]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main([*SMALL, "--out", str(d), "--no-plots", "--no-cache"]) == 0
+    err = " ".join(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning))
     for path in hurt:
         assert f"{path} could not be read" in err, path  # parts by the study runner, the sweep by its engine
         assert any(n.startswith(path.name) for n in os.listdir(path.parent / "corrupt"))

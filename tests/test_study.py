@@ -8,9 +8,19 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from tokdyn import cli, data, dynamics, io
 from tokdyn.engine import sweep
+from tokdyn.experiment import study as study_dir
 from tokdyn.studies import token_dynamics as td
 
 TINY = td.Config(seeds=4, noise=(0.3, 0.9), n_clusters=(3, 4), dim=4, points_per_cluster=12)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def as_the_command_runs():
+    """Every study of this module runs under the matmul precision the command runs its studies under
+    (``--matmul-precision``'s default): the command's run of TINY reuses the programs of the
+    module's own runs of it."""
+    with study_dir.matmul_precision():
+        yield
 
 
 def test_runs_match_public_api_and_sklearn():
@@ -77,7 +87,7 @@ def test_cli_writes_every_output(tmp_path, capsys):
             "--out",
             str(out),
             "--seeds",
-            "3",
+            "4",
             "--noise",
             "0.3,0.9",
             "--n-clusters",
@@ -85,7 +95,7 @@ def test_cli_writes_every_output(tmp_path, capsys):
             "--dim",
             "4",
             "--points-per-cluster",
-            "10",
+            "12",
             "--no-cache",
         ]
     )
@@ -105,7 +115,7 @@ def test_cli_writes_every_output(tmp_path, capsys):
         "converged",
         "collapsed",
     ]
-    assert runs["seed"].size == 4 * 2 * 2 * 3
+    assert runs["seed"].size == 4 * 2 * 2 * 4
     summary = io.read_csv(out / "summary.csv")
     assert summary["method"].size == 4 * 2 * 2 and "ari_mean" in summary and "steps_std" in summary
     overall = io.read_csv(out / "overall.csv")
@@ -115,7 +125,7 @@ def test_cli_writes_every_output(tmp_path, capsys):
     tests = json.loads((out / "stat_tests.json").read_text())
     assert len(tests) == 3 * 4 and {"t", "p", "p_holm", "p_bonferroni", "d"} <= set(tests[0])
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["config"]["seeds"] == 3 and "jax" in cfg["environment"]
+    assert cfg["config"]["seeds"] == 4 and "jax" in cfg["environment"]
     for name in ("ari_mean", "steps_mean", "collapsed_rate"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
 

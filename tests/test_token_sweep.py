@@ -443,6 +443,51 @@ def _kill_after_chunks(args, cache, out, chunks: int) -> int:
     return count()
 
 
+def test_sigkill_midway_then_resume_is_identical(tmp_path):
+    """The sweep command killed (SIGKILL) once it holds 5 of its 25 chunks, then run again, ends
+    with the files of an uninterrupted run, byte for byte, and no chunk set aside."""
+    args = [*KILLED, "--chunk-size", "64"]  # 1,600 runs in 25 chunks
+    cache, killed = tmp_path / "cache", tmp_path / "killed"
+    code, _, err = killing.run_cli([*args, "--out", tmp_path / "whole"], cache)
+    assert code == 0, err
+    held = _kill_after_chunks(args, cache, killed, 5)
+    assert held < 25 and not os.path.exists(killed / "config.json"), held  # killed inside the sweep
+    code, _, err = killing.run_cli([*args, "--out", killed], cache)
+    assert code == 0, err
+    killing.same_files(tmp_path / "whole", killed, ["summary.csv", "settings.csv", "pareto.csv", "study.json"])
+    a, b = sweep.load(str(tmp_path / "whole")), sweep.load(str(killed))
+    for f in ("ari", "steps", "sse", "nmi", "index"):
+        np.testing.assert_array_equal(a[f], b[f])
+    assert not os.path.exists(killed / "chunks" / "corrupt")  # a kill never leaves half a chunk
+
+
+KILLED = [
+    "sweep",
+    "token-dynamics",
+    "--temperature",
+    "0.5,2",
+    "--repulsion",
+    "0,0.1",
+    "--momentum",
+    "0",
+    "--noise",
+    "0.3",
+    "--n-clusters",
+    "3",
+    "--seeds",
+    "400",
+    "--dim",
+    "2",
+    "--points-per-cluster",
+    "10",
+    "--n-resamples",
+    "200",
+    "--no-plots",
+    "--quiet",
+]
+
+
+@pytest.mark.slow  # four kills at random moments; the default run keeps the kill midway above
 def test_sigkill_at_random_moments_then_resume_is_identical(tmp_path):
     """The sweep command killed (SIGKILL) at random moments, each run resuming the last one's
     chunks (three kills at a random number of finished chunks, then one at a random time, which

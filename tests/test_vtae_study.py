@@ -3,17 +3,18 @@ random moments, its files truncated, other parts selected, given empty lists and
 cases every study shares -- paths it cannot write, another configuration, --fresh -- are in
 test_study_runner.py)."""
 
+import contextlib
+import io as io_
 import json
 import os
 import shutil
-import subprocess
-import sys
+import warnings
 
 import pytest
 
 import hostile
 import killing
-from tokdyn import io, train
+from tokdyn import cli, io, train
 from tokdyn.experiment import study as study_dir
 from tokdyn.studies import visual_tokens as vt
 
@@ -44,22 +45,26 @@ RESULTS = ("results.csv", "summary.md")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two uninterrupted runs in child processes: ``A`` with figures (its stdout kept: --quiet),
-    then ``B`` without, on a warm compilation cache (timed: the kills are drawn from its time)."""
+    """Two uninterrupted runs in this process: ``A`` with figures (its stdout kept: --quiet), then
+    ``B`` without (its programs compiled already). The kill tests run the command in child
+    processes with a compilation cache of their own (``cache``)."""
     root = tmp_path_factory.mktemp("vt")
-    cache = root / "cache"
     a, b = root / "A", root / "B"
-    p = subprocess.run(
-        [sys.executable, "-m", "tokdyn.cli", *TINY, "--out", str(a), "--quiet"],
-        env=killing.env(cache),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
-    code, seconds, err = killing.run_cli([*TINY, "--out", b, "--no-plots", "--quiet"], cache)
+    stdout = io_.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert cli.main([*TINY, "--out", str(a), "--quiet", "--no-cache"]) == 0
+    assert cli.main([*TINY, "--out", str(b), "--no-plots", "--quiet", "--no-cache"]) == 0
+    yield dict(root=root, cache=root / "cache", A=a, B=b, stdout=stdout.getvalue())
+
+
+def rerun(args, capsys) -> str:
+    """``tokdyn ARGS`` run again in this process (exit 0): what it said, its warnings and stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = cli.main([*map(str, args), "--no-cache"])
+    err = capsys.readouterr().err
     assert code == 0, err[-3000:]
-    yield dict(root=root, cache=cache, A=a, B=b, seconds=seconds, stdout=p.stdout)
+    return err + " ".join(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning))
 
 
 def test_outputs_and_record(runs):
@@ -99,11 +104,29 @@ def test_outputs_and_record(runs):
     killing.same_files(a, runs["B"], RESULTS)  # figures or not, the same results
 
 
-def test_killed_at_random_moments_resumes_to_the_same_files(runs):
-    killing.resumes_after_kills(
-        [*TINY, "--no-plots", "--quiet", "--out", runs["root"] / "C"],
+def test_killed_midway_resumes_to_the_same_files(runs):
+    """SIGKILL as soon as the main part is written (the curriculum part not yet run), then the same
+    command: the files of an uninterrupted run."""
+    killing.resumes_after_a_kill_at(
+        [*TINY, "--no-plots", "--quiet", "--out", runs["root"] / "K"],
         runs["cache"],
-        runs["seconds"],
+        runs["B"],
+        RESULTS,
+        os.path.join("parts", "main.json"),
+    )
+
+
+@pytest.mark.slow  # the kills at random moments; the default run keeps the kill midway above
+def test_killed_at_random_moments_resumes_to_the_same_files(runs, tmp_path):
+    cache = tmp_path / "cache"
+    code, _, err = killing.run_cli([*TINY, "--out", tmp_path / "compiles", "--no-plots", "--quiet"], cache)
+    assert code == 0, err[-3000:]
+    code, seconds, err = killing.run_cli([*TINY, "--out", tmp_path / "timed", "--no-plots", "--quiet"], cache)
+    assert code == 0, err[-3000:]  # timed on a warm compilation cache: the kills are drawn from its time
+    killing.resumes_after_kills(
+        [*TINY, "--no-plots", "--quiet", "--out", tmp_path / "C"],
+        cache,
+        seconds,
         runs["B"],
         RESULTS,
         seed=3,
@@ -111,7 +134,7 @@ def test_killed_at_random_moments_resumes_to_the_same_files(runs):
     )
 
 
-def test_truncated_cells_parts_and_the_figure_model_are_named_and_recomputed(runs, tmp_path):
+def test_truncated_cells_parts_and_the_figure_model_are_named_and_recomputed(runs, tmp_path, capsys):
     d = tmp_path / "D"
     shutil.copytree(runs["A"], d)
     hurt = [
@@ -124,8 +147,7 @@ def test_truncated_cells_parts_and_the_figure_model_are_named_and_recomputed(run
     for path in hurt:
         with open(path, "r+b") as f:
             f.truncate(os.path.getsize(path) // 2)
-    code, _, err = killing.run_cli([*TINY, "--out", d], runs["cache"])
-    assert code == 0, err[-3000:]
+    err = rerun([*TINY, "--out", d], capsys)
     for path in hurt:
         assert f"{path} could not be read back" in err and "truncated" in err
         assert any(n.startswith(path.name) for n in os.listdir(path.parent / "corrupt"))
@@ -133,17 +155,16 @@ def test_truncated_cells_parts_and_the_figure_model_are_named_and_recomputed(run
     assert (d / "grids.png").stat().st_size > 0
 
 
-def test_parts_select_what_runs_and_reuse_what_is_done(runs, tmp_path):
+def test_parts_select_what_runs_and_reuse_what_is_done(runs, tmp_path, capsys):
     d = tmp_path / "D"
     shutil.copytree(runs["A"], d)
     only = [*TINY[:-1], "curriculum", "--out", d, "--no-plots"]
-    code, _, err = killing.run_cli(only, runs["cache"])
-    assert code == 0, err[-3000:]
+    err = rerun(only, capsys)
     assert "part curriculum: done already" in err
     assert list(io.read_csv(d / "results.csv")["part"]) == ["curriculum", "curriculum"]
     assert not [f for f in os.listdir(d) if f.startswith("heatmap_")]  # of the main part, not selected now
-    code, _, err = killing.run_cli([*TINY, "--out", d, "--no-plots"], runs["cache"])
-    assert code == 0 and "part main: done already" in err
+    err = rerun([*TINY, "--out", d, "--no-plots"], capsys)
+    assert "part main: done already" in err
     killing.same_files(runs["A"], d, RESULTS)
 
 

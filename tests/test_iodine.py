@@ -27,7 +27,7 @@ CFG = iodine.Config(
     decoder_hidden=8,
     refine_channels=(4,),
     refine_hidden=8,
-    train=train.Config(steps=60, steps_per_call=10, warmup=2),
+    train=train.Config(steps=30, steps_per_call=10, warmup=2),
     batch_size=8,
     seeds=2,
     root_seed=0,
@@ -353,7 +353,7 @@ def test_training_is_deterministic_and_seeds_differ(pool, trained):
     assert (
         tr.config
         == CFG.train
-        == train.Config(steps=60, steps_per_call=10, warmup=2, decay="cosine", final_fraction=0.05, clip_norm=1.0)
+        == train.Config(steps=30, steps_per_call=10, warmup=2, decay="cosine", final_fraction=0.05, clip_norm=1.0)
     )
     assert iodine.default_strategy("cpu") == "loop" and iodine.default_strategy("gpu") == "step"
     assert iodine.stamp(CFG) != slots.stamp(slots.Config()) and '"model": "iodine"' in iodine.stamp(CFG)

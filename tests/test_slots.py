@@ -29,7 +29,7 @@ CFG = slot_attention.Config(
     encoder_kernel=3,
     decoder="mlp",
     decoder_hidden=8,
-    train=train.Config(steps=60, steps_per_call=5, warmup=2),
+    train=train.Config(steps=30, steps_per_call=5, warmup=2),
     batch_size=4,
     seeds=2,
     root_seed=0,
@@ -366,7 +366,9 @@ def test_strided_encoder_and_coarse_decoder_equal_a_numpy_upsampling(images, dec
     full = dataclasses.replace(CFG, decoder=decoder)
     params = slot_attention.init(jax.random.key(3), cfg)
     shapes = jax.tree_util.tree_map(np.shape, params)
-    assert shapes == jax.tree_util.tree_map(np.shape, slot_attention.init(jax.random.key(3), full))
+    assert shapes == jax.tree_util.tree_map(
+        np.shape, jax.eval_shape(lambda k: slot_attention.init(k, full), jax.random.key(3))
+    )
     out, inter = slot_attention.Autoencoder(cfg).apply(
         params,
         images,
@@ -457,31 +459,37 @@ def reference_training(key, pool, lr, steps):
     Adam with a linear warm-up over CFG.train.warmup steps and a cosine decay to 5% at CFG.train.steps."""
     pool = jnp.asarray(pool)
     params = slot_attention.init(jax.random.fold_in(key, 2**31 - 1), CFG)
+    opt = _reference_optimiser(lr)
+    state = opt.init(params)
+    trail, losses = [], []
+    for t in range(steps):
+        params, state, loss = _reference_step(params, state, key, pool, lr, t)
+        trail.append(params)
+        losses.append(float(loss))
+    return trail, np.asarray(losses)
+
+
+def _reference_optimiser(lr):
     tc = CFG.train
     sched = optax.join_schedules(
         [optax.linear_schedule(0.0, lr, tc.warmup), optax.cosine_decay_schedule(lr, tc.steps - tc.warmup, alpha=0.05)],
         [tc.warmup],
     )
-    opt = optax.chain(optax.clip_by_global_norm(tc.clip_norm), optax.adam(sched))
-    state = opt.init(params)
+    return optax.chain(optax.clip_by_global_norm(tc.clip_norm), optax.adam(sched))
 
-    @jax.jit
-    def step(params, state, t):
-        k_batch, k_noise = jax.random.split(jax.random.fold_in(key, t))
-        images = pool[jax.random.randint(k_batch, (CFG.batch_size,), 0, pool.shape[0])]
-        z = jax.random.normal(k_noise, (CFG.batch_size, CFG.slots, CFG.slot_size))
-        loss, grads = jax.value_and_grad(
-            lambda p: jnp.mean((slot_attention.Autoencoder(CFG).apply(p, images, z).recon - images) ** 2)
-        )(params)
-        updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state, loss
 
-    trail, losses = [], []
-    for t in range(steps):
-        params, state, loss = step(params, state, t)
-        trail.append(params)
-        losses.append(float(loss))
-    return trail, np.asarray(losses)
+@jax.jit
+def _reference_step(params, state, key, pool, lr, t):
+    """One hand-written step (the key, pool, learning rate and step are arguments: one compilation
+    serves every seed)."""
+    k_batch, k_noise = jax.random.split(jax.random.fold_in(key, t))
+    images = pool[jax.random.randint(k_batch, (CFG.batch_size,), 0, pool.shape[0])]
+    z = jax.random.normal(k_noise, (CFG.batch_size, CFG.slots, CFG.slot_size))
+    loss, grads = jax.value_and_grad(
+        lambda p: jnp.mean((slot_attention.Autoencoder(CFG).apply(p, images, z).recon - images) ** 2)
+    )(params)
+    updates, state = _reference_optimiser(lr).update(grads, state, params)
+    return optax.apply_updates(params, updates), state, loss
 
 
 def test_trainer_is_the_hand_written_training(pool, trained, init_states):
@@ -509,7 +517,7 @@ def test_trainer_is_the_hand_written_training(pool, trained, init_states):
     assert (
         tr.config
         == CFG.train
-        == train.Config(steps=60, steps_per_call=5, warmup=2, decay="cosine", final_fraction=0.05, clip_norm=1.0)
+        == train.Config(steps=30, steps_per_call=5, warmup=2, decay="cosine", final_fraction=0.05, clip_norm=1.0)
     )
     k = jax.random.key(3)
     k_init, k_run = tr.keys(k)
@@ -542,7 +550,15 @@ def test_resumed_training_is_bit_identical(pool, trained, tmp_path):
     assert not np.array_equal(q[0], q[1])
 
 
-@pytest.mark.parametrize("strategy, batch_size", [("step", None), ("step", 1)])
+@pytest.mark.parametrize(
+    "strategy, batch_size",
+    [
+        ("step", None),
+        # a map over the models one by one: another program of the same step, whose mapping
+        # (execute's batch_size=1) tests/test_execute.py checks in the default run
+        pytest.param("step", 1, marks=pytest.mark.slow),
+    ],
+)
 def test_vmapped_models_equal_the_loop_over_models(pool, trained, strategy, batch_size):
     """strategy="step" (one call for all models, vmapped or, with batch_size=1, mapped one by one)
     computes what the CPU default (a call per model) does: the same batches, noise and models, so

@@ -40,6 +40,14 @@ if not OPTIMIZED:
     os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     jax.config.update("jax_disable_most_optimizations", True)
 
+# Every test runs under the matrix-product precision the ``tokdyn`` command runs its studies under
+# (``--matmul-precision``'s default, "highest": full float32, which is what XLA:CPU computes
+# anyway). The precision is part of JAX's compilation key, so a study a test runs by its ``main``
+# and the same study run by the command in that process share their compiled programs. Tests of the
+# precision's handling set it (or unset it) themselves.
+MATMUL_PRECISION = "highest"
+jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION)
+
 
 def pytest_configure(config):
     _session_compilation_cache(config)

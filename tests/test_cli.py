@@ -212,7 +212,7 @@ def test_matmul_precision_is_checked_and_reaches_every_study(tmp_path, capsys, m
         reproduce.main(reproduce.Config(), str(tmp_path / "y"), matmul_precision="fast")
     assert not (tmp_path / "y").exists()
 
-    seen = []
+    seen, before = [], jax.config.jax_default_matmul_precision
     monkeypatch.setattr(
         token_dynamics, "main", lambda cfg, out, *, quiet, plots: seen.append(jax.config.jax_default_matmul_precision)
     )
@@ -224,7 +224,7 @@ def test_matmul_precision_is_checked_and_reaches_every_study(tmp_path, capsys, m
         == 0
     )
     assert seen == ["highest", "default"]
-    assert jax.config.jax_default_matmul_precision is None  # only for the run
+    assert jax.config.jax_default_matmul_precision == before  # only for the run
     out = str(tmp_path / "r")
     assert (
         cli.main(

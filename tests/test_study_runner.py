@@ -338,15 +338,16 @@ def test_matmul_precision_is_checked_and_set():
     with pytest.raises(ValueError, match="matmul_precision"):
         with study_dir.matmul_precision(None):
             pass
-    assert jax.config.jax_default_matmul_precision is None
-    # nothing set: JAX's default, full float32 on the CPU, TF32 allowed on a GPU
-    assert study_dir.precision_in_force() == ("highest" if jax.default_backend() == "cpu" else "default")
+    before = jax.config.jax_default_matmul_precision  # the suite's (tests/conftest.py)
+    with jax.default_matmul_precision(None):
+        # nothing set: JAX's default, full float32 on the CPU, TF32 allowed on a GPU
+        assert study_dir.precision_in_force() == ("highest" if jax.default_backend() == "cpu" else "default")
     for value in study_dir.MATMUL_PRECISIONS:
         with study_dir.matmul_precision(value):
             assert jax.config.jax_default_matmul_precision == value and study_dir.precision_in_force() == value
     with jax.default_matmul_precision("tensorfloat32"):  # JAX's alias, named as the option names it
         assert study_dir.precision_in_force() == "high"
-    assert jax.config.jax_default_matmul_precision is None
+    assert jax.config.jax_default_matmul_precision == before  # every setting ends with its block
 
 
 def test_the_precision_is_stamped_only_when_not_the_default(tmp_path, monkeypatch):

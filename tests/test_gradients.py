@@ -6,6 +6,7 @@ equals ``run``; a Sinkhorn count above the static bound and per-step knobs are r
 anything is compiled."""
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import jax
@@ -22,8 +23,9 @@ from tokdyn import data, dynamics
 KNOBS = ("temperature", "momentum", "repulsion", "damping", "langevin", "slot_norm", "anneal_ratio")
 
 CONFIGS = [  # (seed, N, T, D, knobs, n_steps, masked, stochastic)
-    (0, 60, 3, 2, dict(temperature=0.8, momentum=0.3, repulsion=0.01, damping=0.7), 8, False, False),
-    (1, 100, 4, 3, dict(temperature=1.5, momentum=0.2, sinkhorn_iters=5, slot_norm=0.5, damping=0.9), 6, True, False),
+    # the two of the default suite share one shape, one n_steps and a mask: one program per dtype
+    (0, 60, 4, 3, dict(temperature=0.8, momentum=0.3, repulsion=0.01, damping=0.7), 6, True, False),
+    (1, 60, 4, 3, dict(temperature=1.5, momentum=0.2, sinkhorn_iters=5, slot_norm=0.5, damping=0.9), 6, True, False),
     (
         2,
         48,
@@ -133,13 +135,21 @@ def _hparams(knobs, dtype):
     )
 
 
-def _grad_run_fixed(x, tokens, knobs, n_steps, mask, c, key, dtype):
-    x, tokens = jnp.asarray(x, dtype), jnp.asarray(tokens, dtype)
+@functools.partial(jax.jit, static_argnames=("n_steps",))
+def _grads_run_fixed(x, tokens, hp, mask, c, key, n_steps):
+    """The loss through ``run_fixed`` and its gradient in the knobs, the points and the initial
+    tokens: one program per dtype and shape, read by every test of run_fixed's derivatives."""
 
-    def loss(hp):
+    def loss(hp, x, tokens):
         return _loss(dynamics.run_fixed(x, tokens, hp, mask=mask, n_steps=n_steps, tol=0.0, key=key).tokens, c)
 
-    return jax.grad(loss)(_hparams(knobs, dtype))
+    return jax.value_and_grad(loss, argnums=(0, 1, 2))(hp, x, tokens)
+
+
+def _grad_run_fixed(x, tokens, knobs, n_steps, mask, c, key, dtype):
+    """(d loss / d hparams, d loss / d x, d loss / d tokens) in ``dtype``."""
+    x, tokens = jnp.asarray(x, dtype), jnp.asarray(tokens, dtype)
+    return _grads_run_fixed(x, tokens, _hparams(knobs, dtype), mask, jnp.asarray(c, dtype), key, n_steps)[1]
 
 
 @pytest.mark.parametrize("config", PARAMS)
@@ -152,14 +162,14 @@ def test_grad_of_run_fixed_in_every_knob_matches_finite_differences(config):
     names = _differentiable(knobs)
     noise32 = _noise(key, n_steps, t0.shape) if stochastic else None
     fd = _fd_knobs(x, t0, knobs, n_steps, mask, c, noise32, names)
-    g32 = _grad_run_fixed(x, t0, knobs, n_steps, mask, c, key, jnp.float32)
+    g32 = _grad_run_fixed(x, t0, knobs, n_steps, mask, c, key, jnp.float32)[0]
     scale = max(abs(v) for v in fd.values())
     for f in names:
         np.testing.assert_allclose(float(getattr(g32, f)), fd[f], rtol=5e-4, atol=1e-4 * scale, err_msg=f)
     with jax.enable_x64(True):
         noise64 = _noise(key, n_steps, t0.shape, jnp.float64) if stochastic else None
         fd64 = fd if not stochastic else _fd_knobs(x, t0, knobs, n_steps, mask, c, noise64, names)
-        g64 = _grad_run_fixed(x, t0, knobs, n_steps, mask, c, key, jnp.float64)
+        g64 = _grad_run_fixed(x, t0, knobs, n_steps, mask, c, key, jnp.float64)[0]
         for f in names:
             assert getattr(g64, f).dtype == jnp.float64
             np.testing.assert_allclose(float(getattr(g64, f)), fd64[f], rtol=1e-5, atol=1e-8 * scale, err_msg=f)
@@ -178,11 +188,7 @@ def test_grad_in_points_and_initial_tokens(config):
         return float(np.sum(c * t) + 0.5 * np.sum(t**2))
 
     with jax.enable_x64(True):
-        hp = _hparams(knobs, jnp.float64)
-        gx, gt = jax.grad(
-            lambda xx, tt: _loss(dynamics.run_fixed(xx, tt, hp, mask=mask, n_steps=n_steps, tol=0.0).tokens, c),
-            argnums=(0, 1),
-        )(jnp.asarray(x, jnp.float64), jnp.asarray(t0, jnp.float64))
+        _, gx, gt = _grad_run_fixed(x, t0, knobs, n_steps, mask, c, None, jnp.float64)
     np.testing.assert_allclose(float(np.sum(np.asarray(gt) * ut)), _central(lambda e: ref(e, 0.0), 0.0), rtol=1e-6)
     np.testing.assert_allclose(float(np.sum(np.asarray(gx) * ux)), _central(lambda e: ref(0.0, e), 0.0), rtol=1e-6)
     if mask is not None:  # padded points do not enter the run
@@ -202,15 +208,19 @@ def test_grad_through_trajectory():
         return float(np.sum(c * tr))
 
     fd = _central(ref, knobs["temperature"])
-    hp = _hparams(knobs, jnp.float32)
-    g = jax.grad(
-        lambda tau: jnp.sum(
-            c
-            * dynamics.trajectory(
-                x, t0, dataclasses.replace(hp, temperature=tau), mask=mask, n_steps=n_steps, tol=0.0
-            ).tokens
-        )
-    )(hp.temperature)
+
+    @jax.jit
+    def grad(hp, x, t0, mask, c):  # (one program)
+        return jax.grad(
+            lambda tau: jnp.sum(
+                c
+                * dynamics.trajectory(
+                    x, t0, dataclasses.replace(hp, temperature=tau), mask=mask, n_steps=n_steps, tol=0.0
+                ).tokens
+            )
+        )(hp.temperature)
+
+    g = grad(_hparams(knobs, jnp.float32), x, t0, mask, c)
     np.testing.assert_allclose(float(g), fd, rtol=2e-3)
 
 
@@ -220,9 +230,9 @@ def test_grad_through_a_users_scan_over_update_with_a_temperature_per_step():
     softmax and the Sinkhorn rules."""
     x, t0, mask, c = _problem(4, 70, 3, 2, True)
     taus = np.linspace(3.0, 0.5, 6)
-    for knobs in (dict(momentum=0.4, repulsion=0.01), dict(sinkhorn_iters=4, damping=0.8)):
-        hp = _hparams(knobs, jnp.float32)
 
+    @jax.jit
+    def grad(taus, hp):  # one program for both rules (the Sinkhorn count is traced)
         def loss(taus):
             def step(carry, s_tau):
                 s, tau = s_tau
@@ -232,7 +242,10 @@ def test_grad_through_a_users_scan_over_update_with_a_temperature_per_step():
             (tokens, _), _ = jax.lax.scan(step, (jnp.asarray(t0), jnp.zeros_like(t0)), (jnp.arange(len(taus)), taus))
             return _loss(tokens, c)
 
-        g = np.asarray(jax.grad(loss)(jnp.asarray(taus, jnp.float32)))
+        return jax.grad(loss)(taus)
+
+    for knobs in (dict(momentum=0.4, repulsion=0.01), dict(sinkhorn_iters=4, damping=0.8)):
+        g = np.asarray(grad(jnp.asarray(taus, jnp.float32), _hparams(knobs, jnp.float32)))
 
         def ref(i, v):
             tt = taus.copy()
@@ -280,7 +293,9 @@ def test_grad_of_sinkhorn_and_soft_assignment(use_mask):
     valid = np.ones(n, bool) if mask is None else mask
     c, u = rng.normal(size=(n, t)), rng.normal(size=(n, t))
     for k in (1, 8, 150):  # any static count: the public kernel is not bounded by MAX_SINKHORN_ITERS
-        g = np.asarray(jax.grad(lambda l: jnp.sum(c * dynamics.sinkhorn(l, k, mask=mask)))(jnp.asarray(logits)))
+        g = np.asarray(
+            jax.jit(jax.grad(lambda l, c: jnp.sum(c * dynamics.sinkhorn(l, k, mask=mask))))(jnp.asarray(logits), c)
+        )
         fd = _central(lambda e: float(np.sum(c * sinkhorn_plan(logits + e * u, k, valid))), 0.0)
         np.testing.assert_allclose(float(np.sum(g * u)), fd, rtol=2e-3, atol=1e-5)
         if use_mask:
@@ -294,9 +309,9 @@ def test_grad_of_sinkhorn_and_soft_assignment(use_mask):
         a = softmax_rows(-((x[:, None, :].astype(np.float64) - tok[None]) ** 2).sum(-1) / tau)
         return float(np.sum(ct * np.where(valid[:, None], a, 0.0)))
 
-    g_tau, g_t = jax.grad(lambda tau, tok: jnp.sum(ct * dynamics.soft_assignment(x, tok, tau, mask)), argnums=(0, 1))(
-        jnp.float32(0.7), jnp.asarray(t0)
-    )
+    g_tau, g_t = jax.jit(
+        jax.grad(lambda tau, tok: jnp.sum(ct * dynamics.soft_assignment(x, tok, tau, mask)), argnums=(0, 1))
+    )(jnp.float32(0.7), jnp.asarray(t0))
     np.testing.assert_allclose(float(g_tau), _central(ref, 0.7), rtol=2e-3)
     ut = rng.normal(size=t0.shape)
     np.testing.assert_allclose(float(np.sum(np.asarray(g_t) * ut)), _central(lambda e: ref(0.7, e, ut), 0.0), rtol=2e-3)
@@ -349,15 +364,19 @@ def test_vmapped_gradients_over_batched_knobs_are_finite_and_per_run():
 def test_sinkhorn_count_is_traced_under_grad():
     """Sweeping sinkhorn_iters (0 included) under jax.grad compiles once; counts give the reference's
     value; a traced count above MAX_SINKHORN_ITERS (which cannot be checked) acts as the maximum."""
-    x, t0, mask, c = _problem(13, 40, 3, 2, True)
-    f = jax.jit(
-        jax.value_and_grad(lambda hp: _loss(dynamics.run_fixed(x, t0, hp, mask=mask, n_steps=4, tol=0.0).tokens, c))
-    )
+    seed, n, t, d, _, n_steps, masked, _ = CONFIGS[0]  # (the program of the knobs' gradients)
+    x, t0, mask, c = _problem(13, n, t, d, masked)
+    x32, t32, c32 = (jnp.asarray(a, jnp.float32) for a in (x, t0, c))
+
+    def f(hp):
+        value, (g, _, _) = _grads_run_fixed(x32, t32, hp, mask, c32, None, n_steps)
+        return value, g
+
     f(_hparams(dict(sinkhorn_iters=3), jnp.float32))
     with jax_compilations() as compiled:
         for k in (0, 1, 9, dynamics.MAX_SINKHORN_ITERS):
             value, g = f(_hparams(dict(sinkhorn_iters=k), jnp.float32))
-            t = _reference_final(x, t0, dict(sinkhorn_iters=k), 4, mask)
+            t = _reference_final(x, t0, dict(sinkhorn_iters=k), n_steps, mask)
             np.testing.assert_allclose(float(value), np.sum(c * t) + 0.5 * np.sum(t**2), rtol=1e-4)
             assert np.isfinite(float(g.temperature))
         over = f(_hparams(dict(sinkhorn_iters=dynamics.MAX_SINKHORN_ITERS + 50), jnp.float32))
@@ -467,11 +486,13 @@ def test_bad_sinkhorn_count_and_per_step_knobs_are_refused_before_compiling():
 
 
 IMPLICIT_CONFIGS = [  # (seed, N, T, D, knobs, masked): runs that converge to a fixed point
-    (0, 60, 3, 2, dict(temperature=0.8), False),  # baseline
-    (1, 50, 3, 2, dict(temperature=1.0, momentum=0.5), False),  # inertia
-    (2, 70, 4, 3, dict(temperature=1.2, momentum=0.3, repulsion=0.02, damping=0.7), True),
-    (3, 80, 3, 2, dict(temperature=0.9, sinkhorn_iters=5, slot_norm=0.5, damping=0.9), True),
-    (4, 60, 3, 2, dict(temperature=0.7, momentum=0.2, anneal_ratio=3.0, anneal_steps=5), False),
+    # one shape and a mask for all: the knobs (the Sinkhorn count included) are traced, so that
+    # every configuration runs the same programs
+    (0, 60, 3, 2, dict(temperature=0.8), True),  # baseline
+    (1, 60, 3, 2, dict(temperature=1.0, momentum=0.5), True),  # inertia
+    (2, 60, 3, 2, dict(temperature=1.2, momentum=0.3, repulsion=0.02, damping=0.7), True),
+    (3, 60, 3, 2, dict(temperature=0.9, sinkhorn_iters=5, slot_norm=0.5, damping=0.9), True),
+    (4, 60, 3, 2, dict(temperature=0.7, momentum=0.2, anneal_ratio=3.0, anneal_steps=5), True),
 ]
 IMPLICIT_IDS = ["baseline", "inertia", "repulsion-damped", "sinkhorn-slot", "annealed"]
 # the default suite keeps the configurations that between them move every knob (the others: -m slow)
@@ -480,6 +501,31 @@ IMPLICIT_PARAMS = [
     for c, i in zip(IMPLICIT_CONFIGS, IMPLICIT_IDS)
 ]
 IMPLICIT_KNOBS = ("temperature", "momentum", "repulsion", "damping", "slot_norm", "anneal_ratio")
+IMPLICIT_RUN = dict(n_steps=5000, tol=1e-13)
+IMPLICIT_FIXED_STEPS = 1200  # run_fixed's steps: at least 4 times those of each converged run
+
+
+@functools.partial(jax.jit, static_argnames=("n_fixed",))
+def _implicit_and_fixed(hp, x, tokens, mask, c, n_fixed):
+    """float64, one program for every configuration: run(implicit=True)'s result, its gradient in
+    (hparams, x, tokens), run_fixed's gradient over ``n_fixed`` steps, and the derivative in the
+    temperature by forward mode through run(implicit=True)."""
+
+    def implicit_loss(hp, x, tokens):
+        res = dynamics.run(x, tokens, hp, implicit=True, mask=mask, **IMPLICIT_RUN)
+        return _loss(res.tokens, c), res
+
+    def fixed_loss(hp, x, tokens):
+        return _loss(dynamics.run_fixed(x, tokens, hp, mask=mask, n_steps=n_fixed, tol=0.0).tokens, c)
+
+    (_, res), g = jax.value_and_grad(implicit_loss, argnums=(0, 1, 2), has_aux=True)(hp, x, tokens)
+    f = jax.grad(fixed_loss, argnums=(0, 1, 2))(hp, x, tokens)
+    tangent = jax.jvp(
+        lambda tau: implicit_loss(dataclasses.replace(hp, temperature=tau), x, tokens)[0],
+        (hp.temperature,),
+        (jnp.ones_like(hp.temperature),),
+    )[1]
+    return res, g, f, tangent
 
 
 @pytest.mark.parametrize("config", IMPLICIT_PARAMS)
@@ -490,28 +536,21 @@ def test_implicit_grad_of_run_matches_finite_differences_and_run_fixed(config):
     seed, n, t, d, knobs, masked = config
     with jax.enable_x64(True):
         x, tokens, mask, c = _problem(seed, n, t, d, masked)
-        x, tokens = jnp.asarray(x, jnp.float64), jnp.asarray(tokens, jnp.float64)
+        x, tokens, c = (jnp.asarray(a, jnp.float64) for a in (x, tokens, c))
         hp = _hparams(knobs, jnp.float64)
-        kw = dict(mask=mask, n_steps=5000, tol=1e-13)
+        kw = dict(mask=mask, **IMPLICIT_RUN)
 
-        res = dynamics.run(x, tokens, hp, implicit=True, **kw)
+        res, (g_hp, g_x, g_t), (f_hp, f_x, f_t), tangent = _implicit_and_fixed(
+            hp, x, tokens, mask, c, IMPLICIT_FIXED_STEPS
+        )
         plain = dynamics.run(x, tokens, hp, **kw)
-        assert bool(res.converged) and int(res.steps) < 1000
+        assert bool(res.converged) and 4 * int(res.steps) <= IMPLICIT_FIXED_STEPS
         # the same forward run, inside a custom VJP (another program): float64 rounding, 64 units at
         # the tokens' magnitude
         np.testing.assert_allclose(
             res.tokens, plain.tokens, rtol=0, atol=64 * np.finfo(np.float64).eps * np.abs(plain.tokens).max()
         )
         np.testing.assert_array_equal(res.labels, plain.labels)
-
-        def implicit_loss(hp, x, tokens):
-            return _loss(dynamics.run(x, tokens, hp, implicit=True, **kw).tokens, c)
-
-        def fixed_loss(hp, x, tokens):
-            return _loss(dynamics.run_fixed(x, tokens, hp, mask=mask, n_steps=4 * int(res.steps), tol=0.0).tokens, c)
-
-        g_hp, g_x, g_t = jax.grad(implicit_loss, argnums=(0, 1, 2))(hp, x, tokens)
-        f_hp, f_x, f_t = jax.grad(fixed_loss, argnums=(0, 1, 2))(hp, x, tokens)
 
         def run_loss(name, v):
             hp_v = dataclasses.replace(hp, **{name: jnp.asarray(v, jnp.float64)})  # traced: edges (0) allowed
@@ -534,11 +573,6 @@ def test_implicit_grad_of_run_matches_finite_differences_and_run_fixed(config):
         )
         np.testing.assert_allclose(float(g_x[i, 0]), fd_x, rtol=1e-5, atol=1e-7)
         # forward mode agrees with reverse mode
-        tangent = jax.jvp(
-            lambda tau: implicit_loss(dataclasses.replace(hp, temperature=tau), x, tokens),
-            (hp.temperature,),
-            (jnp.ones((), jnp.float64),),
-        )[1]
         np.testing.assert_allclose(float(tangent), float(g_hp.temperature), rtol=1e-9)
 
 

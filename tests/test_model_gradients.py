@@ -55,6 +55,23 @@ def _central(f, x, u, h):
     return (8 * (g(h) - g(-h)) - (g(2 * h) - g(-2 * h))) / (12 * h)
 
 
+_PROGRAMS = {}  # loss -> its program, for the test that made it
+
+
+@pytest.fixture(autouse=True)
+def _programs_of_one_test():
+    yield
+    _PROGRAMS.clear()
+
+
+def _value_and_grad(loss):
+    """``jax.jit(jax.value_and_grad(loss))``, made once per loss: one program gives the loss at the
+    finite-difference points and its gradient, for every direction checked."""
+    if loss not in _PROGRAMS:
+        _PROGRAMS[loss] = jax.jit(jax.value_and_grad(loss))
+    return _PROGRAMS[loss]
+
+
 def check_gradient(loss, params, *, seed=0, only=None, h=1e-4, rtol=RTOL):
     """``jax.grad(loss)`` at ``params`` (float64) along a random direction equals the central
     difference of ``loss``; a gradient scaled by 1 + 1e-4 fails the same comparison, and so does
@@ -64,10 +81,10 @@ def check_gradient(loss, params, *, seed=0, only=None, h=1e-4, rtol=RTOL):
         for leaf in jax.tree_util.tree_leaves(params)
         if jnp.issubdtype(leaf.dtype, jnp.floating)
     ), "compare in float64"
-    loss = jax.jit(loss)
-    value = loss(params)
+    value_and_grad = _value_and_grad(loss)
+    value, grad = value_and_grad(params)
     assert value.dtype == jnp.float64, f"the loss is computed in {value.dtype}, not float64"
-    grad = jax.grad(loss)(params)
+    loss = lambda p: value_and_grad(p)[0]  # noqa: E731 (the same program at the finite-difference points)
     u = _direction(params, seed, only)
     got, fd = _dot(grad, u), _central(loss, params, u, h)
     # the finite difference is itself accurate: halving the step changes it by far less than RTOL
@@ -255,6 +272,7 @@ def test_latent_reasoner_objective(align):
             )
             return total + 0.7 * latent_losses.alignment_loss(model, params, batch, out, align)
 
-        np.testing.assert_allclose(objective(params), targets_fixed(params), rtol=1e-12)
+        value, grad = _value_and_grad(objective)(params)
+        np.testing.assert_allclose(value, _value_and_grad(targets_fixed)(params)[0], rtol=1e-12)
         got = check_gradient(targets_fixed, params, seed=0)
-        np.testing.assert_allclose(_dot(jax.jit(jax.grad(objective))(params), _direction(params, 0)), got, rtol=1e-10)
+        np.testing.assert_allclose(_dot(grad, _direction(params, 0)), got, rtol=1e-10)

@@ -32,7 +32,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import transformations_table as transformations
-from conftest import child_env
+from conftest import child_env, compilation_cache_dir
 from tokdyn import assignment, diffusion, dynamics, es, geometry, metrics, probes, refinement, tracking, train
 from tokdyn.dynamics import pallas
 from tokdyn.models import iodine, savi, sequence, slots, vtae
@@ -1190,11 +1190,15 @@ def test_shard_map_over_two_devices():
         "import jax, sys; sys.path.insert(0, {tests!r}); import test_transformations\n"
         "assert len(jax.local_devices()) == 2\n"
         "jax.config.update('jax_disable_most_optimizations', True)\n"
+        # the session's compilation cache: the rows' one-device programs, compiled by their cells
+        "if {cache!r}:\n"
+        "    jax.config.update('jax_compilation_cache_dir', {cache!r})\n"
+        "    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)\n"
         "for k in {rows!r}:\n"
         "    test_transformations._check_cell(test_transformations.cases()[k], k, 'shard_map')\n"
         "test_transformations.test_loops_under_shard_map_with_shared_arguments()\n"
         "print('ok')\n"
-    ).format(tests=os.path.dirname(os.path.abspath(__file__)), rows=TWO_DEVICE_ROWS)
+    ).format(tests=os.path.dirname(os.path.abspath(__file__)), rows=TWO_DEVICE_ROWS, cache=compilation_cache_dir())
     proc = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -51,18 +51,21 @@ def sinkhorn_plan(logits, n_iters, valid):
     return p
 
 
-def means(x, a, valid, slot_norm):
+def means(x, a, valid, slot_norm, anchor=None):
     """(T, D) weighted means: epsilon on the mass (slot_norm 0), on every valid point's attention
-    before normalising (slot_norm 1), or the linear blend of numerators and denominators."""
+    before normalising (slot_norm 1), or the linear blend of numerators and denominators. The mass
+    epsilon's weight (1 - slot_norm) sits on ``anchor`` ((T, D): the tokens themselves, the
+    package's default) or, None, on the origin (the published form)."""
     out = np.zeros((a.shape[1], x.shape[1]))
     for j in range(a.shape[1]):
+        at = 0.0 if anchor is None else np.asarray(anchor, np.float64)[j]
         if slot_norm == 0.0:
-            out[j] = (a[:, j, None] * x).sum(0) / (a[:, j].sum() + EPS)
+            out[j] = ((a[:, j, None] * x).sum(0) + EPS * at) / (a[:, j].sum() + EPS)
         elif slot_norm == 1.0:
             att = np.where(valid, a[:, j] + EPS, 0.0)
             out[j] = (att[:, None] * x).sum(0) / att.sum()
         else:
-            num = (a[:, j, None] * x).sum(0) + slot_norm * EPS * x[valid].sum(0)
+            num = (a[:, j, None] * x).sum(0) + (1 - slot_norm) * EPS * at + slot_norm * EPS * x[valid].sum(0)
             out[j] = num / (a[:, j].sum() + (1 - slot_norm) * EPS + slot_norm * EPS * valid.sum())
     return out
 

@@ -92,7 +92,9 @@ def _reference_steps(x, tokens, taus, knobs, mask=None, noise=None):
         else:
             a = softmax_rows(logits)
             a[~valid] = 0.0
-        force = means(x, a, valid, k["slot_norm"]) - t + reference_repulsion(t, k["repulsion"])
+        # the mass epsilon on the token itself, as the package's rule puts it: the derivative in
+        # slot_norm is of the epsilon's size, and so is the anchor's share of it
+        force = means(x, a, valid, k["slot_norm"], t) - t + reference_repulsion(t, k["repulsion"])
         v = k["momentum"] * v + k["damping"] * force
         if k["langevin"] > 0:
             v = v + np.sqrt(2 * k["damping"] * k["langevin"]) * noise[s]

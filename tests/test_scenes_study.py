@@ -49,17 +49,8 @@ def argv(cfg: object_discovery.Config, out, *extra) -> list[str]:
 read, copy = hostile.read, hostile.copy
 
 
-@pytest.fixture(scope="module", autouse=True)
-def as_the_command_runs():
-    """Every study of this module runs under the matmul precision the command runs its studies under
-    (``--matmul-precision``'s default): the programs of the finished study are those of the
-    command's reruns, compiled once."""
-    with study_dir.matmul_precision():
-        yield
-
-
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, as_the_command_runs):
+def finished(tmp_path_factory):
     """A finished study of CFG (with its figures)."""
     out = str(tmp_path_factory.mktemp("sc") / "done")
     assert object_discovery.main(CFG, out, quiet=True)

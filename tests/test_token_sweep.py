@@ -493,32 +493,7 @@ def test_sigkill_at_random_moments_then_resume_is_identical(tmp_path):
     chunks (three kills at a random number of finished chunks, then one at a random time, which
     may fall in the start, the sweep or the analysis), ends with the files of an uninterrupted
     run, byte for byte."""
-    args = [
-        "sweep",
-        "token-dynamics",
-        "--temperature",
-        "0.5,2",
-        "--repulsion",
-        "0,0.1",
-        "--momentum",
-        "0",
-        "--noise",
-        "0.3",
-        "--n-clusters",
-        "3",
-        "--seeds",
-        "400",
-        "--dim",
-        "2",
-        "--points-per-cluster",
-        "10",
-        "--chunk-size",
-        "64",
-        "--n-resamples",
-        "200",
-        "--no-plots",
-        "--quiet",
-    ]  # 1,600 runs in 25 chunks
+    args = [*KILLED[:-4], "--chunk-size", "64", *KILLED[-4:]]  # 1,600 runs in 25 chunks
     cache, killed = tmp_path / "cache", tmp_path / "killed"
     code, seconds, err = killing.run_cli([*args, "--out", tmp_path / "whole"], cache)
     assert code == 0, err

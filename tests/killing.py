@@ -101,6 +101,18 @@ def resumes_after_kills(args, cache_dir, seconds: float, reference, names, *, se
     same_files(reference, out, names)
 
 
+def resumes_after_timed_kills(args, tmp_path, reference, names, *, seed: int, low: float) -> None:
+    """:func:`resumes_after_kills` of ``tokdyn ARGS --no-plots --quiet`` into ``tmp_path/C``, its
+    moments drawn from the time of an uninterrupted run on a warm compilation cache (a first run
+    fills the cache under ``tmp_path``, a second is timed)."""
+    cache, args = tmp_path / "cache", [*args, "--no-plots", "--quiet"]
+    code, _, err = run_cli([*args, "--out", tmp_path / "compiles"], cache)
+    assert code == 0, err[-3000:]
+    code, seconds, err = run_cli([*args, "--out", tmp_path / "timed"], cache)
+    assert code == 0, err[-3000:]  # timed on a warm compilation cache: the kills are drawn from its time
+    resumes_after_kills([*args, "--out", tmp_path / "C"], cache, seconds, reference, names, seed=seed, low=low)
+
+
 def kill_when_written(args, cache_dir, path, *, timeout: float = 600) -> bool:
     """Run ``tokdyn ARGS`` and SIGKILL it as soon as ``path`` exists (a part, a chunk: a moment
     inside the run, whatever the machine's speed); ``True`` when the kill hit a running process

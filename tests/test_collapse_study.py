@@ -191,20 +191,7 @@ def test_killed_midway_resumes_to_the_same_files(runs):
 
 @pytest.mark.slow  # the kills at random moments; the default run keeps the kill midway above
 def test_killed_at_random_moments_resumes_to_the_same_files(runs, tmp_path):
-    cache = tmp_path / "cache"
-    code, _, err = killing.run_cli([*SMALL, "--out", tmp_path / "compiles", "--no-plots", "--quiet"], cache)
-    assert code == 0, err[-3000:]
-    code, seconds, err = killing.run_cli([*SMALL, "--out", tmp_path / "timed", "--no-plots", "--quiet"], cache)
-    assert code == 0, err[-3000:]  # timed on a warm compilation cache: the kills are drawn from its time
-    killing.resumes_after_kills(
-        [*SMALL, "--no-plots", "--quiet", "--out", tmp_path / "C"],
-        cache,
-        seconds,
-        runs["B"],
-        RESULTS,
-        seed=5,
-        low=0.3,
-    )
+    killing.resumes_after_timed_kills(SMALL, tmp_path, runs["B"], RESULTS, seed=5, low=0.3)
 
 
 def test_truncated_parts_chunks_and_manifests_are_named_and_recomputed(runs, tmp_path):

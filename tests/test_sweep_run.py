@@ -380,7 +380,8 @@ class Drawn:
 @pytest.mark.parametrize("seed_major", [False, True])
 def test_shared_draws_give_the_per_run_results(seed_major):
     """Under common random numbers a seed's draw is made once per device chunk and shared; the
-    results equal those of every run drawing its own, whatever the order and chunking."""
+    results equal those of every run drawing its own, whatever the order, the chunking and whether
+    the draws are mapped one seed after another or vmapped."""
     grid = Grid(seeds=5, seed_major=seed_major, a=[0.5, 1.0, 2.0], b=[-1.0, 1.0, 3.0])
     key = jax.random.key(3)
     fn = Drawn()
@@ -392,8 +393,11 @@ def test_shared_draws_give_the_per_run_results(seed_major):
         progress=False,
     )
     first = None
-    for chunk in (1, 4, 9, 1024):
-        out = sweep.run(fn, grid, key=key, common_random_numbers=True, chunk_size=chunk, progress=False)
+    # batch_size None vmaps a device's runs, and then the seeds' draws too (an accelerator's default)
+    for chunk, batch in ((1, 1), (4, 1), (9, 1), (1024, 1), (9, None), (1024, None)):
+        out = sweep.run(
+            fn, grid, key=key, common_random_numbers=True, chunk_size=chunk, batch_size=batch, progress=False
+        )
         order = np.lexsort((out["seed"], out["b"], out["a"]))
         first = first or {f: out[f][order] for f in ("value", "first", "extra")}
         for f in ("value", "first", "extra"):
@@ -415,14 +419,16 @@ def test_shared_draws_cover_the_seeds_of_any_run_range(seed_major):
         assert max(len(set(seeds[s : s + n])) for s in range(len(grid) - n + 1)) <= bound <= n
     for start, n in ((0, 20), (13, 9), (30, 5)):
         runs = {"index": np.arange(start, start + n, dtype=np.uint32)}
-        prepared = sweep.task.grid_task(Drawn(), grid, True, n).prepare(shared, runs)
-        assert len(prepared["draws"]) == sweep.task.max_seeds(grid, n)
-        first = int(prepared["first_seed"])
-        for i in runs["index"]:
-            seed = int(seeds[i])
-            want = Drawn().draw(jax.random.fold_in(shared["key"], seed))
-            # prepare's mapped draws and this eager draw are two programs: equal up to float32 rounding
-            np.testing.assert_allclose(prepared["draws"][(seed - first) % grid.seeds], want, rtol=1e-6, atol=1e-6)
+        for batch in (1, None):  # the seeds' draws one after another, or vmapped
+            prepared = sweep.task.grid_task(Drawn(), grid, True, n, batch).prepare(shared, runs)
+            assert len(prepared["draws"]) == sweep.task.max_seeds(grid, n)
+            first = int(prepared["first_seed"])
+            for i in runs["index"]:
+                seed = int(seeds[i])
+                want = Drawn().draw(jax.random.fold_in(shared["key"], seed))
+                # prepare's draws and this eager draw are two programs: equal up to float32 rounding
+                got = prepared["draws"][(seed - first) % grid.seeds]
+                np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_cluster_runs_with_shared_draws_do_not_depend_on_order_or_chunking():

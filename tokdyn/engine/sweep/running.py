@@ -102,7 +102,7 @@ def run(
     if out is not None and chunk_size is None:
         chunk_size = store.resumed_chunk_size(out)  # resume with the chunks already on disk
     devices, batch_size, step, padded = execute.plan(devices, batch_size, chunk_size, total)
-    task = grid_task(fn, grid, common_random_numbers, padded // len(devices))
+    task = grid_task(fn, grid, common_random_numbers, padded // len(devices), batch_size)
     starts = list(range(0, total, step))
     mine = set(starts[part[0] :: part[1]])
     shared = grid_shared(grid, key)

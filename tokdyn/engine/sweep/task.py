@@ -33,7 +33,10 @@ class GridTask:
     method): :meth:`prepare` calls ``fn.draw`` once for every seed among a device's runs of a
     chunk, and each run receives its seed's draw as ``draw=``. A device's runs are
     consecutive indices, so their seeds are consecutive too (modulo ``seeds``); ``n_draws`` bounds
-    how many there are (:func:`max_seeds`). Every run takes its draw from there, even when nothing
+    how many there are (:func:`max_seeds`). ``vmap_draws``: the seeds' draws are made by one
+    vmapped call (where the runs are vmapped too: the accelerators' default) rather than one seed
+    after another (a CPU's ``lax.map``; on a GPU that loop is one launch of a few tiny kernels per
+    seed, which held the study path at half the chip's time idle). Every run takes its draw from there, even when nothing
     is shared (as many draws as runs), so that each run is computed by the same program whatever
     the chunking: results are bit-identical across chunk sizes, device counts and both grid orders.
     Against ``fn(key, **condition)`` drawing for itself they agree up to floating-point rounding
@@ -43,6 +46,7 @@ class GridTask:
     names: tuple
     by_seed: bool
     n_draws: int = 0
+    vmap_draws: bool = False
 
     def prepare(self, shared, runs):
         """Once per device and chunk (see :func:`tokdyn.engine.execute.sharded_map`): the draws of the
@@ -54,12 +58,11 @@ class GridTask:
         # the seed first + j modulo seeds, without forming first + j (uint32: it may pass 2^32
         # when seeds is close to it; j < n_draws <= seeds, so one subtraction wraps it)
         seed_of = lambda j: jnp.where(j < seeds - first, first + j, j - (seeds - first))  # noqa: E731
-        # one seed after another: a vmapped draw compiles several times slower on XLA:CPU (the
-        # random-bit kernel grows with the batch), for little gain once the draws are shared
-        draws = jax.lax.map(
-            lambda j: self.fn.draw(jax.random.fold_in(shared["key"], seed_of(j))),
-            jnp.arange(self.n_draws, dtype=jnp.uint32),
-        )
+        draw = lambda j: self.fn.draw(jax.random.fold_in(shared["key"], seed_of(j)))  # noqa: E731
+        js = jnp.arange(self.n_draws, dtype=jnp.uint32)
+        # on a CPU one seed after another: a vmapped draw compiles several times slower on XLA:CPU
+        # (the random-bit kernel grows with the batch), for little gain once the draws are shared
+        draws = jax.vmap(draw)(js) if self.vmap_draws else jax.lax.map(draw, js)
         return dict(shared, draws=draws, first_seed=first)
 
     def __call__(self, shared, run):
@@ -88,13 +91,20 @@ def max_seeds(grid: "Grid", n_runs: int) -> int:
     return min(grid.seeds, n_runs)
 
 
-def grid_task(fn, grid: "Grid", common_random_numbers: bool, runs_per_device: int) -> GridTask:
-    """The task for ``grid``; ``runs_per_device``: the runs each device gets per chunk. Only the
-    number of draws to share enters the compiled function, so grids that differ in their seed
-    count alone still share one compilation."""
+def grid_task(
+    fn, grid: "Grid", common_random_numbers: bool, runs_per_device: int, batch_size: int | None = 1
+) -> GridTask:
+    """The task for ``grid``; ``runs_per_device``: the runs each device gets per chunk;
+    ``batch_size``: the executor's resolved batch size (``None``: every run of a device vmapped,
+    and then the seeds' draws too). Only the number of draws to share enters the compiled
+    function, so grids that differ in their seed count alone still share one compilation."""
     share = bool(common_random_numbers) and callable(getattr(fn, "draw", None))
     return GridTask(
-        fn, grid.names, bool(common_random_numbers), n_draws=max_seeds(grid, runs_per_device) if share else 0
+        fn,
+        grid.names,
+        bool(common_random_numbers),
+        n_draws=max_seeds(grid, runs_per_device) if share else 0,
+        vmap_draws=share and batch_size is None,
     )
 
 

@@ -15,6 +15,8 @@ the moment it finishes, so a kill loses nothing finished):
   training    every learned model's training at 1, 64 and 1,024 seeds (4,096 for the visual-token
               autoencoder), each with its share of the bound (XLA's cost analysis)
   peers       the PyTorch peers on CUDA, eager and ``torch.compile``
+  compile     one compile's seconds (the studies' host probe, ``compile_probe.py``), under XLA's
+              default flags and with GEMM autotuning off
   study:NAME  the studies' defaults (``tokdyn reproduce --studies NAME``), the latent studies
               first; each study's tables and report -> studies.tgz (its .npz parts left out)
   rest        the suite's other rows (sampling, DMLR, mediation), then the 10^9-run sweep
@@ -128,6 +130,20 @@ def plan(args) -> list[Step]:
             10 if smoke else 40,
             suite(args, "peers", 600 if smoke else 60),
             "PyTorch peers, eager and torch.compile",
+        ),
+        Step(
+            "compile",
+            300 if smoke else 60,
+            10 if smoke else 30,
+            [
+                sys.executable,
+                os.path.join(HERE, "compile_probe.py"),
+                "--jsonl",
+                os.path.join(args.out, "rows.jsonl"),
+                "--timeout",
+                "250" if smoke else "28",
+            ],
+            "one compile's seconds (the studies' host probe), XLA's defaults and GEMM autotuning off",
         ),
     ]
     studies = LATENT_FIRST[:1] if smoke else LATENT_FIRST

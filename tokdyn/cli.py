@@ -107,12 +107,14 @@ def config_help(cls) -> dict[str, str]:
     return attributes.documented(cls)
 
 
-def _fields(cls, prefix=()):
+def _fields(cls, prefix=(), fixed=None):
     """Flattened ``(path, field, owner class)`` of a config dataclass; nested dataclass fields are
-    expanded (their options keep their own names)."""
+    expanded (their options keep their own names). The paths the class lists in its
+    ``FIXED_OPTIONS`` (e.g. ``("model", "seeds")``: set by the study itself) are left out."""
+    fixed = set(getattr(cls, "FIXED_OPTIONS", ())) if fixed is None else fixed
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if not f.init:
+        if not f.init or prefix + (f.name,) in fixed:
             continue
         kind = hints.get(f.name)
         default = f.default if f.default is not dataclasses.MISSING else None
@@ -120,7 +122,7 @@ def _fields(cls, prefix=()):
             kind if dataclasses.is_dataclass(kind) else type(default) if dataclasses.is_dataclass(default) else None
         )
         if nested is not None:
-            yield from _fields(nested, prefix + (f.name,))
+            yield from _fields(nested, prefix + (f.name,), fixed)
         else:
             yield prefix + (f.name,), f, cls
 

@@ -88,6 +88,13 @@ STUDIES = (
         "results/vtae-sweep",
     ),
     Entry(
+        "slots-sweep",
+        ("sweep", "slots"),
+        "tokdyn.studies.learned_sweep.slots",
+        "Slot Attention autoencoders on sprite scenes over their learning rate x seeds (resumable, paired by seed)",
+        "results/slots-sweep",
+    ),
+    Entry(
         "collapse",
         ("study", "collapse"),
         "tokdyn.studies.collapse",

@@ -36,11 +36,20 @@ The parts, one concept a module (every public name re-exported here):
 - :mod:`~tokdyn.studies.learned_sweep.running`   :func:`run_sweep`, :func:`chunk_size`, the runner's hook, :func:`make_spec`
 - :mod:`~tokdyn.studies.learned_sweep.report`    :func:`analysis`: the tables and ``report.md``
 - :mod:`~tokdyn.studies.learned_sweep.vtae`      the command ``tokdyn sweep vtae``: its ``Config``, ``SPEC``, ``main``
+- :mod:`~tokdyn.studies.learned_sweep.slots`     the command ``tokdyn sweep slots`` (Slot Attention on sprite scenes)
 """
 
 from __future__ import annotations
 
-from tokdyn.studies.learned_sweep.catalogue import MODELS, VTAE, vtae_evaluate  # noqa: F401
+from tokdyn.studies.learned_sweep.catalogue import (  # noqa: F401
+    MODELS,
+    SLOTS,
+    VTAE,
+    slots_evaluate,
+    slots_inputs,
+    slots_scenes,
+    vtae_evaluate,
+)
 from tokdyn.studies.learned_sweep.config import CPU_LANES, SweepConfig, make_config  # noqa: F401
 from tokdyn.studies.learned_sweep.model import EVAL_SALT, LearnedModel, TrainRun  # noqa: F401
 from tokdyn.studies.learned_sweep.report import (  # noqa: F401
@@ -51,4 +60,4 @@ from tokdyn.studies.learned_sweep.report import (  # noqa: F401
     report_text,
 )
 from tokdyn.studies.learned_sweep.running import chunk_size, make_spec, run, run_sweep  # noqa: F401
-from tokdyn.studies.learned_sweep import vtae  # noqa: F401,E402 (the command `tokdyn sweep vtae`: tokdyn.studies.learned_sweep.vtae)
+from tokdyn.studies.learned_sweep import slots, vtae  # noqa: F401,E402 (the commands `tokdyn sweep vtae|slots`)

@@ -5,7 +5,12 @@ evaluation): :data:`MODELS`. A model added here gets its command from a module o
 
 from __future__ import annotations
 
-from tokdyn.models import vtae
+import jax
+import jax.numpy as jnp
+
+from tokdyn import metrics
+from tokdyn.data import scenes
+from tokdyn.models import slots, vtae
 from tokdyn.studies.learned_sweep.model import LearnedModel
 from tokdyn.train import optim
 
@@ -36,4 +41,74 @@ VTAE = LearnedModel(
     rate=50000.0,  # ~52,000 model-steps/s at 64 seeds on two CPU cores (benchmarks)
 )
 
-MODELS = {m.name: m for m in (VTAE,)}
+SCENES_SEED = 0x5CE7E  # the scenes every Slot Attention of a sweep sees: its pool, then held-out scenes
+SLOTS_POOL = 512  # training scenes (batches drawn from them with replacement)
+SLOTS_HELD_OUT = 64  # scenes each trained model is scored on, apart from the pool
+SLOTS_MAX_OBJECTS = 4  # objects per scene: 2 to 4 (sprite_scenes' defaults)
+
+
+def slots_scenes(config, which: int, n: int) -> scenes.Scenes:
+    """The sweep's sprite scenes (:func:`tokdyn.data.scenes.sprite_scenes` of the model's image
+    size): ``which`` 0 is the training pool, 1 the held-out scenes, both drawn from
+    :data:`SCENES_SEED` alone, so every model of every condition sees the same scenes."""
+    key = jax.random.fold_in(jax.random.key(SCENES_SEED), which)
+    return scenes.sprite_scenes(key, n, size=config.size, max_objects=SLOTS_MAX_OBJECTS, dtype=jnp.float32)
+
+
+def slots_inputs(config):
+    """The training pool every Slot Attention of the sweep shares: (:data:`SLOTS_POOL`, size, size, 3)
+    images (:func:`slots_scenes`)."""
+    return slots_scenes(config, 0, SLOTS_POOL).images
+
+
+def slots_evaluate(key, params, config, hparams, data) -> dict:
+    """One trained Slot Attention autoencoder on :data:`SLOTS_HELD_OUT` held-out scenes
+    (:func:`slots_scenes`): the mean FG-ARI (:func:`tokdyn.metrics.fg_ari`, the objects' pixels) and
+    matched IoU (:func:`tokdyn.metrics.matched_iou`, background included) of its segmentation (the
+    argmax of its masks) against the true masks, and its reconstruction's mean squared error. The
+    slots' initial draw of scene i is ``fold_in(key, i)``'s."""
+    held = slots_scenes(config, 1, SLOTS_HELD_OUT)
+    noise = jax.vmap(lambda i: slots.slot_noise(jax.random.fold_in(key, i), config, 1)[0])(jnp.arange(SLOTS_HELD_OUT))
+    out = slots.Autoencoder(config).apply(params, held.images, noise)
+    flat = held.masks.reshape(SLOTS_HELD_OUT, -1)
+    labels = out.labels.reshape(SLOTS_HELD_OUT, -1)
+    n_true, n_pred = SLOTS_MAX_OBJECTS + 1, config.slots
+    fg = jax.vmap(lambda m, lab: metrics.fg_ari(m, lab, n_true=n_true, n_pred=n_pred))(flat, labels)
+    iou = jax.vmap(lambda m, lab: metrics.matched_iou(m, lab, n_true=n_true, n_pred=n_pred))(flat, labels)
+    return {"fg_ari": jnp.mean(fg), "miou": jnp.mean(iou), "mse": jnp.mean((out.recon - held.images) ** 2)}
+
+
+SLOTS = LearnedModel(
+    name="slots",
+    about="Slot Attention autoencoders on sprite scenes over their learning rate x seeds (FG-ARI on held-out scenes)",
+    config=slots.Config(
+        size=32,
+        encoder_channels=(32, 32),
+        slot_size=32,
+        mlp_hidden=64,
+        decoder_hidden=32,
+        train=optim.Config(steps=1000, steps_per_call=100, warmup=100, decay="cosine", clip_norm=1.0),
+    ),
+    quick=slots.Config(
+        size=16,
+        slots=4,
+        encoder_channels=(16,),
+        encoder_kernel=3,
+        slot_size=16,
+        mlp_hidden=32,
+        decoder_hidden=16,
+        batch_size=16,
+        train=optim.Config(steps=100, steps_per_call=50, warmup=0, decay="constant", clip_norm=1.0),
+    ),
+    hparams=slots.Hparams(),
+    trainer=slots.trainer,
+    inputs=slots_inputs,
+    evaluate=slots_evaluate,
+    metrics=("fg_ari", "miou", "mse"),
+    axes=(("learning_rate", "1e-4,4e-4,1e-3"),),
+    quick_axes=(("learning_rate", "4e-4,2e-3"),),
+    rate=40.0,  # placeholder until measured
+    fixed=("seeds", "root_seed"),
+)
+
+MODELS = {m.name: m for m in (VTAE, SLOTS)}

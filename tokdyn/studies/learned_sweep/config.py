@@ -190,7 +190,11 @@ def make_config(model: LearnedModel, module: str) -> type:
     fields = [(k, str, dataclasses.field(default=defaults[k])) for k in model.knobs]
     fields.append(("model", type(model.config), dataclasses.field(default=model.config)))
     cls = dataclasses.make_dataclass(
-        "Config", fields, bases=(SweepConfig,), frozen=True, namespace={"__module__": module, "MODEL": model}
+        "Config",
+        fields,
+        bases=(SweepConfig,),
+        frozen=True,
+        namespace={"__module__": module, "MODEL": model, "FIXED_OPTIONS": tuple(("model", f) for f in model.fixed)},
     )
     entries = [
         f"{k}: values of the knob {k} ({help_of.get(k, 'a traced knob').rstrip('.')}): a comma list, "

@@ -40,6 +40,9 @@ class LearnedModel:
       quick_axes: the quick preset's axes.
       rate: model-steps per second of the reference CPU (two cores, models vmapped), for the
         sweep's time estimate.
+      fixed: fields of the model's configuration the sweep decides itself and the command does not
+        offer (e.g. a model's own ``seeds`` and ``root_seed``: the sweep's seeds and root seed key
+        its models).
     """
 
     name: str
@@ -54,6 +57,7 @@ class LearnedModel:
     axes: tuple = ()
     quick_axes: tuple = ()
     rate: float = 20000.0
+    fixed: tuple = ()
 
     @property
     def knobs(self) -> tuple:

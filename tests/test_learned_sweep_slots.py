@@ -79,6 +79,9 @@ def test_the_results_are_train_many_scored_as_scikit_learn_scores_them(swept):
         assert got["skipped"][i] == 0 and np.isfinite(got["mse"][i]) and 0 <= got["miou"][i] <= 1
 
 
+# the sweep itself (its training compiled for the tiny model): slow-only; the sweep machinery and
+# its paired report are the learned sweep's, which tests/test_learned_sweep.py runs by default
+@pytest.mark.slow
 def test_the_report_pairs_the_learning_rates_by_seed(swept):
     cfg, out = swept
     result = learned_sweep.analysis(out, cfg)
@@ -102,3 +105,14 @@ def test_bad_learning_rates_are_refused_before_anything_is_compiled(tmp_path):
     with pytest.raises(ValueError, match=re.escape("learning_rate must be in (0, inf]")):
         slots.main(dataclasses.replace(TINY, learning_rate="-1,1"), str(tmp_path / "out"), quiet=True)
     assert not (tmp_path / "out").exists()
+
+
+def test_on_a_cpu_the_models_train_one_after_another_unless_told():
+    """Slot Attention's cpu_lanes: XLA:CPU compiles its vmapped training too slowly, so a CPU takes
+    one model at a time (the autoencoder keeps CPU_LANES); --lanes still decides."""
+    from tokdyn.studies.learned_sweep import vtae
+
+    if jax.default_backend() != "cpu":
+        pytest.skip("the per-backend default of a CPU")
+    assert slots.Config().batch() == 1 and dataclasses.replace(slots.Config(), lanes=8).batch() == 8
+    assert vtae.Config().batch() == learned_sweep.CPU_LANES

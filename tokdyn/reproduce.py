@@ -36,6 +36,7 @@ from tokdyn.experiment import registry
 from tokdyn.experiment.findings import BOOTSTRAP_SEEDS, MIN_SEEDS, VERDICTS, Finding  # noqa: F401
 
 STUDIES = registry.NAMES  # in the order they run (tokdyn.experiment.registry)
+DEFAULT_STUDIES = registry.DEFAULT  # those run when --studies is not given (by_default)
 MODULES = {e.name: e.module for e in registry.STUDIES}
 RECORD_NAME = "config.json"  # a study's record (tokdyn.experiment.study.RECORD): its tables' SHA-256
 STUDY = "reproduce"
@@ -52,11 +53,13 @@ class Config:
         its default configuration (hours).
       studies: the studies to run, in this order (a study that reads another's output after it),
         names from tokdyn.reproduce.STUDIES or studies of one's own (an installed package's, or
-        given with --study-module); the report covers every study found in the output directory.
+        given with --study-module); default tokdyn.reproduce.DEFAULT_STUDIES: every study of the
+        package's but those sized for an accelerator (slots-sweep), which run when named; the
+        report covers every study found in the output directory.
     """
 
     quick: bool = False
-    studies: tuple = STUDIES
+    studies: tuple = DEFAULT_STUDIES
 
     def validate(self) -> "Config":
         """Check every field; ``ValueError`` naming the field, the value and what is allowed."""
@@ -124,10 +127,13 @@ def quick_table() -> str:
 
 
 def reported(out: str) -> tuple:
-    """The studies a report on ``out`` covers: tokdyn's (:data:`STUDIES`), then each study of
-    one's own known to this process whose directory is under ``out``."""
-    own = [e.name for e in registry.plugin_entries() if os.path.isdir(os.path.join(out, e.name))]
-    return (*STUDIES, *own)
+    """The studies a report on ``out`` covers: tokdyn's run by default (:data:`DEFAULT_STUDIES`),
+    then its others and each study of one's own known to this process whose directory is under
+    ``out``."""
+    there = lambda name: os.path.isdir(os.path.join(out, name))  # noqa: E731
+    rest = [n for n in STUDIES if n not in DEFAULT_STUDIES and there(n)]
+    own = [e.name for e in registry.plugin_entries() if there(e.name)]
+    return (*DEFAULT_STUDIES, *rest, *own)
 
 
 def findings(out: str) -> list[Finding]:

@@ -48,6 +48,9 @@ class Entry:
         (:func:`in_order`) and points the sources at their directories, and the study reaches
         their configuration and trained models through their specs
         (:mod:`tokdyn.experiment.analysis`), never by importing them.
+      by_default: whether ``tokdyn reproduce`` runs it when ``--studies`` is not given. A study
+        sized for an accelerator (a learned model's sweep whose defaults would take hours on two
+        CPU cores) is False: it runs when named, and its command is there as for any study.
     """
 
     name: str
@@ -58,6 +61,7 @@ class Entry:
     spec: str = "SPEC"
     origin: str = "tokdyn"
     reads: tuple = ()
+    by_default: bool = True
 
     @property
     def plugin(self) -> bool:
@@ -93,6 +97,7 @@ STUDIES = (
         "tokdyn.studies.learned_sweep.slots",
         "Slot Attention autoencoders on sprite scenes over their learning rate x seeds (resumable, paired by seed)",
         "results/slots-sweep",
+        by_default=False,
     ),
     Entry(
         "collapse",
@@ -156,6 +161,7 @@ STUDIES = (
 )
 
 NAMES = tuple(e.name for e in STUDIES)  # the package's own studies
+DEFAULT = tuple(e.name for e in STUDIES if e.by_default)  # those tokdyn reproduce runs unless told
 ENTRY_POINTS = "tokdyn.studies"  # the entry-point group of studies of one's own
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a study's name: a command word and a directory name
 _ADDED: dict = {}  # name -> Entry of the modules added in this process (add)

@@ -36,7 +36,8 @@ class SweepConfig:
         ('': the first condition).
       chunk_size: models per chunk file, the unit of work kept on disk (0: chosen per backend, on
         an accelerator from the device's free memory).
-      lanes: models vmapped together (0: per backend: 64 on CPU, the whole chunk on an accelerator).
+      lanes: models vmapped together (0: per backend: the model's ``cpu_lanes`` (default 64) on CPU,
+        the whole chunk on an accelerator).
       n_resamples: bootstrap resamples of the intervals.
       preset: '' or 'quick' (set by --quick: few seeds and steps; report.md says so).
     """
@@ -145,11 +146,13 @@ class SweepConfig:
         return TrainRun(self.MODEL, self.model)
 
     def batch(self):
-        """The engine's ``batch_size``: ``lanes``, or (0) :data:`CPU_LANES` on CPU and None (the
-        whole chunk vmapped) on an accelerator."""
+        """The engine's ``batch_size``: ``lanes``, or (0) the model's ``cpu_lanes`` (default
+        :data:`CPU_LANES`) on CPU and None (the whole chunk vmapped) on an accelerator."""
         if self.lanes:
             return self.lanes
-        return CPU_LANES if jax.default_backend() == "cpu" else None
+        if jax.default_backend() != "cpu":
+            return None
+        return self.MODEL.cpu_lanes or CPU_LANES
 
     def params(self) -> int:
         """The number of parameters of one model (traced by ``jax.eval_shape``: nothing runs)."""

@@ -43,6 +43,10 @@ class LearnedModel:
       fixed: fields of the model's configuration the sweep decides itself and the command does not
         offer (e.g. a model's own ``seeds`` and ``root_seed``: the sweep's seeds and root seed key
         its models).
+      cpu_lanes: models vmapped together on a CPU when the command does not say (``--lanes``);
+        None: :data:`~tokdyn.studies.learned_sweep.config.CPU_LANES`. A model whose vmapped
+        training XLA:CPU compiles too slowly (convolutions: Slot Attention) takes 1, one model
+        after another in the same compiled program.
     """
 
     name: str
@@ -58,6 +62,7 @@ class LearnedModel:
     quick_axes: tuple = ()
     rate: float = 20000.0
     fixed: tuple = ()
+    cpu_lanes: int | None = None
 
     @property
     def knobs(self) -> tuple:

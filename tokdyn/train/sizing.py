@@ -5,22 +5,23 @@ XLA's own account of what a call needs, never guessed.
 A call of the ``"scan"`` or ``"step"`` strategy holds, on each device, its M models' state as the
 program's argument and again as its output (the trained state), the shared data, the compiled
 code, and the temporaries (activations, gradients) of the models vmapped at once: a group of G,
-the groups run one after another (``lax.map``). Only the temporaries grow with G, so:
+the groups run one after another (``lax.map``). Only the temporaries grow with G. The runner
+(:class:`tokdyn.train.strategies.Runner`):
 
-1. :func:`measure` compiles the per-device program for two small numbers of models
-   (:data:`PROBE` and half of it), vmapped, and reads ``compiled.memory_analysis()``: the bytes
-   of its arguments, outputs, temporaries and code. What grows between the two grows with the
-   group; the rest (the shared data, the code, fixed workspaces) does not; the state's bytes per
-   model are known exactly from its shapes: :class:`Need`.
-2. :func:`fit` gives the largest G whose need, with one more copy of the M models' state (the
-   state the loop holds between calls while the next call runs), fits ``(1 - MARGIN)`` of the
-   device's limit (:func:`device_limit`, or ``Execution.memory_limit``).
-3. :func:`equal_groups` splits the M models into groups of one size (the last padded by repeating
-   a model, whose results are dropped), so one program serves every group.
+1. compiles the program with every model of a device at once and reads its
+   ``compiled.memory_analysis()`` (:func:`held`, plus the copy of the models' state the loop holds
+   between calls); where it fits all but :data:`MARGIN` of the device's limit (:func:`budget`,
+   :func:`device_limit` or ``Execution.memory_limit``), that program runs: nothing else compiled;
+2. else :func:`measure` compiles the per-device program for two small numbers of models
+   (:data:`PROBE` and half of it), vmapped: what grows between the two grows with the group; the
+   rest (the shared data, the code, fixed workspaces) does not; the state's bytes per model are
+   known exactly from its shapes (:class:`Need`). :func:`fit` gives the largest group whose call
+   fits, split by :func:`equal_groups` into groups of one size (the last padded by repeating a
+   model, whose results are dropped), so one program serves every group;
+3. the real program is compiled at that group size and checked by its own memory analysis, the
+   group shrunk where it does not fit (:func:`shrink`); the program that fits is the one that
+   runs.
 
-The runner then compiles the real program at that group size and checks it against the same
-budget with its own memory analysis (:func:`held`), shrinking the group where it does not fit
-(:func:`shrink`); that program is the one that runs, so the check costs no compilation.
 On the CPU the device reports no limit: every model of a device is vmapped at once, nothing is
 measured and nothing extra is compiled.
 """

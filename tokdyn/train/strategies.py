@@ -92,8 +92,8 @@ class Runner:
             self.group = per_dev if batch_size is None else min(batch_size, per_dev)
             self._place(fn, state, run_keys, data, n_dev * per_dev, devices, batch_size)
             return
-        need = sizing.measure(fn, data, (state, run_keys), devices[0]) if per_dev > 1 else None
-        most = sizing.fit(need, per_dev, limit) if need is not None else 1
+        # every model at once first: where it fits (the common case) nothing else is compiled
+        need, most = None, per_dev
         state_bytes = sizing.tree_bytes(state) / m  # one model's state: the loop holds a copy between calls
         while True:
             group, padded = sizing.equal_groups(per_dev, most)
@@ -103,7 +103,11 @@ class Runner:
             total = sizing.held(stats) + math.ceil(padded * state_bytes)
             if total <= sizing.budget(limit) or group == 1:
                 break
-            most = sizing.shrink(need, group, stats.temp_size_in_bytes, total - sizing.budget(limit))
+            if need is None:  # what grows with the group, from two small probes
+                need = sizing.measure(fn, data, (state, run_keys), devices[0])
+                most = min(group - 1, sizing.fit(need, per_dev, limit))
+            else:
+                most = sizing.shrink(need, group, stats.temp_size_in_bytes, total - sizing.budget(limit))
         if total > sizing.budget(limit):
             raise ValueError(
                 f"execution.batch_size='auto': {per_dev} model(s) per device need {total:,} bytes by XLA's "

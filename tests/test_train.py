@@ -358,6 +358,10 @@ def test_bad_arguments_are_refused_before_any_work():
         (dict(execution=train.Execution(batch_size=0)), r"execution.batch_size must be 'auto' .*, got 0"),
         (dict(execution=train.Execution(batch_size="all")), r"execution.batch_size must be 'auto' .*, got 'all'"),
         (dict(execution=train.Execution(memory_limit=0)), "execution.memory_limit must be an int >= 1, got 0"),
+        (
+            dict(execution=train.Execution(batch_size=4, memory_limit=2**30)),
+            "execution.memory_limit sizes the groups of batch_size='auto' only",
+        ),
         (dict(execution=train.Execution(devices=())), "execution.devices must name at least one device"),
         (dict(execution=train.Execution(vectorised_init=1)), "execution.vectorised_init must be a bool"),
         (dict(execution="scan"), "execution must be a tokdyn.train.Execution or None, got 'scan'"),

@@ -125,9 +125,10 @@ class Execution:
         device's models at once.
       vectorised_init: initialise the models in one vmapped call (False: one call per model, as
         ``"loop"`` always does; the same numbers where a model's init is not vectorisable alike).
-      memory_limit: bytes of memory per device that ``batch_size="auto"`` sizes by; None: the
-        device's own limit (``memory_stats()["bytes_limit"]``). Set it to leave room for other
-        work on the device, or to size the groups on the CPU.
+      memory_limit: bytes of memory per device that ``batch_size="auto"`` sizes by (given with
+        another ``batch_size``: a ValueError); None: the device's own limit
+        (``memory_stats()["bytes_limit"]``). Set it to leave room for other work on the device,
+        or to size the groups on the CPU.
     """
 
     strategy: str = "scan"
@@ -168,6 +169,11 @@ class Execution:
             raise TypeError(f"vectorised_init must be a bool, got {self.vectorised_init!r}")
         if self.memory_limit is not None:
             _checks.positive_int("memory_limit", self.memory_limit)
+            if not (isinstance(b, str) and b == "auto"):
+                raise ValueError(
+                    f"memory_limit sizes the groups of batch_size='auto' only, got memory_limit="
+                    f"{self.memory_limit!r} with batch_size={b!r}: drop one of them"
+                )
         return self
 
 

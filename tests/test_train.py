@@ -190,6 +190,35 @@ def test_auto_batch_size_groups_the_models_to_fit_a_small_device(tmp_path):
     np.testing.assert_allclose(done.curves["loss"], whole.curves["loss"], rtol=1e-5)
 
 
+def test_sizing_reads_the_device_and_splits_the_models_into_equal_groups():
+    """The device's limit and free memory from memory_stats (a device reporting one, faked); the
+    groups of one size; fit against a brute-force search of the group sizes (no compile)."""
+    sizing = train.sizing
+
+    class Device:
+        platform = "gpu"
+
+        def __init__(self, stats):
+            self.stats = stats
+
+        def memory_stats(self):
+            return self.stats
+
+    assert sizing.device_limit(jax.devices("cpu")[0]) is None and sizing.device_limit(Device({})) is None
+    assert sizing.device_limit(Device({"bytes_limit": 1000})) == 1000
+    assert sizing.available(Device({"bytes_limit": 1000, "bytes_in_use": 300}), own=100) == 800
+    assert sizing.available(Device({"bytes_limit": 1000, "bytes_in_use": 50}), own=100) == 1000
+    for m, most in [(1024, 300), (10, 3), (7, 7), (5, 1), (1021, 256), (3, 8)]:
+        group, padded = sizing.equal_groups(m, most)
+        groups = padded // group
+        assert group <= most and padded % group == 0 and m <= padded < m + groups
+        assert groups == -(-m // min(most, m))
+    need = sizing.Need(fixed=1000, per_model=30, per_member=170, probe=4)
+    for m, limit in [(20, 10_000), (20, 3_000), (20, 2_100), (64, 12_345), (7, 10**9)]:
+        ok = [g for g in range(1, m + 1) if need.bytes(*sizing.equal_groups(m, g)[::-1]) <= sizing.budget(limit)]
+        assert sizing.equal_groups(m, sizing.fit(need, m, limit)) == sizing.equal_groups(m, max(ok or [1]))
+
+
 def test_checkpoint_resume_is_bit_identical_and_keeps_the_curves(tmp_path):
     data, tr = toy_data(), toy_trainer()
     keys, hp = keys_and_hparams()

@@ -120,14 +120,14 @@ class Execution:
       batch_size: the models vmapped at once per device (``"scan"``, ``"step"``; the groups run
         one after another inside the call): ``"auto"`` sizes the groups from the device's memory
         (:mod:`tokdyn.train.sizing`: XLA's memory analysis of the program against all but 10% of
-        ``memory_limit`` or the device's own limit; groups of one size; every model at once
+        ``memory_limit`` or of the device's memory not held by other arrays; groups of one size; every model at once
         where the device reports no limit, as on the CPU); an int fixes it; None vmaps all of a
         device's models at once.
       vectorised_init: initialise the models in one vmapped call (False: one call per model, as
         ``"loop"`` always does; the same numbers where a model's init is not vectorisable alike).
       memory_limit: bytes of memory per device that ``batch_size="auto"`` sizes by (given with
         another ``batch_size``: a ValueError); None: the device's own limit
-        (``memory_stats()["bytes_limit"]``). Set it to leave room for other work on the device,
+        (``memory_stats()["bytes_limit"]``) less what other arrays hold there. Set it to leave room for other work on the device,
         or to size the groups on the CPU.
     """
 

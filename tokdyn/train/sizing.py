@@ -10,8 +10,9 @@ the groups run one after another (``lax.map``). Only the temporaries grow with G
 
 1. compiles the program with every model of a device at once and reads its
    ``compiled.memory_analysis()`` (:func:`held`, plus the copy of the models' state the loop holds
-   between calls); where it fits all but :data:`MARGIN` of the device's limit (:func:`budget`,
-   :func:`device_limit` or ``Execution.memory_limit``), that program runs: nothing else compiled;
+   between calls); where it fits all but :data:`MARGIN` of the device's memory (:func:`budget`
+   of :func:`available`: the device's limit less what other arrays hold there; or of
+   ``Execution.memory_limit``), that program runs: nothing else compiled;
 2. else :func:`measure` compiles the per-device program for two small numbers of models
    (:data:`PROBE` and half of it), vmapped: what grows between the two grows with the group; the
    rest (the shared data, the code, fixed workspaces) does not; the state's bytes per model are
@@ -55,6 +56,21 @@ def device_limit(device) -> Optional[int]:
     return int(limit) if limit else None
 
 
+def available(device, own: int = 0) -> Optional[int]:
+    """Bytes of ``device``'s memory a call may use: its :func:`device_limit` less what other
+    arrays hold there now (``bytes_in_use`` less ``own``, the bytes of the caller's own arrays the
+    call takes as arguments, which its memory analysis counts); None where the device reports no
+    limit."""
+    limit = device_limit(device)
+    if limit is None:
+        return None
+    try:
+        used = int((device.memory_stats() or {}).get("bytes_in_use", 0))
+    except (AttributeError, NotImplementedError, RuntimeError):
+        used = 0
+    return max(1, limit - max(0, used - int(own)))
+
+
 def held(stats) -> int:
     """Bytes a compiled program holds on a device while it runs, from its
     ``memory_analysis()``: arguments, outputs, temporaries and generated code (less what outputs
@@ -69,8 +85,10 @@ def held(stats) -> int:
 
 
 def tree_bytes(tree) -> int:
-    """Bytes of every array leaf of ``tree`` (arrays or ``jax.ShapeDtypeStruct``)."""
-    return sum(math.prod(a.shape) * a.dtype.itemsize for a in jax.tree_util.tree_leaves(tree))  # keys: their data
+    """Bytes of every array leaf of ``tree`` (arrays or ``jax.ShapeDtypeStruct``; a PRNG key
+    counted by its data; leaves without a dtype, such as Python numbers, count nothing)."""
+    leaves = [a for a in jax.tree_util.tree_leaves(tree) if getattr(a, "dtype", None) is not None]
+    return int(sum(math.prod(a.shape) * a.dtype.itemsize for a in leaves))
 
 
 @dataclasses.dataclass(frozen=True)

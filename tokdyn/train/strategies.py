@@ -85,7 +85,8 @@ class Runner:
         per_dev = -(-m // n_dev)
         limit = None
         if batch_size == "auto":
-            limits = [memory_limit] if memory_limit is not None else [sizing.device_limit(d) for d in devices]
+            own = sizing.tree_bytes((state, run_keys, data))  # on the device now, counted as arguments
+            limits = [memory_limit] if memory_limit is not None else [sizing.available(d, own) for d in devices]
             limit = None if None in limits else min(limits)
             batch_size = None
         if limit is None:

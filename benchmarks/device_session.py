@@ -230,8 +230,9 @@ def table(args) -> str:
         bound = f"{r['of_bound']:.2%} ({r.get('binding', '?')})" if isinstance(r.get("of_bound"), float) else ""
         comp = f"{r['compile_s']:.1f}" if isinstance(r.get("compile_s"), float) else ""
         status = r.get("status", "") + (f" {r['error']}" if "error" in r else "")
+        size = r.get("size", "") + (f", {r['group']} vmapped at once" if isinstance(r.get("group"), int) else "")
         out.append(
-            f"| {r.get('section')} | {r.get('name')} | {r.get('size', '')} | {rate} | {bound} | {comp} | "
+            f"| {r.get('section')} | {r.get('name')} | {size} | {rate} | {bound} | {comp} | "
             f"{r.get('precision', '')} | {status[:200]} |"
         )
     return "\n".join(out) + "\n"

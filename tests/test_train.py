@@ -168,6 +168,57 @@ print("ok")
     assert r.returncode == 0 and b"ok" in r.stdout, r.stderr.decode()[-3000:]
 
 
+def test_auto_batch_size_groups_the_models_to_fit_a_small_device(tmp_path):
+    """batch_size="auto" against a simulated device (memory_limit): the models are vmapped in
+    groups whose program fits the limit by XLA's memory analysis, train to the all-at-once models,
+    and a run checkpointed at one group size resumes at another."""
+    data, tr = toy_data(), toy_trainer()
+    keys, hp = keys_and_hparams(seeds=5)  # 10 models
+    whole = train.train_many(tr, data, keys, hp, execution=train.Execution(memory_limit=10**12))
+    assert whole.group == 10 and whole.memory > 0  # it fits: every model at once, as on the CPU
+    limit = int((whole.memory - 1) / (1 - train.sizing.MARGIN))  # all at once no longer fits
+    ckpt = train.Checkpointing(str(tmp_path / "run.npz"))
+    part = train.train_many(
+        tr, data, keys, hp, checkpointing=ckpt, max_calls=2, execution=train.Execution(memory_limit=limit)
+    )
+    assert 1 <= part.group < 10 and part.memory <= train.sizing.budget(limit) < whole.memory
+    assert not part.finished and part.stopped_at == 20
+    done = train.train_many(tr, data, keys, hp, checkpointing=ckpt, execution=train.Execution(batch_size=None))
+    assert done.finished and done.group == 10 and done.memory is None
+    for a, b in zip(jax.tree_util.tree_leaves(whole.state.params), jax.tree_util.tree_leaves(done.state.params)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * float(np.max(np.abs(a))))
+    np.testing.assert_allclose(done.curves["loss"], whole.curves["loss"], rtol=1e-5)
+
+
+def test_sizing_reads_the_device_and_splits_the_models_into_equal_groups():
+    """The device's limit and free memory from memory_stats (a device reporting one, faked); the
+    groups of one size; fit against a brute-force search of the group sizes (no compile)."""
+    sizing = train.sizing
+
+    class Device:
+        platform = "gpu"
+
+        def __init__(self, stats):
+            self.stats = stats
+
+        def memory_stats(self):
+            return self.stats
+
+    assert sizing.device_limit(jax.devices("cpu")[0]) is None and sizing.device_limit(Device({})) is None
+    assert sizing.device_limit(Device({"bytes_limit": 1000})) == 1000
+    assert sizing.available(Device({"bytes_limit": 1000, "bytes_in_use": 300}), own=100) == 800
+    assert sizing.available(Device({"bytes_limit": 1000, "bytes_in_use": 50}), own=100) == 1000
+    for m, most in [(1024, 300), (10, 3), (7, 7), (5, 1), (1021, 256), (3, 8)]:
+        group, padded = sizing.equal_groups(m, most)
+        groups = padded // group
+        assert group <= most and padded % group == 0 and m <= padded < m + groups
+        assert groups == -(-m // min(most, m))
+    need = sizing.Need(fixed=1000, per_model=30, per_member=170, probe=4)
+    for m, limit in [(20, 10_000), (20, 3_000), (20, 2_100), (64, 12_345), (7, 10**9)]:
+        ok = [g for g in range(1, m + 1) if need.bytes(*sizing.equal_groups(m, g)[::-1]) <= sizing.budget(limit)]
+        assert sizing.equal_groups(m, sizing.fit(need, m, limit)) == sizing.equal_groups(m, max(ok or [1]))
+
+
 def test_checkpoint_resume_is_bit_identical_and_keeps_the_curves(tmp_path):
     data, tr = toy_data(), toy_trainer()
     keys, hp = keys_and_hparams()
@@ -333,7 +384,13 @@ def test_bad_arguments_are_refused_before_any_work():
             dict(execution=train.Execution("fast")),
             r"execution.strategy must be one of \['loop', 'scan', 'step'\], got 'fast'",
         ),
-        (dict(execution=train.Execution(batch_size=0)), "execution.batch_size must be an int >= 1, got 0"),
+        (dict(execution=train.Execution(batch_size=0)), r"execution.batch_size must be 'auto' .*, got 0"),
+        (dict(execution=train.Execution(batch_size="all")), r"execution.batch_size must be 'auto' .*, got 'all'"),
+        (dict(execution=train.Execution(memory_limit=0)), "execution.memory_limit must be an int >= 1, got 0"),
+        (
+            dict(execution=train.Execution(batch_size=4, memory_limit=2**30)),
+            "execution.memory_limit sizes the groups of batch_size='auto' only",
+        ),
         (dict(execution=train.Execution(devices=())), "execution.devices must name at least one device"),
         (dict(execution=train.Execution(vectorised_init=1)), "execution.vectorised_init must be a bool"),
         (dict(execution="scan"), "execution must be a tokdyn.train.Execution or None, got 'scan'"),

@@ -135,7 +135,8 @@ def test_bad_values_are_refused_before_any_work():
         (
             dict(execution=train.Execution(batch_size=2.0)),
             TypeError,
-            r"^execution\.batch_size must be an int >= 1, got 2\.0 of type float$",
+            r"^execution\.batch_size must be 'auto' \(sized from the device's memory\), an int >= 1 or None "
+            r"\(all models at once\), got 2\.0 of type float$",
         ),
         (dict(execution=train.Execution(devices=5)), TypeError, r"^execution\.devices must be a sequence of devices"),
         (dict(evaluation=train.Evaluation(every=-2)), ValueError, r"^evaluation\.every must be an int >= 1, got -2$"),

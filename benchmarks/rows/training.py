@@ -6,7 +6,9 @@ bound: XLA's cost analysis of one model's step (``jax.jit(step).lower(...).compi
 .cost_analysis()``: flops and bytes accessed) times the seeds, against the larger of flops over
 the float32 GEMM rate at the row's matmul precision and bytes over the copy bandwidth
 (``work.model_bound``). Seeds: 1, 8, 64 on a CPU; 1, 64, 1,024 on an accelerator (4,096 for the
-visual-token autoencoder); ``--seeds`` overrides."""
+visual-token autoencoder); ``--seeds`` overrides. The models a device vmaps at once are sized from
+its memory (``Execution(batch_size="auto")``, :mod:`tokdyn.train.sizing`), recorded as ``group``
+(the seeds where they all ran at once)."""
 
 from __future__ import annotations
 
@@ -20,12 +22,14 @@ import work
 from rows.base import Suite, cost_of
 
 
-def _train_rate(trainer, pool, keys, hp, strategy, calls, batch_size=None):
+def _train_rate(trainer, pool, keys, hp, strategy, calls, batch_size="auto"):
+    """``(best, median, first)`` seconds per call of ``train_many`` and the models a device
+    vmapped at once (``batch_size="auto"``: sized from the device's memory)."""
     from tokdyn import train
 
     stamps = [time.perf_counter()]
     execution = train.Execution(strategy, batch_size=batch_size, vectorised_init=strategy != "loop")
-    train.train_many(
+    res = train.train_many(
         trainer,
         pool,
         keys,
@@ -35,7 +39,7 @@ def _train_rate(trainer, pool, keys, hp, strategy, calls, batch_size=None):
         on_log=lambda step, logs: stamps.append(time.perf_counter()),
     )
     dt = np.diff(stamps[1:])
-    return dt.min(), float(np.median(dt)), stamps[1] - stamps[0]
+    return dt.min(), float(np.median(dt)), stamps[1] - stamps[0], res.group
 
 
 def learned_models(s: Suite, n_models: int):
@@ -211,7 +215,7 @@ def run(s: Suite):
             with jax.default_matmul_precision(prec):
                 if (name, prec) not in costs:
                     costs[name, prec] = step_cost(tr, pool, keys, hp, compiled=not s.args.smoke)
-                best, med, first = _train_rate(tr, pool, keys, hp, strategy, calls)
+                best, med, first, group = _train_rate(tr, pool, keys, hp, strategy, calls)
             cost = costs[name, prec]
             rate = m * k / med
             extra = {}
@@ -231,6 +235,7 @@ def run(s: Suite):
                 median=m * k / med,
                 compile_s=max(first - med, 0.0),
                 strategy=strategy,
+                group=group,
                 precision=prec,
                 **extra,
             )

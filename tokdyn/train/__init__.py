@@ -8,6 +8,8 @@
   vmapped, sharded, evaluated, checkpointed, resumable, the best state kept), ``grid``
 - :mod:`tokdyn.train.strategies` how a call runs its models (``"scan"``, ``"step"``, ``"loop"``),
   ``make_chunk``
+- :mod:`tokdyn.train.sizing`   how many models a device vmaps at once under
+  ``Execution(batch_size="auto")``: XLA's memory analysis against the device's limit
 - :mod:`tokdyn.train.results`  ``Result``, ``Best`` (the best state kept), the skipped steps
   (``nan_report``, ``skipped_counts``, ``warn_skipped``)
 - :mod:`tokdyn.train.checkpoints` ``save_checkpoint``, ``load_checkpoint``, ``load_best``,
@@ -39,7 +41,7 @@ from tokdyn.train.loop import broadcast, grid, init_states, make_train, settings
 from tokdyn.train.options import BEST_MODES, STRATEGIES, Checkpointing, Evaluation, Execution  # noqa: F401
 from tokdyn.train.results import Best, Result, nan_report, skipped_counts, warn_skipped  # noqa: F401
 from tokdyn.train.strategies import make_chunk  # noqa: F401
-from tokdyn.train import store  # noqa: F401 (train.store, the trained-model store)
+from tokdyn.train import sizing, store  # noqa: F401 (train.sizing; train.store, the trained-model store)
 from tokdyn.train.optim import Config, log_interval, optimizer, schedule  # noqa: F401
 from tokdyn.train.stopping import Decision, Patience  # noqa: F401
 from tokdyn.train.trainer import Curriculum, Trainer, TrainState, init_state, make_step, split_keys  # noqa: F401

@@ -212,7 +212,8 @@ def train_many(
         best_mode, stop)``: scores recorded as curve columns, the best state kept per model, the
         stop rule. None: the training logs only, the whole budget.
       execution: an :class:`~tokdyn.train.options.Execution` ``(strategy, devices, batch_size,
-        vectorised_init)``: how the models are laid on the devices. None: ``Execution()``.
+        vectorised_init, memory_limit)``: how the models are laid on the devices and how many a
+        device vmaps at once (by default sized from its memory). None: ``Execution()``.
       deadline, max_calls: return early, unfinished, once ``time.time() > deadline`` or after
         ``max_calls`` calls (call again to resume).
       on_log: ``on_log(step, logs)`` after every call, with its logs and evaluations (each (M,)).
@@ -229,13 +230,19 @@ def train_many(
     hp = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), hparams)
     state, run_keys = init_states(trainer, keys, hp, vectorised=ex.vectorised_init and ex.strategy != "loop")
     steps = (np.arange(cfg.calls) + 1) * cfg.steps_per_call
-    curves, stopped, done = {}, False, 0  # curves: allocated at the first call (or read from the checkpoint)
+    curves, stopped, done, group, memory = (
+        {},
+        False,
+        0,
+        None,
+        None,
+    )  # curves: allocated at the first call (or read from the checkpoint)
     best = _initial_best(ev, state, m)
     if checkpoint is not None and os.path.exists(checkpoint):
         state, curves, stopped, best, done = _resume(checkpoint, stamp, ev, state, best, m, cfg)
 
     def result(st, finished):  # curves, done and best as they are when it is called
-        return _result(st, finished, curves, steps, done, best, hparams, first.name)
+        return _result(st, finished, curves, steps, done, best, hparams, first.name, group, memory)
 
     if stopped or done >= cfg.steps:
         return result(state, True)
@@ -249,7 +256,8 @@ def train_many(
             stage_end += n
             if done >= stage_end:
                 continue
-            runner = Runner(tr, ex.strategy, state, run_keys, data, m, devices, ex.batch_size)
+            runner = Runner(tr, ex.strategy, state, run_keys, data, m, devices, ex.batch_size, ex.memory_limit)
+            group, memory = runner.group, runner.memory
             while done < stage_end:
                 if (deadline is not None and time.time() > deadline) or (max_calls is not None and calls >= max_calls):
                     return result(runner.state(), False)
@@ -270,15 +278,15 @@ def train_many(
     return result(state, True)
 
 
-def _result(st, finished, curves, steps, done, best, hparams, name) -> Result:
+def _result(st, finished, curves, steps, done, best, hparams, name, group=None, memory=None) -> Result:
     """The :class:`Result` of :func:`train_many`, after a warning naming the models that skipped
     non-finite steps (:func:`warn_skipped`)."""
     skipped = skipped_counts(st)
     warn_skipped(skipped, done, hparams, name=f"train_many ({name})", stacklevel=4)
     if best is None:
-        return Result(st, curves, steps, finished, done, skipped=skipped)
+        return Result(st, curves, steps, finished, done, skipped=skipped, group=group, memory=memory)
     best_state = jax.tree_util.tree_map(jnp.asarray, best.state)
-    return Result(st, curves, steps, finished, done, best_state, best.step.copy(), skipped)
+    return Result(st, curves, steps, finished, done, best_state, best.step.copy(), skipped, group, memory)
 
 
 def _options(deprecated: dict, checkpointing, evaluation, execution, on_log):

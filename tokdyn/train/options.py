@@ -6,9 +6,9 @@ runs.
 - :class:`Evaluation` ``(fn=None, every=1, keep_best=None, best_mode="max", stop=None)``: the
   scores recorded beside the training logs, the best state kept per model, the stop rule that
   reads the recorded curves;
-- :class:`Execution` ``(strategy="scan", devices=None, batch_size=None, vectorised_init=True)``:
-  how the models are laid on the devices (the numbers they reach do not depend on it beyond the
-  last bits).
+- :class:`Execution` ``(strategy="scan", devices=None, batch_size="auto", vectorised_init=True,
+  memory_limit=None)``: how the models are laid on the devices, and how many of them a device
+  vmaps at once (the numbers they reach do not depend on it beyond the last bits).
 
 Each is a frozen dataclass (static: never traced), built once and handed to ``train_many``::
 
@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable, Optional, Sequence
+from numbers import Integral
+from typing import Callable, Optional, Sequence, Union
 
 from tokdyn import _checks
 
@@ -116,15 +117,25 @@ class Execution:
         ``"step"`` (the same, one call per step) or ``"loop"`` (one call per model and step,
         model i on ``devices[i % len(devices)]``).
       devices: the devices to use (at most M of them); None: the local devices.
-      batch_size: models vmapped at once per device (groups mapped one after another); None: all.
+      batch_size: the models vmapped at once per device (``"scan"``, ``"step"``; the groups run
+        one after another inside the call): ``"auto"`` sizes the groups from the device's memory
+        (:mod:`tokdyn.train.sizing`: XLA's memory analysis of the program against all but 10% of
+        ``memory_limit`` or of the device's memory not held by other arrays; groups of one size; every model at once
+        where the device reports no limit, as on the CPU); an int fixes it; None vmaps all of a
+        device's models at once.
       vectorised_init: initialise the models in one vmapped call (False: one call per model, as
         ``"loop"`` always does; the same numbers where a model's init is not vectorisable alike).
+      memory_limit: bytes of memory per device that ``batch_size="auto"`` sizes by (given with
+        another ``batch_size``: a ValueError); None: the device's own limit
+        (``memory_stats()["bytes_limit"]``) less what other arrays hold there. Set it to leave room for other work on the device,
+        or to size the groups on the CPU.
     """
 
     strategy: str = "scan"
     devices: Optional[Sequence] = None
-    batch_size: Optional[int] = None
+    batch_size: Union[int, str, None] = "auto"
     vectorised_init: bool = True
+    memory_limit: Optional[int] = None
 
     def __post_init__(self):
         if self.devices is not None and not isinstance(self.devices, tuple):  # hashable, never aliased
@@ -143,10 +154,26 @@ class Execution:
                 raise TypeError(f"devices must be a sequence of devices or None, got {self.devices!r}")
             if not self.devices:
                 raise ValueError("devices must name at least one device, got an empty sequence")
-        if self.batch_size is not None:
-            _checks.positive_int("batch_size", self.batch_size)
+        b = self.batch_size
+        if not (
+            b is None
+            or (isinstance(b, str) and b == "auto")
+            or (isinstance(b, Integral) and not isinstance(b, bool) and b >= 1)
+        ):
+            error = ValueError if isinstance(b, (str, Integral)) and not isinstance(b, bool) else TypeError
+            raise error(
+                f"batch_size must be 'auto' (sized from the device's memory), an int >= 1 or None (all "
+                f"models at once), got {b!r}" + ("" if error is ValueError else f" of type {type(b).__name__}")
+            )
         if not isinstance(self.vectorised_init, bool):
             raise TypeError(f"vectorised_init must be a bool, got {self.vectorised_init!r}")
+        if self.memory_limit is not None:
+            _checks.positive_int("memory_limit", self.memory_limit)
+            if not (isinstance(b, str) and b == "auto"):
+                raise ValueError(
+                    f"memory_limit sizes the groups of batch_size='auto' only, got memory_limit="
+                    f"{self.memory_limit!r} with batch_size={b!r}: drop one of them"
+                )
         return self
 
 

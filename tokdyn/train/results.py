@@ -32,6 +32,10 @@ class Result:
       skipped: (M,) int: the steps each model skipped as non-finite (its loss or gradient NaN or
         infinite), over its whole training (a resumed run's earlier calls included); a model whose
         count equals ``stopped_at`` never trained. :func:`~tokdyn.train.train_many` warns when any is above 0.
+      group: the models a device vmapped at once in the last stage run (``Execution.batch_size``
+        resolved; 1 under ``"loop"``); None where this call ran none.
+      memory: where ``batch_size="auto"`` sized the groups: the bytes a call of the last stage run
+        needs per device by XLA's memory analysis (:mod:`tokdyn.train.sizing`); else None.
     """
 
     state: TrainState
@@ -42,6 +46,8 @@ class Result:
     best_state: Optional[TrainState] = None
     best_step: Optional[np.ndarray] = None
     skipped: Optional[np.ndarray] = None
+    group: Optional[int] = None
+    memory: Optional[int] = None
 
     def nan_report(self) -> list[tuple[int, int, int]]:
         """:func:`nan_report` of the state."""

@@ -1,6 +1,7 @@
 """The latent reasoner's protocol: causality, latent feedback, interventions, shape errors."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,13 @@ def setup(batch5):
     return model, params, batch5
 
 
+@functools.lru_cache(maxsize=None)
+def japply(model):
+    """``jax.jit(model.apply)``, one object per model: the tests that apply one model share its
+    traces and compilations (a new ``jax.jit`` of the method would trace again)."""
+    return jax.jit(model.apply)
+
+
 def _first(batch, n):
     return jax.tree.map(lambda a: a[:n], batch)
 
@@ -45,7 +53,7 @@ def test_layout_and_shapes(setup):
     model, params, batch = setup
     lay = model.layout
     assert lay.length == 16 + 5 + 1 + 3 + 1 + 4 + 1
-    out = jax.jit(model.apply)(params, batch)
+    out = japply(model)(params, batch)
     assert out.logits.shape == (5, lay.length, TASK.vocab.size)
     assert out.hidden.shape == (5, 3, lay.length, 32)
     assert out.attention.shape == (5, 2, 2, lay.length, lay.length)
@@ -61,13 +69,13 @@ def test_causal_masking(setup):
     model, params, batch = setup
     lay = model.layout
     other = dataclasses.replace(batch, caption=batch.caption.at[:, 2].set(TASK.vocab.number0 + 3))
-    a, b = jax.jit(model.apply)(params, batch), jax.jit(model.apply)(params, other)
+    a, b = japply(model)(params, batch), japply(model)(params, other)
     cut = lay.caption.start + 2
     np.testing.assert_allclose(np.asarray(a.logits[:, :cut]), np.asarray(b.logits[:, :cut]), atol=1e-5)
     np.testing.assert_allclose(np.asarray(a.latents), np.asarray(b.latents), atol=1e-5)
     assert not np.allclose(np.asarray(a.logits[:, cut:]), np.asarray(b.logits[:, cut:]), atol=1e-4)
     # a changed image changes the latents (they read the image)
-    c = jax.jit(model.apply)(params, dataclasses.replace(batch, image=(batch.image + 1) % (TASK.n_colours + 1)))
+    c = japply(model)(params, dataclasses.replace(batch, image=(batch.image + 1) % (TASK.n_colours + 1)))
     assert not np.allclose(np.asarray(a.latents), np.asarray(c.latents), atol=1e-4)
 
 
@@ -91,11 +99,11 @@ def test_latent_feedback_matches_manual_unroll(setup):
         return jnp.stack(manual, 1), final
 
     manual, final = manual_unroll(params, batch)
-    got = jax.jit(model.apply)(params, batch)
+    got = japply(model)(params, batch)
     np.testing.assert_allclose(np.asarray(got.latents), np.asarray(manual), atol=1e-5)
     np.testing.assert_allclose(np.asarray(got.logits), np.asarray(final), atol=1e-4)
     # feeding the latents back in explicitly gives the same outputs in one pass
-    again = jax.jit(model.apply)(params, batch, latents=got.latents)
+    again = japply(model)(params, batch, latents=got.latents)
     np.testing.assert_allclose(np.asarray(again.logits), np.asarray(got.logits), atol=1e-4)
 
 
@@ -105,7 +113,7 @@ def test_projection_matches_norms(batch5):
     for proj in latent_model.PROJECTIONS:
         m = latent_model.Model(dataclasses.replace(CFG, projection=proj))
         p = m.init(jax.random.key(0))
-        out = jax.jit(m.apply)(p, batch)
+        out = japply(m)(p, batch)
         emb = np.asarray(out.hidden[:, 0])  # input embeddings, latent slots hold the fed-back vectors
         lat = emb[:, m.layout.latents]
         if proj == "none":
@@ -173,7 +181,7 @@ def _inserted_reference(model, params, batch, mask):
 
 def test_inject_matches_really_inserted_patches(setup):
     model, params, batch = setup
-    f = jax.jit(model.apply)
+    f = japply(model)
     mask = np.array(jax.random.bernoulli(jax.random.key(3), 0.3, (5, 16)))
     mask[0] = False
     mask[1] = True
@@ -207,7 +215,7 @@ def test_drop_equals_deleting_the_positions(setup):
     gone = [lay.question.start + 1, lay.latent_end]
     drop = np.zeros((5, lay.length), bool)
     drop[:, gone] = True
-    got = jax.jit(model.apply)(params, batch, drop=jnp.asarray(drop))
+    got = japply(model)(params, batch, drop=jnp.asarray(drop))
     kept = np.setdiff1d(np.arange(lay.length), gone)
     slot = [int(np.flatnonzero(kept == p)[0]) for p in range(lay.latents.start, lay.latents.stop)]
 
@@ -236,7 +244,7 @@ def test_pause_and_direct_modes(batch5):
     batch = _first(batch5, 3)
     m = latent_model.Model(dataclasses.replace(CFG, latent_mode="pause", caption_len=0))
     p = m.init(jax.random.key(0))
-    out = jax.jit(m.apply)(p, batch)
+    out = japply(m)(p, batch)
     lay = m.layout
     tok = np.asarray(p["params"]["tok"]["embedding"])[TASK.vocab.pause]
     pos = np.asarray(p["params"]["pos"]["embedding"])[lay.latents.start - 16]
@@ -244,14 +252,14 @@ def test_pause_and_direct_modes(batch5):
     assert out.latents.shape == (3, 0, 32)
     d = latent_model.Model(latent_model.Config(task=TASK, width=32, heads=2))
     assert d.layout.length == 16 + 5 + 1
-    assert jax.jit(d.apply)(d.init(jax.random.key(0)), batch).logits.shape == (3, 22, TASK.vocab.size)
+    assert japply(d)(d.init(jax.random.key(0)), batch).logits.shape == (3, 22, TASK.vocab.size)
 
 
 def test_no_image_ignores_the_image(batch5):
     m = latent_model.Model(latent_model.Config(task=TASK, width=32, heads=2, use_image=False))
     p = m.init(jax.random.key(0))
     b = _first(batch5, 3)
-    f = jax.jit(m.apply)
+    f = japply(m)
     a = f(p, b).logits
     c = f(p, dataclasses.replace(b, image=(b.image + 1) % 4)).logits
     np.testing.assert_array_equal(np.asarray(a), np.asarray(c))

@@ -17,6 +17,8 @@ MODEL = latent_model.Model(CFG)
 LAY = MODEL.layout
 APPLY = jax.jit(MODEL.apply)  # (eager Flax applies are slow)
 POS = dict(latent_positions=tuple(range(LAY.latents.start, LAY.latents.stop)), answer_position=LAY.answer)
+# the reward of every instance's logits (B, T, V), one compilation for the tests below
+REWARDS = jax.jit(jax.vmap(lambda lg: dmlr.confidence(lg, reward="entropy", top_k=5, **POS)))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def test_es_estimate_of_the_models_reward_points_along_its_gradient(setup):
     is close in direction to jax.grad of the same reward."""
     params, batch = setup
     inst = jax.tree.map(lambda a: a[:1], batch)
-    lat = APPLY(params, inst).latents
+    lat = APPLY(params, batch).latents[:1]  # the model's own latents (the batch's program, as the tests below)
 
     def reward(u):
         out = MODEL.apply(params, inst, latents=u)
@@ -86,7 +88,7 @@ def test_optimise_keeps_the_most_confident_latents(setup, estimator):
     lg = np.asarray(out.logits[:, LAY.answer])
     picked = np.take_along_axis(lg, np.asarray(res.answer_best)[:, None], -1)[:, 0]
     np.testing.assert_allclose(picked, lg.max(-1), rtol=1e-5, atol=1e-5)
-    r = jax.vmap(lambda lg: dmlr.confidence(lg, reward="entropy", top_k=5, **POS))(out.logits)
+    r = REWARDS(out.logits)
     np.testing.assert_allclose(r, res.reward_best, rtol=1e-4, atol=1e-5)
     assert np.all(np.asarray(res.n_nan) == 0)
     assert np.mean(np.asarray(res.reward_best) > np.asarray(res.reward_before)) >= 0.5  # the search climbs
@@ -122,7 +124,7 @@ def test_injection_answers_with_the_most_confident_pair(setup, inject):
     lg = np.asarray(out.logits[:, LAY.answer])  # another program: an argmax up to rounding, as above
     picked = np.take_along_axis(lg, np.asarray(res.answer_best)[:, None], -1)[:, 0]
     np.testing.assert_allclose(picked, lg.max(-1), rtol=1e-5, atol=1e-5)
-    r = jax.vmap(lambda lg: dmlr.confidence(lg, reward="entropy", top_k=5, **POS))(out.logits)
+    r = REWARDS(out.logits)
     np.testing.assert_allclose(r, res.reward_best, rtol=1e-4, atol=1e-5)
     if inject == "all":
         assert inj.all()

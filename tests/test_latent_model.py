@@ -1,6 +1,7 @@
 """The latent reasoner's protocol: causality, latent feedback, interventions, shape errors."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,13 @@ def setup(batch5):
     return model, params, batch5
 
 
+@functools.lru_cache(maxsize=None)
+def japply(model):
+    """``jax.jit(model.apply)``, one object per model: the tests that apply one model share its
+    traces and compilations (a new ``jax.jit`` of the method would trace again)."""
+    return jax.jit(model.apply)
+
+
 def _first(batch, n):
     return jax.tree.map(lambda a: a[:n], batch)
 
@@ -45,7 +53,7 @@ def test_layout_and_shapes(setup):
     model, params, batch = setup
     lay = model.layout
     assert lay.length == 16 + 5 + 1 + 3 + 1 + 4 + 1
-    out = jax.jit(model.apply)(params, batch)
+    out = japply(model)(params, batch)
     assert out.logits.shape == (5, lay.length, TASK.vocab.size)
     assert out.hidden.shape == (5, 3, lay.length, 32)
     assert out.attention.shape == (5, 2, 2, lay.length, lay.length)
@@ -61,13 +69,13 @@ def test_causal_masking(setup):
     model, params, batch = setup
     lay = model.layout
     other = dataclasses.replace(batch, caption=batch.caption.at[:, 2].set(TASK.vocab.number0 + 3))
-    a, b = jax.jit(model.apply)(params, batch), jax.jit(model.apply)(params, other)
+    a, b = japply(model)(params, batch), japply(model)(params, other)
     cut = lay.caption.start + 2
     np.testing.assert_allclose(np.asarray(a.logits[:, :cut]), np.asarray(b.logits[:, :cut]), atol=1e-5)
     np.testing.assert_allclose(np.asarray(a.latents), np.asarray(b.latents), atol=1e-5)
     assert not np.allclose(np.asarray(a.logits[:, cut:]), np.asarray(b.logits[:, cut:]), atol=1e-4)
     # a changed image changes the latents (they read the image)
-    c = jax.jit(model.apply)(params, dataclasses.replace(batch, image=(batch.image + 1) % (TASK.n_colours + 1)))
+    c = japply(model)(params, dataclasses.replace(batch, image=(batch.image + 1) % (TASK.n_colours + 1)))
     assert not np.allclose(np.asarray(a.latents), np.asarray(c.latents), atol=1e-4)
 
 
@@ -75,21 +83,27 @@ def test_latent_feedback_matches_manual_unroll(setup):
     """Full-length passes, writing project(last hidden at s+i-1) into slot i, one at a time."""
     model, params, batch = setup
     net, lay = model.net, model.layout
-    x = model.embed(params, batch)
     s = lay.latents.start
-    manual = []
-    for i in range(CFG.n_latents):
-        out = net.apply(params, x, method=latent_model.Network.backbone)[0]
-        manual.append(out[:, s + i - 1])
-        x = x.at[:, s + i].set(net.apply(params, out[:, s + i - 1], method=latent_model.Network.project))
-    final = net.apply(
-        params, net.apply(params, x, method=latent_model.Network.backbone)[0], method=latent_model.Network.unembed
-    )
-    got = jax.jit(model.apply)(params, batch)
-    np.testing.assert_allclose(np.asarray(got.latents), np.asarray(jnp.stack(manual, 1)), atol=1e-5)
+
+    @jax.jit
+    def manual_unroll(params, batch):  # one compilation of the reference's passes
+        x = model.embed(params, batch)
+        manual = []
+        for i in range(CFG.n_latents):
+            out = net.apply(params, x, method=latent_model.Network.backbone)[0]
+            manual.append(out[:, s + i - 1])
+            x = x.at[:, s + i].set(net.apply(params, out[:, s + i - 1], method=latent_model.Network.project))
+        final = net.apply(
+            params, net.apply(params, x, method=latent_model.Network.backbone)[0], method=latent_model.Network.unembed
+        )
+        return jnp.stack(manual, 1), final
+
+    manual, final = manual_unroll(params, batch)
+    got = japply(model)(params, batch)
+    np.testing.assert_allclose(np.asarray(got.latents), np.asarray(manual), atol=1e-5)
     np.testing.assert_allclose(np.asarray(got.logits), np.asarray(final), atol=1e-4)
     # feeding the latents back in explicitly gives the same outputs in one pass
-    again = jax.jit(model.apply)(params, batch, latents=got.latents)
+    again = japply(model)(params, batch, latents=got.latents)
     np.testing.assert_allclose(np.asarray(again.logits), np.asarray(got.logits), atol=1e-4)
 
 
@@ -99,7 +113,7 @@ def test_projection_matches_norms(batch5):
     for proj in latent_model.PROJECTIONS:
         m = latent_model.Model(dataclasses.replace(CFG, projection=proj))
         p = m.init(jax.random.key(0))
-        out = jax.jit(m.apply)(p, batch)
+        out = japply(m)(p, batch)
         emb = np.asarray(out.hidden[:, 0])  # input embeddings, latent slots hold the fed-back vectors
         lat = emb[:, m.layout.latents]
         if proj == "none":
@@ -111,14 +125,24 @@ def test_projection_matches_norms(batch5):
 
 def test_intervene_identity_replace_and_propagation(setup):
     model, params, batch = setup
-    base = model.apply(params, batch)
-    same = model.apply(params, batch, intervene=lambda x: x)
+    lay = model.layout
+    new = jax.random.normal(jax.random.key(5), (1, CFG.width))
+
+    @jax.jit
+    def run(params, k):  # every pass below in one compilation; k: a traced factor
+        base = model.apply(params, batch)
+        same = model.apply(params, batch, intervene=lambda x: x)
+        ed = model.apply(params, batch, intervene=latent_model.replace([lay.latent_start], new))
+        scaled = model.apply(
+            params, batch, intervene=latent_model.scale(list(range(*lay.latents.indices(lay.length))), k)
+        ).logits
+        z = model.apply(params, batch, intervene=latent_model.add([0, 3], jnp.zeros(CFG.width)))
+        return base, same, ed, scaled, z
+
+    base, same, ed, scaled, z = run(params, 1.0)
     for f in base._fields:
         np.testing.assert_array_equal(np.asarray(getattr(base, f)), np.asarray(getattr(same, f)))
-    lay = model.layout
     # replacing the <latent_start> embedding changes the first latent and everything after it
-    new = jax.random.normal(jax.random.key(5), (1, CFG.width))
-    ed = model.apply(params, batch, intervene=latent_model.replace([lay.latent_start], new))
     np.testing.assert_allclose(
         np.asarray(ed.hidden[:, 0, lay.latent_start]), np.broadcast_to(np.asarray(new), (5, CFG.width)), atol=1e-6
     )
@@ -126,20 +150,15 @@ def test_intervene_identity_replace_and_propagation(setup):
         np.asarray(ed.logits[:, : lay.latent_start]), np.asarray(base.logits[:, : lay.latent_start]), atol=1e-5
     )
     assert not np.allclose(np.asarray(ed.latents[:, 0]), np.asarray(base.latents[:, 0]), atol=1e-4)
-    # add zero and scale by one are no-ops; jit works with a traced factor
-    f = jax.jit(
-        lambda p, k: (
-            model.apply(p, batch, intervene=latent_model.scale(list(range(*lay.latents.indices(lay.length))), k)).logits
-        )
-    )
-    np.testing.assert_allclose(np.asarray(f(params, 1.0)), np.asarray(base.logits), atol=1e-5)
-    z = model.apply(params, batch, intervene=latent_model.add([0, 3], jnp.zeros(CFG.width)))
+    # add zero and scale by one (a traced factor) are no-ops
+    np.testing.assert_allclose(np.asarray(scaled), np.asarray(base.logits), atol=1e-5)
     np.testing.assert_allclose(np.asarray(z.logits), np.asarray(base.logits), atol=1e-6)
 
 
 def _inserted_reference(model, params, batch, mask):
     """Instance by instance: the selected patches' embeddings really inserted after the question
-    (a longer sequence, no masking), latent feedback by full passes as in the manual unroll."""
+    (a longer sequence, no masking), latent feedback by full passes as in the manual unroll
+    (``mask`` a host array: traceable in ``params`` and ``batch``)."""
     net, lay = model.net, model.layout
     at, s = lay.question.stop, lay.latents.start
     logits, latents = [], []
@@ -155,23 +174,23 @@ def _inserted_reference(model, params, batch, mask):
         lg = net.apply(
             params, net.apply(params, x, method=latent_model.Network.backbone)[0], method=latent_model.Network.unembed
         )
-        logits.append(np.concatenate([lg[0, :at], lg[0, at + k :]]))
-        latents.append(np.asarray(jnp.concatenate(fed)))
-    return np.stack(logits), np.stack(latents)
+        logits.append(jnp.concatenate([lg[0, :at], lg[0, at + k :]]))
+        latents.append(jnp.concatenate(fed))
+    return jnp.stack(logits), jnp.stack(latents)
 
 
 def test_inject_matches_really_inserted_patches(setup):
     model, params, batch = setup
-    f = jax.jit(model.apply)
+    f = japply(model)
     mask = np.array(jax.random.bernoulli(jax.random.key(3), 0.3, (5, 16)))
     mask[0] = False
     mask[1] = True
     got = f(params, batch, inject=jnp.asarray(mask))
-    want_logits, want_latents = _inserted_reference(
-        model, params, jax.tree_util.tree_map(lambda a: a[2:3], batch), mask[2:3]
-    )  # some patches
-    np.testing.assert_allclose(np.asarray(got.logits[2:3]), want_logits, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(got.latents[2:3]), want_latents, atol=1e-4)
+    want_logits, want_latents = jax.jit(lambda p, b: _inserted_reference(model, p, b, mask[2:3]))(
+        params, jax.tree_util.tree_map(lambda a: a[2:3], batch)
+    )  # some patches (the reference's passes in one compilation)
+    np.testing.assert_allclose(np.asarray(got.logits[2:3]), np.asarray(want_logits), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(got.latents[2:3]), np.asarray(want_latents), atol=1e-4)
     # no copy seen: exactly the plain forward pass; the layout's shapes are kept
     base = f(params, batch)
     np.testing.assert_allclose(np.asarray(got.logits[0]), np.asarray(base.logits[0]), atol=1e-5)
@@ -196,21 +215,26 @@ def test_drop_equals_deleting_the_positions(setup):
     gone = [lay.question.start + 1, lay.latent_end]
     drop = np.zeros((5, lay.length), bool)
     drop[:, gone] = True
-    got = jax.jit(model.apply)(params, batch, drop=jnp.asarray(drop))
+    got = japply(model)(params, batch, drop=jnp.asarray(drop))
     kept = np.setdiff1d(np.arange(lay.length), gone)
-    one = jax.tree_util.tree_map(lambda a: a[:1], batch)
-    x = model.embed(params, one)[:, kept]
     slot = [int(np.flatnonzero(kept == p)[0]) for p in range(lay.latents.start, lay.latents.stop)]
-    fed = []
-    for i in slot:
-        out = net.apply(params, x, method=latent_model.Network.backbone)[0]
-        fed.append(out[:, i - 1])
-        x = x.at[:, i].set(net.apply(params, fed[-1], method=latent_model.Network.project))
-    want = net.apply(
-        params, net.apply(params, x, method=latent_model.Network.backbone)[0], method=latent_model.Network.unembed
-    )
+
+    @jax.jit
+    def shorter(params, one):  # the shorter sequence's passes, in one compilation
+        x = model.embed(params, one)[:, kept]
+        fed = []
+        for i in slot:
+            out = net.apply(params, x, method=latent_model.Network.backbone)[0]
+            fed.append(out[:, i - 1])
+            x = x.at[:, i].set(net.apply(params, fed[-1], method=latent_model.Network.project))
+        want = net.apply(
+            params, net.apply(params, x, method=latent_model.Network.backbone)[0], method=latent_model.Network.unembed
+        )
+        return want, jnp.stack(fed, 1)
+
+    want, fed = shorter(params, jax.tree_util.tree_map(lambda a: a[:1], batch))
     np.testing.assert_allclose(np.asarray(got.logits[:1, kept]), np.asarray(want), atol=1e-4)
-    np.testing.assert_allclose(np.asarray(got.latents[:1]), np.asarray(jnp.stack(fed, 1)), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(got.latents[:1]), np.asarray(fed), atol=1e-4)
     assert np.all(np.asarray(got.attention)[..., gone] == 0)  # nothing attends to a dropped position
     with pytest.raises(ValueError, match="drop"):
         model.apply(params, batch, drop=jnp.zeros((5, 3), bool))
@@ -220,7 +244,7 @@ def test_pause_and_direct_modes(batch5):
     batch = _first(batch5, 3)
     m = latent_model.Model(dataclasses.replace(CFG, latent_mode="pause", caption_len=0))
     p = m.init(jax.random.key(0))
-    out = jax.jit(m.apply)(p, batch)
+    out = japply(m)(p, batch)
     lay = m.layout
     tok = np.asarray(p["params"]["tok"]["embedding"])[TASK.vocab.pause]
     pos = np.asarray(p["params"]["pos"]["embedding"])[lay.latents.start - 16]
@@ -228,14 +252,14 @@ def test_pause_and_direct_modes(batch5):
     assert out.latents.shape == (3, 0, 32)
     d = latent_model.Model(latent_model.Config(task=TASK, width=32, heads=2))
     assert d.layout.length == 16 + 5 + 1
-    assert jax.jit(d.apply)(d.init(jax.random.key(0)), batch).logits.shape == (3, 22, TASK.vocab.size)
+    assert japply(d)(d.init(jax.random.key(0)), batch).logits.shape == (3, 22, TASK.vocab.size)
 
 
 def test_no_image_ignores_the_image(batch5):
     m = latent_model.Model(latent_model.Config(task=TASK, width=32, heads=2, use_image=False))
     p = m.init(jax.random.key(0))
     b = _first(batch5, 3)
-    f = jax.jit(m.apply)
+    f = japply(m)
     a = f(p, b).logits
     c = f(p, dataclasses.replace(b, image=(b.image + 1) % 4)).logits
     np.testing.assert_array_equal(np.asarray(a), np.asarray(c))

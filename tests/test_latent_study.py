@@ -72,7 +72,7 @@ ARGS = [
     "--n-test",
     "40",
     "--n-val",
-    "20",
+    "40",
     "--seeds",
     "2",
     "--warmup",
@@ -184,26 +184,28 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
         latent_reasoning.main(dataclasses.replace(cfg, train=False), str(tmp_path / "empty"), quiet=True, plots=False)
     assert not os.path.exists(tmp_path / "empty")
     # --fresh removes the old configuration's files (its variants and figures) and starts afresh
-    fresh = latent_reasoning.Config(variants=("direct",), reference_steps=0, training=TINY)
+    fresh = latent_reasoning.Config(variants=("no_image",), reference_steps=0, training=TINY)
     assert latent_reasoning.main(fresh, out, quiet=True, plots=False, fresh=True)
-    assert sorted(os.listdir(os.path.join(out, "results"))) == ["direct.json", "direct.npz"]
+    assert sorted(os.listdir(os.path.join(out, "results"))) == ["no_image.json", "no_image.npz"]
     assert not os.path.exists(os.path.join(out, "learning_curves.png"))
     assert io.read_json(os.path.join(out, "config.json"))["config"]["reference_steps"] == 0
 
 
 def test_tested_final_answers_with_the_last_state(tmp_path):
     """With tested='final' the test answers and the state the analyses read are the last step's."""
-    cfg = latent_reasoning.Config(variants=("direct",), reference_steps=0, training=TINY, tested="final")
+    # no_image (here and below): the variant the study fixture trains on TINY's schedule, whose
+    # compiled training and evaluation these tests share
+    cfg = latent_reasoning.Config(variants=("no_image",), reference_steps=0, training=TINY, tested="final")
     out = str(tmp_path / "final")
     assert latent_reasoning.main(cfg, out, quiet=True, plots=False)
-    res = latent_reasoning.read_result(os.path.join(out, "results", "direct.json"))
+    res = latent_reasoning.read_result(os.path.join(out, "results", "no_image.json"))
     assert res["tested"] == "final" and res["tested_step"] == [TINY.train.steps] * TINY.seeds
-    last = training.load(os.path.join(out, "checkpoints", "direct.npz"), TINY, "direct", cfg.hparams)
-    _, params, tc = latent_reasoning.load_variant(cfg, out, "direct")
+    last = training.load(os.path.join(out, "checkpoints", "no_image.npz"), TINY, "no_image", cfg.hparams)
+    _, params, tc = latent_reasoning.load_variant(cfg, out, "no_image")
     for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(last.params)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    answers, _ = evaluation.answers(tc, "direct", last.params, latent_reasoning.splits(cfg).test)
-    np.testing.assert_array_equal(np.asarray(answers), latent_reasoning.read_answers(out, "direct"))
+    answers, _ = evaluation.answers(tc, "no_image", last.params, latent_reasoning.splits(cfg).test)
+    np.testing.assert_array_equal(np.asarray(answers), latent_reasoning.read_answers(out, "no_image"))
 
 
 def truncate(path, keep=2 / 3):
@@ -226,14 +228,14 @@ def stop_recorded(whole, seen):
 def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path, monkeypatch):
     """A variant cut off after its first call resumes from the checkpoint to the uninterrupted
     result; with its curve damaged, it is trained again from the start, to the same result."""
-    cfg = latent_reasoning.Config(variants=("direct",), reference_steps=0, training=TINY)
+    cfg = latent_reasoning.Config(variants=("no_image",), reference_steps=0, training=TINY)
     full, cut, bad = (str(tmp_path / d) for d in ("full", "cut", "bad"))
     assert latent_reasoning.main(cfg, full, quiet=True, plots=False)
     whole = train.train_many
     monkeypatch.setattr(train, "train_many", lambda *a, **kw: whole(*a, **{**kw, "max_calls": 1}))
     assert not latent_reasoning.main(cfg, cut, quiet=True, plots=False)  # what a run stopped after one call leaves
     monkeypatch.setattr(train, "train_many", whole)
-    assert io.read_csv(os.path.join(cut, "curves", "direct.csv"))["step"].tolist() == [20, 20]
+    assert io.read_csv(os.path.join(cut, "curves", "no_image.csv"))["step"].tolist() == [20, 20]
     shutil.copytree(cut, bad)
     calls = []
     monkeypatch.setattr(train, "train_many", stop_recorded(whole, calls))
@@ -242,30 +244,31 @@ def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path, mon
         assert latent_reasoning.main(cfg, cut, quiet=True, plots=False)
     assert not [w for w in caught if "set aside" in str(w.message)]  # a clean resume sets nothing aside
     assert calls == [40]  # only the rest ran
-    truncate(os.path.join(bad, "curves", "direct.csv"), 0.9)
-    with pytest.warns(RuntimeWarning, match=r"curves/direct.csv does not hold the learning curve of .*direct.npz"):
+    truncate(os.path.join(bad, "curves", "no_image.csv"), 0.9)
+    with pytest.warns(RuntimeWarning, match=r"curves/no_image.csv does not hold the learning curve of .*no_image.npz"):
         assert latent_reasoning.main(cfg, bad, quiet=True, plots=False)
     assert calls == [40, 20, 40]  # trained again from the start
     assert os.listdir(os.path.join(bad, "curves", "corrupt")) and os.listdir(
         os.path.join(bad, "checkpoints", "corrupt")
     )
-    killing.same_files(full, cut, ["curves/direct.csv", "results/direct.json", "accuracy.csv"])
-    killing.same_files(full, bad, ["curves/direct.csv", "results/direct.json", "accuracy.csv"])
+    killing.same_files(full, cut, ["curves/no_image.csv", "results/no_image.json", "accuracy.csv"])
+    killing.same_files(full, bad, ["curves/no_image.csv", "results/no_image.json", "accuracy.csv"])
     # a checkpoint that keeps no best state (as an earlier tokdyn wrote it) is set aside and the
     # variant trained again from the start, to the same result
     old = str(tmp_path / "old")
     shutil.copytree(cut, old)
-    for f in ("results/direct.json", "results/direct.npz"):
+    for f in ("results/no_image.json", "results/no_image.npz"):
         os.remove(os.path.join(old, f))
-    ck = os.path.join(old, "checkpoints", "direct.npz")
-    state, curves, _ = train.load_checkpoint(ck, training.init_states(TINY, "direct", cfg.hparams))
-    train.save_checkpoint(ck, state, curves, training.stamp(TINY, "direct"))  # no best state
+    ck = os.path.join(old, "checkpoints", "no_image.npz")
+    state, curves, _ = train.load_checkpoint(ck, training.init_states(TINY, "no_image", cfg.hparams))
+    train.save_checkpoint(ck, state, curves, training.stamp(TINY, "no_image"))  # no best state
     with pytest.warns(RuntimeWarning, match="keeps no best state"):
         assert latent_reasoning.main(cfg, old, quiet=True, plots=False)
     assert calls == [40, 20, 40, 20, 40]
-    killing.same_files(full, old, ["curves/direct.csv", "results/direct.json", "accuracy.csv"])
+    killing.same_files(full, old, ["curves/no_image.csv", "results/no_image.json", "accuracy.csv"])
     ckpts = [
-        training.load(os.path.join(d, "checkpoints", "direct.npz"), TINY, "direct", cfg.hparams) for d in (full, cut)
+        training.load(os.path.join(d, "checkpoints", "no_image.npz"), TINY, "no_image", cfg.hparams)
+        for d in (full, cut)
     ]
     for x, y in zip(jax.tree.leaves(ckpts[0]), jax.tree.leaves(ckpts[1])):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -374,18 +377,18 @@ def test_damaged_files_of_a_finished_variant_are_named_set_aside_and_recomputed(
     """Truncated, each kind in turn: the curve (restored from its copy in the answers), the result
     and the answers (recomputed from the final checkpoint), the checkpoint (trained again): each is
     named in a warning, set aside to corrupt/, and the study ends with the same bits."""
-    cfg = latent_reasoning.Config(variants=("direct",), reference_steps=0, training=TINY)
+    cfg = latent_reasoning.Config(variants=("no_image",), reference_steps=0, training=TINY)
     full, out = str(tmp_path / "full"), str(tmp_path / "out")
     assert latent_reasoning.main(cfg, full, quiet=True, plots=False)
     shutil.copytree(full, out)
-    files = ["curves/direct.csv", "results/direct.json", "results/direct.npz", "accuracy.csv"]
+    files = ["curves/no_image.csv", "results/no_image.json", "results/no_image.npz", "accuracy.csv"]
     whole = train.train_many
     steps = []
     monkeypatch.setattr(train, "train_many", stop_recorded(whole, steps))
     for damaged, retrained in (
-        (["curves/direct.csv"], False),
-        (["results/direct.json", "results/direct.npz"], False),
-        (["checkpoints/direct.npz"], True),
+        (["curves/no_image.csv"], False),
+        (["results/no_image.json", "results/no_image.npz"], False),
+        (["checkpoints/no_image.npz"], True),
     ):
         for rel in damaged:
             truncate(os.path.join(out, rel))
@@ -403,5 +406,5 @@ def test_damaged_files_of_a_finished_variant_are_named_set_aside_and_recomputed(
         steps.clear()
         killing.same_files(full, out, [f for f in files if not f.endswith(".npz")])
         np.testing.assert_array_equal(
-            latent_reasoning.read_answers(full, "direct"), latent_reasoning.read_answers(out, "direct")
+            latent_reasoning.read_answers(full, "no_image"), latent_reasoning.read_answers(out, "no_image")
         )

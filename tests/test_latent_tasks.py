@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy.stats import binom
 
 from tokdyn.models.latent import tasks
 
@@ -110,25 +111,26 @@ def test_marker_unique_and_value_ranges(batch):
     assert set(rot[:, 1] - V.op0) == set(range(len(tasks.OPS)))
 
 
-def test_density_and_seeding():
-    rotate = tasks.Config(density=0.3, families=("rotate",))
-    b = tasks.generate(jax.random.key(0), 200, rotate)
-    frac = float((np.asarray(b.image) > 0).mean())
-    assert abs(frac - 0.3) < 0.03  # 7200 cells
+def test_density_and_seeding(batch):
+    # the fixture's instances (one compiled generator): every family but path (whose marker fills a
+    # cell) fills each cell with probability density
+    image = batch.image[batch.family != tasks.FAMILIES.index("path")]
+    frac = float((image > 0).mean())
+    assert abs(frac - CFG.density) < 0.03  # 8000 cells
     # the kernel inside a user's jit, with a traced offset
-    again = jax.jit(lambda k, o: tasks.generate(k, 50, rotate, offset=o))(jax.random.key(0), 150)
-    np.testing.assert_array_equal(np.asarray(b.image)[150:], np.asarray(again.image))
-    other = tasks.generate(jax.random.key(1), 200, rotate)  # the size drawn above: no other compilation
-    assert not np.array_equal(np.asarray(b.image)[:50], np.asarray(other.image)[:50])
+    again = jax.jit(lambda k, o: tasks.generate(k, 50, CFG, offset=o))(jax.random.key(7), 150)
+    np.testing.assert_array_equal(batch.image[150:200], np.asarray(again.image))
+    other = tasks.generate(jax.random.key(1), 200, CFG)  # the configuration drawn above: no other compilation
+    assert not np.array_equal(batch.image[:50], np.asarray(other.image)[:50])
 
 
-def test_sample_is_vmappable_over_traced_families():
-    keys = jax.random.split(jax.random.key(3), 8)
-    fams = jnp.arange(8) % len(tasks.FAMILIES)
-    out = jax.jit(jax.vmap(lambda k, f: tasks.sample(k, f, CFG)))(keys, fams)
-    np.testing.assert_array_equal(np.asarray(out.family), np.asarray(fams))
-    one = tasks.sample(keys[5], "gravity", CFG)
-    np.testing.assert_array_equal(np.asarray(out.image[5]), np.asarray(one.image))
+def test_sample_is_vmappable_over_traced_families(batch):
+    # generate is sample vmapped over keys fold_in(key, i) and traced family indices i % 5: the
+    # fixture's instances (its compiled program); instance 7 is a gravity task
+    np.testing.assert_array_equal(batch.family[:8], np.arange(8) % len(tasks.FAMILIES))
+    one = jax.jit(lambda k: tasks.sample(k, "gravity", CFG))(jax.random.fold_in(jax.random.key(7), 7))
+    for f in dataclasses.fields(tasks.Instance):  # a concrete family: the same instance
+        np.testing.assert_array_equal(getattr(batch, f.name)[7], np.asarray(getattr(one, f.name)), err_msg=f.name)
     # Instance: a frozen dataclass pytree (fields in declaration order)
     assert [f.name for f in dataclasses.fields(tasks.Instance)] == [
         "image",
@@ -205,9 +207,14 @@ def test_bad_family_and_sizes():
 @pytest.mark.parametrize(
     "cfg",
     [
-        tasks.Config(grid_size=4, n_colours=4, density=0.75),
-        tasks.Config(grid_size=5, n_colours=3, density=0.9),
-        tasks.Config(grid_size=3, n_colours=6, density=0.3),
+        # one compilation of the generator per configuration: the default run samples the fixture's
+        # (whose generator is compiled already), the others are slow (among them the one whose
+        # read/rotate/path optimum is a coloured cell, d / C); every configuration's closed forms are
+        # checked in the default run by test_question_only_closed_forms
+        CFG,
+        pytest.param(tasks.Config(grid_size=4, n_colours=4, density=0.75), marks=pytest.mark.slow),
+        pytest.param(tasks.Config(grid_size=5, n_colours=3, density=0.9), marks=pytest.mark.slow),
+        pytest.param(tasks.Config(grid_size=3, n_colours=6, density=0.3), marks=pytest.mark.slow),
     ],
     ids=str,
 )
@@ -236,3 +243,24 @@ def test_question_only_optimum_is_exact(cfg):
     d, c, g = cfg.density, cfg.n_colours, cfg.grid_size
     assert opt["read"] == pytest.approx(max(1 - d, d / c))
     assert opt["path"] == pytest.approx(1 / g**2 + (1 - 1 / g**2) * max(1 - d, d / (c - 1)))
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        CFG,
+        tasks.Config(grid_size=4, n_colours=4, density=0.75),
+        tasks.Config(grid_size=5, n_colours=3, density=0.9),
+        tasks.Config(grid_size=3, n_colours=6, density=0.3),
+    ],
+    ids=str,
+)
+def test_question_only_closed_forms(cfg):
+    """The optimum's closed forms for every configuration (host arithmetic; the optimum against
+    sampled instances: test_question_only_optimum_is_exact)."""
+    opt = tasks.question_only_optimum(cfg)
+    d, c, g = cfg.density, cfg.n_colours, cfg.grid_size
+    assert opt["read"] == pytest.approx(max(1 - d, d / c)) and opt["rotate"] == opt["read"]
+    assert opt["path"] == pytest.approx(1 / g**2 + (1 - 1 / g**2) * max(1 - d, d / (c - 1)))
+    assert opt["recolour"] == pytest.approx(max(binom.pmf(np.arange(g + 1), g, 2 * d / c)))
+    assert all(0 < p <= 1 for p in opt.values())

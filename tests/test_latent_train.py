@@ -24,7 +24,7 @@ TINY = training.Config(
     batch_size=16,
     n_train=400,
     n_test=40,
-    n_val=20,
+    n_val=40,  # = n_test: a study's validation and test evaluations are one compiled program
     seeds=2,
 )
 FAST = training.Hparams(learning_rate=1e-2)
@@ -126,9 +126,10 @@ def test_caption_ce_masks_dropped_tokens(pools):
 def test_schedule_is_optax_warmup_cosine_with_a_traced_peak():
     cfg = dataclasses.replace(TINY, train=train.Config(steps=100, steps_per_call=10, warmup=10))
     counts = jnp.arange(0, 120, 7)
+    traced = jax.jit(lambda p, c: train.schedule(cfg.train, p)(c))  # one compilation for both peaks
     for peak in (2e-3, 0.5):
         ref = jax.jit(optax.warmup_cosine_decay_schedule(0.0, peak, 10, 100, peak * 0.05))(counts)  # concrete peak
-        got = jax.jit(lambda p, c: train.schedule(cfg.train, p)(c))(jnp.float32(peak), counts)
+        got = traced(jnp.float32(peak), counts)
         # a traced peak against optax's concrete one: two programs, equal up to float32 rounding
         # (atol: a millionth of the peak, for the cosine's end near peak * 0.05)
         np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-6, atol=1e-6 * peak)
@@ -147,7 +148,7 @@ def test_train_step_is_adamw_with_the_traced_hparams(pools):
     key = training.seed_keys(TINY)[0]
     keys = jnp.repeat(key[None], 2)
     tr = training.trainer(TINY, name)
-    states = jax.jit(jax.vmap(lambda k, h: train.init_state(tr, k, h)))(keys, train.broadcast(hp, 2))
+    states = train.init_states(tr, keys, train.broadcast(hp, 2))[0]  # train_many's compiled initialisation
     step = jax.jit(jax.vmap(train.make_step(tr.first), in_axes=(0, None, 0)))
     new, logs = step(states, pool, keys)
     new, logs = step(new, pool, keys)  # the first warm-up step has learning rate 0
@@ -203,8 +204,9 @@ def _no_key_bias(params):
     [
         # coconut: 2-3x the others' time; latent_mirage and latent_monet differ from latent_lvr (kept
         # here) by their alignment loss only, whose values and gradients test_alignment_losses_match_numpy
-        # checks in the default run
-        pytest.param(n, marks=pytest.mark.slow) if n in ("coconut", "latent_mirage", "latent_monet") else n
+        # checks in the default run; no_image differs from direct (kept here) by its blank image only,
+        # which test_latent_model.py checks, and test_latent_study.py trains and evaluates it end to end
+        pytest.param(n, marks=pytest.mark.slow) if n in ("coconut", "latent_mirage", "latent_monet", "no_image") else n
         for n in sorted(variants.VARIANTS)
     ],
 )

@@ -54,10 +54,13 @@ def predict(model: latent_model.Model, params, batch, *, dropped: int = 0):
     return model.apply(params, batch).logits[:, lay.answer].argmax(-1), cap
 
 
-@functools.lru_cache(maxsize=32)
 def _predict_many(cfg: Config, name: str):
-    model = latent_model.Model(variants.model_config(cfg, name, -1))
-    dropped = variants.dropped_captions(cfg, name, -1)
+    return _predict_fn(variants.model_config(cfg, name, -1), variants.dropped_captions(cfg, name, -1))
+
+
+@functools.lru_cache(maxsize=32)  # keyed by the model: variants of one model (alignment losses) share it
+def _predict_fn(model_cfg: latent_model.Config, dropped: int):
+    model = latent_model.Model(model_cfg)
     return jax.jit(jax.vmap(lambda p, b: predict(model, p, b, dropped=dropped), in_axes=(0, None)))
 
 

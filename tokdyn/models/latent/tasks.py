@@ -19,6 +19,7 @@ Each family, the helper images and captions in detail: :ref:`latent-tasks`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from typing import NamedTuple
 
@@ -354,10 +355,25 @@ def _check_generate(key, n, cfg, offset):
         _checks.positive_int("offset", offset, minimum=0)
 
 
-@_checks.checked_jit(_check_generate, static_argnames=("n", "cfg"))
+_BLOCK = 256  # instances per compiled call of generate outside a transformation
+
+
+@functools.partial(jax.jit, static_argnames=("n", "cfg"))
+def _draw(key, n: int, cfg: Config, offset):
+    fam = jnp.asarray(_families(cfg.families), jnp.int32)
+    idx = offset + jnp.arange(n)
+    return jax.vmap(lambda i: sample(jax.random.fold_in(key, i), fam[i % fam.shape[0]], cfg))(idx)
+
+
 def generate(key, n: int, cfg: Config = Config(), *, offset=0) -> Instance:
     """``n`` instances, balanced over the families: instance i has key ``fold_in(key, offset + i)`` and
     family ``cfg.families[(offset + i) % len(cfg.families)]``.
+
+    Called from Python, the instances are drawn in blocks of 256 by one compiled
+    program per configuration, whatever ``n`` and ``offset`` (sets of several sizes cost one
+    compilation); inside a transformation (``jit``, ``vmap``, ``eval_shape``: a traced ``key`` or
+    ``offset``) they are drawn by one vmapped computation of ``n`` instances, part of the caller's
+    program. Both give the same instances.
 
     Args:
       key: PRNG key.
@@ -368,9 +384,11 @@ def generate(key, n: int, cfg: Config = Config(), *, offset=0) -> Instance:
     Returns:
       An :class:`Instance` batch with leading axis n.
     """
-    fam = jnp.asarray(_families(cfg.families), jnp.int32)
-    idx = offset + jnp.arange(n)
-    return jax.vmap(lambda i: sample(jax.random.fold_in(key, i), fam[i % fam.shape[0]], cfg))(idx)
+    _check_generate(key, n, cfg, offset)
+    if isinstance(key, jax.core.Tracer) or isinstance(offset, jax.core.Tracer):
+        return _draw(key, n, cfg, offset)
+    blocks = [_draw(key, _BLOCK, cfg, offset + s) for s in range(0, n, _BLOCK)]
+    return jax.tree.map(lambda *a: jnp.asarray(np.concatenate([np.asarray(x) for x in a])[:n]), *blocks)
 
 
 def fingerprints(inst: Instance) -> np.ndarray:

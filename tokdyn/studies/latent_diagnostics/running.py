@@ -4,6 +4,8 @@ finishes, the tables put together."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 
@@ -26,6 +28,18 @@ from tokdyn.studies.latent_diagnostics.measures import (
 def needed(cfg: Config) -> list:
     """The variants the study reads from its source: ``variants``, then ``reference`` (if any)."""
     return list(cfg.variants) + ([cfg.reference] if cfg.reference else [])
+
+
+@functools.lru_cache(maxsize=8)  # one compilation per model structure (a rerun in the process reuses it)
+def final_states(model):
+    """A compiled function ``(params, batch) -> (latents, hidden)`` of M stacked models on one batch:
+    their latents (M, B, L, D) and last-layer hidden states (M, B, T, D), from one forward pass."""
+
+    def one(p, batch):
+        out = model.apply(p, batch)
+        return out.latents, out.hidden[:, -1]
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None)))
 
 
 class Diagnosis:
@@ -58,10 +72,11 @@ class Diagnosis:
         key = {"variant": name, "part": what, "extra": extra}
         return self.session.study.rows(f"{name}__{what}", compute, key=key)
 
-    def feedback_parts(self, name: str, loaded: tuple, latents_of: dict) -> tuple[list, list, list]:
+    def feedback_parts(self, name: str, loaded: tuple, latents_of: dict, hidden) -> tuple[list, list, list]:
         """``(mediation, collapse, probes)`` rows of the feedback variant ``name`` (``loaded``:
         its model, params and training config; ``latents_of``: every feedback variant's latents,
-        the first other of the same shape the ``"other"`` intervention's)."""
+        the first other of the same shape the ``"other"`` intervention's; ``hidden``: its models'
+        last-layer hidden states on the test instances, :func:`final_states`)."""
         cfg, fb, targets = self.cfg, self.cfg.feedback(), self.targets
         model, params, tc = loaded
         test = self.batch_of(tc, name)
@@ -83,7 +98,7 @@ class Diagnosis:
             lambda: probe_rows(cfg, name, "latents", latents_of[name].reshape(s, b, l * d), targets),
         )
         _, _, patches = latent_block(model)
-        states = np.asarray(jax.jit(jax.vmap(lambda p: model.apply(p, test).hidden[:, -1, : len(patches)]))(params))
+        states = np.asarray(hidden[:, :, : len(patches)])
         prb += self.part(
             name, "probes_patches", lambda: probe_rows(cfg, name, "patches", states.reshape(s, b, -1), targets)
         )
@@ -126,7 +141,7 @@ class Diagnosis:
             return [], []
         med = self.part(ref, "caption", lambda: caption_rows(cfg, ref, model, params, test, tc))
         lay = model.layout
-        cap = np.asarray(jax.jit(jax.vmap(lambda p: model.apply(p, test).hidden[:, -1, lay.caption]))(params))
+        cap = np.asarray(final_states(model)(params, test)[1][:, :, lay.caption])
         prb = self.part(
             ref,
             "probes_caption",
@@ -143,17 +158,17 @@ def run(session, cfg: Config) -> runner.Result:
         session.context["reasoning"], cfg.source, needed(cfg), train=cfg.train, quiet=session.quiet
     )
     run_ = Diagnosis(session, cfg, lr)
-    med, dec, col, prb, latents_of = [], [], [], [], {}
+    med, dec, col, prb, latents_of, hidden_of = [], [], [], [], {}, {}
     loaded = {name: source.load_variant(lr, cfg.source, name) for name in cfg.variants}
     for name in cfg.feedback():
         model, params, tc = loaded[name]
-        test = run_.batch_of(tc, name)
-        latents_of[name] = np.asarray(jax.jit(jax.vmap(lambda p: model.apply(p, test).latents))(params))
+        latents, hidden_of[name] = final_states(model)(params, run_.batch_of(tc, name))
+        latents_of[name] = np.asarray(latents)
     for name in cfg.variants:
         if not session.quiet:
             print(f"diagnosing {name}")
         if name in cfg.feedback():
-            m, c, p = run_.feedback_parts(name, loaded[name], latents_of)
+            m, c, p = run_.feedback_parts(name, loaded[name], latents_of, hidden_of[name])
             med, col, prb = med + m, col + c, prb + p
         dec += run_.decomposition_parts(name, loaded[name])
     if cfg.reference:

@@ -41,6 +41,7 @@ def _optimise_fn(model: latent_model.Model, opt: dmlr.Config):
     return jax.jit(jax.vmap(one, in_axes=(None, 0, None, None, None)))  # over seeds
 
 
+@functools.lru_cache(maxsize=8)  # one compile per (model, reward): a rerun that recomputes the controls reuses it
 def _controls_fn(model: latent_model.Model, opt: dmlr.Config):
     """Per seed: the model's own answers and reward, and the answers with random latents."""
     lay = model.layout

@@ -59,7 +59,7 @@ def _dot(a, b):
 
 def _axpy(a, u, x):
     """x + a u, leaf by leaf on the host in float64 (each leaf keeps its dtype)."""
-    return jax.tree_util.tree_map(lambda p, d: (np.asarray(p) + a * np.asarray(d)).astype(np.result_type(p)), x, u)
+    return jax.tree_util.tree_map(lambda p, d: (np.asarray(p) + a * np.asarray(d)).astype(np.asarray(p).dtype), x, u)
 
 
 def _central(f, x, u, h):

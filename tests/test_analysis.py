@@ -48,10 +48,16 @@ def test_free_energy_matches_numpy(gamma):
 def test_step_is_preconditioned_gradient_step():
     x = blobs(1)
     t = jax.random.normal(jax.random.key(2), (4, 2)) * 3
-    for tau in (0.3, 2.0, 10.0):
+
+    @jax.jit
+    def step(t, tau):  # one program for every temperature
         g = jax.grad(lambda t: analysis.free_energy(x, t, tau))(t)
         a = dynamics.soft_assignment(x, t, tau)  # (N, T)
         new, _ = dynamics.update(x, t, jnp.zeros_like(t), dynamics.Hparams(temperature=tau))
+        return g, a, new
+
+    for tau in (0.3, 2.0, 10.0):
+        g, a, new = step(t, jnp.float32(tau))
         np.testing.assert_allclose(new - t, -g / (2 * a.sum(0)[:, None]), atol=2e-4 * np.abs(x).max())
 
 
@@ -59,7 +65,7 @@ def test_coulomb_energy_gradient_is_minus_the_force():
     t = jax.random.normal(jax.random.key(3), (5, 3))
     t = t.at[4].set(t[3] + 3e-4)  # one pair inside the softened core
     t = t.at[2].set(t[1])  # one coincident pair
-    g = jax.grad(analysis.coulomb_energy)(t)
+    g = jax.jit(jax.grad(analysis.coulomb_energy))(t)
     assert np.all(np.isfinite(g))
     np.testing.assert_allclose(g, -dynamics.coulomb(t), rtol=1e-5, atol=1e-2)
 
@@ -75,8 +81,10 @@ def _descent_cases(key, runs=4096, n=30, t=3, d=2):
 
 def _energy_change(x, tokens, velocity, tau, momentum, repulsion, pre_steps):
     p = dynamics.Hparams(tau, momentum, repulsion)
-    for _ in range(pre_steps):  # some cases start near a fixed point, where the decrease is tiny
-        tokens, _ = dynamics.update(x, tokens, jnp.zeros_like(tokens), dynamics.Hparams(tau))
+    # some cases start near a fixed point, where the decrease is tiny (a loop: one step compiled)
+    tokens = jax.lax.fori_loop(
+        0, pre_steps, lambda _, t: dynamics.update(x, t, jnp.zeros_like(t), dynamics.Hparams(tau))[0], tokens
+    )
     f0 = analysis.energy_of(p)(x, tokens)
     new, _ = dynamics.update(x, tokens, velocity, p)
     return f0, analysis.energy_of(p)(x, new)
@@ -119,7 +127,7 @@ def test_jacobian_matches_finite_differences():
         p = dynamics.Hparams(1.5, 0.6, 0.2)
         jac = np.asarray(analysis.jacobian(x, t, p, velocity=v))
         z0 = np.concatenate([np.ravel(t), np.ravel(v)])
-        f = analysis.update_map(x, p, with_velocity=True)
+        f = jax.jit(analysis.update_map(x, p, with_velocity=True), static_argnums=1)  # (one program)
         fd = np.zeros_like(jac)
         h = 1e-6
         for i in range(len(z0)):

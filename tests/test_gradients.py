@@ -259,6 +259,19 @@ def test_grad_through_a_users_scan_over_update_with_a_temperature_per_step():
         np.testing.assert_allclose(g, fd, rtol=2e-3, atol=1e-3 * np.abs(fd).max(), err_msg=str(knobs))
 
 
+@jax.jit
+def _one_sinkhorn_step(hp, tokens, x, mask, c):
+    """One step of the rule: the loss, its gradient (reverse mode) and its derivative by forward
+    mode, in the temperature and the tokens: one program for every count (the count is traced)."""
+
+    def loss(tau, tokens):
+        new, _ = dynamics.update(x, tokens, jnp.zeros_like(tokens), dataclasses.replace(hp, temperature=tau), mask)
+        return _loss(new, c)
+
+    args = (hp.temperature, tokens)
+    return loss(*args), jax.grad(loss, argnums=(0, 1))(*args), jax.jacfwd(loss, argnums=(0, 1))(*args)
+
+
 @pytest.mark.parametrize("k", [1, 7, dynamics.MAX_SINKHORN_ITERS])
 def test_grad_of_one_sinkhorn_step_matches_reference_and_jacfwd(k):
     """One step of the balanced rule, up to the largest allowed count: value and gradient (in the
@@ -266,17 +279,12 @@ def test_grad_of_one_sinkhorn_step_matches_reference_and_jacfwd(k):
     x, t0, mask, c = _problem(5, 50, 4, 3, True)
     hp = _hparams(dict(temperature=0.9, sinkhorn_iters=k), jnp.float32)
 
-    def loss(tau, tokens):
-        new, _ = dynamics.update(x, tokens, jnp.zeros_like(tokens), dataclasses.replace(hp, temperature=tau), mask)
-        return _loss(new, c)
-
     def ref(tau, e=0.0, u=0.0):
         t = _reference_final(x, t0 + e * u, dict(temperature=tau, sinkhorn_iters=k), 1, mask)
         return float(np.sum(c * t) + 0.5 * np.sum(t**2))
 
-    np.testing.assert_allclose(float(loss(hp.temperature, jnp.asarray(t0))), ref(0.9), rtol=1e-5)
-    g_tau, g_t = jax.grad(loss, argnums=(0, 1))(hp.temperature, jnp.asarray(t0))
-    f_tau, f_t = jax.jacfwd(loss, argnums=(0, 1))(hp.temperature, jnp.asarray(t0))
+    value, (g_tau, g_t), (f_tau, f_t) = _one_sinkhorn_step(hp, jnp.asarray(t0), x, mask, jnp.asarray(c, jnp.float32))
+    np.testing.assert_allclose(float(value), ref(0.9), rtol=1e-5)
     np.testing.assert_allclose(float(g_tau), _central(ref, 0.9), rtol=2e-3)
     np.testing.assert_allclose(float(g_tau), float(f_tau), rtol=1e-4)
     np.testing.assert_allclose(np.asarray(g_t), np.asarray(f_t), rtol=1e-4, atol=1e-5)
@@ -323,20 +331,20 @@ def test_reverse_mode_equals_forward_mode_through_run():
     """run (a while_loop: forward mode only) and run_fixed (reverse mode) differentiate the same
     function: jacfwd of run's tokens equals jacrev of run_fixed's, early stop included."""
     x, t0, mask, _ = _problem(11, 60, 3, 2, True)
-    for knobs in (dict(temperature=0.8, momentum=0.3), dict(temperature=1.0, sinkhorn_iters=6, repulsion=0.01)):
-        hp = _hparams(knobs, jnp.float32)
+
+    @jax.jit
+    def both(hp):  # one program for both rules (the knobs, the Sinkhorn count included, are traced)
         f_run = lambda tau: dynamics.run(x, t0, dataclasses.replace(hp, temperature=tau), mask=mask, n_steps=40).tokens
         f_fix = lambda tau: (
             dynamics.run_fixed(x, t0, dataclasses.replace(hp, temperature=tau), mask=mask, n_steps=40).tokens
         )
-        steps = int(dynamics.run(x, t0, hp, mask=mask, n_steps=40).steps)
-        assert 2 < steps < 40  # the early stop is inside the derivative
-        np.testing.assert_allclose(
-            np.asarray(jax.jacrev(f_fix)(hp.temperature)),
-            np.asarray(jax.jacfwd(f_run)(hp.temperature)),
-            rtol=1e-4,
-            atol=1e-5,
-        )
+        steps = dynamics.run(x, t0, hp, mask=mask, n_steps=40).steps
+        return steps, jax.jacrev(f_fix)(hp.temperature), jax.jacfwd(f_run)(hp.temperature)
+
+    for knobs in (dict(temperature=0.8, momentum=0.3), dict(temperature=1.0, sinkhorn_iters=6, repulsion=0.01)):
+        steps, rev, fwd = both(_hparams(knobs, jnp.float32))
+        assert 2 < int(steps) < 40  # the early stop is inside the derivative
+        np.testing.assert_allclose(np.asarray(rev), np.asarray(fwd), rtol=1e-4, atol=1e-5)
 
 
 def test_vmapped_gradients_over_batched_knobs_are_finite_and_per_run():
@@ -354,7 +362,8 @@ def test_vmapped_gradients_over_batched_knobs_are_finite_and_per_run():
     def grad_one(hp):
         return jax.grad(lambda hp: _loss(dynamics.run_fixed(x, t0, hp, n_steps=6, tol=0.0, key=key).tokens, c))(hp)
 
-    batched = jax.vmap(grad_one)(dynamics.Hparams.stack([dynamics.Hparams(**k) for k in items]))
+    batched = jax.jit(jax.vmap(grad_one))(dynamics.Hparams.stack([dynamics.Hparams(**k) for k in items]))
+    grad_one = jax.jit(grad_one)  # one program for the four runs (the knobs are traced)
     for i, k in enumerate(items):
         one = grad_one(_hparams(k, jnp.float32))
         for f in dynamics.FIELDS:
@@ -614,10 +623,11 @@ def test_implicit_grad_of_a_rule_of_ones_own_and_under_vmap_in_float32():
         def fixed_loss(hp):
             return _loss(dynamics.run_fixed(x, tokens, hp, rule=rule, n_steps=300, tol=0.0).tokens, c)
 
-        batched = jax.vmap(jax.grad(implicit_loss))(batch)
+        batched = jax.jit(jax.vmap(jax.grad(implicit_loss)))(batch)
+        per_run = jax.jit(lambda hp: (jax.grad(implicit_loss)(hp), jax.grad(fixed_loss)(hp)))  # (one program)
         for b in range(2):
             hp = jax.tree_util.tree_map(lambda v: v[b], batch)
-            one, fixed = jax.grad(implicit_loss)(hp), jax.grad(fixed_loss)(hp)
+            one, fixed = per_run(hp)
             for got, want, ref in zip(
                 jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(fixed)
             ):

@@ -10,6 +10,8 @@ dropped, is refused."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,8 +28,9 @@ RTOL = 1e-6  # float64: the derivative is right to many more digits; a wrong one
 
 
 def _f64(tree):
+    """The float leaves of ``tree`` in float64, converted on the host (nothing compiles)."""
     return jax.tree_util.tree_map(
-        lambda a: jnp.asarray(a, jnp.float64) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, tree
+        lambda a: np.asarray(a, np.float64) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, tree
     )
 
 
@@ -42,16 +45,26 @@ def _direction(tree, seed, only=None):
         u.append(rng.normal(size=np.shape(v)) if on else np.zeros(np.shape(v)))
     norm = np.sqrt(sum(float(np.sum(x * x)) for x in u))
     assert norm > 0, f"no parameter matches {only!r}"
-    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x / norm, jnp.float64) for x in u])
+    return jax.tree_util.tree_unflatten(treedef, [(x / norm).astype(np.float64) for x in u])
+
+
+def _vdot(x, y) -> float:
+    """<x, y> in float64 on the host (NumPy: nothing compiles)."""
+    return float(np.vdot(np.asarray(x, np.float64), np.asarray(y, np.float64)))
 
 
 def _dot(a, b):
-    return sum(float(jnp.vdot(x, y)) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    return sum(_vdot(x, y) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def _axpy(a, u, x):
+    """x + a u, leaf by leaf on the host in float64 (each leaf keeps its dtype)."""
+    return jax.tree_util.tree_map(lambda p, d: (np.asarray(p) + a * np.asarray(d)).astype(np.asarray(p).dtype), x, u)
 
 
 def _central(f, x, u, h):
     """Fourth-order central difference of ``f`` at ``x`` along ``u`` (float64)."""
-    g = lambda a: float(f(jax.tree_util.tree_map(lambda p, d: p + a * d, x, u)))  # noqa: E731
+    g = lambda a: float(f(_axpy(a, u, x)))  # noqa: E731
     return (8 * (g(h) - g(-h)) - (g(2 * h) - g(-2 * h))) / (12 * h)
 
 
@@ -72,16 +85,18 @@ def _value_and_grad(loss):
     return _PROGRAMS[loss]
 
 
-def check_gradient(loss, params, *, seed=0, only=None, h=1e-4, rtol=RTOL):
+def check_gradient(loss, params, *, seed=0, only=None, h=1e-4, rtol=RTOL, value_and_grad=None):
     """``jax.grad(loss)`` at ``params`` (float64) along a random direction equals the central
     difference of ``loss``; a gradient scaled by 1 + 1e-4 fails the same comparison, and so does
-    one missing the block of parameters that contributes most to the directional derivative."""
+    one missing the block of parameters that contributes most to the directional derivative.
+    ``value_and_grad``: the program of ``(loss, gradient)`` where several tests share one (default:
+    made from ``loss``)."""
     assert all(
         leaf.dtype == jnp.float64
         for leaf in jax.tree_util.tree_leaves(params)
         if jnp.issubdtype(leaf.dtype, jnp.floating)
     ), "compare in float64"
-    value_and_grad = _value_and_grad(loss)
+    value_and_grad = value_and_grad or _value_and_grad(loss)
     value, grad = value_and_grad(params)
     assert value.dtype == jnp.float64, f"the loss is computed in {value.dtype}, not float64"
     loss = lambda p: value_and_grad(p)[0]  # noqa: E731 (the same program at the finite-difference points)
@@ -98,8 +113,8 @@ def check_gradient(loss, params, *, seed=0, only=None, h=1e-4, rtol=RTOL):
     leaves = jax.tree_util.tree_leaves(grad)
     if len(leaves) > 1:  # a gradient missing one block of parameters
         ulv = jax.tree_util.tree_leaves(u)
-        k = max(range(len(leaves)), key=lambda i: abs(float(jnp.vdot(leaves[i], ulv[i]))))
-        wrong = _dot(grad, u) - float(jnp.vdot(leaves[k], ulv[k]))
+        k = max(range(len(leaves)), key=lambda i: abs(_vdot(leaves[i], ulv[i])))
+        wrong = _dot(grad, u) - _vdot(leaves[k], ulv[k])
         with pytest.raises(AssertionError):
             np.testing.assert_allclose(wrong, fd, rtol=rtol, atol=1e-12)
     return got
@@ -136,6 +151,18 @@ def test_gaussian_eps_loss_and_variational_term(t):
             check_gradient(variational, eps_hat, seed=t + 1)
 
 
+@functools.cache
+def _hybrid_value_and_grad(kernel):
+    """(loss, gradient) of the summed hybrid loss in (logits, lam), the states and t traced."""
+    proc = diffusion.discrete(kernel, 4, T=10)
+
+    def loss(params, x0, x_t, t):
+        lg, lam = params
+        return jnp.sum(diffusion.hybrid_loss(proc, x0, x_t, t, lg, lam)[0])
+
+    return jax.jit(jax.value_and_grad(loss))
+
+
 @pytest.mark.parametrize("kernel", diffusion.KERNELS)
 @pytest.mark.parametrize("t", [1, 2, 7, 10])
 def test_d3pm_hybrid_loss_in_the_logits(kernel, t):
@@ -148,11 +175,9 @@ def test_d3pm_hybrid_loss_in_the_logits(kernel, t):
         x_t = diffusion.q_sample_discrete(jax.random.key(t), proc, x0, t)
         logits = jnp.asarray(rng.normal(size=(3, 5, 4)))
 
-        def loss(params):
-            lg, lam = params
-            return jnp.sum(diffusion.hybrid_loss(proc, x0, x_t, t, lg, lam)[0])
-
-        check_gradient(loss, (logits, jnp.float64(0.05)), seed=t)
+        program = _hybrid_value_and_grad(kernel)  # one per kernel: the states and t are traced
+        value_and_grad = lambda params: program(params, x0, x_t, jnp.int32(t))  # noqa: E731
+        check_gradient(None, (logits, np.float64(0.05)), seed=t, value_and_grad=value_and_grad)
 
 
 # ---------------------------------------------------------------------------------------------- models

@@ -61,11 +61,12 @@ class Case:
     with XLA's optimisations (see :func:`_compiler`); ``raises``: for a ``no`` cell, the pattern
     of the error.
 
-    Each row compiles its kernel three times: alone (:attr:`jitted`: the jit cell, the instances
-    one by one, the finite-difference points), vmapped under shard_map (:attr:`sharded_batch`: the
-    vmap and shard_map cells, against the instances one by one) and differentiated
-    (:attr:`derivatives`: both modes in one program). Should a shared program fail, the cells fall
-    back to programs of their own, so that a failure is the cell's."""
+    Each row compiles its kernel twice: with its derivatives (:attr:`jitted` and
+    :attr:`derivatives`: the output and both modes in one program, which serves the jit cell, the
+    instances one by one, the finite-difference points and the derivative cells; the kernel alone
+    where the row has no derivative to check) and vmapped under shard_map (:attr:`sharded_batch`:
+    the vmap and shard_map cells, against the instances one by one). Should a shared program fail,
+    the cells fall back to programs of their own, so that a failure is the cell's."""
 
     fn: Callable
     make: Callable[[int], tuple]
@@ -112,8 +113,25 @@ class Case:
             jax.vmap(self.fn, in_axes=self.in_axes), mesh=mesh, in_specs=specs, out_specs=P("runs"), check_vma=check_vma
         )(*batched)
 
+    def jitted(self, *args):
+        """The kernel's output at ``args``, compiled: by the row's derivative program where it has
+        one (the value is its primal output, so that the kernel is not compiled alone too), else by
+        the kernel alone under jit."""
+        if self.combined is not None and self.shares_value:
+            return self._combined(args, self.direction)[0]
+        return self._alone(*args)
+
+    @property
+    def shares_value(self) -> bool:
+        """Whether the derivative program takes the arguments as inputs and also gives the
+        kernel's output. Not for a row compiled with XLA's optimisations (see :func:`_compiler`):
+        there, geometry.summary's forward-mode derivative of ``jnp.max`` comes out NaN when the
+        arguments are the program's inputs; its derivative program holds instance 0's arguments as
+        constants, and the kernel compiles alone."""
+        return not self.optimized
+
     @functools.cached_property
-    def jitted(self):
+    def _alone(self):
         return jax.jit(self.fn)
 
     @functools.cached_property
@@ -154,23 +172,48 @@ class Case:
         return _direction(self.primals())
 
     @functools.cached_property
-    def derivatives(self):
-        """``{grad, jvp}``: the modes the row's cells ask for (yes, or a zero derivative to check),
-        in one program; None if it fails (each mode then alone)."""
+    def _combined(self):
+        """One program: the kernel's output at ``args`` and, at its ``wrt`` arguments, the modes the
+        row's cells ask for (yes, or a zero derivative to check): ``(output, {grad, jvp})``."""
         want = lambda t: self.row.status(t) == "yes" or self.row.cell(t) == transformations.PIECEWISE  # noqa: E731
+        modes = [m for m, t in (("grad", "grad"), ("jvp", "jacfwd")) if want(t)]
+        if not self.wrt or not modes:
+            return None
 
-        def program(primals, tangents):
-            out = {}
-            if want("grad"):
-                out["grad"] = self.grad(*primals)
-            if want("jacfwd"):
-                out["jvp"] = self.jvp(primals, tangents)
-            return out
+        def program(args, tangents):
+            args = args if self.shares_value else self.args  # (constants: see shares_value)
+            primals = tuple(args[i] for i in self.wrt)
+            fn = lambda *w: self.fn(*self.replace(args, w))  # noqa: E731
+            out, value = {}, None
+            argnums = tuple(range(len(self.wrt)))
+            if "grad" in modes and self.shares_value:  # the output rides along as the reverse pass's auxiliary
+                scalar_and_out = lambda *w: (_scalarise(o := fn(*w)), o)  # noqa: E731
+                (_, value), out["grad"] = jax.value_and_grad(scalar_and_out, argnums, has_aux=True)(*primals)
+            elif "grad" in modes:
+                out["grad"] = jax.grad(lambda *w: _scalarise(fn(*w)), argnums)(*primals)
+            elif self.shares_value:
+                value = fn(*primals)
+            if "jvp" in modes:
+                out["jvp"] = jax.jvp(lambda *w: _scalarise(fn(*w)), primals, tangents)[1]
+            return value, out
 
+        return jax.jit(program)
+
+    @functools.cached_property
+    def combined(self):
+        """The program of :attr:`_combined` where the row has one and it runs, else None (each mode
+        and the kernel then run alone)."""
+        if self._combined is None:
+            return None
         try:
-            return jax.jit(program)(self.primals(), self.direction)
+            return self._combined(self.args, self.direction)
         except Exception:  # noqa: BLE001 (each mode then runs alone)
             return None
+
+    @property
+    def derivatives(self):
+        """``{grad, jvp}`` at instance 0 from the combined program; None without it."""
+        return None if self.combined is None else self.combined[1]
 
     def reverse(self):
         out = self.derivatives

@@ -14,6 +14,7 @@ import pytest
 
 import hostile
 import killing
+from conftest import compilation_cache_dir
 from tokdyn import analysis, cli, data, io
 from tokdyn.experiment import study as study_dir
 from tokdyn.studies import collapse
@@ -51,12 +52,13 @@ FIGURES = ("phase_collapse.png", "phase_groups.png", "phase_momentum.png", "phas
 def runs(tmp_path_factory):
     """Two uninterrupted runs of the command on TINY in this process: ``A`` with figures, then ``B``
     without (its programs compiled already). ``A`` is also the finished study the checks of its
-    outputs read; the kill tests run the command in child processes with a compilation cache of
-    their own (``cache``)."""
+    outputs read; the kill tests run the command in child processes that read this session's
+    compilation cache (``cache``: the programs of ``A`` and ``B``, compiled alike, are loaded, not
+    compiled again)."""
     root = tmp_path_factory.mktemp("collapse-cli")
     assert cli.main([*SMALL, "--out", str(root / "A"), "--quiet", "--no-cache"]) == 0
     assert cli.main([*SMALL, "--out", str(root / "B"), "--no-plots", "--quiet", "--no-cache"]) == 0
-    yield dict(root=root, cache=root / "cache", A=root / "A", B=root / "B")
+    yield dict(root=root, cache=compilation_cache_dir(), A=root / "A", B=root / "B")
 
 
 @pytest.fixture(scope="module")

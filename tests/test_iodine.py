@@ -257,11 +257,12 @@ def test_apply_shapes_masks_and_the_elbo_of_its_posteriors(params0, images):
     # at its own draw of the posterior noise (the NumPy reference from the decoder's outputs)
     noise = np.asarray(iodine.posterior_noise(key, CFG, B))
     p = params0["params"]
+    decode = jax.jit(iodine.decode, static_argnames=("cfg",))  # one compilation for both posteriors
     for t, (loc, ls) in (
         (0, (np.broadcast_to(p["loc"], (B, K, D)), np.broadcast_to(p["log_scale"], (B, K, D)))),
         (T - 1, (np.asarray(out.loc), np.asarray(out.log_scale))),
     ):
-        rgb, logits = iodine.decode(params0, CFG, loc + np.exp(ls) * noise[:, t])
+        rgb, logits = decode(params0, CFG, loc + np.exp(ls) * noise[:, t])
         elbo, _, kl, _, _, _ = reference_elbo(images, rgb, logits, loc, ls, CFG.pixel_scale)
         np.testing.assert_allclose(np.asarray(out.elbo[:, t]), elbo, rtol=1e-4)
         np.testing.assert_allclose(np.asarray(out.kl[:, t]), kl, rtol=1e-4, atol=1e-6)

@@ -111,10 +111,11 @@ def test_predictors_equal_numpy_reference(kind):
     s = rng.normal(size=(2, 3, 8)).astype(np.float32)
     model = savi.Predictor(kind, 8, 12, heads=2)
     params = model.init(jax.random.key(0), s)["params"]
+    apply = jax.jit(model.apply)  # one compilation for every call below (same shapes)
     # untrained, it carries the slots: the residual branches' last layers start at zero
-    np.testing.assert_array_equal(np.asarray(model.apply({"params": params}, s)), s)
+    np.testing.assert_array_equal(np.asarray(apply({"params": params}, s)), s)
     params = jax.tree_util.tree_map(lambda a: (0.5 * rng.normal(size=a.shape)).astype(np.float32), params)
-    got = np.asarray(jax.jit(model.apply)({"params": params}, s))
+    got = np.asarray(apply({"params": params}, s))
     ref = reference_predictor(params, s, kind)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
     assert not np.allclose(ref, s, atol=1e-2)  # it moves the slots
@@ -123,14 +124,10 @@ def test_predictors_equal_numpy_reference(kind):
     if kind == "transformer":  # slots interact: moving one slot changes the others' predictions
         assert not np.allclose(reference_predictor(params, s2, kind)[:, 1:], ref[:, 1:], atol=1e-4)
     else:  # each slot alone: moving one leaves the others
-        np.testing.assert_allclose(
-            np.asarray(model.apply({"params": params}, s2))[:, 1:], got[:, 1:], rtol=1e-5, atol=1e-6
-        )
+        np.testing.assert_allclose(np.asarray(apply({"params": params}, s2))[:, 1:], got[:, 1:], rtol=1e-5, atol=1e-6)
     # permuting the slots permutes the predictions (no slot order inside the predictor)
     perm = np.array([2, 0, 1])
-    np.testing.assert_allclose(
-        np.asarray(model.apply({"params": params}, s[:, perm])), got[:, perm], rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(np.asarray(apply({"params": params}, s[:, perm])), got[:, perm], rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- the model

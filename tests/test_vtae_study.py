@@ -14,6 +14,7 @@ import pytest
 
 import hostile
 import killing
+from conftest import compilation_cache_dir
 from tokdyn import cli, io, train
 from tokdyn.experiment import study as study_dir
 from tokdyn.studies import visual_tokens as vt
@@ -47,14 +48,15 @@ RESULTS = ("results.csv", "summary.md")
 def runs(tmp_path_factory):
     """Two uninterrupted runs in this process: ``A`` with figures (its stdout kept: --quiet), then
     ``B`` without (its programs compiled already). The kill tests run the command in child
-    processes with a compilation cache of their own (``cache``)."""
+    processes that read this session's compilation cache (``cache``: the programs of ``A`` and
+    ``B``, compiled alike, are loaded, not compiled again)."""
     root = tmp_path_factory.mktemp("vt")
     a, b = root / "A", root / "B"
     stdout = io_.StringIO()
     with contextlib.redirect_stdout(stdout):
         assert cli.main([*TINY, "--out", str(a), "--quiet", "--no-cache"]) == 0
     assert cli.main([*TINY, "--out", str(b), "--no-plots", "--quiet", "--no-cache"]) == 0
-    yield dict(root=root, cache=root / "cache", A=a, B=b, stdout=stdout.getvalue())
+    yield dict(root=root, cache=compilation_cache_dir(), A=a, B=b, stdout=stdout.getvalue())
 
 
 def rerun(args, capsys) -> str:

@@ -201,6 +201,44 @@ def test_ctrl_c_during_import_exits_130_with_one_line(tmp_path):
     assert p.stderr.strip() == cli.INTERRUPTED and "Traceback" not in p.stderr
 
 
+def test_a_ctrl_c_python_cannot_raise_is_remembered_not_printed():
+    """A Ctrl-C landing in a garbage-collector callback (JAX has one): Python cannot raise it there
+    and would print "Exception ignored ... Traceback"; the command's hook keeps it quiet and
+    remembered, so the run still ends with the one line. Other unraisable errors still print."""
+    import gc
+
+    reported = []
+    hook = io.unraisable_hook(reported.append)
+
+    def callback(phase, info):
+        if phase == "start":
+            io.on_interrupt()
+
+    io.reset_interrupt()
+    before = sys.unraisablehook
+    sys.unraisablehook = hook
+    gc.callbacks.append(callback)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(callback)
+        sys.unraisablehook = before
+    try:
+        assert io.interrupted() and reported == []  # remembered, not printed
+        with pytest.raises(KeyboardInterrupt):
+            io.check_interrupt()  # raised again at the next unit of work
+
+        class Other:
+            exc_value = ValueError("a finaliser's own error")
+
+        hook(Other)
+        assert reported == [Other]  # anything else goes to the previous hook
+    finally:
+        io.reset_interrupt()
+    hook(type("Late", (), {"exc_value": KeyboardInterrupt()}))
+    assert len(reported) == 2  # with no Ctrl-C seen, a KeyboardInterrupt is not hidden either
+
+
 def test_ctrl_c_during_a_study_exits_130_with_one_line(tmp_path):
     """SIGINT to a running study (a child process, sent once the study has stamped its directory):
     exit 130, the one line last, no traceback; a rerun resumes and finishes."""

@@ -432,6 +432,9 @@ def main(argv=None) -> int:
         previous = signal.signal(signal.SIGINT, io.on_interrupt)
     except ValueError:  # not the main thread: Python's own handler stays
         pass
+    unraisable = sys.unraisablehook
+    if previous is not None:  # a Ctrl-C landing in a gc callback: remembered, not printed
+        sys.unraisablehook = io.unraisable_hook(unraisable)
     try:
         code = _main(argv)
         if io.interrupted() and code == 0:  # a Ctrl-C caught inside a library: the run was interrupted
@@ -448,6 +451,7 @@ def main(argv=None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = unraisable
 
 
 class _Usage(Exception):

@@ -49,7 +49,7 @@ from tokdyn.io.files import (
     write_csv,
     write_json,
 )
-from tokdyn.io.interrupt import check_interrupt, interrupted, on_interrupt, reset_interrupt
+from tokdyn.io.interrupt import check_interrupt, interrupted, on_interrupt, reset_interrupt, unraisable_hook
 from tokdyn.io.keeping import kept, kept_rows
 from tokdyn.io.metadata import environment
 from tokdyn.io.progress import Progress
@@ -106,6 +106,7 @@ __all__ = [
     "set_aside",
     "to_columns",
     "to_rows",
+    "unraisable_hook",
     "write_checked_json",
     "write_csv",
     "write_json",

@@ -1,7 +1,10 @@
 """The Ctrl-C handler of the ``tokdyn`` command (:func:`on_interrupt`), which a library cannot lose:
-:func:`interrupted`, :func:`check_interrupt`, :func:`reset_interrupt`."""
+:func:`interrupted`, :func:`check_interrupt`, :func:`reset_interrupt`, and :func:`unraisable_hook`,
+which keeps a Ctrl-C that Python could not raise from printing a traceback."""
 
 from __future__ import annotations
+
+import sys
 
 _interrupted = [False]  # a Ctrl-C was seen (by :func:`on_interrupt`) in this process
 
@@ -31,3 +34,20 @@ def check_interrupt() -> None:
     finished units on disk."""
     if _interrupted[0]:
         raise KeyboardInterrupt
+
+
+def unraisable_hook(previous=None):
+    """A ``sys.unraisablehook`` for the ``tokdyn`` command: the ``KeyboardInterrupt`` that
+    :func:`on_interrupt` raises where Python cannot propagate an exception (a garbage-collector
+    callback, such as JAX's, or a finaliser, running when the Ctrl-C lands) is not printed as
+    "Exception ignored ... Traceback": it is remembered (:func:`interrupted`) and raised again at the
+    next unit of work (:func:`check_interrupt`), so the command still ends with its one line. Every
+    other unraisable exception goes to ``previous`` (default: Python's own hook)."""
+    previous = previous or sys.__unraisablehook__
+
+    def hook(unraisable):
+        if _interrupted[0] and isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return
+        previous(unraisable)
+
+    return hook

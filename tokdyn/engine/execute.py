@@ -43,12 +43,10 @@ ACCELERATOR_CHUNK = (65536, 2**22)  # the fewest and the most runs per device an
 MEMORY_SHARE = 4  # an accelerator's chunk holds at most 1 / MEMORY_SHARE of the device's free memory
 
 
-def device_memory(device=None) -> int | None:
-    """Bytes of ``device``'s memory (default: the first local device) available to new allocations:
-    ``bytes_limit - bytes_in_use`` of its ``memory_stats()`` (``bytes_limit`` where it does not
-    say what is in use); ``None`` on the CPU backend (its memory is the host's) and where the
-    device reports no memory statistics."""
-    device = jax.local_devices()[0] if device is None else device
+def memory_limit_and_use(device) -> tuple[int, int | None] | None:
+    """``(bytes_limit, bytes_in_use)`` of ``device``'s ``memory_stats()`` (the second None where it
+    does not say what is in use); ``None`` on the CPU backend (its memory is the host's) and where
+    the device reports no limit."""
     if getattr(device, "platform", "cpu") == "cpu":
         return None
     try:
@@ -57,8 +55,20 @@ def device_memory(device=None) -> int | None:
         return None
     if not stats or not stats.get("bytes_limit"):
         return None
-    limit, used = int(stats["bytes_limit"]), stats.get("bytes_in_use")
-    return max(0, limit - int(used)) if used is not None else limit
+    used = stats.get("bytes_in_use")
+    return int(stats["bytes_limit"]), None if used is None else int(used)
+
+
+def device_memory(device=None) -> int | None:
+    """Bytes of ``device``'s memory (default: the first local device) available to new allocations:
+    ``bytes_limit - bytes_in_use`` of its ``memory_stats()`` (``bytes_limit`` where it does not
+    say what is in use); ``None`` on the CPU backend (its memory is the host's) and where the
+    device reports no memory statistics (:func:`memory_limit_and_use`)."""
+    stats = memory_limit_and_use(jax.local_devices()[0] if device is None else device)
+    if stats is None:
+        return None
+    limit, used = stats
+    return max(0, limit - used) if used is not None else limit
 
 
 def default_chunk_size(

@@ -45,15 +45,10 @@ PROBE = 4  # the models the probe compiles for (fewer where a device has fewer)
 
 def device_limit(device) -> Optional[int]:
     """Bytes of ``device``'s memory that JAX may allocate (``memory_stats()["bytes_limit"]``); None
-    on the CPU backend (its memory is the host's) and where the device reports no limit."""
-    if getattr(device, "platform", "cpu") == "cpu":
-        return None
-    try:
-        stats = device.memory_stats()
-    except (AttributeError, NotImplementedError, RuntimeError):
-        return None
-    limit = (stats or {}).get("bytes_limit")
-    return int(limit) if limit else None
+    on the CPU backend (its memory is the host's) and where the device reports no limit
+    (:func:`tokdyn.engine.execute.memory_limit_and_use`)."""
+    stats = execute.memory_limit_and_use(device)
+    return None if stats is None else stats[0]
 
 
 def available(device, own: int = 0) -> Optional[int]:
@@ -61,14 +56,11 @@ def available(device, own: int = 0) -> Optional[int]:
     arrays hold there now (``bytes_in_use`` less ``own``, the bytes of the caller's own arrays the
     call takes as arguments, which its memory analysis counts); None where the device reports no
     limit."""
-    limit = device_limit(device)
-    if limit is None:
+    stats = execute.memory_limit_and_use(device)
+    if stats is None:
         return None
-    try:
-        used = int((device.memory_stats() or {}).get("bytes_in_use", 0))
-    except (AttributeError, NotImplementedError, RuntimeError):
-        used = 0
-    return max(1, limit - max(0, used - int(own)))
+    limit, used = stats
+    return max(1, limit - max(0, (used or 0) - int(own)))
 
 
 def held(stats) -> int:

@@ -121,10 +121,14 @@ def test_a_model_is_scored_as_scikit_learn_scores_its_segmentation(name):
     key = jax.random.key(5)
     params = jax.jit(lambda k: MODELS[name].init(k, cfg))(jax.random.key(1))
     data = jax.eval_shape(lambda: model.inputs(cfg))  # not read by the evaluation
-    got = jax.jit(lambda p: model.evaluate(key, p, cfg, model.hparams, data))(params)
-    assert set(got) == set(model.metrics)
     draw = sprites.sweep_videos if name == "savi" else sprites.sweep_scenes
-    held, first = jax.jit(lambda: (held_out(name, cfg), draw(cfg, 0, 4)))()  # the pool's first items
+
+    @jax.jit
+    def evaluate(p):  # with the held-out data and the pool's first items: one program
+        return model.evaluate(key, p, cfg, model.hparams, data), held_out(name, cfg), draw(cfg, 0, 4)
+
+    got, held, first = evaluate(params)
+    assert set(got) == set(model.metrics)
     pool = sprites.VIDEO_POOL if name == "savi" else sprites.SCENE_POOL
     assert data.shape == (pool, *held.images.shape[1:])
     assert not np.array_equal(np.asarray(held.images[:4]), np.asarray(first.images))  # held out
@@ -157,7 +161,8 @@ def test_the_report_pairs_the_learning_rates_by_seed(swept):
     assert list(paired["metric"]) == list(cfg.MODEL.metrics)
     cols = sweep.load(out).columns
     a, b = (np.asarray(cols["mse"][np.isclose(cols["learning_rate"], v)], np.float64) for v in RATES[name][::-1])
-    np.testing.assert_allclose(paired["mean_diff"][2], np.mean(a - b), rtol=1e-6, atol=1e-9)
+    mse = list(paired["metric"]).index("mse")
+    np.testing.assert_allclose(paired["mean_diff"][mse], np.mean(a - b), rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))

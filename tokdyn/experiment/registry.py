@@ -100,6 +100,22 @@ STUDIES = (
         by_default=False,
     ),
     Entry(
+        "iodine-sweep",
+        ("sweep", "iodine"),
+        "tokdyn.studies.learned_sweep.iodine",
+        "IODINE on sprite scenes over its learning rate x seeds (resumable, paired by seed)",
+        "results/iodine-sweep",
+        by_default=False,
+    ),
+    Entry(
+        "savi-sweep",
+        ("sweep", "savi"),
+        "tokdyn.studies.learned_sweep.savi",
+        "SAVi on sprite videos over its learning rate x seeds (resumable, paired by seed)",
+        "results/savi-sweep",
+        by_default=False,
+    ),
+    Entry(
         "collapse",
         ("study", "collapse"),
         "tokdyn.studies.collapse",

@@ -32,22 +32,27 @@ The parts, one concept a module (every public name re-exported here):
 
 - :mod:`~tokdyn.studies.learned_sweep.model`     :class:`LearnedModel` (a model's declaration), :class:`TrainRun` (one run)
 - :mod:`~tokdyn.studies.learned_sweep.catalogue` the models declared: :data:`MODELS`
+- :mod:`~tokdyn.studies.learned_sweep.sprites`   the sprite scenes and videos the object-centric sweeps share, and their scores
 - :mod:`~tokdyn.studies.learned_sweep.config`    :class:`SweepConfig`, :func:`make_config` (each model's ``Config``)
 - :mod:`~tokdyn.studies.learned_sweep.running`   :func:`run_sweep`, :func:`chunk_size`, the runner's hook, :func:`make_spec`
 - :mod:`~tokdyn.studies.learned_sweep.report`    :func:`analysis`: the tables and ``report.md``
 - :mod:`~tokdyn.studies.learned_sweep.vtae`      the command ``tokdyn sweep vtae``: its ``Config``, ``SPEC``, ``main``
 - :mod:`~tokdyn.studies.learned_sweep.slots`     the command ``tokdyn sweep slots`` (Slot Attention on sprite scenes)
+- :mod:`~tokdyn.studies.learned_sweep.iodine`    the command ``tokdyn sweep iodine`` (IODINE on the same scenes)
+- :mod:`~tokdyn.studies.learned_sweep.savi`      the command ``tokdyn sweep savi`` (SAVi on sprite videos)
 """
 
 from __future__ import annotations
 
 from tokdyn.studies.learned_sweep.catalogue import (  # noqa: F401
+    IODINE,
     MODELS,
+    SAVI,
     SLOTS,
     VTAE,
+    iodine_evaluate,
+    savi_evaluate,
     slots_evaluate,
-    slots_inputs,
-    slots_scenes,
     vtae_evaluate,
 )
 from tokdyn.studies.learned_sweep.config import CPU_LANES, SweepConfig, make_config  # noqa: F401
@@ -60,4 +65,12 @@ from tokdyn.studies.learned_sweep.report import (  # noqa: F401
     report_text,
 )
 from tokdyn.studies.learned_sweep.running import chunk_size, make_spec, run, run_sweep  # noqa: F401
-from tokdyn.studies.learned_sweep import slots, vtae  # noqa: F401,E402 (the commands `tokdyn sweep vtae|slots`)
+from tokdyn.studies.learned_sweep.sprites import (  # noqa: F401
+    scene_pool,
+    score_scenes,
+    score_videos,
+    sweep_scenes,
+    sweep_videos,
+    video_pool,
+)
+from tokdyn.studies.learned_sweep import iodine, savi, slots, vtae  # noqa: F401,E402 (the commands `tokdyn sweep MODEL`)

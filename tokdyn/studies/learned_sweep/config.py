@@ -163,14 +163,17 @@ class SweepConfig:
     def estimate(self) -> Estimate:
         """What the sweep asks of the machine: on the device, the models vmapped at once (their
         parameters, gradients and two Adam moments, float32, twice over for the step's
-        temporaries); the time from the model's rate on the reference CPU (``training``), and the
+        temporaries); the time from the model's rate on the reference CPU (``training``: its
+        ``quick_rate`` for the quick preset's model), and the
         analysis' bootstrap on the host."""
         runs = self.check_runs()
         lanes = self.batch() or min(runs, self.chunk_size or runs)
         memory = float(min(lanes, runs) * self.params() * 4 * 8)
         steps = self.model.train.steps
+        m = self.MODEL
+        rate = m.quick_rate if m.quick_rate is not None and self.model == m.quick else m.rate
         seconds = {
-            "training": runs * steps / self.MODEL.rate,
+            "training": runs * steps / rate,
             "host": max(1, runs // self.seeds) * self.seeds * self.n_resamples * len(self.MODEL.metrics) * 2e-9,
         }
         return Estimate(memory=memory, option="lanes" if self.batch() else "chunk_size", models=runs, work=seconds)

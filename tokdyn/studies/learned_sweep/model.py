@@ -40,6 +40,8 @@ class LearnedModel:
       quick_axes: the quick preset's axes.
       rate: model-steps per second of the reference CPU (two cores, models vmapped), for the
         sweep's time estimate.
+      quick_rate: the same at the quick preset's shape (``quick``), where a model may train many
+        times faster than at the default shape; None: ``rate``.
       fixed: fields of the model's configuration the sweep decides itself and the command does not
         offer (e.g. a model's own ``seeds`` and ``root_seed``: the sweep's seeds and root seed key
         its models).
@@ -61,6 +63,7 @@ class LearnedModel:
     axes: tuple = ()
     quick_axes: tuple = ()
     rate: float = 20000.0
+    quick_rate: float | None = None
     fixed: tuple = ()
     cpu_lanes: int | None = None
 

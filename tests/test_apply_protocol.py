@@ -120,6 +120,7 @@ def test_apply_fn_is_a_documented_protocol():
     assert "intervene" in latent_model.ApplyFn.__doc__ and "drop" in latent_model.ApplyFn.__doc__
 
 
+@pytest.mark.full
 def test_a_users_model_runs_every_diagnostic_end_to_end(toy):
     m, params, batch = toy
     out = m.apply(params, batch)

@@ -69,6 +69,7 @@ def study(runs):
         return collapse.Config(**TINY), out, json.load(f)
 
 
+@pytest.mark.full
 def test_outputs_and_threshold(study):
     cfg, out, summary = study
     for name in (
@@ -105,6 +106,7 @@ def test_outputs_and_threshold(study):
     assert len(sweep.load(os.path.join(out, "sweeps", "threshold_aniso2_T2"))) == cfg.seeds * len(cfg.ratios())
 
 
+@pytest.mark.full
 def test_jacobian_check_and_config(study):
     cfg, out, summary = study
     jac = io.read_csv(os.path.join(out, "jacobian_check.csv"))
@@ -119,6 +121,7 @@ def test_jacobian_check_and_config(study):
     assert summary["convergence_spearman"] > 0 and len(conv["rho"]) == 16
 
 
+@pytest.mark.full
 def test_resume_skips_finished_sweeps(study, tmp_path):
     cfg, finished, _ = study
     out = shutil.copytree(finished, tmp_path / "copy")
@@ -152,6 +155,7 @@ def test_config_and_cli_errors(capsys):
 # ---------------------------------------------------------------------------------------------- the command
 
 
+@pytest.mark.full
 def test_command_outputs_and_record(runs):
     a = runs["A"]
     for name in (*RESULTS, *FIGURES, "config.json", study_dir.STAMP):
@@ -179,6 +183,7 @@ def test_command_outputs_and_record(runs):
     killing.same_files(a, runs["B"], RESULTS)  # figures or not, the same results
 
 
+@pytest.mark.full
 def test_killed_midway_resumes_to_the_same_files(runs):
     """SIGKILL as soon as the jacobian part is written (the threshold sweep and that part done, the
     convergence and phase parts not yet), then the same command: the files of an uninterrupted run."""
@@ -191,11 +196,12 @@ def test_killed_midway_resumes_to_the_same_files(runs):
     )
 
 
-@pytest.mark.slow  # the kills at random moments; the default run keeps the kill midway above
+@pytest.mark.slow  # the kills at random moments; the full run (-m full) keeps the kill midway above
 def test_killed_at_random_moments_resumes_to_the_same_files(runs, tmp_path):
     killing.resumes_after_timed_kills(SMALL, tmp_path, runs["B"], RESULTS, seed=5, low=0.3)
 
 
+@pytest.mark.full
 def test_truncated_parts_chunks_and_manifests_are_named_and_recomputed(runs, tmp_path):
     d = tmp_path / "D"
     shutil.copytree(runs["B"], d)

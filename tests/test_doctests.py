@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "_ext"))
 import tokdyn_api  # noqa: E402  (docs/_ext: the public modules, as the API reference walks them)
+from test_notebooks import missing_names  # noqa: E402
 
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
@@ -43,12 +44,33 @@ def test_the_examples_are_found_in_public_modules():
     assert set(MODULES) <= public, set(MODULES) - public
 
 
+def _doctests(name: str) -> list:
+    """The doctests of the module ``name`` that hold an example (``AssertionError`` when none does)."""
+    tests = [t for t in doctest.DocTestFinder().find(importlib.import_module(name)) if t.examples]
+    assert tests, f"{name} has '>>> ' in its source but no example doctest finds"
+    return tests
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_the_examples_parse_and_their_names_exist(name):
+    """The default run's check of each module's examples (running them is ``full``): every example
+    parses, and every name it takes from a module (the module's own globals, or one it imports)
+    exists, as the notebooks' check has it."""
+    for t in _doctests(name):
+        assert missing_names([e.source for e in t.examples], t.globs) == [], t.name
+
+
+def test_the_names_check_reads_the_modules_namespace():
+    """The check above can fail: a name a module's example takes from a module it imported."""
+    from tokdyn import dynamics
+
+    assert missing_names(["dynamics.run\ndynamics.no_such_run(1)"], {"dynamics": dynamics}) == ["dynamics.no_such_run"]
+
+
+@pytest.mark.full
 @pytest.mark.parametrize("name", MODULES)
 def test_the_examples_run(name):
-    module = importlib.import_module(name)
-    tests = doctest.DocTestFinder().find(module)
-    tests = [t for t in tests if t.examples]
-    assert tests, f"{name} has '>>> ' in its source but no example doctest finds"
+    tests = _doctests(name)
     runner = doctest.DocTestRunner(optionflags=FLAGS)
     for t in tests:
         runner.run(t)

@@ -7,11 +7,14 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from conftest import child_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.full
 def test_own_rule_prints_paired_statistics_against_the_baseline(tmp_path):
     out = tmp_path / "own_rule"
     proc = subprocess.run(

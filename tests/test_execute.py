@@ -56,6 +56,7 @@ def test_progress_callback_and_errors():
         execute.map_runs(_fn, dict(i=np.arange(3), w=np.zeros(4)), shared=jax.random.key(0))
 
 
+@pytest.mark.full
 def test_results_independent_of_device_count():
     """Run the same map on 1 and 4 forced host devices in fresh processes: identical bits."""
     code = textwrap.dedent(

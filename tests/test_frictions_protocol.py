@@ -188,6 +188,7 @@ def test_a_model_that_does_not_take_intervene_is_named_for_the_diagnostics_that_
     assert mediation.input_to_latent(no_intervene, params, batch, batch)["latents"].relative_l2.shape == (16, 2)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("mode", ["feedback", "none"])
 def test_the_librarys_reasoner_passes_the_probe(mode):
     task = tasks.Config(grid_size=3, n_colours=3, families=("read", "gravity"))

@@ -70,6 +70,7 @@ def paired(rules, tmp_path_factory):
     return out, argv
 
 
+@pytest.mark.full
 def test_builtin_and_own_rules_in_one_sweep_paired_by_seed(paired):
     out, _ = paired
     settings = io.read_csv(os.path.join(out, "settings.csv"))
@@ -103,6 +104,7 @@ def test_builtin_and_own_rules_in_one_sweep_paired_by_seed(paired):
     assert len({sweep.read_manifest(os.path.join(out, "groups", g))["code"]["fn"] for g in groups}) == 3
 
 
+@pytest.mark.full
 def test_paired_sweep_resumes_and_refuses_a_changed_rule(paired, rules, tmp_path, capsys):
     out, argv = paired
     assert cli.main(argv) == 0  # every group's chunks are there: nothing is run again
@@ -152,6 +154,7 @@ def test_unknown_or_bad_knobs_exit_2_naming_them(rules, tmp_path, capsys):
         ).validate()
 
 
+@pytest.mark.full
 def test_quick_preset_says_so_in_the_report(tmp_path):
     assert tds.Config.quick().validate().runs() < 1000
     with pytest.raises(ValueError, match="preset"):

@@ -64,6 +64,7 @@ def _grid_data(n=256, length=2, cells=4, colours=3, seed=0):
     return protos[np.random.default_rng(seed + 1).integers(0, 4, (n, length))].astype(np.int32)
 
 
+@pytest.mark.full
 def test_trained_denoisers_beat_predicting_zero_and_a_nan_model_is_reported():
     data = _grid_data()
     cfg = sequence.Config(

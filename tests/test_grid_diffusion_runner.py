@@ -58,6 +58,7 @@ def finished(tmp_path_factory):
     return out
 
 
+@pytest.mark.full
 def test_outputs_record_and_a_rerun_that_reads_everything_back(finished, tmp_path):
     for name in TABLES + ("kernels.png", "denoising.png", "learning_curves.png", "config.json", "study.json"):
         assert os.path.exists(os.path.join(finished, name)), name
@@ -86,6 +87,7 @@ def test_outputs_record_and_a_rerun_that_reads_everything_back(finished, tmp_pat
     assert os.path.exists(os.path.join(out, "kernels.png"))  # the same configuration's figures stay
 
 
+@pytest.mark.full
 def test_another_choice_of_models_reuses_the_parts_and_leaves_no_stale_outputs(finished, tmp_path):
     out = copy(finished, tmp_path)
     part = os.path.join(out, "parts", "sequence__grid_d3pm_absorbing.npz")
@@ -100,6 +102,7 @@ def test_another_choice_of_models_reuses_the_parts_and_leaves_no_stale_outputs(f
         assert read(os.path.join(out, name)) == read(os.path.join(finished, name)), name
 
 
+@pytest.mark.full
 def test_truncated_parts_are_named_set_aside_and_recomputed(finished, tmp_path):
     """Issue 31, case 4: a truncated part used to stop every rerun with a raw BadZipFile."""
     out = copy(finished, tmp_path)
@@ -107,6 +110,7 @@ def test_truncated_parts_are_named_set_aside_and_recomputed(finished, tmp_path):
     hostile.truncated_parts_recomputed(argv(CFG, out, "--no-plots"), CFG, out, finished, damaged, TABLES)
 
 
+@pytest.mark.full
 def test_an_autoencoder_of_other_settings_is_never_reused(tmp_path, capsys):
     """Issue 31, case 2: killed right after parts/autoencoder.npz was written, then rerun with
     --ae-steps 10: the 100-step autoencoder was reused (accuracy 1.0 where 10 steps give less)."""
@@ -132,7 +136,7 @@ def test_an_autoencoder_of_other_settings_is_never_reused(tmp_path, capsys):
     )
 
 
-@pytest.mark.slow  # 22 s of child processes; the default run keeps the kill tests of the collapse, visual-token,
+@pytest.mark.slow  # 22 s of child processes; the full run (-m full) keeps the kill tests of the collapse, visual-token,
 # sweep and training layers, and this study's own resume and damaged-part tests
 def test_killed_at_random_moments_it_resumes_to_the_files_of_an_uninterrupted_run(tmp_path):
     """SIGKILL at random moments (corpus, autoencoder, model, likelihood, tables), then the same

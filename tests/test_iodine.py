@@ -314,6 +314,7 @@ def trained(pool):
     return res, logs
 
 
+@pytest.mark.full
 def test_training_lowers_the_loss(pool, trained):
     """Two seeds trained by train_many: on held-out images at a fixed key, each model's loss falls
     well below that of its initial parameters, and its ELBO (averaged over the iterations with the
@@ -342,6 +343,7 @@ def test_training_lowers_the_loss(pool, trained):
     assert set(logs[0][1]) >= {"loss", "grad_norm", "elbo_first", "elbo_last"}
 
 
+@pytest.mark.full
 def test_training_is_deterministic_and_seeds_differ(pool, trained):
     res, logs = trained
     again = fit(pool, max_calls=1)
@@ -363,6 +365,7 @@ def test_training_is_deterministic_and_seeds_differ(pool, trained):
 # ---------------------------------------------------------------------------------------------- segment
 
 
+@pytest.mark.full
 def test_segment_labels_and_fg_ari(trained):
     params = iodine.params_of(trained[0].state, 0)
     sc = scenes.sprite_scenes(jax.random.key(3), 5, size=CFG.size, min_objects=1, max_objects=2, scale=(0.3, 0.5))

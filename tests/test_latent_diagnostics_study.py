@@ -21,6 +21,7 @@ from tokdyn.studies import latent_reasoning
 SOURCE = latent_reasoning.Config(reference_steps=0, training=TINY)
 
 
+@pytest.mark.full
 def test_study_writes_its_tables_and_its_midway_model_is_the_runs(tmp_path, monkeypatch, tiny_reasoner):
     monkeypatch.setattr(latent_diagnostics.Config, "reasoning", lambda self: SOURCE)
     shutil.copytree(tiny_reasoner[1], tmp_path / "source")

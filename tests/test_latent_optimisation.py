@@ -39,6 +39,7 @@ def tiny(monkeypatch):
     )
 
 
+@pytest.mark.full
 def test_missing_variants_are_trained_in_the_source_or_named(tmp_path, monkeypatch, tiny_reasoner):
     src = str(tmp_path / "source")
     shutil.copytree(tiny_reasoner[1], src)  # holds the finished variant latent
@@ -61,6 +62,7 @@ def test_missing_variants_are_trained_in_the_source_or_named(tmp_path, monkeypat
         latent_reasoning.ensure_trained(dataclasses.replace(SOURCE, training=fewer), src, ["latent"])
 
 
+@pytest.mark.full
 def test_study_writes_its_tables(tmp_path, tiny, tiny_reasoner):
     shutil.copytree(tiny_reasoner[1], tmp_path / "source")
     cfg = dataclasses.replace(tiny, source=str(tmp_path / "source"))

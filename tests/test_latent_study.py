@@ -110,6 +110,7 @@ def test_the_command_line_config_is_the_tests():
     assert cli.config_from_args(latent_reasoning.Config, cli.build_parser(ARGS).parse_args(ARGS)) == CONVERGING
 
 
+@pytest.mark.full
 def test_study_writes_outputs_and_resumes(tmp_path, study):
     cfg = CONVERGING
     assert not latent_reasoning.main(
@@ -191,6 +192,7 @@ def test_study_writes_outputs_and_resumes(tmp_path, study):
     assert io.read_json(os.path.join(out, "config.json"))["config"]["reference_steps"] == 0
 
 
+@pytest.mark.full
 def test_tested_final_answers_with_the_last_state(tmp_path):
     """With tested='final' the test answers and the state the analyses read are the last step's."""
     # no_image (here and below): the variant the study fixture trains on TINY's schedule, whose
@@ -225,6 +227,7 @@ def stop_recorded(whole, seen):
     return many
 
 
+@pytest.mark.full
 def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path, monkeypatch):
     """A variant cut off after its first call resumes from the checkpoint to the uninterrupted
     result; with its curve damaged, it is trained again from the start, to the same result."""
@@ -353,7 +356,7 @@ def test_absurd_or_impossible_options_exit_2_before_any_work(tmp_path, capsys, a
     assert not out.exists()
 
 
-@pytest.mark.slow  # 23 s of child processes; the default run keeps the kill tests of the collapse, visual-token,
+@pytest.mark.slow  # 23 s of child processes; the full run (-m full) keeps the kill tests of the collapse, visual-token,
 # sweep and training layers, and this study's own resume and damaged-part tests
 def test_a_study_killed_at_random_moments_resumes_to_the_same_results(tmp_path, monkeypatch):
     """SIGKILLed at random moments of a run (timed by an uninterrupted run with the compilations
@@ -373,6 +376,7 @@ def test_a_study_killed_at_random_moments_resumes_to_the_same_results(tmp_path, 
     same_answers(whole, out)
 
 
+@pytest.mark.full
 def test_damaged_files_of_a_finished_variant_are_named_set_aside_and_recomputed(tmp_path, monkeypatch):
     """Truncated, each kind in turn: the curve (restored from its copy in the answers), the result
     and the answers (recomputed from the final checkpoint), the checkpoint (trained again): each is

@@ -210,6 +210,7 @@ def _no_key_bias(params):
         for n in sorted(variants.VARIANTS)
     ],
 )
+@pytest.mark.full
 def test_every_variant_learns_and_evaluates(name, pools):
     test = pools.test
     state, done, logs = _trained(name)
@@ -250,6 +251,7 @@ def test_sweep_is_one_compilation_and_a_nan_stops_no_other_model(pools, monkeypa
     assert not np.allclose(first[0], first[3]) and not np.allclose(first[0], first[1])  # settings, seeds differ
 
 
+@pytest.mark.full
 def test_resume_equals_uninterrupted(tmp_path, pools):
     """coconut, interrupted after its first curriculum stage, resumes to the same models."""
     name = "coconut"

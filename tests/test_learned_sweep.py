@@ -36,6 +36,7 @@ def swept(tmp_path_factory):
     return TINY, out
 
 
+@pytest.mark.full
 def test_the_results_are_train_many_on_the_same_seeds_and_settings(swept):
     cfg, out = swept
     got = sweep.load(out)
@@ -54,6 +55,7 @@ def test_the_results_are_train_many_on_the_same_seeds_and_settings(swept):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * scale, err_msg=name)
 
 
+@pytest.mark.full
 def test_a_rerun_reads_every_chunk_back_without_compiling_or_writing(swept):
     cfg, out = swept
     chunks = os.path.join(out, "chunks")
@@ -65,12 +67,14 @@ def test_a_rerun_reads_every_chunk_back_without_compiling_or_writing(swept):
     assert {f: os.stat(os.path.join(chunks, f)).st_mtime_ns for f in os.listdir(chunks)} == before
 
 
+@pytest.mark.full
 def test_another_configuration_is_refused_in_the_same_directory(swept):
     cfg, out = swept
     with pytest.raises(io.OutputConflict):
         run_sweep(dataclasses.replace(cfg, tau_end="0.1"), out, progress=False)
 
 
+@pytest.mark.full
 def test_report_rows_are_numpy_and_scipy_on_the_chunks(swept):
     cfg, out = swept
     result = report.analysis(out, cfg)
@@ -111,6 +115,7 @@ def test_bad_axes_and_values_are_refused_before_anything_is_compiled(changes, wo
     assert COMPILE not in events and not (tmp_path / "out").exists()
 
 
+@pytest.mark.full
 def test_the_command_runs_and_is_listed(tmp_path, capsys):
     out = tmp_path / "out"
     args = ["sweep", "vtae", "--seeds", "2", "--learning-rate", "0.01", "--tau-end", "", "--hidden", "8",

@@ -64,12 +64,13 @@ def module_names(tree: ast.AST) -> dict:
     return bound
 
 
-def missing_names(cells: list) -> list:
-    """Every ``module.name`` chain of ``cells`` (rooted at a name an import bound to a module) that
-    does not resolve: ``tokdyn.dynamics.runn`` after ``import tokdyn``. The chain is followed while
-    it names modules; the first name looked up on something else (a class, a dict) is checked too."""
+def missing_names(cells: list, namespace: dict | None = None) -> list:
+    """Every ``module.name`` chain of ``cells`` (rooted at a name an import bound to a module, or a
+    module of ``namespace``: the globals the cells run in) that does not resolve:
+    ``tokdyn.dynamics.runn`` after ``import tokdyn``. The chain is followed while it names modules;
+    the first name looked up on something else (a class, a dict) is checked too."""
     trees = [ast.parse(c) for c in cells]  # SyntaxError: a cell that no longer parses
-    bound = {}
+    bound = {k: v for k, v in (namespace or {}).items() if isinstance(v, types.ModuleType)}
     for tree in trees:
         bound.update(module_names(tree))
     missing = []

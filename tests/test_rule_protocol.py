@@ -223,6 +223,7 @@ def test_cluster_run_and_sweep_over_the_rules_knob_compile_once():
     assert int(by_row["steps"]) == int(direct["steps"])
 
 
+@pytest.mark.full
 def test_study_pairs_a_users_rule_with_the_baseline(tmp_path):
     rules = {"lloyd": LLOYD, "lloyd-half": dataclasses.replace(LLOYD, hparams=Lloyd(0.5))}
     cfg = td.Config(

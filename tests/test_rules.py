@@ -393,6 +393,7 @@ def test_cluster_run_method_rows_equal_direct_runs():
     assert float(a["sse"]) != float(b["sse"])
 
 
+@pytest.mark.full
 def test_sweep_cli_method_and_knob_axes(tmp_path, capsys):
     from tokdyn import cli
     from tokdyn.engine import sweep

@@ -262,6 +262,7 @@ def trained(pool):
     return res, logs
 
 
+@pytest.mark.full
 def test_training_over_two_seeds_lowers_the_loss(pool, trained):
     res, logs = trained
     assert res.finished and res.nan_report() == []
@@ -282,6 +283,7 @@ def test_training_over_two_seeds_lowers_the_loss(pool, trained):
     assert not np.array_equal(q[0], q[1])
 
 
+@pytest.mark.full
 def test_training_is_deterministic(pool, trained):
     """The same keys train the same models: a second run's first call is the first run's."""
     again = fit(pool, max_calls=1)
@@ -292,6 +294,7 @@ def test_training_is_deterministic(pool, trained):
 # ---------------------------------------------------------------------------------------------- segment
 
 
+@pytest.mark.full
 def test_segment_ids_are_slots_through_time(trained, clips):
     params = params_np(trained[0].state, 0)
     key = jax.random.key(2)

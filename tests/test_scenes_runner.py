@@ -61,7 +61,7 @@ KILLED = [
 ]
 
 
-@pytest.mark.slow  # 42 s of child processes; the default run keeps the kill tests of the collapse, visual-token,
+@pytest.mark.slow  # 42 s of child processes; the full run (-m full) keeps the kill tests of the collapse, visual-token,
 # sweep and training layers, and this study's own resume and damaged-part tests
 def test_killed_at_random_moments_it_resumes_to_the_tables_of_an_uninterrupted_run(tmp_path):
     """SIGKILL at random moments (fixed methods, training between and during checkpoints, test

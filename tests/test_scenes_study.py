@@ -57,6 +57,7 @@ def finished(tmp_path_factory):
     return out
 
 
+@pytest.mark.full
 def test_study_writes_its_outputs_and_a_rerun_reads_everything_back(finished, tmp_path):
     out = finished
     for name in TABLES + ("examples.png", "learning_curve.png", "summary.md", "config.json", "study.json"):
@@ -105,6 +106,7 @@ def test_study_writes_its_outputs_and_a_rerun_reads_everything_back(finished, tm
     assert os.path.exists(os.path.join(out, "examples.png"))  # the same configuration's figures stay
 
 
+@pytest.mark.full
 def test_a_directory_of_other_model_configurations_is_refused_before_any_work(finished, tmp_path):
     """The stamp holds the learned models' configurations (their checkpoints are keyed on them): a
     directory made when they had another shape (the training fields flat, before ``train`` was
@@ -136,6 +138,7 @@ def test_a_directory_of_other_model_configurations_is_refused_before_any_work(fi
     assert before == {f: os.path.getmtime(os.path.join(parts, f)) for f in os.listdir(parts)}
 
 
+@pytest.mark.full
 def test_training_stopped_midway_resumes_to_the_same_models_and_the_whole_curve(tmp_path):
     """Issue 31, case 5: a run killed between a checkpoint and its learning-curve write lost those
     rows. The validation scores are now recorded by train_many's ``evaluation`` in the checkpoint's
@@ -162,6 +165,7 @@ def test_training_stopped_midway_resumes_to_the_same_models_and_the_whole_curve(
     assert sorted(os.listdir(tmp_path / "b" / "parts")) == ["slot_attention.npz"]
 
 
+@pytest.mark.full
 def test_truncated_parts_and_checkpoints_are_named_set_aside_and_recomputed(finished, tmp_path):
     """Issue 31, case 4: a truncated checkpoint or part used to stop every rerun with a raw
     BadZipFile that did not name the file."""
@@ -171,6 +175,7 @@ def test_truncated_parts_and_checkpoints_are_named_set_aside_and_recomputed(fini
     hostile.truncated_parts_recomputed(argv(CFG, out, "--no-plots"), CFG, out, finished, damaged, TABLES, keep=3)
 
 
+@pytest.mark.full
 def test_another_choice_of_methods_reuses_the_parts_and_leaves_no_stale_outputs(finished, tmp_path):
     out = copy(finished, tmp_path)
     ckpt = os.path.join(out, "parts", "slot_attention.npz")

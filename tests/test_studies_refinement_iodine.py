@@ -111,6 +111,7 @@ def _direct_fg_ari(cfg, split, seed, hp, position_scale):
     return np.asarray(out)
 
 
+@pytest.mark.full
 def test_refinement_is_a_fixed_method_of_the_scenes_study(finished):
     table = io.read_csv(os.path.join(finished, "results.csv"))
     assert list(table["method"]) == [m for m in ("baseline", "refinement", "iodine") for _ in (0, 1)]
@@ -153,6 +154,7 @@ class _no_study:
         return compute()
 
 
+@pytest.mark.full
 def test_iodine_is_a_learned_model_of_the_scenes_study(finished):
     assert "iodine" not in object_discovery.Config().learned  # opt-in
     table = io.read_csv(os.path.join(finished, "results.csv"))

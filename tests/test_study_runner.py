@@ -384,6 +384,7 @@ def test_differences_are_dotted_and_complete():
         assert study_dir.digest({"x": [1, 2]}) == study_dir.digest({"x": (1, 2)})
 
 
+@pytest.mark.full
 def test_processes_opening_one_new_directory_at_once_agree(tmp_path):
     """Several processes (the parts of one sweep) open a new directory together: none is refused,
     one stamp stands; a temporary stamp left by a killed writer blocks nothing."""

@@ -46,6 +46,7 @@ def swept(tmp_path_factory):
     return out
 
 
+@pytest.mark.full
 def test_refinement_is_a_method_of_the_sweep_and_its_runs_are_the_studys(swept):
     cfg = tds.Config(method="baseline,refinement", knob="step_size=0.5,1", temperature="", repulsion="", momentum="")
     assert cfg.rules()["refinement"] is PACKAGE_RULES["refinement"] is refinement.REFINEMENT
@@ -94,6 +95,7 @@ def test_refinement_is_a_method_of_the_sweep_and_its_runs_are_the_studys(swept):
     assert json.load(open(os.path.join(swept, "config.json")))["config"]["rule_module"] == ""
 
 
+@pytest.mark.full
 def test_the_same_sweep_through_a_rule_module_naming_the_rule_itself_is_the_same(swept, tmp_path):
     out = str(tmp_path / "module")
     argv = ["sweep", "token-dynamics", "--out", out, "--rule-module", "tokdyn.refinement:REFINEMENT", *PAIRED]

@@ -221,6 +221,7 @@ def test_plot_heatmap_of_no_sweep_a_damaged_or_unfinished_one(swept, tmp_path, c
     assert open(summary_csv).read() == whole
 
 
+@pytest.mark.full
 def test_identical_on_one_and_four_devices(tmp_path):
     """The token-dynamics sweep in a fresh process with 4 forced host devices gives the same bits
     as this process (chunk 7: chunks padded unevenly over the devices)."""
@@ -401,6 +402,7 @@ tds.main(cfg, sys.argv[2], quiet=True, plots=False, part=(int(sys.argv[3]), 2))
 """
 
 
+@pytest.mark.full
 def test_two_processes_share_one_sweep_directory(swept, tmp_path):
     """Two processes started at once on one new directory (part 1 may come first: it waits for
     part 0's stamp): part 0 writes the analysis once both parts' chunks are there, the same bytes
@@ -443,6 +445,7 @@ def _kill_after_chunks(args, cache, out, chunks: int) -> int:
     return count()
 
 
+@pytest.mark.full
 def test_sigkill_midway_then_resume_is_identical(tmp_path):
     """The sweep command killed (SIGKILL) once it holds 5 of its 25 chunks, then run again, ends
     with the files of an uninterrupted run, byte for byte, and no chunk set aside."""
@@ -487,7 +490,7 @@ KILLED = [
 ]
 
 
-@pytest.mark.slow  # four kills at random moments; the default run keeps the kill midway above
+@pytest.mark.slow  # four kills at random moments; the full run (-m full) keeps the kill midway above
 def test_sigkill_at_random_moments_then_resume_is_identical(tmp_path):
     """The sweep command killed (SIGKILL) at random moments, each run resuming the last one's
     chunks (three kills at a random number of finished chunks, then one at a random time, which

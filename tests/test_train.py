@@ -129,6 +129,7 @@ def test_strategies_train_the_same_models(strategy):
     np.testing.assert_allclose(a.curves["loss"], b.curves["loss"], rtol=1e-5)
 
 
+@pytest.mark.full
 def test_strategies_on_two_devices(tmp_path):
     """Every strategy over 2 forced host devices (a child process) trains, evaluates and keeps the best of
     the models of one device (trained here, by this process's one device)."""

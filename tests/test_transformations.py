@@ -1225,6 +1225,7 @@ def test_loops_under_shard_map_with_shared_arguments():
 TWO_DEVICE_ROWS = ("dynamics.run(implicit=True)", "metrics.matched_iou")
 
 
+@pytest.mark.full
 def test_shard_map_over_two_devices():
     """The suite's process has one CPU device; a child process with two checks the shard_map cells
     of a few rows (a loop with its implicit derivative, the auction) and the loops with shared

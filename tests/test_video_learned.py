@@ -42,6 +42,7 @@ TABLES = ("runs.csv", "metrics.csv", "collapse.csv", "tests.csv", "learning_curv
 # ---------------------------------------------------------------------------------------------- a tiny run
 
 
+@pytest.mark.full
 def test_the_learned_arm_stops_resumes_and_fills_the_tables(tmp_path, monkeypatch):
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
     assert video_study.main(TINY, full, quiet=True)

@@ -90,6 +90,7 @@ def tiny():
     return runs, video_study.example(TINY, "occlusion")
 
 
+@pytest.mark.full
 def test_scores_equal_independent_references_on_the_example_video(tiny):
     runs, ex = tiny
     r = runs["occlusion"]
@@ -113,6 +114,7 @@ def test_scores_equal_independent_references_on_the_example_video(tiny):
     assert_same_floats(ex["tokens"][1][0], ex["tokens"][0][0])  # float32 rounding at the tokens' magnitude
 
 
+@pytest.mark.full
 def test_physics_predictors_start_each_frame_as_documented_and_why_the_scores_match_carry(tiny):
     """The video study's tracking path applies each predictor as docs/concepts/tracking.md says,
     and the physics ones leave the foreground segmentation of carry unchanged in these features."""
@@ -135,6 +137,7 @@ def test_physics_predictors_start_each_frame_as_documented_and_why_the_scores_ma
         assert same.mean() >= 0.99, (name, same.mean())
 
 
+@pytest.mark.full
 def test_frame_classes_follow_the_ground_truth(tiny):
     runs, _ = tiny
     v = video_study.make_videos(TINY, "leaving", TINY.seeds * TINY.n_videos)
@@ -220,6 +223,7 @@ def test_collapse_findings_compare_event_frames_with_calm_ones():
 # ---------------------------------------------------------------------------------------------- the runner
 
 
+@pytest.mark.full
 def test_the_study_runs_resumes_and_judges_its_findings(tmp_path):
     out = str(tmp_path / "out")
     cfg = dataclasses.replace(TINY, seeds=3, scenarios=("occlusion",))

@@ -69,6 +69,7 @@ def rerun(args, capsys) -> str:
     return err + " ".join(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning))
 
 
+@pytest.mark.full
 def test_outputs_and_record(runs):
     a = runs["A"]
     t = io.read_csv(a / "results.csv")
@@ -106,6 +107,7 @@ def test_outputs_and_record(runs):
     killing.same_files(a, runs["B"], RESULTS)  # figures or not, the same results
 
 
+@pytest.mark.full
 def test_killed_midway_resumes_to_the_same_files(runs):
     """SIGKILL as soon as the main part is written (the curriculum part not yet run), then the same
     command: the files of an uninterrupted run."""
@@ -118,11 +120,12 @@ def test_killed_midway_resumes_to_the_same_files(runs):
     )
 
 
-@pytest.mark.slow  # the kills at random moments; the default run keeps the kill midway above
+@pytest.mark.slow  # the kills at random moments; the full run (-m full) keeps the kill midway above
 def test_killed_at_random_moments_resumes_to_the_same_files(runs, tmp_path):
     killing.resumes_after_timed_kills(TINY, tmp_path, runs["B"], RESULTS, seed=3, low=0.4)
 
 
+@pytest.mark.full
 def test_truncated_cells_parts_and_the_figure_model_are_named_and_recomputed(runs, tmp_path, capsys):
     d = tmp_path / "D"
     shutil.copytree(runs["A"], d)
@@ -144,6 +147,7 @@ def test_truncated_cells_parts_and_the_figure_model_are_named_and_recomputed(run
     assert (d / "grids.png").stat().st_size > 0
 
 
+@pytest.mark.full
 def test_parts_select_what_runs_and_reuse_what_is_done(runs, tmp_path, capsys):
     d = tmp_path / "D"
     shutil.copytree(runs["A"], d)

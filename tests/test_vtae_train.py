@@ -25,6 +25,7 @@ def budget(steps, every):
 POC = dict(vocab_size=5, grid=3, colours=2, train=budget(300, 50), batch_size=32)
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("mode", ["gumbel_st", "vq", "categorical"])
 def test_five_token_binary_grid_reaches_full_accuracy(mode):
     cfg = vtae.Config(mode=mode, **POC)
@@ -121,6 +122,7 @@ for i in range(5):
 """
 
 
+@pytest.mark.full
 def test_train_many_shards_models_over_devices():
     import subprocess
     import sys

@@ -391,20 +391,22 @@ def test_bad_videos_refused_before_compile(params0, bad, err):
     assert compiled == []
 
 
-def test_bad_input_for_training_refused_before_compile(pool):
+def test_bad_input_for_training_refused_before_compile():
+    pool = np.zeros((4, 4, CFG.size, CFG.size, 3), np.float32)  # the pool's shape: refused by shape alone
+    key = jax.random.key(0)  # (the test's own key, made before the count)
     with jax_compilations() as compiled:
         with pytest.raises(ValueError, match="predictor"):
             savi.trainer(dataclasses.replace(CFG, predictor="gru"))
         with pytest.raises(TypeError, match="Config"):
             savi.trainer(savi.slot_config(CFG))
         with pytest.raises(TypeError, match="Config"):
-            savi.apply(jax.random.key(0), {}, savi.slot_config(CFG), np.zeros((1, 1, 8, 8, 3), np.float32))
+            savi.apply(key, {}, savi.slot_config(CFG), np.zeros((1, 1, 8, 8, 3), np.float32))
         with pytest.raises(ValueError, match="learning_rate"):
             savi.models(CFG, savi.Hparams(learning_rate=0.0))
         with pytest.raises(TypeError, match="Hparams"):
             savi.models(CFG, slot_attention.Hparams())
         with pytest.raises(ValueError, match="chunk"):
-            savi.segment(jax.random.key(0), {}, CFG, pool[:1], chunk=0)
+            savi.segment(key, {}, CFG, pool[:1], chunk=0)
     assert compiled == []
     # a pool of clips shorter than the window, or of images, is refused when the step is traced
     for bad in (pool[:, : CFG.frames - 1], pool[:, 0]):

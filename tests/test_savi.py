@@ -408,7 +408,11 @@ def test_bad_input_for_training_refused_before_compile():
         with pytest.raises(ValueError, match="chunk"):
             savi.segment(key, {}, CFG, pool[:1], chunk=0)
     assert compiled == []
-    # a pool of clips shorter than the window, or of images, is refused when the step is traced
-    for bad in (pool[:, : CFG.frames - 1], pool[:, 0]):
-        with pytest.raises(ValueError, match="pool"):
-            fit(bad, max_calls=1)
+    # a pool of clips shorter than the window, or of images: the batch function's own check, traced
+    # before any model is initialised (nothing compiled)
+    trainer, models, execution = savi.trainer(CFG), savi.models(CFG, HP), train.Execution(STRATEGY)
+    with jax_compilations() as compiled:
+        for bad in (pool[:, : CFG.frames - 1], pool[:, 0]):
+            with pytest.raises(ValueError, match="pool"):
+                train.train_many(trainer, bad, *models, execution=execution, max_calls=1)
+    assert "/jax/core/compile/backend_compile_duration" not in compiled

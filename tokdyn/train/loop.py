@@ -151,6 +151,16 @@ def _check(trainer, keys, hparams, devices, max_calls, deadline):
     return stages, cfg, m, devices[:m]  # no device holds only padding
 
 
+def _check_data(trainer, data, keys) -> None:
+    """Each stage's ``batch`` traced on ``data`` with abstract keys and step (``jax.eval_shape``:
+    nothing is compiled or run), so that data a batch function refuses (a pool of the wrong shape)
+    is named before any model is initialised or any program compiled."""
+    key = jax.ShapeDtypeStruct(jnp.shape(keys)[1:], keys.dtype)
+    step = jax.ShapeDtypeStruct((), jnp.int32)
+    for _, tr in stages_of(trainer):
+        jax.eval_shape(tr.batch, key, data, step)
+
+
 def _evaluated(evaluate, step, state, m, logs) -> dict:
     """``evaluate(step, state)`` as host float arrays (M,), checked."""
     out = evaluate(step, state)
@@ -222,10 +232,13 @@ def train_many(
         each mapped onto the option value above that replaces it, with a ``DeprecationWarning``.
 
     Returns the :class:`Result`. A ``RuntimeWarning`` (:func:`warn_skipped`) names the models that
-    skipped non-finite steps. Every value is checked before any compile."""
+    skipped non-finite steps. Every value is checked before any compile, the data too: each stage's
+    ``batch`` is traced on it first (``jax.eval_shape``), so that data a batch function refuses is
+    named before any model is initialised."""
     ckpt, ev, ex = _options(deprecated, checkpointing, evaluation, execution, on_log)
     checkpoint, stamp = (ckpt.path, ckpt.stamp) if ckpt is not None else (None, "")
     stages, cfg, m, devices = _check(trainer, keys, hparams, ex.devices, max_calls, deadline)
+    _check_data(trainer, data, keys)
     first = stages[0][1]
     hp = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), hparams)
     state, run_keys = init_states(trainer, keys, hp, vectorised=ex.vectorised_init and ex.strategy != "loop")

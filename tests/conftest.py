@@ -53,6 +53,14 @@ def pytest_configure(config):
     _session_compilation_cache(config)
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test is in one tier: ``-m full`` (CI's second run) must not pick up a ``slow`` check that
+    only a person runs by hand, so a test marked both is refused when the suite is collected."""
+    both = [item.nodeid for item in items if item.get_closest_marker("slow") and item.get_closest_marker("full")]
+    if both:
+        raise pytest.UsageError(f"tests marked both slow and full (mark a test with one tier): {', '.join(both)}")
+
+
 _CACHE_ENV = "TOKDYN_TEST_COMPILATION_CACHE"  # the session cache's path, for the workers
 
 

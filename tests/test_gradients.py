@@ -327,6 +327,7 @@ def test_grad_of_sinkhorn_and_soft_assignment(use_mask):
     np.testing.assert_allclose(float(np.sum(np.asarray(g_t) * ut)), _central(lambda e: ref(0.7, e, ut), 0.0), rtol=2e-3)
 
 
+@pytest.mark.full  # the default run: the transformation table's run (jacfwd) and run_fixed (grad) cells
 def test_reverse_mode_equals_forward_mode_through_run():
     """run (a while_loop: forward mode only) and run_fixed (reverse mode) differentiate the same
     function: jacfwd of run's tokens equals jacrev of run_fixed's, early stop included."""
@@ -506,9 +507,12 @@ IMPLICIT_CONFIGS = [  # (seed, N, T, D, knobs, masked): runs that converge to a 
     (4, 60, 3, 2, dict(temperature=0.7, momentum=0.2, anneal_ratio=3.0, anneal_steps=5), True),
 ]
 IMPLICIT_IDS = ["baseline", "inertia", "repulsion-damped", "sinkhorn-slot", "annealed"]
-# the default suite keeps the configurations that between them move every knob (the others: -m slow)
+# float64 verifications at depth: the full tier (-m full) runs the configurations that between them
+# move every knob, -m slow the others; the default run checks run(implicit=True)'s derivatives in
+# float32 through the transformation table (tests/test_transformations.py: grad against finite
+# differences, jacfwd against grad, under vmap)
 IMPLICIT_PARAMS = [
-    pytest.param(c, id=i, marks=[pytest.mark.slow] if i in ("baseline", "inertia") else [])
+    pytest.param(c, id=i, marks=[pytest.mark.slow] if i in ("baseline", "inertia") else [pytest.mark.full])
     for c, i in zip(IMPLICIT_CONFIGS, IMPLICIT_IDS)
 ]
 IMPLICIT_KNOBS = ("temperature", "momentum", "repulsion", "damping", "slot_norm", "anneal_ratio")
@@ -603,6 +607,7 @@ def _soft_step(tokens, points, hp, s, key):
 SOFT = dynamics.Rule(lambda points, tokens, hp: tokens, _soft_step, hparams=_Soft(), name="soft")
 
 
+@pytest.mark.full  # four programs of an implicit and a 300-step unrolled derivative (about 27 s)
 def test_implicit_grad_of_a_rule_of_ones_own_and_under_vmap_in_float32():
     """float32, tol 1e-6: a tokens-only rule from outside the package and the built-in inertia rule;
     jax.vmap of jax.grad over batched knobs equals the per-run gradients and run_fixed's."""

@@ -206,11 +206,15 @@ def _no_key_bias(params):
         # here) by their alignment loss only, whose values and gradients test_alignment_losses_match_numpy
         # checks in the default run; no_image differs from direct (kept here) by its blank image only,
         # which test_latent_model.py checks, and test_latent_study.py trains and evaluates it end to end
-        pytest.param(n, marks=pytest.mark.slow) if n in ("coconut", "latent_mirage", "latent_monet", "no_image") else n
+        pytest.param(
+            n,
+            marks=pytest.mark.slow
+            if n in ("coconut", "latent_mirage", "latent_monet", "no_image")
+            else pytest.mark.full,
+        )
         for n in sorted(variants.VARIANTS)
     ],
 )
-@pytest.mark.full
 def test_every_variant_learns_and_evaluates(name, pools):
     test = pools.test
     state, done, logs = _trained(name)

@@ -6,7 +6,12 @@ autoencoder, the sequence models (DDPM and D3PM through the network) and the lat
 their parameters: a directional derivative along a random direction over all parameters, and one
 over a single parameter block, to a relative 1e-6. Each comparison is shown able to fail: the
 same comparison of a gradient scaled by 1 + 1e-4, or with one parameter block's gradient
-dropped, is refused."""
+dropped, is refused.
+
+The losses of the slot autoencoder, the sequence models and the latent reasoner through their
+networks are full executions (``-m full``, run by CI after the default run): each compiles a model
+and its float64 derivatives. The default run checks every model's gradient through the
+transformation table (tests/test_transformations.py: reverse mode against forward mode)."""
 
 from __future__ import annotations
 
@@ -197,6 +202,7 @@ SLOTS = slots.Config(
 )
 
 
+@pytest.mark.full
 def test_slot_autoencoder_loss():
     """The reconstruction loss of Slot Attention's autoencoder (the slot noise fixed by the key),
     along all parameters and along Slot Attention's own."""
@@ -235,6 +241,7 @@ def test_visual_token_autoencoder_loss(decoder):
         check_gradient(loss, params, seed=1, only="encoder")
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("model", ["grid_ddpm", "grid_d3pm_absorbing", "token_d3pm_uniform", "token_ar"])
 def test_sequence_model_loss(model):
     """The sequence models' losses through the network: DDPM's epsilon loss, D3PM's hybrid loss
@@ -272,7 +279,9 @@ LATENT = latent_model.Config(
 )
 
 
-@pytest.mark.parametrize("align", [pytest.param("monet", marks=pytest.mark.slow), "lvr"])  # monet: 4x lvr's time
+@pytest.mark.parametrize(
+    "align", [pytest.param("monet", marks=pytest.mark.slow), pytest.param("lvr", marks=pytest.mark.full)]
+)  # monet: 4x lvr's time
 def test_latent_reasoner_objective(align):
     """The latent reasoner's objective (answer and caption cross-entropy through the latent feedback
     loop, plus an alignment term: Monet's to the self-teacher's states, LVR's to the patch

@@ -553,7 +553,9 @@ def test_resumed_training_is_bit_identical(pool, trained, tmp_path):
 @pytest.mark.parametrize(
     "strategy, batch_size",
     [
-        ("step", None),
+        # the train layer's strategies agree in tests/test_train.py (the default run); here at the
+        # model's scale, a full execution
+        pytest.param("step", None, marks=pytest.mark.full),
         # a map over the models one by one: another program of the same step, whose mapping
         # (execute's batch_size=1) tests/test_execute.py checks in the default run
         pytest.param("step", 1, marks=pytest.mark.slow),

@@ -67,6 +67,7 @@ def _check(name, study, cfg, out, trainings, per_training, fixed, rerun_at_most)
     assert not [n for n in again.names if n in TRAINING], again.names
 
 
+@pytest.mark.full  # a study end to end and its rerun; the default run: tests/test_train_dispatch.py's compile counts
 def test_visual_token_study_compiles_per_training_and_its_rerun_nothing_of_it(tmp_path):
     from test_vtae_study import TINY
     from tokdyn.studies import visual_tokens

@@ -338,6 +338,7 @@ def test_switching_the_predictor_does_not_recompile():
         assert_same_floats(many[p], tracking.track(KEY, frames, tracking.Hparams(predictor=p), n_tokens=3).tokens)
 
 
+@pytest.mark.full  # the default run: the transformation table's tracking.track(fixed=True) vmap and shard_map cells
 def test_vmap_and_shard_map_equal_one_by_one():
     """A batch of sequences under vmap, and under shard_map (JAX's default check_vma=True, the key
     shared), equals the sequences one by one; track_labels under shard_map with check_vma=False."""
@@ -469,6 +470,7 @@ def test_separate_against_numpy():
     assert abs(np.linalg.norm(out[0] - out[1]) - 1.0) < 1e-6
 
 
+@pytest.mark.full  # float64; the default run: the transformation table's tracking.track(fixed=True) grad cell
 def test_gradient_through_fixed_tracking():
     """fixed=True is reverse-mode differentiable in the frames and the float knobs: against a
     central difference in float64."""

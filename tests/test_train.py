@@ -234,6 +234,7 @@ def test_checkpoint_resume_is_bit_identical_and_keeps_the_curves(tmp_path):
     np.testing.assert_array_equal(full.curves["loss"], resumed.curves["loss"])
 
 
+@pytest.mark.full  # a child process killed midway; the default run: the checkpoint's resume above
 def test_a_killed_run_resumes_bit_identically(tmp_path):
     """SIGKILL a child process mid-training, rerun: the same final state as an uninterrupted run."""
     ck = str(tmp_path / "ck.npz")

@@ -44,6 +44,7 @@ def many(cfg, keys, hp, **kw):
     return train.train_many(vtae.trainer(cfg), vtae.inputs(cfg), keys, hp, **kw)
 
 
+@pytest.mark.full  # at the model's scale; the train layer's strategies: tests/test_train.py in the default run
 def test_vmapped_training_equals_per_model_training(monkeypatch):
     cfg = vtae.Config(
         mode="gumbel_st",

@@ -213,9 +213,11 @@ def gradient_norms(key, params, cfg: model.Config, hp: model.Hparams, tokens, em
     return optax.tree.norm(g["encoder"]), optax.tree.norm(g["decoder"])
 
 
+@functools.partial(jax.jit, static_argnames=("cfg",))
 def evaluate(key, params, cfg: model.Config, *, weights=None, embeddings=None, hparams=None, noise_std=0.1):
     """Every diagnostic of a model on its whole vocabulary, with deterministic encoding (the argmax for
-    the sampling modes).
+    the sampling modes). One compiled program per configuration (``cfg`` is static; the other
+    arguments, ``noise_std`` included, are traced).
 
     Args:
       key: PRNG key of the sensitivity noise and of the gradient's loss.

@@ -11,7 +11,8 @@ import pytest
 from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
 
-TASK = tasks.Config(grid_size=4, n_colours=3)
+# the training tests' tasks (tests/test_latent_train.py's TINY): one compiled generator for the session
+TASK = tasks.Config(grid_size=3, n_colours=2)
 # two blocks (every pass reads a key/value cache per block) and two latents (the second reads the
 # first's feedback): the feedback loop is n_latents + 2 passes of depth blocks, each compiled
 CFG = latent_model.Config(
@@ -76,7 +77,7 @@ def _params_for(params, proj):
 def test_layout_and_shapes(setup):
     model, params, batch = setup
     lay = model.layout
-    assert lay.length == 16 + 5 + 1 + 2 + 1 + 4 + 1
+    assert lay.length == 9 + 5 + 1 + 2 + 1 + 4 + 1
     out = host(japply(model)(params, batch))
     assert out.logits.shape == (5, lay.length, TASK.vocab.size)
     assert out.hidden.shape == (5, 3, lay.length, 32)
@@ -205,10 +206,10 @@ def _inserted_reference(model, params, batch, mask):
 def test_inject_matches_really_inserted_patches(setup):
     model, params, batch = setup
     f = japply(model)
-    mask = np.random.default_rng(3).random((5, 16)) < 0.3
+    mask = np.random.default_rng(3).random((5, 9)) < 0.3
     mask[0] = False
     mask[1] = True
-    assert 0 < mask[2].sum() < 16  # some patches
+    assert 0 < mask[2].sum() < 9  # some patches
     got = host(f(params, batch, inject=mask))
     want_logits, want_latents = host(
         jax.jit(lambda p, b: _inserted_reference(model, p, b, mask[2:3]))(
@@ -227,9 +228,9 @@ def test_inject_matches_really_inserted_patches(setup):
     again = host(f(params, batch, latents=got.latents, inject=mask))
     np.testing.assert_allclose(again.logits, got.logits, atol=1e-4)
     with pytest.raises(ValueError, match="inject"):
-        model.apply(params, batch, inject=np.zeros((5, 15), bool))
+        model.apply(params, batch, inject=np.zeros((5, 8), bool))
     with pytest.raises(TypeError, match="inject"):
-        model.apply(params, batch, inject=np.zeros((5, 16)))
+        model.apply(params, batch, inject=np.zeros((5, 9)))
 
 
 def test_drop_equals_deleting_the_positions(setup):
@@ -272,12 +273,12 @@ def test_pause_and_direct_modes(setup):
     out = host(japply(m)(p, batch))
     lay = m.layout
     tok = np.asarray(p["params"]["tok"]["embedding"])[TASK.vocab.pause]
-    pos = np.asarray(p["params"]["pos"]["embedding"])[lay.latents.start - 16]
+    pos = np.asarray(p["params"]["pos"]["embedding"])[lay.latents.start - 9]
     np.testing.assert_allclose(out.hidden[0, 0, lay.latents.start], tok + pos, atol=1e-6)
     assert out.latents.shape == (3, 0, 32)
     d = latent_model.Model(latent_model.Config(task=TASK, width=32, heads=2, projection="linear", text_positions=TEXT))
-    assert d.layout.length == 16 + 5 + 1
-    assert japply(d)(p, batch).logits.shape == (3, 22, TASK.vocab.size)
+    assert d.layout.length == 9 + 5 + 1
+    assert japply(d)(p, batch).logits.shape == (3, 15, TASK.vocab.size)
 
 
 def test_no_image_ignores_the_image(setup):
@@ -288,14 +289,14 @@ def test_no_image_ignores_the_image(setup):
     b = _first(batch5, 3)
     f = japply(m)
     a = f(p, b).logits
-    c = f(p, dataclasses.replace(b, image=(b.image + 1) % 4)).logits
+    c = f(p, dataclasses.replace(b, image=(b.image + 1) % (TASK.n_colours + 1))).logits
     np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
 
 
 def test_shape_and_config_errors(setup):
     model, params, batch = setup
     with pytest.raises(ValueError, match="batch.image"):
-        model.apply(params, dataclasses.replace(batch, image=batch.image[:, :3]))
+        model.apply(params, dataclasses.replace(batch, image=batch.image[:, :2]))
     with pytest.raises(ValueError, match="batch.question"):
         model.apply(params, dataclasses.replace(batch, question=batch.question[:, :4]))
     with pytest.raises(ValueError, match="batch.caption"):

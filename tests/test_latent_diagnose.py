@@ -65,8 +65,7 @@ class Tiny:
 
 
 def _batch(n, key=0):
-    """n instances drawn on the host (a draw by jax.random compiles once per shape)."""
-    return {"x": jnp.asarray(np.random.default_rng(key).standard_normal((n, Tiny.T, Tiny.D)), jnp.float32)}
+    return {"x": jax.random.normal(jax.random.key(key), (n, Tiny.T, Tiny.D))}
 
 
 def test_answer_that_ignores_the_latents_has_exactly_zero_effects():
@@ -105,8 +104,7 @@ def test_swap_flip_rate_of_a_linear_readout_equals_its_value():
 
 
 def test_interventions_have_their_stated_properties():
-    lat = np.random.default_rng(0).standard_normal((30, 3, 64)) * np.arange(1.0, 31.0)[:, None, None]
-    lat = jnp.asarray(lat, jnp.float32)
+    lat = jax.random.normal(jax.random.key(0), (30, 3, 64)) * jnp.arange(1.0, 31.0)[:, None, None]
     other = jnp.ones_like(lat)
     z = np.asarray(mediation.interventions(jax.random.key(1), lat, mediation.INTERVENTIONS, other=other))
     lat = np.asarray(lat)
@@ -195,15 +193,15 @@ def test_decomposition_on_a_model_of_our_own_equals_its_manual_settings():
 
 
 def test_narrowness_and_shift_equal_numpy():
-    att = np.random.default_rng(0).dirichlet(np.ones(7), (3, 2, 2, 7)).astype(np.float32)  # (B, depth, H, T, T)
+    att = np.asarray(jax.random.dirichlet(jax.random.key(0), jnp.ones(7), (3, 2, 2, 7)))  # (B, depth, H, T, T)
     got = mediation.narrowness(jnp.asarray(att), queries=(5, 6), patches=(0, 1, 2, 3), top_k=2)
     a = att.mean((1, 2))[:, [5, 6]][..., :4]
     p = a / a.sum(-1, keepdims=True)
     np.testing.assert_allclose(got.entropy, -(p * np.log(p)).sum(-1), rtol=1e-5)
     np.testing.assert_allclose(got.top_k_mass, -np.sort(-p, -1)[..., :2].sum(-1), rtol=1e-5)
     np.testing.assert_allclose(got.patch_share, a.sum(-1), rtol=1e-5)
-    u = np.random.default_rng(1).standard_normal((4, 3, 5)).astype(np.float32)
-    v = u + np.random.default_rng(2).standard_normal((4, 3, 5)).astype(np.float32)
+    u = np.asarray(jax.random.normal(jax.random.key(1), (4, 3, 5)))
+    v = u + np.asarray(jax.random.normal(jax.random.key(2), (4, 3, 5)))
     s = mediation.shift(jnp.asarray(u), jnp.asarray(v))
     cos = (u * v).sum(-1) / np.linalg.norm(u, axis=-1) / np.linalg.norm(v, axis=-1)
     np.testing.assert_allclose(s.cosine_distance, 1 - cos, rtol=1e-5, atol=1e-6)

@@ -11,20 +11,24 @@ from tokdyn.diagnostics import dmlr
 from tokdyn.models.latent import tasks
 from tokdyn.models.latent import model as latent_model
 
-TASK = tasks.Config(grid_size=3, n_colours=3, families=("read", "gravity"))
+# the training tests' tasks (tests/test_latent_train.py's TINY): one compiled generator for the session
+TASK = tasks.Config(grid_size=3, n_colours=2)
 CFG = latent_model.Config(task=TASK, width=16, depth=1, heads=2, latent_mode="feedback", n_latents=2)
 MODEL = latent_model.Model(CFG)
 LAY = MODEL.layout
 APPLY = jax.jit(MODEL.apply)  # (eager Flax applies are slow)
 POS = dict(latent_positions=tuple(range(LAY.latents.start, LAY.latents.stop)), answer_position=LAY.answer)
 # the reward of every instance's logits (B, T, V), one compilation for the tests below
+IDS = np.arange(8, dtype=np.int32)  # the instances' ids
 REWARDS = jax.jit(jax.vmap(lambda lg: dmlr.confidence(lg, reward="entropy", top_k=5, **POS)))
 
 
 @pytest.fixture(scope="module")
 def setup():
     params = MODEL.init(jax.random.key(0))
-    batch = tasks.generate(jax.random.key(1), 8, TASK)
+    batch = jax.tree.map(
+        np.asarray, tasks.generate(jax.random.key(1), 8, TASK)
+    )  # host arrays: sliced without compiling
     return params, batch
 
 
@@ -41,11 +45,20 @@ def _reference(logits, reward, k, latent_positions, answer_position):
     return 1.0 - (-(q * np.log(q)).sum(-1)).mean()
 
 
+# one small program per reward and k (op by op, every operation would compile on its own)
+CONFIDENCE = jax.jit(
+    lambda lg, reward, top_k: dmlr.confidence(
+        lg, reward=reward, top_k=top_k, latent_positions=(2, 5, 6), answer_position=8
+    ),
+    static_argnames=("reward", "top_k"),
+)
+
+
 @pytest.mark.parametrize("reward", dmlr.REWARDS)
 @pytest.mark.parametrize("k", [1, 3, 7])
 def test_confidence_rewards_equal_numpy(reward, k):
-    logits = jax.random.normal(jax.random.key(k), (9, 7)) * 3
-    got = dmlr.confidence(logits, reward=reward, top_k=k, latent_positions=(2, 5, 6), answer_position=8)
+    logits = (np.random.default_rng(k).standard_normal((9, 7)) * 3).astype(np.float32)
+    got = CONFIDENCE(logits, reward=reward, top_k=k)
     np.testing.assert_allclose(got, _reference(logits, reward, k, (2, 5, 6), 8), rtol=1e-5, atol=1e-6)
 
 
@@ -54,7 +67,9 @@ def test_es_estimate_of_the_models_reward_points_along_its_gradient(setup):
     is close in direction to jax.grad of the same reward."""
     params, batch = setup
     inst = jax.tree.map(lambda a: a[:1], batch)
-    lat = APPLY(params, batch).latents[:1]  # the model's own latents (the batch's program, as the tests below)
+    lat = np.asarray(APPLY(params, batch).latents)[
+        :1
+    ]  # the model's own latents (the batch's program, as the tests below)
 
     def reward(u):
         out = MODEL.apply(params, inst, latents=u)
@@ -62,7 +77,8 @@ def test_es_estimate_of_the_models_reward_points_along_its_gradient(setup):
 
     exact = jax.jit(jax.grad(reward))(lat)
     est, _ = jax.jit(lambda k: es.es_grad(k, reward, lat, sigma=1e-2, n_pairs=512))(jax.random.key(0))
-    cos = jnp.vdot(est, exact) / (jnp.linalg.norm(est) * jnp.linalg.norm(exact))
+    est, exact = np.asarray(est, np.float64).ravel(), np.asarray(exact, np.float64).ravel()
+    cos = est @ exact / (np.linalg.norm(est) * np.linalg.norm(exact))
     assert cos > 0.9, float(cos)
 
 
@@ -78,14 +94,14 @@ def test_optimise_keeps_the_most_confident_latents(setup, estimator):
     answer with latents_best; the start is the model's own latents."""
     params, batch = setup
     hp = dmlr.Hparams(learning_rate=0.5, sigma=0.1)
-    res = OPTIMISERS[estimator](jax.random.key(2), params, batch, hp, jnp.arange(8))
+    res = OPTIMISERS[estimator](jax.random.key(2), params, batch, hp, IDS)
     assert res.latents_best.shape == (8, 2, 16) and res.rewards.shape == (8, 6)
     np.testing.assert_allclose(res.latents_before, APPLY(params, batch).latents, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(res.reward_best, np.maximum(res.reward_before, np.max(res.rewards, 1)), rtol=1e-6)
     out = APPLY(params, batch, latents=res.latents_best)
     # answer_best comes from another program: an argmax of these logits up to float32 rounding (a
     # last-bit tie may pick either answer)
-    lg = np.asarray(out.logits[:, LAY.answer])
+    lg = np.asarray(out.logits)[:, LAY.answer]
     picked = np.take_along_axis(lg, np.asarray(res.answer_best)[:, None], -1)[:, 0]
     np.testing.assert_allclose(picked, lg.max(-1), rtol=1e-5, atol=1e-5)
     r = REWARDS(out.logits)
@@ -95,9 +111,9 @@ def test_optimise_keeps_the_most_confident_latents(setup, estimator):
 
 
 def test_attended_patches_equal_numpy():
-    att = np.asarray(jax.random.uniform(jax.random.key(4), (2, 3, 12, 12)))
+    att = np.random.default_rng(4).random((2, 3, 12, 12)).astype(np.float32)
     lat, patches = (9, 10), (0, 1, 2, 3, 4, 5)
-    got = np.asarray(dmlr.attended_patches(jnp.asarray(att), lat, patches, 2))
+    got = np.asarray(jax.jit(dmlr.attended_patches, static_argnums=(1, 2, 3))(att, lat, patches, 2))
     mean = att.mean((0, 1))[np.ix_(lat, patches)]
     want = np.zeros(6, bool)
     want[np.argsort(-mean, -1)[:, :2].ravel()] = True
@@ -116,12 +132,12 @@ def test_injection_answers_with_the_most_confident_pair(setup, inject):
     cfg = dmlr.Config(reward="entropy", top_k=5, n_iters=4, n_pairs=2, estimator="exact", inject=inject, top_m=2)
     patches = tuple(range(TASK.n_patches))
     res = dmlr.make(MODEL.apply, cfg, patch_positions=patches, **POS)(
-        jax.random.key(2), params, batch, dmlr.Hparams(learning_rate=0.5), jnp.arange(8)
+        jax.random.key(2), params, batch, dmlr.Hparams(learning_rate=0.5), IDS
     )
     inj = np.asarray(res.injected)
     assert inj.shape == (8, TASK.n_patches)
     out = APPLY(params, batch, latents=res.latents_best, inject=jnp.asarray(inj))
-    lg = np.asarray(out.logits[:, LAY.answer])  # another program: an argmax up to rounding, as above
+    lg = np.asarray(out.logits)[:, LAY.answer]  # another program: an argmax up to rounding, as above
     picked = np.take_along_axis(lg, np.asarray(res.answer_best)[:, None], -1)[:, 0]
     np.testing.assert_allclose(picked, lg.max(-1), rtol=1e-5, atol=1e-5)
     r = REWARDS(out.logits)
@@ -137,17 +153,18 @@ def test_injection_answers_with_the_most_confident_pair(setup, inject):
 def test_results_do_not_depend_on_batching(setup):
     """Instance i's result depends on its id, not on its place in the batch."""
     params, batch = setup
-    f, perm = OPTIMISERS["es"], np.array([5, 2, 7, 0, 1, 6, 3, 4])
-    whole = f(jax.random.key(3), params, batch, dmlr.Hparams(), jnp.arange(8))
-    shuffled = f(jax.random.key(3), params, jax.tree.map(lambda a: a[perm], batch), dmlr.Hparams(), jnp.asarray(perm))
+    f, perm = OPTIMISERS["es"], np.array([5, 2, 7, 0, 1, 6, 3, 4], np.int32)
+    whole = f(jax.random.key(3), params, batch, dmlr.Hparams(), IDS)
+    shuffled = f(jax.random.key(3), params, jax.tree.map(lambda a: a[perm], batch), dmlr.Hparams(), perm)
+    whole, shuffled = jax.tree.map(np.asarray, (whole, shuffled))
     np.testing.assert_allclose(shuffled.reward_best, whole.reward_best[perm], rtol=1e-5)
     np.testing.assert_allclose(shuffled.latents_best, whole.latents_best[perm], rtol=1e-4, atol=1e-6)
 
 
 def test_random_latents_keep_each_latents_norm():
-    lat = jax.random.normal(jax.random.key(0), (5, 3, 8)) * jnp.arange(1.0, 4.0)[:, None]
-    r = dmlr.random_latents(jax.random.key(1), lat)
-    np.testing.assert_allclose(jnp.linalg.norm(r, axis=-1), jnp.linalg.norm(lat, axis=-1), rtol=1e-5)
+    lat = (np.random.default_rng(0).standard_normal((5, 3, 8)) * np.arange(1.0, 4.0)[:, None]).astype(np.float32)
+    r = np.asarray(jax.jit(dmlr.random_latents)(jax.random.key(1), lat))
+    np.testing.assert_allclose(np.linalg.norm(r, axis=-1), np.linalg.norm(lat, axis=-1), rtol=1e-5)
     assert not np.allclose(r, lat)
 
 

@@ -11,7 +11,8 @@ from tokdyn.diagnostics import grounding, perturb
 from tokdyn.models.latent import tasks
 from tokdyn.models.latent import model as latent_model
 
-TASK = tasks.Config(grid_size=4, n_colours=3, families=("read", "gravity"))
+# the training tests' tasks (tests/test_latent_train.py's TINY): one compiled generator for the session
+TASK = tasks.Config(grid_size=3, n_colours=2)
 TEXT = latent_model.Config(task=TASK, width=16, depth=1, heads=2, caption_len=TASK.caption_len)
 
 
@@ -39,7 +40,7 @@ def test_perturbations_change_the_image_only(batch, name):
 
 
 def test_resample_redraws_the_share_of_cells_it_is_asked_to(batch):
-    big = jax.tree.map(lambda a: jnp.tile(a, (125,) + (1,) * (a.ndim - 1)), batch)  # 2000 instances
+    big = jax.tree.map(lambda a: np.tile(a, (125,) + (1,) * (a.ndim - 1)), batch)  # 2000 instances
     same = perturb.perturb(jax.random.key(0), big, TASK, "resample", rate=0.0)
     np.testing.assert_array_equal(same.image, big.image)
     out = perturb.perturb(jax.random.key(0), big, TASK, "resample", rate=0.6)

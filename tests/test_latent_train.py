@@ -76,19 +76,23 @@ def test_alignment_losses_match_numpy(pools):
     cfg = variants.model_config(TINY, "latent_mirage")
     model = latent_model.Model(cfg)
     params = model.init(jax.random.key(0))
-    batch = jax.tree.map(lambda a: a[:4], pools[1])
+    batch = jax.tree.map(lambda a: np.asarray(a)[:4], pools[1])
     kinds = ("mirage", "monet", "lvr")
+
+    def three(p):  # the three losses of one forward pass (and, as auxiliary output, them and the pass)
+        out = model.apply(p, batch)
+        values = jnp.stack([losses.alignment_loss(model, p, batch, out, k) for k in kinds])
+        return values, (values, out)
 
     @jax.jit
     def run(params):  # one compilation for every quantity below
-        out = model.apply(params, batch)
+        # each loss's gradient: the rows of the Jacobian of the three (one forward pass, its
+        # backward pass vmapped over the three)
+        jac, (values, out) = jax.jacrev(three, has_aux=True)(params)
         tgt = model.net.apply(params, batch.helper, method=latent_model.Network.embed_patches)  # (B, 9, D)
         teacher = model.net.apply(params, tgt, method=latent_model.Network.backbone)[0]
-        grad = {
-            k: jax.grad(lambda p, k=k: losses.alignment_loss(model, p, batch, model.apply(p, batch), k))(params)
-            for k in kinds
-        }
-        return out, {k: losses.alignment_loss(model, params, batch, out, k) for k in kinds}, tgt, teacher, grad
+        grad = {k: jax.tree.map(lambda j, i=i: j[i], jac) for i, k in enumerate(kinds)}
+        return out, dict(zip(kinds, values)), tgt, teacher, grad
 
     out, loss, tgt, teacher, g = jax.tree.map(np.asarray, run(params))
     tgt, teacher, lat = (np.asarray(x, np.float64) for x in (tgt, teacher, out.latents))
@@ -112,14 +116,16 @@ def test_alignment_losses_match_numpy(pools):
 def test_caption_ce_masks_dropped_tokens(pools):
     model = latent_model.Model(variants.model_config(TINY, "text"))
     params = model.init(jax.random.key(0))
-    batch = jax.tree.map(lambda a: a[:6], pools[1])
-    mask = jnp.asarray([0.0, 1.0, 1.0, 1.0])  # K = max(G, 4)
+    batch = jax.tree.map(lambda a: np.asarray(a)[:6], pools[1])
+    mask = np.asarray([0.0, 1.0, 1.0, 1.0], np.float32)  # K = max(G, 4)
     logits, ce = jax.jit(
         lambda p, b: (lambda out: (out.logits, losses.caption_ce(model, b, out, mask)))(model.apply(p, b))
     )(params, batch)
     k = model.layout.caption
-    logp = np.asarray(jax.nn.log_softmax(logits[:, k.start - 1 : k.stop - 1]), np.float64)  # (B, K, V)
-    nll = -np.take_along_axis(logp, np.asarray(batch.caption)[..., None], -1)[..., 0]  # (B, K)
+    z = np.asarray(logits, np.float64)[:, k.start - 1 : k.stop - 1]  # (B, K, V)
+    logp = z - z.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, batch.caption[..., None], -1)[..., 0]  # (B, K)
     np.testing.assert_allclose(float(ce), nll[:, 1:].mean(), rtol=1e-5)
 
 
@@ -133,7 +139,7 @@ def test_schedule_is_optax_warmup_cosine_with_a_traced_peak():
         # a traced peak against optax's concrete one: two programs, equal up to float32 rounding
         # (atol: a millionth of the peak, for the cosine's end near peak * 0.05)
         np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-6, atol=1e-6 * peak)
-    many = jax.vmap(lambda p: train.schedule(cfg.train, p)(jnp.int32(10)))(jnp.asarray([1e-3, 1e-2]))
+    many = jax.jit(jax.vmap(lambda p: train.schedule(cfg.train, p)(jnp.int32(10))))(jnp.asarray([1e-3, 1e-2]))
     np.testing.assert_allclose(np.asarray(many), [1e-3, 1e-2], rtol=1e-6)  # the peak, at the end of warm-up
 
 
@@ -154,9 +160,6 @@ def test_train_step_is_adamw_with_the_traced_hparams(pools):
     new, logs = step(new, pool, keys)  # the first warm-up step has learning rate 0
     assert np.all(np.asarray(new.step) == 2) and np.all(np.asarray(new.nan_step) == -1)
     assert set(logs) == {"answer_ce", "answer_acc", "caption_ce", "loss", "grad_norm"}
-    batches = jax.jit(
-        lambda key, pool: [training.draw_batch(jax.random.fold_in(key, t), pool, TINY.batch_size) for t in range(2)]
-    )(key, pool)
     model = latent_model.Model(variants.model_config(TINY, name, 0))
     lr, wd, cw = settings[1]  # model 1 (model 0, the defaults but the learning rate, is the contrast)
     opt = optax.chain(
@@ -165,7 +168,8 @@ def test_train_step_is_adamw_with_the_traced_hparams(pools):
     )
 
     @jax.jit
-    def ref(params, o, batch):
+    def ref(params, o, t):  # step t's update, on the batch train_step draws for it
+        batch = training.draw_batch(jax.random.fold_in(key, t), pool, TINY.batch_size)
         g = jax.grad(
             lambda p: losses.objective(
                 model,
@@ -180,22 +184,23 @@ def test_train_step_is_adamw_with_the_traced_hparams(pools):
         u, o = opt.update(g, o, params)
         return optax.apply_updates(params, u), o
 
-    params = jax.tree.map(lambda a: a[1], states.params)
+    params = jax.tree.map(lambda a: np.asarray(a)[1], states.params)
     o = jax.jit(opt.init)(params)
-    for batch in batches:
-        params, o = ref(params, o, batch)
+    for t in range(2):
+        params, o = ref(params, o, t)
     # a wrong learning rate, weight decay or loss weight (e.g. model 0's) moves parameters by 1e-4 and more
-    got = [_no_key_bias(jax.tree.map(lambda a, i=i: a[i], new.params)) for i in (0, 1)]
-    chex.assert_trees_all_close(got[1], _no_key_bias(params), atol=1e-5, rtol=0)
-    assert max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(got[0]), jax.tree.leaves(params))) > 1e-4
+    got = [_no_key_bias(jax.tree.map(lambda a, i=i: np.asarray(a)[i], new.params)) for i in (0, 1)]
+    params = _no_key_bias(jax.tree.map(np.asarray, params))
+    chex.assert_trees_all_close(got[1], params, atol=1e-5, rtol=0)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(got[0]), jax.tree.leaves(params))) > 1e-4
 
 
 def _no_key_bias(params):
-    """``params`` with the key bias zeroed: attention is invariant to it, so its gradient is rounding
-    noise, which Adam's normalised update turns into steps of any size up to the learning rate."""
-    params = jax.tree.map(lambda a: a, params)  # new containers
-    qkv = params["params"]["block0"]["qkv"]
-    qkv["bias"] = qkv["bias"].at[..., TINY.width : 2 * TINY.width].set(0.0)
+    """``params`` (host arrays) with the key bias zeroed: attention is invariant to it, so its
+    gradient is rounding noise, which Adam's normalised update turns into steps of any size up to
+    the learning rate."""
+    params = jax.tree.map(np.array, params)  # new containers and copies
+    params["params"]["block0"]["qkv"]["bias"][..., TINY.width : 2 * TINY.width] = 0.0
     return params
 
 
@@ -310,15 +315,18 @@ def test_a_curriculum_stage_answers_from_the_pads_it_was_trained_with(pools):
     assert cfg.curriculum_stages == 2 and cfg.task.caption_len == 4
     pad = cfg.task.vocab.pad
     params = training.init_states(cfg, "coconut").params  # (seeds, ...) untrained: arbitrary but fixed
-    batch = jax.tree.map(lambda a: a[:24], pools.test)
+    batch = jax.tree.map(lambda a: np.asarray(a)[:24], pools.test)  # host arrays: edited without compiling
     k = variants.model_config(cfg, "coconut", -1).caption_len
     assert variants.dropped_captions(cfg, "coconut", -1) == k == 4
-    answers, caps = evaluation.answers(cfg, "coconut", params, batch)
+    answers, caps = evaluation.answers(cfg, "coconut", params, jax.tree.map(jnp.asarray, batch))
     assert np.all(caps == pad)
     model = latent_model.Model(variants.model_config(cfg, "coconut", -1))
-    padded = variants.stage_batch(batch, k, pad)
     logits = np.asarray(
-        jax.jit(jax.vmap(lambda p, b: model.apply(p, b).logits[:, model.layout.answer], (0, None)))(params, padded)
+        jax.jit(
+            jax.vmap(
+                lambda p, b: model.apply(p, variants.stage_batch(b, k, pad)).logits[:, model.layout.answer], (0, None)
+            )
+        )(params, batch)
     )
     chosen = np.take_along_axis(logits, np.asarray(answers)[..., None], -1)[..., 0]
     assert np.all(chosen >= logits.max(-1) - 1e-5 * np.abs(logits).max())  # an argmax, up to rounding
@@ -326,11 +334,12 @@ def test_a_curriculum_stage_answers_from_the_pads_it_was_trained_with(pools):
     # what the batch holds at 2-3 (the true caption, or anything) changes nothing
     mid = latent_model.Model(variants.model_config(cfg, "coconut", 1))
     assert variants.dropped_captions(cfg, "coconut", 1) == 2
-    one = jax.tree.map(lambda a: a[0], params)
-    b1 = variants.stage_batch(batch, 2, pad)
-    b2 = dataclasses.replace(b1, caption=b1.caption.at[:, 2:].set((b1.caption[:, 2:] + 1) % cfg.task.vocab.size))
-    f = jax.jit(lambda p, b: evaluation.predict(mid, p, b, dropped=2))
-    (a1, c1), (a2, c2) = f(one, b1), f(one, b2)
+    one = jax.tree.map(lambda a: np.asarray(a)[0], params)
+    caption = batch.caption.copy()
+    caption[:, 2:] = (caption[:, 2:] + 1) % cfg.task.vocab.size
+    b2 = dataclasses.replace(batch, caption=caption)
+    f = jax.jit(lambda p, b: evaluation.predict(mid, p, variants.stage_batch(b, 2, pad), dropped=2))
+    (a1, c1), (a2, c2) = f(one, batch), f(one, b2)
     np.testing.assert_array_equal(np.asarray(c1[:, :2]), pad)
     np.testing.assert_array_equal(np.asarray(a1), np.asarray(a2))
     np.testing.assert_array_equal(np.asarray(c1), np.asarray(c2))

@@ -343,3 +343,15 @@ def test_a_curriculum_stage_answers_from_the_pads_it_was_trained_with(pools):
     np.testing.assert_array_equal(np.asarray(c1[:, :2]), pad)
     np.testing.assert_array_equal(np.asarray(a1), np.asarray(a2))
     np.testing.assert_array_equal(np.asarray(c1), np.asarray(c2))
+
+
+def test_a_curriculum_stage_edits_a_host_batch_as_it_edits_a_device_one(pools):
+    """stage_batch takes a batch of NumPy arrays (what ``tasks.splits`` returns) as it takes JAX
+    arrays: the first ``dropped`` caption tokens become the pad, the rest stay."""
+    device = jax.tree.map(lambda a: jnp.asarray(a[:3]), pools.test)
+    host = jax.tree.map(lambda a: np.asarray(a[:3]), pools.test)
+    pad = TINY.task.vocab.pad
+    a, b = variants.stage_batch(device, 2, pad), variants.stage_batch(host, 2, pad)
+    np.testing.assert_array_equal(np.asarray(a.caption), np.asarray(b.caption))
+    assert np.all(np.asarray(b.caption)[:, :2] == pad)
+    np.testing.assert_array_equal(np.asarray(b.caption)[:, 2:], np.asarray(host.caption)[:, 2:])

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Optional
 
+import jax.numpy as jnp
+
 from tokdyn import _checks
 from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent import tasks
@@ -104,5 +106,6 @@ def stage_batch(batch: tasks.Instance, dropped: int, pad: int) -> tasks.Instance
     """``batch`` with its first ``dropped`` caption tokens set to ``pad`` (the tokens a curriculum
     stage has replaced by latents)."""
     if dropped and batch.caption.shape[-1]:
-        return dataclasses.replace(batch, caption=batch.caption.at[:, :dropped].set(pad))
+        # jnp.asarray: a batch of NumPy arrays (what tasks.splits returns) is edited as a JAX one is
+        return dataclasses.replace(batch, caption=jnp.asarray(batch.caption).at[:, :dropped].set(pad))
     return batch

@@ -116,6 +116,14 @@ STUDIES = (
         by_default=False,
     ),
     Entry(
+        "grid-diffusion-sweep",
+        ("sweep", "grid-diffusion"),
+        "tokdyn.studies.learned_sweep.grid_diffusion",
+        "the grid-diffusion study's models over their learning rate and loss weight x seeds (resumable, paired by seed)",
+        "results/grid-diffusion-sweep",
+        by_default=False,
+    ),
+    Entry(
         "collapse",
         ("study", "collapse"),
         "tokdyn.studies.collapse",

@@ -511,6 +511,52 @@ def is_grammatical(sentence) -> bool:
     return seq in set(_grammar_category_sequences())
 
 
+def grammatical(tokens):
+    """Whether each sequence of grammar token ids is a sentence of the grammar, as
+    :func:`is_grammatical` decides it, but traceable: a pure JAX function of a ``(..., L)`` integer
+    array (under ``jit``, ``vmap``), so that a compiled program can score its own samples.
+
+    The sentence is the sequence up to and including its first ``<eos>`` (anything after it is
+    ignored; no ``<eos>``: False); it is grammatical when its words' categories are one of the
+    grammar's category sequences (each optional slot present or not). An id outside the
+    vocabulary before the ``<eos>`` makes it ungrammatical.
+
+    Args:
+      tokens: ``(..., L)`` integer token ids (:func:`grammar_vocab`'s).
+
+    Returns:
+      ``(...)`` bool.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from tokdyn.models.vtae import corpus
+      >>> vocab, _ = corpus.grammar_vocab()
+      >>> ids = lambda text: [vocab.index(w) for w in text.split()]
+      >>> good, bad = ids("the fox follows a mouse <eos> <pad>"), ids("the fox a follows mouse <eos> <pad>")
+      >>> corpus.grammatical(jnp.array([good, bad])).tolist()
+      [True, False]
+    """
+    vocab, cats = grammar_vocab()
+    names = tuple(GRAMMAR_CATEGORIES) + ("<eos>",)
+    invalid = len(names)  # the category of <pad>, <unk> and ids outside the vocabulary
+    cat_of = np.array([names.index(cats.get(w, w)) if cats.get(w, w) in names else invalid for w in vocab])
+    seqs = _grammar_category_sequences()
+    width = max(len(s) for s in seqs)
+    table = np.full((len(seqs), width), -1, np.int32)  # (K, W) each sequence's categories, -1 past its end
+    for k, s in enumerate(seqs):
+        table[k, : len(s)] = [names.index(c) for c in s]
+    lengths = np.array([len(s) for s in seqs])  # (K,)
+    t = jnp.asarray(tokens)
+    inside = (t >= 0) & (t < len(vocab))
+    c = jnp.where(inside, jnp.asarray(cat_of)[jnp.clip(t, 0, len(vocab) - 1)], invalid)  # (..., L)
+    is_eos = t == EOS
+    end = jnp.argmax(is_eos, axis=-1)  # (...) the first <eos>'s position (0 when there is none)
+    m = min(t.shape[-1], width)  # a sentence of the grammar holds at most `width` words
+    after = jnp.arange(m) > end[..., None, None]  # (..., 1, m) positions past the sentence
+    same = jnp.all((c[..., None, :m] == table[:, :m]) | after, axis=-1)  # (..., K)
+    return jnp.any(is_eos, axis=-1) & jnp.any(same & (lengths == end[..., None] + 1), axis=-1)
+
+
 def grammar_entropy() -> float:
     """The entropy of :func:`grammar_corpus`'s sentences in nats per sentence (closed form: each
     word uniform within its category, each optional slot present with probability 1/2 independently):

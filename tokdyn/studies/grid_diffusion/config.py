@@ -28,7 +28,7 @@ COLUMNS = (
 )
 
 
-AE_LEARNING_RATE = 1e-2  # the autoencoder's peak learning rate
+AE_LEARNING_RATE = sequence.AE_LEARNING_RATE  # the autoencoder's peak learning rate
 MODEL_COMPILE = 16.0  # seconds of host work a model (its compiles) on the reference CPU: the quick preset's
 # models took 10-20 s each, compiles most of it (benchmarks/README.md, the time estimates)
 
@@ -223,23 +223,8 @@ class Config:
     def autoencoder(self) -> vtae.Config:
         """The first stage's configuration: a visual-token autoencoder from the grammar's vocabulary to
         ``grid`` x ``grid`` grids of ``colours`` colours (Gumbel straight-through encoder, MLP
-        decoder), trained for ``ae_steps`` steps."""
-        return vtae.Config(
-            vocab_size=len(corpus.grammar_vocab()[0]),
-            grid=self.grid,
-            colours=self.colours,
-            mode="gumbel_st",
-            decoder="mlp",
-            hidden=64,
-            batch_size=64,
-            train=train.Config(
-                steps=self.ae_steps,
-                steps_per_call=self.ae_steps // 10 if self.ae_steps % 10 == 0 else self.ae_steps,
-                warmup=0,
-                decay="constant",
-                clip_norm=0.0,
-            ),
-        )
+        decoder), trained for ``ae_steps`` steps (:func:`tokdyn.models.sequence.grid_autoencoder`)."""
+        return sequence.grid_autoencoder(self.grid, self.colours, self.ae_steps)
 
     def model(self, name: str, scope: str) -> sequence.Config:
         """The configuration of the model ``name`` in ``scope``: ``"sequence"`` (``length`` elements,

@@ -33,6 +33,7 @@ The parts, one concept a module (every public name re-exported here):
 - :mod:`~tokdyn.studies.learned_sweep.model`     :class:`LearnedModel` (a model's declaration), :class:`TrainRun` (one run)
 - :mod:`~tokdyn.studies.learned_sweep.catalogue` the models declared: :data:`MODELS`
 - :mod:`~tokdyn.studies.learned_sweep.sprites`   the sprite scenes and videos the object-centric sweeps share, and their scores
+- :mod:`~tokdyn.studies.learned_sweep.grammar`   the grammar sentences and grids of the grid-diffusion sweep, and its text scores
 - :mod:`~tokdyn.studies.learned_sweep.config`    :class:`SweepConfig`, :func:`make_config` (each model's ``Config``)
 - :mod:`~tokdyn.studies.learned_sweep.running`   :func:`run_sweep`, :func:`chunk_size`, the runner's hook, :func:`make_spec`
 - :mod:`~tokdyn.studies.learned_sweep.report`    :func:`analysis`: the tables and ``report.md``
@@ -40,22 +41,26 @@ The parts, one concept a module (every public name re-exported here):
 - :mod:`~tokdyn.studies.learned_sweep.slots`     the command ``tokdyn sweep slots`` (Slot Attention on sprite scenes)
 - :mod:`~tokdyn.studies.learned_sweep.iodine`    the command ``tokdyn sweep iodine`` (IODINE on the same scenes)
 - :mod:`~tokdyn.studies.learned_sweep.savi`      the command ``tokdyn sweep savi`` (SAVi on sprite videos)
+- :mod:`~tokdyn.studies.learned_sweep.grid_diffusion` the command ``tokdyn sweep grid-diffusion`` (the grid-diffusion study's models)
 """
 
 from __future__ import annotations
 
 from tokdyn.studies.learned_sweep.catalogue import (  # noqa: F401
+    GRID_DIFFUSION,
     IODINE,
     MODELS,
     SAVI,
     SLOTS,
     VTAE,
+    grid_diffusion_evaluate,
     iodine_evaluate,
     savi_evaluate,
     slots_evaluate,
     vtae_evaluate,
 )
 from tokdyn.studies.learned_sweep.config import CPU_LANES, SweepConfig, make_config  # noqa: F401
+from tokdyn.studies.learned_sweep.grammar import score_text, sweep_data, sweep_sentences  # noqa: F401
 from tokdyn.studies.learned_sweep.model import EVAL_SALT, LearnedModel, TrainRun  # noqa: F401
 from tokdyn.studies.learned_sweep.report import (  # noqa: F401
     analysis,
@@ -73,4 +78,4 @@ from tokdyn.studies.learned_sweep.sprites import (  # noqa: F401
     sweep_videos,
     video_pool,
 )
-from tokdyn.studies.learned_sweep import iodine, savi, slots, vtae  # noqa: F401,E402 (the commands `tokdyn sweep MODEL`)
+from tokdyn.studies.learned_sweep import grid_diffusion, iodine, savi, slots, vtae  # noqa: F401,E402 (the commands `tokdyn sweep MODEL`)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from tokdyn.models import iodine, savi, slots, vtae
-from tokdyn.studies.learned_sweep import sprites
+from tokdyn.models import iodine, savi, sequence, slots, vtae
+from tokdyn.studies.learned_sweep import grammar, sprites
 from tokdyn.studies.learned_sweep.model import LearnedModel
 from tokdyn.train import optim
 
@@ -86,6 +86,9 @@ SLOTS = LearnedModel(
     # one model at a time on two CPU cores: the scenes study's Slot Attention (a larger slot size)
     # trained at 22.9 model-steps/s in the CPU suite of 2026-11-26 (benchmarks/runs/cpu-2026-11-26)
     rate=20.0,
+    # the quick shape, one model at a time on our two CPU cores (2026-11-27, load average 3.5-4, TrainRun
+    # jitted): 100 steps and the evaluation in 1.3 s, 77 model-steps/s (0.77 s, 130, at load average 2)
+    quick_rate=75.0,
     fixed=("seeds", "root_seed"),
     cpu_lanes=1,  # XLA:CPU did not compile the default shape's vmapped training in 25 min
 )
@@ -189,4 +192,73 @@ SAVI = LearnedModel(
     cpu_lanes=1,
 )
 
-MODELS = {m.name: m for m in (VTAE, SLOTS, IODINE, SAVI)}
+
+def grid_diffusion_evaluate(key, params, config, hparams, data) -> dict:
+    """One trained grid-diffusion model (:mod:`tokdyn.models.sequence`) scored as the grid-diffusion
+    study scores its models, inside the compiled program: :data:`~tokdyn.studies.learned_sweep.grammar.SAMPLES`
+    sentences sampled (:func:`tokdyn.models.sequence.sample`, ancestral, from ``fold_in(key, 0)``),
+    a grid model's grids decoded by the first stage's decoder
+    (:func:`tokdyn.models.sequence.decode_grids` of :func:`~tokdyn.studies.learned_sweep.grammar.autoencoder`),
+    then :func:`~tokdyn.studies.learned_sweep.grammar.score_text` (the shares of grammatical
+    sentences and bigrams, of valid grids); and ``nll``, the mean negative log-likelihood bound in
+    nats per sentence of the :data:`~tokdyn.studies.learned_sweep.grammar.HELD_OUT` held-out
+    sentences (:func:`tokdyn.models.sequence.nll_bound` from ``fold_in(key, 1)``; not for
+    ``grid_ddpm``, a density)."""
+    samples = sequence.sample(jax.random.fold_in(key, 0), params, config, grammar.SAMPLES)
+    if config.on_grids:
+        ae_params, _ = grammar.autoencoder(config)
+        tokens, confidence = sequence.decode_grids(ae_params, grammar.autoencoder_config(config), samples)
+    else:
+        tokens, confidence = samples, None
+    scores = grammar.score_text(tokens, confidence)
+    if not config.continuous:
+        held = grammar.sweep_data(config, 1)
+        scores["nll"] = jnp.mean(sequence.nll_bound(jax.random.fold_in(key, 1), params, config, held))
+    return scores
+
+
+GRID_DIFFUSION = LearnedModel(
+    name="grid-diffusion",
+    about="diffusion over visual-token grids (the grid-diffusion study's models) over their learning rate and "
+    "hybrid-loss weight x seeds (grammatical sentences of their samples, held-out likelihood)",
+    config=sequence.Config(
+        model="grid_d3pm_uniform",
+        elements="grids",
+        train=optim.Config(
+            steps=3000, steps_per_call=100, warmup=100, decay="cosine", final_fraction=0.1, clip_norm=1.0
+        ),
+    ),
+    quick=sequence.Config(
+        model="grid_d3pm_uniform",
+        elements="grids",
+        T=20,
+        width=32,
+        depth=1,
+        batch_size=32,
+        train=optim.Config(steps=100, steps_per_call=50, warmup=0, decay="constant", final_fraction=0.1, clip_norm=1.0),
+    ),
+    hparams=sequence.Hparams(),
+    trainer=sequence.trainer,
+    inputs=grammar.sweep_data,
+    evaluate=grid_diffusion_evaluate,
+    metrics=("grammatical_sentences", "grammatical_bigrams", "valid", "nll"),
+    metrics_of=grammar.metrics_of,
+    check=grammar.check,
+    axes=(("learning_rate", "1e-3,2e-3,4e-3"), ("lam", "0.01,0.1")),
+    quick_axes=(("learning_rate", "2e-3,4e-3"),),
+    # one model at a time at the default shape on our two CPU cores (2026-11-27, load average 3):
+    # 52 model-steps/s of training (200 and 1,000 steps, TrainRun jitted) and 7.3 s of evaluation
+    # (256 samples of T = 200 steps, the held-out bound): 3,000 steps in 65 s, 46 model-steps/s
+    rate=45.0,
+    # the quick shape, one model at a time, the same day: 100 steps and the evaluation in 0.97 s
+    # (103 model-steps/s; 142 at load average 1)
+    quick_rate=100.0,
+    fixed=("vocab_size",),
+    # on two CPU cores (2026-11-27, load average 3): at the default shape 4 models vmapped trained at
+    # 42 model-steps/s against 52 one at a time (their evaluation 4.1 s a model against 7.3 s) and
+    # compiled in 103 s against 73 s; at the quick shape the quick preset's 12 models took 52 s with
+    # 4 lanes against 43 s one at a time, most of it compiling: one model at a time on a CPU
+    cpu_lanes=1,
+)
+
+MODELS = {m.name: m for m in (VTAE, SLOTS, IODINE, SAVI, GRID_DIFFUSION)}

@@ -114,6 +114,8 @@ class SweepConfig:
                 f"model must be a {type(self.MODEL.config).__qualname__} (the model's Config), got {type(self.model).__name__}"
             )
         self.model.validate()
+        if self.MODEL.check is not None:
+            self.MODEL.check(self.model)
         axes = self.axes()
         for name, values in axes:
             check = getattr(self.MODEL.hparams, "validate", None)
@@ -122,6 +124,11 @@ class SweepConfig:
         self.baseline_condition()
         self.check_runs()
         return self
+
+    def metrics(self) -> tuple:
+        """The metrics this sweep's models report (the model's :meth:`~tokdyn.studies.learned_sweep.model.LearnedModel.scores`
+        of ``model``), the first the report's headline."""
+        return self.MODEL.scores(self.model)
 
     def runs(self) -> int:
         """Models the sweep trains: the product of the axes' sizes x seeds."""
@@ -174,7 +181,7 @@ class SweepConfig:
         rate = m.quick_rate if m.quick_rate is not None and self.model == m.quick else m.rate
         seconds = {
             "training": runs * steps / rate,
-            "host": max(1, runs // self.seeds) * self.seeds * self.n_resamples * len(self.MODEL.metrics) * 2e-9,
+            "host": max(1, runs // self.seeds) * self.seeds * self.n_resamples * len(self.metrics()) * 2e-9,
         }
         return Estimate(memory=memory, option="lanes" if self.batch() else "chunk_size", models=runs, work=seconds)
 

@@ -36,6 +36,9 @@ class LearnedModel:
       evaluate: ``evaluate(key, params, config, hparams, data) -> {metric: scalar}`` of one
         trained model (traceable).
       metrics: the metrics the report shows, the first its headline.
+      metrics_of: ``metrics_of(config) -> metrics``: those of ``metrics`` that ``evaluate`` reports
+        for a model of ``config``, where that depends on the configuration (a likelihood that a
+        continuous model does not have); None: every one of ``metrics``.
       axes: ``{knob: values}`` of the sweep's default axes (values as the command takes them).
       quick_axes: the quick preset's axes.
       rate: model-steps per second of the reference CPU (two cores, models vmapped), for the
@@ -49,6 +52,9 @@ class LearnedModel:
         None: :data:`~tokdyn.studies.learned_sweep.config.CPU_LANES`. A model whose vmapped
         training XLA:CPU compiles too slowly (convolutions: Slot Attention) takes 1, one model
         after another in the same compiled program.
+      check: ``check(config)``: the checks of the model's configuration that the sweep's data
+        and evaluation add to the configuration's own ``validate()`` (raising ``ValueError`` naming
+        the field), run before anything is traced; None: none.
     """
 
     name: str
@@ -66,11 +72,18 @@ class LearnedModel:
     quick_rate: float | None = None
     fixed: tuple = ()
     cpu_lanes: int | None = None
+    metrics_of: Callable | None = None
+    check: Callable | None = None
 
     @property
     def knobs(self) -> tuple:
         """The names of the model's traced knobs (its ``Hparams`` fields): the sweep's axes."""
         return tuple(f.name for f in dataclasses.fields(self.hparams))
+
+    def scores(self, config) -> tuple:
+        """The metrics a model of ``config`` reports: ``metrics_of(config)``, or every one of
+        ``metrics``."""
+        return tuple(self.metrics_of(config)) if self.metrics_of is not None else tuple(self.metrics)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,7 +44,7 @@ def analysis(out: str, cfg, *, seconds: float | None = None) -> runner.Result:
       (d_z)), ``data`` (``table``, ``tests``, ``baseline``, ``report``) and ``value`` (the
       baseline's row and the tests).
     """
-    names, metrics = cfg.axis_names(), tuple(cfg.MODEL.metrics)
+    names, metrics = cfg.axis_names(), cfg.metrics()
     table = summary.setting_table(
         out, names, metrics + ("skipped",), n_resamples=cfg.n_resamples, require_finite=metrics
     )
@@ -65,7 +65,7 @@ def analysis(out: str, cfg, *, seconds: float | None = None) -> runner.Result:
 
 def _condition_lines(cfg, table: dict, base: int) -> list:
     """report.md's table of the conditions: each metric's mean [95% CI] over seeds."""
-    names, metrics = cfg.axis_names(), cfg.MODEL.metrics
+    names, metrics = cfg.axis_names(), cfg.metrics()
     lines = [
         "| condition | " + " | ".join(metrics) + " | non-finite models | skipped steps (mean) |",
         "|" + "---|" * (len(metrics) + 3),

@@ -144,6 +144,10 @@ def test_the_command_trains_a_curriculum_as_train_many_does(tmp_path, capsys):
     np.testing.assert_array_equal(got["seed"], np.tile(np.arange(cfg.seeds), 2))
     for name in cfg.metrics() + ("skipped",):  # two programs: an answer on a last-bit tie may differ
         np.testing.assert_allclose(got[name], want[name], atol=0.05, err_msg=name)
+    # the trained models scored by the study's host evaluation
+    host = evaluation.evaluate(TINY_TRAINING, "coconut", res.state.params, latent_training.data(TINY_TRAINING).test)
+    for name in cfg.metrics():
+        np.testing.assert_allclose(got[name], host[name], atol=0.05, err_msg=name)
     result = report.analysis(str(out), cfg)
     paired = result.tables["paired.csv"]
     j = list(paired["metric"]).index("all")

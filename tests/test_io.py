@@ -46,6 +46,15 @@ def test_csv_and_json_round_trips(tmp_path):
     assert io.to_rows({"a": np.array([3, 1])}, order=[1, 0]) == [{"a": 1}, {"a": 3}]
 
 
+def test_npz_arrays_may_take_any_name_even_path(tmp_path):
+    """A sweep's output named like save_npz's own argument (a task family called 'path') is kept."""
+    target = str(tmp_path / "a.npz")
+    io.save_npz(target, path=np.arange(3), index=np.ones(2))
+    got = io.load_npz(target)
+    np.testing.assert_array_equal(got["path"], np.arange(3))
+    np.testing.assert_array_equal(got["index"], np.ones(2))
+
+
 def test_pytree_checkpoints(tmp_path):
     tree = {"w": jnp.arange(6.0).reshape(2, 3), "layers": [jnp.ones(2), (jnp.zeros((), jnp.int32),)]}
     path = io.save_pytree(str(tmp_path / "ck.npz"), tree, step=7)

@@ -215,4 +215,21 @@ def test_the_command_runs_and_its_models_are_train_many_s(tmp_path, capsys):
     for name in cfg.metrics() + ("skipped",):  # two programs: a sample on a last-bit tie may differ
         a, b = np.asarray(got[name], np.float64), np.asarray(want[name], np.float64)
         np.testing.assert_allclose(a, b, rtol=1e-3 if name == "nll" else 0, atol=0 if name == "nll" else 0.02)
+    # the trained models scored the study's way on the host: sample, decode, text metrics, held-out bound
+    ae_params, codes = grammar.autoencoder(cfg.model)
+    held = codes[grammar.sweep_sentences(cfg.model.length)[1]]
+    for i in range(len(keys)):
+        params = jax.tree_util.tree_map(lambda a, i=i: a[i], res.state.params)
+        k_eval = jax.random.fold_in(keys[i], learned_sweep.EVAL_SALT)
+        samples = np.asarray(sequence.sample(jax.random.fold_in(k_eval, 0), params, cfg.model, grammar.SAMPLES))
+        decoded = sequence.decode_grids(ae_params, grammar.autoencoder_config(cfg.model), samples)
+        ref = text_stats.text_metrics(
+            np.asarray(decoded[0]), grammar.sweep_sentences(cfg.model.length)[0], 29, eos=corpus.EOS,
+            confidence=np.asarray(decoded[1]), allowed=corpus.grammar_bigrams(), grammatical=corpus.is_grammatical,
+            n_resamples=2,
+        )  # fmt: skip
+        for name in grammar.TEXT_METRICS:
+            np.testing.assert_allclose(got[name][i], ref[name], atol=0.02, err_msg=f"{name} of model {i}")
+        nll = np.mean(np.asarray(sequence.nll_bound(jax.random.fold_in(k_eval, 1), params, cfg.model, held)))
+        np.testing.assert_allclose(got["nll"][i], nll, rtol=1e-3, err_msg=f"nll of model {i}")
     assert learned_sweep.MODELS["grid-diffusion"] is MODEL

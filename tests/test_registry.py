@@ -28,8 +28,8 @@ def test_the_command_line_and_reproduce_read_the_registry():
 
 
 def test_reproduce_runs_by_default_all_but_the_studies_sized_for_an_accelerator(tmp_path):
-    """The sweeps of Slot Attention, IODINE, SAVi and the grid-diffusion models (hours on two CPU
-    cores) run only when named;
+    """The sweeps of Slot Attention, IODINE, SAVi, the grid-diffusion models and the latent
+    reasoner (hours on two CPU cores) run only when named;
     the report covers one once its directory is there."""
     assert reproduce.DEFAULT_STUDIES == tuple(e.name for e in registry.STUDIES if e.by_default)
     assert reproduce.Config().studies == reproduce.DEFAULT_STUDIES
@@ -39,6 +39,7 @@ def test_reproduce_runs_by_default_all_but_the_studies_sized_for_an_accelerator(
         "iodine-sweep",
         "savi-sweep",
         "grid-diffusion-sweep",
+        "latent-reasoning-sweep",
     }
     reproduce.Config(studies=("slots-sweep",)).validate()  # named: runs
     assert reproduce.reported(str(tmp_path)) == reproduce.DEFAULT_STUDIES

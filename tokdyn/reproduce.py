@@ -55,7 +55,7 @@ class Config:
         names from tokdyn.reproduce.STUDIES or studies of one's own (an installed package's, or
         given with --study-module); default tokdyn.reproduce.DEFAULT_STUDIES: every study of the
         package's but those sized for an accelerator (slots-sweep, iodine-sweep, savi-sweep,
-        grid-diffusion-sweep), which run when named; the
+        grid-diffusion-sweep, latent-reasoning-sweep), which run when named; the
         report covers every study found in the output directory.
     """
 

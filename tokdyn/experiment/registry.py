@@ -124,6 +124,14 @@ STUDIES = (
         by_default=False,
     ),
     Entry(
+        "latent-reasoning-sweep",
+        ("sweep", "latent-reasoning"),
+        "tokdyn.studies.learned_sweep.latent_reasoning",
+        "the latent reasoner of one training variant over its traced knobs x seeds (resumable, paired by seed)",
+        "results/latent-reasoning-sweep",
+        by_default=False,
+    ),
+    Entry(
         "collapse",
         ("study", "collapse"),
         "tokdyn.studies.collapse",

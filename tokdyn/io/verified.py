@@ -154,9 +154,10 @@ def load_npz(path: str) -> dict:
         raise CorruptFile(path, f"{type(e).__name__}: {e}") from None
 
 
-def save_npz(path: str, **arrays) -> str:
+def save_npz(path: str, /, **arrays) -> str:
     """``arrays`` as an ``.npz`` with a checksum (:func:`write_verified`), atomically; read it
-    back with :func:`load_npz`."""
+    back with :func:`load_npz`. ``path`` is positional, so that an array may be named ``path`` (a
+    sweep's output of that name)."""
     buf = _bytes_io.BytesIO()
     np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
     return write_verified(path, buf.getvalue())

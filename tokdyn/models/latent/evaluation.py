@@ -3,7 +3,7 @@
 - :func:`predict`: greedy answers (and, for caption variants, greedily generated captions) of one
   model.
 - :func:`evaluate`: accuracy per task family (and caption exact match) of every model of a
-  :func:`tokdyn.train.train_many` run.
+  :func:`tokdyn.train.train_many` run; :func:`scores`: the same of one model, traced.
 - :func:`majority_baseline`: the accuracy of always answering a family's most frequent training
   answer.
 - :func:`plateau_change`: how much a learning curve still moves over its last stretch (the
@@ -95,6 +95,12 @@ def answers(cfg: Config, name: str, params, batch, *, chunk: int = 250):
     return np.concatenate(preds, 1), np.concatenate(caps, 1)
 
 
+def generates_caption(cfg: Config, name: str) -> bool:
+    """Whether the trained model of variant ``name`` generates its whole caption before answering
+    (a caption, none of its tokens replaced by latents): its accuracy then has ``caption_exact``."""
+    return bool(variants.model_config(cfg, name, -1).caption_len and variants.dropped_captions(cfg, name, -1) == 0)
+
+
 def accuracy(cfg: Config, name: str, answers_, captions, batch) -> dict:
     """Accuracy per task family from :func:`answers`' output.
 
@@ -113,7 +119,7 @@ def accuracy(cfg: Config, name: str, answers_, captions, batch) -> dict:
     fam = np.asarray(batch.family)
     out = {fname: correct[:, fam == i].mean(1) for i, fname in enumerate(tasks.FAMILIES) if np.any(fam == i)}
     out["all"] = correct.mean(1)
-    if variants.model_config(cfg, name, -1).caption_len and variants.dropped_captions(cfg, name, -1) == 0:
+    if generates_caption(cfg, name):
         out["caption_exact"] = (captions == np.asarray(batch.caption)[None]).all(-1).mean(1)
     return out
 
@@ -134,6 +140,36 @@ def evaluate(cfg: Config, name: str, params, test, *, chunk: int = 250) -> dict:
     """
     pred, cap = answers(cfg, name, params, test, chunk=chunk)
     return accuracy(cfg, name, pred, cap, test)
+
+
+def scores(cfg: Config, name: str, params, batch) -> dict:
+    """Accuracy per task family of one model of variant ``name`` on ``batch``: :func:`evaluate`'s
+    figures, traced (jit it, vmap it over models, call it inside a training program), the answers
+    those of :func:`predict` on the whole batch at once.
+
+    Args:
+      cfg: the study's :class:`~tokdyn.models.latent.config.Config` (static).
+      name: the variant's name (static).
+      params: the model's weights (one model, unstacked).
+      batch: N instances (:class:`~tokdyn.models.latent.tasks.Instance`).
+
+    Returns:
+      ``{family: (), "all": ()}`` over the families of ``cfg.task.families`` (NaN for a family
+      ``batch`` does not hold), plus ``"caption_exact"`` for variants that generate the full caption
+      (:func:`accuracy`).
+    """
+    model = latent_model.Model(variants.model_config(cfg, name, -1))
+    dropped = variants.dropped_captions(cfg, name, -1)
+    pred, cap = predict(model, params, variants.stage_batch(batch, dropped, cfg.task.vocab.pad), dropped=dropped)
+    correct = pred == batch.answer
+    out = {}
+    for fname in cfg.task.families:
+        sel = batch.family == tasks.FAMILIES.index(fname)
+        out[fname] = jnp.sum(correct & sel) / jnp.sum(sel)
+    out["all"] = jnp.mean(correct)
+    if generates_caption(cfg, name):
+        out["caption_exact"] = jnp.mean(jnp.all(cap == batch.caption, -1))
+    return out
 
 
 def plateau_change(steps, values, window: float = 0.2) -> float:

@@ -10,6 +10,8 @@
   learning rate and a cosine decay to 5% of it).
 - :func:`models`: the keys and hyper-parameters of every seed x setting; :func:`data`: the
   training pool, validation and test sets; :func:`stamp`: what a checkpoint is keyed on.
+- :class:`VariantConfig`: a variant and its training configuration as one static value, trained by
+  :func:`variant_trainer`.
 
 Every seed's run has key ``fold_in(fold_in(key(root_seed), 1), seed)``: it draws the initial
 parameters (``fold_in(run key, 0)``) and the batch of step t (``fold_in(run key, t)``, with
@@ -85,6 +87,43 @@ def trainer(cfg: Config, name: str) -> train.Curriculum:
     cfg.validate()
     variants.variant(name)
     return _curriculum(cfg, name)
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantConfig:
+    """One variant's training as one static value: the variant's name and the training
+    configuration, what :func:`variant_trainer` trains (a learned sweep of the reasoner's knobs x
+    seeds takes it as its model's configuration: ``tokdyn sweep latent-reasoning``).
+
+    Attributes:
+      variant: the training variant, a name from tokdyn.models.latent.variants.VARIANTS.
+      training: the static training configuration (tasks, model size, step budget, pools, seeds).
+    """
+
+    variant: str = "latent"
+    training: Config = Config()
+
+    @property
+    def train(self):
+        """The optimiser's budget and schedule: ``training.train`` (a :class:`tokdyn.train.optim.Config`)."""
+        return self.training.train
+
+    def validate(self) -> "VariantConfig":
+        """Check the variant's name and the training configuration; raise ``ValueError`` /
+        ``TypeError`` naming the field. Returns ``self``."""
+        variants.variant(self.variant)
+        if not isinstance(self.training, Config):
+            raise TypeError(
+                f"training must be a tokdyn.models.latent.config.Config, got {type(self.training).__name__}"
+            )
+        self.training.validate()
+        return self
+
+
+def variant_trainer(vc: VariantConfig) -> train.Curriculum:
+    """:func:`trainer` of ``vc.training`` and ``vc.variant``: the variant's
+    :class:`tokdyn.train.Curriculum` (the same object for equal values)."""
+    return trainer(vc.training, vc.variant)
 
 
 @functools.lru_cache(maxsize=64)

@@ -12,7 +12,7 @@ import textwrap
 import jax
 import numpy as np
 
-from tokdyn import _checks
+from tokdyn import _checks, train
 from tokdyn.engine import sweep
 from tokdyn.experiment import attributes
 from tokdyn.experiment.study import Estimate, Refused
@@ -163,8 +163,8 @@ class SweepConfig:
 
     def params(self) -> int:
         """The number of parameters of one model (traced by ``jax.eval_shape``: nothing runs)."""
-        trainer = self.MODEL.trainer(self.model)
-        shapes = jax.eval_shape(lambda k: trainer.init(k, self.MODEL.hparams), jax.random.key(0))
+        trainer = self.MODEL.trainer(self.model)  # a Trainer or a Curriculum: its first stage starts the model
+        shapes = jax.eval_shape(lambda k: train.init_state(trainer, k, self.MODEL.hparams).params, jax.random.key(0))
         return int(sum(np.prod(s.shape, dtype=np.int64) for s in jax.tree_util.tree_leaves(shapes)))
 
     def estimate(self) -> Estimate:
@@ -207,7 +207,11 @@ def make_config(model: LearnedModel, module: str) -> type:
         fields,
         bases=(SweepConfig,),
         frozen=True,
-        namespace={"__module__": module, "MODEL": model, "FIXED_OPTIONS": tuple(("model", f) for f in model.fixed)},
+        namespace={
+            "__module__": module,
+            "MODEL": model,
+            "FIXED_OPTIONS": tuple(("model", *f.split(".")) for f in model.fixed),
+        },
     )
     entries = [
         f"{k}: values of the knob {k} ({help_of.get(k, 'a traced knob').rstrip('.')}): a comma list, "

@@ -30,7 +30,9 @@ class LearnedModel:
       quick: the model's configuration in the quick preset (``--quick``).
       hparams: the model's traced knobs at their defaults (a registered dataclass of numbers, the
         model's ``Hparams``): every field is an axis of the sweep, at this default when not swept.
-      trainer: ``trainer(config) -> tokdyn.train.Trainer``.
+      trainer: ``trainer(config)``: a :class:`tokdyn.train.Trainer`, or a
+        :class:`tokdyn.train.Curriculum` of stages that follow each other on the same parameters
+        (the sweep trains either by :func:`tokdyn.train.make_train`).
       inputs: ``inputs(config) -> data``: the training data every model shares (built inside the
         compiled program: it depends on the configuration alone).
       evaluate: ``evaluate(key, params, config, hparams, data) -> {metric: scalar}`` of one
@@ -47,7 +49,7 @@ class LearnedModel:
         times faster than at the default shape; None: ``rate``.
       fixed: fields of the model's configuration the sweep decides itself and the command does not
         offer (e.g. a model's own ``seeds`` and ``root_seed``: the sweep's seeds and root seed key
-        its models).
+        its models); a field of a nested configuration by its dotted path (``training.seeds``).
       cpu_lanes: models vmapped together on a CPU when the command does not say (``--lanes``);
         None: :data:`~tokdyn.studies.learned_sweep.config.CPU_LANES`. A model whose vmapped
         training XLA:CPU compiles too slowly (convolutions: Slot Attention) takes 1, one model

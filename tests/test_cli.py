@@ -158,9 +158,12 @@ def test_every_command_is_generated_from_its_config(key, capsys):
         if False
         else (None, getattr(__import__(cli.COMMANDS[key][0], fromlist=["x"]), cli.CONFIG_CLASSES.get(key, "Config")))
     )
+    fixed = {path[-1] for path in getattr(cls, "FIXED_OPTIONS", ())}  # set by the study itself: no option
     for _path, field, _ in cli._fields(cls) if False else _flat(cls):
-        if field.default is not dataclasses.MISSING:
+        if field.default is not dataclasses.MISSING and field.name not in fixed:
             assert "--" + field.name.replace("_", "-") in text, field.name
+    for name in fixed - {"seeds", "root_seed"}:  # the sweep's own --seeds and --root-seed key its models
+        assert "--" + name.replace("_", "-") not in text, name
     cfg = cls() if all(f.default is not dataclasses.MISSING for f in dataclasses.fields(cls)) else None
     if cfg is not None:
         cfg.validate()  # the defaults are valid

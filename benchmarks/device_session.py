@@ -42,6 +42,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -115,6 +116,42 @@ def plan(args) -> list[Step]:
             ),
             "ceilings; kernel alone, study path + profile, given data, Pallas check",
         ),
+        # the learned models the GPU tables lack most: the visual-token autoencoder and Slot Attention
+        # at 1,024 and 4,096 seeds, each trained as one program per call ("scan")
+        Step(
+            "train:autoencoder",
+            600 if smoke else 80,
+            15 if smoke else 40,
+            suite(
+                args,
+                "training",
+                600 if smoke else 80,
+                "--models",
+                "autoencoder",
+                "--seeds",
+                "2" if smoke else "4096,1024",
+                "--strategy",
+                "scan",
+            ),
+            "visual-token autoencoder at 4,096 and 1,024 seeds, one program per call",
+        ),
+        Step(
+            "train:slots",
+            600 if smoke else 150,
+            15 if smoke else 60,
+            suite(
+                args,
+                "training",
+                600 if smoke else 150,
+                "--models",
+                "slot",
+                "--seeds",
+                "2" if smoke else "1024,4096",
+                "--strategy",
+                "scan",
+            ),
+            "Slot Attention at 1,024 and 4,096 seeds, one program per call",
+        ),
         # on the H200 (benchmarks/runs/h200-2026-11-26-f7091be) each model's program at 1,024 seeds
         # compiled in 50-55 s: six models at their largest seed count need about 340 s
         Step(
@@ -181,20 +218,39 @@ def plan(args) -> list[Step]:
     return steps
 
 
+def commit() -> str:
+    """The checkout's commit with ``+dirty`` when it has uncommitted changes to tracked files (a
+    device machine's copy has no ``.git``: then ``TOKDYN_COMMIT``, set by the caller with its
+    ``+dirty``, or "unknown")."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=ROOT
+        )
+    except OSError:
+        head = None
+    if head is None or head.returncode:
+        return os.environ.get("TOKDYN_COMMIT", "unknown")
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+IMPORT_PROBE = "import tokdyn, tokdyn.dynamics, tokdyn.engine; print('tokdyn', tokdyn.__file__)"
+
+
 def setup(args, log) -> int:
-    """tokdyn importable (an editable install where it is not), and the device described."""
-    env_ok = subprocess.run([sys.executable, "-c", "import tokdyn"], cwd="/", capture_output=True).returncode == 0
-    if not env_ok:
+    """tokdyn importable (an editable install where it is not; the step fails unless ``import
+    tokdyn`` then works), and the device described."""
+    importable = subprocess.run([sys.executable, "-c", IMPORT_PROBE], cwd="/", capture_output=True, text=True)
+    if importable.returncode:
         log.write("tokdyn not importable: pip install --no-deps --no-build-isolation -e .\n")
         log.flush()
-        rc = subprocess.run(
+        subprocess.run(
             [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", ROOT],
             stdout=log,
             stderr=subprocess.STDOUT,
-        ).returncode
-        if rc:
-            return rc
-    lines = []
+        )
+        importable = subprocess.run([sys.executable, "-c", IMPORT_PROBE], cwd="/", capture_output=True, text=True)
+    lines = [importable.stdout.strip() or "import tokdyn FAILED: " + importable.stderr.strip()[-1500:]]
     if shutil.which("nvidia-smi"):
         q = "name,memory.total,driver_version,clocks.sm,clocks.max.sm"
         p = subprocess.run(["nvidia-smi", f"--query-gpu={q}", "--format=csv"], capture_output=True, text=True)
@@ -206,11 +262,10 @@ def setup(args, log) -> int:
     )
     p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     lines += [p.stdout.strip(), p.stderr.strip()[-2000:]]
-    c = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    lines.append(f"commit {c.stdout.strip() or os.environ.get('TOKDYN_COMMIT', 'unknown')}")
+    lines.append(f"commit {commit()}")
     with open(os.path.join(args.out, "device.txt"), "w") as f:
         f.write("\n".join(x for x in lines if x) + "\n")
-    return p.returncode
+    return importable.returncode or p.returncode
 
 
 def table(args) -> str:
@@ -264,14 +319,23 @@ def run_step(step: Step, timeout: float, args, log) -> dict:
         env.setdefault("TOKDYN_CACHE_DIR", os.path.join("/tmp", "tokdyn-jax-cache"))
         if args.smoke:  # the smoke run checks that every step runs, not its speed
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
-        proc = subprocess.Popen(step.command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        env.setdefault("TOKDYN_COMMIT", commit())  # the rows' commit where the copy has no .git
+        # its own process group: a stop kills the step's children too (the sweep row's child, the
+        # compile probe's), and a compiler abort in one step loses that step alone
+        proc = subprocess.Popen(
+            step.command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True
+        )
         try:
             rc = proc.wait(timeout=timeout)
             status = "ok" if rc == 0 else "error"
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
             rc, status = None, "stopped at its budget"
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left (also after a Ctrl-C)
+            except ProcessLookupError:
+                pass
+            proc.wait()
     return dict(name=step.name, status=status, rc=rc, seconds=round(time.perf_counter() - t, 1))
 
 
@@ -284,6 +348,12 @@ def main(argv=None):
     ap.add_argument("--plan", action="store_true", help="print the steps and their budgets; run nothing")
     ap.add_argument("--smoke", action="store_true", help="every step at a tiny size")
     ap.add_argument("--studies-dir", default=None, help="where the studies run (default a folder in /tmp)")
+    ap.add_argument(
+        "--steps",
+        default=None,
+        help="comma list of step names (or prefixes, such as study: or train:) to run, in the plan's order; "
+        "default every step",
+    )
     args = ap.parse_args(argv)
     if args.budget is None:
         args.budget = 3600.0 if args.smoke else 540.0
@@ -292,6 +362,12 @@ def main(argv=None):
     args.out = os.path.abspath(args.out)
     args.studies_dir = args.studies_dir or os.path.join("/tmp", "tokdyn-device-studies")
     steps = plan(args)
+    if args.steps:
+        wanted = [w.strip() for w in args.steps.split(",") if w.strip()]
+        unknown = [w for w in wanted if not any(st.name.startswith(w) for st in steps)]
+        if unknown:
+            ap.error(f"--steps: no step is named {unknown}; the steps: {[st.name for st in steps]}")
+        steps = [st for st in steps if st.name == "setup" or any(st.name.startswith(w) for w in wanted)]
     if args.plan:
         total = 0.0
         print(f"budget {args.budget:.0f} s; out {args.out}" + ("; SMOKE" if args.smoke else ""))

@@ -50,6 +50,12 @@ def parse(argv=None):
     ap.add_argument("--chunks", default=None, help="comma list of study-path chunk sizes (default per backend)")
     ap.add_argument("--seeds", default=None, help="comma list of vmapped seed counts for training (default 1,8,64)")
     ap.add_argument(
+        "--strategy",
+        default=None,
+        choices=("loop", "step", "scan"),
+        help="the training rows' train_many strategy for every model (default each model's own for the backend)",
+    )
+    ap.add_argument(
         "--models",
         default=None,
         help="comma list of words; the training rows only of learned models whose name holds one "

@@ -95,7 +95,7 @@ def test_plan_prints_the_steps_in_priority_order_without_jax():
     out = proc.stdout
     assert out.rstrip().endswith("no jax")
     names = [ln.split("|")[2].strip() for ln in out.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
-    assert names[:5] == ["setup", "dynamics", "training", "peers", "compile"]
+    assert names[:7] == ["setup", "dynamics", "train:autoencoder", "train:slots", "training", "peers", "compile"]
     studies = [n for n in names if n.startswith("study:")]
     assert studies[:3] == ["study:latent-reasoning", "study:latent-diagnostics", "study:latent-optimisation"]
     assert names[-1] == "rest" and "budget 540 s" in out
@@ -120,7 +120,7 @@ def test_smoke_runs_every_step_and_row(tmp_path):
     assert {"device.txt", "session.json", "session.log", "rows.jsonl", "table.md", "ceilings.json"} <= set(files)
     session = json.loads((out / "session.json").read_text())
     steps = {st["name"]: st for st in session["steps"]}
-    for name in ("setup", "dynamics", "training", "peers", "compile", "rest"):
+    for name in ("setup", "dynamics", "train:autoencoder", "train:slots", "training", "peers", "compile", "rest"):
         assert steps[name]["status"] == "ok", (steps[name], (out / "session.log").read_text()[-3000:])
     # the study is stopped at its few seconds (or finishes): either way recorded, never lost
     assert steps["study:latent-reasoning"]["status"] in ("ok", "stopped at its budget")

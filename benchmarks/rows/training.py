@@ -212,6 +212,7 @@ def run(s: Suite):
 
         def one(name=name, m=m, prec=prec):
             tr, pool, keys, hp, strategy, k = learned_models(s, m)[name]()
+            strategy = s.args.strategy or strategy
             with jax.default_matmul_precision(prec):
                 if (name, prec) not in costs:
                     costs[name, prec] = step_cost(tr, pool, keys, hp, compiled=not s.args.smoke)
@@ -240,7 +241,11 @@ def run(s: Suite):
                 **extra,
             )
 
-        label = f"{name}, {m} seed(s)" + (", TF32" if prec == "default" else "")
+        label = (
+            f"{name}, {m} seed(s)"
+            + (", TF32" if prec == "default" else "")
+            + (f", strategy {s.args.strategy}" if s.args.strategy else "")
+        )
         if s.args.smoke and not name.startswith(SMOKE_TRAINED):
             # --smoke: the heavier models built and their step lowered (the cost analysis), not
             # compiled and trained: their compiles would take minutes of a 2-core CPU, and

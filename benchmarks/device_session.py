@@ -219,9 +219,11 @@ def plan(args) -> list[Step]:
 
 
 def commit() -> str:
-    """The checkout's commit with ``+dirty`` when it has uncommitted changes to tracked files (a
-    device machine's copy has no ``.git``: then ``TOKDYN_COMMIT``, set by the caller with its
-    ``+dirty``, or "unknown")."""
+    """``TOKDYN_COMMIT`` where the caller set it (with its ``+dirty``: a device machine's copy of
+    the tree may carry a ``.git`` at another commit than the tree's), else the checkout's commit
+    with ``+dirty`` when it has uncommitted changes to tracked files, or "unknown"."""
+    if os.environ.get("TOKDYN_COMMIT"):
+        return os.environ["TOKDYN_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
         dirty = subprocess.run(
@@ -230,7 +232,7 @@ def commit() -> str:
     except OSError:
         head = None
     if head is None or head.returncode:
-        return os.environ.get("TOKDYN_COMMIT", "unknown")
+        return "unknown"
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 

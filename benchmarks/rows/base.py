@@ -17,8 +17,13 @@ import numpy as np
 
 
 def git_commit() -> str:
-    """The checkout's commit (``+dirty`` when it has uncommitted changes), or "unknown"."""
+    """``TOKDYN_COMMIT`` where the caller set it (a device machine's copy of the tree may carry a
+    ``.git`` that is not the tree's), else the checkout's commit (``+dirty`` when it has uncommitted
+    changes), or "unknown"."""
     import subprocess
+
+    if os.environ.get("TOKDYN_COMMIT"):
+        return os.environ["TOKDYN_COMMIT"]
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:

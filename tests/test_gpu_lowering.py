@@ -27,8 +27,16 @@ TRITON = "__gpu$xla.gpu.triton"
 
 @pytest.fixture
 def on_gpu(monkeypatch):
-    """The backend's choices as on a GPU: the Pallas kernel preferred and compiled (not interpreted)."""
+    """The backend's choices as on a GPU: the Pallas kernel preferred and compiled (not interpreted).
+    The traces cached before and after are dropped: a program traced on either side of the switch
+    must not be reused on the other (the engine's cached chunk program, JAX's trace caches)."""
+    execute.sharded_map.cache_clear()
+    jax.clear_caches()
     monkeypatch.setattr(kernel, "preferred", lambda backend=None: True)
+    yield
+    monkeypatch.undo()
+    execute.sharded_map.cache_clear()
+    jax.clear_caches()
 
 
 def lower(f, *args, platform="cuda"):

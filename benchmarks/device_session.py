@@ -1,25 +1,39 @@
-"""One prepared call on a lent accelerator: measures, in priority order and inside a time budget,
-what the GPU tables still lack, and writes its raw table and logs as it goes.
+"""One prepared call on a lent accelerator: measures, in the order the GPU ledger asks for
+(``benchmarks/runs/gpu-ledger.csv``, :mod:`ledger`) and inside a time budget, what the GPU tables
+still lack, and writes its raw table and logs as it goes.
 
-    python benchmarks/device_session.py [--out DIR] [--budget 540] [--plan] [--smoke]
+    python benchmarks/device_session.py [--out DIR] [--budget 540] [--device h200|h100] [--plan] [--smoke]
+        [--steps NAME,...]
 
-Steps, in this order (each a child process with its own time budget; a step whose least useful
-time no longer fits in what is left is recorded as skipped; every row a step finishes is on disk
-the moment it finishes, so a kill loses nothing finished):
+The steps (each in its own process group with its own time budget: a stop kills its children too,
+and a compiler abort loses that step alone; every row a step finishes is on disk the moment it
+finishes, so a kill loses nothing finished):
 
-  setup       tokdyn importable (else ``pip install --no-deps --no-build-isolation -e .``); the
-              device, driver, JAX and PyTorch versions -> device.txt
-  dynamics    the ceilings (GEMM, copy, FMA, exp) and the token-dynamics rows: the kernel alone,
-              the study path with a ``jax.profiler`` trace (trace.tgz), the given-data forms, the
-              Pallas kernel checked against ``dynamics.run``
-  training    every learned model's training at 1, 64 and 1,024 seeds (4,096 for the visual-token
-              autoencoder), each with its share of the bound (XLA's cost analysis)
-  peers       the PyTorch peers on CUDA, eager and ``torch.compile``
-  compile     one compile's seconds (the studies' host probe, ``compile_probe.py``), under XLA's
-              default flags and with GEMM autotuning off
-  study:NAME  the studies' defaults (``tokdyn reproduce --studies NAME``), the latent studies
-              first; each study's tables and report -> studies.tgz (its .npz parts left out)
-  rest        the suite's other rows (sampling, DMLR, mediation), then the 10^9-run sweep
+  setup              tokdyn importable (else ``pip install --no-deps --no-build-isolation -e .``; the
+                     step fails unless ``import tokdyn`` then works); the device, driver, JAX and
+                     PyTorch versions and the commit (``+dirty`` for uncommitted changes) -> device.txt
+  dynamics           the ceilings (GEMM, copy, FMA, exp) and the token-dynamics rows: the kernel alone,
+                     the study path with a ``jax.profiler`` trace (trace.tgz), the given-data forms,
+                     the Pallas kernel checked against ``dynamics.run``
+  train:autoencoder  the visual-token autoencoder at 4,096 and 1,024 seeds, one program per call
+  train:slots        Slot Attention at 4,096 and 1,024 seeds, one program per call
+  training           every learned model at 1, 64 and 1,024 seeds, with its share of the bound
+  sweeps             each learned sweep end to end (``tokdyn sweep vtae``, the others ``--quick``),
+                     the sweep's own seconds from its output
+  peers              the PyTorch peers on CUDA, eager and ``torch.compile``
+  compile            one compile's seconds (``compile_probe.py``), XLA's default flags and GEMM
+                     autotuning off
+  study:NAME         the studies' defaults (``tokdyn reproduce --studies NAME``), the latent ones
+                     first; each study's tables and report -> studies.tgz (its .npz parts left out)
+  rest               the suite's other rows (sampling, DMLR, mediation), then the 10^9-run sweep
+
+The order: setup, then the steps serving the ledger's unmeasured rows of ``--device`` (by the rows'
+priority), then those serving stale rows (code changed since their commit), then the rest in the
+order above (:func:`ledger.step_order`). A step starts only when its whole budget still fits in
+what is left of ``--budget``; a later, shorter one may still fit. ``--steps`` keeps only the steps
+named (setup always). After the call, ``python benchmarks/ledger.py --record OUT --device ...
+--commit ... --date ...`` copies what it measured into the ledger, and ``--write`` regenerates the
+docs' GPU tables from it.
 
 Files under ``--out`` (default ``$OUT``; at most 8, none deeper than the folder itself):
 device.txt, session.json (the plan and each step's status, seconds and exit code, rewritten after
@@ -27,25 +41,29 @@ each step), session.log (every step's output), rows.jsonl (every row, appended a
 with the commit and device), table.md (the rows as a table, rewritten after each step),
 ceilings.json, trace.tgz, studies.tgz.
 
-``--plan`` prints the steps, their budgets and commands, and runs nothing (no JAX import).
-``--smoke`` runs every step at a tiny size on whatever backend is there (a test runs it on the
-CPU: it checks the script, not speed): the row variants whose code another row runs are skipped,
-the two cheapest learned models are trained and the others built and their step lowered (its cost
-analysis), and the studies step stops its study at a few seconds, which tests the stop. Its CPU
-time is about 1.5 to 2 minutes.
+``--plan`` prints the steps in this call's order, their budgets and the ledger rows each serves,
+and runs nothing (no JAX import). ``--smoke`` runs every step at a tiny size on whatever backend
+is there, in the plan's own order (a test runs it on the CPU: it checks the script, not speed): the
+row variants whose code another row runs are skipped, the two cheapest learned models are trained
+and the others built and their step lowered (its cost analysis), the sweeps step runs the
+autoencoder's quick sweep at 2 seeds, and the studies step stops its study at a few seconds, which
+tests the stop.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -66,12 +84,11 @@ LATENT_FIRST = (
 
 @dataclasses.dataclass
 class Step:
-    """One step: its name, the most seconds it may take, the least worth starting it with, and its
-    command (a list of arguments, or a Python callable for the in-process steps)."""
+    """One step: its name, the most seconds it may take (it starts only when they still fit), and
+    its command (a list of arguments, or a Python callable for the in-process steps)."""
 
     name: str
     budget: float
-    least: float
     command: object
     what: str = ""
 
@@ -95,83 +112,95 @@ def suite(args, sections: str, budget: float, *extra) -> list:
     return cmd + list(extra)
 
 
+# each learned sweep, a step of its own: (the row's name, the command's arguments after `tokdyn`)
+SWEEPS = (
+    ("tokdyn sweep vtae", ["sweep", "vtae"]),
+    ("tokdyn sweep slots --quick", ["sweep", "slots", "--quick"]),
+    ("tokdyn sweep iodine --quick", ["sweep", "iodine", "--quick"]),
+    ("tokdyn sweep savi --quick", ["sweep", "savi", "--quick"]),
+    ("tokdyn sweep grid-diffusion --quick", ["sweep", "grid-diffusion", "--quick"]),
+    ("tokdyn sweep latent-reasoning --quick", ["sweep", "latent-reasoning", "--quick"]),
+)
+SWEEP_TIMEOUT = 150.0  # one sweep's step budget (three quick sweeps did not finish in 58 s, ca6932f)
+# the learned models trained at 1,024 seeds by a step of their own: (the suite's --models word, what)
+TRAINED = (
+    ("iodine", "IODINE"),
+    ("savi", "SAVi (transformer predictor)"),
+    ("latent", "the latent reasoner"),
+    ("diffusion", "grid diffusion (D3PM absorbing)"),
+)
+MODELS_IN = re.compile(r"(\d+) models in ([0-9.]+) s")
+
+
 def plan(args) -> list[Step]:
-    """The steps of this call, in priority order (module docstring)."""
+    """The steps of this call in their default order (module docstring); :func:`ordered` puts them
+    in the ledger's. With ``--smoke`` the budgets are wide (a loaded CPU is slow; the work is tiny):
+    only the study step is held to a few seconds, which tests the stop."""
     smoke = args.smoke
+
+    def wide(budget):
+        return 600 if smoke else budget
+
     steps = [
-        # with --smoke the budgets are wide (a loaded CPU is slow; the work is tiny): only the study
-        # step is held to a few seconds, which tests the stop
-        Step("setup", 300 if smoke else 60, 5, setup, "tokdyn importable; device.txt"),
+        Step("setup", 300 if smoke else 60, setup, "tokdyn importable; device.txt"),
         Step(
             "dynamics",
-            600 if smoke else 120,
-            15 if smoke else 60,
+            wide(120),
             suite(
                 args,
                 "ceilings,dynamics",
-                600 if smoke else 120,
+                wide(120),
                 "--trace",
                 os.path.join(args.out, "trace.tgz"),
                 *([] if smoke else ["--chunks", "100000,1000000"]),
             ),
             "ceilings; kernel alone, study path + profile, given data, Pallas check",
         ),
-        # the learned models the GPU tables lack most: the visual-token autoencoder and Slot Attention
-        # at 1,024 and 4,096 seeds, each trained as one program per call ("scan")
+        # the learned models trained as one program per call ("scan"); at 4,096 seeds Slot Attention
+        # did not compile within 150 s on the H200 (ca6932f), at 1,024 it took 42 s
         Step(
             "train:autoencoder",
-            600 if smoke else 80,
-            15 if smoke else 40,
-            suite(
-                args,
-                "training",
-                600 if smoke else 80,
-                "--models",
-                "autoencoder",
-                "--seeds",
-                "2" if smoke else "4096,1024",
-                "--strategy",
-                "scan",
-            ),
+            wide(80),
+            suite(args, "training", wide(80), "--models", "autoencoder", "--seeds", "2" if smoke else "4096,1024")
+            + ["--strategy", "scan"],
             "visual-token autoencoder at 4,096 and 1,024 seeds, one program per call",
         ),
         Step(
             "train:slots",
-            600 if smoke else 150,
-            15 if smoke else 60,
-            suite(
-                args,
-                "training",
-                600 if smoke else 150,
-                "--models",
-                "slot",
-                "--seeds",
-                "2" if smoke else "1024,4096",
-                "--strategy",
-                "scan",
-            ),
-            "Slot Attention at 1,024 and 4,096 seeds, one program per call",
+            wide(240),
+            suite(args, "training", wide(240), "--models", "slot", "--seeds", "2" if smoke else "4096,1024")
+            + ["--strategy", "scan"],
+            "Slot Attention at 4,096 and 1,024 seeds, one program per call",
         ),
-        # on the H200 (benchmarks/runs/h200-2026-11-26-f7091be) each model's program at 1,024 seeds
-        # compiled in 50-55 s: six models at their largest seed count need about 340 s
+    ]
+    # the other learned models at 1,024 seeds, each a step of its own (train_many's strategy for the
+    # backend); on the H200 (benchmarks/runs/h200-2026-11-26-f7091be) each program at 1,024 seeds
+    # compiled in 50-55 s
+    for word, what in TRAINED:
+        steps.append(
+            Step(
+                f"train:{word}",
+                wide(120),
+                suite(args, "training", wide(120), "--models", word, "--seeds", "2" if smoke else "1024"),
+                f"{what} at 1,024 seeds",
+            )
+        )
+    steps += [
         Step(
             "training",
-            600 if smoke else 340,
-            15 if smoke else 60,
-            suite(args, "training", 600 if smoke else 340),
+            wide(340),
+            suite(args, "training", wide(340)),
             "every learned model at 1, 64, 1,024 seeds (autoencoder 4,096), share of the bound",
         ),
-        Step(
-            "peers",
-            600 if smoke else 60,
-            10 if smoke else 40,
-            suite(args, "peers", 600 if smoke else 60),
-            "PyTorch peers, eager and torch.compile",
-        ),
+    ]
+    for label, argv in SWEEPS[:1] if smoke else SWEEPS:
+        name = "sweep:" + argv[1]
+        steps.append(Step(name, wide(SWEEP_TIMEOUT), functools.partial(sweep_step, label, argv), label))
+    steps += [
+        Step("peers", wide(60), suite(args, "peers", wide(60)), "PyTorch peers, eager and torch.compile"),
         Step(
             "compile",
             300 if smoke else 60,
-            10 if smoke else 30,
             [
                 sys.executable,
                 os.path.join(HERE, "compile_probe.py"),
@@ -183,39 +212,67 @@ def plan(args) -> list[Step]:
             "one compile's seconds (the studies' host probe), XLA's defaults and GEMM autotuning off",
         ),
     ]
-    studies = LATENT_FIRST[:1] if smoke else LATENT_FIRST
-    for name in studies:
-        cmd = [
-            sys.executable,
-            "-m",
-            "tokdyn.cli",
-            "reproduce",
-            "--studies",
-            name,
-            "--out",
-            args.studies_dir,
-            "--no-plots",
-            "--quiet",
-        ]
-        steps.append(
-            Step(f"study:{name}", 5 if smoke else 600, 3 if smoke else 45, cmd + (["--quick"] if smoke else []))
-        )
+    for name in LATENT_FIRST[:1] if smoke else LATENT_FIRST:
+        cmd = [sys.executable, "-m", "tokdyn.cli", "reproduce", "--studies", name, "--out", args.studies_dir]
+        cmd += ["--no-plots", "--quiet"] + (["--quick"] if smoke else [])
+        steps.append(Step(f"study:{name}", 5 if smoke else 240, cmd, f"tokdyn reproduce --studies {name}"))
     steps.append(
         Step(
             "rest",
-            600 if smoke else 300,
-            15 if smoke else 30,
-            suite(
-                args,
-                "sampling,dmlr,diagnostics,sweep",
-                600 if smoke else 300,
-                "--sweep-seconds",
-                "20" if smoke else "200",
-            ),
+            wide(300),
+            suite(args, "sampling,dmlr,diagnostics,sweep", wide(300), "--sweep-seconds", "20" if smoke else "200"),
             "sampling, DMLR, mediation; the 10^9-run sweep",
         )
     )
     return steps
+
+
+def sweep_step(label: str, argv: list, args, log) -> int:
+    """One learned sweep in a fresh folder, a child in its own process group stopped at the step's
+    budget, as a row of ``rows.jsonl``: its own seconds (``N models in S s`` from its output) as
+    ``median``, the wall seconds beside; a stopped or failed sweep is a row with that status.
+    ``--smoke``: the autoencoder's quick sweep at 2 seeds."""
+    if args.smoke:
+        label, argv = "tokdyn sweep vtae --quick --seeds 2", ["sweep", "vtae", "--quick", "--seeds", "2"]
+    folder = os.path.join(args.studies_dir, "sweeps", argv[1])
+    shutil.rmtree(folder, ignore_errors=True)
+    cmd = [sys.executable, "-m", "tokdyn.cli", *argv, "--out", folder, "--no-plots"]
+    t = time.perf_counter()
+    rc, status, text = child(cmd, args.step_timeout, args, log)
+    m = MODELS_IN.search(text)
+    row = dict(section="sweeps", name=label, status=status, wall_s=round(time.perf_counter() - t, 1), unit="s", rc=rc)
+    if status == "ok" and m:
+        row.update(median=float(m.group(2)), size=f"{m.group(1)} models")
+    elif status == "ok":
+        row.update(status="error", error="no 'N models in S s' line in its output")
+    append_row(args, row)
+    return 0 if row["status"] == "ok" else 1
+
+
+def append_row(args, row: dict) -> None:
+    """One row appended to ``rows.jsonl`` with the commit and the device, as the suite's rows."""
+    row = dict(row, commit=commit(), device=os.environ.get("TOKDYN_DEVICE_NAME", ""))
+    with open(os.path.join(args.out, "rows.jsonl"), "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def ordered(args, steps: list[Step]) -> tuple[list[Step], dict]:
+    """The steps in the ledger's order for ``args.device`` (module docstring), and for each step the
+    ledger rows it serves as ``(state, priority, ids)``; in the default order with ``--smoke`` or
+    without a readable ledger."""
+    try:
+        import ledger
+
+        rows = ledger.load()
+        order = ledger.step_order(rows, args.device, [st.name for st in steps])
+    except Exception as e:  # noqa: BLE001 -- the call still runs, in the default order
+        print(f"the ledger could not be read ({type(e).__name__}: {e}); the default order", file=sys.stderr)
+        return steps, {}
+    serves = {name: (st, prio, ids) for name, st, prio, ids in order}
+    if args.smoke:
+        return steps, serves
+    by_name = {st.name: st for st in steps}
+    return [by_name[name] for name, *_ in order], serves
 
 
 def commit() -> str:
@@ -303,42 +360,69 @@ def pack_studies(args):
         tf.add(args.studies_dir, arcname="studies", filter=lambda ti: None if ti.name.endswith(".npz") else ti)
 
 
-def run_step(step: Step, timeout: float, args, log) -> dict:
-    t = time.perf_counter()
-    log.write(f"\n===== {step.name} (timeout {timeout:.0f} s) =====\n")
-    log.flush()
-    if callable(step.command):
-        rc = step.command(args, log)
-        status = "ok" if rc == 0 else "error"
-    else:
-        env = dict(
-            os.environ,
-            PYTHONUNBUFFERED="1",
-            PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            # a child (the sweep row's) allocates beside its parent on the device
-            XLA_PYTHON_CLIENT_PREALLOCATE="false",
-        )
-        env.setdefault("TOKDYN_CACHE_DIR", os.path.join("/tmp", "tokdyn-jax-cache"))
-        if args.smoke:  # the smoke run checks that every step runs, not its speed
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
-        env.setdefault("TOKDYN_COMMIT", commit())  # the rows' commit where the copy has no .git
-        # its own process group: a stop kills the step's children too (the sweep row's child, the
-        # compile probe's), and a compiler abort in one step loses that step alone
+def child_env(args) -> dict:
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        # a child (the sweep row's) allocates beside its parent on the device
+        XLA_PYTHON_CLIENT_PREALLOCATE="false",
+    )
+    env.setdefault("TOKDYN_CACHE_DIR", os.path.join("/tmp", "tokdyn-jax-cache"))
+    if args.smoke:  # the smoke run checks that every step runs, not its speed
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
+    env.setdefault("TOKDYN_COMMIT", commit())  # the rows' commit, also where the copy's .git is not the tree's
+    return env
+
+
+def child(cmd: list, timeout: float, args, log) -> tuple:
+    """``cmd`` as a child in its own process group, stopped at ``timeout`` seconds: a stop kills its
+    children too (the sweep row's child, the compile probe's), and a compiler abort in it loses it
+    alone. Its output goes to ``log``; returns ``(rc, status, output)``."""
+    with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen(
-            step.command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=child_env(args), start_new_session=True
         )
         try:
             rc = proc.wait(timeout=timeout)
             status = "ok" if rc == 0 else "error"
         except subprocess.TimeoutExpired:
-            rc, status = None, "stopped at its budget"
+            rc, status = None, f"stopped at {timeout:.0f} s"
         finally:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left (also after a Ctrl-C)
             except ProcessLookupError:
                 pass
             proc.wait()
+        out.seek(0)
+        text = out.read()
+    log.write(text)
+    log.flush()
+    return rc, status, text
+
+
+def run_step(step: Step, timeout: float, args, log) -> dict:
+    t = time.perf_counter()
+    log.write(f"\n===== {step.name} (timeout {timeout:.0f} s) =====\n")
+    log.flush()
+    if callable(step.command):
+        args.step_timeout = timeout
+        rc = step.command(args, log)
+        status = "ok" if rc == 0 else "error"
+    else:
+        rc, status, _ = child(step.command, timeout, args, log)
+        if status.startswith("stopped"):
+            status = "stopped at its budget"
     return dict(name=step.name, status=status, rc=rc, seconds=round(time.perf_counter() - t, 1))
+
+
+def detect_device() -> str:
+    """The ledger's name of this machine's GPU (``h100`` or ``h200`` from ``nvidia-smi``), else ``h200``."""
+    if shutil.which("nvidia-smi"):
+        p = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+        if "H100" in p.stdout:
+            return "h100"
+    return "h200"
 
 
 def main(argv=None):
@@ -350,6 +434,9 @@ def main(argv=None):
     ap.add_argument("--plan", action="store_true", help="print the steps and their budgets; run nothing")
     ap.add_argument("--smoke", action="store_true", help="every step at a tiny size")
     ap.add_argument("--studies-dir", default=None, help="where the studies run (default a folder in /tmp)")
+    ap.add_argument(
+        "--device", choices=("h200", "h100"), default=None, help="the ledger's device (default: nvidia-smi's)"
+    )
     ap.add_argument(
         "--steps",
         default=None,
@@ -363,6 +450,7 @@ def main(argv=None):
         ap.error(f"--budget must be > 0, got {args.budget}")
     args.out = os.path.abspath(args.out)
     args.studies_dir = args.studies_dir or os.path.join("/tmp", "tokdyn-device-studies")
+    args.device = args.device or detect_device()
     steps = plan(args)
     if args.steps:
         wanted = [w.strip() for w in args.steps.split(",") if w.strip()]
@@ -370,17 +458,21 @@ def main(argv=None):
         if unknown:
             ap.error(f"--steps: no step is named {unknown}; the steps: {[st.name for st in steps]}")
         steps = [st for st in steps if st.name == "setup" or any(st.name.startswith(w) for w in wanted)]
+    steps, serves = ordered(args, steps)
     if args.plan:
         total = 0.0
-        print(f"budget {args.budget:.0f} s; out {args.out}" + ("; SMOKE" if args.smoke else ""))
-        print("| # | step | budget s | least s | starts by s (at the latest) | what / command |")
-        print("|---:|---|---:|---:|---:|---|")
+        print(f"budget {args.budget:.0f} s; device {args.device}; out {args.out}" + ("; SMOKE" if args.smoke else ""))
+        print("| # | step | budget s | starts by s (every earlier step at its budget) | ledger rows | what |")
+        print("|---:|---|---:|---:|---|---|")
         for i, st in enumerate(steps):
-            cmd = st.what or " ".join(st.command[1:]) if not callable(st.command) else st.what
-            starts = min(total, args.budget)
-            print(f"| {i} | {st.name} | {st.budget:.0f} | {st.least:.0f} | {starts:.0f} | {cmd} |")
-            total += st.budget
-        print(f"\nthe steps' budgets add to {total:.0f} s; the call stops starting steps at {args.budget:.0f} s")
+            fits = total + st.budget <= args.budget
+            starts = f"{total:.0f}" if fits else "only if earlier steps end early"
+            state, prio, ids = serves.get(st.name, ("", "", []))
+            rows = f"{state} (priority {prio}): {', '.join(ids)}" if ids else ""
+            print(f"| {i} | {st.name} | {st.budget:.0f} | {starts} | {rows} | {st.what} |")
+            total += st.budget if fits else 0.0
+        print(f"\nthe steps' budgets add to {sum(st.budget for st in steps):.0f} s; a step starts only when its")
+        print(f"budget fits in what is left of the call's {args.budget:.0f} s")
         return 0
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
@@ -393,10 +485,10 @@ def main(argv=None):
     with open(os.path.join(args.out, "session.log"), "a") as log:
         for st in steps:
             left = args.budget - (time.perf_counter() - start)
-            if left < st.least:
-                record["steps"].append(dict(name=st.name, status=f"skipped ({left:.0f} s left, needs {st.least:.0f})"))
+            if left < st.budget:
+                record["steps"].append(dict(name=st.name, status=f"skipped ({left:.0f} s left, needs {st.budget:.0f})"))
             else:
-                record["steps"].append(run_step(st, min(st.budget, left), args, log))
+                record["steps"].append(run_step(st, st.budget, args, log))
                 if st.name.startswith("study:"):
                     pack_studies(args)
             print(f"[{time.perf_counter() - start:6.1f} s] {record['steps'][-1]}", flush=True)
@@ -405,6 +497,10 @@ def main(argv=None):
             with open(os.path.join(args.out, "table.md"), "w") as f:
                 f.write(table(args))
     print(table(args))
+    print(
+        f"\nrecord it: python benchmarks/ledger.py --record {args.out} --device {args.device} --commit {commit()} "
+        f"--date {time.strftime('%Y-%m-%d')}  (the folder copied into benchmarks/runs/ first)"
+    )
     return 0
 
 

@@ -94,11 +94,33 @@ def test_plan_prints_the_steps_in_priority_order_without_jax():
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert out.rstrip().endswith("no jax")
-    names = [ln.split("|")[2].strip() for ln in out.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
-    assert names[:7] == ["setup", "dynamics", "train:autoencoder", "train:slots", "training", "peers", "compile"]
+    lines = [ln.split("|") for ln in out.splitlines() if ln.startswith("| ") and ln[2].isdigit()]
+    names = [cells[2].strip() for cells in lines]
+    assert names[0] == "setup" and "budget 540 s" in out
+    assert {"dynamics", "train:autoencoder", "train:slots", "training", "peers", "compile", "rest"} <= set(names)
+    assert {"sweep:vtae", "train:iodine", "study:latent-reasoning", "study:video"} <= set(names)
+    # the ledger's order: the steps serving unmeasured rows, then stale, then current, then the
+    # steps the ledger does not name, those in the default order (the latent studies first)
+    order = ("unmeasured", "stale", "current", "")
+    states = [next((st for st in order if cells[5].strip().startswith(st)), "") for cells in lines[1:]]
+    assert [order.index(st) for st in states] == sorted(order.index(st) for st in states), states
     studies = [n for n in names if n.startswith("study:")]
     assert studies[:3] == ["study:latent-reasoning", "study:latent-diagnostics", "study:latent-optimisation"]
-    assert names[-1] == "rest" and "budget 540 s" in out
+
+
+def test_one_tiny_step_of_the_device_call_runs(tmp_path):
+    # the device call itself at its smallest: setup and the autoencoder's training at 2 seeds (the
+    # whole --smoke run is in the slow tier)
+    out = tmp_path / "out"
+    proc = run(SESSION, "--smoke", "--steps", "train:autoencoder", "--out", str(out), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    steps = json.loads((out / "session.json").read_text())["steps"]
+    assert [(st["name"], st["status"]) for st in steps] == [("setup", "ok"), ("train:autoencoder", "ok")]
+    assert "tokdyn" in (out / "device.txt").read_text().splitlines()[0]  # import tokdyn worked
+    rows = [json.loads(ln) for ln in (out / "rows.jsonl").read_text().splitlines()]
+    trained = [r for r in rows if r["section"] == "training"]
+    assert len(trained) == 1 and trained[0]["status"] == "ok" and trained[0]["median"] > 0
+    assert trained[0]["name"] == "visual-token autoencoder, 2 seed(s), strategy scan"
 
 
 def test_bad_budget_exits_2():
@@ -122,6 +144,8 @@ def test_smoke_runs_every_step_and_row(tmp_path):
     steps = {st["name"]: st for st in session["steps"]}
     for name in ("setup", "dynamics", "train:autoencoder", "train:slots", "training", "peers", "compile", "rest"):
         assert steps[name]["status"] == "ok", (steps[name], (out / "session.log").read_text()[-3000:])
+    for name in ("train:iodine", "train:savi", "train:latent", "train:diffusion", "sweep:vtae"):
+        assert steps[name]["status"] == "ok", (steps[name], (out / "session.log").read_text()[-3000:])
     # the study is stopped at its few seconds (or finishes): either way recorded, never lost
     assert steps["study:latent-reasoning"]["status"] in ("ok", "stopped at its budget")
     rows = [json.loads(ln) for ln in (out / "rows.jsonl").read_text().splitlines()]
@@ -135,6 +159,7 @@ def test_smoke_runs_every_step_and_row(tmp_path):
         "dmlr",
         "diagnostics",
         "sweep",
+        "sweeps",
     }
     for r in rows:
         if r["section"] == "peers" and r["status"].startswith("skipped (PyTorch"):

@@ -26,7 +26,7 @@ MAX_ROOT_SEED = 2**32 - 1  # jax.random.key keeps the low 32 bits of a larger se
 # what does not grow with the model (dispatch, evaluation, checkpoints, compiles), on the reference CPU;
 # the first scaled by the machine's measured training rate, the second by its host rate
 # (tokdyn.experiment.rates). Fitted to default and --quick runs on the reference CPU, a 2-core x86_64
-# (about 35 and 3 min; --quick took as long on an H200, compiles setting its time); the FLOP count is a
+# (about 35 and 3 min); the FLOP count is a
 # rough upper bound, so FLOPS is an effective rate, not the machine's.
 FLOPS = 9e10
 STEP_SECONDS = 0.03

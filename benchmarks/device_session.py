@@ -256,6 +256,32 @@ def append_row(args, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+KERNEL_ROW = "the Pallas kernel itself, from the trace"
+
+
+def kernel_row(args) -> None:
+    """After the dynamics step: the Pallas kernel's own rate, the traced chunk's runs (the study
+    path's row) over the kernel's total time on the device in ``trace.tgz``, as a row of
+    ``rows.jsonl`` (``kernel alone`` times ``dynamics.pallas.run`` end to end, XLA's preparation of
+    its inputs and the labels included)."""
+    import ledger
+    import trace_summary
+
+    path = os.path.join(args.out, "trace.tgz")
+    rows_file = os.path.join(args.out, "rows.jsonl")
+    if not (os.path.exists(path) and os.path.exists(rows_file)):
+        return
+    try:
+        runs = ledger.traced_runs(ledger.jsonl_rows(rows_file))
+        seconds = trace_summary.kernel_seconds(trace_summary.load_events(path), "_kernel")
+    except (ValueError, SystemExit, OSError) as e:
+        append_row(args, dict(section="dynamics", name=KERNEL_ROW, status="error", error=str(e)[:300]))
+        return
+    if seconds > 0:
+        row = dict(section="dynamics", name=KERNEL_ROW, status="ok", median=runs / seconds, unit="runs/s")
+        append_row(args, dict(row, size=f"{runs:,} runs, one chunk", kernel_s=seconds))
+
+
 def ordered(args, steps: list[Step]) -> tuple[list[Step], dict]:
     """The steps in the ledger's order for ``args.device`` (module docstring), and for each step the
     ledger rows it serves as ``(state, priority, ids)``; in the default order with ``--smoke`` or
@@ -491,6 +517,8 @@ def main(argv=None):
                 record["steps"].append(run_step(st, st.budget, args, log))
                 if st.name.startswith("study:"):
                     pack_studies(args)
+                if st.name == "dynamics":
+                    kernel_row(args)
             print(f"[{time.perf_counter() - start:6.1f} s] {record['steps'][-1]}", flush=True)
             with open(os.path.join(args.out, "session.json"), "w") as f:
                 json.dump(record, f, indent=1)

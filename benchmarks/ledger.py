@@ -19,10 +19,11 @@ row found there (status ok) to the value found, with the commit, the date and th
 
 How a row's value is read back from its raw file (``source``; a test re-reads every row):
 ``jsonl`` (the row of ``rows.jsonl`` whose ``section|name`` is ``match``, its ``median``;
-``match`` starting with ``~`` is a regular expression), ``trace`` (the study path's runs of the
-traced chunk, in ``rows.jsonl`` beside the file, over the Pallas kernel's total time in
-``trace_summary.md``: the kernel's own rate) or ``log:REGEX`` (the first group of REGEX in the
-file, a log).
+``match`` starting with ``~`` is a regular expression; the device call writes the Pallas kernel's
+own rate from its trace as such a row), ``trace`` (the study path's runs of the traced chunk, in
+``rows.jsonl`` beside the file, over the Pallas kernel's total time in a ``trace_summary.py``
+table: the kernel's own rate, for a call made before that row existed) or ``log:REGEX`` (the first
+group of REGEX in the file, a log).
 """
 
 from __future__ import annotations
@@ -210,16 +211,10 @@ def record(rows: list[Row], run_dir: str, device: str, commit: str, date: str) -
     for r in rows:
         if r.device != device:
             continue
-        if r.source == "trace" or r.match == "trace:_kernel":
-            summary = os.path.join(run_dir, "trace_summary.md")
-            if not os.path.exists(summary):
-                continue
-            value, raw, source = traced_runs(found) / (kernel_ms(summary) / 1e3), f"{rel}/trace_summary.md", "trace"
-        else:
-            hit = find(found, r.match)
-            if hit is None:
-                continue
-            value, raw, source = float(hit["median"]), f"{rel}/rows.jsonl", "jsonl"
+        hit = find(found, r.match)
+        if hit is None:
+            continue
+        value, raw, source = float(hit["median"]), f"{rel}/rows.jsonl", "jsonl"
         r.value, r.raw, r.source, r.commit, r.date = f"{value:.6g}", raw, source, commit, date
         done.append(r.id)
     return done

@@ -31,6 +31,18 @@ def load_events(path: str) -> list:
         return json.load(f)["traceEvents"]
 
 
+def device_events(events: list) -> list:
+    """The trace's kernel events on its devices (``/device:...``), in time order."""
+    names = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
+    pids = {p for p, n in names.items() if n.startswith("/device:")}
+    return sorted((e for e in events if e.get("ph") == "X" and e["pid"] in pids), key=lambda e: e["ts"])
+
+
+def kernel_seconds(events: list, name: str) -> float:
+    """The total seconds of the device kernels named ``name`` (0 when there are none)."""
+    return sum(e["dur"] for e in device_events(events) if e["name"] == name) / 1e6
+
+
 def summary(events: list, top: int = 25) -> str:
     names = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
     device_pids = [p for p, n in names.items() if n.startswith("/device:")]

@@ -97,3 +97,23 @@ def test_a_bad_ledger_is_refused(tmp_path):
     ledger.save(rows, str(path))
     with pytest.raises(ValueError, match="device 'a100'"):
         ledger.load(str(path))
+
+
+def test_the_device_call_writes_the_kernels_own_rate_from_its_trace(tmp_path):
+    # the H200 call at ca6932f: its trace and rows, as a device call's output folder
+    import shutil
+    import types
+
+    import device_session
+
+    run = os.path.join(ROOT, "benchmarks", "runs", "h200-2026-11-27-ca6932f")
+    for name in ("trace.tgz", "rows.jsonl"):
+        shutil.copy(os.path.join(run, name), tmp_path / name)
+    device_session.kernel_row(types.SimpleNamespace(out=str(tmp_path)))
+    row = ledger.jsonl_rows(str(tmp_path / "rows.jsonl"))[-1]
+    assert row["name"] == device_session.KERNEL_ROW and row["status"] == "ok"
+    # 999,972 runs in the chunk over the kernel's 98.82 ms in trace_summary.md
+    assert row["median"] == pytest.approx(999_972 / 0.09882, rel=1e-3)
+    rows = [r for r in ledger.load() if r.id == "kernel-itself" and r.device == "h200"]
+    assert ledger.record(rows, str(tmp_path), "h200", "c", "2026-11-27") == ["kernel-itself"]
+    assert float(rows[0].value) == pytest.approx(row["median"], rel=1e-5)  # kept to 6 digits

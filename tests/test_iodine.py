@@ -358,7 +358,7 @@ def test_training_is_deterministic_and_seeds_differ(pool, trained):
         == CFG.train
         == train.Config(steps=30, steps_per_call=10, warmup=2, decay="cosine", final_fraction=0.05, clip_norm=1.0)
     )
-    assert iodine.default_strategy("cpu") == "loop" and iodine.default_strategy("gpu") == "step"
+    assert iodine.default_strategy("cpu") == "loop" and iodine.default_strategy("gpu") == "scan"
     assert iodine.stamp(CFG) != slots.stamp(slots.Config()) and '"model": "iodine"' in iodine.stamp(CFG)
 
 

@@ -523,7 +523,7 @@ def test_trainer_is_the_hand_written_training(pool, trained, init_states):
     k_init, k_run = tr.keys(k)
     assert jax.random.key_data(k_init).tolist() == jax.random.key_data(jax.random.fold_in(k, 2**31 - 1)).tolist()
     assert jax.random.key_data(k_run).tolist() == jax.random.key_data(k).tolist()
-    assert slot_attention.default_strategy("cpu") == "loop" and slot_attention.default_strategy("gpu") == "step"
+    assert slot_attention.default_strategy("cpu") == "loop" and slot_attention.default_strategy("gpu") == "scan"
 
 
 def test_resumed_training_is_bit_identical(pool, trained, tmp_path):

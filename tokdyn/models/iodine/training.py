@@ -45,13 +45,14 @@ def stamp(cfg: Config) -> str:
 
 def default_strategy(backend: str) -> str:
     """The :func:`tokdyn.train.train_many` strategy on ``backend``: ``"loop"`` (one compiled call
-    per model and step) on a CPU, ``"step"`` (the models vmapped) elsewhere, for the reasons of
-    :func:`tokdyn.models.slots.default_strategy` (the refinement network's convolutions).
+    per model and step) on a CPU, ``"scan"`` (the models vmapped, a call's steps in one program)
+    elsewhere, for the reasons of :func:`tokdyn.models.slots.default_strategy` (the refinement
+    network's convolutions; its GPU rate under ``"scan"`` is a row of the GPU ledger still to measure).
 
     Examples:
       >>> from tokdyn.models import iodine
       >>> iodine.default_strategy("cpu"), iodine.default_strategy("gpu")
-      ('loop', 'step')
+      ('loop', 'scan')
     """
     return slots.default_strategy(backend)
 

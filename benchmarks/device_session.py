@@ -17,8 +17,9 @@ finishes, so a kill loses nothing finished):
                      the Pallas kernel checked against ``dynamics.run``
   train:autoencoder  the visual-token autoencoder at 4,096 and 1,024 seeds, one program per call
   train:slots        Slot Attention at 4,096 and 1,024 seeds, one program per call
+  train:MODEL        IODINE, SAVi, the latent reasoner, grid diffusion at 1,024 seeds, a step each
   training           every learned model at 1, 64 and 1,024 seeds, with its share of the bound
-  sweeps             each learned sweep end to end (``tokdyn sweep vtae``, the others ``--quick``),
+  sweep:NAME         each learned sweep end to end (``tokdyn sweep vtae``, the others ``--quick``),
                      the sweep's own seconds from its output
   peers              the PyTorch peers on CUDA, eager and ``torch.compile``
   compile            one compile's seconds (``compile_probe.py``), XLA's default flags and GEMM
@@ -176,7 +177,7 @@ def plan(args) -> list[Step]:
     # the other learned models at 1,024 seeds, each a step of its own (train_many's strategy for the
     # backend); on the H200 (benchmarks/runs/h200-2026-11-26-f7091be) each program at 1,024 seeds
     # compiled in 50-55 s
-    for word, what in TRAINED:
+    for word, what in () if smoke else TRAINED:  # --smoke: the training step runs their rows
         steps.append(
             Step(
                 f"train:{word}",
@@ -234,7 +235,7 @@ def sweep_step(label: str, argv: list, args, log) -> int:
     ``--smoke``: the autoencoder's quick sweep at 2 seeds."""
     if args.smoke:
         label, argv = "tokdyn sweep vtae --quick --seeds 2", ["sweep", "vtae", "--quick", "--seeds", "2"]
-    folder = os.path.join(args.studies_dir, "sweeps", argv[1])
+    folder = os.path.join(args.studies_dir + "-sweeps", argv[1])  # beside the studies' folder, not in it
     shutil.rmtree(folder, ignore_errors=True)
     cmd = [sys.executable, "-m", "tokdyn.cli", *argv, "--out", folder, "--no-plots"]
     t = time.perf_counter()
@@ -251,7 +252,7 @@ def sweep_step(label: str, argv: list, args, log) -> int:
 
 def append_row(args, row: dict) -> None:
     """One row appended to ``rows.jsonl`` with the commit and the device, as the suite's rows."""
-    row = dict(row, commit=commit(), device=os.environ.get("TOKDYN_DEVICE_NAME", ""))
+    row = dict(row, commit=commit(), device=getattr(args, "device_name", "") or device_name())
     with open(os.path.join(args.out, "rows.jsonl"), "a") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -348,6 +349,7 @@ def setup(args, log) -> int:
     p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     lines += [p.stdout.strip(), p.stderr.strip()[-2000:]]
     lines.append(f"commit {commit()}")
+    args.device_name = device_name()
     with open(os.path.join(args.out, "device.txt"), "w") as f:
         f.write("\n".join(x for x in lines if x) + "\n")
     return importable.returncode or p.returncode
@@ -440,6 +442,18 @@ def run_step(step: Step, timeout: float, args, log) -> dict:
         if status.startswith("stopped"):
             status = "stopped at its budget"
     return dict(name=step.name, status=status, rc=rc, seconds=round(time.perf_counter() - t, 1))
+
+
+def device_name() -> str:
+    """The GPU's name (``nvidia-smi``), else the host's processor: the ``device`` of the rows this
+    script writes itself."""
+    if shutil.which("nvidia-smi"):
+        p = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+        if p.stdout.strip():
+            return p.stdout.strip().splitlines()[0]
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()})"
 
 
 def detect_device() -> str:

@@ -144,8 +144,7 @@ def test_smoke_runs_every_step_and_row(tmp_path):
     steps = {st["name"]: st for st in session["steps"]}
     for name in ("setup", "dynamics", "train:autoencoder", "train:slots", "training", "peers", "compile", "rest"):
         assert steps[name]["status"] == "ok", (steps[name], (out / "session.log").read_text()[-3000:])
-    for name in ("train:iodine", "train:savi", "train:latent", "train:diffusion", "sweep:vtae"):
-        assert steps[name]["status"] == "ok", (steps[name], (out / "session.log").read_text()[-3000:])
+    assert steps["sweep:vtae"]["status"] == "ok", (steps["sweep:vtae"], (out / "session.log").read_text()[-3000:])
     # the study is stopped at its few seconds (or finishes): either way recorded, never lost
     assert steps["study:latent-reasoning"]["status"] in ("ok", "stopped at its budget")
     rows = [json.loads(ln) for ln in (out / "rows.jsonl").read_text().splitlines()]

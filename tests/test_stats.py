@@ -515,3 +515,23 @@ def test_bootstrap_statistic_uses_the_same_draws_as_bootstrap_ci():
         bootstrap_statistic(x, 40)
     with pytest.raises(ValueError, match="n must be"):
         bootstrap_statistic(np.mean, 1)
+
+
+def test_paired_ttest_gives_the_difference_its_interval_and_d_z_as_scipy():
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(0.3, 1.0, (3, 12)), rng.normal(0.0, 1.0, (3, 12))
+    for conf in (0.95, 0.8):
+        res = paired_ttest(a, b, axis=1, confidence=conf)
+        ref = sps.ttest_rel(a, b, axis=1)
+        lo, hi = ref.confidence_interval(conf)
+        np.testing.assert_allclose(res.low, lo, rtol=1e-10)
+        np.testing.assert_allclose(res.high, hi, rtol=1e-10)
+        np.testing.assert_allclose(res.difference, (a - b).mean(axis=1), rtol=1e-12)
+        np.testing.assert_allclose(res.d_z, (a - b).mean(1) / (a - b).std(1, ddof=1), rtol=1e-12)
+        assert res.n == 12 and res.confidence == conf
+    t, p, df = res  # unpacks as SciPy's three
+    assert (t, p, df) == (res.statistic, res.pvalue, res.df) and res[1] is res.pvalue
+    same = paired_ttest([2.0, 3.0, 4.0], [1.0, 2.0, 3.0])  # every difference 1: the interval is the value
+    assert (same.low, same.high, same.difference) == (1.0, 1.0, 1.0) and same.d_z == np.inf
+    with pytest.raises(ValueError, match="confidence must be a number in \\(0, 1\\), got 1.5"):
+        paired_ttest(a[0], b[0], confidence=1.5)

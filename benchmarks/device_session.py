@@ -370,6 +370,8 @@ def table(args) -> str:
         rate = r.get("median")
         rate = "" if rate is None else f"{rate:,.4g} {r.get('unit', '')}"
         bound = f"{r['of_bound']:.2%} ({r.get('binding', '?')})" if isinstance(r.get("of_bound"), float) else ""
+        if args.smoke:  # tiny sizes, the ceilings too: a share of such a bound means nothing
+            bound = "smoke" if bound else ""
         comp = f"{r['compile_s']:.1f}" if isinstance(r.get("compile_s"), float) else ""
         status = r.get("status", "") + (f" {r['error']}" if "error" in r else "")
         size = r.get("size", "") + (f", {r['group']} vmapped at once" if isinstance(r.get("group"), int) else "")

@@ -49,10 +49,13 @@ def test_csv_and_json_round_trips(tmp_path):
 def test_npz_arrays_may_take_any_name_even_path(tmp_path):
     """A sweep's output named like save_npz's own argument (a task family called 'path') is kept."""
     target = str(tmp_path / "a.npz")
-    io.save_npz(target, path=np.arange(3), index=np.ones(2))
+    io.save_npz(target, path=np.arange(3), index=np.ones(2), file=np.int32(4), allow_pickle=np.array([True]))
     got = io.load_npz(target)
     np.testing.assert_array_equal(got["path"], np.arange(3))
     np.testing.assert_array_equal(got["index"], np.ones(2))
+    # np.savez's own argument names, kept as arrays too; the archive is a plain .npz to NumPy
+    assert got["file"] == 4 and got["file"].dtype == np.int32 and got["allow_pickle"].tolist() == [True]
+    assert sorted(got) == ["allow_pickle", "file", "index", "path"]
 
 
 def test_pytree_checkpoints(tmp_path):

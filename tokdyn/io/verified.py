@@ -156,8 +156,15 @@ def load_npz(path: str) -> dict:
 
 def save_npz(path: str, /, **arrays) -> str:
     """``arrays`` as an ``.npz`` with a checksum (:func:`write_verified`), atomically; read it
-    back with :func:`load_npz`. ``path`` is positional, so that an array may be named ``path`` (a
-    sweep's output of that name)."""
+    back with :func:`load_npz`. ``path`` is positional and the archive is written member by member
+    (NumPy's ``.npy`` format in a zip, as ``np.savez`` writes it), so that an array may have any
+    name: ``path``, or ``file`` and ``allow_pickle`` (``np.savez``'s own arguments), a sweep's
+    outputs of those names."""
+    import zipfile
+
     buf = _bytes_io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
     return write_verified(path, buf.getvalue())

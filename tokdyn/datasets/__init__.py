@@ -10,6 +10,10 @@ core install stays without them.
 - :mod:`tokdyn.datasets.example`       ``tf.train.Example`` with the ``protobuf`` runtime and feature specs (``decode``)
 - :mod:`tokdyn.datasets.multi_object`  DeepMind's multi-object datasets: CLEVR with masks, Multi-dSprites,
   Tetrominoes, Objects Room (``DATASETS``, ``find``, ``read``, ``labels``)
+- :mod:`tokdyn.datasets.clevr`         CLEVR v1.0: PNG images and the scenes JSON (``load``, ``read_scenes``,
+  ``scene_arrays``)
+- :mod:`tokdyn.datasets.batches`       fixed-shape batches with masks, deterministic by seed, sharded over
+  processes, prefetched (``batches``)
 """
 
-from tokdyn.datasets import example, multi_object, tfrecord  # noqa: F401
+from tokdyn.datasets import batches, clevr, example, multi_object, tfrecord  # noqa: F401

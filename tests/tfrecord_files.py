@@ -38,7 +38,7 @@ def write(path, records, compress: bool = False) -> bytes:
     """Write ``records`` to ``path`` (GZIP-compressed with ``compress``); returns the uncompressed bytes."""
     raw = b"".join(frame(r) for r in records)
     with open(path, "wb") as f:
-        f.write(gzip.compress(raw, mtime=0) if compress else raw)
+        f.write(gzip.compress(raw, compresslevel=1, mtime=0) if compress else raw)
     return raw
 
 

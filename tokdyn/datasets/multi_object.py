@@ -6,23 +6,16 @@ file a variant) in the ``multi-object-datasets`` Google Cloud Storage bucket
 (:data:`PUBLISHED`), with the feature specs of the repository's readers
 (github.com/google-deepmind/multi_object_datasets), declared here as :data:`DATASETS`:
 
-=================================  =======  ======  ========  ==================================
-file                               image    masks   entities  per-object features
-=================================  =======  ======  ========  ==================================
-clevr_with_masks_train             240x320  11      11        x y z rotation visibility (float);
-                                                              pixel_coords (11, 3) (float); size
-                                                              material shape color (uint8)
-multi_dsprites_binarized           64x64x1  4       4         x y shape orientation scale
-                                                              visibility (float); color (4, 1)
-multi_dsprites_colored_on_grayscale 64x64   6       6         as binarized, color (6, 3)
-multi_dsprites_colored_on_colored  64x64    5       5         as binarized, color (5, 3)
-tetrominoes_train                  35x35    4       4         x y shape visibility (float); color
-                                                              (4, 3) (float)
-objects_room_train                 64x64    7       7         none (image and masks only)
-objects_room_test_six_objects      64x64    10      10        none
-objects_room_test_empty_room       64x64    4       4         none
-objects_room_test_identical_color  64x64    10      10        none
-=================================  =======  ======  ========  ==================================
+- ``clevr_with_masks_train``: 240 x 320 RGB, 11 entities; per object ``x``, ``y``, ``z``,
+  ``rotation``, ``visibility`` and ``pixel_coords`` (11, 3) (float), ``size``, ``material``,
+  ``shape``, ``color`` (uint8 codes);
+- ``multi_dsprites_binarized`` / ``_colored_on_grayscale`` / ``_colored_on_colored``: 64 x 64
+  (gray, RGB, RGB), 4 / 6 / 5 entities; per object ``x``, ``y``, ``shape``, ``orientation``,
+  ``scale``, ``visibility`` and ``color`` (entities, channels) (float);
+- ``tetrominoes_train``: 35 x 35 RGB, 4 entities; per object ``x``, ``y``, ``shape``,
+  ``visibility`` and ``color`` (4, 3) (float);
+- ``objects_room_train`` / ``_test_six_objects`` / ``_test_empty_room`` / ``_test_identical_color``:
+  64 x 64 RGB, 7 / 10 / 4 / 10 entities; image and masks only.
 
 Images and masks are stored one byte a value (:class:`~tokdyn.datasets.example.FeatureSpec`'s
 ``"uint8"``); masks are ``(entities, H, W, 1)`` except Multi-dSprites', stored ``(H, W,

@@ -12,10 +12,12 @@ core install stays without them.
   Tetrominoes, Objects Room (``DATASETS``, ``find``, ``read``, ``labels``)
 - :mod:`tokdyn.datasets.clevr`         CLEVR v1.0: PNG images and the scenes JSON (``load``, ``read_scenes``,
   ``scene_arrays``)
+- :mod:`tokdyn.datasets.clevrer`       CLEVRER: MP4 videos decoded with PyAV (the ``video`` extra), annotations
+  and questions (``load``, ``read_video``, ``annotation_arrays``, ``read_questions``)
 - :mod:`tokdyn.datasets.scenes`        a dataset's scenes cropped, resized and filtered by object count, for the
   scenes study's ``--data`` (``load``, ``LoadedScenes``)
 - :mod:`tokdyn.datasets.batches`       fixed-shape batches with masks, deterministic by seed, sharded over
   processes, prefetched (``batches``)
 """
 
-from tokdyn.datasets import batches, clevr, example, multi_object, scenes, tfrecord  # noqa: F401
+from tokdyn.datasets import batches, clevr, clevrer, example, multi_object, scenes, tfrecord  # noqa: F401

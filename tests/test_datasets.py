@@ -123,6 +123,45 @@ def test_examples_encoded_by_hand_decode_to_their_values():
         np.testing.assert_array_equal(again[k], out[k])
 
 
+def _unpacked_floats(values) -> bytes:
+    """A Feature holding a FloatList written unpacked (one tag a float), legal protobuf."""
+    import struct
+
+    return tf_files.field(2, b"".join(b"\x0d" + struct.pack("<f", v) for v in values))
+
+
+SPECS = [example.FeatureSpec("b", (4,), "uint8"), example.FeatureSpec("x", (2,), "float32")]
+PLAIN = {"b": tf_files.bytes_list(np.array([1, 2, 250, 0], np.uint8)), "x": tf_files.float_list([0.5, -3.0])}
+UNUSUAL = {
+    "unpacked floats": tf_files.example({"b": PLAIN["b"], "x": _unpacked_floats([0.5, -3.0])}),
+    "a key twice, the later wins": tf_files.example({"b": PLAIN["b"], "x": tf_files.float_list([9.0, 9.0])})
+    + tf_files.example({"x": PLAIN["x"]}),  # two Features messages: protobuf merges them
+    "a list split in two": tf_files.example(
+        {"b": tf_files.bytes_list([b"\x01", b"\x02"]) + tf_files.bytes_list([b"\xfa", b"\x00"]), "x": PLAIN["x"]}
+    ),
+}
+
+
+def test_the_wire_reader_equals_protobuf_and_unusual_encodings_fall_back_to_it():
+    plain = tf_files.example(PLAIN)
+    via_protobuf = example.decode(example.parse_example(plain), SPECS)  # a message: protobuf's path
+    fast = example._wire_decode(plain, SPECS)  # the plain encoding: read in place
+    for k in via_protobuf:
+        np.testing.assert_array_equal(fast[k], via_protobuf[k])
+        assert fast[k].dtype == via_protobuf[k].dtype
+    for name, data in UNUSUAL.items():
+        if name == "a key twice, the later wins":  # the wire reader merges as protobuf does
+            np.testing.assert_array_equal(example._wire_decode(data, SPECS)["x"], np.float32([0.5, -3.0]))
+        else:
+            with pytest.raises(example._Unusual):
+                example._wire_decode(data, SPECS)
+        via_protobuf = example.decode(example.parse_example(data), SPECS)
+        np.testing.assert_array_equal(via_protobuf["x"], np.float32([0.5, -3.0]), err_msg=name)
+        got = example.decode(data, SPECS)  # bytes: the wire reader declines, protobuf reads it
+        np.testing.assert_array_equal(got["b"], [1, 2, 250, 0], err_msg=name)
+        np.testing.assert_array_equal(got["x"], np.float32([0.5, -3.0]), err_msg=name)
+
+
 @pytest.mark.parametrize(
     "feature,spec,match",
     [

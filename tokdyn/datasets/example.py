@@ -162,9 +162,107 @@ def _values(feature, spec: FeatureSpec, where: str) -> np.ndarray:
     return np.asarray(values, dtype=np.float32 if spec.dtype == "float32" else np.int64)
 
 
+class _Unusual(Exception):
+    """An encoding the wire reader leaves to protobuf (or a mismatch whose message protobuf's path words)."""
+
+
+def _varint(b: bytes, i: int) -> tuple:
+    """The varint at ``b[i:]`` and the index after it."""
+    value = shift = 0
+    while True:
+        if i >= len(b) or shift > 63:
+            raise _Unusual
+        c = b[i]
+        i += 1
+        value |= (c & 0x7F) << shift
+        if c < 0x80:
+            return value, i
+        shift += 7
+
+
+def _fields(b: bytes, start: int, end: int):
+    """The fields of the message at ``b[start:end]``: ``(number, (s, e))`` for each length-delimited
+    one (others are skipped; a malformed message raises :class:`_Unusual`)."""
+    i = start
+    while i < end:
+        tag, i = _varint(b, i)
+        wire = tag & 7
+        if wire == 2:
+            n, i = _varint(b, i)
+            if i + n > end:
+                raise _Unusual
+            yield tag >> 3, (i, i + n)
+            i += n
+        elif wire == 0:
+            _, i = _varint(b, i)
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise _Unusual
+    if i != end:
+        raise _Unusual
+
+
+def _wire_decode(b: bytes, specs) -> dict:
+    """The features ``specs`` read from the serialized example's wire form directly: the few
+    messages around the values walked in Python, the values themselves (a ``bytes_list`` of one-byte
+    strings, a packed ``float_list``) read by NumPy in place. Anything else (a feature of another
+    kind or size, a repeated or unpacked field, an ``int64_list``) raises :class:`_Unusual`, and
+    :func:`decode` hands the example to protobuf."""
+    kinds = {1: "bytes_list", 2: "float_list", 3: "int64_list"}
+    features = {}
+    for number, (s, e) in _fields(b, 0, len(b)):
+        if number != 1:
+            continue
+        for entry_number, (es, ee) in _fields(b, s, e):  # Features: map entries, a later key wins
+            if entry_number != 1:
+                continue
+            key = value = None
+            for n, (fs, fe) in _fields(b, es, ee):
+                if n == 1:
+                    try:
+                        key = b[fs:fe].decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise _Unusual from None
+                elif n == 2:
+                    if value is not None:
+                        raise _Unusual
+                    value = (fs, fe)
+            if key is None:
+                raise _Unusual
+            features[key] = value
+    out = {}
+    for spec in specs:
+        if features.get(spec.name) is None:
+            raise _Unusual
+        fs, fe = features[spec.name]
+        inner = [(n, r) for n, r in _fields(b, fs, fe) if n in kinds]
+        if len(inner) != 1 or kinds[inner[0][0]] != KINDS[spec.dtype]:
+            raise _Unusual
+        s, e = inner[0][1]
+        if spec.dtype == "uint8":
+            wire = np.frombuffer(b, np.uint8, count=e - s, offset=s)
+            if len(wire) != 3 * spec.size or not ((wire[0::3] == 0x0A).all() and (wire[1::3] == 1).all()):
+                raise _Unusual
+            out[spec.name] = wire[2::3].reshape(spec.shape)
+        elif spec.dtype == "float32":
+            packed = list(_fields(b, s, e))
+            if len(packed) != 1 or packed[0][0] != 1 or packed[0][1][1] - packed[0][1][0] != 4 * spec.size:
+                raise _Unusual
+            ps, _ = packed[0][1]
+            out[spec.name] = np.frombuffer(b, "<f4", count=spec.size, offset=ps).astype(np.float32).reshape(spec.shape)
+        else:
+            raise _Unusual
+    return out
+
+
 def decode(example, specs, *, where: str = "record") -> dict:
     """The features ``specs`` of ``example`` (a parsed message, or its serialized bytes) as NumPy
     arrays of their shapes (features not in ``specs`` are ignored, as TensorFlow's parser does).
+
+    Serialized bytes are read from their wire form where the encoding is the plain one (one-byte
+    strings, packed floats; several times faster than building the message), and through the
+    ``protobuf`` message otherwise, which gives the same values and words every error.
 
     Args:
       example: a ``tf.train.Example`` message (:func:`parse_example`) or its serialized bytes.
@@ -179,7 +277,11 @@ def decode(example, specs, *, where: str = "record") -> dict:
         naming it, ``where``, and the spec.
     """
     if isinstance(example, (bytes, bytearray, memoryview)):
-        example = parse_example(bytes(example), where=where)
+        data = bytes(example)
+        try:
+            return _wire_decode(data, specs)
+        except _Unusual:
+            example = parse_example(data, where=where)
     features = example.features.feature
     out = {}
     for spec in specs:

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tokdyn.datasets.example import FeatureSpec, decode, parse_example
+from tokdyn.datasets.example import FeatureSpec, decode
 from tokdyn.datasets.tfrecord import read_records
 
 PUBLISHED = "https://console.cloud.google.com/storage/browser/multi-object-datasets"
@@ -230,7 +230,7 @@ def read(path, dataset: Dataset | None = None, *, start: int = 0, stop: int | No
         if i < start:
             continue
         where = f"{path}: record {i} ({dataset.file}'s feature spec)"
-        out = decode(parse_example(record, where=where), dataset.features, where=where)
+        out = decode(record, dataset.features, where=where)
         mask = out["mask"][..., 0]
         out["mask"] = np.moveaxis(mask, -1, 0) if dataset.masks_last else mask  # (entities, H, W)
         out["index"] = i

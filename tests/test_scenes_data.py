@@ -90,4 +90,6 @@ def test_the_scenes_study_runs_on_a_clevr_with_masks_directory_from_the_command_
     assert "slot_attention" in methods and "baseline" in methods and "kmeans" in methods
     fg = np.array([float(r["fg_ari"]) for r in rows])
     assert np.isfinite(fg).all() and (fg <= 1).all()
-    assert os.path.exists(out / "examples.png") and os.path.exists(out / "summary.md")
+    assert os.path.exists(out / "examples.png")
+    title = (out / "summary.md").read_text().splitlines()
+    assert any("on the scenes of clevr_with_masks_train.tfrecords" in line for line in title[:3]), title[:3]

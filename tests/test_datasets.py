@@ -84,6 +84,16 @@ def test_truncation_is_named(tmp_path, cut, what):
         list(tfrecord.read_records(_corrupt(tmp_path, raw[: len(raw) - len(raw) + cut])))
 
 
+def test_a_length_beyond_the_file_is_named_without_allocating_it(tmp_path):
+    import struct
+
+    length = struct.pack("<Q", 2**40)  # a terabyte, with a valid CRC: the file holds 3 bytes
+    path = tmp_path / "huge.tfrecords"
+    path.write_bytes(length + struct.pack("<I", tf_files.masked(length)) + b"abc")
+    with pytest.raises(tfrecord.RecordError, match=r"record 0 .*truncated: its data \(1099511627776 bytes\).*after 3"):
+        list(tfrecord.read_records(path))
+
+
 def test_a_truncated_gzip_stream_and_a_plain_file_read_as_gzip_are_named(tmp_path):
     raw = tf_files.write(tmp_path / "ok.tfrecords", RECORDS)
     path = tmp_path / "cut.tfrecords"

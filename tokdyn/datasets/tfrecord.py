@@ -34,6 +34,7 @@ COMPRESSIONS = ("", "GZIP")  # "" (or None): plain records
 MASK_DELTA = 0xA282EAD8
 HEADER = 12  # the length (8 bytes) and its masked CRC (4)
 GZIP_MAGIC = b"\x1f\x8b"
+CHUNK = 1 << 26  # bytes read at once
 
 
 class RecordError(ValueError):
@@ -89,7 +90,17 @@ def _open(path: str, compression: str):
 def _read(stream, n: int, path: str, index: int, offset: int, what: str) -> bytes:
     """Exactly ``n`` bytes of the stream, or a :class:`RecordError` naming the record."""
     try:
-        data = stream.read(n)
+        if n <= CHUNK:
+            data = stream.read(n)
+        else:  # in pieces: a length that the file cannot hold never allocates its size
+            parts, left = [], n
+            while left:
+                part = stream.read(min(left, CHUNK))
+                if not part:
+                    break
+                parts.append(part)
+                left -= len(part)
+            data = b"".join(parts)
     except (EOFError, OSError, zlib.error) as e:  # gzip: a cut or corrupt compressed stream
         raise RecordError(
             f"{path}: record {index} (byte {offset}): the GZIP stream is corrupt or truncated while reading "

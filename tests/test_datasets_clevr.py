@@ -69,6 +69,13 @@ def test_scenes_and_images_read_back_padded(tmp_path):
     assert out["relations"][0, clevr.RELATIONS.index("left"), 0, 1]  # x -1.5 is left of x 1.0
     part = clevr.load(tmp_path / "CLEVR_v1.0", "val", start=1, stop=2, max_objects=3)
     np.testing.assert_array_equal(part["index"], [1])
+    # streamed into fixed-shape batches: the same arrays, a short last batch masked
+    from tokdyn.datasets import batches
+
+    got = list(batches.batches(lambda: clevr.iterate(tmp_path, "val", max_objects=4), 2, seed=0, drop_remainder=False))
+    np.testing.assert_array_equal(np.concatenate([b["image"] for b in got])[:3], images)
+    np.testing.assert_array_equal(np.concatenate([b["present"] for b in got])[:3], out["present"])
+    np.testing.assert_array_equal(got[1]["valid"], [True, False])
 
 
 def test_a_missing_directory_names_the_layout_and_where_clevr_is_published(tmp_path):

@@ -10,7 +10,7 @@ core install stays without them.
 - :mod:`tokdyn.datasets.example`       ``tf.train.Example`` with the ``protobuf`` runtime and feature specs (``decode``)
 - :mod:`tokdyn.datasets.multi_object`  DeepMind's multi-object datasets: CLEVR with masks, Multi-dSprites,
   Tetrominoes, Objects Room (``DATASETS``, ``find``, ``read``, ``labels``)
-- :mod:`tokdyn.datasets.clevr`         CLEVR v1.0: PNG images and the scenes JSON (``load``, ``read_scenes``,
+- :mod:`tokdyn.datasets.clevr`         CLEVR v1.0: PNG images and the scenes JSON (``load``, ``iterate``, ``read_scenes``,
   ``scene_arrays``)
 - :mod:`tokdyn.datasets.clevrer`       CLEVRER: MP4 videos decoded with PyAV (the ``video`` extra), annotations
   and questions (``load``, ``read_video``, ``annotation_arrays``, ``read_questions``)

@@ -151,8 +151,32 @@ def read_image(path) -> np.ndarray:
         raise ValueError(f"{path}: the image does not decode ({e})") from e
 
 
+def iterate(directory, split: str, *, start: int = 0, stop: int | None = None, max_objects: int = MAX_OBJECTS):
+    """Scenes ``start:stop`` of ``split`` one at a time, each ``{"image": (H, W, 3) uint8, "index":
+    image_index, **scene_arrays(scene, max_objects)}``: fixed shapes, for
+    :func:`tokdyn.datasets.batches.batches` (``lambda: clevr.iterate(DIR, "train")``) without holding
+    the split in memory.
+
+    Raises:
+      FileNotFoundError: as :func:`read_scenes`, or a missing image (naming it).
+      ValueError: an image that does not decode (naming it), or a scene with more than
+        ``max_objects`` objects.
+    """
+    base = root(directory)
+    for i, scene in enumerate(read_scenes(directory, split)[start:stop]):
+        path = os.path.join(base, "images", split, scene["image_filename"])
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} does not exist (scene {scene.get('image_index')}): expected {layout()}")
+        yield {
+            "image": read_image(path),
+            "index": scene.get("image_index", start + i),
+            **scene_arrays(scene, max_objects),
+        }
+
+
 def load(directory, split: str, *, start: int = 0, stop: int | None = None, max_objects: int = MAX_OBJECTS) -> dict:
-    """Scenes ``start:stop`` of ``split`` with their images, stacked.
+    """Scenes ``start:stop`` of ``split`` with their images, stacked (a whole split's images are
+    tens of gigabytes: take a range, or stream with :func:`iterate`).
 
     Returns:
       ``images`` ``(n, H, W, 3)`` uint8, ``index`` ``(n,)`` (the scenes' ``image_index``) and every
@@ -162,19 +186,15 @@ def load(directory, split: str, *, start: int = 0, stop: int | None = None, max_
       FileNotFoundError: as :func:`read_scenes`, or a missing image (naming it).
       ValueError: an image that does not decode, or one of another size than the first, naming it.
     """
-    base = root(directory)
-    chosen = read_scenes(directory, split)[start:stop]
-    rows, images = [], []
-    for scene in chosen:
-        path = os.path.join(base, "images", split, scene["image_filename"])
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} does not exist (scene {scene.get('image_index')}): expected {layout()}")
-        image = read_image(path)
-        if images and image.shape != images[0].shape:
-            raise ValueError(f"{path} is {image.shape[:2]} pixels, the split's first image {images[0].shape[:2]}")
-        images.append(image)
-        rows.append(scene_arrays(scene, max_objects))
-    out = {k: np.stack([r[k] for r in rows]) for k in rows[0]} if rows else {}
-    out["images"] = np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8)
-    out["index"] = np.asarray([s.get("image_index", start + i) for i, s in enumerate(chosen)], np.int64)
+    rows = list(iterate(directory, split, start=start, stop=stop, max_objects=max_objects))
+    for r in rows[1:]:
+        if r["image"].shape != rows[0]["image"].shape:
+            raise ValueError(
+                f"scene {r['index']}'s image is {r['image'].shape[:2]} pixels, the first's {rows[0]['image'].shape[:2]}"
+            )
+    if not rows:
+        return {"images": np.zeros((0, 0, 0, 3), np.uint8), "index": np.zeros(0, np.int64)}
+    out = {k: np.stack([r[k] for r in rows]) for k in rows[0] if k not in ("image", "index")}
+    out["images"] = np.stack([r["image"] for r in rows])
+    out["index"] = np.asarray([r["index"] for r in rows], np.int64)
     return out

@@ -51,6 +51,21 @@ def test_loaded_scenes_are_the_kept_scenes_cropped_in_file_order(tmp_path):
         scenes.load(folder, 4, size=16, min_objects=2, max_objects=3)
 
 
+@pytest.mark.parametrize(
+    "file",
+    ["multi_dsprites_binarized.tfrecords", "multi_dsprites_colored_on_colored.tfrecords",
+     "tetrominoes_train.tfrecords", "objects_room_train.tfrecords"],
+)  # fmt: skip
+def test_the_other_datasets_load_at_their_own_size(tmp_path, file):
+    d = multi_object.DATASETS[file]
+    folder, made = write_dir(tmp_path, d, (1, 2, 3))
+    out = scenes.load(folder, 3, size=d.image_size[0], min_objects=1)  # square, kept whole: no resize
+    for k in range(3):
+        image = made[k]["image"] if d.channels == 3 else np.repeat(made[k]["image"], 3, axis=-1)
+        np.testing.assert_allclose(out.images[k], image / 255.0, atol=1e-6)
+        np.testing.assert_array_equal(out.masks[k], made[k]["labels"])  # Objects Room: 4 background entities
+
+
 def test_the_study_splits_read_the_directory(tmp_path):
     folder, made = write_dir(tmp_path)
     cfg = object_discovery.Config.quick()

@@ -125,6 +125,7 @@ def test_examples_encoded_by_hand_decode_to_their_values():
     np.testing.assert_array_equal(out["image"], img)
     np.testing.assert_array_equal(out["x"], np.array([0.5, -2.25, 1e30], np.float32))
     np.testing.assert_array_equal(out["n"], [0, -1, 2**40])
+    assert all(v.flags.writeable for v in out.values())  # arrays of their own, not views of the record
     # the package's messages write what the hand encoding reads back the same way
     msg = example.messages()["Example"]()
     msg.ParseFromString(data)

@@ -157,7 +157,7 @@ def _values(feature, spec: FeatureSpec, where: str) -> np.ndarray:
         # list's wire form in one pass instead of one Python object a value
         wire = np.frombuffer(feature.bytes_list.SerializeToString(), np.uint8)
         if len(wire) == 3 * spec.size and (wire[0::3] == 0x0A).all() and (wire[1::3] == 1).all():
-            return wire[2::3]
+            return wire[2::3].copy()
         lengths = sorted({len(v) for v in values})
         raise SpecError(
             f"{where}: feature {spec.name!r} must hold one byte a value ({spec.size} one-byte strings for "
@@ -248,7 +248,7 @@ def _wire_decode(b: bytes, specs) -> dict:
             wire = np.frombuffer(b, np.uint8, count=e - s, offset=s)
             if len(wire) != 3 * spec.size or not ((wire[0::3] == 0x0A).all() and (wire[1::3] == 1).all()):
                 raise _Unusual
-            out[spec.name] = wire[2::3].reshape(spec.shape)
+            out[spec.name] = wire[2::3].reshape(spec.shape).copy()  # writable; the record's bytes not kept alive
         elif spec.dtype == "float32":
             packed = list(_fields(b, s, e))
             if len(packed) != 1 or packed[0][0] != 1 or packed[0][1][1] - packed[0][1][0] != 4 * spec.size:

@@ -7,7 +7,8 @@ command line can set XLA flags first. By layer:
   :mod:`tokdyn.refinement`, :mod:`tokdyn.fused` (deprecated: :mod:`tokdyn.dynamics.pallas`), :mod:`tokdyn.tracking`, :mod:`tokdyn.metrics`,
   :mod:`tokdyn.analysis`, :mod:`tokdyn.diffusion`, :mod:`tokdyn.es`, :mod:`tokdyn.assignment`,
   :mod:`tokdyn.geometry`, :mod:`tokdyn.probes`;
-- data and models: :mod:`tokdyn.data`, :mod:`tokdyn.models`, :mod:`tokdyn.diagnostics`;
+- data and models: :mod:`tokdyn.data`, :mod:`tokdyn.datasets` (readers of published datasets' files),
+  :mod:`tokdyn.models`, :mod:`tokdyn.diagnostics`;
 - running: :mod:`tokdyn.engine` (chunked, sharded, resumable sweeps), :mod:`tokdyn.train` (the
   training loop), :mod:`tokdyn.io`, :mod:`tokdyn.stats`, :mod:`tokdyn.checks` (the argument
   checks, for code of one's own);
@@ -22,6 +23,7 @@ import importlib
 __version__ = "0.1.0"
 __all__ = [
     "data",
+    "datasets",
     "dynamics",
     "refinement",
     "fused",

@@ -56,6 +56,7 @@ from tokdyn.studies.object_discovery.fixed import (  # noqa: F401
     choose_refinement,
     choose_settings,
     method_key,
+    real_scenes,
     refinement_settings,
     run_fixed,
     segment_scores,

@@ -99,6 +99,12 @@ class Config:
       n_curve: validation scenes scored at every learning-curve point.
       fail_below: a seed fails when its mean test FG-ARI is below this.
       n_examples: test scenes drawn in examples.png.
+      data: '' (the synthetic sprite scenes) or a multi-object dataset's file, or a directory holding
+        one under its published name (clevr_with_masks_train.tfrecords, multi_dsprites_*.tfrecords,
+        tetrominoes_train.tfrecords, objects_room_*.tfrecords: tokdyn.datasets.multi_object): its
+        scenes with min_objects to max_objects visible objects, in file order, are the splits (the
+        first n_val validate, the next n_test test, the next n_train train), cropped (CLEVR) and
+        resized to size x size; shapes, scale and background are then unused.
       root_seed: root PRNG seed.
       preset: '' or 'quick' (set by --quick: a smoke-sized run; summary.md's first line says so).
     """
@@ -140,6 +146,7 @@ class Config:
     n_curve: int = 128
     fail_below: float = 0.5
     n_examples: int = 6
+    data: str = ""
     root_seed: int = 0
     preset: str = ""  # a label only: left out of the directory's stamp (SPEC.selection)
 
@@ -167,7 +174,27 @@ class Config:
         for m in self.learned or LEARNED[:1]:  # the model's fields are checked even when no model is learned
             self.model_config(m).validate()
         _checks.choice("preset", self.preset, PRESETS)
+        self._check_data()
         return self
+
+    def _check_data(self) -> None:
+        """``data``: '' or a multi-object dataset's file found by its published name, whose scenes
+        can hold ``max_objects`` objects (the file itself is read only when the study runs)."""
+        if not isinstance(self.data, str):
+            raise TypeError(f"data must be a path (a str), got {self.data!r}")
+        if not self.data:
+            return
+        from tokdyn.datasets import multi_object
+
+        try:
+            dataset, _ = multi_object.locate(self.data)
+        except FileNotFoundError as e:
+            raise ValueError(f"data: {e}") from None
+        if self.max_objects > dataset.max_objects:
+            raise ValueError(
+                f"max_objects must be at most {dataset.max_objects} with data={self.data!r} ({dataset.file}'s "
+                f"scenes hold at most {dataset.max_objects} objects), got {self.max_objects}"
+            )
 
     def _check_sizes(self) -> None:
         """The counts and sizes: positive, within an int32 where the programs count them."""

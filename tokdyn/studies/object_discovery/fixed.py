@@ -21,12 +21,27 @@ from tokdyn.studies.object_discovery.config import KMEANS, REFINEMENT, Config
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
-def split(cfg: Config, name: str) -> scenes.Scenes:
-    """The ``train`` (n_train), ``val`` (n_val) or ``test`` (n_test) scenes, each split from
-    ``fold_in(key(root_seed), 0 | 1 | 2)``."""
+def split(cfg: Config, name: str):
+    """The ``train`` (n_train), ``val`` (n_val) or ``test`` (n_test) scenes: a
+    :class:`~tokdyn.data.scenes.Scenes`, each split from ``fold_in(key(root_seed), 0 | 1 | 2)``; with
+    ``data``, a :class:`~tokdyn.datasets.scenes.LoadedScenes` of the dataset's scenes in file order
+    (validation first, then test, then train: :func:`real_scenes`)."""
     n = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}[name]
+    if cfg.data:
+        start = {"val": 0, "test": cfg.n_val, "train": cfg.n_val + cfg.n_test}[name]
+        total = cfg.n_val + cfg.n_test + (cfg.n_train if cfg.learned else 0)
+        return real_scenes(cfg.data, total, cfg.size, cfg.min_objects, cfg.max_objects)[start : start + n]
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), SPLITS[name])
     return scenes.sprite_scenes(key, n, **cfg.generate_args())
+
+
+@functools.lru_cache(maxsize=1)
+def real_scenes(data: str, count: int, size: int, min_objects: int, max_objects: int):
+    """The first ``count`` scenes of dataset ``data`` with ``min_objects`` to ``max_objects`` visible
+    objects at ``size x size`` (:func:`tokdyn.datasets.scenes.load`), read once for the three splits."""
+    from tokdyn.datasets import scenes as real
+
+    return real.load(data, count, size=size, min_objects=min_objects, max_objects=max_objects)
 
 
 def method_key(cfg: Config, seed: int):

@@ -1,0 +1,110 @@
+"""The scenes study on a dataset's files (``--data DIR``): tokdyn.datasets.scenes and the study's
+splits on a directory in CLEVR-with-masks' format written by the test, and the study end to end
+from the command line (full)."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+pytest.importorskip("google_crc32c")
+pytest.importorskip("google.protobuf")
+pytest.importorskip("PIL")
+
+import tfrecord_files as tf_files  # noqa: E402
+
+from tokdyn.datasets import multi_object, scenes  # noqa: E402
+from tokdyn.studies import object_discovery  # noqa: E402
+
+CLEVR = multi_object.DATASETS["clevr_with_masks_train.tfrecords"]
+COUNTS = (2, 7, 3, 1, 2, 3, 2, 3, 1, 2, 3, 2)  # objects in each written scene (7: more than max_objects)
+
+
+def write_dir(tmp_path, dataset=CLEVR, counts=COUNTS):
+    rng = np.random.default_rng(0)
+    made = [tf_files.multi_object_example(dataset, rng, n) for n in counts]
+    folder = tmp_path / "data"
+    folder.mkdir(exist_ok=True)
+    tf_files.write(folder / dataset.file, [m[0] for m in made], compress=True)
+    return folder, [m[1] for m in made]
+
+
+def test_loaded_scenes_are_the_kept_scenes_cropped_in_file_order(tmp_path):
+    folder, made = write_dir(tmp_path, counts=COUNTS[:5])
+    out = scenes.load(folder, 3, size=192, min_objects=2, max_objects=3)  # 192: the crop, not resized
+    np.testing.assert_array_equal(out.index, [0, 2, 4])  # 7 and 1 objects left out
+    t, b, left, r = scenes.CROPS["clevr_with_masks"]
+    for k, i in enumerate(out.index):
+        np.testing.assert_allclose(out.images[k], made[i]["image"][t:b, left:r] / 255.0, atol=1e-6)
+        want = made[i]["labels"][t:b, left:r]
+        # the objects numbered in entity order, among those visible in the whole image
+        np.testing.assert_array_equal(out.masks[k], want)
+    np.testing.assert_array_equal(out.n_objects, [2, 3, 2])
+    small = scenes.load(folder / CLEVR.file, 2, size=16, min_objects=2, max_objects=3)
+    assert small.images.shape == (2, 16, 16, 3) and small.masks.max() <= 3
+    with pytest.raises(
+        ValueError, match=r"holds 3 scenes with 2 to 3 visible objects in its 5 records, fewer than the 4"
+    ):
+        scenes.load(folder, 4, size=16, min_objects=2, max_objects=3)
+
+
+@pytest.mark.parametrize(
+    "file",
+    ["multi_dsprites_binarized.tfrecords", "multi_dsprites_colored_on_colored.tfrecords",
+     "tetrominoes_train.tfrecords", "objects_room_train.tfrecords"],
+)  # fmt: skip
+def test_the_other_datasets_load_at_their_own_size(tmp_path, file):
+    d = multi_object.DATASETS[file]
+    folder, made = write_dir(tmp_path, d, (1, 2, 3))
+    out = scenes.load(folder, 3, size=d.image_size[0], min_objects=1)  # square, kept whole: no resize
+    for k in range(3):
+        image = made[k]["image"] if d.channels == 3 else np.repeat(made[k]["image"], 3, axis=-1)
+        np.testing.assert_allclose(out.images[k], image / 255.0, atol=1e-6)
+        np.testing.assert_array_equal(out.masks[k], made[k]["labels"])  # Objects Room: 4 background entities
+
+
+def test_the_study_splits_read_the_directory(tmp_path):
+    folder, made = write_dir(tmp_path)
+    cfg = object_discovery.Config.quick()
+    cfg = type(cfg)(**{**cfg.__dict__, "data": str(folder), "n_val": 2, "n_test": 3, "n_train": 4,
+                       "n_curve": 2, "n_examples": 2, "min_objects": 1})  # fmt: skip
+    cfg.validate()
+    val, test, train = (object_discovery.split(cfg, s) for s in ("val", "test", "train"))
+    kept = [i for i, n in enumerate(COUNTS) if n <= cfg.max_objects]
+    np.testing.assert_array_equal(np.concatenate([val.index, test.index, train.index]), kept[:9])
+    assert test.images.shape == (3, cfg.size, cfg.size, 3) and test.masks.dtype == np.int32
+
+
+def test_a_bad_data_option_is_refused_naming_it(tmp_path):
+    base = object_discovery.Config.quick()
+    with pytest.raises(
+        ValueError, match=r"data: data directory .*nowhere.* does not exist: expected .*clevr_with_masks"
+    ):
+        type(base)(**{**base.__dict__, "data": str(tmp_path / "nowhere")}).validate()
+    folder, _ = write_dir(tmp_path, multi_object.DATASETS["tetrominoes_train.tfrecords"], (1, 2))
+    with pytest.raises(ValueError, match=r"max_objects must be at most 3 with data=.*tetrominoes_train.tfrecords"):
+        type(base)(**{**base.__dict__, "data": str(folder), "max_objects": 4}).validate()
+
+
+@pytest.mark.full  # the default tier covers the splits (test_the_study_splits_read_the_directory)
+def test_the_scenes_study_runs_on_a_clevr_with_masks_directory_from_the_command_line(tmp_path):
+    from tokdyn import cli
+
+    folder, _ = write_dir(tmp_path, counts=COUNTS + COUNTS)
+    out = tmp_path / "out"
+    args = ["study", "scenes", "--quick", "--data", str(folder), "--out", str(out), "--quiet", "--no-cache",
+            "--min-objects", "1", "--n-val", "4", "--n-test", "4", "--n-train", "8", "--n-curve", "4",
+            "--n-examples", "2", "--batch-size", "2", "--seeds", "2", "--learned", "slot_attention"]  # fmt: skip
+    assert cli.main(args) == 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    methods = {r["method"] for r in rows}
+    assert "slot_attention" in methods and "baseline" in methods and "kmeans" in methods
+    fg = np.array([float(r["fg_ari"]) for r in rows])
+    assert np.isfinite(fg).all() and (fg <= 1).all()
+    assert os.path.exists(out / "examples.png")
+    title = (out / "summary.md").read_text().splitlines()
+    assert any("on the scenes of clevr_with_masks_train.tfrecords" in line for line in title[:3]), title[:3]

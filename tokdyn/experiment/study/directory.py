@@ -147,8 +147,15 @@ class Study:
     # -------------------------------------------------------------------------- paths and parts
 
     def path(self, *names: str) -> str:
-        """A path inside the study directory (its folders created)."""
-        p = os.path.join(self.out, *names)
+        """A path inside the study directory (its folders created): ``names`` are joined as
+        :func:`os.path.join` does; ``ValueError`` naming them, before anything is created, where one is
+        absolute or they lead out of the directory (``".."``)."""
+        what = f"path({', '.join(map(repr, names))})"
+        absolute = [n for n in names if os.path.isabs(os.fspath(n))]
+        if absolute:
+            raise ValueError(f"{what}: {absolute[0]!r} is absolute, not a path inside the study directory")
+        rel = relative(os.path.join(*names) if names else "", what)
+        p = os.path.join(self.out, *rel.split("/"))
         os.makedirs(os.path.dirname(p), exist_ok=True)
         return p
 

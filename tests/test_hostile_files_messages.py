@@ -1,0 +1,130 @@
+"""Files that are not tokdyn's, and the messages a user reads: a sweep never moves or replaces a
+user's file in its directory, a study of one's own never writes outside its directory, and what goes
+wrong is said in words that name the cause and the way out."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+
+import jax
+import pytest
+
+from tokdyn import cli, io
+from tokdyn.engine import sweep
+from tokdyn.engine.sweep import Grid
+from tokdyn.experiment import registry
+
+KEY = jax.random.key(0)
+GRID = Grid(2, a=[1.0, 2.0])
+
+
+def twice(key, a):
+    return {"y": a * 2.0}
+
+
+def tokdyn(args, capsys) -> tuple[int, str, str]:
+    """``tokdyn ARGS`` in this process: (exit code, stdout, stderr)."""
+    code = cli.main([*map(str, args), "--no-cache"])
+    got = capsys.readouterr()
+    return code, got.out, got.err
+
+
+@pytest.fixture
+def own_studies(monkeypatch):
+    """This process's studies of one's own start empty and are forgotten after the test."""
+    monkeypatch.setattr(registry, "_ADDED", {})
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        if not name.startswith(("tokdyn", "jax", "numpy", "scipy", "matplotlib")):
+            sys.modules.pop(name, None)
+
+
+TINY = '''
+"""A tiny study of one's own."""
+import dataclasses
+
+from tokdyn.experiment import runner
+from tokdyn.experiment.study import Estimate
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Tiny.
+
+    Attributes:
+      values: numbers.
+    """
+
+    values: tuple = (1.0, 2.0)
+
+    def validate(self):
+        return self
+
+    def estimate(self):
+        return Estimate(models=1, work={{}})
+
+
+def run(session, cfg):
+{run}
+    return runner.Result({{"t.csv": {{"v": list(cfg.values)}}}})
+
+
+SPEC = runner.Spec(name="tiny", config=Config, run=run, outputs=("t.csv",))
+'''
+
+
+def tiny(tmp_path, run="    pass", text=TINY, name="tiny.py") -> str:
+    """A study of one's own in ``tmp_path``, whose ``run`` first does ``run``; its ``--study-module``."""
+    path = tmp_path / name
+    path.write_text(text.format(run=textwrap.indent(textwrap.dedent(run), "    ")))
+    return f"{path}:SPEC"
+
+
+# ------------------------------------------------------------------------------------ item 9
+
+
+@pytest.mark.parametrize("layout", ["manifest-and-empty-chunks", "foreign-chunk"])
+def test_a_sweep_never_moves_or_replaces_a_users_files(layout, tmp_path):
+    """A user's ``manifest.json`` beside an empty ``chunks/``, or a ``chunks/mine.npz`` of theirs,
+    is refused before any work, and nothing in the directory changes (the manifest was once set
+    aside to ``corrupt/`` and replaced; the foreign chunk accepted silently)."""
+    d = tmp_path / "mine"
+    (d / "chunks").mkdir(parents=True)
+    if layout == "manifest-and-empty-chunks":
+        (d / "manifest.json").write_text('{"mine": true}')
+        words = "not a sweep's manifest"
+    else:
+        (d / "chunks" / "mine.npz").write_bytes(b"mine")
+        words = "chunks/mine.npz"
+    before = sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+    with pytest.raises(io.OutputConflict, match=words):
+        sweep.run(twice, GRID, key=KEY, out=str(d), progress=False)
+    assert sorted(str(p.relative_to(d)) for p in d.rglob("*")) == before
+
+
+def test_a_damaged_manifest_beside_its_chunks_is_still_the_sweeps(tmp_path):
+    """The rule above keeps a sweep's own damaged manifest recoverable: beside a chunk the sweep
+    wrote, it is set aside and written anew, and the result is the same."""
+    d = str(tmp_path / "s")
+    ref = sweep.run(twice, GRID, key=KEY, out=d, chunk_size=2, progress=False)
+    with open(os.path.join(d, "manifest.json"), "w") as f:
+        f.write("{")
+    with pytest.warns(RuntimeWarning, match="written anew"):
+        again = sweep.run(twice, GRID, key=KEY, out=d, chunk_size=2, progress=False)
+    assert list(again["y"]) == list(ref["y"])
+
+
+# ------------------------------------------------------------------------------------ item 10
+
+
+@pytest.mark.parametrize("names", [("..", "escape.txt"), ("sub", "..", "..", "escape.txt"), ("/tmp", "x.txt")])
+def test_a_study_path_never_leads_outside_its_directory(names, tmp_path, capsys, own_studies):
+    """``session.path(...)`` is "a path inside the study directory": one leading out of it is
+    refused with the names, and nothing is written outside ``--out``."""
+    module = tiny(tmp_path, run=f"open(session.path{names!r}, 'w').close()")
+    code, _, err = tokdyn(["--study-module", module, "study", "tiny", "--out", tmp_path / "o"], capsys)
+    assert code == 1 and "not a path inside the study directory" in err and repr(names[0]) in err, err
+    assert not (tmp_path / "escape.txt").exists() and sorted(os.listdir(tmp_path)) == ["o", "tiny.py"]

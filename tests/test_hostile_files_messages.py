@@ -56,9 +56,11 @@ class Config:
 
     Attributes:
       values: numbers.
+      axis: an axis, as text.
     """
 
     values: tuple = (1.0, 2.0)
+    axis: str = "0.003,0.03"
 
     def validate(self):
         return self
@@ -69,6 +71,7 @@ class Config:
 
 def run(session, cfg):
 {run}
+    session.part("axis", lambda: {{"axis": [float(v) for v in cfg.axis.split(",")]}})
     return runner.Result({{"t.csv": {{"v": list(cfg.values)}}}})
 
 
@@ -128,3 +131,42 @@ def test_a_study_path_never_leads_outside_its_directory(names, tmp_path, capsys,
     code, _, err = tokdyn(["--study-module", module, "study", "tiny", "--out", tmp_path / "o"], capsys)
     assert code == 1 and "not a path inside the study directory" in err and repr(names[0]) in err, err
     assert not (tmp_path / "escape.txt").exists() and sorted(os.listdir(tmp_path)) == ["o", "tiny.py"]
+
+
+# ------------------------------------------------------------------------------------ item 13
+
+
+def test_a_value_spelled_otherwise_is_the_same_configuration(tmp_path, capsys, own_studies):
+    """``--axis 3e-3,3e-2`` into the directory of ``--axis 0.003,0.03`` resumes it (its parts
+    reused, nothing removed) instead of refusing it as another configuration and advising
+    ``--fresh``; another value is still refused, naming it."""
+    module, out = tiny(tmp_path), tmp_path / "o"
+    args = ["--study-module", module, "study", "tiny", "--out", out]
+    assert tokdyn([*args, "--axis", "0.003,0.03"], capsys)[0] == 0
+    part = out / "parts" / "axis.npz"
+    kept = part.stat().st_mtime_ns
+    code, _, err = tokdyn([*args, "--axis", " 3e-3, 3E-2"], capsys)
+    assert code == 0, err
+    assert part.stat().st_mtime_ns == kept  # reused: the same configuration
+    code, _, err = tokdyn([*args, "--axis", "3e-3,3e-1"], capsys)
+    assert code == 2 and "axis: 0.003,0.03 there, 3e-3,3e-1 now" in err, err
+
+
+@pytest.mark.parametrize(
+    "a, b, same",
+    [
+        ("0.003,0.03", "3e-3,3e-2", True),
+        ("linspace:0:1:3", "linspace:0.0:1.0:3", True),
+        ("step_size=0.5,1;beta=2", "step_size = 5e-1, 1.0; beta=2", True),
+        ("0.003,0.03", "0.03,0.003", False),  # another order: another grid
+        ("0.003,0.03", "0.003,0.031", False),
+        ("rules01.py:R", "rules1.py:R", False),  # not numbers: as written
+        ("1e400", "inf", False),  # overflows are compared as written
+        (["1", {"a": "2.0"}], ["1.0", {"a": "2"}], True),
+        (1, 1.0, True),
+    ],
+)
+def test_same_value(a, b, same):
+    from tokdyn.experiment.study import same_value
+
+    assert same_value(a, b) is same and same_value(b, a) is same

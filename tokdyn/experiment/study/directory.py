@@ -40,6 +40,7 @@ from tokdyn.experiment.study.stamps import (
     digest,
     make_stamp,
     read_stamp,
+    same_value,
     stamp_once,
 )
 
@@ -139,7 +140,10 @@ class Study:
         except BaseException:
             unlock(fd)
             raise
-        self = cls(out, stamp, quiet=quiet)
+        # a directory stamped already keeps its stamp (the same configuration, maybe spelled
+        # otherwise: 0.003 or 3e-3), and so the key its parts were kept under
+        kept = stamp if old is None else {**old, "outputs": sorted(set(declared) | set(old.get("outputs", ())))}
+        self = cls(out, kept, quiet=quiet)
         self._lock = register(out, fd)
         self._foreign = foreign_tables(out, owned_outputs(out))
         return self
@@ -214,7 +218,7 @@ class Study:
         record = os.path.join(self.out, RECORD)
         if os.path.exists(record):
             try:
-                same = io.read_json(record).get("config") == config_dict(cfg)
+                same = same_value(io.read_json(record).get("config"), config_dict(cfg))
             except (ValueError, OSError, AttributeError):
                 same = False
         owned = owned_outputs(self.out)

@@ -170,3 +170,58 @@ def test_same_value(a, b, same):
     from tokdyn.experiment.study import same_value
 
     assert same_value(a, b) is same and same_value(b, a) is same
+
+
+# ------------------------------------------------------------------------------------ item 12
+
+
+def test_an_incomplete_study_is_named_when_loaded(tmp_path, capsys, own_studies):
+    """A study of one's own whose Config lacks ``estimate()`` (once an AttributeError traceback at
+    run time) is refused when loaded, exit 2, naming everything missing at once; nothing is
+    written."""
+    text = TINY.replace("    def estimate(self):\n        return Estimate(models=1, work={{}})\n", "")
+    text = text.replace("      axis: an axis, as text.\n", "").replace(
+        'outputs=("t.csv",))', 'outputs=("t.csv", "../t.csv"), selection=("nope",))'
+    )
+    module = tiny(tmp_path, text=text)
+    code, _, err = tokdyn(["--study-module", module, "study", "tiny", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    for words in ("has no estimate() method", "does not document axis", "'nope'", "'../t.csv'"):
+        assert words in err, (words, err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_ragged_rows_are_named():
+    """``io.to_columns`` of rows that lack a column names the row and the column (once a KeyError)."""
+    rows = [{"a": 1, "b": 2}, {"a": 3, "c": 4}]
+    with pytest.raises(ValueError, match=r"row 1 lacks 'b' .*it holds 'c'"):
+        io.to_columns(rows)
+    with pytest.raises(ValueError, match=r"row 0 lacks 'c'"):
+        io.to_columns(rows, ["a", "c"])
+    assert io.to_columns(rows, ["a"]) == {"a": [1, 3]}
+
+
+# ------------------------------------------------------------------------------------ item 19
+
+
+def test_a_repeated_value_exits_2_before_any_work_for_a_study_of_ones_own(tmp_path, capsys, own_studies):
+    """``--values 1,1`` of a study of one's own whose checks do not look for repeats (its run
+    refuses them, as sweep.Grid does: once exit 1 with a traceback, after the directory was
+    stamped) exits 2 before any work, as tokdyn's own studies do."""
+    module = tiny(tmp_path, run="from tokdyn import checks\nchecks.distinct('values', cfg.values)")
+    code, _, err = tokdyn(
+        ["--study-module", module, "study", "tiny", "--values", "1,2,1", "--out", tmp_path / "o"], capsys
+    )
+    assert code == 2 and "values lists 1.0 more than once" in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_sequence_may_repeat_a_value():
+    """The rule leaves sequences alone: a (low, high) range a config names in ``SEQUENCES``, and a
+    field whose default repeats a value (layer widths)."""
+    _, scenes = cli.config_class(("study", "scenes"))
+    _, slots = cli.config_class(("sweep", "slots"))
+    cli.check_repeats(scenes, {("scale",): (0.3, 0.3)})
+    cli.check_repeats(slots, {("model", "encoder_channels"): (64, 64)})
+    with pytest.raises(ValueError, match="methods lists 'baseline' more than once"):
+        cli.check_repeats(scenes, {("methods",): ("baseline", "baseline")})

@@ -225,10 +225,32 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, dest=dest, type=kind, metavar=metavar, default=argparse.SUPPRESS, help=help_text)
 
 
+def check_repeats(cls, values) -> None:
+    """Refuse a value given twice in a comma list (``--temperatures 1,1``), for every study's
+    options alike, before any work: a list option is a set of conditions, and a repeated one would
+    count its runs twice. ``ValueError`` naming the field (:func:`tokdyn.checks.distinct`). A field
+    whose tuple is a sequence, where a value may repeat (a ``(low, high)`` range, layer widths),
+    is named in its config class's ``SEQUENCES``, or has a default that repeats a value.
+    ``values``: flattened field path -> the value given."""
+    from tokdyn import checks
+
+    fields = {path: (f, owner) for path, f, owner in _fields(cls)}
+    for path, value in values.items():
+        if not isinstance(value, tuple) or path not in fields:
+            continue
+        f, owner = fields[path]
+        default = field_default(cls, path)
+        if f.name in getattr(owner, "SEQUENCES", ()) or (
+            isinstance(default, tuple) and len(set(default)) < len(default)
+        ):
+            continue
+        checks.distinct(f.name, value)
+
+
 def config_from_args(cls, args: argparse.Namespace, base=None):
     """The config the parsed ``args`` describe: ``base`` (default: ``cls()`` where every field has
-    a default) with every option given replaced, nested configs included, then checked by its
-    ``validate()``."""
+    a default) with every option given replaced, nested configs included, then checked (a list
+    option holding a value twice, :func:`check_repeats`) and by its ``validate()``."""
     values = {tuple(k[5:].split("__")): v for k, v in vars(args).items() if k.startswith("cfg__")}
 
     def build(klass, obj, prefix):
@@ -246,6 +268,7 @@ def config_from_args(cls, args: argparse.Namespace, base=None):
         return dataclasses.replace(obj, **kwargs) if kwargs else obj
 
     cfg = build(cls, base, ())
+    check_repeats(cls, values)
     validate = getattr(cfg, "validate", None)
     return validate() if validate is not None else cfg
 

@@ -59,7 +59,7 @@ def spec(name: str):
     """The :class:`~tokdyn.experiment.runner.Spec` of the study ``name`` (its module's ``SPEC``,
     or the attribute its entry names; :func:`tokdyn.experiment.registry.entry`); ``ValueError``
     naming the studies for another name, and for a study of one's own whose attribute is not a
-    ``Spec`` of that name."""
+    ``Spec`` of that name or an incomplete one (:func:`tokdyn.experiment.runner.check_spec`)."""
     from tokdyn.experiment import registry, runner
 
     e = registry.entry(name)
@@ -74,6 +74,8 @@ def spec(name: str):
             f"study {name!r} ({e.origin}): its Spec is named {value.name!r}: the entry point's name must be "
             "the Spec's (it names the study's stamp and its directory)"
         )
+    if e.plugin:
+        runner.check_spec(value, f"study {name!r} ({e.origin})")
     return value
 
 
@@ -101,7 +103,7 @@ def add_study_module(target: str):
     spec's. Its command is ``tokdyn study NAME``, its default ``--out`` ``results/NAME``. A file
     imported before is imported anew when it changed. Returns the study's
     :class:`~tokdyn.experiment.registry.Entry`; ``ValueError`` naming ``study_module`` for anything
-    that does not resolve."""
+    that does not resolve, and everything a spec lacks (:func:`tokdyn.experiment.runner.check_spec`)."""
     from tokdyn.experiment import registry, runner
 
     what = f"study_module {target!r}"
@@ -115,6 +117,7 @@ def add_study_module(target: str):
     value = getattr(loaded, attr, None)
     if not isinstance(value, runner.Spec):
         raise ValueError(f"{what}: {attr} must be a tokdyn.experiment.runner.Spec, got {type(value).__name__}")
+    runner.check_spec(value, what)
     doc = " ".join((loaded.__doc__ or "").strip().split("\n\n")[0].split())
     e = registry.Entry(
         value.name,

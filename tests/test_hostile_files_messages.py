@@ -225,3 +225,38 @@ def test_a_sequence_may_repeat_a_value():
     cli.check_repeats(slots, {("model", "encoder_channels"): (64, 64)})
     with pytest.raises(ValueError, match="methods lists 'baseline' more than once"):
         cli.check_repeats(scenes, {("methods",): ("baseline", "baseline")})
+
+
+# ------------------------------------------------------------------------------------ item 15
+
+
+def test_a_rerun_says_what_it_reused(tmp_path, capsys, own_studies):
+    """A rerun that finds every part kept says so (it was silent), and one that computes says
+    nothing of the kind."""
+    module, out = tiny(tmp_path), tmp_path / "o"
+    args = ["--study-module", module, "study", "tiny", "--out", out]
+    code, said, _ = tokdyn(args, capsys)
+    assert code == 0 and "read back" not in said, said
+    code, said, _ = tokdyn(args, capsys)
+    assert code == 0 and f"1 of 1 parts read back from an earlier run of this configuration in {out}" in said, said
+    assert "nothing recomputed" in said
+
+
+def test_a_sweep_counts_the_runs_it_read_back(tmp_path):
+    """``sweep.runs_kept_before``: the runs a sweep read back instead of computing (the sweeps'
+    last line, ``runner.work_line``, says them, where it once read like new work)."""
+    import time
+
+    from tokdyn.experiment import runner
+
+    d = str(tmp_path / "s")
+    since = time.time()
+    sweep.run(twice, GRID, key=KEY, out=d, chunk_size=2, progress=False)
+    assert sweep.runs_kept_before(d, since) == 0
+    os.remove(os.path.join(d, "chunks", sorted(os.listdir(os.path.join(d, "chunks")))[0]))
+    since = time.time()
+    sweep.run(twice, GRID, key=KEY, out=d, chunk_size=2, progress=False)
+    assert sweep.runs_kept_before(d, since) == len(GRID) - 2
+    assert runner.work_line(16, "models", 1.04, 0) == "16 models in 1.0 s"
+    assert runner.work_line(16, "models", 1.04, 16).startswith("16 models, all read back from an earlier run")
+    assert runner.work_line(16, "models", 1.04, 4) == "16 models: 4 read back from an earlier run, 12 computed in 1.0 s"

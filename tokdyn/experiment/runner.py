@@ -444,7 +444,24 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
         text = spec.printed(cfg, result, summary) if spec.printed is not None else summary
         if text:
             print(text)
+        kept, computed = study.parts["kept"], study.parts["computed"]
+        if kept:  # a rerun says what it reused, never reads like new work
+            print(
+                f"{kept} of {kept + computed} parts read back from an earlier run of this configuration in "
+                f"{study.out}" + (f", {computed} computed" if computed else ": nothing recomputed")
+            )
     return result.value
+
+
+def work_line(count: int, unit: str, seconds: float, kept: int) -> str:
+    """The work a run did, for its last lines: ``16 models in 1.0 s``; when it read ``kept`` of them
+    back from an earlier run instead of computing them, it says so
+    (``16 models, all read back from an earlier run (none computed; 0.4 s)``)."""
+    if kept <= 0:
+        return f"{count:,} {unit} in {seconds:.1f} s"
+    if kept >= count:
+        return f"{count:,} {unit}, all read back from an earlier run (none computed; {seconds:.1f} s)"
+    return f"{count:,} {unit}: {kept:,} read back from an earlier run, {count - kept:,} computed in {seconds:.1f} s"
 
 
 _HOOKS = ("config", "run", "summary", "figures", "findings", "check", "prepare", "stamp_extra", "printed")

@@ -381,6 +381,25 @@ def missing_chunks(out: str) -> list[tuple[int, int]]:
     ]
 
 
+def runs_kept_before(out: str, since: float) -> int:
+    """How many runs of the sweep in ``out`` lie in chunk files written before the time ``since``
+    (a :func:`time.time`): after a :func:`~tokdyn.engine.sweep.run` started at ``since``, the runs
+    it read back from an earlier run instead of computing them (0 without a manifest)."""
+    try:
+        m = read_manifest(out)
+    except ValueError:
+        return 0
+    step, total, kept = m["chunk_size"], m["runs"], 0
+    for s0 in range(0, total, step):
+        s1 = min(s0 + step, total)
+        try:
+            if os.lstat(chunk_path(out, s0, s1)).st_mtime < since:
+                kept += s1 - s0
+        except OSError:
+            continue
+    return kept
+
+
 def output_fields(out: str) -> tuple:
     """The output fields of the sweep in ``out`` (recorded in its manifest; for a sweep written
     before manifests recorded them, from its first chunk on disk)."""

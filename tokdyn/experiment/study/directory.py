@@ -46,7 +46,9 @@ from tokdyn.experiment.study.stamps import (
 
 
 class Study:
-    """A study's output directory, opened by :meth:`open` (:ref:`study-directory`)."""
+    """A study's output directory, opened by :meth:`open` (:ref:`study-directory`). ``parts``
+    counts this run's parts (:meth:`part`, :meth:`rows`): ``{"kept": read back from an earlier
+    run, "computed": computed now}``, so that a rerun says what it reused."""
 
     def __init__(self, out: str, stamp: dict, *, quiet: bool = False):
         self.out, self.stamp, self.quiet = out, stamp, quiet
@@ -55,6 +57,7 @@ class Study:
         self.key = digest({k: v for k, v in stamp.items() if k != "outputs"})
         self._lock = None
         self._foreign: dict = {}
+        self.parts = {"kept": 0, "computed": 0}  # this run's parts: read back from an earlier run, or computed
 
     @property
     def name(self) -> str:
@@ -175,14 +178,25 @@ class Study:
     def _part_key(self, key) -> str:
         return self.key if key is None else f"{self.key}:{digest(key)}"
 
+    def _counted(self, compute: Callable) -> Callable:
+        """``compute``, counting this run's parts: computed (it was called) or read back."""
+
+        def counted():
+            self.parts["computed"] += 1
+            self.parts["kept"] -= 1
+            return compute()
+
+        self.parts["kept"] += 1
+        return counted
+
     def part(self, name: str, compute: Callable[[], Mapping[str, Any]], *, key=None) -> dict:
         """``compute()`` (a dict of arrays and numbers), kept as ``parts/<name>.npz``
         (:func:`tokdyn.io.kept`, keyed by the directory's stamp and ``key``)."""
-        return io.kept(self.part_path(name), self._part_key(key), compute)
+        return io.kept(self.part_path(name), self._part_key(key), self._counted(compute))
 
     def rows(self, name: str, compute: Callable[[], Sequence[Mapping[str, Any]]], *, key=None) -> list[dict]:
         """``compute()`` (table rows), kept as ``parts/<name>.json`` (:func:`tokdyn.io.kept_rows`)."""
-        return io.kept_rows(self.part_path(name, ".json"), self._part_key(key), compute)
+        return io.kept_rows(self.part_path(name, ".json"), self._part_key(key), self._counted(compute))
 
     def has(self, name: str, *, key=None) -> bool:
         """Whether the rows part ``name`` is already kept (and readable) for this stamp. A directory

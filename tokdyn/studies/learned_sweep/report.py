@@ -151,6 +151,7 @@ def printed(cfg, result: runner.Result, report: str) -> str:
     """The lines a run prints at its end: the time taken and where the report is."""
     t = result.data["timings"]
     return (
-        f"{cfg.runs():,} models in {t['sweep_s']:.1f} s; analysis in {t['analyse_s']:.1f} s; "
+        f"{runner.work_line(cfg.runs(), 'models', t['sweep_s'], result.data.get('kept_runs', 0))}; "
+        f"analysis in {t['analyse_s']:.1f} s; "
         f"see {os.path.join(result.data['out'], 'report.md')}"
     )

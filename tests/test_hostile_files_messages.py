@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import jax
+import numpy as np
 import pytest
 
 from tokdyn import cli, io
@@ -260,3 +261,47 @@ def test_a_sweep_counts_the_runs_it_read_back(tmp_path):
     assert runner.work_line(16, "models", 1.04, 0) == "16 models in 1.0 s"
     assert runner.work_line(16, "models", 1.04, 16).startswith("16 models, all read back from an earlier run")
     assert runner.work_line(16, "models", 1.04, 4) == "16 models: 4 read back from an earlier run, 12 computed in 1.0 s"
+
+
+# ------------------------------------------------------------------------------------ item 16
+
+
+class Diverged:
+    """A stand-in run of a learned sweep's grid (no training): at the higher learning rate every
+    model diverges (NaN metrics) after skipping ``seed + 1`` non-finite steps."""
+
+    def __call__(self, key, learning_rate):
+        u = jax.random.uniform(key, (3,))
+        bad = learning_rate > 5e-3
+        nan = jax.numpy.where(bad, jax.numpy.nan, 0.0)
+        return {
+            "grammatical_sentences": u[0] + nan,
+            "grammatical_bigrams": u[1] + nan,
+            "valid": u[2] + nan,
+            "nll": 10 * u[0] + nan,
+            "skipped": jax.numpy.where(bad, 1.0 + jax.numpy.floor(10 * u[0]), 0.0),
+        }
+
+
+def test_a_diverged_condition_shows_its_skipped_steps(tmp_path):
+    """report.md's skipped steps of a condition whose every model diverged are their counts over
+    every model (they were the mean over the finite models: ``nan``)."""
+    from tokdyn.models import sequence
+    from tokdyn.studies.learned_sweep import grid_diffusion, report
+    from tokdyn.train import optim
+
+    model = sequence.Config(
+        model="grid_d3pm_uniform", elements="grids", T=4, width=8, depth=1, heads=2, batch_size=8,
+        train=optim.Config(steps=4, steps_per_call=2, warmup=0, decay="constant"),
+    )  # fmt: skip
+    cfg = grid_diffusion.Config(seeds=3, learning_rate="1e-3,1e-2", lam="", n_resamples=20, model=model)
+    out = str(tmp_path)
+    sweep.run(Diverged(), cfg.grid(), key=KEY, common_random_numbers=True, out=out, progress=False)
+    result = report.analysis(out, cfg)
+    cols = sweep.load(out).columns
+    want = np.asarray(cols["skipped"])[np.asarray(cols["learning_rate"]) > 5e-3]  # the diverged models' counts
+    table = result.tables["conditions.csv"]
+    assert list(table["skipped_total"]) == [0, want.sum()] and list(table["skipped_models"]) == [0, 3]
+    line = next(x for x in result.data["report"].splitlines() if x.startswith("| learning_rate=0.01"))
+    assert line.endswith(f"| {int(want.sum())} in 3 of 3 models (at most {int(want.max())}) |"), line
+    assert "nan" not in line.split("|")[-2], line

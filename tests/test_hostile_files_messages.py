@@ -305,3 +305,29 @@ def test_a_diverged_condition_shows_its_skipped_steps(tmp_path):
     line = next(x for x in result.data["report"].splitlines() if x.startswith("| learning_rate=0.01"))
     assert line.endswith(f"| {int(want.sum())} in 3 of 3 models (at most {int(want.max())}) |"), line
     assert "nan" not in line.split("|")[-2], line
+
+
+# ------------------------------------------------------------------------------------ item 17
+
+
+def test_a_rule_file_imports_the_helper_beside_it(tmp_path, monkeypatch):
+    """``--rule-module path/rule.py:RULES`` whose file does ``import helper`` (a module beside it)
+    loads without ``PYTHONPATH``, as ``python path/rule.py`` would (it failed: No module named)."""
+    from tokdyn.studies.token_dynamics_sweep.rule_module import load_rules
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the folder added is forgotten after the test
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "besidehelper.py").write_text("def move(tokens, means, s):\n    return tokens + s * (means - tokens)\n")
+    (folder / "besiderule.py").write_text(
+        "import besidehelper\nfrom tokdyn import dynamics\n\n"
+        "def step(tokens, points, hp, s, key):\n    return besidehelper.move(tokens, tokens, 1.0)\n\n"
+        "RULES = {'mine': dynamics.Rule(lambda points, tokens, hp: tokens, step, name='mine')}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    try:
+        rules = load_rules("mine/besiderule.py:RULES")
+        assert list(rules) == ["mine"] and sys.path[-1] == str(folder)
+    finally:
+        for name in ("besiderule", "besidehelper"):
+            sys.modules.pop(name, None)

@@ -148,7 +148,9 @@ def load_file(path: str):
     """The module of the Python file ``path``, imported as the module named by its stem and kept
     in ``sys.modules`` (dataclasses look a class's module up there): the module imported before
     when the file is unchanged (its SHA-256 is kept on the module, :data:`LOADED_SHA`), else the
-    file run anew. Serves ``--study-module`` (:func:`add_study_module`) and the token-dynamics
+    file run anew. The file's folder is added to the end of the import path (``sys.path``), so
+    that ``import helper`` of a module beside it works as under ``python path.py`` (an installed
+    module of the same name comes first). Serves ``--study-module`` (:func:`add_study_module`) and the token-dynamics
     sweep's ``--rule-module``
     (:func:`tokdyn.studies.token_dynamics_sweep.rule_module.load_rules`).
 
@@ -170,6 +172,10 @@ def load_file(path: str):
             )
         if getattr(old, LOADED_SHA, None) == sha:
             return old
+    folder = os.path.dirname(path)
+    if folder not in sys.path:  # its helpers beside it import, as under python path.py (last: shadowing nothing)
+        sys.path.append(folder)
+        importlib.invalidate_caches()
     loader = importlib.util.spec_from_file_location(name, path)
     loaded = importlib.util.module_from_spec(loader)
     sys.modules[name] = loaded  # (dataclasses look a class's module up there)

@@ -331,3 +331,29 @@ def test_a_rule_file_imports_the_helper_beside_it(tmp_path, monkeypatch):
     finally:
         for name in ("besiderule", "besidehelper"):
             sys.modules.pop(name, None)
+
+
+# ------------------------------------------------------------------------------------ item 18
+
+
+def test_a_study_module_given_wins_over_the_installed_one(tmp_path, capsys, monkeypatch, own_studies):
+    """``--study-module file.py:SPEC`` of a study that an installed package also declares (an entry
+    point of the same name) runs the file given, with a note (it was refused: choose another name)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "installedtiny.py").write_text(TINY.format(run="    raise RuntimeError('the installed one ran')"))
+    info = site / "tinydemo-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinydemo\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[tokdyn.studies]\ntiny = installedtiny:SPEC\n")
+    monkeypatch.syspath_prepend(str(site))
+    registry.entry_point_entries.cache_clear()
+    try:
+        assert registry.entry("tiny").origin == "entry point of tinydemo"
+        module = tiny(tmp_path)
+        code, _, err = tokdyn(["--study-module", module, "study", "tiny", "--out", tmp_path / "o"], capsys)
+        assert code == 0, err
+        assert "the study 'tiny' is also installed (entry point of tinydemo)" in err and module in err, err
+        assert (tmp_path / "o" / "t.csv").exists()
+    finally:
+        registry.entry_point_entries.cache_clear()

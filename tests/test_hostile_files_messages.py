@@ -357,3 +357,21 @@ def test_a_study_module_given_wins_over_the_installed_one(tmp_path, capsys, monk
         assert (tmp_path / "o" / "t.csv").exists()
     finally:
         registry.entry_point_entries.cache_clear()
+
+
+# ------------------------------------------------------------------------------------ item 14
+
+
+def test_a_code_change_is_named_by_its_module(tmp_path, capsys, own_studies):
+    """A rerun after the study's own module changed is refused naming the module and its file,
+    with the ways out that fit (--fresh, another --out, the code restored), never the digests nor
+    "rerun with those settings"."""
+    module, out = tiny(tmp_path), tmp_path / "o"
+    args = ["--study-module", module, "study", "tiny", "--out", out]
+    assert tokdyn(args, capsys)[0] == 0
+    with open(tmp_path / "tiny.py", "a") as f:
+        f.write("# changed\n")
+    sys.modules.pop("tiny", None)
+    code, _, err = tokdyn(args, capsys)
+    assert code == 2 and f"module 'tiny' ({tmp_path / 'tiny.py'}) changed since these results" in err, err
+    assert "--fresh" in err and "those settings" not in err and "extra.code" not in err, err

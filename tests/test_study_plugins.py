@@ -106,7 +106,7 @@ def test_a_package_of_studies_runs_resumes_refuses_and_reproduces(tmp_path, monk
     with open(path, "a") as f:
         f.write("# a changed module\n")
     assert cli.main(args) == 2  # the study's code changed since: refused, naming its module
-    assert f"extra.code.{MODULE}:" in capsys.readouterr().err
+    assert f"module {MODULE!r} ({path}) changed" in capsys.readouterr().err
 
     # tokdyn reproduce runs it beside tokdyn's studies and reports its finding
     rep = str(tmp_path / "reproduce")

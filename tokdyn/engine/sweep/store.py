@@ -270,8 +270,8 @@ def _resume_conflict(out: str, old: dict, new: dict, differ: list) -> str:
     if set(differ) <= {"code", "outputs", "fn", "format"}:
         what = []
         for k in sorted(set(old["code"]) | set(new["code"])):
-            if old["code"].get(k) != new["code"].get(k):
-                what.append("fn code" if k == "fn" else _changed_module(k, old["code"], new["code"]))
+            if old["code"].get(k) != new["code"].get(k) and not (k == "fn" and "fn" in differ):  # said below
+                what.append(f"the code of {new['fn']}" if k == "fn" else _changed_module(k, old["code"], new["code"]))
         if "outputs" in differ:
             what.append(
                 f"output fields ({', '.join(old['outputs']) or 'none'} there, "

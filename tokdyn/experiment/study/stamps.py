@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import sys
 from typing import Any, Mapping, Optional, Sequence
 
 from tokdyn import io
@@ -231,8 +232,34 @@ def conflict_message(out: str, old: dict, new: dict) -> str:
     precisions = [d.get("matmul_precision", DEFAULT_MATMUL_PRECISION) for d in (old, new)]
     if precisions[0] != precisions[1]:
         diffs.append(("matmul_precision", *precisions))
+    code = [(k[len(_CODE) :], a, b) for k, a, b in diffs if k.startswith(_CODE)]
+    diffs = [d for d in diffs if not d[0].startswith(_CODE)]
+    if code:  # the study's own code changed: name the modules, not their digests
+        changed = "; ".join(_changed_code(name, a, b) for name, a, b in code)
+        also = f", and its configuration differs ({describe(diffs)})" if diffs else ""
+        return (
+            f"out={out!r} holds results of the {new['study']} study made by other code: {changed}{also}. "
+            "Pass --fresh to remove them and recompute with the code as it is now, choose another --out, "
+            "or restore the code as it was to resume"
+        )
     return (
         f"out={out!r} holds a {new['study']} study of another configuration ({describe(diffs)}): rerun with "
         "those settings to resume it, choose another --out, or pass --fresh to remove its results and start "
         "afresh"
     )
+
+
+_CODE = "extra.code."  # the digests of a study's own modules in its stamp (tokdyn.experiment.runner.code_stamp)
+
+
+def _changed_code(name: str, old, new) -> str:
+    """Words for the module ``name`` of a study's own code whose digest differs (``old`` there,
+    ``new`` now; ``<absent>`` on the side that lacks it): its name and file, never the digests."""
+    path = getattr(sys.modules.get(name), "__file__", None) or (name if os.path.sep in name else None)
+    where = f" ({path})" if path and path != name else ""
+    shown = name if path != name else path
+    if old == "<absent>":
+        return f"{shown!r}{where} is used now, not by the code of these results"
+    if new == "<absent>":
+        return f"{shown!r} was used by the code of these results, not now"
+    return f"module {shown!r}{where} changed since these results were computed"

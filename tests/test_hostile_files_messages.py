@@ -375,3 +375,61 @@ def test_a_code_change_is_named_by_its_module(tmp_path, capsys, own_studies):
     code, _, err = tokdyn(args, capsys)
     assert code == 2 and f"module 'tiny' ({tmp_path / 'tiny.py'}) changed since these results" in err, err
     assert "--fresh" in err and "those settings" not in err and "extra.code" not in err, err
+
+
+# ------------------------------------------------------------------------------------ item 11
+
+
+def _stored_model(out: str, name: str, stamp: str, steps: int = 40) -> dict:
+    """The four files of a finished model ``name`` in the store ``out``, its checkpoint stamped ``stamp``."""
+    from tokdyn.train import store
+
+    p = store.paths(out, name)
+    for key in ("curve", "answers", "checkpoint"):
+        os.makedirs(os.path.dirname(p[key]), exist_ok=True)
+    curve = b"step,seed,val_all\n40,0,0.5\n"
+    answers = np.arange(3, dtype=np.int32).reshape(1, 3) + len(name)
+    with open(p["curve"], "wb") as f:
+        f.write(curve)
+    io.save_npz(p["answers"], answers=answers, curve_csv=np.frombuffer(curve, np.uint8), steps=steps)
+    io.save_npz(p["checkpoint"], meta_step=np.asarray(steps), meta_stamp=np.asarray(stamp))
+    record = {"variant": name, "steps": steps, "answers_sha256": store.answers_digest(answers)}
+    store.write_result(p["result"], {**record, **store.checkpoint_record(p["checkpoint"])})
+    return p
+
+
+def test_a_checkpoint_swapped_for_another_models_is_named(tmp_path):
+    """A store's checkpoint replaced by another variant's with the same step count: the owner sets
+    it aside and trains the model again (it was finished, exit 0, the swap unnoticed), a reader is
+    refused naming the file in a line (it got a ValueError with both multi-kilobyte stamps)."""
+    from tokdyn.train import store
+
+    out = str(tmp_path)
+    big = {"lr": 0.1, "blob": "x" * 4000}
+    a = _stored_model(out, "a", json_stamp("a", big))
+    b = _stored_model(out, "b", json_stamp("b", big))
+    os.replace(b["checkpoint"], a["checkpoint"])  # a's checkpoint is now b's
+    with pytest.raises(io.CorruptFile, match="holds the checkpoint of another model") as refused:
+        store.verify(out, "a")  # a reader: refused, nothing moved
+    assert len(str(refused.value)) < 400 and os.path.exists(a["checkpoint"])
+    with pytest.raises(io.CorruptFile, match=r"another model or configuration than 'a' \(variant: b there, a asked\)"):
+        store.load(out, "a", None, json_stamp("a", big))
+    with pytest.warns(RuntimeWarning, match="holds the checkpoint of another model"):
+        assert not store.finished(out, "a")  # the owner: set aside, trained again
+    assert not os.path.exists(a["checkpoint"]) and store.missing(out, ["a"]) == ["a"]
+
+
+def json_stamp(name: str, config: dict) -> str:
+    """A stamp shaped as a model's (the latent reasoner's: its variant and configuration)."""
+    import json
+
+    return json.dumps({"variant": name, "config": config}, sort_keys=True)
+
+
+def test_stamp_difference_names_fields_not_stamps():
+    from tokdyn.train.checkpoints import stamp_difference
+
+    a = json_stamp("a", {"train": {"steps": 3000}, "blob": "x" * 4000})
+    b = json_stamp("a", {"train": {"steps": 500}, "blob": "x" * 4000})
+    assert stamp_difference(a, b) == "config.train.steps: 3000 there, 500 asked"
+    assert "character 4" in stamp_difference("abcdX" + "y" * 5000, "abcdZ" + "y" * 5000)

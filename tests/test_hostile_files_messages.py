@@ -433,3 +433,25 @@ def test_stamp_difference_names_fields_not_stamps():
     b = json_stamp("a", {"train": {"steps": 500}, "blob": "x" * 4000})
     assert stamp_difference(a, b) == "config.train.steps: 3000 there, 500 asked"
     assert "character 4" in stamp_difference("abcdX" + "y" * 5000, "abcdZ" + "y" * 5000)
+
+
+# ------------------------------------------------------------------------------------ item 20
+
+
+def test_help_says_each_thing_once(tmp_path, capsys, own_studies):
+    """A study of one's own's ``--help`` prints its docstring's first paragraph once (it was twice,
+    the first with a stray ``?.``); ``--no-plots`` only where figures are drawn; ``plot heatmap``'s
+    required options are required, without "(default: empty)"."""
+    text = TINY.replace('"""A tiny study of one\'s own."""', '"""Does a tiny study\nof one\'s own run?"""')
+    module = tiny(tmp_path, text=text)
+    code, said, _ = tokdyn(["--study-module", module, "study", "tiny", "--help"], capsys)
+    flat = " ".join(said.split())
+    assert code == 0 and flat.count("Does a tiny study of one's own run?") == 1 and "?." not in flat, said
+    assert "--no-plots" not in said  # it draws no figures
+    for command, offered in ((["study", "collapse"], True), (["sweep", "vtae"], False), (["reproduce"], True)):
+        code, said, _ = tokdyn([*command, "--help"], capsys)
+        assert code == 0 and ("--no-plots" in said) is offered, (command, said)
+    code, said, _ = tokdyn(["plot", "heatmap", "--help"], capsys)
+    assert "(required) (default" not in said and "axis on the horizontal (required)" in said, said
+    code, _, err = tokdyn(["plot", "heatmap", str(tmp_path)], capsys)
+    assert code == 2 and "the following arguments are required: --x, --y" in err, err

@@ -237,7 +237,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
 def check_repeats(cls, values) -> None:
     """Refuse a value given twice in a comma list (``--temperatures 1,1``), for every study's
     options alike, before any work: a list option is a set of conditions, and a repeated one would
-    count its runs twice. ``ValueError`` naming the field (:func:`tokdyn.checks.distinct`). A field
+    count its runs twice. ``ValueError`` naming the field (``tokdyn.checks.distinct``). A field
     whose tuple is a sequence, where a value may repeat (a ``(low, high)`` range, layer widths),
     is named in its config class's ``SEQUENCES``, or has a default that repeats a value.
     ``values``: flattened field path -> the value given."""

@@ -383,7 +383,7 @@ def missing_chunks(out: str) -> list[tuple[int, int]]:
 
 def runs_kept_before(out: str, since: float) -> int:
     """How many runs of the sweep in ``out`` lie in chunk files written before the time ``since``
-    (a :func:`time.time`): after a :func:`~tokdyn.engine.sweep.run` started at ``since``, the runs
+    (a ``time.time()``): after a :func:`~tokdyn.engine.sweep.run` started at ``since``, the runs
     it read back from an earlier run instead of computing them (0 without a manifest)."""
     try:
         m = read_manifest(out)

@@ -155,7 +155,7 @@ class Study:
 
     def path(self, *names: str) -> str:
         """A path inside the study directory (its folders created): ``names`` are joined as
-        :func:`os.path.join` does; ``ValueError`` naming them, before anything is created, where one is
+        ``os.path.join`` does; ``ValueError`` naming them, before anything is created, where one is
         absolute or they lead out of the directory (``".."``)."""
         what = f"path({', '.join(map(repr, names))})"
         absolute = [n for n in names if os.path.isabs(os.fspath(n))]

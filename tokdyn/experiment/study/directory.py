@@ -143,10 +143,9 @@ class Study:
         except BaseException:
             unlock(fd)
             raise
-        # a directory stamped already keeps its stamp (the same configuration, maybe spelled
-        # otherwise: 0.003 or 3e-3), and so the key its parts were kept under
-        kept = stamp if old is None else {**old, "outputs": sorted(set(declared) | set(old.get("outputs", ())))}
-        self = cls(out, kept, quiet=quiet)
+        # a directory stamped already keeps its configuration as spelled there (the same values:
+        # 0.003 or 3e-3), and so the key its parts were kept under
+        self = cls(out, stamp if old is None else {**stamp, "config": old["config"]}, quiet=quiet)
         self._lock = register(out, fd)
         self._foreign = foreign_tables(out, owned_outputs(out))
         return self

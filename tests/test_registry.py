@@ -42,9 +42,11 @@ def test_reproduce_runs_by_default_all_but_the_studies_sized_for_an_accelerator(
         "latent-reasoning-sweep",
     }
     reproduce.Config(studies=("slots-sweep",)).validate()  # named: runs
-    assert reproduce.reported(str(tmp_path)) == reproduce.DEFAULT_STUDIES
+    assert reproduce.reported(str(tmp_path)) == ()  # a report covers the studies run, none else
+    assert reproduce.reported(str(tmp_path), ran=reproduce.DEFAULT_STUDIES[::-1]) == reproduce.DEFAULT_STUDIES
     (tmp_path / "slots-sweep").mkdir()
-    assert reproduce.reported(str(tmp_path)) == (*reproduce.DEFAULT_STUDIES, "slots-sweep")
+    (tmp_path / "collapse").mkdir()
+    assert reproduce.reported(str(tmp_path)) == ("collapse", "slots-sweep")
 
 
 @pytest.mark.parametrize("entry", registry.STUDIES, ids=lambda e: e.name)

@@ -287,7 +287,7 @@ def reproduce_refuses_a_study_moved_away_and_linked_back(tmp_path, capsys):
 def test_reproduce_fresh_refuses_a_study_moved_away_and_linked_back(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(reproduce, "study_config", lambda name, quick, out: TINY)
     monkeypatch.setattr(token_dynamics, "main", stand_in_main)
-    monkeypatch.setattr(reproduce, "findings", lambda out: [])
+    monkeypatch.setattr(reproduce, "findings", lambda out, ran=(): [])
     reproduce_refuses_a_study_moved_away_and_linked_back(tmp_path, capsys)
 
 

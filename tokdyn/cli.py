@@ -190,7 +190,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
     """One option per field of the config dataclass ``cls`` (nested configs flattened): ``--name``
     (underscores as dashes), typed by the field's annotation or default (tuples as comma lists,
     bools as ``--name/--no-name``), help text from the docstring. Fields without a default are
-    positional. Options not given keep the config's (or the preset's) value."""
+    positional; a field whose help text ends in ``(required)`` is an option that must be given. Options not given keep the config's (or the preset's) value."""
     docs = {}
     for klass in [cls] + [c for *_, c in _fields(cls)]:
         docs.update({k: v for k, v in config_help(klass).items() if k not in docs or klass is cls})
@@ -215,20 +215,51 @@ def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(dest, metavar=name.upper(), type=kind, help=text.rstrip(".").replace("%", "%%"))
             continue
         text = text.rstrip(".").replace("%", "%%")  # argparse %-formats help strings
-        help_text = f"{text} (default: {shown or 'empty'})"
+        required = text.endswith("(required)")  # documented so: an option that must be given, no default
+        help_text = text if required else f"{text} (default: {shown or 'empty'})"
         flag = "--" + name.replace("_", "-")
         if kind is None:
             parser.add_argument(
                 flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
             )
         else:
-            parser.add_argument(flag, dest=dest, type=kind, metavar=metavar, default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(
+                flag,
+                dest=dest,
+                type=kind,
+                metavar=metavar,
+                default=argparse.SUPPRESS,
+                help=help_text,
+                required=required,
+            )
+
+
+def check_repeats(cls, values) -> None:
+    """Refuse a value given twice in a comma list (``--temperatures 1,1``), for every study's
+    options alike, before any work: a list option is a set of conditions, and a repeated one would
+    count its runs twice. ``ValueError`` naming the field (``tokdyn.checks.distinct``). A field
+    whose tuple is a sequence, where a value may repeat (a ``(low, high)`` range, layer widths),
+    is named in its config class's ``SEQUENCES``, or has a default that repeats a value.
+    ``values``: flattened field path -> the value given."""
+    from tokdyn import checks
+
+    fields = {path: (f, owner) for path, f, owner in _fields(cls)}
+    for path, value in values.items():
+        if not isinstance(value, tuple) or path not in fields:
+            continue
+        f, owner = fields[path]
+        default = field_default(cls, path)
+        if f.name in getattr(owner, "SEQUENCES", ()) or (
+            isinstance(default, tuple) and len(set(default)) < len(default)
+        ):
+            continue
+        checks.distinct(f.name, value)
 
 
 def config_from_args(cls, args: argparse.Namespace, base=None):
     """The config the parsed ``args`` describe: ``base`` (default: ``cls()`` where every field has
-    a default) with every option given replaced, nested configs included, then checked by its
-    ``validate()``."""
+    a default) with every option given replaced, nested configs included, then checked (a list
+    option holding a value twice, :func:`check_repeats`) and by its ``validate()``."""
     values = {tuple(k[5:].split("__")): v for k, v in vars(args).items() if k.startswith("cfg__")}
 
     def build(klass, obj, prefix):
@@ -246,6 +277,7 @@ def config_from_args(cls, args: argparse.Namespace, base=None):
         return dataclasses.replace(obj, **kwargs) if kwargs else obj
 
     cfg = build(cls, base, ())
+    check_repeats(cls, values)
     validate = getattr(cfg, "validate", None)
     return validate() if validate is not None else cfg
 
@@ -306,6 +338,17 @@ def with_default_command(argv) -> list:
     return argv
 
 
+def draws_figures(key) -> bool:
+    """Whether the command ``key`` draws figures (a study whose spec has ``figures``; ``reproduce``,
+    whose studies do): only then does it offer ``--no-plots``."""
+    e = _study_entry(key)
+    if e is None:
+        return True
+    from tokdyn import studies
+
+    return studies.spec(e.name).figures is not None
+
+
 def _command_parser(sub, key, full: bool):
     module_name, entry, help_text, out = commands()[key]
     p = sub.add_parser(key[1], help=help_text, description=help_text, prog=_prog(key))
@@ -313,7 +356,11 @@ def _command_parser(sub, key, full: bool):
         return p
     module, cls = config_class(key)
     doc = (module.__doc__ or "").strip().split("\n\n")[0]
-    p.description = f"{help_text}.\n\n{doc}" if doc else help_text
+    said = " ".join(help_text.split()).rstrip(".")
+    if not doc or " ".join(doc.split()).startswith(said):  # a study of one's own: its help is the docstring's
+        p.description = doc or help_text
+    else:
+        p.description = f"{help_text}{'' if help_text.endswith(('.', '?', '!')) else '.'}\n\n{doc}"
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     add_config_args(p, cls)
     if callable(getattr(cls, "quick", None)):  # a preset (a field named quick is an option of its own)
@@ -325,7 +372,8 @@ def _command_parser(sub, key, full: bool):
     if out is not None:
         p.add_argument("--out", default=out, help=f"output directory (default: {out})")
         p.add_argument("--quiet", action="store_true", help="no progress and no summary on the terminal")
-        p.add_argument("--no-plots", action="store_true", help="skip the figures")
+        if draws_figures(key):
+            p.add_argument("--no-plots", action="store_true", help="skip the figures")
         p.add_argument(
             "--fresh",
             action="store_true",
@@ -515,7 +563,7 @@ def _run_entry(args, key, module, cfg) -> None:
     if getattr(args, "verbose", False):
         extra["verbose"] = True
     with study.matmul_precision(args.matmul_precision):  # every study of the run, reproduce's included
-        entry(cfg, args.out, quiet=args.quiet, plots=not args.no_plots, **extra)
+        entry(cfg, args.out, quiet=args.quiet, plots=not getattr(args, "no_plots", False), **extra)
 
 
 def _main(argv) -> int:

@@ -127,23 +127,24 @@ def quick_table() -> str:
 # ---------------------------------------------------------------------------------------------- the findings
 
 
-def reported(out: str) -> tuple:
-    """The studies a report on ``out`` covers: tokdyn's run by default (:data:`DEFAULT_STUDIES`),
-    then its others and each study of one's own known to this process whose directory is under
-    ``out``."""
-    there = lambda name: os.path.isdir(os.path.join(out, name))  # noqa: E731
-    rest = [n for n in STUDIES if n not in DEFAULT_STUDIES and there(n)]
-    own = [e.name for e in registry.plugin_entries() if there(e.name)]
-    return (*DEFAULT_STUDIES, *rest, *own)
+def reported(out: str, ran: Sequence[str] = ()) -> tuple:
+    """The studies a report on ``out`` covers: those with a directory under ``out`` and those of
+    ``ran`` (the studies a run ran or recorded, one that failed before writing anything included);
+    never a study that was not run. tokdyn's run by default (:data:`DEFAULT_STUDIES`) first, then
+    its others, then the studies of one's own known to this process."""
+    there = lambda name: name in ran or os.path.isdir(os.path.join(out, name))  # noqa: E731
+    every = (*DEFAULT_STUDIES, *STUDIES, *(e.name for e in registry.plugin_entries()))
+    return tuple(n for n in dict.fromkeys(every) if there(n))
 
 
-def findings(out: str) -> list[Finding]:
+def findings(out: str, ran: Sequence[str] = ()) -> list[Finding]:
     """Every seed finding with its verdict, from the study directories under ``out``: each study's
     own ``findings`` (its ``SPEC.findings``, :class:`tokdyn.experiment.runner.Spec`, judged from ``out/<study>``,
     every table verified against the study's record first: a finding whose table is missing or
-    fails its verification is ``open``, naming the file), in the registry's order (:func:`reported`)."""
+    fails its verification is ``open``, naming the file), in the registry's order (:func:`reported`,
+    of the studies there or in ``ran``)."""
     found = []
-    for name in reported(out):
+    for name in reported(out, ran):
         spec = study_spec(name)
         if spec.findings is not None:
             found += spec.findings(os.path.join(out, name))
@@ -307,7 +308,7 @@ def _studies_section(out: str, record: Mapping) -> list[str]:
         "",
     ]
     rows, ran = [], set(record.get("ran", ()))
-    for name in reported(out):
+    for name in reported(out, _ran(record)):
         r = studies.get(name)
         summary = study_spec(name).link
         have = os.path.exists(os.path.join(out, name, summary))
@@ -333,6 +334,11 @@ def _studies_section(out: str, record: Mapping) -> list[str]:
     if errors:
         lines += ["Errors:", ""] + [f"- {n}: `{e}`" for n, e in errors] + [""]
     return lines
+
+
+def _ran(record: Mapping) -> tuple:
+    """The studies a run's ``record`` names: those it ran and those it keeps a status of."""
+    return (*record.get("ran", ()), *record.get("studies", {}))
 
 
 def _figures_section(out: str) -> list[str]:
@@ -435,7 +441,7 @@ def to_html(markdown: str, title: str = "tokdyn reproduce") -> str:
 def write_report(out: str, record: Mapping) -> list[Finding]:
     """Compute every finding from the study directories under ``out`` and write ``report.md`` and
     ``report.html`` there; returns the findings."""
-    found = findings(out)
+    found = findings(out, _ran(record))
     text = report(out, found, record)
     with io.atomic_write(os.path.join(out, REPORT)) as f:
         f.write(text)

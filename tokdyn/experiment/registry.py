@@ -25,6 +25,7 @@ import functools
 import importlib.metadata
 import importlib.util
 import re
+import sys
 import warnings
 
 
@@ -267,22 +268,30 @@ def entry_point_entries() -> tuple:
 
 def add(e: Entry) -> Entry:
     """Add the study ``e`` (a module given to the command, :func:`tokdyn.studies.add_study_module`)
-    for this process; the same entry again is a no-op. ``ValueError`` when its name is taken by
-    another study."""
+    for this process; the same entry again is a no-op. A study an installed package declares
+    under the same name (an entry point) gives way to it, with a note on stderr: the module given
+    explicitly is the one meant. ``ValueError`` when another module given is named so."""
     check_name(e.name, e.origin)
-    other = next((o for o in (*entry_point_entries(), *_ADDED.values()) if o.name == e.name), None)
+    other = _ADDED.get(e.name)
     if other is not None and other != e:
         raise ValueError(f"{e.origin}: the study {e.name!r} is there already ({other.origin}): choose another name")
+    installed = next((o for o in entry_point_entries() if o.name == e.name), None)
+    if installed is not None and other is None:
+        print(
+            f"tokdyn: note: the study {e.name!r} is also installed ({installed.origin}); {e.origin} is used "
+            "for this command",
+            file=sys.stderr,
+        )
     _ADDED[e.name] = e
     return e
 
 
 def plugin_entries() -> tuple:
     """The studies of one's own known to this process: the installed packages' entry points
-    (:func:`entry_point_entries`), then the modules added (:func:`add`)."""
-    points = entry_point_entries()
-    taken = {e.name for e in points}
-    return (*points, *(e for e in _ADDED.values() if e.name not in taken))
+    (:func:`entry_point_entries`; one of the name of a module added is that module's), then the
+    modules added (:func:`add`)."""
+    points = tuple(e for e in entry_point_entries() if e.name not in _ADDED)
+    return (*points, *_ADDED.values())
 
 
 def studies() -> tuple:

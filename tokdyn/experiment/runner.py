@@ -200,6 +200,76 @@ class Spec:
         return self.headline or self.summary_file
 
 
+_OPTIONAL_HOOKS = ("summary", "figures", "findings", "prepare", "stamp_extra", "printed")
+
+
+def check_spec(spec: Spec, what: str = "SPEC") -> Spec:
+    """Check a study of one's own when it is loaded, before any work (``tokdyn --study-module``,
+    an entry point): ``ValueError`` naming ``what`` and everything missing at once, instead of a
+    traceback at run time. Its ``Config`` must be a dataclass with an ``estimate()`` (what the run
+    needs: the runner asks before any work), a ``validate()`` (unless the spec has a ``check`` of
+    its own) and a documented field for every option (its docstring's ``Attributes:``, the help
+    text of the command line); ``run`` and the hooks given must be callable; ``outputs`` and
+    ``figure_files`` relative paths; ``selection`` and ``sources`` fields of ``Config``. Returns
+    ``spec``."""
+    from tokdyn.experiment import attributes
+
+    problems = []
+    if not isinstance(spec.name, str) or not spec.name:
+        problems.append(f"name must be a non-empty str, got {spec.name!r}")
+    cls = spec.config
+    fields = ()
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        problems.append(f"config must be a dataclass class (the study's Config), got {cls!r}")
+    else:
+        fields = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        if not callable(getattr(cls, "estimate", None)):
+            problems.append(
+                f"its Config ({where}) has no estimate() method: def estimate(self) -> "
+                "tokdyn.experiment.study.Estimate, what a run needs (models, memory, work), which the "
+                "runner checks before any work"
+            )
+        if spec.check is _validate and not callable(getattr(cls, "validate", None)):
+            problems.append(
+                f"its Config ({where}) has no validate() method: def validate(self), checking every field "
+                "(ValueError naming it) and returning self, or give the Spec a check of its own"
+            )
+        nested = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if dataclasses.is_dataclass(f.type)
+            or (f.default is not dataclasses.MISSING and dataclasses.is_dataclass(f.default))
+        }
+        undocumented = [n for n in fields if n not in attributes.documented(cls) and n not in nested]
+        if undocumented:
+            problems.append(
+                f"its Config ({where}) does not document {', '.join(undocumented)} in its docstring's "
+                "Attributes: section (each field's help text on the command line)"
+            )
+        for name in ("selection", "sources"):
+            unknown = [k for k in getattr(spec, name) if k not in fields]
+            if unknown:
+                problems.append(f"{name} names {', '.join(map(repr, unknown))}, which are not fields of its Config")
+    if not callable(spec.run):
+        problems.append(f"run must be a function run(session, cfg) -> Result, got {spec.run!r}")
+    for hook in _OPTIONAL_HOOKS + ("check",):
+        value = getattr(spec, hook)
+        if value is not None and not callable(value):
+            problems.append(f"{hook} must be a function or None, got {type(value).__name__}")
+    for name in ("outputs", "figure_files"):
+        for path in getattr(spec, name) if isinstance(getattr(spec, name), (tuple, list)) else [getattr(spec, name)]:
+            try:
+                study_dir.relative(path, name)
+            except (TypeError, ValueError) as e:
+                problems.append(
+                    f"{name}: {e}" if isinstance(e, ValueError) else f"{name} must list paths, got {path!r}"
+                )
+    if problems:
+        raise ValueError(f"{what} is not a complete study: " + "; ".join(problems))
+    return spec
+
+
 class Session:
     """One run of a study, as its hooks see it: the opened directory (``study``, a
     :class:`tokdyn.experiment.study.Study`, whose ``part`` / ``rows`` / ``has`` / ``path`` it
@@ -374,7 +444,24 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
         text = spec.printed(cfg, result, summary) if spec.printed is not None else summary
         if text:
             print(text)
+        kept, computed = study.parts["kept"], study.parts["computed"]
+        if kept:  # a rerun says what it reused, never reads like new work
+            print(
+                f"{kept} of {kept + computed} parts read back from an earlier run of this configuration in "
+                f"{study.out}" + (f", {computed} computed" if computed else ": nothing recomputed")
+            )
     return result.value
+
+
+def work_line(count: int, unit: str, seconds: float, kept: int) -> str:
+    """The work a run did, for its last lines: ``16 models in 1.0 s``; when it read ``kept`` of them
+    back from an earlier run instead of computing them, it says so
+    (``16 models, all read back from an earlier run (none computed; 0.4 s)``)."""
+    if kept <= 0:
+        return f"{count:,} {unit} in {seconds:.1f} s"
+    if kept >= count:
+        return f"{count:,} {unit}, all read back from an earlier run (none computed; {seconds:.1f} s)"
+    return f"{count:,} {unit}: {kept:,} read back from an earlier run, {count - kept:,} computed in {seconds:.1f} s"
 
 
 _HOOKS = ("config", "run", "summary", "figures", "findings", "check", "prepare", "stamp_extra", "printed")

@@ -183,9 +183,19 @@ def file_sha256(path: str) -> str:
 
 def to_columns(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] | None = None) -> dict[str, list]:
     """A list of row dicts as a dict of columns: ``keys`` in that order (default: the first
-    row's keys)."""
+    row's keys). ``ValueError`` naming the first row that lacks one of them (ragged rows)."""
+    given = keys is not None
     if keys is None:
         keys = list(rows[0]) if rows else []
+    for i, r in enumerate(rows):
+        missing = [k for k in keys if k not in r]
+        if missing:
+            extra = [k for k in r if k not in keys]
+            raise ValueError(
+                f"to_columns: row {i} lacks {', '.join(map(repr, missing))} (the columns: {list(keys)}"
+                f"{'' if given else ', from the first row'}){'; it holds ' + ', '.join(map(repr, extra)) if extra else ''}: "
+                "every row must hold every column (fill a missing value with NaN, or give keys=)"
+            )
     return {k: [r[k] for r in rows] for k in keys}
 
 

@@ -59,7 +59,7 @@ def spec(name: str):
     """The :class:`~tokdyn.experiment.runner.Spec` of the study ``name`` (its module's ``SPEC``,
     or the attribute its entry names; :func:`tokdyn.experiment.registry.entry`); ``ValueError``
     naming the studies for another name, and for a study of one's own whose attribute is not a
-    ``Spec`` of that name."""
+    ``Spec`` of that name or an incomplete one (:func:`tokdyn.experiment.runner.check_spec`)."""
     from tokdyn.experiment import registry, runner
 
     e = registry.entry(name)
@@ -74,6 +74,8 @@ def spec(name: str):
             f"study {name!r} ({e.origin}): its Spec is named {value.name!r}: the entry point's name must be "
             "the Spec's (it names the study's stamp and its directory)"
         )
+    if e.plugin:
+        runner.check_spec(value, f"study {name!r} ({e.origin})")
     return value
 
 
@@ -101,7 +103,7 @@ def add_study_module(target: str):
     spec's. Its command is ``tokdyn study NAME``, its default ``--out`` ``results/NAME``. A file
     imported before is imported anew when it changed. Returns the study's
     :class:`~tokdyn.experiment.registry.Entry`; ``ValueError`` naming ``study_module`` for anything
-    that does not resolve."""
+    that does not resolve, and everything a spec lacks (:func:`tokdyn.experiment.runner.check_spec`)."""
     from tokdyn.experiment import registry, runner
 
     what = f"study_module {target!r}"
@@ -115,6 +117,7 @@ def add_study_module(target: str):
     value = getattr(loaded, attr, None)
     if not isinstance(value, runner.Spec):
         raise ValueError(f"{what}: {attr} must be a tokdyn.experiment.runner.Spec, got {type(value).__name__}")
+    runner.check_spec(value, what)
     doc = " ".join((loaded.__doc__ or "").strip().split("\n\n")[0].split())
     e = registry.Entry(
         value.name,
@@ -145,7 +148,9 @@ def load_file(path: str):
     """The module of the Python file ``path``, imported as the module named by its stem and kept
     in ``sys.modules`` (dataclasses look a class's module up there): the module imported before
     when the file is unchanged (its SHA-256 is kept on the module, :data:`LOADED_SHA`), else the
-    file run anew. Serves ``--study-module`` (:func:`add_study_module`) and the token-dynamics
+    file run anew. The file's folder is added to the end of the import path (``sys.path``), so
+    that ``import helper`` of a module beside it works as under ``python path.py`` (an installed
+    module of the same name comes first). Serves ``--study-module`` (:func:`add_study_module`) and the token-dynamics
     sweep's ``--rule-module``
     (:func:`tokdyn.studies.token_dynamics_sweep.rule_module.load_rules`).
 
@@ -167,6 +172,10 @@ def load_file(path: str):
             )
         if getattr(old, LOADED_SHA, None) == sha:
             return old
+    folder = os.path.dirname(path)
+    if folder not in sys.path:  # its helpers beside it import, as under python path.py (last: shadowing nothing)
+        sys.path.append(folder)
+        importlib.invalidate_caches()
     loader = importlib.util.spec_from_file_location(name, path)
     loaded = importlib.util.module_from_spec(loader)
     sys.modules[name] = loaded  # (dataclasses look a class's module up there)

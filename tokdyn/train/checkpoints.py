@@ -4,6 +4,7 @@ whole (:func:`load_checkpoint`, :func:`read_checkpoint`) or for its best state (
 
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import jax
@@ -41,6 +42,33 @@ def save_checkpoint(
     return io.save_pytree(path, host, step=int(np.asarray(state.step)[0]), stamp=stamp, stopped=stopped, **meta)
 
 
+def stamp_difference(held: str, asked: str, limit: int = 3) -> str:
+    """Where the stamp a checkpoint holds (``held``) differs from the one asked for (``asked``), in a
+    few words for a message, never the whole stamps (they may run to kilobytes): for stamps that
+    are JSON objects, the first ``limit`` fields that differ (dotted, ``config.train.steps: 3000
+    there, 500 asked``); otherwise the first place they part, with a little context."""
+
+    def short(v) -> str:
+        text = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    def fields(a, b, prefix=""):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                yield from fields(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{prefix}{k}.")
+        elif a != b:
+            yield f"{prefix[:-1] or 'stamp'}: {short(a)} there, {short(b)} asked"
+
+    try:
+        found = list(fields(json.loads(held), json.loads(asked)))
+    except (ValueError, TypeError):
+        found = None
+    if found:
+        return "; ".join(found[:limit]) + (f"; and {len(found) - limit} more" if len(found) > limit else "")
+    i = next((i for i, (x, y) in enumerate(zip(held, asked)) if x != y), min(len(held), len(asked)))
+    return f"the stamps part at character {i}: {short(held[max(i - 10, 0) :])!r} there, {short(asked[max(i - 10, 0) :])!r} asked"
+
+
 def checkpoint_stamp(path: str) -> Optional[str]:
     """The stamp :func:`save_checkpoint` wrote into ``path`` (None for a file without one)."""
     z = io.load_npz(path)
@@ -61,8 +89,8 @@ def read_checkpoint(path: str, like: TrainState, stamp: Optional[str]):
     tree, meta = io.load_pytree(path, want)
     if stamp is not None and str(meta.get("stamp", "")) != stamp:
         raise ValueError(
-            f"{path} was written for another configuration (stamp {str(meta.get('stamp', ''))!r}, asked "
-            f"for {stamp!r}): use another checkpoint path, or remove it to start afresh"
+            f"{path} was written for another configuration ({stamp_difference(str(meta.get('stamp', '')), stamp)}): "
+            "use another checkpoint path, or remove it to start afresh"
         )
     paths = jax.tree_util.tree_flatten_with_path(like.hparams)[0]
     for (p, want_hp), got in zip(paths, jax.tree_util.tree_leaves(tree["state"].hparams)):

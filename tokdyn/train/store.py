@@ -10,8 +10,9 @@ A model ``NAME`` of the directory ``out`` has four files (:func:`paths`):
 - ``results/NAME.npz``: its test answers, with a copy of the finished curve (``curve_csv``) and
   the steps trained (``steps``), written by :func:`tokdyn.io.save_npz`;
 - ``results/NAME.json``: the result (:func:`write_result`), written last: it records the answers'
-  SHA-256 (:func:`answers_digest`) and carries its own, so a model is finished only when all four
-  are whole and agree (:func:`finished`).
+  SHA-256 (:func:`answers_digest`) and that of its checkpoint's stamp (:func:`checkpoint_record`),
+  and carries its own, so a model is finished only when all four are whole and agree
+  (:func:`finished`): a checkpoint of another model put in its place is told apart.
 
 Two ways of reading it: the store's owner (the study that trains the models) reads leniently, a
 damaged file set aside with a warning naming it and recomputed (:func:`finished`,
@@ -32,7 +33,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from tokdyn import io
-from tokdyn.train import loop
+from tokdyn.train import checkpoints, loop
 
 TESTED = ("best", "final")  # which state of a trained model answers for it (load)
 ANSWERS_KEYS = ("answers", "curve_csv", "steps")  # what results/NAME.npz holds
@@ -62,6 +63,34 @@ def answers_digest(answers) -> str:
     """The SHA-256 of an answers array (its shape, dtype and bytes), as ``results/NAME.json`` records it."""
     a = np.ascontiguousarray(answers)
     return hashlib.sha256(f"{a.shape}{a.dtype.str}".encode() + a.tobytes()).hexdigest()
+
+
+def stamp_digest(checkpoint: Optional[dict]) -> Optional[str]:
+    """The SHA-256 of the stamp a checkpoint's arrays (``checkpoint``, as :func:`read_checkpoint`
+    gives them) carry, None without a checkpoint: what ``results/NAME.json`` records as
+    ``checkpoint_stamp_sha256`` (:func:`checkpoint_record`), so that a checkpoint of another model
+    put in its place is told apart (:func:`finished`, :func:`verify`)."""
+    if checkpoint is None:
+        return None
+    return hashlib.sha256(str(checkpoint.get("meta_stamp", "")).encode()).hexdigest()
+
+
+def checkpoint_record(path: str) -> dict:
+    """The fields of a model's result that name its final checkpoint at ``path``:
+    ``{"checkpoint_stamp_sha256": ...}`` (:func:`stamp_digest`), to write with :func:`write_result`."""
+    return {"checkpoint_stamp_sha256": stamp_digest(io.load_npz(path))}
+
+
+def _other_model(p: dict, res: dict, ck: Optional[dict]) -> Optional[str]:
+    """Why the checkpoint ``ck`` of the model whose files are ``p`` is not the one its result
+    ``res`` records (None: it is, or the result records none)."""
+    recorded = res.get("checkpoint_stamp_sha256")
+    if ck is None or recorded is None or stamp_digest(ck) == recorded:
+        return None
+    return (
+        f"it holds the checkpoint of another model: its stamp is not the one {p['result']} records (a "
+        "checkpoint of another variant or configuration put in its place)"
+    )
 
 
 def write_result(path: str, record: dict) -> str:
@@ -139,6 +168,10 @@ def finished(out: str, name: str) -> bool:
         res = read_result(p["result"])
     except io.CorruptFile as e:
         _set_aside(p["result"], e.reason)
+        return False
+    other = _other_model(p, res, ck)
+    if other is not None:  # the owner trains it again
+        _set_aside(p["checkpoint"], other)
         return False
     if kept is None:
         return False
@@ -279,6 +312,9 @@ def verify(out: str, name: str) -> None:
         raise io.CorruptFile(p["answers"], f"its answers are not those {p['result']} records")
     if ck is None:
         raise io.CorruptFile(p["checkpoint"], f"missing, though {p['result']} records the finished variant")
+    other = _other_model(p, res, ck)
+    if other is not None:
+        raise io.CorruptFile(p["checkpoint"], other)
     if int(ck.get("meta_step", -1)) != int(kept["steps"]):
         raise io.CorruptFile(
             p["checkpoint"],
@@ -300,7 +336,8 @@ def load(out: str, name: str, like, stamp: str, tested: str = "best"):
       out: the store's directory.
       name: the model's name.
       like: a state of the same structure (the initial states of its models).
-      stamp: what the checkpoint is keyed on (a checkpoint of anything else is a ``ValueError``).
+      stamp: what the checkpoint is keyed on (a checkpoint of anything else is refused,
+        :class:`tokdyn.io.CorruptFile` naming where the stamps differ).
       tested: one of :data:`TESTED`.
 
     Returns:
@@ -311,6 +348,13 @@ def load(out: str, name: str, like, stamp: str, tested: str = "best"):
     path = paths(out, name)["checkpoint"]
     if not io.is_verified(path):
         raise io.CorruptFile(path, "no verification header: not a file tokdyn wrote, or rewritten since")
+    held = checkpoints.checkpoint_stamp(path)
+    if held is not None and held != stamp:  # a checkpoint of another model: named in a few words
+        raise io.CorruptFile(
+            path,
+            f"it holds the checkpoint of another model or configuration than {name!r} "
+            f"({checkpoints.stamp_difference(held, stamp)})",
+        )
     if tested == "best":
         return loop.load_best(path, like, stamp).state
     return loop.load_checkpoint(path, like, stamp)[0]

@@ -50,6 +50,7 @@ from tokdyn.engine.sweep.store import (
     missing_chunks,
     output_fields,
     read_manifest,
+    runs_kept_before,
     sweep_id,
 )
 from tokdyn.engine.sweep.task import output_spec
@@ -72,5 +73,6 @@ __all__ = [
     "parse_axis",
     "read_manifest",
     "run",
+    "runs_kept_before",
     "sweep_id",
 ]

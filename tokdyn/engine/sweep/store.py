@@ -135,12 +135,35 @@ def _study_stamped(out: str) -> bool:
         return False
 
 
+def _chunk_entry(name: str) -> bool:
+    """Whether ``name`` in a sweep's ``chunks/`` is one a sweep writes: a chunk file, a chunk
+    file's temporary (a write cut short) or ``corrupt/`` (damaged chunks set aside)."""
+    if name == "corrupt" or _CHUNK_NAME.match(name):
+        return True
+    return io.is_temporary(name) and bool(re.match(r"^\d{12}-\d{12}", name))
+
+
+def _holds_a_chunk(chunk_dir: str, names) -> bool:
+    """Whether ``chunk_dir`` holds a file a sweep wrote (a chunk's name and verification header):
+    the evidence that a damaged ``manifest.json`` beside it is a sweep's."""
+    for name in names:
+        path = os.path.join(chunk_dir, name)
+        try:
+            if _CHUNK_NAME.match(name) and os.path.isfile(path) and not os.path.islink(path) and io.is_verified(path):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def check_owned(out: str) -> None:
     """Refuse ``out`` before any work when it cannot be a sweep's directory: a file (or a path under
     one), or a directory that holds anything a sweep never writes (a sweep writes only
-    ``manifest.json``, ``chunks/`` and ``corrupt/``, where a damaged manifest is set aside; a directory stamped by a tokdyn study, :data:`STUDY_STAMP`,
-    is the study's, which has checked it), or whose ``manifest.json`` is not a sweep's manifest at all
-    with no ``chunks/`` beside it. :class:`tokdyn.io.OutputConflict` naming the files; nothing in
+    ``manifest.json``, ``chunks/`` holding chunk files named ``START-STOP.npz`` and a ``corrupt/``
+    for damaged ones, and ``corrupt/``, where a damaged manifest is set aside; a directory stamped by a tokdyn study,
+    :data:`STUDY_STAMP`, is the study's, which has checked it), or whose ``manifest.json`` is not a
+    sweep's manifest at all with no chunk file of a sweep beside it (an empty ``chunks/`` is no
+    evidence). :class:`tokdyn.io.OutputConflict` naming the files; nothing in
     ``out`` is touched. The rule of the command line (a study's directory is its own only once it
     carries the study's stamp), here for a sweep's directory: nothing of a user's is ever moved or
     overwritten."""
@@ -158,14 +181,17 @@ def check_owned(out: str) -> None:
         if name not in ("manifest.json", "chunks", "corrupt")  # corrupt/: a damaged manifest set aside
         and not (name.startswith("manifest.json.") and io.is_temporary(name))
     )
+    chunk_dir = os.path.join(out, "chunks")
+    chunks = sorted(os.listdir(chunk_dir)) if os.path.isdir(chunk_dir) and not os.path.islink(chunk_dir) else []
+    foreign += [f"chunks/{name}" for name in chunks if not _chunk_entry(name)]
     path = os.path.join(out, "manifest.json")
-    if not foreign and os.path.lexists(path) and not os.path.isdir(os.path.join(out, "chunks")):
+    if not foreign and os.path.lexists(path) and not _holds_a_chunk(chunk_dir, chunks):
         try:
             m = io.read_json(path)
         except (ValueError, OSError):
             m = None
         if not (isinstance(m, dict) and all(k in m for k in MANIFEST_KEYS)):
-            foreign = ["manifest.json (not a sweep's manifest)"]
+            foreign = ["manifest.json (not a sweep's manifest, and no chunk of a sweep beside it)"]
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise io.OutputConflict(
@@ -244,8 +270,8 @@ def _resume_conflict(out: str, old: dict, new: dict, differ: list) -> str:
     if set(differ) <= {"code", "outputs", "fn", "format"}:
         what = []
         for k in sorted(set(old["code"]) | set(new["code"])):
-            if old["code"].get(k) != new["code"].get(k):
-                what.append("fn code" if k == "fn" else _changed_module(k, old["code"], new["code"]))
+            if old["code"].get(k) != new["code"].get(k) and not (k == "fn" and "fn" in differ):  # said below
+                what.append(f"the code of {new['fn']}" if k == "fn" else _changed_module(k, old["code"], new["code"]))
         if "outputs" in differ:
             what.append(
                 f"output fields ({', '.join(old['outputs']) or 'none'} there, "
@@ -353,6 +379,25 @@ def missing_chunks(out: str) -> list[tuple[int, int]]:
         for s0 in range(0, total, step)
         if os.path.basename(chunk_path(out, s0, min(s0 + step, total))) not in have
     ]
+
+
+def runs_kept_before(out: str, since: float) -> int:
+    """How many runs of the sweep in ``out`` lie in chunk files written before the time ``since``
+    (a ``time.time()``): after a :func:`~tokdyn.engine.sweep.run` started at ``since``, the runs
+    it read back from an earlier run instead of computing them (0 without a manifest)."""
+    try:
+        m = read_manifest(out)
+    except ValueError:
+        return 0
+    step, total, kept = m["chunk_size"], m["runs"], 0
+    for s0 in range(0, total, step):
+        s1 = min(s0 + step, total)
+        try:
+            if os.lstat(chunk_path(out, s0, s1)).st_mtime < since:
+                kept += s1 - s0
+        except OSError:
+            continue
+    return kept
 
 
 def output_fields(out: str) -> tuple:

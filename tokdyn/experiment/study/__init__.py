@@ -21,7 +21,7 @@ One concept a module, every name below available here (``study.Study``, ``study.
 - :mod:`~tokdyn.experiment.study.precision`: the precision of float32 matrix products
   (:func:`matmul_precision`, :func:`precision_in_force`).
 - :mod:`~tokdyn.experiment.study.stamps`: the stamp (:func:`read_stamp`, :func:`source_stamp`,
-  :func:`config_dict`, :func:`digest`, :func:`differences`).
+  :func:`config_dict`, :func:`digest`, :func:`differences`, :func:`same_value`).
 - :mod:`~tokdyn.experiment.study.locks`: the directory's lock (:func:`lock`, :func:`unlock`).
 - :mod:`~tokdyn.experiment.study.records`: the record and the verified outputs
   (:func:`read_record`, :func:`verify_output`, :func:`read_table`, :func:`read_output_json`).
@@ -80,6 +80,7 @@ from tokdyn.experiment.study.stamps import (
     differences,
     digest,
     read_stamp,
+    same_value,
     source_stamp,
     version,
 )
@@ -122,6 +123,7 @@ __all__ = [
     "config_dict",
     "digest",
     "differences",
+    "same_value",
     "describe",
     "read_stamp",
     "source_stamp",

@@ -40,12 +40,15 @@ from tokdyn.experiment.study.stamps import (
     digest,
     make_stamp,
     read_stamp,
+    same_value,
     stamp_once,
 )
 
 
 class Study:
-    """A study's output directory, opened by :meth:`open` (:ref:`study-directory`)."""
+    """A study's output directory, opened by :meth:`open` (:ref:`study-directory`). ``parts``
+    counts this run's parts (:meth:`part`, :meth:`rows`): ``{"kept": read back from an earlier
+    run, "computed": computed now}``, so that a rerun says what it reused."""
 
     def __init__(self, out: str, stamp: dict, *, quiet: bool = False):
         self.out, self.stamp, self.quiet = out, stamp, quiet
@@ -54,6 +57,7 @@ class Study:
         self.key = digest({k: v for k, v in stamp.items() if k != "outputs"})
         self._lock = None
         self._foreign: dict = {}
+        self.parts = {"kept": 0, "computed": 0}  # this run's parts: read back from an earlier run, or computed
 
     @property
     def name(self) -> str:
@@ -139,7 +143,9 @@ class Study:
         except BaseException:
             unlock(fd)
             raise
-        self = cls(out, stamp, quiet=quiet)
+        # a directory stamped already keeps its configuration as spelled there (the same values:
+        # 0.003 or 3e-3), and so the key its parts were kept under
+        self = cls(out, stamp if old is None else {**stamp, "config": old["config"]}, quiet=quiet)
         self._lock = register(out, fd)
         self._foreign = foreign_tables(out, owned_outputs(out))
         return self
@@ -147,8 +153,15 @@ class Study:
     # -------------------------------------------------------------------------- paths and parts
 
     def path(self, *names: str) -> str:
-        """A path inside the study directory (its folders created)."""
-        p = os.path.join(self.out, *names)
+        """A path inside the study directory (its folders created): ``names`` are joined as
+        ``os.path.join`` does; ``ValueError`` naming them, before anything is created, where one is
+        absolute or they lead out of the directory (``".."``)."""
+        what = f"path({', '.join(map(repr, names))})"
+        absolute = [n for n in names if os.path.isabs(os.fspath(n))]
+        if absolute:
+            raise ValueError(f"{what}: {absolute[0]!r} is absolute, not a path inside the study directory")
+        rel = relative(os.path.join(*names) if names else "", what)
+        p = os.path.join(self.out, *rel.split("/"))
         os.makedirs(os.path.dirname(p), exist_ok=True)
         return p
 
@@ -164,14 +177,25 @@ class Study:
     def _part_key(self, key) -> str:
         return self.key if key is None else f"{self.key}:{digest(key)}"
 
+    def _counted(self, compute: Callable) -> Callable:
+        """``compute``, counting this run's parts: computed (it was called) or read back."""
+
+        def counted():
+            self.parts["computed"] += 1
+            self.parts["kept"] -= 1
+            return compute()
+
+        self.parts["kept"] += 1
+        return counted
+
     def part(self, name: str, compute: Callable[[], Mapping[str, Any]], *, key=None) -> dict:
         """``compute()`` (a dict of arrays and numbers), kept as ``parts/<name>.npz``
         (:func:`tokdyn.io.kept`, keyed by the directory's stamp and ``key``)."""
-        return io.kept(self.part_path(name), self._part_key(key), compute)
+        return io.kept(self.part_path(name), self._part_key(key), self._counted(compute))
 
     def rows(self, name: str, compute: Callable[[], Sequence[Mapping[str, Any]]], *, key=None) -> list[dict]:
         """``compute()`` (table rows), kept as ``parts/<name>.json`` (:func:`tokdyn.io.kept_rows`)."""
-        return io.kept_rows(self.part_path(name, ".json"), self._part_key(key), compute)
+        return io.kept_rows(self.part_path(name, ".json"), self._part_key(key), self._counted(compute))
 
     def has(self, name: str, *, key=None) -> bool:
         """Whether the rows part ``name`` is already kept (and readable) for this stamp. A directory
@@ -207,7 +231,7 @@ class Study:
         record = os.path.join(self.out, RECORD)
         if os.path.exists(record):
             try:
-                same = io.read_json(record).get("config") == config_dict(cfg)
+                same = same_value(io.read_json(record).get("config"), config_dict(cfg))
             except (ValueError, OSError, AttributeError):
                 same = False
         owned = owned_outputs(self.out)

@@ -8,7 +8,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import re
+import sys
 from typing import Any, Mapping, Optional, Sequence
 
 from tokdyn import io
@@ -63,15 +66,45 @@ def make_stamp(
     return stamp
 
 
-def differences(old: Mapping, new: Mapping, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """``(field, old value, new value)`` of every field that differs, nested fields as dotted
-    names (``training.steps``); a field one side lacks shows as ``<absent>``."""
+_SEPARATORS = re.compile(r"\s*([,;:=])\s*")  # between the values of an option's text (0.3,0.6; a=1;b=2)
+
+
+def _number(text: str) -> Optional[float]:
+    """``text`` as a number when it spells one (``3e-3``, ``0.003``), else None."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def same_value(a, b) -> bool:
+    """Whether two JSON values of a configuration are the same value, however they are spelled:
+    texts are compared item by item between their separators (``,`` ``;`` ``:`` ``=``), items that
+    spell numbers by their values (``0.003,0.03`` is ``3e-3,3e-2``; ``linspace:0:1:3`` is
+    ``linspace:0.0:1:3``), other items as written; lists item by item, mappings key by key."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return set(a) == set(b) and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(map(same_value, a, b))
+    if isinstance(a, str) and isinstance(b, str) and a != b:
+        x, y = _SEPARATORS.split(a.strip()), _SEPARATORS.split(b.strip())
+        return len(x) == len(y) and all(
+            p == q or (_number(p) is not None and _number(p) == _number(q)) for p, q in zip(x, y)
+        )
+    return a == b
+
+
+def differences(old: Mapping, new: Mapping, prefix: str = "", *, exact: bool = False) -> list[tuple[str, Any, Any]]:
+    """``(field, old value, new value)`` of every field that differs (by :func:`same_value`: a
+    value spelled otherwise is the same; ``exact``: as written), nested fields as dotted names
+    (``training.steps``); a field one side lacks shows as ``<absent>``."""
     out = []
     for k in sorted(set(old) | set(new), key=str):
         a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
         if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += differences(a, b, f"{prefix}{k}.")
-        elif a != b:
+            out += differences(a, b, f"{prefix}{k}.", exact=exact)
+        elif a != b if exact else not same_value(a, b):
             out.append((f"{prefix}{k}", a, b))
     return out
 
@@ -169,8 +202,11 @@ def conflicts(old: dict, new: dict) -> bool:
     """Whether the stamps ``old`` and ``new`` are of different studies or configurations: the
     study, the tokdyn version, the configuration, the sources' stamps, ``extra`` or the precision of
     matrix products (absent: :data:`~tokdyn.experiment.study.DEFAULT_MATMUL_PRECISION`) differ. The
-    declared outputs do not count."""
-    return any(old.get(k) != new.get(k) for k in ("study", "tokdyn", "config", "sources", "extra")) or old.get(
+    declared outputs do not count, nor how a value of the configuration is spelled
+    (:func:`same_value`)."""
+    if not same_value(old.get("config"), new.get("config")):
+        return True
+    return any(old.get(k) != new.get(k) for k in ("study", "tokdyn", "sources", "extra")) or old.get(
         "matmul_precision", DEFAULT_MATMUL_PRECISION
     ) != new.get("matmul_precision", DEFAULT_MATMUL_PRECISION)
 
@@ -192,12 +228,38 @@ def conflict_message(out: str, old: dict, new: dict) -> str:
             diffs.append((f"source {k}", f"stamp {a}", f"stamp {b}" if b else "<absent>"))
     for k in sorted(set(new["sources"]) - set(old.get("sources", {}))):
         diffs.append((f"source {k}", "<absent>", f"stamp {new['sources'][k]}"))
-    diffs += differences(old.get("extra", {}), new.get("extra", {}), "extra.")
+    diffs += differences(old.get("extra", {}), new.get("extra", {}), "extra.", exact=True)
     precisions = [d.get("matmul_precision", DEFAULT_MATMUL_PRECISION) for d in (old, new)]
     if precisions[0] != precisions[1]:
         diffs.append(("matmul_precision", *precisions))
+    code = [(k[len(_CODE) :], a, b) for k, a, b in diffs if k.startswith(_CODE)]
+    diffs = [d for d in diffs if not d[0].startswith(_CODE)]
+    if code:  # the study's own code changed: name the modules, not their digests
+        changed = "; ".join(_changed_code(name, a, b) for name, a, b in code)
+        also = f", and its configuration differs ({describe(diffs)})" if diffs else ""
+        return (
+            f"out={out!r} holds results of the {new['study']} study made by other code: {changed}{also}. "
+            "Pass --fresh to remove them and recompute with the code as it is now, choose another --out, "
+            "or restore the code as it was to resume"
+        )
     return (
         f"out={out!r} holds a {new['study']} study of another configuration ({describe(diffs)}): rerun with "
         "those settings to resume it, choose another --out, or pass --fresh to remove its results and start "
         "afresh"
     )
+
+
+_CODE = "extra.code."  # the digests of a study's own modules in its stamp (tokdyn.experiment.runner.code_stamp)
+
+
+def _changed_code(name: str, old, new) -> str:
+    """Words for the module ``name`` of a study's own code whose digest differs (``old`` there,
+    ``new`` now; ``<absent>`` on the side that lacks it): its name and file, never the digests."""
+    path = getattr(sys.modules.get(name), "__file__", None) or (name if os.path.sep in name else None)
+    where = f" ({path})" if path and path != name else ""
+    shown = name if path != name else path
+    if old == "<absent>":
+        return f"{shown!r}{where} is used now, not by the code of these results"
+    if new == "<absent>":
+        return f"{shown!r} was used by the code of these results, not now"
+    return f"module {shown!r}{where} changed since these results were computed"

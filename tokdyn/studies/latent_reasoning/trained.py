@@ -131,6 +131,7 @@ def write_tested(cfg: Config, name: str, out: str, res: train.Result, rows: dict
             "nan_step": np.asarray(state.nan_step),
             "skipped_steps": np.asarray(state.skipped),
             "answers_sha256": store.answers_digest(answers),
+            **store.checkpoint_record(p["checkpoint"]),
         },
     )
 

@@ -38,7 +38,9 @@ def analysis(out: str, cfg, *, seconds: float | None = None) -> runner.Result:
     Returns:
       A :class:`tokdyn.experiment.runner.Result`: ``tables`` (``conditions.csv``: per condition the
       axes, ``nonfinite``, and per metric ``{m}_mean``, ``{m}_low``, ``{m}_high``, ``{m}_nan``, and
-      ``skipped_mean``, the non-finite steps a model skipped; ``paired.csv``: per condition other
+      ``skipped_mean``, the non-finite steps a model skipped, over the models with finite
+      metrics, and over every model ``skipped_total``, ``skipped_models`` (models that skipped
+      any) and ``skipped_max``; ``paired.csv``: per condition other
       than the baseline and metric, ``n`` seeds paired, ``mean_diff`` (condition minus baseline)
       with ``diff_low`` / ``diff_high``, ``t``, ``p``, ``p_holm`` (over the whole table), ``d``
       (d_z)), ``data`` (``table``, ``tests``, ``baseline``, ``report``) and ``value`` (the
@@ -49,6 +51,12 @@ def analysis(out: str, cfg, *, seconds: float | None = None) -> runner.Result:
         out, names, metrics + ("skipped",), n_resamples=cfg.n_resamples, require_finite=metrics
     )
     _, values = summary.per_seed(out, names, metrics, require_finite=metrics)
+    # the skipped steps of every model, a diverged one's included (its count is finite; the mean
+    # over the models with finite metrics is NaN where all of a condition's diverged)
+    skipped = summary.per_seed(out, names, ("skipped",))[1]["skipped"]  # (conditions, seeds)
+    table["skipped_total"] = np.nansum(skipped, axis=1)
+    table["skipped_models"] = np.sum(skipped > 0, axis=1)
+    table["skipped_max"] = np.nanmax(np.where(np.isnan(skipped), -np.inf, skipped), axis=1)
     base = baseline_row(table, cfg)
     pairs = [(c, base) for c in range(len(table["nonfinite"])) if c != base]
     tests = paired.paired_tests(values, pairs, metrics, n_resamples=cfg.n_resamples)
@@ -67,7 +75,7 @@ def _condition_lines(cfg, table: dict, base: int) -> list:
     """report.md's table of the conditions: each metric's mean [95% CI] over seeds."""
     names, metrics = cfg.axis_names(), cfg.metrics()
     lines = [
-        "| condition | " + " | ".join(metrics) + " | non-finite models | skipped steps (mean) |",
+        "| condition | " + " | ".join(metrics) + " | non-finite models | skipped steps |",
         "|" + "---|" * (len(metrics) + 3),
     ]
     for i, r in enumerate(io.to_rows(table)):
@@ -76,9 +84,21 @@ def _condition_lines(cfg, table: dict, base: int) -> list:
         lines.append(
             f"| {condition_label(r, names)}{mark} | "
             + " | ".join(cells)
-            + f" | {paired.flag(r['nonfinite'])} | {r['skipped_mean']:.3g} |"
+            + f" | {paired.flag(r['nonfinite'])} | {skipped_cell(r, cfg.seeds)} |"
         )
     return lines
+
+
+def skipped_cell(row, seeds: int) -> str:
+    """report.md's cell of a condition's skipped steps (non-finite updates a model skipped), over
+    every model, a diverged one's included: ``0``, or the total, how many models skipped any and
+    the most one skipped."""
+    if not row["skipped_total"]:
+        return "0"
+    return (
+        f"{int(row['skipped_total']):,} in {int(row['skipped_models'])} of {seeds} models "
+        f"(at most {int(row['skipped_max']):,})"
+    )
 
 
 def _table_cell(text: str) -> str:
@@ -151,6 +171,7 @@ def printed(cfg, result: runner.Result, report: str) -> str:
     """The lines a run prints at its end: the time taken and where the report is."""
     t = result.data["timings"]
     return (
-        f"{cfg.runs():,} models in {t['sweep_s']:.1f} s; analysis in {t['analyse_s']:.1f} s; "
+        f"{runner.work_line(cfg.runs(), 'models', t['sweep_s'], result.data.get('kept_runs', 0))}; "
+        f"analysis in {t['analyse_s']:.1f} s; "
         f"see {os.path.join(result.data['out'], 'report.md')}"
     )

@@ -73,11 +73,13 @@ def run_sweep(cfg, out: str, *, progress: bool = True, devices=None, part=None) 
 
 def run(session: runner.Session, cfg) -> runner.Result:
     """The runner's hook: run (or resume) the sweep, then its :func:`~tokdyn.studies.learned_sweep.report.analysis`."""
+    since = time.time()
     seconds = session.timings["sweep_s"] = run_sweep(cfg, session.out, progress=not session.quiet, part=(0, 1))
     with session.timed("analyse"):
         result = analysis(session.out, cfg, seconds=seconds)
     session.timings["n_models"] = cfg.runs()
-    return dataclasses.replace(result, data=dict(result.data, timings=session.timings, out=session.out))
+    kept = sweep.runs_kept_before(session.out, since)  # models read back from an earlier run, not trained
+    return dataclasses.replace(result, data=dict(result.data, timings=session.timings, out=session.out, kept_runs=kept))
 
 
 def make_spec(model, config: type) -> runner.Spec:

@@ -109,6 +109,8 @@ class Config:
       preset: '' or 'quick' (set by --quick: a smoke-sized run; summary.md's first line says so).
     """
 
+    SEQUENCES = ("scale",)  # (low, high) ranges, not sets of conditions: a value may repeat (cli.check_repeats)
+
     size: int = 32
     min_objects: int = 2
     max_objects: int = 4

@@ -562,7 +562,8 @@ def printed(cfg: Config, result: runner.Result, report: str) -> str:
     else:
         best = "best mean ARI: none (no setting without a non-finite run)"
     return (
-        f"{cfg.runs():,} runs in {t['sweep_s']:.1f} s; analysis in {t['analyse_s']:.1f} s\n"
+        f"{runner.work_line(cfg.runs(), 'runs', t['sweep_s'], result.data.get('kept_runs', 0))}; "
+        f"analysis in {t['analyse_s']:.1f} s\n"
         f"{best}{excluded}\n"
         f"Pareto front: {len(result.value['front'])} settings; see {os.path.join(result.data['out'], 'report.md')}"
     )

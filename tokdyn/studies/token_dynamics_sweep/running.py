@@ -192,6 +192,7 @@ def run(session: runner.Session, cfg: Config) -> runner.Result | None:
     and analyses the whole (:func:`analysis`); the other parts return None."""
     i, n = session.context["part"]
     out = session.out
+    since = time.time()
     seconds = session.timings["sweep_s"] = run_sweep(cfg, out, progress=not session.quiet, part=(i, n))
     if n > 1:
         if i != 0:
@@ -201,4 +202,5 @@ def run(session: runner.Session, cfg: Config) -> runner.Result | None:
     with session.timed("analyse"):
         result = analysis(out, cfg, seconds=seconds)
     session.timings["n_runs"] = cfg.runs()
-    return dataclasses.replace(result, data=dict(result.data, timings=session.timings, out=out))
+    kept = sum(sweep.runs_kept_before(group.dir(out), since) for group in cfg.groups())  # read back, not run
+    return dataclasses.replace(result, data=dict(result.data, timings=session.timings, out=out, kept_runs=kept))

@@ -69,6 +69,8 @@ class Config:
       preset: '' or 'quick' (set by --quick: a smoke-sized run; summary.md's first line says so).
     """
 
+    SEQUENCES = ("scale", "speed")  # (low, high) ranges, not sets of conditions: a value may repeat (cli.check_repeats)
+
     size: int = 32
     frames: int = 16
     objects: int = 3

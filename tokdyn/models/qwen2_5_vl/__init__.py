@@ -1,0 +1,60 @@
+"""Qwen2.5-VL in JAX, from a Hugging Face checkpoint directory, equal to ``transformers``' implementation.
+
+``load(directory)`` reads ``config.json`` and the safetensors weights (no PyTorch, nothing downloaded) and
+returns a :class:`Model`; ``model(input_ids, pixel_values=None, image_grid_thw=None, attention_mask=None)``
+gives the logits (B, T, vocab) as ``Qwen2_5_VLForConditionalGeneration`` does, and ``model.generate(...)``
+new tokens. Underneath, :func:`apply` is a pure function of the parameter tree.
+
+Modules: :mod:`.config` (the configuration), :mod:`.params` (the parameter tree and the checkpoint's names),
+:mod:`.checkpoint` (reading the files), :mod:`.positions` (index arithmetic on the host), :mod:`.vision`
+(the vision tower), :mod:`.text` (the decoder), :mod:`.model` (the forward pass), :mod:`.generation`
+(decoding with a key/value cache), :mod:`.processor` (the image processor), :mod:`.chat` (the tokenizer and
+chat template). The blocks other families share are in :mod:`tokdyn.models.blocks`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokdyn.models.qwen2_5_vl import checkpoint, config, params, positions, text, vision
+from tokdyn.models.qwen2_5_vl.config import Config, TextConfig, VisionConfig
+from tokdyn.models.qwen2_5_vl.model import Model, apply
+
+__all__ = [
+    "Config",
+    "Model",
+    "TextConfig",
+    "VisionConfig",
+    "apply",
+    "checkpoint",
+    "config",
+    "load",
+    "params",
+    "positions",
+    "text",
+    "vision",
+]
+
+DTYPES = ("float32", "bfloat16", "float16")
+"""The dtypes ``load`` casts to."""
+
+
+def load(directory: str | Path, dtype=None, mesh=None) -> Model:
+    """The Qwen2.5-VL checkpoint in ``directory`` (Hugging Face layout) as a :class:`Model`.
+
+    ``dtype`` casts every weight (``"float32"``, ``"bfloat16"``, ``"float16"`` or the jnp dtype; default: the
+    dtype ``config.json`` states, else each tensor's own); ``mesh`` (a ``jax.sharding.Mesh``) shards each
+    weight's largest axis over the mesh's first axis. Nothing is downloaded: a missing directory or file is
+    a FileNotFoundError that names the layout expected.
+    """
+    import jax.numpy as jnp
+
+    if dtype is not None:
+        name = jnp.dtype(dtype).name
+        if name not in DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not supported; expected one of {DTYPES}")
+        dtype = name
+    cfg = config.read(directory)
+    if dtype is None and cfg.dtype in DTYPES:
+        dtype = cfg.dtype
+    return Model(cfg, checkpoint.load_params(directory, cfg, dtype, mesh))

@@ -61,8 +61,222 @@ def check_against(model, ref):
     assert_logits_close(model(ref["image_ids"], pixels, grid), ref["image_logits"])
     mask = ref["batch_mask"].astype(bool)
     assert_logits_close(model(ref["batch_ids"], attention_mask=ref["batch_mask"]), ref["batch_logits"], mask)
+    mask = ref["mixed_mask"].astype(bool)
+    got = model(ref["mixed_ids"], ref["proc0_pixels"], ref["proc0_grid"], attention_mask=ref["mixed_mask"])
+    assert_logits_close(got, ref["mixed_logits"], mask)
 
 
 def test_logits_equal_transformers(model, ref):
-    """Text-only, two images with text, and a left-padded batch: logits equal the reference's in float32."""
+    """Two images with text, and a text batch with a left-padded row: logits equal the reference's in float32
+    (the text-only single prompt is checked by the full tier, ``test_all_references``)."""
+    pixels, grid = images(ref)
+    assert_logits_close(model(ref["image_ids"], pixels, grid), ref["image_logits"])
+    mask = ref["batch_mask"].astype(bool)
+    assert_logits_close(model(ref["batch_ids"], attention_mask=ref["batch_mask"]), ref["batch_logits"], mask)
+
+
+def test_mixed_batch_equals_transformers(model, ref):
+    """An image prompt beside a left-padded text prompt: positions per row (get_rope_index under the mask)."""
+    mask = ref["mixed_mask"].astype(bool)
+    got = model(ref["mixed_ids"], ref["proc0_pixels"], ref["proc0_grid"], attention_mask=ref["mixed_mask"])
+    assert_logits_close(got, ref["mixed_logits"], mask)
+
+
+def test_greedy_generation_equals_transformers(model, ref):
+    """Greedy decoding with the key/value cache gives transformers' tokens for a batch of an image prompt and a
+    left-padded text prompt (the other prompts: ``test_all_references``)."""
+    got = model.generate(
+        ref["mixed_ids"], ref["proc0_pixels"], ref["proc0_grid"], ref["mixed_mask"], max_new_tokens=8, eos_token_id=()
+    )
+    np.testing.assert_array_equal(got, ref["mixed_greedy"])
+
+
+@pytest.mark.full
+def test_all_references(model, ref):
+    """Every committed reference: the logits of each prompt and the greedy tokens of each."""
     check_against(model, ref)
+    pixels, grid = images(ref)
+    run = lambda *a, **kw: model.generate(*a, max_new_tokens=8, eos_token_id=(), **kw)
+    np.testing.assert_array_equal(run(ref["text_ids"]), ref["text_greedy"])
+    np.testing.assert_array_equal(run(ref["image_ids"], pixels, grid), ref["image_greedy"])
+    np.testing.assert_array_equal(run(ref["batch_ids"], attention_mask=ref["batch_mask"]), ref["batch_greedy"])
+
+
+def test_generation_stops_and_filters(model, ref):
+    """Sampling from the top 1 token is greedy; a stop token ends the row (padding after it); bad options are
+    refused before compiling."""
+    import jax
+
+    greedy = ref["text_greedy"][0]
+    stop = int(greedy[2])
+    key = jax.random.key(3)
+    got = model.generate(
+        ref["text_ids"], max_new_tokens=8, temperature=0.7, top_k=1, key=key, eos_token_id=stop, pad_token_id=0
+    )[0]
+    first = int(np.flatnonzero(greedy == stop)[0])
+    np.testing.assert_array_equal(got[: first + 1], greedy[: first + 1])
+    assert (got[first + 1 :] == 0).all()
+    with pytest.raises(ValueError, match="key"):
+        model.generate(ref["text_ids"], temperature=1.0)
+    with pytest.raises(ValueError, match="top_p"):
+        model.generate(ref["text_ids"], temperature=1.0, key=key, top_p=0.0)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        model.generate(ref["text_ids"], max_new_tokens=0)
+
+
+@pytest.mark.full
+def test_sampling_reproducible_and_filtered(model, ref):
+    """Sampling is reproducible from its key, differs across keys, and never leaves the top-k / nucleus."""
+    import jax
+
+    from tokdyn.models.qwen2_5_vl import generation
+
+    kw = dict(attention_mask=ref["batch_mask"], temperature=1.0, eos_token_id=(), max_new_tokens=16)
+    a = model.generate(ref["batch_ids"], key=jax.random.key(3), **kw)
+    b = model.generate(ref["batch_ids"], key=jax.random.key(3), **kw)
+    c = model.generate(ref["batch_ids"], key=jax.random.key(4), **kw)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    logits = jax.numpy.asarray(np.random.default_rng(0).normal(size=(3, 50)), "float32")
+    kept = np.isfinite(np.asarray(generation.filter_logits(logits, 5, None)))
+    assert (kept.sum(axis=1) == 5).all()
+    probs = np.asarray(jax.nn.softmax(logits))
+    kept = np.isfinite(np.asarray(generation.filter_logits(logits, None, 0.5)))
+    for row in range(3):
+        order = np.argsort(-probs[row])
+        n = int(kept[row].sum())
+        assert set(np.flatnonzero(kept[row])) == set(order[:n])  # the most likely tokens
+        assert probs[row, order[: n - 1]].sum() < 0.5 <= probs[row, order[:n]].sum()  # the smallest such set
+
+
+def test_bfloat16_close_to_float32_reference(ref):
+    """In bfloat16 the logits stay within bfloat16's rounding of the float32 reference (a few % of the scale)."""
+    model = qwen2_5_vl.load(FIXTURE, dtype="bfloat16")
+    assert model.dtype == np.dtype("bfloat16")
+    pixels, grid = images(ref)
+    got = np.asarray(model(ref["image_ids"], pixels, grid), np.float32)
+    want = ref["image_logits"]
+    assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
+    assert np.isfinite(got).all()
+
+
+def test_image_processor_equals_transformers(ref):
+    """Resize within the pixel bounds (one image up, one down), normalise, patchify: equal to transformers'."""
+    from tokdyn.models.qwen2_5_vl.processor import ImageProcessor
+
+    processor = ImageProcessor.read(FIXTURE)
+    for i in range(2):
+        got = processor(ref[f"proc{i}_image"])
+        np.testing.assert_array_equal(got["image_grid_thw"], ref[f"proc{i}_grid"])
+        np.testing.assert_allclose(got["pixel_values"], ref[f"proc{i}_pixels"], rtol=0, atol=1e-6)
+    both = processor([ref["proc0_image"], ref["proc1_image"]])
+    np.testing.assert_array_equal(both["pixel_values"], np.concatenate([ref["proc0_pixels"], ref["proc1_pixels"]]))
+
+
+def test_rope_index_rule():
+    """Text after an image continues from the image's start plus its larger merged side, per row."""
+    from tokdyn.models.qwen2_5_vl import positions
+
+    cfg = qwen2_5_vl.config.read(FIXTURE)
+    img = cfg.image_token_id
+    ids = np.array([[7, img, img, img, img, img, img, 8, 9]])
+    pos, nxt = positions.rope_index(cfg, ids, np.array([[1, 4, 6]]), np.ones_like(ids, bool))
+    np.testing.assert_array_equal(pos[0, 0], [0, 1, 1, 1, 1, 1, 1, 4, 5])  # time
+    np.testing.assert_array_equal(pos[1, 0], [0, 1, 1, 1, 2, 2, 2, 4, 5])  # rows (2 merged)
+    np.testing.assert_array_equal(pos[2, 0], [0, 1, 2, 3, 1, 2, 3, 4, 5])  # columns (3 merged)
+    assert nxt.tolist() == [6]
+
+
+def test_loader_errors(tmp_path):
+    """Missing directory, missing weights, a tensor of the wrong shape, a missing tensor: clear errors."""
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        qwen2_5_vl.load(tmp_path / "absent")
+    (tmp_path / "config.json").write_text((FIXTURE / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        qwen2_5_vl.load(tmp_path)
+    raw = json.loads((FIXTURE / "config.json").read_text())
+    raw["text_config"]["intermediate_size"] = 80
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    shutil.copy(FIXTURE / "model.safetensors", tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"model\.layers\.0\.mlp\.gate_proj\.weight.*\(96, 64\).*\(80, 64\)"):
+        qwen2_5_vl.load(tmp_path)
+    raw["text_config"]["num_hidden_layers"] = 3
+    raw["text_config"]["intermediate_size"] = 96
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match=r"lacks tensors.*model\.layers\.2"):
+        qwen2_5_vl.load(tmp_path)
+    with pytest.raises(ValueError, match="dtype"):
+        qwen2_5_vl.load(FIXTURE, dtype="int8")
+
+
+def test_sharded_and_published_layouts(tmp_path, ref):
+    """Shards with an index, and config.json in the published (flat) layout, load to the same logits."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    import ml_dtypes
+
+    with safe_open(str(FIXTURE / "model.safetensors"), framework="flax") as f:
+        tensors = {k: np.asarray(f.get_tensor(k)).astype(ml_dtypes.bfloat16) for k in f.keys()}
+    names = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, keys in shards.items():
+        save_file({k: tensors[k] for k in keys}, str(tmp_path / shard))
+    index = {"weight_map": {k: shard for shard, keys in shards.items() for k in keys}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    raw = json.loads((FIXTURE / "config.json").read_text())
+    flat = {**raw.pop("text_config"), **raw}
+    rope = flat.pop("rope_parameters")
+    flat["rope_scaling"] = {"type": "mrope", "mrope_section": rope["mrope_section"]}
+    flat["rope_theta"] = rope["rope_theta"]
+    (tmp_path / "config.json").write_text(json.dumps(flat))
+    model = qwen2_5_vl.load(tmp_path, dtype="float32")
+    assert model.config == qwen2_5_vl.config.read(FIXTURE)
+    assert_logits_close(model(ref["text_ids"]), ref["text_logits"])
+
+
+def test_input_errors(model, ref):
+    """Inputs that do not fit each other are refused before anything compiles, naming the argument."""
+    pixels, grid = images(ref)
+    with pytest.raises(ValueError, match="image tokens"):
+        model(ref["image_ids"][:, :10], pixels, grid)
+    with pytest.raises(ValueError, match="pixel_values"):
+        model(ref["image_ids"], pixels[:-1], grid)
+    with pytest.raises(ValueError, match="no pixel_values"):
+        model(ref["image_ids"])
+    with pytest.raises(ValueError, match="input_ids"):
+        model(np.array([[1, 500]]))
+    with pytest.raises(ValueError, match="attention_mask"):
+        model(ref["text_ids"], attention_mask=np.ones((1, 3)))
+
+
+@pytest.mark.full
+def test_regenerated_fixtures_equal(tmp_path):
+    """With torch and transformers installed: the fixtures remade from scratch, and tokdyn against them, and
+    the image processor over many image sizes against transformers'."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_qwen2_5_vl", FIXTURE.parent / "make_qwen2_5_vl.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    fresh = maker.make(tmp_path)
+    model = qwen2_5_vl.load(tmp_path, dtype="float32")
+    check_against(model, fresh)
+    pixels, grid = images(fresh)
+    got = model.generate(fresh["image_ids"], pixels, grid, max_new_tokens=8, eos_token_id=())
+    np.testing.assert_array_equal(got, fresh["image_greedy"])
+
+    from tokdyn.models.qwen2_5_vl.processor import ImageProcessor
+
+    theirs = maker.image_processor()
+    ours = ImageProcessor.read(tmp_path)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        h, w = rng.integers(8, 400, size=2)
+        image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        want = theirs(images=[image], return_tensors="np")
+        got = ours(image)
+        np.testing.assert_array_equal(got["image_grid_thw"], want["image_grid_thw"])
+        np.testing.assert_allclose(got["pixel_values"], want["pixel_values"], rtol=0, atol=1e-6)

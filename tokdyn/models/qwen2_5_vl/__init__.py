@@ -16,21 +16,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokdyn.models.qwen2_5_vl import checkpoint, config, params, positions, text, vision
+from tokdyn.models.qwen2_5_vl import checkpoint, config, generation, params, positions, processor, text, vision
 from tokdyn.models.qwen2_5_vl.config import Config, TextConfig, VisionConfig
 from tokdyn.models.qwen2_5_vl.model import Model, apply
+from tokdyn.models.qwen2_5_vl.processor import ImageProcessor
 
 __all__ = [
     "Config",
+    "ImageProcessor",
     "Model",
     "TextConfig",
     "VisionConfig",
     "apply",
     "checkpoint",
     "config",
+    "generation",
     "load",
     "params",
     "positions",
+    "processor",
     "text",
     "vision",
 ]

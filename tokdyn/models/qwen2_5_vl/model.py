@@ -44,6 +44,8 @@ def apply(
 
 
 _apply = jax.jit(apply, static_argnums=0)
+image_features_jit = jax.jit(image_features, static_argnums=0)
+""":func:`image_features`, compiled (per configuration and image grid)."""
 
 
 def check_inputs(cfg: Config, input_ids, pixel_values, image_grid_thw, attention_mask):

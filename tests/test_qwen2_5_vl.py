@@ -280,3 +280,21 @@ def test_regenerated_fixtures_equal(tmp_path):
         got = ours(image)
         np.testing.assert_array_equal(got["image_grid_thw"], want["image_grid_thw"])
         np.testing.assert_allclose(got["pixel_values"], want["pixel_values"], rtol=0, atol=1e-6)
+
+
+def test_chat_template_and_tokenizer_equal_transformers(ref):
+    """The checkpoint's chat template and tokenizer (tokenizers, jinja2) give transformers' text and token ids
+    for a user turn with an image, placeholders expanded per the image's grid; decoding drops the specials."""
+    pytest.importorskip("jinja2")
+    pytest.importorskip("tokenizers")
+    from tokdyn.models.qwen2_5_vl.chat import Chat
+
+    chat = Chat.load(FIXTURE)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the image?"}]}]
+    assert chat.render(messages) == str(ref["chat_text"])
+    inputs = chat.encode(messages, [ref["proc0_image"]])
+    np.testing.assert_array_equal(inputs["input_ids"], ref["chat_ids"])
+    np.testing.assert_array_equal(inputs["pixel_values"], ref["proc0_pixels"])
+    assert chat.decode(inputs["input_ids"][0]) == str(ref["chat_decoded"])
+    with pytest.raises(ValueError, match="placeholders"):
+        chat.encode(messages, [])

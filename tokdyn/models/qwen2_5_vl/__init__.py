@@ -16,18 +16,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokdyn.models.qwen2_5_vl import checkpoint, config, generation, params, positions, processor, text, vision
+from tokdyn.models.qwen2_5_vl import chat, checkpoint, config, generation, params, positions, processor, text, vision
+from tokdyn.models.qwen2_5_vl.chat import Chat
 from tokdyn.models.qwen2_5_vl.config import Config, TextConfig, VisionConfig
 from tokdyn.models.qwen2_5_vl.model import Model, apply
 from tokdyn.models.qwen2_5_vl.processor import ImageProcessor
 
 __all__ = [
+    "Chat",
     "Config",
     "ImageProcessor",
     "Model",
     "TextConfig",
     "VisionConfig",
     "apply",
+    "chat",
     "checkpoint",
     "config",
     "generation",

@@ -183,7 +183,8 @@ def from_dict(raw: dict) -> Config:
 
 
 def read(directory: str | Path) -> Config:
-    """The :class:`Config` of the checkpoint directory ``directory`` (its ``config.json``)."""
+    """The :class:`Config` of the checkpoint directory ``directory``: its ``config.json``, and the stop tokens of
+    its ``generation_config.json`` when it has one."""
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(
@@ -191,4 +192,10 @@ def read(directory: str | Path) -> Config:
             "holds config.json and model.safetensors (or model-0000i-of-0000n.safetensors with "
             "model.safetensors.index.json)"
         )
-    return from_dict(json.loads(path.read_text()))
+    cfg = from_dict(json.loads(path.read_text()))
+    generation = Path(directory) / "generation_config.json"
+    if generation.is_file():  # the stop tokens generation uses, where the checkpoint states them
+        eos = json.loads(generation.read_text()).get("eos_token_id")
+        if eos is not None:
+            cfg = dataclasses.replace(cfg, eos_token_id=tuple(eos) if isinstance(eos, list) else (int(eos),))
+    return cfg

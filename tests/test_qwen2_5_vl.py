@@ -298,3 +298,36 @@ def test_chat_template_and_tokenizer_equal_transformers(ref):
     assert chat.decode(inputs["input_ids"][0]) == str(ref["chat_decoded"])
     with pytest.raises(ValueError, match="placeholders"):
         chat.encode(messages, [])
+
+
+@pytest.mark.full
+def test_sharded_over_a_mesh_equals_reference():
+    """Loaded over a mesh of two (host) devices, the weights are split and the logits and greedy tokens are
+    unchanged (a child process, so that XLA starts with two devices)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import numpy as np, jax
+        from jax.sharding import Mesh
+        from tokdyn.models import qwen2_5_vl
+        assert len(jax.devices()) == 2
+        mesh = Mesh(np.array(jax.devices()), ("model",))
+        model = qwen2_5_vl.load({str(FIXTURE)!r}, dtype="float32", mesh=mesh)
+        assert len(model.params["text"]["embed"].sharding.device_set) == 2
+        ref = np.load({str(FIXTURE / "reference.npz")!r})
+        got = np.asarray(model(ref["mixed_ids"], ref["proc0_pixels"], ref["proc0_grid"], ref["mixed_mask"]))
+        mask = ref["mixed_mask"].astype(bool)
+        assert np.abs(got - ref["mixed_logits"])[mask].max() <= 1e-4 * np.abs(ref["mixed_logits"]).max()
+        tokens = model.generate(ref["mixed_ids"], ref["proc0_pixels"], ref["proc0_grid"], ref["mixed_mask"],
+                                max_new_tokens=8, eos_token_id=())
+        assert (tokens == ref["mixed_greedy"]).all(), tokens
+        print("ok")
+        """
+    )
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]

@@ -152,6 +152,10 @@ def from_dict(raw: dict) -> Config:
     for key, value in raw.items():  # the published layout keeps the text fields at the top level
         if key not in ("vision_config", "text_config"):
             text_raw.setdefault(key, value)
+    if text_raw.get("use_sliding_window"):
+        raise ValueError(
+            "config.json sets use_sliding_window: sliding-window attention in the decoder is not supported"
+        )
     vision_raw = dict(raw["vision_config"])
     vision = _pick(vision_raw, VisionConfig, {"spatial_patch_size": "patch_size"})
     if "patch_size" in vision_raw:

@@ -207,6 +207,11 @@ def test_loader_errors(tmp_path):
         qwen2_5_vl.load(tmp_path)
     with pytest.raises(ValueError, match="dtype"):
         qwen2_5_vl.load(FIXTURE, dtype="int8")
+    raw["text_config"]["num_hidden_layers"] = 2
+    raw["text_config"]["use_sliding_window"] = True
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ValueError, match="use_sliding_window"):
+        qwen2_5_vl.load(tmp_path)
 
 
 def test_sharded_and_published_layouts(tmp_path, ref):

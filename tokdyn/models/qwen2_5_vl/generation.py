@@ -80,7 +80,7 @@ def run(
     cache = [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(tc.num_hidden_layers)]
     valid = jnp.zeros((b, cache_len), bool).at[:, :t].set(mask)
     slots = jnp.arange(cache_len)
-    x = text.embed(p, input_ids, features, cfg.image_token_id)
+    x = text.embed(p, input_ids, features, cfg.image_token_id, mask)
     attend_mask = attention.causal_mask(jnp.broadcast_to(jnp.arange(t), (b, t)), slots, valid)
     x, cache = text.decode(tc, p, x, positions, attend_mask, cache, 0)
     logits = text.head(tc, p, x[:, -1])

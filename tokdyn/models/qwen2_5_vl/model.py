@@ -35,7 +35,7 @@ def apply(
     ``plan`` (from :func:`tokdyn.models.qwen2_5_vl.vision.plan`) scattered at the image tokens. Traceable:
     ``jit``, ``vmap`` and ``grad`` apply."""
     feats = None if pixel_values is None else image_features(cfg, params, pixel_values, plan)
-    x = text.embed(params["text"], input_ids, feats, cfg.image_token_id)
+    x = text.embed(params["text"], input_ids, feats, cfg.image_token_id, attention_mask)
     t = input_ids.shape[1]
     slots = jnp.arange(t)
     mask = attention.causal_mask(jnp.broadcast_to(slots, input_ids.shape), slots, attention_mask.astype(bool))

@@ -12,13 +12,21 @@ from tokdyn.models.blocks import attention, mlp, norm, rotary
 from tokdyn.models.qwen2_5_vl.config import TextConfig
 
 
-def embed(params: dict, input_ids: jax.Array, image_features: jax.Array | None, image_token_id: int) -> jax.Array:
+def embed(
+    params: dict,
+    input_ids: jax.Array,
+    image_features: jax.Array | None,
+    image_token_id: int,
+    mask: jax.Array | None = None,
+) -> jax.Array:
     """Token embeddings (B, T, hidden) with the rows of ``image_features`` (tokens, hidden), in order, in place
-    of the image tokens (row-major over the batch)."""
+    of the image tokens (row-major over the batch; with ``mask`` (B, T), only the unmasked ones)."""
     x = params["embed"][input_ids]
     if image_features is None:
         return x
     is_image = input_ids == image_token_id
+    if mask is not None:
+        is_image = is_image & mask.astype(bool)
     slot = jnp.cumsum(is_image.reshape(-1)).reshape(is_image.shape) - 1
     slot = jnp.clip(slot, 0, image_features.shape[0] - 1)
     return jnp.where(is_image[..., None], image_features.astype(x.dtype)[slot], x)

@@ -5,11 +5,20 @@ returns a :class:`Model`; ``model(input_ids, pixel_values=None, image_grid_thw=N
 gives the logits (B, T, vocab) as ``Qwen2_5_VLForConditionalGeneration`` does, and ``model.generate(...)``
 new tokens. Underneath, :func:`apply` is a pure function of the parameter tree.
 
-Modules: :mod:`.config` (the configuration), :mod:`.params` (the parameter tree and the checkpoint's names),
-:mod:`.checkpoint` (reading the files), :mod:`.positions` (index arithmetic on the host), :mod:`.vision`
-(the vision tower), :mod:`.text` (the decoder), :mod:`.model` (the forward pass), :mod:`.generation`
-(decoding with a key/value cache), :mod:`.processor` (the image processor), :mod:`.chat` (the tokenizer and
-chat template). The blocks other families share are in :mod:`tokdyn.models.blocks`.
+Modules (``tokdyn.models.qwen2_5_vl.*``):
+
+- :mod:`~tokdyn.models.qwen2_5_vl.config`      the configuration
+- :mod:`~tokdyn.models.qwen2_5_vl.params`      the parameter tree and the checkpoint's names
+- :mod:`~tokdyn.models.qwen2_5_vl.checkpoint`  reading the files
+- :mod:`~tokdyn.models.qwen2_5_vl.positions`   index arithmetic on the host
+- :mod:`~tokdyn.models.qwen2_5_vl.vision`      the vision tower
+- :mod:`~tokdyn.models.qwen2_5_vl.text`        the decoder
+- :mod:`~tokdyn.models.qwen2_5_vl.model`       the forward pass
+- :mod:`~tokdyn.models.qwen2_5_vl.generation`  decoding with a key/value cache
+- :mod:`~tokdyn.models.qwen2_5_vl.processor`   the image processor
+- :mod:`~tokdyn.models.qwen2_5_vl.chat`        the tokenizer and the chat template
+
+The blocks other families share are in :mod:`tokdyn.models.blocks`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A directory holds ``config.json`` and either ``model.safetensors`` or shards listed by
 ``model.safetensors.index.json``. Every tensor is read through the ``safetensors`` package (its Flax
-API, which keeps bfloat16), its name mapped to the parameter tree (:mod:`.params`), its shape and dtype
+API, which keeps bfloat16), its name mapped to the parameter tree (:mod:`~tokdyn.models.qwen2_5_vl.params`), its shape and dtype
 checked against the configuration before it is read, and it is placed on the devices (sharded over a
 ``Mesh`` when one is given).
 """

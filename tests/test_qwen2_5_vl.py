@@ -336,3 +336,50 @@ def test_sharded_over_a_mesh_equals_reference():
     env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]
+
+
+@pytest.mark.full
+def test_index_arithmetic_equals_transformers():
+    """Window order, window lengths, vision positions and the decoder's M-RoPE positions equal transformers'
+    functions over grids of several shapes (frames, uneven windows) and padded batches."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import vision_utils
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLModel
+
+    from tokdyn.models.qwen2_5_vl import positions
+
+    grids = np.array([[1, 4, 6], [2, 6, 4], [1, 10, 14], [1, 8, 8], [3, 2, 2]])
+    for window, patch in ((56, 14), (112, 14)):
+        want_index, want_cu = vision_utils.get_vision_window_index(torch.from_numpy(grids), 2, window, patch)
+        index, lengths = positions.window_order(grids, 2, window, patch)
+        np.testing.assert_array_equal(index, want_index.numpy())
+        np.testing.assert_array_equal(np.concatenate([[0], np.cumsum(lengths)]), want_cu.numpy())
+    want = vision_utils.get_vision_position_ids(torch.from_numpy(grids), 2)
+    np.testing.assert_array_equal(positions.vision_positions(grids, 2), want.numpy())
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_qwen2_5_vl", FIXTURE.parent / "make_qwen2_5_vl.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    cfg_t = maker.tiny_config()
+    holder = Qwen2_5_VLModel.__new__(Qwen2_5_VLModel)
+    holder.config = cfg_t
+    cfg = qwen2_5_vl.config.read(FIXTURE)
+    img = cfg.image_token_id
+    row0 = [0, 0, 5, 118] + [img] * 6 + [119, 7, 118] + [img] * 4 + [119, 9]
+    row1 = [3, 118] + [img] * 6 + [119, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+    ids = np.array([row0, row1])
+    mask = np.ones_like(ids, bool)
+    mask[0, :2] = False
+    grid = np.array([[1, 4, 6], [1, 4, 4], [1, 6, 4]])
+    want_pos, want_delta = holder.get_rope_index(
+        torch.from_numpy(ids),
+        mm_token_type_ids=torch.from_numpy((ids == img).astype(np.int32)),
+        image_grid_thw=torch.from_numpy(grid),
+        attention_mask=torch.from_numpy(mask.astype(np.int64)),
+    )
+    pos, nxt = positions.rope_index(cfg, ids, grid, mask)
+    np.testing.assert_array_equal(pos[:, mask], want_pos.numpy()[:, mask])
+    np.testing.assert_array_equal(nxt, want_delta.numpy()[:, 0] + mask.sum(axis=1))

@@ -63,11 +63,6 @@ def window_order(grid: np.ndarray, merge: int, window: int, patch: int) -> tuple
     return np.concatenate(index), np.asarray(lengths)
 
 
-def segments(lengths) -> np.ndarray:
-    """The segment id of each position of consecutive segments of ``lengths``."""
-    return np.repeat(np.arange(len(lengths)), lengths)
-
-
 def frame_lengths(grid: np.ndarray) -> np.ndarray:
     """Patches in each frame of each image: the segments full attention is taken over."""
     return np.repeat(grid[:, 1] * grid[:, 2], grid[:, 0])

@@ -22,22 +22,63 @@ NORM_EPS = 1e-6
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
+class Segments:
+    """Consecutive segments of a sequence laid out as padded rows, so attention within each segment costs
+    the square of its own length, not of the sequence's.
+
+    Attributes:
+        gather: (segments, longest) the sequence position of each slot (0 in padding slots).
+        valid: (segments, longest) whether a slot holds a position.
+        scatter: (positions,) each position's flat slot, ``segment * longest + offset``.
+    """
+
+    gather: jax.Array
+    valid: jax.Array
+    scatter: jax.Array
+
+
+def segments_of(lengths) -> Segments:
+    """The :class:`Segments` of consecutive segments of ``lengths`` (host-side)."""
+    lengths = np.asarray(lengths, np.int64)
+    longest = int(lengths.max())
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    offsets = np.arange(longest)
+    valid = offsets[None, :] < lengths[:, None]
+    gather = np.where(valid, starts[:, None] + offsets[None, :], 0)
+    scatter = np.flatnonzero(valid.reshape(-1))
+    return Segments(
+        gather=jnp.asarray(gather, jnp.int32),
+        valid=jnp.asarray(valid),
+        scatter=jnp.asarray(scatter, jnp.int32),
+    )
+
+
+def attend_within(q: jax.Array, k: jax.Array, v: jax.Array, seg: Segments) -> jax.Array:
+    """Attention of each position (N, heads, head_dim) over the positions of its own segment only."""
+    rows = lambda x: x[seg.gather]  # (segments, longest, heads, head_dim)
+    mask = seg.valid[:, None, :] & seg.valid[:, :, None]
+    out = attention.attend(rows(q), rows(k), rows(v), mask)
+    return out.reshape(-1, *out.shape[2:])[seg.scatter]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class Plan:
     """The vision tower's index arrays for one ``image_grid_thw``.
 
     Attributes:
         order: (patches,) the patches in window order (windows of merged tokens, 4 patches each kept together).
         restore: (tokens,) the merged tokens back from window order to ``pixel_values``' order.
-        positions: (patches,) x 2 rows and columns of the patches, in window order.
-        window_segment: (patches,) the window each patch (in window order) attends within.
-        full_segment: (patches,) the frame each patch (in window order) attends within in full-attention blocks.
+        positions: (patches, 2) rows and columns of the patches, in window order.
+        windows: the windows (in window order) the windowed blocks attend within.
+        frames: the frames (in window order, which keeps each frame together) full-attention blocks attend within.
     """
 
     order: jax.Array
     restore: jax.Array
     positions: jax.Array
-    window_segment: jax.Array
-    full_segment: jax.Array
+    windows: Segments
+    frames: Segments
 
 
 def plan(cfg: VisionConfig, grid) -> Plan:
@@ -48,26 +89,24 @@ def plan(cfg: VisionConfig, grid) -> Plan:
     window_index, lengths = positions.window_order(grid, merge, cfg.window_size, cfg.patch_size)
     order = (window_index[:, None] * unit + np.arange(unit)[None]).reshape(-1)
     pos = positions.vision_positions(grid, merge)[order]
-    full = positions.segments(positions.frame_lengths(grid))
-    # window order keeps every frame's patches together, so frame segments by position are unchanged
     return Plan(
         order=jnp.asarray(order, jnp.int32),
         restore=jnp.asarray(np.argsort(window_index), jnp.int32),
         positions=jnp.asarray(pos, jnp.int32),
-        window_segment=jnp.asarray(positions.segments(lengths), jnp.int32),
-        full_segment=jnp.asarray(full, jnp.int32),
+        windows=segments_of(lengths),
+        frames=segments_of(positions.frame_lengths(grid)),
     )
 
 
-def block(cfg: VisionConfig, p: dict, x: jax.Array, cos: jax.Array, sin: jax.Array, mask: jax.Array) -> jax.Array:
-    """One vision block over ``x`` (patches, hidden): attention within ``mask``'s segments, then the MLP."""
+def block(cfg: VisionConfig, p: dict, x: jax.Array, cos: jax.Array, sin: jax.Array, seg: Segments) -> jax.Array:
+    """One vision block over ``x`` (patches, hidden): attention within the segments ``seg``, then the MLP."""
     n = x.shape[0]
     h = norm.rms_norm(x, p["norm1"], NORM_EPS)
     qkv = mlp.linear(h, p["attn"]["qkv"]).reshape(n, 3, cfg.num_heads, cfg.head_dim)
     q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
     q = rotary.apply(q, cos, sin, float32=True)
     k = rotary.apply(k, cos, sin, float32=True)
-    out = attention.attend(q[None], k[None], v[None], mask[None])[0]
+    out = attend_within(q, k, v, seg)
     x = x + mlp.linear(out.reshape(n, -1), p["attn"]["proj"])
     return x + mlp.gated_mlp(norm.rms_norm(x, p["norm2"], NORM_EPS), p["mlp"], cfg.hidden_act)
 
@@ -80,11 +119,9 @@ def encode(cfg: VisionConfig, params: dict, pixel_values: jax.Array, plan_: Plan
     x = x[plan_.order]
     inv_freq = rotary.inverse_frequencies(cfg.head_dim // 2, cfg.rope_theta)
     cos, sin = rotary.axial_tables(plan_.positions, inv_freq)
-    window_mask = plan_.window_segment[:, None] == plan_.window_segment[None, :]
-    full_mask = plan_.full_segment[:, None] == plan_.full_segment[None, :]
     for i, p in enumerate(params["blocks"]):
-        mask = full_mask if i in cfg.fullatt_block_indexes else window_mask
-        x = block(cfg, p, x, cos, sin, mask)
+        seg = plan_.frames if i in cfg.fullatt_block_indexes else plan_.windows
+        x = block(cfg, p, x, cos, sin, seg)
     merger = params["merger"]
     x = norm.rms_norm(x, merger["norm"], NORM_EPS).reshape(-1, cfg.hidden_size * cfg.spatial_merge_size**2)
     x = mlp.linear(jax.nn.gelu(mlp.linear(x, merger["fc1"]), approximate=False), merger["fc2"])

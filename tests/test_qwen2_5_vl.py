@@ -69,6 +69,8 @@ def check_against(model, ref):
 def test_logits_equal_transformers(model, ref):
     """Two images with text, and a text batch with a left-padded row: logits equal the reference's in float32
     (the text-only single prompt is checked by the full tier, ``test_all_references``)."""
+    versions = json.loads(str(ref["versions"]))
+    assert set(versions) == {"transformers", "torch"}  # the fixtures record what made them
     pixels, grid = images(ref)
     assert_logits_close(model(ref["image_ids"], pixels, grid), ref["image_logits"])
     mask = ref["batch_mask"].astype(bool)
@@ -400,3 +402,99 @@ def test_docs_example_runs_on_the_tiny_checkpoint(tmp_path, capsys):
     code = code.replace("max_new_tokens=64", "max_new_tokens=4")
     exec(compile(code, "qwen2-5-vl.md", "exec"), {})
     assert capsys.readouterr().out.endswith("\n")  # the answer was printed (a random model's text may be empty)
+
+
+def published_config(size: str) -> dict:
+    """config.json of the published Qwen2.5-VL checkpoints (3B and 7B Instruct), in their flat layout."""
+    vision = {
+        "depth": 32,
+        "hidden_act": "silu",
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "in_chans": 3,
+        "out_hidden_size": 3584,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "spatial_patch_size": 14,
+        "window_size": 112,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+        "tokens_per_second": 2,
+        "temporal_patch_size": 2,
+    }
+    raw = {
+        "architectures": ["Qwen2_5_VLForConditionalGeneration"],
+        "model_type": "qwen2_5_vl",
+        "bos_token_id": 151643,
+        "eos_token_id": 151645,
+        "vision_start_token_id": 151652,
+        "vision_end_token_id": 151653,
+        "vision_token_id": 151654,
+        "image_token_id": 151655,
+        "video_token_id": 151656,
+        "hidden_act": "silu",
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "max_position_embeddings": 128000,
+        "max_window_layers": 28,
+        "num_attention_heads": 28,
+        "num_hidden_layers": 28,
+        "num_key_value_heads": 4,
+        "rms_norm_eps": 1e-06,
+        "rope_theta": 1000000.0,
+        "sliding_window": 32768,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "use_cache": True,
+        "use_sliding_window": False,
+        "vision_config": vision,
+        "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+        "vocab_size": 152064,
+    }
+    if size == "3B":
+        raw.update(
+            hidden_size=2048,
+            intermediate_size=11008,
+            num_attention_heads=16,
+            num_hidden_layers=36,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+            vocab_size=151936,
+        )
+        vision["out_hidden_size"] = 2048
+    return raw
+
+
+def test_published_configs_parse():
+    """The published 7B and 3B configurations parse to their structure (the 3B ties its output head)."""
+    seven = qwen2_5_vl.config.from_dict(published_config("7B"))
+    assert (seven.text.num_hidden_layers, seven.text.num_key_value_heads, seven.text.head_dim) == (28, 4, 128)
+    assert seven.text.mrope_section == (16, 24, 24) and seven.text.rope_theta == 1e6
+    assert seven.vision.fullatt_block_indexes == (7, 15, 23, 31) and seven.vision.patch_dim == 1176
+    assert seven.dtype == "bfloat16" and seven.eos_token_id == (151645,)
+    three = qwen2_5_vl.config.from_dict(published_config("3B"))
+    assert three.text.tie_word_embeddings and three.vision.out_hidden_size == 2048
+    names = {e.name for e in qwen2_5_vl.params.layout(three)}
+    assert "lm_head.weight" not in names and "model.embed_tokens.weight" in names
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("size", ["3B", "7B"])
+def test_layout_matches_transformers_state_dict(size):
+    """Every tensor name and shape the loader expects for the published configurations is exactly the
+    state dict of transformers' model built from the same config.json (on the meta device, no memory)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    raw = published_config(size)
+    with torch.device("meta"):
+        reference = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**raw))
+    theirs = {qwen2_5_vl.params.canonical(k): tuple(v.shape) for k, v in reference.state_dict().items()}
+    cfg = qwen2_5_vl.config.from_dict(raw)
+    if cfg.text.tie_word_embeddings:
+        theirs.pop("lm_head.weight")
+    ours = {e.name: e.shape for e in qwen2_5_vl.params.layout(cfg)}
+    assert ours == theirs
+    n = sum(int(np.prod(s)) for s in ours.values())
+    print(f"Qwen2.5-VL-{size}: {n:,} parameters")

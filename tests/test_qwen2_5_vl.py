@@ -498,3 +498,47 @@ def test_layout_matches_transformers_state_dict(size):
     assert ours == theirs
     n = sum(int(np.prod(s)) for s in ours.values())
     print(f"Qwen2.5-VL-{size}: {n:,} parameters")
+
+
+@pytest.mark.full
+def test_larger_image_and_windows_equal_transformers(tmp_path):
+    """A configuration with the published patch, window and merge sizes (windows of 4 x 4 merged tokens,
+    full attention in two of four vision blocks) on a 250 x 330 image (a 9 x 12 merged grid, clipped
+    windows) and on a second, smaller image in the same prompt: logits equal transformers' in float32."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from tokdyn.models.qwen2_5_vl.processor import ImageProcessor
+
+    torch.manual_seed(1)
+    vision = dict(depth=4, hidden_size=64, intermediate_size=96, num_heads=4, out_hidden_size=96)
+    vision.update(window_size=112, fullatt_block_indexes=[1, 3])
+    text = dict(vocab_size=256, hidden_size=96, intermediate_size=160, num_hidden_layers=2)
+    text.update(num_attention_heads=6, num_key_value_heads=2)
+    text["rope_parameters"] = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e6}
+    ids = dict(image_token_id=250, video_token_id=251, vision_start_token_id=252, vision_end_token_id=253)
+    reference = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids))
+    with torch.no_grad():
+        for name, p in reference.named_parameters():
+            if "norm" in name or "ln_q" in name:
+                p.normal_(1.0, 0.1)
+            else:
+                p.normal_(0.0, 0.12 if p.ndim >= 2 else 0.05)
+    reference.eval().save_pretrained(tmp_path)
+    rng = np.random.default_rng(1)
+    pictures = [rng.integers(0, 256, (250, 330, 3), dtype=np.uint8), rng.integers(0, 256, (90, 60, 3), np.uint8)]
+    inputs = ImageProcessor()(pictures)
+    counts = [int(g.prod()) // 4 for g in inputs["image_grid_thw"]]
+    assert counts[0] == 9 * 12
+    prompt = [1, 252] + [250] * counts[0] + [253, 7, 8, 252] + [250] * counts[1] + [253, 9, 10, 11]
+    input_ids = np.array([prompt])
+    with torch.no_grad():
+        want = reference(
+            input_ids=torch.from_numpy(input_ids),
+            pixel_values=torch.from_numpy(inputs["pixel_values"]),
+            image_grid_thw=torch.from_numpy(inputs["image_grid_thw"]),
+            mm_token_type_ids=torch.from_numpy((input_ids == 250).astype(np.int32)),
+        ).logits.numpy()
+    model = qwen2_5_vl.load(tmp_path, dtype="float32")
+    assert_logits_close(model(input_ids, inputs["pixel_values"], inputs["image_grid_thw"]), want)

@@ -102,6 +102,11 @@ def load_params(directory: str | Path, cfg: Config, dtype=None, mesh=None) -> di
             f"checkpoint {str(directory)!r} lacks tensors: {missing[:5]}{' ...' if len(missing) > 5 else ''}"
         )
     originals = {params_lib.canonical(name): name for name in files(directory)}
+
+    def place(value):
+        sharding = sharding_for(value.shape, mesh)
+        return jax.device_put(value, sharding) if sharding is not None else jnp.asarray(value)
+
     tree: dict = {}
     by_file: dict[Path, list] = {}
     for e in entries:
@@ -123,7 +128,7 @@ def load_params(directory: str | Path, cfg: Config, dtype=None, mesh=None) -> di
                     )
                 value = f.get_tensor(name)
                 value = params_lib.to_tree(e, value).astype(dtype or FLOAT_DTYPES[stored])
-                sharding = sharding_for(value.shape, mesh)
-                value = jax.device_put(value, sharding) if sharding is not None else jnp.asarray(value)
+                if e.path[:2] != ("text", "layers"):  # the decoder's layers are placed once stacked
+                    value = place(value)
                 params_lib.insert(tree, e.path, value)
-    return tree
+    return params_lib.stack_layers(tree, place)

@@ -76,8 +76,8 @@ def run(
     tc, p = cfg.text, params["text"]
     b, t = input_ids.shape
     dtype = p["embed"].dtype
-    shape = (b, cache_len, tc.num_key_value_heads, tc.head_dim)
-    cache = [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(tc.num_hidden_layers)]
+    shape = (tc.num_hidden_layers, b, cache_len, tc.num_key_value_heads, tc.head_dim)
+    cache = (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
     valid = jnp.zeros((b, cache_len), bool).at[:, :t].set(mask)
     slots = jnp.arange(cache_len)
     x = text.embed(p, input_ids, features, cfg.image_token_id, mask)

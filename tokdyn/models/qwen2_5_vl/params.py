@@ -4,8 +4,12 @@ The tree (``params``) is plain nested dicts and lists of arrays::
 
     {"vision": {"patch_embed": {"kernel"}, "blocks": [{"norm1", "norm2", "attn": {"qkv", "proj"},
                 "mlp": {"gate", "up", "down"}}, ...], "merger": {"norm", "fc1", "fc2"}},
-     "text": {"embed", "layers": [{"input_norm", "post_norm", "attn": {"q", "k", "v", "o"},
-              "mlp": {"gate", "up", "down"}}, ...], "norm", "lm_head": {"kernel"}}}
+     "text": {"embed", "layers": {"input_norm", "post_norm", "attn": {"q", "k", "v", "o"},
+              "mlp": {"gate", "up", "down"}}, "norm", "lm_head": {"kernel"}}}
+
+The decoder's layers are stacked: every array of ``text.layers`` has a leading axis of length
+``num_hidden_layers`` (the decoder scans over it, so a model compiles one layer, not all of them); the vision
+blocks, whose attention differs from block to block, are a list.
 
 Linear layers hold ``{"kernel": (in, out), "bias": (out,)}`` (the checkpoint's ``weight`` transposed); the
 3D patch embedding's convolution (stride = kernel) is the linear layer it equals, over ``pixel_values``' rows.
@@ -132,6 +136,30 @@ def insert(tree: dict, path: tuple, value) -> None:
     node[path[-1]] = value
 
 
+def stack_layers(tree: dict, place=None) -> dict:
+    """``tree`` with its list of decoder layers (as :func:`insert` builds it from the checkpoint's tensors)
+    stacked into one layer whose arrays have a leading layer axis, one array at a time (so the copies held
+    at once are one array's); ``place`` (optional) puts each stacked array where it goes."""
+    layers = tree["text"]["layers"]
+    if not isinstance(layers, list):
+        return tree
+    flat = [jax.tree_util.tree_flatten(layer) for layer in layers]
+    treedef = flat[0][1]
+    columns = [leaves for leaves, _ in flat]
+    del flat, layers
+    tree["text"]["layers"] = None
+    stacked = []
+    for j in range(len(columns[0])):
+        column = [row[j] for row in columns]
+        for row in columns:
+            row[j] = None
+        value = jnp.stack(column)
+        del column
+        stacked.append(value if place is None else place(value))
+    tree["text"]["layers"] = jax.tree_util.tree_unflatten(treedef, stacked)
+    return tree
+
+
 def init(key: jax.Array, cfg: Config, dtype=jnp.float32, scale: float = 0.02) -> dict:
     """Random parameters of ``cfg`` (normal weights of standard deviation ``scale``, norms at one): for tests and
     benchmarks at sizes no checkpoint is at hand for."""
@@ -146,7 +174,7 @@ def init(key: jax.Array, cfg: Config, dtype=jnp.float32, scale: float = 0.02) ->
         else:
             value = (scale * jax.random.normal(k, entry.shape, jnp.float32)).astype(dtype)
         insert(tree, entry.path, to_tree(entry, value))
-    return tree
+    return stack_layers(tree)
 
 
 def count(params) -> int:

@@ -84,15 +84,18 @@ def decode(
     x: jax.Array,
     positions: jax.Array,
     mask: jax.Array,
-    cache: list | None = None,
+    cache: tuple[jax.Array, jax.Array] | None = None,
     start: jax.Array | int = 0,
 ):
     """The decoder over embeddings ``x`` (B, T, hidden) at (3, B, T) ``positions`` under ``mask``: the hidden
-    states after the last layer (before the final norm) and the updated cache (None without one)."""
+    states after the last layer (before the final norm) and the updated cache (None without one).
+
+    The layers are scanned (``params["layers"]`` stacked along a leading layer axis); ``cache`` is (keys,
+    values), each (layers, B, L, kv_heads, head_dim)."""
     cos, sin = rope_tables(cfg, positions)
-    new_cache = [] if cache is not None else None
-    for i, p in enumerate(params["layers"]):
-        x, c = layer(cfg, p, x, cos, sin, mask, None if cache is None else cache[i], start)
-        if cache is not None:
-            new_cache.append(c)
-    return x, new_cache
+
+    def step(x, layer_and_cache):
+        p, c = layer_and_cache
+        return layer(cfg, p, x, cos, sin, mask, c, start)
+
+    return jax.lax.scan(step, x, (params["layers"], cache))

@@ -15,6 +15,7 @@ tokdyn's times exclude compiling (the first calls, compile included, are reporte
 before the clock stops. Usage::
 
     python benchmarks/bench_qwen2_5_vl.py [--configs tiny small] [--prompt 128] [--new 32] [--batch 1] [--repeats 5]
+        [--torch-threads N]
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ parser.add_argument("--new", type=int, default=32)
 parser.add_argument("--batch", type=int, default=1)
 parser.add_argument("--repeats", type=int, default=5)
 parser.add_argument("--jsonl", default=None, help="append each row as JSON to this file")
+parser.add_argument("--torch-threads", type=int, default=None, help="PyTorch's intra-op threads (default: its own)")
 args = parser.parse_args()
 
 
@@ -103,6 +105,8 @@ def main():
     from tokdyn.models import qwen2_5_vl
 
     torch.manual_seed(0)
+    if args.torch_threads is not None:
+        torch.set_num_threads(args.torch_threads)
     print(
         f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
         f"torch threads={torch.get_num_threads()}"

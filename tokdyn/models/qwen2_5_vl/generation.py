@@ -1,8 +1,9 @@
 """Decoding with a key/value cache: greedy or sampled, batched over left-padded prompts.
 
-The prompts are left-padded to a length bucket (a multiple of ``bucket``) and the cache sized to a bucket
-too, so one compiled program (prefill, then a ``fori_loop`` of decode steps) serves every prompt whose
-padded length and number of image tokens fall in the same bucket. Each row's positions continue from its
+The prompts are left-padded to a length bucket (a multiple of ``bucket``), the image features padded to
+one, and the cache sized to one too, so one compiled program (prefill, then a ``fori_loop`` of decode
+steps) serves every prompt whose padded length and number of image tokens fall in the same buckets (the
+vision tower itself compiles once per image grid). Each row's positions continue from its
 own prompt (after its images, by the M-RoPE rule); a row that has emitted a stop token emits ``pad_token_id``
 from then on.
 """
@@ -167,6 +168,8 @@ def generate(
     if grid is not None:
         plan = vision.plan(cfg.vision, grid)
         features = model_lib.image_features_jit(cfg, model.params, jnp.asarray(pixel_values, jnp.float32), plan)
+        rows = round_up(features.shape[0], bucket)  # padded, so prompts of other image sizes share the program
+        features = jnp.pad(features, ((0, rows - features.shape[0]), (0, 0)))
     stops = cfg.eos_token_id if eos_token_id is None else eos_token_id
     stops = (stops,) if isinstance(stops, int) else tuple(stops)
     stop = jnp.asarray(stops, jnp.int32) if stops else None

@@ -128,7 +128,7 @@ def load_params(directory: str | Path, cfg: Config, dtype=None, mesh=None) -> di
                     )
                 value = f.get_tensor(name)
                 value = params_lib.to_tree(e, value).astype(dtype or FLOAT_DTYPES[stored])
-                if e.path[:2] != ("text", "layers"):  # the decoder's layers are placed once stacked
+                if e.path[:2] not in (("text", "layers"), ("vision", "blocks")):  # these are placed once stacked
                     value = place(value)
                 params_lib.insert(tree, e.path, value)
-    return params_lib.stack_layers(tree, place)
+    return params_lib.stack_layers(tree, cfg, place)

@@ -3,13 +3,14 @@
 The tree (``params``) is plain nested dicts and lists of arrays::
 
     {"vision": {"patch_embed": {"kernel"}, "blocks": [{"norm1", "norm2", "attn": {"qkv", "proj"},
-                "mlp": {"gate", "up", "down"}}, ...], "merger": {"norm", "fc1", "fc2"}},
+                "mlp": {"gate", "up", "down"}}, ...runs], "merger": {"norm", "fc1", "fc2"}},
      "text": {"embed", "layers": {"input_norm", "post_norm", "attn": {"q", "k", "v", "o"},
               "mlp": {"gate", "up", "down"}}, "norm", "lm_head": {"kernel"}}}
 
 The decoder's layers are stacked: every array of ``text.layers`` has a leading axis of length
-``num_hidden_layers`` (the decoder scans over it, so a model compiles one layer, not all of them); the vision
-blocks, whose attention differs from block to block, are a list.
+``num_hidden_layers`` (the decoder scans over it, so a model compiles one layer, not all of them). The vision
+blocks are a list of runs (:func:`block_runs`): consecutive blocks of the same attention (windowed, or full)
+stacked along a leading axis, each run scanned.
 
 Linear layers hold ``{"kernel": (in, out), "bias": (out,)}`` (the checkpoint's ``weight`` transposed); the
 3D patch embedding's convolution (stride = kernel) is the linear layer it equals, over ``pixel_values``' rows.
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn.models.qwen2_5_vl.config import Config
+from tokdyn.models.qwen2_5_vl.config import Config, VisionConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,18 +137,27 @@ def insert(tree: dict, path: tuple, value) -> None:
     node[path[-1]] = value
 
 
-def stack_layers(tree: dict, place=None) -> dict:
-    """``tree`` with its list of decoder layers (as :func:`insert` builds it from the checkpoint's tensors)
-    stacked into one layer whose arrays have a leading layer axis, one array at a time (so the copies held
-    at once are one array's); ``place`` (optional) puts each stacked array where it goes."""
-    layers = tree["text"]["layers"]
-    if not isinstance(layers, list):
-        return tree
-    flat = [jax.tree_util.tree_flatten(layer) for layer in layers]
+def block_runs(vision: VisionConfig) -> list[tuple[bool, int]]:
+    """The vision blocks as runs of consecutive blocks of the same attention: ``(full attention?, length)``."""
+    runs: list[tuple[bool, int]] = []
+    for i in range(vision.depth):
+        full = i in vision.fullatt_block_indexes
+        if runs and runs[-1][0] == full:
+            runs[-1] = (full, runs[-1][1] + 1)
+        else:
+            runs.append((full, 1))
+    return runs
+
+
+def stack(items: list, place=None):
+    """The trees ``items`` (of one structure) as one tree whose arrays have a leading axis, built one array
+    at a time and the items' arrays dropped as it goes (so the copies held at once are one array's);
+    ``place`` (optional) puts each stacked array where it goes."""
+    flat = [jax.tree_util.tree_flatten(item) for item in items]
     treedef = flat[0][1]
     columns = [leaves for leaves, _ in flat]
-    del flat, layers
-    tree["text"]["layers"] = None
+    del flat
+    items.clear()
     stacked = []
     for j in range(len(columns[0])):
         column = [row[j] for row in columns]
@@ -156,7 +166,22 @@ def stack_layers(tree: dict, place=None) -> dict:
         value = jnp.stack(column)
         del column
         stacked.append(value if place is None else place(value))
-    tree["text"]["layers"] = jax.tree_util.tree_unflatten(treedef, stacked)
+    return jax.tree_util.tree_unflatten(treedef, stacked)
+
+
+def stack_layers(tree: dict, cfg: Config, place=None) -> dict:
+    """``tree`` as :func:`insert` builds it from the checkpoint's tensors (a list of decoder layers, a list of
+    vision blocks) with the decoder's layers stacked into one and the vision blocks into runs
+    (:func:`block_runs`)."""
+    if isinstance(tree["text"]["layers"], list):
+        tree["text"]["layers"] = stack(tree["text"]["layers"], place)
+    blocks = tree["vision"]["blocks"]
+    if blocks and blocks[0]["norm1"].ndim == 1:  # one dict per block, not yet stacked
+        runs, start = [], 0
+        for _, length in block_runs(cfg.vision):
+            runs.append(stack(blocks[start : start + length], place))
+            start += length
+        tree["vision"]["blocks"] = runs
     return tree
 
 
@@ -174,7 +199,7 @@ def init(key: jax.Array, cfg: Config, dtype=jnp.float32, scale: float = 0.02) ->
         else:
             value = (scale * jax.random.normal(k, entry.shape, jnp.float32)).astype(dtype)
         insert(tree, entry.path, to_tree(entry, value))
-    return stack_layers(tree)
+    return stack_layers(tree, cfg)
 
 
 def count(params) -> int:

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn.models.blocks import attention, mlp, norm, rotary
+from tokdyn.models.qwen2_5_vl import params as params_lib
 from tokdyn.models.qwen2_5_vl import positions
 from tokdyn.models.qwen2_5_vl.config import VisionConfig
 
@@ -119,9 +120,9 @@ def encode(cfg: VisionConfig, params: dict, pixel_values: jax.Array, plan_: Plan
     x = x[plan_.order]
     inv_freq = rotary.inverse_frequencies(cfg.head_dim // 2, cfg.rope_theta)
     cos, sin = rotary.axial_tables(plan_.positions, inv_freq)
-    for i, p in enumerate(params["blocks"]):
-        seg = plan_.frames if i in cfg.fullatt_block_indexes else plan_.windows
-        x = block(cfg, p, x, cos, sin, seg)
+    for (full, _), run in zip(params_lib.block_runs(cfg), params["blocks"]):
+        seg = plan_.frames if full else plan_.windows
+        x, _ = jax.lax.scan(lambda x, p: (block(cfg, p, x, cos, sin, seg), None), x, run)
     merger = params["merger"]
     x = norm.rms_norm(x, merger["norm"], NORM_EPS).reshape(-1, cfg.hidden_size * cfg.spatial_merge_size**2)
     x = mlp.linear(jax.nn.gelu(mlp.linear(x, merger["fc1"]), approximate=False), merger["fc2"])

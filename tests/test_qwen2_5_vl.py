@@ -542,3 +542,51 @@ def test_larger_image_and_windows_equal_transformers(tmp_path):
         ).logits.numpy()
     model = qwen2_5_vl.load(tmp_path, dtype="float32")
     assert_logits_close(model(input_ids, inputs["pixel_values"], inputs["image_grid_thw"]), want)
+
+
+@pytest.mark.full
+def test_gradients_equal_torch(model, ref):
+    """``jax.grad`` through the pure ``apply`` (images included) equals PyTorch's backward through
+    transformers' model, for a weight of the decoder, of a vision block and of the merger."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import jax
+    import jax.numpy as jnp
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from tokdyn.models.qwen2_5_vl import positions, vision
+
+    pixels, grid = images(ref)
+    ids = ref["image_ids"]
+    weights = np.linspace(-1.0, 1.0, ref["image_logits"].size).reshape(ref["image_logits"].shape)
+
+    theirs = Qwen2_5_VLForConditionalGeneration.from_pretrained(FIXTURE, dtype=torch.float32)
+    out = theirs(
+        input_ids=torch.from_numpy(ids),
+        pixel_values=torch.from_numpy(pixels),
+        image_grid_thw=torch.from_numpy(grid),
+        mm_token_type_ids=torch.from_numpy((ids == model.config.image_token_id).astype(np.int32)),
+    ).logits
+    (out * torch.from_numpy(weights).float()).sum().backward()
+    named = dict(theirs.named_parameters())
+
+    cfg = model.config
+    mask = np.ones_like(ids, bool)
+    pos, _ = positions.rope_index(cfg, ids, grid, mask)
+    plan = vision.plan(cfg.vision, grid)
+
+    def loss(params):
+        logits = qwen2_5_vl.apply(cfg, params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(pos), pixels, plan)
+        return jnp.sum(logits * weights)
+
+    grads = jax.jit(jax.grad(loss))(model.params)
+    pairs = [
+        (grads["text"]["layers"]["mlp"]["gate"]["kernel"][1], "model.language_model.layers.1.mlp.gate_proj.weight"),
+        (grads["vision"]["blocks"][0]["attn"]["qkv"]["kernel"][0], "model.visual.blocks.0.attn.qkv.weight"),
+        (grads["vision"]["merger"]["fc1"]["kernel"], "model.visual.merger.mlp.0.weight"),
+    ]
+    for ours, name in pairs:
+        want = named[name].grad.numpy().T
+        scale = np.abs(want).max()
+        assert scale > 0
+        assert np.abs(np.asarray(ours) - want).max() <= 1e-3 * scale, name

@@ -9,11 +9,15 @@
   and the token-level baselines
 - :mod:`tokdyn.models.latent`    the tiny multimodal latent reasoner: tasks, model (the ``apply``
   protocol), variants, losses, training, evaluation
+- :mod:`tokdyn.models.qwen2_5_vl` Qwen2.5-VL loaded from a Hugging Face checkpoint directory (no PyTorch),
+  equal to ``transformers``' implementation: logits, generation, image processor, chat template
+- :mod:`tokdyn.models.blocks`    the transformer blocks the language-model families share (RMSNorm, SwiGLU,
+  rotary positions, grouped-query attention)
 """
 
 import importlib
 
-__all__ = ["slots", "iodine", "savi", "vtae", "sequence", "latent"]
+__all__ = ["slots", "iodine", "savi", "vtae", "sequence", "latent", "qwen2_5_vl", "blocks"]
 
 
 def __getattr__(name):

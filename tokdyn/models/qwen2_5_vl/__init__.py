@@ -1,0 +1,76 @@
+"""Qwen2.5-VL in JAX, from a Hugging Face checkpoint directory, equal to ``transformers``' implementation.
+
+``load(directory)`` reads ``config.json`` and the safetensors weights (no PyTorch, nothing downloaded) and
+returns a :class:`Model`; ``model(input_ids, pixel_values=None, image_grid_thw=None, attention_mask=None)``
+gives the logits (B, T, vocab) as ``Qwen2_5_VLForConditionalGeneration`` does, and ``model.generate(...)``
+new tokens. Underneath, :func:`apply` is a pure function of the parameter tree.
+
+Modules (``tokdyn.models.qwen2_5_vl.*``):
+
+- :mod:`~tokdyn.models.qwen2_5_vl.config`      the configuration
+- :mod:`~tokdyn.models.qwen2_5_vl.params`      the parameter tree and the checkpoint's names
+- :mod:`~tokdyn.models.qwen2_5_vl.checkpoint`  reading the files
+- :mod:`~tokdyn.models.qwen2_5_vl.positions`   index arithmetic on the host
+- :mod:`~tokdyn.models.qwen2_5_vl.vision`      the vision tower
+- :mod:`~tokdyn.models.qwen2_5_vl.text`        the decoder
+- :mod:`~tokdyn.models.qwen2_5_vl.model`       the forward pass
+- :mod:`~tokdyn.models.qwen2_5_vl.generation`  decoding with a key/value cache
+- :mod:`~tokdyn.models.qwen2_5_vl.processor`   the image processor
+- :mod:`~tokdyn.models.qwen2_5_vl.chat`        the tokenizer and the chat template
+
+The blocks other families share are in :mod:`tokdyn.models.blocks`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokdyn.models.qwen2_5_vl import chat, checkpoint, config, generation, params, positions, processor, text, vision
+from tokdyn.models.qwen2_5_vl.chat import Chat
+from tokdyn.models.qwen2_5_vl.config import Config, TextConfig, VisionConfig
+from tokdyn.models.qwen2_5_vl.model import Model, apply
+from tokdyn.models.qwen2_5_vl.processor import ImageProcessor
+
+__all__ = [
+    "Chat",
+    "Config",
+    "ImageProcessor",
+    "Model",
+    "TextConfig",
+    "VisionConfig",
+    "apply",
+    "chat",
+    "checkpoint",
+    "config",
+    "generation",
+    "load",
+    "params",
+    "positions",
+    "processor",
+    "text",
+    "vision",
+]
+
+DTYPES = ("float32", "bfloat16", "float16")
+"""The dtypes ``load`` casts to."""
+
+
+def load(directory: str | Path, dtype=None, mesh=None) -> Model:
+    """The Qwen2.5-VL checkpoint in ``directory`` (Hugging Face layout) as a :class:`Model`.
+
+    ``dtype`` casts every weight (``"float32"``, ``"bfloat16"``, ``"float16"`` or the jnp dtype; default: the
+    dtype ``config.json`` states, else each tensor's own); ``mesh`` (a ``jax.sharding.Mesh``) shards each
+    weight's largest axis over the mesh's first axis. Nothing is downloaded: a missing directory or file is
+    a FileNotFoundError that names the layout expected.
+    """
+    import jax.numpy as jnp
+
+    if dtype is not None:
+        name = jnp.dtype(dtype).name
+        if name not in DTYPES:
+            raise ValueError(f"dtype={dtype!r} is not supported; expected one of {DTYPES}")
+        dtype = name
+    cfg = config.read(directory)
+    if dtype is None and cfg.dtype in DTYPES:
+        dtype = cfg.dtype
+    return Model(cfg, checkpoint.load_params(directory, cfg, dtype, mesh))

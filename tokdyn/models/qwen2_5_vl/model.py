@@ -1,0 +1,125 @@
+"""Qwen2.5-VL's forward pass as a pure function (:func:`apply`) and the :class:`Model` that holds a loaded
+checkpoint and takes the arguments ``Qwen2_5_VLForConditionalGeneration`` takes."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn.models.blocks import attention
+from tokdyn.models.qwen2_5_vl import positions as positions_lib
+from tokdyn.models.qwen2_5_vl import text, vision
+from tokdyn.models.qwen2_5_vl.config import Config
+
+
+def image_features(cfg: Config, params: dict, pixel_values: jax.Array, plan: vision.Plan) -> jax.Array:
+    """The vision tower's features (image tokens, hidden) of ``pixel_values`` under ``plan``."""
+    return vision.encode(cfg.vision, params["vision"], pixel_values, plan)
+
+
+def apply(
+    cfg: Config,
+    params: dict,
+    input_ids: jax.Array,
+    attention_mask: jax.Array,
+    positions: jax.Array,
+    pixel_values: jax.Array | None = None,
+    plan: vision.Plan | None = None,
+) -> jax.Array:
+    """Logits (B, T, vocab) of ``input_ids`` (B, T) under ``attention_mask`` (B, T) at (3, B, T) ``positions``
+    (from :func:`tokdyn.models.qwen2_5_vl.positions.rope_index`), with images' ``pixel_values`` encoded under
+    ``plan`` (from :func:`tokdyn.models.qwen2_5_vl.vision.plan`) scattered at the image tokens. Traceable:
+    ``jit``, ``vmap`` and ``grad`` apply."""
+    feats = None if pixel_values is None else image_features(cfg, params, pixel_values, plan)
+    x = text.embed(params["text"], input_ids, feats, cfg.image_token_id, attention_mask)
+    t = input_ids.shape[1]
+    slots = jnp.arange(t)
+    mask = attention.causal_mask(jnp.broadcast_to(slots, input_ids.shape), slots, attention_mask.astype(bool))
+    x, _ = text.decode(cfg.text, params["text"], x, positions, mask)
+    return text.head(cfg.text, params["text"], x)
+
+
+_apply = jax.jit(apply, static_argnums=0)
+image_features_jit = jax.jit(image_features, static_argnums=0)
+""":func:`image_features`, compiled (per configuration and image grid)."""
+
+
+def check_inputs(cfg: Config, input_ids, pixel_values, image_grid_thw, attention_mask):
+    """The inputs as NumPy arrays, checked: ValueError naming the argument when one is malformed."""
+    ids = np.asarray(input_ids)
+    if ids.ndim == 1:
+        ids = ids[None]
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"input_ids must be a (batch, length) integer array, got shape {ids.shape} {ids.dtype}")
+    if ids.size and (ids.min() < 0 or ids.max() >= cfg.text.vocab_size):
+        raise ValueError(f"input_ids must lie in [0, {cfg.text.vocab_size}), got [{ids.min()}, {ids.max()}]")
+    mask = np.ones(ids.shape, bool) if attention_mask is None else np.asarray(attention_mask)
+    if mask.ndim == 1:
+        mask = mask[None]
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask has shape {mask.shape}; input_ids has {ids.shape}")
+    mask = mask.astype(bool)
+    n_image = int(((ids == cfg.image_token_id) & mask).sum())
+    if (pixel_values is None) != (image_grid_thw is None):
+        raise ValueError("pixel_values and image_grid_thw go together: give both or neither")
+    grid = None
+    if pixel_values is not None:
+        grid = positions_lib.check_grid(image_grid_thw, cfg.vision.spatial_merge_size)
+        shape = tuple(np.shape(pixel_values))
+        patches = int(grid.prod(axis=1).sum())
+        if shape != (patches, cfg.vision.patch_dim):
+            raise ValueError(
+                f"pixel_values has shape {shape}; image_grid_thw={grid.tolist()} needs ({patches}, "
+                f"{cfg.vision.patch_dim})"
+            )
+        tokens = patches // cfg.vision.spatial_merge_size**2
+        if tokens != n_image:
+            raise ValueError(f"input_ids hold {n_image} image tokens; the images make {tokens} (image_grid_thw)")
+    elif n_image:
+        raise ValueError(f"input_ids hold {n_image} image tokens (id {cfg.image_token_id}) but no pixel_values")
+    return ids, mask, grid
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A Qwen2.5-VL checkpoint in memory: its configuration and parameter tree, called as
+    ``Qwen2_5_VLForConditionalGeneration`` is.
+
+    Attributes:
+        config: the model's structure.
+        params: the parameter tree (:mod:`tokdyn.models.qwen2_5_vl.params`), on the devices.
+    """
+
+    config: Config
+    params: dict
+
+    @property
+    def dtype(self):
+        """The parameters' dtype."""
+        return self.params["text"]["embed"].dtype
+
+    def __call__(self, input_ids, pixel_values=None, image_grid_thw=None, attention_mask=None) -> jax.Array:
+        """Logits (B, T, vocab) of ``input_ids`` (B, T), with the images of ``pixel_values`` (patches,
+        patch_dim) and ``image_grid_thw`` (images, 3) at the image tokens; ``attention_mask`` (B, T) marks real
+        tokens (padding anywhere). Positions follow ``transformers``' ``get_rope_index``."""
+        ids, mask, grid = check_inputs(self.config, input_ids, pixel_values, image_grid_thw, attention_mask)
+        pos, _ = positions_lib.rope_index(self.config, ids, grid, mask)
+        plan = None if grid is None else vision.plan(self.config.vision, grid)
+        pixels = None if pixel_values is None else jnp.asarray(np.asarray(pixel_values, np.float32))
+        return _apply(self.config, self.params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(pos), pixels, plan)
+
+    def generate(self, input_ids, pixel_values=None, image_grid_thw=None, attention_mask=None, **options):
+        """New tokens (B, max_new_tokens) after each prompt: :func:`tokdyn.models.qwen2_5_vl.generation.generate`
+        with this model's configuration and parameters."""
+        from tokdyn.models.qwen2_5_vl import generation
+
+        return generation.generate(self, input_ids, pixel_values, image_grid_thw, attention_mask, **options)
+
+    def with_dtype(self, dtype) -> Model:
+        """The same model with its parameters cast to ``dtype``."""
+        cast = functools.partial(jnp.asarray, dtype=dtype)
+        return Model(self.config, jax.tree_util.tree_map(cast, self.params))

@@ -1,0 +1,207 @@
+"""The parameters of Qwen2.5-VL: their tree, and how each maps to a tensor of a Hugging Face checkpoint.
+
+The tree (``params``) is plain nested dicts and lists of arrays::
+
+    {"vision": {"patch_embed": {"kernel"}, "blocks": [{"norm1", "norm2", "attn": {"qkv", "proj"},
+                "mlp": {"gate", "up", "down"}}, ...runs], "merger": {"norm", "fc1", "fc2"}},
+     "text": {"embed", "layers": {"input_norm", "post_norm", "attn": {"q", "k", "v", "o"},
+              "mlp": {"gate", "up", "down"}}, "norm", "lm_head": {"kernel"}}}
+
+The decoder's layers are stacked: every array of ``text.layers`` has a leading axis of length
+``num_hidden_layers`` (the decoder scans over it, so a model compiles one layer, not all of them). The vision
+blocks are a list of runs (:func:`block_runs`): consecutive blocks of the same attention (windowed, or full)
+stacked along a leading axis, each run scanned.
+
+Linear layers hold ``{"kernel": (in, out), "bias": (out,)}`` (the checkpoint's ``weight`` transposed); the
+3D patch embedding's convolution (stride = kernel) is the linear layer it equals, over ``pixel_values``' rows.
+:func:`layout` lists every tensor with its checkpoint name, its tree path and its shape on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn.models.qwen2_5_vl.config import Config, VisionConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One tensor of the checkpoint.
+
+    Attributes:
+        name: its name in the checkpoint (the published layout, ``model.layers.0...``, ``visual.blocks.0...``).
+        path: where it goes in the parameter tree (keys and list indices).
+        shape: its shape on disk.
+        kind: ``"linear"`` (transposed to (in, out)), ``"conv"`` (flattened to (in, out)) or ``"plain"``.
+    """
+
+    name: str
+    path: tuple
+    shape: tuple[int, ...]
+    kind: str = "plain"
+
+
+def _linear(name: str, path: tuple, n_in: int, n_out: int, bias: bool) -> Iterator[Entry]:
+    yield Entry(f"{name}.weight", (*path, "kernel"), (n_out, n_in), "linear")
+    if bias:
+        yield Entry(f"{name}.bias", (*path, "bias"), (n_out,))
+
+
+def layout(cfg: Config) -> list[Entry]:
+    """Every tensor a checkpoint of ``cfg`` holds (the output head only when its weights are not tied)."""
+    v, t = cfg.vision, cfg.text
+    out: list[Entry] = []
+    vp = v.patch_size
+    out.append(
+        Entry(
+            "visual.patch_embed.proj.weight",
+            ("vision", "patch_embed", "kernel"),
+            (v.hidden_size, v.in_channels, v.temporal_patch_size, vp, vp),
+            "conv",
+        )
+    )
+    for i in range(v.depth):
+        pre, path = f"visual.blocks.{i}", ("vision", "blocks", i)
+        out.append(Entry(f"{pre}.norm1.weight", (*path, "norm1"), (v.hidden_size,)))
+        out.append(Entry(f"{pre}.norm2.weight", (*path, "norm2"), (v.hidden_size,)))
+        out += _linear(f"{pre}.attn.qkv", (*path, "attn", "qkv"), v.hidden_size, 3 * v.hidden_size, True)
+        out += _linear(f"{pre}.attn.proj", (*path, "attn", "proj"), v.hidden_size, v.hidden_size, True)
+        for part in ("gate", "up"):
+            out += _linear(f"{pre}.mlp.{part}_proj", (*path, "mlp", part), v.hidden_size, v.intermediate_size, True)
+        out += _linear(f"{pre}.mlp.down_proj", (*path, "mlp", "down"), v.intermediate_size, v.hidden_size, True)
+    merged = v.hidden_size * v.spatial_merge_size**2
+    out.append(Entry("visual.merger.ln_q.weight", ("vision", "merger", "norm"), (v.hidden_size,)))
+    out += _linear("visual.merger.mlp.0", ("vision", "merger", "fc1"), merged, merged, True)
+    out += _linear("visual.merger.mlp.2", ("vision", "merger", "fc2"), merged, v.out_hidden_size, True)
+
+    d, hd = t.hidden_size, t.head_dim
+    out.append(Entry("model.embed_tokens.weight", ("text", "embed"), (t.vocab_size, d)))
+    for i in range(t.num_hidden_layers):
+        pre, path = f"model.layers.{i}", ("text", "layers", i)
+        out.append(Entry(f"{pre}.input_layernorm.weight", (*path, "input_norm"), (d,)))
+        out.append(Entry(f"{pre}.post_attention_layernorm.weight", (*path, "post_norm"), (d,)))
+        out += _linear(f"{pre}.self_attn.q_proj", (*path, "attn", "q"), d, t.num_attention_heads * hd, True)
+        out += _linear(f"{pre}.self_attn.k_proj", (*path, "attn", "k"), d, t.num_key_value_heads * hd, True)
+        out += _linear(f"{pre}.self_attn.v_proj", (*path, "attn", "v"), d, t.num_key_value_heads * hd, True)
+        out += _linear(f"{pre}.self_attn.o_proj", (*path, "attn", "o"), t.num_attention_heads * hd, d, False)
+        for part in ("gate", "up"):
+            out += _linear(f"{pre}.mlp.{part}_proj", (*path, "mlp", part), d, t.intermediate_size, False)
+        out += _linear(f"{pre}.mlp.down_proj", (*path, "mlp", "down"), t.intermediate_size, d, False)
+    out.append(Entry("model.norm.weight", ("text", "norm"), (d,)))
+    if not t.tie_word_embeddings:
+        out += _linear("lm_head", ("text", "lm_head"), d, t.vocab_size, False)
+    return out
+
+
+ALIASES = (("model.language_model.", "model."), ("model.visual.", "visual."))
+"""Prefixes of ``transformers``' in-memory names and the published names they stand for."""
+
+
+def canonical(name: str) -> str:
+    """The published checkpoint name of ``name`` (``model.language_model.x`` -> ``model.x``, ...)."""
+    for new, old in ALIASES:
+        if name.startswith(new):
+            return old + name[len(new) :]
+    return name
+
+
+def to_tree(entry: Entry, value):
+    """The checkpoint tensor ``value`` of ``entry`` in the layout of the parameter tree."""
+    if entry.kind == "linear":
+        return value.T
+    if entry.kind == "conv":
+        return value.reshape(value.shape[0], -1).T
+    return value
+
+
+def insert(tree: dict, path: tuple, value) -> None:
+    """Put ``value`` at ``path`` in the nested dict/list ``tree``, creating what is missing."""
+    node = tree
+    for key, nxt in zip(path[:-1], path[1:]):
+        if isinstance(node, list):
+            while len(node) <= key:
+                node.append(None)
+            if node[key] is None:
+                node[key] = [] if isinstance(nxt, int) else {}
+            node = node[key]
+        else:
+            node = node.setdefault(key, [] if isinstance(nxt, int) else {})
+    if isinstance(node, list):
+        while len(node) <= path[-1]:
+            node.append(None)
+    node[path[-1]] = value
+
+
+def block_runs(vision: VisionConfig) -> list[tuple[bool, int]]:
+    """The vision blocks as runs of consecutive blocks of the same attention: ``(full attention?, length)``."""
+    runs: list[tuple[bool, int]] = []
+    for i in range(vision.depth):
+        full = i in vision.fullatt_block_indexes
+        if runs and runs[-1][0] == full:
+            runs[-1] = (full, runs[-1][1] + 1)
+        else:
+            runs.append((full, 1))
+    return runs
+
+
+def stack(items: list, place=None):
+    """The trees ``items`` (of one structure) as one tree whose arrays have a leading axis, built one array
+    at a time and the items' arrays dropped as it goes (so the copies held at once are one array's);
+    ``place`` (optional) puts each stacked array where it goes."""
+    flat = [jax.tree_util.tree_flatten(item) for item in items]
+    treedef = flat[0][1]
+    columns = [leaves for leaves, _ in flat]
+    del flat
+    items.clear()
+    stacked = []
+    for j in range(len(columns[0])):
+        column = [row[j] for row in columns]
+        for row in columns:
+            row[j] = None
+        value = jnp.stack(column)
+        del column
+        stacked.append(value if place is None else place(value))
+    return jax.tree_util.tree_unflatten(treedef, stacked)
+
+
+def stack_layers(tree: dict, cfg: Config, place=None) -> dict:
+    """``tree`` as :func:`insert` builds it from the checkpoint's tensors (a list of decoder layers, a list of
+    vision blocks) with the decoder's layers stacked into one and the vision blocks into runs
+    (:func:`block_runs`)."""
+    if isinstance(tree["text"]["layers"], list):
+        tree["text"]["layers"] = stack(tree["text"]["layers"], place)
+    blocks = tree["vision"]["blocks"]
+    if blocks and blocks[0]["norm1"].ndim == 1:  # one dict per block, not yet stacked
+        runs, start = [], 0
+        for _, length in block_runs(cfg.vision):
+            runs.append(stack(blocks[start : start + length], place))
+            start += length
+        tree["vision"]["blocks"] = runs
+    return tree
+
+
+def init(key: jax.Array, cfg: Config, dtype=jnp.float32, scale: float = 0.02) -> dict:
+    """Random parameters of ``cfg`` (normal weights of standard deviation ``scale``, norms at one): for tests and
+    benchmarks at sizes no checkpoint is at hand for."""
+    tree: dict = {}
+    entries = layout(cfg)
+    keys = jax.random.split(key, len(entries))
+    for k, entry in zip(keys, entries):
+        if entry.name.endswith("norm.weight") or "layernorm" in entry.name or entry.name.endswith("norm1.weight"):
+            value = jnp.ones(entry.shape, dtype)
+        elif entry.name.endswith("norm2.weight") or entry.name.endswith("ln_q.weight"):
+            value = jnp.ones(entry.shape, dtype)
+        else:
+            value = (scale * jax.random.normal(k, entry.shape, jnp.float32)).astype(dtype)
+        insert(tree, entry.path, to_tree(entry, value))
+    return stack_layers(tree, cfg)
+
+
+def count(params) -> int:
+    """Number of scalars in a parameter tree."""
+    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,129 @@
+"""The Qwen2.5-VL vision tower as a pure function of its parameters: the 3D patch embedding, 2D rotary
+positions, blocks of windowed or full attention (RMSNorm, SwiGLU), and the merger of 2x2 patches.
+
+:func:`plan` does the index arithmetic on the host from ``image_grid_thw`` (it fixes the shapes);
+:func:`encode` is the traced part.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn.models.blocks import attention, mlp, norm, rotary
+from tokdyn.models.qwen2_5_vl import params as params_lib
+from tokdyn.models.qwen2_5_vl import positions
+from tokdyn.models.qwen2_5_vl.config import VisionConfig
+
+NORM_EPS = 1e-6
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Segments:
+    """Consecutive segments of a sequence laid out as padded rows, so attention within each segment costs
+    the square of its own length, not of the sequence's.
+
+    Attributes:
+        gather: (segments, longest) the sequence position of each slot (0 in padding slots).
+        valid: (segments, longest) whether a slot holds a position.
+        scatter: (positions,) each position's flat slot, ``segment * longest + offset``.
+    """
+
+    gather: jax.Array
+    valid: jax.Array
+    scatter: jax.Array
+
+
+def segments_of(lengths) -> Segments:
+    """The :class:`Segments` of consecutive segments of ``lengths`` (host-side)."""
+    lengths = np.asarray(lengths, np.int64)
+    longest = int(lengths.max())
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    offsets = np.arange(longest)
+    valid = offsets[None, :] < lengths[:, None]
+    gather = np.where(valid, starts[:, None] + offsets[None, :], 0)
+    scatter = np.flatnonzero(valid.reshape(-1))
+    return Segments(
+        gather=jnp.asarray(gather, jnp.int32),
+        valid=jnp.asarray(valid),
+        scatter=jnp.asarray(scatter, jnp.int32),
+    )
+
+
+def attend_within(q: jax.Array, k: jax.Array, v: jax.Array, seg: Segments) -> jax.Array:
+    """Attention of each position (N, heads, head_dim) over the positions of its own segment only."""
+    rows = lambda x: x[seg.gather]  # (segments, longest, heads, head_dim)
+    mask = seg.valid[:, None, :] & seg.valid[:, :, None]
+    out = attention.attend(rows(q), rows(k), rows(v), mask)
+    return out.reshape(-1, *out.shape[2:])[seg.scatter]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The vision tower's index arrays for one ``image_grid_thw``.
+
+    Attributes:
+        order: (patches,) the patches in window order (windows of merged tokens, 4 patches each kept together).
+        restore: (tokens,) the merged tokens back from window order to ``pixel_values``' order.
+        positions: (patches, 2) rows and columns of the patches, in window order.
+        windows: the windows (in window order) the windowed blocks attend within.
+        frames: the frames (in window order, which keeps each frame together) full-attention blocks attend within.
+    """
+
+    order: jax.Array
+    restore: jax.Array
+    positions: jax.Array
+    windows: Segments
+    frames: Segments
+
+
+def plan(cfg: VisionConfig, grid) -> Plan:
+    """The :class:`Plan` of ``grid`` (``image_grid_thw``), computed on the host."""
+    merge = cfg.spatial_merge_size
+    grid = positions.check_grid(grid, merge)
+    unit = merge * merge
+    window_index, lengths = positions.window_order(grid, merge, cfg.window_size, cfg.patch_size)
+    order = (window_index[:, None] * unit + np.arange(unit)[None]).reshape(-1)
+    pos = positions.vision_positions(grid, merge)[order]
+    return Plan(
+        order=jnp.asarray(order, jnp.int32),
+        restore=jnp.asarray(np.argsort(window_index), jnp.int32),
+        positions=jnp.asarray(pos, jnp.int32),
+        windows=segments_of(lengths),
+        frames=segments_of(positions.frame_lengths(grid)),
+    )
+
+
+def block(cfg: VisionConfig, p: dict, x: jax.Array, cos: jax.Array, sin: jax.Array, seg: Segments) -> jax.Array:
+    """One vision block over ``x`` (patches, hidden): attention within the segments ``seg``, then the MLP."""
+    n = x.shape[0]
+    h = norm.rms_norm(x, p["norm1"], NORM_EPS)
+    qkv = mlp.linear(h, p["attn"]["qkv"]).reshape(n, 3, cfg.num_heads, cfg.head_dim)
+    q, k, v = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+    q = rotary.apply(q, cos, sin, float32=True)
+    k = rotary.apply(k, cos, sin, float32=True)
+    out = attend_within(q, k, v, seg)
+    x = x + mlp.linear(out.reshape(n, -1), p["attn"]["proj"])
+    return x + mlp.gated_mlp(norm.rms_norm(x, p["norm2"], NORM_EPS), p["mlp"], cfg.hidden_act)
+
+
+def encode(cfg: VisionConfig, params: dict, pixel_values: jax.Array, plan_: Plan) -> jax.Array:
+    """Image features (tokens, out_hidden_size) of ``pixel_values`` (patches, patch_dim), in the order of the
+    image tokens they replace."""
+    dtype = params["patch_embed"]["kernel"].dtype
+    x = jnp.matmul(pixel_values.astype(dtype), params["patch_embed"]["kernel"])
+    x = x[plan_.order]
+    inv_freq = rotary.inverse_frequencies(cfg.head_dim // 2, cfg.rope_theta)
+    cos, sin = rotary.axial_tables(plan_.positions, inv_freq)
+    for (full, _), run in zip(params_lib.block_runs(cfg), params["blocks"]):
+        seg = plan_.frames if full else plan_.windows
+        x, _ = jax.lax.scan(lambda x, p: (block(cfg, p, x, cos, sin, seg), None), x, run)
+    merger = params["merger"]
+    x = norm.rms_norm(x, merger["norm"], NORM_EPS).reshape(-1, cfg.hidden_size * cfg.spatial_merge_size**2)
+    x = mlp.linear(jax.nn.gelu(mlp.linear(x, merger["fc1"]), approximate=False), merger["fc2"])
+    return x[plan_.restore]

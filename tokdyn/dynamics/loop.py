@@ -17,10 +17,11 @@ import jax.interpreters.ad
 import jax.interpreters.batching
 import jax.interpreters.mlir
 import jax.numpy as jnp
+import numpy as np
 
 from tokdyn import _checks
 from tokdyn.dynamics._common import as_float, callable_name, check_points, check_run_memory, check_some_valid, labels_t
-from tokdyn.dynamics.builtin import BUILTIN
+from tokdyn.dynamics.builtin import BUILTIN, BUILTIN_ORIGIN
 from tokdyn.dynamics.rule import Points, Rule
 
 
@@ -320,7 +321,21 @@ def _result(rule: Rule, points: Points, s: State, mask) -> Result:
     )
 
 
-@_checks.checked_jit(_check_run, static_argnames=("rule", "implicit"))
+def _trim_labels(result, n: int):
+    """``result`` (a :class:`Result` or :class:`Trajectory`) with its labels cut back to the ``n``
+    points of the call (on the host: an eager slice would compile one program a length)."""
+    return dataclasses.replace(result, labels=jnp.asarray(np.asarray(result.labels)[:n]))
+
+
+# Eager calls of the package's built-in rules on host points are padded to a few lengths (masked
+# out): one program a bucket. Other rules are called as they are (a rule of one's own may not
+# leave masked points out of everything it computes).
+_BUCKETS = _checks.Buckets(
+    points=("x",), mask="mask", when=lambda a: a["rule"] is BUILTIN or a["rule"] is BUILTIN_ORIGIN, trim=_trim_labels
+)
+
+
+@_checks.checked_jit(_check_run, static_argnames=("rule", "implicit"), buckets=_BUCKETS)
 def run(
     x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30, tol=1e-3, key=None, implicit: bool = False
 ) -> Result:
@@ -492,7 +507,7 @@ def _scan_steps(rule, points, tokens, hparams, n_steps: int, tol, key, record: b
     return s0, final, ys
 
 
-@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"))
+@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"), buckets=_BUCKETS)
 def run_fixed(
     x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3, key=None
 ) -> Result:
@@ -535,7 +550,7 @@ def run_fixed(
     return _result(rule, points, s, mask)
 
 
-@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"))
+@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"), buckets=_BUCKETS)
 def trajectory(
     x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3, key=None
 ) -> Trajectory:

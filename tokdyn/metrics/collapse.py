@@ -65,7 +65,12 @@ def _check_collapsed(labels, n_tokens, n_true_clusters, mask):
     return _check_sizes(labels, n_tokens, mask)
 
 
-@_checks.checked_jit(_check_sse)
+# Eager calls on host data are padded to a few lengths (masked out): one program a bucket.
+_SSE_BUCKETS = _checks.Buckets(points=("x", "labels"), mask="mask")
+_LABEL_BUCKETS = _checks.Buckets(points=("labels",), mask="mask")
+
+
+@_checks.checked_jit(_check_sse, buckets=_SSE_BUCKETS)
 def sse(x, labels, centers, mask=None):
     """Sum of squared distances of the valid points to the centre of their assigned cluster.
 
@@ -107,7 +112,7 @@ def sse(x, labels, centers, mask=None):
     return jnp.sum(jnp.where(valid[:, None], sq, 0.0))
 
 
-@_checks.checked_jit(_check_sizes, static_argnames=("n_clusters",))
+@_checks.checked_jit(_check_sizes, static_argnames=("n_clusters",), buckets=_LABEL_BUCKETS)
 def cluster_sizes(labels, n_clusters, mask=None):
     """Number of valid points assigned to each cluster: ``(n_clusters,)`` of JAX's default int.
 
@@ -146,7 +151,7 @@ def n_used(labels, n_clusters, mask=None):
     return jnp.where(sizes[0] < 0, -1, jnp.sum(sizes > 0))
 
 
-@_checks.checked_jit(_check_collapsed, static_argnames=("n_tokens",))
+@_checks.checked_jit(_check_collapsed, static_argnames=("n_tokens",), buckets=_LABEL_BUCKETS)
 def collapsed(labels, n_tokens, n_true_clusters, mask=None):
     """True when fewer than ``min(n_true_clusters, n_tokens)`` tokens receive a valid point.
 

@@ -256,7 +256,13 @@ def _check_contingency(labels_true, labels_pred, mask, n_true, n_pred):
     return _check_pair(labels_true, labels_pred, mask, n_true, n_pred, bounds_required=True)
 
 
-@_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"))
+# Eager calls on host labels are padded to a few lengths (masked out): one program a bucket.
+_PAIR_BUCKETS = _checks.Buckets(points=("labels_true", "labels_pred"), mask="mask")
+# Scenes: ids raveled and padded with the background id 0, which the score leaves out.
+_SCENE_BUCKETS = _checks.Buckets(points=("masks_true", "labels_pred"), flatten=True)
+
+
+@_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"), buckets=_PAIR_BUCKETS)
 def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     """Adjusted Rand index, equal to ``sklearn.metrics.adjusted_rand_score`` on the valid entries.
 
@@ -302,7 +308,7 @@ def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     return _nan_if(bad, _finish(stats)[0])
 
 
-@_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"))
+@_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"), buckets=_PAIR_BUCKETS)
 def nmi(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     """Normalised mutual information, ``MI / mean(H_true, H_pred)``, on the valid entries.
 
@@ -343,7 +349,7 @@ def nmi(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     return _nan_if(bad, _finish(stats)[1])
 
 
-@_checks.checked_jit(_check_contingency, static_argnames=("n_true", "n_pred"))
+@_checks.checked_jit(_check_contingency, static_argnames=("n_true", "n_pred"), buckets=_PAIR_BUCKETS)
 def contingency(labels_true, labels_pred, mask=None, *, n_true, n_pred):
     """Contingency table: ``C[i, j]`` = number of valid points with true label i and predicted j.
 
@@ -379,7 +385,7 @@ def _check_matched_iou(masks_true, labels_pred, n_true, n_pred):
     return check_scene(masks_true, labels_pred, n_true, n_pred, bounds_required=True)
 
 
-@_checks.checked_jit(_check_fg_ari, static_argnames=("n_true", "n_pred"))
+@_checks.checked_jit(_check_fg_ari, static_argnames=("n_true", "n_pred"), buckets=_SCENE_BUCKETS)
 def fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
     """Foreground adjusted Rand index: ARI over the pixels of objects only (``masks_true > 0``).
 

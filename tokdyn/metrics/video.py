@@ -48,7 +48,12 @@ def _check_tracks(masks_true, labels_pred, n_true, n_pred, min_pixels):
     return changed
 
 
-@_checks.checked_jit(_check_video_ari, static_argnames=("n_true", "n_pred"))
+# Eager calls on host clips: ids raveled and padded with the background id 0 (left out): one
+# program a bucket of lengths, as fg_ari's.
+_CLIP_BUCKETS = _checks.Buckets(points=("masks_true", "labels_pred"), flatten=True)
+
+
+@_checks.checked_jit(_check_video_ari, static_argnames=("n_true", "n_pred"), buckets=_CLIP_BUCKETS)
 def video_fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
     """Foreground ARI of a whole clip: one segmentation of the foreground pixels of all frames.
 

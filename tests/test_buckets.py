@@ -166,6 +166,10 @@ def test_dynamics_padded_equal_unpadded(form):
     np.testing.assert_array_equal(padded.labels, plain.labels)
     assert int(padded.steps) == int(plain.steps)
     assert_same_floats(padded.tokens, plain.tokens, operands=(x,), ulps=64)
+    other = _cluster_points(9, 50)  # another length of the bucket of 64, without a mask
+    with jax_compilations() as events:
+        labels = fn(other, other[:3], hp, **kwargs).labels
+    assert events == [] and labels.shape == (50,) and labels.dtype == jnp.int32
 
 
 def test_rules_of_ones_own_are_not_padded():

@@ -323,8 +323,9 @@ def _result(rule: Rule, points: Points, s: State, mask) -> Result:
 
 def _trim_labels(result, n: int):
     """``result`` (a :class:`Result` or :class:`Trajectory`) with its labels cut back to the ``n``
-    points of the call (on the host: an eager slice would compile one program a length)."""
-    return dataclasses.replace(result, labels=jnp.asarray(np.asarray(result.labels)[:n]))
+    points of the call (on the host and back by ``device_put``: an eager slice, or ``jnp.asarray``,
+    would compile one small program a length)."""
+    return dataclasses.replace(result, labels=jax.device_put(np.asarray(result.labels)[:n]))
 
 
 # Eager calls of the package's built-in rules on host points are padded to a few lengths (masked

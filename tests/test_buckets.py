@@ -1,7 +1,8 @@
-"""Eager calls on host arrays padded to a few lengths (``_checks.Buckets``): every padded result
-equals the unpadded call (``fn.jitted``, the same kernel without the padding) and, where one
-exists, scikit-learn; lengths in one bucket compile one program; JAX arrays and tracers are not
-padded.
+"""Eager calls on host arrays: padded to a few lengths (``_checks.Buckets``), or, for ARI and NMI,
+computed in NumPy (the ``host`` form). Every padded result and every NumPy result equals the
+unpadded call (``fn.jitted``, the same kernel without the padding) and, where one exists,
+scikit-learn; lengths in one bucket compile one program; the NumPy form compiles nothing; JAX
+arrays and tracers are neither padded nor computed on the host.
 
 Compile time dominates: each kernel is checked at one length that is not a bucket size (the
 padded program and the unpadded one), with a mask where the kernel takes one.
@@ -57,17 +58,62 @@ def test_pad_host_only():
     assert clip.pad(image) == 15 and image["ids"].shape == (32,) and image["ids"][15:].sum() == 0
 
 
+def _padded_kernel(fn, **arguments):
+    """``fn``'s kernel on the arguments as its buckets pad them (the path of host calls that the
+    NumPy form hands on): the padded program."""
+    n = fn.buckets.pad(arguments)
+    assert n is not None and n < next(np.shape(v)[-1] for v in arguments.values() if v is not None)
+    return fn.jitted(**arguments)
+
+
 @pytest.mark.parametrize("bounds", [{}, {"n_true": 5, "n_pred": 7}], ids=["sort", "table"])
-def test_ari_nmi_padded_equal_unpadded_and_sklearn(bounds):
+def test_ari_nmi_host_and_padded_equal_unpadded_and_sklearn(bounds):
     t, p, m = _labels(0)
     for mask in (None, m):
         sel = slice(None) if mask is None else m
         want = adjusted_rand_score(t[sel], p[sel]), normalized_mutual_info_score(t[sel], p[sel])
         for fn, ref in zip((metrics.ari, metrics.nmi), want):
-            padded = fn(t, p, mask, **bounds)
-            assert padded.shape == () and padded.dtype == fn.jitted(t, p, mask, **bounds).dtype
-            assert_same_floats(padded, fn.jitted(t, p, mask, **bounds))
-            np.testing.assert_allclose(padded, ref, atol=1e-5)
+            plain = fn.jitted(t, p, mask, **bounds)
+            host = fn(t, p, mask, **bounds)  # the NumPy form
+            assert isinstance(host, jax.Array) and host.shape == () and host.dtype == plain.dtype
+            padded = _padded_kernel(fn, labels_true=t, labels_pred=p, mask=mask, **bounds)
+            for got in (host, padded):
+                assert_same_floats(got, plain)
+                np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+SPECIAL = {
+    "one point": ([3], [1]),
+    "two points split": ([0, 0], [1, 2]),
+    "all singletons": (np.arange(7), np.arange(7)[::-1]),
+    "one cluster both": (np.zeros(5, int), np.full(5, 9)),
+    "one cluster true": (np.zeros(5, int), np.arange(5)),
+    "one cluster pred": (np.arange(5), np.zeros(5, int)),
+    "large ids": ([2**31 - 1, 5, 5, 0], [2, 2, 7, 7]),
+    "independent": (np.repeat([0, 1], 4), np.tile([0, 1], 4)),
+}
+
+
+def test_host_form_special_cases_equal_sklearn():
+    # (the kernel's special cases are checked against scikit-learn in test_metrics.py)
+    for case, (t, p) in SPECIAL.items():
+        t, p = np.asarray(t), np.asarray(p)
+        want = adjusted_rand_score(t, p), normalized_mutual_info_score(t, p)
+        got = float(metrics.ari(t, p)), float(metrics.nmi(t, p))
+        np.testing.assert_allclose(got, want, atol=1e-6, err_msg=case)
+
+
+def test_host_form_compiles_nothing_and_device_arrays_go_to_the_kernel():
+    t, p, m = _labels(9, n=123)
+    with jax_compilations() as events:
+        for n in (11, 57, 123):
+            metrics.ari(t[:n], p[:n], m[:n]), metrics.nmi(t[:n].tolist(), p[:n].tolist())
+            metrics.fg_ari(t[:n].reshape(1, n), p[:n].reshape(1, n))
+    assert events == []
+    on_device = metrics.ari(jnp.asarray(t), jnp.asarray(p), jnp.asarray(m))  # the kernel, unpadded
+    assert_same_floats(on_device, metrics.ari(t, p, m))
+    with jax.enable_x64(True):
+        assert metrics.ari(t, p).dtype == jnp.float64
 
 
 def test_ari_nmi_no_valid_point_padded_as_unpadded():
@@ -109,29 +155,36 @@ def test_sse_padded_equal_unpadded():
         np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
-def test_fg_ari_padded_equal_unpadded_and_sklearn():
+def test_fg_ari_host_and_padded_equal_unpadded_and_sklearn():
     rng = np.random.default_rng(4)
     masks, pred = rng.integers(0, 4, (5, 7)), rng.integers(0, 3, (5, 7))  # 35 pixels: padded to 64
     fg = masks > 0
     want = adjusted_rand_score(masks[fg], pred[fg])
     for bounds in ({}, {"n_true": 4, "n_pred": 3}):
-        got = metrics.fg_ari(masks, pred, **bounds)
-        assert_same_floats(got, metrics.fg_ari.jitted(masks, pred, **bounds))
-        np.testing.assert_allclose(got, want, atol=1e-5)
+        plain = metrics.fg_ari.jitted(masks, pred, **bounds)
+        padded = _padded_kernel(metrics.fg_ari, masks_true=masks, labels_pred=pred, **bounds)
+        for got in (metrics.fg_ari(masks, pred, **bounds), padded):
+            assert_same_floats(got, plain)
+            np.testing.assert_allclose(got, want, atol=1e-5)
     clip = np.stack([masks, masks[::-1]]), np.stack([pred, pred])  # (2, 5, 7): 70 pixels, padded to 128
     fg = clip[0] > 0
-    got = metrics.video_fg_ari(*clip)
-    assert_same_floats(got, metrics.video_fg_ari.jitted(*clip))
-    np.testing.assert_allclose(got, adjusted_rand_score(clip[0][fg], clip[1][fg]), atol=1e-5)
+    plain = metrics.video_fg_ari.jitted(*clip)
+    padded = _padded_kernel(metrics.video_fg_ari, masks_true=clip[0], labels_pred=clip[1])
+    for got in (metrics.video_fg_ari(*clip), padded):
+        assert_same_floats(got, plain)
+        np.testing.assert_allclose(got, adjusted_rand_score(clip[0][fg], clip[1][fg]), atol=1e-5)
+    no_object = np.zeros((3, 4), int)  # no foreground: the kernel's call (padded), as unpadded
+    np.testing.assert_array_equal(metrics.fg_ari(no_object, no_object), metrics.fg_ari.jitted(no_object, no_object))
 
 
 def test_lengths_in_one_bucket_compile_once():
     t, p, _ = _labels(5, n=40)
-    metrics.ari(t, p)  # the bucket of 64 (compiled here or before)
+    metrics.contingency(t, p, n_true=5, n_pred=7)  # the bucket of 64 (compiled here or before)
     with jax_compilations() as events:
         for n in (33, 41, 50, 63, 64):
             t, p, _ = _labels(n, n=n)
-            np.testing.assert_allclose(metrics.ari(t, p), adjusted_rand_score(t, p), atol=1e-5)
+            table = metrics.contingency(t, p, n_true=5, n_pred=7)
+            np.testing.assert_array_equal(table, np.histogram2d(t, p, bins=(range(6), range(8)))[0])
     assert events == []
 
 

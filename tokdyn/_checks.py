@@ -123,7 +123,7 @@ class Buckets:
         return n
 
 
-def checked_jit(check=None, *, static_argnames=(), buckets: Buckets | None = None):
+def checked_jit(check=None, *, static_argnames=(), buckets: Buckets | None = None, host=None):
     """Decorator: ``fn`` becomes ``jax.jit(fn, static_argnames=...)`` with ``check`` run first.
 
     ``check`` receives every argument by name (defaults filled in) and raises on bad input; it
@@ -132,8 +132,11 @@ def checked_jit(check=None, *, static_argnames=(), buckets: Buckets | None = Non
     look at shapes, dtypes, static arguments and host values (see the module docstring).
     ``buckets``: optional :class:`Buckets`; after the check, an eager call on host arrays has its
     point axis padded to :func:`bucket_size` (results as unpadded; one program a bucket).
+    ``host``: optional ``fn(arguments) -> result or None``, the same numbers computed on the host
+    (NumPy) where the work is small: called after the check with every argument by name; ``None``
+    hands the call on to the kernel. It must return only for host data (never tracers).
     The undecorated function stays reachable as ``fn.__wrapped__`` for reading, not for calling;
-    ``fn.jitted`` is the jitted function without the check and the padding.
+    ``fn.jitted`` is the jitted function without the check, the host form and the padding.
     """
 
     def wrap(fn):
@@ -142,7 +145,7 @@ def checked_jit(check=None, *, static_argnames=(), buckets: Buckets | None = Non
 
         @functools.wraps(fn)
         def call(*args, **kwargs):
-            if check is None and buckets is None:
+            if check is None and buckets is None and host is None:
                 return jitted(*args, **kwargs)
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
@@ -150,6 +153,10 @@ def checked_jit(check=None, *, static_argnames=(), buckets: Buckets | None = Non
                 changed = check(**bound.arguments)
                 if changed:
                     bound.arguments.update(changed)
+            if host is not None:
+                result = host(bound.arguments)
+                if result is not None:
+                    return result
             n = None if buckets is None else buckets.pad(bound.arguments)
             result = jitted(*bound.args, **bound.kwargs)
             if n is not None and buckets.trim is not None:
@@ -158,6 +165,7 @@ def checked_jit(check=None, *, static_argnames=(), buckets: Buckets | None = Non
 
         call.jitted = jitted
         call.buckets = buckets
+        call.host = host
         return call
 
     return wrap

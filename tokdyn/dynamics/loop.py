@@ -367,6 +367,13 @@ def run(
       ``while_loop``. :func:`run_fixed` is the same run as a fixed-length ``scan``, for ``grad``
       through the unrolled steps.
 
+    Host calls: with the built-in rules (:data:`~tokdyn.dynamics.BUILTIN`, ``BUILTIN_ORIGIN``),
+    NumPy points are padded to a power of two (from 32) with the mask, and the labels cut back, so
+    point sets of many sizes compile one program a bucket (results as unpadded, up to float
+    rounding); :func:`run_fixed` and :func:`trajectory` alike. Other rules, JAX arrays and traced
+    calls keep their shapes. Many point sets run fastest in one call: padded to one size with a
+    mask, under ``jax.vmap`` (:ref:`metrics-host-calls`).
+
     Examples:
       >>> import numpy as np
       >>> from tokdyn import dynamics

@@ -35,6 +35,10 @@ from tokdyn.metrics._labels import (
     check_scene,
     count_table,
     float_dtype,
+    host_foreground,
+    host_result,
+    host_scores,
+    host_valid_pair,
     in_range,
     int_dtype,
 )
@@ -263,13 +267,31 @@ def _check_contingency(labels_true, labels_pred, mask, n_true, n_pred):
     return _check_pair(labels_true, labels_pred, mask, n_true, n_pred, bounds_required=True)
 
 
+def _host_ari(arguments):
+    """:func:`ari` of host labels in NumPy (no compile); ``None``: the kernel's call."""
+    valid = host_valid_pair(arguments)
+    return None if valid is None else host_result(host_scores(*valid)[0])
+
+
+def _host_nmi(arguments):
+    """:func:`nmi` of host labels in NumPy (no compile); ``None``: the kernel's call."""
+    valid = host_valid_pair(arguments)
+    return None if valid is None else host_result(host_scores(*valid)[1])
+
+
+def _host_fg_ari(arguments):
+    """:func:`fg_ari` of host ids in NumPy (no compile); ``None``: the kernel's call."""
+    fg = host_foreground(arguments)
+    return None if fg is None else host_result(host_scores(*fg)[0])
+
+
 # Eager calls on host labels are padded to a few lengths (masked out): one program a bucket.
 _PAIR_BUCKETS = _checks.Buckets(points=("labels_true", "labels_pred"), mask="mask")
 # Scenes: ids raveled and padded with the background id 0, which the score leaves out.
 _SCENE_BUCKETS = _checks.Buckets(points=("masks_true", "labels_pred"), flatten=True)
 
 
-@_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"), buckets=_PAIR_BUCKETS)
+@_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"), buckets=_PAIR_BUCKETS, host=_host_ari)
 def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     """Adjusted Rand index, equal to ``sklearn.metrics.adjusted_rand_score`` on the valid entries.
 
@@ -320,7 +342,7 @@ def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     return _nan_if(bad, _finish(stats)[0])
 
 
-@_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"), buckets=_PAIR_BUCKETS)
+@_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"), buckets=_PAIR_BUCKETS, host=_host_nmi)
 def nmi(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     """Normalised mutual information, ``MI / mean(H_true, H_pred)``, on the valid entries.
 
@@ -402,7 +424,7 @@ def _check_matched_iou(masks_true, labels_pred, n_true, n_pred):
     return check_scene(masks_true, labels_pred, n_true, n_pred, bounds_required=True)
 
 
-@_checks.checked_jit(_check_fg_ari, static_argnames=("n_true", "n_pred"), buckets=_SCENE_BUCKETS)
+@_checks.checked_jit(_check_fg_ari, static_argnames=("n_true", "n_pred"), buckets=_SCENE_BUCKETS, host=_host_fg_ari)
 def fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
     """Foreground adjusted Rand index: ARI over the pixels of objects only (``masks_true > 0``).
 

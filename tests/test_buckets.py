@@ -17,7 +17,7 @@ import pytest
 from conftest import assert_same_floats, jax_compilations
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from tokdyn import _checks, checks, dynamics, metrics
+from tokdyn import _checks, checks, dynamics, metrics, tracking
 
 N = 37  # padded to 64
 
@@ -237,3 +237,18 @@ def test_rules_of_ones_own_are_not_padded():
     x = _cluster_points(8, 11)
     assert dynamics.run(x, x[:2], rule=rule).labels.shape == (11,)
     assert seen == [(2, 11)]
+
+
+@pytest.mark.full  # a scan over frames of while loops: ~10 s to compile twice on 2 cores
+def test_track_padded_equal_unpadded():
+    rng = np.random.default_rng(10)
+    frames = rng.normal(size=(3, N, 2)).astype(np.float32)
+    frames[:, : N // 2] += 6.0
+    mask = rng.random((3, N)) < 0.85
+    key, args = jax.random.key(1), dict(n_tokens=2, init="kmeans++", n_steps=10)  # k-means++ draws from the points
+    padded = tracking.track(key, frames, mask=mask, **args)
+    plain = tracking.track.jitted(key, frames, tracking.Hparams(), dynamics.BUILTIN.hparams, mask=mask, **args)
+    assert padded.labels.shape == (3, N)
+    np.testing.assert_array_equal(padded.labels, plain.labels)
+    np.testing.assert_array_equal(padded.steps, plain.steps)
+    assert_same_floats(padded.tokens, plain.tokens, operands=(frames,), ulps=64)

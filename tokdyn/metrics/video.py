@@ -83,6 +83,7 @@ def video_fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
       foreground pixels in the whole clip) and its NaN for traced ids out of range (negative,
       or outside the bounds).
       Jittable and vmappable over clips.
+      On host ids the score is computed in float64 NumPy (no compile), as :func:`fg_ari`'s.
 
     Examples:
       >>> import numpy as np

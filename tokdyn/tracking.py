@@ -378,6 +378,11 @@ def track(
       :class:`Track`, one entry per frame. Frame ``f`` is ``dynamics.run(frames[f], start[f], ...,
       key=frame_keys(key, f)[1])`` with ``start[f]`` the prediction, so a one-frame sequence is a
       single run from ``init_tokens(frame_keys(key, 0)[0], ...)``.
+
+    Host calls: with the built-in rules, NumPy frames are padded along the point axis to a power of
+    two (from 32) with the mask, and the labels cut back, so sequences of many point counts compile
+    one program a bucket (results as unpadded, up to float rounding: every ``init`` draws the same
+    tokens from the padded points). JAX arrays, traced calls and other rules keep their shapes.
     """
     frames = _float(frames)
     n_frames, n_points, dim = frames.shape

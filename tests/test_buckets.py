@@ -219,6 +219,9 @@ def test_dynamics_padded_equal_unpadded(form):
     np.testing.assert_array_equal(padded.labels, plain.labels)
     assert int(padded.steps) == int(plain.steps)
     assert_same_floats(padded.tokens, plain.tokens, operands=(x,), ulps=64)
+    if form == "run":  # host points inside a user's jit (traced tokens): the kernel as it is
+        traced = jax.jit(lambda t: fn(x, t, hp, mask=m).labels)(tokens)
+        np.testing.assert_array_equal(traced, plain.labels)
     other = _cluster_points(9, 50)  # another length of the bucket of 64, without a mask
     with jax_compilations() as events:
         labels = fn(other, other[:3], hp, **kwargs).labels

@@ -63,8 +63,9 @@ class Buckets:
     """How :func:`checked_jit` pads the point axis of an eager call on host arrays to a few
     lengths (:func:`bucket_size`), so that calls on many lengths compile a few programs.
 
-    The call is padded only when every argument named in ``points`` (and the mask) is host data
-    (NumPy arrays, Python numbers: none a JAX array or a tracer), and ``when`` (if given) says so.
+    The call is padded only when no argument is a tracer (an eager call, not one inside a user's
+    ``jit``/``vmap``), every argument named in ``points`` (and the mask) is host data (NumPy
+    arrays, Python numbers: no JAX array), and ``when`` (if given) says so.
     Padded entries must count for nothing: the kernel gets a ``mask`` that is False on them (made
     all True on the real entries when the caller gave none), or, without a mask argument, a
     ``fill`` value that the kernel leaves out (the background id 0 of a scene). Results equal the
@@ -133,8 +134,9 @@ def checked_jit(check=None, *, static_argnames=(), buckets: Buckets | None = Non
     ``buckets``: optional :class:`Buckets`; after the check, an eager call on host arrays has its
     point axis padded to :func:`bucket_size` (results as unpadded; one program a bucket).
     ``host``: optional ``fn(arguments) -> result or None``, the same numbers computed on the host
-    (NumPy) where the work is small: called after the check with every argument by name; ``None``
-    hands the call on to the kernel. It must return only for host data (never tracers).
+    (NumPy) where the work is small: called after the check with every argument by name, on eager
+    calls only (no argument a tracer); ``None`` hands the call on to the kernel. It must return
+    only for host data (no JAX array).
     The undecorated function stays reachable as ``fn.__wrapped__`` for reading, not for calling;
     ``fn.jitted`` is the jitted function without the check, the host form and the padding.
     """
@@ -153,6 +155,8 @@ def checked_jit(check=None, *, static_argnames=(), buckets: Buckets | None = Non
                 changed = check(**bound.arguments)
                 if changed:
                     bound.arguments.update(changed)
+            if is_traced(bound.arguments):  # inside a user's transformation: the kernel as it is
+                return jitted(*bound.args, **bound.kwargs)
             if host is not None:
                 result = host(bound.arguments)
                 if result is not None:

@@ -50,7 +50,7 @@ BUCKET_LIMIT = 2**22  # longer point axes are not padded (padding may double an 
 
 def bucket_size(n: int) -> int:
     """The length an eager call on host arrays of ``n`` points is padded to: the least power of two
-    ``>= max(n, BUCKET_FLOOR)``, or ``n`` itself past :data:`BUCKET_LIMIT`. Lengths 10 to 10,000
+    ``>= max(n, 32)``, or ``n`` itself past ``2**22`` (4,194,304) points. Lengths 10 to 10,000
     fall in 10 buckets (32 ... 16,384); padding at most doubles the work."""
     n = int(n)
     if n > BUCKET_LIMIT:

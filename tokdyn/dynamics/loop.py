@@ -528,6 +528,8 @@ def run_fixed(
     steps with the stopping step held fixed (:ref:`dynamics-gradients`). Costs ``n_steps`` steps
     whatever the step of convergence; use :func:`run` when no reverse-mode derivative is needed.
 
+    Host calls: padded to a bucket of point counts with the built-in rules, as :func:`run`.
+
     Args:
       x: (N, D) points.
       tokens: (T, D) initial tokens.
@@ -566,6 +568,8 @@ def trajectory(
 
     Its final tokens and steps equal :func:`run`'s (with the same ``key``). Reverse-mode
     differentiable, like :func:`run_fixed` (the same steps).
+
+    Host calls: padded to a bucket of point counts with the built-in rules, as :func:`run`.
 
     Args:
       x: (N, D) points.

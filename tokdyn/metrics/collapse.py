@@ -89,6 +89,9 @@ def sse(x, labels, centers, mask=None):
       data; held in a JAX array it makes the result **NaN** (a gather would clamp it to a
       neighbouring centre). Non-finite centres make it NaN too (their squared distances are).
 
+    Host calls: NumPy inputs are padded to a power of two from 32 (masked out; results as unpadded),
+    so inputs of many lengths compile one program a bucket, not one a length (:ref:`metrics-host-calls`).
+
     Examples:
       >>> import numpy as np
       >>> from tokdyn import metrics
@@ -119,6 +122,9 @@ def cluster_sizes(labels, n_clusters, mask=None):
     ``labels`` is ``(N,)`` with values in ``[0, n_clusters)`` where ``mask`` is True;
     ``n_clusters`` is a static int. A valid label outside that range is a ``ValueError`` for host
     data; held in a JAX array it makes **every entry -1** (rather than dropping the point).
+
+    Host calls: NumPy inputs are padded to a power of two from 32 (masked out; results as unpadded),
+    so inputs of many lengths compile one program a bucket, not one a length (:ref:`metrics-host-calls`).
 
     Examples:
       >>> import numpy as np
@@ -166,6 +172,9 @@ def collapsed(labels, n_tokens, n_true_clusters, mask=None):
       Bool scalar. A valid label held in a JAX array outside ``[0, n_tokens)`` makes it True (a bool
       has no room for a sentinel: :func:`n_used` gives ``-1`` there, which is below any threshold);
       host labels are checked first (``ValueError``).
+
+    Host calls: NumPy inputs are padded to a power of two from 32 (masked out; results as unpadded),
+    so inputs of many lengths compile one program a bucket, not one a length (:ref:`metrics-host-calls`).
 
     Examples:
       >>> import numpy as np

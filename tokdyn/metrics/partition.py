@@ -408,6 +408,9 @@ def contingency(labels_true, labels_pred, mask=None, *, n_true, n_pred):
       ``ValueError`` for host data; held in a JAX array, it makes **every entry -1** (a count is
       never negative), instead of a table with the label dropped or counted in another cell.
 
+    Host calls: NumPy inputs are padded to a power of two from 32 (masked out; results as unpadded),
+    so inputs of many lengths compile one program a bucket, not one a length (:ref:`metrics-host-calls`).
+
     Examples:
       >>> import numpy as np
       >>> from tokdyn import metrics

@@ -11,14 +11,23 @@ user's own ``jit``/``vmap``/``scan``/``shard_map``. In front of each sits a thin
 
 Every error is a ``ValueError``/``TypeError`` that names the argument, the value and what is
 allowed.
+
+A kernel whose point axis may be padded (it takes a ``mask``, or pads with a neutral value) can
+declare :class:`Buckets` on its decorator: an eager call on host arrays (NumPy, Python) then pads
+that axis to one of a few lengths (:func:`bucket_size`: powers of two from 32), so that calls on
+labelings or point sets of many lengths compile a few programs, not one a length. JAX arrays and
+tracers are passed as they are.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import os
+from collections.abc import Callable
 from numbers import Integral
+from typing import Any
 
 import jax
 import numpy as np
@@ -35,14 +44,101 @@ def on_host(value) -> bool:
     return not any(isinstance(leaf, jax.Array) for leaf in jax.tree_util.tree_leaves(value))
 
 
-def checked_jit(check=None, *, static_argnames=()):
+BUCKET_FLOOR = 32  # the shortest padded length
+BUCKET_LIMIT = 2**22  # longer point axes are not padded (padding may double an array's memory)
+
+
+def bucket_size(n: int) -> int:
+    """The length an eager call on host arrays of ``n`` points is padded to: the least power of two
+    ``>= max(n, 32)``, or ``n`` itself past ``2**22`` (4,194,304) points. Lengths 10 to 10,000
+    fall in 10 buckets (32 ... 16,384); padding at most doubles the work."""
+    n = int(n)
+    if n > BUCKET_LIMIT:
+        return n
+    return max(BUCKET_FLOOR, 1 << max(n - 1, 0).bit_length())
+
+
+@dataclasses.dataclass(frozen=True)
+class Buckets:
+    """How :func:`checked_jit` pads the point axis of an eager call on host arrays to a few
+    lengths (:func:`bucket_size`), so that calls on many lengths compile a few programs.
+
+    The call is padded only when no argument is a tracer (an eager call, not one inside a user's
+    ``jit``/``vmap``), every argument named in ``points`` (and the mask) is host data (NumPy
+    arrays, Python numbers: no JAX array), and ``when`` (if given) says so.
+    Padded entries must count for nothing: the kernel gets a ``mask`` that is False on them (made
+    all True on the real entries when the caller gave none), or, without a mask argument, a
+    ``fill`` value that the kernel leaves out (the background id 0 of a scene). Results equal the
+    unpadded call's up to float rounding (a different program sums in another order).
+
+    Attributes:
+      points: names of the arguments whose axis ``axis`` is the point axis.
+      mask: name of the kernel's ``(..., N)`` boolean mask argument (padded with False, made when
+        ``None``), or ``None`` when the fill values alone make padded entries neutral.
+      axis: the point axis of every argument in ``points`` and of the mask.
+      flatten: ravel the ``points`` arguments first (ids of any shape, e.g. ``(H, W)`` images).
+      fill: ``{name: value}`` the padded entries of an argument hold (default 0).
+      when: optional ``fn(arguments) -> bool`` over the checked arguments by name: pad only if True.
+      trim: optional ``fn(result, n) -> result`` that cuts outputs with a point axis back to ``n``.
+    """
+
+    points: tuple[str, ...]
+    mask: str | None = None
+    axis: int = 0
+    flatten: bool = False
+    fill: dict = dataclasses.field(default_factory=dict)
+    when: Callable[[dict], bool] | None = None
+    trim: Callable[[Any, int], Any] | None = None
+
+    def pad(self, arguments: dict) -> int | None:
+        """Pad ``arguments`` (a dict by name, changed in place) when the call qualifies; returns the
+        unpadded length, or ``None`` (arguments left as they are)."""
+        names = self.points + ((self.mask,) if self.mask is not None else ())
+        if not all(on_host(arguments[name]) for name in names):
+            return None
+        if self.when is not None and not self.when(arguments):
+            return None
+        arrays = {name: np.asarray(arguments[name]) for name in self.points}
+        if self.flatten:
+            arrays = {name: a.ravel() for name, a in arrays.items()}
+        n = arrays[self.points[0]].shape[self.axis]
+        size = bucket_size(n)
+        if size == n and self.mask is None:
+            return None
+        if any(a.shape[self.axis] != n for a in arrays.values()):  # the kernel's check names it
+            return None
+
+        def padded(a, value):
+            width = [(0, 0)] * a.ndim
+            width[self.axis] = (0, size - n)
+            return np.pad(a, width, constant_values=value)
+
+        for name, a in arrays.items():
+            arguments[name] = padded(a, self.fill.get(name, 0))
+        if self.mask is not None:
+            mask = arguments[self.mask]
+            if mask is None:
+                shape = list(arrays[self.points[0]].shape[: self.axis + 1])
+                mask = np.ones(shape, bool)
+            arguments[self.mask] = padded(np.asarray(mask), False)
+        return n
+
+
+def checked_jit(check=None, *, static_argnames=(), buckets: Buckets | None = None, host=None):
     """Decorator: ``fn`` becomes ``jax.jit(fn, static_argnames=...)`` with ``check`` run first.
 
     ``check`` receives every argument by name (defaults filled in) and raises on bad input; it
     may return a dict of arguments to replace (normalised forms, e.g. a resolved default). It runs
     on every call from Python and once per trace inside a user's transformation, so it must only
     look at shapes, dtypes, static arguments and host values (see the module docstring).
-    The undecorated function stays reachable as ``fn.__wrapped__`` for reading, not for calling.
+    ``buckets``: optional :class:`Buckets`; after the check, an eager call on host arrays has its
+    point axis padded to :func:`bucket_size` (results as unpadded; one program a bucket).
+    ``host``: optional ``fn(arguments) -> result or None``, the same numbers computed on the host
+    (NumPy) where the work is small: called after the check with every argument by name, on eager
+    calls only (no argument a tracer); ``None`` hands the call on to the kernel. It must return
+    only for host data (no JAX array).
+    The undecorated function stays reachable as ``fn.__wrapped__`` for reading, not for calling;
+    ``fn.jitted`` is the jitted function without the check, the host form and the padding.
     """
 
     def wrap(fn):
@@ -51,16 +147,29 @@ def checked_jit(check=None, *, static_argnames=()):
 
         @functools.wraps(fn)
         def call(*args, **kwargs):
+            if check is None and buckets is None and host is None:
+                return jitted(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
             if check is not None:
-                bound = signature.bind(*args, **kwargs)
-                bound.apply_defaults()
                 changed = check(**bound.arguments)
                 if changed:
                     bound.arguments.update(changed)
-                args, kwargs = bound.args, bound.kwargs
-            return jitted(*args, **kwargs)
+            if is_traced(bound.arguments):  # inside a user's transformation: the kernel as it is
+                return jitted(*bound.args, **bound.kwargs)
+            if host is not None:
+                result = host(bound.arguments)
+                if result is not None:
+                    return result
+            n = None if buckets is None else buckets.pad(bound.arguments)
+            result = jitted(*bound.args, **bound.kwargs)
+            if n is not None and buckets.trim is not None:
+                result = buckets.trim(result, n)
+            return result
 
         call.jitted = jitted
+        call.buckets = buckets
+        call.host = host
         return call
 
     return wrap

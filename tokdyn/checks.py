@@ -14,6 +14,8 @@ numbers, NumPy arrays), never copied from a device.
 """
 
 from tokdyn._checks import (
+    Buckets,
+    bucket_size,
     checked_jit,
     choice,
     distinct,
@@ -39,6 +41,8 @@ __all__ = [
     "interval_pair",
     "prng_key",
     "checked_jit",
+    "Buckets",
+    "bucket_size",
     "is_traced",
     "on_host",
 ]

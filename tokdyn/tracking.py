@@ -321,7 +321,24 @@ def _frame_start(p, last, before, fresh, separation, started, m, ok):
     return start, carried, empty
 
 
-@_checks.checked_jit(_check_track, static_argnames=("n_tokens", "rule", "init", "n_steps", "fixed"))
+def _trim_labels(result: Track, n: int) -> Track:
+    """``result`` with its labels cut back to the ``n`` points of the call (on the host and back by
+    ``device_put``: an eager slice would compile one small program a length)."""
+    return dataclasses.replace(result, labels=jax.device_put(np.asarray(result.labels)[:, :n]))
+
+
+# Eager calls of the built-in rules on host frames are padded to a few point counts (masked out):
+# one program a bucket. Other rules are called as they are.
+_BUCKETS = _checks.Buckets(
+    points=("frames",),
+    mask="mask",
+    axis=1,
+    when=lambda a: a["rule"] is dynamics.BUILTIN or a["rule"] is dynamics.BUILTIN_ORIGIN,
+    trim=_trim_labels,
+)
+
+
+@_checks.checked_jit(_check_track, static_argnames=("n_tokens", "rule", "init", "n_steps", "fixed"), buckets=_BUCKETS)
 def track(
     key,
     frames,
@@ -361,6 +378,11 @@ def track(
       :class:`Track`, one entry per frame. Frame ``f`` is ``dynamics.run(frames[f], start[f], ...,
       key=frame_keys(key, f)[1])`` with ``start[f]`` the prediction, so a one-frame sequence is a
       single run from ``init_tokens(frame_keys(key, 0)[0], ...)``.
+
+    Host calls: with the built-in rules, NumPy frames are padded along the point axis to a power of
+    two (from 32) with the mask, and the labels cut back, so sequences of many point counts compile
+    one program a bucket (results as unpadded, up to float rounding: every ``init`` draws the same
+    tokens from the padded points). JAX arrays, traced calls and other rules keep their shapes.
     """
     frames = _float(frames)
     n_frames, n_points, dim = frames.shape

@@ -17,10 +17,11 @@ import jax.interpreters.ad
 import jax.interpreters.batching
 import jax.interpreters.mlir
 import jax.numpy as jnp
+import numpy as np
 
 from tokdyn import _checks
 from tokdyn.dynamics._common import as_float, callable_name, check_points, check_run_memory, check_some_valid, labels_t
-from tokdyn.dynamics.builtin import BUILTIN
+from tokdyn.dynamics.builtin import BUILTIN, BUILTIN_ORIGIN
 from tokdyn.dynamics.rule import Points, Rule
 
 
@@ -320,7 +321,22 @@ def _result(rule: Rule, points: Points, s: State, mask) -> Result:
     )
 
 
-@_checks.checked_jit(_check_run, static_argnames=("rule", "implicit"))
+def _trim_labels(result, n: int):
+    """``result`` (a :class:`Result` or :class:`Trajectory`) with its labels cut back to the ``n``
+    points of the call (on the host and back by ``device_put``: an eager slice, or ``jnp.asarray``,
+    would compile one small program a length)."""
+    return dataclasses.replace(result, labels=jax.device_put(np.asarray(result.labels)[:n]))
+
+
+# Eager calls of the package's built-in rules on host points are padded to a few lengths (masked
+# out): one program a bucket. Other rules are called as they are (a rule of one's own may not
+# leave masked points out of everything it computes).
+_BUCKETS = _checks.Buckets(
+    points=("x",), mask="mask", when=lambda a: a["rule"] is BUILTIN or a["rule"] is BUILTIN_ORIGIN, trim=_trim_labels
+)
+
+
+@_checks.checked_jit(_check_run, static_argnames=("rule", "implicit"), buckets=_BUCKETS)
 def run(
     x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30, tol=1e-3, key=None, implicit: bool = False
 ) -> Result:
@@ -350,6 +366,13 @@ def run(
       (``jax.grad`` raises a ``ValueError`` naming the ways out): the early stop is a
       ``while_loop``. :func:`run_fixed` is the same run as a fixed-length ``scan``, for ``grad``
       through the unrolled steps.
+
+    Host calls: with the built-in rules (:data:`~tokdyn.dynamics.BUILTIN`, ``BUILTIN_ORIGIN``),
+    NumPy points are padded to a power of two (from 32) with the mask, and the labels cut back, so
+    point sets of many sizes compile one program a bucket (results as unpadded, up to float
+    rounding); :func:`run_fixed` and :func:`trajectory` alike. Other rules, JAX arrays and traced
+    calls keep their shapes. Many point sets run fastest in one call: padded to one size with a
+    mask, under ``jax.vmap`` (:ref:`metrics-host-calls`).
 
     Examples:
       >>> import numpy as np
@@ -492,7 +515,7 @@ def _scan_steps(rule, points, tokens, hparams, n_steps: int, tol, key, record: b
     return s0, final, ys
 
 
-@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"))
+@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"), buckets=_BUCKETS)
 def run_fixed(
     x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3, key=None
 ) -> Result:
@@ -504,6 +527,8 @@ def run_fixed(
     differentiable, in the knobs, the points and the initial tokens, are those of the unrolled
     steps with the stopping step held fixed (:ref:`dynamics-gradients`). Costs ``n_steps`` steps
     whatever the step of convergence; use :func:`run` when no reverse-mode derivative is needed.
+
+    Host calls: padded to a bucket of point counts with the built-in rules, as :func:`run`.
 
     Args:
       x: (N, D) points.
@@ -535,7 +560,7 @@ def run_fixed(
     return _result(rule, points, s, mask)
 
 
-@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"))
+@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"), buckets=_BUCKETS)
 def trajectory(
     x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3, key=None
 ) -> Trajectory:
@@ -543,6 +568,8 @@ def trajectory(
 
     Its final tokens and steps equal :func:`run`'s (with the same ``key``). Reverse-mode
     differentiable, like :func:`run_fixed` (the same steps).
+
+    Host calls: padded to a bucket of point counts with the built-in rules, as :func:`run`.
 
     Args:
       x: (N, D) points.

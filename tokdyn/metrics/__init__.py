@@ -23,6 +23,13 @@ distances are not finite): masked out it is ignored, masked in it is such an out
 also for :func:`ari`, :func:`nmi` and :func:`fg_ari` without bounds (the sort path, which takes
 any integer >= 0 as a label): NaN in, NaN out, so a run that blew up never scores as a plausible
 number. Each function's docstring gives its edge cases.
+
+Eager calls on host arrays (NumPy, Python lists) of many lengths compile a few programs, not one a
+length: :func:`ari`, :func:`nmi`, :func:`fg_ari` and :func:`video_fg_ari` compute the same numbers
+in float64 NumPy (no compile), and :func:`contingency`, :func:`sse`, :func:`cluster_sizes`,
+:func:`n_used` and :func:`collapsed` pad the point axis to a power of two from 32, the padding
+masked out (:func:`tokdyn.checks.bucket_size`: one program a bucket, results as unpadded). JAX
+arrays and calls inside a transformation run the kernels as they are (:ref:`metrics-host-calls`).
 """
 
 from tokdyn.metrics.collapse import cluster_sizes, collapsed, n_used, sse

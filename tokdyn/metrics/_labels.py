@@ -218,3 +218,69 @@ def check_scene(masks_true, labels_pred, n_true, n_pred, *, bounds_required: boo
         fg = np.ravel(np.asarray(masks_true)) > 0
         check_labels("labels_pred", np.ravel(np.asarray(labels_pred)), mask=fg)
     return _checks.host_arrays(masks_true=masks_true, labels_pred=labels_pred)
+
+
+def host_scores(labels_true, labels_pred) -> tuple[float, float]:
+    """``(ari, nmi)`` of two host labelings (1-D integer NumPy arrays of one length >= 1, every entry
+    valid) in float64 NumPy, from the sparse contingency table: the kernels' numbers (the
+    pair-confusion ARI, the cell-wise MI, scikit-learn's special cases as :mod:`partition` writes
+    them), without a compile: three sorts of N labels."""
+    _, t = np.unique(labels_true, return_inverse=True)  # (N,) dense class ids
+    _, p = np.unique(labels_pred, return_inverse=True)  # (N,) dense cluster ids
+    t, p = t.ravel().astype(np.int64), p.ravel().astype(np.int64)
+    a, b = np.bincount(t), np.bincount(p)  # class and cluster sizes, all > 0
+    cells, n_ij = np.unique(t * b.size + p, return_counts=True)  # the occupied cells
+    a_i, b_j = a[cells // b.size], b[cells % b.size]
+    n = t.size
+    # Pair counts, exact integers (as products of sizes: below 2**63 up to ~3e9 points)
+    sum_sq = int(np.sum(n_ij * n_ij))
+    fn = int(np.sum(a * a)) - sum_sq
+    fp = int(np.sum(b * b)) - sum_sq
+    tp = sum_sq - n
+    tn = n * n - sum_sq - fn - fp
+    if fn == 0 and fp == 0:
+        ari = 1.0
+    else:
+        tp, fp, fn, tn = float(tp), float(fp), float(fn), float(tn)
+        ari = 2.0 * (tp * tn - fn * fp) / ((tp + fn) * (fn + tn) + (tp + fp) * (fp + tn))
+    if a.size <= 1 and b.size <= 1:
+        return ari, 1.0
+    # MI: log(N n_ij / (a_i b_j)) as log1p of the exact integer difference over a_i b_j
+    ab = a_i.astype(np.float64) * b_j
+    diff = (n * n_ij - a_i * b_j).astype(np.float64)
+    mi = max(float(np.sum(n_ij * np.log1p(diff / ab))) / n, 0.0)
+    if a.size <= 1 or b.size <= 1 or mi <= 0.0:
+        return ari, 0.0
+    h_true = -float(np.sum(a * np.log(a / n))) / n
+    h_pred = -float(np.sum(b * np.log(b / n))) / n
+    return ari, min(mi / (0.5 * (h_true + h_pred)), 1.0)
+
+
+def host_result(value: float):
+    """A score of the host path as the kernels give it: a JAX scalar of the default float (placed
+    by ``device_put``, which compiles nothing)."""
+    return jax.device_put(np.asarray(value, jax.dtypes.canonicalize_dtype(np.float64)))
+
+
+def host_valid_pair(arguments: dict):
+    """The valid labels ``(true, pred)`` of a call of :func:`partition.ari` / ``nmi`` on host data,
+    or ``None``: some argument is a JAX array or tracer, or no entry is valid (the kernel's case)."""
+    t, p, mask = arguments["labels_true"], arguments["labels_pred"], arguments["mask"]
+    if not (_checks.on_host(t) and _checks.on_host(p) and _checks.on_host(mask)):
+        return None
+    t, p = np.asarray(t), np.asarray(p)
+    if mask is not None:
+        keep = np.asarray(mask)
+        t, p = t[keep], p[keep]
+    return (t, p) if t.size else None
+
+
+def host_foreground(arguments: dict):
+    """The foreground ids ``(true, pred)`` (``masks_true > 0``) of a call of ``fg_ari`` /
+    ``video_fg_ari`` on host data, or ``None``: a JAX array or tracer, or no foreground pixel."""
+    masks, pred = arguments["masks_true"], arguments["labels_pred"]
+    if not (_checks.on_host(masks) and _checks.on_host(pred)):
+        return None
+    masks, pred = np.ravel(np.asarray(masks)), np.ravel(np.asarray(pred))
+    fg = masks > 0
+    return (masks[fg], pred[fg]) if fg.any() else None

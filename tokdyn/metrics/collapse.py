@@ -65,7 +65,12 @@ def _check_collapsed(labels, n_tokens, n_true_clusters, mask):
     return _check_sizes(labels, n_tokens, mask)
 
 
-@_checks.checked_jit(_check_sse)
+# Eager calls on host data are padded to a few lengths (masked out): one program a bucket.
+_SSE_BUCKETS = _checks.Buckets(points=("x", "labels"), mask="mask")
+_LABEL_BUCKETS = _checks.Buckets(points=("labels",), mask="mask")
+
+
+@_checks.checked_jit(_check_sse, buckets=_SSE_BUCKETS)
 def sse(x, labels, centers, mask=None):
     """Sum of squared distances of the valid points to the centre of their assigned cluster.
 
@@ -83,6 +88,9 @@ def sse(x, labels, centers, mask=None):
       A valid label outside ``[0, K)`` (``-1``, "no label", included) is a ``ValueError`` for host
       data; held in a JAX array it makes the result **NaN** (a gather would clamp it to a
       neighbouring centre). Non-finite centres make it NaN too (their squared distances are).
+
+    Host calls: NumPy inputs are padded to a power of two from 32 (masked out; results as unpadded),
+    so inputs of many lengths compile one program a bucket, not one a length (:ref:`metrics-host-calls`).
 
     Examples:
       >>> import numpy as np
@@ -107,13 +115,16 @@ def sse(x, labels, centers, mask=None):
     return jnp.sum(jnp.where(valid[:, None], sq, 0.0))
 
 
-@_checks.checked_jit(_check_sizes, static_argnames=("n_clusters",))
+@_checks.checked_jit(_check_sizes, static_argnames=("n_clusters",), buckets=_LABEL_BUCKETS)
 def cluster_sizes(labels, n_clusters, mask=None):
     """Number of valid points assigned to each cluster: ``(n_clusters,)`` of JAX's default int.
 
     ``labels`` is ``(N,)`` with values in ``[0, n_clusters)`` where ``mask`` is True;
     ``n_clusters`` is a static int. A valid label outside that range is a ``ValueError`` for host
     data; held in a JAX array it makes **every entry -1** (rather than dropping the point).
+
+    Host calls: NumPy inputs are padded to a power of two from 32 (masked out; results as unpadded),
+    so inputs of many lengths compile one program a bucket, not one a length (:ref:`metrics-host-calls`).
 
     Examples:
       >>> import numpy as np
@@ -146,7 +157,7 @@ def n_used(labels, n_clusters, mask=None):
     return jnp.where(sizes[0] < 0, -1, jnp.sum(sizes > 0))
 
 
-@_checks.checked_jit(_check_collapsed, static_argnames=("n_tokens",))
+@_checks.checked_jit(_check_collapsed, static_argnames=("n_tokens",), buckets=_LABEL_BUCKETS)
 def collapsed(labels, n_tokens, n_true_clusters, mask=None):
     """True when fewer than ``min(n_true_clusters, n_tokens)`` tokens receive a valid point.
 
@@ -161,6 +172,9 @@ def collapsed(labels, n_tokens, n_true_clusters, mask=None):
       Bool scalar. A valid label held in a JAX array outside ``[0, n_tokens)`` makes it True (a bool
       has no room for a sentinel: :func:`n_used` gives ``-1`` there, which is below any threshold);
       host labels are checked first (``ValueError``).
+
+    Host calls: NumPy inputs are padded to a power of two from 32 (masked out; results as unpadded),
+    so inputs of many lengths compile one program a bucket, not one a length (:ref:`metrics-host-calls`).
 
     Examples:
       >>> import numpy as np

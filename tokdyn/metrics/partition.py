@@ -9,6 +9,14 @@ with identical results. Both follow scikit-learn's special cases without dividin
 and agree with it to ~1e-6 in float32 (~1e-12 under ``jax.enable_x64(True)``).
 
 The two code paths and the numerics in detail: :ref:`metrics-partition`.
+
+Called eagerly on host arrays (NumPy, Python lists), :func:`ari`, :func:`nmi` and :func:`fg_ari`
+compute the same numbers in float64 NumPy (no compile); :func:`contingency` and those three when
+no entry is valid pad the labels to one of a few lengths (powers of two from 32, the padding
+masked out: :func:`tokdyn.checks.bucket_size`), so labelings of many lengths compile one program
+a bucket, not one a length, with the results of the unpadded call. JAX arrays, and calls inside a
+``jit``/``vmap``, run the kernel as they are. Many labelings score fastest in one call: padded to
+one length with a mask, under ``jax.vmap``. Measured costs: :ref:`metrics-host-calls`.
 """
 
 from __future__ import annotations
@@ -28,6 +36,10 @@ from tokdyn.metrics._labels import (
     check_scene,
     count_table,
     float_dtype,
+    host_foreground,
+    host_result,
+    host_scores,
+    host_valid_pair,
     in_range,
     int_dtype,
 )
@@ -256,7 +268,31 @@ def _check_contingency(labels_true, labels_pred, mask, n_true, n_pred):
     return _check_pair(labels_true, labels_pred, mask, n_true, n_pred, bounds_required=True)
 
 
-@_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"))
+def _host_ari(arguments):
+    """:func:`ari` of host labels in NumPy (no compile); ``None``: the kernel's call."""
+    valid = host_valid_pair(arguments)
+    return None if valid is None else host_result(host_scores(*valid)[0])
+
+
+def _host_nmi(arguments):
+    """:func:`nmi` of host labels in NumPy (no compile); ``None``: the kernel's call."""
+    valid = host_valid_pair(arguments)
+    return None if valid is None else host_result(host_scores(*valid)[1])
+
+
+def _host_fg_ari(arguments):
+    """:func:`fg_ari` of host ids in NumPy (no compile); ``None``: the kernel's call."""
+    fg = host_foreground(arguments)
+    return None if fg is None else host_result(host_scores(*fg)[0])
+
+
+# Eager calls on host labels are padded to a few lengths (masked out): one program a bucket.
+_PAIR_BUCKETS = _checks.Buckets(points=("labels_true", "labels_pred"), mask="mask")
+# Scenes: ids raveled and padded with the background id 0, which the score leaves out.
+_SCENE_BUCKETS = _checks.Buckets(points=("masks_true", "labels_pred"), flatten=True)
+
+
+@_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"), buckets=_PAIR_BUCKETS, host=_host_ari)
 def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     """Adjusted Rand index, equal to ``sklearn.metrics.adjusted_rand_score`` on the valid entries.
 
@@ -284,6 +320,13 @@ def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     Precision: JAX's default float (float32, or float64 under ``jax.enable_x64(True)``), agreeing
     with sklearn to ~1e-6 in float32 and ~1e-12 in float64 (the module's numerical notes).
 
+    Host calls: on host labels (NumPy, lists) the score is computed in float64 NumPy from the sparse
+    contingency table (the same numbers, rounded to JAX's default float; no compile, and less time
+    than scikit-learn's score); with no valid entry the call goes on to the kernel,
+    padded to a power of two (:func:`tokdyn.checks.bucket_size`). JAX arrays and traced calls run
+    the kernel. Many labelings on a device score fastest in one call: padded to one length with a
+    mask, under ``jax.vmap`` (:ref:`metrics-host-calls`).
+
     Examples:
       >>> import numpy as np
       >>> from sklearn.metrics import adjusted_rand_score
@@ -302,7 +345,7 @@ def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     return _nan_if(bad, _finish(stats)[0])
 
 
-@_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"))
+@_checks.checked_jit(_check_pair, static_argnames=("n_true", "n_pred"), buckets=_PAIR_BUCKETS, host=_host_nmi)
 def nmi(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     """Normalised mutual information, ``MI / mean(H_true, H_pred)``, on the valid entries.
 
@@ -326,6 +369,13 @@ def nmi(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     are refused with a ``ValueError``).
     Precision: as :func:`ari`.
 
+    Host calls: on host labels (NumPy, lists) the score is computed in float64 NumPy from the sparse
+    contingency table (the same numbers, rounded to JAX's default float; no compile, and less time
+    than scikit-learn's score); with no valid entry the call goes on to the kernel,
+    padded to a power of two (:func:`tokdyn.checks.bucket_size`). JAX arrays and traced calls run
+    the kernel. Many labelings on a device score fastest in one call: padded to one length with a
+    mask, under ``jax.vmap`` (:ref:`metrics-host-calls`).
+
     Examples:
       >>> import numpy as np
       >>> from sklearn.metrics import normalized_mutual_info_score
@@ -343,7 +393,7 @@ def nmi(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     return _nan_if(bad, _finish(stats)[1])
 
 
-@_checks.checked_jit(_check_contingency, static_argnames=("n_true", "n_pred"))
+@_checks.checked_jit(_check_contingency, static_argnames=("n_true", "n_pred"), buckets=_PAIR_BUCKETS)
 def contingency(labels_true, labels_pred, mask=None, *, n_true, n_pred):
     """Contingency table: ``C[i, j]`` = number of valid points with true label i and predicted j.
 
@@ -357,6 +407,9 @@ def contingency(labels_true, labels_pred, mask=None, *, n_true, n_pred):
       ``(n_true, n_pred)`` array of JAX's default int dtype. A valid label outside its bounds is a
       ``ValueError`` for host data; held in a JAX array, it makes **every entry -1** (a count is
       never negative), instead of a table with the label dropped or counted in another cell.
+
+    Host calls: NumPy inputs are padded to a power of two from 32 (masked out; results as unpadded),
+    so inputs of many lengths compile one program a bucket, not one a length (:ref:`metrics-host-calls`).
 
     Examples:
       >>> import numpy as np
@@ -379,7 +432,7 @@ def _check_matched_iou(masks_true, labels_pred, n_true, n_pred):
     return check_scene(masks_true, labels_pred, n_true, n_pred, bounds_required=True)
 
 
-@_checks.checked_jit(_check_fg_ari, static_argnames=("n_true", "n_pred"))
+@_checks.checked_jit(_check_fg_ari, static_argnames=("n_true", "n_pred"), buckets=_SCENE_BUCKETS, host=_host_fg_ari)
 def fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
     """Foreground adjusted Rand index: ARI over the pixels of objects only (``masks_true > 0``).
 
@@ -409,6 +462,9 @@ def fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
 
     Jittable and vmappable: a batch of scenes ``(B, H, W)`` with ``jax.vmap(fg_ari)`` (bind the
     bounds with ``functools.partial``).
+
+    Host calls: ids on the host are scored in float64 NumPy (no compile), as :func:`ari`; a scene
+    with no foreground pixel goes on to the kernel, padded to a power of two.
 
     Examples:
       >>> import numpy as np

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks
-from tokdyn.metrics._labels import check_scene, count_table, int_dtype
+from tokdyn.metrics._labels import check_scene, count_table, host_foreground, host_result, host_scores, int_dtype
 from tokdyn.metrics.partition import fg_ari
 
 
@@ -48,7 +48,20 @@ def _check_tracks(masks_true, labels_pred, n_true, n_pred, min_pixels):
     return changed
 
 
-@_checks.checked_jit(_check_video_ari, static_argnames=("n_true", "n_pred"))
+# Eager calls on host clips: ids raveled and padded with the background id 0 (left out): one
+# program a bucket of lengths, as fg_ari's.
+_CLIP_BUCKETS = _checks.Buckets(points=("masks_true", "labels_pred"), flatten=True)
+
+
+def _host_video_ari(arguments):
+    """:func:`video_fg_ari` of host ids in NumPy (no compile); ``None``: the kernel's call."""
+    fg = host_foreground(arguments)
+    return None if fg is None else host_result(host_scores(*fg)[0])
+
+
+@_checks.checked_jit(
+    _check_video_ari, static_argnames=("n_true", "n_pred"), buckets=_CLIP_BUCKETS, host=_host_video_ari
+)
 def video_fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
     """Foreground ARI of a whole clip: one segmentation of the foreground pixels of all frames.
 
@@ -70,6 +83,7 @@ def video_fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
       foreground pixels in the whole clip) and its NaN for traced ids out of range (negative,
       or outside the bounds).
       Jittable and vmappable over clips.
+      On host ids the score is computed in float64 NumPy (no compile), as :func:`fg_ari`'s.
 
     Examples:
       >>> import numpy as np

@@ -153,3 +153,57 @@ def test_check_apply_both_models(setup):
 
     with pytest.raises(ValueError, match=r"select=\.\.\.\)\.hidden"):
         protocol.check_apply(wrong, model.params, setup["batch"], select=sel)
+
+
+def log_softmax_np(logits):
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def test_noised_pixels():
+    """Gaussian noise of the asked level on the [0, 1] pixel scale, clipped, the same for both frames; blank is
+    black; bad kinds and levels are refused."""
+    proc = qwen2_5_vl.ImageProcessor()
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0.3, 0.7, (3, 28, 28)).astype(np.float32)  # far from the clip edges at level 0.05
+    mean = np.asarray(proc.image_mean, np.float32)[:, None, None]
+    std = np.asarray(proc.image_std, np.float32)[:, None, None]
+    rows, _ = proc.patchify((image - mean) / std)
+    got = np.asarray(qa.noised_pixels(jax.random.key(0), rows, proc, "gaussian", 0.05), np.float64)
+    pix = lambda r: r.reshape(-1, 3, 2, 14, 14) * std[None, :, None] + mean[None, :, None]  # noqa: E731
+    diff = pix(got) - pix(rows.astype(np.float64))
+    np.testing.assert_allclose(diff[:, :, 0], diff[:, :, 1], atol=1e-6)  # one draw for the repeated frame
+    assert abs(diff.std() - 0.05) < 0.005 and abs(diff.mean()) < 0.005
+    black = pix(np.asarray(qa.noised_pixels(jax.random.key(0), rows, proc, "blank")))
+    np.testing.assert_allclose(black, 0.0, atol=1e-6)
+    with pytest.raises(ValueError, match="kind"):
+        qa.noised_pixels(jax.random.key(0), rows, proc, "blur")
+    with pytest.raises(ValueError, match="level"):
+        qa.noised_pixels(jax.random.key(0), rows, proc, "gaussian", -1.0)
+
+
+def test_grounding_score_equals_two_forward_passes(setup):
+    """DMLR's S_t through tokdyn.diagnostics.grounding on this model equals the difference of the model's own
+    log-probabilities with the image and with its noised copy (NumPy log-softmax); it is zero before the image
+    (causal: those positions never see it) and not zero after it."""
+    from tokdyn.diagnostics import grounding
+
+    model, lay, ids, pixels, grid = (setup[k] for k in ("model", "lay", "ids", "pixels", "grid"))
+    proc = qwen2_5_vl.ImageProcessor.read(FIXTURE)
+    noised = np.asarray(qa.noised_pixels(jax.random.key(5), pixels, proc, "gaussian", 0.5))
+    batch, noised_batch = setup["batch"], qa.make_batch(model.config, ids, noised, grid)
+    apply = jax.jit(qa.make_apply(model.config, grid, lay))  # one program for both batches
+    positions = np.arange(ids.shape[1] - 1)
+    tokens = ids[:, 1:]  # teacher-forced: each position predicts the next id
+    s = np.asarray(grounding.scores(apply, model.params, batch, noised_batch, positions=positions, tokens=tokens))
+    flat = lambda p: p.reshape(-1, p.shape[-1])  # noqa: E731
+    both = np.repeat(grid, 2, 0)
+    lp = log_softmax_np(model(ids, flat(pixels), both))
+    lq = log_softmax_np(model(ids, flat(noised), both))
+    pick = lambda l: np.take_along_axis(l[:, :-1], tokens[..., None], -1)[..., 0]  # noqa: E731
+    want = pick(lp) - pick(lq)
+    np.testing.assert_allclose(s, want, atol=1e-4)
+    first = lay.image[0]
+    assert np.abs(s[:, :first]).max() <= 1e-6
+    assert np.abs(s[:, first:]).max() > 1e-3

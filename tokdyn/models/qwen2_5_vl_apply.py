@@ -179,3 +179,44 @@ def make_apply(cfg: Config, image_grid_thw, lay: Layout):
         return Outputs(logits=logits, hidden=h_stack, attention=a_stack, latents=out_latents)
 
     return apply
+
+
+NOISES = ("gaussian", "blank")
+"""The image perturbations of :func:`noised_pixels`."""
+
+
+def noised_pixels(key, pixel_values, processor, kind: str = "gaussian", level: float = 0.5) -> jax.Array:
+    """``pixel_values`` (..., patch_dim) of images perturbed in pixel space, for the grounding score
+    :math:`S_t = \\log p(x_t \\mid x_{<t}, I, q) - \\log p(x_t \\mid x_{<t}, \\tilde I, q)`
+    (:func:`tokdyn.diagnostics.grounding.scores` with ``apply`` from :func:`make_apply`).
+
+    The rows are un-normalised with ``processor``'s mean and standard deviation to pixels in [0, 1], perturbed,
+    clipped to [0, 1] and normalised again. ``kind`` ``"gaussian"``: each pixel plus ``level`` times a standard
+    normal draw (one draw per pixel and channel, the same for an image's repeated frames); ``"blank"``: every
+    pixel black (``level`` unused). Traceable.
+
+    Args:
+      key: PRNG key of the noise.
+      pixel_values: (..., patch_dim) rows of :class:`tokdyn.models.qwen2_5_vl.ImageProcessor`.
+      processor: the :class:`~tokdyn.models.qwen2_5_vl.ImageProcessor` that made them.
+      kind: one of :data:`NOISES`.
+      level: the noise's standard deviation on the [0, 1] pixel scale, >= 0.
+    """
+    if kind not in NOISES:
+        raise ValueError(f"kind must be one of {NOISES}, got {kind!r}")
+    if not isinstance(level, jax.Array) and not (float(level) >= 0):
+        raise ValueError(f"level must be >= 0, got {level!r}")
+    c, tp, p = len(processor.image_mean), processor.temporal_patch_size, processor.patch_size
+    px = jnp.asarray(pixel_values, jnp.float32)
+    if px.shape[-1] != c * tp * p * p:
+        raise ValueError(f"pixel_values rows must have {c * tp * p * p} entries (patch_dim), got {px.shape[-1]}")
+    shape = px.shape[:-1] + (c, tp, p, p)
+    mean = jnp.asarray(processor.image_mean, jnp.float32)[:, None, None, None]
+    std = jnp.asarray(processor.image_std, jnp.float32)[:, None, None, None]
+    x = px.reshape(shape) * std + mean  # [0, 1] pixels
+    if kind == "blank":
+        y = jnp.zeros_like(x)
+    else:
+        noise = jax.random.normal(key, px.shape[:-1] + (c, 1, p, p), jnp.float32)  # one draw for every frame
+        y = jnp.clip(x + level * noise, 0.0, 1.0)
+    return ((y - mean) / std).reshape(px.shape)

@@ -107,6 +107,20 @@ def test_grid_masks_majority():
     np.testing.assert_array_equal(perception.grid_masks(aligned, (4, 4), 5), blocks.reshape(1, 16))
 
 
+def test_standardise():
+    """Unit RMS radius about the mean, against NumPy; a uniform image's features (equal up to rounding) are flat:
+    zeros, never magnified rounding errors."""
+    x = np.random.default_rng(0).normal(2.0, 3.0, (30, 7)).astype(np.float32)
+    xs, radius, flat = perception.standardise(x)
+    c = x.astype(np.float64) - x.mean(0)
+    np.testing.assert_allclose(float(radius), np.sqrt(np.trace(np.cov(c.T, bias=True))), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(xs), c / np.sqrt((c**2).sum(1).mean()), atol=1e-5)
+    assert not bool(flat)
+    same = np.ones((30, 7), np.float32) + np.random.default_rng(1).normal(0, 1e-7, (30, 7)).astype(np.float32)
+    xs, radius, flat = perception.standardise(same)
+    assert bool(flat) and float(radius) > 0 and np.all(np.asarray(xs) == 0)
+
+
 def ari_np(a, b):
     return adjusted_rand_score(np.asarray(a), np.asarray(b))
 
@@ -203,6 +217,17 @@ def test_refusals(model, scene_batch, kwargs, match):
 def test_refusals_of_type(scene_batch):
     with pytest.raises(TypeError, match="model"):
         perception.perception_dynamics(object(), jax.random.key(0), scene_batch.images, cfg=CFG)
+
+
+@pytest.mark.full
+def test_uniform_images_are_flat_and_collapse(model):
+    """Black and grey images: the tower's patches are one feature up to rounding; every rule ends in one group."""
+    images = np.zeros((2, 56, 56, 3), np.uint8)
+    images[1] = 128
+    out = perception.perception_dynamics(model, jax.random.key(0), images, cfg=CFG, processor=PROCESSOR, size=SIZE)
+    for level in perception.LEVELS:
+        assert out[level]["flat"].all() and (out[level]["groups"] == 1).all()
+        assert np.isfinite(out[level]["tokens"]).all()
 
 
 @pytest.mark.full

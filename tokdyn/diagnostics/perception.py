@@ -88,13 +88,22 @@ class Config:
         return (*self.methods, KMEANS)
 
 
+FLAT_REL = 1e-4
+"""Features whose RMS radius is at most this fraction of their RMS norm are flat (one feature for the whole
+image, up to rounding): :func:`standardise` sets them to zero rather than magnify their rounding errors."""
+
+
 def standardise(x):
     """``x`` (N, D) centred on its mean and divided by its RMS radius ``sqrt(tr Cov X)`` (population
-    covariance); features with no spread are centred only (all zero). Returns ``(standardised, radius)``."""
+    covariance). Returns ``(standardised, radius, flat)``: ``flat`` when the radius is at most
+    :data:`FLAT_REL` times the features' RMS norm (a uniform image's patches differ by float rounding alone),
+    and then the standardised features are all zero, so every rule ends in one group."""
     x = jnp.asarray(x, jnp.float32)
     centred = x - jnp.mean(x, axis=0)
     radius = jnp.sqrt(jnp.mean(jnp.sum(centred**2, axis=-1)))
-    return centred / jnp.where(radius > 0, radius, 1.0), radius
+    norm = jnp.sqrt(jnp.mean(jnp.sum(x**2, axis=-1)))
+    flat = radius <= FLAT_REL * norm
+    return jnp.where(flat, 0.0, centred / jnp.where(flat, 1.0, radius)), radius, flat
 
 
 def cluster_features(key, x, segments, n_segments: int, cfg: Config) -> dict:
@@ -111,10 +120,10 @@ def cluster_features(key, x, segments, n_segments: int, cfg: Config) -> dict:
     Returns:
       A dict of arrays with a leading axis over ``cfg.names`` (the rules, then k-means): each of
       :data:`SCORES` (M,), ``labels`` (M, N) and final ``tokens`` (M, T, D), the initial tokens ``start``
-      (T, D), all in standardised units, and the image's ``tau_c`` (of the standardised features) and
-      ``radius`` (of the features as given), scalars. Traceable: ``jit`` and ``vmap`` over images apply.
+      (T, D), all in standardised units, and the image's ``tau_c`` (of the standardised features),
+      ``radius`` (of the features as given) and ``flat`` (:func:`standardise`), scalars. Traceable: ``jit`` and ``vmap`` over images apply.
     """
-    xs, radius = standardise(x)
+    xs, radius, flat = standardise(x)
     n, k = xs.shape[0], cfg.n_tokens
     tau_c = analysis.collapse_threshold(xs)
     tau = cfg.temperature_ratio * jnp.maximum(tau_c, jnp.float32(1e-12))
@@ -153,7 +162,15 @@ def cluster_features(key, x, segments, n_segments: int, cfg: Config) -> dict:
 
     out = jax.vmap(score)(tokens, labels)
     return dict(
-        out, steps=steps, converged=converged, labels=labels, tokens=tokens, start=start, tau_c=tau_c, radius=radius
+        out,
+        steps=steps,
+        converged=converged,
+        labels=labels,
+        tokens=tokens,
+        start=start,
+        tau_c=tau_c,
+        radius=radius,
+        flat=flat,
     )
 
 

@@ -120,6 +120,27 @@ def test_latents_at_their_slots(setup):
     assert np.abs(np.asarray(out.logits[:, lay.answer] - setup["full"].logits[:, lay.answer])).max() > 1e-3
 
 
+def test_drop_removes_positions_from_attention(setup):
+    """Dropped markers get no attention weight from any later query (rows sum to 1 over the rest); positions
+    before them keep their logits, the answer's move."""
+    lay, model = setup["lay"], setup["model"]
+    drop = np.zeros(setup["ids"].shape, bool)
+    drop[:, list(lay.markers)] = True
+    sel = protocol.Select(hidden=(), attention=(0, 1), rows=(lay.answer, lay.latents[-1]))
+    out = setup["apply"](model.params, setup["batch"], drop=jnp.asarray(drop), select=sel)
+    w = np.asarray(out.attention)
+    assert np.all(w[..., list(lay.markers)] == 0.0)
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-5)
+    before = slice(0, lay.markers[0])
+    np.testing.assert_allclose(
+        np.asarray(out.logits[:, before]), np.asarray(setup["full"].logits[:, before]), atol=1e-5
+    )
+    assert np.abs(np.asarray(out.logits[:, lay.answer] - setup["full"].logits[:, lay.answer])).max() > 1e-3
+    protocol.check_apply(
+        qa.make_apply(model.config, setup["grid"], lay), model.params, setup["batch"], uses=("drop",), select=sel
+    )
+
+
 def test_check_apply_both_models(setup):
     """The Qwen model (which takes ``select``) and the tiny reasoner (which does not) both pass; the reasoner
     is answered by the plain call, narrowed; bad selections and wrong shapes are refused, named."""

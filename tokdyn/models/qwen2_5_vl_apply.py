@@ -8,7 +8,8 @@ the latent-reasoning methods place them::
 
 :func:`prompt` builds such ids, :func:`layout` finds the positions (image tokens, latent slots, markers, the
 answer position: the last), :func:`make_batch` adds the mask, the multimodal rotary positions and the pixel
-rows, and :func:`make_apply` returns ``apply(params, batch, *, latents=None, intervene=None, select=None)``:
+rows, and :func:`make_apply` returns ``apply(params, batch, *, latents=None, intervene=None, drop=None,
+select=None)``:
 ``latents`` (B, L, D) are written as input embeddings at the latent slots (without them the slots keep their
 fill token's embedding), ``intervene`` edits the input embeddings, and ``select``
 (:class:`tokdyn.diagnostics.protocol.Select`) computes only the hidden entries and attention rows asked for,
@@ -129,18 +130,21 @@ def attention_rows(cfg, p: dict, x, cos, sin, mask, rows) -> jax.Array:
 
 
 def make_apply(cfg: Config, image_grid_thw, lay: Layout):
-    """``apply(params, batch, *, latents=None, intervene=None, select=None) -> Outputs`` for prompts of layout
+    """``apply(params, batch, *, latents=None, intervene=None, drop=None, select=None) -> Outputs`` for prompts of layout
     ``lay`` and images of grid ``image_grid_thw`` ([[1, h, w]]): the protocol of
     :mod:`tokdyn.diagnostics.protocol`, with ``params`` the model's parameter tree and ``batch`` from
     :func:`make_batch`. ``Outputs.latents`` (B, L, D) are the input embeddings at the latent slots (after
     ``latents``, before ``intervene``); ``hidden`` entry 0 the input embeddings after ``intervene``, entry
     ``i`` layer ``i``'s output (before the final norm); ``attention`` the softmax weights in float32.
+    ``drop`` (B, T) bool removes the True positions from attention (no other position reads them; each still
+    reads itself), as the markers-only and no-block settings of the decomposition need. The protocol's
+    ``inject`` (copies of image patches inserted before the block) is not implemented here.
     Traceable: ``jit``, ``vmap`` and ``grad`` apply."""
     plan = vision.plan(cfg.vision, positions_lib.check_grid(image_grid_thw, cfg.vision.spatial_merge_size)[:1])
     n_layers = cfg.text.num_hidden_layers
     slots = jnp.asarray(lay.latents, jnp.int32)
 
-    def apply(params, batch, *, latents=None, intervene=None, select=None):
+    def apply(params, batch, *, latents=None, intervene=None, drop=None, select=None):
         ids, valid = batch["input_ids"], batch["attention_mask"].astype(bool)
         feats = jax.vmap(lambda px: model_lib.image_features(cfg, params, px, plan))(batch["pixel_values"])
         x = params["text"]["embed"][ids]  # (B, T, D)
@@ -154,7 +158,10 @@ def make_apply(cfg: Config, image_grid_thw, lay: Layout):
             x = intervene(x)
         t = ids.shape[1]
         order = jnp.arange(t)
-        mask = attention.causal_mask(jnp.broadcast_to(order, ids.shape), order, valid)
+        keys = valid if drop is None else valid & ~jnp.asarray(drop, bool)
+        mask = attention.causal_mask(jnp.broadcast_to(order, ids.shape), order, keys)
+        if drop is not None:  # a dropped position still reads itself, so no query is left without a key
+            mask = mask | jnp.eye(t, dtype=bool)[None]
         cos, sin = text.rope_tables(cfg.text, batch["positions"])
         keep_h = range(n_layers + 1) if select is None else [h % (n_layers + 1) for h in select.hidden]
         keep_a = range(n_layers) if select is None else [a % n_layers for a in select.attention]

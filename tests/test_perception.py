@@ -198,6 +198,7 @@ def test_unmasked_images(model, scene_batch, result):
     "kwargs, match",
     [
         (dict(cfg=perception.Config(methods=("nope",))), "methods"),
+        (dict(cfg=perception.Config(methods=["baseline"])), "methods"),
         (dict(cfg=perception.Config(n_tokens=1)), "n_tokens"),
         (dict(cfg=perception.Config(n_tokens=17)), "n_tokens"),
         (dict(cfg=perception.Config(temperature_ratio=0.0)), "temperature_ratio"),

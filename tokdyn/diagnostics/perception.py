@@ -69,7 +69,7 @@ class Config:
     def validate(self) -> Config:
         """``self``, or a ValueError/TypeError naming the field."""
         _checks.positive_int("n_tokens", self.n_tokens, minimum=2)
-        if isinstance(self.methods, str) or not self.methods:
+        if not isinstance(self.methods, tuple) or not self.methods:
             raise ValueError(f"methods must be a non-empty tuple of names from {tuple(dynamics.METHODS)}")
         for name in self.methods:
             _checks.choice("methods", name, dynamics.METHODS)

@@ -151,22 +151,25 @@ def test_scores_equal_direct_computation(model, scene_batch, result):
             gap = np.sort(d2, 1)[:, 1] - d2.min(1)
             sure = gap > 1e-4
             np.testing.assert_array_equal(labels[sure], d2.argmin(1)[sure])
+            close = np.sqrt(((tokens[:, None] - tokens[None]) ** 2).sum(-1)) < CFG.merge_rel
+            groups, component = connected_components(close, directed=False)
+            part = component[labels]  # the token groups' partition of the patches
+            km_tokens = level["tokens"][i, -1].astype(np.float64)
+            km_close = np.sqrt(((km_tokens[:, None] - km_tokens[None]) ** 2).sum(-1)) < CFG.merge_rel
+            km_part = connected_components(km_close, directed=False)[1][level["labels"][i, -1]]
+            assert ari_np(level["partition"][i, m], part) == 1.0
             if name == "kmeans":
                 assert level["converged"][i, m]
                 for k in np.unique(labels):
                     np.testing.assert_allclose(tokens[k], xs[labels == k].mean(0), atol=1e-4)
-                np.testing.assert_allclose(level["ari_kmeans"][i, m], 1.0)
-            else:
-                np.testing.assert_allclose(level["ari_kmeans"][i, m], ari_np(level["labels"][i, -1], labels), atol=1e-5)
-            np.testing.assert_allclose(level["ari"][i, m], ari_np(segs, labels), atol=1e-5)
+            np.testing.assert_allclose(level["ari_kmeans"][i, m], ari_np(km_part, part), atol=1e-5)
+            np.testing.assert_allclose(level["ari"][i, m], ari_np(segs, part), atol=1e-5)
             fg = segs > 0
-            np.testing.assert_allclose(level["fg_ari"][i, m], ari_np(segs[fg], labels[fg]), atol=1e-5)
-            close = np.sqrt(((tokens[:, None] - tokens[None]) ** 2).sum(-1)) < CFG.merge_rel
-            groups = connected_components(close, directed=False)[0]
+            np.testing.assert_allclose(level["fg_ari"][i, m], ari_np(segs[fg], part[fg]), atol=1e-5)
             assert level["groups"][i, m] == groups
             assert level["collapsed"][i, m] == (groups == 1)
             assert level["merged"][i, m] == (groups < CFG.n_tokens)
-            used = len(np.unique(labels))
+            used = len(np.unique(part))
             assert level["n_used"][i, m] == used
             assert level["under_used"][i, m] == (used < min(len(np.unique(segs)), CFG.n_tokens))
 
@@ -176,13 +179,13 @@ def test_patch_level(result):
     level = result["patches"]
     assert level["labels"].shape == (2, 2, 64)
     for m in range(2):
-        np.testing.assert_allclose(
-            level["ari"][0, m], ari_np(result["segments"]["patches"][0], level["labels"][0, m]), atol=1e-5
-        )
-        fg = result["segments"]["patches"][0] > 0
-        np.testing.assert_allclose(
-            level["fg_ari"][0, m], ari_np(result["segments"]["patches"][0][fg], level["labels"][0, m][fg]), atol=1e-5
-        )
+        tokens = level["tokens"][0, m].astype(np.float64)
+        close = np.sqrt(((tokens[:, None] - tokens[None]) ** 2).sum(-1)) < CFG.merge_rel
+        part = connected_components(close, directed=False)[1][level["labels"][0, m]]
+        segs = result["segments"]["patches"][0]
+        np.testing.assert_allclose(level["ari"][0, m], ari_np(segs, part), atol=1e-5)
+        fg = segs > 0
+        np.testing.assert_allclose(level["fg_ari"][0, m], ari_np(segs[fg], part[fg]), atol=1e-5)
 
 
 @pytest.mark.full

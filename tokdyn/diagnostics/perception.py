@@ -119,7 +119,10 @@ def cluster_features(key, x, segments, n_segments: int, cfg: Config) -> dict:
 
     Returns:
       A dict of arrays with a leading axis over ``cfg.names`` (the rules, then k-means): each of
-      :data:`SCORES` (M,), ``labels`` (M, N) and final ``tokens`` (M, T, D), the initial tokens ``start``
+      :data:`SCORES` (M,), ``labels`` (M, N) (each patch's nearest final token), ``partition`` (M, N) (the
+      group of that token: tokens closer than ``merge_rel`` are one segment; the scores read this partition,
+      so coincident tokens never split a segment by float rounding; ``n_used`` counts its segments) and final
+      ``tokens`` (M, T, D), the initial tokens ``start``
       (T, D), all in standardised units, and the image's ``tau_c`` (of the standardised features),
       ``radius`` (of the features as given) and ``flat`` (:func:`standardise`), scalars. Traceable: ``jit`` and ``vmap`` over images apply.
     """
@@ -146,18 +149,26 @@ def cluster_features(key, x, segments, n_segments: int, cfg: Config) -> dict:
     segments = jnp.asarray(segments, jnp.int32)
     present = metrics.n_used(segments, n_segments)
 
+    def partition(t, lab):
+        # the token groups' partition: coincident tokens are one segment, never split by rounding
+        group, groups = dynamics.token_groups(t, cfg.merge_rel)
+        return jnp.where(lab >= 0, group[jnp.clip(lab, 0, k - 1)], -1), groups
+
+    km_part, _ = partition(km.tokens.astype(tokens.dtype), km.labels)
+
     def score(t, lab):
-        _, groups = dynamics.token_groups(t, cfg.merge_rel)
-        used = metrics.n_used(lab, k)
+        part, groups = partition(t, lab)
+        used = metrics.n_used(part, k)
         return dict(
-            ari=metrics.ari(segments, lab, n_true=n_segments, n_pred=k),
-            fg_ari=metrics.fg_ari(segments, lab, n_true=n_segments, n_pred=k),
+            ari=metrics.ari(segments, part, n_true=n_segments, n_pred=k),
+            fg_ari=metrics.fg_ari(segments, part, n_true=n_segments, n_pred=k),
             groups=groups,
             collapsed=groups == 1,
             merged=groups < k,
             n_used=used,
             under_used=used < jnp.minimum(present, k),
-            ari_kmeans=metrics.ari(km.labels, lab, n_true=k, n_pred=k),
+            ari_kmeans=metrics.ari(km_part, part, n_true=k, n_pred=k),
+            partition=part,
         )
 
     out = jax.vmap(score)(tokens, labels)

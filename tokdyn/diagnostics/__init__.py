@@ -12,11 +12,13 @@ the type :class:`tokdyn.models.latent.model.ApplyFn`, every output's shape in
 - :mod:`tokdyn.diagnostics.dmlr`       confidence-driven latent optimisation at inference (DMLR)
 - :mod:`tokdyn.diagnostics.perturb`    image perturbations
 - :mod:`tokdyn.diagnostics.grounding`  per-token grounding scores
+- :mod:`tokdyn.diagnostics.perception` token dynamics of a vision-language model's perception tokens (its vision
+  tower's patch features as the points of :func:`tokdyn.dynamics.run`)
 """
 
 import importlib
 
-__all__ = ["protocol", "mediation", "dmlr", "perturb", "grounding"]
+__all__ = ["protocol", "mediation", "dmlr", "perturb", "grounding", "perception"]
 
 
 def __getattr__(name):

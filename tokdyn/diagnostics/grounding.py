@@ -8,7 +8,8 @@ with I the image and I~ a perturbed one (:mod:`tokdyn.diagnostics.perturb`), bot
 generated tokens (teacher-forced). A token is image-dependent when ``S_t > threshold``.
 
 - :func:`token_logprobs`: log-probabilities (B, n) of given tokens at the positions that predict
-  them, under one forward pass.
+  them, under one forward pass (asking for the logits alone, :func:`tokdyn.diagnostics.protocol.apply_selected`,
+  so a model that takes ``select=`` computes no attention map).
 - :func:`scores`: S (B, n) for a batch and its perturbed copy.
 - :func:`generated_positions`: for the latent reasoner's layout, the positions predicting the
   caption tokens and the answer.
@@ -63,12 +64,18 @@ def token_logprobs(apply_fn: Callable, params, batch, *, positions, tokens) -> j
     positions = np.asarray(positions, int)
     if jnp.shape(tokens)[-1:] != positions.shape:
         raise ValueError(f"tokens must have one column per position ({positions.size}), got shape {jnp.shape(tokens)}")
+    nothing = protocol.Select()  # the logits alone: a model that takes select= computes no attention map
     dims = protocol.check_apply(
-        apply_fn, params, batch, positions={"positions": positions}, arrays={"tokens": (tokens, ("B", positions.size))}
+        apply_fn,
+        params,
+        batch,
+        positions={"positions": positions},
+        arrays={"tokens": (tokens, ("B", positions.size))},
+        select=nothing,
     )
     if _checks.on_host(tokens):
         _checks.real("tokens", np.asarray(tokens), low=0, high=dims.vocab - 1)
-    lp = jax.nn.log_softmax(apply_fn(params, batch).logits[:, positions])  # (B, n, V)
+    lp = jax.nn.log_softmax(protocol.apply_selected(apply_fn, params, batch, nothing).logits[:, positions])  # (B, n, V)
     return jnp.take_along_axis(lp, jnp.asarray(tokens)[..., None], -1)[..., 0]
 
 

@@ -9,6 +9,14 @@ returning :class:`tokdyn.models.latent.model.Outputs`: ``logits`` (B, T, V), ``h
 (B, n_layers + 1, T, D) with ``hidden[:, 0]`` the input embeddings, ``attention``
 (B, n_layers, H, T, T), ``latents`` (B, L, D).
 
+At real sizes the full ``attention`` does not fit (a 7B model at 1,500 tokens: 28 layers x 28 heads x
+1,500^2 floats per instance). A model may therefore also take ``select=`` a :class:`Select`, and then
+returns only what it names: ``hidden`` (B, len(select.hidden), T, D), the chosen entries of the full
+``hidden``, and ``attention`` (B, len(select.attention), H, len(select.rows), T), the chosen layers' rows at
+the chosen query positions (:func:`narrow` says what each equals). :func:`apply_selected` is how a
+diagnostic asks: with ``select=`` where the model takes it, else the plain call narrowed, so a model that
+never heard of ``select`` (the tiny latent reasoner) works unchanged.
+
 :func:`check_apply` is the check every public diagnostic that takes a model runs at its entry:
 one :func:`jax.eval_shape` of the model (no device work, no compile, cached per ``apply_fn``,
 shapes and keywords), raising a ``ValueError``/``TypeError`` that names what is wrong; with
@@ -29,7 +37,18 @@ import numpy as np
 from tokdyn import _checks
 from tokdyn.models.latent.model import ApplyFn, Outputs
 
-__all__ = ["ApplyFn", "Outputs", "Dims", "KEYWORDS", "check_apply", "as_positions"]
+__all__ = [
+    "ApplyFn",
+    "Outputs",
+    "Dims",
+    "KEYWORDS",
+    "Select",
+    "narrow",
+    "takes_select",
+    "apply_selected",
+    "check_apply",
+    "as_positions",
+]
 
 KEYWORDS = ("latents", "intervene", "drop", "inject")
 FIELDS = Outputs._fields  # ("logits", "hidden", "attention", "latents")
@@ -46,6 +65,99 @@ class Dims(NamedTuple):
     heads: int
     width: int
     latents: int
+
+
+class Select(NamedTuple):
+    """What a diagnostic needs of a model's outputs, so that a large model computes only that.
+
+    Attributes:
+      hidden: entries of ``hidden`` (indices into its n_layers + 1 entries; 0 the input embeddings,
+        negative from the end); ``()`` for none.
+      attention: layers of ``attention`` (indices into its n_layers; negative from the end); ``()`` for none.
+      rows: query positions of the attention rows, in [0, T); ``()`` for none.
+    """
+
+    hidden: tuple = ()
+    attention: tuple = ()
+    rows: tuple = ()
+
+
+def narrow(out: Outputs, select: Select) -> Outputs:
+    """``out`` (a full call's :class:`Outputs`) cut to ``select``: ``hidden[:, select.hidden]`` and
+    ``attention[:, select.attention][:, :, :, select.rows]``; logits and latents unchanged. The reference
+    a model's own ``select=`` must equal."""
+    hidden = out.hidden[:, jnp.asarray(select.hidden, jnp.int32)]
+    attention = out.attention[:, jnp.asarray(select.attention, jnp.int32)][:, :, :, jnp.asarray(select.rows, jnp.int32)]
+    return out._replace(hidden=hidden, attention=attention)
+
+
+def takes_select(apply_fn) -> bool:
+    """Whether ``apply_fn`` takes the ``select`` keyword (by name; a ``**kwargs`` alone does not count)."""
+    import inspect
+
+    try:
+        return "select" in inspect.signature(apply_fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def apply_selected(apply_fn, params, batch, select: Select, **kwargs) -> Outputs:
+    """``apply_fn(params, batch, select=select, **kwargs)`` when the model takes ``select`` (it computes only
+    what ``select`` names), else :func:`narrow` of the plain call: the same :class:`Outputs` either way."""
+    if takes_select(apply_fn):
+        return apply_fn(params, batch, select=select, **kwargs)
+    return narrow(apply_fn(params, batch, **kwargs), select)
+
+
+def _check_select(select, dims: "Dims") -> Select:
+    if not isinstance(select, Select):
+        raise TypeError(f"select must be a tokdyn.diagnostics.protocol.Select, got {type(select).__name__}")
+    bounds = {"hidden": dims.layers + 1, "attention": dims.layers, "rows": dims.length}
+    what = {
+        "hidden": "entries of hidden (n_layers + 1)",
+        "attention": "layers of attention (n_layers)",
+        "rows": "positions (the sequence length T)",
+    }
+    for field, n in bounds.items():
+        values = getattr(select, field)
+        ok = isinstance(values, tuple) and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values
+        )
+        low = 0 if field == "rows" else -n
+        if not ok or any(not low <= v < n for v in values):
+            raise ValueError(
+                f"select.{field} must be a tuple of ints in [{low}, {n}) ({what[field]} = {n}), got {values!r}"
+            )
+    return select
+
+
+def _check_selected(apply_fn, params, batch, select: Select, dims: "Dims") -> None:
+    """One abstract call with ``select=``: its shapes must be those :func:`narrow` gives."""
+    want_h = (dims.batch, len(select.hidden), dims.length, dims.width)
+    want_a = (dims.batch, len(select.attention), dims.heads, len(select.rows), dims.length)
+    what = "apply_fn(params, batch, select=...)"
+
+    def run(p, x):
+        out = _apply(apply_fn, p, x, {"select": select}, what)
+        missing = [f for f in FIELDS if not hasattr(out, f)]
+        if missing:
+            raise TypeError(f"{what} must return Outputs(logits, hidden, attention, latents), without {missing}")
+        return out
+
+    out = jax.eval_shape(run, params, batch)
+    got = {f: tuple(getattr(out, f).shape) for f in FIELDS}
+    want = {
+        "logits": (dims.batch, dims.length, dims.vocab),
+        "hidden": want_h,
+        "attention": want_a,
+        "latents": (dims.batch, dims.latents, dims.width),
+    }
+    for f in FIELDS:
+        if got[f] != want[f]:
+            raise ValueError(
+                f"{what}.{f} must have shape {want[f]} for {select} (hidden (B, len(select.hidden), T, D), "
+                f"attention (B, len(select.attention), H, len(select.rows), T)), got {got[f]}"
+            )
 
 
 def as_positions(name: str, value, length: Optional[int] = None) -> tuple:
@@ -371,6 +483,7 @@ def check_apply(
     arrays: Optional[Mapping] = None,
     batches: Optional[Mapping] = None,
     reads_hidden: bool = False,
+    select: Optional[Select] = None,
 ) -> Dims:
     """Check that ``apply_fn`` implements the protocol on ``params`` and ``batch``, and that a
     diagnostic's arguments fit it, before anything runs.
@@ -392,6 +505,9 @@ def check_apply(
       batches: ``{name: batch}``: other batches that must have ``batch``'s structure and shapes.
       reads_hidden: the diagnostic reads ``Outputs.hidden``: check its contents too (see the module
         docstring), once per model and shapes; ``apply_fn`` must then take ``intervene``.
+      select: the :class:`Select` the diagnostic will ask for (through :func:`apply_selected`): its
+        indices must lie within the model's layers and sequence; a model that takes ``select=`` is traced
+        once more with it (``jax.eval_shape``), and its outputs must have the shapes :func:`narrow` gives.
 
     Returns:
       The :class:`Dims` of the model's outputs.
@@ -438,6 +554,10 @@ def check_apply(
             raise ValueError(f"{name} must be given, an array of shape {text}{' ' + why if why else ''}, got None")
         if tuple(jnp.shape(value)) != want:
             raise ValueError(f"{name} must have shape {text}{' ' + why if why else ''}, got {tuple(jnp.shape(value))}")
+    if select is not None:
+        _check_select(select, dims)
+        if takes_select(apply_fn):
+            _check_selected(apply_fn, params, batch, select, dims)
     if reads_hidden:
         _embeddings_once(apply_fn, params, batch, dims)
     return dims

@@ -1,0 +1,68 @@
+"""Read-outs of Qwen2.5-VL's internals that its forward pass does not hand back, built from the public pieces
+of :mod:`tokdyn.models.qwen2_5_vl` (nothing in the model package changes).
+
+:func:`vision_taps` gives the vision tower's patch features twice, before and after the merger of 2x2
+patches, both in raster order over their grids (row-major), so that a feature's index is its place in the
+image; :func:`raster_order` is the host-side index arithmetic behind it.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn.models.blocks import mlp, norm, rotary
+from tokdyn.models.qwen2_5_vl import positions, vision
+from tokdyn.models.qwen2_5_vl.config import Config
+
+
+def raster_order(cfg: Config, grid) -> np.ndarray:
+    """(patches,) the row of ``pixel_values`` that holds each patch of a one-image ``grid`` ([[1, h, w]]), in
+    raster order: entry ``r * w + c`` is the row of the patch at row ``r``, column ``c``.
+
+    ``pixel_values`` keeps patches in blocks of ``spatial_merge_size`` x ``spatial_merge_size``
+    (:func:`tokdyn.models.qwen2_5_vl.positions.vision_positions`); the merged tokens are already in raster
+    order over the merged grid. A ValueError unless ``grid`` is one image of one frame.
+    """
+    merge = cfg.vision.spatial_merge_size
+    arr = positions.check_grid(grid, merge)
+    if arr.shape[0] != 1 or arr[0, 0] != 1:
+        raise ValueError(f"grid must be one image of one frame, [[1, h, w]], got {arr.tolist()}")
+    _, _, w = arr[0]
+    rc = positions.vision_positions(arr, merge)  # (patches, 2) in pixel_values' order
+    return np.argsort(rc[:, 0] * w + rc[:, 1], kind="stable")
+
+
+def vision_taps(cfg: Config, params: dict, pixel_values: jax.Array, plan: vision.Plan, raster) -> dict:
+    """The vision tower's features of one image, before and after the merger.
+
+    Args:
+      cfg: the model's configuration.
+      params: the model's parameter tree (:mod:`tokdyn.models.qwen2_5_vl.params`).
+      pixel_values: (patches, patch_dim) one image's rows, as the image processor makes them.
+      plan: :func:`tokdyn.models.qwen2_5_vl.vision.plan` of the image's grid.
+      raster: (patches,) :func:`raster_order` of the same grid.
+
+    Returns:
+      ``{"patches": (h * w, hidden_size), "merged": (h * w / merge**2, out_hidden_size)}``, each in raster
+      order over its grid: ``patches`` the last vision block's output (the residual stream the merger's
+      RMSNorm reads), ``merged`` the merger's output, equal to
+      :func:`tokdyn.models.qwen2_5_vl.model.image_features` (the features the decoder receives). Traceable
+      (``jit``, ``vmap`` over images of one grid, ``grad``).
+    """
+    vcfg = cfg.vision
+    p = params["vision"]
+    x = jnp.matmul(pixel_values.astype(p["patch_embed"]["kernel"].dtype), p["patch_embed"]["kernel"])
+    x = x[plan.order]  # window order
+    inv_freq = rotary.inverse_frequencies(vcfg.head_dim // 2, vcfg.rope_theta)
+    cos, sin = rotary.axial_tables(plan.positions, inv_freq)
+    window_mask = plan.window_segment[:, None] == plan.window_segment[None, :]
+    full_mask = plan.full_segment[:, None] == plan.full_segment[None, :]
+    for i, block in enumerate(p["blocks"]):
+        x = vision.block(vcfg, block, x, cos, sin, full_mask if i in vcfg.fullatt_block_indexes else window_mask)
+    merger = p["merger"]
+    h = norm.rms_norm(x, merger["norm"], vision.NORM_EPS).reshape(-1, vcfg.hidden_size * vcfg.spatial_merge_size**2)
+    merged = mlp.linear(jax.nn.gelu(mlp.linear(h, merger["fc1"]), approximate=False), merger["fc2"])[plan.restore]
+    patches = x[jnp.argsort(plan.order)]  # back to pixel_values' order
+    return {"patches": patches[jnp.asarray(raster)], "merged": merged}

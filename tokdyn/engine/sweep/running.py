@@ -90,7 +90,12 @@ def run(
     ``run(..., out=SHARED_DIR)`` call in each; ``fold_in`` by global run index keeps the union
     bit-identical to a single-process sweep. Read it with :func:`~tokdyn.engine.sweep.load` when all have finished.
 
+    An ``fn`` with a method ``check_conditions(axes)`` (:meth:`tokdyn.engine.runs.ClusterRun.check_conditions`,
+    :meth:`tokdyn.engine.runs.TrackRun.check_conditions`) has the grid's axes (``{name: values}``)
+    checked by it first: a value out of its range is refused there.
+
     Raises, before anything is compiled: ``TypeError`` when ``key`` is not one PRNG key;
+    ``ValueError`` when ``fn.check_conditions`` refuses a value of an axis;
     ``ValueError`` when a grid axis is not an argument of ``fn`` or ``fn`` has a required argument
     that is not a grid axis, or an output field of ``fn`` has the name of a column the sweep writes
     (an axis, ``seed``, ``index``, a flattened ``name_0``); :class:`tokdyn.io.OutputConflict` when
@@ -153,6 +158,9 @@ def _check_arguments(fn, grid, key, out, collect: bool, part) -> tuple:
     if out is None and not collect:
         raise ValueError("collect=False needs out=DIR: the results would be lost")
     check_signature(fn, grid.names)
+    check = getattr(fn, "check_conditions", None)
+    if callable(check):  # the run's own ranges (ClusterRun, TrackRun): no NaN rows from a host value
+        check(grid.axes)
     if part is None:
         part = (jax.process_index(), jax.process_count())
     if (

@@ -45,8 +45,9 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_out_of_range_condition_is_refused_before_tracing(case):
     fn, axes = CASES[case]
+    key = jax.random.key(0)
     with jax_compilations() as compiled, pytest.raises(ValueError, match=f"axis '{case}'"):
-        sweep.run(fn, sweep.Grid(seeds=1, **axes), key=jax.random.key(0), progress=False)
+        sweep.run(fn, sweep.Grid(seeds=1, **axes), key=key, progress=False)
     assert not compiled
 
 

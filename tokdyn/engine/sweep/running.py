@@ -11,8 +11,8 @@ import numpy as np
 
 from tokdyn import io
 from tokdyn.engine import execute
-from tokdyn.engine.sweep import store
-from tokdyn.engine.sweep.digest import code_digest, module_digests
+from tokdyn.engine.sweep import reads, store
+from tokdyn.engine.sweep.digest import code_digest, imported_modules, module_digest, module_digests
 from tokdyn.engine.sweep.grid import MAX_RUNS, Grid
 from tokdyn.engine.sweep.result import SweepResult
 from tokdyn.engine.sweep.task import check_field_names, check_signature, grid_shared, grid_task, output_spec
@@ -78,7 +78,10 @@ def run(
     :func:`~tokdyn.engine.sweep.code_digest`, the digest of every module of the user's that ``fn``
     reaches (:func:`~tokdyn.engine.sweep.digest.module_digests`: the module it is defined in and
     every module of the user's imported from there, by their syntax trees, as the process runs
-    them: a file edited while the sweep runs never stamps its chunks), ``code``, and the output fields with their dtype and shape
+    them: a file edited while the sweep runs never stamps its chunks), every module of the user's and
+    every data file that ``fn`` imports or opens while it is traced (an ``import helper`` inside a
+    rule's step, an ``np.load("data.npy")``: :func:`tokdyn.engine.sweep.reads.recording`, the
+    file by its bytes), ``code``, and the output fields with their dtype and shape
     (traced once with ``jax.eval_shape``: nothing is compiled for it), so resuming into ``out``
     with a changed function body, another function or other output fields is refused with
     :class:`tokdyn.io.OutputConflict` naming what changed, as is a sweep written before manifests
@@ -111,10 +114,12 @@ def run(
     starts = list(range(0, total, step))
     mine = set(starts[part[0] :: part[1]])
     shared = grid_shared(grid, key)
-    outputs_spec = output_spec(task, shared)
+    with reads.recording(retrace=True) as seen:  # what fn imports and reads while traced keys its results too
+        outputs_spec = output_spec(task, shared, cached=False)
     fields = tuple(outputs_spec)
     check_field_names(fn, outputs_spec, grid)
-    manifest = store.make_manifest(fn, grid, key, step, common_random_numbers, _code_digests(fn, code), outputs_spec)
+    digests = _code_digests(fn, code, seen)
+    manifest = store.make_manifest(fn, grid, key, step, common_random_numbers, digests, outputs_spec)
     sid = store.sweep_id(manifest)
     done: dict[int, dict] = {}
     if out is not None:
@@ -183,15 +188,26 @@ def _describe(value) -> str:
     return f"{text} (dtype {dtype}, shape {shape})" if dtype is not None else text
 
 
-def _code_digests(fn, code) -> dict:
+def _code_digests(fn, code, seen: reads.Reads | None = None) -> dict:
     """What the results are keyed by: ``{"fn": code_digest(fn), "module NAME": digest of every module
-    of the user's fn reaches (module_digests), **code}``, ``code`` checked."""
+    of the user's fn reaches (module_digests) or imports while traced (``seen``, and the modules of
+    the user's those import), "file PATH": SHA-256 of every data file it opens while traced,
+    **code}``, ``code`` checked."""
     digests = {"fn": code_digest(fn)}
     digests.update({f"module {name}": d for name, d in module_digests(fn).items()})
+    if seen is not None:
+        for ns in imported_modules(seen.user_modules()):
+            digests.setdefault(f"module {ns['__name__']}", module_digest(ns))
+        digests.update({f"file {path}": reads.file_digest(path) for path in seen.data_files()})
     for name, value in (code or {}).items():
-        if not isinstance(name, str) or not isinstance(value, str) or name == "fn" or name.startswith("module "):
+        if (
+            not isinstance(name, str)
+            or not isinstance(value, str)
+            or name == "fn"
+            or name.startswith(("module ", "file "))
+        ):
             raise ValueError(
-                f"code must map names (not 'fn' nor 'module ...') to digests (str), got {name!r}: {value!r}"
+                f"code must map names (not 'fn', 'module ...' nor 'file ...') to digests (str), got {name!r}: {value!r}"
             )
         digests[name] = value
     return digests

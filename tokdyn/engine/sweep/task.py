@@ -147,11 +147,14 @@ def check_signature(fn, names) -> None:
             raise ValueError(f"{fn_id(fn)} needs argument {p.name!r}, which is not a grid axis {list(names)}")
 
 
-def output_spec(task, shared) -> dict:
+def output_spec(task, shared, *, cached: bool = True) -> dict:
     """``{field: "dtype[shape]"}`` of one run of ``task`` (the grid task the sweep builds) on ``shared``,
-    found by tracing it once (``jax.eval_shape``: nothing is compiled or run)."""
+    found by tracing it once (``jax.eval_shape``: nothing is compiled or run); ``cached``: reuse the
+    fields found for an equal task (False: trace it, running its Python code)."""
     leaves, treedef = jax.tree_util.tree_flatten(shared)
     abstract = tuple(jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in leaves)
+    if not cached:
+        return dict(_output_spec(task, treedef, abstract))
     try:
         hash(task)
     except TypeError:  # a function that cannot be a cache key: traced every time

@@ -35,7 +35,7 @@ _NOT_DATA = (".py", ".pyc", ".pyi", ".so", ".pyd", ".pth")
 _SYSTEM = ("/proc/", "/sys/", "/dev/")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Reads:
     """What a block read (:func:`recording`).
 

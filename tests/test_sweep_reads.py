@@ -64,6 +64,14 @@ def user_code(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
+def _anew(module):
+    """The rule module and its helper imported anew, as a new process imports them."""
+    sys.modules.pop("lazyhelper_reads", None)
+    sys.modules.pop(module.__name__, None)
+    importlib.invalidate_caches()
+    return importlib.import_module(module.__name__)
+
+
 def _sweep(rule, out):
     return sweep.run(
         ClusterRun(rule=rule, **SMALL), sweep.Grid(seeds=2), key=jax.random.key(0), out=out, progress=False
@@ -76,9 +84,8 @@ def test_an_edited_helper_imported_inside_the_step_is_refused(user_code, tmp_pat
     first = _sweep(module.LAZY, out)
     assert np.array_equal(_sweep(module.LAZY, out)["steps"], first["steps"])  # unchanged code: resumed as is
     helper.write_text("SCALE = 1.0\n")
-    sys.modules.pop(helper.stem)  # as a new process would import it
     with pytest.raises(io.OutputConflict, match=f"module '{helper.stem}'"):
-        _sweep(module.LAZY, out)
+        _sweep(_anew(module).LAZY, out)
 
 
 def test_an_edited_data_file_read_while_tracing_is_refused(user_code, tmp_path):
@@ -87,4 +94,4 @@ def test_an_edited_data_file_read_while_tracing_is_refused(user_code, tmp_path):
     _sweep(module.FILE, out)
     np.save(data, np.array([1.0]))
     with pytest.raises(io.OutputConflict, match="scale.npy"):
-        _sweep(module.FILE, out)
+        _sweep(_anew(module).FILE, out)

@@ -15,7 +15,7 @@ from tokdyn.engine.sweep import reads, store
 from tokdyn.engine.sweep.digest import code_digest, imported_modules, module_digest, module_digests
 from tokdyn.engine.sweep.grid import MAX_RUNS, Grid
 from tokdyn.engine.sweep.result import SweepResult
-from tokdyn.engine.sweep.task import check_field_names, check_signature, grid_shared, grid_task, output_spec
+from tokdyn.engine.sweep.task import check_field_names, check_signature, grid_shared, grid_task, traced_outputs
 
 
 def run(
@@ -114,11 +114,11 @@ def run(
     starts = list(range(0, total, step))
     mine = set(starts[part[0] :: part[1]])
     shared = grid_shared(grid, key)
-    with reads.recording(retrace=True) as seen:  # what fn imports and reads while traced keys its results too
-        outputs_spec = output_spec(task, shared, cached=False)
+    # what fn imports and reads while traced keys its results too
+    outputs_spec, imported, files = traced_outputs(task, shared)
     fields = tuple(outputs_spec)
     check_field_names(fn, outputs_spec, grid)
-    digests = _code_digests(fn, code, seen)
+    digests = _code_digests(fn, code, imported, files)
     manifest = store.make_manifest(fn, grid, key, step, common_random_numbers, digests, outputs_spec)
     sid = store.sweep_id(manifest)
     done: dict[int, dict] = {}
@@ -188,17 +188,16 @@ def _describe(value) -> str:
     return f"{text} (dtype {dtype}, shape {shape})" if dtype is not None else text
 
 
-def _code_digests(fn, code, seen: reads.Reads | None = None) -> dict:
+def _code_digests(fn, code, imported=(), files=()) -> dict:
     """What the results are keyed by: ``{"fn": code_digest(fn), "module NAME": digest of every module
-    of the user's fn reaches (module_digests) or imports while traced (``seen``, and the modules of
-    the user's those import), "file PATH": SHA-256 of every data file it opens while traced,
-    **code}``, ``code`` checked."""
+    of the user's fn reaches (module_digests) or imports while traced (``imported``, and the modules
+    of the user's those import), "file PATH": SHA-256 of every data file it read while traced
+    (``files``), **code}``, ``code`` checked."""
     digests = {"fn": code_digest(fn)}
     digests.update({f"module {name}": d for name, d in module_digests(fn).items()})
-    if seen is not None:
-        for ns in imported_modules(seen.user_modules()):
-            digests.setdefault(f"module {ns['__name__']}", module_digest(ns))
-        digests.update({f"file {path}": reads.file_digest(path) for path in seen.data_files()})
+    for ns in imported_modules(reads.Reads(modules=set(imported)).user_modules()):
+        digests.setdefault(f"module {ns['__name__']}", module_digest(ns))
+    digests.update({f"file {path}": d for path, d in files})
     for name, value in (code or {}).items():
         if (
             not isinstance(name, str)

@@ -8,7 +8,7 @@ import pytest
 from conftest import jax_compilations
 from tokdyn import dynamics
 from tokdyn.engine import sweep
-from tokdyn.engine.runs import ClusterRun, TrackRun
+from tokdyn.engine.runs import ClusterRun, CollapseRun, TrackRun
 
 SMALL = dict(n_tokens=2, dim=2, points_per_cluster=10, max_clusters=2, n_clusters=2)
 TRACK = dict(n_frames=2, n_clusters=2, points_per_cluster=5, n_tokens=2)
@@ -39,6 +39,8 @@ CASES = {
     "step_size": (ClusterRun(**SMALL, rule=_own_rule()), dict(step_size=[0.5, 2.0])),
     "decay": (TrackRun(**TRACK), dict(decay=[-1.0])),
     "speed": (TrackRun(**TRACK), dict(speed=[-1.0])),
+    "ratio": (CollapseRun(n_points=20), dict(ratio=[0.0, 1.0])),
+    "repulsion_rel": (CollapseRun(n_points=20), dict(ratio=[1.0], repulsion_rel=[-1.0])),
 }
 
 

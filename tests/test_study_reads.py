@@ -1,5 +1,5 @@
 """A study of one's own is stamped with every module of the user's it reaches: a helper its file
-imports at the top, and one its run imports inside a function (stamped as it is reached, before a
+imports at the top (a module, or a value from it), and one its run imports inside a function (stamped as it is reached, before a
 part is kept). Editing either makes a rerun into the same directory a refusal naming it, never the
 old results reported as new."""
 
@@ -21,6 +21,7 @@ import numpy as np
 
 import topplug_reads
 from tokdyn import io
+from valplug_reads import OFFSET
 from tokdyn.experiment import runner
 from tokdyn.experiment.study import Estimate
 
@@ -50,7 +51,7 @@ def run(session, cfg):
     def compute():
         import lazyplug_reads
 
-        return {"rate": np.arange(1, cfg.seeds + 1) * topplug_reads.RATE * lazyplug_reads.FACTOR}
+        return {"rate": np.arange(1, cfg.seeds + 1) * topplug_reads.RATE * lazyplug_reads.FACTOR + OFFSET}
 
     rates = session.part("rates", compute)["rate"]
     return runner.Result({"rates.csv": {"rate": rates}}, data=list(rates))
@@ -59,13 +60,14 @@ def run(session, cfg):
 SPEC = runner.Spec(name="plugin-reads", config=Config, run=run, outputs=("rates.csv",))
 '''
 
-HELPERS = ("topplug_reads", "lazyplug_reads", "plugin_reads")
+HELPERS = ("topplug_reads", "lazyplug_reads", "valplug_reads", "plugin_reads")
 
 
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
     (tmp_path / "topplug_reads.py").write_text("RATE = 0.1\n")
     (tmp_path / "lazyplug_reads.py").write_text("FACTOR = 1.0\n")
+    (tmp_path / "valplug_reads.py").write_text("OFFSET = 0.0\n")
     (tmp_path / "plugin_reads.py").write_text(textwrap.dedent(PLUGIN))
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
@@ -78,13 +80,16 @@ def _run(module, out):
     return runner.run_study(module.SPEC, module.Config(), out, quiet=True, plots=False)
 
 
-@pytest.mark.parametrize("helper, edit", [("topplug_reads", "RATE = 0.2\n"), ("lazyplug_reads", "FACTOR = 2.0\n")])
+@pytest.mark.parametrize(
+    "helper, edit",
+    [("topplug_reads", "RATE = 0.2\n"), ("valplug_reads", "OFFSET = 1.0\n"), ("lazyplug_reads", "FACTOR = 2.0\n")],
+)
 def test_an_edited_helper_module_is_refused(plugin, tmp_path, helper, edit):
     out = str(tmp_path / "out")
     first = _run(plugin, out)
     assert _run(plugin, out) == first  # unchanged code: the kept part is reused
     (tmp_path / f"{helper}.py").write_text(edit)
-    for name in ("topplug_reads", "lazyplug_reads"):  # as a new process would import them
+    for name in HELPERS[:3]:  # as a new process would import them
         sys.modules.pop(name, None)
     with pytest.raises(io.OutputConflict, match=f"code.{helper}"):
         _run(plugin, out)

@@ -145,7 +145,9 @@ def load_file(path: str):
     """The module of the Python file ``path``, imported as the module named by its stem and kept
     in ``sys.modules`` (dataclasses look a class's module up there): the module imported before
     when the file is unchanged (its SHA-256 is kept on the module, :data:`LOADED_SHA`), else the
-    file run anew. Serves ``--study-module`` (:func:`add_study_module`) and the token-dynamics
+    file run anew; the modules its loading imported are kept on it
+    (:data:`tokdyn.engine.sweep.digest.LOADING_IMPORTS`), so that a helper it imports a value from
+    (``from helper import RATE``) keys its results too. Serves ``--study-module`` (:func:`add_study_module`) and the token-dynamics
     sweep's ``--rule-module``
     (:func:`tokdyn.studies.token_dynamics_sweep.rule_module.load_rules`).
 
@@ -171,9 +173,14 @@ def load_file(path: str):
     loaded = importlib.util.module_from_spec(loader)
     sys.modules[name] = loaded  # (dataclasses look a class's module up there)
     setattr(loaded, LOADED_SHA, sha)
+    from tokdyn.engine.sweep import reads  # here: listing the studies imports no JAX
+    from tokdyn.engine.sweep.digest import LOADING_IMPORTS
+
     try:
-        loader.loader.exec_module(loaded)
+        with reads.recording() as seen:  # every import its loading makes: its modules are keyed by them
+            loader.loader.exec_module(loaded)
     except BaseException:
         sys.modules.pop(name, None)
         raise
+    setattr(loaded, LOADING_IMPORTS, tuple(sorted(seen.modules)))
     return loaded

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 
+LOADING_IMPORTS = "__tokdyn_imports__"  # a module attribute: the modules its loading imported (load_file)
 _ADDRESS = re.compile(r"\s+at\s+0x[0-9a-fA-F]+|0x[0-9a-fA-F]{6,}")  # memory addresses in a repr
 
 
@@ -308,7 +309,9 @@ def user_modules(obj) -> list:
 def imported_modules(namespaces) -> list:
     """The modules of the user's (:func:`user_module_file`) among ``namespaces`` (module
     namespaces) and every module of the user's they import, transitively (a module is found
-    through the names it binds: ``import helper``, ``from helper import f``); sorted by name."""
+    through the names it binds, ``import helper``, ``from helper import f``, and, for a file
+    :func:`tokdyn.studies.load_file` ran, through every import its loading made,
+    ``from helper import VALUE`` included: :data:`LOADING_IMPORTS`); sorted by name."""
     todo = [ns for ns in namespaces if user_module_file(ns)]
     seen: dict = {}
     while todo:
@@ -316,7 +319,8 @@ def imported_modules(namespaces) -> list:
         if id(ns) in seen:
             continue
         seen[id(ns)] = ns
-        for value in list(ns.values()):
+        loaded = [sys.modules.get(name) for name in ns.get(LOADING_IMPORTS, ())]  # from helper import VALUE
+        for value in [*ns.values(), *(m for m in loaded if m is not None)]:
             other = _namespace(value)
             if other is not None and id(other) not in seen and user_module_file(other):
                 todo.append(other)

@@ -5,6 +5,7 @@ the results were written makes a rerun into the same directory a refusal naming 
 import importlib
 import sys
 import textwrap
+import types
 
 import jax
 import numpy as np
@@ -42,6 +43,13 @@ def file_step(tokens, points, hp, s, key):
     return _towards_mean(tokens, points, float(np.load({data!r})[0]) * hp.step_size)
 
 
+def ext_step(tokens, points, hp, s, key):
+    import fastext_reads  # noqa: F401
+
+    return _towards_mean(tokens, points, hp.step_size)
+
+
+EXT = dynamics.Rule(lambda p, t, hp: t, ext_step, hparams=Knobs(), name="ext")
 LAZY = dynamics.Rule(lambda p, t, hp: t, lazy_step, hparams=Knobs(), name="lazy")
 FILE = dynamics.Rule(lambda p, t, hp: t, file_step, hparams=Knobs(), name="file")
 """
@@ -95,3 +103,15 @@ def test_an_edited_data_file_read_while_tracing_is_refused(user_code, tmp_path):
     np.save(data, np.array([1.0]))
     with pytest.raises(io.OutputConflict, match="scale.npy"):
         _sweep(_anew(module).FILE, out)
+
+
+def test_a_compiled_module_of_the_users_must_be_declared(user_code, tmp_path, monkeypatch):
+    """An extension module outside the installed packages has no source to digest: refused before
+    anything is compiled unless ``code`` names it."""
+    module, _, _ = user_code
+    fake = types.ModuleType("fastext_reads")
+    fake.__file__ = str(tmp_path / "fastext_reads.cpython-311-x86_64-linux-gnu.so")
+    monkeypatch.setitem(sys.modules, "fastext_reads", fake)
+    with pytest.raises(ValueError, match="fastext_reads.*code=") as refused:
+        _sweep(module.EXT, str(tmp_path / "ext"))
+    assert "declare" in str(refused.value)

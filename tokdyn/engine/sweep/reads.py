@@ -60,6 +60,20 @@ class Reads:
                 found[name] = ns
         return list(found.values())
 
+    def compiled_modules(self) -> list:
+        """The names of the modules it imported that are the user's compiled code (an extension
+        module, ``.so`` / ``.pyd``, outside tokdyn, the standard library and installed packages):
+        code that no digest of source can key; sorted."""
+        out = []
+        for name in sorted(self.modules):
+            path = getattr(sys.modules.get(name), "__file__", None)
+            if not isinstance(path, str) or not path.endswith((".so", ".pyd")):
+                continue
+            real = os.path.realpath(path)
+            if not (installed(real) or real.startswith(_TOKDYN + os.sep)):
+                out.append(name)
+        return out
+
     def data_files(self) -> list:
         """The files it read that are the user's data: regular files that are no Python module
         (imports are :meth:`user_modules`), not under tokdyn, the standard library or an installed

@@ -4,6 +4,7 @@ execution engine (:func:`tokdyn.engine.execute.stream`), chunk by chunk to disk,
 from __future__ import annotations
 
 import os
+import sys
 from typing import Callable
 
 import jax
@@ -98,6 +99,8 @@ def run(
     checked by it first: a value out of its range is refused there.
 
     Raises, before anything is compiled: ``TypeError`` when ``key`` is not one PRNG key;
+    ``ValueError`` when ``fn`` imports a compiled module of the user's while traced (an extension
+    module outside the installed packages: no digest of source keys it) that ``code`` does not name;
     ``ValueError`` when ``fn.check_conditions`` refuses a value of an axis;
     ``ValueError`` when a grid axis is not an argument of ``fn`` or ``fn`` has a required argument
     that is not a grid axis, or an output field of ``fn`` has the name of a column the sweep writes
@@ -195,7 +198,16 @@ def _code_digests(fn, code, imported=(), files=()) -> dict:
     (``files``), **code}``, ``code`` checked."""
     digests = {"fn": code_digest(fn)}
     digests.update({f"module {name}": d for name, d in module_digests(fn).items()})
-    for ns in imported_modules(reads.Reads(modules=set(imported)).user_modules()):
+    seen = reads.Reads(modules=set(imported))
+    undeclared = [name for name in seen.compiled_modules() if name not in (code or {})]
+    if undeclared:
+        raise ValueError(
+            f"fn imports compiled modules of yours while traced ({', '.join(undeclared)}: "
+            f"{', '.join(str(getattr(sys.modules.get(n), '__file__', '')) for n in undeclared)}), whose code no "
+            "digest of source can key: declare each, code={NAME: a digest of its build (e.g. its version, or the "
+            "SHA-256 of its file)}, or install it as a package"
+        )
+    for ns in imported_modules(seen.user_modules()):
         digests.setdefault(f"module {ns['__name__']}", module_digest(ns))
     digests.update({f"file {path}": d for path, d in files})
     for name, value in (code or {}).items():

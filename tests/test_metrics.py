@@ -221,12 +221,16 @@ def test_edge_cases(case, path):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_no_valid_points(path):
-    # sklearn gives 1.0 for both on empty input; so do we, without NaNs, masked or truly empty.
+    # sklearn gives 1.0 for both on empty input, which would read as a perfect score: with no valid
+    # point there is no partition to score, so both are NaN, masked or truly empty, -1 labels included
     empty = np.zeros(0, np.int32)
     assert sk_scores(empty, empty) == (1.0, 1.0)
-    assert scores([], [], path) == (1.0, 1.0)
-    assert float(metrics.ari(empty, empty, **PATHS[path])) == 1.0
-    assert float(metrics.nmi(empty, empty, **PATHS[path])) == 1.0
+    assert np.all(np.isnan(scores([], [], path)))
+    assert np.isnan(float(metrics.ari(empty, empty, **PATHS[path])))
+    assert np.isnan(float(metrics.nmi(empty, empty, **PATHS[path])))
+    unlabelled, none = np.full(5, -1, np.int32), np.zeros(5, bool)
+    assert np.isnan(float(metrics.ari(unlabelled, unlabelled, none, **PATHS[path])))
+    assert np.isnan(float(metrics.nmi(unlabelled, unlabelled, none, **PATHS[path])))
 
 
 def test_eager_calls_with_concrete_masked_inputs():

@@ -88,8 +88,10 @@ def scene_batch(seed=0, count=57):
 
 
 def sk_fg_ari(m, p):
+    """scikit-learn's ARI of the foreground pixels; NaN with none (no partition to score, where
+    scikit-learn says 1.0)."""
     fg = m > 0
-    return adjusted_rand_score(m[fg], p[fg])
+    return adjusted_rand_score(m[fg], p[fg]) if np.any(fg) else np.nan
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,10 +104,10 @@ def test_fg_ari_matches_sklearn_under_vmap(bounds):
     masks, preds = scene_batch()
     got = np.asarray(jax.jit(jax.vmap(functools.partial(metrics.fg_ari, **bounds)))(masks, preds))
     want = np.array([sk_fg_ari(m, p) for m, p in zip(masks, preds)])
-    assert np.all(np.isfinite(got))
+    assert np.isnan(got[0]) and np.all(np.isfinite(got[1:]))
     np.testing.assert_allclose(got, want, atol=TOL32)
-    # the degenerate scenes: no foreground, one pixel, one object as one segment -> 1; split -> 0
-    np.testing.assert_array_equal(want[[0, 1, 3]], 1.0)
+    # the degenerate scenes: no foreground -> NaN; one pixel, one object as one segment -> 1; split -> 0
+    np.testing.assert_array_equal(want[[1, 3]], 1.0)
     assert want[2] == 0.0 and want[4] == 0.0 and want[6] == 1.0
     assert len(np.unique(np.round(want, 3))) > 20  # the random scenes are not all alike
 
@@ -117,14 +119,14 @@ def test_fg_ari_other_shapes_and_single_calls():
     flat_m, flat_p = masks.reshape(len(masks), -1), preds.reshape(len(preds), -1)
     for i in (0, 1, 4, 10, 33):
         got = float(metrics.fg_ari(flat_m[i], flat_p[i]))  # general path, (256,)
-        assert abs(got - sk_fg_ari(flat_m[i], flat_p[i])) <= TOL32
+        np.testing.assert_allclose(got, sk_fg_ari(flat_m[i], flat_p[i]), atol=TOL32)  # NaN with no foreground
     vol_m, vol_p = masks[7:11], preds[7:11]  # (4, 16, 16) as one 3-D scene
     got = float(metrics.fg_ari(vol_m, vol_p, n_true=N_TRUE, n_pred=N_PRED))
     assert abs(got - sk_fg_ari(vol_m, vol_p)) <= TOL32
     padded = np.where(np.arange(256) < 200, flat_m[20], -1).astype(np.int32)  # -1: left out
     got = float(metrics.fg_ari(padded, flat_p[20]))
     assert abs(got - sk_fg_ari(flat_m[20][:200], flat_p[20][:200])) <= TOL32
-    assert float(metrics.fg_ari(np.zeros(0, np.int32), np.zeros(0, np.int32))) == 1.0  # no pixels at all
+    assert np.isnan(float(metrics.fg_ari(np.zeros(0, np.int32), np.zeros(0, np.int32))))  # no pixels at all
 
 
 # ---------------------------------------------------------------------------------------------

@@ -114,8 +114,10 @@ def ref_persistence(c):
 
 
 def sk_fg_ari(m, p):
+    """scikit-learn's ARI of the foreground pixels; NaN with none (no partition to score, where
+    scikit-learn says 1.0)."""
     fg = m > 0
-    return adjusted_rand_score(m[fg], p[fg])
+    return adjusted_rand_score(m[fg], p[fg]) if np.any(fg) else np.nan
 
 
 # ---------------------------------------------------------------------------------------------- FG-ARI
@@ -223,9 +225,10 @@ def test_edge_cases():
     assert int(metrics.track_switches(empty, empty, n_true=1, n_pred=2)) == 0
     assert tuple(int(a) for a in metrics.identity_persistence(empty, empty, n_true=3, n_pred=2)) == (0, 0)
     np.testing.assert_array_equal(metrics.track_labels(empty, empty, n_true=3, n_pred=2), -1)
-    np.testing.assert_allclose(metrics.frame_fg_ari(empty, empty), 1.0)
-    np.testing.assert_allclose(metrics.video_fg_ari(empty, empty), 1.0)
-    assert np.isfinite(float(metrics.video_fg_ari(empty, empty, n_true=1, n_pred=1)))
+    # no foreground pixel: nothing to partition, NaN (scikit-learn's 1.0 would read as a perfect score)
+    assert np.all(np.isnan(metrics.frame_fg_ari(empty, empty)))
+    assert np.isnan(float(metrics.video_fg_ari(empty, empty)))
+    assert np.isnan(float(metrics.video_fg_ari(empty, empty, n_true=1, n_pred=1)))
 
 
 def test_traced_ids_out_of_range_give_sentinels():

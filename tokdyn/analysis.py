@@ -125,6 +125,7 @@ def free_energy(x, tokens, temperature, mask=None, *, repulsion=0.0):
     x = _float(x)
     tokens = tokens.astype(x.dtype)
     w = _weights(x, mask)
+    x = jnp.where(w[:, None] > 0, x, 0.0)  # padding never reaches a product (0 * inf is NaN)
     d2 = jnp.sum((x[:, None, :] - tokens[None, :, :]) ** 2, axis=-1)  # (N, T)
     lse = jax.nn.logsumexp(-d2 / temperature, axis=1)  # (N,)
     return -temperature * jnp.sum(w * lse) + repulsion * coulomb_energy(tokens)
@@ -332,6 +333,7 @@ def covariance(x, mask=None):
     """
     x = _float(x)
     w = _weights(x, mask)
+    x = jnp.where(w[:, None] > 0, x, 0.0)  # padding never reaches a product (0 * inf is NaN)
     n = jnp.maximum(jnp.sum(w), 1.0)
     mean = (w @ x) / n
     y = (x - mean) * w[:, None]

@@ -32,7 +32,7 @@ import numpy as np
 from tokdyn import _checks, io
 from tokdyn.studies import main_of as study_main
 from tokdyn.studies import spec as study_spec
-from tokdyn.experiment import registry
+from tokdyn.experiment import presets, registry
 from tokdyn.experiment.findings import BOOTSTRAP_SEEDS, MIN_SEEDS, VERDICTS, Finding  # noqa: F401
 
 STUDIES = registry.NAMES  # in the order they run (tokdyn.experiment.registry)
@@ -73,6 +73,9 @@ class Config:
             if name not in known:
                 raise ValueError(f"studies: unknown study {name!r}; choose from {', '.join(known)}")
         _checks.distinct("studies", self.studies)  # each study runs once
+        if self.quick:
+            for name in self.studies:
+                presets.check_quick(name, study_spec(name).config)
         return self
 
 

@@ -39,6 +39,12 @@ def point_weights(x, mask):
     return mask.astype(x.dtype)
 
 
+def valid_rows(x, mask):
+    """(N, D) ``x`` with its padded rows (``mask`` False) set to zero, so that whatever the caller
+    put there (an infinity, a NaN) never reaches a product with a zero weight (``0 * inf`` is NaN)."""
+    return x if mask is None else jnp.where(jnp.asarray(mask, bool)[:, None], x, jnp.zeros((), x.dtype))
+
+
 def _not_bool(name, value):
     if _checks.dtype_of(value) == np.bool_:
         raise TypeError(

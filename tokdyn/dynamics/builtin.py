@@ -15,7 +15,7 @@ import numpy as np
 
 from tokdyn import _checks
 from tokdyn.dynamics import equations as eq
-from tokdyn.dynamics._common import as_float, check_points, labels_t, point_weights, real_array
+from tokdyn.dynamics._common import as_float, check_points, labels_t, point_weights, real_array, valid_rows
 from tokdyn.dynamics.hparams import FIELDS, MAX_SINKHORN_ITERS, Hparams
 from tokdyn.dynamics.rule import Points, Rule
 
@@ -118,7 +118,7 @@ def soft_assignment(x, tokens, temperature, mask=None):
       Rose, K., Gurewitz, E. and Fox, G. C. (1990). Statistical mechanics and phase transitions in
       clustering. *Physical Review Letters* 65(8), 945-948 (the Gibbs assignment at a temperature).
     """
-    x = as_float(x)
+    x = valid_rows(as_float(x), mask)  # padding never reaches a product (0 * inf is NaN)
     centre = eq.masked_mean(x, point_weights(x, mask))  # distances keep their precision far from the origin
     return _soft_assignment_t((x - centre).T, point_weights(x, mask), tokens.astype(x.dtype) - centre, temperature).T
 
@@ -357,7 +357,7 @@ def hard_labels(x, tokens, mask=None):
       >>> dynamics.hard_labels(x, tokens, mask=np.array([1, 1, 0], bool)).tolist()
       [0, 0, -1]
     """
-    x = as_float(x)
+    x = valid_rows(as_float(x), mask)  # padding never reaches a product (0 * inf is NaN)
     centre = eq.masked_mean(x, point_weights(x, mask))  # distances keep their precision far from the origin
     return labels_t((x - centre).T, tokens.astype(x.dtype) - centre, mask)
 

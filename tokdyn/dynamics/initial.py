@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks
-from tokdyn.dynamics._common import as_float, point_weights, real_array
+from tokdyn.dynamics._common import as_float, point_weights, real_array, valid_rows
 from tokdyn.dynamics.loop import varying
 
 
@@ -90,7 +90,7 @@ def init_tokens(key, n_tokens: int, dim: int, *, method: str = "data", x=None, m
     """
     if method == "normal":  # drawn in float32 whatever the dtype: the same tokens with and without x64
         return scale * jax.random.normal(key, (n_tokens, dim), jnp.float32)
-    x = as_float(x)
+    x = valid_rows(as_float(x), mask)  # padding never reaches a product (0 * inf is NaN)
     w = point_weights(x, mask)
     if method == "data_mean":
         mean = (w @ x) / jnp.maximum(w.sum(), 1.0)

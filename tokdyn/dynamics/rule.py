@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from tokdyn import _checks
 from tokdyn.dynamics import equations
-from tokdyn.dynamics._common import as_float, callable_name, point_weights
+from tokdyn.dynamics._common import as_float, callable_name, point_weights, valid_rows
 
 
 @jax.tree_util.register_dataclass
@@ -25,7 +25,8 @@ class Points:
     outside the loop by :meth:`Points.of`.
 
     Attributes:
-      x: (N, D) the points (a floating dtype; padded rows hold whatever the caller put there).
+      x: (N, D) the points (a floating dtype; padded rows are zero in the caller's coordinates,
+        whatever the caller put there, so an infinity or a NaN in padding never reaches the run).
       mask: (N,) bool, False on padded points (all True without a mask).
       weights: (N,) 1 on valid points, 0 on padded ones, in x's dtype: a rule must give padded
         points no weight.
@@ -65,7 +66,7 @@ class Points:
           [-1. -2.] 2.0 [[-1. -2.]
            [ 1.  2.]]
         """
-        x = as_float(x)
+        x = valid_rows(as_float(x), mask)  # padding never reaches a product (0 * inf is NaN)
         w = point_weights(x, mask)
         origin = jnp.zeros(x.shape[1:], x.dtype)
         if centred:

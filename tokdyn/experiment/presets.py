@@ -22,3 +22,24 @@ def with_preset_line(cfg, text: str, detail: str = "") -> str:
     preset (a blank line between them in Markdown); ``text`` unchanged otherwise."""
     line = preset_line(cfg, detail)
     return f"{line}\n\n{text}" if line else text
+
+
+def check_quick(name: str, config: type) -> None:
+    """Refuse ``--quick`` for the study ``name`` (its ``Config`` class ``config``) when it has no
+    quick preset: a ``quick()`` classmethod whose configuration has ``preset == "quick"`` (what keeps
+    a smoke run's verdicts open, :func:`tokdyn.experiment.findings.gate`). Without one, ``tokdyn
+    reproduce --quick`` would run the study's whole default and let it decide findings in a report
+    that says a quick preset never decides. ``ValueError`` naming the study and the ways out."""
+    quick = getattr(config, "quick", None)
+    preset = getattr(quick(), "preset", None) if callable(quick) else None
+    if preset == "quick":
+        return
+    if callable(quick):
+        what = f"has a Config.quick() whose preset is {preset!r}, not 'quick' (a smoke run must say so, or it decides)"
+    else:
+        what = "has no quick preset (its Config has no quick())"
+    raise ValueError(
+        f"studies: {name!r} {what}: reproduce --quick runs only studies with a quick preset. Run it without "
+        "--quick, leave it out of --studies, or give its Config a field preset: str = '' and a classmethod "
+        "quick() returning a smoke-sized configuration with preset='quick'"
+    )

@@ -22,7 +22,7 @@ import contextlib
 import dataclasses
 import functools
 import glob
-import hashlib
+import importlib.util
 import os
 import sys
 import time
@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from tokdyn import io
+from tokdyn.engine.sweep import digest, reads
 from tokdyn.experiment import presets
 from tokdyn.experiment import study as study_dir
 
@@ -306,6 +307,7 @@ class Session:
         self.timings: dict = {}
         self.context: dict = {}
         self.study: Optional[study_dir.Study] = None
+        self.reads = None  # what the run imports (a study of one's own: its modules stamped as they are reached)
 
     @contextlib.contextmanager
     def timed(self, name: str):
@@ -328,13 +330,22 @@ class Session:
         return self.study.path(*names)
 
     def part(self, name: str, compute, *, key=None) -> dict:
-        """``compute()`` kept as the part ``name``: :meth:`~tokdyn.experiment.study.Study.part`."""
-        return self.study.part(name, compute, key=key)
+        """``compute()`` kept as the part ``name``: :meth:`~tokdyn.experiment.study.Study.part`
+        (a study of one's own: the modules of the user's it imported stamped before it is kept)."""
+        return self.study.part(name, self._stamping(compute), key=key)
 
     def rows(self, name: str, compute, *, key=None) -> list:
         """``compute()`` (table rows) kept as the part ``name``:
         :meth:`~tokdyn.experiment.study.Study.rows`."""
-        return self.study.rows(name, compute, key=key)
+        return self.study.rows(name, self._stamping(compute), key=key)
+
+    def _stamping(self, compute):
+        def stamped():
+            value = compute()
+            stamp_reached(self)  # before the part is written: a kept part's modules are always stamped
+            return value
+
+        return stamped
 
     def has(self, name: str, *, key=None) -> bool:
         """Whether the rows part ``name`` is kept already: :meth:`~tokdyn.experiment.study.Study.has`."""
@@ -392,7 +403,7 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
     study_dir.check_resources(spec.name, estimate)
     sources = spec.prepare(session, cfg) if spec.prepare is not None else None
     extra = spec.stamp_extra(session, cfg) if spec.stamp_extra is not None else None
-    code = code_stamp(spec)
+    code = code_stamp(spec, out)
     if code:  # a study of one's own: its code is stamped (tokdyn's is, by its version)
         extra = {**(extra or {}), "code": code}
     study = session.study = study_dir.Study.open(
@@ -409,7 +420,11 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
     outputs = (*spec.outputs, *((spec.summary_file,) if spec.summary_file else ()), study_dir.RECORD)
     study.clear_other_outputs(cfg, outputs, figure_paths(study.out, spec.figure_files))  # another selection's: gone
     t0 = time.perf_counter()
-    result = spec.run(session, cfg)
+    with reads.recording() if code else contextlib.nullcontext() as seen:
+        session.reads = seen
+        result = spec.run(session, cfg)
+    stamp_reached(session)
+    session.reads = None
     if result is None:
         return None
     for name, value in result.tables.items():
@@ -467,13 +482,16 @@ def work_line(count: int, unit: str, seconds: float, kept: int) -> str:
 _HOOKS = ("config", "run", "summary", "figures", "findings", "check", "prepare", "stamp_extra", "printed")
 
 
-def code_stamp(spec: Spec) -> dict:
+def code_stamp(spec: Spec, out: Optional[str] = None) -> dict:
     """``{module: SHA-256 of its file}`` of the modules outside tokdyn that define ``spec``'s
     ``Config`` and hooks (a study of one's own; the standard library and modules without a file
-    left out): :func:`run_study` stamps it with the configuration (``extra.code``), so that a
-    directory a changed module made is refused on resume, naming the module, like another
-    configuration (``--fresh`` starts afresh). Any change to the file counts, comments included.
-    Empty for tokdyn's own studies (their code is stamped by tokdyn's version)."""
+    left out), of every module of the user's they import (``import helper`` at their top level,
+    transitively: :func:`tokdyn.engine.sweep.digest.imported_modules`) and of the modules an earlier
+    run into ``out`` reached while it ran (an ``import helper`` inside ``run``, stamped as it was
+    reached: :func:`stamp_reached`): :func:`run_study` stamps it with the configuration
+    (``extra.code``), so that a directory a changed module made is refused on resume, naming the
+    module, like another configuration (``--fresh`` starts afresh). Any change to a file counts,
+    comments included. Empty for tokdyn's own studies (their code is stamped by tokdyn's version)."""
     files = {}
     for hook in _HOOKS:
         value = getattr(spec, hook, None)
@@ -487,11 +505,59 @@ def code_stamp(spec: Spec) -> dict:
         path = code.co_filename if code is not None else getattr(sys.modules.get(name), "__file__", None)
         if path and os.path.isfile(path):
             files.setdefault(name, path)
-    out = {}
-    for name, path in sorted(files.items()):
-        with open(path, "rb") as f:
-            out[name] = hashlib.sha256(f.read()).hexdigest()
-    return out
+    loaded = [vars(sys.modules[name]) for name in files if name in sys.modules]
+    for ns in digest.imported_modules(loaded):  # the modules of the user's they import
+        files.setdefault(ns["__name__"], digest.user_module_file(ns))
+    if not files:
+        return {}
+    stamped = _stamped_code(out)
+    for name in stamped:  # reached by an earlier run inside its run: that module as it is now
+        files.setdefault(name, _module_file(name))
+    return {name: (reads.file_digest(path) if path else "absent") for name, path in sorted(files.items())}
+
+
+def _stamped_code(out: Optional[str]) -> dict:
+    """``extra.code`` of the stamp of the study directory ``out`` ({} without one)."""
+    if out is None:
+        return {}
+    try:
+        old = study_dir.read_stamp(out)
+    except (io.OutputConflict, OSError):
+        return {}
+    code = ((old or {}).get("extra") or {}).get("code")
+    return dict(code) if isinstance(code, dict) else {}
+
+
+def _module_file(name: str) -> Optional[str]:
+    """The source file of the module ``name``: the one this process imported, or where an import
+    would find it (None: none)."""
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None) if module is not None else None
+    if path is None:
+        try:
+            found = importlib.util.find_spec(name)
+        except (ImportError, ValueError, AttributeError):
+            found = None
+        path = getattr(found, "origin", None) if found is not None and found.has_location else None
+    return path if path and os.path.isfile(path) else None
+
+
+def stamp_reached(session: Session) -> None:
+    """Stamp the modules of the user's that a study of one's own imported while it ran (and those
+    they import; ``session.reads``) into its directory's stamp (``extra.code``,
+    :meth:`~tokdyn.experiment.study.Study.stamp_code`): a part kept after such an import is keyed
+    by that module's code as the configuration is, so a rerun after the module changed is refused
+    naming it. Nothing for tokdyn's own studies (nothing is recorded for them)."""
+    seen, study = session.reads, session.study
+    if seen is None or study is None:
+        return
+    known = (study.stamp.get("extra") or {}).get("code") or {}
+    new = {}
+    for ns in digest.imported_modules(seen.user_modules()):
+        if ns["__name__"] not in known:
+            new[ns["__name__"]] = reads.file_digest(digest.user_module_file(ns))
+    if new:
+        study.stamp_code(new)
 
 
 _MAIN_DOC = """Run the {name} study into ``out``, resumably (:func:`tokdyn.experiment.runner.run_study` of

@@ -77,7 +77,8 @@ def _log_ratio(diff, den):
 
 
 def _finish(s: _Stats):
-    """``(ari, nmi)`` from the sufficient statistics, with sklearn's special cases."""
+    """``(ari, nmi)`` from the sufficient statistics, with sklearn's special cases; NaN for both
+    with no valid point."""
     # ARI. fn == fp == 0 covers N <= 1, identical partitions, all singletons on both sides and a
     # single cluster on both sides: sklearn returns 1. Otherwise the denominator is > 0, because
     # fn > 0 gives (tp + fn)(fn + tn) >= fn**2, and likewise for fp.
@@ -96,7 +97,9 @@ def _finish(s: _Stats):
     ratio = mi / jnp.where(informative, normaliser, 1.0)
     # MI <= min(H_true, H_pred) <= their mean, so clipping at 1 only removes rounding excess.
     nmi = jnp.where(trivial, 1.0, jnp.where(informative, jnp.minimum(ratio, 1.0), 0.0))
-    return ari, nmi
+    # no valid point at all: there is no partition to score (sklearn's 1.0 would count as perfect)
+    empty = s.n == 0
+    return jnp.where(empty, jnp.nan, ari), jnp.where(empty, jnp.nan, nmi)
 
 
 def _entropy_terms(weight, size, n):
@@ -308,8 +311,9 @@ def ari(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     Returns:
       Scalar float in ``[-0.5, 1]``: 1 for identical partitions (up to relabelling), ~0 for
       independent ones. As in sklearn it is 1 when no pair of points is split differently by the
-      two labelings (``fn == fp == 0``): fewer than two valid points, identical partitions, all
-      singletons on both sides, a single cluster on both sides.
+      two labelings (``fn == fp == 0``): one valid point, identical partitions, all singletons on
+      both sides, a single cluster on both sides. **NaN with no valid point** (an all-False
+      ``mask``, or no entry): there is no partition to score (scikit-learn returns 1.0 there).
 
     Edge cases: NaN in, NaN out. A valid label that is out of range -- negative (``-1``, "no label",
     what :func:`tokdyn.dynamics.run` gives a point whose distances are not finite, e.g. after a
@@ -350,8 +354,9 @@ def nmi(labels_true, labels_pred, mask=None, *, n_true=None, n_pred=None):
     """Normalised mutual information, ``MI / mean(H_true, H_pred)``, on the valid entries.
 
     Equal to ``sklearn.metrics.normalized_mutual_info_score`` (``average_method="arithmetic"``),
-    including its special cases: 1 when both labelings are a single cluster (or there are no valid
-    points); 0 when only one of them is, or when the mutual information is 0. MI is summed
+    including its special cases: 1 when both labelings are a single cluster; 0 when only one of
+    them is, or when the mutual information is 0. **NaN with no valid point** (scikit-learn
+    returns 1.0 there), as :func:`ari`. MI is summed
     cell-wise, ``sum n_ij / N log(N n_ij / (a_i b_j))``.
 
     Args:
@@ -438,8 +443,9 @@ def fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
 
     The background pixels are left out, as in the evaluations of Slot Attention and SAVi (FG-ARI):
     the result equals ``sklearn.metrics.adjusted_rand_score(masks_true[fg], labels_pred[fg])`` with
-    ``fg = masks_true > 0``, special cases included (1 with fewer than two foreground pixels, 1 when
-    a single object is predicted as a single segment, 0 when a single object is split).
+    ``fg = masks_true > 0``, special cases included (1 with one foreground pixel, 1 when a single
+    object is predicted as a single segment, 0 when a single object is split), except that a
+    scene with **no foreground pixel gives NaN** (nothing to score; :func:`ari` on no point).
 
     Args:
       masks_true: integer instance ids of any shape (e.g. ``(H, W)``, or flattened ``(N,)``);
@@ -522,8 +528,8 @@ def matched_iou(masks_true, labels_pred, *, n_true, n_pred):
       Scalar float in ``[0, 1]``, never NaN for ids in range. An id outside ``[0, n_true)`` /
       ``[0, n_pred)`` is a ``ValueError`` for host data; held in a JAX array it makes the result
       **NaN** (any pixel: every pixel counts in the IoU). **A scene with no object** (all background, or
-      ``n_true == 1``) **gives 1.0**: nothing to find, nothing missed -- the convention of
-      :func:`fg_ari` (1 with no foreground pixels) and of scikit-learn's scores on empty input. To
+      ``n_true == 1``) **gives 1.0**: nothing to find, nothing missed (where :func:`fg_ari`, a
+      partition of the foreground pixels, has nothing to partition and gives NaN). To
       leave such scenes out of an average instead, weight each scene by its number of objects,
       ``jnp.sum(cluster_sizes(masks_true.ravel(), n_true)[1:] > 0)`` (weights 0 drop them).
 

@@ -79,8 +79,8 @@ def video_fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
       n_true, n_pred: optional static ints, given together: as in :func:`fg_ari`.
 
     Returns:
-      Scalar float in ``[-0.5, 1]``, with :func:`fg_ari`'s special cases (1 with fewer than two
-      foreground pixels in the whole clip) and its NaN for traced ids out of range (negative,
+      Scalar float in ``[-0.5, 1]``, with :func:`fg_ari`'s special cases (1 with one foreground
+      pixel in the whole clip, NaN with none) and its NaN for traced ids out of range (negative,
       or outside the bounds).
       Jittable and vmappable over clips.
       On host ids the score is computed in float64 NumPy (no compile), as :func:`fg_ari`'s.
@@ -108,8 +108,9 @@ def frame_fg_ari(masks_true, labels_pred, *, n_true=None, n_pred=None):
 
     Blind to identities over time (each frame is scored up to its own relabelling): its mean is the
     per-frame segmentation quality, and its gap to :func:`video_fg_ari` what identity switches cost.
-    A frame with fewer than two foreground pixels scores 1 (:func:`fg_ari`'s convention): to leave
-    such frames out of a mean, weight each frame by its number of foreground pixels.
+    A frame with one foreground pixel scores 1 and a frame with none NaN (:func:`fg_ari`'s
+    conventions): to leave such frames out of a mean, weight each frame by whether it has at least
+    two foreground pixels.
 
     Args:
       masks_true, labels_pred, n_true, n_pred: as in :func:`video_fg_ari`.

@@ -150,7 +150,9 @@ def load_file(path: str):
     when the file is unchanged (its SHA-256 is kept on the module, :data:`LOADED_SHA`), else the
     file run anew. The file's folder is added to the end of the import path (``sys.path``), so
     that ``import helper`` of a module beside it works as under ``python path.py`` (an installed
-    module of the same name comes first). Serves ``--study-module`` (:func:`add_study_module`) and the token-dynamics
+    module of the same name comes first). The modules its loading imported are kept on it
+    (:data:`tokdyn.engine.sweep.digest.LOADING_IMPORTS`), so that a helper it imports a value from
+    (``from helper import RATE``) keys its results too. Serves ``--study-module`` (:func:`add_study_module`) and the token-dynamics
     sweep's ``--rule-module``
     (:func:`tokdyn.studies.token_dynamics_sweep.rule_module.load_rules`).
 
@@ -180,9 +182,14 @@ def load_file(path: str):
     loaded = importlib.util.module_from_spec(loader)
     sys.modules[name] = loaded  # (dataclasses look a class's module up there)
     setattr(loaded, LOADED_SHA, sha)
+    from tokdyn.engine.sweep import reads  # here: listing the studies imports no JAX
+    from tokdyn.engine.sweep.digest import LOADING_IMPORTS
+
     try:
-        loader.loader.exec_module(loaded)
+        with reads.recording() as seen:  # every import its loading makes: its modules are keyed by them
+            loader.loader.exec_module(loaded)
     except BaseException:
         sys.modules.pop(name, None)
         raise
+    setattr(loaded, LOADING_IMPORTS, tuple(sorted(seen.modules)))
     return loaded

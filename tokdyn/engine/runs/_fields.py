@@ -6,7 +6,10 @@ import dataclasses
 import functools
 import inspect
 
+import jax
 import numpy as np
+
+from tokdyn import _checks, dynamics
 
 
 def host_hparams(name: str, value, kind: type, where: str, traced: str):
@@ -81,3 +84,54 @@ class CallSignature:
             [P("key", P.POSITIONAL_OR_KEYWORD)]
             + [P(n, P.KEYWORD_ONLY, default=None) for n in (*obj.conditions, "draw")]
         )
+
+
+def check_axes(axes: dict, checks: dict) -> None:
+    """Every value of every axis of ``axes`` (``{name: 1-D numbers}``) that ``checks`` names, one by
+    one, through ``checks[name](value)`` (a Python number), which raises ``ValueError`` naming the
+    condition, the value and what is allowed; the message is prefixed with the axis. The one check
+    of a run's conditions before a sweep traces anything (:meth:`~tokdyn.engine.runs.ClusterRun.check_conditions`)."""
+    for name, values in axes.items():
+        check = checks.get(name)
+        if check is None:
+            continue
+        for v in np.asarray(values).ravel().tolist():
+            try:
+                check(v)
+            except ValueError as e:
+                raise ValueError(f"axis {name!r}: {e}") from None
+
+
+def whole_in(name: str, low: int, high: int, meaning: str):
+    """A check for :func:`check_axes`: a whole number in ``[low, high]``."""
+
+    def check(v):
+        if not (float(v) == round(float(v)) and low <= v <= high):
+            raise ValueError(f"{name} must be a whole number in [{low}, {high}] ({meaning}), got {v!r}")
+
+    return check
+
+
+def rule_knob_checks(rule, knobs: tuple) -> dict:
+    """``{knob: check}`` for :func:`check_axes` of a rule's knobs: the built-in rules' by
+    :meth:`tokdyn.dynamics.Hparams.validate` (one knob set, the others at their defaults, as
+    ``tokdyn sweep`` checks them), any other rule's a real number, then its own ``check(hparams,
+    key)`` (:class:`tokdyn.dynamics.Rule`) with that knob set in its defaults."""
+    if rule in (dynamics.BUILTIN, dynamics.BUILTIN_ORIGIN):
+        return {name: (lambda v, name=name: dynamics.Hparams(**{name: v}).validate()) for name in knobs}
+
+    def one(name):
+        def check(v):
+            _checks.real(name, v)
+            if rule.check is not None:
+                defaults = rule.hparams
+                hp = (
+                    dataclasses.replace(defaults, **{name: v})
+                    if dataclasses.is_dataclass(defaults)
+                    else defaults._replace(**{name: v})
+                )
+                rule.check(hp, jax.random.key(0))
+
+        return check
+
+    return {name: one(name) for name in knobs}

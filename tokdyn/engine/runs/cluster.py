@@ -11,7 +11,7 @@ import numpy as np
 
 from tokdyn import _checks, data, dynamics, metrics, refinement
 from tokdyn.dynamics import pallas
-from tokdyn.engine.runs._fields import CallSignature, host_hparams, moved_into
+from tokdyn.engine.runs._fields import CallSignature, check_axes, host_hparams, moved_into, rule_knob_checks, whole_in
 from tokdyn.engine.runs.structure import RunStructure
 
 
@@ -200,6 +200,21 @@ class ClusterRun(RunStructure):
     def conditions(self) -> tuple:
         """Every condition this run takes (the axes a sweep of it may have)."""
         return self.knobs + ("noise", "n_clusters", "method")
+
+    def check_conditions(self, axes: dict) -> None:
+        """Refuse, before anything is traced, a condition out of its range in ``axes`` (``{name: 1-D
+        numbers}``, a :class:`~tokdyn.engine.sweep.Grid`'s): the rule's knobs (the built-in rule's by
+        :meth:`tokdyn.dynamics.Hparams.validate`, another rule's by its ``check``), ``noise >= 0``,
+        ``n_clusters`` a whole number in ``[1, max_clusters]`` and ``method`` an index of a
+        ``methods`` row. :func:`tokdyn.engine.sweep.run` calls it, so a sweep never runs a host value
+        that a traced one would turn into NaN rows. ``ValueError`` naming the axis and the value."""
+        checks = rule_knob_checks(self.rule, self.knobs)
+        checks["noise"] = lambda v: _checks.real("noise", v, low=0.0)
+        checks["n_clusters"] = whole_in("n_clusters", 1, self.max_clusters, "clusters, at most max_clusters")
+        checks["method"] = whole_in("method", 0, len(self.methods) - 1, "an index of a methods row")
+        if not self.methods and "method" in axes:
+            raise ValueError("axis 'method' indexes the rows of ClusterRun.methods, which has none: give methods")
+        check_axes(axes, checks)
 
     def defaults(self) -> tuple:
         """The default value of each knob, in :attr:`knobs` order: ``hparams`` for the built-in rule,

@@ -8,7 +8,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from tokdyn import analysis, data, dynamics
+from tokdyn import _checks, analysis, data, dynamics
+from tokdyn.engine.runs._fields import check_axes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,21 @@ class CollapseRun:
     n_steps: int = 2000
     merge_rel: float = analysis.MERGE_REL
     tol_rel: float = 1e-5
+
+    def check_conditions(self, axes: dict) -> None:
+        """Refuse, before anything is traced, a condition out of its range in ``axes`` (``{name: 1-D
+        numbers}``): ``ratio > 0`` (the temperature's, :meth:`tokdyn.dynamics.Hparams.validate`),
+        ``noise >= 0``, ``momentum`` in ``[0, 1)`` and ``repulsion_rel >= 0``.
+        :func:`tokdyn.engine.sweep.run` calls it. ``ValueError`` naming the axis and the value."""
+        check_axes(
+            axes,
+            {
+                "ratio": lambda v: _checks.real("ratio", v, low=0.0, low_open=True),
+                "noise": lambda v: _checks.real("noise", v, low=0.0),
+                "momentum": lambda v: dynamics.Hparams(momentum=v).validate(),
+                "repulsion_rel": lambda v: _checks.real("repulsion_rel", v, low=0.0),
+            },
+        )
 
     def __call__(self, key, ratio, noise=1.0, momentum=0.0, repulsion_rel=0.0):
         x = data.point_cloud(key, self.shape, self.n_points, noise)  # (N, D)

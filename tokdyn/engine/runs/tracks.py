@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from tokdyn import _checks, data, dynamics, metrics, tracking
-from tokdyn.engine.runs._fields import CallSignature, host_hparams, moved_into
+from tokdyn.engine.runs._fields import CallSignature, check_axes, host_hparams, moved_into, rule_knob_checks
 
 
 _TRACK_CONDITIONS = ("predictor", "decay", "separation", "speed", "spread")
@@ -119,6 +119,19 @@ class TrackRun:
     def conditions(self) -> tuple:
         """Every condition this run takes (the axes a sweep of it may have)."""
         return _TRACK_CONDITIONS + self.knobs
+
+    def check_conditions(self, axes: dict) -> None:
+        """Refuse, before anything is traced, a condition out of its range in ``axes`` (``{name: 1-D
+        numbers}``): ``predictor``, ``decay`` and ``separation`` by
+        :meth:`tokdyn.tracking.Hparams.validate`, ``speed`` and ``spread >= 0``, and the rule's knobs
+        (as :meth:`tokdyn.engine.runs.ClusterRun.check_conditions`). :func:`tokdyn.engine.sweep.run`
+        calls it. ``ValueError`` naming the axis and the value."""
+        checks = rule_knob_checks(self.rule, self.knobs)
+        for name in ("predictor", "decay", "separation"):
+            checks[name] = lambda v, name=name: dataclasses.replace(self.hparams, **{name: v}).validate()
+        for name in ("speed", "spread"):
+            checks[name] = lambda v, name=name: _checks.real(name, v, low=0.0)
+        check_axes(axes, checks)
 
     def draw(self, key) -> data.MovingDraw:
         """The random part of a run's sequence (:func:`tokdyn.data.moving_draw`), which depends on the

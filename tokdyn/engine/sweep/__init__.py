@@ -29,7 +29,9 @@ One concept a module, every public name re-exported here:
 - :mod:`~tokdyn.engine.sweep.grid` grids of conditions x seeds (:class:`Grid`, :func:`parse_axis`,
   :func:`device_columns`)
 - :mod:`~tokdyn.engine.sweep.task` a per-run function as the execution engine's task, and its
-  output fields (:func:`output_spec`)
+  output fields (:func:`output_spec`, :func:`traced_outputs`)
+- :mod:`~tokdyn.engine.sweep.reads` what the user's code imports and opens while traced
+  (:func:`recording`, :class:`Reads`, :func:`file_digest`), by which results are keyed too
 - :mod:`~tokdyn.engine.sweep.digest` the code digest (:func:`code_digest`)
 - :mod:`~tokdyn.engine.sweep.store` the directory: chunk files, the manifest, reading a sweep back
   (:func:`read_manifest`, :func:`iter_chunks`, :func:`load`, ...)
@@ -39,6 +41,7 @@ One concept a module, every public name re-exported here:
 
 from tokdyn.engine.sweep.digest import code_digest
 from tokdyn.engine.sweep.grid import MAX_AXIS_VALUES, MAX_RUNS, Grid, device_columns, parse_axis
+from tokdyn.engine.sweep.reads import Reads, file_digest, recording
 from tokdyn.engine.sweep.result import SweepResult
 from tokdyn.engine.sweep.running import run
 from tokdyn.engine.sweep.store import (
@@ -53,7 +56,7 @@ from tokdyn.engine.sweep.store import (
     runs_kept_before,
     sweep_id,
 )
-from tokdyn.engine.sweep.task import output_spec
+from tokdyn.engine.sweep.task import output_spec, traced_outputs
 
 __all__ = [
     "CHUNK_STAMP",
@@ -62,9 +65,11 @@ __all__ = [
     "MAX_AXIS_VALUES",
     "MAX_RUNS",
     "Grid",
+    "Reads",
     "SweepResult",
     "code_digest",
     "device_columns",
+    "file_digest",
     "iter_chunks",
     "load",
     "missing_chunks",
@@ -72,7 +77,9 @@ __all__ = [
     "output_spec",
     "parse_axis",
     "read_manifest",
+    "recording",
     "run",
     "runs_kept_before",
     "sweep_id",
+    "traced_outputs",
 ]

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 
+LOADING_IMPORTS = "__tokdyn_imports__"  # a module attribute: the modules its loading imported (load_file)
 _ADDRESS = re.compile(r"\s+at\s+0x[0-9a-fA-F]+|0x[0-9a-fA-F]{6,}")  # memory addresses in a repr
 
 
@@ -233,6 +234,10 @@ class _Digester:
             else:
                 refs.append(f"{ref}={self.token(v)}")
         parts.append("globals:[" + ",".join(refs) + "]")
+        for ref in self._names(code):  # a module imported inside the function (import helper): by its name
+            module = sys.modules.get(ref)
+            if ref not in fn.__globals__ and isinstance(module, types.ModuleType):
+                self.modules[id(vars(module))] = vars(module)
         return "|".join(parts)
 
 
@@ -250,6 +255,14 @@ def _installed_roots() -> tuple:
     except AttributeError:  # an old virtualenv's site module
         pass
     return tuple(sorted(os.path.realpath(r) for r in roots if r))
+
+
+def installed(path: str) -> bool:
+    """Whether the file ``path`` (a real path) is installed code or data: under the standard library
+    or a ``site-packages`` / ``dist-packages`` folder."""
+    if {"site-packages", "dist-packages"} & set(path.split(os.sep)):
+        return True
+    return any(path.startswith(root + os.sep) for root in _installed_roots())
 
 
 def user_module_file(namespace) -> str | None:
@@ -290,14 +303,24 @@ def user_modules(obj) -> list:
     from each of those, every module of the user's it imports, transitively; sorted by name."""
     digester = _Digester()
     digester.token(obj)
-    todo = [ns for ns in digester.modules.values() if user_module_file(ns)]
+    return imported_modules(digester.modules.values())
+
+
+def imported_modules(namespaces) -> list:
+    """The modules of the user's (:func:`user_module_file`) among ``namespaces`` (module
+    namespaces) and every module of the user's they import, transitively (a module is found
+    through the names it binds, ``import helper``, ``from helper import f``, and, for a file
+    :func:`tokdyn.studies.load_file` ran, through every import its loading made,
+    ``from helper import VALUE`` included: :data:`LOADING_IMPORTS`); sorted by name."""
+    todo = [ns for ns in namespaces if user_module_file(ns)]
     seen: dict = {}
     while todo:
         ns = todo.pop()
         if id(ns) in seen:
             continue
         seen[id(ns)] = ns
-        for value in list(ns.values()):
+        loaded = [sys.modules.get(name) for name in ns.get(LOADING_IMPORTS, ())]  # from helper import VALUE
+        for value in [*ns.values(), *(m for m in loaded if m is not None)]:
             other = _namespace(value)
             if other is not None and id(other) not in seen and user_module_file(other):
                 todo.append(other)

@@ -4,6 +4,7 @@ execution engine (:func:`tokdyn.engine.execute.stream`), chunk by chunk to disk,
 from __future__ import annotations
 
 import os
+import sys
 from typing import Callable
 
 import jax
@@ -11,11 +12,11 @@ import numpy as np
 
 from tokdyn import io
 from tokdyn.engine import execute
-from tokdyn.engine.sweep import store
-from tokdyn.engine.sweep.digest import code_digest, module_digests
+from tokdyn.engine.sweep import reads, store
+from tokdyn.engine.sweep.digest import code_digest, imported_modules, module_digest, module_digests
 from tokdyn.engine.sweep.grid import MAX_RUNS, Grid
 from tokdyn.engine.sweep.result import SweepResult
-from tokdyn.engine.sweep.task import check_field_names, check_signature, grid_shared, grid_task, output_spec
+from tokdyn.engine.sweep.task import check_field_names, check_signature, grid_shared, grid_task, traced_outputs
 
 
 def run(
@@ -78,7 +79,10 @@ def run(
     :func:`~tokdyn.engine.sweep.code_digest`, the digest of every module of the user's that ``fn``
     reaches (:func:`~tokdyn.engine.sweep.digest.module_digests`: the module it is defined in and
     every module of the user's imported from there, by their syntax trees, as the process runs
-    them: a file edited while the sweep runs never stamps its chunks), ``code``, and the output fields with their dtype and shape
+    them: a file edited while the sweep runs never stamps its chunks), every module of the user's and
+    every data file that ``fn`` imports or opens while it is traced (an ``import helper`` inside a
+    rule's step, an ``np.load("data.npy")``: :func:`tokdyn.engine.sweep.reads.recording`, the
+    file by its bytes), ``code``, and the output fields with their dtype and shape
     (traced once with ``jax.eval_shape``: nothing is compiled for it), so resuming into ``out``
     with a changed function body, another function or other output fields is refused with
     :class:`tokdyn.io.OutputConflict` naming what changed, as is a sweep written before manifests
@@ -90,7 +94,14 @@ def run(
     ``run(..., out=SHARED_DIR)`` call in each; ``fold_in`` by global run index keeps the union
     bit-identical to a single-process sweep. Read it with :func:`~tokdyn.engine.sweep.load` when all have finished.
 
+    An ``fn`` with a method ``check_conditions(axes)`` (:meth:`tokdyn.engine.runs.ClusterRun.check_conditions`,
+    :meth:`tokdyn.engine.runs.TrackRun.check_conditions`) has the grid's axes (``{name: values}``)
+    checked by it first: a value out of its range is refused there.
+
     Raises, before anything is compiled: ``TypeError`` when ``key`` is not one PRNG key;
+    ``ValueError`` when ``fn`` imports a compiled module of the user's while traced (an extension
+    module outside the installed packages: no digest of source keys it) that ``code`` does not name;
+    ``ValueError`` when ``fn.check_conditions`` refuses a value of an axis;
     ``ValueError`` when a grid axis is not an argument of ``fn`` or ``fn`` has a required argument
     that is not a grid axis, or an output field of ``fn`` has the name of a column the sweep writes
     (an axis, ``seed``, ``index``, a flattened ``name_0``); :class:`tokdyn.io.OutputConflict` when
@@ -106,10 +117,12 @@ def run(
     starts = list(range(0, total, step))
     mine = set(starts[part[0] :: part[1]])
     shared = grid_shared(grid, key)
-    outputs_spec = output_spec(task, shared)
+    # what fn imports and reads while traced keys its results too
+    outputs_spec, imported, files = traced_outputs(task, shared)
     fields = tuple(outputs_spec)
     check_field_names(fn, outputs_spec, grid)
-    manifest = store.make_manifest(fn, grid, key, step, common_random_numbers, _code_digests(fn, code), outputs_spec)
+    digests = _code_digests(fn, code, imported, files)
+    manifest = store.make_manifest(fn, grid, key, step, common_random_numbers, digests, outputs_spec)
     sid = store.sweep_id(manifest)
     done: dict[int, dict] = {}
     if out is not None:
@@ -153,6 +166,9 @@ def _check_arguments(fn, grid, key, out, collect: bool, part) -> tuple:
     if out is None and not collect:
         raise ValueError("collect=False needs out=DIR: the results would be lost")
     check_signature(fn, grid.names)
+    check = getattr(fn, "check_conditions", None)
+    if callable(check):  # the run's own ranges (ClusterRun, TrackRun): no NaN rows from a host value
+        check(grid.axes)
     if part is None:
         part = (jax.process_index(), jax.process_count())
     if (
@@ -175,15 +191,34 @@ def _describe(value) -> str:
     return f"{text} (dtype {dtype}, shape {shape})" if dtype is not None else text
 
 
-def _code_digests(fn, code) -> dict:
+def _code_digests(fn, code, imported=(), files=()) -> dict:
     """What the results are keyed by: ``{"fn": code_digest(fn), "module NAME": digest of every module
-    of the user's fn reaches (module_digests), **code}``, ``code`` checked."""
+    of the user's fn reaches (module_digests) or imports while traced (``imported``, and the modules
+    of the user's those import), "file PATH": SHA-256 of every data file it read while traced
+    (``files``), **code}``, ``code`` checked."""
     digests = {"fn": code_digest(fn)}
     digests.update({f"module {name}": d for name, d in module_digests(fn).items()})
+    seen = reads.Reads(modules=set(imported))
+    undeclared = [name for name in seen.compiled_modules() if name not in (code or {})]
+    if undeclared:
+        raise ValueError(
+            f"fn imports compiled modules of yours while traced ({', '.join(undeclared)}: "
+            f"{', '.join(str(getattr(sys.modules.get(n), '__file__', '')) for n in undeclared)}), whose code no "
+            "digest of source can key: declare each, code={NAME: a digest of its build (e.g. its version, or the "
+            "SHA-256 of its file)}, or install it as a package"
+        )
+    for ns in imported_modules(seen.user_modules()):
+        digests.setdefault(f"module {ns['__name__']}", module_digest(ns))
+    digests.update({f"file {path}": d for path, d in files})
     for name, value in (code or {}).items():
-        if not isinstance(name, str) or not isinstance(value, str) or name == "fn" or name.startswith("module "):
+        if (
+            not isinstance(name, str)
+            or not isinstance(value, str)
+            or name == "fn"
+            or name.startswith(("module ", "file "))
+        ):
             raise ValueError(
-                f"code must map names (not 'fn' nor 'module ...') to digests (str), got {name!r}: {value!r}"
+                f"code must map names (not 'fn', 'module ...' nor 'file ...') to digests (str), got {name!r}: {value!r}"
             )
         digests[name] = value
     return digests

@@ -292,6 +292,13 @@ def _resume_conflict(out: str, old: dict, new: dict, differ: list) -> str:
 def _changed_module(key: str, old: dict, new: dict) -> str:
     """Words for the code digest ``key`` that differs between ``old`` and ``new``: a module of the
     user's by its name and file, else ``KEY code``."""
+    if key.startswith("file "):
+        path = key[len("file ") :]
+        if key not in old:
+            return f"file {path!r} (read by the code now, not by the code of these results)"
+        if key not in new:
+            return f"file {path!r} (read by the code of these results, not by the code now)"
+        return f"file {path!r} (read while tracing) content"
     if not key.startswith("module "):
         return f"{key} code"
     name = key[len("module ") :]

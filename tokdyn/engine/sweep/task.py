@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tokdyn.engine.sweep import reads
 from tokdyn.engine.sweep.grid import Grid, device_columns
 
 
@@ -150,13 +151,30 @@ def check_signature(fn, names) -> None:
 def output_spec(task, shared) -> dict:
     """``{field: "dtype[shape]"}`` of one run of ``task`` (the grid task the sweep builds) on ``shared``,
     found by tracing it once (``jax.eval_shape``: nothing is compiled or run)."""
+    return traced_outputs(task, shared)[0]
+
+
+def traced_outputs(task, shared) -> tuple:
+    """``(fields, modules, files)`` of one trace of a run of ``task`` on ``shared`` (``jax.eval_shape``:
+    nothing is compiled or run), its Python code run anew whatever JAX traced before
+    (:func:`tokdyn.engine.sweep.reads.recording`): ``fields`` as :func:`output_spec`, ``modules``
+    the names of the modules it imported, ``files`` ``((path, SHA-256), ...)`` of the data files it
+    read, as they were when it read them. Kept for an equal task in this process (whose program
+    JAX keeps too: its Python code does not run again)."""
     leaves, treedef = jax.tree_util.tree_flatten(shared)
     abstract = tuple(jax.ShapeDtypeStruct(np.shape(x), x.dtype) for x in leaves)
     try:
         hash(task)
     except TypeError:  # a function that cannot be a cache key: traced every time
-        return dict(_output_spec(task, treedef, abstract))
-    return dict(_cached_output_spec(task, treedef, abstract))
+        return _traced(task, treedef, abstract)
+    return _cached_traced(task, treedef, abstract)
+
+
+def _traced(task, treedef, abstract) -> tuple:
+    with reads.recording(retrace=True) as seen:
+        fields = dict(_output_spec(task, treedef, abstract))
+    files = tuple((path, reads.file_digest(path)) for path in seen.data_files())
+    return fields, tuple(sorted(seen.modules)), files
 
 
 def _output_spec(task, treedef, abstract) -> tuple:
@@ -168,7 +186,7 @@ def _output_spec(task, treedef, abstract) -> tuple:
     return tuple((k, f"{np.dtype(v.dtype).name}{list(v.shape)}") for k, v in out.items() if v is not None)
 
 
-_cached_output_spec = functools.lru_cache(maxsize=64)(_output_spec)  # equal tasks trace alike
+_cached_traced = functools.lru_cache(maxsize=64)(_traced)  # equal tasks trace alike
 
 
 def check_field_names(fn, outputs: dict, grid: Grid) -> None:

@@ -54,7 +54,12 @@ class Study:
         self.out, self.stamp, self.quiet = out, stamp, quiet
         # what every part is keyed by unless it names a key of its own (the declared outputs aside:
         # they name files, not results)
-        self.key = digest({k: v for k, v in stamp.items() if k != "outputs"})
+        # and the code of a study of one's own (extra.code): a directory of other code is refused
+        # at open, and modules reached while it runs are stamped then (stamp_code)
+        keyed = {k: v for k, v in stamp.items() if k != "outputs"}
+        if "code" in (stamp.get("extra") or {}):
+            keyed["extra"] = _without_code(stamp)
+        self.key = digest(keyed)
         self._lock = None
         self._foreign: dict = {}
         self.parts = {"kept": 0, "computed": 0}  # this run's parts: read back from an earlier run, or computed
@@ -174,6 +179,21 @@ class Study:
             io.set_aside(folder, io.not_a_file(folder) or "a file where the parts' folder belongs", root=self.out)
         return self.path("parts", name + suffix)
 
+    def stamp_code(self, code: Mapping[str, str]) -> None:
+        """Add ``code`` (``{module: digest}``: modules of the user's a study of one's own reached
+        while it ran) to the stamp's ``extra.code``, on disk and here, so that a rerun into this
+        directory after such a module changed is refused naming it. The parts' key stays as it is."""
+        old = read_stamp(self.out) or self.stamp
+        extra = dict(old.get("extra") or {})
+        merged = {**(extra.get("code") or {}), **code}
+        if merged == extra.get("code"):
+            return
+        extra["code"] = dict(sorted(merged.items()))
+        io.write_verified(
+            os.path.join(self.out, STAMP), json.dumps({**old, "extra": extra}, indent=2, sort_keys=True).encode()
+        )
+        self.stamp = {**self.stamp, "extra": {**(self.stamp.get("extra") or {}), "code": extra["code"]}}
+
     def _part_key(self, key) -> str:
         return self.key if key is None else f"{self.key}:{digest(key)}"
 
@@ -275,3 +295,8 @@ class Study:
             if self._lock is not None:
                 release(*self._lock)
                 self._lock = None
+
+
+def _without_code(stamp: Mapping) -> dict:
+    """A stamp's ``extra`` without ``code``."""
+    return {k: v for k, v in (stamp.get("extra") or {}).items() if k != "code"}

@@ -14,12 +14,13 @@ from tokdyn.studies.video.config import Config
 from tokdyn.studies.video.scoring import CLASSES
 
 SCORES = ("video_ari", "frame_ari", "switch_rate", "persistence", "collapse")  # the per-seed scores compared
-# each score's range, so that its interval over seeds stays inside it (None: unbounded; switches
-# per chance can exceed 1)
+# each score's range, so that its interval over seeds stays inside it; switch_rate is switches over
+# chances, a switch being a chance taken (a track visible in both frames: metrics.track_switches),
+# so a rate in [0, 1]
 BOUNDS = {
     "video_ari": experiment_findings.SCORE,
     "frame_ari": experiment_findings.SCORE,
-    "switch_rate": None,
+    "switch_rate": experiment_findings.RATE,
     "persistence": experiment_findings.RATE,
     "collapse": experiment_findings.RATE,
 }

@@ -91,5 +91,5 @@ def test_an_edited_helper_module_is_refused(plugin, tmp_path, helper, edit):
     (tmp_path / f"{helper}.py").write_text(edit)
     for name in HELPERS[:3]:  # as a new process would import them
         sys.modules.pop(name, None)
-    with pytest.raises(io.OutputConflict, match=f"code.{helper}"):
+    with pytest.raises(io.OutputConflict, match=f"module '{helper}' changed"):
         _run(plugin, out)

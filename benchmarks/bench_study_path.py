@@ -18,7 +18,8 @@
 
 The first three rows run in a child process with ``--xla_force_host_platform_device_count`` set
 to the core count (as ``tokdyn`` sets it), compile excluded (one call first), the median of
-``--repeats`` calls. ``--trees`` compares package trees in one run, interleaved repeat by repeat:
+``--repeats`` calls. ``--trees`` compares package trees in one run, interleaved row by row (each
+row for every tree before the next row, the order of the trees reversed every other repeat):
 ``before=/path/to/tree,after=`` (an empty path: the installed package); a tree is put first on
 ``PYTHONPATH`` and every process runs from a scratch directory. The machine's load average is
 recorded before and after each repeat. Usage::
@@ -124,43 +125,58 @@ def load() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
-def one_repeat(tree: str, a, scratch: str, i: int) -> dict:
-    """Every fresh-process row of one repeat for one tree."""
-    out = {}
+def steps(a, scratch: str, i: int) -> list:
+    """The fresh-process rows of repeat ``i``, in order, each ``(label, measure)``: ``measure(name,
+    tree)`` runs it for one tree (its own compilation cache and output directories) and returns
+    the row's dict. Each row is measured for every tree before the next row starts, so that the
+    trees meet the same load."""
     host = dict(XLA_FLAGS=f"--xla_force_host_platform_device_count={os.cpu_count()}")
-    r = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--child", "--repeats", str(a.child_repeats)]
-        + ["--runs", str(a.runs), "--child-seeds", str(a.child_seeds)],
-        check=True,
-        env=env_for(tree, **host),
-        cwd=scratch,
-        capture_output=True,
-        text=True,
-    )
-    out["in_process"] = json.loads(r.stdout.strip().splitlines()[-1])
     cli = [sys.executable, "-m", "tokdyn.cli", "study", "token-dynamics", "--quiet"]
-    cache = os.path.join(scratch, f"cache-{i}")
-    env = env_for(tree, TOKDYN_CACHE_DIR=cache)
-    dirs = iter(os.path.join(scratch, f"td-{i}-{j}") for j in range(10**6))  # a new directory a call
+    counter = iter(range(10**6))
 
-    def study(*extra):
-        d = next(dirs)
-        t = wall(cli + list(extra) + ["--out", d], env, scratch)
+    def env(name, tree):
+        return env_for(tree, TOKDYN_CACHE_DIR=os.path.join(scratch, f"cache-{name}-{i}"))
+
+    def study(name, tree, *extra):
+        d = os.path.join(scratch, f"td-{name}-{i}-{next(counter)}")  # a new directory a call
+        t = wall(cli + list(extra) + ["--out", d], env(name, tree), scratch)
         return dict(wall_s=t, timings=json.load(open(os.path.join(d, "config.json")))["timings"])
 
-    # the default study (30 seeds): cold, then warm (the cache filled by the cold call)
-    out["cli cold"] = study()
-    out["cli warm"] = study()
-    out["cli warm, --no-plots"] = study("--no-plots")
+    def in_process(name, tree):
+        r = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--child", "--repeats", str(a.child_repeats)]
+            + ["--runs", str(a.runs), "--child-seeds", str(a.child_seeds)],
+            check=True,
+            env=env_for(tree, **host),
+            cwd=scratch,
+            capture_output=True,
+            text=True,
+        )
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
     chunk = 2048 * (os.cpu_count() or 1)  # the command's chunk on a CPU (engine.execute.CPU_CHUNK a device)
-    for s in a.seeds:  # the cache filled with the chunk shapes of s seeds (fewer seeds where that does), then timed
-        study("--seeds", str(min(s, -(-chunk // PER_SEED) + 6)))
-        out[f"cli {s} seeds"] = dict(study("--seeds", str(s)), runs=s * PER_SEED)
+
+    def seeds(s):
+        def measure(name, tree):  # the cache filled with the chunk shapes of s seeds (fewer where that does)
+            study(name, tree, "--seeds", str(min(s, -(-chunk // PER_SEED) + 6)))
+            return dict(study(name, tree, "--seeds", str(s)), runs=s * PER_SEED)
+
+        return measure
+
     floor = "import jax, tokdyn.studies.token_dynamics; jax.jit(lambda x: x + 1)(1.0).block_until_ready()"
-    out["floor"] = dict(wall_s=wall([sys.executable, "-c", floor], env, scratch))
-    out["import jax"] = dict(wall_s=wall([sys.executable, "-c", "import jax"], env, scratch))
-    shutil.rmtree(cache, ignore_errors=True)
-    return out
+    return [
+        ("in_process", in_process),
+        # the default study (30 seeds): cold, then warm (the cache filled by the cold call)
+        ("cli cold", lambda name, tree: study(name, tree)),
+        ("cli warm", lambda name, tree: study(name, tree)),
+        ("cli warm, --no-plots", lambda name, tree: study(name, tree, "--no-plots")),
+        *[(f"cli {s} seeds", seeds(s)) for s in a.seeds],
+        ("floor", lambda name, tree: dict(wall_s=wall([sys.executable, "-c", floor], env(name, tree), scratch))),
+        (
+            "import jax",
+            lambda name, tree: dict(wall_s=wall([sys.executable, "-c", "import jax"], env_for(tree), scratch)),
+        ),
+    ]
 
 
 def published(a, scratch: str) -> dict:
@@ -186,7 +202,7 @@ def med(xs):
 def report(results: dict, a, meta: dict) -> str:
     lines = [
         f"machine: {platform.machine()}, {os.cpu_count()} cores; JAX {meta['jax']}; backend cpu; dtype float32; "
-        f"{time.strftime('%Y-%m-%d %H:%M %Z')}; {a.repeats} repeats, interleaved across trees; "
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}; {a.repeats} repeats, the trees interleaved row by row; "
         f"in-process rows: {meta['devices']} host devices, chunk {meta['chunk']:,}, median of "
         f"{a.child_repeats} calls a repeat, medians over repeats",
         "",
@@ -267,12 +283,16 @@ def main():
     scratch = tempfile.mkdtemp(prefix="tokdyn_study_path_")
     try:
         for i in range(a.repeats):
-            for name, tree in trees.items() if i % 2 == 0 else reversed(list(trees.items())):
-                before = load()
-                r = one_repeat(tree, a, scratch, i)
-                r["load"] = f"{before} / {load()}"
-                results[name].append(r)
-                print(f"repeat {i + 1}, {name}: done, load {r['load']}", file=sys.stderr, flush=True)
+            start = load()
+            for r in results.values():
+                r.append({})
+            order = list(trees.items()) if i % 2 == 0 else list(reversed(trees.items()))
+            for label, measure in steps(a, scratch, i):
+                for name, tree in order:
+                    results[name][-1][label] = measure(name, tree)
+                print(f"repeat {i + 1}, {label}: done, load {load()}", file=sys.stderr, flush=True)
+            for r in results.values():
+                r[-1]["load"] = f"{start} / {load()}"
             before = load()
             pub = published(a, scratch)
             for reps in results.values():

@@ -165,7 +165,28 @@ def test_the_analyses_reach_their_source_by_name_and_the_old_module_still_names_
         ("read_result", store.read_result),
         ("Analysis", analysis.Analysis),
     ):
-        with pytest.warns(DeprecationWarning, match=f"reasoners is deprecated: {name} is tokdyn"):
+        with pytest.warns(DeprecationWarning, match=f"reasoners is deprecated: {name} is tokdyn") as record:
             assert getattr(reasoners, name) is home
+        assert str(record[0].message).endswith("(deprecated in tokdyn 0.1.0, 2026-11-26; removed in 0.2.0)")
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = reasoners.nope
+
+
+def test_every_deprecation_is_dated_and_none_has_outlived_its_removal_version():
+    """The one table of deprecated names (tokdyn._deprecations.TABLE): each entry names what replaces
+    it, was deprecated in a released version before the one that removes it, and the package's
+    version is below every removal version (a name past it must be deleted, with its entry)."""
+    import datetime
+
+    import tokdyn
+    from tokdyn import _deprecations
+
+    def version(text):
+        return tuple(int(p) for p in text.split("."))
+
+    assert set(_deprecations.TABLE) == {"tokdyn.fused", "tokdyn.experiment.reasoners", "train_many flat keywords"}
+    for name, d in _deprecations.TABLE.items():
+        assert d.what and d.replacement, name
+        assert version(d.since) <= version(tokdyn.__version__) < version(d.removal), name
+        datetime.date.fromisoformat(d.date)
+        assert _deprecations.notice(name) == f" (deprecated in tokdyn {d.since}, {d.date}; removed in {d.removal})"

@@ -58,6 +58,19 @@ def test_seed_interval_uses_students_t_below_ten_seeds_and_the_bootstrap_above()
     assert findings.seed_interval([0.5])[3] == 1 and np.isnan(findings.seed_interval([0.5])[1])
 
 
+def test_seed_intervals_are_each_samples_seed_interval():
+    """The batched intervals (one bootstrap for the samples of one size) against one call per sample,
+    every path mixed: bootstraps of two sizes, NaNs dropped, Student's t on the logit scale, no
+    spread, too few seeds, none."""
+    rng = np.random.default_rng(3)
+    a = rng.uniform(-0.5, 0.5, (3, 12))
+    samples = [a[0], a[1], np.r_[a[2, :11], np.nan], rng.uniform(-1, 1, 25), a[0][:5], [0.2] * 12, [0.1, 0.3], []]
+    got = findings.seed_intervals(samples, findings.difference_bounds(findings.SCORE))
+    want = [findings.seed_interval(v, findings.difference_bounds(findings.SCORE)) for v in samples]
+    assert [g[3] for g in got] == [w[3] for w in want] == [12, 12, 11, 25, 5, 12, 2, 0]
+    np.testing.assert_allclose([g[:3] for g in got], [w[:3] for w in want], rtol=1e-12, atol=1e-15)
+
+
 def test_aggregate_one_refutation_refutes_a_general_claim():
     assert findings.aggregate(["reproduced", "reproduced", "n/a"]) == "reproduced"
     assert findings.aggregate(["reproduced", "refuted", "open"]) == "refuted"

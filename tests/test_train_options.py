@@ -54,13 +54,14 @@ def test_old_keywords_train_the_same_models_and_warn_with_the_new_spelling(tmp_p
             vectorised_init=False,
         )
     messages = sorted(str(w.message) for w in record if w.category is DeprecationWarning)
+    dated = " (deprecated in tokdyn 0.1.0, 2026-11-26; removed in 0.2.0)"  # the entry of tokdyn._deprecations.TABLE
     assert messages == [
         "train_many(checkpoint=..., stamp=...) is deprecated: pass "
-        "checkpointing=train.Checkpointing(path=..., stamp=...)",
+        "checkpointing=train.Checkpointing(path=..., stamp=...)" + dated,
         "train_many(evaluate=..., evaluate_every=..., keep_best=..., best_mode=..., stop=...) is deprecated: pass "
-        "evaluation=train.Evaluation(fn=..., every=..., keep_best=..., best_mode=..., stop=...)",
+        "evaluation=train.Evaluation(fn=..., every=..., keep_best=..., best_mode=..., stop=...)" + dated,
         "train_many(strategy=..., devices=..., batch_size=..., vectorised_init=...) is deprecated: pass "
-        "execution=train.Execution(strategy=..., devices=..., batch_size=..., vectorised_init=...)",
+        "execution=train.Execution(strategy=..., devices=..., batch_size=..., vectorised_init=...)" + dated,
     ]
     assert {w.filename for w in record if w.category is DeprecationWarning} == {__file__}  # the caller's line
     assert new.finished and old.finished and new.stopped_at == old.stopped_at == 30
@@ -84,7 +85,7 @@ def test_a_single_old_keyword_warns_once_and_new_values_do_not_warn(tmp_path):
     with pytest.warns(
         DeprecationWarning,
         match=r"^train_many\(strategy=\.\.\.\) is deprecated: "
-        r"pass execution=train\.Execution\(strategy=\.\.\.\)$",
+        r"pass execution=train\.Execution\(strategy=\.\.\.\) \(deprecated in tokdyn 0\.1\.0, 2026-11-26; removed in 0\.2\.0\)$",
     ) as record:
         old = train.train_many(tr, data, keys, hp, strategy="loop")
     assert sum(w.category is DeprecationWarning for w in record) == 1

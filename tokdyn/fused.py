@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import warnings
 
+from tokdyn._deprecations import notice
 from tokdyn.dynamics.pallas import MAX_POINTS, MAX_TOKEN_COORDS, preferred, run
 
 __all__ = ["run", "preferred", "MAX_TOKEN_COORDS", "MAX_POINTS"]
 
 warnings.warn(
-    "tokdyn.fused is deprecated: the kernel is tokdyn.dynamics.pallas (the built-in rule's 'pallas' backend)",
+    "tokdyn.fused is deprecated: the kernel is tokdyn.dynamics.pallas (the built-in rule's 'pallas' backend)"
+    + notice("tokdyn.fused"),
     DeprecationWarning,
     stacklevel=2,
 )

@@ -151,6 +151,32 @@ def seed_interval(values, bounds: Optional[tuple] = None) -> tuple[float, float,
     return mean, mean - half, mean + half, n
 
 
+def seed_intervals(samples: Sequence, bounds: Optional[tuple] = None) -> list[tuple[float, float, float, int]]:
+    """:func:`seed_interval` of each array of per-seed values in ``samples``, the same intervals
+    (to float rounding): the samples that take the bootstrap and hold as many finite values are
+    resampled together, by one :func:`tokdyn.stats.bootstrap_ci` call on their stack (the same
+    draws for each row, as one call of its own would make), so a table of many conditions pays
+    for one set of resamples, not one set a condition."""
+    from tokdyn import stats
+
+    finite = [np.asarray(v, np.float64).ravel() for v in samples]
+    finite = [v[np.isfinite(v)] for v in finite]
+    out: list = [None] * len(finite)
+    by_size: dict[int, list[int]] = {}
+    for i, v in enumerate(finite):
+        if v.size >= max(BOOTSTRAP_SEEDS, MIN_SEEDS) and not np.all(v == v[0]):
+            by_size.setdefault(int(v.size), []).append(i)
+        else:
+            out[i] = seed_interval(v, bounds)
+    for n, rows in by_size.items():
+        stack = np.stack([finite[i] for i in rows])  # (S, n)
+        low, high = stats.bootstrap_ci(stack, seed=0, n_resamples=N_RESAMPLES)
+        low, high = np.atleast_1d(low), np.atleast_1d(high)
+        for j, i in enumerate(rows):
+            out[i] = (float(stack[j].mean()), float(low[j]), float(high[j]), n)
+    return out
+
+
 def difference_bounds(bounds: tuple) -> tuple:
     """The range of a difference of two values of the range ``bounds``."""
     return (float(bounds[0]) - float(bounds[1]), float(bounds[1]) - float(bounds[0]))

@@ -21,6 +21,8 @@ from __future__ import annotations
 import importlib
 import warnings
 
+from tokdyn._deprecations import notice
+
 _STUDY = "tokdyn.studies.latent_reasoning"
 _HOMES = {
     **dict.fromkeys(
@@ -75,7 +77,8 @@ def __getattr__(name):
     if name not in _WARNED:
         _WARNED.add(name)
         warnings.warn(
-            f"tokdyn.experiment.reasoners is deprecated: {name} is {home}.{name}",
+            f"tokdyn.experiment.reasoners is deprecated: {name} is {home}.{name}"
+            + notice("tokdyn.experiment.reasoners"),
             DeprecationWarning,
             stacklevel=2,
         )

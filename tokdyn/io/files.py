@@ -62,18 +62,43 @@ def _cell(v):
     return v
 
 
+_CSV_SPECIAL = (",", '"', "\r", "\n")  # a field holding one of these is quoted (csv.QUOTE_MINIMAL)
+
+
+def _column_text(col: np.ndarray) -> list | None:
+    """The cells of a column as :func:`write_csv` writes them, made a column at a time: booleans as
+    0 / 1, integers, floats as their shortest text that reads back to the same value (what
+    ``str`` of a NumPy scalar gives), strings quoted as ``csv.writer`` quotes them; None for a
+    column of other values (written cell by cell)."""
+    if col.dtype == np.bool_:
+        return np.where(col, "1", "0").tolist()
+    if col.dtype.kind in "iuf":
+        return col.astype(str).tolist()
+    if col.dtype.kind == "U":
+        return ['"' + v.replace('"', '""') + '"' if any(c in v for c in _CSV_SPECIAL) else v for v in col.tolist()]
+    return None
+
+
 def write_csv(path: str, columns: Mapping[str, Sequence]) -> str:
-    """Write columns (name -> equal-length sequence) as a CSV with a header row, atomically."""
+    """Write columns (name -> equal-length sequence) as a CSV with a header row, atomically.
+
+    Columns of numbers, booleans and strings are made into text a column at a time (a table of
+    10^5 runs in a fraction of a second); a table with a column of other values, or of one
+    column, is written row by row by ``csv.writer``, to the same text."""
     names = list(columns)
     cols = [np.asarray(columns[n]) for n in names]
     lengths = {len(c) for c in cols}
     if len(lengths) > 1:
         raise ValueError(f"columns must have equal lengths, got { {n: len(c) for n, c in zip(names, cols)} }")
+    texts = [_column_text(c) for c in cols] if len(cols) > 1 and all(c.ndim == 1 for c in cols) else [None]
     with atomic_write(path) as f:
         w = csv.writer(f)
         w.writerow(names)
-        for row in zip(*cols):
-            w.writerow([_cell(v) for v in row])
+        if all(t is not None for t in texts):
+            f.writelines(",".join(row) + "\r\n" for row in zip(*texts))  # csv.writer's line ending
+        else:
+            for row in zip(*cols):
+                w.writerow([_cell(v) for v in row])
     return path
 
 

@@ -29,6 +29,7 @@ from numbers import Integral
 from typing import Callable, Optional, Sequence, Union
 
 from tokdyn import _checks
+from tokdyn._deprecations import notice
 
 STRATEGIES = ("scan", "step", "loop")
 BEST_MODES = ("max", "min")
@@ -233,7 +234,10 @@ def from_legacy(given: dict, options: dict, caller: str = "train_many") -> tuple
             )
         old = ", ".join(f"{k}=..." for k in words)
         new = ", ".join(f"{LEGACY[k][1]}=..." for k in words)
-        messages.append(f"{caller}({old}) is deprecated: pass {option}=train.{cls.__name__}({new})")
+        messages.append(
+            f"{caller}({old}) is deprecated: pass {option}=train.{cls.__name__}({new})"
+            + notice("train_many flat keywords")
+        )
         if cls is Checkpointing and fields.get("path") is None:
             continue  # a stamp without a checkpoint never did anything
         options[option] = cls(**fields)

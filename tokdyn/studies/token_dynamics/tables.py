@@ -55,7 +55,7 @@ def stat_tests(runs: dict[str, np.ndarray], cfg: Config, metric: str = "ari") ->
     """Paired t-test of each method's ``metric`` against the baseline, per condition, pairing by
     seed: the mean difference and its 95% interval over seeds (``diff_low``, ``diff_high``:
     :func:`tokdyn.experiment.findings.seed_interval`, within the range of a difference of two
-    ARIs), t, p, Cohen's d_z, Holm and Bonferroni over the whole family, and ``negligible``: the
+    ARIs, made for every test at once: :func:`~tokdyn.experiment.findings.seed_intervals`), t, p, Cohen's d_z, Holm and Bonferroni over the whole family, and ``negligible``: the
     difference is below the metric's practical threshold
     (:data:`tokdyn.experiment.findings.NEGLIGIBLE`, 0.01 for ARI), whatever its p. A pair where either run is not
     finite (:func:`finite_runs`: a NaN or inf in any metric) is dropped and counted (``n_dropped``);
@@ -72,6 +72,7 @@ def stat_tests(runs: dict[str, np.ndarray], cfg: Config, metric: str = "ari") ->
         v = runs[metric][idx].astype(np.float64)
         return runs["seed"][idx], np.where(finite[idx], v, np.nan)
 
+    diffs = []  # each test's paired differences, for its interval (all of them at once: findings.seed_intervals)
     for name in cfg.methods:
         if name == "baseline":
             continue
@@ -87,8 +88,7 @@ def stat_tests(runs: dict[str, np.ndarray], cfg: Config, metric: str = "ari") ->
                     t, p, d = float(res.statistic), float(res.pvalue), float(stats.cohens_d(a, b))
                 else:
                     t = p = d = float("nan")
-                bounds = findings.difference_bounds(findings.SCORE) if metric in ("ari", "nmi") else None
-                mean, lo, hi, _ = findings.seed_interval(a - b, bounds)
+                diffs.append(a - b)
                 tests.append(
                     dict(
                         method=name,
@@ -98,15 +98,15 @@ def stat_tests(runs: dict[str, np.ndarray], cfg: Config, metric: str = "ari") ->
                         noise=float(nz),
                         n=int(a.size),
                         n_dropped=int((~keep).sum()),
-                        mean_diff=mean,
-                        diff_low=lo,
-                        diff_high=hi,
-                        negligible=bool(findings.negligible(metric, mean)),
+                        **dict.fromkeys(("mean_diff", "diff_low", "diff_high", "negligible")),  # below
                         t=t,
                         p=p,
                         d=d,
                     )
                 )
+    bounds = findings.difference_bounds(findings.SCORE) if metric in ("ari", "nmi") else None
+    for t, (mean, lo, hi, _) in zip(tests, findings.seed_intervals(diffs, bounds)):
+        t.update(mean_diff=mean, diff_low=lo, diff_high=hi, negligible=bool(findings.negligible(metric, mean)))
     p = np.asarray([t["p"] for t in tests])
     for t, ph, pb in zip(tests, stats.holm(p), stats.bonferroni(p)):
         t["p_holm"], t["p_bonferroni"] = float(ph), float(pb)

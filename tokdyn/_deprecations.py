@@ -1,0 +1,59 @@
+"""Every deprecated name of the package, in one dated table with the version that removes it.
+
+A deprecated name keeps working until its removal version and warns (``DeprecationWarning``) with
+its entry's :func:`notice` after what it says is replaced by what. The mechanisms that warn read
+this table: the module :mod:`tokdyn.fused` (on import), the module ``__getattr__`` of
+:mod:`tokdyn.experiment.reasoners` (on each name's first use) and the flat keywords of
+:func:`tokdyn.train.train_many` (:func:`tokdyn.train.options.from_legacy`). A test checks that every
+entry names what replaces it and that no entry has outlived its removal version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Deprecation:
+    """One deprecated name: ``what`` it is, what ``replacement`` to use, the version (``since``) and
+    ``date`` (ISO) it was deprecated in, and the version that removes it (``removal``)."""
+
+    what: str
+    replacement: str
+    since: str
+    date: str
+    removal: str
+
+
+TABLE = {
+    "tokdyn.fused": Deprecation(
+        what="the module tokdyn.fused",
+        replacement="tokdyn.dynamics.pallas (the built-in rule's 'pallas' backend)",
+        since="0.1.0",
+        date="2026-11-26",
+        removal="0.2.0",
+    ),
+    "tokdyn.experiment.reasoners": Deprecation(
+        what="the module tokdyn.experiment.reasoners",
+        replacement="tokdyn.studies.latent_reasoning, tokdyn.train.store and tokdyn.experiment.analysis",
+        since="0.1.0",
+        date="2026-11-26",
+        removal="0.2.0",
+    ),
+    "train_many flat keywords": Deprecation(
+        what="train_many's flat keywords (checkpoint, stamp, evaluate, evaluate_every, keep_best, best_mode, "
+        "stop, strategy, devices, batch_size, vectorised_init)",
+        replacement="the option values train.Checkpointing, train.Evaluation and train.Execution",
+        since="0.1.0",
+        date="2026-11-26",
+        removal="0.2.0",
+    ),
+}
+"""The deprecations, by the name their warnings look them up by."""
+
+
+def notice(name: str) -> str:
+    """The dated part of a deprecation warning for the :data:`TABLE` entry ``name``:
+    ``" (deprecated in tokdyn 0.1.0, 2026-11-26; removed in 0.2.0)"``."""
+    d = TABLE[name]
+    return f" (deprecated in tokdyn {d.since}, {d.date}; removed in {d.removal})"

@@ -64,7 +64,8 @@ def numpy_layer(model, layer, x, weights, rows):
     """Layer ``layer``'s output at ``rows`` from its input ``x`` (B, T, D) and its attention ``weights``
     (B, H, R, T) at those rows, in float64 NumPy: x + o(weights @ v(norm(x))), then the gated MLP."""
     cfg = model.config.text
-    p = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64), model.params["text"]["layers"][layer])
+    layers = model.params["text"]["layers"]  # stacked along a leading layer axis
+    p = jax.tree_util.tree_map(lambda v: np.asarray(v[layer], np.float64), layers)
 
     def rms(v, w):
         return v / np.sqrt(np.mean(v**2, -1, keepdims=True) + cfg.rms_norm_eps) * w
@@ -101,6 +102,27 @@ def test_select_equals_full_and_numpy(setup):
         again = numpy_layer(model, layer, hidden[:, layer], w[:, j], list(rows))
         scale = np.abs(hidden[:, layer + 1]).max()
         np.testing.assert_allclose(again, hidden[:, layer + 1, list(rows)], atol=1e-4 * scale)
+
+
+def test_select_spans_of_scanned_layers(setup):
+    """With four layers, a selection that skips layers runs them as scanned spans (several layers in one
+    ``text.decode``): the selected entries and rows equal the full call's, which runs every layer alone."""
+    import dataclasses
+
+    model, lay = setup["model"], setup["lay"]
+    cfg = dataclasses.replace(model.config, text=dataclasses.replace(model.config.text, num_hidden_layers=4))
+    params = qwen2_5_vl.params.init(jax.random.key(1), cfg, scale=0.1)
+    apply = jax.jit(qa.make_apply(cfg, setup["grid"], lay), static_argnames=("select",))
+    full = apply(params, setup["batch"])
+    assert full.hidden.shape[1] == 5 and full.attention.shape[1] == 4
+    for sel in (
+        protocol.Select(hidden=(-1,), attention=(), rows=(lay.answer,)),  # layers 0-3 in one span
+        protocol.Select(hidden=(0, 4), attention=(2,), rows=(lay.answer, 3)),  # spans 0-1, then 3
+    ):
+        got, want = apply(params, setup["batch"], select=sel), protocol.narrow(full, sel)
+        for f in ("logits", "hidden", "attention"):
+            a, b = np.asarray(getattr(got, f)), np.asarray(getattr(want, f))
+            np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(b).max(initial=1.0))
 
 
 def test_latents_at_their_slots(setup):

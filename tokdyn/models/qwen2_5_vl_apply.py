@@ -129,6 +129,21 @@ def attention_rows(cfg, p: dict, x, cos, sin, mask, rows) -> jax.Array:
     return jax.nn.softmax(scores.astype(jnp.float32), axis=-1)
 
 
+def _layer(layers: dict, i: int) -> dict:
+    """Layer ``i`` of the stacked decoder layers."""
+    return jax.tree_util.tree_map(lambda a: a[i], layers)
+
+
+def _run_layers(cfg, layers: dict, start: int, stop: int, x, positions, mask):
+    """The decoder's layers ``start`` to ``stop - 1`` over ``x`` (:func:`tokdyn.models.qwen2_5_vl.text.decode`
+    on that slice of the stacked layers, scanned)."""
+    if stop <= start:
+        return x
+    part = jax.tree_util.tree_map(lambda a: a[start:stop], layers)
+    x, _ = text.decode(cfg, {"layers": part}, x, positions, mask)
+    return x
+
+
 def make_apply(cfg: Config, image_grid_thw, lay: Layout):
     """``apply(params, batch, *, latents=None, intervene=None, drop=None, select=None) -> Outputs`` for prompts of layout
     ``lay`` and images of grid ``image_grid_thw`` ([[1, h, w]]): the protocol of
@@ -139,6 +154,8 @@ def make_apply(cfg: Config, image_grid_thw, lay: Layout):
     ``drop`` (B, T) bool removes the True positions from attention (no other position reads them; each still
     reads itself), as the markers-only and no-block settings of the decomposition need. The protocol's
     ``inject`` (copies of image patches inserted before the block) is not implemented here.
+    The layers between those whose input or output is read run as one scan of
+    :func:`tokdyn.models.qwen2_5_vl.text.decode` (a narrow ``select`` compiles a few layers, not all).
     Traceable: ``jit``, ``vmap`` and ``grad`` apply."""
     plan = vision.plan(cfg.vision, positions_lib.check_grid(image_grid_thw, cfg.vision.spatial_merge_size)[:1])
     n_layers = cfg.text.num_hidden_layers
@@ -166,14 +183,19 @@ def make_apply(cfg: Config, image_grid_thw, lay: Layout):
         keep_h = range(n_layers + 1) if select is None else [h % (n_layers + 1) for h in select.hidden]
         keep_a = range(n_layers) if select is None else [a % n_layers for a in select.attention]
         rows = jnp.arange(t) if select is None else jnp.asarray(select.rows, jnp.int32)
+        layers = params["text"]["layers"]  # stacked along a leading layer axis
         hidden = {0: x} if 0 in keep_h else {}
         weights = {}
-        for i, p in enumerate(params["text"]["layers"]):
+        done = 0  # layers applied so far
+        for i in sorted(set(keep_a) | {j - 1 for j in keep_h if j}):  # the layers whose input or output is read
+            x = _run_layers(cfg.text, layers, done, i, x, batch["positions"], mask)
             if i in keep_a:
-                weights[i] = attention_rows(cfg.text, p, x, cos, sin, mask, rows)
-            x, _ = text.layer(cfg.text, p, x, cos, sin, mask)
+                weights[i] = attention_rows(cfg.text, _layer(layers, i), x, cos, sin, mask, rows)
+            x = _run_layers(cfg.text, layers, i, i + 1, x, batch["positions"], mask)
+            done = i + 1
             if i + 1 in keep_h:
                 hidden[i + 1] = x
+        x = _run_layers(cfg.text, layers, done, n_layers, x, batch["positions"], mask)
         logits = text.head(cfg.text, params["text"], x)
         b, d = x.shape[0], x.shape[-1]
         h_stack = jnp.stack([hidden[j] for j in keep_h], 1) if len(keep_h) else jnp.zeros((b, 0, t, d), x.dtype)

@@ -1,5 +1,5 @@
 """Read-outs of Qwen2.5-VL's internals that its forward pass does not hand back, built from the public pieces
-of :mod:`tokdyn.models.qwen2_5_vl` (nothing in the model package changes).
+of :mod:`tokdyn.models.qwen2_5_vl`.
 
 :func:`vision_taps` gives the vision tower's patch features twice, before and after the merger of 2x2
 patches, both in raster order over their grids (row-major), so that a feature's index is its place in the
@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn.models.blocks import mlp, norm, rotary
 from tokdyn.models.qwen2_5_vl import positions, vision
 from tokdyn.models.qwen2_5_vl.config import Config
 
@@ -46,23 +45,13 @@ def vision_taps(cfg: Config, params: dict, pixel_values: jax.Array, plan: vision
 
     Returns:
       ``{"patches": (h * w, hidden_size), "merged": (h * w / merge**2, out_hidden_size)}``, each in raster
-      order over its grid: ``patches`` the last vision block's output (the residual stream the merger's
-      RMSNorm reads), ``merged`` the merger's output, equal to
+      order over its grid: ``patches`` the last vision block's output
+      (:func:`tokdyn.models.qwen2_5_vl.vision.patch_features`, the residual stream the merger's RMSNorm
+      reads), ``merged`` the merger's output (:func:`tokdyn.models.qwen2_5_vl.vision.merge`), equal to
       :func:`tokdyn.models.qwen2_5_vl.model.image_features` (the features the decoder receives). Traceable
       (``jit``, ``vmap`` over images of one grid, ``grad``).
     """
-    vcfg = cfg.vision
-    p = params["vision"]
-    x = jnp.matmul(pixel_values.astype(p["patch_embed"]["kernel"].dtype), p["patch_embed"]["kernel"])
-    x = x[plan.order]  # window order
-    inv_freq = rotary.inverse_frequencies(vcfg.head_dim // 2, vcfg.rope_theta)
-    cos, sin = rotary.axial_tables(plan.positions, inv_freq)
-    window_mask = plan.window_segment[:, None] == plan.window_segment[None, :]
-    full_mask = plan.full_segment[:, None] == plan.full_segment[None, :]
-    for i, block in enumerate(p["blocks"]):
-        x = vision.block(vcfg, block, x, cos, sin, full_mask if i in vcfg.fullatt_block_indexes else window_mask)
-    merger = p["merger"]
-    h = norm.rms_norm(x, merger["norm"], vision.NORM_EPS).reshape(-1, vcfg.hidden_size * vcfg.spatial_merge_size**2)
-    merged = mlp.linear(jax.nn.gelu(mlp.linear(h, merger["fc1"]), approximate=False), merger["fc2"])[plan.restore]
+    x = vision.patch_features(cfg.vision, params["vision"], pixel_values, plan)  # window order
+    merged = vision.merge(cfg.vision, params["vision"], x, plan)
     patches = x[jnp.argsort(plan.order)]  # back to pixel_values' order
     return {"patches": patches[jnp.asarray(raster)], "merged": merged}

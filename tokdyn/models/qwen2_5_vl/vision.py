@@ -2,7 +2,7 @@
 positions, blocks of windowed or full attention (RMSNorm, SwiGLU), and the merger of 2x2 patches.
 
 :func:`plan` does the index arithmetic on the host from ``image_grid_thw`` (it fixes the shapes);
-:func:`encode` is the traced part.
+:func:`encode` is the traced part (:func:`patch_features`, the blocks, then :func:`merge`, the merger).
 """
 
 from __future__ import annotations
@@ -112,9 +112,9 @@ def block(cfg: VisionConfig, p: dict, x: jax.Array, cos: jax.Array, sin: jax.Arr
     return x + mlp.gated_mlp(norm.rms_norm(x, p["norm2"], NORM_EPS), p["mlp"], cfg.hidden_act)
 
 
-def encode(cfg: VisionConfig, params: dict, pixel_values: jax.Array, plan_: Plan) -> jax.Array:
-    """Image features (tokens, out_hidden_size) of ``pixel_values`` (patches, patch_dim), in the order of the
-    image tokens they replace."""
+def patch_features(cfg: VisionConfig, params: dict, pixel_values: jax.Array, plan_: Plan) -> jax.Array:
+    """The last block's output (patches, hidden) of ``pixel_values`` (patches, patch_dim), in window order
+    (``plan_.order``): the residual stream the merger reads."""
     dtype = params["patch_embed"]["kernel"].dtype
     x = jnp.matmul(pixel_values.astype(dtype), params["patch_embed"]["kernel"])
     x = x[plan_.order]
@@ -123,7 +123,19 @@ def encode(cfg: VisionConfig, params: dict, pixel_values: jax.Array, plan_: Plan
     for (full, _), run in zip(params_lib.block_runs(cfg), params["blocks"]):
         seg = plan_.frames if full else plan_.windows
         x, _ = jax.lax.scan(lambda x, p: (block(cfg, p, x, cos, sin, seg), None), x, run)
+    return x
+
+
+def merge(cfg: VisionConfig, params: dict, x: jax.Array, plan_: Plan) -> jax.Array:
+    """The merger over :func:`patch_features` ``x`` (window order): each ``spatial_merge_size**2`` patches'
+    features normalised, concatenated and mapped to one image feature, in the order of the image tokens."""
     merger = params["merger"]
     x = norm.rms_norm(x, merger["norm"], NORM_EPS).reshape(-1, cfg.hidden_size * cfg.spatial_merge_size**2)
     x = mlp.linear(jax.nn.gelu(mlp.linear(x, merger["fc1"]), approximate=False), merger["fc2"])
     return x[plan_.restore]
+
+
+def encode(cfg: VisionConfig, params: dict, pixel_values: jax.Array, plan_: Plan) -> jax.Array:
+    """Image features (tokens, out_hidden_size) of ``pixel_values`` (patches, patch_dim), in the order of the
+    image tokens they replace: :func:`merge` of :func:`patch_features`."""
+    return merge(cfg, params, patch_features(cfg, params, pixel_values, plan_), plan_)

@@ -223,7 +223,7 @@ def check_scene(masks_true, labels_pred, n_true, n_pred, *, bounds_required: boo
 def host_scores(labels_true, labels_pred) -> tuple[float, float]:
     """``(ari, nmi)`` of two host labelings (1-D integer NumPy arrays of one length >= 1, every entry
     valid) in float64 NumPy, from the sparse contingency table: the kernels' numbers (the
-    pair-confusion ARI, the cell-wise MI, scikit-learn's special cases as :mod:`partition` writes
+    pair-confusion ARI, the cell-wise MI, scikit-learn's special cases as :mod:`tokdyn.metrics.partition` writes
     them), without a compile: three sorts of N labels."""
     _, t = np.unique(labels_true, return_inverse=True)  # (N,) dense class ids
     _, p = np.unique(labels_pred, return_inverse=True)  # (N,) dense cluster ids
@@ -263,7 +263,7 @@ def host_result(value: float):
 
 
 def host_valid_pair(arguments: dict):
-    """The valid labels ``(true, pred)`` of a call of :func:`partition.ari` / ``nmi`` on host data,
+    """The valid labels ``(true, pred)`` of a call of :func:`tokdyn.metrics.ari` / ``nmi`` on host data,
     or ``None``: some argument is a JAX array or tracer, or no entry is valid (the kernel's case)."""
     t, p, mask = arguments["labels_true"], arguments["labels_pred"], arguments["mask"]
     if not (_checks.on_host(t) and _checks.on_host(p) and _checks.on_host(mask)):

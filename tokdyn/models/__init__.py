@@ -13,11 +13,25 @@
   equal to ``transformers``' implementation: logits, generation, image processor, chat template
 - :mod:`tokdyn.models.blocks`    the transformer blocks the language-model families share (RMSNorm, SwiGLU,
   rotary positions, grouped-query attention)
+- :mod:`tokdyn.models.qwen2_5_vl_probes` read-outs of Qwen2.5-VL's vision tower (patch features before
+  and after the merger)
+- :mod:`tokdyn.models.qwen2_5_vl_apply` Qwen2.5-VL under the diagnostics' ``apply`` protocol
 """
 
 import importlib
 
-__all__ = ["slots", "iodine", "savi", "vtae", "sequence", "latent", "qwen2_5_vl", "blocks"]
+__all__ = [
+    "slots",
+    "iodine",
+    "savi",
+    "vtae",
+    "sequence",
+    "latent",
+    "qwen2_5_vl",
+    "blocks",
+    "qwen2_5_vl_probes",
+    "qwen2_5_vl_apply",
+]
 
 
 def __getattr__(name):

@@ -104,6 +104,9 @@ def test_select_equals_full_and_numpy(setup):
         np.testing.assert_allclose(again, hidden[:, layer + 1, list(rows)], atol=1e-4 * scale)
 
 
+# a four-layer model built for it (about 3 s): the default run has test_select_equals_full_and_numpy
+# (a selection against the full call and NumPy on the fixture's layers)
+@pytest.mark.full
 def test_select_spans_of_scanned_layers(setup):
     """With four layers, a selection that skips layers runs them as scanned spans (several layers in one
     ``text.decode``): the selected entries and rows equal the full call's, which runs every layer alone."""

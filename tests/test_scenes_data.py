@@ -23,9 +23,9 @@ CLEVR = multi_object.DATASETS["clevr_with_masks_train.tfrecords"]
 COUNTS = (2, 7, 3, 1, 2, 3, 2, 3, 1, 2, 3, 2)  # objects in each written scene (7: more than max_objects)
 
 
-def write_dir(tmp_path, dataset=CLEVR, counts=COUNTS):
+def write_dir(tmp_path, dataset=CLEVR, counts=COUNTS, side=4):
     rng = np.random.default_rng(0)
-    made = [tf_files.multi_object_example(dataset, rng, n) for n in counts]
+    made = [tf_files.multi_object_example(dataset, rng, n, side=side) for n in counts]
     folder = tmp_path / "data"
     folder.mkdir(exist_ok=True)
     tf_files.write(folder / dataset.file, [m[0] for m in made], compress=True)
@@ -43,10 +43,16 @@ def test_loaded_scenes_are_the_kept_scenes_cropped_in_file_order(tmp_path):
         # the objects numbered in entity order, among those visible in the whole image
         np.testing.assert_array_equal(out.masks[k], want)
     np.testing.assert_array_equal(out.n_objects, [2, 3, 2])
-    small = scenes.load(folder / CLEVR.file, 2, size=16, min_objects=2, max_objects=3)
-    assert small.images.shape == (2, 16, 16, 3) and small.masks.max() <= 3
+    # at 16 pixels most of these small objects vanish: a scene kept still has a foreground to score
+    small = scenes.load(folder / CLEVR.file, 1, size=16, min_objects=1, max_objects=3)
+    assert small.images.shape == (1, 16, 16, 3) and small.masks.max() <= 3 and (small.masks > 0).any()
+    seen = [
+        scenes.resize(made[i]["image"], made[i]["labels"], 16, scenes.CROPS["clevr_with_masks"])[1] for i in range(5)
+    ]
+    assert small.index[0] == next(i for i in range(5) if COUNTS[i] <= 3 and (seen[i] > 0).any())
     with pytest.raises(
-        ValueError, match=r"holds 3 scenes with 2 to 3 visible objects in its 5 records, fewer than the 4"
+        ValueError,
+        match=r"holds 1 scenes with 2 to 3 visible objects \(and an object pixel at 16 x 16\) in its 5 records, fewer than the 4",
     ):
         scenes.load(folder, 4, size=16, min_objects=2, max_objects=3)
 
@@ -67,13 +73,15 @@ def test_the_other_datasets_load_at_their_own_size(tmp_path, file):
 
 
 def test_the_study_splits_read_the_directory(tmp_path):
-    folder, made = write_dir(tmp_path)
+    folder, made = write_dir(tmp_path, counts=COUNTS * 3, side=12)
     cfg = object_discovery.Config.quick()
     cfg = type(cfg)(**{**cfg.__dict__, "data": str(folder), "n_val": 2, "n_test": 3, "n_train": 4,
                        "n_curve": 2, "n_examples": 2, "min_objects": 1})  # fmt: skip
     cfg.validate()
     val, test, train = (object_discovery.split(cfg, s) for s in ("val", "test", "train"))
-    kept = [i for i, n in enumerate(COUNTS) if n <= cfg.max_objects]
+    crop = scenes.CROPS["clevr_with_masks"]
+    shown = [(scenes.resize(m["image"], m["labels"], cfg.size, crop)[1] > 0).any() for m in made]
+    kept = [i for i, n in enumerate(COUNTS * 3) if n <= cfg.max_objects and shown[i]]  # a foreground left
     np.testing.assert_array_equal(np.concatenate([val.index, test.index, train.index]), kept[:9])
     assert test.images.shape == (3, cfg.size, cfg.size, 3) and test.masks.dtype == np.int32
 
@@ -93,7 +101,7 @@ def test_a_bad_data_option_is_refused_naming_it(tmp_path):
 def test_the_scenes_study_runs_on_a_clevr_with_masks_directory_from_the_command_line(tmp_path):
     from tokdyn import cli
 
-    folder, _ = write_dir(tmp_path, counts=COUNTS + COUNTS)
+    folder, _ = write_dir(tmp_path, counts=COUNTS * 4, side=40)  # objects that stay visible at the quick size
     out = tmp_path / "out"
     args = ["study", "scenes", "--quick", "--data", str(folder), "--out", str(out), "--quiet", "--no-cache",
             "--min-objects", "1", "--n-val", "4", "--n-test", "4", "--n-train", "8", "--n-curve", "4",

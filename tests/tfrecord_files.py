@@ -86,17 +86,17 @@ def example(features: dict) -> bytes:
     return field(1, entries)
 
 
-def multi_object_example(dataset, rng, n_objects: int, *, drop=None, wrong=None) -> tuple[bytes, dict]:
+def multi_object_example(dataset, rng, n_objects: int, *, drop=None, wrong=None, side=4) -> tuple[bytes, dict]:
     """A random example of ``dataset`` (a tokdyn.datasets.multi_object.Dataset, read for its sizes
-    only) with ``n_objects`` rectangles as objects; ``drop``: a feature left out; ``wrong``: a
-    feature given one value too many. Returns the serialized example and the arrays (masks in
-    (entities, H, W) order, labels (H, W))."""
+    only) with ``n_objects`` rectangles as objects (object j ``side + j`` pixels wide); ``drop``: a
+    feature left out; ``wrong``: a feature given one value too many. Returns the serialized example
+    and the arrays (masks in (entities, H, W) order, labels (H, W))."""
     (H, W), C, K, bg = dataset.image_size, dataset.channels, dataset.entities, dataset.background
     labels = np.zeros((H, W), np.int64)
     owner = rng.integers(0, bg, size=(H, W))  # the background entities share the background
     for j in range(n_objects):
-        r, c = rng.integers(0, H - 4), rng.integers(0, W - 4)
-        owner[r : r + 4 + j, c : c + 4 + j] = bg + j
+        r, c = rng.integers(0, H - side), rng.integers(0, W - side)
+        owner[r : r + side + j, c : c + side + j] = bg + j
     labels = np.where(owner >= bg, owner - bg + 1, 0)
     mask = (np.arange(K)[:, None, None] == owner[None]).astype(np.uint8) * 255  # (K, H, W)
     image = rng.integers(0, 256, size=(H, W, C), dtype=np.uint8)

@@ -67,7 +67,9 @@ def load(path, count: int, *, size: int, min_objects: int = 0, max_objects: int 
       path: the file, or a directory holding one (:func:`tokdyn.datasets.multi_object.locate`).
       count: scenes to keep.
       size: the side of the resized images.
-      min_objects: fewest visible objects a kept scene has.
+      min_objects: fewest visible objects a kept scene has; from 1, a kept scene also keeps at
+        least one object pixel after the crop and resize (a scene without one has no foreground,
+        and its FG-ARI is not defined).
       max_objects: most visible objects a kept scene has (default: the dataset's most).
 
     Raises:
@@ -86,6 +88,8 @@ def load(path, count: int, *, size: int, min_objects: int = 0, max_objects: int 
             if not min_objects <= n <= hi:
                 continue
             image, lab = resize(ex["image"], labels, size, crop)
+            if min_objects >= 1 and not (lab > 0).any():
+                continue  # no object left after the crop and resize: no foreground to score (FG-ARI is NaN)
             images.append(image)
             masks.append(lab)
             counts.append(n)
@@ -94,8 +98,9 @@ def load(path, count: int, *, size: int, min_objects: int = 0, max_objects: int 
                 break
     if len(images) < count:
         raise ValueError(
-            f"{file} holds {len(images)} scenes with {min_objects} to {hi} visible objects in its {seen} records, "
-            f"fewer than the {count} asked for"
+            f"{file} holds {len(images)} scenes with {min_objects} to {hi} visible objects"
+            + (f" (and an object pixel at {size} x {size})" if min_objects >= 1 else "")
+            + f" in its {seen} records, fewer than the {count} asked for"
         )
     return LoadedScenes(
         images=np.stack(images) if images else np.zeros((0, size, size, 3), np.float32),

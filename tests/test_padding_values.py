@@ -35,7 +35,12 @@ def test_non_finite_padding_leaves_run_unchanged(name):
         assert np.all(np.isfinite(np.asarray(out.tokens)))
         np.testing.assert_allclose(out.tokens, ref.tokens, rtol=1e-4, atol=1e-4)
         assert int(out.steps) == int(ref.steps)
-        np.testing.assert_array_equal(np.asarray(out.labels)[:N_VALID], ref.labels)
+        # two programs: labels compared where a point is not within rounding of a tie between tokens
+        d = ((valid[:, None, :] - np.asarray(ref.tokens)[None]) ** 2).sum(-1)  # (N, T)
+        two = np.sort(d, axis=1)[:, :2]
+        sure = two[:, 1] - two[:, 0] > 1e-3 * (1.0 + two[:, 1])
+        assert sure.mean() > 0.9
+        np.testing.assert_array_equal(np.asarray(out.labels)[:N_VALID][sure], np.asarray(ref.labels)[sure])
         assert np.all(np.asarray(out.labels)[N_VALID:] == -1)
 
 

@@ -1,11 +1,16 @@
 """Diagnostics of latent reasoners, over any model that implements the ``apply`` protocol
 (``apply(params, batch, *, latents=None, intervene=None) -> Outputs(logits, hidden, attention, latents)``,
 the type :class:`tokdyn.models.latent.model.ApplyFn`, every output's shape in
-:class:`tokdyn.models.latent.model.Outputs`); submodules loaded on first access.
+:class:`tokdyn.diagnostics.outputs.Outputs`, also ``tokdyn.diagnostics.Outputs``); submodules loaded on
+first access. A minimal example, a model of one's own under the protocol and a diagnostic on it:
+:doc:`/concepts/diagnostics`.
 
 - :mod:`tokdyn.diagnostics.protocol`   the protocol's types and :func:`~tokdyn.diagnostics.protocol.check_apply`,
   the check (one ``jax.eval_shape`` of the model; for a diagnostic that reads ``hidden``, one probe
   intervention that ``hidden[:, 0]`` must follow) every diagnostic that takes a model runs first
+- :mod:`tokdyn.diagnostics.outputs`    :class:`~tokdyn.diagnostics.outputs.Outputs`, what ``apply`` returns
+- :mod:`tokdyn.diagnostics.summaries`  :func:`~tokdyn.diagnostics.summaries.summarise`: a diagnostic's result
+  (:class:`~tokdyn.diagnostics.mediation.Effects`, :class:`~tokdyn.diagnostics.dmlr.Result`) as a readable table
 
 - :mod:`tokdyn.diagnostics.mediation`  causal mediation of the latents, decomposition of the latent
   block, attention narrowness
@@ -18,14 +23,16 @@ the type :class:`tokdyn.models.latent.model.ApplyFn`, every output's shape in
 
 import importlib
 
-__all__ = ["protocol", "mediation", "dmlr", "perturb", "grounding", "perception"]
+__all__ = ["protocol", "outputs", "summaries", "mediation", "dmlr", "perturb", "grounding", "perception"]
 
 
 def __getattr__(name):
+    if name == "Outputs":  # the protocol's output type, at home here
+        return importlib.import_module("tokdyn.diagnostics.outputs").Outputs
     if name in __all__:
         return importlib.import_module(f"tokdyn.diagnostics.{name}")
     raise AttributeError(f"module 'tokdyn.diagnostics' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | {"Outputs"})

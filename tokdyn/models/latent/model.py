@@ -8,7 +8,8 @@ last-layer hidden state (run with a key/value cache); in ``"pause"`` the latent 
 learned ``<pause>`` embedding.
 
 :meth:`Model.apply` is the protocol every diagnostic uses (:class:`ApplyFn`, its output
-:class:`Outputs` with every field's shape)::
+:class:`~tokdyn.diagnostics.outputs.Outputs` with every field's shape, defined in
+:mod:`tokdyn.diagnostics.outputs` and re-exported here as ``Outputs``)::
 
     apply(params, batch, *, latents=None, intervene=None) -> Outputs(logits, hidden, attention, latents)
 
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks
+from tokdyn.diagnostics.outputs import Outputs  # noqa: F401 -- re-exported: the protocol's output
 from tokdyn.models.latent import tasks
 
 LATENT_MODES = ("none", "feedback", "pause")
@@ -122,30 +124,6 @@ class Layout:
         c0 = le + 1 if has else q
         cap = slice(c0, c0 + cfg.caption_len)
         return Layout(slice(0, p), slice(p, q), ls, lat, le, cap, cap.stop, cap.stop + 1)
-
-
-class Outputs(NamedTuple):
-    """What a reasoner's ``apply`` returns (:class:`ApplyFn`), for B instances of T positions, V tokens,
-    width D, n_layers blocks of H heads and L latents; :func:`tokdyn.diagnostics.protocol.check_apply`
-    checks every shape below before a diagnostic runs.
-
-    Attributes:
-      logits: (B, T, V) float, the next-token logits at every position (those at the answer
-        position predict the answer).
-      hidden: (B, n_layers + 1, T, D) float, the residual stream: ``hidden[:, 0]`` the input
-        embeddings as the blocks read them (after latent feedback and ``intervene``), ``hidden[:, i]``
-        the output of block i (n_layers >= 1).
-      attention: (B, n_layers, H, T, T) float, the attention weights of every block and head, query
-        by key (each row sums to 1 over the keys it may see).
-      latents: (B, L, D) float, the latents the model fed back (its last-layer states after the final
-        LayerNorm, before the feedback projection), or the ``latents`` it was given; (B, 0, D) for a
-        model without a latent block or with fixed latent slots (pause).
-    """
-
-    logits: jax.Array  # (B, T, V)
-    hidden: jax.Array  # (B, n_layers + 1, T, D) residual stream: embeddings, then after each block
-    attention: jax.Array  # (B, n_layers, H, T, T) attention weights
-    latents: jax.Array  # (B, L, D) fed-back last-layer hidden states (after the final LayerNorm)
 
 
 class ApplyFn(Protocol):

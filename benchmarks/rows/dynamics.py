@@ -11,6 +11,10 @@ ARI/NMI/SSE/collapse per run), each placed against the binding bound of ``work.p
   given data     run + metrics on a pool of ready data, the run by each form: the early-exit
                  ``while_loop``, the masked fixed-step scan, the XLA candidate rule
                  (:data:`XLA_CANDIDATE_RULE`), the Pallas kernel (``tokdyn.dynamics.pallas.run``, on a GPU)
+  peer: P        the same pooled problems and the four methods through each peer of ``peers.py``
+                 installed here (the published way: NumPy per run + scikit-learn, float64; NumPy,
+                 PyTorch and Numba batched), with the share of runs whose ARI matches the given-data
+                 ``while_loop`` row's on the same run
 """
 
 from __future__ import annotations
@@ -310,6 +314,85 @@ def study_path(s: Suite, devs, strategy):
     s.row("dynamics", "study path", one)
 
 
+def given_peers(s: Suite, pool, reference=None):
+    """The rows "peer: P": the peers of ``peers.py`` on the given-data pool, each of the four methods on
+    the same problems (the published way on fewer runs: it runs one at a time), timed over the four
+    methods; the first call's JIT / warm-up apart (Numba, PyTorch). ``reference``: the given-data
+    ``while_loop`` row's ARI (run ``4 i + j`` is problem ``i`` under method ``j``), against which each
+    peer's runs are compared (the share within 1e-6 and within 1e-3)."""
+    import peers
+    import published_way
+
+    host = {k: np.asarray(v) for k, v in pool.items()}
+    n_pool = len(host["x"])
+
+    def one(peer, per_method):
+        sel = np.arange(per_method) % n_pool
+        inputs = dict(
+            x=host["x"][sel],
+            mask=host["mask"][sel],
+            tokens0=host["tokens0"][sel],
+            labels_true=host["labels"][sel],
+            n_true=host["n_true"][sel],
+        )
+        problems = [  # the published way's float64 inputs, prepared outside the timing
+            (
+                host["x"][i][host["mask"][i]].astype(np.float64),
+                host["labels"][i][host["mask"][i]],
+                host["tokens0"][i].astype(np.float64),
+                int(host["n_true"][i]),
+            )
+            for i in sel
+        ]
+        kws = [
+            dict(momentum=dynamics.METHODS[name].momentum, repulsion=dynamics.METHODS[name].repulsion)
+            for name in METHOD_NAMES
+        ]
+
+        def call(kw, inp=inputs):
+            if peer == "published_way":
+                res = [published_way.one_run(*p, kw, CFG.n_steps, CFG.tol, CFG.temperature) for p in problems]
+                return {f: np.asarray([r[f] for r in res]) for f in ("ari", "steps")}
+            return peers.PEERS[peer](**inp, temperature=CFG.temperature, n_steps=CFG.n_steps, tol=CFG.tol, **kw)
+
+        first = 0.0
+        if peer in ("numba_parallel", "torch_batched"):  # JIT / warm-up, reported apart
+            t = time.perf_counter()
+            call(kws[0], {k: v[: min(8, per_method)] for k, v in inputs.items()})
+            first = time.perf_counter() - t
+        seconds, outs = [], []
+        for _ in range(s.args.repeats):
+            t, outs = time.perf_counter(), [call(kw) for kw in kws]
+            seconds.append(time.perf_counter() - t)
+        ari = np.concatenate([np.asarray(o["ari"], np.float64) for o in outs])  # method-major
+        n = 4 * per_method
+        row = dict(
+            size=f"{n:,} runs ({per_method:,} problems x 4 methods)",
+            unit="runs/s",
+            best=n / min(seconds),
+            median=n / float(np.median(seconds)),
+            compile_s=first,
+            mean_steps=float(np.mean(np.concatenate([np.asarray(o["steps"]) for o in outs]))),
+            mean_ari=float(np.nanmean(ari)),
+            precision="float64" if peer in ("published_way", "numba_parallel") else "float32",
+        )
+        if reference is not None:
+            i = np.arange(per_method)
+            runs = (4 * i[None, :] + np.arange(4)[:, None]).ravel()  # tokdyn's run of (method, problem)
+            ok = runs < len(reference)
+            diff = np.abs(ari[ok] - np.asarray(reference)[runs[ok]])
+            row["agreement"] = (
+                f"ARI within 1e-6 / 1e-3 of the given-data while_loop row on {np.mean(diff < 1e-6):.1%} / "
+                f"{np.mean(diff < 1e-3):.1%} of {ok.sum():,} runs"
+            )
+        return row
+
+    for peer in ["published_way"] + [p for p in peers.available_peers() if p != "numpy_per_run"]:
+        per_method = 2 if s.args.smoke else (200 if peer == "published_way" else 2048)
+        light = peer in ("published_way", "numpy_batched")  # the smoke run skips the JIT-compiled peers
+        s.row("dynamics", f"peer: {peer}, given data", lambda p=peer, m=per_method: one(p, m), smoke=light)
+
+
 def run(s: Suite):
     """Every token-dynamics row (module docstring)."""
     devs = jax.local_devices()
@@ -359,6 +442,8 @@ def run(s: Suite):
             "pallas": "Pallas kernel (tokdyn.dynamics.pallas.run): the built-in rule, every knob, one kernel per run",
         }[variant]
         s.row("dynamics", f"given data, {label}", one)
+
+    given_peers(s, pool, reference.get("while"))
 
     # the fused kernel checked against dynamics.run (at "highest") on every built-in method, the
     # Langevin draws included: what the compiled kernel computes on this backend

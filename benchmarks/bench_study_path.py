@@ -186,7 +186,7 @@ def published(a, scratch: str) -> dict:
     out = {}
     if a.published_seeds:
         sys.path.insert(0, HERE)
-        from bench_study import peer_args
+        from published_way import peer_args
 
         base = peer_args()
         at = base.index("--seeds")

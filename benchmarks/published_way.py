@@ -6,8 +6,8 @@ the four methods as in the study; per run the float64 NumPy rule on the points
 (benchmarks/peers.py ``numpy_one_run``: scikit-learn ARI/NMI, SSE and collapse); SciPy paired
 t-tests, statsmodels Holm correction, CSV writing and three matplotlib (pyplot) figures. The
 defaults are `tokdyn study token-dynamics`'s (30 seeds x noise {0.3,0.6,0.9} x K {3,4,5} x 4
-methods, D = 4, P = 100, 4 tokens, at most 30 steps, tol 1e-3); `bench_study.py` passes the
-study's configuration explicitly. Usage: ``python benchmarks/published_way.py OUT_DIR [--seeds 30]``.
+methods, D = 4, P = 100, 4 tokens, at most 30 steps, tol 1e-3); ``bench_study_path.py`` passes the
+study's configuration explicitly (:func:`peer_args`). Usage: ``python benchmarks/published_way.py OUT_DIR [--seeds 30]``.
 """
 
 import argparse
@@ -30,6 +30,42 @@ sys.path.insert(0, os.path.dirname(__file__))
 import peers  # noqa: E402
 
 METHODS = peers.METHODS
+
+
+def peer_args() -> list:
+    """The study's default configuration as published_way.py's options: the identical workload."""
+    from tokdyn.studies import token_dynamics as td
+
+    c = td.Config()
+    if (
+        c.centers != "uniform"
+        or c.init != "data"
+        or tuple(c.methods) != ("baseline", "inertia", "repulsion", "inertia+repulsion")
+    ):
+        raise SystemExit("published_way.py implements uniform centres, Forgy tokens and the four published methods")
+    args = [
+        "--seeds",
+        c.seeds,
+        "--noise",
+        *c.noise,
+        "--n-clusters",
+        *c.n_clusters,
+        "--dim",
+        c.dim,
+        "--points-per-cluster",
+        c.points_per_cluster,
+        "--center-box",
+        c.center_box,
+        "--n-tokens",
+        c.n_tokens,
+        "--n-steps",
+        c.n_steps,
+        "--tol",
+        c.tol,
+        "--temperature",
+        c.temperature,
+    ]
+    return [str(a) for a in args]
 
 
 def blobs(rng, k, noise, ppc, dim, box, n_tokens):

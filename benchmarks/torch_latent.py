@@ -5,7 +5,7 @@ latent feedback with a key/value cache, and the same training step (answer cross
 clipped to global norm 1, AdamW with a linear warm-up and a cosine decay to 5% of the peak).
 
 ``TorchReasoner.from_flax(cfg, params)`` copies a tokdyn model's weights, so both compute the same
-logits (checked by ``benchmarks/bench_latent_train.py`` and ``tests/test_latent_torch_peer.py``).
+logits (checked by the suite's ``peers`` rows, ``benchmarks/rows/peers.py``, and ``tests/test_latent_torch_peer.py``).
 """
 
 from __future__ import annotations

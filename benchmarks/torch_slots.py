@@ -12,8 +12,8 @@ as ``tokdyn.train.optim``).
 
 Images are NCHW here (the PyTorch convention; tokdyn's are NHWC). ``TorchSlots.from_flax(cfg,
 params)`` copies a tokdyn model's weights and :meth:`TorchSlots.flax_tree` reads weights or
-gradients back in flax's layout, so both compute the same loss (checked by
-``benchmarks/bench_slot_step.py``).
+gradients back in flax's layout, so both compute the same loss (checked first by the suite's
+``peers`` rows, ``benchmarks/rows/peers.py``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The work of the token-dynamics workload, counted once, and the bound it puts on a rate.
 
-Used by ``suite.py`` (its rows), ``bench_roofline.py`` and ``recount.py``: one count, one bound.
+Used by ``suite.py`` (its rows) and ``recount.py``: one count, one bound.
 
 The count is of the built-in rule as the Pallas kernel (``tokdyn.dynamics.pallas``, formerly ``tokdyn.fused``) writes it, for the
 study's methods (the softmax assignment; no Sinkhorn rounds, no Langevin noise). Per run-step and

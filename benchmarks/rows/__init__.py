@@ -4,7 +4,7 @@ Each family is a function ``run(suite)`` that adds its rows to a :class:`rows.ba
 row that does token-dynamics work is placed against the one work count of ``work.py``.
 
   ceilings     rows.ceilings   the device's measured ceilings (GEMM, copy, FMA, exp)
-  dynamics     rows.dynamics   the token-dynamics kernel alone, the study path (+ profile), given data
+  dynamics     rows.dynamics   the token-dynamics kernel alone, the study path (+ profile), given data, the peers
   peers        rows.peers      PyTorch peers of two learned models, eager and torch.compile
   training     rows.training   every learned model's training over seeds, with its share of the bound
   sampling     rows.sampling   grid-diffusion sampling

@@ -7,6 +7,7 @@ row that does token-dynamics work is placed against the one work count of ``work
   dynamics     rows.dynamics   the token-dynamics kernel alone, the study path (+ profile), given data, the peers
   rules        rows.rules      the built-in rule's choices against their alternatives: centred coordinates, Langevin draws skipped
   metrics      rows.metrics    ARI/NMI of labelings, FG-ARI, the auction, matched IoU, each against its peer
+  data         rows.data       sprite-scene generation against a NumPy generator of the same scenes
   peers        rows.peers      PyTorch peers of two learned models, eager and torch.compile
   training     rows.training   every learned model's training over seeds, with its share of the bound
   sampling     rows.sampling   grid-diffusion sampling
@@ -24,6 +25,7 @@ FAMILIES = {
     "dynamics": ("rows.dynamics", "run"),
     "rules": ("rows.rules", "run"),
     "metrics": ("rows.metrics", "run"),
+    "data": ("rows.data", "run"),
     "peers": ("rows.peers", "run"),
     "training": ("rows.training", "run"),
     "sampling": ("rows.sampling", "run"),

@@ -13,6 +13,7 @@ row that does token-dynamics work is placed against the one work count of ``work
   sampling     rows.sampling   grid-diffusion sampling
   dmlr         rows.latent     the confidence-driven latent optimiser
   diagnostics  rows.latent     the latent -> answer mediation
+  feedback     rows.latent     latent feedback: the cached pass against L + 1 full passes, and the pause model
   sweep        rows.sweep      a long sweep to disk in a child process
 """
 
@@ -31,6 +32,7 @@ FAMILIES = {
     "sampling": ("rows.sampling", "run"),
     "dmlr": ("rows.latent", "run_dmlr"),
     "diagnostics": ("rows.latent", "run_diagnostics"),
+    "feedback": ("rows.latent", "run_feedback"),
     "sweep": ("rows.sweep", "run"),
 }
 """Family name -> (module, function), in the suite's order."""

@@ -1,5 +1,10 @@
-"""The latent reasoner's diagnostics rows: the confidence-driven latent optimiser
-(``dmlr.make``) and the latent -> answer mediation (``mediation.latent_effects``), instances/s."""
+"""The latent reasoner's rows: the confidence-driven latent optimiser (``dmlr.make``) and the
+latent -> answer mediation (``mediation.latent_effects``), instances/s; and latent feedback
+(``feedback``): the model's key/value-cached forward pass against the plain way of L + 1 full
+causal passes over the growing sequence (the peer, written out here), and the same model in
+``pause`` mode (L learned positions, one pass, no feedback: ``1 - pause / cached`` is the share of a
+training step spent feeding latents back), each for one forward pass and one training step (value
+and gradient of the answer cross-entropy), the cached and the plain forms' logits compared first."""
 
 from __future__ import annotations
 
@@ -96,3 +101,89 @@ def run_diagnostics(s: Suite):
         )
 
     s.row("diagnostics", "mediation.latent_effects, one call", one)
+
+
+def _passes(model, params, batch):
+    """The peer: latent i read from a full causal pass over the prefix, then one final pass."""
+    from tokdyn.models.latent import model as latent_model
+
+    net, lay = model.net, model.layout
+    x = model.embed(params, batch)
+    start = lay.latents.start
+    for i in range(model.cfg.n_latents):
+        out = net.apply(params, x[:, : start + i], method=latent_model.Network.backbone)[0]
+        x = x.at[:, start + i].set(net.apply(params, out[:, start + i - 1], method=latent_model.Network.project))
+    out = net.apply(params, x, method=latent_model.Network.backbone)[0]
+    return net.apply(params, out, method=latent_model.Network.unembed)
+
+
+def run_feedback(s: Suite):
+    """The latent-feedback rows (module docstring): per number of latents, the cached pass, the L + 1
+    passes and the pause model, in training steps/s (the forward pass's rate beside it)."""
+    import optax
+
+    from tokdyn.models.latent import model as latent_model
+    from tokdyn.models.latent import tasks
+    from tokdyn.studies import latent_reasoning
+
+    tc = latent_reasoning.Config().training
+    if s.args.smoke:
+        tc = dataclasses.replace(tc, width=16, depth=1, heads=2)
+    b = 8 if s.args.smoke else 64
+    batch = jax.tree.map(jnp.asarray, tasks.generate(jax.random.key(1), b, tc.task))
+    for n_latents in (2,) if s.args.smoke else (4, 8, 16):
+        mc = latent_model.Config(
+            task=tc.task,
+            width=tc.width,
+            depth=tc.depth,
+            heads=tc.heads,
+            latent_mode="feedback",
+            n_latents=n_latents,
+            projection=tc.projection,
+        )
+        model = latent_model.Model(mc)
+        paused = latent_model.Model(dataclasses.replace(mc, latent_mode="pause"))
+        params, pparams = model.init(jax.random.key(0)), paused.init(jax.random.key(0))
+        answer = model.layout.answer
+        steps = {}
+
+        def cached(m, p, x):
+            return m.apply(p, x).logits
+
+        forms = (
+            ("cached", "key/value-cached feedback (Model.apply)", cached, model, params),
+            ("passes", "L + 1 full causal passes (the plain way)", _passes, model, params),
+            ("pause", "pause mode: no feedback, one pass", cached, paused, pparams),
+        )
+        for key, label, f, m, prm in forms:
+
+            def one(key=key, f=f, m=m, prm=prm):
+                def loss(p, x):
+                    logits = f(m, p, x)[:, answer]
+                    return optax.softmax_cross_entropy_with_integer_labels(logits, x.answer).mean()
+
+                fwd, comp_f = compiled_of(jax.jit(lambda p, x: f(m, p, x)), prm, batch)
+                grad, comp_g = compiled_of(jax.jit(jax.value_and_grad(loss)), prm, batch)
+                f_best, f_med, _ = steady(lambda: jax.block_until_ready(fwd(prm, batch)), s.args.repeats)
+                g_best, g_med, _ = steady(lambda: jax.block_until_ready(grad(prm, batch)), s.args.repeats)
+                steps[key] = g_med
+                row = dict(
+                    size=f"batch {b}, L = {n_latents}, width {tc.width}, depth {tc.depth}",
+                    unit="train steps/s",
+                    best=1 / g_best,
+                    median=1 / g_med,
+                    forward_per_s=1 / f_med,
+                    compile_s=comp_f + comp_g,
+                    precision=str(jax.config.jax_default_matmul_precision),
+                )
+                if key == "passes":
+                    a = np.asarray(fwd(prm, batch))
+                    c = np.asarray(jax.jit(lambda p, x: cached(model, p, x))(params, batch))
+                    row["agreement"] = f"max |cached - passes| over the logits {np.abs(a - c).max():.1e}"
+                    if "cached" in steps:
+                        row["agreement"] += f"; the cache saves {1 - steps['cached'] / g_med:.0%} of a step"
+                if key == "pause" and "cached" in steps:
+                    row["agreement"] = f"feedback's share of a cached step {1 - g_med / steps['cached']:.0%}"
+                return row
+
+            s.row("feedback", f"{label}, L = {n_latents}", one)

@@ -5,6 +5,11 @@ backgrounds: 32 x 32 scenes of 2-4 objects (square, circle, triangle; scale 0.15
 instance masks, visible pixel counts and per-object attributes. Before timing, the NumPy generator
 is run on tokdyn's own uniforms (``fold_in(key, i)`` per scene): ``agreement`` gives the mask
 pixels that differ (float32 rounding at object boundaries) and the largest image difference elsewhere.
+
+Also the scenes study's fixed token dynamics: the baseline rule (temperature 0.03, at most 50 steps,
+tol 1e-4) on the 1,024 pixel features ``(y, x, r, g, b)`` of each scene, K = 5 tokens started at
+random pixels, ``jit(vmap(dynamics.run))`` over the scenes against the same rule in float64 NumPy one
+scene after another from the same tokens (on at most 200 scenes), the labels compared.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rows.base import Suite, steady
+from rows.base import Suite, compiled_of, steady
 
 M, MIN_OBJECTS = 4, 2
 SHAPES = ("square", "circle", "triangle")
@@ -107,8 +112,65 @@ def tokdyn_uniforms(key, n):
     return np.asarray(jax.vmap(lambda k: jax.random.uniform(k, (R,), jnp.float32))(keys))
 
 
+TEMPERATURE, N_STEPS, TOL = 0.03, 50, 1e-4
+
+
+def numpy_rule(x, tokens, temperature, n_steps, tol):
+    """The baseline rule in float64 NumPy: soft assignment over tokens, tokens to the weighted
+    means, until no coordinate moves more than ``tol``; hard labels at the final tokens."""
+    t = tokens.astype(np.float64)
+    x = x.astype(np.float64)
+    for _ in range(n_steps):
+        d = ((x[:, None, :] - t[None, :, :]) ** 2).sum(-1)  # (N, K)
+        logits = -d / temperature
+        a = np.exp(logits - logits.max(1, keepdims=True))
+        a /= a.sum(1, keepdims=True)
+        new = (a.T @ x) / (a.sum(0)[:, None] + 1e-8)
+        delta = np.abs(new - t).max()
+        t = new
+        if delta < tol:
+            break
+    return ((x[:, None, :] - t[None, :, :]) ** 2).sum(-1).argmin(1)
+
+
+def pixel_dynamics(s: Suite):
+    """The rows of the fixed token dynamics on pixel features (module docstring)."""
+    from tokdyn import dynamics
+    from tokdyn.data import scenes
+
+    n = 32 if s.args.smoke else 1000
+    m = min(n, 8 if s.args.smoke else 200)
+    sc = scenes.sprite_scenes(jax.random.key(0), n)
+    x = scenes.pixel_features(sc.images)  # (n, N, 5)
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(1), i))(jnp.arange(n))
+    tokens0 = jax.vmap(lambda k, xi: dynamics.init_tokens(k, 5, 5, method="data", x=xi))(keys, x)
+    hp = dynamics.Hparams(temperature=TEMPERATURE)
+    fn = jax.jit(jax.vmap(lambda xi, ti: dynamics.run(xi, ti, hp, n_steps=N_STEPS, tol=TOL).labels))
+    xn, tn = np.asarray(x), np.asarray(tokens0)
+    label = f"{n:,} scenes, 1,024 pixels x 5 features, K = 5"
+    ref = {}
+
+    def peer():
+        best, med, _ = steady(lambda: [numpy_rule(xn[i], tn[i], TEMPERATURE, N_STEPS, TOL) for i in range(m)], 1)
+        ref["labels"] = np.stack([numpy_rule(xn[i], tn[i], TEMPERATURE, N_STEPS, TOL) for i in range(m)])
+        return dict(size=f"{m:,} scenes, float64", unit="scenes/s", best=m / best, median=m / med)
+
+    def ours():
+        c, comp = compiled_of(fn, x, tokens0)
+        best, med, _ = steady(lambda: jax.block_until_ready(c(x, tokens0)), s.args.repeats)
+        row = dict(size=label, unit="scenes/s", best=n / best, median=n / med, compile_s=comp, precision="default")
+        if "labels" in ref:
+            same = float(np.mean(ref["labels"] == np.asarray(c(x, tokens0))[:m]))
+            row["agreement"] = f"labels equal to the NumPy loop's on {same:.2%} of the pixels of {m} scenes"
+        return row
+
+    s.row("data", "token dynamics on pixel features, NumPy float64 loop", peer)
+    s.row("data", "token dynamics on pixel features, jit(vmap(dynamics.run))", ours)
+
+
 def run(s: Suite):
     """Every data row (module docstring)."""
+    pixel_dynamics(s)
     from tokdyn.data import scenes
 
     n, size, chunk = (256, 32, 64) if s.args.smoke else (10_000, 32, 250)

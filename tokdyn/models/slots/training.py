@@ -63,9 +63,10 @@ def default_strategy(backend: str) -> str:
     loop (``lax.scan``, ``lax.map``, ``fori_loop``) tens of times slower than outside one
     (jax-ml/jax#12868; measured here: a 5 x 5, 32-channel conv's weight gradient on a 32 x 32 x 32
     batch takes 0.12 s alone and 3.2 s per iteration in a ``scan``), which costs far more than one
-    dispatch per step. And the loop over models is the fastest there (measured by a benchmark script since
-    folded into ``benchmarks/suite.py --sections training --models slot --strategy ...``, 4 models of the scenes study on our 2-core CPU: loop 6.1 model-steps/s, vmapped 5.0, mapped
-    one by one with ``lax.map`` 1.9; the vmapped convolutions are grouped convolutions with
+    dispatch per step. And the loop over models is the fastest there (measured by a benchmark script
+    since folded into ``benchmarks/suite.py --sections training --models slot --strategy ...``, 4 models
+    of the scenes study on our 2-core CPU: loop 6.1 model-steps/s, vmapped 5.0, mapped one by one with
+    ``lax.map`` 1.9; the vmapped convolutions are grouped convolutions with
     per-model kernels). On a GPU that slowdown is not there: 1,024 of the scenes study's models
     trained at 5,231 model-steps/s under ``"scan"`` on an H200 (commit ca6932f; 75.8% of the bound
     set by the bytes XLA's cost analysis counts) against 5,126 under ``"step"`` (commit f7091be,

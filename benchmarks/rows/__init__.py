@@ -14,6 +14,7 @@ row that does token-dynamics work is placed against the one work count of ``work
   dmlr         rows.latent     the confidence-driven latent optimiser
   diagnostics  rows.latent     the latent -> answer mediation
   feedback     rows.latent     latent feedback: the cached pass against L + 1 full passes, and the pause model
+  engine       rows.engine     the sweep engine: in memory, to disk, per-run draws; devices; peak memory
   sweep        rows.sweep      a long sweep to disk in a child process
 """
 
@@ -33,6 +34,7 @@ FAMILIES = {
     "dmlr": ("rows.latent", "run_dmlr"),
     "diagnostics": ("rows.latent", "run_diagnostics"),
     "feedback": ("rows.latent", "run_feedback"),
+    "engine": ("rows.engine", "run"),
     "sweep": ("rows.sweep", "run"),
 }
 """Family name -> (module, function), in the suite's order."""

@@ -15,6 +15,7 @@ row that does token-dynamics work is placed against the one work count of ``work
   diagnostics  rows.latent     the latent -> answer mediation
   feedback     rows.latent     latent feedback: the cached pass against L + 1 full passes, and the pause model
   engine       rows.engine     the sweep engine: in memory, to disk, per-run draws; devices; peak memory
+  estimates    rows.estimates  each study command's time estimates against its wall time in a fresh process
   sweep        rows.sweep      a long sweep to disk in a child process
 """
 
@@ -35,6 +36,7 @@ FAMILIES = {
     "diagnostics": ("rows.latent", "run_diagnostics"),
     "feedback": ("rows.latent", "run_feedback"),
     "engine": ("rows.engine", "run"),
+    "estimates": ("rows.estimates", "run"),
     "sweep": ("rows.sweep", "run"),
 }
 """Family name -> (module, function), in the suite's order."""

@@ -7,12 +7,12 @@ row that does token-dynamics work is placed against the one work count of ``work
   dynamics     rows.dynamics   the token-dynamics kernel alone, the study path (+ profile), given data, the peers
   rules        rows.rules      the built-in rule's choices against their alternatives: centred coordinates, Langevin draws skipped
   metrics      rows.metrics    ARI/NMI of labelings, FG-ARI, the auction, matched IoU, each against its peer
-  data         rows.data       sprite-scene generation against a NumPy generator of the same scenes
+  data         rows.data       sprite-scene generation and the scenes study's fixed dynamics, each against NumPy
   peers        rows.peers      PyTorch peers of two learned models, eager and torch.compile
   training     rows.training   every learned model's training over seeds, with its share of the bound
   sampling     rows.sampling   grid-diffusion sampling
   dmlr         rows.latent     the confidence-driven latent optimiser
-  diagnostics  rows.latent     the latent -> answer mediation
+  diagnostics  rows.latent     the latent -> answer mediation, one call and a per-instance loop
   feedback     rows.latent     latent feedback: the cached pass against L + 1 full passes, and the pause model
   engine       rows.engine     the sweep engine: in memory, to disk, per-run draws; devices; peak memory
   estimates    rows.estimates  each study command's time estimates against its wall time in a fresh process

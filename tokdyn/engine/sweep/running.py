@@ -53,7 +53,9 @@ def run(
         calls of ``fn(key, **condition)`` that draw for themselves they agree up to floating-point
         rounding (a few runs in a hundred of a chaotic rule may then end elsewhere).
       chunk_size: runs per chunk (memory, and the unit of work saved to disk). Default: per
-        backend and device count, or, when resuming a sweep in ``out``, the chunk size it used.
+        backend and device count, balanced so that the last chunk is nearly full
+        (:func:`tokdyn.engine.execute.balanced_chunk`), or, when resuming a sweep in ``out``, the
+        chunk size it used.
       out: directory; each finished chunk is written (atomically, with a checksum and the stamp
         of the arguments) before the next one is read back, next to a ``manifest.json`` of the
         arguments. A killed sweep restarted with the same arguments redoes only unfinished or

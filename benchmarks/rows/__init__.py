@@ -11,6 +11,7 @@ row that does token-dynamics work is placed against the one work count of ``work
   dmlr         rows.latent     the confidence-driven latent optimiser
   diagnostics  rows.latent     the latent -> answer mediation
   sweep        rows.sweep      a long sweep to disk in a child process
+  vlm          rows.vlm        Qwen2.5-VL's vision tower, prefill and decode (random weights, 3B/7B shapes)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ FAMILIES = {
     "dmlr": ("rows.latent", "run_dmlr"),
     "diagnostics": ("rows.latent", "run_diagnostics"),
     "sweep": ("rows.sweep", "run"),
+    "vlm": ("rows.vlm", "run"),
 }
 """Family name -> (module, function), in the suite's order."""
 

@@ -18,8 +18,10 @@ core install stays without them.
   (``find``, ``read``, ``decode``, ``instance_arrays``)
 - :mod:`tokdyn.datasets.scenes`        a dataset's scenes cropped, resized and filtered by object count, for the
   scenes study's ``--data`` (``load``, ``LoadedScenes``)
+- :mod:`tokdyn.datasets.clips`         a MOVi split's clips cut, resized and kept by object count, for the video
+  study's ``--data`` (``load``, ``LoadedClips``)
 - :mod:`tokdyn.datasets.batches`       fixed-shape batches with masks, deterministic by seed, sharded over
   processes, prefetched (``batches``)
 """
 
-from tokdyn.datasets import batches, clevr, clevrer, example, movi, multi_object, scenes, tfrecord  # noqa: F401
+from tokdyn.datasets import batches, clevr, clips, clevrer, example, movi, multi_object, scenes, tfrecord  # noqa: F401

@@ -118,10 +118,15 @@ def feature_runs(x, keys, ratios, merge_rel, tol_rel, *, n_tokens: int, n_steps:
     return jax.vmap(one)(keys, ratios)
 
 
+@functools.partial(jax.jit, static_argnames=("scfg",))
+def _encode(params, images, *, scfg: slots.Config):
+    return slots.Encoder(scfg).apply(params, images)
+
+
 def features(cfg: Config, params, images) -> np.ndarray:
     """The encoder's features of ``images``: ``(n, data_points, C)``, ``data_points`` of each
     scene's N inputs drawn without replacement (all N when ``data_points >= N``), float32."""
-    feats = jax.jit(lambda p, im: slots.Encoder(slot_config(cfg)).apply(p, im))(params, jnp.asarray(images))
+    feats = _encode(params, jnp.asarray(images), scfg=slot_config(cfg))
     n, N, _ = feats.shape
     if cfg.data_points >= N:
         return np.asarray(feats, np.float32)

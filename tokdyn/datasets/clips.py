@@ -52,9 +52,10 @@ class LoadedClips:
 
 
 def counts_and_centroids(masks: np.ndarray, objects: int) -> tuple:
-    """``(visible, position)`` of track-id masks ``(F, H, W)``: each id ``1 .. objects``'s pixels
-    ``(F, objects)`` int32 and their centroid ``(F, objects, 2)`` float32 (row, col) in canvas units
-    (pixel centres at ``(i + 0.5) / side``), 0 without pixels."""
+    """The pixels and centroids of each track of track-id masks ``(F, H, W)``: ``(visible,
+    position)``, the pixels of ids 1 to ``objects`` ``(F, objects)`` int32 and their centroid
+    ``(F, objects, 2)`` float32 (row, col) in canvas units (pixel centres at ``(i + 0.5) / side``),
+    0 without pixels."""
     F, H, W = masks.shape
     onehot = masks[:, None] == np.arange(1, objects + 1)[None, :, None, None]  # (F, M, H, W)
     visible = onehot.sum(axis=(2, 3)).astype(np.int32)

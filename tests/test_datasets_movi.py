@@ -34,6 +34,9 @@ def test_movi_read_gives_the_written_frames_segmentations_and_objects(tmp_path):
     # a range over the shards, and one shard file by itself
     assert [g["index"] for g in movi.read(tmp_path, start=1, stop=3)] == [1, 2]
     assert len(list(movi.read(got[0]["file"]))) == 2
+    numbered = movi_example(np.random.default_rng(2), 1, replace={"metadata/video_name": tf_files.int64_list([7])})
+    assert movi.decode(numbered[0])["video_name"] == "7"  # the name only labels the video
+    assert movi.decode(movi_example(np.random.default_rng(2), 1, drop="metadata/video_name")[0])["video_name"] == ""
     padded = movi.instance_arrays(got[0], 4)
     np.testing.assert_array_equal(padded["present"], [True, True, False, False])
     np.testing.assert_array_equal(padded["visibility"][:2], made[0]["visibility"])

@@ -14,7 +14,7 @@ features read here (the builders' ``movi_*.py`` in github.com/google-research/ku
 
 - ``metadata/num_frames``, ``metadata/height``, ``metadata/width``, ``metadata/num_instances``:
   an ``int64_list`` of one value each (F, H, W and n, the objects);
-- ``metadata/video_name``: a ``bytes_list`` of one string;
+- ``metadata/video_name``: a ``bytes_list`` of one string (read as text where present, a number too);
 - ``video``: a ``bytes_list`` of F PNG images, read as ``(F, H, W, 3)`` uint8;
 - ``segmentations``: a ``bytes_list`` of F 8-bit one-channel PNG images, read as ``(F, H, W)``
   uint8: 0 the background, ``i + 1`` instance i;
@@ -153,6 +153,19 @@ def _png(data: bytes, shape: tuple, name: str, frame: int, where: str) -> np.nda
     return array
 
 
+def _video_name(features) -> str:
+    """``metadata/video_name`` as text: a string (TFDS's ``Text``) or a number; ``""`` when absent
+    (it names the video only, nothing is read from it)."""
+    if "metadata/video_name" not in features:
+        return ""
+    feature = features["metadata/video_name"]
+    values = getattr(feature, feature.WhichOneof("kind") or "bytes_list").value
+    if len(values) != 1:
+        return ""
+    value = values[0]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def decode(data: bytes, *, where: str = "record") -> dict:
     """One serialized MOVi example's frames, segmentations and objects, checked (see the module).
 
@@ -175,7 +188,7 @@ def decode(data: bytes, *, where: str = "record") -> dict:
             raise SpecError(f"{where}: feature 'metadata/{name}' is {value}, outside [{low}, 65536]")
         sizes[name] = int(value)
     F, H, W, n = (sizes[k] for k in SIZES)
-    (name,) = _list(features, "metadata/video_name", "bytes_list", 1, where)
+    name = _video_name(features)
     video = np.stack(
         [_png(v, (H, W, 3), "video", f, where) for f, v in enumerate(_list(features, "video", "bytes_list", F, where))]
     )
@@ -201,7 +214,7 @@ def decode(data: bytes, *, where: str = "record") -> dict:
         visibility=visibility,
         image_positions=positions,
         num_instances=n,
-        video_name=name.decode("utf-8", "replace"),
+        video_name=name,
     )
 
 

@@ -77,8 +77,8 @@ def test_the_features_are_rows_of_the_encoders_output(tmp_path):
     scfg = real.slot_config(cfg)
     images = np.random.default_rng(1).uniform(size=(2, 8, 8, 3)).astype(np.float32)
     params = slots.Encoder(scfg).init(jax.random.key(0), images)  # the encoder's parameters alone: cheaper
-    full = np.asarray(slots.Encoder(scfg).apply(params, images))  # (2, 64, C)
     got = real.features(cfg, params, images)
+    full = np.asarray(real._encode(params, images, scfg=scfg))  # (2, 64, C): the encoder's output, every input
     assert got.shape == (2, 10, full.shape[-1])
     for s in range(2):
         d = np.abs(got[s][:, None] - full[s][None]).max(axis=-1)  # (10, 64)

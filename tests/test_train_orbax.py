@@ -75,7 +75,7 @@ def test_an_orbax_checkpoint_resumes_as_the_npz_one_and_as_an_uninterrupted_run(
 
 def test_an_orbax_checkpoint_is_refused_for_another_run_and_when_damaged(tmp_path):
     data, tr = toy_data(), toy_trainer()
-    keys, hp = keys_and_hparams(seeds=1, lrs=(0.1,))
+    keys, hp = keys_and_hparams()  # the models of the test above: its compiled programs serve
     path = str(tmp_path / "ck")
     ck = lambda stamp="a": train.Checkpointing(path, stamp, format="orbax")
     train.train_many(tr, data, keys, hp, checkpointing=ck(), max_calls=1)
@@ -83,7 +83,7 @@ def test_an_orbax_checkpoint_is_refused_for_another_run_and_when_damaged(tmp_pat
     assert len(trees) == 1 and sorted(os.listdir(path)) == sorted(trees + ["tokdyn.json"])
     with pytest.raises(ValueError, match="another configuration .*.a. there, .b. asked"):
         train.train_many(tr, data, keys, hp, checkpointing=ck("b"))
-    other_hp = Hparams(learning_rate=np.asarray([0.3], np.float32), l2=np.asarray([1e-3], np.float32))
+    other_hp = Hparams(learning_rate=np.asarray(hp.learning_rate) * 2, l2=hp.l2)
     with pytest.raises(ValueError, match="other hyper-parameters"):
         train.train_many(tr, data, keys, other_hp, checkpointing=ck())
     wider = train.Trainer(

@@ -128,6 +128,20 @@ def test_loggers_check_what_they_are_given_and_name_a_missing_extra(tmp_path, mo
         train.TensorBoardLogger(str(tmp_path), ["../out"])
     with pytest.raises(ValueError, match="seeds must be an int >= 1 that divides the number of models M=6"):
         train.model_names(keys_and_hparams(seeds=3)[1], seeds=4)
+    close = keys_and_hparams(seeds=1, lrs=(0.1, 0.1000001, 0.3))[1]  # apart in the 7th digit: more digits
+    assert train.model_names(close) == [
+        "learning_rate=0.100000001",
+        "learning_rate=0.100000098",
+        "learning_rate=0.300000012",
+    ]
+    same = keys_and_hparams(seeds=1, lrs=(0.1, 0.1))[1]  # one setting twice: numbered apart
+    assert train.model_names(same) == ["model_0", "model_1"]
+    twice = keys_and_hparams(seeds=1, lrs=(0.1, 0.1, 0.2))[1]
+    assert train.model_names(twice) == [
+        "learning_rate=0.1,model_0",
+        "learning_rate=0.1,model_1",
+        "learning_rate=0.2,model_2",
+    ]
 
     class Run:  # an existing run is logged to and left open
         def __init__(self):

@@ -5,13 +5,14 @@ another tree, a damaged or altered file, a folder that is not a checkpoint, the 
 path); without the extra, an ImportError names it."""
 
 import os
+import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import assert_same_floats
+from conftest import assert_same_floats, child_env
 from test_train import Hparams, evaluate, keys_and_hparams, toy_data, toy_trainer
 from tokdyn import io, train
 
@@ -124,7 +125,7 @@ def test_an_orbax_checkpoint_is_refused_for_another_run_and_when_damaged(tmp_pat
     record = os.path.join(path, "tokdyn.json")
     text = open(record).read()
     open(record, "w").write(text.replace('"a"', '"b"'))  # the stamp edited by hand
-    with pytest.raises(io.CorruptFile, match="checksum"):
+    with pytest.raises(io.CorruptFile, match=r"ck is corrupt \(its tokdyn.json: .*checksum"):
         train.load_checkpoint(path, like, "b")
 
 
@@ -139,3 +140,43 @@ def test_orbax_leaf_names_that_would_collide_and_bad_formats_are_refused(tmp_pat
         train.Checkpointing(str(tmp_path / "c"), format="orbax").validate()
     with pytest.raises(ImportError, match=r"tokdyn\[orbax\]"):
         io.save_orbax(str(tmp_path / "c"), {"a": np.zeros(1)})
+
+
+@pytest.mark.full  # a child process killed midway through a save; the default run: the resume above
+def test_a_run_killed_between_the_new_tree_and_its_record_resumes_from_the_last_whole_one(tmp_path):
+    """SIGKILL a child process after orbax has written the new tree of step 30 and before the
+    record names it: the checkpoint still reads as step 20 (the new tree is left over, the old one
+    whole), and the rerun ends where an uninterrupted run does."""
+    path = str(tmp_path / "ck")
+    script = f"""
+import os, signal, sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+import test_train as t
+from tokdyn import train
+from tokdyn.io import orbax_trees
+write = orbax_trees.write_checked_json
+def killing(p, obj):
+    if obj["meta"]["step"] == 30:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write(p, obj)
+orbax_trees.write_checked_json = killing
+keys, hp = t.keys_and_hparams()
+train.train_many(t.toy_trainer(60, 10), t.toy_data(), keys, hp,
+                 checkpointing=train.Checkpointing({path!r}, "toy", format="orbax"))
+"""
+    r = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True)
+    assert r.returncode == -9, r.stderr.decode()[-2000:]
+    assert len([e for e in os.listdir(path) if e.startswith("tree-")]) == 2  # the new tree, not yet recorded
+    tr, (keys, hp) = toy_trainer(60, 10), keys_and_hparams()
+    like = train.init_states(tr, keys, hp)[0]
+    state, curves, stopped = train.load_checkpoint(path, like, "toy")
+    assert int(state.step[0]) == 20 and not stopped and np.isnan(curves["loss"][:, 2:]).all()
+    ck = train.Checkpointing(path, "toy", format="orbax")
+    resumed = train.train_many(tr, toy_data(), keys, hp, checkpointing=ck)
+    assert resumed.finished
+    assert len(os.listdir(path)) == 2  # the record and the current tree: the leftover removed
+    full = train.train_many(tr, toy_data(), keys, hp)
+    for x, y in zip(jax.tree_util.tree_leaves(full.state), jax.tree_util.tree_leaves(resumed.state)):
+        assert_same_floats(np.asarray(y), np.asarray(x))
+    np.testing.assert_array_equal(np.isnan(full.curves["loss"]), np.isnan(resumed.curves["loss"]))
+    assert_same_floats(resumed.curves["loss"], full.curves["loss"])

@@ -122,9 +122,12 @@ def read_orbax(path: str):
     record_path = os.path.join(path, RECORD)
     if not os.path.isfile(record_path):
         raise CorruptFile(path, f"it holds no {RECORD}: not an orbax checkpoint tokdyn wrote, or cut before its record")
-    record = read_checked_json(record_path)
+    try:
+        record = read_checked_json(record_path)
+    except CorruptFile as e:  # named by the checkpoint, the unit a caller sets aside and recomputes
+        raise CorruptFile(path, f"its {RECORD}: {e.reason}") from None
     if record.get("format") != FORMAT or not isinstance(record.get("files"), dict):
-        raise CorruptFile(record_path, f"format {record.get('format')!r}, expected {FORMAT!r}")
+        raise CorruptFile(path, f"its {RECORD} has the format {record.get('format')!r}, expected {FORMAT!r}")
     folder = os.path.join(path, str(record["tree"]))
     if not os.path.isdir(folder):
         raise CorruptFile(path, f"its tree {record['tree']!r} is missing")

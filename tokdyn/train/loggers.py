@@ -49,7 +49,9 @@ def _key(entry) -> str:
 def model_names(hparams, seeds: int = 1) -> list[str]:
     """A name for each of the M models of :func:`~tokdyn.train.grid` (``hparams`` with (M,) leaves,
     model ``h * seeds + s`` setting h with seed s): the hyper-parameters that differ between models
-    and the seed, e.g. ``learning_rate=0.05,seed=2``; ``model_0`` ... when nothing differs.
+    (with 6 significant digits, or 9 or 17 where fewer do not keep two settings apart) and the
+    seed, e.g. ``learning_rate=0.05,seed=2``; ``model_0`` ... when nothing differs; a setting
+    given twice is numbered apart (``learning_rate=0.1,model_1``).
 
     Args:
       hparams: the models' hyper-parameters, every leaf of shape (M,) (as ``train_many`` takes them).
@@ -67,10 +69,17 @@ def model_names(hparams, seeds: int = 1) -> list[str]:
     if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1 or m % seeds:
         raise ValueError(f"seeds must be an int >= 1 that divides the number of models M={m}, got {seeds!r}")
     varying = [(n, v) for n, v in flat if np.unique(v).size > 1]
-    names = []
-    for i in range(m):
-        parts = [f"{n}={float(v[i]):g}" for n, v in varying] + ([f"seed={i % seeds}"] if seeds > 1 else [])
-        names.append(",".join(parts) if parts else f"model_{i}")
+    distinct = len({(tuple(float(v[i]) for _, v in varying), i % seeds) for i in range(m)})
+    for digits in (6, 9, 17):  # the fewest significant digits that keep distinct settings apart
+        names = []
+        for i in range(m):
+            parts = [f"{n}={float(v[i]):.{digits}g}" for n, v in varying]
+            parts += [f"seed={i % seeds}"] if seeds > 1 else []
+            names.append(",".join(parts) if parts else f"model_{i}")
+        if len(set(names)) == distinct:
+            break
+    if distinct < m:  # the same setting twice with the same seed: numbered apart
+        names = [n if n == f"model_{i}" else f"{n},model_{i}" for i, n in enumerate(names)]
     return names
 
 

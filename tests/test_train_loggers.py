@@ -122,6 +122,19 @@ def test_loggers_check_what_they_are_given_and_name_a_missing_extra(tmp_path, mo
     tb = train.TensorBoardLogger(str(tmp_path / "tb2"), ["a", "b"])
     with pytest.raises(ValueError, match=r"logs\['loss'\] must have shape \(2,\), one per model, got \(3,\)"):
         tb(10, {"loss": np.zeros(3)})
+    flat = train.TensorBoardLogger(str(tmp_path / "flat"), ["a", "b"], runs=False)  # one run, a tag per model
+    flat(10, {"loss": np.array([1.5, 2.5])})
+    flat.close()
+    acc = event_accumulator.EventAccumulator(str(tmp_path / "flat"))
+    acc.Reload()
+    assert sorted(acc.Tags()["scalars"]) == ["loss/a", "loss/b"] and acc.Scalars("loss/b")[0].value == 2.5
+    resource = pytest.importorskip("resource")
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY:
+        many = train.TensorBoardLogger(str(tmp_path / "many"))
+        with pytest.raises(ValueError, match=f"{soft} open files: pass runs=False"):
+            many(10, {"loss": np.zeros(soft)})
+        assert not os.path.exists(tmp_path / "many")  # refused before a file is opened
     with pytest.raises(ValueError, match="names must differ"):
         train.TensorBoardLogger(str(tmp_path), ["a", "a"])
     with pytest.raises(ValueError, match="without '..'"):

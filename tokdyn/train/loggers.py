@@ -119,6 +119,17 @@ def _rows(who: str, names: Optional[list[str]], step, logs) -> tuple[int, list[s
     return int(step), names, values
 
 
+def _open_files_limit() -> Optional[int]:
+    """This process's soft limit of open files (None where it cannot be read, or is unlimited)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
 class TensorBoardLogger:
     """``on_log`` hook: every model's logs to TensorBoard event files, one run per model
     (``logdir/<name>/``), each metric a scalar tag at the training step.
@@ -126,30 +137,56 @@ class TensorBoardLogger:
     Args:
       logdir: the folder of the runs (created).
       names: one name per model (:func:`model_names`); None: ``model_0`` ... (zero-padded).
+      runs: True: one run per model (TensorBoard overlays the models of a metric in one chart;
+        each run keeps an event file open). False: one run in ``logdir``, model i's metric under
+        the tag ``<metric>/<name>`` (one file, for more models than files may be open: a
+        ValueError says so at the first call where ``runs=True`` would open more than half the
+        process's limit of open files).
       flush_secs: how often the writers flush to disk (they flush on :meth:`close` too).
 
     Needs ``tensorboardX`` (``pip install 'tokdyn[tensorboard]'``; no TensorFlow). Use it as a
     context manager, or call :meth:`close` when training ends.
     """
 
-    def __init__(self, logdir: str, names: Optional[Sequence[str]] = None, *, flush_secs: int = 30):
+    def __init__(self, logdir: str, names: Optional[Sequence[str]] = None, *, runs: bool = True, flush_secs: int = 30):
         self._tbx = _require("tensorboardX", "tensorboard", "TensorBoardLogger")
         if not isinstance(logdir, (str, os.PathLike)) or not os.fspath(logdir):
             raise TypeError(f"TensorBoardLogger: logdir must be a folder path, got {logdir!r}")
+        if not isinstance(runs, bool):
+            raise TypeError(f"TensorBoardLogger: runs must be True or False, got {runs!r}")
         self.logdir = os.fspath(logdir)
         self.names = _check_names(names, "TensorBoardLogger")
+        self.runs = runs
         self.flush_secs = flush_secs
         self._writers: dict[str, object] = {}
 
+    def _writer(self, name: str):
+        writer = self._writers.get(name)
+        if writer is None:
+            path = os.path.join(self.logdir, name) if name else self.logdir
+            writer = self._writers[name] = self._tbx.SummaryWriter(logdir=path, flush_secs=self.flush_secs)
+        return writer
+
     def __call__(self, step, logs) -> None:
-        """Write ``logs`` (metric -> (M,) values) at ``step``, value i under model i's run."""
+        """Write ``logs`` (metric -> (M,) values) at ``step``, value i under model i's run (or tags)."""
         step, names, values = _rows("TensorBoardLogger", self.names, step, logs)
         self.names = names
+        if not self.runs:
+            writer = self._writer("")
+            for metric, a in values.items():
+                for i, name in enumerate(names):
+                    writer.add_scalar(f"{metric}/{name}", float(a[i]), global_step=step)
+            return
+        if not self._writers:
+            limit = _open_files_limit()
+            if limit is not None and len(names) > limit // 2:
+                raise ValueError(
+                    f"TensorBoardLogger: {len(names)} models would keep {len(names)} event files open, more than "
+                    f"half this process's limit of {limit} open files: pass runs=False (one run, a tag per "
+                    "model), or raise the limit (ulimit -n)"
+                )
         for i, name in enumerate(names):
-            writer = self._writers.get(name)
-            if writer is None:
-                path = os.path.join(self.logdir, name)
-                writer = self._writers[name] = self._tbx.SummaryWriter(logdir=path, flush_secs=self.flush_secs)
+            writer = self._writer(name)
             for metric, a in values.items():
                 writer.add_scalar(metric, float(a[i]), global_step=step)
 

@@ -34,8 +34,8 @@ FORMAT = "tokdyn-orbax-1"  # the record's "format" field
 _TREE = "tree-"  # the prefix of a saved tree's folder
 
 
-def _orbax():
-    """``orbax.checkpoint``, or an ImportError naming the extra that installs it."""
+def require_orbax():
+    """``orbax.checkpoint``, or an ImportError naming the extra that installs it (``orbax``)."""
     try:
         import orbax.checkpoint as ocp
     except ImportError as e:
@@ -87,7 +87,7 @@ def save_orbax(path: str, tree, **meta) -> str:
     a file, a link, or a directory holding what no tokdyn checkpoint writes. Returns ``path``."""
     import jax
 
-    ocp = _orbax()
+    ocp = require_orbax()
     check_target(path)
     seen: dict[str, tuple] = {}
     for p in _paths(tree):  # orbax names a leaf by its path joined with "." ("a.b" and a/b would collide)
@@ -116,7 +116,7 @@ def read_orbax(path: str):
     dicts and lists of NumPy arrays, keyed by the saved tree's paths) and its meta, after every file
     was checked against the record (:class:`~tokdyn.io.CorruptFile` naming the first that differs,
     is missing or was added)."""
-    ocp = _orbax()
+    ocp = require_orbax()
     if not os.path.isdir(path) or os.path.islink(path):
         raise FileNotFoundError(f"{path} is not an orbax checkpoint's directory")
     record_path = os.path.join(path, RECORD)

@@ -5,8 +5,8 @@ whole (:func:`load_checkpoint`, :func:`read_checkpoint`) or for its best state (
 Two formats (:data:`FORMATS`), the same content and the same checks: ``"npz"`` (the default: one
 ``.npz`` file carrying its SHA-256, :func:`tokdyn.io.save_pytree`) and ``"orbax"`` (a directory in
 orbax's format with a checked record of its files' SHA-256, :func:`tokdyn.io.save_orbax`; the extra
-``orbax``). A checkpoint is read in the format it was written in: a directory is orbax's, a file
-an ``.npz``."""
+``orbax``). A checkpoint is read in the format it was written in (:func:`checkpoint_format`): a
+directory holding an orbax checkpoint's record is one, anything else is read as an ``.npz``."""
 
 from __future__ import annotations
 
@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import io
+from tokdyn.train.options import CHECKPOINT_FORMATS
 from tokdyn.train.results import Best
 from tokdyn.train.trainer import TrainState
 
-FORMATS = ("npz", "orbax")  # the formats of a checkpoint (Checkpointing.format)
+FORMATS = CHECKPOINT_FORMATS  # the formats of a checkpoint (Checkpointing.format)
 
 
 def checkpoint_format(path: str) -> str:

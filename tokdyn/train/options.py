@@ -75,9 +75,9 @@ class Checkpointing:
             raise TypeError(f"format must be a str, one of {list(CHECKPOINT_FORMATS)}, got {self.format!r}")
         _checks.choice("format", self.format, CHECKPOINT_FORMATS)
         if self.format == "orbax":
-            from tokdyn.io.orbax_trees import _orbax
+            from tokdyn.io.orbax_trees import require_orbax
 
-            _orbax()  # the extra installed, or an ImportError naming it, before any work
+            require_orbax()  # the extra installed, or an ImportError naming it, before any work
         return self
 
 

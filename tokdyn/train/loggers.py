@@ -170,6 +170,8 @@ class TensorBoardLogger:
     def __call__(self, step, logs) -> None:
         """Write ``logs`` (metric -> (M,) values) at ``step``, value i under model i's run (or tags)."""
         step, names, values = _rows("TensorBoardLogger", self.names, step, logs)
+        if not values:  # nothing logged: the names (and their number) wait for a call with values
+            return
         self.names = names
         if not self.runs:
             writer = self._writer("")
@@ -239,6 +241,8 @@ class WandbLogger:
     def __call__(self, step, logs) -> None:
         """Log ``logs`` (metric -> (M,) values) at ``step``, value i under ``<metric>/<name i>``."""
         step, names, values = _rows("WandbLogger", self.names, step, logs)
+        if not values:
+            return
         self.names = names
         row = {f"{metric}/{name}": float(a[i]) for metric, a in values.items() for i, name in enumerate(names)}
         self.run.log(row, step=step)

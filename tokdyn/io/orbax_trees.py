@@ -9,7 +9,9 @@ A checkpoint is a directory::
 
 Each save writes a new ``tree-<id>/`` (orbax finishes it under a temporary name), then replaces the
 record atomically, then removes the older trees: a reader sees the old checkpoint or the new one,
-never half of one, and a run killed in between loses nothing finished. The current tree reads back
+never half of one, and a run killed in between loses nothing finished. One writer at a time per
+directory (two processes saving to one path can remove each other's new tree: the one left
+unreadable is refused as corrupt, never read as a result). The current tree reads back
 with orbax alone (``orbax.checkpoint.PyTreeCheckpointer().restore(path + "/tree-<id>")``, its
 leaves by their tree path as nested dicts); through :func:`load_orbax` every file is checked against
 its recorded SHA-256 first (:class:`~tokdyn.io.CorruptFile` when one differs or is missing) and the

@@ -37,7 +37,8 @@ class LearnedModel:
         compiled program: it depends on the configuration alone).
       evaluate: ``evaluate(key, params, config, hparams, data) -> {metric: scalar}`` of one
         trained model (traceable).
-      metrics: the metrics the report shows, the first its headline.
+      metrics: the metrics the report shows, the first its headline: the best setting is the one
+        with its highest mean (every model's headline is a score or an accuracy: higher is better).
       metrics_of: ``metrics_of(config) -> metrics``: those of ``metrics`` that ``evaluate`` reports
         for a model of ``config``, where that depends on the configuration (a likelihood that a
         continuous model does not have); None: every one of ``metrics``.
@@ -54,6 +55,9 @@ class LearnedModel:
         None: :data:`~tokdyn.studies.learned_sweep.config.CPU_LANES`. A model whose vmapped
         training XLA:CPU compiles too slowly (convolutions: Slot Attention) takes 1, one model
         after another in the same compiled program.
+      bounds: ``((metric, (low, high)), ...)``: the ranges of the bounded metrics (a share, an
+        accuracy, an ARI), so that their intervals over seeds stay inside them (the findings' rule,
+        :func:`tokdyn.experiment.findings.seed_interval`); a metric not named is unbounded.
       check: ``check(config)``: the checks of the model's configuration that the sweep's data
         and evaluation add to the configuration's own ``validate()`` (raising ``ValueError`` naming
         the field), run before anything is traced; None: none.
@@ -76,6 +80,7 @@ class LearnedModel:
     cpu_lanes: int | None = None
     metrics_of: Callable | None = None
     check: Callable | None = None
+    bounds: tuple = ()
 
     @property
     def knobs(self) -> tuple:

@@ -82,7 +82,7 @@ def test_case1_fresh_never_deletes_user_files(tmp_path, capsys):
 def test_case1_fresh_keeps_foreign_files_in_stamped_dir(tmp_path, capsys):
     d = tmp_path / "td"
     assert tokdyn(["--out", d, *SMALL], capsys)[0] == 0
-    ours = {"runs.csv", "summary.csv", "overall.csv", "stat_tests.json"}
+    ours = {"runs.csv", "summary.csv", "overall.csv", "stat_tests.json", "summary.md"}
     assert set(study_dir.read_record(d)["outputs"]) == ours
     foreign = {
         "notes.txt": "my notes",

@@ -48,6 +48,7 @@ def stand_in(key, learning_rate, tau_end):
     blown = jnp.isclose(learning_rate, 0.3, rtol=1e-3) & (u[1] > 0.5)
     out["sensitivity_kl"] = jnp.where(blown, jnp.nan, u[6])
     out["skipped"] = jnp.float32(0.0)
+    out["loss_curve"] = jnp.stack([2.0 + u[2], 1.0 + u[4]]) * (1.0 + learning_rate)  # 4 steps in calls of 2
     return out
 
 
@@ -143,3 +144,34 @@ def test_the_printed_lines_name_the_best_condition(swept):
     text = report.printed(CFG, result, "")
     assert "best setting by accuracy: learning_rate=" in text and "chosen on seeds 0–3, estimated on seeds 4–7" in text
     assert "(1 condition(s) with a non-finite model left out)" in text and os.path.join(out, "report.md") in text
+
+
+def test_the_figures_are_the_loss_curves_and_the_tables_intervals(swept, tmp_path):
+    from tokdyn.stats import figures
+    from tokdyn.studies.learned_sweep import plots
+
+    out, cols = swept
+    table = report.analysis(out, CFG).tables["conditions.csv"]
+    jobs = {os.path.basename(j["path"]): j for j in plots.plot_jobs(out, CFG, table)}
+    assert set(jobs) == {"loss.png", "by_learning_rate.png", "by_tau_end.png"}
+    loss = jobs["loss.png"]
+    assert loss["x"] == [2, 4]  # the step at the end of each call
+    lr, curves = cols["learning_rate"], np.asarray(cols["loss_curve"], np.float64)
+    finite = np.isfinite(np.asarray(cols["sensitivity_kl"], np.float64))  # a model that blew up counts in none
+    for value, (label, mean) in zip((3e-3, 3e-2, 0.3), loss["series"].items()):
+        assert label == f"learning_rate={value:.4g}, tau_end=0.3"
+        np.testing.assert_allclose(mean, curves[np.isclose(lr, value) & finite].mean(0), rtol=1e-12)
+    by_lr = jobs["by_learning_rate.png"]
+    assert by_lr["x"] == [3e-3, 3e-2, 0.3] and by_lr["xscale"] == "log"
+    low, high = by_lr["intervals"]["accuracy"]["tau_end=0.3"]
+    np.testing.assert_array_equal(low, table["accuracy_low"])
+    np.testing.assert_array_equal(high, table["accuracy_high"])
+    path = figures.draw(dict(by_lr, path=str(tmp_path / "by_lr.png")))
+    assert os.path.getsize(path) > 5000
+
+
+def test_the_command_offers_no_plots_now_that_it_draws():
+    from tokdyn import cli
+
+    args = cli.build_parser(["sweep", "vtae"]).parse_args(["sweep", "vtae", "--no-plots"])
+    assert args.no_plots is True

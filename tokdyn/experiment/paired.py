@@ -8,7 +8,8 @@ batches), so the difference of two settings is measured seed by seed.
   and d_z (float64, :mod:`tokdyn.stats.inference`).
 - :func:`paired_tests`: every (setting, reference) pair x metric, Holm's p over those with a p
   (:func:`holm_words` says over how many).
-- :func:`interval_rule`: the same rule for a sweep's tables of settings.
+- :func:`interval_rule`: the same rule for a sweep's tables of settings (:func:`fitting_bounds`:
+  a bounded metric whose values leave its range gets the unbounded interval).
 - :func:`seed_halves`, :func:`held_out_best`: a sweep's best setting, chosen on one half of the
   seeds and estimated on the other, the settings with a non-finite run left out.
 - :func:`grid_lines`: a report's header: the whole grid, each axis with where it came from.
@@ -23,6 +24,17 @@ import numpy as np
 
 from tokdyn.experiment import findings
 from tokdyn.stats import inference
+
+
+def fitting_bounds(values, bounds):
+    """``bounds`` (a range ``(low, high)``) where every finite value of ``values`` lies inside it,
+    else None: a metric declared bounded whose values leave its range (a stand-in, or a score
+    past its end by rounding) gets the unbounded interval rather than none."""
+    if bounds is None:
+        return None
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    return bounds if v.size == 0 or (v.min() >= bounds[0] and v.max() <= bounds[1]) else None
 
 
 def paired_test(d, *, n_resamples: int = 2000, bounds=None) -> dict:
@@ -81,7 +93,7 @@ def paired_tests(values: dict, pairs, metrics, *, seeds=None, n_resamples: int =
         for f in metrics:
             v = np.asarray(values[f], np.float64)
             a, b = (v[row], v[ref]) if seeds is None else (v[row][seeds], v[ref][seeds])
-            span = (bounds or {}).get(f)
+            span = fitting_bounds(np.concatenate([a, b]), (bounds or {}).get(f))
             tests.append(
                 dict(row=int(row), ref=int(ref), metric=f, **paired_test(a - b, n_resamples=n_resamples, bounds=span))
             )
@@ -102,9 +114,9 @@ def interval_rule(bounds=None, n_resamples: int = 2000):
     field's range ``bounds[field]``; NaN below 3 seeds)."""
 
     def interval(field, values):
-        rows = findings.seed_intervals(
-            list(np.asarray(values, np.float64)), (bounds or {}).get(field), n_resamples=n_resamples
-        )
+        values = np.asarray(values, np.float64)
+        span = fitting_bounds(values, (bounds or {}).get(field))  # the whole table's values: one rule per field
+        rows = findings.seed_intervals(list(values), span, n_resamples=n_resamples)
         return np.asarray([r[1] for r in rows], np.float64), np.asarray([r[2] for r in rows], np.float64)
 
     return interval
@@ -172,9 +184,8 @@ def held_out_best(
     row = int(rows[np.argmax(means)])
     est = {}
     for m in estimate or (metric,):
-        mean, lo, hi, _ = findings.seed_interval(
-            np.asarray(values[m], np.float64)[row][held], (bounds or {}).get(m), n_resamples=n_resamples
-        )
+        v = np.asarray(values[m], np.float64)[row][held]
+        mean, lo, hi, _ = findings.seed_interval(v, fitting_bounds(v, (bounds or {}).get(m)), n_resamples=n_resamples)
         est.update({f"{m}_heldout_mean": mean, f"{m}_heldout_low": lo, f"{m}_heldout_high": hi})
     est["heldout_seeds"] = int(np.isfinite(first[row][held]).sum())
     out.update(row=row, estimate=est)

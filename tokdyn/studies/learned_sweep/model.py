@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from tokdyn import train
 
+LOSS_CURVE = "loss_curve"  # the output of a run that holds its training loss, per call of steps_per_call steps
 EVAL_SALT = 0x5E7A  # the evaluation's key: fold_in(the run's key, EVAL_SALT), apart from the training's draws
 
 
@@ -114,18 +115,22 @@ class TrainRun:
         defaults = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), self.model.hparams)
         return dataclasses.replace(defaults, **{k: jnp.asarray(v, jnp.float32) for k, v in knobs.items()})
 
-    def outputs(self, key, hparams, state) -> dict:
+    def outputs(self, key, hparams, state, curves=None) -> dict:
         """The evaluation of one trained model (its ``state``, a :class:`tokdyn.train.TrainState`)
-        as float32 scalars, and ``skipped``: the steps it skipped as non-finite."""
+        as float32 scalars, ``skipped``: the steps it skipped as non-finite, and with ``curves``
+        (:func:`tokdyn.train.make_train`'s) ``loss_curve``: the training loss, its mean over each
+        call of ``steps_per_call`` steps, (calls,) float32 (the sweep's figures draw it)."""
         data = self.model.inputs(self.config)
         k_eval = jax.random.fold_in(key, EVAL_SALT)
         scores = self.model.evaluate(k_eval, state.params, self.config, hparams, data)
         out = {k: jnp.asarray(v, jnp.float32) for k, v in scores.items()}
         out["skipped"] = jnp.asarray(state.skipped, jnp.float32)
+        if curves is not None:
+            out[LOSS_CURVE] = jnp.asarray(curves["loss"], jnp.float32)
         return out
 
     def __call__(self, key, **knobs) -> dict:
         hp = self.hparams(**knobs)
         data = self.model.inputs(self.config)
-        state, _ = train.make_train(self.model.trainer(self.config))(key, hp, data)
-        return self.outputs(key, hp, state)
+        state, curves = train.make_train(self.model.trainer(self.config))(key, hp, data)
+        return self.outputs(key, hp, state, curves)

@@ -29,7 +29,7 @@ import os
 
 from tokdyn import io
 from tokdyn.engine import sweep
-from tokdyn.experiment import runner
+from tokdyn.experiment import presets, runner
 from tokdyn.experiment.findings import Finding, judge
 from tokdyn.stats import figures
 
@@ -101,7 +101,7 @@ SPEC = runner.Spec(
     figures=lambda session, cfg, r: [figures.draw(job) for job in plot_jobs(session.out, cfg, r.data["summary"])],
     summary=lambda cfg, r: summary_markdown(r.data["overall"], r.data["summary"], r.data["tests"]),
     printed=lambda cfg, r, text: (
-        f"{format_tables(r.data['overall'], r.data['summary'], r.data['tests'])}\n\n"
+        f"{presets.with_preset_line(cfg, format_tables(r.data['overall'], r.data['summary'], r.data['tests']))}\n\n"
         f"{r.data['timings']['n_runs']} runs in "
         f"{r.data['timings']['simulate_s']:.2f} s (compile included); "
         f"outputs in {r.data['out']}; every table in {os.path.join(r.data['out'], 'summary.md')}"

@@ -135,6 +135,10 @@ def test_the_header_states_the_grid_and_where_each_axis_came_from(swept):
     default = dataclasses.replace(CFG, learning_rate=vtae.Config().learning_rate, tau_end=vtae.Config().tau_end)
     lines = report.paired.grid_lines(default, default.axes())
     assert "- tau_end: 0.1, 1 (2 values; the default; `--tau-end ''` leaves it out)" in lines
+    respelled = dataclasses.replace(default, tau_end="1e-1,1.0")  # the default's values, spelled otherwise
+    assert "- tau_end: 0.1, 1 (2 values; the default; `--tau-end ''` leaves it out)" in report.paired.grid_lines(
+        respelled, respelled.axes()
+    )
 
 
 def test_the_printed_lines_name_the_best_condition(swept):

@@ -22,7 +22,7 @@ import dataclasses
 
 import numpy as np
 
-from tokdyn.experiment import findings
+from tokdyn.experiment import findings, study
 from tokdyn.stats import inference
 
 
@@ -195,13 +195,14 @@ def held_out_best(
 def axis_origin(cfg, name: str) -> str:
     """Where the field ``name`` of a sweep's configuration ``cfg`` (a dataclass) came from:
     ``"the quick preset's"`` under ``--quick`` when it holds the preset's value, ``"the default"``
-    when it holds the field's default (the command's default for that option), else ``"given"``
+    when it holds the field's default (the command's default for that option; values compared, not
+    spellings: :func:`tokdyn.experiment.study.same_value`), else ``"given"``
     (on the command line, or in the configuration handed to ``main``)."""
     value = getattr(cfg, name)
     if getattr(cfg, "preset", "") == "quick" and hasattr(type(cfg), "quick"):
-        return "the quick preset's" if getattr(type(cfg).quick(), name) == value else "given"
+        return "the quick preset's" if study.same_value(getattr(type(cfg).quick(), name), value) else "given"
     default = {f.name: f.default for f in dataclasses.fields(cfg)}.get(name, dataclasses.MISSING)
-    return "the default" if default is not dataclasses.MISSING and default == value else "given"
+    return "the default" if default is not dataclasses.MISSING and study.same_value(default, value) else "given"
 
 
 def _values(values) -> str:

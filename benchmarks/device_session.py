@@ -245,7 +245,7 @@ def sweep_step(label: str, argv: list, args, log) -> int:
         label, argv = "tokdyn sweep vtae --quick --seeds 2", ["sweep", "vtae", "--quick", "--seeds", "2"]
     folder = os.path.join(args.studies_dir + "-sweeps", argv[1])  # beside the studies' folder, not in it
     shutil.rmtree(folder, ignore_errors=True)
-    cmd = [sys.executable, "-m", "tokdyn.cli", *argv, "--out", folder]  # (the learned sweeps draw no figures)
+    cmd = [sys.executable, "-m", "tokdyn.cli", *argv, "--out", folder, "--no-plots"]  # the time is the sweep's
     t = time.perf_counter()
     rc, status, text = child(cmd, args.step_timeout, args, log)
     m = MODELS_IN.search(text)

@@ -138,6 +138,7 @@ NO_REVERSE = (
     "dynamics.run(..., adjoint=dynamics.ImplicitAdjoint()) (the implicit derivative at the fixed point; "
     "formerly implicit=True). Forward mode (jax.jvp, jax.jacfwd) works with the default."
 )
+"""The ``ValueError`` message of a reverse-mode derivative through the default adjoint."""
 
 
 def _refuse_reverse(*_, **__):

@@ -402,9 +402,11 @@ def run(
        [10.333 10.333]]
       >>> r.labels.tolist(), int(r.steps), bool(r.converged)
       ([0, 0, 0, 1, 1, 1], 2, True)
-      >>> loss = lambda hp: dynamics.run(x, x[[0, 3]], hp, adjoint=dynamics.CheckpointAdjoint()).tokens.sum()
-      >>> float(jax.grad(loss)(dynamics.Hparams()).temperature) != 0.0
-      True
+      >>> t0 = x[[0, 3]]   # reverse mode: each point moves its cluster's mean by 1/3
+      >>> loss = lambda x: dynamics.run(x, t0, n_steps=5, adjoint=dynamics.CheckpointAdjoint()).tokens.sum()
+      >>> print(np.asarray(jax.grad(loss)(x))[:2].round(3))
+      [[0.333 0.333]
+       [0.333 0.333]]
     """
     x = as_float(x)
     points, tokens = _rule_frame(rule, x, mask, tokens.astype(x.dtype))  # loop invariants

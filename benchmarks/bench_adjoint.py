@@ -17,7 +17,7 @@ results pulled to the host; rows are timed alternately so that a shared machine'
 alike. Prints a table with the machine, JAX version, backend, dtype and commit. The forms a checkout
 lacks are listed as absent, so the same script runs before and after a change. Usage:
 
-    python benchmarks/bench_adjoint.py [--runs 256] [--repeats 7]
+    python benchmarks/bench_adjoint.py [--runs 256] [--repeats 7] [--only REGEX]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import subprocess
 import time
 
@@ -37,6 +38,7 @@ from tokdyn import data, dynamics
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--runs", type=int, default=256)
 parser.add_argument("--repeats", type=int, default=7)
+parser.add_argument("--only", default="", help="a regular expression: only the forms whose name it matches")
 args = parser.parse_args()
 
 HP = dynamics.method("inertia+repulsion")
@@ -104,6 +106,7 @@ def commit():
 def main():
     x, t0, m = problems(args.runs)
     fns, compiled, compile_s, times, temp_mb = rows(), {}, {}, {}, {}
+    fns = {k: v for k, v in fns.items() if re.search(args.only, k)}
     for name, fn in fns.items():
         if fn is None:
             continue

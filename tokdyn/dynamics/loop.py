@@ -410,6 +410,8 @@ def run(
     """
     x = as_float(x)
     points, tokens = _rule_frame(rule, x, mask, tokens.astype(x.dtype))  # loop invariants
+    if implicit:  # (the check resolves it; ``run.jitted`` has no check)
+        adjoint = ImplicitAdjoint()
     if isinstance(adjoint, ImplicitAdjoint):
         return _run_implicit(rule, x, points, tokens, hparams, mask, n_steps, tol, key)
     if isinstance(adjoint, CheckpointAdjoint):

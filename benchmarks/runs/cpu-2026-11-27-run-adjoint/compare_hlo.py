@@ -1,6 +1,14 @@
-import re, sys, jax, jax.numpy as jnp, numpy as np
+"""The default run's optimised XLA program (text) and results, written under the prefix argv[1]
+(run by compare_hlo.sh with each tree's tokdyn)."""
+
+import re
+import sys
+import jax
+import jax.numpy as jnp
+import numpy as np
 from tokdyn import data, dynamics
 from tokdyn.engine.runs import ClusterRun
+
 print(dynamics.__file__, file=sys.stderr)
 k = jax.random.key(3)
 c = data.gaussian_clusters(k, 4, points_per_cluster=50, dim=4, max_clusters=5)
@@ -17,4 +25,7 @@ np.save(sys.argv[1] + ".npy", np.asarray(r.tokens))
 # the engine's run, one seed through ClusterRun
 run = ClusterRun()
 out = jax.jit(jax.vmap(lambda s: run(jax.random.fold_in(jax.random.key(0), s))))(jnp.arange(8))
-np.save(sys.argv[1] + "_engine.npy", np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in jax.tree_util.tree_leaves(out)]))
+np.save(
+    sys.argv[1] + "_engine.npy",
+    np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in jax.tree_util.tree_leaves(out)]),
+)

@@ -63,7 +63,8 @@ class Config:
       scene_size: side in pixels of a rendered scene before the resize.
       max_objects: the most objects of a rendered scene (at least 1; the answers are 1 to this).
       dtype: the weights' dtype, float32 or bfloat16.
-      analyses: which analyses run (names from ANALYSES).
+      analyses: which analyses run (names from ANALYSES; only chooses what runs: another choice resumes
+        the same directory).
       noise_kinds: image perturbations of the grounding score and the input -> latent effect (gaussian,
         blank).
       noise_levels: standard deviations of the gaussian noise on the [0, 1] pixel scale.
@@ -253,7 +254,7 @@ GPU_PRESETS = {
 command line the same options (``docs/studies/vlm-diagnostics.md``). Unmeasured: rows of the GPU ledger
 (``benchmarks/runs/gpu-ledger.csv``) wait for a device session."""
 
-SELECTION = ("preset",)
+SELECTION = ("preset", "analyses")  # fields that only choose what runs: left out of the stamp, a batch kept is reused
 
 __all__ = [
     "ANALYSES",

@@ -6,6 +6,7 @@ its estimate. The leaf of the package: it imports none of its parts."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 from tokdyn import _checks, dynamics
@@ -207,17 +208,30 @@ class Config:
         return cls(model=model, **{**GPU_PRESETS[size], **changes})
 
     def estimate(self) -> study_dir.Estimate:
-        """The largest working set: a batch's full attention maps (the decomposition and the optimiser
-        read the plain call, which computes every layer's (H, T, T) map) at the size of the preset's
-        model class (the tiny model without --model; a 7B model's 28 layers x 28 heads otherwise), and
-        its time on the reference CPU (the tiny model only: a checkpoint's time is not estimated)."""
-        tokens = (self.image_size // 28) ** 2 + 64 + self.n_latents
-        layers, heads, width = (2, 4, 64) if not self.model else (28, 28, 3584)
+        """The largest working set: the weights (the checkpoint's files) and a batch's full attention maps
+        and hidden states (the decomposition and the optimiser read the plain call, which computes every
+        layer's (H, T, T) map; the optimiser's 2 x ``optimiser_pairs`` evaluations at once), at the
+        checkpoint's sizes (its config.json; the tiny model's without --model); its time on the reference
+        CPU for the tiny model only (a checkpoint's time is not estimated)."""
+        layers, heads, width, weights = 2, 4, 64, 0.0
+        if self.model:
+            try:
+                with open(os.path.join(self.model, "config.json")) as f:
+                    raw = json.load(f)
+                text = {**raw, **(raw.get("text_config") or {})}
+                layers, heads = int(text["num_hidden_layers"]), int(text["num_attention_heads"])
+                width = int(text["hidden_size"])
+            except (OSError, ValueError, KeyError, TypeError):
+                layers, heads, width = 28, 28, 3584  # the 7B's (a file that cannot be read is named later)
+            names = [n for n in os.listdir(self.model) if n.endswith(".safetensors")]
+            weights = float(sum(os.path.getsize(os.path.join(self.model, n)) for n in names))
+            weights *= 2.0 if self.dtype == "float32" else 1.0  # stored in bfloat16, most checkpoints
+        tokens = (self.image_size // 28) ** 2 + 192 + self.n_latents
         per = tokens * tokens * heads * layers * 4.0 + tokens * width * (layers + 1) * 4.0
         batch = self.batch_size * (2 * self.optimiser_pairs if "optimisation" in self.analyses else 1)
         n = max(self.n_instances, 1)
-        work = {"host": 30.0 + 2.0 * n} if not self.model else {}
-        return study_dir.Estimate(memory=per * batch, option="batch_size", models=n, work=work)
+        work = {} if self.model else {"host": 30.0 + 2.0 * n}
+        return study_dir.Estimate(memory=weights + per * batch, option="batch_size", models=n, work=work)
 
 
 GPU_PRESETS = {

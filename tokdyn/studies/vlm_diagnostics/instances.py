@@ -142,7 +142,7 @@ def encode(instances: Instances, loaded, cfg) -> list:
     their first instance."""
     mcfg = loaded.config
     images = resized(instances, cfg.image_size)
-    n_image = (cfg.image_size // 14) ** 2 // mcfg.vision.spatial_merge_size**2
+    n_image = (cfg.image_size // mcfg.vision.patch_size) ** 2 // mcfg.vision.spatial_merge_size**2
     rows = {}
     for i, (q, a) in enumerate(zip(instances.questions, instances.answers)):
         p = loaded.tokens.prompt(mcfg, q, n_image)

@@ -60,7 +60,10 @@ def changed_message(out: str, before: dict, now: dict) -> str:
             if before["directory"] == now["directory"]
             else f"{before['directory']} -> {now['directory']}"
         )
-        what = f"the checkpoint changed ({where}; SHA-256 differs for {', '.join(files) or 'no file'})"
+        if files:
+            what = f"the checkpoint changed ({where}; the SHA-256 of {', '.join(files)} differs)"
+        else:
+            what = f"the checkpoint's directory is another ({where}), its weights the same"
     else:
         name = lambda s: s.get("directory") or "the tiny random model"  # noqa: E731
         what = f"it holds results of {name(before)}, not of {name(now)}"

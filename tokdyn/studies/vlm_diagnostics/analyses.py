@@ -35,7 +35,7 @@ from tokdyn.studies.vlm_diagnostics.config import DECOMPOSITION_SETTINGS, MEDIAT
 class Context:
     """What every analysis of one run shares: the configuration, the model (``loaded``,
     :class:`~tokdyn.studies.vlm_diagnostics.checkpoint.Loaded`), the instances and the root key, and the
-    compiled programs of each group (made on first use, :meth:`program`).
+    compiled programs of each group (made on first use, ``program``).
 
     Args:
       cfg: the study's :class:`~tokdyn.studies.vlm_diagnostics.config.Config`.

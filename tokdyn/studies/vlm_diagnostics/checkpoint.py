@@ -181,7 +181,7 @@ class Tokens:
 
 class Loaded:
     """The model under study and how its inputs are made; the weights are read (or drawn) on first use of
-    :attr:`model`, so a rerun whose parts are all kept never reads them.
+    ``model``, so a rerun whose parts are all kept never reads them.
 
     Args:
       config: the model's :class:`tokdyn.models.qwen2_5_vl.Config`.

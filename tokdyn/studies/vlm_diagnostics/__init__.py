@@ -5,15 +5,16 @@ diagnostics' ``apply`` protocol (:mod:`tokdyn.models.qwen2_5_vl_apply`).
 checkpoint directory (its weight files' SHA-256 in the directory's stamp) and asks it questions with known
 answers about images: rendered sprite scenes ("how many objects?", with their object masks) or a user's JSONL
 (``--instances``). It writes ``instances.csv``, one table per analysis (``grounding.csv``,
-``perception.csv``, ``decomposition.csv``, ``mediation.csv``, ``optimisation.csv``), ``summary.md`` and
-``config.json``; every batch of every analysis is kept in ``OUT/parts/`` as it finishes, so a rerun resumes,
+``perception.csv``, ``decomposition.csv``, ``mediation.csv``, ``optimisation.csv``), ``diagnostics.png``,
+``summary.md`` and ``config.json``; every batch of every analysis is kept in ``OUT/parts/`` as it finishes, so a rerun resumes,
 and a checkpoint whose weights changed is refused. Without ``--model`` it builds a tiny Qwen2.5-VL with
 random weights, so the command runs anywhere; its output then says that its numbers are a random model's.
 
 A package, one concept a module: ``config`` (:class:`Config`, :data:`ANALYSES`, :data:`PENDING`,
 :data:`GPU_PRESETS`), ``checkpoint`` (the model and its stamp), ``instances`` (scenes, JSONL, prompts),
 ``analyses`` (one function per analysis), ``running`` (:func:`run` and the checks before it), ``report``
-(:func:`summary`); this module keeps :data:`SPEC` and :func:`main` and re-exports their public names.
+(:func:`summary`), ``plots`` (:func:`draw`: ``diagnostics.png``); this module keeps :data:`SPEC` and
+:func:`main` and re-exports their public names.
 What each table holds: :doc:`/studies/vlm-diagnostics`.
 """
 
@@ -53,6 +54,7 @@ from tokdyn.studies.vlm_diagnostics.config import (  # noqa: F401
     Config,
 )
 from tokdyn.studies.vlm_diagnostics.instances import Group, Instances, encode, make_instances, read_jsonl  # noqa: F401
+from tokdyn.studies.vlm_diagnostics.plots import FIGURE, draw
 from tokdyn.studies.vlm_diagnostics.report import summary
 from tokdyn.studies.vlm_diagnostics.running import changed_message, check, prepare, run, stamp_extra  # noqa: F401
 
@@ -66,7 +68,9 @@ SPEC = runner.Spec(
     prepare=prepare,
     stamp_extra=stamp_extra,
     summary=lambda cfg, r: summary(cfg, r.data),
+    figures=draw,
     outputs=("instances.csv", *TABLES),
+    figure_files=(FIGURE,),
     selection=SELECTION,
 )
 

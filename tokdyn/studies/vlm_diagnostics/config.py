@@ -226,12 +226,29 @@ class Config:
             names = [n for n in os.listdir(self.model) if n.endswith(".safetensors")]
             weights = float(sum(os.path.getsize(os.path.join(self.model, n)) for n in names))
             weights *= 2.0 if self.dtype == "float32" else 1.0  # stored in bfloat16, most checkpoints
+        # arrays that must fit XLA's indexing: the rendered scenes, one image, a batch's pixel rows and
+        # attention maps, the optimiser's evaluations
+        n = max(self.n_instances, 1)
+        study_dir.elements_fit("n_instances", n, self.scene_size, self.scene_size, 3)
+        study_dir.elements_fit("scene_size", self.scene_size, self.scene_size, 3)
+        study_dir.elements_fit("image_size", self.image_size, self.image_size, 3 * 2)
+        study_dir.elements_fit("n_latents", self.n_latents, width, self.n_latents)
+        study_dir.elements_fit("n_tokens", self.n_tokens, width)
         tokens = (self.image_size // 28) ** 2 + 192 + self.n_latents
+        study_dir.elements_fit("batch_size", self.batch_size, tokens, tokens, heads)
+        study_dir.elements_fit("optimiser_pairs", self.batch_size, 2 * self.optimiser_pairs, tokens, width)
         per = tokens * tokens * heads * layers * 4.0 + tokens * width * (layers + 1) * 4.0
         batch = self.batch_size * (2 * self.optimiser_pairs if "optimisation" in self.analyses else 1)
-        n = max(self.n_instances, 1)
+        images = n * (self.scene_size**2 * 3 * 4.0 * 2 + self.image_size**2 * 3 * 4.0 * 2)  # scenes, pixel rows
         work = {} if self.model else {"host": 30.0 + 2.0 * n}
-        return study_dir.Estimate(memory=weights + per * batch, option="batch_size", models=n, work=work)
+        return study_dir.Estimate(
+            memory=weights + per * batch,
+            option="batch_size",
+            models=n,
+            work=work,
+            host_memory=images,
+            host_option="n_instances",
+        )
 
 
 GPU_PRESETS = {

@@ -243,9 +243,23 @@ def test_a_checkpoint_directory_runs_every_analysis(tmp_path):
     assert loaded.random is False and group.answer_ids.shape[1] == 1
     # the "full" setting's answer is the plain forward pass's top token at the end of the latent block
     n, d = len(inst), group.pixels.shape[-1]
-    logits = np.asarray(loaded.model(group.block, group.pixels.reshape(-1, d), np.repeat(group.grid, n, 0)))
+    grid = np.repeat(group.grid, n, 0)
+    logits = np.asarray(loaded.model(group.block, group.pixels.reshape(-1, d), grid))
     want = (logits[:, -1].argmax(-1) == group.answer_ids[:, 0]).astype(float)
     dec = io.read_csv(f"{out}/decomposition.csv")
     full = dec["setting"] == "full"
     np.testing.assert_array_equal(dec["correct"][full][np.argsort(dec["instance"][full])], want[group.index])
+    # latent -> answer, "zeros": the same as the plain forward pass of weights whose fill token embeds to zero
+    zero = loaded.model.params["text"]["embed"].at[loaded.tokens.fill].set(0.0)
+    params = {**loaded.model.params, "text": {**loaded.model.params["text"], "embed": zero}}
+    edited = np.asarray(type(loaded.model)(loaded.model.config, params)(group.block, group.pixels.reshape(-1, d), grid))
+    lp0, lp1 = log_softmax(logits[:, -1]), log_softmax(edited[:, -1])
+    med = io.read_csv(f"{out}/mediation.csv")
+    z = (med["path"] == "latent_answer") & (med["kind"] == "zeros")
+    order = np.argsort(med["instance"][z])
+    flips = (lp0.argmax(-1) != lp1.argmax(-1)).astype(float)[group.index]
+    np.testing.assert_array_equal(med["flipped"][z][order], flips)
+    kl = (np.exp(lp0) * (lp0 - lp1)).sum(-1)[group.index]
+    np.testing.assert_allclose(med["kl"][z][order], kl, atol=1e-4 * max(1.0, kl.max()))
+    assert kl.max() > 1e-4  # the latents matter to the answer
     assert not open(f"{out}/summary.md").read().startswith("**RANDOM")

@@ -29,12 +29,13 @@ def check(session, cfg: Config) -> None:
 
 
 def prepare(session, cfg: Config) -> dict:
-    """Read the instances (a bad line of ``--instances`` refused naming it) and the checkpoint's stamp
+    """Read the JSONL instances (a bad line of ``--instances`` refused naming it) and the checkpoint's stamp
     (the SHA-256 of its weight files), on the host, before the directory is opened; a directory of this
     study made with other weights is refused naming the files that changed, unless ``--fresh``. Returns
     no source stamps."""
     try:
-        session.context["instances"] = instances.make_instances(cfg)
+        if cfg.instances:  # a bad line refused before the directory is opened; scenes are rendered in run
+            session.context["instances"] = instances.read_jsonl(cfg.instances, cfg.n_instances)
         stamp = session.context["model"] = checkpoint.model_stamp(cfg)
     except ValueError as e:
         raise study_dir.Refused(str(e)) from None
@@ -82,7 +83,7 @@ def stamp_extra(session, cfg: Config) -> dict:
 def run(session, cfg: Config) -> runner.Result:
     """Every analysis of ``cfg.analyses`` over every batch of instances, each batch kept as a part
     (``<analysis>__<group>__<start>``); the tables ``instances.csv`` and ``<analysis>.csv``."""
-    inst = session.context["instances"]
+    inst = session.context.get("instances") or instances.make_instances(cfg)
     loaded = checkpoint.open_checkpoint(cfg)
     groups = instances.encode(inst, loaded, cfg)
     ctx = Context(cfg, loaded, inst)

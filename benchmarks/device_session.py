@@ -22,15 +22,17 @@ finishes, so a kill loses nothing finished):
   sweep:NAME         each learned sweep end to end (``tokdyn sweep vtae``, the others ``--quick``),
                      the sweep's own seconds from its output
   peers              the PyTorch peers on CUDA, eager and ``torch.compile``
+  vlm                Qwen2.5-VL at the 3B and 7B checkpoints' shapes (random weights, bfloat16): the
+                     vision tower, prefill and decode
   compile            one compile's seconds (``compile_probe.py``), XLA's default flags and GEMM
                      autotuning off
   study:NAME         the studies' defaults (``tokdyn reproduce --studies NAME``), the latent ones
                      first; each study's tables and report -> studies.tgz (its .npz parts left out)
   rest               the suite's other rows (sampling, DMLR, mediation), then the 10^9-run sweep
 
-The order: setup, then the steps serving the ledger's unmeasured rows of ``--device`` (by the rows'
-priority), then those serving stale rows (code changed since their commit), then the rest in the
-order above (:func:`ledger.step_order`). A step starts only when its whole budget still fits in
+The order: setup, then the steps serving the ledger's rows of ``--device`` still to measure,
+unmeasured or stale (code changed since their commit), by the best priority among them and, at one
+priority, unmeasured first; then the rest in the order above (:func:`ledger.step_order`). A step starts only when its whole budget still fits in
 what is left of ``--budget``; a later, shorter one may still fit. ``--steps`` keeps only the steps
 named (setup always). After the call, ``python benchmarks/ledger.py --record OUT --device ...
 --commit ... --date ...`` copies what it measured into the ledger, and ``--write`` regenerates the
@@ -169,9 +171,9 @@ def plan(args) -> list[Step]:
         Step(
             "train:slots",
             wide(240),
-            suite(args, "training", wide(240), "--models", "slot", "--seeds", "2" if smoke else "4096,1024")
+            suite(args, "training", wide(240), "--models", "slot", "--seeds", "2" if smoke else "1024,4096")
             + ["--strategy", "scan"],
-            "Slot Attention at 4,096 and 1,024 seeds, one program per call",
+            "Slot Attention at 1,024 then 4,096 seeds (which did not compile in 150 s), one program per call",
         ),
     ]
     # the other learned models at 1,024 seeds, each a step of its own (train_many's strategy for the
@@ -199,6 +201,12 @@ def plan(args) -> list[Step]:
         steps.append(Step(name, wide(SWEEP_TIMEOUT), functools.partial(sweep_step, label, argv), label))
     steps += [
         Step("peers", wide(60), suite(args, "peers", wide(60)), "PyTorch peers, eager and torch.compile"),
+        Step(
+            "vlm",
+            wide(150),
+            suite(args, "vlm", wide(150)),
+            "Qwen2.5-VL 3B and 7B shapes, random weights, bfloat16: vision tower, prefill, decode",
+        ),
         Step(
             "compile",
             300 if smoke else 60,
@@ -237,7 +245,7 @@ def sweep_step(label: str, argv: list, args, log) -> int:
         label, argv = "tokdyn sweep vtae --quick --seeds 2", ["sweep", "vtae", "--quick", "--seeds", "2"]
     folder = os.path.join(args.studies_dir + "-sweeps", argv[1])  # beside the studies' folder, not in it
     shutil.rmtree(folder, ignore_errors=True)
-    cmd = [sys.executable, "-m", "tokdyn.cli", *argv, "--out", folder]  # (the learned sweeps draw no figures)
+    cmd = [sys.executable, "-m", "tokdyn.cli", *argv, "--out", folder, "--no-plots"]  # the time is the sweep's
     t = time.perf_counter()
     rc, status, text = child(cmd, args.step_timeout, args, log)
     m = MODELS_IN.search(text)

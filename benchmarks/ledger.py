@@ -9,9 +9,10 @@ the code paths it depends on (``benchmarks/runs/gpu-ledger.csv``).
 
 A row's state at HEAD: ``unmeasured`` (no value yet), ``stale`` (one of its paths changed since its
 commit, ``git diff``; or its commit is unknown here) or ``current``. The device call
-(``device_session.py``) reads the states and orders its steps: a step serving unmeasured rows
-first (by the rows' priority, 1 the highest), then stale ones, then the rest, so several short
-sessions with a GPU complete the table.
+(``device_session.py``) reads the states and orders its steps by the best priority (1 the highest)
+among the rows each still has to measure (unmeasured or stale), unmeasured before stale at one
+priority, then the rest, so several short sessions with a GPU complete the table, the rows the
+README prints first.
 
 ``--record`` reads a device call's output folder: its ``rows.jsonl`` (the suite's rows and the
 device call's own) and ``trace.tgz``, and sets every row of that device whose ``match`` names a
@@ -129,23 +130,29 @@ def state(row: Row, head: str = "HEAD", cwd: str = ROOT) -> str:
 
 def step_order(rows: list[Row], device: str, steps: list[str], head: str = "HEAD") -> list[tuple]:
     """The device call's steps in the ledger's order for ``device``: ``(step, state, priority,
-    [row ids])`` sorted by the most urgent state among the step's rows (unmeasured, stale, current),
-    then their best priority; steps no row names keep their place after those of the same rank,
-    as ``current`` with priority 9 (they measure nothing the docs print)."""
+    [row ids])`` sorted by the best priority among the step's rows still to measure (unmeasured or
+    stale), then by the most urgent state at that priority (unmeasured before stale): a priority-1
+    row gone stale comes before a priority-2 row never measured. Steps with nothing to measure keep
+    their place after the others, steps no row names as ``current`` with priority 9 (they measure
+    nothing the docs print)."""
     per = {s: [] for s in steps}
     for r in rows:
         if r.device == device and r.step in per:
             per[r.step].append((STATES.index(state(r, head)), r.priority, r.id))
+    current = STATES.index("current")
     out = []
     for i, s in enumerate(steps):
-        if per[s]:
-            rank = min(x[0] for x in per[s])
-            prio = min(x[1] for x in per[s] if x[0] == rank)
-            ids = [x[2] for x in sorted(per[s])]
+        todo = [x for x in per[s] if x[0] != current]
+        if todo:
+            prio = min(x[1] for x in todo)
+            rank = min(x[0] for x in todo if x[1] == prio)
+        elif per[s]:
+            rank, prio = current, min(x[1] for x in per[s])
         else:
-            rank, prio, ids = STATES.index("current"), 9, []
+            rank, prio = current, 9
+        ids = [x[2] for x in sorted(per[s])]
         out.append((s, STATES[rank], prio, ids, i))
-    out.sort(key=lambda t: (t[1] != "unmeasured" and t[0] != "setup", STATES.index(t[1]), t[2], t[4]))
+    out.sort(key=lambda t: (t[1] == "current", t[2], STATES.index(t[1]), t[4]))
     setup = [t for t in out if t[0] == "setup"]
     return [t[:4] for t in setup + [t for t in out if t[0] != "setup"]]
 

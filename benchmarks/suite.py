@@ -5,7 +5,7 @@ the measured ceilings of that device.
 
 The rows live in ``benchmarks/rows/``, one module per family (its docstring says what each row
 measures); ``--sections`` picks families, in this order: ceilings, dynamics, rules, metrics, data, peers, training,
-sampling, dmlr, diagnostics, feedback, engine, estimates, sweep (on an accelerator the sweep runs first, before this process
+sampling, dmlr, diagnostics, feedback, engine, estimates, sweep, vlm (on an accelerator the sweep runs first, before this process
 holds any of the device's memory). Every token-dynamics row is placed against the binding bound of
 ``work.py`` (the largest of flops / FFMA rate, exponentials / exp rate, bytes / bandwidth, from one
 work count of the kernel as written); every training row against the larger of XLA's flops / GEMM

@@ -142,7 +142,17 @@ def test_smoke_runs_every_step_and_row(tmp_path):
     assert {"device.txt", "session.json", "session.log", "rows.jsonl", "table.md", "ceilings.json"} <= set(files)
     session = json.loads((out / "session.json").read_text())
     steps = {st["name"]: st for st in session["steps"]}
-    for name in ("setup", "dynamics", "train:autoencoder", "train:slots", "training", "peers", "compile", "rest"):
+    for name in (
+        "setup",
+        "dynamics",
+        "train:autoencoder",
+        "train:slots",
+        "training",
+        "peers",
+        "vlm",
+        "compile",
+        "rest",
+    ):
         assert steps[name]["status"] == "ok", (steps[name], (out / "session.log").read_text()[-3000:])
     assert steps["sweep:vtae"]["status"] == "ok", (steps["sweep:vtae"], (out / "session.log").read_text()[-3000:])
     # the study is stopped at its few seconds (or finishes): either way recorded, never lost
@@ -159,6 +169,7 @@ def test_smoke_runs_every_step_and_row(tmp_path):
         "diagnostics",
         "sweep",
         "sweeps",
+        "vlm",
     }
     for r in rows:
         if r["section"] == "peers" and r["status"].startswith("skipped (PyTorch"):

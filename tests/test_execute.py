@@ -149,3 +149,19 @@ def test_the_per_run_size_comes_from_xla_and_costs_nothing_on_cpu(monkeypatch):
     monkeypatch.setattr(execute, "run_bytes", no)  # the CPU path compiles nothing more
     out = execute.map_runs(_fn, _args(10), shared=jax.random.key(0), devices=jax.devices("cpu"))
     assert out["s"].shape == (10,)
+
+
+def test_the_default_chunk_is_balanced_so_the_padded_last_chunk_wastes_little():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        quantum = int(rng.choice([1, 2, 8, 1024]))
+        largest = quantum * int(rng.integers(1, 64))
+        total = int(rng.integers(1, 20 * largest))
+        step = execute.balanced_chunk(total, largest, quantum)
+        n = -(-total // step)
+        assert step <= largest and n == -(-total // largest)  # no more chunks than the largest allows
+        assert step % quantum == 0
+        assert n * step - total < n * quantum  # the padding: less than a quantum per chunk
+    cpus = jax.devices("cpu")[:1]
+    assert execute.plan(cpus, "auto", None, 3000)[2:] == (1500, 1500)  # not 2,048 + 952 padded to 2,048
+    assert execute.plan(cpus, "auto", 2048, 3000)[2:] == (2048, 2048)  # a chunk size given is kept

@@ -58,7 +58,7 @@ def rows_of(*specs):
     return out
 
 
-def test_step_order_puts_unmeasured_then_stale_then_current_by_priority():
+def test_step_order_is_by_priority_then_unmeasured_before_stale_then_current():
     h = head()
     rows = rows_of(
         ("dynamics", 1, "5", h),  # current: its paths did not change since HEAD
@@ -68,8 +68,9 @@ def test_step_order_puts_unmeasured_then_stale_then_current_by_priority():
     )
     steps = ["setup", "dynamics", "train:slots", "train:iodine", "peers", "compile"]
     order = ledger.step_order(rows, "h200", steps)
-    assert [o[0] for o in order] == ["setup", "train:iodine", "train:slots", "peers", "dynamics", "compile"]
-    assert [o[1] for o in order[1:]] == ["unmeasured", "unmeasured", "stale", "current", "current"]
+    # a stale priority-1 row comes before an unmeasured priority-2 one
+    assert [o[0] for o in order] == ["setup", "train:iodine", "peers", "train:slots", "dynamics", "compile"]
+    assert [o[1] for o in order[1:]] == ["unmeasured", "stale", "unmeasured", "current", "current"]
     # another device's rows do not count: every step in the default order
     assert [o[0] for o in ledger.step_order(rows, "h100", steps)] == steps
     # a commit this repository does not know is stale, never current

@@ -448,7 +448,7 @@ def test_help_says_each_thing_once(tmp_path, capsys, own_studies):
     flat = " ".join(said.split())
     assert code == 0 and flat.count("Does a tiny study of one's own run?") == 1 and "?." not in flat, said
     assert "--no-plots" not in said  # it draws no figures
-    for command, offered in ((["study", "collapse"], True), (["sweep", "vtae"], False), (["reproduce"], True)):
+    for command, offered in ((["study", "collapse"], True), (["sweep", "vtae"], True), (["reproduce"], True)):
         code, said, _ = tokdyn([*command, "--help"], capsys)
         assert code == 0 and ("--no-plots" in said) is offered, (command, said)
     code, said, _ = tokdyn(["plot", "heatmap", "--help"], capsys)

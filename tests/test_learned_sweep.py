@@ -124,6 +124,7 @@ def test_the_command_runs_and_is_listed(tmp_path, capsys):
     assert cli.main([str(a) for a in args]) == 0, capsys.readouterr().err
     assert {"conditions.csv", "paired.csv", "report.md", "manifest.json"} <= set(os.listdir(out))
     assert "One condition only" in (out / "report.md").read_text()
+    assert (out / "plots" / "loss.png").stat().st_size > 1000 and (out / "plots" / "by_learning_rate.png").exists()
     assert cli.main(["sweep", "vtae", "--nope", "1", "--out", str(tmp_path / "x")]) == 2
     with pytest.raises(SystemExit):
         cli.build_parser(["sweep"]).parse_args(["sweep", "--help"])

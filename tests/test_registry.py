@@ -40,6 +40,7 @@ def test_reproduce_runs_by_default_all_but_the_studies_sized_for_an_accelerator(
         "savi-sweep",
         "grid-diffusion-sweep",
         "latent-reasoning-sweep",
+        "vlm-diagnostics",  # a checkpoint's study: without --model its numbers are a random model's
     }
     reproduce.Config(studies=("slots-sweep",)).validate()  # named: runs
     assert reproduce.reported(str(tmp_path)) == ()  # a report covers the studies run, none else

@@ -82,7 +82,7 @@ def test_case1_fresh_never_deletes_user_files(tmp_path, capsys):
 def test_case1_fresh_keeps_foreign_files_in_stamped_dir(tmp_path, capsys):
     d = tmp_path / "td"
     assert tokdyn(["--out", d, *SMALL], capsys)[0] == 0
-    ours = {"runs.csv", "summary.csv", "overall.csv", "stat_tests.json"}
+    ours = {"runs.csv", "summary.csv", "overall.csv", "stat_tests.json", "summary.md"}
     assert set(study_dir.read_record(d)["outputs"]) == ours
     foreign = {
         "notes.txt": "my notes",
@@ -110,7 +110,7 @@ def test_case1_fresh_keeps_foreign_files_in_stamped_dir(tmp_path, capsys):
 def test_case1_declared_outputs_are_stamped_removed_by_fresh_and_never_overwrite_a_user_file(tmp_path):
     out = str(tmp_path / "d")
     st = study_dir.Study.open(out, "demo", Cfg(), outputs=("results.csv", "tables/summary.md"))
-    assert json.loads(io.read_verified(os.path.join(out, study_dir.STAMP)))["outputs"] == [
+    assert json.load(open(os.path.join(out, study_dir.STAMP)))["outputs"] == [
         "results.csv",
         "tables/summary.md",
     ]
@@ -176,7 +176,7 @@ def test_case1_fresh_refused_while_study_running(tmp_path, capsys):
         assert proc.stdout.readline().strip() == "open"
         with pytest.raises(study_dir.Refused, match="a study is running"):
             study_dir.Study.open(other, "demo", {"seeds": 3}, fresh=True)
-        assert json.loads(io.read_verified(os.path.join(other, study_dir.STAMP)))["config"] == {"seeds": 2}
+        assert json.load(open(os.path.join(other, study_dir.STAMP)))["config"] == {"seeds": 2}
     finally:
         proc.kill()
         proc.wait()

@@ -31,6 +31,7 @@ REPEATED = {
     "grid-diffusion": ("models", "grid_ddpm,token_ar,grid_ddpm"),
     "scenes": ("temperatures", "0.01,0.1,0.01"),
     "video": ("predictors", "reinit,carry,reinit"),
+    "vlm-diagnostics": ("noise_levels", "0.25,0.5,0.25"),
 }
 
 HUGE = 10**12
@@ -60,6 +61,11 @@ ABSURD = [
     ("video", "seeds", HUGE),
     ("video", "size", HUGE),
     ("video", "frames", HUGE),
+    ("vlm-diagnostics", "n_instances", HUGE),
+    ("vlm-diagnostics", "batch_size", HUGE),
+    ("vlm-diagnostics", "image_size", 28 * HUGE),
+    ("vlm-diagnostics", "optimiser_pairs", HUGE),
+    ("vlm-diagnostics", "n_latents", HUGE),
 ]
 
 

@@ -128,6 +128,15 @@ def test_cli_writes_every_output(tmp_path, capsys):
     assert cfg["config"]["seeds"] == 4 and "jax" in cfg["environment"]
     for name in ("ari_mean", "steps_mean", "collapsed_rate"):
         assert (out / "plots" / f"{name}.png").stat().st_size > 1000
+    # summary.md holds every condition's table; the terminal says which one it shows and where the rest is
+    text = (out / "summary.md").read_text()
+    assert text.count("### Noise") == 4 and "### Noise 0.3, K = 4 (the condition the paper tabulates)" in text
+    section = text.split("### Noise 0.9, K = 3", 1)[1].split("###", 1)[0]
+    sel = (runs["method"] == "baseline") & (runs["noise"] == 0.9) & (runs["n_clusters"] == 3)
+    want = f"| baseline | {runs['ari'][sel].mean():.3f} ± {runs['ari'][sel].std(ddof=1):.3f} |"
+    assert want in section, (want, section)
+    assert "the one condition of 4 with published figures; every condition's table is in summary.md" in printed
+    assert f"every table in {out / 'summary.md'}" in printed
 
 
 @pytest.mark.parametrize(

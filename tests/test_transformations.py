@@ -384,9 +384,18 @@ def _dynamics_cases():
         h=2e-3,
         raises=dict(grad="Reverse-mode differentiation does not work for lax.while_loop"),
     )
-    c["dynamics.run(implicit=True)"] = Case(
+    c["dynamics.run(adjoint=CheckpointAdjoint())"] = Case(
         lambda x, t, m, tau, mom: result(
-            dynamics.run(x, t, _hp(tau, mom), mask=m, n_steps=400, tol=1e-6, implicit=True)
+            dynamics.run(x, t, _hp(tau, mom), mask=m, n_steps=12, adjoint=dynamics.CheckpointAdjoint())
+        ),
+        problem,
+        (0, 0, 0, 0, 0),
+        wrt=(0, 1, 3, 4),
+        h=2e-3,
+    )
+    c["dynamics.run(adjoint=ImplicitAdjoint())"] = Case(
+        lambda x, t, m, tau, mom: result(
+            dynamics.run(x, t, _hp(tau, mom), mask=m, n_steps=400, tol=1e-6, adjoint=dynamics.ImplicitAdjoint())
         ),
         problem,
         (0, 0, 0, 0, 0),
@@ -1212,7 +1221,7 @@ def test_loops_under_shard_map_with_shared_arguments():
     t0, hp = _points(0)[1], _hp(0.8, 0.3)
     mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("runs",))
     calls = {
-        "run": lambda x: dynamics.run(x, t0, hp, n_steps=8).tokens,  # (the start of run_fixed, trajectory too)
+        "run": lambda x: dynamics.run(x, t0, hp, n_steps=8).tokens,  # (the start of every adjoint, trajectory too)
         "kmeans": lambda x: dynamics.kmeans(x, t0, n_steps=8).tokens,
         "kmeans++": lambda k: dynamics.init_tokens(k, 3, 2, method="kmeans++", x=_points(0)[0]),
     }
@@ -1222,7 +1231,7 @@ def test_loops_under_shard_map_with_shared_arguments():
         _assert_close(sharded(arg), jax.jit(jax.vmap(fn))(arg), name, rtol=1e-5, atol=1e-6)
 
 
-TWO_DEVICE_ROWS = ("dynamics.run(implicit=True)", "metrics.matched_iou")
+TWO_DEVICE_ROWS = ("dynamics.run(adjoint=ImplicitAdjoint())", "metrics.matched_iou")
 
 
 @pytest.mark.full

@@ -106,21 +106,27 @@ TABLE = (
         "dynamics.run",
         "x, tokens, hparams",
         "x, tokens, hparams",
-        grad=WHILE + ": use run_fixed (the same result) or run(implicit=True)",
+        grad=WHILE + " (the default adjoint, EarlyExit): choose adjoint=CheckpointAdjoint() or ImplicitAdjoint()",
         jacfwd="yes: the stopping step held fixed",
     ),
     Row(
-        "dynamics.run(implicit=True)",
+        "dynamics.run(adjoint=CheckpointAdjoint())",
+        "x, tokens, hparams",
+        "x, tokens, hparams",
+        grad="yes: a static bound (max_steps, else n_steps), each step rematerialised, the stopping step held fixed",
+    ),
+    Row(
+        "dynamics.run(adjoint=ImplicitAdjoint())",
         "x, hparams (zero in the initial tokens)",
         "x, tokens, hparams",
-        grad="yes: implicit derivative at the fixed point (exact for a converged deterministic run)",
+        grad="yes: implicit derivative at the fixed point (exact for a converged deterministic run; also implicit=True)",
         jacfwd="yes: implicit derivative at the fixed point",
     ),
     Row(
         "dynamics.run_fixed",
         "x, tokens, hparams",
         "x, tokens, hparams",
-        grad="yes: static n_steps, the stopping step held fixed",
+        grad="yes: static n_steps (run with CheckpointAdjoint(remat=False)), the stopping step held fixed",
     ),
     Row(
         "dynamics.trajectory",
@@ -183,7 +189,7 @@ TABLE = (
         "x, tokens, hparams",
         grad=(
             "no: a Pallas kernel without derivatives, refused while tracing (ValueError naming "
-            "dynamics.run_fixed): use dynamics.run_fixed or dynamics.run(implicit=True)"
+            "dynamics.run_fixed): use dynamics.run(adjoint=CheckpointAdjoint()) (run_fixed) or ImplicitAdjoint()"
         ),
         jacfwd="no: a Pallas kernel without derivatives, refused while tracing: use dynamics.run (forward mode)",
         shard_map=(

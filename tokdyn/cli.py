@@ -566,6 +566,17 @@ def _run_entry(args, key, module, cfg) -> None:
         entry(cfg, args.out, quiet=args.quiet, plots=not getattr(args, "no_plots", False), **extra)
 
 
+def _condition_refused() -> type:
+    """:class:`tokdyn.engine.sweep.ConditionRefused` when the engine is imported (a study ran a
+    sweep), else a class nothing raises: the CLI never imports JAX for a usage error."""
+    module = sys.modules.get("tokdyn.engine.sweep.running")
+    return getattr(module, "ConditionRefused", _NeverRaised)
+
+
+class _NeverRaised(Exception):
+    """Raised by nothing (:func:`_condition_refused` without the engine)."""
+
+
 def _main(argv) -> int:
     _host_devices()
     try:
@@ -583,8 +594,9 @@ def _main(argv) -> int:
     _setup_jax(cache=not args.no_cache)
     try:
         _run_entry(args, key, module, cfg)
-    except (io.OutputConflict, study.Refused, io.CorruptFile) as e:
-        # the output directory belongs to another configuration, or a source fails its verification: a usage error
+    except (io.OutputConflict, study.Refused, io.CorruptFile, _condition_refused()) as e:
+        # the output directory belongs to another configuration, a source fails its verification, or a
+        # study of one's own handed the sweep engine a value out of its range: a usage error
         parser.print_usage(sys.stderr)
         print(f"{_prog(key)}: error: {e}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ row that does token-dynamics work is placed against the one work count of ``work
   engine       rows.engine     the sweep engine: in memory, to disk, per-run draws; devices; peak memory
   estimates    rows.estimates  each study command's time estimates against its wall time in a fresh process
   sweep        rows.sweep      a long sweep to disk in a child process
+  vlm          rows.vlm        Qwen2.5-VL's vision tower, prefill and decode (random weights, 3B/7B shapes)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ FAMILIES = {
     "engine": ("rows.engine", "run"),
     "estimates": ("rows.estimates", "run"),
     "sweep": ("rows.sweep", "run"),
+    "vlm": ("rows.vlm", "run"),
 }
 """Family name -> (module, function), in the suite's order."""
 

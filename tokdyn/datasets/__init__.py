@@ -14,10 +14,14 @@ core install stays without them.
   ``scene_arrays``)
 - :mod:`tokdyn.datasets.clevrer`       CLEVRER: MP4 videos decoded with PyAV (the ``video`` extra), annotations
   and questions (``load``, ``read_video``, ``annotation_arrays``, ``read_questions``)
+- :mod:`tokdyn.datasets.movi`          MOVi (Kubric): TFDS shards of PNG frames, segmentations and objects
+  (``find``, ``read``, ``decode``, ``instance_arrays``)
 - :mod:`tokdyn.datasets.scenes`        a dataset's scenes cropped, resized and filtered by object count, for the
   scenes study's ``--data`` (``load``, ``LoadedScenes``)
+- :mod:`tokdyn.datasets.clips`         a MOVi split's clips cut, resized and kept by object count, for the video
+  study's ``--data`` (``load``, ``LoadedClips``)
 - :mod:`tokdyn.datasets.batches`       fixed-shape batches with masks, deterministic by seed, sharded over
   processes, prefetched (``batches``)
 """
 
-from tokdyn.datasets import batches, clevr, clevrer, example, multi_object, scenes, tfrecord  # noqa: F401
+from tokdyn.datasets import batches, clevr, clips, clevrer, example, movi, multi_object, scenes, tfrecord  # noqa: F401

@@ -13,8 +13,12 @@ Everything here is a single run, a jitted kernel to call inside your own ``jit``
   programs (``equations.scores``, ``equations.temperature``, ...).
 - :mod:`~tokdyn.dynamics.pallas`: the built-in rule's run as one Pallas kernel per run (its
   ``"pallas"`` backend, :meth:`Rule.backend`; the fast form on GPUs), imported on first use.
-- :mod:`~tokdyn.dynamics.loop`: :func:`run` (to convergence), :func:`run_fixed` (a fixed-length
-  ``scan``), :func:`trajectory`; :class:`Result`, :func:`check_run`, :func:`varying`.
+- :mod:`~tokdyn.dynamics.loop`: :func:`run` (to convergence; ``adjoint=`` chooses how it is
+  differentiated), :func:`run_fixed` (an alias: a fixed-length ``scan``), :func:`trajectory`;
+  :class:`Result`, :func:`check_run`, :func:`varying`.
+- :mod:`~tokdyn.dynamics.adjoint`: :func:`run`'s adjoints, static choices: :class:`EarlyExit` (the
+  default, forward mode only), :class:`CheckpointAdjoint` (reverse mode through a bounded,
+  checkpointed ``scan``), :class:`ImplicitAdjoint` (implicit differentiation at the fixed point).
 - :mod:`~tokdyn.dynamics.initial`: :func:`init_tokens` (Forgy, normal, data mean, k-means++), :func:`forgy`.
 - :mod:`~tokdyn.dynamics.groups`: merged tokens (:func:`token_groups`) and the temperatures at which
   annealed tokens split (:func:`split_temperatures`).
@@ -28,6 +32,7 @@ transformations per kernel is :doc:`/transformations`.
 """
 
 from tokdyn.dynamics import equations
+from tokdyn.dynamics.adjoint import ADJOINTS, Adjoint, CheckpointAdjoint, EarlyExit, ImplicitAdjoint
 from tokdyn.dynamics.builtin import (
     BUILTIN,
     BUILTIN_ORIGIN,
@@ -82,6 +87,12 @@ __all__ = [
     "State",
     "check_run",
     "varying",
+    # how run is differentiated
+    "Adjoint",
+    "EarlyExit",
+    "CheckpointAdjoint",
+    "ImplicitAdjoint",
+    "ADJOINTS",
     # initial tokens, merged tokens, the k-means baseline
     "init_tokens",
     "forgy",

@@ -1,27 +1,27 @@
-"""The loop that runs any update rule: :func:`run` (to convergence, a ``while_loop``; with
-``implicit=True`` differentiable at the fixed point), :func:`run_fixed` (a fixed-length ``scan``,
-reverse-mode differentiable), :func:`trajectory` (every step recorded), their outcomes
-:class:`Result` and :class:`Trajectory`, the checks they make (:func:`check_run`) and
-:func:`varying` (a loop's carry under ``shard_map``). How a run stops and what each form
+"""The loop that runs any update rule: :func:`run` (to convergence; its ``adjoint=`` chooses how it
+is differentiated, :mod:`~tokdyn.dynamics.adjoint`: the early-exit ``while_loop``, a bounded
+checkpointed ``scan`` for reverse mode, or implicit differentiation at the fixed point),
+:func:`run_fixed` (an alias: the bounded ``scan``), :func:`trajectory` (every step recorded), their
+outcomes :class:`Result` and :class:`Trajectory`, the checks they make (:func:`check_run`) and
+:func:`varying` (a loop's carry under ``shard_map``). How a run stops and what each adjoint
 differentiates is on the concepts page, :ref:`dynamics-loop`."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
-import jax.extend.core
 import jax.flatten_util
-import jax.interpreters.ad
-import jax.interpreters.batching
-import jax.interpreters.mlir
 import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks
+from tokdyn.dynamics import adjoint as adjoints
 from tokdyn.dynamics._common import as_float, callable_name, check_points, check_run_memory, check_some_valid, labels_t
 from tokdyn.dynamics.builtin import BUILTIN, BUILTIN_ORIGIN
+from tokdyn.dynamics.adjoint import EARLY_EXIT, Adjoint, CheckpointAdjoint, ImplicitAdjoint
 from tokdyn.dynamics.rule import Points, Rule
 
 
@@ -130,10 +130,11 @@ def _check_rule(rule, hparams, key) -> dict:
     return changed
 
 
-def _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=False, implicit=False):
-    if not isinstance(implicit, bool):
-        raise TypeError(f"implicit must be a bool (static), got {implicit!r} of type {type(implicit).__name__}")
-    changed = _check_rule(rule, hparams, key)
+def _check_run(
+    x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=False, adjoint=EARLY_EXIT, implicit=False
+):
+    changed = adjoints.check(adjoint, implicit, n_steps)
+    changed.update(_check_rule(rule, hparams, key))
     arrays = check_points(x, tokens, mask)
     check_some_valid(x, arrays.get("mask", mask), "a run")
     check_run_memory(x, tokens, "the run", pairwise=rule is BUILTIN)
@@ -336,9 +337,19 @@ _BUCKETS = _checks.Buckets(
 )
 
 
-@_checks.checked_jit(_check_run, static_argnames=("rule", "implicit"), buckets=_BUCKETS)
+@_checks.checked_jit(_check_run, static_argnames=("rule", "adjoint", "implicit"), buckets=_BUCKETS)
 def run(
-    x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps=30, tol=1e-3, key=None, implicit: bool = False
+    x,
+    tokens,
+    hparams=None,
+    *,
+    rule: Rule = BUILTIN,
+    mask=None,
+    n_steps=30,
+    tol=1e-3,
+    key=None,
+    adjoint: Adjoint = EARLY_EXIT,
+    implicit: bool = False,
 ) -> Result:
     """Run an update rule from ``tokens`` until convergence or ``n_steps`` steps.
 
@@ -350,22 +361,29 @@ def run(
       rule: a :class:`Rule` (static; :ref:`dynamics-protocol`). Default:
         :data:`~tokdyn.dynamics.BUILTIN`, the package's rule.
       mask: optional (N,) bool; False rows are ignored.
-      n_steps: the most steps to take (traced).
+      n_steps: the most steps to take (traced; a Python int with ``CheckpointAdjoint()`` without
+        ``max_steps``, the scan's length).
       tol: convergence threshold on the largest coordinate movement of a step (traced).
       key: PRNG key handed to the rule's steps (the built-in rule's Langevin noise: step ``s``
         uses ``fold_in(key, s)``); required when ``hparams.langevin > 0``. Without a key the
         Langevin term is absent (also for a traced ``langevin``, which cannot be checked).
-      implicit: static bool (default False). True: the same forward run, whose derivatives are
-        implicit derivatives at the fixed point (``jax.lax.custom_root``: exact when the run
-        converged, see :ref:`dynamics-gradients`; the initial tokens get zero). False: the plain
-        ``while_loop``, differentiable in forward mode only.
+      adjoint: how the run is differentiated (static; :mod:`~tokdyn.dynamics.adjoint`,
+        :ref:`dynamics-adjoints`): :class:`~tokdyn.dynamics.EarlyExit` (default: a ``while_loop``
+        that stops at convergence, forward mode only),
+        :class:`~tokdyn.dynamics.CheckpointAdjoint` (a ``scan`` of a static bound, the steps after
+        the stop masked: reverse mode through the steps, each rematerialised) or
+        :class:`~tokdyn.dynamics.ImplicitAdjoint` (implicit derivatives at the fixed point,
+        ``jax.lax.custom_root``: exact when the run converged, see :ref:`dynamics-gradients`; the
+        initial tokens get zero). The same run, the same :class:`Result` (up to float rounding
+        between programs).
+      implicit: static bool, the former spelling of ``adjoint=ImplicitAdjoint()`` (True), kept as
+        an alias.
 
     Returns:
-      :class:`Result`. Jitted, vmappable, callable inside a user's transformations; differentiable
-      in forward mode (``jax.jvp``/``jacfwd``) but, without ``implicit``, not in reverse mode
-      (``jax.grad`` raises a ``ValueError`` naming the ways out): the early stop is a
-      ``while_loop``. :func:`run_fixed` is the same run as a fixed-length ``scan``, for ``grad``
-      through the unrolled steps.
+      :class:`Result`. Jitted, vmappable, callable inside a user's transformations. With the
+      default adjoint, differentiable in forward mode (``jax.jvp``/``jacfwd``); reverse mode
+      (``jax.grad``) raises a ``ValueError`` naming the adjoints that allow it, while the
+      derivative is traced. :func:`run_fixed` is ``run`` with ``CheckpointAdjoint(remat=False)``.
 
     Host calls: with the built-in rules (:data:`~tokdyn.dynamics.BUILTIN`, ``BUILTIN_ORIGIN``),
     NumPy points are padded to a power of two (from 32) with the mask, and the labels cut back, so
@@ -375,7 +393,7 @@ def run(
     mask, under ``jax.vmap`` (:ref:`metrics-host-calls`).
 
     Examples:
-      >>> import numpy as np
+      >>> import jax, numpy as np
       >>> from tokdyn import dynamics
       >>> x = np.array([[0, 0], [0, 1], [1, 0], [10, 10], [10, 11], [11, 10]], np.float32)
       >>> r = dynamics.run(x, x[[0, 3]])   # two tokens started on two points
@@ -384,69 +402,38 @@ def run(
        [10.333 10.333]]
       >>> r.labels.tolist(), int(r.steps), bool(r.converged)
       ([0, 0, 0, 1, 1, 1], 2, True)
+      >>> t0 = x[[0, 3]]   # reverse mode: each point moves its cluster's mean by 1/3
+      >>> loss = lambda x: dynamics.run(x, t0, n_steps=5, adjoint=dynamics.CheckpointAdjoint()).tokens.sum()
+      >>> print(np.asarray(jax.grad(loss)(x))[:2].round(3))
+      [[0.333 0.333]
+       [0.333 0.333]]
     """
     x = as_float(x)
     points, tokens = _rule_frame(rule, x, mask, tokens.astype(x.dtype))  # loop invariants
-    if implicit:
+    if implicit:  # (the check resolves it; ``run.jitted`` has no check)
+        adjoint = ImplicitAdjoint()
+    if isinstance(adjoint, ImplicitAdjoint):
         return _run_implicit(rule, x, points, tokens, hparams, mask, n_steps, tol, key)
+    if isinstance(adjoint, CheckpointAdjoint):
+        _, s, _ = _scan_steps(
+            rule, points, tokens, hparams, adjoint.max_steps, tol, key, record=False, limit=n_steps, remat=adjoint.remat
+        )
+        return _result(rule, points, s, mask)
+    s = adjoints.forward_only(functools.partial(_early_exit, rule))(points, tokens, hparams, n_steps, tol, key)
+    return _result(rule, points, s, mask)
+
+
+def _early_exit(rule: Rule, points: Points, tokens, hparams, n_steps, tol, key) -> State:
+    """The rule's steps in a ``while_loop`` until convergence or ``n_steps`` steps."""
 
     def cond(s):
         return jnp.logical_and(~s.converged, s.step < n_steps)
 
-    s = jax.lax.while_loop(
+    return jax.lax.while_loop(
         cond,
         lambda s: _advance(rule, points, s, hparams, tol, key),
         _start(rule, points, tokens, hparams, key),
     )
-    return _result(rule, points, _forward_only(s), mask)
-
-
-_NO_REVERSE = (
-    "dynamics.run has no reverse-mode derivative (jax.grad, jax.vjp) without implicit=True: it "
-    "stops early by a lax.while_loop (Reverse-mode differentiation does not work for lax.while_loop "
-    "or lax.fori_loop with dynamic start/stop values). Use "
-    "dynamics.run_fixed(x, tokens, hparams, n_steps=...) (the same run as a fixed-length scan; the "
-    "derivative of the unrolled steps) or dynamics.run(..., implicit=True) (the implicit derivative "
-    "at the fixed point). Forward mode (jax.jvp, jax.jacfwd) works as it is."
-)
-
-
-def _refuse_transpose(cotangent, tangent):
-    raise ValueError(_NO_REVERSE)  # the type of JAX's own message
-
-
-# The identity on a tangent, which forward mode and vmap pass through and reverse mode refuses to
-# transpose (JAX's own hooks for a custom transpose, linear_call, have no vmap rule): the tangents
-# of run's while_loop go through it, so jax.grad meets it before the loop and names the ways out.
-_no_reverse_p = jax.extend.core.Primitive("tokdyn_run_no_reverse")
-_no_reverse_p.def_impl(lambda v: v)
-_no_reverse_p.def_abstract_eval(lambda v: v)
-jax.interpreters.mlir.register_lowering(
-    _no_reverse_p, jax.interpreters.mlir.lower_fun(lambda v: v, multiple_results=False)
-)
-jax.interpreters.ad.deflinear2(_no_reverse_p, _refuse_transpose)
-jax.interpreters.batching.primitive_batchers[_no_reverse_p] = lambda args, dims: (_no_reverse_p.bind(*args), dims[0])
-
-
-@jax.custom_jvp
-def _forward_only(tree):
-    """``tree`` unchanged; forward mode (``jvp``, ``jacfwd``, also under ``vmap``) passes its
-    tangents through, and reverse mode (which would transpose the ``while_loop`` that made it)
-    raises ``ValueError`` naming :func:`run_fixed` and ``implicit=True`` (beside JAX's message
-    about ``while_loop``). Compiles to nothing outside differentiation."""
-    return tree
-
-
-@_forward_only.defjvp
-def _forward_only_jvp(primals, tangents):
-    (tree,), (dtree,) = primals, tangents
-
-    def guard(d):
-        if d.dtype == jax.dtypes.float0:  # an integer or bool leaf: no tangent to transpose
-            return d
-        return _no_reverse_p.bind(d)
-
-    return tree, jax.tree_util.tree_map(guard, dtree)
 
 
 def _dense_tangent_solve(g, y):
@@ -459,26 +446,18 @@ def _dense_tangent_solve(g, y):
 
 
 def _run_implicit(rule, x, points, tokens, hparams, mask, n_steps, tol, key) -> Result:
-    """:func:`run` with ``implicit=True``: the ``while_loop`` on values without derivatives, then
+    """:func:`run` with ``adjoint=ImplicitAdjoint()``: the ``while_loop`` on values without derivatives, then
     ``lax.custom_root`` at its final state for the rule's step map at the last step taken."""
     for path, leaf in jax.tree_util.tree_flatten_with_path(_start(rule, points, tokens, hparams).rule_state)[0]:
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
             raise TypeError(
-                f"run(implicit=True) needs a rule state of floating point leaves; rule "
+                f"run(adjoint=ImplicitAdjoint()) (implicit=True) needs a rule state of floating point leaves; rule "
                 f"{rule.name or callable_name(rule.step)!r} has state{jax.tree_util.keystr(path)} of "
                 f"dtype {jnp.result_type(leaf)}"
             )
     const = jax.lax.stop_gradient
     c_points, c_hparams = const(points), const(hparams)
-
-    def cond(s):
-        return jnp.logical_and(~s.converged, s.step < n_steps)
-
-    s = jax.lax.while_loop(
-        cond,
-        lambda s: _advance(rule, c_points, s, c_hparams, tol, key),
-        _start(rule, c_points, const(tokens), c_hparams, key),
-    )
+    s = _early_exit(rule, c_points, const(tokens), c_hparams, n_steps, tol, key)
     last = jnp.maximum(s.step - 1, 0)  # the map of the last step taken
 
     def residual(state):
@@ -500,14 +479,23 @@ def _run_implicit(rule, x, points, tokens, hparams, mask, n_steps, tol, key) -> 
     )
 
 
-def _scan_steps(rule, points, tokens, hparams, n_steps: int, tol, key, record: bool):
-    """``n_steps`` (static) applications of the rule by ``lax.scan``, each step after convergence
-    masked (the state is carried unchanged), so the final state is :func:`run`'s. Returns the
-    initial state, the final state and, with ``record``, the per-step (tokens, delta)."""
+def _scan_steps(rule, points, tokens, hparams, n_steps: int, tol, key, record: bool, limit=None, remat=False):
+    """``n_steps`` (static) applications of the rule by ``lax.scan``, each step after the run stopped
+    (converged, or ``limit`` steps taken when given) masked (the state is carried unchanged), so the
+    final state is :func:`run`'s. ``remat``: each step under ``jax.checkpoint`` (rematerialised in
+    reverse mode). Returns the initial state, the final state and, with ``record``, the per-step
+    (tokens, delta)."""
+
+    def advance(s):
+        new = _advance(rule, points, s, hparams, tol, key)
+        done = s.converged if limit is None else s.converged | (s.step >= limit)
+        return jax.tree_util.tree_map(lambda old, nw: jnp.where(done, old, nw), s, new)
+
+    if remat:
+        advance = jax.checkpoint(advance, prevent_cse=False)  # the scan already keeps steps apart
 
     def body(s, _):
-        new = _advance(rule, points, s, hparams, tol, key)
-        s = jax.tree_util.tree_map(lambda old, nw: jnp.where(s.converged, old, nw), s, new)
+        s = advance(s)
         return s, ((_tokens_of(s.rule_state), jnp.where(s.step > 0, s.delta, 0.0)) if record else None)
 
     s0 = _start(rule, points, tokens, hparams, key)
@@ -515,18 +503,20 @@ def _scan_steps(rule, points, tokens, hparams, n_steps: int, tol, key, record: b
     return s0, final, ys
 
 
-@_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"), buckets=_BUCKETS)
 def run_fixed(
     x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3, key=None
 ) -> Result:
-    """:func:`run` as a fixed-length ``lax.scan``: reverse-mode differentiable.
+    """:func:`run` as a fixed-length ``lax.scan``, reverse-mode differentiable: an alias of
+    ``run(x, tokens, hparams, ..., n_steps=n_steps, adjoint=CheckpointAdjoint(remat=False))``.
 
     It always evaluates ``n_steps`` steps, every step after convergence leaving the state unchanged,
     so its :class:`Result` is :func:`run`'s (up to float32 rounding: the two are different programs).
     Derivatives (``jax.grad``, ``jax.vjp``, ``jax.jacfwd``), for any rule whose ``step`` is
     differentiable, in the knobs, the points and the initial tokens, are those of the unrolled
     steps with the stopping step held fixed (:ref:`dynamics-gradients`). Costs ``n_steps`` steps
-    whatever the step of convergence; use :func:`run` when no reverse-mode derivative is needed.
+    whatever the step of convergence, and reverse mode keeps every step's intermediates
+    (``CheckpointAdjoint()``, rematerialising them, trades memory for one more forward step a step);
+    use :func:`run` when no reverse-mode derivative is needed.
 
     Host calls: padded to a bucket of point counts with the built-in rules, as :func:`run`.
 
@@ -554,10 +544,10 @@ def run_fixed(
       >>> int(r.steps)
       2
     """
-    x = as_float(x)
-    points, tokens = _rule_frame(rule, x, mask, tokens.astype(x.dtype))
-    _, s, _ = _scan_steps(rule, points, tokens, hparams, n_steps, tol, key, record=False)
-    return _result(rule, points, s, mask)
+    return run(x, tokens, hparams, rule=rule, mask=mask, n_steps=n_steps, tol=tol, key=key, adjoint=_FIXED)
+
+
+_FIXED = CheckpointAdjoint(remat=False)  # run_fixed's adjoint (its max_steps is n_steps)
 
 
 @_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"), buckets=_BUCKETS)

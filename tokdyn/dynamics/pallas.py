@@ -17,9 +17,10 @@ The kernel reads its knobs from a vector built from :data:`~tokdyn.dynamics.FIEL
 (:func:`knob_vector`): importing this module fails when :class:`~tokdyn.dynamics.Hparams` has a
 field the kernel does not handle (:data:`KNOB_USES`), so a knob can never be dropped on a GPU.
 
-It has no derivatives: :func:`run` raises ``ValueError`` naming
-:func:`tokdyn.dynamics.run_fixed` (reverse mode) and :func:`tokdyn.dynamics.run` (forward mode)
-when differentiated, while the derivative is traced, before anything compiles. It is meant for the
+It has no derivatives: :func:`run` raises ``ValueError`` naming :func:`tokdyn.dynamics.run`'s
+adjoints (:class:`~tokdyn.dynamics.CheckpointAdjoint` or :func:`tokdyn.dynamics.run_fixed` for
+reverse mode, :class:`~tokdyn.dynamics.ImplicitAdjoint`, the default for forward mode) when
+differentiated, while the derivative is traced, before anything compiles. It is meant for the
 few tokens and dimensions of token dynamics (``T * D`` up to :data:`MAX_TOKEN_COORDS`).
 
 Why it is faster, what it measured, its shapes and limits: :doc:`/concepts/runs-and-sweeps`.
@@ -184,9 +185,10 @@ def _kernel(xt_ref, w_ref, t0_ref, hp_ref, *rest, T: int, D: int, n_steps: int, 
 
 _NO_DERIVATIVES = (
     "tokdyn.dynamics.pallas.run (the Pallas kernel; ClusterRun's kernel on GPUs) has no derivatives: "
-    "differentiate dynamics.run_fixed(x, tokens, hparams, n_steps=...) (the same run as a fixed-length "
-    "scan, reverse mode: jax.grad, jax.vjp), dynamics.run (forward mode, or implicit=True), or "
-    "ClusterRun(kernel='xla')"
+    "differentiate dynamics.run with the adjoint you need: adjoint=dynamics.CheckpointAdjoint() (reverse "
+    "mode through the steps, a checkpointed scan; dynamics.run_fixed(x, tokens, hparams, n_steps=...) is "
+    "this form), adjoint=dynamics.ImplicitAdjoint() (the implicit derivative at the fixed point, both "
+    "modes) or the default (forward mode: jax.jvp, jax.jacfwd); or ClusterRun(kernel='xla')"
 )
 
 

@@ -40,6 +40,7 @@ def default_batch_size(backend: str | None = None) -> int | None:
 
 CPU_CHUNK = 2048  # runs per device and chunk on CPU
 ACCELERATOR_CHUNK = (65536, 2**22)  # the fewest and the most runs per device and chunk on an accelerator
+ACCELERATOR_QUANTUM = 1024  # a balanced chunk on an accelerator is a multiple of this many runs per device
 MEMORY_SHARE = 4  # an accelerator's chunk holds at most 1 / MEMORY_SHARE of the device's free memory
 
 
@@ -186,13 +187,38 @@ def sharded_map(fn: Callable, devices: tuple, batch_size: int | None, with_share
     return jax.jit(sharded), NamedSharding(mesh, PartitionSpec(RUN_AXIS))
 
 
+def balanced_chunk(total: int, largest: int, quantum: int = 1) -> int:
+    """Runs per chunk that split ``total`` runs into as few chunks of at most ``largest`` runs as
+    possible, of nearly equal size, so the padded last chunk wastes fewer than ``quantum`` runs
+    instead of up to ``largest - 1``. A host function.
+
+    Args:
+      total: R >= 1, the number of runs.
+      largest: the most runs in one chunk (a multiple of ``quantum``).
+      quantum: the step is a multiple of it (the device count; on an accelerator also a lane
+        multiple, :data:`ACCELERATOR_QUANTUM`), or ``total`` when that is smaller.
+
+    Returns:
+      ``ceil(total / n)`` rounded up to a multiple of ``quantum``, where ``n = ceil(total / largest)``;
+      never more than ``largest``.
+
+    For example 3,000 runs with a 2,048-run chunk make two chunks of 1,500 (3,000 runs computed),
+    not 2,048 + 952 padded to 2,048 (4,096 runs computed).
+    """
+    n = -(-total // largest)
+    step = -(-total // n)
+    step = -(-step // quantum) * quantum
+    return int(min(step, largest) if largest >= quantum else largest)
+
+
 def plan(devices, batch_size, chunk_size, total, *, bytes_per_run: float | None = None):
     """Resolve how :func:`map_runs` executes, checking its arguments. A host function.
 
     Args:
       devices: the devices, or None for every local device.
       batch_size: an int >= 1, None, or ``"auto"`` (per backend, :func:`default_batch_size`).
-      chunk_size: an int >= 1, or None for :func:`default_chunk_size` on the devices' backend.
+      chunk_size: an int >= 1, or None for :func:`default_chunk_size` on the devices' backend,
+        balanced over the chunks (:func:`balanced_chunk`).
       total: R, the number of runs.
       bytes_per_run: optional working set of one run, which sizes the chunk on an accelerator
         (with the first device's free memory).
@@ -214,8 +240,11 @@ def plan(devices, batch_size, chunk_size, total, *, bytes_per_run: float | None 
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive int, None or 'auto', got {batch_size!r}")
     if chunk_size is None:
-        memory = device_memory(devices[0]) if bytes_per_run is not None and devices[0].platform != "cpu" else None
-        chunk_size = default_chunk_size(n_dev, devices[0].platform, bytes_per_run=bytes_per_run, memory=memory)
+        platform = devices[0].platform
+        memory = device_memory(devices[0]) if bytes_per_run is not None and platform != "cpu" else None
+        largest = default_chunk_size(n_dev, platform, bytes_per_run=bytes_per_run, memory=memory)
+        quantum = n_dev * (1 if platform == "cpu" else ACCELERATOR_QUANTUM)
+        chunk_size = balanced_chunk(total, largest, quantum) if total > 0 else largest
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     step = int(min(chunk_size, total))  # runs per chunk
@@ -292,9 +321,10 @@ def map_runs(
       shared: optional pytree passed unbatched to every run (a root key, static-shaped tables).
       chunk_size: runs per compiled call (rounded up to a multiple of the number of devices);
         memory is O(chunk_size), not O(R). The last chunk is padded, so one compilation serves all.
-        Default: :func:`default_chunk_size` (on an accelerator sized from the device's free memory
-        and ``fn``'s per-run working set, :func:`run_bytes`; on CPU 2,048 per device, with no
-        extra compilation).
+        Default: at most :func:`default_chunk_size` (on an accelerator sized from the device's free
+        memory and ``fn``'s per-run working set, :func:`run_bytes`; on CPU 2,048 per device, with no
+        extra compilation), balanced over the chunks (:func:`balanced_chunk`) so that the padded last
+        chunk wastes almost nothing.
       batch_size: runs vmapped together inside each device's sequential map; ``1`` is a pure
         sequential map, ``None`` a full vmap of the chunk; ``"auto"``: per backend.
       devices: devices to shard the run axis over (default: all local devices).

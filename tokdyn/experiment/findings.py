@@ -43,11 +43,19 @@ MIN_SEEDS = 3  # fewer seeds: no interval ("too few seeds for an interval") and 
 BOOTSTRAP_SEEDS = 10  # from this many seeds on, a percentile bootstrap; below, Student's t
 N_RESAMPLES = 10_000
 TOO_FEW = "too few seeds for an interval"
-INTERVALS = (
-    f"95% intervals of the mean over seeds: a percentile bootstrap ({N_RESAMPLES:,} resamples) from "
-    f"{BOOTSTRAP_SEEDS} seeds on, Student's t below (on the logit scale of a bounded score's range, so "
-    f"it stays inside it); fewer than {MIN_SEEDS} seeds: {TOO_FEW}"
-)
+
+
+def intervals_text(n_resamples: int = N_RESAMPLES) -> str:
+    """How :func:`seed_interval` makes its intervals, for a table's caption (:data:`INTERVALS` at
+    the default ``n_resamples``; a sweep says its own ``--n-resamples``)."""
+    return (
+        f"95% intervals of the mean over seeds: a percentile bootstrap ({n_resamples:,} resamples) from "
+        f"{BOOTSTRAP_SEEDS} seeds on, Student's t below (on the logit scale of a bounded score's range, so "
+        f"it stays inside it); fewer than {MIN_SEEDS} seeds: {TOO_FEW}"
+    )
+
+
+INTERVALS = intervals_text()
 # the ranges of bounded scores, for seed_interval's ``bounds`` (an ARI can be negative; its
 # difference between two conditions lies in twice the range)
 SCORE = (-1.0, 1.0)  # ARI, NMI, FG-ARI and their per-frame forms
@@ -117,13 +125,16 @@ def missing(finding: Finding, why: str) -> Finding:
 # ---------------------------------------------------------------------------------------------- intervals
 
 
-def seed_interval(values, bounds: Optional[tuple] = None) -> tuple[float, float, float, int]:
+def seed_interval(
+    values, bounds: Optional[tuple] = None, *, n_resamples: int = N_RESAMPLES
+) -> tuple[float, float, float, int]:
     """``(mean, low, high, n)``: the 95% interval of the mean of per-seed ``values`` (NaNs
     dropped): a percentile bootstrap from :data:`BOOTSTRAP_SEEDS` values on (it stays inside the
     values' own range), Student's t below; with ``bounds`` ``(low, high)``, the range of a bounded
     quantity (:data:`SCORE`, :data:`RATE`), the t interval is made on the logit scale of that range
     (:func:`tokdyn.stats.bounded_mean_interval`), so it never leaves it. NaN bounds for fewer than
-    :data:`MIN_SEEDS` values (:data:`TOO_FEW`: :func:`interval` prints that)."""
+    :data:`MIN_SEEDS` values (:data:`TOO_FEW`: :func:`interval` prints that). ``n_resamples``: the
+    bootstrap's resamples (a sweep's ``--n-resamples``)."""
     from scipy import stats as sps
 
     from tokdyn import stats
@@ -139,7 +150,7 @@ def seed_interval(values, bounds: Optional[tuple] = None) -> tuple[float, float,
     if np.all(v == v[0]):
         return mean, mean, mean, n
     if n >= BOOTSTRAP_SEEDS:
-        low, high = stats.bootstrap_ci(v, seed=0, n_resamples=N_RESAMPLES)
+        low, high = stats.bootstrap_ci(v, seed=0, n_resamples=n_resamples)
         return mean, float(low), float(high), n
     if bounds is not None:
         lo, hi = float(bounds[0]), float(bounds[1])
@@ -151,8 +162,11 @@ def seed_interval(values, bounds: Optional[tuple] = None) -> tuple[float, float,
     return mean, mean - half, mean + half, n
 
 
-def seed_intervals(samples: Sequence, bounds: Optional[tuple] = None) -> list[tuple[float, float, float, int]]:
-    """:func:`seed_interval` of each array of per-seed values in ``samples``, the same intervals
+def seed_intervals(
+    samples: Sequence, bounds: Optional[tuple] = None, *, n_resamples: int = N_RESAMPLES
+) -> list[tuple[float, float, float, int]]:
+    """:func:`seed_interval` of each array of per-seed values in ``samples`` (``bounds`` and
+    ``n_resamples`` as there), the same intervals
     (to float rounding): the samples that take the bootstrap and hold as many finite values are
     resampled together, by one :func:`tokdyn.stats.bootstrap_ci` call on their stack (the same
     draws for each row, as one call of its own would make), so a table of many conditions pays
@@ -167,10 +181,10 @@ def seed_intervals(samples: Sequence, bounds: Optional[tuple] = None) -> list[tu
         if v.size >= max(BOOTSTRAP_SEEDS, MIN_SEEDS) and not np.all(v == v[0]):
             by_size.setdefault(int(v.size), []).append(i)
         else:
-            out[i] = seed_interval(v, bounds)
+            out[i] = seed_interval(v, bounds, n_resamples=n_resamples)
     for n, rows in by_size.items():
         stack = np.stack([finite[i] for i in rows])  # (S, n)
-        low, high = stats.bootstrap_ci(stack, seed=0, n_resamples=N_RESAMPLES)
+        low, high = stats.bootstrap_ci(stack, seed=0, n_resamples=n_resamples)
         low, high = np.atleast_1d(low), np.atleast_1d(high)
         for j, i in enumerate(rows):
             out[i] = (float(stack[j].mean()), float(low[j]), float(high[j]), n)

@@ -185,6 +185,15 @@ STUDIES = (
         reads=("latent-reasoning",),
     ),
     Entry(
+        "vlm-diagnostics",
+        ("study", "vlm-diagnostics"),
+        "tokdyn.studies.vlm_diagnostics",
+        "grounding, perception-token dynamics, decomposition, mediation and DMLR on a local Qwen2.5-VL checkpoint "
+        "(--model DIR; without it a tiny random model)",
+        "results/vlm-diagnostics",
+        by_default=False,
+    ),
+    Entry(
         "video",
         ("study", "video"),
         "tokdyn.studies.video",

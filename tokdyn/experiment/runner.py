@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from tokdyn import io
+from tokdyn.engine import sweep
 from tokdyn.engine.sweep import digest, reads
 from tokdyn.experiment import presets
 from tokdyn.experiment import study as study_dir
@@ -406,6 +407,7 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
     code = code_stamp(spec, out)
     if code:  # a study of one's own: its code is stamped (tokdyn's is, by its version)
         extra = {**(extra or {}), "code": code}
+    existed, stamped = os.path.exists(out), study_dir.read_stamp(out) is not None
     study = session.study = study_dir.Study.open(
         out,
         spec.name,
@@ -422,7 +424,12 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
     t0 = time.perf_counter()
     with reads.recording() if code else contextlib.nullcontext() as seen:
         session.reads = seen
-        result = spec.run(session, cfg)
+        try:
+            result = spec.run(session, cfg)
+        except sweep.ConditionRefused:  # a value the sweep engine refuses, before it traced anything
+            if not stamped:  # a directory this run stamped, and nothing kept in it: left as it was
+                unstamp_untouched(out, remove_dir=not existed)
+            raise
     stamp_reached(session)
     session.reads = None
     if result is None:
@@ -466,6 +473,26 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
                 f"{study.out}" + (f", {computed} computed" if computed else ": nothing recomputed")
             )
     return result.value
+
+
+def unstamp_untouched(out: str, *, remove_dir: bool = False) -> bool:
+    """Undo the opening of the study directory ``out`` where its run was refused before any work
+    (a study of one's own that handed the sweep engine a value out of its range): its stamp and
+    tokdyn's empty folders are removed, and with ``remove_dir`` the directory itself once empty,
+    so that a rerun with a valid value starts as in a new directory. Where anything else is there
+    (a file the run wrote), nothing is removed. Returns whether the stamp was removed."""
+    real = os.path.realpath(out)
+    others = [e for e in os.listdir(real) if e not in (study_dir.STAMP, study_dir.LOCK_FILE)]
+    for name in others:
+        path = os.path.join(real, name)
+        if name not in study_dir.KNOWN_FOLDERS or os.path.islink(path) or not os.path.isdir(path) or os.listdir(path):
+            return False
+    for name in others:
+        os.rmdir(os.path.join(real, name))
+    os.remove(os.path.join(real, study_dir.STAMP))
+    if remove_dir and not os.listdir(real) and not os.path.islink(out):
+        os.rmdir(real)
+    return True
 
 
 def work_line(count: int, unit: str, seconds: float, kept: int) -> str:

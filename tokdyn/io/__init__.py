@@ -5,7 +5,8 @@
   the new one, never half of one -- also when several processes write the same file at once.
 - :func:`write_csv` / :func:`read_csv` (one row per record), :func:`write_json` /
   :func:`read_json` (metadata, test results), :func:`to_columns` / :func:`to_rows`.
-- :func:`save_pytree` / :func:`load_pytree`: checkpoints of any pytree of arrays (``.npz``).
+- :func:`save_pytree` / :func:`load_pytree`: checkpoints of any pytree of arrays (``.npz``);
+  :func:`save_orbax` / :func:`load_orbax` the same in orbax's format (a directory; the extra ``orbax``).
 - :func:`write_verified` / :func:`read_verified`: a file that carries the SHA-256 of its own
   content, checked on every read; checkpoints and the parts of studies are written this way, so a
   truncated or altered file is recognised (:class:`CorruptFile`, naming the file) instead of being
@@ -26,6 +27,7 @@ One concept a module, every public name re-exported here (``tokdyn.io.atomic_wri
 - :mod:`~tokdyn.io.files` atomic writes, CSV, JSON (checked or not), row <-> column tables
 - :mod:`~tokdyn.io.verified` verified files, ``.npz`` archives, :func:`set_aside`
 - :mod:`~tokdyn.io.pytrees` checkpoints of pytrees
+- :mod:`~tokdyn.io.orbax_trees` checkpoints of pytrees in orbax's format, verified
 - :mod:`~tokdyn.io.interrupt` the Ctrl-C handler (:func:`on_interrupt`)
 - :mod:`~tokdyn.io.keeping` a finished unit of work kept and read back (:func:`kept`, :func:`kept_rows`)
 - :mod:`~tokdyn.io.metadata` :func:`environment`
@@ -54,6 +56,7 @@ from tokdyn.io.keeping import kept, kept_rows
 from tokdyn.io.metadata import environment
 from tokdyn.io.progress import Progress
 from tokdyn.io.pytrees import LEAF_PREFIX, leaf_names, load_pytree, save_pytree
+from tokdyn.io.orbax_trees import is_orbax, load_orbax, match_tree, read_orbax, save_orbax
 from tokdyn.io.verified import (
     MAGIC,
     is_verified,
@@ -81,6 +84,7 @@ __all__ = [
     "free_bytes",
     "interrupted",
     "is_temporary",
+    "is_orbax",
     "is_verified",
     "json_checksum",
     "jsonable",
@@ -88,7 +92,9 @@ __all__ = [
     "kept_rows",
     "leaf_names",
     "link_between",
+    "match_tree",
     "load_npz",
+    "load_orbax",
     "load_pytree",
     "not_a_file",
     "on_interrupt",
@@ -96,12 +102,14 @@ __all__ = [
     "parse_csv",
     "Progress",
     "read_checked_json",
+    "read_orbax",
     "read_csv",
     "read_json",
     "read_verified",
     "recomputing",
     "reset_interrupt",
     "save_npz",
+    "save_orbax",
     "save_pytree",
     "set_aside",
     "to_columns",

@@ -78,6 +78,10 @@ def line_plot(
     ylabel: str = "",
     title: str = "",
     errors: Mapping | None = None,
+    intervals: Mapping | None = None,
+    sharey: bool = True,
+    xscale: str = "linear",
+    columns: int | None = None,
 ) -> str:
     """One PNG of lines, or of side-by-side panels of lines sharing the y axis. Series that coincide stay
     visible (:func:`series_style`): each has its own colour, marker and line style, and is shifted
@@ -93,6 +97,13 @@ def line_plot(
         title: the figure's title (a suptitle above panels).
         errors: optional half-widths drawn as vertical bars, in the structure of what is drawn: name ->
             half-widths, or panel -> name -> half-widths.
+        intervals: optional intervals drawn as vertical bars from their low to their high end (an
+            interval need not be symmetric), in the structure of what is drawn: name -> ``(low,
+            high)``, or panel -> name -> ``(low, high)``; NaN ends draw no bar.
+        sharey: the panels share the y axis (False: each its own, for quantities of other scales).
+        xscale: the x axis' scale, ``"linear"`` or ``"log"`` (matplotlib's names; on a log scale the
+            ticks are the x values).
+        columns: panels per row (default: every panel in one row).
 
     Returns:
         ``path``.
@@ -101,8 +112,13 @@ def line_plot(
 
     multi = panels is not None  # panel titles shown, figure title as a suptitle
     panels = panels if multi else {title: series}
-    fig = figure((3.4 * len(panels) + 1.0, 3.3))
-    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    ncols = min(columns or len(panels), len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = figure((3.4 * ncols + 1.0, 3.3 * nrows))
+    grid = np.atleast_1d(fig.subplots(nrows, ncols, sharey=sharey, squeeze=False)).ravel()
+    for ax in grid[len(panels) :]:
+        ax.set_visible(False)
+    axes = grid[: len(panels)]
     for ax, (ptitle, ser) in zip(axes, panels.items()):
         for i, (name, y) in enumerate(ser.items()):
             style = series_style(i, len(ser))
@@ -115,14 +131,37 @@ def line_plot(
                 y, err = np.asarray(y, float), np.asarray(err, float)
                 bars = ax.vlines(x, y - err, y + err, color=style["color"], lw=1, alpha=0.7, zorder=style["zorder"])
                 bars.set_transform(shift)
+            band = (
+                None if intervals is None else (intervals.get(ptitle, {}).get(name) if multi else intervals.get(name))
+            )
+            if band is not None:
+                low, high = (np.asarray(v, float) for v in band)
+                ok = np.isfinite(low) & np.isfinite(high)
+                bars = ax.vlines(
+                    np.asarray(x)[ok], low[ok], high[ok], color=style["color"], lw=1, alpha=0.7, zorder=style["zorder"]
+                )
+                bars.set_transform(shift)
         ax.set_title(ptitle, fontsize=10)
+        ax.set_xscale(xscale)
+        if xscale == "log":
+            ax.set_xticks(np.asarray(x, float), [f"{v:g}" for v in np.asarray(x, float)])
+            ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel(ylabel)
+    for ax in axes[::ncols]:
+        ax.set_ylabel(ylabel)
+    if not sharey:
+        for ax in axes[1:]:
+            ax.tick_params(labelleft=True)
     axes[-1].legend(fontsize=8, frameon=False, handlelength=3.0)
     if multi and title:
         fig.suptitle(title, fontsize=11)
-    fig.subplots_adjust(left=0.08, right=0.99, bottom=0.15, top=0.82 if multi and title else 0.9, wspace=0.08)
+    if nrows == 1:
+        fig.subplots_adjust(
+            left=0.08, right=0.99, bottom=0.15, top=0.82 if multi and title else 0.9, wspace=0.08 if sharey else 0.3
+        )
+    else:
+        fig.subplots_adjust(left=0.08, right=0.99, bottom=0.08, top=0.9, wspace=0.08 if sharey else 0.3, hspace=0.45)
     return save(fig, path)
 
 

@@ -309,11 +309,12 @@ def setting_table(
     confidence: float = 0.95,
     seed: int = 0,
     require_finite: Sequence[str] = (),
+    interval=None,
 ) -> dict[str, np.ndarray]:
     """One row per setting of the ``by`` axes: per field, the mean over seeds of the per-seed means
     (:func:`per_seed`) and a percentile bootstrap interval over seeds
     (:func:`tokdyn.stats.inference.bootstrap_ci`, the same resamples for every setting and field, so
-    intervals of paired settings are comparable).
+    intervals of paired settings are comparable), or the intervals of ``interval``.
 
     Args:
         src: a :class:`tokdyn.engine.sweep.SweepResult`, or a sweep's directory (read chunk by chunk).
@@ -323,6 +324,10 @@ def setting_table(
         confidence: the intervals' confidence level, in (0, 1).
         seed: non-negative int seeding the bootstrap.
         require_finite: fields that must all be finite for a run to count (as in :func:`condition_stats`).
+        interval: optional ``interval(field, values) -> (low, high)``: the intervals of a field
+            from its (n_settings, seeds) per-seed values (NaN where a seed had no finite run), two
+            (n_settings,) arrays, in place of the bootstrap (a study's own rule of intervals, e.g.
+            :func:`tokdyn.experiment.findings.seed_intervals`).
 
     Returns:
         A dict of columns: the ``by`` axes, ``nonfinite`` (the setting's runs left out) and per field
@@ -338,7 +343,9 @@ def setting_table(
         with np.errstate(invalid="ignore", divide="ignore"):
             out[f + "_mean"] = np.where(n_ok > 0, np.where(bad, 0.0, v).sum(1) / np.maximum(n_ok, 1), np.nan)
         lo, hi = np.full(len(v), np.nan), np.full(len(v), np.nan)
-        if v.shape[1] >= 2:
+        if interval is not None:
+            lo, hi = (np.asarray(a, np.float64) for a in interval(f, v))
+        elif v.shape[1] >= 2:
             clean = np.flatnonzero(n_ok == v.shape[1])
             for b in range(0, clean.size, _BOOTSTRAP_BLOCK):  # bounded (block, n_resamples) buffer
                 rows_ = clean[b : b + _BOOTSTRAP_BLOCK]

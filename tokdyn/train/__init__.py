@@ -13,7 +13,9 @@
 - :mod:`tokdyn.train.results`  ``Result``, ``Best`` (the best state kept), the skipped steps
   (``nan_report``, ``skipped_counts``, ``warn_skipped``)
 - :mod:`tokdyn.train.checkpoints` ``save_checkpoint``, ``load_checkpoint``, ``load_best``,
-  ``checkpoint_stamp``
+  ``checkpoint_stamp`` (an ``.npz`` file, or a directory in orbax's format)
+- :mod:`tokdyn.train.loggers`  ``TensorBoardLogger``, ``WandbLogger``: ``on_log`` hooks writing every
+  model's logs under its name (``model_names``)
 - :mod:`tokdyn.train.options`  ``Checkpointing``, ``Evaluation``, ``Execution``: the option values of
   ``train_many`` (where work is kept; evaluation, the best state and stopping; devices and strategy)
 - :mod:`tokdyn.train.stopping` ``Patience``: a stop rule over recorded curves that survives plateaus
@@ -37,6 +39,7 @@ and, to stop on a validation score and keep each model's best state::
 """
 
 from tokdyn.train.checkpoints import checkpoint_stamp, load_best, load_checkpoint, save_checkpoint  # noqa: F401
+from tokdyn.train.loggers import TensorBoardLogger, WandbLogger, model_names  # noqa: F401
 from tokdyn.train.loop import broadcast, grid, init_states, make_train, settings, train_many  # noqa: F401
 from tokdyn.train.options import BEST_MODES, STRATEGIES, Checkpointing, Evaluation, Execution  # noqa: F401
 from tokdyn.train.results import Best, Result, nan_report, skipped_counts, warn_skipped  # noqa: F401

@@ -1,6 +1,12 @@
 """The checkpoint of :func:`~tokdyn.train.train_many`: the state, the curves and the kept
 :class:`~tokdyn.train.Best` of every model in one verified file (:func:`save_checkpoint`), read back
-whole (:func:`load_checkpoint`, :func:`read_checkpoint`) or for its best state (:func:`load_best`)."""
+whole (:func:`load_checkpoint`, :func:`read_checkpoint`) or for its best state (:func:`load_best`).
+
+Two formats (:data:`FORMATS`), the same content and the same checks: ``"npz"`` (the default: one
+``.npz`` file carrying its SHA-256, :func:`tokdyn.io.save_pytree`) and ``"orbax"`` (a directory in
+orbax's format with a checked record of its files' SHA-256, :func:`tokdyn.io.save_orbax`; the extra
+``orbax``). A checkpoint is read in the format it was written in (:func:`checkpoint_format`): a
+directory holding an orbax checkpoint's record is one, anything else is read as an ``.npz``."""
 
 from __future__ import annotations
 
@@ -12,23 +18,41 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import io
+from tokdyn.train.options import CHECKPOINT_FORMATS
 from tokdyn.train.results import Best
 from tokdyn.train.trainer import TrainState
 
+FORMATS = CHECKPOINT_FORMATS  # the formats of a checkpoint (Checkpointing.format)
+
+
+def checkpoint_format(path: str) -> str:
+    """The format of the checkpoint at ``path``: ``"orbax"`` for a directory that holds an orbax
+    checkpoint's record (:func:`tokdyn.io.is_orbax`), ``"npz"`` otherwise."""
+    return "orbax" if io.is_orbax(path) else "npz"
+
 
 def save_checkpoint(
-    path: str, state: TrainState, curves: dict, stamp: str, *, stopped: bool = False, best: Optional[Best] = None
+    path: str,
+    state: TrainState,
+    curves: dict,
+    stamp: str,
+    *,
+    stopped: bool = False,
+    best: Optional[Best] = None,
+    format: str = "npz",
 ) -> str:
     """Write the state, the curves and the kept :class:`Best` of :func:`~tokdyn.train.train_many` to one file, atomically.
 
     Args:
-      path: the ``.npz`` file to write.
+      path: the ``.npz`` file to write (``format="npz"``), or the directory (``format="orbax"``).
       state: the stacked :class:`TrainState` (leading (M,) axis).
       curves: column name -> (M, C) float32 curve over the C = ``steps / steps_per_call`` calls
         (NaN: not recorded yet).
       stamp: a string identifying the run's settings; :func:`checkpoint_stamp` reads it back.
       stopped: whether the stop rule ended the run (it is not resumed then).
       best: optional :class:`Best` (the best state of each model kept by ``keep_best``).
+      format: ``"npz"`` (:func:`tokdyn.io.save_pytree`) or ``"orbax"`` (:func:`tokdyn.io.save_orbax`,
+        the extra ``orbax``); both carry the stamp and the checksums their reader verifies.
 
     Returns:
       ``path``.
@@ -38,8 +62,11 @@ def save_checkpoint(
     if best is not None:
         tree["best"] = {"state": best.state, "step": best.step, "value": best.value}
         meta = {"best_column": best.column, "best_mode": best.mode}
+    if format not in FORMATS:
+        raise ValueError(f"format must be one of {list(FORMATS)}, got {format!r}")
     host = jax.tree_util.tree_map(np.asarray, tree)
-    return io.save_pytree(path, host, step=int(np.asarray(state.step)[0]), stamp=stamp, stopped=stopped, **meta)
+    save = io.save_orbax if format == "orbax" else io.save_pytree
+    return save(path, host, step=int(np.asarray(state.step)[0]), stamp=stamp, stopped=bool(stopped), **meta)
 
 
 def stamp_difference(held: str, asked: str, limit: int = 3) -> str:
@@ -70,23 +97,36 @@ def stamp_difference(held: str, asked: str, limit: int = 3) -> str:
 
 
 def checkpoint_stamp(path: str) -> Optional[str]:
-    """The stamp :func:`save_checkpoint` wrote into ``path`` (None for a file without one)."""
+    """The stamp :func:`save_checkpoint` wrote into ``path`` (None for a file without one), in
+    either format."""
+    if checkpoint_format(path) == "orbax":
+        stamp = io.read_orbax(path)[1].get("stamp")
+        return None if stamp is None else str(stamp)
     z = io.load_npz(path)
     return str(z["meta_stamp"]) if "meta_stamp" in z else None
 
 
 def read_checkpoint(path: str, like: TrainState, stamp: Optional[str]):
-    """``(state, curves, stopped, best or None)`` from :func:`save_checkpoint`'s file."""
-    z = io.load_npz(path)
-    prefix = io.LEAF_PREFIX + "['curves']"
-    names = [k[len(prefix) :] for k in z if k.startswith(prefix)]
-    curves = {n[2:-2]: z[prefix + n] for n in names}  # "['loss']" -> "loss"
-    has_best = any(k.startswith(io.LEAF_PREFIX + "['best']") for k in z)
+    """``(state, curves, stopped, best or None)`` from :func:`save_checkpoint`'s file or directory
+    (in the format it was written in, :func:`checkpoint_format`)."""
+    if checkpoint_format(path) == "orbax":
+        restored, meta = io.read_orbax(path)
+        curves = dict(restored.get("curves", {})) if isinstance(restored, dict) else {}
+        has_best = isinstance(restored, dict) and "best" in restored
+    else:
+        z = io.load_npz(path)
+        prefix = io.LEAF_PREFIX + "['curves']"
+        names = [k[len(prefix) :] for k in z if k.startswith(prefix)]
+        curves = {n[2:-2]: z[prefix + n] for n in names}  # "['loss']" -> "loss"
+        has_best = any(k.startswith(io.LEAF_PREFIX + "['best']") for k in z)
     want = {"state": like, "curves": curves}
     if has_best:
         m = np.shape(like.step)[0]
         want["best"] = {"state": like, "step": np.zeros(m, np.int64), "value": np.zeros(m, np.float32)}
-    tree, meta = io.load_pytree(path, want)
+    if checkpoint_format(path) == "orbax":
+        tree = io.match_tree(path, restored, want)
+    else:
+        tree, meta = io.load_pytree(path, want)
     if stamp is not None and str(meta.get("stamp", "")) != stamp:
         raise ValueError(
             f"{path} was written for another configuration ({stamp_difference(str(meta.get('stamp', '')), stamp)}): "

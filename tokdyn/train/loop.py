@@ -32,6 +32,7 @@ from tokdyn import _checks, io
 from tokdyn.train import optim, options
 from tokdyn.train.checkpoints import (  # noqa: F401
     check_same_best,
+    checkpoint_format,
     checkpoint_stamp,
     load_best,
     load_checkpoint,
@@ -251,8 +252,8 @@ def train_many(
         None,
     )  # curves: allocated at the first call (or read from the checkpoint)
     best = _initial_best(ev, state, m)
-    if checkpoint is not None and os.path.exists(checkpoint):
-        state, curves, stopped, best, done = _resume(checkpoint, stamp, ev, state, best, m, cfg)
+    if checkpoint is not None and _held(ckpt):
+        state, curves, stopped, best, done = _resume(ckpt, ev, state, best, m, cfg)
 
     def result(st, finished):  # curves, done and best as they are when it is called
         return _result(st, finished, curves, steps, done, best, hparams, first.name, group, memory)
@@ -331,9 +332,26 @@ def _initial_best(ev: Evaluation, state: TrainState, m: int) -> Optional[Best]:
     )
 
 
-def _resume(checkpoint: str, stamp: str, ev: Evaluation, state: TrainState, best, m: int, cfg):
+def _held(ckpt: Checkpointing) -> bool:
+    """Whether ``ckpt.path`` holds something to resume from. A directory for an orbax checkpoint
+    that holds no record yet (a first save cut short) is not; one that holds what no tokdyn
+    checkpoint writes is refused here, before any work (:class:`~tokdyn.io.OutputConflict`)."""
+    if ckpt.format == "orbax" and os.path.isdir(ckpt.path) and not io.is_orbax(ckpt.path):
+        io.orbax_trees.check_target(ckpt.path)
+        return False
+    return os.path.exists(ckpt.path)
+
+
+def _resume(ckpt: Checkpointing, ev: Evaluation, state: TrainState, best, m: int, cfg):
     """``(state, curves, stopped, best, done)`` read back from an existing checkpoint, checked."""
-    state, curves, stopped, saved = read_checkpoint(checkpoint, state, stamp)
+    checkpoint = ckpt.path
+    held = checkpoint_format(checkpoint)
+    if held != ckpt.format:
+        raise ValueError(
+            f"{checkpoint} holds a checkpoint in the {held} format, checkpointing.format={ckpt.format!r} asked: "
+            f"pass format={held!r} to resume it, or use another path (load_checkpoint reads either format)"
+        )
+    state, curves, stopped, saved = read_checkpoint(checkpoint, state, ckpt.stamp)
     check_same_best(checkpoint, saved, ev.keep_best, ev.best_mode)
     best = saved if saved is not None else best
     done = int(np.asarray(state.step)[0])
@@ -367,7 +385,7 @@ def _record_call(done, state, logs, curves, best, ev, on_log, ckpt, m, cfg):
         best = best.update(state, curves[best.column][:, col], done)
     stopping = bool(ev.stop(done, state, _read_only(curves))) if ev.stop is not None else False
     if ckpt is not None:
-        save_checkpoint(ckpt.path, state, curves, ckpt.stamp, stopped=stopping, best=best)
+        save_checkpoint(ckpt.path, state, curves, ckpt.stamp, stopped=stopping, best=best, format=ckpt.format)
     return logs, best, stopping
 
 

@@ -1,8 +1,9 @@
 """The option values of :func:`tokdyn.train.train_many`: what it keeps, what it evaluates, how it
 runs.
 
-- :class:`Checkpointing` ``(path, stamp="")``: the file that holds the finished work after every
-  call, and the stamp that a resumed run must match;
+- :class:`Checkpointing` ``(path, stamp="", format="npz")``: the file (or, in orbax's format, the
+  directory) that holds the finished work after every call, and the stamp that a resumed run must
+  match;
 - :class:`Evaluation` ``(fn=None, every=1, keep_best=None, best_mode="max", stop=None)``: the
   scores recorded beside the training logs, the best state kept per model, the stop rule that
   reads the recorded curves;
@@ -32,6 +33,7 @@ from tokdyn import _checks
 from tokdyn._deprecations import notice
 
 STRATEGIES = ("scan", "step", "loop")
+CHECKPOINT_FORMATS = ("npz", "orbax")
 BEST_MODES = ("max", "min")
 
 
@@ -40,14 +42,19 @@ class Checkpointing:
     """Where :func:`~tokdyn.train.train_many` keeps its finished work.
 
     Attributes:
-      path: the checkpoint file (``.npz``): after every call the state, the curves, the kept best
-        state and the stop decision, written atomically; an existing one is resumed from.
+      path: the checkpoint file (``.npz``) or directory (``format="orbax"``): after every call the
+        state, the curves, the kept best state and the stop decision, written atomically; an
+        existing one is resumed from.
       stamp: what the file was made for (e.g. a digest of the configuration): a checkpoint of
         another stamp is refused with a ValueError, never resumed.
+      format: ``"npz"`` (one verified ``.npz`` file) or ``"orbax"`` (a directory in orbax's
+        format with a checked record of its files; needs the extra ``orbax``). Both are verified
+        on resume, and resume the same training.
     """
 
     path: str
     stamp: str = ""
+    format: str = "npz"
 
     def __post_init__(self):
         if isinstance(self.path, os.PathLike):
@@ -64,6 +71,13 @@ class Checkpointing:
             raise ValueError("path must name the checkpoint file, got ''")
         if not isinstance(self.stamp, str):
             raise TypeError(f"stamp must be a str, got {self.stamp!r} of type {type(self.stamp).__name__}")
+        if not isinstance(self.format, str):
+            raise TypeError(f"format must be a str, one of {list(CHECKPOINT_FORMATS)}, got {self.format!r}")
+        _checks.choice("format", self.format, CHECKPOINT_FORMATS)
+        if self.format == "orbax":
+            from tokdyn.io.orbax_trees import require_orbax
+
+            require_orbax()  # the extra installed, or an ImportError naming it, before any work
         return self
 
 

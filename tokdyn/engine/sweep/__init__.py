@@ -37,13 +37,14 @@ One concept a module, every public name re-exported here:
   (:func:`read_manifest`, :func:`iter_chunks`, :func:`load`, ...)
 - :mod:`~tokdyn.engine.sweep.result` the results in memory (:class:`SweepResult`)
 - :mod:`~tokdyn.engine.sweep.running` :func:`run`, over :func:`tokdyn.engine.execute.stream`
+  (:class:`ConditionRefused`: a value of an axis the run refuses, before anything is traced)
 """
 
 from tokdyn.engine.sweep.digest import code_digest
 from tokdyn.engine.sweep.grid import MAX_AXIS_VALUES, MAX_RUNS, Grid, device_columns, parse_axis
 from tokdyn.engine.sweep.reads import Reads, file_digest, recording
 from tokdyn.engine.sweep.result import SweepResult
-from tokdyn.engine.sweep.running import run
+from tokdyn.engine.sweep.running import ConditionRefused, run
 from tokdyn.engine.sweep.store import (
     CHUNK_STAMP,
     MANIFEST_KEYS,
@@ -60,6 +61,7 @@ from tokdyn.engine.sweep.task import output_spec, traced_outputs
 
 __all__ = [
     "CHUNK_STAMP",
+    "ConditionRefused",
     "MANIFEST_KEYS",
     "MANIFEST_WAIT_S",
     "MAX_AXIS_VALUES",

@@ -19,6 +19,11 @@ from tokdyn.engine.sweep.result import SweepResult
 from tokdyn.engine.sweep.task import check_field_names, check_signature, grid_shared, grid_task, traced_outputs
 
 
+class ConditionRefused(ValueError):
+    """A value of the grid that the run function refuses (its ``check_conditions``: a knob out of
+    its range), before anything is traced: a usage error (the command exits 2 with its message)."""
+
+
 def run(
     fn: Callable,
     grid: Grid,
@@ -53,7 +58,9 @@ def run(
         calls of ``fn(key, **condition)`` that draw for themselves they agree up to floating-point
         rounding (a few runs in a hundred of a chaotic rule may then end elsewhere).
       chunk_size: runs per chunk (memory, and the unit of work saved to disk). Default: per
-        backend and device count, or, when resuming a sweep in ``out``, the chunk size it used.
+        backend and device count, balanced so that the last chunk is nearly full
+        (:func:`tokdyn.engine.execute.balanced_chunk`), or, when resuming a sweep in ``out``, the
+        chunk size it used.
       out: directory; each finished chunk is written (atomically, with a checksum and the stamp
         of the arguments) before the next one is read back, next to a ``manifest.json`` of the
         arguments. A killed sweep restarted with the same arguments redoes only unfinished or
@@ -101,7 +108,7 @@ def run(
     Raises, before anything is compiled: ``TypeError`` when ``key`` is not one PRNG key;
     ``ValueError`` when ``fn`` imports a compiled module of the user's while traced (an extension
     module outside the installed packages: no digest of source keys it) that ``code`` does not name;
-    ``ValueError`` when ``fn.check_conditions`` refuses a value of an axis;
+    :class:`ConditionRefused` (a ``ValueError``) when ``fn.check_conditions`` refuses a value of an axis;
     ``ValueError`` when a grid axis is not an argument of ``fn`` or ``fn`` has a required argument
     that is not a grid axis, or an output field of ``fn`` has the name of a column the sweep writes
     (an axis, ``seed``, ``index``, a flattened ``name_0``); :class:`tokdyn.io.OutputConflict` when
@@ -168,7 +175,12 @@ def _check_arguments(fn, grid, key, out, collect: bool, part) -> tuple:
     check_signature(fn, grid.names)
     check = getattr(fn, "check_conditions", None)
     if callable(check):  # the run's own ranges (ClusterRun, TrackRun): no NaN rows from a host value
-        check(grid.axes)
+        try:
+            check(grid.axes)
+        except ConditionRefused:
+            raise
+        except ValueError as e:
+            raise ConditionRefused(str(e)) from None
     if part is None:
         part = (jax.process_index(), jax.process_count())
     if (

@@ -126,12 +126,19 @@ STUDY_STAMP = "study.json"  # the stamp of a tokdyn study's directory (tokdyn.ex
 
 
 def _study_stamped(out: str) -> bool:
-    """Whether ``out`` carries a tokdyn study's stamp (a verified :data:`STUDY_STAMP`, written by
-    :func:`tokdyn.io.write_verified`): the study owns that directory and has checked it."""
+    """Whether ``out`` carries a tokdyn study's stamp (a :data:`STUDY_STAMP` whose checksum
+    verifies: JSON with its ``"checksum"``, :func:`tokdyn.io.write_checked_json`, or the older
+    format behind a verification line, :func:`tokdyn.io.write_verified`): the study owns that
+    directory and has checked it."""
     path = os.path.join(out, STUDY_STAMP)
     try:
-        return os.path.isfile(path) and not os.path.islink(path) and io.is_verified(path)
-    except OSError:
+        if not os.path.isfile(path) or os.path.islink(path):
+            return False
+        if io.is_verified(path):
+            return True
+        io.read_checked_json(path)
+        return True
+    except (OSError, io.CorruptFile):
         return False
 
 

@@ -80,9 +80,11 @@ from tokdyn.experiment.study.stamps import (
     differences,
     digest,
     read_stamp,
+    read_stamp_file,
     same_value,
     source_stamp,
     version,
+    write_stamp,
 )
 
 __all__ = [
@@ -126,6 +128,8 @@ __all__ = [
     "same_value",
     "describe",
     "read_stamp",
+    "read_stamp_file",
+    "write_stamp",
     "source_stamp",
     # the lock
     "lock",

@@ -19,7 +19,7 @@ from tokdyn.experiment.study.paths import (
     resolve_inside,
     walk,
 )
-from tokdyn.experiment.study.stamps import read_stamp
+from tokdyn.experiment.study.stamps import read_stamp, read_stamp_file
 
 
 _TEMPORARY = re.compile(r"\.([0-9a-f]{12}|\d+\.[0-9a-f]{8})\.tmp$")  # atomic_write's and stamp_once's
@@ -29,6 +29,14 @@ def _is_verified(path: str) -> bool:
     try:
         return regular_file(path) and io.is_verified(path)
     except OSError:
+        return False
+
+
+def _is_stamp(path: str) -> bool:
+    """Whether ``path`` is a study's stamp whose checksum verifies (either format)."""
+    try:
+        return regular_file(path) and isinstance(read_stamp_file(path), dict)
+    except (io.CorruptFile, OSError, ValueError):
         return False
 
 
@@ -101,6 +109,7 @@ def _tokdyn_files(real: str) -> list[str]:
                 (in_corrupt and (os.path.islink(path) or regular_file(path)))
                 or (_TEMPORARY.search(name) and regular_file(path))
                 or _is_verified(path)
+                or (name == STAMP and _is_stamp(path))  # a study directory's inside this one
                 or drawn_by_tokdyn(path)
             ):
                 found.append(path)

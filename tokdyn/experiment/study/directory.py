@@ -42,6 +42,7 @@ from tokdyn.experiment.study.stamps import (
     read_stamp,
     same_value,
     stamp_once,
+    write_stamp,
 )
 
 
@@ -139,10 +140,7 @@ class Study:
                 check_in_the_way(out, declared, owned_outputs(out))
                 if not set(declared) <= set(old.get("outputs", ())):  # the stamp lists every output declared
                     union = sorted(set(declared) | set(old.get("outputs", ())))
-                    io.write_verified(
-                        os.path.join(out, STAMP),
-                        json.dumps({**old, "outputs": union}, indent=2, sort_keys=True).encode(),
-                    )
+                    write_stamp(os.path.join(out, STAMP), {**old, "outputs": union})
             if fresh:
                 fcntl.flock(fd, fcntl.LOCK_SH)  # the study runs on, like any other, under the shared lock
         except BaseException:
@@ -189,9 +187,7 @@ class Study:
         if merged == extra.get("code"):
             return
         extra["code"] = dict(sorted(merged.items()))
-        io.write_verified(
-            os.path.join(self.out, STAMP), json.dumps({**old, "extra": extra}, indent=2, sort_keys=True).encode()
-        )
+        write_stamp(os.path.join(self.out, STAMP), {**old, "extra": extra})
         self.stamp = {**self.stamp, "extra": {**(self.stamp.get("extra") or {}), "code": extra["code"]}}
 
     def _part_key(self, key) -> str:

@@ -1,7 +1,12 @@
 """A study directory's stamp (``study.json``): what it holds (the study, the configuration, the
 tokdyn version, the stamps of its sources), how two are compared (:func:`conflicts`,
-:func:`differences`), read back (:func:`read_stamp`, :func:`source_stamp`) and written once
-(:func:`stamp_once`)."""
+:func:`differences`), read back (:func:`read_stamp`, :func:`source_stamp`), written once
+(:func:`stamp_once`) and rewritten (:func:`write_stamp`).
+
+The stamp is plain JSON (``json.load`` reads it) with a field ``"checksum"``, the SHA-256 of its
+other fields (:func:`tokdyn.io.write_checked_json`), checked on every read; a stamp of the older
+format (a first line ``TOKDYN-VERIFIED-1 SHA256 LENGTH`` before the JSON,
+:func:`tokdyn.io.write_verified`) is still read, verified the same way."""
 
 from __future__ import annotations
 
@@ -116,6 +121,23 @@ def describe(diffs: Sequence[tuple[str, Any, Any]], limit: int = 8) -> str:
     return "; ".join(shown) + more
 
 
+def write_stamp(path: str, stamp: Mapping) -> str:
+    """Write the stamp ``stamp`` to ``path`` atomically, as JSON with its ``"checksum"``
+    (:func:`tokdyn.io.write_checked_json`)."""
+    if "checksum" in stamp:
+        raise ValueError("a stamp has no field 'checksum' of its own (the file's checksum takes that name)")
+    return io.write_checked_json(path, stamp)
+
+
+def read_stamp_file(path: str) -> dict:
+    """The stamp in the file ``path``: plain JSON with its checksum (:func:`write_stamp`), or the
+    older format behind a verification line (:func:`tokdyn.io.write_verified`); each verified.
+    :class:`tokdyn.io.CorruptFile` naming the file when it cannot be read or fails its check."""
+    if io.is_verified(path):
+        return json.loads(io.read_verified(path))
+    return io.read_checked_json(path)
+
+
 def read_stamp(out: str) -> Optional[dict]:
     """The stamp of the study directory ``out`` (None when it has none); ``OutputConflict`` when the
     stamp cannot be read, fails its checksum or lacks the study's keys: then the directory is not
@@ -126,7 +148,7 @@ def read_stamp(out: str) -> Optional[dict]:
     try:
         if io.not_a_file(path):
             raise io.CorruptFile(path, io.not_a_file(path))
-        stamp = json.loads(io.read_verified(path))
+        stamp = read_stamp_file(path)
     except (io.CorruptFile, ValueError, OSError) as e:
         raise io.OutputConflict(
             f"{path} cannot be read ({e}): {out!r} is not known to be a tokdyn study's directory "
@@ -184,9 +206,8 @@ def stamp_once(out: str, stamp: dict) -> bool:
     processes of one sweep may open a new directory at once). True when this process wrote it."""
     path = os.path.join(out, STAMP)
     tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    data = json.dumps(stamp, indent=2, sort_keys=True).encode()
     try:
-        io.write_verified(tmp, data)
+        write_stamp(tmp, stamp)
     except io.DiskFull as e:  # named by the file it was for
         raise io.DiskFull(path, e.needed, e.free, e.errno) from None
     try:

@@ -18,6 +18,8 @@ The study's parts, one concept a module (every public name is re-exported here:
 - :mod:`~tokdyn.studies.collapse.tables`  the phase diagrams' cells, ``phase.csv``
 - :mod:`~tokdyn.studies.collapse.plots`   the phase diagrams' figures
 - :mod:`~tokdyn.studies.collapse.summary` ``summary.json`` and its printed form
+- :mod:`~tokdyn.studies.collapse.real`    with ``--data``: a trained Slot Attention's encoder features of real
+  scenes (``real_threshold.csv``, ``real_slots.csv``, ``summary.json``'s ``real``)
 
 Here: :func:`run` (the study's computation, part by part), :data:`SPEC` and :func:`main`.
 """
@@ -39,6 +41,7 @@ from tokdyn.studies.collapse.parts import (  # noqa: F401
     phase_parts,
     threshold_part,
 )
+from tokdyn.studies.collapse import real
 from tokdyn.studies.collapse.plots import write_figures
 from tokdyn.studies.collapse.summary import format_summary, summarise
 from tokdyn.studies.collapse.tables import phase_rows, phase_table  # noqa: F401
@@ -57,6 +60,13 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
     with session.timed("phase"):
         ratios, phase, mom, rep = phase_parts(cfg, study, progress=progress)
     summary = summarise(thr, jac, conv, mom, rep, ratios)
+    real_tables = {}
+    if cfg.data:
+        with session.timed("real"):
+            session.say(f"real: a Slot Attention's encoder features of {cfg.data_scenes} scenes of {cfg.data}")
+            real_thr, real_sl = real.real_parts(cfg, study, progress=progress)
+        summary["real"] = real.real_summary(cfg, real_thr, real_sl)
+        real_tables = {"real_threshold.csv": io.to_columns(real_thr), "real_slots.csv": io.to_columns(real_sl)}
     if cfg.preset:  # first in summary.json: which preset, and that its numbers are no findings
         summary = {"preset": cfg.preset, "note": preset_line(cfg), **summary}
     tables = {
@@ -64,6 +74,7 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
         "jacobian_check.csv": io.to_columns(jac),
         "convergence.csv": io.to_columns(conv),
         "phase.csv": io.to_columns(phase_rows(ratios, phase, mom, rep, cfg)),
+        **real_tables,
     }
     return runner.Result(
         tables,
@@ -81,7 +92,14 @@ SPEC = runner.Spec(
     summary=lambda cfg, r: r.data["summary"],
     summary_file="summary.json",
     printed=lambda cfg, r, summary: with_preset_line(cfg, format_summary(summary)),
-    outputs=("threshold_check.csv", "jacobian_check.csv", "convergence.csv", "phase.csv"),
+    outputs=(
+        "threshold_check.csv",
+        "jacobian_check.csv",
+        "convergence.csv",
+        "phase.csv",
+        "real_threshold.csv",
+        "real_slots.csv",
+    ),
     figure_files=("phase_collapse.png", "phase_groups.png", "phase_momentum.png", "phase_repulsion.png"),
     selection=("preset",),
 )  # a label: the same runs with it or without it

@@ -18,6 +18,9 @@ from tokdyn.experiment.study import Estimate
 MAX_STEPS = 2**31 - 1  # a run's step counter is a 32-bit integer
 EXTRA_RATIOS = (0.9, 0.95, 1.05, 1.1)  # added to the threshold check's ratios
 RUN_FIELDS = 7  # outputs of one run (CollapseRun)
+REAL_TRAIN_RATE = 18.0  # rough: model-steps a second of a Slot Attention at 32 x 32, 32 scenes a step, on the
+# reference CPU, taken from the scenes study's (tokdyn.studies.object_discovery.config.LEARNED_RATE); scaled by
+# scenes x pixels a step
 
 
 def ratio_grid(lo, hi, n, extra=()) -> np.ndarray:
@@ -51,6 +54,18 @@ class Config:
       root_seed: root PRNG seed.
       preset: '' or 'quick' (set by --quick: a smoke-sized run; the printed summary's first line
         and summary.json say so).
+      data: '' (the synthetic parts only) or a multi-object dataset's file, or a directory holding
+        one (tokdyn.datasets.multi_object): the real part runs too, on a trained Slot Attention's
+        encoder features of its scenes (tokdyn.studies.collapse.real).
+      data_scenes: scenes measured (the first of the file with 1 to data_max_objects visible objects).
+      data_pool: scenes that train the Slot Attention (the next ones).
+      data_max_objects: most visible objects of a scene taken (the model has one slot more).
+      data_size: image side the scenes are resized to.
+      data_steps: the Slot Attention's training steps (a multiple of 100, or fewer than 100).
+      data_batch: scenes a training step.
+      data_learning_rate: its peak Adam learning rate.
+      data_points: encoder features drawn from each measured scene as its point cloud (of its
+        data_size^2).
     """
 
     shapes: tuple = ("blobs2", "aniso2", "overlap4", "blobs8")
@@ -72,6 +87,15 @@ class Config:
     convergence_runs: int = 64
     root_seed: int = 0
     preset: str = ""  # a label only: left out of the directory's stamp (SPEC.selection)
+    data: str = ""
+    data_scenes: int = 8
+    data_pool: int = 512
+    data_max_objects: int = 6
+    data_size: int = 32
+    data_steps: int = 2000
+    data_batch: int = 32
+    data_learning_rate: float = 4e-4
+    data_points: int = 256
 
     def validate(self) -> "Config":
         """Check every field (``n_points`` a multiple of 12, token counts at most ``n_points``); raise
@@ -104,14 +128,40 @@ class Config:
             if max(getattr(self, name)) > self.n_points:
                 raise ValueError(f"{name} must not exceed n_points={self.n_points}, got {getattr(self, name)}")
         _checks.choice("preset", self.preset, PRESETS)
+        self._check_data()
         return self
+
+    def _check_data(self) -> None:
+        """The real part's fields; ``data`` a multi-object dataset's file (read only when the study runs)."""
+        if not isinstance(self.data, str):
+            raise TypeError(f"data must be a path (a str), got {self.data!r}")
+        for name in ("data_scenes", "data_pool", "data_max_objects", "data_size", "data_steps", "data_batch"):
+            _checks.positive_int(name, getattr(self, name))
+        _checks.positive_int("data_points", self.data_points, minimum=max(self.n_tokens))
+        _checks.real("data_learning_rate", self.data_learning_rate, low=0.0, low_open=True)
+        if self.data_steps > 100 and self.data_steps % 100:
+            raise ValueError(f"data_steps must be a multiple of 100 (or fewer than 100), got {self.data_steps}")
+        if not self.data:
+            return
+        from tokdyn.datasets import multi_object
+
+        try:
+            dataset, _ = multi_object.locate(self.data)
+        except FileNotFoundError as e:
+            raise ValueError(f"data: {e}") from None
+        if self.data_max_objects > dataset.max_objects:
+            raise ValueError(
+                f"data_max_objects must be at most {dataset.max_objects} with data={self.data!r} ({dataset.file}'s "
+                f"scenes hold at most {dataset.max_objects} objects), got {self.data_max_objects}"
+            )
 
     @classmethod
     def quick(cls) -> "Config":
         """The quick preset (``--quick``, well under a minute on 2 cores): 2 shapes x 2 token counts,
         7 ratios x 4 seeds in the threshold check, 2 noise levels x 2 token counts, 2 momenta and 2
         repulsions x 5 ratios x 2 seeds in the diagrams, 500 steps. A smoke run: its numbers are
-        not the study's findings (its summary says so)."""
+        not the study's findings (its summary says so). With ``data``: 2 measured scenes of 16 x 16 and a
+        Slot Attention trained for 20 steps on 16 scenes, 64 features a scene."""
         return cls(
             shapes=("blobs2", "overlap4"),
             n_tokens=(2, 4),
@@ -126,6 +176,12 @@ class Config:
             phase_seeds=2,
             phase_ratios=5,
             convergence_runs=8,
+            data_scenes=2,
+            data_pool=16,
+            data_size=16,
+            data_steps=20,
+            data_batch=4,
+            data_points=64,
             preset="quick",
         )
 
@@ -188,12 +244,20 @@ class Config:
             seconds += n * step * ((1 - slow) * min(self.n_steps, 300) + slow * self.n_steps)
         seconds += self.convergence_runs * (0.05 + 2000 * 3 * 2 * self.n_points * 2e-9)
         host = 12 * len(self.shapes) * jac**3 * 1e-9 + 10.0 * len(self.sweeps())  # eigenvalues, compiles
+        work = {"dynamics": seconds, "host": host}
+        if self.data:  # the real part: the model's training, the runs on its features (a 32-wide encoder)
+            step = self.data_steps * self.data_batch * self.data_size**2 / (32 * 32**2) / REAL_TRAIN_RATE
+            work["training"] = step
+            runs_real = self.data_scenes * len(self.n_tokens) * (self.n_ratios + len(EXTRA_RATIOS)) * self.seeds
+            work["dynamics"] += runs_real * self.data_points * max(self.n_tokens) * 32 * 2e-9 * min(self.n_steps, 300)
+            work["host"] += 30.0  # reading the scenes, compiling the model and the runs
+            runs += runs_real + 1
         option = max(need, key=need.get)
         return Estimate(
             memory=need[option],
             option=option,
             models=runs + self.convergence_runs,
-            work={"dynamics": seconds, "host": host},
+            work=work,
         )
 
     def ratios(self) -> np.ndarray:

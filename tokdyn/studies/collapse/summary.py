@@ -70,4 +70,14 @@ def format_summary(s: dict) -> str:
         "repulsion: non-converged above 3.1 tau_c "
         + ", ".join(f"{k}: {v:.2f}" for k, v in s["repulsion_nonconverged_rate_above_3tc"].items()),
     ]
+    if "real" in s:
+        r = s["real"]
+        lines += [
+            f"real scenes ({r['scenes']} of {r['data']}), encoder features: max |tau_50 / tau_c - 1| = "
+            f"{r['threshold_max_abs_rel_error']:.3f} ({r['threshold_never_crossed']} never crossed 1/2); collapse "
+            f"rate <= 0.9 tau_c {r['rate_below_mean']:.2f}, >= 1.1 tau_c {r['rate_above_mean']:.2f}",
+            f"real scenes, the trained Slot Attention: duplicate slots {r['slot_duplicates_mean']:.2f} a scene "
+            f"(scenes with one: {r['scenes_with_duplicate_slots']:.2f}), unused {r['slot_unused_mean']:.2f}, FG-ARI "
+            f"{r['slot_fg_ari_mean']:.2f}",
+        ]
     return "\n".join(lines)

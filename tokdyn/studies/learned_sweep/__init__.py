@@ -22,11 +22,15 @@ quarter of the device's free memory, from XLA's memory analysis of the training 
 :func:`~tokdyn.studies.learned_sweep.running.chunk_size`); ``--lanes`` models vmapped at once (64
 on CPU, the whole chunk on an accelerator).
 
-Afterwards ``DIR`` holds ``conditions.csv`` (per condition, each metric's mean over seeds with a
-95% percentile bootstrap interval, the models left out for a non-finite metric), ``paired.csv``
+Afterwards ``DIR`` holds ``conditions.csv`` (per condition, each metric's mean over seeds with its
+95% interval, the models left out for a non-finite metric), ``paired.csv``
 (each condition against the ``--baseline`` condition, metric by metric, paired by seed: the mean
 difference with its bootstrap interval, t, p, Holm's p, d_z; :mod:`tokdyn.experiment.paired`, the
-token-dynamics sweep's paired comparisons) and ``report.md``.
+token-dynamics sweep's paired comparisons), ``report.md`` (the whole grid, each axis with where it
+came from; the best condition, chosen on one half of the seeds and estimated on the other; the
+tables) and, unless ``--no-plots``, ``plots/loss.png`` (each condition's training loss) and
+``plots/by_AXIS.png`` (every metric against each axis, with its intervals). Every interval over
+seeds follows the findings' rule (:data:`tokdyn.experiment.findings.INTERVALS`).
 
 The parts, one concept a module (every public name re-exported here):
 
@@ -37,6 +41,7 @@ The parts, one concept a module (every public name re-exported here):
 - :mod:`~tokdyn.studies.learned_sweep.config`    :class:`SweepConfig`, :func:`make_config` (each model's ``Config``)
 - :mod:`~tokdyn.studies.learned_sweep.running`   :func:`run_sweep`, :func:`chunk_size`, the runner's hook, :func:`make_spec`
 - :mod:`~tokdyn.studies.learned_sweep.report`    :func:`analysis`: the tables and ``report.md``
+- :mod:`~tokdyn.studies.learned_sweep.plots`     the figures: :func:`~tokdyn.studies.learned_sweep.plots.plot_jobs`
 - :mod:`~tokdyn.studies.learned_sweep.vtae`      the command ``tokdyn sweep vtae``: its ``Config``, ``SPEC``, ``main``
 - :mod:`~tokdyn.studies.learned_sweep.slots`     the command ``tokdyn sweep slots`` (Slot Attention on sprite scenes)
 - :mod:`~tokdyn.studies.learned_sweep.iodine`    the command ``tokdyn sweep iodine`` (IODINE on the same scenes)
@@ -67,10 +72,11 @@ from tokdyn.studies.learned_sweep.catalogue import (  # noqa: F401
 )
 from tokdyn.studies.learned_sweep.config import CPU_LANES, SweepConfig, make_config  # noqa: F401
 from tokdyn.studies.learned_sweep.grammar import score_text, sweep_data, sweep_sentences  # noqa: F401
-from tokdyn.studies.learned_sweep.model import EVAL_SALT, LearnedModel, TrainRun  # noqa: F401
+from tokdyn.studies.learned_sweep.model import EVAL_SALT, LOSS_CURVE, LearnedModel, TrainRun  # noqa: F401
 from tokdyn.studies.learned_sweep.report import (  # noqa: F401
     analysis,
     baseline_row,
+    best_setting,
     condition_label,
     printed,
     report_text,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from tokdyn.experiment.findings import RATE, SCORE
 from tokdyn.models import iodine, savi, sequence, slots, vtae
 from tokdyn.models.latent import evaluation as latent_evaluation
 from tokdyn.models.latent import tasks as latent_tasks
@@ -38,6 +39,7 @@ VTAE = LearnedModel(
     inputs=vtae.inputs,
     evaluate=vtae_evaluate,
     metrics=("accuracy", "collapsed", "dominant_freq", "loss", "uniqueness", "code_perplexity", "sensitivity_kl"),
+    bounds=(("accuracy", RATE), ("collapsed", RATE), ("dominant_freq", RATE), ("uniqueness", RATE)),
     axes=(("learning_rate", "3e-4,3e-3,3e-2"), ("tau_end", "0.1,1")),
     quick_axes=(("learning_rate", "3e-3,3e-2"),),
     rate=50000.0,  # ~52,000 model-steps/s at 64 seeds on two CPU cores (benchmarks)
@@ -84,6 +86,7 @@ SLOTS = LearnedModel(
     inputs=sprites.scene_pool,
     evaluate=slots_evaluate,
     metrics=("fg_ari", "miou", "mse"),
+    bounds=(("fg_ari", SCORE), ("miou", RATE)),
     axes=(("learning_rate", "1e-4,4e-4,1e-3"),),
     quick_axes=(("learning_rate", "4e-4,2e-3"),),
     # one model at a time on two CPU cores: the scenes study's Slot Attention (a larger slot size)
@@ -132,6 +135,7 @@ IODINE = LearnedModel(
     inputs=sprites.scene_pool,
     evaluate=iodine_evaluate,
     metrics=("fg_ari", "miou", "mse"),
+    bounds=(("fg_ari", SCORE), ("miou", RATE)),
     axes=(("learning_rate", "1e-4,3e-4,1e-3"),),
     quick_axes=(("learning_rate", "3e-4,1e-3"),),
     # one model at a time at the default shape on our two CPU cores (2026-11-27, load average 3-4):
@@ -182,6 +186,7 @@ SAVI = LearnedModel(
     inputs=sprites.video_pool,
     evaluate=savi_evaluate,
     metrics=("video_ari", "frame_ari", "mse"),
+    bounds=(("video_ari", SCORE), ("frame_ari", SCORE)),
     axes=(("learning_rate", "1e-3,2e-3,4e-3"),),
     quick_axes=(("learning_rate", "2e-3,4e-3"),),
     # one model at a time at the default shape on our two CPU cores (2026-11-27, load average 3-4):
@@ -246,6 +251,7 @@ GRID_DIFFUSION = LearnedModel(
     evaluate=grid_diffusion_evaluate,
     metrics=("grammatical_sentences", "grammatical_bigrams", "valid", "nll"),
     metrics_of=grammar.metrics_of,
+    bounds=tuple((m, RATE) for m in grammar.TEXT_METRICS),
     check=grammar.check,
     axes=(("learning_rate", "1e-3,2e-3,4e-3"), ("lam", "0.01,0.1")),
     quick_axes=(("learning_rate", "2e-3,4e-3"),),
@@ -333,6 +339,7 @@ LATENT_REASONING = LearnedModel(
     inputs=reasoner_pool,
     evaluate=reasoner_evaluate,
     metrics=("all", *latent_tasks.FAMILIES, "caption_exact"),
+    bounds=tuple((m, RATE) for m in ("all", *latent_tasks.FAMILIES, "caption_exact")),
     metrics_of=reasoner_metrics,
     axes=(("learning_rate", "3e-4,1e-3,3e-3"), ("weight_decay", "0.01,0.1")),
     quick_axes=(("learning_rate", "1e-3,3e-3"),),

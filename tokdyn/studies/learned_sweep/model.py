@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from tokdyn import train
 
+LOSS_CURVE = "loss_curve"  # the output of a run that holds its training loss, per call of steps_per_call steps
 EVAL_SALT = 0x5E7A  # the evaluation's key: fold_in(the run's key, EVAL_SALT), apart from the training's draws
 
 
@@ -37,7 +38,8 @@ class LearnedModel:
         compiled program: it depends on the configuration alone).
       evaluate: ``evaluate(key, params, config, hparams, data) -> {metric: scalar}`` of one
         trained model (traceable).
-      metrics: the metrics the report shows, the first its headline.
+      metrics: the metrics the report shows, the first its headline: the best setting is the one
+        with its highest mean (every model's headline is a score or an accuracy: higher is better).
       metrics_of: ``metrics_of(config) -> metrics``: those of ``metrics`` that ``evaluate`` reports
         for a model of ``config``, where that depends on the configuration (a likelihood that a
         continuous model does not have); None: every one of ``metrics``.
@@ -54,6 +56,9 @@ class LearnedModel:
         None: :data:`~tokdyn.studies.learned_sweep.config.CPU_LANES`. A model whose vmapped
         training XLA:CPU compiles too slowly (convolutions: Slot Attention) takes 1, one model
         after another in the same compiled program.
+      bounds: ``((metric, (low, high)), ...)``: the ranges of the bounded metrics (a share, an
+        accuracy, an ARI), so that their intervals over seeds stay inside them (the findings' rule,
+        :func:`tokdyn.experiment.findings.seed_interval`); a metric not named is unbounded.
       check: ``check(config)``: the checks of the model's configuration that the sweep's data
         and evaluation add to the configuration's own ``validate()`` (raising ``ValueError`` naming
         the field), run before anything is traced; None: none.
@@ -76,6 +81,7 @@ class LearnedModel:
     cpu_lanes: int | None = None
     metrics_of: Callable | None = None
     check: Callable | None = None
+    bounds: tuple = ()
 
     @property
     def knobs(self) -> tuple:
@@ -109,18 +115,22 @@ class TrainRun:
         defaults = jax.tree_util.tree_map(lambda v: jnp.asarray(v, jnp.float32), self.model.hparams)
         return dataclasses.replace(defaults, **{k: jnp.asarray(v, jnp.float32) for k, v in knobs.items()})
 
-    def outputs(self, key, hparams, state) -> dict:
+    def outputs(self, key, hparams, state, curves=None) -> dict:
         """The evaluation of one trained model (its ``state``, a :class:`tokdyn.train.TrainState`)
-        as float32 scalars, and ``skipped``: the steps it skipped as non-finite."""
+        as float32 scalars, ``skipped``: the steps it skipped as non-finite, and with ``curves``
+        (:func:`tokdyn.train.make_train`'s) ``loss_curve``: the training loss, its mean over each
+        call of ``steps_per_call`` steps, (calls,) float32 (the sweep's figures draw it)."""
         data = self.model.inputs(self.config)
         k_eval = jax.random.fold_in(key, EVAL_SALT)
         scores = self.model.evaluate(k_eval, state.params, self.config, hparams, data)
         out = {k: jnp.asarray(v, jnp.float32) for k, v in scores.items()}
         out["skipped"] = jnp.asarray(state.skipped, jnp.float32)
+        if curves is not None:
+            out[LOSS_CURVE] = jnp.asarray(curves["loss"], jnp.float32)
         return out
 
     def __call__(self, key, **knobs) -> dict:
         hp = self.hparams(**knobs)
         data = self.model.inputs(self.config)
-        state, _ = train.make_train(self.model.trainer(self.config))(key, hp, data)
-        return self.outputs(key, hp, state)
+        state, curves = train.make_train(self.model.trainer(self.config))(key, hp, data)
+        return self.outputs(key, hp, state, curves)

@@ -14,6 +14,7 @@ import numpy as np
 
 from tokdyn.engine import execute, sweep
 from tokdyn.experiment import runner
+from tokdyn.studies.learned_sweep import plots
 from tokdyn.studies.learned_sweep.report import analysis, printed
 
 
@@ -85,7 +86,7 @@ def run(session: runner.Session, cfg) -> runner.Result:
 def make_spec(model, config: type) -> runner.Spec:
     """The study of the sweep of ``model`` (its ``Config``: ``config``, :func:`~tokdyn.studies.learned_sweep.config.make_config`)
     as a value: named ``NAME-sweep``, its tables ``conditions.csv`` and ``paired.csv``, its
-    summary ``report.md``."""
+    summary ``report.md``, its figures in ``plots/`` (:mod:`~tokdyn.studies.learned_sweep.plots`)."""
     return runner.Spec(
         name=f"{model.name}-sweep",
         config=config,
@@ -95,4 +96,6 @@ def make_spec(model, config: type) -> runner.Spec:
         preset=None,  # report.md says it
         printed=printed,
         outputs=("conditions.csv", "paired.csv"),
+        figures=plots.draw,
+        figure_files=plots.FIGURE_FILES,
     )

@@ -17,7 +17,7 @@ The study's parts, one concept a module (every public name is re-exported here:
 - :mod:`~tokdyn.studies.token_dynamics.simulation` :func:`simulate`: every run, one engine sweep per task
 - :mod:`~tokdyn.studies.token_dynamics.tables`     ``summary.csv``, ``overall.csv``, ``stat_tests.json`` from the runs
 - :mod:`~tokdyn.studies.token_dynamics.published`  the published figures and findings 1a/1b
-- :mod:`~tokdyn.studies.token_dynamics.report`     the printed tables
+- :mod:`~tokdyn.studies.token_dynamics.report`     the tables printed and ``summary.md`` (every table)
 - :mod:`~tokdyn.studies.token_dynamics.plots`      the figures
 
 Here: :func:`run` (the study's computation), :data:`SPEC` and :func:`main`.
@@ -25,9 +25,11 @@ Here: :func:`run` (the study's computation), :data:`SPEC` and :func:`main`.
 
 from __future__ import annotations
 
+import os
+
 from tokdyn import io
 from tokdyn.engine import sweep
-from tokdyn.experiment import runner
+from tokdyn.experiment import presets, runner
 from tokdyn.experiment.findings import Finding, judge
 from tokdyn.stats import figures
 
@@ -43,7 +45,7 @@ from tokdyn.studies.token_dynamics.published import (  # noqa: F401
     published_findings,
     published_rows,
 )
-from tokdyn.studies.token_dynamics.report import format_tables
+from tokdyn.studies.token_dynamics.report import format_tables, summary_markdown
 from tokdyn.studies.token_dynamics.simulation import simulate
 from tokdyn.studies.token_dynamics.tables import finite_runs, stat_tests, summarise  # noqa: F401
 
@@ -97,17 +99,18 @@ SPEC = runner.Spec(
     config=Config,
     run=run,
     figures=lambda session, cfg, r: [figures.draw(job) for job in plot_jobs(session.out, cfg, r.data["summary"])],
-    summary=lambda cfg, r: format_tables(r.data["overall"], r.data["summary"], r.data["tests"]),
+    summary=lambda cfg, r: summary_markdown(r.data["overall"], r.data["summary"], r.data["tests"]),
     printed=lambda cfg, r, text: (
-        f"{text}\n\n{r.data['timings']['n_runs']} runs in "
+        f"{presets.with_preset_line(cfg, format_tables(r.data['overall'], r.data['summary'], r.data['tests']))}\n\n"
+        f"{r.data['timings']['n_runs']} runs in "
         f"{r.data['timings']['simulate_s']:.2f} s (compile included); "
-        f"outputs in {r.data['out']}"
+        f"outputs in {r.data['out']}; every table in {os.path.join(r.data['out'], 'summary.md')}"
     ),
     findings=findings,
     outputs=("runs.csv", "summary.csv", "overall.csv", "stat_tests.json"),
     figure_files=("plots/ari_mean.png", "plots/steps_mean.png", "plots/collapsed_rate.png"),
     selection=("preset",),  # a label: the same runs with it or without it
-    summary_file=None,
+    summary_file="summary.md",
     headline="overall.csv",
     check=lambda session, cfg: cfg.validate(session.options.get("rules")),
     stamp_extra=lambda session, cfg: _rules_record(session.options.get("rules")),

@@ -11,7 +11,7 @@ import numpy as np
 from tokdyn import io
 from tokdyn.experiment import findings as experiment_findings
 from tokdyn.experiment import paired, runner
-from tokdyn.stats import figures, inference, summary
+from tokdyn.stats import figures, summary
 from tokdyn.studies.token_dynamics_sweep.config import METRICS, SETTING_METRICS, Config, Group
 from tokdyn.studies.token_dynamics_sweep.plots import plot_jobs
 from tokdyn.studies.token_dynamics_sweep.tables import TABLES, tables_entry
@@ -67,8 +67,8 @@ def analysis(out: str, cfg: Config, *, seconds: float | None = None, top: int = 
     that a later reader such as :func:`~tokdyn.studies.token_dynamics_sweep.plots.heatmap` can tell
     it is the table written here), ``settings.csv`` and ``pareto.csv``, and ``report.md``'s text. A
     sweep of several rules (:meth:`Config.groups`) is summarised per rule and merged into one table
-    each, every method by its name (``method_name``; ``method`` its index); its settings share the
-    bootstrap resamples over seeds, and report.md compares each method's best setting with the
+    each, every method by its name (``method_name``; ``method`` its index); the intervals over seeds
+    follow the findings' rule (:data:`tokdyn.experiment.findings.INTERVALS`), and report.md compares each method's best setting with the
     first method's, paired by seed. A run with a non-finite metric (NaN or ±inf) is left out of
     every figure and counted (``nonfinite`` per condition and setting, ``{metric}_nan`` per
     metric); report.md marks the conditions that had such runs.
@@ -105,6 +105,7 @@ def analysis(out: str, cfg: Config, *, seconds: float | None = None, top: int = 
                     SETTING_METRICS,
                     n_resamples=cfg.n_resamples,
                     require_finite=METRICS,
+                    interval=paired.interval_rule(bounds(cfg), cfg.n_resamples),
                 ),
                 group,
             )
@@ -124,14 +125,14 @@ def analysis(out: str, cfg: Config, *, seconds: float | None = None, top: int = 
     ranked = np.argsort(-score, kind="stable")
     ranked = ranked[eligible[ranked]]  # the settings that may be best, best mean ARI first
     choice = honest_best(seed_values, eligible, cfg, rows=np.arange(len(eligible)))
-    paired = _paired_lines(cfg, tab, seed_values, eligible)
+    paired_lines = _paired_lines(cfg, tab, seed_values, eligible)
     tables = {
         "summary.csv": cond,
         TABLES: lambda: tables_entry(out, "summary.csv"),
         "settings.csv": tab,
         "pareto.csv": {k: np.asarray(v)[order] for k, v in tab.items()},
     }
-    report = report_text(cfg, tab, ranked, front_rows, cond, seconds, top, paired, choice)
+    report = report_text(cfg, tab, ranked, front_rows, cond, seconds, top, paired_lines, choice)
     best = dict(io.to_rows(tab, [choice["row"]])[0], **choice["estimate"]) if choice["row"] is not None else {}
     return runner.Result(
         tables,
@@ -191,70 +192,52 @@ def eligible_settings(tab: dict, cfg: Config) -> np.ndarray:
     return np.ones(nonfinite.shape, bool) if cfg.best_over_nonfinite else nonfinite == 0
 
 
-def seed_halves(seeds: int) -> tuple:
-    """``(choose, estimate)``: the seed indices on which a best setting is chosen (the first half)
-    and those on which it is estimated (the rest); with fewer than 4 seeds both are all seeds (no
-    half holds 2 seeds: the best setting is chosen and estimated on the same seeds)."""
-    every = np.arange(seeds)
-    if seeds < 4:
-        return every, every
-    return every[: seeds // 2], every[seeds // 2 :]
+seed_halves = paired.seed_halves
+
+# the ranges of the bounded metrics, for their intervals over seeds (the findings' rule)
+BOUNDS = {
+    "ari": experiment_findings.SCORE,
+    "collapsed": experiment_findings.RATE,
+    "converged": experiment_findings.RATE,
+}
+
+
+def bounds(cfg: Config) -> dict:
+    """``{metric: (low, high)}``: :data:`BOUNDS` and ``steps``, in ``[0, cfg.n_steps]``."""
+    return dict(BOUNDS, steps=(0.0, float(cfg.n_steps)))
 
 
 def honest_best(values: dict, eligible: np.ndarray, cfg: Config, rows) -> dict:
     """The best of the settings ``rows`` by mean ARI, chosen on one half of the seeds and estimated
-    on the other (:func:`seed_halves`), among the ``eligible`` ones; so that its estimate is not
-    inflated by the choice among many settings.
+    on the other (:func:`tokdyn.experiment.paired.seed_halves`), among the ``eligible`` ones; so
+    that its estimate is not inflated by the choice among many settings
+    (:func:`tokdyn.experiment.paired.held_out_best`).
 
     Args:
       values: the per-seed ARI and steps, (S, seeds) each.
       eligible: (S,) bool, the settings that may be chosen (:func:`eligible_settings`).
-      cfg: the sweep's :class:`Config` (``seeds``, ``n_resamples``).
+      cfg: the sweep's :class:`Config` (``n_resamples``).
       rows: the candidate settings (indices into S).
 
     Returns:
       ``{"row": the chosen setting (None when no eligible setting has a finite mean on the choosing
-      seeds), "choose": seed indices, "estimate": {"ari_heldout_mean", "ari_heldout_low",
-      "ari_heldout_high", "steps_heldout_mean", ..., "heldout_seeds"}, "split": whether the halves
-      differ}``: the estimate is the mean over the estimating seeds with a 95% percentile bootstrap.
+      seeds), "choose": seed indices, "held": seed indices, "estimate": {"ari_heldout_mean",
+      "ari_heldout_low", "ari_heldout_high", "steps_heldout_mean", ..., "heldout_seeds"}, "split":
+      whether the halves differ}``: the estimate is the mean over the estimating seeds with its 95%
+      interval (:func:`tokdyn.experiment.findings.seed_interval`).
     """
-    choose, held = seed_halves(cfg.seeds)
-    rows = np.asarray(rows, np.int64)
-    rows = rows[eligible[rows]]
-    ari = values["ari"][rows][:, choose]
-    with np.errstate(invalid="ignore"):
-        means = np.where(np.isfinite(ari).any(1), np.nanmean(np.where(np.isfinite(ari), ari, np.nan), 1), -np.inf)
-    out = dict(row=None, choose=choose, held=held, split=len(choose) < cfg.seeds, estimate={})
-    if rows.size == 0 or not np.isfinite(means).any():
-        return out
-    row = int(rows[np.argmax(means)])
-    est = {}
-    for f in ("ari", "steps"):
-        v = values[f][row][held]
-        v = v[np.isfinite(v)]
-        lo = hi = float("nan")
-        if v.size >= 2 and not np.all(v == v[0]):
-            lo, hi = (float(x) for x in inference.bootstrap_ci(v, seed=0, n_resamples=cfg.n_resamples))
-        elif v.size >= 2:
-            lo = hi = float(v[0])
-        est.update(
-            {
-                f"{f}_heldout_mean": float(v.mean()) if v.size else float("nan"),
-                f"{f}_heldout_low": lo,
-                f"{f}_heldout_high": hi,
-            }
-        )
-    est["heldout_seeds"] = int(np.isfinite(values["ari"][row][held]).sum())
-    out.update(row=row, estimate=est)
-    return out
+    return paired.held_out_best(
+        values, "ari", eligible, rows, estimate=("ari", "steps"), bounds=bounds(cfg), n_resamples=cfg.n_resamples
+    )
 
 
 def _paired_lines(cfg: Config, tab: dict, values: dict, eligible: np.ndarray) -> list:
     """report.md's paired comparison: each method's best setting (by mean ARI on the choosing half
     of the seeds, among its eligible settings: :func:`honest_best`) against the first method's, on
     the other half, the difference per seed (each seed's mean over the data axes: common random
-    numbers pair them): the mean difference with a 95% percentile bootstrap over seeds, then the
-    paired t-test's t and p, Holm's p over every comparison of the table (ARI and steps), d_z, and
+    numbers pair them): the mean difference with its 95% interval over seeds (the findings' rule),
+    then the paired t-test's t and p, Holm's p over the comparisons of the table (ARI and steps)
+    that have a p, d_z, and
     a difference below the metric's practical threshold
     (:data:`tokdyn.experiment.findings.NEGLIGIBLE`) marked negligible
     (:func:`tokdyn.experiment.paired.paired_tests`). [] unless the sweep has two methods or more
@@ -269,7 +252,9 @@ def _paired_lines(cfg: Config, tab: dict, values: dict, eligible: np.ndarray) ->
         return title + [f"{names[0]} has no eligible setting with a finite run: no comparison."]
     held, ref = best[0]["held"], best[0]["row"]
     pairs = [(best[m]["row"], ref) for m in range(1, len(names)) if best[m]["row"] is not None]
-    tests = paired.paired_tests(values, pairs, ("ari", "steps"), seeds=held, n_resamples=cfg.n_resamples)
+    tests = paired.paired_tests(
+        values, pairs, ("ari", "steps"), seeds=held, n_resamples=cfg.n_resamples, bounds=bounds(cfg)
+    )
     seeds_text = (
         f"the other half of the seeds ({_seed_range(held)}; each best setting chosen on {_seed_range(best[0]['choose'])})"
         if best[0]["split"]
@@ -280,8 +265,9 @@ def _paired_lines(cfg: Config, tab: dict, values: dict, eligible: np.ndarray) ->
         "",
         f"Differences per seed (method minus {names[0]}, each seed's mean over the data axes: common random "
         f"numbers pair them) on {seeds_text}; a seed where either side had no finite run is dropped. Each cell: "
-        "the mean difference Δ with its 95% percentile bootstrap over seeds, then the paired t-test's t and p, "
-        f"Holm's p over the {len(tests)} tests of this table, and d_z; a difference below the practical threshold "
+        f"the mean difference Δ with its 95% interval over seeds ({experiment_findings.intervals_text(cfg.n_resamples)}), then the "
+        f"paired t-test's t and p, Holm's p over {paired.holm_words(tests)}, and d_z; a difference below the "
+        "practical threshold "
         f"(ARI {experiment_findings.NEGLIGIBLE['ari']:g}, steps {experiment_findings.NEGLIGIBLE['steps']:g}) is negligible whatever its p.",
         "",
         "| method | best setting | ARI | steps | seeds |",
@@ -371,8 +357,12 @@ def _intro_lines(cfg: Config, seconds) -> list:
         + (", ".join(cfg.rule_axes()) or "none")
         + "), pooled over the data axes ("
         + (", ".join(cfg.data_axes()) or "none")
-        + "). Intervals are 95% percentile "
-        "bootstraps over seeds (common random numbers: every setting saw the same data per seed).",
+        + f"). Intervals: {experiment_findings.intervals_text(cfg.n_resamples)} (common random numbers: every setting saw the same "
+        "data per seed).",
+        "",
+        *paired.grid_lines(cfg, cfg.axes(), given={k: "given (--knob)" for k, _ in cfg.knob_axes()}),
+        "A knob of the built-in rule that is no axis runs at each method's value (tokdyn.dynamics.METHODS), "
+        "else its default.",
         "",
     ]
 

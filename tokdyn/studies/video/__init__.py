@@ -88,6 +88,7 @@ from tokdyn.experiment.presets import with_preset_line
 
 # (importing the parts binds each as an attribute: tokdyn.studies.video.learned, ...)
 from tokdyn.studies.video.config import (  # noqa: F401
+    DATA,
     LEARNED,
     RUN_RATE,
     SAVI_FIXED_S,
@@ -126,6 +127,7 @@ from tokdyn.studies.video.scoring import (  # noqa: F401
     example,
     make_videos,
     named_key,
+    real_clips,
     run_columns,
     scenario_runs,
     score,
@@ -199,7 +201,16 @@ def summary(cfg: Config, result: runner.Result) -> str:
     """``summary.md``: the scores per scenario and condition, the collapse rates per frame class,
     the tests significant after Holm."""
     iv = lambda r, k: experiment_findings.interval(r[k], r[f"{k}_low"], r[f"{k}_high"])  # noqa: E731
-    lines = [
+    lines = []
+    if cfg.data:
+        lines += [
+            f"On the videos of {cfg.data} (MOVi's train split: the videos with {cfg.objects} objects in file order, "
+            f"their first {cfg.frames} frames at {cfg.size} x {cfg.size}; tokdyn.datasets.clips), not the sprite "
+            "videos. MOVi has no unoccluded masks: no frame is classed overlap, and an object wholly hidden counts "
+            "as out of view.",
+            "",
+        ]
+    lines += [
         "## Identity (means over seeds, 95% intervals)",
         "",
         experiment_findings.INTERVALS + ".",

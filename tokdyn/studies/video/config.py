@@ -14,6 +14,7 @@ from tokdyn.models import savi
 
 STUDY = "video"
 SCENARIOS = ("occlusion", "collisions", "leaving")
+DATA = "data"  # the one scenario of a run on a dataset's videos (Config.data)
 SEP = "+sep"  # the suffix of a condition with the separation push
 LEARNED = "savi-"  # the prefix of a learned condition: savi-<predictor of tokdyn.models.savi>
 SAVI_RATE = 2.6  # model-steps a second of the learned arm on the reference CPU, all of a predictor's models
@@ -67,6 +68,12 @@ class Config:
       learning_rate: the learned models' peak Adam learning rate.
       root_seed: root PRNG seed.
       preset: '' or 'quick' (set by --quick: a smoke-sized run; summary.md's first line says so).
+      data: '' (the synthetic sprite videos) or a directory holding a MOVi variant's train shards
+        (tokdyn.datasets.movi; or one shard): the study's videos are then its videos with exactly
+        objects objects, in file order (seed s the n_videos from s * n_videos), cut to frames frames
+        and resized to size (tokdyn.datasets.clips), as the one scenario data; the default scenarios
+        and learned become (data,) and () (the learned arm trains on sprite videos, so it is refused
+        with data).
     """
 
     SEQUENCES = ("scale", "speed")  # (low, high) ranges, not sets of conditions: a value may repeat (cli.check_repeats)
@@ -101,6 +108,14 @@ class Config:
     learning_rate: float = 2e-3
     root_seed: int = 0
     preset: str = ""
+    data: str = ""
+
+    def __post_init__(self):
+        if self.data and isinstance(self.data, str):  # the defaults that have no meaning on a dataset's videos
+            if self.scenarios == SCENARIOS:
+                object.__setattr__(self, "scenarios", (DATA,))
+            if self.learned == savi.PREDICTORS:
+                object.__setattr__(self, "learned", ())
 
     @classmethod
     def quick(cls) -> "Config":
@@ -129,7 +144,8 @@ class Config:
         if self.size < 4:
             raise ValueError(f"size must be >= 4 pixels, got {self.size}")
         _checks.seed("root_seed", self.root_seed)
-        for name, allowed in (("scenarios", SCENARIOS), ("predictors", tuple(tracking.PREDICTORS))):
+        scenarios = (DATA,) if self.data else SCENARIOS
+        for name, allowed in (("scenarios", scenarios), ("predictors", tuple(tracking.PREDICTORS))):
             value = getattr(self, name)
             if not isinstance(value, tuple) or not value:
                 raise ValueError(f"{name} must list at least one of {', '.join(allowed)}, got {value!r}")
@@ -159,7 +175,46 @@ class Config:
         _checks.choice("preset", self.preset, PRESETS)
         if self.size * self.size < self.objects + 1:
             raise ValueError(f"size={self.size} gives fewer pixels than tokens ({self.objects + 1})")
+        self._check_data()
         return self
+
+    def _check_data(self) -> None:
+        """``data``: '' or a directory (or shard) holding MOVi's train shards; no learned arm with it.
+        A CLEVRER directory is refused: CLEVRER publishes no per-pixel object masks, and every score
+        of the study needs the true track ids of the pixels."""
+        if not isinstance(self.data, str):
+            raise TypeError(f"data must be a path (a str), got {self.data!r}")
+        if not self.data:
+            return
+        import os
+
+        from tokdyn.datasets import movi
+
+        if self.learned:
+            raise ValueError(
+                f"learned must be empty with data={self.data!r} (the learned arm trains on the sprite videos), "
+                f"got {self.learned}"
+            )
+        if os.path.isfile(self.data):
+            if not movi.SHARD.match(os.path.basename(self.data)):
+                raise ValueError(f"data: {self.data!r} is not a MOVi shard's published name: expected {movi.layout()}")
+            return
+        try:
+            movi.find(self.data, "train")
+        except FileNotFoundError as e:
+            from tokdyn.datasets import clevrer
+
+            try:
+                clevrer.index(self.data)
+            except FileNotFoundError:
+                raise ValueError(f"data: {e}") from None
+            raise ValueError(
+                f"data: {self.data!r} holds CLEVRER's videos, which the video study cannot score: CLEVRER publishes "
+                "no per-pixel object masks (its annotations give 3D positions), and every score of the study compares "
+                f"the tokens' tracks with the true track id of each pixel. Give MOVi's shards instead: {movi.layout()}"
+            ) from None
+        except ValueError as e:
+            raise ValueError(f"data: {e}") from None
 
     def _check_learned(self) -> None:
         """The learned arm's fields: its predictors, and seeds, frames, pool and steps that fit the

@@ -207,8 +207,14 @@ def make_videos(cfg: Config, scenario: str, n: int, *, split: str = "test", star
 
     Returns:
       :class:`tokdyn.data.videos.Videos` with a leading (n,) axis: ``images`` (n, F, H, W, 3),
-      ``masks`` (n, F, H, W), ``visible`` and ``area`` (n, F, M), ...
+      ``masks`` (n, F, H, W), ``visible`` and ``area`` (n, F, M), ...; with ``cfg.data``, a
+      :class:`tokdyn.datasets.clips.LoadedClips` of the dataset's clips ``start .. start + n - 1``
+      (those fields and ``position``; only the ``test`` split: there is no learned arm on data).
     """
+    if cfg.data:
+        if split != "test":
+            raise ValueError(f"split must be 'test' on a dataset's videos (no learned arm there), got {split!r}")
+        return real_clips(cfg.data, cfg.seeds * cfg.n_videos, cfg.size, cfg.frames, cfg.objects)[start : start + n]
     return videos.sprite_videos(
         named_key(cfg, split),
         n,
@@ -223,6 +229,15 @@ def make_videos(cfg: Config, scenario: str, n: int, *, split: str = "test", star
         start=start,
         substeps=max(4, int(np.ceil(2 * cfg.speed[1] / cfg.scale[0]))),
     )
+
+
+@functools.lru_cache(maxsize=1)
+def real_clips(data: str, count: int, size: int, frames: int, objects: int):
+    """The first ``count`` clips of MOVi's train split in ``data`` with ``objects`` objects
+    (:func:`tokdyn.datasets.clips.load`), read once for every part."""
+    from tokdyn.datasets import clips
+
+    return clips.load(data, count, size=size, frames=frames, objects=objects)
 
 
 def _track_keys(cfg: Config, n: int):

@@ -1,0 +1,109 @@
+"""The collapse study on real scenes (``--data DIR``): its options, the scenes it measures and
+trains on, the rule's runs on a point cloud and the encoder's features (tokdyn.studies.collapse.real),
+on a directory in CLEVR-with-masks' format written by the test; the study end to end (full)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import jax
+import numpy as np
+import pytest
+
+pytest.importorskip("google_crc32c")
+pytest.importorskip("google.protobuf")
+pytest.importorskip("PIL")
+
+from test_scenes_data import COUNTS, write_dir  # noqa: E402
+
+from tokdyn.datasets import multi_object, scenes  # noqa: E402
+from tokdyn.models import slots  # noqa: E402
+from tokdyn.studies import collapse  # noqa: E402
+from tokdyn.studies.collapse import real  # noqa: E402
+
+
+def data_config(folder, **kw):
+    base = collapse.Config.quick()
+    return type(base)(**{**base.__dict__, "data": str(folder), **kw}).validate()
+
+
+def test_a_bad_data_option_is_refused_naming_it(tmp_path):
+    base = collapse.Config.quick()
+    with pytest.raises(
+        ValueError, match=r"data: data directory .*nowhere.* does not exist: expected .*clevr_with_mask"
+    ):
+        type(base)(**{**base.__dict__, "data": str(tmp_path / "nowhere")}).validate()
+    folder, _ = write_dir(tmp_path, multi_object.DATASETS["tetrominoes_train.tfrecords"], (1, 2))
+    with pytest.raises(ValueError, match=r"data_max_objects must be at most 3 with data=.*tetrominoes"):
+        data_config(folder, data_max_objects=4)
+    for field, value, match in (
+        ("data_steps", 150, "data_steps must be a multiple of 100"),
+        ("data_scenes", 0, "data_scenes"),
+        ("data_points", 1, "data_points"),
+        ("data_learning_rate", 0.0, "data_learning_rate"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            data_config(folder, **{field: value})
+
+
+def test_the_measured_and_training_scenes_are_the_files_in_order(tmp_path):
+    folder, made = write_dir(tmp_path, counts=COUNTS * 2, side=12)
+    cfg = data_config(folder, data_scenes=3, data_pool=4, data_size=16, data_max_objects=3)
+    measured, pool = real.split(cfg)
+    crop = scenes.CROPS["clevr_with_masks"]
+    shown = [(scenes.resize(m["image"], m["labels"], 16, crop)[1] > 0).any() for m in made]
+    kept = [i for i, n in enumerate(COUNTS * 2) if 1 <= n <= 3 and shown[i]]
+    np.testing.assert_array_equal(np.concatenate([measured.index, pool.index]), kept[:7])
+    scfg = real.slot_config(cfg)
+    assert (scfg.size, scfg.slots, scfg.seeds, scfg.train.steps) == (16, 4, 1, cfg.data_steps)
+
+
+def test_feature_runs_measure_tau_c_as_numpy_and_collapse_above_it():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(-2, 0.3, (20, 3)), rng.normal(2, 0.3, (20, 3))]).astype(np.float32)
+    want = 2 * np.linalg.eigvalsh(np.cov(x.T, bias=True)).max()  # tau_c = 2 lambda_max(Cov X)
+    ratios = np.array([0.5, 0.5, 2.0, 2.0], np.float32)
+    keys = jax.random.split(jax.random.key(0), 4)
+    r = jax.device_get(real.feature_runs(x, keys, ratios, np.float32(0.05), np.float32(1e-6), n_tokens=2, n_steps=500))
+    np.testing.assert_allclose(r["tau_c"], want, rtol=1e-4)
+    np.testing.assert_array_equal(r["collapsed"], [0, 0, 1, 1])  # two clusters kept apart below, one group above
+    np.testing.assert_array_equal(r["groups"], [2, 2, 1, 1])
+
+
+def test_the_features_are_rows_of_the_encoders_output(tmp_path):
+    folder, _ = write_dir(tmp_path, counts=(2, 3), side=12)
+    cfg = data_config(folder, data_size=8, data_points=10, data_scenes=2, data_pool=1)
+    scfg = real.slot_config(cfg)
+    images = np.random.default_rng(1).uniform(size=(2, 8, 8, 3)).astype(np.float32)
+    params = slots.Encoder(scfg).init(jax.random.key(0), images)  # the encoder's parameters alone: cheaper
+    got = real.features(cfg, params, images)
+    full = np.asarray(real._encode(params, images, scfg=scfg))  # (2, 64, C): the encoder's output, every input
+    assert got.shape == (2, 10, full.shape[-1])
+    for s in range(2):
+        d = np.abs(got[s][:, None] - full[s][None]).max(axis=-1)  # (10, 64)
+        rows = d.argmin(axis=1)
+        assert np.all(d.min(axis=1) <= 1e-5 * np.abs(full).max()) and len(set(rows.tolist())) == 10  # distinct rows
+    np.testing.assert_array_equal(real.features(data_config(folder, data_size=8, data_points=64), params, images), full)
+
+
+@pytest.mark.full  # the default tier covers the options, the scenes, the runs and the features (above)
+def test_the_collapse_study_runs_on_a_clevr_with_masks_directory_from_the_command_line(tmp_path):
+    from tokdyn import cli
+
+    folder, _ = write_dir(tmp_path, counts=COUNTS * 2, side=40)  # objects that stay visible at the quick size
+    out = tmp_path / "out"
+    assert cli.main(["study", "collapse", "--quick", "--data", str(folder), "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())["real"]
+    assert summary["scenes"] == 2 and summary["data"] == str(folder)
+    with open(out / "real_threshold.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * len(collapse.Config.quick().n_tokens)
+    assert all(float(r["tau_c"]) > 0 and int(r["n_points"]) == 64 for r in rows)
+    with open(out / "real_slots.csv") as f:
+        slot_rows = list(csv.DictReader(f))
+    assert [int(r["slots"]) for r in slot_rows] == [7, 7]
+    assert all(0 <= int(r["duplicates"]) < 7 and np.isfinite(float(r["fg_ari"])) for r in slot_rows)
+    # a rerun reuses the kept parts: nothing is trained or run again
+    assert cli.main(["study", "collapse", "--quick", "--data", str(folder), "--out", str(out), "--quiet"]) == 0
+    assert json.loads((out / "summary.json").read_text())["real"] == summary

@@ -1,0 +1,82 @@
+"""The vlm-diagnostics study: the seeds' analyses on a real vision-language model, Qwen2.5-VL, through the
+diagnostics' ``apply`` protocol (:mod:`tokdyn.models.qwen2_5_vl_apply`).
+
+``tokdyn study vlm-diagnostics --model DIR --out OUT`` (:func:`main`, :class:`Config`) reads a local
+checkpoint directory (its weight files' SHA-256 in the directory's stamp) and asks it questions with known
+answers about images: rendered sprite scenes ("how many objects?", with their object masks) or a user's JSONL
+(``--instances``). It writes ``instances.csv``, one table per analysis (``grounding.csv``,
+``perception.csv``, ``decomposition.csv``, ``mediation.csv``, ``optimisation.csv``), ``diagnostics.png``,
+``summary.md`` and ``config.json``; every batch of every analysis is kept in ``OUT/parts/`` as it finishes, so a rerun resumes,
+and a checkpoint whose weights changed is refused. Without ``--model`` it builds a tiny Qwen2.5-VL with
+random weights, so the command runs anywhere; its output then says that its numbers are a random model's.
+
+A package, one concept a module: ``config`` (:class:`Config`, :data:`ANALYSES`, :data:`PENDING`,
+:data:`GPU_PRESETS`), ``checkpoint`` (the model and its stamp), ``instances`` (scenes, JSONL, prompts),
+``analyses`` (one function per analysis), ``running`` (:func:`run` and the checks before it), ``report``
+(:func:`summary`), ``plots`` (:func:`draw`: ``diagnostics.png``); this module keeps :data:`SPEC` and
+:func:`main` and re-exports their public names.
+What each table holds: :doc:`/studies/vlm-diagnostics`.
+"""
+
+from __future__ import annotations
+
+from tokdyn.experiment import runner
+from tokdyn.studies.vlm_diagnostics import analyses, checkpoint, instances  # noqa: F401
+from tokdyn.studies.vlm_diagnostics.analyses import (  # noqa: F401
+    FUNCTIONS,
+    Context,
+    batch_first,
+    decomposition_rows,
+    grounding_rows,
+    make_apply,
+    mediation_rows,
+    optimisation_rows,
+    perception_rows,
+)
+from tokdyn.studies.vlm_diagnostics.checkpoint import (  # noqa: F401
+    Loaded,
+    Tokens,
+    model_stamp,
+    open_checkpoint,
+    tiny_config,
+    tiny_params,
+    weights_stamp,
+)
+from tokdyn.studies.vlm_diagnostics.config import (  # noqa: F401
+    ANALYSES,
+    DECOMPOSITION_SETTINGS,
+    GPU_PRESETS,
+    MEDIATION_KINDS,
+    PENDING,
+    RANDOM_NOTE,
+    SELECTION,
+    STUDY,
+    Config,
+)
+from tokdyn.studies.vlm_diagnostics.instances import Group, Instances, encode, make_instances, read_jsonl  # noqa: F401
+from tokdyn.studies.vlm_diagnostics.plots import FIGURE, draw
+from tokdyn.studies.vlm_diagnostics.report import summary
+from tokdyn.studies.vlm_diagnostics.running import changed_message, check, prepare, run, stamp_extra  # noqa: F401
+
+TABLES = tuple(f"{name}.csv" for name in ANALYSES)
+
+SPEC = runner.Spec(
+    name=STUDY,
+    config=Config,
+    run=run,
+    check=check,
+    prepare=prepare,
+    stamp_extra=stamp_extra,
+    summary=lambda cfg, r: summary(cfg, r.data),
+    figures=draw,
+    outputs=("instances.csv", *TABLES),
+    figure_files=(FIGURE,),
+    selection=SELECTION,
+)
+
+main = runner.entry(
+    SPEC,
+    __name__,
+    returns="True when it finished.",
+    about="The checkpoint and the instances are checked first; a checkpoint whose weights changed is refused.",
+)

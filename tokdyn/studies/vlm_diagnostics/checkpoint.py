@@ -1,0 +1,268 @@
+"""The model the study diagnoses: a local Qwen2.5-VL checkpoint directory (:func:`open_checkpoint`, its
+files checked before any work, its weights' SHA-256 in the stamp: :func:`weights_stamp`), or, with no
+``--model``, a tiny Qwen2.5-VL with random weights built here (:func:`tiny_config`), whose numbers mean
+nothing. :class:`Loaded` holds the model and how its prompts are made (:class:`Tokens`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import zlib
+from pathlib import Path
+from typing import Optional
+
+import jax
+import numpy as np
+
+from tokdyn.models import qwen2_5_vl
+
+LAYOUT = (
+    "a Qwen2.5-VL checkpoint directory in the Hugging Face layout: config.json, model.safetensors (or "
+    "model-0000i-of-0000n.safetensors listed by model.safetensors.index.json), tokenizer.json, a chat template "
+    "(chat_template.jinja, chat_template.json or tokenizer_config.json's chat_template) and "
+    "preprocessor_config.json"
+)
+TINY_SEED = 0  # the random model's weights: tiny_params(tiny_config())
+TINY_SCALE = 0.1
+# the random model's own token ids (it has no tokenizer): see Tokens.tiny
+TINY_IDS = dict(bos=1, start=100, end=101, fill=102, assistant=103, digits=10, words=(20, 100))
+
+
+def tiny_config() -> qwen2_5_vl.Config:
+    """The tiny Qwen2.5-VL the study builds without ``--model``: two vision blocks of width 32 (one
+    windowed, one full), two decoder layers of width 64, a vocabulary of 128 (the test checkpoint's
+    structure)."""
+    vision = qwen2_5_vl.VisionConfig(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=40,
+        num_heads=2,
+        out_hidden_size=64,
+        window_size=56,
+        fullatt_block_indexes=(1,),
+        tokens_per_second=2,
+    )
+    text = qwen2_5_vl.TextConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rope_theta=10000.0,
+        mrope_section=(2, 3, 3),
+    )
+    return qwen2_5_vl.Config(
+        vision=vision,
+        text=text,
+        image_token_id=120,
+        video_token_id=121,
+        vision_start_token_id=118,
+        vision_end_token_id=119,
+        eos_token_id=(2,),
+        dtype="float32",
+    )
+
+
+def tiny_params(mcfg) -> dict:
+    """Random weights of ``mcfg`` drawn on the host (NumPy's generator seeded :data:`TINY_SEED`): normal
+    weights of standard deviation :data:`TINY_SCALE`, norms at one (the layout of
+    :func:`tokdyn.models.qwen2_5_vl.params.init`, which draws each weight with JAX: a compile per shape)."""
+    lib = qwen2_5_vl.params
+    rng = np.random.default_rng(TINY_SEED)
+    tree: dict = {}
+    for entry in lib.layout(mcfg):
+        norm = any(entry.name.endswith(s) for s in ("norm.weight", "norm1.weight", "norm2.weight", "ln_q.weight"))
+        if norm or "layernorm" in entry.name:
+            value = np.ones(entry.shape, np.float32)
+        else:
+            value = (TINY_SCALE * rng.standard_normal(entry.shape)).astype(np.float32)
+        lib.insert(tree, entry.path, lib.to_tree(entry, value))
+    return jax.tree_util.tree_map(jax.numpy.asarray, lib.stack_layers(tree, mcfg))
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of the file at ``path`` (hex), read in 16 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_directory(directory: str) -> None:
+    """Refuse a checkpoint directory that lacks a file the study reads: ``ValueError`` naming the file
+    missing and the layout expected (:data:`LAYOUT`), before any weight is read."""
+    d = Path(directory)
+    problems = []
+    if not (d / "config.json").is_file():
+        problems.append("config.json")
+    if not (d / "model.safetensors").is_file() and not (d / "model.safetensors.index.json").is_file():
+        problems.append("model.safetensors or model.safetensors.index.json")
+    if not (d / "tokenizer.json").is_file():
+        problems.append("tokenizer.json")
+    if qwen2_5_vl.chat.read_template(d) is None:
+        problems.append("a chat template")
+    if problems:
+        raise ValueError(f"model={directory!r} lacks {', '.join(problems)}: expected {LAYOUT}")
+
+
+def weights_stamp(directory: str) -> dict:
+    """What the stamp holds of a checkpoint: its directory (absolute) and ``{file: SHA-256}`` of its
+    weight files (the safetensors files and the index) and of config.json, so a directory of results
+    is never resumed with other weights."""
+    d = Path(directory)
+    try:
+        names = sorted({p.name for p in qwen2_5_vl.checkpoint.files(d).values()})
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"model={directory!r}: {e}") from None
+    names += [n for n in ("model.safetensors.index.json", "config.json") if (d / n).is_file()]
+    return {"directory": str(d.resolve()), "sha256": {n: file_sha256(d / n) for n in sorted(names)}}
+
+
+def random_stamp() -> dict:
+    """What the stamp holds of the random model: how it is built."""
+    return {"directory": "", "random": {"seed": TINY_SEED, "scale": TINY_SCALE, "config": "tiny_config()"}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokens:
+    """How the study's prompts are made for one model.
+
+    Attributes:
+      chat: the checkpoint's :class:`tokdyn.models.qwen2_5_vl.Chat` (None for the random model).
+      start: the latent block's opening marker id.
+      end: its closing marker id.
+      fill: the id whose embedding fills the latent slots.
+    """
+
+    chat: Optional[object]
+    start: int
+    end: int
+    fill: int
+
+    @classmethod
+    def tiny(cls) -> "Tokens":
+        """The random model's ids (it has no tokenizer): words and digits mapped to fixed ids."""
+        return cls(None, TINY_IDS["start"], TINY_IDS["end"], TINY_IDS["fill"])
+
+    def prompt(self, cfg: qwen2_5_vl.Config, question: str, n_image: int) -> np.ndarray:
+        """The ids (int64) of a user turn with one image of ``n_image`` merged tokens and ``question``,
+        ending where the assistant's answer begins."""
+        if self.chat is None:
+            lo, hi = TINY_IDS["words"]
+            words = [lo + zlib.crc32(w.encode()) % (hi - lo) for w in question.lower().split()]
+            image = [cfg.vision_start_token_id, *[cfg.image_token_id] * n_image, cfg.vision_end_token_id]
+            return np.asarray([TINY_IDS["bos"], *image, *words, TINY_IDS["assistant"]], np.int64)
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        text = self.chat.render(messages, add_generation_prompt=True)
+        pad = qwen2_5_vl.chat.IMAGE_PAD
+        if text.count(pad) != 1:
+            raise ValueError(f"the chat template rendered {text.count(pad)} image placeholders for one image")
+        before, after = text.split(pad)
+        ids = self.chat.tokenizer.encode(before + pad * n_image + after).ids
+        return np.asarray(ids, np.int64)
+
+    def answer(self, text: str) -> np.ndarray:
+        """The ids of an answer's text (at least one; the first is the answer token of the decomposition,
+        the mediation and the optimiser)."""
+        if self.chat is None:
+            out = []
+            for w in text.split():
+                out += [TINY_IDS["digits"] + int(c) for c in w] if w.isdigit() else [TINY_IDS["words"][0] + 1]
+            ids = out
+        else:
+            ids = self.chat.tokenizer.encode(text, add_special_tokens=False).ids
+        if not ids:
+            raise ValueError(f"the answer {text!r} has no tokens")
+        return np.asarray(ids, np.int64)
+
+
+class Loaded:
+    """The model under study and how its inputs are made; the weights are read (or drawn) on first use of
+    ``model``, so a rerun whose parts are all kept never reads them.
+
+    Args:
+      config: the model's :class:`tokdyn.models.qwen2_5_vl.Config`.
+      processor: its :class:`tokdyn.models.qwen2_5_vl.ImageProcessor`, admitting the study's image size.
+      tokens: its :class:`Tokens`.
+      load: a function of nothing returning the :class:`tokdyn.models.qwen2_5_vl.Model`.
+      random: True for the tiny random model.
+    """
+
+    def __init__(self, config, processor, tokens: Tokens, load, random: bool):
+        self.config, self.processor, self.tokens, self.random = config, processor, tokens, random
+        self._load, self._model = load, None
+
+    @property
+    def model(self):
+        """The :class:`tokdyn.models.qwen2_5_vl.Model`, read or drawn once."""
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+
+def token_id(chat, text: str, field: str) -> int:
+    """The id of the token ``text`` in the checkpoint's tokenizer; ``ValueError`` naming ``field`` when
+    it is not one token."""
+    i = chat.tokenizer.token_to_id(text)
+    if i is None:
+        raise ValueError(
+            f"{field}={text!r} is not a token of the checkpoint's tokenizer: name one token (a special token "
+            "such as <|box_start|>) that the prompt does not use"
+        )
+    return int(i)
+
+
+def open_checkpoint(cfg) -> Loaded:
+    """The model of the study's configuration ``cfg``: the checkpoint at ``cfg.model`` (its files
+    checked first, :func:`check_directory`; its configuration, tokenizer and processor read now, its latent
+    markers looked up in its tokenizer, its weights on first use) or the tiny random model; its image
+    processor widened to admit ``cfg.image_size`` squares. ``ValueError`` naming ``model`` for a checkpoint
+    whose files cannot be read."""
+    side = cfg.image_size
+    if cfg.model:
+        check_directory(cfg.model)
+        try:
+            mcfg = qwen2_5_vl.config.read(cfg.model)
+            chat = qwen2_5_vl.Chat.load(cfg.model)
+        except (FileNotFoundError, json.JSONDecodeError, KeyError, ValueError) as e:
+            raise ValueError(
+                f"model={cfg.model!r}: a file of the checkpoint cannot be read ({e}); expected {LAYOUT}"
+            ) from None
+        ids = [token_id(chat, getattr(cfg, f), f) for f in ("latent_start", "latent_end", "latent_fill")]
+        tokens, processor, random = Tokens(chat, *ids), chat.processor, False
+        load = lambda: qwen2_5_vl.load(cfg.model, dtype=cfg.dtype)  # noqa: E731
+    else:
+        mcfg = tiny_config()
+        tokens, processor, random = Tokens.tiny(), qwen2_5_vl.ImageProcessor(), True
+        load = lambda: qwen2_5_vl.Model(mcfg, tiny_params(mcfg))  # noqa: E731
+    processor = dataclasses.replace(
+        processor, min_pixels=min(processor.min_pixels, side * side), max_pixels=max(processor.max_pixels, side * side)
+    )
+    return Loaded(mcfg, processor, tokens, load, random)
+
+
+def model_stamp(cfg) -> dict:
+    """The stamp's record of the model: :func:`weights_stamp` of ``cfg.model``, or :func:`random_stamp`."""
+    if not cfg.model:
+        return random_stamp()
+    check_directory(cfg.model)
+    return weights_stamp(cfg.model)
+
+
+__all__ = [
+    "LAYOUT",
+    "Loaded",
+    "Tokens",
+    "check_directory",
+    "file_sha256",
+    "model_stamp",
+    "open_checkpoint",
+    "random_stamp",
+    "tiny_config",
+    "tiny_params",
+    "token_id",
+    "weights_stamp",
+]

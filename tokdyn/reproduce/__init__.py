@@ -1,6 +1,6 @@
 """Run every study, then write one report with a verdict for each seed finding
 (``tokdyn reproduce [--quick] [--out DIR] [--studies a,b,...]``): the orchestration; the report's
-rendering is :mod:`tokdyn.reproduce_report` (its names re-exported here), and each finding's claim,
+rendering is :mod:`tokdyn.reproduce.rendering` (its names re-exported here), and each finding's claim,
 rule and verdict live with the study that measures it.
 
 :func:`main` runs the studies of ``cfg.studies`` (:mod:`tokdyn.experiment.registry`) one after
@@ -31,8 +31,8 @@ from tokdyn.studies import main_of as study_main
 from tokdyn.studies import spec as study_spec
 from tokdyn.experiment import presets, registry
 from tokdyn.experiment.findings import BOOTSTRAP_SEEDS, MIN_SEEDS, VERDICTS, Finding  # noqa: F401
-from tokdyn.reproduce_report import SKIP_DIRS, figures_of, report, reported, to_html  # noqa: F401 -- re-exported
-from tokdyn.reproduce_report import duration, markdown_table, ran_studies
+from tokdyn.reproduce.rendering import SKIP_DIRS, figures_of, report, reported, to_html  # noqa: F401 -- re-exported
+from tokdyn.reproduce.rendering import duration, markdown_table, ran_studies
 
 STUDIES = registry.NAMES  # in the order they run (tokdyn.experiment.registry)
 DEFAULT_STUDIES = registry.DEFAULT  # those run when --studies is not given (by_default)

@@ -6,8 +6,9 @@
   kernel + metrics    the same with the study's labels and metrics (ARI, NMI, SSE, collapse)
   study path          ``tokdyn.studies.token_dynamics.simulate``: ``sweep.run`` of ``ClusterRun``
                       (the data drawn in the program, the run, labels and metrics per chunk), at a
-                      whole number of the command's chunks (a last, short chunk is padded to the
-                      chunk's shape and computed whole: 456 seeds, 16,416 runs, cost 5 chunks of 4,096)
+                      whole number of the command's chunks (before the chunks were balanced,
+                      ``execute.balanced_chunk``, a last, short chunk was padded to the chunk's
+                      shape and computed whole: 456 seeds, 16,416 runs, cost 5 chunks of 4,096)
   CLI, S seeds        ``tokdyn study token-dynamics --seeds S`` in a fresh process, its persistent
                       compilation cache filled; the marginal rate is the runs between the smallest
                       and the largest S over the time between them; config.json's timings

@@ -168,28 +168,41 @@ SMALL = [
 ]
 
 
-# three child processes that import JAX and compile the sweep (about 40 s on 2 cores)
+def _launches(kind: str, port: int) -> list:
+    """The two processes' extra options and variables: a simulated SLURM step (``srun -n 2`` on
+    this machine) or a plain launch (process 0 by options, process 1 by TOKDYN_* variables)."""
+    if kind == "slurm":
+        step = dict(STEP, TOKDYN_COORDINATOR_PORT=str(port))
+        return [(["--distributed"], {**step, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)}) for i in (0, 1)]
+    address = f"127.0.0.1:{port}"
+    flags = ["--coordinator-address", address, "--num-processes", "2", "--process-id", "0"]
+    plain = dict(TOKDYN_COORDINATOR_ADDRESS=address, TOKDYN_NUM_PROCESSES="2", TOKDYN_PROCESS_ID="1")
+    return [(flags, {}), (["--distributed"], plain)]
+
+
+# three child processes that import JAX and compile the sweep (about 30 s on 2 cores, each)
 @pytest.mark.full
-def test_two_processes_of_a_simulated_slurm_step_make_the_one_process_sweep(tmp_path):
-    """`srun -n 2 tokdyn sweep token-dynamics --distributed ...` simulated on this machine: two
-    processes, each with its SLURM step's variables, meet through the coordinator the step's
-    variables name, each runs its share into one directory, and the union equals the sweep of one
-    process (the same program: one host device each)."""
+@pytest.mark.parametrize("kind", ["slurm", "plain"])
+def test_two_processes_started_together_make_the_one_process_sweep(tmp_path, kind):
+    """`srun -n 2 tokdyn sweep token-dynamics --distributed ...` simulated on this machine (each
+    process with its SLURM step's variables), or the plain launch on two hosts played on this one:
+    two processes meet through the coordinator they were given, each runs its share into one
+    directory, and the union equals the sweep of one process (the same program: one host device
+    each)."""
     env = child_env(XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
-    for name in [*launch.SLURM_VARIABLES, *launch.PLAIN_VARIABLES, "SLURM_LOCALID"]:
+    for name in [*launch.SLURM_VARIABLES, *launch.PLAIN_VARIABLES, "SLURM_LOCALID", launch.ENV_PORT]:
         env.pop(name, None)
     cmd = [sys.executable, "-m", "tokdyn.cli", "sweep", "token-dynamics", "--no-plots", "--no-cache"]
     shared, alone = str(tmp_path / "shared"), str(tmp_path / "alone")
-    step = dict(STEP, TOKDYN_COORDINATOR_PORT=str(_free_port()))
     procs = [
         subprocess.Popen(
-            [*cmd, "--out", shared, "--distributed", "--distributed-timeout", "120", *SMALL],
-            env={**env, **step, "SLURM_PROCID": str(i), "SLURM_LOCALID": str(i)},
+            [*cmd, "--out", shared, *extra, "--distributed-timeout", "120", *SMALL],
+            env={**env, **variables},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for i in (0, 1)
+        for extra, variables in _launches(kind, _free_port())
     ]
     subprocess.run([*cmd, "--out", alone, "--quiet", *SMALL], env=env, check=True)
     said = [p.communicate(timeout=600) for p in procs]

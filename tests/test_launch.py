@@ -140,6 +140,13 @@ def test_sweep_command_refuses_a_bad_launch_before_anything_runs(tmp_path, monke
     assert time.monotonic() - t0 < 5
     assert f"could not reach the coordinator 127.0.0.1:{port} (from --coordinator-address)" in capsys.readouterr().err
     assert not os.path.exists(out)  # nothing ran, nothing written
+    for bad in ("0", "nan", "inf"):
+        assert cli.main([*argv[:-1], *flags, "--distributed-timeout", bad]) == 2
+        assert "--distributed-timeout must be a positive, finite number of seconds" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="timeout_s must be a positive, finite number"):
+        launch.initialize(
+            launch.resolve({}, **dict(zip(("coordinator_address", "num_processes", "process_id"), flags[1::2]))), 0
+        )
     assert cli.main([*argv[:-1], "--num-processes", "2"]) == 2
     assert "--coordinator-address (or TOKDYN_COORDINATOR_ADDRESS), --process-id" in capsys.readouterr().err
     assert cli.main(["study", "token-dynamics", "--help"]) == 0  # a study that does not share its work: no options

@@ -458,8 +458,10 @@ def _launch_of(args):
     flags = {n: getattr(args, n) for n in names}
     if not args.distributed and all(v is None for v in flags.values()):
         return None
-    if not args.distributed_timeout > 0:
-        raise ValueError(f"--distributed-timeout must be a positive number of seconds, got {args.distributed_timeout}")
+    if not 0 < args.distributed_timeout < float("inf"):
+        raise ValueError(
+            f"--distributed-timeout must be a positive, finite number of seconds, got {args.distributed_timeout}"
+        )
     from tokdyn.engine import launch
 
     port = flags.pop("coordinator_port")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import math
 import os
 import socket
 import time
@@ -261,8 +262,8 @@ def initialize(launch: Launch, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
     come before JAX runs any computation in this process; afterwards ``jax.process_index()`` and
     ``jax.process_count()`` are the launch's, and :func:`tokdyn.engine.sweep.run` deals each
     process its share of the chunks by them."""
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
-        raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
+        raise ValueError(f"timeout_s must be a positive, finite number of seconds, got {timeout_s!r}")
     check_coordinator(launch, timeout_s)
     import jax
 

@@ -1,4 +1,5 @@
 import contextlib
+import importlib.metadata
 import os
 import sys
 
@@ -11,11 +12,15 @@ os.environ["TOKDYN_PROBE"] = "off"
 # suite compiles far more than it runs. Set before JAX starts its backend; TOKDYN_TEST_OPTIMIZED=1,
 # or a choice of the user's in XLA_FLAGS, keeps XLA's default.
 # The choice is made once (tests that import this module, and pytest-xdist's workers, read it back).
+# XLA knows the flag from jaxlib 0.5.3 on; an older XLA ends the process on a flag it does not know.
 _SUITE_XLA_FLAGS = os.environ.get("TOKDYN_TEST_XLA_FLAGS")
 if _SUITE_XLA_FLAGS is None:
     _SUITE_XLA_FLAGS = ""
-    if os.environ.get("TOKDYN_TEST_OPTIMIZED") != "1" and "xla_cpu_use_fusion_emitters" not in os.environ.get(
-        "XLA_FLAGS", ""
+    _jaxlib = tuple(int(p) if p.isdigit() else 0 for p in importlib.metadata.version("jaxlib").split(".")[:3])
+    if (
+        os.environ.get("TOKDYN_TEST_OPTIMIZED") != "1"
+        and "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", "")
+        and _jaxlib >= (0, 5, 3)
     ):
         _SUITE_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_SUITE_XLA_FLAGS}".strip()

@@ -390,6 +390,8 @@ def _command_parser(sub, key, full: bool):
             "CPU computes float32 products in full whatever the setting. Recorded in the stamp and "
             "config.json when not the default (default: highest)",
         )
+    if takes_part(module, commands()[key][1]):
+        _add_launch_args(p)
     if key[0] == "reproduce":
         p.add_argument(
             "--verbose",
@@ -399,6 +401,71 @@ def _command_parser(sub, key, full: bool):
         )
     p.add_argument("--no-cache", action="store_true", help="do not use JAX's persistent compilation cache")
     return p
+
+
+def takes_part(module, entry: str) -> bool:
+    """Whether a command's function shares its work between processes (its ``main`` takes
+    ``part``, as the token-dynamics sweep's does): such a command gets the multi-process options
+    (:func:`tokdyn.engine.launch.resolve`)."""
+    import inspect
+
+    fn = getattr(module, entry, None)
+    try:
+        return callable(fn) and "part" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _add_launch_args(p) -> None:
+    """The multi-process options (:mod:`tokdyn.engine.launch`) of a command that shares its work."""
+    from tokdyn.engine import launch
+
+    g = p.add_argument_group(
+        "several processes or hosts",
+        "jax.distributed is started first; each process runs its share of the chunks into one --out\n"
+        "(a shared filesystem), and process 0 writes the report once all are there",
+    )
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="run as one process of several: under srun, SLURM's variables say which "
+        f"({', '.join(launch.SLURM_VARIABLES)}); otherwise give the three options below (or "
+        f"{', '.join(launch.PLAIN_VARIABLES)}); any of them implies --distributed",
+    )
+    g.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's host and a free port on it")
+    g.add_argument("--num-processes", metavar="N", help="the number of processes")
+    g.add_argument("--process-id", metavar="I", help="this process's index, 0 to N-1")
+    g.add_argument(
+        "--coordinator-port",
+        metavar="PORT",
+        help=f"under SLURM: the coordinator's port (or {launch.ENV_PORT}; default 61440 + SLURM_JOB_ID %% 4096)",
+    )
+    g.add_argument(
+        "--distributed-timeout",
+        metavar="SECONDS",
+        type=float,
+        default=launch.DEFAULT_TIMEOUT_S,
+        help="how long the processes wait for each other to start (default: %(default)g)",
+    )
+
+
+def _launch_of(args):
+    """The :class:`tokdyn.engine.launch.Launch` the command line asks for, or None (ValueError
+    naming the option or variable that is missing or wrong)."""
+    names = ("coordinator_address", "num_processes", "process_id", "coordinator_port")
+    if not hasattr(args, "distributed"):
+        return None
+    flags = {n: getattr(args, n) for n in names}
+    if not args.distributed and all(v is None for v in flags.values()):
+        return None
+    if not 0 < args.distributed_timeout < float("inf"):
+        raise ValueError(
+            f"--distributed-timeout must be a positive, finite number of seconds, got {args.distributed_timeout}"
+        )
+    from tokdyn.engine import launch
+
+    port = flags.pop("coordinator_port")
+    return launch.resolve(**flags, port=port)
 
 
 def build_parser(argv=()) -> argparse.ArgumentParser:
@@ -532,6 +599,7 @@ def _parse(argv):
     try:
         base = cls.quick() if getattr(args, "quick", False) else None
         cfg = config_from_args(cls, args, base)
+        args.launch = _launch_of(args)
         if commands()[key][3] is not None:
             from tokdyn.experiment import study
 
@@ -591,6 +659,14 @@ def _main(argv) -> int:
     from tokdyn import io
     from tokdyn.experiment import study
 
+    if args.launch is not None:  # before JAX runs anything; a coordinator not reached: one line, no compile
+        from tokdyn.engine import launch
+
+        try:
+            launch.initialize(args.launch, args.distributed_timeout)
+        except launch.LaunchError as e:
+            print(f"{_prog(key)}: error: {e}", file=sys.stderr)
+            return 2
     _setup_jax(cache=not args.no_cache)
     try:
         _run_entry(args, key, module, cfg)

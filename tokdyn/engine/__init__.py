@@ -6,11 +6,13 @@
   ``load``, ``iter_chunks``)
 - :mod:`tokdyn.engine.runs`     one run of an experiment as ``fn(key, **condition)`` (``ClusterRun``,
   ``CollapseRun``)
+- :mod:`tokdyn.engine.launch`   one job on several processes or hosts: ``jax.distributed`` started from
+  a SLURM job step or a plain launch, checked first (``resolve``, ``initialize``)
 """
 
 import importlib
 
-__all__ = ["execute", "sweep", "runs"]
+__all__ = ["execute", "sweep", "runs", "launch"]
 
 
 def __getattr__(name):

@@ -266,14 +266,19 @@ def latent_effects(
     """
     kinds = _kinds("kinds", kinds, INTERVENTIONS)
     _check_effects(apply_fn, params, batch, answer_position, answers, kinds, other)
-    base = apply_fn(params, batch)
+    nothing = protocol.Select()  # logits and latents alone: a model that takes select= computes no attention map
+    base = protocol.apply_selected(apply_fn, params, batch, nothing)
     repl = interventions(key, base.latents, kinds, other=other)
     # the reference is the model's own latents given back through the same program, so an answer
     # that ignores the latents shows exactly zero effect, not compiler round-off
     zs = jnp.concatenate([base.latents[None], repl])  # (K + 1, B, L, D)
 
     def fed(inst, z):  # a batch of instances, z (K + 1, b, L, D) -> (K + 1, b, V)
-        return jax.vmap(lambda zk: jax.nn.log_softmax(apply_fn(params, inst, latents=zk).logits[:, answer_position]))(z)
+        def answer(zk):
+            out = protocol.apply_selected(apply_fn, params, inst, nothing, latents=zk)
+            return jax.nn.log_softmax(out.logits[:, answer_position])
+
+        return jax.vmap(answer)(z)
 
     if chunk is None:
         lp = fed(batch, zs)
@@ -390,7 +395,8 @@ def decompose(
     format_embedding=None,
 ) -> jax.Array:
     """Correctness of the answer under each setting of :data:`ALL_SETTINGS` (pure; jit it with the positions
-    static). The slots' inputs are read from ``Outputs.hidden[:, 0]``, the input embeddings.
+    static). The settings run as one pass of the model vmapped over them (each a ``drop`` mask and new inputs
+    for some of the block's positions; ``full`` neither), so the program holds one copy of the model. The slots' inputs are read from ``Outputs.hidden[:, 0]``, the input embeddings.
 
     Args:
       key: PRNG key of ``slots_noise``.
@@ -413,6 +419,7 @@ def decompose(
     uses = (("intervene",) if {"format_only", "slots_noise", "slots_mean", "slots_zeros"} & set(settings) else ()) + (
         ("drop",) if {"markers_only", "slots_only", "no_block"} & set(settings) else ()
     )
+    uses_together = uses + ((uses,) if len(uses) == 2 else ())  # each alone, then both at once (one pass)
     arrays = {"answers": (answers, ("B",))}
     if "format_only" in settings:
         arrays["format_embedding"] = (
@@ -424,43 +431,56 @@ def decompose(
         apply_fn,
         params,
         batch,
-        uses=uses,
+        uses=uses_together,
         length=length,
         arrays=arrays,
         positions={"slots": slots, "markers": markers, "answer_position": answer_position},
         reads_hidden="intervene" in uses,
     )
-    base = apply_fn(params, batch)
+    # the input embeddings (a model that takes select= computes no attention map; the logits go unused)
+    base = protocol.apply_selected(apply_fn, params, batch, protocol.Select(hidden=(0,)))
+    nothing = protocol.Select()
     b = base.logits.shape[0]
-    inputs = base.hidden[:, 0, jnp.asarray(slots)]  # (B, L, D) the slots' input embeddings
+    inputs = base.hidden[:, 0, jnp.asarray(slots)]  # (B, L, D) the slots' input embeddings (hidden entry 0)
     rms = jnp.sqrt(jnp.mean(inputs**2, (1, 2), keepdims=True))
     block = tuple(markers) + tuple(slots)
 
-    def dropped(pos):
-        return jnp.zeros((b, length), bool).at[:, jnp.asarray(pos)].set(True)
+    d = inputs.shape[-1]
+    n_m = len(markers)
+    edits = list(settings)  # one pass of the model, vmapped over the settings
+    drop_sets = {"markers_only": slots, "slots_only": markers, "no_block": block}
+    fmt = None if format_embedding is None else jnp.asarray(format_embedding, inputs.dtype)
+    values, replace, drops = [], [], []
+    for x in edits:
+        v = jnp.zeros((b, len(block), d), inputs.dtype)  # the block's new inputs, markers first
+        r = np.zeros(len(block), bool)  # which of the block's positions take them
+        if x == "format_only":
+            v, r[:] = jnp.broadcast_to(fmt, v.shape), True
+        elif x.startswith("slots_"):
+            fill = {
+                "slots_noise": lambda: jax.random.normal(key, inputs.shape, inputs.dtype) * rms,
+                "slots_mean": lambda: jnp.broadcast_to(jnp.mean(inputs, 0, keepdims=True), inputs.shape),
+                "slots_zeros": lambda: jnp.zeros_like(inputs),
+            }.get(x)
+            if fill is not None:
+                v, r[n_m:] = v.at[:, n_m:].set(fill()), True
+        values.append(v)
+        replace.append(r)
+        drops.append(np.isin(np.arange(length), drop_sets.get(x, ())))
+    kw_uses = set(uses)
 
-    def run(setting):
-        if setting == "full":
-            return base
-        if setting == "markers_only":
-            return apply_fn(params, batch, drop=dropped(slots))
-        if setting == "slots_only":
-            return apply_fn(params, batch, drop=dropped(markers))
-        if setting == "no_block":
-            return apply_fn(params, batch, drop=dropped(block))
-        if setting == "format_only":
-            fmt = jnp.broadcast_to(jnp.asarray(format_embedding), (b, len(block), inputs.shape[-1]))
-            return apply_fn(params, batch, intervene=_replace(block, fmt))
-        values = {
-            "slots_noise": jax.random.normal(key, inputs.shape, inputs.dtype) * rms,
-            "slots_mean": jnp.broadcast_to(jnp.mean(inputs, 0, keepdims=True), inputs.shape),
-            "slots_zeros": jnp.zeros_like(inputs),
-        }[setting]
-        return apply_fn(params, batch, intervene=_replace(slots, values))
+    def one(v, r, drop):  # one setting's pass -> (B,) correct
+        kw = {}
+        if "intervene" in kw_uses:
+            idx = jnp.asarray(block)
+            kw["intervene"] = lambda x: x.at[:, idx].set(jnp.where(r[None, :, None], v.astype(x.dtype), x[:, idx]))
+        if "drop" in kw_uses:
+            kw["drop"] = jnp.broadcast_to(drop, (b, length))
+        out = protocol.apply_selected(apply_fn, params, batch, nothing, **kw)
+        return jnp.argmax(out.logits[:, answer_position], -1) == answers
 
-    return jnp.stack([(jnp.argmax(run(s).logits[:, answer_position], -1) == answers) for s in settings]).astype(
-        jnp.float32
-    )
+    correct = jax.vmap(one)(jnp.stack(values), jnp.asarray(np.stack(replace)), jnp.asarray(np.stack(drops)))
+    return correct.astype(jnp.float32)  # (K, B)
 
 
 def check_decompose(settings, slots, markers, length: int, format_embedding=None) -> tuple:

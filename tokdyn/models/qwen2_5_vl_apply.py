@@ -93,8 +93,9 @@ def layout(cfg: Config, input_ids, start_id: int | None = None, end_id: int | No
 
 
 def make_batch(cfg: Config, input_ids, pixel_values, image_grid_thw, attention_mask=None) -> dict:
-    """The batch ``apply`` reads: ``input_ids`` (B, T), ``attention_mask`` (B, T), ``positions`` (3, B, T)
-    (``transformers``' ``get_rope_index``) and ``pixel_values`` (B, patches, patch_dim), one image per row, all
+    """The batch ``apply`` reads: ``input_ids`` (B, T), ``attention_mask`` (B, T), ``positions`` (B, 3, T)
+    (``transformers``' ``get_rope_index``, instance-major so that every leaf has the instances on its leading
+    axis, as the protocol's ``lax.map`` and ``vmap`` over instances need) and ``pixel_values`` (B, patches, patch_dim), one image per row, all
     of one grid ``image_grid_thw`` ([[1, h, w]] or one such row per image)."""
     ids = np.asarray(input_ids)
     grid = positions_lib.check_grid(image_grid_thw, cfg.vision.spatial_merge_size)
@@ -109,7 +110,7 @@ def make_batch(cfg: Config, input_ids, pixel_values, image_grid_thw, attention_m
     return {
         "input_ids": jnp.asarray(ids, jnp.int32),
         "attention_mask": jnp.asarray(mask),
-        "positions": jnp.asarray(pos, jnp.int32),
+        "positions": jnp.asarray(np.swapaxes(pos, 0, 1), jnp.int32),  # (B, 3, T)
         "pixel_values": jnp.asarray(pixels),
     }
 
@@ -145,6 +146,14 @@ def _run_layers(cfg, layers: dict, start: int, stop: int, x, positions, mask):
     return x
 
 
+def image_features(cfg: Config, params, batch: dict, image_grid_thw) -> dict:
+    """``batch`` holding the vision tower's features (B, image tokens, D) of its ``"pixel_values"`` as
+    ``"image_features"``, so that the calls of an analysis that share an image encode it once. Traceable."""
+    plan = vision.plan(cfg.vision, positions_lib.check_grid(image_grid_thw, cfg.vision.spatial_merge_size)[:1])
+    feats = jax.vmap(lambda px: model_lib.image_features(cfg, params, px, plan))(batch["pixel_values"])
+    return {**batch, "image_features": feats}
+
+
 def injection_point(lay: Layout) -> int:
     """Where ``inject`` inserts its copies of the image tokens: before the latent block's start marker, or
     before the answer position in a prompt without a block."""
@@ -165,6 +174,8 @@ def make_apply(cfg: Config, image_grid_thw, lay: Layout):
       (B, L, D) (:func:`tokdyn.models.qwen2_5_vl_analyses.with_latents`: each instance's own latents, as a
       latent reasoner produced them) has those written there; else the slots keep their fill token's
       embedding.
+    - A batch that holds ``"image_features"`` (B, image tokens, D) (:func:`image_features`) has those at its
+      image tokens; else the vision tower encodes ``"pixel_values"`` in every call.
     - ``drop`` (B, T) bool removes the True positions from attention (no other position reads them; each
       still reads itself), as the markers-only and no-block settings of the decomposition need.
     - ``inject`` (B, P) bool over the P image tokens of ``lay.image`` (in that order) inserts a copy of every
@@ -200,7 +211,10 @@ def make_apply(cfg: Config, image_grid_thw, lay: Layout):
                     f"({'positions' if name == 'drop' else 'the image tokens of the layout'}), "
                     f"got shape {jnp.shape(mask_arg)}"
                 )
-        feats = jax.vmap(lambda px: model_lib.image_features(cfg, params, px, plan))(batch["pixel_values"])
+        if "image_features" in batch:  # computed once for many calls (image_features)
+            feats = batch["image_features"]
+        else:
+            feats = jax.vmap(lambda px: model_lib.image_features(cfg, params, px, plan))(batch["pixel_values"])
         x = params["text"]["embed"][ids]  # (B, T, D)
         is_image = ids == cfg.image_token_id
         slot = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, feats.shape[1] - 1)
@@ -211,7 +225,7 @@ def make_apply(cfg: Config, image_grid_thw, lay: Layout):
         if intervene is not None:
             x = intervene(x)
         keys = valid if drop is None else valid & ~jnp.asarray(drop, bool)
-        pos = batch["positions"]  # (3, B, T)
+        pos = jnp.swapaxes(batch["positions"], 0, 1)  # (3, B, T)
         grown = inject is not None
         if grown:  # copies of the image tokens before the block: (B, T + P, ...)
             x = jnp.concatenate([x[:, :at], x[:, image], x[:, at:]], 1)

@@ -244,6 +244,20 @@ def test_imagine_text_arm_is_greedy_decoding(setup):
     np.testing.assert_array_equal(np.asarray(got.latents)[sure], emb[cur[sure][:, list(lay.latents)]])
 
 
+def test_imagine_latent_arm_feeds_back_the_normed_last_state(setup):
+    """The latent arm writes, slot after slot, the decoder's last hidden state at the position before it after
+    the final RMSNorm (NumPy), computed from embeddings built here."""
+    model, lay, ids, pixels = (setup[k] for k in ("model", "lay", "ids", "pixels"))
+    got = np.asarray(an.imagine(setup["sub"], model.params, setup["batch"], arm="latent").latents, np.float64)
+    x = embeddings(setup, ids, pixels)
+    w, eps = np.asarray(model.params["text"]["norm"], np.float64), model.config.text.rms_norm_eps
+    for s in lay.latents:
+        h = decoder(setup, x)[0][:, s - 1]
+        x[:, s] = h / np.sqrt(np.mean(h**2, -1, keepdims=True) + eps) * w
+    want = x[:, list(lay.latents)]
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
+
+
 def test_mediation_text_arm_equals_the_plain_forward_pass(setup):
     """Total, direct and indirect effects of a perturbed image on the answer (flips and KL) and the shift of
     the imagined block equal those computed from greedy decoding and forward passes of the checkpoint;

@@ -94,7 +94,8 @@ def clear(logits, frac=1e-3):
 def test_inject_inserts_the_image_tokens_before_the_block(setup):
     """``inject``: all False equals no injection; all True equals the decoder run on the sequence with the
     image tokens' embeddings copied before the start marker at their own rotary positions (built here); the
-    attention paid to a copy is added to its image token; positions before the block do not move."""
+    attention paid to a copy is added to its image token; positions before the block do not move;
+    ``check_apply`` passes every use of the protocol's keywords."""
     model, lay, batch = setup["model"], setup["lay"], setup["batch"]
     apply = jax.jit(setup["sub"].apply, static_argnames=("select",))
     p = len(lay.image)
@@ -119,9 +120,8 @@ def test_inject_inserts_the_image_tokens_before_the_block(setup):
     assert np.abs(want[:, lay.answer] - np.asarray(plain_out.logits)[:, lay.answer]).max() > 1e-3
     np.testing.assert_allclose(np.asarray(got.logits)[:, :at], np.asarray(plain_out.logits)[:, :at], atol=1e-5)
     np.testing.assert_allclose(np.asarray(got.attention).sum(-1), 1.0, atol=1e-5)  # the copies' weight kept
-    protocol.check_apply(
-        setup["sub"].apply, model.params, batch, uses=("inject", ("latents", "inject")), n_inject=p, select=sel
-    )
+    every = ("latents", "intervene", "drop", "inject", ("latents", "inject"), ("intervene", "drop"))
+    protocol.check_apply(setup["sub"].apply, model.params, batch, uses=every, n_inject=p, select=sel)
     with pytest.raises(ValueError, match=r"inject must be a \(B, P\)"):
         apply(model.params, batch, inject=jnp.zeros((3, p + 1), bool))
 

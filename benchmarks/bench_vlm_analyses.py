@@ -8,7 +8,8 @@ prompt with an image of 6 (tiny) or 16 (small) image tokens and a block of 4 lat
 random images, float32, on the CPU. The analyses: ``decomposition`` (every setting of
 ``mediation.ALL_SETTINGS`` and the attention concentration), ``mediation`` (latent arm, 2 image perturbations,
 interventions zeros/noise/constant), ``grounding`` (2 noises x 2 seeds, every position scored), ``dmlr`` (ES,
-5 iterations of 4 antithetic pairs, 2 seeds). Each form is compiled first (the first call, reported apart: the
+5 iterations of 4 antithetic pairs, 2 seeds; ``dmlr-chunk1`` the same with ``chunk=1``: one program whose
+instances run one after another). Each form is compiled first (the first call, reported apart: the
 loop compiles one program for a batch of one), then the two are timed alternately ``--repeats`` times so that a
 shared machine's load falls on both alike; every call ends with its results on the host. Prints the machine,
 JAX's version and backend, the dtype and the load average, then one row per configuration and analysis.
@@ -36,7 +37,7 @@ from tokdyn.models import qwen2_5_vl_apply as qa
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--configs", nargs="+", default=["tiny", "small"])
-parser.add_argument("--analyses", nargs="+", default=["decomposition", "mediation", "grounding", "dmlr"])
+parser.add_argument("--analyses", nargs="+", default=["decomposition", "mediation", "grounding", "dmlr", "dmlr-chunk1"])
 parser.add_argument("--instances", type=int, default=8)
 parser.add_argument("--repeats", type=int, default=3)
 args = parser.parse_args()
@@ -143,6 +144,13 @@ def analyses(name: str):
         ),
         "dmlr": (
             lambda: host(an.optimise(key, sub, params, batch, dcfg, seeds=(0, 1))),
+            lambda: [
+                host(an.optimise(jax.random.fold_in(key, i), sub, params, singles[i], dcfg, seeds=(0, 1)))
+                for i in range(b)
+            ],
+        ),
+        "dmlr-chunk1": (  # one program still, its instances one after another within it (lax.map)
+            lambda: host(an.optimise(key, sub, params, batch, dcfg, seeds=(0, 1), chunk=1)),
             lambda: [
                 host(an.optimise(jax.random.fold_in(key, i), sub, params, singles[i], dcfg, seeds=(0, 1)))
                 for i in range(b)

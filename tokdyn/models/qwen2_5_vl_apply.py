@@ -190,9 +190,10 @@ def make_apply(cfg: Config, image_grid_thw, lay: Layout):
     Traceable: ``jit``, ``vmap`` and ``grad`` apply."""
     plan = vision.plan(cfg.vision, positions_lib.check_grid(image_grid_thw, cfg.vision.spatial_merge_size)[:1])
     n_layers = cfg.text.num_hidden_layers
-    slots = jnp.asarray(lay.latents, jnp.int32)
+    # host arrays: make_apply may first run inside a trace, and a closure must hold no tracer
+    slots = np.asarray(lay.latents, np.int32)
     n_image, at = len(lay.image), injection_point(lay)
-    image = jnp.asarray(lay.image, jnp.int32)
+    image = np.asarray(lay.image, np.int32)
 
     def apply(params, batch, *, latents=None, intervene=None, drop=None, inject=None, select=None):
         ids, valid = batch["input_ids"], batch["attention_mask"].astype(bool)

@@ -78,7 +78,9 @@ def subject(config: Config, image_grid_thw, layout: qa.Layout) -> Subject:
     grid = np.asarray(image_grid_thw).reshape(-1, 3)
     if len(grid) < 1 or (grid != grid[0]).any():
         raise ValueError(f"image_grid_thw must be one grid [[1, h, w]] for every row, got {grid.tolist()}")
-    return Subject(config, layout, tuple(int(g) for g in grid[0]))
+    out = Subject(config, layout, tuple(int(g) for g in grid[0]))
+    out.apply  # noqa: B018 (made now, outside any trace)
+    return out
 
 
 def encoded(subject: Subject, params, batch: dict) -> dict:

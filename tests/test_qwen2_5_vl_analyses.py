@@ -91,6 +91,25 @@ def clear(logits, frac=1e-3):
     return top[..., -1] - top[..., -2] > frac * np.abs(logits).max()
 
 
+def injected_logits(setup, x, inject):
+    """Logits (B, T, V) of the decoder on embeddings ``x`` (B, T, D) grown by copies of the image tokens'
+    embeddings before the start marker, at their own rotary positions, each copy seen where ``inject`` (B, P)
+    is True; the copies' rows cut (NumPy, float64)."""
+    model, lay, batch = setup["model"], setup["lay"], setup["batch"]
+    at, p, b = lay.markers[0], len(lay.image), len(x)
+    grown = np.concatenate([x[:, :at], x[:, list(lay.image)], x[:, at:]], 1)
+    pos = np.asarray(batch["positions"])[:b]
+    pos = np.concatenate([pos[..., :at], pos[..., list(lay.image)], pos[..., at:]], -1)
+    t = grown.shape[1]
+    keys = np.concatenate([np.ones((b, at), bool), inject, np.ones((b, t - at - p), bool)], 1)
+    mask = (np.tril(np.ones((t, t), bool))[None] & keys[:, None, :]) | np.eye(t, dtype=bool)[None]
+    h, _ = text.decode(
+        model.config.text, model.params["text"], jnp.asarray(grown), jnp.swapaxes(jnp.asarray(pos), 0, 1), mask
+    )
+    out = np.asarray(text.head(model.config.text, model.params["text"], h), np.float64)
+    return np.concatenate([out[:, :at], out[:, at + p :]], 1)
+
+
 def test_inject_inserts_the_image_tokens_before_the_block(setup):
     """``inject``: all False equals no injection; all True equals the decoder run on the sequence with the
     image tokens' embeddings copied before the start marker at their own rotary positions (built here); the
@@ -106,16 +125,7 @@ def test_inject_inserts_the_image_tokens_before_the_block(setup):
     got = apply(model.params, batch, inject=jnp.ones((3, p), bool), select=sel)
     x = embeddings(setup, setup["ids"], setup["pixels"])
     at = lay.markers[0]
-    grown = np.concatenate([x[:, :at], x[:, list(lay.image)], x[:, at:]], 1)
-    pos = np.asarray(batch["positions"])
-    pos = np.concatenate([pos[..., :at], pos[..., list(lay.image)], pos[..., at:]], -1)
-    t = grown.shape[1]
-    mask = np.tril(np.ones((t, t), bool))[None].repeat(3, 0)
-    h, _ = text.decode(
-        model.config.text, model.params["text"], jnp.asarray(grown), jnp.swapaxes(jnp.asarray(pos), 0, 1), mask
-    )
-    want = np.asarray(text.head(model.config.text, model.params["text"], h), np.float64)
-    want = np.concatenate([want[:, :at], want[:, at + p :]], 1)
+    want = injected_logits(setup, x, np.ones((3, p), bool))
     np.testing.assert_allclose(np.asarray(got.logits), want, atol=1e-4 * np.abs(want).max())
     assert np.abs(want[:, lay.answer] - np.asarray(plain_out.logits)[:, lay.answer]).max() > 1e-3
     np.testing.assert_allclose(np.asarray(got.logits)[:, :at], np.asarray(plain_out.logits)[:, :at], atol=1e-5)
@@ -370,6 +380,24 @@ def test_optimise_records_the_model_confidence(setup):
         np.testing.assert_array_equal(np.asarray(r.answer_best)[s][ok], np.argmax(best[:, lay.answer], -1)[ok])
     assert np.all(np.asarray(r.reward_best) >= np.asarray(r.reward_before) - 1e-6)
     assert np.abs(np.asarray(r.latents_best)[0] - np.asarray(r.latents_best)[1]).max() > 0
+    # DMLR's visual injection: the best reward is the model's with the best latents and the patches injected
+    cfg = dmlr.Config(reward="entropy", top_k=5, n_iters=3, n_pairs=2, inject="best", top_m=1)
+    r = an.optimise(
+        jax.random.key(5),
+        sub,
+        model.params,
+        setup["batch"],
+        cfg,
+        dmlr.Hparams(sigma=0.5, learning_rate=0.5),
+        seeds=(0,),
+    )
+    injected = np.asarray(r.injected)[0]  # (B, P) bool
+    assert injected.shape == (3, len(lay.image)) and injected.dtype == bool and injected.any()
+    xb = x.copy()
+    xb[:, list(lay.latents)] = np.asarray(r.latents_best)[0]
+    np.testing.assert_allclose(
+        np.asarray(r.reward_best)[0], confidence(injected_logits(setup, xb, injected)), atol=1e-4
+    )
 
 
 def planted(setup):

@@ -38,3 +38,29 @@ def test_own_rule_prints_paired_statistics_against_the_baseline(tmp_path):
         assert 0 <= t["p"] <= t["p_holm"] <= 1 and t["n"] == 5
     runs = (out / "runs.csv").read_text().splitlines()
     assert len(runs) == 1 + 3 * 2 * 2 * 5  # baseline and the two settings x K x noise x seeds
+
+
+@pytest.mark.full
+def test_vlm_analyses_prints_every_analysis_on_the_tiny_model(tmp_path):
+    """examples/vlm_analyses.py runs each Qwen2.5-VL analysis on the tiny checkpoint and prints its rows: both
+    arms of the mediation, every decomposition setting with its gain kept, the concentration, grounding, DMLR."""
+    pytest.importorskip("safetensors")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "vlm_analyses.py")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=child_env(),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for arm in ("latent", "text"):
+        assert f"{arm:6s} arm: total" in out and f"{arm:6s} arm: latent -> answer flips" in out
+    from tokdyn.diagnostics import mediation
+
+    for setting in mediation.ALL_SETTINGS:
+        assert re.search(rf"^  {setting} +[01]\.\d\d \(", out, re.M), setting
+    assert re.search(r"^  full +1\.00 \(1\.00\)$", out, re.M)  # the reference answers are the full block's
+    assert "attention entropy over the 6 image tokens" in out
+    assert "grounding S after the image" in out and out.rstrip().splitlines()[-1].startswith("DMLR: reward")

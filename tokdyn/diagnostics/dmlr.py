@@ -130,7 +130,23 @@ def attended_patches(attention: jax.Array, latent_positions, patch_positions, to
     Returns:
       (P,) bool, True on the chosen patches.
     """
-    att = attention[:, :, jnp.asarray(latent_positions)][..., jnp.asarray(patch_positions)]  # (depth, H, L, P)
+    return attended_rows(attention[:, :, jnp.asarray(latent_positions)], patch_positions, top_m)
+
+
+def attended_rows(rows: jax.Array, patch_positions, top_m: int) -> jax.Array:
+    """:func:`attended_patches` from the latents' attention rows alone: ``rows`` (depth, H, L, T), one
+    sequence's weights at its L latent positions (what a model that takes ``select=`` computes for
+    ``Select(attention=..., rows=latent_positions)``).
+
+    Args:
+      rows: (depth, H, L, T) attention weights at the latent positions.
+      patch_positions: (P,) the image patches' positions (a sequence: P is static).
+      top_m: patches per latent (static).
+
+    Returns:
+      (P,) bool, True on the chosen patches.
+    """
+    att = rows[..., jnp.asarray(patch_positions)]  # (depth, H, L, P)
     n = len(patch_positions)
     _, idx = jax.lax.top_k(jnp.mean(att, (0, 1)), min(top_m, n))  # (L, m)
     return jnp.zeros(n, bool).at[idx.ravel()].set(True)
@@ -155,9 +171,19 @@ class Result:
 
 
 def _one(
-    key, apply_fn, params, inst, cfg: Config, hparams: Hparams, latent_positions, answer_position, patch_positions
+    key,
+    apply_fn,
+    params,
+    inst,
+    cfg: Config,
+    hparams: Hparams,
+    latent_positions,
+    answer_position,
+    patch_positions,
+    n_layers: int,
 ):
-    """Optimise the latents of one instance (a batch of one)."""
+    """Optimise the latents of one instance (a batch of one). The model is asked for its logits and, for
+    ``inject="best"``, the attention rows at the latents alone (:func:`tokdyn.diagnostics.protocol.apply_selected`)."""
     score = lambda out: confidence(
         out.logits[0],
         reward=cfg.reward,
@@ -165,17 +191,20 @@ def _one(
         latent_positions=latent_positions,
         answer_position=answer_position,
     )
-    start = apply_fn(params, inst)
+    start = protocol.apply_selected(apply_fn, params, inst, protocol.Select())  # logits and latents alone
     lat0 = start.latents  # (1, L, D)
     s = jnp.sqrt(jnp.mean(lat0**2)) + 1e-12  # the embedding scale
     n_patch = len(patch_positions)
 
+    rows = tuple(latent_positions) if cfg.inject == "best" else ()
+    select = protocol.Select(attention=tuple(range(n_layers)) if rows else (), rows=rows)
+
     def run(u, v):  # u: latents in units of s, v: (P,) injected patches -> (reward, answer, outputs)
         extra = {} if cfg.inject == "none" else {"inject": v[None]}
-        out = apply_fn(params, inst, latents=u * s, **extra)
+        out = protocol.apply_selected(apply_fn, params, inst, select, latents=u * s, **extra)
         return score(out), jnp.argmax(out.logits[0, answer_position]), out
 
-    candidates = lambda out: attended_patches(out.attention[0], latent_positions, patch_positions, cfg.top_m)
+    candidates = lambda out: attended_rows(out.attention[0], patch_positions, cfg.top_m)
 
     opt = es.maximiser(
         lambda u, v: run(u, v)[0],
@@ -308,6 +337,7 @@ def optimise(
         positions,
         answer_position,
         patches,
+        dims.layers,
     )
     if chunk is not None:
         _checks.positive_int("chunk", chunk)

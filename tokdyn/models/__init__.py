@@ -16,6 +16,8 @@
 - :mod:`tokdyn.models.qwen2_5_vl_probes` read-outs of Qwen2.5-VL's vision tower (patch features before
   and after the merger)
 - :mod:`tokdyn.models.qwen2_5_vl_apply` Qwen2.5-VL under the diagnostics' ``apply`` protocol
+- :mod:`tokdyn.models.qwen2_5_vl_analyses` the latent-reasoning analyses on Qwen2.5-VL (decomposition, causal
+  mediation, DMLR), each one compiled program over instances, perturbations and seeds
 """
 
 import importlib
@@ -31,6 +33,7 @@ __all__ = [
     "blocks",
     "qwen2_5_vl_probes",
     "qwen2_5_vl_apply",
+    "qwen2_5_vl_analyses",
 ]
 
 

@@ -9,11 +9,12 @@ the latent-reasoning methods place them::
 :func:`prompt` builds such ids, :func:`layout` finds the positions (image tokens, latent slots, markers, the
 answer position: the last), :func:`make_batch` adds the mask, the multimodal rotary positions and the pixel
 rows, and :func:`make_apply` returns ``apply(params, batch, *, latents=None, intervene=None, drop=None,
-select=None)``:
-``latents`` (B, L, D) are written as input embeddings at the latent slots (without them the slots keep their
-fill token's embedding), ``intervene`` edits the input embeddings, and ``select``
-(:class:`tokdyn.diagnostics.protocol.Select`) computes only the hidden entries and attention rows asked for,
-so that a 7B model at 1,500 tokens never holds (B, layers, heads, T, T).
+inject=None, select=None)``: ``latents`` (B, L, D) are written as input embeddings at the latent slots
+(without them the slots keep the batch's own ``"latents"`` or their fill token's embedding), ``intervene``
+edits the input embeddings, ``drop`` removes positions from attention, ``inject`` inserts copies of chosen
+image tokens before the block, and ``select`` (:class:`tokdyn.diagnostics.protocol.Select`) computes only the
+hidden entries and attention rows asked for, so that a 7B model at 1,500 tokens never holds (B, layers, heads,
+T, T). The analyses of :mod:`tokdyn.models.qwen2_5_vl_analyses` run on it.
 """
 
 from __future__ import annotations
@@ -92,8 +93,9 @@ def layout(cfg: Config, input_ids, start_id: int | None = None, end_id: int | No
 
 
 def make_batch(cfg: Config, input_ids, pixel_values, image_grid_thw, attention_mask=None) -> dict:
-    """The batch ``apply`` reads: ``input_ids`` (B, T), ``attention_mask`` (B, T), ``positions`` (3, B, T)
-    (``transformers``' ``get_rope_index``) and ``pixel_values`` (B, patches, patch_dim), one image per row, all
+    """The batch ``apply`` reads: ``input_ids`` (B, T), ``attention_mask`` (B, T), ``positions`` (B, 3, T)
+    (``transformers``' ``get_rope_index``, instance-major so that every leaf has the instances on its leading
+    axis, as the protocol's ``lax.map`` and ``vmap`` over instances need) and ``pixel_values`` (B, patches, patch_dim), one image per row, all
     of one grid ``image_grid_thw`` ([[1, h, w]] or one such row per image)."""
     ids = np.asarray(input_ids)
     grid = positions_lib.check_grid(image_grid_thw, cfg.vision.spatial_merge_size)
@@ -108,7 +110,7 @@ def make_batch(cfg: Config, input_ids, pixel_values, image_grid_thw, attention_m
     return {
         "input_ids": jnp.asarray(ids, jnp.int32),
         "attention_mask": jnp.asarray(mask),
-        "positions": jnp.asarray(pos, jnp.int32),
+        "positions": jnp.asarray(np.swapaxes(pos, 0, 1), jnp.int32),  # (B, 3, T)
         "pixel_values": jnp.asarray(pixels),
     }
 
@@ -144,26 +146,76 @@ def _run_layers(cfg, layers: dict, start: int, stop: int, x, positions, mask):
     return x
 
 
+def image_features(cfg: Config, params, batch: dict, image_grid_thw) -> dict:
+    """``batch`` holding the vision tower's features (B, image tokens, D) of its ``"pixel_values"`` as
+    ``"image_features"``, so that the calls of an analysis that share an image encode it once. Traceable."""
+    plan = vision.plan(cfg.vision, positions_lib.check_grid(image_grid_thw, cfg.vision.spatial_merge_size)[:1])
+    feats = jax.vmap(lambda px: model_lib.image_features(cfg, params, px, plan))(batch["pixel_values"])
+    return {**batch, "image_features": feats}
+
+
+def injection_point(lay: Layout) -> int:
+    """Where ``inject`` inserts its copies of the image tokens: before the latent block's start marker, or
+    before the answer position in a prompt without a block."""
+    return lay.markers[0] if lay.markers else lay.answer
+
+
 def make_apply(cfg: Config, image_grid_thw, lay: Layout):
-    """``apply(params, batch, *, latents=None, intervene=None, drop=None, select=None) -> Outputs`` for prompts of layout
-    ``lay`` and images of grid ``image_grid_thw`` ([[1, h, w]]): the protocol of
+    """``apply(params, batch, *, latents=None, intervene=None, drop=None, inject=None, select=None) -> Outputs``
+    for prompts of layout ``lay`` and images of grid ``image_grid_thw`` ([[1, h, w]]): the protocol of
     :mod:`tokdyn.diagnostics.protocol`, with ``params`` the model's parameter tree and ``batch`` from
-    :func:`make_batch`. ``Outputs.latents`` (B, L, D) are the input embeddings at the latent slots (after
-    ``latents``, before ``intervene``); ``hidden`` entry 0 the input embeddings after ``intervene``, entry
-    ``i`` layer ``i``'s output (before the final norm); ``attention`` the softmax weights in float32.
-    ``drop`` (B, T) bool removes the True positions from attention (no other position reads them; each still
-    reads itself), as the markers-only and no-block settings of the decomposition need. The protocol's
-    ``inject`` (copies of image patches inserted before the block) is not implemented here.
+    :func:`make_batch`.
+
+    ``Outputs.latents`` (B, L, D) are the input embeddings at the latent slots (after ``latents``, before
+    ``intervene``); ``hidden`` entry 0 the input embeddings after ``intervene``, entry ``i`` layer ``i``'s
+    output (before the final norm); ``attention`` the softmax weights in float32.
+
+    - ``latents`` (B, L, D) are written at the latent slots. Without them, a batch that holds ``"latents"``
+      (B, L, D) (:func:`tokdyn.models.qwen2_5_vl_analyses.with_latents`: each instance's own latents, as a
+      latent reasoner produced them) has those written there; else the slots keep their fill token's
+      embedding.
+    - A batch that holds ``"image_features"`` (B, image tokens, D) (:func:`image_features`) has those at its
+      image tokens; else the vision tower encodes ``"pixel_values"`` in every call.
+    - ``drop`` (B, T) bool removes the True positions from attention (no other position reads them; each
+      still reads itself), as the markers-only and no-block settings of the decomposition need.
+    - ``inject`` (B, P) bool over the P image tokens of ``lay.image`` (in that order) inserts a copy of every
+      image token's input embedding, at its own multimodal rotary position, before the latent block's start
+      marker (:func:`injection_point`); a later position reads a copy only where ``inject`` is True (DMLR's
+      visual injection). The outputs keep the T positions of ``lay``: the copies' rows are cut, and the
+      attention paid to a copy is added to its image token's column. With every entry False the outputs are
+      those of the call without ``inject``.
+
     The layers between those whose input or output is read run as one scan of
     :func:`tokdyn.models.qwen2_5_vl.text.decode` (a narrow ``select`` compiles a few layers, not all).
     Traceable: ``jit``, ``vmap`` and ``grad`` apply."""
     plan = vision.plan(cfg.vision, positions_lib.check_grid(image_grid_thw, cfg.vision.spatial_merge_size)[:1])
     n_layers = cfg.text.num_hidden_layers
-    slots = jnp.asarray(lay.latents, jnp.int32)
+    # host arrays: make_apply may first run inside a trace, and a closure must hold no tracer
+    slots = np.asarray(lay.latents, np.int32)
+    n_image, at = len(lay.image), injection_point(lay)
+    image = np.asarray(lay.image, np.int32)
 
-    def apply(params, batch, *, latents=None, intervene=None, drop=None, select=None):
+    def apply(params, batch, *, latents=None, intervene=None, drop=None, inject=None, select=None):
         ids, valid = batch["input_ids"], batch["attention_mask"].astype(bool)
-        feats = jax.vmap(lambda px: model_lib.image_features(cfg, params, px, plan))(batch["pixel_values"])
+        b, t = ids.shape
+        if latents is None and "latents" in batch:
+            latents = batch["latents"]
+        if latents is not None and jnp.shape(latents) != (b, len(lay.latents), cfg.text.hidden_size):
+            raise ValueError(
+                f"latents must be (B, L, D) = ({b}, {len(lay.latents)}, {cfg.text.hidden_size}) for this layout, "
+                f"got {jnp.shape(latents)}"
+            )
+        for name, mask_arg, width in (("drop", drop, t), ("inject", inject, n_image)):
+            if mask_arg is not None and jnp.shape(mask_arg) != (b, width):
+                raise ValueError(
+                    f"{name} must be a (B, {'T' if name == 'drop' else 'P'}) = ({b}, {width}) bool mask "
+                    f"({'positions' if name == 'drop' else 'the image tokens of the layout'}), "
+                    f"got shape {jnp.shape(mask_arg)}"
+                )
+        if "image_features" in batch:  # computed once for many calls (image_features)
+            feats = batch["image_features"]
+        else:
+            feats = jax.vmap(lambda px: model_lib.image_features(cfg, params, px, plan))(batch["pixel_values"])
         x = params["text"]["embed"][ids]  # (B, T, D)
         is_image = ids == cfg.image_token_id
         slot = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, feats.shape[1] - 1)
@@ -173,37 +225,52 @@ def make_apply(cfg: Config, image_grid_thw, lay: Layout):
         out_latents = x[:, slots]
         if intervene is not None:
             x = intervene(x)
-        t = ids.shape[1]
-        order = jnp.arange(t)
         keys = valid if drop is None else valid & ~jnp.asarray(drop, bool)
-        mask = attention.causal_mask(jnp.broadcast_to(order, ids.shape), order, keys)
-        if drop is not None:  # a dropped position still reads itself, so no query is left without a key
-            mask = mask | jnp.eye(t, dtype=bool)[None]
-        cos, sin = text.rope_tables(cfg.text, batch["positions"])
+        pos = jnp.swapaxes(batch["positions"], 0, 1)  # (3, B, T)
+        grown = inject is not None
+        if grown:  # copies of the image tokens before the block: (B, T + P, ...)
+            x = jnp.concatenate([x[:, :at], x[:, image], x[:, at:]], 1)
+            pos = jnp.concatenate([pos[..., :at], pos[..., image], pos[..., at:]], -1)
+            keys = jnp.concatenate([keys[:, :at], jnp.asarray(inject, bool), keys[:, at:]], 1)
+        n = x.shape[1]
+        order = jnp.arange(n)
+        mask = attention.causal_mask(jnp.broadcast_to(order, (b, n)), order, keys)
+        if drop is not None or grown:  # a masked position still reads itself, so no query is left without a key
+            mask = mask | jnp.eye(n, dtype=bool)[None]
+        cos, sin = text.rope_tables(cfg.text, pos)
         keep_h = range(n_layers + 1) if select is None else [h % (n_layers + 1) for h in select.hidden]
         keep_a = range(n_layers) if select is None else [a % n_layers for a in select.attention]
-        rows = jnp.arange(t) if select is None else jnp.asarray(select.rows, jnp.int32)
+        rows = np.arange(t) if select is None else np.asarray(select.rows, np.int64)
+        q_rows = jnp.asarray(np.where(rows >= at, rows + n_image, rows) if grown else rows, jnp.int32)
         layers = params["text"]["layers"]  # stacked along a leading layer axis
         hidden = {0: x} if 0 in keep_h else {}
         weights = {}
         done = 0  # layers applied so far
         for i in sorted(set(keep_a) | {j - 1 for j in keep_h if j}):  # the layers whose input or output is read
-            x = _run_layers(cfg.text, layers, done, i, x, batch["positions"], mask)
+            x = _run_layers(cfg.text, layers, done, i, x, pos, mask)
             if i in keep_a:
-                weights[i] = attention_rows(cfg.text, _layer(layers, i), x, cos, sin, mask, rows)
-            x = _run_layers(cfg.text, layers, i, i + 1, x, batch["positions"], mask)
+                weights[i] = attention_rows(cfg.text, _layer(layers, i), x, cos, sin, mask, q_rows)
+            x = _run_layers(cfg.text, layers, i, i + 1, x, pos, mask)
             done = i + 1
             if i + 1 in keep_h:
                 hidden[i + 1] = x
-        x = _run_layers(cfg.text, layers, done, n_layers, x, batch["positions"], mask)
+        x = _run_layers(cfg.text, layers, done, n_layers, x, pos, mask)
         logits = text.head(cfg.text, params["text"], x)
-        b, d = x.shape[0], x.shape[-1]
+        d = x.shape[-1]
+        if grown:  # back to the layout's T positions; attention to a copy goes to its image token
+            cut = lambda z, axis: jnp.concatenate(  # noqa: E731
+                [jax.lax.slice_in_dim(z, 0, at, axis=axis), jax.lax.slice_in_dim(z, at + n_image, n, axis=axis)],
+                axis,
+            )
+            logits = cut(logits, 1)
+            hidden = {j: cut(h, 1) for j, h in hidden.items()}
+            weights = {j: cut(w.at[..., image].add(w[..., at : at + n_image]), 3) for j, w in weights.items()}
         h_stack = jnp.stack([hidden[j] for j in keep_h], 1) if len(keep_h) else jnp.zeros((b, 0, t, d), x.dtype)
         heads = cfg.text.num_attention_heads
         a_stack = (
             jnp.stack([weights[j] for j in keep_a], 1)
             if len(keep_a)
-            else jnp.zeros((b, 0, heads, rows.shape[0], t), jnp.float32)
+            else jnp.zeros((b, 0, heads, len(rows), t), jnp.float32)
         )
         return Outputs(logits=logits, hidden=h_stack, attention=a_stack, latents=out_latents)
 

@@ -184,7 +184,7 @@ def test_a_good_instances_file_is_read(tmp_path):
 
 def test_config_refusals():
     for changes, words in [
-        (dict(analyses=("injection",)), "needs the apply's inject= keyword"),
+        (dict(analyses=("narrowness",)), "does not yet tabulate attention narrowness"),
         (dict(analyses=("nope",)), "analyses"),
         (dict(image_size=60), "multiple of 28"),
         (dict(n_tokens=5, image_size=56), "n_tokens must be at most the 4 merged tokens"),

@@ -5,7 +5,8 @@ diagnostics' ``apply`` protocol (:mod:`tokdyn.models.qwen2_5_vl_apply`).
 checkpoint directory (its weight files' SHA-256 in the directory's stamp) and asks it questions with known
 answers about images: rendered sprite scenes ("how many objects?", with their object masks) or a user's JSONL
 (``--instances``). It writes ``instances.csv``, one table per analysis (``grounding.csv``,
-``perception.csv``, ``decomposition.csv``, ``mediation.csv``, ``optimisation.csv``), ``diagnostics.png``,
+``perception.csv``, ``decomposition.csv``, ``mediation.csv``, ``optimisation.csv``, ``injection.csv``),
+``diagnostics.png``,
 ``summary.md`` and ``config.json``; every batch of every analysis is kept in ``OUT/parts/`` as it finishes, so a rerun resumes,
 and a checkpoint whose weights changed is refused. Without ``--model`` it builds a tiny Qwen2.5-VL with
 random weights, so the command runs anywhere; its output then says that its numbers are a random model's.
@@ -25,12 +26,11 @@ from tokdyn.studies.vlm_diagnostics import analyses, checkpoint, instances  # no
 from tokdyn.studies.vlm_diagnostics.analyses import (  # noqa: F401
     FUNCTIONS,
     Context,
-    batch_first,
     decomposition_rows,
     grounding_rows,
-    make_apply,
     mediation_rows,
     optimisation_rows,
+    injection_rows,
     perception_rows,
 )
 from tokdyn.studies.vlm_diagnostics.checkpoint import (  # noqa: F401

@@ -84,29 +84,10 @@ class Context:
         return jnp.stack(out)
 
 
-def batch_first(batch: dict) -> dict:
-    """``batch`` of :func:`tokdyn.models.qwen2_5_vl_apply.make_batch` with its rotary ``positions`` (3, B, T)
-    stored as (B, 3, T), so that every leaf's leading axis is the instances' (the diagnostics that slice or
-    vmap a batch by instance need it: :func:`tokdyn.diagnostics.mediation.latent_effects`'s chunks,
-    :func:`tokdyn.diagnostics.dmlr.optimise`); :func:`make_apply` reads it."""
-    return dict(batch, positions=jnp.swapaxes(batch["positions"], 0, 1))
-
-
-def make_apply(mcfg, grid, lay):
-    """:func:`tokdyn.models.qwen2_5_vl_apply.make_apply` of a :func:`batch_first` batch: the same keywords
-    (``latents``, ``intervene``, ``drop``, ``select``), the positions put back as (3, B, T)."""
-    inner = qa.make_apply(mcfg, grid, lay)
-
-    def apply(params, batch, *, latents=None, intervene=None, drop=None, select=None):
-        batch = dict(batch, positions=jnp.swapaxes(batch["positions"], 0, 1))
-        return inner(params, batch, latents=latents, intervene=intervene, drop=drop, select=select)
-
-    return apply
-
-
 def _batch(ctx: "Context", ids, pixels, grid) -> dict:
-    """The instances' batch, :func:`batch_first`."""
-    return batch_first(qa.make_batch(ctx.mcfg, ids, pixels, grid))
+    """The instances' batch (:func:`tokdyn.models.qwen2_5_vl_apply.make_batch`: every leaf leads with the
+    instances, as the diagnostics that slice or vmap a batch by instance need)."""
+    return qa.make_batch(ctx.mcfg, ids, pixels, grid)
 
 
 def _chunk(group, start: int, size: int):
@@ -130,7 +111,7 @@ def grounding_rows(ctx: Context, group, start: int) -> list:
     tokens = take(group.answer_ids)
 
     def make():
-        apply = make_apply(mcfg, group.grid, lay)
+        apply = qa.make_apply(mcfg, group.grid, lay)
 
         def run(params, batch, noised, tokens):
             lp = functools.partial(grounding.token_logprobs, apply, params, positions=positions, tokens=tokens)
@@ -216,7 +197,7 @@ def decomposition_rows(ctx: Context, group, start: int) -> list:
     index, valid, lay, batch, answers = _block(ctx, group, start)
 
     def make():
-        apply = make_apply(ctx.mcfg, group.grid, lay)
+        apply = qa.make_apply(ctx.mcfg, group.grid, lay)
         return jax.jit(
             lambda key, params, batch, answers: mediation.decompose(
                 key,
@@ -251,7 +232,7 @@ def mediation_rows(ctx: Context, group, start: int) -> list:
     last = protocol.Select(hidden=(-1,))
 
     def make():
-        apply = make_apply(ctx.mcfg, group.grid, lay)
+        apply = qa.make_apply(ctx.mcfg, group.grid, lay)
 
         def run(key, params, batch, noised, answers):
             states = lambda b: apply(params, b, select=last).hidden[:, 0][:, slots]  # (B, L, D)
@@ -299,23 +280,27 @@ def mediation_rows(ctx: Context, group, start: int) -> list:
     return rows
 
 
-def optimisation_rows(ctx: Context, group, start: int) -> list:
-    """DMLR on the chunk (entropy reward, evolution strategies, no visual injection): per instance the
-    reward and answer before and with the most confident latents."""
+def optimisation_rows(ctx: Context, group, start: int, *, inject: str = "none", name: str = "optimisation") -> list:
+    """DMLR on the chunk (entropy reward, evolution strategies; ``inject="best"``: with the paper's visual
+    injection of the image tokens the latents attend to most): per instance the reward and answer before
+    and with the most confident latents."""
     cfg = ctx.cfg
     index, valid, lay, batch, answers = _block(ctx, group, start)
     vocab = ctx.mcfg.text.vocab_size
     dcfg = dmlr.Config(
-        reward="entropy", top_k=min(10, vocab), n_iters=cfg.optimiser_iters, n_pairs=cfg.optimiser_pairs, inject="none"
+        reward="entropy", top_k=min(10, vocab), n_iters=cfg.optimiser_iters, n_pairs=cfg.optimiser_pairs, inject=inject
     )
 
     def make():
-        apply = make_apply(ctx.mcfg, group.grid, lay)
-        return dmlr.make(apply, dcfg, latent_positions=lay.latents, answer_position=lay.answer, chunk=None)
+        apply = qa.make_apply(ctx.mcfg, group.grid, lay)
+        patches = lay.image if inject != "none" else ()
+        return dmlr.make(
+            apply, dcfg, latent_positions=lay.latents, answer_position=lay.answer, patch_positions=patches, chunk=None
+        )
 
     hp = dmlr.Hparams(learning_rate=cfg.optimiser_learning_rate, sigma=cfg.optimiser_sigma)
-    key = jax.random.fold_in(ctx.key, 5)
-    res = ctx.program("optimisation", group, make)(key, ctx.params, batch, hp, jnp.asarray(index))
+    key = jax.random.fold_in(ctx.key, 5 if inject == "none" else 6)
+    res = ctx.program(name, group, make)(key, ctx.params, batch, hp, jnp.asarray(index))
     answers = np.asarray(answers)
     rows = []
     for b in np.flatnonzero(valid):
@@ -334,12 +319,19 @@ def optimisation_rows(ctx: Context, group, start: int) -> list:
     return rows
 
 
+def injection_rows(ctx: Context, group, start: int) -> list:
+    """DMLR with its visual injection (``inject="best"``): :func:`optimisation_rows` with the image tokens
+    the most confident latents attend to most inserted before the latent block, and how many were."""
+    return optimisation_rows(ctx, group, start, inject="best", name="injection")
+
+
 FUNCTIONS = {
     "grounding": grounding_rows,
     "perception": perception_rows,
     "decomposition": decomposition_rows,
     "mediation": mediation_rows,
     "optimisation": optimisation_rows,
+    "injection": injection_rows,
 }
 """Each analysis of :data:`~tokdyn.studies.vlm_diagnostics.config.ANALYSES` and its function; all but
 ``perception`` take ``(context, group, start)``, ``perception`` ``(context, start)``."""
@@ -347,11 +339,10 @@ FUNCTIONS = {
 __all__ = [
     "Context",
     "FUNCTIONS",
-    "batch_first",
     "decomposition_rows",
     "grounding_rows",
-    "make_apply",
     "mediation_rows",
     "optimisation_rows",
+    "injection_rows",
     "perception_rows",
 ]

@@ -15,21 +15,22 @@ from tokdyn.experiment.presets import PRESETS
 
 STUDY = "vlm-diagnostics"
 
-ANALYSES = ("grounding", "perception", "decomposition", "mediation", "optimisation")
+ANALYSES = ("grounding", "perception", "decomposition", "mediation", "optimisation", "injection")
 """The analyses the study runs on the Qwen2.5-VL ``apply`` today, in the order they run:
 ``grounding`` (DMLR's per-token grounding score S under noised images), ``perception`` (token dynamics
 of the vision tower's patch features), ``decomposition`` (Beyond Visual Memory's settings of the latent
-block), ``mediation`` (CapImagine's input -> latent and latent -> answer effects) and ``optimisation``
-(DMLR's confidence-driven latent optimisation, without visual injection)."""
+block), ``mediation`` (CapImagine's input -> latent and latent -> answer effects), ``optimisation``
+(DMLR's confidence-driven latent optimisation, without visual injection) and ``injection`` (the same with
+DMLR's visual injection, ``inject="best"``)."""
 
 PENDING = {
-    "injection": "DMLR's visual injection (optimisation with inject='best') needs the apply's inject= keyword",
-    "narrowness": "attention narrowness at latent positions needs the narrowness measure over selected attention "
-    "rows (Select) rather than the full (B, layers, H, T, T) map",
+    "narrowness": "the study does not yet tabulate attention narrowness at latent positions; "
+    "tokdyn.models.qwen2_5_vl_analyses.decomposition reports it (its attention concentration, from the "
+    "attention rows at the latents alone)",
 }
-"""Analyses of the issue that wait for the Qwen2.5-VL ``apply`` (:mod:`tokdyn.models.qwen2_5_vl_apply`) or
-the diagnostics to grow what they need: name -> what is missing. Naming one in ``analyses`` is refused with
-that reason; adding one is a function in ``analyses.py`` and its name in :data:`ANALYSES`."""
+"""Analyses the study does not run yet: name -> why, and where the measure is available. Naming one in
+``analyses`` is refused with that reason; adding one is a function in ``analyses.py`` and its name in
+:data:`ANALYSES`."""
 
 MEDIATION_KINDS = ("zeros", "noise", "constant")
 """The latent interventions the study applies: the latents a prompt starts with are its fill token's
@@ -238,7 +239,9 @@ class Config:
         study_dir.elements_fit("batch_size", self.batch_size, tokens, tokens, heads)
         study_dir.elements_fit("optimiser_pairs", self.batch_size, 2 * self.optimiser_pairs, tokens, width)
         per = tokens * tokens * heads * layers * 4.0 + tokens * width * (layers + 1) * 4.0
-        batch = self.batch_size * (2 * self.optimiser_pairs if "optimisation" in self.analyses else 1)
+        batch = self.batch_size * (
+            2 * self.optimiser_pairs if {"optimisation", "injection"} & set(self.analyses) else 1
+        )
         images = n * (self.scene_size**2 * 3 * 4.0 * 2 + self.image_size**2 * 3 * 4.0 * 2)  # scenes, pixel rows
         work = {} if self.model else {"host": 30.0 + 2.0 * n}
         return study_dir.Estimate(

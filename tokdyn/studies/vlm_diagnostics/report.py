@@ -97,7 +97,7 @@ def mediation_lines(rows: list) -> list:
     )
 
 
-def optimisation_lines(rows: list) -> list:
+def optimisation_lines(rows: list, title: str = "## DMLR latent optimisation (entropy reward, no injection)") -> list:
     """DMLR: the confidence reward and the accuracy before and with the most confident latents."""
     body = [
         ["before", _mean(rows, "reward_before"), _mean(rows, "correct_before")],
@@ -105,7 +105,7 @@ def optimisation_lines(rows: list) -> list:
     ]
     changed = _mean([dict(c=float(r["answer_best"] != r["answer_before"])) for r in rows], "c")
     return (
-        ["## DMLR latent optimisation (entropy reward, no injection)", ""]
+        [title, ""]
         + _table(["latents", "reward", "accuracy"], body)
         + ["", f"Answers changed by the optimisation: {changed:.3f} of the instances."]
     )
@@ -117,6 +117,9 @@ LINES = {
     "decomposition": decomposition_lines,
     "mediation": mediation_lines,
     "optimisation": optimisation_lines,
+    "injection": lambda rows: optimisation_lines(
+        rows, "## DMLR latent optimisation with visual injection (entropy reward, inject='best')"
+    ),
 }
 
 
@@ -134,7 +137,7 @@ def summary(cfg, data: dict) -> str:
     ]
     for name, rows in data["rows"].items():
         lines += [""] + LINES[name](rows)
-    lines += ["", "Not run on the Qwen2.5-VL apply yet: " + "; ".join(f"{k} ({v})" for k, v in PENDING.items()) + "."]
+    lines += ["", "Not tabulated by this study yet: " + "; ".join(f"{k} ({v})" for k, v in PENDING.items()) + "."]
     if data["random"]:
         lines += ["", f"**{RANDOM_NOTE}**"]
     return "\n".join(lines)

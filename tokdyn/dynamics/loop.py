@@ -550,6 +550,17 @@ def run_fixed(
 _FIXED = CheckpointAdjoint(remat=False)  # run_fixed's adjoint (its max_steps is n_steps)
 
 
+def _run_fixed_jitted(
+    x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3, key=None
+):
+    """``run_fixed`` without the host checks and the padding (as ``run.jitted``)."""
+    adjoint = CheckpointAdjoint(max_steps=n_steps, remat=False)  # the bound given: n_steps may then be traced
+    return run.jitted(x, tokens, hparams, rule=rule, mask=mask, n_steps=n_steps, tol=tol, key=key, adjoint=adjoint)
+
+
+run_fixed.jitted = _run_fixed_jitted  # as the checked functions have it: the jitted kernel alone
+
+
 @_checks.checked_jit(_check_trajectory, static_argnames=("n_steps", "rule"), buckets=_BUCKETS)
 def trajectory(
     x, tokens, hparams=None, *, rule: Rule = BUILTIN, mask=None, n_steps: int = 30, tol=1e-3, key=None

@@ -119,6 +119,8 @@ def stamped_or_empty(out: str) -> Optional[dict]:
     is never written into nor cleared, with ``fresh`` or without."""
     old = read_stamp(out)
     if old is None and _has_files(out):
+        old = read_stamp(out)  # another process may have put its stamp in place between the two looks
+    if old is None and _has_files(out):
         loose = sorted(e for e in os.listdir(out) if e != LOCK_FILE and not io.is_temporary(e))
         raise io.OutputConflict(
             f"out={out!r} holds files that no tokdyn study stamped ({', '.join(loose[:5])}"

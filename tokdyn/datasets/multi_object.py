@@ -166,6 +166,31 @@ def find(directory) -> list:
     return found
 
 
+def check_option(data: str, max_objects: int, name: str = "max_objects") -> None:
+    """A study's ``--data`` option: ``''`` (none) or a multi-object dataset's file, or a directory
+    holding one, whose scenes can hold ``max_objects`` objects (the option ``name``). Only the name is
+    looked at: the file itself is read when the study runs.
+
+    Raises:
+      TypeError: ``data`` not a str.
+      ValueError: no such dataset file (:func:`locate`'s message), or ``max_objects`` above the
+        dataset's.
+    """
+    if not isinstance(data, str):
+        raise TypeError(f"data must be a path (a str), got {data!r}")
+    if not data:
+        return
+    try:
+        dataset, _ = locate(data)
+    except FileNotFoundError as e:
+        raise ValueError(f"data: {e}") from None
+    if max_objects > dataset.max_objects:
+        raise ValueError(
+            f"{name} must be at most {dataset.max_objects} with data={data!r} ({dataset.file}'s scenes hold at "
+            f"most {dataset.max_objects} objects), got {max_objects}"
+        )
+
+
 def locate(path, dataset: str | None = None) -> tuple:
     """``(Dataset, file)`` for ``path``: a file under its published name, or a directory holding
     exactly one of the files (:func:`find`) or the one named ``dataset`` (a published file name,

@@ -133,6 +133,8 @@ class Config:
 
     def _check_data(self) -> None:
         """The real part's fields; ``data`` a multi-object dataset's file (read only when the study runs)."""
+        from tokdyn.datasets import multi_object
+
         if not isinstance(self.data, str):
             raise TypeError(f"data must be a path (a str), got {self.data!r}")
         for name in ("data_scenes", "data_pool", "data_max_objects", "data_size", "data_steps", "data_batch"):
@@ -141,19 +143,7 @@ class Config:
         _checks.real("data_learning_rate", self.data_learning_rate, low=0.0, low_open=True)
         if self.data_steps > 100 and self.data_steps % 100:
             raise ValueError(f"data_steps must be a multiple of 100 (or fewer than 100), got {self.data_steps}")
-        if not self.data:
-            return
-        from tokdyn.datasets import multi_object
-
-        try:
-            dataset, _ = multi_object.locate(self.data)
-        except FileNotFoundError as e:
-            raise ValueError(f"data: {e}") from None
-        if self.data_max_objects > dataset.max_objects:
-            raise ValueError(
-                f"data_max_objects must be at most {dataset.max_objects} with data={self.data!r} ({dataset.file}'s "
-                f"scenes hold at most {dataset.max_objects} objects), got {self.data_max_objects}"
-            )
+        multi_object.check_option(self.data, self.data_max_objects, "data_max_objects")
 
     @classmethod
     def quick(cls) -> "Config":

@@ -182,21 +182,9 @@ class Config:
     def _check_data(self) -> None:
         """``data``: '' or a multi-object dataset's file found by its published name, whose scenes
         can hold ``max_objects`` objects (the file itself is read only when the study runs)."""
-        if not isinstance(self.data, str):
-            raise TypeError(f"data must be a path (a str), got {self.data!r}")
-        if not self.data:
-            return
         from tokdyn.datasets import multi_object
 
-        try:
-            dataset, _ = multi_object.locate(self.data)
-        except FileNotFoundError as e:
-            raise ValueError(f"data: {e}") from None
-        if self.max_objects > dataset.max_objects:
-            raise ValueError(
-                f"max_objects must be at most {dataset.max_objects} with data={self.data!r} ({dataset.file}'s "
-                f"scenes hold at most {dataset.max_objects} objects), got {self.max_objects}"
-            )
+        multi_object.check_option(self.data, self.max_objects)
 
     def _check_sizes(self) -> None:
         """The counts and sizes: positive, within an int32 where the programs count them."""

@@ -254,39 +254,24 @@ class Config:
         )
 
 
-GPU_PRESETS = {
-    "3b": dict(
-        n_instances=200,
-        batch_size=16,
-        image_size=448,
-        scene_size=128,
-        dtype="bfloat16",
-        noise_levels=(0.25, 0.5, 1.0),
-        noise_seeds=4,
-        n_latents=8,
-        n_tokens=8,
-        dynamics_steps=200,
-        optimiser_iters=15,
-        optimiser_pairs=8,
-    ),
-    "7b": dict(
-        n_instances=200,
-        batch_size=8,
-        image_size=448,
-        scene_size=128,
-        dtype="bfloat16",
-        noise_levels=(0.25, 0.5, 1.0),
-        noise_seeds=4,
-        n_latents=8,
-        n_tokens=8,
-        dynamics_steps=200,
-        optimiser_iters=15,
-        optimiser_pairs=8,
-    ),
-}
+_GPU = dict(
+    n_instances=200,
+    image_size=448,
+    scene_size=128,
+    dtype="bfloat16",
+    noise_levels=(0.25, 0.5, 1.0),
+    noise_seeds=4,
+    n_latents=8,
+    n_tokens=8,
+    dynamics_steps=200,
+    optimiser_iters=15,
+    optimiser_pairs=8,
+)
+GPU_PRESETS = {"3b": dict(_GPU, batch_size=16), "7b": dict(_GPU, batch_size=8)}
 """Sizes for a Qwen2.5-VL-3B or -7B checkpoint on one GPU (80 GB class): :meth:`Config.gpu`, and on the
-command line the same options (``docs/studies/vlm-diagnostics.md``). Unmeasured: rows of the GPU ledger
-(``benchmarks/runs/gpu-ledger.csv``) wait for a device session."""
+command line the same options (``docs/studies/vlm-diagnostics.md``). Not run yet: no checkpoint reaches
+the device machines (the model's own speed at these shapes: the ``qwen-3b-*`` and ``qwen-7b-*`` rows of
+``benchmarks/runs/gpu-ledger.csv``)."""
 
 SELECTION = ("preset", "analyses")  # fields that only choose what runs: left out of the stamp, a batch kept is reused
 

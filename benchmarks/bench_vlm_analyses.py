@@ -1,4 +1,4 @@
-"""The latent-reasoning analyses on Qwen2.5-VL (``tokdyn.models.qwen2_5_vl_analyses``): every instance (and
+"""The latent-reasoning analyses on Qwen2.5-VL (``tokdyn.diagnostics.vlm``): every instance (and
 perturbation and seed) in one compiled program against a Python loop over the instances, one call each on a
 batch of one (how the published analysis code runs, one example at a time), in one process.
 
@@ -32,8 +32,8 @@ import numpy as np
 
 from tokdyn.diagnostics import dmlr
 from tokdyn.models import qwen2_5_vl
-from tokdyn.models import qwen2_5_vl_analyses as an
-from tokdyn.models import qwen2_5_vl_apply as qa
+from tokdyn.diagnostics import vlm as an
+from tokdyn.models.qwen2_5_vl import adapter as qa
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--configs", nargs="+", default=["tiny", "small"])

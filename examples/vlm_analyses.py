@@ -1,4 +1,4 @@
-"""The latent-reasoning analyses on Qwen2.5-VL (tokdyn.models.qwen2_5_vl_analyses), worked through on the tiny
+"""The latent-reasoning analyses on Qwen2.5-VL (tokdyn.diagnostics.vlm), worked through on the tiny
 random checkpoint of the tests, or on a checkpoint directory of one's own (--model DIR, with --image files).
 
 The tiny checkpoint has random weights: its numbers show what each analysis reports and are no finding. Every
@@ -19,8 +19,8 @@ import numpy as np
 
 from tokdyn.diagnostics import dmlr, mediation
 from tokdyn.models import qwen2_5_vl
-from tokdyn.models import qwen2_5_vl_analyses as an
-from tokdyn.models import qwen2_5_vl_apply as qa
+from tokdyn.diagnostics import vlm as an
+from tokdyn.models.qwen2_5_vl import adapter as qa
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--model", default=None, help="a Qwen2.5-VL checkpoint directory (default: the tiny one)")

@@ -1,5 +1,5 @@
 """The diagnostics' minimal example (docs/concepts/diagnostics.md) runs and prints what it says;
-``Outputs`` lives in ``tokdyn.diagnostics.outputs`` and is the same object under its old name; and
+``Outputs`` is defined in ``tokdyn.models.protocol`` and is the same object under its other names; and
 ``summaries.summarise`` tabulates ``mediation.Effects`` and ``dmlr.Result`` with counts, shares and
 Wilson intervals equal to NumPy sums and SciPy's ``binomtest``, refusing what it cannot read."""
 
@@ -32,9 +32,13 @@ def _row(text: str, first: str) -> list[str]:
     return [c.strip() for c in line.strip("|").split("|")]
 
 
-def test_outputs_lives_with_the_diagnostics_and_keeps_its_old_name():
+def test_outputs_lives_in_the_models_layer_and_keeps_its_names():
+    # defined where the models implement the protocol (no import up the layers), re-exported above
+    from tokdyn.models import protocol as model_protocol
+
     assert latent_model.Outputs is outputs.Outputs is protocol.Outputs is tokdyn.diagnostics.Outputs
-    assert outputs.Outputs.__module__ == "tokdyn.diagnostics.outputs"
+    assert outputs.Outputs is model_protocol.Outputs and latent_model.ApplyFn is model_protocol.ApplyFn
+    assert outputs.Outputs.__module__ == "tokdyn.models.protocol"
     assert outputs.Outputs._fields == ("logits", "hidden", "attention", "latents")
 
 

@@ -20,7 +20,8 @@ from sklearn.metrics import adjusted_rand_score  # noqa: E402
 from tokdyn import dynamics  # noqa: E402
 from tokdyn.data import scenes  # noqa: E402
 from tokdyn.diagnostics import perception  # noqa: E402
-from tokdyn.models import qwen2_5_vl, qwen2_5_vl_probes  # noqa: E402
+from tokdyn.models import qwen2_5_vl  # noqa: E402
+from tokdyn.models.qwen2_5_vl import probes as qwen2_5_vl_probes  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qwen2_5_vl_tiny"
 SIZE = (112, 112)  # an 8 x 8 patch grid, 4 x 4 merged tokens

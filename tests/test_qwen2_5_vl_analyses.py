@@ -1,4 +1,4 @@
-"""The latent-reasoning analyses on Qwen2.5-VL (``tokdyn.models.qwen2_5_vl_analyses``) and the protocol's
+"""The latent-reasoning analyses on Qwen2.5-VL (``tokdyn.diagnostics.vlm``) and the protocol's
 ``inject`` on its ``apply``, on the tiny random checkpoint. Each analysis is compared with a direct computation
 from the model's plain forward pass: the checkpoint's own ``Model`` call on token ids (itself equal to
 ``transformers``'), or its decoder (``text.decode``, ``text.head``) on embeddings built here, with NumPy on the
@@ -20,8 +20,8 @@ pytest.importorskip("safetensors")
 from conftest import jax_compilations  # noqa: E402
 from tokdyn.diagnostics import dmlr, mediation, protocol  # noqa: E402
 from tokdyn.models import qwen2_5_vl  # noqa: E402
-from tokdyn.models import qwen2_5_vl_analyses as an  # noqa: E402
-from tokdyn.models import qwen2_5_vl_apply as qa  # noqa: E402
+from tokdyn.diagnostics import vlm as an  # noqa: E402
+from tokdyn.models.qwen2_5_vl import adapter as qa  # noqa: E402
 from tokdyn.models.qwen2_5_vl import model as model_lib  # noqa: E402
 from tokdyn.models.qwen2_5_vl import text, vision  # noqa: E402
 

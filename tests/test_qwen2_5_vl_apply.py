@@ -1,4 +1,4 @@
-"""Qwen2.5-VL under the diagnostics' ``apply`` protocol (``tokdyn.models.qwen2_5_vl_apply``) and the protocol's
+"""Qwen2.5-VL under the diagnostics' ``apply`` protocol (``tokdyn.models.qwen2_5_vl.adapter``) and the protocol's
 ``select`` (``tokdyn.diagnostics.protocol.Select``), on the tiny random checkpoint: logits equal the model's own
 forward pass (itself equal to ``transformers``'), the selected hidden entries and attention rows equal the full
 ones and a NumPy recomputation of each layer from them, latents land at their slots and move only what comes
@@ -19,7 +19,7 @@ pytest.importorskip("safetensors")
 from test_apply_protocol import Toy  # noqa: E402
 from tokdyn.diagnostics import protocol  # noqa: E402
 from tokdyn.models import qwen2_5_vl  # noqa: E402
-from tokdyn.models import qwen2_5_vl_apply as qa  # noqa: E402
+from tokdyn.models.qwen2_5_vl import adapter as qa  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qwen2_5_vl_tiny"
 START, END, FILL = 100, 101, 102

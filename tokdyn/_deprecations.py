@@ -3,7 +3,8 @@
 A deprecated name keeps working until its removal version and warns (``DeprecationWarning``) with
 its entry's :func:`notice` after what it says is replaced by what. The mechanisms that warn read
 this table: the module :mod:`tokdyn.fused` (on import), the module ``__getattr__`` of
-:mod:`tokdyn.experiment.reasoners` (on each name's first use) and the flat keywords of
+:mod:`tokdyn.experiment.reasoners` (on each name's first use), that of :mod:`tokdyn.models` (the Qwen2.5-VL
+modules that moved into the family's package and the diagnostics) and the flat keywords of
 :func:`tokdyn.train.train_many` (:func:`tokdyn.train.options.from_legacy`). A test checks that every
 entry names what replaces it and that no entry has outlived its removal version.
 """
@@ -38,6 +39,27 @@ TABLE = {
         replacement="tokdyn.studies.latent_reasoning, tokdyn.train.store and tokdyn.experiment.analysis",
         since="0.1.0",
         date="2026-11-26",
+        removal="0.2.0",
+    ),
+    "tokdyn.models.qwen2_5_vl_apply": Deprecation(
+        what="the module tokdyn.models.qwen2_5_vl_apply",
+        replacement="tokdyn.models.qwen2_5_vl.adapter (the family's apply adapter, in the family's package)",
+        since="0.1.0",
+        date="2026-11-27",
+        removal="0.2.0",
+    ),
+    "tokdyn.models.qwen2_5_vl_probes": Deprecation(
+        what="the module tokdyn.models.qwen2_5_vl_probes",
+        replacement="tokdyn.models.qwen2_5_vl.probes (in the family's package)",
+        since="0.1.0",
+        date="2026-11-27",
+        removal="0.2.0",
+    ),
+    "tokdyn.models.qwen2_5_vl_analyses": Deprecation(
+        what="the module tokdyn.models.qwen2_5_vl_analyses",
+        replacement="tokdyn.diagnostics.vlm (the analyses sit in the diagnostics' layer, above the models)",
+        since="0.1.0",
+        date="2026-11-27",
         removal="0.2.0",
     ),
     "train_many flat keywords": Deprecation(

@@ -1,6 +1,6 @@
 """Diagnostics of latent reasoners, over any model that implements the ``apply`` protocol
 (``apply(params, batch, *, latents=None, intervene=None) -> Outputs(logits, hidden, attention, latents)``,
-the type :class:`tokdyn.models.latent.model.ApplyFn`, every output's shape in
+the type :class:`tokdyn.models.protocol.ApplyFn`, every output's shape in
 :class:`tokdyn.diagnostics.outputs.Outputs`, also ``tokdyn.diagnostics.Outputs``); submodules loaded on
 first access. A minimal example, a model of one's own under the protocol and a diagnostic on it:
 :doc:`/concepts/diagnostics`.
@@ -9,6 +9,7 @@ first access. A minimal example, a model of one's own under the protocol and a d
   the check (one ``jax.eval_shape`` of the model; for a diagnostic that reads ``hidden``, one probe
   intervention that ``hidden[:, 0]`` must follow) every diagnostic that takes a model runs first
 - :mod:`tokdyn.diagnostics.outputs`    :class:`~tokdyn.diagnostics.outputs.Outputs`, what ``apply`` returns
+  (defined beside the call's type in :mod:`tokdyn.models.protocol`, the layer the models implement it in)
 - :mod:`tokdyn.diagnostics.summaries`  :func:`~tokdyn.diagnostics.summaries.summarise`: a diagnostic's result
   (:class:`~tokdyn.diagnostics.mediation.Effects`, :class:`~tokdyn.diagnostics.dmlr.Result`) as a readable table
 
@@ -17,13 +18,15 @@ first access. A minimal example, a model of one's own under the protocol and a d
 - :mod:`tokdyn.diagnostics.dmlr`       confidence-driven latent optimisation at inference (DMLR)
 - :mod:`tokdyn.diagnostics.perturb`    image perturbations
 - :mod:`tokdyn.diagnostics.grounding`  per-token grounding scores
+- :mod:`tokdyn.diagnostics.vlm`        the analyses above on a checkpoint family's ``apply`` adapter
+  (Qwen2.5-VL: :mod:`tokdyn.models.qwen2_5_vl.adapter`), each one compiled program over instances
 - :mod:`tokdyn.diagnostics.perception` token dynamics of a vision-language model's perception tokens (its vision
   tower's patch features as the points of :func:`tokdyn.dynamics.run`)
 """
 
 import importlib
 
-__all__ = ["protocol", "outputs", "summaries", "mediation", "dmlr", "perturb", "grounding", "perception"]
+__all__ = ["protocol", "outputs", "summaries", "mediation", "dmlr", "perturb", "grounding", "vlm", "perception"]
 
 
 def __getattr__(name):

@@ -1,7 +1,7 @@
 """Confidence-driven latent optimisation at inference (after DMLR, "Reasoning Within the Mind:
 Dynamic Multimodal Interleaving in Latent Space", arXiv 2512.12623), for any model with the
 protocol ``apply(params, batch, *, latents=None, intervene=None) -> Outputs``
-(:class:`tokdyn.models.latent.model.ApplyFn`, checked by :func:`tokdyn.diagnostics.protocol.check_apply`
+(:class:`tokdyn.models.protocol.ApplyFn`, checked by :func:`tokdyn.diagnostics.protocol.check_apply`
 before anything runs).
 
 With the model frozen, :func:`optimise` (jitted for one model and config by :func:`make`) moves each

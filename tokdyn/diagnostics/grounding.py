@@ -48,7 +48,7 @@ def token_logprobs(apply_fn: Callable, params, batch, *, positions, tokens) -> j
       >>> import jax.numpy as jnp
       >>> import numpy as np
       >>> from tokdyn.diagnostics import grounding
-      >>> from tokdyn.models.latent.model import Outputs
+      >>> from tokdyn.models.protocol import Outputs
       >>> def apply(params, batch, *, latents=None, intervene=None):   # token 1 likelier the more ink
       ...     b = batch["image"].shape[0]
       ...     ink = batch["image"].reshape(b, -1).sum(1).astype(jnp.float32)
@@ -98,7 +98,7 @@ def scores(apply_fn: Callable, params, batch, perturbed, *, positions, tokens) -
       >>> import jax.numpy as jnp
       >>> import numpy as np
       >>> from tokdyn.diagnostics import grounding
-      >>> from tokdyn.models.latent.model import Outputs
+      >>> from tokdyn.models.protocol import Outputs
       >>> def apply(params, batch, *, latents=None, intervene=None):   # token 1 likelier the more ink
       ...     b = batch["image"].shape[0]
       ...     ink = batch["image"].reshape(b, -1).sum(1).astype(jnp.float32)

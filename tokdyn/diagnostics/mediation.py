@@ -1,7 +1,7 @@
 """Mechanistic diagnostics of latent reasoning, for any model with the protocol
 ``apply(params, batch, *, latents=None, intervene=None[, drop=None]) -> Outputs``
-(:class:`tokdyn.models.latent.model.ApplyFn`; every field's shape in
-:class:`tokdyn.models.latent.model.Outputs`).
+(:class:`tokdyn.models.protocol.ApplyFn`; every field's shape in
+:class:`tokdyn.models.protocol.Outputs`).
 
 - Causal mediation, input -> latent: :func:`shift`, :func:`input_to_latent`, :func:`noise_at`.
 - Causal mediation, latent -> answer: :func:`interventions` (the kinds of :data:`INTERVENTIONS`),

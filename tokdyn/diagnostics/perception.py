@@ -1,5 +1,5 @@
 """Token dynamics of a vision-language model's perception tokens: the vision tower's patch features of an
-image, before and after the merger of 2x2 patches (:func:`tokdyn.models.qwen2_5_vl_probes.vision_taps`), as
+image, before and after the merger of 2x2 patches (:func:`tokdyn.models.qwen2_5_vl.probes.vision_taps`), as
 the points of :func:`tokdyn.dynamics.run`, for every built-in rule of :data:`tokdyn.dynamics.METHODS` and for
 k-means (:func:`tokdyn.dynamics.kmeans`) from the same initial tokens.
 
@@ -245,7 +245,7 @@ def check_masks(masks, images: list[np.ndarray]) -> tuple[np.ndarray | None, int
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "cfg", "n_segments"))
 def _program(model_cfg, params, pixels, plan, raster, segments, key, cfg, n_segments):
-    from tokdyn.models import qwen2_5_vl_probes
+    from tokdyn.models.qwen2_5_vl import probes as qwen2_5_vl_probes
 
     def one(px, segs, i):
         taps = qwen2_5_vl_probes.vision_taps(model_cfg, params, px, plan, raster)
@@ -278,7 +278,8 @@ def perception_dynamics(model, key, images, masks=None, *, cfg: Config = Config(
       ``{"names": cfg.names, "grid": {level: (rows, cols)}, "segments": {level: (n, N)}, level: {...}}`` where
       each level's dict holds :func:`cluster_features`' arrays with a leading image axis, as NumPy.
     """
-    from tokdyn.models import qwen2_5_vl, qwen2_5_vl_probes
+    from tokdyn.models import qwen2_5_vl
+    from tokdyn.models.qwen2_5_vl import probes as qwen2_5_vl_probes
 
     cfg = cfg.validate() if isinstance(cfg, Config) else _bad_type("cfg", cfg, "a perception.Config")
     if not isinstance(model, qwen2_5_vl.Model):

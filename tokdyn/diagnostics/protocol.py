@@ -1,11 +1,11 @@
 """The ``apply`` protocol of the latent-reasoner diagnostics, and the one check of it.
 
 A model the diagnostics can probe is a function of the type
-:class:`tokdyn.models.latent.model.ApplyFn` (re-exported here)::
+:class:`tokdyn.models.protocol.ApplyFn` (re-exported here)::
 
     apply(params, batch, *, latents=None, intervene=None[, drop=None][, inject=None]) -> Outputs
 
-returning :class:`tokdyn.models.latent.model.Outputs`: ``logits`` (B, T, V), ``hidden``
+returning :class:`tokdyn.models.protocol.Outputs`: ``logits`` (B, T, V), ``hidden``
 (B, n_layers + 1, T, D) with ``hidden[:, 0]`` the input embeddings, ``attention``
 (B, n_layers, H, T, T), ``latents`` (B, L, D).
 
@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks
-from tokdyn.models.latent.model import ApplyFn, Outputs
+from tokdyn.models.protocol import ApplyFn, Outputs
 
 __all__ = [
     "ApplyFn",
@@ -52,7 +52,7 @@ __all__ = [
 
 KEYWORDS = ("latents", "intervene", "drop", "inject")
 FIELDS = Outputs._fields  # ("logits", "hidden", "attention", "latents")
-_PROTOCOL = "apply(params, batch, *, latents=None, intervene=None) -> Outputs (tokdyn.models.latent.model.ApplyFn)"
+_PROTOCOL = "apply(params, batch, *, latents=None, intervene=None) -> Outputs (tokdyn.models.protocol.ApplyFn)"
 
 
 class Dims(NamedTuple):
@@ -195,7 +195,7 @@ def _layout(out, b_batch: Optional[int], what: str) -> Dims:
     if missing:
         raise TypeError(
             f"{what} must return Outputs(logits, hidden, attention, latents) "
-            f"(tokdyn.models.latent.model.Outputs), got {type(out).__name__} without {missing}"
+            f"(tokdyn.models.protocol.Outputs), got {type(out).__name__} without {missing}"
         )
     for f in FIELDS:
         v = getattr(out, f)

@@ -1,5 +1,7 @@
 """The models: networks, losses and a trainer each for :mod:`tokdyn.train` (submodules loaded on first access).
 
+- :mod:`tokdyn.models.protocol`  the ``apply`` protocol's types (``ApplyFn``, ``Outputs``), which the models
+  implement and :mod:`tokdyn.diagnostics` reads
 - :mod:`tokdyn.models.slots`     the learned Slot Attention and its object-discovery autoencoder
 - :mod:`tokdyn.models.iodine`    IODINE: object discovery by iterative amortised variational inference
 - :mod:`tokdyn.models.savi`      Slot Attention for video: each frame's slots started from the last
@@ -9,37 +11,56 @@
   and the token-level baselines
 - :mod:`tokdyn.models.latent`    the tiny multimodal latent reasoner: tasks, model (the ``apply``
   protocol), variants, losses, training, evaluation
+
+Checkpoint families (pure functions over a checkpoint's parameter tree, one package each, listed in
+:mod:`tokdyn.models.families`):
+
+- :mod:`tokdyn.models.families`  the families by ``config.json``'s ``model_type``, and what each package exposes
 - :mod:`tokdyn.models.qwen2_5_vl` Qwen2.5-VL loaded from a Hugging Face checkpoint directory (no PyTorch),
-  equal to ``transformers``' implementation: logits, generation, image processor, chat template
-- :mod:`tokdyn.models.blocks`    the transformer blocks the language-model families share (RMSNorm, SwiGLU,
-  rotary positions, grouped-query attention)
-- :mod:`tokdyn.models.qwen2_5_vl_probes` read-outs of Qwen2.5-VL's vision tower (patch features before
-  and after the merger)
-- :mod:`tokdyn.models.qwen2_5_vl_apply` Qwen2.5-VL under the diagnostics' ``apply`` protocol
-- :mod:`tokdyn.models.qwen2_5_vl_analyses` the latent-reasoning analyses on Qwen2.5-VL (decomposition, causal
-  mediation, DMLR), each one compiled program over instances, perturbations and seeds
+  equal to ``transformers``' implementation: logits, generation, image processor, chat template, the
+  ``apply`` adapter (``qwen2_5_vl.adapter``) and the vision tower's read-outs (``qwen2_5_vl.probes``)
+- :mod:`tokdyn.models.blocks`    the transformer blocks the families share (RMSNorm, SwiGLU, rotary
+  positions, grouped-query attention)
+
+``tokdyn.models.qwen2_5_vl_apply``, ``qwen2_5_vl_probes`` and ``qwen2_5_vl_analyses`` are deprecated names of
+``qwen2_5_vl.adapter``, ``qwen2_5_vl.probes`` and :mod:`tokdyn.diagnostics.vlm` (``tokdyn._deprecations``).
 """
 
 import importlib
+import warnings
 
 __all__ = [
+    "protocol",
     "slots",
     "iodine",
     "savi",
     "vtae",
     "sequence",
     "latent",
+    "families",
     "qwen2_5_vl",
     "blocks",
-    "qwen2_5_vl_probes",
-    "qwen2_5_vl_apply",
-    "qwen2_5_vl_analyses",
 ]
+
+_MOVED = {
+    "qwen2_5_vl_apply": "tokdyn.models.qwen2_5_vl.adapter",
+    "qwen2_5_vl_probes": "tokdyn.models.qwen2_5_vl.probes",
+    "qwen2_5_vl_analyses": "tokdyn.diagnostics.vlm",
+}
 
 
 def __getattr__(name):
     if name in __all__:
         return importlib.import_module(f"tokdyn.models.{name}")
+    if name in _MOVED:  # deprecated: the module's new home, loaded on use (never at import)
+        from tokdyn._deprecations import notice
+
+        warnings.warn(
+            f"tokdyn.models.{name} is deprecated: use {_MOVED[name]}" + notice(f"tokdyn.models.{name}"),
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return importlib.import_module(_MOVED[name])
     raise AttributeError(f"module 'tokdyn.models' has no attribute {name!r}")
 
 

@@ -50,7 +50,7 @@ def alignment_loss(model: latent_model.Model, params, batch, out: latent_model.O
       model: the :class:`~tokdyn.models.latent.model.Model`.
       params: its weights.
       batch: B instances with a ``helper`` image (B, G, G).
-      out: the model's :class:`~tokdyn.models.latent.model.Outputs` on ``batch``.
+      out: the model's :class:`~tokdyn.models.protocol.Outputs` on ``batch``.
       kind: "mirage", "monet" or "lvr" (:data:`ALIGNMENTS`; see the module docstring).
 
     Returns:
@@ -85,7 +85,7 @@ def caption_ce(model: latent_model.Model, batch, out: latent_model.Outputs, mask
     Args:
       model: the :class:`~tokdyn.models.latent.model.Model`.
       batch: B instances with a ``caption`` (B, K).
-      out: the model's :class:`~tokdyn.models.latent.model.Outputs` on ``batch``.
+      out: the model's :class:`~tokdyn.models.protocol.Outputs` on ``batch``.
       mask: (K,) 1 on the caption tokens trained, 0 elsewhere (may be traced).
 
     Returns:

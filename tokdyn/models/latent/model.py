@@ -7,9 +7,9 @@ In latent mode ``"feedback"`` latent i's input is ``project`` of the previous po
 last-layer hidden state (run with a key/value cache); in ``"pause"`` the latent positions hold a
 learned ``<pause>`` embedding.
 
-:meth:`Model.apply` is the protocol every diagnostic uses (:class:`ApplyFn`, its output
-:class:`~tokdyn.diagnostics.outputs.Outputs` with every field's shape, defined in
-:mod:`tokdyn.diagnostics.outputs` and re-exported here as ``Outputs``)::
+:meth:`Model.apply` is the protocol every diagnostic uses (:class:`~tokdyn.models.protocol.ApplyFn`, its
+output :class:`~tokdyn.models.protocol.Outputs` with every field's shape, both defined in
+:mod:`tokdyn.models.protocol` and re-exported here)::
 
     apply(params, batch, *, latents=None, intervene=None) -> Outputs(logits, hidden, attention, latents)
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple, Optional, Protocol
+from typing import Callable, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks
-from tokdyn.diagnostics.outputs import Outputs  # noqa: F401 -- re-exported: the protocol's output
+from tokdyn.models.protocol import ApplyFn, Outputs  # noqa: F401 -- re-exported: the protocol's types
 from tokdyn.models.latent import tasks
 
 LATENT_MODES = ("none", "feedback", "pause")
@@ -124,38 +124,6 @@ class Layout:
         c0 = le + 1 if has else q
         cap = slice(c0, c0 + cfg.caption_len)
         return Layout(slice(0, p), slice(p, q), ls, lat, le, cap, cap.stop, cap.stop + 1)
-
-
-class ApplyFn(Protocol):
-    """The protocol every latent-reasoner diagnostic (:mod:`tokdyn.diagnostics`) uses; any JAX model
-    implements it with a function (or a bound method, e.g. :meth:`Model.apply`) of this signature::
-
-        apply(params, batch, *, latents=None, intervene=None) -> Outputs
-
-    Args:
-      params: the model's weights (any pytree).
-      batch: any pytree of arrays whose leaves share a leading axis of B instances.
-      latents: (B, L, D) replaces the latents the model would feed back (one pass, no feedback
-        loop); the returned ``Outputs.latents`` are these.
-      intervene: a function ``(B, T, D) -> (B, T, D)`` applied to the input embeddings of every
-        pass (after latent feedback is written), so its edits show in ``hidden[:, 0]``.
-
-    Two optional keywords, needed only by the diagnostics that use them (:ref:`latent-model`):
-    ``drop`` (B, T) bool removes positions from attention (:func:`tokdyn.diagnostics.mediation.decompose`),
-    ``inject`` (B, P) bool inserts copies of chosen image patches (:mod:`tokdyn.diagnostics.dmlr`).
-
-    Returns:
-      :class:`Outputs` (or any object with its four fields and their shapes).
-    """
-
-    def __call__(
-        self,
-        params: Any,
-        batch: Any,
-        *,
-        latents: Optional[jax.Array] = None,
-        intervene: Optional[Callable[[jax.Array], jax.Array]] = None,
-    ) -> Outputs: ...
 
 
 # --- Flax modules ---------------------------------------------------------------------------------

@@ -17,15 +17,33 @@ Modules (``tokdyn.models.qwen2_5_vl.*``):
 - :mod:`~tokdyn.models.qwen2_5_vl.generation`  decoding with a key/value cache
 - :mod:`~tokdyn.models.qwen2_5_vl.processor`   the image processor
 - :mod:`~tokdyn.models.qwen2_5_vl.chat`        the tokenizer and the chat template
+- :mod:`~tokdyn.models.qwen2_5_vl.inputs`      the inputs checked on the host, the images' features
+- :mod:`~tokdyn.models.qwen2_5_vl.adapter`     the model under the diagnostics' ``apply`` protocol
+- :mod:`~tokdyn.models.qwen2_5_vl.probes`      read-outs of the vision tower (patch features before and after
+  the merger)
 
-The blocks other families share are in :mod:`tokdyn.models.blocks`.
+This package is one of :mod:`tokdyn.models.families` (``model_type`` ``"qwen2_5_vl"``) and exposes the names
+every family does. The blocks other families share are in :mod:`tokdyn.models.blocks`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tokdyn.models.qwen2_5_vl import chat, checkpoint, config, generation, params, positions, processor, text, vision
+from tokdyn.models.qwen2_5_vl import (
+    adapter,
+    chat,
+    checkpoint,
+    config,
+    generation,
+    inputs,
+    params,
+    positions,
+    probes,
+    processor,
+    text,
+    vision,
+)
 from tokdyn.models.qwen2_5_vl.chat import Chat
 from tokdyn.models.qwen2_5_vl.config import Config, TextConfig, VisionConfig
 from tokdyn.models.qwen2_5_vl.model import Model, apply
@@ -38,14 +56,17 @@ __all__ = [
     "Model",
     "TextConfig",
     "VisionConfig",
+    "adapter",
     "apply",
     "chat",
     "checkpoint",
     "config",
     "generation",
+    "inputs",
     "load",
     "params",
     "positions",
+    "probes",
     "processor",
     "text",
     "vision",

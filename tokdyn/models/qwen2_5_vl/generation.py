@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn.models.blocks import attention
-from tokdyn.models.qwen2_5_vl import model as model_lib
+from tokdyn.models.qwen2_5_vl import inputs as inputs_lib
 from tokdyn.models.qwen2_5_vl import positions as positions_lib
 from tokdyn.models.qwen2_5_vl import text, vision
 from tokdyn.models.qwen2_5_vl.config import Config
@@ -117,7 +117,7 @@ def run(
 
 
 def generate(
-    model: model_lib.Model,
+    model,
     input_ids,
     pixel_values=None,
     image_grid_thw=None,
@@ -152,7 +152,7 @@ def generate(
         raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}")
     if not isinstance(bucket, int) or bucket < 1:
         raise ValueError(f"bucket must be a positive integer, got {bucket!r}")
-    ids, mask, grid = model_lib.check_inputs(cfg, input_ids, pixel_values, image_grid_thw, attention_mask)
+    ids, mask, grid = inputs_lib.check_inputs(cfg, input_ids, pixel_values, image_grid_thw, attention_mask)
     if not mask.any(axis=1).all():
         raise ValueError("every prompt needs at least one unmasked token (attention_mask row all zero)")
     b, t = ids.shape
@@ -167,7 +167,7 @@ def generate(
     features = None
     if grid is not None:
         plan = vision.plan(cfg.vision, grid)
-        features = model_lib.image_features_jit(cfg, model.params, jnp.asarray(pixel_values, jnp.float32), plan)
+        features = inputs_lib.image_features_jit(cfg, model.params, jnp.asarray(pixel_values, jnp.float32), plan)
         rows = round_up(features.shape[0], bucket)  # padded, so prompts of other image sizes share the program
         features = jnp.pad(features, ((0, rows - features.shape[0]), (0, 0)))
     stops = cfg.eos_token_id if eos_token_id is None else eos_token_id

@@ -1,5 +1,5 @@
 """The vlm-diagnostics study: the seeds' analyses on a real vision-language model, Qwen2.5-VL, through the
-diagnostics' ``apply`` protocol (:mod:`tokdyn.models.qwen2_5_vl_apply`).
+diagnostics' ``apply`` protocol (:mod:`tokdyn.models.qwen2_5_vl.adapter`).
 
 ``tokdyn study vlm-diagnostics --model DIR --out OUT`` (:func:`main`, :class:`Config`) reads a local
 checkpoint directory (its weight files' SHA-256 in the directory's stamp) and asks it questions with known

@@ -1,4 +1,4 @@
-"""The study's analyses on the Qwen2.5-VL ``apply`` (:mod:`tokdyn.models.qwen2_5_vl_apply`), each a function
+"""The study's analyses on the Qwen2.5-VL ``apply`` (:mod:`tokdyn.models.qwen2_5_vl.adapter`), each a function
 ``(context, group, chunk) -> rows`` over one batch of instances, compiled once per group:
 
 - :func:`grounding_rows`: DMLR's grounding score of each answer token (teacher-forced),
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn.diagnostics import dmlr, grounding, mediation, perception, protocol
-from tokdyn.models import qwen2_5_vl_apply as qa
+from tokdyn.models.qwen2_5_vl import adapter as qa
 from tokdyn.studies.vlm_diagnostics.config import DECOMPOSITION_SETTINGS, MEDIATION_KINDS
 
 
@@ -85,7 +85,7 @@ class Context:
 
 
 def _batch(ctx: "Context", ids, pixels, grid) -> dict:
-    """The instances' batch (:func:`tokdyn.models.qwen2_5_vl_apply.make_batch`: every leaf leads with the
+    """The instances' batch (:func:`tokdyn.models.qwen2_5_vl.adapter.make_batch`: every leaf leads with the
     instances, as the diagnostics that slice or vmap a batch by instance need)."""
     return qa.make_batch(ctx.mcfg, ids, pixels, grid)
 

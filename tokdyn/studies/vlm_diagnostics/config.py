@@ -25,7 +25,7 @@ DMLR's visual injection, ``inject="best"``)."""
 
 PENDING = {
     "narrowness": "the study does not yet tabulate attention narrowness at latent positions; "
-    "tokdyn.models.qwen2_5_vl_analyses.decomposition reports it (its attention concentration, from the "
+    "tokdyn.diagnostics.vlm.decomposition reports it (its attention concentration, from the "
     "attention rows at the latents alone)",
 }
 """Analyses the study does not run yet: name -> why, and where the measure is available. Naming one in
@@ -40,7 +40,7 @@ DECOMPOSITION_SETTINGS = ("full", "markers_only", "slots_noise", "slots_zeros", 
 """The decomposition settings the study measures (``format_only`` needs a format embedding no checkpoint
 defines; ``slots_mean`` equals ``full`` when every instance starts from the fill token)."""
 
-NOISE_KINDS = ("gaussian", "blank")  # tokdyn.models.qwen2_5_vl_apply.NOISES
+NOISE_KINDS = ("gaussian", "blank")  # tokdyn.models.qwen2_5_vl.adapter.NOISES
 DTYPES = ("float32", "bfloat16")
 RANDOM_NOTE = (
     "RANDOM MODEL: no --model was given, so these are the numbers of a tiny Qwen2.5-VL with random weights, "

@@ -16,7 +16,7 @@ import numpy as np
 
 from tokdyn.data import scenes
 from tokdyn.models import qwen2_5_vl
-from tokdyn.models import qwen2_5_vl_apply as qa
+from tokdyn.models.qwen2_5_vl import adapter as qa
 
 QUESTION = "How many objects are in the image? Answer with one digit."
 KEYS = ("image", "question", "answer")

@@ -14,7 +14,7 @@ inject=None, select=None)``: ``latents`` (B, L, D) are written as input embeddin
 edits the input embeddings, ``drop`` removes positions from attention, ``inject`` inserts copies of chosen
 image tokens before the block, and ``select`` (:class:`tokdyn.diagnostics.protocol.Select`) computes only the
 hidden entries and attention rows asked for, so that a 7B model at 1,500 tokens never holds (B, layers, heads,
-T, T). The analyses of :mod:`tokdyn.models.qwen2_5_vl_analyses` run on it.
+T, T). The analyses of :mod:`tokdyn.diagnostics.vlm` run on it.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn.models.blocks import attention, mlp, norm, rotary
-from tokdyn.models.latent.model import Outputs
-from tokdyn.models.qwen2_5_vl import model as model_lib
+from tokdyn.models.protocol import Outputs
+from tokdyn.models.qwen2_5_vl import inputs as inputs_lib
 from tokdyn.models.qwen2_5_vl import positions as positions_lib
 from tokdyn.models.qwen2_5_vl import text, vision
 from tokdyn.models.qwen2_5_vl.config import Config
@@ -105,7 +105,7 @@ def make_batch(cfg: Config, input_ids, pixel_values, image_grid_thw, attention_m
     if len(grid) != b or (grid != grid[0]).any():
         raise ValueError(f"image_grid_thw must be one grid for every row, got {grid.tolist()}")
     pixels = np.asarray(pixel_values, np.float32).reshape(b, -1, cfg.vision.patch_dim)
-    ids, mask, grid = model_lib.check_inputs(cfg, ids, pixels.reshape(-1, cfg.vision.patch_dim), grid, attention_mask)
+    ids, mask, grid = inputs_lib.check_inputs(cfg, ids, pixels.reshape(-1, cfg.vision.patch_dim), grid, attention_mask)
     pos, _ = positions_lib.rope_index(cfg, ids, grid, mask)
     return {
         "input_ids": jnp.asarray(ids, jnp.int32),
@@ -150,7 +150,7 @@ def image_features(cfg: Config, params, batch: dict, image_grid_thw) -> dict:
     """``batch`` holding the vision tower's features (B, image tokens, D) of its ``"pixel_values"`` as
     ``"image_features"``, so that the calls of an analysis that share an image encode it once. Traceable."""
     plan = vision.plan(cfg.vision, positions_lib.check_grid(image_grid_thw, cfg.vision.spatial_merge_size)[:1])
-    feats = jax.vmap(lambda px: model_lib.image_features(cfg, params, px, plan))(batch["pixel_values"])
+    feats = jax.vmap(lambda px: inputs_lib.image_features(cfg, params, px, plan))(batch["pixel_values"])
     return {**batch, "image_features": feats}
 
 
@@ -171,7 +171,7 @@ def make_apply(cfg: Config, image_grid_thw, lay: Layout):
     output (before the final norm); ``attention`` the softmax weights in float32.
 
     - ``latents`` (B, L, D) are written at the latent slots. Without them, a batch that holds ``"latents"``
-      (B, L, D) (:func:`tokdyn.models.qwen2_5_vl_analyses.with_latents`: each instance's own latents, as a
+      (B, L, D) (:func:`tokdyn.diagnostics.vlm.with_latents`: each instance's own latents, as a
       latent reasoner produced them) has those written there; else the slots keep their fill token's
       embedding.
     - A batch that holds ``"image_features"`` (B, image tokens, D) (:func:`image_features`) has those at its
@@ -215,7 +215,7 @@ def make_apply(cfg: Config, image_grid_thw, lay: Layout):
         if "image_features" in batch:  # computed once for many calls (image_features)
             feats = batch["image_features"]
         else:
-            feats = jax.vmap(lambda px: model_lib.image_features(cfg, params, px, plan))(batch["pixel_values"])
+            feats = jax.vmap(lambda px: inputs_lib.image_features(cfg, params, px, plan))(batch["pixel_values"])
         x = params["text"]["embed"][ids]  # (B, T, D)
         is_image = ids == cfg.image_token_id
         slot = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, feats.shape[1] - 1)

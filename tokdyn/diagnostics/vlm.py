@@ -1,6 +1,6 @@
 """The latent-reasoning analyses of :mod:`tokdyn.diagnostics` on Qwen2.5-VL, each one compiled program over a
 batch of instances (and of image perturbations and seeds), through the ``apply`` protocol of
-:mod:`tokdyn.models.qwen2_5_vl_apply`.
+:mod:`tokdyn.models.qwen2_5_vl.adapter`.
 
 - :func:`imagine`: the latents a prompt's block gets when the model fills it itself, in latent space (the
   last layer's normed state at the previous position fed back, as Coconut does) or in text space (the
@@ -36,7 +36,7 @@ from tokdyn.diagnostics import dmlr as dmlr_lib
 from tokdyn.diagnostics import mediation as mediation_lib
 from tokdyn.diagnostics import protocol
 from tokdyn.diagnostics.grounding import token_logprobs
-from tokdyn.models import qwen2_5_vl_apply as qa
+from tokdyn.models.qwen2_5_vl import adapter as qa
 from tokdyn.models.blocks import norm
 from tokdyn.models.qwen2_5_vl.config import Config
 from tokdyn.models.qwen2_5_vl.processor import ImageProcessor
@@ -46,7 +46,7 @@ ARMS = ("latent", "text")
 KINDS = ("zeros", "noise", "mean", "constant", "swap")
 """The latent -> answer interventions :func:`mediation` runs by default (those needing no other latents)."""
 NOISES = (("gaussian", 0.5), ("blank", 0.0))
-"""The default image perturbations, ``(kind, level)`` of :func:`tokdyn.models.qwen2_5_vl_apply.noised_pixels`."""
+"""The default image perturbations, ``(kind, level)`` of :func:`tokdyn.models.qwen2_5_vl.adapter.noised_pixels`."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Subject:
 
     Attributes:
       config: the model's :class:`~tokdyn.models.qwen2_5_vl.config.Config`.
-      layout: the prompts' :class:`~tokdyn.models.qwen2_5_vl_apply.Layout` (every row the same).
+      layout: the prompts' :class:`~tokdyn.models.qwen2_5_vl.adapter.Layout` (every row the same).
       grid: the images' grid ``(1, h, w)`` (one image per row, all of one grid).
     """
 
@@ -65,7 +65,7 @@ class Subject:
 
     @functools.cached_property
     def apply(self):
-        """The protocol's ``apply`` of this subject (:func:`tokdyn.models.qwen2_5_vl_apply.make_apply`)."""
+        """The protocol's ``apply`` of this subject (:func:`tokdyn.models.qwen2_5_vl.adapter.make_apply`)."""
         return qa.make_apply(self.config, np.asarray([self.grid]), self.layout)
 
 
@@ -74,7 +74,7 @@ def subject(config: Config, image_grid_thw, layout: qa.Layout) -> Subject:
     if not isinstance(config, Config):
         raise TypeError(f"config must be a tokdyn.models.qwen2_5_vl Config, got {type(config).__name__}")
     if not isinstance(layout, qa.Layout):
-        raise TypeError(f"layout must be a tokdyn.models.qwen2_5_vl_apply.Layout, got {type(layout).__name__}")
+        raise TypeError(f"layout must be a tokdyn.models.qwen2_5_vl.adapter.Layout, got {type(layout).__name__}")
     grid = np.asarray(image_grid_thw).reshape(-1, 3)
     if len(grid) < 1 or (grid != grid[0]).any():
         raise ValueError(f"image_grid_thw must be one grid [[1, h, w]] for every row, got {grid.tolist()}")
@@ -84,7 +84,7 @@ def subject(config: Config, image_grid_thw, layout: qa.Layout) -> Subject:
 
 
 def encoded(subject: Subject, params, batch: dict) -> dict:
-    """``batch`` with its images encoded once (:func:`tokdyn.models.qwen2_5_vl_apply.image_features`): every
+    """``batch`` with its images encoded once (:func:`tokdyn.models.qwen2_5_vl.adapter.image_features`): every
     call of an analysis on it then skips the vision tower. A batch that already holds ``"image_features"`` is
     returned as it is (they must be those of its ``"pixel_values"``). Traceable."""
     if "image_features" in batch:
@@ -114,19 +114,19 @@ def without_latents(batch: dict) -> dict:
 
 def _check_subject(subj) -> Subject:
     if not isinstance(subj, Subject):
-        raise TypeError(f"subject must be a tokdyn.models.qwen2_5_vl_analyses.Subject (subject(...)), got {subj!r}")
+        raise TypeError(f"subject must be a tokdyn.diagnostics.vlm.Subject (subject(...)), got {subj!r}")
     return subj
 
 
 def check_batch(subj: Subject, batch, *, block: str = "") -> int:
-    """Check ``batch`` (from :func:`tokdyn.models.qwen2_5_vl_apply.make_batch`, optionally with its own
+    """Check ``batch`` (from :func:`tokdyn.models.qwen2_5_vl.adapter.make_batch`, optionally with its own
     ``"latents"``) against ``subj`` before compiling; ``block``: why the analysis needs a latent block ("" when
     it does not). Returns B. Raises ValueError/TypeError naming the argument."""
     _check_subject(subj)
     lay, cfg = subj.layout, subj.config
     need = ("input_ids", "attention_mask", "positions", "pixel_values")
     if not isinstance(batch, dict) or any(k not in batch for k in need):
-        raise TypeError(f"batch must be a dict with {list(need)} (qwen2_5_vl_apply.make_batch), got {type(batch)}")
+        raise TypeError(f"batch must be a dict with {list(need)} (qwen2_5_vl.adapter.make_batch), got {type(batch)}")
     shape = tuple(jnp.shape(batch["input_ids"]))
     if len(shape) != 2 or shape[1] != lay.length:
         raise ValueError(f"batch['input_ids'] must be (B, T) with T = {lay.length} (the layout's), got {shape}")
@@ -151,7 +151,7 @@ def check_batch(subj: Subject, batch, *, block: str = "") -> int:
             raise ValueError(f"batch['latents'] must be (B, L, D) = {want}, got {tuple(jnp.shape(batch['latents']))}")
     if block and not lay.latents:
         raise ValueError(
-            f"layout must have a latent block (start_id and end_id in qwen2_5_vl_apply.layout) for {block}"
+            f"layout must have a latent block (start_id and end_id in qwen2_5_vl.adapter.layout) for {block}"
         )
     return b
 
@@ -211,7 +211,7 @@ def imagine(subject: Subject, params, batch, *, arm: str = "latent") -> Imagined
     Args:
       subject: the :class:`Subject`.
       params: the model's parameter tree.
-      batch: B prompts (:func:`tokdyn.models.qwen2_5_vl_apply.make_batch`).
+      batch: B prompts (:func:`tokdyn.models.qwen2_5_vl.adapter.make_batch`).
       arm: one of :data:`ARMS` (static).
 
     Returns:
@@ -341,7 +341,7 @@ def gain_kept(correct, settings) -> dict:
 def perturb_pixels(key, pixel_values, processor: ImageProcessor, *, noises=NOISES, n_seeds: int = 1) -> jax.Array:
     """Perturbed copies (N, B, patches, patch_dim) of ``pixel_values`` (B, patches, patch_dim), N =
     len(noises) x n_seeds, noise-major: copy ``j * n_seeds + s`` is noise j's ``(kind, level)``
-    (:func:`tokdyn.models.qwen2_5_vl_apply.noised_pixels`) drawn from ``fold_in(fold_in(key, j), s)``, each
+    (:func:`tokdyn.models.qwen2_5_vl.adapter.noised_pixels`) drawn from ``fold_in(fold_in(key, j), s)``, each
     instance's image from its own key (``fold_in`` of the instance's row)."""
     noises = _check_noises(noises)
     _checks.positive_int("n_seeds", n_seeds)
@@ -503,7 +503,7 @@ def grounding(
       processor: the :class:`~tokdyn.models.qwen2_5_vl.ImageProcessor` that made the pixel rows (static).
       positions: n positions predicting the scored tokens (static ints).
       tokens: (B, n) token ids scored.
-      noises: ``(kind, level)`` pairs of :func:`tokdyn.models.qwen2_5_vl_apply.noised_pixels` (static).
+      noises: ``(kind, level)`` pairs of :func:`tokdyn.models.qwen2_5_vl.adapter.noised_pixels` (static).
       n_seeds: noise draws per noise (static).
 
     Returns:

@@ -1,0 +1,70 @@
+"""The checkpoint families tokdyn reads (Hugging Face checkpoint directories), listed once.
+
+A family is one package under :mod:`tokdyn.models` that holds everything about one architecture: its
+configuration (read from ``config.json``), the parameter tree and the checkpoint's names, the forward pass
+and generation, the image processor, the chat template and tokenizer, the ``apply`` adapter that the
+diagnostics run on (:mod:`tokdyn.models.protocol`) and the read-outs its forward pass does not hand back.
+Every family package exposes the same names, so the studies, the analyses and the benchmarks take a family,
+never a class of one:
+
+========================  =====================================================================
+``load(directory, ...)``  the checkpoint as a model: ``model.config``, ``model.params``, ``model(...)``
+                          (logits) and ``model.generate(...)``
+``config.read(dir)``      the configuration, every field checked
+``Chat.load(dir)``        the tokenizer and the chat template
+``ImageProcessor.read``   the image processor of ``preprocessor_config.json``
+``adapter``               the ``apply`` protocol's adapter: ``prompt``, ``layout``, ``make_batch``,
+                          ``make_apply``, ``noised_pixels``
+``probes``                read-outs of the vision tower (``vision_taps``, ``raster_order``)
+========================  =====================================================================
+
+A new family (Qwen3-VL, say) is a new package beside :mod:`tokdyn.models.qwen2_5_vl` exposing those names,
+plus one line in :data:`FAMILIES` mapping the ``model_type`` of its ``config.json`` to the package. The
+blocks families share (attention, norms, rotary positions, the gated MLP) are :mod:`tokdyn.models.blocks`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from types import ModuleType
+
+FAMILIES = {"qwen2_5_vl": "tokdyn.models.qwen2_5_vl"}
+"""The families, by the ``model_type`` of a checkpoint's ``config.json``: the package that reads it."""
+
+
+def family(name: str) -> ModuleType:
+    """The package of the family ``name`` (a key of :data:`FAMILIES`); a ValueError naming the families
+    otherwise."""
+    if name not in FAMILIES:
+        raise ValueError(f"model family {name!r} is not one tokdyn reads; the families are {sorted(FAMILIES)}")
+    return importlib.import_module(FAMILIES[name])
+
+
+def detect(directory: str | Path) -> str:
+    """The family of the checkpoint in ``directory``: the ``model_type`` of its ``config.json``.
+
+    A FileNotFoundError when the file is missing, a ValueError naming the file when it is not a JSON object or
+    its ``model_type`` is not a family tokdyn reads (the families listed)."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no config.json (a Hugging Face checkpoint directory holds one)")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON file ({e})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
+    model_type = raw.get("model_type")
+    if model_type not in FAMILIES:
+        raise ValueError(
+            f"{path}: model_type {model_type!r} is not a family tokdyn reads; the families are {sorted(FAMILIES)}"
+        )
+    return model_type
+
+
+def load(directory: str | Path, **options):
+    """The checkpoint in ``directory`` loaded by its family (:func:`detect`): ``family(...).load(directory,
+    **options)``."""
+    return family(detect(directory)).load(directory, **options)

@@ -13,8 +13,8 @@ first access. A minimal example, a model of one's own under the protocol and a d
 - :mod:`tokdyn.diagnostics.summaries`  :func:`~tokdyn.diagnostics.summaries.summarise`: a diagnostic's result
   (:class:`~tokdyn.diagnostics.mediation.Effects`, :class:`~tokdyn.diagnostics.dmlr.Result`) as a readable table
 
-- :mod:`tokdyn.diagnostics.mediation`  causal mediation of the latents, decomposition of the latent
-  block, attention narrowness
+- :mod:`tokdyn.diagnostics.mediation`  causal mediation of the latents (input -> latent, latent -> answer)
+- :mod:`tokdyn.diagnostics.decomposition`  decomposition of the latent block, attention narrowness
 - :mod:`tokdyn.diagnostics.dmlr`       confidence-driven latent optimisation at inference (DMLR)
 - :mod:`tokdyn.diagnostics.perturb`    image perturbations
 - :mod:`tokdyn.diagnostics.grounding`  per-token grounding scores
@@ -26,7 +26,18 @@ first access. A minimal example, a model of one's own under the protocol and a d
 
 import importlib
 
-__all__ = ["protocol", "outputs", "summaries", "mediation", "dmlr", "perturb", "grounding", "vlm", "perception"]
+__all__ = [
+    "protocol",
+    "outputs",
+    "summaries",
+    "mediation",
+    "decomposition",
+    "dmlr",
+    "perturb",
+    "grounding",
+    "vlm",
+    "perception",
+]
 
 
 def __getattr__(name):

@@ -193,10 +193,43 @@ def decomposition(
         settings=settings,
         format_embedding=fmt,
     )
+    return Decomposition(correct, _concentration(subject, params, batch, top_k))
+
+
+def _concentration(subject, params, batch, top_k) -> decomposition_lib.Narrowness:
+    lay = subject.layout
     n_layers = subject.config.text.num_hidden_layers
     select = protocol.Select(attention=tuple(range(n_layers)), rows=lay.latents + (lay.answer,))
     rows = protocol.apply_selected(subject.apply, params, batch, select).attention  # (B, layers, H, L + 1, T)
-    return Decomposition(correct, decomposition_lib.concentration(rows, patches=lay.image, top_k=top_k))
+    return decomposition_lib.concentration(rows, patches=lay.image, top_k=top_k)
+
+
+def _check_concentration(subject, params, batch, *, top_k):
+    check_batch(subject, batch, block="the attention's concentration at the latents")
+    _checks.positive_int("top_k", top_k)
+    if top_k > len(subject.layout.image):
+        raise ValueError(f"top_k must be at most the number of image tokens {len(subject.layout.image)}, got {top_k}")
+    protocol.check_apply(subject.apply, params, batch, uses=("latents",) if "latents" in batch else ())
+
+
+@_checks.checked_jit(_check_concentration, static_argnames=("subject", "top_k"))
+def concentration(subject: Subject, params, batch, *, top_k: int = 3) -> decomposition_lib.Narrowness:
+    """How narrowly the model attends to the image at each latent slot and at the answer position (the
+    layout's), layers and heads averaged: :func:`tokdyn.diagnostics.decomposition.concentration` of the
+    attention rows there alone (a 7B model never holds (B, layers, H, T, T)), with the batch's own latents
+    (:func:`with_latents`) at the slots, or their fill embeddings. :func:`decomposition` reports it beside
+    its settings; the study's generated-latent analyses read it on the blocks a model wrote itself.
+
+    Args:
+      subject: the :class:`~tokdyn.diagnostics.subjects.Subject` (static); its layout must have a latent block.
+      params: the model's parameter tree.
+      batch: B prompts.
+      top_k: the k of the top-k mass (static), at most the number of image tokens.
+
+    Returns:
+      :class:`tokdyn.diagnostics.decomposition.Narrowness`, fields (B, L + 1).
+    """
+    return _concentration(subject, params, encoded(subject, params, batch), top_k)
 
 
 def gain_kept(correct, settings) -> dict:
@@ -384,7 +417,16 @@ def _check_grounding(key, subject, params, batch, processor, *, positions, token
     return {"noises": noises, "positions": positions}
 
 
-def _scores(subject, params, batch, perturbed, positions, tokens):  # -> (N, B, n)
+class Grounding(NamedTuple):
+    """:func:`grounding_scores`' result: ``clean`` (B, n) the log-probabilities of the scored tokens with the
+    image, ``scores`` (N, B, n) the grounding score S under each perturbed image (the log-probability there is
+    ``clean - scores``)."""
+
+    clean: jax.Array
+    scores: jax.Array
+
+
+def _scores(subject, params, batch, perturbed, positions, tokens) -> Grounding:
     tokens = jnp.asarray(tokens)
     batch = encoded(subject, params, batch)
     clean = token_logprobs(subject.apply, params, batch, positions=positions, tokens=tokens)  # (B, n)
@@ -393,7 +435,7 @@ def _scores(subject, params, batch, perturbed, positions, tokens):  # -> (N, B, 
         pb = with_image(subject, params, batch, px)
         return clean - token_logprobs(subject.apply, params, pb, positions=positions, tokens=tokens)
 
-    return jax.lax.map(one, jnp.asarray(perturbed, jnp.float32))
+    return Grounding(clean, jax.lax.map(one, jnp.asarray(perturbed, jnp.float32)))
 
 
 @_checks.checked_jit(_check_grounding, static_argnames=("subject", "processor", "positions", "noises", "n_seeds"))
@@ -421,7 +463,7 @@ def grounding(
       (len(noises), n_seeds, B, n) scores; the perturbed images are :func:`perturb_pixels`'s, in its order.
     """
     perturbed = perturb_pixels(key, batch["pixel_values"], processor, noises=noises, n_seeds=n_seeds, index=index)
-    s = _scores(subject, params, batch, perturbed, positions, tokens)  # (N * S, B, n)
+    s = _scores(subject, params, batch, perturbed, positions, tokens).scores  # (N * S, B, n)
     return s.reshape((len(noises), n_seeds) + s.shape[1:])
 
 
@@ -437,7 +479,7 @@ def _check_grounding_scores(subject, params, batch, perturbed, *, positions, tok
 
 
 @_checks.checked_jit(_check_grounding_scores, static_argnames=("subject", "positions"))
-def grounding_scores(subject: Subject, params, batch, perturbed, *, positions, tokens) -> jax.Array:
+def grounding_scores(subject: Subject, params, batch, perturbed, *, positions, tokens) -> Grounding:
     """DMLR's grounding score of each scored token under each of N perturbed images one gives, in one
     program: :func:`grounding` without the draws (the ``vlm-diagnostics`` study draws its gaussian levels and
     one blank image with :func:`perturb_pixels`).
@@ -451,7 +493,7 @@ def grounding_scores(subject: Subject, params, batch, perturbed, *, positions, t
       tokens: (B, n) token ids scored.
 
     Returns:
-      (N, B, n) scores :math:`S`.
+      :class:`Grounding`: the clean log-probabilities (B, n) and the scores :math:`S` (N, B, n).
     """
     return _scores(subject, params, batch, perturbed, positions, tokens)
 

@@ -26,12 +26,15 @@ from tokdyn.studies.vlm_diagnostics import analyses, checkpoint, instances  # no
 from tokdyn.studies.vlm_diagnostics.analyses import (  # noqa: F401
     FUNCTIONS,
     Context,
+    accuracy_rows,
     decomposition_rows,
     grounding_rows,
     mediation_rows,
     optimisation_rows,
     injection_rows,
     perception_rows,
+    similarity_part,
+    similarity_rows,
 )
 from tokdyn.studies.vlm_diagnostics.checkpoint import (  # noqa: F401
     Loaded,
@@ -45,6 +48,7 @@ from tokdyn.studies.vlm_diagnostics.checkpoint import (  # noqa: F401
 from tokdyn.studies.vlm_diagnostics.config import (  # noqa: F401
     ANALYSES,
     DECOMPOSITION_SETTINGS,
+    LATENTS,
     GPU_PRESETS,
     MEDIATION_KINDS,
     PENDING,
@@ -53,7 +57,15 @@ from tokdyn.studies.vlm_diagnostics.config import (  # noqa: F401
     STUDY,
     Config,
 )
-from tokdyn.studies.vlm_diagnostics.instances import Group, Instances, encode, make_instances, read_jsonl  # noqa: F401
+from tokdyn.studies.vlm_diagnostics.instances import (  # noqa: F401
+    Group,
+    Instances,
+    bucket,
+    encode,
+    make_instances,
+    read_files,
+    read_jsonl,
+)
 from tokdyn.studies.vlm_diagnostics.plots import FIGURE, draw
 from tokdyn.studies.vlm_diagnostics.report import summary
 from tokdyn.studies.vlm_diagnostics.running import changed_message, check, prepare, run, stamp_extra  # noqa: F401

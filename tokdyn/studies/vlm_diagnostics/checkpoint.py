@@ -26,7 +26,17 @@ LAYOUT = (
 TINY_SEED = 0  # the random model's weights: tiny_params(tiny_config())
 TINY_SCALE = 0.1
 # the random model's own token ids (it has no tokenizer): see Tokens.tiny
-TINY_IDS = dict(bos=1, start=100, end=101, fill=102, assistant=103, digits=10, words=(20, 100))
+TINY_IDS = dict(bos=1, start=100, end=101, fill=102, assistant=103, digits=10, letters=70, words=(20, 100))
+# the files besides the weights that the study's numbers depend on: the tokenizer, the chat template's homes,
+# the image processor's and the decoding's configuration (each stamped when the checkpoint has it)
+INPUT_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+    "generation_config.json",
+)
 
 
 def tiny_config() -> qwen2_5_vl.Config:
@@ -110,15 +120,24 @@ def check_directory(directory: str) -> None:
 
 def weights_stamp(directory: str) -> dict:
     """What the stamp holds of a checkpoint: its directory (absolute) and ``{file: SHA-256}`` of its
-    weight files (the safetensors files and the index) and of config.json, so a directory of results
-    is never resumed with other weights."""
+    weight files (the safetensors files and the index), of config.json and of every file of
+    :data:`INPUT_FILES` it has (the tokenizer, the chat template, the image processor's and the decoding's
+    configuration), and the SHA-256 of the chat template's text as read (``chat_template``), so a directory
+    of results is never resumed with other weights or other inputs."""
     d = Path(directory)
     try:
         names = sorted({p.name for p in qwen2_5_vl.checkpoint.files(d).values()})
     except (FileNotFoundError, ValueError) as e:
         raise ValueError(f"model={directory!r}: {e}") from None
-    names += [n for n in ("model.safetensors.index.json", "config.json") if (d / n).is_file()]
-    return {"directory": str(d.resolve()), "sha256": {n: file_sha256(d / n) for n in sorted(names)}}
+    names += [n for n in ("model.safetensors.index.json", "config.json", *INPUT_FILES) if (d / n).is_file()]
+    out = {"directory": str(d.resolve()), "sha256": {n: file_sha256(d / n) for n in sorted(set(names))}}
+    try:
+        template = qwen2_5_vl.chat.read_template(d)
+    except (OSError, ValueError):
+        template = None  # a file that cannot be read is named when the checkpoint is opened
+    if template is not None:
+        out["sha256"]["chat_template"] = hashlib.sha256(template.encode("utf-8")).hexdigest()
+    return out
 
 
 def random_stamp() -> dict:
@@ -170,13 +189,42 @@ class Tokens:
         if self.chat is None:
             out = []
             for w in text.split():
-                out += [TINY_IDS["digits"] + int(c) for c in w] if w.isdigit() else [TINY_IDS["words"][0] + 1]
+                if w.isdigit():
+                    out += [TINY_IDS["digits"] + int(c) for c in w]
+                elif len(w) == 1 and "A" <= w <= "Z":  # an option's letter
+                    out.append(TINY_IDS["letters"] + ord(w) - ord("A"))
+                else:
+                    out.append(TINY_IDS["words"][0] + 1)
             ids = out
         else:
             ids = self.chat.tokenizer.encode(text, add_special_tokens=False).ids
         if not ids:
             raise ValueError(f"the answer {text!r} has no tokens")
         return np.asarray(ids, np.int64)
+
+    def decode(self, ids, stops=()) -> str:
+        """The text of generated ids (one row), cut before its first token of ``stops`` (the
+        configuration's ``eos_token_id``): the checkpoint's tokenizer without special tokens, or, for the
+        random model, its digits and letters (any other id as a space)."""
+        ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+        cut = [k for k, i in enumerate(ids) if i in set(stops)]
+        ids = ids[: cut[0]] if cut else ids
+        if self.chat is not None:
+            return self.chat.decode(ids, skip_special_tokens=True)
+        out = []
+        for i in ids:
+            if TINY_IDS["digits"] <= i < TINY_IDS["digits"] + 10:
+                out.append(str(i - TINY_IDS["digits"]))
+            elif TINY_IDS["letters"] <= i < TINY_IDS["letters"] + 26:
+                out.append(chr(ord("A") + i - TINY_IDS["letters"]))
+            else:
+                out.append(" ")
+        return "".join(out).strip()
+
+    def score_ids(self, labels) -> tuple:
+        """The first token id of each answer label (an option's letter, a digit): the tokens whose
+        log-probabilities the answer distribution is read over."""
+        return tuple(int(self.answer(label)[0]) for label in labels)
 
 
 class Loaded:

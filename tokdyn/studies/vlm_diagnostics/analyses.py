@@ -323,6 +323,8 @@ def similarity_rows(latents: np.ndarray, instance: np.ndarray) -> tuple[list, di
     over the instances."""
     z = np.asarray(latents, np.float32)
     n, length = z.shape[:2]
+    if n == 0:
+        return [], {}
     rows = []
     for step in range(length):
         value = float(geometry.mean_pairwise_cosine(z[:, step])) if n >= 2 else float("nan")

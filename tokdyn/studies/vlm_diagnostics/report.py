@@ -115,6 +115,15 @@ def accuracy_lines(rows: list, chance=None) -> list:
                     _chance_text([r["chance"] for r in sel]),
                 ]
             )
+    blocks = ""
+    clean = [r for r in rows if r["setting"] == "none" and "blocks" in r]
+    if clean:  # generated latents: how many instances wrote a block
+        k = sum(int(r["blocks"]) > 0 for r in clean)
+        blocks = (
+            f" With --latents generated, {k} of {len(clean)} instances wrote a latent block in the clean run "
+            "(setting none: the latents as generated; the others replace or hide them as they are generated); the "
+            "latent analyses read only those that did."
+        )
     return (
         ["## Accuracy of the generated answers", ""]
         + _table(["benchmark", "setting", "accuracy", "unparsable", "chance"], body)
@@ -123,7 +132,8 @@ def accuracy_lines(rows: list, chance=None) -> list:
             "A multiple-choice answer is read from the generated text by tokdyn.diagnostics.choices.extract "
             "(a letter alone or at the start, 'answer is B', a lone letter, or one option's text); an answer no "
             "rule reads is unparsable and counted wrong. An open answer is right when the text begins with it. "
-            + chance_sentence([r["chance"] for r in rows]),
+            + chance_sentence([r["chance"] for r in rows])
+            + blocks,
         ]
     )
 
@@ -399,6 +409,8 @@ def summary(cfg, data: dict) -> str:
             lines += ["", f"## {name}", "", "No rows (no instance this analysis applies to)."]
             continue
         lines += [""] + LINES[name](rows, chance)
+    for name, why in (data.get("skipped") or {}).items():
+        lines += ["", f"## {name}", "", f"Not run with --latents generated: {why}."]
     if PENDING:
         lines += ["", "Not tabulated by this study yet: " + "; ".join(f"{k} ({v})" for k, v in PENDING.items()) + "."]
     if data["random"]:

@@ -11,7 +11,8 @@ import numpy as np
 from tokdyn import io
 from tokdyn.experiment import runner
 from tokdyn.experiment import study as study_dir
-from tokdyn.studies.vlm_diagnostics import checkpoint, instances
+from tokdyn.diagnostics import vlm_generated
+from tokdyn.studies.vlm_diagnostics import checkpoint, generated, instances
 from tokdyn.studies.vlm_diagnostics.analyses import FUNCTIONS, Context, similarity_rows
 from tokdyn.studies.vlm_diagnostics.config import STUDY, Config
 
@@ -27,9 +28,14 @@ def check(session, cfg: Config) -> None:
     try:
         if cfg.model:
             checkpoint.check_directory(cfg.model)
-        session.context["loaded"] = checkpoint.open_checkpoint(cfg)
+        loaded = session.context["loaded"] = checkpoint.open_checkpoint(cfg)
     except ValueError as e:
         raise study_dir.Refused(str(e)) from None
+    if cfg.latents == "generated" and not vlm_generated.supports(loaded.config):
+        raise study_dir.Refused(
+            "--latents generated needs latent-mode generation (tokdyn.models.qwen2_5_vl.LatentMode and its "
+            "interventions), which this version of tokdyn does not have: use --latents block"
+        )
 
 
 def prepare(session, cfg: Config) -> dict:
@@ -141,17 +147,23 @@ def run(session, cfg: Config) -> runner.Result:
             ]
         )
     }
-    results, matrices = {}, {}
+    results, matrices, skipped = {}, {}, {}
+    table = dict(FUNCTIONS)
+    if cfg.latents == "generated":
+        table.update(generated.FUNCTIONS)
     for name in cfg.analyses:
         rows = []
+        if cfg.latents == "generated" and name not in generated.FUNCTIONS and name not in ("grounding", "perception"):
+            skipped[name] = SKIPPED[name]
+            continue
         session.say(f"{name} ...")
         with session.timed(name):
             if name == "perception":
                 for start in range(0, len(inst), bs):
-                    rows += session.rows(f"perception__{start:06d}", lambda s=start: FUNCTIONS[name](ctx, s))
+                    rows += session.rows(f"perception__{start:06d}", lambda s=start: table[name](ctx, s))
             elif name == "similarity":
                 parts = [
-                    session.part(f"similarity__{g.name}__{start:06d}", lambda g=g, s=start: FUNCTIONS[name](ctx, g, s))
+                    session.part(f"similarity__{g.name}__{start:06d}", lambda g=g, s=start: table[name](ctx, g, s))
                     for g in groups
                     for start in range(0, len(g.index), bs)
                 ]
@@ -163,7 +175,7 @@ def run(session, cfg: Config) -> runner.Result:
                 for g in groups:
                     for start in range(0, len(g.index), bs):
                         rows += session.rows(
-                            f"{name}__{g.name}__{start:06d}", lambda g=g, s=start: FUNCTIONS[name](ctx, g, s)
+                            f"{name}__{g.name}__{start:06d}", lambda g=g, s=start: table[name](ctx, g, s)
                         )
         results[name] = rows
         keys = list(dict.fromkeys(c for r in rows for c in r))
@@ -178,6 +190,7 @@ def run(session, cfg: Config) -> runner.Result:
         data=dict(
             rows=results,
             matrices=matrices,
+            skipped=skipped,
             random=loaded.random,
             n=len(inst),
             source=inst.source,
@@ -189,10 +202,17 @@ def run(session, cfg: Config) -> runner.Result:
     )
 
 
+SKIPPED = {
+    "injection": "DMLR's visual injection inserts the image's tokens before the block, which the generation "
+    "program cannot do while it generates; the optimisation analysis runs DMLR on the generated latents",
+}
+"""Analyses of the block mode with no counterpart on generated latents, and why (said in the summary)."""
+
+
 def _blank(rows: list, column: str):
     """What a row without ``column`` holds there: NaN in a numeric column, "" in a text one."""
     kinds = {type(r[column]) for r in rows if column in r}
     return "" if str in kinds else np.nan
 
 
-__all__ = ["changed_message", "check", "prepare", "run", "stamp_extra"]
+__all__ = ["SKIPPED", "changed_message", "check", "prepare", "run", "stamp_extra"]

@@ -73,7 +73,7 @@ COMPILE_SECONDS = dict(
 )
 CALL_SECONDS = dict(
     grounding=0.5,
-    perception=5.0,
+    perception=12.0,
     accuracy=0.5,
     decomposition=1.5,
     mediation=1.0,

@@ -417,3 +417,101 @@ def test_a_checkpoint_directory_runs_every_analysis(tmp_path):
     assert acc["answer"][mc][0] == "B" and bool(acc["parsed"][mc][0]) == (acc["choice"][mc][0] in ("A", "B", "C"))
     text = open(f"{out}/summary.md").read()
     assert not text.startswith("**RANDOM") and "## Accuracy of the generated answers" in text
+
+
+def test_generated_latents_need_the_familys_latent_generation(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(vd.running.vlm_generated, "supports", lambda config: False)
+    code, err = _exit(["--latents", "generated", "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and "--latents generated needs latent-mode generation" in err and "--latents block" in err
+    assert not (tmp_path / "out").exists()
+
+
+LATENT_FIXTURE = Path(__file__).parent / "fixtures" / "qwen2_5_vl_latent"
+
+
+# the tiny checkpoint with added latent tokens that enters latent mode by itself, through --latents generated
+# and multiple-choice instances, every analysis (about 4 min on two cores): the clean run's latents and the
+# blank image's are read back from the model's own generation and compared in NumPy
+@pytest.mark.full
+def test_a_latent_checkpoint_runs_every_analysis_on_its_generated_latents(tmp_path):
+    if not LATENT_FIXTURE.is_dir():
+        pytest.skip("the latent checkpoint (tests/fixtures/make_qwen2_5_vl_latent.py) is not here")
+    from tokdyn.diagnostics import vlm_generated as vg
+
+    path = write_instances(tmp_path, LINES[2:] + [dict(LINES[2], image="b.png", answer="C")])
+    cfg = dataclasses.replace(
+        vd.Config.quick(),
+        model=str(LATENT_FIXTURE),
+        instances=str(path),
+        n_instances=0,
+        image_size=56,
+        n_tokens=2,
+        latents="generated",
+        n_latents=4,
+        new_tokens=40,
+        latent_start="<|latent_start|>",
+        latent_end="<|latent_end|>",
+        latent_fill="<|latent_pad|>",
+        noise_kinds=("blank",),
+    )
+    out = tmp_path / "out"
+    assert vd.main(cfg, str(out), quiet=True)
+    for name in (
+        "instances",
+        "grounding",
+        "perception",
+        "accuracy",
+        "decomposition",
+        "mediation",
+        "similarity",
+        "optimisation",
+    ):
+        assert (out / f"{name}.csv").exists(), name
+    text = (out / "summary.md").read_text()
+    assert "--latents generated" in text and "## injection" in text and "wrote a latent block" in text
+    acc = io.read_csv(str(out / "accuracy.csv"))
+    assert set(acc["setting"]) == {"none", *vd.generated.LATENT_KINDS}
+    # the clean run and the blank image's, straight from the model's generation
+    loaded = vd.open_checkpoint(cfg)
+    inst = vd.make_instances(cfg)
+    (group,) = vd.encode(inst, loaded, cfg)
+    model, t = loaded.model, loaded.tokens
+    lat = vg.latent_module(model).LatentMode(t.start, t.end, t.fill, 4)
+    proc = loaded.processor
+    per_channel = -np.asarray(proc.image_mean) / np.asarray(proc.image_std)
+    blank = np.broadcast_to(np.repeat(per_channel, group.pixels.shape[-1] // 3).astype(np.float32), group.pixels.shape)
+    runs = [
+        model.generate(
+            group.prompt,
+            px,
+            group.grid,
+            group.prompt_mask,
+            max_new_tokens=40,
+            latent=lat,
+            do_sample=False,
+            return_generation=True,
+        )
+        for px in (group.pixels, blank)
+    ]
+    clean, dark = runs
+    assert (clean.n_blocks > 0).all()
+    z = np.asarray(clean.latents, np.float64)[:, 0]  # (2, 4, D)
+    u = z / np.linalg.norm(z, axis=-1, keepdims=True)
+    sim = io.read_csv(str(out / "similarity.csv"))
+    across = sim["measure"] == "across"
+    np.testing.assert_allclose(sim["cosine"][across], (u[0] * u[1]).sum(-1), atol=1e-4)
+    med = io.read_csv(str(out / "mediation.csv"))
+    rows = med["path"] == "input_latent"
+    w = np.asarray(dark.latents, np.float64)[:, 0]
+    want = 1 - (u * (w / np.linalg.norm(w, axis=-1, keepdims=True))).sum(-1)  # (2, 4)
+    got = np.full((2, 4), np.nan)
+    for i, step, c in zip(med["instance"][rows], med["step"][rows], med["cosine_distance"][rows]):
+        got[int(i), int(step) - 1] = c
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    texts = [t.decode(clean.answer_ids(r, after_latents=True), loaded.config.eos_token_id) for r in range(2)]
+    none = acc["setting"] == "none"
+    read = [
+        "" if isinstance(x, float) and np.isnan(x) else str(x)
+        for x in acc["text"][none][np.argsort(acc["instance"][none])]
+    ]
+    assert read == texts

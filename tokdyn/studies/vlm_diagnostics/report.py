@@ -260,7 +260,7 @@ def mediation_lines(rows: list, chance=None) -> list:
                     mean_cell(per_instance(sel, "relative_l2")),
                 ]
             )
-        lines += ["### Input -> latent (latents imagined from the perturbed image; steps averaged)", ""]
+        lines += ["### Input -> latent (the latents the model writes from the perturbed image; steps averaged)", ""]
         lines += _table(["perturbation", "latent cosine distance", "latent relative L2"], body) + [""]
         steps = sorted({int(r["step"]) for r in inp})
         if len(steps) > 1:

@@ -154,6 +154,13 @@ _DROP = object()
         (("objects", 1, "3d_coords"), "abc", r"scene 0, object 1: 3d_coords must hold 3 finite numbers, got 'abc'"),
         (("objects", 1, "3d_coords"), [1, 2], r"object 1: 3d_coords must hold 3 finite numbers, got \[1, 2\]"),
         (("objects", 0, "pixel_coords"), ["1", 2, 3], r"object 0: pixel_coords must hold 3 finite numbers"),
+        (
+            ("objects", 0, "3d_coords"),
+            [1e39, 0, 0],
+            r"object 0: 3d_coords must hold 3 finite numbers",
+        ),  # inf in float32
+        (("objects", 0, "3d_coords"), [float("nan"), 0, 0], r"object 0: 3d_coords must hold 3 finite numbers"),
+        (("objects", 0, "3d_coords"), [10**400, 0, 0], r"object 0: 3d_coords must hold 3 finite numbers"),
         (("objects", 2, "rotation"), "north", r"object 2: rotation must be a finite number .*'north'"),
         (("objects", 2, "color"), ["red"], r"object 2: color must be one of .*got \['red'\]"),
         (("objects", 0), "a cube", r"scene 0, object 0 must be a JSON object"),

@@ -171,6 +171,7 @@ DROP = object()
          r"motion_trajectory\[2\] \(frame 2\), object 0: location must hold 3 finite numbers, got 2.5"),
         (("motion_trajectory", 2, "objects", 1, "velocity"), [1, 0], r"object 2: velocity must hold 3 finite numbers"),
         (("motion_trajectory", 0, "objects", 0, "location"), "abc", r"location must hold 3 finite numbers, got 'abc'"),
+        (("motion_trajectory", 0, "objects", 0, "velocity"), [0, float("inf"), 0], r"velocity must hold 3 finite numbers"),
         (("motion_trajectory", 1, "objects", 0, "inside_camera_view"), DROP, r"inside_camera_view must be true or false"),
         (("motion_trajectory", 1, "objects"), DROP, r"motion_trajectory\[1\] \(frame 1\): objects must be a list"),
         (("motion_trajectory", 1, "objects", 1, "object_id"), 0, r"\(frame 1\): object 0 has two states in one frame"),

@@ -19,7 +19,6 @@ attributes as indices into :data:`ATTRIBUTES`, the relations as ``(4, M, M)`` bo
 from __future__ import annotations
 
 import json
-import math
 import os
 
 import numpy as np
@@ -60,9 +59,15 @@ def root(directory) -> str:
     raise FileNotFoundError(f"CLEVR directory {directory!r} {missing}: expected {layout()}")
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the readers' arrays are float32: a larger number would be inf
+
+
 def is_number(value) -> bool:
-    """Whether a JSON value is a finite number (an int or a float, not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """Whether a JSON value is a finite number a float32 holds (an int or a float, not a bool; not
+    NaN, not an infinity, not beyond float32's range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) <= FLOAT32_MAX  # False for NaN and the infinities; exact for ints of any size
 
 
 def is_index(value) -> bool:
@@ -90,6 +95,7 @@ def read_json(path: str, what: str):
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {raw[e.start : e.start + 1]!r}): {what}") from None
+    del raw  # a split's scenes file is large: not held twice while it is parsed
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

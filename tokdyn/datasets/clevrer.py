@@ -233,8 +233,10 @@ def annotation_arrays(ann: dict, max_objects: int = MAX_OBJECTS, *, where: str =
       ValueError: an ``object_id`` outside ``[0, max_objects)``, or a field :func:`check_annotation`
         refuses, naming ``where`` (the file), the video and the field.
     """
-    if not is_index(max_objects) or max_objects < 1:
-        raise ValueError(f"max_objects must be an int >= 1, got {max_objects!r}")
+    if not is_index(max_objects):
+        raise TypeError(f"max_objects must be an int >= 1, got {max_objects!r}")
+    if max_objects < 1:
+        raise ValueError(f"max_objects must be an int >= 1, got {max_objects}")
     check_annotation(ann, where)
     M = max_objects
     out = {"present": np.zeros(M, bool)}

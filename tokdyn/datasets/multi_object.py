@@ -36,7 +36,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from tokdyn.datasets.example import FeatureSpec, decode
-from tokdyn.datasets.tfrecord import read_records
+from tokdyn.datasets.tfrecord import check_range, read_records
 
 PUBLISHED = "https://console.cloud.google.com/storage/browser/multi-object-datasets"
 BUCKET_FILES = "https://storage.googleapis.com/multi-object-datasets"  # + /FOLDER/FILE
@@ -232,8 +232,9 @@ def read(path, dataset: Dataset | None = None, *, start: int = 0, stop: int | No
     Args:
       path: the TFRecord file, or a directory (:func:`locate`).
       dataset: its :class:`Dataset` (default: found from the file's published name).
-      start: the first record to yield (earlier records are still read and their CRCs checked).
-      stop: the record to stop before (default: the end of the file).
+      start: the first record to yield, an int >= 0 (earlier records are still read and their CRCs
+        checked).
+      stop: the record to stop before, an int >= 0 (default None: the end of the file).
 
     Yields:
       ``{feature: array}`` per example: ``image`` ``(H, W, C)`` uint8, ``mask`` ``(entities, H, W)``
@@ -244,7 +245,13 @@ def read(path, dataset: Dataset | None = None, *, start: int = 0, stop: int | No
       tokdyn.datasets.tfrecord.RecordError: a bad CRC, a truncated record or a corrupt GZIP stream.
       tokdyn.datasets.example.SpecError: an example that does not hold its dataset's feature spec,
         naming the feature, the record and the file.
+      TypeError, ValueError: a ``start`` or ``stop`` that is not an int >= 0 (raised at the call).
     """
+    check_range(start, stop)  # at the call, not at the first next()
+    return _read(path, dataset, start, stop)
+
+
+def _read(path, dataset, start: int, stop) -> Iterator[dict]:
     if dataset is None:
         dataset, path = locate(path)
     elif os.path.isdir(path):

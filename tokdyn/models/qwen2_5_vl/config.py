@@ -6,7 +6,7 @@ Every field is checked when it is read (and when a configuration is built in cod
 file, the field, its value and what is allowed, before any weight is read. Sizes are positive integers
 (JSON numbers, not strings or booleans), the widths divide into their heads, ``rope_theta`` and
 ``rms_norm_eps`` are finite and positive (either at zero or below gives NaN logits), the M-RoPE sections are
-three non-negative integers summing to half the head width, and the special token ids lie in the vocabulary.
+three non-negative integers summing to half the head width, and the special token ids are integers.
 """
 
 from __future__ import annotations
@@ -232,18 +232,13 @@ def check_text(t: TextConfig, where: str = "TextConfig.") -> None:
 
 
 def check_config(cfg: Config, where: str = "Config.", text_where: str | None = None) -> None:
-    """The ids and dtype of ``cfg`` (its towers checked by :func:`check_vision` and :func:`check_text`)."""
-    vocab = cfg.text.vocab_size
+    """The ids and dtype of ``cfg`` (its towers checked by :func:`check_vision` and :func:`check_text`): the
+    placeholder and stop token ids non-negative integers (an id past the vocabulary is allowed, as
+    ``transformers`` saves its defaults so: such a token never appears in the inputs, which are checked)."""
     for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
-        value = integer(where + name, getattr(cfg, name), 0)
-        if value >= vocab:
-            raise ValueError(f"{where}{name} is {value}; expected a token id below vocab_size={vocab}")
-    for i, value in enumerate(cfg.eos_token_id):
-        value = integer(f"{text_where or where}eos_token_id[{i}]", value, 0)
-        if value >= vocab:
-            raise ValueError(
-                f"{text_where or where}eos_token_id is {value}; expected token ids below vocab_size={vocab}"
-            )
+        integer(where + name, getattr(cfg, name), 0)
+    for value in cfg.eos_token_id:
+        integer(f"{text_where or where}eos_token_id", value, 0)
     if cfg.dtype is not None and cfg.dtype not in DTYPE_NAMES:
         raise ValueError(f"{where}torch_dtype is {cfg.dtype!r}; expected one of {DTYPE_NAMES}")
     if cfg.vision.out_hidden_size != cfg.text.hidden_size:
@@ -369,7 +364,7 @@ class _Fields:
 
 def read(directory: str | Path) -> Config:
     """The :class:`Config` of the checkpoint directory ``directory``: its ``config.json``, and the stop tokens of
-    its ``generation_config.json`` when it has one (each id an integer in the vocabulary)."""
+    its ``generation_config.json`` when it has one (each id a non-negative integer)."""
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(
@@ -383,10 +378,5 @@ def read(directory: str | Path) -> Config:
         raw = read_json(generation, "generation settings (an object)")
         eos = _eos(raw.get("eos_token_id"), f"{generation}: ")
         if eos:
-            bad = [i for i in eos if i >= cfg.text.vocab_size]
-            if bad:
-                raise ValueError(
-                    f"{generation}: eos_token_id is {bad[0]}; expected token ids below vocab_size={cfg.text.vocab_size}"
-                )
             cfg = dataclasses.replace(cfg, eos_token_id=eos)
     return cfg

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from pathlib import Path
 
 from tokdyn.models.blocks.mlp import ACTIVATIONS
@@ -25,7 +26,7 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
 def integer(where: str, value, minimum: int = 1) -> int:
     """``value`` as an int when it is an integer (not a bool, a float or a string) of at least ``minimum``;
     a ValueError naming ``where`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{where} is {value!r} ({type(value).__name__}); expected an integer >= {minimum}")
     if value < minimum:
         raise ValueError(f"{where} is {value!r}; expected an integer >= {minimum}")
@@ -35,7 +36,7 @@ def integer(where: str, value, minimum: int = 1) -> int:
 def positive_number(where: str, value) -> float:
     """``value`` as a float when it is a finite number > 0 (not a bool or a string); a ValueError naming
     ``where`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{where} is {value!r}; expected a finite number > 0")
     return float(value)
 
@@ -189,7 +190,7 @@ def check_vision(v: VisionConfig, where: str = "VisionConfig.") -> None:
         )
     activation_name(where + "hidden_act", v.hidden_act)
     positive_number(where + "rope_theta", v.rope_theta)
-    if isinstance(v.tokens_per_second, bool) or not isinstance(v.tokens_per_second, (int, float)):
+    if isinstance(v.tokens_per_second, bool) or not isinstance(v.tokens_per_second, numbers.Real):
         raise ValueError(f"{where}tokens_per_second is {v.tokens_per_second!r}; expected a number")
     if v.hidden_size % v.num_heads or (v.hidden_size // v.num_heads) % 4:
         raise ValueError(

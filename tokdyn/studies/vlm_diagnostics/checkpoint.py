@@ -267,7 +267,9 @@ def instance_texts(cfg) -> list[tuple[str, str, str]]:
     :func:`~tokdyn.studies.vlm_diagnostics.instances.read_jsonl` to refuse), or the rendered scenes' question
     with every answer they can have."""
     if not cfg.instances:
-        return [("the rendered scenes", instances_lib.QUESTION, str(k)) for k in range(1, cfg.max_objects + 1)]
+        return [
+            ("the rendered scenes' question", instances_lib.QUESTION, str(k)) for k in range(1, cfg.max_objects + 1)
+        ]
     out = []
     with open(cfg.instances, encoding="utf-8") as f:
         for number, line in enumerate(f.read().splitlines(), 1):

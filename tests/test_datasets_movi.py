@@ -173,3 +173,23 @@ def test_a_bad_range_of_videos_is_named_at_the_call(tmp_path, kw):
     write_movi(tmp_path, counts=(1,))
     with pytest.raises((TypeError, ValueError), match=f"{next(iter(kw))} must be"):
         movi.read(tmp_path, **kw)
+
+
+def test_a_multi_object_file_in_the_directory_and_its_subfolder_is_refused_naming_both(tmp_path):
+    # as a MOVi shard found twice: the multi-object datasets' find (DIR/FILE or DIR/NAME/FILE) never picks one
+    from tokdyn.datasets import multi_object
+
+    name = "tetrominoes_train.tfrecords"
+    (tmp_path / "tetrominoes").mkdir()
+    tf_files.write(tmp_path / "tetrominoes" / name, [b"a"], compress=True)
+    ((d, path),) = multi_object.find(tmp_path)  # the bucket's layout alone
+    assert d.file == name and path == str(tmp_path / "tetrominoes" / name)
+    tf_files.write(tmp_path / name, [b"b"], compress=True)  # before: this copy read, the other ignored
+    both = rf"holds {name} twice: {tmp_path / name} and {tmp_path / 'tetrominoes' / name}; keep one copy"
+    for call in (multi_object.find, multi_object.locate, lambda p: next(multi_object.read(p))):
+        with pytest.raises(ValueError, match=both):
+            call(tmp_path)
+    assert multi_object.locate(tmp_path / name)[1] == str(tmp_path / name)  # the file itself: no choice to make
+    (tmp_path / name).unlink()
+    (tmp_path / name).symlink_to(tmp_path / "tetrominoes" / name)  # one file under two paths
+    assert multi_object.find(tmp_path) == [(d, str(tmp_path / name))]

@@ -7,7 +7,8 @@ keeps the scenes whose count of visible objects (objects owning at least one pix
 bilinearly and the label image to its nearest pixels (Pillow), and stacks them. A file holding
 fewer such scenes than asked raises :class:`TooFewScenes`, which counts the file's usable scenes
 by their number of objects, so a caller can say which range of objects, or which smaller count,
-the file does hold (:func:`fit_counts`, :func:`ways_out`).
+the file does hold (:func:`ways_out`, :func:`shortfall_message`; the parts every dataset shares are
+:mod:`tokdyn.datasets.shortfall`'s).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dataclasses
 import numpy as np
 
 from tokdyn.datasets import multi_object
+from tokdyn.datasets.shortfall import Shortfall, fit_counts, line
 from tokdyn.datasets.tfrecord import require
 
 # (top, bottom, left, right) crops applied before resizing: CLEVR with masks' 240 x 320 images cut to
@@ -47,8 +49,9 @@ class LoadedScenes:
         return LoadedScenes(self.images[key], self.masks[key], self.n_objects[key], self.index[key])
 
 
-class TooFewScenes(ValueError):
-    """A file holding fewer usable scenes than asked (:func:`load`). Besides the message:
+class TooFewScenes(Shortfall):
+    """A file holding fewer usable scenes than asked (:func:`load`; a
+    :class:`~tokdyn.datasets.shortfall.Shortfall`). Besides the message:
 
     Attributes:
       file: the file read.
@@ -64,10 +67,6 @@ class TooFewScenes(ValueError):
       most: the most objects the dataset's scenes hold.
     """
 
-    def __init__(self, message: str, **fields):
-        super().__init__(message)
-        self.__dict__.update(fields)
-
     def usable(self, min_objects: int, max_objects: int) -> int:
         """The usable scenes of the file with ``min_objects`` to ``max_objects`` visible objects."""
         kept = sum(c for n, c in self.by_objects.items() if min_objects <= n <= max_objects)
@@ -76,29 +75,12 @@ class TooFewScenes(ValueError):
         return kept
 
 
-def fit_counts(counts: dict, available: int, trim=None):
-    """``counts`` (``{name: count}``, each at least 1) lowered so that they sum to at most
-    ``available``: only ``trim`` (a name) when lowering it alone will do, else each in proportion
-    (rounded down, at least 1). None when ``available`` is below ``len(counts)``."""
-    total = sum(counts.values())
-    if total <= available:
-        return dict(counts)
-    if trim is not None and available - (total - counts[trim]) >= 1:
-        return {**counts, trim: available - (total - counts[trim])}
-    if available < len(counts):
-        return None
-    out = {k: max(1, v * available // total) for k, v in counts.items()}
-    while sum(out.values()) > available:  # the floors of 1 can overshoot: take from the largest
-        k = max(out, key=out.get)
-        out[k] -= 1
-    return out
-
-
 def ways_out(err: TooFewScenes, counts: dict, *, trim=None, min_option=None, max_option=None, lowest_min=1, also=None):
     """The changes of a study's options that would fit the file ``err`` names, as phrases: the
-    counts lowered (:func:`fit_counts`; ``also(fitted)`` gives ``{option: value}`` of other options
-    that must follow them, or None), ``max_option`` raised (up to the dataset's most objects) and
-    ``min_option`` lowered (down to ``lowest_min``), or both, where the file then holds enough.
+    counts lowered (:func:`~tokdyn.datasets.shortfall.fit_counts`; ``also(fitted)`` gives
+    ``{option: value}`` of other options that must follow them, or None), ``max_option`` raised
+    (up to the dataset's most objects) and ``min_option`` lowered (down to ``lowest_min``), or
+    both, where the file then holds enough.
 
     Args:
       err: the :class:`TooFewScenes`.
@@ -140,13 +122,10 @@ def ways_out(err: TooFewScenes, counts: dict, *, trim=None, min_option=None, max
 def shortfall_message(err: TooFewScenes, counts: dict, ways: list) -> str:
     """One line for a file with too few usable scenes: ``err``'s message (the file, its count), what
     the caller takes (``counts``, ``{option: count}``) and ``ways`` (:func:`ways_out`), or that no
-    setting of those options fits the file."""
-    taken = " + ".join(f"{k} {v:,}" for k, v in counts.items())
-    head = f"{err}; the study takes {sum(counts.values()):,} ({taken})"
-    if not ways:
-        most = err.usable(0 if err.min_objects == 0 else 1, err.most)
-        return f"{head}, and no setting of these options fits this file (it holds {most:,} usable scenes in all): give a file with more"
-    return f"{head}: set " + "; or ".join(ways)
+    setting of those options fits the file (:func:`tokdyn.datasets.shortfall.line`)."""
+    total = err.usable(0 if err.min_objects == 0 else 1, err.most)
+    held = f"this file (it holds {total:,} usable scenes in all)"
+    return line(err, counts, ways, held=held, more="give a file with more")
 
 
 def resize(image: np.ndarray, labels: np.ndarray, size: int, crop=None) -> tuple:

@@ -202,3 +202,18 @@ def test_a_bad_range_of_scenes_is_named_at_the_call(tmp_path, kw):
     write_clevr(tmp_path, [OBJECTS])
     with pytest.raises((TypeError, ValueError), match=f"{next(iter(kw))} must be"):
         clevr.iterate(tmp_path, "val", **kw)  # raised at the call (before: start=-1 read the last scene)
+
+
+def test_a_sixteen_bit_image_is_refused_naming_its_mode_and_rgba_drops_alpha_as_tensorflow_does(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "wide.png"
+    grey = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000).astype(np.uint16)  # up to 55,000: not 8 bits
+    Image.fromarray(grey).save(path)  # a 16-bit grey PNG (Pillow mode I;16)
+    with pytest.raises(ValueError, match=r"wide.png: the image has more than 8 bits a channel \(Pillow mode 'I;16'\)"):
+        clevr.read_image(path)
+    # an RGBA image, half transparent: the colour channels as written (decode_png(channels=3) keeps them)
+    rgba = np.random.default_rng(0).integers(0, 256, (3, 4, 4), dtype=np.uint8)
+    rgba[..., 3] = 128
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(clevr.read_image(tmp_path / "rgba.png"), rgba[..., :3])

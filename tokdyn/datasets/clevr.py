@@ -215,17 +215,31 @@ def scene_arrays(scene: dict, max_objects: int = MAX_OBJECTS) -> dict:
     return out
 
 
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+"""Pillow's modes of images with more than 8 bits a channel (a 16-bit grey PNG opens as ``"I;16"``), which
+:func:`read_image` refuses: Pillow's conversion to RGB clips them to 255 rather than scaling them."""
+
+
 def read_image(path) -> np.ndarray:
-    """A PNG as ``(H, W, 3)`` uint8 RGB (CLEVR's are RGBA: the alpha channel is dropped); a
-    ``ValueError`` naming the file when it does not decode."""
+    """A PNG as ``(H, W, 3)`` uint8 RGB, as TensorFlow's ``decode_png(channels=3)`` gives CLEVR's images
+    (they are RGBA, opaque: the alpha channel is dropped, as TensorFlow Datasets' CLEVR does); a
+    ``ValueError`` naming the file when it does not decode, and naming the file and its mode when it has
+    more than 8 bits a channel (:data:`WIDE_MODES`: converting it would clip, not scale)."""
     Image = require("PIL.Image", "pillow")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            mode = im.mode
+            rgb = None if mode in WIDE_MODES else np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise
     except (OSError, SyntaxError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
         raise ValueError(f"{path}: the image does not decode ({e})") from e
+    if rgb is None:
+        raise ValueError(
+            f"{path}: the image has more than 8 bits a channel (Pillow mode {mode!r}), which converting to 8-bit "
+            "RGB would clip; CLEVR's images are 8-bit RGBA: convert it to 8 bits first"
+        )
+    return rgb
 
 
 def iterate(directory, split: str, *, start: int = 0, stop: int | None = None, max_objects: int = MAX_OBJECTS):

@@ -3,27 +3,32 @@
 still lack, and writes its raw table and logs as it goes.
 
     python benchmarks/device_session.py [--out DIR] [--budget 540] [--device h200|h100] [--plan] [--smoke]
-        [--steps NAME,...]
+        [--steps NAME,...] [--priority N]
 
 The steps (each in its own process group with its own time budget: a stop kills its children too,
 and a compiler abort loses that step alone; every row a step finishes is on disk the moment it
-finishes, so a kill loses nothing finished):
+finishes, so a kill loses nothing finished). Every row at precision ``highest`` but those named
+``, TF32`` (JAX's default precision) and the Qwen2.5-VL rows (bfloat16):
 
-  setup              tokdyn importable (else ``pip install --no-deps --no-build-isolation -e .``; the
-                     step fails unless ``import tokdyn`` then works); the device, driver, JAX and
-                     PyTorch versions and the commit (``+dirty`` for uncommitted changes) -> device.txt
-  dynamics           the ceilings (GEMM, copy, FMA, exp) and the token-dynamics rows: the kernel alone,
-                     the study path with a ``jax.profiler`` trace (trace.tgz), the given-data forms,
-                     the Pallas kernel checked against ``dynamics.run``
+  setup              tokdyn importable as the children import it (the checkout on their PYTHONPATH;
+                     else ``pip install --no-deps --no-build-isolation -e .``; the step fails unless
+                     ``import tokdyn`` then works); the device, driver, JAX and PyTorch versions and
+                     the commit (``+dirty`` for uncommitted changes) -> device.txt
+  dynamics           the ceilings (GEMM, copy, FMA, exp), the kernel alone and the study path with a
+                     ``jax.profiler`` trace (trace.tgz; then the Pallas kernel's own rate from it),
+                     each with its TF32 variant
+  dynamics:given     the other token-dynamics rows: the given-data forms, the Pallas kernel checked
+                     against ``dynamics.run``, the peers, chunk sizes, XLA's cost analysis
   train:autoencoder  the visual-token autoencoder at 4,096 and 1,024 seeds, one program per call
-  train:slots        Slot Attention at 4,096 and 1,024 seeds, one program per call
+  train:slots        Slot Attention at 1,024 seeds, one program per call (``-tf32``: TF32;
+                     ``-4096``: 4,096 seeds, which did not compile within 150 s at ca6932f)
   train:MODEL        IODINE, SAVi, the latent reasoner, grid diffusion at 1,024 seeds, a step each
   training           every learned model at 1, 64 and 1,024 seeds, with its share of the bound
   sweep:NAME         each learned sweep end to end (``tokdyn sweep vtae``, the others ``--quick``),
                      the sweep's own seconds from its output
   peers              the PyTorch peers on CUDA, eager and ``torch.compile``
-  vlm                Qwen2.5-VL at the 3B and 7B checkpoints' shapes (random weights, bfloat16): the
-                     vision tower, prefill and decode
+  vlm:3b, vlm:7b     Qwen2.5-VL at the 3B (7B) checkpoint's shapes (random weights, bfloat16): decode
+                     and prefill at batch 8 and 1, the vision tower at 1 and 8 images
   compile            one compile's seconds (``compile_probe.py``), XLA's default flags and GEMM
                      autotuning off
   study:NAME         the studies' defaults (``tokdyn reproduce --studies NAME``), the latent ones
@@ -31,12 +36,17 @@ finishes, so a kill loses nothing finished):
   rest               the suite's other rows (sampling, DMLR, mediation), then the 10^9-run sweep
 
 The order: setup, then the steps serving the ledger's rows of ``--device`` still to measure,
-unmeasured or stale (code changed since their commit), by the best priority among them and, at one
-priority, unmeasured first; then the rest in the order above (:func:`ledger.step_order`). A step starts only when its whole budget still fits in
-what is left of ``--budget``; a later, shorter one may still fit. ``--steps`` keeps only the steps
-named (setup always). After the call, ``python benchmarks/ledger.py --record OUT --device ...
---commit ... --date ...`` copies what it measured into the ledger, and ``--write`` regenerates the
-docs' GPU tables from it.
+unmeasured or stale (``python benchmarks/ledger.py`` says why), by the best priority among them and,
+at one priority, unmeasured first; then the rest in the order above (:func:`ledger.step_order`). A
+step starts only when its whole budget still fits in what is left of ``--budget``; a later, shorter
+one may still fit. The first priority's steps (setup, dynamics, train:autoencoder, train:slots,
+vlm:3b) have budgets that add to 505 s, each at least 1.3 times its expected seconds
+(:mod:`session_plan`, from the raw files of earlier calls), so one call of the default 540 s measures
+every first-priority row; the 7B shapes, Slot Attention at 4,096 seeds and the rest go to later calls
+(``--priority 2``: only the steps still to measure second-priority rows). ``--steps`` keeps only the
+steps named (setup always). After the call, ``python benchmarks/ledger.py --record OUT --device ...
+--date ...`` copies what it measured into the ledger (with each raw row's commit and precision), and
+``--write`` regenerates the docs' GPU tables from it.
 
 Files under ``--out`` (default ``$OUT``; at most 8, none deeper than the folder itself):
 device.txt, session.json (the plan and each step's status, seconds and exit code, rewritten after
@@ -44,10 +54,12 @@ each step), session.log (every step's output), rows.jsonl (every row, appended a
 with the commit and device), table.md (the rows as a table, rewritten after each step),
 ceilings.json, trace.tgz, studies.tgz.
 
-``--plan`` prints the steps in this call's order, their budgets and the ledger rows each serves,
-and runs nothing (no JAX import). ``--smoke`` runs every step at a tiny size on whatever backend
+``--plan`` prints the steps in this call's order, their budgets, the ledger rows each serves (each
+row's state, priority and precision, as ``ledger.py`` gives them) and their expected seconds, then
+the first priority's arithmetic against ``--budget``, and runs nothing (no JAX import). ``--smoke`` runs every step at a tiny size on whatever backend
 is there, in the plan's own order (a test runs it on the CPU: it checks the script, not speed): the
-row variants whose code another row runs are skipped, the two cheapest learned models are trained
+row variants whose code another row runs are skipped (and the steps whose code a sibling step
+runs: train:slots-tf32, train:slots-4096, vlm:7b), the two cheapest learned models are trained
 and the others built and their step lowered (its cost analysis), the sweeps step runs the
 autoencoder's quick sweep at 2 seeds, and the studies step stops its study at a few seconds, which
 tests the stop.
@@ -70,6 +82,11 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # the plan's module beside this file, however this file is run
+
+import session_plan  # noqa: E402
+from session_plan import Step  # noqa: E402
+
 ROOT = os.path.dirname(HERE)
 LATENT_FIRST = (
     "latent-reasoning",
@@ -83,17 +100,6 @@ LATENT_FIRST = (
     "grid-diffusion",
     "video",
 )
-
-
-@dataclasses.dataclass
-class Step:
-    """One step: its name, the most seconds it may take (it starts only when they still fit), and
-    its command (a list of arguments, or a Python callable for the in-process steps)."""
-
-    name: str
-    budget: float
-    command: object
-    what: str = ""
 
 
 def suite(args, sections: str, budget: float, *extra) -> list:
@@ -135,81 +141,107 @@ TRAINED = (
 MODELS_IN = re.compile(r"(\d+) models in ([0-9.]+) s")
 
 
+# the dynamics step's rows (the first priority's: the ceilings, the kernel alone and the study path, each
+# with its TF32 variant on a GPU) and the dynamics:given step's (every other token-dynamics row)
+FIRST_DYNAMICS = r"dynamics \| (kernel alone|study path)( \(dynamics\.run: no Pallas on this backend\))?(, TF32)?$"
+DYNAMICS_ROWS = rf"^(ceilings \| .*|{FIRST_DYNAMICS})"
+GIVEN_ROWS = rf"^(?!{FIRST_DYNAMICS})dynamics \| "
+SMOKE_SKIPS = ("train:slots-tf32", "train:slots-4096", "vlm:7b")  # --smoke: their code is a sibling step's
+
+
 def plan(args) -> list[Step]:
     """The steps of this call in their default order (module docstring); :func:`ordered` puts them
-    in the ledger's. With ``--smoke`` the budgets are wide (a loaded CPU is slow; the work is tiny):
-    only the study step is held to a few seconds, which tests the stop."""
+    in the ledger's. With ``--smoke`` the budgets are wide (a loaded CPU is slow; the work is tiny),
+    the steps whose code a sibling step runs are left out (:data:`SMOKE_SKIPS`), and only the study
+    step is held to a few seconds, which tests the stop."""
     smoke = args.smoke
 
-    def wide(budget):
-        return 600 if smoke else budget
+    def budget(name):
+        return (300 if name == "setup" else 600) if smoke else session_plan.BUDGETS.get(name, 120)
+
+    def train(name, models, seeds, *extra):
+        b = budget(name)
+        seeds = "2" if smoke else seeds
+        return suite(args, "training", b, "--models", models, "--seeds", seeds, *extra)
 
     steps = [
-        Step("setup", 300 if smoke else 60, setup, "tokdyn importable; device.txt"),
+        Step("setup", budget("setup"), setup, "tokdyn importable; device.txt"),
         Step(
             "dynamics",
-            wide(120),
-            suite(
-                args,
-                "ceilings,dynamics",
-                wide(120),
-                "--trace",
-                os.path.join(args.out, "trace.tgz"),
-                *([] if smoke else ["--chunks", "100000,1000000"]),
-            ),
-            "ceilings; kernel alone, study path + profile, given data, Pallas check",
+            budget("dynamics"),
+            suite(args, "ceilings,dynamics", budget("dynamics"), "--rows", DYNAMICS_ROWS)
+            + ["--trace", os.path.join(args.out, "trace.tgz")],
+            "ceilings; kernel alone, study path + profile (precision highest), each with its TF32 variant",
         ),
-        # the learned models trained as one program per call ("scan"); at 4,096 seeds Slot Attention
-        # did not compile within 150 s on the H200 (ca6932f), at 1,024 it took 42 s
+        # the learned models trained as one program per call ("scan")
         Step(
             "train:autoencoder",
-            wide(80),
-            suite(args, "training", wide(80), "--models", "autoencoder", "--seeds", "2" if smoke else "4096,1024")
-            + ["--strategy", "scan"],
+            budget("train:autoencoder"),
+            train("train:autoencoder", "autoencoder", "4096,1024", "--strategy", "scan"),
             "visual-token autoencoder at 4,096 and 1,024 seeds, one program per call",
         ),
         Step(
             "train:slots",
-            wide(240),
-            suite(args, "training", wide(240), "--models", "slot", "--seeds", "2" if smoke else "1024,4096")
-            + ["--strategy", "scan"],
-            "Slot Attention at 1,024 then 4,096 seeds (which did not compile in 150 s), one program per call",
+            budget("train:slots"),
+            train("train:slots", "slot", "1024", "--strategy", "scan", "--training-precisions", "highest"),
+            "Slot Attention at 1,024 seeds, one program per call, precision highest",
+        ),
+    ]
+    # the VLM steps after the first priority's training: vlm:7b first of a later call's steps
+    for size in ("3b", "7b"):
+        name = f"vlm:{size}"
+        steps.append(
+            Step(
+                name,
+                budget(name),
+                suite(args, "vlm", budget(name), "--vlm-sizes", size),
+                f"Qwen2.5-VL {size.upper()} shapes, random weights, bfloat16: decode and prefill at batch 8 "
+                "and 1, the vision tower at 1 and 8 images",
+            )
+        )
+    steps += [
+        Step(
+            "train:slots-tf32",
+            budget("train:slots-tf32"),
+            train("train:slots-tf32", "slot", "1024", "--strategy", "scan", "--training-precisions", "default"),
+            "Slot Attention at 1,024 seeds, TF32",
+        ),
+        Step(
+            "train:slots-4096",
+            budget("train:slots-4096"),
+            train("train:slots-4096", "slot", "4096", "--strategy", "scan", "--training-precisions", "highest"),
+            "Slot Attention at 4,096 seeds (no compile within 150 s on the H200 at ca6932f)",
+        ),
+        Step(
+            "dynamics:given",
+            budget("dynamics:given"),
+            suite(args, "dynamics", budget("dynamics:given"), "--rows", GIVEN_ROWS)
+            + ([] if smoke else ["--chunks", "100000,1000000"]),
+            "given data (each form), the Pallas check, the peers, chunk sizes, XLA's cost analysis",
         ),
     ]
     # the other learned models at 1,024 seeds, each a step of its own (train_many's strategy for the
     # backend); on the H200 (benchmarks/runs/h200-2026-11-26-f7091be) each program at 1,024 seeds
     # compiled in 50-55 s
     for word, what in () if smoke else TRAINED:  # --smoke: the training step runs their rows
-        steps.append(
-            Step(
-                f"train:{word}",
-                wide(120),
-                suite(args, "training", wide(120), "--models", word, "--seeds", "2" if smoke else "1024"),
-                f"{what} at 1,024 seeds",
-            )
-        )
-    steps += [
+        name = f"train:{word}"
+        steps.append(Step(name, budget(name), train(name, word, "1024"), f"{what} at 1,024 seeds"))
+    steps.append(
         Step(
             "training",
-            wide(340),
-            suite(args, "training", wide(340)),
+            budget("training"),
+            suite(args, "training", budget("training")),
             "every learned model at 1, 64, 1,024 seeds (autoencoder 4,096), share of the bound",
-        ),
-    ]
+        )
+    )
     for label, argv in SWEEPS[:1] if smoke else SWEEPS:
         name = "sweep:" + argv[1]
-        steps.append(Step(name, wide(SWEEP_TIMEOUT), functools.partial(sweep_step, label, argv), label))
-    steps += [
-        Step("peers", wide(60), suite(args, "peers", wide(60)), "PyTorch peers, eager and torch.compile"),
-        Step(
-            "vlm",
-            wide(150),
-            suite(args, "vlm", wide(150)),
-            "Qwen2.5-VL 3B and 7B shapes, random weights, bfloat16: vision tower, prefill, decode",
-        ),
+        steps.append(Step(name, 600 if smoke else SWEEP_TIMEOUT, functools.partial(sweep_step, label, argv), label))
+    steps.append(Step("peers", budget("peers"), suite(args, "peers", budget("peers")), "PyTorch peers"))
+    steps.append(
         Step(
             "compile",
-            300 if smoke else 60,
+            300 if smoke else session_plan.BUDGETS["compile"],
             [
                 sys.executable,
                 os.path.join(HERE, "compile_probe.py"),
@@ -219,8 +251,8 @@ def plan(args) -> list[Step]:
                 "250" if smoke else "28",
             ],
             "one compile's seconds (the studies' host probe), XLA's defaults and GEMM autotuning off",
-        ),
-    ]
+        )
+    )
     for name in LATENT_FIRST[:1] if smoke else LATENT_FIRST:
         cmd = [sys.executable, "-m", "tokdyn.cli", "reproduce", "--studies", name, "--out", args.studies_dir]
         cmd += ["--no-plots", "--quiet"] + (["--quick"] if smoke else [])
@@ -228,12 +260,12 @@ def plan(args) -> list[Step]:
     steps.append(
         Step(
             "rest",
-            wide(300),
-            suite(args, "sampling,dmlr,diagnostics,sweep", wide(300), "--sweep-seconds", "20" if smoke else "200"),
+            budget("rest"),
+            suite(args, "sampling,dmlr,diagnostics,sweep", budget("rest"), "--sweep-seconds", "20" if smoke else "200"),
             "sampling, DMLR, mediation; the 10^9-run sweep",
         )
     )
-    return steps
+    return [st for st in steps if not (smoke and st.name in SMOKE_SKIPS)]
 
 
 def sweep_step(label: str, argv: list, args, log) -> int:
@@ -293,8 +325,9 @@ def kernel_row(args) -> None:
 
 def ordered(args, steps: list[Step]) -> tuple[list[Step], dict]:
     """The steps in the ledger's order for ``args.device`` (module docstring), and for each step the
-    ledger rows it serves as ``(state, priority, ids)``; in the default order with ``--smoke`` or
-    without a readable ledger."""
+    ledger rows it serves as ``(state, priority, [(id, state, priority, precision), ...])``, each row's
+    state as ``ledger.py`` gives it; in the default order with ``--smoke`` or without a readable
+    ledger."""
     try:
         import ledger
 
@@ -303,7 +336,8 @@ def ordered(args, steps: list[Step]) -> tuple[list[Step], dict]:
     except Exception as e:  # noqa: BLE001 -- the call still runs, in the default order
         print(f"the ledger could not be read ({type(e).__name__}: {e}); the default order", file=sys.stderr)
         return steps, {}
-    serves = {name: (st, prio, ids) for name, st, prio, ids in order}
+    precision = {r.id: r.precision for r in rows if r.device == args.device}
+    serves = {name: (st, prio, [(i, s, p, precision[i]) for i, s, p in served]) for name, st, prio, served in order}
     if args.smoke:
         return steps, serves
     by_name = {st.name: st for st in steps}
@@ -331,30 +365,37 @@ def commit() -> str:
 IMPORT_PROBE = "import tokdyn, tokdyn.dynamics, tokdyn.engine; print('tokdyn', tokdyn.__file__)"
 
 
+def probe(cmd: list, timeout: float, **kw) -> subprocess.CompletedProcess:
+    """``cmd`` run to its end or ``timeout`` seconds (then a failed result saying so)."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(cmd, 124, "", f"{cmd[0]}: no answer within {timeout:.0f} s")
+
+
 def setup(args, log) -> int:
-    """tokdyn importable (an editable install where it is not; the step fails unless ``import
-    tokdyn`` then works), and the device described."""
-    importable = subprocess.run([sys.executable, "-c", IMPORT_PROBE], cwd="/", capture_output=True, text=True)
+    """tokdyn importable as the steps' children import it (the checkout on their ``PYTHONPATH``; an
+    editable install only where that fails; the step fails unless ``import tokdyn`` then works), and
+    the device described. Each command is held to a timeout: the step takes tens of seconds at most."""
+    env = child_env(args)
+    importable = probe([sys.executable, "-c", IMPORT_PROBE], 60, cwd="/", env=env)
     if importable.returncode:
         log.write("tokdyn not importable: pip install --no-deps --no-build-isolation -e .\n")
         log.flush()
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", ROOT],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        importable = subprocess.run([sys.executable, "-c", IMPORT_PROBE], cwd="/", capture_output=True, text=True)
+        pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", ROOT]
+        log.write(probe(pip, 120).stderr[-2000:])
+        importable = probe([sys.executable, "-c", IMPORT_PROBE], 60, cwd="/", env=env)
     lines = [importable.stdout.strip() or "import tokdyn FAILED: " + importable.stderr.strip()[-1500:]]
     if shutil.which("nvidia-smi"):
         q = "name,memory.total,driver_version,clocks.sm,clocks.max.sm"
-        p = subprocess.run(["nvidia-smi", f"--query-gpu={q}", "--format=csv"], capture_output=True, text=True)
+        p = probe(["nvidia-smi", f"--query-gpu={q}", "--format=csv"], 20)
         lines.append(p.stdout.strip() or p.stderr.strip())
-    probe = (
+    code = (
         "import jax, sys; print('jax', jax.__version__, jax.default_backend(), jax.devices()); "
         'exec(\'try:\\n import torch; print("torch", torch.__version__, torch.cuda.is_available())\\n'
         'except ImportError: print("torch not installed")\')'
     )
-    p = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    p = probe([sys.executable, "-c", code], 60, cwd=ROOT, env=env)
     lines += [p.stdout.strip(), p.stderr.strip()[-2000:]]
     lines.append(f"commit {commit()}")
     args.device_name = device_name()
@@ -493,6 +534,13 @@ def main(argv=None):
         help="comma list of step names (or prefixes, such as study: or train:) to run, in the plan's order; "
         "default every step",
     )
+    ap.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="only the steps still to measure ledger rows of this priority (e.g. 2 for the call after the first "
+        "priority's was recorded); default every step, in the ledger's order",
+    )
     args = ap.parse_args(argv)
     if args.budget is None:
         args.budget = 3600.0 if args.smoke else 540.0
@@ -509,20 +557,11 @@ def main(argv=None):
             ap.error(f"--steps: no step is named {unknown}; the steps: {[st.name for st in steps]}")
         steps = [st for st in steps if st.name == "setup" or any(st.name.startswith(w) for w in wanted)]
     steps, serves = ordered(args, steps)
+    if args.priority is not None:  # the steps still to measure rows of that priority (setup with them)
+        keep = set(session_plan.arithmetic(steps, serves, args.priority)["steps"])
+        steps = [st for st in steps if st.name in keep]
     if args.plan:
-        total = 0.0
-        print(f"budget {args.budget:.0f} s; device {args.device}; out {args.out}" + ("; SMOKE" if args.smoke else ""))
-        print("| # | step | budget s | starts by s (every earlier step at its budget) | ledger rows | what |")
-        print("|---:|---|---:|---:|---|---|")
-        for i, st in enumerate(steps):
-            fits = total + st.budget <= args.budget
-            starts = f"{total:.0f}" if fits else "only if earlier steps end early"
-            state, prio, ids = serves.get(st.name, ("", "", []))
-            rows = f"{state} (priority {prio}): {', '.join(ids)}" if ids else ""
-            print(f"| {i} | {st.name} | {st.budget:.0f} | {starts} | {rows} | {st.what} |")
-            total += st.budget if fits else 0.0
-        print(f"\nthe steps' budgets add to {sum(st.budget for st in steps):.0f} s; a step starts only when its")
-        print(f"budget fits in what is left of the call's {args.budget:.0f} s")
+        print(session_plan.plan_text(args, steps, serves))
         return 0
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()

@@ -1,22 +1,31 @@
-"""The ledger of GPU measurements: one row per GPU figure the docs print, with what it measures,
-the device, the commit and date it was measured at, the raw file it was read from, its value and
-the code paths it depends on (``benchmarks/runs/gpu-ledger.csv``).
+"""The ledger of GPU measurements: one row per GPU figure the docs print, with what it measures, the
+precision of its matrix products, the device, the commit and date it was measured at, the raw file it
+was read from, its value and the code paths it depends on (``benchmarks/runs/gpu-ledger.csv``).
 
     python benchmarks/ledger.py                      # every row and its state at HEAD (the work left)
-    python benchmarks/ledger.py --record DIR --device h200 --commit C --date YYYY-MM-DD
+    python benchmarks/ledger.py --record DIR --device h200 --date YYYY-MM-DD [--commit C]
     python benchmarks/ledger.py --write              # the docs' GPU tables regenerated
     python benchmarks/ledger.py --check              # exit 1 when a doc's table is not the ledger's
 
-A row's state at HEAD: ``unmeasured`` (no value yet), ``stale`` (one of its paths changed since its
-commit, ``git diff``; or its commit is unknown here) or ``current``. The device call
-(``device_session.py``) reads the states and orders its steps by the best priority (1 the highest)
-among the rows each still has to measure (unmeasured or stale), unmeasured before stale at one
-priority, then the rest, so several short sessions with a GPU complete the table, the rows the
-README prints first.
+A row's state at HEAD: ``unmeasured`` (no value yet), ``stale`` or ``current``. A measured row is
+stale when its commit carries ``+dirty`` (measured on a tree no commit holds) or is unknown here,
+when one of its paths, or of the harness that timed it (:data:`HARNESS`: every row depends on it),
+matches no file at HEAD or changed since its commit (``git diff``), or when its raw row's matrix
+precision is not the row's own; else current. The device call (``device_session.py``) reads the
+states and orders its steps by the best priority (1 the highest) among the rows each still has to
+measure (unmeasured or stale), unmeasured before stale at one priority, then the rest.
+
+``precision`` (:data:`PRECISIONS`): the precision of the row's matrix products, part of what it
+measures: the headline rows (the kernel alone, the study path, given data, the learned models) at
+``highest``, as the ``tokdyn`` command runs the studies; their TF32 variants (``, TF32`` in the
+raw row's name) at ``tf32-default``; the Qwen2.5-VL rows in ``bfloat16``; ``none`` where no matrix
+product is timed. The raw row's own ``precision`` field says what it ran at; a value measured at
+another precision than its row's leaves the row stale and is printed as such in the tables.
 
 ``--record`` reads a device call's output folder: its ``rows.jsonl`` (the suite's rows and the
-device call's own) and ``trace.tgz``, and sets every row of that device whose ``match`` names a
-row found there (status ok) to the value found, with the commit, the date and the file.
+device call's own) and sets every row of that device whose ``match`` names a row found there
+(status ok) to the value found, with the raw row's commit and precision (``--commit``, when given,
+must be the raw row's), the date and the file.
 
 How a row's value is read back from its raw file (``source``; a test re-reads every row):
 ``jsonl`` (the row of ``rows.jsonl`` whose ``section|name`` is ``match``, its ``median``;
@@ -24,7 +33,8 @@ How a row's value is read back from its raw file (``source``; a test re-reads ev
 own rate from its trace as such a row), ``trace`` (the study path's runs of the traced chunk, in
 ``rows.jsonl`` beside the file, over the Pallas kernel's total time in a ``trace_summary.py``
 table: the kernel's own rate, for a call made before that row existed) or ``log:REGEX`` (the first
-group of REGEX in the file, a log).
+group of REGEX in the file, a log of a ``tokdyn`` command, run at the command's default precision,
+``highest``; its commit is the one the ``README.md`` of the log's run folder names).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import os
 import re
@@ -43,6 +54,15 @@ ROOT = os.path.dirname(HERE)
 LEDGER = os.path.join(HERE, "runs", "gpu-ledger.csv")
 DEVICES = {"h200": "NVIDIA H200", "h100": "NVIDIA H100"}
 STATES = ("unmeasured", "stale", "current")
+PRECISIONS = {
+    "highest": "float32 matrix products in full float32 (precision highest, the studies')",
+    "tf32-default": "JAX's default precision on the GPU: float32 matrix products in TF32",
+    "bfloat16": "bfloat16 weights and activations (float32 accumulation)",
+    "none": "no matrix product timed",
+}
+"""The values of a row's ``precision`` and what each means."""
+HARNESS = ("benchmarks/rows/base.py", "benchmarks/suite.py", "benchmarks/device_session.py")
+"""The harness every row was timed by: a row depends on it as on its own paths."""
 # the files whose GPU tables are generated from the ledger, between these two lines
 DOCS = ("README.md", "benchmarks/README.md")  # docs/benchmarks.md includes the second
 # (a table of the rows up to a priority: "<!-- gpu-ledger: generated ..., priority <= 1; edit ... -->")
@@ -56,10 +76,11 @@ END = "<!-- gpu-ledger: end -->"
 @dataclasses.dataclass
 class Row:
     """One GPU figure: ``id`` and ``device`` name it; ``priority`` (1 highest) and ``step`` (the
-    device call's step that measures it) order the work; ``what`` and ``unit`` say what it is;
-    ``match`` finds it in a device call's ``rows.jsonl``; ``source`` says how its value is read
-    from ``raw`` (module docstring); ``value`` (empty: unmeasured), ``commit``, ``date``, ``raw``
-    (a path in the repository); ``paths`` (``;``-separated) the code it depends on; ``note``."""
+    device call's step that measures it) order the work; ``what``, ``unit`` and ``precision`` say
+    what it is; ``match`` finds it in a device call's ``rows.jsonl``; ``source`` says how its value
+    is read from ``raw`` (module docstring); ``value`` (empty: unmeasured), ``commit`` (the raw
+    row's), ``date``, ``raw`` (a path in the repository); ``paths`` (``;``-separated) the code it
+    depends on besides :data:`HARNESS`; ``note``."""
 
     id: str
     device: str
@@ -67,6 +88,7 @@ class Row:
     step: str
     what: str
     unit: str
+    precision: str
     match: str
     source: str = "jsonl"
     value: str = ""
@@ -78,14 +100,21 @@ class Row:
 
     @property
     def measured(self) -> bool:
+        """Whether the row has a value."""
         return bool(self.value)
+
+    def depends(self) -> list[str]:
+        """The paths the row's state follows: its own, the harness's, and for a value read from a
+        trace the summary's reader."""
+        own = [p for p in self.paths.split(";") if p]
+        return own + list(HARNESS) + (["benchmarks/trace_summary.py"] if self.source == "trace" else [])
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(Row))
 
 
 def load(path: str = LEDGER) -> list[Row]:
-    """The ledger's rows, checked: known fields, devices and states; unique ``(id, device)``."""
+    """The ledger's rows, checked: known fields, devices and precisions; unique ``(id, device)``."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != FIELDS:
@@ -95,6 +124,8 @@ def load(path: str = LEDGER) -> list[Row]:
     for r in rows:
         if r.device not in DEVICES:
             raise ValueError(f"{path}: row {r.id!r} has device {r.device!r}; allowed {sorted(DEVICES)}")
+        if r.precision not in PRECISIONS:
+            raise ValueError(f"{path}: row {r.id!r} has precision {r.precision!r}; allowed {list(PRECISIONS)}")
         if (r.id, r.device) in seen:
             raise ValueError(f"{path}: row {r.id!r} on {r.device} appears twice")
         seen.add((r.id, r.device))
@@ -104,6 +135,7 @@ def load(path: str = LEDGER) -> list[Row]:
 
 
 def save(rows: list[Row], path: str = LEDGER) -> None:
+    """``rows`` written to ``path`` as the ledger's CSV."""
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=FIELDS, lineterminator="\n")
         w.writeheader()
@@ -111,30 +143,66 @@ def save(rows: list[Row], path: str = LEDGER) -> None:
             w.writerow(dataclasses.asdict(r))
 
 
-def state(row: Row, head: str = "HEAD", cwd: str = ROOT) -> str:
-    """``unmeasured``, ``stale`` or ``current`` at ``head`` (module docstring)."""
+# --------------------------------------------------------------------------- states
+
+
+def git(*args, cwd: str = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+
+
+@functools.lru_cache(maxsize=None)
+def files_at(commit: str, cwd: str = ROOT) -> frozenset | None:
+    """The files of ``commit``'s tree (None when the commit is unknown here)."""
+    proc = git("ls-tree", "-r", "--name-only", commit, cwd=cwd)
+    return None if proc.returncode else frozenset(proc.stdout.splitlines())
+
+
+def matches(path: str, files) -> bool:
+    """Whether ``path`` is one of ``files`` or a folder holding one."""
+    path = path.rstrip("/")
+    return path in files or any(f.startswith(path + "/") for f in files)
+
+
+def why(row: Row, head: str = "HEAD", cwd: str = ROOT) -> tuple[str, str]:
+    """``(state, reasons)`` of ``row`` at ``head`` (module docstring): every reason a measured row is
+    stale, ``; ``-separated ("" when current)."""
     if not row.measured:
-        return "unmeasured"
-    commit = row.commit.split("+")[0]
+        return "unmeasured", "no value yet"
+    reasons = []
+    at_head, at_commit = files_at(head, cwd), files_at(row.commit, cwd)
     if row.commit.endswith("+dirty"):
-        return "stale"  # measured on a tree that no commit holds
-    paths = [p for p in row.paths.split(";") if p]
-    try:
-        proc = subprocess.run(
-            ["git", "diff", "--quiet", commit, head, "--", *paths], cwd=cwd, capture_output=True, text=True
-        )
-    except OSError:
-        return "stale"
-    return "current" if proc.returncode == 0 else "stale"
+        reasons.append(f"measured on a tree no commit holds ({row.commit})")
+    elif at_commit is None:
+        reasons.append(f"commit {row.commit} is unknown here")
+    gone = [p for p in row.depends() if at_head is None or not matches(p, at_head)]
+    if gone:
+        reasons.append(f"{', '.join(gone)} matches no file at {head}")
+    elif at_commit is not None and not row.commit.endswith("+dirty"):
+        proc = git("diff", "--name-only", row.commit, head, "--", *row.depends(), cwd=cwd)
+        changed = proc.stdout.split()
+        if proc.returncode:
+            reasons.append(f"git diff failed: {proc.stderr.strip()[:200]}")
+        elif changed:
+            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+            reasons.append(f"changed since {row.commit}: {', '.join(changed[:3])}{more}")
+    measured_at = raw_precision(row, cwd)
+    if measured_at != row.precision:
+        reasons.append(f"its value was measured at {measured_at}, the row is at {row.precision}")
+    return ("stale", "; ".join(reasons)) if reasons else ("current", "")
+
+
+def state(row: Row, head: str = "HEAD", cwd: str = ROOT) -> str:
+    """``unmeasured``, ``stale`` or ``current`` at ``head`` (module docstring; :func:`why` says why)."""
+    return why(row, head, cwd)[0]
 
 
 def step_order(rows: list[Row], device: str, steps: list[str], head: str = "HEAD") -> list[tuple]:
     """The device call's steps in the ledger's order for ``device``: ``(step, state, priority,
-    [row ids])`` sorted by the best priority among the step's rows still to measure (unmeasured or
-    stale), then by the most urgent state at that priority (unmeasured before stale): a priority-1
-    row gone stale comes before a priority-2 row never measured. Steps with nothing to measure keep
-    their place after the others, steps no row names as ``current`` with priority 9 (they measure
-    nothing the docs print)."""
+    [(row id, its state, its priority), ...])`` sorted by the best priority among the step's rows
+    still to measure (unmeasured or stale), then by the most urgent state at that priority
+    (unmeasured before stale): a priority-1 row gone stale comes before a priority-2 row never
+    measured. Steps with nothing to measure keep their place after the others, steps no row names
+    as ``current`` with priority 9 (they measure nothing the docs print); ``setup`` first."""
     per = {s: [] for s in steps}
     for r in rows:
         if r.device == device and r.step in per:
@@ -150,8 +218,8 @@ def step_order(rows: list[Row], device: str, steps: list[str], head: str = "HEAD
             rank, prio = current, min(x[1] for x in per[s])
         else:
             rank, prio = current, 9
-        ids = [x[2] for x in sorted(per[s])]
-        out.append((s, STATES[rank], prio, ids, i))
+        served = [(x[2], STATES[x[0]], x[1]) for x in sorted(per[s], key=lambda x: (x[1], x[0]))]
+        out.append((s, STATES[rank], prio, served, i))
     out.sort(key=lambda t: (t[1] == "current", t[2], STATES.index(t[1]), t[4]))
     setup = [t for t in out if t[0] == "setup"]
     return [t[:4] for t in setup + [t for t in out if t[0] != "setup"]]
@@ -161,6 +229,7 @@ def step_order(rows: list[Row], device: str, steps: list[str], head: str = "HEAD
 
 
 def jsonl_rows(path: str) -> list[dict]:
+    """The rows of a ``rows.jsonl``."""
     with open(path) as f:
         return [json.loads(ln) for ln in f if ln.strip()]
 
@@ -194,6 +263,50 @@ def traced_runs(rows: list[dict]) -> int:
     return int(r["size"].split(" runs")[0].replace(",", ""))
 
 
+def precision_label(value, has_field: bool = True) -> str:
+    """A raw row's ``precision`` field as one of :data:`PRECISIONS`: ``highest`` (also PyTorch's
+    ``float32 (TF32 off)``), ``tf32-default`` (JAX's default or ``high``: TF32 on the GPU; a field
+    of None is JAX's default), ``bfloat16``; ``none`` for a row without the field."""
+    if not has_field:
+        return "none"
+    v = str(value).lower()
+    if v in ("highest", "float32") or v.startswith("float32 (tf32 off"):
+        return "highest"
+    if v == "bfloat16":
+        return "bfloat16"
+    if v in ("none", "default", "high", "tensorfloat32", "bfloat16_3x"):
+        return "tf32-default"
+    return v
+
+
+def raw_row(row: Row, root: str = ROOT) -> dict | None:
+    """The raw row a ``jsonl`` or ``trace`` row was read from (for a trace, the study path's row
+    beside it); None for a log."""
+    path = os.path.join(root, row.raw)
+    if row.source == "jsonl":
+        return find(jsonl_rows(path), row.match)
+    if row.source == "trace":
+        return find(jsonl_rows(os.path.join(os.path.dirname(path), "rows.jsonl")), "dynamics|study path")
+    return None
+
+
+def raw_precision(row: Row, root: str = ROOT) -> str:
+    """The precision the row's value was measured at, read from its raw row (a log: ``highest``, the
+    ``tokdyn`` command's default)."""
+    if row.source.startswith("log:"):
+        return "highest"
+    hit = raw_row(row, root)
+    if hit is None:
+        raise ValueError(f"{row.raw}: no ok row matches {row.match!r}")
+    return precision_label(hit.get("precision"), "precision" in hit)
+
+
+def raw_commit(row: Row, root: str = ROOT) -> str | None:
+    """The commit the raw row names (None for a log, which names none)."""
+    hit = raw_row(row, root)
+    return None if hit is None else hit.get("commit")
+
+
 def read_value(row: Row, root: str = ROOT) -> float:
     """The value of ``row`` read anew from its raw file (module docstring)."""
     path = os.path.join(root, row.raw)
@@ -214,8 +327,55 @@ def read_value(row: Row, root: str = ROOT) -> float:
     raise ValueError(f"row {row.id!r}: unknown source {row.source!r}")
 
 
-def record(rows: list[Row], run_dir: str, device: str, commit: str, date: str) -> list[str]:
-    """Set every row of ``device`` found in ``run_dir`` (module docstring); returns their ids."""
+def run_readme(raw: str, root: str = ROOT) -> str:
+    """The text of the ``README.md`` nearest above a raw file, up to ``benchmarks/runs/`` ("" if none)."""
+    folder = os.path.dirname(os.path.join(root, raw))
+    runs = os.path.join(root, "benchmarks", "runs")
+    while folder.startswith(runs):
+        path = os.path.join(folder, "README.md")
+        if os.path.exists(path):
+            with open(path) as f:
+                return f.read()
+        folder = os.path.dirname(folder)
+    return ""
+
+
+def problems(rows: list[Row], root: str = ROOT, head: str = "HEAD") -> list[str]:
+    """What is wrong in the ledger, one line each (empty when nothing): a path of a row that matches
+    no file at ``head`` (such a row could never go stale); a measured row whose raw file is missing,
+    whose value is not its raw file's, whose commit is not the one its raw row names (for a log, the
+    one its run folder's ``README.md`` names), or whose row is at a precision no raw row can
+    confirm."""
+    out = []
+    at_head = files_at(head, root) or frozenset()
+    for r in rows:
+        name = f"{r.id} ({r.device})"
+        for p in r.depends():
+            if not matches(p, at_head):
+                out.append(f"{name}: path {p} matches no file at {head}")
+        if not r.measured:
+            continue
+        if not os.path.exists(os.path.join(root, r.raw)):
+            out.append(f"{name}: raw file {r.raw} is missing")
+            continue
+        try:
+            value = read_value(r, root)
+            if abs(value - float(r.value)) > 1e-5 * abs(value):
+                out.append(f"{name}: value {r.value}, its raw file says {value:.6g}")
+            commit = raw_commit(r, root)
+        except ValueError as e:
+            out.append(f"{name}: {e}")
+            continue
+        if commit is not None and commit != r.commit:
+            out.append(f"{name}: commit {r.commit}, its raw row says {commit}")
+        if commit is None and f"commit {r.commit}" not in run_readme(r.raw, root):
+            out.append(f"{name}: a log's commit {r.commit} is not the one its run folder's README.md names")
+    return out
+
+
+def record(rows: list[Row], run_dir: str, device: str, commit: str | None, date: str) -> list[str]:
+    """Set every row of ``device`` found in ``run_dir`` (module docstring); returns their ids.
+    ``commit``, when given, must be each raw row's own (ValueError naming both)."""
     found = jsonl_rows(os.path.join(run_dir, "rows.jsonl"))
     rel = os.path.relpath(run_dir, ROOT)
     done = []
@@ -225,8 +385,13 @@ def record(rows: list[Row], run_dir: str, device: str, commit: str, date: str) -
         hit = find(found, r.match)
         if hit is None:
             continue
-        value, raw, source = float(hit["median"]), f"{rel}/rows.jsonl", "jsonl"
-        r.value, r.raw, r.source, r.commit, r.date = f"{value:.6g}", raw, source, commit, date
+        own = hit.get("commit") or commit
+        if not own:
+            raise ValueError(f"{rel}/rows.jsonl: row {r.match!r} names no commit; give --commit")
+        if commit and own != commit:
+            raise ValueError(f"--commit {commit}, but {rel}/rows.jsonl's row {r.match!r} names commit {own}")
+        value = float(hit["median"])
+        r.value, r.raw, r.source, r.commit, r.date = f"{value:.6g}", f"{rel}/rows.jsonl", "jsonl", own, date
         done.append(r.id)
     return done
 
@@ -235,6 +400,7 @@ def record(rows: list[Row], run_dir: str, device: str, commit: str, date: str) -
 
 
 def fmt(value: str, unit: str) -> str:
+    """A value with its unit, in the tables' style."""
     v = float(value)
     if v >= 1e6:
         return f"{v / 1e6:.3g} M {unit}"
@@ -243,12 +409,21 @@ def fmt(value: str, unit: str) -> str:
     return f"{v:.3g} {unit}"
 
 
-def render(rows: list[Row], priority: int | None = None) -> str:
+def precision_cell(r: Row, root: str = ROOT) -> str:
+    """The row's precision; for a value measured at another, that one and the row's."""
+    if not r.measured:
+        return r.precision
+    at = raw_precision(r, root)
+    return r.precision if at == r.precision else f"{at} (the row: {r.precision})"
+
+
+def render(rows: list[Row], priority: int | None = None, root: str = ROOT) -> str:
     """The docs' GPU table: every row in the ledger's order (the H200's first), measured or not,
-    with the commit and date of its measurement. A row's state at a commit (whether its code
-    changed since) is what ``python benchmarks/ledger.py`` prints, not part of the docs' table, which
-    changes only with the ledger. ``priority``: only the rows of that priority or a higher one."""
-    out = ["| device | what | value | measured at | raw file |", "|---|---|---:|---|---|"]
+    with the precision of its matrix products and the commit and date of its measurement. A row's
+    state at a commit (whether its code changed since) is what ``python benchmarks/ledger.py``
+    prints, not part of the docs' table, which changes only with the ledger. ``priority``: only the
+    rows of that priority or a higher one."""
+    out = ["| device | what | precision | value | measured at | raw file |", "|---|---|---|---:|---|---|"]
     order = {d: i for i, d in enumerate(DEVICES)}
     rows = [r for r in rows if priority is None or r.priority <= priority]
     for r in sorted(rows, key=lambda r: order[r.device]):  # stable: the ledger's order within a device
@@ -257,16 +432,23 @@ def render(rows: list[Row], priority: int | None = None) -> str:
         else:
             value, at, raw = "not yet measured", "", ""
         what = r.what + (f" ({r.note})" if r.note else "")
-        out.append(f"| {DEVICES[r.device]} | {what} | {value} | {at} | {raw} |")
+        out.append(f"| {DEVICES[r.device]} | {what} | {precision_cell(r, root)} | {value} | {at} | {raw} |")
     return "\n".join(out)
 
 
 def status(rows: list[Row], head: str = "HEAD") -> str:
-    """Every row with its state at ``head``: what the next session with a GPU should measure."""
-    out = ["| device | id | priority | step | state | value | measured at |", "|---|---|---:|---|---|---:|---|"]
-    for r in sorted(rows, key=lambda r: (r.device, STATES.index(state(r, head)), r.priority)):
+    """Every row with its state at ``head`` and why, the first priority's first: what the next
+    session with a GPU should measure."""
+    out = [
+        "| device | id | priority | step | precision | state | why | value | measured at |",
+        "|---|---|---:|---|---|---|---|---:|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r.priority, r.device, STATES.index(state(r, head)))):
+        st, reason = why(r, head)
         value = fmt(r.value, r.unit) if r.measured else ""
-        out.append(f"| {r.device} | {r.id} | {r.priority} | {r.step} | {state(r, head)} | {value} | {r.commit} |")
+        out.append(
+            f"| {r.device} | {r.id} | {r.priority} | {r.step} | {r.precision} | {st} | {reason} | {value} | {r.commit} |"
+        )
     return "\n".join(out)
 
 
@@ -286,6 +468,7 @@ def blocks(text: str) -> list[tuple[int, int, int | None]]:
 
 
 def regenerate(text: str, rows: list[Row]) -> str:
+    """``text`` with every generated table replaced by :func:`render` of ``rows``."""
     for a, b, priority in reversed(blocks(text)):
         text = text[:a] + "\n" + render(rows, priority) + "\n" + text[b:]
     return text
@@ -295,19 +478,27 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--record", metavar="DIR", help="a device call's output folder, inside the repository")
     ap.add_argument("--device", choices=sorted(DEVICES), help="with --record: the device it ran on")
-    ap.add_argument("--commit", help="with --record: the commit it ran (with +dirty where the tree was)")
+    ap.add_argument("--commit", help="with --record: the commit it ran (checked against each raw row's)")
     ap.add_argument("--date", help="with --record: YYYY-MM-DD")
     ap.add_argument("--write", action="store_true", help="regenerate the docs' GPU tables from the ledger")
     ap.add_argument("--check", action="store_true", help="exit 1 when a doc's GPU table is not the ledger's")
     args = ap.parse_args(argv)
-    rows = load()
+    try:
+        rows = load()
+    except (OSError, ValueError) as e:
+        print(f"ledger.py: {e}", file=sys.stderr)
+        return 2
     if args.record:
-        missing = [n for n in ("device", "commit", "date") if not getattr(args, n)]
+        missing = [n for n in ("device", "date") if not getattr(args, n)]
         if missing:
             ap.error(f"--record needs --{', --'.join(missing)}")
         if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", args.date):
             ap.error(f"--date must be YYYY-MM-DD, got {args.date!r}")
-        done = record(rows, os.path.abspath(args.record), args.device, args.commit, args.date)
+        try:
+            done = record(rows, os.path.abspath(args.record), args.device, args.commit, args.date)
+        except (OSError, ValueError) as e:
+            print(f"ledger.py --record: {e}", file=sys.stderr)
+            return 2
         save(rows)
         print(f"recorded {len(done)} row(s): {', '.join(done) or 'none'}")
     if args.write or args.check:
@@ -328,7 +519,10 @@ def main(argv=None) -> int:
         print(("regenerated " if args.write else "checked ") + ", ".join(DOCS))
         return 0
     print(status(rows))
-    return 0
+    issues = problems(rows)
+    if issues:
+        print("\nthe ledger's problems:\n" + "\n".join(f"- {p}" for p in issues))
+    return 1 if issues else 0
 
 
 if __name__ == "__main__":

@@ -2,11 +2,16 @@
 the measured ceilings of that device.
 
     python benchmarks/suite.py [--smoke] [--out DIR] [--jsonl FILE] [--budget SECONDS] [--sections a,b,...]
+        [--matmul-precision highest|high|default]
 
 The rows live in ``benchmarks/rows/``, one module per family (its docstring says what each row
 measures); ``--sections`` picks families, in this order: ceilings, dynamics, rules, metrics, data, peers, training,
 sampling, dmlr, diagnostics, feedback, engine, estimates, sweep, vlm (on an accelerator the sweep runs first, before this process
-holds any of the device's memory). Every token-dynamics row is placed against the binding bound of
+holds any of the device's memory); vlm-compile (each Qwen2.5-VL program of the vlm rows compiled from abstract
+arguments, its seconds) runs only when named. Every row runs under ``jax.default_matmul_precision`` of
+``--matmul-precision`` (default ``highest``, as the ``tokdyn`` command runs the studies), except the rows
+that name another precision themselves (the ceilings' GEMMs, the TF32 variants: ``, TF32`` in their name);
+each row's ``precision`` says which it ran at. Every token-dynamics row is placed against the binding bound of
 ``work.py`` (the largest of flops / FFMA rate, exponentials / exp rate, bytes / bandwidth, from one
 work count of the kernel as written); every training row against the larger of XLA's flops / GEMM
 rate and bytes / bandwidth.
@@ -37,6 +42,9 @@ sys.path.insert(1, os.path.dirname(HERE))  # the checkout's tokdyn, also where i
 from rows import FAMILIES, family  # noqa: E402  (imports nothing heavy: JAX comes after the flags)
 
 SECTIONS = tuple(FAMILIES)
+ON_REQUEST = ("vlm-compile",)  # families that run only when --sections names them
+MATMUL_PRECISIONS = ("highest", "high", "default")
+VLM_SIZES = ("3b", "7b", "small", "tiny")  # rows.vlm.SIZES (not imported here: JAX comes after the flags)
 
 
 def parse(argv=None):
@@ -49,7 +57,28 @@ def parse(argv=None):
     )
     ap.add_argument("--out", default=None, help="directory for suite.json, suite.log (and trace.tgz)")
     ap.add_argument("--budget", type=float, default=None, help="seconds after which no new row starts")
-    ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
+    ap.add_argument(
+        "--sections",
+        default=",".join(x for x in SECTIONS if x not in ON_REQUEST),
+        help=f"comma list of {', '.join(SECTIONS)} (default all but {', '.join(ON_REQUEST)})",
+    )
+    ap.add_argument(
+        "--matmul-precision",
+        default="highest",
+        choices=MATMUL_PRECISIONS,
+        help="jax.default_matmul_precision of every row that names none itself (default highest, the studies')",
+    )
+    ap.add_argument(
+        "--training-precisions",
+        default="highest,default",
+        help="comma list of highest, default: the training rows at precision highest, and (on an accelerator) "
+        "the TF32 rows at the default precision of the models that have them (default both)",
+    )
+    ap.add_argument(
+        "--vlm-sizes",
+        default=None,
+        help="comma list of 3b, 7b, small, tiny: the vlm and vlm-compile rows' model sizes (default per backend)",
+    )
     ap.add_argument("--sweep-runs", type=int, default=None, help="runs of the sweep row (default per backend)")
     ap.add_argument("--sweep-seconds", type=float, default=None, help="the sweep row stops after this")
     ap.add_argument("--chunks", default=None, help="comma list of study-path chunk sizes (default per backend)")
@@ -92,6 +121,13 @@ def parse(argv=None):
             ap.error(f"--{name.replace('_', '-')} must be > 0, got {v}")
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {args.repeats}")
+    bad = sorted(set(args.training_precisions.split(",")) - {"highest", "default"})
+    if bad or not args.training_precisions:
+        ap.error(f"--training-precisions: unknown {bad}; allowed highest, default")
+    if args.vlm_sizes is not None:
+        bad = sorted(set(args.vlm_sizes.split(",")) - set(VLM_SIZES))
+        if bad:
+            ap.error(f"--vlm-sizes: unknown {bad}; allowed {', '.join(VLM_SIZES)}")
     return args
 
 
@@ -102,6 +138,7 @@ if ARGS is not None and "xla_force_host_platform_device_count" not in os.environ
         os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
     ).strip()
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from rows.base import Suite  # noqa: E402
@@ -111,7 +148,7 @@ def table(s: Suite) -> str:
     m = s.meta
     lines = [
         f"device: {m['device']} x {m['devices']} ({m['backend']}); host {m['host']}; JAX {m['jax']}; dtype "
-        f"float32; default matmul precision {m['default_matmul_precision']}; {m['date']}"
+        f"float32; matmul precision {m['matmul_precision']} (where a row names none); {m['date']}"
         + ("; SMOKE (tiny sizes)" if m["smoke"] else ""),
         "",
         "| section | row | size | rate (median) | best | compile s | precision | against the ceiling |",
@@ -185,7 +222,8 @@ def main(args):
         order.insert(0, "sweep")
     for name in order:
         if name in chosen:
-            family(name)(s)
+            with jax.default_matmul_precision(args.matmul_precision):
+                family(name)(s)
             s.save()
             if name == "ceilings" and args.ceilings_file:
                 with open(args.ceilings_file, "w") as f:

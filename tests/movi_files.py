@@ -55,12 +55,23 @@ def movi_example(rng, n: int, *, frames=F, shape=(H, W), side=3, drop=None, repl
     return tf_files.example(feats), arrays
 
 
-def write_movi(folder, counts=(2, 3, 1), *, shards=1, variant="movi_a", split="train", total=None, **kw):
+def write_movi(
+    folder,
+    counts=(2, 3, 1),
+    *,
+    shards=1,
+    variant="movi_a",
+    split="train",
+    total=None,
+    resolution="128x128",
+    version="1.0.0",
+    **kw,
+):
     """``counts`` examples over ``shards`` shards of ``variant``'s ``split`` under ``folder``
-    (TFDS's layout); returns the examples' arrays."""
+    (TFDS's layout: ``variant/resolution/version/``); returns the examples' arrays."""
     rng = np.random.default_rng(0)
     made = [movi_example(rng, n, **kw) for n in counts]
-    out = folder / variant / "128x128" / "1.0.0"
+    out = folder / variant / resolution / version
     out.mkdir(parents=True, exist_ok=True)
     per = -(-len(made) // shards)
     for s in range(shards):

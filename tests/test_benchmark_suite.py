@@ -99,11 +99,16 @@ def test_plan_prints_the_steps_in_priority_order_without_jax():
     assert names[0] == "setup" and "budget 540 s" in out
     assert {"dynamics", "train:autoencoder", "train:slots", "training", "peers", "compile", "rest"} <= set(names)
     assert {"sweep:vtae", "train:iodine", "study:latent-reasoning", "study:video"} <= set(names)
-    # the ledger's order: the steps serving unmeasured rows, then stale, then current, then the
-    # steps the ledger does not name, those in the default order (the latent studies first)
+    # the ledger's order: the steps still to measure rows, by the best priority among them and, at one
+    # priority, unmeasured before stale; then the current; then the steps the ledger does not name,
+    # those in the default order (the latent studies first)
     order = ("unmeasured", "stale", "current", "")
-    states = [next((st for st in order if cells[5].strip().startswith(st)), "") for cells in lines[1:]]
-    assert [order.index(st) for st in states] == sorted(order.index(st) for st in states), states
+    keys = []
+    for cells in lines[1:]:
+        st = next((st for st in order if cells[5].strip().startswith(st)), "")
+        prio = int(cells[5].split("(priority ")[1].split(")")[0]) if st else 9
+        keys.append((st in ("current", ""), order.index(st) if st in ("current", "") else 0, prio, order.index(st)))
+    assert keys == sorted(keys), keys
     studies = [n for n in names if n.startswith("study:")]
     assert studies[:3] == ["study:latent-reasoning", "study:latent-diagnostics", "study:latent-optimisation"]
 
@@ -149,7 +154,8 @@ def test_smoke_runs_every_step_and_row(tmp_path):
         "train:slots",
         "training",
         "peers",
-        "vlm",
+        "vlm:3b",
+        "dynamics:given",
         "compile",
         "rest",
     ):
@@ -158,6 +164,11 @@ def test_smoke_runs_every_step_and_row(tmp_path):
     # the study is stopped at its few seconds (or finishes): either way recorded, never lost
     assert steps["study:latent-reasoning"]["status"] in ("ok", "stopped at its budget")
     rows = [json.loads(ln) for ln in (out / "rows.jsonl").read_text().splitlines()]
+    # the two dynamics steps split the family's rows (--rows): each row runs in one, is skipped in the other
+    ran = {(r["section"], r["name"]) for r in rows if r["status"] != "skipped (--rows)"}
+    assert all((r["section"], r["name"]) in ran for r in rows)
+    every = len(rows)
+    rows = [r for r in rows if r["status"] != "skipped (--rows)"]
     assert {r["section"] for r in rows} == {
         "ceilings",
         "dynamics",
@@ -203,7 +214,7 @@ def test_smoke_runs_every_step_and_row(tmp_path):
     sweep = next(r for r in rows if r["section"] == "sweep")
     assert sweep["finished"] and sweep["runs_done"] > 0
     table = (out / "table.md").read_text()
-    assert table.count("\n") == len(rows) + 2 and "| dynamics | study path |" in table
+    assert table.count("\n") == every + 2 and "| dynamics | study path |" in table
 
 
 # --------------------------------------------------------------------------- the suite

@@ -107,3 +107,38 @@ def test_the_collapse_study_runs_on_a_clevr_with_masks_directory_from_the_comman
     # a rerun reuses the kept parts: nothing is trained or run again
     assert cli.main(["study", "collapse", "--quick", "--data", str(folder), "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "summary.json").read_text())["real"] == summary
+
+
+def test_the_collapse_study_refuses_too_few_scenes_before_its_directory_is_stamped(tmp_path, capsys):
+    from tokdyn import cli
+
+    d = multi_object.DATASETS["tetrominoes_train.tfrecords"]
+    counts = (1, 2, 3, 2, 1, 3)
+    folder, made = write_dir(tmp_path, d, counts, side=6)
+    out = tmp_path / "out"
+    args = ["study", "collapse", "--quick", "--data", str(folder), "--data-max-objects", "2", "--data-scenes", "2",
+            "--data-pool", "16", "--out", str(out), "--quiet", "--no-cache"]  # fmt: skip
+    code = cli.main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not out.exists(), err  # before: exit 1 after the synthetic parts, a traceback, study.json
+    assert "Traceback" not in "\n".join(err)
+    usable = sum(1 <= n <= 2 for n in counts)  # 35 x 35, kept whole: every written object shows
+    assert len(made) == len(counts) and f"holds {usable} scenes with 1 to 2 visible objects" in err[-1]
+    assert err[-1].startswith("tokdyn study collapse: error: data: ")
+    # the file's 6 scenes are too few even with up to 3 objects: only the pool can shrink
+    assert err[-1].endswith(f"the study takes 18 (--data-scenes 2 + --data-pool 16): set --data-pool {usable - 2}")
+
+
+def test_the_collapse_study_refuses_a_corrupt_record_before_any_work(tmp_path):
+    from types import SimpleNamespace
+
+    from test_scenes_data import corrupt_first_record
+
+    from tokdyn.experiment.study import Refused
+
+    folder, _ = write_dir(tmp_path, counts=COUNTS[:2])
+    corrupt_first_record(folder / "clevr_with_masks_train.tfrecords")
+    real.real_scenes.cache_clear()
+    with pytest.raises(Refused, match=r"^data: .*clevr_with_masks_train.tfrecords: record 0 \(byte 0\): the CRC32C"):
+        real.prepare_data(SimpleNamespace(say=lambda *a: None), data_config(folder))
+    assert collapse.SPEC.prepare is real.prepare_data

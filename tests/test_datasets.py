@@ -249,3 +249,185 @@ def test_locate_chooses_one_file_or_names_the_choice(tmp_path):
     (tmp_path / "mine.tfrecords").write_bytes(b"")
     with pytest.raises(ValueError, match="not one of the multi-object datasets' published file names"):
         multi_object.locate(tmp_path / "mine.tfrecords")
+
+
+# --- bounded records, the wire reader against protobuf, the arguments' checks --------------------
+
+
+def _claim(length: int) -> bytes:
+    """A record header claiming ``length`` bytes of data, with a valid length CRC."""
+    import struct
+
+    head = struct.pack("<Q", length)
+    return head + struct.pack("<I", tf_files.masked(head))
+
+
+def test_a_gzip_record_claiming_2_62_bytes_is_refused_without_inflating_the_stream(tmp_path):
+    import tracemalloc
+    import zlib
+
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # a GZIP stream: 16 MB of zeros after the header
+    body = compressor.compress(_claim(2**62)) + compressor.compress(bytes(16 << 20)) + compressor.flush()
+    path = tmp_path / "bomb.tfrecords"
+    path.write_bytes(body)
+    assert len(body) < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            tfrecord.RecordError,
+            match=r"bomb.tfrecords: record 0 \(byte 0\) claims 4611686018427387904 bytes of data, more than "
+            r"max_record_bytes=1073741824.*MAX_RECORD_BYTES",
+        ):
+            list(tfrecord.read_records(path, "GZIP"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20, peak  # the 16 MB behind the header were never inflated (before: all of it held)
+
+
+def test_the_record_limit_is_named_and_can_be_raised(tmp_path, monkeypatch):
+    records = [b"x" * 100, b"y" * 2000]
+    for compress in (False, True):
+        path = tmp_path / f"r{compress}.tfrecords"
+        tf_files.write(path, records, compress)
+        kind = "GZIP" if compress else None
+        with pytest.raises(
+            tfrecord.RecordError, match=r"record 1 \(byte 116\) claims 2000 bytes.*max_record_bytes=1000"
+        ):
+            list(tfrecord.read_records(path, kind, max_record_bytes=1000))
+        assert list(tfrecord.read_records(path, kind, max_record_bytes=2000)) == records
+        monkeypatch.setattr(tfrecord, "MAX_RECORD_BYTES", 1999)  # the default, read at the call
+        with pytest.raises(tfrecord.RecordError, match="max_record_bytes=1999"):
+            list(tfrecord.read_records(path, kind))
+        monkeypatch.undo()
+    for bad, kind in ((0, ValueError), (-5, ValueError), (1.5, TypeError), (True, TypeError)):
+        with pytest.raises(kind, match="max_record_bytes must be"):
+            list(tfrecord.read_records(path, max_record_bytes=bad))
+
+
+def test_a_plain_file_record_longer_than_the_file_is_named_before_reading(tmp_path):
+    path = tmp_path / "short.tfrecords"
+    path.write_bytes(tf_files.frame(b"ok") + _claim(500) + b"z" * 10)
+    records = tfrecord.read_records(path, max_record_bytes=100)  # the truncation is said first: it is exact
+    assert next(records) == b"ok"
+    with pytest.raises(
+        tfrecord.RecordError, match=r"record 1 \(byte 18\) is truncated: its data \(500 bytes\).*after 10"
+    ):
+        next(records)
+
+
+def _packed_floats(values) -> bytes:
+    return tf_files.field(1, np.asarray(values, "<f4").tobytes())
+
+
+def _unpacked_float(v) -> bytes:
+    import struct
+
+    return b"\x0d" + struct.pack("<f", v)
+
+
+def test_an_unpacked_value_after_a_packed_run_is_kept_as_protobuf_keeps_it():
+    wire = _packed_floats([1.0, 2.0, 3.0]) + _unpacked_float(4.0)
+    data = tf_files.example({"x": tf_files.field(2, wire)})
+    assert list(example.parse_example(data).features.feature["x"].float_list.value) == [1, 2, 3, 4]
+    np.testing.assert_array_equal(example.decode(data, [example.FeatureSpec("x", (4,), "float32")])["x"], [1, 2, 3, 4])
+    with pytest.raises(example.SpecError, match=r"'x' holds 4 values, but the spec declares shape \(3,\)"):
+        example.decode(data, [example.FeatureSpec("x", (3,), "float32")])  # before: [1, 2, 3], the 4 dropped
+
+
+def _list_wire(kind: str, runs) -> bytes:
+    """A FloatList / Int64List / BytesList message from ``runs``: ("packed", values), ("one",
+    value) (an unpacked value) or ("unknown", n) (an unknown field protobuf skips)."""
+    out = b""
+    for how, v in runs:
+        if how == "unknown":
+            out += tf_files.field(5 + v, b"?") if v % 2 else tf_files.varint((6 + v) << 3) + tf_files.varint(v)
+        elif kind == "bytes":
+            out += b"".join(tf_files.field(1, bytes([b])) for b in ([v] if how == "one" else v))
+        elif kind == "float":
+            out += _unpacked_float(v) if how == "one" else _packed_floats(v)
+        else:
+            packed = b"".join(tf_files.varint(int(x)) for x in v) if how == "packed" else None
+            out += b"\x08" + tf_files.varint(int(v)) if how == "one" else tf_files.field(1, packed)
+    return out
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # the test extra holds hypothesis; without it the property test is skipped
+    given = None
+
+if given is not None:
+    _floats = st.floats(width=32, allow_nan=False)
+    _ints = st.integers(-(2**63), 2**63 - 1)
+    _bytes = st.integers(0, 255)
+
+    def _runs(value):
+        return st.lists(
+            st.one_of(
+                st.tuples(st.just("packed"), st.lists(value, max_size=4)),
+                st.tuples(st.just("one"), value),
+                st.tuples(st.just("unknown"), st.integers(0, 3)),
+            ),
+            max_size=5,
+        )
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        kind=st.sampled_from(["float", "int", "bytes"]),
+        data=st.data(),
+        split_feature=st.booleans(),
+        split_features=st.booleans(),
+    )
+    def test_the_wire_reader_equals_protobufs_parse_on_any_encoding(kind, data, split_feature, split_features):
+        value = {"float": _floats, "int": _ints, "bytes": _bytes}[kind]
+        number = {"bytes": 1, "float": 2, "int": 3}[kind]
+        first = _list_wire(kind, data.draw(_runs(value), label="runs"))
+        second = _list_wire(kind, data.draw(_runs(value), label="more runs")) if split_feature else b""
+        feature = tf_files.field(number, first) + (tf_files.field(number, second) if split_feature else b"")
+        other = {"o": tf_files.float_list([7.0])}
+        encoded = tf_files.example({"x": feature, **other})
+        if split_features:  # the features message twice: protobuf merges them
+            encoded = tf_files.example(other) + encoded
+        message = example.parse_example(encoded).features.feature["x"]
+        want = list(getattr(message, {"bytes": "bytes_list", "float": "float_list", "int": "int64_list"}[kind]).value)
+        if kind == "bytes":
+            want = [w[0] for w in want]  # one-byte strings, by construction
+        dtype = {"bytes": "uint8", "float": "float32", "int": "int64"}[kind]
+        got = example.decode(encoded, [example.FeatureSpec("x", (len(want),), dtype)])["x"]
+        np.testing.assert_array_equal(got, np.asarray(want, dtype))
+        with pytest.raises(example.SpecError, match="holds"):
+            example.decode(encoded, [example.FeatureSpec("x", (len(want) + 1,), dtype)])
+
+
+@pytest.mark.parametrize(
+    "args,kind,match",
+    [
+        (("x", (-2, 3), "float32"), ValueError, r"shape of feature 'x' must be a tuple of ints >= 0.*\(-2, 3\)"),
+        (("x", (2.5,), "float32"), TypeError, r"shape of feature 'x' must be a tuple of ints >= 0.*2.5"),
+        (("x", (True,), "float32"), TypeError, "shape of feature 'x'"),
+        (("x", 3, "float32"), TypeError, "shape of feature 'x' must be a tuple"),
+        ((7, (3,), "float32"), TypeError, "name of a FeatureSpec must be a non-empty str"),
+        (("x", (3,), "float64"), ValueError, "dtype of feature 'x' must be one of"),
+    ],
+)
+def test_a_bad_feature_spec_is_named(args, kind, match):
+    with pytest.raises(kind, match=match):
+        example.FeatureSpec(*args)
+
+
+@pytest.mark.parametrize(
+    "kw,kind,match",
+    [
+        ({"start": -1}, ValueError, r"start must be >= 0 .*got -1"),
+        ({"start": 2.5}, TypeError, r"start must be an int >= 0 .*got 2.5"),
+        ({"stop": -2}, ValueError, r"stop must be >= 0 .*got -2"),
+        ({"stop": "3"}, TypeError, r"stop must be an int >= 0 or None .*got '3'"),
+    ],
+)
+def test_a_bad_range_of_records_is_named_at_the_call(tmp_path, kw, kind, match):
+    d = multi_object.DATASETS["tetrominoes_train.tfrecords"]
+    tf_files.write(tmp_path / d.file, [tf_files.multi_object_example(d, np.random.default_rng(0), 1)[0]], True)
+    with pytest.raises(kind, match=match):
+        multi_object.read(tmp_path / d.file, **kw)  # raised at the call, before the first record

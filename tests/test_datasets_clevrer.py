@@ -110,7 +110,11 @@ def test_missing_files_and_broken_annotations_are_named(directory, tmp_path_fact
     bad["collision"][0]["object_ids"] = [0, 5]
     path = directory / "annotation_00000-01000" / "annotation_00000.json"
     path.write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match=r"annotation_00000.json: collision .* known object_ids \[0, 2\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"annotation_00000.json \(video video_00000.mp4\): collision\[0\]: object_ids must name two of "
+        r"object_property's objects \[0, 2\], got \[0, 5\]",
+    ):
         clevrer.load(directory, 0)
     with pytest.raises(ValueError, match=r"object_id 2 is outside \[0, max_objects=2\)"):
         clevrer.annotation_arrays(ANNOTATION, max_objects=2)
@@ -119,3 +123,95 @@ def test_missing_files_and_broken_annotations_are_named(directory, tmp_path_fact
     (directory / "train.json").write_text(json.dumps(broken))
     with pytest.raises(ValueError, match="video 0, question 1: question_type must be one of"):
         clevrer.read_questions(directory / "train.json")
+
+
+def test_collisions_and_states_read_exactly_as_written():
+    ann = json.loads(json.dumps(ANNOTATION))
+    ann["collision"] = [
+        {"object_ids": [2, 0], "frame_id": 4},
+        {"object_ids": [0, 2], "frame_id": 1, "location": [0.5, -1, 0.2]},
+        {"object_ids": [2, 0], "frame_id": 5},
+    ]
+    out = clevrer.annotation_arrays(ann, max_objects=3)
+    want = [(c["frame_id"], *sorted(c["object_ids"])) for c in ann["collision"]]  # (frame, a, b), a < b
+    np.testing.assert_array_equal(out["collisions"], want)
+    for f, t in enumerate(ann["motion_trajectory"]):
+        for o in t["objects"]:
+            np.testing.assert_array_equal(out["location"][f, o["object_id"]], np.float32(o["location"]))
+            np.testing.assert_array_equal(out["velocity"][f, o["object_id"]], np.float32(o["velocity"]))
+            assert out["in_view"][f, o["object_id"]] == o["inside_camera_view"]
+    assert not out["location"][:, 1].any() and not out["present"][1]
+    ann["collision"] = []
+    assert clevrer.annotation_arrays(ann)["collisions"].shape == (0, 3)
+
+
+def _edit(ann, path, value):
+    target = ann
+    for key in path[:-1]:
+        target = target[key]
+    if value is DROP:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+
+
+DROP = object()
+
+
+@pytest.mark.parametrize(
+    "path,value,match",
+    [
+        (("collision", 0, "object_ids"), [2], r"collision\[0\]: object_ids must name two of .*\[0, 2\], got \[2\]"),
+        (("collision", 0, "object_ids"), [], r"collision\[0\]: object_ids must name two .*got \[\]"),
+        (("collision", 0, "object_ids"), [2, 2], r"collision\[0\]: object_ids must name two different objects"),
+        (("collision", 0, "object_ids"), [0, "2"], r"collision\[0\]: object_ids .*got \[0, '2'\]"),
+        (("collision", 0, "frame_id"), 4.5, r"collision\[0\]: frame_id must be an int >= 0, got 4.5"),
+        (("collision", 0, "location"), 0.5, r"collision\[0\]: location must hold 3 finite numbers, got 0.5"),
+        (("motion_trajectory", 2, "objects", 0, "location"), 2.5,
+         r"motion_trajectory\[2\] \(frame 2\), object 0: location must hold 3 finite numbers, got 2.5"),
+        (("motion_trajectory", 2, "objects", 1, "velocity"), [1, 0], r"object 2: velocity must hold 3 finite numbers"),
+        (("motion_trajectory", 0, "objects", 0, "location"), "abc", r"location must hold 3 finite numbers, got 'abc'"),
+        (("motion_trajectory", 0, "objects", 0, "velocity"), [0, float("inf"), 0], r"velocity must hold 3 finite numbers"),
+        (("motion_trajectory", 1, "objects", 0, "inside_camera_view"), DROP, r"inside_camera_view must be true or false"),
+        (("motion_trajectory", 1, "objects"), DROP, r"motion_trajectory\[1\] \(frame 1\): objects must be a list"),
+        (("motion_trajectory", 1, "objects", 1, "object_id"), 0, r"\(frame 1\): object 0 has two states in one frame"),
+        (("motion_trajectory", 1, "objects", 1, "object_id"), 7, r"object_id must be one of object_property's \[0, 2\]"),
+        (("motion_trajectory", 3, "frame_id"), 2, r"motion_trajectory\[3\]: frame_id must be an int >= 0 above the frame before's 2"),
+        (("object_property", 1, "object_id"), 0, r"object_property\[0\] and object_property\[1\] both have object_id 0"),
+        (("object_property", 0, "object_id"), "1", r"object_property\[0\]: object_id must be an int >= 0, got '1'"),
+        (("object_property", 0, "object_id"), -1, r"object_property\[0\]: object_id must be an int >= 0, got -1"),
+        (("object_property", 0, "color"), ["red"], r"object_property\[0\]: color must be one of"),
+        (("collision",), {}, r"collision must be a list, got dict"),
+    ],
+)  # fmt: skip
+def test_garbled_annotations_are_refused_naming_the_file_the_video_and_the_field(tmp_path, path, value, match):
+    ann = json.loads(json.dumps(ANNOTATION))
+    _edit(ann, path, value)
+    file = tmp_path / "annotation_00000.json"
+    file.write_text(json.dumps(ann))
+    with pytest.raises(ValueError, match=r"annotation_00000.json \(video video_00000.mp4\): .*" + match):
+        clevrer.read_annotation(file)
+    with pytest.raises(ValueError, match=r"^annotation \(video video_00000.mp4\): "):
+        clevrer.annotation_arrays(ann)  # a dict given directly: checked the same way
+
+
+def test_an_annotation_or_questions_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "annotation_00000.json"
+    path.write_bytes(b'{"object_property": "\xff"}')
+    with pytest.raises(ValueError, match=r"annotation_00000.json is not UTF-8 text \(byte 21"):
+        clevrer.read_annotation(path)
+    path.write_bytes(b"[7]")
+    with pytest.raises(ValueError, match="video 0 must be a JSON object"):
+        clevrer.read_questions(path)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True, "2"])
+def test_a_max_frames_below_one_is_refused_before_decoding(directory, bad):
+    path = directory / "video_00000-01000" / "video_00000.mp4"
+    with pytest.raises(
+        (ValueError, TypeError), match=rf"max_frames must be None \(every frame\) or an int >= 1, got {bad!r}"
+    ):
+        clevrer.read_video(path, max_frames=bad)  # before: 0 and -3 returned one frame
+    with pytest.raises((ValueError, TypeError), match="max_frames must be"):
+        clevrer.load(directory, 0, max_frames=bad)
+    assert clevrer.read_video(path, max_frames=1).shape == (1, H, W, 3)

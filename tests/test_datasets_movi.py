@@ -118,3 +118,78 @@ def test_movi_corrupt_and_truncated_shards_are_named(tmp_path):
     path.write_bytes(bytes(raw[: first + 100]))
     with pytest.raises(RecordError, match="record 1 .* is truncated"):
         list(movi.read(tmp_path))
+
+
+def test_several_resolutions_or_versions_are_refused_unless_one_is_chosen(tmp_path):
+    small = write_movi(tmp_path, counts=(2, 1))
+    large = write_movi(tmp_path, counts=(3,), resolution="256x256", shape=(2 * H, 2 * W))
+    with pytest.raises(
+        ValueError,
+        match=r"holds movi_a's train shards of 2 builds: 128x128/1.0.0 \(1 shard in .*128x128/1.0.0\); "
+        r"256x256/1.0.0 .*: choose one with resolution='128x128' or '256x256', or give the folder",
+    ):
+        movi.find(tmp_path)  # before: the shards of both, frames of two sizes
+    got = list(movi.read(tmp_path, resolution="256x256"))
+    assert [g["video"].shape for g in got] == [(F, 2 * H, 2 * W, 3)]
+    np.testing.assert_array_equal(got[0]["video"], large[0]["video"])
+    got = list(movi.read(tmp_path, resolution="128x128"))
+    assert len(got) == 2 and all(g["video"].shape == (F, H, W, 3) for g in got)
+    np.testing.assert_array_equal(got[1]["segmentations"], small[1]["segmentations"])
+    assert len(movi.find(tmp_path / "movi_a" / "256x256")) == 1  # a build's own folder
+    write_movi(tmp_path, counts=(1,), version="2.0.0")
+    with pytest.raises(
+        ValueError,
+        match=r"of 3 builds.*choose one with resolution='128x128' or '256x256' and version='1.0.0' or '2.0.0'",
+    ):
+        movi.find(tmp_path)
+    with pytest.raises(ValueError, match=r"of 2 builds: 128x128/1.0.0 .*128x128/2.0.0 .*version='1.0.0' or '2.0.0'"):
+        movi.find(tmp_path, resolution="128x128")
+    assert movi.find(tmp_path, resolution="128x128", version="2.0.0")[0].endswith(
+        "128x128/2.0.0/movi_a-train.tfrecord-00000-of-00001"
+    )
+    with pytest.raises(FileNotFoundError, match="holds no train shard under resolution='64x64'"):
+        movi.find(tmp_path, resolution="64x64")
+    for bad in ({"resolution": "128"}, {"version": 1.0}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be None or a folder name such as"):
+            movi.find(tmp_path, **bad)
+
+
+def test_a_shard_number_found_twice_is_refused_naming_both_files(tmp_path):
+    write_movi(tmp_path, counts=(2, 1), shards=2)
+    build = tmp_path / "movi_a" / "128x128" / "1.0.0"
+    (build / "copy").mkdir()
+    shard = "movi_a-train.tfrecord-00001-of-00002"
+    (build / "copy" / shard).write_bytes((build / shard).read_bytes())  # in one build: before, one overwrote the other
+    with pytest.raises(
+        ValueError, match=rf"holds movi_a's train shard 00001 twice: .*1.0.0/{shard} and .*copy/{shard}"
+    ):
+        movi.find(tmp_path)
+    with pytest.raises(ValueError, match="shard 00001 twice"):
+        movi.read(tmp_path)
+
+
+@pytest.mark.parametrize("kw", [{"start": -1}, {"stop": -1}, {"start": 2.5}])
+def test_a_bad_range_of_videos_is_named_at_the_call(tmp_path, kw):
+    write_movi(tmp_path, counts=(1,))
+    with pytest.raises((TypeError, ValueError), match=f"{next(iter(kw))} must be"):
+        movi.read(tmp_path, **kw)
+
+
+def test_a_multi_object_file_in_the_directory_and_its_subfolder_is_refused_naming_both(tmp_path):
+    # as a MOVi shard found twice: the multi-object datasets' find (DIR/FILE or DIR/NAME/FILE) never picks one
+    from tokdyn.datasets import multi_object
+
+    name = "tetrominoes_train.tfrecords"
+    (tmp_path / "tetrominoes").mkdir()
+    tf_files.write(tmp_path / "tetrominoes" / name, [b"a"], compress=True)
+    ((d, path),) = multi_object.find(tmp_path)  # the bucket's layout alone
+    assert d.file == name and path == str(tmp_path / "tetrominoes" / name)
+    tf_files.write(tmp_path / name, [b"b"], compress=True)  # before: this copy read, the other ignored
+    both = rf"holds {name} twice: {tmp_path / name} and {tmp_path / 'tetrominoes' / name}; keep one copy"
+    for call in (multi_object.find, multi_object.locate, lambda p: next(multi_object.read(p))):
+        with pytest.raises(ValueError, match=both):
+            call(tmp_path)
+    assert multi_object.locate(tmp_path / name)[1] == str(tmp_path / name)  # the file itself: no choice to make
+    (tmp_path / name).unlink()
+    (tmp_path / name).symlink_to(tmp_path / "tetrominoes" / name)  # one file under two paths
+    assert multi_object.find(tmp_path) == [(d, str(tmp_path / name))]

@@ -3,12 +3,16 @@ the CPU could have found): the Pallas kernel of the built-in rule (its Triton cu
 module), the study path's chunk program as :func:`tokdyn.engine.sweep.run` builds it for an
 accelerator (every run vmapped, the seeds' draws vmapped, the Pallas kernel taken), and each learned
 sweep's chunk of :class:`~tokdyn.studies.learned_sweep.model.TrainRun` models as the sweep builds it
-there (the whole chunk vmapped). Lowering runs JAX's and Pallas' lowering rules for the platform;
-compiling for it needs the GPU. The same for TPU where the installed jaxlib lowers Pallas for it."""
+there (the whole chunk vmapped), and every Qwen2.5-VL program of the device call's VLM steps at the 3B
+and 7B shapes from abstract weights (:data:`QWEN_PROGRAMS`). Lowering runs JAX's and Pallas' lowering
+rules for the platform; compiling for it needs the GPU. The same for TPU where the installed jaxlib lowers Pallas for it."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -111,3 +115,86 @@ def test_study_path_chunk_lowers_for_tpu_in_its_xla_form():
     except Exception as e:  # noqa: BLE001 -- the reason is printed with the skip
         pytest.skip(f"this jaxlib does not lower for TPU: {type(e).__name__}: {str(e)[:200]}")
     assert "stablehlo.while" in text and TRITON not in text
+
+
+# --------------------------------------------------------------------------- Qwen2.5-VL
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from rows import vlm  # noqa: E402
+
+QWEN_PROGRAMS = [
+    ("the vlm rows, 3B", lambda: vlm.programs("3b", vlm.ACCELERATOR)),
+    ("the vlm rows, 7B", lambda: vlm.programs("7b", vlm.ACCELERATOR)),
+]
+"""Every Qwen2.5-VL program a device call runs, as ``(what, programs)``: ``programs()`` returns
+:class:`rows.vlm.Program` s (a jitted function and its abstract arguments). The analyses' batched
+programs of ``vlm-diagnostics`` at the 3B shape go here too, each as such an entry."""
+
+
+def shapes_in(text: str) -> set[str]:
+    return set(re.findall(r"tensor<([0-9x]+)x(?:bf16|f32)>", text))
+
+
+@pytest.fixture(scope="module")
+def qwen_3b():
+    return vlm.programs("3b", vlm.ACCELERATOR)
+
+
+def test_qwen_3b_decode_lowers_for_cuda_reading_the_cache_as_it_is(qwen_3b):
+    # the vlm step's decode at batch 8 (64 new tokens after 1,024): prefill, then the loop of decode
+    # steps over the key/value cache, lowered for CUDA from abstract weights
+    p = next(p for p in qwen_3b if p.name == "decode, batch 8, 64 new")
+    text = p.lower("cuda").as_text()
+    assert "stablehlo.while" in text
+    shapes = shapes_in(text)
+    assert "36x8x1088x2x128" in shapes  # the cache: 36 layers, 2 key/value heads
+    # no layer's cache repeated to the 16 query heads
+    assert not any(s.endswith("1088x16x128") or s.endswith("16x1088x128") for s in shapes)
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("what", [w for w, _ in QWEN_PROGRAMS])
+def test_every_qwen_program_lowers_for_cuda(what):
+    progs = dict(QWEN_PROGRAMS)[what]()
+    names = [p.name for p in progs]
+    assert len(names) == len(set(names)) and names
+    for p in progs:
+        text = p.lower("cuda").as_text()
+        assert "func.func public @main" in text, p.name
+
+
+def test_the_listed_decode_program_is_the_one_generate_runs(monkeypatch):
+    # generate's own call of generation.run, captured: the same static arguments and argument shapes
+    # as the program the lowering test and the compile rows take
+    from tokdyn.models.qwen2_5_vl import generation
+    from tokdyn.models.qwen2_5_vl import model as model_lib
+
+    cfg = vlm.config("tiny")
+    params = vlm.abstract_params(cfg, jnp.float32)
+    seen = []
+    monkeypatch.setattr(generation, "run", lambda *args: seen.append(args) or np.zeros((2, 5), np.int32))
+    ids = vlm.prompt_ids(cfg, 2, 70)
+    generation.generate(model_lib.Model(cfg, params), ids, max_new_tokens=5, eos_token_id=(), bucket=vlm.BUCKET)
+    (got,) = seen
+    want = vlm.decode_args(cfg, params, 2, 70, 5)
+    assert len(got) == len(want)
+    for i, (a, b) in enumerate(zip(got, want)):
+        if isinstance(b, jax.ShapeDtypeStruct):
+            assert (np.shape(a), jnp.asarray(a).dtype) == (b.shape, b.dtype), i
+        elif i == 1:
+            assert a is params
+        else:
+            assert a == b, i
+
+
+def test_the_benchmarks_random_weights_have_params_inits_tree():
+    from tokdyn.models.qwen2_5_vl import params
+
+    cfg = vlm.config("tiny")
+    ref = jax.eval_shape(lambda: params.init(jax.random.key(0), cfg, jnp.bfloat16))
+    got = vlm.random_params(cfg, jnp.bfloat16, jax.random.key(3))
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(ref)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(ref)):
+        assert (a.shape, a.dtype) == (b.shape, b.dtype)
+    text = got["text"]
+    assert np.all(np.asarray(text["norm"]) == 1) and 0.01 < float(jnp.std(text["layers"]["mlp"]["up"]["kernel"])) < 0.03

@@ -185,7 +185,14 @@ def test_every_deprecation_is_dated_and_none_has_outlived_its_removal_version():
     def version(text):
         return tuple(int(p) for p in text.split("."))
 
-    assert set(_deprecations.TABLE) == {"tokdyn.fused", "tokdyn.experiment.reasoners", "train_many flat keywords"}
+    assert set(_deprecations.TABLE) == {
+        "tokdyn.fused",
+        "tokdyn.experiment.reasoners",
+        "train_many flat keywords",
+        "tokdyn.models.qwen2_5_vl_apply",
+        "tokdyn.models.qwen2_5_vl_probes",
+        "tokdyn.models.qwen2_5_vl_analyses",
+    }
     for name, d in _deprecations.TABLE.items():
         assert d.what and d.replacement, name
         assert version(d.since) <= version(tokdyn.__version__) < version(d.removal), name

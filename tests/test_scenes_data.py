@@ -116,3 +116,85 @@ def test_the_scenes_study_runs_on_a_clevr_with_masks_directory_from_the_command_
     assert os.path.exists(out / "examples.png")
     title = (out / "summary.md").read_text().splitlines()
     assert any("on the scenes of clevr_with_masks_train.tfrecords" in line for line in title[:3]), title[:3]
+
+
+def _truth(made, size=192, crop=scenes.CROPS["clevr_with_masks"]):
+    """Each written scene's visible objects and whether one keeps a pixel in the crop (at 192 x 192
+    the crop is not resized), from the written label images with NumPy alone."""
+    t, b, left, r = crop
+    objects = [len(np.unique(m["labels"])) - (0 in m["labels"]) for m in made]
+    shown = [bool((m["labels"][t:b, left:r] > 0).any()) for m in made]
+    return objects, shown
+
+
+def test_too_few_scenes_counts_the_files_scenes_by_their_objects(tmp_path):
+    folder, made = write_dir(tmp_path, counts=COUNTS)
+    objects, shown = _truth(made)
+    with pytest.raises(scenes.TooFewScenes, match=r"in its 12 records, fewer than the 30 asked for") as e:
+        scenes.load(folder, 30, size=192, min_objects=2, max_objects=3)
+    err = e.value
+    want = {}
+    for n, s in zip(objects, shown):
+        if s or n == 0:
+            want[n] = want.get(n, 0) + 1
+    assert err.by_objects == want and err.records == 12 and err.most == CLEVR.max_objects
+    assert err.found == sum(s for n, s in zip(objects, shown) if 2 <= n <= 3)
+    assert err.usable(1, 10) == sum(shown) and err.usable(0, 10) == 12  # from 0 objects, every scene counts
+    need = err.found + 1  # one more than the file holds at 2 to 3: a wider range of objects holds it?
+    ways = scenes.ways_out(err, {"--a": need - 1, "--b": 1}, trim="--b", min_option="--min", max_option="--max")
+    hi = next((m for m in range(4, 11) if err.usable(2, m) >= need), None)
+    lo = next((m for m in (1,) if err.usable(m, 3) >= need), None)
+    expect = [f"--max {hi} (it holds {err.usable(2, hi)} such scenes)"] if hi else []
+    expect += [f"--min {lo} (it holds {err.usable(lo, 3)} such scenes)"] if lo else []
+    assert ways[0] == f"--a {err.found - 1}" and ways[1:] == expect  # --b cannot go below 1: --a takes it
+    assert scenes.fit_counts({"a": 10, "b": 30}, 20, "b") == {"a": 10, "b": 10}
+    assert scenes.fit_counts({"a": 10, "b": 30}, 8, "b") == {"a": 2, "b": 6}  # in proportion
+    assert scenes.fit_counts({"a": 10, "b": 30, "c": 1}, 2) is None
+
+
+def _study(tmp_path, args):
+    from tokdyn import cli
+
+    out = tmp_path / "out"
+    code = cli.main(["study", *args, "--out", str(out), "--quiet", "--no-cache"])
+    return code, out
+
+
+def test_the_scenes_study_refuses_too_few_scenes_before_its_directory_is_stamped(tmp_path, capsys):
+    folder, made = write_dir(tmp_path, counts=COUNTS)
+    objects, shown = _truth(made)
+    usable = sum(s for n, s in zip(objects, shown) if 1 <= n <= 3)
+    args = ["scenes", "--quick", "--data", str(folder), "--size", "192", "--min-objects", "1",
+            "--n-val", "2", "--n-test", "2", "--n-curve", "2", "--n-examples", "2", "--n-train", "40"]  # fmt: skip
+    code, out = _study(tmp_path, args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not out.exists(), err  # before: exit 1, a traceback, study.json written
+    assert "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("tokdyn study scenes: error: data: ") and f"holds {usable} scenes" in err[-1]
+    assert f"the study takes 44 (--n-val 2 + --n-test 2 + --n-train 40): set --n-train {usable - 4}" in err[-1]
+
+
+def corrupt_first_record(path) -> None:
+    """Flip a byte of record 0's data in the GZIP-compressed TFRecord file at ``path``."""
+    import gzip
+
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[12 + 50] ^= 0xFF
+    path.write_bytes(gzip.compress(bytes(raw), compresslevel=1, mtime=0))
+
+
+def test_the_scenes_study_refuses_a_corrupt_record_before_any_work(tmp_path):
+    from types import SimpleNamespace
+
+    from tokdyn.experiment.study import Refused
+
+    folder, _ = write_dir(tmp_path, counts=COUNTS[:2])
+    corrupt_first_record(folder / CLEVR.file)
+    base = object_discovery.Config.quick()
+    cfg = type(base)(**{**base.__dict__, "data": str(folder), "n_val": 1, "n_test": 1, "n_curve": 1, "n_examples": 1})
+    object_discovery.real_scenes.cache_clear()
+    with pytest.raises(
+        Refused, match=r"^data: .*clevr_with_masks_train.tfrecords: record 0 \(byte 0\): the CRC32C of its"
+    ):
+        object_discovery.prepare_data(SimpleNamespace(say=lambda *a: None), cfg)  # the runner's hook: exit 2
+    assert object_discovery.SPEC.prepare is object_discovery.prepare_data  # run before the directory is opened

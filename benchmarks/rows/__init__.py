@@ -18,6 +18,7 @@ row that does token-dynamics work is placed against the one work count of ``work
   estimates    rows.estimates  each study command's time estimates against its wall time in a fresh process
   sweep        rows.sweep      a long sweep to disk in a child process
   vlm          rows.vlm        Qwen2.5-VL's vision tower, prefill and decode (random weights, 3B/7B shapes)
+  vlm-compile  rows.vlm        each program of the vlm rows compiled from abstract arguments: its seconds
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ FAMILIES = {
     "estimates": ("rows.estimates", "run"),
     "sweep": ("rows.sweep", "run"),
     "vlm": ("rows.vlm", "run"),
+    "vlm-compile": ("rows.vlm", "run_compile"),
 }
 """Family name -> (module, function), in the suite's order."""
 

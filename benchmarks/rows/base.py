@@ -61,6 +61,7 @@ class Suite:
             dtype="float32",
             smoke=bool(args.smoke),
             default_matmul_precision=str(jax.config.jax_default_matmul_precision),
+            matmul_precision=getattr(args, "matmul_precision", None) or "default",
             commit=git_commit(),
         )
         stats = memory_stats()
@@ -99,11 +100,16 @@ class Suite:
         )
         return row
 
+    def selected(self, section: str, name: str) -> bool:
+        """Whether ``--rows`` (when given) lets the row ``section | name`` run: a family skips the
+        set-up of rows none of which is selected."""
+        return not self.args.rows or bool(re.search(self.args.rows, f"{section} | {name}"))
+
     def row(self, section, name, fn, *, always=False, smoke=True):
         """Run ``fn() -> dict`` as one row: skipped past the budget (unless ``always``), skipped
         with ``--smoke`` when ``smoke`` is False (a row whose code another row of the smoke run
         already runs, at another size or setting), an error recorded (never lost)."""
-        if self.args.rows and not re.search(self.args.rows, f"{section} | {name}"):
+        if not self.selected(section, name):
             return self.add(section, name, status="skipped (--rows)")
         if self.args.smoke and not smoke:
             return self.add(section, name, status="skipped (smoke: its code runs in another row)")

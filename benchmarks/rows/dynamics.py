@@ -7,6 +7,9 @@ ARI/NMI/SSE/collapse per run), each placed against the binding bound of ``work.p
   study path     ``sweep.run`` of the study's run function at one chunk: data drawn on the device,
                  the kernel, labels and metrics; with a ``jax.profiler`` trace of one chunk on an
                  accelerator (``--trace``)
+  ..., TF32      on an accelerator, the two rows above at JAX's default precision (TF32 float32
+                 products on an NVIDIA GPU); every other row at the suite's (``highest`` unless
+                 ``--matmul-precision`` says otherwise), as the ``tokdyn`` command runs the studies
   study path (sweep.run), chunk C   the same over chunk sizes
   given data     run + metrics on a pool of ready data, the run by each form: the early-exit
                  ``while_loop``, the masked fixed-step scan, the XLA candidate rule
@@ -19,6 +22,7 @@ ARI/NMI/SSE/collapse per run), each placed against the binding bound of ``work.p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tarfile
@@ -240,10 +244,20 @@ def study_call(grid, chunk, devs, task=None):
     )
 
 
-def kernel_alone(s: Suite, pool, idx, run_args, chunk, devs, strategy, valid):
+def precision_of(tf32: bool):
+    """The context of a row's matrix products: JAX's default precision (TF32 on an NVIDIA GPU) for
+    a row named ``, TF32``, else the suite's (``--matmul-precision``, default ``highest``)."""
+    return jax.default_matmul_precision("default") if tf32 else contextlib.nullcontext()
+
+
+TF32 = ", TF32"  # the suffix of the rows run at JAX's default precision (TF32 float32 products on a GPU)
+
+
+def kernel_alone(s: Suite, pool, idx, run_args, chunk, devs, strategy, valid, tf32=False):
     """The row "kernel alone": the study's kernel on ready data (the pool), tokens and steps only:
     no data draw, no labels or metrics. The Pallas kernel where it is the preferred form (a GPU);
-    elsewhere ``dynamics.run`` (the Pallas interpreter is for checking, not timing)."""
+    elsewhere ``dynamics.run`` (the Pallas interpreter is for checking, not timing). ``tf32``: the
+    row ``kernel alone, TF32``, at JAX's default precision."""
     pallas = pallas_form()
 
     def task(p, run):
@@ -254,8 +268,24 @@ def kernel_alone(s: Suite, pool, idx, run_args, chunk, devs, strategy, valid):
 
     def one():
         n = len(idx)
-        call = lambda: execute.map_runs(task, run_args, shared=pool, devices=devs, chunk_size=chunk)  # noqa: E731
-        _, row = runs_row(s, call, n, f"{n:,} runs, chunk {chunk:,}", strategy, valid=valid, pallas=pallas, ari=False)
+
+        def call():
+            with precision_of(tf32):
+                return execute.map_runs(task, run_args, shared=pool, devices=devs, chunk_size=chunk)
+
+        with precision_of(tf32):
+            precision = str(jax.config.jax_default_matmul_precision)
+        _, row = runs_row(
+            s,
+            call,
+            n,
+            f"{n:,} runs, chunk {chunk:,}",
+            strategy,
+            valid=valid,
+            pallas=pallas,
+            ari=False,
+            precision=precision,
+        )
         # the count of work.py without the final labels and metrics, which this row does not compute
         steps = row["mean_steps"]
         w = work.per_run_step(valid) * steps + work.Work(0, 0, N_PAD * (4 * DIM + 1) + 4 * T_TOK * DIM + 8)
@@ -266,7 +296,8 @@ def kernel_alone(s: Suite, pool, idx, run_args, chunk, devs, strategy, valid):
         row["kernel"] = "pallas" if pallas else "xla (dynamics.run)"
         return row
 
-    s.row("dynamics", "kernel alone" + ("" if pallas else " (dynamics.run: no Pallas on this backend)"), one)
+    name = "kernel alone" + ("" if pallas else " (dynamics.run: no Pallas on this backend)") + (TF32 if tf32 else "")
+    s.row("dynamics", name, one, smoke=not tf32)
 
 
 def study_chunk(s: Suite, devs) -> int:
@@ -277,26 +308,35 @@ def study_chunk(s: Suite, devs) -> int:
     return max(unit, (c // unit) * unit)
 
 
-def study_path(s: Suite, devs, strategy):
+def study_path(s: Suite, devs, strategy, tf32=False):
     """The row "study path": ``sweep.run`` of the study's run function, one chunk, as the studies
-    run it (data drawn on the device, the kernel, labels, metrics); on an accelerator with
-    ``--trace`` (or ``--out``) a ``jax.profiler`` trace of one chunk and its summary."""
+    run it (data drawn on the device, the kernel, labels, metrics, at the suite's precision, by
+    default ``highest`` as the ``tokdyn`` command runs them); on an accelerator with ``--trace`` (or
+    ``--out``) a ``jax.profiler`` trace of one chunk and its summary. ``tf32``: the row
+    ``study path, TF32`` at JAX's default precision, without a trace."""
     chunk = study_chunk(s, devs)
     grid = dataclasses.replace(CFG, seeds=chunk // PER_SEED).grid()
 
+    def call():
+        with precision_of(tf32):
+            return study_call(grid, chunk, devs)
+
     def one():
+        with precision_of(tf32):
+            precision = str(jax.config.jax_default_matmul_precision)
         r, row = runs_row(
             s,
-            lambda: study_call(grid, chunk, devs),
+            call,
             len(grid),
             f"{len(grid):,} runs, one chunk",
             strategy,
             pallas=TASK.uses_fused,
             study=True,
+            precision=precision,
         )
         row["kernel"] = "pallas" if TASK.uses_fused else "xla (dynamics.run)"
         trace = getattr(s.args, "trace", None) or (os.path.join(s.out, "trace.tgz") if s.out else None)
-        if trace and (s.accelerator or getattr(s.args, "profile", False)):
+        if not tf32 and trace and (s.accelerator or getattr(s.args, "profile", False)):
             tdir = os.path.join(tempfile.mkdtemp(), "trace")
             with jax.profiler.trace(tdir):
                 study_call(grid, chunk, devs)
@@ -311,7 +351,7 @@ def study_path(s: Suite, devs, strategy):
                 row["profile"] = f"no summary: {type(e).__name__}: {e}"[:300]
         return row
 
-    s.row("dynamics", "study path", one)
+    s.row("dynamics", "study path" + (TF32 if tf32 else ""), one, smoke=not tf32)
 
 
 def given_peers(s: Suite, pool, reference=None):
@@ -411,6 +451,9 @@ def run(s: Suite):
     gpu = jax.default_backend() == "gpu"
     kernel_alone(s, pool, idx, run_args, chunk, devs, strategy, valid)
     study_path(s, devs, strategy)
+    if s.accelerator:  # the same two at JAX's default precision (TF32 float32 products on a GPU), beside them
+        kernel_alone(s, pool, idx, run_args, chunk, devs, strategy, valid, tf32=True)
+        study_path(s, devs, strategy, tf32=True)
     # the fused kernel (tokdyn.dynamics.pallas): timed on a GPU only (elsewhere it runs in the Pallas
     # interpreter, far too slow to time; the smoke run checks it below)
     variants = ["while", "fixed", "xla-candidate"] + (["pallas"] if gpu else [])
@@ -550,29 +593,6 @@ def run(s: Suite):
                 last_rate = row["median"]
             elif "RESOURCE_EXHAUSTED" in row.get("error", "") or "out of memory" in row.get("error", "").lower():
                 break  # larger chunks will not fit either
-
-    # the study path as the studies run it (matmul precision "highest")
-    def highest():
-        c = 144 if s.args.smoke else (10**5 if s.accelerator else 1008)
-        c = max(per_seed * len(devs), (c // (per_seed * len(devs))) * per_seed * len(devs))
-        grid = dataclasses.replace(CFG, seeds=c // per_seed).grid()
-
-        def call():
-            with jax.default_matmul_precision("highest"):
-                return study_call(grid, c, devs)
-
-        return runs_row(
-            s,
-            call,
-            len(grid),
-            f"{len(grid):,} runs, chunk {c:,}",
-            strategy,
-            precision="highest",
-            study=True,
-            pallas=TASK.uses_fused,
-        )[1]
-
-    s.row("dynamics", "study path at matmul precision highest", highest, smoke=False)
 
     # what XLA compiles for one chunk of the study path: its cost analysis and kernel count
     def anatomy():

@@ -200,13 +200,16 @@ def run(s: Suite):
         return [max(seeds)] + sorted(v for v in seeds if v != max(seeds))
 
     per = {name: priority(seeds_for(s, name)) for name in names}
-    plan = [
-        (name, per[name][i], "highest")
-        for i in range(max(map(len, per.values())))
-        for name in names
-        if i < len(per[name])
-    ]
-    if s.accelerator:
+    precisions = (getattr(s.args, "training_precisions", None) or "highest,default").split(",")
+    plan = []
+    if "highest" in precisions:
+        plan += [
+            (name, per[name][i], "highest")
+            for i in range(max(map(len, per.values()), default=0))
+            for name in names
+            if i < len(per[name])
+        ]
+    if s.accelerator and "default" in precisions:  # --training-precisions: the TF32 rows at the largest count
         plan += [(name, per[name][0], "default") for name in names if name.startswith(("latent", "Slot"))]
     for name, m, prec in plan:
 

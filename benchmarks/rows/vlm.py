@@ -1,19 +1,28 @@
 """The VLM rows: Qwen2.5-VL's vision tower, prefill and decode, on random weights at a checkpoint's shapes.
 
-No checkpoint reaches the device machine, so the weights are random (``qwen2_5_vl.params.init``) and the
-shapes are the published ones: the 3B and 7B ``config.json`` values below (Qwen2.5-VL-3B-Instruct and
--7B-Instruct on the Hugging Face hub). Speed does not depend on the weights' values, except through where
+No checkpoint reaches the device machine, so the weights are random (:func:`random_params`, in the tree
+``qwen2_5_vl.params`` lays out) and the shapes are the published ones: the 3B and 7B ``config.json``
+values below (Qwen2.5-VL-3B-Instruct and -7B-Instruct on the Hugging Face hub). Speed does not depend on the weights' values, except through where
 greedy decoding stops, and it never stops here (no stop token). On an accelerator: bfloat16, the 3B shapes
-then the 7B; on the CPU: the tiny test fixture and a small configuration, float32; ``--smoke``: the fixture.
+then the 7B (``--vlm-sizes`` picks), each at batch 8 and 1; on the CPU: the tiny test fixture and a small
+configuration, float32; ``--smoke``: the fixture.
 
-  vision   one 448 x 448 image (1,024 patches, 256 merged tokens) through the vision tower: images/s
-  prefill  the logits of B text prompts of T tokens: prompt tokens/s
-  decode   greedy generation of N new tokens with the key/value cache after those prompts, less the time
-           of generating one token: (N - 1) x B / that difference, new tokens/s
+  vision   B 448 x 448 images (1,024 patches each, 256 merged tokens) through the vision tower: images/s
+  prefill  the logits of B text prompts of T tokens (``Model.__call__``): prompt tokens/s
+  decode   greedy generation of N new tokens with the key/value cache after those prompts
+           (``generation.generate``), less the time of generating one token: (N - 1) x B / that
+           difference, new tokens/s; against the bound of reading the decoder's weights once per step
+           at the measured copy bandwidth (``of_bound``)
+
+:func:`programs` lists every compiled program these rows run, with abstract arguments (no weights
+materialised): ``tests/test_gpu_lowering.py`` lowers each for CUDA on the CPU, and the ``vlm-compile``
+family (:func:`run_compile`) compiles each for the backend it runs on and records the seconds, from which
+the device call sizes its VLM steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -22,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rows.base import Suite, steady
+from tokdyn.models.qwen2_5_vl import model as model_lib
 
 FIXTURE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tests", "fixtures"
@@ -101,6 +111,8 @@ SHAPES = {
 }  # fmt: skip
 """The ``config.json`` fields of each named size (``tiny``: the test fixture's own file)."""
 
+BUCKET = 64  # generate's length bucket, as the rows call it
+
 
 def config(name: str):
     """The :class:`tokdyn.models.qwen2_5_vl.config.Config` of a named size."""
@@ -111,117 +123,339 @@ def config(name: str):
     return config_lib.from_dict(SHAPES[name])
 
 
-def sizes(s: Suite) -> list[tuple[str, dict]]:
-    """``[(size name, workload), ...]`` for this backend (module docstring)."""
+@dataclasses.dataclass(frozen=True)
+class Work:
+    """One size's workload: the prompts' ``batches`` (prefill and decode, each a row), ``prompt`` tokens,
+    ``new`` tokens decoded, the ``images`` counts of the vision rows and their ``image`` side in pixels,
+    and the weights' ``dtype``."""
+
+    batches: tuple[int, ...]
+    prompt: int
+    new: int
+    images: tuple[int, ...]
+    image: int
+    dtype: str
+
+
+ACCELERATOR = Work(batches=(8, 1), prompt=1024, new=64, images=(1, 8), image=448, dtype="bfloat16")
+"""The accelerator's workload, at the 3B and 7B shapes (also where ``--vlm-sizes`` names them on a CPU)."""
+CPU = {
+    "tiny": Work(batches=(4,), prompt=128, new=32, images=(1,), image=224, dtype="float32"),
+    "small": Work(batches=(1,), prompt=128, new=32, images=(1,), image=224, dtype="float32"),
+}
+SMOKE = Work(batches=(1,), prompt=16, new=64, images=(1,), image=56, dtype="float32")
+SIZES = ("3b", "7b", "small", "tiny")
+"""The names ``--vlm-sizes`` takes."""
+
+
+def sizes(s: Suite) -> list[tuple[str, Work]]:
+    """``[(size name, workload), ...]`` (module docstring): ``--smoke``, the fixture at a tiny workload;
+    else the sizes ``--vlm-sizes`` names (3B and 7B at the accelerator's workload on any backend), or by
+    default the 3B and 7B shapes on an accelerator, the fixture and the small configuration on a CPU."""
     if s.args.smoke:
-        return [("tiny", dict(batch=1, prompt=16, new=4, image=56, dtype="float32"))]
+        return [("tiny", SMOKE)]
+    wanted = [w.strip() for w in (getattr(s.args, "vlm_sizes", None) or "").split(",") if w.strip()]
+    if wanted:
+        return [(n, ACCELERATOR if n in SHAPES and n != "small" else CPU[n]) for n in wanted]
     if s.accelerator:
-        work = dict(batch=8, prompt=1024, new=64, image=448, dtype="bfloat16")
-        return [("3b", work), ("7b", work)]
-    return [
-        ("tiny", dict(batch=4, prompt=128, new=32, image=224, dtype="float32")),
-        ("small", dict(batch=1, prompt=128, new=32, image=224, dtype="float32")),
-    ]
+        return [("3b", ACCELERATOR), ("7b", ACCELERATOR)]
+    return list(CPU.items())
+
+
+# --------------------------------------------------------------------------- the programs
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """One compiled program of the VLM rows: its ``name``, the jitted ``fn`` and the arguments it is
+    called with (``args``; arrays may be ``jax.ShapeDtypeStruct``), as ``fn.trace(*args)`` takes them."""
+
+    name: str
+    fn: object
+    args: tuple
+
+    def lower(self, platform: str | None = None):
+        """``fn`` traced and lowered (for ``platform``, e.g. ``"cuda"``, where given)."""
+        traced = self.fn.trace(*self.args)
+        return traced.lower(lowering_platforms=(platform,)) if platform else traced.lower()
+
+
+def abstract_params(cfg, dtype):
+    """The parameter tree ``params.init`` makes for ``cfg``, as ``jax.ShapeDtypeStruct`` leaves: nothing
+    materialised (the tree built from ``params.layout`` under ``jax.eval_shape``, without tracing a
+    random draw per array)."""
+    from tokdyn.models.qwen2_5_vl import params
+
+    def build():
+        tree: dict = {}
+        for entry in params.layout(cfg):
+            params.insert(tree, entry.path, params.to_tree(entry, jnp.zeros(entry.shape, dtype)))
+        return params.stack_layers(tree, cfg)
+
+    return jax.eval_shape(build)
+
+
+def weights_program(cfg, dtype, scale: float = 0.02):
+    """A jitted ``draw(key)`` of random parameters of the tree :func:`abstract_params` describes: one
+    block of normal draws (float32, standard deviation ``scale``) as large as the largest array, each
+    weight and bias its first elements in its own shape and dtype, the norms' weights one. One random
+    draw in one program compiles in a fraction of the time of a draw per array (``params.init``'s);
+    the arrays share their leading values, which speed does not depend on."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract_params(cfg, dtype))
+    largest = max(int(np.prod(leaf.shape)) for _, leaf in leaves)
+
+    def norm(path) -> bool:
+        return "norm" in str(getattr(path[-1], "key", ""))
+
+    def draw(key):
+        block = scale * jax.random.normal(key, (largest,), jnp.float32)
+        out = []
+        for path, leaf in leaves:
+            if norm(path):
+                out.append(jnp.ones(leaf.shape, leaf.dtype))
+            else:
+                out.append(block[: int(np.prod(leaf.shape))].reshape(leaf.shape).astype(leaf.dtype))
+        return jax.tree_util.tree_unflatten(treedef, out)
+
+    return jax.jit(draw)
+
+
+def random_params(cfg, dtype, key):
+    """Random parameters of ``cfg`` in ``dtype`` (:func:`weights_program`)."""
+    return weights_program(cfg, jnp.dtype(dtype))(key)
+
+
+def image_grid(cfg, n_images: int, side: int) -> np.ndarray:
+    """``image_grid_thw`` (n, 3) of ``n_images`` ``side`` x ``side`` images (the side rounded down to whole
+    merged patches); their ``pixel_values`` are (``grid.prod(1).sum()``, ``patch_dim``)."""
+    unit = cfg.vision.patch_size * cfg.vision.spatial_merge_size
+    cells = side // unit * cfg.vision.spatial_merge_size
+    return np.array([[1, cells, cells]] * n_images)
+
+
+def prompt_ids(cfg, batch: int, length: int) -> np.ndarray:
+    """(batch, length) plain text token ids, drawn at random (no image, no stop token)."""
+    rng = np.random.default_rng(2)
+    hi = min(cfg.text.vocab_size, cfg.image_token_id, cfg.vision_start_token_id)
+    return rng.integers(2, hi, size=(batch, length))
+
+
+def _round_up(n: int, bucket: int) -> int:
+    return -(-n // bucket) * bucket
+
+
+def decode_args(cfg, params, batch: int, prompt: int, new: int) -> tuple:
+    """The arguments ``generation.generate(model, ids, max_new_tokens=new, eos_token_id=(), bucket=BUCKET)``
+    passes to ``generation.run`` for ``batch`` text prompts of ``prompt`` tokens (greedy, no stop token),
+    arrays as ``jax.ShapeDtypeStruct``."""
+    width = _round_up(prompt, BUCKET)
+    ids = jax.ShapeDtypeStruct((batch, width), jnp.int32)
+    return (
+        cfg,
+        params,
+        ids,
+        jax.ShapeDtypeStruct(ids.shape, jnp.bool_),  # the mask
+        jax.ShapeDtypeStruct((3, *ids.shape), jnp.int32),  # the positions
+        jax.ShapeDtypeStruct((batch,), jnp.int32),  # each row's next position
+        None,  # no image features
+        jax.eval_shape(lambda: jax.random.key(0)),
+        _round_up(width + new, BUCKET),  # the cache's slots
+        new,
+        0.0,  # greedy
+        None,
+        None,
+        None,  # no stop token
+        0,
+    )
+
+
+PREFILL = jax.jit(model_lib.apply, static_argnums=0)
+"""``model.apply`` jitted as ``Model.__call__`` jits it (the configuration static): the prefill rows' program."""
+
+
+def programs(name: str, work: Work, params=None) -> list[Program]:
+    """Every program the VLM rows of size ``name`` run under ``work``, with abstract arguments
+    (``params``: the tree or its shapes; default :func:`abstract_params`): the random weights' draw,
+    ``generation.run`` at ``work.new`` and at 1 new token (decode) and the forward pass (prefill) for
+    each batch, the vision tower for each image count."""
+    from tokdyn.models.qwen2_5_vl import generation, vision
+
+    cfg = config(name)
+    dtype = jnp.dtype(work.dtype)
+    params = abstract_params(cfg, dtype) if params is None else params
+    out = [Program("random weights", weights_program(cfg, dtype), (jax.eval_shape(lambda: jax.random.key(0)),))]
+    for b in work.batches:
+        for n in (work.new, 1):
+            out.append(
+                Program(f"decode, batch {b}, {n} new", generation.run, decode_args(cfg, params, b, work.prompt, n))
+            )
+        ids = jax.ShapeDtypeStruct((b, work.prompt), jnp.int32)
+        mask, pos = jax.ShapeDtypeStruct(ids.shape, jnp.bool_), jax.ShapeDtypeStruct((3, *ids.shape), jnp.int32)
+        out.append(Program(f"prefill, batch {b}", PREFILL, (cfg, params, ids, mask, pos)))
+    for n in work.images:
+        grid = image_grid(cfg, n, work.image)
+        pixels = jax.ShapeDtypeStruct((int(grid.prod(1).sum()), cfg.vision.patch_dim), jnp.float32)
+        args = (cfg, params, pixels, vision.plan(cfg.vision, grid))
+        out.append(Program(f"vision tower, {n} image(s)", model_lib.image_features_jit, args))
+    return out  # fmt: skip
+
+
+# --------------------------------------------------------------------------- the rows
+
+
+def decode_bound(cfg, params, batch: int, ceil: dict) -> dict:
+    """The bound of one decode step: reading the decoder's weights once (every layer, the final norm and
+    the output head; the embedding rows gathered are left out) at the measured copy bandwidth, as new
+    tokens/s of ``batch`` rows; ``{}`` without a measured bandwidth."""
+    bw = ceil.get("copy_bytes")
+    if not bw:
+        return {}
+    text = params["text"]
+    head = text["embed"] if cfg.text.tie_word_embeddings else text["lm_head"]
+    leaves = jax.tree_util.tree_leaves({"layers": text["layers"], "norm": text["norm"], "head": head})
+    nbytes = float(sum(np.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in leaves))
+    return dict(weight_bytes=nbytes, bound_tokens_per_s=batch * bw / nbytes, binding="hbm (weights once a step)")
 
 
 def run(s: Suite):
-    """Every VLM row (module docstring)."""
-    from tokdyn.models.qwen2_5_vl import generation, params, vision
-    from tokdyn.models.qwen2_5_vl import model as model_lib
+    """Every VLM row (module docstring): for each size, decode then prefill at each batch, then the vision
+    tower at each image count."""
+    from rows import ceilings
+    from tokdyn.models.qwen2_5_vl import generation, params
 
+    if s.accelerator and "copy_bytes" not in s.ceil:  # the decode rows' bound, where no ceilings were read
+        ceilings.copy_row(s)
     for name, w in sizes(s):
         cfg = config(name)
-        dtype = jnp.dtype(w["dtype"])
-        label = f"qwen2.5-vl {name} shapes, random weights, {w['dtype']}"
+        dtype = jnp.dtype(w.dtype)
+        label = f"qwen2.5-vl {name} shapes, random weights, {w.dtype}"
+        precision = w.dtype if w.dtype != "float32" else s.meta.get("matmul_precision", "")
         state = {}
 
         def build(cfg=cfg, dtype=dtype):
             if "model" not in state:
                 t0 = time.perf_counter()
-                p = jax.block_until_ready(params.init(jax.random.key(0), cfg, dtype))
+                p = jax.block_until_ready(random_params(cfg, dtype, jax.random.key(0)))
                 state["model"] = model_lib.Model(cfg, p)
                 state["init_s"] = time.perf_counter() - t0
                 state["n_params"] = params.count(p)
             return state["model"]
 
-        def vision_row(cfg=cfg, w=w):
+        def vision_row(n, cfg=cfg, w=w):
+            from tokdyn.models.qwen2_5_vl import vision
+
             m = build()
-            side = w["image"] // (cfg.vision.patch_size * cfg.vision.spatial_merge_size) * cfg.vision.spatial_merge_size
-            grid = np.array([[1, side, side]])
-            patch_dim = 3 * cfg.vision.temporal_patch_size * cfg.vision.patch_size**2
-            pixels = jax.random.normal(jax.random.key(1), (side * side, patch_dim), jnp.float32)
+            grid = image_grid(cfg, n, w.image)
+            pixels = jax.random.normal(jax.random.key(1), (int(grid.prod(1).sum()), cfg.vision.patch_dim), jnp.float32)
             plan = vision.plan(cfg.vision, grid)
-            t0 = time.perf_counter()
-            jax.block_until_ready(model_lib.image_features_jit(cfg, m.params, pixels, plan))
-            first = time.perf_counter() - t0
-            best, med, _ = steady(
-                lambda: jax.block_until_ready(model_lib.image_features_jit(cfg, m.params, pixels, plan)),
-                s.args.repeats,
-            )
+            call = lambda: jax.block_until_ready(model_lib.image_features_jit(cfg, m.params, pixels, plan))  # noqa: E731
+            best, med, first = steady(call, s.args.repeats)
+            patches = pixels.shape[0] // n
             return dict(
-                size=f"one {w['image']} x {w['image']} image, {side * side} patches; {state['n_params']:,} parameters",
+                size=f"{n} {w.image} x {w.image} image(s), {patches} patches each; {state['n_params']:,} parameters",
                 unit="images/s",
-                best=1 / best,
-                median=1 / med,
-                compile_s=first - med,
-                precision=str(jax.config.jax_default_matmul_precision),
+                best=n / best,
+                median=n / med,
+                compile_s=max(first - med, 0.0),
+                init_s=state["init_s"],
+                precision=precision,
             )
 
-        def ids(cfg=cfg, w=w):
-            rng = np.random.default_rng(2)
-            hi = min(cfg.text.vocab_size, cfg.image_token_id, cfg.vision_start_token_id)  # plain text tokens
-            return rng.integers(2, hi, size=(w["batch"], w["prompt"]))
-
-        def prefill_row(cfg=cfg, w=w):
+        def prefill_row(b, cfg=cfg, w=w):
             m = build()
-            x = ids()
-            t0 = time.perf_counter()
-            np.asarray(m(x)[:, -1])
-            first = time.perf_counter() - t0
-            best, med, _ = steady(lambda: np.asarray(m(x)[:, -1]), s.args.repeats)
-            toks = w["batch"] * w["prompt"]
+            x = prompt_ids(cfg, b, w.prompt)
+            best, med, first = steady(lambda: np.asarray(m(x)[:, -1]), s.args.repeats)
+            toks = b * w.prompt
             return dict(
-                size=f"{w['batch']} prompts x {w['prompt']} text tokens",
+                size=f"{b} prompt(s) x {w.prompt} text tokens",
                 unit="tokens/s",
                 best=toks / best,
                 median=toks / med,
-                compile_s=first - med,
-                precision=str(jax.config.jax_default_matmul_precision),
+                compile_s=max(first - med, 0.0),
+                init_s=state["init_s"],
+                precision=precision,
             )
 
-        def decode_row(cfg=cfg, w=w):
+        def decode_row(b, cfg=cfg, w=w):
             m = build()
-            x = ids()
+            x = prompt_ids(cfg, b, w.prompt)
 
             def gen(n):
-                return lambda: generation.generate(m, x, max_new_tokens=n, eos_token_id=(), bucket=64)
+                return lambda: generation.generate(m, x, max_new_tokens=n, eos_token_id=(), bucket=BUCKET)
 
             t0 = time.perf_counter()
-            gen(w["new"])(), gen(1)()
+            gen(w.new)(), gen(1)()
             first = time.perf_counter() - t0
             many, one = [], []
-            for _ in range(s.args.repeats):  # alternately, so a drift in the machine's load hits both
+            # alternately, so a drift in the machine's load hits both; three pairs at least (the
+            # difference of two short times is noisy on a loaded machine)
+            for _ in range(max(s.args.repeats, 3)):
                 t = time.perf_counter()
-                gen(w["new"])()
+                gen(w.new)()
                 many.append(time.perf_counter() - t)
                 t = time.perf_counter()
                 gen(1)()
                 one.append(time.perf_counter() - t)
-            new = (w["new"] - 1) * w["batch"]
+            new = (w.new - 1) * b
             med = float(np.median(many)) - float(np.median(one))
             best = min(many) - float(np.median(one))
             if not med > 0:
-                raise RuntimeError(f"decoding {w['new']} tokens took no longer than 1 ({med:.3g} s): no rate")
-            return dict(
-                size=f"{w['batch']} rows x {w['new']} new tokens after {w['prompt']}",
+                raise RuntimeError(f"decoding {w.new} tokens took no longer than 1 ({med:.3g} s): no rate")
+            row = dict(
+                size=f"{b} row(s) x {w.new} new tokens after {w.prompt}",
                 unit="tokens/s",
                 best=new / best if best > 0 else float("nan"),
                 median=new / med,
-                compile_s=first - float(np.median(many)) - float(np.median(one)),
-                precision=str(jax.config.jax_default_matmul_precision),
+                compile_s=max(first - float(np.median(many)) - float(np.median(one)), 0.0),
+                init_s=state["init_s"],
+                precision=precision,
             )
+            bound = decode_bound(cfg, m.params, b, s.ceil)
+            if bound:
+                row.update(bound, of_bound=row["median"] / bound["bound_tokens_per_s"])
+            return row
 
-        s.row("vlm", f"{label}: vision tower", vision_row)
-        s.row("vlm", f"{label}: prefill", prefill_row)
-        s.row("vlm", f"{label}: decode", decode_row, smoke=True)
+        for b in w.batches:
+            s.row("vlm", f"{label}: decode, batch {b}", lambda b=b, f=decode_row: f(b))
+        for b in w.batches:
+            s.row("vlm", f"{label}: prefill, batch {b}", lambda b=b, f=prefill_row: f(b))
+        for n in w.images:
+            s.row("vlm", f"{label}: vision tower, {n} image(s)", lambda n=n, f=vision_row: f(n))
         state.clear()  # free the weights before the next size
+
+
+def run_compile(s: Suite):
+    """The ``vlm-compile`` rows: each program of :func:`programs` at each size of :func:`sizes` traced,
+    lowered and compiled for this backend from abstract arguments (no weights materialised, nothing
+    run): the wall seconds of each stage, and the process's CPU seconds of the compile
+    (``compile_cpu_s``, all its threads; on a shared machine less affected by the others' load than the
+    wall time): what the device call's VLM steps are sized from (``device_session.py``)."""
+    for name, w in sizes(s):
+        label = f"qwen2.5-vl {name} shapes, {w.dtype}"
+        t0 = time.perf_counter()
+        progs = programs(name, w)
+        shapes_s = time.perf_counter() - t0
+        for p in progs:
+
+            def one(p=p):
+                t, c = time.perf_counter(), time.process_time()
+                traced = p.fn.trace(*p.args)
+                t1 = time.perf_counter()
+                lowered = traced.lower()
+                t2, c2 = time.perf_counter(), time.process_time()
+                lowered.compile()
+                t3, c3 = time.perf_counter(), time.process_time()
+                return dict(
+                    size=f"batches {w.batches}, {w.prompt} prompt tokens, {w.new} new, images {w.images}",
+                    unit="s",
+                    median=t3 - t,
+                    trace_s=t1 - t,
+                    lower_s=t2 - t1,
+                    compile_s=t3 - t2,
+                    compile_cpu_s=c3 - c2,
+                    cpu_s=c3 - c,
+                    shapes_s=shapes_s,
+                    platform=jax.default_backend(),
+                )
+
+            s.row("vlm-compile", f"{label}: {p.name}", one)

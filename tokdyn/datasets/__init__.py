@@ -20,8 +20,21 @@ core install stays without them.
   scenes study's ``--data`` (``load``, ``LoadedScenes``)
 - :mod:`tokdyn.datasets.clips`         a MOVi split's clips cut, resized and kept by object count, for the video
   study's ``--data`` (``load``, ``LoadedClips``)
+- :mod:`tokdyn.datasets.shortfall`     too few usable examples for a study: the error that counts them and the
+  one line naming the options to change (``Shortfall``, ``fit_counts``, ``fit_product``, ``line``)
 - :mod:`tokdyn.datasets.batches`       fixed-shape batches with masks, deterministic by seed, sharded over
   processes, prefetched (``batches``)
 """
 
-from tokdyn.datasets import batches, clevr, clips, clevrer, example, movi, multi_object, scenes, tfrecord  # noqa: F401
+from tokdyn.datasets import (  # noqa: F401
+    batches,
+    clevr,
+    clevrer,
+    clips,
+    example,
+    movi,
+    multi_object,
+    scenes,
+    shortfall,
+    tfrecord,
+)

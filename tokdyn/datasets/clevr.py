@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from tokdyn.datasets.tfrecord import require
+from tokdyn.datasets.tfrecord import check_range, require
 
 PUBLISHED = "https://cs.stanford.edu/people/jcjohns/clevr/"
 ROOT = "CLEVR_v1.0"
@@ -59,47 +59,122 @@ def root(directory) -> str:
     raise FileNotFoundError(f"CLEVR directory {directory!r} {missing}: expected {layout()}")
 
 
-def _check_scene(scene, path: str, i: int) -> None:
-    where = f"{path}: scene {i}"
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the readers' arrays are float32: a larger number would be inf
+
+
+def is_number(value) -> bool:
+    """Whether a JSON value is a finite number a float32 holds (an int or a float, not a bool; not
+    NaN, not an infinity, not beyond float32's range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) <= FLOAT32_MAX  # False for NaN and the infinities; exact for ints of any size
+
+
+def is_index(value) -> bool:
+    """Whether a JSON value is an int (not a bool, not a float such as 1.5 or 1.0)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def inside(name) -> bool:
+    """Whether ``name`` (a file name from a dataset's JSON) is a relative path that stays inside the
+    folder it is joined to: not absolute, no drive, and no ``..`` leading out of it."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        return False
+    if os.path.isabs(name) or os.path.splitdrive(name)[0] or name.startswith(("/", "\\")):
+        return False
+    norm = os.path.normpath(name)
+    return norm != "." and norm.split(os.sep)[0] != ".." and norm.replace("\\", "/").split("/")[0] != ".."
+
+
+def read_json(path: str, what: str):
+    """A JSON file, strictly UTF-8 (RFC 8259); a ``ValueError`` naming ``path`` and the byte when it
+    is not UTF-8 text or not JSON (``what`` says what the file should be)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}: {raw[e.start : e.start + 1]!r}): {what}") from None
+    del raw  # a split's scenes file is large: not held twice while it is parsed
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not JSON ({e}): {what}") from None
+
+
+def check_scene(scene, where: str = "scene") -> None:
+    """One CLEVR scene's fields checked (see :func:`read_scenes`); a ``ValueError`` naming ``where``
+    (the file and scene), the object, the field and the value otherwise."""
+    if not isinstance(scene, dict):
+        raise ValueError(f"{where} must be a JSON object (a CLEVR scene), got {type(scene).__name__} {scene!r:.80}")
     for key in ("image_filename", "objects", "relationships"):
         if key not in scene:
             raise ValueError(f"{where} has no {key!r} (a CLEVR scene holds image_filename, objects, relationships)")
-    for j, obj in enumerate(scene["objects"]):
+    name = scene["image_filename"]
+    if not inside(name):
+        raise ValueError(
+            f"{where}: image_filename must be a relative path inside the split's images/ folder (as CLEVR's "
+            f"CLEVR_SPLIT_000000.png), got {name!r}: a path that leaves the dataset's folder is not read"
+        )
+    if "image_index" in scene and not (is_index(scene["image_index"]) and scene["image_index"] >= 0):
+        raise ValueError(f"{where}: image_index must be an int >= 0, got {scene['image_index']!r}")
+    objects = scene["objects"]
+    if not isinstance(objects, list):
+        raise ValueError(f"{where}: objects must be a list of objects, got {objects!r:.80}")
+    for j, obj in enumerate(objects):
+        if not isinstance(obj, dict):
+            raise ValueError(f"{where}, object {j} must be a JSON object, got {obj!r:.80}")
         for name, values in ATTRIBUTES.items():
-            if obj.get(name) not in values:
+            if not isinstance(obj.get(name), str) or obj.get(name) not in values:
                 raise ValueError(f"{where}, object {j}: {name} must be one of {values}, got {obj.get(name)!r}")
         for name, n in (("3d_coords", 3), ("pixel_coords", 3)):
-            if len(obj.get(name, ())) != n:
-                raise ValueError(f"{where}, object {j}: {name} must hold {n} numbers, got {obj.get(name)!r}")
-    for rel in RELATIONS:
-        lists = scene["relationships"].get(rel)
-        n = len(scene["objects"])
-        if lists is None or len(lists) != n or any(not 0 <= k < n for row in lists for k in row):
+            value = obj.get(name)
+            if not isinstance(value, list) or len(value) != n or not all(is_number(v) for v in value):
+                raise ValueError(f"{where}, object {j}: {name} must hold {n} finite numbers, got {value!r:.80}")
+        if "rotation" in obj and not is_number(obj["rotation"]):
             raise ValueError(
-                f"{where}: relationships[{rel!r}] must hold a list of object indices in [0, {n}) per object"
+                f"{where}, object {j}: rotation must be a finite number (degrees), got {obj['rotation']!r}"
+            )
+    relationships = scene["relationships"]
+    if not isinstance(relationships, dict):
+        raise ValueError(f"{where}: relationships must map {RELATIONS} to lists, got {relationships!r:.80}")
+    n = len(objects)
+    for rel in RELATIONS:
+        lists = relationships.get(rel)
+        ok = isinstance(lists, list) and len(lists) == n and all(isinstance(row, list) for row in lists)
+        bad = None if not ok else next((k for row in lists for k in row if not (is_index(k) and 0 <= k < n)), None)
+        if not ok or bad is not None:
+            got = f"found {bad!r}" if ok else f"got {lists!r:.80}"
+            raise ValueError(
+                f"{where}: relationships[{rel!r}] must hold a list of object indices (ints in [0, {n})) per "
+                f"object, {got}"
             )
 
 
 def read_scenes(directory, split: str) -> list:
-    """The scenes of ``split`` (``train`` or ``val``), as dicts, each checked (its keys, the
-    attributes' values, the coordinates' lengths, the relations' indices).
+    """The scenes of ``split`` (``train`` or ``val``), as dicts, each checked: its keys, the
+    attributes' values, the coordinates (three finite numbers each), the relations' indices (ints
+    among the scene's objects) and ``image_filename`` (a relative path inside the split's
+    ``images/`` folder: an absolute one, or one whose ``..`` leaves it, is refused, never read).
 
     Raises:
       FileNotFoundError: no CLEVR directory or no scenes file, naming the layout.
-      ValueError: an unknown split, or a scene that does not hold what CLEVR's do, naming it.
+      ValueError: an unknown split, a file that is not UTF-8 JSON, or a scene that does not hold
+        what CLEVR's do, naming the file, the scene, the field and the value.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS} (the splits with scenes), got {split!r}")
     path = os.path.join(root(directory), "scenes", f"CLEVR_{split}_scenes.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist: expected {layout()}")
-    with open(path) as f:
-        try:
-            scenes = json.load(f)["scenes"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path} is not a CLEVR scenes file (JSON with a 'scenes' list): {e}") from e
+    what = "a CLEVR scenes file is JSON with a 'scenes' list"
+    loaded = read_json(path, what)
+    scenes = loaded.get("scenes") if isinstance(loaded, dict) else None
+    if not isinstance(scenes, list):
+        found = "no 'scenes'" if scenes is None else f"a 'scenes' {type(scenes).__name__}"
+        raise ValueError(f"{path} is not a CLEVR scenes file ({what}): it holds {found}")
     for i, scene in enumerate(scenes):
-        _check_scene(scene, path, i)
+        check_scene(scene, f"{path}: scene {i}")
     return scenes
 
 
@@ -114,8 +189,10 @@ def scene_arrays(scene: dict, max_objects: int = MAX_OBJECTS) -> dict:
       ``relations[r, i, j]`` when object ``j`` is ``RELATIONS[r]`` of object ``i``.
 
     Raises:
-      ValueError: the scene holds more than ``max_objects`` objects.
+      ValueError: the scene holds more than ``max_objects`` objects, or a field that is not what
+        CLEVR's are (:func:`check_scene`).
     """
+    check_scene(scene, f"scene {scene.get('image_filename')!r}" if isinstance(scene, dict) else "scene")
     objects = scene["objects"]
     n, M = len(objects), max_objects
     if n > M:
@@ -138,33 +215,52 @@ def scene_arrays(scene: dict, max_objects: int = MAX_OBJECTS) -> dict:
     return out
 
 
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+"""Pillow's modes of images with more than 8 bits a channel (a 16-bit grey PNG opens as ``"I;16"``), which
+:func:`read_image` refuses: Pillow's conversion to RGB clips them to 255 rather than scaling them."""
+
+
 def read_image(path) -> np.ndarray:
-    """A PNG as ``(H, W, 3)`` uint8 RGB (CLEVR's are RGBA: the alpha channel is dropped); a
-    ``ValueError`` naming the file when it does not decode."""
+    """A PNG as ``(H, W, 3)`` uint8 RGB, as TensorFlow's ``decode_png(channels=3)`` gives CLEVR's images
+    (they are RGBA, opaque: the alpha channel is dropped, as TensorFlow Datasets' CLEVR does); a
+    ``ValueError`` naming the file when it does not decode, and naming the file and its mode when it has
+    more than 8 bits a channel (:data:`WIDE_MODES`: converting it would clip, not scale)."""
     Image = require("PIL.Image", "pillow")
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            mode = im.mode
+            rgb = None if mode in WIDE_MODES else np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise
     except (OSError, SyntaxError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
         raise ValueError(f"{path}: the image does not decode ({e})") from e
+    if rgb is None:
+        raise ValueError(
+            f"{path}: the image has more than 8 bits a channel (Pillow mode {mode!r}), which converting to 8-bit "
+            "RGB would clip; CLEVR's images are 8-bit RGBA: convert it to 8 bits first"
+        )
+    return rgb
 
 
 def iterate(directory, split: str, *, start: int = 0, stop: int | None = None, max_objects: int = MAX_OBJECTS):
-    """Scenes ``start:stop`` of ``split`` one at a time, each ``{"image": (H, W, 3) uint8, "index":
+    """Scenes ``start:stop`` of ``split`` (ints >= 0; ``stop`` None: to the end) one at a time, each ``{"image": (H, W, 3) uint8, "index":
     image_index, **scene_arrays(scene, max_objects)}``: fixed shapes, for
     :func:`tokdyn.datasets.batches.batches` (``lambda: clevr.iterate(DIR, "train")``) without holding
     the split in memory.
 
     Raises:
       FileNotFoundError: as :func:`read_scenes`, or a missing image (naming it).
-      ValueError: an image that does not decode (naming it), or a scene with more than
-        ``max_objects`` objects.
+      ValueError: an image that does not decode (naming it), a scene with more than
+        ``max_objects`` objects, or a ``start`` / ``stop`` that is not an int >= 0.
     """
+    check_range(start, stop)  # at the call, not at the first next()
+    return _iterate(directory, split, start, stop, max_objects)
+
+
+def _iterate(directory, split: str, start: int, stop, max_objects: int):
     base = root(directory)
     for i, scene in enumerate(read_scenes(directory, split)[start:stop]):
-        path = os.path.join(base, "images", split, scene["image_filename"])
+        path = os.path.join(base, "images", split, os.path.normpath(scene["image_filename"]))  # inside: checked
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} does not exist (scene {scene.get('image_index')}): expected {layout()}")
         yield {

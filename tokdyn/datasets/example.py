@@ -61,8 +61,20 @@ class FeatureSpec:
     dtype: str
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError(f"name of a FeatureSpec must be a non-empty str (the feature's key), got {self.name!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype of feature {self.name!r} must be one of {DTYPES}, got {self.dtype!r}")
+        if not isinstance(self.shape, (tuple, list)):
+            raise TypeError(f"shape of feature {self.name!r} must be a tuple of ints >= 0, got {self.shape!r}")
+        for s in self.shape:
+            if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
+                raise TypeError(f"shape of feature {self.name!r} must be a tuple of ints >= 0, got {self.shape!r}")
+            if s < 0:
+                raise ValueError(
+                    f"shape of feature {self.name!r} must be a tuple of ints >= 0 (a fixed-length feature's "
+                    f"sizes), got {self.shape!r}"
+                )
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
 
     @property
@@ -159,6 +171,8 @@ def _values(feature, spec: FeatureSpec, where: str) -> np.ndarray:
         if len(wire) == 3 * spec.size and (wire[0::3] == 0x0A).all() and (wire[1::3] == 1).all():
             return wire[2::3].copy()
         lengths = sorted({len(v) for v in values})
+        if lengths in ([], [1]):  # one byte each, but the list holds unknown fields too: value by value
+            return np.frombuffer(b"".join(values), np.uint8).copy()
         raise SpecError(
             f"{where}: feature {spec.name!r} must hold one byte a value ({spec.size} one-byte strings for "
             f"shape {spec.shape}), but its strings hold {lengths[0]} to {lengths[-1]} bytes"
@@ -186,23 +200,19 @@ def _varint(b: bytes, i: int) -> tuple:
 
 def _fields(b: bytes, start: int, end: int):
     """The fields of the message at ``b[start:end]``: ``(number, (s, e))`` for each length-delimited
-    one (others are skipped; a malformed message raises :class:`_Unusual`)."""
+    one. A field of another wire type, or a malformed message, raises :class:`_Unusual`: none of the
+    messages the wire reader walks holds one in the plain encoding (an unpacked float is a 32-bit
+    field, an unknown field may be anything), so it leaves such an example to protobuf."""
     i = start
     while i < end:
         tag, i = _varint(b, i)
-        wire = tag & 7
-        if wire == 2:
-            n, i = _varint(b, i)
-            if i + n > end:
-                raise _Unusual
-            yield tag >> 3, (i, i + n)
-            i += n
-        elif wire == 0:
-            _, i = _varint(b, i)
-        elif wire in (1, 5):
-            i += 8 if wire == 1 else 4
-        else:
+        if tag & 7 != 2 or tag >> 3 == 0:
             raise _Unusual
+        n, i = _varint(b, i)
+        if i + n > end:
+            raise _Unusual
+        yield tag >> 3, (i, i + n)
+        i += n
     if i != end:
         raise _Unusual
 

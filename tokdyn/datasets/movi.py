@@ -46,7 +46,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from tokdyn.datasets.example import SpecError, parse_example
-from tokdyn.datasets.tfrecord import read_records, require
+from tokdyn.datasets.tfrecord import check_range, read_records, require
 
 PUBLISHED = "https://console.cloud.google.com/storage/browser/kubric-public/tfds"
 BUCKET = "gs://kubric-public/tfds"  # + /<variant>/<resolution>/<version>/
@@ -55,6 +55,8 @@ VARIANTS = ("movi_a", "movi_b", "movi_c", "movi_d", "movi_e", "movi_f")
 SPLITS = ("train", "validation", "test")
 SHARD = re.compile(r"^(movi_[a-f])-(train|validation|test)\.tfrecord-(\d{5})-of-(\d{5})$")
 SIZES = ("num_frames", "height", "width", "num_instances")  # metadata/<name>, one int each
+RESOLUTION = re.compile(r"^\d+x\d+$")  # a build's folder: <variant>/<resolution>/<version>/
+VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 
 
 def layout() -> str:
@@ -68,52 +70,133 @@ def layout() -> str:
     )
 
 
-def find(directory, split: str = "train", variant: str | None = None) -> list:
+def build_of(directory: str, path: str) -> tuple:
+    """``(resolution, version)`` of the shard at ``path``: the folders of its path below
+    ``directory`` named as TFDS's (``128x128``, ``1.0.0``; the last of each), None where there is none."""
+    folders = os.path.relpath(os.path.dirname(path), directory).split(os.sep)
+    resolution = next((f for f in reversed(folders) if RESOLUTION.match(f)), None)
+    version = next((f for f in reversed(folders) if VERSION.match(f)), None)
+    return resolution, version
+
+
+def _build_line(build: tuple, shards: dict) -> str:
+    """One build in an error: its resolution and version folders, its shards and a folder of them."""
+    resolution, version = build
+    n = sum(len(p) for p in shards.values())
+    folder = os.path.dirname(next(iter(shards.values()))[0])
+    return (
+        f"{resolution or '(no resolution folder)'}/{version or '(no version folder)'} ({n} shard"
+        f"{'s' if n != 1 else ''} in {folder})"
+    )
+
+
+def _choice(builds) -> str:
+    """How to choose one of several builds: the arguments that tell them apart, and the folder."""
+    parts = []
+    for i, arg in enumerate(("resolution", "version")):
+        values = sorted({b[i] for b in builds if b[i]})
+        if len(values) > 1:
+            parts.append(f"{arg}=" + " or ".join(repr(v) for v in values))
+    options = f"choose one with {' and '.join(parts)}, or " if parts else ""
+    return f"{options}give the folder of one build as the directory"
+
+
+def find(
+    directory,
+    split: str = "train",
+    variant: str | None = None,
+    *,
+    resolution: str | None = None,
+    version: str | None = None,
+) -> list:
     """The shards of ``split`` under ``directory``: ``[path, ...]`` in shard order, found by their
     published names (``<variant>-<split>.tfrecord-NNNNN-of-MMMMM``) in any subfolder.
+
+    The shards of one build (a variant at one resolution and version, as the bucket's
+    ``<variant>/<resolution>/<version>/`` folders hold them) are never mixed with another's: a
+    directory holding several builds of the split needs ``resolution`` and / or ``version`` to
+    choose one (the error names those found), and a shard number found twice in one build is
+    refused, naming both files.
 
     Args:
       directory: the directory.
       split: ``train``, ``validation`` or ``test``.
       variant: ``movi_a`` ... ``movi_f``; needed only when the directory holds several variants.
+      resolution: a folder name such as ``"128x128"``: only shards under a folder so named; needed
+        only when the directory holds several resolutions.
+      version: a folder name such as ``"1.0.0"``: only shards under a folder so named; needed only
+        when the directory holds several versions.
 
     Raises:
-      FileNotFoundError: ``directory`` does not exist or holds no shard of ``split``, naming the
-        expected layout and where MOVi is published.
-      ValueError: an unknown ``split`` or ``variant``, shards of several variants and no
-        ``variant``, or an incomplete set of shards (naming the missing ones).
+      FileNotFoundError: ``directory`` does not exist or holds no shard of ``split`` (of the
+        chosen resolution and version), naming the expected layout and where MOVi is published.
+      ValueError: an unknown ``split`` or ``variant``, a ``resolution`` or ``version`` not named
+        as TFDS names them, shards of several variants and no ``variant``, of several builds and
+        no choice among them, a shard number found twice, or an incomplete set of shards (naming
+        the missing ones).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if variant is not None and variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    for name, value, pattern, example in (
+        ("resolution", resolution, RESOLUTION, "128x128"),
+        ("version", version, VERSION, "1.0.0"),
+    ):
+        if value is not None and not (isinstance(value, str) and pattern.match(value)):
+            raise ValueError(f"{name} must be None or a folder name such as {example!r}, got {value!r}")
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"MOVi directory {directory!r} does not exist: expected {layout()}")
-    found = {}  # variant -> {shard: path}, with the declared count
+    found = {}  # variant -> build -> shard -> [paths]
     counts = {}
     for base, _, files in os.walk(directory):
-        for name in files:
+        for name in sorted(files):
             m = SHARD.match(name)
-            if m and m.group(2) == split and (variant is None or m.group(1) == variant):
-                found.setdefault(m.group(1), {})[int(m.group(3))] = os.path.join(base, name)
-                counts.setdefault(m.group(1), set()).add(int(m.group(4)))
+            if not (m and m.group(2) == split and (variant is None or m.group(1) == variant)):
+                continue
+            path = os.path.join(base, name)
+            build = build_of(directory, path)
+            if (resolution is not None and build[0] != resolution) or (version is not None and build[1] != version):
+                continue
+            found.setdefault(m.group(1), {}).setdefault(build, {}).setdefault(int(m.group(3)), []).append(path)
+            counts.setdefault((m.group(1), build), set()).add(int(m.group(4)))
+    chosen = "".join(f" {k}={v!r}" for k, v in (("resolution", resolution), ("version", version)) if v is not None)
     if not found:
         which = f"{variant}'s " if variant else ""
-        raise FileNotFoundError(f"MOVi directory {directory!r} holds no {which}{split} shard: expected {layout()}")
+        raise FileNotFoundError(
+            f"MOVi directory {directory!r} holds no {which}{split} shard{' under' + chosen if chosen else ''}: "
+            f"expected {layout()}"
+        )
     if len(found) > 1:
         raise ValueError(f"MOVi directory {directory!r} holds {split} shards of {sorted(found)}: name the variant")
-    ((name, shards),) = found.items()
-    (total, *more) = sorted(counts[name])
+    ((name, builds),) = found.items()
+    if len(builds) > 1:
+        raise ValueError(
+            f"MOVi directory {directory!r} holds {name}'s {split} shards of {len(builds)} builds: "
+            + "; ".join(_build_line(b, shards) for b, shards in sorted(builds.items(), key=str))
+            + f": their videos differ in size or version, so they are not read together: {_choice(builds)}"
+        )
+    ((build, shards),) = builds.items()
+    twice = next((n for n in sorted(shards) if len(shards[n]) > 1), None)
+    if twice is not None:
+        a, b = shards[twice][:2]
+        raise ValueError(
+            f"MOVi directory {directory!r} holds {name}'s {split} shard {twice:05d} twice: {a} and {b}; keep one "
+            "copy (or give the folder of one)"
+        )
+    (total, *more) = sorted(counts[(name, build)])
     if more:
-        raise ValueError(f"{directory}: {name}'s {split} shards declare different totals {sorted(counts[name])}")
+        raise ValueError(
+            f"{directory}: {name}'s {split} shards declare different totals {sorted(counts[(name, build)])}"
+        )
     missing = sorted(set(range(total)) - set(shards))
     if missing and missing[0] < max(shards):  # a prefix of the shards is a subset; a hole in it a mistake
         raise ValueError(
             f"{directory}: {name}'s {split} shards skip shard {missing[0]:05d} of {total} (they hold "
             f"{len(shards)}, up to {max(shards):05d}): fetch the shards from 00000 on without gaps"
         )
-    return [shards[i] for i in sorted(shards)]
+    return [shards[i][0] for i in sorted(shards)]
 
 
 def _ints(features, name: str, count: int | None, where: str) -> np.ndarray:
@@ -219,7 +302,14 @@ def decode(data: bytes, *, where: str = "record") -> dict:
 
 
 def read(
-    path, split: str = "train", *, variant: str | None = None, start: int = 0, stop: int | None = None
+    path,
+    split: str = "train",
+    *,
+    variant: str | None = None,
+    resolution: str | None = None,
+    version: str | None = None,
+    start: int = 0,
+    stop: int | None = None,
 ) -> Iterator[dict]:
     """The examples of a MOVi split, checked, in shard order.
 
@@ -227,9 +317,11 @@ def read(
       path: a directory holding the split's shards (:func:`find`), or one shard file.
       split: the split (for a directory).
       variant: the variant (for a directory holding several).
-      start: the first example to yield (counted over the shards in order; earlier ones are
-        still read and their CRCs checked).
-      stop: the example to stop before (default: the end).
+      resolution: the resolution folder (for a directory holding several; :func:`find`).
+      version: the version folder (for a directory holding several).
+      start: the first example to yield, an int >= 0 (counted over the shards in order; earlier
+        ones are still read and their CRCs checked).
+      stop: the example to stop before, an int >= 0 (default None: the end).
 
     Yields:
       :func:`decode`'s dict per example, with ``index`` (the example's index in the split) and
@@ -238,8 +330,9 @@ def read(
     Raises:
       tokdyn.datasets.tfrecord.RecordError: a bad CRC or a truncated record, naming the shard.
       tokdyn.datasets.example.SpecError: as :func:`decode`, naming the record and the shard.
-      FileNotFoundError, ValueError: as :func:`find`.
+      FileNotFoundError, ValueError: as :func:`find`; a ``start`` or ``stop`` that is not an int >= 0.
     """
+    check_range(start, stop)
     path = os.fspath(path)
     if os.path.isfile(path):
         if not SHARD.match(os.path.basename(path)):
@@ -249,7 +342,11 @@ def read(
             )
         files = [path]
     else:
-        files = find(path, split, variant)
+        files = find(path, split, variant, resolution=resolution, version=version)
+    return _examples(files, start, stop)
+
+
+def _examples(files: list, start: int, stop) -> Iterator[dict]:
     i = 0
     for file in files:
         for r, record in enumerate(read_records(file)):

@@ -23,8 +23,8 @@ entities, 1)``, which :func:`read` transposes to the others' order. Entity 0 is 
 (in Objects Room, entities 0-3: the sky, the floor and two halves of the wall).
 
 :func:`find` finds the files in a directory by their published names (directly in it, or in
-subfolders named as the bucket's), :func:`read` yields checked examples as NumPy arrays, and
-:func:`labels` turns an example's masks into one label image.
+subfolders named as the bucket's; a file found in both is refused), :func:`read` yields checked
+examples as NumPy arrays, and :func:`labels` turns an example's masks into one label image.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from tokdyn.datasets.example import FeatureSpec, decode
-from tokdyn.datasets.tfrecord import read_records
+from tokdyn.datasets.tfrecord import check_range, read_records
 
 PUBLISHED = "https://console.cloud.google.com/storage/browser/multi-object-datasets"
 BUCKET_FILES = "https://storage.googleapis.com/multi-object-datasets"  # + /FOLDER/FILE
@@ -146,21 +146,30 @@ def layout() -> str:
 def find(directory) -> list:
     """The multi-object datasets' files in ``directory``: ``[(Dataset, path), ...]`` in
     :data:`DATASETS`' order, each found by its published name, in ``directory`` itself or in its
-    subfolder named as the dataset (the bucket's layout).
+    subfolder named as the dataset (the bucket's layout). A file found in both places is refused
+    (two copies may differ, and neither is the obvious one), unless both paths are the same file
+    (a link to the other).
 
     Raises:
       FileNotFoundError: ``directory`` does not exist or holds none of them, naming the expected
         layout and where the datasets are published.
+      ValueError: a file found both in ``directory`` and in its subfolder, naming both paths.
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"data directory {directory!r} does not exist: expected {layout()}")
     found = []
     for d in DATASETS.values():
-        for path in (os.path.join(directory, d.file), os.path.join(directory, d.name, d.file)):
-            if os.path.isfile(path):
-                found.append((d, path))
-                break
+        paths = [
+            p for p in (os.path.join(directory, d.file), os.path.join(directory, d.name, d.file)) if os.path.isfile(p)
+        ]
+        if len(paths) == 2 and not os.path.samefile(*paths):
+            raise ValueError(
+                f"data directory {directory!r} holds {d.file} twice: {paths[0]} and {paths[1]}; keep one copy (or give "
+                "the file itself)"
+            )
+        if paths:
+            found.append((d, paths[0]))
     if not found:
         raise FileNotFoundError(f"data directory {directory!r} holds none of the datasets' files: expected {layout()}")
     return found
@@ -198,8 +207,8 @@ def locate(path, dataset: str | None = None) -> tuple:
 
     Raises:
       FileNotFoundError: as :func:`find`.
-      ValueError: a file not under a published name, an unknown ``dataset``, or a directory holding
-        several files and no ``dataset`` to choose.
+      ValueError: a file not under a published name, an unknown ``dataset``, a directory holding
+        several files and no ``dataset`` to choose, or one file twice (:func:`find`).
     """
     path = os.fspath(path)
     if dataset is not None and dataset not in DATASETS:
@@ -232,8 +241,9 @@ def read(path, dataset: Dataset | None = None, *, start: int = 0, stop: int | No
     Args:
       path: the TFRecord file, or a directory (:func:`locate`).
       dataset: its :class:`Dataset` (default: found from the file's published name).
-      start: the first record to yield (earlier records are still read and their CRCs checked).
-      stop: the record to stop before (default: the end of the file).
+      start: the first record to yield, an int >= 0 (earlier records are still read and their CRCs
+        checked).
+      stop: the record to stop before, an int >= 0 (default None: the end of the file).
 
     Yields:
       ``{feature: array}`` per example: ``image`` ``(H, W, C)`` uint8, ``mask`` ``(entities, H, W)``
@@ -244,7 +254,13 @@ def read(path, dataset: Dataset | None = None, *, start: int = 0, stop: int | No
       tokdyn.datasets.tfrecord.RecordError: a bad CRC, a truncated record or a corrupt GZIP stream.
       tokdyn.datasets.example.SpecError: an example that does not hold its dataset's feature spec,
         naming the feature, the record and the file.
+      TypeError, ValueError: a ``start`` or ``stop`` that is not an int >= 0 (raised at the call).
     """
+    check_range(start, stop)  # at the call, not at the first next()
+    return _read(path, dataset, start, stop)
+
+
+def _read(path, dataset, start: int, stop) -> Iterator[dict]:
     if dataset is None:
         dataset, path = locate(path)
     elif os.path.isdir(path):

@@ -17,6 +17,12 @@ A file may be GZIP-compressed as a whole. :func:`read_records` checks both CRCs 
 and raises :class:`RecordError`, naming the file, the record's index and its byte offset, on a
 bad checksum, a truncated record or a corrupt GZIP stream: nothing is half-read silently.
 
+A record's length is bounded: one that claims more than ``max_record_bytes`` (default
+:data:`MAX_RECORD_BYTES`, 1 GiB) is refused before any of its data is read, naming the limit, and
+a plain file's record that claims more bytes than the file has left is refused as truncated
+without reading them. The GZIP stream is decompressed as it is read, so a reader holds one
+record's bytes at a time, never the file's.
+
 The CRC32C comes from the ``google-crc32c`` package (the ``data`` extra:
 ``pip install 'tokdyn[data]'``).
 """
@@ -35,6 +41,7 @@ MASK_DELTA = 0xA282EAD8
 HEADER = 12  # the length (8 bytes) and its masked CRC (4)
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 1 << 26  # bytes read at once
+MAX_RECORD_BYTES = 1 << 30  # read_records' default bound on a record's length (1 GiB); a user may raise it
 
 
 class RecordError(ValueError):
@@ -69,6 +76,31 @@ def check_compression(compression) -> str:
     if value not in COMPRESSIONS:
         raise ValueError(f"compression must be None, '' or 'GZIP', got {compression!r}")
     return value
+
+
+def check_max_record_bytes(value) -> int:
+    """``max_record_bytes`` as a positive int (None: :data:`MAX_RECORD_BYTES`, read at the call, so
+    setting the module's value raises the default); a ``ValueError`` / ``TypeError`` naming it."""
+    value = MAX_RECORD_BYTES if value is None else value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_record_bytes must be an int (bytes), got {value!r}")
+    if value < 1:
+        raise ValueError(f"max_record_bytes must be at least 1, got {value}")
+    return value
+
+
+def check_range(start, stop) -> tuple:
+    """A reader's ``start`` (an int >= 0) and ``stop`` (None or an int >= 0): ``(start, stop)``,
+    or a ``TypeError`` / ``ValueError`` naming the argument, its value and what is allowed."""
+    for name, value in (("start", start), ("stop", stop)):
+        if value is None and name == "stop":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            allowed = "an int >= 0" + (" or None" if name == "stop" else "")
+            raise TypeError(f"{name} must be {allowed} (a record's index from 0), got {value!r}")
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0 (a record's index from 0; no counting from the end), got {value}")
+    return start, stop
 
 
 def _open(path: str, compression: str):
@@ -114,23 +146,28 @@ def _read(stream, n: int, path: str, index: int, offset: int, what: str) -> byte
     return data
 
 
-def read_records(path, compression=None) -> Iterator[bytes]:
+def read_records(path, compression=None, *, max_record_bytes: int | None = None) -> Iterator[bytes]:
     """The records of TFRecord file ``path``, in order, each checked against both of its CRCs.
 
     Args:
       path: the file.
       compression: None (or ``""``) for plain records, ``"GZIP"`` for a GZIP-compressed file.
+      max_record_bytes: the longest record's data accepted, in bytes (default
+        :data:`MAX_RECORD_BYTES`, 1 GiB): a record claiming more is refused before its data is read.
 
     Yields:
       Each record's data (``bytes``).
 
     Raises:
-      RecordError: a bad length or data CRC, a truncated record or a corrupt GZIP stream, naming
-        the file, the record's index and its byte offset.
+      RecordError: a bad length or data CRC, a truncated record, a record longer than
+        ``max_record_bytes`` or a corrupt GZIP stream, naming the file, the record's index and its
+        byte offset.
       FileNotFoundError: ``path`` does not exist.
     """
     compression = check_compression(compression)
+    limit = check_max_record_bytes(max_record_bytes)
     path = os.fspath(path)
+    size = os.path.getsize(path) if compression == "" else None  # a plain file: its records lie within it
     with _open(path, compression) as stream:
         index, offset = 0, 0
         while True:
@@ -150,6 +187,18 @@ def read_records(path, compression=None) -> Iterator[bytes]:
                 raise RecordError(
                     f"{path}: record {index} (byte {offset}): the CRC32C of its length does not match "
                     f"(stored {length_crc:#010x}, computed {masked_crc(length_bytes):#010x}): the file is corrupt"
+                )
+            if size is not None and length > size - offset - HEADER:  # not read: the file cannot hold it
+                raise RecordError(
+                    f"{path}: record {index} (byte {offset}) is truncated: its data ({length} bytes) needs "
+                    f"{length} bytes, the file ends after {size - offset - HEADER}"
+                )
+            if length > limit:
+                raise RecordError(
+                    f"{path}: record {index} (byte {offset}) claims {length} bytes of data, more than "
+                    f"max_record_bytes={limit}: a corrupt length (its CRC matches, so it was written so), or a "
+                    "record this long: raise the limit with read_records(..., max_record_bytes=N) or "
+                    "tokdyn.datasets.tfrecord.MAX_RECORD_BYTES = N"
                 )
             data = _read(stream, length, path, index, offset, f"data ({length} bytes)")
             (data_crc,) = struct.unpack("<I", _read(stream, 4, path, index, offset, "data CRC"))

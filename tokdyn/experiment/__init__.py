@@ -8,6 +8,8 @@
 - :mod:`tokdyn.experiment.presets`: the ``preset`` field and the line a quick run's summary opens with.
 - :mod:`tokdyn.experiment.attributes`: a class docstring's ``Attributes:`` as ``{field: text}``.
 - :mod:`tokdyn.experiment.registry`: the studies, listed once.
+- :mod:`tokdyn.experiment.loading`: a study by name (its module, ``SPEC`` and ``main``), or of one's own from
+  a file (re-exported by :mod:`tokdyn.studies`).
 - :mod:`tokdyn.experiment.rates`: how fast the running backend does each kind of work.
 - :mod:`tokdyn.experiment.analysis`: the studies that analyse another study's trained models (``Analysis``).
 - :mod:`tokdyn.experiment.reasoners`: deprecated alias (the latent-reasoning study's store moved to its
@@ -22,6 +24,7 @@ __all__ = [
     "analysis",
     "attributes",
     "findings",
+    "loading",
     "paired",
     "presets",
     "rates",

@@ -28,10 +28,10 @@ SOURCE_SPEC = {"sources": {"source": SOURCE_STUDY}, "preset": "the latent-reason
 
 def source_spec(name: str = SOURCE_STUDY):
     """The :class:`~tokdyn.experiment.runner.Spec` of the source study ``name``, found by name
-    (:func:`tokdyn.studies.spec`: the registry's entry, its module loaded on first use)."""
-    from tokdyn import studies  # by name at run time: this layer never imports a study
+    (:func:`tokdyn.experiment.loading.spec`: the registry's entry, its module loaded on first use)."""
+    from tokdyn.experiment import loading  # by name at run time: this layer never imports a study
 
-    return studies.spec(name)
+    return loading.spec(name)
 
 
 def source_store(name: str = SOURCE_STUDY) -> Any:

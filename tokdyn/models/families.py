@@ -9,7 +9,8 @@ never a class of one:
 
 ========================  =====================================================================
 ``load(directory, ...)``  the checkpoint as a model: ``model.config``, ``model.params``, ``model(...)``
-                          (logits) and ``model.generate(...)``
+                          (logits) and ``model.generate(...)``; every file checked before a weight is
+                          read, tensors that map to no parameter refused unless ``unknown="ignore"``
 ``config.read(dir)``      the configuration, every field checked
 ``Chat.load(dir)``        the tokenizer and the chat template
 ``ImageProcessor.read``   the image processor of ``preprocessor_config.json``

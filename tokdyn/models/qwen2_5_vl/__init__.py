@@ -76,13 +76,17 @@ DTYPES = ("float32", "bfloat16", "float16")
 """The dtypes ``load`` casts to."""
 
 
-def load(directory: str | Path, dtype=None, mesh=None) -> Model:
+def load(directory: str | Path, dtype=None, mesh=None, unknown: str = "error") -> Model:
     """The Qwen2.5-VL checkpoint in ``directory`` (Hugging Face layout) as a :class:`Model`.
 
     ``dtype`` casts every weight (``"float32"``, ``"bfloat16"``, ``"float16"`` or the jnp dtype; default: the
     dtype ``config.json`` states, else each tensor's own); ``mesh`` (a ``jax.sharding.Mesh``) shards each
-    weight's largest axis over the mesh's first axis. Nothing is downloaded: a missing directory or file is
-    a FileNotFoundError that names the layout expected.
+    weight's largest axis over the mesh's first axis; ``unknown`` says what to do with tensors that map to no
+    parameter (a module a fine-tune added): ``"error"`` refuses the checkpoint naming them, ``"ignore"`` loads
+    the model without them. Nothing is downloaded: a missing directory or file is a FileNotFoundError that
+    names the layout expected; every file and field is checked before any weight is read, a ValueError naming
+    the file, the field, its value and what is allowed (:mod:`~tokdyn.models.qwen2_5_vl.config`,
+    :func:`~tokdyn.models.qwen2_5_vl.checkpoint.inspect`).
     """
     import jax.numpy as jnp
 
@@ -94,4 +98,4 @@ def load(directory: str | Path, dtype=None, mesh=None) -> Model:
     cfg = config.read(directory)
     if dtype is None and cfg.dtype in DTYPES:
         dtype = cfg.dtype
-    return Model(cfg, checkpoint.load_params(directory, cfg, dtype, mesh))
+    return Model(cfg, checkpoint.load_params(directory, cfg, dtype, mesh, unknown))

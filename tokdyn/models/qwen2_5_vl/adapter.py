@@ -125,8 +125,8 @@ def attention_rows(cfg, p: dict, x, cos, sin, mask, rows) -> jax.Array:
     q = mlp.linear(h[:, rows], a["q"]).reshape(b, len(rows), heads, hd)
     k = mlp.linear(h, a["k"]).reshape(b, t, kv, hd)
     q, k = rotary.apply(q, cos[:, rows], sin[:, rows]), rotary.apply(k, cos, sin)
-    k = jnp.repeat(k, heads // kv, axis=2)
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) * jnp.asarray(hd**-0.5, q.dtype)
+    q = q.reshape(b, len(rows), kv, heads // kv, hd)  # query head h reads key head h // (heads // kv): no copy
+    scores = jnp.einsum("bqkgd,btkd->bkgqt", q, k).reshape(b, heads, len(rows), t) * jnp.asarray(hd**-0.5, q.dtype)
     scores = jnp.where(mask[:, None, rows], scores, jnp.finfo(scores.dtype).min)
     return jax.nn.softmax(scores.astype(jnp.float32), axis=-1)
 

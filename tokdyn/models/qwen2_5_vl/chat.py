@@ -6,58 +6,327 @@
 model's inputs: the template's text, each ``<|image_pad|>`` expanded to one token per merged patch of its
 image (as ``Qwen2_5_VLProcessor`` does), the token ids, and the image processor's ``pixel_values`` and
 ``image_grid_thw``.
+
+A chat template is code a checkpoint brings: :func:`render` runs it in Jinja's immutable sandbox under a time
+and a size limit (:data:`RENDER_SECONDS`, :data:`RENDER_CHARS`, :data:`RENDER_RANGE`): ``range`` is bounded, a
+string or list repeated (``*``), raised to a power, formatted or joined is sized before it is built, every
+string the template concatenates and the output are bounded, and the clock is read at every line the template
+runs and every call it makes. A template that runs past a limit, fails, or calls ``raise_exception`` is a
+ValueError naming the template's file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
+import math
+import re
+import sys
+import time
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 
+from tokdyn.models.qwen2_5_vl import config as config_lib
 from tokdyn.models.qwen2_5_vl.processor import ImageProcessor
 
 IMAGE_PAD = "<|image_pad|>"
+RENDER_SECONDS = 2.0
+"""The longest a chat template may take to render one conversation (seconds of wall-clock time)."""
+RENDER_CHARS = 1 << 22
+"""The longest string (or list) a chat template may build, its output included (4,194,304 characters)."""
+RENDER_RANGE = 10_000
+"""The most numbers a template's ``range`` may give."""
+TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
+"""Where a checkpoint keeps its chat template, in the order they are looked for."""
+
+
+class TemplateLimit(Exception):
+    """A chat template ran past a limit of :func:`render` (the message says which)."""
+
+
+def find_template(directory: str | Path) -> tuple[str | None, str]:
+    """The chat template among a checkpoint's files (None when it has none) and where it was found (the file,
+    and the key inside it); a ValueError naming the file when the JSON file holding it cannot be read."""
+    directory = Path(directory)
+    if (directory / "chat_template.jinja").is_file():
+        path = directory / "chat_template.jinja"
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not a UTF-8 text file ({e})") from None
+    for name in TEMPLATE_FILES[1:]:
+        path = directory / name
+        if path.is_file():
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ValueError(f"{path}: not a JSON file ({e})") from None
+            template = raw.get("chat_template") if isinstance(raw, dict) else None
+            where = f"{path}'s chat_template"
+            if isinstance(template, list):  # named templates: the default one
+                named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+                template, where = named.get("default"), f"{path}'s chat_template 'default'"
+            if template is not None and not isinstance(template, str):
+                raise ValueError(f"{where} is {type(template).__name__}; expected a Jinja template (a string)")
+            if template:
+                return template, where
+    return None, ""
 
 
 def read_template(directory: str | Path) -> str | None:
-    """The chat template among a checkpoint's files, or None when it has none."""
-    directory = Path(directory)
-    if (directory / "chat_template.jinja").is_file():
-        return (directory / "chat_template.jinja").read_text()
-    for name in ("chat_template.json", "tokenizer_config.json"):
-        path = directory / name
-        if path.is_file():
-            template = json.loads(path.read_text()).get("chat_template")
-            if isinstance(template, list):  # named templates: the default one
-                named = {t.get("name"): t.get("template") for t in template}
-                template = named.get("default")
-            if template:
-                return template
-    return None
+    """The chat template among a checkpoint's files, or None when it has none (:func:`find_template`)."""
+    return find_template(directory)[0]
 
 
-def render(template: str, messages: list[dict], add_generation_prompt: bool = True, **extra) -> str:
-    """``template`` rendered over ``messages`` in a sandboxed Jinja environment set up as ``transformers``'
-    (blocks trimmed, loop controls, ``raise_exception``, ``tojson``)."""
+# ---- the bounded sandbox ------------------------------------------------------------------------------------
+
+_WIDTHS = (re.compile(r"%[#0\- +]*(\d*)(?:\.(\d+))?"), re.compile(r"\{[^{}]*?:([^{}]*)\}"))
+
+
+def _size(value) -> int | None:
+    return len(value) if isinstance(value, (str, bytes, list, tuple, dict, set, frozenset)) else None
+
+
+def _items(value) -> str:
+    return "characters" if isinstance(value, (str, bytes)) else "items"
+
+
+def _big_int(value, limit: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > limit
+
+
+@functools.lru_cache(maxsize=1)
+def _sandbox_class():
     try:
         import jinja2
         import jinja2.ext
+        from jinja2.compiler import CodeGenerator
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError("rendering a chat template needs 'jinja2': pip install 'tokdyn[models]'") from None
 
+    class Bounded(CodeGenerator):
+        """Jinja's code generator, with every concatenation (``~``) sized by the environment."""
+
+        def visit_Concat(self, node, frame):
+            self.write("environment.bounded(")
+            super().visit_Concat(node, frame)
+            self.write(")")
+
+    class Sandbox(ImmutableSandboxedEnvironment):
+        """Jinja's immutable sandbox with the sizes of what a template builds bounded by ``max_chars``."""
+
+        intercepted_binops = frozenset({"*", "**", "+", "%"})
+        code_generator_class = Bounded
+
+        def __init__(self, max_chars: int):
+            super().__init__(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+            self.max_chars = max_chars
+            for name, f in list(self.filters.items()):
+                self.filters[name] = self.bounded_filter(f, name)
+            self.globals["range"] = self.bounded_range
+
+        def bounded(self, value):
+            n = _size(value)
+            if n is not None and n > self.max_chars:
+                raise TemplateLimit(
+                    f"it builds a {type(value).__name__} of {n:,} {_items(value)}, more than {self.max_chars:,}"
+                )
+            return value
+
+        def bounded_range(self, *args):
+            r = range(*args)
+            if len(r) > RENDER_RANGE:
+                shown = ", ".join(map(str, args))
+                raise TemplateLimit(f"range({shown}) gives {len(r):,} numbers, more than {RENDER_RANGE:,}")
+            return r
+
+        def check_ints(self, values, what: str):
+            for v in values:
+                if _big_int(v, self.max_chars):
+                    raise TemplateLimit(f"{what} is given {v:,}, more than the size limit {self.max_chars:,}")
+
+        def check_format(self, fmt: str, what: str):
+            for pattern in _WIDTHS:
+                for match in pattern.finditer(fmt):
+                    for group in match.groups():
+                        for digits in re.findall(r"\d+", group or ""):
+                            if int(digits) > self.max_chars:
+                                raise TemplateLimit(f"{what} asks for a width of {int(digits):,}")
+
+        def bounded_filter(self, f, name):
+            @functools.wraps(f)
+            def wrapper(*args, **kwargs):
+                skip = 2 if getattr(f, "jinja_pass_arg", None) is not None else 1  # the context, the value
+                self.check_ints([*args[skip:], *kwargs.values()], f"the filter {name!r}")
+                if name == "join" and len(args) >= skip:
+                    items = list(args[skip - 1])
+                    sep = args[skip] if len(args) > skip else kwargs.get("d", "")
+                    n = sum(len(str(x)) for x in items) + len(str(sep)) * max(len(items) - 1, 0)
+                    if n > self.max_chars:
+                        raise TemplateLimit(f"the filter 'join' builds {n:,} characters, more than {self.max_chars:,}")
+                    args = (*args[: skip - 1], items, *args[skip:])
+                if name == "format" and len(args) >= skip and isinstance(args[skip - 1], str):
+                    self.check_format(args[skip - 1], "the filter 'format'")
+                return self.bounded(f(*args, **kwargs))
+
+            return wrapper
+
+        def call_binop(self, context, operator, left, right):
+            if operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    if _size(seq) is not None and isinstance(n, int) and len(seq) * n > self.max_chars:
+                        raise TemplateLimit(
+                            f"it repeats a {type(seq).__name__} of {len(seq):,} {_items(seq)} {n:,} times, more than "
+                            f"{self.max_chars:,}"
+                        )
+            elif operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
+                if right > 0 and right * math.log2(abs(left)) > 8 * self.max_chars:
+                    raise TemplateLimit(f"it raises {left} to the power {right:,}, a number too large to hold")
+            elif operator == "%" and isinstance(left, str):
+                self.check_format(left, "a '%' format")
+                self.check_ints(right if isinstance(right, tuple) else [right], "a '%' format")
+            return self.bounded(super().call_binop(context, operator, left, right))
+
+        def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja's own signature
+            __self.check_ints([*args, *kwargs.values()], f"the call of {getattr(__obj, '__name__', __obj)!r}")
+            target = getattr(__obj, "__wrapped__", __obj)
+            owner, name = getattr(target, "__self__", None), getattr(target, "__name__", "")
+            if isinstance(owner, str):
+                if name in ("format", "format_map"):
+                    __self.check_format(owner, "str.format")
+                elif name == "join" and args:
+                    items = list(args[0])
+                    n = sum(len(x) for x in items if isinstance(x, str)) + len(owner) * max(len(items) - 1, 0)
+                    if n > __self.max_chars:
+                        raise TemplateLimit(f"str.join builds {n:,} characters, more than {__self.max_chars:,}")
+                    args = (items, *args[1:])
+                elif name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+                    count = (len(owner) + 1) if args[0] == "" else owner.count(args[0])
+                    n = len(owner) + count * (len(args[1]) - len(args[0]))
+                    if n > __self.max_chars:
+                        raise TemplateLimit(f"str.replace builds {n:,} characters, more than {__self.max_chars:,}")
+            return __self.bounded(super().call(__context, __obj, *args, **kwargs))
+
+    return Sandbox
+
+
+@contextlib.contextmanager
+def _clock(seconds: float):
+    """Raise :class:`TemplateLimit` in the running template once ``seconds`` have passed: the time is read at
+    every line a template runs (its code is compiled from ``<template>``) and at every Python call."""
+    deadline = time.monotonic() + seconds
+    previous = sys.gettrace()
+
+    def late():
+        return TemplateLimit(f"it ran past the time limit of {seconds:g} s")
+
+    def local(frame, event, arg):
+        if time.monotonic() > deadline:
+            raise late()
+        return local
+
+    def tracer(frame, event, arg):
+        if time.monotonic() > deadline:
+            raise late()
+        if frame.f_code.co_filename == "<template>":
+            return local
+        return previous(frame, event, arg) if previous is not None else None
+
+    sys.settrace(tracer)
+    try:
+        yield
+    finally:
+        sys.settrace(previous)
+
+
+@functools.lru_cache(maxsize=16)
+def compile_template(template: str, max_chars: int = RENDER_CHARS):
+    """``template`` compiled in the bounded sandbox (:func:`render`'s environment); ``jinja2``'s
+    TemplateSyntaxError when it is not a Jinja template."""
+    import jinja2
+
+    env = _sandbox_class()(max_chars)
+
     def raise_exception(message):
-        raise jinja2.exceptions.TemplateError(message)
+        err = jinja2.exceptions.TemplateError(message)
+        err.raised_by_template = True
+        raise err
 
     def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
-    env.filters["tojson"] = tojson
+    env.filters["tojson"] = env.bounded_filter(tojson, "tojson")
     env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt, **extra)
+    return env.from_string(template)
+
+
+def render(
+    template: str,
+    messages: list[dict],
+    add_generation_prompt: bool = True,
+    *,
+    template_name: str = "the chat template",
+    max_seconds: float = RENDER_SECONDS,
+    max_chars: int = RENDER_CHARS,
+    **extra,
+) -> str:
+    """``template`` rendered over ``messages`` in a sandboxed Jinja environment set up as ``transformers``'
+    (blocks trimmed, loop controls, ``raise_exception``, ``tojson``), under a time limit (``max_seconds``) and a
+    size limit (``max_chars`` characters for any string or list it builds and for its output; ``range`` gives at
+    most :data:`RENDER_RANGE` numbers).
+
+    A ValueError naming ``template_name`` when the template is not valid Jinja, runs past a limit, calls
+    ``raise_exception`` (its message quoted) or fails in any other way."""
+    import jinja2
+
+    limit = f"a chat template must render a conversation in {max_seconds:g} s and {max_chars:,} characters"
+    try:
+        compiled = compile_template(template, max_chars)
+    except jinja2.exceptions.TemplateSyntaxError as e:
+        raise ValueError(f"{template_name} is not a valid Jinja template: {e} (line {e.lineno})") from None
+    out, n = [], 0
+    try:
+        with _clock(max_seconds):
+            for chunk in compiled.generate(messages=messages, add_generation_prompt=add_generation_prompt, **extra):
+                n += len(chunk)
+                if n > max_chars:
+                    raise TemplateLimit(f"its output passed {max_chars:,} characters")
+                out.append(chunk)
+    except TemplateLimit as e:
+        raise ValueError(f"{template_name} was stopped: {e}; {limit}") from None
+    except jinja2.exceptions.TemplateError as e:
+        if getattr(e, "raised_by_template", False):
+            raise ValueError(f"{template_name} refused the conversation (raise_exception): {e}") from None
+        raise ValueError(f"{template_name} failed to render the conversation: {type(e).__name__}: {e}") from None
+    except (RecursionError, MemoryError) as e:
+        raise ValueError(f"{template_name} was stopped: {type(e).__name__}; {limit}") from None
+    except Exception as e:  # the template's own code failed (a bad operand, an overflow ...)
+        raise ValueError(f"{template_name} failed to render the conversation: {type(e).__name__}: {e}") from None
+    return "".join(out)
+
+
+# ---- the chat -----------------------------------------------------------------------------------------------
+
+
+def read_tokenizer(path: Path):
+    """The ``tokenizers.Tokenizer`` of the file at ``path``; a ValueError naming the file when the package cannot
+    read it (a truncated or corrupt ``tokenizer.json``)."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("the tokenizer needs the 'tokenizers' package: pip install 'tokdyn[models]'") from None
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a plain Exception with serde's message
+        raise ValueError(
+            f"{path}: the tokenizers package cannot read it ({e}); expected the checkpoint's tokenizer.json "
+            "(is the file truncated?)"
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,39 +338,78 @@ class Chat:
         template: the chat template (Jinja), or None.
         processor: the image processor of ``preprocessor_config.json``.
         special: the special tokens' strings the template may name (``eos_token``, ``bos_token``, ``pad_token``).
+        template_name: where the template was found (the file), for errors.
     """
 
     tokenizer: object
     template: str | None
     processor: ImageProcessor
     special: dict
+    template_name: str = "the chat template"
 
     @classmethod
     def load(cls, directory: str | Path) -> Chat:
-        """The tokenizer, template and image processor of the checkpoint in ``directory``."""
-        try:
-            from tokenizers import Tokenizer
-        except ImportError:  # pragma: no cover - depends on the environment
-            raise ImportError("the tokenizer needs the 'tokenizers' package: pip install 'tokdyn[models]'") from None
+        """The tokenizer, template and image processor of the checkpoint in ``directory``.
+
+        FileNotFoundError without ``tokenizer.json``; a ValueError naming the file and the field when a file
+        cannot be read (``tokenizer.json`` truncated, a JSON file that is not JSON, a template that is not
+        Jinja, a processor setting out of range) or when ``preprocessor_config.json`` cuts images otherwise
+        than ``config.json``'s vision tower reads them (when ``config.json`` is there)."""
+        import jinja2
+
         directory = Path(directory)
         path = directory / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer.json in {str(directory)!r}: the checkpoint's tokenizer is needed")
         config_path = directory / "tokenizer_config.json"
-        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        config = config_lib.read_json(config_path, "the tokenizer's settings") if config_path.is_file() else {}
         special = {}
         for name in ("bos_token", "eos_token", "pad_token"):
             value = config.get(name)
             if isinstance(value, dict):
                 value = value.get("content")
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{config_path}: {name} is {value!r}; expected a token's string")
             special[name] = value
-        return cls(Tokenizer.from_file(str(path)), read_template(directory), ImageProcessor.read(directory), special)
+        template, where = find_template(directory)
+        if template is not None:
+            try:
+                compile_template(template)
+            except jinja2.exceptions.TemplateSyntaxError as e:
+                raise ValueError(f"{where} is not a valid Jinja template: {e} (line {e.lineno})") from None
+        processor = ImageProcessor.read(directory)
+        if (directory / "config.json").is_file():
+            model = config_lib.read(directory)
+            processor.check_model(model.vision, str(directory / "preprocessor_config.json"), "config.json")
+        return cls(read_tokenizer(path), template, processor, special, where or "the chat template")
 
     def render(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        """The conversation ``messages`` as text through the checkpoint's chat template."""
+        """The conversation ``messages`` as text through the checkpoint's chat template (:func:`render`: bounded
+        in time and size; a ValueError naming the template when it fails)."""
         if self.template is None:
             raise ValueError("the checkpoint has no chat template (chat_template.jinja or tokenizer_config.json)")
-        return render(self.template, messages, add_generation_prompt, **self.special)
+        return render(self.template, messages, add_generation_prompt, template_name=self.template_name, **self.special)
+
+    def text_ids(self, text: str, what: str = "text") -> np.ndarray:
+        """The token ids (int64) of ``text`` without special tokens added, every character accounted for: a
+        ValueError naming ``what`` when the tokenizer maps it to nothing, maps part of it to its unknown token,
+        or drops characters (a tokenizer without an unknown token skips what its vocabulary lacks)."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        if not ids:
+            raise ValueError(f"{what} {text!r} has no tokens: the tokenizer maps it to nothing")
+        unk = getattr(getattr(self.tokenizer, "model", None), "unk_token", None)
+        unk_id = self.tokenizer.token_to_id(unk) if unk else None
+        if unk_id is not None and unk_id in ids:
+            raise ValueError(f"{what} {text!r} holds characters the tokenizer maps to its unknown token {unk!r}")
+        decoded = self.tokenizer.decode(ids, skip_special_tokens=False)
+        norm = lambda s: unicodedata.normalize("NFC", s).strip()  # noqa: E731
+        if norm(decoded) != norm(text):
+            lost = sorted(set(norm(text)) - set(norm(decoded)))
+            raise ValueError(
+                f"{what} {text!r} is not what its tokens spell ({decoded!r}): the tokenizer drops "
+                f"{''.join(lost) or 'part of it'!r}, which its vocabulary lacks"
+            )
+        return np.asarray(ids, np.int64)
 
     def encode(self, messages: list[dict] | str, images=None, add_generation_prompt: bool = True) -> dict:
         """The model's inputs for a conversation (``messages``, rendered by the template) or a prompt's text

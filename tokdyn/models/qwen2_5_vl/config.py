@@ -1,12 +1,61 @@
 """Qwen2.5-VL's configuration, read from a checkpoint's ``config.json`` in either of Hugging Face's layouts:
 the text model's fields at the top level (the published checkpoints, ``rope_scaling`` with ``mrope_section``)
-or nested under ``text_config`` (``transformers`` 5's ``save_pretrained``, ``rope_parameters``)."""
+or nested under ``text_config`` (``transformers`` 5's ``save_pretrained``, ``rope_parameters``).
+
+Every field is checked when it is read (and when a configuration is built in code): a ValueError names the
+file, the field, its value and what is allowed, before any weight is read. Sizes are positive integers
+(JSON numbers, not strings or booleans), the widths divide into their heads, ``rope_theta`` and
+``rms_norm_eps`` are finite and positive (either at zero or below gives NaN logits), the M-RoPE sections are
+three non-negative integers summing to half the head width, and the special token ids are integers.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from pathlib import Path
+
+from tokdyn.models.blocks.mlp import ACTIVATIONS
+
+DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
+"""The values ``config.json``'s ``torch_dtype`` (or ``dtype``) may take: the dtype the weights were saved in."""
+
+
+def integer(where: str, value, minimum: int = 1) -> int:
+    """``value`` as an int when it is an integer (not a bool, a float or a string) of at least ``minimum``;
+    a ValueError naming ``where`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{where} is {value!r} ({type(value).__name__}); expected an integer >= {minimum}")
+    if value < minimum:
+        raise ValueError(f"{where} is {value!r}; expected an integer >= {minimum}")
+    return int(value)
+
+
+def positive_number(where: str, value) -> float:
+    """``value`` as a float when it is a finite number > 0 (not a bool or a string); a ValueError naming
+    ``where`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{where} is {value!r}; expected a finite number > 0")
+    return float(value)
+
+
+def integers(where: str, value, minimum: int = 0, length: int | None = None) -> tuple[int, ...]:
+    """``value`` (a list or tuple) as a tuple of integers of at least ``minimum`` (``length`` of them when
+    given); a ValueError naming ``where`` and the element otherwise."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{where} is {value!r}; expected a list of integers")
+    if length is not None and len(value) != length:
+        raise ValueError(f"{where} is {list(value)!r}; expected {length} integers")
+    return tuple(integer(f"{where}[{i}]", v, minimum) for i, v in enumerate(value))
+
+
+def activation_name(where: str, value) -> str:
+    """``value`` when it names an activation tokdyn has (:data:`tokdyn.models.blocks.mlp.ACTIVATIONS`)."""
+    if value not in ACTIVATIONS:
+        raise ValueError(f"{where} is {value!r}; expected one of {sorted(ACTIVATIONS)}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +93,9 @@ class VisionConfig:
     hidden_act: str = "silu"
     rope_theta: float = 10000.0
     tokens_per_second: int = 4
+
+    def __post_init__(self):
+        check_vision(self)
 
     @property
     def head_dim(self) -> int:
@@ -86,6 +138,9 @@ class TextConfig:
     hidden_act: str = "silu"
     tie_word_embeddings: bool = False
 
+    def __post_init__(self):
+        check_text(self)
+
     @property
     def head_dim(self) -> int:
         """Width of one attention head."""
@@ -116,79 +171,201 @@ class Config:
     eos_token_id: tuple[int, ...] = ()
     dtype: str | None = None
 
-
-def _pick(d: dict, cls, renames: dict[str, str] | None = None) -> dict:
-    names = {f.name for f in dataclasses.fields(cls)}
-    out = {}
-    for key, value in d.items():
-        key = (renames or {}).get(key, key)
-        if key in names:
-            out[key] = tuple(value) if isinstance(value, list) else value
-    return out
+    def __post_init__(self):
+        check_config(self)
 
 
-def _rope(d: dict) -> dict:
+def check_vision(v: VisionConfig, where: str = "VisionConfig.") -> None:
+    """Every field of ``v`` and how they fit together; ValueError naming ``where`` + the field."""
+    for name in ("depth", "hidden_size", "intermediate_size", "num_heads", "out_hidden_size", "patch_size"):
+        integer(where + name, getattr(v, name))
+    for name in ("temporal_patch_size", "spatial_merge_size", "window_size", "in_channels"):
+        integer(where + name, getattr(v, name))
+    integers(where + "fullatt_block_indexes", v.fullatt_block_indexes)
+    bad = [i for i in v.fullatt_block_indexes if i >= v.depth]
+    if bad:
+        raise ValueError(
+            f"{where}fullatt_block_indexes is {list(v.fullatt_block_indexes)}; expected indexes of blocks, below "
+            f"depth={v.depth}"
+        )
+    activation_name(where + "hidden_act", v.hidden_act)
+    positive_number(where + "rope_theta", v.rope_theta)
+    if isinstance(v.tokens_per_second, bool) or not isinstance(v.tokens_per_second, numbers.Real):
+        raise ValueError(f"{where}tokens_per_second is {v.tokens_per_second!r}; expected a number")
+    if v.hidden_size % v.num_heads or (v.hidden_size // v.num_heads) % 4:
+        raise ValueError(
+            f"{where}hidden_size={v.hidden_size} and num_heads={v.num_heads}: the width must split into num_heads "
+            "heads of a width divisible by 4 (the 2D rotary positions rotate pairs of rows and of columns)"
+        )
+    if v.window_size < v.patch_size * v.spatial_merge_size:
+        raise ValueError(
+            f"{where}window_size is {v.window_size}; expected at least patch_size x spatial_merge_size = "
+            f"{v.patch_size * v.spatial_merge_size} pixels (one merged token)"
+        )
+
+
+def check_text(t: TextConfig, where: str = "TextConfig.") -> None:
+    """Every field of ``t`` and how they fit together; ValueError naming ``where`` + the field."""
+    for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+        integer(where + name, getattr(t, name))
+    integer(where + "num_key_value_heads", t.num_key_value_heads)
+    positive_number(where + "rms_norm_eps", t.rms_norm_eps)
+    positive_number(where + "rope_theta", t.rope_theta)
+    activation_name(where + "hidden_act", t.hidden_act)
+    if not isinstance(t.tie_word_embeddings, bool):
+        raise ValueError(f"{where}tie_word_embeddings is {t.tie_word_embeddings!r}; expected true or false")
+    if t.hidden_size % t.num_attention_heads or (t.hidden_size // t.num_attention_heads) % 2:
+        raise ValueError(
+            f"{where}hidden_size={t.hidden_size} and num_attention_heads={t.num_attention_heads}: the width must "
+            "split into num_attention_heads heads of an even width (rotary positions rotate pairs)"
+        )
+    if t.num_attention_heads % t.num_key_value_heads:
+        raise ValueError(
+            f"{where}num_key_value_heads is {t.num_key_value_heads}; expected a divisor of "
+            f"num_attention_heads={t.num_attention_heads} (grouped-query attention)"
+        )
+    sections = integers(where + "mrope_section", t.mrope_section, 0, 3)
+    if sum(sections) != (t.hidden_size // t.num_attention_heads) // 2:
+        raise ValueError(
+            f"{where}mrope_section is {list(sections)}; expected three integers >= 0 summing to half the head "
+            f"width, {(t.hidden_size // t.num_attention_heads) // 2} (hidden_size {t.hidden_size} / num_attention_heads {t.num_attention_heads} / 2)"
+        )
+
+
+def check_config(cfg: Config, where: str = "Config.", text_where: str | None = None) -> None:
+    """The ids and dtype of ``cfg`` (its towers checked by :func:`check_vision` and :func:`check_text`): the
+    placeholder and stop token ids non-negative integers (an id past the vocabulary is allowed, as
+    ``transformers`` saves its defaults so: such a token never appears in the inputs, which are checked)."""
+    for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
+        integer(where + name, getattr(cfg, name), 0)
+    for value in cfg.eos_token_id:
+        integer(f"{text_where or where}eos_token_id", value, 0)
+    if cfg.dtype is not None and cfg.dtype not in DTYPE_NAMES:
+        raise ValueError(f"{where}torch_dtype is {cfg.dtype!r}; expected one of {DTYPE_NAMES}")
+    if cfg.vision.out_hidden_size != cfg.text.hidden_size:
+        raise ValueError(
+            f"{where}vision_config.out_hidden_size ({cfg.vision.out_hidden_size}) must equal the text hidden_size "
+            f"({cfg.text.hidden_size}): the merger's output replaces token embeddings"
+        )
+
+
+def read_json(path: Path, what: str = "a JSON object") -> dict:
+    """The JSON object in the file at ``path``; a ValueError naming the file when it is not UTF-8 JSON or not
+    an object (``what`` says what it should hold)."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON file ({e}); expected {what}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected {what}, got a JSON {type(raw).__name__}")
+    return raw
+
+
+def _section(raw: dict, name: str, source: str, required: bool) -> dict:
+    value = raw.get(name)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        shown = "null" if value is None else repr(value)
+        raise ValueError(
+            f"{source}: {name} is {shown}; expected an object holding the "
+            f"{'vision tower' if name == 'vision_config' else 'decoder'}'s fields (a Qwen2.5-VL configuration)"
+        )
+    return value
+
+
+def _rope(d: dict, where: str) -> dict:
     rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+    key = "rope_parameters" if d.get("rope_parameters") else "rope_scaling"
+    if not isinstance(rope, dict):
+        raise ValueError(f"{where}{key} is {rope!r}; expected an object")
     out = {}
     theta = rope.get("rope_theta", d.get("rope_theta"))
     if theta is not None:
-        out["rope_theta"] = float(theta)
+        out["rope_theta"] = positive_number(where + "rope_theta", theta)
     if "mrope_section" in rope:
-        out["mrope_section"] = tuple(int(s) for s in rope["mrope_section"])
+        out["mrope_section"] = integers(f"{where}{key}.mrope_section", rope["mrope_section"], 0, 3)
     kind = rope.get("rope_type", rope.get("type", "default"))
     if kind not in ("default", "mrope", "axial"):
-        raise ValueError(f"rope type {kind!r} is not supported; expected 'default' or 'mrope'")
+        raise ValueError(f"{where}{key}.rope_type is {kind!r}; expected 'default' or 'mrope' (no scaling)")
     return out
 
 
-def from_dict(raw: dict) -> Config:
-    """A :class:`Config` from the parsed ``config.json`` of a Qwen2.5-VL checkpoint."""
-    if not isinstance(raw, dict) or "vision_config" not in raw:
-        raise ValueError("config.json has no 'vision_config': not a Qwen2.5-VL checkpoint's configuration")
+def _fields(cls, values: dict, where: str, renames: dict[str, str] | None = None) -> dict:
+    """The fields of ``cls`` found in ``values`` (lists as tuples), the defaults for the others, and a
+    ValueError naming the first required field that is missing."""
+    out = {}
+    for key, value in values.items():
+        key = (renames or {}).get(key, key)
+        if key in {f.name for f in dataclasses.fields(cls)}:
+            out[key] = tuple(value) if isinstance(value, list) else value
+    for f in dataclasses.fields(cls):
+        if f.name not in out:
+            if f.default is dataclasses.MISSING:
+                raise ValueError(f"{where}{f.name} is missing: a Qwen2.5-VL configuration states it")
+            out[f.name] = f.default
+    return out
+
+
+def _eos(value, where: str) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    values = value if isinstance(value, list) else [value]
+    return tuple(integer(f"{where}eos_token_id", v, 0) for v in values)
+
+
+def from_dict(raw: dict, source: str = "config.json") -> Config:
+    """A :class:`Config` from the parsed ``config.json`` of a Qwen2.5-VL checkpoint (``source`` names the file
+    in errors): a ValueError naming the file, the field, its value and what is allowed when one is wrong."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: expected a JSON object, got {type(raw).__name__}")
+    if "vision_config" not in raw:
+        raise ValueError(f"{source} has no 'vision_config': not a Qwen2.5-VL checkpoint's configuration")
     model_type = raw.get("model_type")
     if model_type not in (None, "qwen2_5_vl"):
-        raise ValueError(f"config.json's model_type is {model_type!r}; expected 'qwen2_5_vl'")
-    text_raw = dict(raw.get("text_config") or {})
+        raise ValueError(f"{source}: model_type is {model_type!r}; expected 'qwen2_5_vl'")
+    vision_raw = _section(raw, "vision_config", source, True)
+    nested = _section(raw, "text_config", source, False)
+    text_raw, origin = dict(nested), {k: "text_config." for k in nested}
     for key, value in raw.items():  # the published layout keeps the text fields at the top level
-        if key not in ("vision_config", "text_config"):
-            text_raw.setdefault(key, value)
+        if key not in ("vision_config", "text_config") and key not in text_raw:
+            text_raw[key], origin[key] = value, ""
     if text_raw.get("use_sliding_window"):
-        raise ValueError(
-            "config.json sets use_sliding_window: sliding-window attention in the decoder is not supported"
-        )
-    vision_raw = dict(raw["vision_config"])
-    vision = _pick(vision_raw, VisionConfig, {"spatial_patch_size": "patch_size"})
+        raise ValueError(f"{source} sets use_sliding_window: sliding-window attention in the decoder is not supported")
+    vwhere = f"{source}: vision_config."
+    tprefix = "text_config." if nested else ""
+    twhere = f"{source}: {tprefix}"
+    vision = _fields(VisionConfig, vision_raw, vwhere, {"spatial_patch_size": "patch_size"})
     if "patch_size" in vision_raw:
         vision["patch_size"] = vision_raw["patch_size"]
-    vision.update(_rope(vision_raw))
-    text = _pick(text_raw, TextConfig)
-    text.update(_rope(text_raw))
-    text.setdefault("num_key_value_heads", text_raw.get("num_attention_heads"))
-    text["tie_word_embeddings"] = bool(raw.get("tie_word_embeddings", text_raw.get("tie_word_embeddings", False)))
-    try:
-        vision_cfg = VisionConfig(**vision)
-        text_cfg = TextConfig(**text)
-    except TypeError as err:
-        raise ValueError(f"config.json lacks a field Qwen2.5-VL needs: {err}") from None
-    if text_cfg.hidden_size % text_cfg.num_attention_heads:
-        raise ValueError("text hidden_size must be a multiple of num_attention_heads")
-    if vision_cfg.out_hidden_size != text_cfg.hidden_size:
-        raise ValueError(
-            f"vision out_hidden_size ({vision_cfg.out_hidden_size}) must equal the text hidden_size "
-            f"({text_cfg.hidden_size})"
-        )
-    eos = text_raw.get("eos_token_id")
-    eos = () if eos is None else tuple(eos) if isinstance(eos, list) else (int(eos),)
-    top = _pick(raw, Config)
-    top.pop("vision", None), top.pop("text", None)
-    top["eos_token_id"] = eos
+    vision.update(_rope(vision_raw, vwhere))
+    text_raw.setdefault("num_key_value_heads", text_raw.get("num_attention_heads"))  # no grouping by default
+    text = _fields(TextConfig, text_raw, twhere)
+    text.update(_rope(text_raw, twhere))
+    tie = raw.get("tie_word_embeddings", text_raw.get("tie_word_embeddings", False))
+    text["tie_word_embeddings"] = tie
+    check_vision(_Fields(vision), vwhere)
+    check_text(_Fields(text), twhere)
+    ids = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    top = {f.name: raw.get(f.name, f.default) for f in dataclasses.fields(Config) if f.name in ids}
+    top["eos_token_id"] = _eos(text_raw.get("eos_token_id"), f"{source}: {origin.get('eos_token_id', '')}")
     top["dtype"] = raw.get("dtype", raw.get("torch_dtype", text_raw.get("dtype", text_raw.get("torch_dtype"))))
-    return Config(vision=vision_cfg, text=text_cfg, **top)
+    vision_cfg, text_cfg = VisionConfig(**vision), TextConfig(**text)
+    top.update(vision=vision_cfg, text=text_cfg)
+    check_config(_Fields(top), f"{source}: ", f"{source}: {origin.get('eos_token_id', '')}")
+    return Config(**top)
+
+
+class _Fields:
+    """Attribute access over a dict of fields (the values checked before a dataclass is built of them)."""
+
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
 
 
 def read(directory: str | Path) -> Config:
     """The :class:`Config` of the checkpoint directory ``directory``: its ``config.json``, and the stop tokens of
-    its ``generation_config.json`` when it has one."""
+    its ``generation_config.json`` when it has one (each id a non-negative integer)."""
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(
@@ -196,10 +373,11 @@ def read(directory: str | Path) -> Config:
             "holds config.json and model.safetensors (or model-0000i-of-0000n.safetensors with "
             "model.safetensors.index.json)"
         )
-    cfg = from_dict(json.loads(path.read_text()))
+    cfg = from_dict(read_json(path, "a Qwen2.5-VL configuration (an object)"), str(path))
     generation = Path(directory) / "generation_config.json"
     if generation.is_file():  # the stop tokens generation uses, where the checkpoint states them
-        eos = json.loads(generation.read_text()).get("eos_token_id")
-        if eos is not None:
-            cfg = dataclasses.replace(cfg, eos_token_id=tuple(eos) if isinstance(eos, list) else (int(eos),))
+        raw = read_json(generation, "generation settings (an object)")
+        eos = _eos(raw.get("eos_token_id"), f"{generation}: ")
+        if eos:
+            cfg = dataclasses.replace(cfg, eos_token_id=eos)
     return cfg

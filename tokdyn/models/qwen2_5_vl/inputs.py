@@ -23,7 +23,8 @@ image_features_jit = jax.jit(image_features, static_argnums=0)
 
 
 def check_inputs(cfg: Config, input_ids, pixel_values, image_grid_thw, attention_mask):
-    """The inputs as NumPy arrays, checked: ValueError naming the argument when one is malformed."""
+    """The inputs as NumPy arrays, checked: ValueError naming the argument when one is malformed, or when
+    ``input_ids`` hold the video placeholder token (video input is not supported)."""
     ids = np.asarray(input_ids)
     if ids.ndim == 1:
         ids = ids[None]
@@ -37,6 +38,13 @@ def check_inputs(cfg: Config, input_ids, pixel_values, image_grid_thw, attention
     if mask.shape != ids.shape:
         raise ValueError(f"attention_mask has shape {mask.shape}; input_ids has {ids.shape}")
     mask = mask.astype(bool)
+    video = np.argwhere((ids == cfg.video_token_id) & mask)
+    if len(video):
+        row, col = video[0]
+        raise ValueError(
+            f"input_ids hold the video placeholder token (id {cfg.video_token_id}, <|video_pad|>) at row {row}, "
+            f"position {col}: video input is not supported; give images (<|image_pad|>) or text"
+        )
     n_image = int(((ids == cfg.image_token_id) & mask).sum())
     if (pixel_values is None) != (image_grid_thw is None):
         raise ValueError("pixel_values and image_grid_thw go together: give both or neither")

@@ -38,18 +38,22 @@ class Entry:
         path: where it goes in the parameter tree (keys and list indices).
         shape: its shape on disk.
         kind: ``"linear"`` (transposed to (in, out)), ``"conv"`` (flattened to (in, out)) or ``"plain"``.
+        dims: the configuration's fields each axis of ``shape`` comes from (``"vocab_size"``,
+            ``"vision_config.hidden_size"``, ...), for errors that name the field a checkpoint disagrees with.
     """
 
     name: str
     path: tuple
     shape: tuple[int, ...]
     kind: str = "plain"
+    dims: tuple[str, ...] = ()
 
 
-def _linear(name: str, path: tuple, n_in: int, n_out: int, bias: bool) -> Iterator[Entry]:
-    yield Entry(f"{name}.weight", (*path, "kernel"), (n_out, n_in), "linear")
+def _linear(name: str, path: tuple, n_in, n_out, bias: bool) -> Iterator[Entry]:
+    """A linear layer's weight (and bias); ``n_in``/``n_out`` are ``(size, the field it comes from)``."""
+    yield Entry(f"{name}.weight", (*path, "kernel"), (n_out[0], n_in[0]), "linear", (n_out[1], n_in[1]))
     if bias:
-        yield Entry(f"{name}.bias", (*path, "bias"), (n_out,))
+        yield Entry(f"{name}.bias", (*path, "bias"), (n_out[0],), "plain", (n_out[1],))
 
 
 def layout(cfg: Config) -> list[Entry]:
@@ -57,44 +61,63 @@ def layout(cfg: Config) -> list[Entry]:
     v, t = cfg.vision, cfg.text
     out: list[Entry] = []
     vp = v.patch_size
+    vw = (v.hidden_size, "vision_config.hidden_size")
     out.append(
         Entry(
             "visual.patch_embed.proj.weight",
             ("vision", "patch_embed", "kernel"),
             (v.hidden_size, v.in_channels, v.temporal_patch_size, vp, vp),
             "conv",
+            (
+                vw[1],
+                "vision_config.in_channels",
+                "vision_config.temporal_patch_size",
+                *["vision_config.patch_size"] * 2,
+            ),
         )
     )
+    vmlp = (v.intermediate_size, "vision_config.intermediate_size")
     for i in range(v.depth):
         pre, path = f"visual.blocks.{i}", ("vision", "blocks", i)
-        out.append(Entry(f"{pre}.norm1.weight", (*path, "norm1"), (v.hidden_size,)))
-        out.append(Entry(f"{pre}.norm2.weight", (*path, "norm2"), (v.hidden_size,)))
-        out += _linear(f"{pre}.attn.qkv", (*path, "attn", "qkv"), v.hidden_size, 3 * v.hidden_size, True)
-        out += _linear(f"{pre}.attn.proj", (*path, "attn", "proj"), v.hidden_size, v.hidden_size, True)
+        out.append(Entry(f"{pre}.norm1.weight", (*path, "norm1"), (v.hidden_size,), dims=(vw[1],)))
+        out.append(Entry(f"{pre}.norm2.weight", (*path, "norm2"), (v.hidden_size,), dims=(vw[1],)))
+        qkv = (3 * v.hidden_size, "3 x vision_config.hidden_size")
+        out += _linear(f"{pre}.attn.qkv", (*path, "attn", "qkv"), vw, qkv, True)
+        out += _linear(f"{pre}.attn.proj", (*path, "attn", "proj"), vw, vw, True)
         for part in ("gate", "up"):
-            out += _linear(f"{pre}.mlp.{part}_proj", (*path, "mlp", part), v.hidden_size, v.intermediate_size, True)
-        out += _linear(f"{pre}.mlp.down_proj", (*path, "mlp", "down"), v.intermediate_size, v.hidden_size, True)
-    merged = v.hidden_size * v.spatial_merge_size**2
-    out.append(Entry("visual.merger.ln_q.weight", ("vision", "merger", "norm"), (v.hidden_size,)))
+            out += _linear(f"{pre}.mlp.{part}_proj", (*path, "mlp", part), vw, vmlp, True)
+        out += _linear(f"{pre}.mlp.down_proj", (*path, "mlp", "down"), vmlp, vw, True)
+    merged = (v.hidden_size * v.spatial_merge_size**2, "vision_config.hidden_size x spatial_merge_size^2")
+    out.append(Entry("visual.merger.ln_q.weight", ("vision", "merger", "norm"), (v.hidden_size,), dims=(vw[1],)))
     out += _linear("visual.merger.mlp.0", ("vision", "merger", "fc1"), merged, merged, True)
-    out += _linear("visual.merger.mlp.2", ("vision", "merger", "fc2"), merged, v.out_hidden_size, True)
+    out += _linear(
+        "visual.merger.mlp.2",
+        ("vision", "merger", "fc2"),
+        merged,
+        (v.out_hidden_size, "vision_config.out_hidden_size"),
+        True,
+    )
 
-    d, hd = t.hidden_size, t.head_dim
-    out.append(Entry("model.embed_tokens.weight", ("text", "embed"), (t.vocab_size, d)))
+    d, hd = (t.hidden_size, "hidden_size"), t.head_dim
+    vocab = (t.vocab_size, "vocab_size")
+    q = (t.num_attention_heads * hd, "num_attention_heads x head width")
+    kv = (t.num_key_value_heads * hd, "num_key_value_heads x head width")
+    mlp = (t.intermediate_size, "intermediate_size")
+    out.append(Entry("model.embed_tokens.weight", ("text", "embed"), (vocab[0], d[0]), dims=(vocab[1], d[1])))
     for i in range(t.num_hidden_layers):
         pre, path = f"model.layers.{i}", ("text", "layers", i)
-        out.append(Entry(f"{pre}.input_layernorm.weight", (*path, "input_norm"), (d,)))
-        out.append(Entry(f"{pre}.post_attention_layernorm.weight", (*path, "post_norm"), (d,)))
-        out += _linear(f"{pre}.self_attn.q_proj", (*path, "attn", "q"), d, t.num_attention_heads * hd, True)
-        out += _linear(f"{pre}.self_attn.k_proj", (*path, "attn", "k"), d, t.num_key_value_heads * hd, True)
-        out += _linear(f"{pre}.self_attn.v_proj", (*path, "attn", "v"), d, t.num_key_value_heads * hd, True)
-        out += _linear(f"{pre}.self_attn.o_proj", (*path, "attn", "o"), t.num_attention_heads * hd, d, False)
+        out.append(Entry(f"{pre}.input_layernorm.weight", (*path, "input_norm"), (d[0],), dims=(d[1],)))
+        out.append(Entry(f"{pre}.post_attention_layernorm.weight", (*path, "post_norm"), (d[0],), dims=(d[1],)))
+        out += _linear(f"{pre}.self_attn.q_proj", (*path, "attn", "q"), d, q, True)
+        out += _linear(f"{pre}.self_attn.k_proj", (*path, "attn", "k"), d, kv, True)
+        out += _linear(f"{pre}.self_attn.v_proj", (*path, "attn", "v"), d, kv, True)
+        out += _linear(f"{pre}.self_attn.o_proj", (*path, "attn", "o"), q, d, False)
         for part in ("gate", "up"):
-            out += _linear(f"{pre}.mlp.{part}_proj", (*path, "mlp", part), d, t.intermediate_size, False)
-        out += _linear(f"{pre}.mlp.down_proj", (*path, "mlp", "down"), t.intermediate_size, d, False)
-    out.append(Entry("model.norm.weight", ("text", "norm"), (d,)))
+            out += _linear(f"{pre}.mlp.{part}_proj", (*path, "mlp", part), d, mlp, False)
+        out += _linear(f"{pre}.mlp.down_proj", (*path, "mlp", "down"), mlp, d, False)
+    out.append(Entry("model.norm.weight", ("text", "norm"), (d[0],), dims=(d[1],)))
     if not t.tie_word_embeddings:
-        out += _linear("lm_head", ("text", "lm_head"), d, t.vocab_size, False)
+        out += _linear("lm_head", ("text", "lm_head"), d, vocab, False)
     return out
 
 

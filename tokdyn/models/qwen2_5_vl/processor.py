@@ -5,6 +5,13 @@ into rows of ``pixel_values`` (patches in blocks of ``merge_size`` x ``merge_siz
 frames x patch x patch, the frame repeated ``temporal_patch_size`` times) with ``image_grid_thw``.
 
 The resize is Pillow's bicubic filter on the 8-bit image, as in ``transformers``; the rest is NumPy.
+
+Images are taken to RGB as ``transformers``' image processor takes them (``do_convert_rgb``): an image with
+transparency (an alpha channel, or a palette or grey image with a transparent colour) is composited on white,
+any other mode is converted by Pillow. A file is read by :func:`load_image`, which applies the EXIF orientation
+as ``transformers``' ``load_image`` does. 16-bit grey PNGs (and other modes of more than 8 bits a channel) are
+refused, naming the file and the mode: Pillow's conversion, which ``transformers`` uses, clips their values to
+8 bits (every value above 255 becomes white), so the reference preprocessing has no faithful result to match.
 """
 
 from __future__ import annotations
@@ -51,18 +58,99 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BICUBIC))
 
 
-def as_rgb(image) -> np.ndarray:
-    """``image`` as an (H, W, 3) uint8 array: a PIL image (converted to RGB) or a uint8 array (H, W, 3) or (H, W)."""
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I", "F")
+"""Pillow modes of more than 8 bits a channel, refused: Pillow's ``convert("RGB")`` clips them to 8 bits."""
+
+
+def has_transparency(image) -> bool:
+    """Whether the PIL ``image`` has an alpha band or a transparent colour (``transformers``' rule)."""
+    return "A" in image.getbands() or image.info.get("transparency") is not None
+
+
+def as_rgb(image, name: str = "image") -> np.ndarray:
+    """``image`` as an (H, W, 3) uint8 array, as ``transformers``' image processor converts it to RGB: a PIL
+    image with transparency composited on white (``Image.alpha_composite``), another converted by Pillow; a
+    uint8 array (H, W) repeated over three channels, (H, W, 3) kept, (H, W, 4) composited on white as
+    ``transformers`` composites arrays. A PIL image of more than 8 bits a channel (:data:`HIGH_BIT_MODES`) is
+    refused: a ValueError naming ``name`` and the mode."""
     if hasattr(image, "convert") and hasattr(image, "size"):
-        image = np.asarray(image.convert("RGB"))
+        from PIL import Image
+
+        if image.mode in HIGH_BIT_MODES:
+            raise ValueError(
+                f"{name} has Pillow mode {image.mode!r} (more than 8 bits a channel, e.g. a 16-bit grey PNG): "
+                "Pillow's conversion to RGB, which transformers' preprocessing uses, clips it to 8 bits. Save it "
+                "as an 8-bit image first (e.g. the 16-bit values divided by 257, rounded)"
+            )
+        if has_transparency(image):
+            rgba = image.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+        return np.asarray(image.convert("RGB"))
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
-        raise ValueError(f"images must be PIL images or uint8 arrays (H, W, 3), got dtype {arr.dtype}")
+        raise ValueError(f"{name} must be a PIL image or a uint8 array (H, W, 3), got dtype {arr.dtype}")
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=-1)
+    if arr.ndim == 3 and arr.shape[-1] == 4:  # transformers' convert_to_rgb of an RGBA array
+        alpha = arr[..., 3:4] / 255
+        arr = np.round(alpha * arr[..., :3] + (1 - alpha) * 255).astype(np.uint8)
     if arr.ndim != 3 or arr.shape[-1] != 3:
-        raise ValueError(f"images must be (H, W, 3) RGB arrays, got shape {arr.shape}")
+        raise ValueError(f"{name} must be an (H, W, 3) RGB array, got shape {arr.shape}")
     return arr
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """The image file at ``path`` as an (H, W, 3) uint8 array, as ``transformers`` reads and converts it: the
+    EXIF orientation applied (``ImageOps.exif_transpose``, as ``transformers.image_utils.load_image`` does),
+    then :func:`as_rgb` (transparency composited on white).
+
+    FileNotFoundError when there is no file; a ValueError naming the file when it is not an image Pillow
+    reads, when it has more pixels than Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``,
+    which a user who trusts the file may raise), or when it has more than 8 bits a channel."""
+    import warnings
+
+    from PIL import Image, ImageOps
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {str(path)!r} does not exist")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im = ImageOps.exif_transpose(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(
+            f"image {str(path)!r} is refused as a possible decompression bomb ({e}); shrink the image, or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if the file is trusted"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as e:  # UnidentifiedImageError is an OSError
+        raise ValueError(f"image {str(path)!r} cannot be read as an image ({e})") from None
+    return as_rgb(im, f"image {str(path)!r}")
+
+
+def check_settings(settings: dict, where: str) -> None:
+    """The image processor's settings (``min_pixels``, ``max_pixels``, ``patch_size``, ``temporal_patch_size``,
+    ``merge_size``, ``image_mean``, ``image_std``, ``rescale_factor``): a ValueError naming ``where``, the field,
+    its value and what is allowed."""
+    for name in ("min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size"):
+        value = settings[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{where}{name} is {value!r}; expected an integer >= 1")
+    if settings["min_pixels"] > settings["max_pixels"]:
+        raise ValueError(f"{where}min_pixels ({settings['min_pixels']}) exceeds max_pixels ({settings['max_pixels']})")
+    for name, positive in (("image_mean", False), ("image_std", True)):
+        value = settings[name]
+        ok = isinstance(value, (list, tuple)) and len(value) == 3
+        ok = ok and all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) for v in value)
+        if not ok or (positive and min(value) <= 0):
+            raise ValueError(
+                f"{where}{name} is {value!r}; expected three finite numbers{' > 0' if positive else ''} (R, G, B)"
+            )
+    value = settings["rescale_factor"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{where}rescale_factor is {value!r}; expected a finite number > 0 (1/255 for 8-bit images)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,11 +177,19 @@ class ImageProcessor:
     image_std: tuple[float, ...] = CLIP_STD
     rescale_factor: float = 1 / 255
 
+    def __post_init__(self):
+        check_settings(dataclasses.asdict(self), "ImageProcessor.")
+
     @classmethod
-    def from_dict(cls, raw: dict) -> ImageProcessor:
+    def from_dict(cls, raw: dict, source: str = "preprocessor_config.json") -> ImageProcessor:
         """The settings of a parsed ``preprocessor_config.json`` (``size`` as ``shortest_edge``/``longest_edge``
-        or ``min_pixels``/``max_pixels``)."""
+        or ``min_pixels``/``max_pixels``); ``source`` names the file in errors: a ValueError naming the field,
+        its value and what is allowed."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"{source}: expected a JSON object, got {type(raw).__name__}")
         size = raw.get("size") or {}
+        if not isinstance(size, dict):
+            raise ValueError(f"{source}: size is {size!r}; expected an object (shortest_edge, longest_edge)")
         kw = {
             "min_pixels": raw.get("min_pixels", size.get("shortest_edge", size.get("min_pixels", cls.min_pixels))),
             "max_pixels": raw.get("max_pixels", size.get("longest_edge", size.get("max_pixels", cls.max_pixels))),
@@ -103,16 +199,46 @@ class ImageProcessor:
                 kw[name] = raw[name]
         for name in ("image_mean", "image_std"):
             if name in raw:
-                kw[name] = tuple(raw[name])
-        if raw.get("do_resize") is False or raw.get("do_normalize") is False or raw.get("do_rescale") is False:
-            raise ValueError("preprocessor_config.json turns off resizing, rescaling or normalising: not supported")
+                kw[name] = tuple(raw[name]) if isinstance(raw[name], list) else raw[name]
+        for name in ("do_resize", "do_normalize", "do_rescale"):
+            if raw.get(name) is False:
+                raise ValueError(
+                    f"{source}: {name} is false; turning off resizing, rescaling or normalising is not supported"
+                )
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        check_settings({**defaults, **kw}, f"{source}: ")
         return cls(**kw)
 
     @classmethod
     def read(cls, directory: str | Path) -> ImageProcessor:
-        """The settings in ``directory``'s ``preprocessor_config.json`` (the defaults when there is none)."""
+        """The settings in ``directory``'s ``preprocessor_config.json`` (the defaults when there is none); a
+        ValueError naming the file when it is not JSON or a field is wrong."""
         path = Path(directory) / "preprocessor_config.json"
-        return cls.from_dict(json.loads(path.read_text())) if path.is_file() else cls()
+        if not path.is_file():
+            return cls()
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: not a JSON file ({e}); expected the image processor's settings") from None
+        return cls.from_dict(raw, str(path))
+
+    def check_model(self, vision, source: str = "preprocessor_config.json", model: str = "config.json") -> None:
+        """Refuse settings that cut images otherwise than the vision tower ``vision`` (a
+        :class:`~tokdyn.models.qwen2_5_vl.config.VisionConfig`) reads them: a ValueError naming ``source``'s
+        field, both values and ``model``'s field when ``patch_size``, ``temporal_patch_size`` or ``merge_size``
+        differs from the model's ``patch_size``, ``temporal_patch_size`` or ``spatial_merge_size``."""
+        pairs = (
+            ("patch_size", "patch_size"),
+            ("temporal_patch_size", "temporal_patch_size"),
+            ("merge_size", "spatial_merge_size"),
+        )
+        for mine, theirs in pairs:
+            if getattr(self, mine) != getattr(vision, theirs):
+                raise ValueError(
+                    f"{source}: {mine} is {getattr(self, mine)} but {model}'s vision_config.{theirs} is "
+                    f"{getattr(vision, theirs)}: the processor must cut images as the model reads them (make the "
+                    "two agree)"
+                )
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
         """The size an image of ``height`` x ``width`` is resized to."""
@@ -138,8 +264,8 @@ class ImageProcessor:
         mean = np.asarray(self.image_mean, np.float32)[:, None, None]
         std = np.asarray(self.image_std, np.float32)[:, None, None]
         rows, grids = [], []
-        for image in images:
-            arr = as_rgb(image)
+        for i, image in enumerate(images):
+            arr = as_rgb(image, f"images[{i}]")
             arr = resize(arr, *self.target_size(*arr.shape[:2]))
             scaled = (arr.transpose(2, 0, 1).astype(np.float64) * self.rescale_factor).astype(np.float32)
             pixels, grid = self.patchify((scaled - mean) / std)

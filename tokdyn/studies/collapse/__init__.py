@@ -101,8 +101,9 @@ SPEC = runner.Spec(
         "real_slots.csv",
     ),
     figure_files=("phase_collapse.png", "phase_groups.png", "phase_momentum.png", "phase_repulsion.png"),
-    selection=("preset",),
-)  # a label: the same runs with it or without it
+    selection=("preset",),  # a label: the same runs with it or without it
+    prepare=real.prepare_data,  # with --data: the scenes counted and read before the directory is stamped
+)
 
 
 main = runner.entry(

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import analysis, dynamics, io, metrics, train
-from tokdyn.experiment.study import Study, digest
+from tokdyn.experiment.study import Refused, Study, digest
 from tokdyn.models import slots
 from tokdyn.studies.collapse.config import Config
 from tokdyn.studies.collapse.parts import crossing
@@ -63,6 +63,29 @@ def real_scenes(data: str, count: int, size: int, max_objects: int):
     from tokdyn.datasets import scenes
 
     return scenes.load(data, count, size=size, min_objects=1, max_objects=max_objects)
+
+
+def prepare_data(session, cfg: Config) -> None:
+    """The runner's ``prepare`` (before the study's directory is opened): with ``data``, the
+    scenes of the real part are read now, once (:func:`real_scenes` keeps them), so that a file with
+    too few usable scenes, or one that does not read (a corrupt record, a wrong feature spec), is
+    refused before any work: :class:`~tokdyn.experiment.study.Refused` (the command exits 2)
+    naming the file, how many usable scenes it holds, and which of ``--data-scenes``,
+    ``--data-pool`` and ``--data-max-objects`` to change, and to what."""
+    if not cfg.data:
+        return None
+    from tokdyn.datasets.scenes import TooFewScenes, shortfall_message, ways_out
+
+    counts = {"--data-scenes": cfg.data_scenes, "--data-pool": cfg.data_pool}
+    session.say(f"reading the {sum(counts.values())} scenes of {cfg.data} the real part takes")
+    try:
+        real_scenes(cfg.data, cfg.data_scenes + cfg.data_pool, cfg.data_size, cfg.data_max_objects)
+    except TooFewScenes as e:
+        ways = ways_out(e, counts, trim="--data-pool", max_option="--data-max-objects")
+        raise Refused(f"data: {shortfall_message(e, counts, ways)}") from None
+    except (ValueError, OSError) as e:  # a corrupt record or feature spec, an unreadable file: named inside
+        raise Refused(f"data: {e}") from None
+    return None
 
 
 def split(cfg: Config) -> tuple:

@@ -56,6 +56,8 @@ from tokdyn.studies.object_discovery.fixed import (  # noqa: F401
     choose_refinement,
     choose_settings,
     method_key,
+    prepare_data,
+    real_arguments,
     real_scenes,
     refinement_settings,
     run_fixed,
@@ -139,6 +141,7 @@ SPEC = runner.Spec(
     figure_files=("examples.png", "learning_curve.png"),
     selection=("methods", "kmeans", "learned", "preset"),  # they only choose which methods run (or label it)
     stamp_extra=model_configs,
+    prepare=prepare_data,  # with --data: the scenes counted and read before the directory is stamped
 )
 
 

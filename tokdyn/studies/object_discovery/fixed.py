@@ -14,7 +14,7 @@ import numpy as np
 
 from tokdyn import dynamics, metrics, refinement
 from tokdyn.data import scenes
-from tokdyn.experiment.study import Study
+from tokdyn.experiment.study import Refused, Study
 from tokdyn.studies.object_discovery.config import KMEANS, REFINEMENT, Config
 
 
@@ -29,8 +29,7 @@ def split(cfg: Config, name: str):
     n = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}[name]
     if cfg.data:
         start = {"val": 0, "test": cfg.n_val, "train": cfg.n_val + cfg.n_test}[name]
-        total = cfg.n_val + cfg.n_test + (cfg.n_train if cfg.learned else 0)
-        return real_scenes(cfg.data, total, cfg.size, cfg.min_objects, cfg.max_objects)[start : start + n]
+        return real_scenes(cfg.data, *real_arguments(cfg))[start : start + n]
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), SPLITS[name])
     return scenes.sprite_scenes(key, n, **cfg.generate_args())
 
@@ -42,6 +41,58 @@ def real_scenes(data: str, count: int, size: int, min_objects: int, max_objects:
     from tokdyn.datasets import scenes as real
 
     return real.load(data, count, size=size, min_objects=min_objects, max_objects=max_objects)
+
+
+def real_arguments(cfg: Config) -> tuple:
+    """``(count, size, min_objects, max_objects)`` of :func:`real_scenes` for ``cfg``: the splits'
+    scenes (validation, test, and training where a model is learned)."""
+    total = cfg.n_val + cfg.n_test + (cfg.n_train if cfg.learned else 0)
+    return total, cfg.size, cfg.min_objects, cfg.max_objects
+
+
+def split_counts(cfg: Config) -> dict:
+    """The options that count the dataset's scenes the study takes: ``{option: value}``."""
+    counts = {"--n-val": cfg.n_val, "--n-test": cfg.n_test}
+    return {**counts, "--n-train": cfg.n_train} if cfg.learned else counts
+
+
+def prepare_data(session, cfg: Config) -> None:
+    """The runner's ``prepare`` (before the study's directory is opened): with ``data``, the
+    dataset's scenes are read now, once (:func:`real_scenes` keeps them for the splits), so that a
+    file with too few usable scenes, or one that does not read (a corrupt record, a wrong feature
+    spec), is refused before any work: :class:`~tokdyn.experiment.study.Refused` (the command
+    exits 2) naming the file, how many usable scenes it holds, and which of ``--n-val``,
+    ``--n-test``, ``--n-train``, ``--min-objects`` and ``--max-objects`` to change, and to what."""
+    if not cfg.data:
+        return None
+    from tokdyn.datasets.scenes import TooFewScenes, shortfall_message, ways_out
+
+    counts = split_counts(cfg)
+    session.say(f"reading the {sum(counts.values())} scenes of {cfg.data} the splits take")
+    try:
+        real_scenes(cfg.data, *real_arguments(cfg))
+    except TooFewScenes as e:
+
+        def also(fitted):  # the options the split sizes bound
+            out = {}
+            if cfg.n_curve > fitted["--n-val"]:
+                out["--n-curve"] = fitted["--n-val"]
+            if cfg.n_examples > fitted["--n-test"]:
+                out["--n-examples"] = fitted["--n-test"]
+            return out
+
+        ways = ways_out(
+            e,
+            counts,
+            trim="--n-train" if cfg.learned else None,
+            min_option="--min-objects",
+            max_option="--max-objects",
+            also=also,
+        )
+        raise Refused(f"data: {shortfall_message(e, counts, ways)}") from None
+    except (ValueError, OSError) as e:  # a corrupt record or feature spec, an unreadable file: named inside
+        raise Refused(f"data: {e}") from None
+    return None
 
 
 def method_key(cfg: Config, seed: int):

@@ -127,6 +127,8 @@ from tokdyn.studies.video.scoring import (  # noqa: F401
     example,
     make_videos,
     named_key,
+    prepare_data,
+    real_arguments,
     real_clips,
     run_columns,
     scenario_runs,
@@ -277,6 +279,7 @@ SPEC = runner.Spec(
     figure_files=("metrics.png", "tracks.png", "strip.png", "learning_curve.png"),
     selection=("learned", "preset"),
     preset=None,
+    prepare=prepare_data,  # with --data: the clips counted and read before the directory is stamped
 )  # learned only chooses which learned arms run
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from tokdyn import analysis, dynamics, metrics, tracking
 from tokdyn.data import scenes, videos
+from tokdyn.experiment.study import Refused
 from tokdyn.studies.video.config import SEP, Config
 
 
@@ -214,7 +215,7 @@ def make_videos(cfg: Config, scenario: str, n: int, *, split: str = "test", star
     if cfg.data:
         if split != "test":
             raise ValueError(f"split must be 'test' on a dataset's videos (no learned arm there), got {split!r}")
-        return real_clips(cfg.data, cfg.seeds * cfg.n_videos, cfg.size, cfg.frames, cfg.objects)[start : start + n]
+        return real_clips(*real_arguments(cfg))[start : start + n]
     return videos.sprite_videos(
         named_key(cfg, split),
         n,
@@ -238,6 +239,42 @@ def real_clips(data: str, count: int, size: int, frames: int, objects: int):
     from tokdyn.datasets import clips
 
     return clips.load(data, count, size=size, frames=frames, objects=objects)
+
+
+def real_arguments(cfg: Config) -> tuple:
+    """``(data, count, size, frames, objects)`` of :func:`real_clips` for ``cfg``: every seed's
+    videos (``seeds x n_videos``)."""
+    return cfg.data, cfg.seeds * cfg.n_videos, cfg.size, cfg.frames, cfg.objects
+
+
+def prepare_data(session, cfg: Config) -> None:
+    """The runner's ``prepare`` (before the study's directory is opened): with ``data``, the
+    split's clips are read now, once (:func:`real_clips` keeps them for every part), so that shards
+    holding too few usable videos, or a record that does not read (a bad CRC, a feature of another
+    kind or count), are refused before any work: :class:`~tokdyn.experiment.study.Refused` (the
+    command exits 2) naming the directory, how many usable videos it holds, and which of
+    ``--n-videos``, ``--seeds``, ``--objects`` and ``--frames`` to change, and to what."""
+    if not cfg.data:
+        return None
+    from tokdyn.datasets.clips import TooFewClips, shortfall_message, ways_out
+
+    counts = {"--seeds": cfg.seeds, "--n-videos": cfg.n_videos}
+    session.say(f"reading the {cfg.seeds * cfg.n_videos} videos of {cfg.data} the seeds take")
+    try:
+        real_clips(*real_arguments(cfg))
+    except TooFewClips as e:
+        ways = ways_out(
+            e,
+            counts,
+            trim="--n-videos",  # the seeds (the paired tests' pairs) kept where fewer videos a seed will do
+            objects_option="--objects",
+            frames_option="--frames",
+            objects=(1, cfg.size * cfg.size - 1),  # a token per object and the background: at most a pixel each
+        )
+        raise Refused(f"data: {shortfall_message(e, counts, ways)}") from None
+    except (ValueError, OSError) as e:  # a corrupt record or shard, an unreadable file: named inside
+        raise Refused(f"data: {e}") from None
+    return None
 
 
 def _track_keys(cfg: Config, n: int):

@@ -1,7 +1,16 @@
 """The model the study diagnoses: a local Qwen2.5-VL checkpoint directory (:func:`open_checkpoint`, its
 files checked before any work, its weights' SHA-256 in the stamp: :func:`weights_stamp`), or, with no
 ``--model``, a tiny Qwen2.5-VL with random weights built here (:func:`tiny_config`), whose numbers mean
-nothing. :class:`Loaded` holds the model and how its prompts are made (:class:`Tokens`)."""
+nothing. :class:`Loaded` holds the model and how its prompts are made (:class:`Tokens`).
+
+:func:`open_checkpoint` checks everything the run will read of a checkpoint before any work, from the files
+alone (no weight is read): ``config.json`` field by field, ``preprocessor_config.json`` and its agreement with
+the vision tower, ``tokenizer.json``, the chat template (rendered over the study's own conversation, under a
+time and size limit), every safetensors header (lengths, offsets, a truncated shard) and every tensor's shape
+and dtype against the configuration, the latent markers (each one token of the tokenizer, none of the model's
+own placeholders), and each instance's question (no video placeholder) and answer (every character a token).
+:func:`model_stamp`, which the study calls before it opens its directory, runs it, so a bad checkpoint is a
+usage error (exit 2) naming the file and the field."""
 
 from __future__ import annotations
 
@@ -16,6 +25,7 @@ import jax
 import numpy as np
 
 from tokdyn.models import qwen2_5_vl
+from tokdyn.studies.vlm_diagnostics import instances as instances_lib
 
 LAYOUT = (
     "a Qwen2.5-VL checkpoint directory in the Hugging Face layout: config.json, model.safetensors (or "
@@ -102,8 +112,11 @@ def file_sha256(path) -> str:
 
 
 def check_directory(directory: str) -> None:
-    """Refuse a checkpoint directory that lacks a file the study reads: ``ValueError`` naming the file
-    missing and the layout expected (:data:`LAYOUT`), before any weight is read."""
+    """Refuse a checkpoint directory that lacks a file the study reads, or whose ``config.json`` is not a
+    Qwen2.5-VL configuration (every field checked, :func:`tokdyn.models.qwen2_5_vl.config.read`):
+    ``ValueError`` naming ``model``, the file missing (and the layout expected, :data:`LAYOUT`) or the file
+    and field that is wrong, before any weight is read. The study's memory estimate reads ``config.json``
+    after this."""
     d = Path(directory)
     problems = []
     if not (d / "config.json").is_file():
@@ -112,8 +125,13 @@ def check_directory(directory: str) -> None:
         problems.append("model.safetensors or model.safetensors.index.json")
     if not (d / "tokenizer.json").is_file():
         problems.append("tokenizer.json")
-    if qwen2_5_vl.chat.read_template(d) is None:
-        problems.append("a chat template")
+    try:
+        if qwen2_5_vl.chat.read_template(d) is None:
+            problems.append("a chat template")
+        if not problems:
+            qwen2_5_vl.config.read(d)
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"model={directory!r}: {e}") from None
     if problems:
         raise ValueError(f"model={directory!r} lacks {', '.join(problems)}: expected {LAYOUT}")
 
@@ -168,7 +186,8 @@ class Tokens:
 
     def prompt(self, cfg: qwen2_5_vl.Config, question: str, n_image: int) -> np.ndarray:
         """The ids (int64) of a user turn with one image of ``n_image`` merged tokens and ``question``,
-        ending where the assistant's answer begins."""
+        ending where the assistant's answer begins: ``ValueError`` when the chat template fails (or runs past
+        its limits), renders other than one image placeholder, or the prompt holds the video placeholder."""
         if self.chat is None:
             lo, hi = TINY_IDS["words"]
             words = [lo + zlib.crc32(w.encode()) % (hi - lo) for w in question.lower().split()]
@@ -180,12 +199,18 @@ class Tokens:
         if text.count(pad) != 1:
             raise ValueError(f"the chat template rendered {text.count(pad)} image placeholders for one image")
         before, after = text.split(pad)
-        ids = self.chat.tokenizer.encode(before + pad * n_image + after).ids
-        return np.asarray(ids, np.int64)
+        ids = np.asarray(self.chat.tokenizer.encode(before + pad * n_image + after).ids, np.int64)
+        if (ids == cfg.video_token_id).any():
+            raise ValueError(
+                f"the prompt of the question {question!r} holds the video placeholder token (id "
+                f"{cfg.video_token_id}): video input is not supported; remove it from the question"
+            )
+        return ids
 
     def answer(self, text: str) -> np.ndarray:
         """The ids of an answer's text (at least one; the first is the answer token of the decomposition,
-        the mediation and the optimiser)."""
+        the mediation and the optimiser): ``ValueError`` when the checkpoint's tokenizer maps it to nothing, to
+        its unknown token, or drops characters of it."""
         if self.chat is None:
             out = []
             for w in text.split():
@@ -197,7 +222,7 @@ class Tokens:
                     out.append(TINY_IDS["words"][0] + 1)
             ids = out
         else:
-            ids = self.chat.tokenizer.encode(text, add_special_tokens=False).ids
+            ids = list(self.chat.text_ids(text, "the answer"))  # every character a token
         if not ids:
             raise ValueError(f"the answer {text!r} has no tokens")
         return np.asarray(ids, np.int64)
@@ -251,36 +276,95 @@ class Loaded:
         return self._model
 
 
-def token_id(chat, text: str, field: str) -> int:
-    """The id of the token ``text`` in the checkpoint's tokenizer; ``ValueError`` naming ``field`` when
-    it is not one token."""
+def token_id(chat, text: str, field: str, mcfg=None) -> int:
+    """The id of the token ``text`` in the checkpoint's tokenizer; ``ValueError`` naming ``field`` when it is
+    not one token (not in the vocabulary, or the tokenizer splits the string into several), or, given the
+    model's configuration ``mcfg``, when its id is outside the model's vocabulary or one of the model's own
+    placeholders (image, video, vision start and end)."""
     i = chat.tokenizer.token_to_id(text)
+    way_out = (
+        "name one token of the checkpoint's tokenizer (a special token such as <|box_start|>) that the prompt does "
+        "not use, with --latent-start, --latent-end and --latent-fill"
+    )
     if i is None:
+        raise ValueError(f"{field}={text!r} is not a token of the checkpoint's tokenizer: {way_out}")
+    ids = chat.tokenizer.encode(text, add_special_tokens=False).ids
+    if ids != [i]:
         raise ValueError(
-            f"{field}={text!r} is not a token of the checkpoint's tokenizer: name one token (a special token "
-            "such as <|box_start|>) that the prompt does not use"
+            f"{field}={text!r} is not encoded as the one token {i}: the tokenizer makes {ids} of it; {way_out}"
         )
+    if mcfg is not None:
+        own = {
+            mcfg.image_token_id: "image placeholder",
+            mcfg.video_token_id: "video placeholder",
+            mcfg.vision_start_token_id: "vision start",
+            mcfg.vision_end_token_id: "vision end",
+        }
+        if i in own:
+            raise ValueError(f"{field}={text!r} is the model's {own[i]} token (id {i}): {way_out}")
+        if i >= mcfg.text.vocab_size:
+            raise ValueError(
+                f"{field}={text!r} has id {i}, outside the model's vocabulary of {mcfg.text.vocab_size}: {way_out}"
+            )
     return int(i)
 
 
+def instance_texts(cfg) -> list[tuple[str, str, str]]:
+    """``(where, question, answer)`` of each instance the configuration asks: the lines of ``cfg.instances``
+    (the first ``cfg.n_instances``; lines that are not instances are left to
+    :func:`~tokdyn.studies.vlm_diagnostics.instances.read_jsonl` to refuse), or the rendered scenes' question
+    with every answer they can have."""
+    if not cfg.instances:
+        return [
+            ("the rendered scenes' question", instances_lib.QUESTION, str(k)) for k in range(1, cfg.max_objects + 1)
+        ]
+    out = []
+    with open(cfg.instances, encoding="utf-8") as f:
+        for number, line in enumerate(f.read().splitlines(), 1):
+            try:
+                row = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("question"), str) and isinstance(row.get("answer"), str):
+                where = f"instances={cfg.instances!r} line {number}"
+                out.append((where, row["question"].strip(), row["answer"].strip()))
+                if cfg.n_instances and len(out) == cfg.n_instances:
+                    break
+    return out
+
+
+def check_checkpoint(cfg) -> tuple:
+    """The checks of :func:`open_checkpoint` on ``cfg.model``, from its files alone (no weight is read):
+    returns its configuration and :class:`Tokens`. ``ValueError`` naming ``model``, the file and the field."""
+    check_directory(cfg.model)
+    try:
+        mcfg = qwen2_5_vl.config.read(cfg.model)
+        chat = qwen2_5_vl.Chat.load(cfg.model)  # the processor checked against config.json's vision tower
+        qwen2_5_vl.checkpoint.inspect(cfg.model, mcfg)  # every header, shape and dtype; unknown tensors refused
+        ids = [token_id(chat, getattr(cfg, f), f, mcfg) for f in ("latent_start", "latent_end", "latent_fill")]
+        tokens = Tokens(chat, *ids)
+        for where, question, answer in instance_texts(cfg):
+            try:
+                tokens.prompt(mcfg, question, 1)  # the chat template rendered, bounded
+                tokens.answer(answer)
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"model={cfg.model!r}: {e}") from None
+    return mcfg, tokens
+
+
 def open_checkpoint(cfg) -> Loaded:
-    """The model of the study's configuration ``cfg``: the checkpoint at ``cfg.model`` (its files
-    checked first, :func:`check_directory`; its configuration, tokenizer and processor read now, its latent
-    markers looked up in its tokenizer, its weights on first use) or the tiny random model; its image
-    processor widened to admit ``cfg.image_size`` squares. ``ValueError`` naming ``model`` for a checkpoint
-    whose files cannot be read."""
+    """The model of the study's configuration ``cfg``: the checkpoint at ``cfg.model``, every file the run
+    reads checked now, before any work (:func:`check_checkpoint`: the configuration, the processor, the
+    tokenizer, the chat template rendered over the study's conversation, the safetensors headers against the
+    configuration, the latent markers, the instances' questions and answers), its weights read on first use;
+    or the tiny random model. Its image processor widened to admit ``cfg.image_size`` squares. ``ValueError``
+    naming ``model``, the file and the field for a checkpoint that cannot serve."""
     side = cfg.image_size
     if cfg.model:
-        check_directory(cfg.model)
-        try:
-            mcfg = qwen2_5_vl.config.read(cfg.model)
-            chat = qwen2_5_vl.Chat.load(cfg.model)
-        except (FileNotFoundError, json.JSONDecodeError, KeyError, ValueError) as e:
-            raise ValueError(
-                f"model={cfg.model!r}: a file of the checkpoint cannot be read ({e}); expected {LAYOUT}"
-            ) from None
-        ids = [token_id(chat, getattr(cfg, f), f) for f in ("latent_start", "latent_end", "latent_fill")]
-        tokens, processor, random = Tokens(chat, *ids), chat.processor, False
+        mcfg, tokens = check_checkpoint(cfg)
+        processor, random = tokens.chat.processor, False
         load = lambda: qwen2_5_vl.load(cfg.model, dtype=cfg.dtype)  # noqa: E731
     else:
         mcfg = tiny_config()
@@ -293,10 +377,11 @@ def open_checkpoint(cfg) -> Loaded:
 
 
 def model_stamp(cfg) -> dict:
-    """The stamp's record of the model: :func:`weights_stamp` of ``cfg.model``, or :func:`random_stamp`."""
+    """The stamp's record of the model: :func:`weights_stamp` of ``cfg.model`` once :func:`open_checkpoint`
+    has checked it (a ValueError naming ``model``, the file and the field otherwise), or :func:`random_stamp`."""
     if not cfg.model:
         return random_stamp()
-    check_directory(cfg.model)
+    open_checkpoint(cfg)
     return weights_stamp(cfg.model)
 
 
@@ -304,8 +389,10 @@ __all__ = [
     "LAYOUT",
     "Loaded",
     "Tokens",
+    "check_checkpoint",
     "check_directory",
     "file_sha256",
+    "instance_texts",
     "model_stamp",
     "open_checkpoint",
     "random_stamp",

@@ -227,8 +227,8 @@ def test_a_bad_model_or_marker_exits_2_before_any_work(tmp_path, capsys):
     assert code == 2 and "is not a directory" in err and "config.json" in err
     ckpt = tmp_path / "ckpt"
     shutil.copytree(FIXTURE, ckpt)
-    code, err = _exit(["--model", str(ckpt), *out], capsys)  # the default markers are not in its tokenizer
-    assert code == 2 and "latent_start='<|box_start|>' is not a token" in err and "Traceback" not in err
+    code, err = _exit(["--model", str(ckpt), "--latent-start", "<|no_such_token|>", *out], capsys)
+    assert code == 2 and "latent_start='<|no_such_token|>' is not a token" in err and "Traceback" not in err
     (ckpt / "tokenizer.json").unlink()
     code, err = _exit(["--model", str(ckpt), *out], capsys)
     assert code == 2 and "lacks tokenizer.json" in err and "Hugging Face layout" in err

@@ -24,6 +24,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from tokdyn.diagnostics import choices
 from tokdyn.models import qwen2_5_vl
 from tokdyn.studies.vlm_diagnostics import instances as instances_lib
 
@@ -310,25 +311,43 @@ def token_id(chat, text: str, field: str, mcfg=None) -> int:
 
 
 def instance_texts(cfg) -> list[tuple[str, str, str]]:
-    """``(where, question, answer)`` of each instance the configuration asks: the lines of ``cfg.instances``
-    (the first ``cfg.n_instances``; lines that are not instances are left to
-    :func:`~tokdyn.studies.vlm_diagnostics.instances.read_jsonl` to refuse), or the rendered scenes' question
+    """``(where, question, answer)`` of each instance the configuration asks: the lines of each file of
+    ``cfg.instances`` (the first ``cfg.n_instances`` of each; a multiple-choice line's question as the model
+    gets it, with its options, and its answer as the option's letter; lines that are not instances are left
+    to :func:`~tokdyn.studies.vlm_diagnostics.instances.read_jsonl` to refuse), or the rendered scenes' question
     with every answer they can have."""
     if not cfg.instances:
         return [
             ("the rendered scenes' question", instances_lib.QUESTION, str(k)) for k in range(1, cfg.max_objects + 1)
         ]
     out = []
-    with open(cfg.instances, encoding="utf-8") as f:
-        for number, line in enumerate(f.read().splitlines(), 1):
-            try:
-                row = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("question"), str) and isinstance(row.get("answer"), str):
-                where = f"instances={cfg.instances!r} line {number}"
-                out.append((where, row["question"].strip(), row["answer"].strip()))
-                if cfg.n_instances and len(out) == cfg.n_instances:
+    for path in instances_lib.instance_files(cfg.instances):
+        found = 0
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f.read().splitlines(), 1):
+                try:
+                    row = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:
+                    continue
+                if not (
+                    isinstance(row, dict)
+                    and isinstance(row.get("question"), str)
+                    and isinstance(row.get("answer"), str)
+                ):
+                    continue
+                question, answer = row["question"].strip(), row["answer"].strip()
+                if "options" in row:
+                    try:
+                        opts = choices.check_options(row["options"])
+                        question, answer = (
+                            choices.prompt(question, opts),
+                            choices.answer_letter(answer, opts),
+                        )
+                    except ValueError:
+                        continue
+                out.append((f"instances={path!r} line {number}", question, answer))
+                found += 1
+                if cfg.n_instances and found == cfg.n_instances:
                     break
     return out
 

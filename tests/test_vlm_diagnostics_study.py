@@ -305,6 +305,8 @@ def test_config_refusals_and_the_time_estimate(tmp_path):
     )
     path = write_instances(tmp_path)
     assert dataclasses.replace(vd.Config(), instances=str(path), n_instances=0).count_instances() == 3
+    gen = dataclasses.replace(vd.Config(), latents="generated", new_tokens=64).estimate()
+    assert gen.work["training"] > 0 and gen.work["training"] != small.work["training"]  # its generations counted
     seven = vd.Config.gpu("7b", model=str(FIXTURE)).sizes()
     assert seven["layers"] == 2  # the checkpoint's own config.json
 

@@ -313,7 +313,8 @@ class Config:
         compiles of each analysis's programs and their calls (``host``: :data:`COMPILE_SECONDS`, measured on
         the tiny model, and :data:`CALL_SECONDS` a batch), and the forward passes' floating-point work
         (``training``: :func:`forward_flops` of the passes each analysis makes per instance, over the
-        reference's rate)."""
+        reference's rate; with ``--latents generated`` the generations, each counted as one pass over the
+        prompt and its new tokens)."""
         z = self.sizes()
         image = (self.image_size // 28) ** 2  # merged image tokens
         patches = 4 * image
@@ -331,6 +332,16 @@ class Config:
             "optimisation": (es, block, 1),
             "injection": (es, block + image, 1),
         }
+        if self.latents == "generated":  # generations of prompt + new_tokens tokens, shared by the analyses
+            seq = prompt + self.new_tokens
+            passes.update(
+                accuracy=(7, seq, 7),  # the clean run and six interventions
+                decomposition=(1, seq, 1),  # the attention rows on the teacher-forced block
+                mediation=(3 * k, seq, 3 * k),  # each perturbed image, with the latents held and swapped
+                similarity=(0, 0, 0),
+                optimisation=(es + 1, seq, 2),
+                injection=(0, 0, 0),
+            )
         flops = 0.0
         for name in self.analyses:
             count, length, vision = passes[name]

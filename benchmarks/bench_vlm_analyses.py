@@ -1,4 +1,5 @@
-"""The latent-reasoning analyses on Qwen2.5-VL (``tokdyn.diagnostics.vlm``): every instance (and
+"""The latent-reasoning analyses on Qwen2.5-VL (``tokdyn.diagnostics.vlm``, the one implementation of each,
+which the ``vlm-diagnostics`` study, ``examples/vlm_analyses.py`` and the tests call): every instance (and
 perturbation and seed) in one compiled program against a Python loop over the instances, one call each on a
 batch of one (how the published analysis code runs, one example at a time), in one process.
 

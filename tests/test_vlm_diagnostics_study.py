@@ -1,9 +1,12 @@
 """The vlm-diagnostics study (``tokdyn study vlm-diagnostics``) on the tiny random Qwen2.5-VL it builds without
-``--model``: it runs end to end in-process, its grounding scores equal a direct computation from the model's
-plain forward pass (NumPy log-softmax of its logits, the blank image's pixel rows built in NumPy), a rerun
-reads every batch back without compiling or reading weights, and its output says the numbers are a random
-model's; the checkpoint's SHA-256 is stamped and a changed checkpoint is refused; a bad ``--model`` or
-``--instances`` exits 2 naming what is wrong."""
+``--model``: it runs end to end in-process on instances of different prompt and answer lengths padded to one
+bucket (one program for them all), its grounding scores equal a direct computation from the model's plain
+forward pass on each prompt unpadded (NumPy log-softmax of its logits, the blank image's pixel rows built in
+NumPy), a rerun reads every batch back without compiling or reading weights, and its output says the numbers
+are a random model's; the checkpoint's files and the instances (every image's bytes) are stamped, and a
+changed one is refused naming it; a bad ``--model``, ``--instances`` line or latent marker exits 2 naming what
+is wrong, before any work; the summary gives n and an interval for every rate, the chance level, and a
+sentence where a value is undefined."""
 
 from __future__ import annotations
 
@@ -11,35 +14,61 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import warnings
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
+from scipy import stats as sps
 
 pytest.importorskip("safetensors")
 
 from conftest import jax_compilations  # noqa: E402
 from tokdyn import cli, io  # noqa: E402
-from tokdyn.experiment import runner  # noqa: E402
+from tokdyn.diagnostics import choices, vlm  # noqa: E402
+from tokdyn.experiment import findings, runner  # noqa: E402
 from tokdyn.experiment import study as study_dir  # noqa: E402
 from tokdyn.studies import vlm_diagnostics as vd  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qwen2_5_vl_tiny"
 COMPILE = "/jax/core/compile/backend_compile_duration"
-# the smallest run: two scenes of 56 x 56 pixels (4 x 4 patches, 2 x 2 merged tokens), the grounding analysis
-TINY = vd.Config(
-    analyses=("grounding",),
-    n_instances=2,
-    batch_size=2,
-    image_size=56,
-    scene_size=32,
-    max_objects=2,
-    noise_kinds=("gaussian", "blank"),
-    noise_levels=(0.5,),
-    noise_seeds=1,
-    n_latents=1,
-    n_tokens=2,
-)
+# three questions of different lengths and answers of one, two and one token (the last a multiple-choice line)
+LINES = [
+    {"image": "a.png", "question": "How many?", "answer": "3"},
+    {"image": "b.png", "question": "How many red objects are in this picture, counted carefully?", "answer": "12"},
+    {"image": "a.png", "question": "Which one?", "options": ["a cube", "a ball", "a cone"], "answer": "a ball"},
+]
+
+
+def write_instances(folder: Path, lines=LINES, name="items.jsonl") -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for image in ("a.png", "b.png"):
+        if not (folder / image).exists():
+            Image.fromarray(rng.integers(0, 255, (40, 30, 3), np.uint8)).save(folder / image)
+    path = folder / name
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def tiny(instances: str) -> vd.Config:
+    """The smallest run: 56 x 56 images (4 x 4 patches, 2 x 2 merged tokens), the grounding analysis."""
+    return vd.Config(
+        instances=instances,
+        analyses=("grounding",),
+        n_instances=0 if instances else 2,
+        scene_size=32,
+        max_objects=2,
+        batch_size=2,
+        image_size=56,
+        noise_kinds=("gaussian", "blank"),
+        noise_levels=(0.5,),
+        noise_seeds=1,
+        n_latents=1,
+        n_tokens=2,
+    )
 
 
 def log_softmax(x):
@@ -50,40 +79,51 @@ def log_softmax(x):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("vlm") / "out")
-    assert vd.main(TINY, out, quiet=True)
-    return out
+    folder = tmp_path_factory.mktemp("vlm")
+    cfg = tiny(str(write_instances(folder)))
+    programs = vlm.grounding_scores.jitted._cache_size()
+    assert vd.main(cfg, str(folder / "out"), quiet=True)
+    return cfg, str(folder / "out"), vlm.grounding_scores.jitted._cache_size() - programs
 
 
 def test_runs_end_to_end_and_its_grounding_scores_are_the_forward_pass(tiny_run):
-    out = tiny_run
-    loaded = vd.open_checkpoint(TINY)
-    inst = vd.make_instances(TINY)
-    (group,) = vd.encode(inst, loaded, TINY)
-    model, n = loaded.model, len(inst)
+    cfg, out, programs = tiny_run
+    loaded = vd.open_checkpoint(cfg)
+    inst = vd.make_instances(cfg)
+    (group,) = vd.encode(inst, loaded, cfg)  # three prompt lengths, answers of 1 and 2 tokens: one bucket
+    assert programs == 1  # the two batches (of different lengths) ran one program
+    assert group.prompt.shape[1] == group.prompt_length and group.answer_ids.shape[1] == 2
     rows = io.read_csv(f"{out}/grounding.csv")
-    assert len(rows["score"]) == n * 2  # two instances x (one gaussian draw, the blank image) x one answer token
-    # the answers are the scenes' visible objects, as digits
-    answers = [str(int(c)) for c in np.asarray(io.read_csv(f"{out}/instances.csv")["answer"])]
-    assert answers == inst.answers and set(answers) <= {"1", "2"}
-    grid, d = np.repeat(group.grid, n, 0), group.pixels.shape[-1]
-    t = group.prompt_length - 1  # the position predicting the answer's token
-    tokens = group.answer_ids[:, 0]
+    assert len(rows["score"]) == 2 * (1 + 2 + 1)  # (a gaussian draw, the blank image) x the answers' tokens
+    assert list(io.read_csv(f"{out}/instances.csv")["answer"]) == ["3", "12", "B"]  # the option's letter
+    # the reference: each prompt unpadded (the model's own prompt and answer ids), left-padded to one batch
+    t, mcfg = loaded.tokens, loaded.config
+    seqs = [np.concatenate([t.prompt(mcfg, inst.prompt(i), 4), t.answer(inst.answers[i])]) for i in range(3)]
+    width = max(map(len, seqs))
+    ids = np.stack([np.pad(s, (width - len(s), 0)) for s in seqs])
+    mask = np.stack([np.arange(width) >= width - len(s) for s in seqs])
+    d = group.pixels.shape[-1]
+    grid = np.repeat(group.grid, 3, 0)
 
-    def logp(pixels):
-        logits = np.asarray(model(group.plain, pixels.reshape(-1, d), grid))
-        return log_softmax(logits[:, t])[np.arange(n), tokens]
+    def logp(pixels):  # (instance, token) -> log p of the answer's token
+        lp = log_softmax(loaded.model(ids, pixels.reshape(-1, d), grid, mask))
+        out = {}
+        for i in range(len(seqs)):
+            n = len(t.answer(inst.answers[i]))
+            for k in range(n):
+                pos = width - n - 1 + k
+                out[i, k] = lp[i, pos, ids[i, pos + 1]]
+        return out
 
-    image = rows["noise"] == "gaussian"
-    np.testing.assert_allclose(
-        rows["logp_image"][image][np.argsort(rows["instance"][image])], logp(group.pixels), atol=1e-4
-    )
-    # a blank image: every pixel 0, normalised to -mean/std per channel (rows are channel, frame, patch, patch)
-    proc = loaded.processor
+    image = logp(group.pixels)
+    proc = loaded.processor  # a blank image: every pixel 0, normalised to -mean/std per channel
     per_channel = -np.asarray(proc.image_mean) / np.asarray(proc.image_std)
-    blank = np.broadcast_to(np.repeat(per_channel, d // 3).astype(np.float32), group.pixels.shape)
-    b = rows["noise"] == "blank"
-    np.testing.assert_allclose(rows["logp_noised"][b][np.argsort(rows["instance"][b])], logp(blank), atol=1e-4)
+    blank = logp(np.broadcast_to(np.repeat(per_channel, d // 3).astype(np.float32), group.pixels.shape))
+    for r in range(len(rows["score"])):
+        key = (int(rows["instance"][r]), int(rows["token"][r]))
+        assert rows["logp_image"][r] == pytest.approx(image[key], abs=1e-4)
+        if rows["noise"][r] == "blank":
+            assert rows["logp_noised"][r] == pytest.approx(blank[key], abs=1e-4)
     np.testing.assert_allclose(rows["score"], rows["logp_image"] - rows["logp_noised"], atol=1e-9)
     assert np.abs(rows["score"]).max() > 1e-4  # the image matters to the random model's answer
     text = open(f"{out}/summary.md").read()
@@ -93,12 +133,24 @@ def test_runs_end_to_end_and_its_grounding_scores_are_the_forward_pass(tiny_run)
 
 
 def test_a_rerun_reads_every_batch_back_without_compiling(tiny_run, capsys):
-    before = open(f"{tiny_run}/grounding.csv").read()
+    cfg, out, _ = tiny_run
+    before = open(f"{out}/grounding.csv").read()
     with jax_compilations() as events:
-        assert vd.main(TINY, tiny_run)
-    assert COMPILE not in events and open(f"{tiny_run}/grounding.csv").read() == before
+        assert vd.main(cfg, out)
+    assert COMPILE not in events and open(f"{out}/grounding.csv").read() == before
     printed = capsys.readouterr().out
     assert "RANDOM MODEL" in printed and "nothing recomputed" in printed
+
+
+def test_the_draws_do_not_depend_on_the_batching():
+    loaded = vd.open_checkpoint(vd.Config())
+    px = np.random.default_rng(1).normal(size=(3, 16, loaded.config.vision.patch_dim)).astype(np.float32)
+    kw = dict(noises=(("gaussian", 0.5),), n_seeds=2)
+    key = jax.random.key(3)
+    whole = np.asarray(vlm.perturb_pixels(key, px, loaded.processor, index=np.array([5, 6, 7]), **kw))
+    alone = np.asarray(vlm.perturb_pixels(key, px[1:2], loaded.processor, index=np.array([6]), **kw))
+    np.testing.assert_array_equal(whole[:, 1:2], alone)
+    assert np.abs(whole[0] - whole[1]).max() > 0  # the two seeds draw differently
 
 
 def _stand_in(calls):
@@ -108,7 +160,7 @@ def _stand_in(calls):
 def test_the_checkpoint_is_stamped_and_a_changed_one_is_refused(tmp_path):
     ckpt = tmp_path / "ckpt"
     shutil.copytree(FIXTURE, ckpt)
-    cfg = dataclasses.replace(TINY, model=str(ckpt))
+    cfg = dataclasses.replace(tiny(""), model=str(ckpt), latent_start="{", latent_end="}", latent_fill="~")
     out = str(tmp_path / "out")
     calls = []
     runner.run_study(_stand_in(calls), cfg, out, quiet=True, plots=False)
@@ -116,16 +168,52 @@ def test_the_checkpoint_is_stamped_and_a_changed_one_is_refused(tmp_path):
     weights = (ckpt / "model.safetensors").read_bytes()
     assert model["directory"] == str(ckpt.resolve())
     assert model["sha256"]["model.safetensors"] == hashlib.sha256(weights).hexdigest()
-    runner.run_study(_stand_in(calls), cfg, out, quiet=True, plots=False)  # the same weights: resumed
+    for name in ("tokenizer.json", "preprocessor_config.json", "generation_config.json", "chat_template"):
+        assert name in model["sha256"], name
+    runner.run_study(_stand_in(calls), cfg, out, quiet=True, plots=False)  # the same files: resumed
     assert calls == [1, 1]
     (ckpt / "model.safetensors").write_bytes(weights[:-1] + bytes([weights[-1] ^ 1]))  # one bit of a weight
     with pytest.raises(io.OutputConflict, match=r"checkpoint changed .*model\.safetensors.*--fresh"):
         vd.main(cfg, out, quiet=True)
-    assert calls == [1, 1]
+    (ckpt / "model.safetensors").write_bytes(weights)
+    for name, edit in (
+        ("tokenizer.json", lambda s: s.replace('"<|im_end|>"', '"<|im_end|>" ', 1)),
+        ("chat_template", lambda s: s.replace("You are a helpful assistant.", "You are terse.")),
+        ("generation_config.json", lambda s: s.replace("}", ', "repetition_penalty": 1.05}', 1)),
+    ):
+        file = ckpt / ("chat_template.jinja" if name == "chat_template" else name)
+        text = file.read_text()
+        file.write_text(edit(text))
+        with pytest.raises(io.OutputConflict, match=rf"SHA-256 of .*{name}.* differs"):
+            vd.main(cfg, out, quiet=True)
+        file.write_text(text)
     with pytest.raises(io.OutputConflict, match="tiny random model"):  # the random model's directory
         vd.main(dataclasses.replace(cfg, model=""), out, quiet=True)
-    runner.run_study(_stand_in(calls), cfg, out, quiet=True, plots=False, fresh=True)
+    runner.run_study(_stand_in(calls), cfg, out, quiet=True, plots=False)
     assert calls == [1, 1, 1]
+
+
+def test_changed_instances_are_refused_naming_the_image_or_the_file(tmp_path):
+    from PIL import Image
+
+    path = write_instances(tmp_path)
+    cfg = tiny(str(path))
+    out = str(tmp_path / "out")
+    calls = []
+    runner.run_study(_stand_in(calls), cfg, out, quiet=True, plots=False)
+    stamp = study_dir.read_stamp(out)["extra"]["instances"]
+    assert stamp["images"][0] == stamp["images"][2] == hashlib.sha256((tmp_path / "a.png").read_bytes()).hexdigest()
+    Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(tmp_path / "b.png")  # another image, the same name
+    with pytest.raises(io.OutputConflict, match=r"image of instance 2 is another .*--fresh"):
+        vd.main(cfg, out, quiet=True)
+    lines = [dict(line) for line in LINES]
+    lines[0]["answer"] = "4"  # an answer changed: the file's SHA-256
+    write_instances(tmp_path, lines)
+    with pytest.raises(io.OutputConflict, match=r"instances changed \(the SHA-256 of .*items\.jsonl differs"):
+        vd.main(cfg, out, quiet=True)
+    assert calls == [1]
+    runner.run_study(_stand_in(calls), cfg, out, quiet=True, plots=False, fresh=True)
+    assert calls == [1, 1]
 
 
 def _exit(argv, capsys) -> tuple[int, str]:
@@ -133,12 +221,14 @@ def _exit(argv, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def test_a_bad_model_exits_2_naming_the_layout(tmp_path, capsys):
+def test_a_bad_model_or_marker_exits_2_before_any_work(tmp_path, capsys):
     out = ["--out", str(tmp_path / "out")]
     code, err = _exit(["--model", str(tmp_path / "none"), *out], capsys)
     assert code == 2 and "is not a directory" in err and "config.json" in err
     ckpt = tmp_path / "ckpt"
     shutil.copytree(FIXTURE, ckpt)
+    code, err = _exit(["--model", str(ckpt), "--latent-start", "<|no_such_token|>", *out], capsys)
+    assert code == 2 and "latent_start='<|no_such_token|>' is not a token" in err and "Traceback" not in err
     (ckpt / "tokenizer.json").unlink()
     code, err = _exit(["--model", str(ckpt), *out], capsys)
     assert code == 2 and "lacks tokenizer.json" in err and "Hugging Face layout" in err
@@ -152,6 +242,8 @@ def test_a_bad_model_exits_2_naming_the_layout(tmp_path, capsys):
         ('{"image": "a.png", "question": "q?"}', "line 2 needs a non-empty string 'answer'"),
         ('{"image": "missing.png", "question": "q?", "answer": "1"}', "line 2: the image"),
         ("[1, 2]", "line 2 must be a JSON object"),
+        ('{"image": "a.png", "question": "q?", "options": "ab", "answer": "A"}', "line 2: options must be a list"),
+        ('{"image": "a.png", "question": "q?", "options": ["x", "y"], "answer": "C"}', "line 2: answer 'C' is neither"),
     ],
 )
 def test_a_bad_instances_line_exits_2_naming_it(tmp_path, capsys, line, words):
@@ -167,7 +259,7 @@ def test_a_bad_instances_line_exits_2_naming_it(tmp_path, capsys, line, words):
     assert code == 2 and "is not a file" in err
 
 
-def test_a_good_instances_file_is_read(tmp_path):
+def test_instances_files_are_read_with_their_options(tmp_path):
     from PIL import Image
 
     Image.fromarray(np.full((8, 6, 3), 7, np.uint8)).save(tmp_path / "a.png")
@@ -176,31 +268,94 @@ def test_a_good_instances_file_is_read(tmp_path):
         + json.dumps({"image": str(tmp_path / "a.png"), "question": "Q", "answer": "2"})
         + "\n"
     )
+    write_instances(tmp_path, LINES, "mc.jsonl")
     inst = vd.read_jsonl(str(tmp_path / "items.jsonl"))
     assert len(inst) == 2 and inst.answers == ["red", "2"] and inst.masks is None
     assert inst.images[0].shape == (8, 6, 3) and (inst.images[1] == 7).all()
     assert len(vd.read_jsonl(str(tmp_path / "items.jsonl"), limit=1)) == 1
+    both = vd.read_files(f"{tmp_path / 'items.jsonl'},{tmp_path / 'mc.jsonl'}")
+    assert [both.file_of(i) for i in range(len(both))] == ["items"] * 2 + ["mc"] * 3
+    assert both.answers[-1] == "B" and both.options_of(4) == ("a cube", "a ball", "a cone")
+    assert both.prompt(4).splitlines() == ["Which one?", "A. a cube", "B. a ball", "C. a cone", choices.INSTRUCTION]
+    assert both.chance(4) == pytest.approx(1 / 3) and np.isnan(both.chance(0))
+    with pytest.raises(ValueError, match="same name"):
+        vd.read_files(f"{tmp_path / 'items.jsonl'},{tmp_path / 'items.jsonl'}")
 
 
-def test_config_refusals():
+def test_config_refusals_and_the_time_estimate(tmp_path):
     for changes, words in [
-        (dict(analyses=("narrowness",)), "does not yet tabulate attention narrowness"),
-        (dict(analyses=("nope",)), "analyses"),
+        (dict(analyses=("narrowness",)), "analyses"),
         (dict(image_size=60), "multiple of 28"),
         (dict(n_tokens=5, image_size=56), "n_tokens must be at most the 4 merged tokens"),
         (dict(latent_end="<|box_start|>"), "three different tokens"),
         (dict(noise_kinds=("salt",)), "noise_kinds"),
+        (dict(latents="dreamed"), "latents"),
+        (dict(new_tokens=0), "new_tokens"),
     ]:
         with pytest.raises(ValueError, match=words):
-            dataclasses.replace(TINY, **changes).validate()
-    assert set(vd.DECOMPOSITION_SETTINGS) <= set(vd.analyses.mediation.SETTINGS)
-    assert set(vd.MEDIATION_KINDS) <= set(vd.analyses.mediation.INTERVENTIONS)
+            dataclasses.replace(tiny(""), **changes).validate()
+    assert set(vd.DECOMPOSITION_SETTINGS) <= set(vd.analyses.vlm.decomposition_lib.ALL_SETTINGS)
     assert set(vd.ANALYSES) == set(vd.FUNCTIONS) == set(vd.report.LINES)
     cfg = vd.Config.gpu("7b", model=str(FIXTURE))
     assert cfg.batch_size == vd.GPU_PRESETS["7b"]["batch_size"] and cfg.validate() is cfg
+    # the estimate: each analysis's compiles, and the forward passes' work, which grows with the instances
+    small, large = vd.Config().estimate(), dataclasses.replace(vd.Config(), n_instances=64).estimate()
+    assert (
+        small.seconds >= sum(vd.config.COMPILE_SECONDS.values()) and large.work["training"] > 3 * small.work["training"]
+    )
+    path = write_instances(tmp_path)
+    assert dataclasses.replace(vd.Config(), instances=str(path), n_instances=0).count_instances() == 3
+    gen = dataclasses.replace(vd.Config(), latents="generated", new_tokens=64).estimate()
+    assert gen.work["training"] > 0 and gen.work["training"] != small.work["training"]  # its generations counted
+    seven = vd.Config.gpu("7b", model=str(FIXTURE)).sizes()
+    assert seven["layers"] == 2  # the checkpoint's own config.json
 
 
-# the whole --quick default, every analysis, from the command line (about 1-2 min on two cores): the default
+def _rows(acc_full, acc_none, n=12):
+    rows = []
+    for i in range(n):
+        for s, acc in (("full", acc_full), ("markers_only", acc_full), ("no_block", acc_none)):
+            rows.append(dict(instance=i, measure="correct", setting=s, correct=float(i < acc * n)))
+    return rows
+
+
+def test_the_summary_gives_n_intervals_chance_and_says_why_a_value_is_undefined():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice" (or any) warning
+        text = "\n".join(vd.report.decomposition_lines(_rows(0.75, 0.25), [0.25] * 12))
+        low, high = sps.binomtest(9, 12).proportion_ci(method="wilson")
+        assert f"| full | 0.750 [{low:.3f}, {high:.3f}] (9/12) |" in text and "Chance here: 0.250" in text
+        assert f"| markers_only | 0.750 [{low:.3f}, {high:.3f}] (9/12) | 1.000 [" in text  # gain kept, bootstrapped
+        zero = "\n".join(vd.report.decomposition_lines(_rows(0.0, 0.0), [0.25] * 12))
+        assert "| full | 0.000 [0.000, " in zero and "| – |" in zero
+        assert "The gain kept is undefined (–): accuracy is 0 under every setting" in zero
+        per = [
+            dict(
+                instance=i,
+                level="patches",
+                method="baseline",
+                ari=np.nan,
+                fg_ari=np.nan,
+                collapsed=0.0,
+                n_used=2.0,
+                ari_kmeans=0.5 + 0.1 * i,
+            )
+            for i in range(4)
+        ]
+        text = "\n".join(vd.report.perception_lines(per))
+        assert "| patches | baseline | – (n = 0) | – (n = 0) |" in text and "come without object masks" in text
+        kmeans = findings.seed_interval([0.5, 0.6, 0.7, 0.8], findings.SCORE)
+        assert findings.interval(*kmeans[:3]) + " (n = 4)" in text
+        acc = [
+            dict(instance=i, benchmark=b, setting="plain", correct=float(i % 2), parsed=i != 3, chance=0.25)
+            for b in ("vstar", "hr")
+            for i in range(6)
+        ]
+        text = "\n".join(vd.report.accuracy_lines(acc))
+        assert "| vstar | plain | 0.500 [" in text and "(3/6) | 1 | 0.250 |" in text and "| hr | plain |" in text
+
+
+# the whole --quick default, every analysis, from the command line (about 3 min on two cores): the default
 # run has test_runs_end_to_end_and_its_grounding_scores_are_the_forward_pass (the pipeline, one analysis)
 @pytest.mark.full
 def test_the_quick_command_runs_every_analysis_and_says_its_numbers_are_a_random_models(tmp_path, capsys):
@@ -211,24 +366,31 @@ def test_the_quick_command_runs_every_analysis_and_says_its_numbers_are_a_random
     for name in ("instances", *vd.ANALYSES):
         assert (out / f"{name}.csv").exists(), name
     dec = io.read_csv(str(out / "decomposition.csv"))
-    assert set(dec["setting"]) == set(vd.DECOMPOSITION_SETTINGS)
+    assert set(dec["setting"][dec["measure"] == "correct"]) == set(vd.DECOMPOSITION_SETTINGS)
+    att = dec["measure"] == "attention"
+    assert ((dec["patch_share"][att] >= 0) & (dec["patch_share"][att] <= 1)).all()
     med = io.read_csv(str(out / "mediation.csv"))
-    assert set(med["path"]) == {"input_latent", "latent_answer"}
+    assert set(med["path"]) == {"input_latent", "input_answer", "latent_answer"}
     per = io.read_csv(str(out / "perception.csv"))
     assert set(per["level"]) == {"patches", "merged"} and set(per["method"]) == {"baseline", "kmeans"}
     assert ((per["ari"] >= -1) & (per["ari"] <= 1)).all()
+    sim = io.read_csv(str(out / "similarity.csv"))
+    assert set(sim["measure"]) == {"across", "steps"}
     record = study_dir.read_record(str(out))
     assert record["random_model"] is True and record["config"]["preset"] == "quick"
 
 
-# a user's checkpoint directory (the fixture) through --model, its tokenizer and chat template, every analysis
-# (about 2 min on two cores): the default run checks the stamp of a checkpoint and the grounding on the random
-# model
+# a user's checkpoint directory (the fixture) through --model, its tokenizer and chat template, multiple-choice
+# instances scored from generated text, every analysis (about 3 min on two cores): the study's rows are the
+# diagnostics' own functions' (tested against the forward pass in test_qwen2_5_vl_analyses) on its batches
 @pytest.mark.full
 def test_a_checkpoint_directory_runs_every_analysis(tmp_path):
+    path = write_instances(tmp_path)
     cfg = dataclasses.replace(
         vd.Config.quick(),
         model=str(FIXTURE),
+        instances=str(path),
+        n_instances=0,
         image_size=56,
         n_tokens=2,
         latent_start="{",
@@ -240,26 +402,118 @@ def test_a_checkpoint_directory_runs_every_analysis(tmp_path):
     loaded = vd.open_checkpoint(cfg)
     inst = vd.make_instances(cfg)
     (group,) = vd.encode(inst, loaded, cfg)
-    assert loaded.random is False and group.answer_ids.shape[1] == 1
-    # the "full" setting's answer is the plain forward pass's top token at the end of the latent block
-    n, d = len(inst), group.pixels.shape[-1]
-    grid = np.repeat(group.grid, n, 0)
-    logits = np.asarray(loaded.model(group.block, group.pixels.reshape(-1, d), grid))
-    want = (logits[:, -1].argmax(-1) == group.answer_ids[:, 0]).astype(float)
+    ctx = vd.Context(cfg, loaded, inst)
+    index, valid, sub, batch, answers = vd.analyses.block_batch(ctx, group, 0)
+    key = jax.random.fold_in(jax.random.fold_in(ctx.key, 3), int(index[0]))
+    d = vlm.decomposition(
+        key, sub, loaded.model.params, batch, answers=answers, settings=vd.DECOMPOSITION_SETTINGS, arm="latent"
+    )
     dec = io.read_csv(f"{out}/decomposition.csv")
-    full = dec["setting"] == "full"
-    np.testing.assert_array_equal(dec["correct"][full][np.argsort(dec["instance"][full])], want[group.index])
-    # latent -> answer, "zeros": the same as the plain forward pass of weights whose fill token embeds to zero
-    zero = loaded.model.params["text"]["embed"].at[loaded.tokens.fill].set(0.0)
-    params = {**loaded.model.params, "text": {**loaded.model.params["text"], "embed": zero}}
-    edited = np.asarray(type(loaded.model)(loaded.model.config, params)(group.block, group.pixels.reshape(-1, d), grid))
-    lp0, lp1 = log_softmax(logits[:, -1]), log_softmax(edited[:, -1])
-    med = io.read_csv(f"{out}/mediation.csv")
-    z = (med["path"] == "latent_answer") & (med["kind"] == "zeros")
-    order = np.argsort(med["instance"][z])
-    flips = (lp0.argmax(-1) != lp1.argmax(-1)).astype(float)[group.index]
-    np.testing.assert_array_equal(med["flipped"][z][order], flips)
-    kl = (np.exp(lp0) * (lp0 - lp1)).sum(-1)[group.index]
-    np.testing.assert_allclose(med["kl"][z][order], kl, atol=1e-4 * max(1.0, kl.max()))
-    assert kl.max() > 1e-4  # the latents matter to the answer
-    assert not open(f"{out}/summary.md").read().startswith("**RANDOM")
+    full = (dec["setting"] == "full") & (dec["measure"] == "correct")
+    np.testing.assert_array_equal(
+        dec["correct"][full][np.argsort(dec["instance"][full])][: valid.sum()], np.asarray(d.correct)[0][valid]
+    )
+    acc = io.read_csv(f"{out}/accuracy.csv")
+    assert len(acc["text"]) == 3 and set(acc["setting"]) == {"plain"}
+    mc = acc["instance"] == 2
+    assert acc["answer"][mc][0] == "B" and bool(acc["parsed"][mc][0]) == (acc["choice"][mc][0] in ("A", "B", "C"))
+    text = open(f"{out}/summary.md").read()
+    assert not text.startswith("**RANDOM") and "## Accuracy of the generated answers" in text
+
+
+def test_generated_latents_need_the_familys_latent_generation(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(vd.running.vlm_generated, "supports", lambda config: False)
+    code, err = _exit(["--latents", "generated", "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and "--latents generated needs latent-mode generation" in err and "--latents block" in err
+    assert not (tmp_path / "out").exists()
+
+
+LATENT_FIXTURE = Path(__file__).parent / "fixtures" / "qwen2_5_vl_latent"
+
+
+# the tiny checkpoint with added latent tokens that enters latent mode by itself, through --latents generated
+# and multiple-choice instances, every analysis (about 4 min on two cores): the clean run's latents and the
+# blank image's are read back from the model's own generation and compared in NumPy
+@pytest.mark.full
+def test_a_latent_checkpoint_runs_every_analysis_on_its_generated_latents(tmp_path):
+    if not LATENT_FIXTURE.is_dir():
+        pytest.skip("the latent checkpoint (tests/fixtures/make_qwen2_5_vl_latent.py) is not here")
+    from tokdyn.diagnostics import vlm_generated as vg
+
+    path = write_instances(tmp_path, LINES[2:] + [dict(LINES[2], image="b.png", answer="C")])
+    cfg = dataclasses.replace(
+        vd.Config.quick(),
+        model=str(LATENT_FIXTURE),
+        instances=str(path),
+        n_instances=0,
+        image_size=56,
+        n_tokens=2,
+        latents="generated",
+        n_latents=4,
+        new_tokens=40,
+        latent_start="<|latent_start|>",
+        latent_end="<|latent_end|>",
+        latent_fill="<|latent_pad|>",
+        noise_kinds=("blank",),
+    )
+    out = tmp_path / "out"
+    assert vd.main(cfg, str(out), quiet=True)
+    for name in (
+        "instances",
+        "grounding",
+        "perception",
+        "accuracy",
+        "decomposition",
+        "mediation",
+        "similarity",
+        "optimisation",
+    ):
+        assert (out / f"{name}.csv").exists(), name
+    text = (out / "summary.md").read_text()
+    assert "--latents generated" in text and "## injection" in text and "wrote a latent block" in text
+    acc = io.read_csv(str(out / "accuracy.csv"))
+    assert set(acc["setting"]) == {"none", *vd.generated.LATENT_KINDS}
+    # the clean run and the blank image's, straight from the model's generation
+    loaded = vd.open_checkpoint(cfg)
+    inst = vd.make_instances(cfg)
+    (group,) = vd.encode(inst, loaded, cfg)
+    model, t = loaded.model, loaded.tokens
+    lat = vg.latent_module(model).LatentMode(t.start, t.end, t.fill, 4)
+    proc = loaded.processor
+    per_channel = -np.asarray(proc.image_mean) / np.asarray(proc.image_std)
+    blank = np.broadcast_to(np.repeat(per_channel, group.pixels.shape[-1] // 3).astype(np.float32), group.pixels.shape)
+    runs = [
+        model.generate(
+            group.prompt,
+            px,
+            group.grid,
+            group.prompt_mask,
+            max_new_tokens=40,
+            latent=lat,
+            do_sample=False,
+            return_generation=True,
+        )
+        for px in (group.pixels, blank)
+    ]
+    clean, dark = runs
+    assert (clean.n_blocks > 0).all()
+    z = np.asarray(clean.latents, np.float64)[:, 0]  # (2, 4, D)
+    u = z / np.linalg.norm(z, axis=-1, keepdims=True)
+    sim = io.read_csv(str(out / "similarity.csv"))
+    across = sim["measure"] == "across"
+    np.testing.assert_allclose(sim["cosine"][across], (u[0] * u[1]).sum(-1), atol=1e-4)
+    med = io.read_csv(str(out / "mediation.csv"))
+    rows = med["path"] == "input_latent"
+    w = np.asarray(dark.latents, np.float64)[:, 0]
+    want = 1 - (u * (w / np.linalg.norm(w, axis=-1, keepdims=True))).sum(-1)  # (2, 4)
+    got = np.full((2, 4), np.nan)
+    for i, step, c in zip(med["instance"][rows], med["step"][rows], med["cosine_distance"][rows]):
+        got[int(i), int(step) - 1] = c
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    texts = [t.decode(clean.answer_ids(r, after_latents=True), loaded.config.eos_token_id) for r in range(2)]
+    none = acc["setting"] == "none"
+    read = [
+        "" if isinstance(x, float) and np.isnan(x) else str(x)
+        for x in acc["text"][none][np.argsort(acc["instance"][none])]
+    ]
+    assert read == texts

@@ -13,20 +13,40 @@ first access. A minimal example, a model of one's own under the protocol and a d
 - :mod:`tokdyn.diagnostics.summaries`  :func:`~tokdyn.diagnostics.summaries.summarise`: a diagnostic's result
   (:class:`~tokdyn.diagnostics.mediation.Effects`, :class:`~tokdyn.diagnostics.dmlr.Result`) as a readable table
 
-- :mod:`tokdyn.diagnostics.mediation`  causal mediation of the latents, decomposition of the latent
-  block, attention narrowness
+- :mod:`tokdyn.diagnostics.mediation`  causal mediation of the latents (input -> latent, latent -> answer)
+- :mod:`tokdyn.diagnostics.decomposition`  decomposition of the latent block, attention narrowness
 - :mod:`tokdyn.diagnostics.dmlr`       confidence-driven latent optimisation at inference (DMLR)
 - :mod:`tokdyn.diagnostics.perturb`    image perturbations
 - :mod:`tokdyn.diagnostics.grounding`  per-token grounding scores
 - :mod:`tokdyn.diagnostics.vlm`        the analyses above on a checkpoint family's ``apply`` adapter
-  (Qwen2.5-VL: :mod:`tokdyn.models.qwen2_5_vl.adapter`), each one compiled program over instances
+  (Qwen2.5-VL: :mod:`tokdyn.models.qwen2_5_vl.adapter`), each one compiled program over instances (the one
+  implementation the ``vlm-diagnostics`` study, the example and the benchmark call); its static subject in
+  :mod:`tokdyn.diagnostics.subjects`
+- :mod:`tokdyn.diagnostics.vlm_generated`  the analyses on the latents a checkpoint writes itself while it
+  generates (the family's latent-mode generation under interventions and perturbed images)
+- :mod:`tokdyn.diagnostics.choices`    multiple-choice prompts and the option read from generated text, as the
+  benchmarks score them
 - :mod:`tokdyn.diagnostics.perception` token dynamics of a vision-language model's perception tokens (its vision
   tower's patch features as the points of :func:`tokdyn.dynamics.run`)
 """
 
 import importlib
 
-__all__ = ["protocol", "outputs", "summaries", "mediation", "dmlr", "perturb", "grounding", "vlm", "perception"]
+__all__ = [
+    "protocol",
+    "outputs",
+    "summaries",
+    "mediation",
+    "decomposition",
+    "dmlr",
+    "perturb",
+    "grounding",
+    "subjects",
+    "vlm",
+    "vlm_generated",
+    "choices",
+    "perception",
+]
 
 
 def __getattr__(name):

@@ -1,30 +1,32 @@
-"""The latent-reasoning analyses of :mod:`tokdyn.diagnostics` on Qwen2.5-VL, each one compiled program over a
-batch of instances (and of image perturbations and seeds), through the ``apply`` protocol of
-:mod:`tokdyn.models.qwen2_5_vl.adapter`.
+"""The latent-reasoning analyses of :mod:`tokdyn.diagnostics` on a checkpoint family's model (Qwen2.5-VL:
+:mod:`tokdyn.models.qwen2_5_vl`), each one compiled program over a batch of instances (and of image
+perturbations and seeds), through the ``apply`` protocol of the family's adapter
+(:mod:`tokdyn.models.qwen2_5_vl.adapter`). The one implementation of each: the ``vlm-diagnostics`` study,
+the example ``examples/vlm_analyses.py``, the tests and ``benchmarks/bench_vlm_analyses.py`` all call these.
 
 - :func:`imagine`: the latents a prompt's block gets when the model fills it itself, in latent space (the
   last layer's normed state at the previous position fed back, as Coconut does) or in text space (the
   greedy token there, its embedding fed back: the text-space imagination arm).
 - :func:`decomposition` (Beyond Visual Memory): correctness with the markers only, the slots only, the format
-  only and the settings of :data:`tokdyn.diagnostics.mediation.ALL_SETTINGS`; :func:`gain_kept` of each; the
-  concentration of attention over the image at the latent positions and at the answer.
+  only and the settings of :data:`tokdyn.diagnostics.decomposition.ALL_SETTINGS`; :func:`gain_kept` of each;
+  the concentration of attention over the image at the latent positions and at the answer.
 - :func:`mediation` (CapImagine): image perturbations (:func:`perturb_pixels`); their effect on the imagined
   latents and on the answer, total, direct (latents held) and indirect (through the latents alone); the
   latent -> answer effects of :func:`tokdyn.diagnostics.mediation.latent_effects`.
-- :func:`grounding` (DMLR): the per-token grounding score under each noise kind, level and seed;
-  :func:`optimise`: DMLR's confidence-driven latent optimisation (:func:`tokdyn.diagnostics.dmlr.optimise`)
-  over instances and seeds.
+- :func:`grounding` (DMLR): the per-token grounding score under each noise kind, level and seed
+  (:func:`grounding_scores`: under perturbed images one gives); :func:`optimise`: DMLR's confidence-driven
+  latent optimisation (:func:`tokdyn.diagnostics.dmlr.optimise`) over instances and seeds.
 
-A model and prompt layout are a :class:`Subject` (static). Each analysis checks its arguments in plain Python
-(and the model with :func:`tokdyn.diagnostics.protocol.check_apply`) before anything compiles, naming what is
-wrong; each is a traced kernel too (``fn.jitted``). The pages :doc:`/concepts/vlm-decomposition`,
-:doc:`/concepts/vlm-mediation` and :doc:`/concepts/vlm-dmlr` walk through them.
+A model and prompt layout are a :class:`~tokdyn.diagnostics.subjects.Subject` (static; :func:`subject`), whose
+family's adapter builds the ``apply``. Each analysis checks its arguments in plain Python (and the model with
+:func:`tokdyn.diagnostics.protocol.check_apply`) before anything compiles, naming what is wrong; each is a
+traced kernel too (``fn.jitted``). Draws that must not depend on how instances are batched take the instances'
+ids (``index``). The pages :doc:`/concepts/vlm-decomposition`, :doc:`/concepts/vlm-mediation` and
+:doc:`/concepts/vlm-dmlr` walk through them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 from typing import NamedTuple, Optional
 
 import jax
@@ -32,154 +34,33 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks
+from tokdyn.diagnostics import decomposition as decomposition_lib
 from tokdyn.diagnostics import dmlr as dmlr_lib
 from tokdyn.diagnostics import mediation as mediation_lib
 from tokdyn.diagnostics import protocol
 from tokdyn.diagnostics.grounding import token_logprobs
-from tokdyn.models.qwen2_5_vl import adapter as qa
+from tokdyn.diagnostics import subjects as subjects_lib
 from tokdyn.models.blocks import norm
-from tokdyn.models.qwen2_5_vl.config import Config
-from tokdyn.models.qwen2_5_vl.processor import ImageProcessor
+
+# the analyses' static subject and its batch helpers (tokdyn.diagnostics.subjects), named here too
+Subject = subjects_lib.Subject
+subject = subjects_lib.subject
+family_of = subjects_lib.family_of
+encoded = subjects_lib.encoded
+with_image = subjects_lib.with_image
+with_latents = subjects_lib.with_latents
+without_latents = subjects_lib.without_latents
+check_batch = subjects_lib.check_batch
+check_answers = subjects_lib.check_answers
+check_noises = subjects_lib.check_noises
 
 ARMS = ("latent", "text")
 """How :func:`imagine` fills the block: ``"latent"`` (continuous states fed back) or ``"text"`` (tokens)."""
 KINDS = ("zeros", "noise", "mean", "constant", "swap")
 """The latent -> answer interventions :func:`mediation` runs by default (those needing no other latents)."""
 NOISES = (("gaussian", 0.5), ("blank", 0.0))
-"""The default image perturbations, ``(kind, level)`` of :func:`tokdyn.models.qwen2_5_vl.adapter.noised_pixels`."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Subject:
-    """A Qwen2.5-VL configuration, image grid and prompt layout: what the analyses hold static.
-
-    Attributes:
-      config: the model's :class:`~tokdyn.models.qwen2_5_vl.config.Config`.
-      layout: the prompts' :class:`~tokdyn.models.qwen2_5_vl.adapter.Layout` (every row the same).
-      grid: the images' grid ``(1, h, w)`` (one image per row, all of one grid).
-    """
-
-    config: Config
-    layout: qa.Layout
-    grid: tuple
-
-    @functools.cached_property
-    def apply(self):
-        """The protocol's ``apply`` of this subject (:func:`tokdyn.models.qwen2_5_vl.adapter.make_apply`)."""
-        return qa.make_apply(self.config, np.asarray([self.grid]), self.layout)
-
-
-def subject(config: Config, image_grid_thw, layout: qa.Layout) -> Subject:
-    """The :class:`Subject` of a model ``config``, an image grid ([[1, h, w]]) and a prompt ``layout``."""
-    if not isinstance(config, Config):
-        raise TypeError(f"config must be a tokdyn.models.qwen2_5_vl Config, got {type(config).__name__}")
-    if not isinstance(layout, qa.Layout):
-        raise TypeError(f"layout must be a tokdyn.models.qwen2_5_vl.adapter.Layout, got {type(layout).__name__}")
-    grid = np.asarray(image_grid_thw).reshape(-1, 3)
-    if len(grid) < 1 or (grid != grid[0]).any():
-        raise ValueError(f"image_grid_thw must be one grid [[1, h, w]] for every row, got {grid.tolist()}")
-    out = Subject(config, layout, tuple(int(g) for g in grid[0]))
-    out.apply  # noqa: B018 (made now, outside any trace)
-    return out
-
-
-def encoded(subject: Subject, params, batch: dict) -> dict:
-    """``batch`` with its images encoded once (:func:`tokdyn.models.qwen2_5_vl.adapter.image_features`): every
-    call of an analysis on it then skips the vision tower. A batch that already holds ``"image_features"`` is
-    returned as it is (they must be those of its ``"pixel_values"``). Traceable."""
-    if "image_features" in batch:
-        return batch
-    return qa.image_features(subject.config, params, batch, np.asarray([subject.grid]))
-
-
-def with_image(subject: Subject, params, batch: dict, pixel_values) -> dict:
-    """``batch`` with other pixel rows (B, patches, patch_dim), encoded once. Traceable."""
-    fresh = {k: v for k, v in batch.items() if k != "image_features"}
-    return encoded(subject, params, {**fresh, "pixel_values": pixel_values})
-
-
-def with_latents(batch: dict, latents) -> dict:
-    """``batch`` holding ``latents`` (B, L, D) as each instance's own latents (``apply`` writes them at the
-    slots when it is given no ``latents=``)."""
-    return {**batch, "latents": latents}
-
-
-def without_latents(batch: dict) -> dict:
-    """``batch`` without its own latents (the slots then hold their fill token's embedding)."""
-    return {k: v for k, v in batch.items() if k != "latents"}
-
-
-# ---------------------------------------------------------------------------------------------- checks
-
-
-def _check_subject(subj) -> Subject:
-    if not isinstance(subj, Subject):
-        raise TypeError(f"subject must be a tokdyn.diagnostics.vlm.Subject (subject(...)), got {subj!r}")
-    return subj
-
-
-def check_batch(subj: Subject, batch, *, block: str = "") -> int:
-    """Check ``batch`` (from :func:`tokdyn.models.qwen2_5_vl.adapter.make_batch`, optionally with its own
-    ``"latents"``) against ``subj`` before compiling; ``block``: why the analysis needs a latent block ("" when
-    it does not). Returns B. Raises ValueError/TypeError naming the argument."""
-    _check_subject(subj)
-    lay, cfg = subj.layout, subj.config
-    need = ("input_ids", "attention_mask", "positions", "pixel_values")
-    if not isinstance(batch, dict) or any(k not in batch for k in need):
-        raise TypeError(f"batch must be a dict with {list(need)} (qwen2_5_vl.adapter.make_batch), got {type(batch)}")
-    shape = tuple(jnp.shape(batch["input_ids"]))
-    if len(shape) != 2 or shape[1] != lay.length:
-        raise ValueError(f"batch['input_ids'] must be (B, T) with T = {lay.length} (the layout's), got {shape}")
-    b = shape[0]
-    patches = int(np.prod(subj.grid))
-    want = (b, patches, cfg.vision.patch_dim)
-    if tuple(jnp.shape(batch["pixel_values"])) != want:
-        raise ValueError(
-            f"batch['pixel_values'] must be (B, patches, patch_dim) = {want} for the grid {subj.grid}, "
-            f"got {tuple(jnp.shape(batch['pixel_values']))}"
-        )
-    if "image_features" in batch:
-        want = (b, len(lay.image), cfg.text.hidden_size)
-        if tuple(jnp.shape(batch["image_features"])) != want:
-            raise ValueError(
-                f"batch['image_features'] must be (B, image tokens, D) = {want}, "
-                f"got {tuple(jnp.shape(batch['image_features']))}"
-            )
-    if "latents" in batch:
-        want = (b, len(lay.latents), cfg.text.hidden_size)
-        if tuple(jnp.shape(batch["latents"])) != want:
-            raise ValueError(f"batch['latents'] must be (B, L, D) = {want}, got {tuple(jnp.shape(batch['latents']))}")
-    if block and not lay.latents:
-        raise ValueError(
-            f"layout must have a latent block (start_id and end_id in qwen2_5_vl.adapter.layout) for {block}"
-        )
-    return b
-
-
-def _check_answers(answers, b: int, vocab: int, optional: bool = False):
-    if answers is None:
-        if optional:
-            return
-        raise ValueError(f"answers must be given, (B,) = ({b},) correct token ids, got None")
-    if tuple(jnp.shape(answers)) != (b,):
-        raise ValueError(f"answers must be (B,) = ({b},) token ids, got shape {tuple(jnp.shape(answers))}")
-    if not jnp.issubdtype(_checks.dtype_of(answers), jnp.integer):
-        raise TypeError(f"answers must be integer token ids, got dtype {_checks.dtype_of(answers)}")
-    if _checks.on_host(answers):
-        _checks.real("answers", np.asarray(answers), low=0, high=vocab - 1)
-
-
-def _check_noises(noises) -> tuple:
-    try:
-        out = tuple((str(k), float(v)) for k, v in noises)
-    except (TypeError, ValueError):
-        raise TypeError(f"noises must be (kind, level) pairs, got {noises!r}") from None
-    if not out:
-        raise ValueError("noises must name at least one (kind, level), got ()")
-    for kind, level in out:
-        _checks.choice("noise kind", kind, qa.NOISES)
-        _checks.real("noise level", level, low=0.0)
-    return out
+"""The default image perturbations, ``(kind, level)`` of the adapter's ``noised_pixels``
+(:func:`tokdyn.models.qwen2_5_vl.adapter.noised_pixels`)."""
 
 
 # ---------------------------------------------------------------------------------------------- imagination
@@ -247,11 +128,11 @@ def imagine(subject: Subject, params, batch, *, arm: str = "latent") -> Imagined
 
 class Decomposition(NamedTuple):
     """Beyond Visual Memory's decomposition of a batch: ``correct`` (K, B) 1 where the answer is right under
-    each setting (in the order asked); ``concentration`` (:class:`tokdyn.diagnostics.mediation.Narrowness`,
+    each setting (in the order asked); ``concentration`` (:class:`tokdyn.diagnostics.decomposition.Narrowness`,
     fields (B, L + 1)) of the attention over the image tokens at each latent slot, then at the answer."""
 
     correct: jax.Array
-    concentration: mediation_lib.Narrowness
+    concentration: decomposition_lib.Narrowness
 
 
 def _check_decomposition(key, subject, params, batch, *, answers, settings, arm, top_k):
@@ -259,23 +140,23 @@ def _check_decomposition(key, subject, params, batch, *, answers, settings, arm,
     b = check_batch(subject, batch, block="the decomposition")
     lay = subject.layout
     fmt = jax.ShapeDtypeStruct((len(lay.markers) + len(lay.latents), subject.config.text.hidden_size), jnp.float32)
-    settings = mediation_lib.check_decompose(settings, lay.latents, lay.markers, lay.length, fmt)
+    settings = decomposition_lib.check_decompose(settings, lay.latents, lay.markers, lay.length, fmt)
     if arm is not None:
         _checks.choice("arm", arm, ARMS)
     _checks.positive_int("top_k", top_k)
     if top_k > len(lay.image):
         raise ValueError(f"top_k must be at most the number of image tokens {len(lay.image)}, got {top_k}")
-    _check_answers(answers, b, subject.config.text.vocab_size)
+    check_answers(answers, b, subject.config.text.vocab_size)
     protocol.check_apply(subject.apply, params, batch, uses=("latents", "intervene", "drop"))
     return {"settings": settings}
 
 
 @_checks.checked_jit(_check_decomposition, static_argnames=("subject", "settings", "arm", "top_k"))
 def decomposition(
-    key, subject: Subject, params, batch, *, answers, settings=mediation_lib.ALL_SETTINGS, arm=None, top_k: int = 3
+    key, subject: Subject, params, batch, *, answers, settings=decomposition_lib.ALL_SETTINGS, arm=None, top_k: int = 3
 ) -> Decomposition:
     """Correctness under each decomposition setting and the attention concentration at the latents, for every
-    instance of ``batch`` in one program (:func:`tokdyn.diagnostics.mediation.decompose` on the Qwen ``apply``).
+    instance of ``batch`` in one program (:func:`tokdyn.diagnostics.decomposition.decompose` on the family's ``apply``).
     ``format_only`` gives the block the embeddings of the prompt's own block tokens (start marker, fill
     tokens, end marker): the block's format without its content.
 
@@ -285,7 +166,7 @@ def decomposition(
       params: the model's parameter tree.
       batch: B prompts; the instances' latents in ``batch["latents"]`` (:func:`with_latents`), else ``arm``.
       answers: (B,) correct token ids.
-      settings: names from :data:`tokdyn.diagnostics.mediation.ALL_SETTINGS` (static).
+      settings: names from :data:`tokdyn.diagnostics.decomposition.ALL_SETTINGS` (static).
       arm: None (the batch's latents, or the fill embeddings), or one of :data:`ARMS`: the model fills its
         block first (:func:`imagine`).
       top_k: the k of the top-k mass of the concentration (static), at most the number of image tokens.
@@ -299,7 +180,7 @@ def decomposition(
         batch = with_latents(batch, imagine(subject, params, batch, arm=arm).latents)
     block = jnp.asarray(lay.markers + lay.latents, jnp.int32)
     fmt = params["text"]["embed"][batch["input_ids"][0, block]]  # (len(block), D): the prompt's own block tokens
-    correct = mediation_lib.decompose(
+    correct = decomposition_lib.decompose(
         key,
         subject.apply,
         params,
@@ -312,10 +193,43 @@ def decomposition(
         settings=settings,
         format_embedding=fmt,
     )
+    return Decomposition(correct, _concentration(subject, params, batch, top_k))
+
+
+def _concentration(subject, params, batch, top_k) -> decomposition_lib.Narrowness:
+    lay = subject.layout
     n_layers = subject.config.text.num_hidden_layers
     select = protocol.Select(attention=tuple(range(n_layers)), rows=lay.latents + (lay.answer,))
     rows = protocol.apply_selected(subject.apply, params, batch, select).attention  # (B, layers, H, L + 1, T)
-    return Decomposition(correct, mediation_lib.concentration(rows, patches=lay.image, top_k=top_k))
+    return decomposition_lib.concentration(rows, patches=lay.image, top_k=top_k)
+
+
+def _check_concentration(subject, params, batch, *, top_k):
+    check_batch(subject, batch, block="the attention's concentration at the latents")
+    _checks.positive_int("top_k", top_k)
+    if top_k > len(subject.layout.image):
+        raise ValueError(f"top_k must be at most the number of image tokens {len(subject.layout.image)}, got {top_k}")
+    protocol.check_apply(subject.apply, params, batch, uses=("latents",) if "latents" in batch else ())
+
+
+@_checks.checked_jit(_check_concentration, static_argnames=("subject", "top_k"))
+def concentration(subject: Subject, params, batch, *, top_k: int = 3) -> decomposition_lib.Narrowness:
+    """How narrowly the model attends to the image at each latent slot and at the answer position (the
+    layout's), layers and heads averaged: :func:`tokdyn.diagnostics.decomposition.concentration` of the
+    attention rows there alone (a 7B model never holds (B, layers, H, T, T)), with the batch's own latents
+    (:func:`with_latents`) at the slots, or their fill embeddings. :func:`decomposition` reports it beside
+    its settings; the study's generated-latent analyses read it on the blocks a model wrote itself.
+
+    Args:
+      subject: the :class:`~tokdyn.diagnostics.subjects.Subject` (static); its layout must have a latent block.
+      params: the model's parameter tree.
+      batch: B prompts.
+      top_k: the k of the top-k mass (static), at most the number of image tokens.
+
+    Returns:
+      :class:`tokdyn.diagnostics.decomposition.Narrowness`, fields (B, L + 1).
+    """
+    return _concentration(subject, params, encoded(subject, params, batch), top_k)
 
 
 def gain_kept(correct, settings) -> dict:
@@ -338,20 +252,25 @@ def gain_kept(correct, settings) -> dict:
 # ---------------------------------------------------------------------------------------------- mediation
 
 
-def perturb_pixels(key, pixel_values, processor: ImageProcessor, *, noises=NOISES, n_seeds: int = 1) -> jax.Array:
+def perturb_pixels(key, pixel_values, processor, *, noises=NOISES, n_seeds: int = 1, index=None) -> jax.Array:
     """Perturbed copies (N, B, patches, patch_dim) of ``pixel_values`` (B, patches, patch_dim), N =
-    len(noises) x n_seeds, noise-major: copy ``j * n_seeds + s`` is noise j's ``(kind, level)``
-    (:func:`tokdyn.models.qwen2_5_vl.adapter.noised_pixels`) drawn from ``fold_in(fold_in(key, j), s)``, each
-    instance's image from its own key (``fold_in`` of the instance's row)."""
-    noises = _check_noises(noises)
+    len(noises) x n_seeds, noise-major: copy ``j * n_seeds + s`` is noise j's ``(kind, level)`` (the
+    adapter's ``noised_pixels`` of ``processor``'s family, :func:`tokdyn.models.qwen2_5_vl.adapter.noised_pixels`)
+    drawn from ``fold_in(fold_in(key, j), s)``, instance i's image from ``fold_in`` of that key and
+    ``index[i]`` (its id: default its row, ``arange(B)``; give the instances' ids so that a draw does not
+    depend on how they are batched). Traceable."""
+    adapter = family_of(processor).adapter
+    noises = check_noises(noises, adapter.NOISES)
     _checks.positive_int("n_seeds", n_seeds)
     px = jnp.asarray(pixel_values, jnp.float32)
-    rows = jnp.arange(px.shape[0])
+    if index is not None and tuple(jnp.shape(index)) != (px.shape[0],):
+        raise ValueError(f"index must be (B,) = ({px.shape[0]},) instance ids, got shape {tuple(jnp.shape(index))}")
+    rows = jnp.arange(px.shape[0]) if index is None else jnp.asarray(index)
     out = []
     for j, (kind, level) in enumerate(noises):
         for s in range(n_seeds):
             k = jax.random.fold_in(jax.random.fold_in(key, j), s)
-            noised = jax.vmap(lambda i, p: qa.noised_pixels(jax.random.fold_in(k, i), p, processor, kind, level))
+            noised = jax.vmap(lambda i, p: adapter.noised_pixels(jax.random.fold_in(k, i), p, processor, kind, level))
             out.append(noised(rows, px))
     return jnp.stack(out)
 
@@ -409,7 +328,7 @@ def _check_mediation(key, subject, params, batch, perturbed, *, arm, answers, ki
         raise ValueError("kinds must not hold 'other' here (it needs other latents): use mediation.latent_to_answer")
     if b < 2 and {"mean", "swap"} & set(kinds):
         raise ValueError(f"kinds {sorted({'mean', 'swap'} & set(kinds))} need B >= 2 instances, got B = {b}")
-    _check_answers(answers, b, subject.config.text.vocab_size, optional=True)
+    check_answers(answers, b, subject.config.text.vocab_size, optional=True)
     protocol.check_apply(subject.apply, params, batch, uses=("latents",), need_latents="causal mediation")
     return {"kinds": kinds}
 
@@ -467,13 +386,8 @@ def mediation(key, subject: Subject, params, batch, perturbed, *, arm="latent", 
 # ---------------------------------------------------------------------------------------------- DMLR
 
 
-def _check_grounding(key, subject, params, batch, processor, *, positions, tokens, noises, n_seeds):
-    _checks.prng_key("key", key)
+def _check_scored(subject, params, batch, positions, tokens) -> tuple:
     check_batch(subject, batch)
-    if not isinstance(processor, ImageProcessor):
-        raise TypeError(f"processor must be a tokdyn.models.qwen2_5_vl ImageProcessor, got {type(processor).__name__}")
-    noises = _check_noises(noises)
-    _checks.positive_int("n_seeds", n_seeds)
     positions = protocol.as_positions("positions", positions, subject.layout.length)
     if not positions:
         raise ValueError("positions must name at least one position (those predicting the scored tokens), got ()")
@@ -484,46 +398,107 @@ def _check_grounding(key, subject, params, batch, processor, *, positions, token
         raise TypeError(f"tokens must be integer token ids, got dtype {_checks.dtype_of(tokens)}")
     if _checks.on_host(tokens):
         _checks.real("tokens", np.asarray(tokens), low=0, high=dims.vocab - 1)
+    return positions
+
+
+def _check_grounding(key, subject, params, batch, processor, *, positions, tokens, noises, n_seeds, index):
+    _checks.prng_key("key", key)
+    check_batch(subject, batch)
+    if not isinstance(processor, subject.family.ImageProcessor):
+        raise TypeError(
+            f"processor must be a {subject.family.__name__} ImageProcessor (the one that made the pixel rows), "
+            f"got {type(processor).__name__}"
+        )
+    noises = check_noises(noises, subject.adapter.NOISES)
+    _checks.positive_int("n_seeds", n_seeds)
+    positions = _check_scored(subject, params, batch, positions, tokens)
+    if index is not None and tuple(jnp.shape(index)) != (jnp.shape(batch["input_ids"])[0],):
+        raise ValueError(f"index must be (B,) instance ids, got shape {tuple(jnp.shape(index))}")
     return {"noises": noises, "positions": positions}
+
+
+class Grounding(NamedTuple):
+    """:func:`grounding_scores`' result: ``clean`` (B, n) the log-probabilities of the scored tokens with the
+    image, ``scores`` (N, B, n) the grounding score S under each perturbed image (the log-probability there is
+    ``clean - scores``)."""
+
+    clean: jax.Array
+    scores: jax.Array
+
+
+def _scores(subject, params, batch, perturbed, positions, tokens) -> Grounding:
+    tokens = jnp.asarray(tokens)
+    batch = encoded(subject, params, batch)
+    clean = token_logprobs(subject.apply, params, batch, positions=positions, tokens=tokens)  # (B, n)
+
+    def one(px):
+        pb = with_image(subject, params, batch, px)
+        return clean - token_logprobs(subject.apply, params, pb, positions=positions, tokens=tokens)
+
+    return Grounding(clean, jax.lax.map(one, jnp.asarray(perturbed, jnp.float32)))
 
 
 @_checks.checked_jit(_check_grounding, static_argnames=("subject", "processor", "positions", "noises", "n_seeds"))
 def grounding(
-    key, subject: Subject, params, batch, processor: ImageProcessor, *, positions, tokens, noises=NOISES, n_seeds=1
+    key, subject: Subject, params, batch, processor, *, positions, tokens, noises=NOISES, n_seeds=1, index=None
 ) -> jax.Array:
     """DMLR's grounding score of each scored token, :math:`S_t = \\log p(x_t \\mid x_{<t}, I, q) - \\log p(x_t
     \\mid x_{<t}, \\tilde I, q)`, under every noise and seed, in one program (teacher-forced: the tokens are
-    given, each read at the position that predicts it).
+    given, each read at the position that predicts it). :func:`grounding_scores` takes the perturbed images.
 
     Args:
       key: PRNG key of the noise (:func:`perturb_pixels`'s draws).
-      subject: the :class:`Subject` (static).
+      subject: the :class:`~tokdyn.diagnostics.subjects.Subject` (static).
       params: the model's parameter tree.
       batch: B prompts with their generated tokens.
-      processor: the :class:`~tokdyn.models.qwen2_5_vl.ImageProcessor` that made the pixel rows (static).
+      processor: the family's image processor that made the pixel rows (static; for Qwen2.5-VL a
+        :class:`~tokdyn.models.qwen2_5_vl.ImageProcessor`).
       positions: n positions predicting the scored tokens (static ints).
       tokens: (B, n) token ids scored.
       noises: ``(kind, level)`` pairs of :func:`tokdyn.models.qwen2_5_vl.adapter.noised_pixels` (static).
       n_seeds: noise draws per noise (static).
+      index: optional (B,) instance ids for the draws (:func:`perturb_pixels`).
 
     Returns:
       (len(noises), n_seeds, B, n) scores; the perturbed images are :func:`perturb_pixels`'s, in its order.
     """
-    tokens = jnp.asarray(tokens)
-    batch = encoded(subject, params, batch)
-    clean = token_logprobs(subject.apply, params, batch, positions=positions, tokens=tokens)  # (B, n)
-    perturbed = perturb_pixels(key, batch["pixel_values"], processor, noises=noises, n_seeds=n_seeds)
-
-    def one(px):
-        pb = with_image(subject, params, batch, px)
-        lp = token_logprobs(subject.apply, params, pb, positions=positions, tokens=tokens)
-        return clean - lp
-
-    s = jax.lax.map(one, perturbed)  # (N * S, B, n)
+    perturbed = perturb_pixels(key, batch["pixel_values"], processor, noises=noises, n_seeds=n_seeds, index=index)
+    s = _scores(subject, params, batch, perturbed, positions, tokens).scores  # (N * S, B, n)
     return s.reshape((len(noises), n_seeds) + s.shape[1:])
 
 
-def _check_optimise(key, subject, params, batch, cfg, hparams, *, seeds, chunk):
+def _check_grounding_scores(subject, params, batch, perturbed, *, positions, tokens):
+    positions = _check_scored(subject, params, batch, positions, tokens)
+    px = tuple(jnp.shape(batch["pixel_values"]))
+    if len(jnp.shape(perturbed)) != 4 or tuple(jnp.shape(perturbed)[1:]) != px or jnp.shape(perturbed)[0] < 1:
+        raise ValueError(
+            f"perturbed must be (N, B, patches, patch_dim) = (N, {', '.join(map(str, px))}) with N >= 1 perturbed "
+            f"pixel rows (perturb_pixels), got {tuple(jnp.shape(perturbed))}"
+        )
+    return {"positions": positions}
+
+
+@_checks.checked_jit(_check_grounding_scores, static_argnames=("subject", "positions"))
+def grounding_scores(subject: Subject, params, batch, perturbed, *, positions, tokens) -> Grounding:
+    """DMLR's grounding score of each scored token under each of N perturbed images one gives, in one
+    program: :func:`grounding` without the draws (the ``vlm-diagnostics`` study draws its gaussian levels and
+    one blank image with :func:`perturb_pixels`).
+
+    Args:
+      subject: the :class:`~tokdyn.diagnostics.subjects.Subject` (static).
+      params: the model's parameter tree.
+      batch: B prompts with their generated tokens.
+      perturbed: (N, B, patches, patch_dim) perturbed pixel rows.
+      positions: n positions predicting the scored tokens (static ints).
+      tokens: (B, n) token ids scored.
+
+    Returns:
+      :class:`Grounding`: the clean log-probabilities (B, n) and the scores :math:`S` (N, B, n).
+    """
+    return _scores(subject, params, batch, perturbed, positions, tokens)
+
+
+def _check_optimise(key, subject, params, batch, cfg, hparams, *, seeds, chunk, index):
     _checks.prng_key("key", key)
     check_batch(subject, batch, block="DMLR's latent optimisation")
     if not isinstance(cfg, dmlr_lib.Config):
@@ -541,6 +516,8 @@ def _check_optimise(key, subject, params, batch, cfg, hparams, *, seeds, chunk):
         raise ValueError("seeds must name at least one seed, got ()")
     if chunk is not None:
         _checks.positive_int("chunk", chunk)
+    if index is not None and tuple(jnp.shape(index)) != (jnp.shape(batch["input_ids"])[0],):
+        raise ValueError(f"index must be (B,) instance ids, got shape {tuple(jnp.shape(index))}")
     return {"seeds": seeds}
 
 
@@ -555,10 +532,12 @@ def optimise(
     *,
     seeds=(0,),
     chunk: Optional[int] = None,
+    index=None,
 ) -> dmlr_lib.Result:
     """DMLR's confidence-driven latent optimisation (:func:`tokdyn.diagnostics.dmlr.optimise`: optax through
     :mod:`tokdyn.es`, the maximised reward ``cfg.reward``) of every instance under every seed, in one program:
-    seed ``s`` optimises from ``fold_in(key, s)``, instance i within it from ``fold_in(fold_in(key, s), i)``.
+    seed ``s`` optimises from ``fold_in(key, s)``, instance i within it from ``fold_in(fold_in(key, s), index[i])``
+    (``index``: the instances' ids, default their rows).
     The latents start from the batch's own (:func:`with_latents`) or the fill embeddings; the scored positions
     are the layout's slots, the answer its answer position, the injected patches its image tokens (in the
     order of ``apply``'s ``inject`` mask).
@@ -572,6 +551,7 @@ def optimise(
       hparams: :class:`tokdyn.diagnostics.dmlr.Hparams` (traced).
       seeds: S seeds (static ints).
       chunk: instances vmapped at once within a seed (None: all B).
+      index: optional (B,) instance ids for the keys (default ``arange(B)``).
 
     Returns:
       :class:`tokdyn.diagnostics.dmlr.Result` with leading axes (S, B).
@@ -591,6 +571,7 @@ def optimise(
             answer_position=lay.answer,
             patch_positions=lay.image,
             chunk=chunk,
+            index=index,
         )
 
     return jax.vmap(one)(jnp.asarray(seeds))

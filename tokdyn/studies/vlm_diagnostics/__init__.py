@@ -2,36 +2,43 @@
 diagnostics' ``apply`` protocol (:mod:`tokdyn.models.qwen2_5_vl.adapter`).
 
 ``tokdyn study vlm-diagnostics --model DIR --out OUT`` (:func:`main`, :class:`Config`) reads a local
-checkpoint directory (its weight files' SHA-256 in the directory's stamp) and asks it questions with known
-answers about images: rendered sprite scenes ("how many objects?", with their object masks) or a user's JSONL
-(``--instances``). It writes ``instances.csv``, one table per analysis (``grounding.csv``,
-``perception.csv``, ``decomposition.csv``, ``mediation.csv``, ``optimisation.csv``, ``injection.csv``),
-``diagnostics.png``,
-``summary.md`` and ``config.json``; every batch of every analysis is kept in ``OUT/parts/`` as it finishes, so a rerun resumes,
-and a checkpoint whose weights changed is refused. Without ``--model`` it builds a tiny Qwen2.5-VL with
-random weights, so the command runs anywhere; its output then says that its numbers are a random model's.
+checkpoint directory and asks it questions with known answers about images: rendered sprite scenes ("how many
+objects?", with their object masks) or a user's JSONL files (``--instances``, open or multiple-choice lines,
+one benchmark a file). Its latents are a block the study places after the prompt and the model fills
+(``--latents block``) or those a latent-reasoning checkpoint writes while it generates (``--latents
+generated``). It writes ``instances.csv``, one table per analysis (``grounding.csv``, ``perception.csv``,
+``accuracy.csv``, ``decomposition.csv``, ``mediation.csv``, ``similarity.csv``, ``optimisation.csv``,
+``injection.csv``), ``diagnostics.png``, ``summary.md`` and ``config.json``; every batch of every analysis is
+kept in ``OUT/parts/`` as it finishes, so a rerun resumes, and a checkpoint or instances that changed are
+refused (the stamp holds their files' SHA-256 and every image's). Without ``--model`` it builds a tiny
+Qwen2.5-VL with random weights, so the command runs anywhere; its output then says that its numbers are a
+random model's.
 
 A package, one concept a module: ``config`` (:class:`Config`, :data:`ANALYSES`, :data:`PENDING`,
-:data:`GPU_PRESETS`), ``checkpoint`` (the model and its stamp), ``instances`` (scenes, JSONL, prompts),
-``analyses`` (one function per analysis), ``running`` (:func:`run` and the checks before it), ``report``
+:data:`GPU_PRESETS`, the time estimate), ``checkpoint`` (the model and its stamp), ``instances`` (scenes,
+JSONL, prompts padded to one bucket, the instances' stamp), ``analyses`` (the rows of each analysis on the
+block, from :mod:`tokdyn.diagnostics.vlm`), ``generated`` (the rows on generated latents, from
+:mod:`tokdyn.diagnostics.vlm_generated`), ``running`` (:func:`run` and the checks before it), ``report``
 (:func:`summary`), ``plots`` (:func:`draw`: ``diagnostics.png``); this module keeps :data:`SPEC` and
-:func:`main` and re-exports their public names.
-What each table holds: :doc:`/studies/vlm-diagnostics`.
+:func:`main` and re-exports their public names. What each table holds: :doc:`/studies/vlm-diagnostics`.
 """
 
 from __future__ import annotations
 
 from tokdyn.experiment import runner
-from tokdyn.studies.vlm_diagnostics import analyses, checkpoint, instances  # noqa: F401
+from tokdyn.studies.vlm_diagnostics import analyses, checkpoint, generated, instances, report  # noqa: F401
 from tokdyn.studies.vlm_diagnostics.analyses import (  # noqa: F401
     FUNCTIONS,
     Context,
+    accuracy_rows,
     decomposition_rows,
     grounding_rows,
     mediation_rows,
     optimisation_rows,
     injection_rows,
     perception_rows,
+    similarity_part,
+    similarity_rows,
 )
 from tokdyn.studies.vlm_diagnostics.checkpoint import (  # noqa: F401
     Loaded,
@@ -45,6 +52,7 @@ from tokdyn.studies.vlm_diagnostics.checkpoint import (  # noqa: F401
 from tokdyn.studies.vlm_diagnostics.config import (  # noqa: F401
     ANALYSES,
     DECOMPOSITION_SETTINGS,
+    LATENTS,
     GPU_PRESETS,
     MEDIATION_KINDS,
     PENDING,
@@ -53,7 +61,15 @@ from tokdyn.studies.vlm_diagnostics.config import (  # noqa: F401
     STUDY,
     Config,
 )
-from tokdyn.studies.vlm_diagnostics.instances import Group, Instances, encode, make_instances, read_jsonl  # noqa: F401
+from tokdyn.studies.vlm_diagnostics.instances import (  # noqa: F401
+    Group,
+    Instances,
+    bucket,
+    encode,
+    make_instances,
+    read_files,
+    read_jsonl,
+)
 from tokdyn.studies.vlm_diagnostics.plots import FIGURE, draw
 from tokdyn.studies.vlm_diagnostics.report import summary
 from tokdyn.studies.vlm_diagnostics.running import changed_message, check, prepare, run, stamp_extra  # noqa: F401

@@ -1,41 +1,43 @@
-"""The study's analyses on the Qwen2.5-VL ``apply`` (:mod:`tokdyn.models.qwen2_5_vl.adapter`), each a function
-``(context, group, chunk) -> rows`` over one batch of instances, compiled once per group:
+"""The study's analyses as table rows: each a function ``(context, group, start) -> rows`` over one batch of
+instances, calling the one implementation of the analysis in :mod:`tokdyn.diagnostics.vlm` (the latent
+block filled by the model itself, :func:`tokdyn.diagnostics.vlm.imagine`'s latent arm) and turning its arrays
+into rows; nothing is computed here but the rows:
 
-- :func:`grounding_rows`: DMLR's grounding score of each answer token (teacher-forced),
-  :math:`S = \\log p(x_t \\mid x_{<t}, I, q) - \\log p(x_t \\mid x_{<t}, \\tilde I, q)`, for every noise kind,
-  level and draw in one program (:func:`tokdyn.diagnostics.grounding.token_logprobs`);
+- :func:`grounding_rows`: DMLR's grounding score of each answer token (:func:`tokdyn.diagnostics.vlm.grounding_scores`);
 - :func:`perception_rows`: token dynamics of the vision tower's patch features against the scenes' masks
   (:func:`tokdyn.diagnostics.perception.perception_dynamics`);
-- :func:`decomposition_rows`: the answer's correctness under each setting of the latent block
-  (:func:`tokdyn.diagnostics.mediation.decompose`);
-- :func:`mediation_rows`: input -> latent (the states at the latent slots under a noised image,
-  :func:`tokdyn.diagnostics.mediation.shift`) and latent -> answer
-  (:func:`tokdyn.diagnostics.mediation.latent_effects`);
-- :func:`optimisation_rows`: DMLR's latent optimisation (:func:`tokdyn.diagnostics.dmlr.make`, no visual
-  injection).
+- :func:`accuracy_rows`: the answer the model generates, scored as the benchmarks score it
+  (:mod:`tokdyn.diagnostics.choices`);
+- :func:`decomposition_rows`: the answer's correctness under each setting of the block and the attention's
+  concentration on the image (:func:`tokdyn.diagnostics.vlm.decomposition`);
+- :func:`mediation_rows`: input -> latent, input -> answer and latent -> answer
+  (:func:`tokdyn.diagnostics.vlm.mediation`);
+- :func:`similarity_part`: the imagined latents, kept for the similarity across instances and steps
+  (:func:`similarity_rows`, over every instance);
+- :func:`optimisation_rows` and :func:`injection_rows`: DMLR's latent optimisation without and with its
+  visual injection (:func:`tokdyn.diagnostics.vlm.optimise`).
 
-:data:`FUNCTIONS` maps :data:`~tokdyn.studies.vlm_diagnostics.config.ANALYSES` to them: an analysis the
-``apply`` cannot run yet (:data:`~tokdyn.studies.vlm_diagnostics.config.PENDING`) joins as one more function
-here and its name there.
+:data:`FUNCTIONS` maps :data:`~tokdyn.studies.vlm_diagnostics.config.ANALYSES` to them.
 """
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn.diagnostics import dmlr, grounding, mediation, perception, protocol
+from tokdyn import geometry
+from tokdyn.diagnostics import choices, dmlr, perception
+from tokdyn.diagnostics import vlm
 from tokdyn.models.qwen2_5_vl import adapter as qa
 from tokdyn.studies.vlm_diagnostics.config import DECOMPOSITION_SETTINGS, MEDIATION_KINDS
+
+TOP_K = 3  # the top-k mass of the attention's concentration (at most the image's tokens)
 
 
 class Context:
     """What every analysis of one run shares: the configuration, the model (``loaded``,
-    :class:`~tokdyn.studies.vlm_diagnostics.checkpoint.Loaded`), the instances and the root key, and the
-    compiled programs of each group (made on first use, ``program``).
+    :class:`~tokdyn.studies.vlm_diagnostics.checkpoint.Loaded`), the instances and the root key.
 
     Args:
       cfg: the study's :class:`~tokdyn.studies.vlm_diagnostics.config.Config`.
@@ -47,22 +49,15 @@ class Context:
         self.cfg, self.loaded, self.instances = cfg, loaded, instances
         self.key = jax.random.key(cfg.root_seed)
         self.mcfg = loaded.config
-        self._programs: dict = {}
+        self._perturb = jax.jit(vlm.perturb_pixels, static_argnames=("processor", "noises", "n_seeds"))
 
     @property
     def params(self):
         """The model's weights (read on first use)."""
         return self.loaded.model.params
 
-    def program(self, name: str, group, make):
-        """The compiled program ``name`` of ``group``'s layout, made by ``make()`` once."""
-        key = (name, group.name)
-        if key not in self._programs:
-            self._programs[key] = make()
-        return self._programs[key]
-
     def perturbations(self) -> list:
-        """``(kind, level, seed)`` of every image perturbation: each gaussian level x draw, then one blank."""
+        """``(kind, level, draw)`` of every image perturbation: each gaussian level x draw, then one blank."""
         out = []
         for kind in self.cfg.noise_kinds:
             if kind == "blank":
@@ -72,25 +67,22 @@ class Context:
         return out
 
     def noised(self, pixels, index) -> jax.Array:
-        """(K, B, patches, patch_dim) pixel rows of every :meth:`perturbations` of each instance; instance i
-        draws from ``fold_in(fold_in(fold_in(key, 1), k), index[i])``, so a draw never depends on batching."""
-        proc = self.loaded.processor
-        base = jax.random.fold_in(self.key, 1)
+        """(K, B, patches, patch_dim) pixel rows of every :meth:`perturbations` of each instance
+        (:func:`tokdyn.diagnostics.vlm.perturb_pixels`, kind j's draws from ``fold_in(fold_in(key, 1), j)``
+        and the instance's id, so a draw never depends on batching)."""
+        cfg, proc = self.cfg, self.loaded.processor
         out = []
-        for k, (kind, level, _) in enumerate(self.perturbations()):
-            keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.fold_in(base, k), i))(jnp.asarray(index))
-            one = functools.partial(qa.noised_pixels, processor=proc, kind=kind, level=level)
-            out.append(jax.vmap(lambda kk, px: one(kk, px))(keys, jnp.asarray(pixels)))
-        return jnp.stack(out)
+        for j, kind in enumerate(cfg.noise_kinds):
+            key = jax.random.fold_in(jax.random.fold_in(self.key, 1), j)
+            if kind == "blank":
+                noises, seeds = (("blank", 0.0),), 1
+            else:
+                noises, seeds = tuple((kind, float(v)) for v in cfg.noise_levels), cfg.noise_seeds
+            out.append(self._perturb(key, pixels, proc, noises=noises, n_seeds=seeds, index=jnp.asarray(index)))
+        return jnp.concatenate(out)
 
 
-def _batch(ctx: "Context", ids, pixels, grid) -> dict:
-    """The instances' batch (:func:`tokdyn.models.qwen2_5_vl.adapter.make_batch`: every leaf leads with the
-    instances, as the diagnostics that slice or vmap a batch by instance need)."""
-    return qa.make_batch(ctx.mcfg, ids, pixels, grid)
-
-
-def _chunk(group, start: int, size: int):
+def chunk_of(group, start: int, size: int):
     """Rows ``start`` to ``start + size`` of ``group``, the last chunk padded by repeating its last row:
     ``(index (size,), valid (size,) bool, take)`` where ``take(a)`` cuts an array of the group."""
     n = len(group.index)
@@ -99,48 +91,47 @@ def _chunk(group, start: int, size: int):
     return group.index[rows], valid, lambda a: np.asarray(a)[rows]
 
 
+def block_batch(ctx: Context, group, start: int):
+    """The chunk's latent-block prompts: ``(index, valid, subject, batch, answers)`` (answers: the first
+    token of each answer)."""
+    index, valid, take = chunk_of(group, start, ctx.cfg.batch_size)
+    ids = take(group.block)
+    t = ctx.loaded.tokens
+    lay = qa.layout(ctx.mcfg, ids, t.start, t.end)
+    batch = qa.make_batch(ctx.mcfg, ids, take(group.pixels), group.grid, take(group.block_mask))
+    sub = vlm.subject(ctx.mcfg, group.grid, lay)
+    return index, valid, sub, batch, jnp.asarray(take(group.answer_ids)[:, 0], jnp.int32)
+
+
 def grounding_rows(ctx: Context, group, start: int) -> list:
     """The grounding score of every answer token of the chunk of ``group`` at ``start``, under every
     perturbation: rows of instance, perturbation, token, log-probabilities with the image and the noised
     one, and S."""
-    cfg, mcfg = ctx.cfg, ctx.mcfg
-    index, valid, take = _chunk(group, start, cfg.batch_size)
+    index, valid, take = chunk_of(group, start, ctx.cfg.batch_size)
     ids = take(group.plain)
-    lay = qa.layout(mcfg, ids)
-    positions = np.arange(group.prompt_length - 1, group.prompt_length - 1 + group.answer_ids.shape[1])
-    tokens = take(group.answer_ids)
-
-    def make():
-        apply = qa.make_apply(mcfg, group.grid, lay)
-
-        def run(params, batch, noised, tokens):
-            lp = functools.partial(grounding.token_logprobs, apply, params, positions=positions, tokens=tokens)
-            clean = lp(batch)  # (B, A)
-            pert = jax.lax.map(lambda px: lp(dict(batch, pixel_values=px)), noised)  # (K, B, A)
-            return clean, pert
-
-        return jax.jit(run)
-
-    batch = _batch(ctx, ids, take(group.pixels), group.grid)
-    clean, pert = ctx.program("grounding", group, make)(
-        ctx.params, batch, ctx.noised(batch["pixel_values"], index), tokens
-    )
-    clean, pert = np.asarray(clean, np.float64), np.asarray(pert, np.float64)
+    sub = vlm.subject(ctx.mcfg, group.grid, qa.layout(ctx.mcfg, ids))
+    width = group.answer_ids.shape[1]
+    positions = tuple(range(group.prompt_length - 1, group.prompt_length - 1 + width))
+    tokens, used = take(group.answer_ids), take(group.answer_mask)
+    batch = qa.make_batch(ctx.mcfg, ids, take(group.pixels), group.grid, take(group.plain_mask))
+    noised = ctx.noised(batch["pixel_values"], index)
+    g = vlm.grounding_scores(sub, ctx.params, batch, noised, positions=positions, tokens=tokens)
+    clean, s = np.asarray(g.clean, np.float64), np.asarray(g.scores, np.float64)
     rows = []
     for k, (kind, level, seed) in enumerate(ctx.perturbations()):
         for b in np.flatnonzero(valid):
-            for t in range(tokens.shape[1]):
+            for t in np.flatnonzero(used[b]):
                 rows.append(
                     dict(
                         instance=int(index[b]),
                         noise=kind,
                         level=level,
                         draw=seed,
-                        token=t,
+                        token=int(t),
                         token_id=int(tokens[b, t]),
                         logp_image=clean[b, t],
-                        logp_noised=pert[k, b, t],
-                        score=clean[b, t] - pert[k, b, t],
+                        logp_noised=clean[b, t] - float(s[k, b, t]),
+                        score=float(s[k, b, t]),
                     )
                 )
     return rows
@@ -181,88 +172,124 @@ def perception_rows(ctx: Context, start: int) -> list:
     return rows
 
 
-def _block(ctx: Context, group, start: int):
-    """The chunk's latent-block prompts: ``(index, valid, layout, batch, answers)``."""
-    index, valid, take = _chunk(group, start, ctx.cfg.batch_size)
-    ids = take(group.block)
-    t = ctx.loaded.tokens
-    lay = qa.layout(ctx.mcfg, ids, t.start, t.end)
-    batch = _batch(ctx, ids, take(group.pixels), group.grid)
-    return index, valid, lay, batch, jnp.asarray(take(group.answer_ids)[:, 0], jnp.int32)
+def scored_rows(ctx: Context, index, valid, tokens, setting: str) -> list:
+    """Rows of generated ``tokens`` (B, N) of the chunk's instances under ``setting``: the text (cut at the
+    first stop token), the option or answer read from it (:func:`tokdyn.diagnostics.choices.score`), whether
+    it is right and parsed, and the instance's benchmark and chance level."""
+    inst, t = ctx.instances, ctx.loaded.tokens
+    stops = ctx.mcfg.eos_token_id
+    rows = []
+    for b in np.flatnonzero(valid):
+        i = int(index[b])
+        text = t.decode(tokens[b], stops)
+        got = choices.score(text, inst.answers[i], inst.options_of(i))
+        rows.append(
+            dict(
+                instance=i,
+                benchmark=inst.file_of(i),
+                setting=setting,
+                text=text,
+                choice=got.choice,
+                answer=inst.answers[i],
+                correct=float(got.correct),
+                parsed=bool(got.parsed),
+                rule=got.rule,
+                chance=inst.chance(i),
+            )
+        )
+    return rows
+
+
+def accuracy_rows(ctx: Context, group, start: int) -> list:
+    """The answer the model generates from each prompt of the chunk (greedy, ``cfg.new_tokens`` tokens), scored
+    as the benchmarks score it (setting ``plain``: the prompt alone, no block)."""
+    index, valid, take = chunk_of(group, start, ctx.cfg.batch_size)
+    px = take(group.pixels)
+    grid = np.repeat(group.grid, len(index), 0)
+    tokens = ctx.loaded.model.generate(
+        take(group.prompt),
+        px.reshape(-1, px.shape[-1]),
+        grid,
+        take(group.prompt_mask),
+        max_new_tokens=ctx.cfg.new_tokens,
+    )
+    return scored_rows(ctx, index, valid, np.asarray(tokens), "plain")
 
 
 def decomposition_rows(ctx: Context, group, start: int) -> list:
     """Whether the answer's first token is the model's top token at the answer position under each
-    setting of :data:`~tokdyn.studies.vlm_diagnostics.config.DECOMPOSITION_SETTINGS`, per instance."""
-    index, valid, lay, batch, answers = _block(ctx, group, start)
-
-    def make():
-        apply = qa.make_apply(ctx.mcfg, group.grid, lay)
-        return jax.jit(
-            lambda key, params, batch, answers: mediation.decompose(
-                key,
-                apply,
-                params,
-                batch,
-                slots=lay.latents,
-                markers=lay.markers,
-                answer_position=lay.answer,
-                answers=answers,
-                length=lay.length,
-                settings=DECOMPOSITION_SETTINGS,
-            )
-        )
-
+    setting of :data:`~tokdyn.studies.vlm_diagnostics.config.DECOMPOSITION_SETTINGS` (``measure``
+    ``correct``), and the concentration of the attention over the image at each latent slot and at the answer
+    position (``measure`` ``attention``: entropy, top-k mass, the share on the image), per instance."""
+    index, valid, sub, batch, answers = block_batch(ctx, group, start)
     key = jax.random.fold_in(jax.random.fold_in(ctx.key, 3), int(index[0]))
-    correct = np.asarray(ctx.program("decomposition", group, make)(key, ctx.params, batch, answers))
-    return [
-        dict(instance=int(index[b]), setting=s, correct=float(correct[k, b]))
+    top_k = min(TOP_K, len(sub.layout.image))
+    d = vlm.decomposition(
+        key, sub, ctx.params, batch, answers=answers, settings=DECOMPOSITION_SETTINGS, arm="latent", top_k=top_k
+    )
+    correct = np.asarray(d.correct)
+    conc = {f: np.asarray(getattr(d.concentration, f), np.float64) for f in ("entropy", "top_k_mass", "patch_share")}
+    queries = [f"latent {i + 1}" for i in range(len(sub.layout.latents))] + ["answer"]
+    rows = [
+        dict(instance=int(index[b]), measure="correct", setting=s, correct=float(correct[k, b]))
         for k, s in enumerate(DECOMPOSITION_SETTINGS)
         for b in np.flatnonzero(valid)
     ]
-
-
-def mediation_rows(ctx: Context, group, start: int) -> list:
-    """Causal mediation on the chunk: for each perturbation, how far the last layer's states at the latent
-    slots move (``input_latent``: cosine distance and relative L2, averaged over the slots); for each
-    intervention of :data:`~tokdyn.studies.vlm_diagnostics.config.MEDIATION_KINDS`, whether the answer flips
-    and the KL of its distribution (``latent_answer``)."""
-    index, valid, lay, batch, answers = _block(ctx, group, start)
-    slots = jnp.asarray(lay.latents)
-    last = protocol.Select(hidden=(-1,))
-
-    def make():
-        apply = qa.make_apply(ctx.mcfg, group.grid, lay)
-
-        def run(key, params, batch, noised, answers):
-            states = lambda b: apply(params, b, select=last).hidden[:, 0][:, slots]  # (B, L, D)
-            a = states(batch)
-            moved = jax.lax.map(lambda px: mediation.shift(a, states(dict(batch, pixel_values=px))), noised)
-            eff = mediation.latent_effects(
-                key, apply, params, batch, answer_position=lay.answer, answers=answers, kinds=MEDIATION_KINDS
-            )
-            return moved, eff
-
-        return jax.jit(run)
-
-    key = jax.random.fold_in(jax.random.fold_in(ctx.key, 4), int(index[0]))
-    noised = ctx.noised(batch["pixel_values"], index)
-    moved, eff = ctx.program("mediation", group, make)(key, ctx.params, batch, noised, answers)
-    cos, rel = np.asarray(moved.cosine_distance, np.float64), np.asarray(moved.relative_l2, np.float64)
-    rows = []
-    for k, (kind, level, seed) in enumerate(ctx.perturbations()):
+    for q, name in enumerate(queries):
         for b in np.flatnonzero(valid):
             rows.append(
                 dict(
                     instance=int(index[b]),
-                    path="input_latent",
-                    kind=kind,
-                    level=level,
-                    draw=seed,
-                    cosine_distance=cos[k, b].mean(),
-                    relative_l2=rel[k, b].mean(),
+                    measure="attention",
+                    query=name,
+                    entropy=conc["entropy"][b, q],
+                    top_k_mass=conc["top_k_mass"][b, q],
+                    patch_share=conc["patch_share"][b, q],
+                    top_k=top_k,
+                    image_tokens=len(sub.layout.image),
                 )
             )
+    return rows
+
+
+def mediation_rows(ctx: Context, group, start: int) -> list:
+    """Causal mediation on the chunk (:func:`tokdyn.diagnostics.vlm.mediation`, latent arm): for each
+    perturbation, how far each imagined latent moves (``input_latent``: cosine distance and relative L2, per
+    latent step) and how the answer moves (``input_answer``: total, direct and indirect effect: flipped and
+    KL); for each intervention of :data:`~tokdyn.studies.vlm_diagnostics.config.MEDIATION_KINDS` on the
+    imagined latents, whether the answer flips, its KL and correctness (``latent_answer``)."""
+    index, valid, sub, batch, answers = block_batch(ctx, group, start)
+    key = jax.random.fold_in(jax.random.fold_in(ctx.key, 4), int(index[0]))
+    noised = ctx.noised(batch["pixel_values"], index)
+    m = vlm.mediation(key, sub, ctx.params, batch, noised, arm="latent", answers=answers, kinds=MEDIATION_KINDS)
+    cos = np.asarray(m.latent_shift.cosine_distance, np.float64)  # (K, B, L)
+    rel = np.asarray(m.latent_shift.relative_l2, np.float64)
+    rows = []
+    for k, (kind, level, seed) in enumerate(ctx.perturbations()):
+        for b in np.flatnonzero(valid):
+            base = dict(instance=int(index[b]), kind=kind, level=level, draw=seed)
+            for step in range(cos.shape[2]):
+                rows.append(
+                    dict(
+                        base,
+                        path="input_latent",
+                        step=step + 1,
+                        cosine_distance=cos[k, b, step],
+                        relative_l2=rel[k, b, step],
+                    )
+                )
+            for effect in ("total", "direct", "indirect"):
+                change = getattr(m, effect)
+                rows.append(
+                    dict(
+                        base,
+                        path="input_answer",
+                        effect=effect,
+                        flipped=float(change.flipped[k, b]),
+                        kl=float(change.kl[k, b]),
+                    )
+                )
+    eff = m.effects
     for k, kind in enumerate(MEDIATION_KINDS):
         for b in np.flatnonzero(valid):
             rows.append(
@@ -280,27 +307,57 @@ def mediation_rows(ctx: Context, group, start: int) -> list:
     return rows
 
 
-def optimisation_rows(ctx: Context, group, start: int, *, inject: str = "none", name: str = "optimisation") -> list:
+def similarity_part(ctx: Context, group, start: int) -> dict:
+    """The latents the model imagines into the chunk's blocks (:func:`tokdyn.diagnostics.vlm.imagine`,
+    latent arm): ``{"instance": (b,), "latents": (b, L, D)}`` of its valid rows, kept as a part."""
+    index, valid, sub, batch, _ = block_batch(ctx, group, start)
+    z = np.asarray(vlm.imagine(sub, ctx.params, batch, arm="latent").latents, np.float32)
+    return {"instance": np.asarray(index)[valid], "latents": z[valid]}
+
+
+def similarity_rows(latents: np.ndarray, instance: np.ndarray) -> tuple[list, dict]:
+    """The similarity of latents (N instances, L steps, D) (:mod:`tokdyn.geometry`): rows of the mean
+    pairwise cosine across instances at each step (``across``: instances), of each instance's cosine between
+    consecutive steps (``steps``), and the two matrices for the figure: ``instances`` (N, N), the cosine of
+    two instances' latents averaged over the steps, and ``steps`` (L, L), the cosine of two steps averaged
+    over the instances."""
+    z = np.asarray(latents, np.float32)
+    n, length = z.shape[:2]
+    if n == 0:
+        return [], {}
+    rows = []
+    for step in range(length):
+        value = float(geometry.mean_pairwise_cosine(z[:, step])) if n >= 2 else float("nan")
+        rows.append(dict(measure="across", step=step + 1, cosine=value, n=n))
+    if length >= 2:
+        consecutive = np.stack([np.asarray(geometry.step_similarity(z[i : i + 1])) for i in range(n)])  # (N, L - 1)
+        for i in range(n):
+            for step in range(length - 1):
+                rows.append(
+                    dict(measure="steps", instance=int(instance[i]), step=step + 1, cosine=float(consecutive[i, step]))
+                )
+    across = np.mean([np.asarray(geometry.cosine_matrix(z[:, s])) for s in range(length)], 0)
+    within = np.mean([np.asarray(geometry.cosine_matrix(z[i])) for i in range(n)], 0)
+    return rows, {"instances": across, "steps": within}
+
+
+def optimisation_rows(ctx: Context, group, start: int, *, inject: str = "none") -> list:
     """DMLR on the chunk (entropy reward, evolution strategies; ``inject="best"``: with the paper's visual
-    injection of the image tokens the latents attend to most): per instance the reward and answer before
-    and with the most confident latents."""
+    injection of the image tokens the latents attend to most), from the fill token's embeddings: per instance
+    the reward and answer before and with the most confident latents."""
     cfg = ctx.cfg
-    index, valid, lay, batch, answers = _block(ctx, group, start)
-    vocab = ctx.mcfg.text.vocab_size
+    index, valid, sub, batch, answers = block_batch(ctx, group, start)
     dcfg = dmlr.Config(
-        reward="entropy", top_k=min(10, vocab), n_iters=cfg.optimiser_iters, n_pairs=cfg.optimiser_pairs, inject=inject
+        reward="entropy",
+        top_k=min(10, ctx.mcfg.text.vocab_size),
+        n_iters=cfg.optimiser_iters,
+        n_pairs=cfg.optimiser_pairs,
+        inject=inject,
     )
-
-    def make():
-        apply = qa.make_apply(ctx.mcfg, group.grid, lay)
-        patches = lay.image if inject != "none" else ()
-        return dmlr.make(
-            apply, dcfg, latent_positions=lay.latents, answer_position=lay.answer, patch_positions=patches, chunk=None
-        )
-
     hp = dmlr.Hparams(learning_rate=cfg.optimiser_learning_rate, sigma=cfg.optimiser_sigma)
     key = jax.random.fold_in(ctx.key, 5 if inject == "none" else 6)
-    res = ctx.program(name, group, make)(key, ctx.params, batch, hp, jnp.asarray(index))
+    res = vlm.optimise(key, sub, ctx.params, batch, dcfg, hp, seeds=(0,), index=jnp.asarray(index))
+    res = jax.tree_util.tree_map(lambda a: np.asarray(a)[0], res)  # the one seed
     answers = np.asarray(answers)
     rows = []
     for b in np.flatnonzero(valid):
@@ -321,28 +378,37 @@ def optimisation_rows(ctx: Context, group, start: int, *, inject: str = "none", 
 
 def injection_rows(ctx: Context, group, start: int) -> list:
     """DMLR with its visual injection (``inject="best"``): :func:`optimisation_rows` with the image tokens
-    the most confident latents attend to most inserted before the latent block, and how many were."""
-    return optimisation_rows(ctx, group, start, inject="best", name="injection")
+    the most confident latents attend to most inserted before the latent block."""
+    return optimisation_rows(ctx, group, start, inject="best")
 
 
 FUNCTIONS = {
     "grounding": grounding_rows,
     "perception": perception_rows,
+    "accuracy": accuracy_rows,
     "decomposition": decomposition_rows,
     "mediation": mediation_rows,
+    "similarity": similarity_part,
     "optimisation": optimisation_rows,
     "injection": injection_rows,
 }
 """Each analysis of :data:`~tokdyn.studies.vlm_diagnostics.config.ANALYSES` and its function; all but
-``perception`` take ``(context, group, start)``, ``perception`` ``(context, start)``."""
+``perception`` take ``(context, group, start)``, ``perception`` ``(context, start)``; ``similarity``
+returns a part of arrays (:func:`similarity_part`), tabulated over every instance by :func:`similarity_rows`."""
 
 __all__ = [
     "Context",
     "FUNCTIONS",
+    "accuracy_rows",
+    "block_batch",
+    "chunk_of",
     "decomposition_rows",
     "grounding_rows",
+    "injection_rows",
     "mediation_rows",
     "optimisation_rows",
-    "injection_rows",
     "perception_rows",
+    "scored_rows",
+    "similarity_part",
+    "similarity_rows",
 ]

@@ -24,6 +24,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from tokdyn.diagnostics import choices
 from tokdyn.models import qwen2_5_vl
 from tokdyn.studies.vlm_diagnostics import instances as instances_lib
 
@@ -36,7 +37,17 @@ LAYOUT = (
 TINY_SEED = 0  # the random model's weights: tiny_params(tiny_config())
 TINY_SCALE = 0.1
 # the random model's own token ids (it has no tokenizer): see Tokens.tiny
-TINY_IDS = dict(bos=1, start=100, end=101, fill=102, assistant=103, digits=10, words=(20, 100))
+TINY_IDS = dict(bos=1, start=100, end=101, fill=102, assistant=103, digits=10, letters=70, words=(20, 100))
+# the files besides the weights that the study's numbers depend on: the tokenizer, the chat template's homes,
+# the image processor's and the decoding's configuration (each stamped when the checkpoint has it)
+INPUT_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+    "generation_config.json",
+)
 
 
 def tiny_config() -> qwen2_5_vl.Config:
@@ -128,15 +139,24 @@ def check_directory(directory: str) -> None:
 
 def weights_stamp(directory: str) -> dict:
     """What the stamp holds of a checkpoint: its directory (absolute) and ``{file: SHA-256}`` of its
-    weight files (the safetensors files and the index) and of config.json, so a directory of results
-    is never resumed with other weights."""
+    weight files (the safetensors files and the index), of config.json and of every file of
+    :data:`INPUT_FILES` it has (the tokenizer, the chat template, the image processor's and the decoding's
+    configuration), and the SHA-256 of the chat template's text as read (``chat_template``), so a directory
+    of results is never resumed with other weights or other inputs."""
     d = Path(directory)
     try:
         names = sorted({p.name for p in qwen2_5_vl.checkpoint.files(d).values()})
     except (FileNotFoundError, ValueError) as e:
         raise ValueError(f"model={directory!r}: {e}") from None
-    names += [n for n in ("model.safetensors.index.json", "config.json") if (d / n).is_file()]
-    return {"directory": str(d.resolve()), "sha256": {n: file_sha256(d / n) for n in sorted(names)}}
+    names += [n for n in ("model.safetensors.index.json", "config.json", *INPUT_FILES) if (d / n).is_file()]
+    out = {"directory": str(d.resolve()), "sha256": {n: file_sha256(d / n) for n in sorted(set(names))}}
+    try:
+        template = qwen2_5_vl.chat.read_template(d)
+    except (OSError, ValueError):
+        template = None  # a file that cannot be read is named when the checkpoint is opened
+    if template is not None:
+        out["sha256"]["chat_template"] = hashlib.sha256(template.encode("utf-8")).hexdigest()
+    return out
 
 
 def random_stamp() -> dict:
@@ -195,13 +215,42 @@ class Tokens:
         if self.chat is None:
             out = []
             for w in text.split():
-                out += [TINY_IDS["digits"] + int(c) for c in w] if w.isdigit() else [TINY_IDS["words"][0] + 1]
+                if w.isdigit():
+                    out += [TINY_IDS["digits"] + int(c) for c in w]
+                elif len(w) == 1 and "A" <= w <= "Z":  # an option's letter
+                    out.append(TINY_IDS["letters"] + ord(w) - ord("A"))
+                else:
+                    out.append(TINY_IDS["words"][0] + 1)
             ids = out
         else:
             ids = list(self.chat.text_ids(text, "the answer"))  # every character a token
         if not ids:
             raise ValueError(f"the answer {text!r} has no tokens")
         return np.asarray(ids, np.int64)
+
+    def decode(self, ids, stops=()) -> str:
+        """The text of generated ids (one row), cut before its first token of ``stops`` (the
+        configuration's ``eos_token_id``): the checkpoint's tokenizer without special tokens, or, for the
+        random model, its digits and letters (any other id as a space)."""
+        ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+        cut = [k for k, i in enumerate(ids) if i in set(stops)]
+        ids = ids[: cut[0]] if cut else ids
+        if self.chat is not None:
+            return self.chat.decode(ids, skip_special_tokens=True)
+        out = []
+        for i in ids:
+            if TINY_IDS["digits"] <= i < TINY_IDS["digits"] + 10:
+                out.append(str(i - TINY_IDS["digits"]))
+            elif TINY_IDS["letters"] <= i < TINY_IDS["letters"] + 26:
+                out.append(chr(ord("A") + i - TINY_IDS["letters"]))
+            else:
+                out.append(" ")
+        return "".join(out).strip()
+
+    def score_ids(self, labels) -> tuple:
+        """The first token id of each answer label (an option's letter, a digit): the tokens whose
+        log-probabilities the answer distribution is read over."""
+        return tuple(int(self.answer(label)[0]) for label in labels)
 
 
 class Loaded:
@@ -262,25 +311,43 @@ def token_id(chat, text: str, field: str, mcfg=None) -> int:
 
 
 def instance_texts(cfg) -> list[tuple[str, str, str]]:
-    """``(where, question, answer)`` of each instance the configuration asks: the lines of ``cfg.instances``
-    (the first ``cfg.n_instances``; lines that are not instances are left to
-    :func:`~tokdyn.studies.vlm_diagnostics.instances.read_jsonl` to refuse), or the rendered scenes' question
+    """``(where, question, answer)`` of each instance the configuration asks: the lines of each file of
+    ``cfg.instances`` (the first ``cfg.n_instances`` of each; a multiple-choice line's question as the model
+    gets it, with its options, and its answer as the option's letter; lines that are not instances are left
+    to :func:`~tokdyn.studies.vlm_diagnostics.instances.read_jsonl` to refuse), or the rendered scenes' question
     with every answer they can have."""
     if not cfg.instances:
         return [
             ("the rendered scenes' question", instances_lib.QUESTION, str(k)) for k in range(1, cfg.max_objects + 1)
         ]
     out = []
-    with open(cfg.instances, encoding="utf-8") as f:
-        for number, line in enumerate(f.read().splitlines(), 1):
-            try:
-                row = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and isinstance(row.get("question"), str) and isinstance(row.get("answer"), str):
-                where = f"instances={cfg.instances!r} line {number}"
-                out.append((where, row["question"].strip(), row["answer"].strip()))
-                if cfg.n_instances and len(out) == cfg.n_instances:
+    for path in instances_lib.instance_files(cfg.instances):
+        found = 0
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f.read().splitlines(), 1):
+                try:
+                    row = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:
+                    continue
+                if not (
+                    isinstance(row, dict)
+                    and isinstance(row.get("question"), str)
+                    and isinstance(row.get("answer"), str)
+                ):
+                    continue
+                question, answer = row["question"].strip(), row["answer"].strip()
+                if "options" in row:
+                    try:
+                        opts = choices.check_options(row["options"])
+                        question, answer = (
+                            choices.prompt(question, opts),
+                            choices.answer_letter(answer, opts),
+                        )
+                    except ValueError:
+                        continue
+                out.append((f"instances={path!r} line {number}", question, answer))
+                found += 1
+                if cfg.n_instances and found == cfg.n_instances:
                     break
     return out
 

@@ -10,38 +10,78 @@ import json
 import os
 
 from tokdyn import _checks, dynamics
+from tokdyn.experiment import rates
 from tokdyn.experiment import study as study_dir
 from tokdyn.experiment.presets import PRESETS
 
 STUDY = "vlm-diagnostics"
 
-ANALYSES = ("grounding", "perception", "decomposition", "mediation", "optimisation", "injection")
-"""The analyses the study runs on the Qwen2.5-VL ``apply`` today, in the order they run:
-``grounding`` (DMLR's per-token grounding score S under noised images), ``perception`` (token dynamics
-of the vision tower's patch features), ``decomposition`` (Beyond Visual Memory's settings of the latent
-block), ``mediation`` (CapImagine's input -> latent and latent -> answer effects), ``optimisation``
-(DMLR's confidence-driven latent optimisation, without visual injection) and ``injection`` (the same with
-DMLR's visual injection, ``inject="best"``)."""
+ANALYSES = (
+    "grounding",
+    "perception",
+    "accuracy",
+    "decomposition",
+    "mediation",
+    "similarity",
+    "optimisation",
+    "injection",
+)
+"""The analyses the study runs, in the order they run: ``grounding`` (DMLR's per-token grounding score S
+under noised images), ``perception`` (token dynamics of the vision tower's patch features), ``accuracy``
+(the answer the model generates, scored as the benchmarks score it), ``decomposition`` (Beyond Visual
+Memory's settings of the latent block, and the concentration of its attention on the image),
+``mediation`` (CapImagine's input -> latent, input -> answer and latent -> answer effects), ``similarity``
+(the latents' similarity across instances and across steps), ``optimisation`` (DMLR's confidence-driven
+latent optimisation, without visual injection) and ``injection`` (the same with DMLR's visual injection,
+``inject="best"``)."""
 
-PENDING = {
-    "narrowness": "the study does not yet tabulate attention narrowness at latent positions; "
-    "tokdyn.diagnostics.vlm.decomposition reports it (its attention concentration, from the "
-    "attention rows at the latents alone)",
-}
+PENDING: dict = {}
 """Analyses the study does not run yet: name -> why, and where the measure is available. Naming one in
 ``analyses`` is refused with that reason; adding one is a function in ``analyses.py`` and its name in
-:data:`ANALYSES`."""
+:data:`ANALYSES`. Empty today: the attention's narrowness at the latents, once pending, is the
+decomposition's ``attention`` rows."""
+
+LATENTS = ("block", "generated")
+"""Where the latents come from (``--latents``): ``block``, a block of ``n_latents`` slots placed after the
+prompt and filled by the model itself (:func:`tokdyn.diagnostics.vlm.imagine`, its latent arm); ``generated``,
+the latents a checkpoint trained to reason in latent space writes while it generates (its latent start token
+chosen by the model, then ``n_latents`` steps fed its own last hidden state, then its end token)."""
 
 MEDIATION_KINDS = ("zeros", "noise", "constant")
-"""The latent interventions the study applies: the latents a prompt starts with are its fill token's
-embedding, equal in every instance, so ``mean`` and ``swap`` would leave them as they are."""
+"""The latent interventions the study applies: ``mean`` and ``swap`` mix the instances of one batch (and
+the last batch is padded by repeating rows), so their numbers would depend on the batching."""
 
-DECOMPOSITION_SETTINGS = ("full", "markers_only", "slots_noise", "slots_zeros", "no_block")
-"""The decomposition settings the study measures (``format_only`` needs a format embedding no checkpoint
-defines; ``slots_mean`` equals ``full`` when every instance starts from the fill token)."""
+DECOMPOSITION_SETTINGS = ("full", "markers_only", "slots_only", "format_only", "slots_noise", "slots_zeros", "no_block")
+"""The decomposition settings the study measures (``slots_mean``, the batch's mean latents, would depend on
+the batching)."""
 
 NOISE_KINDS = ("gaussian", "blank")  # tokdyn.models.qwen2_5_vl.adapter.NOISES
 DTYPES = ("float32", "bfloat16")
+# the time estimate (Config.work): seconds of each analysis's compiles (its first batch) and of one further
+# batch of the tiny model, from --quick runs on the 2-core machine at load 11-12 (the reference CPU's rates
+# were fitted at load 6-8: these lean long; benchmarks/runs/cpu-2026-11-27-vlm-estimate), and the reference
+# CPU's rate of floating-point work (tokdyn.experiment.rates.REFERENCE_RATES["training"])
+COMPILE_SECONDS = dict(
+    grounding=25.0,
+    perception=35.0,
+    accuracy=10.0,
+    decomposition=18.0,
+    mediation=27.0,
+    similarity=12.0,
+    optimisation=22.0,
+    injection=36.0,
+)
+CALL_SECONDS = dict(
+    grounding=0.5,
+    perception=12.0,
+    accuracy=0.5,
+    decomposition=1.5,
+    mediation=1.0,
+    similarity=0.5,
+    optimisation=2.0,
+    injection=2.0,
+)
+REFERENCE_FLOPS = rates.REFERENCE_RATES["training"]
 RANDOM_NOTE = (
     "RANDOM MODEL: no --model was given, so these are the numbers of a tiny Qwen2.5-VL with random weights, "
     "built to show the pipeline runs; they are never a finding about a trained model."
@@ -56,10 +96,13 @@ class Config:
       model: a local Qwen2.5-VL checkpoint directory in the Hugging Face layout (config.json,
         model.safetensors or its sharded index, tokenizer.json, a chat template,
         preprocessor_config.json); "" builds a tiny model with random weights (numbers of no meaning).
-      instances: a JSONL file, one {"image": path, "question": str, "answer": str} per line (a relative
-        image path is read from the file's folder); "" renders sprite scenes and asks how many objects
-        each holds.
-      n_instances: rendered scenes (with no --instances), or the first N lines of --instances (0: all).
+      instances: a JSONL file, one {"image": path, "question": str, "answer": str} per line, or a
+        multiple-choice line {"image": path, "question": str, "options": [str, ...], "answer": "B"} (the
+        answer a letter or an option's text; a relative image path is read from the file's folder);
+        several files separated by commas, each a benchmark of the summary's tables; "" renders sprite
+        scenes and asks how many objects each holds.
+      n_instances: rendered scenes (with no --instances), or the first N lines of each --instances file
+        (0: all).
       batch_size: instances per compiled call; the last batch is padded by repeating its rows.
       image_size: side in pixels every image is resized to (a multiple of 28).
       scene_size: side in pixels of a rendered scene before the resize.
@@ -67,15 +110,21 @@ class Config:
       dtype: the weights' dtype, float32 or bfloat16.
       analyses: which analyses run (names from ANALYSES; only chooses what runs: another choice resumes
         the same directory).
+      latents: where the latents come from: block (a block of n_latents slots after the prompt, filled by
+        the model) or generated (those a latent-reasoning checkpoint writes while it generates).
+      new_tokens: tokens generated per answer (the accuracy analysis; with --latents generated, its
+        latent block included).
       noise_kinds: image perturbations of the grounding score and the input -> latent effect (gaussian,
         blank).
       noise_levels: standard deviations of the gaussian noise on the [0, 1] pixel scale.
       noise_seeds: noise draws per level.
-      n_latents: latent slots of the block between the two markers.
+      n_latents: latent slots of the block between the two markers (with --latents generated: the
+        checkpoint's latent size, the steps fed back after its start token).
       latent_start: the token that opens the latent block (a checkpoint's token string; the random
         model uses its own ids).
       latent_end: the token that closes it.
-      latent_fill: the token whose embedding fills the slots before any intervention.
+      latent_fill: the token whose embedding fills the slots before any intervention (with --latents
+        generated: the checkpoint's latent pad token, written at each latent step).
       n_tokens: tokens of the perception dynamics (and k-means' centres).
       methods: token-dynamics rules of the perception analysis (names from tokdyn.dynamics.METHODS).
       temperature_ratio: each rule's temperature over the image's collapse threshold.
@@ -97,6 +146,8 @@ class Config:
     max_objects: int = 4
     dtype: str = "float32"
     analyses: tuple = ANALYSES
+    latents: str = "block"
+    new_tokens: int = 16
     noise_kinds: tuple = NOISE_KINDS
     noise_levels: tuple = (0.25, 0.5)
     noise_seeds: int = 2
@@ -128,12 +179,16 @@ class Config:
                 "(config.json, model.safetensors or model.safetensors.index.json with its shards, tokenizer.json, "
                 "a chat template, preprocessor_config.json), or leave --model out for the tiny random model"
             )
-        if self.instances and not os.path.isfile(self.instances):
-            raise ValueError(
-                f"instances={self.instances!r} is not a file: give a JSONL file with one "
-                '{"image": path, "question": str, "answer": str} per line, or leave --instances out for '
-                "rendered scenes"
-            )
+        files = [p.strip() for p in self.instances.split(",") if p.strip()]
+        if self.instances and not files:
+            raise ValueError(f"instances={self.instances!r} names no file")
+        for path in files:
+            if not os.path.isfile(path):
+                raise ValueError(
+                    f"instances={path!r} is not a file: give a JSONL file with one "
+                    '{"image": path, "question": str, "answer": str} (or with "options": [...]) per line, several '
+                    "separated by commas, or leave --instances out for rendered scenes"
+                )
         _checks.positive_int("n_instances", self.n_instances, minimum=0 if self.instances else 2)
         _checks.positive_int("batch_size", self.batch_size)
         _checks.positive_int("image_size", self.image_size, minimum=28)
@@ -144,6 +199,8 @@ class Config:
         if self.max_objects > 9:
             raise ValueError(f"max_objects must be at most 9 (a one-digit answer), got {self.max_objects}")
         _checks.choice("dtype", self.dtype, DTYPES)
+        _checks.choice("latents", self.latents, LATENTS)
+        _checks.positive_int("new_tokens", self.new_tokens)
         for name in ("analyses", "noise_kinds", "noise_levels", "methods"):
             value = getattr(self, name)
             if not isinstance(value, tuple) or not value:
@@ -198,6 +255,7 @@ class Config:
             dynamics_steps=20,
             optimiser_iters=3,
             optimiser_pairs=2,
+            new_tokens=6,
             preset="quick",
         )
 
@@ -208,28 +266,105 @@ class Config:
         _checks.choice("size", size, tuple(GPU_PRESETS))
         return cls(model=model, **{**GPU_PRESETS[size], **changes})
 
+    def sizes(self) -> dict:
+        """The model's sizes the estimate reads: those of the checkpoint's config.json (the 7B's where it
+        cannot be read: the file is named later, when the checkpoint is opened), or the tiny model's."""
+        tiny = dict(layers=2, heads=4, kv=2, width=64, ffn=96, vocab=128, v_depth=2, v_width=32, v_ffn=40)
+        if not self.model:
+            return tiny
+        try:
+            with open(os.path.join(self.model, "config.json")) as f:
+                raw = json.load(f)
+            text, vis = {**raw, **(raw.get("text_config") or {})}, raw.get("vision_config") or {}
+            return dict(
+                layers=int(text["num_hidden_layers"]),
+                heads=int(text["num_attention_heads"]),
+                kv=int(text.get("num_key_value_heads", text["num_attention_heads"])),
+                width=int(text["hidden_size"]),
+                ffn=int(text["intermediate_size"]),
+                vocab=int(text["vocab_size"]),
+                v_depth=int(vis.get("depth", 32)),
+                v_width=int(vis.get("hidden_size", 1280)),
+                v_ffn=int(vis.get("intermediate_size", 3420)),
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return dict(
+                layers=28, heads=28, kv=4, width=3584, ffn=18944, vocab=152064, v_depth=32, v_width=1280, v_ffn=3420
+            )
+
+    def count_instances(self) -> int:
+        """The instances the run will hold: ``n_instances`` scenes, or the non-blank lines of each
+        ``--instances`` file (at most ``n_instances`` of each when it is set; an unreadable file counts 0:
+        it is named when it is read)."""
+        if not self.instances:
+            return self.n_instances
+        total = 0
+        for path in (p.strip() for p in self.instances.split(",") if p.strip()):
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    lines = sum(1 for line in f if line.strip())
+            except OSError:
+                lines = 0
+            total += min(lines, self.n_instances) if self.n_instances else lines
+        return total
+
+    def work(self, n: int) -> dict:
+        """Seconds of work on the reference CPU (:mod:`tokdyn.experiment.rates`) of ``n`` instances: the
+        compiles of each analysis's programs and their calls (``host``: :data:`COMPILE_SECONDS`, measured on
+        the tiny model, and :data:`CALL_SECONDS` a batch), and the forward passes' floating-point work
+        (``training``: :func:`forward_flops` of the passes each analysis makes per instance, over the
+        reference's rate; with ``--latents generated`` the generations, each counted as one pass over the
+        prompt and its new tokens)."""
+        z = self.sizes()
+        image = (self.image_size // 28) ** 2  # merged image tokens
+        patches = 4 * image
+        prompt = image + 64  # the image and a question's text, padded to its bucket
+        k = sum(1 if kind == "blank" else len(self.noise_levels) * self.noise_seeds for kind in self.noise_kinds)
+        lat, block = self.n_latents, prompt + self.n_latents + 2
+        es = 2 + 2 * self.optimiser_iters * self.optimiser_pairs
+        passes = {  # (text passes, their length, vision passes) per instance
+            "grounding": (1 + k, prompt + 4, 1 + k),
+            "perception": (0, 0, 1),
+            "accuracy": (1, prompt + self.new_tokens, 1),
+            "decomposition": (2 + lat + len(DECOMPOSITION_SETTINGS), block, 1),
+            "mediation": ((1 + k) * (lat + 1) + 2 * k + len(MEDIATION_KINDS) + 2, block, 1 + k),
+            "similarity": (lat + 1, block, 1),
+            "optimisation": (es, block, 1),
+            "injection": (es, block + image, 1),
+        }
+        if self.latents == "generated":  # generations of prompt + new_tokens tokens, shared by the analyses
+            seq = prompt + self.new_tokens
+            passes.update(
+                accuracy=(7, seq, 7),  # the clean run and six interventions
+                decomposition=(1, seq, 1),  # the attention rows on the teacher-forced block
+                mediation=(3 * k, seq, 3 * k),  # each perturbed image, with the latents held and swapped
+                similarity=(0, 0, 0),
+                optimisation=(es + 1, seq, 2),
+                injection=(0, 0, 0),
+            )
+        flops = 0.0
+        for name in self.analyses:
+            count, length, vision = passes[name]
+            flops += n * (count * forward_flops(z, length) + vision * vision_flops(z, patches))
+        batches = -(-max(n, 1) // self.batch_size)
+        host = sum(COMPILE_SECONDS[a] + batches * CALL_SECONDS[a] for a in self.analyses)
+        return {"host": host, "training": flops / REFERENCE_FLOPS}
+
     def estimate(self) -> study_dir.Estimate:
         """The largest working set: the weights (the checkpoint's files) and a batch's full attention maps
         and hidden states (the decomposition and the optimiser read the plain call, which computes every
         layer's (H, T, T) map; the optimiser's 2 x ``optimiser_pairs`` evaluations at once), at the
-        checkpoint's sizes (its config.json; the tiny model's without --model); its time on the reference
-        CPU for the tiny model only (a checkpoint's time is not estimated)."""
-        layers, heads, width, weights = 2, 4, 64, 0.0
+        checkpoint's sizes (its config.json; the tiny model's without --model); its time (:meth:`work`), said
+        before the run when it is long."""
+        z, weights = self.sizes(), 0.0
+        layers, heads, width = z["layers"], z["heads"], z["width"]
         if self.model:
-            try:
-                with open(os.path.join(self.model, "config.json")) as f:
-                    raw = json.load(f)
-                text = {**raw, **(raw.get("text_config") or {})}
-                layers, heads = int(text["num_hidden_layers"]), int(text["num_attention_heads"])
-                width = int(text["hidden_size"])
-            except (OSError, ValueError, KeyError, TypeError):
-                layers, heads, width = 28, 28, 3584  # the 7B's (a file that cannot be read is named later)
             names = [n for n in os.listdir(self.model) if n.endswith(".safetensors")]
             weights = float(sum(os.path.getsize(os.path.join(self.model, n)) for n in names))
             weights *= 2.0 if self.dtype == "float32" else 1.0  # stored in bfloat16, most checkpoints
         # arrays that must fit XLA's indexing: the rendered scenes, one image, a batch's pixel rows and
         # attention maps, the optimiser's evaluations
-        n = max(self.n_instances, 1)
+        n = max(self.count_instances(), 1)
         study_dir.elements_fit("n_instances", n, self.scene_size, self.scene_size, 3)
         study_dir.elements_fit("scene_size", self.scene_size, self.scene_size, 3)
         study_dir.elements_fit("image_size", self.image_size, self.image_size, 3 * 2)
@@ -243,15 +378,28 @@ class Config:
             2 * self.optimiser_pairs if {"optimisation", "injection"} & set(self.analyses) else 1
         )
         images = n * (self.scene_size**2 * 3 * 4.0 * 2 + self.image_size**2 * 3 * 4.0 * 2)  # scenes, pixel rows
-        work = {} if self.model else {"host": 30.0 + 2.0 * n}
         return study_dir.Estimate(
             memory=weights + per * batch,
             option="batch_size",
             models=n,
-            work=work,
+            work=self.work(n),
             host_memory=images,
             host_option="n_instances",
         )
+
+
+def forward_flops(z: dict, length: int) -> float:
+    """Floating-point operations of one decoder pass over ``length`` tokens of a model of sizes ``z``
+    (:meth:`Config.sizes`): the projections, the gated MLP, the head and the attention's scores and sums."""
+    d, hd = z["width"], z["width"] // z["heads"]
+    per_token = z["layers"] * (2 * d * d * 2 + 4 * d * z["kv"] * hd + 6 * d * z["ffn"]) + 2 * d * z["vocab"]
+    return float(length) * per_token + 4.0 * z["layers"] * length * length * d
+
+
+def vision_flops(z: dict, patches: int) -> float:
+    """Floating-point operations of the vision tower over ``patches`` patches (windowed attention left out)."""
+    v = z["v_width"]
+    return float(patches) * z["v_depth"] * (8 * v * v + 6 * v * z["v_ffn"])
 
 
 _GPU = dict(
@@ -277,6 +425,7 @@ SELECTION = ("preset", "analyses")  # fields that only choose what runs: left ou
 
 __all__ = [
     "ANALYSES",
+    "LATENTS",
     "Config",
     "DECOMPOSITION_SETTINGS",
     "DTYPES",

@@ -1,13 +1,18 @@
 """The study's instances: images with a question and a known answer. Rendered sprite scenes
 (:func:`scene_instances`: "How many objects are in the image?", the answer the number of visible objects,
-the object masks kept for the perception analysis) or a user's JSONL file (:func:`read_jsonl`: one
-``{"image": path, "question": str, "answer": str}`` per line, a bad line refused naming its number).
-:func:`encode` turns them into fixed-shape groups of prompts (:class:`Group`), one group per layout."""
+the object masks kept for the perception analysis) or a user's JSONL files (:func:`read_jsonl`: one
+``{"image": path, "question": str, "answer": str}`` per line, or a multiple-choice line
+``{"image": path, "question": str, "options": [str, ...], "answer": "B"}`` as V* Bench and HR-Bench lay
+them out, the answer a letter or an option's text; a bad line refused naming its number).
+:func:`encode` turns them into fixed-shape groups of prompts (:class:`Group`): every prompt padded to one
+length bucket (:func:`bucket`), so that an analysis compiles once however long its questions are."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -15,11 +20,13 @@ import jax
 import numpy as np
 
 from tokdyn.data import scenes
+from tokdyn.diagnostics import choices
 from tokdyn.models import qwen2_5_vl
-from tokdyn.models.qwen2_5_vl import adapter as qa
 
 QUESTION = "How many objects are in the image? Answer with one digit."
 KEYS = ("image", "question", "answer")
+PAD_ID = 0  # the id of the padding inside prompts and after answers: masked out, never read
+TEXT_FLOOR = 32  # the least bucket of a prompt's text (its tokens but the image's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,10 +35,15 @@ class Instances:
 
     Attributes:
       images: list of (H, W, 3) uint8 images.
-      questions: list of str.
-      answers: list of str.
+      questions: list of str (as written; a multiple-choice prompt adds its options, :meth:`prompt`).
+      answers: list of str (a multiple-choice answer as its option's letter).
       masks: (n, H, W) int segment ids (0 the background) of rendered scenes, or None.
-      source: where they come from (the JSONL path, or "scenes").
+      source: where they come from (the JSONL paths, comma-separated, or "scenes").
+      options: per instance, its options (a tuple of str) or None (an open question); None: all open.
+      files: per instance, the benchmark it comes from (its JSONL file's name without the suffix; "scenes").
+      digests: per instance, the SHA-256 of its image file's bytes (None for rendered scenes).
+      n_choices: the number of possible answers of a rendered scene's question (its chance level is 1 / this;
+        0: none stated).
     """
 
     images: list
@@ -39,9 +51,35 @@ class Instances:
     answers: list
     masks: Optional[np.ndarray]
     source: str
+    options: Optional[list] = None
+    files: Optional[list] = None
+    digests: Optional[list] = None
+    n_choices: int = 0
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def options_of(self, i: int) -> Optional[tuple]:
+        """Instance ``i``'s options (None for an open question)."""
+        return None if self.options is None else self.options[i]
+
+    def prompt(self, i: int) -> str:
+        """The question put to the model for instance ``i``: the question, or the multiple-choice prompt of
+        its options (:func:`tokdyn.diagnostics.choices.prompt`)."""
+        opts = self.options_of(i)
+        return self.questions[i] if opts is None else choices.prompt(self.questions[i], opts)
+
+    def file_of(self, i: int) -> str:
+        """The benchmark (file) instance ``i`` comes from."""
+        return self.source if self.files is None else self.files[i]
+
+    def chance(self, i: int) -> float:
+        """The chance level of instance ``i``'s answer: 1 / its options, 1 / :attr:`n_choices` for a scene, NaN
+        for an open question."""
+        opts = self.options_of(i)
+        if opts is not None:
+            return 1.0 / len(opts)
+        return 1.0 / self.n_choices if self.n_choices else float("nan")
 
 
 def scene_instances(key, n: int, *, size: int, max_objects: int) -> Instances:
@@ -51,18 +89,37 @@ def scene_instances(key, n: int, *, size: int, max_objects: int) -> Instances:
     s = scenes.sprite_scenes(key, n, size=size, min_objects=1, max_objects=max_objects, scale=(low, min(1.0, 2 * low)))
     images = [np.round(np.asarray(im, np.float64) * 255).astype(np.uint8) for im in np.asarray(s.images)]
     counts = (np.asarray(s.visible) > 0).sum(1)
-    return Instances(images, [QUESTION] * n, [str(int(c)) for c in counts], np.asarray(s.masks), "scenes")
+    return Instances(
+        images,
+        [QUESTION] * n,
+        [str(int(c)) for c in counts],
+        np.asarray(s.masks),
+        "scenes",
+        files=["scenes"] * n,
+        n_choices=max_objects,
+    )
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 (hex) of the file at ``path``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def read_jsonl(path: str, limit: int = 0) -> Instances:
     """The instances of the JSONL file at ``path`` (the first ``limit`` lines; 0: all). Each line is a
     JSON object with ``image`` (a path, relative to the file's folder unless absolute), ``question`` and
-    ``answer`` (non-empty strings); blank lines are skipped. ``ValueError`` naming the line and what is
-    wrong with it (not JSON, a missing or empty key, an image that cannot be read)."""
+    ``answer`` (non-empty strings) and, for a multiple-choice question, ``options`` (a list of 2 to 26
+    non-empty strings; the answer then an option's letter, ``"B"``, or its text); blank lines are skipped.
+    ``ValueError`` naming the line and what is wrong with it (not JSON, a missing or empty key, options that
+    are not a list of strings, an answer that is no option, an image that cannot be read)."""
     from PIL import Image
 
     base = Path(path).resolve().parent
-    images, questions, answers = [], [], []
+    images, questions, answers, options, digests = [], [], [], [], []
     with open(path, encoding="utf-8") as f:
         lines = f.read().splitlines()
     for number, line in enumerate(lines, 1):
@@ -80,48 +137,119 @@ def read_jsonl(path: str, limit: int = 0) -> Instances:
         for k in KEYS:
             if not isinstance(row.get(k), str) or not row[k].strip():
                 raise ValueError(f"{where} needs a non-empty string {k!r}, got {row.get(k)!r}")
+        opts, answer = None, row["answer"].strip()
+        if "options" in row:
+            opts = choices.check_options(row["options"], f"{where}: options")
+            answer = choices.answer_letter(answer, opts, f"{where}: answer")
         image_path = Path(row["image"]) if Path(row["image"]).is_absolute() else base / row["image"]
         try:
             with Image.open(image_path) as im:
                 images.append(np.asarray(im.convert("RGB")))
+            digests.append(file_sha256(image_path))
         except (OSError, ValueError) as e:
             raise ValueError(f"{where}: the image {str(image_path)!r} cannot be read ({e})") from None
         questions.append(row["question"].strip())
-        answers.append(row["answer"].strip())
+        answers.append(answer)
+        options.append(opts)
         if limit and len(images) == limit:
             break
     if not images:
         raise ValueError(f"instances={path!r} holds no instances (one JSON object a line)")
-    return Instances(images, questions, answers, None, str(path))
+    name = Path(path).name.rsplit(".", 1)[0] or Path(path).name
+    n = len(images)
+    return Instances(images, questions, answers, None, str(path), options=options, files=[name] * n, digests=digests)
+
+
+def instance_files(instances: str) -> list:
+    """The JSONL files of ``--instances``: one path, or several separated by commas."""
+    return [p.strip() for p in instances.split(",") if p.strip()]
+
+
+def read_files(instances: str, limit: int = 0) -> Instances:
+    """The instances of every file of ``instances`` (:func:`instance_files`; each its first ``limit``
+    lines), in order; two files of one name are refused (their benchmark would be one)."""
+    parts = [read_jsonl(p, limit) for p in instance_files(instances)]
+    names = [q.files[0] for q in parts]
+    if len(set(names)) != len(names):
+        raise ValueError(
+            f"instances={instances!r}: two files have the same name {sorted(n for n in names if names.count(n) > 1)[0]!r} "
+            "(each file is one benchmark, named by its file name): rename one"
+        )
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda field: [x for q in parts for x in getattr(q, field)]  # noqa: E731
+    return Instances(
+        cat("images"),
+        cat("questions"),
+        cat("answers"),
+        None,
+        ",".join(q.source for q in parts),
+        options=cat("options"),
+        files=cat("files"),
+        digests=cat("digests"),
+    )
+
+
+def stamp(cfg, instances: Optional[Instances]) -> dict:
+    """What the study directory's stamp holds of the instances: for ``--instances``, each file's path and
+    SHA-256 and the SHA-256 of every image's bytes in order (an image replaced under its name, or an answer
+    changed, is another stamp); for rendered scenes, that they are rendered (the configuration fixes them)."""
+    if not cfg.instances or instances is None:
+        return {"source": "scenes"}
+    files = instance_files(cfg.instances)
+    return {
+        "files": {os.path.abspath(p): file_sha256(p) for p in files},
+        "images": list(instances.digests or []),
+    }
 
 
 def make_instances(cfg) -> Instances:
     """The configuration's instances: ``cfg.instances`` read, or ``cfg.n_instances`` rendered scenes from
     ``fold_in(key(root_seed), 0)``."""
     if cfg.instances:
-        return read_jsonl(cfg.instances, cfg.n_instances)
+        return read_files(cfg.instances, cfg.n_instances)
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), 0)
     return scene_instances(key, cfg.n_instances, size=cfg.scene_size, max_objects=cfg.max_objects)
 
 
+def bucket(n: int, floor: int = 1) -> int:
+    """The length ``n`` tokens are padded to: the least power of two ``>= max(n, floor)`` (padding at most
+    doubles them; a few buckets hold every length)."""
+    return 1 << (max(int(n), int(floor), 1) - 1).bit_length()
+
+
 @dataclasses.dataclass(frozen=True)
 class Group:
-    """Instances whose prompts share one layout, as arrays (G instances).
+    """Instances whose prompts share one layout, as arrays (G instances). Every prompt is padded to one
+    length (:func:`bucket` of the longest prompt's text, plus the image's tokens) by :data:`PAD_ID` tokens
+    placed right after the image (masked out: the tokens that follow keep their rotary positions), every
+    answer to one length by padding after it; so the image, the latent block and the answer position sit
+    at the same positions in every row, and one program serves them all.
 
     Attributes:
       index: (G,) the instances' indices.
-      plain: (G, T0) ids of the prompt followed by the answer's tokens (teacher-forced: the grounding score).
-      block: (G, T1) ids of the prompt followed by the latent block (the latent analyses).
-      answer_ids: (G, A) the answer's token ids.
+      prompt: (G, T) ids of the prompt (the generation's input).
+      prompt_mask: (G, T) bool, False at the padding.
+      plain: (G, T + A) ids of the prompt followed by the answer's tokens (teacher-forced: the grounding score).
+      plain_mask: (G, T + A) bool.
+      block: (G, T + L + 2) ids of the prompt followed by the latent block (the latent analyses).
+      block_mask: (G, T + L + 2) bool.
+      answer_ids: (G, A) the answer's token ids, padded.
+      answer_mask: (G, A) bool, False at the padding (at least the first token is True).
       pixels: (G, patches, patch_dim) float32 pixel rows.
       grid: (1, 3) the images' grid.
-      prompt_length: the prompt's length (the answer's tokens start there in ``plain``).
+      prompt_length: T (the answer's tokens start there in ``plain``).
     """
 
     index: np.ndarray
+    prompt: np.ndarray
+    prompt_mask: np.ndarray
     plain: np.ndarray
+    plain_mask: np.ndarray
     block: np.ndarray
+    block_mask: np.ndarray
     answer_ids: np.ndarray
+    answer_mask: np.ndarray
     pixels: np.ndarray
     grid: np.ndarray
     prompt_length: int
@@ -137,34 +265,70 @@ def resized(instances: Instances, side: int) -> list:
     return [qwen2_5_vl.processor.resize(im, side, side) for im in instances.images]
 
 
+def _padded(row: np.ndarray, at: int, length: int) -> tuple:
+    """``row`` with :data:`PAD_ID` inserted at ``at`` up to ``length``, and its mask."""
+    n = length - len(row)
+    ids = np.concatenate([row[:at], np.full(n, PAD_ID, row.dtype), row[at:]])
+    mask = np.concatenate([np.ones(at, bool), np.zeros(n, bool), np.ones(len(row) - at, bool)])
+    return ids, mask
+
+
 def encode(instances: Instances, loaded, cfg) -> list:
-    """The instances as :class:`Group` s of one layout each (prompt length, answer length), in order of
-    their first instance."""
+    """The instances as :class:`Group` s: one group, unless the prompts place their image at different
+    positions (a group per position), in order of their first instance; prompts and answers padded to
+    their buckets (:func:`bucket`)."""
     mcfg = loaded.config
     images = resized(instances, cfg.image_size)
     n_image = (cfg.image_size // mcfg.vision.patch_size) ** 2 // mcfg.vision.spatial_merge_size**2
-    rows = {}
-    for i, (q, a) in enumerate(zip(instances.questions, instances.answers)):
-        p = loaded.tokens.prompt(mcfg, q, n_image)
-        ans = loaded.tokens.answer(a)
-        rows.setdefault((len(p), len(ans)), []).append((i, p, ans))
-    groups = []
     t = loaded.tokens
-    for (_, _), members in rows.items():
+    rows = {}
+    for i in range(len(instances)):
+        p = t.prompt(mcfg, instances.prompt(i), n_image)
+        ans = t.answer(instances.answers[i])
+        last = int(np.flatnonzero(p == mcfg.image_token_id)[-1])
+        at = last + 2 if last + 1 < len(p) and p[last + 1] == mcfg.vision_end_token_id else last + 1
+        rows.setdefault(at, []).append((i, p, ans))
+    groups = []
+    for at, members in rows.items():
         index = np.asarray([m[0] for m in members])
-        prompts = np.stack([m[1] for m in members])
-        answers = np.stack([m[2] for m in members])
-        block = np.stack([qa.prompt(p, [], cfg.n_latents, t.start, t.end, t.fill) for p in prompts])
+        length = n_image + bucket(max(len(m[1]) for m in members) - n_image, TEXT_FLOOR)
+        width = bucket(max(len(m[2]) for m in members))
+        prompts, prompt_mask = map(np.stack, zip(*[_padded(m[1], at, length) for m in members]))
+        answers, answer_mask = map(np.stack, zip(*[_padded(m[2], len(m[2]), width) for m in members]))
+        block = np.stack([qwen2_5_vl.adapter.prompt(p, [], cfg.n_latents, t.start, t.end, t.fill) for p in prompts])
+        block_mask = np.concatenate([prompt_mask, np.ones((len(index), block.shape[1] - length), bool)], 1)
         px = [loaded.processor(images[i]) for i in index]
         grid = px[0]["image_grid_thw"]
         pixels = np.stack([x["pixel_values"] for x in px]).astype(np.float32)
         plain = np.concatenate([prompts, answers], axis=1)
-        groups.append(Group(index, plain, block, answers, pixels, grid, prompts.shape[1]))
+        plain_mask = np.concatenate([prompt_mask, answer_mask], axis=1)
+        groups.append(
+            Group(
+                index,
+                prompts,
+                prompt_mask,
+                plain,
+                plain_mask,
+                block,
+                block_mask,
+                answers,
+                answer_mask,
+                pixels,
+                grid,
+                length,
+            )
+        )
     return groups
 
 
 __all__ = [
     "Group",
+    "PAD_ID",
+    "bucket",
+    "file_sha256",
+    "instance_files",
+    "read_files",
+    "stamp",
     "Instances",
     "KEYS",
     "QUESTION",

@@ -1,39 +1,157 @@
-"""The vlm-diagnostics study's ``summary.md``: the model, the instances, then one table per analysis run
-(means over the instances of the rows each analysis kept), the analyses not yet run on this model and why;
-a random model's summary opens with :data:`~tokdyn.studies.vlm_diagnostics.config.RANDOM_NOTE`."""
+"""The vlm-diagnostics study's ``summary.md``: the model, the instances, then one table per analysis run.
+
+Every rate and mean carries its n and a 95% interval by the findings' rules
+(:mod:`tokdyn.experiment.findings`): a rate of independent counts over instances (an accuracy, a share of
+answers flipped) a Wilson interval (:func:`tokdyn.experiment.findings.rate_interval`); a mean of per-instance
+values (a grounding score, a KL, a cosine distance, an ARI) the interval of the mean over instances
+(:func:`tokdyn.experiment.findings.seed_interval`: Student's t below 10 instances, on the logit scale of a
+bounded range, a bootstrap from 10 on; fewer than 3: none); the gain kept by a setting a bootstrap over
+instances (:func:`tokdyn.stats.gain_retained`). Accuracy stands beside its chance level. A value that is
+undefined (a gain kept where the full block gains nothing, an ARI of images without object masks) is
+printed ``–`` with a sentence that says why. A random model's summary opens and ends with
+:data:`~tokdyn.studies.vlm_diagnostics.config.RANDOM_NOTE`.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from tokdyn.studies.vlm_diagnostics.config import DECOMPOSITION_SETTINGS, MEDIATION_KINDS, PENDING, RANDOM_NOTE
+from tokdyn.experiment import findings
+from tokdyn.studies.vlm_diagnostics.config import PENDING, RANDOM_NOTE
+
+CAPTION = (
+    "n: the instances (images) each cell pools. Rates of instances: 95% Wilson intervals. Means: the 95% interval "
+    "of the mean over instances (Student's t below 10 instances, on the logit scale of a bounded range; a "
+    "percentile bootstrap from 10 on; fewer than 3 instances: none). Gain kept: a percentile bootstrap over "
+    "instances."
+)
 
 
-def _mean(rows, key) -> float:
-    vals = np.asarray([r[key] for r in rows], np.float64)
-    return float(np.nanmean(vals)) if len(vals) and np.isfinite(vals).any() else float("nan")
+# ---------------------------------------------------------------------------------------------- cells
+
+
+def per_instance(rows: list, key: str) -> np.ndarray:
+    """The mean of ``key`` per instance over ``rows`` (finite values only; instances without one left out),
+    in order of the instances' ids."""
+    sums: dict = {}
+    for r in rows:
+        v = float(r.get(key, np.nan))
+        if np.isfinite(v):
+            s = sums.setdefault(int(r["instance"]), [0.0, 0])
+            s[0] += v
+            s[1] += 1
+    return np.asarray([s / c for _, (s, c) in sorted(sums.items())], np.float64)
+
+
+def mean_cell(values, bounds=None) -> str:
+    """``mean [low, high] (n)`` of per-instance ``values`` (:func:`tokdyn.experiment.findings.seed_interval`);
+    ``– (n = 0)`` when there is none."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return "– (n = 0)"
+    mean, low, high, n = findings.seed_interval(v, bounds)
+    return f"{findings.interval(mean, low, high)} (n = {n})"
+
+
+def rate_cell(values) -> str:
+    """A rate of per-instance 0/1 ``values`` with its Wilson interval (:func:`tokdyn.experiment.findings.rate_interval`),
+    ``k/n``; values that are not 0/1 (an instance's share over several tokens) take :func:`mean_cell` on the
+    rate's range."""
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return "– (n = 0)"
+    if not np.isin(v, (0.0, 1.0)).all():
+        return mean_cell(v, findings.RATE)
+    k, n = int(v.sum()), int(v.size)
+    rate, low, high = findings.rate_interval(k, n)
+    return f"{findings.interval(rate, low, high)} ({k}/{n})"
 
 
 def _table(head: list, body: list) -> list:
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
-        "| " + " | ".join(fmt(v) for v in row) + " |" for row in body
+        "| " + " | ".join(str(v) for v in row) + " |" for row in body
     ]
 
 
-def grounding_lines(rows: list) -> list:
+def _chance_text(chance) -> str:
+    c = np.asarray(chance, np.float64)
+    c = c[np.isfinite(c)]
+    return "–" if not c.size else f"{c.mean():.3f}"
+
+
+def chance_sentence(chance) -> str:
+    """What the chance level beside an accuracy is, and where it is undefined."""
+    c = np.asarray(chance, np.float64)
+    if np.isfinite(c).all():
+        return "Chance: the mean over the instances of 1 / the number of possible answers (options, or object counts)."
+    if not np.isfinite(c).any():
+        return "Chance: – (the questions are open: they list no options, so no chance level is defined)."
+    return (
+        "Chance: the mean of 1 / the number of options over the instances that have options (open questions have none)."
+    )
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def accuracy_lines(rows: list, chance=None) -> list:
+    """Per benchmark (file) and setting: the accuracy of the generated answers with its Wilson interval, the
+    unparsable answers (counted wrong) and the chance level."""
+    body = []
+    for bench in dict.fromkeys(r["benchmark"] for r in rows):
+        for setting in dict.fromkeys(r["setting"] for r in rows):
+            sel = [r for r in rows if r["benchmark"] == bench and r["setting"] == setting]
+            if not sel:
+                continue
+            bad = sum(not bool(r["parsed"]) for r in sel)
+            body.append(
+                [
+                    bench,
+                    setting,
+                    rate_cell([r["correct"] for r in sel]),
+                    bad,
+                    _chance_text([r["chance"] for r in sel]),
+                ]
+            )
+    blocks = ""
+    clean = [r for r in rows if r["setting"] == "none" and "blocks" in r]
+    if clean:  # generated latents: how many instances wrote a block
+        k = sum(int(r["blocks"]) > 0 for r in clean)
+        blocks = (
+            f" With --latents generated, {k} of {len(clean)} instances wrote a latent block in the clean run "
+            "(setting none: the latents as generated; the others replace or hide them as they are generated); the "
+            "latent analyses read only those that did."
+        )
+    return (
+        ["## Accuracy of the generated answers", ""]
+        + _table(["benchmark", "setting", "accuracy", "unparsable", "chance"], body)
+        + [
+            "",
+            "A multiple-choice answer is read from the generated text by tokdyn.diagnostics.choices.extract "
+            "(a letter alone or at the start, 'answer is B', a lone letter, or one option's text); an answer no "
+            "rule reads is unparsable and counted wrong. An open answer is right when the text begins with it. "
+            + chance_sentence([r["chance"] for r in rows])
+            + blocks,
+        ]
+    )
+
+
+def grounding_lines(rows: list, chance=None) -> list:
     """Per perturbation: the mean grounding score S of the answer tokens and the share with S > 0."""
     cells = sorted({(r["noise"], r["level"]) for r in rows})
     body = []
     for kind, level in cells:
         sel = [r for r in rows if r["noise"] == kind and r["level"] == level]
+        pos = [dict(r, positive=float(r["score"] > 0)) for r in sel]
         body.append(
             [
                 kind,
-                level if kind != "blank" else "-",
+                f"{level:g}" if kind != "blank" else "-",
                 len(sel),
-                _mean(sel, "score"),
-                _mean([dict(p=float(r["score"] > 0)) for r in sel], "p"),
+                mean_cell(per_instance(sel, "score")),
+                rate_cell(per_instance(pos, "positive")),
             ]
         )
     return ["## Grounding (DMLR's S of the answer tokens)", ""] + _table(
@@ -41,8 +159,9 @@ def grounding_lines(rows: list) -> list:
     )
 
 
-def perception_lines(rows: list) -> list:
-    """Per level and method: ARI and FG-ARI against the masks, collapse, tokens used, agreement with k-means."""
+def perception_lines(rows: list, chance=None) -> list:
+    """Per level and method: ARI and FG-ARI against the masks, collapse, tokens used, agreement with k-means;
+    a sentence where the images have no masks (ARI undefined)."""
     body = []
     for level in dict.fromkeys(r["level"] for r in rows):
         for method in dict.fromkeys(r["method"] for r in rows):
@@ -51,76 +170,218 @@ def perception_lines(rows: list) -> list:
                 [
                     level,
                     method,
-                    _mean(sel, "ari"),
-                    _mean(sel, "fg_ari"),
-                    _mean(sel, "collapsed"),
-                    _mean(sel, "n_used"),
-                    _mean(sel, "ari_kmeans"),
+                    mean_cell(per_instance(sel, "ari"), findings.SCORE),
+                    mean_cell(per_instance(sel, "fg_ari"), findings.SCORE),
+                    rate_cell(per_instance(sel, "collapsed")),
+                    mean_cell(per_instance(sel, "n_used")),
+                    mean_cell(per_instance(sel, "ari_kmeans"), findings.SCORE),
                 ]
             )
-    return ["## Perception tokens (token dynamics of the vision tower's features)", ""] + _table(
+    lines = ["## Perception tokens (token dynamics of the vision tower's features)", ""] + _table(
         ["level", "method", "ARI", "FG-ARI", "collapsed", "tokens used", "ARI vs k-means"], body
     )
+    if not np.isfinite([float(r["ari"]) for r in rows]).any():
+        lines += [
+            "",
+            "ARI and FG-ARI are undefined (–): these images (from --instances) come without object masks to score "
+            "the partitions against; the collapse, the tokens used and the agreement with k-means need none.",
+        ]
+    return lines
 
 
-def decomposition_lines(rows: list) -> list:
-    """Accuracy per setting, and the share of the block's gain (full minus no block) each setting keeps
-    (NaN where the block gains nothing)."""
-    acc = {s: _mean([r for r in rows if r["setting"] == s], "correct") for s in DECOMPOSITION_SETTINGS}
-    gain = acc["full"] - acc["no_block"]
-    body = [[s, acc[s], (acc[s] - acc["no_block"]) / gain if gain else float("nan")] for s in DECOMPOSITION_SETTINGS]
-    return ["## Decomposition of the latent block", ""] + _table(["setting", "accuracy", "gain kept"], body)
+def decomposition_lines(rows: list, chance=None) -> list:
+    """Accuracy per setting with the share of the block's gain (full minus no block) it keeps, and the
+    attention's concentration on the image at each latent slot and at the answer."""
+    from tokdyn import stats
 
-
-def mediation_lines(rows: list) -> list:
-    """Input -> latent: the mean movement of the latent slots' last states per perturbation; latent ->
-    answer: the flip rate and mean KL per intervention."""
-    inp = [r for r in rows if r["path"] == "input_latent"]
-    out = [r for r in rows if r["path"] == "latent_answer"]
+    correct = [r for r in rows if r.get("measure", "correct") == "correct"]
+    settings = list(dict.fromkeys(r["setting"] for r in correct))
+    acc = {s: per_instance([r for r in correct if r["setting"] == s], "correct") for s in settings}
+    n = len(acc.get("full", ()))
+    gain_defined = "full" in acc and "no_block" in acc and n >= 2 and acc["full"].mean() != acc["no_block"].mean()
     body = []
-    for kind, level in sorted({(r["kind"], r["level"]) for r in inp}):
-        sel = [r for r in inp if r["kind"] == kind and r["level"] == level]
+    for s in settings:
+        kept = "–"
+        if gain_defined and len(acc[s]) == n:
+            g = stats.gain_retained(acc[s], acc["full"], acc["no_block"], seed=0)
+            kept = findings.interval(g.share, g.low, g.high)
+        body.append([s, rate_cell(acc[s]), kept])
+    lines = ["## Decomposition of the latent block", ""] + _table(["setting", "accuracy", "gain kept"], body)
+    lines += ["", chance_sentence(chance if chance is not None else []) + f" Chance here: {_chance_text(chance)}."]
+    if not gain_defined and "full" in acc and "no_block" in acc:
+        a, b = acc["full"].mean() if n else np.nan, acc["no_block"].mean() if len(acc["no_block"]) else np.nan
+        why = (
+            "accuracy is 0 under every setting"
+            if all(not v.size or v.max() == 0 for v in acc.values())
+            else f"the full block's accuracy ({a:.3f}) equals no block's ({b:.3f})"
+        )
+        lines += [
+            "",
+            f"The gain kept is undefined (–): {why}, so the block gains nothing for a setting to keep "
+            "((acc(setting) - acc(no block)) / (acc(full) - acc(no block)) divides by zero).",
+        ]
+    att = [r for r in rows if r.get("measure") == "attention"]
+    if att:
+        body = []
+        for q in dict.fromkeys(r["query"] for r in att):
+            sel = [r for r in att if r["query"] == q]
+            body.append(
+                [
+                    q,
+                    mean_cell(per_instance(sel, "entropy")),
+                    mean_cell(per_instance(sel, "top_k_mass"), findings.RATE),
+                    mean_cell(per_instance(sel, "patch_share"), findings.RATE),
+                ]
+            )
+        p, k = int(att[0]["image_tokens"]), int(att[0]["top_k"])
+        lines += ["", "### Attention on the image (full block; layers and heads averaged)", ""]
+        lines += _table(["query", "entropy (nats)", f"top-{k} mass", "share on the image"], body)
+        lines += ["", f"Entropy over the {p} image tokens, renormalised (uniform: {np.log(p):.3f} nats)."]
+    return lines
+
+
+def mediation_lines(rows: list, chance=None) -> list:
+    """Input -> latent: the latents' movement per perturbation; input -> answer: total, direct and indirect
+    effects; latent -> answer: flips, KL and accuracy per intervention."""
+    inp = [r for r in rows if r["path"] == "input_latent"]
+    ans = [r for r in rows if r["path"] == "input_answer"]
+    out = [r for r in rows if r["path"] == "latent_answer"]
+    lines = ["## Causal mediation", ""]
+    cells = sorted({(r["kind"], r["level"]) for r in inp + ans})
+    label = lambda kind, level: f"image {kind}" + (f" {level:g}" if kind != "blank" else "")  # noqa: E731
+    if inp:
+        body = []
+        for kind, level in cells:
+            sel = [r for r in inp if r["kind"] == kind and r["level"] == level]
+            body.append(
+                [
+                    label(kind, level),
+                    mean_cell(per_instance(sel, "cosine_distance")),
+                    mean_cell(per_instance(sel, "relative_l2")),
+                ]
+            )
+        lines += ["### Input -> latent (the latents the model writes from the perturbed image; steps averaged)", ""]
+        lines += _table(["perturbation", "latent cosine distance", "latent relative L2"], body) + [""]
+        steps = sorted({int(r["step"]) for r in inp})
+        if len(steps) > 1:
+            body = [
+                [label(kind, level)]
+                + [
+                    mean_cell(
+                        per_instance(
+                            [r for r in inp if r["kind"] == kind and r["level"] == level and int(r["step"]) == s],
+                            "cosine_distance",
+                        )
+                    )
+                    for s in steps
+                ]
+                for kind, level in cells
+            ]
+            lines += (
+                ["Cosine distance per latent step:", ""]
+                + _table(["perturbation"] + [f"step {s}" for s in steps], body)
+                + [""]
+            )
+    if ans:
+        body = []
+        for kind, level in cells:
+            for effect in ("total", "direct", "indirect"):
+                sel = [r for r in ans if r["kind"] == kind and r["level"] == level and r["effect"] == effect]
+                if sel:
+                    body.append(
+                        [
+                            label(kind, level),
+                            effect,
+                            rate_cell(per_instance(sel, "flipped")),
+                            mean_cell(per_instance(sel, "kl")),
+                        ]
+                    )
+        lines += [
+            "### Input -> answer (total: perturbed image and its latents; direct: the latents held; indirect: "
+            "the image held, the perturbed latents)",
+            "",
+        ]
+        lines += _table(["perturbation", "effect", "answer flipped", "answer KL"], body) + [""]
+    if out:
+        body = []
+        before = [dict(instance=r["instance"], c=r["correct_before"]) for r in out]
+        for kind in dict.fromkeys(r["kind"] for r in out):
+            sel = [r for r in out if r["kind"] == kind]
+            body.append(
+                [
+                    f"latents {kind}",
+                    rate_cell(per_instance(sel, "flipped")),
+                    mean_cell(per_instance(sel, "kl")),
+                    rate_cell(per_instance(sel, "correct")),
+                ]
+            )
+        lines += ["### Latent -> answer (the latents replaced)", ""]
+        lines += _table(["intervention", "answer flipped", "answer KL", "accuracy"], body)
+        lines += [
+            "",
+            f"Accuracy with the model's own latents: {rate_cell(per_instance(before, 'c'))}; chance {_chance_text(chance)}.",
+        ]
+    return lines
+
+
+def similarity_lines(rows: list, chance=None) -> list:
+    """Across instances: the mean pairwise cosine of the latents at each step; within an instance: the cosine
+    between consecutive steps."""
+    across = [r for r in rows if r["measure"] == "across"]
+    steps = [r for r in rows if r["measure"] == "steps"]
+    body = []
+    for r in across:
+        s = int(r["step"])
+        within = [x for x in steps if int(x["step"]) == s]
         body.append(
             [
-                f"image {kind}" + (f" {level:g}" if kind != "blank" else ""),
-                _mean(sel, "cosine_distance"),
-                _mean(sel, "relative_l2"),
-                "",
-                "",
+                s,
+                "–" if not np.isfinite(r["cosine"]) else f"{r['cosine']:.3f} (n = {int(r['n'])})",
+                mean_cell(per_instance(within, "cosine"), (-1.0, 1.0)) if within else "–",
             ]
         )
-    for kind in MEDIATION_KINDS:
-        sel = [r for r in out if r["kind"] == kind]
-        body.append([f"latents {kind}", "", "", _mean(sel, "flipped"), _mean(sel, "kl")])
-    return ["## Causal mediation", ""] + _table(
-        ["intervention", "latent cosine distance", "latent relative L2", "answer flipped", "answer KL"], body
-    )
-
-
-def optimisation_lines(rows: list, title: str = "## DMLR latent optimisation (entropy reward, no injection)") -> list:
-    """DMLR: the confidence reward and the accuracy before and with the most confident latents."""
-    body = [
-        ["before", _mean(rows, "reward_before"), _mean(rows, "correct_before")],
-        ["optimised", _mean(rows, "reward_best"), _mean(rows, "correct_best")],
+    lines = ["## Similarity of the latents (collapse)", ""]
+    lines += _table(["step", "mean cosine across instances", "cosine with the next step"], body)
+    lines += [
+        "",
+        "Across instances: the mean cosine over the n (n - 1) pairs of instances at that step (one value, no "
+        "interval). The matrices are in diagnostics.png.",
     ]
-    changed = _mean([dict(c=float(r["answer_best"] != r["answer_before"])) for r in rows], "c")
+    return lines
+
+
+def optimisation_lines(
+    rows: list, chance=None, title: str = "## DMLR latent optimisation (entropy reward, no injection)"
+) -> list:
+    """DMLR: the confidence reward and the accuracy before and with the most confident latents."""
+    changed = [dict(instance=r["instance"], c=float(r["answer_best"] != r["answer_before"])) for r in rows]
+    body = [
+        ["before", mean_cell(per_instance(rows, "reward_before")), rate_cell(per_instance(rows, "correct_before"))],
+        ["optimised", mean_cell(per_instance(rows, "reward_best")), rate_cell(per_instance(rows, "correct_best"))],
+    ]
     return (
         [title, ""]
         + _table(["latents", "reward", "accuracy"], body)
-        + ["", f"Answers changed by the optimisation: {changed:.3f} of the instances."]
+        + [
+            "",
+            f"Answers changed by the optimisation: {rate_cell(per_instance(changed, 'c'))}. Chance: {_chance_text(chance)}.",
+        ]
     )
 
 
 LINES = {
     "grounding": grounding_lines,
     "perception": perception_lines,
+    "accuracy": accuracy_lines,
     "decomposition": decomposition_lines,
     "mediation": mediation_lines,
+    "similarity": similarity_lines,
     "optimisation": optimisation_lines,
-    "injection": lambda rows: optimisation_lines(
-        rows, "## DMLR latent optimisation with visual injection (entropy reward, inject='best')"
+    "injection": lambda rows, chance=None: optimisation_lines(
+        rows, chance, "## DMLR latent optimisation with visual injection (entropy reward, inject='best')"
     ),
 }
+"""Each analysis and the function writing its section of the summary: ``(rows, chance) -> lines``."""
 
 
 def summary(cfg, data: dict) -> str:
@@ -129,26 +390,47 @@ def summary(cfg, data: dict) -> str:
     if data["random"]:
         lines += [f"**{RANDOM_NOTE}**", ""]
     model = cfg.model or "the tiny random Qwen2.5-VL (no --model)"
+    where = (
+        f"{cfg.n_latents} latent slots after the prompt, filled by the model (--latents block)"
+        if cfg.latents == "block"
+        else f"the latents the model writes while generating, {cfg.n_latents} a block (--latents generated)"
+    )
     lines += [
         "# vlm-diagnostics",
         "",
-        f"Model: {model}. Instances: {data['n']} from {data['source']}, images {cfg.image_size} x {cfg.image_size}, "
-        f"{cfg.n_latents} latent slots; layouts {', '.join(data['groups'])}.",
+        f"Model: {model}. Instances: {data['n']} from {data['source']}, images {cfg.image_size} x {cfg.image_size}; "
+        f"{where}; layouts {', '.join(data['groups'])}.",
+        "",
+        CAPTION,
     ]
+    chance = data.get("chance")
     for name, rows in data["rows"].items():
-        lines += [""] + LINES[name](rows)
-    lines += ["", "Not tabulated by this study yet: " + "; ".join(f"{k} ({v})" for k, v in PENDING.items()) + "."]
+        if not rows:
+            lines += ["", f"## {name}", "", "No rows (no instance this analysis applies to)."]
+            continue
+        lines += [""] + LINES[name](rows, chance)
+    for name, why in (data.get("skipped") or {}).items():
+        lines += ["", f"## {name}", "", f"Not run with --latents generated: {why}."]
+    if PENDING:
+        lines += ["", "Not tabulated by this study yet: " + "; ".join(f"{k} ({v})" for k, v in PENDING.items()) + "."]
     if data["random"]:
         lines += ["", f"**{RANDOM_NOTE}**"]
     return "\n".join(lines)
 
 
 __all__ = [
+    "CAPTION",
     "LINES",
+    "accuracy_lines",
+    "chance_sentence",
     "decomposition_lines",
     "grounding_lines",
+    "mean_cell",
     "mediation_lines",
     "optimisation_lines",
+    "per_instance",
     "perception_lines",
+    "rate_cell",
+    "similarity_lines",
     "summary",
 ]

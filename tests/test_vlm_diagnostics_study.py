@@ -282,6 +282,25 @@ def test_instances_files_are_read_with_their_options(tmp_path):
         vd.read_files(f"{tmp_path / 'items.jsonl'},{tmp_path / 'items.jsonl'}")
 
 
+def test_instance_images_are_read_as_transformers_reads_them(tmp_path):
+    # transparency composited on white (the image processor's rule), a 16-bit image refused naming its mode
+    from PIL import Image
+
+    from tokdyn.models.qwen2_5_vl import processor
+
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 0  # fully transparent red: white once composited
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
+    Image.fromarray((np.arange(16, dtype=np.uint16).reshape(4, 4) * 4000)).save(tmp_path / "wide.png")
+    (tmp_path / "a.jsonl").write_text(json.dumps({"image": "clear.png", "question": "Q", "answer": "1"}) + "\n")
+    inst = vd.read_jsonl(str(tmp_path / "a.jsonl"))
+    np.testing.assert_array_equal(inst.images[0], processor.load_image(tmp_path / "clear.png"))
+    assert (inst.images[0] == 255).all()
+    (tmp_path / "b.jsonl").write_text(json.dumps({"image": "wide.png", "question": "Q", "answer": "1"}) + "\n")
+    with pytest.raises(ValueError, match="line 1: the image .*wide.png.* cannot be read .*I;16"):
+        vd.read_jsonl(str(tmp_path / "b.jsonl"))
+
+
 def test_config_refusals_and_the_time_estimate(tmp_path):
     for changes, words in [
         (dict(analyses=("narrowness",)), "analyses"),

@@ -115,8 +115,10 @@ def read_jsonl(path: str, limit: int = 0) -> Instances:
     ``answer`` (non-empty strings) and, for a multiple-choice question, ``options`` (a list of 2 to 26
     non-empty strings; the answer then an option's letter, ``"B"``, or its text); blank lines are skipped.
     ``ValueError`` naming the line and what is wrong with it (not JSON, a missing or empty key, options that
-    are not a list of strings, an answer that is no option, an image that cannot be read)."""
-    from PIL import Image
+    are not a list of strings, an answer that is no option, an image that cannot be read). Images are read as
+    ``transformers`` reads them (:func:`tokdyn.models.qwen2_5_vl.processor.load_image`: EXIF orientation,
+    transparency composited on white; more than 8 bits a channel, or a decompression bomb, refused)."""
+    from tokdyn.models.qwen2_5_vl.processor import load_image
 
     base = Path(path).resolve().parent
     images, questions, answers, options, digests = [], [], [], [], []
@@ -142,9 +144,8 @@ def read_jsonl(path: str, limit: int = 0) -> Instances:
             opts = choices.check_options(row["options"], f"{where}: options")
             answer = choices.answer_letter(answer, opts, f"{where}: answer")
         image_path = Path(row["image"]) if Path(row["image"]).is_absolute() else base / row["image"]
-        try:
-            with Image.open(image_path) as im:
-                images.append(np.asarray(im.convert("RGB")))
+        try:  # as transformers reads it: EXIF orientation, transparency on white; more than 8 bits refused
+            images.append(load_image(image_path))
             digests.append(file_sha256(image_path))
         except (OSError, ValueError) as e:
             raise ValueError(f"{where}: the image {str(image_path)!r} cannot be read ({e})") from None

@@ -131,10 +131,10 @@ def test_a_command_without_distributed_refuses_to_run_once_per_task(tmp_path, mo
         monkeypatch.setenv(k, v)
     out = str(tmp_path / "sweep")
     assert cli.main(["sweep", "token-dynamics", "--out", out, "--quiet", "--seeds", "2"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    (err,) = capsys.readouterr().err.strip().splitlines()  # one line
     assert err.startswith("tokdyn sweep token-dynamics: error: ") and named in err and "Add --distributed" in err
     assert cli.main(["study", "token-dynamics", "--out", str(tmp_path / "study"), "--quiet"]) == 2  # no --distributed
-    err = capsys.readouterr().err.strip().splitlines()[-1]
+    (err,) = capsys.readouterr().err.strip().splitlines()
     assert named in err and "this command runs as one process" in err
     assert not os.path.exists(out) and not os.path.exists(tmp_path / "study")
 

@@ -376,13 +376,16 @@ def _parse(argv):
         base = cls.quick() if getattr(args, "quick", False) else None
         cfg = config_from_args(cls, args, base)
         args.launch = launching.launch_of(args)
-        launching.check_alone(args)
         if commands()[key][3] is not None:
             from tokdyn.experiment import study
 
             study.check_output(args.out)
     except (ValueError, TypeError) as e:
         raise _Usage(f"{_prog(key)}: error: {e}", parser) from None
+    try:  # one process of several without --distributed: one line, no usage (the options are right)
+        launching.check_alone(args)
+    except ValueError as e:
+        raise _Usage(f"{_prog(key)}: error: {e}") from None
     return parser, args, key, module, cfg
 
 

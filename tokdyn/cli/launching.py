@@ -155,7 +155,8 @@ def run_launched(launch, timeout_s: float, argv: list, prog: str, command=None) 
         env=env,
         stderr=subprocess.PIPE,
         pass_fds=(write,),
-        process_group=0,  # a Ctrl-C at the terminal reaches this process, which passes it on once
+        # a group of its own: a Ctrl-C at the terminal reaches this process, which passes it on once
+        **({"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}),
     )
     os.close(write)
     forward = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}

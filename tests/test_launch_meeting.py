@@ -156,6 +156,7 @@ def test_the_command_names_a_process_0_left_alone_and_a_disagreement(tmp_path, m
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "error: process 0 of 2 waited 0.3 s" in line and "which never came" in line
     zero = launch.resolve({}, coordinator_address=address, num_processes=2, process_id=0)
+    monkeypatch.setattr(launch, "ANSWER_S", 0.5)  # process 0 tells late comers for 0.5 s, then gives up
     said = []
     thread = threading.Thread(target=lambda: said.append(_raised(launch.check_coordinator, zero, 5.0)))
     thread.start()

@@ -1,7 +1,9 @@
 """tokdyn.engine.launch and the sweep command's multi-process options: a SLURM job step's and a
 plain launch's values read and checked (each refusal naming the variable or flag, before anything
 compiles), a coordinator that cannot be reached refused within its timeout, and two processes
-started with a simulated SLURM step on this machine making the sweep of one process."""
+started with a simulated SLURM step on this machine making the sweep of one process (each with a
+share of a grid that fits one chunk). The meeting of the processes, the refusals without
+--distributed and the abort of a child: tests/test_launch_meeting.py."""
 
 import os
 import socket
@@ -201,9 +203,12 @@ def test_two_processes_started_together_make_the_one_process_sweep(tmp_path, kin
         env.pop(name, None)
     cmd = [sys.executable, "-m", "tokdyn.cli", "sweep", "token-dynamics", "--no-plots", "--no-cache"]
     shared, alone = str(tmp_path / "shared"), str(tmp_path / "alone")
+    # the plain launch without --chunk-size: the 32 runs fit one chunk of the default size, which is
+    # cut in two so that process 1 has a share too
+    options = SMALL if kind == "slurm" else SMALL[:-2]
     procs = [
         subprocess.Popen(
-            [*cmd, "--out", shared, *extra, "--distributed-timeout", "120", *SMALL],
+            [*cmd, "--out", shared, *extra, "--distributed-timeout", "120", *options],
             env={**env, **variables},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -215,6 +220,11 @@ def test_two_processes_started_together_make_the_one_process_sweep(tmp_path, kin
     said = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], said
     assert "part 1 of 2: done" in said[1][0] and "32 runs in" in said[0][0]  # the step's indices, the share of each
+    assert "has no chunk" not in said[1][1], said[1][1]
+    if kind == "plain":
+        for g in ["", *os.listdir(shared)]:
+            if os.path.exists(os.path.join(shared, g, "manifest.json")):
+                assert sweep.read_manifest(os.path.join(shared, g))["chunk_size"] == 16
     groups = [g for g in ["", *sorted(os.listdir(alone))] if os.path.exists(os.path.join(alone, g, "manifest.json"))]
     assert groups == [
         g for g in ["", *sorted(os.listdir(shared))] if os.path.exists(os.path.join(shared, g, "manifest.json"))

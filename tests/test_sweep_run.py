@@ -322,6 +322,35 @@ def test_a_part_started_first_waits_for_the_manifest(tmp_path):
     np.testing.assert_array_equal(sweep.load(out)["value"], ref["value"])
 
 
+def test_every_part_has_a_share_of_a_grid_that_fits_one_chunk(tmp_path, capsys):
+    """A shared sweep without a chunk size whose grid fits one chunk of the default size is cut into
+    one chunk a part (part 1 is not left idle); the union is the sweep of one process. A part that
+    still has no chunk (a chunk size given that makes too few chunks, fewer runs than parts) says
+    so, naming the chunks and who runs them."""
+    key = jax.random.key(7)
+    assert sweep.shared_chunk_size(None, "auto", len(GRID), 2) == 23  # 45 runs: ceil(45 / 2)
+    assert sweep.shared_chunk_size(None, "auto", len(GRID), 1) is None  # one part: the engine's default
+    out = str(tmp_path / "shared")
+    assert sweep.run(noisy_quadratic, GRID, key=key, out=out, part=(0, 2), progress=False) is None
+    assert sweep.missing_chunks(out) == [(23, 45)]  # part 0 did its share only
+    got = sweep.run(noisy_quadratic, GRID, key=key, out=out, part=(1, 2), progress=False)
+    assert sweep.read_manifest(out)["chunk_size"] == 23
+    ref = sweep.run(noisy_quadratic, GRID, key=key, progress=False)
+    np.testing.assert_array_equal(got["value"], ref["value"])
+    capsys.readouterr()
+    given = str(tmp_path / "given")
+    sweep.run(noisy_quadratic, GRID, key=key, chunk_size=64, out=given, part=(0, 2), progress=False)
+    sweep.run(noisy_quadratic, GRID, key=key, chunk_size=64, out=given, part=(1, 2), progress=True)
+    assert (
+        "sweep: part 1 of 2 has no chunk of its own: the grid's 45 runs make 1 chunk (chunk_size=45 given), "
+        "which part 0 runs (a smaller chunk_size gives every part a share)"
+    ) in capsys.readouterr().err
+    one = Grid(seeds=1, a=[1.0], b=[1.0])
+    sweep.run(noisy_quadratic, one, key=key, out=str(tmp_path / "one"), part=(0, 2), progress=False)
+    sweep.run(noisy_quadratic, one, key=key, out=str(tmp_path / "one"), part=(1, 2), progress=True)
+    assert "1 run makes 1 chunk (fewer runs (1) than parts), which part 0 runs" in capsys.readouterr().err
+
+
 def test_atomic_write_with_concurrent_writers(tmp_path):
     """Four processes rewriting one JSON file 200 times each never fail, never leave a temporary
     file, and a reader always finds a whole file."""

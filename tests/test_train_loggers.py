@@ -181,3 +181,43 @@ def test_loggers_check_what_they_are_given_and_name_a_missing_extra(tmp_path, mo
         train.TensorBoardLogger(str(tmp_path / "tb3"))
     with pytest.raises(ImportError, match=r"pip install 'tokdyn\[wandb\]'"):
         train.WandbLogger(mode="offline")
+
+
+def test_a_checkpoint_writes_the_curves_first_so_a_resumed_run_goes_on_where_it_stopped(tmp_path):
+    """A run killed after its second checkpoint (its logger never closed, nothing flushed by time)
+    has the curves of both checkpointed calls in its event files, read back by TensorBoard's reader;
+    resumed in the same second with a new logger, the curves go on from the checkpoint, every step
+    once, the values train_many recorded."""
+    data, tr = toy_data(), toy_trainer()  # 4 calls of 10 steps
+    keys, hp = keys_and_hparams(seeds=1, lrs=(0.05, 0.2))
+    names = train.model_names(hp)
+    ck, logdir = str(tmp_path / "ck.npz"), str(tmp_path / "tb")
+    tb = train.TensorBoardLogger(logdir, names, flush_secs=3600)
+    calls = []
+
+    def killed_at_the_third_call(step, logs):
+        calls.append(step)
+        if len(calls) == 3:  # after the checkpoint of step 20, before that of step 30
+            raise KeyboardInterrupt
+        tb(step, logs)
+
+    with pytest.raises(KeyboardInterrupt):
+        train.train_many(
+            tr, data, keys, hp, checkpointing=train.Checkpointing(ck, "toy"), on_log=killed_at_the_third_call
+        )
+
+    def on_disk(name):
+        acc = event_accumulator.EventAccumulator(os.path.join(logdir, name))
+        acc.Reload()
+        return [(e.step, e.value) for e in acc.Scalars("loss")]
+
+    for name in names:  # the process died here: what is on disk reaches the checkpoint
+        assert [s for s, _ in on_disk(name)] == [10, 20]
+    with train.TensorBoardLogger(logdir, names) as again:
+        res = train.train_many(tr, data, keys, hp, checkpointing=train.Checkpointing(ck, "toy"), on_log=again)
+    assert [int(s) for s in res.steps] == [10, 20, 30, 40]
+    for i, name in enumerate(names):
+        got = on_disk(name)
+        assert [s for s, _ in got] == [10, 20, 30, 40]
+        np.testing.assert_allclose([v for _, v in got], res.curves["loss"][i], rtol=1e-6)
+    tb.close()

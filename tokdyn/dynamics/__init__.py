@@ -16,9 +16,13 @@ Everything here is a single run, a jitted kernel to call inside your own ``jit``
 - :mod:`~tokdyn.dynamics.loop`: :func:`run` (to convergence; ``adjoint=`` chooses how it is
   differentiated), :func:`run_fixed` (an alias: a fixed-length ``scan``), :func:`trajectory`;
   :class:`Result`, :func:`check_run`, :func:`varying`.
+- :mod:`~tokdyn.dynamics.stepping`: a rule's steps inside the loop (:class:`State`, :class:`Result`,
+  the ``while_loop`` and the ``scan`` the loop's forms share).
 - :mod:`~tokdyn.dynamics.adjoint`: :func:`run`'s adjoints, static choices: :class:`EarlyExit` (the
   default, forward mode only), :class:`CheckpointAdjoint` (reverse mode through a bounded,
-  checkpointed ``scan``), :class:`ImplicitAdjoint` (implicit differentiation at the fixed point).
+  checkpointed ``scan``), :class:`ImplicitAdjoint` (implicit differentiation at the fixed point,
+  :mod:`~tokdyn.dynamics.implicit`: NaN where the run did not converge or the fixed point is
+  ill-conditioned).
 - :mod:`~tokdyn.dynamics.initial`: :func:`init_tokens` (Forgy, normal, data mean, k-means++), :func:`forgy`.
 - :mod:`~tokdyn.dynamics.groups`: merged tokens (:func:`token_groups`) and the temperatures at which
   annealed tokens split (:func:`split_temperatures`).

@@ -10,7 +10,8 @@ dataclass, hashable static configuration:
   the backward pass (``jax.checkpoint``), so that its memory is the carried state per step, not
   every intermediate. :func:`~tokdyn.dynamics.run_fixed` is this form without rematerialisation.
 - :class:`ImplicitAdjoint`: the early-exit run, then the implicit function theorem at its final
-  state (``jax.lax.custom_root``): both modes, memory of one step, exact at a converged fixed point.
+  state (``jax.lax.custom_root``): both modes, memory of one step, exact at a converged fixed point;
+  NaN for a run that did not converge or whose fixed point is ill-conditioned.
 
 :data:`ADJOINTS` names them. The concepts page (:ref:`dynamics-adjoints`) has the table of what
 each allows and costs.
@@ -76,9 +77,31 @@ class CheckpointAdjoint(Adjoint):
 class ImplicitAdjoint(Adjoint):
     """Implicit differentiation at the fixed point: the early-exit run on values without derivatives,
     then ``jax.lax.custom_root`` at its final state for the rule's one-step map at the last step
-    taken (both modes; the linear system solved densely over the flattened state). Exact when the
-    run converged to a fixed point of a deterministic map; the initial tokens get zero derivative.
-    ``run(..., implicit=True)`` is this adjoint."""
+    taken (both modes; the linear system solved densely over the flattened state,
+    :mod:`tokdyn.dynamics.implicit`). Exact when the run converged to a fixed point of a
+    deterministic map; the initial tokens get zero derivative. ``run(..., implicit=True)`` is this
+    adjoint.
+
+    The derivative of a run is NaN (every entry a loss of it gives, in every mode) where it is not
+    the derivative of the fixed point: a run that did not converge (``Result.converged`` False), or
+    one whose linear system is ill-conditioned there: the estimated relative error of the solve
+    (:func:`tokdyn.dynamics.implicit.error_estimate`: how much the system changes between the final
+    state and the fixed point one Newton step on, plus rounding, over its smallest singular value)
+    above ``rtol``, as at a singular system (a bifurcation, where the derivative does not exist).
+
+    Attributes:
+      rtol: the largest estimated relative error of a derivative that is returned, a Python float
+        > 0 (static; default 1e-2); ``math.inf`` keeps only the test of convergence.
+    """
+
+    rtol: float = 1e-2
+
+    def __post_init__(self):
+        if isinstance(self.rtol, bool) or not isinstance(self.rtol, (int, float)) or not self.rtol > 0:
+            raise TypeError(
+                f"ImplicitAdjoint(rtol=...) must be a Python float > 0 (static: the largest estimated relative "
+                f"error of a derivative returned), got {self.rtol!r} of type {type(self.rtol).__name__}"
+            )
 
 
 ADJOINTS = {"early_exit": EarlyExit, "checkpoint": CheckpointAdjoint, "implicit": ImplicitAdjoint}

@@ -3,65 +3,29 @@ is differentiated, :mod:`~tokdyn.dynamics.adjoint`: the early-exit ``while_loop`
 checkpointed ``scan`` for reverse mode, or implicit differentiation at the fixed point),
 :func:`run_fixed` (an alias: the bounded ``scan``), :func:`trajectory` (every step recorded), their
 outcomes :class:`Result` and :class:`Trajectory`, the checks they make (:func:`check_run`) and
-:func:`varying` (a loop's carry under ``shard_map``). How a run stops and what each adjoint
-differentiates is on the concepts page, :ref:`dynamics-loop`."""
+:func:`varying` (a loop's carry under ``shard_map``). A rule's steps inside the loop are
+:mod:`tokdyn.dynamics.stepping`'s, the implicit derivative :mod:`tokdyn.dynamics.implicit`'s. How a
+run stops and what each adjoint differentiates is on the concepts page, :ref:`dynamics-loop`."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
 
 import jax
-import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks
 from tokdyn.dynamics import adjoint as adjoints
 from tokdyn.dynamics._common import as_float, callable_name, check_points, check_run_memory, check_some_valid, labels_t
-from tokdyn.dynamics.builtin import BUILTIN, BUILTIN_ORIGIN
 from tokdyn.dynamics.adjoint import EARLY_EXIT, Adjoint, CheckpointAdjoint, ImplicitAdjoint
-from tokdyn.dynamics.rule import Points, Rule
+from tokdyn.dynamics.builtin import BUILTIN, BUILTIN_ORIGIN
+from tokdyn.dynamics.implicit import run_implicit
+from tokdyn.dynamics.rule import Rule
+from tokdyn.dynamics.stepping import Result, State, early_exit, result_of, rule_frame, scan_steps, tokens_of, varying
 
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class State:
-    """State of one run inside the loop: the rule's state (``rule_state``), the last step's
-    movement (T, D), steps taken, the last step's largest coordinate movement (``delta``),
-    whether it has converged."""
-
-    rule_state: Any
-    movement: jax.Array
-    step: jax.Array
-    delta: jax.Array
-    converged: jax.Array
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class Result:
-    """Outcome of :func:`run`.
-
-    Attributes:
-      tokens: (T, D) final tokens.
-      velocity: (T, D) the last step's movement (the rule's ``movement``; the built-in rule: its
-        final velocity); zeros if no step was taken.
-      labels: (N,) int32 hard labels at the final tokens, -1 on padded points.
-      steps: int32 number of steps applied.
-      converged: bool, whether the last step moved every coordinate by less than ``tol``.
-      delta: float, the largest coordinate change in the last step.
-      state: the rule's final state (the built-in rule: :class:`~tokdyn.dynamics.Motion`).
-    """
-
-    tokens: jax.Array
-    velocity: jax.Array
-    labels: jax.Array
-    steps: jax.Array
-    converged: jax.Array
-    delta: jax.Array
-    state: Any = None
+__all__ = ["Result", "State", "Trajectory", "check_run", "run", "run_fixed", "trajectory", "varying"]
 
 
 @jax.tree_util.register_dataclass
@@ -180,148 +144,6 @@ def _check_trajectory(x, tokens, hparams, rule, mask, n_steps, tol, key):
     return _check_run(x, tokens, hparams, rule, mask, n_steps, tol, key, static_steps=True)
 
 
-def _state_tokens(state, tokens, where: str):
-    """The tokens of a rule's state (the state itself, or its ``tokens``), checked against the
-    initial tokens' shape and dtype while tracing, so a rule that returns something else is named."""
-    t = state if isinstance(state, jax.Array) else getattr(state, "tokens", None)
-    if t is None or not hasattr(t, "shape") or t.shape != tokens.shape or t.dtype != tokens.dtype:
-        got = (
-            f"{type(state).__name__}"
-            if t is None or not hasattr(t, "shape")
-            else f"tokens of shape {t.shape} and dtype {t.dtype}"
-        )
-        raise TypeError(
-            f"rule {where} must return the tokens ({tokens.shape}, {tokens.dtype}) or a state with a "
-            f"`tokens` attribute of that shape and dtype, got {got}"
-        )
-    return t
-
-
-def varying(tree, *like):
-    """``tree`` typed as varying over every ``shard_map`` axis that some leaf of ``like`` varies over
-    (a no-op outside ``shard_map``, and on JAX versions without varying types). Under
-    ``jax.shard_map``'s default ``check_vma=True`` a loop's initial carry must vary over the devices
-    as its body's output does: a carry built from constants (a step count, a flag) or from
-    arguments shared by every device, with a body that reads a sharded one, is refused otherwise."""
-    typeof, pcast = getattr(jax, "typeof", None), getattr(jax.lax, "pcast", None)
-    if typeof is None or pcast is None:
-        return tree
-
-    def vma(v):  # the axes v varies over (JAX 0.10: manual_axis_type.varying; before: vma)
-        aval = typeof(v)
-        manual = getattr(aval, "manual_axis_type", None)
-        return frozenset(manual.varying if manual is not None else getattr(aval, "vma", ()))
-
-    axes = frozenset().union(*(vma(leaf) for leaf in jax.tree_util.tree_leaves(like)))
-    if not axes:
-        return tree
-
-    def cast(v):
-        missing = tuple(sorted(axes - vma(v)))
-        return pcast(v, missing, to="varying") if missing else v
-
-    return jax.tree_util.tree_map(cast, tree)
-
-
-def _start(rule: Rule, points: Points, tokens, hparams, key=None) -> State:
-    state = rule.init(points, tokens, hparams)
-    t = _state_tokens(state, tokens, f"{rule.name or 'Rule'}.init")
-    s = State(
-        rule_state=state,
-        movement=jnp.zeros_like(t),
-        step=jnp.zeros((), jnp.int32),
-        delta=jnp.full((), jnp.inf, t.dtype),
-        converged=jnp.zeros((), bool),
-    )
-    return varying(s, points.x, points.mask, tokens, hparams, key)
-
-
-@jax.custom_jvp
-def _max_abs(a):
-    """``max |a|`` (a step's ``delta``), whose derivative is that of the first entry of largest
-    magnitude. (JAX's rule for ``jnp.max`` divides by the number of entries equal to the maximum,
-    which XLA:CPU compiling without optimisations can count as 0 -- it recomputes the operand in two
-    fusions that round differently -- and the derivative of ``delta`` came out NaN.)"""
-    return jnp.max(jnp.abs(a))
-
-
-@_max_abs.defjvp
-def _max_abs_jvp(primals, tangents):
-    (a,), (da,) = primals, tangents
-    i = jnp.argmax(jnp.abs(a).ravel())
-    return jnp.abs(a).ravel()[i], (jnp.sign(a) * da).ravel()[i]
-
-
-def _advance(rule: Rule, points: Points, s: State, hparams, tol, key) -> State:
-    old = s.rule_state
-    new = rule.step(old, points, hparams, s.step, key)
-    tokens = _state_tokens(new, _tokens_of(old), f"{rule.name or 'Rule'}.step")
-    want, got = jax.tree_util.tree_structure(old), jax.tree_util.tree_structure(new)
-    if want != got:
-        raise TypeError(
-            f"rule {rule.name or 'Rule'}.step must return a state of the structure init returned ({want}), got {got}"
-        )
-    if rule.movement is None:
-        move = tokens - _tokens_of(old)
-    else:
-        move = jnp.asarray(rule.movement(old, new))
-        if move.shape != tokens.shape:
-            raise TypeError(
-                f"rule {rule.name or 'Rule'}.movement must return a {tokens.shape} array, got shape {move.shape}"
-            )
-        if move.dtype != tokens.dtype:
-            move = move.astype(tokens.dtype)
-    delta = _max_abs(move)
-    stop = delta < tol
-    if rule.may_stop is not None:
-        stop = stop & rule.may_stop(hparams, s.step)
-    return State(new, move, s.step + 1, delta, stop)
-
-
-def _tokens_of(state):
-    return state if isinstance(state, jax.Array) else state.tokens
-
-
-def _rule_frame(rule: Rule, x, mask, tokens):
-    """The points as ``rule`` sees them and the initial tokens in its coordinates: centred on the
-    masked data mean for a centred rule (``Rule.centred``), the user's otherwise."""
-    points = Points.of(x, mask, centred=rule.centred)
-    return points, (tokens + points.origin if rule.centred else tokens)
-
-
-def _user_state(rule: Rule, points: Points, state):
-    """A rule's state with its tokens back in the user's coordinates (a centred rule's)."""
-    if not rule.centred:
-        return state
-    tokens = _tokens_of(state) - points.origin
-    if isinstance(state, jax.Array):
-        return tokens
-    if hasattr(state, "_replace"):
-        return state._replace(tokens=tokens)
-    if dataclasses.is_dataclass(state):
-        return dataclasses.replace(state, tokens=tokens)
-    raise TypeError(
-        f"rule {rule.name or callable_name(rule.step)!r} is centred (Rule.centred) but its state "
-        f"{type(state).__name__} is neither the tokens nor a dataclass or NamedTuple holding them"
-    )
-
-
-def _result(rule: Rule, points: Points, s: State, mask) -> Result:
-    tokens = _tokens_of(s.rule_state)
-    state = _user_state(rule, points, s.rule_state)
-    # labels from the loop's transposed points (in the rule's coordinates, where distances are
-    # exact to float32 wherever the data sit): a product on x.T built afresh costs as much as 3 steps
-    return Result(
-        tokens=_tokens_of(state),
-        velocity=s.movement,
-        labels=labels_t(points.x_t, tokens, mask),
-        steps=s.step,
-        converged=s.converged,
-        delta=s.delta,
-        state=state,
-    )
-
-
 def _trim_labels(result, n: int):
     """``result`` (a :class:`Result` or :class:`Trajectory`) with its labels cut back to the ``n``
     points of the call (on the host and back by ``device_put``: an eager slice, or ``jnp.asarray``,
@@ -409,98 +231,18 @@ def run(
        [0.333 0.333]]
     """
     x = as_float(x)
-    points, tokens = _rule_frame(rule, x, mask, tokens.astype(x.dtype))  # loop invariants
+    points, tokens = rule_frame(rule, x, mask, tokens.astype(x.dtype))  # loop invariants
     if implicit:  # (the check resolves it; ``run.jitted`` has no check)
         adjoint = ImplicitAdjoint()
     if isinstance(adjoint, ImplicitAdjoint):
-        return _run_implicit(rule, x, points, tokens, hparams, mask, n_steps, tol, key)
+        return run_implicit(rule, points, tokens, hparams, mask, n_steps, tol, key, adjoint.rtol)
     if isinstance(adjoint, CheckpointAdjoint):
-        _, s, _ = _scan_steps(
+        _, s, _ = scan_steps(
             rule, points, tokens, hparams, adjoint.max_steps, tol, key, record=False, limit=n_steps, remat=adjoint.remat
         )
-        return _result(rule, points, s, mask)
-    s = adjoints.forward_only(functools.partial(_early_exit, rule))(points, tokens, hparams, n_steps, tol, key)
-    return _result(rule, points, s, mask)
-
-
-def _early_exit(rule: Rule, points: Points, tokens, hparams, n_steps, tol, key) -> State:
-    """The rule's steps in a ``while_loop`` until convergence or ``n_steps`` steps."""
-
-    def cond(s):
-        return jnp.logical_and(~s.converged, s.step < n_steps)
-
-    return jax.lax.while_loop(
-        cond,
-        lambda s: _advance(rule, points, s, hparams, tol, key),
-        _start(rule, points, tokens, hparams, key),
-    )
-
-
-def _dense_tangent_solve(g, y):
-    """Solve the linear system ``g(u) = y`` for a linear ``g`` on pytrees (a state's), densely: the
-    matrix of ``g`` over the flattened state, then ``jnp.linalg.solve`` (transposable in ``y``)."""
-    flat_y, unravel = jax.flatten_util.ravel_pytree(y)
-    basis = varying(jnp.eye(flat_y.shape[0], dtype=flat_y.dtype), flat_y)  # tangents vary as the state does
-    columns = jax.vmap(lambda e: jax.flatten_util.ravel_pytree(g(unravel(e)))[0])(basis)  # (n, n): row i = g(e_i)
-    return unravel(jnp.linalg.solve(columns.T, flat_y))
-
-
-def _run_implicit(rule, x, points, tokens, hparams, mask, n_steps, tol, key) -> Result:
-    """:func:`run` with ``adjoint=ImplicitAdjoint()``: the ``while_loop`` on values without derivatives, then
-    ``lax.custom_root`` at its final state for the rule's step map at the last step taken."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path(_start(rule, points, tokens, hparams).rule_state)[0]:
-        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-            raise TypeError(
-                f"run(adjoint=ImplicitAdjoint()) (implicit=True) needs a rule state of floating point leaves; rule "
-                f"{rule.name or callable_name(rule.step)!r} has state{jax.tree_util.keystr(path)} of "
-                f"dtype {jnp.result_type(leaf)}"
-            )
-    const = jax.lax.stop_gradient
-    c_points, c_hparams = const(points), const(hparams)
-    s = _early_exit(rule, c_points, const(tokens), c_hparams, n_steps, tol, key)
-    last = jnp.maximum(s.step - 1, 0)  # the map of the last step taken
-
-    def residual(state):
-        new = rule.step(state, points, hparams, last, key)
-        return jax.tree_util.tree_map(lambda a, b: a - b, new, state)
-
-    state = jax.lax.custom_root(residual, s.rule_state, lambda f, guess: guess, _dense_tangent_solve)
-    labels = labels_t(c_points.x_t, _tokens_of(s.rule_state), mask)
-    state = _user_state(rule, points, state)
-    tokens = _tokens_of(state)
-    return Result(
-        tokens=tokens,
-        velocity=s.movement,
-        labels=labels,
-        steps=s.step,
-        converged=s.converged,
-        delta=s.delta,
-        state=state,
-    )
-
-
-def _scan_steps(rule, points, tokens, hparams, n_steps: int, tol, key, record: bool, limit=None, remat=False):
-    """``n_steps`` (static) applications of the rule by ``lax.scan``, each step after the run stopped
-    (converged, or ``limit`` steps taken when given) masked (the state is carried unchanged), so the
-    final state is :func:`run`'s. ``remat``: each step under ``jax.checkpoint`` (rematerialised in
-    reverse mode). Returns the initial state, the final state and, with ``record``, the per-step
-    (tokens, delta)."""
-
-    def advance(s):
-        new = _advance(rule, points, s, hparams, tol, key)
-        done = s.converged if limit is None else s.converged | (s.step >= limit)
-        return jax.tree_util.tree_map(lambda old, nw: jnp.where(done, old, nw), s, new)
-
-    if remat:
-        advance = jax.checkpoint(advance, prevent_cse=False)  # the scan already keeps steps apart
-
-    def body(s, _):
-        s = advance(s)
-        return s, ((_tokens_of(s.rule_state), jnp.where(s.step > 0, s.delta, 0.0)) if record else None)
-
-    s0 = _start(rule, points, tokens, hparams, key)
-    final, ys = jax.lax.scan(body, s0, None, length=n_steps)
-    return s0, final, ys
+        return result_of(rule, points, s, mask)
+    s = adjoints.forward_only(functools.partial(early_exit, rule))(points, tokens, hparams, n_steps, tol, key)
+    return result_of(rule, points, s, mask)
 
 
 def run_fixed(
@@ -599,8 +341,8 @@ def trajectory(
       [100.   31.6  10.    3.2   1.    1.    1.    1. ]
     """
     x = as_float(x)
-    points, tokens = _rule_frame(rule, x, mask, tokens.astype(x.dtype))
-    s0, final, (toks, deltas) = _scan_steps(rule, points, tokens, hparams, n_steps, tol, key, record=True)
+    points, tokens = rule_frame(rule, x, mask, tokens.astype(x.dtype))
+    s0, final, (toks, deltas) = scan_steps(rule, points, tokens, hparams, n_steps, tol, key, record=True)
     taken = jnp.arange(1, n_steps + 1) <= final.step  # deltas of steps not taken (after convergence) are zero
     steps = jnp.arange(n_steps, dtype=jnp.int32)
     if rule.temperature is None:
@@ -609,10 +351,10 @@ def trajectory(
         temperature = jax.vmap(lambda i: rule.temperature(hparams, i))(steps)
     back = points.origin if rule.centred else 0.0  # the recorded tokens in the user's coordinates
     return Trajectory(
-        tokens=jnp.concatenate([_tokens_of(s0.rule_state)[None], toks], axis=0) - back,
+        tokens=jnp.concatenate([tokens_of(s0.rule_state)[None], toks], axis=0) - back,
         delta=jnp.where(taken, deltas, 0.0),
         steps=final.step,
         converged=final.converged,
-        labels=labels_t(points.x_t, _tokens_of(final.rule_state), mask),
+        labels=labels_t(points.x_t, tokens_of(final.rule_state), mask),
         temperature=temperature,
     )

@@ -17,6 +17,9 @@ from tokdyn import _checks
 from tokdyn.dynamics import equations
 from tokdyn.dynamics._common import as_float, callable_name, point_weights, valid_rows
 
+XLA_BACKEND = "tokdyn.dynamics.loop:run"  # the loop's own program, every rule's "xla" backend (by name, as the
+# other backends are: the loop imports this module, never the other way round)
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -238,11 +241,7 @@ class Rule:
         import importlib
 
         _checks.choice("backend", name, self.backend_names)
-        if name == "xla":
-            from tokdyn.dynamics.loop import run
-
-            return functools.partial(run, rule=self)
-        module, attr = dict(self.backends)[name].split(":")
+        module, attr = dict(self.backends, xla=XLA_BACKEND)[name].split(":")
         return functools.partial(getattr(importlib.import_module(module), attr), rule=self)
 
     def __repr__(self) -> str:

@@ -1,8 +1,12 @@
 """One job on several processes or hosts: :func:`resolve` reads a launch (the coordinator's
 address, the number of processes, this process's index) from a SLURM job step's environment or
 from a plain launch's flags and variables, every value checked with the variable that gave it
-named; :func:`initialize` checks that the coordinator can be reached (process 0: that its address
-is this machine's and its port free) within a timeout, then starts ``jax.distributed``.
+named; :func:`check_coordinator` makes the processes meet before JAX does (process 0 serves the
+coordinator's address; the others say their number of processes and index, and a launch whose
+processes disagree, or a process 0 left alone, is a named :class:`LaunchError` on every process
+within a timeout); :func:`initialize` then starts ``jax.distributed``. :func:`undeclared` tells a
+process that is one of several although no launch was asked for (a SLURM step of several tasks,
+``TOKDYN_*`` variables): the ``tokdyn`` command refuses to run the whole work once per task.
 
 Under SLURM (``srun`` inside an allocation), the step's variables give the launch:
 ``SLURM_PROCID`` the process index, ``SLURM_NTASKS`` the number of processes,
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import math
 import os
 import socket
@@ -209,62 +214,270 @@ def _addresses(launch: Launch) -> list:
         ) from None
 
 
-def check_coordinator(launch: Launch, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-    """Check that the processes can meet, before ``jax.distributed`` starts (whose own failure to
-    connect ends the process without a word on why).
+def undeclared(env=None) -> str | None:
+    """Why this process looks like one of several although no launch was asked for (``None``: it
+    does not): inside a SLURM job step of more than one task (``SLURM_STEP_NUM_TASKS``, or
+    ``SLURM_NTASKS`` inside a step), or with any ``TOKDYN_*`` launch variable set. A command run
+    so without ``--distributed`` would do the whole work once per task; the text names the
+    variables. (A batch script itself, outside ``srun``, is no step: its ``SLURM_NTASKS`` is the
+    allocation's, and it runs the command once.)"""
+    env = os.environ if env is None else env
+    named = [v for v in (*PLAIN_VARIABLES, ENV_PORT) if v in env]
+    if named:
+        return f"{', '.join(f'{v}={env[v]}' for v in named)} {'is' if len(named) == 1 else 'are'} set"
+    for name in ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"):
+        if name == "SLURM_NTASKS" and "SLURM_STEP_NODELIST" not in env and "SLURM_STEP_ID" not in env:
+            break  # not inside a step: a batch script's SLURM_NTASKS is the allocation's
+        text = env.get(name, "").strip()
+        if text:
+            try:
+                tasks = int(text)
+            except ValueError:
+                continue
+            if tasks > 1:
+                return f"this process is one task of {tasks} of a SLURM job step ({name}={text})"
+            return None
+    return None
 
-    Process 0 serves the coordinator: its host must be this machine and its port free (a bind to
-    it, let go at once). Any other process waits until the coordinator accepts a connection,
-    trying every 0.2 s for at most ``timeout_s`` seconds.
+
+HANDSHAKE = "tokdyn-launch/1"  # the first word of every message of the meeting before jax.distributed
+ANSWER_S = 10.0  # how long a process waits for process 0's first answer once connected
+
+
+class _Channel:
+    """A connection of the meeting: JSON lines ``{"handshake": HANDSHAKE, ...}`` each way, read
+    through a buffer (two messages may come in one packet)."""
+
+    def __init__(self, sock):
+        self.sock, self.buffer = sock, b""
+
+    def send(self, **message) -> None:
+        """Send one message."""
+        self.sock.sendall((json.dumps({"handshake": HANDSHAKE, **message}) + "\n").encode())
+
+    def tell(self, **message) -> None:
+        """Send one message, ignoring a process that has gone meanwhile."""
+        try:
+            self.send(**message)
+        except OSError:
+            pass
+
+    def receive(self, timeout_s: float):
+        """The next message (a dict), ``None`` at the connection's end, or the raw bytes received
+        when they are not a message of the meeting; ``socket.timeout`` when nothing came in
+        ``timeout_s``."""
+        self.sock.settimeout(max(0.05, timeout_s))
+        while b"\n" not in self.buffer and len(self.buffer) < 65536:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            self.buffer += chunk
+        if not self.buffer:
+            return None
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return line
+        return message if isinstance(message, dict) and message.get("handshake") == HANDSHAKE else line
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.sock.close()
+
+
+def check_coordinator(launch: Launch, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    """Meet every process of ``launch`` before ``jax.distributed`` starts (whose own failure to meet
+    ends the process with a C++ abort, after its timeout, without a word on why).
+
+    Process 0 serves the coordinator's address: its host must be this machine and its port free.
+    It listens there for the others, each of which connects (trying every 0.2 s for at most
+    ``timeout_s`` seconds) and says its number of processes and its index; once all have come,
+    process 0 lets every one go and lets go of the port, which ``jax.distributed``'s coordinator
+    takes next. A launch whose processes disagree (another number of processes, an index twice)
+    is refused on every process that took part, naming the values and where each came from;
+    process 0 alone after ``timeout_s`` names the processes that never came; a process whose
+    coordinator's port answers as something else than process 0 of a launch says so.
 
     Raises:
       LaunchError: naming the address and the flag or variable it came from.
     """
-    where = f"{launch.coordinator_address} (from {launch.sources['coordinator_address']})"
-    addresses = _addresses(launch)
     if launch.process_id == 0:
-        error = None
-        for family, kind, proto, _, address in addresses:
-            with socket.socket(family, kind, proto) as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    s.bind(address)
-                    return
-                except OSError as e:
-                    error = e
-        reason = (
-            "its port is taken on this machine (choose another port)"
-            if error is not None and error.errno == errno.EADDRINUSE
-            else f"process 0 serves it, and its address is not this machine's ({error})"
+        _serve(launch, timeout_s)
+    else:
+        _join(launch, timeout_s)
+
+
+def _where(launch: Launch) -> str:
+    return f"{launch.coordinator_address} (from {launch.sources['coordinator_address']})"
+
+
+def _bind(launch: Launch):
+    """Process 0's listening socket on the coordinator's address; a LaunchError when the port is
+    taken or the address is not this machine's."""
+    error = None
+    for family, kind, proto, _, address in _addresses(launch):
+        s = socket.socket(family, kind, proto)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+            s.listen(max(8, launch.num_processes))
+            return s
+        except OSError as e:
+            error = e
+            s.close()
+    reason = (
+        "its port is taken on this machine (choose another port)"
+        if error is not None and error.errno == errno.EADDRINUSE
+        else f"process 0 serves it, and its address is not this machine's ({error})"
+    )
+    raise LaunchError(f"the coordinator {_where(launch)} cannot be served here: {reason}")
+
+
+def _disagreement(launch: Launch, hello: dict, joined: dict) -> str | None:
+    """What is wrong with a process's ``hello`` for process 0's ``launch`` (``joined``: index ->
+    connection of those come before), or None."""
+    n, i = hello.get("num_processes"), hello.get("process_id")
+    source = hello.get("sources", {})
+    if n != launch.num_processes:
+        return (
+            f"the processes disagree on the number of processes: process {i} was started with {n} (from "
+            f"{source.get('num_processes', '?')}), process 0 with {launch.num_processes} (from "
+            f"{launch.sources['num_processes']}); start every process with the same number"
         )
-        raise LaunchError(f"the coordinator {where} cannot be served here: {reason}")
-    deadline = time.monotonic() + timeout_s
-    while True:
-        for family, kind, proto, _, address in addresses:
-            with socket.socket(family, kind, proto) as s:
-                s.settimeout(max(0.1, min(2.0, deadline - time.monotonic())))
+    if not isinstance(i, int) or not 0 < i < launch.num_processes or i in joined:
+        return (
+            f"two processes were started with the index {i} (from {source.get('process_id', '?')}): give each "
+            f"process its own index, 0 to {launch.num_processes - 1}"
+        )
+    return None
+
+
+def _serve(launch: Launch, timeout_s: float) -> None:
+    """Process 0's part of :func:`check_coordinator`."""
+    joined: dict = {}  # index -> connection
+    problem, deadline = None, time.monotonic() + timeout_s
+    with _bind(launch) as server:
+        server.settimeout(0.2)
+        try:
+            while len(joined) < launch.num_processes - 1 and time.monotonic() < deadline:
                 try:
-                    s.connect(address)
-                    return
+                    conn = _Channel(server.accept()[0])
+                except socket.timeout:
+                    continue
+                try:
+                    hello = conn.receive(ANSWER_S)
+                except OSError:
+                    hello = None
+                if not isinstance(hello, dict):  # not a process of a launch: not one of ours
+                    conn.close()
+                    continue
+                said = problem or _disagreement(launch, hello, joined)
+                if said is not None:
+                    # every process that comes within a few seconds of the problem hears of it
+                    if problem is None:
+                        problem, deadline = said, min(deadline, time.monotonic() + ANSWER_S)
+                        for other in joined.values():
+                            other.tell(error=said)
+                    conn.tell(error=said)
+                    conn.close()
+                    continue
+                conn.tell(waiting=True, num_processes=launch.num_processes)
+                joined[hello["process_id"]] = conn
+            if problem is not None:
+                raise LaunchError(f"process 0 of {launch.num_processes}: {problem}")
+            missing = sorted(set(range(1, launch.num_processes)) - set(joined))
+            if missing:
+                said = (
+                    f"process 0 of {launch.num_processes} waited {timeout_s:g} s at the coordinator {_where(launch)} "
+                    f"for process{'es' if len(missing) > 1 else ''} {', '.join(map(str, missing))}, which never "
+                    "came: were they started, with this address (--distributed-timeout to wait longer)?"
+                )
+                for other in joined.values():
+                    other.tell(error=said)
+                raise LaunchError(said)
+            for other in joined.values():
+                other.tell(go=True)
+            for other in joined.values():  # the others close first: the port is free for JAX's coordinator
+                try:
+                    other.receive(ANSWER_S)
                 except OSError:
                     pass
+        finally:
+            for other in joined.values():
+                other.close()
+
+
+def _join(launch: Launch, timeout_s: float) -> None:
+    """A process other than 0's part of :func:`check_coordinator`."""
+    me = f"process {launch.process_id} of {launch.num_processes}"
+    deadline = time.monotonic() + timeout_s
+    addresses = _addresses(launch)
+    while True:
+        for family, kind, proto, _, address in addresses:
+            s = socket.socket(family, kind, proto)
+            s.settimeout(max(0.1, min(2.0, deadline - time.monotonic())))
+            try:
+                s.connect(address)
+            except OSError:
+                s.close()
+                continue
+            with s:
+                _meet(_Channel(s), launch, me, timeout_s)
+            return
         if time.monotonic() >= deadline:
             raise LaunchError(
-                f"process {launch.process_id} of {launch.num_processes} could not reach the coordinator {where} "
-                f"in {timeout_s:g} s: is process 0 running on that host, and is the port open between the hosts?"
+                f"{me} could not reach the coordinator {_where(launch)} in {timeout_s:g} s: is process 0 running "
+                "on that host, and is the port open between the hosts?"
             )
         time.sleep(0.2)
 
 
-def initialize(launch: Launch, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-    """Start ``jax.distributed`` for ``launch`` (:func:`check_coordinator` first), with JAX's own
-    detection of the cluster off and ``timeout_s`` as its time for all processes to connect. Must
-    come before JAX runs any computation in this process; afterwards ``jax.process_index()`` and
-    ``jax.process_count()`` are the launch's, and :func:`tokdyn.engine.sweep.run` deals each
-    process its share of the chunks by them."""
+def _meet(s: _Channel, launch: Launch, me: str, timeout_s: float) -> None:
+    """Say who this process is on the connection ``s`` to process 0, and wait until it lets every
+    process go (a LaunchError naming what it said otherwise)."""
+    sources = {k: launch.sources[k] for k in ("num_processes", "process_id")}
+    stranger = (
+        f"{me}: the coordinator's port {_where(launch)} answers, but not as process 0 of a tokdyn launch "
+        "({}): is another program using it? Choose another port (process 0 must be started with tokdyn too)"
+    )
+    try:
+        s.send(num_processes=launch.num_processes, process_id=launch.process_id, sources=sources)
+        first = s.receive(ANSWER_S)
+    except socket.timeout:
+        raise LaunchError(stranger.format(f"no answer in {ANSWER_S:g} s")) from None
+    except OSError as e:
+        raise LaunchError(stranger.format(f"the connection failed: {e}")) from None
+    if not isinstance(first, dict):
+        raise LaunchError(stranger.format("it closed the connection" if first is None else f"it said {first[:40]!r}"))
+    message = first
+    try:
+        while "waiting" in message and "go" not in message and "error" not in message:
+            message = s.receive(timeout_s + ANSWER_S)  # process 0 waits at most its own timeout
+            if not isinstance(message, dict):
+                raise LaunchError(f"{me}: process 0 at {_where(launch)} left the meeting before it was complete")
+    except socket.timeout:
+        raise LaunchError(f"{me}: process 0 at {_where(launch)} did not let the processes go in time") from None
+    if "error" in message:
+        raise LaunchError(f"{me}: {message['error']}")
+
+
+def initialize(launch: Launch, timeout_s: float = DEFAULT_TIMEOUT_S, *, check: bool = True) -> None:
+    """Start ``jax.distributed`` for ``launch`` (:func:`check_coordinator` first, unless ``check``
+    is False: the processes have met already), with JAX's own detection of the cluster off and
+    ``timeout_s`` as its time for all processes to connect. Must come before JAX runs any
+    computation in this process; afterwards ``jax.process_index()`` and ``jax.process_count()`` are
+    the launch's, and :func:`tokdyn.engine.sweep.run` deals each process its share of the chunks by
+    them.
+
+    What :func:`check_coordinator` cannot rule out (a process that stops between the meeting and
+    JAX's, a network that lets the meeting through but not JAX) still ends the process with
+    JAX's C++ abort; the ``tokdyn`` command runs the work in a child process and turns that into
+    one line naming the launch (:mod:`tokdyn.cli.launching`)."""
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s < math.inf:
         raise ValueError(f"timeout_s must be a positive, finite number of seconds, got {timeout_s!r}")
-    check_coordinator(launch, timeout_s)
+    if check:
+        check_coordinator(launch, timeout_s)
     import jax
 
     jax.distributed.initialize(

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import io
+from tokdyn.train import loggers
 from tokdyn.train.options import CHECKPOINT_FORMATS
 from tokdyn.train.results import Best
 from tokdyn.train.trainer import TrainState
@@ -56,7 +57,11 @@ def save_checkpoint(
 
     Returns:
       ``path``.
+
+    The open loggers of the process (:func:`tokdyn.train.loggers.flush_open`) write what they hold
+    first, so that after a kill the curves on disk reach at least the checkpoint's step.
     """
+    loggers.flush_open()  # the curves on disk reach the checkpoint before the checkpoint does
     tree = {"state": state, "curves": curves}
     meta = {}
     if best is not None:

@@ -19,14 +19,35 @@ array, one value per model. A logger writes value ``i`` under model ``i``'s name
         train.train_many(trainer, data, keys, hp, on_log=tb)
 
 A value is written as it is: a model that skipped non-finite steps can log NaN, and shows it.
+
+The TensorBoard logger writes its event files itself, synchronously (no writer thread): what it is
+given is on disk at the latest ``flush_secs`` later, at :meth:`TensorBoardLogger.flush` and
+:meth:`~TensorBoardLogger.close`, and whenever a checkpoint of ``train_many`` is written
+(:func:`~tokdyn.train.save_checkpoint` calls :func:`flush_open` first): after a kill, the curves on
+disk reach at least as far as the last checkpoint, so a resumed run's curves go on where its
+checkpoint does.
 """
 
 from __future__ import annotations
 
 import os
+import time
+import weakref
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+
+
+_OPEN: "weakref.WeakSet" = weakref.WeakSet()  # the loggers of this process with unwritten data possible
+_FILES = [0]  # event files opened by this process
+
+
+def flush_open() -> None:
+    """Write what every open :class:`TensorBoardLogger` of this process holds to its event files
+    (:func:`~tokdyn.train.save_checkpoint` calls it before writing a checkpoint, so that the curves
+    on disk always reach the checkpoint's step)."""
+    for logger in list(_OPEN):
+        logger.flush()
 
 
 def _require(module: str, extra: str, who: str):
@@ -142,7 +163,9 @@ class TensorBoardLogger:
         the tag ``<metric>/<name>`` (one file, for more models than files may be open: a
         ValueError says so at the first call where ``runs=True`` would open more than half the
         process's limit of open files).
-      flush_secs: how often the writers flush to disk (they flush on :meth:`close` too).
+      flush_secs: the most seconds a value waits before it is written to disk (it is written at
+        the first call after that; on :meth:`flush`, :meth:`close` and when a checkpoint is
+        written too, :func:`flush_open`).
 
     Needs ``tensorboardX`` (``pip install 'tokdyn[tensorboard]'``; no TensorFlow). Use it as a
     context manager, or call :meth:`close` when training ends.
@@ -154,18 +177,35 @@ class TensorBoardLogger:
             raise TypeError(f"TensorBoardLogger: logdir must be a folder path, got {logdir!r}")
         if not isinstance(runs, bool):
             raise TypeError(f"TensorBoardLogger: runs must be True or False, got {runs!r}")
+        if isinstance(flush_secs, bool) or not isinstance(flush_secs, (int, float)) or not flush_secs >= 0:
+            raise ValueError(f"TensorBoardLogger: flush_secs must be a number of seconds >= 0, got {flush_secs!r}")
         self.logdir = os.fspath(logdir)
         self.names = _check_names(names, "TensorBoardLogger")
         self.runs = runs
         self.flush_secs = flush_secs
         self._writers: dict[str, object] = {}
+        self._next_flush = time.monotonic() + flush_secs
+        _OPEN.add(self)
 
     def _writer(self, name: str):
         writer = self._writers.get(name)
         if writer is None:
+            from tensorboardX.event_file_writer import EventsWriter
+
             path = os.path.join(self.logdir, name) if name else self.logdir
-            writer = self._writers[name] = self._tbx.SummaryWriter(logdir=path, flush_secs=self.flush_secs)
+            os.makedirs(path, exist_ok=True)
+            # a name of its own (the process and a count): a run resumed within the second of the
+            # last one's start must not open (and truncate) the same file
+            _FILES[0] += 1
+            writer = EventsWriter(os.path.join(path, "events"), filename_suffix=f".{os.getpid()}.{_FILES[0]}")
+            self._writers[name] = writer
         return writer
+
+    def _add(self, name: str, tag: str, value: float, step: int) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+
+        self._writer(name).write_event(Event(wall_time=time.time(), step=step, summary=scalar(tag, value)))
 
     def __call__(self, step, logs) -> None:
         """Write ``logs`` (metric -> (M,) values) at ``step``, value i under model i's run (or tags)."""
@@ -174,34 +214,36 @@ class TensorBoardLogger:
             return
         self.names = names
         if not self.runs:
-            writer = self._writer("")
             for metric, a in values.items():
                 for i, name in enumerate(names):
-                    writer.add_scalar(f"{metric}/{name}", float(a[i]), global_step=step)
-            return
-        if not self._writers:
-            limit = _open_files_limit()
-            if limit is not None and len(names) > limit // 2:
-                raise ValueError(
-                    f"TensorBoardLogger: {len(names)} models would keep {len(names)} event files open, more than "
-                    f"half this process's limit of {limit} open files: pass runs=False (one run, a tag per "
-                    "model), or raise the limit (ulimit -n)"
-                )
-        for i, name in enumerate(names):
-            writer = self._writer(name)
-            for metric, a in values.items():
-                writer.add_scalar(metric, float(a[i]), global_step=step)
+                    self._add("", f"{metric}/{name}", float(a[i]), step)
+        else:
+            if not self._writers:
+                limit = _open_files_limit()
+                if limit is not None and len(names) > limit // 2:
+                    raise ValueError(
+                        f"TensorBoardLogger: {len(names)} models would keep {len(names)} event files open, more "
+                        f"than half this process's limit of {limit} open files: pass runs=False (one run, a tag "
+                        "per model), or raise the limit (ulimit -n)"
+                    )
+            for i, name in enumerate(names):
+                for metric, a in values.items():
+                    self._add(name, metric, float(a[i]), step)
+        if time.monotonic() >= self._next_flush:
+            self.flush()
 
     def flush(self) -> None:
         """Write what is buffered to the event files."""
         for w in self._writers.values():
             w.flush()
+        self._next_flush = time.monotonic() + self.flush_secs
 
     def close(self) -> None:
         """Flush and close every writer."""
         for w in self._writers.values():
             w.close()
         self._writers = {}
+        _OPEN.discard(self)
 
     def __enter__(self) -> "TensorBoardLogger":
         return self

@@ -37,14 +37,15 @@ One concept a module, every public name re-exported here:
   (:func:`read_manifest`, :func:`iter_chunks`, :func:`load`, ...)
 - :mod:`~tokdyn.engine.sweep.result` the results in memory (:class:`SweepResult`)
 - :mod:`~tokdyn.engine.sweep.running` :func:`run`, over :func:`tokdyn.engine.execute.stream`
-  (:class:`ConditionRefused`: a value of an axis the run refuses, before anything is traced)
+  (:class:`ConditionRefused`: a value of an axis the run refuses, before anything is traced;
+  :func:`shared_chunk_size`: chunks small enough that every process of a shared sweep has a share)
 """
 
 from tokdyn.engine.sweep.digest import code_digest
 from tokdyn.engine.sweep.grid import MAX_AXIS_VALUES, MAX_RUNS, Grid, device_columns, parse_axis
 from tokdyn.engine.sweep.reads import Reads, file_digest, recording
 from tokdyn.engine.sweep.result import SweepResult
-from tokdyn.engine.sweep.running import ConditionRefused, run
+from tokdyn.engine.sweep.running import ConditionRefused, idle_part, run, shared_chunk_size
 from tokdyn.engine.sweep.store import (
     CHUNK_STAMP,
     MANIFEST_KEYS,
@@ -72,6 +73,7 @@ __all__ = [
     "code_digest",
     "device_columns",
     "file_digest",
+    "idle_part",
     "iter_chunks",
     "load",
     "missing_chunks",
@@ -82,6 +84,7 @@ __all__ = [
     "recording",
     "run",
     "runs_kept_before",
+    "shared_chunk_size",
     "sweep_id",
     "traced_outputs",
 ]

@@ -60,7 +60,10 @@ def run(
       chunk_size: runs per chunk (memory, and the unit of work saved to disk). Default: per
         backend and device count, balanced so that the last chunk is nearly full
         (:func:`tokdyn.engine.execute.balanced_chunk`), or, when resuming a sweep in ``out``, the
-        chunk size it used.
+        chunk size it used; of a sweep shared by several parts, small enough that every part has a
+        chunk (:func:`shared_chunk_size`). A part left without a chunk (a ``chunk_size`` given
+        that makes fewer chunks than parts, or fewer runs than parts) says so on stderr
+        (:func:`idle_part`) when ``progress``.
       out: directory; each finished chunk is written (atomically, with a checksum and the stamp
         of the arguments) before the next one is read back, next to a ``manifest.json`` of the
         arguments. A killed sweep restarted with the same arguments redoes only unfinished or
@@ -117,12 +120,17 @@ def run(
     """
     part = _check_arguments(fn, grid, key, out, collect, part)
     total = len(grid)
+    given = chunk_size is not None
     if out is not None and chunk_size is None:
         chunk_size = store.resumed_chunk_size(out)  # resume with the chunks already on disk
+        if chunk_size is None and part[1] > 1:
+            chunk_size = shared_chunk_size(devices, batch_size, total, part[1])
     devices, batch_size, step, padded = execute.plan(devices, batch_size, chunk_size, total)
     task = grid_task(fn, grid, common_random_numbers, padded // len(devices), batch_size)
     starts = list(range(0, total, step))
     mine = set(starts[part[0] :: part[1]])
+    if not mine and progress:
+        print(idle_part(part, total, step, len(starts), given), file=sys.stderr)
     shared = grid_shared(grid, key)
     # what fn imports and reads while traced keys its results too
     outputs_spec, imported, files = traced_outputs(task, shared)
@@ -151,6 +159,30 @@ def run(
     if not collect:
         return None
     return _gather(grid, done, starts, step, fields, out, sid)
+
+
+def shared_chunk_size(devices, batch_size, total: int, parts: int) -> int | None:
+    """The runs per chunk of a sweep of ``total`` runs shared by ``parts`` processes when no
+    chunk size is given: the engine's default (:func:`tokdyn.engine.execute.plan`), or, when that
+    makes fewer chunks than parts, ``ceil(total / parts)``, so that every part has a share (a
+    grid of fewer runs than parts leaves the last parts without one). ``None``: the default.
+    The same on every process (it depends on the grid and the devices a process has)."""
+    step = execute.plan(devices, batch_size, None, total)[2]
+    if -(-total // step) >= parts:
+        return None
+    return max(1, -(-total // parts))
+
+
+def idle_part(part, total: int, step: int, chunks: int, given: bool) -> str:
+    """The line a part without a chunk of a sweep says: that the other parts do the work, and why."""
+    doers = "part 0" if chunks == 1 else f"parts 0 to {chunks - 1}"
+    why = f"chunk_size={step} given" if given else f"fewer runs ({total}) than parts"
+    return (
+        f"sweep: part {part[0]} of {part[1]} has no chunk of its own: the grid's {total:,} run"
+        f"{'s' if total != 1 else ''} make{'s' if total == 1 else ''} {chunks} chunk{'s' if chunks != 1 else ''} "
+        f"({why}), which {doers} run{'s' if chunks == 1 else ''}"
+        + (" (a smaller chunk_size gives every part a share)" if given else "")
+    )
 
 
 def _check_arguments(fn, grid, key, out, collect: bool, part) -> tuple:

@@ -16,22 +16,48 @@ before anything runs, 1 the run failed. Commands that run studies do so under th
 :func:`tokdyn.experiment.study.matmul_precision`).
 
 How the commands are built, the exit codes, and what the command sets before JAX is imported:
-:ref:`cli-details`.
+:ref:`cli-details`. One concept a module: :mod:`tokdyn.cli.options` (a config's fields as options
+and back), :mod:`tokdyn.cli.launching` (the command as one process of several); this module the
+parser and the entry point.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import os
 import re
 import signal
 import sys
 import traceback
-import typing
 
-from tokdyn.experiment import attributes, registry
+from tokdyn.cli import launching
+from tokdyn.cli.options import add_config_args, check_repeats, config_from_args, config_help, field_default
+from tokdyn.experiment import registry
+
+__all__ = [
+    "COMMANDS",
+    "CONFIG_CLASSES",
+    "DEFAULT_COMMANDS",
+    "GROUPS",
+    "INTERRUPTED",
+    "MATMUL_PRECISIONS",
+    "STUDY_MODULE",
+    "add_config_args",
+    "build_parser",
+    "cache_dir",
+    "check_repeats",
+    "commands",
+    "config_class",
+    "config_from_args",
+    "config_help",
+    "draws_figures",
+    "field_default",
+    "main",
+    "negative_values",
+    "study_modules",
+    "with_default_command",
+]
 
 COMMANDS = {  # (group, name): (module, entry point, help, default output directory or None)
     **{e.command: (e.module, "main", e.help, e.out) for e in registry.STUDIES},  # the studies, listed once
@@ -95,191 +121,6 @@ def study_modules(argv) -> tuple[list, list]:
             rest.append(argv[i])
         i += 1
     return rest, targets
-
-
-# ---------------------------------------------------------------------------------------------- configs -> options
-
-
-def config_help(cls) -> dict[str, str]:
-    """Field name -> help text, from the ``Attributes:`` sections of the docstrings of ``cls`` and
-    its bases (Google style: ``name: text``, continuation lines indented deeper; see
-    :func:`tokdyn.experiment.attributes.documented`)."""
-    return attributes.documented(cls)
-
-
-def _fields(cls, prefix=(), fixed=None):
-    """Flattened ``(path, field, owner class)`` of a config dataclass; nested dataclass fields are
-    expanded (their options keep their own names). The paths the class lists in its
-    ``FIXED_OPTIONS`` (e.g. ``("model", "seeds")``: set by the study itself) are left out."""
-    fixed = set(getattr(cls, "FIXED_OPTIONS", ())) if fixed is None else fixed
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if not f.init or prefix + (f.name,) in fixed:
-            continue
-        kind = hints.get(f.name)
-        default = f.default if f.default is not dataclasses.MISSING else None
-        nested = (
-            kind if dataclasses.is_dataclass(kind) else type(default) if dataclasses.is_dataclass(default) else None
-        )
-        if nested is not None:
-            yield from _fields(nested, prefix + (f.name,), fixed)
-        else:
-            yield prefix + (f.name,), f, cls
-
-
-def field_default(cls, path):
-    """The default of the (flattened) field at ``path`` of the config dataclass ``cls``: a nested
-    field's is read from its enclosing field's default (``training.train.steps`` of a study whose
-    ``training`` defaults to a model config with 3000 steps is 3000, whatever the nested class's own
-    default); ``dataclasses.MISSING`` for a field without one."""
-    value, klass = dataclasses.MISSING, cls
-    for name in path:
-        f = next(f for f in dataclasses.fields(klass) if f.name == name)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = getattr(value, name)
-        else:
-            value = f.default
-        klass = type(value) if dataclasses.is_dataclass(value) else typing.get_type_hints(klass).get(name)
-    return value
-
-
-def _element_type(f, hint, default):
-    args = typing.get_args(hint)
-    if args and args[0] is not Ellipsis and not isinstance(args[0], typing.TypeVar):
-        return args[0]
-    if default:
-        first = default[0]
-        return tuple if isinstance(first, tuple) else type(first)
-    return str
-
-
-def _parser_for(f, hint, default):
-    """``(argparse type, metavar, text of the default)`` for a field."""
-    origin = typing.get_origin(hint)
-    base = hint
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        base = next(a for a in typing.get_args(hint) if a is not type(None))
-        origin = typing.get_origin(base)
-    if base is tuple or origin is tuple:
-        elem = _element_type(f, base, default)
-        if elem is tuple:  # e.g. grids ((5, 3), (7, 3)) written 5x3,7x3
-            parse_one = lambda t: tuple(int(v) for v in t.lower().split("x"))  # noqa: E731
-            shown = ",".join("x".join(str(v) for v in d) for d in (default or ()))
-        else:
-            parse_one = elem
-            shown = ",".join(str(v) for v in (default or ()))
-
-        def parse(text, _one=parse_one, _elem=elem):
-            try:
-                return tuple(_one(v.strip()) for v in text.split(",") if v.strip())
-            except ValueError:
-                raise argparse.ArgumentTypeError(
-                    f"expected a comma list of {getattr(_elem, '__name__', 'values')}"
-                    f"{' (NxC)' if _elem is tuple else ''}, got {text!r}"
-                ) from None
-
-        return parse, "LIST", shown
-    if base is bool:
-        return None, None, str(default)
-    if base in (int, float, str):
-        return base, base.__name__.upper(), "" if default is None else str(default)
-    raise TypeError(f"config field {f.name!r} has a type the command line cannot express: {hint!r}")
-
-
-def add_config_args(parser: argparse.ArgumentParser, cls) -> None:
-    """One option per field of the config dataclass ``cls`` (nested configs flattened): ``--name``
-    (underscores as dashes), typed by the field's annotation or default (tuples as comma lists,
-    bools as ``--name/--no-name``), help text from the docstring. Fields without a default are
-    positional; a field whose help text ends in ``(required)`` is an option that must be given. Options not given keep the config's (or the preset's) value."""
-    docs = {}
-    for klass in [cls] + [c for *_, c in _fields(cls)]:
-        docs.update({k: v for k, v in config_help(klass).items() if k not in docs or klass is cls})
-    seen = set()
-    for path, f, owner in _fields(cls):
-        name = path[-1]
-        if name in seen:
-            raise TypeError(f"config {cls.__name__} has two fields named {name!r}: the command line needs unique names")
-        seen.add(name)
-        hint = typing.get_type_hints(owner).get(f.name, type(f.default))
-        default = field_default(cls, path)
-        default = None if default is dataclasses.MISSING else default
-        kind, metavar, shown = _parser_for(f, hint, default)
-        text = config_help(owner).get(f.name) or docs.get(f.name)
-        if not text:
-            raise TypeError(
-                f"config field {owner.__name__}.{f.name} has no help text: document it in the class "
-                "docstring's Attributes: section"
-            )
-        dest = "cfg__" + "__".join(path)
-        if f.default is dataclasses.MISSING:
-            parser.add_argument(dest, metavar=name.upper(), type=kind, help=text.rstrip(".").replace("%", "%%"))
-            continue
-        text = text.rstrip(".").replace("%", "%%")  # argparse %-formats help strings
-        required = text.endswith("(required)")  # documented so: an option that must be given, no default
-        help_text = text if required else f"{text} (default: {shown or 'empty'})"
-        flag = "--" + name.replace("_", "-")
-        if kind is None:
-            parser.add_argument(
-                flag, dest=dest, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
-            )
-        else:
-            parser.add_argument(
-                flag,
-                dest=dest,
-                type=kind,
-                metavar=metavar,
-                default=argparse.SUPPRESS,
-                help=help_text,
-                required=required,
-            )
-
-
-def check_repeats(cls, values) -> None:
-    """Refuse a value given twice in a comma list (``--temperatures 1,1``), for every study's
-    options alike, before any work: a list option is a set of conditions, and a repeated one would
-    count its runs twice. ``ValueError`` naming the field (``tokdyn.checks.distinct``). A field
-    whose tuple is a sequence, where a value may repeat (a ``(low, high)`` range, layer widths),
-    is named in its config class's ``SEQUENCES``, or has a default that repeats a value.
-    ``values``: flattened field path -> the value given."""
-    from tokdyn import checks
-
-    fields = {path: (f, owner) for path, f, owner in _fields(cls)}
-    for path, value in values.items():
-        if not isinstance(value, tuple) or path not in fields:
-            continue
-        f, owner = fields[path]
-        default = field_default(cls, path)
-        if f.name in getattr(owner, "SEQUENCES", ()) or (
-            isinstance(default, tuple) and len(set(default)) < len(default)
-        ):
-            continue
-        checks.distinct(f.name, value)
-
-
-def config_from_args(cls, args: argparse.Namespace, base=None):
-    """The config the parsed ``args`` describe: ``base`` (default: ``cls()`` where every field has
-    a default) with every option given replaced, nested configs included, then checked (a list
-    option holding a value twice, :func:`check_repeats`) and by its ``validate()``."""
-    values = {tuple(k[5:].split("__")): v for k, v in vars(args).items() if k.startswith("cfg__")}
-
-    def build(klass, obj, prefix):
-        kwargs = {}
-        for f in dataclasses.fields(klass):
-            path = prefix + (f.name,)
-            current = getattr(obj, f.name) if obj is not None else None
-            if any(k[: len(path)] == path and len(k) > len(path) for k in values):
-                sub = current if current is not None else f.default
-                kwargs[f.name] = build(type(sub), sub, path)
-            elif path in values:
-                kwargs[f.name] = values[path]
-        if obj is None:
-            return klass(**kwargs)
-        return dataclasses.replace(obj, **kwargs) if kwargs else obj
-
-    cfg = build(cls, base, ())
-    check_repeats(cls, values)
-    validate = getattr(cfg, "validate", None)
-    return validate() if validate is not None else cfg
 
 
 # ---------------------------------------------------------------------------------------------- the command
@@ -390,8 +231,8 @@ def _command_parser(sub, key, full: bool):
             "CPU computes float32 products in full whatever the setting. Recorded in the stamp and "
             "config.json when not the default (default: highest)",
         )
-    if takes_part(module, commands()[key][1]):
-        _add_launch_args(p)
+    if launching.takes_part(module, commands()[key][1]):
+        launching.add_launch_args(p)
     if key[0] == "reproduce":
         p.add_argument(
             "--verbose",
@@ -401,71 +242,6 @@ def _command_parser(sub, key, full: bool):
         )
     p.add_argument("--no-cache", action="store_true", help="do not use JAX's persistent compilation cache")
     return p
-
-
-def takes_part(module, entry: str) -> bool:
-    """Whether a command's function shares its work between processes (its ``main`` takes
-    ``part``, as the token-dynamics sweep's does): such a command gets the multi-process options
-    (:func:`tokdyn.engine.launch.resolve`)."""
-    import inspect
-
-    fn = getattr(module, entry, None)
-    try:
-        return callable(fn) and "part" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _add_launch_args(p) -> None:
-    """The multi-process options (:mod:`tokdyn.engine.launch`) of a command that shares its work."""
-    from tokdyn.engine import launch
-
-    g = p.add_argument_group(
-        "several processes or hosts",
-        "jax.distributed is started first; each process runs its share of the chunks into one --out\n"
-        "(a shared filesystem), and process 0 writes the report once all are there",
-    )
-    g.add_argument(
-        "--distributed",
-        action="store_true",
-        help="run as one process of several: under srun, SLURM's variables say which "
-        f"({', '.join(launch.SLURM_VARIABLES)}); otherwise give the three options below (or "
-        f"{', '.join(launch.PLAIN_VARIABLES)}); any of them implies --distributed",
-    )
-    g.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's host and a free port on it")
-    g.add_argument("--num-processes", metavar="N", help="the number of processes")
-    g.add_argument("--process-id", metavar="I", help="this process's index, 0 to N-1")
-    g.add_argument(
-        "--coordinator-port",
-        metavar="PORT",
-        help=f"under SLURM: the coordinator's port (or {launch.ENV_PORT}; default 61440 + SLURM_JOB_ID %% 4096)",
-    )
-    g.add_argument(
-        "--distributed-timeout",
-        metavar="SECONDS",
-        type=float,
-        default=launch.DEFAULT_TIMEOUT_S,
-        help="how long the processes wait for each other to start (default: %(default)g)",
-    )
-
-
-def _launch_of(args):
-    """The :class:`tokdyn.engine.launch.Launch` the command line asks for, or None (ValueError
-    naming the option or variable that is missing or wrong)."""
-    names = ("coordinator_address", "num_processes", "process_id", "coordinator_port")
-    if not hasattr(args, "distributed"):
-        return None
-    flags = {n: getattr(args, n) for n in names}
-    if not args.distributed and all(v is None for v in flags.values()):
-        return None
-    if not 0 < args.distributed_timeout < float("inf"):
-        raise ValueError(
-            f"--distributed-timeout must be a positive, finite number of seconds, got {args.distributed_timeout}"
-        )
-    from tokdyn.engine import launch
-
-    port = flags.pop("coordinator_port")
-    return launch.resolve(**flags, port=port)
 
 
 def build_parser(argv=()) -> argparse.ArgumentParser:
@@ -599,13 +375,17 @@ def _parse(argv):
     try:
         base = cls.quick() if getattr(args, "quick", False) else None
         cfg = config_from_args(cls, args, base)
-        args.launch = _launch_of(args)
+        args.launch = launching.launch_of(args)
         if commands()[key][3] is not None:
             from tokdyn.experiment import study
 
             study.check_output(args.out)
     except (ValueError, TypeError) as e:
         raise _Usage(f"{_prog(key)}: error: {e}", parser) from None
+    try:  # one process of several without --distributed: one line, no usage (the options are right)
+        launching.check_alone(args)
+    except ValueError as e:
+        raise _Usage(f"{_prog(key)}: error: {e}") from None
     return parser, args, key, module, cfg
 
 
@@ -659,14 +439,15 @@ def _main(argv) -> int:
     from tokdyn import io
     from tokdyn.experiment import study
 
-    if args.launch is not None:  # before JAX runs anything; a coordinator not reached: one line, no compile
+    if args.launch is not None:  # before JAX runs anything; processes that do not meet: one line, no compile
+        if not launching.is_child():  # meet the others, then do the work in a child (a C++ abort: one line)
+            return launching.run_launched(
+                args.launch, args.distributed_timeout, list(sys.argv[1:] if argv is None else argv), _prog(key)
+            )
         from tokdyn.engine import launch
 
-        try:
-            launch.initialize(args.launch, args.distributed_timeout)
-        except launch.LaunchError as e:
-            print(f"{_prog(key)}: error: {e}", file=sys.stderr)
-            return 2
+        launch.initialize(args.launch, args.distributed_timeout, check=False)
+        launching.started()
     _setup_jax(cache=not args.no_cache)
     try:
         _run_entry(args, key, module, cfg)
@@ -689,7 +470,3 @@ def _main(argv) -> int:
         print(f"{_prog(key)}: the run failed (see the traceback above)", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

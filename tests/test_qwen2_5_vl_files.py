@@ -500,7 +500,10 @@ STUDY_CASES = {
     ),
     "loop": (_template("{{ 'x' * 10**10 }}"), r"chat_template\.jinja was stopped: it repeats a str"),
     "hidden": (lambda c: edit_json(c / "config.json", _hidden), r"axis 0 is vision_config\.out_hidden_size"),
-    "unknown": (lambda c: add_tensors(c / WEIGHTS, ["latent_head.weight"]), r"1 tensor\(s\) that map to no parameter"),
+    "unknown": (
+        lambda c: add_tensors(c / WEIGHTS, ["latent_head.weight"]),
+        r"1 tensor\(s\) that map to no parameter.*pass --unknown-tensors ignore",
+    ),
     "dtype": (
         lambda c: edit_json(c / "config.json", _set("dtype", value="float16")),
         r"stored as BF16 but config\.json's torch_dtype is 'float16'",
@@ -532,6 +535,20 @@ def test_the_study_refuses_a_broken_checkpoint_with_exit_2_before_any_work(tmp_p
     assert f"model={str(ckpt)!r}" in line
     assert re.search(match, line), line
     assert not out.exists()  # nothing written: refused before the directory is opened
+
+
+def test_the_study_loads_a_checkpoint_with_unknown_tensors_when_told_to_ignore_them(tmp_path):
+    from tokdyn.studies.vlm_diagnostics import checkpoint as study_checkpoint
+    from tokdyn.studies.vlm_diagnostics.config import Config
+
+    ckpt = copy(tmp_path)
+    add_tensors(ckpt / WEIGHTS, ["latent_head.weight"])
+    with pytest.raises(ValueError, match="--unknown-tensors ignore"):
+        study_checkpoint.check_checkpoint(Config(model=str(ckpt)))
+    mcfg, _ = study_checkpoint.check_checkpoint(Config(model=str(ckpt), unknown_tensors="ignore"))
+    assert mcfg == qwen2_5_vl.config.read(ckpt)
+    with pytest.raises(ValueError, match="unknown_tensors"):
+        Config(unknown_tensors="skip").validate()
 
 
 @pytest.mark.full

@@ -359,7 +359,7 @@ def check_checkpoint(cfg) -> tuple:
     try:
         mcfg = qwen2_5_vl.config.read(cfg.model)
         chat = qwen2_5_vl.Chat.load(cfg.model)  # the processor checked against config.json's vision tower
-        qwen2_5_vl.checkpoint.inspect(cfg.model, mcfg)  # every header, shape and dtype; unknown tensors refused
+        qwen2_5_vl.checkpoint.inspect(cfg.model, mcfg, cfg.unknown_tensors)  # every header, shape and dtype
         ids = [token_id(chat, getattr(cfg, f), f, mcfg) for f in ("latent_start", "latent_end", "latent_fill")]
         tokens = Tokens(chat, *ids)
         for where, question, answer in instance_texts(cfg):
@@ -368,8 +368,9 @@ def check_checkpoint(cfg) -> tuple:
                 tokens.answer(answer)
             except ValueError as e:
                 raise ValueError(f"{where}: {e}") from None
-    except (FileNotFoundError, ValueError) as e:
-        raise ValueError(f"model={cfg.model!r}: {e}") from None
+    except (FileNotFoundError, ValueError) as e:  # the library's way out, as the study's option
+        message = str(e).replace("pass unknown='ignore'", "pass --unknown-tensors ignore")
+        raise ValueError(f"model={cfg.model!r}: {message}") from None
     return mcfg, tokens
 
 
@@ -384,7 +385,7 @@ def open_checkpoint(cfg) -> Loaded:
     if cfg.model:
         mcfg, tokens = check_checkpoint(cfg)
         processor, random = tokens.chat.processor, False
-        load = lambda: qwen2_5_vl.load(cfg.model, dtype=cfg.dtype)  # noqa: E731
+        load = lambda: qwen2_5_vl.load(cfg.model, dtype=cfg.dtype, unknown=cfg.unknown_tensors)  # noqa: E731
     else:
         mcfg = tiny_config()
         tokens, processor, random = Tokens.tiny(), qwen2_5_vl.ImageProcessor(), True

@@ -57,6 +57,7 @@ the batching)."""
 
 NOISE_KINDS = ("gaussian", "blank")  # tokdyn.models.qwen2_5_vl.adapter.NOISES
 DTYPES = ("float32", "bfloat16")
+UNKNOWN_TENSORS = ("error", "ignore")  # Config.unknown_tensors: qwen2_5_vl.load's unknown=
 # the time estimate (Config.work): seconds of each analysis's compiles (its first batch) and of one further
 # batch of the tiny model, from --quick runs on the 2-core machine at load 11-12 (the reference CPU's rates
 # were fitted at load 6-8: these lean long; benchmarks/runs/cpu-2026-11-27-vlm-estimate), and the reference
@@ -108,6 +109,8 @@ class Config:
       scene_size: side in pixels of a rendered scene before the resize.
       max_objects: the most objects of a rendered scene (at least 1; the answers are 1 to this).
       dtype: the weights' dtype, float32 or bfloat16.
+      unknown_tensors: what to do with tensors of the checkpoint that map to no parameter of the model (a
+        module a fine-tune added): error (refuse the checkpoint, naming them) or ignore (load the rest).
       analyses: which analyses run (names from ANALYSES; only chooses what runs: another choice resumes
         the same directory).
       latents: where the latents come from: block (a block of n_latents slots after the prompt, filled by
@@ -145,6 +148,7 @@ class Config:
     scene_size: int = 64
     max_objects: int = 4
     dtype: str = "float32"
+    unknown_tensors: str = "error"
     analyses: tuple = ANALYSES
     latents: str = "block"
     new_tokens: int = 16
@@ -199,6 +203,7 @@ class Config:
         if self.max_objects > 9:
             raise ValueError(f"max_objects must be at most 9 (a one-digit answer), got {self.max_objects}")
         _checks.choice("dtype", self.dtype, DTYPES)
+        _checks.choice("unknown_tensors", self.unknown_tensors, UNKNOWN_TENSORS)
         _checks.choice("latents", self.latents, LATENTS)
         _checks.positive_int("new_tokens", self.new_tokens)
         for name in ("analyses", "noise_kinds", "noise_levels", "methods"):

@@ -119,8 +119,9 @@ TABLE = (
         "dynamics.run(adjoint=ImplicitAdjoint())",
         "x, hparams (zero in the initial tokens)",
         "x, tokens, hparams",
-        grad="yes: implicit derivative at the fixed point (exact for a converged deterministic run; also implicit=True)",
-        jacfwd="yes: implicit derivative at the fixed point",
+        grad="yes: implicit derivative at the fixed point (a converged deterministic run; NaN for a run that did not "
+        "converge or whose derivative is not the fixed point's, ImplicitAdjoint(rtol); also implicit=True)",
+        jacfwd="yes: implicit derivative at the fixed point (NaN where grad's is)",
     ),
     Row(
         "dynamics.run_fixed",

@@ -103,9 +103,10 @@ def test_published_generation_config_equals_transformers(model, ref):
         assert chat.decode(stopped.tokens[row], skip_special_tokens=False).endswith("<|endoftext|>")
 
 
-def test_generation_config_read_and_refused(tmp_path):
+def test_generation_config_read_and_refused(tmp_path, model):
     """generation_config.json's fields are read with their types checked; a field transformers applies and
-    tokdyn does not implement (beam search) is refused at generation, naming it; the neutral ones pass."""
+    tokdyn does not implement (beam search) is refused at generation, naming it; the neutral ones pass;
+    max_length counts the prompt in, as transformers does."""
     cfg = decoding.GenerationConfig.from_dict(
         {
             "do_sample": True,
@@ -123,6 +124,11 @@ def test_generation_config_read_and_refused(tmp_path):
     beams = decoding.GenerationConfig.from_dict({"num_beams": 4})
     with pytest.raises(ValueError, match="num_beams=4"):
         beams.check()
+    with pytest.raises(ValueError, match="num_beams=4"):
+        model.generate(np.array([[5, 6, 7]]), generation_config=beams)
+    short = decoding.GenerationConfig.from_dict({"max_length": 3})
+    with pytest.raises(ValueError, match="max_length=3"):
+        model.generate(np.array([[5, 6, 7]]), generation_config=short)
     for bad, match in (
         ({"temperature": -1}, "temperature"),
         ({"top_k": 1.5}, "top_k"),
@@ -171,8 +177,9 @@ def test_penalty_and_filters_equal_numpy():
     got = np.asarray(decoding.penalise(jnp.asarray(logits), jnp.asarray(seen), 1.3))
     want = np.where(seen, np.where(logits < 0, logits * 1.3, logits / 1.3), logits)
     np.testing.assert_allclose(got, want, rtol=1e-6)
+    filtered = jax.jit(decoding.filter_logits)  # the knobs traced: one compilation for every setting
     for top_k, top_p, min_p in ((5, 1.0, 0.0), (0, 0.6, 0.0), (0, 1.0, 0.3), (7, 0.5, 0.1)):
-        kept = np.isfinite(np.asarray(decoding.filter_logits(jnp.asarray(logits), top_k, top_p, min_p)))
+        kept = np.isfinite(np.asarray(filtered(jnp.asarray(logits), top_k, top_p, min_p)))
         for row in range(4):
             x = logits[row].astype(np.float64)
             keep = np.ones(30, bool)
@@ -247,18 +254,17 @@ def test_intervene_equals_numpy():
     block = np.array([0, 1, 0, 2, 1, 0, 0, 1])
     step = np.array([0, 1, 2, 3, 0, 1, 2, 3])
     keys = jax.random.split(jax.random.key(0), b)
-    got = np.asarray(
-        latent.intervene(iv, latent.source_mean(iv), jnp.asarray(x), jnp.asarray(block), jnp.asarray(step), keys)
-    )
-    noise = np.stack([np.asarray(jax.random.normal(keys[i], (d,))) for i in range(b)])
+    intervene = jax.jit(lambda iv, *a: latent.intervene(iv, latent.source_mean(iv), *a))
+    got = np.asarray(intervene(iv, jnp.asarray(x), jnp.asarray(block), jnp.asarray(step), keys))
+    noise = np.stack([np.asarray(jax.random.normal(keys[i], (d,))) for i in (2, 3)])
     rms = np.sqrt((x**2).mean(axis=1, keepdims=True))
     hold = np.arange(k)[None] < blocks[:, None]
     mean = (source * hold[..., None, None]).sum(0) / hold.sum(0)[:, None, None]
     want = [
         x[0],
         np.zeros(d),
-        0.5 * rms[2] * noise[2],
-        x[3] + 0.5 * rms[3] * noise[3],
+        0.5 * rms[2] * noise[0],
+        x[3] + 0.5 * rms[3] * noise[1],
         source[4, 1, 0],
         mean[0, 1],
         x[6],
@@ -266,9 +272,7 @@ def test_intervene_equals_numpy():
     ]
     np.testing.assert_allclose(got, np.stack(want), rtol=1e-5, atol=1e-6)
     iv = latent.Intervention.make("swap", b, s, d, source=source, source_blocks=blocks)
-    got = np.asarray(
-        latent.intervene(iv, latent.source_mean(iv), jnp.asarray(x), jnp.asarray(block), jnp.asarray(step), keys)
-    )
+    got = np.asarray(intervene(iv, jnp.asarray(x), jnp.asarray(block), jnp.asarray(step), keys))
     assert np.allclose(got[1], x[1]) and np.allclose(got[0], source[0, 0, 0])  # row 1 holds one block only
 
 

@@ -34,6 +34,7 @@ HONOURED = (
     "pad_token_id",
     "bos_token_id",
     "max_new_tokens",
+    "max_length",
 )
 """The fields of ``generation_config.json`` that generation applies."""
 
@@ -76,9 +77,6 @@ NEUTRAL = {
 """The fields ``transformers`` applies that generation does not implement, with their neutral values: a
 ``generation_config.json`` holding another value is refused when it is used."""
 
-LENGTH_FIELDS = ("max_length",)
-"""Fields of the output's length that ``max_new_tokens`` (always given or defaulted) replaces."""
-
 
 @dataclasses.dataclass(frozen=True)
 class GenerationConfig:
@@ -96,6 +94,8 @@ class GenerationConfig:
       pad_token_id: the token a stopped row is filled with (None: the first stop token, as ``transformers``).
       bos_token_id: the checkpoint's begin-of-sequence token (kept for reference; prompts carry their own).
       max_new_tokens: the default number of new tokens (None: the call's default).
+      max_length: with no ``max_new_tokens`` in the call or the file, the prompt's (padded) length plus the new
+        tokens, as ``transformers`` counts it.
       unhonoured: fields that would change the tokens and are not implemented, with their values; generation
         refuses a configuration that holds any.
     """
@@ -110,6 +110,7 @@ class GenerationConfig:
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     max_new_tokens: int | None = None
+    max_length: int | None = None
     unhonoured: tuple[tuple[str, object], ...] = ()
 
     @classmethod
@@ -154,9 +155,10 @@ class GenerationConfig:
             ("min_p", float, 0.0, False),
             ("top_k", int, 0, False),
             ("max_new_tokens", int, 1, False),
+            ("max_length", int, 1, False),
         ):
             value = number(name, kind, low, low_open)
-            if value is not None or (name in ("min_p",) and name in raw):
+            if value is not None:
                 out[name] = value
         if out.get("top_p", 1.0) > 1.0:
             raise ValueError(f"{source}: top_p={out['top_p']!r} must lie in (0, 1]")

@@ -335,8 +335,17 @@ def generate(
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
     )
-    if max_new_tokens is None:
-        max_new_tokens = (base.max_new_tokens if base is not None else None) or DEFAULT_NEW_TOKENS
+    if max_new_tokens is None and base is not None and base.max_new_tokens is not None:
+        max_new_tokens = base.max_new_tokens
+    elif max_new_tokens is None and base is not None and base.max_length is not None:
+        max_new_tokens = base.max_length - int(np.shape(input_ids)[-1])  # transformers counts the prompt in
+        if max_new_tokens < 1:
+            raise ValueError(
+                f"generation_config.json's max_length={base.max_length} leaves no new token after a prompt of "
+                f"{np.shape(input_ids)[-1]}; pass max_new_tokens"
+            )
+    elif max_new_tokens is None:
+        max_new_tokens = DEFAULT_NEW_TOKENS
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     for name, value in (("bucket", bucket), ("prefill_chunk", prefill_chunk)):

@@ -191,7 +191,6 @@ def main():
             model.save_pretrained(tmp, safe_serialization=True)
             GenerationConfig(**latent_fixture.GENERATION_CONFIG).save_pretrained(tmp)  # after the model's own
             theirs = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp, dtype=torch.float32).eval()
-            theirs.config._attn_implementation = "eager"
             return theirs
 
         def torch_loop(theirs):

@@ -163,7 +163,10 @@ def kernel(static: Static, params: dict, prompt: Prompt, opt: Options) -> dict:
         logits = text.output_head(tc, p, normed).astype(jnp.float32)  # (B, V)
         step_keys = jax.vmap(jax.random.fold_in, (0, None))(sample_keys, i)
         chosen = choose(logits, step_keys, opt.knob, seen, static.sample)
-        out = {"scores": jax.nn.log_softmax(logits, axis=-1)[:, opt.score_ids]}
+        if opt.score_ids.shape[0]:
+            out = {"scores": jax.nn.log_softmax(logits, axis=-1)[:, opt.score_ids]}
+        else:  # nothing scored: no softmax over the vocabulary
+            out = {"scores": jnp.zeros((b, 0), jnp.float32)}
         if size:
             in_latent = (phase >= 1) & (phase <= size)
             ending = phase == size + 1

@@ -325,3 +325,18 @@ def test_programs_trace_abstractly():
     fn, args = generation.programs(cfg, 3, 20, 6, latent_size=2, image_tokens=8, n_scores=4, source_blocks=2)
     out = jax.eval_shape(fn, *args)
     assert out["tokens"].shape == (3, 6) and out["states"].shape == (3, 6, 32) and out["scores"].shape == (3, 6, 4)
+
+
+def test_grouped_attention_equals_attend():
+    """attend_grouped (each group of query heads passed as its key/value head's extra queries) equals the
+    block's attend, masks included."""
+    from tokdyn.models.blocks import attention
+    from tokdyn.models.qwen2_5_vl import text
+
+    k1, k2, k3, k4 = jax.random.split(jax.random.key(0), 4)
+    q = jax.random.normal(k1, (2, 3, 8, 16))
+    k, v = jax.random.normal(k2, (2, 5, 2, 16)), jax.random.normal(k3, (2, 5, 2, 16))
+    mask = jax.random.bernoulli(k4, 0.6, (2, 3, 5))
+    both = jax.jit(lambda *a: (attention.attend(*a), text.attend_grouped(*a)))
+    want, got = both(q, k, v, mask)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)

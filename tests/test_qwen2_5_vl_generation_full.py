@@ -155,8 +155,11 @@ def test_program_memory_holds_no_square_attention():
     for chunk in (64, 256):
         fn, args = generation.programs(cfg, b, width, new, latent_size=2, dtype="float32", prefill_chunk=chunk)
         compiled = fn.lower(*args).compile()
-        square = re.search(rf"f32\[{b},4,{width},{slots}\]", compiled.as_text())
-        assert (square is None) == (chunk == 64), chunk
+        sizes = [
+            np.prod([int(n) for n in dims.split(",")]) for dims in re.findall(r"f32\[([0-9,]+)\]", compiled.as_text())
+        ]
+        square = max(sizes) >= b * 4 * width * slots  # scores of every prompt query against every slot
+        assert square == (chunk == 256), chunk
         temp[chunk] = compiled.memory_analysis().temp_size_in_bytes
     assert temp[64] < temp[256] - 2 * b * 4 * (width - 64) * slots, temp
 

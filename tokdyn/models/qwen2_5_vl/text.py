@@ -122,6 +122,21 @@ def decode(
     return jax.lax.scan(step, x, (params["layers"], cache))
 
 
+def attend_grouped(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """:func:`tokdyn.models.blocks.attention.attend` of queries (B, T, heads, head_dim) over keys and values
+    (B, L, kv_heads, head_dim) under ``mask`` (B, T, L), each group of query heads that shares a key/value head
+    passed as that head's extra queries (B, T x group, kv_heads, head_dim), so that the keys and values are
+    read as they are, never repeated per query head. Equal to ``attend(q, k, v, mask)``."""
+    b, t, h, d = q.shape
+    hkv = k.shape[2]
+    g = h // hkv
+    if g == 1:
+        return attention.attend(q, k, v, mask)
+    qg = q.reshape(b, t, hkv, g, d).transpose(0, 1, 3, 2, 4).reshape(b, t * g, hkv, d)
+    out = attention.attend(qg, k, v, jnp.repeat(mask, g, axis=1))  # (B, T x group, kv_heads, head_dim)
+    return out.reshape(b, t, g, hkv, d).transpose(0, 1, 3, 2, 4).reshape(b, t, h, d)
+
+
 def new_cache(cfg: TextConfig, batch: int, length: int, dtype) -> tuple[jax.Array, jax.Array]:
     """An empty key/value cache for :func:`decode_cached`: (keys, values), each (layers, B, L, kv_heads,
     head_dim) zeros of ``dtype``."""
@@ -145,7 +160,7 @@ def decode_cached(
 
     Unlike :func:`decode` (which takes the cache as the scanned input and returns a new one), the cache is
     carried through the scan over layers and updated in place, so one step holds one copy of it and writes
-    only the new slots."""
+    only the new slots; attention reads the grouped keys and values as they are (:func:`attend_grouped`)."""
     cos, sin = rope_tables(cfg, positions)
 
     def step(carry, p_i):
@@ -156,7 +171,7 @@ def decode_cached(
         cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype)[None], (i, 0, start, 0, 0))
         keys = jax.lax.dynamic_index_in_dim(ck, i, keepdims=False)  # (B, L, kv_heads, head_dim)
         values = jax.lax.dynamic_index_in_dim(cv, i, keepdims=False)
-        return (finish(cfg, p, x, attention.attend(q, keys, values, mask)), ck, cv), None
+        return (finish(cfg, p, x, attend_grouped(q, keys, values, mask)), ck, cv), None
 
     layers = jnp.arange(cfg.num_hidden_layers)
     (x, ck, cv), _ = jax.lax.scan(step, (x, *cache), (params["layers"], layers))

@@ -304,7 +304,7 @@ def test_generation_text_drops_fill_and_latent_pads():
 
 def test_programs_trace_abstractly():
     """programs() gives the latent-generation kernel and ShapeDtypeStruct arguments that trace without weights:
-    the outputs' shapes at a small configuration."""
+    the outputs' shapes at a small configuration, and the program lowers for CUDA on this CPU-only machine."""
     from tokdyn.models.qwen2_5_vl.config import Config, TextConfig, VisionConfig
 
     cfg = Config(
@@ -325,6 +325,7 @@ def test_programs_trace_abstractly():
     fn, args = generation.programs(cfg, 3, 20, 6, latent_size=2, image_tokens=8, n_scores=4, source_blocks=2)
     out = jax.eval_shape(fn, *args)
     assert out["tokens"].shape == (3, 6) and out["states"].shape == (3, 6, 32) and out["scores"].shape == (3, 6, 4)
+    assert "stablehlo" in fn.trace(*args).lower(lowering_platforms=("cuda",)).as_text()  # lowers for a GPU here
 
 
 def test_grouped_attention_equals_attend():

@@ -14,7 +14,9 @@ Modules (``tokdyn.models.qwen2_5_vl.*``):
 - :mod:`~tokdyn.models.qwen2_5_vl.vision`      the vision tower
 - :mod:`~tokdyn.models.qwen2_5_vl.text`        the decoder
 - :mod:`~tokdyn.models.qwen2_5_vl.model`       the forward pass
-- :mod:`~tokdyn.models.qwen2_5_vl.generation`  decoding with a key/value cache
+- :mod:`~tokdyn.models.qwen2_5_vl.generation`  decoding with a key/value cache, in text or latent mode
+- :mod:`~tokdyn.models.qwen2_5_vl.decoding`    ``generation_config.json`` and how a token is chosen
+- :mod:`~tokdyn.models.qwen2_5_vl.latent`      latent mode, interventions on latents, what generation returns
 - :mod:`~tokdyn.models.qwen2_5_vl.processor`   the image processor
 - :mod:`~tokdyn.models.qwen2_5_vl.chat`        the tokenizer and the chat template
 - :mod:`~tokdyn.models.qwen2_5_vl.inputs`      the inputs checked on the host, the images' features
@@ -35,8 +37,10 @@ from tokdyn.models.qwen2_5_vl import (
     chat,
     checkpoint,
     config,
+    decoding,
     generation,
     inputs,
+    latent,
     params,
     positions,
     probes,
@@ -46,13 +50,19 @@ from tokdyn.models.qwen2_5_vl import (
 )
 from tokdyn.models.qwen2_5_vl.chat import Chat
 from tokdyn.models.qwen2_5_vl.config import Config, TextConfig, VisionConfig
+from tokdyn.models.qwen2_5_vl.decoding import GenerationConfig
+from tokdyn.models.qwen2_5_vl.latent import Generation, Intervention, LatentMode
 from tokdyn.models.qwen2_5_vl.model import Model, apply
 from tokdyn.models.qwen2_5_vl.processor import ImageProcessor
 
 __all__ = [
     "Chat",
     "Config",
+    "Generation",
+    "GenerationConfig",
     "ImageProcessor",
+    "Intervention",
+    "LatentMode",
     "Model",
     "TextConfig",
     "VisionConfig",
@@ -61,8 +71,10 @@ __all__ = [
     "chat",
     "checkpoint",
     "config",
+    "decoding",
     "generation",
     "inputs",
+    "latent",
     "load",
     "params",
     "positions",
@@ -86,7 +98,8 @@ def load(directory: str | Path, dtype=None, mesh=None, unknown: str = "error") -
     the model without them. Nothing is downloaded: a missing directory or file is a FileNotFoundError that
     names the layout expected; every file and field is checked before any weight is read, a ValueError naming
     the file, the field, its value and what is allowed (:mod:`~tokdyn.models.qwen2_5_vl.config`,
-    :func:`~tokdyn.models.qwen2_5_vl.checkpoint.inspect`).
+    :func:`~tokdyn.models.qwen2_5_vl.checkpoint.inspect`). The decoding settings of ``generation_config.json``
+    (:func:`tokdyn.models.qwen2_5_vl.decoding.read`) come with the model, for ``model.generate``.
     """
     import jax.numpy as jnp
 
@@ -98,4 +111,5 @@ def load(directory: str | Path, dtype=None, mesh=None, unknown: str = "error") -
     cfg = config.read(directory)
     if dtype is None and cfg.dtype in DTYPES:
         dtype = cfg.dtype
-    return Model(cfg, checkpoint.load_params(directory, cfg, dtype, mesh, unknown))
+    params = checkpoint.load_params(directory, cfg, dtype, mesh, unknown)
+    return Model(cfg, params, decoding.read(directory), str(directory))

@@ -1,26 +1,43 @@
-"""Decoding with a key/value cache: greedy or sampled, batched over left-padded prompts.
+"""Decoding with a key/value cache, in text mode or latent mode: one compiled program per shape bucket.
 
-The prompts are left-padded to a length bucket (a multiple of ``bucket``), the image features padded to
-one, and the cache sized to one too, so one compiled program (prefill, then a ``fori_loop`` of decode
-steps) serves every prompt whose padded length and number of image tokens fall in the same buckets (the
-vision tower itself compiles once per image grid). Each row's positions continue from its
-own prompt (after its images, by the M-RoPE rule); a row that has emitted a stop token emits ``pad_token_id``
-from then on.
+The prompts are left-padded to a length bucket (a multiple of ``bucket``), the image features padded to one,
+and the cache preallocated once, sized to one too. :func:`run`, the traced kernel, prefills the prompts in
+chunks of ``prefill_chunk`` tokens, then scans ``new_tokens`` cached steps, each choosing a token and running
+the next input (a step reads the cache once and writes one slot of it in place; the last step's run is not
+used). Its carry holds, per row, the mode (text, latent step j, end due), the
+blocks opened, the next input *embedding* and the tokens seen; a step's input is ``where(in_latent,
+fed_back_state, embed[token])``, so rows enter and leave latent mode at different steps without a recompile.
+The decoding settings (:mod:`~tokdyn.models.qwen2_5_vl.decoding`), the latent tokens, what is fed back and
+the interventions (:class:`~tokdyn.models.qwen2_5_vl.latent.Intervention`) are traced arguments: one program
+serves every prompt and option whose padded length, number of image tokens, batch and ``max_new_tokens`` fall
+in the same bucket (the vision tower compiles once per image grid).
+
+Each row's positions continue from its own prompt (after its images, by the M-RoPE rule), one per step on
+all three rows, latent steps included. A row that has emitted a stop token emits the checkpoint's pad token
+from then on. Random draws come from each row's own key (``fold_in(key, row)`` unless one key per row is
+given), so a row's result never depends on the batch it is in.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from tokdyn.models.blocks import attention
+from tokdyn.models.qwen2_5_vl import decoding, text, vision
 from tokdyn.models.qwen2_5_vl import inputs as inputs_lib
+from tokdyn.models.qwen2_5_vl import latent as latent_lib
 from tokdyn.models.qwen2_5_vl import positions as positions_lib
-from tokdyn.models.qwen2_5_vl import text, vision
 from tokdyn.models.qwen2_5_vl.config import Config
+from tokdyn.models.qwen2_5_vl.decoding import choose, filter_logits  # noqa: F401 -- kept under their old names
+
+DEFAULT_NEW_TOKENS = 32
+"""``max_new_tokens`` when neither the call nor the checkpoint's ``generation_config.json`` gives it."""
 
 
 def round_up(n: int, bucket: int) -> int:
@@ -28,133 +45,186 @@ def round_up(n: int, bucket: int) -> int:
     return -(-n // bucket) * bucket
 
 
-def filter_logits(logits: jax.Array, top_k: int | None, top_p: float | None) -> jax.Array:
-    """``logits`` (B, V) with the tokens outside the ``top_k`` largest and outside the smallest set whose
-    probability reaches ``top_p`` set to -inf (the most likely token is always kept)."""
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
-    if top_p is not None and top_p < 1.0:
-        order = jnp.argsort(-logits, axis=-1)
-        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-        probs = jax.nn.softmax(sorted_logits, axis=-1)
-        before = jnp.cumsum(probs, axis=-1) - probs  # probability of the tokens ranked above
-        drop_sorted = before >= top_p
-        drop = jnp.zeros_like(drop_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(drop_sorted)
-        logits = jnp.where(drop, -jnp.inf, logits)
-    return logits
+@dataclasses.dataclass(frozen=True)
+class Static:
+    """The static structure of one generation program (what changes shapes).
 
-
-def choose(logits: jax.Array, key, temperature: float, top_k, top_p) -> jax.Array:
-    """The next token of each row: the argmax when ``temperature`` is 0, else a sample from the filtered,
-    tempered distribution."""
-    logits = logits.astype(jnp.float32)
-    if temperature == 0.0:
-        return jnp.argmax(logits, axis=-1)
-    return jax.random.categorical(key, filter_logits(logits / temperature, top_k, top_p), axis=-1)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 8, 9, 10, 11, 12))
-def run(
-    cfg: Config,
-    params: dict,
-    input_ids: jax.Array,
-    mask: jax.Array,
-    positions: jax.Array,
-    next_pos: jax.Array,
-    features: jax.Array | None,
-    key: jax.Array,
-    cache_len: int,
-    new_tokens: int,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    stop: jax.Array | None = None,
-    pad_token_id: int = 0,
-) -> jax.Array:
-    """Prefill ``input_ids`` (B, T, left-padded under ``mask``) at ``positions`` (3, B, T) with image
-    ``features``, then decode ``new_tokens`` tokens over a cache of ``cache_len`` slots: (B, new_tokens)."""
-    tc, p = cfg.text, params["text"]
-    b, t = input_ids.shape
-    dtype = p["embed"].dtype
-    shape = (tc.num_hidden_layers, b, cache_len, tc.num_key_value_heads, tc.head_dim)
-    cache = (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
-    valid = jnp.zeros((b, cache_len), bool).at[:, :t].set(mask)
-    slots = jnp.arange(cache_len)
-    x = text.embed(p, input_ids, features, cfg.image_token_id, mask)
-    attend_mask = attention.causal_mask(jnp.broadcast_to(jnp.arange(t), (b, t)), slots, valid)
-    x, cache = text.decode(tc, p, x, positions, attend_mask, cache, 0)
-    logits = text.head(tc, p, x[:, -1])
-    keys = jax.random.split(key, new_tokens)
-    token = choose(logits, keys[0], temperature, top_k, top_p)
-    done = jnp.zeros((b,), bool)
-    out = jnp.zeros((b, new_tokens), jnp.int32)
-
-    def emit(out, token, done, i):
-        token = jnp.where(done, pad_token_id, token).astype(jnp.int32)
-        out = out.at[:, i].set(token)
-        if stop is not None:
-            done = done | jnp.isin(token, stop)
-        return out, token, done
-
-    out, token, done = emit(out, token, done, 0)
-
-    def step(i, carry):
-        out, token, done, cache, valid = carry
-        slot = t + i - 1
-        valid = valid.at[:, slot].set(True)
-        pos = jnp.broadcast_to((next_pos + i - 1)[None, :, None], (3, b, 1))
-        x = p["embed"][token][:, None]
-        m = attention.causal_mask(jnp.full((b, 1), slot), slots, valid)
-        x, cache = text.decode(tc, p, x, pos, m, cache, slot)
-        logits = text.head(tc, p, x[:, -1])
-        token = choose(logits, keys[i], temperature, top_k, top_p)
-        out, token, done = emit(out, token, done, i)
-        return out, token, done, cache, valid
-
-    out, *_ = jax.lax.fori_loop(1, new_tokens, step, (out, token, done, cache, valid))
-    return out
-
-
-def generate(
-    model,
-    input_ids,
-    pixel_values=None,
-    image_grid_thw=None,
-    attention_mask=None,
-    *,
-    max_new_tokens: int = 32,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    key=None,
-    eos_token_id=None,
-    pad_token_id: int = 0,
-    bucket: int = 64,
-) -> np.ndarray:
-    """``max_new_tokens`` new tokens after each prompt of ``input_ids`` (B, T), as a (B, max_new_tokens) array.
-
-    ``temperature=0`` decodes greedily (no key needed); otherwise a ``key`` is required and tokens are sampled
-    at that temperature, from the ``top_k`` most likely and/or the ``top_p`` nucleus. A row stops at any of
-    ``eos_token_id`` (default: the configuration's; ``()`` never stops) and emits ``pad_token_id`` after it.
-    Prompts may be padded anywhere under ``attention_mask``; they are packed to the left-padded layout.
+    Attributes:
+      cfg: the model's configuration.
+      cache_len: slots of the key/value cache.
+      new_tokens: tokens generated per row.
+      size: latents per block (0: text mode only).
+      chunk: prompt tokens per prefill step (divides the padded prompt length).
+      sample: sample the tokens (True) or take the most likely (False): the sampling code is compiled only
+        where it runs.
     """
-    cfg = model.config
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if not temperature >= 0.0:
-        raise ValueError(f"temperature must be >= 0, got {temperature!r}")
-    if temperature > 0 and key is None:
-        raise ValueError("sampling (temperature > 0) needs a key: key=jax.random.key(seed)")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}")
-    if not isinstance(bucket, int) or bucket < 1:
-        raise ValueError(f"bucket must be a positive integer, got {bucket!r}")
-    ids, mask, grid = inputs_lib.check_inputs(cfg, input_ids, pixel_values, image_grid_thw, attention_mask)
-    if not mask.any(axis=1).all():
-        raise ValueError("every prompt needs at least one unmasked token (attention_mask row all zero)")
+
+    cfg: Config
+    cache_len: int
+    new_tokens: int
+    size: int = 0
+    chunk: int = 64
+    sample: bool = False
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    """A batch of left-padded prompts, ready for :func:`run` (every field traced).
+
+    Attributes:
+      ids: (B, T) token ids, each prompt's last token in the last column.
+      mask: (B, T) True at real tokens.
+      positions: (3, B, T) M-RoPE positions.
+      next_pos: (B,) each row's first generated position.
+      features: (F, hidden) image features in order (padded rows at the end), or None.
+    """
+
+    ids: jax.Array
+    mask: jax.Array
+    positions: jax.Array
+    next_pos: jax.Array
+    features: jax.Array | None
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The traced options of :func:`run`.
+
+    Attributes:
+      keys: (B,) each row's key (its sampling and noise streams are ``fold_in(key, 0)`` and ``fold_in(key, 1)``,
+        then the step).
+      knob: the decoding knobs (:func:`tokdyn.models.qwen2_5_vl.decoding.knobs`).
+      stop: (S,) the stop tokens (S may be 0).
+      pad: () the token a stopped row is filled with.
+      latent_ids: (3,) the latent start, end and pad tokens (unused without latent mode).
+      prenorm: () True to feed back the last layer's output before the final norm.
+      intervention: what is done to each row's latents.
+      score_ids: (C,) the tokens whose log-probabilities are returned at every step (C may be 0).
+    """
+
+    keys: jax.Array
+    knob: dict
+    stop: jax.Array
+    pad: jax.Array
+    latent_ids: jax.Array
+    prenorm: jax.Array
+    intervention: latent_lib.Intervention
+    score_ids: jax.Array
+
+
+def kernel(static: Static, params: dict, prompt: Prompt, opt: Options) -> dict:
+    """Generate ``static.new_tokens`` tokens after each prompt: the traced kernel of :func:`generate`
+    (:func:`run` is it jitted).
+
+    Returns ``{"tokens": (B, N) int32, "states": (B, N, hidden) the latent computed for each latent step (zeros
+    at the other steps; only with latent mode), "scores": (B, N, C) float32 log-probabilities of
+    ``opt.score_ids``}``. Pure and traceable (``jit`` with ``static`` static; ``vmap`` is not needed, the batch
+    is the leading axis); the token choices are not differentiable.
+    """
+    cfg, size = static.cfg, static.size
+    tc, p = cfg.text, params["text"]
+    b, t = prompt.ids.shape
+    vocab = p["embed"].shape[0]
+    rows = jnp.arange(b)
+    slots = jnp.arange(static.cache_len)
+    cache = text.new_cache(tc, b, static.cache_len, p["embed"].dtype)
+    valid = jnp.zeros((b, static.cache_len), bool).at[:, :t].set(prompt.mask)
+    x_prompt = text.embed(p, prompt.ids, prompt.features, cfg.image_token_id, prompt.mask)  # (B, T, hidden)
+
+    def prefill(cache, c):
+        start = c * static.chunk
+        xc = jax.lax.dynamic_slice_in_dim(x_prompt, start, static.chunk, axis=1)
+        pc = jax.lax.dynamic_slice_in_dim(prompt.positions, start, static.chunk, axis=2)
+        query = jnp.broadcast_to(start + jnp.arange(static.chunk), (b, static.chunk))
+        h, cache = text.decode_cached(tc, p, xc, pc, attention.causal_mask(query, slots, valid), cache, start)
+        return cache, h[:, -1]
+
+    cache, lasts = jax.lax.scan(prefill, cache, jnp.arange(t // static.chunk))
+    seen = (
+        jnp.zeros((b, vocab), bool).at[rows[:, None], jnp.where(prompt.mask, prompt.ids, vocab)].set(True, mode="drop")
+    )
+    iv = opt.intervention
+    mean = latent_lib.source_mean(iv)
+    sample_keys = jax.vmap(jax.random.fold_in, (0, None))(opt.keys, 0)
+    noise_keys = jax.vmap(jax.random.fold_in, (0, None))(opt.keys, 1)
+    start_id, end_id, lat_pad = opt.latent_ids[0], opt.latent_ids[1], opt.latent_ids[2]
+    drop_kind = jnp.where(
+        iv.kind == latent_lib.KINDS.index("drop_slots"),
+        1,
+        jnp.where(iv.kind == latent_lib.KINDS.index("drop_block"), 2, 0),
+    )
+
+    def emit(i, h_pre, carry):
+        """Choose step ``i``'s token and next input from the state ``h_pre`` (B, hidden) of the step before."""
+        phase, n_blocks, block_step, done, seen, valid = carry
+        normed = text.final_norm(tc, p, h_pre)
+        logits = text.output_head(tc, p, normed).astype(jnp.float32)  # (B, V)
+        step_keys = jax.vmap(jax.random.fold_in, (0, None))(sample_keys, i)
+        chosen = choose(logits, step_keys, opt.knob, seen, static.sample)
+        if opt.score_ids.shape[0]:
+            out = {"scores": jax.nn.log_softmax(logits, axis=-1)[:, opt.score_ids]}
+        else:  # nothing scored: no softmax over the vocabulary
+            out = {"scores": jnp.zeros((b, 0), jnp.float32)}
+        if size:
+            in_latent = (phase >= 1) & (phase <= size)
+            ending = phase == size + 1
+            token = jnp.where(in_latent, lat_pad, jnp.where(ending, end_id, chosen))
+            state = jnp.where(opt.prenorm, h_pre, normed)
+            step = jnp.clip(phase - 1, 0, size - 1)
+            keys = jax.vmap(jax.random.fold_in, (0, None))(noise_keys, i)
+            fed = latent_lib.intervene(iv, mean, state, n_blocks - 1, step, keys)
+            out["states"] = jnp.where(in_latent[:, None], state, 0).astype(state.dtype)
+            # an ended block's slots (and markers) leave the attention of what follows, for the drop kinds
+            first = t + block_step + jnp.where(drop_kind == 2, 0, 1)
+            hide = ending & (drop_kind > 0)
+            gone = hide[:, None] & (slots[None] >= first[:, None]) & (slots[None] <= (t + block_step + size)[:, None])
+            valid = valid & ~gone
+            opens = (phase == 0) & (chosen == start_id) & ~done
+            phase = jnp.where(opens, 1, jnp.where(in_latent, phase + 1, jnp.where(ending, 0, phase)))
+            n_blocks = n_blocks + opens
+            block_step = jnp.where(opens, i, block_step)
+            hide_end = ending & (drop_kind == 2)
+        else:
+            token, in_latent, fed, hide_end = chosen, jnp.zeros((b,), bool), None, jnp.zeros((b,), bool)
+        token = jnp.where(done, opt.pad, token).astype(jnp.int32)
+        x_next = p["embed"][token]
+        if size:
+            x_next = jnp.where((in_latent & ~done)[:, None], fed.astype(x_next.dtype), x_next)
+        done = done | jnp.isin(token, opt.stop)
+        seen = seen.at[rows, token].set(True)
+        out["tokens"] = token
+        return (phase, n_blocks, block_step, done, seen, valid), x_next, hide_end, out
+
+    zeros = jnp.zeros((b,), jnp.int32)
+
+    def step(state, i):
+        """Emit step ``i``'s token from the state ``h`` of the input before, then run its input ``x_i`` (at slot
+        ``t + i``; the last step's run is not used)."""
+        carry, h, cache = state
+        carry, x, hide_end, out = emit(i, h, carry)
+        phase, n_blocks, block_step, done, seen, valid = carry
+        slot = t + i
+        valid = valid.at[:, slot].set(True)
+        pos = jnp.broadcast_to((prompt.next_pos + i)[None, :, None], (3, b, 1))
+        mask = attention.causal_mask(jnp.full((b, 1), slot), slots, valid)
+        h, cache = text.decode_cached(tc, p, x[:, None], pos, mask, cache, slot)
+        valid = valid & ~(hide_end[:, None] & (slots == slot)[None])  # a dropped block's end marker, after its step
+        return ((phase, n_blocks, block_step, done, seen, valid), h[:, 0], cache), out
+
+    carry = (zeros, zeros, zeros, jnp.zeros((b,), bool), seen, valid)
+    _, outs = jax.lax.scan(step, (carry, lasts[-1], cache), jnp.arange(static.new_tokens))
+    return {k: jnp.swapaxes(v, 0, 1) for k, v in outs.items()}
+
+
+run = jax.jit(kernel, static_argnums=0)
+""":func:`kernel`, compiled once per :class:`Static` and argument shapes."""
+
+
+def pack(cfg: Config, ids: np.ndarray, mask: np.ndarray, grid, bucket: int):
+    """The prompts ``ids`` (B, T) under ``mask`` left-padded to a multiple of ``bucket``: ``(ids, mask,
+    positions (3, B, W), next_pos (B,))`` as NumPy arrays."""
     b, t = ids.shape
     width = round_up(t, bucket)
     packed_ids = np.zeros((b, width), np.int64)
@@ -164,32 +234,321 @@ def generate(
         packed_ids[row, width - len(real) :] = real
         packed_mask[row, width - len(real) :] = True
     pos, next_pos = positions_lib.rope_index(cfg, packed_ids, grid, packed_mask)
+    return packed_ids, packed_mask, pos, next_pos
+
+
+def prefill_chunk_for(width: int, bucket: int, limit: int) -> int:
+    """The prefill chunk: the largest multiple of ``bucket`` that divides ``width`` and is at most ``limit``
+    (at least ``bucket``)."""
+    n = width // bucket
+    best = 1
+    for d in range(1, n + 1):
+        if n % d == 0 and d * bucket <= limit:
+            best = d
+    return best * bucket
+
+
+def row_keys(key, batch: int):
+    """(B,) keys: ``fold_in(key, row)`` for one key, or the ``batch`` keys given (typed or raw uint32)."""
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.dtype != jnp.uint32 or key.shape[-1:] != (2,):
+            raise ValueError(f"key must be a jax.random.key (one, or one per row), got {key.dtype} {key.shape}")
+        key = jax.random.wrap_key_data(key)
+    if key.shape == ():
+        return jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(batch))
+    if key.shape != (batch,):
+        raise ValueError(f"key must be one key or {batch} keys (one per row), got shape {key.shape}")
+    return key
+
+
+def _tokenizer_ids(source: str | Path | None, mode: latent_lib.LatentMode) -> latent_lib.LatentMode:
+    if mode.resolved:
+        return mode
+    if source is None or not (Path(source) / "tokenizer.json").is_file():
+        raise ValueError(
+            f"{mode} names tokens by string and the model has no tokenizer.json beside it: resolve them with "
+            "LatentMode.resolve(chat) (a qwen2_5_vl.Chat of the checkpoint)"
+        )
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("token strings need the 'tokenizers' package: pip install 'tokdyn[models]'") from None
+    return mode.resolve(Tokenizer.from_file(str(Path(source) / "tokenizer.json")))
+
+
+def generate(
+    model,
+    input_ids,
+    pixel_values=None,
+    image_grid_thw=None,
+    attention_mask=None,
+    *,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    do_sample: bool | None = None,
+    repetition_penalty: float | None = None,
+    key=None,
+    eos_token_id=None,
+    pad_token_id: int | None = None,
+    generation_config: decoding.GenerationConfig | None = None,
+    latent: latent_lib.LatentMode | None = None,
+    intervention: latent_lib.Intervention | None = None,
+    score_ids=None,
+    return_generation: bool | None = None,
+    bucket: int = 64,
+    prefill_chunk: int = 256,
+):
+    """``max_new_tokens`` new tokens after each prompt of ``input_ids`` (B, T).
+
+    Decoding follows the checkpoint's ``generation_config.json`` (``model.generation_config``, or
+    ``generation_config``), each option given here replacing its field (:func:`decoding.resolve`):
+    ``repetition_penalty``, and greedy or sampled (``do_sample``; ``temperature``, ``top_k``, ``top_p``,
+    ``min_p``) as ``transformers`` applies them. ``temperature=0`` is greedy; sampling needs a ``key`` (one
+    key, folded with each row's index, or one per row). A row stops at any of ``eos_token_id`` (default: the
+    checkpoint's; ``()`` never stops) and is filled with ``pad_token_id`` (default: the checkpoint's) after it.
+    Prompts may be padded anywhere under ``attention_mask``; they are packed to the left-padded layout.
+    ``pixel_values`` are (patches, patch_dim) over all images in order, or (B, patches, patch_dim) with one
+    image per row and ``image_grid_thw`` of one grid (a row per image, or one row for all).
+
+    With ``latent`` (:class:`~tokdyn.models.qwen2_5_vl.latent.LatentMode`) rows enter latent mode when they
+    emit its start token; ``intervention`` (:class:`~tokdyn.models.qwen2_5_vl.latent.Intervention`) acts on
+    the latents (noise kinds need a ``key``); ``score_ids`` asks for the log-probabilities of those tokens
+    at every step. With any of these (or ``return_generation=True``) the result is a
+    :class:`~tokdyn.models.qwen2_5_vl.latent.Generation`; otherwise the (B, max_new_tokens) token array.
+    """
+    cfg = model.config
+    vocab = cfg.text.vocab_size
+    base = generation_config if generation_config is not None else getattr(model, "generation_config", None)
+    if base is not None and not isinstance(base, decoding.GenerationConfig):
+        raise TypeError(f"generation_config must be a decoding.GenerationConfig, got {type(base).__name__}")
+    settings = decoding.resolve(
+        base,
+        vocab,
+        cfg.eos_token_id,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+    )
+    if max_new_tokens is None and base is not None and base.max_new_tokens is not None:
+        max_new_tokens = base.max_new_tokens
+    elif max_new_tokens is None and base is not None and base.max_length is not None:
+        max_new_tokens = base.max_length - int(np.shape(input_ids)[-1])  # transformers counts the prompt in
+        if max_new_tokens < 1:
+            raise ValueError(
+                f"generation_config.json's max_length={base.max_length} leaves no new token after a prompt of "
+                f"{np.shape(input_ids)[-1]}; pass max_new_tokens"
+            )
+    elif max_new_tokens is None:
+        max_new_tokens = DEFAULT_NEW_TOKENS
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    for name, value in (("bucket", bucket), ("prefill_chunk", prefill_chunk)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if latent is not None:
+        if not isinstance(latent, latent_lib.LatentMode):
+            raise TypeError(f"latent must be a LatentMode, got {type(latent).__name__}")
+        latent = _tokenizer_ids(getattr(model, "source", None), latent)
+        latent.check(vocab, settings.eos)
+        if settings.pad in (latent.start, latent.end):
+            raise ValueError(f"pad_token_id={settings.pad} is a latent marker of {latent}; pass another pad_token_id")
+    elif intervention is not None:
+        raise ValueError("intervention acts on latents: it needs latent=LatentMode(...)")
+    pixels = pixel_values
+    if pixels is not None and np.ndim(pixels) == 3:  # one image per row, of one grid
+        pixels = np.asarray(pixels, np.float32)
+        grid = np.asarray(image_grid_thw)
+        if grid.ndim == 2 and len(grid) == 1:
+            grid = np.repeat(grid, len(pixels), axis=0)
+        if grid.ndim != 2 or len(grid) != len(pixels) or (grid != grid[:1]).any():
+            raise ValueError(
+                f"pixel_values of shape {pixels.shape} (one image per row) need one grid for every row, got "
+                f"image_grid_thw={grid.tolist()}"
+            )
+        image_grid_thw, pixels = grid, pixels.reshape(-1, pixels.shape[-1])
+    ids, mask, grid = inputs_lib.check_inputs(cfg, input_ids, pixels, image_grid_thw, attention_mask)
+    if not mask.any(axis=1).all():
+        raise ValueError("every prompt needs at least one unmasked token (attention_mask row all zero)")
+    b = ids.shape[0]
+    scores = () if score_ids is None else tuple(np.atleast_1d(np.asarray(score_ids)).tolist())
+    bad = [i for i in scores if not isinstance(i, int) or not 0 <= i < vocab]
+    if bad:
+        raise ValueError(f"score_ids must be token ids in [0, {vocab}), got {bad}")
+    size = latent.size if latent is not None else 0
+    hidden = cfg.text.hidden_size
+    if intervention is None:
+        intervention = latent_lib.Intervention.make("none", b, max(size, 1), hidden)
+    else:
+        check_intervention(intervention, b, size, hidden)
+    noisy = np.isin(np.asarray(intervention.kind), [latent_lib.KINDS.index(k) for k in ("noise", "add_noise")])
+    if key is None and (settings.do_sample or noisy.any()):
+        why = "sampling (do_sample, a temperature > 0)" if settings.do_sample else "noise interventions"
+        raise ValueError(
+            f"{why} needs a key: key=jax.random.key(seed)"
+            + (
+                " (the checkpoint's generation_config.json sets do_sample; do_sample=False decodes greedily)"
+                if settings.do_sample and do_sample is None and temperature is None
+                else ""
+            )
+        )
+    keys = row_keys(jax.random.key(0) if key is None else key, b)  # unused without sampling or noise
+    packed_ids, packed_mask, pos, next_pos = pack(cfg, ids, mask, grid, bucket)
     features = None
     if grid is not None:
         plan = vision.plan(cfg.vision, grid)
-        features = inputs_lib.image_features_jit(cfg, model.params, jnp.asarray(pixel_values, jnp.float32), plan)
+        features = inputs_lib.image_features_jit(cfg, model.params, jnp.asarray(pixels, jnp.float32), plan)
         rows = round_up(features.shape[0], bucket)  # padded, so prompts of other image sizes share the program
         features = jnp.pad(features, ((0, rows - features.shape[0]), (0, 0)))
-    stops = cfg.eos_token_id if eos_token_id is None else eos_token_id
-    stops = (stops,) if isinstance(stops, int) else tuple(stops)
-    stop = jnp.asarray(stops, jnp.int32) if stops else None
-    key = jax.random.key(0) if key is None else key
-    return np.asarray(
-        run(
-            cfg,
-            model.params,
-            jnp.asarray(packed_ids, jnp.int32),
-            jnp.asarray(packed_mask),
-            jnp.asarray(pos, jnp.int32),
-            jnp.asarray(next_pos, jnp.int32),
-            features,
-            key,
-            round_up(width + max_new_tokens, bucket),
-            max_new_tokens,
-            float(temperature),
-            top_k,
-            None if top_p is None else float(top_p),
-            stop,
-            int(pad_token_id),
-        )
+    width = packed_ids.shape[1]
+    static = Static(
+        cfg,
+        round_up(width + max_new_tokens, bucket),
+        int(max_new_tokens),
+        size,
+        prefill_chunk_for(width, bucket, max(prefill_chunk, bucket)),
+        settings.do_sample,
     )
+    prompt = Prompt(
+        jnp.asarray(packed_ids, jnp.int32),
+        jnp.asarray(packed_mask),
+        jnp.asarray(pos, jnp.int32),
+        jnp.asarray(next_pos, jnp.int32),
+        features,
+    )
+    lat = (latent.start, latent.end, latent.pad) if latent is not None else (-1, -1, -1)
+    opt = Options(
+        keys,
+        decoding.knobs(settings),
+        jnp.asarray(settings.eos, jnp.int32).reshape(-1),
+        jnp.asarray(settings.pad, jnp.int32),
+        jnp.asarray(lat, jnp.int32),
+        jnp.asarray(latent is not None and latent.feed == "prenorm"),
+        intervention,
+        jnp.asarray(scores, jnp.int32).reshape(-1),
+    )
+    out = jax.device_get(run(static, model.params, prompt, opt))
+    tokens = np.asarray(out["tokens"])
+    if return_generation is None:
+        return_generation = latent is not None or bool(scores)
+    if not return_generation:
+        return tokens
+    return collect(tokens, out, settings, latent, scores, hidden)
+
+
+def check_intervention(iv, batch: int, size: int, hidden: int) -> None:
+    """ValueError unless ``iv`` fits a batch of ``batch`` rows with latents of ``size`` x ``hidden``."""
+    if not isinstance(iv, latent_lib.Intervention):
+        raise TypeError(f"intervention must be an Intervention (Intervention.make), got {type(iv).__name__}")
+    shapes = {"kind": (batch,), "scale": (batch,), "source_blocks": (batch,)}
+    for name, shape in shapes.items():
+        if tuple(np.shape(getattr(iv, name))) != shape:
+            raise ValueError(f"intervention.{name} must have shape {shape}, got {np.shape(getattr(iv, name))}")
+    src = tuple(np.shape(iv.source))
+    if len(src) != 4 or src[0] != batch or src[2:] != (size, hidden):
+        raise ValueError(f"intervention.source must be ({batch}, K, {size}, {hidden}), got {src}")
+
+
+def collect(tokens, out, settings: decoding.Settings, latent, score_ids, hidden: int) -> latent_lib.Generation:
+    """The :class:`~tokdyn.models.qwen2_5_vl.latent.Generation` of :func:`run`'s outputs (host arrays)."""
+    b, n = tokens.shape
+    stop = np.isin(tokens, settings.eos)
+    stop_steps = np.where(stop.any(axis=1), stop.argmax(axis=1), n)
+    if latent is None:
+        n_blocks = np.zeros((b,), np.int64)
+        steps = np.zeros((b, 0), np.int64)
+        lat = np.zeros((b, 0, 0, hidden), np.float32)
+    else:
+        size = latent.size
+        opened = [np.flatnonzero((tokens[r] == latent.start) & (np.arange(n) <= stop_steps[r])) for r in range(b)]
+        n_blocks = np.asarray([len(o) for o in opened], np.int64)
+        k = int(n_blocks.max(initial=0))
+        steps = np.full((b, k), -1, np.int64)
+        lat = np.zeros((b, k, size, hidden), np.float32)
+        states = np.asarray(out["states"], np.float32)
+        for r, o in enumerate(opened):
+            steps[r, : len(o)] = o
+            for j, s in enumerate(o):
+                got = states[r, s + 1 : s + 1 + size]
+                lat[r, j, : len(got)] = got
+    scores = np.asarray(out["scores"], np.float32) if score_ids else None
+    return latent_lib.Generation(
+        tokens, lat, n_blocks, steps, scores, tuple(score_ids), stop_steps, settings.pad, latent
+    )
+
+
+def programs(
+    cfg: Config,
+    batch: int,
+    prompt_len: int,
+    new_tokens: int,
+    *,
+    latent_size: int = 8,
+    image_tokens: int = 0,
+    n_scores: int = 0,
+    n_stop: int = 2,
+    source_blocks: int = 0,
+    sample: bool = False,
+    dtype=jnp.bfloat16,
+    bucket: int = 64,
+    prefill_chunk: int = 256,
+):
+    """The latent-generation program at configuration ``cfg`` and its abstract arguments, for lowering
+    without weights or data (e.g. ``fn.trace(*args).lower(lowering_platforms=("cuda",))``).
+
+    Returns ``(fn, args)``: ``fn`` the jitted kernel with its static structure bound (``fn(params, prompt,
+    options)``, :func:`run`), ``args`` a tuple of ``jax.ShapeDtypeStruct`` pytrees: parameters in ``dtype``, a
+    batch of ``batch`` prompts padded to ``round_up(prompt_len, bucket)`` with ``image_tokens`` image features
+    (0: text only), ``n_scores`` scored tokens, ``n_stop`` stop tokens and a swap source of ``source_blocks``
+    blocks; ``sample`` compiles the sampling code instead of the argmax."""
+    from tokdyn.models.qwen2_5_vl import params as params_lib
+
+    width = round_up(prompt_len, bucket)
+    static = Static(
+        cfg,
+        round_up(width + new_tokens, bucket),
+        new_tokens,
+        latent_size,
+        prefill_chunk_for(width, bucket, max(prefill_chunk, bucket)),
+        sample,
+    )
+    sds = jax.ShapeDtypeStruct
+    abstract = jax.eval_shape(lambda k: params_lib.init(k, cfg, dtype), jax.random.key(0))
+    hidden = cfg.text.hidden_size
+    features = None
+    if image_tokens:
+        features = sds((round_up(image_tokens, bucket), hidden), dtype)
+    prompt = Prompt(
+        sds((batch, width), jnp.int32),
+        sds((batch, width), jnp.bool_),
+        sds((3, batch, width), jnp.int32),
+        sds((batch,), jnp.int32),
+        features,
+    )
+    key_type = jax.eval_shape(lambda: jax.random.key(0)).dtype
+    knob = jax.tree_util.tree_map(lambda a: sds(a.shape, a.dtype), decoding.knobs(decoding.resolve(None, 2)))
+    iv = latent_lib.Intervention(
+        sds((batch,), jnp.int32),
+        sds((batch,), jnp.float32),
+        sds((batch, source_blocks, max(latent_size, 1), hidden), jnp.float32),
+        sds((batch,), jnp.int32),
+    )
+    opt = Options(
+        sds((batch,), key_type),
+        knob,
+        sds((n_stop,), jnp.int32),
+        sds((), jnp.int32),
+        sds((3,), jnp.int32),
+        sds((), jnp.bool_),
+        iv,
+        sds((n_scores,), jnp.int32),
+    )
+    return jax.jit(functools.partial(kernel, static)), (abstract, prompt, opt)

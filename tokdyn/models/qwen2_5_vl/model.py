@@ -12,7 +12,7 @@ import numpy as np
 
 from tokdyn.models.blocks import attention
 from tokdyn.models.qwen2_5_vl import positions as positions_lib
-from tokdyn.models.qwen2_5_vl import generation, text, vision
+from tokdyn.models.qwen2_5_vl import decoding, generation, text, vision
 from tokdyn.models.qwen2_5_vl.inputs import (  # noqa: F401 -- check_inputs, image_features_jit re-exported
     check_inputs,
     image_features,
@@ -54,10 +54,16 @@ class Model:
     Attributes:
         config: the model's structure.
         params: the parameter tree (:mod:`tokdyn.models.qwen2_5_vl.params`), on the devices.
+        generation_config: the checkpoint's decoding settings (its ``generation_config.json``), which
+            :meth:`generate` follows; None: ``transformers``' defaults and the configuration's stop tokens.
+        source: the checkpoint directory it was loaded from (its tokenizer resolves
+            :class:`~tokdyn.models.qwen2_5_vl.latent.LatentMode` token strings), or None.
     """
 
     config: Config
     params: dict
+    generation_config: decoding.GenerationConfig | None = None
+    source: str | None = None
 
     @property
     def dtype(self):
@@ -75,11 +81,12 @@ class Model:
         return _apply(self.config, self.params, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(pos), pixels, plan)
 
     def generate(self, input_ids, pixel_values=None, image_grid_thw=None, attention_mask=None, **options):
-        """New tokens (B, max_new_tokens) after each prompt: :func:`tokdyn.models.qwen2_5_vl.generation.generate`
-        with this model's configuration and parameters."""
+        """New tokens after each prompt, decoded as the checkpoint's ``generation_config.json`` says:
+        :func:`tokdyn.models.qwen2_5_vl.generation.generate` with this model (a (B, max_new_tokens) array, or,
+        with ``latent=LatentMode(...)`` or ``score_ids``, a :class:`~tokdyn.models.qwen2_5_vl.latent.Generation`)."""
         return generation.generate(self, input_ids, pixel_values, image_grid_thw, attention_mask, **options)
 
     def with_dtype(self, dtype) -> Model:
         """The same model with its parameters cast to ``dtype``."""
         cast = functools.partial(jnp.asarray, dtype=dtype)
-        return Model(self.config, jax.tree_util.tree_map(cast, self.params))
+        return dataclasses.replace(self, params=jax.tree_util.tree_map(cast, self.params))

@@ -38,6 +38,27 @@ def rope_tables(cfg: TextConfig, positions: jax.Array) -> tuple[jax.Array, jax.A
     return rotary.mrope_tables(positions, inv_freq, cfg.mrope_section)
 
 
+def project(cfg: TextConfig, p: dict, x: jax.Array, cos: jax.Array, sin: jax.Array):
+    """One decoder layer's queries (B, T, heads, head_dim), keys and values (B, T, kv_heads, head_dim) of its
+    input ``x`` (B, T, hidden), queries and keys rotated by ``cos``/``sin`` (B, T, head_dim)."""
+    b, t, _ = x.shape
+    hd = cfg.head_dim
+    h = norm.rms_norm(x, p["input_norm"], cfg.rms_norm_eps)
+    a = p["attn"]
+    q = mlp.linear(h, a["q"]).reshape(b, t, cfg.num_attention_heads, hd)
+    k = mlp.linear(h, a["k"]).reshape(b, t, cfg.num_key_value_heads, hd)
+    v = mlp.linear(h, a["v"]).reshape(b, t, cfg.num_key_value_heads, hd)
+    return rotary.apply(q, cos, sin), rotary.apply(k, cos, sin), v
+
+
+def finish(cfg: TextConfig, p: dict, x: jax.Array, attended: jax.Array) -> jax.Array:
+    """The rest of a decoder layer after attention: the output projection of ``attended`` (B, T, heads,
+    head_dim) added to the layer's input ``x`` (B, T, hidden), then the gated MLP's residual."""
+    b, t, _ = x.shape
+    x = x + mlp.linear(attended.reshape(b, t, -1), p["attn"]["o"])
+    return x + mlp.gated_mlp(norm.rms_norm(x, p["post_norm"], cfg.rms_norm_eps), p["mlp"], cfg.hidden_act)
+
+
 def layer(
     cfg: TextConfig,
     p: dict,
@@ -51,31 +72,31 @@ def layer(
     """One decoder layer over ``x`` (B, T, hidden). With ``cache`` (keys, values), each (B, L, kv_heads,
     head_dim), the new keys and values are written at slot ``start`` and attention reads the whole cache;
     ``mask`` is (B, T, L) (or (B, T, T) without a cache). Returns the output and the updated cache."""
-    b, t, _ = x.shape
-    hd = cfg.head_dim
-    h = norm.rms_norm(x, p["input_norm"], cfg.rms_norm_eps)
-    a = p["attn"]
-    q = mlp.linear(h, a["q"]).reshape(b, t, cfg.num_attention_heads, hd)
-    k = mlp.linear(h, a["k"]).reshape(b, t, cfg.num_key_value_heads, hd)
-    v = mlp.linear(h, a["v"]).reshape(b, t, cfg.num_key_value_heads, hd)
-    q, k = rotary.apply(q, cos, sin), rotary.apply(k, cos, sin)
+    q, k, v = project(cfg, p, x, cos, sin)
     if cache is not None:
         ck, cv = cache
         k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, start, 0, 0))
         v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, start, 0, 0))
         cache = (k, v)
-    out = attention.attend(q, k, v, mask).reshape(b, t, -1)
-    x = x + mlp.linear(out, a["o"])
-    x = x + mlp.gated_mlp(norm.rms_norm(x, p["post_norm"], cfg.rms_norm_eps), p["mlp"], cfg.hidden_act)
-    return x, cache
+    return finish(cfg, p, x, attention.attend(q, k, v, mask)), cache
+
+
+def final_norm(cfg: TextConfig, params: dict, x: jax.Array) -> jax.Array:
+    """The final RMSNorm of the last layer's output ``x`` (..., hidden): the hidden state Hugging Face
+    returns as the last of ``hidden_states``."""
+    return norm.rms_norm(x, params["norm"], cfg.rms_norm_eps)
+
+
+def output_head(cfg: TextConfig, params: dict, normed: jax.Array) -> jax.Array:
+    """The output head alone: logits (..., vocab) of final-norm states ``normed`` (..., hidden)."""
+    if cfg.tie_word_embeddings:
+        return jnp.matmul(normed, params["embed"].T)
+    return mlp.linear(normed, params["lm_head"])
 
 
 def head(cfg: TextConfig, params: dict, x: jax.Array) -> jax.Array:
     """The final norm and the output head: logits (..., vocab) in ``x``'s dtype."""
-    x = norm.rms_norm(x, params["norm"], cfg.rms_norm_eps)
-    if cfg.tie_word_embeddings:
-        return jnp.matmul(x, params["embed"].T)
-    return mlp.linear(x, params["lm_head"])
+    return output_head(cfg, params, final_norm(cfg, params, x))
 
 
 def decode(
@@ -99,3 +120,59 @@ def decode(
         return layer(cfg, p, x, cos, sin, mask, c, start)
 
     return jax.lax.scan(step, x, (params["layers"], cache))
+
+
+def attend_grouped(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """:func:`tokdyn.models.blocks.attention.attend` of queries (B, T, heads, head_dim) over keys and values
+    (B, L, kv_heads, head_dim) under ``mask`` (B, T, L), each group of query heads that shares a key/value head
+    passed as that head's extra queries (B, T x group, kv_heads, head_dim), so that the keys and values are
+    read as they are, never repeated per query head. Equal to ``attend(q, k, v, mask)``."""
+    b, t, h, d = q.shape
+    hkv = k.shape[2]
+    g = h // hkv
+    if g == 1:
+        return attention.attend(q, k, v, mask)
+    qg = q.reshape(b, t, hkv, g, d).transpose(0, 1, 3, 2, 4).reshape(b, t * g, hkv, d)
+    out = attention.attend(qg, k, v, jnp.repeat(mask, g, axis=1))  # (B, T x group, kv_heads, head_dim)
+    return out.reshape(b, t, g, hkv, d).transpose(0, 1, 3, 2, 4).reshape(b, t, h, d)
+
+
+def new_cache(cfg: TextConfig, batch: int, length: int, dtype) -> tuple[jax.Array, jax.Array]:
+    """An empty key/value cache for :func:`decode_cached`: (keys, values), each (layers, B, L, kv_heads,
+    head_dim) zeros of ``dtype``."""
+    shape = (cfg.num_hidden_layers, batch, length, cfg.num_key_value_heads, cfg.head_dim)
+    return jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)
+
+
+def decode_cached(
+    cfg: TextConfig,
+    params: dict,
+    x: jax.Array,
+    positions: jax.Array,
+    mask: jax.Array,
+    cache: tuple[jax.Array, jax.Array],
+    start: jax.Array | int,
+):
+    """The decoder over ``x`` (B, T, hidden) at (3, B, T) ``positions`` with the key/value ``cache`` from
+    :func:`new_cache`: each layer writes its T new keys and values at slots ``start`` .. ``start + T - 1`` and
+    attends over the whole cache under ``mask`` (B, T, L). Returns the last layer's output (before the final
+    norm) and the cache.
+
+    Unlike :func:`decode` (which takes the cache as the scanned input and returns a new one), the cache is
+    carried through the scan over layers and updated in place, so one step holds one copy of it and writes
+    only the new slots; attention reads the grouped keys and values as they are (:func:`attend_grouped`)."""
+    cos, sin = rope_tables(cfg, positions)
+
+    def step(carry, p_i):
+        x, ck, cv = carry
+        p, i = p_i
+        q, k, v = project(cfg, p, x, cos, sin)
+        ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype)[None], (i, 0, start, 0, 0))
+        cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype)[None], (i, 0, start, 0, 0))
+        keys = jax.lax.dynamic_index_in_dim(ck, i, keepdims=False)  # (B, L, kv_heads, head_dim)
+        values = jax.lax.dynamic_index_in_dim(cv, i, keepdims=False)
+        return (finish(cfg, p, x, attend_grouped(q, keys, values, mask)), ck, cv), None
+
+    layers = jnp.arange(cfg.num_hidden_layers)
+    (x, ck, cv), _ = jax.lax.scan(step, (x, *cache), (params["layers"], layers))
+    return x, (ck, cv)

@@ -1,0 +1,260 @@
+"""Latent-mode generation on the CPU: tokdyn's batched program against the per-instance ``transformers`` loop.
+
+A random Qwen2.5-VL (``--config small``: 8 decoder layers of width 512, 4 vision layers of width 256, a 32k
+vocabulary with three latent tokens added; ``tiny``: the test fixture's sizes) is saved with
+``save_pretrained`` and loaded by both sides from those files, in float32. As in the test fixture
+(``tests/fixtures/make_qwen2_5_vl_latent.py``), the start token's output row is a trigger token's times 1.25, so
+the model opens latent blocks by itself; the trigger is the (non-special) token the instances say most often
+in a run without one.
+
+- transformers: the loop the published mediation code runs, one instance at a time (the fixture's
+  ``Reference``: ``transformers``' model with its key/value cache, the start token fed as a token, then the
+  final-norm state ``--size`` times, then the end token; greedy under the repetition penalty 1.05);
+- tokdyn: ``model.generate(..., latent=LatentMode(...))`` over all ``--instances`` at once, one program.
+
+Each instance is a chat prompt with its own random ``--image`` x ``--image`` picture and question. Checked
+first: equal tokens, instance by instance, and latents within float32 rounding. Then ``--repeats`` timed runs
+of each side, alternately; medians. Threads are matched: ``--threads 1`` tells XLA (its flags, set before JAX
+starts) and PyTorch (``set_num_threads``) one thread each; with more, the process is pinned to that many
+cores and PyTorch told the count. tokdyn's first call (compile included) is reported apart. Usage::
+
+    python benchmarks/bench_latent_generation.py [--config small] [--instances 16] [--new 40] [--size 4]
+        [--threads 1] [--repeats 5] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--config", default="small", choices=["tiny", "small"])
+parser.add_argument("--instances", type=int, default=16)
+parser.add_argument("--new", type=int, default=40)
+parser.add_argument("--size", type=int, default=4)
+parser.add_argument("--image", type=int, default=112, help="side of each instance's square picture, pixels")
+parser.add_argument("--threads", type=int, default=1)
+parser.add_argument("--repeats", type=int, default=5)
+parser.add_argument("--out", default=None, help="write results.json here")
+args = parser.parse_args()
+
+if args.threads == 1:
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
+else:
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
+
+import make_qwen2_5_vl as fixture  # noqa: E402
+import make_qwen2_5_vl_latent as latent_fixture  # noqa: E402
+
+SMALL_VOCAB = 32000
+
+
+def small_config(vocab: int):
+    """8 decoder layers of width 512 and 4 vision layers of width 256 (``bench_qwen2_5_vl.py``'s ``small``), the
+    special tokens at the tiny fixture's ids."""
+    from transformers import Qwen2_5_VLConfig
+
+    vision = dict(
+        depth=4,
+        hidden_size=256,
+        intermediate_size=688,
+        num_heads=4,
+        out_hidden_size=512,
+        window_size=112,
+        fullatt_block_indexes=[3],
+    )
+    text = dict(
+        vocab_size=vocab,
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        rope_parameters={"rope_type": "default", "mrope_section": [8, 12, 12], "rope_theta": 1e6},
+    )
+    return Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=fixture.IMAGE_TOKEN,
+        video_token_id=fixture.VIDEO_TOKEN,
+        vision_start_token_id=fixture.VISION_START,
+        vision_end_token_id=fixture.VISION_END,
+    )
+
+
+def build():
+    """The random model with the latent tokens: ``(model, start, end, pad)``."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(0)
+    if args.config == "tiny":
+        cfg = fixture.tiny_config()
+        vocab = latent_fixture.VOCAB
+    else:
+        cfg = small_config(SMALL_VOCAB)
+        vocab = SMALL_VOCAB + 3
+    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("weight") and p.ndim >= 2:
+                p.normal_(0.0, 0.08 if args.config == "tiny" else 0.04)
+            elif "norm" in name or "ln_q" in name:
+                p.normal_(1.0, 0.1)
+            else:
+                p.normal_(0.0, 0.05)
+    model.resize_token_embeddings(vocab, mean_resizing=False)
+    with torch.no_grad():
+        model.model.language_model.embed_tokens.weight.normal_(0.0, latent_fixture.EMBED_SCALE)
+        model.lm_head.weight[vocab - 3 :].normal_(0.0, 0.08)
+        vision = [fixture.VISION_START, fixture.VISION_END, fixture.IMAGE_TOKEN, fixture.VIDEO_TOKEN]
+        model.lm_head.weight[vision] = 0.0
+    return model, vocab - 3, vocab - 2, vocab - 1
+
+
+def instances(n: int):
+    """``n`` chat prompts, each with its own picture and question: ``(rows, pixels, grids)``."""
+    proc = latent_fixture.processor()
+    rng = np.random.default_rng(5)
+    rows, pixels, grids = [], [], []
+    for i in range(n):
+        image = rng.integers(0, 256, size=(args.image, args.image, 3), dtype=np.uint8)
+        question = latent_fixture.QUESTIONS[i % 2] + " " + "abcdefghijklmnop"[: i % 7]
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        text = proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        got = proc(text=[text], images=[image], return_tensors="np")
+        rows.append(np.asarray(got["input_ids"][0], np.int64))
+        pixels.append(np.asarray(got["pixel_values"], np.float32))
+        grids.append(np.asarray(got["image_grid_thw"], np.int64))
+    return rows, pixels, grids
+
+
+def seconds(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main():
+    import torch
+    import transformers
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+    from tokdyn.models import qwen2_5_vl
+
+    torch.set_num_threads(args.threads)
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model_name = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line), "?")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    info = {
+        "commit": commit,
+        "cpu": model_name,
+        "machine": platform.machine(),
+        "cpus_visible": len(os.sched_getaffinity(0)),
+        "threads": args.threads,
+        "torch_threads": torch.get_num_threads(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "jax": jax.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "uptime_before": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "args": vars(args),
+    }
+    print(json.dumps(info, indent=1), flush=True)
+    rows, pixels, grids = instances(args.instances)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model, start, end, pad = build()
+        latent_fixture.START, latent_fixture.END, latent_fixture.PAD, latent_fixture.SIZE = start, end, pad, args.size
+        eos, fill = latent_fixture.GENERATION_CONFIG["eos_token_id"], latent_fixture.GENERATION_CONFIG["pad_token_id"]
+
+        def save_and_load(trigger):
+            import torch
+
+            with torch.no_grad():
+                model.lm_head.weight[start] = model.lm_head.weight[trigger] * (1.0 + latent_fixture.EPSILON)
+            model.save_pretrained(tmp, safe_serialization=True)
+            GenerationConfig(**latent_fixture.GENERATION_CONFIG).save_pretrained(tmp)  # after the model's own
+            theirs = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp, dtype=torch.float32).eval()
+            return theirs
+
+        def torch_loop(theirs):
+            ref = latent_fixture.Reference(theirs, latent_fixture.GENERATION_CONFIG["repetition_penalty"], eos, fill)
+            return [ref.run(r, p, g, args.new) for r, p, g in zip(rows, pixels, grids)]
+
+        plain = torch_loop(save_and_load(start))  # the start row as drawn: no trigger yet
+        counts = np.bincount(np.concatenate([t for t, _, _ in plain]), minlength=start + 3)
+        special = [*range(fixture.SPECIAL["<|endoftext|>"], fixture.VIDEO_TOKEN + 1), start, end, pad]
+        counts[special] = 0
+        trigger = int(counts.argmax())
+        theirs = save_and_load(trigger)
+        ours = qwen2_5_vl.load(tmp, dtype="float32")
+    mode = qwen2_5_vl.LatentMode(start, end, pad, args.size)
+    ids, mask = latent_fixture.pack(rows)
+    batch = (ids, np.stack(pixels), grids[0], mask)
+
+    def ours_run():
+        return ours.generate(*batch, max_new_tokens=args.new, do_sample=False, latent=mode)
+
+    first = seconds(ours_run)
+    got = ours_run()
+    want = torch_loop(theirs)
+    equal = [bool(np.array_equal(got.tokens[i], t)) for i, (t, _, _) in enumerate(want)]
+    for i, (t, _, _) in enumerate(want):
+        if not equal[i]:
+            print(f"instance {i} differs:\n tokdyn       {got.tokens[i].tolist()}\n transformers {t.tolist()}")
+            print(" margins", np.round(want[i][2], 5).tolist())
+    lat_err = 0.0
+    for i, (_, blocks, _) in enumerate(want):
+        for j, blk in enumerate(blocks):
+            scale = max(np.abs(blk).max(), 1e-30)
+            lat_err = max(lat_err, float(np.abs(got.latents[i, j, : len(blk)] - blk).max() / scale))
+    times = {"tokdyn": [], "transformers": []}
+    for _ in range(args.repeats):
+        times["tokdyn"].append(seconds(ours_run))
+        times["transformers"].append(seconds(lambda: torch_loop(theirs)))
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    result = {
+        **info,
+        "params": int(sum(p.numel() for p in theirs.parameters())),
+        "prompt_tokens": [len(r) for r in rows],
+        "image_grid": grids[0].tolist(),
+        "trigger": trigger,
+        "n_blocks": got.n_blocks.tolist(),
+        "tokens_equal": equal,
+        "latents_max_rel_diff": lat_err,
+        "tokdyn_first_call_s": first,
+        "times_s": times,
+        "median_s": med,
+        "speedup": med["transformers"] / med["tokdyn"],
+        "uptime_after": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+    }
+    print(json.dumps(result, indent=1))
+    print(
+        f"\n{args.instances} instances x {args.new} steps, latent size {args.size}: tokdyn {med['tokdyn']:.3f} s "
+        f"(first call {first:.2f} s, compile included), transformers loop {med['transformers']:.3f} s: "
+        f"{result['speedup']:.1f}x; tokens equal {sum(equal)}/{len(equal)}, latents to {lat_err:.1e}; "
+        f"blocks per instance {got.n_blocks.tolist()}"
+    )
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

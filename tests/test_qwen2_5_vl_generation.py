@@ -1,0 +1,343 @@
+"""Qwen2.5-VL's generation in text and latent mode against references made by ``transformers`` and PyTorch,
+committed under ``tests/fixtures/qwen2_5_vl_latent`` (made by ``tests/fixtures/make_qwen2_5_vl_latent.py``):
+the latent-mode loop written from the method's description, and ``transformers``' ``generate`` under the
+checkpoint's published-form ``generation_config.json``. The decoding pieces are checked against NumPy. The
+default tests need neither torch nor transformers; ``test_qwen2_5_vl_generation_full.py`` holds the rest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytest.importorskip("safetensors")
+
+from tokdyn.models import qwen2_5_vl  # noqa: E402
+from tokdyn.models.qwen2_5_vl import decoding, generation, latent  # noqa: E402
+
+FIXTURE = Path(__file__).parent / "fixtures" / "qwen2_5_vl_latent"
+START, END, PAD = "<|latent_start|>", "<|latent_end|>", "<|latent_pad|>"
+SIZE, STEPS = 4, 40
+LATENT_RTOL = 1e-4
+"""Largest difference of a latent allowed, as a fraction of the reference latents' largest magnitude: float32
+rounding of the two programs is ~1e-6 of it, compounded over the fed-back steps."""
+
+
+def reference() -> dict:
+    with np.load(FIXTURE / "reference.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return reference()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return qwen2_5_vl.load(FIXTURE, dtype="float32")
+
+
+def assert_latents_close(got, want):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    assert got.shape == want.shape
+    scale = np.abs(want).max()
+    assert scale > 0.5
+    err = np.abs(got - want).max()
+    assert err <= LATENT_RTOL * scale, f"largest difference {err:.3g} exceeds {LATENT_RTOL} x {scale:.3g}"
+
+
+def test_latent_generation_equals_reference_loop(model, ref):
+    """Three prompts of different lengths (two images, one text) in one left-padded batch: 40 greedy steps
+    under the checkpoint's repetition penalty give the reference loop's ids token for token, each row opening
+    at least two latent blocks by itself, the latents within float32 rounding; feeding the pre-norm state back
+    runs the same program (no second compile)."""
+    versions = json.loads(str(ref["versions"]))
+    assert set(versions) == {"transformers", "torch"}
+    assert (ref["n_blocks"] >= 2).all() and (ref["margins"] > 1e-3).all()
+    mode = qwen2_5_vl.LatentMode(START, END, PAD, SIZE)  # strings, resolved through the checkpoint's tokenizer
+    args = (ref["ids"], ref["pixels"], ref["grid"], ref["mask"])
+    before = generation.run._cache_size()
+    got = model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode)
+    np.testing.assert_array_equal(got.tokens, ref["tokens"])
+    np.testing.assert_array_equal(got.n_blocks, ref["n_blocks"])
+    np.testing.assert_array_equal(got.block_steps, ref["block_steps"])
+    assert_latents_close(got.latents, ref["latents"])
+    pre = model.generate(
+        *args, max_new_tokens=STEPS, do_sample=False, latent=mode.__class__(START, END, PAD, SIZE, "prenorm")
+    )
+    np.testing.assert_array_equal(pre.tokens, ref["prenorm_tokens"])
+    assert_latents_close(pre.latents, ref["prenorm_latents"])
+    assert generation.run._cache_size() == before + 1
+
+
+def test_published_generation_config_equals_transformers(model, ref):
+    """The checkpoint's generation_config.json as Qwen2.5-VL publishes it (sampling at temperature 1e-06,
+    repetition penalty 1.05): generate follows it and equals transformers' generate (sampled with a key,
+    and greedy); without the penalty the tokens differ, as transformers' do; a stop token fills the row with
+    the checkpoint's pad token (not 0), and decoding drops it."""
+    cfg = model.generation_config
+    assert cfg.do_sample and cfg.repetition_penalty == 1.05 and cfg.temperature == 1e-06 and cfg.pad_token_id == 112
+    args = (ref["ids"], ref["pixels"], ref["grid"], ref["mask"])
+    with pytest.raises(ValueError, match="do_sample"):  # the file says sample: a key is asked for
+        model.generate(*args, max_new_tokens=16)
+    sampled = model.generate(*args, max_new_tokens=16, key=jax.random.key(0))
+    np.testing.assert_array_equal(sampled, ref["hf_sampled"])
+    np.testing.assert_array_equal(model.generate(*args, max_new_tokens=16, do_sample=False), ref["hf_greedy"])
+    plain = model.generate(*args, max_new_tokens=16, do_sample=False, repetition_penalty=1.0)
+    np.testing.assert_array_equal(plain, ref["hf_greedy_plain"])
+    stop = int(ref["stop_id"])
+    stopped = model.generate(*args, max_new_tokens=16, do_sample=False, eos_token_id=stop, return_generation=True)
+    width = ref["hf_stop"].shape[1]  # transformers ends the batch when every row has stopped
+    np.testing.assert_array_equal(stopped.tokens[:, :width], ref["hf_stop"])
+    np.testing.assert_array_equal(stopped.stop_steps, np.argmax(ref["hf_stop"] == stop, axis=1))
+    after = np.arange(16)[None] > stopped.stop_steps[:, None]
+    assert after.any() and (stopped.tokens[after] == 112).all()  # the checkpoint's pad token, not 0
+    chat = qwen2_5_vl.Chat.load(FIXTURE)
+    for row, text in enumerate(stopped.text(chat)):
+        assert text == chat.decode(stopped.tokens[row, : stopped.stop_steps[row] + 1])
+        assert chat.decode(stopped.tokens[row], skip_special_tokens=False).endswith("<|endoftext|>")
+
+
+def test_generation_config_read_and_refused(tmp_path, model):
+    """generation_config.json's fields are read with their types checked; a field transformers applies and
+    tokdyn does not implement (beam search) is refused at generation, naming it; the neutral ones pass;
+    max_length counts the prompt in, as transformers does."""
+    cfg = decoding.GenerationConfig.from_dict(
+        {
+            "do_sample": True,
+            "temperature": 0.7,
+            "top_k": 20,
+            "top_p": 0.8,
+            "repetition_penalty": 1.05,
+            "eos_token_id": [151645, 151643],
+            "pad_token_id": 151643,
+            "num_beams": 1,
+            "transformers_version": "4.37.0",
+        }
+    )
+    assert (cfg.top_k, cfg.top_p, cfg.eos_token_id, cfg.unhonoured) == (20, 0.8, (151645, 151643), ())
+    beams = decoding.GenerationConfig.from_dict({"num_beams": 4})
+    with pytest.raises(ValueError, match="num_beams=4"):
+        beams.check()
+    with pytest.raises(ValueError, match="num_beams=4"):
+        model.generate(np.array([[5, 6, 7]]), generation_config=beams)
+    short = decoding.GenerationConfig.from_dict({"max_length": 3})
+    with pytest.raises(ValueError, match="max_length=3"):
+        model.generate(np.array([[5, 6, 7]]), generation_config=short)
+    for bad, match in (
+        ({"temperature": -1}, "temperature"),
+        ({"top_k": 1.5}, "top_k"),
+        ({"do_sample": "yes"}, "do_sample"),
+        ({"eos_token_id": ["a"]}, "eos_token_id"),
+        ({"top_p": 2.0}, "top_p"),
+        ({"pad_token_id": [1, 2]}, "pad_token_id"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            decoding.GenerationConfig.from_dict(bad)
+    (tmp_path / "generation_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        decoding.read(tmp_path)
+    (tmp_path / "generation_config.json").write_text('{"eos_token_id": 5}')
+    (tmp_path / "config.json").write_text('{"text_config": {"pad_token_id": 7}}')
+    assert decoding.read(tmp_path).pad_token_id == 7  # config.json's pad id stands in
+
+
+def test_resolve_follows_transformers_defaults():
+    """A call's options over the checkpoint's: temperature 0 is greedy, a positive one samples, top_k
+    defaults to 50 as in transformers, the pad id falls back to the first stop token; bad values named."""
+    base = decoding.GenerationConfig(do_sample=True, temperature=0.5, eos_token_id=(3, 4))
+    s = decoding.resolve(base, 10)
+    assert (s.do_sample, s.temperature, s.top_k, s.pad) == (True, 0.5, 50, 3)
+    assert not decoding.resolve(base, 10, temperature=0).do_sample
+    assert decoding.resolve(None, 10, temperature=0.7).do_sample
+    assert decoding.resolve(None, 10, top_k=None).top_k == 50 and decoding.resolve(None, 10, top_k=0).top_k == 0
+    for kw, match in (
+        (dict(top_p=0.0), "top_p"),
+        (dict(repetition_penalty=0), "repetition_penalty"),
+        (dict(eos_token_id=11), "eos_token_id"),
+        (dict(pad_token_id=-1), "pad_token_id"),
+        (dict(temperature=-1), "temperature"),
+        (dict(min_p=2.0), "min_p"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            decoding.resolve(None, 10, **kw)
+
+
+def test_penalty_and_filters_equal_numpy():
+    """The repetition penalty (divide positive logits, multiply negative ones, of seen tokens), top-k, top-p
+    and min-p equal a NumPy transcription of transformers' processors."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(4, 30)).astype(np.float32)
+    seen = rng.random((4, 30)) < 0.3
+    got = np.asarray(decoding.penalise(jnp.asarray(logits), jnp.asarray(seen), 1.3))
+    want = np.where(seen, np.where(logits < 0, logits * 1.3, logits / 1.3), logits)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    filtered = jax.jit(decoding.filter_logits)  # the knobs traced: one compilation for every setting
+    for top_k, top_p, min_p in ((5, 1.0, 0.0), (0, 0.6, 0.0), (0, 1.0, 0.3), (7, 0.5, 0.1)):
+        kept = np.isfinite(np.asarray(filtered(jnp.asarray(logits), top_k, top_p, min_p)))
+        for row in range(4):
+            x = logits[row].astype(np.float64)
+            keep = np.ones(30, bool)
+            if top_k:
+                keep &= x >= np.sort(x)[-top_k]
+            z = np.where(keep, x, -np.inf)
+            order = np.argsort(z)  # ascending, as transformers' top-p sorts
+            p = np.exp(z[order] - z.max())
+            cum = np.cumsum(p / p.sum())
+            drop = cum <= 1 - top_p
+            drop[-1] = False
+            keep[order[drop]] = False
+            z = np.where(keep, x, -np.inf)
+            p = np.exp(z - z.max())
+            keep &= (p / p.sum()) >= min_p * (p / p.sum()).max()
+            np.testing.assert_array_equal(kept[row], keep)
+
+
+def test_latent_mode_and_intervention_checked(model):
+    """LatentMode strings resolve through the checkpoint's tokenizer (an unknown one named, with the added
+    tokens); ids are checked against the vocabulary and the stop tokens; Intervention.make names bad kinds,
+    scales and sources; options are refused before anything compiles."""
+    chat = qwen2_5_vl.Chat.load(FIXTURE)
+    mode = qwen2_5_vl.LatentMode(START, END, PAD, SIZE).resolve(chat)
+    assert (mode.start, mode.end, mode.pad) == (128, 129, 130)
+    assert qwen2_5_vl.LatentMode.from_tokenizer(chat.tokenizer, START, END, PAD, 8).size == 8
+    with pytest.raises(ValueError, match="<|latent_stop|>"):
+        qwen2_5_vl.LatentMode("<|latent_stop|>", END, PAD, 4).resolve(chat)
+    for args, match in (
+        ((1, 1, 2, 4), "different"),
+        ((1, 2, 3, 0), "size"),
+        ((1, 2, 3, 4, "mean"), "feed"),
+        ((-1, 2, 3, 4), "start"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            qwen2_5_vl.LatentMode(*args)
+    ids = np.array([[5, 6, 7]])
+    with pytest.raises(ValueError, match="vocabulary"):
+        model.generate(ids, latent=qwen2_5_vl.LatentMode(128, 129, 999, 4), do_sample=False)
+    with pytest.raises(ValueError, match="stop token"):
+        model.generate(ids, latent=qwen2_5_vl.LatentMode(117, 129, 130, 4), do_sample=False)
+    with pytest.raises(ValueError, match="needs latent"):
+        model.generate(ids, intervention=latent.Intervention.make("zeros", 1, 4, 64), do_sample=False)
+    with pytest.raises(ValueError, match="key"):
+        model.generate(ids, latent=mode, intervention=latent.Intervention.make("noise", 1, 4, 64), do_sample=False)
+    with pytest.raises(ValueError, match="score_ids"):
+        model.generate(ids, score_ids=[500], do_sample=False)
+    for kw, match in (
+        (dict(kinds="blur"), "blur"),
+        (dict(kinds=["none"] * 3), "batch of 2"),
+        (dict(kinds="zeros", scale=-1.0), "scale"),
+        (dict(kinds="swap"), "source"),
+        (dict(kinds="swap", source=np.zeros((2, 1, 3, 64))), "source"),
+        (dict(kinds="swap", source=np.zeros((2, 1, 4, 64)), source_blocks=[2, 0]), "source_blocks"),
+    ):
+        kinds = kw.pop("kinds")
+        with pytest.raises(ValueError, match=match):
+            latent.Intervention.make(kinds, 2, 4, 64, **kw)
+
+
+def test_intervene_equals_numpy():
+    """Each kind's fed-back latent: zeros; Gaussian noise at scale x the latent's RMS (replacing, or added);
+    the source's latent at the same block and step (the computed one past the source's blocks); the mean over
+    the source's rows that hold the block; the drop kinds feed the latent as computed."""
+    rng = np.random.default_rng(1)
+    b, k, s, d = 8, 3, 4, 16
+    x = rng.normal(size=(b, d)).astype(np.float32) * 3
+    source = rng.normal(size=(b, k, s, d)).astype(np.float32)
+    blocks = np.array([3, 1, 0, 2, 3, 3, 1, 2])
+    kinds = list(latent.KINDS)
+    iv = latent.Intervention.make(kinds, b, s, d, scale=0.5, source=source, source_blocks=blocks)
+    block = np.array([0, 1, 0, 2, 1, 0, 0, 1])
+    step = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    keys = jax.random.split(jax.random.key(0), b)
+    intervene = jax.jit(lambda iv, *a: latent.intervene(iv, latent.source_mean(iv), *a))
+    got = np.asarray(intervene(iv, jnp.asarray(x), jnp.asarray(block), jnp.asarray(step), keys))
+    noise = np.stack([np.asarray(jax.random.normal(keys[i], (d,))) for i in (2, 3)])
+    rms = np.sqrt((x**2).mean(axis=1, keepdims=True))
+    hold = np.arange(k)[None] < blocks[:, None]
+    mean = (source * hold[..., None, None]).sum(0) / hold.sum(0)[:, None, None]
+    want = [
+        x[0],
+        np.zeros(d),
+        0.5 * rms[2] * noise[0],
+        x[3] + 0.5 * rms[3] * noise[1],
+        source[4, 1, 0],
+        mean[0, 1],
+        x[6],
+        x[7],
+    ]
+    np.testing.assert_allclose(got, np.stack(want), rtol=1e-5, atol=1e-6)
+    iv = latent.Intervention.make("swap", b, s, d, source=source, source_blocks=blocks)
+    got = np.asarray(intervene(iv, jnp.asarray(x), jnp.asarray(block), jnp.asarray(step), keys))
+    assert np.allclose(got[1], x[1]) and np.allclose(got[0], source[0, 0, 0])  # row 1 holds one block only
+
+
+def test_generation_text_drops_fill_and_latent_pads():
+    """Generation.text: the answer without the pad fill after the stop token and without the latent pads;
+    with after_latents, only what follows the last block."""
+
+    class Chars:
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join({1: "a", 2: "b", 9: "<s>", 8: "<e>", 7: "_", 0: "!", 5: "."}[int(i)] for i in ids)
+
+    mode = latent.LatentMode(9, 8, 7, 2)
+    tokens = np.array([[1, 9, 7, 7, 8, 2, 5, 0, 0], [9, 7, 7, 8, 1, 9, 7, 7, 8]])
+    gen = latent.Generation(
+        tokens,
+        np.zeros((2, 2, 2, 3)),
+        np.array([1, 2]),
+        np.array([[1, -1], [0, 5]]),
+        None,
+        (),
+        np.array([6, 9]),
+        0,
+        mode,
+    )
+    assert gen.text(Chars()) == ["a<s><e>b.", "<s><e>a<s><e>"]
+    assert gen.text(Chars(), after_latents=True) == ["b.", ""]
+    np.testing.assert_array_equal(gen.stopped, [True, False])
+
+
+def test_programs_trace_abstractly():
+    """programs() gives the latent-generation kernel and ShapeDtypeStruct arguments that trace without weights:
+    the outputs' shapes at a small configuration, and the program lowers for CUDA on this CPU-only machine."""
+    from tokdyn.models.qwen2_5_vl.config import Config, TextConfig, VisionConfig
+
+    cfg = Config(
+        VisionConfig(
+            depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=32, fullatt_block_indexes=(0,)
+        ),
+        TextConfig(
+            vocab_size=50,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            mrope_section=(1, 1, 2),
+        ),
+        image_token_id=40,
+    )
+    fn, args = generation.programs(cfg, 3, 20, 6, latent_size=2, image_tokens=8, n_scores=4, source_blocks=2)
+    out = jax.eval_shape(fn, *args)
+    assert out["tokens"].shape == (3, 6) and out["states"].shape == (3, 6, 32) and out["scores"].shape == (3, 6, 4)
+    assert "stablehlo" in fn.trace(*args).lower(lowering_platforms=("cuda",)).as_text()  # lowers for a GPU here
+
+
+def test_grouped_attention_equals_attend():
+    """attend_grouped (each group of query heads passed as its key/value head's extra queries) equals the
+    block's attend, masks included."""
+    from tokdyn.models.blocks import attention
+    from tokdyn.models.qwen2_5_vl import text
+
+    k1, k2, k3, k4 = jax.random.split(jax.random.key(0), 4)
+    q = jax.random.normal(k1, (2, 3, 8, 16))
+    k, v = jax.random.normal(k2, (2, 5, 2, 16)), jax.random.normal(k3, (2, 5, 2, 16))
+    mask = jax.random.bernoulli(k4, 0.6, (2, 3, 5))
+    both = jax.jit(lambda *a: (attention.attend(*a), text.attend_grouped(*a)))
+    want, got = both(q, k, v, mask)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)

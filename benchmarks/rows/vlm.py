@@ -246,27 +246,16 @@ def _round_up(n: int, bucket: int) -> int:
 
 def decode_args(cfg, params, batch: int, prompt: int, new: int) -> tuple:
     """The arguments ``generation.generate(model, ids, max_new_tokens=new, eos_token_id=(), bucket=BUCKET)``
-    passes to ``generation.run`` for ``batch`` text prompts of ``prompt`` tokens (greedy, no stop token),
-    arrays as ``jax.ShapeDtypeStruct``."""
-    width = _round_up(prompt, BUCKET)
-    ids = jax.ShapeDtypeStruct((batch, width), jnp.int32)
-    return (
-        cfg,
-        params,
-        ids,
-        jax.ShapeDtypeStruct(ids.shape, jnp.bool_),  # the mask
-        jax.ShapeDtypeStruct((3, *ids.shape), jnp.int32),  # the positions
-        jax.ShapeDtypeStruct((batch,), jnp.int32),  # each row's next position
-        None,  # no image features
-        jax.eval_shape(lambda: jax.random.key(0)),
-        _round_up(width + new, BUCKET),  # the cache's slots
-        new,
-        0.0,  # greedy
-        None,
-        None,
-        None,  # no stop token
-        0,
+    passes to ``generation.run`` for ``batch`` text prompts of ``prompt`` tokens (greedy, no stop token, no
+    latent mode): ``(static, params, prompt, options)``, the arrays as ``jax.ShapeDtypeStruct``
+    (``generation.programs``' own)."""
+    from tokdyn.models.qwen2_5_vl import generation
+
+    _, (_, prompt_args, options) = generation.programs(
+        cfg, batch, prompt, new, latent_size=0, n_stop=0, dtype=jnp.float32, bucket=BUCKET
     )
+    static = generation.static_for(cfg, _round_up(prompt, BUCKET), new, 0, False, BUCKET, 256)  # generate's chunk
+    return static, params, prompt_args, options
 
 
 PREFILL = jax.jit(model_lib.apply, static_argnums=0)

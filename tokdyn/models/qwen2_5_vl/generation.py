@@ -248,6 +248,16 @@ def prefill_chunk_for(width: int, bucket: int, limit: int) -> int:
     return best * bucket
 
 
+def static_for(
+    cfg: Config, width: int, new_tokens: int, size: int, sample: bool, bucket: int, prefill_chunk: int
+) -> Static:
+    """The :class:`Static` of prompts padded to ``width`` (a multiple of ``bucket``) generating ``new_tokens``
+    with latent blocks of ``size`` (0: none): the cache sized to a bucket, the prefill chunk dividing ``width``
+    (:func:`generate` and :func:`programs` both build it here)."""
+    chunk = prefill_chunk_for(width, bucket, max(prefill_chunk, bucket))
+    return Static(cfg, round_up(width + new_tokens, bucket), int(new_tokens), size, chunk, bool(sample))
+
+
 def row_keys(key, batch: int):
     """(B,) keys: ``fold_in(key, row)`` for one key, or the ``batch`` keys given (typed or raw uint32)."""
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
@@ -408,15 +418,7 @@ def generate(
         features = inputs_lib.image_features_jit(cfg, model.params, jnp.asarray(pixels, jnp.float32), plan)
         rows = round_up(features.shape[0], bucket)  # padded, so prompts of other image sizes share the program
         features = jnp.pad(features, ((0, rows - features.shape[0]), (0, 0)))
-    width = packed_ids.shape[1]
-    static = Static(
-        cfg,
-        round_up(width + max_new_tokens, bucket),
-        int(max_new_tokens),
-        size,
-        prefill_chunk_for(width, bucket, max(prefill_chunk, bucket)),
-        settings.do_sample,
-    )
+    static = static_for(cfg, packed_ids.shape[1], int(max_new_tokens), size, settings.do_sample, bucket, prefill_chunk)
     prompt = Prompt(
         jnp.asarray(packed_ids, jnp.int32),
         jnp.asarray(packed_mask),
@@ -512,14 +514,7 @@ def programs(
     from tokdyn.models.qwen2_5_vl import params as params_lib
 
     width = round_up(prompt_len, bucket)
-    static = Static(
-        cfg,
-        round_up(width + new_tokens, bucket),
-        new_tokens,
-        latent_size,
-        prefill_chunk_for(width, bucket, max(prefill_chunk, bucket)),
-        sample,
-    )
+    static = static_for(cfg, width, new_tokens, latent_size, sample, bucket, prefill_chunk)
     sds = jax.ShapeDtypeStruct
     abstract = jax.eval_shape(lambda k: params_lib.init(k, cfg, dtype), jax.random.key(0))
     hidden = cfg.text.hidden_size

@@ -14,9 +14,11 @@ greedy tokens. Then, ``--repeats`` times each, alternately:
 Threads (``--threads``, default 1): PyTorch's intra-op threads (``torch.set_num_threads``; inter-op 1) and
 XLA's, set before JAX is imported: with 1, ``--xla_cpu_multi_thread_eigen=false
 intra_op_parallelism_threads=1`` in ``XLA_FLAGS``; with more, XLA's default (a thread per core) and PyTorch
-the same number. Each row reports the process's CPU seconds over the wall seconds of its timed calls (at most about 1
-when one thread ran, up to the thread count on idle cores) and the busy threads: the process's threads that
-ran at least a tenth as long as the busiest one during those calls (from ``/proc``), so the matching is
+the same number. Below the machine's core count, the process is also held to that many cores
+(``os.sched_setaffinity``): XLA's flags alone leave it a second busy thread. Each row reports the
+process's CPU seconds over the wall seconds of its timed calls (at most about 1 on one core, up to the thread
+count on idle cores) and the busy threads: the process's threads that ran at least a tenth as long as the
+busiest one during those calls (from ``/proc``), so the matching is
 measured, not assumed.
 
 Every figure is the median of the repetitions, with their minimum and maximum; tokdyn's times exclude
@@ -61,6 +63,13 @@ if args.threads == 1:  # before JAX is imported: XLA reads its flags once
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     )
+CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+if CORES and args.threads < len(CORES):
+    # XLA's flags leave it a second busy thread (measured by this script: up to 1.8 CPU seconds a wall
+    # second at --threads 1), so the process, and every thread either library starts, is also held to
+    # --threads cores: both sides get the same cores, whatever threads they start on them
+    CORES = CORES[: args.threads]
+    os.sched_setaffinity(0, CORES)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -174,7 +183,8 @@ def main():
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     print(f"machine: {platform.machine()} cpus={os.cpu_count()}; threads: torch {torch.get_num_threads()}, XLA", end="")
-    print(" 1 (XLA_FLAGS: " + os.environ["XLA_FLAGS"].strip() + ")" if args.threads == 1 else " default")
+    print(" 1 (XLA_FLAGS: " + os.environ["XLA_FLAGS"].strip() + ")" if args.threads == 1 else " default", end="")
+    print(f"; the process held to cores {CORES}" if CORES else "")
     print(
         f"jax {jax.__version__} backend={jax.default_backend()} torch {torch.__version__} "
         f"transformers {transformers.__version__} dtype=float32; medians of {args.repeats} [min, max]"

@@ -9,7 +9,9 @@ The figure is the median of the second interval over the repetitions, with its s
 machine's load average is printed beside it (``os.getloadavg``). ``--importtime`` adds the
 slowest lines of ``python -X importtime`` for the same imports, by cumulative time.
 
-    python benchmarks/bench_import.py --repeats 15 --importtime 25
+``--cold`` repeats it with an empty bytecode cache in each interpreter (a fresh clone's first import).
+
+    python benchmarks/bench_import.py --repeats 15 --importtime 30 [--cold]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -59,11 +62,18 @@ def child_code(modules=CORE) -> str:
     return CHILD.format(modules=", ".join(modules), engine=", ".join(ENGINE), heavy=HEAVY)
 
 
-def measure(repeats: int, env: dict) -> list[dict]:
-    """``repeats`` fresh interpreters' results (one JSON object each)."""
+def measure(repeats: int, env: dict, cold: bool = False) -> list[dict]:
+    """``repeats`` fresh interpreters' results (one JSON object each); ``cold``: each with an empty
+    bytecode cache (``PYTHONPYCACHEPREFIX`` a new empty folder), so every module is compiled from
+    source, as on a fresh clone's first import (JAX's own modules too: only the second interval is
+    read)."""
     out = []
     for _ in range(repeats):
-        done = subprocess.run([sys.executable, "-c", child_code()], env=env, capture_output=True, text=True, check=True)
+        with tempfile.TemporaryDirectory() as empty:
+            child_env = dict(env, PYTHONPYCACHEPREFIX=empty) if cold else env
+            done = subprocess.run(
+                [sys.executable, "-c", child_code()], env=child_env, capture_output=True, text=True, check=True
+            )
         out.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return out
 
@@ -93,6 +103,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=15, help="fresh interpreters (default 15)")
     p.add_argument("--importtime", type=int, default=0, help="print this many -X importtime lines (default none)")
+    p.add_argument("--cold", action="store_true", help="also time each import with an empty bytecode cache")
     args = p.parse_args(argv)
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     import jax
@@ -100,13 +111,17 @@ def main(argv=None) -> None:
     print(f"python {platform.python_version()}, JAX {jax.__version__}, {platform.machine()}, {os.cpu_count()} cores")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     rows = measure(args.repeats, env)
+    cold = measure(args.repeats, env, cold=True) if args.cold else []
     print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    jax_s = np.array([r["jax_s"] for r in rows])
-    tok_s = np.array([r["tokdyn_s"] for r in rows])
     print(f"\n{args.repeats} fresh interpreters; seconds, median [min, max] (interquartile range)")
-    for name, v in (("import jax", jax_s), (f"import tokdyn + {', '.join(CORE)} + the engine over it", tok_s)):
-        q1, q3 = np.percentile(v, [25, 75])
-        print(f"  {name}: {np.median(v):.3f} [{v.min():.3f}, {v.max():.3f}] ({q1:.3f}-{q3:.3f})")
+    for label, found in (("", rows), ("with an empty bytecode cache: ", cold)):
+        if not found:
+            continue
+        jax_s = np.array([r["jax_s"] for r in found])
+        tok_s = np.array([r["tokdyn_s"] for r in found])
+        for name, v in (("import jax", jax_s), (f"import tokdyn + {', '.join(CORE)} + the engine over it", tok_s)):
+            q1, q3 = np.percentile(v, [25, 75])
+            print(f"  {label}{name}: {np.median(v):.3f} [{v.min():.3f}, {v.max():.3f}] ({q1:.3f}-{q3:.3f})")
     print(
         f"  heavy packages loaded: {', '.join(rows[-1]['heavy']) or 'none'}; modules in sys.modules: {rows[-1]['modules']}"
     )

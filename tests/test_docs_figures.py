@@ -112,3 +112,20 @@ def test_the_headline_rates_are_the_raw_suite_s_medians():
         checked += 1
     assert checked == len(HEADLINE_ROWS)
     assert run in _read("README.md"), "the README's speed figures cite the same run"
+
+
+def test_the_3000_seed_holm_count_is_the_committed_stat_tests():
+    readme = _read("README.md")
+    m = re.search(r"(\d+) of (\d+) do at 3,000 seeds, (\d+) of them by at least 0\.01 ARI", readme)
+    assert m, "the README states the comparisons that survive Holm at 3,000 seeds"
+    with open(
+        os.path.join(ROOT, "benchmarks", "runs", "cpu-2026-11-27-token-dynamics-3000-seeds", "stat_tests.json"),
+        encoding="utf-8",
+    ) as f:
+        tests = json.load(f)
+    survive = [t for t in tests if t["p_holm"] < 0.05]
+    assert (int(m.group(1)), int(m.group(2)), int(m.group(3))) == (
+        len(survive),
+        len(tests),
+        sum(not t["negligible"] for t in survive),
+    )

@@ -24,7 +24,8 @@ Peers:
   numpy_batched   float32 NumPy over all runs at once; converged runs are frozen with masks
   torch_batched   float32 PyTorch (CPU, all cores) over all runs; converged runs are dropped
                   from the working set as they finish
-  numba_parallel  numba ``prange`` over runs, a tight float64 loop per run, metrics included
+  numba_parallel  numba ``prange`` over runs, a tight float32 loop per run (tokdyn's dtype;
+                  ``dtype=np.float64`` for the float64 form), metrics included
 
 ``torch_batched`` and ``numba_parallel`` import their package on first use and raise
 ``ImportError`` with a clear message when it is absent; ``available_peers()`` lists the peers that
@@ -32,8 +33,8 @@ can run here. Run this file to check that the peers agree and to see rough timin
 (``python benchmarks/peers.py --runs 64 --threads 1``).
 
 Notes for reading the numbers:
-- The float64 peers agree with each other and with tests/reference.py to rounding. The float32
-  peers use the GEMM form ``2 x.t - |t|^2`` (its rounding error scales with ``|x| |t|``, not with
+- The float64 peers agree with each other and with tests/reference.py to rounding. The batched
+  float32 peers use the GEMM form ``2 x.t - |t|^2`` (its rounding error scales with ``|x| |t|``, not with
   ``|x - t|^2``); on runs whose tokens sit near a split of a cluster the dynamics amplify it, so a
   few per cent of runs end with different labels (ARI differences up to ~0.1, means unchanged).
 - torch and numba use ``os.cpu_count()`` threads (``set_threads`` changes that). On a machine

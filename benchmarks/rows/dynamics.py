@@ -414,7 +414,7 @@ def given_peers(s: Suite, pool, reference=None):
             compile_s=first,
             mean_steps=float(np.mean(np.concatenate([np.asarray(o["steps"]) for o in outs]))),
             mean_ari=float(np.nanmean(ari)),
-            precision="float64" if peer in ("published_way", "numba_parallel") else "float32",
+            precision="float64" if peer == "published_way" else "float32",
         )
         if reference is not None:
             i = np.arange(per_method)
@@ -440,7 +440,8 @@ def run(s: Suite):
     strategy = "sequential map" if execute.default_batch_size() == 1 else "vmap"
     # the given-data paths: while_loop (early exit) against the masked fixed-step scan, one chunk size
     n_pool = 64 if s.args.smoke else 2048
-    chunk = 128 if s.args.smoke else (10**5 if s.accelerator else 8192)
+    # on a CPU the command's chunk (2,048 runs a device), so that every CPU rate is at one chunk
+    chunk = 128 if s.args.smoke else (10**5 if s.accelerator else execute.default_chunk_size(len(devs), "cpu"))
     chunk = (chunk // len(devs)) * len(devs)
     pool = make_pool(n_pool)
     runs = chunk * (1 if s.args.smoke else 2)

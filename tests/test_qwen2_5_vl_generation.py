@@ -75,6 +75,95 @@ def test_latent_generation_equals_reference_loop(model, ref):
     assert generation.run._cache_size() == before + 1
 
 
+DROPS = ("drop_markers", "drop_slots", "drop_block")
+"""The drop kinds of the reference batch's rows 0, 1 and 2 in :func:`test_drop_kinds_equal_the_masked_forward_pass`."""
+
+
+def masked_forward(model, ref, gen, kinds):
+    """One forward pass (no cache) over each row's prompt and generated tokens, ``gen``'s latents written at
+    its latent steps, each block's parts removed for the queries after it as ``kinds`` (one per row, None:
+    nothing) say: its start marker and slots from its end marker on, its end marker after itself. Returns the
+    final-norm states (B, L, hidden) and the logits (B, L, vocab), float64, L the prompt's and steps' length."""
+    from tokdyn.models.qwen2_5_vl import inputs, positions, text, vision
+
+    cfg, params = model.config, model.params
+    t0, n = ref["ids"].shape[1], gen.tokens.shape[1]
+    ids = np.concatenate([ref["ids"], gen.tokens], axis=1)
+    real = np.concatenate([ref["mask"].astype(bool), np.ones_like(gen.tokens, bool)], axis=1)
+    pos, _ = positions.rope_index(cfg, ids, ref["grid"], real)
+    feats = inputs.image_features_jit(cfg, params, jnp.asarray(ref["pixels"]), vision.plan(cfg.vision, ref["grid"]))
+    x = np.array(text.embed(params["text"], jnp.asarray(ids), feats, cfg.image_token_id, jnp.asarray(real)))
+    length = t0 + n
+    keys = np.tril(np.ones((length, length), bool))[None] & real[:, None, :]  # (B, query, key)
+    for r, kind in enumerate(kinds):
+        for j, s in enumerate(gen.block_steps[r, : gen.n_blocks[r]]):
+            latent_steps = np.arange(s + 1, min(s + 1 + SIZE, n))
+            x[r, t0 + latent_steps] = gen.latents[r, j, : len(latent_steps)]
+            end = t0 + s + SIZE + 1
+            if kind is None or end >= length:
+                continue
+            hide_slots, hide_markers = latent.DROPS[kind]
+            if hide_slots:
+                keys[r, end:, t0 + s + 1 : end] = False
+            if hide_markers:
+                keys[r, end:, t0 + s] = False
+                keys[r, end + 1 :, end] = False
+    run = jax.jit(lambda x, pos, keys: text.decode(cfg.text, params["text"], x, pos, keys)[0])
+    h = run(jnp.asarray(x), jnp.asarray(pos), jnp.asarray(keys))
+    normed = text.final_norm(cfg.text, params["text"], h)
+    logits = text.output_head(cfg.text, params["text"], normed)
+    return np.asarray(normed, np.float64), np.asarray(logits, np.float64)
+
+
+def test_drop_kinds_equal_the_masked_forward_pass(model, ref):
+    """drop_markers, drop_slots and drop_block, one per row of the reference batch, run by the clean run's
+    program (no second compile), give the reference loop's tokens; every latent equals the final-norm state of
+    one forward pass over the prompt and the generated tokens with each block's parts masked for the queries
+    after it (the start marker and the slots from the end marker on, the end marker after itself), and each
+    text token is that pass's most likely under the repetition penalty (NumPy). Without the masks the pass
+    gives other latents; drop_markers changes the clean run's tokens."""
+    mode = qwen2_5_vl.LatentMode(128, 129, 130, SIZE)
+    args = (ref["ids"], ref["pixels"], ref["grid"], ref["mask"])
+    model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode)  # the clean run's program
+    before = generation.run._cache_size()
+    hidden = ref["latents"].shape[-1]
+    iv = latent.Intervention.make(list(DROPS), len(DROPS), SIZE, hidden)
+    got = model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode, intervention=iv)
+    assert generation.run._cache_size() == before
+    for r, kind in enumerate(DROPS):
+        np.testing.assert_array_equal(got.tokens[r], ref[f"iv_{kind}_tokens"][r], err_msg=kind)
+    assert not np.array_equal(got.tokens[0], ref["tokens"][0]) and got.n_blocks[0] >= 3
+
+    t0, n = ref["ids"].shape[1], STEPS
+    normed, logits = masked_forward(model, ref, got, DROPS)
+    plain, _ = masked_forward(model, ref, got, (None,) * len(DROPS))
+    want, unmasked = np.zeros_like(got.latents, np.float64), np.zeros_like(got.latents, np.float64)
+    for r in range(len(DROPS)):
+        for j, s in enumerate(got.block_steps[r, : got.n_blocks[r]]):
+            steps = np.arange(s + 1, min(s + 1 + SIZE, n))  # latent step i feeds the state computed at step i - 1
+            want[r, j, : len(steps)] = normed[r, t0 + steps - 1]
+            unmasked[r, j, : len(steps)] = plain[r, t0 + steps - 1]
+    assert_latents_close(got.latents, want)
+    scale = np.abs(want).max()
+    assert np.abs(unmasked - want)[0].max() > 100 * LATENT_RTOL * scale  # the masks matter
+    seen = [set(ref["ids"][r][ref["mask"][r].astype(bool)].tolist()) for r in range(len(DROPS))]
+    forced = np.zeros_like(got.tokens, bool)
+    for r in range(len(DROPS)):
+        for s in got.block_steps[r, : got.n_blocks[r]]:
+            forced[r, s + 1 : s + SIZE + 2] = True
+    checked = 0
+    for r in range(len(DROPS)):
+        for i in range(n):
+            if not forced[r, i]:
+                z = logits[r, t0 + i - 1]
+                hit = np.isin(np.arange(len(z)), list(seen[r]))
+                z = np.where(hit, np.where(z < 0, z * 1.05, z / 1.05), z)
+                assert z[got.tokens[r, i]] >= z.max() - 1e-4 * np.abs(z).max(), (r, i)
+                checked += 1
+            seen[r].add(int(got.tokens[r, i]))
+    assert checked >= 60
+
+
 def test_published_generation_config_equals_transformers(model, ref):
     """The checkpoint's generation_config.json as Qwen2.5-VL publishes it (sampling at temperature 1e-06,
     repetition penalty 1.05): generate follows it and equals transformers' generate (sampled with a key,
@@ -245,14 +334,14 @@ def test_intervene_equals_numpy():
     the source's latent at the same block and step (the computed one past the source's blocks); the mean over
     the source's rows that hold the block; the drop kinds feed the latent as computed."""
     rng = np.random.default_rng(1)
-    b, k, s, d = 8, 3, 4, 16
+    b, k, s, d = 9, 3, 4, 16
     x = rng.normal(size=(b, d)).astype(np.float32) * 3
     source = rng.normal(size=(b, k, s, d)).astype(np.float32)
-    blocks = np.array([3, 1, 0, 2, 3, 3, 1, 2])
+    blocks = np.array([3, 1, 0, 2, 3, 3, 1, 2, 1])
     kinds = list(latent.KINDS)
     iv = latent.Intervention.make(kinds, b, s, d, scale=0.5, source=source, source_blocks=blocks)
-    block = np.array([0, 1, 0, 2, 1, 0, 0, 1])
-    step = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    block = np.array([0, 1, 0, 2, 1, 0, 0, 1, 2])
+    step = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0])
     keys = jax.random.split(jax.random.key(0), b)
     intervene = jax.jit(lambda iv, *a: latent.intervene(iv, latent.source_mean(iv), *a))
     got = np.asarray(intervene(iv, jnp.asarray(x), jnp.asarray(block), jnp.asarray(step), keys))
@@ -269,6 +358,7 @@ def test_intervene_equals_numpy():
         mean[0, 1],
         x[6],
         x[7],
+        x[8],
     ]
     np.testing.assert_allclose(got, np.stack(want), rtol=1e-5, atol=1e-6)
     iv = latent.Intervention.make("swap", b, s, d, source=source, source_blocks=blocks)

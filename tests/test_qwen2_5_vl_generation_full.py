@@ -23,7 +23,7 @@ pytestmark = pytest.mark.full
 FIXTURE = Path(__file__).parent / "fixtures" / "qwen2_5_vl_latent"
 SIZE, STEPS = 4, 40
 MODE = qwen2_5_vl.LatentMode(128, 129, 130, SIZE)
-KINDS = ("zeros", "swap", "mean", "drop_slots", "drop_block")
+KINDS = ("zeros", "swap", "mean", "drop_slots", "drop_block", "drop_markers")
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +44,9 @@ def tiled(ref, times: int):
 
 
 def test_interventions_in_one_call_equal_reference(model, ref):
-    """Three instances x (none + five interventions) as one batch of 18 rows, one call: each row equals the
+    """Three instances x (none + six interventions) as one batch of 21 rows, one call: each row equals the
     reference loop's tokens for its instance and kind (swap: the next instance's latents of the pre-norm run;
-    mean: their mean over the instances; the drop kinds mask the block in attention)."""
+    mean: their mean over the instances; the drop kinds mask the block's slots, markers or both in attention)."""
     n = len(ref["ids"])
     kinds = ["none"] * n + [k for k in KINDS for _ in range(n)]
     source, counts = ref["prenorm_latents"], ref["prenorm_n_blocks"]

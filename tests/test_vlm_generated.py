@@ -150,3 +150,94 @@ def test_generated_rows_are_tabulated_with_n_and_intervals():
     text = "\n".join(vd.report.accuracy_lines(acc))
     assert "| vstar | none | 1.000 [" in text and "(8/8)" in text and "| vstar | drop_block | 0.500 [" in text
     assert "5 of 8 instances wrote a latent block" in text
+
+
+def test_the_decomposition_of_generated_latents_has_its_slots_only_row():
+    """The decomposition on generated latents reads each setting from its intervention's run (slots only:
+    drop_markers, markers only: drop_slots, no block: drop_block), and the report gives the slots-only row
+    its Wilson interval (the closed form) and the share of the block's gain it keeps (the closed form, inside
+    its bootstrap interval)."""
+    from tokdyn.models.qwen2_5_vl.config import Config, TextConfig, VisionConfig
+    from tokdyn.studies import vlm_diagnostics as vd
+
+    n = 10
+    right = {  # instances answering right (the answer A) under each run; the others answer B
+        "none": 9,
+        "drop_slots": 6,
+        "drop_markers": 8,
+        "zeros": 5,
+        "noise": 4,
+        "mean": 7,
+        "swap": 7,
+        "drop_block": 3,
+    }
+
+    def gen(k):  # instance i answers A (token 0) for i < k, else B (token 1); no block in the run
+        tokens = (np.arange(n) >= k).astype(np.int64)[:, None]
+        return Gen(
+            tokens,
+            np.zeros((n, 0, 2, 4), np.float32),
+            np.zeros(n, int),
+            np.zeros((n, 0), int),
+            None,
+            (),
+            np.full(n, 1),
+            None,
+        )
+
+    cfg = Config(
+        VisionConfig(
+            depth=1, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=8, fullatt_block_indexes=(0,)
+        ),
+        TextConfig(
+            vocab_size=60,
+            hidden_size=8,
+            intermediate_size=8,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            mrope_section=(1, 1, 0),
+        ),
+        image_token_id=IMAGE,
+    )
+    ids = np.tile(np.array([[1, IMAGE, VEND, 20]]), (n, 1))
+    prompts = vg.Prompts(
+        ids, np.ones_like(ids, bool), np.zeros((n, 4, 6), np.float32), np.array([[1, 4, 4]]), np.ones(n, bool)
+    )
+    instances = SimpleNamespace(
+        answers=["A"] * n, options_of=lambda i: ["cat", "dog"], file_of=lambda i: "mc", chance=lambda i: 0.5
+    )
+    tokens = SimpleNamespace(start=START, end=END, fill=PAD, decode=lambda ids, eos: "AB"[int(ids[0])])
+    ctx = SimpleNamespace(
+        cfg=SimpleNamespace(batch_size=n, n_latents=2),
+        loaded=SimpleNamespace(model=SimpleNamespace(config=cfg), tokens=tokens),
+        mcfg=cfg,
+        instances=instances,
+    )
+    under = {k: gen(right[k]) for k in vd.generated.LATENT_KINDS}
+    ctx._generated = {
+        ("g", 0): dict(
+            index=np.arange(n), valid=np.ones(n, bool), prompts=prompts, clean=gen(right["none"]), under=under
+        )
+    }
+    rows = vd.generated.decomposition_rows(ctx, SimpleNamespace(name="g"), 0)
+    assert list(dict.fromkeys(r["setting"] for r in rows)) == [
+        "full",
+        "markers_only",
+        "slots_only",
+        "slots_zeros",
+        "slots_noise",
+        "no_block",
+    ]
+    got = {s: sum(r["correct"] for r in rows if r["setting"] == s) for s in ("full", "markers_only", "slots_only")}
+    assert got == {"full": 9, "markers_only": 6, "slots_only": 8}
+    (line,) = [x for x in vd.report.decomposition_lines(rows, [0.5] * n) if x.startswith("| slots_only |")]
+    z, k = 1.959963984540054, 8  # Wilson's interval of 8 of 10, in closed form
+    mid, half = (
+        (k / n + z**2 / (2 * n)) / (1 + z**2 / n),
+        z / (1 + z**2 / n) * np.sqrt(k * (n - k) / n**3 + z**2 / (4 * n**2)),
+    )
+    assert f"| {k / n:.3f} [{mid - half:.3f}, {mid + half:.3f}] ({k}/{n}) |" in line
+    share = (0.8 - 0.3) / (0.9 - 0.3)
+    low, high = (float(v) for v in line.split("|")[3].split("[")[1].split("]")[0].split(","))
+    assert f"| {share:.3f} [" in line and low <= share <= high and high - low > 0.05

@@ -8,8 +8,8 @@ program over a batch of instances (times interventions, or times perturbed image
 - :func:`generate`: the clean run (greedy, the checkpoint's repetition penalty), and the answer distribution
   over the options' tokens at the answer step (:func:`answer_logprobs`);
 - :func:`under_interventions`: the same prompts with the latents replaced as they are generated (zeros,
-  noise at the latents' scale, another instance's, their mean, the slots dropped from attention, the whole
-  block dropped), every intervention one row block of one call;
+  noise at the latents' scale, another instance's, their mean, the slots dropped from attention, the markers
+  dropped, the whole block dropped), every intervention one row block of one call;
 - :func:`with_source`: the same prompts with latents of one's own swapped in (DMLR's optimised ones);
 - :func:`under_images`: the same prompts with perturbed images (input -> latent), and with the latents held
   or swapped between the clean and the perturbed run (direct and indirect effects);
@@ -36,12 +36,13 @@ import numpy as np
 from tokdyn.diagnostics import mediation as mediation_lib
 from tokdyn.diagnostics.subjects import family_of
 
-SETTINGS = ("none", "zeros", "noise", "mean", "swap", "drop_slots", "drop_block")
+SETTINGS = ("none", "zeros", "noise", "mean", "swap", "drop_slots", "drop_markers", "drop_block")
 """The interventions on generated latents the analyses run (the family's ``latent.KINDS``): ``none`` (the
 latents as computed), ``zeros``, ``noise`` (Gaussian at the latent's own RMS times ``scale``), ``mean`` (the
 mean of the batch's clean latents at that block and step), ``swap`` (another instance's clean latents: a
 cycle through the batch), ``drop_slots`` (the slots hidden from everything after the block, the markers
-kept: the decomposition's markers only), ``drop_block`` (the markers hidden too: no block)."""
+kept: the decomposition's markers only), ``drop_markers`` (the two markers hidden from everything after the
+block, the slots kept: the decomposition's slots only), ``drop_block`` (both hidden: no block)."""
 
 
 def supports(config) -> bool:

@@ -150,11 +150,7 @@ def kernel(static: Static, params: dict, prompt: Prompt, opt: Options) -> dict:
     sample_keys = jax.vmap(jax.random.fold_in, (0, None))(opt.keys, 0)
     noise_keys = jax.vmap(jax.random.fold_in, (0, None))(opt.keys, 1)
     start_id, end_id, lat_pad = opt.latent_ids[0], opt.latent_ids[1], opt.latent_ids[2]
-    drop_kind = jnp.where(
-        iv.kind == latent_lib.KINDS.index("drop_slots"),
-        1,
-        jnp.where(iv.kind == latent_lib.KINDS.index("drop_block"), 2, 0),
-    )
+    drop_slots, drop_markers = latent_lib.dropped(iv.kind)  # (B,) each
 
     def emit(i, h_pre, carry):
         """Choose step ``i``'s token and next input from the state ``h_pre`` (B, hidden) of the step before."""
@@ -176,16 +172,16 @@ def kernel(static: Static, params: dict, prompt: Prompt, opt: Options) -> dict:
             keys = jax.vmap(jax.random.fold_in, (0, None))(noise_keys, i)
             fed = latent_lib.intervene(iv, mean, state, n_blocks - 1, step, keys)
             out["states"] = jnp.where(in_latent[:, None], state, 0).astype(state.dtype)
-            # an ended block's slots (and markers) leave the attention of what follows, for the drop kinds
-            first = t + block_step + jnp.where(drop_kind == 2, 0, 1)
-            hide = ending & (drop_kind > 0)
-            gone = hide[:, None] & (slots[None] >= first[:, None]) & (slots[None] <= (t + block_step + size)[:, None])
-            valid = valid & ~gone
+            # the drop kinds: an ended block's slots, or its start marker, leave the attention of what follows
+            start_slot = (t + block_step)[:, None]  # (B, 1) the start marker's slot
+            in_slots = (slots[None] > start_slot) & (slots[None] <= start_slot + size)  # (B, cache_len)
+            gone = (drop_slots[:, None] & in_slots) | (drop_markers[:, None] & (slots[None] == start_slot))
+            valid = valid & ~(ending[:, None] & gone)
             opens = (phase == 0) & (chosen == start_id) & ~done
             phase = jnp.where(opens, 1, jnp.where(in_latent, phase + 1, jnp.where(ending, 0, phase)))
             n_blocks = n_blocks + opens
             block_step = jnp.where(opens, i, block_step)
-            hide_end = ending & (drop_kind == 2)
+            hide_end = ending & drop_markers  # the end marker, after its own step
         else:
             token, in_latent, fed, hide_end = chosen, jnp.zeros((b,), bool), None, jnp.zeros((b,), bool)
         token = jnp.where(done, opt.pad, token).astype(jnp.int32)

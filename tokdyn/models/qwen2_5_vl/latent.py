@@ -26,7 +26,7 @@ FEEDS = ("norm", "prenorm")
 """What a latent step feeds back: the final-norm hidden state (``"norm"``, as Hugging Face returns the last of
 ``hidden_states``) or the last layer's output before the final norm (``"prenorm"``)."""
 
-KINDS = ("none", "zeros", "noise", "add_noise", "swap", "mean", "drop_slots", "drop_block")
+KINDS = ("none", "zeros", "noise", "add_noise", "swap", "mean", "drop_slots", "drop_block", "drop_markers")
 """The interventions on generated latents, by index (:attr:`Intervention.kind`):
 
 - ``none``: the latents as computed;
@@ -39,7 +39,13 @@ KINDS = ("none", "zeros", "noise", "add_noise", "swap", "mean", "drop_slots", "d
 - ``mean``: replaced by the mean over the source's rows of its latent at the same block and step;
 - ``drop_slots``: fed as computed, then the block's latent slots removed from the attention of everything
   after the block (the end marker included), the markers kept;
-- ``drop_block``: as ``drop_slots``, and the two markers removed too (the end marker after its own step).
+- ``drop_block``: as ``drop_slots``, and the two markers removed too (the end marker after its own step);
+- ``drop_markers``: fed as computed, then the block's two markers removed from the attention of everything
+  after the block (the start marker from the end marker's step on, the end marker after its own step), the
+  latent slots kept: ``drop_block`` is ``drop_slots`` and ``drop_markers`` together.
+
+The drop kinds change no latent of the block itself (its slots read its start marker as they are computed):
+only what follows the block loses the parts dropped (:func:`dropped`).
 
 Where the source has no latent at a block (``swap``: the row's ``source_blocks``; ``mean``: no row), the latent
 is fed as computed."""
@@ -199,6 +205,19 @@ class Intervention:
         )
 
 
+DROPS = {"drop_slots": (True, False), "drop_markers": (False, True), "drop_block": (True, True)}
+"""The drop kinds of :data:`KINDS` and what each removes from the attention of what follows a block: (its
+latent slots, its two markers)."""
+
+
+def dropped(kind: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Whether each row's intervention ``kind`` (B,) (indices into :data:`KINDS`) removes its blocks' latent
+    slots, and their markers, from the attention of what follows them (:data:`DROPS`): two (B,) bools."""
+    table = np.asarray([DROPS.get(k, (False, False)) for k in KINDS], bool)  # (kinds, 2)
+    parts = jnp.asarray(table)[kind]
+    return parts[..., 0], parts[..., 1]
+
+
 def rms(x: jax.Array) -> jax.Array:
     """The root mean square of ``x`` (..., hidden) over its last axis, in float32: (..., 1)."""
     return jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True))
@@ -219,8 +238,8 @@ def intervene(
 ) -> jax.Array:
     """The latent fed back in place of ``latent`` (B, hidden), the one computed at step ``step`` (B,) of block
     ``block`` (B,) of each row, under each row's intervention; ``mean`` is :func:`source_mean`'s, ``keys`` (B,)
-    the rows' noise keys for this step. Rows of kinds ``none``, ``drop_slots`` and ``drop_block`` get
-    ``latent`` unchanged."""
+    the rows' noise keys for this step. Rows of kinds ``none``, ``drop_slots``, ``drop_block`` and
+    ``drop_markers`` get ``latent`` unchanged."""
     b, d = latent.shape
     x = latent.astype(jnp.float32)
     noise = jax.vmap(lambda k: jax.random.normal(k, (d,), jnp.float32))(keys) * rms(x) * iv.scale[:, None]
@@ -232,7 +251,7 @@ def intervene(
         swapped = jnp.where((block < iv.source_blocks)[:, None], got, x)
         per_step, count = mean
         mean_x = jnp.where((count[kb] > 0)[:, None], per_step[kb, step], x)
-    options = jnp.stack([x, jnp.zeros_like(x), noise, x + noise, swapped, mean_x, x, x])  # (kinds, B, hidden)
+    options = jnp.stack([x, jnp.zeros_like(x), noise, x + noise, swapped, mean_x, x, x, x])  # (kinds, B, hidden)
     return options[iv.kind, jnp.arange(b)].astype(latent.dtype)
 
 

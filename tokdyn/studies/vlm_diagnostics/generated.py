@@ -6,8 +6,9 @@ token), each a function ``(context, group, start) -> rows`` calling :mod:`tokdyn
 - :func:`accuracy_rows`: the generated answer scored under each intervention of
   :data:`tokdyn.diagnostics.vlm_generated.SETTINGS` (``none`` the clean run);
 - :func:`decomposition_rows`: correctness with the whole block (``full``), its markers only (``drop_slots``),
-  its slots zeroed or noised, and no block (``drop_block``), and the attention's concentration on the image at
-  the block's slots and its end marker (the prompt and the generated text up to the block, teacher-forced);
+  its slots only (``drop_markers``), its slots zeroed or noised, and no block (``drop_block``), and the
+  attention's concentration on the image at the block's slots and its end marker (the prompt and the
+  generated text up to the block, teacher-forced);
 - :func:`mediation_rows`: input -> latent (per latent step), input -> answer (total, direct, indirect) and
   latent -> answer (each intervention: answer changed, its KL over the options, accuracy);
 - :func:`similarity_part`: the first block's latents of each instance that wrote one;
@@ -28,16 +29,19 @@ from tokdyn.diagnostics import vlm_generated as vg
 from tokdyn.models.qwen2_5_vl import adapter as qa
 from tokdyn.studies.vlm_diagnostics.analyses import TOP_K, chunk_of
 
-# the block mode's decomposition settings each intervention stands for (slots only: the generation program
-# cannot hide the markers alone)
 AS_SETTING = {
     "none": "full",
     "drop_slots": "markers_only",
+    "drop_markers": "slots_only",
     "zeros": "slots_zeros",
     "noise": "slots_noise",
     "drop_block": "no_block",
 }
-LATENT_KINDS = ("zeros", "noise", "mean", "swap", "drop_slots", "drop_block")  # latent -> answer
+"""The block mode's decomposition settings each intervention on generated latents stands for: the block
+whole, its markers only (the slots hidden from what follows it), its slots only (the markers hidden), its
+slots zeroed or noised, no block."""
+LATENT_KINDS = ("zeros", "noise", "mean", "swap", "drop_slots", "drop_markers", "drop_block")
+"""The interventions run once per batch and shared by the analyses (latent -> answer, the decomposition)."""
 
 
 def latent_mode(ctx):

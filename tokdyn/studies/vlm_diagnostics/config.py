@@ -58,6 +58,9 @@ the batching)."""
 NOISE_KINDS = ("gaussian", "blank")  # tokdyn.models.qwen2_5_vl.adapter.NOISES
 DTYPES = ("float32", "bfloat16")
 UNKNOWN_TENSORS = ("error", "ignore")  # Config.unknown_tensors: qwen2_5_vl.load's unknown=
+LATENT_KINDS = ("zeros", "noise", "mean", "swap", "drop_slots", "drop_markers", "drop_block")
+"""With ``--latents generated``: the interventions run once per batch and shared by the analyses (latent ->
+answer, the decomposition)."""
 # the time estimate (Config.work): seconds of each analysis's compiles (its first batch) and of one further
 # batch of the tiny model, from --quick runs on the 2-core machine at load 11-12 (the reference CPU's rates
 # were fitted at load 6-8: these lean long; benchmarks/runs/cpu-2026-11-27-vlm-estimate), and the reference
@@ -340,7 +343,7 @@ class Config:
         if self.latents == "generated":  # generations of prompt + new_tokens tokens, shared by the analyses
             seq = prompt + self.new_tokens
             passes.update(
-                accuracy=(7, seq, 7),  # the clean run and six interventions
+                accuracy=(1 + len(LATENT_KINDS), seq, 1 + len(LATENT_KINDS)),  # the clean run, each intervention
                 decomposition=(1, seq, 1),  # the attention rows on the teacher-forced block
                 mediation=(3 * k, seq, 3 * k),  # each perturbed image, with the latents held and swapped
                 similarity=(0, 0, 0),

@@ -28,6 +28,7 @@ from tokdyn.diagnostics import choices, dmlr, vlm
 from tokdyn.diagnostics import vlm_generated as vg
 from tokdyn.models.qwen2_5_vl import adapter as qa
 from tokdyn.studies.vlm_diagnostics.analyses import TOP_K, chunk_of
+from tokdyn.studies.vlm_diagnostics.config import LATENT_KINDS
 
 AS_SETTING = {
     "none": "full",
@@ -40,8 +41,6 @@ AS_SETTING = {
 """The block mode's decomposition settings each intervention on generated latents stands for: the block
 whole, its markers only (the slots hidden from what follows it), its slots only (the markers hidden), its
 slots zeroed or noised, no block."""
-LATENT_KINDS = ("zeros", "noise", "mean", "swap", "drop_slots", "drop_markers", "drop_block")
-"""The interventions run once per batch and shared by the analyses (latent -> answer, the decomposition)."""
 
 
 def latent_mode(ctx):

@@ -64,7 +64,9 @@ class Shapes:
     (the answer labels scored: four, the counts of ``max_objects=4`` or a benchmark's four options),
     ``n_stop`` (the checkpoint's stop tokens: two in Qwen2.5-VL's ``generation_config.json``) and
     ``blocks`` (the latent blocks a swap source holds: one, a block of 8 latents in 16 new tokens) are
-    assumptions; the rest is the study's configuration."""
+    assumptions, as are ``lead`` (the chat template's tokens before the image) and ``aligned`` (the length of
+    the generated block's teacher-forced prompt, the prompt's real tokens, the generated ones up to the block
+    and the block: 0 for the block mode's ``T + L + 2``); the rest is the study's configuration."""
 
     batch: int
     image: int  # side in pixels
@@ -78,6 +80,8 @@ class Shapes:
     n_scores: int
     n_stop: int
     blocks: int
+    lead: int = 15
+    aligned: int = 0
 
     @property
     def prompt(self) -> int:
@@ -89,8 +93,13 @@ class Shapes:
         """The prompt followed by the latent block and its two markers."""
         return self.prompt + self.n_latents + 2
 
+    @property
+    def generated(self) -> int:
+        """The generated block's teacher-forced prompt: ``aligned``, or the block mode's length."""
+        return self.aligned or self.block
 
-def shapes(mcfg, scfg, *, text=64, answer=1, n_scores=4, n_stop=2, blocks=1) -> Shapes:
+
+def shapes(mcfg, scfg, *, text=64, answer=1, n_scores=4, n_stop=2, blocks=1, lead=15, aligned=0) -> Shapes:
     """The :class:`Shapes` of model ``mcfg`` under the study's configuration ``scfg``."""
     side = scfg.image_size // mcfg.vision.patch_size
     k = sum(1 if kind == "blank" else len(scfg.noise_levels) * scfg.noise_seeds for kind in scfg.noise_kinds)
@@ -107,6 +116,8 @@ def shapes(mcfg, scfg, *, text=64, answer=1, n_scores=4, n_stop=2, blocks=1) -> 
         n_scores=n_scores,
         n_stop=n_stop,
         blocks=blocks,
+        lead=lead,
+        aligned=aligned,
     )
 
 
@@ -119,13 +130,14 @@ def marker_ids(mcfg) -> tuple[int, int, int, int]:
     return free[0], free[1], free[2], free[3]
 
 
-def layout_ids(mcfg, sh: Shapes, with_block: bool, lead: int = 15) -> np.ndarray:
-    """(1, T) ids of a prompt as the study lays it out: ``lead`` tokens of the chat template's opening, the
-    image between its markers, the text padded to its bucket, then (``with_block``) the latent block."""
+def layout_ids(mcfg, sh: Shapes, length: int, with_block: bool) -> np.ndarray:
+    """(1, ``length``) ids of a prompt as the study lays it out: ``sh.lead`` tokens of the chat template's
+    opening, the image between its markers, text, then (``with_block``) the latent block, its last
+    ``L + 2`` tokens."""
     start, end, fill, word = marker_ids(mcfg)
     image = [mcfg.vision_start_token_id, *[mcfg.image_token_id] * sh.n_image, mcfg.vision_end_token_id]
-    row = [word] * lead + image
-    row += [word] * (sh.prompt - len(row))
+    row = [word] * sh.lead + image
+    row += [word] * (length - len(row) - (sh.n_latents + 2 if with_block else 0))
     if with_block:
         row += [start, *[fill] * sh.n_latents, end]
     return np.asarray([row], np.int64)
@@ -215,9 +227,9 @@ def study_programs(mcfg, scfg, params=None, sh: Shapes | None = None) -> list[Pr
     b, k, key = sh.batch, sh.perturbations, _key()
     grid = image_grid(mcfg, 1, sh.image)
     start, end, _, _ = marker_ids(mcfg)
-    plain_ids = np.concatenate([layout_ids(mcfg, sh, False), np.full((1, sh.answer), marker_ids(mcfg)[3])], 1)
-    plain = vlm.subject(mcfg, grid, adapter.layout(mcfg, plain_ids))
-    block = vlm.subject(mcfg, grid, adapter.layout(mcfg, layout_ids(mcfg, sh, True), start, end))
+    plain = vlm.subject(mcfg, grid, adapter.layout(mcfg, layout_ids(mcfg, sh, sh.prompt + sh.answer, False)))
+    block = vlm.subject(mcfg, grid, adapter.layout(mcfg, layout_ids(mcfg, sh, sh.block, True), start, end))
+    written = vlm.subject(mcfg, grid, adapter.layout(mcfg, layout_ids(mcfg, sh, sh.generated, True), start, end))
     index = SDS((b,), jnp.int32)
     answers = SDS((b,), jnp.int32)
     noised = SDS((k, b, sh.patches, mcfg.vision.patch_dim), jnp.float32)
@@ -318,15 +330,15 @@ def study_programs(mcfg, scfg, params=None, sh: Shapes | None = None) -> list[Pr
     generate(f"latent mode, {kinds} interventions", kinds * b, shared, lat, s, sh.blocks)
     generate("latent mode, perturbed images", k * b, (MEDIATION,), lat, s, 0)
     generate("latent mode, direct and indirect", 2 * k * b, (MEDIATION,), lat, s, sh.blocks)
-    gb = abstract_batch(b, sh.block, sh, mcfg, latents=True)  # the generated block, teacher-forced
+    gb = abstract_batch(b, sh.generated, sh, mcfg, latents=True)  # the generated block, teacher-forced
     add(
         "concentration on the generated block",
         vlm.concentration.jitted,
-        (block, params, gb),
+        (written, params, gb),
         dict(top_k=top_k),
         ("decomposition (generated)",),
     )
-    args = (key, block, params, gb, dmlr_cfg("none"), hp)
+    args = (key, written, params, gb, dmlr_cfg("none"), hp)
     add(
         "optimisation on the generated block",
         vlm.optimise.jitted,
@@ -363,7 +375,7 @@ def mediation_row(s, name: str, model, label_precision: str) -> dict:
     b = sh.batch
     preset = scfg.preset or f"GPU_PRESETS[{name!r}]"
     rng = np.random.default_rng(5)
-    ids = np.repeat(layout_ids(mcfg, sh, False), b, 0)
+    ids = np.repeat(layout_ids(mcfg, sh, sh.prompt, False), b, 0)
     prompts = vg.Prompts(
         ids,
         np.ones(ids.shape, bool),

@@ -295,6 +295,7 @@ def study_programs(mcfg, scfg, params=None, sh: Shapes | None = None) -> list[Pr
         n_steps=scfg.dynamics_steps,
     )
     raster = jnp.asarray(probes.raster_order(mcfg, grid))
+    # the rendered scenes' masks: segment ids 0 to max_objects (JSONL instances have none: one segment)
     add(
         "perception",
         PERCEPTION,

@@ -29,6 +29,8 @@ finishes, so a kill loses nothing finished). Every row at precision ``highest`` 
   peers              the PyTorch peers on CUDA, eager and ``torch.compile``
   vlm:3b, vlm:7b     Qwen2.5-VL at the 3B (7B) checkpoint's shapes (random weights, bfloat16): decode
                      and prefill at batch 8 and 1, the vision tower at 1 and 8 images
+  vlm:7b-mediation,  the vlm-diagnostics study's mediation with latent-mode generation on one batch of
+  vlm:3b-mediation   its GPU preset at the 7B (3B) shapes (batch 8, 16): instances/s
   compile            one compile's seconds (``compile_probe.py``), XLA's default flags and GEMM
                      autotuning off
   study:NAME         the studies' defaults (``tokdyn reproduce --studies NAME``), the latent ones
@@ -43,7 +45,8 @@ one may still fit. The first priority's steps (setup, dynamics, train:autoencode
 vlm:3b) have budgets that add to 505 s, each at least 1.3 times its expected seconds
 (:mod:`session_plan`, from the raw files of earlier calls), so one call of the default 540 s measures
 every first-priority row; the 7B shapes, Slot Attention at 4,096 seeds and the rest go to later calls
-(``--priority 2``: only the steps still to measure second-priority rows). ``--steps`` keeps only the
+(``--priority 2``: only the steps still to measure second-priority rows: the 7B shapes' and the 7B
+mediation's steps, budgets 30 + 260 + 160 s, first in that call). ``--steps`` keeps only the
 steps named (setup always). After the call, ``python benchmarks/ledger.py --record OUT --device ...
 --date ...`` copies what it measured into the ledger (with each raw row's commit and precision), and
 ``--write`` regenerates the docs' GPU tables from it.
@@ -146,7 +149,11 @@ MODELS_IN = re.compile(r"(\d+) models in ([0-9.]+) s")
 FIRST_DYNAMICS = r"dynamics \| (kernel alone|study path)( \(dynamics\.run: no Pallas on this backend\))?(, TF32)?$"
 DYNAMICS_ROWS = rf"^(ceilings \| .*|{FIRST_DYNAMICS})"
 GIVEN_ROWS = rf"^(?!{FIRST_DYNAMICS})dynamics \| "
-SMOKE_SKIPS = ("train:slots-tf32", "train:slots-4096", "vlm:7b")  # --smoke: their code is a sibling step's
+SMOKE_SKIPS = ("train:slots-tf32", "train:slots-4096", "vlm:7b", "vlm:7b-mediation")  # --smoke: a sibling's code
+# the vlm family's rows: the model's own with the copy bandwidth their decode bound reads, where no ceilings
+# were read (the vlm:SIZE steps), and the study's mediation (the vlm:SIZE-mediation steps)
+MEDIATION_ROWS = r"^vlm \| .*: vlm-diagnostics mediation"
+MODEL_ROWS = r"^(ceilings \| device-to-device elementwise copy|vlm \| (?!.*: vlm-diagnostics mediation))"
 
 
 def plan(args) -> list[Step]:
@@ -194,9 +201,20 @@ def plan(args) -> list[Step]:
             Step(
                 name,
                 budget(name),
-                suite(args, "vlm", budget(name), "--vlm-sizes", size),
+                suite(args, "vlm", budget(name), "--vlm-sizes", size, "--rows", MODEL_ROWS),
                 f"Qwen2.5-VL {size.upper()} shapes, random weights, bfloat16: decode and prefill at batch 8 "
                 "and 1, the vision tower at 1 and 8 images",
+            )
+        )
+    for size in ("7b", "3b"):  # the study's mediation with generation, the 7B's first
+        name = f"vlm:{size}-mediation"
+        steps.append(
+            Step(
+                name,
+                budget(name),
+                suite(args, "vlm", budget(name), "--vlm-sizes", size, "--rows", MEDIATION_ROWS),
+                f"vlm-diagnostics' mediation with latent-mode generation at the {size.upper()} shapes (random "
+                "weights, bfloat16), one batch of its GPU preset: instances/s",
             )
         )
     steps += [

@@ -8,13 +8,19 @@ the first priority's steps against the call's budget (:func:`arithmetic`, :func:
                    1,024 seeds, precision highest, then TF32, after the ceilings)
   the CPU at e1efab0  ``runs/cpu-2026-11-27-vlm-compile-e1efab0/rows.jsonl``: every program of the
                    VLM steps compiled on the CPU (``compile_s``, wall)
+  the CPU at a655424  ``runs/cpu-2026-11-27-vlm-analyses-compile-a655424/rows.jsonl``: the
+                   ``vlm-diagnostics`` study's programs compiled on the CPU, those of the mediation
+                   with latent-mode generation at 3B and 7B among them (``analyses`` names them), and
+                   the floating-point work of one batch of it
 
 A step's estimate adds the rows it runs, each the span from the row before it to its own line in the
 log of the call that ran it, and the suite process's own start and end (the step's seconds less its
 last row's clock). Rows that run in a step but have no recorded time are taken as long as the recorded
 row they repeat at another precision (the TF32 variants). The VLM steps have never run on a GPU:
 their programs' compile seconds on the CPU times :data:`GPU_COMPILE_FACTOR`, plus
-:data:`VLM_OTHER_S` for everything else; a GPU call's own ``compile_s`` replaces them once recorded.
+:data:`VLM_OTHER_S` for everything else; a GPU call's own ``compile_s`` replaces them once recorded. The
+mediation steps (``vlm:7b-mediation``, ``vlm:3b-mediation``) the same, plus their timed calls: the row's
+:data:`MEDIATION_CALLS` batches, each its floating-point work over :data:`GPU_BF16_RATE`.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import re
 HERE = os.path.dirname(os.path.abspath(__file__))
 H200 = os.path.join(HERE, "runs", "h200-2026-11-27-ca6932f")
 VLM_COMPILE = os.path.join(HERE, "runs", "cpu-2026-11-27-vlm-compile-e1efab0", "rows.jsonl")
+ANALYSES_COMPILE = os.path.join(HERE, "runs", "cpu-2026-11-27-vlm-analyses-compile-a655424", "rows.jsonl")
+MEDIATION = "mediation (generated)"  # rows.vlm_study.MEDIATION: the analysis the mediation steps time
 GPU_COMPILE_FACTOR = 2.0
 """A program's compile on the GPU over its compile on the CPU (``compile_s`` of the vlm-compile rows,
 measured on a loaded 2-core VM): XLA's GPU compile adds what the CPU's has not (the GEMMs' autotuning,
@@ -35,6 +43,13 @@ VLM_OTHER_S = 25.0
 """A VLM step's seconds besides compiling: the suite's start (JAX and the device), the weights' draw
 (7.5 GB at 3B, 16.6 GB at 7B written once), the cuDNN probe, and the timed calls (each row's four
 calls of a few hundred milliseconds at the H200's rates); an assumption, as the factor above."""
+GPU_BF16_RATE = 2e14
+"""Floating-point operations per second the mediation with generation sustains on an H100 or H200 in
+bfloat16: a fifth of their dense bfloat16 peak (about 990 TFLOP/s), its work mostly the prefill of
+prompts of 336 tokens and the vision tower over every generated row's image; an assumption until a GPU
+call measures the row."""
+MEDIATION_CALLS = 4
+"""Batches the mediation row runs: the first (its compiles) and the suite's default 3 repeats."""
 
 # each step's budget, seconds: a step starts only when it fits in what is left of the call; the first
 # priority's (setup, dynamics, train:autoencoder, train:slots, vlm:3b) add to 505 s of the 540 s call,
@@ -51,6 +66,8 @@ BUDGETS = {
     "peers": 60,
     "vlm:3b": 280,
     "vlm:7b": 260,
+    "vlm:7b-mediation": 160,
+    "vlm:3b-mediation": 170,
     "compile": 60,
     "rest": 300,
 }
@@ -123,6 +140,18 @@ def vlm_compile_seconds(size: str) -> tuple[float, int]:
     return sum(r["compile_s"] for r in mine), len(mine)
 
 
+def mediation_compile(size: str) -> tuple[float, int, float]:
+    """``(sum of compile_s, programs, flops of one batch)`` of the mediation with generation at ``size``
+    (``3b``, ``7b``) in the analyses' compile rows."""
+    with open(ANALYSES_COMPILE) as f:
+        rows = [json.loads(ln) for ln in f if ln.strip()]
+    label = f"qwen2.5-vl {size} analyses"
+    mine = [r for r in rows if r["name"].startswith(label) and r["status"] == "ok"]
+    progs = [r for r in mine if MEDIATION in r.get("analyses", ())]
+    (work,) = [r for r in mine if r.get("unit") == "flops"]
+    return sum(r["compile_s"] for r in progs), len(progs), float(work["median"])
+
+
 def estimates() -> dict[str, Estimate]:
     """The expected seconds of the steps the raw files say something about (module docstring)."""
     rec = recorded()
@@ -161,6 +190,13 @@ def estimates() -> dict[str, Estimate]:
         out[f"vlm:{size}"] = Estimate(
             compile_s * GPU_COMPILE_FACTOR + VLM_OTHER_S,
             f"{n} programs' CPU compile {compile_s:.1f} s x {GPU_COMPILE_FACTOR:g} + {VLM_OTHER_S:g} s besides",
+        )
+        compile_s, n, flops = mediation_compile(size)
+        calls = MEDIATION_CALLS * flops / GPU_BF16_RATE
+        out[f"vlm:{size}-mediation"] = Estimate(
+            compile_s * GPU_COMPILE_FACTOR + calls + VLM_OTHER_S,
+            f"{n} programs' CPU compile {compile_s:.1f} s x {GPU_COMPILE_FACTOR:g} + {MEDIATION_CALLS} batches of "
+            f"{flops:.3g} flops at {GPU_BF16_RATE:.3g} flop/s ({calls:.1f} s) + {VLM_OTHER_S:g} s besides",
         )
     return out
 

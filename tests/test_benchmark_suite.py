@@ -155,6 +155,7 @@ def test_smoke_runs_every_step_and_row(tmp_path):
         "training",
         "peers",
         "vlm:3b",
+        "vlm:3b-mediation",
         "dynamics:given",
         "compile",
         "rest",

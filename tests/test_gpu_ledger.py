@@ -6,6 +6,7 @@ measures every first-priority row (benchmarks/device_session.py, benchmarks/sess
 
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -284,11 +285,62 @@ def test_the_expected_seconds_are_the_raw_files():
     assert compile_s > 10
     want = compile_s * session_plan.GPU_COMPILE_FACTOR + session_plan.VLM_OTHER_S
     assert est["vlm:3b"].seconds == pytest.approx(want)
+    # the mediation steps: their programs' CPU compile (each row naming the analysis), their batches' work
+    analyses = ledger.jsonl_rows(session_plan.ANALYSES_COMPILE)
+    for size, programs in (("3b", 10), ("7b", 10)):
+        label = f"qwen2.5-vl {size} analyses"
+        med = [r for r in analyses if r["name"].startswith(label) and "mediation (generated)" in r.get("analyses", ())]
+        assert len(med) == programs and all(r["status"] == "ok" and r["platform"] == "cpu" for r in med)
+        (work,) = [r for r in analyses if r["name"].startswith(label) and r.get("unit") == "flops"]
+        assert work["median"] > 1e15
+        want = (
+            sum(r["compile_s"] for r in med) * session_plan.GPU_COMPILE_FACTOR
+            + session_plan.MEDIATION_CALLS * work["median"] / session_plan.GPU_BF16_RATE
+            + session_plan.VLM_OTHER_S
+        )
+        assert est[f"vlm:{size}-mediation"].seconds == pytest.approx(want)
 
 
-def test_the_second_call_starts_with_the_7b_shapes():
+def test_the_second_call_starts_with_the_7b_shapes_and_the_7b_mediation():
     args, steps, serves = call_plan(priority=2)
-    keep = set(session_plan.arithmetic(steps, serves, 2)["steps"])
-    order = [st.name for st in steps if st.name in keep]
-    assert order[:3] == ["setup", "vlm:7b", "train:slots-4096"]
+    a = session_plan.arithmetic(steps, serves, 2)
+    order = [st.name for st in steps if st.name in set(a["steps"])]
+    assert order[:5] == ["setup", "vlm:7b", "vlm:7b-mediation", "vlm:3b-mediation", "train:slots-4096"]
     assert "dynamics" not in order and "vlm:3b" not in order
+    # the first three fit one call of 540 s at their budgets (each a hard stop), with margin; each mediation
+    # step's budget covers its expected seconds (from the CPU compile rows) by at least 30%
+    first = ["setup", "vlm:7b", "vlm:7b-mediation"]
+    assert sum(a["budgets"][n] for n in first) <= args.budget - 60
+    for name in ("vlm:7b-mediation", "vlm:3b-mediation"):
+        assert a["budgets"][name] >= 1.3 * a["expected"][name], (name, a["budgets"][name], a["expected"][name])
+
+
+def test_the_mediation_rows_are_the_vlm_rows_their_step_runs(rows):
+    # the 7B mediation with latent-mode generation (and the 3B's) on the H200 at the second priority, never
+    # measured; each row's match is the row rows.vlm writes at the study's GPU preset batch, which its
+    # step's --rows selects and the model's own vlm step leaves out
+    from rows import vlm, vlm_study
+
+    mine = {(r.id, r.device): r for r in rows if r.id.endswith("-mediation-generated")}
+    assert set(mine) == {
+        ("qwen-7b-mediation-generated", "h200"),
+        ("qwen-3b-mediation-generated", "h200"),
+        ("qwen-7b-mediation-generated", "h100"),
+    }
+    for (rid, device), r in mine.items():
+        size = rid.split("-")[1]
+        assert not r.measured and r.unit == "instances/s" and r.precision == "bfloat16"
+        assert r.priority == (2 if device == "h200" else 3) and r.step == f"vlm:{size}-mediation"
+        batch = vlm_study.study_config(size).batch_size
+        assert batch == {"3b": 16, "7b": 8}[size]
+        name = f"qwen2.5-vl {size} shapes, random weights, bfloat16: {vlm.MEDIATION_ROW}, batch {batch}"
+        assert r.match == f"vlm|{name}"
+        assert "benchmarks/rows/vlm_study.py" in r.depends() and "tokdyn/diagnostics/vlm_generated.py" in r.depends()
+        assert re.search(device_session.MEDIATION_ROWS, f"vlm | {name}")
+        assert not re.search(device_session.MODEL_ROWS, f"vlm | {name}")
+    # the model's own rows, and the copy bandwidth their decode bound reads, stay with the vlm steps
+    for r in rows:
+        if r.step in ("vlm:3b", "vlm:7b"):
+            assert re.search(device_session.MODEL_ROWS, r.match.replace("|", " | ", 1)), r.id
+            assert not re.search(device_session.MEDIATION_ROWS, r.match.replace("|", " | ", 1)), r.id
+    assert re.search(device_session.MODEL_ROWS, "ceilings | device-to-device elementwise copy")

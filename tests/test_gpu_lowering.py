@@ -9,6 +9,7 @@ rules for the platform; compiling for it needs the GPU. The same for TPU where t
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import re
@@ -120,15 +121,19 @@ def test_study_path_chunk_lowers_for_tpu_in_its_xla_form():
 # --------------------------------------------------------------------------- Qwen2.5-VL
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-from rows import vlm  # noqa: E402
+from rows import vlm, vlm_study  # noqa: E402
 
 QWEN_PROGRAMS = [
     ("the vlm rows, 3B", lambda: vlm.programs("3b", vlm.ACCELERATOR)),
     ("the vlm rows, 7B", lambda: vlm.programs("7b", vlm.ACCELERATOR)),
+    ("the vlm-diagnostics analyses, 3B", lambda: vlm.analysis_programs("3b")),
+    ("the mediation with generation, 7B", lambda: vlm_study.mediation_programs(vlm.analysis_programs("7b"))),
 ]
-"""Every Qwen2.5-VL program a device call runs, as ``(what, programs)``: ``programs()`` returns
-:class:`rows.vlm.Program` s (a jitted function and its abstract arguments). The analyses' batched
-programs of ``vlm-diagnostics`` at the 3B shape go here too, each as such an entry."""
+"""Every Qwen2.5-VL program a device call or ``tokdyn study vlm-diagnostics`` runs, as ``(what,
+programs)``: ``programs()`` returns :class:`rows.vlm.Program` s (a jitted function and its abstract
+arguments): the VLM rows' at 3B and 7B, every batched program of the study's analyses at its 3B preset
+(:func:`rows.vlm.analysis_programs`), and those of its mediation with generation at 7B (the device call's
+second-call row)."""
 
 
 def shapes_in(text: str) -> set[str]:
@@ -136,8 +141,13 @@ def shapes_in(text: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def qwen_3b():
-    return vlm.programs("3b", vlm.ACCELERATOR)
+def params_3b():
+    return vlm.abstract_params(vlm.config("3b"), jnp.bfloat16)
+
+
+@pytest.fixture(scope="module")
+def qwen_3b(params_3b):
+    return vlm.programs("3b", vlm.ACCELERATOR, params_3b)
 
 
 def test_qwen_3b_decode_lowers_for_cuda_reading_the_cache_as_it_is(qwen_3b):
@@ -150,6 +160,41 @@ def test_qwen_3b_decode_lowers_for_cuda_reading_the_cache_as_it_is(qwen_3b):
     assert "36x8x1088x2x128" in shapes  # the cache: 36 layers, 2 key/value heads
     # no layer's cache repeated to the 16 query heads
     assert not any(s.endswith("1088x16x128") or s.endswith("16x1088x128") for s in shapes)
+
+
+@pytest.fixture(scope="module")
+def analyses_3b(params_3b):
+    return vlm.analysis_programs("3b", params=params_3b)
+
+
+def test_the_listed_analysis_programs_cover_every_analysis_of_the_study(analyses_3b):
+    from tokdyn.studies.vlm_diagnostics import ANALYSES, generated
+
+    ran = {a for p in analyses_3b for a in p.analyses}
+    assert ran == set(ANALYSES) | {f"{n} (generated)" for n in generated.FUNCTIONS}
+    names = [p.name for p in analyses_3b]
+    assert len(names) == len(set(names))
+    # the mediation with generation: both perturbations, the clean run, the six interventions (6 x 16 rows),
+    # the 13 perturbed images (208 rows) and the direct and indirect effects (416 rows), each with its
+    # vision tower over every row's image
+    med = [p.name for p in vlm_study.mediation_programs(analyses_3b)]
+    for rows in (16, 96, 208, 416):
+        assert f"vision tower, {rows} images" in med and any(n.endswith(f", {rows} rows") for n in med)
+    assert {"perturb pixels, gaussian", "perturb pixels, blank"} <= set(med) and len(med) == 10
+
+
+def test_qwen_3b_latent_generation_with_interventions_lowers_for_cuda(analyses_3b):
+    # the study's latent-mode generation under its six interventions at the 3B preset: 96 rows, the cache
+    # of 36 layers x 2 key/value heads over 320 prompt tokens and 16 new (one bucket of 384 slots), the
+    # swap source of one block of 8 latents, the 4 scored tokens' log-probabilities at every step
+    from tokdyn.models.qwen2_5_vl import generation
+
+    (p,) = [p for p in analyses_3b if p.name == "generate, latent mode, 6 interventions, 96 rows"]
+    assert p.fn is generation.run
+    text = p.lower("cuda").as_text()
+    shapes = shapes_in(text)
+    assert "36x96x384x2x128" in shapes and "96x1x8x2048" in shapes and "96x16x4" in shapes
+    assert "stablehlo.while" in text
 
 
 @pytest.mark.full
@@ -196,3 +241,144 @@ def test_the_benchmarks_random_weights_have_params_inits_tree():
         assert (a.shape, a.dtype) == (b.shape, b.dtype)
     text = got["text"]
     assert np.all(np.asarray(text["norm"]) == 1) and 0.01 < float(jnp.std(text["layers"]["mlp"]["up"]["kernel"])) < 0.03
+
+
+# --------------------------------------------------------------------------- the study's own calls
+
+
+def signature(fn, args, kwargs) -> tuple:
+    """A call's arguments by name (defaults filled in), each array as its shape and canonical dtype (a host
+    int64 array is an int32 one on the device), every other value as itself."""
+    import inspect
+
+    bound = inspect.signature(fn).bind(*args, **kwargs)
+    bound.apply_defaults()
+
+    def leaf(x):
+        if hasattr(x, "shape") and hasattr(x, "dtype"):
+            d = x.dtype
+            d = str(d) if jax.dtypes.issubdtype(d, jax.dtypes.prng_key) else str(jax.dtypes.canonicalize_dtype(d))
+            return (tuple(x.shape), d)
+        return x
+
+    out = []
+    for name, value in bound.arguments.items():
+        leaves, tree = jax.tree_util.tree_flatten(value)
+        out.append((name, tree, tuple(leaf(x) for x in leaves)))
+    return tuple(out)
+
+
+def fake_outputs(fn, args, kwargs, latent_ids=None):
+    """Zeros of ``fn``'s output shapes (traced, never compiled); for a latent-mode ``generation.run``, tokens
+    that open one block at the first step and close it (the start id, ``size`` pads, the end id), then a digit
+    and the stop token."""
+    out = jax.eval_shape(lambda: fn(*args, **kwargs))
+    out = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), out)
+    if latent_ids is not None and args[0].size:
+        start, end, fill, digit, stop = latent_ids
+        size = args[0].size
+        row = [start, *[fill] * size, end, digit] + [stop] * args[0].new_tokens
+        out["tokens"][:] = np.asarray(row[: args[0].new_tokens], np.int32)
+    return out
+
+
+@pytest.mark.full
+def test_the_listed_analysis_programs_are_the_ones_the_study_calls(monkeypatch):
+    # the study's analyses run on its tiny random model at its quick preset, in both latent modes, each
+    # kernel and generation call recorded (and answered with zeros of its shapes: nothing compiled but
+    # the checks' probes); the programs listed for that model and preset are the same calls, argument by
+    # argument (shapes, dtypes, every static value), the data-dependent shapes given as the study made them
+    from tokdyn.diagnostics import vlm as an
+    from tokdyn.models.qwen2_5_vl import generation, inputs
+    from tokdyn.studies import vlm_diagnostics as vd
+    from tokdyn.studies.vlm_diagnostics import checkpoint
+
+    cfg = vd.Config.quick()
+    loaded = vd.open_checkpoint(cfg)
+    inst = vd.make_instances(cfg)
+    (group,) = vd.encode(inst, loaded, cfg)
+    mcfg = loaded.config
+    real = int(group.prompt_mask[0].sum())  # every scene's question is the same: one length
+    sh = vlm_study.shapes(
+        mcfg,
+        cfg,
+        text=group.prompt_length - (cfg.image_size // 28) ** 2,
+        answer=group.answer_ids.shape[1],
+        n_stop=len(mcfg.eos_token_id),
+        lead=int(np.flatnonzero(group.prompt[0] == mcfg.image_token_id)[0]) - 1,
+        aligned=real + cfg.n_latents + 2,  # the block opened at the first step (fake_outputs)
+    )
+    listed = vlm_study.study_programs(mcfg, cfg, loaded.model.params, sh)
+    kernels = {"grounding_scores", "decomposition", "mediation", "imagine", "optimise", "concentration"}
+    by_fn = {getattr(an, k).jitted: k for k in kernels}
+    by_fn.update({generation.run: "run", inputs.image_features_jit: "vision", vlm_study.PERTURB: "perturb"})
+    want = {(by_fn[p.fn], signature(p.fn, p.args, p.kwargs)) for p in listed if p.name != "perception"}
+
+    t = loaded.tokens
+    ids = (t.start, t.end, t.fill, checkpoint.TINY_IDS["digits"] + 1, mcfg.eos_token_id[0])
+    seen = set()
+
+    def spy(name, fn, outputs):
+        import functools
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((args, kwargs)))
+            if name == "perturb" or not traced:  # the perturbations run inside the study's own jit
+                seen.add((name, signature(fn, args, kwargs)))
+            return fn(*args, **kwargs) if traced or outputs is None else outputs(fn, args, kwargs)
+
+        return call
+
+    for k in kernels:
+        monkeypatch.setattr(an, k, spy(k, getattr(an, k), fake_outputs))
+    monkeypatch.setattr(an, "perturb_pixels", spy("perturb", an.perturb_pixels, None))
+    monkeypatch.setattr(generation, "run", spy("run", generation.run, lambda f, a, k: fake_outputs(f, a, k, ids)))
+    monkeypatch.setattr(inputs, "image_features_jit", spy("vision", inputs.image_features_jit, fake_outputs))
+    for latents, table in (("block", vd.FUNCTIONS), ("generated", vd.generated.FUNCTIONS)):
+        run_cfg = dataclasses.replace(cfg, latents=latents)
+        ctx = vd.Context(run_cfg, loaded, inst)
+        for name, fn in table.items():
+            if name != "perception":  # its program: the next test
+                fn(ctx, group, 0)
+    # the study's perturbations are traced with the instances' ids as int32 (jnp.asarray of a host int64
+    # array) inside its jit: the listed program's abstract index is the same
+    assert {n for n, _ in seen} == {n for n, _ in want}
+    missing, extra = want - seen, seen - want
+    assert not missing and not extra, (sorted(x[0] for x in missing), sorted(x[0] for x in extra))
+
+
+@pytest.mark.full
+def test_the_listed_perception_program_is_perception_dynamics():
+    # the perception analysis's program as listed (the library keeps its jitted form private) gives
+    # perception_dynamics' numbers on the tiny model's features of two rendered scenes
+    from tokdyn.diagnostics import perception
+    from tokdyn.models import qwen2_5_vl
+    from tokdyn.models.qwen2_5_vl import probes
+    from tokdyn.studies import vlm_diagnostics as vd
+
+    cfg = vd.Config.quick()
+    loaded = vd.open_checkpoint(cfg)
+    inst = vd.make_instances(dataclasses.replace(cfg, n_instances=2))
+    pcfg = perception.Config(n_tokens=cfg.n_tokens, methods=("baseline",), n_steps=cfg.dynamics_steps)
+    key = jax.random.key(3)
+    size = (cfg.image_size, cfg.image_size)
+    model, proc = loaded.model, loaded.processor
+    got = perception.perception_dynamics(model, key, inst.images, inst.masks, cfg=pcfg, processor=proc, size=size)
+    images = perception.as_uint8(inst.images)
+    masks, n_segments = perception.check_masks(inst.masks, images)
+    batch = proc([qwen2_5_vl.processor.resize(im, *size) for im in images])
+    grid = batch["image_grid_thw"][:1]
+    rows, cols = int(grid[0, 1]), int(grid[0, 2])
+    grids = {"patches": (rows, cols), "merged": (rows // 2, cols // 2)}
+    segments = {level: perception.grid_masks(masks, g, n_segments) for level, g in grids.items()}
+    pixels = jnp.asarray(batch["pixel_values"].reshape(len(images), rows * cols, -1))
+    plan = qwen2_5_vl.vision.plan(model.config.vision, grid)
+    raster = jnp.asarray(probes.raster_order(model.config, grid))
+    mine = vlm_study.PERCEPTION(model.config, model.params, pixels, plan, raster, segments, key, pcfg, n_segments)
+    for level in perception.LEVELS:
+        for name in perception.SCORES:
+            a, b = np.asarray(got[level][name], np.float64), np.asarray(mine[level][name], np.float64)
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=f"{level} {name}")
+        t = np.asarray(got[level]["tokens"], np.float64)
+        np.testing.assert_allclose(np.asarray(mine[level]["tokens"]), t, rtol=1e-4, atol=1e-4 * np.abs(t).max())

@@ -13,11 +13,15 @@ configuration, float32; ``--smoke``: the fixture.
            (``generation.generate``), less the time of generating one token: (N - 1) x B / that
            difference, new tokens/s; against the bound of reading the decoder's weights once per step
            at the measured copy bandwidth (``of_bound``)
+  mediation  the ``vlm-diagnostics`` study's mediation with latent-mode generation on one batch of
+           its preset (``GPU_PRESETS``' batch at 3B and 7B, the quick preset's on the CPU's sizes;
+           :func:`rows.vlm_study.mediation_row`): instances/s
 
-:func:`programs` lists every compiled program these rows run, with abstract arguments (no weights
-materialised): ``tests/test_gpu_lowering.py`` lowers each for CUDA on the CPU, and the ``vlm-compile``
-family (:func:`run_compile`) compiles each for the backend it runs on and records the seconds, from which
-the device call sizes its VLM steps.
+:func:`programs` lists every compiled program these rows run, and :func:`analysis_programs` every batched
+program of the ``vlm-diagnostics`` study, with abstract arguments (no weights materialised):
+``tests/test_gpu_lowering.py`` lowers each for CUDA on the CPU, and the ``vlm-compile`` family
+(:func:`run_compile`) compiles each for the backend it runs on and records the seconds, from which the
+device call sizes its VLM steps.
 """
 
 from __future__ import annotations
@@ -167,16 +171,24 @@ def sizes(s: Suite) -> list[tuple[str, Work]]:
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """One compiled program of the VLM rows: its ``name``, the jitted ``fn`` and the arguments it is
-    called with (``args``; arrays may be ``jax.ShapeDtypeStruct``), as ``fn.trace(*args)`` takes them."""
+    """One compiled program of the VLM rows or the ``vlm-diagnostics`` study: its ``name``, the jitted
+    ``fn`` and the arguments it is called with (``args`` and ``kwargs``; arrays may be
+    ``jax.ShapeDtypeStruct``), as ``fn.trace(*args, **kwargs)`` takes them; ``analyses``: the study's
+    analyses that run it (none for the VLM rows' own)."""
 
     name: str
     fn: object
     args: tuple
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    analyses: tuple = ()
+
+    def trace(self):
+        """``fn`` traced at the arguments."""
+        return self.fn.trace(*self.args, **self.kwargs)
 
     def lower(self, platform: str | None = None):
         """``fn`` traced and lowered (for ``platform``, e.g. ``"cuda"``, where given)."""
-        traced = self.fn.trace(*self.args)
+        traced = self.trace()
         return traced.lower(lowering_platforms=(platform,)) if platform else traced.lower()
 
 
@@ -289,6 +301,18 @@ def programs(name: str, work: Work, params=None) -> list[Program]:
     return out  # fmt: skip
 
 
+def analysis_programs(name: str, batch: int | None = None, params=None) -> list[Program]:
+    """Every batched program ``tokdyn study vlm-diagnostics`` compiles for one batch of instances of the
+    model of size ``name`` (:func:`rows.vlm_study.study_programs`: the analyses with ``--latents block`` and
+    ``--latents generated``, the generation and vision programs they call, the image perturbations), at the
+    study's preset for that size (``GPU_PRESETS`` for 3B and 7B; ``batch`` replaces its batch size), with
+    abstract arguments (``params``: the tree or its shapes; default :func:`abstract_params`)."""
+    from rows import vlm_study
+
+    scfg = vlm_study.study_config(name, batch)
+    return vlm_study.study_programs(config(name), scfg, params)
+
+
 # --------------------------------------------------------------------------- the rows
 
 
@@ -306,10 +330,14 @@ def decode_bound(cfg, params, batch: int, ceil: dict) -> dict:
     return dict(weight_bytes=nbytes, bound_tokens_per_s=batch * bw / nbytes, binding="hbm (weights once a step)")
 
 
+MEDIATION_ROW = "vlm-diagnostics mediation with latent-mode generation"
+"""The name of the mediation row after the size's label (``--rows`` tells it from the model's rows)."""
+
+
 def run(s: Suite):
-    """Every VLM row (module docstring): for each size, decode then prefill at each batch, then the vision
-    tower at each image count."""
-    from rows import ceilings
+    """Every VLM row (module docstring): for each size, decode then prefill at each batch, the vision
+    tower at each image count, then the study's mediation with generation on one batch."""
+    from rows import ceilings, vlm_study
     from tokdyn.models.qwen2_5_vl import generation, params
 
     if s.accelerator and "copy_bytes" not in s.ceil:  # the decode rows' bound, where no ceilings were read
@@ -410,41 +438,75 @@ def run(s: Suite):
             s.row("vlm", f"{label}: prefill, batch {b}", lambda b=b, f=prefill_row: f(b))
         for n in w.images:
             s.row("vlm", f"{label}: vision tower, {n} image(s)", lambda n=n, f=vision_row: f(n))
+
+        def mediation_row(name=name, precision=precision):
+            row = vlm_study.mediation_row(s, name, build(), precision)
+            return dict(row, init_s=state["init_s"])
+
+        b = vlm_study.study_config(name).batch_size
+        s.row("vlm", f"{label}: {MEDIATION_ROW}, batch {b}", mediation_row)
         state.clear()  # free the weights before the next size
 
 
+def compile_row(p: Program, size: str, shapes_s: float) -> dict:
+    """One ``vlm-compile`` row: ``p`` traced, lowered and compiled for this backend (nothing run), the wall
+    seconds of each stage and the process's CPU seconds of the compile."""
+    t, c = time.perf_counter(), time.process_time()
+    traced = p.trace()
+    t1 = time.perf_counter()
+    lowered = traced.lower()
+    t2, c2 = time.perf_counter(), time.process_time()
+    lowered.compile()
+    t3, c3 = time.perf_counter(), time.process_time()
+    return dict(
+        size=size,
+        unit="s",
+        median=t3 - t,
+        trace_s=t1 - t,
+        lower_s=t2 - t1,
+        compile_s=t3 - t2,
+        compile_cpu_s=c3 - c2,
+        cpu_s=c3 - c,
+        shapes_s=shapes_s,
+        platform=jax.default_backend(),
+        **({"analyses": list(p.analyses)} if p.analyses else {}),
+    )
+
+
 def run_compile(s: Suite):
-    """The ``vlm-compile`` rows: each program of :func:`programs` at each size of :func:`sizes` traced,
-    lowered and compiled for this backend from abstract arguments (no weights materialised, nothing
-    run): the wall seconds of each stage, and the process's CPU seconds of the compile
-    (``compile_cpu_s``, all its threads; on a shared machine less affected by the others' load than the
-    wall time): what the device call's VLM steps are sized from (``device_session.py``)."""
+    """The ``vlm-compile`` rows: each program of :func:`programs` at each size of :func:`sizes`, then each
+    of :func:`analysis_programs` (the ``vlm-diagnostics`` study's, at its preset for the size; rows named
+    ``qwen2.5-vl SIZE analyses``, each with the ``analyses`` that run it, and one row of the floating-point
+    work of a batch of the mediation with generation, :func:`rows.vlm_study.mediation_flops`), traced,
+    lowered and compiled for this backend from abstract arguments (no weights materialised, nothing run):
+    the wall seconds of each stage, and the process's CPU seconds of the compile (``compile_cpu_s``, all
+    its threads; on a shared machine less affected by the others' load than the wall time): what the
+    device call's VLM steps are sized from (``device_session.py``); ``--rows`` picks the programs."""
+    from rows import vlm_study
+
     for name, w in sizes(s):
         label = f"qwen2.5-vl {name} shapes, {w.dtype}"
         t0 = time.perf_counter()
         progs = programs(name, w)
         shapes_s = time.perf_counter() - t0
+        size = f"batches {w.batches}, {w.prompt} prompt tokens, {w.new} new, images {w.images}"
         for p in progs:
-
-            def one(p=p):
-                t, c = time.perf_counter(), time.process_time()
-                traced = p.fn.trace(*p.args)
-                t1 = time.perf_counter()
-                lowered = traced.lower()
-                t2, c2 = time.perf_counter(), time.process_time()
-                lowered.compile()
-                t3, c3 = time.perf_counter(), time.process_time()
-                return dict(
-                    size=f"batches {w.batches}, {w.prompt} prompt tokens, {w.new} new, images {w.images}",
-                    unit="s",
-                    median=t3 - t,
-                    trace_s=t1 - t,
-                    lower_s=t2 - t1,
-                    compile_s=t3 - t2,
-                    compile_cpu_s=c3 - c2,
-                    cpu_s=c3 - c,
-                    shapes_s=shapes_s,
-                    platform=jax.default_backend(),
-                )
-
-            s.row("vlm-compile", f"{label}: {p.name}", one)
+            s.row("vlm-compile", f"{label}: {p.name}", lambda p=p, size=size, t=shapes_s: compile_row(p, size, t))
+        scfg = vlm_study.study_config(name)
+        label = f"qwen2.5-vl {name} analyses, {scfg.dtype}"
+        t0 = time.perf_counter()
+        progs = analysis_programs(name)
+        shapes_s = time.perf_counter() - t0
+        sh = vlm_study.shapes(config(name), scfg)
+        size = (
+            f"vlm-diagnostics preset: batch {sh.batch}, {sh.image} x {sh.image} images, prompt {sh.prompt}, "
+            f"{sh.n_latents} latents, {sh.new_tokens} new tokens, {sh.perturbations} perturbations"
+        )
+        for p in progs:
+            s.row("vlm-compile", f"{label}: {p.name}", lambda p=p, size=size, t=shapes_s: compile_row(p, size, t))
+        flops = vlm_study.mediation_flops(config(name), scfg, sh)
+        s.row(
+            "vlm-compile",
+            f"{label}: the work of a batch of the mediation with generation",
+            lambda flops=flops, size=size: dict(size=size, unit="flops", median=flops, platform=jax.default_backend()),
+        )

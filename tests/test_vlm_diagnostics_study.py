@@ -404,10 +404,19 @@ def test_the_quick_command_runs_every_analysis_and_says_its_numbers_are_a_random
 # diagnostics' own functions' (tested against the forward pass in test_qwen2_5_vl_analyses) on its batches
 @pytest.mark.full
 def test_a_checkpoint_directory_runs_every_analysis(tmp_path):
+    # the checkpoint's generation_config.json as the published Qwen2.5-VL ones: sampling at a tiny temperature;
+    # the study decodes greedily all the same (no key asked for)
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(FIXTURE, model)
+    gen = json.loads((model / "generation_config.json").read_text())
+    gen.update(do_sample=True, temperature=1e-6, top_k=1, top_p=0.001, repetition_penalty=1.05)
+    (model / "generation_config.json").write_text(json.dumps(gen))
     path = write_instances(tmp_path)
     cfg = dataclasses.replace(
         vd.Config.quick(),
-        model=str(FIXTURE),
+        model=str(model),
         instances=str(path),
         n_instances=0,
         image_size=56,

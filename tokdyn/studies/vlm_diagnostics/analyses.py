@@ -212,6 +212,7 @@ def accuracy_rows(ctx: Context, group, start: int) -> list:
         grid,
         take(group.prompt_mask),
         max_new_tokens=ctx.cfg.new_tokens,
+        do_sample=False,  # greedy, as the benchmarks score (a checkpoint's generation_config.json may sample)
     )
     return scored_rows(ctx, index, valid, np.asarray(tokens), "plain")
 

@@ -177,6 +177,22 @@ def test_the_probe_runs_once_per_model_and_shapes():
     assert len(calls) == 3  # cached: the model is neither traced nor probed again
 
 
+def test_traced_weights_of_a_large_model_are_checked_by_shapes_not_probed_on_stand_ins(monkeypatch):
+    # a real checkpoint's weights traced inside a diagnostic's jit: no host copy of stand-in weights, no compile
+    m, params, batch = _setup("blocks_and_final_ln")  # a model the probe refuses when it runs
+    calls = []
+
+    def counted(p, b, **kw):
+        calls.append(sorted(kw))
+        return m.apply(p, b, **kw)
+
+    monkeypatch.setattr(protocol, "PROBE_STAND_IN_LIMIT", 10)  # these weights are "large"
+    jax.jit(lambda p, b: protocol.check_apply(counted, p, b, reads_hidden=True).batch)(params, batch)
+    assert calls == [[], ["intervene"]]  # the shape check's two calls; no probe on stand-ins
+    with pytest.raises(ValueError, match=r"hidden must hold the input embeddings"):  # concrete: probed in full
+        protocol.check_apply(m.apply, params, batch, reads_hidden=True)
+
+
 def test_a_model_that_does_not_take_intervene_is_named_for_the_diagnostics_that_read_hidden():
     m, params, batch = _setup()
 

@@ -309,6 +309,11 @@ def _probe(apply_fn, params, batch, calls: tuple, n_inject: int, need_latents: s
 
 _CACHE: "collections.OrderedDict" = collections.OrderedDict()
 _CACHE_SIZE = 64
+PROBE_STAND_IN_LIMIT = 1 << 26
+"""The most weight entries (64 Mi: 256 MB in float32) the embedding probe draws stand-in values for when the
+weights it is given are traced (a diagnostic inside a ``jit``): a larger model (a real checkpoint's) is checked
+by its shapes alone there, as drawing and running it on the host would cost its size in memory and a compile.
+The probe runs in full on concrete weights (:func:`check_apply` called outside any ``jit``)."""
 
 
 def _dims(apply_fn, params, batch, calls, n_inject, need_latents) -> Dims:
@@ -391,6 +396,9 @@ def _check_embeddings(apply_fn, params, batch, dims: Dims) -> bool:
     p_leaves, p_def = jax.tree_util.tree_flatten(params)
     b_leaves, b_def = jax.tree_util.tree_flatten(batch)
     stand_ins = not all(_has_value(x) for x in p_leaves + b_leaves)
+    drawn = sum(int(np.prod(jnp.shape(x))) for x in p_leaves if not _has_value(x))
+    if drawn > PROBE_STAND_IN_LIMIT:
+        return False  # traced weights of a large model: shapes only (PROBE_STAND_IN_LIMIT)
 
     def draw(shape, dtype):  # the same host draws at every call: every pass reads one probe sequence
         return np.random.default_rng(1).standard_normal(shape).astype(dtype)

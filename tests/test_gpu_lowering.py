@@ -174,26 +174,30 @@ def test_the_listed_analysis_programs_cover_every_analysis_of_the_study(analyses
     assert ran == set(ANALYSES) | {f"{n} (generated)" for n in generated.FUNCTIONS}
     names = [p.name for p in analyses_3b]
     assert len(names) == len(set(names))
-    # the mediation with generation: both perturbations, the clean run, the six interventions (6 x 16 rows),
-    # the 13 perturbed images (208 rows) and the direct and indirect effects (416 rows), each with its
-    # vision tower over every row's image
+    # the mediation with generation: both perturbations, the clean run, the interventions (one call of
+    # len(LATENT_KINDS) x 16 rows), the 13 perturbed images (208 rows) and the direct and indirect effects
+    # (416 rows), each with its vision tower over every row's image
+    from tokdyn.studies.vlm_diagnostics.config import LATENT_KINDS
+
     med = [p.name for p in vlm_study.mediation_programs(analyses_3b)]
-    for rows in (16, 96, 208, 416):
+    for rows in (16, 16 * len(LATENT_KINDS), 208, 416):
         assert f"vision tower, {rows} images" in med and any(n.endswith(f", {rows} rows") for n in med)
     assert {"perturb pixels, gaussian", "perturb pixels, blank"} <= set(med) and len(med) == 10
 
 
 def test_qwen_3b_latent_generation_with_interventions_lowers_for_cuda(analyses_3b):
-    # the study's latent-mode generation under its six interventions at the 3B preset: 96 rows, the cache
+    # the study's latent-mode generation under its interventions at the 3B preset: 16 rows each, the cache
     # of 36 layers x 2 key/value heads over 320 prompt tokens and 16 new (one bucket of 384 slots), the
     # swap source of one block of 8 latents, the 4 scored tokens' log-probabilities at every step
     from tokdyn.models.qwen2_5_vl import generation
+    from tokdyn.studies.vlm_diagnostics.config import LATENT_KINDS
 
-    (p,) = [p for p in analyses_3b if p.name == "generate, latent mode, 6 interventions, 96 rows"]
+    k = len(LATENT_KINDS)
+    (p,) = [p for p in analyses_3b if p.name == f"generate, latent mode, {k} interventions, {16 * k} rows"]
     assert p.fn is generation.run
     text = p.lower("cuda").as_text()
     shapes = shapes_in(text)
-    assert "36x96x384x2x128" in shapes and "96x1x8x2048" in shapes and "96x16x4" in shapes
+    assert f"36x{16 * k}x384x2x128" in shapes and f"{16 * k}x1x8x2048" in shapes and f"{16 * k}x16x4" in shapes
     assert "stablehlo.while" in text
 
 
@@ -346,39 +350,3 @@ def test_the_listed_analysis_programs_are_the_ones_the_study_calls(monkeypatch):
     assert {n for n, _ in seen} == {n for n, _ in want}
     missing, extra = want - seen, seen - want
     assert not missing and not extra, (sorted(x[0] for x in missing), sorted(x[0] for x in extra))
-
-
-@pytest.mark.full
-def test_the_listed_perception_program_is_perception_dynamics():
-    # the perception analysis's program as listed (the library keeps its jitted form private) gives
-    # perception_dynamics' numbers on the tiny model's features of two rendered scenes
-    from tokdyn.diagnostics import perception
-    from tokdyn.models import qwen2_5_vl
-    from tokdyn.models.qwen2_5_vl import probes
-    from tokdyn.studies import vlm_diagnostics as vd
-
-    cfg = vd.Config.quick()
-    loaded = vd.open_checkpoint(cfg)
-    inst = vd.make_instances(dataclasses.replace(cfg, n_instances=2))
-    pcfg = perception.Config(n_tokens=cfg.n_tokens, methods=("baseline",), n_steps=cfg.dynamics_steps)
-    key = jax.random.key(3)
-    size = (cfg.image_size, cfg.image_size)
-    model, proc = loaded.model, loaded.processor
-    got = perception.perception_dynamics(model, key, inst.images, inst.masks, cfg=pcfg, processor=proc, size=size)
-    images = perception.as_uint8(inst.images)
-    masks, n_segments = perception.check_masks(inst.masks, images)
-    batch = proc([qwen2_5_vl.processor.resize(im, *size) for im in images])
-    grid = batch["image_grid_thw"][:1]
-    rows, cols = int(grid[0, 1]), int(grid[0, 2])
-    grids = {"patches": (rows, cols), "merged": (rows // 2, cols // 2)}
-    segments = {level: perception.grid_masks(masks, g, n_segments) for level, g in grids.items()}
-    pixels = jnp.asarray(batch["pixel_values"].reshape(len(images), rows * cols, -1))
-    plan = qwen2_5_vl.vision.plan(model.config.vision, grid)
-    raster = jnp.asarray(probes.raster_order(model.config, grid))
-    mine = vlm_study.PERCEPTION(model.config, model.params, pixels, plan, raster, segments, key, pcfg, n_segments)
-    for level in perception.LEVELS:
-        for name in perception.SCORES:
-            a, b = np.asarray(got[level][name], np.float64), np.asarray(mine[level][name], np.float64)
-            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=f"{level} {name}")
-        t = np.asarray(got[level]["tokens"], np.float64)
-        np.testing.assert_allclose(np.asarray(mine[level]["tokens"]), t, rtol=1e-4, atol=1e-4 * np.abs(t).max())

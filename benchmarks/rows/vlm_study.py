@@ -13,12 +13,12 @@ arguments (``jax.ShapeDtypeStruct``; no weights materialised):
 - the generation programs the study calls through ``model.generate``: the vision tower over every image of
   the call (``inputs.image_features_jit``) and ``generation.run`` (its arguments from
   ``generation.programs``): text mode for ``accuracy``; latent mode with the scored tokens for the clean
-  run, the six latent interventions (one call of ``6 B`` rows), the perturbed images (``K B`` rows) and the
+  run, the latent interventions (one call of ``len(LATENT_KINDS) B`` rows), the perturbed images (``K B`` rows) and the
   direct and indirect effects (``2 K B`` rows), and DMLR's latents swapped in;
 - the image perturbations (``vlm.perturb_pixels`` jitted as the study's ``Context`` jits it);
-- the perception analysis's program (:func:`perception_program`: the vision tower's taps and
-  ``perception.cluster_features`` of both levels, vmapped over the images, as
-  ``perception.perception_dynamics`` compiles them; the library keeps its jitted form private).
+- the perception analysis's program (``perception.program``: the vision tower's taps and
+  ``perception.cluster_features`` of both levels, vmapped over the images, which
+  ``perception.perception_dynamics`` runs).
 
 The shapes are the study's own where its configuration fixes them (``GPU_PRESETS``: batch, image side,
 latents, new tokens, perturbations, the optimiser's iterations and pairs) and stated assumptions where they
@@ -161,28 +161,6 @@ PERTURB = jax.jit(vlm.perturb_pixels, static_argnames=("processor", "noises", "n
 """``vlm.perturb_pixels`` jitted as the study's ``Context`` jits it (its image perturbations)."""
 
 
-def perception_program(model_cfg, params, pixels, plan, raster, segments, key, cfg, n_segments):
-    """The perception analysis's program (``perception.perception_dynamics``' compiled part): per image the
-    vision tower's taps (``probes.vision_taps``) and ``perception.cluster_features`` at both levels (key
-    ``fold_in(fold_in(key, image), level)``), vmapped over the images. Traceable."""
-    from tokdyn.diagnostics import perception
-    from tokdyn.models.qwen2_5_vl import probes
-
-    def one(px, segs, i):
-        taps = probes.vision_taps(model_cfg, params, px, plan, raster)
-        ikey = jax.random.fold_in(key, i)
-        return {
-            level: perception.cluster_features(jax.random.fold_in(ikey, j), taps[level], segs[level], n_segments, cfg)
-            for j, level in enumerate(perception.LEVELS)
-        }
-
-    return jax.vmap(one)(pixels, segments, jnp.arange(pixels.shape[0]))
-
-
-PERCEPTION = jax.jit(perception_program, static_argnames=("model_cfg", "cfg", "n_segments"))
-""":func:`perception_program` jitted, its static arguments those ``perception_dynamics`` holds static."""
-
-
 def _key():
     return jax.eval_shape(lambda: jax.random.key(0))
 
@@ -298,7 +276,7 @@ def study_programs(mcfg, scfg, params=None, sh: Shapes | None = None) -> list[Pr
     # the rendered scenes' masks: segment ids 0 to max_objects (JSONL instances have none: one segment)
     add(
         "perception",
-        PERCEPTION,
+        perception.program,
         (mcfg, params, pixels, vision.plan(mcfg.vision, grid), raster, segs, key, pcfg, scfg.max_objects + 1),
         {},
         ("perception",),
@@ -361,7 +339,7 @@ def mediation_programs(programs: list[Program]) -> list[Program]:
 
 def mediation_row(s, name: str, model, label_precision: str) -> dict:
     """The study's mediation with latent-mode generation on one batch of ``model`` (random weights at size
-    ``name``; :func:`study_config`'s batch): the clean run, the six latent interventions, the perturbed images
+    ``name``; :func:`study_config`'s batch): the clean run, the latent interventions, the perturbed images
     (:func:`tokdyn.diagnostics.vlm_generated.under_images`) and the host-side measures of ``mediation_rows``
     (latent shift, the answer's log-probabilities and KL), as instances/s; the batch's generated rows and
     the floating-point work of its passes (``flops``, the study's ``forward_flops`` and ``vision_flops``)."""

@@ -244,7 +244,12 @@ def check_masks(masks, images: list[np.ndarray]) -> tuple[np.ndarray | None, int
 
 
 @functools.partial(jax.jit, static_argnames=("model_cfg", "cfg", "n_segments"))
-def _program(model_cfg, params, pixels, plan, raster, segments, key, cfg, n_segments):
+def program(model_cfg, params, pixels, plan, raster, segments, key, cfg, n_segments):
+    """The compiled part of :func:`perception_dynamics`: per image of ``pixels`` (N, patches, patch_dim) the
+    vision tower's taps (:func:`tokdyn.models.qwen2_5_vl.probes.vision_taps` under ``plan`` and ``raster``) and
+    :func:`cluster_features` at both :data:`LEVELS` against ``segments`` (``{level: (N, cells)}``), the key of
+    image i and level j ``fold_in(fold_in(key, i), j)``; vmapped over the images. ``model_cfg``, ``cfg`` and
+    ``n_segments`` are static."""
     from tokdyn.models.qwen2_5_vl import probes as qwen2_5_vl_probes
 
     def one(px, segs, i):
@@ -317,7 +322,7 @@ def perception_dynamics(model, key, images, masks=None, *, cfg: Config = Config(
     pixels = batch["pixel_values"].reshape(n, rows * cols, -1)
     plan = qwen2_5_vl.vision.plan(model.config.vision, grid)
     raster = qwen2_5_vl_probes.raster_order(model.config, grid)
-    out = _program(
+    out = program(
         model.config, model.params, jnp.asarray(pixels), plan, jnp.asarray(raster), segments, key, cfg, n_segments
     )
     out = jax.tree_util.tree_map(np.asarray, out)

@@ -227,6 +227,10 @@ class Tokens:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         text = self.chat.render(messages, add_generation_prompt=True)
         pad = self.image_pad
+        if pad is None:
+            raise ValueError(
+                "Tokens.image_pad must be the chat template's image placeholder (the family's chat.IMAGE_PAD)"
+            )
         if text.count(pad) != 1:
             raise ValueError(f"the chat template rendered {text.count(pad)} image placeholders for one image")
         before, after = text.split(pad)

@@ -1,5 +1,7 @@
 """Token dynamics of a vision-language model's perception tokens: the vision tower's patch features of an
-image, before and after the merger of 2x2 patches (:func:`tokdyn.models.qwen2_5_vl.probes.vision_taps`), as
+image, before and after the merger of 2x2 patches (its family's ``probes.vision_taps``, for Qwen2.5-VL
+:func:`tokdyn.models.qwen2_5_vl.probes.vision_taps`; the family found by the model's configuration,
+:func:`tokdyn.diagnostics.subjects.family_of`), as
 the points of :func:`tokdyn.dynamics.run`, for every built-in rule of :data:`tokdyn.dynamics.METHODS` and for
 k-means (:func:`tokdyn.dynamics.kmeans`) from the same initial tokens.
 
@@ -32,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks, analysis, dynamics, metrics
+from tokdyn.diagnostics.subjects import family_of
 
 LEVELS = ("patches", "merged")
 """The feature levels: the last vision block's patch features, and the merger's output."""
@@ -201,10 +204,15 @@ def grid_masks(masks, grid: tuple[int, int], n_segments: int) -> np.ndarray:
     return counts.argmax(-1).astype(np.int32)
 
 
-def as_uint8(images) -> list[np.ndarray]:
+def as_uint8(images, family=None) -> list[np.ndarray]:
     """``images`` as a list of (H, W, 3) uint8 arrays: an (n, H, W, 3) array or a list of images; floats are
-    read as [0, 1] (rounded to 8 bits), PIL images converted to RGB."""
-    from tokdyn.models.qwen2_5_vl import processor
+    read as [0, 1] (rounded to 8 bits), PIL images converted to RGB as ``family``'s image processor converts
+    them (its ``processor.as_rgb``; default Qwen2.5-VL's, :func:`tokdyn.models.qwen2_5_vl.processor.as_rgb`)."""
+    if family is None:
+        from tokdyn.models import families
+
+        family = families.family("qwen2_5_vl")
+    processor = family.processor
 
     if isinstance(images, (list, tuple)):
         items = list(images)
@@ -246,14 +254,15 @@ def check_masks(masks, images: list[np.ndarray]) -> tuple[np.ndarray | None, int
 @functools.partial(jax.jit, static_argnames=("model_cfg", "cfg", "n_segments"))
 def program(model_cfg, params, pixels, plan, raster, segments, key, cfg, n_segments):
     """The compiled part of :func:`perception_dynamics`: per image of ``pixels`` (N, patches, patch_dim) the
-    vision tower's taps (:func:`tokdyn.models.qwen2_5_vl.probes.vision_taps` under ``plan`` and ``raster``) and
+    vision tower's taps (``probes.vision_taps`` of ``model_cfg``'s family under ``plan`` and ``raster``;
+    Qwen2.5-VL's :func:`tokdyn.models.qwen2_5_vl.probes.vision_taps`) and
     :func:`cluster_features` at both :data:`LEVELS` against ``segments`` (``{level: (N, cells)}``), the key of
     image i and level j ``fold_in(fold_in(key, i), j)``; vmapped over the images. ``model_cfg``, ``cfg`` and
     ``n_segments`` are static."""
-    from tokdyn.models.qwen2_5_vl import probes as qwen2_5_vl_probes
+    probes = family_of(model_cfg).probes
 
     def one(px, segs, i):
-        taps = qwen2_5_vl_probes.vision_taps(model_cfg, params, px, plan, raster)
+        taps = probes.vision_taps(model_cfg, params, px, plan, raster)
         ikey = jax.random.fold_in(key, i)
         return {
             level: cluster_features(jax.random.fold_in(ikey, j), taps[level], segs[level], n_segments, cfg)
@@ -268,14 +277,15 @@ def perception_dynamics(model, key, images, masks=None, *, cfg: Config = Config(
     :data:`LEVELS`, every image in one compiled program.
 
     Args:
-      model: a :class:`tokdyn.models.qwen2_5_vl.Model`.
+      model: a checkpoint family's ``Model`` (:mod:`tokdyn.models.families`; Qwen2.5-VL's
+        :class:`tokdyn.models.qwen2_5_vl.Model`), its family found by its configuration.
       key: PRNG key; image ``i`` uses ``fold_in(key, i)`` and level ``j`` of it ``fold_in(that, j)``.
       images: (n, H, W, 3) array (uint8, or floats in [0, 1] as :func:`tokdyn.data.scenes.sprite_scenes`
         draws) or a list of images (PIL or uint8 arrays; sizes may differ).
       masks: optional (n, H, W) integer segment ids, 0 the background (e.g. ``Scenes.masks``); without them
         ``ari`` and ``fg_ari`` are NaN and the rest is reported.
       cfg: the :class:`Config`.
-      processor: a :class:`tokdyn.models.qwen2_5_vl.ImageProcessor` (default: its defaults).
+      processor: the family's ``ImageProcessor`` (default: its defaults).
       size: (height, width) every image is resized to first, multiples of ``patch_size * merge_size``
         (default: the processor's size for the first image), so that all share one grid.
 
@@ -283,15 +293,18 @@ def perception_dynamics(model, key, images, masks=None, *, cfg: Config = Config(
       ``{"names": cfg.names, "grid": {level: (rows, cols)}, "segments": {level: (n, N)}, level: {...}}`` where
       each level's dict holds :func:`cluster_features`' arrays with a leading image axis, as NumPy.
     """
-    from tokdyn.models import qwen2_5_vl
-    from tokdyn.models.qwen2_5_vl import probes as qwen2_5_vl_probes
-
     cfg = cfg.validate() if isinstance(cfg, Config) else _bad_type("cfg", cfg, "a perception.Config")
-    if not isinstance(model, qwen2_5_vl.Model):
-        _bad_type("model", model, "a tokdyn.models.qwen2_5_vl.Model")
-    images = as_uint8(images)
+    try:
+        family = family_of(getattr(model, "config", None))
+    except TypeError:
+        family = None
+    if family is None or not isinstance(model, family.Model):
+        _bad_type(
+            "model", model, "a checkpoint family's Model (tokdyn.models.families; tokdyn.models.qwen2_5_vl.Model)"
+        )
+    images = as_uint8(images, family)
     masks, n_segments = check_masks(masks, images)
-    processor = processor or qwen2_5_vl.ImageProcessor()
+    processor = processor or family.ImageProcessor()
     factor = processor.patch_size * processor.merge_size
     if size is None:
         size = processor.target_size(*images[0].shape[:2])
@@ -303,7 +316,7 @@ def perception_dynamics(model, key, images, masks=None, *, cfg: Config = Config(
             f"size {size} has {size[0] * size[1]} pixels; the processor keeps [{processor.min_pixels}, "
             f"{processor.max_pixels}]"
         )
-    resized = [qwen2_5_vl.processor.resize(im, *size) for im in images]
+    resized = [family.processor.resize(im, *size) for im in images]
     batch = processor(resized)
     grid = batch["image_grid_thw"][:1]
     merge = model.config.vision.spatial_merge_size
@@ -320,8 +333,8 @@ def perception_dynamics(model, key, images, masks=None, *, cfg: Config = Config(
     else:
         segments = {level: grid_masks(masks, g, n_segments) for level, g in grids.items()}
     pixels = batch["pixel_values"].reshape(n, rows * cols, -1)
-    plan = qwen2_5_vl.vision.plan(model.config.vision, grid)
-    raster = qwen2_5_vl_probes.raster_order(model.config, grid)
+    plan = family.vision.plan(model.config.vision, grid)
+    raster = family.probes.raster_order(model.config, grid)
     out = program(
         model.config, model.params, jnp.asarray(pixels), plan, jnp.asarray(raster), segments, key, cfg, n_segments
     )

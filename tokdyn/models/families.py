@@ -5,19 +5,41 @@ configuration (read from ``config.json``), the parameter tree and the checkpoint
 and generation, the image processor, the chat template and tokenizer, the ``apply`` adapter that the
 diagnostics run on (:mod:`tokdyn.models.protocol`) and the read-outs its forward pass does not hand back.
 Every family package exposes the same names, so the studies, the analyses and the benchmarks take a family,
-never a class of one:
+never a class of one. These are all that :mod:`tokdyn.diagnostics` and the ``vlm-diagnostics`` study reach
+through a family (``tests/test_families.py`` checks every registered family for each):
 
-========================  =====================================================================
-``load(directory, ...)``  the checkpoint as a model: ``model.config``, ``model.params``, ``model(...)``
-                          (logits) and ``model.generate(...)``; every file checked before a weight is
-                          read, tensors that map to no parameter refused unless ``unknown="ignore"``
-``config.read(dir)``      the configuration, every field checked
-``Chat.load(dir)``        the tokenizer and the chat template
-``ImageProcessor.read``   the image processor of ``preprocessor_config.json``
-``adapter``               the ``apply`` protocol's adapter: ``prompt``, ``layout``, ``make_batch``,
-                          ``make_apply``, ``noised_pixels``
-``probes``                read-outs of the vision tower (``vision_taps``, ``raster_order``)
-========================  =====================================================================
+===========================  ==================================================================================
+``load(directory, ...)``     the checkpoint as a ``Model`` (``dtype=``, ``unknown="error"|"ignore"`` for
+                             tensors that map to no parameter); every file checked before a weight is read
+``Model``                    its type: ``config``, ``params``, ``model(...)`` (logits), ``generate(...)``;
+                             ``Model(config, params)`` a model of a parameter tree
+``Config``                   the configuration's type, with ``vision`` (``patch_size``,
+                             ``spatial_merge_size``, ``patch_dim``), ``text`` (``hidden_size``,
+                             ``vocab_size``, ``num_hidden_layers``), ``image_token_id``,
+                             ``video_token_id``, ``vision_start_token_id``, ``vision_end_token_id``,
+                             ``eos_token_id``
+``config.read(dir)``         the ``Config`` of ``config.json``, every field checked
+``checkpoint``               ``inspect(dir, config, unknown)``: every tensor's header, shape and dtype
+                             checked, no weight read; ``files(dir)``: the safetensors file of each tensor
+``Chat``                     ``Chat.load(dir)``: the tokenizer (``tokenizer``), the chat template
+                             (``render``), the image processor (``processor``), ``text_ids``, ``decode``
+``chat``                     ``read_template(dir)`` (the template's text, or None); ``IMAGE_PAD``, the
+                             placeholder the template renders for one image
+``ImageProcessor``           the image processor, a dataclass: ``ImageProcessor()`` its defaults,
+                             ``read(dir)`` a checkpoint's; ``patch_size``, ``merge_size``, ``min_pixels``,
+                             ``max_pixels``, ``target_size``; called on images: ``pixel_values``,
+                             ``image_grid_thw``
+``processor``                ``load_image(path)``, ``as_rgb(image)``, ``resize(image, h, w)``: images read,
+                             converted and resized as the checkpoint's processor does
+``vision.plan``              the host-side plan of an image grid that the vision tower and ``probes`` take
+``adapter``                  the ``apply`` protocol's adapter (:mod:`tokdyn.models.protocol`): ``Layout``,
+                             ``prompt``, ``layout``, ``make_batch``, ``make_apply``, ``image_features``,
+                             ``noised_pixels``, ``NOISES``
+``probes``                   read-outs of the vision tower: ``vision_taps``, ``raster_order``
+``generation``               decoding with a key/value cache (``Model.generate``)
+``latent`` (optional)        latent-mode generation: ``LatentMode``, ``Intervention``; without it a family
+                             runs the analyses on a latent block only
+===========================  ==================================================================================
 
 A new family (Qwen3-VL, say) is a new package beside :mod:`tokdyn.models.qwen2_5_vl` exposing those names,
 plus one line in :data:`FAMILIES` mapping the ``model_type`` of its ``config.json`` to the package. The

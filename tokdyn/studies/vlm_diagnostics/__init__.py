@@ -1,5 +1,6 @@
 """The vlm-diagnostics study: the seeds' analyses on a real vision-language model, Qwen2.5-VL, through the
-diagnostics' ``apply`` protocol (:mod:`tokdyn.models.qwen2_5_vl.adapter`).
+diagnostics' ``apply`` protocol of its checkpoint family's adapter (the family found by the checkpoint's
+``config.json``, :mod:`tokdyn.models.families`; Qwen2.5-VL's: :mod:`tokdyn.models.qwen2_5_vl.adapter`).
 
 ``tokdyn study vlm-diagnostics --model DIR --out OUT`` (:func:`main`, :class:`Config`) reads a local
 checkpoint directory and asks it questions with known answers about images: rendered sprite scenes ("how many

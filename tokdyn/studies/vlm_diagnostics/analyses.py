@@ -29,7 +29,6 @@ import numpy as np
 from tokdyn import geometry
 from tokdyn.diagnostics import choices, dmlr, perception
 from tokdyn.diagnostics import vlm
-from tokdyn.models.qwen2_5_vl import adapter as qa
 from tokdyn.studies.vlm_diagnostics.config import DECOMPOSITION_SETTINGS, MEDIATION_KINDS
 
 TOP_K = 3  # the top-k mass of the attention's concentration (at most the image's tokens)
@@ -37,7 +36,8 @@ TOP_K = 3  # the top-k mass of the attention's concentration (at most the image'
 
 class Context:
     """What every analysis of one run shares: the configuration, the model (``loaded``,
-    :class:`~tokdyn.studies.vlm_diagnostics.checkpoint.Loaded`), the instances and the root key.
+    :class:`~tokdyn.studies.vlm_diagnostics.checkpoint.Loaded`, whose ``family`` makes the prompts' batches),
+    the instances and the root key.
 
     Args:
       cfg: the study's :class:`~tokdyn.studies.vlm_diagnostics.config.Config`.
@@ -96,10 +96,10 @@ def block_batch(ctx: Context, group, start: int):
     token of each answer)."""
     index, valid, take = chunk_of(group, start, ctx.cfg.batch_size)
     ids = take(group.block)
-    t = ctx.loaded.tokens
-    lay = qa.layout(ctx.mcfg, ids, t.start, t.end)
-    batch = qa.make_batch(ctx.mcfg, ids, take(group.pixels), group.grid, take(group.block_mask))
-    sub = vlm.subject(ctx.mcfg, group.grid, lay)
+    t, family = ctx.loaded.tokens, ctx.loaded.family
+    lay = family.adapter.layout(ctx.mcfg, ids, t.start, t.end)
+    batch = family.adapter.make_batch(ctx.mcfg, ids, take(group.pixels), group.grid, take(group.block_mask))
+    sub = vlm.subject(ctx.mcfg, group.grid, lay, family)
     return index, valid, sub, batch, jnp.asarray(take(group.answer_ids)[:, 0], jnp.int32)
 
 
@@ -109,11 +109,12 @@ def grounding_rows(ctx: Context, group, start: int) -> list:
     one, and S."""
     index, valid, take = chunk_of(group, start, ctx.cfg.batch_size)
     ids = take(group.plain)
-    sub = vlm.subject(ctx.mcfg, group.grid, qa.layout(ctx.mcfg, ids))
+    family = ctx.loaded.family
+    sub = vlm.subject(ctx.mcfg, group.grid, family.adapter.layout(ctx.mcfg, ids), family)
     width = group.answer_ids.shape[1]
     positions = tuple(range(group.prompt_length - 1, group.prompt_length - 1 + width))
     tokens, used = take(group.answer_ids), take(group.answer_mask)
-    batch = qa.make_batch(ctx.mcfg, ids, take(group.pixels), group.grid, take(group.plain_mask))
+    batch = family.adapter.make_batch(ctx.mcfg, ids, take(group.pixels), group.grid, take(group.plain_mask))
     noised = ctx.noised(batch["pixel_values"], index)
     g = vlm.grounding_scores(sub, ctx.params, batch, noised, positions=positions, tokens=tokens)
     clean, s = np.asarray(g.clean, np.float64), np.asarray(g.scores, np.float64)

@@ -1,7 +1,13 @@
-"""The model the study diagnoses: a local Qwen2.5-VL checkpoint directory (:func:`open_checkpoint`, its
-files checked before any work, its weights' SHA-256 in the stamp: :func:`weights_stamp`), or, with no
+"""The model the study diagnoses: a local checkpoint directory of a family tokdyn reads (:func:`open_checkpoint`,
+its files checked before any work, its weights' SHA-256 in the stamp: :func:`weights_stamp`), or, with no
 ``--model``, a tiny Qwen2.5-VL with random weights built here (:func:`tiny_config`), whose numbers mean
-nothing. :class:`Loaded` holds the model and how its prompts are made (:class:`Tokens`).
+nothing. :class:`Loaded` holds the model, its family and how its prompts are made (:class:`Tokens`).
+
+The family is the package :mod:`tokdyn.models.families` names for the ``model_type`` of the checkpoint's
+``config.json`` (:func:`detect_family`; the random model's:
+:data:`~tokdyn.studies.vlm_diagnostics.config.TINY_FAMILY`); every later use of the model goes through
+``loaded.family``, by the names every family exposes (the table of :mod:`tokdyn.models.families`), never
+through one family's package by name.
 
 :func:`open_checkpoint` checks everything the run will read of a checkpoint before any work, from the files
 alone (no weight is read): ``config.json`` field by field, ``preprocessor_config.json`` and its agreement with
@@ -19,17 +25,20 @@ import hashlib
 import json
 import zlib
 from pathlib import Path
+from types import ModuleType
 from typing import Optional
 
 import jax
 import numpy as np
 
 from tokdyn.diagnostics import choices
-from tokdyn.models import qwen2_5_vl
+from tokdyn.models import families
 from tokdyn.studies.vlm_diagnostics import instances as instances_lib
+from tokdyn.studies.vlm_diagnostics.config import TINY_FAMILY
 
 LAYOUT = (
-    "a Qwen2.5-VL checkpoint directory in the Hugging Face layout: config.json, model.safetensors (or "
+    "a checkpoint directory of a family tokdyn reads (config.json's model_type a key of "
+    "tokdyn.models.families.FAMILIES) in the Hugging Face layout: config.json, model.safetensors (or "
     "model-0000i-of-0000n.safetensors listed by model.safetensors.index.json), tokenizer.json, a chat template "
     "(chat_template.jinja, chat_template.json or tokenizer_config.json's chat_template) and "
     "preprocessor_config.json"
@@ -50,11 +59,12 @@ INPUT_FILES = (
 )
 
 
-def tiny_config() -> qwen2_5_vl.Config:
-    """The tiny Qwen2.5-VL the study builds without ``--model``: two vision blocks of width 32 (one
-    windowed, one full), two decoder layers of width 64, a vocabulary of 128 (the test checkpoint's
-    structure)."""
-    vision = qwen2_5_vl.VisionConfig(
+def tiny_config():
+    """The tiny Qwen2.5-VL (the family :data:`~tokdyn.studies.vlm_diagnostics.config.TINY_FAMILY`) the study
+    builds without ``--model``: two vision blocks of width 32 (one windowed, one full), two decoder layers of
+    width 64, a vocabulary of 128 (the test checkpoint's structure). Its ``Config``."""
+    family = families.family(TINY_FAMILY)  # the configuration's fields are that family's own
+    vision = family.VisionConfig(
         depth=2,
         hidden_size=32,
         intermediate_size=40,
@@ -64,7 +74,7 @@ def tiny_config() -> qwen2_5_vl.Config:
         fullatt_block_indexes=(1,),
         tokens_per_second=2,
     )
-    text = qwen2_5_vl.TextConfig(
+    text = family.TextConfig(
         vocab_size=128,
         hidden_size=64,
         intermediate_size=96,
@@ -74,7 +84,7 @@ def tiny_config() -> qwen2_5_vl.Config:
         rope_theta=10000.0,
         mrope_section=(2, 3, 3),
     )
-    return qwen2_5_vl.Config(
+    return family.Config(
         vision=vision,
         text=text,
         image_token_id=120,
@@ -90,7 +100,7 @@ def tiny_params(mcfg) -> dict:
     """Random weights of ``mcfg`` drawn on the host (NumPy's generator seeded :data:`TINY_SEED`): normal
     weights of standard deviation :data:`TINY_SCALE`, norms at one (the layout of
     :func:`tokdyn.models.qwen2_5_vl.params.init`, which draws each weight with JAX: a compile per shape)."""
-    lib = qwen2_5_vl.params
+    lib = families.family(TINY_FAMILY).params  # its parameter tree's layout, that family's own
     rng = np.random.default_rng(TINY_SEED)
     tree: dict = {}
     for entry in lib.layout(mcfg):
@@ -112,12 +122,23 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def check_directory(directory: str) -> None:
-    """Refuse a checkpoint directory that lacks a file the study reads, or whose ``config.json`` is not a
-    Qwen2.5-VL configuration (every field checked, :func:`tokdyn.models.qwen2_5_vl.config.read`):
+def detect_family(directory: str) -> ModuleType:
+    """The package of the checkpoint family of ``directory``: :func:`tokdyn.models.families.family` of the
+    ``model_type`` of its ``config.json`` (:func:`tokdyn.models.families.detect`). ``ValueError`` naming
+    ``model`` and the file: missing, not JSON, or a ``model_type`` tokdyn does not read (the families named)."""
+    try:
+        return families.family(families.detect(directory))
+    except (FileNotFoundError, ValueError) as e:
+        raise ValueError(f"model={directory!r}: {e}") from None
+
+
+def check_directory(directory: str) -> ModuleType:
+    """Refuse a checkpoint directory that lacks a file the study reads, whose ``config.json`` names a
+    ``model_type`` of no family tokdyn reads (:func:`detect_family`, before anything else is read), or whose
+    ``config.json`` is not a configuration of its family (every field checked, the family's ``config.read``):
     ``ValueError`` naming ``model``, the file missing (and the layout expected, :data:`LAYOUT`) or the file
-    and field that is wrong, before any weight is read. The study's memory estimate reads ``config.json``
-    after this."""
+    and field that is wrong, before any weight is read. Returns the family's package. The study's memory
+    estimate reads ``config.json`` after this."""
     d = Path(directory)
     problems = []
     if not (d / "config.json").is_file():
@@ -126,15 +147,19 @@ def check_directory(directory: str) -> None:
         problems.append("model.safetensors or model.safetensors.index.json")
     if not (d / "tokenizer.json").is_file():
         problems.append("tokenizer.json")
+    if "config.json" in problems:  # no family to ask for the rest
+        raise ValueError(f"model={directory!r} lacks {', '.join(problems)}: expected {LAYOUT}")
+    family = detect_family(directory)
     try:
-        if qwen2_5_vl.chat.read_template(d) is None:
+        if family.chat.read_template(d) is None:
             problems.append("a chat template")
         if not problems:
-            qwen2_5_vl.config.read(d)
+            family.config.read(d)
     except (FileNotFoundError, ValueError) as e:
         raise ValueError(f"model={directory!r}: {e}") from None
     if problems:
         raise ValueError(f"model={directory!r} lacks {', '.join(problems)}: expected {LAYOUT}")
+    return family
 
 
 def weights_stamp(directory: str) -> dict:
@@ -144,14 +169,15 @@ def weights_stamp(directory: str) -> dict:
     configuration), and the SHA-256 of the chat template's text as read (``chat_template``), so a directory
     of results is never resumed with other weights or other inputs."""
     d = Path(directory)
+    family = detect_family(directory)
     try:
-        names = sorted({p.name for p in qwen2_5_vl.checkpoint.files(d).values()})
+        names = sorted({p.name for p in family.checkpoint.files(d).values()})
     except (FileNotFoundError, ValueError) as e:
         raise ValueError(f"model={directory!r}: {e}") from None
     names += [n for n in ("model.safetensors.index.json", "config.json", *INPUT_FILES) if (d / n).is_file()]
     out = {"directory": str(d.resolve()), "sha256": {n: file_sha256(d / n) for n in sorted(set(names))}}
     try:
-        template = qwen2_5_vl.chat.read_template(d)
+        template = family.chat.read_template(d)
     except (OSError, ValueError):
         template = None  # a file that cannot be read is named when the checkpoint is opened
     if template is not None:
@@ -169,24 +195,28 @@ class Tokens:
     """How the study's prompts are made for one model.
 
     Attributes:
-      chat: the checkpoint's :class:`tokdyn.models.qwen2_5_vl.Chat` (None for the random model).
+      chat: the checkpoint's ``Chat`` (its family's ``Chat.load``; None for the random model).
       start: the latent block's opening marker id.
       end: its closing marker id.
       fill: the id whose embedding fills the latent slots.
+      image_pad: the placeholder the chat template renders for one image (the family's ``chat.IMAGE_PAD``;
+        None for the random model).
     """
 
     chat: Optional[object]
     start: int
     end: int
     fill: int
+    image_pad: Optional[str] = None
 
     @classmethod
     def tiny(cls) -> "Tokens":
         """The random model's ids (it has no tokenizer): words and digits mapped to fixed ids."""
         return cls(None, TINY_IDS["start"], TINY_IDS["end"], TINY_IDS["fill"])
 
-    def prompt(self, cfg: qwen2_5_vl.Config, question: str, n_image: int) -> np.ndarray:
-        """The ids (int64) of a user turn with one image of ``n_image`` merged tokens and ``question``,
+    def prompt(self, cfg, question: str, n_image: int) -> np.ndarray:
+        """The ids (int64) of a user turn with one image of ``n_image`` merged tokens and ``question`` (``cfg``
+        the model's configuration),
         ending where the assistant's answer begins: ``ValueError`` when the chat template fails (or runs past
         its limits), renders other than one image placeholder, or the prompt holds the video placeholder."""
         if self.chat is None:
@@ -196,7 +226,11 @@ class Tokens:
             return np.asarray([TINY_IDS["bos"], *image, *words, TINY_IDS["assistant"]], np.int64)
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         text = self.chat.render(messages, add_generation_prompt=True)
-        pad = qwen2_5_vl.chat.IMAGE_PAD
+        pad = self.image_pad
+        if pad is None:
+            raise ValueError(
+                "Tokens.image_pad must be the chat template's image placeholder (the family's chat.IMAGE_PAD)"
+            )
         if text.count(pad) != 1:
             raise ValueError(f"the chat template rendered {text.count(pad)} image placeholders for one image")
         before, after = text.split(pad)
@@ -254,24 +288,27 @@ class Tokens:
 
 
 class Loaded:
-    """The model under study and how its inputs are made; the weights are read (or drawn) on first use of
-    ``model``, so a rerun whose parts are all kept never reads them.
+    """The model under study, its family and how its inputs are made; the weights are read (or drawn) on first
+    use of ``model``, so a rerun whose parts are all kept never reads them.
 
     Args:
-      config: the model's :class:`tokdyn.models.qwen2_5_vl.Config`.
-      processor: its :class:`tokdyn.models.qwen2_5_vl.ImageProcessor`, admitting the study's image size.
+      config: the model's ``Config`` (its family's).
+      processor: its ``ImageProcessor``, admitting the study's image size.
       tokens: its :class:`Tokens`.
-      load: a function of nothing returning the :class:`tokdyn.models.qwen2_5_vl.Model`.
+      load: a function of nothing returning the family's ``Model``.
       random: True for the tiny random model.
+      family: the family's package (:func:`detect_family`), through which the study makes the model's inputs
+        (its ``adapter``, ``processor``) and the analyses reach the model.
     """
 
-    def __init__(self, config, processor, tokens: Tokens, load, random: bool):
+    def __init__(self, config, processor, tokens: Tokens, load, random: bool, family: ModuleType):
         self.config, self.processor, self.tokens, self.random = config, processor, tokens, random
+        self.family = family
         self._load, self._model = load, None
 
     @property
     def model(self):
-        """The :class:`tokdyn.models.qwen2_5_vl.Model`, read or drawn once."""
+        """The family's ``Model``, read or drawn once."""
         if self._model is None:
             self._model = self._load()
         return self._model
@@ -354,14 +391,15 @@ def instance_texts(cfg) -> list[tuple[str, str, str]]:
 
 def check_checkpoint(cfg) -> tuple:
     """The checks of :func:`open_checkpoint` on ``cfg.model``, from its files alone (no weight is read):
-    returns its configuration and :class:`Tokens`. ``ValueError`` naming ``model``, the file and the field."""
-    check_directory(cfg.model)
+    returns its configuration and :class:`Tokens`. ``ValueError`` naming ``model``, the file and the field (a
+    ``model_type`` of no family tokdyn reads: naming it and the families)."""
+    family = check_directory(cfg.model)
     try:
-        mcfg = qwen2_5_vl.config.read(cfg.model)
-        chat = qwen2_5_vl.Chat.load(cfg.model)  # the processor checked against config.json's vision tower
-        qwen2_5_vl.checkpoint.inspect(cfg.model, mcfg, cfg.unknown_tensors)  # every header, shape and dtype
+        mcfg = family.config.read(cfg.model)
+        chat = family.Chat.load(cfg.model)  # the processor checked against config.json's vision tower
+        family.checkpoint.inspect(cfg.model, mcfg, cfg.unknown_tensors)  # every header, shape and dtype
         ids = [token_id(chat, getattr(cfg, f), f, mcfg) for f in ("latent_start", "latent_end", "latent_fill")]
-        tokens = Tokens(chat, *ids)
+        tokens = Tokens(chat, *ids, image_pad=family.chat.IMAGE_PAD)
         for where, question, answer in instance_texts(cfg):
             try:
                 tokens.prompt(mcfg, question, 1)  # the chat template rendered, bounded
@@ -375,25 +413,29 @@ def check_checkpoint(cfg) -> tuple:
 
 
 def open_checkpoint(cfg) -> Loaded:
-    """The model of the study's configuration ``cfg``: the checkpoint at ``cfg.model``, every file the run
-    reads checked now, before any work (:func:`check_checkpoint`: the configuration, the processor, the
-    tokenizer, the chat template rendered over the study's conversation, the safetensors headers against the
-    configuration, the latent markers, the instances' questions and answers), its weights read on first use;
-    or the tiny random model. Its image processor widened to admit ``cfg.image_size`` squares. ``ValueError``
-    naming ``model``, the file and the field for a checkpoint that cannot serve."""
+    """The model of the study's configuration ``cfg``: the checkpoint at ``cfg.model``, opened by the family
+    its ``config.json`` names (:func:`detect_family`), every file the run reads checked now, before any work
+    (:func:`check_checkpoint`: the configuration, the processor, the tokenizer, the chat template rendered over
+    the study's conversation, the safetensors headers against the configuration, the latent markers, the
+    instances' questions and answers), its weights read on first use (the family's ``load``); or the tiny
+    random model of :data:`~tokdyn.studies.vlm_diagnostics.config.TINY_FAMILY`. Its image processor widened
+    to admit ``cfg.image_size`` squares. ``ValueError`` naming ``model``, the file and the field for a
+    checkpoint that cannot serve."""
     side = cfg.image_size
     if cfg.model:
         mcfg, tokens = check_checkpoint(cfg)
+        family = detect_family(cfg.model)
         processor, random = tokens.chat.processor, False
-        load = lambda: qwen2_5_vl.load(cfg.model, dtype=cfg.dtype, unknown=cfg.unknown_tensors)  # noqa: E731
+        load = lambda: family.load(cfg.model, dtype=cfg.dtype, unknown=cfg.unknown_tensors)  # noqa: E731
     else:
+        family = families.family(TINY_FAMILY)
         mcfg = tiny_config()
-        tokens, processor, random = Tokens.tiny(), qwen2_5_vl.ImageProcessor(), True
-        load = lambda: qwen2_5_vl.Model(mcfg, tiny_params(mcfg))  # noqa: E731
+        tokens, processor, random = Tokens.tiny(), family.ImageProcessor(), True
+        load = lambda: family.Model(mcfg, tiny_params(mcfg))  # noqa: E731
     processor = dataclasses.replace(
         processor, min_pixels=min(processor.min_pixels, side * side), max_pixels=max(processor.max_pixels, side * side)
     )
-    return Loaded(mcfg, processor, tokens, load, random)
+    return Loaded(mcfg, processor, tokens, load, random, family)
 
 
 def model_stamp(cfg) -> dict:
@@ -411,6 +453,7 @@ __all__ = [
     "Tokens",
     "check_checkpoint",
     "check_directory",
+    "detect_family",
     "file_sha256",
     "instance_texts",
     "model_stamp",

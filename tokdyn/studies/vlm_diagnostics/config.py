@@ -55,9 +55,12 @@ DECOMPOSITION_SETTINGS = ("full", "markers_only", "slots_only", "format_only", "
 """The decomposition settings the study measures (``slots_mean``, the batch's mean latents, would depend on
 the batching)."""
 
-NOISE_KINDS = ("gaussian", "blank")  # tokdyn.models.qwen2_5_vl.adapter.NOISES
+NOISE_KINDS = ("gaussian", "blank")  # the family adapter's NOISES (tokdyn.models.qwen2_5_vl.adapter.NOISES)
 DTYPES = ("float32", "bfloat16")
-UNKNOWN_TENSORS = ("error", "ignore")  # Config.unknown_tensors: qwen2_5_vl.load's unknown=
+UNKNOWN_TENSORS = ("error", "ignore")  # Config.unknown_tensors: the family's load(..., unknown=)
+TINY_FAMILY = "qwen2_5_vl"
+"""The checkpoint family (a key of :data:`tokdyn.models.families.FAMILIES`) of the tiny random model the study
+builds without ``--model``; without a checkpoint, its image processor's rules read the instances' images."""
 LATENT_KINDS = ("zeros", "noise", "mean", "swap", "drop_slots", "drop_markers", "drop_block")
 """With ``--latents generated``: the interventions run once per batch and shared by the analyses (latent ->
 answer, the decomposition)."""
@@ -444,4 +447,5 @@ __all__ = [
     "RANDOM_NOTE",
     "SELECTION",
     "STUDY",
+    "TINY_FAMILY",
 ]

@@ -26,7 +26,6 @@ import numpy as np
 
 from tokdyn.diagnostics import choices, dmlr, vlm
 from tokdyn.diagnostics import vlm_generated as vg
-from tokdyn.models.qwen2_5_vl import adapter as qa
 from tokdyn.studies.vlm_diagnostics.analyses import TOP_K, chunk_of
 from tokdyn.studies.vlm_diagnostics.config import LATENT_KINDS
 
@@ -44,8 +43,9 @@ slots zeroed or noised, no block."""
 
 
 def latent_mode(ctx):
-    """The checkpoint's :class:`LatentMode`: its start, end and pad ids (``--latent-start``, ``--latent-end``,
-    ``--latent-fill``) and the latent size ``--n-latents``."""
+    """The checkpoint's ``LatentMode`` (from the model's family, :func:`~tokdyn.diagnostics.vlm_generated.latent_module`):
+    its start, end and pad ids (``--latent-start``, ``--latent-end``, ``--latent-fill``) and the latent size
+    ``--n-latents``."""
     t = ctx.loaded.tokens
     return vg.latent_module(ctx.loaded.model).LatentMode(t.start, t.end, t.fill, ctx.cfg.n_latents)
 
@@ -148,9 +148,10 @@ def aligned(ctx, r: dict):
     if seq is None:
         return None
     ids, mask, has, latents = seq
-    lay = qa.layout(mcfg, ids, lat.start, lat.end)
-    batch = qa.make_batch(mcfg, ids, r["prompts"].pixels, r["prompts"].grid, mask)
-    return vlm.subject(mcfg, r["prompts"].grid, lay), vlm.with_latents(batch, jnp.asarray(latents)), has
+    family = ctx.loaded.family
+    lay = family.adapter.layout(mcfg, ids, lat.start, lat.end)
+    batch = family.adapter.make_batch(mcfg, ids, r["prompts"].pixels, r["prompts"].grid, mask)
+    return vlm.subject(mcfg, r["prompts"].grid, lay, family), vlm.with_latents(batch, jnp.asarray(latents)), has
 
 
 def decomposition_rows(ctx, group, start: int) -> list:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Optional
 
 import jax
@@ -21,7 +22,8 @@ import numpy as np
 
 from tokdyn.data import scenes
 from tokdyn.diagnostics import choices
-from tokdyn.models import qwen2_5_vl
+from tokdyn.models import families
+from tokdyn.studies.vlm_diagnostics.config import TINY_FAMILY
 
 QUESTION = "How many objects are in the image? Answer with one digit."
 KEYS = ("image", "question", "answer")
@@ -109,17 +111,24 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def read_jsonl(path: str, limit: int = 0) -> Instances:
+def image_family(family: Optional[ModuleType]) -> ModuleType:
+    """``family`` (a checkpoint family's package, whose ``processor`` reads and resizes the images), or, for
+    None, the tiny random model's (:data:`~tokdyn.studies.vlm_diagnostics.config.TINY_FAMILY`)."""
+    return families.family(TINY_FAMILY) if family is None else family
+
+
+def read_jsonl(path: str, limit: int = 0, family: Optional[ModuleType] = None) -> Instances:
     """The instances of the JSONL file at ``path`` (the first ``limit`` lines; 0: all). Each line is a
     JSON object with ``image`` (a path, relative to the file's folder unless absolute), ``question`` and
     ``answer`` (non-empty strings) and, for a multiple-choice question, ``options`` (a list of 2 to 26
     non-empty strings; the answer then an option's letter, ``"B"``, or its text); blank lines are skipped.
     ``ValueError`` naming the line and what is wrong with it (not JSON, a missing or empty key, options that
     are not a list of strings, an answer that is no option, an image that cannot be read). Images are read as
-    ``transformers`` reads them (:func:`tokdyn.models.qwen2_5_vl.processor.load_image`: EXIF orientation,
-    transparency composited on white; more than 8 bits a channel, or a decompression bomb, refused)."""
-    from tokdyn.models.qwen2_5_vl.processor import load_image
-
+    ``transformers`` reads them (the ``processor.load_image`` of ``family``, the checkpoint's family; default
+    :func:`image_family`'s; Qwen2.5-VL's :func:`tokdyn.models.qwen2_5_vl.processor.load_image`: EXIF
+    orientation, transparency composited on white; more than 8 bits a channel, or a decompression bomb,
+    refused)."""
+    load_image = image_family(family).processor.load_image
     base = Path(path).resolve().parent
     images, questions, answers, options, digests = [], [], [], [], []
     with open(path, encoding="utf-8") as f:
@@ -166,10 +175,11 @@ def instance_files(instances: str) -> list:
     return [p.strip() for p in instances.split(",") if p.strip()]
 
 
-def read_files(instances: str, limit: int = 0) -> Instances:
+def read_files(instances: str, limit: int = 0, family: Optional[ModuleType] = None) -> Instances:
     """The instances of every file of ``instances`` (:func:`instance_files`; each its first ``limit``
-    lines), in order; two files of one name are refused (their benchmark would be one)."""
-    parts = [read_jsonl(p, limit) for p in instance_files(instances)]
+    lines, its images read by ``family``, :func:`read_jsonl`), in order; two files of one name are refused
+    (their benchmark would be one)."""
+    parts = [read_jsonl(p, limit, family) for p in instance_files(instances)]
     names = [q.files[0] for q in parts]
     if len(set(names)) != len(names):
         raise ValueError(
@@ -204,11 +214,11 @@ def stamp(cfg, instances: Optional[Instances]) -> dict:
     }
 
 
-def make_instances(cfg) -> Instances:
-    """The configuration's instances: ``cfg.instances`` read, or ``cfg.n_instances`` rendered scenes from
-    ``fold_in(key(root_seed), 0)``."""
+def make_instances(cfg, family: Optional[ModuleType] = None) -> Instances:
+    """The configuration's instances: ``cfg.instances`` read (their images by ``family``, :func:`read_jsonl`),
+    or ``cfg.n_instances`` rendered scenes from ``fold_in(key(root_seed), 0)``."""
     if cfg.instances:
-        return read_files(cfg.instances, cfg.n_instances)
+        return read_files(cfg.instances, cfg.n_instances, family)
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), 0)
     return scene_instances(key, cfg.n_instances, size=cfg.scene_size, max_objects=cfg.max_objects)
 
@@ -261,9 +271,11 @@ class Group:
         return f"T{self.plain.shape[1]}-A{self.answer_ids.shape[1]}-L{self.block.shape[1]}"
 
 
-def resized(instances: Instances, side: int) -> list:
-    """Every image resized to ``side`` x ``side`` (Pillow's bicubic, as the processor resizes)."""
-    return [qwen2_5_vl.processor.resize(im, side, side) for im in instances.images]
+def resized(instances: Instances, side: int, family: Optional[ModuleType] = None) -> list:
+    """Every image resized to ``side`` x ``side`` as ``family``'s image processor resizes (its
+    ``processor.resize``, Pillow's bicubic for Qwen2.5-VL; default :func:`image_family`'s)."""
+    resize = image_family(family).processor.resize
+    return [resize(im, side, side) for im in instances.images]
 
 
 def _padded(row: np.ndarray, at: int, length: int) -> tuple:
@@ -277,9 +289,10 @@ def _padded(row: np.ndarray, at: int, length: int) -> tuple:
 def encode(instances: Instances, loaded, cfg) -> list:
     """The instances as :class:`Group` s: one group, unless the prompts place their image at different
     positions (a group per position), in order of their first instance; prompts and answers padded to
-    their buckets (:func:`bucket`)."""
-    mcfg = loaded.config
-    images = resized(instances, cfg.image_size)
+    their buckets (:func:`bucket`); the images resized and the latent block placed by ``loaded``'s family (its
+    ``processor.resize`` and ``adapter.prompt``)."""
+    mcfg, family = loaded.config, loaded.family
+    images = resized(instances, cfg.image_size, family)
     n_image = (cfg.image_size // mcfg.vision.patch_size) ** 2 // mcfg.vision.spatial_merge_size**2
     t = loaded.tokens
     rows = {}
@@ -296,7 +309,7 @@ def encode(instances: Instances, loaded, cfg) -> list:
         width = bucket(max(len(m[2]) for m in members))
         prompts, prompt_mask = map(np.stack, zip(*[_padded(m[1], at, length) for m in members]))
         answers, answer_mask = map(np.stack, zip(*[_padded(m[2], len(m[2]), width) for m in members]))
-        block = np.stack([qwen2_5_vl.adapter.prompt(p, [], cfg.n_latents, t.start, t.end, t.fill) for p in prompts])
+        block = np.stack([family.adapter.prompt(p, [], cfg.n_latents, t.start, t.end, t.fill) for p in prompts])
         block_mask = np.concatenate([prompt_mask, np.ones((len(index), block.shape[1] - length), bool)], 1)
         px = [loaded.processor(images[i]) for i in index]
         grid = px[0]["image_grid_thw"]
@@ -327,6 +340,7 @@ __all__ = [
     "PAD_ID",
     "bucket",
     "file_sha256",
+    "image_family",
     "instance_files",
     "read_files",
     "stamp",

@@ -18,12 +18,13 @@ from tokdyn.studies.vlm_diagnostics.config import STUDY, Config
 
 
 def check(session, cfg: Config) -> None:
-    """The configuration's checks (:meth:`Config.validate`), then the checkpoint directory's files
-    (:func:`~tokdyn.studies.vlm_diagnostics.checkpoint.check_directory`) and what opening it reads (its
-    configuration, tokenizer, chat template and image processor, and the latent markers looked up in its
-    tokenizer: :func:`~tokdyn.studies.vlm_diagnostics.checkpoint.open_checkpoint`, whose model is kept for
-    :func:`run`): a usage error (:class:`tokdyn.experiment.study.Refused`, exit 2) naming what is wrong,
-    before any work."""
+    """The configuration's checks (:meth:`Config.validate`), then the checkpoint directory's family (the
+    ``model_type`` of its ``config.json``, a key of :data:`tokdyn.models.families.FAMILIES`) and files
+    (:func:`~tokdyn.studies.vlm_diagnostics.checkpoint.check_directory`) and what opening it by its family
+    reads (its configuration, tokenizer, chat template and image processor, and the latent markers looked up
+    in its tokenizer: :func:`~tokdyn.studies.vlm_diagnostics.checkpoint.open_checkpoint`, whose model and
+    family are kept for :func:`prepare` and :func:`run`): a usage error
+    (:class:`tokdyn.experiment.study.Refused`, exit 2) naming what is wrong, before any work."""
     cfg.validate()
     try:
         if cfg.model:
@@ -33,22 +34,24 @@ def check(session, cfg: Config) -> None:
         raise study_dir.Refused(str(e)) from None
     if cfg.latents == "generated" and not vlm_generated.supports(loaded.config):
         raise study_dir.Refused(
-            "--latents generated needs latent-mode generation (tokdyn.models.qwen2_5_vl.LatentMode and its "
-            "interventions), which this version of tokdyn does not have: use --latents block"
+            "--latents generated needs latent-mode generation (the family's latent.LatentMode and its "
+            f"interventions), which {loaded.family.__name__} does not have: use --latents block"
         )
 
 
 def prepare(session, cfg: Config) -> dict:
-    """Read the JSONL instances (a bad line of ``--instances`` refused naming it) and the stamps of the
-    checkpoint (:func:`~tokdyn.studies.vlm_diagnostics.checkpoint.model_stamp`: the SHA-256 of its weights,
-    tokenizer, chat template, image processor and generation configuration) and of the instances
+    """Read the JSONL instances (a bad line of ``--instances`` refused naming it; the images read by the
+    model's family, kept by :func:`check`) and the stamps of the checkpoint
+    (:func:`~tokdyn.studies.vlm_diagnostics.checkpoint.model_stamp`: the SHA-256 of its weights, tokenizer,
+    chat template, image processor and generation configuration) and of the instances
     (:func:`~tokdyn.studies.vlm_diagnostics.instances.stamp`: the SHA-256 of each file and of every image's
     bytes), on the host, before the directory is opened; a directory of this study made with other weights
     or other instances is refused naming what changed, unless ``--fresh``. Returns no source stamps."""
     try:
         inst = None
         if cfg.instances:  # a bad line refused before the directory is opened; scenes are rendered in run
-            inst = session.context["instances"] = instances.read_files(cfg.instances, cfg.n_instances)
+            family = getattr(session.context.get("loaded"), "family", None)
+            inst = session.context["instances"] = instances.read_files(cfg.instances, cfg.n_instances, family)
         stamp = {"model": checkpoint.model_stamp(cfg), "instances": instances.stamp(cfg, inst)}
     except ValueError as e:
         raise study_dir.Refused(str(e)) from None
@@ -127,8 +130,8 @@ def stamp_extra(session, cfg: Config) -> dict:
 def run(session, cfg: Config) -> runner.Result:
     """Every analysis of ``cfg.analyses`` over every batch of instances, each batch kept as a part
     (``<analysis>__<group>__<start>``); the tables ``instances.csv`` and ``<analysis>.csv``."""
-    inst = session.context.get("instances") or instances.make_instances(cfg)
     loaded = session.context.get("loaded") or checkpoint.open_checkpoint(cfg)
+    inst = session.context.get("instances") or instances.make_instances(cfg, loaded.family)
     groups = instances.encode(inst, loaded, cfg)
     ctx = Context(cfg, loaded, inst)
     bs = cfg.batch_size

@@ -1,6 +1,8 @@
 """What the studies share (a study never imports another study); submodules loaded on first access.
 
 - :mod:`tokdyn.experiment.runner`: one runner for every study (``Spec``, ``run_study``).
+- :mod:`tokdyn.experiment.tables`: a summary's cells (``select``, ``EmptyCell``) and its tables' files.
+- :mod:`tokdyn.experiment.user_code`: a study of one's own stamped with its modules' code (``code_stamp``).
 - :mod:`tokdyn.experiment.study`: the study directory, stamped before any work, parts kept with
   checksums, the output path and the resources checked.
 - :mod:`tokdyn.experiment.findings`: a seed finding's claim, rule and verdict (``Finding``).
@@ -32,6 +34,8 @@ __all__ = [
     "registry",
     "runner",
     "study",
+    "tables",
+    "user_code",
 ]
 
 

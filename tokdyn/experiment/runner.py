@@ -12,6 +12,11 @@ figures and summary, and ``config.json``. A study module's ``main`` is one line:
     def main(cfg, out, *, quiet=False, plots=True, fresh=False):
         return runner.run_study(SPEC, cfg, out, quiet=quiet, plots=plots, fresh=fresh)
 
+The tables' cells and files (:func:`select`, :class:`EmptyCell`, :func:`check_cells`,
+:func:`write_table`) are :mod:`tokdyn.experiment.tables`'s, the stamp of a study's own code
+(:func:`code_stamp`, :func:`stamp_reached`) is :mod:`tokdyn.experiment.user_code`'s; both are
+reached from here too.
+
 A worked example, what the runner does in which order, and every field of a spec:
 :doc:`/studies/writing-a-study`.
 """
@@ -20,87 +25,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import glob
-import importlib.util
 import os
-import sys
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
-import numpy as np
-
-from tokdyn import io
 from tokdyn.engine import sweep
-from tokdyn.engine.sweep import digest, reads
+from tokdyn.engine.sweep import reads
 from tokdyn.experiment import presets
 from tokdyn.experiment import study as study_dir
 
-COUNT_COLUMNS = ("n_runs", "runs", "seeds")  # a table's column that counts the runs of its row's cell
-
-
-class EmptyCell(ValueError):
-    """A summary cell that no run falls in (a selection that matched nothing): raised by
-    :func:`select` and by :func:`check_cells` (:func:`run_study` checks every table it writes),
-    naming the table and the cell, instead of a row of NaN."""
-
-
-def _cell_text(cell: Mapping) -> str:
-    return ", ".join(
-        f"{k}={v!r}" if isinstance(v, str) else f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-        for k, v in cell.items()
-    )
-
-
-def select(table: Mapping, name: str = "", **cell) -> np.ndarray:
-    """The (R,) mask of the rows of ``table`` (columns, ``{column: (R,) array}``) in the cell
-    ``cell`` (``column=value``; a float value matches by ``np.isclose``, so a float32 column matches
-    a float64 value); :class:`EmptyCell` naming ``name`` and the cell when no row does."""
-    if not cell:
-        raise ValueError("select: name the cell as column=value")
-    mask = None
-    for k, v in cell.items():
-        if k not in table:
-            raise ValueError(f"select: {name or 'the table'} has no column {k!r} (it has {', '.join(map(str, table))})")
-        col = np.asarray(table[k])
-        if col.dtype.kind in "fc" or isinstance(v, float):
-            m = np.isclose(col.astype(np.float64), float(v), rtol=1e-6, atol=0.0)
-        else:
-            m = col == v
-        mask = m if mask is None else mask & m
-    if not mask.any():
-        raise EmptyCell(f"{name or 'a summary'}: the cell {_cell_text(cell)} has no runs")
-    return mask
-
-
-def check_cells(name: str, value) -> None:
-    """Raise :class:`EmptyCell` naming the table ``name`` and the cell when a row of ``value`` (a
-    ``.csv`` table: columns, or a list of row dicts) counts no runs: a column of
-    :data:`COUNT_COLUMNS` is 0 there (its cell is the row's columns before that one, those that are
-    not NaN). Anything else passes."""
-    rows = value if isinstance(value, list) else None
-    if rows is None:
-        if not isinstance(value, Mapping) or not any(c in value for c in COUNT_COLUMNS):
-            return
-        rows = io.to_rows({k: np.asarray(v) for k, v in value.items()}) if len(value) else []
-    for i, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            return
-        for c in COUNT_COLUMNS:
-            n = row.get(c)
-            if isinstance(n, (int, float, np.integer, np.floating)) and not isinstance(n, bool) and n == 0:
-                cell = {}
-                for k, v in row.items():
-                    if k == c:
-                        break
-                    if isinstance(v, (float, np.floating)) and not np.isfinite(v):
-                        continue
-                    cell[k] = v.item() if isinstance(v, np.generic) else v
-                raise EmptyCell(
-                    f"{name}: the cell {_cell_text(cell) or f'of row {i}'} has no runs ({c} = 0): a selection "
-                    "that matched nothing (compare a float axis with np.isclose, or select by index; "
-                    "tokdyn.experiment.runner.select does)"
-                )
+# The tables (tokdyn.experiment.tables) and the stamp of a study's own code
+# (tokdyn.experiment.user_code), reached from here as the studies have always imported them.
+from tokdyn.experiment.tables import COUNT_COLUMNS, EmptyCell, check_cells, select, write_table  # noqa: F401
+from tokdyn.experiment.user_code import code_stamp, stamp_reached  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,19 +303,6 @@ def figure_paths(out: str, patterns: Sequence[str]) -> list[str]:
     return sorted(found)
 
 
-def write_table(path: str, value) -> str:
-    """Write one of a :class:`Result`'s tables (see there) at ``path``, atomically."""
-    if callable(value):
-        value = value()
-    if path.endswith(".csv"):
-        return io.write_csv(path, value)
-    if path.endswith(".json"):
-        return io.write_json(path, value)
-    with io.atomic_write(path) as f:
-        f.write(value)
-    return path
-
-
 def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, fresh: bool = False, **options):
     """Run a study into its directory (:doc:`/studies/writing-a-study` lists what is done, in which order).
 
@@ -504,87 +429,6 @@ def work_line(count: int, unit: str, seconds: float, kept: int) -> str:
     if kept >= count:
         return f"{count:,} {unit}, all read back from an earlier run (none computed; {seconds:.1f} s)"
     return f"{count:,} {unit}: {kept:,} read back from an earlier run, {count - kept:,} computed in {seconds:.1f} s"
-
-
-_HOOKS = ("config", "run", "summary", "figures", "findings", "check", "prepare", "stamp_extra", "printed")
-
-
-def code_stamp(spec: Spec, out: Optional[str] = None) -> dict:
-    """``{module: SHA-256 of its file}`` of the modules outside tokdyn that define ``spec``'s
-    ``Config`` and hooks (a study of one's own; the standard library and modules without a file
-    left out), of every module of the user's they import (``import helper`` at their top level,
-    transitively: :func:`tokdyn.engine.sweep.digest.imported_modules`) and of the modules an earlier
-    run into ``out`` reached while it ran (an ``import helper`` inside ``run``, stamped as it was
-    reached: :func:`stamp_reached`): :func:`run_study` stamps it with the configuration
-    (``extra.code``), so that a directory a changed module made is refused on resume, naming the
-    module, like another configuration (``--fresh`` starts afresh). Any change to a file counts,
-    comments included. Empty for tokdyn's own studies (their code is stamped by tokdyn's version)."""
-    files = {}
-    for hook in _HOOKS:
-        value = getattr(spec, hook, None)
-        while isinstance(value, functools.partial):
-            value = value.func
-        name = getattr(value, "__module__", None) if value is not None else None
-        top = name.partition(".")[0] if isinstance(name, str) else None
-        if top is None or top == "tokdyn" or top in sys.stdlib_module_names:
-            continue
-        code = getattr(value, "__code__", None)  # a function's file, also of a module not in sys.modules
-        path = code.co_filename if code is not None else getattr(sys.modules.get(name), "__file__", None)
-        if path and os.path.isfile(path):
-            files.setdefault(name, path)
-    loaded = [vars(sys.modules[name]) for name in files if name in sys.modules]
-    for ns in digest.imported_modules(loaded):  # the modules of the user's they import
-        files.setdefault(ns["__name__"], digest.user_module_file(ns))
-    if not files:
-        return {}
-    stamped = _stamped_code(out)
-    for name in stamped:  # reached by an earlier run inside its run: that module as it is now
-        files.setdefault(name, _module_file(name))
-    return {name: (reads.file_digest(path) if path else "absent") for name, path in sorted(files.items())}
-
-
-def _stamped_code(out: Optional[str]) -> dict:
-    """``extra.code`` of the stamp of the study directory ``out`` ({} without one)."""
-    if out is None:
-        return {}
-    try:
-        old = study_dir.read_stamp(out)
-    except (io.OutputConflict, OSError):
-        return {}
-    code = ((old or {}).get("extra") or {}).get("code")
-    return dict(code) if isinstance(code, dict) else {}
-
-
-def _module_file(name: str) -> Optional[str]:
-    """The source file of the module ``name``: the one this process imported, or where an import
-    would find it (None: none)."""
-    module = sys.modules.get(name)
-    path = getattr(module, "__file__", None) if module is not None else None
-    if path is None:
-        try:
-            found = importlib.util.find_spec(name)
-        except (ImportError, ValueError, AttributeError):
-            found = None
-        path = getattr(found, "origin", None) if found is not None and found.has_location else None
-    return path if path and os.path.isfile(path) else None
-
-
-def stamp_reached(session: Session) -> None:
-    """Stamp the modules of the user's that a study of one's own imported while it ran (and those
-    they import; ``session.reads``) into its directory's stamp (``extra.code``,
-    :meth:`~tokdyn.experiment.study.Study.stamp_code`): a part kept after such an import is keyed
-    by that module's code as the configuration is, so a rerun after the module changed is refused
-    naming it. Nothing for tokdyn's own studies (nothing is recorded for them)."""
-    seen, study = session.reads, session.study
-    if seen is None or study is None:
-        return
-    known = (study.stamp.get("extra") or {}).get("code") or {}
-    new = {}
-    for ns in digest.imported_modules(seen.user_modules()):
-        if ns["__name__"] not in known:
-            new[ns["__name__"]] = reads.file_digest(digest.user_module_file(ns))
-    if new:
-        study.stamp_code(new)
 
 
 _MAIN_DOC = """Run the {name} study into ``out``, resumably (:func:`tokdyn.experiment.runner.run_study` of

@@ -29,7 +29,7 @@ import numpy as np
 
 from rows.base import Suite, steady
 from tokdyn import metrics
-from tokdyn.metrics import partition
+from tokdyn.metrics import pairs
 
 N_TRUE, N_PRED = 5, 4
 
@@ -46,7 +46,7 @@ def both_onehot(t, p):
     onehot_t = jax.nn.one_hot(t, N_TRUE, dtype=jnp.float32)  # (N, K)
     onehot_p = jax.nn.one_hot(p, N_PRED, dtype=jnp.float32)  # (N, K')
     table = jnp.einsum("nk,nj->kj", onehot_t, onehot_p)  # (K, K')
-    return partition._finish(partition._table_stats(table))  # the package's final formulas
+    return pairs.ari_nmi(pairs.table_stats(table))  # the package's final formulas
 
 
 JAX_METHODS = {"contingency": both_contingency, "sort": both_sort, "onehot-einsum": both_onehot}

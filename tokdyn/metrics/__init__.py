@@ -6,8 +6,11 @@ entries; invalid entries are ignored entirely (they may hold any label, ``-1`` i
 labelings of different lengths can share one padded shape in a vmap.
 
 - :mod:`~tokdyn.metrics.partition`: agreement of two partitions, :func:`ari` and :func:`nmi` (equal
-  to scikit-learn's), :func:`contingency`; of a segmentation with instance masks, :func:`fg_ari`
+  to scikit-learn's), :func:`contingency`.
+- :mod:`~tokdyn.metrics.segmentation`: of a segmentation with instance masks, :func:`fg_ari`
   (foreground ARI) and :func:`matched_iou` (mean IoU of matched segments; :func:`matched_iou_host`).
+- :mod:`~tokdyn.metrics.pairs`: the sufficient statistics of two labelings that ARI and NMI are
+  computed from (the contingency-table and the sorting paths).
 - :mod:`~tokdyn.metrics.collapse`: :func:`sse`, :func:`cluster_sizes`, :func:`n_used`, :func:`collapsed`.
 - :mod:`~tokdyn.metrics.video`: clips whose ids are track identities, :func:`video_fg_ari`,
   :func:`frame_fg_ari`, :func:`track_labels`, :func:`track_switches`, :func:`identity_persistence`.
@@ -33,7 +36,8 @@ arrays and calls inside a transformation run the kernels as they are (:ref:`metr
 """
 
 from tokdyn.metrics.collapse import cluster_sizes, collapsed, n_used, sse
-from tokdyn.metrics.partition import ari, contingency, fg_ari, matched_iou, matched_iou_host, nmi
+from tokdyn.metrics.partition import ari, contingency, nmi
+from tokdyn.metrics.segmentation import fg_ari, matched_iou, matched_iou_host
 from tokdyn.metrics.video import frame_fg_ari, identity_persistence, track_labels, track_switches, video_fg_ari
 
 __all__ = [

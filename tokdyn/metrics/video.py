@@ -19,7 +19,7 @@ import numpy as np
 
 from tokdyn import _checks
 from tokdyn.metrics._labels import check_scene, count_table, host_foreground, host_result, host_scores, int_dtype
-from tokdyn.metrics.partition import fg_ari
+from tokdyn.metrics.segmentation import fg_ari
 
 
 def _check_clip(masks_true, labels_pred, n_true, n_pred, *, bounds_required: bool):

@@ -56,6 +56,75 @@ jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION)
 
 def pytest_configure(config):
     _session_compilation_cache(config)
+    if os.environ.get(_CPU_LOG_ENV):
+        config.pluginmanager.register(_CpuTimes(os.environ[_CPU_LOG_ENV]), "tokdyn_cpu_times")
+
+
+_CPU_LOG_ENV = "TOKDYN_TEST_CPU_LOG"  # a directory: each process writes the CPU time of its tests there
+
+
+class _CpuTimes:
+    """Where ``TOKDYN_TEST_CPU_LOG`` names a directory, each test process (pytest-xdist's workers,
+    or the one process of ``-n 0``) writes ``<worker>.tsv`` there, a line per test from its setup
+    (the module fixtures it is the first to use) to its teardown: the seconds of CPU its process
+    spent (all its threads, ``time.process_time``), of CPU of the child processes it waited for, of
+    wall time, and of JAX's tracing, lowering and backend compiles (wall time, as JAX reports
+    them), and the counts of backend compiles and of those the persistent cache answered. A busy
+    machine stretches the wall times, hardly the CPU times: the sums of the CPU columns compare two
+    runs of the suite on a shared machine. A last line, ``(process)``, holds
+    the CPU of the whole process (its start and the collection included)."""
+
+    EVENTS = {
+        "/jax/core/compile/jaxpr_trace_duration": 0,
+        "/jax/core/compile/jaxpr_to_mlir_module_duration": 1,
+        "/jax/core/compile/backend_compile_duration": 2,
+    }
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.rows = []
+        self.jax = [0.0, 0.0, 0.0, 0, 0]
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+        jax.monitoring.register_event_listener(self._count)
+
+    def _listen(self, name, duration, **kwargs):
+        if name in self.EVENTS:
+            self.jax[self.EVENTS[name]] += duration
+            self.jax[3] += name == "/jax/core/compile/backend_compile_duration"
+
+    def _count(self, name, **kwargs):
+        self.jax[4] += name == "/jax/compilation_cache/cache_hits"
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        import time
+
+        cpu, children, wall = time.process_time(), os.times(), time.perf_counter()
+        before = list(self.jax)
+        yield
+        after = os.times()
+        self.rows.append(
+            (
+                item.nodeid,
+                time.process_time() - cpu,
+                after.children_user + after.children_system - children.children_user - children.children_system,
+                time.perf_counter() - wall,
+                *(a - b for a, b in zip(self.jax, before)),
+            )
+        )
+
+    def pytest_unconfigure(self, config):
+        if not self.rows:
+            return
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        os.makedirs(self.directory, exist_ok=True)
+        with open(os.path.join(self.directory, f"{worker}.tsv"), "w") as f:
+            f.write("test\tcpu_s\tchildren_cpu_s\twall_s\ttrace_s\tlower_s\tcompile_s\tcompiles\tcache_hits\n")
+            f.writelines(
+                "\t".join([row[0], *(f"{v:.3f}" for v in row[1:7]), *map(str, row[7:])]) + "\n" for row in self.rows
+            )
+            t = os.times()  # the whole process: its start, the collection and the tests
+            f.write(f"(process)\t{t.user + t.system:.3f}\t{t.children_user + t.children_system:.3f}\t\t\t\t\t\t\n")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -145,7 +145,10 @@ def _sorted(ev):
     return ev[np.lexsort((np.round(ev.imag, 6), np.round(ev.real, 6)))]
 
 
-@pytest.mark.parametrize("n_tokens,dim,ratio", [(2, 2, 0.5), (4, 3, 1.7), (5, 2, 0.9)])
+@pytest.mark.parametrize(
+    "n_tokens,dim,ratio",
+    [(2, 2, 0.5), pytest.param(4, 3, 1.7, marks=pytest.mark.full), pytest.param(5, 2, 0.9, marks=pytest.mark.full)],
+)
 def test_collapse_eigenvalues_baseline(n_tokens, dim, ratio):
     x = blobs(10 + dim, k=3, dim=dim)
     tau = ratio * float(analysis.collapse_threshold(x))
@@ -217,7 +220,7 @@ def _threshold_sweep(ratios, n_tokens, seeds, make):
     return np.asarray(f(keys, jnp.asarray(ratios))).mean(axis=1)  # (ratios,)
 
 
-@pytest.mark.parametrize("shape", ["blobs", "anisotropic"])
+@pytest.mark.parametrize("shape", [pytest.param("blobs", marks=pytest.mark.full), "anisotropic"])
 def test_collapse_rate_switches_within_10_percent(shape):
     def make(key):
         if shape == "blobs":
@@ -252,6 +255,7 @@ def test_repulsion_keeps_tokens_apart_at_the_predicted_distance():
         assert float(analysis.min_separation(r0.tokens)) < 1e-4 * want
 
 
+@pytest.mark.full
 def test_predicted_convergence_time_tracks_observed_steps():
     """rho at the fixed point and the first step's change predict the steps; over 64 runs the
     rank correlation is high and the median ratio is near 1 (figures: see the study)."""

@@ -202,6 +202,7 @@ def test_a_users_model_runs_every_diagnostic_end_to_end(toy):
     assert res.latents_best.shape == (4, 2, 8)
 
 
+@pytest.mark.full
 def test_narrowness_is_nan_where_a_query_attends_to_no_patch(toy):
     att = np.zeros((2, 1, 1, 6, 6), np.float32)
     att[:, :, :, 4, :4] = [0.5, 0.25, 0.25, 0.0]  # all of position 4's attention on the patches

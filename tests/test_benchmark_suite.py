@@ -113,6 +113,7 @@ def test_plan_prints_the_steps_in_priority_order_without_jax():
     assert studies[:3] == ["study:latent-reasoning", "study:latent-diagnostics", "study:latent-optimisation"]
 
 
+@pytest.mark.full
 def test_one_tiny_step_of_the_device_call_runs(tmp_path):
     # the device call itself at its smallest: setup and the autoencoder's training at 2 seeds (the
     # whole --smoke run is in the slow tier)

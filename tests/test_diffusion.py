@@ -29,6 +29,7 @@ def test_kernels_are_stochastic_and_cumulate(kernel):
         np.testing.assert_allclose(diffusion.step_likelihood(proc, jnp.arange(S), t), Q.T, atol=1e-6)
 
 
+@pytest.mark.full
 def test_stationary_marginals_over_1e5_draws():
     C, n = 4, 100_000
     x0 = jnp.asarray(np.random.default_rng(0).integers(0, C, n), jnp.int32)

@@ -141,6 +141,7 @@ def _conf_packages() -> dict[str, str]:
     return out
 
 
+@pytest.mark.full
 def test_docs_extra_holds_every_package_the_build_imports():
     project = _pyproject()["project"]
     provided = {_requirement_name(r) for r in project["dependencies"]}

@@ -90,6 +90,7 @@ def test_variance_follows_the_closed_form(antithetic):
     np.testing.assert_allclose(g.var(0, ddof=1), closed_form_variance(N_PAIRS, antithetic), rtol=0.04)
 
 
+@pytest.mark.full
 def test_antithetic_pairs_and_a_baseline_lower_the_variance():
     """Same number of reward evaluations. A reward far from 0 (here R(x) = 10.6, a confidence near
     1 with small sigma is the same regime): the R0^2 / sigma^2 term dominates independent draws,
@@ -244,6 +245,7 @@ def _noisy(key, x, t=0.0):
     return -jnp.sum((x - t) ** 2) + jax.random.normal(key)
 
 
+@pytest.mark.full
 def test_a_noisy_reward_gets_independent_noise_per_member():
     """With reward_takes_key every member of the population draws its own observation noise: the
     noise is exactly normal(key_i) of the documented keys, different for every member (the two

@@ -183,6 +183,7 @@ def _draws(x64: bool) -> dict:
     return json.loads(out.stdout)
 
 
+@pytest.mark.full
 def test_draws_are_the_same_under_x64():
     a, b = _draws(False), _draws(True)
     for name in a:

@@ -106,6 +106,7 @@ def _decompose(m, params, batch, jit=False):
     return (jax.jit(f) if jit else f)(params, batch)
 
 
+@pytest.mark.full
 def test_a_users_transformer_with_the_documented_fields_is_accepted():
     m, params, batch = _setup()
     dims = protocol.check_apply(m.apply, params, batch, reads_hidden=True)

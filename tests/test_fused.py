@@ -133,6 +133,7 @@ def test_masked_points_do_not_count_and_a_lone_token(problem):
     np.testing.assert_allclose(np.asarray(one.tokens)[:, 0], np.broadcast_to(mean, (2, 3)), atol=1e-4)
 
 
+@pytest.mark.full
 def test_cluster_run_kernels_agree_through_a_sweep():
     table = tuple(dynamics.METHODS[m].row() for m in ("baseline", "inertia", "repulsion", "annealing"))
     grid = sweep.Grid(method=(0, 1, 2, 3), noise=(0.3, 0.9), seeds=3)

@@ -82,19 +82,12 @@ def test_study_path_chunk_lowers_for_cuda_with_the_pallas_kernel(on_gpu):
     assert TRITON in text
 
 
-# the default tier lowers the two cheapest to trace (the autoencoder; Slot Attention's convolutions,
-# whose GPU lowering differs most from the CPU's); the full tier all six (each traces its whole
-# training loop: 5-20 s of a 2-core CPU)
-LEARNED = (
-    "vtae",
-    "slots",
-    pytest.param("iodine", marks=pytest.mark.full),
-    pytest.param("savi", marks=pytest.mark.full),
-    pytest.param("grid_diffusion", marks=pytest.mark.full),
-    pytest.param("latent_reasoning", marks=pytest.mark.full),
-)
+# each traces its whole training loop (5-20 s of a 2-core CPU): with the full executions; the default
+# tier lowers the Qwen programs and lists the analyses' programs
+LEARNED = ("vtae", "slots", "iodine", "savi", "grid_diffusion", "latent_reasoning")
 
 
+@pytest.mark.full
 @pytest.mark.parametrize("name", LEARNED)
 def test_learned_sweep_chunk_lowers_for_cuda(name):
     cfg = importlib.import_module(f"tokdyn.studies.learned_sweep.{name}").Config.quick()
@@ -103,6 +96,7 @@ def test_learned_sweep_chunk_lowers_for_cuda(name):
     assert "stablehlo" in text and "func.func public @main" in text
 
 
+@pytest.mark.full
 def test_study_path_chunk_lowers_for_tpu_in_its_xla_form():
     # on a TPU the rule runs its XLA form (the Pallas kernel is written for Triton: preferred only on
     # GPUs), every run vmapped as on any accelerator

@@ -197,6 +197,7 @@ def test_grad_in_points_and_initial_tokens(config):
         assert np.all(np.asarray(gx)[~mask] == 0)
 
 
+@pytest.mark.full
 def test_grad_through_trajectory():
     """A loss on every recorded step (all tokens of the trajectory) against finite differences of
     the reference's trajectory; the Sinkhorn branch and annealing included."""
@@ -226,6 +227,7 @@ def test_grad_through_trajectory():
     np.testing.assert_allclose(float(g), fd, rtol=2e-3)
 
 
+@pytest.mark.full
 def test_grad_through_a_users_scan_over_update_with_a_temperature_per_step():
     """The per-step temperature route: a user's lax.scan over update with a scalar Hparams per step
     (the temperature array is scanned over), differentiated in every entry of the schedule, for the
@@ -292,7 +294,7 @@ def test_grad_of_one_sinkhorn_step_matches_reference_and_jacfwd(k):
     np.testing.assert_allclose(float(np.sum(np.asarray(g_t) * u)), _central(lambda e: ref(0.9, e, u), 0.0), rtol=2e-3)
 
 
-@pytest.mark.parametrize("use_mask", [False, True])
+@pytest.mark.parametrize("use_mask", [False, pytest.param(True, marks=pytest.mark.full)])
 def test_grad_of_sinkhorn_and_soft_assignment(use_mask):
     """The public assignment kernels: d sum(c * plan) in the logits (sinkhorn, a static count) and in
     the temperature and tokens (soft_assignment), against the float64 references."""
@@ -348,6 +350,7 @@ def test_reverse_mode_equals_forward_mode_through_run():
         np.testing.assert_allclose(np.asarray(rev), np.asarray(fwd), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.full
 def test_vmapped_gradients_over_batched_knobs_are_finite_and_per_run():
     """vmap of grad over a stacked Hparams mixing the softmax and Sinkhorn rules and Langevin on and
     off (the conds become selects: the untaken branch must not leak NaN or change the value)."""
@@ -412,6 +415,7 @@ def test_grad_in_anneal_ratio_at_one():
 # ---------------------------------------------------------------------------------------------- run_fixed vs run
 
 
+@pytest.mark.full
 def test_run_fixed_equals_run_on_a_batch_of_seeds():
     """The same steps and convergence on >= 99% of 100 seeds per method, and tokens and velocity
     within 1e-5 on >= 99% of the converged ones: two programs, fused differently, are never

@@ -72,6 +72,7 @@ def rule_beside_helper(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
+@pytest.mark.full
 def test_helper_module_edited_after_a_partial_sweep_is_refused_naming_it(rule_beside_helper, tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["sweep", "token-dynamics", "--out", out, "--rule-module", f"{rule_beside_helper}/myrule2.py:RULES"]

@@ -19,6 +19,7 @@ def _problem(seed=0):
     return c, t0
 
 
+@pytest.mark.full
 def test_device_arrays_are_never_copied_to_the_host():
     """Every check looks at shapes and host values only: with device-to-host transfers disallowed,
     the public functions run on device arrays."""
@@ -44,6 +45,7 @@ def test_device_arrays_are_never_copied_to_the_host():
         jax.block_until_ready((c2, r))
 
 
+@pytest.mark.full
 def test_kernels_compose_inside_jit_vmap_and_shard_map():
     """A user's own per-run function built from the public kernels, vmapped and sharded over the
     local devices, equals calling them one by one."""

@@ -86,6 +86,7 @@ def test_answer_that_ignores_the_latents_has_exactly_zero_effects():
     assert np.all(np.asarray(eff.changed))  # yet every intervention did replace the latents
 
 
+@pytest.mark.full
 def test_swap_flip_rate_of_a_linear_readout_equals_its_value():
     """answer = argmax(W z_0): under a swap instance i answers as its source perm[i] did, so the
     flip rate is exactly the share of i whose answer differs from perm[i]'s."""
@@ -148,6 +149,7 @@ def test_idle_interventions_and_bad_input_are_named():
         mediation.narrowness(jnp.zeros((1, 1, 1, 9, 9)), queries=(5,), patches=(0, 1, 2, 3), top_k=5)
 
 
+@pytest.mark.full
 def test_decomposition_on_a_model_of_our_own_equals_its_manual_settings():
     m = Tiny()
     params, batch = m.init(jax.random.key(0)), _batch(50)

@@ -62,6 +62,7 @@ def test_confidence_rewards_equal_numpy(reward, k):
     np.testing.assert_allclose(got, _reference(logits, reward, k, (2, 5, 6), 8), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.full
 def test_es_estimate_of_the_models_reward_points_along_its_gradient(setup):
     """On the model itself: with many pairs and a small sigma the ES estimate of the paper's reward
     is close in direction to jax.grad of the same reward."""
@@ -88,7 +89,9 @@ OPTIMISERS = {
 }
 
 
-@pytest.mark.parametrize("estimator", dmlr.ESTIMATORS)
+@pytest.mark.parametrize(
+    "estimator", [e if e == "es" else pytest.param(e, marks=pytest.mark.full) for e in dmlr.ESTIMATORS]
+)
 def test_optimise_keeps_the_most_confident_latents(setup, estimator):
     """reward_best is the largest of the start and every iteration; answer_best is the model's
     answer with latents_best; the start is the model's own latents."""
@@ -124,7 +127,7 @@ def test_attended_patches_equal_numpy():
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("inject", ["best", "all"])
+@pytest.mark.parametrize("inject", [pytest.param("best", marks=pytest.mark.full), "all"])
 def test_injection_answers_with_the_most_confident_pair(setup, inject):
     """With injection the best (latents, injected patches) pair reproduces the reported reward and
     answer; "best" starts from no patch and only grows when the reward improves."""

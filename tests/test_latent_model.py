@@ -134,6 +134,7 @@ def test_latent_feedback_matches_manual_unroll(setup):
     np.testing.assert_allclose(again.logits, got.logits, atol=1e-4)
 
 
+@pytest.mark.full
 def test_projection_matches_norms(setup):
     """Raw feedback has norm ~sqrt(width); the LayerNorm projection is learnable, 'none' is the raw state."""
     _, params, batch = setup
@@ -233,6 +234,7 @@ def test_inject_matches_really_inserted_patches(setup):
         model.apply(params, batch, inject=np.zeros((5, 9)))
 
 
+@pytest.mark.full
 def test_drop_equals_deleting_the_positions(setup):
     """Dropped positions are deleted: the kept positions' outputs equal a shorter sequence's
     (latent feedback unrolled by full passes over it); the shapes keep the layout."""

@@ -146,6 +146,7 @@ def test_sample_is_vmappable_over_traced_families(batch):
     assert dataclasses.replace(one, answer=jnp.int32(7)).answer == 7
 
 
+@pytest.mark.full
 def test_the_same_instances_with_x64_enabled(batch):
     # every draw is an int32 (or a float32 uniform against the density): jax_enable_x64 changes nothing
     with jax.enable_x64(True):
@@ -155,6 +156,7 @@ def test_the_same_instances_with_x64_enabled(batch):
         np.testing.assert_array_equal(getattr(x64, f.name), getattr(batch, f.name)[:40], err_msg=f.name)
 
 
+@pytest.mark.full
 def test_splits_never_share_instances():
     # a tiny space (2x2 grid, 2 colours) forces collisions, which must be removed
     cfg = tasks.Config(grid_size=2, n_colours=2, density=0.5)
@@ -210,8 +212,9 @@ def test_bad_family_and_sizes():
         # one compilation of the generator per configuration: the default run samples the fixture's
         # (whose generator is compiled already), the others are slow (among them the one whose
         # read/rotate/path optimum is a coloured cell, d / C); every configuration's closed forms are
-        # checked in the default run by test_question_only_closed_forms
-        CFG,
+        # checked in the default run by test_question_only_closed_forms (the fixture's configuration
+        # here with the full executions)
+        pytest.param(CFG, marks=pytest.mark.full),
         pytest.param(tasks.Config(grid_size=4, n_colours=4, density=0.75), marks=pytest.mark.slow),
         pytest.param(tasks.Config(grid_size=5, n_colours=3, density=0.9), marks=pytest.mark.slow),
         pytest.param(tasks.Config(grid_size=3, n_colours=6, density=0.3), marks=pytest.mark.slow),

@@ -143,6 +143,7 @@ def test_schedule_is_optax_warmup_cosine_with_a_traced_peak():
     np.testing.assert_allclose(np.asarray(many), [1e-3, 1e-2], rtol=1e-6)  # the peak, at the end of warm-up
 
 
+@pytest.mark.full
 def test_train_step_is_adamw_with_the_traced_hparams(pools):
     """Two steps of two settings at once (vmapped, traced hyper-parameters) equal optax's AdamW with
     its own warm-up cosine schedule (concrete numbers) on the objective with those weights."""
@@ -238,6 +239,7 @@ def test_every_variant_learns_and_evaluates(name, pools):
     assert not np.allclose(first[0], first[1])  # seeds differ (own init and batches)
 
 
+@pytest.mark.full
 def test_sweep_is_one_compilation_and_a_nan_stops_no_other_model(pools, monkeypatch):
     """4 learning rates x 3 seeds in one call: one trace of the objective for both chunks; the
     diverging setting skips its non-finite steps, is reported per model and leaves the others
@@ -306,6 +308,7 @@ def test_bad_arguments():
         training.trainer(dataclasses.asdict(TINY), "direct")
 
 
+@pytest.mark.full
 def test_a_curriculum_stage_answers_from_the_pads_it_was_trained_with(pools):
     """A caption token a curriculum stage has replaced by latents is <pad> at test time, as in its
     training, not generated; only the caption tokens after it are, and the true caption is never

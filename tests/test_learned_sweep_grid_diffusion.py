@@ -81,11 +81,8 @@ def untrained_autoencoder(config):
         return params, np.asarray(codes, np.int32)
 
 
-@pytest.mark.parametrize(
-    "first_stage",
-    # the trained first stage (its training compiles for seconds) with the full executions
-    ["untrained", pytest.param("trained", marks=pytest.mark.full)],
-)
+@pytest.mark.full  # (its training compiles for seconds; the default run checks the scores' parts)
+@pytest.mark.parametrize("first_stage", ["untrained", "trained"])
 def test_a_model_is_scored_as_the_studys_functions_score_it(first_stage, monkeypatch):
     cfg = TINY_MODEL
     if first_stage == "untrained":

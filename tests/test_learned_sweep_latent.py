@@ -42,11 +42,8 @@ def tiny(variant="latent", **changes):
 MODEL = latent_reasoning.Config.MODEL
 
 
-@pytest.mark.parametrize(
-    "variant",
-    # a caption variant's scores (caption_exact) in the default run; the curriculum's with the full executions
-    ["text", pytest.param("coconut", marks=pytest.mark.full)],
-)
+@pytest.mark.full  # (the default run checks the sweep's training pool and its curriculum trainer)
+@pytest.mark.parametrize("variant", ["text", "coconut"])
 def test_a_model_is_scored_as_the_studys_evaluation_scores_it(variant):
     vc = latent_training.VariantConfig(variant, TINY_TRAINING)
     trainer = MODEL.trainer(vc)

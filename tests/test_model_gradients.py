@@ -215,7 +215,7 @@ def test_slot_autoencoder_loss():
         check_gradient(loss, params, seed=1, only="slot_attention", h=1e-5)
 
 
-@pytest.mark.parametrize("decoder", ["mlp", "cnn"])
+@pytest.mark.parametrize("decoder", ["mlp", pytest.param("cnn", marks=pytest.mark.full)])
 def test_visual_token_autoencoder_loss(decoder):
     """The autoencoder's training loss with its relaxed quantiser (``gumbel_soft``, the noise fixed)
     and every extra term: sensitivity (the hinge active), batch entropy and semantic alignment."""

@@ -151,6 +151,7 @@ def test_sampling_reproducible_and_filtered(model, ref):
         assert probs[row, order[: n - 1]].sum() < 0.5 <= probs[row, order[:n]].sum()  # the smallest such set
 
 
+@pytest.mark.full
 def test_bfloat16_close_to_float32_reference(ref):
     """In bfloat16 the logits stay within bfloat16's rounding of the float32 reference (a few % of the scale)."""
     model = qwen2_5_vl.load(FIXTURE, dtype="bfloat16")

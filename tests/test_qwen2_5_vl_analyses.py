@@ -110,6 +110,7 @@ def injected_logits(setup, x, inject):
     return np.concatenate([out[:, :at], out[:, at + p :]], 1)
 
 
+@pytest.mark.full
 def test_inject_inserts_the_image_tokens_before_the_block(setup):
     """``inject``: all False equals no injection; all True equals the decoder run on the sequence with the
     image tokens' embeddings copied before the start marker at their own rotary positions (built here); the
@@ -268,6 +269,7 @@ def test_imagine_latent_arm_feeds_back_the_normed_last_state(setup):
     np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
 
 
+@pytest.mark.full
 def test_mediation_text_arm_equals_the_plain_forward_pass(setup):
     """Total, direct and indirect effects of a perturbed image on the answer (flips and KL) and the shift of
     the imagined block equal those computed from greedy decoding and forward passes of the checkpoint;
@@ -416,6 +418,7 @@ def planted(setup):
     return {**params, "text": t}
 
 
+@pytest.mark.full
 def test_planted_latents_move_only_what_reads_them(setup):
     """With each position reading only itself: latent 50 replaced by latent 51 flips the answer read at the
     last slot from 50 to 51 (must change), and changes nothing at the answer position (must not: no flip,

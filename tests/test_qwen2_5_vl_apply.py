@@ -166,6 +166,7 @@ def test_drop_removes_positions_from_attention(setup):
     )
 
 
+@pytest.mark.full
 def test_check_apply_both_models(setup):
     """The Qwen model (which takes ``select``) and the tiny reasoner (which does not) both pass; the reasoner
     is answered by the plain call, narrowed; bad selections and wrong shapes are refused, named."""

@@ -38,6 +38,7 @@ def probing(monkeypatch, tmp_path):
 # ---------------------------------------------------------------------------------------------- the real probes
 
 
+@pytest.mark.full
 def test_the_probes_measure_positive_finite_rates_in_their_units(monkeypatch):
     """The real probes, the dynamics probe on a short call (one chunk of 18 runs, not the
     study-sized four of 128: its compile, not its runs, is what the check needs; a slip of units,

@@ -263,6 +263,7 @@ def test_run_run_fixed_trajectory_and_implicit_derivative(x64):
     np.testing.assert_allclose(float(g.prior_log_scale), fd, rtol=1e-5)
 
 
+@pytest.mark.full
 def test_knob_values_share_one_compilation_and_run_fixed_is_differentiable():
     x, mask, t0 = _problem(5)
     x, t0 = x.astype(np.float32), t0.astype(np.float32)
@@ -282,6 +283,7 @@ def test_knob_values_share_one_compilation_and_run_fixed_is_differentiable():
     assert all(np.isfinite(float(v)) and float(v) != 0.0 for v in jax.tree_util.tree_leaves(g))
 
 
+@pytest.mark.full
 def test_cluster_run_and_a_sweep_over_its_knobs_compile_once():
     task = ClusterRun(dim=2, points_per_cluster=20, max_clusters=4, rule=rf.REFINEMENT)
     assert task.knobs == ("step_size", "prior_log_scale", "prior_strength")

@@ -181,6 +181,7 @@ def test_grad_of_run_fixed_in_the_rules_knobs_matches_finite_differences():
 # ---------------------------------------------------------------------------------------------- runs and sweeps
 
 
+@pytest.mark.full
 def test_cluster_run_and_sweep_over_the_rules_knob_compile_once():
     traces = []
 

@@ -362,6 +362,7 @@ def test_other_bad_input():
 # The new rules in the study's run function and in sweeps
 
 
+@pytest.mark.full
 def test_cluster_run_method_rows_equal_direct_runs():
     """ClusterRun with a method table of the new rules gives the same metrics as passing each
     method's knobs explicitly, and the Langevin rule draws from fold_in(key, LANGEVIN_STREAM)."""

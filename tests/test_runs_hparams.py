@@ -109,6 +109,7 @@ def test_hparams_are_static_hashable_and_normalised():
     assert "hparams=Hparams(temperature=0.5" in repr(a)
 
 
+@pytest.mark.full
 def test_track_run_hparams_are_the_predictor_defaults():
     fn = TrackRun(n_frames=3, n_clusters=2, points_per_cluster=10, n_tokens=2, n_steps=10)
     key = jax.random.key(5)

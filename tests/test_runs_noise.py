@@ -47,7 +47,7 @@ def test_the_deterministic_run_compiles_no_random_draw():
     assert re.search(RNG, text(langevin=0.0))  # a langevin condition: the draws are made
 
 
-@pytest.mark.parametrize("batch_size", [1, None], ids=["sequential", "vmapped"])
+@pytest.mark.parametrize("batch_size", [pytest.param(1, marks=pytest.mark.full), None], ids=["sequential", "vmapped"])
 def test_results_equal_with_and_without_the_draws(batch_size):
     run = ClusterRun(**SMALL, methods=TABLE)
     axes = {"method": np.arange(len(TABLE)), "noise": [0.3, 0.9]}
@@ -73,6 +73,7 @@ def test_results_equal_with_and_without_the_draws(batch_size):
     np.testing.assert_array_equal(np.asarray(skip["converged"])[same], np.asarray(drawn["converged"])[same])
 
 
+@pytest.mark.full
 def test_the_fused_kernel_skips_the_draws_to_the_same_results():
     run = ClusterRun(**SMALL, methods=TABLE[:2], kernel="fused")
     grid = {"method": [0, 1], "seeds": 2}
@@ -83,6 +84,7 @@ def test_the_fused_kernel_skips_the_draws_to_the_same_results():
     np.testing.assert_allclose(skip["sse"], drawn["sse"], rtol=1e-5)
 
 
+@pytest.mark.full
 def test_noise_is_still_drawn_where_langevin_can_be_positive():
     key = jax.random.key(2)
     hot = ClusterRun(**SMALL, hparams=dynamics.Hparams(langevin=0.05))

@@ -229,7 +229,9 @@ def test_case5_traced_knob_out_of_range_other_kernels():
 # --------------------------------------------------------------------------------------- case 6
 
 
-@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize(
+    "dtype", [pytest.param(np.float16, marks=pytest.mark.full), ml_dtypes.bfloat16], ids=["float16", "bfloat16"]
+)
 def test_case6_bfloat16_like_float16(dtype):
     x, _ = _blobs(per=20)
     x = np.round(x * 4) / 4  # quarters: exact in float16, bfloat16 and float32

@@ -79,6 +79,7 @@ def test_case1_fresh_never_deletes_user_files(tmp_path, capsys):
     assert intact(d, files)
 
 
+@pytest.mark.full
 def test_case1_fresh_keeps_foreign_files_in_stamped_dir(tmp_path, capsys):
     d = tmp_path / "td"
     assert tokdyn(["--out", d, *SMALL], capsys)[0] == 0

@@ -315,6 +315,7 @@ def _check_outputs(out, cfg, n):
     assert np.all(np.isfinite(np.asarray(out.recon)))
 
 
+@pytest.mark.full
 def test_apply_mlp_decoder(params0, images):
     out = slot_attention.apply(jax.random.key(5), params0, CFG, images)
     _check_outputs(out, CFG, images.shape[0])
@@ -357,7 +358,7 @@ def _bilinear_numpy(a, size):
     return rows[:, :, :, i0] * (1 - w)[None, None, None, :, None] + rows[:, :, :, i1] * w[None, None, None, :, None]
 
 
-@pytest.mark.parametrize("decoder", ["mlp", "conv"])
+@pytest.mark.parametrize("decoder", [pytest.param("mlp", marks=pytest.mark.full), "conv"])
 def test_strided_encoder_and_coarse_decoder_equal_a_numpy_upsampling(images, decoder):
     """encoder_stride=2 and decoder_stride=2 on 8 x 8 images: the parameters are those of the full
     model, Slot Attention sees 16 inputs, and the output is the decoder's 4 x 4 logits upsampled
@@ -492,6 +493,7 @@ def _reference_step(params, state, key, pool, lr, t):
     return optax.apply_updates(params, updates), state, loss
 
 
+@pytest.mark.full
 def test_trainer_is_the_hand_written_training(pool, trained, init_states):
     """Each seed's first steps equal the hand-written loop: the losses, the first call's mean loss
     and the parameters after the first step, up to float32 rounding (the layer's non-finite guard
@@ -526,6 +528,7 @@ def test_trainer_is_the_hand_written_training(pool, trained, init_states):
     assert slot_attention.default_strategy("cpu") == "loop" and slot_attention.default_strategy("gpu") == "scan"
 
 
+@pytest.mark.full
 def test_resumed_training_is_bit_identical(pool, trained, tmp_path):
     straight, _, logs = trained
     assert straight.finished and straight.stopped_at == CFG.train.steps

@@ -24,6 +24,7 @@ from tokdyn.studies import token_dynamics as td
 # ---------------------------------------------------------------------------------------------- token dynamics
 
 
+@pytest.mark.full
 def test_refinement_is_a_method_of_the_token_dynamics_study_paired_with_the_baseline():
     assert "refinement" not in td.Config().methods  # the published four-method family stays as it is
     cfg = td.Config(seeds=5, noise=(0.6,), n_clusters=(3,), methods=("baseline", "refinement"))

@@ -59,6 +59,7 @@ def test_runs_match_public_api_and_sklearn():
     assert agree >= checked - 1, (agree, checked)
 
 
+@pytest.mark.full
 def test_methods_share_data_and_initial_tokens():
     """Within a seed and condition all methods start identically: with momentum and repulsion 0
     every 'method' is the baseline, so all four must give the same results."""

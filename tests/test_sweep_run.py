@@ -406,7 +406,7 @@ class Drawn:
         return dict(value=a * jnp.sum(z**2) + b, first=z[0], extra=jax.random.uniform(jax.random.fold_in(key, 1)))
 
 
-@pytest.mark.parametrize("seed_major", [False, True])
+@pytest.mark.parametrize("seed_major", [False, pytest.param(True, marks=pytest.mark.full)])
 def test_shared_draws_give_the_per_run_results(seed_major):
     """Under common random numbers a seed's draw is made once per device chunk and shared; the
     results equal those of every run drawing its own, whatever the order, the chunking and whether
@@ -460,6 +460,7 @@ def test_shared_draws_cover_the_seeds_of_any_run_range(seed_major):
                 np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.full
 def test_cluster_runs_with_shared_draws_do_not_depend_on_order_or_chunking():
     """The token-dynamics run (tokdyn.engine.runs.ClusterRun) shares its seed's data in a sweep: every
     metric is bit-identical in both grid orders at one chunk size (one program), and agrees with

@@ -320,6 +320,7 @@ def test_a_long_sweep_says_so_up_front(capsys):
     assert "will take about" in lines[0] and "hours" in lines[0] and "24,750,000 models or runs" in lines[0]
 
 
+@pytest.mark.full
 def test_a_sweep_into_a_token_dynamics_study_is_refused_and_fresh_clears_it(tmp_path, capsys):
     """Issue 31, case 6: the sweep once overwrote a token-dynamics study's summary.csv and
     config.json; now it is refused naming the study, and --fresh starts afresh leaving nothing of it."""

@@ -202,6 +202,7 @@ def test_scan_equals_dynamics_run_frame_by_frame(name):
         )
 
 
+@pytest.mark.full
 def test_one_frame_is_one_run():
     frames = blobs(1, CENTRES, VELOCITY, seed=3)
     for name in P:
@@ -288,6 +289,7 @@ def test_constant_velocity_tracks_with_near_zero_lag():
     assert np.abs(lag["velocity"][-5:]).max() < 1e-3 * np.linalg.norm(v)
 
 
+@pytest.mark.full
 def test_zero_velocity():
     """Frames that do not move: every carried predictor equals carry (the displacement of converged
     tokens is below tol) and the displacement is about 0."""
@@ -530,6 +532,7 @@ def test_moving_clusters():
         data.moving_clusters(key, 9, 4, speed=-1.0)
 
 
+@pytest.mark.full
 def test_track_run_sweeps_every_predictor_in_one_compilation(tmp_path):
     fn = TrackRun(n_frames=6, n_clusters=3, points_per_cluster=20, n_tokens=3)
     grid = sweep.Grid(predictor=[0, 1, 2, 3], separation=[0.0, 1.0], seeds=2)

@@ -118,7 +118,7 @@ def test_train_many_matches_a_hand_written_optax_loop_and_make_train():
     assert np.all(acc > 0.85), acc
 
 
-@pytest.mark.parametrize("strategy", ["step", "loop"])
+@pytest.mark.parametrize("strategy", ["step", pytest.param("loop", marks=pytest.mark.full)])
 def test_strategies_train_the_same_models(strategy):
     data, tr = toy_data(), toy_trainer()
     keys, hp = keys_and_hparams(seeds=2)
@@ -169,6 +169,7 @@ print("ok")
     assert r.returncode == 0 and b"ok" in r.stdout, r.stderr.decode()[-3000:]
 
 
+@pytest.mark.full
 def test_auto_batch_size_groups_the_models_to_fit_a_small_device(tmp_path):
     """batch_size="auto" against a simulated device (memory_limit): the models are vmapped in
     groups whose program fits the limit by XLA's memory analysis, train to the all-at-once models,
@@ -440,7 +441,7 @@ def evaluate(step, state):
     return {"val_loss": val_loss, "val_peak": -((state.step.astype(jnp.float32) - peaks) ** 2)}
 
 
-@pytest.mark.parametrize("strategy,kill", [("scan", 1), ("scan", 3), ("loop", 3)])
+@pytest.mark.parametrize("strategy,kill", [("scan", 1), ("scan", 3), pytest.param("loop", 3, marks=pytest.mark.full)])
 def test_evaluate_and_keep_best_resume_bit_identically(tmp_path, strategy, kill):
     """Evaluations (every 2nd call, the first and the last) are columns of the curves; the best state of
     each model is kept; a run stopped after ``kill`` calls and resumed equals an uninterrupted one."""

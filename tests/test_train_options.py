@@ -20,6 +20,7 @@ def leaves_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.full
 def test_old_keywords_train_the_same_models_and_warn_with_the_new_spelling(tmp_path):
     """Every flat keyword of before, mapped onto the values: the same program, so the same numbers;
     one DeprecationWarning per value replaced, pointing at the caller's line."""

@@ -1116,10 +1116,47 @@ def _attempt(case, transformation):
     raise AssertionError(f"no 'no' cells for {transformation} yet: write how to attempt it")
 
 
+# the rows whose programs take longest to compile (the models, the adjoints, the tracking and
+# diffusion loops: about 55 s of the 85 s the table takes on a 2-core CPU) are checked with the full
+# executions (-m full); the default run checks every other row, and of these one model, the step and
+# the loop of the dynamics, a tracking loop and a diffusion loss
+FULL_ROWS = frozenset(
+    {
+        "dynamics.run(adjoint=ImplicitAdjoint())",
+        "dynamics.run(adjoint=CheckpointAdjoint())",
+        "dynamics.run_fixed",
+        "dynamics.trajectory",
+        "dynamics.pallas.run",
+        "tracking.track",
+        "tracking.track(fixed=True)",
+        "geometry.summary",
+        "diffusion.ddim_sample",
+        "diffusion.sample",
+        "probes.fit",
+        "models.iodine.apply",
+        "models.iodine.loss_fn",
+        "models.savi.apply",
+        "models.savi.loss_fn",
+        "models.slots.apply",
+        "models.slots.loss_fn",
+        "models.sequence.loss_fn",
+        "models.latent.model.Model.apply",
+        "models.latent.losses.objective",
+    }
+)
+
+
+def _tier(kernel, *values):
+    """The parameters of a test of row ``kernel``, marked ``full`` where the row is in FULL_ROWS."""
+    return pytest.param(*values, marks=pytest.mark.full) if kernel in FULL_ROWS else pytest.param(*values)
+
+
 CELLS = [(r.kernel, t) for r in TABLE for t in transformations.TRANSFORMATIONS]
 
 
-@pytest.mark.parametrize("kernel,transformation", CELLS, ids=[f"{k}-{t}" for k, t in CELLS])
+@pytest.mark.parametrize(
+    "kernel,transformation", [_tier(k, k, t) for k, t in CELLS], ids=[f"{k}-{t}" for k, t in CELLS]
+)
 def test_cell(kernel, transformation):
     case = cases()[kernel]
     with _compiler(case):
@@ -1147,13 +1184,15 @@ def _check_cell(case, kernel, transformation):
         _check_not_applicable(case, cell)
 
 
-def test_both_modes_agree():
+BOTH_MODES = [r.kernel for r in TABLE if r.status("grad") == r.status("jacfwd") == "yes"]
+
+
+@pytest.mark.parametrize("kernel", [_tier(k, k) for k in BOTH_MODES], ids=BOTH_MODES)
+def test_both_modes_agree(kernel):
     """Where both modes are supported they give the same directional derivative (float32)."""
-    for r in TABLE:
-        if r.status("grad") == r.status("jacfwd") == "yes":
-            case = cases()[r.kernel]
-            with _compiler(case):
-                np.testing.assert_allclose(_reverse(case), _forward(case), rtol=2e-3, atol=1e-5, err_msg=r.kernel)
+    case = cases()[kernel]
+    with _compiler(case):
+        np.testing.assert_allclose(_reverse(case), _forward(case), rtol=2e-3, atol=1e-5, err_msg=kernel)
 
 
 # ---------------------------------------------------------------------------------------------- completeness
@@ -1190,6 +1229,7 @@ def test_every_public_kernel_is_in_the_table():
         missing = {f"{name}.{f}" for f in _public_functions(module)} - listed
         assert not missing, f"public functions missing from tests/transformations_table.py: {sorted(missing)}"
     assert set(cases()) == {r.kernel for r in TABLE}, "every row needs a case here, and every case a row"
+    assert FULL_ROWS <= set(cases()), f"FULL_ROWS names no row: {sorted(FULL_ROWS - set(cases()))}"
     for r in TABLE:
         for t in transformations.TRANSFORMATIONS:
             assert r.status(t) in ("yes", "no", "n/a"), (r.kernel, t, r.cell(t))

@@ -16,6 +16,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from tokdyn import data, dynamics
 from tokdyn.dynamics import pallas
@@ -85,6 +86,7 @@ def test_xla_loop_labels_do_not_move_with_the_origin():
     assert len(_mismatches(labels, tokens, steps)[1]) >= 1
 
 
+@pytest.mark.full
 def test_pallas_kernel_labels_do_not_move_with_the_origin():
     x, t0, mask = _problems(8)  # the interpreter's program compiles slowly: one call for all
 
@@ -97,6 +99,7 @@ def test_pallas_kernel_labels_do_not_move_with_the_origin():
     np.testing.assert_allclose(tokens[2] - offs[2], tokens[0], atol=1e-2)
 
 
+@pytest.mark.full
 def test_kernels_outside_the_loop_are_centred_too():
     """hard_labels, soft_assignment and update take the user's coordinates and centre inside."""
     x, t0, mask = _problems(1)

@@ -151,6 +151,7 @@ def test_nan_losses_are_reported_per_model():
     assert np.all(np.isfinite(r.curves["loss"][0]))
 
 
+@pytest.mark.full
 def test_curriculum_and_occurrence_sampling():
     cfg = vtae.Config(
         vocab_size=12,
@@ -169,6 +170,7 @@ def test_curriculum_and_occurrence_sampling():
     assert active[0] < 4 and active[-1] == 12 and np.all(np.diff(active) >= 0)
 
 
+@pytest.mark.full
 def test_semantic_grounding_with_embeddings():
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(5, 3)).astype(np.float32)

@@ -72,7 +72,8 @@ class TooFewClips(Shortfall):
       asked: the videos asked for.
       records: the examples read (all of the split's).
       by_objects: ``{n: {f: videos}}``: the split's videos with ``n`` objects and ``f`` frames.
-      objects, frames: the objects and frames asked.
+      objects: the objects asked.
+      frames: the frames asked.
     """
 
     def usable(self, objects: int, frames: int) -> int:

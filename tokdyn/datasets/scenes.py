@@ -63,7 +63,8 @@ class TooFewScenes(Shortfall):
         pixel at ``size x size`` (``n`` 0: the scenes without objects).
       vanished: ``{n: scenes}``: those with ``n >= 1`` visible objects that lose every object pixel
         to the crop and resize (usable only where ``min_objects`` is 0).
-      min_objects, max_objects: the range asked.
+      min_objects: the range's low end asked.
+      max_objects: the range's high end asked.
       most: the most objects the dataset's scenes hold.
     """
 

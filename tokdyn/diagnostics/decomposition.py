@@ -25,6 +25,8 @@ from tokdyn import _checks
 from tokdyn.diagnostics import protocol
 
 SETTINGS = ("full", "markers_only", "slots_noise", "slots_mean", "slots_zeros", "format_only", "no_block")
+"""The settings of the decomposition table, in its order: the block whole, its markers only, its slots
+replaced (noise, their mean, zeros), its format only, no block (what each does: :doc:`/concepts/diagnostics`)."""
 ALL_SETTINGS = SETTINGS + ("slots_only",)
 """Every setting :func:`decompose` takes: :data:`SETTINGS` and ``"slots_only"`` (the markers removed from
 attention, the slots kept: Beyond Visual Memory's slots-only arm)."""

@@ -38,6 +38,7 @@ from tokdyn import _checks
 from tokdyn.models.protocol import ApplyFn, Outputs
 
 __all__ = [
+    "PROBE_STAND_IN_LIMIT",
     "ApplyFn",
     "Outputs",
     "Dims",

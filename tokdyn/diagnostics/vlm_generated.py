@@ -104,7 +104,7 @@ def _call(model, prompts: Prompts, latent, *, new_tokens: int, score_ids, key, i
 
 
 def split(gen, k: int) -> list:
-    """A :class:`Generation` of ``k`` blocks of rows (as :meth:`Prompts.tiled` makes them) as ``k``
+    """A :class:`~tokdyn.models.qwen2_5_vl.latent.Generation` of ``k`` blocks of rows (as :meth:`Prompts.tiled` makes them) as ``k``
     Generations of B rows each."""
     b = len(gen.tokens) // k
     rows = lambda a, j: None if a is None else np.asarray(a)[j * b : (j + 1) * b]  # noqa: E731

@@ -12,28 +12,27 @@ import functools
 import importlib.util
 import os
 import sys
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 from tokdyn import io
 from tokdyn.engine.sweep import digest, reads
 from tokdyn.experiment import study as study_dir
 
-if TYPE_CHECKING:
-    from tokdyn.experiment.runner import Session, Spec
-
 _HOOKS = ("config", "run", "summary", "figures", "findings", "check", "prepare", "stamp_extra", "printed")
 
 
-def code_stamp(spec: Spec, out: Optional[str] = None) -> dict:
-    """``{module: SHA-256 of its file}`` of the modules outside tokdyn that define ``spec``'s
-    ``Config`` and hooks (a study of one's own; the standard library and modules without a file
-    left out), of every module of the user's they import (``import helper`` at their top level,
-    transitively: :func:`tokdyn.engine.sweep.digest.imported_modules`) and of the modules an earlier
-    run into ``out`` reached while it ran (an ``import helper`` inside ``run``, stamped as it was
-    reached: :func:`stamp_reached`): :func:`~tokdyn.experiment.runner.run_study` stamps it with the configuration
-    (``extra.code``), so that a directory a changed module made is refused on resume, naming the
-    module, like another configuration (``--fresh`` starts afresh). Any change to a file counts,
-    comments included. Empty for tokdyn's own studies (their code is stamped by tokdyn's version)."""
+def code_stamp(spec, out: Optional[str] = None) -> dict:
+    """``{module: SHA-256 of its file}`` of the modules outside tokdyn that define the ``Config``
+    and hooks of ``spec`` (a :class:`~tokdyn.experiment.runner.Spec`: a study of one's own; the
+    standard library and modules without a file left out), of every module of the user's they import
+    (``import helper`` at their top level, transitively:
+    :func:`tokdyn.engine.sweep.digest.imported_modules`) and of the modules an earlier run into
+    ``out`` reached while it ran (an ``import helper`` inside ``run``, stamped as it was reached:
+    :func:`stamp_reached`): :func:`~tokdyn.experiment.runner.run_study` stamps it with the
+    configuration (``extra.code``), so that a directory a changed module made is refused on resume,
+    naming the module, like another configuration (``--fresh`` starts afresh). Any change to a file
+    counts, comments included. Empty for tokdyn's own studies (their code is stamped by tokdyn's
+    version)."""
     files = {}
     for hook in _HOOKS:
         value = getattr(spec, hook, None)
@@ -84,9 +83,9 @@ def _module_file(name: str) -> Optional[str]:
     return path if path and os.path.isfile(path) else None
 
 
-def stamp_reached(session: Session) -> None:
+def stamp_reached(session) -> None:
     """Stamp the modules of the user's that a study of one's own imported while it ran (and those
-    they import; ``session.reads``) into its directory's stamp (``extra.code``,
+    they import; ``session.reads`` of the :class:`~tokdyn.experiment.runner.Session`) into its directory's stamp (``extra.code``,
     :meth:`~tokdyn.experiment.study.Study.stamp_code`): a part kept after such an import is keyed
     by that module's code as the configuration is, so a rerun after the module changed is refused
     naming it. Nothing for tokdyn's own studies (nothing is recorded for them)."""

@@ -27,7 +27,7 @@ FEEDS = ("norm", "prenorm")
 ``hidden_states``) or the last layer's output before the final norm (``"prenorm"``)."""
 
 KINDS = ("none", "zeros", "noise", "add_noise", "swap", "mean", "drop_slots", "drop_block", "drop_markers")
-"""The interventions on generated latents, by index (:attr:`Intervention.kind`):
+"""The interventions on generated latents, by index (:class:`Intervention`'s ``kind``):
 
 - ``none``: the latents as computed;
 - ``zeros``: each fed-back latent replaced by zeros;
@@ -150,7 +150,7 @@ class Intervention:
       kind: (B,) int index into :data:`KINDS`.
       scale: (B,) float, the noise's scale for ``noise`` and ``add_noise`` (ignored by the other kinds).
       source: (B, K, size, hidden) latents for ``swap`` and ``mean`` (e.g. a clean run's
-        :attr:`Generation.latents`), or shape (B, 0, size, hidden) when unused.
+        :class:`Generation`'s ``latents``), or shape (B, 0, size, hidden) when unused.
       source_blocks: (B,) int, how many blocks of each row of ``source`` hold latents.
     """
 

@@ -323,7 +323,7 @@ class Config:
         """Seconds of work on the reference CPU (:mod:`tokdyn.experiment.rates`) of ``n`` instances: the
         compiles of each analysis's programs and their calls (``host``: :data:`COMPILE_SECONDS`, measured on
         the tiny model, and :data:`CALL_SECONDS` a batch), and the forward passes' floating-point work
-        (``training``: :func:`forward_flops` of the passes each analysis makes per instance, over the
+        (``training``: ``forward_flops`` of the passes each analysis makes per instance, over the
         reference's rate; with ``--latents generated`` the generations, each counted as one pass over the
         prompt and its new tokens)."""
         z = self.sizes()

@@ -177,28 +177,29 @@ def scored_rows(ctx: Context, index, valid, tokens, setting: str) -> list:
     """Rows of generated ``tokens`` (B, N) of the chunk's instances under ``setting``: the text (cut at the
     first stop token), the option or answer read from it (:func:`tokdyn.diagnostics.choices.score`), whether
     it is right and parsed, and the instance's benchmark and chance level."""
-    inst, t = ctx.instances, ctx.loaded.tokens
-    stops = ctx.mcfg.eos_token_id
-    rows = []
-    for b in np.flatnonzero(valid):
-        i = int(index[b])
-        text = t.decode(tokens[b], stops)
-        got = choices.score(text, inst.answers[i], inst.options_of(i))
-        rows.append(
-            dict(
-                instance=i,
-                benchmark=inst.file_of(i),
-                setting=setting,
-                text=text,
-                choice=got.choice,
-                answer=inst.answers[i],
-                correct=float(got.correct),
-                parsed=bool(got.parsed),
-                rule=got.rule,
-                chance=inst.chance(i),
-            )
-        )
-    return rows
+    t, stops = ctx.loaded.tokens, ctx.mcfg.eos_token_id
+    return [scored_row(ctx, int(index[b]), t.decode(tokens[b], stops), setting) for b in np.flatnonzero(valid)]
+
+
+def scored_row(ctx: Context, i: int, text: str, setting: str, **extra) -> dict:
+    """The row of instance ``i``'s generated ``text`` under ``setting``: the option or answer read from it
+    (:func:`tokdyn.diagnostics.choices.score`), whether it is right and parsed, the instance's benchmark and
+    chance level, and ``extra``'s columns."""
+    inst = ctx.instances
+    got = choices.score(text, inst.answers[i], inst.options_of(i))
+    return dict(
+        instance=i,
+        benchmark=inst.file_of(i),
+        setting=setting,
+        text=text,
+        choice=got.choice,
+        answer=inst.answers[i],
+        correct=float(got.correct),
+        parsed=bool(got.parsed),
+        rule=got.rule,
+        chance=inst.chance(i),
+        **extra,
+    )
 
 
 def accuracy_rows(ctx: Context, group, start: int) -> list:

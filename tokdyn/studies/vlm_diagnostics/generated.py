@@ -26,7 +26,7 @@ import numpy as np
 
 from tokdyn.diagnostics import choices, dmlr, vlm
 from tokdyn.diagnostics import vlm_generated as vg
-from tokdyn.studies.vlm_diagnostics.analyses import TOP_K, chunk_of
+from tokdyn.studies.vlm_diagnostics.analyses import TOP_K, chunk_of, scored_row
 from tokdyn.studies.vlm_diagnostics.config import LATENT_KINDS
 
 AS_SETTING = {
@@ -103,29 +103,12 @@ def _texts(ctx, gen) -> list:
 def scored(ctx, r: dict, gen, setting: str) -> list:
     """Rows of ``gen``'s answers under ``setting`` (the text after the last latent block, scored by
     :func:`tokdyn.diagnostics.choices.score`), with the blocks each instance wrote."""
-    inst = ctx.instances
-    out = []
-    for b, text in enumerate(_texts(ctx, gen)):
-        if not r["valid"][b]:
-            continue
-        i = int(r["index"][b])
-        got = choices.score(text, inst.answers[i], inst.options_of(i))
-        out.append(
-            dict(
-                instance=i,
-                benchmark=inst.file_of(i),
-                setting=setting,
-                text=text,
-                choice=got.choice,
-                answer=inst.answers[i],
-                correct=float(got.correct),
-                parsed=bool(got.parsed),
-                rule=got.rule,
-                chance=inst.chance(i),
-                blocks=int(gen.n_blocks[b]),
-            )
-        )
-    return out
+    valid, index = r["valid"], r["index"]
+    return [
+        scored_row(ctx, int(index[b]), text, setting, blocks=int(gen.n_blocks[b]))
+        for b, text in enumerate(_texts(ctx, gen))
+        if valid[b]
+    ]
 
 
 def accuracy_rows(ctx, group, start: int) -> list:

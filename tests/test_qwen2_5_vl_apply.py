@@ -230,6 +230,7 @@ def test_noised_pixels():
         qa.noised_pixels(jax.random.key(0), rows, proc, "gaussian", -1.0)
 
 
+@pytest.mark.full
 def test_grounding_score_equals_two_forward_passes(setup):
     """DMLR's S_t through tokdyn.diagnostics.grounding on this model equals the difference of the model's own
     log-probabilities with the image and with its noised copy (NumPy log-softmax); it is zero before the image

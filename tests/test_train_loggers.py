@@ -9,6 +9,7 @@ import json
 import os
 import struct
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -100,9 +101,13 @@ def test_wandb_hook_logs_every_model_under_its_name_offline(tmp_path, monkeypatc
     assert wb.run is None  # the run it started is finished
     files = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
     assert len(files) == 1
-    history = wandb_history(files[0])
     steps = [int(s) for s in res.steps]
-    assert sorted(history) == steps
+    # wandb's writer is a process of its own (wandb-core): on a loaded machine the file can still be
+    # short of its records when finish() returns, so it is read until it holds every step (60 s at most)
+    deadline = time.monotonic() + 60.0
+    while sorted(history := wandb_history(files[0])) != steps and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert sorted(history) == steps, f"{files[0]} ({os.path.getsize(files[0])} bytes): steps {sorted(history)}"
     for c, step in enumerate(steps):  # one run, <metric>/<model name> per value
         row = history[step]
         for metric, curve in res.curves.items():

@@ -18,6 +18,7 @@ pytest.importorskip("safetensors")
 
 from tokdyn.models import qwen2_5_vl  # noqa: E402
 from tokdyn.models.qwen2_5_vl import decoding, generation, latent  # noqa: E402
+from test_qwen2_5_vl import reference  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qwen2_5_vl_latent"
 START, END, PAD = "<|latent_start|>", "<|latent_end|>", "<|latent_pad|>"
@@ -27,14 +28,9 @@ LATENT_RTOL = 1e-4
 rounding of the two programs is ~1e-6 of it, compounded over the fed-back steps."""
 
 
-def reference() -> dict:
-    with np.load(FIXTURE / "reference.npz") as f:
-        return {k: f[k] for k in f.files}
-
-
 @pytest.fixture(scope="module")
 def ref():
-    return reference()
+    return reference(FIXTURE)
 
 
 @pytest.fixture(scope="module")

@@ -169,6 +169,11 @@ def table(s: Suite) -> str:
                 f"{r['gflops_useful']:.1f} useful GFLOP/s; {r['mean_steps']:.1f} steps; padded "
                 f"{r['of_bound_padded']:.2%})" + (f"; {r['agreement']}" if "agreement" in r else "")
             )
+        elif "of_bound" in r and "bound_tokens_per_s" in r:
+            against = (
+                f"{r['of_bound']:.2%} of the bound, {r['binding']} binding ({r['bound_tokens_per_s']:,.0f} "
+                f"tokens/s; {r['weight_bytes']:.3g} weight bytes)"
+            )
         elif "of_bound" in r:
             against = (
                 f"{r['of_bound']:.2%} of the bound, {r['binding']} binding ({r['bound_steps_per_s']:,.0f} "

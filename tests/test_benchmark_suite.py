@@ -260,3 +260,27 @@ def test_trace_summary_reads_a_profile(tmp_path):
     assert "| gemm | 2 | 0.07 | 77.8% | 35.0 |" in text
     assert "| loop_fusion | 1 | 0.02 | 22.2% | 20.0 |" in text
     assert "/host:CPU" not in text
+
+
+def test_table_renders_every_row_a_gpu_call_measured():
+    """The suite's table over the rows an H100 call wrote at d41d300: its decode rows carry a share
+    of a bound in tokens/s (not model-steps/s), which once stopped the table with a KeyError after
+    every row had been measured."""
+    import types
+
+    import suite
+
+    path = os.path.join(BENCH, "runs", "h100-2026-11-28-d41d300", "rows.jsonl")
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    rows = [r for r in rows if "section" in r]
+    meta = dict(
+        device="NVIDIA H100 80GB HBM3", devices=1, backend="gpu", host="x86_64, 16 cores", jax="0.11.2",
+        matmul_precision="highest", date="2026-11-28 01:30", smoke=False,
+    )
+    text = suite.table(types.SimpleNamespace(meta=meta, rows=rows, ceil={"gemm_highest": 5e13}))
+    decode = [r for r in rows if r.get("bound_tokens_per_s")]
+    assert decode, "the raw file holds the decode rows"
+    for r in decode:
+        line = next(ln for ln in text.splitlines() if f"| {r['name']} |" in ln)
+        assert f"{r['bound_tokens_per_s']:,.0f} tokens/s" in line and f"{r['of_bound']:.2%}" in line

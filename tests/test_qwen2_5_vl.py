@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("safetensors")
 
-from tokdyn.models import qwen2_5_vl  # noqa: E402
+from tokdyn.models import qwen2_5_vl, vlm  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qwen2_5_vl_tiny"
 RTOL = 1e-4
@@ -131,7 +131,7 @@ def test_sampling_reproducible_and_filtered(model, ref):
     """Sampling is reproducible from its key, differs across keys, and never leaves the top-k / nucleus."""
     import jax
 
-    from tokdyn.models.qwen2_5_vl import generation
+    from tokdyn.models.vlm import generation
 
     kw = dict(attention_mask=ref["batch_mask"], temperature=1.0, eos_token_id=(), max_new_tokens=16)
     a = model.generate(ref["batch_ids"], key=jax.random.key(3), **kw)
@@ -295,7 +295,7 @@ def test_chat_template_and_tokenizer_equal_transformers(ref):
     for a user turn with an image, placeholders expanded per the image's grid; decoding drops the specials."""
     pytest.importorskip("jinja2")
     pytest.importorskip("tokenizers")
-    from tokdyn.models.qwen2_5_vl.chat import Chat
+    from tokdyn.models.vlm.chat import Chat
 
     chat = Chat.load(FIXTURE)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the image?"}]}]

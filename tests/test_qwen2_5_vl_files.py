@@ -21,8 +21,8 @@ pytest.importorskip("safetensors")
 pytest.importorskip("tokenizers")
 pytest.importorskip("jinja2")
 
-from tokdyn.models import qwen2_5_vl  # noqa: E402
-from tokdyn.models.qwen2_5_vl import chat as chat_lib  # noqa: E402
+from tokdyn.models import qwen2_5_vl, vlm  # noqa: E402
+from tokdyn.models.vlm import chat as chat_lib  # noqa: E402
 from tokdyn.models.qwen2_5_vl import processor as processor_lib  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qwen2_5_vl_tiny"
@@ -360,23 +360,23 @@ def test_tokenizer_and_processor_files_are_named(tmp_path):
     text = (ckpt / "tokenizer.json").read_text()
     (ckpt / "tokenizer.json").write_text(text[: len(text) // 2])
     with pytest.raises(ValueError, match=r"tokenizer\.json: the tokenizers package cannot read it .*truncated"):
-        qwen2_5_vl.Chat.load(ckpt)
+        vlm.Chat.load(ckpt)
     (ckpt / "tokenizer.json").write_text(text)
     edit_json(ckpt / "preprocessor_config.json", _set("patch_size", value=0))
     with pytest.raises(ValueError, match=r"preprocessor_config\.json: patch_size is 0; expected an integer >= 1"):
-        qwen2_5_vl.Chat.load(ckpt)
+        vlm.Chat.load(ckpt)
     edit_json(ckpt / "preprocessor_config.json", _set("patch_size", value=14))
     edit_json(ckpt / "preprocessor_config.json", _set("merge_size", value=1))
     with pytest.raises(ValueError, match=r"merge_size is 1 but config\.json's vision_config\.spatial_merge_size is 2"):
-        qwen2_5_vl.Chat.load(ckpt)
+        vlm.Chat.load(ckpt)
     edit_json(ckpt / "preprocessor_config.json", _set("merge_size", value=2))
     edit_json(ckpt / "preprocessor_config.json", _set("image_std", value=[0.2, 0.0, 0.2]))
     with pytest.raises(ValueError, match=r"image_std is \(0\.2, 0\.0, 0\.2\); expected three finite numbers > 0"):
-        qwen2_5_vl.Chat.load(ckpt)
+        vlm.Chat.load(ckpt)
 
 
 def test_answers_the_tokenizer_cannot_spell_are_refused():
-    chat = qwen2_5_vl.Chat.load(FIXTURE)
+    chat = vlm.Chat.load(FIXTURE)
     np.testing.assert_array_equal(chat.text_ids("a b"), [65, 0, 66])
     with pytest.raises(ValueError, match=r"the answer 'é' has no tokens: the tokenizer maps it to nothing"):
         chat.text_ids("é", "the answer")
@@ -426,7 +426,7 @@ def test_a_bounded_template_renders_what_jinja_renders():
     text (the reference)."""
     with np.load(FIXTURE / "reference.npz") as f:
         want = str(f["chat_text"])
-    chat = qwen2_5_vl.Chat.load(FIXTURE)
+    chat = vlm.Chat.load(FIXTURE)
     assert chat.template_name == str(FIXTURE / "chat_template.jinja")
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the image?"}]}]
     assert chat.render(messages) == want

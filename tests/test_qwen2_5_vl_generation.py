@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("safetensors")
 
-from tokdyn.models import qwen2_5_vl  # noqa: E402
-from tokdyn.models.qwen2_5_vl import decoding, generation, latent  # noqa: E402
+from tokdyn.models import qwen2_5_vl, vlm  # noqa: E402
+from tokdyn.models.vlm import decoding, generation, interventions, latent  # noqa: E402
 from test_qwen2_5_vl import reference  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qwen2_5_vl_latent"
@@ -55,7 +55,7 @@ def test_latent_generation_equals_reference_loop(model, ref):
     versions = json.loads(str(ref["versions"]))
     assert set(versions) == {"transformers", "torch"}
     assert (ref["n_blocks"] >= 2).all() and (ref["margins"] > 1e-3).all()
-    mode = qwen2_5_vl.LatentMode(START, END, PAD, SIZE)  # strings, resolved through the checkpoint's tokenizer
+    mode = vlm.LatentMode(START, END, PAD, SIZE)  # strings, resolved through the checkpoint's tokenizer
     args = (ref["ids"], ref["pixels"], ref["grid"], ref["mask"])
     before = generation.run._cache_size()
     got = model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode)
@@ -98,7 +98,7 @@ def masked_forward(model, ref, gen, kinds):
             end = t0 + s + SIZE + 1
             if kind is None or end >= length:
                 continue
-            hide_slots, hide_markers = latent.DROPS[kind]
+            hide_slots, hide_markers = interventions.BY_NAME[kind].drops
             if hide_slots:
                 keys[r, end:, t0 + s + 1 : end] = False
             if hide_markers:
@@ -118,12 +118,12 @@ def test_drop_kinds_equal_the_masked_forward_pass(model, ref):
     after it (the start marker and the slots from the end marker on, the end marker after itself), and each
     text token is that pass's most likely under the repetition penalty (NumPy). Without the masks the pass
     gives other latents; drop_markers changes the clean run's tokens."""
-    mode = qwen2_5_vl.LatentMode(128, 129, 130, SIZE)
+    mode = vlm.LatentMode(128, 129, 130, SIZE)
     args = (ref["ids"], ref["pixels"], ref["grid"], ref["mask"])
     model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode)  # the clean run's program
     before = generation.run._cache_size()
     hidden = ref["latents"].shape[-1]
-    iv = latent.Intervention.make(list(DROPS), len(DROPS), SIZE, hidden)
+    iv = interventions.Intervention.make(list(DROPS), len(DROPS), SIZE, hidden)
     got = model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode, intervention=iv)
     assert generation.run._cache_size() == before
     for r, kind in enumerate(DROPS):
@@ -160,6 +160,63 @@ def test_drop_kinds_equal_the_masked_forward_pass(model, ref):
     assert checked >= 60
 
 
+def test_block_mode_is_generation_with_a_forced_block(model, ref):
+    """The block mode: block_at=0 forces each row's start token at the first step, then the model fills its
+    block with its own final-norm states (checked against one forward pass over the prompt and the tokens with
+    those latents written, as the latent run is), then its end token, then text; one row may be left to open
+    its blocks itself (-1). The same program as the clean run (no second compile). feed="token" fills the block
+    with the greedy tokens' embeddings (text-space) instead: other latents, same tokens' layout."""
+    mode = vlm.LatentMode(128, 129, 130, SIZE)
+    args = (ref["ids"], ref["pixels"], ref["grid"], ref["mask"])
+    model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode)
+    before = generation.run._cache_size()
+    got = model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode, block_at=[0, 0, -1])
+    assert generation.run._cache_size() == before
+    np.testing.assert_array_equal(got.tokens[:2, 0], [128, 128])
+    np.testing.assert_array_equal(got.tokens[:2, 1 : SIZE + 1], np.full((2, SIZE), 130))
+    np.testing.assert_array_equal(got.tokens[:2, SIZE + 1], [129, 129])
+    np.testing.assert_array_equal(got.block_steps[:2, 0], [0, 0])
+    np.testing.assert_array_equal(got.tokens[2], ref["tokens"][2])  # the free row as in the clean run
+    t0 = ref["ids"].shape[1]
+    normed, _ = masked_forward(model, ref, got, (None,) * 3)
+    want = np.zeros_like(got.latents, np.float64)
+    for r in range(3):
+        for j, st in enumerate(got.block_steps[r, : got.n_blocks[r]]):
+            steps = np.arange(st + 1, min(st + 1 + SIZE, STEPS))
+            want[r, j, : len(steps)] = normed[r, t0 + steps - 1]
+    assert_latents_close(got.latents, want)
+    text_arm = model.generate(
+        *args, max_new_tokens=STEPS, do_sample=False, latent=vlm.LatentMode(128, 129, 130, SIZE, "token"), block_at=0
+    )
+    np.testing.assert_array_equal(text_arm.tokens[:, 0], [128] * 3)
+    assert not np.allclose(text_arm.latents[:, 0], got.latents[:2, 0].repeat(2, 0)[:3])
+    embed = np.asarray(model.params["text"]["embed"], np.float64)
+    first = text_arm.latents[:, 0, 0]  # the first fed-back input: the embedding of one token of the vocabulary
+    assert all(np.abs(embed - f).max(-1).min() < 1e-6 for f in first)
+
+
+def test_a_block_cut_by_the_token_limit_is_marked_cut(model, ref):
+    """A block the token limit cuts is counted as opened, marked incomplete (cut), holds only the latents
+    written, and leaves no answer: Generation.cut, .blocks and .answer_start say so; the same run with room
+    enough completes it."""
+    mode = vlm.LatentMode(128, 129, 130, SIZE)
+    args = (ref["ids"], ref["pixels"], ref["grid"], ref["mask"])
+    cut = model.generate(*args, max_new_tokens=3, do_sample=False, latent=mode, block_at=0)
+    np.testing.assert_array_equal(cut.n_blocks, [1, 1, 1])
+    np.testing.assert_array_equal(cut.cut, [True, True, True])
+    np.testing.assert_array_equal(cut.blocks, [0, 0, 0])
+    assert cut.latents.shape[2] == 3 and (cut.latents[:, 0, :2] != 0).any() and not cut.latents[:, 0, 2].any()
+    assert [cut.answer_start(r) for r in range(3)] == [3, 3, 3] and cut.text(_Ids(), after_latents=True)[0] == ""
+    whole = model.generate(*args, max_new_tokens=SIZE + 2, do_sample=False, latent=mode, block_at=0)
+    np.testing.assert_array_equal(whole.cut, [False] * 3)
+    assert [whole.answer_start(r) for r in range(3)] == [SIZE + 2] * 3
+
+
+class _Ids:
+    def decode(self, ids, skip_special_tokens=True):
+        return " ".join(str(int(i)) for i in ids if 0 <= i)
+
+
 def test_published_generation_config_equals_transformers(model, ref):
     """The checkpoint's generation_config.json as Qwen2.5-VL publishes it (sampling at temperature 1e-06,
     repetition penalty 1.05): generate follows it and equals transformers' generate (sampled with a key,
@@ -182,7 +239,7 @@ def test_published_generation_config_equals_transformers(model, ref):
     np.testing.assert_array_equal(stopped.stop_steps, np.argmax(ref["hf_stop"] == stop, axis=1))
     after = np.arange(16)[None] > stopped.stop_steps[:, None]
     assert after.any() and (stopped.tokens[after] == 112).all()  # the checkpoint's pad token, not 0
-    chat = qwen2_5_vl.Chat.load(FIXTURE)
+    chat = vlm.Chat.load(FIXTURE)
     for row, text in enumerate(stopped.text(chat)):
         assert text == chat.decode(stopped.tokens[row, : stopped.stop_steps[row] + 1])
         assert chat.decode(stopped.tokens[row], skip_special_tokens=False).endswith("<|endoftext|>")
@@ -241,16 +298,44 @@ def test_resolve_follows_transformers_defaults():
     assert not decoding.resolve(base, 10, temperature=0).do_sample
     assert decoding.resolve(None, 10, temperature=0.7).do_sample
     assert decoding.resolve(None, 10, top_k=None).top_k == 50 and decoding.resolve(None, 10, top_k=0).top_k == 0
+    assert decoding.resolve(None, 10, top_p=0.0).top_p == 0.0  # transformers keeps the most likely token alone
     for kw, match in (
-        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
         (dict(repetition_penalty=0), "repetition_penalty"),
         (dict(eos_token_id=11), "eos_token_id"),
         (dict(pad_token_id=-1), "pad_token_id"),
         (dict(temperature=-1), "temperature"),
         (dict(min_p=2.0), "min_p"),
+        (dict(temperature=float("inf")), "finite"),
+        (dict(temperature=1e-40), "too small"),
+        (dict(do_sample=True, temperature=0), "temperature > 0"),
     ):
         with pytest.raises(ValueError, match=match):
             decoding.resolve(None, 10, **kw)
+    for kw in (dict(repetition_penalty=True), dict(top_k=True), dict(temperature=True), dict(eos_token_id=[True])):
+        with pytest.raises(TypeError, match="bool|token ids"):
+            decoding.resolve(None, 10, **kw)
+
+
+def test_decoding_files_read_as_transformers_reads_them():
+    """generation_config.json values transformers loads are loaded: ``{"do_sample": false, "temperature": 0.0}``
+    (greedy) and ``top_p: 0.0``; a sampling file at temperature 0 is refused as transformers refuses it."""
+    greedy = decoding.GenerationConfig.from_dict({"do_sample": False, "temperature": 0.0})
+    assert not decoding.resolve(greedy, 10).do_sample
+    assert decoding.GenerationConfig.from_dict({"top_p": 0.0}).top_p == 0.0
+    with pytest.raises(ValueError, match="temperature"):
+        decoding.GenerationConfig.from_dict({"do_sample": True, "temperature": 0.0})
+
+
+def test_sampling_at_a_tiny_temperature_is_greedy():
+    """Sampling at a tiny (but representable) temperature draws the most likely token, with logits far beyond
+    what ``logits / temperature`` holds in float32 (it overflowed to +inf and drew garbage ids)."""
+    rng = np.random.default_rng(3)
+    logits = jnp.asarray(rng.normal(size=(64, 50)).astype(np.float32) * 30)
+    knob = decoding.knobs(decoding.resolve(None, 50, do_sample=True, temperature=1e-30, top_k=0))
+    keys = jax.random.split(jax.random.key(0), 64)
+    got = np.asarray(decoding.choose(logits, keys, knob, sample=True))
+    np.testing.assert_array_equal(got, np.argmax(np.asarray(logits), -1))
 
 
 def test_penalty_and_filters_equal_numpy():
@@ -287,12 +372,12 @@ def test_latent_mode_and_intervention_checked(model):
     """LatentMode strings resolve through the checkpoint's tokenizer (an unknown one named, with the added
     tokens); ids are checked against the vocabulary and the stop tokens; Intervention.make names bad kinds,
     scales and sources; options are refused before anything compiles."""
-    chat = qwen2_5_vl.Chat.load(FIXTURE)
-    mode = qwen2_5_vl.LatentMode(START, END, PAD, SIZE).resolve(chat)
+    chat = vlm.Chat.load(FIXTURE)
+    mode = vlm.LatentMode(START, END, PAD, SIZE).resolve(chat)
     assert (mode.start, mode.end, mode.pad) == (128, 129, 130)
-    assert qwen2_5_vl.LatentMode.from_tokenizer(chat.tokenizer, START, END, PAD, 8).size == 8
+    assert vlm.LatentMode.from_tokenizer(chat.tokenizer, START, END, PAD, 8).size == 8
     with pytest.raises(ValueError, match="<|latent_stop|>"):
-        qwen2_5_vl.LatentMode("<|latent_stop|>", END, PAD, 4).resolve(chat)
+        vlm.LatentMode("<|latent_stop|>", END, PAD, 4).resolve(chat)
     for args, match in (
         ((1, 1, 2, 4), "different"),
         ((1, 2, 3, 0), "size"),
@@ -300,16 +385,16 @@ def test_latent_mode_and_intervention_checked(model):
         ((-1, 2, 3, 4), "start"),
     ):
         with pytest.raises(ValueError, match=match):
-            qwen2_5_vl.LatentMode(*args)
+            vlm.LatentMode(*args)
     ids = np.array([[5, 6, 7]])
     with pytest.raises(ValueError, match="vocabulary"):
-        model.generate(ids, latent=qwen2_5_vl.LatentMode(128, 129, 999, 4), do_sample=False)
+        model.generate(ids, latent=vlm.LatentMode(128, 129, 999, 4), do_sample=False)
     with pytest.raises(ValueError, match="stop token"):
-        model.generate(ids, latent=qwen2_5_vl.LatentMode(117, 129, 130, 4), do_sample=False)
-    with pytest.raises(ValueError, match="needs latent"):
-        model.generate(ids, intervention=latent.Intervention.make("zeros", 1, 4, 64), do_sample=False)
+        model.generate(ids, latent=vlm.LatentMode(117, 129, 130, 4), do_sample=False)
+    with pytest.raises(ValueError, match="need latent"):
+        model.generate(ids, intervention=interventions.Intervention.make("zeros", 1, 4, 64), do_sample=False)
     with pytest.raises(ValueError, match="key"):
-        model.generate(ids, latent=mode, intervention=latent.Intervention.make("noise", 1, 4, 64), do_sample=False)
+        model.generate(ids, latent=mode, intervention=interventions.Intervention.make("noise", 1, 4, 64), do_sample=False)
     with pytest.raises(ValueError, match="score_ids"):
         model.generate(ids, score_ids=[500], do_sample=False)
     for kw, match in (
@@ -317,49 +402,67 @@ def test_latent_mode_and_intervention_checked(model):
         (dict(kinds=["none"] * 3), "batch of 2"),
         (dict(kinds="zeros", scale=-1.0), "scale"),
         (dict(kinds="swap"), "source"),
-        (dict(kinds="swap", source=np.zeros((2, 1, 3, 64))), "source"),
+        (dict(kinds="swap", source=np.zeros((2, 1, 5, 64))), "source"),
         (dict(kinds="swap", source=np.zeros((2, 1, 4, 64)), source_blocks=[2, 0]), "source_blocks"),
+        (dict(kinds="swap", source=np.full((2, 1, 4, 64), np.nan)), "finite"),
+        (dict(kinds="swap", source=np.full((2, 1, 4, 64), np.inf)), "finite"),
     ):
         kinds = kw.pop("kinds")
         with pytest.raises(ValueError, match=match):
-            latent.Intervention.make(kinds, 2, 4, 64, **kw)
+            interventions.Intervention.make(kinds, 2, 4, 64, **kw)
+    for kw, match in (
+        (dict(kinds=True), "kind"),
+        (dict(kinds=[False, "none"]), "kind"),
+        (dict(kinds="zeros", scale=True), "scale"),
+        (dict(kinds="swap", source=np.zeros((2, 1, 4, 64)), source_blocks=[1.5, 1]), "integer"),
+        (dict(kinds="swap", source=np.zeros((2, 1, 4, 64)), source_blocks=[True, False]), "integer"),
+    ):
+        kinds = kw.pop("kinds")
+        with pytest.raises((TypeError, ValueError), match=match):
+            interventions.Intervention.make(kinds, 2, 4, 64, **kw)
+    with pytest.raises(ValueError, match="size"):
+        vlm.LatentMode(1, 2, 3, 10**6)  # bounded: a block never allocates by an absurd size
 
 
 def test_intervene_equals_numpy():
-    """Each kind's fed-back latent: zeros; Gaussian noise at scale x the latent's RMS (replacing, or added);
-    the source's latent at the same block and step (the computed one past the source's blocks); the mean over
-    the source's rows that hold the block; the drop kinds feed the latent as computed."""
+    """Each kind of the one table fed back: zeros; Gaussian noise at scale x the latent vector's own RMS
+    (replacing, or added); the pad token's embedding (fill); the source's latent at the same block and step for
+    mean and swap (the computed one past the source's blocks or steps); the drop kinds feed the latent as
+    computed."""
     rng = np.random.default_rng(1)
-    b, k, s, d = 9, 3, 4, 16
+    kinds = list(interventions.KINDS)
+    b, k, s, d = len(kinds), 3, 4, 16
     x = rng.normal(size=(b, d)).astype(np.float32) * 3
+    fill = rng.normal(size=(d,)).astype(np.float32)
     source = rng.normal(size=(b, k, s, d)).astype(np.float32)
-    blocks = np.array([3, 1, 0, 2, 3, 3, 1, 2, 1])
-    kinds = list(latent.KINDS)
-    iv = latent.Intervention.make(kinds, b, s, d, scale=0.5, source=source, source_blocks=blocks)
-    block = np.array([0, 1, 0, 2, 1, 0, 0, 1, 2])
-    step = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0])
+    blocks = np.array([3, 1, 0, 2, 3, 3, 2, 1, 2, 1])[:b]
+    iv = interventions.Intervention.make(kinds, b, s, d, scale=0.5, source=source, source_blocks=blocks)
+    block = np.array([0, 1, 0, 2, 1, 0, 1, 1, 2, 0])[:b]
+    step = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])[:b]
     keys = jax.random.split(jax.random.key(0), b)
-    intervene = jax.jit(lambda iv, *a: latent.intervene(iv, latent.source_mean(iv), *a))
-    got = np.asarray(intervene(iv, jnp.asarray(x), jnp.asarray(block), jnp.asarray(step), keys))
-    noise = np.stack([np.asarray(jax.random.normal(keys[i], (d,))) for i in (2, 3)])
+    intervene = jax.jit(interventions.intervene)
+    got = np.asarray(intervene(iv, jnp.asarray(x), jnp.asarray(block), jnp.asarray(step), keys, jnp.asarray(fill)))
+    row = {name: i for i, name in enumerate(kinds)}
+    noise = {i: np.asarray(jax.random.normal(keys[i], (d,))) for i in (row["noise"], row["add_noise"])}
     rms = np.sqrt((x**2).mean(axis=1, keepdims=True))
-    hold = np.arange(k)[None] < blocks[:, None]
-    mean = (source * hold[..., None, None]).sum(0) / hold.sum(0)[:, None, None]
-    want = [
-        x[0],
-        np.zeros(d),
-        0.5 * rms[2] * noise[0],
-        x[3] + 0.5 * rms[3] * noise[1],
-        source[4, 1, 0],
-        mean[0, 1],
-        x[6],
-        x[7],
-        x[8],
-    ]
-    np.testing.assert_allclose(got, np.stack(want), rtol=1e-5, atol=1e-6)
-    iv = latent.Intervention.make("swap", b, s, d, source=source, source_blocks=blocks)
-    got = np.asarray(intervene(iv, jnp.asarray(x), jnp.asarray(block), jnp.asarray(step), keys))
+    want = {
+        "none": x[row["none"]],
+        "zeros": np.zeros(d),
+        "noise": 0.5 * rms[row["noise"]] * noise[row["noise"]],
+        "add_noise": x[row["add_noise"]] + 0.5 * rms[row["add_noise"]] * noise[row["add_noise"]],
+        "fill": fill,
+        "mean": source[row["mean"], block[row["mean"]], step[row["mean"]]],
+        "swap": source[row["swap"], block[row["swap"]], step[row["swap"]]],
+    }
+    assert set(want) | {n for n in kinds if n.startswith("drop")} == set(kinds)
+    for name in kinds:
+        np.testing.assert_allclose(got[row[name]], want.get(name, x[row[name]]), rtol=1e-5, atol=1e-6, err_msg=name)
+    iv = interventions.Intervention.make("swap", b, s, d, source=source, source_blocks=blocks)
+    got = np.asarray(intervene(iv, jnp.asarray(x), jnp.asarray(block), jnp.asarray(step), keys, jnp.asarray(fill)))
     assert np.allclose(got[1], x[1]) and np.allclose(got[0], source[0, 0, 0])  # row 1 holds one block only
+    short = interventions.Intervention.make("swap", b, s, d, source=source[:, :, :2], source_blocks=blocks)
+    got = np.asarray(intervene(short, jnp.asarray(x), jnp.asarray(block), jnp.asarray(step), keys, jnp.asarray(fill)))
+    assert np.allclose(got[3], x[3]) and np.allclose(got[4], source[4, 1, 0])  # step 3 is past a 2-step source
 
 
 def test_generation_text_drops_fill_and_latent_pads():
@@ -377,6 +480,7 @@ def test_generation_text_drops_fill_and_latent_pads():
         np.zeros((2, 2, 2, 3)),
         np.array([1, 2]),
         np.array([[1, -1], [0, 5]]),
+        np.array([[True, False], [True, True]]),
         None,
         (),
         np.array([6, 9]),
@@ -408,7 +512,9 @@ def test_programs_trace_abstractly():
         ),
         image_token_id=40,
     )
-    fn, args = generation.programs(cfg, 3, 20, 6, latent_size=2, image_tokens=8, n_scores=4, source_blocks=2)
+    fn, args = generation.programs(
+        qwen2_5_vl, cfg, 3, 20, 6, latent_size=2, image_tokens=8, n_scores=4, source_blocks=2
+    )
     out = jax.eval_shape(fn, *args)
     assert out["tokens"].shape == (3, 6) and out["states"].shape == (3, 6, 32) and out["scores"].shape == (3, 6, 4)
     assert "stablehlo" in fn.trace(*args).lower(lowering_platforms=("cuda",)).as_text()  # lowers for a GPU here

@@ -15,14 +15,14 @@ import pytest
 
 pytest.importorskip("safetensors")
 
-from tokdyn.models import qwen2_5_vl  # noqa: E402
-from tokdyn.models.qwen2_5_vl import generation, latent  # noqa: E402
+from tokdyn.models import qwen2_5_vl, vlm  # noqa: E402
+from tokdyn.models.vlm import generation, interventions, latent  # noqa: E402
 
 pytestmark = pytest.mark.full
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qwen2_5_vl_latent"
 SIZE, STEPS = 4, 40
-MODE = qwen2_5_vl.LatentMode(128, 129, 130, SIZE)
+MODE = vlm.LatentMode(128, 129, 130, SIZE)
 KINDS = ("zeros", "swap", "mean", "drop_slots", "drop_block", "drop_markers")
 
 
@@ -52,7 +52,7 @@ def test_interventions_in_one_call_equal_reference(model, ref):
     source, counts = ref["prenorm_latents"], ref["prenorm_n_blocks"]
     order = np.arange(n)
     src_rows = np.concatenate([order] + [(order + 1) % n if k == "swap" else order for k in KINDS])
-    iv = latent.Intervention.make(
+    iv = interventions.Intervention.make(
         kinds, len(kinds), SIZE, source.shape[-1], source=source[src_rows], source_blocks=counts[src_rows]
     )
     got = model.generate(
@@ -97,7 +97,7 @@ def test_noise_kinds_and_keys(model, ref):
     key = jax.random.key(7)
 
     def run(kinds, scale, key=key, batch=6, a=args):
-        iv = latent.Intervention.make(kinds, batch, SIZE, hidden, scale=scale)
+        iv = interventions.Intervention.make(kinds, batch, SIZE, hidden, scale=scale)
         return model.generate(*a, max_new_tokens=STEPS, do_sample=False, latent=MODE, intervention=iv, key=key)
 
     zero_noise = run(["noise"] * 3 + ["add_noise"] * 3, 0.0)
@@ -153,7 +153,7 @@ def test_program_memory_holds_no_square_attention():
     slots = generation.round_up(width + new, 64)
     temp = {}
     for chunk in (64, 256):
-        fn, args = generation.programs(cfg, b, width, new, latent_size=2, dtype="float32", prefill_chunk=chunk)
+        fn, args = generation.programs(qwen2_5_vl, cfg, b, width, new, latent_size=2, dtype="float32", prefill_chunk=chunk)
         compiled = fn.lower(*args).compile()
         sizes = [
             np.prod([int(n) for n in dims.split(",")]) for dims in re.findall(r"f32\[([0-9,]+)\]", compiled.as_text())

@@ -62,6 +62,15 @@ TABLE = {
         date="2026-11-27",
         removal="0.2.0",
     ),
+    "tokdyn.models.qwen2_5_vl generation names": Deprecation(
+        what="tokdyn.models.qwen2_5_vl's chat, decoding, generation and latent modules and its Chat, Generation, "
+        "GenerationConfig, Intervention and LatentMode",
+        replacement="tokdyn.models.vlm (the layer every family shares: tokdyn.models.vlm.chat, .decoding, "
+        ".generation, .latent, .interventions)",
+        since="0.1.0",
+        date="2026-11-28",
+        removal="0.2.0",
+    ),
     "train_many flat keywords": Deprecation(
         what="train_many's flat keywords (checkpoint, stamp, evaluate, evaluate_every, keep_best, best_mode, "
         "stop, strategy, devices, batch_size, vectorised_init)",

@@ -57,10 +57,23 @@ FAMILIES = {"qwen2_5_vl": "tokdyn.models.qwen2_5_vl"}
 """The families, by the ``model_type`` of a checkpoint's ``config.json``: the package that reads it."""
 
 
+def family_of(obj) -> ModuleType:
+    """The family package (:data:`FAMILIES`) whose modules define the type of ``obj`` (a configuration, an
+    image processor, a model): a TypeError naming the families when none does."""
+    where = type(obj).__module__
+    for package in FAMILIES.values():
+        if where == package or where.startswith(package + "."):
+            return importlib.import_module(package)
+    raise TypeError(
+        f"expected a configuration, image processor or model of a checkpoint family ({', '.join(sorted(FAMILIES))}: "
+        f"tokdyn.models.families.FAMILIES), got {type(obj).__name__} from {where}"
+    )
+
+
 def family(name: str) -> ModuleType:
     """The package of the family ``name`` (a key of :data:`FAMILIES`); a ValueError naming the families
     otherwise."""
-    if name not in FAMILIES:
+    if not isinstance(name, str) or name not in FAMILIES:
         raise ValueError(f"model family {name!r} is not one tokdyn reads; the families are {sorted(FAMILIES)}")
     return importlib.import_module(FAMILIES[name])
 
@@ -80,7 +93,7 @@ def detect(directory: str | Path) -> str:
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a JSON object, got {type(raw).__name__}")
     model_type = raw.get("model_type")
-    if model_type not in FAMILIES:
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
         raise ValueError(
             f"{path}: model_type {model_type!r} is not a family tokdyn reads; the families are {sorted(FAMILIES)}"
         )

@@ -13,19 +13,18 @@ Modules (``tokdyn.models.qwen2_5_vl.*``):
 - :mod:`~tokdyn.models.qwen2_5_vl.positions`   index arithmetic on the host
 - :mod:`~tokdyn.models.qwen2_5_vl.vision`      the vision tower
 - :mod:`~tokdyn.models.qwen2_5_vl.text`        the decoder
-- :mod:`~tokdyn.models.qwen2_5_vl.model`       the forward pass
-- :mod:`~tokdyn.models.qwen2_5_vl.generation`  decoding with a key/value cache, in text or latent mode
-- :mod:`~tokdyn.models.qwen2_5_vl.decoding`    ``generation_config.json`` and how a token is chosen
-- :mod:`~tokdyn.models.qwen2_5_vl.latent`      latent mode, interventions on latents, what generation returns
+- :mod:`~tokdyn.models.qwen2_5_vl.model`       the forward pass, and the functions the one generation loop runs
+  over (:data:`tokdyn.models.vlm.family.LOOP`)
 - :mod:`~tokdyn.models.qwen2_5_vl.processor`   the image processor
-- :mod:`~tokdyn.models.qwen2_5_vl.chat`        the tokenizer and the chat template
 - :mod:`~tokdyn.models.qwen2_5_vl.inputs`      the inputs checked on the host, the images' features
 - :mod:`~tokdyn.models.qwen2_5_vl.adapter`     the model under the diagnostics' ``apply`` protocol
 - :mod:`~tokdyn.models.qwen2_5_vl.probes`      read-outs of the vision tower (patch features before and after
   the merger)
 
 This package is one of :mod:`tokdyn.models.families` (``model_type`` ``"qwen2_5_vl"``) and exposes the names
-every family does. The blocks other families share are in :mod:`tokdyn.models.blocks`.
+every family does. Generation, latent mode, interventions, decoding and the chat template are the shared layer
+:mod:`tokdyn.models.vlm` (``model.generate`` calls it); the blocks other families share are in
+:mod:`tokdyn.models.blocks`.
 """
 
 from __future__ import annotations
@@ -34,13 +33,10 @@ from pathlib import Path
 
 from tokdyn.models.qwen2_5_vl import (
     adapter,
-    chat,
     checkpoint,
     config,
-    decoding,
-    generation,
     inputs,
-    latent,
+    model,
     params,
     positions,
     probes,
@@ -48,34 +44,24 @@ from tokdyn.models.qwen2_5_vl import (
     text,
     vision,
 )
-from tokdyn.models.qwen2_5_vl.chat import Chat
 from tokdyn.models.qwen2_5_vl.config import Config, TextConfig, VisionConfig
-from tokdyn.models.qwen2_5_vl.decoding import GenerationConfig
-from tokdyn.models.qwen2_5_vl.latent import Generation, Intervention, LatentMode
 from tokdyn.models.qwen2_5_vl.model import Model, apply
 from tokdyn.models.qwen2_5_vl.processor import ImageProcessor
+from tokdyn.models.vlm import decoding
 
 __all__ = [
-    "Chat",
     "Config",
-    "Generation",
-    "GenerationConfig",
     "ImageProcessor",
-    "Intervention",
-    "LatentMode",
     "Model",
     "TextConfig",
     "VisionConfig",
     "adapter",
     "apply",
-    "chat",
     "checkpoint",
     "config",
-    "decoding",
-    "generation",
     "inputs",
-    "latent",
     "load",
+    "model",
     "params",
     "positions",
     "probes",
@@ -83,6 +69,39 @@ __all__ = [
     "text",
     "vision",
 ]
+
+_MOVED = {
+    "Chat": ("tokdyn.models.vlm.chat", "Chat"),
+    "Generation": ("tokdyn.models.vlm.latent", "Generation"),
+    "GenerationConfig": ("tokdyn.models.vlm.decoding", "GenerationConfig"),
+    "Intervention": ("tokdyn.models.vlm.interventions", "Intervention"),
+    "LatentMode": ("tokdyn.models.vlm.latent", "LatentMode"),
+    "chat": ("tokdyn.models.vlm.chat", None),
+    "decoding": ("tokdyn.models.vlm.decoding", None),
+    "generation": ("tokdyn.models.vlm.generation", None),
+    "latent": ("tokdyn.models.vlm.latent", None),
+}
+"""The family-agnostic names that moved to :mod:`tokdyn.models.vlm`, still reachable here with a
+``DeprecationWarning`` (:mod:`tokdyn._deprecations`)."""
+
+
+def __getattr__(name: str):
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+    import warnings
+
+    from tokdyn import _deprecations
+
+    module, attr = _MOVED[name]
+    warnings.warn(
+        f"tokdyn.models.qwen2_5_vl.{name} moved to {module}{'.' + attr if attr else ''}: import it from there"
+        + _deprecations.notice("tokdyn.models.qwen2_5_vl generation names"),
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    mod = importlib.import_module(module)
+    return mod if attr is None else getattr(mod, attr)
 
 DTYPES = ("float32", "bfloat16", "float16")
 """The dtypes ``load`` casts to."""

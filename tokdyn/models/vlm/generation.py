@@ -1,21 +1,25 @@
-"""Decoding with a key/value cache, in text mode or latent mode: one compiled program per shape bucket.
+"""The one generation loop of every checkpoint family: decoding with a key/value cache, in text mode or
+latent mode, one compiled program per shape bucket, written over the functions a family provides
+(:data:`tokdyn.models.vlm.family.LOOP`).
 
 The prompts are left-padded to a length bucket (a multiple of ``bucket``), the image features padded to one,
 and the cache preallocated once, sized to one too. :func:`run`, the traced kernel, prefills the prompts in
 chunks of ``prefill_chunk`` tokens, then scans ``new_tokens`` cached steps, each choosing a token and running
 the next input (a step reads the cache once and writes one slot of it in place; the last step's run is not
-used). Its carry holds, per row, the mode (text, latent step j, end due), the
-blocks opened, the next input *embedding* and the tokens seen; a step's input is ``where(in_latent,
-fed_back_state, embed[token])``, so rows enter and leave latent mode at different steps without a recompile.
-The decoding settings (:mod:`~tokdyn.models.qwen2_5_vl.decoding`), the latent tokens, what is fed back and
-the interventions (:class:`~tokdyn.models.qwen2_5_vl.latent.Intervention`) are traced arguments: one program
-serves every prompt and option whose padded length, number of image tokens, batch and ``max_new_tokens`` fall
-in the same bucket (the vision tower compiles once per image grid).
+used). Its carry holds, per row, the mode (text, latent step j, end due), the blocks opened, the next input
+*embedding* and the tokens seen; a step's input is ``where(in_latent, fed_back, embed[token])``, so rows enter
+and leave latent mode at different steps without a recompile. The decoding settings
+(:mod:`~tokdyn.models.vlm.decoding`), the latent tokens, what is fed back, the step at which a row's block is
+forced (the block mode: a block after the prompt is generation that enters latent mode at step 0) and the
+interventions (:mod:`~tokdyn.models.vlm.interventions`) are traced arguments: one program serves every prompt
+and option whose padded length, number of image tokens, batch and ``max_new_tokens`` fall in the same bucket
+(the vision tower compiles once per image grid).
 
-Each row's positions continue from its own prompt (after its images, by the M-RoPE rule), one per step on
+Each row's positions continue from its own prompt (after its images, by the family's rule), one per step on
 all three rows, latent steps included. A row that has emitted a stop token emits the checkpoint's pad token
-from then on. Random draws come from each row's own key (``fold_in(key, row)`` unless one key per row is
-given), so a row's result never depends on the batch it is in.
+from then on. Random draws come from each row's own key (``fold_in(key, row)`` for one key, or the keys given,
+one per row: give each instance's own, :func:`tokdyn.models.vlm.interventions.instance_keys`, so that a result
+never depends on the batch it is in).
 """
 
 from __future__ import annotations
@@ -23,18 +27,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
+from types import ModuleType
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from tokdyn.models.blocks import attention
-from tokdyn.models.qwen2_5_vl import decoding, text, vision
-from tokdyn.models.qwen2_5_vl import inputs as inputs_lib
-from tokdyn.models.qwen2_5_vl import latent as latent_lib
-from tokdyn.models.qwen2_5_vl import positions as positions_lib
-from tokdyn.models.qwen2_5_vl.config import Config
-from tokdyn.models.qwen2_5_vl.decoding import choose, filter_logits  # noqa: F401 -- kept under their old names
+from tokdyn.models.vlm import decoding
+from tokdyn.models.vlm import interventions as iv_lib
+from tokdyn.models.vlm import latent as latent_lib
+from tokdyn.models.vlm.decoding import choose
 
 DEFAULT_NEW_TOKENS = 32
 """``max_new_tokens`` when neither the call nor the checkpoint's ``generation_config.json`` gives it."""
@@ -50,6 +53,7 @@ class Static:
     """The static structure of one generation program (what changes shapes).
 
     Attributes:
+      fam: the model's family package (its ``model`` module provides :data:`tokdyn.models.vlm.family.LOOP`).
       cfg: the model's configuration.
       cache_len: slots of the key/value cache.
       new_tokens: tokens generated per row.
@@ -59,7 +63,8 @@ class Static:
         where it runs.
     """
 
-    cfg: Config
+    fam: ModuleType
+    cfg: object
     cache_len: int
     new_tokens: int
     size: int = 0
@@ -77,14 +82,15 @@ class Prompt:
       mask: (B, T) True at real tokens.
       positions: (3, B, T) M-RoPE positions.
       next_pos: (B,) each row's first generated position.
-      features: (F, hidden) image features in order (padded rows at the end), or None.
+      visual: the images' features in order (the family's ``encode_images``, image tokens on axis -2, padded
+        rows at the end), or None.
     """
 
     ids: jax.Array
     mask: jax.Array
     positions: jax.Array
     next_pos: jax.Array
-    features: jax.Array | None
+    visual: object
 
 
 @jax.tree_util.register_dataclass
@@ -95,12 +101,14 @@ class Options:
     Attributes:
       keys: (B,) each row's key (its sampling and noise streams are ``fold_in(key, 0)`` and ``fold_in(key, 1)``,
         then the step).
-      knob: the decoding knobs (:func:`tokdyn.models.qwen2_5_vl.decoding.knobs`).
+      knob: the decoding knobs (:func:`tokdyn.models.vlm.decoding.knobs`).
       stop: (S,) the stop tokens (S may be 0).
       pad: () the token a stopped row is filled with.
       latent_ids: (3,) the latent start, end and pad tokens (unused without latent mode).
-      prenorm: () True to feed back the last layer's output before the final norm.
-      intervention: what is done to each row's latents.
+      feed: () what a latent step feeds back, an index into :data:`tokdyn.models.vlm.latent.FEEDS`.
+      block_at: (B,) the step at which each row's start token is forced (the block mode), -1 where the model
+        opens its blocks itself.
+      intervention: what is done to each row's latents (:class:`tokdyn.models.vlm.interventions.Intervention`).
       score_ids: (C,) the tokens whose log-probabilities are returned at every step (C may be 0).
     """
 
@@ -109,8 +117,9 @@ class Options:
     stop: jax.Array
     pad: jax.Array
     latent_ids: jax.Array
-    prenorm: jax.Array
-    intervention: latent_lib.Intervention
+    feed: jax.Array
+    block_at: jax.Array
+    intervention: iv_lib.Intervention
     score_ids: jax.Array
 
 
@@ -123,22 +132,22 @@ def kernel(static: Static, params: dict, prompt: Prompt, opt: Options) -> dict:
     ``opt.score_ids``}``. Pure and traceable (``jit`` with ``static`` static; ``vmap`` is not needed, the batch
     is the leading axis); the token choices are not differentiable.
     """
-    cfg, size = static.cfg, static.size
-    tc, p = cfg.text, params["text"]
+    fam, cfg, size = static.fam.model, static.cfg, static.size
     b, t = prompt.ids.shape
-    vocab = p["embed"].shape[0]
     rows = jnp.arange(b)
     slots = jnp.arange(static.cache_len)
-    cache = text.new_cache(tc, b, static.cache_len, p["embed"].dtype)
+    cache = fam.new_cache(cfg, b, static.cache_len, fam.param_dtype(params))
     valid = jnp.zeros((b, static.cache_len), bool).at[:, :t].set(prompt.mask)
-    x_prompt = text.embed(p, prompt.ids, prompt.features, cfg.image_token_id, prompt.mask)  # (B, T, hidden)
+    x_prompt, extra = fam.embed_prompt(cfg, params, prompt.ids, prompt.mask, prompt.visual)  # (B, T, hidden)
+    vocab = cfg.text.vocab_size
 
     def prefill(cache, c):
         start = c * static.chunk
         xc = jax.lax.dynamic_slice_in_dim(x_prompt, start, static.chunk, axis=1)
         pc = jax.lax.dynamic_slice_in_dim(prompt.positions, start, static.chunk, axis=2)
+        ec = None if extra is None else jax.lax.dynamic_slice_in_dim(extra, start, static.chunk, axis=2)
         query = jnp.broadcast_to(start + jnp.arange(static.chunk), (b, static.chunk))
-        h, cache = text.decode_cached(tc, p, xc, pc, attention.causal_mask(query, slots, valid), cache, start)
+        h, cache = fam.decode_cached(cfg, params, xc, pc, attention.causal_mask(query, slots, valid), cache, start, ec)
         return cache, h[:, -1]
 
     cache, lasts = jax.lax.scan(prefill, cache, jnp.arange(t // static.chunk))
@@ -146,17 +155,17 @@ def kernel(static: Static, params: dict, prompt: Prompt, opt: Options) -> dict:
         jnp.zeros((b, vocab), bool).at[rows[:, None], jnp.where(prompt.mask, prompt.ids, vocab)].set(True, mode="drop")
     )
     iv = opt.intervention
-    mean = latent_lib.source_mean(iv)
     sample_keys = jax.vmap(jax.random.fold_in, (0, None))(opt.keys, 0)
     noise_keys = jax.vmap(jax.random.fold_in, (0, None))(opt.keys, 1)
     start_id, end_id, lat_pad = opt.latent_ids[0], opt.latent_ids[1], opt.latent_ids[2]
-    drop_slots, drop_markers = latent_lib.dropped(iv.kind)  # (B,) each
+    drop_slots, drop_markers = iv_lib.dropped(iv.kind)  # (B,) each
+    fill = fam.embed_tokens(cfg, params, jnp.maximum(lat_pad, 0))  # (hidden,) the "fill" kind's value
 
     def emit(i, h_pre, carry):
         """Choose step ``i``'s token and next input from the state ``h_pre`` (B, hidden) of the step before."""
         phase, n_blocks, block_step, done, seen, valid = carry
-        normed = text.final_norm(tc, p, h_pre)
-        logits = text.output_head(tc, p, normed).astype(jnp.float32)  # (B, V)
+        normed = fam.final_norm(cfg, params, h_pre)
+        logits = fam.output_head(cfg, params, normed).astype(jnp.float32)  # (B, V)
         step_keys = jax.vmap(jax.random.fold_in, (0, None))(sample_keys, i)
         chosen = choose(logits, step_keys, opt.knob, seen, static.sample)
         if opt.score_ids.shape[0]:
@@ -166,11 +175,15 @@ def kernel(static: Static, params: dict, prompt: Prompt, opt: Options) -> dict:
         if size:
             in_latent = (phase >= 1) & (phase <= size)
             ending = phase == size + 1
+            forced = (phase == 0) & (opt.block_at == i) & ~done
+            chosen = jnp.where(forced, start_id, chosen)
             token = jnp.where(in_latent, lat_pad, jnp.where(ending, end_id, chosen))
-            state = jnp.where(opt.prenorm, h_pre, normed)
+            greedy = fam.embed_tokens(cfg, params, jnp.argmax(logits, axis=-1))
+            state = jnp.where(opt.feed == 1, h_pre, normed)
+            state = jnp.where(opt.feed == 2, greedy.astype(state.dtype), state)
             step = jnp.clip(phase - 1, 0, size - 1)
             keys = jax.vmap(jax.random.fold_in, (0, None))(noise_keys, i)
-            fed = latent_lib.intervene(iv, mean, state, n_blocks - 1, step, keys)
+            fed = iv_lib.intervene(iv, state, n_blocks - 1, step, keys, fill)
             out["states"] = jnp.where(in_latent[:, None], state, 0).astype(state.dtype)
             # the drop kinds: an ended block's slots, or its start marker, leave the attention of what follows
             start_slot = (t + block_step)[:, None]  # (B, 1) the start marker's slot
@@ -185,7 +198,7 @@ def kernel(static: Static, params: dict, prompt: Prompt, opt: Options) -> dict:
         else:
             token, in_latent, fed, hide_end = chosen, jnp.zeros((b,), bool), None, jnp.zeros((b,), bool)
         token = jnp.where(done, opt.pad, token).astype(jnp.int32)
-        x_next = p["embed"][token]
+        x_next = fam.embed_tokens(cfg, params, token)
         if size:
             x_next = jnp.where((in_latent & ~done)[:, None], fed.astype(x_next.dtype), x_next)
         done = done | jnp.isin(token, opt.stop)
@@ -205,7 +218,7 @@ def kernel(static: Static, params: dict, prompt: Prompt, opt: Options) -> dict:
         valid = valid.at[:, slot].set(True)
         pos = jnp.broadcast_to((prompt.next_pos + i)[None, :, None], (3, b, 1))
         mask = attention.causal_mask(jnp.full((b, 1), slot), slots, valid)
-        h, cache = text.decode_cached(tc, p, x[:, None], pos, mask, cache, slot)
+        h, cache = fam.decode_cached(cfg, params, x[:, None], pos, mask, cache, slot)
         valid = valid & ~(hide_end[:, None] & (slots == slot)[None])  # a dropped block's end marker, after its step
         return ((phase, n_blocks, block_step, done, seen, valid), h[:, 0], cache), out
 
@@ -218,9 +231,9 @@ run = jax.jit(kernel, static_argnums=0)
 """:func:`kernel`, compiled once per :class:`Static` and argument shapes."""
 
 
-def pack(cfg: Config, ids: np.ndarray, mask: np.ndarray, grid, bucket: int):
+def pack(fam: ModuleType, cfg, ids: np.ndarray, mask: np.ndarray, grid, bucket: int):
     """The prompts ``ids`` (B, T) under ``mask`` left-padded to a multiple of ``bucket``: ``(ids, mask,
-    positions (3, B, W), next_pos (B,))`` as NumPy arrays."""
+    positions (3, B, W), next_pos (B,))`` as NumPy arrays (the positions by the family ``fam``'s rule)."""
     b, t = ids.shape
     width = round_up(t, bucket)
     packed_ids = np.zeros((b, width), np.int64)
@@ -229,7 +242,7 @@ def pack(cfg: Config, ids: np.ndarray, mask: np.ndarray, grid, bucket: int):
         real = ids[row, mask[row]]
         packed_ids[row, width - len(real) :] = real
         packed_mask[row, width - len(real) :] = True
-    pos, next_pos = positions_lib.rope_index(cfg, packed_ids, grid, packed_mask)
+    pos, next_pos = fam.model.rope_index(cfg, packed_ids, grid, packed_mask)
     return packed_ids, packed_mask, pos, next_pos
 
 
@@ -245,13 +258,13 @@ def prefill_chunk_for(width: int, bucket: int, limit: int) -> int:
 
 
 def static_for(
-    cfg: Config, width: int, new_tokens: int, size: int, sample: bool, bucket: int, prefill_chunk: int
+    fam: ModuleType, cfg, width: int, new_tokens: int, size: int, sample: bool, bucket: int, prefill_chunk: int
 ) -> Static:
     """The :class:`Static` of prompts padded to ``width`` (a multiple of ``bucket``) generating ``new_tokens``
     with latent blocks of ``size`` (0: none): the cache sized to a bucket, the prefill chunk dividing ``width``
     (:func:`generate` and :func:`programs` both build it here)."""
     chunk = prefill_chunk_for(width, bucket, max(prefill_chunk, bucket))
-    return Static(cfg, round_up(width + new_tokens, bucket), int(new_tokens), size, chunk, bool(sample))
+    return Static(fam, cfg, round_up(width + new_tokens, bucket), int(new_tokens), size, chunk, bool(sample))
 
 
 def row_keys(key, batch: int):
@@ -274,13 +287,25 @@ def _tokenizer_ids(source: str | Path | None, mode: latent_lib.LatentMode) -> la
     if source is None or not (Path(source) / "tokenizer.json").is_file():
         raise ValueError(
             f"{mode} names tokens by string and the model has no tokenizer.json beside it: resolve them with "
-            "LatentMode.resolve(chat) (a qwen2_5_vl.Chat of the checkpoint)"
+            "LatentMode.resolve(chat) (a tokdyn.models.vlm.Chat of the checkpoint)"
         )
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("token strings need the 'tokenizers' package: pip install 'tokdyn[models]'") from None
-    return mode.resolve(Tokenizer.from_file(str(Path(source) / "tokenizer.json")))
+    from tokdyn.models.vlm.chat import read_tokenizer
+
+    return mode.resolve(read_tokenizer(Path(source) / "tokenizer.json"))
+
+
+def block_steps_of(block_at, batch: int) -> np.ndarray:
+    """(B,) the step at which each row's start token is forced, from ``block_at``: None (the model opens its
+    blocks itself: -1 everywhere), one step for every row, or one per row (-1: none for that row)."""
+    if block_at is None:
+        return np.full(batch, -1, np.int64)
+    arr = np.asarray(block_at)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer) or arr.ndim > 1:
+        raise ValueError(f"block_at must be a step (int >= 0), one per row, or None; got {block_at!r}")
+    arr = np.broadcast_to(arr, (batch,)) if arr.ndim == 0 else arr
+    if arr.shape != (batch,) or (arr < -1).any():
+        raise ValueError(f"block_at must be one step or {batch} steps (>= 0, or -1 for none), got {block_at!r}")
+    return arr.astype(np.int64)
 
 
 def generate(
@@ -302,31 +327,41 @@ def generate(
     pad_token_id: int | None = None,
     generation_config: decoding.GenerationConfig | None = None,
     latent: latent_lib.LatentMode | None = None,
-    intervention: latent_lib.Intervention | None = None,
+    intervention: iv_lib.Intervention | None = None,
+    block_at=None,
     score_ids=None,
     return_generation: bool | None = None,
     bucket: int = 64,
     prefill_chunk: int = 256,
 ):
-    """``max_new_tokens`` new tokens after each prompt of ``input_ids`` (B, T).
+    """``max_new_tokens`` new tokens after each prompt of ``input_ids`` (B, T), by ``model`` (a family's
+    ``Model``: ``config``, ``params``, ``generation_config``, ``source``).
 
     Decoding follows the checkpoint's ``generation_config.json`` (``model.generation_config``, or
     ``generation_config``), each option given here replacing its field (:func:`decoding.resolve`):
     ``repetition_penalty``, and greedy or sampled (``do_sample``; ``temperature``, ``top_k``, ``top_p``,
     ``min_p``) as ``transformers`` applies them. ``temperature=0`` is greedy; sampling needs a ``key`` (one
-    key, folded with each row's index, or one per row). A row stops at any of ``eos_token_id`` (default: the
-    checkpoint's; ``()`` never stops) and is filled with ``pad_token_id`` (default: the checkpoint's) after it.
-    Prompts may be padded anywhere under ``attention_mask``; they are packed to the left-padded layout.
-    ``pixel_values`` are (patches, patch_dim) over all images in order, or (B, patches, patch_dim) with one
-    image per row and ``image_grid_thw`` of one grid (a row per image, or one row for all).
+    key, folded with each row's index, or one per row: give each instance's own key so that its result does
+    not depend on its row). A row stops at any of ``eos_token_id`` (default: the checkpoint's; ``()`` never
+    stops) and is filled with ``pad_token_id`` (default: the checkpoint's) after it. Prompts may be padded
+    anywhere under ``attention_mask``; they are packed to the left-padded layout. ``pixel_values`` are
+    (patches, patch_dim) over all images in order, or (B, patches, patch_dim) with one image per row and
+    ``image_grid_thw`` of one grid (a row per image, or one row for all).
 
-    With ``latent`` (:class:`~tokdyn.models.qwen2_5_vl.latent.LatentMode`) rows enter latent mode when they
-    emit its start token; ``intervention`` (:class:`~tokdyn.models.qwen2_5_vl.latent.Intervention`) acts on
-    the latents (noise kinds need a ``key``); ``score_ids`` asks for the log-probabilities of those tokens
-    at every step. With any of these (or ``return_generation=True``) the result is a
-    :class:`~tokdyn.models.qwen2_5_vl.latent.Generation`; otherwise the (B, max_new_tokens) token array.
+    With ``latent`` (:class:`~tokdyn.models.vlm.latent.LatentMode`) rows enter latent mode when they emit its
+    start token, or at the step ``block_at`` gives them (one step, or one per row, -1 for none: the start
+    token forced there, the block mode: ``block_at=0`` puts a block right after the prompt); ``intervention``
+    (:class:`~tokdyn.models.vlm.interventions.Intervention`) acts on the latents (noise kinds need a ``key``);
+    ``score_ids`` asks for the log-probabilities of those tokens at every step. With any of these (or
+    ``return_generation=True``) the result is a :class:`~tokdyn.models.vlm.latent.Generation`; otherwise the
+    (B, max_new_tokens) token array.
     """
+    from tokdyn.models import families
+    from tokdyn.models.vlm import family as family_lib
+
     cfg = model.config
+    fam = families.family_of(cfg)
+    family_lib.check(fam)
     vocab = cfg.text.vocab_size
     base = generation_config if generation_config is not None else getattr(model, "generation_config", None)
     if base is not None and not isinstance(base, decoding.GenerationConfig):
@@ -344,19 +379,7 @@ def generate(
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
     )
-    if max_new_tokens is None and base is not None and base.max_new_tokens is not None:
-        max_new_tokens = base.max_new_tokens
-    elif max_new_tokens is None and base is not None and base.max_length is not None:
-        max_new_tokens = base.max_length - int(np.shape(input_ids)[-1])  # transformers counts the prompt in
-        if max_new_tokens < 1:
-            raise ValueError(
-                f"generation_config.json's max_length={base.max_length} leaves no new token after a prompt of "
-                f"{np.shape(input_ids)[-1]}; pass max_new_tokens"
-            )
-    elif max_new_tokens is None:
-        max_new_tokens = DEFAULT_NEW_TOKENS
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    max_new_tokens = decoding.new_tokens(base, max_new_tokens, int(np.shape(input_ids)[-1]), DEFAULT_NEW_TOKENS)
     for name, value in (("bucket", bucket), ("prefill_chunk", prefill_chunk)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -367,8 +390,8 @@ def generate(
         latent.check(vocab, settings.eos)
         if settings.pad in (latent.start, latent.end):
             raise ValueError(f"pad_token_id={settings.pad} is a latent marker of {latent}; pass another pad_token_id")
-    elif intervention is not None:
-        raise ValueError("intervention acts on latents: it needs latent=LatentMode(...)")
+    elif intervention is not None or block_at is not None:
+        raise ValueError("intervention and block_at act on latent blocks: they need latent=LatentMode(...)")
     pixels = pixel_values
     if pixels is not None and np.ndim(pixels) == 3:  # one image per row, of one grid
         pixels = np.asarray(pixels, np.float32)
@@ -381,21 +404,23 @@ def generate(
                 f"image_grid_thw={grid.tolist()}"
             )
         image_grid_thw, pixels = grid, pixels.reshape(-1, pixels.shape[-1])
-    ids, mask, grid = inputs_lib.check_inputs(cfg, input_ids, pixels, image_grid_thw, attention_mask)
+    ids, mask, grid = fam.model.check_inputs(cfg, input_ids, pixels, image_grid_thw, attention_mask)
     if not mask.any(axis=1).all():
         raise ValueError("every prompt needs at least one unmasked token (attention_mask row all zero)")
     b = ids.shape[0]
     scores = () if score_ids is None else tuple(np.atleast_1d(np.asarray(score_ids)).tolist())
-    bad = [i for i in scores if not isinstance(i, int) or not 0 <= i < vocab]
+    bad = [i for i in scores if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < vocab]
     if bad:
         raise ValueError(f"score_ids must be token ids in [0, {vocab}), got {bad}")
     size = latent.size if latent is not None else 0
+    span = min(size, int(max_new_tokens))  # the most latent steps a run can hold
     hidden = cfg.text.hidden_size
     if intervention is None:
-        intervention = latent_lib.Intervention.make("none", b, max(size, 1), hidden)
+        intervention = iv_lib.Intervention.make("none", b, max(size, 1), hidden)
     else:
-        check_intervention(intervention, b, size, hidden)
-    noisy = np.isin(np.asarray(intervention.kind), [latent_lib.KINDS.index(k) for k in ("noise", "add_noise")])
+        iv_lib.check(intervention, b, size, hidden)
+    forced = block_steps_of(block_at, b)
+    noisy = np.isin(np.asarray(intervention.kind), [iv_lib.KINDS.index(k) for k in iv_lib.NOISY])
     if key is None and (settings.do_sample or noisy.any()):
         why = "sampling (do_sample, a temperature > 0)" if settings.do_sample else "noise interventions"
         raise ValueError(
@@ -407,29 +432,36 @@ def generate(
             )
         )
     keys = row_keys(jax.random.key(0) if key is None else key, b)  # unused without sampling or noise
-    packed_ids, packed_mask, pos, next_pos = pack(cfg, ids, mask, grid, bucket)
-    features = None
+    packed_ids, packed_mask, pos, next_pos = pack(fam, cfg, ids, mask, grid, bucket)
+    visual = None
     if grid is not None:
-        plan = vision.plan(cfg.vision, grid)
-        features = inputs_lib.image_features_jit(cfg, model.params, jnp.asarray(pixels, jnp.float32), plan)
-        rows = round_up(features.shape[0], bucket)  # padded, so prompts of other image sizes share the program
-        features = jnp.pad(features, ((0, rows - features.shape[0]), (0, 0)))
-    static = static_for(cfg, packed_ids.shape[1], int(max_new_tokens), size, settings.do_sample, bucket, prefill_chunk)
+        visual = fam.model.encode_images(cfg, model.params, pixels, grid)
+        n_feat = jax.tree_util.tree_leaves(visual)[0].shape[-2]
+        rows = round_up(n_feat, bucket)  # padded, so prompts of other image sizes share the program
+        pad = lambda a: jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, rows - n_feat), (0, 0)])  # noqa: E731
+        visual = jax.tree_util.tree_map(pad, visual)
+    static = static_for(
+        fam, cfg, packed_ids.shape[1], int(max_new_tokens), size, settings.do_sample, bucket, prefill_chunk
+    )
     prompt = Prompt(
         jnp.asarray(packed_ids, jnp.int32),
         jnp.asarray(packed_mask),
         jnp.asarray(pos, jnp.int32),
         jnp.asarray(next_pos, jnp.int32),
-        features,
+        visual,
     )
     lat = (latent.start, latent.end, latent.pad) if latent is not None else (-1, -1, -1)
+    feed = latent_lib.FEEDS.index(latent.feed) if latent is not None else 0
+    if intervention.source.shape[2] > span:  # a source longer than any block of this run
+        intervention = dataclasses.replace(intervention, source=intervention.source[:, :, :span])
     opt = Options(
         keys,
         decoding.knobs(settings),
         jnp.asarray(settings.eos, jnp.int32).reshape(-1),
         jnp.asarray(settings.pad, jnp.int32),
         jnp.asarray(lat, jnp.int32),
-        jnp.asarray(latent is not None and latent.feed == "prenorm"),
+        jnp.asarray(feed, jnp.int32),
+        jnp.asarray(forced, jnp.int32),
         intervention,
         jnp.asarray(scores, jnp.int32).reshape(-1),
     )
@@ -442,49 +474,52 @@ def generate(
     return collect(tokens, out, settings, latent, scores, hidden)
 
 
-def check_intervention(iv, batch: int, size: int, hidden: int) -> None:
-    """ValueError unless ``iv`` fits a batch of ``batch`` rows with latents of ``size`` x ``hidden``."""
-    if not isinstance(iv, latent_lib.Intervention):
-        raise TypeError(f"intervention must be an Intervention (Intervention.make), got {type(iv).__name__}")
-    shapes = {"kind": (batch,), "scale": (batch,), "source_blocks": (batch,)}
-    for name, shape in shapes.items():
-        if tuple(np.shape(getattr(iv, name))) != shape:
-            raise ValueError(f"intervention.{name} must have shape {shape}, got {np.shape(getattr(iv, name))}")
-    src = tuple(np.shape(iv.source))
-    if len(src) != 4 or src[0] != batch or src[2:] != (size, hidden):
-        raise ValueError(f"intervention.source must be ({batch}, K, {size}, {hidden}), got {src}")
-
-
 def collect(tokens, out, settings: decoding.Settings, latent, score_ids, hidden: int) -> latent_lib.Generation:
-    """The :class:`~tokdyn.models.qwen2_5_vl.latent.Generation` of :func:`run`'s outputs (host arrays)."""
+    """The :class:`~tokdyn.models.vlm.latent.Generation` of :func:`run`'s outputs (host arrays)."""
     b, n = tokens.shape
     stop = np.isin(tokens, settings.eos)
     stop_steps = np.where(stop.any(axis=1), stop.argmax(axis=1), n)
     if latent is None:
         n_blocks = np.zeros((b,), np.int64)
         steps = np.zeros((b, 0), np.int64)
+        complete = np.zeros((b, 0), bool)
         lat = np.zeros((b, 0, 0, hidden), np.float32)
     else:
         size = latent.size
-        opened = [np.flatnonzero((tokens[r] == latent.start) & (np.arange(n) <= stop_steps[r])) for r in range(b)]
+        span = min(size, n)
+        states = np.asarray(out["states"], np.float32)
+        # a block opens where the row wrote its start token as text and then the latent pads (a start token
+        # after the stop, in the fill, opens nothing)
+        opened = []
+        for r in range(b):
+            at, s = [], 0
+            while s < min(stop_steps[r] + 1, n):
+                if tokens[r, s] == latent.start and (s + 1 >= n or tokens[r, s + 1] == latent.pad):
+                    at.append(s)
+                    s += size + 2
+                else:
+                    s += 1
+            opened.append(at)
         n_blocks = np.asarray([len(o) for o in opened], np.int64)
         k = int(n_blocks.max(initial=0))
         steps = np.full((b, k), -1, np.int64)
-        lat = np.zeros((b, k, size, hidden), np.float32)
-        states = np.asarray(out["states"], np.float32)
+        complete = np.zeros((b, k), bool)
+        lat = np.zeros((b, k, span, hidden), np.float32)
         for r, o in enumerate(opened):
             steps[r, : len(o)] = o
             for j, s in enumerate(o):
-                got = states[r, s + 1 : s + 1 + size]
+                complete[r, j] = s + size + 1 < n
+                got = states[r, s + 1 : s + 1 + span]
                 lat[r, j, : len(got)] = got
     scores = np.asarray(out["scores"], np.float32) if score_ids else None
     return latent_lib.Generation(
-        tokens, lat, n_blocks, steps, scores, tuple(score_ids), stop_steps, settings.pad, latent
+        tokens, lat, n_blocks, steps, complete, scores, tuple(score_ids), stop_steps, settings.pad, latent
     )
 
 
 def programs(
-    cfg: Config,
+    fam: ModuleType,
+    cfg,
     batch: int,
     prompt_len: int,
     new_tokens: int,
@@ -499,37 +534,34 @@ def programs(
     bucket: int = 64,
     prefill_chunk: int = 256,
 ):
-    """The latent-generation program at configuration ``cfg`` and its abstract arguments, for lowering
-    without weights or data (e.g. ``fn.trace(*args).lower(lowering_platforms=("cuda",))``).
+    """The latent-generation program of family ``fam`` at configuration ``cfg`` and its abstract arguments, for
+    lowering without weights or data (e.g. ``fn.trace(*args).lower(lowering_platforms=("cuda",))``).
 
     Returns ``(fn, args)``: ``fn`` the jitted kernel with its static structure bound (``fn(params, prompt,
     options)``, :func:`run`), ``args`` a tuple of ``jax.ShapeDtypeStruct`` pytrees: parameters in ``dtype``, a
     batch of ``batch`` prompts padded to ``round_up(prompt_len, bucket)`` with ``image_tokens`` image features
     (0: text only), ``n_scores`` scored tokens, ``n_stop`` stop tokens and a swap source of ``source_blocks``
     blocks; ``sample`` compiles the sampling code instead of the argmax."""
-    from tokdyn.models.qwen2_5_vl import params as params_lib
-
     width = round_up(prompt_len, bucket)
-    static = static_for(cfg, width, new_tokens, latent_size, sample, bucket, prefill_chunk)
+    static = static_for(fam, cfg, width, new_tokens, latent_size, sample, bucket, prefill_chunk)
     sds = jax.ShapeDtypeStruct
-    abstract = jax.eval_shape(lambda k: params_lib.init(k, cfg, dtype), jax.random.key(0))
+    abstract = fam.model.abstract_params(cfg, dtype)
     hidden = cfg.text.hidden_size
-    features = None
-    if image_tokens:
-        features = sds((round_up(image_tokens, bucket), hidden), dtype)
+    visual = fam.model.abstract_visual(cfg, round_up(image_tokens, bucket), dtype) if image_tokens else None
     prompt = Prompt(
         sds((batch, width), jnp.int32),
         sds((batch, width), jnp.bool_),
         sds((3, batch, width), jnp.int32),
         sds((batch,), jnp.int32),
-        features,
+        visual,
     )
     key_type = jax.eval_shape(lambda: jax.random.key(0)).dtype
     knob = jax.tree_util.tree_map(lambda a: sds(a.shape, a.dtype), decoding.knobs(decoding.resolve(None, 2)))
-    iv = latent_lib.Intervention(
+    span = max(min(latent_size, new_tokens), 1)
+    iv = iv_lib.Intervention(
         sds((batch,), jnp.int32),
         sds((batch,), jnp.float32),
-        sds((batch, source_blocks, max(latent_size, 1), hidden), jnp.float32),
+        sds((batch, source_blocks, span, hidden), jnp.float32),
         sds((batch,), jnp.int32),
     )
     opt = Options(
@@ -538,7 +570,8 @@ def programs(
         sds((n_stop,), jnp.int32),
         sds((), jnp.int32),
         sds((3,), jnp.int32),
-        sds((), jnp.bool_),
+        sds((), jnp.int32),
+        sds((batch,), jnp.int32),
         iv,
         sds((n_scores,), jnp.int32),
     )

@@ -1,11 +1,12 @@
-"""The tokenizer and the chat template of a Qwen2.5-VL checkpoint, from its own files, as a user has them.
+"""The tokenizer and the chat template of a checkpoint of any family, from its own files, as a user has them.
 
-:class:`Chat` reads ``tokenizer.json`` (through the ``tokenizers`` package) and the chat template
+:class:`Chat` reads ``tokenizer.json`` (through the ``tokenizers`` package), the chat template
 (``chat_template.jinja``, ``chat_template.json`` or ``tokenizer_config.json``'s ``chat_template``, rendered by
-``jinja2`` in a sandbox as ``transformers`` renders it), and turns a conversation with images into the
-model's inputs: the template's text, each ``<|image_pad|>`` expanded to one token per merged patch of its
-image (as ``Qwen2_5_VLProcessor`` does), the token ids, and the image processor's ``pixel_values`` and
-``image_grid_thw``.
+``jinja2`` in a sandbox as ``transformers`` renders it) and the family's image processor, and turns a
+conversation with images into the model's inputs: the template's text, each ``<|image_pad|>`` expanded to one
+token per merged patch of its image (as the Qwen-VL processors do), the token ids, and the image processor's
+``pixel_values`` and ``image_grid_thw``; :meth:`Chat.encode_batch` does it for many conversations at once
+(padded on one side, one image grid).
 
 A chat template is code a checkpoint brings: :func:`render` runs it in Jinja's immutable sandbox under a time
 and a size limit (:data:`RENDER_SECONDS`, :data:`RENDER_CHARS`, :data:`RENDER_RANGE`): ``range`` is bounded, a
@@ -30,8 +31,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tokdyn.models.qwen2_5_vl import config as config_lib
-from tokdyn.models.qwen2_5_vl.processor import ImageProcessor
 
 IMAGE_PAD = "<|image_pad|>"
 RENDER_SECONDS = 2.0
@@ -313,6 +312,29 @@ def render(
 # ---- the chat -----------------------------------------------------------------------------------------------
 
 
+def _require(name: str):
+    """The module ``name`` of the ``models`` extra, or an ImportError naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ImportError(
+            f"checkpoints' tokenizers and chat templates need the '{name}' package: pip install -e \".[models]\" "
+            "(or pip install 'tokdyn[models]')"
+        ) from None
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON file ({e}); expected {what}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected {what}, got a JSON {type(raw).__name__}")
+    return raw
+
+
 def read_tokenizer(path: Path):
     """The ``tokenizers.Tokenizer`` of the file at ``path``; a ValueError naming the file when the package cannot
     read it (a truncated or corrupt ``tokenizer.json``)."""
@@ -336,33 +358,40 @@ class Chat:
     Attributes:
         tokenizer: the ``tokenizers.Tokenizer`` of ``tokenizer.json``.
         template: the chat template (Jinja), or None.
-        processor: the image processor of ``preprocessor_config.json``.
+        processor: the image processor of ``preprocessor_config.json`` (the family's ``ImageProcessor``).
         special: the special tokens' strings the template may name (``eos_token``, ``bos_token``, ``pad_token``).
         template_name: where the template was found (the file), for errors.
     """
 
     tokenizer: object
     template: str | None
-    processor: ImageProcessor
+    processor: object
     special: dict
     template_name: str = "the chat template"
 
     @classmethod
-    def load(cls, directory: str | Path) -> Chat:
-        """The tokenizer, template and image processor of the checkpoint in ``directory``.
+    def load(cls, directory: str | Path, family=None) -> Chat:
+        """The tokenizer, template and image processor of the checkpoint in ``directory``; the image processor
+        is that of ``family`` (a family's name or package), by default the family its ``config.json`` names
+        (Qwen2.5-VL's for a directory without one).
 
         FileNotFoundError without ``tokenizer.json``; a ValueError naming the file and the field when a file
         cannot be read (``tokenizer.json`` truncated, a JSON file that is not JSON, a template that is not
         Jinja, a processor setting out of range) or when ``preprocessor_config.json`` cuts images otherwise
         than ``config.json``'s vision tower reads them (when ``config.json`` is there)."""
-        import jinja2
+        from tokdyn.models import families
 
+        jinja2 = _require("jinja2")
         directory = Path(directory)
+        has_config = (directory / "config.json").is_file()
+        if family is None:
+            family = families.detect(directory) if has_config else "qwen2_5_vl"
+        fam = families.family(family) if isinstance(family, str) else family
         path = directory / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer.json in {str(directory)!r}: the checkpoint's tokenizer is needed")
         config_path = directory / "tokenizer_config.json"
-        config = config_lib.read_json(config_path, "the tokenizer's settings") if config_path.is_file() else {}
+        config = _read_json(config_path, "the tokenizer's settings") if config_path.is_file() else {}
         special = {}
         for name in ("bos_token", "eos_token", "pad_token"):
             value = config.get(name)
@@ -377,9 +406,9 @@ class Chat:
                 compile_template(template)
             except jinja2.exceptions.TemplateSyntaxError as e:
                 raise ValueError(f"{where} is not a valid Jinja template: {e} (line {e.lineno})") from None
-        processor = ImageProcessor.read(directory)
-        if (directory / "config.json").is_file():
-            model = config_lib.read(directory)
+        processor = fam.ImageProcessor.read(directory)
+        if has_config:
+            model = fam.config.read(directory)
             processor.check_model(model.vision, str(directory / "preprocessor_config.json"), "config.json")
         return cls(read_tokenizer(path), template, processor, special, where or "the chat template")
 
@@ -431,6 +460,58 @@ class Chat:
         ids = np.asarray(self.tokenizer.encode(text).ids, np.int64)[None]
         out["input_ids"] = ids
         out["attention_mask"] = np.ones_like(ids)
+        return out
+
+    def encode_batch(
+        self,
+        conversations: list,
+        images=None,
+        *,
+        padding_side: str = "left",
+        pad_token_id: int | None = None,
+        add_generation_prompt: bool = True,
+    ) -> dict:
+        """The inputs of a batch of conversations (each as :meth:`encode` takes it, one image per conversation
+        or none for any) as one batch: ``{"input_ids": (B, T), "attention_mask": (B, T), "pixel_values":
+        (B, patches, patch_dim), "image_grid_thw": (B, 3)}`` (the last two only with images), each row padded on
+        ``padding_side`` (``"left"``, as generation packs them, or ``"right"``) with ``pad_token_id`` (default:
+        the tokenizer's pad token, else 0) under a zero mask. Every image must come out of the processor in one
+        grid (resize them to one size first): a batch holds one grid, so that one program runs it; a ValueError
+        names the first image of another grid."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if isinstance(conversations, (str, dict)) or not len(conversations):
+            raise ValueError("conversations must be a non-empty list of conversations (or prompt strings)")
+        images = [None] * len(conversations) if images is None else list(images)
+        if len(images) != len(conversations):
+            raise ValueError(f"images: {len(images)} given for {len(conversations)} conversations (one each, or None)")
+        if any(i is None for i in images) and not all(i is None for i in images):
+            raise ValueError("images: give one image for every conversation, or none at all")
+        rows = [self.encode(c, None if i is None else [i], add_generation_prompt) for c, i in zip(conversations, images)]
+        if pad_token_id is None:
+            pad = self.special.get("pad_token")
+            pad_token_id = self.tokenizer.token_to_id(pad) if pad else None
+            pad_token_id = 0 if pad_token_id is None else int(pad_token_id)
+        if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, (int, np.integer)) or pad_token_id < 0:
+            raise ValueError(f"pad_token_id must be a token id >= 0, got {pad_token_id!r}")
+        width = max(r["input_ids"].shape[1] for r in rows)
+        ids = np.full((len(rows), width), int(pad_token_id), np.int64)
+        mask = np.zeros((len(rows), width), np.int64)
+        for b, r in enumerate(rows):
+            n = r["input_ids"].shape[1]
+            at = slice(width - n, width) if padding_side == "left" else slice(0, n)
+            ids[b, at], mask[b, at] = r["input_ids"][0], 1
+        out = {"input_ids": ids, "attention_mask": mask}
+        if images[0] is not None:
+            grids = np.concatenate([np.asarray(r["image_grid_thw"]) for r in rows])
+            other = np.flatnonzero((grids != grids[0]).any(1))
+            if len(other):
+                raise ValueError(
+                    f"images: image {int(other[0])} makes the grid {grids[other[0]].tolist()}, image 0 "
+                    f"{grids[0].tolist()}: a batch holds one grid (resize the images to one size)"
+                )
+            out["pixel_values"] = np.stack([np.asarray(r["pixel_values"], np.float32) for r in rows])
+            out["image_grid_thw"] = grids
         return out
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:

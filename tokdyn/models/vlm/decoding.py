@@ -84,7 +84,8 @@ class GenerationConfig:
 
     Attributes:
       do_sample: sample (True) or take the most likely token (False).
-      temperature: the logits are divided by it before sampling (sampling only).
+      temperature: the logits are divided by it before sampling (sampling only; a file's 0 with
+        ``do_sample`` false is read as greedy decoding, as ``transformers`` reads it).
       top_k: sample among the ``top_k`` most likely tokens (sampling only; None or 0: no limit).
       top_p: sample among the smallest set of most likely tokens whose probability reaches ``top_p``.
       min_p: drop tokens less likely than ``min_p`` times the most likely one (sampling only; None: off).
@@ -149,8 +150,8 @@ class GenerationConfig:
                 raise ValueError(f"{source}: do_sample={raw['do_sample']!r} must be true or false")
             out["do_sample"] = raw["do_sample"]
         for name, kind, low, low_open in (
-            ("temperature", float, 0.0, True),
-            ("top_p", float, 0.0, True),
+            ("temperature", float, 0.0, False),
+            ("top_p", float, 0.0, False),
             ("repetition_penalty", float, 0.0, True),
             ("min_p", float, 0.0, False),
             ("top_k", int, 0, False),
@@ -161,7 +162,16 @@ class GenerationConfig:
             if value is not None:
                 out[name] = value
         if out.get("top_p", 1.0) > 1.0:
-            raise ValueError(f"{source}: top_p={out['top_p']!r} must lie in (0, 1]")
+            raise ValueError(f"{source}: top_p={out['top_p']!r} must lie in [0, 1]")
+        if out.get("min_p", 0.0) > 1.0:
+            raise ValueError(f"{source}: min_p={out['min_p']!r} must lie in [0, 1]")
+        if out.get("temperature") == 0.0:
+            if out.get("do_sample"):
+                raise ValueError(
+                    f"{source}: do_sample=true needs a temperature > 0, got temperature=0.0 (transformers refuses it "
+                    "when it samples)"
+                )
+            out["temperature"] = 1.0  # unused when decoding greedily, as transformers leaves it
         if "top_k" in raw and raw["top_k"] is None:
             out["top_k"] = None
         eos = ids("eos_token_id")
@@ -232,7 +242,7 @@ class Settings:
       do_sample: sample or take the most likely token.
       temperature: positive; divides the logits when sampling.
       top_k: 0 for no limit.
-      top_p: in (0, 1].
+      top_p: in [0, 1] (0: the most likely token alone).
       min_p: in [0, 1]; 0 is off.
       repetition_penalty: positive; 1 is off.
       eos: the stop tokens.
@@ -269,8 +279,22 @@ def resolve(
     never stops. ValueError names the option when a value is out of range."""
     base = base or GenerationConfig(eos_token_id=tuple(config_eos))
     base.check()
+    for name, value in (
+        ("temperature", temperature),
+        ("top_k", top_k),
+        ("top_p", top_p),
+        ("min_p", min_p),
+        ("repetition_penalty", repetition_penalty),
+        ("pad_token_id", pad_token_id),
+    ):
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name} must be a number, got the bool {value!r}")
+    if eos_token_id is not None:
+        items = eos_token_id if isinstance(eos_token_id, (list, tuple, np.ndarray)) else [eos_token_id]
+        if any(isinstance(i, (bool, np.bool_)) for i in items):
+            raise TypeError(f"eos_token_id must be token ids, got {eos_token_id!r}")
     if temperature is not None:
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+        if not isinstance(temperature, (int, float, np.floating, np.integer)) or not temperature >= 0:
             raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
         if do_sample is None:
             do_sample = temperature > 0
@@ -282,16 +306,23 @@ def resolve(
     if not isinstance(do_sample, (bool, np.bool_)):
         raise ValueError(f"do_sample must be True or False, got {do_sample!r}")
     temperature = base.temperature if temperature is None else float(temperature)
+    if do_sample and not math.isfinite(temperature):
+        raise ValueError(f"temperature must be finite to sample, got {temperature!r}")
+    if do_sample and not np.isfinite(np.float32(1.0) / np.float32(temperature)):
+        raise ValueError(
+            f"temperature={temperature!r} is too small for float32 logits (1 / temperature overflows): sampling at "
+            "it is greedy decoding; pass do_sample=False"
+        )
     top_k = base.top_k if top_k is None else top_k
     top_k = 0 if top_k is None else top_k
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
         raise ValueError(f"top_k must be a positive integer, 0 or None (no limit), got {top_k!r}")
     top_p = base.top_p if top_p is None else top_p
-    if not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}")
+    if not isinstance(top_p, (int, float, np.floating)) or not 0.0 <= top_p <= 1.0:
+        raise ValueError(f"top_p must lie in [0, 1] (0 keeps the most likely token alone), got {top_p!r}")
     min_p = base.min_p if min_p is None else min_p
     min_p = 0.0 if min_p is None else min_p
-    if not isinstance(min_p, (int, float)) or not 0.0 <= min_p <= 1.0:
+    if not isinstance(min_p, (int, float, np.floating)) or not 0.0 <= min_p <= 1.0:
         raise ValueError(f"min_p must lie in [0, 1], got {min_p!r}")
     penalty = base.repetition_penalty if repetition_penalty is None else repetition_penalty
     if not isinstance(penalty, (int, float)) or not (penalty > 0 and math.isfinite(penalty)):
@@ -317,6 +348,28 @@ def resolve(
         tuple(int(i) for i in eos),
         int(pad),
     )
+
+
+def new_tokens(base: GenerationConfig | None, max_new_tokens, prompt_length: int, default: int) -> int:
+    """The new tokens of a call: ``max_new_tokens`` when given, else ``base``'s ``max_new_tokens``, else its
+    ``max_length`` less the prompt's length (as ``transformers`` counts), else ``default``; a ValueError
+    unless it is a positive integer."""
+    if max_new_tokens is None and base is not None and base.max_new_tokens is not None:
+        max_new_tokens = base.max_new_tokens
+    elif max_new_tokens is None and base is not None and base.max_length is not None:
+        max_new_tokens = base.max_length - int(prompt_length)
+        if max_new_tokens < 1:
+            raise ValueError(
+                f"generation_config.json's max_length={base.max_length} leaves no new token after a prompt of "
+                f"{prompt_length}; pass max_new_tokens"
+            )
+    elif max_new_tokens is None:
+        max_new_tokens = default
+    if isinstance(max_new_tokens, (bool, np.bool_)) or not isinstance(max_new_tokens, (int, np.integer)):
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    return int(max_new_tokens)
 
 
 def knobs(s: Settings) -> dict:
@@ -373,7 +426,10 @@ def choose(
         logits = penalise(logits, seen, knob["repetition_penalty"])
 
     def draw(logits):
-        scaled = filter_logits(logits / knob["temperature"], knob["top_k"], knob["top_p"], knob["min_p"])
+        # shifted by the row's largest logit first, so that a small temperature never makes +inf: the largest
+        # stays 0 and the others fall towards -inf (the greedy limit), where dividing first overflowed
+        shifted = logits - jnp.max(logits, axis=-1, keepdims=True)
+        scaled = filter_logits(shifted / knob["temperature"], knob["top_k"], knob["top_p"], knob["min_p"])
         return jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32)
 
     def greedy(logits):

@@ -175,6 +175,8 @@ PHRASINGS = [
     ("c'est B", "cars", "B", "lone letter"),  # "c'" is no letter C
     ("It's (C).", "cars", "C", "lone letter"),
     ("The T-shirt is red, so H", "many", "H", "lone letter"),  # no T read from "T-shirt"
+    ("The bus has a GPS, so B", "many", "B", "lone letter"),  # no S read from "GPS"
+    ("The bus was made in the USA.", "cars", "B", "option text"),  # no A read from "USA"
     ("The dog is on the right, which is option D.", "cars", "D", "lone letter"),
     # two letters, hedges, refusals: unparsable
     ("A or B", "cars", "", ""),

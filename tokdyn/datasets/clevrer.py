@@ -314,8 +314,8 @@ def load(directory, number: int, *, max_frames: int | None = None, max_objects: 
 
     Raises:
       FileNotFoundError: no such video or annotation, naming the layout.
-      ValueError, TypeError: as :func:`read_video` and :func:`annotation_arrays`, or a ``number``
-        that is not an int >= 0.
+      ValueError, TypeError: as :func:`index` (a number found twice), :func:`read_video` and
+        :func:`annotation_arrays`, or a ``number`` that is not an int >= 0.
     """
     if not is_index(number) or number < 0:
         raise TypeError(f"number must be an int >= 0 (video_NNNNN.mp4's number), got {number!r}")

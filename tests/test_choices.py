@@ -1,7 +1,9 @@
 """Multiple-choice scoring (``tokdyn.diagnostics.choices``): the prompt is the documented template, every rule
 of the documented extraction reads what it promises and no more (the order of the rules holds, letters outside
-the options are never read), unparsable answers are counted and scored wrong, and the accuracy's Wilson
-interval is SciPy's."""
+the options are never read), unparsable answers are counted and scored wrong (a text cut by the token limit
+counted apart), and the accuracy's Wilson interval is SciPy's. PHRASINGS and OPEN are the tables of phrasings
+written by hand, each beside the reading the rules must give (articles, brackets, languages, hedges, refusals,
+numbers with units, decimals and thousands separators)."""
 
 from __future__ import annotations
 

@@ -51,17 +51,26 @@ def index(directory) -> dict:
 
     Raises:
       FileNotFoundError: ``directory`` does not exist or holds no video, naming the layout.
+      ValueError: one number's video (or annotation) found twice, in two subfolders (or as
+        ``video_1.mp4`` and ``video_00001.mp4``), naming both paths: which one is meant is not known.
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"CLEVRER directory {directory!r} does not exist: expected {layout()}")
     out = {"videos": {}, "annotations": {}}
-    for base, _, files in os.walk(directory):
-        for name in files:
+    for base, folders, files in os.walk(directory):
+        folders.sort()
+        for name in sorted(files):
             for key, pattern in (("videos", _VIDEO), ("annotations", _ANNOTATION)):
                 m = pattern.match(name)
                 if m:
-                    out[key][int(m.group(1))] = os.path.join(base, name)
+                    number, path = int(m.group(1)), os.path.join(base, name)
+                    if number in out[key]:
+                        raise ValueError(
+                            f"CLEVRER directory {directory!r} holds {key[:-1]} {number} twice: "
+                            f"{out[key][number]!r} and {path!r}; keep one (each number once: {layout()})"
+                        )
+                    out[key][number] = path
     if not out["videos"]:
         raise FileNotFoundError(f"CLEVRER directory {directory!r} holds no video_NNNNN.mp4: expected {layout()}")
     return out
@@ -305,8 +314,8 @@ def load(directory, number: int, *, max_frames: int | None = None, max_objects: 
 
     Raises:
       FileNotFoundError: no such video or annotation, naming the layout.
-      ValueError, TypeError: as :func:`read_video` and :func:`annotation_arrays`, or a ``number``
-        that is not an int >= 0.
+      ValueError, TypeError: as :func:`index` (a number found twice), :func:`read_video` and
+        :func:`annotation_arrays`, or a ``number`` that is not an int >= 0.
     """
     if not is_index(number) or number < 0:
         raise TypeError(f"number must be an int >= 0 (video_NNNNN.mp4's number), got {number!r}")

@@ -360,32 +360,30 @@ def instance_texts(cfg) -> list[tuple[str, str, str]]:
     out = []
     for path in instances_lib.instance_files(cfg.instances):
         found = 0
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f.read().splitlines(), 1):
+        # a line that is not UTF-8 reads as None, for read_jsonl to refuse naming the file and the line
+        for number, line in enumerate(instances_lib.read_lines(path, strict=False), 1):
+            try:
+                row = json.loads(line) if line and line.strip() else None
+            except json.JSONDecodeError:
+                continue
+            if not (
+                isinstance(row, dict) and isinstance(row.get("question"), str) and isinstance(row.get("answer"), str)
+            ):
+                continue
+            question, answer = row["question"].strip(), row["answer"].strip()
+            if "options" in row:
                 try:
-                    row = json.loads(line) if line.strip() else None
-                except json.JSONDecodeError:
+                    opts = choices.check_options(row["options"])
+                    question, answer = (
+                        choices.prompt(question, opts),
+                        choices.answer_letter(answer, opts),
+                    )
+                except ValueError:
                     continue
-                if not (
-                    isinstance(row, dict)
-                    and isinstance(row.get("question"), str)
-                    and isinstance(row.get("answer"), str)
-                ):
-                    continue
-                question, answer = row["question"].strip(), row["answer"].strip()
-                if "options" in row:
-                    try:
-                        opts = choices.check_options(row["options"])
-                        question, answer = (
-                            choices.prompt(question, opts),
-                            choices.answer_letter(answer, opts),
-                        )
-                    except ValueError:
-                        continue
-                out.append((f"instances={path!r} line {number}", question, answer))
-                found += 1
-                if cfg.n_instances and found == cfg.n_instances:
-                    break
+            out.append((f"instances={path!r} line {number}", question, answer))
+            found += 1
+            if cfg.n_instances and found == cfg.n_instances:
+                break
     return out
 
 

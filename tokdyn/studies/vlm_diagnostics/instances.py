@@ -117,13 +117,39 @@ def image_family(family: Optional[ModuleType]) -> ModuleType:
     return families.family(TINY_FAMILY) if family is None else family
 
 
+def read_lines(path, strict: bool = True) -> list:
+    """The lines of the UTF-8 text file at ``path`` (split at ``\\n``, ``\\r\\n`` or ``\\r``; a leading
+    byte-order mark dropped). ``strict``: a line that is not UTF-8 is refused with a ``ValueError`` naming the
+    file, the line and the byte; else it reads as None (for a reader that leaves the refusal to
+    :func:`read_jsonl`)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    out = []
+    for number, raw in enumerate(data.splitlines(), 1):
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            if strict:
+                raise ValueError(
+                    f"instances={str(path)!r} line {number} is not UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                    f"{e.start + 1}): an instances file is UTF-8 text; save it as UTF-8"
+                ) from None
+            out.append(None)
+    return out
+
+
 def read_jsonl(path: str, limit: int = 0, family: Optional[ModuleType] = None) -> Instances:
     """The instances of the JSONL file at ``path`` (the first ``limit`` lines; 0: all). Each line is a
     JSON object with ``image`` (a path, relative to the file's folder unless absolute), ``question`` and
     ``answer`` (non-empty strings) and, for a multiple-choice question, ``options`` (a list of 2 to 26
-    non-empty strings; the answer then an option's letter, ``"B"``, or its text); blank lines are skipped.
-    ``ValueError`` naming the line and what is wrong with it (not JSON, a missing or empty key, options that
-    are not a list of strings, an answer that is no option, an image that cannot be read). Images are read as
+    non-empty strings, each on one line, no two the same; the answer then an option's letter, ``"B"``, or its
+    text, not both for two different options); blank lines are skipped. ``ValueError`` naming the file, the
+    line, the field, the value and what is allowed (a file that is not UTF-8, a line that is not JSON, a
+    missing or empty key, options that are not such a list (:func:`tokdyn.diagnostics.choices.check_options`),
+    an answer that is no option or an ambiguous one (:func:`tokdyn.diagnostics.choices.answer_letter`), an
+    image that does not exist, is a directory or cannot be read). Images are read as
     ``transformers`` reads them (the ``processor.load_image`` of ``family``, the checkpoint's family; default
     :func:`image_family`'s; Qwen2.5-VL's :func:`tokdyn.models.qwen2_5_vl.processor.load_image`: EXIF
     orientation, transparency composited on white; more than 8 bits a channel, or a decompression bomb,
@@ -131,9 +157,7 @@ def read_jsonl(path: str, limit: int = 0, family: Optional[ModuleType] = None) -
     load_image = image_family(family).processor.load_image
     base = Path(path).resolve().parent
     images, questions, answers, options, digests = [], [], [], [], []
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().splitlines()
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(read_lines(path), 1):
         if not line.strip():
             continue
         where = f"instances={path!r} line {number}"
@@ -153,6 +177,12 @@ def read_jsonl(path: str, limit: int = 0, family: Optional[ModuleType] = None) -
             opts = choices.check_options(row["options"], f"{where}: options")
             answer = choices.answer_letter(answer, opts, f"{where}: answer")
         image_path = Path(row["image"]) if Path(row["image"]).is_absolute() else base / row["image"]
+        if not image_path.exists() or image_path.is_dir():
+            raise ValueError(
+                f"{where}: the image {row['image']!r} ({str(image_path)!r}) "
+                f"{'is a directory' if image_path.is_dir() else 'does not exist'}: give an image file's path, "
+                "relative to the instances file's folder or absolute"
+            )
         try:  # as transformers reads it: EXIF orientation, transparency on white; more than 8 bits refused
             images.append(load_image(image_path))
             digests.append(file_sha256(image_path))
@@ -350,6 +380,7 @@ __all__ = [
     "encode",
     "make_instances",
     "read_jsonl",
+    "read_lines",
     "resized",
     "scene_instances",
 ]

@@ -155,7 +155,7 @@ def main():
     import transformers
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
-    from tokdyn.models import qwen2_5_vl
+    from tokdyn.models import qwen2_5_vl, vlm
 
     torch.set_num_threads(args.threads)
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -204,7 +204,7 @@ def main():
         trigger = int(counts.argmax())
         theirs = save_and_load(trigger)
         ours = qwen2_5_vl.load(tmp, dtype="float32")
-    mode = qwen2_5_vl.LatentMode(start, end, pad, args.size)
+    mode = vlm.LatentMode(start, end, pad, args.size)
     ids, mask = latent_fixture.pack(rows)
     batch = (ids, np.stack(pixels), grids[0], mask)
 

@@ -6,15 +6,15 @@ batch of one (how the published analysis code runs, one example at a time), in o
 Two random configurations: ``tiny`` (the test fixture's sizes, 2 decoder layers of width 64, its weights) and
 ``small`` (4 decoder layers of width 256, 8 heads, a 4-block vision tower of width 128; random weights), a
 prompt with an image of 6 (tiny) or 16 (small) image tokens and a block of 4 latent slots, ``--instances``
-random images, float32, on the CPU. The analyses: ``decomposition`` (every setting of
-``mediation.ALL_SETTINGS`` and the attention concentration), ``mediation`` (latent arm, 2 image perturbations,
-interventions zeros/noise/constant), ``grounding`` (2 noises x 2 seeds, every position scored), ``dmlr`` (ES,
+random images, float32, on the CPU. The teacher-forced analyses: ``grounding`` (2 noises x 2 seeds, every
+position scored), ``dmlr`` (ES,
 5 iterations of 4 antithetic pairs, 2 seeds; ``dmlr-chunk1`` the same with ``chunk=1``: one program whose
 instances run one after another). Each form is compiled first (the first call, reported apart: the
 loop compiles one program for a batch of one), then the two are timed alternately ``--repeats`` times so that a
 shared machine's load falls on both alike; every call ends with its results on the host. Prints the machine,
-JAX's version and backend, the dtype and the load average, then one row per configuration and analysis.
-Usage:
+JAX's version and backend, the dtype and the load average, then one row per configuration and analysis. (The
+analyses over generation, the decomposition and the mediation among them, are the one generation loop's calls:
+``benchmarks/bench_latent_generation.py`` times it against the per-instance transformers loop.) Usage:
 
     python benchmarks/bench_vlm_analyses.py [--configs tiny small] [--instances 8] [--repeats 3]
 """
@@ -92,34 +92,18 @@ def analyses(name: str):
     lay = qa.layout(cfg, ids, START, END)
     batch = qa.make_batch(cfg, ids, pixels, grid)
     sub = an.subject(cfg, grid, lay)
-    answers = rng.integers(0, 100, b).astype(np.int32)
     proc = qwen2_5_vl.ImageProcessor()
     key = jax.random.key(0)
-    pert = an.perturb_pixels(key, batch["pixel_values"], proc, noises=(("gaussian", 0.5), ("blank", 0.0)))
+    an.perturb_pixels(key, batch["pixel_values"], proc, noises=(("gaussian", 0.5), ("blank", 0.0)))
     noises = (("gaussian", 0.3), ("gaussian", 0.6))
     positions, tokens = list(range(lay.length - 1)), ids[:, 1:]
     dcfg = dmlr.Config(n_iters=5, n_pairs=4)
-    kinds = ("zeros", "noise", "constant")
 
     def one(i):
         return {k: v[i : i + 1] for k, v in batch.items()}
 
     singles = [one(i) for i in range(b)]
     forms = {
-        "decomposition": (
-            lambda: host(an.decomposition(key, sub, params, batch, answers=answers)),
-            lambda: [
-                host(an.decomposition(jax.random.fold_in(key, i), sub, params, singles[i], answers=answers[i : i + 1]))
-                for i in range(b)
-            ],
-        ),
-        "mediation": (
-            lambda: host(an.mediation(key, sub, params, batch, pert, kinds=kinds)),
-            lambda: [
-                host(an.mediation(jax.random.fold_in(key, i), sub, params, singles[i], pert[:, i : i + 1], kinds=kinds))
-                for i in range(b)
-            ],
-        ),
         "grounding": (
             lambda: host(
                 an.grounding(

@@ -275,8 +275,14 @@ def test_table_renders_every_row_a_gpu_call_measured():
         rows = [json.loads(line) for line in f if line.strip()]
     rows = [r for r in rows if "section" in r]
     meta = dict(
-        device="NVIDIA H100 80GB HBM3", devices=1, backend="gpu", host="x86_64, 16 cores", jax="0.11.2",
-        matmul_precision="highest", date="2026-11-28 01:30", smoke=False,
+        device="NVIDIA H100 80GB HBM3",
+        devices=1,
+        backend="gpu",
+        host="x86_64, 16 cores",
+        jax="0.11.2",
+        matmul_precision="highest",
+        date="2026-11-28 01:30",
+        smoke=False,
     )
     text = suite.table(types.SimpleNamespace(meta=meta, rows=rows, ceil={"gemm_highest": 5e13}))
     decode = [r for r in rows if r.get("bound_tokens_per_s")]

@@ -13,16 +13,14 @@ import importlib
 import json
 import re
 import shutil
-import sys
 import typing
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from tokdyn.models import families
+from tokdyn.models.vlm.family import LOOP
 
 TINY = Path(__file__).parent / "fixtures" / "qwen2_5_vl_tiny"
 # the names of tokdyn.models.families' table: the package's own, then those of its modules ("config": the
@@ -33,19 +31,17 @@ PACKAGE = (
     "Config",
     "config",
     "checkpoint",
-    "Chat",
-    "chat",
+    "model",
     "ImageProcessor",
     "processor",
     "vision",
     "adapter",
     "probes",
-    "generation",
 )
 MODULES = {
     "config": ("read",),
     "checkpoint": ("inspect", "files"),
-    "chat": ("read_template", "IMAGE_PAD"),
+    "model": LOOP,
     "processor": ("load_image", "as_rgb", "resize"),
     "vision": ("plan",),
     "adapter": ("Layout", "prompt", "layout", "make_batch", "make_apply", "image_features", "noised_pixels", "NOISES"),
@@ -62,14 +58,21 @@ CLASSES = {
         "vision_end_token_id",
         "eos_token_id",
     ),
-    "Chat": ("load", "tokenizer", "processor", "render", "text_ids", "decode"),
-    "ImageProcessor": ("read", "__call__", "patch_size", "merge_size", "min_pixels", "max_pixels", "target_size"),
+    "ImageProcessor": (
+        "read",
+        "__call__",
+        "patch_size",
+        "merge_size",
+        "min_pixels",
+        "max_pixels",
+        "target_size",
+        "check_model",
+    ),
 }
 CONFIG_PARTS = {
     "vision": ("patch_size", "spatial_merge_size", "patch_dim"),
     "text": ("hidden_size", "vocab_size", "num_hidden_layers"),
 }
-OPTIONAL = {"latent": ("LatentMode", "Intervention")}  # latent-mode generation, where a family has it
 
 
 def members(obj) -> set:
@@ -95,10 +98,10 @@ def test_every_family_exposes_the_contract(name):
     hints = typing.get_type_hints(package.Config)
     for part, names in CONFIG_PARTS.items():
         missing += [f"Config.{part}.{n}" for n in names if n not in members(hints[part])]
-    for part, names in OPTIONAL.items():
-        if hasattr(package, part):
-            missing += [f"{part}.{n}" for n in names if not hasattr(getattr(package, part), n)]
     assert not missing, f"{name} lacks {missing}"
+    from tokdyn.models.vlm import family as family_lib
+
+    family_lib.check(package)
     assert dataclasses.is_dataclass(package.ImageProcessor)  # the study widens its pixel bounds by replace
 
 
@@ -113,133 +116,12 @@ def test_the_contract_is_the_docstring_table():
         if head:
             key = re.match(r"``(\w+)", head).group(1)
         rows[key] = rows.get(key, "") + " " + head + " " + text
-    assert set(rows) == {*PACKAGE, *OPTIONAL}, sorted(rows)
+    assert set(rows) == set(PACKAGE), sorted(rows)
     words = {k: set(re.findall(r"\w+", " ".join(re.findall(r"``(.+?)``", v)))) for k, v in rows.items()}
-    for part, names in {**MODULES, **CLASSES, **OPTIONAL}.items():
+    for part, names in {**MODULES, **CLASSES}.items():
         missing = [n for n in names if n not in words[part] and n != "__call__"]
         assert not missing, (part, missing)
     assert {n for names in CONFIG_PARTS.values() for n in names} <= words["Config"]
-
-
-STANDIN = '''"""A stand-in checkpoint family: Qwen2.5-VL's package registered under the model_type "standin_vl",
-exposing nothing but the names of the families' table; each call recorded in CALLS."""
-
-import json
-import types
-from pathlib import Path
-
-from tokdyn.models import qwen2_5_vl as base
-
-MODULES = {modules!r}
-READS = ("config.read", "checkpoint.inspect", "checkpoint.files", "chat.read_template")
-CALLS = []
-
-
-def view(directory):
-    """The checkpoint as Qwen2.5-VL's package reads it: its files linked into a sibling folder whose config.json
-    says model_type "qwen2_5_vl"."""
-    d = Path(directory)
-    out = d.with_name(d.name + "-as-qwen2_5_vl")
-    if not out.is_dir():
-        out.mkdir()
-        for f in d.iterdir():
-            if f.name != "config.json":
-                (out / f.name).symlink_to(f.resolve())
-        raw = json.loads((d / "config.json").read_text())
-        (out / "config.json").write_text(json.dumps(dict(raw, model_type="qwen2_5_vl")))
-    return out
-
-
-def recorded(name, fn, reads=False):
-    def call(*args, **kwargs):
-        CALLS.append(name)
-        return fn(view(args[0]), *args[1:], **kwargs) if reads else fn(*args, **kwargs)
-
-    return call
-
-
-def only(part, names):
-    module = getattr(base, part)
-    out = types.SimpleNamespace()
-    for n in names:
-        value = getattr(module, n)
-        wrap = callable(value) and not isinstance(value, type)
-        setattr(out, n, recorded(f"{{part}}.{{n}}", value, f"{{part}}.{{n}}" in READS) if wrap else value)
-    return out
-
-
-for _part, _names in MODULES.items():
-    globals()[_part] = only(_part, _names)
-generation = types.SimpleNamespace()
-Model, Config, ImageProcessor = base.Model, base.Config, base.ImageProcessor
-load = recorded("load", base.load, True)
-
-
-class Chat(base.Chat):
-    @classmethod
-    def load(cls, directory):
-        CALLS.append("Chat.load")
-        return base.Chat.load(view(directory))
-'''
-
-
-def test_the_study_takes_the_checkpoints_family_from_the_registry(tmp_path, monkeypatch):
-    # a stand-in family (Qwen2.5-VL's package under another model_type, with nothing but the table's names)
-    # registered by one line of FAMILIES: the study checks, stamps and opens the checkpoint through it, keeps it
-    # on its Loaded, makes the batches with its adapter and reads the weights with its load; Qwen2.5-VL's own
-    # functions never see the checkpoint's directory (only the stand-in's view of it)
-    from PIL import Image
-
-    from tokdyn.models import qwen2_5_vl
-    from tokdyn.studies import vlm_diagnostics as vd
-
-    seen = []
-    for part, name in (
-        ("config", "read"),
-        ("checkpoint", "inspect"),
-        ("checkpoint", "files"),
-        ("chat", "read_template"),
-    ):
-        fn = getattr(getattr(qwen2_5_vl, part), name)
-        monkeypatch.setattr(
-            getattr(qwen2_5_vl, part), name, lambda d, *a, _fn=fn, **k: seen.append(Path(d).name) or _fn(d, *a, **k)
-        )
-    (tmp_path / "lib" / "standin_vl").mkdir(parents=True)
-    (tmp_path / "lib" / "standin_vl" / "__init__.py").write_text(STANDIN.format(modules=MODULES))
-    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
-    monkeypatch.setitem(families.FAMILIES, "standin_vl", "standin_vl")
-    standin = importlib.import_module("standin_vl")
-    monkeypatch.setitem(sys.modules, "standin_vl", standin)  # removed again after the test
-    ckpt = tmp_path / "ckpt"
-    shutil.copytree(TINY, ckpt)
-    raw = json.loads((ckpt / "config.json").read_text())
-    (ckpt / "config.json").write_text(json.dumps(dict(raw, model_type="standin_vl")))
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 30, 3), np.uint8)).save(tmp_path / "a.png")
-    (tmp_path / "items.jsonl").write_text(json.dumps({"image": "a.png", "question": "How many?", "answer": "3"}) + "\n")
-    cfg = vd.Config(
-        model=str(ckpt), instances=str(tmp_path / "items.jsonl"), image_size=56, n_latents=1, n_tokens=2, batch_size=1
-    )
-
-    session = SimpleNamespace(context={}, fresh=True, out=str(tmp_path / "out"))
-    vd.running.check(session, cfg)
-    vd.running.prepare(session, cfg)
-    loaded = session.context["loaded"]
-    assert loaded.family is standin
-    assert {"config.read", "Chat.load", "chat.read_template", "checkpoint.inspect", "checkpoint.files"} <= set(
-        standin.CALLS
-    )
-    assert "processor.load_image" in standin.CALLS  # the instances' image, read by the checkpoint's family
-    assert session.context["stamp"]["model"]["sha256"]["config.json"] == vd.checkpoint.file_sha256(ckpt / "config.json")
-    del standin.CALLS[:]
-    (group,) = vd.encode(session.context["instances"], loaded, cfg)
-    ctx = vd.Context(cfg, loaded, session.context["instances"])
-    *_, sub, batch, _ = vd.analyses.block_batch(ctx, group, 0)
-    assert sub.family is standin
-    assert {"processor.resize", "adapter.prompt", "adapter.layout", "adapter.make_batch", "adapter.make_apply"} <= set(
-        standin.CALLS
-    )
-    assert loaded.model.config == loaded.config and "load" in standin.CALLS
-    assert seen and "ckpt" not in seen, seen  # every read of the checkpoint went through the stand-in's view
 
 
 def test_a_checkpoint_of_a_model_type_tokdyn_does_not_read_exits_2_before_any_work(tmp_path, capsys):
@@ -290,7 +172,6 @@ def test_detect_names_the_file_and_what_is_wrong(tmp_path, content, match):
     ],
 )
 def test_moved_modules_keep_their_old_names_with_a_dated_warning(old, new):
-    import importlib
 
     import tokdyn.models
 

@@ -289,7 +289,11 @@ def test_the_expected_seconds_are_the_raw_files():
     analyses = ledger.jsonl_rows(session_plan.ANALYSES_COMPILE)
     for size, programs in (("3b", 10), ("7b", 10)):
         label = f"qwen2.5-vl {size} analyses"
-        med = [r for r in analyses if r["name"].startswith(label) and "mediation (generated)" in r.get("analyses", ())]
+        med = [
+            r
+            for r in analyses
+            if r["name"].startswith(label) and set(session_plan.MEDIATION_NAMES) & set(r.get("analyses", ()))
+        ]
         assert len(med) == programs and all(r["status"] == "ok" and r["platform"] == "cpu" for r in med)
         (work,) = [r for r in analyses if r["name"].startswith(label) and r.get("unit") == "flops"]
         assert work["median"] > 1e15
@@ -316,8 +320,8 @@ def test_the_second_call_starts_with_the_7b_shapes_and_the_7b_mediation():
 
 
 def test_the_mediation_rows_are_the_vlm_rows_their_step_runs(rows):
-    # the 7B mediation with latent-mode generation (and the 3B's) on the H200 at the second priority, never
-    # measured; each row's match is the row rows.vlm writes at the study's GPU preset batch, which its
+    # the 7B mediation with latent-mode generation (and the 3B's) on the H200 at the second priority; each
+    # row's match is the row rows.vlm writes at the study's GPU preset batch, which its
     # step's --rows selects and the model's own vlm step leaves out
     from rows import vlm, vlm_study
 
@@ -329,13 +333,13 @@ def test_the_mediation_rows_are_the_vlm_rows_their_step_runs(rows):
     }
     for (rid, device), r in mine.items():
         size = rid.split("-")[1]
-        assert not r.measured and r.unit == "instances/s" and r.precision == "bfloat16"
+        assert r.unit == "instances/s" and r.precision == "bfloat16"
         assert r.priority == (2 if device == "h200" else 3) and r.step == f"vlm:{size}-mediation"
         batch = vlm_study.study_config(size).batch_size
         assert batch == {"3b": 16, "7b": 8}[size]
         name = f"qwen2.5-vl {size} shapes, random weights, bfloat16: {vlm.MEDIATION_ROW}, batch {batch}"
         assert r.match == f"vlm|{name}"
-        assert "benchmarks/rows/vlm_study.py" in r.depends() and "tokdyn/diagnostics/vlm_generated.py" in r.depends()
+        assert "benchmarks/rows/vlm_study.py" in r.depends() and "tokdyn/models/vlm" in r.depends()
         assert re.search(device_session.MEDIATION_ROWS, f"vlm | {name}")
         assert not re.search(device_session.MODEL_ROWS, f"vlm | {name}")
     # the model's own rows, and the copy bandwidth their decode bound reads, stay with the vlm steps

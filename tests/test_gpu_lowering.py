@@ -162,10 +162,10 @@ def analyses_3b(params_3b):
 
 
 def test_the_listed_analysis_programs_cover_every_analysis_of_the_study(analyses_3b):
-    from tokdyn.studies.vlm_diagnostics import ANALYSES, generated
+    from tokdyn.studies.vlm_diagnostics import ANALYSES
 
     ran = {a for p in analyses_3b for a in p.analyses}
-    assert ran == set(ANALYSES) | {f"{n} (generated)" for n in generated.FUNCTIONS}
+    assert ran == set(ANALYSES)  # one path: both latent modes run the same programs
     names = [p.name for p in analyses_3b]
     assert len(names) == len(set(names))
     # the mediation with generation: both perturbations, the clean run, the interventions (one call of
@@ -181,9 +181,9 @@ def test_the_listed_analysis_programs_cover_every_analysis_of_the_study(analyses
 
 def test_qwen_3b_latent_generation_with_interventions_lowers_for_cuda(analyses_3b):
     # the study's latent-mode generation under its interventions at the 3B preset: 16 rows each, the cache
-    # of 36 layers x 2 key/value heads over 320 prompt tokens and 16 new (one bucket of 384 slots), the
+    # of 36 layers x 2 key/value heads over 320 prompt tokens and 32 new (one bucket of 384 slots), the
     # swap source of one block of 8 latents, the 4 scored tokens' log-probabilities at every step
-    from tokdyn.models.qwen2_5_vl import generation
+    from tokdyn.models.vlm import generation
     from tokdyn.studies.vlm_diagnostics.config import LATENT_KINDS
 
     k = len(LATENT_KINDS)
@@ -191,7 +191,7 @@ def test_qwen_3b_latent_generation_with_interventions_lowers_for_cuda(analyses_3
     assert p.fn is generation.run
     text = p.lower("cuda").as_text()
     shapes = shapes_in(text)
-    assert f"36x{16 * k}x384x2x128" in shapes and f"{16 * k}x1x8x2048" in shapes and f"{16 * k}x16x4" in shapes
+    assert f"36x{16 * k}x384x2x128" in shapes and f"{16 * k}x1x8x2048" in shapes and f"{16 * k}x32x4" in shapes
     assert "stablehlo.while" in text
 
 
@@ -209,8 +209,8 @@ def test_every_qwen_program_lowers_for_cuda(what):
 def test_the_listed_decode_program_is_the_one_generate_runs(monkeypatch):
     # generate's own call of generation.run, captured: the same static structure and argument shapes as the
     # program the lowering test and the compile rows take
-    from tokdyn.models.qwen2_5_vl import generation
     from tokdyn.models.qwen2_5_vl import model as model_lib
+    from tokdyn.models.vlm import generation
 
     cfg = vlm.config("tiny")
     params = vlm.abstract_params(cfg, jnp.float32)
@@ -287,7 +287,8 @@ def test_the_listed_analysis_programs_are_the_ones_the_study_calls(monkeypatch):
     # the checks' probes); the programs listed for that model and preset are the same calls, argument by
     # argument (shapes, dtypes, every static value), the data-dependent shapes given as the study made them
     from tokdyn.diagnostics import vlm as an
-    from tokdyn.models.qwen2_5_vl import generation, inputs
+    from tokdyn.models.qwen2_5_vl import inputs
+    from tokdyn.models.vlm import generation
     from tokdyn.studies import vlm_diagnostics as vd
     from tokdyn.studies.vlm_diagnostics import checkpoint
 
@@ -296,7 +297,6 @@ def test_the_listed_analysis_programs_are_the_ones_the_study_calls(monkeypatch):
     inst = vd.make_instances(cfg)
     (group,) = vd.encode(inst, loaded, cfg)
     mcfg = loaded.config
-    real = int(group.prompt_mask[0].sum())  # every scene's question is the same: one length
     sh = vlm_study.shapes(
         mcfg,
         cfg,
@@ -304,10 +304,10 @@ def test_the_listed_analysis_programs_are_the_ones_the_study_calls(monkeypatch):
         answer=group.answer_ids.shape[1],
         n_stop=len(mcfg.eos_token_id),
         lead=int(np.flatnonzero(group.prompt[0] == mcfg.image_token_id)[0]) - 1,
-        aligned=real + cfg.n_latents + 2,  # the block opened at the first step (fake_outputs)
+        aligned=group.prompt_length + cfg.n_latents + 2,  # the block opened at the first step (fake_outputs)
     )
     listed = vlm_study.study_programs(mcfg, cfg, loaded.model.params, sh)
-    kernels = {"grounding_scores", "decomposition", "mediation", "imagine", "optimise", "concentration"}
+    kernels = {"grounding_scores", "optimise", "concentration"}
     by_fn = {getattr(an, k).jitted: k for k in kernels}
     by_fn.update({generation.run: "run", inputs.image_features_jit: "vision", vlm_study.PERTURB: "perturb"})
     want = {(by_fn[p.fn], signature(p.fn, p.args, p.kwargs)) for p in listed if p.name != "perception"}
@@ -333,10 +333,12 @@ def test_the_listed_analysis_programs_are_the_ones_the_study_calls(monkeypatch):
     monkeypatch.setattr(an, "perturb_pixels", spy("perturb", an.perturb_pixels, None))
     monkeypatch.setattr(generation, "run", spy("run", generation.run, lambda f, a, k: fake_outputs(f, a, k, ids)))
     monkeypatch.setattr(inputs, "image_features_jit", spy("vision", inputs.image_features_jit, fake_outputs))
-    for latents, table in (("block", vd.FUNCTIONS), ("generated", vd.generated.FUNCTIONS)):
+    for latents in ("block", "generated"):
         run_cfg = dataclasses.replace(cfg, latents=latents)
         ctx = vd.Context(run_cfg, loaded, inst)
-        for name, fn in table.items():
+        ctx.clean[(group.name, 0)] = vd.analyses.clean_part(ctx, group, 0)
+        ctx.sources = vd.analyses.sources_of(ctx, list(ctx.clean.values()))
+        for name, fn in vd.FUNCTIONS.items():
             if name != "perception":  # its program: the next test
                 fn(ctx, group, 0)
     # the study's perturbations are traced with the instances' ids as int32 (jnp.asarray of a host int64

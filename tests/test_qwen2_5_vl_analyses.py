@@ -137,179 +137,6 @@ def test_inject_inserts_the_image_tokens_before_the_block(setup):
         apply(model.params, batch, inject=jnp.zeros((3, p + 1), bool))
 
 
-def test_decomposition_equals_the_plain_forward_pass(setup):
-    """Each setting's correctness equals the argmax of the checkpoint's own forward pass on the prompt that
-    setting stands for: caption ids at the slots (full), the prompt's own block tokens (format only), the
-    dropped positions masked out of attention (markers only, slots only, no block), an embedding row set to
-    zero or to the batch's mean slot input (slots zeros, slots mean). The concentration equals NumPy's
-    entropy, top-k mass and image share of attention rows recomputed from the decoder's layer inputs."""
-    model, lay, ids, pixels, sub = (setup[k] for k in ("model", "lay", "ids", "pixels", "sub"))
-    slots, markers = list(lay.latents), list(lay.markers)
-    params = jax.tree_util.tree_map(lambda a: a, model.params)
-    embed = np.asarray(params["text"]["embed"]).copy()
-    cap_ids = ids.copy()
-    cap_ids[:, slots] = CAPTION
-    mean = embed[CAPTION].mean(0)  # (L, D) the batch's mean slot input
-    zero_id, mean_ids = 60, [61, 62, 63]
-    embed[zero_id] = 0.0
-    embed[mean_ids] = mean
-    params["text"] = {**params["text"], "embed": jnp.asarray(embed)}
-    batch = an.with_latents(setup["batch"], jnp.asarray(embed[CAPTION]))
-    settings = ("full", "format_only", "markers_only", "slots_only", "no_block", "slots_zeros", "slots_mean")
-
-    def masked(drop):
-        keep = np.ones(ids.shape, bool)
-        keep[:, drop] = False
-        pos = jnp.swapaxes(setup["batch"]["positions"], 0, 1)
-        plan = vision.plan(model.config.vision, np.repeat(setup["grid"], len(ids), 0))  # one image a row
-        flat = jnp.asarray(pixels.reshape(-1, pixels.shape[-1]))
-        out = PLAIN(model.config, params, jnp.asarray(cap_ids), jnp.asarray(keep), pos, flat, plan)
-        return np.asarray(out, np.float64)
-
-    zeros_ids, mean_ids_row = cap_ids.copy(), cap_ids.copy()
-    zeros_ids[:, slots] = zero_id
-    mean_ids_row[:, slots] = mean_ids
-    ref = {
-        "full": plain(setup, cap_ids, pixels, params),
-        "format_only": plain(setup, ids, pixels, params),
-        "markers_only": masked(slots),
-        "slots_only": masked(markers),
-        "no_block": masked(markers + slots),
-        "slots_zeros": plain(setup, zeros_ids, pixels, params),
-        "slots_mean": plain(setup, mean_ids_row, pixels, params),
-    }
-    answers = {k: np.argmax(v[:, lay.answer], -1) for k, v in ref.items()}
-    ok = np.all([clear(v[:, lay.answer]) for v in ref.values()], 0)  # (B,) instances without a near tie
-    assert ok.sum() >= 2
-    distinct = 0
-    for target in ("full", "no_block"):
-        d = an.decomposition(
-            jax.random.key(0), sub, params, batch, answers=answers[target].astype(np.int32), settings=settings
-        )
-        got = np.asarray(d.correct)
-        want = np.stack([answers[k] == answers[target] for k in settings]).astype(np.float32)
-        np.testing.assert_array_equal(got[:, ok], want[:, ok])
-        distinct += int((want[:, ok] == 0).any())
-    assert distinct  # some setting moves some answer: the comparison can fail
-    # the concentration: attention rows at the slots and the answer, from the decoder's layer inputs
-    cfg = model.config.text
-    x = embeddings(setup, cap_ids, pixels, params)
-    pos = jnp.swapaxes(setup["batch"]["positions"], 0, 1)
-    cos, sin = (np.asarray(a, np.float64) for a in text.rope_tables(cfg, pos))
-    rows = slots + [lay.answer]
-    weights = []
-    h = jnp.asarray(x)
-    t = x.shape[1]
-    for i in range(cfg.num_hidden_layers):
-        p = jax.tree_util.tree_map(lambda a: np.asarray(a[i], np.float64), params["text"]["layers"])
-        hn = np.asarray(h, np.float64)
-        hn = hn / np.sqrt(np.mean(hn**2, -1, keepdims=True) + cfg.rms_norm_eps) * p["input_norm"]
-        q = (hn @ p["attn"]["q"]["kernel"] + p["attn"]["q"]["bias"]).reshape(3, t, cfg.num_attention_heads, -1)
-        k = (hn @ p["attn"]["k"]["kernel"] + p["attn"]["k"]["bias"]).reshape(3, t, cfg.num_key_value_heads, -1)
-
-        def rot(v):
-            half = v.shape[-1] // 2
-            turned = np.concatenate([-v[..., half:], v[..., :half]], -1)
-            return v * cos[:, :, None] + turned * sin[:, :, None]
-
-        q, k = rot(q), np.repeat(rot(k), cfg.num_attention_heads // cfg.num_key_value_heads, 2)
-        s = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(cfg.head_dim)
-        s = np.where(np.tril(np.ones((t, t), bool)), s, -np.inf)
-        w = np.exp(s - s.max(-1, keepdims=True))
-        weights.append((w / w.sum(-1, keepdims=True))[:, :, rows])
-        h, _ = text.layer(
-            cfg,
-            jax.tree_util.tree_map(lambda a: a[i], params["text"]["layers"]),
-            h,
-            *text.rope_tables(cfg, pos),
-            jnp.asarray(np.tril(np.ones((t, t), bool)))[None],
-        )
-    a = np.mean(np.stack(weights, 1), (1, 2))[..., list(lay.image)]  # (B, R, P)
-    share = a.sum(-1)
-    pr = a / share[..., None]
-    np.testing.assert_allclose(np.asarray(d.concentration.patch_share), share, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(d.concentration.entropy), -(pr * np.log(pr)).sum(-1), atol=1e-4)
-    top3 = np.sort(pr, -1)[..., -3:].sum(-1)
-    np.testing.assert_allclose(np.asarray(d.concentration.top_k_mass), top3, atol=1e-5)
-    kept = an.gain_kept(np.asarray(d.correct), settings)
-    acc = np.asarray(d.correct).mean(-1)
-    gain = acc[0] - acc[4]
-    for j, s in enumerate(settings):
-        assert kept[s] == pytest.approx((acc[j] - acc[4]) / gain) if gain else np.isnan(kept[s])
-
-
-def test_imagine_text_arm_is_greedy_decoding(setup):
-    """The text arm writes, slot after slot, the greedy token of the checkpoint's own forward pass at the
-    position before it; the latents are those tokens' embeddings."""
-    model, lay, ids, pixels = (setup[k] for k in ("model", "lay", "ids", "pixels"))
-    got = an.imagine(setup["sub"], model.params, setup["batch"], arm="text")
-    cur = ids.copy()
-    sure = np.ones(len(ids), bool)
-    for s in lay.latents:
-        logits = plain(setup, cur, pixels)[:, s - 1]
-        sure &= clear(logits)
-        cur[:, s] = np.argmax(logits, -1)
-    assert sure.sum() >= 2
-    np.testing.assert_array_equal(np.asarray(got.tokens)[sure], cur[sure][:, list(lay.latents)])
-    emb = np.asarray(model.params["text"]["embed"])
-    np.testing.assert_array_equal(np.asarray(got.latents)[sure], emb[cur[sure][:, list(lay.latents)]])
-
-
-def test_imagine_latent_arm_feeds_back_the_normed_last_state(setup):
-    """The latent arm writes, slot after slot, the decoder's last hidden state at the position before it after
-    the final RMSNorm (NumPy), computed from embeddings built here."""
-    model, lay, ids, pixels = (setup[k] for k in ("model", "lay", "ids", "pixels"))
-    got = np.asarray(an.imagine(setup["sub"], model.params, setup["batch"], arm="latent").latents, np.float64)
-    x = embeddings(setup, ids, pixels)
-    w, eps = np.asarray(model.params["text"]["norm"], np.float64), model.config.text.rms_norm_eps
-    for s in lay.latents:
-        h = decoder(setup, x)[0][:, s - 1]
-        x[:, s] = h / np.sqrt(np.mean(h**2, -1, keepdims=True) + eps) * w
-    want = x[:, list(lay.latents)]
-    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
-
-
-@pytest.mark.full
-def test_mediation_text_arm_equals_the_plain_forward_pass(setup):
-    """Total, direct and indirect effects of a perturbed image on the answer (flips and KL) and the shift of
-    the imagined block equal those computed from greedy decoding and forward passes of the checkpoint;
-    the zeros intervention's KL equals the decoder's with zero latents."""
-    model, lay, ids, pixels, sub = (setup[k] for k in ("model", "lay", "ids", "pixels", "sub"))
-    proc = qwen2_5_vl.ImageProcessor.read(FIXTURE)
-    pert = an.perturb_pixels(jax.random.key(1), setup["batch"]["pixel_values"], proc, noises=(("gaussian", 0.5),))
-    med = an.mediation(jax.random.key(2), sub, model.params, setup["batch"], pert, arm="text", kinds=("zeros",))
-    noised = np.asarray(pert[0])
-
-    def greedy(px):
-        cur = ids.copy()
-        for s in lay.latents:
-            cur[:, s] = np.argmax(plain(setup, cur, px)[:, s - 1], -1)
-        return cur
-
-    own, moved = greedy(pixels), greedy(noised)
-    lp0 = log_softmax(plain(setup, own, pixels)[:, lay.answer])
-    emb = np.asarray(model.params["text"]["embed"], np.float64)
-    np.testing.assert_array_equal(np.asarray(med.answer), np.argmax(lp0, -1))
-    for field, (i_ids, i_px) in {
-        "total": (moved, noised),
-        "direct": (own, noised),
-        "indirect": (moved, pixels),
-    }.items():
-        lp = log_softmax(plain(setup, i_ids, i_px)[:, lay.answer])
-        change = getattr(med, field)
-        kl = np.maximum((np.exp(lp0) * (lp0 - lp)).sum(-1), 0)
-        np.testing.assert_allclose(np.asarray(change.kl)[0], kl, atol=1e-4 * max(1.0, kl.max()))
-        np.testing.assert_array_equal(np.asarray(change.flipped)[0], np.argmax(lp, -1) != np.argmax(lp0, -1))
-    a, b = emb[own[:, list(lay.latents)]], emb[moved[:, list(lay.latents)]]
-    cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
-    np.testing.assert_allclose(np.asarray(med.latent_shift.cosine_distance)[0], 1 - cos, atol=1e-5)
-    x = embeddings(setup, own, pixels)
-    x[:, list(lay.latents)] = 0.0
-    lz = log_softmax(decoder(setup, x)[1][:, lay.answer])
-    kl = (np.exp(lp0) * (lp0 - lz)).sum(-1)
-    np.testing.assert_allclose(np.asarray(med.effects.kl)[0], kl, atol=1e-4 * max(1.0, kl.max()))
-
-
 def test_grounding_equals_two_forward_passes_per_noise(setup):
     """DMLR's S for every noise and seed equals the difference of the checkpoint's own log-probabilities of
     the tokens with the image and with that noised image (the perturbed images those of perturb_pixels)."""
@@ -456,39 +283,32 @@ def test_bad_input_is_refused_before_compiling(setup):
     key, params = jax.random.key(0), model.params
     ans = np.zeros(3, np.int32)
     proc = qwen2_5_vl.ImageProcessor.read(FIXTURE)
-    no_block = an.subject(model.config, setup["grid"], qa.layout(model.config, setup["ids"]))
+    an.subject(model.config, setup["grid"], qa.layout(model.config, setup["ids"]))
     pert = jnp.zeros((1,) + tuple(batch["pixel_values"].shape))
-    one = {k: v[:1] for k, v in batch.items()}
-    pert0, pert1 = pert[0], pert[:, :1]
+    {k: v[:1] for k, v in batch.items()}
+    pert0, _pert1 = pert[0], pert[:, :1]
     short = {**batch, "input_ids": batch["input_ids"][:, :5]}
     few_pixels = {**batch, "pixel_values": batch["pixel_values"][:, :4]}
     bad_latents = an.with_latents(batch, jnp.zeros((3, 2, 64)))
     cases = [
-        (lambda: an.decomposition(key, "qwen", params, batch, answers=ans), TypeError, "subject must be"),
+        (lambda: an.concentration("qwen", params, batch), TypeError, "subject must be"),
         (
-            lambda: an.decomposition(key, sub, params, short, answers=ans),
+            lambda: an.concentration(sub, params, short),
             ValueError,
             r"input_ids'\] must be \(B, T\) with T = 19",
         ),
-        (lambda: an.decomposition(key, sub, params, few_pixels, answers=ans), ValueError, "pixel_values"),
+        (lambda: an.concentration(sub, params, few_pixels), ValueError, "pixel_values"),
         (
-            lambda: an.decomposition(key, sub, params, bad_latents, answers=ans),
+            lambda: an.concentration(sub, params, bad_latents),
             ValueError,
             r"latents'\] must be \(B, L, D\)",
         ),
-        (lambda: an.decomposition(key, no_block, params, batch, answers=ans), ValueError, "latent block"),
-        (lambda: an.decomposition(key, sub, params, batch, answers=np.zeros(2, int)), ValueError, "answers"),
-        (lambda: an.decomposition(key, sub, params, batch, answers=np.full(3, 500)), ValueError, "answers"),
+        (lambda: an.concentration(sub, params, batch, top_k=7), ValueError, "top_k"),
         (
-            lambda: an.decomposition(key, sub, params, batch, answers=ans, settings=("full", "half")),
+            lambda: an.grounding_scores(sub, params, batch, pert0, positions=[1], tokens=ans[:, None]),
             ValueError,
-            "settings",
+            "perturbed must be",
         ),
-        (lambda: an.decomposition(key, sub, params, batch, answers=ans, arm="dream"), ValueError, "arm"),
-        (lambda: an.decomposition(key, sub, params, batch, answers=ans, top_k=7), ValueError, "top_k"),
-        (lambda: an.mediation(key, sub, params, batch, pert0), ValueError, "perturbed must be"),
-        (lambda: an.mediation(key, sub, params, batch, pert, kinds=("other",)), ValueError, "other"),
-        (lambda: an.mediation(key, sub, params, one, pert1, kinds=("swap",)), ValueError, "B >= 2"),
         (
             lambda: an.grounding(
                 key, sub, params, batch, proc, positions=[1], tokens=ans[:, None], noises=(("blur", 1.0),)

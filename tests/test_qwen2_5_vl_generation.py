@@ -394,7 +394,9 @@ def test_latent_mode_and_intervention_checked(model):
     with pytest.raises(ValueError, match="need latent"):
         model.generate(ids, intervention=interventions.Intervention.make("zeros", 1, 4, 64), do_sample=False)
     with pytest.raises(ValueError, match="key"):
-        model.generate(ids, latent=mode, intervention=interventions.Intervention.make("noise", 1, 4, 64), do_sample=False)
+        model.generate(
+            ids, latent=mode, intervention=interventions.Intervention.make("noise", 1, 4, 64), do_sample=False
+        )
     with pytest.raises(ValueError, match="score_ids"):
         model.generate(ids, score_ids=[500], do_sample=False)
     for kw, match in (
@@ -533,3 +535,28 @@ def test_grouped_attention_equals_attend():
     both = jax.jit(lambda *a: (attention.attend(*a), text.attend_grouped(*a)))
     want, got = both(q, k, v, mask)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-6)
+
+
+def test_a_rows_noise_follows_its_instance_not_its_row(model, ref):
+    """Noise keyed by each instance's own id (interventions.instance_keys): the rows permuted, or one row
+    alone, give each instance the same tokens and latents; keyed by the row (one key), a permutation moves the
+    draws."""
+    mode = vlm.LatentMode(128, 129, 130, SIZE)
+    hidden = ref["latents"].shape[-1]
+    key = jax.random.key(11)
+    ids = np.array([[5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16]])
+    n = len(ids)
+    kw = dict(max_new_tokens=16, do_sample=False, latent=mode, block_at=0)
+
+    def run(order, keys):
+        iv = interventions.Intervention.make("noise", len(order), SIZE, hidden, scale=2.0)
+        return model.generate(ids[order], intervention=iv, key=keys, **kw)
+
+    index = np.array([10, 11, 12])
+    order = np.array([2, 0, 1])
+    a = run(np.arange(n), interventions.instance_keys(key, index))
+    b = run(order, interventions.instance_keys(key, index[order]))
+    np.testing.assert_array_equal(b.tokens, a.tokens[order])
+    np.testing.assert_allclose(b.latents, a.latents[order], rtol=1e-5, atol=1e-5 * np.abs(a.latents).max())
+    rowwise = run(order, key)
+    assert not np.allclose(rowwise.latents, a.latents[order])

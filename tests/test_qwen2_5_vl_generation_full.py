@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("safetensors")
 
 from tokdyn.models import qwen2_5_vl, vlm  # noqa: E402
-from tokdyn.models.vlm import generation, interventions, latent  # noqa: E402
+from tokdyn.models.vlm import generation, interventions  # noqa: E402
 
 pytestmark = pytest.mark.full
 
@@ -153,7 +153,9 @@ def test_program_memory_holds_no_square_attention():
     slots = generation.round_up(width + new, 64)
     temp = {}
     for chunk in (64, 256):
-        fn, args = generation.programs(qwen2_5_vl, cfg, b, width, new, latent_size=2, dtype="float32", prefill_chunk=chunk)
+        fn, args = generation.programs(
+            qwen2_5_vl, cfg, b, width, new, latent_size=2, dtype="float32", prefill_chunk=chunk
+        )
         compiled = fn.lower(*args).compile()
         sizes = [
             np.prod([int(n) for n in dims.split(",")]) for dims in re.findall(r"f32\[([0-9,]+)\]", compiled.as_text())

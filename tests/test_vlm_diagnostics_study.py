@@ -227,8 +227,12 @@ def test_a_bad_model_or_marker_exits_2_before_any_work(tmp_path, capsys):
     assert code == 2 and "is not a directory" in err and "config.json" in err
     ckpt = tmp_path / "ckpt"
     shutil.copytree(FIXTURE, ckpt)
-    code, err = _exit(["--model", str(ckpt), "--latent-start", "<|no_such_token|>", *out], capsys)
+    marks = ["--latent-end", "<|box_end|>", "--latent-fill", "<|quad_start|>"]
+    code, err = _exit(["--model", str(ckpt), "--latent-start", "<|no_such_token|>", *marks, *out], capsys)
     assert code == 2 and "latent_start='<|no_such_token|>' is not a token" in err and "Traceback" not in err
+    assert "its added tokens: " in err and "<|box_start|>" in err  # the checkpoint's own added tokens listed
+    code, err = _exit(["--model", str(ckpt), "--latent-start", "<|box_start|>", *out], capsys)
+    assert code == 2 and "go together" in err
     (ckpt / "tokenizer.json").unlink()
     code, err = _exit(["--model", str(ckpt), *out], capsys)
     assert code == 2 and "lacks tokenizer.json" in err and "Hugging Face layout" in err
@@ -306,14 +310,17 @@ def test_config_refusals_and_the_time_estimate(tmp_path):
         (dict(analyses=("narrowness",)), "analyses"),
         (dict(image_size=60), "multiple of 28"),
         (dict(n_tokens=5, image_size=56), "n_tokens must be at most the 4 merged tokens"),
-        (dict(latent_end="<|box_start|>"), "three different tokens"),
+        (dict(latent_start="<|box_start|>", latent_end="<|box_start|>", latent_fill="x"), "three different tokens"),
+        (dict(latent_end="<|box_start|>"), "go together"),
+        (dict(n_latents=10, new_tokens=16), "no room for a block of 10 latents"),
         (dict(noise_kinds=("salt",)), "noise_kinds"),
         (dict(latents="dreamed"), "latents"),
         (dict(new_tokens=0), "new_tokens"),
     ]:
         with pytest.raises(ValueError, match=words):
             dataclasses.replace(tiny(""), **changes).validate()
-    assert set(vd.DECOMPOSITION_SETTINGS) <= set(vd.analyses.vlm.decomposition_lib.ALL_SETTINGS)
+    assert set(vd.DECOMPOSITION_SETTINGS) == set(vlm.SETTINGS)  # each a kind of the one table
+    assert set(vlm.SETTINGS.values()) - {"none"} <= set(vd.LATENT_KINDS)
     assert set(vd.ANALYSES) == set(vd.FUNCTIONS) == set(vd.report.LINES)
     cfg = vd.Config.gpu("7b", model=str(FIXTURE))
     assert cfg.batch_size == vd.GPU_PRESETS["7b"]["batch_size"] and cfg.validate() is cfg
@@ -347,7 +354,7 @@ def test_the_summary_gives_n_intervals_chance_and_says_why_a_value_is_undefined(
         assert f"| markers_only | 0.750 [{low:.3f}, {high:.3f}] (9/12) | 1.000 [" in text  # gain kept, bootstrapped
         zero = "\n".join(vd.report.decomposition_lines(_rows(0.0, 0.0), [0.25] * 12))
         assert "| full | 0.000 [0.000, " in zero and "| – |" in zero
-        assert "The gain kept is undefined (–): accuracy is 0 under every setting" in zero
+        assert "is undefined (–): accuracy is 0 under every setting" in zero
         per = [
             dict(
                 instance=i,
@@ -371,7 +378,7 @@ def test_the_summary_gives_n_intervals_chance_and_says_why_a_value_is_undefined(
             for i in range(6)
         ]
         text = "\n".join(vd.report.accuracy_lines(acc))
-        assert "| vstar | plain | 0.500 [" in text and "(3/6) | 1 | 0.250 |" in text and "| hr | plain |" in text
+        assert "| vstar | plain | 0.500 [" in text and "(3/6) | 1 | 0 | 0.250 |" in text and "| hr | plain |" in text
 
 
 # the whole --quick default, every analysis, from the command line (about 3 min on two cores): the default
@@ -400,14 +407,12 @@ def test_the_quick_command_runs_every_analysis_and_says_its_numbers_are_a_random
 
 
 # a user's checkpoint directory (the fixture) through --model, its tokenizer and chat template, multiple-choice
-# instances scored from generated text, every analysis (about 3 min on two cores): the study's rows are the
-# diagnostics' own functions' (tested against the forward pass in test_qwen2_5_vl_analyses) on its batches
+# instances scored from generated text, every analysis (about 3 min on two cores): the default run holds the
+# generation loop to the reference loop (test_qwen2_5_vl_generation) and the study's pipeline on one analysis
 @pytest.mark.full
 def test_a_checkpoint_directory_runs_every_analysis(tmp_path):
     # the checkpoint's generation_config.json as the published Qwen2.5-VL ones: sampling at a tiny temperature;
     # the study decodes greedily all the same (no key asked for)
-    import shutil
-
     model = tmp_path / "model"
     shutil.copytree(FIXTURE, model)
     gen = json.loads((model / "generation_config.json").read_text())
@@ -427,86 +432,120 @@ def test_a_checkpoint_directory_runs_every_analysis(tmp_path):
     )
     out = str(tmp_path / "out")
     assert vd.main(cfg, out, quiet=True)
+    # the clean run's answers, straight from the model: the block forced after each prompt
     loaded = vd.open_checkpoint(cfg)
     inst = vd.make_instances(cfg)
-    (group,) = vd.encode(inst, loaded, cfg)
-    ctx = vd.Context(cfg, loaded, inst)
-    index, valid, sub, batch, answers = vd.analyses.block_batch(ctx, group, 0)
-    key = jax.random.fold_in(jax.random.fold_in(ctx.key, 3), int(index[0]))
-    d = vlm.decomposition(
-        key, sub, loaded.model.params, batch, answers=answers, settings=vd.DECOMPOSITION_SETTINGS, arm="latent"
-    )
+    groups = vd.encode(inst, loaded, cfg)
+    mode = loaded.latent_mode(cfg.n_latents)
+    want = {}
+    for g in groups:
+        got = loaded.model.generate(
+            g.prompt,
+            g.pixels,
+            g.grid,
+            g.prompt_mask,
+            max_new_tokens=cfg.new_tokens,
+            latent=mode,
+            block_at=0,
+            do_sample=False,
+        )
+        assert (got.block_steps[:, 0] == 0).all()
+        for r, i in enumerate(g.index):
+            want[int(i)] = loaded.tokens.decode(got.answer_ids(r, after_latents=True), loaded.config.eos_token_id)
+    acc = io.read_csv(f"{out}/accuracy.csv")
+    none = acc["setting"] == "none"
+    for i, text in zip(acc["instance"][none], acc["text"][none]):
+        assert ("" if isinstance(text, float) else str(text)) == want[int(i)]
+    assert set(acc["setting"]) == {"plain", "none", *vd.LATENT_KINDS}
     dec = io.read_csv(f"{out}/decomposition.csv")
     full = (dec["setting"] == "full") & (dec["measure"] == "correct")
-    np.testing.assert_array_equal(
-        dec["correct"][full][np.argsort(dec["instance"][full])][: valid.sum()], np.asarray(d.correct)[0][valid]
-    )
-    acc = io.read_csv(f"{out}/accuracy.csv")
-    assert len(acc["text"]) == 3 and set(acc["setting"]) == {"plain"}
-    mc = acc["instance"] == 2
-    assert acc["answer"][mc][0] == "B" and bool(acc["parsed"][mc][0]) == (acc["choice"][mc][0] in ("A", "B", "C"))
+    by = {int(i): c for i, c in zip(acc["instance"][none], acc["correct"][none])}
+    for i, c in zip(dec["instance"][full], dec["correct"][full]):  # the decomposition's full block is the clean run
+        assert c == by[int(i)] or (np.isnan(c) and np.isnan(by[int(i)]))
     text = open(f"{out}/summary.md").read()
     assert not text.startswith("**RANDOM") and "## Accuracy of the generated answers" in text
 
 
-def test_generated_latents_need_the_familys_latent_generation(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(vd.running.vlm_generated, "supports", lambda config: False)
-    code, err = _exit(["--latents", "generated", "--out", str(tmp_path / "out")], capsys)
-    assert code == 2 and "--latents generated needs latent-mode generation" in err and "--latents block" in err
-    assert not (tmp_path / "out").exists()
-
-
 LATENT_FIXTURE = Path(__file__).parent / "fixtures" / "qwen2_5_vl_latent"
+LATENT_MARKS = ["--latent-start", "<|latent_start|>", "--latent-end", "<|latent_end|>", "--latent-fill"]
+
+
+def test_generated_latents_need_the_checkpoints_tokens_and_blocks(tmp_path, capsys):
+    """--latents generated on a checkpoint with no latent_mode.json and no flags exits 2 asking for them; with
+    its start and pad tokens swapped (the model then never opens a block) the clean pass finds no block and
+    exits 2 naming the likely cause, instead of tables of interventions that did nothing; a latent_mode.json
+    that disagrees with the tokenizer is refused naming the file."""
+    path = write_instances(tmp_path, LINES[2:3])
+    base = ["--model", str(LATENT_FIXTURE), "--instances", str(path), "--image-size", "56", "--n-tokens", "2"]
+    base += ["--latents", "generated"]
+    code, err = _exit([*base, "--out", str(tmp_path / "a")], capsys)
+    assert code == 2 and "has no latent_mode.json" in err and "--latent-start" in err
+    assert not (tmp_path / "a").exists()
+    swapped = [
+        *base,
+        "--latent-start",
+        "<|latent_pad|>",
+        "--latent-end",
+        "<|latent_end|>",
+        "--latent-fill",
+        "<|latent_start|>",
+        "--n-latents",
+        "4",
+        "--new-tokens",
+        "14",
+        "--analyses",
+        "accuracy",
+    ]
+    code, err = _exit([*swapped, "--out", str(tmp_path / "b")], capsys)
+    assert code == 2 and "no instance of 1 wrote a whole latent block" in err and "right way round" in err, err
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(LATENT_FIXTURE, ckpt)
+    (ckpt / "latent_mode.json").write_text(
+        json.dumps(dict(start="<|no_such|>", end="<|latent_end|>", pad="<|latent_pad|>", size=4))
+    )
+    code, err = _exit(["--model", str(ckpt), *base[2:8], "--out", str(tmp_path / "c")], capsys)
+    assert code == 2 and "latent_mode.json disagrees with the checkpoint's tokenizer" in err, err
 
 
 # the tiny checkpoint with added latent tokens that enters latent mode by itself, through --latents generated
 # and multiple-choice instances, every analysis (about 4 min on two cores): the clean run's latents and the
-# blank image's are read back from the model's own generation and compared in NumPy
+# blank image's are read back from the model's own generation and compared in NumPy; the default run holds
+# the loop and its interventions to the reference loop (test_qwen2_5_vl_generation) and the sources to their
+# rule (test_vlm_runs)
 @pytest.mark.full
 def test_a_latent_checkpoint_runs_every_analysis_on_its_generated_latents(tmp_path):
-    if not LATENT_FIXTURE.is_dir():
-        pytest.skip("the latent checkpoint (tests/fixtures/make_qwen2_5_vl_latent.py) is not here")
-    from tokdyn.diagnostics import vlm_generated as vg
-
     path = write_instances(tmp_path, LINES[2:] + [dict(LINES[2], image="b.png", answer="C")])
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(LATENT_FIXTURE, ckpt)
+    vd_mode = dict(start="<|latent_start|>", end="<|latent_end|>", pad="<|latent_pad|>", size=4)
+    (ckpt / "latent_mode.json").write_text(json.dumps(vd_mode))  # read with no latent flags
     cfg = dataclasses.replace(
         vd.Config.quick(),
-        model=str(LATENT_FIXTURE),
+        model=str(ckpt),
         instances=str(path),
         n_instances=0,
         image_size=56,
         n_tokens=2,
         latents="generated",
-        n_latents=4,
+        n_latents=0,
         new_tokens=40,
-        latent_start="<|latent_start|>",
-        latent_end="<|latent_end|>",
-        latent_fill="<|latent_pad|>",
         noise_kinds=("blank",),
     )
     out = tmp_path / "out"
     assert vd.main(cfg, str(out), quiet=True)
-    for name in (
-        "instances",
-        "grounding",
-        "perception",
-        "accuracy",
-        "decomposition",
-        "mediation",
-        "similarity",
-        "optimisation",
-    ):
+    for name in ("instances", *vd.ANALYSES):
         assert (out / f"{name}.csv").exists(), name
     text = (out / "summary.md").read_text()
-    assert "--latents generated" in text and "## injection" in text and "wrote a latent block" in text
+    assert "--latents generated" in text and "wrote a whole latent block" in text
     acc = io.read_csv(str(out / "accuracy.csv"))
-    assert set(acc["setting"]) == {"none", *vd.generated.LATENT_KINDS}
+    assert {"none", "zeros", "drop_block"} <= set(acc["setting"]) and "plain" not in set(acc["setting"])
     # the clean run and the blank image's, straight from the model's generation
     loaded = vd.open_checkpoint(cfg)
+    assert loaded.size == 4
     inst = vd.make_instances(cfg)
     (group,) = vd.encode(inst, loaded, cfg)
     model, t = loaded.model, loaded.tokens
-    lat = vg.latent_module(model).LatentMode(t.start, t.end, t.fill, 4)
+    lat = loaded.latent_mode(4)
     proc = loaded.processor
     per_channel = -np.asarray(proc.image_mean) / np.asarray(proc.image_std)
     blank = np.broadcast_to(np.repeat(per_channel, group.pixels.shape[-1] // 3).astype(np.float32), group.pixels.shape)
@@ -524,7 +563,7 @@ def test_a_latent_checkpoint_runs_every_analysis_on_its_generated_latents(tmp_pa
         for px in (group.pixels, blank)
     ]
     clean, dark = runs
-    assert (clean.n_blocks > 0).all()
+    assert (clean.blocks > 0).all()
     z = np.asarray(clean.latents, np.float64)[:, 0]  # (2, 4, D)
     u = z / np.linalg.norm(z, axis=-1, keepdims=True)
     sim = io.read_csv(str(out / "similarity.csv"))
@@ -545,3 +584,11 @@ def test_a_latent_checkpoint_runs_every_analysis_on_its_generated_latents(tmp_pa
         for x in acc["text"][none][np.argsort(acc["instance"][none])]
     ]
     assert read == texts
+    # swap and mean from the other instance of the set whatever the batching: batch size 1 gives the same rows
+    one = tmp_path / "one"
+    assert vd.main(dataclasses.replace(cfg, batch_size=1, analyses=("accuracy",)), str(one), quiet=True)
+    acc1 = io.read_csv(str(one / "accuracy.csv"))
+    for kind in ("swap", "mean"):
+        a = sorted(zip(acc["instance"][acc["setting"] == kind], acc["text"][acc["setting"] == kind]))
+        b = sorted(zip(acc1["instance"][acc1["setting"] == kind], acc1["text"][acc1["setting"] == kind]))
+        assert [str(x) for x in a] == [str(x) for x in b] and len(a) == 2

@@ -261,12 +261,13 @@ def decode_args(cfg, params, batch: int, prompt: int, new: int) -> tuple:
     passes to ``generation.run`` for ``batch`` text prompts of ``prompt`` tokens (greedy, no stop token, no
     latent mode): ``(static, params, prompt, options)``, the arrays as ``jax.ShapeDtypeStruct``
     (``generation.programs``' own)."""
-    from tokdyn.models.qwen2_5_vl import generation
+    from tokdyn.models import qwen2_5_vl
+    from tokdyn.models.vlm import generation
 
     _, (_, prompt_args, options) = generation.programs(
-        cfg, batch, prompt, new, latent_size=0, n_stop=0, dtype=jnp.float32, bucket=BUCKET
+        qwen2_5_vl, cfg, batch, prompt, new, latent_size=0, n_stop=0, dtype=jnp.float32, bucket=BUCKET
     )
-    static = generation.static_for(cfg, _round_up(prompt, BUCKET), new, 0, False, BUCKET, 256)  # generate's chunk
+    static = generation.static_for(qwen2_5_vl, cfg, _round_up(prompt, BUCKET), new, 0, False, BUCKET, 256)
     return static, params, prompt_args, options
 
 
@@ -279,7 +280,8 @@ def programs(name: str, work: Work, params=None) -> list[Program]:
     (``params``: the tree or its shapes; default :func:`abstract_params`): the random weights' draw,
     ``generation.run`` at ``work.new`` and at 1 new token (decode) and the forward pass (prefill) for
     each batch, the vision tower for each image count."""
-    from tokdyn.models.qwen2_5_vl import generation, vision
+    from tokdyn.models.qwen2_5_vl import vision
+    from tokdyn.models.vlm import generation
 
     cfg = config(name)
     dtype = jnp.dtype(work.dtype)
@@ -338,7 +340,8 @@ def run(s: Suite):
     """Every VLM row (module docstring): for each size, decode then prefill at each batch, the vision
     tower at each image count, then the study's mediation with generation on one batch."""
     from rows import ceilings, vlm_study
-    from tokdyn.models.qwen2_5_vl import generation, params
+    from tokdyn.models.qwen2_5_vl import params
+    from tokdyn.models.vlm import generation
 
     if s.accelerator and "copy_bytes" not in s.ceil:  # the decode rows' bound, where no ceilings were read
         ceilings.copy_row(s)

@@ -2,19 +2,19 @@
 generation as a row of the ``vlm`` family.
 
 :func:`study_programs` lists every batched program ``tokdyn study vlm-diagnostics`` compiles for one batch of
-instances (``tokdyn/studies/vlm_diagnostics``: ``analyses.py`` with ``--latents block``, ``generated.py`` with
-``--latents generated``), each a :class:`rows.vlm.Program` of the library's own jitted kernel and abstract
-arguments (``jax.ShapeDtypeStruct``; no weights materialised):
+instances (``tokdyn/studies/vlm_diagnostics/analyses.py``: one path, the block forced after the prompt with
+``--latents block`` or written by the model with ``--latents generated``, the same programs), each a
+:class:`rows.vlm.Program` of the library's own jitted kernel and abstract arguments (``jax.ShapeDtypeStruct``; no
+weights materialised):
 
 - the analyses of :mod:`tokdyn.diagnostics.vlm` through their ``.jitted`` kernels (the checked call's kernel
-  without the checks): ``grounding_scores``, ``decomposition``, ``mediation``, ``imagine`` (the similarity),
-  ``optimise`` without and with DMLR's visual injection, and on the generated latents ``concentration`` and
-  ``optimise`` on the block the model wrote (teacher-forced);
+  without the checks): ``grounding_scores``, and on the first block teacher-forced ``concentration`` and
+  ``optimise`` without and with DMLR's visual injection;
 - the generation programs the study calls through ``model.generate``: the vision tower over every image of
-  the call (``inputs.image_features_jit``) and ``generation.run`` (its arguments from
-  ``generation.programs``): text mode for ``accuracy``; latent mode with the scored tokens for the clean
-  run, the latent interventions (one call of ``len(LATENT_KINDS) B`` rows), the perturbed images (``K B`` rows) and the
-  direct and indirect effects (``2 K B`` rows), and DMLR's latents swapped in;
+  the call (``inputs.image_features_jit``) and the one loop ``tokdyn.models.vlm.generation.run`` (its arguments
+  from ``generation.programs``): text mode for ``accuracy``'s plain setting; latent mode with the scored
+  tokens for the clean run, the latent interventions (one call of ``len(LATENT_KINDS) B`` rows), the perturbed
+  images (``K B`` rows) and the direct and indirect effects (``2 K B`` rows), and DMLR's latents swapped in;
 - the image perturbations (``vlm.perturb_pixels`` jitted as the study's ``Context`` jits it);
 - the perception analysis's program (``perception.program``: the vision tower's taps and
   ``perception.cluster_features`` of both levels, vmapped over the images, which
@@ -25,8 +25,8 @@ latents, new tokens, perturbations, the optimiser's iterations and pairs) and st
 depend on the data (:class:`Shapes`: the prompt's text bucket, the answer's width, the scored tokens, the
 stop tokens, one latent block per generated row, the generated block's prompt as long as the block mode's).
 
-:func:`mediation_row` times the study's mediation with generation on one batch (``generated.py``'s shared
-runs and ``mediation_rows``' calls of :mod:`tokdyn.diagnostics.vlm_generated`): instances/s.
+:func:`mediation_row` times the study's mediation with generation on one batch (the shared runs and
+``mediation_rows``' calls of :mod:`tokdyn.diagnostics.vlm`): instances/s.
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ import numpy as np
 
 from rows.vlm import Program, abstract_params, image_grid
 from tokdyn.diagnostics import vlm
+from tokdyn.studies.vlm_diagnostics.config import DEFAULT_LATENTS
 
 SDS = jax.ShapeDtypeStruct
 BUCKET = 64  # generate's default length bucket, as the study calls it
 PREFILL_CHUNK = 256  # generate's default prefill chunk
-MEDIATION = "mediation (generated)"  # the analysis name of the programs of the mediation row
+MEDIATION = "mediation"  # the analysis name of the programs of the mediation row
 
 
 def study_config(name: str, batch: int | None = None):
@@ -110,7 +111,7 @@ def shapes(mcfg, scfg, *, text=64, answer=1, n_scores=4, n_stop=2, blocks=1, lea
         patches=side * side,
         text=text,
         answer=answer,
-        n_latents=scfg.n_latents,
+        n_latents=scfg.n_latents or DEFAULT_LATENTS,
         new_tokens=scfg.new_tokens,
         perturbations=k,
         n_scores=n_scores,
@@ -168,10 +169,13 @@ def _key():
 def generation_args(mcfg, params, rows: int, sh: Shapes, *, size: int, n_scores: int, source_blocks: int):
     """``(static, params, prompt, options)`` of ``generation.run`` as ``model.generate`` calls it for ``rows``
     prompts with one image each (``generation.programs``' abstract arguments, the parameters given)."""
-    from tokdyn.models.qwen2_5_vl import generation
+    from tokdyn.models import families
+    from tokdyn.models.vlm import generation
 
-    dtype = params["text"]["embed"].dtype
+    fam = families.family_of(mcfg)
+    dtype = fam.model.param_dtype(params)
     _, (_, prompt, options) = generation.programs(
+        fam,
         mcfg,
         rows,
         sh.prompt,
@@ -186,7 +190,7 @@ def generation_args(mcfg, params, rows: int, sh: Shapes, *, size: int, n_scores:
         prefill_chunk=PREFILL_CHUNK,
     )
     width = generation.round_up(sh.prompt, BUCKET)
-    static = generation.static_for(mcfg, width, sh.new_tokens, size, False, BUCKET, PREFILL_CHUNK)
+    static = generation.static_for(fam, mcfg, width, sh.new_tokens, size, False, BUCKET, PREFILL_CHUNK)
     return static, params, prompt, options
 
 
@@ -196,9 +200,10 @@ def study_programs(mcfg, scfg, params=None, sh: Shapes | None = None) -> list[Pr
     shapes (default :func:`rows.vlm.abstract_params` in ``scfg.dtype``); ``sh``: default :func:`shapes`."""
     from tokdyn.diagnostics import dmlr, perception
     from tokdyn.models import qwen2_5_vl
-    from tokdyn.models.qwen2_5_vl import adapter, generation, inputs, probes, vision
-    from tokdyn.studies.vlm_diagnostics import analyses, generated
-    from tokdyn.studies.vlm_diagnostics.config import DECOMPOSITION_SETTINGS, MEDIATION_KINDS
+    from tokdyn.models.qwen2_5_vl import adapter, inputs, probes, vision
+    from tokdyn.models.vlm import generation
+    from tokdyn.studies.vlm_diagnostics import analyses
+    from tokdyn.studies.vlm_diagnostics.config import LATENT_KINDS
 
     sh = shapes(mcfg, scfg) if sh is None else sh
     params = abstract_params(mcfg, jnp.dtype(scfg.dtype)) if params is None else params
@@ -206,10 +211,8 @@ def study_programs(mcfg, scfg, params=None, sh: Shapes | None = None) -> list[Pr
     grid = image_grid(mcfg, 1, sh.image)
     start, end, _, _ = marker_ids(mcfg)
     plain = vlm.subject(mcfg, grid, adapter.layout(mcfg, layout_ids(mcfg, sh, sh.prompt + sh.answer, False)))
-    block = vlm.subject(mcfg, grid, adapter.layout(mcfg, layout_ids(mcfg, sh, sh.block, True), start, end))
     written = vlm.subject(mcfg, grid, adapter.layout(mcfg, layout_ids(mcfg, sh, sh.generated, True), start, end))
     index = SDS((b,), jnp.int32)
-    answers = SDS((b,), jnp.int32)
     noised = SDS((k, b, sh.patches, mcfg.vision.patch_dim), jnp.float32)
     pixels = SDS((b, sh.patches, mcfg.vision.patch_dim), jnp.float32)
     processor = qwen2_5_vl.ImageProcessor()
@@ -281,51 +284,28 @@ def study_programs(mcfg, scfg, params=None, sh: Shapes | None = None) -> list[Pr
         {},
         ("perception",),
     )
-    generate("text mode", b, ("accuracy",), 0, 0, 0)
-    bb = abstract_batch(b, sh.block, sh, mcfg)
-    add(
-        "decomposition",
-        vlm.decomposition.jitted,
-        (key, block, params, bb),
-        dict(answers=answers, settings=DECOMPOSITION_SETTINGS, arm="latent", top_k=top_k),
-        ("decomposition",),
+    generate("text mode", b, ("accuracy",), 0, 0, 0)  # the plain setting (--latents block)
+    shared = ("accuracy", "decomposition", MEDIATION, "similarity", "optimisation", "injection")
+    lat, n_s = sh.n_latents, sh.n_scores
+    generate("latent mode, clean", b, shared, lat, n_s, 0)
+    kinds = len(LATENT_KINDS)
+    generate(
+        f"latent mode, {kinds} interventions", kinds * b, ("accuracy", "decomposition", MEDIATION), lat, n_s, sh.blocks
     )
+    generate("latent mode, perturbed images", k * b, (MEDIATION,), lat, n_s, 0)
+    generate("latent mode, direct and indirect", 2 * k * b, (MEDIATION,), lat, n_s, sh.blocks)
+    gb = abstract_batch(b, sh.generated, sh, mcfg, latents=True)  # the first block, teacher-forced
     add(
-        "mediation",
-        vlm.mediation.jitted,
-        (key, block, params, bb, noised),
-        dict(arm="latent", answers=answers, kinds=MEDIATION_KINDS),
-        ("mediation",),
-    )
-    add("similarity", vlm.imagine.jitted, (block, params, bb), dict(arm="latent"), ("similarity",))
-    for name, inject in (("optimisation", "none"), ("injection", "best")):
-        args = (key, block, params, bb, dmlr_cfg(inject), hp)
-        add(name, vlm.optimise.jitted, args, dict(seeds=(0,), chunk=None, index=index), (name,))
-    # --latents generated: the shared runs (clean, every intervention), the mediation's images, DMLR's swap
-    shared = ("accuracy (generated)", "decomposition (generated)", MEDIATION, "similarity (generated)")
-    lat, s = sh.n_latents, sh.n_scores
-    generate("latent mode, clean", b, shared + ("optimisation (generated)",), lat, s, 0)
-    kinds = len(generated.LATENT_KINDS)
-    generate(f"latent mode, {kinds} interventions", kinds * b, shared, lat, s, sh.blocks)
-    generate("latent mode, perturbed images", k * b, (MEDIATION,), lat, s, 0)
-    generate("latent mode, direct and indirect", 2 * k * b, (MEDIATION,), lat, s, sh.blocks)
-    gb = abstract_batch(b, sh.generated, sh, mcfg, latents=True)  # the generated block, teacher-forced
-    add(
-        "concentration on the generated block",
+        "concentration on the block",
         vlm.concentration.jitted,
         (written, params, gb),
         dict(top_k=top_k),
-        ("decomposition (generated)",),
+        ("decomposition",),
     )
-    args = (key, written, params, gb, dmlr_cfg("none"), hp)
-    add(
-        "optimisation on the generated block",
-        vlm.optimise.jitted,
-        args,
-        dict(seeds=(0,), chunk=None, index=index),
-        ("optimisation (generated)",),
-    )
-    generate("latent mode, DMLR's latents swapped in", b, ("optimisation (generated)",), lat, s, sh.blocks)
+    for name, inject in (("optimisation", "none"), ("injection", "best")):
+        args = (key, written, params, gb, dmlr_cfg(inject), hp)
+        add(f"{name} on the block", vlm.optimise.jitted, args, dict(seeds=(0,), chunk=None, index=index), (name,))
+    generate("latent mode, DMLR's latents swapped in", b, ("optimisation",), lat, n_s, sh.blocks)
     return out
 
 
@@ -344,9 +324,9 @@ def mediation_row(s, name: str, model, label_precision: str) -> dict:
     (latent shift, the answer's log-probabilities and KL), as instances/s; the batch's generated rows and
     the floating-point work of its passes (``flops``, the study's ``forward_flops`` and ``vision_flops``)."""
     from rows.base import steady
-    from tokdyn.diagnostics import vlm_generated as vg
-    from tokdyn.models import qwen2_5_vl
-    from tokdyn.studies.vlm_diagnostics import generated
+    from tokdyn.models import qwen2_5_vl, vlm as vlm_layer
+    from tokdyn.models.vlm import interventions
+    from tokdyn.studies.vlm_diagnostics.config import LATENT_KINDS
 
     mcfg = model.config
     scfg = study_config(name)
@@ -355,17 +335,19 @@ def mediation_row(s, name: str, model, label_precision: str) -> dict:
     preset = scfg.preset or f"GPU_PRESETS[{name!r}]"
     rng = np.random.default_rng(5)
     ids = np.repeat(layout_ids(mcfg, sh, sh.prompt, False), b, 0)
-    prompts = vg.Prompts(
+    prompts = vlm.Prompts(
         ids,
         np.ones(ids.shape, bool),
         rng.standard_normal((b, sh.patches, mcfg.vision.patch_dim)).astype(np.float32),
         image_grid(mcfg, 1, sh.image),
+        np.arange(b),
         np.ones(b, bool),
     )
     start, end, fill, _ = marker_ids(mcfg)
-    lat = qwen2_5_vl.LatentMode(start, end, fill, sh.n_latents)
     score_ids = tuple(range(10, 10 + sh.n_scores))
-    kw = dict(new_tokens=sh.new_tokens, score_ids=score_ids, key=jax.random.key(7))
+    mode = vlm.Mode(
+        vlm_layer.LatentMode(start, end, fill, sh.n_latents), 0, sh.new_tokens, score_ids, jax.random.key(7)
+    )
     processor = qwen2_5_vl.ImageProcessor()
     index = jnp.arange(b)
     options = [list(range(sh.n_scores))] * b
@@ -382,19 +364,22 @@ def mediation_row(s, name: str, model, label_precision: str) -> dict:
         return np.asarray(jnp.concatenate(out))
 
     def batch():
-        clean = vg.generate(model, prompts, lat, **kw)
-        under = vg.under_interventions(model, prompts, lat, clean, generated.LATENT_KINDS, **kw)
-        images = vg.under_images(model, prompts, lat, clean, noised(prompts.pixels), **kw)
-        base = vg.answer_logprobs(clean, options)
+        clean = vlm.generate(model, prompts, mode)
+        src = interventions.set_sources(jax.random.key(8), clean.latents, clean.blocks)  # the batch is the set
+        swap = (np.asarray(clean.latents)[np.maximum(src.partner, 0)], np.where(src.partner >= 0, clean.blocks, 0))
+        sources = {"swap": swap, "mean": src.mean_of_others(clean.latents, clean.blocks)}
+        under = vlm.under_interventions(model, prompts, mode, LATENT_KINDS, sources=sources)
+        images = vlm.under_images(model, prompts, mode, clean, noised(prompts.pixels))
+        base = vlm.answer_logprobs(clean, options)
         for k in range(sh.perturbations):
-            vg.latent_shift(clean, images["total"][k])
+            vlm.latent_shift(clean, images["total"][k])
             for effect in ("total", "direct", "indirect"):
-                vg.answer_kl(base, vg.answer_logprobs(images[effect][k], options))
+                vlm.answer_kl(base, vlm.answer_logprobs(images[effect][k], options))
         for gen in under.values():
-            vg.answer_kl(base, vg.answer_logprobs(gen, options))
+            vlm.answer_kl(base, vlm.answer_logprobs(gen, options))
 
     best, med, first = steady(batch, s.args.repeats)
-    rows = b * (1 + len(generated.LATENT_KINDS) + 3 * sh.perturbations)
+    rows = b * (1 + len(LATENT_KINDS) + 3 * sh.perturbations)
     return dict(
         size=(
             f"{b} instances (the study's {preset} preset), {sh.image} x {sh.image} images, prompt {sh.prompt} tokens, "
@@ -415,8 +400,7 @@ def mediation_flops(mcfg, scfg, sh: Shapes | None = None) -> float:
     """Floating-point work of one batch of the mediation with generation: each generated row one decoder
     pass over its prompt and new tokens and one vision pass over its image (the study's
     ``forward_flops`` and ``vision_flops`` at the model's sizes)."""
-    from tokdyn.studies.vlm_diagnostics import generated
-    from tokdyn.studies.vlm_diagnostics.config import forward_flops, vision_flops
+    from tokdyn.studies.vlm_diagnostics.config import LATENT_KINDS, forward_flops, vision_flops
 
     sh = shapes(mcfg, scfg) if sh is None else sh
     t, v = mcfg.text, mcfg.vision
@@ -431,5 +415,5 @@ def mediation_flops(mcfg, scfg, sh: Shapes | None = None) -> float:
         v_width=v.hidden_size,
         v_ffn=v.intermediate_size,
     )
-    rows = sh.batch * (1 + len(generated.LATENT_KINDS) + 3 * sh.perturbations)
+    rows = sh.batch * (1 + len(LATENT_KINDS) + 3 * sh.perturbations)
     return float(rows * (forward_flops(z, sh.prompt + sh.new_tokens) + vision_flops(z, sh.patches)))

@@ -18,12 +18,11 @@ first access. A minimal example, a model of one's own under the protocol and a d
 - :mod:`tokdyn.diagnostics.dmlr`       confidence-driven latent optimisation at inference (DMLR)
 - :mod:`tokdyn.diagnostics.perturb`    image perturbations
 - :mod:`tokdyn.diagnostics.grounding`  per-token grounding scores
-- :mod:`tokdyn.diagnostics.vlm`        the analyses above on a checkpoint family's ``apply`` adapter
-  (Qwen2.5-VL: :mod:`tokdyn.models.qwen2_5_vl.adapter`), each one compiled program over instances (the one
-  implementation the ``vlm-diagnostics`` study, the example and the benchmark call); its static subject in
+- :mod:`tokdyn.diagnostics.vlm`        the analyses on a checkpoint family's model, over one kind of generation
+  (the latent block the model writes, or one forced after the prompt) under the one table of interventions and
+  perturbed images, and teacher-forced through its ``apply`` adapter (the one implementation the
+  ``vlm-diagnostics`` study, the example and the benchmark call); its static subject in
   :mod:`tokdyn.diagnostics.subjects`
-- :mod:`tokdyn.diagnostics.vlm_generated`  the analyses on the latents a checkpoint writes itself while it
-  generates (the family's latent-mode generation under interventions and perturbed images)
 - :mod:`tokdyn.diagnostics.choices`    multiple-choice prompts and the option read from generated text, as the
   benchmarks score them
 - :mod:`tokdyn.diagnostics.perception` token dynamics of a vision-language model's perception tokens (its vision
@@ -43,7 +42,6 @@ __all__ = [
     "grounding",
     "subjects",
     "vlm",
-    "vlm_generated",
     "choices",
     "perception",
 ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 from types import ModuleType
 from typing import Optional
 
@@ -25,17 +24,8 @@ from tokdyn import _checks
 from tokdyn.models import families
 
 
-def family_of(obj) -> ModuleType:
-    """The family package (:data:`tokdyn.models.families.FAMILIES`) whose modules define the type of ``obj``
-    (a configuration, an image processor): a TypeError naming the families when none does."""
-    where = type(obj).__module__
-    for package in families.FAMILIES.values():
-        if where == package or where.startswith(package + "."):
-            return importlib.import_module(package)
-    raise TypeError(
-        f"expected a configuration or image processor of a checkpoint family ({', '.join(sorted(families.FAMILIES))}: "
-        f"tokdyn.models.families.FAMILIES), got {type(obj).__name__} from {where}"
-    )
+family_of = families.family_of
+"""The family package of a configuration or image processor (:func:`tokdyn.models.families.family_of`)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,32 +1,42 @@
-"""The latent-reasoning analyses of :mod:`tokdyn.diagnostics` on a checkpoint family's model (Qwen2.5-VL:
-:mod:`tokdyn.models.qwen2_5_vl`), each one compiled program over a batch of instances (and of image
-perturbations and seeds), through the ``apply`` protocol of the family's adapter
-(:mod:`tokdyn.models.qwen2_5_vl.adapter`). The one implementation of each: the ``vlm-diagnostics`` study,
-the example ``examples/vlm_analyses.py``, the tests and ``benchmarks/bench_vlm_analyses.py`` all call these.
+"""The latent-reasoning analyses on a checkpoint family's model, one implementation each, over one kind of
+generation: the family's latent-mode generation (:func:`tokdyn.models.vlm.generation.generate`), whether the
+block is written by the model (``generated``) or forced right after the prompt and filled by the model's own
+states (``block``: :attr:`Mode.block_at` 0). The ``vlm-diagnostics`` study, the example
+``examples/vlm_analyses.py``, the tests and ``benchmarks/bench_vlm_analyses.py`` all call these.
 
-- :func:`imagine`: the latents a prompt's block gets when the model fills it itself, in latent space (the
-  last layer's normed state at the previous position fed back, as Coconut does) or in text space (the
-  greedy token there, its embedding fed back: the text-space imagination arm).
-- :func:`decomposition` (Beyond Visual Memory): correctness with the markers only, the slots only, the format
-  only and the settings of :data:`tokdyn.diagnostics.decomposition.ALL_SETTINGS`; :func:`gain_kept` of each;
-  the concentration of attention over the image at the latent positions and at the answer.
-- :func:`mediation` (CapImagine): image perturbations (:func:`perturb_pixels`); their effect on the imagined
-  latents and on the answer, total, direct (latents held) and indirect (through the latents alone); the
-  latent -> answer effects of :func:`tokdyn.diagnostics.mediation.latent_effects`.
+Generation (host-side around one call of the one generation program each):
+
+- :func:`generate`: a clean run (greedy, the checkpoint's repetition penalty), with the log-probabilities of
+  the options' tokens at every step (:func:`answer_logprobs`, read at :func:`answer_step`: where the answer
+  is written, after the last whole block);
+- :func:`under_interventions`: the same prompts with the latents replaced or hidden as they are generated,
+  every kind of the one table (:mod:`tokdyn.models.vlm.interventions`) one row block of one call, ``swap`` and
+  ``mean`` from other instances of the whole set;
+- :func:`with_source`: the latents of one's own swapped in (DMLR's optimised ones);
+- :func:`under_images`: perturbed images (input -> latent), with the latents held or swapped between the clean
+  and the perturbed run (direct and indirect effects); :func:`latent_shift`, :func:`answer_kl`;
+- :func:`aligned`: the prompts with their generated text up to the first whole block, teacher-forced with
+  explicit positions, for the ``apply`` protocol's analyses below.
+
+Teacher-forced, through the ``apply`` protocol of the family's adapter (:mod:`tokdyn.models.qwen2_5_vl.adapter`),
+each one compiled program over a batch (and over image perturbations and seeds):
+
+- :func:`concentration`: the attention's concentration on the image at the latent slots;
 - :func:`grounding` (DMLR): the per-token grounding score under each noise kind, level and seed
   (:func:`grounding_scores`: under perturbed images one gives); :func:`optimise`: DMLR's confidence-driven
-  latent optimisation (:func:`tokdyn.diagnostics.dmlr.optimise`) over instances and seeds.
+  latent optimisation (:func:`tokdyn.diagnostics.dmlr.optimise`) over instances and seeds;
+- :func:`gain_kept`: each decomposition setting's share of the block's gain.
 
 A model and prompt layout are a :class:`~tokdyn.diagnostics.subjects.Subject` (static; :func:`subject`), whose
-family's adapter builds the ``apply``. Each analysis checks its arguments in plain Python (and the model with
-:func:`tokdyn.diagnostics.protocol.check_apply`) before anything compiles, naming what is wrong; each is a
-traced kernel too (``fn.jitted``). Draws that must not depend on how instances are batched take the instances'
-ids (``index``). The pages :doc:`/concepts/vlm-decomposition`, :doc:`/concepts/vlm-mediation` and
-:doc:`/concepts/vlm-dmlr` walk through them.
+family's adapter builds the ``apply``. Each analysis checks its arguments in plain Python before anything
+compiles, naming what is wrong. Draws that must not depend on how instances are batched take the instances'
+ids (``index``, :attr:`Prompts.index`). The pages :doc:`/concepts/vlm-decomposition`,
+:doc:`/concepts/vlm-mediation` and :doc:`/concepts/vlm-dmlr` walk through them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple, Optional
 
 import jax
@@ -40,7 +50,7 @@ from tokdyn.diagnostics import mediation as mediation_lib
 from tokdyn.diagnostics import protocol
 from tokdyn.diagnostics.grounding import token_logprobs
 from tokdyn.diagnostics import subjects as subjects_lib
-from tokdyn.models.blocks import norm
+from tokdyn.models.vlm import interventions
 
 # the analyses' static subject and its batch helpers (tokdyn.diagnostics.subjects), named here too
 Subject = subjects_lib.Subject
@@ -54,146 +64,26 @@ check_batch = subjects_lib.check_batch
 check_answers = subjects_lib.check_answers
 check_noises = subjects_lib.check_noises
 
-ARMS = ("latent", "text")
-"""How :func:`imagine` fills the block: ``"latent"`` (continuous states fed back) or ``"text"`` (tokens)."""
-KINDS = ("zeros", "noise", "mean", "constant", "swap")
-"""The latent -> answer interventions :func:`mediation` runs by default (those needing no other latents)."""
+SETTINGS = {
+    "full": "none",
+    "markers_only": "drop_slots",
+    "slots_only": "drop_markers",
+    "format_only": "fill",
+    "slots_zeros": "zeros",
+    "slots_noise": "noise",
+    "no_block": "drop_block",
+}
+"""The decomposition's settings (Beyond Visual Memory) as kinds of the one table of interventions
+(:data:`tokdyn.models.vlm.interventions.TABLE`): the block whole, its markers only (the slots hidden from what
+follows), its slots only (the markers hidden), its format only (the slots fed the pad token's embedding), its
+slots zeroed or noised, and no block (both hidden)."""
+
 NOISES = (("gaussian", 0.5), ("blank", 0.0))
 """The default image perturbations, ``(kind, level)`` of the adapter's ``noised_pixels``
 (:func:`tokdyn.models.qwen2_5_vl.adapter.noised_pixels`)."""
 
 
-# ---------------------------------------------------------------------------------------------- imagination
-
-
-class Imagined(NamedTuple):
-    """The block a model filled itself: ``latents`` (B, L, D) its input embeddings, ``tokens`` (B, L) the
-    tokens written (the text arm; -1 in the latent arm)."""
-
-    latents: jax.Array
-    tokens: jax.Array
-
-
-def _check_imagine(subject, params, batch, *, arm):
-    check_batch(subject, batch, block="imagination")
-    _checks.choice("arm", arm, ARMS)
-    protocol.check_apply(subject.apply, params, without_latents(batch), uses=("latents",))
-
-
-@_checks.checked_jit(_check_imagine, static_argnames=("subject", "arm"))
-def imagine(subject: Subject, params, batch, *, arm: str = "latent") -> Imagined:
-    """The latents the model writes into its own block, one slot after another (L forward passes, each
-    reading the slots written before it). ``arm`` ``"latent"``: slot i gets the last layer's state at the
-    position before it after the final RMSNorm (continuous feedback, as Coconut feeds back its last hidden
-    state); ``"text"``: the embedding of the greedy token predicted there (text-space imagination). Traced;
-    ``batch``'s own latents are ignored. Compiled after the checks; the kernel without them is
-    ``imagine.jitted``.
-
-    Args:
-      subject: the :class:`Subject`.
-      params: the model's parameter tree.
-      batch: B prompts (:func:`tokdyn.models.qwen2_5_vl.adapter.make_batch`).
-      arm: one of :data:`ARMS` (static).
-
-    Returns:
-      :class:`Imagined`.
-    """
-    lay, cfg, apply_fn = subject.layout, subject.config, subject.apply
-    batch = encoded(subject, params, without_latents(batch))
-    slots = jnp.asarray(lay.latents, jnp.int32)
-    need = protocol.Select(hidden=(-1,)) if arm == "latent" else protocol.Select()
-    z0 = protocol.apply_selected(apply_fn, params, batch, protocol.Select()).latents  # (B, L, D) fill embeddings
-    b = z0.shape[0]
-
-    def step(carry, i):
-        z, tokens = carry
-        out = protocol.apply_selected(apply_fn, params, batch, need, latents=z)
-        before = slots[i] - 1  # the position whose output feeds slot i
-        if arm == "latent":
-            h = jnp.take(out.hidden[:, 0], before, axis=1)  # (B, D), before the final norm
-            new = norm.rms_norm(h, params["text"]["norm"], cfg.text.rms_norm_eps)
-        else:
-            tok = jnp.argmax(jnp.take(out.logits, before, axis=1), -1).astype(jnp.int32)  # (B,)
-            new = params["text"]["embed"][tok]
-            tokens = tokens.at[:, i].set(tok)
-        return (z.at[:, i].set(new.astype(z.dtype)), tokens), None
-
-    tokens0 = jnp.full((b, len(lay.latents)), -1, jnp.int32)
-    (z, tokens), _ = jax.lax.scan(step, (z0, tokens0), jnp.arange(len(lay.latents)))
-    return Imagined(z, tokens)
-
-
-# ---------------------------------------------------------------------------------------------- decomposition
-
-
-class Decomposition(NamedTuple):
-    """Beyond Visual Memory's decomposition of a batch: ``correct`` (K, B) 1 where the answer is right under
-    each setting (in the order asked); ``concentration`` (:class:`tokdyn.diagnostics.decomposition.Narrowness`,
-    fields (B, L + 1)) of the attention over the image tokens at each latent slot, then at the answer."""
-
-    correct: jax.Array
-    concentration: decomposition_lib.Narrowness
-
-
-def _check_decomposition(key, subject, params, batch, *, answers, settings, arm, top_k):
-    _checks.prng_key("key", key)
-    b = check_batch(subject, batch, block="the decomposition")
-    lay = subject.layout
-    fmt = jax.ShapeDtypeStruct((len(lay.markers) + len(lay.latents), subject.config.text.hidden_size), jnp.float32)
-    settings = decomposition_lib.check_decompose(settings, lay.latents, lay.markers, lay.length, fmt)
-    if arm is not None:
-        _checks.choice("arm", arm, ARMS)
-    _checks.positive_int("top_k", top_k)
-    if top_k > len(lay.image):
-        raise ValueError(f"top_k must be at most the number of image tokens {len(lay.image)}, got {top_k}")
-    check_answers(answers, b, subject.config.text.vocab_size)
-    protocol.check_apply(subject.apply, params, batch, uses=("latents", "intervene", "drop"))
-    return {"settings": settings}
-
-
-@_checks.checked_jit(_check_decomposition, static_argnames=("subject", "settings", "arm", "top_k"))
-def decomposition(
-    key, subject: Subject, params, batch, *, answers, settings=decomposition_lib.ALL_SETTINGS, arm=None, top_k: int = 3
-) -> Decomposition:
-    """Correctness under each decomposition setting and the attention concentration at the latents, for every
-    instance of ``batch`` in one program (:func:`tokdyn.diagnostics.decomposition.decompose` on the family's ``apply``).
-    ``format_only`` gives the block the embeddings of the prompt's own block tokens (start marker, fill
-    tokens, end marker): the block's format without its content.
-
-    Args:
-      key: PRNG key (``slots_noise``).
-      subject: the :class:`Subject` (static); its layout must have a latent block.
-      params: the model's parameter tree.
-      batch: B prompts; the instances' latents in ``batch["latents"]`` (:func:`with_latents`), else ``arm``.
-      answers: (B,) correct token ids.
-      settings: names from :data:`tokdyn.diagnostics.decomposition.ALL_SETTINGS` (static).
-      arm: None (the batch's latents, or the fill embeddings), or one of :data:`ARMS`: the model fills its
-        block first (:func:`imagine`).
-      top_k: the k of the top-k mass of the concentration (static), at most the number of image tokens.
-
-    Returns:
-      :class:`Decomposition`; :func:`gain_kept` of its ``correct``.
-    """
-    lay = subject.layout
-    batch = encoded(subject, params, batch)
-    if arm is not None:
-        batch = with_latents(batch, imagine(subject, params, batch, arm=arm).latents)
-    block = jnp.asarray(lay.markers + lay.latents, jnp.int32)
-    fmt = params["text"]["embed"][batch["input_ids"][0, block]]  # (len(block), D): the prompt's own block tokens
-    correct = decomposition_lib.decompose(
-        key,
-        subject.apply,
-        params,
-        batch,
-        slots=lay.latents,
-        markers=lay.markers,
-        answer_position=lay.answer,
-        answers=jnp.asarray(answers),
-        length=lay.length,
-        settings=settings,
-        format_embedding=fmt,
-    )
-    return Decomposition(correct, _concentration(subject, params, batch, top_k))
+# ---------------------------------------------------------------------------------------------- attention
 
 
 def _concentration(subject, params, batch, top_k) -> decomposition_lib.Narrowness:
@@ -233,10 +123,11 @@ def concentration(subject: Subject, params, batch, *, top_k: int = 3) -> decompo
 
 
 def gain_kept(correct, settings) -> dict:
-    """Each setting's share of the full block's gain over no block, from the (K, B) ``correct`` of
-    :func:`decomposition` (host, float64): ``(acc[s] - acc["no_block"]) / (acc["full"] - acc["no_block"])``,
-    accuracies over the B instances. NaN for every setting where the full block gains nothing over no block
-    (the share is undefined then). ``settings`` must hold ``"full"`` and ``"no_block"``."""
+    """Each setting's share of the full block's gain over no block, from the (K, B) ``correct`` of the
+    settings ``settings`` (host, float64): ``(acc[s] - acc["no_block"]) / (acc["full"] - acc["no_block"])``,
+    accuracies over the B instances. NaN for every setting where the full block does not raise the accuracy
+    above no block's (the share is undefined then: no gain to keep, or a block that lowers accuracy).
+    ``settings`` must hold ``"full"`` and ``"no_block"``."""
     settings = tuple(settings)
     for need in ("full", "no_block"):
         if need not in settings:
@@ -246,10 +137,10 @@ def gain_kept(correct, settings) -> dict:
         raise ValueError(f"correct must be (K, B) with K = {len(settings)} settings, got {np.shape(correct)}")
     full, none = acc[settings.index("full")], acc[settings.index("no_block")]
     gain = full - none
-    return {s: float((a - none) / gain) if gain != 0 else float("nan") for s, a in zip(settings, acc)}
+    return {s: float((a - none) / gain) if gain > 0 else float("nan") for s, a in zip(settings, acc)}
 
 
-# ---------------------------------------------------------------------------------------------- mediation
+# ---------------------------------------------------------------------------------------------- perturbations
 
 
 def perturb_pixels(key, pixel_values, processor, *, noises=NOISES, n_seeds: int = 1, index=None) -> jax.Array:
@@ -273,114 +164,6 @@ def perturb_pixels(key, pixel_values, processor, *, noises=NOISES, n_seeds: int 
             noised = jax.vmap(lambda i, p: adapter.noised_pixels(jax.random.fold_in(k, i), p, processor, kind, level))
             out.append(noised(rows, px))
     return jnp.stack(out)
-
-
-class Change(NamedTuple):
-    """How the answer moved (N, B): ``flipped`` 1 where the argmax changed, ``kl`` KL(P || P') of the answer
-    distribution, from the unperturbed P to the perturbed P'."""
-
-    flipped: jax.Array
-    kl: jax.Array
-
-
-def _change(lp0, lp) -> Change:  # (B, V), (..., B, V) log-probabilities
-    flipped = (jnp.argmax(lp, -1) != jnp.argmax(lp0, -1)).astype(lp.dtype)
-    return Change(flipped, jnp.maximum(jnp.sum(jnp.exp(lp0) * (lp0 - lp), -1), 0.0))
-
-
-class Mediation(NamedTuple):
-    """CapImagine's causal mediation on a batch, under N image perturbations.
-
-    Attributes:
-      answer: (B,) the answer with the image and the model's own imagined latents.
-      latent_shift: :class:`tokdyn.diagnostics.mediation.Shift`, fields (N, B, L): how far the imagined
-        latents move when the model imagines from the perturbed image (input -> latent).
-      total: :class:`Change` (N, B): perturbed image, latents imagined from it.
-      direct: :class:`Change` (N, B): perturbed image, the original latents held.
-      indirect: :class:`Change` (N, B): original image, the latents imagined from the perturbed one.
-      effects: :class:`tokdyn.diagnostics.mediation.Effects` (K, B) of the latent -> answer interventions.
-    """
-
-    answer: jax.Array
-    latent_shift: mediation_lib.Shift
-    total: Change
-    direct: Change
-    indirect: Change
-    effects: mediation_lib.Effects
-
-
-def _check_mediation(key, subject, params, batch, perturbed, *, arm, answers, kinds):
-    _checks.prng_key("key", key)
-    b = check_batch(subject, batch, block="causal mediation")
-    _checks.choice("arm", arm, ARMS)
-    px = tuple(jnp.shape(batch["pixel_values"]))
-    if len(jnp.shape(perturbed)) != 4 or tuple(jnp.shape(perturbed)[1:]) != px or jnp.shape(perturbed)[0] < 1:
-        raise ValueError(
-            f"perturbed must be (N, B, patches, patch_dim) = (N, {', '.join(map(str, px))}) with N >= 1 perturbed "
-            f"pixel rows (perturb_pixels), got {tuple(jnp.shape(perturbed))}"
-        )
-    if isinstance(kinds, str) or not len(kinds):
-        raise ValueError(f"kinds must name at least one of {list(KINDS)}, got {kinds!r}")
-    kinds = tuple(kinds)
-    for k in kinds:
-        _checks.choice("kinds", k, mediation_lib.INTERVENTIONS)
-    if "other" in kinds:
-        raise ValueError("kinds must not hold 'other' here (it needs other latents): use mediation.latent_to_answer")
-    if b < 2 and {"mean", "swap"} & set(kinds):
-        raise ValueError(f"kinds {sorted({'mean', 'swap'} & set(kinds))} need B >= 2 instances, got B = {b}")
-    check_answers(answers, b, subject.config.text.vocab_size, optional=True)
-    protocol.check_apply(subject.apply, params, batch, uses=("latents",), need_latents="causal mediation")
-    return {"kinds": kinds}
-
-
-@_checks.checked_jit(_check_mediation, static_argnames=("subject", "arm", "kinds"))
-def mediation(key, subject: Subject, params, batch, perturbed, *, arm="latent", answers=None, kinds=KINDS) -> Mediation:
-    """Causal mediation of the image's effect on the answer through the imagined block, every instance and
-    perturbation in one program: the model imagines its block (:func:`imagine`, ``arm``) from the image and
-    from each perturbed image; the answer is read with each combination; then the latent -> answer
-    interventions ``kinds`` on the original latents (:func:`tokdyn.diagnostics.mediation.latent_effects`).
-
-    Args:
-      key: PRNG key of the interventions.
-      subject: the :class:`Subject` (static); its layout must have a latent block.
-      params: the model's parameter tree.
-      batch: B prompts.
-      perturbed: (N, B, patches, patch_dim) perturbed pixel rows (:func:`perturb_pixels`).
-      arm: one of :data:`ARMS` (static): latent-space or text-space imagination.
-      answers: optional (B,) correct token ids (for ``effects.correct``).
-      kinds: names from :data:`tokdyn.diagnostics.mediation.INTERVENTIONS` but ``"other"`` (static).
-
-    Returns:
-      :class:`Mediation`.
-    """
-    lay, apply_fn = subject.layout, subject.apply
-    batch = encoded(subject, params, without_latents(batch))
-    answer_only = protocol.Select()
-
-    def answer_lp(b, z):  # (B, V) log-probabilities at the answer
-        out = protocol.apply_selected(apply_fn, params, b, answer_only, latents=z)
-        return jax.nn.log_softmax(out.logits[:, lay.answer].astype(jnp.float32))
-
-    z0 = imagine(subject, params, batch, arm=arm).latents
-    lp0 = answer_lp(batch, z0)
-
-    def one(px):  # one perturbation, every instance
-        pb = with_image(subject, params, batch, px)
-        z = imagine(subject, params, pb, arm=arm).latents
-        return mediation_lib.shift(z0, z), answer_lp(pb, z), answer_lp(pb, z0), answer_lp(batch, z)
-
-    shift, lt, ld, li = jax.lax.map(one, jnp.asarray(perturbed, jnp.float32))
-    effects = mediation_lib.latent_effects(
-        key,
-        apply_fn,
-        params,
-        with_latents(batch, z0),
-        answer_position=lay.answer,
-        answers=None if answers is None else jnp.asarray(answers),
-        kinds=kinds,
-        chunk=None,
-    )
-    return Mediation(jnp.argmax(lp0, -1), shift, _change(lp0, lt), _change(lp0, ld), _change(lp0, li), effects)
 
 
 # ---------------------------------------------------------------------------------------------- DMLR
@@ -575,3 +358,293 @@ def optimise(
         )
 
     return jax.vmap(one)(jnp.asarray(seeds))
+
+
+# ---------------------------------------------------------------------------------------------- generation
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompts:
+    """A batch of prompts to generate from (host arrays).
+
+    Attributes:
+      ids: (B, T) token ids, padded anywhere under ``mask``.
+      mask: (B, T) bool, False at padding.
+      pixels: (B, patches, patch_dim) one image per row.
+      grid: (1, 3) the images' grid.
+      index: (B,) each row's instance id in the whole set (its keys and its sources follow it).
+      valid: (B,) bool, False at rows that only pad the batch (they are counted nowhere).
+    """
+
+    ids: np.ndarray
+    mask: np.ndarray
+    pixels: np.ndarray
+    grid: np.ndarray
+    index: np.ndarray
+    valid: np.ndarray
+
+    def tiled(self, k: int, pixels: Optional[np.ndarray] = None) -> "Prompts":
+        """The batch repeated ``k`` times (rows ``j * B + i``), with ``pixels`` (k, B, patches, patch_dim)
+        in place of the images when given."""
+        px = (
+            np.tile(self.pixels, (k, 1, 1))
+            if pixels is None
+            else np.asarray(pixels).reshape(-1, *self.pixels.shape[1:])
+        )
+        tile = lambda a: np.tile(a, (k,) + (1,) * (np.ndim(a) - 1))  # noqa: E731
+        return Prompts(tile(self.ids), tile(self.mask), px, self.grid, tile(self.index), tile(self.valid))
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """How the analyses generate: the latent mode, where the block comes from, and the run's shape.
+
+    Attributes:
+      latent: the checkpoint's :class:`tokdyn.models.vlm.LatentMode`.
+      block_at: None (``generated``: the model opens its blocks itself) or 0 (``block``: the start token forced
+        at the first step, the block after the prompt).
+      new_tokens: tokens generated per row, the block included.
+      score_ids: the tokens whose log-probabilities are read at every step (the options' first tokens).
+      key: the root key; a row's draws come from ``fold_in(key, instance id)``
+        (:func:`tokdyn.models.vlm.interventions.instance_keys`), never from its row.
+    """
+
+    latent: object
+    block_at: Optional[int]
+    new_tokens: int
+    score_ids: tuple
+    key: object
+
+
+def generate(model, prompts: Prompts, mode: Mode, *, intervention=None, latent=True):
+    """One greedy generation (as the benchmarks score; the checkpoint's repetition penalty kept) of
+    ``prompts`` under ``mode`` (``latent=False``: text mode, no block): a
+    :class:`tokdyn.models.vlm.Generation` with ``scores`` (B, N, C) the log-probabilities of ``mode.score_ids``
+    at every step."""
+    keys = interventions.instance_keys(mode.key, prompts.index)
+    return model.generate(
+        prompts.ids,
+        prompts.pixels,
+        prompts.grid,
+        prompts.mask,
+        max_new_tokens=mode.new_tokens,
+        latent=mode.latent if latent else None,
+        block_at=mode.block_at if latent else None,
+        score_ids=tuple(mode.score_ids),
+        key=keys,
+        intervention=intervention,
+        return_generation=True,
+        do_sample=False,
+    )
+
+
+def split(gen, k: int) -> list:
+    """A :class:`tokdyn.models.vlm.Generation` of ``k`` blocks of rows (as :meth:`Prompts.tiled` makes them) as
+    ``k`` Generations of B rows each."""
+    b = len(gen.tokens) // k
+    return [gen.rows(slice(j * b, (j + 1) * b)) for j in range(k)]
+
+
+def under_interventions(model, prompts: Prompts, mode: Mode, kinds, *, sources=None, scale=1.0) -> dict:
+    """The generation of ``prompts`` under each intervention of ``kinds`` (names of
+    :data:`tokdyn.models.vlm.interventions.KINDS`), in one call of ``len(kinds) x B`` rows. ``sources``:
+    ``{"swap": (latents (B, K, S, hidden), blocks (B,)), "mean": (...)}``, each row's source by the table's
+    rule (:func:`tokdyn.models.vlm.interventions.set_sources`: other instances of the whole set), needed by
+    ``swap`` and ``mean``; noise at ``scale`` times each latent's RMS. Returns ``{kind: Generation}``."""
+    kinds = tuple(kinds)
+    b = len(prompts.ids)
+    cfg = model.config
+    size, hidden = mode.latent.size, cfg.text.hidden_size
+    span = min(size, mode.new_tokens)
+    sources = sources or {}
+    need = [k for k in kinds if k in interventions.SOURCED and k not in sources]
+    if need:
+        raise ValueError(f"interventions {need} need their sources (set_sources): sources={{kind: (latents, blocks)}}")
+    depth = max([np.shape(sources[k][0])[1] for k in kinds if k in sources] + [0])
+    source = np.zeros((len(kinds), b, depth, span, hidden), np.float32)
+    blocks = np.zeros((len(kinds), b), np.int64)
+    for j, k in enumerate(kinds):
+        if k in sources:
+            lat, n = sources[k]
+            lat = np.asarray(lat, np.float32)[:, :, :span]
+            source[j, :, : lat.shape[1], : lat.shape[2]] = lat
+            blocks[j] = np.minimum(np.asarray(n), lat.shape[1])
+    iv = interventions.Intervention.make(
+        [k for k in kinds for _ in range(b)],
+        len(kinds) * b,
+        size,
+        hidden,
+        scale,
+        source.reshape(len(kinds) * b, depth, span, hidden) if depth else None,
+        blocks.reshape(-1) if depth else None,
+    )
+    gen = generate(model, prompts.tiled(len(kinds)), mode, intervention=iv)
+    return dict(zip(kinds, split(gen, len(kinds))))
+
+
+def with_source(model, prompts: Prompts, mode: Mode, source, blocks):
+    """The generation of ``prompts`` with each row's latents replaced by ``source`` (B, K, S, hidden) at its
+    first ``blocks[b]`` blocks (``swap`` with latents of one's own: DMLR's optimised ones), computed as
+    generated past them."""
+    source = np.asarray(source, np.float32)
+    size, hidden = mode.latent.size, source.shape[3]
+    span = min(size, mode.new_tokens)
+    iv = interventions.Intervention.make(
+        "swap", len(source), size, hidden, 1.0, source[:, :, :span], np.asarray(blocks)
+    )
+    return generate(model, prompts, mode, intervention=iv)
+
+
+def under_images(model, prompts: Prompts, mode: Mode, clean, perturbed) -> dict:
+    """The generation of ``prompts`` under N perturbed images ``perturbed`` (N, B, patches, patch_dim):
+    ``total`` (the perturbed image, its own latents), ``direct`` (the perturbed image, the clean run's latents
+    swapped in) and ``indirect`` (the clean image, the perturbed run's latents swapped in); two calls (N x B
+    rows, then 2 N x B). Only whole blocks are swapped. Returns ``{"total": [Generation] * N, "direct": ...,
+    "indirect": ...}``."""
+    n, b = len(perturbed), len(prompts.ids)
+    total = generate(model, prompts.tiled(n, perturbed), mode)
+    held = np.tile(np.asarray(clean.latents, np.float32), (n, 1, 1, 1))
+    moved = np.asarray(total.latents, np.float32)
+    k = max(held.shape[1], moved.shape[1])
+    span = max(held.shape[2], moved.shape[2], 1)
+    pad = lambda a: np.pad(  # noqa: E731
+        a, ((0, 0), (0, k - a.shape[1]), (0, span - a.shape[2]), (0, 0))
+    )
+    source = np.concatenate([pad(held), pad(moved)])
+    blocks = np.concatenate([np.tile(clean.blocks, n), total.blocks])
+    images = np.concatenate(
+        [np.asarray(perturbed).reshape(n * b, *prompts.pixels.shape[1:]), np.tile(prompts.pixels, (n, 1, 1))]
+    )
+    if k:
+        hidden = source.shape[3]
+        iv = interventions.Intervention.make(
+            "swap",
+            2 * n * b,
+            mode.latent.size,
+            hidden,
+            1.0,
+            source[:, :, : min(span, mode.latent.size)],
+            np.minimum(blocks, k),
+        )
+    else:
+        iv = None
+    both = generate(model, prompts.tiled(2 * n, images), mode, intervention=iv)
+    parts = split(both, 2 * n)
+    return {"total": split(total, n), "direct": parts[:n], "indirect": parts[n:]}
+
+
+def latent_shift(clean, other, block: int = 0) -> mediation_lib.Shift:
+    """How far the latents of block ``block`` moved from ``clean`` to ``other`` (two Generations of the same
+    rows): :func:`tokdyn.diagnostics.mediation.shift` per latent step, fields (B, S); NaN for a row where
+    either run did not write that block whole."""
+    a, b = np.asarray(clean.latents, np.float32), np.asarray(other.latents, np.float32)
+    span = max(a.shape[2], b.shape[2])
+    if a.shape[1] <= block or b.shape[1] <= block:
+        nan = np.full((len(a), span), np.nan)
+        return mediation_lib.Shift(nan, nan)
+    s = mediation_lib.shift(a[:, block], b[:, block])
+    both = (clean.blocks > block) & (other.blocks > block)
+    keep = lambda x: np.where(both[:, None], np.asarray(x, np.float64), np.nan)  # noqa: E731
+    return mediation_lib.Shift(keep(s.cosine_distance), keep(s.relative_l2))
+
+
+def answer_step(gen, row: int, score_ids) -> int:
+    """The step at which row ``row`` writes its answer: the first step after its last whole block (after the
+    start of the run when it wrote none) whose token is one of ``score_ids``, else that first step; -1 when
+    the run leaves no step for an answer (a block cut by the token limit, or ended there)."""
+    tokens = np.asarray(gen.tokens[row])
+    first = gen.answer_start(row)
+    stop = int(gen.stop_steps[row])
+    wanted = set(int(i) for i in score_ids)
+    for s in range(first, min(stop + 1, len(tokens))):
+        if int(tokens[s]) in wanted:
+            return s
+    return first if first < len(tokens) else -1
+
+
+def answer_logprobs(gen, options) -> np.ndarray:
+    """(B, C) each row's answer distribution over its options' tokens (``options[b]``: indices into the
+    ``score_ids`` the run scored), log-probabilities renormalised over them, at its :func:`answer_step`; NaN
+    rows where it has none, NaN columns past its options."""
+    scores = np.asarray(gen.scores, np.float64)  # (B, N, C)
+    width = max((len(o) for o in options), default=0)
+    out = np.full((len(scores), width), np.nan)
+    for r, opts in enumerate(options):
+        if not len(opts):
+            continue
+        step = answer_step(gen, r, [gen.score_ids[i] for i in opts])
+        if step < 0:
+            continue
+        lp = scores[r, step, list(opts)]
+        m = lp.max()
+        out[r, : len(opts)] = lp - m - np.log(np.exp(lp - m).sum())
+    return out
+
+
+def answer_kl(p, q) -> np.ndarray:
+    """(B,) KL(P || Q) of two answer distributions of :func:`answer_logprobs` (NaN where either is)."""
+    p, q = np.asarray(p, np.float64), np.asarray(q, np.float64)
+    used = np.isfinite(p) & np.isfinite(q)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(used, np.exp(np.where(used, p, 0.0)) * (np.where(used, p, 0.0) - np.where(used, q, 0.0)), 0.0)
+    out = np.maximum(terms.sum(-1), 0.0)
+    return np.where(used.any(-1), out, np.nan)
+
+
+def aligned(model, prompts: Prompts, gen, mode: Mode, *, pad_id: int = 0):
+    """The rows that wrote a whole first block, each as its prompt followed by its generated tokens up to that
+    block's end token, for the teacher-forced analyses of the ``apply`` protocol (:func:`concentration`,
+    :func:`optimise`): masked padding between the prompt and the generated tokens so that every block sits at
+    the same positions; the positions are the prompt's (the family's rule) continued one per generated token,
+    as generation ran them, and the image tokens are the prompt's alone (a generated token is never read as an
+    image or video placeholder). Returns ``(subject, batch, has)`` (``batch`` holding the block's generated
+    latents, ``has`` (B,) the rows that wrote one; the others repeat the first such row), or None when no row
+    did."""
+    from tokdyn.models import families
+
+    fam = families.family_of(model.config)
+    cfg, size = model.config, mode.latent.size
+    has = prompts.valid & (
+        np.asarray(gen.complete)[:, 0] if gen.complete.shape[1] else np.zeros(len(prompts.ids), bool)
+    )
+    if not has.any():
+        return None
+    ids, mask = np.asarray(prompts.ids), np.asarray(prompts.mask, bool)
+    grid = np.repeat(np.asarray(prompts.grid), len(ids), axis=0)
+    pos, next_pos = fam.model.rope_index(cfg, ids, grid, mask)  # the prompt's positions (3, B, T)
+    t = ids.shape[1]
+    src = np.where(has, np.arange(len(has)), int(np.flatnonzero(has)[0]))
+    starts = np.asarray(gen.block_steps)[src, 0]
+    gap = int(starts.max()) - starts  # padding before each row's generated tokens
+    width = t + int(starts.max()) + size + 2
+    out_ids = np.full((len(ids), width), pad_id, np.int64)
+    out_mask = np.zeros((len(ids), width), bool)
+    out_pos = np.zeros((3, len(ids), width), np.int64)
+    for r in range(len(ids)):
+        s = src[r]
+        n = int(starts[r]) + size + 2
+        out_ids[r, :t], out_mask[r, :t], out_pos[:, r, :t] = ids[s], mask[s], pos[:, s]
+        at = t + gap[r]
+        out_ids[r, at : at + n] = gen.tokens[s, :n]
+        out_mask[r, at : at + n] = True
+        out_pos[:, r, at : at + n] = next_pos[s] + np.arange(n)
+    image = np.flatnonzero(mask[src[0]] & (ids[src[0]] == cfg.image_token_id))
+    start = t + int(starts.max())
+    lay = fam.adapter.Layout(
+        tuple(int(i) for i in image),
+        tuple(range(start + 1, start + 1 + size)),
+        (start, start + size + 1),
+        width - 1,
+        width,
+    )
+    sub = subject(cfg, prompts.grid, lay, fam)
+    batch = {
+        "input_ids": jnp.asarray(out_ids, jnp.int32),
+        "attention_mask": jnp.asarray(out_mask),
+        "positions": jnp.asarray(np.swapaxes(out_pos, 0, 1), jnp.int32),
+        "pixel_values": jnp.asarray(np.asarray(prompts.pixels, np.float32)[src]),
+    }
+    latents = np.zeros((len(ids), size, cfg.text.hidden_size), np.float32)
+    got = np.asarray(gen.latents, np.float32)[src, 0]
+    latents[:, : got.shape[1]] = got
+    return sub, with_latents(batch, jnp.asarray(latents)), has

@@ -1,12 +1,14 @@
 """The checkpoint families tokdyn reads (Hugging Face checkpoint directories), listed once.
 
-A family is one package under :mod:`tokdyn.models` that holds everything about one architecture: its
-configuration (read from ``config.json``), the parameter tree and the checkpoint's names, the forward pass
-and generation, the image processor, the chat template and tokenizer, the ``apply`` adapter that the
-diagnostics run on (:mod:`tokdyn.models.protocol`) and the read-outs its forward pass does not hand back.
-Every family package exposes the same names, so the studies, the analyses and the benchmarks take a family,
-never a class of one. These are all that :mod:`tokdyn.diagnostics` and the ``vlm-diagnostics`` study reach
-through a family (``tests/test_families.py`` checks every registered family for each):
+A family is one package under :mod:`tokdyn.models` that holds one architecture: its configuration (read from
+``config.json``), the parameter tree and the checkpoint's names, the vision tower and the decoder, the image
+processor, the ``apply`` adapter the teacher-forced diagnostics run on (:mod:`tokdyn.models.protocol`), the
+read-outs its forward pass does not hand back, and the few functions the one generation loop runs over (its
+``model`` module, :data:`tokdyn.models.vlm.family.LOOP`). Generation, latent mode, the interventions, the
+decoding settings and the chat template are written once for every family in :mod:`tokdyn.models.vlm`. Every
+family package exposes the same names, so the studies, the analyses and the benchmarks take a family, never a
+class of one. These are all that :mod:`tokdyn.models.vlm`, :mod:`tokdyn.diagnostics` and the ``vlm-diagnostics``
+study reach through a family (``tests/test_families.py`` checks every registered family for each):
 
 ===========================  ==================================================================================
 ``load(directory, ...)``     the checkpoint as a ``Model`` (``dtype=``, ``unknown="error"|"ignore"`` for
@@ -18,32 +20,31 @@ through a family (``tests/test_families.py`` checks every registered family for 
                              ``vocab_size``, ``num_hidden_layers``), ``image_token_id``,
                              ``video_token_id``, ``vision_start_token_id``, ``vision_end_token_id``,
                              ``eos_token_id``
-``config.read(dir)``         the ``Config`` of ``config.json``, every field checked
+``config``                   ``read(dir)``: the ``Config`` of ``config.json``, every field checked
 ``checkpoint``               ``inspect(dir, config, unknown)``: every tensor's header, shape and dtype
                              checked, no weight read; ``files(dir)``: the safetensors file of each tensor
-``Chat``                     ``Chat.load(dir)``: the tokenizer (``tokenizer``), the chat template
-                             (``render``), the image processor (``processor``), ``text_ids``, ``decode``
-``chat``                     ``read_template(dir)`` (the template's text, or None); ``IMAGE_PAD``, the
-                             placeholder the template renders for one image
+``model``                    the loop's functions (``check_inputs``, ``rope_index``, ``encode_images``,
+                             ``embed_prompt``, ``embed_tokens``, ``new_cache``, ``decode_cached``,
+                             ``final_norm``, ``output_head``, ``param_dtype``, ``abstract_params``,
+                             ``abstract_visual``: :data:`tokdyn.models.vlm.family.LOOP`)
 ``ImageProcessor``           the image processor, a dataclass: ``ImageProcessor()`` its defaults,
                              ``read(dir)`` a checkpoint's; ``patch_size``, ``merge_size``, ``min_pixels``,
-                             ``max_pixels``, ``target_size``; called on images: ``pixel_values``,
-                             ``image_grid_thw``
+                             ``max_pixels``, ``target_size``, ``check_model``; called on images:
+                             ``pixel_values``, ``image_grid_thw``
 ``processor``                ``load_image(path)``, ``as_rgb(image)``, ``resize(image, h, w)``: images read,
                              converted and resized as the checkpoint's processor does
-``vision.plan``              the host-side plan of an image grid that the vision tower and ``probes`` take
+``vision``                   ``plan``: the host-side plan of an image grid that the vision tower and ``probes``
+                             take
 ``adapter``                  the ``apply`` protocol's adapter (:mod:`tokdyn.models.protocol`): ``Layout``,
                              ``prompt``, ``layout``, ``make_batch``, ``make_apply``, ``image_features``,
                              ``noised_pixels``, ``NOISES``
 ``probes``                   read-outs of the vision tower: ``vision_taps``, ``raster_order``
-``generation``               decoding with a key/value cache (``Model.generate``)
-``latent`` (optional)        latent-mode generation: ``LatentMode``, ``Intervention``; without it a family
-                             runs the analyses on a latent block only
 ===========================  ==================================================================================
 
-A new family (Qwen3-VL, say) is a new package beside :mod:`tokdyn.models.qwen2_5_vl` exposing those names,
-plus one line in :data:`FAMILIES` mapping the ``model_type`` of its ``config.json`` to the package. The
-blocks families share (attention, norms, rotary positions, the gated MLP) are :mod:`tokdyn.models.blocks`.
+A new family (a third, after Qwen2.5-VL and Qwen3-VL) is a new package beside :mod:`tokdyn.models.qwen2_5_vl`
+exposing those names, plus one line in :data:`FAMILIES` mapping the ``model_type`` of its ``config.json`` to the
+package. The blocks families share (attention, norms, rotary positions, the gated MLP) are
+:mod:`tokdyn.models.blocks`.
 """
 
 from __future__ import annotations

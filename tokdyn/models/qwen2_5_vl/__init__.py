@@ -103,6 +103,7 @@ def __getattr__(name: str):
     mod = importlib.import_module(module)
     return mod if attr is None else getattr(mod, attr)
 
+
 DTYPES = ("float32", "bfloat16", "float16")
 """The dtypes ``load`` casts to."""
 

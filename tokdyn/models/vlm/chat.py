@@ -487,7 +487,9 @@ class Chat:
             raise ValueError(f"images: {len(images)} given for {len(conversations)} conversations (one each, or None)")
         if any(i is None for i in images) and not all(i is None for i in images):
             raise ValueError("images: give one image for every conversation, or none at all")
-        rows = [self.encode(c, None if i is None else [i], add_generation_prompt) for c, i in zip(conversations, images)]
+        rows = [
+            self.encode(c, None if i is None else [i], add_generation_prompt) for c, i in zip(conversations, images)
+        ]
         if pad_token_id is None:
             pad = self.special.get("pad_token")
             pad_token_id = self.tokenizer.token_to_id(pad) if pad else None

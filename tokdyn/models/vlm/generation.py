@@ -413,7 +413,7 @@ def generate(
     if bad:
         raise ValueError(f"score_ids must be token ids in [0, {vocab}), got {bad}")
     size = latent.size if latent is not None else 0
-    span = min(size, int(max_new_tokens))  # the most latent steps a run can hold
+    span = max(min(size, int(max_new_tokens)), 1)  # the most latent steps a run can hold (one without latents)
     hidden = cfg.text.hidden_size
     if intervention is None:
         intervention = iv_lib.Intervention.make("none", b, max(size, 1), hidden)

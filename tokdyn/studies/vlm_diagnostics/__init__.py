@@ -1,13 +1,13 @@
-"""The vlm-diagnostics study: the seeds' analyses on a real vision-language model, Qwen2.5-VL, through the
-diagnostics' ``apply`` protocol of its checkpoint family's adapter (the family found by the checkpoint's
-``config.json``, :mod:`tokdyn.models.families`; Qwen2.5-VL's: :mod:`tokdyn.models.qwen2_5_vl.adapter`).
+"""The vlm-diagnostics study: the seeds' analyses on a real vision-language model of any checkpoint family
+(the family found by the checkpoint's ``config.json``, :mod:`tokdyn.models.families`), over its latent-mode
+generation (:mod:`tokdyn.models.vlm`) and, teacher-forced, its family's ``apply`` adapter.
 
 ``tokdyn study vlm-diagnostics --model DIR --out OUT`` (:func:`main`, :class:`Config`) reads a local
 checkpoint directory and asks it questions with known answers about images: rendered sprite scenes ("how many
 objects?", with their object masks) or a user's JSONL files (``--instances``, open or multiple-choice lines,
-one benchmark a file). Its latents are a block the study places after the prompt and the model fills
+one benchmark a file). Its latents are a block forced after the prompt and filled by the model's own states
 (``--latents block``) or those a latent-reasoning checkpoint writes while it generates (``--latents
-generated``). It writes ``instances.csv``, one table per analysis (``grounding.csv``, ``perception.csv``,
+generated``): one path through every analysis, the mode only says where the block comes from. It writes ``instances.csv``, one table per analysis (``grounding.csv``, ``perception.csv``,
 ``accuracy.csv``, ``decomposition.csv``, ``mediation.csv``, ``similarity.csv``, ``optimisation.csv``,
 ``injection.csv``), ``diagnostics.png``, ``summary.md`` and ``config.json``; every batch of every analysis is
 kept in ``OUT/parts/`` as it finishes, so a rerun resumes, and a checkpoint or instances that changed are
@@ -17,9 +17,8 @@ random model's.
 
 A package, one concept a module: ``config`` (:class:`Config`, :data:`ANALYSES`, :data:`PENDING`,
 :data:`GPU_PRESETS`, the time estimate), ``checkpoint`` (the model and its stamp), ``instances`` (scenes,
-JSONL, prompts padded to one bucket, the instances' stamp), ``analyses`` (the rows of each analysis on the
-block, from :mod:`tokdyn.diagnostics.vlm`), ``generated`` (the rows on generated latents, from
-:mod:`tokdyn.diagnostics.vlm_generated`), ``running`` (:func:`run` and the checks before it), ``report``
+JSONL, prompts padded to their buckets, the instances' stamp), ``analyses`` (the clean pass and the rows of
+each analysis, from :mod:`tokdyn.diagnostics.vlm`), ``running`` (:func:`run` and the checks before it), ``report``
 (:func:`summary`), ``plots`` (:func:`draw`: ``diagnostics.png``); this module keeps :data:`SPEC` and
 :func:`main` and re-exports their public names. What each table holds: :doc:`/studies/vlm-diagnostics`.
 """
@@ -27,7 +26,7 @@ block, from :mod:`tokdyn.diagnostics.vlm`), ``generated`` (the rows on generated
 from __future__ import annotations
 
 from tokdyn.experiment import runner
-from tokdyn.studies.vlm_diagnostics import analyses, checkpoint, generated, instances, report  # noqa: F401
+from tokdyn.studies.vlm_diagnostics import analyses, checkpoint, instances, report  # noqa: F401
 from tokdyn.studies.vlm_diagnostics.analyses import (  # noqa: F401
     FUNCTIONS,
     Context,
@@ -53,9 +52,9 @@ from tokdyn.studies.vlm_diagnostics.checkpoint import (  # noqa: F401
 from tokdyn.studies.vlm_diagnostics.config import (  # noqa: F401
     ANALYSES,
     DECOMPOSITION_SETTINGS,
+    LATENT_KINDS,
     LATENTS,
     GPU_PRESETS,
-    MEDIATION_KINDS,
     PENDING,
     RANDOM_NOTE,
     SELECTION,

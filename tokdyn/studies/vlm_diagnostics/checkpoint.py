@@ -32,9 +32,9 @@ import jax
 import numpy as np
 
 from tokdyn.diagnostics import choices
-from tokdyn.models import families
+from tokdyn.models import families, vlm
 from tokdyn.studies.vlm_diagnostics import instances as instances_lib
-from tokdyn.studies.vlm_diagnostics.config import TINY_FAMILY
+from tokdyn.studies.vlm_diagnostics.config import BLOCK_TOKENS, TINY_FAMILY
 
 LAYOUT = (
     "a checkpoint directory of a family tokdyn reads (config.json's model_type a key of "
@@ -50,6 +50,7 @@ TINY_IDS = dict(bos=1, start=100, end=101, fill=102, assistant=103, digits=10, l
 # the files besides the weights that the study's numbers depend on: the tokenizer, the chat template's homes,
 # the image processor's and the decoding's configuration (each stamped when the checkpoint has it)
 INPUT_FILES = (
+    "latent_mode.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "chat_template.jinja",
@@ -151,7 +152,7 @@ def check_directory(directory: str) -> ModuleType:
         raise ValueError(f"model={directory!r} lacks {', '.join(problems)}: expected {LAYOUT}")
     family = detect_family(directory)
     try:
-        if family.chat.read_template(d) is None:
+        if vlm.chat.read_template(d) is None:
             problems.append("a chat template")
         if not problems:
             family.config.read(d)
@@ -177,7 +178,7 @@ def weights_stamp(directory: str) -> dict:
     names += [n for n in ("model.safetensors.index.json", "config.json", *INPUT_FILES) if (d / n).is_file()]
     out = {"directory": str(d.resolve()), "sha256": {n: file_sha256(d / n) for n in sorted(set(names))}}
     try:
-        template = family.chat.read_template(d)
+        template = vlm.chat.read_template(d)
     except (OSError, ValueError):
         template = None  # a file that cannot be read is named when the checkpoint is opened
     if template is not None:
@@ -301,10 +302,24 @@ class Loaded:
         (its ``adapter``, ``processor``) and the analyses reach the model.
     """
 
-    def __init__(self, config, processor, tokens: Tokens, load, random: bool, family: ModuleType):
+    def __init__(
+        self, config, processor, tokens: Tokens, load, random: bool, family: ModuleType, generation_config=None
+    ):
         self.config, self.processor, self.tokens, self.random = config, processor, tokens, random
-        self.family = family
+        self.family, self.generation_config = family, generation_config
+        self.size = 0  # the latents a block holds (open_checkpoint: latent_size)
         self._load, self._model = load, None
+
+    def latent_mode(self, size: int):
+        """The :class:`tokdyn.models.vlm.LatentMode` of the study's markers (:class:`Tokens`) with ``size``
+        latents a block."""
+        return vlm.LatentMode(self.tokens.start, self.tokens.end, self.tokens.fill, size)
+
+    def model_pad(self) -> int:
+        """The id a stopped row is filled with (the checkpoint's decoding settings, as generation resolves
+        them)."""
+        settings = vlm.decoding.resolve(self.generation_config, self.config.text.vocab_size, self.config.eos_token_id)
+        return settings.pad
 
     @property
     def model(self):
@@ -320,9 +335,12 @@ def token_id(chat, text: str, field: str, mcfg=None) -> int:
     model's configuration ``mcfg``, when its id is outside the model's vocabulary or one of the model's own
     placeholders (image, video, vision start and end)."""
     i = chat.tokenizer.token_to_id(text)
+    added = [getattr(a, "content", str(a)) for a in chat.tokenizer.get_added_tokens_decoder().values()]
+    shown = ", ".join(added[:24]) + (" ..." if len(added) > 24 else "")
     way_out = (
-        "name one token of the checkpoint's tokenizer (a special token such as <|box_start|>) that the prompt does "
-        "not use, with --latent-start, --latent-end and --latent-fill"
+        "name one token of the checkpoint's tokenizer that the prompt does not use, with --latent-start, "
+        f"--latent-end and --latent-fill (its added tokens: {shown or 'none'}; a latent-reasoning checkpoint "
+        "that records its tokens in latent_mode.json needs no flag)"
     )
     if i is None:
         raise ValueError(f"{field}={text!r} is not a token of the checkpoint's tokenizer: {way_out}")
@@ -387,6 +405,48 @@ def instance_texts(cfg) -> list[tuple[str, str, str]]:
     return out
 
 
+def latent_tokens(cfg, chat=None) -> dict:
+    """The latent block's marker strings, ``{"latent_start": ..., "latent_end": ..., "latent_fill": ...}``: the
+    flags where given; else the checkpoint's ``latent_mode.json`` (:meth:`tokdyn.models.vlm.LatentMode.read`,
+    checked against its tokenizer); else, with ``--latents block``, the study's own markers
+    (:data:`~tokdyn.studies.vlm_diagnostics.config.BLOCK_TOKENS`). ``--latents generated`` on a checkpoint with
+    neither flags nor the file is refused: the tokens a checkpoint was trained with cannot be guessed."""
+    given = {f: getattr(cfg, f) for f in ("latent_start", "latent_end", "latent_fill")}
+    if all(given.values()):
+        return given
+    if any(given.values()):
+        raise ValueError(
+            f"--latent-start, --latent-end and --latent-fill go together: got {given}; give all three, or none "
+            "(the checkpoint's latent_mode.json, or the study's own block markers)"
+        )
+    mode = vlm.LatentMode.read(cfg.model, chat) if cfg.model else None
+    if mode is not None:
+        strings = json.loads((Path(cfg.model) / vlm.latent.FILE).read_text(encoding="utf-8"))
+        return {"latent_start": strings["start"], "latent_end": strings["end"], "latent_fill": strings["pad"]}
+    if cfg.latents == "generated":
+        raise ValueError(
+            f"--latents generated needs the checkpoint's latent tokens: {cfg.model} has no {vlm.latent.FILE}; "
+            "give --latent-start, --latent-end and --latent-fill (the tokens it was trained to open, close and "
+            "pad its block with) and --n-latents"
+        )
+    return dict(zip(("latent_start", "latent_end", "latent_fill"), BLOCK_TOKENS))
+
+
+def latent_size(cfg) -> int:
+    """The latents a block holds: ``--n-latents`` where given, else the checkpoint's ``latent_mode.json``'s size,
+    else :data:`~tokdyn.studies.vlm_diagnostics.config.DEFAULT_LATENTS`."""
+    from tokdyn.studies.vlm_diagnostics.config import DEFAULT_LATENTS
+
+    if cfg.n_latents:
+        return cfg.n_latents
+    path = Path(cfg.model) / vlm.latent.FILE if cfg.model else None
+    if path is not None and path.is_file():
+        size = json.loads(path.read_text(encoding="utf-8")).get("size")
+        if isinstance(size, int) and not isinstance(size, bool) and size >= 1:
+            return size
+    return DEFAULT_LATENTS
+
+
 def check_checkpoint(cfg) -> tuple:
     """The checks of :func:`open_checkpoint` on ``cfg.model``, from its files alone (no weight is read):
     returns its configuration and :class:`Tokens`. ``ValueError`` naming ``model``, the file and the field (a
@@ -394,10 +454,14 @@ def check_checkpoint(cfg) -> tuple:
     family = check_directory(cfg.model)
     try:
         mcfg = family.config.read(cfg.model)
-        chat = family.Chat.load(cfg.model)  # the processor checked against config.json's vision tower
+        chat = vlm.Chat.load(cfg.model, family)  # the processor checked against config.json's vision tower
         family.checkpoint.inspect(cfg.model, mcfg, cfg.unknown_tensors)  # every header, shape and dtype
-        ids = [token_id(chat, getattr(cfg, f), f, mcfg) for f in ("latent_start", "latent_end", "latent_fill")]
-        tokens = Tokens(chat, *ids, image_pad=family.chat.IMAGE_PAD)
+        decoding = vlm.decoding.read(cfg.model)
+        if decoding is not None:  # a field generation refuses, refused now rather than after hours of work
+            vlm.decoding.resolve(decoding, mcfg.text.vocab_size, mcfg.eos_token_id)
+        names = latent_tokens(cfg, chat)
+        ids = [token_id(chat, text, f, mcfg) for f, text in names.items()]
+        tokens = Tokens(chat, *ids, image_pad=vlm.chat.IMAGE_PAD)
         for where, question, answer in instance_texts(cfg):
             try:
                 tokens.prompt(mcfg, question, 1)  # the chat template rendered, bounded
@@ -420,10 +484,12 @@ def open_checkpoint(cfg) -> Loaded:
     to admit ``cfg.image_size`` squares. ``ValueError`` naming ``model``, the file and the field for a
     checkpoint that cannot serve."""
     side = cfg.image_size
+    generation_config = None
     if cfg.model:
         mcfg, tokens = check_checkpoint(cfg)
         family = detect_family(cfg.model)
         processor, random = tokens.chat.processor, False
+        generation_config = vlm.decoding.read(cfg.model)
         load = lambda: family.load(cfg.model, dtype=cfg.dtype, unknown=cfg.unknown_tensors)  # noqa: E731
     else:
         family = families.family(TINY_FAMILY)
@@ -433,7 +499,9 @@ def open_checkpoint(cfg) -> Loaded:
     processor = dataclasses.replace(
         processor, min_pixels=min(processor.min_pixels, side * side), max_pixels=max(processor.max_pixels, side * side)
     )
-    return Loaded(mcfg, processor, tokens, load, random, family)
+    out = Loaded(mcfg, processor, tokens, load, random, family, generation_config)
+    out.size = latent_size(cfg)
+    return out
 
 
 def model_stamp(cfg) -> dict:
@@ -454,6 +522,8 @@ __all__ = [
     "detect_family",
     "file_sha256",
     "instance_texts",
+    "latent_size",
+    "latent_tokens",
     "model_stamp",
     "open_checkpoint",
     "random_stamp",

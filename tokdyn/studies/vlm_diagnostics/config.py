@@ -42,18 +42,32 @@ PENDING: dict = {}
 decomposition's ``attention`` rows."""
 
 LATENTS = ("block", "generated")
-"""Where the latents come from (``--latents``): ``block``, a block of ``n_latents`` slots placed after the
-prompt and filled by the model itself (:func:`tokdyn.diagnostics.vlm.imagine`, its latent arm); ``generated``,
-the latents a checkpoint trained to reason in latent space writes while it generates (its latent start token
-chosen by the model, then ``n_latents`` steps fed its own last hidden state, then its end token)."""
+"""Where the latent block comes from (``--latents``): ``block``, forced right after the prompt (generation with
+the start token forced at its first step) and filled with the model's own states, ``n_latents`` of them;
+``generated``, the blocks a checkpoint trained to reason in latent space opens itself while it generates (its
+start token chosen by the model, then ``n_latents`` steps fed its own state, then its end token). Everything
+else is one path: every analysis runs the same generation and the same interventions in both modes."""
 
-MEDIATION_KINDS = ("zeros", "noise", "constant")
-"""The latent interventions the study applies: ``mean`` and ``swap`` mix the instances of one batch (and
-the last batch is padded by repeating rows), so their numbers would depend on the batching."""
+LATENT_KINDS = ("zeros", "noise", "fill", "mean", "swap", "drop_slots", "drop_markers", "drop_block")
+"""The interventions the study runs on every batch, kinds of the one table
+(:data:`tokdyn.models.vlm.interventions.TABLE`), shared by the analyses (latent -> answer, the decomposition's
+settings): ``mean`` and ``swap`` take their sources from other instances of the whole set, so no number depends
+on the batching."""
 
-DECOMPOSITION_SETTINGS = ("full", "markers_only", "slots_only", "format_only", "slots_noise", "slots_zeros", "no_block")
-"""The decomposition settings the study measures (``slots_mean``, the batch's mean latents, would depend on
-the batching)."""
+DECOMPOSITION_SETTINGS = ("full", "markers_only", "slots_only", "format_only", "slots_zeros", "slots_noise", "no_block")
+"""The decomposition's settings (:data:`tokdyn.diagnostics.vlm.SETTINGS`, each a kind of the table)."""
+
+BLOCK_TOKENS = ("<|box_start|>", "<|box_end|>", "<|quad_start|>")
+"""The markers and fill of the study's own block (``--latents block``) in a checkpoint that records none
+(``latent_mode.json``) and is given no flags: special tokens every Qwen-VL tokenizer holds and its prompts do
+not use."""
+DEFAULT_LATENTS = 4
+"""The latents a block holds when neither ``--n-latents`` nor the checkpoint's ``latent_mode.json`` says."""
+ANSWER_ROOM = 8
+"""The tokens ``--new-tokens`` must leave after the block for an answer (a block of ``n`` latents takes
+``n + 2`` steps with its markers)."""
+DEFAULT_SCENES = 16
+"""The rendered scenes without ``--instances`` when ``--n-instances`` is 0."""
 
 NOISE_KINDS = ("gaussian", "blank")  # the family adapter's NOISES (tokdyn.models.qwen2_5_vl.adapter.NOISES)
 DTYPES = ("float32", "bfloat16")
@@ -61,9 +75,6 @@ UNKNOWN_TENSORS = ("error", "ignore")  # Config.unknown_tensors: the family's lo
 TINY_FAMILY = "qwen2_5_vl"
 """The checkpoint family (a key of :data:`tokdyn.models.families.FAMILIES`) of the tiny random model the study
 builds without ``--model``; without a checkpoint, its image processor's rules read the instances' images."""
-LATENT_KINDS = ("zeros", "noise", "mean", "swap", "drop_slots", "drop_markers", "drop_block")
-"""With ``--latents generated``: the interventions run once per batch and shared by the analyses (latent ->
-answer, the decomposition)."""
 # the time estimate (Config.work): seconds of each analysis's compiles (its first batch) and of one further
 # batch of the tiny model, from --quick runs on the 2-core machine at load 11-12 (the reference CPU's rates
 # were fitted at load 6-8: these lean long; benchmarks/runs/cpu-2026-11-27-vlm-estimate), and the reference
@@ -108,8 +119,8 @@ class Config:
         answer a letter or an option's text; a relative image path is read from the file's folder);
         several files separated by commas, each a benchmark of the summary's tables; "" renders sprite
         scenes and asks how many objects each holds.
-      n_instances: rendered scenes (with no --instances), or the first N lines of each --instances file
-        (0: all).
+      n_instances: the first N lines of each --instances file (0: every line), or the rendered scenes
+        without --instances (0: 16).
       batch_size: instances per compiled call; the last batch is padded by repeating its rows.
       image_size: side in pixels every image is resized to (a multiple of 28).
       scene_size: side in pixels of a rendered scene before the resize.
@@ -121,19 +132,20 @@ class Config:
         the same directory).
       latents: where the latents come from: block (a block of n_latents slots after the prompt, filled by
         the model) or generated (those a latent-reasoning checkpoint writes while it generates).
-      new_tokens: tokens generated per answer (the accuracy analysis; with --latents generated, its
-        latent block included).
+      new_tokens: tokens generated per run, the latent block and its two markers included: at least
+        n_latents + 2 + 8 (room for an answer after the block).
       noise_kinds: image perturbations of the grounding score and the input -> latent effect (gaussian,
         blank).
       noise_levels: standard deviations of the gaussian noise on the [0, 1] pixel scale.
       noise_seeds: noise draws per level.
-      n_latents: latent slots of the block between the two markers (with --latents generated: the
-        checkpoint's latent size, the steps fed back after its start token).
-      latent_start: the token that opens the latent block (a checkpoint's token string; the random
+      n_latents: latents a block holds, the steps fed back after its start token (0: the checkpoint's
+        latent_mode.json, else 4).
+      latent_start: the token that opens the latent block (a checkpoint's token string; '' with the two
+        others: the checkpoint's latent_mode.json, else, with --latents block, <|box_start|>; the random
         model uses its own ids).
-      latent_end: the token that closes it.
-      latent_fill: the token whose embedding fills the slots before any intervention (with --latents
-        generated: the checkpoint's latent pad token, written at each latent step).
+      latent_end: the token that closes it ('' : as latent_start; <|box_end|>).
+      latent_fill: the token written at each latent step, whose embedding the fill intervention feeds ('' :
+        as latent_start; <|quad_start|>).
       n_tokens: tokens of the perception dynamics (and k-means' centres).
       methods: token-dynamics rules of the perception analysis (names from tokdyn.dynamics.METHODS).
       temperature_ratio: each rule's temperature over the image's collapse threshold.
@@ -148,7 +160,7 @@ class Config:
 
     model: str = ""
     instances: str = ""
-    n_instances: int = 16
+    n_instances: int = 0
     batch_size: int = 8
     image_size: int = 112
     scene_size: int = 64
@@ -157,14 +169,14 @@ class Config:
     unknown_tensors: str = "error"
     analyses: tuple = ANALYSES
     latents: str = "block"
-    new_tokens: int = 16
+    new_tokens: int = 32
     noise_kinds: tuple = NOISE_KINDS
     noise_levels: tuple = (0.25, 0.5)
     noise_seeds: int = 2
-    n_latents: int = 4
-    latent_start: str = "<|box_start|>"
-    latent_end: str = "<|box_end|>"
-    latent_fill: str = "<|quad_start|>"
+    n_latents: int = 0
+    latent_start: str = ""
+    latent_end: str = ""
+    latent_fill: str = ""
     n_tokens: int = 5
     methods: tuple = tuple(dynamics.METHODS)
     temperature_ratio: float = 0.5
@@ -199,7 +211,9 @@ class Config:
                     '{"image": path, "question": str, "answer": str} (or with "options": [...]) per line, several '
                     "separated by commas, or leave --instances out for rendered scenes"
                 )
-        _checks.positive_int("n_instances", self.n_instances, minimum=0 if self.instances else 2)
+        _checks.positive_int("n_instances", self.n_instances, minimum=0)
+        if not self.instances and self.n_instances == 1:
+            raise ValueError("n_instances must be at least 2 rendered scenes (0: 16), got 1")
         _checks.positive_int("batch_size", self.batch_size)
         _checks.positive_int("image_size", self.image_size, minimum=28)
         if self.image_size % 28:
@@ -226,11 +240,21 @@ class Config:
         for level in self.noise_levels:
             _checks.real("noise_levels", level, low=0.0, low_open=True)
         _checks.positive_int("noise_seeds", self.noise_seeds)
-        _checks.positive_int("n_latents", self.n_latents)
-        for name in ("latent_start", "latent_end", "latent_fill"):
-            if not getattr(self, name):
-                raise ValueError(f"{name} must name a token, got ''")
-        if len({self.latent_start, self.latent_end, self.latent_fill}) != 3:
+        _checks.positive_int("n_latents", self.n_latents, minimum=0)
+        if self.n_latents > 4096:
+            raise ValueError(f"n_latents must be at most 4096, got {self.n_latents}")
+        given = [bool(getattr(self, f)) for f in ("latent_start", "latent_end", "latent_fill")]
+        if any(given) and not all(given):
+            raise ValueError(
+                "latent_start, latent_end and latent_fill go together: give all three, or none (the checkpoint's "
+                f"latent_mode.json), got {self.latent_start!r}, {self.latent_end!r}, {self.latent_fill!r}"
+            )
+        if self.n_latents and self.new_tokens < self.n_latents + 2 + ANSWER_ROOM:
+            raise ValueError(
+                f"new_tokens={self.new_tokens} leaves no room for a block of {self.n_latents} latents, its two "
+                f"markers and an answer: give at least {self.n_latents + 2 + ANSWER_ROOM}"
+            )
+        if all(given) and len({self.latent_start, self.latent_end, self.latent_fill}) != 3:
             raise ValueError(
                 "latent_start, latent_end and latent_fill must be three different tokens, got "
                 f"{self.latent_start!r}, {self.latent_end!r}, {self.latent_fill!r}"
@@ -266,7 +290,7 @@ class Config:
             dynamics_steps=20,
             optimiser_iters=3,
             optimiser_pairs=2,
-            new_tokens=6,
+            new_tokens=12,
             preset="quick",
         )
 
@@ -308,7 +332,7 @@ class Config:
         ``--instances`` file (at most ``n_instances`` of each when it is set; an unreadable file counts 0:
         it is named when it is read)."""
         if not self.instances:
-            return self.n_instances
+            return self.n_instances or DEFAULT_SCENES
         total = 0
         for path in (p.strip() for p in self.instances.split(",") if p.strip()):
             try:
@@ -331,30 +355,24 @@ class Config:
         patches = 4 * image
         prompt = image + 64  # the image and a question's text, padded to its bucket
         k = sum(1 if kind == "blank" else len(self.noise_levels) * self.noise_seeds for kind in self.noise_kinds)
-        lat, block = self.n_latents, prompt + self.n_latents + 2
+        lat = self.n_latents or DEFAULT_LATENTS
         es = 2 + 2 * self.optimiser_iters * self.optimiser_pairs
+        seq = prompt + self.new_tokens  # a generation, counted as one pass over the prompt and its new tokens
+        shared = 1 + len(LATENT_KINDS)  # the clean run and every intervention, shared by the latent analyses
         passes = {  # (text passes, their length, vision passes) per instance
             "grounding": (1 + k, prompt + 4, 1 + k),
             "perception": (0, 0, 1),
-            "accuracy": (1, prompt + self.new_tokens, 1),
-            "decomposition": (2 + lat + len(DECOMPOSITION_SETTINGS), block, 1),
-            "mediation": ((1 + k) * (lat + 1) + 2 * k + len(MEDIATION_KINDS) + 2, block, 1 + k),
-            "similarity": (lat + 1, block, 1),
-            "optimisation": (es, block, 1),
-            "injection": (es, block + image, 1),
+            "accuracy": (1 if self.latents == "block" else 0, seq, 1),
+            "decomposition": (1, prompt + self.new_tokens + lat, 0),  # the attention rows, teacher-forced
+            "mediation": (3 * k, seq, 3 * k),  # each perturbed image, with the latents held and swapped
+            "similarity": (0, 0, 0),
+            "optimisation": (es + 1, seq, 1),
+            "injection": (es, seq + image, 1),
         }
-        if self.latents == "generated":  # generations of prompt + new_tokens tokens, shared by the analyses
-            seq = prompt + self.new_tokens
-            passes.update(
-                accuracy=(1 + len(LATENT_KINDS), seq, 1 + len(LATENT_KINDS)),  # the clean run, each intervention
-                decomposition=(1, seq, 1),  # the attention rows on the teacher-forced block
-                mediation=(3 * k, seq, 3 * k),  # each perturbed image, with the latents held and swapped
-                similarity=(0, 0, 0),
-                optimisation=(es + 1, seq, 2),
-                injection=(0, 0, 0),
-            )
+        if {"accuracy", "decomposition", "mediation", "similarity", "optimisation", "injection"} & set(self.analyses):
+            passes["shared"] = (shared, seq, shared)
         flops = 0.0
-        for name in self.analyses:
+        for name in [a for a in self.analyses if a in passes] + (["shared"] if "shared" in passes else []):
             count, length, vision = passes[name]
             flops += n * (count * forward_flops(z, length) + vision * vision_flops(z, patches))
         batches = -(-max(n, 1) // self.batch_size)
@@ -379,9 +397,9 @@ class Config:
         study_dir.elements_fit("n_instances", n, self.scene_size, self.scene_size, 3)
         study_dir.elements_fit("scene_size", self.scene_size, self.scene_size, 3)
         study_dir.elements_fit("image_size", self.image_size, self.image_size, 3 * 2)
-        study_dir.elements_fit("n_latents", self.n_latents, width, self.n_latents)
+        study_dir.elements_fit("n_latents", max(self.n_latents, 1), width, max(self.n_latents, 1))
         study_dir.elements_fit("n_tokens", self.n_tokens, width)
-        tokens = (self.image_size // 28) ** 2 + 192 + self.n_latents
+        tokens = (self.image_size // 28) ** 2 + 192 + self.new_tokens
         study_dir.elements_fit("batch_size", self.batch_size, tokens, tokens, heads)
         study_dir.elements_fit("optimiser_pairs", self.batch_size, 2 * self.optimiser_pairs, tokens, width)
         per = tokens * tokens * heads * layers * 4.0 + tokens * width * (layers + 1) * 4.0
@@ -438,10 +456,14 @@ __all__ = [
     "ANALYSES",
     "LATENTS",
     "Config",
+    "ANSWER_ROOM",
+    "BLOCK_TOKENS",
     "DECOMPOSITION_SETTINGS",
+    "DEFAULT_LATENTS",
+    "DEFAULT_SCENES",
+    "LATENT_KINDS",
     "DTYPES",
     "GPU_PRESETS",
-    "MEDIATION_KINDS",
     "NOISE_KINDS",
     "PENDING",
     "RANDOM_NOTE",

@@ -23,7 +23,7 @@ import numpy as np
 from tokdyn.data import scenes
 from tokdyn.diagnostics import choices
 from tokdyn.models import families
-from tokdyn.studies.vlm_diagnostics.config import TINY_FAMILY
+from tokdyn.studies.vlm_diagnostics.config import DEFAULT_SCENES, TINY_FAMILY
 
 QUESTION = "How many objects are in the image? Answer with one digit."
 KEYS = ("image", "question", "answer")
@@ -246,11 +246,13 @@ def stamp(cfg, instances: Optional[Instances]) -> dict:
 
 def make_instances(cfg, family: Optional[ModuleType] = None) -> Instances:
     """The configuration's instances: ``cfg.instances`` read (their images by ``family``, :func:`read_jsonl`),
-    or ``cfg.n_instances`` rendered scenes from ``fold_in(key(root_seed), 0)``."""
+    or ``cfg.n_instances`` rendered scenes (0: :data:`~tokdyn.studies.vlm_diagnostics.config.DEFAULT_SCENES`)
+    from ``fold_in(key(root_seed), 0)``."""
     if cfg.instances:
         return read_files(cfg.instances, cfg.n_instances, family)
     key = jax.random.fold_in(jax.random.key(cfg.root_seed), 0)
-    return scene_instances(key, cfg.n_instances, size=cfg.scene_size, max_objects=cfg.max_objects)
+    n = cfg.n_instances or DEFAULT_SCENES
+    return scene_instances(key, n, size=cfg.scene_size, max_objects=cfg.max_objects)
 
 
 def bucket(n: int, floor: int = 1) -> int:
@@ -273,8 +275,6 @@ class Group:
       prompt_mask: (G, T) bool, False at the padding.
       plain: (G, T + A) ids of the prompt followed by the answer's tokens (teacher-forced: the grounding score).
       plain_mask: (G, T + A) bool.
-      block: (G, T + L + 2) ids of the prompt followed by the latent block (the latent analyses).
-      block_mask: (G, T + L + 2) bool.
       answer_ids: (G, A) the answer's token ids, padded.
       answer_mask: (G, A) bool, False at the padding (at least the first token is True).
       pixels: (G, patches, patch_dim) float32 pixel rows.
@@ -287,8 +287,6 @@ class Group:
     prompt_mask: np.ndarray
     plain: np.ndarray
     plain_mask: np.ndarray
-    block: np.ndarray
-    block_mask: np.ndarray
     answer_ids: np.ndarray
     answer_mask: np.ndarray
     pixels: np.ndarray
@@ -298,7 +296,7 @@ class Group:
     @property
     def name(self) -> str:
         """The group's name in part names: its two lengths and the answer's."""
-        return f"T{self.plain.shape[1]}-A{self.answer_ids.shape[1]}-L{self.block.shape[1]}"
+        return f"T{self.prompt.shape[1]}-A{self.answer_ids.shape[1]}"
 
 
 def resized(instances: Instances, side: int, family: Optional[ModuleType] = None) -> list:
@@ -317,10 +315,10 @@ def _padded(row: np.ndarray, at: int, length: int) -> tuple:
 
 
 def encode(instances: Instances, loaded, cfg) -> list:
-    """The instances as :class:`Group` s: one group, unless the prompts place their image at different
-    positions (a group per position), in order of their first instance; prompts and answers padded to
-    their buckets (:func:`bucket`); the images resized and the latent block placed by ``loaded``'s family (its
-    ``processor.resize`` and ``adapter.prompt``)."""
+    """The instances as :class:`Group` s: a group per position of the image in the prompt and per length
+    bucket of the prompt's text (:func:`bucket`: one long question pads its own group, never every prompt), in
+    order of their first instance; prompts and answers padded to their buckets; the images resized by
+    ``loaded``'s family (its ``processor.resize``)."""
     mcfg, family = loaded.config, loaded.family
     images = resized(instances, cfg.image_size, family)
     n_image = (cfg.image_size // mcfg.vision.patch_size) ** 2 // mcfg.vision.spatial_merge_size**2
@@ -331,16 +329,14 @@ def encode(instances: Instances, loaded, cfg) -> list:
         ans = t.answer(instances.answers[i])
         last = int(np.flatnonzero(p == mcfg.image_token_id)[-1])
         at = last + 2 if last + 1 < len(p) and p[last + 1] == mcfg.vision_end_token_id else last + 1
-        rows.setdefault(at, []).append((i, p, ans))
+        rows.setdefault((at, bucket(len(p) - n_image, TEXT_FLOOR)), []).append((i, p, ans))
     groups = []
-    for at, members in rows.items():
+    for (at, _), members in rows.items():
         index = np.asarray([m[0] for m in members])
         length = n_image + bucket(max(len(m[1]) for m in members) - n_image, TEXT_FLOOR)
         width = bucket(max(len(m[2]) for m in members))
         prompts, prompt_mask = map(np.stack, zip(*[_padded(m[1], at, length) for m in members]))
         answers, answer_mask = map(np.stack, zip(*[_padded(m[2], len(m[2]), width) for m in members]))
-        block = np.stack([family.adapter.prompt(p, [], cfg.n_latents, t.start, t.end, t.fill) for p in prompts])
-        block_mask = np.concatenate([prompt_mask, np.ones((len(index), block.shape[1] - length), bool)], 1)
         px = [loaded.processor(images[i]) for i in index]
         grid = px[0]["image_grid_thw"]
         pixels = np.stack([x["pixel_values"] for x in px]).astype(np.float32)
@@ -353,8 +349,6 @@ def encode(instances: Instances, loaded, cfg) -> list:
                 prompt_mask,
                 plain,
                 plain_mask,
-                block,
-                block_mask,
                 answers,
                 answer_mask,
                 pixels,

@@ -6,9 +6,12 @@ answers flipped) a Wilson interval (:func:`tokdyn.experiment.findings.rate_inter
 values (a grounding score, a KL, a cosine distance, an ARI) the interval of the mean over instances
 (:func:`tokdyn.experiment.findings.seed_interval`: Student's t below 10 instances, on the logit scale of a
 bounded range, a bootstrap from 10 on; fewer than 3: none); the gain kept by a setting a bootstrap over
-instances (:func:`tokdyn.stats.gain_retained`). Accuracy stands beside its chance level. A value that is
-undefined (a gain kept where the full block gains nothing, an ARI of images without object masks) is
-printed ``–`` with a sentence that says why. A random model's summary opens and ends with
+instances (:func:`tokdyn.stats.gain_retained`); an intervention against the clean run the paired difference
+of accuracy over the instances both were scored on (:func:`tokdyn.experiment.paired.paired_test`) with
+McNemar's exact test of the discordant instances (:func:`paired_cell`). Accuracy stands beside its chance
+level. A value that is undefined (a gain kept where the block does not raise accuracy, an ARI of images
+without object masks) is printed ``–`` with a sentence that says why. Warnings about the run (no block written,
+blocks cut) open the summary. A random model's summary opens and ends with
 :data:`~tokdyn.studies.vlm_diagnostics.config.RANDOM_NOTE`.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tokdyn.experiment import findings
+from tokdyn.experiment import findings, paired
 from tokdyn.studies.vlm_diagnostics.config import PENDING, RANDOM_NOTE
 
 CAPTION = (
@@ -69,6 +72,25 @@ def rate_cell(values) -> str:
     return f"{findings.interval(rate, low, high)} ({k}/{n})"
 
 
+def paired_cell(before: dict, after: dict) -> str:
+    """The paired difference of accuracy, after minus before, over the instances scored in both (``{instance:
+    correct}``, NaN entries left out): the mean difference with its 95% interval over instances
+    (:func:`tokdyn.experiment.paired.paired_test`) and McNemar's exact two-sided p over the discordant
+    instances (right before and wrong after, or the reverse: a binomial test at 1/2)."""
+    from scipy import stats as sp
+
+    both = [i for i in before if i in after and np.isfinite(before[i]) and np.isfinite(after[i])]
+    if not both:
+        return "– (n = 0)"
+    a = np.asarray([before[i] for i in both], np.float64)
+    b = np.asarray([after[i] for i in both], np.float64)
+    t = paired.paired_test(b - a, bounds=findings.RATE)
+    worse, better = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+    p = sp.binomtest(worse, worse + better, 0.5).pvalue if worse + better else 1.0
+    cell = findings.interval(t["mean_diff"], t["diff_low"], t["diff_high"])
+    return f"{cell} (n = {t['n']}; {better} up, {worse} down, McNemar p = {p:.3g})"
+
+
 def _table(head: list, body: list) -> list:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
         "| " + " | ".join(str(v) for v in row) + " |" for row in body
@@ -96,42 +118,58 @@ def chance_sentence(chance) -> str:
 # ---------------------------------------------------------------------------------------------- tables
 
 
+def _correct(rows: list) -> dict:
+    return {int(r["instance"]): float(r["correct"]) for r in rows}
+
+
 def accuracy_lines(rows: list, chance=None) -> list:
     """Per benchmark (file) and setting: the accuracy of the generated answers with its Wilson interval, the
-    unparsable answers (counted wrong) and the chance level."""
+    unparsable answers (counted wrong), the answers the token limit cut (counted apart, out of the accuracy),
+    the chance level, and each setting's paired difference from the clean run (``none``)."""
     body = []
     for bench in dict.fromkeys(r["benchmark"] for r in rows):
+        base = _correct([r for r in rows if r["benchmark"] == bench and r["setting"] == "none"])
         for setting in dict.fromkeys(r["setting"] for r in rows):
             sel = [r for r in rows if r["benchmark"] == bench and r["setting"] == setting]
             if not sel:
                 continue
-            bad = sum(not bool(r["parsed"]) for r in sel)
+            cut = sum(bool(r.get("cut", False)) for r in sel)
+            bad = sum(not bool(r["parsed"]) and not bool(r.get("cut", False)) for r in sel)
+            diff = "–" if setting == "none" or not base else paired_cell(base, _correct(sel))
             body.append(
                 [
                     bench,
                     setting,
                     rate_cell([r["correct"] for r in sel]),
                     bad,
+                    cut,
                     _chance_text([r["chance"] for r in sel]),
+                    diff,
                 ]
             )
     blocks = ""
     clean = [r for r in rows if r["setting"] == "none" and "blocks" in r]
-    if clean:  # generated latents: how many instances wrote a block
+    if clean:
         k = sum(int(r["blocks"]) > 0 for r in clean)
+        c = sum(bool(r.get("block_cut", False)) for r in clean)
         blocks = (
-            f" With --latents generated, {k} of {len(clean)} instances wrote a latent block in the clean run "
-            "(setting none: the latents as generated; the others replace or hide them as they are generated); the "
-            "latent analyses read only those that did."
+            f" In the clean run {k} of {len(clean)} instances wrote a whole latent block"
+            + (f" and {c} a block the token limit cut (counted as cut, in no latent analysis)" if c else "")
+            + " (setting none: the latents as computed; the others replace or hide them as they are written, each a "
+            "kind of the one table of interventions; swap and mean take other instances' latents of the whole set, "
+            "and an instance with no other instance to take them from has no row)."
         )
     return (
         ["## Accuracy of the generated answers", ""]
-        + _table(["benchmark", "setting", "accuracy", "unparsable", "chance"], body)
+        + _table(["benchmark", "setting", "accuracy", "unparsable", "cut", "chance", "vs none (paired)"], body)
         + [
             "",
-            "A multiple-choice answer is read from the generated text by tokdyn.diagnostics.choices.extract "
-            "(a letter alone or at the start, 'answer is B', a lone letter, or one option's text); an answer no "
-            "rule reads is unparsable and counted wrong. An open answer is right when the text begins with it. "
+            "A multiple-choice answer is read from the text generated after the last whole latent block by "
+            "tokdyn.diagnostics.choices.extract; an answer no rule reads is unparsable and counted wrong, unless the "
+            "token limit cut the run before it stopped: then it is cut, counted apart and out of the accuracy. An "
+            "open answer is read by tokdyn.diagnostics.choices.read_open (a number whole, with its decimals and "
+            "thousands; a text at the start). vs none: the paired difference of accuracy from the "
+            "clean run over the instances scored in both, its 95% interval, and McNemar's exact test. "
             + chance_sentence([r["chance"] for r in rows])
             + blocks,
         ]
@@ -198,27 +236,34 @@ def decomposition_lines(rows: list, chance=None) -> list:
     settings = list(dict.fromkeys(r["setting"] for r in correct))
     acc = {s: per_instance([r for r in correct if r["setting"] == s], "correct") for s in settings}
     n = len(acc.get("full", ()))
-    gain_defined = "full" in acc and "no_block" in acc and n >= 2 and acc["full"].mean() != acc["no_block"].mean()
+    gain_defined = "full" in acc and "no_block" in acc and n >= 2 and acc["full"].mean() > acc["no_block"].mean()
+    full = _correct([r for r in correct if r["setting"] == "full"])
     body = []
     for s in settings:
         kept = "–"
         if gain_defined and len(acc[s]) == n:
             g = stats.gain_retained(acc[s], acc["full"], acc["no_block"], seed=0)
             kept = findings.interval(g.share, g.low, g.high)
-        body.append([s, rate_cell(acc[s]), kept])
-    lines = ["## Decomposition of the latent block", ""] + _table(["setting", "accuracy", "gain kept"], body)
+        diff = "–" if s == "full" else paired_cell(full, _correct([r for r in correct if r["setting"] == s]))
+        body.append([s, rate_cell(acc[s]), kept, diff])
+    lines = ["## Decomposition of the latent block", ""] + _table(
+        ["setting", "accuracy", "gain kept", "vs full (paired)"], body
+    )
     lines += ["", chance_sentence(chance if chance is not None else []) + f" Chance here: {_chance_text(chance)}."]
     if not gain_defined and "full" in acc and "no_block" in acc:
         a, b = acc["full"].mean() if n else np.nan, acc["no_block"].mean() if len(acc["no_block"]) else np.nan
-        why = (
-            "accuracy is 0 under every setting"
-            if all(not v.size or v.max() == 0 for v in acc.values())
-            else f"the full block's accuracy ({a:.3f}) equals no block's ({b:.3f})"
-        )
+        if all(not v.size or v.max() == 0 for v in acc.values()):
+            why = "accuracy is 0 under every setting, so the block gains nothing for a setting to keep"
+        elif a < b:
+            why = (
+                f"the full block's accuracy ({a:.3f}) is below no block's ({b:.3f}): the block lowers accuracy, "
+                "so there is no gain to keep (a share of a negative gain would read backwards)"
+            )
+        else:
+            why = f"the full block's accuracy ({a:.3f}) equals no block's ({b:.3f}), so the block gains nothing to keep"
         lines += [
             "",
-            f"The gain kept is undefined (–): {why}, so the block gains nothing for a setting to keep "
-            "((acc(setting) - acc(no block)) / (acc(full) - acc(no block)) divides by zero).",
+            f"The gain kept, (acc(setting) - acc(no block)) / (acc(full) - acc(no block)), is undefined (–): {why}.",
         ]
     att = [r for r in rows if r.get("measure") == "attention"]
     if att:
@@ -305,6 +350,7 @@ def mediation_lines(rows: list, chance=None) -> list:
     if out:
         body = []
         before = [dict(instance=r["instance"], c=r["correct_before"]) for r in out]
+        own = {int(r["instance"]): float(r["correct_before"]) for r in out}
         for kind in dict.fromkeys(r["kind"] for r in out):
             sel = [r for r in out if r["kind"] == kind]
             body.append(
@@ -313,13 +359,17 @@ def mediation_lines(rows: list, chance=None) -> list:
                     rate_cell(per_instance(sel, "flipped")),
                     mean_cell(per_instance(sel, "kl")),
                     rate_cell(per_instance(sel, "correct")),
+                    paired_cell(own, _correct(sel)),
                 ]
             )
-        lines += ["### Latent -> answer (the latents replaced)", ""]
-        lines += _table(["intervention", "answer flipped", "answer KL", "accuracy"], body)
+        lines += ["### Latent -> answer (the latents replaced or hidden as they are written)", ""]
+        lines += _table(["intervention", "answer flipped", "answer KL", "accuracy", "vs own latents (paired)"], body)
         lines += [
             "",
-            f"Accuracy with the model's own latents: {rate_cell(per_instance(before, 'c'))}; chance {_chance_text(chance)}.",
+            f"Accuracy with the model's own latents: {rate_cell(per_instance(before, 'c'))}; chance {_chance_text(chance)}. "
+            "Every answer is read where it is written, after the last whole block: an answer flips when both runs' "
+            "answers were read and differ (a run with no readable answer counts in neither direction); the KL is "
+            "that of the answer distribution over the options at that step.",
         ]
     return lines
 
@@ -389,12 +439,17 @@ def summary(cfg, data: dict) -> str:
     lines = []
     if data["random"]:
         lines += [f"**{RANDOM_NOTE}**", ""]
+    for w in data.get("warnings") or ():
+        lines += [f"**Warning: {w}.**", ""]
     model = cfg.model or "the tiny random Qwen2.5-VL (no --model)"
+    size = data.get("n_latents") or cfg.n_latents
     where = (
-        f"{cfg.n_latents} latent slots after the prompt, filled by the model (--latents block)"
+        f"a block of {size} latents forced after the prompt and filled with the model's own states (--latents block)"
         if cfg.latents == "block"
-        else f"the latents the model writes while generating, {cfg.n_latents} a block (--latents generated)"
+        else f"the latent blocks the model opens itself while it generates, {size} latents a block (--latents generated)"
     )
+    if cfg.instances and cfg.n_instances:
+        where += f"; the first {cfg.n_instances} lines of each instances file (--n-instances)"
     lines += [
         "# vlm-diagnostics",
         "",
@@ -409,8 +464,6 @@ def summary(cfg, data: dict) -> str:
             lines += ["", f"## {name}", "", "No rows (no instance this analysis applies to)."]
             continue
         lines += [""] + LINES[name](rows, chance)
-    for name, why in (data.get("skipped") or {}).items():
-        lines += ["", f"## {name}", "", f"Not run with --latents generated: {why}."]
     if PENDING:
         lines += ["", "Not tabulated by this study yet: " + "; ".join(f"{k} ({v})" for k, v in PENDING.items()) + "."]
     if data["random"]:
@@ -428,6 +481,7 @@ __all__ = [
     "mean_cell",
     "mediation_lines",
     "optimisation_lines",
+    "paired_cell",
     "per_instance",
     "perception_lines",
     "rate_cell",

@@ -1,8 +1,10 @@
 """The vlm-diagnostics study as a straight pipeline: the checks and the stamp of the model and the instances
 (:func:`check`, :func:`prepare`, :func:`stamp_extra`, before the directory is opened), then :func:`run`: the
-instances encoded, each analysis of ``cfg.analyses`` run batch by batch, every batch kept as a part as it
-finishes (a rerun computes only what is missing, and reads no weights when nothing is), the tables put
-together."""
+instances encoded; the clean pass (every batch's clean run, kept as a part), from which the set's sources of
+``swap`` and ``mean`` are made over every instance and the run is judged (no block written at all is refused,
+a latent checkpoint run in block mode warned of); then each analysis of ``cfg.analyses`` batch by batch, every
+batch kept as a part as it finishes (a rerun computes only what is missing, and reads no weights when nothing
+is), the tables put together."""
 
 from __future__ import annotations
 
@@ -11,10 +13,9 @@ import numpy as np
 from tokdyn import io
 from tokdyn.experiment import runner
 from tokdyn.experiment import study as study_dir
-from tokdyn.diagnostics import vlm_generated
-from tokdyn.studies.vlm_diagnostics import checkpoint, generated, instances
-from tokdyn.studies.vlm_diagnostics.analyses import FUNCTIONS, Context, similarity_rows
-from tokdyn.studies.vlm_diagnostics.config import STUDY, Config
+from tokdyn.studies.vlm_diagnostics import checkpoint, instances
+from tokdyn.studies.vlm_diagnostics.analyses import FUNCTIONS, Context, clean_part, similarity_rows, sources_of
+from tokdyn.studies.vlm_diagnostics.config import ANSWER_ROOM, STUDY, Config
 
 
 def check(session, cfg: Config) -> None:
@@ -29,13 +30,16 @@ def check(session, cfg: Config) -> None:
     try:
         if cfg.model:
             checkpoint.check_directory(cfg.model)
-        loaded = session.context["loaded"] = checkpoint.open_checkpoint(cfg)
+        session.context["loaded"] = checkpoint.open_checkpoint(cfg)
+        size = checkpoint.latent_size(cfg)
+    except ImportError as e:  # the models extra missing: one line naming it
+        raise study_dir.Refused(str(e)) from None
     except ValueError as e:
         raise study_dir.Refused(str(e)) from None
-    if cfg.latents == "generated" and not vlm_generated.supports(loaded.config):
+    if cfg.new_tokens < size + 2 + ANSWER_ROOM:
         raise study_dir.Refused(
-            "--latents generated needs latent-mode generation (the family's latent.LatentMode and its "
-            f"interventions), which {loaded.family.__name__} does not have: use --latents block"
+            f"new_tokens={cfg.new_tokens} leaves no room for the checkpoint's block of {size} latents, its two "
+            f"markers and an answer: give --new-tokens {size + 2 + ANSWER_ROOM} or more"
         )
 
 
@@ -127,9 +131,68 @@ def stamp_extra(session, cfg: Config) -> dict:
     return session.context["stamp"]
 
 
+LATENT_ANALYSES = ("accuracy", "decomposition", "mediation", "similarity", "optimisation", "injection")
+"""The analyses that read the latent block, after the clean pass."""
+
+
+def clean_pass(session, ctx: Context, groups: list) -> list:
+    """Every batch's clean run (:func:`~tokdyn.studies.vlm_diagnostics.analyses.clean_part`), kept as the part
+    ``clean__<group>__<start>``; then the set's sources of ``swap`` and ``mean`` on ``ctx``, and the warnings of
+    a run whose blocks mean nothing. A run with ``--latents generated`` in which no instance wrote a whole
+    block is refused (:class:`tokdyn.experiment.study.Refused`, exit 2), naming the likely causes."""
+    bs = ctx.cfg.batch_size
+    with session.timed("clean"):
+        for g in groups:
+            for start in range(0, len(g.index), bs):
+                ctx.clean[(g.name, start)] = session.part(
+                    f"clean__{g.name}__{start:06d}", lambda g=g, s=start: clean_part(ctx, g, s)
+                )
+    parts = list(ctx.clean.values())
+    ctx.sources = sources_of(ctx, parts)
+    valid = [np.asarray(p["valid"], bool) for p in parts]
+    whole = sum(int((np.asarray(p["complete"]).sum(1)[v] > 0).sum()) for p, v in zip(parts, valid))
+    cut = sum(
+        int(((np.asarray(p["n_blocks"]) > np.asarray(p["complete"]).sum(1))[v]).sum()) for p, v in zip(parts, valid)
+    )
+    n = sum(int(v.sum()) for v in valid)
+    warnings = []
+    t = ctx.loaded.tokens
+    if ctx.cfg.latents == "generated" and whole == 0:
+        why = (
+            f"{cut} of {n} opened a block the token limit cut (give a larger --new-tokens)"
+            if cut
+            else "none emitted its start token: is this a latent-reasoning checkpoint, and are --latent-start "
+            "(the token it opens its block with) and --latent-fill (its pad) the right way round?"
+        )
+        raise study_dir.Refused(
+            f"--latents generated: no instance of {n} wrote a whole latent block in the clean run ({why}); the "
+            "interventions would act on nothing. Use --latents block to force a block after the prompt"
+        )
+    if ctx.cfg.latents == "generated" and whole < n:
+        warnings.append(
+            f"{n - whole} of {n} instances wrote no whole latent block in the clean run"
+            + (f" ({cut} cut by the token limit)" if cut else "")
+            + ": the latent analyses read only the others"
+        )
+    if ctx.cfg.latents == "block":
+        again = sum(int((np.asarray(p["n_blocks"]) > 1)[v].sum()) for p, v in zip(parts, valid))
+        if again:
+            warnings.append(
+                f"{again} of {n} instances opened a second block by themselves after the forced one: this "
+                "checkpoint writes its own latent blocks (token "
+                f"{t.start}); --latents generated runs it as it was trained"
+            )
+        if cut:
+            warnings.append(f"{cut} of {n} forced blocks were cut by the token limit (give a larger --new-tokens)")
+    for w in warnings:
+        session.say(f"warning: {w}")
+    return warnings
+
+
 def run(session, cfg: Config) -> runner.Result:
-    """Every analysis of ``cfg.analyses`` over every batch of instances, each batch kept as a part
-    (``<analysis>__<group>__<start>``); the tables ``instances.csv`` and ``<analysis>.csv``."""
+    """The clean pass (:func:`clean_pass`), then every analysis of ``cfg.analyses`` over every batch of
+    instances, each batch kept as a part (``<analysis>__<group>__<start>``); the tables ``instances.csv`` and
+    ``<analysis>.csv``."""
     loaded = session.context.get("loaded") or checkpoint.open_checkpoint(cfg)
     inst = session.context.get("instances") or instances.make_instances(cfg, loaded.family)
     groups = instances.encode(inst, loaded, cfg)
@@ -150,23 +213,20 @@ def run(session, cfg: Config) -> runner.Result:
             ]
         )
     }
-    results, matrices, skipped = {}, {}, {}
-    table = dict(FUNCTIONS)
-    if cfg.latents == "generated":
-        table.update(generated.FUNCTIONS)
+    warnings = []
+    if set(LATENT_ANALYSES) & set(cfg.analyses):
+        warnings = clean_pass(session, ctx, groups)
+    results, matrices = {}, {}
     for name in cfg.analyses:
         rows = []
-        if cfg.latents == "generated" and name not in generated.FUNCTIONS and name not in ("grounding", "perception"):
-            skipped[name] = SKIPPED[name]
-            continue
         session.say(f"{name} ...")
         with session.timed(name):
             if name == "perception":
                 for start in range(0, len(inst), bs):
-                    rows += session.rows(f"perception__{start:06d}", lambda s=start: table[name](ctx, s))
+                    rows += session.rows(f"perception__{start:06d}", lambda s=start: FUNCTIONS[name](ctx, s))
             elif name == "similarity":
                 parts = [
-                    session.part(f"similarity__{g.name}__{start:06d}", lambda g=g, s=start: table[name](ctx, g, s))
+                    session.part(f"similarity__{g.name}__{start:06d}", lambda g=g, s=start: FUNCTIONS[name](ctx, g, s))
                     for g in groups
                     for start in range(0, len(g.index), bs)
                 ]
@@ -178,7 +238,7 @@ def run(session, cfg: Config) -> runner.Result:
                 for g in groups:
                     for start in range(0, len(g.index), bs):
                         rows += session.rows(
-                            f"{name}__{g.name}__{start:06d}", lambda g=g, s=start: table[name](ctx, g, s)
+                            f"{name}__{g.name}__{start:06d}", lambda g=g, s=start: FUNCTIONS[name](ctx, g, s)
                         )
         results[name] = rows
         keys = list(dict.fromkeys(c for r in rows for c in r))
@@ -193,9 +253,10 @@ def run(session, cfg: Config) -> runner.Result:
         data=dict(
             rows=results,
             matrices=matrices,
-            skipped=skipped,
+            warnings=warnings,
             random=loaded.random,
             n=len(inst),
+            n_latents=loaded.size,
             source=inst.source,
             groups=[g.name for g in groups],
             chance=[inst.chance(i) for i in range(len(inst))],
@@ -205,17 +266,10 @@ def run(session, cfg: Config) -> runner.Result:
     )
 
 
-SKIPPED = {
-    "injection": "DMLR's visual injection inserts the image's tokens before the block, which the generation "
-    "program cannot do while it generates; the optimisation analysis runs DMLR on the generated latents",
-}
-"""Analyses of the block mode with no counterpart on generated latents, and why (said in the summary)."""
-
-
 def _blank(rows: list, column: str):
     """What a row without ``column`` holds there: NaN in a numeric column, "" in a text one."""
     kinds = {type(r[column]) for r in rows if column in r}
     return "" if str in kinds else np.nan
 
 
-__all__ = ["SKIPPED", "changed_message", "check", "prepare", "run", "stamp_extra"]
+__all__ = ["LATENT_ANALYSES", "changed_message", "check", "clean_pass", "prepare", "run", "stamp_extra"]

@@ -173,7 +173,7 @@ def tokenizer_config(tok) -> dict:
         "eos_token": EOS_TOKEN,
         "pad_token": PAD_TOKEN,
         "unk_token": None,
-        "extra_special_tokens": extra,
+        "additional_special_tokens": extra,
         "model_max_length": MODEL_MAX_LENGTH,
         "clean_up_tokenization_spaces": False,
         "split_special_tokens": False,

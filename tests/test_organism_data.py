@@ -26,7 +26,7 @@ pytest.importorskip("jinja2")
 from tokenizers import pre_tokenizers  # noqa: E402
 
 from tokdyn.diagnostics import choices  # noqa: E402
-from tokdyn.models import qwen2_5_vl  # noqa: E402
+from tokdyn.models import qwen2_5_vl, vlm  # noqa: E402
 from tokdyn.models.latent import tasks as latent_tasks  # noqa: E402
 from tokdyn.models.organism import checkpoint, tasks, tokenizer  # noqa: E402
 from tokdyn.models.qwen2_5_vl import saving  # noqa: E402
@@ -249,7 +249,7 @@ def test_the_tokenizer_round_trips_and_holds_the_tasks_words(tok, items):
     three latent ones."""
     assert tokenizer.INSTRUCTION == choices.INSTRUCTION
     assert set(tokenizer.bytes_to_unicode().values()) == set(pre_tokenizers.ByteLevel.alphabet())
-    template = qwen2_5_vl.chat.render
+    template = vlm.chat.render
     specials = tokenizer.SPECIAL_TOKENS + tokenizer.LATENT_TOKENS
     for ex in items[:50]:
         messages = [
@@ -278,7 +278,7 @@ def test_chat_gives_transformers_ids(reference, tok):
     """The committed checkpoint's tokenizer and template through tokdyn's ``Chat``: the text, the ids (image
     placeholders expanded) and the pixels ``transformers``' processor gave, and the same ids from the tokenizer
     built today (the writer's output has not drifted from what ``transformers`` saw)."""
-    chat = qwen2_5_vl.Chat.load(FIXTURE)
+    chat = vlm.Chat.load(FIXTURE)
     for family in ("read", "path"):
         messages = [
             {
@@ -373,7 +373,7 @@ def tiny(tok):
     return cfg, tiny_params(cfg)
 
 
-LATENT = qwen2_5_vl.LatentMode(*tokenizer.LATENT_TOKENS, size=4)
+LATENT = vlm.LatentMode(*tokenizer.LATENT_TOKENS, size=4)
 
 
 def test_the_writer_round_trips_through_load(tmp_path, tok, tiny):
@@ -389,7 +389,7 @@ def test_the_writer_round_trips_through_load(tmp_path, tok, tiny):
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, model.params), params)
     assert model.generation_config.do_sample is False and model.generation_config.eos_token_id == cfg.eos_token_id
     assert qwen2_5_vl.ImageProcessor.read(out) == qwen2_5_vl.ImageProcessor()
-    assert qwen2_5_vl.Chat.load(out).tokenizer.to_str() == tok.to_str()
+    assert vlm.Chat.load(out).tokenizer.to_str() == tok.to_str()
     assert checkpoint.read_latent_mode(out) == {"start": LATENT.start, "end": LATENT.end, "pad": LATENT.pad, "size": 4}
     marker = json.loads((out / checkpoint.MARKER).read_text())
     assert sorted(marker["files"]) == sorted(p.name for p in out.iterdir() if p.name != checkpoint.MARKER)
@@ -458,7 +458,8 @@ def test_the_writer_refuses_what_it_did_not_write_and_bad_input(tmp_path, tok, t
     "edit, match",
     [
         (lambda d: d.pop("size"), "field 'size' is missing"),
-        (lambda d: d.update(feed="norm"), "field 'feed' is not one of"),
+        (lambda d: d.update(mode="norm"), "field 'mode' is not one of"),
+        (lambda d: d.update(feed="mean"), "feed is 'mean'"),
         (lambda d: d.update(start="<|latent_begin|>"), "start is '<|latent_begin|>'"),
         (lambda d: d.update(end="latent"), "end is 'latent'"),
         (lambda d: d.update(pad=""), "pad is ''"),
@@ -471,7 +472,7 @@ def test_the_writer_refuses_what_it_did_not_write_and_bad_input(tmp_path, tok, t
 )
 def test_bad_latent_mode_files_are_refused(tmp_path, edit, match):
     """``latent_mode.json`` that lacks a field or holds another, names a token the tokenizer lacks (or text of
-    several tokens), repeats one, or states a size that is not an integer in [1, 256]: refused naming the file,
+    several tokens), repeats one, or states a size that is not an integer in [1, MAX_SIZE]: refused naming the file,
     the field and the value."""
     ckpt = tmp_path / "ckpt"
     shutil.copytree(FIXTURE, ckpt, ignore=shutil.ignore_patterns("reference.npz", "model.safetensors"))

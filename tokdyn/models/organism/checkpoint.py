@@ -33,17 +33,17 @@ from pathlib import Path
 from tokdyn import io
 from tokdyn.models import qwen2_5_vl
 from tokdyn.models.organism import tokenizer as tokenizer_lib
-from tokdyn.models.qwen2_5_vl import chat as chat_lib
-from tokdyn.models.qwen2_5_vl import config as config_lib
 from tokdyn.models.qwen2_5_vl import saving
+from tokdyn.models.vlm import chat as chat_lib
+from tokdyn.models.vlm import latent as latent_lib
 
 MARKER = "tokdyn_checkpoint.json"
 """The file that marks a directory :func:`write` wrote, with the SHA-256 of each of its files."""
 WRITER = "tokdyn.models.organism.checkpoint.write"
-LATENT_FILE = "latent_mode.json"
-LATENT_FIELDS = ("start", "end", "pad", "size")
+LATENT_FILE = latent_lib.FILE
+LATENT_FIELDS = latent_lib.FIELDS
 """The fields of ``latent_mode.json``: the three tokens' strings and the latents per block."""
-MAX_LATENT_SIZE = 256
+MAX_LATENT_SIZE = latent_lib.MAX_SIZE
 """The most latents per block ``latent_mode.json`` may state (the published methods use 4 to 10)."""
 PLACEHOLDERS = {
     "image_token_id": "<|image_pad|>",
@@ -117,69 +117,22 @@ def tiny_config(tok) -> qwen2_5_vl.Config:
     return model_config(tok, vision, text)
 
 
-def check_latent_mode(fields, tok, where: str) -> dict:
-    """``fields`` (a mapping of :data:`LATENT_FIELDS`) checked against the tokenizer ``tok``: each token a
-    non-empty string that ``tok`` holds as one token, the three distinct, ``size`` an integer in
-    [1, :data:`MAX_LATENT_SIZE`], no other field. A ValueError naming ``where``, the field and its value
-    otherwise. Returns the four fields as a dict (``LatentMode(**fields)`` takes it)."""
-    if not isinstance(fields, dict):
-        raise ValueError(
-            f"{where}: expected a JSON object with fields {list(LATENT_FIELDS)}, got {type(fields).__name__}"
-        )
-    missing = [f for f in LATENT_FIELDS if f not in fields]
-    if missing:
-        raise ValueError(f"{where}: field {missing[0]!r} is missing; expected the fields {list(LATENT_FIELDS)}")
-    extra = sorted(set(fields) - set(LATENT_FIELDS))
-    if extra:
-        raise ValueError(f"{where}: field {extra[0]!r} is not one of {list(LATENT_FIELDS)}")
-    for name in LATENT_FIELDS[:3]:
-        value = fields[name]
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{where}: {name} is {value!r}; expected a token's string, e.g. '<|latent_{name}|>'")
-        found = tok.token_to_id(value)
-        if found is None or tok.encode(value, add_special_tokens=False).ids != [found]:
-            raise ValueError(
-                f"{where}: {name} is {value!r}, which the tokenizer does not hold as one token (its added tokens: "
-                f"{[t.content for _, t in sorted(tok.get_added_tokens_decoder().items())][-8:]})"
-            )
-    tokens = [fields[n] for n in LATENT_FIELDS[:3]]
-    if len(set(tokens)) != 3:
-        raise ValueError(f"{where}: start, end and pad are {tokens}; expected three different tokens")
-    size = fields["size"]
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_LATENT_SIZE:
-        raise ValueError(
-            f"{where}: size is {size!r}; expected an integer in [1, {MAX_LATENT_SIZE}] (latents per block)"
-        )
-    return {name: fields[name] for name in LATENT_FIELDS}
+check_latent_mode = latent_lib.check_fields
+"""A latent mode's fields checked against a tokenizer (:func:`tokdyn.models.vlm.latent.check_fields`)."""
 
 
 def read_latent_mode(directory: str | Path) -> dict:
     """The latent mode the checkpoint in ``directory`` states in its ``latent_mode.json``, checked against its
-    ``tokenizer.json`` (:func:`check_latent_mode`): ``{"start", "end", "pad", "size"}`` (token strings and an
-    int), which ``LatentMode(**read_latent_mode(d))`` takes.
-
-    FileNotFoundError when the file (or ``tokenizer.json``) is missing (a checkpoint without it is run with the
-    latent tokens given by hand); a ValueError naming the file, the field and its value when the file is not a
-    JSON object, lacks a field or holds another, names a token the tokenizer lacks, repeats a token, or states a
-    size that is not an integer in [1, :data:`MAX_LATENT_SIZE`]."""
-    directory = Path(directory)
-    path = directory / LATENT_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no {LATENT_FILE} in {str(directory)!r}: the checkpoint does not state its latent mode (give the "
-            "latent tokens and the size by hand)"
-        )
-    raw = config_lib.read_json(path, f"the latent mode (fields {list(LATENT_FIELDS)})")
-    tokenizer = directory / "tokenizer.json"
-    if not tokenizer.is_file():
-        raise FileNotFoundError(f"no tokenizer.json in {str(directory)!r}: {LATENT_FILE}'s tokens cannot be checked")
-    return check_latent_mode(raw, chat_lib.read_tokenizer(tokenizer), str(path))
+    ``tokenizer.json`` (:func:`tokdyn.models.vlm.latent.read_fields`): ``{"start", "end", "pad", "size"}`` (token
+    strings and an int), which ``LatentMode(**read_latent_mode(d))`` takes; FileNotFoundError without the file,
+    a ValueError naming the file, the field and its value when one is wrong."""
+    return latent_lib.read_fields(directory)
 
 
 def _latent_fields(latent_mode, tok) -> dict | None:
     if latent_mode is None:
         return None
-    if isinstance(latent_mode, qwen2_5_vl.LatentMode):
+    if isinstance(latent_mode, latent_lib.LatentMode):
         if latent_mode.feed != "norm":
             raise ValueError(
                 f"latent_mode.feed is {latent_mode.feed!r}; {LATENT_FILE} states a mode that feeds back the final-norm "
@@ -194,7 +147,7 @@ def _latent_fields(latent_mode, tok) -> dict | None:
         fields = dict(latent_mode)
     else:
         raise TypeError(
-            f"latent_mode must be a tokdyn.models.qwen2_5_vl.LatentMode, a dict of {list(LATENT_FIELDS)} or None, got "
+            f"latent_mode must be a tokdyn.models.vlm.LatentMode, a dict of {list(LATENT_FIELDS)} or None, got "
             f"{type(latent_mode).__name__}"
         )
     return check_latent_mode(fields, tok, "latent_mode")
@@ -284,7 +237,7 @@ def write(
         :func:`model_config` makes one with the tokenizer's ids.
       params: the parameter tree (:mod:`tokdyn.models.qwen2_5_vl.params`' layout, as ``qwen2_5_vl.load``
         gives it and ``params.init`` makes it).
-      latent_mode: a :class:`tokdyn.models.qwen2_5_vl.LatentMode` (ids or token strings; ``feed="norm"``), a
+      latent_mode: a :class:`tokdyn.models.vlm.LatentMode` (ids or token strings; ``feed="norm"``), a
         dict of :data:`LATENT_FIELDS`, or None (no ``latent_mode.json``).
       tokenizer: a ``tokenizers.Tokenizer`` holding Qwen's special tokens (default: the organism's,
         :func:`tokdyn.models.organism.tokenizer.build`).

@@ -12,7 +12,7 @@ pieces (sorted), then :data:`SPECIAL_TOKENS` (Qwen2.5-VL's, in its order) and :d
 :func:`files` gives the files a checkpoint holds: ``tokenizer.json``, ``tokenizer_config.json`` (end of turn
 ``<|im_end|>``, padding ``<|endoftext|>``, no begin token, as Qwen2.5-VL) and ``chat_template.jinja``
 (:data:`CHAT_TEMPLATE`, Qwen2.5-VL's own), which ``transformers``' ``AutoTokenizer``/``AutoProcessor`` and
-:meth:`tokdyn.models.qwen2_5_vl.Chat.load` both read to the same ids.
+:meth:`tokdyn.models.vlm.Chat.load` both read to the same ids.
 """
 
 from __future__ import annotations

@@ -114,43 +114,15 @@ class LatentMode:
     @classmethod
     def read(cls, directory: str | Path, tokenizer=None) -> LatentMode | None:
         """The latent mode a checkpoint records in its :data:`FILE` (None when it has none), resolved through
-        ``tokenizer`` when given (else through the checkpoint's ``tokenizer.json``, when it has one). A file that
-        is not a JSON object, lacks a field, holds another field, or names a token the tokenizer lacks (or the
-        same token twice) is refused: a ValueError naming the file, the field and the value."""
+        ``tokenizer`` when given (else through the checkpoint's ``tokenizer.json``, when it has one): its fields
+        checked by :func:`read_fields`."""
         path = Path(directory) / FILE
         if not path.is_file():
             return None
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: not a JSON file ({e})") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a JSON object with start, end, pad and size, got {type(raw).__name__}")
-        need, optional = ("start", "end", "pad", "size"), ("feed",)
-        missing = [k for k in need if k not in raw]
-        extra = sorted(set(raw) - set(need) - set(optional))
-        if missing or extra:
-            what = f"lacks {missing}" if missing else f"holds fields it does not know: {extra}"
-            raise ValueError(f"{path} {what}; expected {{start, end, pad, size}} (and optionally feed)")
-        for name in ("start", "end", "pad"):
-            if not isinstance(raw[name], str) or not raw[name]:
-                raise ValueError(f"{path}: {name}={raw[name]!r} must be the token's string in the tokenizer")
-        try:
-            mode = cls(raw["start"], raw["end"], raw["pad"], raw["size"], raw.get("feed", "norm"))
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-        if len({raw["start"], raw["end"], raw["pad"]}) != 3:
-            raise ValueError(f"{path}: start, end and pad must be three different tokens, got {raw}")
-        if tokenizer is None and (Path(directory) / "tokenizer.json").is_file():
-            from tokdyn.models.vlm.chat import read_tokenizer
-
-            tokenizer = read_tokenizer(Path(directory) / "tokenizer.json")
-        if tokenizer is not None:
-            try:
-                mode = mode.resolve(tokenizer)
-            except ValueError as e:
-                raise ValueError(f"{path} disagrees with the checkpoint's tokenizer: {e}") from None
-        return mode
+        fields = read_fields(directory, tokenizer)
+        mode = cls(**fields)
+        tok = tokenizer if tokenizer is not None else _checkpoint_tokenizer(directory)
+        return mode if tok is None else mode.resolve(tok)
 
     def write(self, directory: str | Path) -> Path:
         """Write this mode as the checkpoint's :data:`FILE` (token strings only: a mode of ids cannot say which
@@ -179,6 +151,82 @@ class LatentMode:
                 raise ValueError(
                     f"LatentMode {name}={value} is a stop token ({list(eos)}); it cannot open or close a block"
                 )
+
+
+FIELDS = ("start", "end", "pad", "size")
+"""The fields of :data:`FILE` (``feed`` may follow, ``"norm"`` when absent)."""
+
+
+def _checkpoint_tokenizer(directory):
+    path = Path(directory) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    from tokdyn.models.vlm.chat import read_tokenizer
+
+    return read_tokenizer(path)
+
+
+def check_fields(fields, tokenizer, where: str) -> dict:
+    """``fields`` (a mapping of :data:`FIELDS`, optionally ``feed``) checked, against ``tokenizer`` when given:
+    each token a non-empty string the tokenizer holds as one token (its text encodes to that token alone), the
+    three distinct, ``size`` an integer in [1, :data:`MAX_SIZE`], ``feed`` one of :data:`FEEDS`, no other field.
+    A ValueError naming ``where``, the field and its value otherwise. Returns the fields as a dict
+    (``LatentMode(**fields)`` takes it)."""
+    if not isinstance(fields, dict):
+        raise ValueError(f"{where}: expected a JSON object with fields {list(FIELDS)}, got {type(fields).__name__}")
+    missing = [f for f in FIELDS if f not in fields]
+    if missing:
+        raise ValueError(f"{where}: field {missing[0]!r} is missing; expected the fields {list(FIELDS)}")
+    extra = sorted(set(fields) - set(FIELDS) - {"feed"})
+    if extra:
+        raise ValueError(f"{where}: field {extra[0]!r} is not one of {list(FIELDS)} (or feed)")
+    tok = getattr(tokenizer, "tokenizer", tokenizer)
+    for name in FIELDS[:3]:
+        value = fields[name]
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{where}: {name} is {value!r}; expected a token's string, e.g. '<|latent_{name}|>'")
+        if tok is None:
+            continue
+        found = tok.token_to_id(value)
+        if found is None or tok.encode(value, add_special_tokens=False).ids != [found]:
+            added = [getattr(t, "content", str(t)) for _, t in sorted(tok.get_added_tokens_decoder().items())]
+            raise ValueError(
+                f"{where}: {name} is {value!r}, which the tokenizer does not hold as one token (its added tokens: "
+                f"{added[-8:]})"
+            )
+    tokens = [fields[n] for n in FIELDS[:3]]
+    if len(set(tokens)) != 3:
+        raise ValueError(f"{where}: start, end and pad are {tokens}; expected three different tokens")
+    size = fields["size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE:
+        raise ValueError(f"{where}: size is {size!r}; expected an integer in [1, {MAX_SIZE}] (latents per block)")
+    feed = fields.get("feed", "norm")
+    if feed not in FEEDS:
+        raise ValueError(f"{where}: feed is {feed!r}; expected one of {FEEDS}")
+    return {name: fields[name] for name in FIELDS} | ({"feed": feed} if "feed" in fields else {})
+
+
+def read_fields(directory, tokenizer=None) -> dict:
+    """The fields of the checkpoint's :data:`FILE` in ``directory``, checked by :func:`check_fields` against
+    ``tokenizer`` (default: the checkpoint's ``tokenizer.json``, when it has one): FileNotFoundError without the
+    file; a ValueError naming the file when it is not a JSON object or a field is wrong."""
+    path = Path(directory) / FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {FILE} in {str(directory)!r}: the checkpoint does not state its latent mode (give the latent tokens "
+            "and the size by hand)"
+        )
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a JSON file ({e}); expected the latent mode (fields {list(FIELDS)})") from None
+    tok = tokenizer if tokenizer is not None else _checkpoint_tokenizer(directory)
+    try:
+        return check_fields(raw, tok, str(path))
+    except ValueError as e:
+        if tok is not None and "as one token" in str(e):
+            raise ValueError(f"{e} ({FILE} disagrees with the checkpoint's tokenizer)") from None
+        raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,4 +316,4 @@ class Generation:
         return dataclasses.replace(self, **{f: take(getattr(self, f)) for f in fields})
 
 
-__all__ = ["FEEDS", "FILE", "Generation", "LatentMode", "MAX_SIZE"]
+__all__ = ["FEEDS", "FIELDS", "FILE", "Generation", "LatentMode", "MAX_SIZE", "check_fields", "read_fields"]

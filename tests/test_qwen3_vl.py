@@ -286,3 +286,306 @@ def test_checkpoint_refusals(tmp_path):
         inspect(tmp_path)
     with pytest.raises(ValueError, match=r"dtype='int8' is not supported"):
         qwen3_vl.load(FIXTURE, dtype="int8")
+
+
+def published_config(size: str) -> dict:
+    """config.json of the published Qwen3-VL Instruct checkpoints (2B, 4B, 8B), in their layout: the decoder's
+    rotary settings as rope_scaling with rope_theta beside it, the vision tower's model_type the old
+    'qwen3_vl', tie_word_embeddings at the top level and in text_config."""
+    text = {
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "bos_token_id": 151643,
+        "dtype": "bfloat16",
+        "eos_token_id": 151645,
+        "head_dim": 128,
+        "hidden_act": "silu",
+        "hidden_size": 4096,
+        "initializer_range": 0.02,
+        "intermediate_size": 12288,
+        "max_position_embeddings": 262144,
+        "model_type": "qwen3_vl_text",
+        "num_attention_heads": 32,
+        "num_hidden_layers": 36,
+        "num_key_value_heads": 8,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": {"mrope_interleaved": True, "mrope_section": [24, 20, 20], "rope_type": "default"},
+        "rope_theta": 5000000,
+        "tie_word_embeddings": False,
+        "use_cache": True,
+        "vocab_size": 151936,
+    }
+    vision = {
+        "deepstack_visual_indexes": [8, 16, 24],
+        "depth": 27,
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 1152,
+        "in_channels": 3,
+        "initializer_range": 0.02,
+        "intermediate_size": 4304,
+        "model_type": "qwen3_vl",
+        "num_heads": 16,
+        "num_position_embeddings": 2304,
+        "out_hidden_size": 4096,
+        "patch_size": 16,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    if size in ("2B", "4B"):
+        vision.update(deepstack_visual_indexes=[5, 11, 17], depth=24, hidden_size=1024, intermediate_size=4096)
+        text.update(tie_word_embeddings=True, num_key_value_heads=8)
+    if size == "2B":
+        text.update(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16)
+    if size == "4B":
+        text.update(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32)
+    vision["out_hidden_size"] = text["hidden_size"]
+    return {
+        "architectures": ["Qwen3VLForConditionalGeneration"],
+        "image_token_id": 151655,
+        "model_type": "qwen3_vl",
+        "text_config": text,
+        "tie_word_embeddings": text["tie_word_embeddings"],
+        "transformers_version": "4.57.0.dev0",
+        "video_token_id": 151656,
+        "vision_config": vision,
+        "vision_end_token_id": 151653,
+        "vision_start_token_id": 151652,
+    }
+
+
+def test_published_configs_parse():
+    """The published configurations parse to their structure: the 4B's heads are wider than its width per head
+    (head_dim 128, hidden 2560 / 32 heads), the 2B and 4B tie their output head, every tensor name is the
+    published one (model.language_model, model.visual), and the older names map to them."""
+    eight = qwen3_vl.config.from_dict(published_config("8B"))
+    assert eight.text.mrope_section == (24, 20, 20) and eight.text.rope_theta == 5e6
+    assert eight.vision.deepstack_visual_indexes == (8, 16, 24) and eight.vision.grid_side == 48
+    assert eight.vision.patch_dim == 1536 and eight.dtype == "bfloat16" and eight.eos_token_id == (151645,)
+    assert qwen3_vl.params.block_runs(eight.vision) == [9, 8, 8, 2]
+    four = qwen3_vl.config.from_dict(published_config("4B"))
+    assert four.text.head_dim * four.text.num_attention_heads == 4096 != four.text.hidden_size
+    assert four.text.tie_word_embeddings and four.vision.out_hidden_size == 2560
+    names = {e.name for e in qwen3_vl.params.layout(four)}
+    assert "lm_head.weight" not in names and "model.language_model.embed_tokens.weight" in names
+    assert "model.visual.deepstack_merger_list.2.linear_fc2.bias" in names
+    assert (
+        qwen3_vl.params.canonical("model.layers.3.mlp.up_proj.weight")
+        == "model.language_model.layers.3.mlp.up_proj.weight"
+    )
+    assert qwen3_vl.params.canonical("visual.pos_embed.weight") == "model.visual.pos_embed.weight"
+    assert qwen3_vl.params.canonical("lm_head.weight") == "lm_head.weight"
+    two = qwen3_vl.config.from_dict(published_config("2B"))
+    assert qwen3_vl.ImageProcessor().target_size(480, 640) == (480, 640)  # multiples of 32 kept
+    assert two.text.num_hidden_layers == 28 and two.vision.depth == 24
+
+
+def test_random_parameters_have_the_checkpoints_tree(model):
+    """``params.init`` (traced abstractly: nothing is drawn) gives the tree the loader builds from the
+    checkpoint, leaf for leaf, shape for shape, in the dtype asked for."""
+    import jax
+    import jax.numpy as jnp
+
+    made = jax.eval_shape(lambda key: qwen3_vl.params.init(key, model.config, jnp.bfloat16), jax.random.key(0))
+    shapes = lambda tree: jax.tree_util.tree_map(lambda a: a.shape, tree)  # noqa: E731
+    assert shapes(made) == shapes(model.params)
+    assert {a.dtype for a in jax.tree_util.tree_leaves(made)} == {jnp.dtype(jnp.bfloat16)}
+
+
+def test_fixture_records_what_made_it(ref):
+    """The reference names the libraries that made it (a remade fixture is compared only under the same ones)."""
+    versions = json.loads(str(ref["versions"]))
+    assert set(versions) == {"transformers", "torch", "Pillow"}
+    assert tuple(int(v) for v in versions["transformers"].split(".")[:2]) >= (4, 57)  # the first with Qwen3-VL
+
+
+def installed_or_refused(ref) -> None:
+    """Skip, in one line, unless torch and transformers are installed at the versions that made ``ref``."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    made = json.loads(str(ref["versions"]))
+    have = {"transformers": transformers.__version__, "torch": torch.__version__}
+    differ = {k: (made[k], v) for k, v in have.items() if made[k] != v}
+    if differ:
+        pytest.skip(
+            f"reference.npz was made with {differ} (made, installed): install those versions to compare, or remake "
+            "it with tests/fixtures/make_qwen3_vl.py"
+        )
+
+
+def maker():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_qwen3_vl", FIXTURE.parent / "make_qwen3_vl.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_against(model, ref):
+    """Every logits reference of ``ref``, the vision tower's features, and transformers' greedy tokens (the
+    most likely token after each position of the prompt and its greedy continuation)."""
+    import jax
+
+    from tokdyn.models.qwen3_vl import inputs
+
+    cfg = model.config
+    assert_logits_close(model(ref["text_ids"]), ref["text_logits"])
+    pixels, grid = images(ref, 0, 1)
+    assert_logits_close(model(ref["image_ids"], pixels, grid), ref["image_logits"])
+    feats, deep = jax.jit(inputs.image_features, static_argnums=0)(
+        cfg, model.params, pixels, qwen3_vl.vision.plan(cfg.vision, grid)
+    )
+    assert_logits_close(feats, ref["vision_features"])
+    assert_logits_close(deep, ref["vision_deepstack"])
+    mask = ref["batch_mask"].astype(bool)
+    assert_logits_close(model(ref["batch_ids"], attention_mask=ref["batch_mask"]), ref["batch_logits"], mask)
+    mixed_pixels, mixed_grid = images(ref, 0, 2)
+    got = model(ref["mixed_ids"], mixed_pixels, mixed_grid, ref["mixed_mask"])
+    assert_logits_close(got, ref["mixed_logits"], ref["mixed_mask"].astype(bool))
+    for name, extra in (("text", ()), ("image", (pixels, grid))):
+        prompt, new = ref[f"{name}_ids"], ref[f"{name}_greedy"]
+        logits = np.asarray(model(np.concatenate([prompt, new], axis=1), *extra))
+        np.testing.assert_array_equal(logits[:, prompt.shape[1] - 1 : -1].argmax(-1), new)
+
+
+@pytest.mark.full
+def test_all_references(model, ref):
+    """Every committed reference (the mixed batch is the default check, test_mixed_batch_and_greedy_tokens_...):
+    text, two images, a padded text batch, the vision tower's features and deepstack features, greedy tokens."""
+    check_against(model, ref)
+
+
+@pytest.mark.full
+def test_regenerated_fixtures_equal(tmp_path, ref):
+    """With the torch and transformers that made the fixture: the fixture remade from scratch, tokdyn against
+    it, and the image processor over many image sizes against transformers' (the committed images are the
+    default check, test_image_processor_equals_transformers)."""
+    installed_or_refused(ref)
+    make = maker()
+    fresh = make.make(tmp_path)
+    model = qwen3_vl.load(tmp_path, dtype="float32")
+    check_against(model, fresh)
+    theirs, ours = make.image_processor(), qwen3_vl.ImageProcessor.read(tmp_path)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        h, w = rng.integers(8, 400, size=2)
+        image = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+        want, got = theirs(images=[image], return_tensors="np"), ours(image)
+        np.testing.assert_array_equal(got["image_grid_thw"], want["image_grid_thw"])
+        np.testing.assert_array_equal(got["pixel_values"], want["pixel_values"])
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("size", ["2B", "4B", "8B"])
+def test_layout_matches_transformers_state_dict(size):
+    """Every tensor name and shape the loader expects for the published configurations is exactly the state
+    dict of transformers' model built from the same config.json (on the meta device, no memory); the
+    published configs parse to transformers' reading (test_published_configs_parse is the default check)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    raw = published_config(size)
+    theirs_cfg = Qwen3VLConfig(**raw)
+    with torch.device("meta"):
+        reference = Qwen3VLForConditionalGeneration(theirs_cfg)
+    theirs = {qwen3_vl.params.canonical(k): tuple(v.shape) for k, v in reference.state_dict().items()}
+    cfg = qwen3_vl.config.from_dict(raw)
+    if cfg.text.tie_word_embeddings:
+        theirs.pop("lm_head.weight")
+    assert {e.name: e.shape for e in qwen3_vl.params.layout(cfg)} == theirs
+    assert cfg.text.rope_theta == theirs_cfg.text_config.rope_parameters["rope_theta"]
+    assert list(cfg.text.mrope_section) == theirs_cfg.text_config.rope_parameters["mrope_section"]
+    assert cfg.vision.rope_theta == theirs_cfg.vision_config.rope_parameters["rope_theta"]
+
+
+@pytest.mark.full
+def test_another_configuration_equals_transformers(tmp_path):
+    """What the fixture does not hold (the default checks cover the rest): tied embeddings, attention biases,
+    no deepstack, a vision tower of four heads with the rotary theta of the published checkpoints, images larger
+    than the learned position grid, an attention mask with a gap. Logits equal transformers' in float32, and
+    the tied head is the embedding."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    torch.manual_seed(1)
+    vision = dict(depth=2, hidden_size=64, intermediate_size=96, num_heads=4, out_hidden_size=64)
+    vision.update(num_position_embeddings=16, deepstack_visual_indexes=[], patch_size=16)
+    text = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=3, head_dim=8)
+    text.update(num_attention_heads=8, num_key_value_heads=2, attention_bias=True)
+    text["rope_parameters"] = {"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 5e6}
+    ids = dict(image_token_id=250, video_token_id=251, vision_start_token_id=252, vision_end_token_id=253)
+    config = Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **ids)
+    reference = Qwen3VLForConditionalGeneration(config)
+    with torch.no_grad():
+        for name, p in reference.named_parameters():
+            p.normal_(1.0 if "norm" in name and name.endswith("weight") else 0.0, 0.1 if p.ndim < 2 else 0.12)
+    reference.eval().save_pretrained(tmp_path)
+    processor = qwen3_vl.ImageProcessor(min_pixels=32 * 32 * 4, max_pixels=32 * 32 * 30)
+    rng = np.random.default_rng(1)
+    pictures = [rng.integers(0, 256, (150, 220, 3), dtype=np.uint8), rng.integers(0, 256, (70, 60, 3), np.uint8)]
+    inputs = processor(pictures)
+    counts = [int(g.prod()) // 4 for g in inputs["image_grid_thw"]]
+    assert inputs["image_grid_thw"][0].tolist() == [1, 8, 12]  # larger than the 4 x 4 learned grid
+    prompt = [1, 252] + [250] * counts[0] + [253, 7, 8, 252] + [250] * counts[1] + [253, 9, 10, 11]
+    input_ids = np.array([prompt])
+    mask = np.ones_like(input_ids)
+    mask[0, 3 + counts[0]] = 0  # a masked token inside the prompt
+    with torch.no_grad():
+        want = reference(
+            input_ids=torch.from_numpy(input_ids),
+            attention_mask=torch.from_numpy(mask),
+            pixel_values=torch.from_numpy(inputs["pixel_values"]),
+            image_grid_thw=torch.from_numpy(inputs["image_grid_thw"]),
+            mm_token_type_ids=torch.from_numpy((input_ids == 250).astype(np.int32)),
+        ).logits.numpy()
+    model = qwen3_vl.load(tmp_path, dtype="float32")
+    assert model.config.text.tie_word_embeddings and "lm_head" not in model.params["text"]
+    assert_logits_close(
+        model(input_ids, inputs["pixel_values"], inputs["image_grid_thw"], mask), want, mask.astype(bool)
+    )
+
+
+@pytest.mark.full
+def test_bfloat16_close_to_float32_reference(ref):
+    """In bfloat16 the logits stay within bfloat16's rounding of the float32 reference (a few % of the scale)."""
+    model = qwen3_vl.load(FIXTURE)
+    assert model.dtype == np.dtype("bfloat16")  # config.json's dtype
+    pixels, grid = images(ref, 0, 1)
+    got = np.asarray(model(ref["image_ids"], pixels, grid), np.float32)
+    assert np.isfinite(got).all()
+    assert_logits_close(got, ref["image_logits"], rtol=0.05)
+
+
+@pytest.mark.full
+def test_sharded_over_a_mesh_equals_reference():
+    """Loaded over a mesh of two (host) devices, the weights are split and the logits are unchanged (a child
+    process, so that XLA starts with two devices)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import numpy as np, jax
+        from jax.sharding import Mesh
+        from tokdyn.models import qwen3_vl
+        assert len(jax.devices()) == 2
+        mesh = Mesh(np.array(jax.devices()), ("model",))
+        model = qwen3_vl.load({str(FIXTURE)!r}, dtype="float32", mesh=mesh)
+        assert len(model.params["text"]["embed"].sharding.device_set) == 2
+        assert len(model.params["text"]["layers"]["mlp"]["up"]["kernel"].sharding.device_set) == 2
+        ref = np.load({str(FIXTURE / "reference.npz")!r})
+        pixels = np.concatenate([ref["proc0_pixels"], ref["proc2_pixels"]])
+        grid = np.concatenate([ref["proc0_grid"], ref["proc2_grid"]])
+        got = np.asarray(model(ref["mixed_ids"], pixels, grid, ref["mixed_mask"]))
+        mask = ref["mixed_mask"].astype(bool)
+        assert np.abs(got - ref["mixed_logits"])[mask].max() <= 1e-4 * np.abs(ref["mixed_logits"]).max()
+        print("ok")
+        """
+    )
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-3000:]

@@ -69,6 +69,7 @@ class VisionConfig:
 
     def __post_init__(self):
         check_vision(self)
+        object.__setattr__(self, "deepstack_visual_indexes", tuple(self.deepstack_visual_indexes))  # hashable
 
     @property
     def head_dim(self) -> int:
@@ -123,6 +124,7 @@ class TextConfig:
 
     def __post_init__(self):
         check_text(self)
+        object.__setattr__(self, "mrope_section", tuple(self.mrope_section))  # hashable: a static argument
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +153,7 @@ class Config:
 
     def __post_init__(self):
         check_config(self)
+        object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
 
     @property
     def n_deepstack(self) -> int:

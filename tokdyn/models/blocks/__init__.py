@@ -1,9 +1,11 @@
 """Transformer blocks that the language-model families share, one concept a module, pure functions over arrays.
 
-- :mod:`~tokdyn.models.blocks.norm`       RMSNorm, computed in float32 and cast back
-- :mod:`~tokdyn.models.blocks.mlp`        the gated (SwiGLU) feed-forward layer and a plain linear layer
-- :mod:`~tokdyn.models.blocks.rotary`     rotary position embeddings: 1D, multimodal (M-RoPE) and axial 2D
-- :mod:`~tokdyn.models.blocks.attention`  scaled dot-product attention with grouped key/value heads and masks
+- :mod:`~tokdyn.models.blocks.norm`       RMSNorm, computed in float32 and cast back; LayerNorm
+- :mod:`~tokdyn.models.blocks.mlp`        the gated (SwiGLU) and the plain feed-forward layers, a linear layer
+- :mod:`~tokdyn.models.blocks.rotary`     rotary position embeddings: 1D, multimodal (M-RoPE, in sections or
+  interleaved) and axial 2D
+- :mod:`~tokdyn.models.blocks.attention`  scaled dot-product attention with grouped key/value heads and masks, and
+  attention within segments of a packed sequence
 """
 
 from tokdyn.models.blocks import attention, mlp, norm, rotary

@@ -11,10 +11,15 @@ On a GPU, half-precision inputs (bfloat16, float16) whose head width cuDNN's fus
 there (``implementation="cudnn"``: no (B, H, Tq, Tk) scores in device memory), once a probe on the device
 (:func:`cudnn_ok`) has found it equal to the XLA form on a small case, a query with no visible key
 included; elsewhere, and where cuDNN refuses the case when it is traced, the XLA form runs.
+
+Attention within segments of one sequence (a vision tower's images or frames, packed one after another):
+:class:`Segments` lays them out as padded rows (:func:`segments_of`, on the host) so that
+:func:`attend_within` costs each segment the square of its own length, not of the whole sequence's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -133,3 +138,46 @@ def causal_mask(query_positions: jax.Array, key_positions: jax.Array, key_valid:
     """(B, Tq, Tk) mask: key slot ``j`` visible to query slot ``i`` when ``j <= i`` in slot order and the key
     is valid. ``query_positions`` (B, Tq) and ``key_positions`` (Tk,) are slot indices, ``key_valid`` (B, Tk)."""
     return (key_positions[None, None, :] <= query_positions[:, :, None]) & key_valid[:, None, :]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Segments:
+    """Consecutive segments of a sequence laid out as padded rows, so attention within each segment costs
+    the square of its own length, not of the sequence's.
+
+    Attributes:
+        gather: (segments, longest) the sequence position of each slot (0 in padding slots).
+        valid: (segments, longest) whether a slot holds a position.
+        scatter: (positions,) each position's flat slot, ``segment * longest + offset``.
+    """
+
+    gather: jax.Array
+    valid: jax.Array
+    scatter: jax.Array
+
+
+def segments_of(lengths) -> Segments:
+    """The :class:`Segments` of consecutive segments of ``lengths`` (host-side; every length >= 1)."""
+    lengths = np.asarray(lengths, np.int64)
+    if lengths.ndim != 1 or not len(lengths) or (lengths < 1).any():
+        raise ValueError(f"segment lengths must be a non-empty list of positive integers, got {lengths.tolist()}")
+    longest = int(lengths.max())
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    offsets = np.arange(longest)
+    valid = offsets[None, :] < lengths[:, None]
+    gather = np.where(valid, starts[:, None] + offsets[None, :], 0)
+    return Segments(
+        gather=jnp.asarray(gather, jnp.int32),
+        valid=jnp.asarray(valid),
+        scatter=jnp.asarray(np.flatnonzero(valid.reshape(-1)), jnp.int32),
+    )
+
+
+def attend_within(q: jax.Array, k: jax.Array, v: jax.Array, seg: Segments) -> jax.Array:
+    """Attention of each position's queries (N, heads, head_dim) over the keys and values (N, kv_heads,
+    head_dim) of its own segment of ``seg`` only (no causal order): (N, heads, head_dim)."""
+    rows = lambda x: x[seg.gather]  # (segments, longest, heads, head_dim)
+    mask = seg.valid[:, None, :] & seg.valid[:, :, None]
+    out = attend(rows(q), rows(k), rows(v), mask)
+    return out.reshape(-1, *out.shape[2:])[seg.scatter]

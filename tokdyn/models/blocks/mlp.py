@@ -1,4 +1,4 @@
-"""Linear layers and the gated feed-forward block (SwiGLU when the activation is SiLU)."""
+"""Linear layers, the gated feed-forward block (SwiGLU when the activation is SiLU) and the plain two-layer one."""
 
 from __future__ import annotations
 
@@ -36,3 +36,9 @@ def gated_mlp(x: jax.Array, p: Mapping[str, Mapping[str, jax.Array]], act: str =
     """``down(act(gate(x)) * up(x))``, the feed-forward block of Qwen2 and Llama (SwiGLU for ``act="silu"``)."""
     fn = activation(act)
     return linear(fn(linear(x, p["gate"])) * linear(x, p["up"]), p["down"])
+
+
+def feed_forward(x: jax.Array, p: Mapping[str, Mapping[str, jax.Array]], act: str = "gelu") -> jax.Array:
+    """``fc2(act(fc1(x)))``, the plain two-layer feed-forward block (the Qwen3-VL vision blocks' MLP)."""
+    fn = activation(act)
+    return linear(fn(linear(x, p["fc1"])), p["fc2"])

@@ -8,7 +8,9 @@ the first priority's steps against the call's budget (:func:`arithmetic`, :func:
                    1,024 seeds, precision highest, then TF32, after the ceilings)
   the CPU at e1efab0  ``runs/cpu-2026-11-27-vlm-compile-e1efab0/rows.jsonl``: every program of the
                    VLM steps compiled on the CPU (``compile_s``, wall)
-  the CPU at a655424  ``runs/cpu-2026-11-27-vlm-analyses-compile-a655424/rows.jsonl``: the
+  the H100 at d41d300  ``runs/h100-2026-11-28-d41d300``: ``session.json`` and ``call2/session.json``, the
+                   VLM steps' own seconds on a GPU (:data:`GPU_STEPS`), which replace their CPU-based estimates
+  the CPU at d99338c  ``runs/cpu-2026-11-28-vlm-analyses-compile-d99338c/rows.jsonl``: the
                    ``vlm-diagnostics`` study's programs compiled on the CPU, those of the mediation
                    with latent-mode generation at 3B and 7B among them (``analyses`` names them), and
                    the floating-point work of one batch of it
@@ -16,11 +18,11 @@ the first priority's steps against the call's budget (:func:`arithmetic`, :func:
 A step's estimate adds the rows it runs, each the span from the row before it to its own line in the
 log of the call that ran it, and the suite process's own start and end (the step's seconds less its
 last row's clock). Rows that run in a step but have no recorded time are taken as long as the recorded
-row they repeat at another precision (the TF32 variants). The VLM steps have never run on a GPU:
-their programs' compile seconds on the CPU times :data:`GPU_COMPILE_FACTOR`, plus
-:data:`VLM_OTHER_S` for everything else; a GPU call's own ``compile_s`` replaces them once recorded. The
-mediation steps (``vlm:7b-mediation``, ``vlm:3b-mediation``) the same, plus their timed calls: the row's
-:data:`MEDIATION_CALLS` batches, each its floating-point work over :data:`GPU_BF16_RATE`.
+row they repeat at another precision (the TF32 variants). A VLM step a GPU call ran takes that call's own
+seconds for it (:data:`GPU_STEPS`); one no call ran: its programs' compile seconds on the CPU times
+:data:`GPU_COMPILE_FACTOR`, plus :data:`VLM_OTHER_S` for everything else, and for the mediation steps their
+timed calls too: the row's :data:`MEDIATION_CALLS` batches, each its floating-point work over
+:data:`GPU_BF16_RATE`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ import re
 HERE = os.path.dirname(os.path.abspath(__file__))
 H200 = os.path.join(HERE, "runs", "h200-2026-11-27-ca6932f")
 VLM_COMPILE = os.path.join(HERE, "runs", "cpu-2026-11-27-vlm-compile-e1efab0", "rows.jsonl")
-ANALYSES_COMPILE = os.path.join(HERE, "runs", "cpu-2026-11-27-vlm-analyses-compile-a655424", "rows.jsonl")
+ANALYSES_COMPILE = os.path.join(HERE, "runs", "cpu-2026-11-28-vlm-analyses-compile-d99338c", "rows.jsonl")
+H100 = os.path.join(HERE, "runs", "h100-2026-11-28-d41d300")
+GPU_STEPS = (os.path.join(H100, "session.json"), os.path.join(H100, "call2", "session.json"))
+"""Device calls whose VLM steps' own seconds replace the CPU-based estimates of those steps (the H100 call at
+d41d300: vlm:3b, vlm:7b, both mediation steps; a step that stopped on the table's KeyError after its last row
+counts: its rows were all measured)."""
 MEDIATION = "mediation"  # rows.vlm_study.MEDIATION: the analysis the mediation steps time
 MEDIATION_NAMES = (MEDIATION, "mediation (generated)")  # raw files made before the one VLM layer name it so
 GPU_COMPILE_FACTOR = 2.0
@@ -199,6 +206,20 @@ def estimates() -> dict[str, Estimate]:
             f"{n} programs' CPU compile {compile_s:.1f} s x {GPU_COMPILE_FACTOR:g} + {MEDIATION_CALLS} batches of "
             f"{flops:.3g} flops at {GPU_BF16_RATE:.3g} flop/s ({calls:.1f} s) + {VLM_OTHER_S:g} s besides",
         )
+    for name, seconds in gpu_step_seconds().items():
+        if name in out:
+            out[name] = Estimate(seconds, f"{name} {seconds} s on the H100 at d41d300 (its own step)")
+    return out
+
+
+def gpu_step_seconds() -> dict[str, float]:
+    """The VLM steps' seconds in the device calls of :data:`GPU_STEPS` (the longest where a step ran twice)."""
+    out: dict[str, float] = {}
+    for path in GPU_STEPS:
+        with open(path) as f:
+            for st in json.load(f)["steps"]:
+                if st["name"].startswith("vlm:") and st.get("seconds") is not None and st["status"] in ("ok", "error"):
+                    out[st["name"]] = max(out.get(st["name"], 0.0), float(st["seconds"]))
     return out
 
 

@@ -66,16 +66,18 @@ or begins with it followed by a character that is not a letter or a digit; the a
 from __future__ import annotations
 
 import re
-import string
 import unicodedata
 from decimal import Decimal
 from fractions import Fraction
 from typing import NamedTuple, Optional, Sequence
 
-LETTERS = string.ascii_uppercase
-"""The option letters, in order: A to Z (at most 26 options)."""
-INSTRUCTION = "Answer with the option's letter from the given choices directly."
-"""The line that closes a multiple-choice prompt (lmms-eval's for V* Bench and LLaVA's)."""
+from tokdyn.models.vlm import chat
+
+LETTERS = chat.LETTERS
+"""The option letters, in order: A to Z (at most 26 options; :data:`tokdyn.models.vlm.chat.LETTERS`)."""
+INSTRUCTION = chat.INSTRUCTION
+"""The line that closes a multiple-choice prompt (lmms-eval's for V* Bench and LLaVA's;
+:data:`tokdyn.models.vlm.chat.INSTRUCTION`, where training prompts are made too)."""
 UNPARSABLE = ""
 """What :func:`extract` returns when no rule finds an option."""
 CUT = "cut off"
@@ -187,9 +189,7 @@ def answer_letter(answer: str, options: Sequence[str], where: str = "answer") ->
 
 def prompt(question: str, options: Sequence[str]) -> str:
     """The multiple-choice prompt of ``question`` and its ``options`` (the template in the module's docstring)."""
-    options = check_options(options)
-    lines = [question.strip()] + [f"{LETTERS[i]}. {o}" for i, o in enumerate(options)] + [INSTRUCTION]
-    return "\n".join(lines)
+    return chat.multiple_choice(question, check_options(options))
 
 
 class Extracted(NamedTuple):

@@ -22,6 +22,7 @@ import itertools
 import json
 
 from tokdyn.models.organism import tasks
+from tokdyn.models.vlm import chat
 
 SPECIAL_TOKENS = (
     "<|endoftext|>",
@@ -51,7 +52,7 @@ SPLIT_PATTERN = (
 newlines, spaces."""
 SYSTEM_PROMPT = "You are a helpful assistant."
 """The system turn :data:`CHAT_TEMPLATE` adds when a conversation has none."""
-INSTRUCTION = "Answer with the option's letter from the given choices directly."
+INSTRUCTION = chat.INSTRUCTION
 """The closing line of a multiple-choice prompt in the form the ``vlm-diagnostics`` study writes it
 (:data:`tokdyn.diagnostics.choices.INSTRUCTION`; a test holds the two equal), so its words are tokens."""
 CHAT_TEMPLATE = (

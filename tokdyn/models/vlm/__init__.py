@@ -19,26 +19,31 @@ A family package (:data:`tokdyn.models.families.FAMILIES`) holds its architectur
 
 from __future__ import annotations
 
-from tokdyn.models.vlm import chat, decoding, family, generation, interventions, latent
-from tokdyn.models.vlm.chat import Chat
-from tokdyn.models.vlm.decoding import GenerationConfig
-from tokdyn.models.vlm.generation import generate
-from tokdyn.models.vlm.interventions import KINDS, TABLE, Intervention
-from tokdyn.models.vlm.latent import Generation, LatentMode
+import importlib
 
-__all__ = [
-    "Chat",
-    "Generation",
-    "GenerationConfig",
-    "Intervention",
-    "KINDS",
-    "LatentMode",
-    "TABLE",
-    "chat",
-    "decoding",
-    "family",
-    "generate",
-    "generation",
-    "interventions",
-    "latent",
-]
+_MODULES = ("chat", "decoding", "family", "generation", "interventions", "latent", "training")
+_NAMES = {
+    "Chat": "chat",
+    "GenerationConfig": "decoding",
+    "generate": "generation",
+    "KINDS": "interventions",
+    "TABLE": "interventions",
+    "Intervention": "interventions",
+    "Generation": "latent",
+    "LatentMode": "latent",
+}
+__all__ = sorted(set(_MODULES) | set(_NAMES))
+
+
+def __getattr__(name: str):
+    # the modules load on first use, so that what needs one (the multiple-choice prompt of chat, say) does not
+    # import JAX through generation
+    if name in _MODULES:
+        return importlib.import_module(f"tokdyn.models.vlm.{name}")
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"tokdyn.models.vlm.{_NAMES[name]}"), name)
+    raise AttributeError(f"module 'tokdyn.models.vlm' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

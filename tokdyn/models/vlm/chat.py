@@ -24,6 +24,7 @@ import functools
 import json
 import math
 import re
+import string
 import sys
 import time
 import unicodedata
@@ -33,6 +34,10 @@ import numpy as np
 
 
 IMAGE_PAD = "<|image_pad|>"
+LETTERS = string.ascii_uppercase
+"""The option letters of a multiple-choice prompt, in order: A to Z."""
+INSTRUCTION = "Answer with the option's letter from the given choices directly."
+"""The line that closes a multiple-choice prompt (lmms-eval's for V* Bench and LLaVA's)."""
 RENDER_SECONDS = 2.0
 """The longest a chat template may take to render one conversation (seconds of wall-clock time)."""
 RENDER_CHARS = 1 << 22
@@ -45,6 +50,16 @@ TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config
 
 class TemplateLimit(Exception):
     """A chat template ran past a limit of :func:`render` (the message says which)."""
+
+
+def multiple_choice(question: str, options) -> str:
+    """The multiple-choice prompt of ``question`` and its ``options`` (strings, at most 26): the question, one
+    line ``"{letter}. {option}"`` per option, then :data:`INSTRUCTION` (the scoring of the answers is
+    :mod:`tokdyn.diagnostics.choices`)."""
+    options = [str(o).strip() for o in options]
+    if not 1 <= len(options) <= len(LETTERS):
+        raise ValueError(f"options must hold 1 to {len(LETTERS)} options, got {len(options)}")
+    return "\n".join([question.strip()] + [f"{LETTERS[i]}. {o}" for i, o in enumerate(options)] + [INSTRUCTION])
 
 
 def find_template(directory: str | Path) -> tuple[str | None, str]:

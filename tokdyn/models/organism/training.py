@@ -1,0 +1,525 @@
+"""Training the organism: a Qwen2.5-VL of any configuration (a tiny one on a CPU; the same code for a 3B on a
+GPU) fine-tuned on the organism's tasks (:mod:`tokdyn.models.organism.tasks`: an image, a multiple-choice
+question, the option's letter) through the one training loop (:mod:`tokdyn.train`), under the published
+recipes (:data:`VARIANTS`), many seeds (and settings) vmapped in one compiled program, each trained model saved
+as a Hugging Face checkpoint any tool opens (:func:`save`).
+
+A training sequence is the chat template's user turn (the image and the question with its options), then the
+assistant's turn: with a latent block, its start token, ``n_latents`` latents that are the model's own fed-back
+final-norm states and its end token, the same rule as latent-mode generation
+(:mod:`tokdyn.models.vlm.training`); then the caption where the recipe trains one; then the answer's letter
+and ``<|im_end|>``. The recipes (:class:`Variant`):
+
+- ``direct``: the answer alone; ``no_image``: the same with a black image;
+- ``text``: the caption, then the answer (a text-space chain of thought);
+- ``latent``: a block of fed-back latents, then the answer (answer-only supervision, as the latent-reasoning
+  papers' unsupervised arm);
+- ``latent_mirage``, ``latent_lvr``, ``latent_monet``: the same with the latents aligned to the helper image's
+  visual features (:data:`tokdyn.models.vlm.training.ALIGNMENTS`);
+- ``pause``: the block's markers and slots, the slots the pad token's embedding (no latent fed back);
+- ``coconut``: a curriculum from the caption to the latents: stage ``i`` of ``curriculum_stages + 1`` replaces
+  the caption's first ``round(K i / S)`` tokens by ``round(L i / S)`` latents (the tokens leave the sequence).
+
+Keys: seed ``s`` trains from ``fold_in(fold_in(key(root_seed), 1), s)`` (its initial parameters from
+``fold_in(run key, 0)``, step ``t``'s batch from ``fold_in(run key, t)``, drawn with replacement from the
+training pool every model shares); the pools from ``fold_in(key(root_seed), 0)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tokdyn import _checks, train
+from tokdyn.models import qwen2_5_vl
+from tokdyn.models.organism import checkpoint as checkpoint_lib
+from tokdyn.models.organism import tasks as tasks_lib
+from tokdyn.models.organism import tokenizer as tokenizer_lib
+from tokdyn.models.vlm import chat as chat_lib
+from tokdyn.models.vlm import latent as latent_lib
+from tokdyn.models.vlm import training as vlm_training
+from tokdyn.train import optim
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """What a recipe trains (static).
+
+    Attributes:
+      block: ``"none"``, ``"feedback"`` (fed-back latents) or ``"pause"`` (the slots' pad embedding).
+      caption: whether the caption is part of the sequence (and trained).
+      align: the latents' alignment to the helper image (None or one of
+        :data:`tokdyn.models.vlm.training.ALIGNMENTS`).
+      use_image: False gives the model a black image.
+      curriculum: whether the caption gives way to latents stage by stage (coconut).
+    """
+
+    block: str = "none"
+    caption: bool = False
+    align: Optional[str] = None
+    use_image: bool = True
+    curriculum: bool = False
+
+
+VARIANTS = {
+    "direct": Variant(),
+    "no_image": Variant(use_image=False),
+    "text": Variant(caption=True),
+    "latent": Variant(block="feedback"),
+    "latent_mirage": Variant(block="feedback", align="mirage"),
+    "latent_lvr": Variant(block="feedback", align="lvr"),
+    "latent_monet": Variant(block="feedback", align="monet"),
+    "pause": Variant(block="pause"),
+    "coconut": Variant(block="feedback", caption=True, curriculum=True),
+}
+"""The recipes, by name (the Flax organism's names, :mod:`tokdyn.models.latent.variants`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything static about training the organisms.
+
+    Attributes:
+      tasks: the tasks (:class:`tokdyn.models.organism.tasks.Config`: grid, colours, families, options).
+      hidden_size: the decoder's width.
+      layers: the decoder's layers.
+      heads: attention heads (``kv_heads`` key/value heads).
+      kv_heads: key/value heads (dividing ``heads``).
+      intermediate_size: the decoder MLP's width.
+      vision_depth: the vision tower's blocks.
+      vision_width: the vision tower's width.
+      n_latents: latents a block holds (the last curriculum stage's).
+      train: the optimiser's budget and schedule (:class:`tokdyn.train.optim.Config`).
+      batch_size: instances a step, drawn with replacement from the pool.
+      curriculum_stages: stages after the first (text) stage of the coconut curriculum.
+      n_train: instances in the training pool.
+      n_test: test instances (drawn from another stream: none in the pool).
+      seeds: seeds per setting (0..N-1).
+      root_seed: the root PRNG seed of the data and every seed's run.
+    """
+
+    tasks: tasks_lib.Config = tasks_lib.Config()
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate_size: int = 96
+    vision_depth: int = 2
+    vision_width: int = 32
+    n_latents: int = 4
+    train: optim.Config = optim.Config(steps=600, steps_per_call=100, warmup=50, decay="cosine", clip_norm=1.0)
+    batch_size: int = 32
+    curriculum_stages: int = 2
+    n_train: int = 4096
+    n_test: int = 512
+    seeds: int = 2
+    root_seed: int = 0
+
+    def validate(self) -> "Config":
+        """Check every field; a ValueError/TypeError naming it. Returns ``self``."""
+        if not isinstance(self.tasks, tasks_lib.Config):
+            raise TypeError(f"tasks must be a tokdyn.models.organism.tasks.Config, got {type(self.tasks).__name__}")
+        self.tasks.validate()
+        optim.check("train", self.train)
+        for name in (
+            "hidden_size",
+            "layers",
+            "heads",
+            "kv_heads",
+            "intermediate_size",
+            "vision_depth",
+            "vision_width",
+            "n_latents",
+            "batch_size",
+            "curriculum_stages",
+            "n_train",
+            "n_test",
+            "seeds",
+        ):
+            _checks.positive_int(name, getattr(self, name))
+        _checks.seed("root_seed", self.root_seed)
+        if self.heads % self.kv_heads:
+            raise ValueError(f"heads must be a multiple of kv_heads, got heads={self.heads}, kv_heads={self.kv_heads}")
+        if self.hidden_size % self.heads or (self.hidden_size // self.heads) % 8:
+            raise ValueError(
+                f"hidden_size / heads must be a multiple of 8 (the rotary sections), got {self.hidden_size} / {self.heads}"
+            )
+        if self.n_latents > latent_lib.MAX_SIZE:
+            raise ValueError(f"n_latents must be at most {latent_lib.MAX_SIZE}, got {self.n_latents}")
+        return self
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+    """Traced, sweepable hyper-parameters (a float each, or one value per setting: :func:`tokdyn.train.grid`).
+
+    Attributes:
+      learning_rate: the peak AdamW learning rate.
+      weight_decay: AdamW's decoupled weight decay.
+      align_weight: the alignment loss's weight (latent_mirage, latent_lvr, latent_monet).
+      caption_weight: the caption's cross-entropy weight (text, coconut).
+    """
+
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    align_weight: float = 1.0
+    caption_weight: float = 1.0
+
+    def validate(self) -> "Hparams":
+        """Every host value finite and >= 0 (the learning rate > 0); ValueError naming it."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not _checks.is_traced(v):
+                arr = np.asarray(v, np.float64)
+                if not np.isfinite(arr).all() or (arr < 0).any() or (f.name == "learning_rate" and (arr <= 0).any()):
+                    raise ValueError(f"{f.name} must be finite and >= 0 (> 0 for the learning rate), got {v!r}")
+        return self
+
+
+def variant(name: str) -> Variant:
+    """The recipe ``name`` (:data:`VARIANTS`); a ValueError naming them otherwise."""
+    _checks.choice("variant", name, VARIANTS)
+    return VARIANTS[name]
+
+
+@functools.lru_cache(maxsize=1)
+def tokenizer():
+    """The organism's tokenizer (:func:`tokdyn.models.organism.tokenizer.build`), built once."""
+    return tokenizer_lib.build()
+
+
+def model_config(cfg: Config) -> qwen2_5_vl.Config:
+    """The Qwen2.5-VL configuration of ``cfg``'s sizes, with the organism tokenizer's ids."""
+    tok = tokenizer()
+    base = checkpoint_lib.tiny_config(tok)
+    head = cfg.hidden_size // cfg.heads
+    sections = (head // 8, 3 * head // 16, 3 * head // 16)
+    sections = (head // 2 - sections[1] - sections[2], sections[1], sections[2])
+    vision = dataclasses.replace(
+        base.vision,
+        depth=cfg.vision_depth,
+        hidden_size=cfg.vision_width,
+        intermediate_size=cfg.vision_width + cfg.vision_width // 4,
+        out_hidden_size=cfg.hidden_size,
+        fullatt_block_indexes=(cfg.vision_depth - 1,),
+    )
+    text = dataclasses.replace(
+        base.text,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.kv_heads,
+        mrope_section=sections,
+    )
+    return checkpoint_lib.model_config(tok, vision, text)
+
+
+def pad_id() -> int:
+    """The id of ``<|endoftext|>``, the padding of captions and of a stopped generation."""
+    return int(tokenizer().token_to_id(tokenizer_lib.PAD_TOKEN))
+
+
+def latent_mode(cfg: Config) -> latent_lib.LatentMode:
+    """The organisms' latent mode: the tokenizer's three latent tokens, ``n_latents`` a block, resolved."""
+    return latent_lib.LatentMode(*tokenizer_lib.LATENT_TOKENS, cfg.n_latents).resolve(tokenizer())
+
+
+def stages(cfg: Config, name: str) -> list[tuple[int, int, int]]:
+    """``(n_latents, caption tokens dropped, steps)`` of each stage of recipe ``name`` (one stage without a
+    curriculum); stage boundaries fall on multiples of ``steps_per_call``."""
+    v = variant(name)
+    if not v.curriculum:
+        return [(cfg.n_latents if v.block != "none" else 0, 0, cfg.train.steps)]
+    s, k = cfg.curriculum_stages, CAPTION_TOKENS
+    per = cfg.train.calls
+    cuts = [round(per * i / (s + 1)) * cfg.train.steps_per_call for i in range(s + 2)]
+    return [(round(cfg.n_latents * i / s), round(k * i / s), cuts[i + 1] - cuts[i]) for i in range(s + 1)]
+
+
+CAPTION_TOKENS = 24
+"""The caption's tokens in a training sequence (padded; a longer caption is cut, a test holds every task's
+caption within it)."""
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    """Training (or test) instances as arrays, every field with a leading axis of N instances.
+
+    Attributes:
+      ids: (N, T) the prompts' token ids, left-padded (the chat template's user turn and the assistant's start).
+      mask: (N, T) True at the prompts' tokens.
+      positions: (3, N, T) their positions; next_pos: (N,) each prompt's next.
+      pixels: (N, patches, patch_dim) the images; helper: the helper images; blank: (patches, patch_dim) a
+        black image's.
+      caption: (N, K) the caption's ids, right-padded with ``<|endoftext|>``; caption_len: (N,).
+      answer: (N, 2) the answer's letter and ``<|im_end|>``.
+      letter: (N,) the answer's option index; family: (N,) the task family's index.
+    """
+
+    ids: jax.Array
+    mask: jax.Array
+    positions: jax.Array
+    next_pos: jax.Array
+    pixels: jax.Array
+    helper: jax.Array
+    blank: jax.Array
+    caption: jax.Array
+    caption_len: jax.Array
+    answer: jax.Array
+    letter: jax.Array
+    family: jax.Array
+
+
+def chat() -> chat_lib.Chat:
+    """The organisms' :class:`tokdyn.models.vlm.Chat`: the tokenizer, Qwen2.5-VL's chat template and image
+    processor."""
+    tok = tokenizer()
+    return chat_lib.Chat(
+        tok, tokenizer_lib.CHAT_TEMPLATE, qwen2_5_vl.ImageProcessor(), {"eos_token": tokenizer_lib.EOS_TOKEN}
+    )
+
+
+def conversation(example: tasks_lib.Example) -> list:
+    """The user's turn of an instance: its image and its multiple-choice question."""
+    text = chat_lib.multiple_choice(example.question, example.options)
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
+def make_pool(cfg: Config, key, n: int) -> Pool:
+    """``n`` instances drawn from ``key`` as a :class:`Pool` (host work: the tasks rendered, the prompts through
+    the chat template and the tokenizer, the images through the processor)."""
+    batch = tasks_lib.generate(key, n, cfg.tasks)
+    examples = tasks_lib.examples(batch, cfg.tasks)
+    ch = chat()
+    tok = ch.tokenizer
+    enc = ch.encode_batch([conversation(e) for e in examples], [e.image for e in examples], padding_side="left")
+    helper = np.stack([ch.processor([e.helper])["pixel_values"] for e in examples]).astype(np.float32)
+    blank = ch.processor([np.zeros_like(examples[0].image)])["pixel_values"].astype(np.float32)
+    mcfg = model_config(cfg)
+    grid = np.repeat(enc["image_grid_thw"][:1], n, 0)
+    pos, nxt = qwen2_5_vl.model.rope_index(mcfg, enc["input_ids"], grid, enc["attention_mask"].astype(bool))
+    caption = np.full((n, CAPTION_TOKENS), pad_id(), np.int64)
+    lengths = np.zeros(n, np.int64)
+    for i, e in enumerate(examples):
+        ids = tok.encode(e.caption, add_special_tokens=False).ids[:CAPTION_TOKENS]
+        caption[i, : len(ids)], lengths[i] = ids, len(ids)
+    eos = tok.token_to_id(tokenizer_lib.EOS_TOKEN)
+    letters = np.asarray([tok.encode(e.answer, add_special_tokens=False).ids[0] for e in examples], np.int64)
+    return Pool(
+        jnp.asarray(enc["input_ids"], jnp.int32),
+        jnp.asarray(enc["attention_mask"].astype(bool)),
+        jnp.asarray(pos, jnp.int32),
+        jnp.asarray(nxt, jnp.int32),
+        jnp.asarray(enc["pixel_values"], jnp.float32),
+        jnp.asarray(helper, jnp.float32),
+        jnp.asarray(blank, jnp.float32),
+        jnp.asarray(caption, jnp.int32),
+        jnp.asarray(lengths, jnp.int32),
+        jnp.asarray(np.stack([letters, np.full(n, eos)], 1), jnp.int32),
+        jnp.asarray(np.asarray(batch.correct), jnp.int32),
+        jnp.asarray(np.asarray(batch.task.family), jnp.int32),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def data(cfg: Config) -> tuple[Pool, Pool]:
+    """The training pool and the test set (:func:`make_pool`), drawn from ``fold_in(key(root_seed), 0)``'s two
+    streams (none of the test instances in the pool)."""
+    root = jax.random.fold_in(jax.random.key(cfg.root_seed), 0)
+    return make_pool(cfg, jax.random.fold_in(root, 0), cfg.n_train), make_pool(cfg, jax.random.fold_in(root, 1), cfg.n_test)
+
+
+def layout(cfg: Config, name: str, stage: int, pool: Pool) -> vlm_training.Layout:
+    """The training layout of recipe ``name`` at ``stage`` for sequences of ``pool``'s prompts."""
+    v = variant(name)
+    n_lat, dropped, _ = stages(cfg, name)[stage]
+    tail = (CAPTION_TOKENS - dropped if v.caption else 0) + 2
+    grid = (1, cfg.tasks.image_size // 14, cfg.tasks.image_size // 14)
+    feed = "pause" if v.block == "pause" else "norm"
+    return vlm_training.Layout(qwen2_5_vl, model_config(cfg), grid, pool.ids.shape[1], n_lat, tail, feed)
+
+
+def batch_of(cfg: Config, name: str, stage: int, pool: Pool, index) -> vlm_training.Batch:
+    """The training sequences of ``pool``'s instances ``index`` (B,) under recipe ``name`` at ``stage``
+    (traceable)."""
+    v = variant(name)
+    _, dropped, _ = stages(cfg, name)[stage]
+    take = lambda a: a[index]  # noqa: E731
+    b = index.shape[0]
+    pixels = take(pool.pixels) if v.use_image else jnp.broadcast_to(pool.blank, (b,) + pool.blank.shape)
+    answer = take(pool.answer)
+    if v.caption:
+        cap = take(pool.caption)[:, dropped:]
+        length = jnp.maximum(take(pool.caption_len) - dropped, 0)
+        keep = jnp.arange(cap.shape[1])[None] < length[:, None]
+        # the caption's kept tokens, then the answer right after them (the padding moved to the end)
+        width = cap.shape[1] + 2
+        slot = jnp.where(keep, jnp.arange(cap.shape[1])[None], width)  # past the end: dropped by the scatter
+        tail = jnp.full((b, width), pad_id(), jnp.int32)
+        rows = jnp.arange(b)[:, None]
+        tail = tail.at[rows, slot].set(cap, mode="drop")
+        at = length[:, None] + jnp.arange(2)[None]
+        tail = tail.at[rows, at].set(answer)
+        weight = (jnp.arange(width)[None] < (length + 2)[:, None]).astype(jnp.float32)
+        is_answer = (jnp.arange(width)[None] >= length[:, None]) & (weight > 0)
+    else:
+        tail, weight, is_answer = answer, jnp.ones(answer.shape, jnp.float32), jnp.ones(answer.shape, bool)
+    mode = latent_mode(cfg)
+    return vlm_training.Batch(
+        take(pool.ids),
+        take(pool.mask),
+        pool.positions[:, index],
+        take(pool.next_pos),
+        pixels,
+        tail,
+        weight,
+        is_answer,
+        jnp.asarray([mode.start, mode.end, mode.pad], jnp.int32),
+        take(pool.helper),
+    )
+
+
+def draw(key, pool: Pool, batch_size: int):
+    """``batch_size`` instance indices drawn uniformly with replacement from ``pool``."""
+    return jax.random.randint(key, (batch_size,), 0, pool.ids.shape[0])
+
+
+def run_keys(key):
+    """``(key of the initial parameters, run key)``: ``(fold_in(key, 0), key)``."""
+    return jax.random.fold_in(key, 0), key
+
+
+def _stage_trainer(cfg: Config, name: str, stage: int, pool: Pool) -> train.Trainer:
+    v = variant(name)
+    lay = layout(cfg, name, stage, pool)
+    mcfg = lay.cfg
+
+    def loss(params, batch, key, hp):
+        return vlm_training.losses(
+            lay,
+            params,
+            batch,
+            align=v.align,
+            align_weight=hp.align_weight,
+            caption_weight=hp.caption_weight if v.caption else None,
+        )
+
+    return train.Trainer(
+        cfg.train,
+        init=lambda key, hp: qwen2_5_vl.params.init(key, mcfg, jnp.float32),
+        loss=loss,
+        batch=lambda key, pool, step: batch_of(cfg, name, stage, pool, draw(key, pool, cfg.batch_size)),
+        keys=run_keys,
+        name=name,
+    )
+
+
+def trainer(cfg: Config, name: str) -> train.Curriculum:
+    """Recipe ``name``'s training: a :class:`tokdyn.train.Curriculum` of its stages (the same object for the
+    same arguments, so its compilations are reused)."""
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a tokdyn.models.organism.training.Config, got {type(cfg).__name__}")
+    cfg.validate()
+    variant(name)
+    return _curriculum(cfg, name)
+
+
+@functools.lru_cache(maxsize=64)
+def _curriculum(cfg: Config, name: str) -> train.Curriculum:
+    pool, _ = data(cfg)
+    return train.Curriculum(
+        tuple((n, _stage_trainer(cfg, name, i, pool)) for i, (_, _, n) in enumerate(stages(cfg, name)))
+    )
+
+
+def seed_keys(cfg: Config):
+    """(seeds,) run keys ``fold_in(fold_in(key(root_seed), 1), seed)``."""
+    root = jax.random.key(cfg.root_seed)
+    return jnp.stack([jax.random.fold_in(jax.random.fold_in(root, 1), s) for s in range(cfg.seeds)])
+
+
+def models(cfg: Config, hparams: Hparams | None = None):
+    """``(keys, hparams)`` of every seed x setting of ``hparams`` (each field a scalar or an (H,) array):
+    M = H x seeds models, model ``h * seeds + s``."""
+    hparams = Hparams() if hparams is None else hparams
+    if not isinstance(hparams, Hparams):
+        raise TypeError(f"hparams must be a tokdyn.models.organism.training.Hparams, got {type(hparams).__name__}")
+    hparams.validate()
+    return train.grid(seed_keys(cfg), hparams)
+
+
+def train_models(cfg: Config, name: str, hparams: Hparams | None = None, **options) -> train.TrainResult:
+    """Train every seed x setting of recipe ``name`` in one program per stage (:func:`tokdyn.train.train_many`
+    on the training pool; ``options`` passed on: ``checkpoint=``, ``execution=``, ``progress=`` ...)."""
+    keys, hp = models(cfg, hparams)
+    return train.train_many(trainer(cfg, name), data(cfg)[0], keys, hp, **options)
+
+
+def answer_accuracy(cfg: Config, name: str, params, pool: Pool, chunk: int = 64) -> np.ndarray:
+    """(M, N) whether each of M models (``params`` stacked on a leading axis) puts its highest probability on
+    the answer's letter of each instance of ``pool`` (teacher-forced through the recipe's sequence, its block
+    the model's own fed-back latents), in chunks of ``chunk`` instances."""
+    stage = len(stages(cfg, name)) - 1
+    lay = layout(cfg, name, stage, pool)
+    n = pool.ids.shape[0]
+
+    @jax.jit
+    def one(params, index):
+        batch = batch_of(cfg, name, stage, pool, index)
+        out = vlm_training.forward(lay, params, batch)
+        first = jnp.argmax(batch.is_answer, axis=1)  # the letter: the answer's first token
+        got = jnp.take_along_axis(jnp.argmax(out.logits, -1), first[:, None], 1)[:, 0]
+        want = jnp.take_along_axis(batch.tail, first[:, None], 1)[:, 0]
+        return got == want
+
+    out = []
+    for start in range(0, n, chunk):
+        index = jnp.minimum(jnp.arange(start, start + chunk), n - 1)
+        out.append(np.asarray(jax.vmap(one, (0, None))(params, index))[:, : min(chunk, n - start)])
+    return np.concatenate(out, axis=1)
+
+
+def save(directory: str | Path, cfg: Config, name: str, params) -> Path:
+    """One trained organism (an unstacked parameter tree) as a Hugging Face Qwen2.5-VL checkpoint
+    (:func:`tokdyn.models.organism.checkpoint.write`), with ``latent_mode.json`` where its recipe writes a block
+    of fed-back latents."""
+    mode = None
+    if variant(name).block == "feedback":
+        mode = latent_lib.LatentMode(*tokenizer_lib.LATENT_TOKENS, cfg.n_latents)
+    return checkpoint_lib.write(directory, model_config(cfg), params, latent_mode=mode, tokenizer=tokenizer())
+
+
+__all__ = [
+    "CAPTION_TOKENS",
+    "Config",
+    "Hparams",
+    "Pool",
+    "VARIANTS",
+    "Variant",
+    "answer_accuracy",
+    "batch_of",
+    "chat",
+    "conversation",
+    "data",
+    "layout",
+    "latent_mode",
+    "make_pool",
+    "model_config",
+    "models",
+    "save",
+    "seed_keys",
+    "stages",
+    "tokenizer",
+    "train_models",
+    "trainer",
+    "variant",
+]

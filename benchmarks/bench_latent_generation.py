@@ -14,9 +14,12 @@ in a run without one.
 
 Each instance is a chat prompt with its own random ``--image`` x ``--image`` picture and question. Checked
 first: equal tokens, instance by instance, and latents within float32 rounding. Then ``--repeats`` timed runs
-of each side, alternately; medians. Threads are matched: ``--threads 1`` tells XLA (its flags, set before JAX
-starts) and PyTorch (``set_num_threads``) one thread each; with more, the process is pinned to that many
-cores and PyTorch told the count. tokdyn's first call (compile included) is reported apart. Usage::
+of each side, alternately; medians. Threads are matched: PyTorch is told ``--threads`` (``set_num_threads``),
+at ``--threads 1`` XLA too (its flags, set before JAX starts), and the process, with every thread either
+library starts, is pinned to ``--threads`` cores (``os.sched_setaffinity``; XLA's flags alone leave it a second
+busy thread), as ``bench_qwen2_5_vl.py`` does. tokdyn's first call (compile included) is reported apart.
+The transformers loop runs at the ``transformers`` and ``torch`` versions the latent fixture's committed
+reference records (other versions are refused in one line before any work). Usage::
 
     python benchmarks/bench_latent_generation.py [--config small] [--instances 16] [--new 40] [--size 4]
         [--threads 1] [--repeats 5] [--out DIR]
@@ -45,12 +48,16 @@ parser.add_argument("--repeats", type=int, default=5)
 parser.add_argument("--out", default=None, help="write results.json here")
 args = parser.parse_args()
 
-if args.threads == 1:
+if args.threads < 1:
+    raise SystemExit(f"--threads {args.threads}: at least 1")
+if args.threads == 1:  # before JAX is imported: XLA reads its flags once
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
     )
-else:
-    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
+CORES = sorted(os.sched_getaffinity(0))
+if args.threads < len(CORES):  # both sides on the same --threads cores, whatever threads they start
+    CORES = CORES[: args.threads]
+    os.sched_setaffinity(0, CORES)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -157,6 +164,9 @@ def main():
 
     from tokdyn.models import qwen2_5_vl, vlm
 
+    refusal = latent_fixture.version_refusal(latent_fixture.installed_versions())
+    if refusal is not None:
+        raise SystemExit(f"the transformers loop is the latent fixture's, checked at its versions: {refusal}")
     torch.set_num_threads(args.threads)
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model_name = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line), "?")
@@ -166,6 +176,7 @@ def main():
         "cpu": model_name,
         "machine": platform.machine(),
         "cpus_visible": len(os.sched_getaffinity(0)),
+        "cores_pinned": CORES,
         "threads": args.threads,
         "torch_threads": torch.get_num_threads(),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),

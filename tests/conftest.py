@@ -230,6 +230,44 @@ def child_env(**extra) -> dict:
     return env
 
 
+_HOST_READS = (
+    jax.errors.ConcretizationTypeError,  # float(x), int(x), x.item(), a Python if on x
+    jax.errors.TracerArrayConversionError,  # np.asarray(x)
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
+
+
+def without_host_reads(fn, *args, **kwargs):
+    """Call ``fn(*args, **kwargs)`` with every JAX array among the arguments (at any depth of a
+    pytree) replaced by an abstract value of its shape and dtype (``jax.eval_shape``), the other
+    arguments (Python numbers, static configurations) as given: the check in front of a kernel and
+    the kernel itself see shapes and dtypes only, and a read of a value on the host (``np.asarray``,
+    ``float``, ``.item()``, a Python ``if``) fails the test naming ``fn``. Returns the outputs'
+    ``jax.ShapeDtypeStruct``.
+
+    This holds on every backend, where ``jax.transfer_guard_device_to_host("disallow")`` never fires
+    on the CPU (a CPU array is read without a transfer). What it cannot see is the eager dispatch's
+    own branches for device arrays (the host form and the padding of ``_checks.checked_jit``), which
+    ``_checks.on_host`` decides and ``tests/test_buckets.py`` checks."""
+    leaves, tree = jax.tree_util.tree_flatten((args, kwargs))
+    where = [i for i, leaf in enumerate(leaves) if isinstance(leaf, jax.Array)]
+
+    def call(*arrays):
+        filled = list(leaves)
+        for i, a in zip(where, arrays):
+            filled[i] = a
+        a, k = jax.tree_util.tree_unflatten(tree, filled)
+        return fn(*a, **k)
+
+    abstract = [jax.ShapeDtypeStruct(leaves[i].shape, leaves[i].dtype) for i in where]
+    try:
+        return jax.eval_shape(call, *abstract)
+    except _HOST_READS as e:
+        name = getattr(fn, "__qualname__", repr(fn))
+        pytest.fail(f"{name} read an array's value on the host: {type(e).__name__}: {str(e).splitlines()[0]}")
+
+
 _TRACE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/backend_compile_duration")
 
 

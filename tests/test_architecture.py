@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import sys
 
 import pytest
@@ -49,6 +50,7 @@ LAYERS = {
     "tokdyn.cli": 9,
 }
 IMPORT_NOTHING = ("tokdyn.datasets", "tokdyn.engine.execute")  # import nothing of tokdyn's
+KERNELS = 2  # the kernel layer's rank: its families are LAYERS' entries of that rank
 
 
 def modules(root: str, package: str) -> dict:
@@ -199,3 +201,30 @@ def test_architecture_is_one_page():
         text = f.read()
     assert len(text.encode()) <= 24_000
     assert max(len(line) for line in text.splitlines()) <= 200
+
+
+def test_ci_runs_every_kernel_family_with_optimisations_on():
+    """``.ci/run`` runs a list of test files with XLA's optimisations on (``TOKDYN_TEST_OPTIMIZED=1``, as users
+    compile; the default suite compiles with most of them off), and every family of the kernel layer is
+    imported by one of them: a new family needs a test file there."""
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
+        ci = f.read()
+    listed = re.search(r"^optimised=\(([^)]*)\)", ci, re.M)
+    assert listed, ".ci/run names no optimised=(...) test files"
+    assert re.search(r'^TOKDYN_TEST_OPTIMIZED=1 python -m pytest .*"\$\{optimised\[@\]\}"$', ci, re.M)
+    imported = set()
+    for rel in listed.group(1).split():
+        path = os.path.join(ROOT, rel)
+        assert os.path.isfile(path), f".ci/run's optimised list names {rel}, which is not a file"
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read(), path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    from tokdyn._deprecations import TABLE  # a deprecated module (tokdyn.fused) re-exports another's kernels
+
+    families = [name for name, layer in LAYERS.items() if layer == KERNELS and name not in TABLE]
+    missing = [f for f in families if not any(i == f or i.startswith(f + ".") for i in imported)]
+    assert not missing, f"no test file of .ci/run's optimised list imports {missing}"

@@ -7,10 +7,13 @@ the reference made by ``tests/fixtures/make_qwen2_5_vl_images.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 import struct
+import sys
 import time
 from pathlib import Path
 
@@ -419,6 +422,77 @@ def test_chat_templates_render_under_time_and_size_limits(template, match):
         chat_lib.render(template, messages, template_name="chat_template.jinja", max_seconds=0.2)
     assert str(e.value).startswith("chat_template.jinja ")
     assert time.perf_counter() - t0 < 1.5
+
+
+LONG = "{% for i in range(3000) %}{% for j in range(3000) %}{% endfor %}{% endfor %}done"  # 9e6 steps, 1-10 s
+
+
+def _reinstalling(frame, event, arg):
+    """A tracer that puts itself back whenever it is called, as coverage's C tracer and debuggers do."""
+    if sys.gettrace() is not _reinstalling:
+        sys.settrace(_reinstalling)
+
+
+@contextlib.contextmanager
+def _tracer(kind):
+    previous = sys.gettrace()
+    if kind == "coverage":
+        coverage = pytest.importorskip("coverage", reason="coverage is not installed")
+        if previous is not None:
+            pytest.skip(f"a tracer is installed already ({type(previous).__name__}): coverage would not be alone")
+        os.environ["COVERAGE_CORE"], core = "ctrace", os.environ.get("COVERAGE_CORE")
+        try:
+            cov = coverage.Coverage(data_file=None, config_file=False)
+        finally:
+            os.environ.pop("COVERAGE_CORE") if core is None else os.environ.update(COVERAGE_CORE=core)
+        cov.start()
+        try:
+            if type(sys.gettrace()).__name__ != "CTracer":
+                pytest.skip(f"coverage traces with {type(sys.gettrace()).__name__}, not its C tracer")
+            yield
+        finally:
+            cov.stop()
+        return
+    sys.settrace({"no-op": lambda frame, event, arg: None, "reinstalling": _reinstalling}[kind])
+    try:
+        yield
+    finally:
+        sys.settrace(previous)
+
+
+@pytest.mark.parametrize("kind", ["no-op", "reinstalling", "coverage"])
+def test_the_time_limit_holds_under_a_tracer(kind):
+    """The time limit of a checkpoint's template holds whatever tracer is installed: a no-op, one that
+    reinstalls itself when it is called (a debugger's way, coverage's C tracer's), coverage's C tracer itself
+    (when coverage is installed). Without the limit the template runs 1 s to 10 s and renders."""
+    messages = [{"role": "user", "content": "hi"}]
+    t0 = time.perf_counter()
+    with _tracer(kind), pytest.raises(ValueError, match=r"ran past the time limit of 0\.2 s"):
+        chat_lib.render(LONG, messages, template_name="chat_template.jinja", max_seconds=0.2)
+    assert time.perf_counter() - t0 < 1.5
+
+
+def test_a_template_ending_at_the_time_limit_renders_or_is_stopped_and_nothing_escapes():
+    """Templates that end about when their time limit passes give their text or the limit's error, and the
+    limit's exception never reaches the code that runs after the render."""
+    messages = [{"role": "user", "content": "hi"}]
+    outcomes = set()
+    for n in range(42):  # 0.2 ms to 4 ms of work (2,000 to 40,000 steps) under limits of 0.5 ms to 3.5 ms
+        template = "{% for i in range(" + str(1 + n % 20) + ") %}{% for j in range(2000) %}{% endfor %}{% endfor %}x"
+        try:
+            outcomes.add(chat_lib.render(template, messages, max_seconds=0.0005 * (1 + n % 7)))
+        except ValueError as e:
+            assert "ran past the time limit" in str(e)
+            outcomes.add("stopped")
+        until = time.perf_counter() + 0.005  # past the limit: where an exception raised late would land
+        try:
+            while time.perf_counter() < until:
+                pass
+        except BaseException as e:  # the limit's own exception is not an Exception
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            outcomes.add(f"{type(e).__name__} raised after the render")
+    assert outcomes <= {"x", "stopped"}
 
 
 def test_a_bounded_template_renders_what_jinja_renders():

@@ -6,7 +6,9 @@ default tests need neither torch nor transformers; ``test_qwen2_5_vl_generation_
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import jax
@@ -215,6 +217,44 @@ def test_a_block_cut_by_the_token_limit_is_marked_cut(model, ref):
 class _Ids:
     def decode(self, ids, skip_special_tokens=True):
         return " ".join(str(int(i)) for i in ids if 0 <= i)
+
+
+def test_reference_loop_refuses_other_versions_and_a_cache_the_model_does_not_take(ref, monkeypatch):
+    """The fixture script and the latent benchmark run the reference loop only at the versions the committed
+    reference records (one line naming both otherwise; a wheel's local label such as ``+cpu`` aside), feed the
+    key/value cache by the name the model's ``forward`` declares (a cache under another name is swallowed by
+    its ``**kwargs``: the loop would run without the prompt's context), and refuse a cache that did not grow."""
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script adds its folder
+    spec = importlib.util.spec_from_file_location("make_latent", FIXTURE.parent / "make_qwen2_5_vl_latent.py")
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
+    recorded = json.loads(str(ref["versions"]))
+    assert maker.version_refusal(recorded) is None
+    assert maker.version_refusal({**recorded, "torch": recorded["torch"].split("+")[0]}) is None
+    refusal = maker.version_refusal({**recorded, "transformers": "5.0.0"})
+    assert "\n" not in refusal and refusal.startswith(str(FIXTURE / "reference.npz"))
+    assert f"made with transformers {recorded['transformers']}; installed: transformers 5.0.0 (pip install" in refusal
+
+    class Current:
+        def forward(self, input_ids=None, cache=None, **kwargs): ...
+
+    class Earlier:
+        def forward(self, input_ids=None, past_key_values=None, **kwargs): ...
+
+    class Neither:
+        def forward(self, input_ids=None, **kwargs): ...
+
+    assert maker.cache_argument(Current()) == "cache" and maker.cache_argument(Earlier()) == "past_key_values"
+    with pytest.raises(SystemExit, match=r"Neither\.forward takes its key/value cache by neither 'cache' nor"):
+        maker.cache_argument(Neither())
+
+    class Cache:
+        def get_seq_length(self):
+            return 86
+
+    maker.Reference.check_cache(Cache(), 86)
+    with pytest.raises(SystemExit, match=r"cache holds 86 positions where the prompt and the steps fed are 87"):
+        maker.Reference.check_cache(Cache(), 87)
 
 
 def test_published_generation_config_equals_transformers(model, ref):

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import deterministic_and_key_dependent
+from conftest import deterministic_and_key_dependent, without_host_reads
 from test_scenes import BAD_APPEARANCE, BAD_ROWS, reference_object
 from tokdyn import data
 from tokdyn.data import scenes, videos
@@ -596,13 +596,8 @@ def test_checks_never_copy_device_arrays_to_the_host():
         start=jnp.int32(3),
     )
     hand = (jnp.full((2, 2), 0.5), jnp.zeros((2, 2)), jnp.full((2,), 0.2), jnp.ones(2, bool), jnp.ones(2))
-    jax.block_until_ready((args, hand))
-    with jax.transfer_guard_device_to_host("disallow"):
-        out = (
-            videos.sprite_videos(KEY, 2, frames=2, size=8, collisions=True, **args),
-            videos.simulate(*hand, frames=3, margin=jnp.float32(0.1), collisions=True),
-        )
-        jax.block_until_ready(out)
+    without_host_reads(videos.sprite_videos, KEY, 2, frames=2, size=8, collisions=True, **args)
+    without_host_reads(videos.simulate, *hand, frames=3, margin=jnp.float32(0.1), collisions=True)
 
 
 def test_gradient_through_the_walls():

@@ -335,7 +335,9 @@ def data(cfg: Config) -> tuple[Pool, Pool]:
     """The training pool and the test set (:func:`make_pool`), drawn from ``fold_in(key(root_seed), 0)``'s two
     streams (none of the test instances in the pool)."""
     root = jax.random.fold_in(jax.random.key(cfg.root_seed), 0)
-    return make_pool(cfg, jax.random.fold_in(root, 0), cfg.n_train), make_pool(cfg, jax.random.fold_in(root, 1), cfg.n_test)
+    return make_pool(cfg, jax.random.fold_in(root, 0), cfg.n_train), make_pool(
+        cfg, jax.random.fold_in(root, 1), cfg.n_test
+    )
 
 
 def layout(cfg: Config, name: str, stage: int, pool: Pool) -> vlm_training.Layout:

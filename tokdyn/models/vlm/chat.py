@@ -11,21 +11,21 @@ token per merged patch of its image (as the Qwen-VL processors do), the token id
 A chat template is code a checkpoint brings: :func:`render` runs it in Jinja's immutable sandbox under a time
 and a size limit (:data:`RENDER_SECONDS`, :data:`RENDER_CHARS`, :data:`RENDER_RANGE`): ``range`` is bounded, a
 string or list repeated (``*``), raised to a power, formatted or joined is sized before it is built, every
-string the template concatenates and the output are bounded, and the clock is read at every line the template
-runs and every call it makes. A template that runs past a limit, fails, or calls ``raise_exception`` is a
-ValueError naming the template's file.
+string the template concatenates and the output are bounded, and a watchdog thread stops the template at the
+time limit, whatever tracer (coverage, a debugger) is installed. A template that runs past a limit, fails, or
+calls ``raise_exception`` is a ValueError naming the template's file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
 import math
+import os
 import re
 import string
-import sys
+import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -229,33 +229,91 @@ def _sandbox_class():
     return Sandbox
 
 
-@contextlib.contextmanager
-def _clock(seconds: float):
-    """Raise :class:`TemplateLimit` in the running template once ``seconds`` have passed: the time is read at
-    every line a template runs (its code is compiled from ``<template>``) and at every Python call."""
-    deadline = time.monotonic() + seconds
-    previous = sys.gettrace()
+class _Late(BaseException):
+    """Raised inside a running template by :class:`_Watchdog`. A BaseException, as KeyboardInterrupt
+    is: no ``except Exception`` in the Python code a template calls (Jinja's own included) can swallow it."""
 
-    def late():
-        return TemplateLimit(f"it ran past the time limit of {seconds:g} s")
 
-    def local(frame, event, arg):
-        if time.monotonic() > deadline:
-            raise late()
-        return local
+class _Watchdog:
+    """One daemon thread per process that raises :class:`_Late` in the thread of each :class:`_Clock` block
+    still open at its deadline (``PyThreadState_SetAsyncExc``: the interpreter raises it in that thread between
+    two bytecodes), once. It sleeps until the earliest deadline; a block that ends first only takes its clock
+    off the list. Started on the first block (again in a forked child, which has no thread of its parent's)."""
 
-    def tracer(frame, event, arg):
-        if time.monotonic() > deadline:
-            raise late()
-        if frame.f_code.co_filename == "<template>":
-            return local
-        return previous(frame, event, arg) if previous is not None else None
+    def __init__(self):
+        self.reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self.reset)
 
-    sys.settrace(tracer)
-    try:
-        yield
-    finally:
-        sys.settrace(previous)
+    def reset(self):
+        # The blocks' threads take the lock itself (``with self.lock``: acquired and released in C, never left
+        # held by an exception raised between bytecodes), the watchdog waits on the condition.
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.clocks: set[_Clock] = set()
+        self.wake_at = math.inf
+        self.thread: threading.Thread | None = None
+
+    def arm(self, clock: _Clock):
+        with self.lock:
+            self.clocks.add(clock)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self.run, name="tokdyn-chat-template-clock", daemon=True)
+                self.thread.start()
+            elif clock.deadline < self.wake_at:
+                self.cond.notify()
+
+    def disarm(self, clock: _Clock) -> bool:
+        """Take ``clock`` off the list; True when the watchdog raised in its block already."""
+        with self.lock:
+            self.clocks.discard(clock)
+            return clock.raised
+
+    def run(self):
+        import ctypes
+
+        with self.cond:
+            while True:
+                now = time.monotonic()
+                for clock in [c for c in self.clocks if c.deadline <= now]:
+                    self.clocks.discard(clock)
+                    clock.raised = True
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(clock.thread), ctypes.py_object(_Late))
+                self.wake_at = min((c.deadline for c in self.clocks), default=math.inf)
+                self.cond.wait(None if self.wake_at == math.inf else self.wake_at - now)
+
+
+class _Clock:
+    """``with _Clock(seconds):`` raises :class:`_Late` inside the block once ``seconds`` have passed
+    (:class:`_Watchdog`).
+
+    This holds whatever tracer or profiler is installed (a clock read by a ``sys.settrace`` function of our
+    own was silently dropped under coverage's C tracer or a debugger) and costs a few microseconds a block,
+    not a call per line. A single C call is not interrupted: the size limits bound each one. The raise and the
+    block's end exclude each other (the watchdog's lock), and a raise made as the block ended is received at
+    its end (the block's work stands), so ``_Late`` never escapes the block."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.monotonic() + seconds
+        self.thread = threading.get_ident()
+        self.raised = False
+
+    def __enter__(self):
+        _WATCHDOG.arm(self)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if _WATCHDOG.disarm(self) and exc_type is not _Late:  # raised as the block ended: receive it here
+            until = time.monotonic() + 1.0  # bounded: code the template called may have swallowed it already
+            try:
+                while time.monotonic() < until:
+                    pass
+            except _Late:
+                pass
+        return False
+
+
+_WATCHDOG = _Watchdog()
 
 
 @functools.lru_cache(maxsize=16)
@@ -305,7 +363,7 @@ def render(
         raise ValueError(f"{template_name} is not a valid Jinja template: {e} (line {e.lineno})") from None
     out, n = [], 0
     try:
-        with _clock(max_seconds):
+        with _Clock(max_seconds):
             for chunk in compiled.generate(messages=messages, add_generation_prompt=add_generation_prompt, **extra):
                 n += len(chunk)
                 if n > max_chars:
@@ -313,6 +371,10 @@ def render(
                 out.append(chunk)
     except TemplateLimit as e:
         raise ValueError(f"{template_name} was stopped: {e}; {limit}") from None
+    except _Late:
+        raise ValueError(
+            f"{template_name} was stopped: it ran past the time limit of {max_seconds:g} s; {limit}"
+        ) from None
     except jinja2.exceptions.TemplateError as e:
         if getattr(e, "raised_by_template", False):
             raise ValueError(f"{template_name} refused the conversation (raise_exception): {e}") from None

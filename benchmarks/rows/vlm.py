@@ -252,6 +252,14 @@ def prompt_ids(cfg, batch: int, length: int) -> np.ndarray:
     return rng.integers(2, hi, size=(batch, length))
 
 
+TRAIN_TEXT = 64  # the training prompt's text tokens beside its image (the chat template's turn and a question)
+
+
+def image_tokens(cfg, side: int) -> int:
+    """The merged image tokens of one ``side`` x ``side`` image."""
+    return (side // cfg.vision.patch_size) ** 2 // cfg.vision.spatial_merge_size**2
+
+
 def _round_up(n: int, bucket: int) -> int:
     return -(-n // bucket) * bucket
 
@@ -272,6 +280,47 @@ def decode_args(cfg, params, batch: int, prompt: int, new: int) -> tuple:
 
 
 PREFILL = jax.jit(model_lib.apply, static_argnums=0)
+TRAIN_LATENTS, TRAIN_TAIL = 8, 2  # the organism's block and its answer (letter and <|im_end|>)
+
+
+def _loss_and_grad(lay, params, batch):
+    from tokdyn.models.vlm import training
+
+    return jax.value_and_grad(lambda p: training.losses(lay, p, batch)[0])(params)
+
+
+TRAIN_STEP = jax.jit(_loss_and_grad, static_argnums=0)
+"""One training step's loss and gradients of the organism's latent recipe (:func:`tokdyn.models.vlm.training.losses`:
+the prompt with its image, a block of fed-back latents, the answer teacher-forced), jitted: what each
+optimiser step of ``tokdyn.models.organism.training`` computes before the update."""
+
+
+def train_args(cfg, params, batch: int, prompt: int, image: int) -> tuple:
+    """``(layout, params, batch)`` of :data:`TRAIN_STEP` for ``batch`` sequences of a ``prompt``-token prompt
+    (its image of side ``image`` pixels among them), :data:`TRAIN_LATENTS` latents and :data:`TRAIN_TAIL` answer
+    tokens, the arrays as ``jax.ShapeDtypeStruct``."""
+    from tokdyn.models import qwen2_5_vl
+    from tokdyn.models.vlm import training
+
+    side = image // cfg.vision.patch_size
+    lay = training.Layout(qwen2_5_vl, cfg, (1, side, side), prompt, TRAIN_LATENTS, TRAIN_TAIL)
+    sds = jax.ShapeDtypeStruct
+    px = sds((batch, side * side, cfg.vision.patch_dim), jnp.float32)
+    b = training.Batch(
+        sds((batch, prompt), jnp.int32),
+        sds((batch, prompt), jnp.bool_),
+        sds((3, batch, prompt), jnp.int32),
+        sds((batch,), jnp.int32),
+        px,
+        sds((batch, TRAIN_TAIL), jnp.int32),
+        sds((batch, TRAIN_TAIL), jnp.float32),
+        sds((batch, TRAIN_TAIL), jnp.bool_),
+        sds((3,), jnp.int32),
+        px,
+    )
+    return lay, params, b
+
+
 """``model.apply`` jitted as ``Model.__call__`` jits it (the configuration static): the prefill rows' program."""
 
 
@@ -295,6 +344,9 @@ def programs(name: str, work: Work, params=None) -> list[Program]:
         ids = jax.ShapeDtypeStruct((b, work.prompt), jnp.int32)
         mask, pos = jax.ShapeDtypeStruct(ids.shape, jnp.bool_), jax.ShapeDtypeStruct((3, *ids.shape), jnp.int32)
         out.append(Program(f"prefill, batch {b}", PREFILL, (cfg, params, ids, mask, pos)))
+    b = work.batches[0]
+    prompt = image_tokens(cfg, work.image) + TRAIN_TEXT
+    out.append(Program(f"train step, batch {b}", TRAIN_STEP, train_args(cfg, params, b, prompt, work.image)))
     for n in work.images:
         grid = image_grid(cfg, n, work.image)
         pixels = jax.ShapeDtypeStruct((int(grid.prod(1).sum()), cfg.vision.patch_dim), jnp.float32)
@@ -441,6 +493,47 @@ def run(s: Suite):
             s.row("vlm", f"{label}: prefill, batch {b}", lambda b=b, f=prefill_row: f(b))
         for n in w.images:
             s.row("vlm", f"{label}: vision tower, {n} image(s)", lambda n=n, f=vision_row: f(n))
+
+        def train_row(b, cfg=cfg, w=w):
+            from tokdyn.models.vlm import training
+
+            m = build()
+            prompt = image_tokens(cfg, w.image) + TRAIN_TEXT
+            lay, _, shapes = train_args(cfg, m.params, b, prompt, w.image)
+            key = iter(jax.random.split(jax.random.key(2), 16))
+
+            def fill(x):  # random data of each field's shape: ids in the vocabulary, masks all True
+                if x.dtype == jnp.bool_:
+                    return jnp.ones(x.shape, bool)
+                if jnp.issubdtype(x.dtype, jnp.integer):
+                    return jax.random.randint(next(key), x.shape, 0, min(cfg.text.vocab_size, 1000), x.dtype)
+                return jax.random.normal(next(key), x.shape, x.dtype)
+
+            batch = jax.tree_util.tree_map(fill, shapes)
+            pos = jnp.broadcast_to(jnp.arange(prompt)[None, None], (3, b, prompt)).astype(jnp.int32)
+            batch = dataclasses.replace(
+                batch,
+                positions=pos,
+                next_pos=jnp.full((b,), prompt, jnp.int32),
+                ids=batch.ids.at[:, : image_tokens(cfg, w.image)].set(cfg.image_token_id),
+                markers=jnp.asarray([1, 2, 3], jnp.int32),
+            )
+            call = lambda: jax.block_until_ready(TRAIN_STEP(lay, m.params, batch))  # noqa: E731
+            best, med, first = steady(call, s.args.repeats)
+            del training
+            return dict(
+                size=f"{b} sequences of {prompt} prompt tokens ({image_tokens(cfg, w.image)} image tokens), "
+                f"{TRAIN_LATENTS} fed-back latents, {TRAIN_TAIL} answer tokens: loss and gradients",
+                unit="sequences/s",
+                best=b / best,
+                median=b / med,
+                compile_s=max(first - med, 0.0),
+                init_s=state["init_s"],
+                precision=precision,
+            )
+
+        b = w.batches[0]
+        s.row("vlm", f"{label}: train step (latent recipe), batch {b}", lambda b=b, f=train_row: f(b))
 
         def mediation_row(name=name, precision=precision):
             row = vlm_study.mediation_row(s, name, build(), precision)

@@ -41,6 +41,8 @@ from tokdyn import _checks, io
 from tokdyn.models.latent import tasks as latent_tasks
 
 FAMILIES = latent_tasks.FAMILIES
+ORDERS = ("shuffled", "fixed")
+"""How a question's options are listed (:attr:`Config.order`)."""
 PALETTE = (
     ("empty", (0, 0, 0)),
     ("red", (220, 40, 40)),
@@ -109,11 +111,16 @@ class Config:
         (G x cell_pixels / 28)^2 image tokens and is not resized by the processor).
       n_options: options per question (2..26, at most the smallest answer space of the families drawn:
         C + 1 colours, G + 1 counts).
+      order: ``"shuffled"``: the answer and distractors drawn, the answer's letter uniform; ``"fixed"``: the
+        whole answer space in its own order (``n_options`` then equals the size of every family's space), so
+        an option's letter always names the same value: the question's options carry no information a model
+        must match against the image.
     """
 
     task: latent_tasks.Config = latent_tasks.Config(grid_size=4, n_colours=4)
     cell_pixels: int = 28
     n_options: int = 4
+    order: str = "shuffled"
 
     def validate(self) -> Config:
         """Check every field; a ``ValueError``/``TypeError`` naming the field, its value and what is allowed.
@@ -133,6 +140,13 @@ class Config:
                 f"multiple of {FACTOR} (Qwen2.5-VL's patch x merge), e.g. cell_pixels={FACTOR}"
             )
         k = _checks.positive_int("n_options", self.n_options, minimum=2)
+        _checks.choice("order", self.order, ORDERS)
+        sizes = {len(self.answer_space(f)) for f in self.task.families}
+        if self.order == "fixed" and sizes != {k}:
+            raise ValueError(
+                f"order='fixed' lists the whole answer space: n_options must be the size of every family's space "
+                f"({sorted(sizes)} for {list(self.task.families)}), got {k}"
+            )
         smallest = min(len(self.answer_space(f)) for f in self.task.families)
         if k > min(smallest, len(LETTERS)):
             raise ValueError(
@@ -222,6 +236,8 @@ def options(key, value, family, cfg: Config):
       ``(options (K,) int32, correct () int32)``.
     """
     k = cfg.n_options
+    if cfg.order == "fixed":
+        return jnp.arange(k, dtype=jnp.int32), jnp.asarray(value, jnp.int32)
     g, c = cfg.task.grid_size, cfg.task.n_colours
     counting = (family == FAMILIES.index("gravity")) | (family == FAMILIES.index("recolour"))
     size = jnp.where(counting, g + 1, c + 1)

@@ -1,0 +1,103 @@
+"""The organism trained as a Qwen2.5-VL (tokdyn.models.organism.training): the recipes' sequences (the caption
+and the answer in the tail, a curriculum's stages dropping the caption's first tokens for latents, a black image
+without one), every seed of a recipe trained in one program through tokdyn.train with its loss falling, and a
+trained organism saved as a checkpoint that tokdyn loads back equal and runs in latent mode."""
+
+from __future__ import annotations
+
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytest.importorskip("tokenizers")
+
+from tokdyn.models import qwen2_5_vl, vlm  # noqa: E402
+from tokdyn.models.latent import tasks as latent_tasks  # noqa: E402
+from tokdyn.models.organism import tokenizer as tokenizer_lib  # noqa: E402
+from tokdyn.models.organism import training as T  # noqa: E402
+from tokdyn.train import optim  # noqa: E402
+
+CFG = T.Config(
+    tasks=T.tasks_lib.Config(task=latent_tasks.Config(grid_size=4, n_colours=4, families=("read", "gravity"))),
+    hidden_size=32,
+    heads=2,
+    kv_heads=1,
+    intermediate_size=48,
+    vision_depth=1,
+    vision_width=16,
+    n_latents=2,
+    train=optim.Config(steps=6, steps_per_call=3, warmup=0, decay="constant", clip_norm=1.0),
+    batch_size=4,
+    curriculum_stages=2,
+    n_train=16,
+    n_test=8,
+    seeds=2,
+)
+
+
+def test_the_recipes_sequences():
+    """Every recipe's tail and weights: the answer's letter and <|im_end|> alone; the caption's tokens then the
+    answer (text); a curriculum stage the caption less its first dropped tokens; no image a black one; the
+    stages' latents and dropped tokens as the curriculum's rule gives them."""
+    pool, _ = T.data(CFG)
+    tok = T.tokenizer()
+    eos = tok.token_to_id(tokenizer_lib.EOS_TOKEN)
+    index = jnp.arange(4)
+    direct = T.batch_of(CFG, "direct", 0, pool, index)
+    np.testing.assert_array_equal(np.asarray(direct.tail), np.asarray(pool.answer[:4]))
+    assert (np.asarray(direct.tail)[:, 1] == eos).all() and np.asarray(direct.is_answer).all()
+    letters = [tok.decode([int(i)]) for i in np.asarray(pool.answer[:4, 0])]
+    assert set(letters) <= set("ABCD")
+    text = T.batch_of(CFG, "text", 0, pool, index)
+    for r in range(4):
+        n = int(pool.caption_len[r])
+        got = np.asarray(text.tail[r])
+        np.testing.assert_array_equal(got[:n], np.asarray(pool.caption[r, :n]))
+        np.testing.assert_array_equal(got[n : n + 2], np.asarray(pool.answer[r]))
+        assert np.asarray(text.tail_weight[r]).sum() == n + 2 and np.asarray(text.is_answer[r]).sum() == 2
+    # 2 calls of 3 steps over 3 stages: the boundaries at round(2 i / 3) calls (a stage may get none)
+    assert T.stages(CFG, "coconut") == [(0, 0, 3), (1, 12, 0), (2, 24, 3)]
+    (_, d1, _), (n2, d2, _) = T.stages(CFG, "coconut")[1:]
+    later = T.batch_of(CFG, "coconut", 1, pool, index)
+    for r in range(4):
+        n = int(pool.caption_len[r])
+        kept = max(n - d1, 0)
+        np.testing.assert_array_equal(np.asarray(later.tail[r, :kept]), np.asarray(pool.caption[r, d1:n]))
+    assert n2 == CFG.n_latents and d2 == T.CAPTION_TOKENS
+    blank = T.batch_of(CFG, "no_image", 0, pool, index)
+    assert np.allclose(np.asarray(blank.pixels), np.asarray(pool.blank)[None])
+    assert T.layout(CFG, "pause", 0, pool).feed == "pause" and T.layout(CFG, "latent", 0, pool).n_latents == 2
+
+
+def test_every_seed_trains_in_one_program_and_a_saved_organism_loads_back(tmp_path):
+    """Two seeds of the latent recipe trained together (one program a stage): finite, falling losses, seeds
+    that differ; seed 0 saved as a Hugging Face checkpoint reads back through qwen2_5_vl.load with its
+    parameters equal and its latent_mode.json, and generates a block in latent mode."""
+    res = T.train_models(CFG, "latent", T.Hparams(learning_rate=3e-3))
+    loss = np.asarray(res.curves["loss"])
+    assert loss.shape == (2, 2) and np.isfinite(loss).all() and (loss[:, -1] < loss[:, 0]).all()
+    p = res.state.params
+    a, b = (jax.tree_util.tree_map(lambda x, i=i: x[i], p) for i in range(2))
+    assert float(jnp.abs(a["text"]["embed"] - b["text"]["embed"]).max()) > 0
+    out = T.save(tmp_path / "organism", CFG, "latent", a)
+    model = qwen2_5_vl.load(out, dtype="float32")
+    for x, y in zip(jax.tree_util.tree_leaves(model.params), jax.tree_util.tree_leaves(a)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    mode = vlm.LatentMode.read(out)
+    assert mode.size == CFG.n_latents and mode.start == T.latent_mode(CFG).start
+    _, test = T.data(CFG)
+    gen = model.generate(
+        np.asarray(test.ids[:2]),
+        np.asarray(test.pixels[:2]),
+        np.array([T.layout(CFG, "latent", 0, test).grid]),
+        np.asarray(test.mask[:2]),
+        max_new_tokens=CFG.n_latents + 4,
+        latent=mode,
+        block_at=0,
+        do_sample=False,
+    )
+    assert (gen.block_steps[:, 0] == 0).all() and gen.latents.shape[2] == CFG.n_latents
+    acc = T.answer_accuracy(CFG, "latent", p, test, chunk=4)
+    assert acc.shape == (2, CFG.n_test) and set(np.unique(acc)) <= {0.0, 1.0}

@@ -6,7 +6,6 @@ its estimate. The leaf of the package: it imports none of its parts."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 from tokdyn import _checks, dynamics
@@ -302,27 +301,18 @@ class Config:
         return cls(model=model, **{**GPU_PRESETS[size], **changes})
 
     def sizes(self) -> dict:
-        """The model's sizes the estimate reads: those of the checkpoint's config.json (the 7B's where it
-        cannot be read: the file is named later, when the checkpoint is opened), or the tiny model's."""
+        """The model's sizes the estimate reads: those its family reads from the checkpoint's config.json (the
+        family's ``config.sizes``, :mod:`tokdyn.models.families`; the 7B's where it cannot be read: the file is
+        named later, when the checkpoint is opened), or the tiny model's."""
         tiny = dict(layers=2, heads=4, kv=2, width=64, ffn=96, vocab=128, v_depth=2, v_width=32, v_ffn=40)
         if not self.model:
             return tiny
+        from tokdyn.models import families
+
         try:
-            with open(os.path.join(self.model, "config.json")) as f:
-                raw = json.load(f)
-            text, vis = {**raw, **(raw.get("text_config") or {})}, raw.get("vision_config") or {}
-            return dict(
-                layers=int(text["num_hidden_layers"]),
-                heads=int(text["num_attention_heads"]),
-                kv=int(text.get("num_key_value_heads", text["num_attention_heads"])),
-                width=int(text["hidden_size"]),
-                ffn=int(text["intermediate_size"]),
-                vocab=int(text["vocab_size"]),
-                v_depth=int(vis.get("depth", 32)),
-                v_width=int(vis.get("hidden_size", 1280)),
-                v_ffn=int(vis.get("intermediate_size", 3420)),
-            )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            family = families.family(families.detect(self.model))
+            return dict(family.config.sizes(family.config.read(self.model)))
+        except (OSError, ValueError):
             return dict(
                 layers=28, heads=28, kv=4, width=3584, ffn=18944, vocab=152064, v_depth=32, v_width=1280, v_ffn=3420
             )

@@ -1,7 +1,7 @@
 """A stand-in checkpoint family for the tests: a small vision-language model of its own design, registered
 under the ``model_type`` ``"standin_vl"`` (the tests put it in :data:`tokdyn.models.families.FAMILIES`).
 
-Its vision tower embeds 7-pixel patches linearly with their place and fuses 2 x 2 of them into an image
+Its vision tower embeds 8-pixel patches linearly with their place and fuses 2 x 2 of them into an image
 token; its decoder is pre-norm grouped-query attention with 1D rotary positions and a gated MLP. Its
 ``config.json``, parameter tree and tensor names are its own (``tower``/``decoder``/``special``;
 ``{"tower": {"patches", "merge"}, "lm": {"tok_emb", "blocks", "ln_out", "unembed"}}``); only the names the

@@ -14,8 +14,9 @@ __all__ = ["ImageProcessor", "as_rgb", "load_image", "resize"]
 
 @dataclasses.dataclass(frozen=True)
 class ImageProcessor(images.ImageProcessor):
-    """The stand-in's processor settings (its ``preprocessor_config.json``): patches of 7 pixels, one frame,
-    merged 2 x 2; each channel normalised by mean 0.5 and standard deviation 0.25.
+    """The stand-in's processor settings (its ``preprocessor_config.json``): patches of 8 pixels, one frame,
+    merged 2 x 2 (sides multiples of 16, not of Qwen2.5-VL's 28); each channel normalised by mean 0.5 and
+    standard deviation 0.25.
 
     Attributes:
       min_pixels: the fewest pixels a resized image has.
@@ -28,9 +29,9 @@ class ImageProcessor(images.ImageProcessor):
       rescale_factor: uint8 to [0, 1].
     """
 
-    min_pixels: int = 14 * 14
-    max_pixels: int = 14 * 14 * 256
-    patch_size: int = 7
+    min_pixels: int = 16 * 16
+    max_pixels: int = 16 * 16 * 256
+    patch_size: int = 8
     temporal_patch_size: int = 1
     merge_size: int = 2
     image_mean: tuple = (0.5, 0.5, 0.5)

@@ -4,9 +4,11 @@ rotary positions, its own config.json, parameter tree, tensor names and image pr
 Qwen2.5-VL's but the contract's names) registered under the model_type "standin_vl" exposes every name of the
 table; the one generation loop over its functions equals a plain float64 NumPy loop of the same architecture
 (its logits at every step, its greedy tokens, a block forced or opened by the model, the fed-back latents);
-the vlm-diagnostics study opens its checkpoint by the registry and estimates its cost from the family's own
-sizes; its grounding scores are that NumPy forward pass's; and (full tier) every analysis runs on it in both
-latent modes and writes every table, the clean run's answers and latents those of the NumPy loop."""
+the analyses build its Layout of generated text by field name; the vlm-diagnostics study opens its checkpoint
+by the registry, estimates its cost from the family's own sizes and takes images of a side its 16-pixel
+tokens divide (Qwen2.5-VL's 28 does not); its grounding scores are that NumPy forward pass's; and (full tier)
+every analysis runs on it in both latent modes and writes every table, the clean run's answers and latents
+those of the NumPy loop."""
 
 from __future__ import annotations
 

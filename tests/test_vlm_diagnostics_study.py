@@ -233,6 +233,8 @@ def test_a_bad_model_or_marker_exits_2_before_any_work(tmp_path, capsys):
     assert "its added tokens: " in err and "<|box_start|>" in err  # the checkpoint's own added tokens listed
     code, err = _exit(["--model", str(ckpt), "--latent-start", "<|box_start|>", *out], capsys)
     assert code == 2 and "go together" in err
+    code, err = _exit(["--model", str(ckpt), "--image-size", "60", *out], capsys)
+    assert code == 2 and "image_size must be a multiple of 28" in err and "--image-size 56" in err
     (ckpt / "tokenizer.json").unlink()
     code, err = _exit(["--model", str(ckpt), *out], capsys)
     assert code == 2 and "lacks tokenizer.json" in err and "Hugging Face layout" in err
@@ -308,8 +310,6 @@ def test_instance_images_are_read_as_transformers_reads_them(tmp_path):
 def test_config_refusals_and_the_time_estimate(tmp_path):
     for changes, words in [
         (dict(analyses=("narrowness",)), "analyses"),
-        (dict(image_size=60), "multiple of 28"),
-        (dict(n_tokens=5, image_size=56), "n_tokens must be at most the 4 merged tokens"),
         (dict(latent_start="<|box_start|>", latent_end="<|box_start|>", latent_fill="x"), "three different tokens"),
         (dict(latent_end="<|box_start|>"), "go together"),
         (dict(n_latents=10, new_tokens=16), "no room for a block of 10 latents"),
@@ -319,6 +319,13 @@ def test_config_refusals_and_the_time_estimate(tmp_path):
     ]:
         with pytest.raises(ValueError, match=words):
             dataclasses.replace(tiny(""), **changes).validate()
+    for changes, words in [  # against the model's vision tower, once its configuration is read (check)
+        (dict(image_size=60), r"multiple of 28 \(the model's patch_size 14 x spatial_merge_size 2\), got 60"),
+        (dict(n_tokens=5, image_size=56), "n_tokens must be at most the 4 merged tokens"),
+    ]:
+        cfg = dataclasses.replace(tiny(""), **changes).validate()
+        with pytest.raises(ValueError, match=words):
+            cfg.check_image(vd.tiny_config())
     assert set(vd.DECOMPOSITION_SETTINGS) == set(vlm.SETTINGS)  # each a kind of the one table
     assert set(vlm.SETTINGS.values()) - {"none"} <= set(vd.LATENT_KINDS)
     assert set(vd.ANALYSES) == set(vd.FUNCTIONS) == set(vd.report.LINES)

@@ -630,12 +630,12 @@ def aligned(model, prompts: Prompts, gen, mode: Mode, *, pad_id: int = 0):
         out_pos[:, r, at : at + n] = next_pos[s] + np.arange(n)
     image = np.flatnonzero(mask[src[0]] & (ids[src[0]] == cfg.image_token_id))
     start = t + int(starts.max())
-    lay = fam.adapter.Layout(
-        tuple(int(i) for i in image),
-        tuple(range(start + 1, start + 1 + size)),
-        (start, start + size + 1),
-        width - 1,
-        width,
+    lay = fam.adapter.Layout(  # by name: the contract lists the fields, not their order
+        image=tuple(int(i) for i in image),
+        latents=tuple(range(start + 1, start + 1 + size)),
+        markers=(start, start + size + 1),
+        answer=width - 1,
+        length=width,
     )
     sub = subject(cfg, prompts.grid, lay, fam)
     batch = {

@@ -20,7 +20,10 @@ study reach through a family (``tests/test_families.py`` checks every registered
                              ``vocab_size``, ``num_hidden_layers``), ``image_token_id``,
                              ``video_token_id``, ``vision_start_token_id``, ``vision_end_token_id``,
                              ``eos_token_id``
-``config``                   ``read(dir)``: the ``Config`` of ``config.json``, every field checked
+``config``                   ``read(dir)``: the ``Config`` of ``config.json``, every field checked;
+                             ``sizes(config)``: the sizes the study's time and memory estimates read, a dict of
+                             ``layers``, ``heads``, ``kv``, ``width``, ``ffn``, ``vocab``, ``v_depth``,
+                             ``v_width``, ``v_ffn``
 ``checkpoint``               ``inspect(dir, config, unknown)``: every tensor's header, shape and dtype
                              checked, no weight read; ``files(dir)``: the safetensors file of each tensor
 ``model``                    the loop's functions (``check_inputs``, ``rope_index``, ``encode_images``,
@@ -30,16 +33,29 @@ study reach through a family (``tests/test_families.py`` checks every registered
 ``ImageProcessor``           the image processor, a dataclass: ``ImageProcessor()`` its defaults,
                              ``read(dir)`` a checkpoint's; ``patch_size``, ``merge_size``, ``min_pixels``,
                              ``max_pixels``, ``target_size``, ``check_model``; called on images:
-                             ``pixel_values``, ``image_grid_thw``
+                             ``pixel_values`` (patches, ``patch_dim``), ``image_grid_thw`` (images, 3: frames,
+                             rows and columns of patches)
 ``processor``                ``load_image(path)``, ``as_rgb(image)``, ``resize(image, h, w)``: images read,
                              converted and resized as the checkpoint's processor does
-``vision``                   ``plan``: the host-side plan of an image grid that the vision tower and ``probes``
-                             take
-``adapter``                  the ``apply`` protocol's adapter (:mod:`tokdyn.models.protocol`): ``Layout``,
-                             ``prompt``, ``layout``, ``make_batch``, ``make_apply``, ``image_features``,
-                             ``noised_pixels``, ``NOISES``
-``probes``                   read-outs of the vision tower: ``vision_taps``, ``raster_order``
+``vision``                   ``plan(config.vision, grid)``: the host-side plan of an image grid (a pytree of
+                             arrays) that the vision tower and ``probes`` take
+``adapter``                  the ``apply`` protocol's adapter (:mod:`tokdyn.models.protocol`): ``Layout`` (a
+                             frozen dataclass with the fields ``image``, ``latents``, ``markers``, ``answer``,
+                             ``length``, built by name), ``prompt``, ``layout(config, ids, start, end)``,
+                             ``make_batch(config, ids, pixels, grid, mask)`` (a dict of ``input_ids``,
+                             ``attention_mask``, ``positions`` (B, 3, T), ``pixel_values`` (B, patches,
+                             ``patch_dim``)), ``make_apply(config, grid, layout)``, ``image_features(config,
+                             params, batch, grid)``, ``noised_pixels(key, pixels, processor, kind, level)``,
+                             ``NOISES``
+``probes``                   read-outs of the vision tower: ``vision_taps(config, params, pixels, plan,
+                             raster)`` (``{"patches", "merged"}``, each in raster order), ``raster_order(config,
+                             grid)``
 ===========================  ==================================================================================
+
+Every other name (a configuration's own fields, the parameter tree's keys, the checkpoint's tensor names, the
+order of a ``Layout``'s fields) is the family's own: the tests hold the layer, the analyses and the study to
+this table by running them on a family of their own design that shares no other name with Qwen2.5-VL
+(``tests/standin_vl``).
 
 A new family (a third, after Qwen2.5-VL and Qwen3-VL) is a new package beside :mod:`tokdyn.models.qwen2_5_vl`
 exposing those names, plus one line in :data:`FAMILIES` mapping the ``model_type`` of its ``config.json`` to the

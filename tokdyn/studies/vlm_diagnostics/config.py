@@ -6,7 +6,6 @@ its estimate. The leaf of the package: it imports none of its parts."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 from tokdyn import _checks, dynamics
@@ -122,7 +121,8 @@ class Config:
       n_instances: the first N lines of each --instances file (0: every line), or the rendered scenes
         without --instances (0: 16).
       batch_size: instances per compiled call; the last batch is padded by repeating its rows.
-      image_size: side in pixels every image is resized to (a multiple of 28).
+      image_size: side in pixels every image is resized to (a multiple of the model's patch side times its
+        merge: 28 for Qwen2.5-VL).
       scene_size: side in pixels of a rendered scene before the resize.
       max_objects: the most objects of a rendered scene (at least 1; the answers are 1 to this).
       dtype: the weights' dtype, float32 or bfloat16.
@@ -215,9 +215,7 @@ class Config:
         if not self.instances and self.n_instances == 1:
             raise ValueError("n_instances must be at least 2 rendered scenes (0: 16), got 1")
         _checks.positive_int("batch_size", self.batch_size)
-        _checks.positive_int("image_size", self.image_size, minimum=28)
-        if self.image_size % 28:
-            raise ValueError(f"image_size must be a multiple of 28 (patch 14 x merge 2), got {self.image_size}")
+        _checks.positive_int("image_size", self.image_size)  # a multiple of the model's patches: check_image
         _checks.positive_int("scene_size", self.scene_size, minimum=8)
         _checks.positive_int("max_objects", self.max_objects)
         if self.max_objects > 9:
@@ -259,10 +257,7 @@ class Config:
                 "latent_start, latent_end and latent_fill must be three different tokens, got "
                 f"{self.latent_start!r}, {self.latent_end!r}, {self.latent_fill!r}"
             )
-        _checks.positive_int("n_tokens", self.n_tokens, minimum=2)
-        merged = (self.image_size // 28) ** 2
-        if self.n_tokens > merged:
-            raise ValueError(f"n_tokens must be at most the {merged} merged tokens of an image_size image")
+        _checks.positive_int("n_tokens", self.n_tokens, minimum=2)  # at most the image's tokens: check_image
         for name in self.methods:
             _checks.choice("methods", name, dynamics.METHODS)
         _checks.real("temperature_ratio", self.temperature_ratio, low=0.0, low_open=True)
@@ -302,29 +297,39 @@ class Config:
         return cls(model=model, **{**GPU_PRESETS[size], **changes})
 
     def sizes(self) -> dict:
-        """The model's sizes the estimate reads: those of the checkpoint's config.json (the 7B's where it
-        cannot be read: the file is named later, when the checkpoint is opened), or the tiny model's."""
+        """The model's sizes the estimate reads: those its family reads from the checkpoint's config.json (the
+        family's ``config.sizes``, :mod:`tokdyn.models.families`; the 7B's where it cannot be read: the file is
+        named later, when the checkpoint is opened), or the tiny model's."""
         tiny = dict(layers=2, heads=4, kv=2, width=64, ffn=96, vocab=128, v_depth=2, v_width=32, v_ffn=40)
         if not self.model:
             return tiny
+        from tokdyn.models import families
+
         try:
-            with open(os.path.join(self.model, "config.json")) as f:
-                raw = json.load(f)
-            text, vis = {**raw, **(raw.get("text_config") or {})}, raw.get("vision_config") or {}
-            return dict(
-                layers=int(text["num_hidden_layers"]),
-                heads=int(text["num_attention_heads"]),
-                kv=int(text.get("num_key_value_heads", text["num_attention_heads"])),
-                width=int(text["hidden_size"]),
-                ffn=int(text["intermediate_size"]),
-                vocab=int(text["vocab_size"]),
-                v_depth=int(vis.get("depth", 32)),
-                v_width=int(vis.get("hidden_size", 1280)),
-                v_ffn=int(vis.get("intermediate_size", 3420)),
-            )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            family = families.family(families.detect(self.model))
+            return dict(family.config.sizes(family.config.read(self.model)))
+        except (OSError, ValueError):
             return dict(
                 layers=28, heads=28, kv=4, width=3584, ffn=18944, vocab=152064, v_depth=32, v_width=1280, v_ffn=3420
+            )
+
+    def check_image(self, model_config) -> None:
+        """Check ``image_size`` and ``n_tokens`` against the model's vision tower (``model_config``, its family's
+        ``Config``: ``vision.patch_size`` and ``vision.spatial_merge_size``): a ValueError naming the option
+        unless the side is a multiple of a merged token's side (the image processor keeps it) and the
+        perception dynamics' tokens are at most the image's merged tokens."""
+        v = model_config.vision
+        side = v.patch_size * v.spatial_merge_size
+        if self.image_size % side:
+            raise ValueError(
+                f"image_size must be a multiple of {side} (the model's patch_size {v.patch_size} x "
+                f"spatial_merge_size {v.spatial_merge_size}), got {self.image_size}: give --image-size "
+                f"{max(side, round(self.image_size / side) * side)}"
+            )
+        merged = (self.image_size // side) ** 2
+        if self.n_tokens > merged:
+            raise ValueError(
+                f"n_tokens must be at most the {merged} merged tokens of an image_size image, got {self.n_tokens}"
             )
 
     def count_instances(self) -> int:

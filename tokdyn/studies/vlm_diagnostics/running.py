@@ -24,13 +24,15 @@ def check(session, cfg: Config) -> None:
     (:func:`~tokdyn.studies.vlm_diagnostics.checkpoint.check_directory`) and what opening it by its family
     reads (its configuration, tokenizer, chat template and image processor, and the latent markers looked up
     in its tokenizer: :func:`~tokdyn.studies.vlm_diagnostics.checkpoint.open_checkpoint`, whose model and
-    family are kept for :func:`prepare` and :func:`run`): a usage error
+    family are kept for :func:`prepare` and :func:`run`), and the image size against its vision tower
+    (:meth:`Config.check_image`): a usage error
     (:class:`tokdyn.experiment.study.Refused`, exit 2) naming what is wrong, before any work."""
     cfg.validate()
     try:
         if cfg.model:
             checkpoint.check_directory(cfg.model)
         session.context["loaded"] = checkpoint.open_checkpoint(cfg)
+        cfg.check_image(session.context["loaded"].config)
         size = checkpoint.latent_size(cfg)
     except ImportError as e:  # the models extra missing: one line naming it
         raise study_dir.Refused(str(e)) from None

@@ -32,6 +32,7 @@ extensions = [
     "tokdyn_api",  # docs/_ext/tokdyn_api.py: the API pages, the docstring check, references
     "tokdyn_site",  # docs/_ext/tokdyn_site.py: tables' cells of numbers stay on one line
     "tokdyn_transformations",  # docs/_ext/tokdyn_transformations.py: transformations.md from the tests' table
+    "tokdyn_interventions",  # docs/_ext/tokdyn_interventions.py: the table of interventions from the code's
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}

@@ -42,8 +42,11 @@ def test_own_rule_prints_paired_statistics_against_the_baseline(tmp_path):
 
 @pytest.mark.full
 def test_vlm_analyses_prints_every_analysis_on_the_tiny_model(tmp_path):
-    """examples/vlm_analyses.py runs each Qwen2.5-VL analysis on the tiny checkpoint and prints its rows: both
-    arms of the mediation, every decomposition setting with its gain kept, the concentration, grounding, DMLR."""
+    """examples/vlm_analyses.py runs each analysis on the tiny checkpoint in the block mode and prints its rows:
+    the forced block whole in every row, every decomposition setting with its gain kept (undefined on this
+    model, whose answers no setting moves: the full block gains nothing over no block), every intervention of
+    the table with its flips (of the answers read in both runs) and KL, the three input -> answer effects, the
+    concentration, DMLR and the grounding score. The docs' pages show its sections (tests/test_docs_vlm.py)."""
     pytest.importorskip("safetensors")
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "examples", "vlm_analyses.py")],
@@ -55,12 +58,17 @@ def test_vlm_analyses_prints_every_analysis_on_the_tiny_model(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for arm in ("latent", "text"):
-        assert f"{arm:6s} arm: total" in out and f"{arm:6s} arm: latent -> answer flips" in out
-    from tokdyn.diagnostics import mediation
+    from tokdyn.diagnostics import vlm
+    from tokdyn.models.vlm import interventions
 
-    for setting in mediation.ALL_SETTINGS:
-        assert re.search(rf"^  {setting} +[01]\.\d\d \(", out, re.M), setting
-    assert re.search(r"^  full +1\.00 \(1\.00\)$", out, re.M)  # the reference answers are the full block's
-    assert "attention entropy over the 6 image tokens" in out
-    assert "grounding S after the image" in out and out.rstrip().splitlines()[-1].startswith("DMLR: reward")
+    assert "the block forced at step 0 in every row: [0, 0, 0, 0]; whole: [1, 1, 1, 1]" in out
+    for setting in vlm.SETTINGS:
+        assert re.search(rf"^  {setting} +[01]\.\d\d \((nan|-?\d\.\d\d)\)$", out, re.M), setting
+    assert re.search(r"^  full +1\.00 \(", out, re.M)  # the reference answers are the full block's
+    for kind in interventions.KINDS[1:]:
+        assert re.search(rf"^  {kind} +\d/4  KL ", out, re.M), kind
+    for effect in ("total", "direct", "indirect"):
+        assert f"input -> answer ({effect}): mean KL" in out
+    assert "input -> latent: the block moved by cosine distance" in out
+    assert "attention entropy over the 4 image tokens at the slots" in out and "DMLR: reward" in out
+    assert out.rstrip().splitlines()[-1].startswith("grounding: S of the answer's tokens")

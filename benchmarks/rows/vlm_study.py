@@ -320,7 +320,7 @@ def mediation_programs(programs: list[Program]) -> list[Program]:
 def mediation_row(s, name: str, model, label_precision: str) -> dict:
     """The study's mediation with latent-mode generation on one batch of ``model`` (random weights at size
     ``name``; :func:`study_config`'s batch): the clean run, the latent interventions, the perturbed images
-    (:func:`tokdyn.diagnostics.vlm_generated.under_images`) and the host-side measures of ``mediation_rows``
+    (:func:`tokdyn.diagnostics.vlm.under_images`) and the host-side measures of ``mediation_rows``
     (latent shift, the answer's log-probabilities and KL), as instances/s; the batch's generated rows and
     the floating-point work of its passes (``flops``, the study's ``forward_flops`` and ``vision_flops``)."""
     from rows.base import steady

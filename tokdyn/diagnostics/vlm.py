@@ -1,7 +1,7 @@
 """The latent-reasoning analyses on a checkpoint family's model, one implementation each, over one kind of
 generation: the family's latent-mode generation (:func:`tokdyn.models.vlm.generation.generate`), whether the
 block is written by the model (``generated``) or forced right after the prompt and filled by the model's own
-states (``block``: :attr:`Mode.block_at` 0). The ``vlm-diagnostics`` study, the example
+states (``block``: a :class:`Mode` whose ``block_at`` is 0). The ``vlm-diagnostics`` study, the example
 ``examples/vlm_analyses.py``, the tests and ``benchmarks/bench_vlm_analyses.py`` all call these.
 
 Generation (host-side around one call of the one generation program each):
@@ -30,7 +30,7 @@ each one compiled program over a batch (and over image perturbations and seeds):
 A model and prompt layout are a :class:`~tokdyn.diagnostics.subjects.Subject` (static; :func:`subject`), whose
 family's adapter builds the ``apply``. Each analysis checks its arguments in plain Python before anything
 compiles, naming what is wrong. Draws that must not depend on how instances are batched take the instances'
-ids (``index``, :attr:`Prompts.index`). The pages :doc:`/concepts/vlm-decomposition`,
+ids (``index``, the ``index`` of :class:`Prompts`). The pages :doc:`/concepts/vlm-decomposition`,
 :doc:`/concepts/vlm-mediation` and :doc:`/concepts/vlm-dmlr` walk through them.
 """
 
@@ -107,8 +107,8 @@ def concentration(subject: Subject, params, batch, *, top_k: int = 3) -> decompo
     """How narrowly the model attends to the image at each latent slot and at the answer position (the
     layout's), layers and heads averaged: :func:`tokdyn.diagnostics.decomposition.concentration` of the
     attention rows there alone (a 7B model never holds (B, layers, H, T, T)), with the batch's own latents
-    (:func:`with_latents`) at the slots, or their fill embeddings. :func:`decomposition` reports it beside
-    its settings; the study's generated-latent analyses read it on the blocks a model wrote itself.
+    (:func:`with_latents`) at the slots, or their fill embeddings. The ``vlm-diagnostics`` study's decomposition
+    reports it beside its settings, on each instance's first whole block teacher-forced (:func:`aligned`).
 
     Args:
       subject: the :class:`~tokdyn.diagnostics.subjects.Subject` (static); its layout must have a latent block.

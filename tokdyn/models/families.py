@@ -75,7 +75,7 @@ FAMILIES = {"qwen2_5_vl": "tokdyn.models.qwen2_5_vl"}
 
 
 def family_of(obj) -> ModuleType:
-    """The family package (:data:`FAMILIES`) whose modules define the type of ``obj`` (a configuration, an
+    """The family package (:data:`~tokdyn.models.families.FAMILIES`) whose modules define the type of ``obj`` (a configuration, an
     image processor, a model): a TypeError naming the families when none does."""
     where = type(obj).__module__
     for package in FAMILIES.values():

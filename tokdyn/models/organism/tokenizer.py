@@ -89,8 +89,9 @@ def bytes_to_unicode() -> dict[int, str]:
 
 def corpus() -> list[str]:
     """The texts whose pieces are the vocabulary: every question, caption and option of every family with each
-    field over all its values (the others at their first), option lines ``"\\nA. red"`` for every letter and
-    option text, the instruction and the chat template's own words."""
+    field over all its values (the others at their first), the option lines (a line break, a letter, a full stop,
+    a space and the option's text) for every letter and option text, the instruction and the chat template's own
+    words."""
     g = tasks.latent_tasks.MAX_GRID
     colours = tasks.COLOUR_NAMES[1:]
     numbers = [str(n) for n in range(g + 1)]

@@ -1,7 +1,7 @@
 """Qwen2.5-VL's inputs on the host and the images' features: :func:`check_inputs` (the arguments
 ``Qwen2_5_VLForConditionalGeneration`` takes, checked) and :func:`image_features` (the vision tower's
 output), which the forward pass (:mod:`~tokdyn.models.qwen2_5_vl.model`), generation
-(:mod:`~tokdyn.models.qwen2_5_vl.generation`) and the ``apply`` adapter share."""
+(:mod:`tokdyn.models.vlm.generation`) and the ``apply`` adapter share."""
 
 from __future__ import annotations
 

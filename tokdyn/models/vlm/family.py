@@ -5,21 +5,32 @@ A family (a package listed in :data:`tokdyn.models.families.FAMILIES`) holds its
 latent mode, the interventions, the decoding and the chat template are written once, here in
 :mod:`tokdyn.models.vlm`, over these functions of the family's ``model`` module (:data:`LOOP`):
 
-============================================================  =======================================================
-``check_inputs(cfg, input_ids, pixel_values, grid, mask)``    host: the inputs checked, ``(ids, mask, grid)``
-``rope_index(cfg, ids, grid, mask)``                          host: positions (3, B, T) and the next one (B,)
-``encode_images(cfg, params, pixel_values, grid)``            the images' features, image tokens on axis -2
-``embed_prompt(cfg, params, ids, mask, visual)``              traced: ``(x (B, T, D), extra)``; ``extra`` None, or
-                                                              per-layer additions (K, B, T, D) the prefill passes on
-``embed_tokens(cfg, params, ids)``                            traced: input embeddings of token ids
-``new_cache(cfg, batch, length, dtype)``                      traced: an empty key/value cache
-``decode_cached(cfg, params, x, positions, mask, cache,       traced: the last layer's output (before the final
-start, extra=None)``                                          norm) and the cache, slots ``start`` onwards written
-``final_norm(cfg, params, h)``, ``output_head(cfg, params,    traced: the hidden state Hugging Face returns last,
-normed)``                                                     and the logits
-``param_dtype(params)``, ``abstract_params(cfg, dtype)``      the parameters' dtype; their shapes, for lowering
-``abstract_visual(cfg, n_tokens, dtype)``                     ``encode_images``' shapes for ``n_tokens`` image tokens
-============================================================  =======================================================
+==============================================================================  ==================================
+``check_inputs(cfg, input_ids, pixel_values, grid, mask)``                      host: the inputs checked,
+                                                                                ``(ids, mask, grid)``
+``rope_index(cfg, ids, grid, mask)``                                            host: positions (3, B, T) and the
+                                                                                next one (B,)
+``encode_images(cfg, params, pixel_values, grid)``                              the images' features, image tokens
+                                                                                on axis -2
+``embed_prompt(cfg, params, ids, mask, visual)``                                traced: ``(x (B, T, D), extra)``;
+                                                                                ``extra`` None, or per-layer
+                                                                                additions (K, B, T, D) the prefill
+                                                                                passes on
+``embed_tokens(cfg, params, ids)``                                              traced: input embeddings of token
+                                                                                ids
+``new_cache(cfg, batch, length, dtype)``                                        traced: an empty key/value cache
+``decode_cached(cfg, params, x, positions, mask, cache, start, extra=None)``    traced: the last layer's output
+                                                                                (before the final norm) and the
+                                                                                cache, slots ``start`` onwards
+                                                                                written
+``final_norm(cfg, params, h)``                                                  traced: the hidden state Hugging
+                                                                                Face returns last
+``output_head(cfg, params, normed)``                                            traced: the logits
+``param_dtype(params)``, ``abstract_params(cfg, dtype)``                        the parameters' dtype; their
+                                                                                shapes, for lowering
+``abstract_visual(cfg, n_tokens, dtype)``                                       ``encode_images``' shapes for
+                                                                                ``n_tokens`` image tokens
+==============================================================================  ==================================
 
 A third family is one folder with these functions in its ``model`` module (beside its config, parameters,
 checkpoint reader, vision tower, decoder, positions and image processor), one line in

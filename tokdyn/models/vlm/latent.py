@@ -85,7 +85,7 @@ class LatentMode:
 
     def resolve(self, tokenizer) -> LatentMode:
         """The same mode with each token string replaced by its id in ``tokenizer`` (a
-        :class:`~tokdyn.models.qwen2_5_vl.chat.Chat`, a ``tokenizers.Tokenizer`` or anything with
+        :class:`~tokdyn.models.vlm.chat.Chat`, a ``tokenizers.Tokenizer`` or anything with
         ``token_to_id``); ValueError naming a string the tokenizer does not hold, and the added tokens it does."""
         tok = getattr(tokenizer, "tokenizer", tokenizer)
         if not hasattr(tok, "token_to_id"):
@@ -167,10 +167,11 @@ def _checkpoint_tokenizer(directory):
 
 
 def check_fields(fields, tokenizer, where: str) -> dict:
-    """``fields`` (a mapping of :data:`FIELDS`, optionally ``feed``) checked, against ``tokenizer`` when given:
-    each token a non-empty string the tokenizer holds as one token (its text encodes to that token alone), the
-    three distinct, ``size`` an integer in [1, :data:`MAX_SIZE`], ``feed`` one of :data:`FEEDS`, no other field.
-    A ValueError naming ``where``, the field and its value otherwise. Returns the fields as a dict
+    """``fields`` (a mapping of :data:`~tokdyn.models.vlm.latent.FIELDS`, optionally ``feed``) checked, against
+    ``tokenizer`` when given: each token a non-empty string the tokenizer holds as one token (its text encodes to
+    that token alone), the three distinct, ``size`` an integer in [1, :data:`~tokdyn.models.vlm.latent.MAX_SIZE`],
+    ``feed`` one of :data:`~tokdyn.models.vlm.latent.FEEDS`, no other field. A ValueError naming ``where``, the
+    field and its value otherwise. Returns the fields as a dict
     (``LatentMode(**fields)`` takes it)."""
     if not isinstance(fields, dict):
         raise ValueError(f"{where}: expected a JSON object with fields {list(FIELDS)}, got {type(fields).__name__}")
@@ -240,7 +241,7 @@ class Generation:
         any row; S = min(size, N), the most latent steps a run of N steps can hold; zeros past a row's
         ``n_blocks`` or past the run's last step). Under an intervention these are the computed states, before
         the intervention replaced them.
-      n_blocks: (B,) the blocks each row opened, a block cut by the token limit included (:attr:`complete`).
+      n_blocks: (B,) the blocks each row opened, a block cut by the token limit included (``complete``).
       block_steps: (B, K) the step of each block's start token (-1 past ``n_blocks``).
       complete: (B, K) whether each block was written whole: its ``size`` latents and its end token inside the
         run (False past ``n_blocks``). A block cut by ``max_new_tokens`` is the row's last.

@@ -141,11 +141,11 @@ class Config:
       n_latents: latents a block holds, the steps fed back after its start token (0: the checkpoint's
         latent_mode.json, else 4).
       latent_start: the token that opens the latent block (a checkpoint's token string; '' with the two
-        others: the checkpoint's latent_mode.json, else, with --latents block, <|box_start|>; the random
+        others: the checkpoint's latent_mode.json, else, with --latents block, ``<|box_start|>``; the random
         model uses its own ids).
-      latent_end: the token that closes it ('' : as latent_start; <|box_end|>).
+      latent_end: the token that closes it ('' : as latent_start; ``<|box_end|>``).
       latent_fill: the token written at each latent step, whose embedding the fill intervention feeds ('' :
-        as latent_start; <|quad_start|>).
+        as latent_start; ``<|quad_start|>``).
       n_tokens: tokens of the perception dynamics (and k-means' centres).
       methods: token-dynamics rules of the perception analysis (names from tokdyn.dynamics.METHODS).
       temperature_ratio: each rule's temperature over the image's collapse threshold.

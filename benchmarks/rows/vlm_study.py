@@ -366,7 +366,8 @@ def mediation_row(s, name: str, model, label_precision: str) -> dict:
     def batch():
         clean = vlm.generate(model, prompts, mode)
         src = interventions.set_sources(jax.random.key(8), clean.latents, clean.blocks)  # the batch is the set
-        swap = (np.asarray(clean.latents)[np.maximum(src.partner, 0)], np.where(src.partner >= 0, clean.blocks, 0))
+        partner = np.maximum(src.partner, 0)  # each row's partner's latents and whole blocks (none: 0 blocks)
+        swap = (np.asarray(clean.latents)[partner], np.where(src.partner >= 0, clean.blocks[partner], 0))
         sources = {"swap": swap, "mean": src.mean_of_others(clean.latents, clean.blocks)}
         under = vlm.under_interventions(model, prompts, mode, LATENT_KINDS, sources=sources)
         images = vlm.under_images(model, prompts, mode, clean, noised(prompts.pixels))

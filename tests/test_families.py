@@ -163,6 +163,8 @@ def test_a_checkpoint_of_a_model_type_tokdyn_does_not_read_exits_2_before_any_wo
         ),
         ("{not json", "not a JSON file"),
         ("[1, 2]", "expected a JSON object, got list"),
+        ('{"model_type": ["qwen2_5_vl"]}', r"model_type \['qwen2_5_vl'\] is not a family tokdyn reads"),
+        ('{"model_type": {"a": 1}}', r"model_type \{'a': 1\} is not a family tokdyn reads"),
     ],
 )
 def test_detect_names_the_file_and_what_is_wrong(tmp_path, content, match):

@@ -307,6 +307,22 @@ def test_instance_images_are_read_as_transformers_reads_them(tmp_path):
         vd.read_jsonl(str(tmp_path / "b.jsonl"))
 
 
+def test_every_line_is_read_and_a_long_question_pads_only_its_own_group(tmp_path):
+    """--n-instances 0 (the default) reads every line of a file; prompts are grouped by their text's length
+    bucket, so one long question gets a group of its own instead of padding every prompt to its length."""
+    long = dict(LINES[0], question=" ".join(["how many objects are there"] * 40) + "?")
+    path = write_instances(tmp_path, LINES * 7 + [long])
+    cfg = dataclasses.replace(tiny(str(path)), n_instances=0)
+    assert vd.Config().n_instances == 0 and cfg.count_instances() == 22
+    loaded = vd.open_checkpoint(cfg)
+    inst = vd.make_instances(cfg)
+    assert len(inst) == 22
+    groups = vd.encode(inst, loaded, cfg)
+    assert sorted(len(g.index) for g in groups) == [1, 21]
+    short, alone = sorted(groups, key=lambda g: len(g.index), reverse=True)
+    assert short.prompt.shape[1] < alone.prompt.shape[1] and alone.index.tolist() == [21]
+
+
 def test_config_refusals_and_the_time_estimate(tmp_path):
     for changes, words in [
         (dict(analyses=("narrowness",)), "analyses"),

@@ -1,0 +1,121 @@
+"""Training many organisms at once: N Qwen2.5-VL organisms (seeds) trained in one compiled program (vmapped,
+:func:`tokdyn.models.organism.training.train_models`) against a Python loop over the same N models, each
+trained alone by the same program at one model, with the same steps, in one process.
+
+The model is the organism's CPU size (:class:`tokdyn.models.organism.training.Config`'s defaults: a decoder of
+2 layers of width 64, a vision tower of 2 blocks of width 32, 16 image tokens a 112 x 112 grid image), recipe
+``--variant`` (default ``latent``: 4 fed-back latents), ``--steps`` steps per model in calls of ``--steps`` (one
+call), batch 32, float32, on the CPU. Both forms run once first (their compiles, reported apart), then each is
+timed ``--repeats`` times, alternately; medians. Prints the machine, JAX's version and backend, the dtype and the
+load average, and writes the table to ``--out``. Usage::
+
+    python benchmarks/bench_organisms.py [--models 64] [--steps 10] [--variant latent] [--repeats 3] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+
+from tokdyn import train
+from tokdyn.models.organism import training as organism
+from tokdyn.train import optim
+
+parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--models", type=int, default=64)
+parser.add_argument("--steps", type=int, default=10)
+parser.add_argument("--variant", default="latent")
+parser.add_argument("--repeats", type=int, default=3)
+parser.add_argument("--out", default=None)
+args = parser.parse_args()
+
+
+def config(models: int) -> organism.Config:
+    return organism.Config(
+        train=optim.Config(steps=args.steps, steps_per_call=args.steps, warmup=0, decay="constant", clip_norm=1.0),
+        n_train=1024,
+        n_test=8,
+        seeds=models,
+    )
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    jax.block_until_ready(out.state.params)
+    return time.perf_counter() - t, out
+
+
+def together():
+    return organism.train_models(config(args.models), args.variant)
+
+
+def loop():
+    cfg = config(1)
+    keys, hp = organism.models(config(args.models))  # the same N models' keys
+    tr = organism.trainer(cfg, args.variant)
+    pool = organism.data(cfg)[0]
+    out = None
+    for i in range(args.models):
+        one = jax.tree_util.tree_map(lambda a, i=i: a[i : i + 1], (keys, hp))
+        out = train.train_many(tr, pool, *one)
+        jax.block_until_ready(out.state.params)
+    return out
+
+
+def main():
+    first = {}
+    for name, fn in (("one program", together), ("loop", loop)):
+        first[name], _ = timed(fn)
+    times = {"one program": [], "loop": []}
+    for _ in range(args.repeats):
+        for name, fn in (("one program", together), ("loop", loop)):
+            times[name].append(timed(fn)[0])
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    work = args.models * args.steps
+    rows = [
+        dict(
+            form=k,
+            models=args.models,
+            steps=args.steps,
+            median_s=med[k],
+            model_steps_per_s=work / med[k],
+            first_s=first[k],
+        )
+        for k in med
+    ]
+    header = (
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__} "
+        f"({jax.default_backend()}); float32; load average {os.getloadavg()[0]:.2f}; recipe {args.variant}"
+    )
+    lines = [
+        header,
+        "",
+        "| form | models x steps | median s | model-steps/s | first call s |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['form']} | {r['models']} x {r['steps']} | {r['median_s']:.2f} | {r['model_steps_per_s']:.1f} | "
+            f"{r['first_s']:.1f} |"
+        )
+    lines.append("")
+    lines.append(f"one program / loop: {med['loop'] / med['one program']:.2f}x")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "table.md"), "w") as f:
+            f.write(text + "\n")
+        with open(os.path.join(args.out, "rows.json"), "w") as f:
+            json.dump(dict(args=vars(args), times=times, first=first, rows=rows), f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

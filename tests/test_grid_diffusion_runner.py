@@ -119,6 +119,7 @@ def test_an_autoencoder_of_other_settings_is_never_reused(tmp_path, capsys):
         out, "grid-diffusion", CFG, selection=grid_diffusion.SPEC.selection
     )  # what main does first ...
     grid_diffusion.autoencoder(CFG, study)  # ... then the autoencoder part; killed here
+    study.release()
     part = os.path.join(out, "parts", "autoencoder.npz")
     kept = read(part)
     short = dataclasses.replace(CFG, ae_steps=10, models=("token_ar",))

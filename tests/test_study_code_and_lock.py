@@ -181,6 +181,10 @@ def test_a_lock_of_another_host_is_refused_naming_its_file(tmp_path):
         study_dir.Study.open(out, "demo", {"seeds": 2})
     os.remove(path)  # the way out the message gives
     study_dir.Study.open(out, "demo", {"seeds": 2}).release()
+    os.mkdir(path)  # not a file tokdyn wrote: named, left as it is
+    with pytest.raises(study_dir.Refused, match=r"\.tokdyn-lock is where a study records .* not a file tokdyn wrote"):
+        study_dir.Study.open(out, "demo", {"seeds": 2})
+    assert os.path.isdir(path)
 
 
 def test_the_parts_of_one_job_share_the_directory(tmp_path):

@@ -137,6 +137,11 @@ def _claim(out: str, fd: int, study: str, note) -> str:
     holds the lock (saying so through ``note``), then write this process's record. Returns the lock
     file's path."""
     path = os.path.join(out, LOCK_FILE)
+    if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+        raise Refused(
+            f"{path} is where a study records the process that runs in its directory, and it is not a file "
+            "tokdyn wrote: move it away, or choose another --out"
+        )
     old = holder(out)
     host = socket.gethostname()
     if old is not None and (old["pid"] != os.getpid() or old["host"] != host):

@@ -312,8 +312,13 @@ def main():
     meta = next(iter(results.values()))[0]["in_process"]
     git = ["git", "-C", HERE]
     commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(git + ["status", "--porcelain", "--", "."], capture_output=True, text=True).stdout.strip()
-    text = f"commit {commit}{' (+ uncommitted changes)' if dirty else ''}; trees {trees}\n" + report(results, a, meta)
+    # the whole checkout's tracked files (not the untracked output folder this run writes), each named
+    changed = subprocess.run(
+        git + ["status", "--porcelain", "--untracked-files=no", "--", ":/"], capture_output=True, text=True
+    ).stdout.split("\n")
+    changed = [line[3:] for line in changed if line.strip()]
+    dirty = f"+dirty: uncommitted changes to {', '.join(changed)}" if changed else "no uncommitted changes"
+    text = f"commit {commit} ({dirty}); trees {trees}\n" + report(results, a, meta)
     print(text)
     if a.out:
         os.makedirs(a.out, exist_ok=True)

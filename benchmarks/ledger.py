@@ -417,13 +417,35 @@ def precision_cell(r: Row, root: str = ROOT) -> str:
     return r.precision if at == r.precision else f"{at} (the row: {r.precision})"
 
 
+def recorded_state(r: Row, root: str = ROOT) -> str:
+    """The row's state as the ledger and its raw file alone give it, the same at every commit (the
+    docs' tables show it): ``unmeasured``; ``stale`` with why, when it was measured on a tree no
+    commit holds (``+dirty``) or at another precision than the row's; else ``current at`` its
+    commit: whether code it depends on changed since is its state at a later commit, which
+    ``python benchmarks/ledger.py`` prints (:func:`why`)."""
+    if not r.measured:
+        return "unmeasured"
+    reasons = []
+    if r.commit.endswith("+dirty"):
+        reasons.append("measured on a tree no commit holds")
+    at = raw_precision(r, root)
+    if at != r.precision:
+        reasons.append(f"measured at {at}, not {r.precision}")
+    return f"stale: {'; '.join(reasons)}" if reasons else f"current at {r.commit}"
+
+
 def render(rows: list[Row], priority: int | None = None, root: str = ROOT) -> str:
     """The docs' GPU table: every row in the ledger's order (the H200's first), measured or not,
-    with the precision of its matrix products and the commit and date of its measurement. A row's
-    state at a commit (whether its code changed since) is what ``python benchmarks/ledger.py``
-    prints, not part of the docs' table, which changes only with the ledger. ``priority``: only the
+    with the precision of its matrix products, its state as the ledger records it
+    (:func:`recorded_state`: stale where it was measured on a tree no commit holds or at another
+    precision) and the commit and date of its measurement. Whether a row's code changed since its
+    commit depends on the commit one stands at: ``python benchmarks/ledger.py`` prints that state,
+    the docs' table (which changes only with the ledger) says where to look. ``priority``: only the
     rows of that priority or a higher one."""
-    out = ["| device | what | precision | value | measured at | raw file |", "|---|---|---|---:|---|---|"]
+    out = [
+        "| device | what | precision | value | state | measured at | raw file |",
+        "|---|---|---|---:|---|---|---|",
+    ]
     order = {d: i for i, d in enumerate(DEVICES)}
     rows = [r for r in rows if priority is None or r.priority <= priority]
     for r in sorted(rows, key=lambda r: order[r.device]):  # stable: the ledger's order within a device
@@ -432,7 +454,8 @@ def render(rows: list[Row], priority: int | None = None, root: str = ROOT) -> st
         else:
             value, at, raw = "not yet measured", "", ""
         what = r.what + (f" ({r.note})" if r.note else "")
-        out.append(f"| {DEVICES[r.device]} | {what} | {precision_cell(r, root)} | {value} | {at} | {raw} |")
+        cells = (DEVICES[r.device], what, precision_cell(r, root), value, recorded_state(r, root), at, raw)
+        out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

@@ -348,7 +348,7 @@ def quick_source(path, **schedule) -> str:
         if schedule
         else lr
     )
-    latent_reasoning.open_study(cfg, str(path), quiet=True)
+    latent_reasoning.open_study(cfg, str(path), quiet=True).release()
     return str(path)
 
 

@@ -21,6 +21,7 @@ LAYERS = {
     "tokdyn._checks": 0,
     "tokdyn._deprecations": 0,
     "tokdyn.checks": 0,
+    "tokdyn.extras": 0,
     "tokdyn.io": 1,
     "tokdyn.datasets": 1,
     "tokdyn.engine.execute": 1,
@@ -49,7 +50,7 @@ LAYERS = {
     "tokdyn.reproduce": 9,
     "tokdyn.cli": 9,
 }
-IMPORT_NOTHING = ("tokdyn.datasets", "tokdyn.engine.execute")  # import nothing of tokdyn's
+IMPORT_NOTHING = ("tokdyn.datasets", "tokdyn.engine.execute", "tokdyn.extras")  # import nothing of tokdyn's
 KERNELS = 2  # the kernel layer's rank: its families are LAYERS' entries of that rank
 
 

@@ -273,7 +273,7 @@ def test_a_default_run_stamps_no_precision_and_another_is_refused(tmp_path, caps
     ]
     assert cli.main(["study", "token-dynamics", *tiny]) == 0
     stamp, record = study.read_stamp(out), study.read_record(out)
-    assert set(stamp) == {"study", "tokdyn", "config", "sources"}  # as before the option existed
+    assert set(stamp) == {"study", "tokdyn", "code", "config", "sources"}  # no precision: as before the option existed
     assert "matmul_precision" not in record
     assert cli.main(["study", "token-dynamics", *tiny, "--matmul-precision", "highest"]) == 0  # the same run
     assert study.read_stamp(out) == stamp

@@ -133,6 +133,29 @@ def test_resume_skips_finished_sweeps(study, tmp_path):
     assert before and {f: os.path.getmtime(os.path.join(chunks, f)) for f in os.listdir(chunks)} == before
 
 
+def test_a_micro_threshold_part_finds_the_predicted_collapse_temperature(tmp_path):
+    """The study's headline in the default run, at a micro size (one data shape, T = 2, 3 seeds x 9
+    ratios of tau / tau_c, 36 points: one sweep, one program): tokens collapse between 0.9 and 1.1
+    tau_c, and the predicted tau_c is 2 lambda_max of the covariance of each seed's data (NumPy). The
+    full tier runs the whole study (test_outputs_and_threshold and the command's tests)."""
+    import jax
+
+    cfg = collapse.Config(shapes=("aniso2",), n_tokens=(2,), seeds=3, n_ratios=5, n_steps=300, n_points=36)
+    (row,) = collapse.threshold_part(cfg, str(tmp_path / "c"))
+    assert row["n_runs"] == cfg.seeds * len(cfg.ratios()) == 27
+    assert row["rate_below"] == 0.0 and row["rate_above"] == 1.0  # no collapse below 0.9 tau_c, all above 1.1
+    assert abs(row["rel_error"]) <= 0.1
+    key = jax.random.fold_in(jax.random.key(cfg.root_seed), sum(map(ord, "threshold_aniso2_T2")))
+    two_lambda = [
+        2
+        * np.linalg.eigvalsh(
+            np.cov(np.asarray(data.point_cloud(jax.random.fold_in(key, s), "aniso2", 36, 1.0)).T, bias=True)
+        ).max()
+        for s in range(cfg.seeds)
+    ]
+    np.testing.assert_allclose(row["tau_c_pred"], np.mean(two_lambda), rtol=1e-4)
+
+
 def test_crossing():
     assert collapse.crossing([0.5, 1.0, 2.0], [0.0, 0.0, 1.0]) == pytest.approx(np.sqrt(2.0))
     assert np.isnan(collapse.crossing([0.5, 1.0], [0.0, 0.2]))

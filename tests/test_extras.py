@@ -22,6 +22,7 @@ DISTRIBUTIONS = {
     "PIL": "pillow",
     "av": "av",
     "chex": "chex",
+    "coverage": "coverage",
     "evosax": "evosax",
     "flax": "flax",
     "google": "protobuf",  # google.protobuf
@@ -249,3 +250,58 @@ def test_ci_names_the_machine_first_and_installs_each_extra_where_it_runs_its_te
     assert script.index("lscpu") < first_test and script.index("Flags") < first_test
     assert script.index('".[test]"') < first_test
     assert script.index('".[test-full]"') < script.index("python -m pytest -m full")
+
+
+# ---------------------------------------------------------------------------------- the extras users install
+
+REPOSITORY_EXTRAS = {"test", "test-full", "docs", "bench"}  # the repository's tests, docs and benchmarks
+
+
+def test_tokdyn_extras_lists_the_packages_of_pyproject_s_extras():
+    from tokdyn import extras as tokdyn_extras
+
+    declared = _project()["optional-dependencies"]
+    assert set(tokdyn_extras.EXTRAS) == set(declared) - REPOSITORY_EXTRAS
+    for extra, packages in tokdyn_extras.EXTRAS.items():
+        assert {_name(p) for p in packages} == {_name(r) for r in declared[extra]}, extra
+    for package, module in tokdyn_extras.MODULES.items():  # the module each installs, as the tests know it
+        assert _name(DISTRIBUTIONS[module.partition(".")[0]]) == _name(package)
+
+
+def test_the_getting_started_table_lists_every_extra():
+    with open(os.path.join(ROOT, "docs", "getting-started.md"), encoding="utf-8") as f:
+        text = f.read()
+    table = text[text.index("| extra | for |") :].split("\n\n")[0]
+    rows = re.findall(r"^\| `([\w-]+)` \|", table, flags=re.M)
+    assert sorted(rows) == sorted(_project()["optional-dependencies"]) and len(rows) == len(set(rows))
+
+
+def test_every_study_page_says_which_extra_it_needs():
+    from tokdyn.experiment import registry
+
+    declared = set(_project()["optional-dependencies"])
+    for entry in registry.STUDIES:
+        with open(os.path.join(ROOT, "docs", "studies", f"{entry.name}.md"), encoding="utf-8") as f:
+            install = [line for line in f.read().splitlines() if line.startswith("**Install:**")]
+        assert len(install) == 1, f"docs/studies/{entry.name}.md has no **Install:** line"
+        named = set(re.findall(r"\.\[([\w-]+)\]", install[0])) | set(re.findall(r"the `([\w-]+)` extra", install[0]))
+        assert named <= declared, (entry.name, named - declared)
+        assert named or "no extra" in install[0], entry.name
+
+
+def test_a_missing_package_of_an_extra_is_named_with_its_install_command(monkeypatch):
+    from tokdyn import extras as tokdyn_extras
+
+    monkeypatch.setitem(sys.modules, "jinja2", None)  # as if the extra were not installed
+    monkeypatch.setitem(sys.modules, "google_crc32c", None)
+    assert tokdyn_extras.missing("models") == ["jinja2"] and tokdyn_extras.missing("data")[0] == "google-crc32c"
+    with pytest.raises(tokdyn_extras.MissingExtra) as e:
+        tokdyn_extras.require("models", "--model")
+    assert str(e.value) == (
+        "--model needs the package 'jinja2' of the 'models' extra, not installed here: "
+        f'pip install -e ".[models]" (in {ROOT})'
+    )
+    with pytest.raises(ImportError, match=r"'google-crc32c' of the 'data' extra"):
+        tokdyn_extras.load("google_crc32c", "reading a TFRecord")
+    with pytest.raises(ValueError, match="extra='model' is not one of tokdyn's extras"):
+        tokdyn_extras.missing("model")

@@ -4,6 +4,7 @@ missing path, dirty tree or harness change can fool, the docs' GPU tables genera
 device call's plan: its order from the rows' states and the arithmetic by which one call of 540 s
 measures every first-priority row (benchmarks/device_session.py, benchmarks/session_plan.py)."""
 
+import dataclasses
 import json
 import os
 import re
@@ -119,6 +120,26 @@ def test_every_row_states_its_precision(rows):
     assert "| highest | 5,231 model-steps/s |" in line
     assert ledger.precision_label(None) == "tf32-default" and ledger.precision_label("float32 (TF32 off)") == "highest"
     assert ledger.precision_label(None, has_field=False) == "none"
+
+
+def test_the_docs_tables_say_which_rows_are_stale(rows):
+    """A figure measured on a tree no commit holds, or at another precision than its row's, is
+    printed as stale beside its value; the others as current at their commit, with the ledger's
+    command to tell whether their code changed since."""
+    table = ledger.render(rows)
+    for r in rows:
+        line = next(ln for ln in table.splitlines() if f"| {r.what}" in ln and ledger.DEVICES[r.device] in ln)
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        state = cells[4]
+        if not r.measured:
+            assert state == "unmeasured", line
+        elif r.commit.endswith("+dirty") or ledger.raw_precision(r) != r.precision:
+            assert state.startswith("stale: ") and ledger.why(r)[0] == "stale", line
+        else:
+            assert state == f"current at {r.commit}", line
+    measured = next(r for r in rows if r.measured)
+    dirty = ledger.Row(**{**dataclasses.asdict(measured), "commit": "abc1234+dirty"})
+    assert ledger.recorded_state(dirty).startswith("stale: measured on a tree no commit holds")
 
 
 def test_the_docs_gpu_tables_are_the_ledgers(rows):

@@ -6,6 +6,7 @@ outputs; bad options and absurd sizes exit 2 naming the option before any work."
 import dataclasses
 import os
 
+import numpy as np
 import pytest
 
 import hostile
@@ -119,6 +120,7 @@ def test_an_autoencoder_of_other_settings_is_never_reused(tmp_path, capsys):
         out, "grid-diffusion", CFG, selection=grid_diffusion.SPEC.selection
     )  # what main does first ...
     grid_diffusion.autoencoder(CFG, study)  # ... then the autoencoder part; killed here
+    study.release()
     part = os.path.join(out, "parts", "autoencoder.npz")
     kept = read(part)
     short = dataclasses.replace(CFG, ae_steps=10, models=("token_ar",))
@@ -186,6 +188,33 @@ QUICK = ["--quick", "--models", "token_ar", "--single-models", "", "--quiet", "-
 )
 def test_bad_options_and_absurd_sizes_exit_2_naming_the_option_before_any_work(extra, words, tmp_path, capsys):
     hostile.refused_before_any_work(["study", "grid-diffusion", *QUICK, *extra], words, tmp_path, capsys)
+
+
+def test_a_micro_run_writes_its_table_and_samples_words_of_the_grammar(tmp_path):
+    """The study end to end in the default run at a micro size (60 sentences, a 5-step autoencoder,
+    the token autoregressive model alone, 5 steps, one seed, 4 samples): one row, its shares in
+    [0, 1], its divergences at least 0, its held-out likelihood a positive number of nats, and every
+    sampled word a word of the grammar (the samples decoded through the corpus's vocabulary). The full
+    tier runs the grid models with their reruns, kills and damaged parts (the tests above)."""
+    from tokdyn.models.vtae import corpus
+
+    cfg = dataclasses.replace(
+        CFG, sentences=60, ae_steps=5, models=("token_ar",), T=4, width=8, steps=5, batch_size=8, seeds=1, n_samples=4
+    )
+    out = str(tmp_path / "micro")
+    assert grid_diffusion.main(cfg, out, quiet=True, plots=False)
+    t = study_dir.read_table(out, "results.csv")
+    assert (
+        t["model"].tolist() == ["token_ar"] and t["scope"].tolist() == ["sequence"] and t["nan_step"].tolist() == [-1]
+    )
+    for share in ("distinct_1", "distinct_2", "grammatical_bigrams", "grammatical_sentences", "novel"):
+        assert 0 <= t[share][0] <= 1, share
+    assert t["unigram_kl"][0] >= 0 and t["bigram_kl"][0] >= 0 and 0 < t["nll"][0] < np.inf
+    assert t["train_loss_last"][0] < t["train_loss_first"][0]  # five steps of Adam lower the loss
+    vocab = set(corpus.grammar_vocab()[0])
+    text = open(os.path.join(out, "samples.txt")).read().splitlines()
+    assert text[0] == "== sequence/token_ar (seed 0, first 4 of 4)" and len(text[1:5]) == 4
+    assert all(set(line.split()) <= vocab for line in text[1:5]), text
 
 
 def test_the_estimate_names_the_option_and_says_when_it_is_long():

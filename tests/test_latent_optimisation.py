@@ -206,7 +206,7 @@ def test_the_command_line_refuses_before_any_work(tmp_path, capsys, argv, words)
         dataclasses.replace(lr, hparams=dataclasses.replace(lr.hparams, learning_rate=0.01)),
         str(paths["lr"]),
         quiet=True,
-    )
+    ).release()
     argv = [a.format(**paths) for a in argv]
     before = sorted(os.listdir(tmp_path))
     assert cli.main(["study", "latent-optimisation", "--quick", *argv, "--out", str(tmp_path / "out"), "--quiet"]) == 2

@@ -277,6 +277,99 @@ def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path, mon
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+# ---------------------------------------------------------------------------------------------- micro runs
+# The three studies of the trained reasoners in the default run, end to end at a micro size, in one
+# module so that their programs compile once (the task's draws, the training step, the evaluation).
+# Their full runs: test_study_writes_outputs_and_resumes here, test_latent_diagnostics_study.py's and
+# test_latent_optimisation.py's test_study_writes_its_tables.
+
+MICRO = latent_reasoning.Config(
+    reference_steps=0,
+    variants=("latent",),
+    training=dataclasses.replace(
+        TINY, seeds=1, n_train=100, n_val=20, n_test=20, train=train.Config(steps=4, steps_per_call=4, warmup=1)
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def micro_source(tmp_path_factory):
+    """A latent-reasoning directory of MICRO, its ``latent`` variant trained for 4 steps (read only)."""
+    out = str(tmp_path_factory.mktemp("micro") / "source")
+    assert latent_reasoning.main(MICRO, out, quiet=True, plots=False)
+    return out
+
+
+def test_a_micro_run_tables_the_answers_it_kept_and_the_majority_baseline(micro_source):
+    """latent-reasoning: the accuracy table is the kept test answers scored against the test set's,
+    family by family (NumPy), and the chance column each family's most frequent training answer's
+    accuracy on the test set (NumPy)."""
+    acc = io.read_csv(os.path.join(micro_source, "accuracy.csv"))
+    data = training.data(MICRO.training)
+    answers = latent_reasoning.read_answers(micro_source, "latent")[0]
+    truth, fam = np.asarray(data.test.answer), np.asarray(data.test.family)
+    train_answer, train_fam = np.asarray(data.train.answer), np.asarray(data.train.family)
+    assert set(acc["family"]) == set(MICRO.training.task.families) | {"all"} and set(acc["variant"]) == {"latent"}
+    for f in MICRO.training.task.families:
+        i, row = tasks.FAMILIES.index(f), acc["family"] == f
+        np.testing.assert_allclose(acc["accuracy"][row], (answers[fam == i] == truth[fam == i]).mean())
+        majority = np.bincount(train_answer[train_fam == i]).argmax()
+        np.testing.assert_allclose(acc["chance"][row], (truth[fam == i] == majority).mean())
+    conv = io.read_csv(os.path.join(micro_source, "convergence.csv"))
+    assert conv["budget"].tolist() == [4] and conv["steps"].tolist() == [4]
+
+
+def test_a_micro_diagnostics_run_decomposes_the_sources_answers(micro_source, tmp_path, monkeypatch):
+    """latent-diagnostics: the decomposition's ``full`` setting is the source's model answering as
+    the source study recorded (its kept answers, one last-bit argmax tie at most), every mediation
+    rate is a share (where defined), every divergence at least 0, and the latents' participation
+    ratio lies in [1, width]."""
+    from tokdyn.studies import latent_diagnostics
+
+    monkeypatch.setattr(latent_diagnostics.Config, "reasoning", lambda self: MICRO)
+    cfg = latent_diagnostics.Config(
+        source=micro_source, variants=("latent",), reference="", midway=False, n_instances=20,
+        perturbations=("shuffle",), noise_sigmas=(), interventions=("zeros",), settings=("full", "no_block"),
+        probe_steps=5, n_resamples=20,
+    )  # fmt: skip
+    out = str(tmp_path / "diagnostics")
+    assert latent_diagnostics.main(cfg, out, quiet=True, plots=False)
+    dec = io.read_csv(os.path.join(out, "decomposition.csv"))
+    truth = np.asarray(training.data(MICRO.training).test.answer)[:20]
+    kept = (latent_reasoning.read_answers(micro_source, "latent")[0, :20] == truth).mean()
+    full = (dec["stage"] == "final") & (dec["setting"] == "full")
+    np.testing.assert_allclose(dec["accuracy"][full], kept, rtol=0, atol=1 / 20 + 1e-9)
+    med = io.read_csv(os.path.join(out, "mediation.csv"))
+    changed, kl = med["changed"][np.isfinite(med["changed"])], med["kl"][np.isfinite(med["kl"])]
+    assert changed.size and np.all((changed >= 0) & (changed <= 1)) and np.all(kl >= -1e-6)
+    col = io.read_csv(os.path.join(out, "collapse.csv"))
+    pr = col["participation_ratio"]
+    assert len(pr) == MICRO.training.n_latents and np.all((pr >= 1 - 1e-6) & (pr <= MICRO.training.width + 1e-6))
+
+
+def test_a_micro_optimisation_run_starts_from_the_sources_answers(micro_source, tmp_path, monkeypatch):
+    """latent-optimisation: the ``before`` row is the source's kept answers' accuracy, and the
+    best-of evolution strategy never ends below the reward it started from (its candidates include
+    the start)."""
+    from tokdyn.studies import latent_optimisation
+
+    monkeypatch.setattr(latent_optimisation.Config, "reasoning", lambda self: MICRO)
+    cfg = latent_optimisation.Config(
+        source=micro_source, variants=("latent",), methods=("es_entropy_best",), grounding_variants=(),
+        perturbations=("blank",), n_instances=20, top_k=2, n_iters=2, n_pairs=1, learning_rate=0.5,
+        sweep_method="es_entropy_best", sweep_learning_rates=(),
+    )  # fmt: skip
+    out = str(tmp_path / "optimisation")
+    assert latent_optimisation.main(cfg, out, quiet=True, plots=False)
+    table = io.read_csv(os.path.join(out, "optimiser.csv"))
+    truth = np.asarray(training.data(MICRO.training).test.answer)[:20]
+    kept = (latent_reasoning.read_answers(micro_source, "latent")[0, :20] == truth).mean()
+    before = (table["method"] == "before") & (table["family"] == "all")
+    np.testing.assert_allclose(table["accuracy"][before], kept, rtol=0, atol=1 / 20 + 1e-9)
+    es = (table["method"] == "es_entropy_best") & (table["family"] == "all")
+    assert es.sum() == 1 and np.all(table["reward_after"][es] >= table["reward_before"][es])
+
+
 def test_command_line_options():
     argv = (
         "study latent-reasoning --variants direct,text --seeds 2 --steps 40 --batch-size 8 --learning-rate 0.01 "

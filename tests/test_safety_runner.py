@@ -117,7 +117,7 @@ def test_case1_declared_outputs_are_stamped_removed_by_fresh_and_never_overwrite
     ]
     io.write_csv(st.path("results.csv"), {"a": [1]})  # the run dies here, before finish
     (tmp_path / "d" / "mine.txt").write_text("keep")
-    study_dir.Study.open(out, "demo", Cfg(seeds=3), fresh=True, outputs=("tables/summary.md",))
+    study_dir.Study.open(out, "demo", Cfg(seeds=3), fresh=True, outputs=("tables/summary.md",)).release()
     assert sorted(os.listdir(out)) == ["mine.txt", study_dir.STAMP]  # the declared output went, the user's file stays
     (tmp_path / "d" / "results.csv").write_text("a user's table where the study writes its own")
     for fresh, seeds in ((False, 3), (True, 4)):
@@ -145,6 +145,7 @@ def test_case1_clear_removes_only_what_tokdyn_wrote(tmp_path):
     with pytest.warns(RuntimeWarning, match="set aside"):
         st.rows("b", lambda: [{"x": 2}])  # ... set aside into parts/corrupt, not emptied
     (tmp_path / "d" / "report.tmp").write_text("a user's file with a temporary's suffix")
+    st.release()  # the study is over (clear runs under the directory's exclusive lock)
     study_dir.clear(out)
     left = sorted(os.path.relpath(os.path.join(r, f), out) for r, _, fs in os.walk(out) for f in fs)
     assert left[0].startswith("parts/corrupt/b.json.") and left[0].endswith("inside.txt")
@@ -156,14 +157,16 @@ def test_case1_fresh_refused_while_study_running(tmp_path, capsys):
     d = str(tmp_path / "td")
     assert tokdyn(["--out", d, *SMALL], capsys)[0] == 0
     before = {n: open(os.path.join(d, n), "rb").read() for n in (study_dir.STAMP, study_dir.RECORD, "runs.csv")}
-    fd = study_dir.lock(d)  # a study running there holds the shared lock (a separate open file description)
+    fd = study_dir.lock(d)  # the parts of one job filling it hold the shared lock (a separate open file description)
     try:
         code, err = tokdyn(["--out", d, *SMALL, "--seeds", "3", "--fresh"], capsys)
         assert code == 2 and "a study is running in" in err and d in err, err
         assert all(open(os.path.join(d, n), "rb").read() == b for n, b in before.items())
         study_dir.Study.open(
-            d, "token-dynamics", _td_cfg(), selection=_td_selection(), quiet=True
-        )  # writers of the same configuration share it
+            d, "token-dynamics", _td_cfg(), selection=_td_selection(), quiet=True, shared=True
+        ).release()  # another part of the same job shares it
+        with pytest.raises(study_dir.Refused, match="is in use"):  # a run of its own does not
+            study_dir.Study.open(d, "token-dynamics", _td_cfg(), selection=_td_selection(), quiet=True)
     finally:
         study_dir.unlock(fd)
     # a study running in another process
@@ -183,14 +186,14 @@ def test_case1_fresh_refused_while_study_running(tmp_path, capsys):
         proc.wait()
     study_dir.Study.open(other, "demo", {"seeds": 3}, fresh=True)  # the study ended: --fresh goes ahead
     inner = os.path.join(other, "inner")  # a study directory inside (as reproduce keeps its studies)
-    study_dir.Study.open(inner, "demo", {"seeds": 1})
+    study_dir.Study.open(inner, "demo", {"seeds": 1}).release()
     fd = study_dir.lock(inner)
     try:
         with pytest.raises(study_dir.Refused, match="a study is running in.*inner"):
             study_dir.Study.open(other, "demo", {"seeds": 4}, fresh=True)
     finally:
         study_dir.unlock(fd)
-    study_dir.Study.open(other, "demo", {"seeds": 4}, fresh=True)
+    study_dir.Study.open(other, "demo", {"seeds": 4}, fresh=True).release()
     assert os.listdir(other) == [study_dir.STAMP]  # the inner study's files went too, its folder once empty
 
 

@@ -194,7 +194,7 @@ def test_case4_headerless_source_checkpoint_refused(tmp_path, monkeypatch, capsy
         latent_diagnostics.Config, "reasoning", lambda self: latent_reasoning.Config(reference_steps=0, training=TINY)
     )
     src = tmp_path / "src"
-    latent_reasoning.open_study(source_cfg, str(src), quiet=True)
+    latent_reasoning.open_study(source_cfg, str(src), quiet=True).release()
     p = latent_reasoning.paths(str(src), "latent")
     answers = np.zeros((TINY.seeds, TINY.n_test), np.int32)
     curve = b"step,seed,val_all\n40,0,0.5\n40,1,0.5\n"

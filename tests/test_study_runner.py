@@ -162,6 +162,7 @@ def test_fresh_removes_what_the_old_configuration_wrote(tmp_path):
 
     figures.save(figures.figure((1, 1)), st.path("plots", "stale.png"))  # a figure tokdyn drew
     st = study_dir.Study.open(out, "demo", Cfg(seeds=5), fresh=True)
+    st.release()
     assert sorted(os.listdir(out)) == [study_dir.STAMP]
     assert st.stamp["config"]["seeds"] == 5
     assert st.rows("a", lambda: [{"x": 2}]) == [{"x": 2}]
@@ -192,7 +193,7 @@ def test_a_corrupt_stamp_is_refused_with_fresh_or_without(tmp_path):
     """A stamp that fails its checksum does not show the directory is tokdyn's: nothing in it is
     removed, and --fresh is not offered."""
     out = str(tmp_path / "d")
-    study_dir.Study.open(out, "demo", Cfg())
+    study_dir.Study.open(out, "demo", Cfg()).release()
     with open(os.path.join(out, study_dir.STAMP), "r+b") as f:
         f.truncate(30)
     for fresh in (False, True):
@@ -357,7 +358,7 @@ def test_the_precision_is_stamped_only_when_not_the_default(tmp_path, monkeypatc
     out = str(tmp_path / "s")
     study = study_dir.Study.open(out, "demo", Cfg())  # no precision set: on the CPU, full float32 (the default)
     plain = study_dir.read_stamp(out)
-    assert "matmul_precision" not in plain and set(plain) == {"study", "tokdyn", "config", "sources"}
+    assert "matmul_precision" not in plain and set(plain) == {"study", "tokdyn", "code", "config", "sources"}
     study.finish()
     assert "matmul_precision" not in study_dir.read_record(out)
     with study_dir.matmul_precision("highest"):  # the default named: the same stamp, resumed as it was

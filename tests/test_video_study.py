@@ -223,6 +223,58 @@ def test_collapse_findings_compare_event_frames_with_calm_ones():
 # ---------------------------------------------------------------------------------------------- the runner
 
 
+def test_a_micro_run_tables_every_seed_and_its_paired_tests_are_scipy_s(tmp_path):
+    """The study end to end in the default run at a micro size (occlusion videos, reinit and carry,
+    2 seeds of one 6-frame video of 3 objects on 20 x 20 pixels: its scoring program, the tables and
+    the paired tests): one row per condition and seed, each condition's mean the mean of its seeds,
+    and carry's paired test against reinit SciPy's ``ttest_rel`` of the seeds' differences (both
+    conditions' scores differ between the seeds here, so the pairing matters). The full tier runs every predictor and
+    scenario (test_the_study_runs_resumes_and_judges_its_findings and the reference tests)."""
+    from scipy import stats as sps
+
+    cfg = dataclasses.replace(
+        TINY,
+        size=20,
+        objects=3,
+        frames=6,
+        scale=(0.25, 0.35),
+        seeds=2,
+        scenarios=("occlusion",),
+        predictors=("reinit", "carry"),
+        separation=0.0,
+        n_steps=10,
+    )
+    out = str(tmp_path / "micro")
+    video_study.main(cfg, out, quiet=True, plots=False)
+    runs = io.read_csv(os.path.join(out, "runs.csv"))
+    assert runs["condition"].tolist() == ["reinit", "reinit", "carry", "carry"] and runs["seed"].tolist() == [
+        0,
+        1,
+        0,
+        1,
+    ]
+    assert np.all((runs["collapse"] >= 0) & (runs["collapse"] <= 1)) and np.all(np.abs(runs["video_ari"]) <= 1)
+    metrics = io.read_csv(os.path.join(out, "metrics.csv"))
+    for cond in ("reinit", "carry"):
+        row = metrics["condition"] == cond
+        assert float(metrics["frame_ari"][row][0]) == pytest.approx(
+            np.mean(runs["frame_ari"][runs["condition"] == cond])
+        )
+    tests = io.read_csv(os.path.join(out, "tests.csv"))
+    tested = 0
+    for metric in ("video_ari", "frame_ari", "collapse"):
+        diff = runs[metric][runs["condition"] == "carry"] - runs[metric][runs["condition"] == "reinit"]
+        row = (tests["metric"] == metric) & (tests["condition"] == "carry") & (tests["baseline"] == "reinit")
+        assert float(tests["mean_diff"][row][0]) == pytest.approx(np.mean(diff), abs=1e-7)
+        if np.std(diff) > 0:
+            want = sps.ttest_rel(
+                runs[metric][runs["condition"] == "carry"], runs[metric][runs["condition"] == "reinit"]
+            )
+            assert float(tests["p"][row][0]) == pytest.approx(want.pvalue, rel=1e-6)
+            tested += 1
+    assert tested >= 1  # the seeds differ: a test was run and compared
+
+
 @pytest.mark.full
 def test_the_study_runs_resumes_and_judges_its_findings(tmp_path):
     out = str(tmp_path / "out")

@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -238,6 +239,20 @@ def test_a_bad_model_or_marker_exits_2_before_any_work(tmp_path, capsys):
     (ckpt / "tokenizer.json").unlink()
     code, err = _exit(["--model", str(ckpt), *out], capsys)
     assert code == 2 and "lacks tokenizer.json" in err and "Hugging Face layout" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("package", ["jinja2", "tokenizers", "safetensors"])
+def test_a_checkpoint_without_the_models_extra_exits_2_naming_it_before_any_work(
+    tmp_path, capsys, monkeypatch, package
+):
+    """The README's ``pip install -e .`` alone: the checkpoint's weights, tokenizer and chat template need
+    the ``models`` extra, said in one line before anything is read or written."""
+    monkeypatch.setitem(sys.modules, package, None)  # as if the extra were not installed
+    code, err = _exit(["--model", str(FIXTURE), "--out", str(tmp_path / "out")], capsys)
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err, err
+    assert f"needs the package '{package}' of the 'models' extra" in line and 'pip install -e ".[models]"' in line
     assert not (tmp_path / "out").exists()
 
 

@@ -10,6 +10,7 @@ import os
 import shutil
 import warnings
 
+import numpy as np
 import pytest
 
 import hostile
@@ -42,6 +43,27 @@ TINY = [
     "main,curriculum",
 ]
 RESULTS = ("results.csv", "summary.md")
+
+
+def test_a_micro_run_trains_its_cell_and_its_diagnostics_stay_in_their_ranges(tmp_path):
+    """The study end to end in the default run at a micro size (the main part's one cell of TINY:
+    V = 5, 3 x 3 grids of 2 colours, 20 steps, one seed): one row, its diagnostics inside their
+    ranges (accuracy and the dominant prediction's share in [1/V, 1], the prediction entropy in
+    [0, ln V] nats), the collapse flag the documented rule (dominant share > 0.9), the grid
+    uniqueness and minimum Hamming distance consistent (every grid distinct iff the closest two
+    differ somewhere). The full tier runs both parts with their reruns, kills and damaged files."""
+    argv = [a for a in TINY if a != "main,curriculum"] + ["main"]
+    assert argv[argv.index("--parts") + 1] == "main"
+    out = tmp_path / "micro"
+    assert cli.main([*argv, "--out", str(out), "--quiet", "--no-plots", "--no-cache"]) == 0
+    t = study_dir.read_table(str(out), "results.csv")
+    assert t["part"].tolist() == ["main"] and t["vocab_size"].tolist() == [5] and t["steps"].tolist() == [20]
+    v = 5
+    assert 0 <= t["accuracy"][0] <= 1 and 1 / v - 1e-6 <= t["dominant_freq"][0] <= 1
+    assert 0 <= t["entropy"][0] <= np.log(v) + 1e-6 and 0 <= t["uniqueness"][0] <= 1
+    assert bool(t["collapsed"][0]) == (t["dominant_freq"][0] > 0.9)
+    assert (t["uniqueness"][0] == 1.0) == (t["min_hamming"][0] >= 1) and t["min_hamming"][0] <= 3 * 3
+    assert t["nan_step"].tolist() == [-1]
 
 
 @pytest.fixture(scope="module")

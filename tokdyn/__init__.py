@@ -11,7 +11,8 @@ command line can set XLA flags first. By layer:
   :mod:`tokdyn.models`, :mod:`tokdyn.diagnostics`;
 - running: :mod:`tokdyn.engine` (chunked, sharded, resumable sweeps), :mod:`tokdyn.train` (the
   training loop), :mod:`tokdyn.io`, :mod:`tokdyn.stats`, :mod:`tokdyn.checks` (the argument
-  checks, for code of one's own);
+  checks, for code of one's own), :mod:`tokdyn.extras` (the optional extras and the error for a
+  package of one that is missing);
 - studies: :mod:`tokdyn.experiment` (what the studies share), :mod:`tokdyn.studies`,
   :mod:`tokdyn.reproduce`, :mod:`tokdyn.cli` (the ``tokdyn`` command).
 
@@ -37,6 +38,7 @@ __all__ = [
     "analysis",
     "io",
     "checks",
+    "extras",
     "engine",
     "stats",
     "models",

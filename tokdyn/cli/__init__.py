@@ -436,7 +436,7 @@ def _main(argv) -> int:
             e.parser.print_usage(sys.stderr)
         print(e, file=sys.stderr)
         return 2
-    from tokdyn import io
+    from tokdyn import extras, io
     from tokdyn.experiment import study
 
     if args.launch is not None:  # before JAX runs anything; processes that do not meet: one line, no compile
@@ -451,9 +451,10 @@ def _main(argv) -> int:
     _setup_jax(cache=not args.no_cache)
     try:
         _run_entry(args, key, module, cfg)
-    except (io.OutputConflict, study.Refused, io.CorruptFile, _condition_refused()) as e:
-        # the output directory belongs to another configuration, a source fails its verification, or a
-        # study of one's own handed the sweep engine a value out of its range: a usage error
+    except (io.OutputConflict, study.Refused, io.CorruptFile, extras.MissingExtra, _condition_refused()) as e:
+        # the output directory belongs to another configuration, a source fails its verification, a
+        # package of an extra is missing, or a study of one's own handed the sweep engine a value out of
+        # its range: a usage error
         parser.print_usage(sys.stderr)
         print(f"{_prog(key)}: error: {e}", file=sys.stderr)
         return 2

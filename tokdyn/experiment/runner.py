@@ -226,6 +226,9 @@ class Session:
         part of a shared sweep).
       timings: ``<stage>_s`` -> seconds (:meth:`Session.timed`); ``config.json``'s ``timings``.
       context: what ``prepare`` found, for ``run`` (a source's configuration).
+      shared: this run is one of several processes of one job that fill ``out`` together (a
+        sweep's parts; the study's ``check`` sets it): they share the directory's lock. Otherwise a
+        run holds it alone, and a second run into the same directory is refused.
       study: the opened directory (set once it is opened).
     """
 
@@ -245,6 +248,7 @@ class Session:
         self.options = dict(options or {})
         self.timings: dict = {}
         self.context: dict = {}
+        self.shared = False
         self.study: Optional[study_dir.Study] = None
         self.reads = None  # what the run imports (a study of one's own: its modules stamped as they are reached)
 
@@ -330,7 +334,7 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
     sources = spec.prepare(session, cfg) if spec.prepare is not None else None
     extra = spec.stamp_extra(session, cfg) if spec.stamp_extra is not None else None
     code = code_stamp(spec, out)
-    if code:  # a study of one's own: its code is stamped (tokdyn's is, by its version)
+    if code:  # a study of one's own: its code is stamped (tokdyn's is in every stamp: package_code)
         extra = {**(extra or {}), "code": code}
     existed, stamped = os.path.exists(out), study_dir.read_stamp(out) is not None
     study = session.study = study_dir.Study.open(
@@ -343,7 +347,18 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
         estimate=estimate,
         quiet=quiet,
         extra=extra,
+        shared=session.shared,
     )
+    try:
+        return _run_opened(session, study, estimate, code, existed=existed, stamped=stamped)
+    finally:
+        study.release()  # finished (released already) or failed: the directory is free again
+
+
+def _run_opened(session: Session, study, estimate, code, *, existed: bool, stamped: bool):
+    """:func:`run_study` once the directory ``study`` is opened: the run, the tables, figures,
+    summary and record."""
+    spec, cfg, out, quiet, plots = session.spec, session.cfg, session.out, session.quiet, session.plots
     outputs = (*spec.outputs, *((spec.summary_file,) if spec.summary_file else ()), study_dir.RECORD)
     study.clear_other_outputs(cfg, outputs, figure_paths(study.out, spec.figure_files))  # another selection's: gone
     t0 = time.perf_counter()
@@ -353,6 +368,7 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
             result = spec.run(session, cfg)
         except sweep.ConditionRefused:  # a value the sweep engine refuses, before it traced anything
             if not stamped:  # a directory this run stamped, and nothing kept in it: left as it was
+                study.release()  # its lock file goes first
                 unstamp_untouched(out, remove_dir=not existed)
             raise
     stamp_reached(session)

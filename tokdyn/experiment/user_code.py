@@ -1,8 +1,9 @@
 """A study of one's own is stamped with its code: the files of the modules of the user's that define
 its ``Config`` and hooks, that they import, and that its ``run`` reached (:func:`code_stamp`,
 :func:`stamp_reached`), so that a directory a changed module made is refused on resume, naming the
-module, like another configuration. tokdyn's own studies are stamped by tokdyn's version (nothing
-here for them). :func:`tokdyn.experiment.runner.run_study` calls both; the names are also reached
+module, like another configuration. tokdyn's own code, which every study runs, is in every stamp
+(:func:`tokdyn.experiment.study.stamps.package_code`: the whole package, module by module), so
+nothing here is needed for it. :func:`tokdyn.experiment.runner.run_study` calls both; the names are also reached
 from :mod:`tokdyn.experiment.runner`.
 """
 
@@ -31,8 +32,8 @@ def code_stamp(spec, out: Optional[str] = None) -> dict:
     :func:`stamp_reached`): :func:`~tokdyn.experiment.runner.run_study` stamps it with the
     configuration (``extra.code``), so that a directory a changed module made is refused on resume,
     naming the module, like another configuration (``--fresh`` starts afresh). Any change to a file
-    counts, comments included. Empty for tokdyn's own studies (their code is stamped by tokdyn's
-    version)."""
+    counts, comments included. Empty for tokdyn's own studies (tokdyn's code, theirs included, is
+    in every stamp: :func:`tokdyn.experiment.study.stamps.package_code`)."""
     files = {}
     for hook in _HOOKS:
         value = getattr(spec, hook, None)

@@ -17,7 +17,7 @@ leaves by their tree path as nested dicts); through :func:`load_orbax` every fil
 its recorded SHA-256 first (:class:`~tokdyn.io.CorruptFile` when one differs or is missing) and the
 leaves are matched by tree path to the structure asked for.
 
-Needs the optional extra ``orbax`` (``pip install 'tokdyn[orbax]'``).
+Needs the optional extra ``orbax`` (``pip install -e ".[orbax]"``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import uuid
 
 import numpy as np
 
+from tokdyn import extras
 from tokdyn.io.errors import CorruptFile, OutputConflict
 from tokdyn.io.files import file_sha256, read_checked_json, write_checked_json
 
@@ -37,14 +38,9 @@ _TREE = "tree-"  # the prefix of a saved tree's folder
 
 
 def require_orbax():
-    """``orbax.checkpoint``, or an ImportError naming the extra that installs it (``orbax``)."""
-    try:
-        import orbax.checkpoint as ocp
-    except ImportError as e:
-        raise ImportError(
-            f"checkpoints in orbax's format need the orbax-checkpoint package ({e}): pip install 'tokdyn[orbax]'"
-        ) from None
-    return ocp
+    """``orbax.checkpoint``, or an ImportError naming the extra that installs it (``orbax``:
+    :class:`tokdyn.extras.MissingExtra`)."""
+    return extras.load("orbax.checkpoint", "checkpoints in orbax's format")
 
 
 def is_orbax(path: str) -> bool:

@@ -37,6 +37,8 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
+from tokdyn import extras
+
 
 _OPEN: "weakref.WeakSet" = weakref.WeakSet()  # the loggers of this process with unwritten data possible
 _FILES = [0]  # event files opened by this process
@@ -48,16 +50,6 @@ def flush_open() -> None:
     on disk always reach the checkpoint's step)."""
     for logger in list(_OPEN):
         logger.flush()
-
-
-def _require(module: str, extra: str, who: str):
-    """``import module``, or an ImportError naming the extra that installs it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"{who} needs the package {module!r} ({e}): pip install 'tokdyn[{extra}]'") from None
 
 
 def _key(entry) -> str:
@@ -167,12 +159,12 @@ class TensorBoardLogger:
         the first call after that; on :meth:`flush`, :meth:`close` and when a checkpoint is
         written too, :func:`flush_open`).
 
-    Needs ``tensorboardX`` (``pip install 'tokdyn[tensorboard]'``; no TensorFlow). Use it as a
+    Needs ``tensorboardX`` (the ``tensorboard`` extra, ``pip install -e ".[tensorboard]"``; no TensorFlow). Use it as a
     context manager, or call :meth:`close` when training ends.
     """
 
     def __init__(self, logdir: str, names: Optional[Sequence[str]] = None, *, runs: bool = True, flush_secs: int = 30):
-        self._tbx = _require("tensorboardX", "tensorboard", "TensorBoardLogger")
+        self._tbx = extras.load("tensorboardX", "TensorBoardLogger")
         if not isinstance(logdir, (str, os.PathLike)) or not os.fspath(logdir):
             raise TypeError(f"TensorBoardLogger: logdir must be a folder path, got {logdir!r}")
         if not isinstance(runs, bool):
@@ -263,7 +255,7 @@ class WandbLogger:
       **init: ``wandb.init``'s arguments (``project``, ``name``, ``config``, ``dir``, ``mode``:
         ``"offline"`` writes a local run to sync later, ``"disabled"`` nothing).
 
-    Needs ``wandb`` (``pip install 'tokdyn[wandb]'``). Use it as a context manager, or call
+    Needs ``wandb`` (the ``wandb`` extra, ``pip install -e ".[wandb]"``). Use it as a context manager, or call
     :meth:`close` when training ends.
     """
 
@@ -272,7 +264,7 @@ class WandbLogger:
         if run is not None and init:
             raise TypeError(f"WandbLogger: give run or wandb.init's arguments, not both (got {sorted(init)})")
         if run is None:
-            wandb = _require("wandb", "wandb", "WandbLogger")
+            wandb = extras.load("wandb", "WandbLogger")
             run, self._own = wandb.init(**init), True
         else:
             self._own = False

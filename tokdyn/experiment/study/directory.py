@@ -5,7 +5,6 @@ run's outputs removed (:meth:`Study.clear_other_outputs`) and its record written
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import sys
@@ -13,7 +12,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from tokdyn import io
 from tokdyn.experiment.study.clearing import clear_afresh
-from tokdyn.experiment.study.locks import lock, register, release, take_exclusive, unlock
+from tokdyn.experiment.study.locks import hold, release
 from tokdyn.experiment.study.ownership import (
     check_in_the_way,
     drawn_by_tokdyn,
@@ -57,7 +56,9 @@ class Study:
         # they name files, not results)
         # and the code of a study of one's own (extra.code): a directory of other code is refused
         # at open, and modules reached while it runs are stamped then (stamp_code)
-        keyed = {k: v for k, v in stamp.items() if k != "outputs"}
+        # nor tokdyn's code ("code"): a directory of other code is refused at open, and parts of the
+        # same configuration and code are found again once the code is restored
+        keyed = {k: v for k, v in stamp.items() if k not in ("outputs", "code")}
         if "code" in (stamp.get("extra") or {}):
             keyed["extra"] = _without_code(stamp)
         self.key = digest(keyed)
@@ -84,6 +85,7 @@ class Study:
         quiet: bool = False,
         extra: Optional[Mapping] = None,
         outputs: Sequence[str] = (),
+        shared: bool = False,
     ) -> "Study":
         """Check, lock, then stamp the output directory ``out`` of ``study`` for ``cfg``.
 
@@ -107,9 +109,14 @@ class Study:
           outputs: the files (paths relative to ``out``) the study will write, stamped, so that
             ``fresh`` removes them even when a run died before :meth:`finish`; a file there that
             tokdyn did not write is refused.
+          shared: this process is one of several of one job that fill ``out`` together (a
+            sweep's parts): the directory's lock is shared with them. Otherwise it is exclusive,
+            and a directory where a study runs in another process is refused, naming that process
+            (:func:`~tokdyn.experiment.study.locks.hold`).
 
         Returns:
-          The open :class:`Study`, holding the directory's lock.
+          The open :class:`Study`, holding the directory's lock until :meth:`finish` or
+          :meth:`release` (or the end of the process).
         """
         out = check_output(out)
         declared = sorted({relative(p, "outputs") for p in outputs})
@@ -124,7 +131,7 @@ class Study:
         if os.path.isdir(out):
             stamped_or_empty(out)  # refused before anything is created in a directory not known to be ours
         os.makedirs(out, exist_ok=True)
-        fd = take_exclusive(out) if fresh else lock(out)
+        held = hold(out, study, shared=shared, fresh=fresh)
         try:
             old = stamped_or_empty(out)  # again, under the lock: a --fresh elsewhere may have changed it
             if old is not None and (fresh or conflicts(old, stamp)):
@@ -141,15 +148,13 @@ class Study:
                 if not set(declared) <= set(old.get("outputs", ())):  # the stamp lists every output declared
                     union = sorted(set(declared) | set(old.get("outputs", ())))
                     write_stamp(os.path.join(out, STAMP), {**old, "outputs": union})
-            if fresh:
-                fcntl.flock(fd, fcntl.LOCK_SH)  # the study runs on, like any other, under the shared lock
         except BaseException:
-            unlock(fd)
+            release(*held)
             raise
         # a directory stamped already keeps its configuration as spelled there (the same values:
         # 0.003 or 3e-3), and so the key its parts were kept under
         self = cls(out, stamp if old is None else {**stamp, "config": old["config"]}, quiet=quiet)
-        self._lock = register(out, fd)
+        self._lock = held
         self._foreign = foreign_tables(out, owned_outputs(out))
         return self
 
@@ -288,9 +293,15 @@ class Study:
                 os.path.join(self.out, RECORD), {**stamp, **record, "environment": io.environment(), "outputs": outputs}
             )
         finally:
-            if self._lock is not None:
-                release(*self._lock)
-                self._lock = None
+            self.release()
+
+    def release(self) -> None:
+        """Let the directory's lock go (this study's count of it: :func:`~tokdyn.experiment.study.locks.release`),
+        as :meth:`finish` does; a study that stops before finishing calls it (the runner does, on
+        any error). Calling it again does nothing."""
+        if self._lock is not None:
+            release(*self._lock)
+            self._lock = None
 
 
 def _without_code(stamp: Mapping) -> dict:

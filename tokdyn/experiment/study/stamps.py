@@ -1,5 +1,6 @@
 """A study directory's stamp (``study.json``): what it holds (the study, the configuration, the
-tokdyn version, the stamps of its sources), how two are compared (:func:`conflicts`,
+tokdyn version and the digests of tokdyn's code, :func:`package_code`, the stamps of its sources),
+how two are compared (:func:`conflicts`,
 :func:`differences`), read back (:func:`read_stamp`, :func:`source_stamp`), written once
 (:func:`stamp_once`) and rewritten (:func:`write_stamp`).
 
@@ -29,6 +30,64 @@ def version() -> str:
     return __import__("tokdyn").__version__
 
 
+PACKAGE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+"""The directory of the tokdyn package whose code :func:`package_code` stamps (the one running)."""
+
+_DIGESTS: dict = {}  # path -> ((st_mtime_ns, st_size, st_ino), digest): a file read once per change
+
+
+def package_code(root: Optional[str] = None) -> dict:
+    """``{module: digest}`` of every module of the tokdyn package (every ``.py`` file under
+    ``root``, default :data:`PACKAGE`, ``tokdyn.experiment.runner`` for
+    ``tokdyn/experiment/runner.py``): the first 16 hex digits of the SHA-256 of its bytes, so that
+    any edit counts (comments included). Part of every stamp (``"code"``): a directory made by
+    other code of tokdyn (an edited module, a ``git pull`` under an editable install) is refused on
+    resume, naming the modules that changed.
+
+    The code a study runs is taken to be the whole package, not the modules it imports: a study
+    reaches modules by name too (a model family, a rule of :data:`tokdyn.dynamics.METHODS`, a
+    package's lazy attributes), which no reading of its imports finds, and hashing the package's
+    ~300 files takes about 10 ms (a file is read again only when its size, time or inode changed).
+    The price is that an edit of a module a study never runs refuses its directories too
+    (``--fresh`` recomputes; restoring the code resumes)."""
+    root = PACKAGE if root is None else root
+    code = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, root)[: -len(".py")].split(os.sep)
+            if rel[-1] == "__init__":
+                rel = rel[:-1]
+            code[".".join(["tokdyn", *rel])] = _file_digest(path)
+    return dict(sorted(code.items()))
+
+
+def _file_digest(path: str) -> str:
+    """The first 16 hex digits of the SHA-256 of ``path``'s bytes (``"absent"``: unreadable)."""
+    try:
+        st = os.stat(path)
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        held = _DIGESTS.get(path)
+        if held is not None and held[0] == key:
+            return held[1]
+        value = io.file_sha256(path)[:16]
+    except OSError:
+        return "absent"
+    _DIGESTS[path] = (key, value)
+    return value
+
+
+def package_file(name: str) -> str:
+    """The file of the tokdyn module ``name`` under :data:`PACKAGE` (``tokdyn.io`` ->
+    ``.../tokdyn/io/__init__.py``), whether or not it exists."""
+    parts = name.split(".")[1:]
+    base = os.path.join(PACKAGE, *parts)
+    return os.path.join(base, "__init__.py") if os.path.isdir(base) else base + ".py"
+
+
 def config_dict(cfg) -> dict:
     """A configuration (a dataclass, or a mapping) as plain JSON values."""
     value = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
@@ -50,14 +109,15 @@ def make_stamp(
     extra: Optional[Mapping] = None,
     outputs: Sequence[str] = (),
 ) -> dict:
-    """The stamp of ``study`` for ``cfg``: the study, the tokdyn :func:`version`, the configuration
-    (:func:`config_dict`, the ``selection`` fields left out), the :func:`digest` of each source's
-    stamp, ``extra`` (when given), the precision of matrix products in force (only when it is not
+    """The stamp of ``study`` for ``cfg``: the study, the tokdyn :func:`version`, the digests of
+    tokdyn's code (:func:`package_code`), the configuration (:func:`config_dict`, the ``selection``
+    fields left out), the :func:`digest` of each source's stamp, ``extra`` (when given), the precision of matrix products in force (only when it is not
     the default) and the declared ``outputs`` (when any; relative paths, sorted)."""
     config = {k: v for k, v in config_dict(cfg).items() if k not in selection}
     stamp = {
         "study": study,
         "tokdyn": version(),
+        "code": package_code(),
         "config": config,
         "sources": {k: digest(v) for k, v in (sources or {}).items()},
     }
@@ -173,7 +233,8 @@ def source_stamp(source: str, study: str, expected=None, *, selection: Sequence[
       source: the directory the analysis reads.
       study: the name of the study that must have written it.
       expected: optional configuration the analysis expects its source to have; a stamp of
-        another configuration (or another tokdyn version) is refused, naming the fields that differ.
+        another configuration (or another tokdyn version, or made by other code of tokdyn:
+        :func:`package_code`) is refused, naming the fields (or the modules) that differ.
       selection: fields of ``expected`` left out of the comparison (they only choose parts).
       option: the option's name used in messages.
 
@@ -191,6 +252,13 @@ def source_stamp(source: str, study: str, expected=None, *, selection: Sequence[
         diffs = differences(stamp["config"], want)
         if stamp.get("tokdyn") != version():
             diffs.append(("tokdyn version", stamp.get("tokdyn"), version()))
+        code = code_changes(stamp, {"code": package_code()})
+        if code and not diffs:
+            made = "other code of tokdyn than this study runs: " if isinstance(stamp.get("code"), Mapping) else ""
+            raise io.OutputConflict(
+                f"{option}={source!r} was made by {made}{code}; recompute "
+                f"it with the code as it is now (--fresh there), or choose another {option} for this study to fill"
+            )
         if diffs:
             raise io.OutputConflict(
                 f"{option}={source!r} was made with another configuration than this study expects "
@@ -221,13 +289,14 @@ def stamp_once(out: str, stamp: dict) -> bool:
 
 def conflicts(old: dict, new: dict) -> bool:
     """Whether the stamps ``old`` and ``new`` are of different studies or configurations: the
-    study, the tokdyn version, the configuration, the sources' stamps, ``extra`` or the precision of
-    matrix products (absent: :data:`~tokdyn.experiment.study.DEFAULT_MATMUL_PRECISION`) differ. The
-    declared outputs do not count, nor how a value of the configuration is spelled
-    (:func:`same_value`)."""
+    study, the tokdyn version, tokdyn's code (:func:`package_code`; a stamp without it, made before
+    code was stamped, conflicts with one that has it), the configuration, the sources' stamps,
+    ``extra`` or the precision of matrix products (absent:
+    :data:`~tokdyn.experiment.study.DEFAULT_MATMUL_PRECISION`) differ. The declared outputs do not
+    count, nor how a value of the configuration is spelled (:func:`same_value`)."""
     if not same_value(old.get("config"), new.get("config")):
         return True
-    return any(old.get(k) != new.get(k) for k in ("study", "tokdyn", "sources", "extra")) or old.get(
+    return any(old.get(k) != new.get(k) for k in ("study", "tokdyn", "code", "sources", "extra")) or old.get(
         "matmul_precision", DEFAULT_MATMUL_PRECISION
     ) != new.get("matmul_precision", DEFAULT_MATMUL_PRECISION)
 
@@ -241,8 +310,8 @@ def conflict_message(out: str, old: dict, new: dict) -> str:
             f"(--fresh would remove the {old.get('study')} results)"
         )
     diffs = differences(old.get("config", {}), new["config"])
-    if old.get("tokdyn") != new["tokdyn"]:
-        diffs.append(("tokdyn version", old.get("tokdyn"), new["tokdyn"]))
+    if old.get("tokdyn") != new["tokdyn"] and not (new.get("code") and old.get("code") != new.get("code")):
+        diffs.append(("tokdyn version", old.get("tokdyn"), new["tokdyn"]))  # (a version's code: named below)
     for k, a in sorted(old.get("sources", {}).items()):
         b = new["sources"].get(k)
         if a != b:
@@ -255,6 +324,15 @@ def conflict_message(out: str, old: dict, new: dict) -> str:
         diffs.append(("matmul_precision", *precisions))
     code = [(k[len(_CODE) :], a, b) for k, a, b in diffs if k.startswith(_CODE)]
     diffs = [d for d in diffs if not d[0].startswith(_CODE)]
+    package = code_changes(old, new)
+    if package:  # tokdyn's code changed (an edit, a git pull): name the modules, never resume
+        also = f"; its configuration differs too ({describe(diffs)})" if diffs else ""
+        user = "; " + "; ".join(_changed_code(name, a, b) for name, a, b in code) if code else ""
+        made = "made by other code of tokdyn: " if isinstance(old.get("code"), Mapping) else "made by "
+        return (
+            f"out={out!r} holds results of the {new['study']} study {made}{package}{user}{also}. Pass --fresh "
+            "to remove them and recompute with the code as it is now, or choose another --out"
+        )
     if code:  # the study's own code changed: name the modules, not their digests
         changed = "; ".join(_changed_code(name, a, b) for name, a, b in code)
         also = f", and its configuration differs ({describe(diffs)})" if diffs else ""
@@ -273,10 +351,31 @@ def conflict_message(out: str, old: dict, new: dict) -> str:
 _CODE = "extra.code."  # the digests of a study's own modules in its stamp (tokdyn.experiment.runner.code_stamp)
 
 
-def _changed_code(name: str, old, new) -> str:
-    """Words for the module ``name`` of a study's own code whose digest differs (``old`` there,
-    ``new`` now; ``<absent>`` on the side that lacks it): its name and file, never the digests."""
-    path = getattr(sys.modules.get(name), "__file__", None) or (name if os.path.sep in name else None)
+def code_changes(old: Mapping, new: Mapping, limit: int = 3) -> str:
+    """What differs between the code of tokdyn that made the stamp ``old`` and that of ``new``
+    (their ``"code"``, :func:`package_code`), in words naming the first ``limit`` modules and their
+    files: ``""`` when they agree (or ``new`` holds none). A stamp without ``"code"`` was made
+    before tokdyn's code was stamped: said as such (which code made it cannot be told)."""
+    now = new.get("code")
+    if not now or old.get("code") == now:
+        return ""
+    was = old.get("code")
+    if not isinstance(was, Mapping):
+        return (
+            f'tokdyn {old.get("tokdyn", "?")} before a stamp recorded tokdyn\'s code ({STAMP} has no "code"): '
+            "which code made them cannot be told, so they are not resumed"
+        )
+    diffs = [(k, a, b) for k, a, b in differences(was, now, exact=True)]
+    shown = [_changed_code(name, a, b, package_file(name)) for name, a, b in diffs[:limit]]
+    more = f"; and {len(diffs) - limit} more modules" if len(diffs) > limit else ""
+    return "; ".join(shown) + more
+
+
+def _changed_code(name: str, old, new, path: Optional[str] = None) -> str:
+    """Words for the module ``name`` of a study's code whose digest differs (``old`` there,
+    ``new`` now; ``<absent>`` on the side that lacks it): its name and file (``path``, default the
+    loaded module's), never the digests."""
+    path = path or getattr(sys.modules.get(name), "__file__", None) or (name if os.path.sep in name else None)
     where = f" ({path})" if path and path != name else ""
     shown = name if path != name else path
     if old == "<absent>":

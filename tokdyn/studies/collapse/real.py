@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import analysis, dynamics, io, metrics, train
+from tokdyn import analysis, dynamics, extras, io, metrics, train
 from tokdyn.experiment.study import Refused, Study, digest
 from tokdyn.models import slots
 from tokdyn.studies.collapse.config import Config
@@ -74,6 +74,7 @@ def prepare_data(session, cfg: Config) -> None:
     ``--data-pool`` and ``--data-max-objects`` to change, and to what."""
     if not cfg.data:
         return None
+    extras.require("data", f"reading data={cfg.data!r}")  # its readers' packages, before any work
     from tokdyn.datasets.scenes import TooFewScenes, shortfall_message, ways_out
 
     counts = {"--data-scenes": cfg.data_scenes, "--data-pool": cfg.data_pool}

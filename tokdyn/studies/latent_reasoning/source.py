@@ -117,7 +117,9 @@ def open_source(
                 f"{option}={source!r} holds no latent-reasoning study (no {study_dir.STAMP}): train its variants "
                 f"with `tokdyn study latent-reasoning --out {source}`, or drop --no-train"
             )
-        return cfg, open_study(cfg, source, quiet=quiet).stamp
+        opened = open_study(cfg, source, quiet=quiet)
+        opened.release()  # stamped for the training that follows (ensure_trained opens it again)
+        return cfg, opened.stamp
     if old.get("study") == STUDY and isinstance(old.get("config"), dict):
         kept = old["config"].get("devices")
         if isinstance(kept, int) and not isinstance(kept, bool) and kept >= 0:
@@ -158,11 +160,14 @@ def ensure_trained(cfg: Config, source: str, need: Sequence[str], *, train: bool
     def fit(missing: list) -> bool:
         check_devices(cfg)
         study = open_study(cfg, source, quiet=quiet)
-        deadline = None if cfg.max_minutes is None else time.time() + 60 * cfg.max_minutes
-        if not train_variants(cfg, source, missing, quiet=quiet, deadline=deadline):
-            return False
-        record(study, cfg)
-        return True
+        try:
+            deadline = None if cfg.max_minutes is None else time.time() + 60 * cfg.max_minutes
+            if not train_variants(cfg, source, missing, quiet=quiet, deadline=deadline):
+                return False
+            record(study, cfg)
+            return True
+        finally:
+            study.release()
 
     store.train_missing(source, need, fit)
     return cfg

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import dynamics, metrics, refinement
+from tokdyn import dynamics, extras, metrics, refinement
 from tokdyn.data import scenes
 from tokdyn.experiment.study import Refused, Study
 from tokdyn.studies.object_discovery.config import KMEANS, REFINEMENT, Config
@@ -65,6 +65,7 @@ def prepare_data(session, cfg: Config) -> None:
     ``--n-test``, ``--n-train``, ``--min-objects`` and ``--max-objects`` to change, and to what."""
     if not cfg.data:
         return None
+    extras.require("data", f"reading data={cfg.data!r}")  # its readers' packages, before any work
     from tokdyn.datasets.scenes import TooFewScenes, shortfall_message, ways_out
 
     counts = split_counts(cfg)

@@ -165,9 +165,11 @@ def _wait(what: str, missing, quiet: bool) -> None:
 
 
 def check(session: runner.Session, cfg: Config) -> None:
-    """The configuration's checks, and the part of a shared sweep (``session.options["part"]``)."""
+    """The configuration's checks, and the part of a shared sweep (``session.options["part"]``;
+    the parts of one share the directory's lock: ``session.shared``)."""
     cfg.validate()
     session.context["part"] = _part(session.options.get("part"))
+    session.shared = session.context["part"][1] > 1  # the parts fill one directory together
 
 
 def prepare(session: runner.Session, cfg: Config) -> None:

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn import analysis, dynamics, metrics, tracking
+from tokdyn import analysis, dynamics, extras, metrics, tracking
 from tokdyn.data import scenes, videos
 from tokdyn.experiment.study import Refused
 from tokdyn.studies.video.config import SEP, Config
@@ -256,6 +256,7 @@ def prepare_data(session, cfg: Config) -> None:
     ``--n-videos``, ``--seeds``, ``--objects`` and ``--frames`` to change, and to what."""
     if not cfg.data:
         return None
+    extras.require("data", f"reading data={cfg.data!r}")  # its readers' packages, before any work
     from tokdyn.datasets.clips import TooFewClips, shortfall_message, ways_out
 
     counts = {"--seeds": cfg.seeds, "--n-videos": cfg.n_videos}

@@ -31,6 +31,7 @@ from typing import Optional
 import jax
 import numpy as np
 
+from tokdyn import extras
 from tokdyn.diagnostics import choices
 from tokdyn.models import families, vlm
 from tokdyn.studies.vlm_diagnostics import instances as instances_lib
@@ -450,7 +451,10 @@ def latent_size(cfg) -> int:
 def check_checkpoint(cfg) -> tuple:
     """The checks of :func:`open_checkpoint` on ``cfg.model``, from its files alone (no weight is read):
     returns its configuration and :class:`Tokens`. ``ValueError`` naming ``model``, the file and the field (a
-    ``model_type`` of no family tokdyn reads: naming it and the families)."""
+    ``model_type`` of no family tokdyn reads: naming it and the families). The packages that read a
+    checkpoint (its weights, tokenizer and chat template: the ``models`` extra) are looked up first:
+    :class:`tokdyn.extras.MissingExtra` naming the missing ones and the command that installs them."""
+    extras.require("models", f"reading the checkpoint model={cfg.model!r} (its weights, tokenizer and chat template)")
     family = check_directory(cfg.model)
     try:
         mcfg = family.config.read(cfg.model)

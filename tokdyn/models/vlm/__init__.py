@@ -12,6 +12,8 @@ Modules (``tokdyn.models.vlm.*``):
   hands back (``Generation``)
 - :mod:`~tokdyn.models.vlm.interventions`  the one table of interventions on a latent block
 - :mod:`~tokdyn.models.vlm.chat`           the tokenizer, the chat template's sandbox, the batched prompt encoder
+- :mod:`~tokdyn.models.vlm.adapter`        the model under the diagnostics' ``apply`` protocol, over a family's
+  forward pass (its ``Decoder``), and the image perturbations
 
 A family package (:data:`tokdyn.models.families.FAMILIES`) holds its architecture only and calls
 :func:`~tokdyn.models.vlm.generation.generate` from its ``Model.generate``.
@@ -19,7 +21,7 @@ A family package (:data:`tokdyn.models.families.FAMILIES`) holds its architectur
 
 from __future__ import annotations
 
-from tokdyn.models.vlm import chat, decoding, family, generation, interventions, latent
+from tokdyn.models.vlm import adapter, chat, decoding, family, generation, interventions, latent
 from tokdyn.models.vlm.chat import Chat
 from tokdyn.models.vlm.decoding import GenerationConfig
 from tokdyn.models.vlm.generation import generate
@@ -34,6 +36,7 @@ __all__ = [
     "KINDS",
     "LatentMode",
     "TABLE",
+    "adapter",
     "chat",
     "decoding",
     "family",

@@ -1,5 +1,5 @@
 """The vlm-diagnostics study's :class:`Config`: its fields and checks, the analyses it can run
-(:data:`ANALYSES`) and those that wait for the Qwen2.5-VL ``apply`` to grow a keyword
+(:data:`ANALYSES`) and those that wait for the families' ``apply`` to grow a keyword
 (:data:`PENDING`), its presets (``--quick``, and :data:`GPU_PRESETS` for 3B and 7B checkpoints) and
 its estimate. The leaf of the package: it imports none of its parts."""
 
@@ -111,8 +111,8 @@ class Config:
     """Everything that defines the study; saved as ``config.json``.
 
     Attributes:
-      model: a local Qwen2.5-VL checkpoint directory in the Hugging Face layout (config.json,
-        model.safetensors or its sharded index, tokenizer.json, a chat template,
+      model: a local checkpoint directory of a family tokdyn reads (Qwen2.5-VL, Qwen3-VL) in the Hugging Face
+        layout (config.json, model.safetensors or its sharded index, tokenizer.json, a chat template,
         preprocessor_config.json); "" builds a tiny model with random weights (numbers of no meaning).
       instances: a JSONL file, one {"image": path, "question": str, "answer": str} per line, or a
         multiple-choice line {"image": path, "question": str, "options": [str, ...], "answer": "B"} (the
@@ -122,7 +122,8 @@ class Config:
       n_instances: the first N lines of each --instances file (0: every line), or the rendered scenes
         without --instances (0: 16).
       batch_size: instances per compiled call; the last batch is padded by repeating its rows.
-      image_size: side in pixels every image is resized to (a multiple of 28).
+      image_size: side in pixels every image is resized to (a multiple of the model's patch x merge: 28 for
+        Qwen2.5-VL and the random model, 32 for Qwen3-VL).
       scene_size: side in pixels of a rendered scene before the resize.
       max_objects: the most objects of a rendered scene (at least 1; the answers are 1 to this).
       dtype: the weights' dtype, float32 or bfloat16.
@@ -197,7 +198,7 @@ class Config:
                 raise TypeError(f"{name} must be a str, got {getattr(self, name)!r}")
         if self.model and not os.path.isdir(self.model):
             raise ValueError(
-                f"model={self.model!r} is not a directory: give a local Qwen2.5-VL checkpoint directory "
+                f"model={self.model!r} is not a directory: give a local checkpoint directory (Qwen2.5-VL, Qwen3-VL) "
                 "(config.json, model.safetensors or model.safetensors.index.json with its shards, tokenizer.json, "
                 "a chat template, preprocessor_config.json), or leave --model out for the tiny random model"
             )
@@ -215,9 +216,10 @@ class Config:
         if not self.instances and self.n_instances == 1:
             raise ValueError("n_instances must be at least 2 rendered scenes (0: 16), got 1")
         _checks.positive_int("batch_size", self.batch_size)
-        _checks.positive_int("image_size", self.image_size, minimum=28)
-        if self.image_size % 28:
-            raise ValueError(f"image_size must be a multiple of 28 (patch 14 x merge 2), got {self.image_size}")
+        factor, why = self.factor()
+        _checks.positive_int("image_size", self.image_size, minimum=factor)
+        if self.image_size % factor:
+            raise ValueError(f"image_size must be a multiple of {factor} ({why}), got {self.image_size}")
         _checks.positive_int("scene_size", self.scene_size, minimum=8)
         _checks.positive_int("max_objects", self.max_objects)
         if self.max_objects > 9:
@@ -233,7 +235,7 @@ class Config:
             _checks.distinct(name, value)
         for name in self.analyses:
             if name in PENDING:
-                raise ValueError(f"analyses: {name!r} cannot run on the Qwen2.5-VL apply yet: {PENDING[name]}")
+                raise ValueError(f"analyses: {name!r} cannot run on the families' apply yet: {PENDING[name]}")
             _checks.choice("analyses", name, ANALYSES)
         for kind in self.noise_kinds:
             _checks.choice("noise_kinds", kind, NOISE_KINDS)
@@ -260,7 +262,7 @@ class Config:
                 f"{self.latent_start!r}, {self.latent_end!r}, {self.latent_fill!r}"
             )
         _checks.positive_int("n_tokens", self.n_tokens, minimum=2)
-        merged = (self.image_size // 28) ** 2
+        merged = (self.image_size // factor) ** 2
         if self.n_tokens > merged:
             raise ValueError(f"n_tokens must be at most the {merged} merged tokens of an image_size image")
         for name in self.methods:
@@ -327,6 +329,23 @@ class Config:
                 layers=28, heads=28, kv=4, width=3584, ffn=18944, vocab=152064, v_depth=32, v_width=1280, v_ffn=3420
             )
 
+    def factor(self) -> tuple[int, str]:
+        """The side in pixels of one merged image token, ``patch_size * spatial_merge_size`` of the checkpoint's
+        ``config.json`` (its ``vision_config``), and where it comes from: an image side must be a multiple of
+        it. 28 (patch 14 x merge 2, Qwen2.5-VL's) for the random model, or where the file cannot be read (the
+        file is named when the checkpoint is opened)."""
+        patch, merge = 14, 2
+        if self.model:
+            try:
+                with open(os.path.join(self.model, "config.json")) as f:
+                    vis = json.load(f).get("vision_config") or {}
+                patch, merge = int(vis.get("patch_size", patch)), int(vis.get("spatial_merge_size", merge))
+            except (OSError, ValueError, TypeError, AttributeError):
+                patch, merge = 14, 2
+            if patch < 1 or merge < 1:
+                patch, merge = 14, 2
+        return patch * merge, f"patch {patch} x merge {merge}"
+
     def count_instances(self) -> int:
         """The instances the run will hold: ``n_instances`` scenes, or the non-blank lines of each
         ``--instances`` file (at most ``n_instances`` of each when it is set; an unreadable file counts 0:
@@ -351,7 +370,7 @@ class Config:
         reference's rate; with ``--latents generated`` the generations, each counted as one pass over the
         prompt and its new tokens)."""
         z = self.sizes()
-        image = (self.image_size // 28) ** 2  # merged image tokens
+        image = (self.image_size // self.factor()[0]) ** 2  # merged image tokens
         patches = 4 * image
         prompt = image + 64  # the image and a question's text, padded to its bucket
         k = sum(1 if kind == "blank" else len(self.noise_levels) * self.noise_seeds for kind in self.noise_kinds)
@@ -399,7 +418,7 @@ class Config:
         study_dir.elements_fit("image_size", self.image_size, self.image_size, 3 * 2)
         study_dir.elements_fit("n_latents", max(self.n_latents, 1), width, max(self.n_latents, 1))
         study_dir.elements_fit("n_tokens", self.n_tokens, width)
-        tokens = (self.image_size // 28) ** 2 + 192 + self.new_tokens
+        tokens = (self.image_size // self.factor()[0]) ** 2 + 192 + self.new_tokens
         study_dir.elements_fit("batch_size", self.batch_size, tokens, tokens, heads)
         study_dir.elements_fit("optimiser_pairs", self.batch_size, 2 * self.optimiser_pairs, tokens, width)
         per = tokens * tokens * heads * layers * 4.0 + tokens * width * (layers + 1) * 4.0

@@ -1,7 +1,8 @@
 """The checkpoint families' registry (tokdyn.models.families): a checkpoint's family found from its config.json,
 every family package exposing the names its docstring's table lists (all that the diagnostics and the
 vlm-diagnostics study reach through a family; :func:`lacks`, which tests/test_standin_family.py runs on a family
-of its own design, registered under another model_type, before it runs the study on it), a checkpoint of a
+of its own design, registered under another model_type, before it runs the study on it), every family's tiny checkpoint detected and loaded by its family, no family
+importing another, a checkpoint of a
 model_type tokdyn does not read refused with exit 2 before any work, and the Qwen2.5-VL modules that moved into
 the family's package still reachable under their old names (deprecated, warning)."""
 
@@ -22,6 +23,9 @@ from tokdyn.models import families
 from tokdyn.models.vlm.family import LOOP
 
 TINY = Path(__file__).parent / "fixtures" / "qwen2_5_vl_tiny"
+CHECKPOINTS = {"qwen2_5_vl": TINY, "qwen3_vl": Path(__file__).parent / "fixtures" / "qwen3_vl_tiny"}
+"""A tiny checkpoint of every family (the registry's keys)."""
+NAMES = "['qwen2_5_vl', 'qwen3_vl']"  # the families as the refusals list them
 # the names of tokdyn.models.families' table: the package's own, then those of its modules ("config": the
 # module config) and of its classes ("Config": the class), a class's own including its dataclass fields
 PACKAGE = (
@@ -83,10 +87,39 @@ def members(obj) -> set:
     return out
 
 
-def test_detect_reads_the_model_type_and_load_uses_its_family():
-    assert families.detect(TINY) == "qwen2_5_vl"
-    model = families.load(TINY, dtype="float32")
-    assert model.config.text.vocab_size == json.loads((TINY / "config.json").read_text())["text_config"]["vocab_size"]
+def test_every_family_has_a_checkpoint_here():
+    assert set(CHECKPOINTS) == set(families.FAMILIES)
+    assert NAMES == str(sorted(families.FAMILIES))
+
+
+@pytest.mark.parametrize("name", sorted(CHECKPOINTS))
+def test_detect_reads_the_model_type_and_load_uses_its_family(name):
+    path = CHECKPOINTS[name]
+    assert families.detect(path) == name
+    model = families.load(path, dtype="float32")
+    assert isinstance(model, families.family(name).Model) and families.family_of(model) is families.family(name)
+    assert model.config.text.vocab_size == json.loads((path / "config.json").read_text())["text_config"]["vocab_size"]
+    assert model.generation_config is not None  # generation_config.json read with the weights
+
+
+def test_no_family_imports_another():
+    """A family package imports the shared layers (tokdyn.models.vlm, tokdyn.models.blocks), never another
+    family: every import of every module of each family, read from the source (lazy ones included)."""
+    import ast
+
+    packages = sorted(families.FAMILIES.values())
+    for package in packages:
+        folder = Path(importlib.import_module(package).__file__).parent
+        others = [p for p in packages if p != package]
+        for path in sorted(folder.glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                bad = [n for n in names if any(n == o or n.startswith(o + ".") for o in others)]
+                assert not bad, (
+                    f"{path} imports {bad}: a family never imports another (share through tokdyn.models.vlm)"
+                )
 
 
 def lacks(package) -> list:
@@ -150,7 +183,7 @@ def test_a_checkpoint_of_a_model_type_tokdyn_does_not_read_exits_2_before_any_wo
     line = err.splitlines()[-1]
     assert code == 2 and "Traceback" not in err, err
     assert f"model={str(ckpt)!r}" in line and str(ckpt / "config.json") in line
-    assert "model_type 'llava' is not a family tokdyn reads; the families are ['qwen2_5_vl']" in line, line
+    assert f"model_type 'llava' is not a family tokdyn reads; the families are {NAMES}" in line, line
     assert not out.exists()
 
 
@@ -159,7 +192,7 @@ def test_a_checkpoint_of_a_model_type_tokdyn_does_not_read_exits_2_before_any_wo
     [
         (
             '{"model_type": "llava"}',
-            r"model_type 'llava' is not a family tokdyn reads; the families are \['qwen2_5_vl'\]",
+            r"model_type 'llava' is not a family tokdyn reads; the families are \['qwen2_5_vl', 'qwen3_vl'\]",
         ),
         ("{not json", "not a JSON file"),
         ("[1, 2]", "expected a JSON object, got list"),

@@ -50,11 +50,13 @@ def test_interventions_in_one_call_equal_reference(model, ref):
     n = len(ref["ids"])
     kinds = ["none"] * n + [k for k in KINDS for _ in range(n)]
     source, counts = ref["prenorm_latents"], ref["prenorm_n_blocks"]
+    mean = np.stack([source[counts > j, j].mean(axis=0) for j in range(source.shape[1])])  # the rows' mean
     order = np.arange(n)
     src_rows = np.concatenate([order] + [(order + 1) % n if k == "swap" else order for k in KINDS])
-    iv = interventions.Intervention.make(
-        kinds, len(kinds), SIZE, source.shape[-1], source=source[src_rows], source_blocks=counts[src_rows]
-    )
+    src, blocks = source[src_rows], counts[src_rows]
+    at = [(i + 1) * n + r for i, k in enumerate(KINDS) if k == "mean" for r in range(n)]
+    src[at], blocks[at] = mean, len(mean)  # mean: the reference fed the mean over the rows, block by block
+    iv = interventions.Intervention.make(kinds, len(kinds), SIZE, source.shape[-1], source=src, source_blocks=blocks)
     got = model.generate(
         *tiled(ref, 1 + len(KINDS)), max_new_tokens=STEPS, do_sample=False, latent=MODE, intervention=iv
     )

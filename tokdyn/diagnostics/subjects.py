@@ -5,9 +5,10 @@ helpers every analysis shares (:func:`encoded`, :func:`with_image`, :func:`with_
 (:func:`check_batch`, :func:`check_answers`, :func:`check_noises`).
 
 A family is a package listed in :data:`tokdyn.models.families.FAMILIES` (Qwen2.5-VL:
-:mod:`tokdyn.models.qwen2_5_vl`); the analyses reach its model only through its ``adapter`` module
-(``Layout``, ``make_apply``, ``image_features``, ``noised_pixels``, ``NOISES``) and its ``ImageProcessor``,
-never through a class of one family (:func:`family_of` finds the family of a configuration).
+:mod:`tokdyn.models.qwen2_5_vl`, Qwen3-VL: :mod:`tokdyn.models.qwen3_vl`); the analyses reach its model only
+through its ``adapter`` module (``Layout``, ``make_apply``, ``image_features``, ``noised_pixels``, ``NOISES``) and
+its ``ImageProcessor``, never through a class of one family (:func:`family_of` finds the family of a
+configuration).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from tokdyn import _checks
 from tokdyn.models import families
+from tokdyn.models.vlm.adapter import ENCODED
 
 
 family_of = families.family_of
@@ -83,8 +85,9 @@ def encoded(subject: Subject, params, batch: dict) -> dict:
 
 
 def with_image(subject: Subject, params, batch: dict, pixel_values) -> dict:
-    """``batch`` with other pixel rows (B, patches, patch_dim), encoded once. Traceable."""
-    fresh = {k: v for k, v in batch.items() if k != "image_features"}
+    """``batch`` with other pixel rows (B, patches, patch_dim), encoded once (what the old ones' encoding added,
+    :data:`tokdyn.models.vlm.adapter.ENCODED`, dropped first). Traceable."""
+    fresh = {k: v for k, v in batch.items() if k not in ENCODED}
     return encoded(subject, params, {**fresh, "pixel_values": pixel_values})
 
 

@@ -19,6 +19,7 @@ Checkpoint families (pure functions over a checkpoint's parameter tree, one pack
 - :mod:`tokdyn.models.qwen2_5_vl` Qwen2.5-VL loaded from a Hugging Face checkpoint directory (no PyTorch),
   equal to ``transformers``' implementation: logits, generation, image processor, chat template, the
   ``apply`` adapter (``qwen2_5_vl.adapter``) and the vision tower's read-outs (``qwen2_5_vl.probes``)
+- :mod:`tokdyn.models.qwen3_vl`   Qwen3-VL (deepstack), the same names, equal to ``transformers``' implementation
 - :mod:`tokdyn.models.blocks`    the transformer blocks the families share (RMSNorm, SwiGLU, rotary
   positions, grouped-query attention)
 
@@ -39,6 +40,7 @@ __all__ = [
     "latent",
     "families",
     "qwen2_5_vl",
+    "qwen3_vl",
     "blocks",
 ]
 

@@ -70,7 +70,7 @@ import json
 from pathlib import Path
 from types import ModuleType
 
-FAMILIES = {"qwen2_5_vl": "tokdyn.models.qwen2_5_vl"}
+FAMILIES = {"qwen2_5_vl": "tokdyn.models.qwen2_5_vl", "qwen3_vl": "tokdyn.models.qwen3_vl"}
 """The families, by the ``model_type`` of a checkpoint's ``config.json``: the package that reads it."""
 
 

@@ -3,8 +3,8 @@
 
 They live in the models' layer because a model implements them; :mod:`tokdyn.diagnostics.protocol` (the
 checks, :func:`~tokdyn.diagnostics.protocol.check_apply`) and the diagnostics above it read them. The
-library's own reasoner (:meth:`tokdyn.models.latent.model.Model.apply`) and Qwen2.5-VL's adapter
-(:func:`tokdyn.models.qwen2_5_vl.adapter.make_apply`) implement it. This module imports nothing of tokdyn's.
+library's own reasoner (:meth:`tokdyn.models.latent.model.Model.apply`) and the checkpoint families' adapter
+(:func:`tokdyn.models.vlm.adapter.make_apply`, bound per family) implement it. This module imports nothing of tokdyn's.
 """
 
 from __future__ import annotations

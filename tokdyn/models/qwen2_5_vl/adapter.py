@@ -1,5 +1,6 @@
-"""Qwen2.5-VL as a model of the diagnostics' ``apply`` protocol (:mod:`tokdyn.diagnostics.protocol`), built
-from the public pieces of :mod:`tokdyn.models.qwen2_5_vl`.
+"""Qwen2.5-VL as a model of the diagnostics' ``apply`` protocol (:mod:`tokdyn.diagnostics.protocol`): the
+adapter every family shares (:mod:`tokdyn.models.vlm.adapter`) bound to Qwen2.5-VL's forward pass
+(:data:`DECODER`: its vision tower, decoder layers, rotary tables and head; no per-layer additions).
 
 A prompt holds one image per row and, optionally, a block of latent tokens between two boundary markers, as
 the latent-reasoning methods place them::
@@ -9,310 +10,92 @@ the latent-reasoning methods place them::
 :func:`prompt` builds such ids, :func:`layout` finds the positions (image tokens, latent slots, markers, the
 answer position: the last), :func:`make_batch` adds the mask, the multimodal rotary positions and the pixel
 rows, and :func:`make_apply` returns ``apply(params, batch, *, latents=None, intervene=None, drop=None,
-inject=None, select=None)``: ``latents`` (B, L, D) are written as input embeddings at the latent slots
-(without them the slots keep the batch's own ``"latents"`` or their fill token's embedding), ``intervene``
-edits the input embeddings, ``drop`` removes positions from attention, ``inject`` inserts copies of chosen
-image tokens before the block, and ``select`` (:class:`tokdyn.diagnostics.protocol.Select`) computes only the
-hidden entries and attention rows asked for, so that a 7B model at 1,500 tokens never holds (B, layers, heads,
-T, T). The analyses of :mod:`tokdyn.diagnostics.vlm` run on it.
+inject=None, select=None)`` (:func:`tokdyn.models.vlm.adapter.make_apply` says what each does). The analyses
+of :mod:`tokdyn.diagnostics.vlm` run on it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-
-from tokdyn.models.blocks import attention, mlp, norm, rotary
-from tokdyn.models.protocol import Outputs
 from tokdyn.models.qwen2_5_vl import inputs as inputs_lib
+from tokdyn.models.qwen2_5_vl import model as model_lib
 from tokdyn.models.qwen2_5_vl import positions as positions_lib
 from tokdyn.models.qwen2_5_vl import text, vision
 from tokdyn.models.qwen2_5_vl.config import Config
+from tokdyn.models.vlm import adapter as adapter_lib
+from tokdyn.models.vlm.adapter import NOISES, Layout, injection_point, layout, noised_pixels, prompt
 
 
-@dataclasses.dataclass(frozen=True)
-class Layout:
-    """The static positions of a batch of prompts (every row the same).
-
-    Attributes:
-      image: positions of the image tokens.
-      latents: positions of the latent slots (``()`` without a latent block).
-      markers: positions of the block's two boundary markers (``()`` without one).
-      answer: the position whose logits predict the answer (the last).
-      length: T.
-    """
-
-    image: tuple[int, ...]
-    latents: tuple[int, ...]
-    markers: tuple[int, ...]
-    answer: int
-    length: int
+def encode(cfg: Config, params: dict, pixel_values, plan: vision.Plan):
+    """One image's features (image tokens, hidden) of ``pixel_values`` (patches, patch_dim) under ``plan``,
+    and no per-layer additions (None): Qwen2.5-VL feeds its images at the input alone."""
+    return inputs_lib.image_features(cfg, params, pixel_values, plan), None
 
 
-def prompt(before, after, n_latents: int, start_id: int, end_id: int, fill_id: int) -> np.ndarray:
-    """The ids ``before + [start_id] + [fill_id] * n_latents + [end_id] + after`` (no block when
-    ``n_latents`` is 0: ``before + after``), as an int64 row."""
-    before, after = list(np.asarray(before).ravel()), list(np.asarray(after).ravel())
-    if n_latents < 0:
-        raise ValueError(f"n_latents must be >= 0, got {n_latents}")
-    block = [start_id, *([fill_id] * n_latents), end_id] if n_latents else []
-    return np.asarray(before + block + after, np.int64)
+def decode_span(cfg, params: dict, x, positions, mask, extra=None):
+    """The decoder layers of ``params["layers"]`` over ``x`` (:func:`tokdyn.models.qwen2_5_vl.text.decode`),
+    the hidden states after them; ``extra`` is None for this family."""
+    return text.decode(cfg, params, x, positions, mask)[0]
 
 
-def layout(cfg: Config, input_ids, start_id: int | None = None, end_id: int | None = None) -> Layout:
-    """The :class:`Layout` of ``input_ids`` (B, T): every row must put its image tokens, markers and latent
-    slots at the same positions (a ValueError otherwise). Without ``start_id``/``end_id`` there is no block."""
-    ids = np.asarray(input_ids)
-    if ids.ndim != 2:
-        raise ValueError(f"input_ids must be (B, T), got shape {ids.shape}")
-    image = np.flatnonzero(ids[0] == cfg.image_token_id)
-    if (
-        not (ids == cfg.image_token_id).sum(1).tolist() == [len(image)] * len(ids)
-        or not ((ids == cfg.image_token_id) == (ids[0] == cfg.image_token_id)).all()
-    ):
-        raise ValueError("every row of input_ids must hold its image tokens at the same positions")
-    latents, markers = (), ()
-    if start_id is not None or end_id is not None:
-        if start_id is None or end_id is None:
-            raise ValueError("start_id and end_id go together: give both or neither")
-        if not ((ids == start_id) == (ids[0] == start_id)).all() or not ((ids == end_id) == (ids[0] == end_id)).all():
-            raise ValueError("every row of input_ids must hold its markers at the same positions")
-        s, e = np.flatnonzero(ids[0] == start_id), np.flatnonzero(ids[0] == end_id)
-        if len(s) != 1 or len(e) != 1 or e[0] <= s[0]:
-            raise ValueError(
-                f"input_ids must hold one start marker (id {start_id}) before one end marker (id {end_id}), "
-                f"found them at {s.tolist()} and {e.tolist()}"
-            )
-        latents = tuple(range(int(s[0]) + 1, int(e[0])))
-        markers = (int(s[0]), int(e[0]))
-    t = ids.shape[1]
-    return Layout(tuple(int(i) for i in image), latents, markers, t - 1, t)
+DECODER = adapter_lib.Decoder(
+    check_grid=positions_lib.check_grid,
+    check_inputs=model_lib.check_inputs,
+    rope_index=model_lib.rope_index,
+    plan=vision.plan,
+    encode=encode,
+    n_extra=lambda cfg: 0,
+    embed=model_lib.embed_tokens,
+    rope_tables=text.rope_tables,
+    project=text.project,
+    decode=decode_span,
+    head=text.head,
+)
+"""Qwen2.5-VL's forward pass as the shared adapter takes it (:class:`tokdyn.models.vlm.adapter.Decoder`)."""
 
 
 def make_batch(cfg: Config, input_ids, pixel_values, image_grid_thw, attention_mask=None) -> dict:
-    """The batch ``apply`` reads: ``input_ids`` (B, T), ``attention_mask`` (B, T), ``positions`` (B, 3, T)
-    (``transformers``' ``get_rope_index``, instance-major so that every leaf has the instances on its leading
-    axis, as the protocol's ``lax.map`` and ``vmap`` over instances need) and ``pixel_values`` (B, patches, patch_dim), one image per row, all
-    of one grid ``image_grid_thw`` ([[1, h, w]] or one such row per image)."""
-    ids = np.asarray(input_ids)
-    grid = positions_lib.check_grid(image_grid_thw, cfg.vision.spatial_merge_size)
-    b = ids.shape[0]
-    if len(grid) == 1:
-        grid = np.repeat(grid, b, axis=0)
-    if len(grid) != b or (grid != grid[0]).any():
-        raise ValueError(f"image_grid_thw must be one grid for every row, got {grid.tolist()}")
-    pixels = np.asarray(pixel_values, np.float32).reshape(b, -1, cfg.vision.patch_dim)
-    ids, mask, grid = inputs_lib.check_inputs(cfg, ids, pixels.reshape(-1, cfg.vision.patch_dim), grid, attention_mask)
-    pos, _ = positions_lib.rope_index(cfg, ids, grid, mask)
-    return {
-        "input_ids": jnp.asarray(ids, jnp.int32),
-        "attention_mask": jnp.asarray(mask),
-        "positions": jnp.asarray(np.swapaxes(pos, 0, 1), jnp.int32),  # (B, 3, T)
-        "pixel_values": jnp.asarray(pixels),
-    }
-
-
-def attention_rows(cfg, p: dict, x, cos, sin, mask, rows) -> jax.Array:
-    """Attention weights (B, H, R, T) of one decoder layer ``p`` at query ``rows`` (R,), from the layer's input
-    ``x`` (B, T, hidden): the same scores, mask and float32 softmax as the layer's own attention."""
-    b, t, _ = x.shape
-    hd, heads, kv = cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
-    h = norm.rms_norm(x, p["input_norm"], cfg.rms_norm_eps)
-    a = p["attn"]
-    q = mlp.linear(h[:, rows], a["q"]).reshape(b, len(rows), heads, hd)
-    k = mlp.linear(h, a["k"]).reshape(b, t, kv, hd)
-    q, k = rotary.apply(q, cos[:, rows], sin[:, rows]), rotary.apply(k, cos, sin)
-    q = q.reshape(b, len(rows), kv, heads // kv, hd)  # query head h reads key head h // (heads // kv): no copy
-    scores = jnp.einsum("bqkgd,btkd->bkgqt", q, k).reshape(b, heads, len(rows), t) * jnp.asarray(hd**-0.5, q.dtype)
-    scores = jnp.where(mask[:, None, rows], scores, jnp.finfo(scores.dtype).min)
-    return jax.nn.softmax(scores.astype(jnp.float32), axis=-1)
-
-
-def _layer(layers: dict, i: int) -> dict:
-    """Layer ``i`` of the stacked decoder layers."""
-    return jax.tree_util.tree_map(lambda a: a[i], layers)
-
-
-def _run_layers(cfg, layers: dict, start: int, stop: int, x, positions, mask):
-    """The decoder's layers ``start`` to ``stop - 1`` over ``x`` (:func:`tokdyn.models.qwen2_5_vl.text.decode`
-    on that slice of the stacked layers, scanned)."""
-    if stop <= start:
-        return x
-    part = jax.tree_util.tree_map(lambda a: a[start:stop], layers)
-    x, _ = text.decode(cfg, {"layers": part}, x, positions, mask)
-    return x
+    """The batch ``apply`` reads (:func:`tokdyn.models.vlm.adapter.make_batch`): ``input_ids`` (B, T),
+    ``attention_mask`` (B, T), ``positions`` (B, 3, T) (``transformers``' ``get_rope_index``, instance-major)
+    and ``pixel_values`` (B, patches, patch_dim), one image per row, all of one grid ``image_grid_thw``
+    ([[1, h, w]] or one such row per image)."""
+    return adapter_lib.make_batch(DECODER, cfg, input_ids, pixel_values, image_grid_thw, attention_mask)
 
 
 def image_features(cfg: Config, params, batch: dict, image_grid_thw) -> dict:
     """``batch`` holding the vision tower's features (B, image tokens, D) of its ``"pixel_values"`` as
-    ``"image_features"``, so that the calls of an analysis that share an image encode it once. Traceable."""
-    plan = vision.plan(cfg.vision, positions_lib.check_grid(image_grid_thw, cfg.vision.spatial_merge_size)[:1])
-    feats = jax.vmap(lambda px: inputs_lib.image_features(cfg, params, px, plan))(batch["pixel_values"])
-    return {**batch, "image_features": feats}
+    ``"image_features"``, so that the calls of an analysis that share an image encode it once
+    (:func:`tokdyn.models.vlm.adapter.image_features`). Traceable."""
+    return adapter_lib.image_features(DECODER, cfg, params, batch, image_grid_thw)
 
 
-def injection_point(lay: Layout) -> int:
-    """Where ``inject`` inserts its copies of the image tokens: before the latent block's start marker, or
-    before the answer position in a prompt without a block."""
-    return lay.markers[0] if lay.markers else lay.answer
+def attention_rows(cfg, p: dict, x, cos, sin, mask, rows):
+    """Attention weights (B, H, R, T) of one decoder layer ``p`` (text configuration ``cfg``) at query ``rows``
+    (R,), from the layer's input ``x`` (B, T, hidden) (:func:`tokdyn.models.vlm.adapter.attention_rows`)."""
+    return adapter_lib.attention_rows(DECODER, cfg, p, x, cos, sin, mask, rows)
 
 
 def make_apply(cfg: Config, image_grid_thw, lay: Layout):
     """``apply(params, batch, *, latents=None, intervene=None, drop=None, inject=None, select=None) -> Outputs``
     for prompts of layout ``lay`` and images of grid ``image_grid_thw`` ([[1, h, w]]): the protocol of
-    :mod:`tokdyn.diagnostics.protocol`, with ``params`` the model's parameter tree and ``batch`` from
-    :func:`make_batch`.
-
-    ``Outputs.latents`` (B, L, D) are the input embeddings at the latent slots (after ``latents``, before
-    ``intervene``); ``hidden`` entry 0 the input embeddings after ``intervene``, entry ``i`` layer ``i``'s
-    output (before the final norm); ``attention`` the softmax weights in float32.
-
-    - ``latents`` (B, L, D) are written at the latent slots. Without them, a batch that holds ``"latents"``
-      (B, L, D) (:func:`tokdyn.diagnostics.vlm.with_latents`: each instance's own latents, as a
-      latent reasoner produced them) has those written there; else the slots keep their fill token's
-      embedding.
-    - A batch that holds ``"image_features"`` (B, image tokens, D) (:func:`image_features`) has those at its
-      image tokens; else the vision tower encodes ``"pixel_values"`` in every call.
-    - ``drop`` (B, T) bool removes the True positions from attention (no other position reads them; each
-      still reads itself), as the markers-only and no-block settings of the decomposition need.
-    - ``inject`` (B, P) bool over the P image tokens of ``lay.image`` (in that order) inserts a copy of every
-      image token's input embedding, at its own multimodal rotary position, before the latent block's start
-      marker (:func:`injection_point`); a later position reads a copy only where ``inject`` is True (DMLR's
-      visual injection). The outputs keep the T positions of ``lay``: the copies' rows are cut, and the
-      attention paid to a copy is added to its image token's column. With every entry False the outputs are
-      those of the call without ``inject``.
-
-    The layers between those whose input or output is read run as one scan of
-    :func:`tokdyn.models.qwen2_5_vl.text.decode` (a narrow ``select`` compiles a few layers, not all).
-    Traceable: ``jit``, ``vmap`` and ``grad`` apply."""
-    plan = vision.plan(cfg.vision, positions_lib.check_grid(image_grid_thw, cfg.vision.spatial_merge_size)[:1])
-    n_layers = cfg.text.num_hidden_layers
-    # host arrays: make_apply may first run inside a trace, and a closure must hold no tracer
-    slots = np.asarray(lay.latents, np.int32)
-    n_image, at = len(lay.image), injection_point(lay)
-    image = np.asarray(lay.image, np.int32)
-
-    def apply(params, batch, *, latents=None, intervene=None, drop=None, inject=None, select=None):
-        ids, valid = batch["input_ids"], batch["attention_mask"].astype(bool)
-        b, t = ids.shape
-        if latents is None and "latents" in batch:
-            latents = batch["latents"]
-        if latents is not None and jnp.shape(latents) != (b, len(lay.latents), cfg.text.hidden_size):
-            raise ValueError(
-                f"latents must be (B, L, D) = ({b}, {len(lay.latents)}, {cfg.text.hidden_size}) for this layout, "
-                f"got {jnp.shape(latents)}"
-            )
-        for name, mask_arg, width in (("drop", drop, t), ("inject", inject, n_image)):
-            if mask_arg is not None and jnp.shape(mask_arg) != (b, width):
-                raise ValueError(
-                    f"{name} must be a (B, {'T' if name == 'drop' else 'P'}) = ({b}, {width}) bool mask "
-                    f"({'positions' if name == 'drop' else 'the image tokens of the layout'}), "
-                    f"got shape {jnp.shape(mask_arg)}"
-                )
-        if "image_features" in batch:  # computed once for many calls (image_features)
-            feats = batch["image_features"]
-        else:
-            feats = jax.vmap(lambda px: inputs_lib.image_features(cfg, params, px, plan))(batch["pixel_values"])
-        x = params["text"]["embed"][ids]  # (B, T, D)
-        is_image = ids == cfg.image_token_id
-        slot = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, feats.shape[1] - 1)
-        x = jnp.where(is_image[..., None], jnp.take_along_axis(feats, slot[..., None], axis=1).astype(x.dtype), x)
-        if latents is not None:
-            x = x.at[:, slots].set(jnp.asarray(latents).astype(x.dtype))
-        out_latents = x[:, slots]
-        if intervene is not None:
-            x = intervene(x)
-        keys = valid if drop is None else valid & ~jnp.asarray(drop, bool)
-        pos = jnp.swapaxes(batch["positions"], 0, 1)  # (3, B, T)
-        grown = inject is not None
-        if grown:  # copies of the image tokens before the block: (B, T + P, ...)
-            x = jnp.concatenate([x[:, :at], x[:, image], x[:, at:]], 1)
-            pos = jnp.concatenate([pos[..., :at], pos[..., image], pos[..., at:]], -1)
-            keys = jnp.concatenate([keys[:, :at], jnp.asarray(inject, bool), keys[:, at:]], 1)
-        n = x.shape[1]
-        order = jnp.arange(n)
-        mask = attention.causal_mask(jnp.broadcast_to(order, (b, n)), order, keys)
-        if drop is not None or grown:  # a masked position still reads itself, so no query is left without a key
-            mask = mask | jnp.eye(n, dtype=bool)[None]
-        cos, sin = text.rope_tables(cfg.text, pos)
-        keep_h = range(n_layers + 1) if select is None else [h % (n_layers + 1) for h in select.hidden]
-        keep_a = range(n_layers) if select is None else [a % n_layers for a in select.attention]
-        rows = np.arange(t) if select is None else np.asarray(select.rows, np.int64)
-        q_rows = jnp.asarray(np.where(rows >= at, rows + n_image, rows) if grown else rows, jnp.int32)
-        layers = params["text"]["layers"]  # stacked along a leading layer axis
-        hidden = {0: x} if 0 in keep_h else {}
-        weights = {}
-        done = 0  # layers applied so far
-        for i in sorted(set(keep_a) | {j - 1 for j in keep_h if j}):  # the layers whose input or output is read
-            x = _run_layers(cfg.text, layers, done, i, x, pos, mask)
-            if i in keep_a:
-                weights[i] = attention_rows(cfg.text, _layer(layers, i), x, cos, sin, mask, q_rows)
-            x = _run_layers(cfg.text, layers, i, i + 1, x, pos, mask)
-            done = i + 1
-            if i + 1 in keep_h:
-                hidden[i + 1] = x
-        x = _run_layers(cfg.text, layers, done, n_layers, x, pos, mask)
-        logits = text.head(cfg.text, params["text"], x)
-        d = x.shape[-1]
-        if grown:  # back to the layout's T positions; attention to a copy goes to its image token
-            cut = lambda z, axis: jnp.concatenate(  # noqa: E731
-                [jax.lax.slice_in_dim(z, 0, at, axis=axis), jax.lax.slice_in_dim(z, at + n_image, n, axis=axis)],
-                axis,
-            )
-            logits = cut(logits, 1)
-            hidden = {j: cut(h, 1) for j, h in hidden.items()}
-            weights = {j: cut(w.at[..., image].add(w[..., at : at + n_image]), 3) for j, w in weights.items()}
-        h_stack = jnp.stack([hidden[j] for j in keep_h], 1) if len(keep_h) else jnp.zeros((b, 0, t, d), x.dtype)
-        heads = cfg.text.num_attention_heads
-        a_stack = (
-            jnp.stack([weights[j] for j in keep_a], 1)
-            if len(keep_a)
-            else jnp.zeros((b, 0, heads, len(rows), t), jnp.float32)
-        )
-        return Outputs(logits=logits, hidden=h_stack, attention=a_stack, latents=out_latents)
-
-    return apply
+    :mod:`tokdyn.diagnostics.protocol` (:func:`tokdyn.models.vlm.adapter.make_apply`, which says what each
+    keyword does), with ``params`` the model's parameter tree and ``batch`` from :func:`make_batch`. The layers
+    between those whose input or output is read run as one scan of
+    :func:`tokdyn.models.qwen2_5_vl.text.decode`. Traceable: ``jit``, ``vmap`` and ``grad`` apply."""
+    return adapter_lib.make_apply(DECODER, cfg, image_grid_thw, lay)
 
 
-NOISES = ("gaussian", "blank")
-"""The image perturbations of :func:`noised_pixels`."""
-
-
-def noised_pixels(key, pixel_values, processor, kind: str = "gaussian", level: float = 0.5) -> jax.Array:
-    """``pixel_values`` (..., patch_dim) of images perturbed in pixel space, for the grounding score
-    :math:`S_t = \\log p(x_t \\mid x_{<t}, I, q) - \\log p(x_t \\mid x_{<t}, \\tilde I, q)`
-    (:func:`tokdyn.diagnostics.grounding.scores` with ``apply`` from :func:`make_apply`).
-
-    The rows are un-normalised with ``processor``'s mean and standard deviation to pixels in [0, 1], perturbed,
-    clipped to [0, 1] and normalised again. ``kind`` ``"gaussian"``: each pixel plus ``level`` times a standard
-    normal draw (one draw per pixel and channel, the same for an image's repeated frames); ``"blank"``: every
-    pixel black (``level`` unused). Traceable.
-
-    Args:
-      key: PRNG key of the noise.
-      pixel_values: (..., patch_dim) rows of :class:`tokdyn.models.qwen2_5_vl.ImageProcessor`.
-      processor: the :class:`~tokdyn.models.qwen2_5_vl.ImageProcessor` that made them.
-      kind: one of :data:`NOISES`.
-      level: the noise's standard deviation on the [0, 1] pixel scale, >= 0.
-    """
-    if kind not in NOISES:
-        raise ValueError(f"kind must be one of {NOISES}, got {kind!r}")
-    if not isinstance(level, jax.Array) and not (float(level) >= 0):
-        raise ValueError(f"level must be >= 0, got {level!r}")
-    c, tp, p = len(processor.image_mean), processor.temporal_patch_size, processor.patch_size
-    px = jnp.asarray(pixel_values, jnp.float32)
-    if px.shape[-1] != c * tp * p * p:
-        raise ValueError(f"pixel_values rows must have {c * tp * p * p} entries (patch_dim), got {px.shape[-1]}")
-    shape = px.shape[:-1] + (c, tp, p, p)
-    mean = jnp.asarray(processor.image_mean, jnp.float32)[:, None, None, None]
-    std = jnp.asarray(processor.image_std, jnp.float32)[:, None, None, None]
-    x = px.reshape(shape) * std + mean  # [0, 1] pixels
-    if kind == "blank":
-        y = jnp.zeros_like(x)
-    else:
-        noise = jax.random.normal(key, px.shape[:-1] + (c, 1, p, p), jnp.float32)  # one draw for every frame
-        y = jnp.clip(x + level * noise, 0.0, 1.0)
-    return ((y - mean) / std).reshape(px.shape)
+__all__ = [
+    "DECODER",
+    "Layout",
+    "NOISES",
+    "attention_rows",
+    "decode_span",
+    "encode",
+    "image_features",
+    "injection_point",
+    "layout",
+    "make_apply",
+    "make_batch",
+    "noised_pixels",
+    "prompt",
+]

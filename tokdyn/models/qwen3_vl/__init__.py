@@ -2,8 +2,9 @@
 
 ``load(directory)`` reads ``config.json`` and the safetensors weights (no PyTorch, nothing downloaded) and
 returns a :class:`Model`; ``model(input_ids, pixel_values=None, image_grid_thw=None, attention_mask=None)``
-gives the logits (B, T, vocab) as ``Qwen3VLForConditionalGeneration`` does. Underneath, :func:`apply` is a
-pure function of the parameter tree, and :mod:`~tokdyn.models.qwen3_vl.text` the decoder's pieces a
+gives the logits (B, T, vocab) as ``Qwen3VLForConditionalGeneration`` does, and ``model.generate(...)`` new
+tokens (the one generation loop of :mod:`tokdyn.models.vlm`, in text or latent mode). Underneath, :func:`apply`
+is a pure function of the parameter tree, and :mod:`~tokdyn.models.qwen3_vl.text` the decoder's pieces the
 generation loop runs (embed, a cached step with the deepstack features, the head).
 
 What sets it apart from Qwen2.5-VL: a vision tower of LayerNorm blocks with full attention within each image,
@@ -20,20 +21,41 @@ Modules (``tokdyn.models.qwen3_vl.*``):
 - :mod:`~tokdyn.models.qwen3_vl.vision`      the vision tower and its deepstack mergers
 - :mod:`~tokdyn.models.qwen3_vl.text`        the decoder
 - :mod:`~tokdyn.models.qwen3_vl.inputs`      the inputs checked on the host, the images' features
-- :mod:`~tokdyn.models.qwen3_vl.model`       the forward pass
+- :mod:`~tokdyn.models.qwen3_vl.model`       the forward pass, and the functions the one generation loop runs
+  over (:data:`tokdyn.models.vlm.family.LOOP`)
 - :mod:`~tokdyn.models.qwen3_vl.processor`   the image processor
+- :mod:`~tokdyn.models.qwen3_vl.adapter`     the model under the diagnostics' ``apply`` protocol
+- :mod:`~tokdyn.models.qwen3_vl.probes`      read-outs of the vision tower (patch features before and after
+  the merger)
 
-The blocks the families share are in :mod:`tokdyn.models.blocks`.
+This package is one of :mod:`tokdyn.models.families` (``model_type`` ``"qwen3_vl"``) and exposes the names
+every family does. Generation, latent mode, interventions, decoding and the chat template are the shared layer
+:mod:`tokdyn.models.vlm` (``model.generate`` calls it), and the ``apply`` adapter is written once in
+:mod:`tokdyn.models.vlm.adapter` over this family's decoder; the blocks the families share are in
+:mod:`tokdyn.models.blocks`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tokdyn.models.qwen3_vl import checkpoint, config, inputs, params, positions, processor, text, vision
+from tokdyn.models.qwen3_vl import (
+    adapter,
+    checkpoint,
+    config,
+    inputs,
+    model,
+    params,
+    positions,
+    probes,
+    processor,
+    text,
+    vision,
+)
 from tokdyn.models.qwen3_vl.config import Config, TextConfig, VisionConfig
 from tokdyn.models.qwen3_vl.model import Model, apply
 from tokdyn.models.qwen3_vl.processor import ImageProcessor
+from tokdyn.models.vlm import decoding
 
 __all__ = [
     "Config",
@@ -41,13 +63,16 @@ __all__ = [
     "Model",
     "TextConfig",
     "VisionConfig",
+    "adapter",
     "apply",
     "checkpoint",
     "config",
     "inputs",
     "load",
+    "model",
     "params",
     "positions",
+    "probes",
     "processor",
     "text",
     "vision",
@@ -67,8 +92,8 @@ def load(directory: str | Path, dtype=None, mesh=None, unknown: str = "error") -
     the model without them. Nothing is downloaded: a missing directory or file is a FileNotFoundError that
     names the layout expected; every file and field is checked before any weight is read, a ValueError naming
     the file, the field, its value and what is allowed (:mod:`~tokdyn.models.qwen3_vl.config`,
-    :func:`~tokdyn.models.qwen3_vl.checkpoint.inspect`). The model's ``generation_config`` is left None: the
-    generation layer the families share reads ``generation_config.json``.
+    :func:`~tokdyn.models.qwen3_vl.checkpoint.inspect`). The decoding settings of ``generation_config.json``
+    (:func:`tokdyn.models.vlm.decoding.read`) come with the model, for ``model.generate``.
     """
     import jax.numpy as jnp
 
@@ -84,4 +109,4 @@ def load(directory: str | Path, dtype=None, mesh=None, unknown: str = "error") -
     if dtype is None and cfg.dtype in DTYPES:
         dtype = cfg.dtype
     params_ = checkpoint.load_params(directory, cfg, dtype, mesh, unknown)
-    return Model(cfg, params_, None, str(directory))
+    return Model(cfg, params_, decoding.read(directory), str(directory))

@@ -355,6 +355,24 @@ def from_dict(raw: dict, source: str = "config.json") -> Config:
     return Config(**top)
 
 
+def sizes(cfg: Config) -> dict:
+    """The sizes a study's time and memory estimates read (:mod:`tokdyn.models.families`): the decoder's
+    ``layers``, ``heads``, ``kv`` (key/value heads), ``width``, ``ffn`` (the gated MLP's width) and ``vocab``,
+    and the vision tower's ``v_depth``, ``v_width`` and ``v_ffn``."""
+    t, v = cfg.text, cfg.vision
+    return dict(
+        layers=t.num_hidden_layers,
+        heads=t.num_attention_heads,
+        kv=t.num_key_value_heads,
+        width=t.hidden_size,
+        ffn=t.intermediate_size,
+        vocab=t.vocab_size,
+        v_depth=v.depth,
+        v_width=v.hidden_size,
+        v_ffn=v.intermediate_size,
+    )
+
+
 def read(directory: str | Path) -> Config:
     """The :class:`Config` of the checkpoint directory ``directory``: its ``config.json``, and the stop tokens of
     its ``generation_config.json`` when it has one (each id a non-negative integer)."""

@@ -4,8 +4,8 @@ embedding resampled to each image's grid, 2D rotary positions, blocks of full at
 map the residual stream after chosen blocks into features the decoder adds to its first layers' outputs.
 
 :func:`plan` does the index arithmetic on the host from ``image_grid_thw`` (it fixes the shapes);
-:func:`encode` is the traced part (:func:`embed_patches`, the blocks, :func:`merge` after the last block and
-after each deepstack index).
+:func:`encode` is the traced part (:func:`embed_patches`, the blocks: :func:`streams`, :func:`merge` after the
+last block and after each deepstack index).
 """
 
 from __future__ import annotations
@@ -94,23 +94,29 @@ def merge(cfg: VisionConfig, p: dict, x: jax.Array, postshuffle: bool) -> jax.Ar
     return mlp.linear(jax.nn.gelu(mlp.linear(x, p["fc1"]), approximate=False), p["fc2"])
 
 
-def encode(cfg: VisionConfig, params: dict, pixel_values: jax.Array, plan_: Plan) -> tuple[jax.Array, jax.Array]:
-    """Image features (tokens, out_hidden_size) of ``pixel_values`` (patches, patch_dim), in the order of the
-    image tokens they replace, and the deepstack features (n_deep, tokens, out_hidden_size): deepstack
-    merger ``j`` over the residual stream after block ``deepstack_visual_indexes[j]``.
-
-    The blocks run as their stacked runs (:func:`tokdyn.models.qwen3_vl.params.block_runs`), each scanned, a
-    run ending at each deepstack index."""
+def streams(cfg: VisionConfig, params: dict, pixel_values: jax.Array, plan_: Plan) -> list[jax.Array]:
+    """The residual stream (patches, hidden), in ``pixel_values``' order, after each run of blocks
+    (:func:`tokdyn.models.qwen3_vl.params.block_runs`, each run scanned): entry ``j`` for ``j`` below the number
+    of deepstack indexes is the stream after block ``deepstack_visual_indexes[j]``, the last entry the stream
+    after the last block (which the merger reads)."""
     x = embed_patches(params, pixel_values, plan_)
     inv_freq = rotary.inverse_frequencies(cfg.head_dim // 2, cfg.rope_theta)
     cos, sin = rotary.axial_tables(plan_.positions, inv_freq)
-    n_deep = len(cfg.deepstack_visual_indexes)
-    deep = []
-    for j, run in enumerate(params["blocks"]):
+    out = []
+    for run in params["blocks"]:
         x, _ = jax.lax.scan(lambda x, p: (block(cfg, p, x, cos, sin, plan_.frames), None), x, run)
-        if j < n_deep:
-            deep.append(merge(cfg, params["deepstack"][j], x, postshuffle=True))
-    features = merge(cfg, params["merger"], x, postshuffle=False)
+        out.append(x)
+    return out
+
+
+def encode(cfg: VisionConfig, params: dict, pixel_values: jax.Array, plan_: Plan) -> tuple[jax.Array, jax.Array]:
+    """Image features (tokens, out_hidden_size) of ``pixel_values`` (patches, patch_dim), in the order of the
+    image tokens they replace, and the deepstack features (n_deep, tokens, out_hidden_size): deepstack
+    merger ``j`` over the residual stream after block ``deepstack_visual_indexes[j]`` (:func:`streams`)."""
+    out = streams(cfg, params, pixel_values, plan_)
+    n_deep = len(cfg.deepstack_visual_indexes)
+    deep = [merge(cfg, params["deepstack"][j], out[j], postshuffle=True) for j in range(n_deep)]
+    features = merge(cfg, params["merger"], out[-1], postshuffle=False)
     if not deep:
         return features, jnp.zeros((0, *features.shape), features.dtype)
     return features, jnp.stack(deep)

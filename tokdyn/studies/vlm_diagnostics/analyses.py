@@ -152,7 +152,9 @@ def clean_part(ctx: Context, group, start: int) -> dict:
     of them (:func:`sources_of`)."""
     prompts = prompts_of(ctx, group, start)
     gen = vlm.generate(ctx.loaded.model, prompts, ctx.mode)
-    out = {f: np.asarray(getattr(gen, f)) for f in PART_FIELDS if f not in ("index", "valid")}
+    out = {f: np.asarray(getattr(gen, f)) for f in PART_FIELDS if f not in ("index", "valid", "scores")}
+    # no scored token (open questions only): a (B, N, 0) array, never None (a part holds arrays)
+    out["scores"] = np.zeros((*gen.tokens.shape, 0), np.float32) if gen.scores is None else np.asarray(gen.scores)
     return {"index": np.asarray(prompts.index), "valid": np.asarray(prompts.valid), **out}
 
 

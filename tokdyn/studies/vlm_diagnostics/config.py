@@ -1,5 +1,5 @@
 """The vlm-diagnostics study's :class:`Config`: its fields and checks, the analyses it can run
-(:data:`ANALYSES`) and those that wait for the Qwen2.5-VL ``apply`` to grow a keyword
+(:data:`ANALYSES`) and those that wait for the families' ``apply`` to grow a keyword
 (:data:`PENDING`), its presets (``--quick``, and :data:`GPU_PRESETS` for 3B and 7B checkpoints) and
 its estimate. The leaf of the package: it imports none of its parts."""
 
@@ -110,8 +110,8 @@ class Config:
     """Everything that defines the study; saved as ``config.json``.
 
     Attributes:
-      model: a local Qwen2.5-VL checkpoint directory in the Hugging Face layout (config.json,
-        model.safetensors or its sharded index, tokenizer.json, a chat template,
+      model: a local checkpoint directory of a family tokdyn reads (Qwen2.5-VL, Qwen3-VL) in the Hugging Face
+        layout (config.json, model.safetensors or its sharded index, tokenizer.json, a chat template,
         preprocessor_config.json); "" builds a tiny model with random weights (numbers of no meaning).
       instances: a JSONL file, one {"image": path, "question": str, "answer": str} per line, or a
         multiple-choice line {"image": path, "question": str, "options": [str, ...], "answer": "B"} (the
@@ -197,7 +197,7 @@ class Config:
                 raise TypeError(f"{name} must be a str, got {getattr(self, name)!r}")
         if self.model and not os.path.isdir(self.model):
             raise ValueError(
-                f"model={self.model!r} is not a directory: give a local Qwen2.5-VL checkpoint directory "
+                f"model={self.model!r} is not a directory: give a local checkpoint directory (Qwen2.5-VL, Qwen3-VL) "
                 "(config.json, model.safetensors or model.safetensors.index.json with its shards, tokenizer.json, "
                 "a chat template, preprocessor_config.json), or leave --model out for the tiny random model"
             )
@@ -231,7 +231,7 @@ class Config:
             _checks.distinct(name, value)
         for name in self.analyses:
             if name in PENDING:
-                raise ValueError(f"analyses: {name!r} cannot run on the Qwen2.5-VL apply yet: {PENDING[name]}")
+                raise ValueError(f"analyses: {name!r} cannot run on the families' apply yet: {PENDING[name]}")
             _checks.choice("analyses", name, ANALYSES)
         for kind in self.noise_kinds:
             _checks.choice("noise_kinds", kind, NOISE_KINDS)
@@ -313,6 +313,21 @@ class Config:
                 layers=28, heads=28, kv=4, width=3584, ffn=18944, vocab=152064, v_depth=32, v_width=1280, v_ffn=3420
             )
 
+    def factor(self) -> tuple[int, str]:
+        """The side in pixels of one merged image token (the model's ``vision.patch_size`` x
+        ``vision.spatial_merge_size``, read through its family: :mod:`tokdyn.models.families`) and where it
+        comes from, for the estimate: 28 (Qwen2.5-VL's 14 x 2) for the random model, or where the checkpoint
+        cannot be read (it is named when the checkpoint is opened)."""
+        if self.model:
+            from tokdyn.models import families
+
+            try:
+                v = families.family(families.detect(self.model)).config.read(self.model).vision
+                return v.patch_size * v.spatial_merge_size, f"patch {v.patch_size} x merge {v.spatial_merge_size}"
+            except (OSError, ValueError, TypeError):
+                pass
+        return 28, "patch 14 x merge 2"
+
     def check_image(self, model_config) -> None:
         """Check ``image_size`` and ``n_tokens`` against the model's vision tower (``model_config``, its family's
         ``Config``: ``vision.patch_size`` and ``vision.spatial_merge_size``): a ValueError naming the option
@@ -356,7 +371,7 @@ class Config:
         reference's rate; with ``--latents generated`` the generations, each counted as one pass over the
         prompt and its new tokens)."""
         z = self.sizes()
-        image = (self.image_size // 28) ** 2  # merged image tokens
+        image = (self.image_size // self.factor()[0]) ** 2  # merged image tokens
         patches = 4 * image
         prompt = image + 64  # the image and a question's text, padded to its bucket
         k = sum(1 if kind == "blank" else len(self.noise_levels) * self.noise_seeds for kind in self.noise_kinds)
@@ -404,7 +419,7 @@ class Config:
         study_dir.elements_fit("image_size", self.image_size, self.image_size, 3 * 2)
         study_dir.elements_fit("n_latents", max(self.n_latents, 1), width, max(self.n_latents, 1))
         study_dir.elements_fit("n_tokens", self.n_tokens, width)
-        tokens = (self.image_size // 28) ** 2 + 192 + self.new_tokens
+        tokens = (self.image_size // self.factor()[0]) ** 2 + 192 + self.new_tokens
         study_dir.elements_fit("batch_size", self.batch_size, tokens, tokens, heads)
         study_dir.elements_fit("optimiser_pairs", self.batch_size, 2 * self.optimiser_pairs, tokens, width)
         per = tokens * tokens * heads * layers * 4.0 + tokens * width * (layers + 1) * 4.0

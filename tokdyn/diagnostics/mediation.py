@@ -178,7 +178,12 @@ def swap_permutation(key: jax.Array, n: int) -> jax.Array:
 
 
 def interventions(key: jax.Array, latents: jax.Array, kinds=INTERVENTIONS, *, other=None) -> jax.Array:
-    """Replacement latents for ``kinds`` (:doc:`/concepts/diagnostics` says what each does), built from the model's own.
+    """Replacement latents for ``kinds`` (:doc:`/concepts/diagnostics` says what each does), built from the model's own,
+    the batch standing for the whole set. ``zeros``, ``noise`` (N(0, 1) times each latent vector's own RMS),
+    ``mean`` (the mean of the other instances' latents) and ``swap`` (a keyed cycle through the instances) are
+    the kinds of the one table, :data:`tokdyn.models.vlm.interventions.TABLE`, with its rules; ``constant`` (one
+    random vector at the latents' overall RMS for every instance and slot) and ``other`` (latents one gives,
+    e.g. another variant's: the table's ``swap`` from another source) are this protocol's own.
 
     Args:
       key: PRNG key; ``noise``, ``swap`` and ``constant`` draw from ``jax.random.split(key, 3)`` in that
@@ -212,11 +217,14 @@ def interventions(key: jax.Array, latents: jax.Array, kinds=INTERVENTIONS, *, ot
             f"intervention, got {None if other is None else jnp.shape(other)}"
         )
     k_noise, k_swap, k_const = jax.random.split(key, 3)
-    rms = jnp.sqrt(jnp.mean(latents**2, (1, 2), keepdims=True))  # (B, 1, 1)
+    rms = jnp.sqrt(jnp.mean(latents**2, -1, keepdims=True))  # (B, L, 1): each latent vector's own
+    n = latents.shape[0]
+    # the mean of the OTHER instances (the table's rule); an instance alone keeps its own
+    others = (jnp.sum(latents, 0, keepdims=True) - latents) / max(n - 1, 1) if n > 1 else latents
     make = {
         "zeros": lambda: jnp.zeros_like(latents),
         "noise": lambda: jax.random.normal(k_noise, latents.shape, latents.dtype) * rms,
-        "mean": lambda: jnp.broadcast_to(jnp.mean(latents, 0, keepdims=True), latents.shape),
+        "mean": lambda: others,
         "constant": lambda: jnp.broadcast_to(
             jax.random.normal(k_const, latents.shape[-1:], latents.dtype) * jnp.sqrt(jnp.mean(latents**2)),
             latents.shape,

@@ -71,6 +71,10 @@ def test_the_recipes_sequences():
     assert T.layout(CFG, "pause", 0, pool).feed == "pause" and T.layout(CFG, "latent", 0, pool).n_latents == 2
 
 
+# compiles the training step through the feedback (about 40 s on two cores): the default run holds the training
+# pass to generation and its losses to their closed forms (tests/test_vlm_training.py) and the recipes'
+# sequences here; tokdyn.train's vmap over seeds is the default run's elsewhere (tests/test_train.py)
+@pytest.mark.full
 def test_every_seed_trains_in_one_program_and_a_saved_organism_loads_back(tmp_path):
     """Two seeds of the latent recipe trained together (one program a stage): finite, falling losses, seeds
     that differ; seed 0 saved as a Hugging Face checkpoint reads back through qwen2_5_vl.load with its

@@ -644,3 +644,30 @@ def test_regenerated_image_fixtures_equal(tmp_path):
     for path in IMAGES.iterdir():
         if path.suffix in (".png", ".tiff"):
             assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_a_batch_of_conversations_is_encoded_as_one_batch():
+    """Chat.encode_batch: each conversation as encode gives it, padded on the side asked with the pad id asked
+    (the tokenizer's by default) under a zero mask, the images' pixel rows stacked one a row and one grid;
+    images of two grids, or images for some conversations only, refused naming them."""
+    chat = vlm.Chat.load(FIXTURE)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (56, 56, 3), np.uint8) for _ in range(2)]
+    convs = [
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}] for t in ("a", "a b c d e")
+    ]
+    one = [chat.encode(c, [im]) for c, im in zip(convs, images)]
+    got = chat.encode_batch(convs, images, pad_token_id=7)
+    n = [o["input_ids"].shape[1] for o in one]
+    assert got["input_ids"].shape == (2, max(n)) and n[0] < n[1]
+    np.testing.assert_array_equal(got["input_ids"][0, -n[0] :], one[0]["input_ids"][0])  # left-padded
+    assert (got["input_ids"][0, : max(n) - n[0]] == 7).all() and got["attention_mask"][0].sum() == n[0]
+    np.testing.assert_array_equal(got["pixel_values"][1], one[1]["pixel_values"])
+    right = chat.encode_batch(convs, images, padding_side="right", pad_token_id=7)
+    np.testing.assert_array_equal(right["input_ids"][0, : n[0]], one[0]["input_ids"][0])
+    with pytest.raises(ValueError, match="one grid"):
+        chat.encode_batch(convs, [images[0], rng.integers(0, 255, (112, 56, 3), np.uint8)])
+    with pytest.raises(ValueError, match="every conversation"):
+        chat.encode_batch(convs, [images[0], None])
+    with pytest.raises(ValueError, match="padding_side"):
+        chat.encode_batch(convs, images, padding_side="middle")

@@ -68,7 +68,9 @@ def test_a_qwen3_vl_latent_checkpoint_runs_the_command(tmp_path, capsys):
     base += ["--latents", "generated", "--analyses", "similarity", "--batch-size", "2"]
     code = cli.main([*base, "--image-size", "56", "--out", str(tmp_path / "bad")])
     err = capsys.readouterr().err
-    assert code == 2 and "image_size must be a multiple of 32 (the model's patch_size 16 x spatial_merge_size 2)" in err, err
+    assert (
+        code == 2 and "image_size must be a multiple of 32 (the model's patch_size 16 x spatial_merge_size 2)" in err
+    ), err
     assert not (tmp_path / "bad").exists()
     out = tmp_path / "out"
     assert cli.main([*base, "--image-size", "64", "--new-tokens", str(NEW_TOKENS), "--out", str(out)]) == 0

@@ -336,6 +336,55 @@ def test_every_line_is_read_and_a_long_question_pads_only_its_own_group(tmp_path
     assert sorted(len(g.index) for g in groups) == [1, 21]
     short, alone = sorted(groups, key=lambda g: len(g.index), reverse=True)
     assert short.prompt.shape[1] < alone.prompt.shape[1] and alone.index.tolist() == [21]
+    # the estimate reads the questions' buckets: the long one raises the mean text by its own bucket alone
+    plain = dataclasses.replace(cfg, instances=str(write_instances(tmp_path, LINES * 7, name="short.jsonl")))
+    assert cfg.text_tokens() > plain.text_tokens() >= 32
+    assert cfg.work(22)["training"] > plain.work(22)["training"]
+
+
+def test_a_decoding_setting_generation_refuses_exits_2_before_any_work(tmp_path, capsys):
+    """A generation_config.json field tokdyn's generation does not implement (num_beams 4) is refused when the
+    study checks its inputs, naming the field, before any work (it once stopped the run midway)."""
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(FIXTURE, ckpt)
+    gen = json.loads((ckpt / "generation_config.json").read_text())
+    (ckpt / "generation_config.json").write_text(json.dumps(dict(gen, num_beams=4)))
+    out = tmp_path / "out"
+    code, err = _exit(["--model", str(ckpt), "--out", str(out), "--analyses", "grounding"], capsys)
+    assert code == 2 and "num_beams=4" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_the_analyses_at_a_micro_size_on_the_random_model(tmp_path):
+    """Every analysis over generation (accuracy, decomposition, mediation, similarity, DMLR without and with
+    its injection) on the tiny random model at a micro size: each table written with its rows in range (the
+    accuracy's settings the clean run, plain and every intervention; the decomposition's every setting; the
+    mediation's three paths; rates in [0, 1], KLs >= 0), the report's paired columns present. The full tier
+    runs the --quick preset and checkpoints end to end."""
+    cfg = dataclasses.replace(
+        tiny(""),
+        analyses=("accuracy", "decomposition", "mediation", "similarity", "optimisation", "injection"),
+        n_instances=2,
+        noise_kinds=("blank",),
+        optimiser_iters=1,
+        optimiser_pairs=1,
+        new_tokens=11,
+    )
+    out = tmp_path / "out"
+    assert vd.main(cfg, str(out), quiet=True)
+    acc = io.read_csv(str(out / "accuracy.csv"))
+    assert {"plain", "none", *vd.LATENT_KINDS} == set(acc["setting"])
+    dec = io.read_csv(str(out / "decomposition.csv"))
+    assert set(dec["setting"][dec["measure"] == "correct"]) == set(vd.DECOMPOSITION_SETTINGS)
+    med = io.read_csv(str(out / "mediation.csv"))
+    assert set(med["path"]) == {"input_latent", "input_answer", "latent_answer"}
+    kl = med["kl"][np.isfinite(med["kl"])]
+    assert kl.size and (kl >= 0).all()
+    for name in ("optimisation", "injection"):
+        rows = io.read_csv(str(out / f"{name}.csv"))
+        assert len(rows["instance"]) == 2 and np.isfinite(rows["reward_best"]).all()
+    text = (out / "summary.md").read_text()
+    assert "vs none (paired)" in text and "vs full (paired)" in text and "McNemar" in text
 
 
 def test_config_refusals_and_the_time_estimate(tmp_path):
@@ -536,6 +585,12 @@ def test_generated_latents_need_the_checkpoints_tokens_and_blocks(tmp_path, caps
     ]
     code, err = _exit([*swapped, "--out", str(tmp_path / "b")], capsys)
     assert code == 2 and "no instance of 1 wrote a whole latent block" in err and "right way round" in err, err
+    # the same checkpoint in block mode: it opens blocks of its own after the forced one, which the run says
+    # on stderr and at the top of its summary
+    marks = [*LATENT_MARKS, "<|latent_pad|>", "--n-latents", "4", "--new-tokens", "30", "--analyses", "accuracy"]
+    code, err = _exit([*base[:8], *marks, "--out", str(tmp_path / "d")], capsys)
+    assert code == 0 and "opened a second block by themselves" in err, err
+    assert "**Warning: " in (tmp_path / "d" / "summary.md").read_text()
     ckpt = tmp_path / "ckpt"
     shutil.copytree(LATENT_FIXTURE, ckpt)
     (ckpt / "latent_mode.json").write_text(

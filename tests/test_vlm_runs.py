@@ -184,3 +184,21 @@ def test_paired_differences_and_an_undefined_gain():
     text = "\n".join(vd.report.decomposition_lines(rows, [0.25] * 12))
     assert "is below no block's" in text and "the block lowers accuracy" in text
     assert "| markers_only | 0.333 [" in text and "| – | 0.083 [" in text  # no gain kept; the paired difference
+
+
+def test_flips_and_cut_answers_are_counted_where_they_are_read():
+    """An answer flips only where both runs' answers were read (a run without one counts in neither
+    direction); the accuracy table counts a cut answer apart from the unparsable ones and out of the rate."""
+    from tokdyn.studies import vlm_diagnostics as vd
+
+    flipped = vd.analyses.flip
+    assert flipped("A", "B") == 1.0 and flipped("A", "A") == 0.0
+    assert np.isnan(flipped(None, "A")) and np.isnan(flipped("A", None)) and np.isnan(flipped(None, None))
+    rows = [
+        dict(instance=i, benchmark="b", setting="none", correct=c, parsed=p, cut=k, chance=0.25)
+        for i, (c, p, k) in enumerate(
+            [(1.0, True, False), (0.0, False, False), (np.nan, False, True), (1.0, True, False)]
+        )
+    ]
+    text = "\n".join(vd.report.accuracy_lines(rows))
+    assert "| b | none | 0.667 [" in text and "(2/3) | 1 | 1 | 0.250 |" in text

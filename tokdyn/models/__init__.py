@@ -21,7 +21,11 @@ Checkpoint families (pure functions over a checkpoint's parameter tree, one pack
   ``apply`` adapter (``qwen2_5_vl.adapter``) and the vision tower's read-outs (``qwen2_5_vl.probes``)
 - :mod:`tokdyn.models.qwen3_vl`   Qwen3-VL (deepstack), the same names, equal to ``transformers``' implementation
 - :mod:`tokdyn.models.blocks`    the transformer blocks the families share (RMSNorm, SwiGLU, rotary
-  positions, grouped-query attention)
+  positions, grouped-query attention), and the checked fields, weights and image processing they read
+- :mod:`tokdyn.models.vlm`       what every family shares: the one generation loop, latent mode, the one table
+  of interventions, decoding, the chat template, the ``apply`` adapter, training with the latent mode
+- :mod:`tokdyn.models.organism`  the organism as a Qwen2.5-VL: its tasks as images and questions, its
+  tokenizer, its checkpoints in the Hugging Face layout, its training under the published recipes
 
 ``tokdyn.models.qwen2_5_vl_apply``, ``qwen2_5_vl_probes`` and ``qwen2_5_vl_analyses`` are deprecated names of
 ``qwen2_5_vl.adapter``, ``qwen2_5_vl.probes`` and :mod:`tokdyn.diagnostics.vlm` (``tokdyn._deprecations``).
@@ -42,6 +46,8 @@ __all__ = [
     "qwen2_5_vl",
     "qwen3_vl",
     "blocks",
+    "vlm",
+    "organism",
 ]
 
 _MOVED = {

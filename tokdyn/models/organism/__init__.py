@@ -4,11 +4,13 @@
 - :mod:`tokdyn.models.organism.tokenizer`   a small tokenizer with Qwen's special tokens and three latent tokens
 - :mod:`tokdyn.models.organism.checkpoint`  a complete Hugging Face Qwen2.5-VL checkpoint directory, written
   atomically, and its ``latent_mode.json`` read back
+- :mod:`tokdyn.models.organism.training`    the organism trained under the published recipes, every seed in one
+  program, saved as checkpoints
 """
 
 import importlib
 
-__all__ = ["tasks", "tokenizer", "checkpoint"]
+__all__ = ["tasks", "tokenizer", "checkpoint", "training"]
 
 
 def __getattr__(name):

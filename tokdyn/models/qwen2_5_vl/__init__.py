@@ -41,6 +41,7 @@ from tokdyn.models.qwen2_5_vl import (
     positions,
     probes,
     processor,
+    saving,
     text,
     vision,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "positions",
     "probes",
     "processor",
+    "saving",
     "text",
     "vision",
 ]

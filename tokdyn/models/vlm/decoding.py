@@ -308,7 +308,9 @@ def resolve(
     temperature = base.temperature if temperature is None else float(temperature)
     if do_sample and not math.isfinite(temperature):
         raise ValueError(f"temperature must be finite to sample, got {temperature!r}")
-    if do_sample and not np.isfinite(np.float32(1.0) / np.float32(temperature)):
+    with np.errstate(over="ignore"):
+        reciprocal = np.float32(1.0) / np.float32(temperature) if do_sample else np.float32(1.0)
+    if not np.isfinite(reciprocal):
         raise ValueError(
             f"temperature={temperature!r} is too small for float32 logits (1 / temperature overflows): sampling at "
             "it is greedy decoding; pass do_sample=False"

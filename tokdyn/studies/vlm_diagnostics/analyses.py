@@ -450,7 +450,7 @@ def _reading(ctx: Context, prompts, gen) -> tuple:
     return chosen, dist
 
 
-def _flipped(a, b) -> float:
+def flip(a, b) -> float:
     """1 where two answers were both read and differ, 0 where both were read and agree, NaN otherwise."""
     return float("nan") if a is None or b is None else float(a != b)
 
@@ -495,7 +495,7 @@ def mediation_rows(ctx: Context, group, start: int) -> list:
                         draw=seed,
                         path="input_answer",
                         effect=effect,
-                        flipped=_flipped(base_choice[b], got[b]),
+                        flipped=flip(base_choice[b], got[b]),
                         kl=float(kl[b]),
                     )
                 )
@@ -514,7 +514,7 @@ def mediation_rows(ctx: Context, group, start: int) -> list:
                     instance=i,
                     path="latent_answer",
                     kind=kind,
-                    flipped=_flipped(base_choice[b], got[b]),
+                    flipped=flip(base_choice[b], got[b]),
                     kl=float(kl[b]),
                     correct=now[i]["correct"],
                     correct_before=correct[i],
@@ -654,6 +654,7 @@ __all__ = [
     "chunk_of",
     "clean_part",
     "decomposition_rows",
+    "flip",
     "generation",
     "grounding_rows",
     "injection_rows",

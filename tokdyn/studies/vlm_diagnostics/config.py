@@ -6,7 +6,10 @@ its estimate. The leaf of the package: it imports none of its parts."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+
+import numpy as np
 
 from tokdyn import _checks, dynamics
 from tokdyn.experiment import rates
@@ -347,6 +350,33 @@ class Config:
                 f"n_tokens must be at most the {merged} merged tokens of an image_size image, got {self.n_tokens}"
             )
 
+    def text_tokens(self) -> float:
+        """The mean text tokens of a prompt as the study pads it (its length bucket, the least power of two at
+        least 32): estimated from each ``--instances`` line's question and options (1.5 tokens a word, 40 for
+        the chat template's turn), or 64 for the rendered scenes' question; one long question raises the mean
+        by its own bucket alone (the prompts are grouped by bucket)."""
+        if not self.instances:
+            return 64.0
+        lengths = []
+        for path in (p.strip() for p in self.instances.split(",") if p.strip()):
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    lines = [ln for ln in f if ln.strip()]
+            except OSError:
+                continue
+            for line in lines[: self.n_instances or None]:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if not isinstance(row, dict):
+                    continue
+                words = len(str(row.get("question", "")).split())
+                opts = row.get("options") if isinstance(row.get("options"), list) else []
+                words += sum(len(str(o).split()) + 1 for o in opts)
+                lengths.append(1 << (max(int(1.5 * words) + 40, 32) - 1).bit_length())
+        return float(np.mean(lengths)) if lengths else 64.0
+
     def count_instances(self) -> int:
         """The instances the run will hold: ``n_instances`` scenes, or the non-blank lines of each
         ``--instances`` file (at most ``n_instances`` of each when it is set; an unreadable file counts 0:
@@ -373,7 +403,7 @@ class Config:
         z = self.sizes()
         image = (self.image_size // self.factor()[0]) ** 2  # merged image tokens
         patches = 4 * image
-        prompt = image + 64  # the image and a question's text, padded to its bucket
+        prompt = image + self.text_tokens()  # the image and the questions' text, padded to their buckets
         k = sum(1 if kind == "blank" else len(self.noise_levels) * self.noise_seeds for kind in self.noise_kinds)
         lat = self.n_latents or DEFAULT_LATENTS
         es = 2 + 2 * self.optimiser_iters * self.optimiser_pairs

@@ -8,6 +8,8 @@ is), the tables put together."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from tokdyn import io
@@ -186,8 +188,8 @@ def clean_pass(session, ctx: Context, groups: list) -> list:
             )
         if cut:
             warnings.append(f"{cut} of {n} forced blocks were cut by the token limit (give a larger --new-tokens)")
-    for w in warnings:
-        session.say(f"warning: {w}")
+    for w in warnings:  # on stderr, quiet or not, and at the top of the summary
+        print(f"tokdyn study {STUDY}: warning: {w}", file=sys.stderr, flush=True)
     return warnings
 
 

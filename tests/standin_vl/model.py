@@ -58,6 +58,11 @@ def rope_index(cfg, ids, grid, mask):
 _encode = jax.jit(lambda tower, params, px, plan: vision.encode(tower, params, px, plan), static_argnums=0)
 
 
+def image_features(cfg, params, pixel_values, plan):
+    """The features (image tokens, hidden) of ``pixel_values`` under ``plan`` (traced)."""
+    return vision.encode(cfg.vision, params, pixel_values, plan)
+
+
 def encode_images(cfg, params, pixel_values, grid):
     """The images' features (image tokens, hidden), in order."""
     return _encode(cfg.vision, params, jnp.asarray(pixel_values, jnp.float32), vision.plan(cfg.vision, grid))

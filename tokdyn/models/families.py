@@ -27,6 +27,7 @@ study reach through a family (``tests/test_families.py`` checks every registered
 ``checkpoint``               ``inspect(dir, config, unknown)``: every tensor's header, shape and dtype
                              checked, no weight read; ``files(dir)``: the safetensors file of each tensor
 ``model``                    the loop's functions (``check_inputs``, ``rope_index``, ``encode_images``,
+                             ``image_features``,
                              ``embed_prompt``, ``embed_tokens``, ``new_cache``, ``decode_cached``,
                              ``final_norm``, ``output_head``, ``param_dtype``, ``abstract_params``,
                              ``abstract_visual``: :data:`tokdyn.models.vlm.family.LOOP`)

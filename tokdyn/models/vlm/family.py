@@ -46,6 +46,7 @@ LOOP = (
     "check_inputs",
     "rope_index",
     "encode_images",
+    "image_features",
     "embed_prompt",
     "embed_tokens",
     "new_cache",

@@ -288,6 +288,7 @@ def test_the_listed_analysis_programs_are_the_ones_the_study_calls(monkeypatch):
     # argument (shapes, dtypes, every static value), the data-dependent shapes given as the study made them
     from tokdyn.diagnostics import vlm as an
     from tokdyn.models.qwen2_5_vl import inputs
+    from tokdyn.models.qwen2_5_vl import model as qwen_model
     from tokdyn.models.vlm import generation
     from tokdyn.studies import vlm_diagnostics as vd
     from tokdyn.studies.vlm_diagnostics import checkpoint
@@ -332,7 +333,9 @@ def test_the_listed_analysis_programs_are_the_ones_the_study_calls(monkeypatch):
         monkeypatch.setattr(an, k, spy(k, getattr(an, k), fake_outputs))
     monkeypatch.setattr(an, "perturb_pixels", spy("perturb", an.perturb_pixels, None))
     monkeypatch.setattr(generation, "run", spy("run", generation.run, lambda f, a, k: fake_outputs(f, a, k, ids)))
-    monkeypatch.setattr(inputs, "image_features_jit", spy("vision", inputs.image_features_jit, fake_outputs))
+    vision_spy = spy("vision", inputs.image_features_jit, fake_outputs)
+    monkeypatch.setattr(inputs, "image_features_jit", vision_spy)
+    monkeypatch.setattr(qwen_model, "image_features_jit", vision_spy)  # the family's encode_images calls it there
     for latents in ("block", "generated"):
         run_cfg = dataclasses.replace(cfg, latents=latents)
         ctx = vd.Context(run_cfg, loaded, inst)

@@ -131,7 +131,7 @@ def test_sampling_reproducible_and_filtered(model, ref):
     """Sampling is reproducible from its key, differs across keys, and never leaves the top-k / nucleus."""
     import jax
 
-    from tokdyn.models.vlm import generation
+    from tokdyn.models.vlm import decoding
 
     kw = dict(attention_mask=ref["batch_mask"], temperature=1.0, eos_token_id=(), max_new_tokens=16)
     a = model.generate(ref["batch_ids"], key=jax.random.key(3), **kw)
@@ -140,10 +140,10 @@ def test_sampling_reproducible_and_filtered(model, ref):
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
     logits = jax.numpy.asarray(np.random.default_rng(0).normal(size=(3, 50)), "float32")
-    kept = np.isfinite(np.asarray(generation.filter_logits(logits, 5, None)))
+    kept = np.isfinite(np.asarray(decoding.filter_logits(logits, 5, None)))
     assert (kept.sum(axis=1) == 5).all()
     probs = np.asarray(jax.nn.softmax(logits))
-    kept = np.isfinite(np.asarray(generation.filter_logits(logits, None, 0.5)))
+    kept = np.isfinite(np.asarray(decoding.filter_logits(logits, None, 0.5)))
     for row in range(3):
         order = np.argsort(-probs[row])
         n = int(kept[row].sum())

@@ -387,8 +387,8 @@ def test_differences_are_dotted_and_complete():
 
 @pytest.mark.full
 def test_processes_opening_one_new_directory_at_once_agree(tmp_path):
-    """Several processes (the parts of one sweep) open a new directory together: none is refused,
-    one stamp stands; a temporary stamp left by a killed writer blocks nothing."""
+    """Several processes (the parts of one sweep, sharing the directory's lock) open a new directory
+    together: none is refused, one stamp stands; a temporary stamp left by a killed writer blocks nothing."""
     import concurrent.futures
     import multiprocessing
 
@@ -405,7 +405,7 @@ def test_processes_opening_one_new_directory_at_once_agree(tmp_path):
 
 
 def _open_stamp(out):
-    return study_dir.Study.open(out, "demo", Cfg()).key
+    return study_dir.Study.open(out, "demo", Cfg(), shared=True).key
 
 
 # ---------------------------------------------------------------------------------------------- every study, hostile

@@ -284,9 +284,9 @@ def study_programs(mcfg, scfg, params=None, sh: Shapes | None = None) -> list[Pr
         {},
         ("perception",),
     )
-    generate("text mode", b, ("accuracy",), 0, 0, 0)  # the plain setting (--latents block)
-    shared = ("accuracy", "decomposition", MEDIATION, "similarity", "optimisation", "injection")
     lat, n_s = sh.n_latents, sh.n_scores
+    generate("text mode", b, ("accuracy",), 0, n_s, 0)  # the plain setting (--latents block), its options scored
+    shared = ("accuracy", "decomposition", MEDIATION, "similarity", "optimisation", "injection")
     generate("latent mode, clean", b, shared, lat, n_s, 0)
     kinds = len(LATENT_KINDS)
     generate(

@@ -204,9 +204,9 @@ def interventions(key: jax.Array, latents: jax.Array, kinds=INTERVENTIONS, *, ot
       >>> out = mediation.interventions(jax.random.key(0), latents, ("zeros", "mean", "swap"))
       >>> out.shape
       (3, 3, 2, 2)
-      >>> print(np.asarray(out[1, 0]))   # "mean": the batch's mean latents, for every instance
-      [[4. 5.]
-       [6. 7.]]
+      >>> print(np.asarray(out[1, 0]))   # "mean" for instance 0: the mean of instances 1 and 2
+      [[6. 7.]
+       [8. 9.]]
     """
     kinds = _kinds("kinds", kinds, INTERVENTIONS)
     if jnp.ndim(latents) != 3:

@@ -557,7 +557,8 @@ def programs(
     )
     key_type = jax.eval_shape(lambda: jax.random.key(0)).dtype
     knob = jax.tree_util.tree_map(lambda a: sds(a.shape, a.dtype), decoding.knobs(decoding.resolve(None, 2)))
-    span = max(min(latent_size, new_tokens), 1)
+    # a source's steps: a block's span, or 1 where there is no source (Intervention.make's empty source)
+    span = max(min(latent_size, new_tokens), 1) if source_blocks else 1
     iv = iv_lib.Intervention(
         sds((batch,), jnp.int32),
         sds((batch,), jnp.float32),

@@ -459,7 +459,7 @@ def models(cfg: Config, hparams: Hparams | None = None):
     return train.grid(seed_keys(cfg), hparams)
 
 
-def train_models(cfg: Config, name: str, hparams: Hparams | None = None, **options) -> train.TrainResult:
+def train_models(cfg: Config, name: str, hparams: Hparams | None = None, **options) -> train.Result:
     """Train every seed x setting of recipe ``name`` in one program per stage (:func:`tokdyn.train.train_many`
     on the training pool; ``options`` passed on: ``checkpoint=``, ``execution=``, ``progress=`` ...)."""
     keys, hp = models(cfg, hparams)

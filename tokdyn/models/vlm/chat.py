@@ -53,9 +53,10 @@ class TemplateLimit(Exception):
 
 
 def multiple_choice(question: str, options) -> str:
-    """The multiple-choice prompt of ``question`` and its ``options`` (strings, at most 26): the question, one
-    line ``"{letter}. {option}"`` per option, then :data:`INSTRUCTION` (the scoring of the answers is
-    :mod:`tokdyn.diagnostics.choices`)."""
+    """The multiple-choice prompt of ``question`` and its ``options`` (strings, at most 26).
+
+    The prompt is the question, one line per option (its letter, a full stop, a space and the option), then
+    :data:`INSTRUCTION`; the scoring of the answers is :mod:`tokdyn.diagnostics.choices`."""
     options = [str(o).strip() for o in options]
     if not 1 <= len(options) <= len(LETTERS):
         raise ValueError(f"options must hold 1 to {len(LETTERS)} options, got {len(options)}")

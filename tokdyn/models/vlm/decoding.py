@@ -191,7 +191,7 @@ class GenerationConfig:
         return cls(**out)
 
     def check(self) -> None:
-        """ValueError naming the first field that generation cannot honour (see :data:`NEUTRAL`)."""
+        """ValueError naming the first field that generation cannot honour (see :data:`~tokdyn.models.vlm.decoding.NEUTRAL`)."""
         if self.unhonoured:
             name, value = self.unhonoured[0]
             raise ValueError(

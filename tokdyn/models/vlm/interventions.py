@@ -8,7 +8,7 @@ perturbation across the package.
   that instances x interventions run as one call of one program.
 - :func:`intervene`: the traced rule that turns a computed latent into the one fed back; :func:`dropped`: what a
   drop kind hides from the attention of what follows the block.
-- :func:`set_sources`: the sources of ``swap`` and ``mean`` for every instance of a set from its clean run, by
+- :func:`~tokdyn.models.vlm.interventions.set_sources`: the sources of ``swap`` and ``mean`` for every instance of a set from its clean run, by
   the one rule of the table (other instances of the whole set, never "the batch"), so that a result never
   depends on how the set was batched.
 
@@ -122,7 +122,7 @@ class Intervention:
     Attributes:
       kind: (B,) int index into :data:`KINDS`.
       scale: (B,) float, the noise's scale for ``noise`` and ``add_noise`` (ignored by the other kinds).
-      source: (B, K, S, hidden) the latents ``swap`` and ``mean`` feed (:func:`set_sources`), block by block and
+      source: (B, K, S, hidden) the latents ``swap`` and ``mean`` feed (:func:`~tokdyn.models.vlm.interventions.set_sources`), block by block and
         step by step (S at most the latent size), or shape (B, 0, S, hidden) when unused.
       source_blocks: (B,) int, how many blocks of each row of ``source`` hold latents.
     """
@@ -260,7 +260,7 @@ def swap_partners(key, has_block) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Sources:
-    """The ``swap`` and ``mean`` sources of a set's instances (host arrays), from :func:`set_sources`.
+    """The ``swap`` and ``mean`` sources of a set's instances (host arrays), from :func:`~tokdyn.models.vlm.interventions.set_sources`.
 
     Attributes:
       partner: (N,) the instance each one swaps in (-1: none).

@@ -53,8 +53,8 @@ class LatentMode:
       start: the token that opens a latent block (id, or its string in the tokenizer).
       end: the token fed after ``size`` latents, closing the block.
       pad: the token written in ``tokens`` at each latent step.
-      size: latents per block (1 to :data:`MAX_SIZE`; the published methods use 4, 8 or 10).
-      feed: one of :data:`FEEDS`: ``"norm"`` (the final-norm hidden state), ``"prenorm"`` (the last layer's
+      size: latents per block (1 to :data:`~tokdyn.models.vlm.latent.MAX_SIZE`; the published methods use 4, 8 or 10).
+      feed: one of :data:`~tokdyn.models.vlm.latent.FEEDS`: ``"norm"`` (the final-norm hidden state), ``"prenorm"`` (the last layer's
         output before it) or ``"token"`` (the greedy token's input embedding).
     """
 
@@ -113,9 +113,9 @@ class LatentMode:
 
     @classmethod
     def read(cls, directory: str | Path, tokenizer=None) -> LatentMode | None:
-        """The latent mode a checkpoint records in its :data:`FILE` (None when it has none), resolved through
+        """The latent mode a checkpoint records in its :data:`~tokdyn.models.vlm.latent.FILE` (None when it has none), resolved through
         ``tokenizer`` when given (else through the checkpoint's ``tokenizer.json``, when it has one): its fields
-        checked by :func:`read_fields`."""
+        checked by :func:`~tokdyn.models.vlm.latent.read_fields`."""
         path = Path(directory) / FILE
         if not path.is_file():
             return None
@@ -125,7 +125,7 @@ class LatentMode:
         return mode if tok is None else mode.resolve(tok)
 
     def write(self, directory: str | Path) -> Path:
-        """Write this mode as the checkpoint's :data:`FILE` (token strings only: a mode of ids cannot say which
+        """Write this mode as the checkpoint's :data:`~tokdyn.models.vlm.latent.FILE` (token strings only: a mode of ids cannot say which
         tokens they are in another tokenizer), atomically. Returns the file's path."""
         from tokdyn import io
 
@@ -154,7 +154,7 @@ class LatentMode:
 
 
 FIELDS = ("start", "end", "pad", "size")
-"""The fields of :data:`FILE` (``feed`` may follow, ``"norm"`` when absent)."""
+"""The fields of :data:`~tokdyn.models.vlm.latent.FILE` (``feed`` may follow, ``"norm"`` when absent)."""
 
 
 def _checkpoint_tokenizer(directory):
@@ -208,7 +208,7 @@ def check_fields(fields, tokenizer, where: str) -> dict:
 
 
 def read_fields(directory, tokenizer=None) -> dict:
-    """The fields of the checkpoint's :data:`FILE` in ``directory``, checked by :func:`check_fields` against
+    """The fields of the checkpoint's :data:`~tokdyn.models.vlm.latent.FILE` in ``directory``, checked by :func:`check_fields` against
     ``tokenizer`` (default: the checkpoint's ``tokenizer.json``, when it has one): FileNotFoundError without the
     file; a ValueError naming the file when it is not a JSON object or a field is wrong."""
     path = Path(directory) / FILE

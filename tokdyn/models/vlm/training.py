@@ -71,7 +71,7 @@ class Layout:
 
     @property
     def plan(self):
-        """The family's vision plan of one image (``vision.plan`` of :attr:`grid`), made on the host."""
+        """The family's vision plan of one image (``vision.plan`` of its ``grid``), made on the host."""
         import numpy as np
 
         return self.fam.vision.plan(self.cfg.vision, np.asarray([self.grid]))

@@ -12,6 +12,7 @@ Modules (``tokdyn.models.vlm.*``):
   hands back (``Generation``)
 - :mod:`~tokdyn.models.vlm.interventions`  the one table of interventions on a latent block
 - :mod:`~tokdyn.models.vlm.chat`           the tokenizer, the chat template's sandbox, the batched prompt encoder
+- :mod:`~tokdyn.models.vlm.devices`        the rows of a batch split over devices, the weights replicated on each
 
 A family package (:data:`tokdyn.models.families.FAMILIES`) holds its architecture only and calls
 :func:`~tokdyn.models.vlm.generation.generate` from its ``Model.generate``.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("chat", "decoding", "family", "generation", "interventions", "latent", "training")
+_MODULES = ("chat", "decoding", "devices", "family", "generation", "interventions", "latent", "training")
 _NAMES = {
     "Chat": "chat",
     "GenerationConfig": "decoding",

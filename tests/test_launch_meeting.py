@@ -30,14 +30,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _meet(specs, timeout_s=0.5) -> dict:
+def _meet(specs, timeout_s=0.5, ids=None) -> dict:
     """Each ``(num_processes, process_id)`` of ``specs`` meets at one fresh address in its own thread
-    (process 0 first); returns ``{k: "ok" or the LaunchError's text}`` by position in ``specs``."""
+    (process 0 first); returns ``{k: "ok" or the LaunchError's text}`` by position in ``specs`` (and puts
+    the launch id each was told in ``ids``)."""
     address, out = f"127.0.0.1:{_free_port()}", {}
+    ids = {} if ids is None else ids
 
     def one(k, n, i):
         try:
-            launch.check_coordinator(
+            ids[k] = launch.check_coordinator(
                 launch.resolve({}, coordinator_address=address, num_processes=n, process_id=i), timeout_s
             )
             out[k] = "ok"
@@ -54,8 +56,13 @@ def _meet(specs, timeout_s=0.5) -> dict:
 
 
 def test_processes_that_agree_meet_and_leave_the_port_free():
-    assert _meet([(3, 0), (3, 2), (3, 1)], timeout_s=5) == {0: "ok", 1: "ok", 2: "ok"}
-    assert _meet([(1, 0)]) == {0: "ok"}  # one process: nobody to wait for
+    """... and every process of one launch is told its one id (the work of a launched process reads it as
+    TOKDYN_LAUNCH_ID), which no other launch has."""
+    ids, again = {}, {}
+    assert _meet([(3, 0), (3, 2), (3, 1)], timeout_s=5, ids=ids) == {0: "ok", 1: "ok", 2: "ok"}
+    assert _meet([(1, 0)], ids=again) == {0: "ok"}  # one process: nobody to wait for
+    assert len(set(ids.values())) == 1 and len(ids[0]) == 16 and again[0] != ids[0]
+    assert launch.launch_id({launch.ENV_LAUNCH_ID: ids[0]}) == ids[0] and launch.launch_id({}) is None
 
 
 @pytest.mark.parametrize(

@@ -621,3 +621,77 @@ def test_the_docs_example_study_runs_resumes_and_judges_its_finding(tmp_path):
         fh.write("256.0,99,1,1.0\n")  # changed after the study recorded it: never judged
     (f,) = module.SPEC.findings(out)
     assert f.verdict == "open" and "collapse-vs-temperature/runs.csv fails its verification" in f.basis
+
+
+# ---------------------------------------------------------------------------------------------- parts shared by processes
+
+
+def test_a_kept_part_is_read_without_computing_it(tmp_path):
+    p, r = str(tmp_path / "x.npz"), str(tmp_path / "r.json")
+    assert io.read_kept(p, "s") is None and io.read_kept(r, "s", rows=True) is None  # nothing there yet
+    io.kept(p, "s", lambda: {"v": np.arange(3.0), "n": 2})
+    io.kept_rows(r, "s", lambda: [{"a": 1}])
+    got = io.read_kept(p, "s")
+    assert np.array_equal(got["v"], np.arange(3.0)) and got["n"] == 2
+    assert io.read_kept(r, "s", rows=True) == [{"a": 1}]
+    assert io.read_kept(p, "other") is None and io.read_kept(r, "other", rows=True) is None  # another stamp
+    with open(p, "r+b") as f:
+        f.truncate(os.path.getsize(p) - 7)
+    assert io.read_kept(p, "s") is None and os.path.exists(p)  # damaged: not read, left to its writer
+
+
+@dataclasses.dataclass(frozen=True)
+class Shared:
+    """A study of parts that processes share.
+
+    Attributes:
+      n: how many parts.
+    """
+
+    n: int = 4
+
+    def validate(self):
+        return self
+
+    def estimate(self):
+        return study_dir.Estimate()
+
+
+def _shared_run(session, cfg):
+    names = [f"p{k}" for k in range(cfg.n)]
+    who = session.share[0]
+    done = {name: session.rows(name, lambda name=name: [{"part": name, "by": who}]) for name in session.deal(names)}
+    if who != 0:
+        return None
+    others = [name for name in names if name not in done]
+    done.update(zip(others, session.gather(others, rows=True)))
+    return runner.Result({"parts.csv": io.to_columns([r for name in names for r in done[name]])})
+
+
+SHARED = runner.Spec(name="shared-parts", config=Shared, run=_shared_run, summary_file=None, outputs=("parts.csv",))
+
+
+def test_processes_deal_the_parts_and_process_0_writes_them_all(tmp_path, monkeypatch):
+    """Two processes of one run (``part=(i, 2)``, here two threads, process 0 first): each computes every
+    second part, process 0 waits for the other's on disk and writes the table of all, in order; the other
+    writes nothing and returns None. One process alone waits for parts nobody writes until it gives up,
+    naming them; ``fresh`` with several processes is refused."""
+    import threading
+
+    main = runner.entry(SHARED, __name__, returns="True.", parts=True)
+    out = str(tmp_path / "shared")
+    said = {}
+    zero = threading.Thread(target=lambda: said.update(zero=main(Shared(), out, quiet=True, part=(0, 2))))
+    zero.start()
+    assert main(Shared(), out, quiet=True, part=(1, 2)) is None
+    zero.join(60)
+    assert said == {"zero": True}
+    table = io.read_csv(os.path.join(out, "parts.csv"))
+    assert list(table["part"]) == ["p0", "p1", "p2", "p3"] and list(table["by"]) == [0, 1, 0, 1]
+    monkeypatch.setattr(runner, "PART_WAIT_S", 0.3)
+    with pytest.raises(TimeoutError, match=r"waited 0 s without progress for the other processes' parts \(2 missing\)"):
+        main(Shared(), str(tmp_path / "alone"), quiet=True, part=(0, 2))
+    with pytest.raises(study_dir.Refused, match=r"fresh=True with part=\(0, 2\)"):
+        main(Shared(), out, quiet=True, fresh=True, part=(0, 2))
+    with pytest.raises(ValueError, match="part must be a pair"):
+        main(Shared(), out, quiet=True, part=(2, 2))

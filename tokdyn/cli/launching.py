@@ -135,8 +135,8 @@ def started() -> None:
 def run_launched(launch, timeout_s: float, argv: list, prog: str, command=None) -> int:
     """Meet the other processes (:func:`tokdyn.engine.launch.check_coordinator`), then run the
     command ``argv`` in a child process (``command`` + ``argv``, by default ``python -m tokdyn.cli
-    ARGV``; its standard output this process's, its standard error passed through) and return its
-    exit code. A ``LaunchError`` of
+    ARGV``; its standard output this process's, its standard error passed through; the launch's id in
+    its ``TOKDYN_LAUNCH_ID``, :func:`tokdyn.engine.launch.launch_id`) and return its exit code. A ``LaunchError`` of
     the meeting is one line, exit 2; the child ended by a signal: one line naming the launch
     (SIGABRT, JAX's C++ abort: exit 2 before JAX's processes met, else 1, the abort's own stack
     trace not shown, its first line quoted); a Ctrl-C or SIGTERM to this process is passed on."""
@@ -144,12 +144,12 @@ def run_launched(launch, timeout_s: float, argv: list, prog: str, command=None) 
 
     who = f"process {launch.process_id} of {launch.num_processes}"
     try:
-        launching.check_coordinator(launch, timeout_s)
+        ident = launching.check_coordinator(launch, timeout_s)
     except launching.LaunchError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     read, write = os.pipe()
-    env = {**os.environ, CHILD: str(write)}
+    env = {**os.environ, CHILD: str(write), launching.ENV_LAUNCH_ID: ident}
     child = subprocess.Popen(
         [*(command or [sys.executable, "-m", "tokdyn.cli"]), *argv],
         env=env,

@@ -16,7 +16,8 @@ Generation (host-side around one call of the one generation program each):
 - :func:`under_images`: perturbed images (input -> latent), with the latents held or swapped between the clean
   and the perturbed run (direct and indirect effects); :func:`latent_shift`, :func:`answer_kl`;
 - :func:`aligned`: the prompts with their generated text up to the first whole block, teacher-forced with
-  explicit positions, for the ``apply`` protocol's analyses below.
+  explicit positions, for the ``apply`` protocol's analyses below (its rows split over the devices the
+  parameters are replicated on, :func:`on_devices`, as :func:`generate` splits its rows).
 
 Teacher-forced, through the ``apply`` protocol of the family's adapter (:mod:`tokdyn.models.qwen2_5_vl.adapter`),
 each one compiled program over a batch (and over image perturbations and seeds):
@@ -50,6 +51,7 @@ from tokdyn.diagnostics import mediation as mediation_lib
 from tokdyn.diagnostics import protocol
 from tokdyn.diagnostics.grounding import token_logprobs
 from tokdyn.diagnostics import subjects as subjects_lib
+from tokdyn.models.vlm import devices as devices_lib
 from tokdyn.models.vlm import interventions
 
 # the analyses' static subject and its batch helpers (tokdyn.diagnostics.subjects), named here too
@@ -647,4 +649,13 @@ def aligned(model, prompts: Prompts, gen, mode: Mode, *, pad_id: int = 0):
     latents = np.zeros((len(ids), size, cfg.text.hidden_size), np.float32)
     got = np.asarray(gen.latents, np.float32)[src, 0]
     latents[:, : got.shape[1]] = got
-    return sub, with_latents(batch, jnp.asarray(latents)), has
+    return sub, on_devices(model.params, with_latents(batch, jnp.asarray(latents))), has
+
+
+def on_devices(params, rows, axis: int = 0):
+    """``rows`` (a pytree of arrays whose axis ``axis`` holds a batch's rows) placed for a teacher-forced
+    analysis over ``params``: split in equal shares over the devices the parameters are replicated on
+    (:func:`tokdyn.models.vlm.devices.row_devices`, :func:`tokdyn.models.vlm.devices.place_rows`), so that the
+    analysis's program runs each device's rows there (XLA partitions it along them); whole on each device where
+    the rows do not divide over them; as they are where ``params`` split no rows (one device)."""
+    return devices_lib.place_rows(rows, devices_lib.row_devices(params), axis)

@@ -36,6 +36,7 @@ ENV_COORDINATOR = "TOKDYN_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "TOKDYN_NUM_PROCESSES"
 ENV_PROCESS_ID = "TOKDYN_PROCESS_ID"
 ENV_PORT = "TOKDYN_COORDINATOR_PORT"
+ENV_LAUNCH_ID = "TOKDYN_LAUNCH_ID"  # set by the tokdyn command for the work of a launched process: launch_id()
 PLAIN_VARIABLES = (ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID)
 SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID")
 DEFAULT_TIMEOUT_S = 300.0
@@ -286,7 +287,7 @@ class _Channel:
         self.sock.close()
 
 
-def check_coordinator(launch: Launch, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+def check_coordinator(launch: Launch, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
     """Meet every process of ``launch`` before ``jax.distributed`` starts (whose own failure to meet
     ends the process with a C++ abort, after its timeout, without a word on why).
 
@@ -299,13 +300,24 @@ def check_coordinator(launch: Launch, timeout_s: float = DEFAULT_TIMEOUT_S) -> N
     process 0 alone after ``timeout_s`` names the processes that never came; a process whose
     coordinator's port answers as something else than process 0 of a launch says so.
 
+    Returns:
+      The launch's id: a random word process 0 draws and tells every process as it lets them go, the
+      same on every process of this launch and on no other (:func:`launch_id`).
+
     Raises:
       LaunchError: naming the address and the flag or variable it came from.
     """
     if launch.process_id == 0:
-        _serve(launch, timeout_s)
-    else:
-        _join(launch, timeout_s)
+        return _serve(launch, timeout_s)
+    return _join(launch, timeout_s)
+
+
+def launch_id(env=None) -> str | None:
+    """The id of the launch this process is one of (:func:`check_coordinator`'s, which the ``tokdyn`` command
+    hands its work as ``TOKDYN_LAUNCH_ID``), or None (no launch): what tells the processes of one launch,
+    which share their work and one output directory, from an independent run into the same directory."""
+    env = os.environ if env is None else env
+    return env.get(ENV_LAUNCH_ID) or None
 
 
 def _where(launch: Launch) -> str:
@@ -353,8 +365,9 @@ def _disagreement(launch: Launch, hello: dict, joined: dict) -> str | None:
     return None
 
 
-def _serve(launch: Launch, timeout_s: float) -> None:
-    """Process 0's part of :func:`check_coordinator`."""
+def _serve(launch: Launch, timeout_s: float) -> str:
+    """Process 0's part of :func:`check_coordinator`; returns the launch's id, which it tells the others."""
+    ident = os.urandom(8).hex()
     joined: dict = {}  # index -> connection
     problem, deadline = None, time.monotonic() + timeout_s
     with _bind(launch) as server:
@@ -397,7 +410,7 @@ def _serve(launch: Launch, timeout_s: float) -> None:
                     other.tell(error=said)
                 raise LaunchError(said)
             for other in joined.values():
-                other.tell(go=True)
+                other.tell(go=True, launch=ident)
             for other in joined.values():  # the others close first: the port is free for JAX's coordinator
                 try:
                     other.receive(ANSWER_S)
@@ -406,10 +419,11 @@ def _serve(launch: Launch, timeout_s: float) -> None:
         finally:
             for other in joined.values():
                 other.close()
+    return ident
 
 
-def _join(launch: Launch, timeout_s: float) -> None:
-    """A process other than 0's part of :func:`check_coordinator`."""
+def _join(launch: Launch, timeout_s: float) -> str:
+    """A process other than 0's part of :func:`check_coordinator`; returns the launch's id process 0 told."""
     me = f"process {launch.process_id} of {launch.num_processes}"
     deadline = time.monotonic() + timeout_s
     addresses = _addresses(launch)
@@ -423,8 +437,7 @@ def _join(launch: Launch, timeout_s: float) -> None:
                 s.close()
                 continue
             with s:
-                _meet(_Channel(s), launch, me, timeout_s)
-            return
+                return _meet(_Channel(s), launch, me, timeout_s)
         if time.monotonic() >= deadline:
             raise LaunchError(
                 f"{me} could not reach the coordinator {_where(launch)} in {timeout_s:g} s: is process 0 running "
@@ -433,9 +446,9 @@ def _join(launch: Launch, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def _meet(s: _Channel, launch: Launch, me: str, timeout_s: float) -> None:
+def _meet(s: _Channel, launch: Launch, me: str, timeout_s: float) -> str:
     """Say who this process is on the connection ``s`` to process 0, and wait until it lets every
-    process go (a LaunchError naming what it said otherwise)."""
+    process go (a LaunchError naming what it said otherwise); returns the launch's id it told."""
     sources = {k: launch.sources[k] for k in ("num_processes", "process_id")}
     stranger = (
         f"{me}: the coordinator's port {_where(launch)} answers, but not as process 0 of a tokdyn launch "
@@ -460,6 +473,7 @@ def _meet(s: _Channel, launch: Launch, me: str, timeout_s: float) -> None:
         raise LaunchError(f"{me}: process 0 at {_where(launch)} did not let the processes go in time") from None
     if "error" in message:
         raise LaunchError(f"{me}: {message['error']}")
+    return str(message.get("launch") or "")
 
 
 def initialize(launch: Launch, timeout_s: float = DEFAULT_TIMEOUT_S, *, check: bool = True) -> None:

@@ -27,8 +27,11 @@ import contextlib
 import dataclasses
 import glob
 import os
+import sys
 import time
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+
+import numpy as np
 
 from tokdyn.engine import sweep
 from tokdyn.engine.sweep import reads
@@ -210,6 +213,50 @@ def check_spec(spec: Spec, what: str = "SPEC") -> Spec:
     return spec
 
 
+PART_WAIT_S = 600.0
+"""How long a process of a study shared by several waits without progress for the others' parts
+(:func:`wait_for`) before it gives up."""
+
+
+def share_of(part=None) -> tuple:
+    """``part`` as ``(i, n)``: this process's share of a study (or sweep) whose work ``n`` processes deal
+    between them, ``0 <= i < n``. Default: ``(jax.process_index(), jax.process_count())``, the process's
+    place in a ``jax.distributed`` launch (one process: ``(0, 1)``). ``ValueError`` naming ``part``
+    otherwise."""
+    if part is None:
+        import jax
+
+        return jax.process_index(), jax.process_count()
+    if (
+        not isinstance(part, (tuple, list))
+        or len(part) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in part)
+        or not 0 <= part[0] < part[1]
+    ):
+        raise ValueError(f"part must be a pair (i, n) of ints with 0 <= i < n, got {part!r}")
+    return int(part[0]), int(part[1])
+
+
+def wait_for(what: str, missing: Callable[[], int], *, study: str, quiet: bool = False) -> None:
+    """Wait until ``missing()`` (a count of what another process has still to write) is 0, saying once what
+    it waits for (on stderr, unless ``quiet``); ``TimeoutError`` naming ``what`` after :data:`PART_WAIT_S`
+    seconds without progress (the count not falling)."""
+    last, deadline, told = missing(), time.monotonic() + PART_WAIT_S, False
+    while last:
+        if not quiet and not told:
+            print(f"{study}: waiting for {what}", file=sys.stderr)
+            told = True
+        time.sleep(0.2)
+        now = missing()
+        if now < last:
+            last, deadline = now, time.monotonic() + PART_WAIT_S
+        if now and time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{study}: waited {PART_WAIT_S:.0f} s without progress for {what} ({now} missing); run the same "
+                "command again in one process to finish the work and write its results"
+            )
+
+
 class Session:
     """One run of a study, as its hooks see it: the opened directory (``study``, a
     :class:`tokdyn.experiment.study.Study`, whose ``part`` / ``rows`` / ``has`` / ``path`` it
@@ -223,11 +270,12 @@ class Session:
       plots: the figures will be drawn.
       fresh: the directory was cleared first.
       options: the study's own keyword arguments of ``main`` (an update rule of one's own, the
-        part of a shared sweep).
+        part of a study or sweep that several processes share: :attr:`share`).
       timings: ``<stage>_s`` -> seconds (:meth:`Session.timed`); ``config.json``'s ``timings``.
       context: what ``prepare`` found, for ``run`` (a source's configuration).
       shared: this run is one of several processes of one job that fill ``out`` together (a
-        sweep's parts; the study's ``check`` sets it): they share the directory's lock. Otherwise a
+        sweep's parts, a study's :attr:`share` of several processes: :func:`run` sets it): they share
+        the directory's lock. Otherwise a
         run holds it alone, and a second run into the same directory is refused.
       study: the opened directory (set once it is opened).
     """
@@ -251,6 +299,7 @@ class Session:
         self.shared = False
         self.study: Optional[study_dir.Study] = None
         self.reads = None  # what the run imports (a study of one's own: its modules stamped as they are reached)
+        self._share = None
 
     @contextlib.contextmanager
     def timed(self, name: str):
@@ -294,6 +343,36 @@ class Session:
         """Whether the rows part ``name`` is kept already: :meth:`~tokdyn.experiment.study.Study.has`."""
         return self.study.has(name, key=key)
 
+    @property
+    def share(self) -> tuple:
+        """``(i, n)``: this process's share of a study whose parts ``n`` processes deal between them (the
+        ``part`` of ``main``, :func:`share_of`; one process: ``(0, 1)``)."""
+        if self._share is None:
+            self._share = share_of(self.options.get("part"))
+        return self._share
+
+    def deal(self, names: Sequence[str]) -> list:
+        """The parts of ``names`` (in order) this process computes: the k-th where ``k % n == i``
+        (:attr:`share`); all of them for one process."""
+        i, n = self.share
+        return [name for k, name in enumerate(names) if k % n == i]
+
+    def gather(self, names: Sequence[str], *, rows: bool = False, what: str = "the other processes' parts") -> list:
+        """The parts ``names`` (``rows``: rows parts) that other processes keep, in order, once every one is
+        on disk: waits for them (:func:`wait_for`, on their files, which are written whole or not at all)."""
+        found: dict = {}
+
+        def missing() -> int:
+            for name in names:
+                if name not in found:
+                    value = self.study.read_part(name, rows=rows)
+                    if value is not None:
+                        found[name] = value
+            return len(names) - len(found)
+
+        wait_for(what, missing, study=self.spec.name, quiet=self.quiet)
+        return [found[name] for name in names]
+
 
 def figure_paths(out: str, patterns: Sequence[str]) -> list[str]:
     """The files under ``out`` that ``patterns`` (paths or glob patterns relative to ``out``) name,
@@ -327,6 +406,12 @@ def run_study(spec: Spec, cfg, out, *, quiet: bool = False, plots: bool = True, 
     """
     session = Session(spec, cfg, out, quiet=quiet, plots=plots, fresh=fresh, options=options)
     spec.check(session, cfg)
+    session.shared = session.shared or session.share[1] > 1  # the processes of one job fill ``out`` together
+    if "part" in options and session.share[1] > 1 and fresh:  # the part checked before any work
+        raise study_dir.Refused(
+            f"fresh=True with part={session.share}: several processes cannot clear one directory safely; start "
+            "afresh with one process (or remove the directory), then start the parts"
+        )
     estimate = cfg.estimate()
     study_dir.check_output(out)
     study_dir.check_directory(out)  # a directory tokdyn did not stamp: refused before a source is touched
@@ -458,14 +543,20 @@ Args:
   quiet: print nothing (the summary included).
   plots: draw the figures.
   fresh: remove what another configuration wrote in ``out`` (only files tokdyn wrote) and start
-    afresh.
+    afresh.{part}
 
 Returns:
   {returns}
 """
 
+_PART_DOC = """
+  part: ``(i, n)``, this process's share of a run that ``n`` processes share into the same ``out``
+    (default: ``jax.process_index()`` of ``jax.process_count()``, one process ``(0, 1)``): each
+    computes every n-th part, from its i-th, and process 0 writes the results once every part is
+    there (the others return None). ``fresh`` is refused with several."""
 
-def entry(spec: Spec, module: str, *, returns: str, about: str = "") -> Callable:
+
+def entry(spec: Spec, module: str, *, returns: str, about: str = "", parts: bool = False) -> Callable:
     """A study's ``main(cfg, out, *, quiet=False, plots=True, fresh=False)``: :func:`run_study` of
     ``spec``, with a docstring of its own, so that a study module declares its entry point in one
     line (``main = runner.entry(SPEC, __name__, returns="...")``).
@@ -475,14 +566,26 @@ def entry(spec: Spec, module: str, *, returns: str, about: str = "") -> Callable
       module: the study module's name (``__name__``), where ``main`` is documented.
       returns: what ``main`` returns (the study's ``Result.value``), one sentence.
       about: a sentence more for the docstring (what is checked or kept), or "".
+      parts: the study deals its parts between processes (its ``run`` computes
+        :meth:`Session.deal`'s share and gathers the others' parts, :meth:`Session.gather`): ``main``
+        takes ``part=None`` too (:attr:`Session.share`), and the ``tokdyn`` command gives the study
+        the multi-process options (``--distributed``, :mod:`tokdyn.cli.launching`).
 
     Returns:
       The function ``main``.
     """
+    if parts:
 
-    def main(cfg, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False):
-        return run_study(spec, cfg, out, quiet=quiet, plots=plots, fresh=fresh)
+        def main(cfg, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False, part=None):
+            return run_study(spec, cfg, out, quiet=quiet, plots=plots, fresh=fresh, part=part)
+
+    else:
+
+        def main(cfg, out: str, *, quiet: bool = False, plots: bool = True, fresh: bool = False):
+            return run_study(spec, cfg, out, quiet=quiet, plots=plots, fresh=fresh)
 
     main.__module__, main.__qualname__, main.spec = module, "main", spec
-    main.__doc__ = _MAIN_DOC.format(name=spec.name, about=f" {about}" if about else "", returns=returns)
+    main.__doc__ = _MAIN_DOC.format(
+        name=spec.name, about=f" {about}" if about else "", returns=returns, part=_PART_DOC if parts else ""
+    )
     return main

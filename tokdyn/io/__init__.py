@@ -29,7 +29,8 @@ One concept a module, every public name re-exported here (``tokdyn.io.atomic_wri
 - :mod:`~tokdyn.io.pytrees` checkpoints of pytrees
 - :mod:`~tokdyn.io.orbax_trees` checkpoints of pytrees in orbax's format, verified
 - :mod:`~tokdyn.io.interrupt` the Ctrl-C handler (:func:`on_interrupt`)
-- :mod:`~tokdyn.io.keeping` a finished unit of work kept and read back (:func:`kept`, :func:`kept_rows`)
+- :mod:`~tokdyn.io.keeping` a finished unit of work kept and read back (:func:`kept`, :func:`kept_rows`,
+  :func:`read_kept`)
 - :mod:`~tokdyn.io.metadata` :func:`environment`
 - :mod:`~tokdyn.io.progress` :class:`Progress`
 """
@@ -52,7 +53,7 @@ from tokdyn.io.files import (
     write_json,
 )
 from tokdyn.io.interrupt import check_interrupt, interrupted, on_interrupt, reset_interrupt, unraisable_hook
-from tokdyn.io.keeping import kept, kept_rows
+from tokdyn.io.keeping import kept, kept_rows, read_kept
 from tokdyn.io.metadata import environment
 from tokdyn.io.progress import Progress
 from tokdyn.io.pytrees import LEAF_PREFIX, leaf_names, load_pytree, save_pytree
@@ -105,6 +106,7 @@ __all__ = [
     "read_orbax",
     "read_csv",
     "read_json",
+    "read_kept",
     "read_verified",
     "recomputing",
     "reset_interrupt",

@@ -1,5 +1,6 @@
 """A finished unit of work kept on disk with a stamp and read back by a rerun (:func:`kept`,
-:func:`kept_rows`), recomputed when damaged."""
+:func:`kept_rows`), recomputed when damaged; read without computing it (:func:`read_kept`), as a process
+reads the units another process keeps."""
 
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ def kept(path: str, stamp: str, compute: Callable[[], Mapping[str, Any]]) -> dic
         except CorruptFile as e:
             set_aside(path, e.reason)
         else:
-            if "stamp" in z and str(z["stamp"]) == stamp:
-                return {k: v if v.ndim else v[()] for k, v in z.items() if k != "stamp"}
+            if _stamped(z, stamp):
+                return _value(z)
     check_interrupt()
     value = dict(compute())
     save_npz(path, stamp=np.asarray(stamp), **{k: np.asarray(v) for k, v in value.items()})
@@ -56,13 +57,41 @@ def kept_rows(path: str, stamp: str, compute: Callable[[], Sequence[Mapping[str,
         except (CorruptFile, ValueError) as e:
             set_aside(path, getattr(e, "reason", str(e)))
         else:
-            if isinstance(saved, dict) and saved.get("stamp") == stamp:
+            if _stamped(saved, stamp):
                 return saved["rows"]
     check_interrupt()
     text = json.dumps({"stamp": stamp, "rows": [dict(r) for r in compute()]}, default=_plain)
     write_verified(path, text.encode())
     check_interrupt()
     return json.loads(text)["rows"]  # what a rerun reads back: the same values, the same types
+
+
+def _stamped(saved, stamp: str) -> bool:
+    """Whether a file's content (an npz's arrays, or the rows' JSON object) was kept with ``stamp``."""
+    if isinstance(saved, dict):
+        return saved.get("stamp") == stamp
+    return "stamp" in saved and str(saved["stamp"]) == stamp
+
+
+def _value(z) -> dict:
+    """A kept npz's arrays (0-d ones as scalars), its stamp left out."""
+    return {k: v if v.ndim else v[()] for k, v in z.items() if k != "stamp"}
+
+
+def read_kept(path: str, stamp: str, *, rows: bool = False):
+    """What :func:`kept` (or, with ``rows``, :func:`kept_rows`) keeps at ``path`` for ``stamp``, read without
+    computing anything: the dict of arrays (the rows), or None where there is none yet (no file, another stamp,
+    not a regular file, or a file that fails its checksum: left where it is, for its writer to redo)."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return None
+    try:
+        if rows:
+            saved = json.loads(read_verified(path))
+            return saved["rows"] if _stamped(saved, stamp) else None
+        z = load_npz(path)
+    except (CorruptFile, ValueError, OSError, KeyError):
+        return None
+    return _value(z) if _stamped(z, stamp) else None
 
 
 def _plain(obj):

@@ -218,6 +218,12 @@ class Study:
         """``compute()`` (table rows), kept as ``parts/<name>.json`` (:func:`tokdyn.io.kept_rows`)."""
         return io.kept_rows(self.part_path(name, ".json"), self._part_key(key), self._counted(compute))
 
+    def read_part(self, name: str, *, key=None, rows: bool = False):
+        """The part ``name`` as :meth:`part` (``rows``: :meth:`rows`) keeps it for this stamp, read without
+        computing anything (another process's part, :func:`tokdyn.io.read_kept`); None where it is not kept
+        (yet). Not counted in :attr:`parts` (the work of this run, or read back from an earlier one)."""
+        return io.read_kept(self.part_path(name, ".json" if rows else ".npz"), self._part_key(key), rows=rows)
+
     def has(self, name: str, *, key=None) -> bool:
         """Whether the rows part ``name`` is already kept (and readable) for this stamp. A directory
         or a symbolic link where the part belongs is set aside (:func:`tokdyn.io.set_aside`)."""

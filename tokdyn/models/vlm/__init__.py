@@ -14,6 +14,7 @@ Modules (``tokdyn.models.vlm.*``):
 - :mod:`~tokdyn.models.vlm.chat`           the tokenizer, the chat template's sandbox, the batched prompt encoder
 - :mod:`~tokdyn.models.vlm.adapter`        the model under the diagnostics' ``apply`` protocol, over a family's
   forward pass (its ``Decoder``), and the image perturbations
+- :mod:`~tokdyn.models.vlm.devices`        the rows of a batch split over devices, the weights replicated on each
 
 A family package (:data:`tokdyn.models.families.FAMILIES`) holds its architecture only and calls
 :func:`~tokdyn.models.vlm.generation.generate` from its ``Model.generate``.
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ("adapter", "chat", "decoding", "family", "generation", "interventions", "latent", "training")
+_MODULES = ("adapter", "chat", "decoding", "devices", "family", "generation", "interventions", "latent", "training")
 _NAMES = {
     "Chat": "chat",
     "GenerationConfig": "decoding",

@@ -19,7 +19,8 @@ Each row's positions continue from its own prompt (after its images, by the fami
 all three rows, latent steps included. A row that has emitted a stop token emits the checkpoint's pad token
 from then on. Random draws come from each row's own key (``fold_in(key, row)`` for one key, or the keys given,
 one per row: give each instance's own, :func:`tokdyn.models.vlm.interventions.instance_keys`, so that a result
-never depends on the batch it is in).
+never depends on the batch it is in). Over parameters replicated on several devices
+(:func:`tokdyn.models.vlm.devices.replicate`) the rows are split over them in one program (:func:`split_run`).
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from types import ModuleType
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from tokdyn.models.blocks import attention
 from tokdyn.models.vlm import decoding
+from tokdyn.models.vlm import devices as devices_lib
 from tokdyn.models.vlm import interventions as iv_lib
 from tokdyn.models.vlm import latent as latent_lib
 from tokdyn.models.vlm.decoding import choose
@@ -231,6 +234,76 @@ run = jax.jit(kernel, static_argnums=0)
 """:func:`kernel`, compiled once per :class:`Static` and argument shapes."""
 
 
+def padded_visual(visual, bucket: int):
+    """The images' features (:func:`encode_images`' tree, image tokens on axis -2) with rows of zeros after
+    them up to a multiple of ``bucket``, so that prompts of other image sizes share the program."""
+    n_feat = jax.tree_util.tree_leaves(visual)[0].shape[-2]
+    rows = round_up(n_feat, bucket)
+    pad = lambda a: jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, rows - n_feat), (0, 0)])  # noqa: E731
+    return jax.tree_util.tree_map(pad, visual)
+
+
+def split_shardings(devices: tuple, prompt: Prompt, images: bool, opt: Options, *, sharding: bool = False):
+    """Where the arguments of :func:`split_run`'s program go: ``(prompt, pixels, options)`` as a tree of
+    ``PartitionSpec`` (``sharding``: of ``NamedSharding`` on ``devices``' mesh), every row axis split over the
+    devices (the prompt's positions on their axis 1), the rest whole on each device."""
+    rows, whole, cols = PartitionSpec(devices_lib.AXIS), PartitionSpec(), PartitionSpec(None, devices_lib.AXIS)
+    specs = (
+        Prompt(rows, rows, cols, rows, None),
+        rows if images else None,
+        Options(
+            rows,
+            jax.tree_util.tree_map(lambda _: whole, opt.knob),
+            whole,
+            whole,
+            whole,
+            whole,
+            rows,
+            jax.tree_util.tree_map(lambda _: rows, opt.intervention),
+            whole,
+        ),
+    )
+    if not sharding:
+        return specs
+    mesh = devices_lib.mesh_of(tuple(devices))
+    return jax.tree_util.tree_map(
+        lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda x: isinstance(x, PartitionSpec)
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def split_run(static: Static, devices: tuple, image, bucket: int):
+    """:func:`run` with the rows split over ``devices`` (a one-axis mesh, :mod:`~tokdyn.models.vlm.devices`),
+    compiled: ``fn(params, prompt, pixels, options)``, the parameters whole on each device, the prompt (its
+    ``visual`` None), ``pixels`` (B, patches, patch_dim: one image a row of the grid ``image``, ``(t, h, w)``;
+    None for prompts without images) and the options' row arrays in equal shares
+    (:func:`split_shardings`): each device encodes its rows' images (padded to ``bucket`` rows, as
+    :func:`generate` pads them) and runs :func:`kernel` on its rows. Cached per static structure, devices, grid
+    and bucket."""
+    fam, cfg = static.fam.model, static.cfg
+
+    def per_device(params, prompt, pixels, opt):
+        visual = None
+        if image is not None:
+            n = pixels.shape[0]
+            grid = np.repeat(np.asarray([image], np.int64), n, axis=0)
+            flat = pixels.reshape(-1, pixels.shape[-1])
+            visual = padded_visual(fam.encode_images(cfg, params, flat, grid), bucket)
+        return kernel(static, params, dataclasses.replace(prompt, visual=visual), opt)
+
+    def call(params, prompt, pixels, opt):
+        sharded = jax.shard_map(
+            per_device,
+            mesh=devices_lib.mesh_of(tuple(devices)),
+            in_specs=(PartitionSpec(), *split_shardings(devices, prompt, pixels is not None, opt)),
+            out_specs=PartitionSpec(devices_lib.AXIS),
+            check_vma=False,
+        )
+        return sharded(params, prompt, pixels, opt)
+
+    return jax.jit(call)
+
+
 def pack(fam: ModuleType, cfg, ids: np.ndarray, mask: np.ndarray, grid, bucket: int):
     """The prompts ``ids`` (B, T) under ``mask`` left-padded to a multiple of ``bucket``: ``(ids, mask,
     positions (3, B, W), next_pos (B,))`` as NumPy arrays (the positions by the family ``fam``'s rule)."""
@@ -333,6 +406,7 @@ def generate(
     return_generation: bool | None = None,
     bucket: int = 64,
     prefill_chunk: int = 256,
+    devices=None,
 ):
     """``max_new_tokens`` new tokens after each prompt of ``input_ids`` (B, T), by ``model`` (a family's
     ``Model``: ``config``, ``params``, ``generation_config``, ``source``).
@@ -355,6 +429,13 @@ def generate(
     ``score_ids`` asks for the log-probabilities of those tokens at every step. With any of these (or
     ``return_generation=True``) the result is a :class:`~tokdyn.models.vlm.latent.Generation`; otherwise the
     (B, max_new_tokens) token array.
+
+    The rows are split over devices (:mod:`~tokdyn.models.vlm.devices`) in one program: over ``devices`` when
+    given (the parameters put on each), else over the devices the parameters are replicated on
+    (:func:`tokdyn.models.vlm.devices.replicate`); each device encodes its rows' images and generates them
+    (``jax.shard_map``), the rows padded to a multiple of the devices by repeating the last (cut from the
+    result). A row's result does not depend on the split. Only prompts without images or with one image a row
+    (``pixel_values`` (B, patches, patch_dim)) are split; others run whole on every device.
     """
     from tokdyn.models import families
     from tokdyn.models.vlm import family as family_lib
@@ -392,9 +473,9 @@ def generate(
             raise ValueError(f"pad_token_id={settings.pad} is a latent marker of {latent}; pass another pad_token_id")
     elif intervention is not None or block_at is not None:
         raise ValueError("intervention and block_at act on latent blocks: they need latent=LatentMode(...)")
-    pixels = pixel_values
+    pixels, row_pixels = pixel_values, None
     if pixels is not None and np.ndim(pixels) == 3:  # one image per row, of one grid
-        pixels = np.asarray(pixels, np.float32)
+        pixels = row_pixels = np.asarray(pixels, np.float32)
         grid = np.asarray(image_grid_thw)
         if grid.ndim == 2 and len(grid) == 1:
             grid = np.repeat(grid, len(pixels), axis=0)
@@ -432,14 +513,28 @@ def generate(
             )
         )
     keys = row_keys(jax.random.key(0) if key is None else key, b)  # unused without sampling or noise
+    if intervention.source.shape[2] > span:  # a source longer than any block of this run
+        intervention = dataclasses.replace(intervention, source=intervention.source[:, :, :span])
+    split = devices_lib.row_devices(model.params, devices)
+    if len(split) > 1 and grid is not None and row_pixels is None:
+        if devices is not None:
+            raise ValueError(
+                "devices: the rows are split over devices only with one image a row (pixel_values of shape (B, "
+                "patches, patch_dim) and one grid) or none; these prompts' images come as one list"
+            )
+        split = ()  # the parameters' devices each run the whole batch
+    params = model.params
+    if len(split) > 1:  # the rows padded to a multiple of the devices by repeating the last (cut from the result)
+        params = jax.device_put(params, devices_lib.replicated(split))
+        rows = devices_lib.padded(b, split)
+        ids, mask, keys, forced, intervention = devices_lib.pad_rows((ids, mask, keys, forced, intervention), rows)
+        if grid is not None:
+            row_pixels = devices_lib.pad_rows(row_pixels, rows)
+            grid = np.repeat(grid[:1], rows, axis=0)
     packed_ids, packed_mask, pos, next_pos = pack(fam, cfg, ids, mask, grid, bucket)
     visual = None
-    if grid is not None:
-        visual = fam.model.encode_images(cfg, model.params, pixels, grid)
-        n_feat = jax.tree_util.tree_leaves(visual)[0].shape[-2]
-        rows = round_up(n_feat, bucket)  # padded, so prompts of other image sizes share the program
-        pad = lambda a: jnp.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, rows - n_feat), (0, 0)])  # noqa: E731
-        visual = jax.tree_util.tree_map(pad, visual)
+    if grid is not None and len(split) < 2:
+        visual = padded_visual(fam.model.encode_images(cfg, params, pixels, grid), bucket)
     static = static_for(
         fam, cfg, packed_ids.shape[1], int(max_new_tokens), size, settings.do_sample, bucket, prefill_chunk
     )
@@ -452,8 +547,6 @@ def generate(
     )
     lat = (latent.start, latent.end, latent.pad) if latent is not None else (-1, -1, -1)
     feed = latent_lib.FEEDS.index(latent.feed) if latent is not None else 0
-    if intervention.source.shape[2] > span:  # a source longer than any block of this run
-        intervention = dataclasses.replace(intervention, source=intervention.source[:, :, :span])
     opt = Options(
         keys,
         decoding.knobs(settings),
@@ -465,7 +558,16 @@ def generate(
         intervention,
         jnp.asarray(scores, jnp.int32).reshape(-1),
     )
-    out = jax.device_get(run(static, model.params, prompt, opt))
+    if len(split) > 1:
+        image = None if grid is None else tuple(int(v) for v in grid[0])
+        fn = split_run(static, split, image, bucket)
+        placed = jax.device_put(
+            (prompt, row_pixels, opt), split_shardings(split, prompt, row_pixels is not None, opt, sharding=True)
+        )
+        out = jax.device_get(fn(params, *placed))
+        out = {k: v[:b] for k, v in out.items()}
+    else:
+        out = jax.device_get(run(static, params, prompt, opt))
     tokens = np.asarray(out["tokens"])
     if return_generation is None:
         return_generation = latent is not None or bool(scores)

@@ -7,11 +7,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import sys
 import time
 
 import jax
-import numpy as np
 
 from tokdyn.engine import sweep
 from tokdyn.experiment import runner, study
@@ -19,7 +17,7 @@ from tokdyn.experiment.study import Refused
 from tokdyn.studies.token_dynamics_sweep.config import STUDY, Config
 from tokdyn.studies.token_dynamics_sweep.report import analysis
 
-PART_WAIT_S = 600.0  # how long a part waits without progress for another (part 0's stamp, the others' chunks)
+PART_WAIT_S = runner.PART_WAIT_S  # how long a part waits without progress for another (part 0's stamp, the chunks)
 
 
 def run_sweep(cfg: Config, out: str, *, progress: bool = True, batch_size="auto", devices=None, part=None) -> float:
@@ -42,18 +40,19 @@ def run_sweep(cfg: Config, out: str, *, progress: bool = True, batch_size="auto"
       The seconds it took.
     """
     cfg.validate()
-    i, n = _part(part)
+    i, n = runner.share_of(part)
     groups = cfg.groups()
     t0 = time.perf_counter()
     for g, group in enumerate(groups):
         manifest = os.path.join(group.dir(out), "manifest.json")
         if n > 1 and i != 0 and g > 0 and not os.path.exists(manifest):  # part 0 starts it once done with the last
-            _wait(
+            runner.wait_for(
                 f"part 0 to start the sweep of {group.folder}",
                 lambda: (
                     int(not os.path.exists(manifest)) + sum(len(sweep.missing_chunks(e.dir(out))) for e in groups[:g])
                 ),
-                not progress,
+                study=STUDY,
+                quiet=not progress,
             )
         sweep.run(
             group.task,
@@ -94,20 +93,6 @@ def code_record(cfg: Config) -> dict:
     return {}
 
 
-def _part(part) -> tuple:
-    """``part`` as ``(i, n)``; default: this process's share of a multi-process job (one: ``(0, 1)``)."""
-    if part is None:
-        return jax.process_index(), jax.process_count()
-    if (
-        not isinstance(part, (tuple, list))
-        or len(part) != 2
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in part)
-        or not 0 <= part[0] < part[1]
-    ):
-        raise ValueError(f"part must be a pair (i, n) of ints with 0 <= i < n, got {part!r}")
-    return int(part[0]), int(part[1])
-
-
 def check_disk(cfg: Config, out: str, *, fresh: bool = False) -> None:
     """:class:`Refused` naming ``seeds`` when the sweep's chunk files (:meth:`Config.disk`, less the
     chunks already in ``out`` unless ``fresh``) would not fit on the disk that holds ``out``."""
@@ -145,31 +130,11 @@ def _size(n: float) -> str:
     return f"{n} PiB"
 
 
-def _wait(what: str, missing, quiet: bool) -> None:
-    """Wait until ``missing()`` (a count) is 0, giving up (``TimeoutError`` naming ``what``) after
-    :data:`PART_WAIT_S` without progress."""
-    last, deadline, told = missing(), time.monotonic() + PART_WAIT_S, False
-    while last:
-        if not quiet and not told:
-            print(f"{STUDY}: waiting for {what}", file=sys.stderr)
-            told = True
-        time.sleep(0.2)
-        now = missing()
-        if now < last:
-            last, deadline = now, time.monotonic() + PART_WAIT_S
-        if now and time.monotonic() > deadline:
-            raise TimeoutError(
-                f"{STUDY}: waited {PART_WAIT_S:.0f} s without progress for {what} ({now} missing); run "
-                "the same command again in one process to finish the sweep and write its analysis"
-            )
-
-
 def check(session: runner.Session, cfg: Config) -> None:
     """The configuration's checks, and the part of a shared sweep (``session.options["part"]``;
     the parts of one share the directory's lock: ``session.shared``)."""
     cfg.validate()
-    session.context["part"] = _part(session.options.get("part"))
-    session.shared = session.context["part"][1] > 1  # the parts fill one directory together
+    session.context["part"] = session.share  # its parts share the directory's lock (the runner: session.shared)
 
 
 def prepare(session: runner.Session, cfg: Config) -> None:
@@ -178,15 +143,11 @@ def prepare(session: runner.Session, cfg: Config) -> None:
     i, n = session.context["part"]
     out = session.out
     check_disk(cfg, out, fresh=session.fresh)
-    if n > 1:
-        if session.fresh:
-            raise Refused(
-                f"fresh=True with part={(i, n)}: several processes cannot clear one directory safely; start "
-                "afresh with one process (or remove the directory), then start the parts"
-            )
-        if i != 0:
-            stamp = os.path.join(out, study.STAMP)
-            _wait(f"part 0 to stamp {stamp}", lambda: int(not os.path.exists(stamp)), session.quiet)
+    if n > 1 and i != 0:  # (fresh with several parts: refused by the runner)
+        stamp = os.path.join(out, study.STAMP)
+        runner.wait_for(
+            f"part 0 to stamp {stamp}", lambda: int(not os.path.exists(stamp)), study=STUDY, quiet=session.quiet
+        )
 
 
 def run(session: runner.Session, cfg: Config) -> runner.Result | None:
@@ -200,7 +161,9 @@ def run(session: runner.Session, cfg: Config) -> runner.Result | None:
         if i != 0:
             session.say(f"part {i} of {n}: done; part 0 writes the analysis once every part's chunks are in {out}")
             return None
-        _wait("the other parts' chunks", lambda: len(missing_chunks(cfg, out)), session.quiet)
+        runner.wait_for(
+            "the other parts' chunks", lambda: len(missing_chunks(cfg, out)), study=STUDY, quiet=session.quiet
+        )
     with session.timed("analyse"):
         result = analysis(out, cfg, seconds=seconds)
     session.timings["n_runs"] = cfg.runs()

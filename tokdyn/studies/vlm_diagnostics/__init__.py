@@ -93,6 +93,8 @@ SPEC = runner.Spec(
 main = runner.entry(
     SPEC,
     __name__,
-    returns="True when it finished.",
-    about="The checkpoint and the instances are checked first; a checkpoint whose weights changed is refused.",
+    returns="True when it finished (None for a process other than 0 of several).",
+    about="The checkpoint and the instances are checked first; a checkpoint whose weights changed is refused. "
+    "Every batch is split over the local devices; several processes share the batches (``part``).",
+    parts=True,
 )

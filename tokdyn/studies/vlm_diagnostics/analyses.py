@@ -38,6 +38,7 @@ import numpy as np
 from tokdyn import geometry
 from tokdyn.diagnostics import choices, dmlr, perception
 from tokdyn.diagnostics import vlm
+from tokdyn.models.vlm import devices as vlm_devices
 from tokdyn.models.vlm import interventions
 from tokdyn.models.vlm.latent import Generation
 from tokdyn.studies.vlm_diagnostics.config import LATENT_KINDS
@@ -72,6 +73,7 @@ class Context:
             self.score_ids,
             jax.random.fold_in(self.key, 7),
         )
+        self.rows = rows_of(cfg)  # a batch's rows: batch_size, padded to a multiple of the devices
         self.sources = None  # interventions.Sources of the whole set, after the clean pass
         self.clean = {}  # (group name, start) -> the clean part's arrays
         self._runs = {}
@@ -107,6 +109,13 @@ class Context:
         return jnp.concatenate(out)
 
 
+def rows_of(cfg) -> int:
+    """The rows of a batch: ``cfg.batch_size`` rounded up to a multiple of the local devices, over which every
+    call splits its rows (the model's weights are on each: :attr:`~tokdyn.studies.vlm_diagnostics.checkpoint.Loaded.model`);
+    rows past ``batch_size`` only pad the batch."""
+    return vlm_devices.padded(cfg.batch_size, jax.local_devices())
+
+
 def score_labels(ctx) -> list:
     """The answers whose first tokens the answer distribution is read over: the option letters (as many as
     the most options of an instance) and, for rendered scenes, the counts 1 to ``--max-objects``."""
@@ -128,18 +137,21 @@ def options_of(ctx, i: int) -> list:
     return [ctx.labels.index(n) for n in names]
 
 
-def chunk_of(group, start: int, size: int):
-    """Rows ``start`` to ``start + size`` of ``group``, the last chunk padded by repeating its last row:
-    ``(index (size,), valid (size,) bool, take)`` where ``take(a)`` cuts an array of the group."""
-    n = len(group.index)
-    rows = np.minimum(np.arange(start, start + size), n - 1)
-    valid = np.arange(start, start + size) < n
-    return group.index[rows], valid, lambda a: np.asarray(a)[rows]
+def chunk_of(group, start: int, size: int, rows: int | None = None):
+    """Rows ``start`` to ``start + size`` of ``group`` (fewer at its end), padded to ``rows`` rows (default
+    ``size``) by repeating the last: ``(index (rows,), valid (rows,) bool, take)`` where ``take(a)`` cuts an
+    array of the group; the padding rows are not ``valid``."""
+    rows = size if rows is None else rows
+    stop = min(start + size, len(group.index))
+    at = np.minimum(np.arange(start, start + rows), stop - 1)
+    valid = np.arange(start, start + rows) < stop
+    return group.index[at], valid, lambda a: np.asarray(a)[at]
 
 
 def prompts_of(ctx: Context, group, start: int) -> vlm.Prompts:
-    """The batch's prompts (the last batch padded: its padding rows are counted nowhere)."""
-    index, valid, take = chunk_of(group, start, ctx.cfg.batch_size)
+    """The batch's prompts, padded to :attr:`Context.rows` (the last batch, and a batch whose rows do not
+    divide over the devices: its padding rows are counted nowhere)."""
+    index, valid, take = chunk_of(group, start, ctx.cfg.batch_size, ctx.rows)
     return vlm.Prompts(take(group.prompt), take(group.prompt_mask), take(group.pixels), group.grid, index, valid)
 
 
@@ -304,7 +316,7 @@ def grounding_rows(ctx: Context, group, start: int) -> list:
     """The grounding score of every answer token of the chunk of ``group`` at ``start`` (the prompt and the
     answer teacher-forced, no block), under every perturbation: rows of instance, perturbation, token,
     log-probabilities with the image and the noised one, and S."""
-    index, valid, take = chunk_of(group, start, ctx.cfg.batch_size)
+    index, valid, take = chunk_of(group, start, ctx.cfg.batch_size, ctx.rows)
     ids = take(group.plain)
     family = ctx.loaded.family
     sub = vlm.subject(ctx.mcfg, group.grid, family.adapter.layout(ctx.mcfg, ids), family)
@@ -313,7 +325,11 @@ def grounding_rows(ctx: Context, group, start: int) -> list:
     tokens, used = take(group.answer_ids), take(group.answer_mask)
     batch = family.adapter.make_batch(ctx.mcfg, ids, take(group.pixels), group.grid, take(group.plain_mask))
     noised = ctx.noised(batch["pixel_values"], index)
-    g = vlm.grounding_scores(sub, ctx.params, batch, noised, positions=positions, tokens=tokens)
+    params = ctx.params  # the rows split over the devices the weights are on
+    batch, tokens = vlm.on_devices(params, (batch, jnp.asarray(tokens, jnp.int32)))
+    g = vlm.grounding_scores(
+        sub, params, batch, vlm.on_devices(params, noised, axis=1), positions=positions, tokens=tokens
+    )
     clean, s = np.asarray(g.clean, np.float64), np.asarray(g.scores, np.float64)
     rows = []
     for k, (kind, level, seed) in enumerate(ctx.perturbations()):
@@ -587,7 +603,8 @@ def optimisation_rows(ctx: Context, group, start: int, *, inject: str = "none") 
     )
     hp = dmlr.Hparams(learning_rate=cfg.optimiser_learning_rate, sigma=cfg.optimiser_sigma)
     key = jax.random.fold_in(ctx.key, 5 if inject == "none" else 6)
-    res = vlm.optimise(key, sub, ctx.params, batch, dcfg, hp, seeds=(0,), index=jnp.asarray(prompts.index))
+    index = vlm.on_devices(ctx.params, jnp.asarray(prompts.index))  # the rows' split: the batch's (aligned)
+    res = vlm.optimise(key, sub, ctx.params, batch, dcfg, hp, seeds=(0,), index=index)
     res = jax.tree_util.tree_map(lambda a: np.asarray(a)[0], res)
     rows = []
     if inject == "none":
@@ -663,6 +680,7 @@ __all__ = [
     "options_of",
     "perception_rows",
     "prompts_of",
+    "rows_of",
     "runs",
     "score_labels",
     "scored",

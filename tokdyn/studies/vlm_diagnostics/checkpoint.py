@@ -291,7 +291,7 @@ class Tokens:
 
 class Loaded:
     """The model under study, its family and how its inputs are made; the weights are read (or drawn) on first
-    use of ``model``, so a rerun whose parts are all kept never reads them.
+    use of ``model``, so a rerun whose parts are all kept never reads them, and put on every local device.
 
     Args:
       config: the model's ``Config`` (its family's).
@@ -324,9 +324,10 @@ class Loaded:
 
     @property
     def model(self):
-        """The family's ``Model``, read or drawn once."""
+        """The family's ``Model``, read or drawn once, its weights on every local device
+        (:func:`tokdyn.models.vlm.devices.replicate`): the study's batches are split over them."""
         if self._model is None:
-            self._model = self._load()
+            self._model = vlm.devices.replicate(self._load())
         return self._model
 
 

@@ -430,7 +430,8 @@ class Config:
         return {"host": host, "training": flops / REFERENCE_FLOPS}
 
     def estimate(self) -> study_dir.Estimate:
-        """The largest working set: the weights (the checkpoint's files) and a batch's full attention maps
+        """The largest working set: the weights (the checkpoint's files; on the CPU backend once per host device,
+        each of which holds a copy) and a batch's full attention maps
         and hidden states (the decomposition and the optimiser read the plain call, which computes every
         layer's (H, T, T) map; the optimiser's 2 x ``optimiser_pairs`` evaluations at once), at the
         checkpoint's sizes (its config.json; the tiny model's without --model); its time (:meth:`work`), said
@@ -457,9 +458,20 @@ class Config:
             2 * self.optimiser_pairs if {"optimisation", "injection"} & set(self.analyses) else 1
         )
         images = n * (self.scene_size**2 * 3 * 4.0 * 2 + self.image_size**2 * 3 * 4.0 * 2)  # scenes, pixel rows
+        # the weights are on every local device (the batches are split over them): on the CPU backend every
+        # host device's copy is in the host's memory
+        import jax
+
+        copies = len(jax.local_devices()) if jax.default_backend() == "cpu" else 1
+        option = "batch_size"
+        if weights * (copies - 1) > per * batch:
+            option = (
+                f"the number of host devices ({copies}, each holding a copy of the weights: "
+                "XLA_FLAGS=--xla_force_host_platform_device_count=N, which the tokdyn command sets to the cores)"
+            )
         return study_dir.Estimate(
-            memory=weights + per * batch,
-            option="batch_size",
+            memory=weights * copies + per * batch,
+            option=option,
             models=n,
             work=self.work(n),
             host_memory=images,

@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import sys
 
+import jax
 import numpy as np
 
 from tokdyn import io
 from tokdyn.experiment import runner
 from tokdyn.experiment import study as study_dir
 from tokdyn.studies.vlm_diagnostics import checkpoint, instances
-from tokdyn.studies.vlm_diagnostics.analyses import FUNCTIONS, Context, clean_part, similarity_rows, sources_of
+from tokdyn.studies.vlm_diagnostics.analyses import (
+    FUNCTIONS,
+    Context,
+    clean_part,
+    rows_of,
+    similarity_rows,
+    sources_of,
+)
 from tokdyn.studies.vlm_diagnostics.config import ANSWER_ROOM, STUDY, Config
 
 
@@ -28,7 +36,8 @@ def check(session, cfg: Config) -> None:
     in its tokenizer: :func:`~tokdyn.studies.vlm_diagnostics.checkpoint.open_checkpoint`, whose model and
     family are kept for :func:`prepare` and :func:`run`), and the image size against its vision tower
     (:meth:`Config.check_image`): a usage error
-    (:class:`tokdyn.experiment.study.Refused`, exit 2) naming what is wrong, before any work."""
+    (:class:`tokdyn.experiment.study.Refused`, exit 2) naming what is wrong, before any work. A batch size
+    that does not divide over the local devices is said (:func:`padding_note`), unless quiet."""
     cfg.validate()
     try:
         if cfg.model:
@@ -45,6 +54,23 @@ def check(session, cfg: Config) -> None:
             f"new_tokens={cfg.new_tokens} leaves no room for the checkpoint's block of {size} latents, its two "
             f"markers and an answer: give --new-tokens {size + 2 + ANSWER_ROOM} or more"
         )
+    note = padding_note(cfg)
+    if note and not session.quiet:
+        print(f"{STUDY}: {note}", file=sys.stderr)
+
+
+def padding_note(cfg: Config) -> str:
+    """What a ``batch_size`` that does not divide over the local devices costs ("" when it divides): every
+    batch is split over them (:func:`~tokdyn.studies.vlm_diagnostics.analyses.rows_of`), padded with rows
+    that are counted nowhere."""
+    devices, rows = len(jax.local_devices()), rows_of(cfg)
+    if rows == cfg.batch_size:
+        return ""
+    return (
+        f"--batch-size {cfg.batch_size} does not divide over the {devices} local devices: every batch is padded "
+        f"to {rows} rows, {rows - cfg.batch_size} of them computed for nothing (a multiple of {devices} wastes "
+        "none)"
+    )
 
 
 def prepare(session, cfg: Config) -> dict:
@@ -141,16 +167,29 @@ LATENT_ANALYSES = ("accuracy", "decomposition", "mediation", "similarity", "opti
 
 def clean_pass(session, ctx: Context, groups: list) -> list:
     """Every batch's clean run (:func:`~tokdyn.studies.vlm_diagnostics.analyses.clean_part`), kept as the part
-    ``clean__<group>__<start>``; then the set's sources of ``swap`` and ``mean`` on ``ctx``, and the warnings of
-    a run whose blocks mean nothing. A run with ``--latents generated`` in which no instance wrote a whole
-    block is refused (:class:`tokdyn.experiment.study.Refused`, exit 2), naming the likely causes."""
+    ``clean__<group>__<start>`` (of a run that several processes share, this process's batches, then every
+    other process's read once on disk: :meth:`~tokdyn.experiment.runner.Session.gather`); then the set's
+    sources of ``swap`` and ``mean`` on ``ctx``, and the warnings of a run whose blocks mean nothing. A run with
+    ``--latents generated`` in which no instance wrote a whole block is refused
+    (:class:`tokdyn.experiment.study.Refused`, exit 2), naming the likely causes."""
     bs = ctx.cfg.batch_size
+    batches = {f"clean__{g.name}__{start:06d}": (g, start) for g in groups for start in range(0, len(g.index), bs)}
+    kept = {}
     with session.timed("clean"):
-        for g in groups:
-            for start in range(0, len(g.index), bs):
-                ctx.clean[(g.name, start)] = session.part(
-                    f"clean__{g.name}__{start:06d}", lambda g=g, s=start: clean_part(ctx, g, s)
-                )
+        for name in session.deal(list(batches)):
+            g, start = batches[name]
+            kept[name] = session.part(name, lambda g=g, s=start: clean_part(ctx, g, s))
+        others = [name for name in batches if name not in kept]
+        kept.update(
+            zip(
+                others,
+                session.gather(
+                    others, what="the other processes' clean runs (the sources of swap and mean need every one)"
+                ),
+            )
+        )
+    for name, (g, start) in batches.items():  # in the batches' order, whichever process ran them
+        ctx.clean[(g.name, start)] = kept[name]
     parts = list(ctx.clean.values())
     ctx.sources = sources_of(ctx, parts)
     valid = [np.asarray(p["valid"], bool) for p in parts]
@@ -193,15 +232,32 @@ def clean_pass(session, ctx: Context, groups: list) -> list:
     return warnings
 
 
-def run(session, cfg: Config) -> runner.Result:
+def run(session, cfg: Config) -> runner.Result | None:
     """The clean pass (:func:`clean_pass`), then every analysis of ``cfg.analyses`` over every batch of
     instances, each batch kept as a part (``<analysis>__<group>__<start>``); the tables ``instances.csv`` and
-    ``<analysis>.csv``."""
+    ``<analysis>.csv``. Of a run that several processes share (``part``,
+    :attr:`~tokdyn.experiment.runner.Session.share`), each computes its share of every analysis's batches
+    (:meth:`~tokdyn.experiment.runner.Session.deal`: the k-th on process k mod n); process 0 then reads the
+    others' parts once they are on disk and writes the tables, the others return None."""
     loaded = session.context.get("loaded") or checkpoint.open_checkpoint(cfg)
     inst = session.context.get("instances") or instances.make_instances(cfg, loaded.family)
     groups = instances.encode(inst, loaded, cfg)
     ctx = Context(cfg, loaded, inst)
-    bs = cfg.batch_size
+    warnings = []
+    if set(LATENT_ANALYSES) & set(cfg.analyses):
+        warnings = clean_pass(session, ctx, groups)
+    jobs = {name: _jobs(ctx, name, groups, inst) for name in cfg.analyses}
+    done = {name: {} for name in cfg.analyses}
+    for name in cfg.analyses:
+        session.say(f"{name} ...")
+        with session.timed(name):
+            for part in session.deal(list(jobs[name])):
+                compute, rows = jobs[name][part]
+                done[name][part] = session.rows(part, compute) if rows else session.part(part, compute)
+    me, n = session.share
+    if me != 0:
+        session.say(f"part {me} of {n}: done; part 0 writes the tables once every part is in {session.out}")
+        return None
     tables = {
         "instances.csv": io.to_columns(
             [
@@ -217,33 +273,20 @@ def run(session, cfg: Config) -> runner.Result:
             ]
         )
     }
-    warnings = []
-    if set(LATENT_ANALYSES) & set(cfg.analyses):
-        warnings = clean_pass(session, ctx, groups)
     results, matrices = {}, {}
     for name in cfg.analyses:
-        rows = []
-        session.say(f"{name} ...")
+        others = [part for part in jobs[name] if part not in done[name]]
         with session.timed(name):
-            if name == "perception":
-                for start in range(0, len(inst), bs):
-                    rows += session.rows(f"perception__{start:06d}", lambda s=start: FUNCTIONS[name](ctx, s))
-            elif name == "similarity":
-                parts = [
-                    session.part(f"similarity__{g.name}__{start:06d}", lambda g=g, s=start: FUNCTIONS[name](ctx, g, s))
-                    for g in groups
-                    for start in range(0, len(g.index), bs)
-                ]
-                index = np.concatenate([p["instance"] for p in parts])
-                order = np.argsort(index)
-                z = np.concatenate([p["latents"] for p in parts])[order]
-                rows, matrices = similarity_rows(z, index[order])
-            else:
-                for g in groups:
-                    for start in range(0, len(g.index), bs):
-                        rows += session.rows(
-                            f"{name}__{g.name}__{start:06d}", lambda g=g, s=start: FUNCTIONS[name](ctx, g, s)
-                        )
+            got = session.gather(others, rows=name != "similarity", what=f"the other processes' {name} batches")
+        done[name].update(zip(others, got))
+        parts = [done[name][part] for part in jobs[name]]  # in the batches' order
+        if name == "similarity":
+            index = np.concatenate([p["instance"] for p in parts])
+            order = np.argsort(index)
+            z = np.concatenate([p["latents"] for p in parts])[order]
+            rows, matrices = similarity_rows(z, index[order])
+        else:
+            rows = [r for p in parts for r in p]
         results[name] = rows
         keys = list(dict.fromkeys(c for r in rows for c in r))
         tables[f"{name}.csv"] = io.to_columns([{c: r.get(c, _blank(rows, c)) for c in keys} for r in rows])
@@ -251,6 +294,8 @@ def run(session, cfg: Config) -> runner.Result:
         "model": session.context["stamp"]["model"],
         "groups": [g.name for g in groups],
         "random_model": loaded.random,
+        "devices": len(jax.local_devices()),  # each process's, a batch split over them (not in the stamp)
+        "processes": n,
     }
     return runner.Result(
         tables,
@@ -270,10 +315,33 @@ def run(session, cfg: Config) -> runner.Result:
     )
 
 
+def _jobs(ctx: Context, name: str, groups: list, inst) -> dict:
+    """The batches of the analysis ``name``, in order: ``{part name: (compute, rows)}``, ``rows`` False for a
+    part of arrays (``similarity``'s), True for table rows."""
+    bs = ctx.cfg.batch_size
+    fn = FUNCTIONS[name]
+    if name == "perception":
+        return {f"perception__{start:06d}": (lambda s=start: fn(ctx, s), True) for start in range(0, len(inst), bs)}
+    return {
+        f"{name}__{g.name}__{start:06d}": (lambda g=g, s=start: fn(ctx, g, s), name != "similarity")
+        for g in groups
+        for start in range(0, len(g.index), bs)
+    }
+
+
 def _blank(rows: list, column: str):
     """What a row without ``column`` holds there: NaN in a numeric column, "" in a text one."""
     kinds = {type(r[column]) for r in rows if column in r}
     return "" if str in kinds else np.nan
 
 
-__all__ = ["LATENT_ANALYSES", "changed_message", "check", "clean_pass", "prepare", "run", "stamp_extra"]
+__all__ = [
+    "LATENT_ANALYSES",
+    "changed_message",
+    "check",
+    "clean_pass",
+    "padding_note",
+    "prepare",
+    "run",
+    "stamp_extra",
+]

@@ -205,7 +205,14 @@ def main():
             return theirs
 
         def torch_loop(theirs):
-            ref = latent_fixture.Reference(theirs, latent_fixture.GENERATION_CONFIG["repetition_penalty"], eos, fill)
+            ref = latent_fixture.Reference(
+                theirs,
+                latent_fixture.GENERATION_CONFIG["repetition_penalty"],
+                eos,
+                fill,
+                markers=(start, end, pad),  # this model's latent tokens, not the fixture's
+                size=args.size,
+            )
             return [ref.run(r, p, g, args.new) for r, p, g in zip(rows, pixels, grids)]
 
         plain = torch_loop(save_and_load(start))  # the start row as drawn: no trigger yet

@@ -274,7 +274,7 @@ class Session:
       timings: ``<stage>_s`` -> seconds (:meth:`Session.timed`); ``config.json``'s ``timings``.
       context: what ``prepare`` found, for ``run`` (a source's configuration).
       shared: this run is one of several processes of one job that fill ``out`` together (a
-        sweep's parts, a study's :attr:`share` of several processes: :func:`run` sets it): they share
+        sweep's parts, a study's :attr:`share` of several processes: the runner's ``run`` sets it): they share
         the directory's lock. Otherwise a
         run holds it alone, and a second run into the same directory is refused.
       study: the opened directory (set once it is opened).

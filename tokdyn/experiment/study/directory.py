@@ -221,7 +221,7 @@ class Study:
     def read_part(self, name: str, *, key=None, rows: bool = False):
         """The part ``name`` as :meth:`part` (``rows``: :meth:`rows`) keeps it for this stamp, read without
         computing anything (another process's part, :func:`tokdyn.io.read_kept`); None where it is not kept
-        (yet). Not counted in :attr:`parts` (the work of this run, or read back from an earlier one)."""
+        (yet). Not counted in the study's ``parts`` (the work of this run, or read back from an earlier one)."""
         return io.read_kept(self.part_path(name, ".json" if rows else ".npz"), self._part_key(key), rows=rows)
 
     def has(self, name: str, *, key=None) -> bool:

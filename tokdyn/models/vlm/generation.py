@@ -235,7 +235,7 @@ run = jax.jit(kernel, static_argnums=0)
 
 
 def padded_visual(visual, bucket: int):
-    """The images' features (:func:`encode_images`' tree, image tokens on axis -2) with rows of zeros after
+    """The images' features (the family's ``encode_images``' tree, image tokens on axis -2) with rows of zeros after
     them up to a multiple of ``bucket``, so that prompts of other image sizes share the program."""
     n_feat = jax.tree_util.tree_leaves(visual)[0].shape[-2]
     rows = round_up(n_feat, bucket)

@@ -149,7 +149,7 @@ def chunk_of(group, start: int, size: int, rows: int | None = None):
 
 
 def prompts_of(ctx: Context, group, start: int) -> vlm.Prompts:
-    """The batch's prompts, padded to :attr:`Context.rows` (the last batch, and a batch whose rows do not
+    """The batch's prompts, padded to the context's ``rows`` (the last batch, and a batch whose rows do not
     divide over the devices: its padding rows are counted nowhere)."""
     index, valid, take = chunk_of(group, start, ctx.cfg.batch_size, ctx.rows)
     return vlm.Prompts(take(group.prompt), take(group.prompt_mask), take(group.pixels), group.grid, index, valid)

@@ -1,28 +1,38 @@
 """Latent-mode generation on the CPU: tokdyn's batched program against the per-instance ``transformers`` loop.
 
-A random Qwen2.5-VL (``--config small``: 8 decoder layers of width 512, 4 vision layers of width 256, a 32k
-vocabulary with three latent tokens added; ``tiny``: the test fixture's sizes) is saved with
-``save_pretrained`` and loaded by both sides from those files, in float32. As in the test fixture
-(``tests/fixtures/make_qwen2_5_vl_latent.py``), the start token's output row is a trigger token's times 1.25, so
-the model opens latent blocks by itself; the trigger is the (non-special) token the instances say most often
-in a run without one.
+A random Qwen2.5-VL (``--family qwen2_5_vl``, the default) or Qwen3-VL (``--family qwen3_vl``) is saved with
+``save_pretrained`` and loaded by both sides from those files, in float32 (tokdyn: ``qwen2_5_vl.load`` or
+``qwen3_vl.load``; ``transformers``: ``Qwen2_5_VLForConditionalGeneration`` or
+``Qwen3VLForConditionalGeneration``). ``--config small``: 8 decoder layers of width 512, 4 vision layers of
+width 256, a 32k vocabulary with three latent tokens added (Qwen3-VL: head width 64, interleaved M-RoPE, a
+learned 16 x 16 position grid and deepstack mergers after the first three vision layers, which add to the first
+three decoder layers at the image tokens); ``tiny``: the family's test fixture's sizes
+(``tests/fixtures/make_qwen2_5_vl.py``, ``make_qwen3_vl.py``). As in the family's latent fixture
+(``make_qwen2_5_vl_latent.py``, ``make_qwen3_vl_latent.py``), the start token's output row is a trigger token's
+times 1.25, so the model opens latent blocks by itself; the trigger is the (non-special) token the instances say
+most often in a run without blocks (the start token's row zero).
 
-- transformers: the loop the published mediation code runs, one instance at a time (the fixture's
-  ``Reference``: ``transformers``' model with its key/value cache, the start token fed as a token, then the
+- transformers: the loop the published mediation code runs, one instance at a time
+  (``make_qwen2_5_vl_latent.Reference``, for both families, told this model's latent tokens, ``--size`` and
+  image token: ``transformers``' model with its key/value cache, the prompt, its images and, for Qwen3-VL,
+  their deepstack features through the model's own forward pass, the start token fed as a token, then the
   final-norm state ``--size`` times, then the end token; greedy under the repetition penalty 1.05);
 - tokdyn: ``model.generate(..., latent=LatentMode(...))`` over all ``--instances`` at once, one program.
 
-Each instance is a chat prompt with its own random ``--image`` x ``--image`` picture and question. Checked
-first: equal tokens, instance by instance, and latents within float32 rounding. Then ``--repeats`` timed runs
-of each side, alternately; medians. Threads are matched: PyTorch is told ``--threads`` (``set_num_threads``),
-at ``--threads 1`` XLA too (its flags, set before JAX starts), and the process, with every thread either
-library starts, is pinned to ``--threads`` cores (``os.sched_setaffinity``; XLA's flags alone leave it a second
-busy thread), as ``bench_qwen2_5_vl.py`` does. tokdyn's first call (compile included) is reported apart.
-The transformers loop runs at the ``transformers`` and ``torch`` versions the latent fixture's committed
-reference records (other versions are refused in one line before any work). Usage::
+Each instance is a chat prompt with its own random ``--image`` x ``--image`` picture and question, through the
+family's fixture processor (its tokenizer, chat template and image processor with the fixture's pixel bounds, which
+resize the picture to a multiple of 28 pixels, Qwen2.5-VL's patch 14 x merge 2, or of 32, Qwen3-VL's 16 x 2;
+``image_grid`` in the results). Checked first: equal tokens, instance by instance, and latents within float32
+rounding (``LATENT_TOLERANCE`` of each block's largest entry); otherwise it stops in one line. Then ``--repeats``
+timed runs of each side, alternately; medians. Threads are matched: PyTorch is told ``--threads``
+(``set_num_threads``), at ``--threads 1`` XLA too (its flags, set before JAX starts), and the process, with every
+thread either library starts, is pinned to ``--threads`` cores (``os.sched_setaffinity``; XLA's flags alone leave
+it a second busy thread), as ``bench_qwen2_5_vl.py`` does. tokdyn's first call (compile included) is reported
+apart. The transformers loop runs at the ``transformers`` and ``torch`` versions the Qwen2.5-VL latent fixture's
+committed reference records (the loop's own; other versions are refused in one line before any work). Usage::
 
-    python benchmarks/bench_latent_generation.py [--config small] [--instances 16] [--new 40] [--size 4]
-        [--threads 1] [--repeats 5] [--out DIR]
+    python benchmarks/bench_latent_generation.py [--family qwen2_5_vl|qwen3_vl] [--config small]
+        [--instances 16] [--new 40] [--size 4] [--threads 1] [--repeats 5] [--out DIR]
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ import time
 from pathlib import Path
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+parser.add_argument("--family", default="qwen2_5_vl", choices=["qwen2_5_vl", "qwen3_vl"])
 parser.add_argument("--config", default="small", choices=["tiny", "small"])
 parser.add_argument("--instances", type=int, default=16)
 parser.add_argument("--new", type=int, default=40)
@@ -64,13 +75,35 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fixtures"))
 
-import make_qwen2_5_vl as fixture  # noqa: E402
-import make_qwen2_5_vl_latent as latent_fixture  # noqa: E402
+import make_qwen2_5_vl_latent as loop  # noqa: E402  (the reference loop of both families, its versions, packing)
+
+if args.family == "qwen3_vl":
+    import make_qwen3_vl as fixture  # noqa: E402
+    import make_qwen3_vl_latent as latent_fixture  # noqa: E402
+else:
+    import make_qwen2_5_vl as fixture  # noqa: E402
+
+    latent_fixture = loop
 
 SMALL_VOCAB = 32000
+LATENT_TOLERANCE = 1e-4
+"""The largest difference allowed between the two sides' latents, relative to each block's largest entry (float32
+rounding through the layers: a few 1e-6 here)."""
+MODEL_CLASS = {"qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration", "qwen3_vl": "Qwen3VLForConditionalGeneration"}
+"""The ``transformers`` class of each family."""
 
 
-def small_config(vocab: int):
+def special_tokens() -> dict:
+    """The vision tokens at the family's tiny fixture's ids, the ``small`` configuration's too."""
+    return dict(
+        image_token_id=fixture.IMAGE_TOKEN,
+        video_token_id=fixture.VIDEO_TOKEN,
+        vision_start_token_id=fixture.VISION_START,
+        vision_end_token_id=fixture.VISION_END,
+    )
+
+
+def small_qwen2_5_vl(vocab: int):
     """8 decoder layers of width 512 and 4 vision layers of width 256 (``bench_qwen2_5_vl.py``'s ``small``), the
     special tokens at the tiny fixture's ids."""
     from transformers import Qwen2_5_VLConfig
@@ -94,29 +127,76 @@ def small_config(vocab: int):
         max_position_embeddings=4096,
         rope_parameters={"rope_type": "default", "mrope_section": [8, 12, 12], "rope_theta": 1e6},
     )
-    return Qwen2_5_VLConfig(
-        text_config=text,
-        vision_config=vision,
-        image_token_id=fixture.IMAGE_TOKEN,
-        video_token_id=fixture.VIDEO_TOKEN,
-        vision_start_token_id=fixture.VISION_START,
-        vision_end_token_id=fixture.VISION_END,
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **special_tokens())
+
+
+def small_qwen3_vl(vocab: int):
+    """Qwen2.5-VL's ``small`` sizes in Qwen3-VL's form: 8 decoder layers of width 512 (8 heads of width 64, 2
+    key/value heads, interleaved M-RoPE sections in Qwen3-VL's published ratio), 4 vision layers of width 256
+    (a plain MLP of width 1024, as many weights as Qwen2.5-VL's gated 688) with a learned 16 x 16 position grid
+    and deepstack mergers after the first three, the special tokens at the tiny fixture's ids."""
+    from transformers import Qwen3VLConfig
+
+    vision = dict(
+        depth=4,
+        hidden_size=256,
+        intermediate_size=1024,
+        num_heads=4,
+        out_hidden_size=512,
+        patch_size=16,
+        temporal_patch_size=2,
+        spatial_merge_size=2,
+        hidden_act="gelu_pytorch_tanh",
+        num_position_embeddings=256,
+        deepstack_visual_indexes=[0, 1, 2],
     )
+    text = dict(
+        vocab_size=vocab,
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=8,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=64,
+        hidden_act="silu",
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        rope_parameters={
+            "rope_type": "default",
+            "mrope_section": [12, 10, 10],
+            "mrope_interleaved": True,
+            "rope_theta": 5e6,
+        },
+        attention_bias=False,
+        eos_token_id=fixture.SPECIAL["<|im_end|>"],
+        pad_token_id=fixture.SPECIAL["<|endoftext|>"],
+    )
+    return Qwen3VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False, **special_tokens())
+
+
+def config():
+    """The family's configuration and the vocabulary with the three latent tokens (the last three ids):
+    ``(config, vocab)``. The tiny Qwen3-VL's vocabulary already holds them (its fixture's tokenizer's)."""
+    if args.config == "tiny":
+        vocab = loop.VOCAB if args.family == "qwen2_5_vl" else fixture.VOCAB
+        return fixture.tiny_config(), vocab
+    small = small_qwen3_vl if args.family == "qwen3_vl" else small_qwen2_5_vl
+    return small(SMALL_VOCAB), SMALL_VOCAB + 3
+
+
+def model_class():
+    import transformers
+
+    return getattr(transformers, MODEL_CLASS[args.family])
 
 
 def build():
     """The random model with the latent tokens: ``(model, start, end, pad)``."""
     import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration
 
     torch.manual_seed(0)
-    if args.config == "tiny":
-        cfg = fixture.tiny_config()
-        vocab = latent_fixture.VOCAB
-    else:
-        cfg = small_config(SMALL_VOCAB)
-        vocab = SMALL_VOCAB + 3
-    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    cfg, vocab = config()
+    model = model_class()(cfg).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("weight") and p.ndim >= 2:
@@ -125,7 +205,8 @@ def build():
                 p.normal_(1.0, 0.1)
             else:
                 p.normal_(0.0, 0.05)
-    model.resize_token_embeddings(vocab, mean_resizing=False)
+    if model.config.text_config.vocab_size != vocab:
+        model.resize_token_embeddings(vocab, mean_resizing=False)
     with torch.no_grad():
         model.model.language_model.embed_tokens.weight.normal_(0.0, latent_fixture.EMBED_SCALE)
         model.lm_head.weight[vocab - 3 :].normal_(0.0, 0.08)
@@ -134,14 +215,27 @@ def build():
     return model, vocab - 3, vocab - 2, vocab - 1
 
 
+def processor():
+    """The family's fixture processor: its tokenizer (the latent tokens in it), chat template and image
+    processor (the fixture's pixel bounds)."""
+    return fixture.processor_with_tokenizer() if args.family == "qwen3_vl" else loop.processor()
+
+
+def load_ours(directory):
+    """tokdyn's model of the checkpoint in ``directory``, in float32."""
+    from tokdyn.models import qwen2_5_vl, qwen3_vl
+
+    return (qwen3_vl if args.family == "qwen3_vl" else qwen2_5_vl).load(directory, dtype="float32")
+
+
 def instances(n: int):
     """``n`` chat prompts, each with its own picture and question: ``(rows, pixels, grids)``."""
-    proc = latent_fixture.processor()
+    proc = processor()
     rng = np.random.default_rng(5)
     rows, pixels, grids = [], [], []
     for i in range(n):
         image = rng.integers(0, 256, size=(args.image, args.image, 3), dtype=np.uint8)
-        question = latent_fixture.QUESTIONS[i % 2] + " " + "abcdefghijklmnop"[: i % 7]
+        question = loop.QUESTIONS[i % 2] + " " + "abcdefghijklmnop"[: i % 7]
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         text = proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         got = proc(text=[text], images=[image], return_tensors="np")
@@ -160,11 +254,11 @@ def seconds(fn):
 def main():
     import torch
     import transformers
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import GenerationConfig
 
-    from tokdyn.models import qwen2_5_vl, vlm
+    from tokdyn.models import vlm
 
-    refusal = latent_fixture.version_refusal(latent_fixture.installed_versions())
+    refusal = loop.version_refusal(loop.installed_versions())
     if refusal is not None:
         raise SystemExit(f"the transformers loop is the latent fixture's, checked at its versions: {refusal}")
     torch.set_num_threads(args.threads)
@@ -191,39 +285,47 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model, start, end, pad = build()
-        latent_fixture.START, latent_fixture.END, latent_fixture.PAD, latent_fixture.SIZE = start, end, pad, args.size
         eos, fill = latent_fixture.GENERATION_CONFIG["eos_token_id"], latent_fixture.GENERATION_CONFIG["pad_token_id"]
 
         def save_and_load(trigger):
+            """Saved and loaded by transformers, the start token's output row the trigger's times 1 + EPSILON
+            (``trigger`` None: zeros, logit 0, so that the start token is never chosen)."""
             import torch
 
             with torch.no_grad():
-                model.lm_head.weight[start] = model.lm_head.weight[trigger] * (1.0 + latent_fixture.EPSILON)
+                if trigger is None:
+                    model.lm_head.weight[start] = 0.0
+                else:
+                    model.lm_head.weight[start] = model.lm_head.weight[trigger] * (1.0 + latent_fixture.EPSILON)
             model.save_pretrained(tmp, safe_serialization=True)
             GenerationConfig(**latent_fixture.GENERATION_CONFIG).save_pretrained(tmp)  # after the model's own
-            theirs = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp, dtype=torch.float32).eval()
+            theirs = model_class().from_pretrained(tmp, dtype=torch.float32).eval()
             return theirs
 
         def torch_loop(theirs):
-            ref = latent_fixture.Reference(
+            ref = loop.Reference(
                 theirs,
                 latent_fixture.GENERATION_CONFIG["repetition_penalty"],
                 eos,
                 fill,
                 markers=(start, end, pad),  # this model's latent tokens, not the fixture's
                 size=args.size,
+                image_token=fixture.IMAGE_TOKEN,
             )
             return [ref.run(r, p, g, args.new) for r, p, g in zip(rows, pixels, grids)]
 
-        plain = torch_loop(save_and_load(start))  # the start row as drawn: no trigger yet
+        # a run without latent blocks (the start row as drawn, times 1.25, can outweigh every text token: the
+        # small Qwen3-VL opens blocks from the second step on, and the trigger it says after one is never said)
+        plain = torch_loop(save_and_load(None))
         counts = np.bincount(np.concatenate([t for t, _, _ in plain]), minlength=start + 3)
-        special = [*range(fixture.SPECIAL["<|endoftext|>"], fixture.VIDEO_TOKEN + 1), start, end, pad]
+        special = [*range(fixture.SPECIAL["<|endoftext|>"], fixture.VIDEO_TOKEN + 1), *fixture.SPECIAL.values()]
+        special += [start, end, pad]  # Qwen's special tokens (the box and quad markers too) and the latent ones
         counts[special] = 0
         trigger = int(counts.argmax())
         theirs = save_and_load(trigger)
-        ours = qwen2_5_vl.load(tmp, dtype="float32")
+        ours = load_ours(tmp)
     mode = vlm.LatentMode(start, end, pad, args.size)
-    ids, mask = latent_fixture.pack(rows)
+    ids, mask = loop.pack(rows)
     batch = (ids, np.stack(pixels), grids[0], mask)
 
     def ours_run():
@@ -239,9 +341,14 @@ def main():
             print(" margins", np.round(want[i][2], 5).tolist())
     lat_err = 0.0
     for i, (_, blocks, _) in enumerate(want):
-        for j, blk in enumerate(blocks):
+        for j, blk in enumerate(blocks if equal[i] else []):  # equal tokens: the same blocks at the same steps
             scale = max(np.abs(blk).max(), 1e-30)
             lat_err = max(lat_err, float(np.abs(got.latents[i, j, : len(blk)] - blk).max() / scale))
+    if not all(equal) or not lat_err <= LATENT_TOLERANCE:  # nothing is timed unless both sides agree
+        raise SystemExit(
+            f"tokdyn and the transformers loop disagree: tokens equal in {sum(equal)} of {len(equal)} instances, "
+            f"latents to {lat_err:.1e} of their largest entry (allowed: {LATENT_TOLERANCE:.0e}); nothing timed"
+        )
     times = {"tokdyn": [], "transformers": []}
     for _ in range(args.repeats):
         times["tokdyn"].append(seconds(ours_run))

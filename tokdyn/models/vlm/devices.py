@@ -70,6 +70,17 @@ def replicate(model, devices=None):
     return dataclasses.replace(model, params=params)
 
 
+def one_device(model):
+    """``model`` with each parameter as its copy on the first device it is replicated on (:func:`replicate`;
+    nothing is copied), for a program that does not split rows over devices: run over replicated parameters it
+    would be one program over every device, which XLA:CPU's host devices can leave waiting on each other (the
+    perception tower's token dynamics did). ``model`` as it is where its parameters are on one device."""
+    if not row_devices(model.params):
+        return model
+    params = jax.tree_util.tree_map(lambda a: a.addressable_shards[0].data, model.params)
+    return dataclasses.replace(model, params=params)
+
+
 def row_devices(params, devices=None) -> tuple:
     """The devices a call over ``params`` splits its rows over: ``devices`` when given (the parameters are then
     put on each, :func:`replicate`'s placement); otherwise the devices every leaf of ``params`` is replicated on
@@ -133,6 +144,7 @@ __all__ = [
     "AXIS",
     "check_devices",
     "mesh_of",
+    "one_device",
     "pad_rows",
     "padded",
     "place_rows",

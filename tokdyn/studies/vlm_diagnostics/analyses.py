@@ -367,7 +367,7 @@ def perception_rows(ctx: Context, start: int) -> list:
     )
     key = jax.random.fold_in(jax.random.fold_in(ctx.key, 2), start)
     res = perception.perception_dynamics(
-        ctx.loaded.model,
+        vlm_devices.one_device(ctx.loaded.model),  # one image batch, whole: one device's program
         key,
         [inst.images[i] for i in take],
         masks,

@@ -71,6 +71,32 @@ def test_the_recipes_sequences():
     assert T.layout(CFG, "pause", 0, pool).feed == "pause" and T.layout(CFG, "latent", 0, pool).n_latents == 2
 
 
+def test_a_recipe_is_a_value():
+    """A Variant is taken wherever a recipe's name is (the same sequences as its named twin, its name in
+    messages); a new one (a callable alignment) is checked before anything is traced: fields and their
+    combination named in the error."""
+    pool, _ = T.data(CFG)
+    index = jnp.arange(2)
+    same = T.Variant(block="feedback", align="lvr")
+    assert T.recipe_name(same) == "latent_lvr" and T.stages(CFG, same) == T.stages(CFG, "latent_lvr")
+    assert T.layout(CFG, same, 0, pool) == T.layout(CFG, "latent_lvr", 0, pool)
+    a, b = T.batch_of(CFG, same, 0, pool, index), T.batch_of(CFG, "latent_lvr", 0, pool, index)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    own = T.Variant(block="feedback", align=lambda lay, params, batch, out: jnp.mean(out.latents**2))
+    assert T.recipe_name(own) == "custom" and T.trainer(CFG, own).stages[0][1].name == "custom"
+    with pytest.raises(ValueError, match="align needs block='feedback'"):
+        T.trainer(CFG, T.Variant(align="mirage"))
+    with pytest.raises(ValueError, match="curriculum needs caption=True"):
+        T.trainer(CFG, T.Variant(block="feedback", curriculum=True))
+    with pytest.raises(ValueError, match="block"):
+        T.variant(T.Variant(block="latent"))
+    with pytest.raises(ValueError, match="recipe"):
+        T.variant("latnt")
+    with pytest.raises(TypeError, match="recipe must be"):
+        T.variant(3)
+
+
 # compiles the training step through the feedback (about 40 s on two cores): the default run holds the training
 # pass to generation and its losses to their closed forms (tests/test_vlm_training.py) and the recipes'
 # sequences here; tokdyn.train's vmap over seeds is the default run's elsewhere (tests/test_train.py)

@@ -139,6 +139,15 @@ def test_the_losses_are_their_closed_forms(setup):
     edges = [round(p * i / SIZE) for i in range(SIZE + 1)]
     g = np.stack([helper[:, a : max(b, a + 1)].mean(1) for a, b in zip(edges[:-1], edges[1:])], 1)
     assert float(lvr["align"]) == pytest.approx(((lat - g) ** 2).mean(), rel=1e-4)
+    # one's own alignment: a callable of (layout, params, batch, forward), its value added with its weight
+    def norm(lay_, params, batch_, out_):
+        return jnp.mean(out_.latents.astype(jnp.float32) ** 2)
+
+    total2, own = losses(lay, model.params, batch, align=norm, align_weight=3.0)
+    assert float(own["align"]) == pytest.approx((lat**2).mean(), rel=1e-4)
+    assert float(total2) == pytest.approx(ce[ans].mean() + ce[~ans].mean() + 3.0 * (lat**2).mean(), rel=1e-4)
+    with pytest.raises(ValueError, match="align must be one of"):
+        training.check_alignment("mirrage")
 
 
 @pytest.mark.full

@@ -49,22 +49,47 @@ from tokdyn.train import optim
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """What a recipe trains (static).
+    """What a recipe trains (static): a value, so a new recipe is a ``Variant`` handed wherever a recipe's name
+    is taken (:func:`train_models`, :func:`answer_accuracy`, :func:`save` ...).
 
     Attributes:
-      block: ``"none"``, ``"feedback"`` (fed-back latents) or ``"pause"`` (the slots' pad embedding).
+      block: one of :data:`BLOCKS`: ``"none"``, ``"feedback"`` (fed-back latents) or ``"pause"`` (the slots'
+        pad embedding).
       caption: whether the caption is part of the sequence (and trained).
-      align: the latents' alignment to the helper image (None or one of
-        :data:`tokdyn.models.vlm.training.ALIGNMENTS`).
+      align: the latents' alignment to the helper image (with ``block="feedback"``): None, one of
+        :data:`tokdyn.models.vlm.training.ALIGNMENTS`, or a callable ``(layout, params, batch, forward) ->
+        scalar`` (:func:`tokdyn.models.vlm.training.alignment`).
       use_image: False gives the model a black image.
-      curriculum: whether the caption gives way to latents stage by stage (coconut).
+      curriculum: whether the caption gives way to latents stage by stage (coconut; with a caption and
+        ``block="feedback"``).
     """
 
     block: str = "none"
     caption: bool = False
-    align: Optional[str] = None
+    align: Optional[object] = None
     use_image: bool = True
     curriculum: bool = False
+
+    def validate(self) -> "Variant":
+        """Check every field and their combination; a ValueError/TypeError naming the field. Returns ``self``."""
+        _checks.choice("block", self.block, BLOCKS)
+        for f in ("caption", "use_image", "curriculum"):
+            if not isinstance(getattr(self, f), bool):
+                raise TypeError(f"{f} must be a bool, got {getattr(self, f)!r}")
+        if self.align is not None:
+            vlm_training.check_alignment(self.align)
+            if self.block != "feedback":
+                raise ValueError(f"align needs block='feedback' (latents to align), got block={self.block!r}")
+        if self.curriculum and not (self.caption and self.block == "feedback"):
+            raise ValueError(
+                f"curriculum needs caption=True and block='feedback' (a caption that gives way to latents), got "
+                f"caption={self.caption!r}, block={self.block!r}"
+            )
+        return self
+
+
+BLOCKS = ("none", "feedback", "pause")
+"""What a recipe puts between the prompt and the answer (:attr:`Variant.block`)."""
 
 
 VARIANTS = {
@@ -94,6 +119,9 @@ class Config:
       intermediate_size: the decoder MLP's width.
       vision_depth: the vision tower's blocks.
       vision_width: the vision tower's width.
+      rope_theta: the base of the decoder's multimodal rotary frequencies. A grid's rows and columns are told
+        apart by the lowest frequencies (MRoPE gives the width its last section), so a small grid needs a small
+        base: at 10000 and 16-wide heads, columns 0 and 3 differ by under 0.01 radian.
       n_latents: latents a block holds (the last curriculum stage's).
       train: the optimiser's budget and schedule (:class:`tokdyn.train.optim.Config`).
       batch_size: instances a step, drawn with replacement from the pool.
@@ -112,6 +140,7 @@ class Config:
     intermediate_size: int = 96
     vision_depth: int = 2
     vision_width: int = 32
+    rope_theta: float = 10000.0
     n_latents: int = 4
     train: optim.Config = optim.Config(steps=600, steps_per_call=100, warmup=50, decay="cosine", clip_norm=1.0)
     batch_size: int = 32
@@ -144,6 +173,7 @@ class Config:
         ):
             _checks.positive_int(name, getattr(self, name))
         _checks.seed("root_seed", self.root_seed)
+        _checks.real("rope_theta", self.rope_theta, low=0.0, low_open=True)
         if self.heads % self.kv_heads:
             raise ValueError(f"heads must be a multiple of kv_heads, got heads={self.heads}, kv_heads={self.kv_heads}")
         if self.hidden_size % self.heads or (self.hidden_size // self.heads) % 8:
@@ -183,10 +213,23 @@ class Hparams:
         return self
 
 
-def variant(name: str) -> Variant:
-    """The recipe ``name`` (:data:`VARIANTS`); a ValueError naming them otherwise."""
-    _checks.choice("variant", name, VARIANTS)
-    return VARIANTS[name]
+def variant(recipe) -> Variant:
+    """The recipe ``recipe``: a name of :data:`VARIANTS` or a :class:`Variant` (checked); a ValueError/TypeError
+    naming the argument otherwise."""
+    if isinstance(recipe, Variant):
+        return recipe.validate()
+    if not isinstance(recipe, str):
+        raise TypeError(f"recipe must be a name of VARIANTS or a Variant, got {type(recipe).__name__}")
+    _checks.choice("recipe", recipe, VARIANTS)
+    return VARIANTS[recipe]
+
+
+def recipe_name(recipe) -> str:
+    """What messages and progress call ``recipe``: its name, or ``"custom"`` for a :class:`Variant` that is
+    not one of :data:`VARIANTS`."""
+    if isinstance(recipe, str):
+        return recipe
+    return next((k for k, v in VARIANTS.items() if v == recipe), "custom")
 
 
 @functools.lru_cache(maxsize=1)
@@ -218,6 +261,7 @@ def model_config(cfg: Config) -> qwen2_5_vl.Config:
         num_attention_heads=cfg.heads,
         num_key_value_heads=cfg.kv_heads,
         mrope_section=sections,
+        rope_theta=float(cfg.rope_theta),
     )
     return checkpoint_lib.model_config(tok, vision, text)
 
@@ -232,10 +276,10 @@ def latent_mode(cfg: Config) -> latent_lib.LatentMode:
     return latent_lib.LatentMode(*tokenizer_lib.LATENT_TOKENS, cfg.n_latents).resolve(tokenizer())
 
 
-def stages(cfg: Config, name: str) -> list[tuple[int, int, int]]:
-    """``(n_latents, caption tokens dropped, steps)`` of each stage of recipe ``name`` (one stage without a
+def stages(cfg: Config, recipe: str | Variant) -> list[tuple[int, int, int]]:
+    """``(n_latents, caption tokens dropped, steps)`` of each stage of ``recipe`` (one stage without a
     curriculum); stage boundaries fall on multiples of ``steps_per_call``."""
-    v = variant(name)
+    v = variant(recipe)
     if not v.curriculum:
         return [(cfg.n_latents if v.block != "none" else 0, 0, cfg.train.steps)]
     s, k = cfg.curriculum_stages, CAPTION_TOKENS
@@ -340,21 +384,21 @@ def data(cfg: Config) -> tuple[Pool, Pool]:
     )
 
 
-def layout(cfg: Config, name: str, stage: int, pool: Pool) -> vlm_training.Layout:
-    """The training layout of recipe ``name`` at ``stage`` for sequences of ``pool``'s prompts."""
-    v = variant(name)
-    n_lat, dropped, _ = stages(cfg, name)[stage]
+def layout(cfg: Config, recipe: str | Variant, stage: int, pool: Pool) -> vlm_training.Layout:
+    """The training layout of ``recipe`` at ``stage`` for sequences of ``pool``'s prompts."""
+    v = variant(recipe)
+    n_lat, dropped, _ = stages(cfg, recipe)[stage]
     tail = (CAPTION_TOKENS - dropped if v.caption else 0) + 2
     grid = (1, cfg.tasks.image_size // 14, cfg.tasks.image_size // 14)
     feed = "pause" if v.block == "pause" else "norm"
     return vlm_training.Layout(qwen2_5_vl, model_config(cfg), grid, pool.ids.shape[1], n_lat, tail, feed)
 
 
-def batch_of(cfg: Config, name: str, stage: int, pool: Pool, index) -> vlm_training.Batch:
-    """The training sequences of ``pool``'s instances ``index`` (B,) under recipe ``name`` at ``stage``
+def batch_of(cfg: Config, recipe: str | Variant, stage: int, pool: Pool, index) -> vlm_training.Batch:
+    """The training sequences of ``pool``'s instances ``index`` (B,) under ``recipe`` at ``stage``
     (traceable)."""
-    v = variant(name)
-    _, dropped, _ = stages(cfg, name)[stage]
+    v = variant(recipe)
+    _, dropped, _ = stages(cfg, recipe)[stage]
     take = lambda a: a[index]  # noqa: E731
     b = index.shape[0]
     pixels = take(pool.pixels) if v.use_image else jnp.broadcast_to(pool.blank, (b,) + pool.blank.shape)
@@ -400,9 +444,9 @@ def run_keys(key):
     return jax.random.fold_in(key, 0), key
 
 
-def _stage_trainer(cfg: Config, name: str, stage: int, pool: Pool) -> train.Trainer:
-    v = variant(name)
-    lay = layout(cfg, name, stage, pool)
+def _stage_trainer(cfg: Config, recipe: str | Variant, stage: int, pool: Pool) -> train.Trainer:
+    v = variant(recipe)
+    lay = layout(cfg, recipe, stage, pool)
     mcfg = lay.cfg
 
     def loss(params, batch, key, hp):
@@ -419,27 +463,27 @@ def _stage_trainer(cfg: Config, name: str, stage: int, pool: Pool) -> train.Trai
         cfg.train,
         init=lambda key, hp: qwen2_5_vl.params.init(key, mcfg, jnp.float32),
         loss=loss,
-        batch=lambda key, pool, step: batch_of(cfg, name, stage, pool, draw(key, pool, cfg.batch_size)),
+        batch=lambda key, pool, step: batch_of(cfg, recipe, stage, pool, draw(key, pool, cfg.batch_size)),
         keys=run_keys,
-        name=name,
+        name=recipe_name(recipe),
     )
 
 
-def trainer(cfg: Config, name: str) -> train.Curriculum:
-    """Recipe ``name``'s training: a :class:`tokdyn.train.Curriculum` of its stages (the same object for the
+def trainer(cfg: Config, recipe: str | Variant) -> train.Curriculum:
+    """``recipe``'s training: a :class:`tokdyn.train.Curriculum` of its stages (the same object for the
     same arguments, so its compilations are reused)."""
     if not isinstance(cfg, Config):
         raise TypeError(f"cfg must be a tokdyn.models.organism.training.Config, got {type(cfg).__name__}")
     cfg.validate()
-    variant(name)
-    return _curriculum(cfg, name)
+    variant(recipe)
+    return _curriculum(cfg, recipe)
 
 
 @functools.lru_cache(maxsize=64)
-def _curriculum(cfg: Config, name: str) -> train.Curriculum:
+def _curriculum(cfg: Config, recipe: str | Variant) -> train.Curriculum:
     pool, _ = data(cfg)
     return train.Curriculum(
-        tuple((n, _stage_trainer(cfg, name, i, pool)) for i, (_, _, n) in enumerate(stages(cfg, name)))
+        tuple((n, _stage_trainer(cfg, recipe, i, pool)) for i, (_, _, n) in enumerate(stages(cfg, recipe)))
     )
 
 
@@ -459,24 +503,24 @@ def models(cfg: Config, hparams: Hparams | None = None):
     return train.grid(seed_keys(cfg), hparams)
 
 
-def train_models(cfg: Config, name: str, hparams: Hparams | None = None, **options) -> train.Result:
-    """Train every seed x setting of recipe ``name`` in one program per stage (:func:`tokdyn.train.train_many`
+def train_models(cfg: Config, recipe: str | Variant, hparams: Hparams | None = None, **options) -> train.Result:
+    """Train every seed x setting of ``recipe`` in one program per stage (:func:`tokdyn.train.train_many`
     on the training pool; ``options`` passed on: ``checkpoint=``, ``execution=``, ``progress=`` ...)."""
     keys, hp = models(cfg, hparams)
-    return train.train_many(trainer(cfg, name), data(cfg)[0], keys, hp, **options)
+    return train.train_many(trainer(cfg, recipe), data(cfg)[0], keys, hp, **options)
 
 
-def answer_accuracy(cfg: Config, name: str, params, pool: Pool, chunk: int = 64) -> np.ndarray:
+def answer_accuracy(cfg: Config, recipe: str | Variant, params, pool: Pool, chunk: int = 64) -> np.ndarray:
     """(M, N) whether each of M models (``params`` stacked on a leading axis) puts its highest probability on
     the answer's letter of each instance of ``pool`` (teacher-forced through the recipe's sequence, its block
     the model's own fed-back latents), in chunks of ``chunk`` instances."""
-    stage = len(stages(cfg, name)) - 1
-    lay = layout(cfg, name, stage, pool)
+    stage = len(stages(cfg, recipe)) - 1
+    lay = layout(cfg, recipe, stage, pool)
     n = pool.ids.shape[0]
 
     @jax.jit
     def one(params, index):
-        batch = batch_of(cfg, name, stage, pool, index)
+        batch = batch_of(cfg, recipe, stage, pool, index)
         out = vlm_training.forward(lay, params, batch)
         first = jnp.argmax(batch.is_answer, axis=1)  # the letter: the answer's first token
         got = jnp.take_along_axis(jnp.argmax(out.logits, -1), first[:, None], 1)[:, 0]
@@ -490,17 +534,18 @@ def answer_accuracy(cfg: Config, name: str, params, pool: Pool, chunk: int = 64)
     return np.concatenate(out, axis=1)
 
 
-def save(directory: str | Path, cfg: Config, name: str, params) -> Path:
+def save(directory: str | Path, cfg: Config, recipe: str | Variant, params) -> Path:
     """One trained organism (an unstacked parameter tree) as a Hugging Face Qwen2.5-VL checkpoint
     (:func:`tokdyn.models.organism.checkpoint.write`), with ``latent_mode.json`` where its recipe writes a block
     of fed-back latents."""
     mode = None
-    if variant(name).block == "feedback":
+    if variant(recipe).block == "feedback":
         mode = latent_lib.LatentMode(*tokenizer_lib.LATENT_TOKENS, cfg.n_latents)
     return checkpoint_lib.write(directory, model_config(cfg), params, latent_mode=mode, tokenizer=tokenizer())
 
 
 __all__ = [
+    "BLOCKS",
     "CAPTION_TOKENS",
     "Config",
     "Hparams",
@@ -517,6 +562,7 @@ __all__ = [
     "make_pool",
     "model_config",
     "models",
+    "recipe_name",
     "save",
     "seed_keys",
     "stages",

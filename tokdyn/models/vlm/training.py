@@ -220,9 +220,22 @@ def _main(features):
     return jax.tree_util.tree_leaves(features)[0]
 
 
-def alignment(lay: Layout, params, batch: Batch, out: Forward, kind: str):
-    """The alignment of ``out.latents`` (B, L, D) to each row's helper image (:data:`ALIGNMENTS`); its targets
-    carry no gradient. Traced."""
+def check_alignment(kind):
+    """``kind`` if it names one of :data:`ALIGNMENTS` or is a callable ``(lay, params, batch, out) -> scalar``
+    (one's own alignment); a ValueError/TypeError naming the argument otherwise."""
+    if callable(kind) or kind in ALIGNMENTS:
+        return kind
+    if isinstance(kind, str):
+        raise ValueError(f"align must be one of {list(ALIGNMENTS)} or a callable, got {kind!r}")
+    raise TypeError(f"align must be one of {list(ALIGNMENTS)} or a callable, got {type(kind).__name__}")
+
+
+def alignment(lay: Layout, params, batch: Batch, out: Forward, kind):
+    """The alignment of ``out.latents`` (B, L, D) to each row's helper image: ``kind`` one of
+    :data:`ALIGNMENTS`, whose targets carry no gradient, or a callable ``kind(lay, params, batch, out)``
+    giving a scalar (one's own alignment; it stops the gradients it means to stop). Traced."""
+    if callable(kind):
+        return kind(lay, params, batch, out)
     sg = jax.lax.stop_gradient
     fam, cfg = lay.fam.model, lay.cfg
     plan = lay.plan
@@ -250,8 +263,8 @@ def alignment(lay: Layout, params, batch: Batch, out: Forward, kind: str):
 def losses(lay: Layout, params, batch: Batch, *, align=None, align_weight=1.0, caption_weight=1.0):
     """The total loss and its parts on one batch: the answer tokens' mean cross-entropy and their accuracy (every
     answer token the most likely), plus ``caption_weight`` times the caption tokens' mean cross-entropy where the
-    tail holds a caption, plus ``align_weight`` times the ``align`` loss (:data:`ALIGNMENTS`, static) where one is
-    named. Traced; returns ``(total, parts)``."""
+    tail holds a caption, plus ``align_weight`` times the ``align`` loss (:func:`alignment`: one of
+    :data:`ALIGNMENTS` or a callable, static) where one is given. Traced; returns ``(total, parts)``."""
     out = forward(lay, params, batch)
     ce = optax.softmax_cross_entropy_with_integer_labels(out.logits, batch.tail)  # (B, K)
     w = batch.tail_weight.astype(jnp.float32)
@@ -280,6 +293,7 @@ __all__ = [
     "Forward",
     "Layout",
     "alignment",
+    "check_alignment",
     "cosine",
     "forward",
     "groups",

@@ -23,7 +23,15 @@ DOCS = os.path.join(ROOT, "docs")
 EXAMPLE = os.path.join(ROOT, "examples", "vlm_analyses.py")
 PAGES = [
     os.path.join(DOCS, "concepts", name + ".md")
-    for name in ("latent-generation", "qwen2-5-vl", "vlm-decomposition", "vlm-mediation", "vlm-dmlr", "diagnostics")
+    for name in (
+        "latent-generation",
+        "organism-training",
+        "qwen2-5-vl",
+        "vlm-decomposition",
+        "vlm-mediation",
+        "vlm-dmlr",
+        "diagnostics",
+    )
 ] + [os.path.join(DOCS, "studies", "vlm-diagnostics.md")]
 
 
@@ -192,3 +200,20 @@ def test_the_latent_generation_page_runs_as_written(monkeypatch, capsys):
     exec(compile(code, "latent-generation.md", "exec"), {"__name__": "__page__"})  # noqa: S102
     out = capsys.readouterr().out
     assert "LatentMode(start=" in out and out.rstrip().splitlines()[-1] == "[0 0 0]"
+
+
+# trains two tiny organisms for four steps under a recipe of the page's own (one compile of the training step,
+# about 40 s on two cores): the default run has test_the_pages_code_names_what_exists over the same blocks, and
+# the recipe-as-a-value checks in test_organism_training
+@pytest.mark.full
+def test_the_organism_training_page_runs_as_written(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("tokenizers")
+    monkeypatch.chdir(tmp_path)  # the page saves a checkpoint in the working directory
+    blocks = _python_blocks(_read(os.path.join(DOCS, "concepts", "organism-training.md")))
+    # the block that opens the checkpoint in transformers runs where transformers (its processor: torchvision) is
+    opens = all(importlib.util.find_spec(m) for m in ("transformers", "torch", "torchvision"))
+    code = "\n".join(b for b in blocks if "transformers" not in b or opens)
+    exec(compile(code, "organism-training.md", "exec"), {"__name__": "__page__"})  # noqa: S102
+    out = capsys.readouterr().out
+    assert "(2, 2) ['align', 'answer_acc', 'answer_ce', 'grad_norm', 'loss']" in out
+    assert "latent_mode.json" in out and "model.safetensors" in out

@@ -100,18 +100,24 @@ def test_a_recipe_is_a_value():
 # compiles the training step through the feedback (about 40 s on two cores): the default run holds the training
 # pass to generation and its losses to their closed forms (tests/test_vlm_training.py) and the recipes'
 # sequences here; tokdyn.train's vmap over seeds is the default run's elsewhere (tests/test_train.py)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    res = T.train_models(CFG, "latent", T.Hparams(learning_rate=3e-3))
+    first = jax.tree_util.tree_map(lambda x: x[0], res.state.params)
+    return res, first, T.save(tmp_path_factory.mktemp("organism") / "latent-0", CFG, "latent", first)
+
+
 @pytest.mark.full
-def test_every_seed_trains_in_one_program_and_a_saved_organism_loads_back(tmp_path):
+def test_every_seed_trains_in_one_program_and_a_saved_organism_loads_back(trained):
     """Two seeds of the latent recipe trained together (one program a stage): finite, falling losses, seeds
     that differ; seed 0 saved as a Hugging Face checkpoint reads back through qwen2_5_vl.load with its
     parameters equal and its latent_mode.json, and generates a block in latent mode."""
-    res = T.train_models(CFG, "latent", T.Hparams(learning_rate=3e-3))
+    res, a, out = trained
     loss = np.asarray(res.curves["loss"])
     assert loss.shape == (2, 2) and np.isfinite(loss).all() and (loss[:, -1] < loss[:, 0]).all()
     p = res.state.params
-    a, b = (jax.tree_util.tree_map(lambda x, i=i: x[i], p) for i in range(2))
+    b = jax.tree_util.tree_map(lambda x: x[1], p)
     assert float(jnp.abs(a["text"]["embed"] - b["text"]["embed"]).max()) > 0
-    out = T.save(tmp_path / "organism", CFG, "latent", a)
     model = qwen2_5_vl.load(out, dtype="float32")
     for x, y in zip(jax.tree_util.tree_leaves(model.params), jax.tree_util.tree_leaves(a)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
@@ -131,3 +137,60 @@ def test_every_seed_trains_in_one_program_and_a_saved_organism_loads_back(tmp_pa
     assert (gen.block_steps[:, 0] == 0).all() and gen.latents.shape[2] == CFG.n_latents
     acc = T.answer_accuracy(CFG, "latent", p, test, chunk=4)
     assert acc.shape == (2, CFG.n_test) and set(np.unique(acc)) <= {0.0, 1.0}
+
+
+@pytest.mark.full
+def test_transformers_runs_a_trained_organism_in_latent_mode_as_tokdyn_does(trained):
+    """A trained, saved organism opened by transformers' ``Qwen2_5_VLForConditionalGeneration`` and run by the
+    latent-mode reference loop (tests/fixtures/make_qwen2_5_vl_latent.py, a block forced first, the markers
+    and size from the checkpoint's latent_mode.json): tokdyn's generation of the same rows gives its tokens,
+    and its latents within float32 rounding (the loop's own check against tokdyn on a fixture:
+    test_qwen2_5_vl_generation's reference tests)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).parent / "fixtures"
+    sys.path.insert(0, str(here))
+    try:
+        spec = importlib.util.spec_from_file_location("make_qwen2_5_vl_latent", here / "make_qwen2_5_vl_latent.py")
+        maker = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(maker)
+    finally:
+        sys.path.remove(str(here))
+    problem = maker.version_refusal(maker.installed_versions())
+    if problem:
+        pytest.skip(problem)
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    _, _, path = trained
+    mode = vlm.LatentMode.read(path).resolve(T.tokenizer())
+    hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(path), dtype="float32").eval()
+    tok = T.tokenizer()
+    eos = [tok.token_to_id(tokenizer_lib.EOS_TOKEN), T.pad_id()]
+    loop = maker.Reference(
+        hf, 1.0, eos, T.pad_id(), (mode.start, mode.end, mode.pad), mode.size, tok.token_to_id("<|image_pad|>")
+    )
+    _, test = T.data(CFG)
+    grid = np.array([T.layout(CFG, "latent", 0, test).grid])
+    steps = CFG.n_latents + 6
+    model = qwen2_5_vl.load(path, dtype="float32")
+    got = model.generate(
+        np.asarray(test.ids[:2]),
+        np.asarray(test.pixels[:2]),
+        np.repeat(grid, 2, 0),
+        np.asarray(test.mask[:2]),
+        max_new_tokens=steps,
+        latent=mode,
+        block_at=0,
+        do_sample=False,
+    )
+    for r in range(2):
+        ids = np.asarray(test.ids[r])[np.asarray(test.mask[r])].astype(np.int64)
+        tokens, blocks, _ = loop.run(ids, np.array(test.pixels[r]), grid, steps, force=True)
+        np.testing.assert_array_equal(np.asarray(got.tokens[r]), tokens)
+        want = np.asarray(blocks[0], np.float64)
+        err = np.abs(np.asarray(got.latents[r, 0], np.float64) - want).max()
+        assert err <= 1e-4 * np.abs(want).max(), err

@@ -122,6 +122,9 @@ class Config:
       rope_theta: the base of the decoder's multimodal rotary frequencies. A grid's rows and columns are told
         apart by the lowest frequencies (MRoPE gives the width its last section), so a small grid needs a small
         base: at 10000 and 16-wide heads, columns 0 and 3 differ by under 0.01 radian.
+      init_scale: the standard deviation of the initial weights (:func:`tokdyn.models.qwen2_5_vl.params.init`;
+        Qwen2.5-VL's published ``initializer_range`` is 0.02, which at this width leaves attention near
+        uniform for hundreds of steps).
       n_latents: latents a block holds (the last curriculum stage's).
       train: the optimiser's budget and schedule (:class:`tokdyn.train.optim.Config`).
       batch_size: instances a step, drawn with replacement from the pool.
@@ -141,6 +144,7 @@ class Config:
     vision_depth: int = 2
     vision_width: int = 32
     rope_theta: float = 10000.0
+    init_scale: float = 0.02
     n_latents: int = 4
     train: optim.Config = optim.Config(steps=600, steps_per_call=100, warmup=50, decay="cosine", clip_norm=1.0)
     batch_size: int = 32
@@ -174,6 +178,7 @@ class Config:
             _checks.positive_int(name, getattr(self, name))
         _checks.seed("root_seed", self.root_seed)
         _checks.real("rope_theta", self.rope_theta, low=0.0, low_open=True)
+        _checks.real("init_scale", self.init_scale, low=0.0, low_open=True)
         if self.heads % self.kv_heads:
             raise ValueError(f"heads must be a multiple of kv_heads, got heads={self.heads}, kv_heads={self.kv_heads}")
         if self.hidden_size % self.heads or (self.hidden_size // self.heads) % 8:
@@ -461,7 +466,7 @@ def _stage_trainer(cfg: Config, recipe: str | Variant, stage: int, pool: Pool) -
 
     return train.Trainer(
         cfg.train,
-        init=lambda key, hp: qwen2_5_vl.params.init(key, mcfg, jnp.float32),
+        init=lambda key, hp: qwen2_5_vl.params.init(key, mcfg, jnp.float32, cfg.init_scale),
         loss=loss,
         batch=lambda key, pool, step: batch_of(cfg, recipe, stage, pool, draw(key, pool, cfg.batch_size)),
         keys=run_keys,

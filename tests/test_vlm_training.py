@@ -112,8 +112,9 @@ def test_the_gradient_flows_through_the_fed_back_latents(setup):
 
 
 def test_the_losses_are_their_closed_forms(setup):
-    """The answer's and the caption's cross-entropies are optax's over their tokens, the answer's accuracy the
-    share of rows with every answer token most likely; the mirage and lvr alignments equal their NumPy forms
+    """The answer's and the caption's cross-entropies are optax's over their tokens, the start marker's is
+    generation's log-probability of it after the prompt, the answer's accuracy the share of rows with every
+    answer token most likely; the mirage and lvr alignments equal their NumPy forms
     on the latents and the helper images' features."""
     lay, batch, model = setup["lay"], setup["batch"], setup["model"]
     out = jax.jit(training.forward, static_argnums=0)(lay, model.params, batch)
@@ -133,7 +134,10 @@ def test_the_losses_are_their_closed_forms(setup):
     u, v = lat.mean(1), helper.mean(1)
     mirage = np.mean(1 - (u * v).sum(-1) / np.linalg.norm(u, axis=-1) / np.linalg.norm(v, axis=-1))
     assert float(parts["align"]) == pytest.approx(mirage, rel=1e-4, abs=1e-6)
-    assert float(total) == pytest.approx(ce[ans].mean() + 2.0 * ce[~ans].mean() + 0.5 * mirage, rel=1e-4)
+    # the start marker after the prompt: generation's log-probability of it at its first step
+    start = -np.asarray(setup["gen"].scores, np.float64)[:, 0, setup["mode"].start].mean()
+    assert float(parts["start_ce"]) == pytest.approx(start, rel=1e-4)
+    assert float(total) == pytest.approx(ce[ans].mean() + 2.0 * ce[~ans].mean() + 0.5 * mirage + start, rel=1e-4)
     _, lvr = losses(lay, model.params, batch, align="lvr")
     p = helper.shape[1]
     edges = [round(p * i / SIZE) for i in range(SIZE + 1)]
@@ -143,8 +147,8 @@ def test_the_losses_are_their_closed_forms(setup):
     def norm(lay_, params, batch_, out_):
         return jnp.mean(out_.latents.astype(jnp.float32) ** 2)
 
-    total2, own = losses(lay, model.params, batch, align=norm, align_weight=3.0)
-    assert float(own["align"]) == pytest.approx((lat**2).mean(), rel=1e-4)
+    total2, own = losses(lay, model.params, batch, align=norm, align_weight=3.0, start_weight=None)
+    assert float(own["align"]) == pytest.approx((lat**2).mean(), rel=1e-4) and "start_ce" not in own
     assert float(total2) == pytest.approx(ce[ans].mean() + ce[~ans].mean() + 3.0 * (lat**2).mean(), rel=1e-4)
     with pytest.raises(ValueError, match="align must be one of"):
         training.check_alignment("mirrage")

@@ -200,12 +200,15 @@ class Hparams:
       weight_decay: AdamW's decoupled weight decay.
       align_weight: the alignment loss's weight (latent_mirage, latent_lvr, latent_monet).
       caption_weight: the caption's cross-entropy weight (text, coconut).
+      start_weight: the start marker's cross-entropy weight (the recipes that feed latents back: the model
+        learns to open its block after the prompt, so ``--latents generated`` finds one).
     """
 
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     align_weight: float = 1.0
     caption_weight: float = 1.0
+    start_weight: float = 1.0
 
     def validate(self) -> "Hparams":
         """Every host value finite and >= 0 (the learning rate > 0); ValueError naming it."""
@@ -462,6 +465,7 @@ def _stage_trainer(cfg: Config, recipe: str | Variant, stage: int, pool: Pool) -
             align=v.align,
             align_weight=hp.align_weight,
             caption_weight=hp.caption_weight if v.caption else None,
+            start_weight=hp.start_weight,
         )
 
     return train.Trainer(

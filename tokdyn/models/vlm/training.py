@@ -13,13 +13,15 @@ A training sequence, per row (every row of one layout, :class:`Layout`)::
   every fed-back state (``feed="pause"``: the pad token's embedding at each slot, no feedback: the markers-only
   baseline); then the end marker;
 - the tail is teacher-forced in one chunk: its logits predict each tail token from the one before (the first
-  from the end marker, or from the prompt's last token without a block).
+  from the end marker, or from the prompt's last token without a block); with fed-back latents the prompt's
+  last token predicts the start marker (the model learns to open its block itself).
 
 Positions continue the prompt's, one per token, latent steps included, as generation runs them: a model trained
 here generates what it was trained on (a test holds the latents and the answer's logits equal to
 :func:`tokdyn.models.vlm.generation.generate` with the block forced after the prompt).
 
-The losses (:func:`losses`): the cross-entropy of the answer's tokens, of the caption's (the ``text`` recipe and
+The losses (:func:`losses`): the cross-entropy of the answer's tokens, of the start marker (with fed-back
+latents), of the caption's (the ``text`` recipe and
 a curriculum's remaining caption), and the alignment of the latents to a helper image's visual features
 (:data:`ALIGNMENTS`), each a mean over the tokens or latents of the batch; the alignment's targets carry no
 gradient.
@@ -131,11 +133,13 @@ def visual(lay: Layout, params, pixels):
 class Forward:
     """What :func:`forward` hands back: ``latents`` (B, L, D) the fed-back inputs of the block (empty without
     one), ``logits`` (B, K, vocab) float32 each tail token's prediction, ``image`` the images' features per row
-    (the family's, leading axis B)."""
+    (the family's, leading axis B), ``opening`` (B, vocab) float32 the prediction after the prompt (where a
+    model trained with a block learns to open it: :func:`losses`' ``start_ce``)."""
 
     latents: jax.Array
     logits: jax.Array
     image: object
+    opening: jax.Array
 
 
 def forward(lay: Layout, params, batch: Batch) -> Forward:
@@ -196,8 +200,10 @@ def forward(lay: Layout, params, batch: Batch) -> Forward:
             preds = jnp.concatenate([last[:, None], h], axis=1)
         else:
             preds = last[:, None]
-    logits = fam.output_head(cfg, params, fam.final_norm(cfg, params, preds)).astype(jnp.float32)
-    return Forward(latents, logits, per_row)
+    head = lambda s: fam.output_head(cfg, params, fam.final_norm(cfg, params, s)).astype(jnp.float32)  # noqa: E731
+    opening = head(last[:, None])[:, 0] if n_lat else None
+    logits = head(preds)
+    return Forward(latents, logits, per_row, logits[:, 0] if opening is None else opening)
 
 
 def groups(x, n: int):
@@ -260,10 +266,12 @@ def alignment(lay: Layout, params, batch: Batch, out: Forward, kind):
     raise ValueError(f"alignment must be one of {list(ALIGNMENTS)}, got {kind!r}")
 
 
-def losses(lay: Layout, params, batch: Batch, *, align=None, align_weight=1.0, caption_weight=1.0):
+def losses(lay: Layout, params, batch: Batch, *, align=None, align_weight=1.0, caption_weight=1.0, start_weight=1.0):
     """The total loss and its parts on one batch: the answer tokens' mean cross-entropy and their accuracy (every
-    answer token the most likely), plus ``caption_weight`` times the caption tokens' mean cross-entropy where the
-    tail holds a caption, plus ``align_weight`` times the ``align`` loss (:func:`alignment`: one of
+    answer token the most likely), plus ``start_weight`` times the start marker's cross-entropy after the prompt
+    where the layout feeds latents back (``start_ce``: the model learns to open its block, as latent-mode
+    generation lets it; None: not trained), plus ``caption_weight`` times the caption tokens' mean cross-entropy
+    where the tail holds a caption, plus ``align_weight`` times the ``align`` loss (:func:`alignment`: one of
     :data:`ALIGNMENTS` or a callable, static) where one is given. Traced; returns ``(total, parts)``."""
     out = forward(lay, params, batch)
     ce = optax.softmax_cross_entropy_with_integer_labels(out.logits, batch.tail)  # (B, K)
@@ -274,6 +282,14 @@ def losses(lay: Layout, params, batch: Batch, *, align=None, align_weight=1.0, c
     right = (jnp.argmax(out.logits, -1) == batch.tail) | (ans == 0)
     parts = {"answer_ce": answer_ce, "answer_acc": jnp.mean(jnp.all(right, axis=-1).astype(jnp.float32))}
     total = answer_ce
+    if lay.n_latents and lay.feed == "norm" and start_weight is not None:
+        start_ce = jnp.mean(
+            optax.softmax_cross_entropy_with_integer_labels(
+                out.opening, jnp.broadcast_to(batch.markers[0], out.opening.shape[:1])
+            )
+        )
+        parts["start_ce"] = start_ce
+        total = total + start_weight * start_ce
     if lay.tail and caption_weight is not None:
         caption_ce = jnp.sum(ce * cap) / jnp.maximum(cap.sum(), 1.0)
         parts["caption_ce"] = caption_ce

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -226,7 +227,7 @@ class ImageProcessor:
         if isinstance(resample, bool) or resample != BICUBIC:
             raise ValueError(f"{source}: resample is {resample!r}; expected {BICUBIC} (Pillow's bicubic filter)")
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        check_settings(_Settings({**defaults, **kw}), f"{source}: ")
+        check_settings(SimpleNamespace(**{**defaults, **kw}), f"{source}: ")
         return cls(**kw)
 
     @classmethod
@@ -287,10 +288,3 @@ class ImageProcessor:
             rows.append(pixels)
             grids.append(grid)
         return {"pixel_values": np.concatenate(rows, axis=0), "image_grid_thw": np.asarray(grids, np.int64)}
-
-
-class _Settings:
-    """Attribute access over a dict of settings (checked before a dataclass is built of them)."""
-
-    def __init__(self, values: dict):
-        self.__dict__.update(values)

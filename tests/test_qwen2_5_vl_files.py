@@ -376,6 +376,14 @@ def test_tokenizer_and_processor_files_are_named(tmp_path):
     edit_json(ckpt / "preprocessor_config.json", _set("image_std", value=[0.2, 0.0, 0.2]))
     with pytest.raises(ValueError, match=r"image_std is \(0\.2, 0\.0, 0\.2\); expected three finite numbers > 0"):
         vlm.Chat.load(ckpt)
+    edit_json(ckpt / "preprocessor_config.json", _set("image_std", value=[0.2, 0.2, 0.2]))
+    edit_json(ckpt / "preprocessor_config.json", _set("resample", value=2))  # bilinear: not transformers' pixels
+    with pytest.raises(ValueError, match=r"preprocessor_config\.json: resample is 2; expected 3 \(Pillow's bicubic"):
+        vlm.Chat.load(ckpt)
+    edit_json(ckpt / "preprocessor_config.json", _set("resample", value=3))
+    edit_json(ckpt / "preprocessor_config.json", _set("do_convert_rgb", value=False))
+    with pytest.raises(ValueError, match=r"preprocessor_config\.json: do_convert_rgb is false; .* not supported"):
+        vlm.Chat.load(ckpt)
 
 
 def test_answers_the_tokenizer_cannot_spell_are_refused():

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -226,7 +227,7 @@ class ImageProcessor:
         if isinstance(resample, bool) or resample != BICUBIC:
             raise ValueError(f"{source}: resample is {resample!r}; expected {BICUBIC} (Pillow's bicubic filter)")
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-        check_settings(_Settings({**defaults, **kw}), f"{source}: ")
+        check_settings(SimpleNamespace(**{**defaults, **kw}), f"{source}: ")
         return cls(**kw)
 
     @classmethod
@@ -261,11 +262,17 @@ class ImageProcessor:
         ``patch_size * merge_size``)."""
         return smart_resize(height, width, self.patch_size * self.merge_size, self.min_pixels, self.max_pixels)
 
+    def patchify(self, image: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """A normalised (C, H, W) float32 image as ``pixel_values`` rows and its ``[1, rows, columns]`` grid
+        (:func:`~tokdyn.models.blocks.images.patchify` with this processor's ``patch_size``, ``merge_size``
+        and ``temporal_patch_size``)."""
+        return patchify(image, self.patch_size, self.merge_size, self.temporal_patch_size)
+
     def __call__(self, images) -> dict[str, np.ndarray]:
         """``{"pixel_values": (patches, patch_dim) float32, "image_grid_thw": (images, 3) int64}`` of a list of
         images (PIL images or uint8 arrays, :func:`as_rgb`; one image alone is taken as a list of one): each
         resized (:meth:`target_size`), scaled by ``rescale_factor`` in float64 and cast to float32 (as
-        ``transformers`` rescales), normalised in float32 and cut into rows (:func:`patchify`)."""
+        ``transformers`` rescales), normalised in float32 and cut into rows (:meth:`patchify`)."""
         if not isinstance(images, (list, tuple)):
             images = [images]
         if not images:
@@ -277,14 +284,7 @@ class ImageProcessor:
             arr = as_rgb(image, f"images[{i}]")
             arr = resize(arr, *self.target_size(*arr.shape[:2]))
             scaled = (arr.transpose(2, 0, 1).astype(np.float64) * self.rescale_factor).astype(np.float32)
-            pixels, grid = patchify((scaled - mean) / std, self.patch_size, self.merge_size, self.temporal_patch_size)
+            pixels, grid = self.patchify((scaled - mean) / std)
             rows.append(pixels)
             grids.append(grid)
         return {"pixel_values": np.concatenate(rows, axis=0), "image_grid_thw": np.asarray(grids, np.int64)}
-
-
-class _Settings:
-    """Attribute access over a dict of settings (checked before a dataclass is built of them)."""
-
-    def __init__(self, values: dict):
-        self.__dict__.update(values)

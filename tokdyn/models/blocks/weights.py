@@ -12,6 +12,10 @@ raw little-endian arrays: NumPy maps them, bfloat16 through ``ml_dtypes``, so no
 checkpoint loads), put it in the tree's layout and place it on the devices (sharded over a ``Mesh`` when one
 is given), building the tree with :func:`insert` and stacking repeated layers with :func:`stack`.
 
+A header is held to the safetensors format as the ``safetensors`` package reads it: the tensors' byte ranges
+cover the data once, in order, with no hole, no overlap and nothing after the last (a file that breaks this
+is damaged, or built to be read two ways), no name twice, and ``__metadata__`` an object of strings.
+
 A tensor stored in one 16-bit format while the configuration names the other (float16 against bfloat16) is
 refused: the same bits read as the other format are other numbers.
 """
@@ -116,11 +120,29 @@ def linear(name: str, path: tuple, n_in: tuple[int, str], n_out: tuple[int, str]
     return out
 
 
+def _once(path: Path):
+    """A ``json.loads`` hook that refuses a name given twice in one object (the safetensors format forbids it;
+    JSON readers keep one of the two silently)."""
+
+    def pairs(items: list) -> dict:
+        seen: set = set()
+        for key, _ in items:
+            if key in seen:
+                raise ValueError(f"{path}: its safetensors header names {key!r} twice; expected each name once")
+            seen.add(key)
+        return dict(items)
+
+    return pairs
+
+
 def read_header(path: str | Path) -> dict[str, Tensor]:
     """The tensors the safetensors file at ``path`` holds, from its header alone, checked against the file:
-    the header's length fits the file (and :data:`MAX_HEADER_BYTES`), the header is a JSON object, every
-    tensor has a known dtype, a shape of non-negative integers and a byte range of the size they imply that
-    lies inside the file. A ValueError naming the file (and the tensor) otherwise; nothing else is read."""
+    the header's length fits the file (and :data:`MAX_HEADER_BYTES`), the header is a JSON object naming each
+    tensor once, ``__metadata__`` (when there is one) maps strings to strings, every tensor has a known dtype,
+    a shape of non-negative integers and a byte range of the size they imply that lies inside the file, and
+    the ranges cover the data once, in order (no hole, no overlap, no byte after the last): the format as the
+    ``safetensors`` package reads it. A ValueError naming the file (and the tensor, its value and what is
+    allowed) otherwise; nothing else is read."""
     path = Path(path)
     size = path.stat().st_size
     with open(path, "rb") as f:
@@ -135,15 +157,20 @@ def read_header(path: str | Path) -> dict[str, Tensor]:
             )
         raw = f.read(n)
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_once(path))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: its safetensors header is not JSON ({e}); the file is damaged") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path}: its safetensors header is not a JSON object")
     data = size - 8 - n
-    out = {}
+    out, spans = {}, []
     for name, info in header.items():
         if name == "__metadata__":
+            if not isinstance(info, dict):
+                raise ValueError(f"{path}: its __metadata__ is {info!r}; expected an object of strings")
+            for key, value in info.items():
+                if not isinstance(value, str):
+                    raise ValueError(f"{path}: __metadata__[{key!r}] is {value!r}; expected a string")
             continue
         where = f"{path}: tensor {name!r}"
         if not isinstance(info, dict):
@@ -167,6 +194,25 @@ def read_header(path: str | Path) -> dict[str, Tensor]:
                 f"{data:,} bytes"
             )
         out[name] = Tensor(name, path, dtype, tuple(shape), 8 + n + offsets[0])
+        spans.append((offsets[0], offsets[1], name))
+    end, last = 0, None
+    for begin, stop, name in sorted(spans):
+        if begin != end:
+            if begin < end:
+                how = f"overlaps tensor {last!r}, which ends at byte {end:,}"
+            else:
+                how = f"leaves the bytes from {end:,} to {begin:,} to no tensor"
+            raise ValueError(
+                f"{path}: tensor {name!r} has data_offsets {[begin, stop]}, which {how}; expected it to begin at "
+                f"byte {end:,} (the tensors cover the data once, in order: a damaged file, or one built to be read "
+                "two ways)"
+            )
+        end, last = stop, name
+    if end != data:
+        raise ValueError(
+            f"{path}: its tensors end at byte {end:,} of the data, which holds {data:,} bytes: {data - end:,} bytes "
+            "that no tensor holds (expected none: a damaged file, or one built to be read two ways)"
+        )
     return out
 
 
@@ -246,6 +292,7 @@ def match(
     family: str = "the model",
     ignored: tuple[str, ...] = (),
     dtype: str | None = None,
+    dtype_field: str = "dtype",
     unknown: str = "error",
     layout: str = LAYOUT,
 ) -> Plan:
@@ -255,7 +302,8 @@ def match(
     Each tensor's name is taken to its ``canonical`` form (a family's published name) first; then every
     parameter's tensor must be present once, of the shape its entry states (the error names the
     configuration's field an axis comes from), stored as a float, and in the 16-bit format ``dtype`` names
-    when it names one (``"float16"`` or ``"bfloat16"``: the configuration's ``dtype``). Tensors that map to no
+    when it names one (``"float16"`` or ``"bfloat16"``: the configuration's dtype, read from ``config.json``'s
+    field ``dtype_field``, which the message names: ``"dtype"``, or the older ``"torch_dtype"``). Tensors that map to no
     parameter (names in ``ignored`` excepted, such as a tied output head) are refused (``unknown="error"``:
     their count and the first five named, ``family`` naming the model) or left out (``unknown="ignore"``).
     Returns the :class:`Plan`.
@@ -298,9 +346,9 @@ def match(
             )
         if stated and t.dtype in ("F16", "BF16") and t.dtype != stated:
             raise ValueError(
-                f"tensor {t.name!r} in {t.file.name} is stored as {t.dtype} but config.json's dtype is "
+                f"tensor {t.name!r} in {t.file.name} is stored as {t.dtype} but config.json's {dtype_field} is "
                 f"{dtype!r}: float16 and bfloat16 share a size, not a meaning (the same bits read as the other "
-                "are other numbers). Fix the label that is wrong: the dtype, or the tensors'"
+                f"are other numbers). Fix the label that is wrong: {dtype_field}, or the tensors' dtype"
             )
         plan.append((e, t))
     return Plan(tuple(plan), tuple(extra))

@@ -12,50 +12,45 @@ three non-negative integers summing to half the head width, and the special toke
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import numbers
 from pathlib import Path
+from types import SimpleNamespace
 
-from tokdyn.models.blocks.mlp import ACTIVATIONS
+from tokdyn.models.blocks.fields import (
+    DTYPE_NAMES,
+    activation_name,
+    dtype_of,
+    eos_ids,
+    fields_of,
+    flag,
+    integer,
+    integers,
+    positive_number,
+    read_config,
+    read_json,
+    sizes,
+)
 
-DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
-"""The values ``config.json``'s ``torch_dtype`` (or ``dtype``) may take: the dtype the weights were saved in."""
+__all__ = [
+    "DTYPE_NAMES",
+    "Config",
+    "TextConfig",
+    "VisionConfig",
+    "activation_name",
+    "check_config",
+    "check_text",
+    "check_vision",
+    "from_dict",
+    "integer",
+    "integers",
+    "positive_number",
+    "read",
+    "read_json",
+    "sizes",
+]
 
-
-def integer(where: str, value, minimum: int = 1) -> int:
-    """``value`` as an int when it is an integer (not a bool, a float or a string) of at least ``minimum``;
-    a ValueError naming ``where`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{where} is {value!r} ({type(value).__name__}); expected an integer >= {minimum}")
-    if value < minimum:
-        raise ValueError(f"{where} is {value!r}; expected an integer >= {minimum}")
-    return int(value)
-
-
-def positive_number(where: str, value) -> float:
-    """``value`` as a float when it is a finite number > 0 (not a bool or a string); a ValueError naming
-    ``where`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{where} is {value!r}; expected a finite number > 0")
-    return float(value)
-
-
-def integers(where: str, value, minimum: int = 0, length: int | None = None) -> tuple[int, ...]:
-    """``value`` (a list or tuple) as a tuple of integers of at least ``minimum`` (``length`` of them when
-    given); a ValueError naming ``where`` and the element otherwise."""
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"{where} is {value!r}; expected a list of integers")
-    if length is not None and len(value) != length:
-        raise ValueError(f"{where} is {list(value)!r}; expected {length} integers")
-    return tuple(integer(f"{where}[{i}]", v, minimum) for i, v in enumerate(value))
-
-
-def activation_name(where: str, value) -> str:
-    """``value`` when it names an activation tokdyn has (:data:`tokdyn.models.blocks.mlp.ACTIVATIONS`)."""
-    if value not in ACTIVATIONS:
-        raise ValueError(f"{where} is {value!r}; expected one of {sorted(ACTIVATIONS)}")
-    return value
+FAMILY = "Qwen2.5-VL"
+"""The family's name, for messages."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,8 +207,7 @@ def check_text(t: TextConfig, where: str = "TextConfig.") -> None:
     positive_number(where + "rms_norm_eps", t.rms_norm_eps)
     positive_number(where + "rope_theta", t.rope_theta)
     activation_name(where + "hidden_act", t.hidden_act)
-    if not isinstance(t.tie_word_embeddings, bool):
-        raise ValueError(f"{where}tie_word_embeddings is {t.tie_word_embeddings!r}; expected true or false")
+    flag(where + "tie_word_embeddings", t.tie_word_embeddings)
     if t.hidden_size % t.num_attention_heads or (t.hidden_size // t.num_attention_heads) % 2:
         raise ValueError(
             f"{where}hidden_size={t.hidden_size} and num_attention_heads={t.num_attention_heads}: the width must "
@@ -249,18 +243,6 @@ def check_config(cfg: Config, where: str = "Config.", text_where: str | None = N
         )
 
 
-def read_json(path: Path, what: str = "a JSON object") -> dict:
-    """The JSON object in the file at ``path``; a ValueError naming the file when it is not UTF-8 JSON or not
-    an object (``what`` says what it should hold)."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a JSON file ({e}); expected {what}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected {what}, got a JSON {type(raw).__name__}")
-    return raw
-
-
 def _section(raw: dict, name: str, source: str, required: bool) -> dict:
     value = raw.get(name)
     if value is None and not required:
@@ -291,29 +273,6 @@ def _rope(d: dict, where: str) -> dict:
     return out
 
 
-def _fields(cls, values: dict, where: str, renames: dict[str, str] | None = None) -> dict:
-    """The fields of ``cls`` found in ``values`` (lists as tuples), the defaults for the others, and a
-    ValueError naming the first required field that is missing."""
-    out = {}
-    for key, value in values.items():
-        key = (renames or {}).get(key, key)
-        if key in {f.name for f in dataclasses.fields(cls)}:
-            out[key] = tuple(value) if isinstance(value, list) else value
-    for f in dataclasses.fields(cls):
-        if f.name not in out:
-            if f.default is dataclasses.MISSING:
-                raise ValueError(f"{where}{f.name} is missing: a Qwen2.5-VL configuration states it")
-            out[f.name] = f.default
-    return out
-
-
-def _eos(value, where: str) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    values = value if isinstance(value, list) else [value]
-    return tuple(integer(f"{where}eos_token_id", v, 0) for v in values)
-
-
 def from_dict(raw: dict, source: str = "config.json") -> Config:
     """A :class:`Config` from the parsed ``config.json`` of a Qwen2.5-VL checkpoint (``source`` names the file
     in errors): a ValueError naming the file, the field, its value and what is allowed when one is wrong."""
@@ -335,67 +294,29 @@ def from_dict(raw: dict, source: str = "config.json") -> Config:
     vwhere = f"{source}: vision_config."
     tprefix = "text_config." if nested else ""
     twhere = f"{source}: {tprefix}"
-    vision = _fields(VisionConfig, vision_raw, vwhere, {"spatial_patch_size": "patch_size"})
+    vision = fields_of(VisionConfig, vision_raw, vwhere, FAMILY, {"spatial_patch_size": "patch_size"})
     if "patch_size" in vision_raw:
         vision["patch_size"] = vision_raw["patch_size"]
     vision.update(_rope(vision_raw, vwhere))
     text_raw.setdefault("num_key_value_heads", text_raw.get("num_attention_heads"))  # no grouping by default
-    text = _fields(TextConfig, text_raw, twhere)
+    text = fields_of(TextConfig, text_raw, twhere, FAMILY)
     text.update(_rope(text_raw, twhere))
     tie = raw.get("tie_word_embeddings", text_raw.get("tie_word_embeddings", False))
     text["tie_word_embeddings"] = tie
-    check_vision(_Fields(vision), vwhere)
-    check_text(_Fields(text), twhere)
+    check_vision(SimpleNamespace(**vision), vwhere)
+    check_text(SimpleNamespace(**text), twhere)
     ids = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
     top = {f.name: raw.get(f.name, f.default) for f in dataclasses.fields(Config) if f.name in ids}
-    top["eos_token_id"] = _eos(text_raw.get("eos_token_id"), f"{source}: {origin.get('eos_token_id', '')}")
-    top["dtype"] = raw.get("dtype", raw.get("torch_dtype", text_raw.get("dtype", text_raw.get("torch_dtype"))))
+    top["eos_token_id"] = eos_ids(text_raw.get("eos_token_id"), f"{source}: {origin.get('eos_token_id', '')}")
+    top["dtype"] = dtype_of(raw, nested)
     vision_cfg, text_cfg = VisionConfig(**vision), TextConfig(**text)
     top.update(vision=vision_cfg, text=text_cfg)
-    check_config(_Fields(top), f"{source}: ", f"{source}: {origin.get('eos_token_id', '')}")
+    check_config(SimpleNamespace(**top), f"{source}: ", f"{source}: {origin.get('eos_token_id', '')}")
     return Config(**top)
-
-
-class _Fields:
-    """Attribute access over a dict of fields (the values checked before a dataclass is built of them)."""
-
-    def __init__(self, values: dict):
-        self.__dict__.update(values)
-
-
-def sizes(cfg: Config) -> dict:
-    """The sizes a study's time and memory estimates read (:mod:`tokdyn.models.families`): the decoder's
-    ``layers``, ``heads``, ``kv`` (key/value heads), ``width``, ``ffn`` (the gated MLP's width) and ``vocab``,
-    and the vision tower's ``v_depth``, ``v_width`` and ``v_ffn``."""
-    t, v = cfg.text, cfg.vision
-    return dict(
-        layers=t.num_hidden_layers,
-        heads=t.num_attention_heads,
-        kv=t.num_key_value_heads,
-        width=t.hidden_size,
-        ffn=t.intermediate_size,
-        vocab=t.vocab_size,
-        v_depth=v.depth,
-        v_width=v.hidden_size,
-        v_ffn=v.intermediate_size,
-    )
 
 
 def read(directory: str | Path) -> Config:
     """The :class:`Config` of the checkpoint directory ``directory``: its ``config.json``, and the stop tokens of
-    its ``generation_config.json`` when it has one (each id a non-negative integer)."""
-    path = Path(directory) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no config.json in {str(directory)!r}: a Qwen2.5-VL checkpoint directory in the Hugging Face layout "
-            "holds config.json and model.safetensors (or model-0000i-of-0000n.safetensors with "
-            "model.safetensors.index.json)"
-        )
-    cfg = from_dict(read_json(path, "a Qwen2.5-VL configuration (an object)"), str(path))
-    generation = Path(directory) / "generation_config.json"
-    if generation.is_file():  # the stop tokens generation uses, where the checkpoint states them
-        raw = read_json(generation, "generation settings (an object)")
-        eos = _eos(raw.get("eos_token_id"), f"{generation}: ")
-        if eos:
-            cfg = dataclasses.replace(cfg, eos_token_id=eos)
-    return cfg
+    its ``generation_config.json`` when it has one (each id a non-negative integer;
+    :func:`tokdyn.models.blocks.fields.read_config`)."""
+    return read_config(directory, from_dict, FAMILY)

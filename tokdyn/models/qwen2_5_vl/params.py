@@ -14,46 +14,34 @@ stacked along a leading axis, each run scanned.
 
 Linear layers hold ``{"kernel": (in, out), "bias": (out,)}`` (the checkpoint's ``weight`` transposed); the
 3D patch embedding's convolution (stride = kernel) is the linear layer it equals, over ``pixel_values``' rows.
-:func:`layout` lists every tensor with its checkpoint name, its tree path and its shape on disk.
+:func:`layout` lists every tensor with its checkpoint name, its tree path and its shape on disk, as
+:class:`~tokdyn.models.blocks.weights.Entry` values; the tree is built from them by the shared
+:mod:`tokdyn.models.blocks.weights` (:class:`Entry`, :func:`to_tree`, :func:`insert`, :func:`stack` and
+:func:`count` are its names).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from tokdyn.models.blocks.weights import Entry, count, insert, linear, stack, to_tree
 from tokdyn.models.qwen2_5_vl.config import Config, VisionConfig
 
-
-@dataclasses.dataclass(frozen=True)
-class Entry:
-    """One tensor of the checkpoint.
-
-    Attributes:
-        name: its name in the checkpoint (the published layout, ``model.layers.0...``, ``visual.blocks.0...``).
-        path: where it goes in the parameter tree (keys and list indices).
-        shape: its shape on disk.
-        kind: ``"linear"`` (transposed to (in, out)), ``"conv"`` (flattened to (in, out)) or ``"plain"``.
-        dims: the configuration's fields each axis of ``shape`` comes from (``"vocab_size"``,
-            ``"vision_config.hidden_size"``, ...), for errors that name the field a checkpoint disagrees with.
-    """
-
-    name: str
-    path: tuple
-    shape: tuple[int, ...]
-    kind: str = "plain"
-    dims: tuple[str, ...] = ()
-
-
-def _linear(name: str, path: tuple, n_in, n_out, bias: bool) -> Iterator[Entry]:
-    """A linear layer's weight (and bias); ``n_in``/``n_out`` are ``(size, the field it comes from)``."""
-    yield Entry(f"{name}.weight", (*path, "kernel"), (n_out[0], n_in[0]), "linear", (n_out[1], n_in[1]))
-    if bias:
-        yield Entry(f"{name}.bias", (*path, "bias"), (n_out[0],), "plain", (n_out[1],))
+__all__ = [
+    "ALIASES",
+    "Entry",
+    "block_runs",
+    "canonical",
+    "count",
+    "init",
+    "insert",
+    "layout",
+    "stack",
+    "stack_layers",
+    "stacked",
+    "to_tree",
+]
 
 
 def layout(cfg: Config) -> list[Entry]:
@@ -82,15 +70,15 @@ def layout(cfg: Config) -> list[Entry]:
         out.append(Entry(f"{pre}.norm1.weight", (*path, "norm1"), (v.hidden_size,), dims=(vw[1],)))
         out.append(Entry(f"{pre}.norm2.weight", (*path, "norm2"), (v.hidden_size,), dims=(vw[1],)))
         qkv = (3 * v.hidden_size, "3 x vision_config.hidden_size")
-        out += _linear(f"{pre}.attn.qkv", (*path, "attn", "qkv"), vw, qkv, True)
-        out += _linear(f"{pre}.attn.proj", (*path, "attn", "proj"), vw, vw, True)
+        out += linear(f"{pre}.attn.qkv", (*path, "attn", "qkv"), vw, qkv, True)
+        out += linear(f"{pre}.attn.proj", (*path, "attn", "proj"), vw, vw, True)
         for part in ("gate", "up"):
-            out += _linear(f"{pre}.mlp.{part}_proj", (*path, "mlp", part), vw, vmlp, True)
-        out += _linear(f"{pre}.mlp.down_proj", (*path, "mlp", "down"), vmlp, vw, True)
+            out += linear(f"{pre}.mlp.{part}_proj", (*path, "mlp", part), vw, vmlp, True)
+        out += linear(f"{pre}.mlp.down_proj", (*path, "mlp", "down"), vmlp, vw, True)
     merged = (v.hidden_size * v.spatial_merge_size**2, "vision_config.hidden_size x spatial_merge_size^2")
     out.append(Entry("visual.merger.ln_q.weight", ("vision", "merger", "norm"), (v.hidden_size,), dims=(vw[1],)))
-    out += _linear("visual.merger.mlp.0", ("vision", "merger", "fc1"), merged, merged, True)
-    out += _linear(
+    out += linear("visual.merger.mlp.0", ("vision", "merger", "fc1"), merged, merged, True)
+    out += linear(
         "visual.merger.mlp.2",
         ("vision", "merger", "fc2"),
         merged,
@@ -108,16 +96,16 @@ def layout(cfg: Config) -> list[Entry]:
         pre, path = f"model.layers.{i}", ("text", "layers", i)
         out.append(Entry(f"{pre}.input_layernorm.weight", (*path, "input_norm"), (d[0],), dims=(d[1],)))
         out.append(Entry(f"{pre}.post_attention_layernorm.weight", (*path, "post_norm"), (d[0],), dims=(d[1],)))
-        out += _linear(f"{pre}.self_attn.q_proj", (*path, "attn", "q"), d, q, True)
-        out += _linear(f"{pre}.self_attn.k_proj", (*path, "attn", "k"), d, kv, True)
-        out += _linear(f"{pre}.self_attn.v_proj", (*path, "attn", "v"), d, kv, True)
-        out += _linear(f"{pre}.self_attn.o_proj", (*path, "attn", "o"), q, d, False)
+        out += linear(f"{pre}.self_attn.q_proj", (*path, "attn", "q"), d, q, True)
+        out += linear(f"{pre}.self_attn.k_proj", (*path, "attn", "k"), d, kv, True)
+        out += linear(f"{pre}.self_attn.v_proj", (*path, "attn", "v"), d, kv, True)
+        out += linear(f"{pre}.self_attn.o_proj", (*path, "attn", "o"), q, d, False)
         for part in ("gate", "up"):
-            out += _linear(f"{pre}.mlp.{part}_proj", (*path, "mlp", part), d, mlp, False)
-        out += _linear(f"{pre}.mlp.down_proj", (*path, "mlp", "down"), mlp, d, False)
+            out += linear(f"{pre}.mlp.{part}_proj", (*path, "mlp", part), d, mlp, False)
+        out += linear(f"{pre}.mlp.down_proj", (*path, "mlp", "down"), mlp, d, False)
     out.append(Entry("model.norm.weight", ("text", "norm"), (d[0],), dims=(d[1],)))
     if not t.tie_word_embeddings:
-        out += _linear("lm_head", ("text", "lm_head"), d, vocab, False)
+        out += linear("lm_head", ("text", "lm_head"), d, vocab, False)
     return out
 
 
@@ -133,33 +121,6 @@ def canonical(name: str) -> str:
     return name
 
 
-def to_tree(entry: Entry, value):
-    """The checkpoint tensor ``value`` of ``entry`` in the layout of the parameter tree."""
-    if entry.kind == "linear":
-        return value.T
-    if entry.kind == "conv":
-        return value.reshape(value.shape[0], -1).T
-    return value
-
-
-def insert(tree: dict, path: tuple, value) -> None:
-    """Put ``value`` at ``path`` in the nested dict/list ``tree``, creating what is missing."""
-    node = tree
-    for key, nxt in zip(path[:-1], path[1:]):
-        if isinstance(node, list):
-            while len(node) <= key:
-                node.append(None)
-            if node[key] is None:
-                node[key] = [] if isinstance(nxt, int) else {}
-            node = node[key]
-        else:
-            node = node.setdefault(key, [] if isinstance(nxt, int) else {})
-    if isinstance(node, list):
-        while len(node) <= path[-1]:
-            node.append(None)
-    node[path[-1]] = value
-
-
 def block_runs(vision: VisionConfig) -> list[tuple[bool, int]]:
     """The vision blocks as runs of consecutive blocks of the same attention: ``(full attention?, length)``."""
     runs: list[tuple[bool, int]] = []
@@ -172,24 +133,9 @@ def block_runs(vision: VisionConfig) -> list[tuple[bool, int]]:
     return runs
 
 
-def stack(items: list, place=None):
-    """The trees ``items`` (of one structure) as one tree whose arrays have a leading axis, built one array
-    at a time and the items' arrays dropped as it goes (so the copies held at once are one array's);
-    ``place`` (optional) puts each stacked array where it goes."""
-    flat = [jax.tree_util.tree_flatten(item) for item in items]
-    treedef = flat[0][1]
-    columns = [leaves for leaves, _ in flat]
-    del flat
-    items.clear()
-    stacked = []
-    for j in range(len(columns[0])):
-        column = [row[j] for row in columns]
-        for row in columns:
-            row[j] = None
-        value = jnp.stack(column)
-        del column
-        stacked.append(value if place is None else place(value))
-    return jax.tree_util.tree_unflatten(treedef, stacked)
+def stacked(path: tuple) -> bool:
+    """Whether the parameter at ``path`` is one of a stack (a decoder layer's, or a vision block's)."""
+    return path[:2] in (("text", "layers"), ("vision", "blocks"))
 
 
 def stack_layers(tree: dict, cfg: Config, place=None) -> dict:
@@ -223,8 +169,3 @@ def init(key: jax.Array, cfg: Config, dtype=jnp.float32, scale: float = 0.02) ->
             value = (scale * jax.random.normal(k, entry.shape, jnp.float32)).astype(dtype)
         insert(tree, entry.path, to_tree(entry, value))
     return stack_layers(tree, cfg)
-
-
-def count(params) -> int:
-    """Number of scalars in a parameter tree."""
-    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(params)))

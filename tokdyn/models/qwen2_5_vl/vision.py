@@ -3,6 +3,8 @@ positions, blocks of windowed or full attention (RMSNorm, SwiGLU), and the merge
 
 :func:`plan` does the index arithmetic on the host from ``image_grid_thw`` (it fixes the shapes);
 :func:`encode` is the traced part (:func:`patch_features`, the blocks, then :func:`merge`, the merger).
+Attention within windows and frames is :mod:`tokdyn.models.blocks.attention`'s (:class:`Segments`,
+:func:`segments_of` and :func:`attend_within` are its names).
 """
 
 from __future__ import annotations
@@ -13,53 +15,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokdyn.models.blocks import attention, mlp, norm, rotary
+from tokdyn.models.blocks import mlp, norm, rotary
+from tokdyn.models.blocks.attention import Segments, attend_within, segments_of
 from tokdyn.models.qwen2_5_vl import params as params_lib
 from tokdyn.models.qwen2_5_vl import positions
 from tokdyn.models.qwen2_5_vl.config import VisionConfig
 
+__all__ = [
+    "NORM_EPS",
+    "Plan",
+    "Segments",
+    "attend_within",
+    "block",
+    "encode",
+    "merge",
+    "patch_features",
+    "plan",
+    "segments_of",
+]
+
 NORM_EPS = 1e-6
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass(frozen=True)
-class Segments:
-    """Consecutive segments of a sequence laid out as padded rows, so attention within each segment costs
-    the square of its own length, not of the sequence's.
-
-    Attributes:
-        gather: (segments, longest) the sequence position of each slot (0 in padding slots).
-        valid: (segments, longest) whether a slot holds a position.
-        scatter: (positions,) each position's flat slot, ``segment * longest + offset``.
-    """
-
-    gather: jax.Array
-    valid: jax.Array
-    scatter: jax.Array
-
-
-def segments_of(lengths) -> Segments:
-    """The :class:`Segments` of consecutive segments of ``lengths`` (host-side)."""
-    lengths = np.asarray(lengths, np.int64)
-    longest = int(lengths.max())
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    offsets = np.arange(longest)
-    valid = offsets[None, :] < lengths[:, None]
-    gather = np.where(valid, starts[:, None] + offsets[None, :], 0)
-    scatter = np.flatnonzero(valid.reshape(-1))
-    return Segments(
-        gather=jnp.asarray(gather, jnp.int32),
-        valid=jnp.asarray(valid),
-        scatter=jnp.asarray(scatter, jnp.int32),
-    )
-
-
-def attend_within(q: jax.Array, k: jax.Array, v: jax.Array, seg: Segments) -> jax.Array:
-    """Attention of each position (N, heads, head_dim) over the positions of its own segment only."""
-    rows = lambda x: x[seg.gather]  # (segments, longest, heads, head_dim)
-    mask = seg.valid[:, None, :] & seg.valid[:, :, None]
-    out = attention.attend(rows(q), rows(k), rows(v), mask)
-    return out.reshape(-1, *out.shape[2:])[seg.scatter]
 
 
 @jax.tree_util.register_dataclass

@@ -19,12 +19,40 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
-from tokdyn.models.blocks.fields import activation_name, flag, integer, integers, positive_number, read_json
+from tokdyn.models.blocks.fields import (
+    DTYPE_NAMES,
+    activation_name,
+    dtype_of,
+    eos_ids,
+    fields_of,
+    flag,
+    integer,
+    integers,
+    positive_number,
+    read_config,
+    sizes,
+)
 from tokdyn.models.blocks.rotary import interleaved_axes
 
-DTYPE_NAMES = ("float32", "bfloat16", "float16", "float64")
-"""The values ``config.json``'s ``dtype`` (or ``torch_dtype``) may take: the dtype the weights were saved in."""
+__all__ = [
+    "DTYPE_NAMES",
+    "MODEL_TYPES",
+    "ROPE_TYPES",
+    "Config",
+    "TextConfig",
+    "VisionConfig",
+    "check_config",
+    "check_text",
+    "check_vision",
+    "from_dict",
+    "read",
+    "sizes",
+]
+
+FAMILY = "Qwen3-VL"
+"""The family's name, for messages."""
 MODEL_TYPES = ("qwen3_vl",)
 """The ``model_type`` this family reads (Qwen3-VL-MoE, ``qwen3_vl_moe``, has other weights and is refused)."""
 ROPE_TYPES = ("default", "mrope")
@@ -285,33 +313,6 @@ def _rope(d: dict, where: str, text: bool) -> dict:
     return out
 
 
-def _fields(cls, values: dict, where: str) -> dict:
-    """The fields of ``cls`` found in ``values`` (lists as tuples), the defaults for the others, and a
-    ValueError naming the first required field that is missing."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    out = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names}
-    for f in dataclasses.fields(cls):
-        if f.name not in out:
-            if f.default is dataclasses.MISSING:
-                raise ValueError(f"{where}{f.name} is missing: a Qwen3-VL configuration states it")
-            out[f.name] = f.default
-    return out
-
-
-def _eos(value, where: str) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    values = value if isinstance(value, list) else [value]
-    return tuple(integer(f"{where}eos_token_id", v, 0) for v in values)
-
-
-class _Fields:
-    """Attribute access over a dict of fields (the values checked before a dataclass is built of them)."""
-
-    def __init__(self, values: dict):
-        self.__dict__.update(values)
-
-
 def from_dict(raw: dict, source: str = "config.json") -> Config:
     """A :class:`Config` from the parsed ``config.json`` of a Qwen3-VL checkpoint (``source`` names the file
     in errors): a ValueError naming the file, the field, its value and what is allowed when one is wrong."""
@@ -329,65 +330,29 @@ def from_dict(raw: dict, source: str = "config.json") -> Config:
     ):
         if d.get(name) not in allowed:
             raise ValueError(f"{where}{name} is {d.get(name)!r}; expected one of {[a for a in allowed if a]}")
-    vision = _fields(VisionConfig, vision_raw, vwhere)
+    vision = fields_of(VisionConfig, vision_raw, vwhere, FAMILY)
     vision.update(_rope(vision_raw, vwhere, text=False))
     text_raw = dict(text_raw)
     if text_raw.get("num_key_value_heads") is None:  # no grouping, as transformers reads it
         text_raw["num_key_value_heads"] = text_raw.get("num_attention_heads")
-    text = _fields(TextConfig, text_raw, twhere)
+    text = fields_of(TextConfig, text_raw, twhere, FAMILY)
     text.update(_rope(text_raw, twhere, text=True))
     if "tie_word_embeddings" in raw:  # the top level decides, as transformers' Qwen3VLConfig does
         text["tie_word_embeddings"] = flag(f"{source}: tie_word_embeddings", raw["tie_word_embeddings"])
-    check_vision(_Fields(vision), vwhere)
-    check_text(_Fields(text), twhere)
+    check_vision(SimpleNamespace(**vision), vwhere)
+    check_text(SimpleNamespace(**text), twhere)
     ids = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
     top = {f.name: raw.get(f.name, f.default) for f in dataclasses.fields(Config) if f.name in ids}
     eos_where = f"{source}: text_config." if "eos_token_id" in text_raw else f"{source}: "
-    top["eos_token_id"] = _eos(text_raw.get("eos_token_id", raw.get("eos_token_id")), eos_where)
-    dtype = None
-    for d in (raw, text_raw):
-        for key in ("dtype", "torch_dtype"):
-            if dtype is None and d.get(key) is not None:
-                dtype = d[key]
-    top["dtype"] = dtype
+    top["eos_token_id"] = eos_ids(text_raw.get("eos_token_id", raw.get("eos_token_id")), eos_where)
+    top["dtype"] = dtype_of(raw, text_raw)
     top.update(vision=VisionConfig(**vision), text=TextConfig(**text))
-    check_config(_Fields(top), f"{source}: ", eos_where)
+    check_config(SimpleNamespace(**top), f"{source}: ", eos_where)
     return Config(**top)
-
-
-def sizes(cfg: Config) -> dict:
-    """The sizes a study's time and memory estimates read (:mod:`tokdyn.models.families`): the decoder's
-    ``layers``, ``heads``, ``kv`` (key/value heads), ``width``, ``ffn`` (the gated MLP's width) and ``vocab``,
-    and the vision tower's ``v_depth``, ``v_width`` and ``v_ffn``."""
-    t, v = cfg.text, cfg.vision
-    return dict(
-        layers=t.num_hidden_layers,
-        heads=t.num_attention_heads,
-        kv=t.num_key_value_heads,
-        width=t.hidden_size,
-        ffn=t.intermediate_size,
-        vocab=t.vocab_size,
-        v_depth=v.depth,
-        v_width=v.hidden_size,
-        v_ffn=v.intermediate_size,
-    )
 
 
 def read(directory: str | Path) -> Config:
     """The :class:`Config` of the checkpoint directory ``directory``: its ``config.json``, and the stop tokens of
-    its ``generation_config.json`` when it has one (each id a non-negative integer)."""
-    path = Path(directory) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no config.json in {str(directory)!r}: a Qwen3-VL checkpoint directory in the Hugging Face layout "
-            "holds config.json and model.safetensors (or model-0000i-of-0000n.safetensors with "
-            "model.safetensors.index.json)"
-        )
-    cfg = from_dict(read_json(path, "a Qwen3-VL configuration (an object)"), str(path))
-    generation = Path(directory) / "generation_config.json"
-    if generation.is_file():  # the stop tokens generation uses, where the checkpoint states them
-        raw = read_json(generation, "generation settings (an object)")
-        eos = _eos(raw.get("eos_token_id"), f"{generation}: ")
-        if eos:
-            cfg = dataclasses.replace(cfg, eos_token_id=eos)
-    return cfg
+    its ``generation_config.json`` when it has one (each id a non-negative integer;
+    :func:`tokdyn.models.blocks.fields.read_config`)."""
+    return read_config(directory, from_dict, FAMILY)

@@ -24,17 +24,8 @@ class ImageProcessor(images.ImageProcessor):
     """Qwen3-VL's image processor settings (a checkpoint's ``preprocessor_config.json``), called on images:
     ``processor(images) -> {"pixel_values", "image_grid_thw"}`` as ``transformers`` gives them
     (:class:`tokdyn.models.blocks.images.ImageProcessor`; ``ImageProcessor.read(directory)`` reads and checks
-    the file, ``target_size(height, width)`` is the size an image is resized to).
-
-    Attributes:
-        min_pixels: the fewest pixels a resized image has (``size["shortest_edge"]``).
-        max_pixels: the most pixels a resized image has (``size["longest_edge"]``).
-        patch_size: spatial side of a patch.
-        temporal_patch_size: frames in a patch (an image's one frame is repeated).
-        merge_size: side of the square of patches the model merges into one token.
-        image_mean: per-channel mean subtracted after scaling to [0, 1].
-        image_std: per-channel standard deviation divided by.
-        rescale_factor: the factor that takes uint8 values to [0, 1].
+    the file, ``target_size(height, width)`` is the size an image is resized to). Its fields are the shared
+    processor's (their meaning is documented there), with Qwen3-VL's published settings as defaults.
     """
 
     min_pixels: int = 65536

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tokdyn.models.blocks import fields
+
 
 IMAGE_PAD = "<|image_pad|>"
 LETTERS = string.ascii_uppercase
@@ -403,16 +405,6 @@ def _require(name: str):
         ) from None
 
 
-def _read_json(path: Path, what: str) -> dict:
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a JSON file ({e}); expected {what}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected {what}, got a JSON {type(raw).__name__}")
-    return raw
-
-
 def read_tokenizer(path: Path):
     """The ``tokenizers.Tokenizer`` of the file at ``path``; a ValueError naming the file when the package cannot
     read it (a truncated or corrupt ``tokenizer.json``)."""
@@ -469,7 +461,7 @@ class Chat:
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer.json in {str(directory)!r}: the checkpoint's tokenizer is needed")
         config_path = directory / "tokenizer_config.json"
-        config = _read_json(config_path, "the tokenizer's settings") if config_path.is_file() else {}
+        config = fields.read_json(config_path, "the tokenizer's settings") if config_path.is_file() else {}
         special = {}
         for name in ("bos_token", "eos_token", "pad_token"):
             value = config.get(name)

@@ -71,6 +71,21 @@ def test_the_recipes_sequences():
     assert T.layout(CFG, "pause", 0, pool).feed == "pause" and T.layout(CFG, "latent", 0, pool).n_latents == 2
 
 
+def test_the_rotary_base_and_initial_scale_reach_the_model():
+    """rope_theta is the decoder's (the saved config.json's); init_scale the initial weights' deviation; both
+    refused at 0 before anything is built."""
+    import dataclasses
+
+    assert T.model_config(CFG).text.rope_theta == CFG.rope_theta == 2.0
+    key = jax.random.key(0)
+    params = T.trainer(CFG, "direct").stages[0][1].init(key, None)
+    w = np.asarray(params["text"]["layers"]["mlp"]["up"]["kernel"])  # 2 x 32 x 48 normal draws
+    assert abs(float(w.std()) - CFG.init_scale) < 0.1 * CFG.init_scale
+    for field in ("rope_theta", "init_scale"):
+        with pytest.raises(ValueError, match=field):
+            dataclasses.replace(CFG, **{field: 0.0}).validate()
+
+
 def test_a_recipe_is_a_value():
     """A Variant is taken wherever a recipe's name is (the same sequences as its named twin, its name in
     messages); a new one (a callable alignment) is checked before anything is traced: fields and their

@@ -119,12 +119,15 @@ class Config:
       intermediate_size: the decoder MLP's width.
       vision_depth: the vision tower's blocks.
       vision_width: the vision tower's width.
-      rope_theta: the base of the decoder's multimodal rotary frequencies. A grid's rows and columns are told
-        apart by the lowest frequencies (MRoPE gives the width its last section), so a small grid needs a small
-        base: at 10000 and 16-wide heads, columns 0 and 3 differ by under 0.01 radian.
-      init_scale: the standard deviation of the initial weights (:func:`tokdyn.models.qwen2_5_vl.params.init`;
-        Qwen2.5-VL's published ``initializer_range`` is 0.02, which at this width leaves attention near
-        uniform for hundreds of steps).
+      rope_theta: the base of the decoder's multimodal rotary frequencies. A cell is found by matching the
+        question's row and column to the image tokens' rotary positions, which MRoPE gives the last two thirds
+        of each head's frequencies: at Qwen2.5-VL's 10,000 (1,000,000 in the published models) and 16-wide
+        heads they turn by 0.003-0.1 radian a row or column; at 2 by 0.55-1.
+      init_scale: the standard deviation of the initial weights (:func:`tokdyn.models.qwen2_5_vl.params.init`);
+        at Qwen2.5-VL's published ``initializer_range`` of 0.02 a 64-wide model's attention stays near uniform
+        for hundreds of steps. With both defaults the ``direct`` recipe reads a cell of ``read`` at 0.78 (train)
+        after 2,000 steps where 10,000 and 0.02 gave 0.26-0.37 (``benchmarks/runs/cpu-2026-11-28-organism-
+        learning-e991e1e/``).
       n_latents: latents a block holds (the last curriculum stage's).
       train: the optimiser's budget and schedule (:class:`tokdyn.train.optim.Config`).
       batch_size: instances a step, drawn with replacement from the pool.
@@ -143,8 +146,8 @@ class Config:
     intermediate_size: int = 96
     vision_depth: int = 2
     vision_width: int = 32
-    rope_theta: float = 10000.0
-    init_scale: float = 0.02
+    rope_theta: float = 2.0
+    init_scale: float = 0.15
     n_latents: int = 4
     train: optim.Config = optim.Config(steps=600, steps_per_call=100, warmup=50, decay="cosine", clip_norm=1.0)
     batch_size: int = 32
